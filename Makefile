@@ -1,0 +1,42 @@
+# upkeeper — every target bootstraps what it needs (apt packages, the venv, Python deps).
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+PYTEST_ARGS ?=
+
+.PHONY: all bootstrap system-deps venv demo test lint docs bench clean
+
+all: test
+
+system-deps:
+	@bash scripts/ensure-system-deps.sh
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	@$(BIN)/python -m pip install -q --upgrade pip
+	@$(BIN)/python -m pip install -q -e '.[dev]'
+	@rm -f $(VENV)/.installed-* && touch $(STAMP)
+
+venv: $(STAMP)
+
+bootstrap: system-deps venv
+
+demo: bootstrap
+	$(BIN)/upkeeper demo
+
+test: bootstrap
+	@bash scripts/run-tests.sh $(PYTEST_ARGS)
+
+lint: venv
+	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy
+
+docs: venv
+	$(BIN)/python -m upkeeper.core.docs
+
+bench: bootstrap
+	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

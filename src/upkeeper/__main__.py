@@ -1,0 +1,3 @@
+from upkeeper.cli.main import main
+
+main()

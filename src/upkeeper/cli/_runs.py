@@ -1,0 +1,152 @@
+"""Run several jobs now with a live progress display; shared by ``run`` and ``demo``."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from upkeeper.cli._app import severity_text, status_text
+from upkeeper.core.executor import WorkerPool
+from upkeeper.core.history import History, process_identity
+from upkeeper.core.jobs import Job, Setup
+from upkeeper.core.runner import Runner, RunListener
+from upkeeper.core.task import Finding
+from upkeeper.fmt import human_duration
+
+
+@dataclass
+class RunSummary:
+    run_id: int | None
+    job: str
+    task: str
+    status: str
+    summary: str
+    duration: float
+    findings: list[Finding] = field(default_factory=list)
+    metrics: dict[str, float] = field(default_factory=dict)
+    artifacts: list[Any] = field(default_factory=list)
+
+    def top_finding(self) -> Finding | None:
+        if not self.findings:
+            return None
+        return max(self.findings, key=lambda f: f.severity.rank)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "job": self.job,
+            "task": self.task,
+            "status": self.status,
+            "summary": self.summary,
+            "duration": round(self.duration, 3),
+            "findings": [f.to_dict() for f in self.findings],
+            "metrics": self.metrics,
+            "artifacts": self.artifacts,
+        }
+
+
+def make_runner(setup: Setup, history: History, history_url: str, pool_size: int,
+                listeners: list[RunListener] | None = None) -> Runner:
+    return Runner(setup=setup, history=history, executor=WorkerPool(size=pool_size),
+                  owner=process_identity(), node=setup.config.node, history_url=history_url,
+                  listeners=list(listeners or []))
+
+
+def run_jobs(
+    runner: Runner,
+    jobs: list[Job],
+    *,
+    console: Console,
+    parallel: int = 4,
+    retries: bool = True,
+    show_progress: bool = True,
+    trigger: str = "manual",
+    details: dict[str, Any] | None = None,
+) -> list[RunSummary]:
+    """Run ``jobs`` now (at most ``parallel`` at once) and return their summaries in job order."""
+    cancel = threading.Event()
+    results: dict[str, RunSummary] = {}
+    progress = Progress(
+        SpinnerColumn(),
+        TextColumn("[bold]{task.fields[job]}[/bold]", justify="left"),
+        BarColumn(bar_width=20),
+        TextColumn("{task.description}", justify="left"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+        disable=not show_progress,
+    )
+    ids = {job.name: progress.add_task("waiting", job=job.name, total=None) for job in jobs}
+
+    def one(job: Job) -> None:
+        tid = ids[job.name]
+        progress.update(tid, description="running")
+        t0 = time.monotonic()
+
+        def on_log(level: str, message: str) -> None:
+            if level in ("INFO", "WARNING", "ERROR") and message:
+                progress.update(tid, description=message.splitlines()[0][:70])
+
+        def on_progress(message: str, fraction: float | None) -> None:
+            if fraction is not None:
+                progress.update(tid, total=1.0, completed=fraction, description=message[:70])
+            else:
+                progress.update(tid, description=message[:70])
+
+        def on_retry(attempt: int, delay: float) -> None:
+            progress.update(tid, description=f"attempt {attempt} in {human_duration(delay)}")
+
+        rid, outcome, status = runner.run_manual(job, trigger=trigger, retries=retries, on_log=on_log,
+                                                 on_progress=on_progress, on_retry=on_retry, cancel=cancel,
+                                                 details=details)
+        result = outcome.result if outcome is not None else None
+        results[job.name] = RunSummary(
+            run_id=rid, job=job.name, task=job.task_name, status=status,
+            summary=result.summary if result else "",
+            duration=time.monotonic() - t0,
+            findings=list(result.findings) if result else [],
+            metrics=dict(result.metrics) if result else {},
+            artifacts=list(result.artifacts) if result else [],
+        )
+        progress.update(tid, total=1.0, completed=1.0, description=status_text(status))
+
+    pool = ThreadPoolExecutor(max_workers=max(1, min(parallel, len(jobs))), thread_name_prefix="cli-run")
+    try:
+        with progress:
+            futures = [pool.submit(one, job) for job in jobs]
+            try:
+                while not all(f.done() for f in futures):
+                    time.sleep(0.1)
+            except KeyboardInterrupt:
+                cancel.set()
+                progress.console.print("[warn]interrupted: stopping running tasks…[/warn]")
+                for f in futures:
+                    f.cancel()
+                pool.shutdown(wait=True)
+                raise
+            for f in futures:
+                f.result()
+    finally:
+        pool.shutdown(wait=True)
+        runner.executor.shutdown()
+    return [results[j.name] for j in jobs if j.name in results]
+
+
+def summary_table(results: list[RunSummary], title: str = "Results") -> Table:
+    table = Table(title=title, title_justify="left")
+    for col in ("run", "job", "task", "status", "took", "top finding / summary"):
+        table.add_column(col, overflow="fold")
+    for r in results:
+        top = r.top_finding()
+        text = (f"{severity_text(top.severity.value)} {top.subject}: {top.message}" if top
+                else r.summary)
+        table.add_row(str(r.run_id or "-"), f"[bold]{r.job}[/bold]", r.task, status_text(r.status),
+                      human_duration(r.duration), text[:160])
+    return table

@@ -1,0 +1,61 @@
+"""``upkeeper config check|schema``."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import typer
+
+from upkeeper.cli._app import app, console, print_json, state
+from upkeeper.core.schema import config_schema
+from upkeeper.errors import ConfigError
+
+config_app = typer.Typer(help="Check the configuration, or print its JSON Schema.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+
+@config_app.command("check")
+def check(
+    as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+) -> None:
+    """Validate the config file: keys, types, tasks, targets, task options, cron expressions, timezones.
+
+    Exits 2 and names file, line and field for every problem.
+    """
+    try:
+        setup = state.setup()
+    except ConfigError as exc:
+        if as_json:
+            print_json(
+                {
+                    "ok": False,
+                    "problems": [
+                        {"file": p.file, "line": p.line, "path": list(p.path), "message": p.message, "hint": p.hint}
+                        for p in (exc.problems or [])
+                    ]
+                    or [{"file": None, "line": None, "path": [], "message": exc.message, "hint": exc.hint}],
+                }
+            )
+            raise typer.Exit(2) from None
+        raise
+    info = {
+        "ok": True,
+        "file": str(setup.source) if setup.source else None,
+        "jobs": len(setup.jobs),
+        "targets": len(setup.config.targets),
+        "scheduled": sum(1 for j in setup.jobs.values() if j.schedule and j.enabled),
+    }
+    if as_json:
+        print_json(info)
+        return
+    console.print(
+        f"[ok]OK[/ok] {info['file']}: {info['jobs']} job(s) ({info['scheduled']} scheduled), "
+        f"{info['targets']} target(s)"
+    )
+
+
+@config_app.command("schema")
+def schema() -> None:
+    """Print the JSON Schema of upkeeper.yaml (point your editor's YAML plug-in at it)."""
+    sys.stdout.write(json.dumps(config_schema(), indent=2) + "\n")

@@ -1,0 +1,56 @@
+"""``upkeeper cron export [--systemd]``: for people who keep cron or systemd timers."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import typer
+
+from upkeeper.cli._app import app, console, state
+from upkeeper.core.cronexport import crontab, systemd_units
+
+cron_app = typer.Typer(help="Export jobs to crontab or systemd timers.", no_args_is_help=True)
+app.add_typer(cron_app, name="cron")
+
+
+def upkeeper_command() -> list[str]:
+    """How cron/systemd should invoke this upkeeper (absolute paths; no PATH assumptions)."""
+    beside = Path(sys.executable).with_name("upkeeper")
+    if beside.exists():
+        return [str(beside)]
+    found = shutil.which("upkeeper")
+    return [found] if found else [sys.executable, "-m", "upkeeper"]
+
+
+@cron_app.command("export")
+def export(
+    systemd: bool = typer.Option(False, "--systemd", help="write systemd .timer/.service units instead"),
+    output: Path | None = typer.Option(None, "--output", "-o", help="directory for the units (default: print)"),
+) -> None:
+    """Print crontab lines (or systemd units) that call 'upkeeper run' for every scheduled job."""
+    setup = state.setup()
+    cmd = upkeeper_command()
+    if setup.source is not None:
+        cmd += ["--config", str(setup.source.resolve())]
+    if not systemd:
+        text = crontab(setup, cmd)
+        if output:
+            output.write_text(text)
+            console.print(f"wrote {output}")
+        else:
+            sys.stdout.write(text)
+        return
+    units = systemd_units(setup, cmd)
+    if output:
+        output.mkdir(parents=True, exist_ok=True)
+        for name, body in units.items():
+            (output / name).write_text(body)
+        timers = " ".join(n for n in units if n.endswith(".timer"))
+        console.print(f"wrote {len(units)} unit(s) to {output}. Enable with:\n"
+                      f"  cp {output}/upkeeper-* /etc/systemd/system/ && systemctl daemon-reload && "
+                      f"systemctl enable --now {timers}")
+        return
+    for name, body in units.items():
+        sys.stdout.write(f"# --- {name} ---\n{body}\n")

@@ -1,0 +1,74 @@
+"""``upkeeper daemon``: run jobs on their schedules until stopped (SIGTERM/SIGINT)."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from types import FrameType
+
+import typer
+
+from upkeeper.cli._app import app, err_console, state
+from upkeeper.core.admission import build_policies
+from upkeeper.core.daemon import Daemon
+from upkeeper.core.executor import WorkerPool
+from upkeeper.core.history import process_identity
+from upkeeper.core.runner import Runner
+from upkeeper.fmt import human_duration
+from upkeeper.redact import RedactingFilter
+
+
+@app.command("daemon")
+def daemon_cmd(
+    concurrency: int | None = typer.Option(None, "--concurrency", min=1, max=256,
+                                           help="runs at once (default: daemon.concurrency)"),
+    log_level: str = typer.Option("INFO", "--log-level", help="DEBUG, INFO, WARNING or ERROR"),
+) -> None:
+    """Run every scheduled job on time, with catch-up, jitter, locks, timeouts and retries.
+
+    Several daemons may share one history database (PostgreSQL): each occurrence fires once.
+    SIGTERM stops claiming, lets running runs finish within daemon.shutdown_grace, and marks
+    the rest interrupted.
+    """
+    setup = state.setup()
+    history = state.history()
+    handler = logging.StreamHandler()
+    handler.addFilter(RedactingFilter())
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("upkeeper")
+    root.addHandler(handler)
+    root.setLevel(log_level.upper())
+    conc = concurrency or setup.config.daemon.concurrency
+    owner = process_identity()
+    runner = Runner(setup=setup, history=history,
+                    executor=WorkerPool(size=conc, max_runs=setup.config.daemon.worker_max_runs),
+                    owner=owner, node=setup.config.node, history_url=state.history_url())
+    daemon = Daemon(setup, history, runner, concurrency=conc, policies=build_policies(setup))
+    stop_requested = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        if stop_requested.is_set():
+            return
+        stop_requested.set()
+        logging.getLogger("upkeeper.daemon").info("%s received: no new runs; letting running ones finish",
+                                                  signal.Signals(signum).name)
+        daemon.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    scheduled = sum(1 for j in setup.jobs.values() if j.schedule and j.enabled)
+    err_console.print(f"upkeeper daemon: {scheduled} scheduled job(s), concurrency {conc}, "
+                      f"history {history.dialect}, node {setup.config.node}")
+    try:
+        daemon.run_forever()
+    finally:
+        grace = setup.config.daemon.shutdown_grace
+        interrupted = daemon.drain(grace)
+        runner.executor.shutdown()
+        runner.close()
+        if interrupted:
+            err_console.print(f"stopped; {len(interrupted)} run(s) marked interrupted after "
+                              f"{human_duration(grace)} grace")
+        else:
+            err_console.print("stopped cleanly")

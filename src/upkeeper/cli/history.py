@@ -1,0 +1,131 @@
+"""``upkeeper history`` and ``upkeeper show``: what ran, when, with what result."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+import typer
+from rich.panel import Panel
+from rich.table import Table
+
+from upkeeper.cli._app import app, console, print_json, severity_text, state, status_text
+from upkeeper.config.types import parse_duration
+from upkeeper.core.models import FindingRow, RunRow
+from upkeeper.errors import UsageError
+from upkeeper.fmt import human_duration, local_time
+
+
+def parse_since(text: str | None) -> datetime | None:
+    """``7d``/``12h`` (ago) or an ISO date/time (UTC when no offset is given)."""
+    if not text:
+        return None
+    if re.fullmatch(r"\s*\d+(\.\d+)?\s*[smhdw]\s*", text):
+        return datetime.now(UTC) - parse_duration(text)
+    try:
+        ts = datetime.fromisoformat(text)
+    except ValueError:
+        raise UsageError(f"--since {text!r} is neither a duration nor a date",
+                         "Try: --since 7d, --since 12h or --since 2026-11-01") from None
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+
+
+def run_dict(r: RunRow, findings: list[FindingRow] | None = None, full: bool = False) -> dict[str, Any]:
+    d: dict[str, Any] = {
+        "id": r.id,
+        "job": r.job,
+        "task": r.task,
+        "target": r.target,
+        "status": r.status,
+        "summary": r.summary,
+        "trigger": r.trigger,
+        "attempt": r.attempt,
+        "scheduled_for": r.scheduled_for.isoformat(),
+        "started_at": r.started_at.isoformat() if r.started_at else None,
+        "finished_at": r.finished_at.isoformat() if r.finished_at else None,
+        "duration": r.duration,
+        "node": r.node,
+    }
+    if full:
+        d["metrics"] = r.metrics or {}
+        d["artifacts"] = r.artifacts or []
+        d["details"] = r.details or {}
+        d["log"] = r.log_excerpt or ""
+        d["findings"] = [
+            {"check": f.check, "severity": f.severity, "subject": f.subject, "message": f.message,
+             "remediation": f.remediation, "value": f.value, "threshold": f.threshold, "data": f.data}
+            for f in (findings or [])
+        ]
+    return d
+
+
+@app.command("history")
+def history_cmd(
+    job: str | None = typer.Argument(None, help="only this job"),
+    since: str | None = typer.Option(None, "--since", help="'7d', '12h' or an ISO date"),
+    limit: int = typer.Option(50, "--limit", "-n", min=1, max=100000, help="at most this many runs"),
+    status: list[str] = typer.Option([], "--status", help="only runs with this status (repeatable)"),
+    as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+) -> None:
+    """Recorded runs, newest first."""
+    setup = state.setup()
+    if job is not None and job not in setup.jobs:
+        setup.job(job)  # raises a UsageError with a suggestion
+    rows = state.history().runs(job=job, since=parse_since(since), limit=limit, statuses=status or None)
+    if as_json:
+        print_json([run_dict(r) for r in rows])
+        return
+    if not rows:
+        console.print("no runs recorded" + (f" for {job}" if job else "") + ".")
+        return
+    table = Table(title="History", title_justify="left")
+    for col in ("id", "job", "scheduled (UTC)", "trigger", "status", "took", "summary"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        table.add_row(str(r.id), r.job, local_time(r.scheduled_for, "UTC", "%Y-%m-%d %H:%M:%S"), r.trigger,
+                      status_text(r.status), human_duration(r.duration), (r.summary or "")[:140])
+    console.print(table)
+
+
+@app.command("show")
+def show_cmd(
+    run_id: int = typer.Argument(..., help="run id (from 'upkeeper history')"),
+    as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+) -> None:
+    """One run in full: findings, metrics and its log excerpt."""
+    history = state.history()
+    row = history.get_run(run_id)
+    if row is None:
+        raise UsageError(f"no run with id {run_id}", "Try: 'upkeeper history' lists recent runs")
+    findings = history.findings_for(run_id)
+    data = run_dict(row, findings, full=True)
+    if as_json:
+        print_json(data)
+        return
+    head = (f"[bold]run {row.id}[/bold]  job [bold]{row.job}[/bold] ({row.task}"
+            f"{' on ' + row.target if row.target else ''})\n"
+            f"status {status_text(row.status)}   trigger {row.trigger}   attempt {row.attempt}   node {row.node}\n"
+            f"scheduled {local_time(row.scheduled_for, 'UTC', '%Y-%m-%d %H:%M:%S %Z')}   "
+            f"started {local_time(row.started_at, 'UTC', '%H:%M:%S')}   "
+            f"took {human_duration(row.duration)}")
+    console.print(Panel(head + (f"\n\n{row.summary}" if row.summary else ""), expand=False))
+    if findings:
+        t = Table(title="Findings", title_justify="left")
+        for col in ("severity", "check", "subject", "message", "remediation"):
+            t.add_column(col, overflow="fold")
+        for f in sorted(findings, key=lambda f: {"critical": 0, "warning": 1, "info": 2}.get(f.severity, 3)):
+            t.add_row(severity_text(f.severity), f.check, f.subject, f.message, f.remediation)
+        console.print(t)
+    if row.metrics:
+        t = Table(title="Metrics", title_justify="left")
+        t.add_column("name")
+        t.add_column("value", justify="right")
+        items = sorted(row.metrics.items())
+        for k, v in items[:60]:
+            t.add_row(k, f"{v:,.6g}")
+        if len(items) > 60:
+            t.add_row(f"… {len(items) - 60} more (use --json)", "")
+        console.print(t)
+    if row.log_excerpt:
+        console.print(Panel(row.log_excerpt, title="log", title_align="left", expand=False), markup=False)

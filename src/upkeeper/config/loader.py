@@ -1,0 +1,424 @@
+"""Load ``upkeeper.yaml``: YAML with line numbers, ``${ENV}`` interpolation, ``*_file`` secrets.
+
+Every problem becomes a :class:`~upkeeper.errors.ConfigProblem` that names the
+file, the line and the field path (``jobs -> db-backup -> options -> jobs``),
+and says how to fix it.  Nothing here ever lets a traceback reach the user.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import types
+import typing
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, SecretStr, ValidationError
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+from upkeeper.config.models import Config
+from upkeeper.errors import ConfigError, ConfigProblem
+from upkeeper.redact import register_secret
+
+Path_ = tuple[str | int, ...]
+
+_ENV_REF = re.compile(r"\$\$|\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}")
+
+CONFIG_ENV = "UPKEEPER_CONFIG"
+DEFAULT_LOCATIONS = (Path("upkeeper.yaml"), Path("/etc/upkeeper/upkeeper.yaml"))
+
+
+class LineMap:
+    """Maps a field path in the parsed YAML to the line (1-based) where it is written."""
+
+    def __init__(self, root: Any, file: str) -> None:
+        self.root = root
+        self.file = file
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Configs travel to worker processes; line numbers are only needed where the file was read.
+        return {"root": None, "file": self.file}
+
+    def line(self, path: Sequence[str | int]) -> int | None:
+        node = self.root
+        line: int | None = None
+        for seg in path:
+            if isinstance(node, CommentedMap):
+                if seg in node:
+                    try:
+                        line = node.lc.key(seg)[0] + 1
+                    except (KeyError, TypeError, AttributeError):
+                        pass
+                    node = node[seg]
+                    continue
+                return line if line is not None else self._node_line(node)
+            if isinstance(node, CommentedSeq) and isinstance(seg, int) and 0 <= seg < len(node):
+                try:
+                    line = node.lc.item(seg)[0] + 1
+                except (KeyError, TypeError, AttributeError):
+                    pass
+                node = node[seg]
+                continue
+            break
+        return line
+
+    @staticmethod
+    def _node_line(node: Any) -> int | None:
+        lc = getattr(node, "lc", None)
+        return (lc.line + 1) if lc is not None and lc.line is not None else None
+
+    def value_at(self, path: Sequence[str | int]) -> Any:
+        node = self.root
+        for seg in path:
+            try:
+                node = node[seg]
+            except (KeyError, IndexError, TypeError):
+                return None
+        return node
+
+    def problem(self, path: Path_, message: str, hint: str | None = None) -> ConfigProblem:
+        return ConfigProblem(message=message, path=tuple(path), file=self.file, line=self.line(path), hint=hint)
+
+
+def find_config(explicit: str | Path | None) -> Path:
+    """Resolve which config file to use: --config, $UPKEEPER_CONFIG, ./upkeeper.yaml, /etc/upkeeper."""
+    if explicit:
+        p = Path(explicit).expanduser()
+        if not p.exists():
+            raise ConfigError(
+                f"config file {p} does not exist", "Try: 'upkeeper init' to write one, or pass --config PATH"
+            )
+        return p
+    env = os.environ.get(CONFIG_ENV)
+    if env:
+        p = Path(env).expanduser()
+        if not p.exists():
+            raise ConfigError(f"config file {p} (from ${CONFIG_ENV}) does not exist", f"Try: fix or unset {CONFIG_ENV}")
+        return p
+    for p in DEFAULT_LOCATIONS:
+        if p.exists():
+            return p
+    raise ConfigError(
+        "no config file found (looked for ./upkeeper.yaml and /etc/upkeeper/upkeeper.yaml)",
+        "Try: 'upkeeper init' to write one, or pass --config PATH",
+    )
+
+
+def parse_yaml(text: str, file: str) -> tuple[Any, LineMap]:
+    yaml = YAML(typ="rt")
+    yaml.allow_duplicate_keys = False
+    try:
+        root = yaml.load(text)
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else None
+        what = (exc.problem or exc.context or "invalid YAML").strip()
+        if "duplicate key" in str(exc):
+            what = "duplicate key " + _dup_key(str(exc))
+        raise ConfigError.from_problems(
+            [
+                ConfigProblem(
+                    message=f"YAML syntax error: {what}",
+                    file=file,
+                    line=line,
+                    hint="Try: check indentation (spaces, not tabs) and quoting around this line",
+                )
+            ]
+        ) from None
+    except YAMLError as exc:
+        raise ConfigError.from_problems(
+            [ConfigProblem(message=f"YAML syntax error: {exc}", file=file, hint="Try: check the file is valid YAML")]
+        ) from None
+    except Exception as exc:  # ruamel raises a few non-YAMLError exceptions on odd input
+        raise ConfigError.from_problems(
+            [ConfigProblem(message=f"cannot parse YAML: {exc}", file=file, hint="Try: check the file is valid YAML")]
+        ) from None
+    return root, LineMap(root, file)
+
+
+def _dup_key(text: str) -> str:
+    m = re.search(r'found duplicate key "([^"]*)"', text)
+    return repr(m.group(1)) if m else ""
+
+
+def interpolate(node: Any, lines: LineMap, problems: list[ConfigProblem], path: Path_ = ()) -> Any:
+    """Return a plain-Python copy of ``node`` with ``${VAR}`` / ``${VAR:-default}`` substituted."""
+    if isinstance(node, Mapping):
+        out: dict[Any, Any] = {}
+        for k, v in node.items():
+            key = k if isinstance(k, str | int) else str(k)
+            out[key] = interpolate(v, lines, problems, (*path, key))
+        return out
+    if isinstance(node, list | tuple):
+        return [interpolate(v, lines, problems, (*path, i)) for i, v in enumerate(node)]
+    if isinstance(node, str):
+        text = str(node)
+        if "$" not in text:
+            return text
+
+        def sub(m: re.Match[str]) -> str:
+            if m.group(0) == "$$":
+                return "$"
+            name, default = m.group("name"), m.group("default")
+            value = os.environ.get(name)
+            if value is None or (value == "" and default is not None):
+                if default is not None:
+                    return default
+                problems.append(
+                    lines.problem(
+                        path,
+                        f"environment variable {name} is not set",
+                        f"Try: export {name}=… before running upkeeper, or write ${{{name}:-default}}",
+                    )
+                )
+                return ""
+            return value
+
+        return _ENV_REF.sub(sub, text)
+    if isinstance(node, bool):
+        return bool(node)
+    if isinstance(node, int):
+        return int(node)
+    if isinstance(node, float):
+        return float(node)
+    return node
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a config file; raise :class:`ConfigError` with every problem found."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file {p} does not exist", "Try: 'upkeeper init' to write one") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {p}: {exc}", "Try: check the path and permissions") from None
+    return load_text(text, str(p), source=p)
+
+
+def load_text(text: str, file: str = "<config>", source: Path | None = None) -> Config:
+    root, lines = parse_yaml(text, file)
+    problems: list[ConfigProblem] = []
+    if root is None:
+        root = CommentedMap()
+    if not isinstance(root, Mapping):
+        raise ConfigError.from_problems(
+            [lines.problem((), "the file must be a mapping of keys (version, targets, jobs …)", "Try: 'upkeeper init'")]
+        )
+    data = interpolate(root, lines, problems, ())
+    if problems:
+        raise ConfigError.from_problems(problems)
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError.from_problems(validation_problems(exc, Config, data, lines)) from None
+    config._source = source
+    config._lines = lines
+    register_config_secrets(config)
+    return config
+
+
+def lines_for(config: Config) -> LineMap:
+    """The line map a config was loaded with (an empty one for configs built in code)."""
+    lines = config._lines
+    if isinstance(lines, LineMap):
+        return lines
+    return LineMap(CommentedMap(), str(config.source or "<config>"))
+
+
+def register_config_secrets(obj: Any) -> None:
+    """Register every SecretStr inside ``obj`` (a model, dict or list) for redaction."""
+    if isinstance(obj, SecretStr):
+        register_secret(obj.get_secret_value())
+    elif isinstance(obj, BaseModel):
+        for name in type(obj).model_fields:
+            register_config_secrets(getattr(obj, name, None))
+    elif isinstance(obj, Mapping):
+        for v in obj.values():
+            register_config_secrets(v)
+    elif isinstance(obj, list | tuple):
+        for v in obj:
+            register_config_secrets(v)
+
+
+# ---------------------------------------------------------------------------
+# pydantic errors → located problems
+
+_NOISE_SEGMENTS = re.compile(r"\[|^(str|int|float|bool|none|timedelta|list|dict|literal|json-or-python)$", re.I)
+
+
+def validation_problems(
+    exc: ValidationError,
+    model: type[BaseModel],
+    data: Any,
+    lines: LineMap,
+    prefix: Path_ = (),
+) -> list[ConfigProblem]:
+    """Turn a pydantic ValidationError into one clear problem per field."""
+    by_path: dict[Path_, list[tuple[str, str | None]]] = {}
+    for err in exc.errors(include_input=False, include_url=False):
+        path, msg, hint = _explain(err, model, data)
+        by_path.setdefault(path, []).append((msg, hint))
+    problems = []
+    for path, msgs in by_path.items():
+        # unions produce one error per member; keep the informative ones
+        useful = [m for m in msgs if not m[0].startswith("input should be none")] or msgs
+        seen: list[tuple[str, str | None]] = []
+        for m in useful:
+            if m not in seen:
+                seen.append(m)
+        message = "; or ".join(m for m, _ in seen[:2])
+        hint = next((h for _, h in seen if h), None)
+        full = (*prefix, *path)
+        problems.append(
+            ConfigProblem(message=message, path=full, file=lines.file, line=lines.line(full), hint=hint)
+        )
+    return problems
+
+
+def _clean_loc(loc: Iterable[Any], data: Any) -> Path_:
+    out: list[str | int] = []
+    node = data
+    for seg in loc:
+        if isinstance(node, Mapping):
+            if seg in node:
+                out.append(seg)
+                node = node[seg]
+                continue
+            if seg == node.get("kind"):  # discriminated-union tag
+                continue
+            if isinstance(seg, str) and _NOISE_SEGMENTS.search(seg) and seg != "[key]":
+                continue
+            out.append(seg)
+            node = None
+            continue
+        if isinstance(node, list) and isinstance(seg, int):
+            out.append(seg)
+            node = node[seg] if 0 <= seg < len(node) else None
+            continue
+        if isinstance(seg, str) and (_NOISE_SEGMENTS.search(seg) or seg in ("function-after", "function-before")):
+            continue
+        out.append(seg)
+        node = None
+    return tuple(out)
+
+
+def _explain(err: Any, model: type[BaseModel], data: Any) -> tuple[Path_, str, str | None]:
+    loc = _clean_loc(err.get("loc", ()), data)
+    typ = err.get("type", "")
+    msg = str(err.get("msg", "invalid value"))
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, ") :]
+    if msg.startswith("Assertion failed, "):
+        msg = msg[len("Assertion failed, ") :]
+    hint: str | None = None
+    if typ == "extra_forbidden":
+        key = str(loc[-1]) if loc else "?"
+        known = known_keys(model, loc[:-1], data)
+        msg = f"unknown key {key!r}"
+        close = difflib.get_close_matches(key, known, n=1)
+        if close:
+            hint = f"Try: {close[0]!r}" + (f" (known keys: {', '.join(known)})" if len(known) <= 12 else "")
+        elif known:
+            hint = "Try: one of " + ", ".join(known)
+        else:
+            hint = "Try: remove it"
+    elif typ == "missing":
+        msg = f"required key {str(loc[-1])!r} is missing" if loc else "a required key is missing"
+        hint = "Try: add it (see 'upkeeper config schema')"
+    elif loc and loc[-1] == "[key]":
+        loc = loc[:-1]
+        msg = f"invalid name {str(loc[-1])!r}: names use letters, digits, '.', '_' and '-' (max 100)"
+        hint = "Try: rename it, e.g. 'db-backup'"
+    elif typ == "union_tag_invalid" or typ == "union_tag_not_found":
+        ctx = err.get("ctx") or {}
+        expected = ctx.get("expected_tags", "")
+        if typ == "union_tag_not_found":
+            msg = "'kind' is missing"
+            loc = (*loc, "kind")
+        else:
+            msg = f"unknown kind {ctx.get('tag')!r}"
+            loc = (*loc, "kind") if "kind" in (_at(data, loc) or {}) else loc
+        hint = f"Try: kind: one of {expected}"
+    elif typ == "literal_error":
+        ctx = err.get("ctx") or {}
+        msg = f"invalid value: expected {ctx.get('expected', 'one of the allowed values')}"
+    else:
+        msg = msg[0].lower() + msg[1:] if msg else msg
+    return loc, msg, hint
+
+
+def _at(data: Any, path: Sequence[str | int]) -> Any:
+    node = data
+    for seg in path:
+        try:
+            node = node[seg]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return node
+
+
+def known_keys(model: type[BaseModel], path: Sequence[str | int], data: Any) -> list[str]:
+    """The keys allowed at ``path`` inside ``model`` (walking dicts, lists and tagged unions)."""
+    tp: Any = model
+    node = data
+    segs = list(path)
+    i = 0
+    while True:
+        tp = _unwrap(tp, node)
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            if i >= len(segs):
+                return [
+                    (f.alias or n) for n, f in tp.model_fields.items() if not n.startswith("_")
+                ]
+            field = tp.model_fields.get(str(segs[i]))
+            if field is None:
+                return []
+            tp = field.annotation
+            node = _at(node, [segs[i]])
+            i += 1
+            continue
+        origin = typing.get_origin(tp)
+        if origin in (dict, Mapping) and i < len(segs):
+            tp = typing.get_args(tp)[1]
+            node = _at(node, [segs[i]])
+            i += 1
+            continue
+        if origin in (list, tuple, Sequence) and i < len(segs):
+            tp = typing.get_args(tp)[0]
+            node = _at(node, [segs[i]])
+            i += 1
+            continue
+        return []
+
+
+def _unwrap(tp: Any, node: Any) -> Any:
+    """Strip Annotated/Optional; pick the union member whose ``kind`` matches the data."""
+    for _ in range(10):
+        origin = typing.get_origin(tp)
+        if origin is typing.Annotated:
+            tp = typing.get_args(tp)[0]
+            continue
+        if origin in (typing.Union, types.UnionType):
+            members = [a for a in typing.get_args(tp) if a is not type(None)]
+            if len(members) == 1:
+                tp = members[0]
+                continue
+            kind = node.get("kind") if isinstance(node, Mapping) else None
+            for m in members:
+                if isinstance(m, type) and issubclass(m, BaseModel):
+                    f = m.model_fields.get("kind")
+                    if f is not None and f.default == kind:
+                        tp = m
+                        break
+            else:
+                models = [m for m in members if isinstance(m, type) and issubclass(m, BaseModel)]
+                tp = models[0] if models else members[0]
+            continue
+        break
+    return tp

@@ -1,0 +1,134 @@
+"""The configuration file, as pydantic models (``extra="forbid"`` everywhere).
+
+Structural validation happens here; cross-references (task names, targets,
+task options, cron expressions, timezones) are resolved by
+:mod:`upkeeper.core.jobs`, which reports problems with the same located
+messages.
+"""
+
+from __future__ import annotations
+
+import socket
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, PrivateAttr
+
+from upkeeper.config.targets import (
+    TARGET_KINDS,
+    AppTarget,
+    HostTarget,
+    HttpTarget,
+    NginxTarget,
+    PostgresTarget,
+    RedisTarget,
+    TargetConfig,
+)
+from upkeeper.config.types import Duration, Name, StrictModel
+
+__all__ = [
+    "TARGET_KINDS",
+    "AppTarget",
+    "Config",
+    "DaemonSettings",
+    "Defaults",
+    "HostTarget",
+    "HttpTarget",
+    "JobConfig",
+    "NginxTarget",
+    "PostgresTarget",
+    "RedisTarget",
+    "TargetConfig",
+]
+
+CatchUpPolicy = Literal["skip", "latest"]
+Category = Literal["maintenance", "backup", "monitoring", "security", "critical"]
+
+
+class Defaults(StrictModel):
+    """Policies every job inherits unless it sets its own."""
+
+    timeout: Duration = Field(
+        default=timedelta(hours=1), description="kill a run (its whole process group) after this long"
+    )
+    retries: int = Field(0, ge=0, le=20, description="retries after a failed or errored run")
+    retry_delay: Duration = Field(
+        default=timedelta(minutes=1), description="delay before the first retry; doubles each time"
+    )
+    retry_max_delay: Duration = Field(default=timedelta(hours=1), description="upper bound of the retry delay")
+    catch_up: CatchUpPolicy = Field(
+        "latest",
+        description="after downtime: 'latest' runs the newest missed occurrence once (within catch_up_grace), "
+        "'skip' records it as skipped",
+    )
+    catch_up_grace: Duration | None = Field(
+        None, description="how old a missed occurrence may be and still be caught up (default: one period)"
+    )
+    jitter: Duration = Field(
+        default=timedelta(0), description="spread start times by a stable per-job offset in [0, jitter)"
+    )
+
+
+class DaemonSettings(StrictModel):
+    """How ``upkeeper daemon`` runs."""
+
+    concurrency: int = Field(4, ge=1, le=256, description="runs executing at once (worker processes)")
+    heartbeat: Duration = Field(
+        default=timedelta(seconds=15), description="how often the daemon records that it is alive"
+    )
+    shutdown_grace: Duration = Field(
+        default=timedelta(seconds=60),
+        description="on SIGTERM, how long running runs may finish before they are killed and marked interrupted",
+    )
+    worker_max_runs: int = Field(200, ge=1, description="recycle a worker process after this many runs")
+
+
+class JobConfig(StrictModel):
+    """One job: a task applied to a target on a schedule, with policies."""
+
+    task: str = Field(..., description="task name, e.g. postgres.vacuum (see 'upkeeper tasks')")
+    target: str | None = Field(None, description="name of an entry under 'targets'")
+    schedule: str | None = Field(
+        None,
+        description="cron ('0 3 * * *'), '@daily'-style alias or 'every 15m'; omit for manual-only jobs",
+    )
+    timezone: str | None = Field(None, description="IANA timezone for the schedule (default: the config's)")
+    options: dict[str, Any] = Field(default_factory=dict, description="task options (see the task reference)")
+    enabled: bool = True
+    description: str | None = None
+    category: Category | None = Field(None, description="overrides the task's category (blackouts, routing)")
+    tags: list[str] = Field(default_factory=list)
+    timeout: Duration | None = None
+    retries: int | None = Field(None, ge=0, le=20)
+    retry_delay: Duration | None = None
+    catch_up: CatchUpPolicy | None = None
+    catch_up_grace: Duration | None = None
+    jitter: Duration | None = None
+    metrics_retention: Duration | None = Field(
+        None, description="how long this job's metric samples are kept (default: the task's, else 90 days)"
+    )
+
+
+class Config(StrictModel):
+    """The whole ``upkeeper.yaml``."""
+
+    version: Literal[1] = Field(1, description="file format version")
+    timezone: str = Field("UTC", description="default timezone of job schedules")
+    node: str = Field(default_factory=socket.gethostname, description="this machine's name in history")
+    history: str | None = Field(
+        None,
+        description="history database: a SQLite path or sqlite:/// URL (default: the platform data dir), "
+        "or postgresql://… to share history between nodes",
+    )
+    defaults: Defaults = Field(default_factory=Defaults)
+    daemon: DaemonSettings = Field(default_factory=DaemonSettings)
+    targets: dict[Name, TargetConfig] = Field(default_factory=dict)
+    jobs: dict[Name, JobConfig] = Field(default_factory=dict)
+
+    _source: Path | None = PrivateAttr(default=None)
+    _lines: Any = PrivateAttr(default=None)
+
+    @property
+    def source(self) -> Path | None:
+        return self._source

@@ -1,0 +1,60 @@
+"""The standard maintenance schedule (from the maintenance procedures upkeeper automates).
+
+``upkeeper init`` writes the rows whose task exists in this version; the demo
+runs them against its sandbox.  Later task families need no change here: their
+rows are listed already and appear once the task is registered.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class StandardJob:
+    job: str
+    task: str
+    schedule: str
+    target_kind: str | None
+    comment: str
+    #: options ``init`` writes (commented examples are in ``example``)
+    options: dict[str, Any] = field(default_factory=dict)
+    example: str = ""
+
+
+STANDARD_SCHEDULE: tuple[StandardJob, ...] = (
+    StandardJob("db-backup", "postgres.backup", "0 0 * * *", "postgres", "nightly database backup"),
+    StandardJob("app-backup", "files.backup", "0 1 * * *", "app", "nightly backup of application files"),
+    StandardJob("vacuum", "postgres.vacuum", "0 3 * * *", "postgres", "daily VACUUM (ANALYZE)",
+                example="tables: [public.users]   # default: every table"),
+    StandardJob("db-maintenance", "postgres.maintenance", "0 2 * * 0", "postgres",
+                "weekly survey: bloat, slow queries, wraparound, indexes, replication"),
+    StandardJob("index-rebuild", "postgres.reindex", "0 4 * * 0", "postgres", "weekly REINDEX CONCURRENTLY"),
+    StandardJob("app-maintenance", "app.maintenance", "0 1 * * 6", "app",
+                "weekly: caches, logs, temp files, old releases"),
+    StandardJob("backup-verify", "backup.verify", "0 4 * * 1", "postgres", "weekly test restore of the newest backup"),
+    StandardJob("log-analysis", "logs.nginx", "0 2 * * 5", "nginx", "weekly access-log report"),
+    StandardJob("security-audit", "security.audit", "0 3 1 * *", "host", "monthly security audit"),
+    StandardJob("health", "host.health", "*/5 * * * *", "host", "host health every 5 minutes"),
+    StandardJob("cache-check", "redis.check", "*/15 * * * *", "redis", "Redis health every 15 minutes"),
+    StandardJob("cache-evict", "redis.evict", "0 * * * *", "redis", "hourly eviction of expendable keys"),
+    StandardJob("cache-backup", "redis.backup", "0 2 * * *", "redis", "nightly Redis RDB backup"),
+    StandardJob("tls-check", "network.tls", "0 6 * * *", "http", "daily certificate check"),
+    StandardJob("dns-check", "network.dns", "0 * * * *", "host", "hourly DNS health"),
+)
+
+#: Jobs beyond the standard table for tasks that have no row there.
+EXTRA_JOBS: tuple[StandardJob, ...] = (
+    StandardJob("db-ping", "postgres.ping", "*/5 * * * *", "postgres", "database reachability and size"),
+    StandardJob("disk", "host.disk", "*/5 * * * *", "host", "disk space and inodes"),
+)
+
+
+def standard_jobs(known_tasks: set[str] | list[str]) -> list[StandardJob]:
+    """Rows whose task exists, standard table first.  An extra whose task a standard row covers is dropped."""
+    known = set(known_tasks)
+    rows = [r for r in STANDARD_SCHEDULE if r.task in known]
+    covered = {r.task for r in rows}
+    rows += [r for r in EXTRA_JOBS if r.task in known and r.task not in covered]
+    return rows

@@ -1,0 +1,149 @@
+"""Targets: the things upkeeper maintains.  One model per ``kind``."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+from urllib.parse import quote
+
+from pydantic import Field, SecretStr
+
+from upkeeper.config.types import Duration, FileSecrets, StrictModel
+
+
+class PostgresTarget(FileSecrets):
+    """A PostgreSQL server.  Credentials follow libpq: unset fields fall back to PG* variables."""
+
+    secret_fields = ("password",)
+
+    kind: Literal["postgres"] = "postgres"
+    host: str | None = Field(None, description="host name, IP or socket directory (default: libpq's PGHOST)")
+    port: int | None = Field(None, ge=1, le=65535, description="port (default: libpq's PGPORT or 5432)")
+    user: str | None = Field(None, description="role to connect as (default: libpq's PGUSER)")
+    password: SecretStr | None = Field(None, description="password; prefer password_file or ${ENV}")
+    password_file: str | None = Field(None, description="file whose content is the password")
+    dbname: str = Field("postgres", description="database to connect to for server-wide work")
+    sslmode: str | None = Field(None, description="libpq sslmode (disable, prefer, require, verify-full …)")
+    connect_timeout: int = Field(10, ge=1, description="seconds to wait for a connection")
+    bin_dir: str | None = Field(
+        None, description="directory holding pg_dump/pg_restore (default: newest /usr/lib/postgresql/*/bin, then PATH)"
+    )
+    description: str | None = None
+
+    def libpq_params(self, dbname: str | None = None) -> dict[str, str]:
+        """Connection keywords for psycopg / libpq (password included)."""
+        p: dict[str, str] = {"dbname": dbname or self.dbname, "application_name": "upkeeper"}
+        if self.host:
+            p["host"] = self.host
+        if self.port:
+            p["port"] = str(self.port)
+        if self.user:
+            p["user"] = self.user
+        if self.password is not None:
+            p["password"] = self.password.get_secret_value()
+        if self.sslmode:
+            p["sslmode"] = self.sslmode
+        p["connect_timeout"] = str(self.connect_timeout)
+        return p
+
+    def libpq_env(self, dbname: str | None = None) -> dict[str, str]:
+        """Environment for CLI tools (pg_dump, psql): the password travels in PGPASSWORD, never argv."""
+        keys = {
+            "dbname": "PGDATABASE", "host": "PGHOST", "port": "PGPORT", "user": "PGUSER",
+            "password": "PGPASSWORD", "sslmode": "PGSSLMODE", "connect_timeout": "PGCONNECT_TIMEOUT",
+            "application_name": "PGAPPNAME",
+        }  # fmt: skip
+        return {keys[k]: v for k, v in self.libpq_params(dbname).items()}
+
+    def display(self) -> str:
+        host = self.host or "(PGHOST/socket)"
+        return f"postgres://{self.user + '@' if self.user else ''}{host}:{self.port or 5432}/{self.dbname}"
+
+
+class RedisTarget(FileSecrets):
+    """A Redis server."""
+
+    secret_fields = ("password",)
+
+    kind: Literal["redis"] = "redis"
+    host: str = Field("127.0.0.1", description="host name or IP")
+    port: int = Field(6379, ge=1, le=65535)
+    unix_socket: str | None = Field(None, description="path of a unix socket (instead of host/port)")
+    username: str | None = Field(None, description="ACL user (Redis 6+)")
+    password: SecretStr | None = Field(None, description="password; prefer password_file or ${ENV}")
+    password_file: str | None = None
+    db: int = Field(0, ge=0)
+    tls: bool = False
+    socket_timeout: Duration = Field(default="5s", validate_default=True)  # type: ignore[assignment]
+    description: str | None = None
+
+    def url(self, with_password: bool = False) -> str:
+        scheme = "rediss" if self.tls else "redis"
+        auth = ""
+        if self.username or self.password:
+            pw = self.password.get_secret_value() if (self.password and with_password) else "***"
+            auth = f"{quote(self.username or '')}:{quote(pw) if self.password else ''}@"
+        if self.unix_socket:
+            return f"unix://{auth}{self.unix_socket}?db={self.db}"
+        return f"{scheme}://{auth}{self.host}:{self.port}/{self.db}"
+
+    def display(self) -> str:
+        return self.url(with_password=False)
+
+
+class NginxTarget(StrictModel):
+    """An nginx server: its config, its logs and the sites it serves."""
+
+    kind: Literal["nginx"] = "nginx"
+    url: str | None = Field(None, description="base URL of the site, e.g. https://example.com")
+    config: str = Field("/etc/nginx/nginx.conf", description="main configuration file")
+    access_log: str = Field("/var/log/nginx/access.log", description="access log path")
+    error_log: str = Field("/var/log/nginx/error.log", description="error log path")
+    binary: str = Field("nginx", description="nginx executable")
+    description: str | None = None
+
+    def display(self) -> str:
+        return self.url or self.config
+
+
+class HostTarget(StrictModel):
+    """The machine upkeeper runs on."""
+
+    kind: Literal["host"] = "host"
+    description: str | None = None
+
+    def display(self) -> str:
+        return "localhost"
+
+
+class AppTarget(StrictModel):
+    """An application deployed on this host."""
+
+    kind: Literal["app"] = "app"
+    root: str = Field(..., description="application directory")
+    health_url: str | None = Field(None, description="URL that answers 2xx when the app is healthy")
+    service: str | None = Field(None, description="systemd unit or PM2 process name")
+    user: str | None = Field(None, description="OS user the app runs as")
+    description: str | None = None
+
+    def display(self) -> str:
+        return self.root
+
+
+class HttpTarget(StrictModel):
+    """A web endpoint (site, API) checked over HTTP(S)."""
+
+    kind: Literal["http"] = "http"
+    url: str = Field(..., description="URL, e.g. https://example.com/")
+    description: str | None = None
+
+    def display(self) -> str:
+        return self.url
+
+
+TargetConfig = Annotated[
+    PostgresTarget | RedisTarget | NginxTarget | HostTarget | AppTarget | HttpTarget,
+    Field(discriminator="kind"),
+]
+
+TARGET_KINDS: tuple[str, ...] = ("postgres", "redis", "nginx", "host", "app", "http")
+

@@ -1,0 +1,167 @@
+"""Reusable field types for config models: durations, byte sizes, names, secrets from files."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, ClassVar
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    PlainSerializer,
+    SecretStr,
+    StringConstraints,
+    WithJsonSchema,
+    model_validator,
+)
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)", re.IGNORECASE)
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(value: str | int | float | timedelta) -> timedelta:
+    """Parse ``30s``, ``15m``, ``2h``, ``1d``, ``1w``, ``1h30m`` or a number of seconds."""
+    if isinstance(value, timedelta):
+        td = value
+    elif isinstance(value, bool):
+        raise ValueError("a duration is a number of seconds or text like '30s', '15m', '2h', '1d'")
+    elif isinstance(value, int | float):
+        td = timedelta(seconds=value)
+    elif isinstance(value, str):
+        text = value.strip().lower().replace(" ", "")
+        if re.fullmatch(r"\d+(\.\d+)?", text):
+            td = timedelta(seconds=float(text))
+        else:
+            pos = 0
+            total = 0.0
+            for m in _DURATION_PART.finditer(text):
+                if m.start() != pos:
+                    break
+                total += float(m.group(1)) * _UNIT_SECONDS[m.group(2).lower()]
+                pos = m.end()
+            if pos != len(text) or not text:
+                raise ValueError(
+                    f"invalid duration {value!r}: use a number with a unit, like '30s', '15m', '2h', '1d' or '1h30m'"
+                )
+            td = timedelta(seconds=total)
+    else:
+        raise ValueError("a duration is a number of seconds or text like '30s', '15m', '2h', '1d'")
+    if td < timedelta(0):
+        raise ValueError("a duration cannot be negative")
+    return td
+
+
+def format_duration(td: timedelta) -> str:
+    """Render a timedelta compactly: ``1h30m``, ``45s``, ``2d``."""
+    secs = int(td.total_seconds())
+    if secs == 0:
+        return f"{td.total_seconds():g}s" if td.total_seconds() else "0s"
+    out = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if secs >= size:
+            out.append(f"{secs // size}{unit}")
+            secs %= size
+    return "".join(out)
+
+
+Duration = Annotated[
+    timedelta,
+    BeforeValidator(parse_duration),
+    PlainSerializer(format_duration, return_type=str),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "pattern": r"^\s*(\d+(\.\d+)?\s*(ms|s|m|h|d|w)\s*)+$|^\d+(\.\d+)?$"},
+                {"type": "number", "minimum": 0},
+            ],
+            "description": "duration: '30s', '15m', '2h', '1d', '1h30m' or seconds",
+        }
+    ),
+]
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgtp]?i?b?)?\s*$", re.IGNORECASE)
+_SIZE_MULT = {
+    "": 1, "b": 1,
+    "k": 1000, "kb": 1000, "ki": 1024, "kib": 1024,
+    "m": 1000**2, "mb": 1000**2, "mi": 1024**2, "mib": 1024**2,
+    "g": 1000**3, "gb": 1000**3, "gi": 1024**3, "gib": 1024**3,
+    "t": 1000**4, "tb": 1000**4, "ti": 1024**4, "tib": 1024**4,
+}  # fmt: skip
+
+
+def parse_size(value: str | int | float) -> int:
+    """Parse ``100MB``, ``1GiB``, ``512k`` or a number of bytes."""
+    if isinstance(value, bool):
+        raise ValueError("a size is a number of bytes or text like '100MB', '1GiB'")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError("a size cannot be negative")
+        return int(value)
+    m = _SIZE.match(str(value))
+    if not m or (m.group(2) or "").lower() not in _SIZE_MULT:
+        raise ValueError(f"invalid size {value!r}: use bytes or a unit, like '100MB', '512KiB', '1GB'")
+    return int(float(m.group(1)) * _SIZE_MULT[(m.group(2) or "").lower()])
+
+
+ByteSize = Annotated[
+    int,
+    BeforeValidator(parse_size),
+    WithJsonSchema(
+        {
+            "anyOf": [{"type": "string"}, {"type": "integer", "minimum": 0}],
+            "description": "size: bytes, or '100MB', '1GiB'",
+        }
+    ),
+]
+
+Name = Annotated[
+    str,
+    StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"),
+]
+
+
+class StrictModel(BaseModel):
+    """Base of every config model: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class FileSecrets(StrictModel):
+    """Mixin: each field named in ``secret_fields`` may instead be given as ``<field>_file``.
+
+    The file's content (without its trailing newline) becomes the value.  Giving
+    both is an error.  Models declare the ``*_file`` field themselves so that it
+    appears in the JSON schema.
+    """
+
+    secret_fields: ClassVar[tuple[str, ...]] = ()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_secret_files(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        for name in cls.secret_fields:
+            fkey = f"{name}_file"
+            path = data.get(fkey)
+            if path is None:
+                continue
+            if data.get(name) is not None:
+                raise ValueError(f"give either {name} or {fkey}, not both")
+            try:
+                content = Path(str(path)).expanduser().read_text(encoding="utf-8")
+            except OSError as exc:
+                raise ValueError(f"cannot read {fkey} {path}: {exc.strerror or exc}") from None
+            data = {**data, name: content.rstrip("\r\n")}
+        return data
+
+    def secret(self, name: str) -> str | None:
+        value = getattr(self, name, None)
+        if value is None:
+            return None
+        if isinstance(value, SecretStr):
+            return value.get_secret_value()
+        return str(value)

@@ -1,0 +1,410 @@
+"""The daemon loop: find due occurrences, decide, claim, dispatch.
+
+* Each job's next occurrence sits in a heap keyed by its due time (the cron
+  instant plus the job's stable jitter).
+* :meth:`Daemon.decide` is the single decision point where a due occurrence is
+  admitted, deferred or skipped; maintenance windows and blackouts are
+  :class:`AdmissionPolicy` objects plugged in there.
+* A claim is an insert of the occurrence row ``unique(job, scheduled_for)``:
+  two daemons sharing one history database never fire an occurrence twice.
+* The clock is injectable: tests drive :class:`SimClock` instead of sleeping.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import os
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Literal, Protocol
+
+from upkeeper import __version__
+from upkeeper.core.history import History, NewRun
+from upkeeper.core.jobs import Job, Setup
+from upkeeper.core.runner import Runner
+from upkeeper.core.schedule import plan_catch_up
+
+log = logging.getLogger(__name__)
+
+PENDING_POLL = timedelta(seconds=5)
+HOUSEKEEPING = timedelta(seconds=60)
+ON_TIME_TOLERANCE = timedelta(seconds=60)
+
+
+# -- clocks -------------------------------------------------------------------------------
+
+
+class Clock(Protocol):
+    def now(self) -> datetime: ...
+
+    def sleep_until(self, when: datetime, wake: threading.Event) -> None: ...
+
+
+class SystemClock:
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+    def sleep_until(self, when: datetime, wake: threading.Event) -> None:
+        delay = (when - datetime.now(UTC)).total_seconds()
+        if delay > 0:
+            wake.wait(min(delay, 60.0))
+
+
+class SimClock:
+    """A clock that moves only when told to.  ``sleep_until`` blocks until it is advanced."""
+
+    def __init__(self, start: datetime) -> None:
+        if start.tzinfo is None:
+            raise ValueError("SimClock needs an aware datetime")
+        self._now = start.astimezone(UTC)
+        self._cond = threading.Condition()
+
+    def now(self) -> datetime:
+        with self._cond:
+            return self._now
+
+    def advance(self, delta: timedelta) -> None:
+        self.set(self.now() + delta)
+
+    def set(self, when: datetime) -> None:
+        with self._cond:
+            if when > self._now:
+                self._now = when
+            self._cond.notify_all()
+
+    def sleep_until(self, when: datetime, wake: threading.Event) -> None:
+        with self._cond:
+            while self._now < when and not wake.is_set():
+                self._cond.wait(0.05)
+
+
+# -- admission ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: Literal["admit", "defer", "skip"]
+    reason: str = ""
+    until: datetime | None = None  # for "defer": when to try again
+
+    @staticmethod
+    def admit() -> Decision:
+        return Decision("admit")
+
+
+class AdmissionPolicy(Protocol):
+    """Decides whether a due occurrence may start now (windows, blackouts …)."""
+
+    def decide(self, job: Job, occurrence: datetime, now: datetime, trigger: str) -> Decision: ...
+
+
+# -- the daemon ---------------------------------------------------------------------------
+
+
+@dataclass(order=True)
+class _Due:
+    due_at: datetime
+    job: str = field(compare=False)
+    scheduled_for: datetime = field(compare=False)
+    trigger: str = field(compare=False, default="schedule")
+
+
+@dataclass
+class TickReport:
+    claimed: list[tuple[str, datetime, int]] = field(default_factory=list)
+    lost: list[tuple[str, datetime]] = field(default_factory=list)
+    skipped: list[tuple[str, datetime, str]] = field(default_factory=list)
+    deferred: list[tuple[str, datetime, datetime]] = field(default_factory=list)
+
+
+class Daemon:
+    def __init__(
+        self,
+        setup: Setup,
+        history: History,
+        runner: Runner,
+        *,
+        clock: Clock | None = None,
+        policies: Sequence[AdmissionPolicy] = (),
+        concurrency: int | None = None,
+        instance: str | None = None,
+        on_event: Callable[[str, dict[str, object]], None] | None = None,
+    ) -> None:
+        self.setup = setup
+        self.history = history
+        self.runner = runner
+        self.clock: Clock = clock or SystemClock()
+        self.policies = list(policies)
+        self.node = runner.node
+        self.owner = instance or runner.owner
+        self.concurrency = concurrency or setup.config.daemon.concurrency
+        self.pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="run")
+        self.jobs = {n: j for n, j in setup.jobs.items() if j.enabled and j.schedule is not None}
+        self.all_jobs = {n: j for n, j in setup.jobs.items() if j.enabled}
+        self._heap: list[_Due] = []
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._cancel = threading.Event()
+        self._inflight: dict[int, Future[object]] = {}
+        self._running_jobs: set[str] = set()
+        self._lock = threading.Lock()
+        self._next_pending = datetime.min.replace(tzinfo=UTC)
+        self._next_housekeeping = datetime.min.replace(tzinfo=UTC)
+        self._started_at = self.clock.now()
+        self._prepared = False
+        self.on_event = on_event or (lambda kind, data: None)
+
+    # -- set-up ---------------------------------------------------------------------------
+
+    def prepare(self) -> TickReport:
+        """Recover orphans, then plan every job's next occurrence (with catch-up)."""
+        report = TickReport()
+        fixed = self.history.recover_orphans(self.node)
+        if fixed:
+            log.warning("marked %d run(s) left running by a dead process as interrupted: %s", len(fixed), fixed)
+            self.on_event("recovered", {"runs": fixed})
+        self._heartbeat()
+        last = self.history.last_scheduled()
+        now = self.clock.now()
+        catch_up: list[_Due] = []
+        for name, job in self.jobs.items():
+            assert job.schedule is not None
+            plan = plan_catch_up(job.schedule, last.get(name), now, job.catch_up,  # type: ignore[arg-type]
+                                 job.effective_grace(), ON_TIME_TOLERANCE)
+            if plan.fire is not None:
+                catch_up.append(_Due(plan.fire, name, plan.fire, plan.trigger or "catch-up"))
+            if plan.skipped is not None:
+                n = f"{plan.missed}{'+' if plan.missed_capped else ''}"
+                reason = (f"missed while no daemon was running ({n} occurrence(s)); "
+                          f"catch_up: {job.catch_up}, grace {job.effective_grace()}")
+                rid = self.history.record_skip(name, job.task_name, job.target_name, plan.skipped, reason,
+                                               trigger="catch-up", owner=self.owner, node=self.node)
+                if rid is not None:
+                    report.skipped.append((name, plan.skipped, reason))
+            self._push(job, plan.next_due)
+        if catch_up:
+            self._dispatch_batch(catch_up, now, report)
+        self._prepared = True
+        return report
+
+    def _push(self, job: Job, scheduled_for: datetime) -> None:
+        heapq.heappush(self._heap, _Due(scheduled_for + job.jitter_offset, job.name, scheduled_for))
+
+    # -- one step -------------------------------------------------------------------------
+
+    def tick(self) -> TickReport:
+        """Handle everything due at the clock's current time.  Returns what happened."""
+        if not self._prepared:
+            return self.prepare()
+        report = TickReport()
+        now = self.clock.now()
+        due: list[_Due] = []
+        while self._heap and self._heap[0].due_at <= now:
+            item = heapq.heappop(self._heap)
+            job = self.jobs.get(item.job)
+            if job is None:
+                continue
+            assert job.schedule is not None
+            due.append(item)
+            nxt = job.schedule.next_after(item.scheduled_for)
+            if nxt + job.jitter_offset <= now - ON_TIME_TOLERANCE:
+                # We fell far behind (suspended machine, clock jump): plan like a restart.
+                plan = plan_catch_up(job.schedule, item.scheduled_for, now, job.catch_up,  # type: ignore[arg-type]
+                                     job.effective_grace(), ON_TIME_TOLERANCE)
+                if plan.fire is not None and plan.fire != item.scheduled_for:
+                    due[-1] = _Due(plan.fire, job.name, plan.fire, "catch-up")
+                nxt = plan.next_due
+            self._push(job, nxt)
+        if due:
+            self._dispatch_batch(due, now, report)
+        if now >= self._next_pending:
+            self._next_pending = now + PENDING_POLL
+            self._dispatch_pending(now, report)
+        if now >= self._next_housekeeping:
+            self._next_housekeeping = now + HOUSEKEEPING
+            self._housekeeping(now)
+        return report
+
+    def decide(self, job: Job, occurrence: datetime, now: datetime, trigger: str) -> Decision:
+        """THE decision point: may this occurrence start now?  First non-admit answer wins."""
+        for policy in self.policies:
+            d = policy.decide(job, occurrence, now, trigger)
+            if d.action != "admit":
+                return d
+        return Decision.admit()
+
+    def _dispatch_batch(self, due: list[_Due], now: datetime, report: TickReport) -> None:
+        to_claim: list[NewRun] = []
+        for item in due:
+            job = self.jobs[item.job]
+            decision = self.decide(job, item.scheduled_for, now, item.trigger)
+            if decision.action == "skip":
+                rid = self.history.record_skip(job.name, job.task_name, job.target_name, item.scheduled_for,
+                                               decision.reason or "skipped by policy", trigger=item.trigger,
+                                               owner=self.owner, node=self.node)
+                if rid is not None:
+                    report.skipped.append((job.name, item.scheduled_for, decision.reason))
+                    self.on_event("skipped", {"job": job.name, "reason": decision.reason})
+                continue
+            if decision.action == "defer":
+                until = decision.until or (now + timedelta(minutes=5))
+                got = self.history.create_run(
+                    NewRun(job=job.name, task=job.task_name, target=job.target_name,
+                           scheduled_for=item.scheduled_for, due_at=until, trigger="deferred", status="pending",
+                           summary=f"deferred until {until.isoformat()}: {decision.reason}"),
+                    self.owner, self.node,
+                )
+                if got is not None:
+                    report.deferred.append((job.name, item.scheduled_for, until))
+                    self.on_event("deferred", {"job": job.name, "until": until.isoformat(),
+                                               "reason": decision.reason})
+                continue
+            with self._lock:
+                overlapping = job.name in self._running_jobs
+            if overlapping:
+                rid = self.history.record_skip(
+                    job.name, job.task_name, job.target_name, item.scheduled_for,
+                    "skipped: the previous run of this job is still running", trigger=item.trigger,
+                    owner=self.owner, node=self.node,
+                )
+                if rid is not None:
+                    report.skipped.append((job.name, item.scheduled_for, "overlap"))
+                continue
+            to_claim.append(NewRun(job=job.name, task=job.task_name, target=job.target_name,
+                                   scheduled_for=item.scheduled_for, due_at=item.due_at, trigger=item.trigger))
+        won = self.history.claim(to_claim, self.owner, self.node)
+        won_keys = {(r.job, r.scheduled_for) for r, _ in won}
+        for r in to_claim:
+            if (r.job, r.scheduled_for) not in won_keys:
+                report.lost.append((r.job, r.scheduled_for))
+        for r, rid in won:
+            report.claimed.append((r.job, r.scheduled_for, rid))
+            self._submit(rid, self.jobs[r.job], r.scheduled_for, r.attempt, r.trigger)
+
+    def _dispatch_pending(self, now: datetime, report: TickReport) -> None:
+        rows = self.history.claim_pending(now, self.owner, self.node, list(self.all_jobs))
+        for row in rows:
+            job = self.all_jobs[row.job]
+            if row.trigger == "deferred":
+                d = self.decide(job, row.scheduled_for, now, "deferred")
+                if d.action == "defer":
+                    until = d.until or (now + timedelta(minutes=5))
+                    self.history.set_status(row.id, "pending", due_at=until,
+                                            summary=f"deferred until {until.isoformat()}: {d.reason}")
+                    continue
+                if d.action == "skip":
+                    self.history.set_status(row.id, "skipped", summary=d.reason, finished_at=now)
+                    continue
+            report.claimed.append((row.job, row.scheduled_for, row.id))
+            self._submit(row.id, job, row.scheduled_for, row.attempt, row.trigger)
+
+    def _submit(self, run_id: int, job: Job, scheduled_for: datetime, attempt: int, trigger: str) -> None:
+        with self._lock:
+            self._running_jobs.add(job.name)
+
+        def work() -> object:
+            try:
+                return self.runner.execute(run_id, job, scheduled_for=scheduled_for, attempt=attempt,
+                                           trigger=trigger, cancel=self._cancel)
+            finally:
+                with self._lock:
+                    self._running_jobs.discard(job.name)
+                    self._inflight.pop(run_id, None)
+                self._wake.set()
+
+        fut = self.pool.submit(work)
+        with self._lock:
+            if not fut.done():
+                self._inflight[run_id] = fut
+
+    def _heartbeat(self) -> None:
+        try:
+            self.history.daemon_heartbeat(self.owner, self.node, os.getpid(), self._started_at,
+                                          len(self.jobs), __version__)
+        except Exception as exc:
+            log.warning("heartbeat failed: %s", exc)
+
+    def _housekeeping(self, now: datetime) -> None:
+        try:
+            self.history.recover_orphans(self.node)
+            for job in self.all_jobs.values():
+                self.history.prune_metrics(job.name, now - job.metrics_retention)
+        except Exception as exc:
+            log.warning("housekeeping failed: %s", exc)
+
+    # -- loop -----------------------------------------------------------------------------
+
+    def next_wakeup(self) -> datetime:
+        candidates = [self._next_pending, self._next_housekeeping]
+        if self._heap:
+            candidates.append(self._heap[0].due_at)
+        return min(candidates)
+
+    def run_forever(self) -> None:
+        heartbeat_every = self.setup.config.daemon.heartbeat.total_seconds()
+        hb_stop = threading.Event()
+
+        def beat() -> None:
+            while not hb_stop.wait(heartbeat_every):
+                self._heartbeat()
+
+        hb = threading.Thread(target=beat, daemon=True, name="heartbeat")
+        hb.start()
+        try:
+            while not self._stopping.is_set():
+                try:
+                    self.tick()
+                except Exception:
+                    log.exception("daemon tick failed; retrying in a few seconds")
+                    self._wake.wait(5)
+                if self._stopping.is_set():
+                    break
+                self._wake.clear()
+                self.clock.sleep_until(self.next_wakeup(), self._wake)
+        finally:
+            hb_stop.set()
+
+    def stop(self) -> None:
+        """Stop claiming new work (call from a signal handler or another thread)."""
+        self._stopping.set()
+        self._wake.set()
+
+    def drain(self, grace: timedelta) -> list[int]:
+        """Let running runs finish within ``grace``; kill and mark the rest interrupted."""
+        self.stop()
+        with self._lock:
+            futures = dict(self._inflight)
+        import concurrent.futures as cf
+
+        if futures:
+            cf.wait(list(futures.values()), timeout=grace.total_seconds())
+        self._cancel.set()  # executors kill what is still running; the runner records "interrupted"
+        with self._lock:
+            left = dict(self._inflight)
+        if left:
+            cf.wait(list(left.values()), timeout=30)
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        # runs claimed but never started, or whose thread did not come back
+        fixed = self.history.interrupt_owned(
+            self.owner, "interrupted: the daemon stopped before this run could finish"
+        )
+        try:
+            self.history.daemon_stopped(self.owner)
+        except Exception:
+            pass
+        return list(left) + fixed
+
+    def wait_idle(self, timeout: float = 30) -> bool:
+        """Wait until no run is in flight (tests)."""
+        import concurrent.futures as cf
+
+        with self._lock:
+            futures = list(self._inflight.values())
+        if not futures:
+            return True
+        done, pending = cf.wait(futures, timeout=timeout)
+        return not pending

@@ -1,0 +1,160 @@
+"""Execute one task request: build the context, call the task, turn any exception into a Result.
+
+Shared by the worker process (normal operation) and the inline executor (tests,
+benchmarks).  Nothing raised by a task escapes from here.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from upkeeper.config.loader import register_config_secrets
+from upkeeper.config.models import Config
+from upkeeper.core.jobs import Job
+from upkeeper.core.task import MetricsReader, NoMetrics, Result, StateStore, Status, TaskContext
+from upkeeper.errors import UpkeeperError
+from upkeeper.redact import RedactingFilter, redact
+
+Send = Callable[[tuple[Any, ...]], None]
+
+
+@dataclass
+class WorkRequest:
+    run_id: int | None
+    job: Job
+    config: Config | None
+    history_url: str | None
+    scheduled_for: datetime
+    attempt: int = 1
+    dry_run: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class _SendHandler(logging.Handler):
+    def __init__(self, send: Send) -> None:
+        super().__init__(logging.DEBUG)
+        self.send = send
+        self.addFilter(RedactingFilter())
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            msg = record.getMessage()
+            if record.exc_info:
+                msg += "\n" + "".join(traceback.format_exception(*record.exc_info)).rstrip()
+            self.send(("log", record.levelname, redact(msg)))
+        except Exception:  # logging must never break a task
+            pass
+
+
+class HistoryState:
+    """StateStore backed by the history database's job_state table."""
+
+    def __init__(self, history: Any, job: str) -> None:
+        self.history = history
+        self.job = job
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.history.get_state(self.job, key, default)
+
+    def set(self, key: str, value: Any) -> None:
+        self.history.set_state(self.job, key, value)
+
+
+class HistoryMetrics:
+    def __init__(self, history: Any, job: str, target: str | None) -> None:
+        self.history = history
+        self.job = job
+        self.target = target
+
+    def series(
+        self, name: str, *, since: datetime | None = None, job: str | None = None, target: str | None = None
+    ) -> list[tuple[datetime, float]]:
+        if job is None and target is None:
+            job = self.job
+        return list(self.history.metric_series(name, job=job, target=target, since=since))
+
+
+_history_cache: dict[str, Any] = {}
+
+
+def _history(url: str | None) -> Any:
+    if not url:
+        return None
+    h = _history_cache.get(url)
+    if h is None:
+        from upkeeper.core.history import History
+
+        h = History(url, migrate=False)
+        _history_cache[url] = h
+    return h
+
+
+def execute_request(
+    req: WorkRequest,
+    send: Send,
+    *,
+    clock: Callable[[], datetime] | None = None,
+    history: Any = None,
+) -> Result:
+    """Run the request's task and return its Result; never raises."""
+    job = req.job
+    logger = logging.getLogger(f"upkeeper.run.{job.name}.{req.run_id or 0}")
+    logger.propagate = False
+    logger.setLevel(logging.DEBUG)
+    handler = _SendHandler(send)
+    logger.addHandler(handler)
+    try:
+        if req.config is not None:
+            register_config_secrets(req.config)
+        hist = history if history is not None else _history(req.history_url)
+        state: StateStore
+        metrics: MetricsReader
+        if hist is not None:
+            state, metrics = HistoryState(hist, job.name), HistoryMetrics(hist, job.name, job.target_name)
+        else:
+            from upkeeper.core.task import MemoryState
+
+            state, metrics = MemoryState(), NoMetrics()
+        ctx = TaskContext(
+            job=job.name,
+            task=job.task_name,
+            target_name=job.target_name,
+            target=job.target,
+            config=req.config,
+            run_id=req.run_id,
+            scheduled_for=req.scheduled_for,
+            attempt=req.attempt,
+            dry_run=req.dry_run,
+            log=logger,
+            state=state,
+            metrics=metrics,
+            clock=clock or (lambda: datetime.now(UTC)),
+            progress=lambda message, fraction: send(("progress", redact(message), fraction)),
+        )
+        task = job.task_cls()
+        result = task.run(ctx, job.options)
+        if not isinstance(result, Result):
+            return Result(
+                status=Status.ERROR,
+                summary=f"task {job.task_name} returned {type(result).__name__}, not a Result (a bug in the task)",
+            )
+        result.summary = redact(result.summary)
+        return result
+    except UpkeeperError as exc:
+        msg = redact(exc.message)
+        if exc.hint:
+            logger.error("%s (%s)", msg, redact(exc.hint))
+        else:
+            logger.error("%s", msg)
+        return Result(status=Status.ERROR, summary=msg)
+    except Exception as exc:
+        logger.error("task raised %s:\n%s", type(exc).__name__, redact(traceback.format_exc()))
+        text = redact(str(exc)) or type(exc).__name__
+        return Result(status=Status.ERROR, summary=f"{type(exc).__name__}: {text}")
+    finally:
+        logger.removeHandler(handler)

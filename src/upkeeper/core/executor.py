@@ -1,0 +1,349 @@
+"""Executors: where a task actually runs.
+
+* :class:`WorkerPool` (the default): persistent worker processes, each the
+  leader of its own process group.  A run that exceeds its timeout has its whole
+  group killed (the task and every subprocess it started) and the worker is
+  replaced; a task that crashes its worker never crashes the caller.
+* :class:`InlineExecutor`: runs the task in the calling thread.  For tests of
+  scheduling logic and for benchmarks of the scheduler itself.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from multiprocessing.connection import Connection
+from typing import Any, Protocol
+
+from upkeeper.core.execute import WorkRequest, execute_request
+from upkeeper.core.proc import describe_exit
+from upkeeper.core.task import Result, Status
+from upkeeper.redact import redact
+
+LogFn = Callable[[str, str], None]
+ProgressFn = Callable[[str, float | None], None]
+
+
+@dataclass
+class Outcome:
+    """What came back from executing one request."""
+
+    result: Result
+    started_at: datetime
+    finished_at: datetime
+    timed_out: bool = False
+    crashed: bool = False
+    interrupted: bool = False
+    worker_pid: int | None = None
+
+    @property
+    def status(self) -> str:
+        if self.interrupted:
+            return "interrupted"
+        return self.result.final_status.value
+
+
+class Executor(Protocol):
+    def execute(
+        self,
+        req: WorkRequest,
+        *,
+        timeout: float | None,
+        on_log: LogFn | None = None,
+        on_progress: ProgressFn | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Outcome: ...
+
+    def shutdown(self) -> None: ...
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class InlineExecutor:
+    """Run tasks in the calling thread (no process isolation; timeouts are not enforced)."""
+
+    def __init__(self, clock: Callable[[], datetime] = _now, history: Any = None) -> None:
+        self.clock = clock
+        self.history = history
+
+    def execute(
+        self,
+        req: WorkRequest,
+        *,
+        timeout: float | None,
+        on_log: LogFn | None = None,
+        on_progress: ProgressFn | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Outcome:
+        def send(msg: tuple[Any, ...]) -> None:
+            if msg[0] == "log" and on_log:
+                on_log(msg[1], msg[2])
+            elif msg[0] == "progress" and on_progress:
+                on_progress(msg[1], msg[2])
+
+        started = self.clock()
+        result = execute_request(req, send, clock=self.clock, history=self.history)
+        return Outcome(result=result, started_at=started, finished_at=self.clock())
+
+    def shutdown(self) -> None:
+        pass
+
+
+@dataclass
+class _Worker:
+    popen: subprocess.Popen[bytes]
+    conn: Connection
+    runs: int = 0
+    on_output: list[LogFn | None] = field(default_factory=lambda: [None])
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+
+class WorkerPool:
+    """Persistent worker processes, spawned on demand up to ``size``."""
+
+    def __init__(self, size: int = 4, *, max_runs: int = 200, kill_grace: float = 5.0) -> None:
+        self.size = max(1, size)
+        self.max_runs = max_runs
+        self.kill_grace = kill_grace
+        self._idle: queue.LifoQueue[_Worker] = queue.LifoQueue()
+        self._lock = threading.Lock()
+        self._count = 0
+        self._busy: dict[int, _Worker] = {}
+        self._closed = False
+
+    # -- worker lifecycle -------------------------------------------------------------
+
+    def _spawn(self) -> _Worker:
+        parent_sock, child_sock = socket.socketpair()
+        child_fd = child_sock.fileno()
+        env = dict(os.environ)
+        src = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        popen = subprocess.Popen(
+            [sys.executable, "-m", "upkeeper.core.worker", str(child_fd), str(os.getpid())],
+            pass_fds=(child_fd,),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: killpg(pid) takes every child along
+            env=env,
+        )
+        child_sock.close()
+        conn = Connection(parent_sock.detach())
+        w = _Worker(popen=popen, conn=conn)
+        threading.Thread(target=self._drain_output, args=(w,), daemon=True, name=f"worker-out-{popen.pid}").start()
+        # wait for its "ready"
+        if not conn.poll(60):
+            self._kill(w)
+            raise RuntimeError("worker process did not start within 60 s")
+        try:
+            msg = conn.recv()
+        except EOFError:
+            rc = popen.wait()
+            raise RuntimeError(f"worker process failed to start ({describe_exit(rc)})") from None
+        if msg[0] != "ready":
+            self._kill(w)
+            raise RuntimeError(f"unexpected message from a new worker: {msg[0]!r}")
+        return w
+
+    def _drain_output(self, w: _Worker) -> None:
+        """Whatever a task (or its children) writes to stdout/stderr lands in the run's log."""
+        assert w.popen.stdout is not None
+        for raw in iter(w.popen.stdout.readline, b""):
+            cb = w.on_output[0]
+            if cb is not None:
+                try:
+                    cb("OUTPUT", raw.decode("utf-8", errors="replace").rstrip("\n"))
+                except Exception:
+                    pass
+        w.popen.stdout.close()
+
+    def _acquire(self) -> _Worker:
+        while True:
+            try:
+                w = self._idle.get_nowait()
+                if w.alive():
+                    return w
+                with self._lock:
+                    self._count -= 1
+                continue
+            except queue.Empty:
+                pass
+            with self._lock:
+                if self._closed:
+                    raise RuntimeError("the worker pool is shut down")
+                if self._count < self.size:
+                    self._count += 1
+                    spawn = True
+                else:
+                    spawn = False
+            if spawn:
+                try:
+                    return self._spawn()
+                except BaseException:
+                    with self._lock:
+                        self._count -= 1
+                    raise
+            try:
+                w = self._idle.get(timeout=1.0)
+            except queue.Empty:
+                continue
+            if w.alive():
+                return w
+            with self._lock:
+                self._count -= 1
+
+    def _release(self, w: _Worker, reusable: bool) -> None:
+        w.on_output[0] = None
+        if reusable and w.alive() and w.runs < self.max_runs and not self._closed:
+            self._idle.put(w)
+            return
+        if w.alive():
+            try:
+                w.conn.send(("exit",))
+            except OSError:
+                pass
+            try:
+                w.popen.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self._kill(w)
+        w.conn.close()
+        with self._lock:
+            self._count -= 1
+
+    def _kill(self, w: _Worker) -> None:
+        """SIGTERM the worker's whole process group, SIGKILL after the grace, reap."""
+        pgid = w.pid
+        try:
+            os.killpg(pgid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            w.popen.wait(timeout=self.kill_grace)
+        except subprocess.TimeoutExpired:
+            pass
+        try:
+            os.killpg(pgid, signal.SIGKILL)  # also whatever children ignored SIGTERM
+        except ProcessLookupError:
+            pass
+        try:
+            w.popen.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+
+    # -- the interface ----------------------------------------------------------------
+
+    def execute(
+        self,
+        req: WorkRequest,
+        *,
+        timeout: float | None,
+        on_log: LogFn | None = None,
+        on_progress: ProgressFn | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Outcome:
+        try:
+            w = self._acquire()
+        except Exception as exc:
+            now = _now()
+            return Outcome(Result(status=Status.ERROR, summary=f"could not start a worker process: {exc}"), now, now,
+                           crashed=True)
+        started = _now()
+        w.runs += 1
+        w.on_output[0] = on_log
+        with self._lock:
+            self._busy[w.pid] = w
+        deadline = None if timeout is None else time.monotonic() + timeout
+        reusable = False
+        try:
+            try:
+                w.conn.send(("run", req))
+            except Exception as exc:  # unpicklable request, dead worker
+                return Outcome(Result(status=Status.ERROR, summary=f"could not hand the run to a worker: {exc}"),
+                               started, _now(), crashed=True, worker_pid=w.pid)
+            while True:
+                wait = 0.25
+                if deadline is not None:
+                    wait = min(wait, max(0.0, deadline - time.monotonic()))
+                try:
+                    ready = w.conn.poll(wait)
+                except (OSError, EOFError):
+                    ready = True
+                if ready:
+                    try:
+                        msg = w.conn.recv()
+                    except (EOFError, OSError):
+                        rc = w.popen.wait()
+                        return Outcome(
+                            Result(status=Status.ERROR,
+                                   summary=f"the worker process running the task died ({describe_exit(rc)})"),
+                            started, _now(), crashed=True, worker_pid=w.pid,
+                        )
+                    kind = msg[0]
+                    if kind == "log":
+                        if on_log:
+                            on_log(msg[1], msg[2])
+                    elif kind == "progress":
+                        if on_progress:
+                            on_progress(msg[1], msg[2])
+                    elif kind == "result":
+                        reusable = True
+                        return Outcome(Result.from_dict(msg[1]), started, _now(), worker_pid=w.pid)
+                    continue
+                if cancel is not None and cancel.is_set():
+                    self._kill(w)
+                    return Outcome(
+                        Result(status=Status.ERROR, summary="interrupted: upkeeper was stopped while the task ran; "
+                                                            "its process group was killed"),
+                        started, _now(), interrupted=True, worker_pid=w.pid,
+                    )
+                if deadline is not None and time.monotonic() >= deadline:
+                    self._kill(w)
+                    return Outcome(
+                        Result(status=Status.ERROR,
+                               summary=f"timed out after {timeout:g}s; the task and all its subprocesses were killed"),
+                        started, _now(), timed_out=True, worker_pid=w.pid,
+                    )
+        finally:
+            with self._lock:
+                self._busy.pop(w.pid, None)
+            self._release(w, reusable)
+
+    def shutdown(self) -> None:
+        with self._lock:
+            self._closed = True
+            busy = list(self._busy.values())
+        for w in busy:
+            self._kill(w)
+        while True:
+            try:
+                w = self._idle.get_nowait()
+            except queue.Empty:
+                break
+            try:
+                w.conn.send(("exit",))
+                w.popen.wait(timeout=5)
+            except (OSError, subprocess.TimeoutExpired):
+                self._kill(w)
+            w.conn.close()
+
+
+def summarize_exc(exc: BaseException) -> str:
+    return redact(f"{type(exc).__name__}: {exc}")

@@ -1,0 +1,630 @@
+"""The history store: runs, findings, metric samples, job state, locks, audit trail.
+
+SQLite by default (platform data dir, WAL mode), PostgreSQL when
+``history: postgresql://…`` — one code path through SQLAlchemy 2.  Alembic
+migrations are applied automatically when the store opens.
+
+The occurrence key ``unique(job, scheduled_for)`` is how daemons sharing one
+database claim work: whoever inserts the row owns the occurrence.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+import psutil
+from sqlalchemy import Engine, create_engine, delete, event, func, select, text, update
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from upkeeper.core.models import (
+    AuditRow,
+    DaemonRow,
+    FindingRow,
+    LockRow,
+    MetricRow,
+    RunRow,
+    StateRow,
+)
+from upkeeper.core.task import Result
+from upkeeper.errors import HistoryError
+from upkeeper.redact import redact, redact_obj
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+ACTIVE_STATES = ("queued", "running")
+FINAL_STATES = ("ok", "warn", "fail", "error", "skipped", "interrupted")
+LOG_EXCERPT_MAX = 32 * 1024
+
+
+def default_history_path() -> Path:
+    return Path(platformdirs.user_data_dir("upkeeper", appauthor=False)) / "history.db"
+
+
+def history_url(setting: str | None, base_dir: Path | None = None) -> str:
+    """Turn the config's ``history`` setting into an SQLAlchemy URL."""
+    if not setting:
+        return "sqlite:///" + str(default_history_path())
+    if setting.startswith(("postgresql://", "postgres://")):
+        return "postgresql+psycopg://" + setting.split("://", 1)[1]
+    if setting.startswith(("postgresql+", "sqlite:")):
+        return setting
+    p = Path(setting).expanduser()
+    if not p.is_absolute() and base_dir is not None:
+        p = base_dir / p
+    return "sqlite:///" + str(p)
+
+
+def process_identity(pid: int | None = None) -> str:
+    """``node:pid:start-time`` — survives PID reuse when checking whether an owner still lives."""
+    import socket
+
+    pid = pid or os.getpid()
+    try:
+        ctime = int(psutil.Process(pid).create_time())
+    except psutil.Error:
+        ctime = 0
+    return f"{socket.gethostname()}:{pid}:{ctime}"
+
+
+def owner_alive(owner: str | None, node: str) -> bool | None:
+    """True/False for owners on this node; None when the owner lives on another node."""
+    if not owner:
+        return False
+    try:
+        onode, spid, sctime = owner.rsplit(":", 2)
+        pid, ctime = int(spid), int(sctime)
+    except ValueError:
+        return False
+    import socket
+
+    if onode != socket.gethostname():
+        return None
+    try:
+        p = psutil.Process(pid)
+        return int(p.create_time()) == ctime and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+@dataclass
+class NewRun:
+    job: str
+    task: str
+    target: str | None
+    scheduled_for: datetime
+    due_at: datetime | None = None
+    trigger: str = "schedule"
+    attempt: int = 1
+    status: str = "queued"
+    summary: str = ""
+    details: dict[str, Any] | None = None
+
+
+class _SQLiteFileLock:
+    """Process-level lock beside a SQLite file, held while migrations run."""
+
+    def __init__(self, db_path: Path) -> None:
+        self.path = db_path.with_name(db_path.name + ".migrate.lock")
+
+    def __enter__(self) -> None:
+        self.fh = open(self.path, "a")  # noqa: SIM115 - closed in __exit__
+        fcntl.flock(self.fh, fcntl.LOCK_EX)
+
+    def __exit__(self, *exc: object) -> None:
+        fcntl.flock(self.fh, fcntl.LOCK_UN)
+        self.fh.close()
+
+
+class History:
+    """Access to the history database.  Thread-safe; one instance per process is enough."""
+
+    def __init__(self, url: str, *, migrate: bool = True) -> None:
+        self.url = url
+        self.dialect = "sqlite" if url.startswith("sqlite") else "postgresql"
+        self._local = threading.local()
+        try:
+            self.engine = self._make_engine(url)
+            if migrate:
+                self.migrate()
+        except HistoryError:
+            raise
+        except SQLAlchemyError as exc:
+            raise HistoryError(
+                f"cannot open history database {redact(url)}: {redact(str(exc.orig or exc)).strip()}",
+                "Try: check the 'history' setting and that the database is reachable",
+            ) from None
+        except OSError as exc:
+            raise HistoryError(
+                f"cannot open history database {redact(url)}: {exc}",
+                "Try: check the 'history' setting and the directory permissions",
+            ) from None
+        self.Session = sessionmaker(self.engine, expire_on_commit=False)
+
+    # -- set-up ---------------------------------------------------------------------------
+
+    def _make_engine(self, url: str) -> Engine:
+        if self.dialect == "sqlite":
+            path = url.split("sqlite:///", 1)[1] if "sqlite:///" in url else ""
+            if path and path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+                self.sqlite_path: Path | None = Path(path)
+            else:
+                self.sqlite_path = None
+            engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
+
+            @event.listens_for(engine, "connect")
+            def _on_connect(dbapi_conn: Any, _rec: Any) -> None:
+                dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (below)
+                cur = dbapi_conn.cursor()
+                cur.execute("PRAGMA journal_mode=WAL")
+                cur.execute("PRAGMA synchronous=NORMAL")
+                cur.execute("PRAGMA foreign_keys=ON")
+                cur.execute("PRAGMA busy_timeout=60000")
+                cur.close()
+
+            @event.listens_for(engine, "begin")
+            def _on_begin(conn: Any) -> None:
+                # IMMEDIATE takes the write lock up front, so two daemons never deadlock
+                # upgrading a read transaction; WAL keeps readers unblocked.
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+            return engine
+        self.sqlite_path = None
+        return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+    def migrate(self) -> None:
+        """Apply pending Alembic migrations (all heads), serialized between processes."""
+        from alembic.config import Config as AlembicConfig
+        from alembic.runtime.migration import MigrationContext
+        from alembic.script import ScriptDirectory
+
+        cfg = AlembicConfig()
+        cfg.set_main_option("script_location", str(MIGRATIONS))
+        script = ScriptDirectory.from_config(cfg)
+        heads = set(script.get_heads())
+        with self.engine.connect() as conn:
+            current = set(MigrationContext.configure(conn).get_current_heads())
+            conn.rollback()
+        if current == heads:
+            return
+        if self.dialect == "sqlite" and self.sqlite_path is not None:
+            lock: contextlib.AbstractContextManager[None] = _SQLiteFileLock(self.sqlite_path)
+        else:
+            lock = contextlib.nullcontext()
+        from alembic import command
+
+        with lock, self.engine.begin() as conn:
+            if self.dialect == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(727274)"))
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "heads")
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[Session]:
+        """A transaction: committed on success, rolled back on error."""
+        with self.Session() as s, s.begin():
+            yield s
+
+    # -- runs -----------------------------------------------------------------------------
+
+    def claim(self, runs: Sequence[NewRun], owner: str, node: str) -> list[tuple[NewRun, int]]:
+        """Insert runs; an occurrence someone else already inserted is silently not claimed.
+
+        Returns the runs this caller owns, with their ids.
+        """
+        if not runs:
+            return []
+        if self.dialect == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert as dialect_insert
+        else:
+            from sqlalchemy.dialects.postgresql import insert as dialect_insert
+        won: list[tuple[NewRun, int]] = []
+        with self.session() as s:
+            for r in runs:
+                stmt = (
+                    dialect_insert(RunRow)
+                    .values(
+                        job=r.job,
+                        task=r.task,
+                        target=r.target,
+                        scheduled_for=r.scheduled_for,
+                        due_at=r.due_at or r.scheduled_for,
+                        status=r.status,
+                        summary=redact(r.summary),
+                        trigger=r.trigger,
+                        attempt=r.attempt,
+                        node=node,
+                        owner=owner,
+                        log_excerpt="",
+                        metrics={},
+                        artifacts=[],
+                        details=r.details or {},
+                        finished_at=(r.scheduled_for if r.status in FINAL_STATES else None),
+                    )
+                    .on_conflict_do_nothing(index_elements=["job", "scheduled_for"])
+                    .returning(RunRow.id)
+                )
+                rid = s.execute(stmt).scalar()
+                if rid is not None:
+                    won.append((r, int(rid)))
+        return won
+
+    def create_run(self, run: NewRun, owner: str, node: str) -> int | None:
+        got = self.claim([run], owner, node)
+        return got[0][1] if got else None
+
+    def claim_pending(self, now: datetime, owner: str, node: str, jobs: Sequence[str]) -> list[RunRow]:
+        """Claim ``pending`` runs (retries, deferred and planned runs) that are due now."""
+        if not jobs:
+            return []
+        with self.session() as s:
+            rows = s.scalars(
+                select(RunRow)
+                .where(RunRow.status == "pending", RunRow.due_at <= now, RunRow.job.in_(list(jobs)))
+                .order_by(RunRow.due_at)
+            ).all()
+            claimed = []
+            for row in rows:
+                res = s.execute(
+                    update(RunRow)
+                    .where(RunRow.id == row.id, RunRow.status == "pending")
+                    .values(status="queued", owner=owner, node=node)
+                )
+                if res.rowcount == 1:  # type: ignore[attr-defined]
+                    row.status, row.owner, row.node = "queued", owner, node
+                    claimed.append(row)
+            return claimed
+
+    def set_status(self, run_id: int, status: str, **values: Any) -> None:
+        with self.session() as s:
+            s.execute(update(RunRow).where(RunRow.id == run_id).values(status=status, **values))
+
+    def start_run(self, run_id: int, started_at: datetime, owner: str) -> None:
+        self.set_status(run_id, "running", started_at=started_at, owner=owner)
+
+    def finish_run(
+        self,
+        run_id: int,
+        *,
+        status: str,
+        result: Result | None,
+        finished_at: datetime,
+        started_at: datetime | None,
+        log_excerpt: str = "",
+        metrics_retention: timedelta | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        """Record a run's outcome with its findings and metric samples, atomically."""
+        summary = result.summary if result else ""
+        with self.session() as s:
+            row = s.get(RunRow, run_id)
+            if row is None:
+                raise HistoryError(f"run {run_id} vanished from history")
+            row.status = status
+            row.summary = redact(summary)[:4000]
+            row.finished_at = finished_at
+            if started_at is not None:
+                row.started_at = started_at
+                row.duration = max(0.0, (finished_at - started_at).total_seconds())
+            row.log_excerpt = redact(log_excerpt)[-LOG_EXCERPT_MAX:]
+            if details:
+                row.details = redact_obj({**(row.details or {}), **details})
+            if result is not None:
+                row.metrics = {k: float(v) for k, v in result.metrics.items()}
+                row.artifacts = redact_obj(list(result.artifacts))
+                for f in result.findings:
+                    s.add(
+                        FindingRow(
+                            run_id=run_id,
+                            job=row.job,
+                            check=f.check,
+                            severity=f.severity.value,
+                            subject=redact(str(f.subject)),
+                            message=redact(f.message),
+                            remediation=redact(f.remediation),
+                            value=f.value,
+                            threshold=f.threshold,
+                            data=redact_obj(_jsonable(f.data)),
+                            ts=finished_at,
+                        )
+                    )
+                for name, value in result.metrics.items():
+                    s.add(
+                        MetricRow(
+                            run_id=run_id, job=row.job, target=row.target, name=name, value=float(value), ts=finished_at
+                        )
+                    )
+
+    def record_skip(
+        self, job: str, task: str, target: str | None, scheduled_for: datetime, reason: str, *,
+        trigger: str, owner: str, node: str, details: dict[str, Any] | None = None,
+    ) -> int | None:
+        """Record an occurrence that was not run (blackout, overlap, missed while down)."""
+        run = NewRun(job=job, task=task, target=target, scheduled_for=scheduled_for, trigger=trigger,
+                     status="skipped", summary=reason, details=details)
+        return self.create_run(run, owner, node)
+
+    def get_run(self, run_id: int) -> RunRow | None:
+        with self.session() as s:
+            return s.get(RunRow, run_id)
+
+    def findings_for(self, run_id: int) -> list[FindingRow]:
+        with self.session() as s:
+            return list(s.scalars(select(FindingRow).where(FindingRow.run_id == run_id).order_by(FindingRow.id)))
+
+    def runs(
+        self,
+        *,
+        job: str | None = None,
+        since: datetime | None = None,
+        limit: int = 50,
+        statuses: Sequence[str] | None = None,
+    ) -> list[RunRow]:
+        q = select(RunRow)
+        if job:
+            q = q.where(RunRow.job == job)
+        if since:
+            q = q.where(RunRow.scheduled_for >= since)
+        if statuses:
+            q = q.where(RunRow.status.in_(list(statuses)))
+        q = q.order_by(RunRow.scheduled_for.desc(), RunRow.id.desc()).limit(limit)
+        with self.session() as s:
+            return list(s.scalars(q))
+
+    def last_runs(self) -> dict[str, RunRow]:
+        """The newest finished (or running) run of every job."""
+        sub = (
+            select(RunRow.job, func.max(RunRow.id).label("mid"))
+            .where(RunRow.status.notin_(["pending"]))
+            .group_by(RunRow.job)
+            .subquery()
+        )
+        with self.session() as s:
+            rows = s.scalars(select(RunRow).join(sub, RunRow.id == sub.c.mid))
+            return {r.job: r for r in rows}
+
+    def last_scheduled(self) -> dict[str, datetime]:
+        """Per job, the newest occurrence instant the scheduler has dealt with."""
+        q = (
+            select(RunRow.job, func.max(RunRow.scheduled_for))
+            .where(RunRow.trigger.in_(["schedule", "catch-up", "deferred"]))
+            .group_by(RunRow.job)
+        )
+        with self.session() as s:
+            out = {}
+            for job, ts in s.execute(q):
+                if ts is not None:
+                    if isinstance(ts, str):  # SQLite max() returns the raw text
+                        ts = datetime.fromisoformat(ts)
+                    out[job] = ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+            return out
+
+    def consecutive_failures(self, job: str, limit: int = 100) -> int:
+        with self.session() as s:
+            statuses = s.scalars(
+                select(RunRow.status)
+                .where(RunRow.job == job, RunRow.status.in_(list(FINAL_STATES)))
+                .where(RunRow.status != "skipped")
+                .order_by(RunRow.id.desc())
+                .limit(limit)
+            ).all()
+        n = 0
+        for st in statuses:
+            if st in ("fail", "error", "interrupted"):
+                n += 1
+            else:
+                break
+        return n
+
+    def last_success(self, job: str) -> RunRow | None:
+        with self.session() as s:
+            return s.scalars(
+                select(RunRow)
+                .where(RunRow.job == job, RunRow.status.in_(["ok", "warn"]))
+                .order_by(RunRow.finished_at.desc())
+                .limit(1)
+            ).first()
+
+    def recover_orphans(self, node: str, stale_after: timedelta = timedelta(minutes=2)) -> list[int]:
+        """Mark runs whose owner process died as ``interrupted``.  Returns their ids.
+
+        Owners on this node are checked by PID and start time; owners on other nodes
+        are presumed dead when no daemon instance of theirs has been seen recently.
+        """
+        now = datetime.now(UTC)
+        fixed: list[int] = []
+        with self.session() as s:
+            rows = s.scalars(select(RunRow).where(RunRow.status.in_(list(ACTIVE_STATES)))).all()
+            if not rows:
+                return []
+            seen = {
+                d.instance: d.last_seen
+                for d in s.scalars(select(DaemonRow).where(DaemonRow.stopped_at.is_(None)))
+            }
+            for row in rows:
+                alive = owner_alive(row.owner, node)
+                if alive is None:  # another node: trust its daemon heartbeat
+                    last = seen.get(row.owner or "")
+                    alive = last is not None and now - last < stale_after
+                if not alive:
+                    row.status = "interrupted"
+                    row.finished_at = now
+                    if row.started_at is not None:
+                        row.duration = (now - row.started_at).total_seconds()
+                    row.summary = (row.summary + "; " if row.summary else "") + (
+                        "interrupted: the process running it died before it finished"
+                    )
+                    fixed.append(row.id)
+        return fixed
+
+    def interrupt_owned(self, owner: str, reason: str) -> list[int]:
+        """Mark this owner's queued or running runs ``interrupted`` (daemon shutdown)."""
+        now = datetime.now(UTC)
+        with self.session() as s:
+            rows = s.scalars(
+                select(RunRow).where(RunRow.owner == owner, RunRow.status.in_(list(ACTIVE_STATES)))
+            ).all()
+            for row in rows:
+                row.status = "interrupted"
+                row.finished_at = now
+                row.summary = reason
+            return [r.id for r in rows]
+
+    # -- metrics --------------------------------------------------------------------------
+
+    def metric_series(
+        self,
+        name: str,
+        *,
+        job: str | None = None,
+        target: str | None = None,
+        since: datetime | None = None,
+        limit: int = 10000,
+    ) -> list[tuple[datetime, float]]:
+        q = select(MetricRow.ts, MetricRow.value).where(MetricRow.name == name)
+        if job:
+            q = q.where(MetricRow.job == job)
+        if target:
+            q = q.where(MetricRow.target == target)
+        if since:
+            q = q.where(MetricRow.ts >= since)
+        q = q.order_by(MetricRow.ts.desc()).limit(limit)
+        with self.session() as s:
+            return sorted((ts, float(v)) for ts, v in s.execute(q))
+
+    def prune_metrics(self, job: str, older_than: datetime) -> int:
+        with self.session() as s:
+            res = s.execute(delete(MetricRow).where(MetricRow.job == job, MetricRow.ts < older_than))
+            return int(res.rowcount or 0)  # type: ignore[attr-defined]
+
+    # -- job state ------------------------------------------------------------------------
+
+    def get_state(self, job: str, key: str, default: Any = None) -> Any:
+        with self.session() as s:
+            row = s.get(StateRow, (job, key))
+            return default if row is None else row.value
+
+    def set_state(self, job: str, key: str, value: Any) -> None:
+        now = datetime.now(UTC)
+        with self.session() as s:
+            row = s.get(StateRow, (job, key))
+            if row is None:
+                s.add(StateRow(job=job, key=key, value=_jsonable(value), updated_at=now))
+            else:
+                row.value = _jsonable(value)
+                row.updated_at = now
+
+    # -- locks ----------------------------------------------------------------------------
+
+    def acquire_lock(self, name: str, owner: str, node: str, ttl: timedelta, purpose: str = "") -> bool:
+        """Take a named lock.  A lock whose owner died or whose lease expired is taken over."""
+        now = datetime.now(UTC)
+        try:
+            with self.session() as s:
+                row = s.get(LockRow, name)
+                if row is not None:
+                    if row.owner == owner:
+                        row.expires_at = now + ttl
+                        return True
+                    alive = owner_alive(row.owner, node)
+                    if row.expires_at > now and alive is not False:
+                        return False
+                    s.delete(row)
+                    s.flush()
+                s.add(LockRow(name=name, owner=owner, node=node, acquired_at=now, expires_at=now + ttl,
+                              purpose=purpose))
+            return True
+        except IntegrityError:
+            return False
+
+    def lock_holder(self, name: str) -> LockRow | None:
+        with self.session() as s:
+            return s.get(LockRow, name)
+
+    def refresh_locks(self, owner: str, ttl: timedelta) -> None:
+        with self.session() as s:
+            s.execute(update(LockRow).where(LockRow.owner == owner).values(expires_at=datetime.now(UTC) + ttl))
+
+    def release_lock(self, name: str, owner: str) -> None:
+        with self.session() as s:
+            s.execute(delete(LockRow).where(LockRow.name == name, LockRow.owner == owner))
+
+    # -- audit & daemons ------------------------------------------------------------------
+
+    def audit(self, actor: str, action: str, *, job: str | None = None, node: str | None = None,
+              details: dict[str, Any] | None = None) -> None:
+        with self.session() as s:
+            s.add(AuditRow(ts=datetime.now(UTC), actor=actor, action=action, job=job, node=node,
+                           details=redact_obj(_jsonable(details or {}))))
+
+    def audit_entries(self, limit: int = 100) -> list[AuditRow]:
+        with self.session() as s:
+            return list(s.scalars(select(AuditRow).order_by(AuditRow.id.desc()).limit(limit)))
+
+    def daemon_heartbeat(self, instance: str, node: str, pid: int, started_at: datetime, jobs: int,
+                         version: str) -> None:
+        now = datetime.now(UTC)
+        with self.session() as s:
+            row = s.get(DaemonRow, instance)
+            if row is None:
+                s.add(DaemonRow(instance=instance, node=node, pid=pid, started_at=started_at, last_seen=now,
+                                version=version, jobs=jobs))
+            else:
+                row.last_seen = now
+                row.jobs = jobs
+
+    def daemon_stopped(self, instance: str) -> None:
+        with self.session() as s:
+            s.execute(update(DaemonRow).where(DaemonRow.instance == instance).values(stopped_at=datetime.now(UTC)))
+
+    def daemons(self) -> list[DaemonRow]:
+        with self.session() as s:
+            return list(s.scalars(select(DaemonRow).order_by(DaemonRow.last_seen.desc())))
+
+
+def _jsonable(value: Any) -> Any:
+    """Make a value JSON-serializable (datetimes → ISO strings, sets → lists …)."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    return str(value)
+
+
+def open_history(setting: str | None, base_dir: Path | None = None) -> History:
+    return History(history_url(setting, base_dir))
+
+
+__all__ = [
+    "History",
+    "NewRun",
+    "OperationalError",
+    "default_history_path",
+    "history_url",
+    "open_history",
+    "owner_alive",
+    "process_identity",
+]

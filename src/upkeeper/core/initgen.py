@@ -1,0 +1,155 @@
+"""``upkeeper init``: detect local services and write a commented ``upkeeper.yaml``."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from upkeeper.config.standard import StandardJob, standard_jobs
+from upkeeper.core.task import REGISTRY
+
+PG_SOCKET_DIRS = ("/var/run/postgresql", "/run/postgresql", "/tmp")
+REDIS_SOCKETS = ("/var/run/redis/redis-server.sock", "/run/redis/redis-server.sock", "/run/redis/redis.sock")
+
+
+@dataclass
+class Detected:
+    postgres: dict[str, object] | None = None
+    redis: dict[str, object] | None = None
+    nginx: dict[str, object] | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def _tcp_open(host: str, port: int, timeout: float = 0.3) -> bool:
+    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
+        s.settimeout(timeout)
+        try:
+            return s.connect_ex((host, port)) == 0
+        except OSError:
+            return False
+
+
+def detect(env: dict[str, str] | None = None) -> Detected:
+    env = dict(os.environ if env is None else env)
+    d = Detected()
+    # PostgreSQL: PG* variables, then the default socket, then localhost:5432
+    port = int(env.get("PGPORT", "5432") or 5432)
+    if env.get("PGHOST") or env.get("PGDATABASE") or env.get("PGUSER"):
+        d.postgres = {"host": env.get("PGHOST") or "localhost", "port": port, "user": env.get("PGUSER") or "postgres",
+                      "dbname": env.get("PGDATABASE") or "postgres"}
+        d.notes.append("PostgreSQL: from PG* environment variables")
+    else:
+        for sd in PG_SOCKET_DIRS:
+            if Path(sd, f".s.PGSQL.{port}").exists():
+                d.postgres = {"host": sd, "port": port, "user": "postgres", "dbname": "postgres"}
+                d.notes.append(f"PostgreSQL: socket in {sd}")
+                break
+        else:
+            if _tcp_open("127.0.0.1", port):
+                d.postgres = {"host": "127.0.0.1", "port": port, "user": "postgres", "dbname": "postgres"}
+                d.notes.append(f"PostgreSQL: listening on 127.0.0.1:{port}")
+    if d.postgres is None:
+        d.notes.append("PostgreSQL: not found (set PGHOST/PGPORT/PGUSER, or edit the target below)")
+    # Redis
+    for sock in REDIS_SOCKETS:
+        if Path(sock).exists():
+            d.redis = {"unix_socket": sock}
+            d.notes.append(f"Redis: socket {sock}")
+            break
+    else:
+        if _tcp_open("127.0.0.1", 6379):
+            d.redis = {"host": "127.0.0.1", "port": 6379}
+            d.notes.append("Redis: listening on 127.0.0.1:6379")
+        else:
+            d.notes.append("Redis: not found")
+    # nginx
+    if Path("/etc/nginx/nginx.conf").exists() or shutil.which("nginx"):
+        d.nginx = {"config": "/etc/nginx/nginx.conf", "access_log": "/var/log/nginx/access.log",
+                   "error_log": "/var/log/nginx/error.log"}
+        d.notes.append("nginx: found")
+    else:
+        d.notes.append("nginx: not found")
+    return d
+
+
+def _yaml_value(v: object) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int | float):
+        return str(v)
+    s = str(v)
+    return s if s.replace("/", "").replace(".", "").replace("-", "").replace("_", "").isalnum() else f'"{s}"'
+
+
+def _block(lines: list[str], commented: bool) -> list[str]:
+    return [("# " + ln if ln.strip() else ln) if commented else ln for ln in lines]
+
+
+def render(detected: Detected, known_tasks: list[str] | None = None, timezone: str = "UTC") -> str:
+    known = known_tasks if known_tasks is not None else REGISTRY.names()
+    have = {"postgres": detected.postgres is not None, "redis": detected.redis is not None,
+            "nginx": detected.nginx is not None, "host": True, "app": False, "http": False}
+    out = [
+        "# upkeeper configuration — written by 'upkeeper init'.",
+        "# Check it with 'upkeeper config check'; see the jobs with 'upkeeper jobs'.",
+        "# Reference: docs/config-reference.md and docs/tasks.md; editor completion: 'upkeeper config schema'.",
+        "#",
+        "# Detected on this machine:",
+        *[f"#   - {n}" for n in detected.notes],
+        "",
+        "version: 1",
+        f"timezone: {timezone}          # default timezone of job schedules",
+        "# history: /var/lib/upkeeper/history.db   # default: the platform data dir; postgresql://… to share",
+        "",
+        "defaults:",
+        "  timeout: 1h            # a run is killed (with all its subprocesses) after this long",
+        "  retries: 1             # retry failed runs once, after retry_delay (doubling each time)",
+        "  retry_delay: 5m",
+        "  catch_up: latest       # after downtime, run the newest missed occurrence once",
+        "",
+    ]
+    targets: list[str] = []
+    pg = detected.postgres or {"host": "localhost", "port": 5432, "user": "postgres", "dbname": "postgres"}
+    targets += _block(["  db:", "    kind: postgres", *[f"    {k}: {_yaml_value(v)}" for k, v in pg.items()],
+                   "    # password: ${PGPASSWORD}        # or password_file: /etc/upkeeper/pg.pass"],
+                  detected.postgres is None)
+    rd = detected.redis or {"host": "127.0.0.1", "port": 6379}
+    targets += _block(["  cache:", "    kind: redis", *[f"    {k}: {_yaml_value(v)}" for k, v in rd.items()],
+                   "    # password_file: /etc/upkeeper/redis.pass"], detected.redis is None)
+    ng = detected.nginx or {"config": "/etc/nginx/nginx.conf"}
+    targets += _block(["  web:", "    kind: nginx", *[f"    {k}: {_yaml_value(v)}" for k, v in ng.items()],
+                   "    # url: https://example.com"], detected.nginx is None)
+    targets += _block(["  app:", "    kind: app", "    root: /srv/app", "    # health_url: http://127.0.0.1:3000/health"],
+                  True)
+    targets += _block(["  site:", "    kind: http", "    url: https://example.com/"], True)
+    out += _section("targets", targets)
+    out.append("")
+    jobs: list[str] = []
+    target_name = {"postgres": "db", "redis": "cache", "nginx": "web", "app": "app", "http": "site", "host": None}
+    rows: list[StandardJob] = standard_jobs(known)
+    for r in rows:
+        commented = not have.get(r.target_kind or "host", False)
+        lines = [f"  {r.job}:                # {r.comment}" if not commented else
+                 f"  {r.job}:                # {r.comment} (enable once its target is set)",
+                 f"    task: {r.task}", f'    schedule: "{r.schedule}"']
+        tname = target_name.get(r.target_kind or "host")
+        if tname:
+            lines.append(f"    target: {tname}")
+        if r.options:
+            lines.append("    options:")
+            lines += [f"      {k}: {_yaml_value(v)}" for k, v in r.options.items()]
+        elif r.example:
+            lines.append(f"    # options: {{ {r.example} }}")
+        jobs += _block(lines, commented)
+    out += _section("jobs", jobs)
+    return "\n".join(out) + "\n"
+
+
+def _section(key: str, lines: list[str]) -> list[str]:
+    """``key:`` with its lines; ``key: {}`` when every entry is commented out."""
+    active = any(ln.strip() and not ln.lstrip().startswith("#") for ln in lines)
+    return [f"{key}:" if active else f"{key}: {{}}", *lines]

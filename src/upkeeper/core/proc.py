@@ -1,0 +1,330 @@
+"""Subprocesses as argv lists, never ``shell=True``; pipelines wired in Python.
+
+Every helper here checks exit codes and keeps stderr, so that a failing
+``pg_dump`` can never pass for a good one.  Processes stay in the caller's
+process group: when a run times out, the runner kills that whole group, which
+takes every child with it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from upkeeper.errors import ProcessError
+from upkeeper.redact import redact
+
+STDERR_KEEP = 64 * 1024
+PIPE = subprocess.PIPE
+DEVNULL = subprocess.DEVNULL
+
+
+@dataclass
+class ProcResult:
+    argv: list[str]
+    returncode: int
+    stdout: bytes = b""
+    stderr: str = ""
+    duration: float = 0.0
+
+    @property
+    def text(self) -> str:
+        return self.stdout.decode("utf-8", errors="replace")
+
+
+def which(name: str, extra_dirs: Sequence[str | Path] = ()) -> str | None:
+    """Find an executable in ``extra_dirs`` first, then on PATH."""
+    for d in extra_dirs:
+        p = Path(d) / name
+        if p.is_file() and os.access(p, os.X_OK):
+            return str(p)
+    return shutil.which(name)
+
+
+def describe_exit(returncode: int) -> str:
+    if returncode < 0:
+        try:
+            return f"killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    return f"exited with code {returncode}"
+
+
+def _tail(text: str, lines: int = 8) -> str:
+    parts = [ln for ln in text.strip().splitlines() if ln.strip()]
+    return "\n".join(parts[-lines:])
+
+
+def _env(env: Mapping[str, str] | None, extra_env: Mapping[str, str] | None) -> dict[str, str]:
+    base = dict(os.environ if env is None else env)
+    if extra_env:
+        base.update(extra_env)
+    return base
+
+
+class _StderrCollector(threading.Thread):
+    """Drains a stderr pipe into a bounded buffer (the tail is what explains a failure)."""
+
+    def __init__(self, stream: IO[bytes], on_line: Any = None) -> None:
+        super().__init__(daemon=True, name="stderr-collector")
+        self.stream = stream
+        self.buf = bytearray()
+        self.total = 0
+        self.on_line = on_line
+
+    def run(self) -> None:
+        try:
+            for chunk in iter(lambda: self.stream.readline(), b""):
+                self.total += len(chunk)
+                self.buf.extend(chunk)
+                if len(self.buf) > STDERR_KEEP:
+                    del self.buf[: len(self.buf) - STDERR_KEEP]
+                if self.on_line is not None:
+                    try:
+                        self.on_line(chunk.decode("utf-8", errors="replace").rstrip("\n"))
+                    except Exception:
+                        pass
+        except (OSError, ValueError):
+            pass
+        finally:
+            try:
+                self.stream.close()
+            except OSError:
+                pass
+
+    @property
+    def text(self) -> str:
+        return redact(self.buf.decode("utf-8", errors="replace"))
+
+
+def run(
+    argv: Sequence[str],
+    *,
+    input: bytes | None = None,
+    env: Mapping[str, str] | None = None,
+    extra_env: Mapping[str, str] | None = None,
+    cwd: str | Path | None = None,
+    timeout: float | None = None,
+    check: bool = True,
+    stdout: int | IO[bytes] | None = PIPE,
+) -> ProcResult:
+    """Run ``argv`` to completion.  Raises :class:`ProcessError` on a non-zero exit when ``check``."""
+    argv = [str(a) for a in argv]
+    start = time.monotonic()
+    try:
+        proc = subprocess.Popen(
+            argv,
+            stdin=PIPE if input is not None else DEVNULL,
+            stdout=stdout,
+            stderr=PIPE,
+            env=_env(env, extra_env),
+            cwd=cwd,
+        )
+    except FileNotFoundError:
+        raise ProcessError(argv[0], f"{argv[0]}: command not found", hint=f"Try: install {Path(argv[0]).name}") from None
+    except PermissionError as exc:
+        raise ProcessError(argv[0], f"{argv[0]}: cannot execute ({exc.strerror})") from None
+    try:
+        out, err = proc.communicate(input=input, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        raise ProcessError(
+            argv[0],
+            f"{Path(argv[0]).name} timed out after {timeout:g}s",
+            returncode=proc.returncode,
+            stderr=redact(err.decode("utf-8", errors="replace")),
+        ) from None
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    result = ProcResult(
+        argv=argv,
+        returncode=proc.returncode,
+        stdout=out or b"",
+        stderr=redact((err or b"").decode("utf-8", errors="replace")),
+        duration=time.monotonic() - start,
+    )
+    if check and proc.returncode != 0:
+        raise failure(result)
+    return result
+
+
+def failure(result: ProcResult) -> ProcessError:
+    name = Path(result.argv[0]).name
+    tail = _tail(result.stderr)
+    msg = f"{name} {describe_exit(result.returncode)}"
+    if tail:
+        msg += f": {tail}"
+    return ProcessError(result.argv[0], msg, returncode=result.returncode, stderr=result.stderr)
+
+
+@dataclass
+class Spawned:
+    """A running process whose stdout the caller streams; stderr is collected in the background."""
+
+    argv: list[str]
+    popen: subprocess.Popen[bytes]
+    collector: _StderrCollector
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def stdout(self) -> IO[bytes]:
+        assert self.popen.stdout is not None
+        return self.popen.stdout
+
+    @property
+    def stdin(self) -> IO[bytes]:
+        assert self.popen.stdin is not None
+        return self.popen.stdin
+
+    def iter_chunks(self, size: int = 1 << 20) -> Iterator[bytes]:
+        read = self.stdout.read
+        while True:
+            chunk = read(size)
+            if not chunk:
+                return
+            yield chunk
+
+    def wait(self, timeout: float | None = None, check: bool = True) -> ProcResult:
+        try:
+            rc = self.popen.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            rc = self.popen.wait()
+            self.collector.join(timeout=5)
+            raise ProcessError(
+                self.argv[0],
+                f"{Path(self.argv[0]).name} timed out",
+                returncode=rc,
+                stderr=self.collector.text,
+            ) from None
+        self.collector.join(timeout=10)
+        result = ProcResult(
+            argv=self.argv, returncode=rc, stderr=self.collector.text, duration=time.monotonic() - self.started
+        )
+        if check and rc != 0:
+            raise failure(result)
+        return result
+
+    def kill(self) -> None:
+        if self.popen.poll() is None:
+            try:
+                self.popen.kill()
+            except ProcessLookupError:
+                pass
+
+    def __enter__(self) -> Spawned:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        # Leaving the block early (an exception) must not leave a process behind.
+        if self.popen.poll() is None:
+            self.kill()
+            self.popen.wait()
+        for s in (self.popen.stdin, self.popen.stdout):
+            if s is not None:
+                try:
+                    s.close()
+                except OSError:
+                    pass
+        self.collector.join(timeout=5)
+
+
+def spawn(
+    argv: Sequence[str],
+    *,
+    stdin: int | IO[bytes] | None = DEVNULL,
+    stdout: int | IO[bytes] | None = PIPE,
+    env: Mapping[str, str] | None = None,
+    extra_env: Mapping[str, str] | None = None,
+    cwd: str | Path | None = None,
+    on_stderr_line: Any = None,
+) -> Spawned:
+    """Start ``argv`` and return it running; use as a context manager and call ``wait()``."""
+    argv = [str(a) for a in argv]
+    try:
+        popen = subprocess.Popen(
+            argv, stdin=stdin, stdout=stdout, stderr=PIPE, env=_env(env, extra_env), cwd=cwd
+        )
+    except FileNotFoundError:
+        raise ProcessError(argv[0], f"{argv[0]}: command not found", hint=f"Try: install {Path(argv[0]).name}") from None
+    assert popen.stderr is not None
+    collector = _StderrCollector(popen.stderr, on_stderr_line)
+    collector.start()
+    return Spawned(argv=argv, popen=popen, collector=collector)
+
+
+def pipeline(
+    argvs: Sequence[Sequence[str]],
+    *,
+    stdout: int | IO[bytes] | None = PIPE,
+    env: Mapping[str, str] | None = None,
+    extra_env: Mapping[str, str] | None = None,
+    timeout: float | None = None,
+    check: bool = True,
+) -> list[ProcResult]:
+    """Run ``a | b | c`` without a shell.  Every stage's exit code is checked (like ``pipefail``).
+
+    The first failing stage (in pipeline order) is the error reported.  The last
+    stage's stdout is returned in the last result when ``stdout`` is PIPE.
+    """
+    if not argvs:
+        raise ValueError("empty pipeline")
+    procs: list[Spawned] = []
+    prev: IO[bytes] | None = None
+    try:
+        for i, argv in enumerate(argvs):
+            last = i == len(argvs) - 1
+            sp = spawn(argv, stdin=prev if prev is not None else DEVNULL, stdout=stdout if last else PIPE,
+                       env=env, extra_env=extra_env)
+            if prev is not None:
+                prev.close()  # the next stage owns it now; SIGPIPE reaches the writer if the reader dies
+            prev = None if last else sp.popen.stdout
+            procs.append(sp)
+        out = b""
+        lastp = procs[-1]
+        if stdout == PIPE and lastp.popen.stdout is not None:
+            out = lastp.popen.stdout.read()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        results = []
+        for sp in procs:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            results.append(sp.wait(timeout=remaining, check=False))
+        results[-1].stdout = out
+    finally:
+        for sp in procs:
+            sp.__exit__(None, None, None)
+    if check:
+        for r in results:
+            if r.returncode != 0:
+                raise failure(r)
+    return results
+
+
+def kill_process_group(pgid: int, grace: float = 3.0) -> None:
+    """SIGTERM a whole process group, then SIGKILL what is left after ``grace`` seconds."""
+    try:
+        os.killpg(pgid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass

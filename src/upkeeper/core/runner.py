@@ -1,0 +1,306 @@
+"""One run, start to finish: locks, timeout, retries, recording.  Never lets a task crash the caller.
+
+The runner is shared by ``upkeeper run`` and the daemon.  Listeners (the
+notification engine) are told about every finished run; a failing listener is
+logged and ignored.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+from upkeeper.core.execute import WorkRequest
+from upkeeper.core.executor import Executor, LogFn, Outcome, ProgressFn
+from upkeeper.core.history import History, NewRun
+from upkeeper.core.jobs import Job, Setup
+from upkeeper.core.task import Result, Status
+from upkeeper.redact import redact
+
+log = logging.getLogger(__name__)
+
+LOCK_TTL = timedelta(seconds=90)
+LOCK_REFRESH = 30.0
+
+
+@dataclass
+class FinishedRun:
+    """What listeners receive after every run."""
+
+    run_id: int
+    job: Job
+    status: str
+    result: Result
+    scheduled_for: datetime
+    started_at: datetime | None
+    finished_at: datetime
+    trigger: str
+    attempt: int
+    retry_at: datetime | None = None
+    log_excerpt: str = ""
+
+    @property
+    def failed(self) -> bool:
+        return self.status in ("fail", "error", "interrupted")
+
+
+class RunListener(Protocol):
+    def run_finished(self, run: FinishedRun) -> None: ...
+
+
+class LogBuffer:
+    """Keeps the head and the tail of a run's log, with timestamps."""
+
+    def __init__(self, head: int = 100, tail: int = 400) -> None:
+        self.head: list[str] = []
+        self.tail: deque[str] = deque(maxlen=tail)
+        self.head_max = head
+        self.dropped = 0
+        self._lock = threading.Lock()
+
+    def add(self, level: str, message: str) -> None:
+        ts = datetime.now(UTC).strftime("%H:%M:%S")
+        for ln in (message.splitlines() or [""]):
+            line = f"{ts} {level:<7} {redact(ln)}"
+            with self._lock:
+                if len(self.head) < self.head_max:
+                    self.head.append(line)
+                else:
+                    if len(self.tail) == self.tail.maxlen:
+                        self.dropped += 1
+                    self.tail.append(line)
+
+    def text(self) -> str:
+        with self._lock:
+            mid = [f"… {self.dropped} lines omitted …"] if self.dropped else []
+            return "\n".join([*self.head, *mid, *self.tail])
+
+
+class LockKeeper:
+    """Refreshes the leases of every lock this process owns while it lives."""
+
+    def __init__(self, history: History, owner: str) -> None:
+        self.history = history
+        self.owner = owner
+        self._stop = threading.Event()
+        self._count = 0
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def hold(self) -> None:
+        with self._lock:
+            self._count += 1
+            if self._thread is None or not self._thread.is_alive():
+                self._stop.clear()
+                self._thread = threading.Thread(target=self._loop, daemon=True, name="lock-keeper")
+                self._thread.start()
+
+    def unhold(self) -> None:
+        with self._lock:
+            self._count = max(0, self._count - 1)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(LOCK_REFRESH):
+            with self._lock:
+                if self._count == 0:
+                    continue
+            try:
+                self.history.refresh_locks(self.owner, LOCK_TTL)
+            except Exception as exc:  # a blip in the database must not kill the keeper
+                log.warning("could not refresh locks: %s", exc)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Runner:
+    setup: Setup
+    history: History
+    executor: Executor
+    owner: str
+    node: str
+    clock: Callable[[], datetime] = _utcnow
+    listeners: list[RunListener] = field(default_factory=list)
+    history_url: str | None = None
+    target_lock_poll: float = 1.0
+
+    def __post_init__(self) -> None:
+        self.keeper = LockKeeper(self.history, self.owner)
+
+    # -- manual runs ----------------------------------------------------------------------
+
+    def run_manual(
+        self,
+        job: Job,
+        *,
+        trigger: str = "manual",
+        retries: bool = True,
+        on_log: LogFn | None = None,
+        on_progress: ProgressFn | None = None,
+        on_retry: Callable[[int, float], None] | None = None,
+        cancel: threading.Event | None = None,
+        details: dict[str, Any] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> tuple[int, Outcome | None, str]:
+        """Run a job now (``upkeeper run``); retries happen inline with backoff.
+
+        Returns ``(run_id, outcome, status)`` of the last attempt.
+        """
+        attempt = 1
+        while True:
+            now = self.clock()
+            rid = self.history.create_run(
+                NewRun(job=job.name, task=job.task_name, target=job.target_name, scheduled_for=now, due_at=now,
+                       trigger=trigger if attempt == 1 else "retry", attempt=attempt, details=details),
+                self.owner, self.node,
+            )
+            assert rid is not None
+            status, outcome = self.execute(rid, job, scheduled_for=now, attempt=attempt,
+                                           trigger=trigger if attempt == 1 else "retry",
+                                           on_log=on_log, on_progress=on_progress, cancel=cancel,
+                                           schedule_retry=False)
+            failed = status in ("fail", "error")
+            if not (retries and failed and attempt <= job.retries) or (cancel is not None and cancel.is_set()):
+                return rid, outcome, status
+            attempt += 1
+            delay = job.retry_delay_for(attempt).total_seconds()
+            if on_retry:
+                on_retry(attempt, delay)
+            sleep(delay)
+
+    # -- the core -------------------------------------------------------------------------
+
+    def execute(
+        self,
+        run_id: int,
+        job: Job,
+        *,
+        scheduled_for: datetime,
+        attempt: int = 1,
+        trigger: str = "schedule",
+        on_log: LogFn | None = None,
+        on_progress: ProgressFn | None = None,
+        cancel: threading.Event | None = None,
+        schedule_retry: bool = True,
+    ) -> tuple[str, Outcome | None]:
+        """Execute a claimed run (its row exists, status ``queued``).  Returns its final status."""
+        job_lock = f"job:{job.name}"
+        target_lock = f"target:{job.target_name}" if job.exclusive and job.target_name else None
+        logbuf = LogBuffer()
+
+        def log_cb(level: str, message: str) -> None:
+            logbuf.add(level, message)
+            if on_log is not None:
+                on_log(level, message)
+
+        if not self.history.acquire_lock(job_lock, self.owner, self.node, LOCK_TTL, purpose=f"run {run_id}"):
+            holder = self.history.lock_holder(job_lock)
+            reason = "skipped: the previous run of this job is still running"
+            if holder is not None:
+                reason += f" ({holder.purpose or 'run'} on {holder.node})"
+            self.history.set_status(run_id, "skipped", summary=reason, finished_at=self.clock())
+            self._notify(FinishedRun(run_id, job, "skipped", Result(status=Status.SKIPPED, summary=reason),
+                                     scheduled_for, None, self.clock(), trigger, attempt))
+            return "skipped", None
+        self.keeper.hold()
+        held = [job_lock]
+        try:
+            if target_lock:
+                if not self._wait_target_lock(target_lock, job, run_id, log_cb, cancel):
+                    reason = (f"interrupted before it started: waited for exclusive access to target "
+                              f"{job.target_name!r}")
+                    self.history.finish_run(run_id, status="interrupted", result=Result(summary=reason),
+                                            finished_at=self.clock(), started_at=None, log_excerpt=logbuf.text())
+                    return "interrupted", None
+                held.append(target_lock)
+            started = self.clock()
+            self.history.start_run(run_id, started, self.owner)
+            req = WorkRequest(run_id=run_id, job=job, config=self.setup.config, history_url=self.history_url,
+                              scheduled_for=scheduled_for, attempt=attempt)
+            timeout = job.timeout.total_seconds() if job.timeout else None
+            outcome = self.executor.execute(req, timeout=timeout, on_log=log_cb, on_progress=on_progress,
+                                            cancel=cancel)
+            status = outcome.status
+            finished = self.clock()
+            retry_at: datetime | None = None
+            if (schedule_retry and status in ("fail", "error") and attempt <= job.retries
+                    and not outcome.interrupted):
+                retry_at = finished + job.retry_delay_for(attempt + 1)
+            details: dict[str, Any] = {}
+            if outcome.timed_out:
+                details["timed_out"] = True
+            if retry_at:
+                details["retry_at"] = retry_at.isoformat()
+            self.history.finish_run(
+                run_id, status=status, result=outcome.result, finished_at=finished, started_at=started,
+                log_excerpt=logbuf.text(), details=details,
+            )
+            if retry_at is not None:
+                self.history.create_run(
+                    NewRun(job=job.name, task=job.task_name, target=job.target_name, scheduled_for=retry_at,
+                           due_at=retry_at, trigger="retry", attempt=attempt + 1, status="pending",
+                           summary=f"retry {attempt + 1} of run {run_id}", details={"retry_of": run_id}),
+                    self.owner, self.node,
+                )
+            self._notify(FinishedRun(run_id, job, status, outcome.result, scheduled_for, started, finished,
+                                     trigger, attempt, retry_at, logbuf.text()))
+            return status, outcome
+        except Exception as exc:  # history hiccup: record what we can, never raise into the daemon
+            log.exception("run %s of %s failed inside the runner", run_id, job.name)
+            try:
+                self.history.finish_run(run_id, status="error",
+                                        result=Result(summary=f"internal error: {redact(str(exc))}"),
+                                        finished_at=self.clock(), started_at=None, log_excerpt=logbuf.text())
+            except Exception:
+                pass
+            return "error", None
+        finally:
+            for name in reversed(held):
+                try:
+                    self.history.release_lock(name, self.owner)
+                except Exception as exc:
+                    log.warning("could not release lock %s: %s", name, exc)
+            self.keeper.unhold()
+
+    def _wait_target_lock(
+        self, name: str, job: Job, run_id: int, log_cb: LogFn, cancel: threading.Event | None
+    ) -> bool:
+        deadline = time.monotonic() + job.timeout.total_seconds()
+        announced = False
+        while True:
+            if self.history.acquire_lock(name, self.owner, self.node, LOCK_TTL, purpose=f"{job.name} run {run_id}"):
+                return True
+            if not announced:
+                holder = self.history.lock_holder(name)
+                log_cb("INFO", f"waiting for exclusive access to target {job.target_name!r}"
+                               + (f" (held by {holder.purpose} on {holder.node})" if holder else ""))
+                announced = True
+            if time.monotonic() > deadline or (cancel is not None and cancel.is_set()):
+                return False
+            time.sleep(self.target_lock_poll)
+
+    def _notify(self, run: FinishedRun) -> None:
+        for listener in self.listeners:
+            try:
+                listener.run_finished(run)
+            except Exception as exc:
+                log.warning("listener %s failed: %s", type(listener).__name__, redact(str(exc)))
+
+    def close(self) -> None:
+        self.keeper.stop()
+
+
+def status_exit_code(statuses: Sequence[str]) -> int:
+    """0 when every run is ok/warn/skipped, 1 when any failed."""
+    return 1 if any(s in ("fail", "error", "interrupted") for s in statuses) else 0

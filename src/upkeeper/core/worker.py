@@ -1,0 +1,65 @@
+"""Worker process: ``python -m upkeeper.core.worker FD``.
+
+Started by :class:`~upkeeper.core.executor.WorkerPool` in a new session, so the
+worker leads its own process group and every subprocess a task starts stays in
+that group.  The pool kills the group on timeout; the worker kills its own group
+if its parent dies (``kill -9`` of the daemon), so no task outlives it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+from multiprocessing.connection import Connection
+from typing import Any
+
+
+def _watch_parent(parent: int) -> None:
+    while True:
+        time.sleep(0.5)
+        if os.getppid() != parent:
+            # Our parent died: take the task and all its subprocesses down with us.
+            try:
+                os.killpg(os.getpgid(0), signal.SIGKILL)
+            finally:
+                os._exit(137)
+
+
+def main(argv: list[str]) -> int:
+    fd = int(argv[1])
+    parent = int(argv[2]) if len(argv) > 2 else os.getppid()
+    conn = Connection(fd)
+    if os.getppid() != parent:
+        return 1
+    threading.Thread(target=_watch_parent, args=(parent,), daemon=True, name="parent-watch").start()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we stop
+
+    from upkeeper.core.execute import WorkRequest, execute_request
+    from upkeeper.core.task import REGISTRY
+
+    REGISTRY.load()
+    send_lock = threading.Lock()
+
+    def send(msg: tuple[Any, ...]) -> None:
+        with send_lock:
+            conn.send(msg)
+
+    send(("ready", os.getpid()))
+    while True:
+        try:
+            msg = conn.recv()
+        except (EOFError, OSError):
+            return 0
+        if msg[0] == "exit":
+            return 0
+        if msg[0] == "run":
+            req: WorkRequest = msg[1]
+            result = execute_request(req, send)
+            send(("result", result.to_dict()))
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,157 @@
+"""One exception tree for everything upkeeper expects to go wrong.
+
+Each error carries a human message and, where useful, a ``hint`` telling the
+user how to fix it.  The CLI prints ``Error: <message>`` and ``Try: <hint>``;
+tracebacks appear only with ``--debug``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+class UpkeeperError(Exception):
+    """Base of every expected error.  ``exit_code`` is what the CLI exits with."""
+
+    exit_code: int = 1
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@dataclass(frozen=True)
+class ConfigProblem:
+    """One problem in a config file: where it is, what is wrong, how to fix it."""
+
+    message: str
+    path: tuple[str | int, ...] = ()
+    file: str | None = None
+    line: int | None = None
+    hint: str | None = None
+
+    @property
+    def path_text(self) -> str:
+        return " -> ".join(str(p) for p in self.path)
+
+    def render(self) -> str:
+        where = self.file or "<config>"
+        if self.line is not None:
+            where += f":{self.line}"
+        text = f"{where}: "
+        if self.path:
+            text += f"{self.path_text}: "
+        text += self.message
+        return text
+
+
+class ConfigError(UpkeeperError):
+    """The configuration is invalid.  Carries one or more located problems."""
+
+    exit_code = 2
+
+    def __init__(
+        self,
+        message: str,
+        hint: str | None = None,
+        problems: list[ConfigProblem] | None = None,
+    ) -> None:
+        super().__init__(message, hint)
+        self.problems: list[ConfigProblem] = problems or []
+
+    @classmethod
+    def from_problems(cls, problems: list[ConfigProblem]) -> ConfigError:
+        n = len(problems)
+        msg = problems[0].render() if n == 1 else f"{n} problems in the configuration"
+        return cls(msg, problems[0].hint if n == 1 else None, problems)
+
+
+class UsageError(UpkeeperError):
+    """The command line asked for something impossible (unknown job, bad flag combination)."""
+
+    exit_code = 2
+
+
+class UnknownTaskError(ConfigError):
+    """A task name is not registered."""
+
+
+class DuplicateTaskError(UpkeeperError):
+    """Two task classes claim the same name."""
+
+
+class TaskError(UpkeeperError):
+    """A task could not do its work; becomes a run with status ``error`` or ``fail``."""
+
+    def __init__(self, message: str, hint: str | None = None, *, permanent: bool = False) -> None:
+        super().__init__(message, hint)
+        self.permanent = permanent
+
+
+class ProcessError(TaskError):
+    """A subprocess exited non-zero, was killed, or timed out."""
+
+    def __init__(
+        self,
+        argv0: str,
+        message: str,
+        *,
+        returncode: int | None = None,
+        stderr: str = "",
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(message, hint)
+        self.argv0 = argv0
+        self.returncode = returncode
+        self.stderr = stderr
+
+
+class StorageError(UpkeeperError):
+    """A storage backend failed (network, permissions, space)."""
+
+    def __init__(self, message: str, hint: str | None = None, *, permanent: bool = False) -> None:
+        super().__init__(message, hint)
+        self.permanent = permanent
+
+
+class BackupError(UpkeeperError):
+    """A backup, verification or restore failed."""
+
+
+class HistoryError(UpkeeperError):
+    """The history database is unreachable or inconsistent."""
+
+
+class LockHeld(UpkeeperError):
+    """A job or target lock is held by someone else."""
+
+    def __init__(self, name: str, holder: str) -> None:
+        super().__init__(f"lock {name!r} is held by {holder}")
+        self.name = name
+        self.holder = holder
+
+
+class NotifyError(UpkeeperError):
+    """A notification could not be delivered."""
+
+    def __init__(self, message: str, hint: str | None = None, *, permanent: bool = False) -> None:
+        super().__init__(message, hint)
+        self.permanent = permanent
+
+
+@dataclass
+class ErrorList:
+    """Accumulates problems so a validator can report all of them at once."""
+
+    problems: list[ConfigProblem] = field(default_factory=list)
+
+    def add(self, problem: ConfigProblem) -> None:
+        self.problems.append(problem)
+
+    def raise_if_any(self) -> None:
+        if self.problems:
+            raise ConfigError.from_problems(self.problems)

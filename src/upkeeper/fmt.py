@@ -1,0 +1,57 @@
+"""Human-readable formatting shared by tasks and the CLI."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+
+def human_bytes(n: float) -> str:
+    """1536 → '1.5 KiB'."""
+    sign = "-" if n < 0 else ""
+    n = abs(float(n))
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n < 1024 or unit == "PiB":
+            return f"{sign}{n:.0f} {unit}" if unit == "B" else f"{sign}{n:.1f} {unit}"
+        n /= 1024
+    return f"{sign}{n:.1f} PiB"
+
+
+def human_duration(seconds: float | timedelta | None) -> str:
+    """3725 → '1h 2m'; 4.2 → '4.2s'."""
+    if seconds is None:
+        return "-"
+    if isinstance(seconds, timedelta):
+        seconds = seconds.total_seconds()
+    if seconds < 0:
+        return "-" + human_duration(-seconds)
+    if seconds < 10:
+        return f"{seconds:.1f}s"
+    s = int(round(seconds))
+    d, s = divmod(s, 86400)
+    h, s = divmod(s, 3600)
+    m, s = divmod(s, 60)
+    if d:
+        return f"{d}d {h}h"
+    if h:
+        return f"{h}h {m}m"
+    if m:
+        return f"{m}m {s}s"
+    return f"{s}s"
+
+
+def ago(ts: datetime | None, now: datetime | None = None) -> str:
+    if ts is None:
+        return "never"
+    now = now or datetime.now(UTC)
+    delta = (now - ts).total_seconds()
+    if delta < 0:
+        return "in " + human_duration(-delta)
+    return human_duration(delta) + " ago"
+
+
+def local_time(ts: datetime | None, tz: str = "UTC", fmt: str = "%Y-%m-%d %H:%M %Z") -> str:
+    if ts is None:
+        return "-"
+    from zoneinfo import ZoneInfo
+
+    return ts.astimezone(ZoneInfo(tz)).strftime(fmt)

@@ -1,0 +1,1 @@
+"""PostgreSQL tasks: one module per task, SQL as named constants beside each."""
