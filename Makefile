@@ -33,7 +33,7 @@ lint: venv
 	$(BIN)/mypy
 
 docs: venv
-	$(BIN)/python -m upkeeper.core.docs
+	$(BIN)/python -m upkeeper.docsgen
 
 bench: bootstrap
 	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

@@ -13,10 +13,11 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table
 
 from upkeeper.cli._app import severity_text, status_text
+from upkeeper.cli._wiring import build_listeners
 from upkeeper.core.executor import WorkerPool
 from upkeeper.core.history import History, process_identity
 from upkeeper.core.jobs import Job, Setup
-from upkeeper.core.runner import Runner, RunListener
+from upkeeper.core.runner import Runner
 from upkeeper.core.task import Finding
 from upkeeper.fmt import human_duration
 
@@ -52,11 +53,10 @@ class RunSummary:
         }
 
 
-def make_runner(setup: Setup, history: History, history_url: str, pool_size: int,
-                listeners: list[RunListener] | None = None) -> Runner:
+def make_runner(setup: Setup, history: History, history_url: str, pool_size: int) -> Runner:
     return Runner(setup=setup, history=history, executor=WorkerPool(size=pool_size),
                   owner=process_identity(), node=setup.config.node, history_url=history_url,
-                  listeners=list(listeners or []))
+                  listeners=build_listeners(setup, history))
 
 
 def run_jobs(

@@ -10,7 +10,7 @@ from types import FrameType
 import typer
 
 from upkeeper.cli._app import app, err_console, state
-from upkeeper.core.admission import build_policies
+from upkeeper.cli._wiring import build_listeners, build_policies
 from upkeeper.core.daemon import Daemon
 from upkeeper.core.executor import WorkerPool
 from upkeeper.core.history import process_identity
@@ -43,8 +43,9 @@ def daemon_cmd(
     owner = process_identity()
     runner = Runner(setup=setup, history=history,
                     executor=WorkerPool(size=conc, max_runs=setup.config.daemon.worker_max_runs),
-                    owner=owner, node=setup.config.node, history_url=state.history_url())
-    daemon = Daemon(setup, history, runner, concurrency=conc, policies=build_policies(setup))
+                    owner=owner, node=setup.config.node, history_url=state.history_url(),
+                    listeners=build_listeners(setup, history))
+    daemon = Daemon(setup, history, runner, concurrency=conc, policies=build_policies(setup, history))
     stop_requested = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:

@@ -10,13 +10,12 @@ import importlib
 import pkgutil
 import sys
 
-from upkeeper.cli._app import app, err_console, state
-from upkeeper.errors import ConfigError, UpkeeperError
-from upkeeper.redact import redact
-
 # One module per command (group); importing registers it on the app.  Modules whose
 # names start with "_" are helpers.
 import upkeeper.cli as _pkg
+from upkeeper.cli._app import app, err_console, state
+from upkeeper.errors import ConfigError, UpkeeperError
+from upkeeper.redact import redact
 
 for _mod in sorted(pkgutil.iter_modules(_pkg.__path__), key=lambda m: m.name):
     if not _mod.name.startswith("_") and _mod.name != "main":

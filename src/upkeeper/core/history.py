@@ -119,7 +119,7 @@ class _SQLiteFileLock:
         self.path = db_path.with_name(db_path.name + ".migrate.lock")
 
     def __enter__(self) -> None:
-        self.fh = open(self.path, "a")  # noqa: SIM115 - closed in __exit__
+        self.fh = open(self.path, "a")
         fcntl.flock(self.fh, fcntl.LOCK_EX)
 
     def __exit__(self, *exc: object) -> None:

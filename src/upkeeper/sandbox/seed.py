@@ -78,17 +78,12 @@ CREATE TABLE audit_log (
 CREATE INDEX audit_log_created_idx ON audit_log (created_at);
 """
 
-FIRST = ("Ana Ben Chloé Dmitri Elif Farah Gustav Hana Ivan Jana Kwame Lena Mateo Nia Omar Priya Quinn Rosa Sven "
-         "Tomás Uma Viktor Wen Ximena Yusuf Zoe").split()
-LAST = ("Silva Müller Okafor Nguyen Kowalski Haddad Rossi Tanaka Johansson García Novak Schmidt Dubois Costa "
-        "Petrov Khan Moreau Larsen Yilmaz Fischer").split()
-CITIES = ("Lisbon Berlin Lagos Hanoi Kraków Beirut Rome Osaka Stockholm Madrid Prague Vienna Lyon Porto Sofia "
-          "Karachi Paris Oslo Izmir Hamburg").split()
-ADJ = "Sunny Quiet Cosy Bright Modern Rustic Spacious Charming Central Historic Airy Minimalist".split()
-KIND = "loft studio flat cottage room apartment townhouse cabin".split()
-WORDS = ("the a lovely view near station quiet street kitchen balcony garden wifi fast clean host helpful "
-         "check-in late early arrived keys easy parking noisy bed comfortable shower hot breakfast great "
-         "would stay again recommend location perfect small but enough for two").split()
+FIRST = ["Ana", "Ben", "Chloé", "Dmitri", "Elif", "Farah", "Gustav", "Hana", "Ivan", "Jana", "Kwame", "Lena", "Mateo", "Nia", "Omar", "Priya", "Quinn", "Rosa", "Sven", "Tomás", "Uma", "Viktor", "Wen", "Ximena", "Yusuf", "Zoe"]
+LAST = ["Silva", "Müller", "Okafor", "Nguyen", "Kowalski", "Haddad", "Rossi", "Tanaka", "Johansson", "García", "Novak", "Schmidt", "Dubois", "Costa", "Petrov", "Khan", "Moreau", "Larsen", "Yilmaz", "Fischer"]
+CITIES = ["Lisbon", "Berlin", "Lagos", "Hanoi", "Kraków", "Beirut", "Rome", "Osaka", "Stockholm", "Madrid", "Prague", "Vienna", "Lyon", "Porto", "Sofia", "Karachi", "Paris", "Oslo", "Izmir", "Hamburg"]
+ADJ = ["Sunny", "Quiet", "Cosy", "Bright", "Modern", "Rustic", "Spacious", "Charming", "Central", "Historic", "Airy", "Minimalist"]
+KIND = ["loft", "studio", "flat", "cottage", "room", "apartment", "townhouse", "cabin"]
+WORDS = ["the", "a", "lovely", "view", "near", "station", "quiet", "street", "kitchen", "balcony", "garden", "wifi", "fast", "clean", "host", "helpful", "check-in", "late", "early", "arrived", "keys", "easy", "parking", "noisy", "bed", "comfortable", "shower", "hot", "breakfast", "great", "would", "stay", "again", "recommend", "location", "perfect", "small", "but", "enough", "for", "two"]
 STATUSES = ["confirmed"] * 7 + ["cancelled", "pending", "completed", "completed", "completed"]
 ACTIONS = ["login", "logout", "update_profile", "create_listing", "book", "cancel_booking", "send_message",
            "review", "password_reset"]
@@ -156,6 +151,6 @@ def seed(conn: Any, sizes: dict[str, int] | None = None, seed_value: int = 42) -
     conn.execute("ANALYZE")
     counts = {}
     for table in DEFAULT_SIZES:
-        row = conn.execute(f"SELECT count(*) FROM {table}").fetchone()  # noqa: S608 - fixed table names
+        row = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
         counts[table] = int(row[0])
     return counts

@@ -1,0 +1,232 @@
+"""Generate the config reference, the task reference and README's task table from code.
+
+``python -m upkeeper.docsgen`` writes them; ``--check`` exits 1 when a file
+drifted (a test runs the check).  Option descriptions name the source of their
+default ("Source: Netdata …") — that sentence is part of the description.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic_core import PydanticUndefined
+
+from upkeeper.config.models import Config, DaemonSettings, Defaults, JobConfig
+from upkeeper.config.targets import (
+    AppTarget,
+    HostTarget,
+    HttpTarget,
+    NginxTarget,
+    PostgresTarget,
+    RedisTarget,
+)
+from upkeeper.config.types import format_duration
+from upkeeper.core.task import REGISTRY
+
+ROOT = Path(__file__).resolve().parents[2]
+TASKS_MD = ROOT / "docs" / "tasks.md"
+CONFIG_MD = ROOT / "docs" / "config-reference.md"
+README = ROOT / "README.md"
+TABLE_START = "<!-- tasks:start -->"
+TABLE_END = "<!-- tasks:end -->"
+
+#: Extra top-level config sections contributed by feature packages: (title, key, model).
+EXTRA_SECTIONS: list[tuple[str, str, type[BaseModel]]] = []
+
+
+def _type_of(schema: dict[str, Any], defs: dict[str, Any]) -> str:
+    if "$ref" in schema:
+        return schema["$ref"].rsplit("/", 1)[-1]
+    if "enum" in schema:
+        return " \\| ".join(json.dumps(v) for v in schema["enum"])
+    if "const" in schema:
+        return json.dumps(schema["const"])
+    if "anyOf" in schema:
+        if any("(ms|s|m|h|d|w)" in str(s.get("pattern", "")) for s in schema["anyOf"]):
+            return "duration"
+        if any(_type_of(s, defs) == "duration" for s in schema["anyOf"]):
+            return "duration \\| null"
+        parts = [_type_of(s, defs) for s in schema["anyOf"]]
+        if "description" in schema and "duration" in schema.get("description", ""):
+            return "duration"
+        return " \\| ".join(dict.fromkeys(parts))
+    t = schema.get("type")
+    if t == "array":
+        return f"list of {_type_of(schema.get('items', {}), defs)}"
+    if t == "object":
+        add = schema.get("additionalProperties")
+        if isinstance(add, dict) and add:
+            return f"map of {_type_of(add, defs)}"
+        return "mapping"
+    if t is None and "description" in schema:
+        d = schema["description"]
+        if d.startswith("duration"):
+            return "duration"
+        if d.startswith("size"):
+            return "size"
+    return str(t or "any")
+
+
+def _default(field: Any) -> str:
+    if field.is_required():
+        return "**required**"
+    if field.default_factory is not None:
+        try:
+            value = field.default_factory()
+        except TypeError:
+            return "(computed)"
+    else:
+        value = field.default
+    if value is PydanticUndefined:
+        return "**required**"
+    if isinstance(value, timedelta):
+        return f"`{format_duration(value)}`"
+    if isinstance(value, BaseModel):
+        return "(see below)"
+    if value is None:
+        return "—"
+    if isinstance(value, str) and "socket" in str(field.description or "") and value == "":
+        return "—"
+    return f"`{json.dumps(value, default=str)}`"
+
+
+def options_table(model: type[BaseModel]) -> str:
+    schema = model.model_json_schema(mode="validation")
+    props = schema.get("properties", {})
+    defs = schema.get("$defs", {})
+    rows = ["| option | type | default | description |", "|---|---|---|---|"]
+    for name, field in model.model_fields.items():
+        p = props.get(field.alias or name, {})
+        desc = (field.description or "").replace("|", "\\|").replace("\n", " ")
+        if name.endswith("_file") and not desc:
+            desc = f"file whose content is `{name[:-5]}` (instead of giving it inline)"
+        rows.append(f"| `{field.alias or name}` | {_type_of(p, defs)} | {_default(field)} | {desc} |")
+    if len(rows) == 2:
+        return "_No options._\n"
+    return "\n".join(rows) + "\n"
+
+
+def tasks_markdown() -> str:
+    out = [
+        "# Task reference",
+        "",
+        "Generated from the code by `python -m upkeeper.docsgen`; a test fails when it drifts.",
+        "Each option's default names its source where it comes from an anchor tool or the maintenance",
+        "procedures upkeeper automates.",
+        "",
+        "| task | category | targets | summary |",
+        "|---|---|---|---|",
+    ]
+    for cls in REGISTRY:
+        anchor = cls.name.replace(".", "")
+        out.append(f"| [`{cls.name}`](#{anchor}) | {cls.category} | {', '.join(cls.target_kinds) or '—'} | "
+                   f"{cls.summary} |")
+    for cls in REGISTRY:
+        out += ["", f"## `{cls.name}`", "", cls.summary[0].upper() + cls.summary[1:] + "."]
+        doc = (cls.__doc__ or "").strip()
+        if doc and doc != cls.summary:
+            out += ["", doc]
+        facts = [f"category `{cls.category}`", "targets: " + (", ".join(f"`{k}`" for k in cls.target_kinds) or "—")]
+        if cls.exclusive:
+            facts.append("takes the target's exclusive lock")
+        if cls.default_timeout:
+            facts.append(f"default timeout {format_duration(timedelta(seconds=cls.default_timeout))}")
+        out += ["", "; ".join(facts) + ".", "", options_table(cls.Options).rstrip()]
+    return "\n".join(out) + "\n"
+
+
+def config_markdown() -> str:
+    out = [
+        "# Configuration reference",
+        "",
+        "Generated from the code by `python -m upkeeper.docsgen`; a test fails when it drifts.",
+        "`upkeeper config schema` prints the same as JSON Schema for editors.",
+        "",
+        "Values may use `${VAR}` or `${VAR:-default}` to read the environment (`$$` is a literal `$`).",
+        "Every secret (`password`, tokens …) may instead be given as `<name>_file: /path` — the file's",
+        "content is used. Secrets never appear in logs, history, error messages or `--json` output.",
+        "",
+        "Durations are written `30s`, `15m`, `2h`, `1d`, `1h30m` or as seconds; sizes as `100MB`, `1GiB`",
+        "or bytes.",
+        "",
+        "## Top level",
+        "",
+        options_table(Config).rstrip(),
+        "",
+        "## `defaults`",
+        "",
+        "Policies every job inherits unless it sets its own.",
+        "",
+        options_table(Defaults).rstrip(),
+        "",
+        "## `daemon`",
+        "",
+        options_table(DaemonSettings).rstrip(),
+        "",
+        "## `jobs -> NAME`",
+        "",
+        "A job is a task applied to a target on a schedule, with policies. Schedules are five-field cron",
+        "expressions (Debian cron semantics, including across DST changes), `@hourly`/`@daily`/`@weekly`/",
+        "`@monthly`/`@yearly`, or intervals such as `every 15m` (real elapsed spacing).",
+        "",
+        options_table(JobConfig).rstrip(),
+        "",
+        "## `targets -> NAME`",
+        "",
+        "What upkeeper maintains. Each target has a `kind`:",
+    ]
+    for model in (PostgresTarget, RedisTarget, NginxTarget, HostTarget, AppTarget, HttpTarget):
+        kind = model.model_fields["kind"].default
+        out += ["", f"### kind `{kind}`", "", (model.__doc__ or "").strip(), "", options_table(model).rstrip()]
+    for title, key, model in EXTRA_SECTIONS:
+        out += ["", f"## `{key}`", "", title, "", options_table(model).rstrip()]
+    return "\n".join(out) + "\n"
+
+
+def readme_table() -> str:
+    rows = ["| task | what it does |", "|---|---|"]
+    rows += [f"| `{cls.name}` | {cls.summary} |" for cls in REGISTRY]
+    return "\n".join(rows)
+
+
+def render_readme(text: str) -> str:
+    if TABLE_START not in text or TABLE_END not in text:
+        return text
+    head, rest = text.split(TABLE_START, 1)
+    _, tail = rest.split(TABLE_END, 1)
+    return f"{head}{TABLE_START}\n{readme_table()}\n{TABLE_END}{tail}"
+
+
+def outputs() -> dict[Path, str]:
+    files = {TASKS_MD: tasks_markdown(), CONFIG_MD: config_markdown()}
+    if README.exists():
+        files[README] = render_readme(README.read_text())
+    return files
+
+
+def main(argv: list[str]) -> int:
+    check = "--check" in argv
+    drifted = []
+    for path, content in outputs().items():
+        current = path.read_text() if path.exists() else None
+        if current != content:
+            drifted.append(path)
+            if not check:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(content)
+    if check and drifted:
+        for p in drifted:
+            print(f"out of date: {p.relative_to(ROOT)} — run 'make docs'", file=sys.stderr)
+        return 1
+    if not check:
+        print("docs written: " + ", ".join(str(p.relative_to(ROOT)) for p in outputs()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

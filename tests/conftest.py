@@ -1,0 +1,88 @@
+"""Shared fixtures: real services (tests/services.py), config files, an in-process CLI."""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ruamel.yaml import YAML
+
+from services import *  # noqa: F403 - fixtures
+
+os.environ.setdefault("COLUMNS", "200")
+
+
+@dataclass
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+    @property
+    def output(self) -> str:
+        return self.out + self.err
+
+    def json(self) -> Any:
+        import json
+
+        return json.loads(self.out)
+
+
+def invoke(args: Sequence[str], env: dict[str, str] | None = None) -> CliResult:
+    """Run the real CLI entry point in this process, capturing output and the exit code."""
+    from upkeeper.cli.main import main
+
+    out, err = io.StringIO(), io.StringIO()
+    old = sys.stdout, sys.stderr
+    old_env = dict(os.environ)
+    if env:
+        os.environ.update(env)
+    sys.stdout, sys.stderr = out, err
+    code = 0
+    try:
+        main([str(a) for a in args])
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    finally:
+        sys.stdout, sys.stderr = old
+        os.environ.clear()
+        os.environ.update(old_env)
+    return CliResult(code, out.getvalue(), err.getvalue())
+
+
+@pytest.fixture
+def cli() -> Any:
+    return invoke
+
+
+def write_yaml(path: Path, data: dict[str, Any]) -> Path:
+    yaml = YAML()
+    yaml.default_flow_style = False
+    with open(path, "w") as fh:
+        yaml.dump(data, fh)
+    return path
+
+
+@pytest.fixture
+def make_config(tmp_path: Path) -> Any:
+    """Write a config dict (history defaults to a file in tmp_path) and return its path."""
+
+    def make(data: dict[str, Any], name: str = "upkeeper.yaml") -> Path:
+        data = {"history": str(tmp_path / "history.db"), **data}
+        return write_yaml(tmp_path / name, data)
+
+    return make
+
+
+@pytest.fixture(autouse=True)
+def _isolate_secrets() -> Iterator[None]:
+    from upkeeper.redact import clear_secrets
+
+    yield
+    clear_secrets()
