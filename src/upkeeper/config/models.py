@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from pydantic import Field, PrivateAttr
 
+from upkeeper.config.storage import StorageConfig
 from upkeeper.config.targets import (
     TARGET_KINDS,
     AppTarget,
@@ -124,6 +125,9 @@ class Config(StrictModel):
     defaults: Defaults = Field(default_factory=Defaults)
     daemon: DaemonSettings = Field(default_factory=DaemonSettings)
     targets: dict[Name, TargetConfig] = Field(default_factory=dict)
+    storages: dict[Name, StorageConfig] = Field(
+        default_factory=dict, description="where backups go: local directories, S3 buckets, SFTP servers"
+    )
     jobs: dict[Name, JobConfig] = Field(default_factory=dict)
 
     _source: Path | None = PrivateAttr(default=None)

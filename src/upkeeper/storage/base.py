@@ -1,0 +1,84 @@
+"""The storage interface every backend implements (local, s3, sftp).
+
+Keys are ``/``-separated relative paths.  A write is invisible until
+``commit()``: a crash or ``abort()`` leaves no object under the final key.
+One contract test suite (tests/storage/test_contract.py) runs against every backend.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import BinaryIO, Protocol
+
+from upkeeper.errors import StorageError
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+    modified: datetime | None = None
+
+
+class Writer(Protocol):
+    """A streaming upload.  Bytes written are not visible under ``key`` until ``commit``."""
+
+    key: str
+
+    def write(self, data: bytes) -> int: ...
+
+    def commit(self) -> ObjectInfo: ...
+
+    def abort(self) -> None: ...
+
+
+class Storage(Protocol):
+    name: str
+    kind: str
+
+    def open_write(self, key: str) -> Writer: ...
+
+    def open_read(self, key: str) -> BinaryIO: ...
+
+    def stat(self, key: str) -> ObjectInfo | None: ...
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]: ...
+
+    def delete(self, key: str) -> None: ...
+
+    def describe(self) -> str: ...
+
+    def close(self) -> None: ...
+
+
+def check_key(key: str) -> str:
+    """Refuse keys that could escape the storage root."""
+    parts = key.split("/")
+    if not key or key.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        raise StorageError(f"invalid storage key {key!r}", permanent=True)
+    return key
+
+
+def put_bytes(storage: Storage, key: str, data: bytes) -> ObjectInfo:
+    w = storage.open_write(key)
+    try:
+        w.write(data)
+        return w.commit()
+    except BaseException:
+        w.abort()
+        raise
+
+
+def get_bytes(storage: Storage, key: str) -> bytes:
+    with storage.open_read(key) as fh:
+        return fh.read()
+
+
+def delete_prefix(storage: Storage, prefix: str) -> int:
+    n = 0
+    for obj in list(storage.list(prefix)):
+        storage.delete(obj.key)
+        n += 1
+    return n

@@ -1,0 +1,159 @@
+"""Local directory storage: temp name, fsync, rename."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import BinaryIO
+
+from upkeeper.config.storage import LocalStorageConfig
+from upkeeper.errors import StorageError
+from upkeeper.storage.base import ObjectInfo, check_key
+
+TMP_SUFFIX = ".upkeeper-partial"
+
+
+def _oserror(action: str, path: Path, exc: OSError) -> StorageError:
+    if exc.errno == errno.ENOSPC:
+        return StorageError(f"{action} {path}: no space left on device",
+                            "Try: free space on the backup volume or tighten retention", permanent=False)
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return StorageError(f"{action} {path}: {exc.strerror}", "Try: check the directory's permissions",
+                            permanent=True)
+    return StorageError(f"{action} {path}: {exc.strerror or exc}")
+
+
+class LocalWriter:
+    def __init__(self, storage: LocalStorage, key: str) -> None:
+        self.storage = storage
+        self.key = key
+        self.final = storage.path_for(key)
+        self.tmp = self.final.with_name(f".{self.final.name}.{uuid.uuid4().hex[:8]}{TMP_SUFFIX}")
+        try:
+            self.final.parent.mkdir(parents=True, exist_ok=True)
+            self.fh: BinaryIO | None = open(self.tmp, "wb")  # noqa: SIM115 - closed in commit/abort
+        except OSError as exc:
+            raise _oserror("cannot create", self.tmp, exc) from None
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        assert self.fh is not None, "write after commit/abort"
+        try:
+            n = self.fh.write(data)
+        except OSError as exc:
+            self.abort()
+            raise _oserror("cannot write", self.tmp, exc) from None
+        self.size += n
+        return n
+
+    def commit(self) -> ObjectInfo:
+        assert self.fh is not None, "commit after commit/abort"
+        try:
+            self.fh.flush()
+            if self.storage.config.fsync:
+                os.fsync(self.fh.fileno())
+            self.fh.close()
+            self.fh = None
+            os.replace(self.tmp, self.final)
+            if self.storage.config.fsync:
+                _fsync_dir(self.final.parent)
+        except OSError as exc:
+            self.abort()
+            raise _oserror("cannot commit", self.final, exc) from None
+        return ObjectInfo(self.key, self.size, datetime.now(UTC))
+
+    def abort(self) -> None:
+        if self.fh is not None:
+            with contextlib.suppress(OSError):
+                self.fh.close()
+            self.fh = None
+        with contextlib.suppress(FileNotFoundError):
+            self.tmp.unlink()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class LocalStorage:
+    kind = "local"
+
+    def __init__(self, name: str, config: LocalStorageConfig) -> None:
+        self.name = name
+        self.config = config
+        self.root = Path(config.path).expanduser()
+        if config.prefix:
+            self.root = self.root / config.prefix.strip("/")
+
+    def path_for(self, key: str) -> Path:
+        return self.root / check_key(key)
+
+    def open_write(self, key: str) -> LocalWriter:
+        return LocalWriter(self, key)
+
+    def open_read(self, key: str) -> BinaryIO:
+        p = self.path_for(key)
+        try:
+            return open(p, "rb")  # noqa: SIM115 - returned to the caller
+        except FileNotFoundError:
+            raise StorageError(f"{self.describe()}: no object {key!r}", permanent=True) from None
+        except OSError as exc:
+            raise _oserror("cannot read", p, exc) from None
+
+    def stat(self, key: str) -> ObjectInfo | None:
+        p = self.path_for(key)
+        try:
+            st = p.stat()
+        except FileNotFoundError:
+            return None
+        return ObjectInfo(key, st.st_size, datetime.fromtimestamp(st.st_mtime, UTC))
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        base = self.root
+        if not base.exists():
+            return
+        for dirpath, _dirs, files in os.walk(base):
+            for f in sorted(files):
+                if f.endswith(TMP_SUFFIX):
+                    continue
+                p = Path(dirpath) / f
+                key = p.relative_to(base).as_posix()
+                if not key.startswith(prefix):
+                    continue
+                try:
+                    st = p.stat()
+                except FileNotFoundError:
+                    continue
+                yield ObjectInfo(key, st.st_size, datetime.fromtimestamp(st.st_mtime, UTC))
+
+    def delete(self, key: str) -> None:
+        p = self.path_for(key)
+        try:
+            p.unlink()
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise _oserror("cannot delete", p, exc) from None
+        # remove empty parent directories up to the root
+        parent = p.parent
+        while parent != self.root and self.root in parent.parents:
+            try:
+                parent.rmdir()
+            except OSError:
+                break
+            parent = parent.parent
+
+    def describe(self) -> str:
+        return f"local:{self.root}"
+
+    def close(self) -> None:
+        pass
