@@ -64,7 +64,7 @@ def make_traversable(path: Path) -> None:
             from upkeeper.errors import UsageError
 
             raise UsageError(
-                f"{p} is not accessible to other users, so the sandbox's PostgreSQL (running as 'postgres') "
+                f"{p} is not accessible to other users, so the sandbox's services (running as other users) "
                 f"cannot reach {path}",
                 "Try: --dir /tmp/upkeeper-demo (or any directory whose parents are world-executable)",
             )

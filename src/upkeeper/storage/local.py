@@ -103,7 +103,7 @@ class LocalStorage:
     def open_read(self, key: str) -> BinaryIO:
         p = self.path_for(key)
         try:
-            return open(p, "rb")  # noqa: SIM115 - returned to the caller
+            return open(p, "rb")
         except FileNotFoundError:
             raise StorageError(f"{self.describe()}: no object {key!r}", permanent=True) from None
         except OSError as exc:
