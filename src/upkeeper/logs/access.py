@@ -24,6 +24,7 @@ report dictionary.
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections import Counter
 from collections.abc import Iterable
@@ -33,9 +34,9 @@ from operator import itemgetter
 from typing import Any
 
 from upkeeper.logs.classify import (
-    attack_category,
+    attack_categories,
+    endpoints_and_paths,
     is_bot,
-    normalize_endpoints,
     path_matcher,
     request_method,
     request_path,
@@ -45,12 +46,12 @@ from upkeeper.logs.goaccess import (
     STATIC_EXTENSIONS,
     GoAccessLineParser,
     LineError,
+    StaticMatcher,
     djb2,
-    is_static,
     normalize_agent,
     normalize_referer,
     parse_date,
-    parse_request,
+    parse_requests,
     parse_seconds,
     parse_size,
     parse_time,
@@ -136,6 +137,7 @@ class Accumulator:
         self.visitors: set[tuple[int, bytes, bytes]] = set()
         self.ep_of: dict[bytes, bytes] = {}
         self.ep_intern: dict[bytes, bytes] = {}
+        self.path_of: dict[bytes, bytes] = {}
         self.attack_of: dict[bytes, str] = {}
         self.ua_scanner: dict[bytes, str | None] = {}
         self.login_of: dict[bytes, bytes | None] = {}
@@ -143,6 +145,8 @@ class Accumulator:
         self.status_ok: dict[bytes, bool] = {}
         self.has_rt = False
         self.has_urt = False
+        self.times: TimeTokens | None = None
+        self.is_static = StaticMatcher(self.static_ext)
         if self.plan is not None:
             self.lit_b = {s.text: s.text.encode() for t in (self.plan.glue, *self.plan.middle) for s in t
                           if s.kind == "lit"}
@@ -279,9 +283,10 @@ class Accumulator:
         # time
         tk, tspec = self._field(cols, "time")
         assert tk is not None and tspec is not None
-        tinfo: dict[bytes, TimeInfo | None] = {}
-        for t in set(tk):
-            tinfo[t] = _parse_time_token(t, tspec, plan.time_var)
+        if self.times is None:
+            self.times = TimeTokens(tspec, plan.time_var)
+        parse_t = self.times
+        tinfo: dict[bytes, TimeInfo | None] = parse_t.many(set(tk))
         mark(tk, {t for t, v in tinfo.items() if v is None})
         tz, tzspec = self._field(cols, "tz")
         if tz is not None:
@@ -369,7 +374,7 @@ class Accumulator:
         dcol: Iterable[int] = repeat(next(iter(dates)), n) if len(dates) == 1 else map(
             {t: tinfo[t][0] for t in tc}.__getitem__, tk)
         ucol: Iterable[bytes] = ua if ua is not None else repeat(b"-", n)
-        trip = zip(dcol, h, ucol)
+        trip = zip(dcol, h, ucol, strict=False)  # repeat() columns are endless
         if all(vinc.values()):
             self.visitors.update(trip)
         else:
@@ -382,21 +387,22 @@ class Accumulator:
         ep = self.ep_of
         if rt is not None:
             self.has_rt = True
-            self.c_lat.update(zip(map(ep.__getitem__, r), rt))
+            self.c_lat.update(zip(map(ep.__getitem__, r), rt, strict=True))
         else:
             p.endpoint_hits.update(map(ep.__getitem__, r))
         if urt is not None:
             self.has_urt = True
-            self.c_ulat.update(zip(map(ep.__getitem__, r), urt))
+            self.c_ulat.update(zip(map(ep.__getitem__, r), urt, strict=True))
         errs = {x for x in ss if x is not None and x[:1] in (b"4", b"5")}
         if errs:
             em = {x: x in errs for x in ss}
-            p.endpoint_errors.update(compress(zip(map(ep.__getitem__, r), s), map(em.__getitem__, s)))
+            p.endpoint_errors.update(compress(zip(map(ep.__getitem__, r), s, strict=True),
+                                              map(em.__getitem__, s)))
             nf = {x: x is not None and x[:3] == b"404" for x in ss}
             if any(nf.values()):
                 mask = list(map(nf.__getitem__, s))
                 self.c_req404.update(compress(r, mask))
-                p.nf_bursts.update(compress(zip(h, map(tinfo.__getitem__, tk)), mask))
+                p.nf_bursts.update(compress(zip(h, map(tinfo.__getitem__, tk), strict=True), mask))
             auth = {x for x in ss if x is not None and x[:3] in (b"401", b"403")}
             if auth:
                 login_of = self.login_of
@@ -437,12 +443,12 @@ class Accumulator:
     def _learn(self, new: set[bytes]) -> None:
         lst = list(new)
         intern = self.ep_intern
-        for raw, e in zip(lst, normalize_endpoints(lst), strict=True):
+        eps, paths = endpoints_and_paths(lst)
+        for raw, e, path in zip(lst, eps, paths, strict=True):
             self.ep_of[raw] = intern.setdefault(e, e)
-        for raw in lst:
-            cat = attack_category(raw)
-            if cat:
-                self.attack_of[raw] = cat
+            self.path_of[raw] = intern.setdefault(path, path)
+        for i, cat in attack_categories(lst).items():
+            self.attack_of[lst[i]] = cat
 
     # -- the line-by-line path -----------------------------------------------------------------
 
@@ -495,18 +501,21 @@ class Accumulator:
         p = self.p
         # GoAccess's requested-files panel: (decoded URL, method, protocol), minus 404s and static files
         ga = p.ga_requests
-        static_ext = self.static_ext
-        for raw, c in self.c_req.items():
-            path = request_path(raw)
+        static = self.is_static
+        raws = list(self.c_req)
+        c404 = self.c_req404
+        path_of = self.path_of
+        for raw, req in zip(raws, parse_requests(raws), strict=True):
+            path = path_of[raw]
+            c = self.c_req[raw]
             p.paths[path] += c
-            nf = self.c_req404.get(raw, 0)
+            nf = c404.get(raw, 0)
             if nf:
                 p.not_found[path] += nf
-            c -= nf
-            if c <= 0:
-                continue
-            req = parse_request(raw)
-            if is_static(req.url, static_ext):
+                c -= nf
+                if c <= 0:
+                    continue
+            if static(req.url):
                 p.ga_static_hits += c
                 continue
             ga[req.key] += c
@@ -567,28 +576,104 @@ def _strip_col(col: list[bytes] | None, spec: TokenSpec | None) -> list[bytes] |
     return list(map(itemgetter(slice(len(spec.prefix), -len(spec.suffix) or None)), col))
 
 
-def _parse_time_token(t: bytes, spec: TokenSpec, time_var: str) -> TimeInfo | None:
-    if not _strip_ok(t, spec):
-        return None
-    v = _strip(t, spec)
-    if time_var == "time_local":
-        # GoAccess %d up to the first ':' then %t up to the space
-        d, sep, rest = v.partition(b":")
-        if not sep:
+#: glibc strptime %S accepts 0-61, one or two digits; the fixed-width shape has two
+_SECONDS = frozenset(f"{i:02d}".encode() for i in range(62))
+
+
+class TimeTokens:
+    """Parse time tokens (``[01/Mar/2024:10:00:00`` or ISO 8601) to (YYYYMMDD, hour, minute).
+
+    The common fixed-width shape is sliced and looked up in two bounded caches (dates seen,
+    and the at most 86 400 distinct ``HH:MM:SS``); anything else takes the strptime emulation.
+    """
+
+    def __init__(self, spec: TokenSpec, time_var: str) -> None:
+        self.spec = spec
+        self.iso = time_var != "time_local"
+        self.pre = spec.prefix.encode()
+        self.suf = spec.suffix.encode()
+        p = len(self.pre)
+        if self.iso:  # 2024-03-01T10:00:00+00:00
+            self.width = p + 25 + len(self.suf)
+            self.dsl, self.tsl = slice(p, p + 10), slice(p + 11, p + 19)
+            self.msl, self.ssl = slice(0, p + 16), slice(p + 17, p + 19)
+            self.marks = ((p + 10, ord("T")), (p + 19, ord("+")))
+        else:  # 01/Mar/2024:10:00:00
+            self.width = p + 20 + len(self.suf)
+            self.dsl, self.tsl = slice(p, p + 11), slice(p + 12, p + 20)
+            self.msl, self.ssl = slice(0, p + 17), slice(p + 18, p + 20)
+            self.marks = ((p + 11, ord(":")), (p + 2, ord("/")))
+        self.dates: dict[bytes, int | None] = {}
+        self.times: dict[bytes, tuple[int, int] | None] = {}
+
+    def many(self, toks: set[bytes]) -> dict[bytes, TimeInfo | None]:
+        """Parse distinct tokens; the common shape is handled with C-level slicing and lookups."""
+        lst = list(toks)
+        (m1, c1), (m2, c2) = self.marks
+        if (lst and set(map(len, lst)) == {self.width} and set(map(itemgetter(m1), lst)) == {c1}
+                and set(map(itemgetter(m2), lst)) == {c2} and (not self.pre or set(
+                    map(itemgetter(slice(0, len(self.pre))), lst)) == {self.pre})
+                and (not self.suf or set(map(itemgetter(slice(self.width - len(self.suf), None)), lst))
+                     == {self.suf})
+                and set(map(itemgetter(self.ssl), lst)) <= _SECONDS):
+            minute = list(map(itemgetter(self.msl), lst))
+            info = {k: self._minute(k) for k in set(minute)}
+            return dict(zip(lst, map(info.__getitem__, minute), strict=True))
+        return {t: self(t) for t in lst}
+
+    def _minute(self, k: bytes) -> TimeInfo | None:
+        p = len(self.pre)
+        if self.iso:  # 2024-03-01T10:00
+            ds, hh, mm = k[p:p + 10], k[p + 11:p + 13], k[p + 14:p + 16]
+        else:  # 01/Mar/2024:10:00
+            ds, hh, mm = k[p:p + 11], k[p + 12:p + 14], k[p + 15:p + 17]
+        d = self.dates.get(ds, -1)
+        if d == -1:
+            d = self.dates[ds] = parse_date(ds, "%Y-%m-%d" if self.iso else "%d/%b/%Y")
+        tm = parse_time(hh + b":" + mm + b":00")
+        if d is None or tm is None:
             return None
-        date = parse_date(d, "%d/%b/%Y")
-    else:  # time_iso8601: %d up to 'T', %t up to '+', the offset skipped
-        d, sep, rest = v.partition(b"T")
-        if not sep:
+        return (d, tm[0], tm[1])
+
+    def __call__(self, t: bytes) -> TimeInfo | None:
+        (m1, c1), (m2, c2) = self.marks
+        if (len(t) == self.width and t[m1] == c1 and t[m2] == c2 and t.startswith(self.pre)
+                and t.endswith(self.suf)):
+            ds, ts = t[self.dsl], t[self.tsl]
+            d = self.dates.get(ds, -1)
+            if d == -1:
+                d = self.dates[ds] = parse_date(ds, "%Y-%m-%d" if self.iso else "%d/%b/%Y")
+            hm = self.times.get(ts, (-1, -1))
+            if hm == (-1, -1):
+                tm = parse_time(ts)
+                hm = self.times[ts] = (tm[0], tm[1]) if tm else None
+            if d is None or hm is None:
+                return None
+            return (d, hm[0], hm[1])
+        return self.slow(t)
+
+    def slow(self, t: bytes) -> TimeInfo | None:
+        if not _strip_ok(t, self.spec):
             return None
-        date = parse_date(d, "%Y-%m-%d")
-        rest, plus, _ = rest.partition(b"+")
-        if not plus:
+        v = _strip(t, self.spec)
+        if not self.iso:
+            # GoAccess %d up to the first ':' then %t up to the space
+            d, sep, rest = v.partition(b":")
+            if not sep:
+                return None
+            date = parse_date(d, "%d/%b/%Y")
+        else:  # %d up to 'T', %t up to '+', the offset skipped
+            d, sep, rest = v.partition(b"T")
+            if not sep:
+                return None
+            date = parse_date(d, "%Y-%m-%d")
+            rest, plus, _ = rest.partition(b"+")
+            if not plus:
+                return None
+        tm = parse_time(rest)
+        if date is None or tm is None:
             return None
-    tm = parse_time(rest)
-    if date is None or tm is None:
-        return None
-    return (date, tm[0], tm[1])
+        return (date, tm[0], tm[1])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -645,8 +730,8 @@ def _s(b: bytes | None) -> str:
 
 
 def top(counter: Counter[Any], n: int, key: Any = None) -> list[tuple[Any, int]]:
-    """The ``n`` most frequent entries, ties broken by key (stable, deterministic)."""
-    return sorted(counter.items(), key=key or (lambda kv: (-kv[1], kv[0])))[:n]
+    """The ``n`` most frequent entries, ties broken by key (deterministic)."""
+    return heapq.nsmallest(n, counter.items(), key=key or (lambda kv: (-kv[1], kv[0])))
 
 
 STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
@@ -661,7 +746,9 @@ def summarize(p: AccessPartial, *, top_n: int = 10, failed_statuses: str = "5xx"
     for k, v in status.items():
         if k[:1].isdigit():
             classes[f"{k[0]}xx"] += v
-    pct = (lambda x: round(100.0 * x / valid, 4) if valid else 0.0)
+    def pct(x: float) -> float:
+        return round(100.0 * x / valid, 4) if valid else 0.0
+
     failed = sum(v for k, v in status.items() if _status_in(k, failed_statuses))
     hourly: Counter[str] = Counter()
     for (d, hh, _mm), c in p.minutes.items():

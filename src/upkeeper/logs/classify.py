@@ -7,22 +7,48 @@ classified once per scan, however often it occurs), so it can afford regexes.
 from __future__ import annotations
 
 import re
+from bisect import bisect_right
 from urllib.parse import unquote_to_bytes
 
 # ---------------------------------------------------------------------------------------------
 # Endpoint normalization: /api/users/42/orders/9f1c…  →  GET /api/users/:id/orders/:uuid
 # ---------------------------------------------------------------------------------------------
 
-_REQ_LINE = re.compile(rb"(?m)^[ \t]*([A-Za-z][A-Za-z-]{0,19})[ \t]+([^ \t?#\n]*)[^\n]*$")
-_UUID = re.compile(rb"(?i)[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-# hex runs of 8+ with at least one digit and one letter (content hashes, object ids)
-_HEX = re.compile(rb"(?i)(?<![0-9a-z])(?=[0-9a-f]*[0-9])(?=[0-9a-f]*[a-f])[0-9a-f]{8,}(?![0-9a-z])")
-# long opaque tokens (base64url and friends) of 20+ characters mixing letters and digits
-_TOKEN = re.compile(rb"(?<=/)(?=[A-Za-z0-9_-]*[0-9])(?=[A-Za-z0-9_-]*[A-Za-z])[A-Za-z0-9_-]{20,}(?=/|$|\.)", re.M)
-_NUM = re.compile(rb"(?<=/)[0-9]+(?=/|$|\.|;|,)", re.M)
-_EMAIL = re.compile(rb"(?<=/)[^/@\s]+@[^/@\s]+(?=/|$)", re.M)
+_REQ_LINE = re.compile(rb"(?m)^[ \t]*(?:([A-Za-z][A-Za-z-]{0,19}) +([^ \t?#\n]*)|(/[^ \t?#\n]*))[^\n]*$|^[^\n]*$")
+_IDS = re.compile(
+    rb"(?P<uuid>[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})"
+    rb"|(?P<email>(?<=/)[^/@\s]+@[^/@\s]+(?=/|$))"
+    rb"|(?P<num>(?<=/)[0-9]+(?=[/.;,]|$))"
+    rb"|(?P<word>(?<![A-Za-z0-9_-])[A-Za-z0-9_-]{8,}(?![A-Za-z0-9_-]))",
+    re.M,
+)
+_HEXRUN = re.compile(rb"[0-9a-fA-F]{8,}")
 
 ENDPOINT_MAX = 160
+
+
+def _id_placeholder(m: re.Match[bytes]) -> bytes:
+    kind = m.lastgroup
+    if kind == "uuid":
+        return b":uuid"
+    if kind == "email":
+        return b":email"
+    if kind == "num":
+        return b":id"
+    w = m.group()
+    has_digit = any(48 <= c <= 57 for c in w)
+    if not has_digit:
+        return w  # a word such as "settings" or "reviews"
+    if _HEXRUN.fullmatch(w) and any(c in b"abcdefABCDEF" for c in w):
+        return b":hash"  # content hashes, object ids
+    if len(w) >= 20 and any(65 <= c <= 90 or 97 <= c <= 122 for c in w):
+        return b":token"  # long opaque tokens (base64url and friends)
+    return w
+
+
+def _split_requests(raws: list[bytes]) -> list[tuple[bytes, bytes, bytes]]:
+    """(method, path, bare path) for many request lines, one regex pass."""
+    return _REQ_LINE.findall(b"\n".join(raws))
 
 
 def normalize_endpoints(raws: list[bytes]) -> list[bytes]:
@@ -31,36 +57,32 @@ def normalize_endpoints(raws: list[bytes]) -> list[bytes]:
     Works on all ``raws`` at once (one regex pass each over the joined lines).  A request
     that is not ``METHOD PATH …`` maps to ``(invalid)``.
     """
+    return endpoints_and_paths(raws)[0]
+
+
+def endpoints_and_paths(raws: list[bytes]) -> tuple[list[bytes], list[bytes]]:
+    """:func:`normalize_endpoints` and :func:`request_paths` in one pass."""
     if not raws:
-        return []
-    buf = b"\n".join(r.replace(b"\n", b" ") for r in raws)
-    buf = _REQ_LINE.sub(rb"\1 \2", buf)
-    buf = _UUID.sub(b":uuid", buf)
-    buf = _EMAIL.sub(b":email", buf)
-    buf = _HEX.sub(b":hash", buf)
-    buf = _TOKEN.sub(b":token", buf)
-    buf = _NUM.sub(b":id", buf)
-    out = buf.split(b"\n")
+        return [], []
+    parts = _split_requests(raws)
+    plain = [p or b or b"-" for _m, p, b in parts]
+    norm = _IDS.sub(_id_placeholder, b"\n".join(p for _m, p, _b in parts)).split(b"\n")
     res: list[bytes] = []
-    for e in out:
-        sp = e.find(b" ")
-        if sp <= 0 or not e[sp + 1:sp + 2] in (b"/", b"*", b"h", b"H"):
+    for (meth, _p, _b), path in zip(parts, norm, strict=True):
+        if not meth or path[:1] not in (b"/", b"*"):
             res.append(b"(invalid)")
             continue
-        res.append(e[:sp].upper() + e[sp:ENDPOINT_MAX])
-    return res
+        res.append(meth.upper() + b" " + path[:ENDPOINT_MAX])
+    return res, plain
+
+
+def request_paths(raws: list[bytes]) -> list[bytes]:
+    """The path of each request line, without its query string (``-`` when there is none)."""
+    return [p or b or b"-" for _m, p, b in _split_requests(raws)] if raws else []
 
 
 def request_path(raw: bytes) -> bytes:
-    """The path of a request line without its query string (``-`` when there is none)."""
-    parts = raw.strip().split(b" ")
-    if len(parts) >= 2:
-        p = parts[1]
-    elif parts and parts[0].startswith(b"/"):
-        p = parts[0]
-    else:
-        return b"-"
-    return p.split(b"?", 1)[0].split(b"#", 1)[0] or b"-"
+    return request_paths([raw])[0]
 
 
 def request_method(raw: bytes) -> bytes:
@@ -146,6 +168,49 @@ ATTACK_PATTERNS: dict[str, str] = {
 _ATTACK_RX = {k: re.compile(v.encode()) for k, v in ATTACK_PATTERNS.items()}
 _ANY_ATTACK = re.compile(b"|".join(f"(?:{v})".encode() for v in ATTACK_PATTERNS.values()))
 _DECODE_NEEDED = re.compile(rb"%[0-9a-fA-F]{2}|\+")
+
+
+#: Characters and words every attack pattern needs (in raw or percent-encoded form): a cheap
+#: first pass over all distinct request lines joined together and lower-cased.  Literal searches
+#: run at memchr speed, unlike one big alternation.
+_PREFILTER_CHARS = re.compile(rb"[%'\"<>;$`(\\]|\.\.|/\.")
+_PREFILTER_WORDS = tuple(re.compile(re.escape(w)) for w in (
+    b"union", b"select", b"sleep", b"benchmark", b"waitfor", b"information_schema", b"drop", b"insert",
+    b"update", b"delete", b"load_file", b"xp_cmd", b"etc/", b"proc/self", b"boot.ini", b"win.ini",
+    b"javascript", b"onerror", b"onload", b"alert", b"cookie", b"jndi", b"/bin/", b"cmd.exe", b"powershell",
+    b"wp-", b"xmlrpc", b"phpmyadmin", b"pma/", b"myadmin", b"adminer", b"cgi-bin", b"phpunit", b"eval-stdin",
+    b"actuator", b"server-status", b"solr", b"hnap1", b"boaform", b"manager/html", b"console/", b"invoker",
+    b"config.", b"setup.php", b"install.php", b"shell.php", b"cmd.php", b"owa/", b"autodiscover",
+    b"remote/login", b"sftp-config", b".bak", b".old", b".swp", b".sql", b".tar", b".zip", b"backup",
+    b"ignition", b"telescope",
+))
+
+
+def attack_categories(raws: list[bytes]) -> dict[int, str]:
+    """index → category for the request lines that match an attack pattern."""
+    if not raws:
+        return {}
+    buf = b"\n".join(raws).lower()
+    starts = [0]
+    for r in raws:
+        starts.append(starts[-1] + len(r) + 1)
+    candidates: set[int] = set()
+    for rx in (_PREFILTER_CHARS, *_PREFILTER_WORDS):
+        pos = 0
+        search = rx.search
+        while True:
+            m = search(buf, pos)
+            if m is None:
+                break
+            i = bisect_right(starts, m.start()) - 1
+            candidates.add(i)
+            pos = starts[i + 1]
+    out: dict[int, str] = {}
+    for i in candidates:
+        cat = attack_category(raws[i])
+        if cat:
+            out[i] = cat
+    return out
 
 
 def attack_category(raw_request: bytes) -> str | None:
