@@ -343,6 +343,7 @@ class Accumulator:
         if b is not None:
             joined = b"".join(b)
             size = sum(map(int, b)) if joined.isdigit() else sum(map(parse_size, b))
+        assert h is not None
         self._aggregate(h, tk, {k: v for k, v in tinfo.items() if v is not None}, r, s, size, ref, ua, rt, urt)
 
     def _aggregate(self, h: list[bytes], tk: list[Any], tinfo: dict[Any, TimeInfo], r: list[bytes],
@@ -365,7 +366,7 @@ class Accumulator:
         for t, c in tc.items():
             minutes[tinfo[t]] += c
         if s is None:
-            s = [None] * n  # type: ignore[list-item]
+            s = [None] * n
         p.status.update(s)
         ss = set(s)
         # unique visitors: (date, ip, agent) of requests whose status is not 4xx (GoAccess default)
@@ -530,10 +531,10 @@ class Accumulator:
         for d, ip, a in self.visitors:
             hv = hash_of.get(a)
             if hv is None:
-                na = norm_ua.get(a)
-                if na is None:
-                    na = norm_ua[a] = normalize_agent(a)
-                hv = hash_of[a] = djb2(na)
+                known = norm_ua.get(a)
+                if known is None:
+                    known = norm_ua[a] = normalize_agent(a)
+                hv = hash_of[a] = djb2(known)
             p.visitors.add((d, ip, hv))
         ms_of: dict[Any, float | None] = {}
         for src, dst in ((self.c_lat, p.latency), (self.c_ulat, p.upstream)):
@@ -737,8 +738,56 @@ def top(counter: Counter[Any], n: int, key: Any = None) -> list[tuple[Any, int]]
 STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
 
 
+def _minute_text(t: TimeInfo) -> str:
+    d, hh, mm = t
+    return f"{d // 10000:04d}-{d // 100 % 100:02d}-{d % 100:02d} {hh:02d}:{mm:02d}"
+
+
+def security_summary(p: AccessPartial, *, not_found_burst: int = 20, brute_force: int = 10,
+                     top_n: int = 10) -> dict[str, Any]:
+    """Attack patterns, scanner agents, 404 bursts per client, failed logins per client."""
+    cats: dict[str, dict[str, Any]] = {}
+    for (cat, ip, st), c in p.attacks.items():
+        e = cats.setdefault(cat, {"category": cat, "hits": 0, "ips": Counter(), "ok": 0})
+        e["hits"] += c
+        e["ips"][ip] += c
+        if st is not None and st[:1] == b"2":
+            e["ok"] += c
+    attacks = []
+    for cat, e in sorted(cats.items(), key=lambda kv: -kv[1]["hits"]):
+        ips = e.pop("ips")
+        attacks.append({**e, "clients": len(ips), "top_client": _s(top(ips, 1)[0][0]) if ips else "",
+                        "top_clients": [_s(ip) for ip, _ in top(ips, 5)],
+                        "samples": [_s(x) for x in p.attack_samples.get(cat, [])[:5]]})
+    scanners: dict[str, Counter[bytes]] = {}
+    for (name, ip), c in p.scanners.items():
+        scanners.setdefault(name, Counter())[ip] += c
+    scan_list = [{"scanner": name, "hits": sum(ips.values()), "clients": [_s(ip) for ip, _ in top(ips, 10)]}
+                 for name, ips in sorted(scanners.items(), key=lambda kv: -sum(kv[1].values()))]
+    per_ip: dict[bytes, tuple[int, TimeInfo, int]] = {}
+    for (ip, minute), c in p.nf_bursts.items():
+        best, when, total = per_ip.get(ip, (0, minute, 0))
+        if c > best or (c == best and minute < when):
+            best, when = c, minute
+        per_ip[ip] = (best, when, total + c)
+    bursts: list[dict[str, Any]] = [{"ip": _s(ip), "max_per_minute": b, "minute": _minute_text(w), "total": t}
+                                    for ip, (b, w, t) in per_ip.items() if b >= not_found_burst]
+    bursts.sort(key=lambda x: (-int(x["max_per_minute"]), str(x["ip"])))
+    per_login: dict[tuple[bytes, bytes], tuple[int, int]] = {}
+    for (ip, path, _w), c in p.auth_failures.items():
+        best, total = per_login.get((ip, path), (0, 0))
+        per_login[(ip, path)] = (max(best, c), total + c)
+    brute: list[dict[str, Any]] = [{"ip": _s(ip), "path": _s(path), "max_per_window": b, "total": t}
+                                   for (ip, path), (b, t) in per_login.items() if b >= brute_force]
+    brute.sort(key=lambda x: (-int(x["max_per_window"]), str(x["ip"])))
+    return {"attacks": attacks, "scanners": scan_list, "not_found_bursts": bursts[:top_n * 5],
+            "brute_force": brute[:top_n * 5],
+            "failed_logins": sum(t for _b, t in per_login.values())}
+
+
 def summarize(p: AccessPartial, *, top_n: int = 10, failed_statuses: str = "5xx",
-              min_endpoint_requests: int = 20, max_endpoints: int = 50) -> dict[str, Any]:
+              min_endpoint_requests: int = 20, max_endpoints: int = 50, not_found_burst: int = 20,
+              brute_force: int = 10) -> dict[str, Any]:
     """The access report as plain JSON-able data."""
     valid = p.valid
     status = {(_s(k)): v for k, v in p.status.items() if k is not None}
@@ -773,13 +822,13 @@ def summarize(p: AccessPartial, *, top_n: int = 10, failed_statuses: str = "5xx"
         endpoints.append({"endpoint": _s(e), "hits": hits, **{k: v for k, v in stats.items() if k != "count"},
                           "4xx": errs.get("4xx", 0), "5xx": errs.get("5xx", 0),
                           "timed": int(stats.get("count", 0))})
-    slow = []
+    slow: list[dict[str, Any]] = []
     for e, hist in per_ep.items():
         if sum(hist.values()) < min_endpoint_requests:
             continue
-        st = percentiles(hist.items())
-        slow.append({"endpoint": _s(e), "hits": p.endpoint_hits.get(e, 0), **{k: v for k, v in st.items()
-                                                                             if k != "count"}})
+        pst = percentiles(hist.items())
+        slow.append({"endpoint": _s(e), "hits": p.endpoint_hits.get(e, 0),
+                     **{k: v for k, v in pst.items() if k != "count"}})
     slow.sort(key=lambda x: (-x.get("p95", 0.0), x["endpoint"]))
     minutes_sorted = sorted(p.minutes)
     first = last = None
@@ -824,6 +873,7 @@ def summarize(p: AccessPartial, *, top_n: int = 10, failed_statuses: str = "5xx"
             "referers": [{"referer": _s(k), "hits": v} for k, v in top(p.referers, top_n + 1)
                          if k != b"-"][:top_n],
         },
+        "security": security_summary(p, not_found_burst=not_found_burst, brute_force=brute_force, top_n=top_n),
         "goaccess": {
             "total_requests": lines,
             "valid_requests": valid,
@@ -855,3 +905,12 @@ def _status_in(code: str, spec: str) -> bool:
         elif code == part:
             return True
     return False
+
+
+# ---------------------------------------------------------------------------------------------
+# the protocol of upkeeper.logs.parallel
+# ---------------------------------------------------------------------------------------------
+
+
+def make_accumulator(opts: ScanOptions) -> Accumulator:
+    return Accumulator(opts)
