@@ -80,3 +80,43 @@ def nginx(services_dir: Path) -> Iterator[NginxServer]:
     server.start()
     yield server
     server.stop()
+
+
+# ---------------------------------------------------------------------------------------------
+# Log analysis (issue 7): an nginx whose site answers with a mix of statuses and trusts
+# X-Forwarded-For from 127.0.0.1, so test traffic can come from many client addresses.
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def site_nginx(services_dir: Path) -> Iterator[NginxServer]:
+    from upkeeper.sandbox.traffic import SITE_EXTRA, prepare_docroot
+
+    server = NginxServer(services_dir / "site-nginx", server_extra=SITE_EXTRA)
+    server.docroot.mkdir(parents=True, exist_ok=True)
+    prepare_docroot(server.docroot)
+    server.start()
+    yield server
+    server.stop()
+
+
+def nginx_reopen(server: NginxServer) -> None:
+    """``nginx -s reopen``: what logrotate's postrotate does."""
+    import subprocess
+    import time
+
+    subprocess.run([server.binary, "-c", str(server.conf), "-p", f"{server.base}/", "-e", str(server.error_log),
+                    "-s", "reopen"], check=True, capture_output=True)
+    time.sleep(0.2)
+
+
+@pytest.fixture
+def fresh_site_log(site_nginx: NginxServer, tmp_path: Path) -> Iterator[NginxServer]:
+    """The site nginx with an empty access log (the old one is moved away and nginx reopens)."""
+    log = site_nginx.access_log
+    if log.exists():
+        log.rename(tmp_path / "previous-access.log")
+    for old in site_nginx.base.glob("access.log.*"):
+        old.unlink()
+    nginx_reopen(site_nginx)
+    yield site_nginx

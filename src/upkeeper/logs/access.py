@@ -598,21 +598,21 @@ class TimeTokens:
             self.width = p + 25 + len(self.suf)
             self.dsl, self.tsl = slice(p, p + 10), slice(p + 11, p + 19)
             self.msl, self.ssl = slice(0, p + 16), slice(p + 17, p + 19)
-            self.marks = ((p + 10, ord("T")), (p + 19, ord("+")))
+            self.marks = tuple((p + i, ord(c)) for i, c in ((4, "-"), (7, "-"), (10, "T"), (13, ":"), (16, ":"),
+                                                              (19, "+")))
         else:  # 01/Mar/2024:10:00:00
             self.width = p + 20 + len(self.suf)
             self.dsl, self.tsl = slice(p, p + 11), slice(p + 12, p + 20)
             self.msl, self.ssl = slice(0, p + 17), slice(p + 18, p + 20)
-            self.marks = ((p + 11, ord(":")), (p + 2, ord("/")))
+            self.marks = tuple((p + i, ord(c)) for i, c in ((2, "/"), (6, "/"), (11, ":"), (14, ":"), (17, ":")))
         self.dates: dict[bytes, int | None] = {}
         self.times: dict[bytes, tuple[int, int] | None] = {}
 
     def many(self, toks: set[bytes]) -> dict[bytes, TimeInfo | None]:
         """Parse distinct tokens; the common shape is handled with C-level slicing and lookups."""
         lst = list(toks)
-        (m1, c1), (m2, c2) = self.marks
-        if (lst and set(map(len, lst)) == {self.width} and set(map(itemgetter(m1), lst)) == {c1}
-                and set(map(itemgetter(m2), lst)) == {c2} and (not self.pre or set(
+        if (lst and set(map(len, lst)) == {self.width}
+                and all(set(map(itemgetter(m), lst)) == {c} for m, c in self.marks) and (not self.pre or set(
                     map(itemgetter(slice(0, len(self.pre))), lst)) == {self.pre})
                 and (not self.suf or set(map(itemgetter(slice(self.width - len(self.suf), None)), lst))
                      == {self.suf})
@@ -637,8 +637,7 @@ class TimeTokens:
         return (d, tm[0], tm[1])
 
     def __call__(self, t: bytes) -> TimeInfo | None:
-        (m1, c1), (m2, c2) = self.marks
-        if (len(t) == self.width and t[m1] == c1 and t[m2] == c2 and t.startswith(self.pre)
+        if (len(t) == self.width and all(t[m] == c for m, c in self.marks) and t.startswith(self.pre)
                 and t.endswith(self.suf)):
             ds, ts = t[self.dsl], t[self.tsl]
             d = self.dates.get(ds, -1)

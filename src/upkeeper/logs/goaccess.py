@@ -249,7 +249,8 @@ def valid_status(tok: bytes) -> bool:
 
 
 def parse_size(tok: bytes) -> int:
-    """``strtoull`` of the whole token, else 0 (``-`` counts as 0 bytes)."""
+    """``strtoull`` of the whole (trimmed) token, else 0 (``-`` counts as 0 bytes)."""
+    tok = trim(tok)
     return int(tok) if _ULL.fullmatch(tok) else 0
 
 
