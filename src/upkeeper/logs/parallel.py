@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 CHUNK = 4 << 20  # bytes per buffer handed to an accumulator
 UNIT = 24 << 20  # bytes per unit of work for plain files
-MIN_PARALLEL = 48 << 20  # below this, helpers cost more than they save
+MIN_PARALLEL = 16 << 20  # below this, helpers cost more than they save
 
 
 class Accumulator(Protocol):
@@ -238,13 +238,21 @@ def _drive_helper(kind: str, opts: Any, todo: queue.Queue[Unit], account: Callab
                 errors.append(f"{exc}{': ' + ' / '.join(tail) if tail else ''}")
 
 
-def units_for(ranges: list[Any], continuation: bytes = b"") -> list[Unit]:
-    """Units for :class:`~upkeeper.logs.sources.ReadRange` items (plain files are cut into pieces)."""
+def units_for(ranges: list[Any], continuation: bytes = b"", workers: int = 0) -> list[Unit]:
+    """Units for :class:`~upkeeper.logs.sources.ReadRange` items (plain files are cut into pieces).
+
+    Pieces are sized so that every process gets a few of them (balance) but not so small that
+    per-unit overhead shows: total / (3 x processes), between 4 MB and 64 MB.
+    """
+    total = sum((r.end if r.end is not None else r.start) - r.start for r in ranges if not r.file.gz)
+    procs = workers if workers > 0 else (os.cpu_count() or 1)
+    unit = min(64 << 20, max(4 << 20, total // max(1, 3 * procs)))
     units: list[Unit] = []
     for r in ranges:
         lf = r.file
         if lf.gz or r.end is None:
             units.append(Unit(lf.path, r.start, None, True, True, lf.path))
         else:
-            units += split_units(lf.path, r.start, r.end, final=r.final, label=lf.path, continuation=continuation)
+            units += split_units(lf.path, r.start, r.end, final=r.final, label=lf.path, continuation=continuation,
+                                 unit=unit)
     return units

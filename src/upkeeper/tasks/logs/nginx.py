@@ -111,7 +111,7 @@ class NginxLogs(Task[NginxLogsOptions]):
                 "set the target's access_log (or the job's access_log option) to the file nginx writes")])
         cursors = ctx.state.get(CURSORS_KEY, []) if options.incremental else []
         plan = plan_reads(files, cursors, incremental=options.incremental)
-        units = parallel.units_for(plan.ranges)
+        units = parallel.units_for(plan.ranges, workers=options.workers)
         opts = ScanOptions(log_format=options.log_format, static_extensions=tuple(options.static_extensions),
                            login_paths=tuple(options.login_paths))
         ctx.log.info("reading %s from %d file(s)", human_bytes(plan.bytes_planned), len(plan.ranges))
