@@ -120,3 +120,17 @@ def fresh_site_log(site_nginx: NginxServer, tmp_path: Path) -> Iterator[NginxSer
         old.unlink()
     nginx_reopen(site_nginx)
     yield site_nginx
+
+
+@pytest.fixture(scope="session")
+def logging_pg(services_dir: Path) -> Iterator[tuple[PostgresCluster, dict[str, int]]]:
+    """A cluster that logs every statement (logging collector on) after a workload ran on it."""
+    from upkeeper.sandbox import pgworkload
+
+    conf = pgworkload.LOGGING_CONF + ("logging_collector = on\nlog_directory = 'log'\n"
+                                      "log_filename = 'postgresql.log'\nlog_rotation_size = 0\n")
+    cluster = PostgresCluster(services_dir / "pg-logging", extra_conf=conf)
+    cluster.start()
+    done = pgworkload.run(lambda: cluster.connect())
+    yield cluster, done
+    cluster.stop()

@@ -266,6 +266,8 @@ class PgAccumulator:
     # -- input -------------------------------------------------------------------------------
 
     def feed(self, buf: bytes, source: str = "", offset: int = 0) -> None:
+        if not buf:
+            return
         p = self.p
         p.bytes_read += len(buf)
         nlines = buf.count(b"\n") + (0 if buf.endswith(b"\n") else 1)

@@ -222,3 +222,83 @@ def access_report(rep: dict[str, Any], findings: Sequence[dict[str, Any]], *, ti
                                                     s["reason"], s["line"]) for s in rep["invalid_samples"]],
             code=(3,)))
     return page(title, subtitle, "".join(body), footer)
+
+
+# ---------------------------------------------------------------------------------------------
+# PostgreSQL logs
+# ---------------------------------------------------------------------------------------------
+
+
+def postgres_report(rep: dict[str, Any], findings: Sequence[dict[str, Any]], *, title: str, subtitle: str,
+                    trends: dict[str, list[tuple[str, float]]], objectives: dict[str, float],
+                    footer: str = "") -> str:
+    st = rep["statements"]
+    pct = st.get("percentiles", {})
+    p95_obj = objectives.get("query_p95_ms", 100.0)
+    p95 = pct.get("p95")
+    body = [kpis([
+        (fmt_num(st["count"]), "statements with a duration", ""),
+        (fmt_num(st["fingerprints"]), "distinct queries", ""),
+        (f"{p95:.1f} ms" if p95 is not None else "n/a", f"query p95 (objective < {p95_obj:g} ms)",
+         "warn" if p95 is not None and p95 > p95_obj else ""),
+        (fmt_num(rep["errors"]["total"]), "errors and warnings", "warn" if rep["errors"]["total"] else ""),
+        (fmt_num(rep["deadlocks"]["count"]), "deadlocks", "crit" if rep["deadlocks"]["count"] else ""),
+        (fmt_num(rep["locks"]["waits"]), "lock waits", "warn" if rep["locks"]["waits"] else ""),
+        (fmt_bytes(rep["temp_files"]["total_bytes"]), f"temp files ({rep['temp_files']['count']})", ""),
+        (fmt_num(rep["checkpoints"]["count"]), "checkpoints", ""),
+    ])]
+    body.append("<h2>Findings</h2>" + findings_table(findings))
+    body.append("<h2>Statements</h2>")
+    body.append(line_chart([(k[5:13].replace("-", "/") + "h", float(v)) for k, v in rep["by_hour"].items()],
+                           title="statements per hour"))
+    if pct:
+        body.append(bar_chart([(p, float(pct.get(p, 0.0))) for p in ("p50", "p90", "p95", "p99")], width=520,
+                              title="statement duration percentiles", unit=" ms", threshold=p95_obj,
+                              threshold_label=f"p95 objective {p95_obj:g} ms", label_width=60))
+    body.append(bar_chart([(k, float(v)) for k, v in st.get("by_kind", {}).items()], width=520,
+                          title="statements by kind", label_width=80))
+
+    def qtable(rows: list[dict[str, Any]]) -> str:
+        return table(["query (fingerprint)", "count", "total ms", "mean ms", "max ms", "% of time"],
+                     [(q["fingerprint"], q["count"], q["total_ms"], q["mean_ms"], q["max_ms"], q["share_pct"])
+                      for q in rows], numeric=(1, 2, 3, 4, 5), code=(0,))
+
+    body.append("<h3>Most time consuming</h3>" + qtable(rep["slowest_total"]))
+    body.append("<h3>Most frequent</h3>" + qtable(rep["most_frequent"]))
+    body.append("<h3>Slowest single runs</h3>" + table(
+        ["query (slowest run)", "max ms", "count"], [(q["slowest"], q["max_ms"], q["count"])
+                                                    for q in rep["slowest_single"]], numeric=(1, 2), code=(0,)))
+    err = rep["errors"]
+    body.append("<h2>Errors</h2>")
+    body.append(bar_chart([(k, float(v)) for k, v in err["by_sqlstate"].items()][:15], width=520,
+                          title="errors by SQLSTATE", colors=["#dc2626"], label_width=80))
+    body.append(table(["level", "SQLSTATE", "message", "count", "statement"],
+                      [(e["level"], e["sqlstate"], e["message"], e["count"], (e["statements"] or [""])[0])
+                       for e in err["classes"]], numeric=(3,), code=(4,), empty="no errors"))
+    locks = rep["locks"]
+    body.append("<h2>Locks and deadlocks</h2>" + table(
+        ["lock waits", "acquired after waiting", "total wait ms", "longest wait ms", "deadlocks"],
+        [(locks["waits"], locks["acquired_after_wait"], locks["total_wait_ms"], locks["max_wait_ms"],
+          rep["deadlocks"]["count"])], numeric=(0, 1, 2, 3, 4)))
+    body.append(table(["waiting queries", "count"], [(q["fingerprint"], q["count"]) for q in locks["queries"]],
+                      numeric=(1,), code=(0,), empty="no lock waits"))
+    for d in rep["deadlocks"]["details"]:
+        body.append(f"<pre class=\"muted\">{escape(d)}</pre>")
+    tf = rep["temp_files"]
+    body.append("<h2>Temporary files</h2>" + table(
+        ["query", "files", "bytes"], [(q["fingerprint"], q["count"], fmt_bytes(q["bytes"])) for q in tf["queries"]],
+        numeric=(1,), code=(0,), empty="no temporary files"))
+    cp = rep["checkpoints"]
+    body.append("<h2>Checkpoints</h2>" + table(
+        ["checkpoints", "buffers written", "write s", "sync s", "total s", "longest s", "WAL distance",
+         "'too frequent' warnings"],
+        [(cp["count"], cp["buffers"], cp["write_s"], cp["sync_s"], cp["total_s"], cp["max_s"],
+          fmt_bytes(cp["distance_kb"] * 1024), cp["too_frequent_warnings"])], numeric=(0, 1, 2, 3, 4, 5, 7)))
+    body.append(table(["reason", "count"], list(cp["reasons"].items()), numeric=(1,), empty="no checkpoints logged"))
+    body.append("<h2>Trends across runs</h2>" + trend_charts(trends, (
+        ("statements", "statements per run", "", None), ("query_p95_ms", "query p95 per run", " ms", p95_obj),
+        ("errors", "errors per run", "", None), ("temp_bytes", "temp file bytes per run", "", None))))
+    if rep.get("unparsed_samples"):
+        body.append("<h2>Unparsed lines (samples)</h2>" + table(["line"], [(s,) for s in rep["unparsed_samples"]],
+                                                                 code=(0,)))
+    return page(title, subtitle, "".join(body), footer)
