@@ -302,3 +302,49 @@ def postgres_report(rep: dict[str, Any], findings: Sequence[dict[str, Any]], *, 
         body.append("<h2>Unparsed lines (samples)</h2>" + table(["line"], [(s,) for s in rep["unparsed_samples"]],
                                                                  code=(0,)))
     return page(title, subtitle, "".join(body), footer)
+
+
+# ---------------------------------------------------------------------------------------------
+# error logs
+# ---------------------------------------------------------------------------------------------
+
+
+def errors_report(rep: dict[str, Any], findings: Sequence[dict[str, Any]], *, title: str, subtitle: str,
+                  trends: dict[str, list[tuple[str, float]]], footer: str = "") -> str:
+    ng = rep.get("nginx")
+    app = rep.get("app")
+    cards = []
+    if ng:
+        lv = ng["levels"]
+        cards += [(fmt_num(sum(lv.values())), "nginx error-log lines", ""),
+                  (fmt_num(sum(v for k, v in lv.items() if k in ("crit", "alert", "emerg"))), "nginx crit/alert/emerg",
+                   "crit" if any(lv.get(k) for k in ("crit", "alert", "emerg")) else ""),
+                  (fmt_num(ng["upstream"]), "upstream errors", "warn" if ng["upstream"] else "")]
+    if app:
+        cards += [(fmt_num(app["exceptions_total"]), f"exceptions in {app['groups']} groups",
+                   "warn" if app["exceptions_total"] else ""),
+                  (fmt_num(app["new_groups"]), "new exception groups", "warn" if app["new_groups"] else ""),
+                  (fmt_num(app["levels"].get("error", 0) + app["levels"].get("critical", 0)), "error lines", "")]
+    body = [kpis(cards), "<h2>Findings</h2>" + findings_table(findings)]
+    if app:
+        body.append("<h2>Application exceptions</h2>" + table(
+            ["new", "type", "message", "count", "first line of an example"],
+            [("NEW" if g["new"] else "", g["type"], g["message"], g["count"], g["example"].split("\n")[-1][:200])
+             for g in app["exception_groups"]], numeric=(3,), code=(1, 4), empty="no exceptions"))
+        body.append(bar_chart([(k, float(v)) for k, v in app["levels"].items()], width=520, title="lines by level",
+                              label_width=80))
+        body.append("<h3>Warning and error messages</h3>" + table(
+            ["level", "message (normalized)", "count"], [(m["level"], m["message"], m["count"])
+                                                         for m in app["messages"]], numeric=(2,), code=(1,)))
+    if ng:
+        body.append("<h2>nginx error log</h2>")
+        body.append(line_chart([(k[5:13].replace("-", "/") + "h", float(v)) for k, v in ng["by_hour"].items()],
+                               title="error-log lines per hour", color="#dc2626"))
+        body.append(bar_chart([(k, float(v)) for k, v in ng["levels"].items()], width=520, title="lines by level",
+                              label_width=80, colors=["#dc2626"]))
+        body.append(table(["level", "message class", "count", "example"],
+                          [(c["level"], c["class"], c["count"], c["example"]) for c in ng["classes"]],
+                          numeric=(2,), code=(1, 3)))
+    body.append("<h2>Trends across runs</h2>" + trend_charts(trends, (
+        ("exceptions", "exceptions per run", "", None), ("nginx_errors", "nginx errors per run", "", None))))
+    return page(title, subtitle, "".join(body), footer)

@@ -28,6 +28,7 @@ SITE_EXTRA = """\
         location = /old { return 301 /; }
         location = /search { return 200 "results\n"; }
         location /private/ { return 403; }
+        location /upstream/ { proxy_pass http://127.0.0.1:9; proxy_connect_timeout 2s; }
 """
 
 STATIC_FILES = {
@@ -116,6 +117,8 @@ def plan(n_visitors: int = 60, seed: int = 1) -> TrafficPlan:
     for _ in range(15):
         reqs.append(Request("POST", "/login", tp.brute_force_ip, AGENTS[0], "https://shop.example/login"))
     reqs.append(Request("GET", "/private/report", "192.0.2.200", AGENTS[1]))
+    for k in range(3):  # an application that is down: 502 and "connect() failed" in the error log
+        reqs.append(Request("GET", f"/upstream/orders/{k}", "192.0.2.201", AGENTS[2]))
     return tp
 
 
