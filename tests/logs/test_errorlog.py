@@ -54,11 +54,11 @@ def test_python_logging_tracebacks(tmp_path: Path) -> None:
     try:
         for user in (7, 8, 9):
             try:
-                {}["user-%d" % user]
+                {}[f"user-{user}"]
             except KeyError:
                 logger.exception("lookup failed for user %d", user)
         try:
-            1 / 0
+            print(1 / 0)
         except ZeroDivisionError:
             logger.exception("math")
         logger.warning("disk almost full on /dev/sda%d", 1)

@@ -12,7 +12,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from logs.goaccess_helpers import assert_same_as_goaccess, goaccess, goaccess_numbers, ours
-
 from upkeeper.logs.synth import write_access_log
 from upkeeper.sandbox.nginx import NginxServer
 from upkeeper.sandbox.traffic import drive, plan

@@ -6,7 +6,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from upkeeper.logs.pglog import PgAccumulator, PgScanOptions, PrefixError, compile_prefix, infer_sqlstate, summarize
+from upkeeper.logs.pglog import (
+    PgAccumulator,
+    PgScanOptions,
+    PrefixError,
+    compile_prefix,
+    infer_sqlstate,
+    summarize,
+)
 from upkeeper.logs.sqlfp import fingerprints, statement_kind
 
 

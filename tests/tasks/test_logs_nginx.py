@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 from services import nginx_reopen
-
 from upkeeper.sandbox.nginx import NginxServer
 from upkeeper.sandbox.traffic import Request, TrafficPlan, drive, plan
 

@@ -179,9 +179,8 @@ class AppLogStats:
                 return
             self._flush()
         s = line.lstrip()
-        if s.startswith("{") and s.endswith("}"):
-            if self._json(s, source):
-                return
+        if s.startswith("{") and s.endswith("}") and self._json(s, source):
+            return
         if s.startswith(_PY_TRACEBACK) or line.endswith(_PY_TRACEBACK):
             self._pending = [_PY_TRACEBACK]
             self._pending_source = source
@@ -285,7 +284,7 @@ def _json_level(obj: dict[str, Any]) -> str | None:
         if isinstance(v, int):
             return _PINO_LEVELS.get(v - v % 10 if v >= 10 else v)
         if isinstance(v, str) and v:
-            return LEVEL_WORDS.get(v.lower(), None)
+            return LEVEL_WORDS.get(v.lower())
     return None
 
 

@@ -539,7 +539,7 @@ def _s(b: bytes | None) -> str:
 def summarize(p: PgPartial, *, top_n: int = 20) -> dict[str, Any]:
     from upkeeper.logs.access import percentiles, top
 
-    hist = Counter()
+    hist: Counter[float] = Counter()
     for txt, c in p.durations.items():
         hist[float(txt)] += c
     total_n = sum(st[0] for st in p.queries.values())
@@ -556,7 +556,7 @@ def summarize(p: PgPartial, *, top_n: int = 20) -> dict[str, Any]:
     by_total = sorted(p.queries.items(), key=lambda kv: (-kv[1][1], kv[0]))[:top_n]
     by_count = sorted(p.queries.items(), key=lambda kv: (-kv[1][0], kv[0]))[:top_n]
     by_max = sorted(p.queries.items(), key=lambda kv: (-kv[1][2], kv[0]))[:top_n]
-    errors = []
+    errors: list[dict[str, Any]] = []
     by_code: Counter[str] = Counter()
     for (level, code, msg), c in sorted(p.errors.items(), key=lambda kv: (-kv[1], kv[0])):
         by_code[code] += c
