@@ -47,6 +47,12 @@ def demo_cmd(
         finally:
             runner.close()
         console.print(summary_table(results, title="Demo results"))
+        reports = [(r.job, a["path"]) for r in results for a in r.artifacts
+                   if isinstance(a, dict) and a.get("kind") == "report" and a.get("format") == "html"]
+        if reports:
+            console.print("Reports (open in a browser, they work offline):")
+            for job, p in reports:
+                console.print(f"  {job}: {p}", markup=False)
         code = status_exit_code([r.status for r in results])
         console.print(f"demo finished in {time.monotonic() - t0:.1f}s\n")
         console.print("History stays queryable:")

@@ -111,5 +111,28 @@ def start_postgres(sb: Sandbox, say: Say) -> None:
     sb.job_options["db-ping"] = {"databases": ["app", "postgres"]}
 
 
+def start_web(sb: Sandbox, say: Say) -> None:
+    """nginx serving a small site, with real traffic in its access and error logs (log analysis)."""
+    from upkeeper.sandbox.nginx import NginxServer
+    from upkeeper.sandbox.traffic import SITE_EXTRA, drive, plan, prepare_docroot
+
+    say("starting nginx and sending it traffic (visitors, bots, a scanner, a brute-forcer)…")
+    server = NginxServer(sb.base / "nginx", server_extra=SITE_EXTRA)
+    server.docroot.mkdir(parents=True, exist_ok=True)
+    prepare_docroot(server.docroot)
+    server.start()
+    sb.services.append(server)
+    sb.cleanup_paths.append(server.base)
+    sent = drive(server.url, plan(n_visitors=150, seed=7))
+    sb.facts["nginx_requests"] = sent.sent
+    sb.targets["web"] = server.target()
+    sb.job_options["log-analysis"] = {"log_format": "combined_timed"}
+    sb.extra_jobs["error-log"] = {"task": "logs.errors", "target": "web", "schedule": "0 * * * *"}
+    cluster = next((s for s in sb.services if isinstance(s, PostgresCluster)), None)
+    if cluster is not None and "db" in sb.targets:
+        sb.extra_jobs["db-log-analysis"] = {"task": "logs.postgres", "target": "db", "schedule": "0 5 * * 1",
+                                            "options": {"log_file": str(cluster.log)}}
+
+
 #: Service providers, started in order.
-PROVIDERS: list[Callable[[Sandbox, Say], None]] = [start_postgres]
+PROVIDERS: list[Callable[[Sandbox, Say], None]] = [start_postgres, start_web]
