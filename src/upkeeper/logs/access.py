@@ -171,20 +171,47 @@ class Accumulator:
         if tail:
             self._slow(tail, source, offset + len(buf))
 
-    def _fast(self, buf: bytes, source: str, offset: int) -> None:
+    def _fast(self, buf: bytes, source: str, offset: int, sifted: bool = False) -> None:
         n = buf.count(NL)
         cols = self._split(buf, n) if n else None
         if cols is None:
             if n <= SLOW_BLOCK_LINES:
                 self._slow(buf, source, offset)
                 return
+            if not sifted and self._sift(buf, source, offset):
+                return
             cut = buf.find(NL, len(buf) // 2) + 1
             if cut <= 0 or cut >= len(buf):
                 cut = buf.rfind(NL, 0, len(buf) - 1) + 1
-            self._fast(buf[:cut], source, offset)
-            self._fast(buf[cut:], source, offset + cut)
+            self._fast(buf[:cut], source, offset, sifted)
+            self._fast(buf[cut:], source, offset + cut, sifted)
             return
         self._columns(cols, n, buf, source, offset)
+
+    def _sift(self, buf: bytes, source: str, offset: int) -> bool:
+        """Set aside the lines whose quote count is not the format's, then retry the rest at once.
+
+        Garbage and truncated lines almost always have the wrong number of quotes; finding them
+        directly costs one pass, where bisecting would re-split the buffer at every level.
+        """
+        plan = self.plan
+        assert plan is not None
+        lines = buf.split(NL)
+        lines.pop()  # buf ends with a newline
+        want = 2 * plan.quotes
+        counts = list(map(bytes.count, lines, repeat(b'"', len(lines))))
+        if want:
+            bad = [i for i, c in enumerate(counts) if c != want]
+        else:
+            bad = []
+        if not bad or len(bad) > len(lines) // 2:
+            return False
+        badset = set(bad)
+        self._slow(b"".join(lines[i] + NL for i in bad), source, offset, fallback=True)
+        good = b"".join(ln + NL for i, ln in enumerate(lines) if i not in badset)
+        if good:
+            self._fast(good, source, offset, sifted=True)
+        return True
 
     # -- the split ---------------------------------------------------------------------------
 
@@ -516,10 +543,10 @@ class Accumulator:
                 c -= nf
                 if c <= 0:
                     continue
-            if static(req.url):
+            if static(req[0]):
                 p.ga_static_hits += c
                 continue
-            ga[req.key] += c
+            ga[req] += c
         norm_ua: dict[bytes, bytes] = {}
         for a, c in self.c_ua.items():
             na = norm_ua[a] = normalize_agent(a)

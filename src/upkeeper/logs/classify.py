@@ -15,35 +15,33 @@ from urllib.parse import unquote_to_bytes
 # ---------------------------------------------------------------------------------------------
 
 _REQ_LINE = re.compile(rb"(?m)^[ \t]*(?:([A-Za-z][A-Za-z-]{0,19}) +([^ \t?#\n]*)|(/[^ \t?#\n]*))[^\n]*$|^[^\n]*$")
-_IDS = re.compile(
-    rb"(?P<uuid>[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})"
-    rb"|(?P<email>(?<=/)[^/@\s]+@[^/@\s]+(?=/|$))"
-    rb"|(?P<num>(?<=/)[0-9]+(?=[/.;,]|$))"
-    rb"|(?P<word>(?<![A-Za-z0-9_-])[A-Za-z0-9_-]{8,}(?![A-Za-z0-9_-]))",
-    re.M,
-)
+_UUID = re.compile(rb"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+_EMAIL = re.compile(rb"(?<=/)[^/@\s]+@[^/@\s]+(?=/|$)", re.M)
+_NUM = re.compile(rb"(?<=/)[0-9]+(?=[/.;,]|$)", re.M)
+# long words with a digit: content hashes (hex) or opaque tokens; decided by _word
+_WORD = re.compile(rb"(?<![A-Za-z0-9_-])(?=[A-Za-z_-]*[0-9])[A-Za-z0-9_-]{8,}(?![A-Za-z0-9_-])")
 _HEXRUN = re.compile(rb"[0-9a-fA-F]{8,}")
 
 ENDPOINT_MAX = 160
 
 
-def _id_placeholder(m: re.Match[bytes]) -> bytes:
-    kind = m.lastgroup
-    if kind == "uuid":
-        return b":uuid"
-    if kind == "email":
-        return b":email"
-    if kind == "num":
-        return b":id"
+def _word(m: re.Match[bytes]) -> bytes:
     w = m.group()
-    has_digit = any(48 <= c <= 57 for c in w)
-    if not has_digit:
-        return w  # a word such as "settings" or "reviews"
     if _HEXRUN.fullmatch(w) and any(c in b"abcdefABCDEF" for c in w):
         return b":hash"  # content hashes, object ids
     if len(w) >= 20 and any(65 <= c <= 90 or 97 <= c <= 122 for c in w):
         return b":token"  # long opaque tokens (base64url and friends)
     return w
+
+
+def _placeholders(paths: bytes) -> bytes:
+    """Ids, UUIDs, e-mail addresses, hashes and tokens in newline-separated paths → placeholders."""
+    if b"-" in paths:
+        paths = _UUID.sub(b":uuid", paths)
+    if b"@" in paths:
+        paths = _EMAIL.sub(b":email", paths)
+    paths = _NUM.sub(b":id", paths)
+    return _WORD.sub(_word, paths)
 
 
 def _split_requests(raws: list[bytes]) -> list[tuple[bytes, bytes, bytes]]:
@@ -66,7 +64,7 @@ def endpoints_and_paths(raws: list[bytes]) -> tuple[list[bytes], list[bytes]]:
         return [], []
     parts = _split_requests(raws)
     plain = [p or b or b"-" for _m, p, b in parts]
-    norm = _IDS.sub(_id_placeholder, b"\n".join(p for _m, p, _b in parts)).split(b"\n")
+    norm = _placeholders(b"\n".join(p for _m, p, _b in parts)).split(b"\n")
     res: list[bytes] = []
     for (meth, _p, _b), path in zip(parts, norm, strict=True):
         if not meth or path[:1] not in (b"/", b"*"):

@@ -167,22 +167,19 @@ _CANON_REQ = re.compile(
     rb"(HTTP/1\.[01]|HTTP/2(?:\.0)?|HTTP/3(?:\.0)?)|.*)$")
 
 
-def parse_requests(raws: list[bytes]) -> list[Request]:
-    """:func:`parse_request` for many request lines at once (one regex pass for the common shape)."""
+RequestKey = tuple[bytes, bytes | None, bytes | None]
+
+
+def parse_requests(raws: list[bytes]) -> list[RequestKey]:
+    """The (URL, method, protocol) keys of :func:`parse_request` for many request lines at once
+    (one regex pass for the common shape, the full function for the rest)."""
     if not raws:
         return []
     buf = b"\n".join(raws)  # request tokens never contain a newline (lines are split on it)
-    out: list[Request] = []
-    protos: dict[bytes, bytes] = {}
-    for raw, (meth, url, proto) in zip(raws, _CANON_REQ.findall(buf), strict=True):
-        if meth:
-            p = protos.get(proto)
-            if p is None:
-                p = protos[proto] = proto[:6] if proto[5:6] in (b"2", b"3") else proto
-            out.append(Request(url, meth, p))
-        else:
-            out.append(parse_request(raw))
-    return out
+    protos = {b"HTTP/1.1": b"HTTP/1.1", b"HTTP/1.0": b"HTTP/1.0", b"HTTP/2.0": b"HTTP/2", b"HTTP/2": b"HTTP/2",
+              b"HTTP/3.0": b"HTTP/3", b"HTTP/3": b"HTTP/3"}
+    return [(url, meth, protos[proto]) if meth else parse_request(raw).key
+            for raw, (meth, url, proto) in zip(raws, _CANON_REQ.findall(buf), strict=True)]
 
 
 def valid_ip(b: bytes) -> bool:
