@@ -40,6 +40,7 @@ from upkeeper.logs.classify import (
     path_matcher,
     request_method,
     request_path,
+    request_paths,
     scanner_name,
 )
 from upkeeper.logs.goaccess import (
@@ -62,6 +63,7 @@ from upkeeper.logs.nginx_format import COMBINED, SplitPlan, TokenSpec, split_pla
 
 NL = b"\n"
 SLOW_BLOCK_LINES = 48  # below this many lines a failing buffer is parsed line by line
+CACHE_MAX = 100_000  # request lines whose endpoint and path are remembered (then the cache starts over)
 DEFAULT_LOGIN_PATHS = ("/login", "/signin", "/sign_in", "/users/sign_in", "/user/login", "/auth/login",
                        "/api/login", "/api/auth/login", "/api/token", "/oauth/token", "/wp-login.php",
                        "/admin/login", "/session", "/sessions")
@@ -411,8 +413,13 @@ class Accumulator:
         rs = set(r)
         new = rs.difference(self.ep_of)
         if new:
+            if len(self.ep_of) + len(new) > CACHE_MAX:  # bounded memory: forget, recompute what is needed
+                self.ep_of.clear()
+                self.path_of.clear()
+                new = rs
             self._learn(new)
         ep = self.ep_of
+        p.paths.update(map(self.path_of.__getitem__, r))
         if rt is not None:
             self.has_rt = True
             self.c_lat.update(zip(map(ep.__getitem__, r), rt, strict=True))
@@ -532,17 +539,13 @@ class Accumulator:
         static = self.is_static
         raws = list(self.c_req)
         c404 = self.c_req404
-        path_of = self.path_of
+        nf_raws = list(c404)
+        for raw, path in zip(nf_raws, request_paths(nf_raws), strict=True):
+            p.not_found[path] += c404[raw]
         for raw, req in zip(raws, parse_requests(raws), strict=True):
-            path = path_of[raw]
-            c = self.c_req[raw]
-            p.paths[path] += c
-            nf = c404.get(raw, 0)
-            if nf:
-                p.not_found[path] += nf
-                c -= nf
-                if c <= 0:
-                    continue
+            c = self.c_req[raw] - c404.get(raw, 0)
+            if c <= 0:
+                continue
             if static(req[0]):
                 p.ga_static_hits += c
                 continue
