@@ -118,6 +118,87 @@ def scan_batches(client: redis.Redis, match: str | None, count: int, limit: int 
             return
 
 
+#: One round trip per batch: OBJECT IDLETIME/FREQ and MEMORY USAGE of every key, computed by the server.
+#: Neither command touches the key (both look keys up without updating their LRU/LFU data).
+KEY_PROBE_LUA = """
+local mode, withmem = ARGV[1], ARGV[2] == '1'
+local out = {}
+for i, k in ipairs(KEYS) do
+  local score, mem = -1, -1
+  if mode ~= 'none' then
+    local r = redis.pcall('OBJECT', mode, k)
+    if type(r) == 'table' and r.err then return redis.error_reply(r.err) end
+    if r then score = r end
+  end
+  if withmem then
+    local m = redis.pcall('MEMORY', 'USAGE', k)
+    if type(m) == 'table' and m.err then return redis.error_reply(m.err) end
+    if m then mem = m end
+  end
+  out[2 * i - 1] = score
+  out[2 * i] = mem
+end
+return out
+"""
+
+
+class LfuPolicy(Exception):
+    """OBJECT IDLETIME is refused under an LFU maxmemory policy: rank by OBJECT FREQ instead."""
+
+
+class KeyProbe:
+    """Idle time (or access frequency) and memory of many keys, a batch per round trip.
+
+    Uses a read-only server-side script; where scripting is not allowed (ACL, renamed
+    EVAL) it falls back to pipelined commands, same answers, more client work.
+    """
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+        self.script: Any = client.register_script(KEY_PROBE_LUA)
+        self.use_script = True
+
+    def probe(self, keys: list[bytes], mode: str, with_mem: bool) -> list[tuple[int | None, int | None]]:
+        """For each key (score or None, bytes or None); None: the key is gone.  ``mode``: idletime|freq|none."""
+        if not keys:
+            return []
+        if self.use_script:
+            try:
+                flat = self.script(keys=keys, args=[mode, "1" if with_mem else "0"])
+                return [(None if flat[i] < 0 else int(flat[i]), None if flat[i + 1] < 0 else int(flat[i + 1]))
+                        for i in range(0, len(flat), 2)]
+            except redis.ResponseError as exc:
+                if "LFU" in str(exc):
+                    raise LfuPolicy(str(exc)) from None
+                if "MEMORY" in str(exc).upper() and "NOPERM" not in str(exc).upper():
+                    raise
+                self.use_script = False  # scripting refused here: pipelines from now on
+        pipe = self.client.pipeline(transaction=False)
+        for k in keys:
+            if mode != "none":
+                pipe.object(mode, k)
+            if with_mem:
+                pipe.memory_usage(k)
+        replies = iter(pipe.execute(raise_on_error=False))
+        out: list[tuple[int | None, int | None]] = []
+        for _ in keys:
+            score = mem = None
+            if mode != "none":
+                r = next(replies)
+                if isinstance(r, redis.ResponseError):
+                    if "LFU" in str(r):
+                        raise LfuPolicy(str(r))
+                    raise r
+                score = None if r is None else int(r)
+            if with_mem:
+                m = next(replies)
+                if isinstance(m, redis.ResponseError):
+                    raise m
+                mem = None if m is None else int(m)
+            out.append((score, mem))
+        return out
+
+
 # -- the prefix report ------------------------------------------------------------------------
 
 def prefix_of(key: bytes, sep: bytes, depth: int) -> str:
@@ -135,25 +216,22 @@ class PrefixStat:
     expendable: int = 0
 
 
-def prefix_report(client: redis.Redis, opts: EvictOptions, total_keys: int) -> list[dict[str, Any]]:
-    """Top prefixes by memory, measured on a SCAN sample and scaled to ``total_keys``."""
+def prefix_report(client: redis.Redis, probe: KeyProbe, opts: EvictOptions, total_keys: int) -> list[dict[str, Any]]:
+    """Top prefixes by memory, measured on a SCAN sample and scaled to ``total_keys``.
+
+    SCAN walks the hash table's buckets, so its first keys are a fair sample of the key space.
+    """
     stats: dict[str, PrefixStat] = {}
     sep = opts.prefix_separator.encode()
-    sampled = 0
     for batch in scan_batches(client, None, min(1000, max(10, opts.sample_keys)), opts.sample_keys):
-        pipe = client.pipeline(transaction=False)
-        for k in batch:
-            pipe.memory_usage(k)
-        sizes = pipe.execute(raise_on_error=False)
-        for k, size in zip(batch, sizes, strict=True):
-            if not isinstance(size, int):  # vanished meanwhile (None) or an error
+        for k, (_, size) in zip(batch, probe.probe(batch, "none", True), strict=True):
+            if size is None:  # vanished meanwhile
                 continue
             st = stats.setdefault(prefix_of(k, sep, opts.prefix_depth), PrefixStat(prefix_of(k, sep, opts.prefix_depth)))
             st.sampled += 1
             st.bytes += size
             if any(glob_match(p, k) for p in opts.patterns):
                 st.expendable += 1
-        sampled += len(batch)
     if not stats:
         return []
     measured = sum(s.sampled for s in stats.values())
@@ -175,10 +253,6 @@ def prefix_report(client: redis.Redis, opts: EvictOptions, total_keys: int) -> l
 
 # -- choosing and deleting ------------------------------------------------------------------
 
-class LfuPolicy(Exception):
-    """OBJECT IDLETIME is refused under an LFU maxmemory policy: rank by OBJECT FREQ instead."""
-
-
 @dataclass
 class Candidates:
     """The ``limit`` best eviction candidates: highest score first (score = idle s, or -freq under LFU)."""
@@ -198,27 +272,14 @@ class Candidates:
         return sorted(self.heap, key=lambda t: (-t[0], t[1]))
 
 
-def _scores(client: redis.Redis, keys: list[bytes], lfu: bool) -> list[int | None]:
-    pipe = client.pipeline(transaction=False)
-    for k in keys:
-        if lfu:
-            pipe.object("freq", k)
-        else:
-            pipe.object("idletime", k)
-    out: list[int | None] = []
-    for r in pipe.execute(raise_on_error=False):
-        if isinstance(r, redis.ResponseError):
-            if "LFU" in str(r) or "lfu" in str(r):
-                raise LfuPolicy(str(r))
-            out.append(None)
-        elif r is None:
-            out.append(None)  # the key vanished (expired or deleted) meanwhile
-        else:
-            out.append(-int(r) if lfu else int(r))
-    return out
+def _score(raw: int | None, lfu: bool) -> int | None:
+    """Higher = evict first: idle seconds, or minus the access frequency under LFU."""
+    if raw is None:
+        return None
+    return -raw if lfu else raw
 
 
-def collect(client: redis.Redis, opts: EvictOptions, lfu: bool) -> Candidates:
+def collect(client: redis.Redis, probe: KeyProbe, opts: EvictOptions, lfu: bool) -> Candidates:
     cands = Candidates(opts.max_candidates)
     seen: set[bytes] = set()  # patterns may overlap: score each key once
     for pattern in opts.patterns:
@@ -227,7 +288,9 @@ def collect(client: redis.Redis, opts: EvictOptions, lfu: bool) -> Candidates:
             if len(opts.patterns) > 1:
                 keys = [k for k in keys if k not in seen]
                 seen.update(keys)
-            for k, score in zip(keys, _scores(client, keys, lfu), strict=True):
+            mode = "freq" if lfu else "idletime"
+            for k, (raw, _) in zip(keys, probe.probe(keys, mode, False), strict=True):
+                score = _score(raw, lfu)
                 if score is not None:
                     cands.offer(score, k)
     return cands
@@ -254,7 +317,7 @@ def needs(u: Usage, opts: EvictOptions, mem_active: bool, keys_active: bool) -> 
     return need_b, need_k
 
 
-def evict(client: redis.Redis, opts: EvictOptions, dry_run: bool, mem_active: bool, keys_active: bool,
+def evict(client: redis.Redis, probe: KeyProbe, opts: EvictOptions, dry_run: bool, mem_active: bool, keys_active: bool,
           log: Any, progress: Any) -> tuple[Progress, Usage, bool]:
     """Delete longest-idle expendable keys until below target. Returns (progress, final usage, LFU used)."""
     prog = Progress()
@@ -264,11 +327,11 @@ def evict(client: redis.Redis, opts: EvictOptions, dry_run: bool, mem_active: bo
     while (need_b > 0 or need_k > 0) and prog.passes < opts.max_passes:
         prog.passes += 1
         try:
-            cands = collect(client, opts, lfu)
+            cands = collect(client, probe, opts, lfu)
         except LfuPolicy:
             lfu = True
             log.info("LFU maxmemory policy: ranking by OBJECT FREQ (least frequently used first)")
-            cands = collect(client, opts, lfu)
+            cands = collect(client, probe, opts, lfu)
         ordered = cands.ordered()
         log.info("pass %d: %d expendable key(s) scanned, %d candidate(s)", prog.passes, cands.seen, len(ordered))
         if not ordered:
@@ -278,20 +341,17 @@ def evict(client: redis.Redis, opts: EvictOptions, dry_run: bool, mem_active: bo
         while pos < len(ordered) and (need_b > 0 or need_k > 0):
             window = ordered[pos : pos + opts.batch_size]
             keys = [k for _, k in window]
-            pipe = client.pipeline(transaction=False)
-            for k in keys:
-                pipe.memory_usage(k)
-            sizes = pipe.execute(raise_on_error=False)
-            now_scores = _scores(client, keys, lfu)
+            measured = probe.probe(keys, "freq" if lfu else "idletime", True)
             # walk the window in order, taking keys until the targets are met
             take: list[tuple[bytes, int, int]] = []
             b, n = need_b, need_k
             examined = 0
-            for (score, k), size, now_score in zip(window, sizes, now_scores, strict=True):
+            for (score, k), (raw, size) in zip(window, measured, strict=True):
                 if b <= 0 and n <= 0:
                     break
                 examined += 1
-                if now_score is None or not isinstance(size, int):
+                now_score = _score(raw, lfu)
+                if now_score is None or size is None:
                     continue  # gone meanwhile
                 if now_score < score:
                     prog.skipped_touched += 1  # read or written since we measured it: no longer idle
@@ -352,10 +412,11 @@ class RedisEvict(Task[EvictOptions]):
         try:
             with connect(target) as client:
                 before = read_usage(client)
+                probe = KeyProbe(client)
                 prefixes: list[dict[str, Any]] = []
                 if options.sample_keys:
                     try:
-                        prefixes = prefix_report(client, options, before.keys)
+                        prefixes = prefix_report(client, probe, options, before.keys)
                     except redis.RedisError as exc:  # MEMORY USAGE may be refused by ACLs
                         findings.append(Finding("redis.check_failed", Severity.WARNING, f"{subject} prefixes",
                                                 f"the prefix report failed: {describe_redis_error(exc)}",
@@ -366,7 +427,7 @@ class RedisEvict(Task[EvictOptions]):
                 after = before
                 lfu = False
                 if (mem_active or keys_active) and options.patterns:
-                    prog, after, lfu = evict(client, options, dry, mem_active, keys_active, ctx.log, ctx.progress)
+                    prog, after, lfu = evict(client, probe, options, dry, mem_active, keys_active, ctx.log, ctx.progress)
         except TaskError as exc:
             return unreachable(target, exc)
 
