@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -28,8 +29,8 @@ FAST = {"cpu_sample": "0.1s", "clock": False}
 @pytest.fixture
 def small_fs(services_dir: Path, request: pytest.FixtureRequest) -> Iterator[Path]:
     """A real 8 MiB filesystem with 64 inodes (tmpfs), so thresholds can be crossed for real."""
-    mnt = services_dir / f"fs-{request.node.name[:30]}"
-    mnt.mkdir()
+    mnt = Path(tempfile.mkdtemp(prefix="fs-", dir=services_dir))
+
     r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m,nr_inodes=64", "tmpfs", str(mnt)],
                        capture_output=True, text=True)
     if r.returncode != 0:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -23,7 +24,7 @@ from upkeeper.sandbox.redis import RedisServer
 @pytest.fixture
 def own_redis(services_dir: Path, request: pytest.FixtureRequest) -> Iterator[RedisServer]:
     """A private server for tests that change its configuration or counters."""
-    server = RedisServer(services_dir / f"redis-{request.node.name[:40]}", extra_args=["--enable-debug-command", "local",
+    server = RedisServer(Path(tempfile.mkdtemp(prefix="redis-", dir=services_dir)), extra_args=["--enable-debug-command", "local",
                                                                              "--enable-protected-configs", "local"])
     server.start()
     yield server

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +23,7 @@ VALUE = b"v" * 1000
 
 @pytest.fixture
 def small_redis(services_dir: Path, request: pytest.FixtureRequest) -> Iterator[RedisServer]:
-    server = RedisServer(services_dir / f"evict-{request.node.name[:40]}",
+    server = RedisServer(Path(tempfile.mkdtemp(prefix="evict-", dir=services_dir)),
                          extra_args=["--maxmemory", str(MAXMEMORY), "--maxmemory-policy", "noeviction"])
     server.start()
     yield server
