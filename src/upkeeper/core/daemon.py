@@ -133,6 +133,8 @@ class Daemon:
         concurrency: int | None = None,
         instance: str | None = None,
         on_event: Callable[[str, dict[str, object]], None] | None = None,
+        pending_poll: timedelta = PENDING_POLL,
+        housekeeping: timedelta = HOUSEKEEPING,
     ) -> None:
         self.setup = setup
         self.history = history
@@ -157,6 +159,8 @@ class Daemon:
         self._started_at = self.clock.now()
         self._prepared = False
         self.on_event = on_event or (lambda kind, data: None)
+        self.pending_poll = pending_poll
+        self.housekeeping_every = housekeeping
 
     # -- set-up ---------------------------------------------------------------------------
 
@@ -202,6 +206,10 @@ class Daemon:
             return self.prepare()
         report = TickReport()
         now = self.clock.now()
+        # pending runs (deferred, retries, planned) are older work: they go first
+        if now >= self._next_pending:
+            self._next_pending = now + self.pending_poll
+            self._dispatch_pending(now, report)
         due: list[_Due] = []
         while self._heap and self._heap[0].due_at <= now:
             item = heapq.heappop(self._heap)
@@ -221,11 +229,8 @@ class Daemon:
             self._push(job, nxt)
         if due:
             self._dispatch_batch(due, now, report)
-        if now >= self._next_pending:
-            self._next_pending = now + PENDING_POLL
-            self._dispatch_pending(now, report)
         if now >= self._next_housekeeping:
-            self._next_housekeeping = now + HOUSEKEEPING
+            self._next_housekeeping = now + self.housekeeping_every
             self._housekeeping(now)
         return report
 
@@ -252,6 +257,15 @@ class Daemon:
                 continue
             if decision.action == "defer":
                 until = decision.until or (now + timedelta(minutes=5))
+                earlier = self.history.pending_run(job.name, "deferred")
+                if earlier is not None:
+                    # one deferred run covers every occurrence until it runs (like catch-up: never a replay)
+                    reason = (f"skipped: occurrence {earlier.scheduled_for.isoformat()} is already deferred "
+                              f"({decision.reason}) and covers this one")
+                    self.history.record_skip(job.name, job.task_name, job.target_name, item.scheduled_for,
+                                             reason, trigger=item.trigger, owner=self.owner, node=self.node)
+                    report.skipped.append((job.name, item.scheduled_for, reason))
+                    continue
                 got = self.history.create_run(
                     NewRun(job=job.name, task=job.task_name, target=job.target_name,
                            scheduled_for=item.scheduled_for, due_at=until, trigger="deferred", status="pending",

@@ -315,6 +315,27 @@ def _field_problem(index: int, part: str, month_part: str) -> str:
     return f"{name} must be {allowed} (got {part!r})"
 
 
+def _fix_single_value_steps(field: str) -> str:
+    """Rewrite terms like ``5-5/10`` to ``5``.
+
+    cronsim reads a stepped range that holds a single value as "from that value
+    to the end of the field" (``0-0/1`` in the hour field would mean every hour);
+    in cron a range from a to a is just a.  ``5/10`` (no range) keeps cron's and
+    cronsim's meaning "5 to the end, every 10th".
+    """
+    terms = field.split(",")
+    for index, term in enumerate(terms):
+        span, _, step = term.partition("/")
+        low, _, high = span.partition("-")
+        if not (step.isdigit() and int(step) > 0 and high):
+            continue
+        same_number = low.isdigit() and high.isdigit() and int(low) == int(high)
+        same_name = len(low) == 3 and low.isalpha() and low.upper() == high.upper()
+        if same_number or same_name:
+            terms[index] = low
+    return ",".join(terms)
+
+
 def _normalize_cron(text: str) -> str:
     """Validate a five-field cron expression or alias; return it normalized."""
     stripped = text.strip()
@@ -339,7 +360,7 @@ def _normalize_cron(text: str) -> str:
         if len(fields) == 6:
             detail += "; a seconds field is not supported"
         raise ScheduleError(f"invalid cron expression {text!r}: {detail}", CRON_HINT)
-    normalized = " ".join(fields).upper()
+    normalized = " ".join(_fix_single_value_steps(field) for field in fields).upper()
     try:
         CronSim(normalized, EPOCH)
     except CronSimError as exc:
@@ -639,7 +660,7 @@ def _cron_period(cron: str, timezone_name: str) -> timedelta:
 def _parse_schedule_cached(text: str, timezone_name: str) -> Schedule:
     validate_timezone(timezone_name)
     if not text.strip():
-        raise ScheduleError("the schedule is empty", CRON_HINT)
+        raise ScheduleError(f"invalid schedule {text!r}: it is empty", CRON_HINT)
     every = _EVERY_RE.fullmatch(text)
     if every is not None:
         interval = _parse_interval(text, every.group(1))
