@@ -656,15 +656,18 @@ def test_property_fixed_daily_job_fires_once_per_local_date(
 
 
 @PROPERTY_SETTINGS
-@given(spec=cron_expr(), where=zone_and_instant())
+@given(spec=cron_expr(), where=zone_and_instant(), fraction=st.floats(0, 1, exclude_max=True))
 def test_property_latest_at_or_before_agrees_with_next_after(
-    spec: tuple[str, frozenset[int], frozenset[int], int], where: tuple[str, datetime]
+    spec: tuple[str, frozenset[int], frozenset[int], int], where: tuple[str, datetime], fraction: float
 ) -> None:
     """(5) latest_at_or_before(next_after(t)) == next_after(t); latest(t) <= t and
-    nothing fires in (latest(t), t]."""
+    nothing fires in (latest(t), t]; and the answer does not depend on where in
+    the quiet stretch before a fire one starts looking."""
     zone, start = where
     schedule = parse_schedule(spec[0], zone)
     nxt = schedule.next_after(start)
+    probe = min(start + (nxt - start) * fraction, nxt - timedelta(microseconds=1))
+    assert schedule.next_after(probe) == nxt
     assert schedule.latest_at_or_before(nxt) == nxt
     latest = schedule.latest_at_or_before(start)
     assert latest is not None

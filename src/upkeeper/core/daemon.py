@@ -177,8 +177,9 @@ class Daemon:
         catch_up: list[_Due] = []
         for name, job in self.jobs.items():
             assert job.schedule is not None
+            # an occurrence still inside its jitter delay is on time, not missed
             plan = plan_catch_up(job.schedule, last.get(name), now, job.catch_up,  # type: ignore[arg-type]
-                                 job.effective_grace(), ON_TIME_TOLERANCE)
+                                 job.effective_grace(), ON_TIME_TOLERANCE + job.jitter_offset)
             if plan.fire is not None:
                 catch_up.append(_Due(plan.fire, name, plan.fire, plan.trigger or "catch-up"))
             if plan.skipped is not None:
@@ -222,7 +223,7 @@ class Daemon:
             if nxt + job.jitter_offset <= now - ON_TIME_TOLERANCE:
                 # We fell far behind (suspended machine, clock jump): plan like a restart.
                 plan = plan_catch_up(job.schedule, item.scheduled_for, now, job.catch_up,  # type: ignore[arg-type]
-                                     job.effective_grace(), ON_TIME_TOLERANCE)
+                                     job.effective_grace(), ON_TIME_TOLERANCE + job.jitter_offset)
                 if plan.fire is not None and plan.fire != item.scheduled_for:
                     due[-1] = _Due(plan.fire, job.name, plan.fire, "catch-up")
                 nxt = plan.next_due

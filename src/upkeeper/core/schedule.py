@@ -30,7 +30,6 @@ from __future__ import annotations
 import difflib
 import functools
 import hashlib
-import math
 import re
 import zoneinfo
 from collections.abc import Callable, Iterator
@@ -40,6 +39,9 @@ from typing import Final, Literal
 from zoneinfo import ZoneInfo
 
 from cronsim import CronSim, CronSimError
+
+from upkeeper.config.types import DURATION_HINT, parse_unit_parts
+from upkeeper.config.types import parse_duration as _parse_duration
 
 __all__ = [
     "MISSED_CAP",
@@ -75,7 +77,6 @@ CRON_HINT: Final = (
 INTERVAL_HINT: Final = (
     "Try: 'every 15m', 'every 2h', 'every 1d', 'every 90s' or 'every 1h30m' (units s, m, h, d)"
 )
-DURATION_HINT: Final = "Try: '30s', '15m', '2h', '1d', '1h30m', or a plain number of seconds such as '90'"
 TIMEZONE_HINT: Final = "Use an IANA timezone name such as 'UTC', 'Europe/Berlin' or 'America/New_York'"
 
 _ALIASES: Final[dict[str, str]] = {
@@ -122,19 +123,6 @@ _UTC_NAMES: Final = frozenset(
     }
 )
 
-_DURATION_UNITS: Final[dict[str, tuple[int, str]]] = {}
-for _seconds, _label, _spellings in (
-    (86400, "d", ("d", "day", "days")),
-    (3600, "h", ("h", "hr", "hrs", "hour", "hours")),
-    (60, "m", ("m", "min", "mins", "minute", "minutes")),
-    (1, "s", ("s", "sec", "secs", "second", "seconds")),
-):
-    for _spelling in _spellings:
-        _DURATION_UNITS[_spelling] = (_seconds, _label)
-
-_NUMBER_RE: Final = re.compile(r"(?:\d+(?:\.\d*)?|\.\d+)")
-_PLAIN_NUMBER_RE: Final = re.compile(rf"\s*{_NUMBER_RE.pattern}\s*")
-_DURATION_PART_RE: Final = re.compile(rf"\s*({_NUMBER_RE.pattern})\s*([a-z]+)\s*")
 _EVERY_RE: Final = re.compile(r"\s*every\s*(.*?)\s*", re.IGNORECASE | re.DOTALL)
 
 
@@ -201,70 +189,12 @@ def validate_timezone(name: str) -> ZoneInfo:
 # durations
 
 
-def _duration_error(text: object, problem: str) -> ScheduleError:
-    return ScheduleError(f"invalid duration {text!r}: {problem}", DURATION_HINT)
-
-
-def _parse_unit_parts(text: str) -> tuple[timedelta, bool] | str:
-    """Parse ``'1h30m'``-style text.
-
-    Returns ``(duration, had_units)`` or an error description.
-    """
-    lowered = text.strip().lower()
-    if not lowered:
-        return "it is empty"
-    if lowered.startswith("-"):
-        return "it must not be negative"
-    if _PLAIN_NUMBER_RE.fullmatch(lowered):
-        return timedelta(seconds=float(lowered)), False
-    position = 0
-    total = timedelta(0)
-    seen: list[tuple[int, str]] = []
-    while position < len(lowered):
-        match = _DURATION_PART_RE.match(lowered, position)
-        if match is None:
-            return f"cannot read {lowered[position:].strip()!r}"
-        number, unit = match.groups()
-        if unit not in _DURATION_UNITS:
-            return f"unknown unit {unit!r} (use s, m, h or d)"
-        size, label = _DURATION_UNITS[unit]
-        if seen and size >= seen[-1][0]:
-            previous = seen[-1][1]
-            if size == seen[-1][0]:
-                return f"unit {label!r} appears twice"
-            return f"write larger units first ({label!r} after {previous!r})"
-        seen.append((size, label))
-        total += timedelta(seconds=float(number) * size)
-        position = match.end()
-    return total, True
-
-
 def parse_duration(text: str | int | float) -> timedelta:
-    """Parse a duration: ``"30s"``, ``"15m"``, ``"2h"``, ``"1d"``, ``"1h30m"``.
-
-    A plain number (``"90"``, ``90``, ``1.5``) means seconds.  Zero is allowed;
-    negative, non-finite or unreadable values raise :class:`ScheduleError`.
-    """
-    if isinstance(text, bool):
-        raise _duration_error(text, "expected a number of seconds or text like '15m'")
-    if isinstance(text, (int, float)):
-        if isinstance(text, float) and not math.isfinite(text):
-            raise _duration_error(text, "it must be a finite number")
-        if text < 0:
-            raise _duration_error(text, "it must not be negative")
-        try:
-            return timedelta(seconds=text)
-        except OverflowError:
-            raise _duration_error(text, "it is too large") from None
-    if not isinstance(text, str):
-        raise _duration_error(text, f"expected text or a number, got {type(text).__name__}")
+    """Parse a duration (see :func:`upkeeper.config.types.parse_duration`); errors are ScheduleErrors."""
     try:
-        parsed = _parse_unit_parts(text)
-    except OverflowError:
-        raise _duration_error(text, "it is too large") from None
-    if isinstance(parsed, str):
-        raise _duration_error(text, parsed)
-    return parsed[0]
+        return _parse_duration(text)
+    except ValueError as exc:
+        raise ScheduleError(str(exc), DURATION_HINT) from None
 
 
 def _parse_interval(text: str, body: str) -> timedelta:
@@ -272,7 +202,7 @@ def _parse_interval(text: str, body: str) -> timedelta:
         return ScheduleError(f"invalid interval {text!r}: {problem}", INTERVAL_HINT)
 
     try:
-        parsed = _parse_unit_parts(body)
+        parsed = parse_unit_parts(body)
     except OverflowError:
         raise error("it is too large") from None
     if isinstance(parsed, str):
