@@ -8,8 +8,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from upkeeper.config.loader import load_text
 from upkeeper.core.daemon import Daemon, Decision, SimClock
 from upkeeper.core.executor import InlineExecutor
