@@ -82,15 +82,7 @@ def drive(daemons: list[Daemon], clock: SimClock, end: datetime) -> None:
         clock.set(nxt)
         barrier = threading.Barrier(len(daemons))
         errors: list[BaseException] = []
-
-        def tick(d: Daemon) -> None:
-            try:
-                barrier.wait()
-                d.tick()
-            except BaseException as exc:  # pragma: no cover - surfaced below
-                errors.append(exc)
-
-        threads = [threading.Thread(target=tick, args=(d,)) for d in daemons]
+        threads = [threading.Thread(target=_tick, args=(d, barrier, errors)) for d in daemons]
         for t in threads:
             t.start()
         for t in threads:
@@ -98,6 +90,14 @@ def drive(daemons: list[Daemon], clock: SimClock, end: datetime) -> None:
         assert not errors, errors
         for d in daemons:
             assert d.wait_idle(30)
+
+
+def _tick(d: Daemon, barrier: threading.Barrier, errors: list[BaseException]) -> None:
+    try:
+        barrier.wait()
+        d.tick()
+    except BaseException as exc:  # pragma: no cover - surfaced by drive()
+        errors.append(exc)
 
 
 def run_two_daemons_for_a_day(url: str) -> None:
