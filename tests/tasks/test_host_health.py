@@ -122,10 +122,23 @@ def test_time_until_full_is_projected_from_history(small_fs: Path) -> None:
 
 def test_memory_cpu_load_thresholds_are_options(tmp_path: Path) -> None:
     res = run_task("host.health", options={**FAST, "mounts": [str(tmp_path)], "memory_available_warning": 100,
-                                           "cpu_warning": 0.01, "cpu_critical": 100, "load_per_core_warning": 0.0001})
+                                           "cpu_warning": 0.01, "cpu_critical": 100, "load_per_core_warning": 0.0001,
+                                           "cpu_min_window": "0s"})
     found = checks(res)
     assert found["host.memory_available"][0].threshold == 100
     assert found["host.cpu"][0].severity is Severity.WARNING
+    # a short first sample is recorded, not judged (by default CPU is judged over at least a minute)
+    res = run_task("host.health", options={**FAST, "mounts": [str(tmp_path)], "cpu_warning": 0.01, "cpu_critical": 100})
+    assert "host.cpu" not in checks(res) and "not judged" in res.summary
+    # the next run averages since the previous one: judged when that spans the window
+    state = MemoryState()
+    start = datetime.now(UTC)
+    run_task("host.health", options={**FAST, "mounts": [str(tmp_path)]}, state=state, clock=lambda: start)
+    time.sleep(0.3)
+    res = run_task("host.health", options={**FAST, "mounts": [str(tmp_path)], "cpu_warning": 0.01, "cpu_critical": 100,
+                                           "cpu_min_window": "0.2s"}, state=state,
+                   clock=lambda: start + timedelta(seconds=0.3))
+    assert "host.cpu" in checks(res)
     assert found["host.load"][0].value > 0
     assert 0 < res.metrics["mem.available_pct"] <= 100 and res.metrics["cpu.cores"] >= 1
     # the other way round: thresholds nothing can cross (this shared machine may really be busy)

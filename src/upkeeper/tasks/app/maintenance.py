@@ -409,6 +409,7 @@ class AppMaintenance(Task[MaintenanceOptions]):
     target_kinds = ("app",)
     Options = MaintenanceOptions
     category = "maintenance"
+    exclusive = True  # never two rotations of the same logs at once (maintenance and cleanup share a target)
     default_timeout = 1800
 
     def run(self, ctx: TaskContext, options: MaintenanceOptions) -> Result:
@@ -424,6 +425,7 @@ class AppCleanup(Task[CleanupOptions]):
     target_kinds = ("app",)
     Options = CleanupOptions
     category = "maintenance"
+    exclusive = True
     default_timeout = 900
 
     def run(self, ctx: TaskContext, options: CleanupOptions) -> Result:

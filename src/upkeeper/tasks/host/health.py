@@ -6,6 +6,7 @@ raises becomes a ``host.check_failed`` finding and the others still run.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import socket
@@ -121,6 +122,11 @@ class HealthOptions(TaskOptions):
     cpu_sample: Duration = Field(
         default="1s", validate_default=True,
         description="CPU sampling time when there is no previous run to average from",
+    )
+    cpu_min_window: Duration = Field(
+        default="1m", validate_default=True,
+        description="judge CPU use only when averaged over at least this long (a short sample is recorded, not "
+        "judged). Source: Netdata 10min_cpu_usage averages over 10 minutes",
     )
     load_per_core_warning: float = Field(
         2.0, gt=0, description="warn when the 15-minute load per CPU exceeds this. Source: Netdata load_average_15 (200 %)"
@@ -390,31 +396,34 @@ def check_cpu(env: Env) -> Out:
     now_t = psutil.cpu_times()
     busy, total = _busy_total(now_t)
     pct: float | None = None
-    window = "since the last check"
+    window_s = 0.0
     if isinstance(prev, dict) and prev.get("boot") == psutil.boot_time():
         dt_total = total - float(prev["total"])
         elapsed = env.now.timestamp() - float(prev.get("at", 0))
         if dt_total > 0 and 0 < elapsed <= CPU_MAX_INTERVAL_S:
             pct = 100.0 * (busy - float(prev["busy"])) / dt_total
-            window = f"over {human_duration(elapsed)}"
+            window_s = elapsed
     if pct is None:
         time.sleep(o.cpu_sample.total_seconds())
         busy2, total2 = _busy_total(psutil.cpu_times())
         pct = 100.0 * (busy2 - busy) / (total2 - total) if total2 > total else 0.0
-        window = f"over a {human_duration(o.cpu_sample)} sample"
+        window_s = o.cpu_sample.total_seconds()
         busy, total = busy2, total2
     env.ctx.state.set("cpu", {"busy": busy, "total": total, "at": env.now.timestamp(), "boot": psutil.boot_time()})
     cores = psutil.cpu_count() or 1
     load1, load5, load15 = os.getloadavg()
     out = Out(metrics={"cpu.used_pct": round(pct, 3), "load.1m": load1, "load.5m": load5, "load.15m": load15,
                        "load.15m_per_core": round(load15 / cores, 3), "cpu.cores": float(cores)},
-              notes=[f"CPU {pct:.0f}%", f"load {load15:.2f}/{cores} cores"])
-    if pct > o.cpu_warning:
+              notes=[f"CPU {pct:.0f}% over {human_duration(window_s)}", f"load {load15:.2f}/{cores} cores"])
+    judged = window_s >= o.cpu_min_window.total_seconds()
+    if not judged:
+        out.notes[0] += " (not judged: shorter than cpu_min_window)"
+    if judged and pct > o.cpu_warning:
         sev = Severity.CRITICAL if pct > o.cpu_critical else Severity.WARNING
         thr = o.cpu_critical if sev is Severity.CRITICAL else o.cpu_warning
         top = top_cpu_processes()
         out.findings.append(_f(
-            "host.cpu", sev, env.host, f"CPU {pct:.0f}% busy {window} (threshold {thr:g}%); top: {top}",
+            "host.cpu", sev, env.host, f"CPU {pct:.0f}% busy over {human_duration(window_s)} (threshold {thr:g}%); top: {top}",
             "find what is busy (top -o %CPU); a runaway process, a missing index or a traffic spike",
             value=round(pct, 2), threshold=thr,
         ))
@@ -429,12 +438,19 @@ def check_cpu(env: Env) -> Out:
     return out
 
 
-def top_cpu_processes(n: int = 3) -> str:
-    procs = []
-    for p in psutil.process_iter(["name", "cpu_percent"]):
-        procs.append((p.info.get("cpu_percent") or 0.0, p.info.get("name") or "?", p.pid))
-    procs.sort(reverse=True)
-    return ", ".join(f"{name} ({pid})" for _, name, pid in procs[:n]) or "-"
+def top_cpu_processes(n: int = 3, sample_s: float = 0.3) -> str:
+    """The busiest processes right now (psutil needs two readings to compute a CPU %)."""
+    procs = list(psutil.process_iter(["name"]))
+    for p in procs:
+        with contextlib.suppress(psutil.Error):
+            p.cpu_percent(None)
+    time.sleep(sample_s)
+    busy = []
+    for p in procs:
+        with contextlib.suppress(psutil.Error):
+            busy.append((p.cpu_percent(None), p.info.get("name") or "?", p.pid))
+    busy.sort(reverse=True)
+    return ", ".join(f"{name} ({pid}, {pct:.0f}%)" for pct, name, pid in busy[:n]) or "-"
 
 
 # -- services ----------------------------------------------------------------------------------
