@@ -4,8 +4,8 @@
 adds build caches, configured commands (PM2's log rotation, anything else) and
 a health check that restarts the app — only when the check fails, at most once
 per cooldown, and recorded.  Each step is independent: one that fails becomes
-an ``app.step_failed`` finding and the others still run.  ``--dry-run`` (or the
-``dry_run`` option) reports every action without doing it.
+an ``app.step_failed`` finding and the others still run.  A dry run (the ``dry_run`` option, or
+a dry-run request) reports every action without doing it.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ RUNUSER = "runuser"
 class CleanupOptions(TaskOptions):
     rotate: bool = Field(True, description="rotate the target's logs")
     rotate_size: ByteSize = Field(
-        10 * 1000 * 1000, description="rotate a log once it is this big. Source: pm2-logrotate max_size (10M)"
+        default="10MB", validate_default=True, description="rotate a log once it is this big. Source: pm2-logrotate max_size (10M)"
     )
     rotate_age: Duration = Field(
         default="1d", validate_default=True,
@@ -71,7 +71,7 @@ class CleanupOptions(TaskOptions):
         description="remove temp files not modified or accessed for this long. Source: upkeeper default",
     )
     keep_releases: int = Field(5, ge=1, description="releases kept (the live one always). Source: the maintenance procedures")
-    dry_run: bool = Field(False, description="report every action, change nothing (also: upkeeper run --dry-run)")
+    dry_run: bool = Field(False, description="report every action, change nothing")
 
 
 class MaintenanceOptions(CleanupOptions):
@@ -326,7 +326,7 @@ def step_health(env: Env) -> None:
     if env.dry:
         env.acts.record("restart", shown, reason=what, dry_run=True)
         env.finding("app.unhealthy", Severity.CRITICAL, subject, f"the health check failed ({what}); would run {shown}",
-                    "run without --dry-run to restart it", value=what)
+                    "run without dry_run to restart it", value=what)
         return
     env.ctx.log.warning("health check of %s failed (%s): running %s", subject, what, shown)
     record: dict[str, Any] = {"at": env.now, "reason": what, "command": shown}

@@ -60,12 +60,12 @@ class ProcessSelector(StrictModel):
 class ProcessOptions(TaskOptions):
     processes: list[ProcessSelector] = Field(..., min_length=1, description="the processes to watch")
     rss_warning: ByteSize = Field(
-        1_000_000_000, description="warn when one process's resident memory exceeds this. Source: the maintenance "
+        default="1GB", validate_default=True, description="warn when one process's resident memory exceeds this. Source: the maintenance "
         "procedures (1 GB per process)",
     )
     leak_samples: int = Field(6, ge=3, le=1000, description="samples (N) a growth trend is judged over")
     leak_slope: ByteSize = Field(
-        10 * 1024 * 1024, description="growth per hour above which steady growth is a leak. Source: upkeeper default",
+        default="10MiB", validate_default=True, description="growth per hour above which steady growth is a leak. Source: upkeeper default",
     )
     leak_min_r2: float = Field(
         0.9, ge=0, le=1, description="how steady (r² of the linear fit) the growth must be to call it a leak"

@@ -40,7 +40,7 @@ class CheckOptions(TaskOptions):
         1.5, gt=1, description="warn when mem_fragmentation_ratio exceeds this. Source: Datadog (Redis monitoring guide)"
     )
     fragmentation_min_bytes: ByteSize = Field(
-        100 * 1024 * 1024,
+        default="100MiB", validate_default=True,
         description="ignore fragmentation until RSS exceeds used memory by this much (small servers always look "
         "fragmented). Source: Redis active-defrag-ignore-bytes (100mb)",
     )
@@ -84,7 +84,7 @@ class CheckOptions(TaskOptions):
         "primary drops the replica",
     )
     replica_lag_warning_bytes: ByteSize = Field(
-        10 * 1024 * 1024, description="warn when a replica is this many bytes behind. Source: upkeeper default"
+        default="10MiB", validate_default=True, description="warn when a replica is this many bytes behind. Source: upkeeper default"
     )
     expected_replicas: int | None = Field(
         None, ge=0, description="critical when a primary has fewer connected replicas than this"

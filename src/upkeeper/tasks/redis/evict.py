@@ -65,7 +65,7 @@ class EvictOptions(TaskOptions):
     prefix_separator: str = Field(":", min_length=1, description="separator of key-name segments")
     prefix_depth: int = Field(1, ge=1, le=10, description="segments that make a prefix (1: 'cache:', 2: 'cache:user:')")
     top_prefixes: int = Field(10, ge=1, le=100, description="prefixes listed in the report")
-    dry_run: bool = Field(False, description="report what would be deleted, delete nothing (also: upkeeper run --dry-run)")
+    dry_run: bool = Field(False, description="report what would be deleted, delete nothing")
     unlink: bool = Field(True, description="delete with UNLINK (memory freed in the background) instead of DEL")
 
     @field_validator("patterns")
