@@ -159,3 +159,14 @@ def test_eviction_guard_agrees_with_redis_glob(redis_clean: RedisServer, pattern
     expected = set(c.keys(pattern))
     ours = {k.encode() for k in keys if glob_match(pattern, k.encode())}
     assert ours == expected, (pattern, keys)
+
+
+@settings(max_examples=500, deadline=None)
+@given(pattern=st.text(st.sampled_from(list("ab:*?")), min_size=0, max_size=8),
+       key=st.binary(min_size=1, max_size=8).map(lambda b: bytes(c % 4 + 97 if c % 5 else 58 for c in b)))
+def test_regex_fast_path_agrees_with_the_ported_matcher(pattern: str, key: bytes) -> None:
+    from upkeeper.tasks.redis._conn import _match, _simple_regex
+
+    rx = _simple_regex(pattern.encode())
+    assert rx is not None
+    assert (rx.match(key) is not None) == _match(pattern.encode(), 0, key, 0, [False]), (pattern, key)

@@ -31,7 +31,7 @@ from upkeeper.config.targets import RedisTarget
 from upkeeper.core.task import Finding, Result, Severity, Task, TaskContext, TaskOptions, task
 from upkeeper.errors import TaskError
 from upkeeper.fmt import human_bytes, human_duration
-from upkeeper.tasks.redis._conn import connect, describe_redis_error, glob_match, key_text
+from upkeeper.tasks.redis._conn import connect, describe_redis_error, key_text, matcher
 from upkeeper.tasks.redis.check import unreachable
 
 NO_PREFIX = "(no prefix)"
@@ -230,7 +230,7 @@ def prefix_report(client: redis.Redis, probe: KeyProbe, opts: EvictOptions, tota
             st = stats.setdefault(prefix_of(k, sep, opts.prefix_depth), PrefixStat(prefix_of(k, sep, opts.prefix_depth)))
             st.sampled += 1
             st.bytes += size
-            if any(glob_match(p, k) for p in opts.patterns):
+            if any(matcher(p)(k) for p in opts.patterns):
                 st.expendable += 1
     if not stats:
         return []
@@ -283,8 +283,9 @@ def collect(client: redis.Redis, probe: KeyProbe, opts: EvictOptions, lfu: bool)
     cands = Candidates(opts.max_candidates)
     seen: set[bytes] = set()  # patterns may overlap: score each key once
     for pattern in opts.patterns:
+        guard = matcher(pattern)
         for batch in scan_batches(client, pattern, opts.batch_size):
-            keys = [k for k in batch if glob_match(pattern, k)]  # the second guard
+            keys = [k for k in batch if guard(k)]  # the second guard
             if len(opts.patterns) > 1:
                 keys = [k for k in keys if k not in seen]
                 seen.update(keys)
@@ -356,7 +357,7 @@ def evict(client: redis.Redis, probe: KeyProbe, opts: EvictOptions, dry_run: boo
                 if now_score < score:
                     prog.skipped_touched += 1  # read or written since we measured it: no longer idle
                     continue
-                if not any(glob_match(p, k) for p in opts.patterns):  # never reached; belt and braces
+                if not any(matcher(p)(k) for p in opts.patterns):  # never reached; belt and braces
                     continue
                 take.append((k, size, score))
                 b -= size
