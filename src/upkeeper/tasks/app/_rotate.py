@@ -34,6 +34,8 @@ from datetime import datetime
 from pathlib import Path
 
 CHUNK = 1 << 20
+#: gzip level: logrotate's default compressoptions for gzip (-6); Python's GzipFile would use 9
+GZIP_LEVEL = 6
 PARTIAL = ".partial"
 #: how long to wait for a paused writer to actually stop
 STOP_WAIT_S = 2.0
@@ -49,19 +51,21 @@ class Rotation:
     note: str = ""
 
 
-def writers_of(path: Path) -> list[int]:
+def writers_of(path: Path, among: list[int] | None = None) -> list[int]:
     """Pids of the processes (other than this one) that have ``path`` open for writing.
 
     Reads /proc directly: psutil's ``open_files()`` parses fdinfo for every descriptor of every
     process (about 0.4 s on a quiet host); here only the matching descriptors' flags are read.
+    ``among`` limits the search to those pids.
     """
     target = os.path.realpath(path)
     me = os.getpid()
     found = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit() or int(entry.name) == me:
+    names = [str(p) for p in among] if among is not None else [e.name for e in os.scandir("/proc")]
+    for name in names:
+        if not name.isdigit() or int(name) == me:
             continue
-        fd_dir = f"/proc/{entry.name}/fd"
+        fd_dir = f"/proc/{name}/fd"
         try:
             fds = os.listdir(fd_dir)
         except OSError:
@@ -70,12 +74,12 @@ def writers_of(path: Path) -> list[int]:
             try:
                 if os.readlink(f"{fd_dir}/{fd}") != target:
                     continue
-                with open(f"/proc/{entry.name}/fdinfo/{fd}") as fh:
+                with open(f"/proc/{name}/fdinfo/{fd}") as fh:
                     flags = next((int(ln.split()[1], 8) for ln in fh if ln.startswith("flags:")), os.O_WRONLY)
             except (OSError, ValueError):
                 continue
             if flags & (os.O_WRONLY | os.O_RDWR):
-                found.append(int(entry.name))
+                found.append(int(name))
                 break
     return found
 
@@ -138,6 +142,18 @@ def _copy_from(src_fd: int, out: object, start: int) -> int:
         pos += len(chunk)
 
 
+def _read_from(src_fd: int, start: int) -> bytes:
+    """Everything from ``start`` to the current end (kept in memory: only the tail written since the bulk copy)."""
+    parts: list[bytes] = []
+    pos = start
+    while True:
+        chunk = os.pread(src_fd, CHUNK, pos)
+        if not chunk:
+            return b"".join(parts)
+        parts.append(chunk)
+        pos += len(chunk)
+
+
 def _fsync_path(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -159,7 +175,8 @@ def copytruncate(path: Path, dest: Path, *, compress: bool, freeze: bool) -> tup
     src_fd = os.open(path, os.O_RDONLY)
     try:
         with open(partial, "wb") as raw:
-            out = gzip.GzipFile(filename=path.name, mode="wb", fileobj=raw, mtime=int(st.st_mtime)) if compress else raw
+            out = (gzip.GzipFile(filename=path.name, mode="wb", fileobj=raw, mtime=int(st.st_mtime),
+                                 compresslevel=GZIP_LEVEL) if compress else raw)
             try:
                 pos = _copy_from(src_fd, out, 0)  # the bulk, while the app runs
                 out.flush()
@@ -169,19 +186,21 @@ def copytruncate(path: Path, dest: Path, *, compress: bool, freeze: bool) -> tup
                 if freeze and writers:
                     try:
                         t0 = time.perf_counter()
-                        with paused(writers):
-                            pos = _copy_from(src_fd, out, pos)
+                        with paused(writers):  # only a read of the tail and the truncation
+                            tail = _read_from(src_fd, pos)
                             os.truncate(path, 0)
                         paused_ms = (time.perf_counter() - t0) * 1000
                     except PermissionError:
                         note = "could not pause the writers (permission): lines written while truncating may be lost"
-                        pos = _copy_from(src_fd, out, pos)
+                        tail = _read_from(src_fd, pos)
                         os.truncate(path, 0)
                 else:
-                    pos = _copy_from(src_fd, out, pos)
+                    tail = _read_from(src_fd, pos)
                     os.truncate(path, 0)
                     if not freeze:
                         note = "copytruncate without pausing the writers: lines written while truncating may be lost"
+                out.write(tail)
+                pos += len(tail)
             finally:
                 if out is not raw:
                     out.close()
@@ -200,7 +219,8 @@ def compress_file(path: Path) -> Path:
     partial = Path(f"{final}{PARTIAL}")
     st = os.stat(path)
     with open(path, "rb") as src, open(partial, "wb") as raw:
-        with gzip.GzipFile(filename=path.name, mode="wb", fileobj=raw, mtime=int(st.st_mtime)) as gz:
+        with gzip.GzipFile(filename=path.name, mode="wb", fileobj=raw, mtime=int(st.st_mtime),
+                           compresslevel=GZIP_LEVEL) as gz:
             shutil.copyfileobj(src, gz, CHUNK)
         raw.flush()
         os.fsync(raw.fileno())
@@ -210,15 +230,17 @@ def compress_file(path: Path) -> Path:
     return final
 
 
-def wait_released(path: Path, timeout: float) -> bool:
-    """Wait until no process has ``path`` open for writing."""
+def wait_released(path: Path, timeout: float, writers: list[int]) -> bool:
+    """Wait until the known writers have let go of ``path``, then confirm that no process holds it."""
     deadline = time.monotonic() + timeout
+    pending = list(writers)
     while True:
-        if not writers_of(path):
+        pending = writers_of(path, among=pending) if pending else []
+        if not pending and not writers_of(path):
             return True
         if time.monotonic() >= deadline:
             return False
-        time.sleep(0.05)
+        time.sleep(0.005)
 
 
 def reopen_rotate(path: Path, dest: Path, *, reopen: Callable[[list[int]], None], compress: bool,
@@ -237,7 +259,7 @@ def reopen_rotate(path: Path, dest: Path, *, reopen: Callable[[list[int]], None]
     size = os.stat(dest).st_size
     if not compress:
         return dest, size, ""
-    if not wait_released(dest, wait_s):
+    if not wait_released(dest, wait_s, writers):
         return dest, size, f"the app still writes to {dest.name} {wait_s:g}s after the reopen; compressed on a later run"
     size = os.stat(dest).st_size
     _fsync_path(dest)
