@@ -16,6 +16,13 @@ from upkeeper.config.targets import RedisTarget
 from upkeeper.errors import TaskError
 from upkeeper.redact import redact
 
+try:  # redis-py >= 7: resolved once, so that it does not read package metadata per client (~4 ms each)
+    from redis.driver_info import DriverInfo
+
+    _DRIVER: dict[str, Any] = {"driver_info": DriverInfo()}
+except ImportError:  # pragma: no cover - older redis-py
+    _DRIVER = {}
+
 
 def client_for(target: RedisTarget, *, timeout: float | None = None) -> redis.Redis:
     """A redis-py client for the target (bytes responses: key names need not be UTF-8)."""
@@ -28,8 +35,7 @@ def client_for(target: RedisTarget, *, timeout: float | None = None) -> redis.Re
         "socket_connect_timeout": sock_timeout,
         # report what the server does now: no silent reconnect-and-retry with backoff (the job has retries)
         "retry": Retry(NoBackoff(), 0),
-        # given, so that redis-py does not look its own version up in package metadata per client (~4 ms)
-        "lib_version": redis.__version__,
+        **_DRIVER,
     }
     if target.unix_socket:
         return redis.Redis(unix_socket_path=target.unix_socket, **kw)
