@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +94,7 @@ class Env:
         return self.now[0]
 
     def run(self, job: str) -> str:
+        self.now[0] += timedelta(seconds=1)  # manual runs are keyed by their start instant
         _rid, _outcome, status = self.runner.run_manual(self.setup.job(job), retries=False)
         return status
 
