@@ -116,7 +116,7 @@ class JobConfig(StrictModel):
         "deferred to the next opening"
     )
     missed_grace: Duration | None = Field(
-        None, description="missed-run alarm: how late a success may be beyond one period "
+        None, description="missed-run alarm: how late a run may be beyond one period "
         "(default: notifications.missed_grace)"
     )
 

@@ -233,18 +233,20 @@ class NotificationsConfig(StrictModel):
     routes: list[Route] | None = Field(
         None,
         description="rules sending events to channels (default: every non-PagerDuty channel gets every event, "
-        "PagerDuty channels get problems of severity error or critical)",
+        "PagerDuty channels get problems of severity error or critical; channels an escalation level 2+ names "
+        "are left to that level)",
     )
     stakeholders: list[Name] | None = Field(
         None, description="channels for announcements: window notices, emergency and planned runs "
-        "(default: every non-PagerDuty channel)",
+        "(default: every non-PagerDuty channel not reserved for escalation)",
     )
     escalation: Escalation | None = Field(None, description="escalation levels for unresolved problems")
     repeat_interval: Duration = Field(
         default=timedelta(hours=4), description="re-notify an unresolved problem this often (repeats in between "
         "are counted and summarized). Source: Alertmanager repeat_interval",
     )
-    missed_runs: bool = Field(True, description="alert when a job's last success is older than period + grace")
+    missed_runs: bool = Field(True, description="alert when a job's last run started longer ago than its period + "
+                                                "grace (a dead-man's switch)")
     missed_grace: Duration = Field(
         default=timedelta(hours=1), description="default grace of the missed-run alarm (a job may set its own). "
         "Source: healthchecks.io default grace",
@@ -265,8 +267,20 @@ class NotificationsConfig(StrictModel):
         return v
 
 
-def default_routes(channels: dict[str, Any]) -> list[Route]:
-    """The procedures' defaults: every channel gets every event, PagerDuty only error/critical problems."""
+def escalation_only(cfg: NotificationsConfig) -> set[str]:
+    """Channels named by escalation levels 2 and up: told when a problem escalates, not before."""
+    if cfg.escalation is None:
+        return set()
+    return {c for lv in cfg.escalation.levels[1:] for c in lv.channels}
+
+
+def default_routes(cfg: NotificationsConfig) -> list[Route]:
+    """The procedures' defaults: every channel gets every event, PagerDuty only error/critical problems.
+
+    Channels an escalation level (2 and up) names are left to that level.
+    """
+    reserved = escalation_only(cfg)
+    channels = {n: c for n, c in cfg.channels.items() if n not in reserved}
     plain = [n for n, c in channels.items() if c.kind != "pagerduty"]
     paging = [n for n, c in channels.items() if c.kind == "pagerduty"]
     routes = []
@@ -280,7 +294,8 @@ def default_routes(channels: dict[str, Any]) -> list[Route]:
 def stakeholder_channels(cfg: NotificationsConfig) -> list[str]:
     if cfg.stakeholders is not None:
         return list(cfg.stakeholders)
-    return [n for n, c in cfg.channels.items() if c.kind != "pagerduty"]
+    reserved = escalation_only(cfg)
+    return [n for n, c in cfg.channels.items() if c.kind != "pagerduty" and n not in reserved]
 
 
 def check_references(config: Config, lines: LineMap) -> list[ConfigProblem]:

@@ -1,11 +1,13 @@
 """Conditions computed from history: missed runs (a dead-man's switch) and backup health.
 
-* **Missed run** (as healthchecks.io does for cron jobs): a scheduled job whose
-  last success *started* longer ago than one period plus a grace.  A
-  window-bound job is expected at the window's next opening; time inside a
-  blackout that applies to the job does not count; a job that is running now
-  is not late.  A job that never succeeded counts from when upkeeper first
-  watched it.
+* **Missed run** (a dead-man's switch, as healthchecks.io does for cron jobs):
+  a scheduled job whose last run *started* longer ago than one period plus a
+  grace.  Every finished run counts, failed ones too: a job that runs and
+  fails is already reported by its failure (and escalates), while "missed"
+  means nothing ran at all — typically a stopped daemon.  A window-bound job
+  is expected at the window's next opening; time inside a blackout that
+  applies to the job does not count; a job that is running now is not late.
+  A job that never ran counts from when upkeeper first watched it.
 * **Backup size change**: the size of a successful backup run against the
   previous successful one.  Size comes from the run's metrics (the first name
   in ``notifications.backup.size_metrics`` present) or, failing that, the sum
@@ -35,11 +37,11 @@ FAILURE = ("fail", "error", "interrupted")
 @dataclass
 class Missed:
     job: str
-    reference: datetime  # last success's start (or first watched)
+    reference: datetime  # the last run's start (or when upkeeper first watched the job)
     deadline: datetime
     period: timedelta
     grace: timedelta
-    never_succeeded: bool
+    never_ran: bool
 
 
 def missed_deadline(job: Job, reference: datetime, now: datetime, grace: timedelta,
@@ -72,9 +74,9 @@ def find_missed(jobs: Iterable[Job], history: History, now: datetime, default_gr
     for job in jobs:
         if not job.enabled or job.schedule is None or job.name in running:
             continue
-        last = history.last_success(job.name)
+        last = last_run_start(history, job.name)
         if last is not None:
-            ref = last.started_at or last.scheduled_for
+            ref = last
         elif job.name in first_seen:
             ref = first_seen[job.name]
         else:
@@ -84,6 +86,13 @@ def find_missed(jobs: Iterable[Job], history: History, now: datetime, default_gr
         if deadline is not None and now > deadline:
             out.append(Missed(job.name, ref, deadline, job.schedule.period(), grace, last is None))
     return out
+
+
+def last_run_start(history: History, job: str) -> datetime | None:
+    """When the newest finished run (any outcome but skipped) of ``job`` started."""
+    rows = history.runs(job=job, statuses=[*SUCCESS, *FAILURE], limit=10)
+    starts = [r.started_at or r.scheduled_for for r in rows]
+    return max(starts) if starts else None
 
 
 # -- backups -----------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ run) and has a :meth:`NotificationEngine.tick` the daemon calls periodically
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -73,19 +74,26 @@ class NotificationEngine:
         self.transports: dict[str, Transport] = {
             name: build_transport(name, ch, self.node) for name, ch in self.cfg.channels.items()
         }
-        if self.cfg.routes is None and self.cfg.escalation is not None:
-            # PagerDuty channels an escalation level names are paged by that level, not on the first failure
-            escalated = {c for lv in self.cfg.escalation.levels[1:] for c in lv.channels}
-            self.router.routes = [r for r in self.router.routes
-                                  if not (set(r.channels) <= escalated and r.description == "critical failures")]
         self.last_results: list[DeliveryResult] = []
-        self._pending_steps: list[Event] = []
+        self._local = threading.local()  # escalation steps collected while one thread builds its events
 
     @property
     def active(self) -> bool:
         return bool(self.cfg.channels)
 
     # -- helpers ----------------------------------------------------------------------------
+
+    @property
+    def _pending_steps(self) -> list[Event]:
+        steps: list[Event] | None = getattr(self._local, "steps", None)
+        if steps is None:
+            steps = self._local.steps = []
+        return steps
+
+    def _take_steps(self) -> list[Event]:
+        steps = self._pending_steps
+        self._local.steps = []
+        return steps
 
     def dedup_key(self, job: str | None, check: str | None) -> str | None:
         if job is None or check is None:
@@ -127,9 +135,8 @@ class NotificationEngine:
         # findings: only runs that produced results change their state
         if run.status in ("ok", "warn", "fail"):
             events += self._finding_events(job, run, findings, now)
-        if not failed:
-            events += self._resolve(job, MISSED_CHECK, "missed", now, run.run_id,
-                                    f"run {run.run_id}: {run.status}", "ran successfully again")
+        events += self._resolve(job, MISSED_CHECK, "missed", now, run.run_id, f"run {run.run_id}: {run.status}",
+                                "ran again")
         if job.category == "backup":
             events += self._backup_events(job, run, now)
         self.dispatch(events, now)
@@ -355,7 +362,7 @@ class NotificationEngine:
         esc = self.cfg.escalation
         if esc is None:
             return []
-        self._pending_steps = []
+        self._take_steps()
         for st in self.store.problems():
             job = self._job(st.job)
             if job is None or st.level < 1:
@@ -372,7 +379,7 @@ class NotificationEngine:
                 self._step(esc, k, level, job, st.check, st.topic, st.severity, st.since, st.count, st.summary, now,
                            reason)
                 level = k
-        steps, self._pending_steps = self._pending_steps, []
+        steps = self._take_steps()
         self.dispatch(steps, now)
         return steps
 
@@ -383,8 +390,7 @@ class NotificationEngine:
 
         Escalation steps collected while building ``events`` go out with them.
         """
-        events = [*events, *self._pending_steps]
-        self._pending_steps = []
+        events = [*events, *self._take_steps()]
         recorded: list[Event] = []
         for ev in events:
             ev.ts = ev.ts or now
@@ -482,17 +488,17 @@ class NotificationEngine:
         for m in missed.values():
             job = self.setup.jobs[m.job]
             change = self.store.update(m.job, MISSED_CHECK, "missed", problem=True, severity="critical", now=now,
-                                       summary=f"no success since {self._fmt(m.reference)}",
+                                       summary=f"no run since {self._fmt(m.reference)}",
                                        repeat_interval=self.cfg.repeat_interval, count=False)
             if change is None or change.kind == "quiet":
                 continue
-            what = "never succeeded since upkeeper started watching it" if m.never_succeeded else \
-                f"last success started {self._fmt(m.reference)} ({ago(m.reference, now)})"
+            what = "has not run since upkeeper started watching it" if m.never_ran else \
+                f"last ran {self._fmt(m.reference)} ({ago(m.reference, now)})"
             ev = self._base(job, MISSED_CHECK, "missed", change, now, command="upkeeper status --check",
                             details={"reference": m.reference.isoformat(), "deadline": m.deadline.isoformat()})
-            ev.title = (f"{job.name} MISSED: no successful run for {human_duration(now - m.reference)}"
+            ev.title = (f"{job.name} MISSED: no run for {human_duration(now - m.reference)}"
                         if change.kind == "problem" else
-                        f"{job.name} still missing: no successful run for {human_duration(now - m.reference)}")
+                        f"{job.name} still missing: no run for {human_duration(now - m.reference)}")
             ev.text = "\n".join([
                 f"{job.name} ({job.task_name}) {what}.",
                 f"Expected every {human_duration(m.period)} + {human_duration(m.grace)} grace; overdue since "

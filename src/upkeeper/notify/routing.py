@@ -35,7 +35,7 @@ def matches(rule: Match, event: Event) -> bool:
 class Router:
     def __init__(self, cfg: NotificationsConfig) -> None:
         self.cfg = cfg
-        self.routes: list[Route] = cfg.routes if cfg.routes is not None else default_routes(cfg.channels)
+        self.routes: list[Route] = cfg.routes if cfg.routes is not None else default_routes(cfg)
         self.stakeholders = stakeholder_channels(cfg)
 
     def channels_for(self, event: Event) -> list[str]:
