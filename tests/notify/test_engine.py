@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import timedelta
 
 from notify_support import error, fail, finding, ok, script, yaml_block
-
 from upkeeper.notify.events import Payload
 from upkeeper.sandbox.receivers import HttpReceiver, PagerDutyReceiver
 from upkeeper.sandbox.smtp import SmtpServer

@@ -6,8 +6,8 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from notify_support import fail, ok, script, yaml_block
 
+from notify_support import fail, ok, script, yaml_block
 from upkeeper.cli._wiring import build_periodic
 from upkeeper.config.loader import load_text
 from upkeeper.core.daemon import Daemon, SimClock

@@ -57,7 +57,7 @@ class HttpReceiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 req = Request("POST", self.path, {k.lower(): v for k, v in self.headers.items()},
                               self.rfile.read(length))

@@ -46,7 +46,7 @@ class SmtpServer:
         server = self
 
         class Handler:
-            async def handle_DATA(self, _server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+            async def handle_DATA(self, _server: Any, session: Any, envelope: Any) -> str:
                 msg = email.message_from_bytes(envelope.original_content or envelope.content,
                                                policy=email.policy.default)
                 with server._cond:
