@@ -50,7 +50,7 @@ class SmtpServer:
                 msg = email.message_from_bytes(envelope.original_content or envelope.content,
                                                policy=email.policy.default)
                 with server._cond:
-                    server.messages.append(Received(envelope.mail_from, list(envelope.rcpt_tos), msg))  # type: ignore[arg-type]
+                    server.messages.append(Received(envelope.mail_from, list(envelope.rcpt_tos), msg))
                     server._cond.notify_all()
                 return "250 Message accepted for delivery"
 
