@@ -7,14 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from notify_support import fail, ok, script, yaml_block
-from upkeeper.cli._wiring import build_periodic
-from upkeeper.config.loader import load_text
-from upkeeper.core.daemon import Daemon, SimClock
-from upkeeper.core.executor import InlineExecutor
+from notify_support import SimDaemon, fail, ok, script, yaml_block
 from upkeeper.core.history import History
-from upkeeper.core.jobs import build_setup
-from upkeeper.core.runner import Runner
 from upkeeper.notify.engine import NotificationEngine
 from upkeeper.notify.events import Payload
 from upkeeper.notify.store import NotifyStore
@@ -22,31 +16,6 @@ from upkeeper.sandbox.receivers import HttpReceiver, PagerDutyReceiver
 
 PD_KEY = "0123456789abcdef0123456789abcdef"
 T0 = datetime(2025, 3, 3, 8, 0, tzinfo=UTC)
-
-
-class SimDaemon:
-    def __init__(self, tmp_path, yaml_text: str, start: datetime = T0) -> None:  # type: ignore[no-untyped-def]
-        self.clock = SimClock(start)
-        config = load_text(f"history: {tmp_path / 'h.db'}\n" + yaml_text, "upkeeper.yaml")
-        self.setup = build_setup(config)
-        self.history = History("sqlite:///" + str(tmp_path / "h.db"))
-        self.engine = NotificationEngine(self.setup, self.history, clock=self.clock.now)
-        self.runner = Runner(setup=self.setup, history=self.history,
-                             executor=InlineExecutor(clock=self.clock.now, history=self.history),
-                             owner="sim:1:1", node="sim", clock=self.clock.now, listeners=[self.engine])
-        self.daemon = Daemon(self.setup, self.history, self.runner, clock=self.clock, instance="sim:1:1",
-                             periodic=build_periodic(self.setup, self.history, [self.engine]))
-
-    def advance(self, until: datetime, step: timedelta = timedelta(minutes=5)) -> None:
-        while self.clock.now() < until:
-            self.clock.advance(step)
-            self.daemon.tick()
-            assert self.daemon.wait_idle(30)
-
-    def close(self) -> None:
-        self.daemon.drain(timedelta(seconds=1))
-        self.runner.close()
-        self.history.close()
 
 
 @pytest.fixture
