@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 
 from upkeeper.core.history import History, NewRun
 from upkeeper.core.jobs import Job, Setup
+from upkeeper.config.types import format_duration
 from upkeeper.errors import UsageError
 from upkeeper.fmt import human_duration, local_time
 from upkeeper.notify.engine import NotificationEngine
@@ -49,7 +50,7 @@ def blocked(calendar: Calendar, job: Job, now: datetime) -> Blocked | None:
         nxt = calendar.opening(window, now)
         when = describe(nxt, window.tz) if nxt else "no future opening"
         return Blocked(job.name, f"{job.name} runs only inside maintenance window {window.name!r} (next: {when}); "
-                                 f"manual runs need at least {human_duration(window.cfg.min_notice)} notice",
+                                 f"manual runs need at least {format_duration(window.cfg.min_notice)} notice",
                        f"Try: upkeeper run {job.name} --at '"
                        + (local_time(max(nxt.start, now + window.cfg.min_notice), window.tz, "%Y-%m-%d %H:%M")
                           if nxt else "TIME")
@@ -98,8 +99,8 @@ def plan_runs(setup: Setup, history: History, engine: NotificationEngine, jobs: 
                                 f"{window.name!r}" + (f" (next opening {describe(nxt, window.tz)})" if nxt else ""))
             elif at - now < window.cfg.min_notice:
                 problems.append(f"{job.name}: a planned run inside window {window.name!r} needs at least "
-                                f"{human_duration(window.cfg.min_notice)} notice (this is "
-                                f"{human_duration(at - now)})")
+                                f"{format_duration(window.cfg.min_notice)} notice (this is "
+                                f"{format_duration(at - now)})")
     if problems:
         raise UsageError("cannot plan: " + "; ".join(problems),
                          "Try: 'upkeeper windows' for openings, or --emergency for an urgent run")
