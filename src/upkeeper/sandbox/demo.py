@@ -111,5 +111,27 @@ def start_postgres(sb: Sandbox, say: Say) -> None:
     sb.job_options["db-ping"] = {"databases": ["app", "postgres"]}
 
 
+def start_notifications(sb: Sandbox, say: Say) -> None:
+    """A local webhook receiver as the team's channel, a maintenance window and a job that warns."""
+    from upkeeper.sandbox.receivers import HttpReceiver
+
+    say("starting a webhook receiver for notifications…")
+    receiver = HttpReceiver().start()
+    sb.services.append(receiver)
+    sb.facts["notify_receiver"] = receiver
+    sb.config_extra["notifications"] = {
+        "channels": {"team": {"kind": "webhook", "url": f"{receiver.url}/upkeeper"}},
+        "repeat_interval": "4h",
+    }
+    sb.config_extra["windows"] = {
+        "monthly": {"rrule": "FREQ=MONTHLY;BYDAY=1SU", "start": "02:00", "duration": "4h",
+                    "description": "first Sunday of the month"},
+    }
+    # a disk check with a deliberately low threshold, so the demo shows a notification being delivered
+    sb.extra_jobs["disk-alert"] = {"task": "host.disk", "schedule": "*/5 * * * *",
+                                   "description": "demo: warns at 1 % used to show a notification",
+                                   "options": {"mounts": ["/"], "warning": 1, "critical": 100}}
+
+
 #: Service providers, started in order.
-PROVIDERS: list[Callable[[Sandbox, Say], None]] = [start_postgres]
+PROVIDERS: list[Callable[[Sandbox, Say], None]] = [start_postgres, start_notifications]
