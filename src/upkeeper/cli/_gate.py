@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
+from upkeeper.config.types import format_duration
 from upkeeper.core.history import History, NewRun
 from upkeeper.core.jobs import Job, Setup
-from upkeeper.config.types import format_duration
 from upkeeper.errors import UsageError
 from upkeeper.fmt import human_duration, local_time
 from upkeeper.notify.engine import NotificationEngine

@@ -14,14 +14,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, select
-
 from upkeeper.config.models import Config
 from upkeeper.config.windows import BlackoutConfig, WindowConfig
 from upkeeper.core.daemon import Decision
 from upkeeper.core.history import History
 from upkeeper.core.jobs import Job
-from upkeeper.core.models import RunRow
 from upkeeper.fmt import local_time
 from upkeeper.notify.calendar import Period, Recurrence, recurrence
 
@@ -99,13 +96,6 @@ class WindowPolicy:
         self.calendar = calendar
         self.history = history
 
-    def _waiting(self, job: str, occurrence: datetime) -> bool:
-        with self.history.session() as s:
-            n = s.scalar(select(func.count()).select_from(RunRow).where(
-                RunRow.job == job, RunRow.status == "pending", RunRow.trigger == "deferred",
-                RunRow.scheduled_for != occurrence))
-        return bool(n)
-
     def decide(self, job: Job, occurrence: datetime, now: datetime, trigger: str) -> Decision:
         window = self.calendar.window_of(job)
         if window is None:
@@ -115,9 +105,6 @@ class WindowPolicy:
         nxt = window.rec.next_start(now)
         if nxt is None:
             return Decision("skip", f"maintenance window {window.name!r} has no future opening")
-        if trigger != "deferred" and self._waiting(job.name, occurrence):
-            return Decision("skip", f"an earlier occurrence is already waiting for window {window.name!r} "
-                                    f"({describe(nxt, window.tz)})")
         return Decision("defer", f"outside maintenance window {window.name!r}; next opening "
                                  f"{describe(nxt, window.tz)}", nxt.start)
 
