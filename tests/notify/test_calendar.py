@@ -133,3 +133,22 @@ def test_active_and_next_start_agree_with_the_periods(spec: dict[str, Any], at: 
     # a period is open at `at` exactly when some listed period contains it
     around = list(r.periods(at - timedelta(days=3), at + timedelta(days=3)))
     assert (act is not None) == any(p.contains(at) for p in around)
+
+
+@settings(max_examples=150, deadline=None)
+@given(rrule=st.one_of(st.none(), st.text(max_size=40), st.sampled_from(["FREQ=DAILY", "FREQ=MONTHLY;BYDAY=1SU"])),
+       start=st.one_of(st.none(), st.text(max_size=20), st.sampled_from(["02:00", "2025-06-01 22:00"])),
+       end=st.one_of(st.none(), st.text(max_size=20), st.sampled_from(["06:00", "2025-06-02"])),
+       duration=st.one_of(st.none(), st.sampled_from(["4h", "0s", "-1h", "x"])),
+       hours=st.one_of(st.none(), st.text(max_size=15), st.just("09:00-18:00")),
+       days=st.one_of(st.none(), st.just(["mon"]), st.just([])))
+def test_period_specs_either_load_or_raise_a_validation_error(rrule, start, end, duration, hours, days) -> None:
+    spec = {k: v for k, v in {"rrule": rrule, "start": start, "end": end, "duration": duration, "hours": hours,
+                              "days": days}.items() if v is not None}
+    try:
+        cfg = WindowConfig.model_validate(spec)
+    except ValidationError:
+        return
+    r = recurrence("fuzz", cfg)  # a spec that validates always yields a usable recurrence
+    r.next_start(utc(2025, 1, 1))
+    r.active(utc(2025, 6, 1, 23))

@@ -187,3 +187,26 @@ def test_config_errors_are_located(cli, make_config, tmp_path) -> None:
     assert "Try: 'slack'" in res.err
     assert "jobs -> disk -> window: unknown maintenance window 'montly'" in res.err
     assert "upkeeper.yaml:" in res.err  # file and line
+
+
+def test_channel_secrets_never_reach_history_or_json(cli, make_config, webhook_receiver, tmp_path) -> None:
+    token = "tok-9f8e7d6c5b4a"
+    cfg = make_config({
+        "notifications": {"channels": {
+            "team": {"kind": "webhook", "url": f"{webhook_receiver.url}/hooks/{token}", "signing_secret": "sig-abcdef1"},
+            "pager": {"kind": "pagerduty", "routing_key": "0123456789abcdef0123456789abcdef",
+                      "url": "http://127.0.0.1:9/v2/enqueue", "timeout": "1s"},
+        }},
+        "jobs": {"disk": DISK_FAIL},
+    })
+    webhook_receiver.stop()
+    assert cli(["--config", cfg, "run", "disk"]).code == 1
+    outputs = [cli(["--config", cfg, "notify", "log", "--json"]).out,
+               cli(["--config", cfg, "status", "--json"]).out,
+               cli(["--config", cfg, "status"]).out]
+    db = (tmp_path / "history.db").read_bytes() + b"".join(
+        p.read_bytes() for p in tmp_path.glob("history.db-wal"))
+    for secret in (token, "sig-abcdef1", "0123456789abcdef0123456789abcdef"):
+        assert all(secret not in o for o in outputs), secret
+        assert secret.encode() not in db, secret
+    assert "delivery failure" in outputs[2]
