@@ -25,7 +25,10 @@ def demo_cmd(
     """Start a sandbox (a real PostgreSQL with an app-like schema …), write a config for it,
     run every configured job once and print a summary.  History stays queryable afterwards.
     """
-    base = directory or Path(tempfile.mkdtemp(prefix="upkeeper-demo-", dir="/tmp"))
+    if directory is None:
+        directory = Path(tempfile.mkdtemp(prefix="upkeeper-demo-", dir="/tmp"))
+        directory.chmod(0o755)  # the sandbox's services run as other users (postgres, nobody)
+    base = directory
     base = base.resolve()
     sandbox = Sandbox(base)
     t0 = time.monotonic()
