@@ -12,9 +12,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from pg_tasks import findings, one, run_task
 from pydantic import ValidationError
 
+from pg_tasks import findings, one, run_task
 from upkeeper.core.execute import HistoryMetrics
 from upkeeper.core.history import History, NewRun
 from upkeeper.core.task import MemoryState, Result, Severity, TaskContext

@@ -7,8 +7,8 @@ import time
 
 import psycopg
 import pytest
-from pg_tasks import findings, one, run_task
 
+from pg_tasks import findings, one, run_task
 from upkeeper.core.task import Severity
 from upkeeper.sandbox.postgres import PostgresCluster
 from upkeeper.tasks.postgres import _window

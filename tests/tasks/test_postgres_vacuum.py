@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 
 from pg_tasks import findings, one, run_task
-
 from upkeeper.core.task import Severity
 from upkeeper.sandbox.postgres import PostgresCluster
 
