@@ -98,7 +98,8 @@ def check_postgres(pg: PostgresCluster, db: str) -> dict[str, Any] | None:
             argv.append("--warning=100")
         t0 = time.perf_counter()
         res = proc.run(argv, check=False)
-        per_action[action] = {"seconds": round(time.perf_counter() - t0, 3), "exit": res.returncode}
+        per_action[action] = {"seconds": round(time.perf_counter() - t0, 3), "exit": res.returncode,
+                              "output": (res.text.strip() or res.stderr.strip())[:300]}
     return {"seconds": round(time.perf_counter() - t_all, 3), "actions": per_action, "tool": exe}
 
 
