@@ -38,19 +38,8 @@ SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER B
 
 @task
 class PostgresMaintenance(Task[MaintenanceOptions]):
-    """Survey the server and each database, then repair what is safe to repair.
+    """Survey the server and each database (checks listed in docs/postgres.md), then repair bloated tables and clean the audit log."""
 
-    Checks (finding ids `postgres.*`): connections, idle_in_transaction, lock_waits, wraparound (per
-    database, and per table including TOAST), replication (lag per replica in bytes and seconds; on a
-    standby its own lag and paused replay), replication_slots (inactive, WAL held), slow_queries
-    (pg_stat_statements), database_size (with monthly growth from history), dead_tuples, bloat
-    (estimated, confirmed with pgstattuple), sequences, unused_indexes, duplicate_indexes,
-    invalid_indexes, cache_hit, largest_tables.  Actions: repair (VACUUM FULL or pg_repack of the
-    bloated tables, inside the maintenance window, after a free-disk check) and audit_cleanup
-    (batched deletes).  A check that fails becomes a `postgres.check_failed` finding; the others
-    still run.  The number of queries depends on the number of checks and databases, never on the
-    number of tables.
-    """
 
     name = "postgres.maintenance"
     summary = "weekly survey and repair: bloat, slow queries, wraparound, sequences, indexes, replication"

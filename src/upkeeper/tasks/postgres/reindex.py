@@ -116,12 +116,8 @@ class _Run:
 
 @task
 class PostgresReindex(Task[ReindexOptions]):
-    """REINDEX … CONCURRENTLY for bloated indexes or a configured priority list; clean invalid leftovers.
+    """Drop _ccnew/_ccold leftovers, then REINDEX … CONCURRENTLY the priority lists and the bloated indexes (docs/postgres.md)."""
 
-    Findings: `postgres.index_bloat` (a bloated index; info once rebuilt), `postgres.reindexed`,
-    `postgres.reindex_failed`, `postgres.reindex_leftover` (dropped, or not droppable),
-    `postgres.invalid_index`, `postgres.reindex_missing`, `postgres.reindex_deferred`.
-    """
 
     name = "postgres.reindex"
     summary = "REINDEX CONCURRENTLY bloated or listed indexes; drop _ccnew/_ccold leftovers"
