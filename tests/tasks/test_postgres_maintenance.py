@@ -360,3 +360,10 @@ def test_audit_cleanup_stops_at_max_duration_and_checks_its_column(pg: PostgresC
     bad = survey(pg, audit_db, ["audit_cleanup"], audit_table="audit_log", audit_column="action",
                  audit_retention="30d")
     assert "not a timestamp" in one(bad, "postgres.audit_cleanup_failed").message
+
+
+def test_unreachable_database_is_one_finding(pg: PostgresCluster, pg_db: str) -> None:
+    res = run_task("postgres.maintenance", pg, pg_db, databases=[pg_db, "no_such_db"], checks=["dead_tuples"])
+    bad = one(res, "postgres.database_unreachable", "database no_such_db")
+    assert bad.severity is Severity.CRITICAL and res.final_status.value == "fail"
+    assert not findings(res, "postgres.check_failed")

@@ -68,6 +68,14 @@ class PostgresMaintenance(Task[MaintenanceOptions]):
             run_checks(survey, main, SERVER_CHECKS)
             for db in dbs:
                 session = main if db == target.dbname else Session(survey, db)
+                if session is not main:
+                    try:
+                        session.open()
+                    except TaskError as exc:
+                        survey.findings.append(Finding(
+                            "postgres.database_unreachable", Severity.CRITICAL, f"database {db}", exc.message,
+                            "check the job's 'databases' option and the role's CONNECT privilege"))
+                        continue
                 try:
                     run_checks(survey, session, DATABASE_CHECKS)
                 finally:
