@@ -1,8 +1,9 @@
 """postgres.vacuum: VACUUM (ANALYZE) listed tables or all, with per-table figures.
 
-Dead tuples removed are read from VACUUM VERBOSE's own report ("tuples: N removed, M remain,
-K are dead but not yet removable"), summed over the table and its TOAST table; when the server
-speaks another language (lc_messages) the statistics views' before/after difference stands in.
+Dead tuples removed: the larger of VACUUM VERBOSE's own count ("tuples: N removed, M remain, K are
+dead but not yet removable", table and TOAST table summed) and the statistics views' before/after
+difference (which also sees dead tuples page pruning cleared before VACUUM came; and stands in
+alone when the server's messages are in another language).
 A table whose lock cannot be had within ``lock_timeout`` becomes a finding, not a hang.
 """
 
@@ -160,7 +161,10 @@ class PostgresVacuum(Task[VacuumOptions]):
                 done += len(vacuumed)
                 for schema, table, elapsed, rep in vacuumed:
                     b, a = before.get((schema, table), 0), after.get((schema, table), 0)
-                    removed = rep.removed if rep.parsed else max(0, b - a)
+                    # VERBOSE counts only the tuples this VACUUM deleted itself; dead tuples that page
+                    # pruning (HOT) already cleared since the statistics counted them show up only in the
+                    # statistics' before/after difference.  The larger of the two is what the run got rid of.
+                    removed = max(rep.removed if rep.parsed else 0, b - a, 0)
                     removed_total += removed
                     not_removable_total += rep.not_removable
                     per_table.append((f"{db}.{schema}.{table}", elapsed, b, a, removed))
