@@ -18,14 +18,13 @@ SELECT i.indexrelid::bigint, n.nspname, t.relname, c.relname,
        i.indisunique, i.indisprimary, i.indisvalid, i.indnkeyatts,
        i.indkey::int2[], i.indclass::oid[]::bigint[], i.indcollation::oid[]::bigint[],
        pg_get_expr(i.indexprs, i.indrelid), pg_get_expr(i.indpred, i.indrelid), am.amname,
-       pg_relation_size(i.indexrelid)::bigint, coalesce(s.idx_scan, 0)::bigint,
+       pg_relation_size(i.indexrelid)::bigint, pg_stat_get_numscans(i.indexrelid)::bigint,
        k.conindid IS NOT NULL
 FROM pg_index i
 JOIN pg_class c ON c.oid = i.indexrelid
 JOIN pg_class t ON t.oid = i.indrelid
 JOIN pg_namespace n ON n.oid = t.relnamespace
 JOIN pg_am am ON am.oid = c.relam
-LEFT JOIN pg_stat_all_indexes s ON s.indexrelid = i.indexrelid
 -- a join, not a per-row subquery: pg_constraint has no index on conindid
 LEFT JOIN (SELECT DISTINCT conindid FROM pg_constraint WHERE contype IN ('p', 'u', 'x')) k
        ON k.conindid = i.indexrelid
