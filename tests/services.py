@@ -82,6 +82,20 @@ def nginx(services_dir: Path) -> Iterator[NginxServer]:
     server.stop()
 
 
+# --- PostgreSQL streaming replication (postgres.maintenance replication checks) ---------------------
+
+
+@pytest.fixture(scope="session")
+def pg_primary_replica(services_dir: Path) -> Iterator[tuple[PostgresCluster, PostgresCluster]]:
+    """A primary of its own and a streaming replica of it (pg_basebackup -R -X stream, slot 'replica1')."""
+    primary = PostgresCluster(services_dir / "pg-primary")
+    primary.start()
+    replica = primary.create_replica(services_dir / "pg-replica", slot="replica1")
+    yield primary, replica
+    replica.stop()
+    primary.stop()
+
+
 # -- notification receivers (issue 5) -------------------------------------------------------
 # A real SMTP server (aiosmtpd) and HTTP receivers for Slack-format webhooks and PagerDuty
 # Events API v2.  Session-scoped servers; the function-scoped fixtures hand each test an

@@ -204,6 +204,15 @@ class History:
             conn.rollback()
         if current == heads:
             return
+        unknown = sorted(r for r in current if r not in {s.revision for s in script.walk_revisions()})
+        if unknown:
+            from upkeeper import __version__
+
+            raise HistoryError(
+                f"history database {redact(self.url)} has schema revision(s) {', '.join(unknown)} that "
+                f"upkeeper {__version__} does not know: a newer upkeeper has upgraded it",
+                "Try: upgrade upkeeper on this machine, or point 'history' at another database",
+            )
         if self.dialect == "sqlite" and self.sqlite_path is not None:
             lock: contextlib.AbstractContextManager[None] = _SQLiteFileLock(self.sqlite_path)
         else:
