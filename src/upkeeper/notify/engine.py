@@ -413,14 +413,15 @@ class NotificationEngine:
                 per_channel.setdefault(c, []).append(ev)
             if ev.is_problem and ev.job and ev.check and chans:
                 self.store.add_channels(ev.job, ev.check, chans)
-        ids: list[int] = []
+        created: list[tuple[int, str, dict[str, Any]]] = []
         for channel, evs in per_channel.items():
             groups = [[e] for e in evs] if self.transports[channel].per_event else [evs]
             for group in groups:
                 payload = build_payload(group, self.node, now)
-                ids.append(self.store.add_delivery(channel, [e.id for e in group if e.id], payload, now))
-        for did in ids:
-            self.deliver(did, now)
+                did = self.store.add_delivery(channel, [e.id for e in group if e.id], payload, now, DELIVERY_LEASE)
+                created.append((did, channel, payload))
+        for did, channel, payload in created:  # leased to us at creation: nobody else sends them meanwhile
+            self._attempt(did, channel, payload, 0, now, now)
         return recorded
 
     def deliver(self, delivery_id: int, now: datetime) -> DeliveryResult | None:

@@ -242,10 +242,13 @@ class NotifyStore:
 
     # -- deliveries ----------------------------------------------------------------------------
 
-    def add_delivery(self, channel: str, event_ids: list[int], payload: dict[str, Any], now: datetime) -> int:
+    def add_delivery(self, channel: str, event_ids: list[int], payload: dict[str, Any], now: datetime,
+                     lease: timedelta) -> int:
+        """A new delivery, leased to its creator (who sends it right away); if the creator dies, the
+        lease expires and whoever retries deliveries picks it up."""
         with self.history.session() as s:
             row = NotifyDeliveryRow(created_at=now, channel=channel, status="pending", attempts=0,
-                                    next_attempt_at=now, event_ids=event_ids, payload=redact_obj(payload),
+                                    next_attempt_at=now + lease, event_ids=event_ids, payload=redact_obj(payload),
                                     last_error="")
             s.add(row)
             s.flush()
@@ -272,12 +275,19 @@ class NotifyStore:
             return out
 
     def claim_one(self, delivery_id: int, now: datetime, lease: timedelta) -> NotifyDeliveryRow | None:
+        """Take one unsent delivery now, whatever its schedule (compare-and-set: one taker wins)."""
         with self.history.session() as s:
             row = s.get(NotifyDeliveryRow, delivery_id)
             if row is None or row.status not in ("pending", "failed"):
                 return None
-            row.next_attempt_at = now + lease
-            return row
+            res = s.execute(
+                update(NotifyDeliveryRow)
+                .where(NotifyDeliveryRow.id == delivery_id, NotifyDeliveryRow.status == row.status,
+                       NotifyDeliveryRow.next_attempt_at == row.next_attempt_at,
+                       NotifyDeliveryRow.attempts == row.attempts)
+                .values(next_attempt_at=now + lease)
+            )
+            return row if res.rowcount == 1 else None  # type: ignore[attr-defined]
 
     def mark_sent(self, delivery_id: int, now: datetime) -> None:
         with self.history.session() as s:
