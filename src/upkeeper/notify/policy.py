@@ -130,3 +130,18 @@ def build_policies(config: Config, history: History) -> list[WindowPolicy | Blac
         return []
     cal = Calendar(config)
     return [WindowPolicy(cal, history), BlackoutPolicy(cal)]
+
+
+def window_open_at(config: Config, job_name: str, at: datetime) -> bool | None:
+    """Is the maintenance window of ``job_name`` open at ``at``?  None when the job has no window.
+
+    A window name that cannot be found counts as closed (heavy work never runs by accident).
+    """
+    jc = config.jobs.get(job_name)
+    name = jc.window if jc is not None else None
+    if not name:
+        return None
+    wc = config.windows.get(name)
+    if wc is None:
+        return False
+    return recurrence(name, wc, config.timezone).active(at) is not None
