@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import shutil
 import subprocess
 import sys
@@ -80,15 +81,20 @@ class PeakRSS:
 
 
 def timed(argv: list[str], *, env: dict[str, str] | None = None, cwd: Path | None = None) -> dict[str, Any]:
+    """Wall time, CPU time of the whole process tree (children's rusage) and peak summed RSS."""
+    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=cwd)
     rss = PeakRSS(proc.pid)
     out, err = proc.communicate()
     seconds = time.perf_counter() - t0
     peak = rss.stop()
+    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
     if proc.returncode not in (0, 1):  # upkeeper exits 1 when a run fails: findings are fine, errors are not
         raise SystemExit(f"{argv[0]} failed ({proc.returncode}): {err.decode(errors='replace')[-2000:]}")
-    return {"seconds": round(seconds, 3), "peak_rss_mb": round(peak / 2**20, 1), "stdout": out, "stderr": err}
+    return {"seconds": round(seconds, 3), "cpu_seconds": round(cpu, 3), "peak_rss_mb": round(peak / 2**20, 1),
+            "stdout": out, "stderr": err}
 
 
 def best(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -141,6 +147,7 @@ def bench_access(work: Path, size_mb: int, repeat: int) -> dict[str, Any]:
         "upkeeper": u | {"mb_per_s": round(size / 1e6 / u["seconds"], 2), "scan_seconds": m["scan_seconds"],
                          "scan_mb_per_s": round(size / 1e6 / m["scan_seconds"], 2)},
         "speedup_vs_goaccess": round(g["seconds"] / u["seconds"], 2),
+        "cpu_ratio_vs_goaccess": round(g["cpu_seconds"] / u["cpu_seconds"], 2),
         "goals": {"mb_per_s": 100, "speedup": 20},
     }
 
@@ -192,6 +199,7 @@ def bench_postgres(work: Path, transactions: int, repeat: int) -> dict[str, Any]
         "pgbadger_j2": b | {"mb_per_s": round(size / 1e6 / b["seconds"], 2)},
         "upkeeper": u | {"mb_per_s": round(size / 1e6 / u["seconds"], 2), "scan_seconds": m["scan_seconds"]},
         "speedup_vs_pgbadger_j2": round(b["seconds"] / u["seconds"], 2),
+        "cpu_ratio_vs_pgbadger_j2": round(b["cpu_seconds"] / u["cpu_seconds"], 2),
         "goals": {"speedup": 10},
     }
 
@@ -209,6 +217,7 @@ def bench_memory(work: Path, gb: float) -> dict[str, Any]:
     r = timed([*UPKEEPER, "--config", str(cfg), "run", "log-analysis", "--json"])
     m = json.loads(r["stdout"])[0]["metrics"]
     return {"log_bytes": log.stat().st_size, "requests": m["requests"], "seconds": r["seconds"],
+            "cpu_seconds": r["cpu_seconds"], "scan_seconds": m["scan_seconds"],
             "mb_per_s": round(log.stat().st_size / 1e6 / r["seconds"], 2), "peak_rss_mb": r["peak_rss_mb"],
             "goal_peak_rss_mb": 500}
 
@@ -240,9 +249,11 @@ def main() -> None:
     print(f"access log {a['log_bytes'] / 1e6:.0f} MB: GoAccess {a['goaccess']['seconds']}s "
           f"({a['goaccess']['mb_per_s']} MB/s), upkeeper {a['upkeeper']['seconds']}s "
           f"({a['upkeeper']['mb_per_s']} MB/s, scan alone {a['upkeeper']['scan_mb_per_s']} MB/s) -> "
-          f"{a['speedup_vs_goaccess']}x; peak RSS {a['upkeeper']['peak_rss_mb']} MB")
+          f"{a['speedup_vs_goaccess']}x wall, {a['cpu_ratio_vs_goaccess']}x CPU; peak RSS "
+          f"{a['upkeeper']['peak_rss_mb']} MB")
     print(f"postgres log {p['log_bytes'] / 1e6:.0f} MB, {p['statements']} statements: pgBadger -j2 "
-          f"{p['pgbadger_j2']['seconds']}s, upkeeper {p['upkeeper']['seconds']}s -> {p['speedup_vs_pgbadger_j2']}x")
+          f"{p['pgbadger_j2']['seconds']}s, upkeeper {p['upkeeper']['seconds']}s -> {p['speedup_vs_pgbadger_j2']}x wall, "
+          f"{p['cpu_ratio_vs_pgbadger_j2']}x CPU")
     if "memory" in result:
         mm = result["memory"]
         print(f"{mm['log_bytes'] / 1e9:.1f} GB access log: {mm['seconds']}s, peak RSS {mm['peak_rss_mb']} MB")
