@@ -53,9 +53,9 @@ def write_app_log(path: Path, exceptions: list[type[Exception]]) -> None:
 
 def test_new_exception_groups_are_findings(cli: Any, make_config: Any, tmp_path: Path) -> None:
     root = tmp_path / "app"
-    (root / "log").mkdir(parents=True)
-    log = root / "log" / "production.log"
-    cfg = make_config({"targets": {"app": {"kind": "app", "root": str(root)}},
+    (root / "logs").mkdir(parents=True)
+    log = root / "logs" / "production.log"
+    cfg = make_config({"targets": {"app": {"kind": "app", "root": str(root)}},  # default logs: logs/*.log
                        "jobs": {"app-errors": {"task": "logs.errors", "target": "app",
                                                "options": {"report_dir": str(tmp_path / "r")}}}})
     write_app_log(log, [ValueError, ValueError, KeyError])

@@ -26,14 +26,13 @@ from upkeeper.tasks.logs._common import (
 
 GROUPS_KEY = "exception_groups"
 CURSORS_KEY = "error_cursors"
-APP_LOG_DEFAULTS = ("log/*.log", "logs/*.log", "storage/logs/*.log")
 
 
 class ErrorLogsOptions(TaskOptions):
     error_log: str | None = Field(None, description="nginx error log (default: the nginx target's error_log)")
     app_logs: list[str] = Field(
         default_factory=list, description="application logs, files or globs, JSON lines or text (default for an "
-        "app target: log/*.log, logs/*.log and storage/logs/*.log under its root)")
+        "app target: its logs setting)")
     rotated: bool = Field(True, description="also read rotated files (x.log.1, x.log.2.gz, x.log-DATE)")
     max_files: int = Field(30, ge=1, le=1000, description="at most this many files per log path")
     incremental: bool = Field(True, description="read only what is new since the last run")
@@ -63,7 +62,7 @@ class ErrorLogs(Task[ErrorLogsOptions]):
         error_log = options.error_log or (target.error_log if isinstance(target, NginxTarget) else None)
         patterns = list(options.app_logs)
         if not patterns and isinstance(target, AppTarget):
-            patterns = [str(Path(target.root) / p) for p in APP_LOG_DEFAULTS]
+            patterns = [str(target.path(p)) for p in target.logs]
         cursors: dict[str, list[dict[str, Any]]] = ctx.state.get(CURSORS_KEY, {}) if options.incremental else {}
         new_cursors: dict[str, list[dict[str, Any]]] = {}
         t0 = time.monotonic()
