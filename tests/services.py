@@ -187,3 +187,17 @@ def logging_pg(services_dir: Path) -> Iterator[tuple[PostgresCluster, dict[str, 
     done = pgworkload.run(lambda: cluster.connect())
     yield cluster, done
     cluster.stop()
+
+
+def wait_for_log_lines(path: Path, n: int, timeout: float = 10.0) -> int:
+    """nginx writes an access-log line after the response: wait until ``n`` lines are there."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    count = 0
+    while time.monotonic() < deadline:
+        count = path.read_bytes().count(b"\n") if path.exists() else 0
+        if count >= n:
+            return count
+        time.sleep(0.05)
+    return count

@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from logs.goaccess_helpers import assert_same_as_goaccess, goaccess, goaccess_numbers, ours
+from services import wait_for_log_lines
 from upkeeper.logs.synth import write_access_log
 from upkeeper.sandbox.nginx import NginxServer
 from upkeeper.sandbox.traffic import drive, plan
@@ -78,6 +79,7 @@ def test_genuine_nginx_log_matches_goaccess(fresh_site_log: NginxServer, tmp_pat
     assert not result.errors and result.sent > 500
     assert {200, 301, 401, 403, 404, 500} <= set(result.status)
     log = fresh_site_log.access_log
+    assert wait_for_log_lines(log, result.sent) == result.sent
     mine = ours(log)
     ga = goaccess_numbers(goaccess(log, tmp_path))
     assert ga["valid"] == result.sent  # every request is one genuine log line

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from services import nginx_reopen
+from services import nginx_reopen, wait_for_log_lines
 from upkeeper.sandbox.nginx import NginxServer
 from upkeeper.sandbox.traffic import Request, TrafficPlan, drive, plan
 
@@ -38,6 +38,7 @@ def test_report_findings_and_artifacts(cli: Any, make_config: Any, fresh_site_lo
     tp = plan(n_visitors=60, seed=5)
     sent = drive(fresh_site_log.url, tp)
     assert not sent.errors
+    wait_for_log_lines(fresh_site_log.access_log, sent.sent)
     r = run(cli, config(make_config, fresh_site_log, tmp_path))
     assert r["status"] == "warn", r["summary"]
     assert r["metrics"]["requests"] == sent.sent
@@ -71,6 +72,7 @@ def test_incremental_runs_and_rotation(cli: Any, make_config: Any, fresh_site_lo
     cfg = config(make_config, fresh_site_log, tmp_path)
     small = TrafficPlan([Request("GET", f"/api/v1/listings/{i}", "192.0.2.9", "Mozilla/5.0") for i in range(30)])
     assert drive(fresh_site_log.url, small).sent == 30
+    wait_for_log_lines(fresh_site_log.access_log, 30)
     assert run(cli, cfg)["metrics"]["requests"] == 30
     second = run(cli, cfg)
     assert second["metrics"]["requests"] == 0 and "no new log lines" in second["summary"]
@@ -81,6 +83,8 @@ def test_incremental_runs_and_rotation(cli: Any, make_config: Any, fresh_site_lo
     assert drive(fresh_site_log.url, TrafficPlan(small.requests[:10])).sent == 10
     nginx_reopen(fresh_site_log)
     assert drive(fresh_site_log.url, TrafficPlan(small.requests[:5])).sent == 5
+    wait_for_log_lines(log, 5)
+    wait_for_log_lines(log.with_name("access.log.1"), 70)
     third = run(cli, cfg)
     assert third["metrics"]["requests"] == 45
     assert run(cli, cfg)["metrics"]["requests"] == 0
@@ -89,6 +93,7 @@ def test_incremental_runs_and_rotation(cli: Any, make_config: Any, fresh_site_lo
 def test_unparsed_lines_warn_with_samples(cli: Any, make_config: Any, fresh_site_log: NginxServer,
                                           tmp_path: Path) -> None:
     drive(fresh_site_log.url, TrafficPlan([Request("GET", "/", "192.0.2.1", "ua")] * 50))
+    wait_for_log_lines(fresh_site_log.access_log, 50)
     with open(fresh_site_log.access_log, "ab") as fh:
         fh.write(b"this is not an access log line\n" * 3)
     r = run(cli, config(make_config, fresh_site_log, tmp_path))
@@ -102,11 +107,13 @@ def test_traffic_spike_against_earlier_runs(cli: Any, make_config: Any, fresh_si
                                             tmp_path: Path) -> None:
     cfg = config(make_config, fresh_site_log, tmp_path, spike_min_runs=3)
     usual = TrafficPlan([Request("GET", "/", "192.0.2.2", "ua")] * 40)
-    for _ in range(3):
+    for k in range(3):
         drive(fresh_site_log.url, usual)
+        wait_for_log_lines(fresh_site_log.access_log, 40 * (k + 1))
         r = run(cli, cfg)
         assert "logs.nginx.traffic_spike" not in checks(r)
     drive(fresh_site_log.url, TrafficPlan([Request("GET", "/", "192.0.2.3", "ua")] * 400))
+    wait_for_log_lines(fresh_site_log.access_log, 520)
     spike = checks(run(cli, cfg))["logs.nginx.traffic_spike"][0]
     assert spike["value"] == 400 and "10.0x the usual 40" in spike["message"]
 
