@@ -102,7 +102,8 @@ class AccessPartial:
     referers: Counter[bytes] = field(default_factory=Counter)
     paths: Counter[bytes] = field(default_factory=Counter)  # path without query, every status
     not_found: Counter[bytes] = field(default_factory=Counter)  # 404 paths
-    ga_requests: Counter[tuple[bytes, bytes | None, bytes | None]] = field(default_factory=Counter)
+    #: GoAccess's requested files: b"URL\\0METHOD\\0PROTOCOL" (one bytes object: compact) -> hits
+    ga_requests: Counter[bytes] = field(default_factory=Counter)
     ga_static_hits: int = 0
     visitors: set[tuple[int, bytes, int]] = field(default_factory=set)  # (date, ip, djb2(agent))
     minutes: Counter[TimeInfo] = field(default_factory=Counter)
@@ -537,19 +538,28 @@ class Accumulator:
         # GoAccess's requested-files panel: (decoded URL, method, protocol), minus 404s and static files
         ga = p.ga_requests
         static = self.is_static
-        raws = list(self.c_req)
+        # the caches are not needed any more: free them before the report keys are built
+        for cache in (self.ep_of, self.path_of, self.ep_intern, self.login_of, self.ip_ok):
+            cache.clear()
         c404 = self.c_req404
         nf_raws = list(c404)
         for raw, path in zip(nf_raws, request_paths(nf_raws), strict=True):
             p.not_found[path] += c404[raw]
-        for raw, req in zip(raws, parse_requests(raws), strict=True):
-            c = self.c_req[raw] - c404.get(raw, 0)
-            if c <= 0:
-                continue
-            if static(req[0]):
-                p.ga_static_hits += c
-                continue
-            ga[req] += c
+        items = list(self.c_req.items())
+        self.c_req.clear()
+        step = 50_000
+        while items:  # in batches, so the raw request lines are freed as their keys are built
+            batch = items[:step]
+            del items[:step]
+            for (raw, c), (url, meth, proto) in zip(batch, parse_requests([r for r, _ in batch]), strict=True):
+                c -= c404.get(raw, 0)
+                if c <= 0:
+                    continue
+                if static(url):
+                    p.ga_static_hits += c
+                    continue
+                ga[url + b"\0" + (meth or b"") + b"\0" + (proto or b"")] += c
+            del batch
         norm_ua: dict[bytes, bytes] = {}
         for a, c in self.c_ua.items():
             na = norm_ua[a] = normalize_agent(a)
@@ -911,10 +921,7 @@ def summarize(p: AccessPartial, *, top_n: int = 10, failed_statuses: str = "5xx"
             "bandwidth": p.bandwidth,
             "status_codes": dict(sorted(status.items())),
             "requests": [{"data": _s(u), "method": _s(m) if m else "---", "protocol": _s(pr) if pr else "---",
-                          "hits": c} for (u, m, pr), c in top(p.ga_requests, top_n,
-                                                              key=lambda kv: (-kv[1], kv[0][0],
-                                                                              kv[0][1] or b"",
-                                                                              kv[0][2] or b""))],
+                          "hits": c} for (u, m, pr), c in ((k.split(b"\0"), c) for k, c in top(p.ga_requests, top_n))],
         },
     }
 

@@ -162,7 +162,7 @@ def scan(kind: str, opts: Any, units: list[Unit], *, workers: int = 0,
     done_bytes = [0]
     gz_read: dict[str, int] = {}
     lock = threading.Lock()
-    partials: list[Any] = []
+    partials: list[bytes] = []
     errors: list[str] = []
 
     def account(u: Unit, n: int) -> None:
@@ -185,16 +185,20 @@ def scan(kind: str, opts: Any, units: list[Unit], *, workers: int = 0,
         account(u, scan_unit(acc, u, continuation))
         if progress is not None:
             progress(min(done_bytes[0], total), total)
+    mine = acc.partial()  # reduce our own state before the helpers' results arrive
+    del acc
     for t in threads:
         t.join()
     if errors:
         raise RuntimeError("a log scanning helper failed: " + errors[0])
-    partials.append(acc.partial())
-    return mod.merge(partials), gz_read
+    merged = mine
+    while partials:  # helpers' results are kept pickled until merged, one at a time
+        merged = mod.merge([merged, pickle.loads(partials.pop())])
+    return merged, gz_read
 
 
 def _drive_helper(kind: str, opts: Any, todo: queue.Queue[Unit], account: Callable[[Unit, int], None],
-                  partials: list[Any], errors: list[str], lock: threading.Lock, continuation: bytes) -> None:
+                  partials: list[bytes], errors: list[str], lock: threading.Lock, continuation: bytes) -> None:
     from upkeeper.core import proc
 
     try:
@@ -228,10 +232,10 @@ def _drive_helper(kind: str, opts: Any, todo: queue.Queue[Unit], account: Callab
             msg = recv.load()
             if msg[0] == "error":
                 raise RuntimeError(msg[1])
+            sp.stdin.close()
+            sp.wait(timeout=60)  # the helper's memory is released before its result is unpickled
             with lock:
                 partials.append(msg[1])
-            sp.stdin.close()
-            sp.wait(timeout=30)
         except Exception as exc:
             tail = sp.collector.text.strip().splitlines()[-3:] if sp.collector else []
             with lock:

@@ -37,7 +37,8 @@ def main() -> int:
                 n = scan_unit(acc, msg[1], continuation)
                 send.dump(("ok", n))
             elif msg[0] == "finish":
-                send.dump(("partial", acc.partial()))
+                # sent pickled inside the message: the parent unpickles it after this process has exited
+                send.dump(("partial", pickle.dumps(acc.partial(), protocol=pickle.HIGHEST_PROTOCOL)))
                 out.flush()
                 return 0
         except Exception:
