@@ -40,7 +40,6 @@ from upkeeper.logs.classify import (
     path_matcher,
     request_method,
     request_path,
-    request_paths,
     scanner_name,
 )
 from upkeeper.logs.goaccess import (
@@ -100,7 +99,7 @@ class AccessPartial:
     hosts: Counter[bytes] = field(default_factory=Counter)
     agents: Counter[bytes] = field(default_factory=Counter)  # normalized (GoAccess %u)
     referers: Counter[bytes] = field(default_factory=Counter)
-    paths: Counter[bytes] = field(default_factory=Counter)  # path without query, every status
+    static_paths: Counter[bytes] = field(default_factory=Counter)  # static files (not 404) by path
     not_found: Counter[bytes] = field(default_factory=Counter)  # 404 paths
     #: GoAccess's requested files: b"URL\\0METHOD\\0PROTOCOL" (one bytes object: compact) -> hits
     ga_requests: Counter[bytes] = field(default_factory=Counter)
@@ -140,7 +139,7 @@ class Accumulator:
         self.visitors: set[tuple[int, bytes, bytes]] = set()
         self.ep_of: dict[bytes, bytes] = {}
         self.ep_intern: dict[bytes, bytes] = {}
-        self.path_of: dict[bytes, bytes] = {}
+        self.static_of: dict[bytes, bytes | None] = {}  # request line -> its path if a static file
         self.attack_of: dict[bytes, str] = {}
         self.ua_scanner: dict[bytes, str | None] = {}
         self.login_of: dict[bytes, bytes | None] = {}
@@ -416,11 +415,13 @@ class Accumulator:
         if new:
             if len(self.ep_of) + len(new) > CACHE_MAX:  # bounded memory: forget, recompute what is needed
                 self.ep_of.clear()
-                self.path_of.clear()
+                self.static_of.clear()
                 new = rs
             self._learn(new)
         ep = self.ep_of
-        p.paths.update(map(self.path_of.__getitem__, r))
+        sp = list(map(self.static_of.__getitem__, r))
+        if any(sp):  # static files (all statuses but 404) are counted here; the rest comes from GoAccess's keys
+            p.static_paths.update(x for x, st in zip(sp, s, strict=True) if x is not None and st[:3] != b"404")
         if rt is not None:
             self.has_rt = True
             self.c_lat.update(zip(map(ep.__getitem__, r), rt, strict=True))
@@ -479,10 +480,11 @@ class Accumulator:
     def _learn(self, new: set[bytes]) -> None:
         lst = list(new)
         intern = self.ep_intern
-        eps, paths = endpoints_and_paths(lst)
-        for raw, e, path in zip(lst, eps, paths, strict=True):
+        eps, _paths = endpoints_and_paths(lst)
+        static = self.is_static
+        for raw, e, (url, _m, _p) in zip(lst, eps, parse_requests(lst), strict=True):
             self.ep_of[raw] = intern.setdefault(e, e)
-            self.path_of[raw] = intern.setdefault(path, path)
+            self.static_of[raw] = url.split(b"?", 1)[0] if static(url) else None
         for i, cat in attack_categories(lst).items():
             self.attack_of[lst[i]] = cat
 
@@ -539,12 +541,12 @@ class Accumulator:
         ga = p.ga_requests
         static = self.is_static
         # the caches are not needed any more: free them before the report keys are built
-        for cache in (self.ep_of, self.path_of, self.ep_intern, self.login_of, self.ip_ok):
+        for cache in (self.ep_of, self.static_of, self.ep_intern, self.login_of, self.ip_ok):
             cache.clear()
         c404 = self.c_req404
         nf_raws = list(c404)
-        for raw, path in zip(nf_raws, request_paths(nf_raws), strict=True):
-            p.not_found[path] += c404[raw]
+        for raw, (url, _m, _p) in zip(nf_raws, parse_requests(nf_raws), strict=True):
+            p.not_found[url.split(b"?", 1)[0]] += c404[raw]
         items = list(self.c_req.items())
         self.c_req.clear()
         step = 50_000
@@ -730,7 +732,7 @@ def merge(parts: list[AccessPartial]) -> AccessPartial:
         for name in ("lines", "valid", "invalid", "ignored", "fast_lines", "bytes_read", "bandwidth",
                      "ga_static_hits"):
             setattr(out, name, getattr(out, name) + getattr(p, name))
-        for name in ("invalid_reasons", "status", "hosts", "agents", "referers", "paths", "not_found",
+        for name in ("invalid_reasons", "status", "hosts", "agents", "referers", "static_paths", "not_found",
                      "ga_requests", "minutes", "latency", "upstream", "endpoint_hits", "endpoint_errors",
                      "nf_bursts", "auth_failures", "attacks", "scanners"):
             getattr(out, name).update(getattr(p, name))
@@ -905,7 +907,7 @@ def summarize(p: AccessPartial, *, top_n: int = 10, failed_statuses: str = "5xx"
         "endpoints": endpoints,
         "slowest_endpoints": slow[:top_n],
         "top": {
-            "paths": [{"path": _s(k), "hits": v} for k, v in top(p.paths, top_n)],
+            "paths": [{"path": _s(k), "hits": v} for k, v in top(all_paths(p), top_n)],
             "not_found": [{"path": _s(k), "hits": v} for k, v in top(p.not_found, top_n)],
             "hosts": [{"ip": _s(k), "hits": v} for k, v in top(p.hosts, top_n)],
             "agents": [{"agent": _s(k), "hits": v, "bot": is_bot(k)} for k, v in top(p.agents, top_n)],
@@ -924,6 +926,17 @@ def summarize(p: AccessPartial, *, top_n: int = 10, failed_statuses: str = "5xx"
                           "hits": c} for (u, m, pr), c in ((k.split(b"\0"), c) for k, c in top(p.ga_requests, top_n))],
         },
     }
+
+
+def all_paths(p: AccessPartial) -> Counter[bytes]:
+    """Hits per path (decoded, without query) over every request: GoAccess's requested files, the static
+    files and the 404s (disjoint sets, so nothing is counted twice)."""
+    out: Counter[bytes] = Counter()
+    for k, c in p.ga_requests.items():
+        out[k.split(b"\0", 1)[0].split(b"?", 1)[0]] += c
+    out.update(p.static_paths)
+    out.update(p.not_found)
+    return out
 
 
 def _status_in(code: str, spec: str) -> bool:
