@@ -62,7 +62,7 @@ from upkeeper.logs.nginx_format import COMBINED, SplitPlan, TokenSpec, split_pla
 
 NL = b"\n"
 SLOW_BLOCK_LINES = 48  # below this many lines a failing buffer is parsed line by line
-CACHE_MAX = 100_000  # request lines whose endpoint and path are remembered (then the cache starts over)
+CACHE_MAX = 50_000  # request lines whose endpoint and path are remembered (then the cache starts over)
 DEFAULT_LOGIN_PATHS = ("/login", "/signin", "/sign_in", "/users/sign_in", "/user/login", "/auth/login",
                        "/api/login", "/api/auth/login", "/api/token", "/oauth/token", "/wp-login.php",
                        "/admin/login", "/session", "/sessions")
