@@ -133,6 +133,13 @@ def bench_access(work: Path, size_mb: int, repeat: int) -> dict[str, Any]:
                                "report_dir": str(work / "reports")}}})
         print(f"upkeeper run log-analysis {i + 1}/{repeat}…", flush=True)
         up_runs.append(timed([*UPKEEPER, "--config", str(cfg), "run", "log-analysis", "--json"]))
+    # the floor: the same command on an empty log (CLI start, config, history, worker process, report)
+    empty = work / "empty.log"
+    empty.write_bytes(b"")
+    cfg = write_config(work / "empty.yaml", work / "history-empty.db", {"web": {"kind": "nginx", "access_log": str(empty)}},
+                       {"log-analysis": {"task": "logs.nginx", "target": "web", "options": {
+                           "log_format": "combined_timed", "incremental": False, "report_dir": str(work / "reports")}}})
+    floor = best([timed([*UPKEEPER, "--config", str(cfg), "run", "log-analysis", "--json"]) for _ in range(repeat)])
     ga = json.loads(ga_json.read_text(encoding="utf-8", errors="surrogateescape"))["general"]
     mine = json.loads(up_runs[-1]["stdout"])[0]
     m = mine["metrics"]
@@ -146,6 +153,8 @@ def bench_access(work: Path, size_mb: int, repeat: int) -> dict[str, Any]:
         "goaccess": g | {"mb_per_s": round(size / 1e6 / g["seconds"], 2)},
         "upkeeper": u | {"mb_per_s": round(size / 1e6 / u["seconds"], 2), "scan_seconds": m["scan_seconds"],
                          "scan_mb_per_s": round(size / 1e6 / m["scan_seconds"], 2)},
+        "upkeeper_empty_log_run": floor,
+        "scan_speedup_vs_goaccess": round(g["seconds"] / m["scan_seconds"], 2),
         "speedup_vs_goaccess": round(g["seconds"] / u["seconds"], 2),
         "cpu_ratio_vs_goaccess": round(g["cpu_seconds"] / u["cpu_seconds"], 2),
         "goals": {"mb_per_s": 100, "speedup": 20},
