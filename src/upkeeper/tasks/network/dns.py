@@ -138,8 +138,8 @@ def check_dns(options: DnsOptions, state: StateStore, now: datetime,
         out.findings.append(Finding("network.dns_no_resolvers", Severity.WARNING, "host",
                                     "no resolvers configured and none in /etc/resolv.conf", "set 'resolvers'"))
         return out
-    clock = clock or (lambda: now + timedelta(seconds=time.monotonic() - t0))
     t0 = time.monotonic()
+    clock = clock or (lambda: now + timedelta(seconds=time.monotonic() - t0))
     ledger: dict[str, Any] = dict(state.get(STATE_KEY) or {})
     for rec in options.records:
         key = f"{rec.name.lower().rstrip('.')}/{rec.type}"
@@ -148,8 +148,7 @@ def check_dns(options: DnsOptions, state: StateStore, now: datetime,
         entry: dict[str, Any] = dict(ledger.get(key) or {})
         prior = entry.get("answer")
         propagating = entry.get("propagating")
-        if not consistent(answers) and propagating is None and prior is not None or (
-                not consistent(answers) and prior is None and propagating is None):
+        if not consistent(answers) and propagating is None:
             propagating = {"since": now.isoformat(), "from": prior}
         polls = 0
         while not consistent(answers) and propagating is not None:
