@@ -50,7 +50,7 @@ def fetch(url: str, verify: bool | str = True, timeout: float = 10.0,
     try:
         with client(verify, timeout) as c:
             r = c.request(method, url, headers=headers)
-            return _to_response(r, verified=url.startswith("https:") and verify is not False)
+            return _to_response(r, verified=not url.startswith("https:") or verify is not False)
     except httpx.ConnectError as exc:
         if not url.startswith("https:") or verify is False or "CERTIFICATE" not in str(exc).upper():
             raise

@@ -262,7 +262,7 @@ def check_nginx(config_path: str, binary: str, options: NginxOptions) -> CheckOu
                     + ("" if prot else f" (nginx {'.'.join(map(str, version or ()))} default)"),
                     "set 'ssl_protocols TLSv1.2 TLSv1.3;'", value=" ".join(protocols),
                     threshold="TLSv1.2 TLSv1.3", data={"where": prot.where() if prot else server.where()}))
-        if options.require_dotfile_rule:
+        if options.require_dotfile_rule and not server.children("return"):
             locs = [d for d in cfg.walk(server.block or []) if d.name == "location"]
             guarded_ = any(DOTFILE_LOCATION.search(" ".join(loc.args)) and _denies(loc) for loc in locs)
             if not guarded_:
