@@ -60,9 +60,10 @@ def check_redis(target: RedisTarget, options: RedisSecurityOptions, subject: str
         nopass = False
         try:
             acl = c.execute_command("ACL", "GETUSER", "default")
-            flags = acl[acl.index(b"flags") + 1] if isinstance(acl, list) and b"flags" in acl else \
-                (acl.get("flags", []) if isinstance(acl, dict) else [])
-            flags = [f.decode() if isinstance(f, bytes) else str(f) for f in flags]
+            if isinstance(acl, list):  # RESP2 without redis-py's parsing: [k, v, k, v …]
+                acl = dict(zip(acl[::2], acl[1::2], strict=False))
+            raw = acl.get(b"flags", acl.get("flags", [])) if isinstance(acl, dict) else []
+            flags = [f.decode() if isinstance(f, bytes) else str(f) for f in raw]
             nopass = "nopass" in flags and "on" in flags
         except redis.ResponseError:
             nopass = not (_config(c, "requirepass") or "")
@@ -85,14 +86,12 @@ def check_redis(target: RedisTarget, options: RedisSecurityOptions, subject: str
             out.findings.append(Finding(
                 "security.redis.protected_mode_off", Severity.WARNING if not nopass else Severity.CRITICAL, subject,
                 "protected-mode is off", "protected-mode yes (the default)", value="no", threshold="yes"))
-        enabled = []
-        for cmd in options.dangerous_commands:
-            try:
-                info = c.execute_command("COMMAND", "INFO", cmd.lower())
-            except redis.ResponseError:
-                continue
-            if isinstance(info, list) and info and info[0] or isinstance(info, dict) and info.get(cmd.lower()):
-                enabled.append(cmd)
+        try:  # Redis 7+: the names of every command this server accepts (renamed ones under their new name)
+            names = {(n.decode() if isinstance(n, bytes) else str(n)).upper()
+                     for n in c.command_list()}
+        except redis.ResponseError:
+            names = {(n.decode() if isinstance(n, bytes) else str(n)).upper() for n in c.command()}
+        enabled = [cmd for cmd in options.dangerous_commands if cmd.upper() in names]
         if enabled:
             out.findings.append(Finding(
                 "security.redis.dangerous_commands", Severity.WARNING, subject,
