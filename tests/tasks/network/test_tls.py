@@ -15,7 +15,13 @@ from upkeeper.core.task import Severity
 from upkeeper.sandbox._util import free_port
 from upkeeper.sandbox.nginx import NginxServer, server_block
 from upkeeper.sandbox.tls import self_signed
-from upkeeper.tasks.network.tls import Endpoint, TlsOptions, check_tls, legacy_protocol_offered, parse_endpoint
+from upkeeper.tasks.network.tls import (
+    Endpoint,
+    TlsOptions,
+    check_tls,
+    legacy_protocol_offered,
+    parse_endpoint,
+)
 
 LEGACY = """
         ssl_protocols TLSv1 TLSv1.1 TLSv1.2;

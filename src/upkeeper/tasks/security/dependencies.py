@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,7 +24,7 @@ from upkeeper.core.task import Finding, Result, Severity, Task, TaskContext, Tas
 from upkeeper.errors import ProcessError, TaskError
 from upkeeper.fmt import human_duration
 from upkeeper.tasks.security._common import CheckOutput
-from upkeeper.tasks.security.sla import SlaOptions, Vuln, normalize, track
+from upkeeper.tasks.security.sla import SlaOptions, Tracked, Vuln, normalize, track
 
 NPM_AUDIT_ARGV = ("npm", "audit", "--json")
 PIP_AUDIT_ARGV = ("pip-audit", "--format", "json", "--progress-spinner", "off")
@@ -58,9 +59,12 @@ def parse_npm_audit(text: str, project: str) -> list[Vuln]:
         err = data["error"]
         summary = err.get("summary") if isinstance(err, dict) else str(err)
         code = err.get("code", "") if isinstance(err, dict) else ""
-        if code in ("ENOTFOUND", "EAI_AGAIN", "ECONNREFUSED", "ETIMEDOUT", "ENETUNREACH") or "network" in str(
-                summary).lower() or "fetch" in str(summary).lower():
-            raise AdvisoryUnavailable(f"npm audit could not reach the advisory database: {summary}")
+        status = data.get("statusCode")
+        detail = summary or data.get("message") or code or "unknown error"
+        if code in ("ENOTFOUND", "EAI_AGAIN", "ECONNREFUSED", "ETIMEDOUT", "ENETUNREACH", "ECONNRESET") or status \
+                or "network" in str(detail).lower() or "fetch" in str(detail).lower() or "advisories" in str(
+                data.get("uri", "")):
+            raise AdvisoryUnavailable(f"npm audit could not query the advisory database: {str(detail)[:200]}")
         raise TaskError(f"npm audit failed in {project}: {summary}",
                         "Try: 'npm install --package-lock-only' to create package-lock.json")
     out: list[Vuln] = []
@@ -93,7 +97,7 @@ def parse_pip_audit(text: str, source: str, unrated: str) -> list[Vuln]:
                             severity=unrated, title=(v.get("description") or v["id"]).split("\n")[0][:200],
                             version=str(dep.get("version", "")),
                             url=f"https://osv.dev/vulnerability/{v['id']}", fixed_in=list(v.get("fix_versions") or []),
-                            source=source + (f" ({', '.join(aliases)})" if aliases else "")))
+                            source=source, aliases=aliases))
     return out
 
 
@@ -117,22 +121,47 @@ def pip_audit_binary() -> str:
     return str(local) if local.exists() else (shutil.which("pip-audit") or "pip-audit")
 
 
+NETWORK_MARKERS = ("ConnectionError", "Max retries", "Name or service not known", "NameResolutionError",
+                   "Temporary failure in name resolution", "ConnectTimeout", "ProxyError", "Connection refused")
+
+
 def pip_audit(args: list[str], source: str, timeout: float, unrated: str,
               env: dict[str, str] | None = None) -> list[Vuln]:
     res = proc.run([pip_audit_binary(), *PIP_AUDIT_ARGV[1:], *args], timeout=timeout, check=False, extra_env=env)
-    if res.returncode not in (0, 1):
+    try:
+        data = json.loads(res.text)
+    except ValueError:
         text = res.stderr.strip()
-        if any(s in text for s in ("ConnectionError", "Max retries", "Name or service not known",
-                                   "Temporary failure in name resolution", "ConnectTimeout")):
-            raise AdvisoryUnavailable(f"pip-audit could not reach the advisory service: {text.splitlines()[-1]}")
-        raise TaskError(f"pip-audit failed for {source}: {text[-300:]}")
-    return parse_pip_audit(res.text, source, unrated)
+        if any(s in text for s in NETWORK_MARKERS):
+            raise AdvisoryUnavailable("pip-audit could not reach the advisory service: "
+                                      + text.splitlines()[-1][:200]) from None
+        raise TaskError(f"pip-audit failed for {source}: {text[-300:] or f'exit {res.returncode}'}") from None
+    deps = data.get("dependencies", []) if isinstance(data, dict) else []
+    skipped = [d for d in deps if d.get("skip_reason")]
+    if deps and len(skipped) == len(deps) and any("not found on PyPI" in str(d["skip_reason"]) for d in skipped):
+        raise AdvisoryUnavailable(f"pip-audit could not look up any of the {len(deps)} package(s) in the PyPI "
+                                  f"advisory feed ({skipped[0]['skip_reason']})")
+    vulns = parse_pip_audit(res.text, source, unrated)
+    if skipped:
+        raise PartialAudit(vulns, [f"{d['name']}: {d['skip_reason']}" for d in skipped])
+    return vulns
 
 
-def collect(options: DependenciesOptions, app_root: str | None = None) -> tuple[list[Vuln], list[Finding], int]:
+class PartialAudit(Exception):
+    """Some packages could not be audited; the vulnerabilities of the others are in ``vulns``."""
+
+    def __init__(self, vulns: list[Vuln], skipped: list[str]) -> None:
+        super().__init__(f"{len(skipped)} package(s) not audited")
+        self.vulns = vulns
+        self.skipped = skipped
+
+
+def collect(options: DependenciesOptions, app_root: str | None = None
+            ) -> tuple[list[Vuln], list[Finding], list[str]]:
+    """(vulnerabilities, problems, sources audited successfully)."""
     vulns: list[Vuln] = []
     problems: list[Finding] = []
-    audited = 0
+    audited: list[str] = []
     node = list(options.node_projects)
     py_paths = list(options.python_paths)
     if app_root and not (node or py_paths or options.python_envs or options.requirements):
@@ -151,7 +180,13 @@ def collect(options: DependenciesOptions, app_root: str | None = None) -> tuple[
     for source, fn in jobs:
         try:
             vulns += fn()
-            audited += 1
+            audited.append(source)
+        except PartialAudit as exc:
+            vulns += exc.vulns
+            audited.append(source)
+            problems.append(Finding("security.dependencies.not_audited", Severity.WARNING, source,
+                                    f"{len(exc.skipped)} package(s) could not be audited: "
+                                    + "; ".join(exc.skipped[:5]), "check that the packages come from PyPI"))
         except AdvisoryUnavailable as exc:
             problems.append(Finding("security.dependencies.advisories_unreachable", Severity.WARNING, source,
                                     exc.message + " — these dependencies were NOT checked",
@@ -162,15 +197,9 @@ def collect(options: DependenciesOptions, app_root: str | None = None) -> tuple[
     return vulns, problems, audited
 
 
-def check_dependencies(ctx: TaskContext, options: DependenciesOptions, app_root: str | None = None) -> CheckOutput:
-    now = ctx.now()
-    vulns, problems, audited = collect(options, app_root)
-    out = CheckOutput(findings=problems)
-    if audited == 0 and not problems:
-        out.findings.append(Finding("security.dependencies.nothing_configured", Severity.INFO, "host",
-                                    "no Node project or Python environment configured",
-                                    "set node_projects / python_paths / python_envs / requirements"))
-    tracked = track(ctx.state, vulns, now, options.sla)
+def sla_findings(tracked: list[Tracked], now: datetime, sla: SlaOptions) -> tuple[list[Finding], int]:
+    """One finding per open vulnerability: warning/info within its SLA, critical once overdue."""
+    out: list[Finding] = []
     overdue = 0
     for t in sorted(tracked, key=lambda t: (t.due or now, t.vuln.package)):
         v = t.vuln
@@ -178,22 +207,36 @@ def check_dependencies(ctx: TaskContext, options: DependenciesOptions, app_root:
         if t.overdue(now):
             overdue += 1
             sev = Severity.CRITICAL
-            sla_text = f"OVERDUE: open {human_duration(age)}, SLA {human_duration(options.sla.due(v.severity))}"
+            sla_text = f"OVERDUE: open {human_duration(age)}, SLA {human_duration(sla.due(v.severity))}"
         else:
             sev = Severity.WARNING if v.severity in ("critical", "high", "unknown") else Severity.INFO
             sla_text = (f"due {t.due.isoformat(timespec='minutes')}" if t.due else "no SLA for this severity")
-        out.findings.append(Finding(
+        out.append(Finding(
             "security.dependencies.vulnerable", sev, f"{v.package} ({v.ecosystem}, {v.source})",
             f"{v.severity} vulnerability: {v.title} — {sla_text}",
             f"upgrade {v.package}" + (f" to {', '.join(v.fixed_in)}" if v.fixed_in else " (no fixed version yet)"),
             value=v.severity, data={"key": v.key, "url": v.url, "version": v.version, "fixed_in": v.fixed_in,
                                     "first_seen": t.first_seen.isoformat(),
                                     "due": t.due.isoformat() if t.due else None}))
+    return out, overdue
+
+
+def check_dependencies(ctx: TaskContext, options: DependenciesOptions, app_root: str | None = None) -> CheckOutput:
+    now = ctx.now()
+    vulns, problems, audited = collect(options, app_root)
+    out = CheckOutput(findings=problems)
+    if not audited and not problems:
+        out.findings.append(Finding("security.dependencies.nothing_configured", Severity.INFO, "host",
+                                    "no Node project or Python environment configured",
+                                    "set node_projects / python_paths / python_envs / requirements"))
+    tracked = track(ctx.state, vulns, now, options.sla, audited_sources=set(audited))
+    vuln_findings, overdue = sla_findings(tracked, now, options.sla)
+    out.findings += vuln_findings
     counts = {s: float(sum(1 for t in tracked if t.vuln.severity == s)) for s in ("critical", "high", "medium", "low")}
     out.metrics.update({"vulnerabilities": float(len(tracked)), "overdue": float(overdue),
-                        "sources_audited": float(audited), **{f"severity.{k}": v for k, v in counts.items()}})
+                        "sources_audited": float(len(audited)), **{f"severity.{k}": v for k, v in counts.items()}})
     out.summary = f"{len(tracked)} vulnerable dependenc{'y' if len(tracked) == 1 else 'ies'} " \
-                  f"({overdue} past the patch SLA) in {audited} audited source(s)"
+                  f"({overdue} past the patch SLA) in {len(audited)} audited source(s)"
     return out
 
 

@@ -47,6 +47,7 @@ class Vuln:
     url: str = ""
     fixed_in: list[str] = field(default_factory=list)
     source: str = ""
+    aliases: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -64,8 +65,13 @@ def normalize(severity: str) -> str:
     return SEVERITY_ALIASES.get(s, s)
 
 
-def track(state: StateStore, vulns: list[Vuln], now: datetime, sla: SlaOptions) -> list[Tracked]:
-    """Record sightings, mark vanished ones fixed, return the open ones with their due dates."""
+def track(state: StateStore, vulns: list[Vuln], now: datetime, sla: SlaOptions,
+          audited_sources: set[str] | None = None) -> list[Tracked]:
+    """Record sightings, mark vanished ones fixed, return the open ones with their due dates.
+
+    Only a vulnerability whose source was audited successfully in this run can be marked fixed: an
+    unreachable advisory database proves nothing.
+    """
     ledger: dict[str, dict[str, Any]] = dict(state.get(STATE_KEY) or {})
     current = {v.key: v for v in vulns}
     out = []
@@ -81,6 +87,8 @@ def track(state: StateStore, vulns: list[Vuln], now: datetime, sla: SlaOptions) 
         out.append(Tracked(v, first, first + window if window is not None else None))
     for key, entry in list(ledger.items()):
         if key in current:
+            continue
+        if audited_sources is not None and entry.get("source") not in audited_sources:
             continue
         if not entry.get("fixed_at"):
             entry["fixed_at"] = now.isoformat()
