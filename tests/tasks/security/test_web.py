@@ -58,7 +58,7 @@ def plant(docroot: Path, index: str) -> None:
     (docroot / ".git" / "config").write_text(GIT_CONFIG)
     (docroot / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
     (docroot / "files" / "report.txt").write_text("quarterly numbers\n")
-    for root, dirs, files in os.walk(docroot):
+    for root, _dirs, files in os.walk(docroot):
         os.chmod(root, 0o755)
         for f in files:
             os.chmod(os.path.join(root, f), 0o644)

@@ -3,8 +3,8 @@
 It reads the run history — nothing here is taken on trust from the jobs' own claims:
 
 * **Backups** — runs of backup-category jobs in the period (taken, failed), and verification
-  runs (tasks named ``*.verify``) with their measured restore times (a metric whose name
-  contains ``restore``, else the run's duration).
+  runs (tasks named ``*.verify``, or backup-category runs that record a ``restore`` metric) with
+  their measured restore times (that metric, else the run's duration).
 * **Patch SLA** — the vulnerability ledgers kept by ``security.dependencies`` and
   ``security.audit`` jobs: fixed in time, fixed late, open and overdue.
 * **Findings opened and closed** — per job, a warning/critical finding (check + subject)
@@ -92,7 +92,8 @@ def backups_section(ctx: TaskContext, hist: History, start: datetime, end: datet
             continue
         runs = _runs(hist, job, start, end)
         st = Counter(r.status for r in runs)
-        if jc.task.endswith(".verify"):
+        is_verify = jc.task.endswith(".verify") or any("restore" in k for r in runs for k in (r.metrics or {}))
+        if is_verify:
             for r in runs:
                 restore = next((v for k, v in (r.metrics or {}).items() if "restore" in k and isinstance(v, int | float)),
                                r.duration)

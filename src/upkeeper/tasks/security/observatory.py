@@ -213,7 +213,7 @@ class Retrieval:
 
 
 @dataclass
-class TestResult:
+class Outcome:
     name: str
     result: str
     passed: bool
@@ -236,7 +236,7 @@ class TestResult:
 class Scorecard:
     score: int
     grade: str
-    tests: list[TestResult]
+    tests: list[Outcome]
 
     def to_dict(self) -> dict[str, Any]:
         return {"score": self.score, "grade": self.grade, "tests": [t.to_dict() for t in self.tests]}
@@ -316,20 +316,20 @@ def _split_policies(values: list[str]) -> list[str]:
     return [s.strip() for v in values for s in v.split(",") if s.strip()]
 
 
-def test_csp(r: Retrieval, page: Page) -> TestResult:
+def test_csp(r: Retrieval, page: Page) -> Outcome:
     resp = r.auto
     name = "content-security-policy"
     if resp is None:
-        return TestResult(name, "csp-not-implemented", False)
+        return Outcome(name, "csp-not-implemented", False)
     http_policies = _split_policies(resp.get_all("content-security-policy"))
     meta_policies = _split_policies(page.http_equiv.get("content-security-policy", []))
     if not http_policies and not meta_policies:
-        return TestResult(name, "csp-not-implemented", False)
+        return Outcome(name, "csp-not-implemented", False)
     try:
         csp = parse_csp(http_policies + meta_policies)
         http_only = parse_csp(http_policies) if http_policies else {}
     except ValueError as exc:
-        return TestResult(name, "csp-header-invalid", False, {"error": str(exc)})
+        return Outcome(name, "csp-header-invalid", False, {"error": str(exc)})
     result: str | None = None
     frame_ancestors = http_only.get("frame-ancestors") or {"*"}
     object_src = set(csp.get("object-src") or csp.get("default-src") or {"*"})
@@ -377,22 +377,22 @@ def test_csp(r: Retrieval, page: Page) -> TestResult:
     passed = result in ("csp-implemented-with-no-unsafe", "csp-implemented-with-no-unsafe-default-src-none",
                         "csp-implemented-with-unsafe-inline-in-style-src-only",
                         "csp-implemented-with-insecure-scheme-in-passive-content-only")
-    return TestResult(name, result, passed, {"policy": policy, "directives": {k: sorted(v) for k, v in csp.items()}})
+    return Outcome(name, result, passed, {"policy": policy, "directives": {k: sorted(v) for k, v in csp.items()}})
 
 
 # -- HSTS, cookies -------------------------------------------------------------------------------
 
 
-def test_hsts(r: Retrieval) -> TestResult:
+def test_hsts(r: Retrieval) -> Outcome:
     name = "strict-transport-security"
     resp = r.https
     if resp is None:
-        return TestResult(name, "hsts-not-implemented-no-https", False)
+        return Outcome(name, "hsts-not-implemented-no-https", False)
     if not resp.verified:
-        return TestResult(name, "hsts-invalid-cert", False)
+        return Outcome(name, "hsts-invalid-cert", False)
     header = resp.first("strict-transport-security")
     if header is None:
-        return TestResult(name, "hsts-not-implemented", False)
+        return Outcome(name, "hsts-not-implemented", False)
     data: dict[str, Any] = {"header": header[:1024], "max-age": None, "includeSubDomains": False, "preload": False}
     try:
         if "," in header:
@@ -407,10 +407,10 @@ def test_hsts(r: Retrieval) -> TestResult:
         if not data["max-age"]:
             raise ValueError("no max-age")
     except ValueError:
-        return TestResult(name, "hsts-header-invalid", False, data)
+        return Outcome(name, "hsts-header-invalid", False, data)
     if data["max-age"] < SIX_MONTHS:
-        return TestResult(name, "hsts-implemented-max-age-less-than-six-months", False, data)
-    return TestResult(name, "hsts-implemented-max-age-at-least-six-months", True, data)
+        return Outcome(name, "hsts-implemented-max-age-less-than-six-months", False, data)
+    return Outcome(name, "hsts-implemented-max-age-at-least-six-months", True, data)
 
 
 COOKIE_ORDER = [
@@ -443,7 +443,7 @@ def parse_set_cookie(value: str) -> dict[str, Any]:
     return attrs
 
 
-def test_cookies(r: Retrieval, hsts_passed: bool) -> TestResult:
+def test_cookies(r: Retrieval, hsts_passed: bool) -> Outcome:
     name = "cookies"
     result: str | None = None
     cookies = [(scheme, parse_set_cookie(v)) for scheme, v in r.set_cookies]
@@ -453,7 +453,7 @@ def test_cookies(r: Retrieval, hsts_passed: bool) -> TestResult:
         if raw is not None and raw.lower() not in ("lax", "strict", "none"):
             result = only_if_worse("cookies-samesite-flag-invalid", result, COOKIE_ORDER)
     if not cookies:
-        return TestResult(name, "cookies-not-found", True)
+        return Outcome(name, "cookies-not-found", True)
     missing_samesite = False
     jar: dict[str, Any] = {}
     for scheme, c in cookies:
@@ -482,79 +482,79 @@ def test_cookies(r: Retrieval, hsts_passed: bool) -> TestResult:
         result = ("cookies-secure-with-httponly-sessions" if missing_samesite
                   else "cookies-secure-with-httponly-sessions-and-samesite")
     passed = result in ("cookies-secure-with-httponly-sessions-and-samesite", "cookies-secure-with-httponly-sessions")
-    return TestResult(name, result, passed, jar)
+    return Outcome(name, result, passed, jar)
 
 
 # -- CORS, redirection, referrer, XCTO, XFO, CORP, SRI --------------------------------------------
 
 
-def test_cors(r: Retrieval) -> TestResult:
+def test_cors(r: Retrieval) -> Outcome:
     name = "cross-origin-resource-sharing"
     resp = r.cors
     acao = resp.first("access-control-allow-origin") if resp else None
     if resp is None or not acao:
-        return TestResult(name, "cross-origin-resource-sharing-not-implemented", True)
+        return Outcome(name, "cross-origin-resource-sharing-not-implemented", True)
     acao = acao[:256].strip()
     origin = resp.request_headers.get("origin")
     creds = (resp.first("access-control-allow-credentials") or "").strip().lower() == "true"
     if acao == "*":
-        return TestResult(name, "cross-origin-resource-sharing-implemented-with-public-access", True, acao)
+        return Outcome(name, "cross-origin-resource-sharing-implemented-with-public-access", True, acao)
     if origin and acao == origin and creds:
-        return TestResult(name, "cross-origin-resource-sharing-implemented-with-universal-access", False, acao)
-    return TestResult(name, "cross-origin-resource-sharing-implemented-with-restricted-access", True, acao)
+        return Outcome(name, "cross-origin-resource-sharing-implemented-with-universal-access", False, acao)
+    return Outcome(name, "cross-origin-resource-sharing-implemented-with-restricted-access", True, acao)
 
 
-def test_redirection(r: Retrieval) -> TestResult:
+def test_redirection(r: Retrieval) -> Outcome:
     name = "redirection"
     route = r.http_route
     if not route:
-        return TestResult(name, "redirection-not-needed-no-http", True)
+        return Outcome(name, "redirection-not-needed-no-http", True)
     urls = [x.url for x in route]
     if not all(x.verified for x in route):
-        return TestResult(name, "redirection-invalid-cert", False, urls)
+        return Outcome(name, "redirection-invalid-cert", False, urls)
     if len(route) == 1:
-        return TestResult(name, "redirection-missing", False, urls)
+        return Outcome(name, "redirection-missing", False, urls)
     first, second = urlsplit(route[0].url), urlsplit(route[1].url)
     if urlsplit(route[-1].url).scheme != "https":
-        return TestResult(name, "redirection-not-to-https", False, urls)
+        return Outcome(name, "redirection-not-to-https", False, urls)
     if second.scheme == "http":
-        return TestResult(name, "redirection-not-to-https-on-initial-redirection", False, urls)
+        return Outcome(name, "redirection-not-to-https-on-initial-redirection", False, urls)
     if first.scheme == "http" and second.scheme == "https" and first.hostname != second.hostname:
-        return TestResult(name, "redirection-off-host-from-http", False, urls)
-    return TestResult(name, "redirection-to-https", True, urls)
+        return Outcome(name, "redirection-off-host-from-http", False, urls)
+    return Outcome(name, "redirection-to-https", True, urls)
 
 
 REFERRER_GOOD = ["no-referrer", "same-origin", "strict-origin", "strict-origin-when-cross-origin"]
 REFERRER_BAD = ["origin", "origin-when-cross-origin", "unsafe-url", "no-referrer-when-downgrade"]
 
 
-def test_referrer(r: Retrieval, page: Page) -> TestResult:
+def test_referrer(r: Retrieval, page: Page) -> Outcome:
     name = "referrer-policy"
     resp = r.auto
     values = (resp.get_all("referrer-policy") if resp else []) + page.http_equiv.get("referrer-policy", [])
     if not values:
-        return TestResult(name, "referrer-policy-not-implemented", True)
+        return Outcome(name, "referrer-policy-not-implemented", True)
     data = ", ".join(values)
     valid = [t.strip().lower() for t in data.split(",") if t.strip().lower() in REFERRER_GOOD + REFERRER_BAD]
     policy = valid[-1] if valid else ""
     if policy in REFERRER_GOOD:
-        return TestResult(name, "referrer-policy-private", True, data)
+        return Outcome(name, "referrer-policy-private", True, data)
     if policy in REFERRER_BAD:
-        return TestResult(name, "referrer-policy-unsafe", False, data)
-    return TestResult(name, "referrer-policy-header-invalid", False, data)
+        return Outcome(name, "referrer-policy-unsafe", False, data)
+    return Outcome(name, "referrer-policy-header-invalid", False, data)
 
 
-def test_xcto(r: Retrieval) -> TestResult:
+def test_xcto(r: Retrieval) -> Outcome:
     name = "x-content-type-options"
     value = r.auto.first("x-content-type-options") if r.auto else None
     if value is None:
-        return TestResult(name, "x-content-type-options-not-implemented", False)
+        return Outcome(name, "x-content-type-options-not-implemented", False)
     if value[:256].strip().lower() == "nosniff":
-        return TestResult(name, "x-content-type-options-nosniff", True, value)
-    return TestResult(name, "x-content-type-options-header-invalid", False, value)
+        return Outcome(name, "x-content-type-options-nosniff", True, value)
+    return Outcome(name, "x-content-type-options-header-invalid", False, value)
 
 
-def test_xfo(r: Retrieval, csp: TestResult) -> TestResult:
+def test_xfo(r: Retrieval, csp: Outcome) -> Outcome:
     name = "x-frame-options"
     value = r.auto.first("x-frame-options") if r.auto else None
     if value is None:
@@ -569,22 +569,22 @@ def test_xfo(r: Retrieval, csp: TestResult) -> TestResult:
         result = "x-frame-options-implemented-via-csp"
     passed = result in ("x-frame-options-allow-from-origin", "x-frame-options-sameorigin-or-deny",
                         "x-frame-options-implemented-via-csp")
-    return TestResult(name, result, passed, value)
+    return Outcome(name, result, passed, value)
 
 
-def test_corp(r: Retrieval, page: Page) -> TestResult:
+def test_corp(r: Retrieval, page: Page) -> Outcome:
     name = "cross-origin-resource-policy"
     value = r.auto.first("cross-origin-resource-policy") if r.auto else None
     if value is None and page.http_equiv.get("cross-origin-resource-policy"):
         value = page.http_equiv["cross-origin-resource-policy"][-1]
     if value is None:
-        return TestResult(name, "cross-origin-resource-policy-not-implemented", True)
+        return Outcome(name, "cross-origin-resource-policy-not-implemented", True)
     v = value[:256].strip().lower()
     result = {"same-site": "cross-origin-resource-policy-implemented-with-same-site",
               "same-origin": "cross-origin-resource-policy-implemented-with-same-origin",
               "cross-origin": "cross-origin-resource-policy-implemented-with-cross-origin"}.get(
         v, "cross-origin-resource-policy-header-invalid")
-    return TestResult(name, result, result != "cross-origin-resource-policy-header-invalid", v)
+    return Outcome(name, result, result != "cross-origin-resource-policy-header-invalid", v)
 
 
 SRI_ORDER = [
@@ -605,15 +605,15 @@ def registrable_domain(host: str | None) -> str:
     return ".".join(h.split(".")[-2:])
 
 
-def test_sri(r: Retrieval, page: Page) -> TestResult:
+def test_sri(r: Retrieval, page: Page) -> Outcome:
     name = "subresource-integrity"
     resp = r.auto
     if resp is None:
-        return TestResult(name, "sri-not-implemented-but-no-scripts-loaded", True)
+        return Outcome(name, "sri-not-implemented-but-no-scripts-loaded", True)
     if not page.is_html:
-        return TestResult(name, "sri-not-implemented-response-not-html", True)
+        return Outcome(name, "sri-not-implemented-response-not-html", True)
     if not page.parsable:
-        return TestResult(name, "html-not-parsable", False)
+        return Outcome(name, "html-not-parsable", False)
     result: str | None = None
     foreign = False
     data: dict[str, Any] = {}
@@ -652,13 +652,13 @@ def test_sri(r: Retrieval, page: Page) -> TestResult:
                         "sri-not-implemented-response-not-html",
                         "sri-not-implemented-but-all-scripts-loaded-from-secure-origin",
                         "sri-not-implemented-but-no-scripts-loaded")
-    return TestResult(name, result, passed, data)
+    return Outcome(name, result, passed, data)
 
 
 # -- the scan -------------------------------------------------------------------------------------
 
 
-def score(tests: list[TestResult]) -> tuple[int, str]:
+def score(tests: list[Outcome]) -> tuple[int, str]:
     """The Observatory's total: 100 + modifiers; bonuses only if the score without them is ≥ 90."""
     with_extra = uncurved = 100
     for t in tests:
