@@ -9,9 +9,9 @@ from hypothesis import strategies as st
 from upkeeper.core.task import Finding, Severity
 from upkeeper.tasks.security.observatory import (
     SCORE_TABLE,
+    Outcome,
     Response,
     Retrieval,
-    Outcome,
     evaluate,
     score,
 )

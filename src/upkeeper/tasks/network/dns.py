@@ -125,7 +125,7 @@ def consistent(answers: dict[str, Answer]) -> bool:
 
 def system_resolvers() -> list[str]:
     try:
-        return list(dns.resolver.Resolver().nameservers)
+        return [str(n) for n in dns.resolver.Resolver().nameservers]
     except dns.resolver.NoResolverConfiguration:
         return []
 

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, rsa
-from cryptography.x509.oid import ExtensionOID, NameOID
+from cryptography.x509.oid import NameOID
 from pydantic import Field
 
 from upkeeper.config.targets import HttpTarget, NginxTarget
@@ -107,7 +107,7 @@ def verify_chain(ep: Endpoint, ca_file: str | None, timeout: float) -> str | Non
 
 def hostname_matches(cert: x509.Certificate, name: str) -> bool:
     try:
-        san = cert.extensions.get_extension_for_oid(ExtensionOID.SUBJECT_ALTERNATIVE_NAME).value
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
         return False
     try:

@@ -10,11 +10,19 @@ in :mod:`upkeeper.tasks.security.scoring`.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Literal
 
 from pydantic import Field
 
-from upkeeper.config.targets import AppTarget, HttpTarget, NginxTarget, PostgresTarget, RedisTarget
+from upkeeper.config.targets import (
+    AppTarget,
+    HttpTarget,
+    NginxTarget,
+    PostgresTarget,
+    RedisTarget,
+    TargetConfig,
+)
 from upkeeper.core.task import Finding, Result, Severity, Task, TaskContext, TaskOptions, task
 from upkeeper.tasks.network.dns import DnsOptions, check_dns
 from upkeeper.tasks.network.tls import TlsOptions, check_tls, parse_endpoint
@@ -69,10 +77,10 @@ class AuditOptions(TaskOptions):
     scoring: ScoringOptions = Field(default_factory=ScoringOptions, description="penalties of the overall score")
 
 
-def _targets(ctx: TaskContext, kinds: tuple[type, ...], names: list[str] | None) -> list[tuple[str, object]]:
+def _targets(ctx: TaskContext, kinds: tuple[type, ...], names: list[str] | None) -> list[tuple[str, TargetConfig]]:
     if ctx.config is None:
         return []
-    out = []
+    out: list[tuple[str, TargetConfig]] = []
     for name, t in ctx.config.targets.items():
         if isinstance(t, kinds) and (names is None or name in names):
             out.append((name, t))
@@ -82,42 +90,43 @@ def _targets(ctx: TaskContext, kinds: tuple[type, ...], names: list[str] | None)
 def plan(ctx: TaskContext, o: AuditOptions) -> list[tuple[str, str, Callable[[], CheckOutput]]]:
     """(family, subject, check) for everything this audit will run."""
     now = ctx.now()
+    apps = [t.root for _, t in _targets(ctx, (AppTarget,), None) if isinstance(t, AppTarget)]
     checks: list[tuple[str, str, Callable[[], CheckOutput]]] = [
-        ("ssh", o.ssh.config, lambda: check_ssh(o.ssh)),
-        ("firewall", "host", lambda: check_firewall(o.firewall)),
-        ("updates", "host", lambda: check_updates(o.updates)),
+        ("ssh", o.ssh.config, partial(check_ssh, o.ssh)),
+        ("firewall", "host", partial(check_firewall, o.firewall)),
+        ("updates", "host", partial(check_updates, o.updates)),
         ("processes", "host", lambda: evaluate(snapshot(), o.processes)),
-        ("permissions", "host", lambda: check_permissions(
-            o.permissions, [t.root for _, t in _targets(ctx, (AppTarget,), None)])),  # type: ignore[attr-defined]
-        ("logins", o.logins.auth_log, lambda: check_logins(o.logins, ctx.state, now)),
+        ("permissions", "host", partial(check_permissions, o.permissions, apps)),
+        ("logins", o.logins.auth_log, partial(check_logins, o.logins, ctx.state, now)),
     ]
     web = _targets(ctx, (HttpTarget, NginxTarget), o.web_targets)
-    urls = [(n, t.url) for n, t in web if t.url]  # type: ignore[attr-defined]
+    urls = [(n, t.url) for n, t in web if isinstance(t, HttpTarget | NginxTarget) and t.url]
     for name, url in urls:
         checks += [
-            ("exposed_files", name, lambda url=url: check_exposed(url, o.exposed_files)),
-            ("headers", name, lambda url=url: check_headers(url, o.headers)),
-            ("cors", name, lambda url=url: check_cors(url, o.cors)),
+            ("exposed_files", name, partial(check_exposed, url, o.exposed_files)),
+            ("headers", name, partial(check_headers, url, o.headers)),
+            ("cors", name, partial(check_cors, url, o.cors)),
         ]
     for name, t in web:
         if isinstance(t, NginxTarget):
-            checks.append(("nginx", name, lambda t=t: check_nginx(t.config, t.binary, o.nginx)))
+            checks.append(("nginx", name, partial(check_nginx, t.config, t.binary, o.nginx)))
     for name, t in _targets(ctx, (PostgresTarget,), o.postgres_targets):
-        checks.append(("postgres", name, lambda t=t, name=name: check_postgres(t, o.postgres, name)))  # type: ignore[misc]
+        if isinstance(t, PostgresTarget):
+            checks.append(("postgres", name, partial(check_postgres, t, o.postgres, name)))
     for name, t in _targets(ctx, (RedisTarget,), o.redis_targets):
-        checks.append(("redis", name, lambda t=t, name=name: check_redis(t, o.redis, name)))  # type: ignore[misc]
+        if isinstance(t, RedisTarget):
+            checks.append(("redis", name, partial(check_redis, t, o.redis, name)))
     d = o.dependencies
-    apps = [t.root for _, t in _targets(ctx, (AppTarget,), None)]  # type: ignore[attr-defined]
     if d.node_projects or d.python_paths or d.python_envs or d.requirements:
-        checks.append(("dependencies", "host", lambda: check_dependencies(ctx, d)))
+        checks.append(("dependencies", "host", partial(check_dependencies, ctx, d, None)))
     for root in apps:
-        checks.append(("dependencies", root, lambda root=root: check_dependencies(ctx, d, root)))
+        checks.append(("dependencies", root, partial(check_dependencies, ctx, d, root)))
     endpoints = [parse_endpoint(e, o.tls.server_name) for e in o.tls.endpoints] or [
         parse_endpoint(u, o.tls.server_name) for _, u in urls if u.startswith("https://")]
     if endpoints:
-        checks.append(("tls", ", ".join(map(str, endpoints)), lambda: check_tls(endpoints, o.tls, now)))
+        checks.append(("tls", ", ".join(map(str, endpoints)), partial(check_tls, endpoints, o.tls, now)))
     if o.dns.records or o.dns.zones:
-        checks.append(("dns", "dns", lambda: check_dns(o.dns, ctx.state, now)))
+        checks.append(("dns", "dns", partial(check_dns, o.dns, ctx.state, now)))
     return [c for c in checks if c[0] not in o.skip]
 
 

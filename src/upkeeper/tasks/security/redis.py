@@ -59,10 +59,10 @@ def check_redis(target: RedisTarget, options: RedisSecurityOptions, subject: str
         protected = _config(c, "protected-mode")
         nopass = False
         try:
-            acl = c.execute_command("ACL", "GETUSER", "default")
+            acl: Any = c.acl_getuser("default")
             if isinstance(acl, list):  # RESP2 without redis-py's parsing: [k, v, k, v …]
                 acl = dict(zip(acl[::2], acl[1::2], strict=False))
-            raw = acl.get(b"flags", acl.get("flags", [])) if isinstance(acl, dict) else []
+            raw: Any = (acl.get(b"flags") or acl.get("flags") or []) if isinstance(acl, dict) else []
             flags = [f.decode() if isinstance(f, bytes) else str(f) for f in raw]
             nopass = "nopass" in flags and "on" in flags
         except redis.ResponseError:
@@ -88,7 +88,7 @@ def check_redis(target: RedisTarget, options: RedisSecurityOptions, subject: str
                 "protected-mode is off", "protected-mode yes (the default)", value="no", threshold="yes"))
         try:  # Redis 7+: the names of every command this server accepts (renamed ones under their new name)
             names = {(n.decode() if isinstance(n, bytes) else str(n)).upper()
-                     for n in c.command_list()}
+                     for n in (c.command_list() or [])}
         except redis.ResponseError:
             names = {(n.decode() if isinstance(n, bytes) else str(n)).upper() for n in c.command()}
         enabled = [cmd for cmd in options.dangerous_commands if cmd.upper() in names]
