@@ -40,14 +40,19 @@ STANDARD_SCHEDULE: tuple[StandardJob, ...] = (
     StandardJob("cache-check", "redis.check", "*/15 * * * *", "redis", "Redis health every 15 minutes"),
     StandardJob("cache-evict", "redis.evict", "0 * * * *", "redis", "hourly eviction of expendable keys"),
     StandardJob("cache-backup", "redis.backup", "0 2 * * *", "redis", "nightly Redis RDB backup"),
-    StandardJob("tls-check", "network.tls", "0 6 * * *", "http", "daily certificate check"),
-    StandardJob("dns-check", "network.dns", "0 * * * *", "host", "hourly DNS health"),
+    StandardJob("tls-check", "network.tls", "0 6 * * *", "http", "daily certificate check",
+                example="ca_file: /etc/ssl/private-ca.pem   # only for a private CA"),
+    StandardJob("dns-check", "network.dns", "0 * * * *", "host", "hourly DNS health",
+                example="resolvers: [1.1.1.1, 8.8.8.8, 9.9.9.9], zones: [example.com], "
+                        "records: [{name: example.com, type: A, expected: [203.0.113.10]}]"),
 )
 
 #: Jobs beyond the standard table for tasks that have no row there.
 EXTRA_JOBS: tuple[StandardJob, ...] = (
     StandardJob("db-ping", "postgres.ping", "*/5 * * * *", "postgres", "database reachability and size"),
     StandardJob("disk", "host.disk", "*/5 * * * *", "host", "disk space and inodes"),
+    StandardJob("compliance-report", "security.compliance", "0 6 1 * *", "host",
+                "monthly evidence report: backups, patch SLA, findings, access review, windows"),
 )
 
 

@@ -111,5 +111,14 @@ def start_postgres(sb: Sandbox, say: Say) -> None:
     sb.job_options["db-ping"] = {"databases": ["app", "postgres"]}
 
 
+def start_security_services(sb: Sandbox, say: Say) -> None:
+    """A TLS site (self-signed certificate expiring in 20 days, some headers missing), two DNS servers, a
+    generated auth.log with a brute-force run and a sandbox sshd_config — for security-audit, tls-check and
+    dns-check.  Everything it plants is a *warning*-level problem, so the demo shows findings and still passes."""
+    from upkeeper.sandbox import security_demo
+
+    security_demo.start(sb, say)
+
+
 #: Service providers, started in order.
-PROVIDERS: list[Callable[[Sandbox, Say], None]] = [start_postgres]
+PROVIDERS: list[Callable[[Sandbox, Say], None]] = [start_postgres, start_security_services]

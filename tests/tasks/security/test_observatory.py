@@ -146,7 +146,8 @@ def test_evaluate_never_crashes(headers: list[tuple[str, str]], body: str) -> No
 
 def test_audit_score_caps_each_family() -> None:
     f = [Finding(f"security.ssh.opt{i}", Severity.CRITICAL, "x", "m") for i in range(10)]
-    f += [Finding("network.tls_expiry", Severity.WARNING, "x", "m")]
+    f += [Finding("network.tls_expiry", Severity.WARNING, "x", "m"), Finding("security.headers.grade",
+                                                                             Severity.WARNING, "x", "restated")]
     s = audit_score(f)
-    assert s.penalties == {"ssh": 40, "tls": 5} and s.score == 55 and s.grade == "C"
+    assert s.penalties == {"ssh": 30, "tls": 3} and s.score == 67 and s.grade == "B-"
     assert audit_score([], ScoringOptions()).grade == "A+"

@@ -100,7 +100,10 @@ def plan(ctx: TaskContext, o: AuditOptions) -> list[tuple[str, str, Callable[[],
         ("logins", o.logins.auth_log, partial(check_logins, o.logins, ctx.state, now)),
     ]
     web = _targets(ctx, (HttpTarget, NginxTarget), o.web_targets)
-    urls = [(n, t.url) for n, t in web if isinstance(t, HttpTarget | NginxTarget) and t.url]
+    urls: list[tuple[str, str]] = []
+    for n, t in web:  # one site reached through two targets is checked once
+        if isinstance(t, HttpTarget | NginxTarget) and t.url and t.url not in {u for _, u in urls}:
+            urls.append((n, t.url))
     for name, url in urls:
         checks += [
             ("exposed_files", name, partial(check_exposed, url, o.exposed_files)),

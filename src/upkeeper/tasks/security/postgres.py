@@ -70,6 +70,7 @@ class PostgresSecurityOptions(TaskOptions):
 def _hba(conn: psycopg.Connection[Any], subject: str) -> CheckOutput:
     out = CheckOutput()
     rows = conn.execute(HBA_SQL).fetchall()
+    trust: dict[str, list[tuple[int, str]]] = {"network": [], "loopback": [], "local": []}
     for line, typ, dbs, users, address, netmask, method, error in rows:
         where = f"pg_hba.conf line {line}"
         rule = f"{typ} {','.join(dbs or [])} {','.join(users or [])} {address or ''} {netmask or ''} {method}"
@@ -80,16 +81,8 @@ def _hba(conn: psycopg.Connection[Any], subject: str) -> CheckOutput:
             continue
         local = typ == "local" or (address is not None and is_loopback(str(address)))
         if method == "trust":
-            if typ == "local":
-                sev, msg = Severity.INFO, "trust for local socket connections: any OS user may connect as any role"
-            elif local:
-                sev, msg = Severity.WARNING, "trust on loopback: any local process may connect as any role without a password"
-            else:
-                sev, msg = Severity.CRITICAL, f"trust for network connections from {address or 'anywhere'}"
-            out.findings.append(Finding(
-                "security.postgres.hba_trust", sev, f"{subject} {where}", f"{msg} ({rule})",
-                "use scram-sha-256 (or peer for local sockets) and reload: SELECT pg_reload_conf()",
-                value=method, threshold="scram-sha-256", data={"line": line, "rule": rule}))
+            kind = "local" if typ == "local" else ("loopback" if local else "network")
+            trust[kind].append((line, rule))
         elif method in ("password",) and not local:
             out.findings.append(Finding(
                 "security.postgres.hba_cleartext", Severity.WARNING, f"{subject} {where}",
@@ -100,6 +93,23 @@ def _hba(conn: psycopg.Connection[Any], subject: str) -> CheckOutput:
                 "security.postgres.hba_md5", Severity.INFO, f"{subject} {where}",
                 f"md5 authentication ({rule}); scram-sha-256 resists replay and hash theft better",
                 "switch to scram-sha-256 once all passwords are SCRAM", value=method, data={"line": line}))
+    fix = "use scram-sha-256 (or peer for local sockets) and reload: SELECT pg_reload_conf()"
+    for line, rule in trust["network"]:  # each is its own exposure
+        out.findings.append(Finding(
+            "security.postgres.hba_trust", Severity.CRITICAL, f"{subject} pg_hba.conf line {line}",
+            f"trust for network connections: anyone who reaches the port logs in as any role ({rule})", fix,
+            value="trust", threshold="scram-sha-256", data={"lines": [line], "rules": [rule]}))
+    for kind, sev, msg in (("loopback", Severity.WARNING,
+                            "trust on loopback: any local process may connect as any role without a password"),
+                           ("local", Severity.INFO,
+                            "trust for local socket connections: any OS user may connect as any role")):
+        if trust[kind]:
+            lines = [ln for ln, _ in trust[kind]]
+            out.findings.append(Finding(
+                "security.postgres.hba_trust", sev, f"{subject} pg_hba.conf line{'s' if len(lines) > 1 else ''} "
+                + ", ".join(map(str, lines)), f"{msg} ({'; '.join(r for _, r in trust[kind])})", fix,
+                value="trust", threshold="scram-sha-256",
+                data={"lines": lines, "rules": [r for _, r in trust[kind]]}))
     out.metrics["hba_rules"] = float(len(rows))
     return out
 

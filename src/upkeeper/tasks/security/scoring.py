@@ -5,8 +5,8 @@
   the score is floored to a multiple of 5, 100+ is A+, 90–99 A, 85–89 A-, 80–84 B+,
   70–79 B, 65–69 B-, 60–64 C+, 50–59 C, 45–49 C-, 40–44 D+, 30–39 D, 25–29 D-, 0–24 F.
 * :func:`audit_score` — the overall score of ``security.audit``: 100 minus a penalty per
-  finding (critical 20, warning 5, info 0 by default), each check family's penalty capped
-  (40 by default) so that one noisy family cannot hide the state of the others.  The
+  finding (critical 15, warning 3, info 0 by default), each check family's penalty capped
+  (30 by default) so that one noisy family cannot hide the state of the others.  The
   same grade chart turns it into a letter.
 """
 
@@ -43,11 +43,11 @@ class ScoringOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    critical: float = Field(20, ge=0, description="points lost per critical finding. Source: upkeeper default")
-    warning: float = Field(5, ge=0, description="points lost per warning finding. Source: upkeeper default")
+    critical: float = Field(15, ge=0, description="points lost per critical finding. Source: upkeeper default")
+    warning: float = Field(3, ge=0, description="points lost per warning finding. Source: upkeeper default")
     info: float = Field(0, ge=0, description="points lost per info finding. Source: upkeeper default")
     family_cap: float = Field(
-        40, gt=0, description="most points one check family can lose. Source: upkeeper default"
+        30, gt=0, description="most points one check family can lose. Source: upkeeper default"
     )
 
 
@@ -59,6 +59,10 @@ class AuditScore:
 
     def to_dict(self) -> dict[str, object]:
         return {"score": self.score, "grade": self.grade, "penalties": dict(self.penalties)}
+
+
+#: summary findings that restate others (never scored twice)
+UNSCORED = frozenset({"security.headers.grade", "security.audit.score"})
 
 
 def family_of(check: str) -> str:
@@ -75,6 +79,8 @@ def audit_score(findings: Iterable[Finding], options: ScoringOptions | None = No
     weight = {"critical": opts.critical, "warning": opts.warning, "info": opts.info}
     per_family: dict[str, float] = {}
     for f in findings:
+        if f.check in UNSCORED:
+            continue
         fam = (families or {}).get(f.check) or family_of(f.check)
         per_family[fam] = per_family.get(fam, 0.0) + weight[f.severity.value]
     capped = {k: min(v, opts.family_cap) for k, v in per_family.items() if v > 0}
