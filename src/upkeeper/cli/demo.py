@@ -26,6 +26,8 @@ def demo_cmd(
     run every configured job once and print a summary.  History stays queryable afterwards.
     """
     base = directory or Path(tempfile.mkdtemp(prefix="upkeeper-demo-", dir="/tmp"))
+    if directory is None:
+        base.chmod(0o755)  # mkdtemp makes 0700; the services run as postgres/nobody and must reach it
     base = base.resolve()
     sandbox = Sandbox(base)
     t0 = time.monotonic()
