@@ -51,6 +51,14 @@ class DependenciesOptions(TaskOptions):
 
 
 def parse_npm_audit(text: str, project: str) -> list[Vuln]:
+    """Vulnerabilities of an ``npm audit --json`` report (npm 7+); a malformed report is a TaskError."""
+    try:
+        return _parse_npm_audit(text, project)
+    except (AttributeError, TypeError, KeyError, IndexError) as exc:
+        raise TaskError(f"npm audit report for {project} has an unexpected shape: {exc}") from None
+
+
+def _parse_npm_audit(text: str, project: str) -> list[Vuln]:
     try:
         data: dict[str, Any] = json.loads(text or "{}")
     except ValueError as exc:
@@ -84,6 +92,14 @@ def parse_npm_audit(text: str, project: str) -> list[Vuln]:
 
 
 def parse_pip_audit(text: str, source: str, unrated: str) -> list[Vuln]:
+    """Vulnerabilities of a ``pip-audit --format json`` report; a malformed report is a TaskError."""
+    try:
+        return _parse_pip_audit(text, source, unrated)
+    except (AttributeError, TypeError, KeyError, IndexError) as exc:
+        raise TaskError(f"pip-audit report for {source} has an unexpected shape: {exc}") from None
+
+
+def _parse_pip_audit(text: str, source: str, unrated: str) -> list[Vuln]:
     try:
         data = json.loads(text or "{}")
     except ValueError as exc:
