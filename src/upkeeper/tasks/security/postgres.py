@@ -64,7 +64,8 @@ class PostgresSecurityOptions(TaskOptions):
         "candidate for a local server, else the table shipped with upkeeper)")
     minor_lag_allowed: int = Field(
         1, ge=0, description="minor releases a server may be behind before it is reported. Source: the "
-        "maintenance procedures ('more than one minor release behind')")
+        "maintenance procedures ('more than one minor release behind'); check_postgres new_version_pg warns at any "
+        "newer revision (0)")
 
 
 def _hba(conn: psycopg.Connection[Any], subject: str) -> CheckOutput:
