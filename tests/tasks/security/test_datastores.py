@@ -92,3 +92,27 @@ def test_redis_with_password_and_renamed_commands(services_dir) -> None:
         server.stop()
     assert out.findings == []
     assert "s3cret-pw" not in repr(out)
+
+
+def test_postgres_listening_everywhere_without_ssl(services_dir) -> None:
+    cluster = PostgresCluster(services_dir / "pg-open", extra_conf="listen_addresses = '0.0.0.0'\nssl = off\n")
+    cluster.start()
+    try:
+        out = check_postgres(PostgresTarget.model_validate(cluster.target()), PostgresSecurityOptions(), "open")
+    finally:
+        cluster.stop()
+    f = [f for f in out.findings if f.check == "security.postgres.listen_without_ssl"]
+    assert len(f) == 1 and f[0].severity is Severity.CRITICAL and f[0].value == "0.0.0.0"
+
+
+def test_redis_open_to_the_network(services_dir) -> None:
+    server = RedisServer(services_dir / "redis-open", extra_args=["--bind", "0.0.0.0", "--protected-mode", "no"])
+    server.start()
+    try:
+        out = check_redis(RedisTarget.model_validate(server.target()), RedisSecurityOptions(dangerous_commands=[]),
+                          "open")
+    finally:
+        server.stop()
+    sev = {f.check: f.severity for f in out.findings}
+    assert sev == {"security.redis.no_password": Severity.CRITICAL, "security.redis.bind_public": Severity.WARNING,
+                   "security.redis.protected_mode_off": Severity.CRITICAL}
