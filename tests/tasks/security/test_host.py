@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from upkeeper.core.task import Severity
+from upkeeper.core.task import MemoryState, Severity
 from upkeeper.sandbox.nginx import NginxServer
 from upkeeper.sandbox.redis import RedisServer
 from upkeeper.tasks.security.firewall import (
@@ -30,6 +30,7 @@ from upkeeper.tasks.security.updates import (
     UpdatesOptions,
     check_updates,
     parse_apt_simulation,
+    sla_findings,
     unattended_enabled,
 )
 
@@ -102,6 +103,23 @@ def test_apt_simulation_parser_and_unattended_setting(tmp_path: Path) -> None:
     assert unattended_enabled(tmp_path)[0] is True
     (tmp_path / "99off").write_text('APT::Periodic::Unattended-Upgrade "0";\n')
     assert unattended_enabled(tmp_path)[0] is False
+
+
+def test_pending_security_updates_escalate_past_the_sla() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    plan = parse_apt_simulation(
+        "Inst libssl3 [3.0.11-1~deb12u2] (3.0.13-1~deb12u1 Debian-Security:12/stable-security [amd64])\n"
+        "Inst openssh-server [1:9.2p1-2+deb12u2] (1:9.2p1-2+deb12u3 Debian-Security:12/stable-security [amd64])\n")
+    state, now, opts = MemoryState(), datetime(2025, 5, 1, tzinfo=UTC), UpdatesOptions()
+    first = sla_findings(plan.security, opts, state, now)
+    assert [(f.check, f.severity, f.value) for f in first.findings] == [
+        ("security.updates.security_pending", Severity.WARNING, 2)]
+    later = sla_findings(plan.security, opts, state, now + timedelta(hours=73))  # high: 72 h
+    assert [(f.check, f.severity, f.value) for f in later.findings] == [
+        ("security.updates.security_overdue", Severity.CRITICAL, 2)]
+    done = sla_findings([], opts, state, now + timedelta(hours=80))
+    assert done.findings == [] and all(e["fixed_at"] for e in state.get("vulns").values())
 
 
 def test_processes_live(nginx: NginxServer, redis_server: RedisServer) -> None:

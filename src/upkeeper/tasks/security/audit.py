@@ -94,7 +94,7 @@ def plan(ctx: TaskContext, o: AuditOptions) -> list[tuple[str, str, Callable[[],
     checks: list[tuple[str, str, Callable[[], CheckOutput]]] = [
         ("ssh", o.ssh.config, partial(check_ssh, o.ssh)),
         ("firewall", "host", partial(check_firewall, o.firewall)),
-        ("updates", "host", partial(check_updates, o.updates)),
+        ("updates", "host", partial(check_updates, o.updates, ctx.state, now)),
         ("processes", "host", lambda: evaluate(snapshot(), o.processes)),
         ("permissions", "host", partial(check_permissions, o.permissions, apps)),
         ("logins", o.logins.auth_log, partial(check_logins, o.logins, ctx.state, now)),

@@ -5,8 +5,9 @@ It reads the run history — nothing here is taken on trust from the jobs' own c
 * **Backups** — runs of backup-category jobs in the period (taken, failed), and verification
   runs (tasks named ``*.verify``, or backup-category runs that record a ``restore`` metric) with
   their measured restore times (that metric, else the run's duration).
-* **Patch SLA** — the vulnerability ledgers kept by ``security.dependencies`` and
-  ``security.audit`` jobs: fixed in time, fixed late, open and overdue.
+* **Patch SLA** — the ledgers kept by ``security.dependencies``, ``security.updates`` and
+  ``security.audit`` jobs (vulnerable dependencies, pending OS security updates): fixed in time,
+  fixed late, open and overdue.
 * **Findings opened and closed** — per job, a warning/critical finding (check + subject)
   that appears in a run is *opened*, one that disappears from the next run is *closed*.
 * **Database access review** — every PostgreSQL target's roles, read live: superusers,
@@ -139,9 +140,9 @@ def patch_section(ctx: TaskContext, hist: History, start: datetime, end: datetim
     findings: list[Finding] = []
     summary_rows, detail_rows = [], []
     for job, jc in ctx.config.jobs.items():
-        if jc.task not in ("security.dependencies", "security.audit"):
+        if jc.task not in ("security.dependencies", "security.audit", "security.updates"):
             continue
-        raw_sla = (jc.options.get("sla") if jc.task == "security.dependencies"
+        raw_sla = (jc.options.get("sla") if jc.task in ("security.dependencies", "security.updates")
                    else (jc.options.get("dependencies") or {}).get("sla")) or {}
         sla = SlaOptions.model_validate(raw_sla)
         ledger = hist.get_state(job, "vulns", {}) or {}

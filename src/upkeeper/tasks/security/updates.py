@@ -6,14 +6,18 @@ import re
 import shutil
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 
 from upkeeper.core import proc
-from upkeeper.core.task import Finding, Result, Severity, Task, TaskContext, TaskOptions, task
+from upkeeper.core.task import Finding, Result, Severity, StateStore, Task, TaskContext, TaskOptions, task
 from upkeeper.errors import ProcessError
+from upkeeper.fmt import human_duration
 from upkeeper.tasks.security._common import CheckOutput
+from upkeeper.tasks.security.sla import SlaOptions, Vuln, track
 
 #: simulate an upgrade; needs no lock and changes nothing
 APT_SIMULATE_ARGV = ("apt-get", "-s", "-o", "Debug::NoLocking=1", "dist-upgrade")
@@ -56,9 +60,11 @@ def unattended_enabled(conf_dir: Path) -> tuple[bool, str]:
 
 
 class UpdatesOptions(TaskOptions):
-    security_critical_count: int = Field(
-        1, ge=1, description="pending security updates from which the finding is critical. Source: upkeeper "
-        "default (the patch SLA: critical fixes within 24 h)")
+    sla: SlaOptions = Field(default_factory=SlaOptions, description="patch SLA (pending security updates are "
+                            "tracked from their first sighting like vulnerable dependencies)")
+    severity: Literal["critical", "high", "medium", "low"] = Field(
+        "high", description="SLA class of a pending security update (apt does not rate them). Source: upkeeper "
+        "default (Debian security updates fix high-impact issues as a rule)")
     lists_max_age_days: float = Field(
         7, gt=0, description="warn when apt's package lists are older (results may be stale). Source: upkeeper "
         "default (apt's periodic update is daily)")
@@ -66,7 +72,41 @@ class UpdatesOptions(TaskOptions):
     reboot_file: str = Field("/var/run/reboot-required", description="flag file written when a reboot is needed")
 
 
-def check_updates(options: UpdatesOptions) -> CheckOutput:
+def sla_findings(sec: list[dict[str, str]], options: UpdatesOptions, state: StateStore, now: datetime
+                 ) -> CheckOutput:
+    """Pending security updates against the patch SLA: warning while due, critical once overdue."""
+    out = CheckOutput()
+    tracked = track(state, [Vuln(key=f"apt:{p['name']}:{p['candidate']}", ecosystem="apt", package=p["name"],
+                                 severity=options.severity, title=f"security update {p['candidate']}",
+                                 version=p["installed"], fixed_in=[p["candidate"]], source="apt")
+                            for p in sec], now, options.sla, audited_sources={"apt"})
+    overdue = [t for t in tracked if t.overdue(now)]
+    within = [t for t in tracked if not t.overdue(now)]
+    out.metrics["security_overdue"] = float(len(overdue))
+    if overdue:
+        oldest = min(t.first_seen for t in overdue)
+        out.findings.append(Finding(
+            "security.updates.security_overdue", Severity.CRITICAL, "host",
+            f"{len(overdue)} security update(s) pending past the patch SLA "
+            f"({human_duration(options.sla.due(options.severity))}), oldest seen {oldest:%Y-%m-%d %H:%M} UTC: "
+            + ", ".join(t.vuln.package for t in overdue[:15]) + (" …" if len(overdue) > 15 else ""),
+            "apt-get update && apt-get upgrade now (or enable unattended-upgrades)", value=len(overdue),
+            threshold=0, data={"packages": [t.vuln.package for t in overdue][:200]}))
+    if within:
+        due = min(t.due for t in within if t.due) if any(t.due for t in within) else None
+        out.findings.append(Finding(
+            "security.updates.security_pending", Severity.WARNING, "host",
+            f"{len(within)} security update(s) pending"
+            + (f", due by {due:%Y-%m-%d %H:%M} UTC" if due else "") + ": "
+            + ", ".join(t.vuln.package for t in within[:15]) + (" …" if len(within) > 15 else ""),
+            "apt-get update && apt-get upgrade in the next maintenance window (or enable unattended-upgrades)",
+            value=len(within), threshold=0, data={"packages": [p for p in sec if p["name"] in
+                                                              {t.vuln.package for t in within}][:200]}))
+    return out
+
+
+def check_updates(options: UpdatesOptions, state: StateStore | None = None, now: datetime | None = None
+                  ) -> CheckOutput:
     out = CheckOutput()
     apt = shutil.which("apt-get")
     if apt is None:
@@ -82,10 +122,11 @@ def check_updates(options: UpdatesOptions) -> CheckOutput:
     plan = parse_apt_simulation(res.text)
     sec = plan.security
     out.metrics.update({"pending": float(len(plan.packages)), "security": float(len(sec))})
-    if sec:
-        sev = Severity.CRITICAL if len(sec) >= options.security_critical_count else Severity.WARNING
+    if state is not None:
+        out.extend(sla_findings(sec, options, state, now or datetime.now(UTC)))
+    elif sec:
         out.findings.append(Finding(
-            "security.updates.security_pending", sev, "host",
+            "security.updates.security_pending", Severity.WARNING, "host",
             f"{len(sec)} security update(s) pending: " + ", ".join(p["name"] for p in sec[:15])
             + (" …" if len(sec) > 15 else ""), "apt-get update && apt-get upgrade (or enable unattended-upgrades)",
             value=len(sec), threshold=0, data={"packages": sec[:200]}))
@@ -132,8 +173,9 @@ def check_updates(options: UpdatesOptions) -> CheckOutput:
 
 @task
 class SecurityUpdates(Task[UpdatesOptions]):
-    """Simulate an apt upgrade to count pending and security updates, check that unattended-upgrades is
-    installed and enabled, that the package lists are fresh, and whether a reboot is required."""
+    """Simulate an apt upgrade to count pending and security updates — each security update is tracked from its
+    first sighting and escalates to critical when it outlives the patch SLA — and check that unattended-upgrades
+    is installed and enabled, that the package lists are fresh, and whether a reboot is required."""
 
     name = "security.updates"
     summary = "pending and security updates (apt), unattended-upgrades, reboot required"
@@ -143,5 +185,5 @@ class SecurityUpdates(Task[UpdatesOptions]):
     default_timeout = 600
 
     def run(self, ctx: TaskContext, options: UpdatesOptions) -> Result:
-        out = check_updates(options)
+        out = check_updates(options, ctx.state, ctx.now())
         return Result(summary=out.summary, findings=out.findings, metrics=out.metrics)
