@@ -80,3 +80,17 @@ def nginx(services_dir: Path) -> Iterator[NginxServer]:
     server.start()
     yield server
     server.stop()
+
+
+# --- PostgreSQL streaming replication (postgres.maintenance replication checks) ---------------------
+
+
+@pytest.fixture(scope="session")
+def pg_primary_replica(services_dir: Path) -> Iterator[tuple[PostgresCluster, PostgresCluster]]:
+    """A primary of its own and a streaming replica of it (pg_basebackup -R -X stream, slot 'replica1')."""
+    primary = PostgresCluster(services_dir / "pg-primary")
+    primary.start()
+    replica = primary.create_replica(services_dir / "pg-replica", slot="replica1")
+    yield primary, replica
+    replica.stop()
+    primary.stop()

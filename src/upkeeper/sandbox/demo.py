@@ -16,6 +16,7 @@ from ruamel.yaml import YAML
 
 from upkeeper.config.standard import standard_jobs
 from upkeeper.core.task import REGISTRY
+from upkeeper.sandbox.pg_problems import stage_problems
 from upkeeper.sandbox.postgres import PostgresCluster
 from upkeeper.sandbox.seed import seed
 
@@ -105,10 +106,22 @@ def start_postgres(sb: Sandbox, say: Say) -> None:
     say("loading the app schema (users, listings, bookings, messages, reviews, notifications, audit_log)…")
     with cluster.connect("app") as conn:
         counts = seed(conn)
+        say("staging real problems for the maintenance jobs (bloat, duplicate indexes, interrupted REINDEX…)")
+        sb.facts["postgres_problems"] = stage_problems(conn)
     sb.facts["postgres_rows"] = counts
     sb.facts["postgres_port"] = cluster.port
     sb.targets["db"] = cluster.target("app")
     sb.job_options["db-ping"] = {"databases": ["app", "postgres"]}
+    # thresholds scaled to the sandbox's small tables (the defaults suit production sizes)
+    sb.job_options["vacuum"] = {"lock_timeout": "5s"}
+    sb.job_options["db-maintenance"] = {
+        "bloat_min_bytes": "256KiB", "dead_tuples_min": 1000, "slow_query_mean_ms": 2, "slow_query_min_calls": 20,
+        "top_queries": 5, "unused_index_min_bytes": "1MiB", "unused_index_min_stats_age": "0s",
+        "audit_table": "audit_log", "audit_retention": "365d", "audit_batch_size": 2000, "audit_pause": "50ms",
+        "cache_hit_min_blocks": 100000,
+    }
+    sb.job_options["index-rebuild"] = {"bloat_min_wasted": "128KiB", "bloat_min_pct": 30,
+                                       "high_priority": ["coupons"]}
 
 
 def start_security_services(sb: Sandbox, say: Say) -> None:
