@@ -123,3 +123,25 @@ def test_iso_timestamps_of_newer_rsyslog() -> None:
     ev = parse_line("2025-03-14T11:00:00.123456+01:00 web1 sshd[1]: Accepted publickey for a from 10.0.0.1 port 2 ssh2",
                     2025, NOW)
     assert ev is not None and ev.ts == datetime(2025, 3, 14, 10, 0, 0, 123456, tzinfo=UTC)
+
+
+def test_journal_json_format() -> None:
+    """The lines `journalctl -u ssh -o json` prints (fields as journald stores them)."""
+    from upkeeper.tasks.security.logins import parse_journal_json
+
+    def entry(i: int, msg: object) -> str:
+        import json
+
+        return json.dumps({"__CURSOR": f"s=abc;i={i}", "__REALTIME_TIMESTAMP": str(1741946400000000 + i * 1000000),
+                           "_SYSTEMD_UNIT": "ssh.service", "SYSLOG_IDENTIFIER": "sshd", "_PID": "812",
+                           "MESSAGE": msg})
+
+    text = "\n".join([entry(1, "Failed password for root from 203.0.113.77 port 50000 ssh2"),
+                      entry(2, list(b"Invalid user admin from 203.0.113.77 port 50001")),
+                      entry(3, "Server listening on 0.0.0.0 port 22."), "not json",
+                      entry(4, "Accepted publickey for deploy from 198.51.100.10 port 50122 ssh2: ED25519 SHA256:x")])
+    events, cursor = parse_journal_json(text)
+    assert [(e.kind, e.ip) for e in events] == [("failed", "203.0.113.77"), ("invalid", "203.0.113.77"),
+                                               ("accepted", "198.51.100.10")]
+    assert cursor == "s=abc;i=4"
+    assert events[0].ts == datetime(2025, 3, 14, 10, 0, 1, tzinfo=UTC)

@@ -127,21 +127,35 @@ def _read_journal(state: StateStore, options: LoginsOptions, now: datetime) -> t
         res = proc.run(argv, timeout=120, extra_env={"TZ": "UTC"})
     except ProcessError as exc:
         raise TaskError(f"journalctl failed: {exc.message}", "Try: source: file") from None
+    events, last = parse_journal_json(res.text)
+    if last:
+        state.set("journal_cursor", last)
+    return events, "journal"
+
+
+def parse_journal_json(text: str) -> tuple[list[LoginEvent], str | None]:
+    """``journalctl -o json`` lines → login events and the last cursor."""
     events: list[LoginEvent] = []
     last = None
-    for line in res.text.splitlines():
+    for line in text.splitlines():
         try:
             entry: dict[str, Any] = json.loads(line)
         except ValueError:
             continue
+        if not isinstance(entry, dict):
+            continue
         last = entry.get("__CURSOR") or last
-        ts = datetime.fromtimestamp(int(entry.get("__REALTIME_TIMESTAMP", 0)) / 1e6, UTC)
-        ev = parse_message(str(entry.get("MESSAGE", "")), ts)
+        try:
+            ts = datetime.fromtimestamp(int(entry.get("__REALTIME_TIMESTAMP", 0)) / 1e6, UTC)
+        except (TypeError, ValueError, OverflowError):
+            continue
+        message = entry.get("MESSAGE", "")
+        if isinstance(message, list):  # journald stores non-UTF-8 messages as byte arrays
+            message = bytes(b for b in message if isinstance(b, int) and 0 <= b < 256).decode("utf-8", "replace")
+        ev = parse_message(str(message), ts)
         if ev:
             events.append(ev)
-    if last:
-        state.set("journal_cursor", last)
-    return events, "journal"
+    return events, last
 
 
 def analyse(events: list[LoginEvent], options: LoginsOptions, known: set[str]) -> CheckOutput:
