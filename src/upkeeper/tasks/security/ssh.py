@@ -218,6 +218,13 @@ def effective_config(options: SshOptions) -> tuple[dict[str, str], str]:
     return values, f"{options.config} (sshd -T unavailable: {reason.splitlines()[0][:200]})"
 
 
+def _remediation(rule: SshRule, config: str) -> str:
+    setting, _, why = rule.remediation.partition(" (")
+    if rule.kind == "!":
+        return f"{setting[:1].upper()}{setting[1:]} in {config}" + (f" ({why}" if why else "")
+    return f"set '{setting}' in {config} and reload sshd" + (f" ({why}" if why else "")
+
+
 def check_config(options: SshOptions) -> CheckOutput:
     values, source = effective_config(options)
     wanted = {o.lower() for o in options.options}
@@ -242,7 +249,7 @@ def check_config(options: SshOptions) -> CheckOutput:
             f"security.ssh.{rule.option.lower()}", sev, options.config,
             f"{rule.option} is {value} ({'reasonable' if verdict == 'MIDSCORED' else 'weak'}; Lynis SSH-7408 "
             f"prefers {rule.good.strip('()').replace('|', ' or ') or 'another value'})",
-            f"set '{rule.remediation}' in {options.config} and reload sshd", value=value,
+            _remediation(rule, options.config), value=value,
             threshold=rule.good or f"not {rule.weak}", data={"source": source, "lynis": verdict},
         ))
     if not source.startswith("sshd -T"):
