@@ -1,4 +1,4 @@
-"""SSH probe benchmark: upkeeper's banner/algorithm probe beside ssh-audit, on the same sshd, in one run.
+"""Security probes beside their anchors in one run: the SSH probe vs ssh-audit, the TLS check vs openssl.
 
 Two real sshd servers from the sandbox (OpenSSH defaults, and one with 3DES, hmac-sha1 and
 diffie-hellman-group14-sha1 re-enabled).  For each: wall time per probe (median of N), and
@@ -6,6 +6,10 @@ whether the verdicts agree — the algorithms ssh-audit *fails* must be exactly 
 reports as warnings, restricted to the algorithms upkeeper's table knows and leaving out the NIST
 curves, which upkeeper deliberately reports as info (listed separately).  ssh-audit's time includes
 its interpreter start and a full key exchange; upkeeper's probe stops after the KEXINIT.
+
+TLS: one certificate check (chain verified, no legacy-protocol probes: two handshakes) against
+``openssl s_client | openssl x509 -enddate`` (one handshake plus two process starts, the way
+testssl.sh and shell scripts do it) on a local nginx, and whether both read the same expiry.
 
 Results: bench/results/security.json
 """
@@ -61,6 +65,50 @@ def upkeeper(port: int) -> tuple[float, set[str]]:
     return elapsed, warned
 
 
+def tls_bench(runs: int) -> dict[str, object]:
+    """One certificate check (no legacy-protocol probes) beside openssl s_client piped into openssl x509."""
+    from datetime import UTC, datetime
+
+    from upkeeper.core import proc
+    from upkeeper.sandbox._util import free_port
+    from upkeeper.sandbox.nginx import NginxServer, server_block
+    from upkeeper.sandbox.tls import self_signed
+    from upkeeper.tasks.network.tls import Endpoint, TlsOptions, check_endpoint
+
+    with tempfile.TemporaryDirectory(dir="/tmp") as d:
+        base = Path(d)
+        base.chmod(0o755)
+        (base / "www").mkdir()
+        cert = self_signed(base / "tls", "localhost", days=45)
+        port = free_port()
+        nginx = NginxServer(base, port=port, servers=server_block(base, port, base / "www", cert=cert.cert,
+                                                                  key=cert.key))
+        nginx.start()
+        try:
+            o_times, u_times = [], []
+            o_end = u_end = ""
+            for _ in range(runs):
+                t0 = time.perf_counter()
+                res = proc.pipeline([["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-servername",
+                                      "localhost"], ["openssl", "x509", "-noout", "-enddate"]], timeout=30)
+                o_times.append(time.perf_counter() - t0)
+                o_end = res[-1].text.strip().split("=", 1)[-1]
+                t0 = time.perf_counter()
+                out = check_endpoint(Endpoint("127.0.0.1", port, "localhost"),
+                                     TlsOptions(ca_file=str(cert.cert), check_legacy_protocols=False),
+                                     datetime.now(UTC))
+                u_times.append(time.perf_counter() - t0)
+                u_end = datetime.fromtimestamp(out.metrics[f"127.0.0.1:{port}.not_after_ts"], UTC).isoformat()
+        finally:
+            nginx.stop()
+    o_med, u_med = statistics.median(o_times), statistics.median(u_times)
+    openssl_end = datetime.strptime(o_end, "%b %d %H:%M:%S %Y %Z").replace(tzinfo=UTC) if o_end else None
+    return {"openssl_median_s": round(o_med, 4), "upkeeper_median_s": round(u_med, 4),
+            "speed_ratio_openssl_over_upkeeper": round(o_med / u_med, 2) if u_med else None,
+            "upkeeper_handshakes": 2, "openssl_handshakes": 1,
+            "not_after_agrees": bool(openssl_end and u_end and openssl_end.isoformat() == u_end)}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--runs", type=int, default=10)
@@ -100,9 +148,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name}: ssh-audit {a_med * 1000:.0f} ms, upkeeper {u_med * 1000:.0f} ms "
                   f"(x{results[name]['speed_ratio_ssh_audit_over_upkeeper']}); verdicts agree: "
                   f"{results[name]['agree_on_known_algorithms']}")
+    results["tls"] = tls_bench(args.runs)
+    t = results["tls"]
+    print(f"tls: openssl s_client + x509 {t['openssl_median_s'] * 1000:.0f} ms, upkeeper {t['upkeeper_median_s'] * 1000:.0f}"
+          f" ms (x{t['speed_ratio_openssl_over_upkeeper']}); expiry agrees: {t['not_after_agrees']}")
     out = ROOT / "bench" / "results" / "security.json"
-    out.write_text(json.dumps({"benchmark": "ssh probe vs ssh-audit", "runs": args.runs, "results": results},
-                              indent=2) + "\n")
+    out.write_text(json.dumps({"benchmark": "ssh probe vs ssh-audit; TLS certificate check vs openssl",
+                               "runs": args.runs, "results": results}, indent=2) + "\n")
     print(f"written {out}")
     return 0
 

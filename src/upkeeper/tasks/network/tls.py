@@ -174,6 +174,7 @@ def check_endpoint(ep: Endpoint, options: TlsOptions, now: datetime) -> CheckOut
     evidence = {"subject": subject_cn, "issuer": f"{issuer_org} {issuer_cn}".strip(), "not_after": not_after.isoformat(),
                 "serial": format(cert.serial_number, "x"), "protocol": version, "cipher": cipher}
     out.metrics[f"{ep}.days_left"] = round(days_left, 2)
+    out.metrics[f"{ep}.not_after_ts"] = not_after.timestamp()
     if days_left <= 0:
         out.findings.append(Finding("network.tls_expired", Severity.CRITICAL, subject,
                                     f"certificate expired on {not_after:%Y-%m-%d %H:%M} UTC", "renew it now",
