@@ -179,7 +179,7 @@ def check_dns(options: DnsOptions, state: StateStore, now: datetime,
                     "network.dns_propagated", Severity.INFO, subject,
                     f"change propagated to all {len(resolvers)} resolvers after {human_duration(current - since)}"
                     f" ({polls} re-check(s) in this run): now {', '.join(values) or '(empty)'}", "",
-                    value=round((current - since).total_seconds()), data={"from": propagating.get("from"),
+                    value=round((current - since).total_seconds(), 1), data={"from": propagating.get("from"),
                                                                           "to": values}))
             elif prior is not None and list(prior) != values:
                 out.findings.append(Finding(
