@@ -26,6 +26,7 @@ from upkeeper.tasks.security.headers import HeadersOptions, check_headers
 from upkeeper.tasks.security.nginx import NginxOptions, check_nginx
 
 BAD_EXTRA = """
+        max_ranges 0;
         add_header Access-Control-Allow-Origin $http_origin always;
         add_header Access-Control-Allow-Credentials true always;
         add_header Set-Cookie "sessionid=s3cr3t; Path=/" always;
@@ -80,8 +81,9 @@ def sites(services_dir: Path) -> Iterator[Sites]:
     os.chmod(base, 0o755)
     bad_root, good_root = base / "bad", base / "good"
     plant(bad_root, '<html><head><script src="http://cdn.example.net/lib.js"></script></head><body>shop</body></html>')
-    (bad_root / "dump.sql").write_text(DUMP)
-    os.chmod(bad_root / "dump.sql", 0o644)
+    # a 4 MB dump from a server that ignores Range: the probe must still read only its first 64 KiB
+    (bad_root / "backup.sql").write_text(DUMP + "INSERT INTO users VALUES (2);\n" * 140_000)
+    os.chmod(bad_root / "backup.sql", 0o644)
     plant(good_root, '<html><head><script src="/app.js"></script></head><body>spa</body></html>')
     cert = self_signed(base / "tls", "localhost", days=365, hosts=["localhost", "127.0.0.1"])
     bad_port, good_port, redirect_port = free_port(), free_port(), free_port()
@@ -107,6 +109,8 @@ def test_exposed_files_found_only_when_content_confirms(sites: Sites) -> None:
     assert checks(bad.findings) == {"security.exposed_files.env", "security.exposed_files.git_config",
                                     "security.exposed_files.git_head", "security.exposed_files.sql_dump"}
     assert all(f.severity is Severity.CRITICAL for f in bad.findings)
+    dump = next(f for f in bad.findings if f.check.endswith(".sql_dump"))
+    assert dump.subject.endswith("/backup.sql") and "(200, 65536 bytes read" in dump.message
     env = next(f for f in bad.findings if f.check.endswith(".env"))
     assert env.subject.endswith("/.env") and "hunter2" not in str(env.data)  # evidence never leaks the secret
     # the hardened SPA answers 200 with its index for /dump.sql, /backup.zip … and 403 for dotfiles

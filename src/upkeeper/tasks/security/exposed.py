@@ -75,6 +75,13 @@ def server_status(body: bytes, headers: dict[str, str]) -> bool:
     return b"Apache Server Status for" in body or (b"Active connections:" in body and b"server accepts" in body)
 
 
+@dataclass
+class Fetched:
+    status: int
+    content: bytes
+    headers: dict[str, str]
+
+
 @dataclass(frozen=True)
 class Probe:
     id: str
@@ -126,43 +133,52 @@ def check_exposed(url: str, options: ExposedOptions) -> CheckOutput:
     base = url if url.endswith("/") else url + "/"
     probed = 0
     with client(options.verify, options.timeout) as c:
-        def get(path: str) -> httpx.Response | None:
+        def get(path: str) -> Fetched | None:
+            """At most ``range_bytes`` of the body, even from a server that ignores Range (a 5 GB dump)."""
             nonlocal probed
+            probed += 1
             try:
-                probed += 1
-                return c.get(urljoin(base, path.lstrip("/")), headers={"Range": f"bytes=0-{options.range_bytes - 1}"})
+                with c.stream("GET", urljoin(base, path.lstrip("/")),
+                              headers={"Range": f"bytes=0-{options.range_bytes - 1}"}) as r:
+                    body = bytearray()
+                    for chunk in r.iter_bytes():
+                        body.extend(chunk)
+                        if len(body) >= options.range_bytes:
+                            break
+                    return Fetched(r.status_code, bytes(body[:options.range_bytes]),
+                                   {k.lower(): v for k, v in r.headers.items()})
             except httpx.HTTPError:
                 return None
 
         catch_all = get(f"/upkeeper-{secrets.token_hex(8)}.txt")
-        baseline = catch_all.content if catch_all is not None and catch_all.status_code in (200, 206) else None
+        baseline = catch_all.content if catch_all is not None and catch_all.status in (200, 206) else None
         for probe in PROBES:
             for path in probe.paths:
                 path = path.replace("{host}", host)
                 r = get(path)
-                if r is None or r.status_code not in (200, 206) or not r.content:
+                if r is None or r.status not in (200, 206) or not r.content:
                     continue
                 if baseline is not None and r.content == baseline:
                     continue
-                headers = {k.lower(): v for k, v in r.headers.items()}
+                headers = r.headers
                 if not probe.matcher(r.content, headers):
                     continue
                 out.findings.append(Finding(
                     f"security.exposed_files.{probe.id}",
                     probe.severity, urljoin(base, path.lstrip("/")),
-                    f"{probe.kind} is publicly downloadable ({r.status_code}, {len(r.content)} bytes read; "
+                    f"{probe.kind} is publicly downloadable ({r.status}, {len(r.content)} bytes read; "
                     "content confirms it)", probe.remediation,
-                    data={"status": r.status_code, "content_type": headers.get("content-type"),
+                    data={"status": r.status, "content_type": headers.get("content-type"),
                           "head": r.content[:80].decode("latin-1").replace("\n", "\\n")[:80] if probe.severity
                           is Severity.WARNING else "(withheld: may contain secrets)"},
                 ))
                 break  # one hit per kind is enough
         for path in options.extra_paths:
             r = get(path)
-            if r is not None and r.status_code in (200, 206) and r.content and r.content != baseline:
+            if r is not None and r.status in (200, 206) and r.content and r.content != baseline:
                 out.findings.append(Finding("security.exposed_files.extra", Severity.WARNING,
                                             urljoin(base, path.lstrip("/")),
-                                            f"{path} answers {r.status_code} with its own content",
+                                            f"{path} answers {r.status} with its own content",
                                             "remove it or deny access in the web server"))
     out.metrics["paths_probed"] = float(probed)
     out.metrics["exposed"] = float(len(out.findings))
