@@ -24,6 +24,28 @@ def run_task(name: str, pg: PostgresCluster, db: str, ctx: TaskContext | None = 
     return cls().run(ctx, opts)
 
 
+def closed_window_ctx(task: str) -> TaskContext:
+    """A context whose job is bound to a maintenance window that is closed now (it opened in 2020)."""
+    from upkeeper.config.loader import load_text
+
+    config = load_text(
+        "windows:\n  once:\n    start: '2020-01-01 02:00'\n    end: '2020-01-01 04:00'\n"
+        "jobs:\n  test:\n    task: debug.noop\n    window: once\n"
+    )
+    return TaskContext(job="test", task=task, config=config)
+
+
+def open_window_ctx(task: str) -> TaskContext:
+    """A context whose job is bound to a window open right now."""
+    from upkeeper.config.loader import load_text
+
+    config = load_text(
+        "windows:\n  always:\n    rrule: 'FREQ=DAILY'\n    start: '00:00'\n    duration: 24h\n"
+        "jobs:\n  test:\n    task: debug.noop\n    window: always\n"
+    )
+    return TaskContext(job="test", task=task, config=config)
+
+
 def findings(result: Result, check: str, subject: str | None = None) -> list[Finding]:
     return [f for f in result.findings if f.check == check and (subject is None or f.subject == subject)]
 

@@ -14,12 +14,11 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from pg_tasks import findings, one, run_task
+from pg_tasks import closed_window_ctx, findings, one, open_window_ctx, run_task
 from upkeeper.core.execute import HistoryMetrics
 from upkeeper.core.history import History, NewRun
 from upkeeper.core.task import MemoryState, Result, Severity, TaskContext
 from upkeeper.sandbox.postgres import PostgresCluster
-from upkeeper.tasks.postgres import _window
 from upkeeper.tasks.postgres._options import CHECK_NAMES, MaintenanceOptions
 from upkeeper.tasks.postgres._survey import DATABASE_CHECKS, SERVER_CHECKS
 
@@ -87,20 +86,19 @@ def test_pg_repack_is_used_when_installed(pg: PostgresCluster, pg_db: str) -> No
 def test_repair_waits_for_the_maintenance_window(pg: PostgresCluster, pg_db: str) -> None:
     _bloat(pg, pg_db)
     before = pg.execute("SELECT pg_total_relation_size('bloated')", pg_db)[0][0]
-    _window.set_window_probe(lambda ctx: False)  # what the window engine will answer outside the window
-    try:
-        res = survey(pg, pg_db, ["bloat", "repair"], **BLOAT)
-    finally:
-        _window.set_window_probe(None)
+    res = survey(pg, pg_db, ["bloat", "repair"], ctx=closed_window_ctx("postgres.maintenance"), **BLOAT)
     assert one(res, "postgres.repair_deferred").severity is Severity.INFO
     assert one(res, "postgres.table_bloat").severity is Severity.WARNING
     assert pg.execute("SELECT pg_total_relation_size('bloated')", pg_db)[0][0] == before
     # window_only: false repairs anyway
-    _window.set_window_probe(lambda ctx: False)
-    try:
-        res = survey(pg, pg_db, ["bloat", "repair"], window_only=False, **BLOAT)
-    finally:
-        _window.set_window_probe(None)
+    res = survey(pg, pg_db, ["bloat", "repair"], ctx=closed_window_ctx("postgres.maintenance"),
+                 window_only=False, **BLOAT)
+    assert findings(res, "postgres.bloat_repaired")
+
+
+def test_repair_runs_inside_an_open_window(pg: PostgresCluster, pg_db: str) -> None:
+    _bloat(pg, pg_db)
+    res = survey(pg, pg_db, ["bloat", "repair"], ctx=open_window_ctx("postgres.maintenance"), **BLOAT)
     assert findings(res, "postgres.bloat_repaired")
 
 

@@ -8,10 +8,9 @@ import time
 import psycopg
 import pytest
 
-from pg_tasks import findings, one, run_task
+from pg_tasks import closed_window_ctx, findings, one, run_task
 from upkeeper.core.task import Severity
 from upkeeper.sandbox.postgres import PostgresCluster
-from upkeeper.tasks.postgres import _window
 
 
 def _index_names(pg: PostgresCluster, db: str, table: str) -> dict[str, bool]:
@@ -119,11 +118,8 @@ def test_bloated_index_is_rebuilt_concurrently(pg: PostgresCluster, pg_db: str) 
 def test_pgstatindex_confirms_and_window_defers(pg: PostgresCluster, pg_db: str) -> None:
     pg.execute("CREATE EXTENSION pgstattuple", pg_db)
     _bloated_index(pg, pg_db)
-    _window.set_window_probe(lambda ctx: False)
-    try:
-        res = run_task("postgres.reindex", pg, pg_db, bloat_min_wasted="400KiB", bloat_min_pct=50)
-    finally:
-        _window.set_window_probe(None)
+    res = run_task("postgres.reindex", pg, pg_db, ctx=closed_window_ctx("postgres.reindex"),
+                   bloat_min_wasted="400KiB", bloat_min_pct=50)
     bloat = one(res, "postgres.index_bloat", f"{pg_db}.public.events_id")
     assert bloat.data["method"] == "pgstatindex" and bloat.severity is Severity.WARNING
     assert one(res, "postgres.reindex_deferred").severity is Severity.INFO
