@@ -65,12 +65,13 @@ def test_compliance_report_from_history(cli, make_config, pg: PostgresCluster, t
     out_dir = tmp_path / "evidence"
     cfg = make_config({
         "targets": {"db": pg.target()},
+        "windows": {"nightly": {"days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"], "hours": "02:00-05:00"}},
         "jobs": {
             # stand-ins with the backup category until postgres.backup/backup.verify land: compliance reads
             # categories, statuses and metrics from history, not the tasks' internals
             "db-backup": {"task": "postgres.ping", "target": "db", "category": "backup", "schedule": "0 0 * * *"},
             "backup-verify": {"task": "postgres.ping", "target": "db", "category": "backup"},
-            "vacuum": {"task": "postgres.vacuum", "target": "db", "schedule": "0 3 * * *"},
+            "vacuum": {"task": "postgres.vacuum", "target": "db", "schedule": "0 3 * * *", "window": "nightly"},
             "deps": {"task": "security.dependencies"},
             "compliance": {"task": "security.compliance", "options": {"output_dir": str(out_dir),
                                                                       "organization": "Shop & Co <Ltd>"}},
@@ -83,9 +84,10 @@ def test_compliance_report_from_history(cli, make_config, pg: PostgresCluster, t
     _run(h, "backup-verify", "postgres.ping", start + timedelta(days=6), "ok", metrics={"restore_seconds": 42.5})
     x = Finding("postgres.dead_tuples", Severity.WARNING, "public.bookings", "bloat")
     y = Finding("postgres.unused_index", Severity.WARNING, "idx_old", "unused")
-    _run(h, "vacuum", "postgres.vacuum", start + timedelta(days=1), "warn", [x])
-    _run(h, "vacuum", "postgres.vacuum", start + timedelta(days=2), "warn", [x, y])
-    _run(h, "vacuum", "postgres.vacuum", start + timedelta(days=3), "warn", [y], trigger="deferred")
+    _run(h, "vacuum", "postgres.vacuum", start + timedelta(days=1, hours=3), "warn", [x])
+    _run(h, "vacuum", "postgres.vacuum", start + timedelta(days=2, hours=3), "warn", [x, y])
+    _run(h, "vacuum", "postgres.vacuum", start + timedelta(days=3, hours=3), "warn", [y], trigger="deferred")
+    _run(h, "vacuum", "postgres.vacuum", start + timedelta(days=4, hours=12), "ok")  # outside the window
     first = start + timedelta(days=2)
     h.set_state("deps", "vulns", {
         "npm:lodash:GHSA-jf85": {"first_seen": first.isoformat(), "severity": "critical", "package": "lodash",
@@ -103,10 +105,13 @@ def test_compliance_report_from_history(cli, make_config, pg: PostgresCluster, t
     assert "4 successful backup run(s), 1 failed; 1 successful restore verification(s)" in md
     assert "| backup-verify |" in md and "| 42.5 |" in md
     assert "| deps | 0 | 1 | 0 | 1 | 0.0% |" in md  # lodash fixed after 30 h (SLA 24 h), requests still open
-    assert "| vacuum | 3 | 2 | 1 | 1 |" in md  # opened x then y, closed x, y open at the end
-    assert "deferred to their maintenance window" in md and "| vacuum | 3 | 3 | 2 | 1 | 0 | 0 | 0 |" in md
+    assert "| vacuum | 4 | 2 | 2 | 0 |" in md  # opened x then y, closed x then y: nothing open at the end
+    assert "deferred to their maintenance window" in md
+    assert "| vacuum | nightly | 4 | 4 | 1 | 0 | 0 | 3 | 1 | 0 |" in md  # 3 runs inside 02:00-05:00, 1 outside
     assert "superusers: postgres" in md
     assert "Shop &amp; Co &lt;Ltd&gt;" in html and "<table>" in html
     checks = {f["check"] for f in run["findings"]}
-    assert {"security.compliance.backup_failures", "security.compliance.patch_sla", "security.compliance.report"} \
-        <= checks
+    assert {"security.compliance.backup_failures", "security.compliance.patch_sla", "security.compliance.report",
+            "security.compliance.window_not_kept"} <= checks
+    late = next(f for f in run["findings"] if f["check"] == "security.compliance.window_not_kept")
+    assert late["value"] == 1 and f"{start + timedelta(days=4, hours=12):%Y-%m-%d} 12:00" in late["message"]

@@ -12,8 +12,9 @@ It reads the run history — nothing here is taken on trust from the jobs' own c
   that appears in a run is *opened*, one that disappears from the next run is *closed*.
 * **Database access review** — every PostgreSQL target's roles, read live: superusers,
   CREATEROLE/CREATEDB/REPLICATION/BYPASSRLS, memberships, expiry.
-* **Maintenance windows** — maintenance-category runs in the period by trigger and status:
-  how many ran when scheduled, were deferred to a window or skipped (blackouts), failed.
+* **Maintenance windows** — maintenance-category runs in the period by trigger and status
+  (deferred to a window, skipped, failed), and for jobs bound to a window (``window: NAME``)
+  whether each run started inside it, checked with the window engine (``window_open_at``).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from upkeeper.config.targets import PostgresTarget
 from upkeeper.core.history import History, history_url
 from upkeeper.core.task import REGISTRY, Finding, Result, Severity, Task, TaskContext, TaskOptions, task
 from upkeeper.errors import TaskError, UnknownTaskError
+from upkeeper.notify.policy import window_open_at
 from upkeeper.tasks.security.postgres import access_review
 from upkeeper.tasks.security.report import Document, Section, Table, to_html, to_markdown
 from upkeeper.tasks.security.sla import SlaOptions
@@ -224,12 +226,16 @@ def access_section(ctx: TaskContext) -> tuple[Section, list[Finding]]:
     return sec, findings
 
 
-def windows_section(ctx: TaskContext, hist: History, start: datetime, end: datetime) -> Section:
+def windows_section(ctx: TaskContext, hist: History, start: datetime, end: datetime
+                    ) -> tuple[Section, list[Finding]]:
+    """Maintenance runs by trigger and status; for jobs bound to a window, whether each run started inside it."""
     assert ctx.config is not None
     rows = []
+    findings: list[Finding] = []
     total = Counter[str]()
-    for job in ctx.config.jobs:
-        if _category(ctx, job) != "maintenance":
+    bound = 0
+    for job, jc in ctx.config.jobs.items():
+        if _category(ctx, job) != "maintenance" and not jc.window:
             continue
         runs = _runs(hist, job, start, end)
         if not runs:
@@ -237,17 +243,42 @@ def windows_section(ctx: TaskContext, hist: History, start: datetime, end: datet
         trig = Counter(r.trigger for r in runs)
         st = Counter(r.status for r in runs)
         ok = st.get("ok", 0) + st.get("warn", 0)
+        inside = outside = 0
+        outside_scheduled: list[str] = []
+        if jc.window:
+            bound += 1
+            for r in runs:
+                if r.started_at is None:
+                    continue
+                if window_open_at(ctx.config, job, r.started_at):
+                    inside += 1
+                else:
+                    outside += 1
+                    if r.trigger != "manual":
+                        outside_scheduled.append(f"{r.started_at:%Y-%m-%d %H:%M}")
         total.update(runs=len(runs), ok=ok, deferred=trig.get("deferred", 0), skipped=st.get("skipped", 0),
-                     failed=st.get("fail", 0) + st.get("error", 0))
-        rows.append([job, len(runs), ok, trig.get("schedule", 0), trig.get("deferred", 0), st.get("skipped", 0),
-                     st.get("fail", 0) + st.get("error", 0), trig.get("manual", 0)])
+                     failed=st.get("fail", 0) + st.get("error", 0), inside=inside, outside=outside)
+        rows.append([job, jc.window or "—", len(runs), ok, trig.get("deferred", 0), st.get("skipped", 0),
+                     st.get("fail", 0) + st.get("error", 0), inside if jc.window else None,
+                     outside if jc.window else None, trig.get("manual", 0)])
+        if outside_scheduled:
+            findings.append(Finding(
+                "security.compliance.window_not_kept", Severity.WARNING, job,
+                f"{len(outside_scheduled)} run(s) of {job} started outside window {jc.window}: "
+                + ", ".join(outside_scheduled[:10]), "check the job's window and the daemon's clock",
+                value=len(outside_scheduled)))
     sec = Section("Maintenance windows kept", [
         f"{total['runs']} maintenance run(s): {total['ok']} succeeded, {total['deferred']} were deferred to their "
-        f"maintenance window, {total['skipped']} skipped (blackouts), {total['failed']} failed. Source: run history "
-        "(trigger and status of every maintenance-category run)."])
-    sec.tables.append(Table(["job", "runs", "ok", "on schedule", "deferred to window", "skipped", "failed", "manual"],
-                            rows))
-    return sec
+        f"maintenance window, {total['skipped']} skipped (blackouts, overlap), {total['failed']} failed. "
+        + (f"Of the runs of the {bound} window-bound job(s), {total['inside']} started inside the window and "
+           f"{total['outside']} outside (manual runs included). " if bound else
+           "No maintenance job is bound to a window ('window: NAME' on a job). ")
+        + "Source: run history (trigger, status and start time of every maintenance run) checked against the "
+        "configured windows."])
+    sec.tables.append(Table(["job", "window", "runs", "ok", "deferred to window", "skipped", "failed",
+                             "started in window", "started outside", "manual"], rows))
+    sec.verdict = "attention" if findings else ("ok" if bound else None)
+    return sec, findings
 
 
 def build(ctx: TaskContext, options: ComplianceOptions, hist: History) -> tuple[Document, list[Finding]]:
@@ -264,7 +295,9 @@ def build(ctx: TaskContext, options: ComplianceOptions, hist: History) -> tuple[
         sec, f = access_section(ctx)
         sections.append(sec)
         findings += f
-    sections.append(windows_section(ctx, hist, start, end))
+    sec, f = windows_section(ctx, hist, start, end)
+    sections.append(sec)
+    findings += f
     assert ctx.config is not None
     meta = [("Organization", options.organization or "—"), ("Node", ctx.config.node),
             ("Period", f"{start:%Y-%m-%d} to {(end - timedelta(seconds=1)):%Y-%m-%d} (UTC)"),

@@ -242,9 +242,11 @@ def check_dependencies(ctx: TaskContext, options: DependenciesOptions, app_root:
     vulns, problems, audited = collect(options, app_root)
     out = CheckOutput(findings=problems)
     if not audited and not problems:
-        out.findings.append(Finding("security.dependencies.nothing_configured", Severity.INFO, "host",
-                                    "no Node project or Python environment configured",
-                                    "set node_projects / python_paths / python_envs / requirements"))
+        out.findings.append(Finding(
+            "security.dependencies.nothing_configured", Severity.INFO, app_root or "host",
+            f"no package-lock.json or virtualenv (.venv, venv) found in {app_root}" if app_root else
+            "no Node project or Python environment configured",
+            "set node_projects / python_paths / python_envs / requirements"))
     tracked = track(ctx.state, vulns, now, options.sla, audited_sources=set(audited))
     vuln_findings, overdue = sla_findings(tracked, now, options.sla)
     out.findings += vuln_findings
