@@ -158,8 +158,9 @@ class SecurityAudit(Task[AuditOptions]):
             for f in res.findings:
                 families[f.check] = family
             findings.extend(res.findings)
+            per_target = family in ("exposed_files", "headers", "cors", "nginx", "postgres", "redis")
             for k, v in res.metrics.items():
-                metrics[f"{family}.{k}" if len(checks) < 500 else k] = v
+                metrics[f"{family}.{subject}.{k}" if per_target else f"{family}.{k}"] = v
             ran[family] = ran.get(family, 0) + 1
             ctx.log.info("%s (%s): %s", family, subject, res.summary or f"{len(res.findings)} finding(s)")
         score = audit_score(findings, options.scoring, families)
