@@ -42,7 +42,8 @@ class LocalWriter:
         self.size = 0
 
     def write(self, data: bytes) -> int:
-        assert self.fh is not None, "write after commit/abort"
+        if self.fh is None:
+            raise StorageError(f"cannot write {self.final}: write after commit/abort", permanent=True)
         try:
             n = self.fh.write(data)
         except OSError as exc:
@@ -52,7 +53,8 @@ class LocalWriter:
         return n
 
     def commit(self) -> ObjectInfo:
-        assert self.fh is not None, "commit after commit/abort"
+        if self.fh is None:
+            raise StorageError(f"cannot commit {self.final}: commit after commit/abort", permanent=True)
         try:
             self.fh.flush()
             if self.storage.config.fsync:

@@ -84,9 +84,11 @@ class S3Writer:
         try:
             while len(self.buffer) >= self._next_part_size():
                 n = self._next_part_size()
-                chunk = bytes(self.buffer[:n])
+                with memoryview(self.buffer) as view:
+                    chunk = bytes(view[:n])  # the one copy: the buffer keeps filling while the part uploads
                 del self.buffer[:n]
                 self._upload_part(chunk)
+                del chunk
         except BaseException:
             self.abort()
             raise

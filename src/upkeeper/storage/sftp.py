@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
 import paramiko
-from paramiko.sftp import CMD_EXTENDED, CMD_STATUS
+from paramiko.sftp import CMD_DATA, CMD_EXTENDED, CMD_READ, CMD_STATUS, int64
 
 from upkeeper.config.storage import SftpStorageConfig
 from upkeeper.errors import StorageError
@@ -38,7 +38,8 @@ from upkeeper.storage.base import ObjectInfo, check_key
 log = logging.getLogger(__name__)
 
 TMP_SUFFIX = ".upkeeper-partial"
-READ_WINDOW = 4 * 1024 * 1024  # bytes fetched ahead per read round (pipelined 32 KiB requests)
+READ_WINDOW = 4 * 1024 * 1024  # bytes requested ahead per read round
+REQUEST_SIZE = 32768  # bytes per SFTP read request (paramiko's and OpenSSH's usual maximum)
 DEFAULT_KNOWN_HOSTS = "~/.ssh/known_hosts"
 
 T = TypeVar("T")
@@ -229,8 +230,23 @@ def _rename(sftp: paramiko.SFTPClient, src: str, dst: str) -> None:
         sftp.rename(src, dst)
 
 
+class _Responses:
+    """Collects the responses to our pipelined read requests (paramiko hands them to ``_async_response``)."""
+
+    def __init__(self) -> None:
+        self.got: dict[int, tuple[int, Any]] = {}
+
+    def _async_response(self, t: int, msg: Any, num: int) -> None:
+        self.got[num] = (t, msg)
+
+
 class _SftpReader(io.RawIOBase):
-    """Reads a remote file in windows of pipelined requests: constant memory, no round trip per 32 KiB."""
+    """Reads a remote file in windows of pipelined 32 KiB requests: bounded memory, no round trip per request.
+
+    paramiko's own ``prefetch``/``readv`` keep whatever arrives until it is read (unbounded
+    when the consumer is slower than the network) and can fall back to one request per round
+    trip half-way; so the window is driven here, with the same SFTP client primitives they use.
+    """
 
     def __init__(self, storage: SftpStorage, key: str, sftp: paramiko.SFTPClient, fh: paramiko.SFTPFile,
                  size: int) -> None:
@@ -240,11 +256,42 @@ class _SftpReader(io.RawIOBase):
         self.fh = fh
         self.size = size
         self.pos = 0
-        self.buf = b""
+        self.buf = bytearray()
         self.buf_off = 0
 
     def readable(self) -> bool:
         return True
+
+    def _fetch(self, pos: int, n: int) -> bytearray:
+        sftp: Any = self.sftp
+        collector = _Responses()
+        requests = []
+        off = pos
+        while off < pos + n:
+            size = min(REQUEST_SIZE, pos + n - off)
+            num = sftp._async_request(collector, CMD_READ, self.fh.handle, int64(off), size)
+            requests.append((num, off, size))
+            off += size
+        out = bytearray()
+        for num, off, size in requests:
+            while num not in collector.got:
+                sftp._read_response()
+            t, msg = collector.got.pop(num)
+            if t == CMD_STATUS:
+                sftp._convert_status(msg)  # raises the server's error (or EOFError)
+                raise EOFError(f"unexpected end of file at byte {off}")
+            if t != CMD_DATA:
+                raise StorageError("unexpected SFTP response to a read", permanent=False)
+            data = msg.get_string()
+            out += data
+            while len(data) < size:  # a server may answer with fewer bytes: fetch the rest directly
+                self.fh.seek(off + len(data))
+                more = self.fh.read(size - len(data))
+                if not more:
+                    raise EOFError(f"unexpected end of file at byte {off + len(data)}")
+                out += more
+                data += more
+        return out
 
     def readinto(self, b: Any) -> int:
         view = memoryview(b).cast("B")
@@ -252,14 +299,12 @@ class _SftpReader(io.RawIOBase):
             if self.pos >= self.size:
                 return 0
             n = min(READ_WINDOW, self.size - self.pos)
+            self.buf = bytearray()
             try:
-                data = b"".join(self.fh.readv([(self.pos, n)], max_concurrent_prefetch_requests=64))
+                self.buf = self._fetch(self.pos, n)
             except BaseException as exc:
                 raise self.storage.translate("cannot read", self.storage.remote_path(self.key), exc) from None
-            if len(data) != n:
-                raise StorageError(f"cannot read {self.storage.where(self.key)}: short read at byte {self.pos}",
-                                   permanent=False)
-            self.buf, self.buf_off = data, 0
+            self.buf_off = 0
             self.pos += n
         k = min(len(view), len(self.buf) - self.buf_off)
         view[:k] = self.buf[self.buf_off:self.buf_off + k]
@@ -487,7 +532,7 @@ class SftpStorage:
             with contextlib.suppress(Exception):
                 sftp.close()
             raise self.translate("cannot read", path, exc) from None
-        return io.BufferedReader(_SftpReader(self, key, sftp, fh, size), buffer_size=READ_WINDOW)
+        return io.BufferedReader(_SftpReader(self, key, sftp, fh, size), buffer_size=256 * 1024)
 
     def stat(self, key: str) -> ObjectInfo | None:
         path = self.remote_path(key)
