@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 import boto3
+import botocore.session
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import (
     BotoCoreError,
@@ -176,6 +177,24 @@ class _S3Reader(io.RawIOBase):
                 super().close()
 
 
+_LOADER: Any = None
+
+
+def _botocore_session() -> Any:
+    """A fresh botocore session (its own credential chain) sharing one model loader.
+
+    Loading the S3 service model costs about half a second of CPU; every storage
+    object would otherwise pay it again.
+    """
+    global _LOADER
+    session = botocore.session.get_session()
+    if _LOADER is None:
+        _LOADER = session.get_component("data_loader")
+    else:
+        session.register_component("data_loader", _LOADER)
+    return session
+
+
 class S3Storage:
     kind = "s3"
 
@@ -223,7 +242,7 @@ class S3Storage:
             if region is None and self.config.endpoint_url and not os.environ.get("AWS_DEFAULT_REGION"):
                 region = "us-east-1"  # self-hosted stores ignore it, but SigV4 needs one
             try:
-                session = boto3.session.Session()
+                session = boto3.session.Session(botocore_session=_botocore_session())
                 self._client = session.client(
                     "s3", endpoint_url=self.config.endpoint_url, region_name=region,
                     aws_access_key_id=key_id, aws_secret_access_key=secret,
