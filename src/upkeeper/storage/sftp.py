@@ -342,7 +342,7 @@ class SftpStorage:
         path = Path(self.config.key_file).expanduser()
         passphrase = self.config.secret("key_passphrase")
         try:
-            return paramiko.PKey.from_path(path, password=passphrase)
+            return paramiko.PKey.from_path(path, password=passphrase.encode() if passphrase else None)
         except paramiko.PasswordRequiredException:
             raise StorageError(f"{self.describe()}: the key {path} is encrypted",
                                "Try: set key_passphrase_file (or key_passphrase)", permanent=True) from None
@@ -352,6 +352,12 @@ class SftpStorage:
             raise StorageError(f"{self.describe()}: cannot read key_file {path}: {exc.strerror or exc}",
                                permanent=True) from None
         except (paramiko.SSHException, ValueError, TypeError) as exc:
+            if passphrase is None and "password" in str(exc).lower():
+                raise StorageError(f"{self.describe()}: the key {path} is encrypted",
+                                   "Try: set key_passphrase_file (or key_passphrase)", permanent=True) from None
+            if passphrase is not None and _is_encrypted_key(path):
+                raise StorageError(f"{self.describe()}: cannot decrypt the key {path}: wrong passphrase",
+                                   "Try: check key_passphrase_file", permanent=True) from None
             raise StorageError(f"{self.describe()}: cannot load key_file {path}: {exc}",
                                "Try: use an OpenSSH private key (Ed25519, ECDSA or RSA); check the passphrase",
                                permanent=True) from None
@@ -600,6 +606,17 @@ class SftpStorage:
 
     def close(self) -> None:
         self._reset()
+
+
+def _is_encrypted_key(path: Path) -> bool:
+    """Does the key load without a passphrase complain that it needs one?"""
+    try:
+        paramiko.PKey.from_path(path)
+    except (paramiko.SSHException, ValueError, TypeError) as exc:
+        return "password" in str(exc).lower()
+    except OSError:
+        return False
+    return False
 
 
 def _mtime(st: paramiko.SFTPAttributes) -> datetime | None:
