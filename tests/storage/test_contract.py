@@ -8,15 +8,14 @@ uploads) to prove that aborted or failed writes leave nothing behind.
 from __future__ import annotations
 
 import hashlib
-import os
 import tracemalloc
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from services import local_storage_config, s3_storage_config, sftp_storage_config
 
+from services import local_storage_config, s3_storage_config, sftp_storage_config
 from upkeeper.errors import StorageError
 from upkeeper.storage import open_storage
 from upkeeper.storage.base import Storage, get_bytes, put_bytes
@@ -293,7 +292,7 @@ def test_a_new_storage_object_sees_committed_data(backend: Backend) -> None:
     """Commit is durable: a separate client (a later run) reads it back."""
     s = backend.storage
     put_bytes(s, "set/manifest.json", b"{}")
-    cfg = getattr(s, "config")
+    cfg = s.config
     other = open_storage("other", cfg)
     try:
         assert get_bytes(other, "set/manifest.json") == b"{}"

@@ -6,8 +6,8 @@ import os
 from pathlib import Path
 
 import pytest
-from services import local_storage_config
 
+from services import local_storage_config
 from upkeeper.errors import StorageError
 from upkeeper.storage import open_storage
 from upkeeper.storage.base import get_bytes, put_bytes

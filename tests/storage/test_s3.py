@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
-from services import s3_storage_config
 
+from services import s3_storage_config
 from upkeeper.config.storage import S3StorageConfig
 from upkeeper.errors import StorageError
 from upkeeper.sandbox.s3 import SeaweedS3

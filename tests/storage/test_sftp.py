@@ -8,8 +8,8 @@ from pathlib import Path
 
 import psutil
 import pytest
-from services import sftp_storage_config
 
+from services import sftp_storage_config
 from upkeeper.errors import StorageError
 from upkeeper.sandbox.sshd import SshServer
 from upkeeper.storage import open_storage

@@ -43,7 +43,7 @@ class S3StorageConfig(FileSecrets):
         description="multipart upload part size, buffered in memory one part at a time; at least 5MiB (S3's "
                     "minimum). It doubles every 1000 parts, so a stream of unknown length fits S3's 10,000-part "
                     "limit. Source: AWS CLI uses 8MiB; twice that halves the requests",
-    )  # type: ignore[assignment]
+    )
     storage_class: str | None = Field(None, description="e.g. STANDARD_IA, GLACIER_IR")
     verify_tls: bool = Field(True, description="check the endpoint's TLS certificate")
     max_attempts: int = Field(

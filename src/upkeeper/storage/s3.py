@@ -26,11 +26,13 @@ from botocore.config import Config as BotoConfig
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
-    ConnectionError as BotoConnectionError,
     HTTPClientError,
     NoCredentialsError,
     ParamValidationError,
     PartialCredentialsError,
+)
+from botocore.exceptions import (
+    ConnectionError as BotoConnectionError,
 )
 
 from upkeeper.config.storage import MAX_PART_SIZE, S3StorageConfig
@@ -108,7 +110,7 @@ class S3Writer:
         part: dict[str, Any] = {"PartNumber": number, "ETag": resp2["ETag"]}
         for field in ("ChecksumCRC32", "ChecksumCRC32C", "ChecksumCRC64NVME", "ChecksumSHA1", "ChecksumSHA256"):
             if resp2.get(field):
-                part[field] = resp2[field]  # type: ignore[literal-required]
+                part[field] = resp2[field]
         self.parts.append(part)
 
     def commit(self) -> ObjectInfo:
@@ -372,13 +374,12 @@ class _ErrorMap:
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> bool:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
         if exc is None or isinstance(exc, StorageError):
-            return False
+            return
         err = translate(self.storage, self.action, self.key, exc)
-        if err is None:
-            return False
-        raise err from None
+        if err is not None:
+            raise err from None
 
 
 def translate(storage: S3Storage, action: str, key: str | None, exc: BaseException) -> StorageError | None:

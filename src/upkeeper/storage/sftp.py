@@ -14,6 +14,7 @@ pipelined responses are never consumed by another operation.
 from __future__ import annotations
 
 import base64
+import builtins
 import contextlib
 import errno
 import hashlib
@@ -342,7 +343,8 @@ class SftpStorage:
         path = Path(self.config.key_file).expanduser()
         passphrase = self.config.secret("key_passphrase")
         try:
-            return paramiko.PKey.from_path(path, password=passphrase.encode() if passphrase else None)
+            password: Any = passphrase.encode() if passphrase else None  # paramiko's stubs say str; it needs bytes
+            return paramiko.PKey.from_path(path, password=password)
         except paramiko.PasswordRequiredException:
             raise StorageError(f"{self.describe()}: the key {path} is encrypted",
                                "Try: set key_passphrase_file (or key_passphrase)", permanent=True) from None
@@ -558,8 +560,8 @@ class SftpStorage:
         found = self.call(lambda sftp: self._walk(sftp, prefix), "cannot list", self.root)
         yield from found
 
-    def _walk(self, sftp: paramiko.SFTPClient, prefix: str) -> list[ObjectInfo]:
-        out: list[ObjectInfo] = []
+    def _walk(self, sftp: paramiko.SFTPClient, prefix: str) -> builtins.list[ObjectInfo]:
+        out: builtins.list[ObjectInfo] = []
 
         def walk(directory: str, rel: str) -> None:
             try:
