@@ -39,7 +39,7 @@ class S3StorageConfig(FileSecrets):
         "auto", description="'path' for most self-hosted stores (SeaweedFS, MinIO)"
     )
     part_size: ByteSize = Field(
-        default=16 * 1024 * 1024, validate_default=True,
+        default="16MiB", validate_default=True,
         description="multipart upload part size, buffered in memory one part at a time; at least 5MiB (S3's "
                     "minimum). It doubles every 1000 parts, so a stream of unknown length fits S3's 10,000-part "
                     "limit. Source: AWS CLI uses 8MiB; twice that halves the requests",
