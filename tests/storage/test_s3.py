@@ -136,6 +136,21 @@ def test_part_size_grows_so_any_stream_fits_10000_parts() -> None:
     assert sum(sizes) > 4 * 1024**4  # ~4.9 TiB even at the minimum part size (S3's object limit is 5 TiB)
 
 
+@pytest.mark.parametrize("concurrency", [1, 3])
+def test_multipart_upload_in_order_at_any_concurrency(s3_server: SeaweedS3, s3_bucket: str,
+                                                      concurrency: int) -> None:
+    storage = open_storage("s", s3_storage_config(s3_server, s3_bucket, part_size="5MiB",
+                                                  upload_concurrency=concurrency))
+    data = b"".join(bytes([i]) * (MiB + 17) for i in range(23))  # ~23 MiB: five parts
+    w = storage.open_write("k")
+    for i in range(0, len(data), 300_001):
+        w.write(data[i:i + 300_001])
+    w.commit()
+    assert get_bytes(storage, "k") == data
+    head = s3_server.client().head_object(Bucket=s3_bucket, Key="k")
+    assert head["ETag"].strip('"').endswith("-5")  # a multipart object of five parts
+
+
 def test_abort_stale_uploads(s3_server: SeaweedS3, s3_bucket: str) -> None:
     storage = open_storage("s", s3_storage_config(s3_server, s3_bucket, part_size="5MiB"))
     assert isinstance(storage, S3Storage)
@@ -167,13 +182,15 @@ def test_server_killed_mid_upload_then_retry_succeeds(fault_s3: SeaweedS3,
     digest = hashlib.sha256(data).hexdigest()
 
     w = storage.open_write("db/set1/dump.zst")
-    w.write(data[: 6 * MiB])  # one part uploaded
+    w.write(data[: 6 * MiB])  # the first part is on its way
     fault_s3.kill()
     with caplog.at_level(logging.WARNING), pytest.raises(StorageError) as exc:
-        w.write(data[6 * MiB:])  # the next part cannot reach the server
+        w.write(data[6 * MiB:])  # the next parts cannot reach the server
+        w.commit()
     err = exc.value
     assert not err.permanent
-    assert "cannot upload part 2" in str(err) and bucket in str(err) and fault_s3.endpoint in str(err)
+    assert "cannot upload part" in str(err) and bucket in str(err) and fault_s3.endpoint in str(err)
+    assert "cannot reach the endpoint" in str(err)
     assert fault_s3.secret_key not in f"{err} {err.hint}"
     assert "could not abort multipart upload" in caplog.text  # the server was down for the abort too
 

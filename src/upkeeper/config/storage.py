@@ -44,6 +44,12 @@ class S3StorageConfig(FileSecrets):
                     "minimum). It doubles every 1000 parts, so a stream of unknown length fits S3's 10,000-part "
                     "limit. Source: AWS CLI uses 8MiB; twice that halves the requests",
     )
+    upload_concurrency: int = Field(
+        4, ge=1, le=32,
+        description="parts uploaded at the same time while the next one fills; memory is about "
+                    "(upload_concurrency + 1) × part_size. Source: s3transfer (the AWS CLI) uses 10 threads of "
+                    "8MiB; 4 of 16MiB keep memory near 80MiB",
+    )
     storage_class: str | None = Field(None, description="e.g. STANDARD_IA, GLACIER_IR")
     verify_tls: bool = Field(True, description="check the endpoint's TLS certificate")
     max_attempts: int = Field(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import stat
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -106,7 +107,7 @@ class LocalStorage:
         p = self.path_for(key)
         try:
             return open(p, "rb")
-        except FileNotFoundError:
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise StorageError(f"{self.describe()}: no object {key!r}", permanent=True) from None
         except OSError as exc:
             raise _oserror("cannot read", p, exc) from None
@@ -115,7 +116,9 @@ class LocalStorage:
         p = self.path_for(key)
         try:
             st = p.stat()
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        if not stat.S_ISREG(st.st_mode):  # a directory is a key prefix, not an object
             return None
         return ObjectInfo(key, st.st_size, datetime.fromtimestamp(st.st_mtime, UTC))
 

@@ -2,8 +2,8 @@
 
 Atomicity comes from S3 itself: an object appears under its key only when
 ``PutObject`` or ``CompleteMultipartUpload`` succeeds.  The writer buffers one
-part at a time (``part_size``) and uploads each part as it fills, so memory stays
-at about one part whatever the object's size.  A crash leaves at most an
+part at a time (``part_size``) and uploads each part in the background as it fills
+(``upload_concurrency`` in flight), so memory stays bounded whatever the object's size.  A crash leaves at most an
 *incomplete multipart upload* — invisible to ``list``/``stat``/``GET``, removed by
 ``abort()``, by :meth:`S3Storage.abort_stale_uploads` or by a bucket lifecycle rule.
 
@@ -13,10 +13,13 @@ secret key.  Requests retry with botocore's ``standard`` mode.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -64,7 +67,12 @@ def part_size_for(part_number: int, base: int) -> int:
 
 
 class S3Writer:
-    """A streaming upload: one buffered part; ``put_object`` when everything fits in one part."""
+    """A streaming upload: parts upload in the background while the next one fills.
+
+    At most ``upload_concurrency`` parts are in flight; ``write`` waits for the oldest when
+    that many are, so memory stays at about ``(upload_concurrency + 1) × part_size``.
+    Everything that fits in one part goes up with a single ``put_object`` at commit.
+    """
 
     def __init__(self, storage: S3Storage, key: str) -> None:
         self.storage = storage
@@ -74,10 +82,13 @@ class S3Writer:
         self.size = 0
         self.upload_id: str | None = None
         self.parts: list[dict[str, Any]] = []
+        self.next_number = 1
+        self.pending: deque[Future[dict[str, Any]]] = deque()
+        self.pool: ThreadPoolExecutor | None = None
         self.done = False
 
     def _next_part_size(self) -> int:
-        return part_size_for(len(self.parts) + 1, self.storage.config.part_size)
+        return part_size_for(self.next_number, self.storage.config.part_size)
 
     def write(self, data: bytes) -> int:
         if self.done:
@@ -85,33 +96,52 @@ class S3Writer:
         self.buffer += data
         self.size += len(data)
         try:
+            while self.pending and self.pending[0].done():  # surface a failed part as early as possible
+                self._collect()
             while len(self.buffer) >= self._next_part_size():
                 n = self._next_part_size()
-                with memoryview(self.buffer) as view:
-                    chunk = bytes(view[:n])  # the one copy: the buffer keeps filling while the part uploads
-                del self.buffer[:n]
-                self._upload_part(chunk)
+                # hand the filled buffer itself to the upload (no copy); only its small tail moves on
+                chunk, self.buffer = self.buffer, self.buffer[n:]
+                del chunk[n:]
+                self._submit(chunk)
                 del chunk
         except BaseException:
             self.abort()
             raise
         return len(data)
 
-    def _upload_part(self, chunk: bytes) -> None:
+    def _submit(self, chunk: bytes | bytearray) -> None:
         s = self.storage
         if self.upload_id is None:
             with s.errors("cannot start the multipart upload of", self.key):
                 resp = s.client.create_multipart_upload(Bucket=s.bucket, Key=self.object_key, **s.put_args())
             self.upload_id = resp["UploadId"]
-        number = len(self.parts) + 1
+        number = self.next_number
+        self.next_number += 1
+        concurrency = s.config.upload_concurrency
+        if concurrency <= 1:
+            self.parts.append(self._upload_part(self.upload_id, number, chunk))
+            return
+        while len(self.pending) >= concurrency:  # wait for a free slot: memory stays bounded
+            self._collect()
+        if self.pool is None:
+            self.pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="upkeeper-s3")
+        self.pending.append(self.pool.submit(self._upload_part, self.upload_id, number, chunk))
+
+    def _collect(self) -> None:
+        """Wait for the oldest part in flight; its StorageError is raised here."""
+        self.parts.append(self.pending.popleft().result())
+
+    def _upload_part(self, upload_id: str, number: int, chunk: bytes | bytearray) -> dict[str, Any]:
+        s = self.storage
         with s.errors(f"cannot upload part {number} of", self.key):
-            resp2 = s.client.upload_part(Bucket=s.bucket, Key=self.object_key, UploadId=self.upload_id,
-                                         PartNumber=number, Body=chunk)
-        part: dict[str, Any] = {"PartNumber": number, "ETag": resp2["ETag"]}
+            resp = s.client.upload_part(Bucket=s.bucket, Key=self.object_key, UploadId=upload_id,
+                                        PartNumber=number, Body=chunk)
+        part: dict[str, Any] = {"PartNumber": number, "ETag": resp["ETag"]}
         for field in ("ChecksumCRC32", "ChecksumCRC32C", "ChecksumCRC64NVME", "ChecksumSHA1", "ChecksumSHA256"):
-            if resp2.get(field):
-                part[field] = resp2[field]
-        self.parts.append(part)
+            if resp.get(field):
+                part[field] = resp[field]
+        return part
 
     def commit(self) -> ObjectInfo:
         if self.done:
@@ -124,7 +154,10 @@ class S3Writer:
                                         **s.put_args())
             else:
                 if self.buffer:
-                    self._upload_part(bytes(self.buffer))
+                    tail, self.buffer = self.buffer, bytearray()
+                    self._submit(tail)
+                while self.pending:
+                    self._collect()
                 with s.errors("cannot complete the multipart upload of", self.key):
                     s.client.complete_multipart_upload(
                         Bucket=s.bucket, Key=self.object_key, UploadId=self.upload_id,
@@ -134,14 +167,28 @@ class S3Writer:
         except BaseException:
             self.abort()
             raise
+        self._stop_pool()
         self.buffer = bytearray()
         self.done = True
         return ObjectInfo(self.key, self.size, datetime.now(UTC))
+
+    def _stop_pool(self) -> None:
+        for fut in self.pending:
+            fut.cancel()
+        for fut in self.pending:
+            if not fut.cancelled():
+                with contextlib.suppress(BaseException):
+                    fut.result()
+        self.pending.clear()
+        if self.pool is not None:
+            self.pool.shutdown(wait=True)
+            self.pool = None
 
     def abort(self) -> None:
         """Drop the buffer and the pending multipart upload (best effort: the store may be down)."""
         self.done = True
         self.buffer = bytearray()
+        self._stop_pool()
         if self.upload_id is None:
             return
         upload_id, self.upload_id = self.upload_id, None

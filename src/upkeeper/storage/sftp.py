@@ -42,6 +42,7 @@ TMP_SUFFIX = ".upkeeper-partial"
 READ_WINDOW = 4 * 1024 * 1024  # bytes requested ahead per read round
 REQUEST_SIZE = 32768  # bytes per SFTP read request (paramiko's and OpenSSH's usual maximum)
 DEFAULT_KNOWN_HOSTS = "~/.ssh/known_hosts"
+KEEPALIVE = 30  # seconds between SSH keepalives, so idle NAT/firewall state does not expire mid-backup
 
 T = TypeVar("T")
 
@@ -382,6 +383,9 @@ class SftpStorage:
             client.connect(c.host, port=c.port, username=c.user, pkey=pkey, timeout=c.timeout,
                            banner_timeout=c.timeout, auth_timeout=c.timeout, allow_agent=False,
                            look_for_keys=False)
+            transport = client.get_transport()
+            if transport is not None:
+                transport.set_keepalive(KEEPALIVE)
             sftp = client.open_sftp()
             sftp.get_channel().settimeout(c.timeout)  # type: ignore[union-attr]
         except StorageError:
@@ -428,15 +432,17 @@ class SftpStorage:
         """A new SFTP channel on the (re)connected SSH connection, for one writer or reader."""
         self.sftp()
         assert self._ssh is not None
-        try:
-            return self._ssh.open_sftp()
-        except (OSError, EOFError, paramiko.SSHException):
-            self._reset()  # the connection died between the check and the open: one fresh try
-            self.sftp()
+        for attempt in (1, 2):
             try:
-                return self._ssh.open_sftp()
+                channel = self._ssh.open_sftp()
+                channel.get_channel().settimeout(self.config.timeout)  # type: ignore[union-attr]
+                return channel
             except (OSError, EOFError, paramiko.SSHException) as exc:
-                raise self.translate("cannot open a channel to", self.root, exc) from None
+                if attempt == 2:
+                    raise self.translate("cannot open a channel to", self.root, exc) from None
+                self._reset()  # the connection died between the check and the open: one fresh try
+                self.sftp()
+        raise AssertionError("unreachable")
 
     def _reset(self) -> None:
         for thing in (self._sftp, self._ssh):
