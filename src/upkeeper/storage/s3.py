@@ -136,7 +136,7 @@ class S3Writer:
         s = self.storage
         with s.errors(f"cannot upload part {number} of", self.key):
             resp = s.client.upload_part(Bucket=s.bucket, Key=self.object_key, UploadId=upload_id,
-                                        PartNumber=number, Body=chunk)
+                                        PartNumber=number, Body=chunk)  # type: ignore[arg-type]  # botocore takes bytearray
         part: dict[str, Any] = {"PartNumber": number, "ETag": resp["ETag"]}
         for field in ("ChecksumCRC32", "ChecksumCRC32C", "ChecksumCRC64NVME", "ChecksumSHA1", "ChecksumSHA256"):
             if resp.get(field):
