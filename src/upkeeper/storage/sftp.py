@@ -125,19 +125,25 @@ class SftpWriter:
                     storage.forget_dirs()  # someone removed a directory we had created: create it again
             assert self.fh is not None
             self.fh.set_pipelined(True)
-        except BaseException as exc:
+        except Exception as exc:
             self._close_channel()
             raise storage.translate("cannot create", self.tmp, exc) from None
+        except BaseException:
+            self._close_channel()
+            raise
 
     def write(self, data: bytes) -> int:
         if self.fh is None:
             raise StorageError(f"{self.storage.where(self.key)}: write after commit/abort", permanent=True)
         try:
             self.fh.write(data)
-        except BaseException as exc:
+        except Exception as exc:
             err = self.storage.translate("cannot write", self.tmp, exc)
             self.abort()
             raise err from None
+        except BaseException:
+            self.abort()
+            raise
         self.size += len(data)
         return len(data)
 
@@ -160,10 +166,13 @@ class SftpWriter:
                                    f"bytes of the {self.size} written", permanent=False)
             step = "cannot rename into place"
             _rename(sftp, self.tmp, self.final)
-        except BaseException as exc:
+        except Exception as exc:
             err = self.storage.translate(step, self.tmp, exc)
             self.abort()
             raise err from None
+        except BaseException:
+            self.abort()
+            raise
         self._close_channel()
         return ObjectInfo(self.key, self.size, datetime.now(UTC))
 
@@ -304,7 +313,7 @@ class _SftpReader(io.RawIOBase):
             self.buf = bytearray()
             try:
                 self.buf = self._fetch(self.pos, n)
-            except BaseException as exc:
+            except Exception as exc:
                 raise self.storage.translate("cannot read", self.storage.remote_path(self.key), exc) from None
             self.buf_off = 0
             self.pos += n
@@ -474,9 +483,9 @@ class SftpStorage:
             sftp = self.sftp()
             try:
                 return fn(sftp)
-            except BaseException as exc:
+            except Exception as exc:
                 lost = isinstance(exc, _CONNECTION_ERRORS) or self._connection_lost()
-                if lost and attempt == 1 and not isinstance(exc, StorageError | KeyboardInterrupt):
+                if lost and attempt == 1 and not isinstance(exc, StorageError):
                     log.info("%s: connection lost (%s); reconnecting", self.describe(), exc)
                     self._reset()
                     continue
@@ -542,7 +551,7 @@ class SftpStorage:
         except FileNotFoundError:
             sftp.close()
             raise StorageError(f"{self.describe()}: no object {key!r}", permanent=True) from None
-        except BaseException as exc:
+        except Exception as exc:
             with contextlib.suppress(Exception):
                 sftp.close()
             raise self.translate("cannot read", path, exc) from None
