@@ -547,7 +547,11 @@ class SftpStorage:
         sftp = self.open_channel()
         try:
             fh = sftp.open(path, "rb")
-            size = fh.stat().st_size or 0
+            st = fh.stat()
+            if not statmod.S_ISREG(st.st_mode or 0):  # a directory is a key prefix, not an object
+                fh.close()
+                raise FileNotFoundError(path)
+            size = st.st_size or 0
         except FileNotFoundError:
             sftp.close()
             raise StorageError(f"{self.describe()}: no object {key!r}", permanent=True) from None
