@@ -17,6 +17,18 @@ from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
 from upkeeper.config.models import Config, DaemonSettings, Defaults, JobConfig
+from upkeeper.config.notify import (
+    AppriseChannel,
+    BackupAlerts,
+    Delivery,
+    Escalation,
+    EscalationLevel,
+    NotificationsConfig,
+    PagerDutyChannel,
+    Route,
+    SlackChannel,
+    WebhookChannel,
+)
 from upkeeper.config.storage import LocalStorageConfig, S3StorageConfig, SftpStorageConfig
 from upkeeper.config.targets import (
     AppTarget,
@@ -27,6 +39,7 @@ from upkeeper.config.targets import (
     RedisTarget,
 )
 from upkeeper.config.types import format_duration
+from upkeeper.config.windows import BlackoutConfig, WindowConfig
 from upkeeper.core.task import REGISTRY
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,12 +50,32 @@ TABLE_START = "<!-- tasks:start -->"
 TABLE_END = "<!-- tasks:end -->"
 
 #: Extra top-level config sections contributed by feature packages: (title, key, model).
-EXTRA_SECTIONS: list[tuple[str, str, type[BaseModel]]] = []
+EXTRA_SECTIONS: list[tuple[str, str, type[BaseModel]]] = [
+    ("Where notifications go and when (docs/notifications.md).", "notifications", NotificationsConfig),
+    ("Any apprise URL — `name: \"slack://…\"` is short for `name: {kind: apprise, url: \"slack://…\"}`.",
+     "notifications -> channels -> NAME (kind apprise)", AppriseChannel),
+    ("A Slack incoming webhook, posted in Slack's message format.", "notifications -> channels -> NAME (kind slack)",
+     SlackChannel),
+    ("POSTs upkeeper's JSON payload (schema: `upkeeper notify schema`).",
+     "notifications -> channels -> NAME (kind webhook)", WebhookChannel),
+    ("PagerDuty Events API v2: trigger on a problem, resolve on recovery, one dedup_key per job and check.",
+     "notifications -> channels -> NAME (kind pagerduty)", PagerDutyChannel),
+    ("A rule sending matching events to channels; every matching route applies.", "notifications -> routes -> N",
+     Route),
+    ("Escalation policy for unresolved problems.", "notifications -> escalation", Escalation),
+    ("One escalation level.", "notifications -> escalation -> levels -> N", EscalationLevel),
+    ("Alerts computed from the history of backup-category jobs.", "notifications -> backup", BackupAlerts),
+    ("Retries of failed deliveries.", "notifications -> delivery", Delivery),
+    ("A maintenance window (docs/windows.md): jobs with `window: NAME` start only inside it.", "windows -> NAME",
+     WindowConfig),
+    ("A blackout: runs inside it are skipped (recorded) unless the job's category is excepted.",
+     "blackouts -> NAME", BlackoutConfig),
+]
 
 
 def _type_of(schema: dict[str, Any], defs: dict[str, Any]) -> str:
     if "$ref" in schema:
-        return schema["$ref"].rsplit("/", 1)[-1]
+        return str(schema["$ref"]).rsplit("/", 1)[-1]
     if "enum" in schema:
         return " \\| ".join(json.dumps(v) for v in schema["enum"])
     if "const" in schema:
@@ -87,6 +120,8 @@ def _default(field: Any) -> str:
         return "**required**"
     if isinstance(value, timedelta):
         return f"`{format_duration(value)}`"
+    if isinstance(value, list) and value and all(isinstance(v, timedelta) for v in value):
+        return "`[" + ", ".join(format_duration(v) for v in value) + "]`"
     if isinstance(value, BaseModel):
         return "(see below)"
     if value is None:
@@ -181,7 +216,9 @@ def config_markdown() -> str:
         "",
         "What upkeeper maintains. Each target has a `kind`:",
     ]
-    for model in (PostgresTarget, RedisTarget, NginxTarget, HostTarget, AppTarget, HttpTarget):
+    target_models: tuple[type[BaseModel], ...] = (
+        PostgresTarget, RedisTarget, NginxTarget, HostTarget, AppTarget, HttpTarget)
+    for model in target_models:
         kind = model.model_fields["kind"].default
         out += ["", f"### kind `{kind}`", "", (model.__doc__ or "").strip(), "", options_table(model).rstrip()]
     out += [

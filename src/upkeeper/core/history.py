@@ -79,11 +79,15 @@ def process_identity(pid: int | None = None) -> str:
 
 
 def owner_alive(owner: str | None, node: str) -> bool | None:
-    """True/False for owners on this node; None when the owner lives on another node."""
+    """True/False for owners on this node; None when the owner lives on another node.
+
+    An owner is a process identity (``node:pid:start``), optionally followed by ``/run-id``
+    for locks held on behalf of one run.
+    """
     if not owner:
         return False
     try:
-        onode, spid, sctime = owner.rsplit(":", 2)
+        onode, spid, sctime = owner.split("/", 1)[0].rsplit(":", 2)
         pid, ctime = int(spid), int(sctime)
     except ValueError:
         return False
@@ -142,7 +146,8 @@ class History:
             raise
         except SQLAlchemyError as exc:
             raise HistoryError(
-                f"cannot open history database {redact(url)}: {redact(str(exc.orig or exc)).strip()}",
+                f"cannot open history database {redact(url)}: "
+                f"{redact(str(getattr(exc, 'orig', None) or exc)).strip()}",
                 "Try: check the 'history' setting and that the database is reachable",
             ) from None
         except OSError as exc:
@@ -199,6 +204,15 @@ class History:
             conn.rollback()
         if current == heads:
             return
+        unknown = sorted(r for r in current if r not in {s.revision for s in script.walk_revisions()})
+        if unknown:
+            from upkeeper import __version__
+
+            raise HistoryError(
+                f"history database {redact(self.url)} has schema revision(s) {', '.join(unknown)} that "
+                f"upkeeper {__version__} does not know: a newer upkeeper has upgraded it",
+                "Try: upgrade upkeeper on this machine, or point 'history' at another database",
+            )
         if self.dialect == "sqlite" and self.sqlite_path is not None:
             lock: contextlib.AbstractContextManager[None] = _SQLiteFileLock(self.sqlite_path)
         else:
@@ -229,10 +243,10 @@ class History:
         """
         if not runs:
             return []
-        if self.dialect == "sqlite":
-            from sqlalchemy.dialects.sqlite import insert as dialect_insert
-        else:
-            from sqlalchemy.dialects.postgresql import insert as dialect_insert
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        dialect_insert: Any = sqlite_insert if self.dialect == "sqlite" else pg_insert
         won: list[tuple[NewRun, int]] = []
         with self.session() as s:
             for r in runs:
@@ -290,6 +304,14 @@ class History:
                     claimed.append(row)
             return claimed
 
+    def pending_run(self, job: str, trigger: str | None = None) -> RunRow | None:
+        """The job's earliest pending run (optionally of one trigger), if any."""
+        q = select(RunRow).where(RunRow.job == job, RunRow.status == "pending")
+        if trigger:
+            q = q.where(RunRow.trigger == trigger)
+        with self.session() as s:
+            return s.scalars(q.order_by(RunRow.due_at).limit(1)).first()
+
     def set_status(self, run_id: int, status: str, **values: Any) -> None:
         with self.session() as s:
             s.execute(update(RunRow).where(RunRow.id == run_id).values(status=status, **values))
@@ -308,10 +330,16 @@ class History:
         log_excerpt: str = "",
         metrics_retention: timedelta | None = None,
         details: dict[str, Any] | None = None,
+        release_locks_of: str | None = None,
     ) -> None:
-        """Record a run's outcome with its findings and metric samples, atomically."""
+        """Record a run's outcome with its findings and metric samples, atomically.
+
+        ``release_locks_of``: also release every lock this holder has, in the same transaction.
+        """
         summary = result.summary if result else ""
         with self.session() as s:
+            if release_locks_of is not None:
+                s.execute(delete(LockRow).where(LockRow.owner == release_locks_of))
             row = s.get(RunRow, run_id)
             if row is None:
                 raise HistoryError(f"run {run_id} vanished from history")
@@ -533,21 +561,39 @@ class History:
 
     def acquire_lock(self, name: str, owner: str, node: str, ttl: timedelta, purpose: str = "") -> bool:
         """Take a named lock.  A lock whose owner died or whose lease expired is taken over."""
-        now = datetime.now(UTC)
         try:
             with self.session() as s:
-                row = s.get(LockRow, name)
-                if row is not None:
-                    if row.owner == owner:
-                        row.expires_at = now + ttl
-                        return True
-                    alive = owner_alive(row.owner, node)
-                    if row.expires_at > now and alive is not False:
-                        return False
-                    s.delete(row)
-                    s.flush()
-                s.add(LockRow(name=name, owner=owner, node=node, acquired_at=now, expires_at=now + ttl,
-                              purpose=purpose))
+                return self._take_lock(s, name, owner, node, ttl, purpose)
+        except IntegrityError:
+            return False
+
+    @staticmethod
+    def _take_lock(s: Session, name: str, owner: str, node: str, ttl: timedelta, purpose: str) -> bool:
+        now = datetime.now(UTC)
+        row = s.get(LockRow, name)
+        if row is not None:
+            if row.owner == owner:
+                row.expires_at = now + ttl
+                return True
+            alive = owner_alive(row.owner, node)
+            if row.expires_at > now and alive is not False:
+                return False
+            s.delete(row)
+            s.flush()
+        s.add(LockRow(name=name, owner=owner, node=node, acquired_at=now, expires_at=now + ttl, purpose=purpose))
+        s.flush()
+        return True
+
+    def start_run_locked(
+        self, run_id: int, started_at: datetime, owner: str, lock: str, holder: str, node: str, ttl: timedelta
+    ) -> bool:
+        """Take ``lock`` and mark the run running, in one transaction.  False (nothing changed) if held."""
+        try:
+            with self.session() as s:
+                if not self._take_lock(s, lock, holder, node, ttl, f"run {run_id}"):
+                    return False
+                s.execute(update(RunRow).where(RunRow.id == run_id)
+                          .values(status="running", started_at=started_at, owner=owner))
             return True
         except IntegrityError:
             return False
@@ -557,8 +603,13 @@ class History:
             return s.get(LockRow, name)
 
     def refresh_locks(self, owner: str, ttl: timedelta) -> None:
+        """Extend every lock held by this process (``owner``) or on behalf of its runs (``owner/…``)."""
         with self.session() as s:
-            s.execute(update(LockRow).where(LockRow.owner == owner).values(expires_at=datetime.now(UTC) + ttl))
+            s.execute(
+                update(LockRow)
+                .where((LockRow.owner == owner) | LockRow.owner.startswith(owner + "/", autoescape=True))
+                .values(expires_at=datetime.now(UTC) + ttl)
+            )
 
     def release_lock(self, name: str, owner: str) -> None:
         with self.session() as s:

@@ -16,6 +16,7 @@ from ruamel.yaml import YAML
 
 from upkeeper.config.standard import standard_jobs
 from upkeeper.core.task import REGISTRY
+from upkeeper.sandbox.pg_problems import stage_problems
 from upkeeper.sandbox.postgres import PostgresCluster
 from upkeeper.sandbox.seed import seed
 
@@ -105,11 +106,45 @@ def start_postgres(sb: Sandbox, say: Say) -> None:
     say("loading the app schema (users, listings, bookings, messages, reviews, notifications, audit_log)…")
     with cluster.connect("app") as conn:
         counts = seed(conn)
+        say("staging real problems for the maintenance jobs (bloat, duplicate indexes, interrupted REINDEX…)")
+        sb.facts["postgres_problems"] = stage_problems(conn)
     sb.facts["postgres_rows"] = counts
     sb.facts["postgres_port"] = cluster.port
     sb.targets["db"] = cluster.target("app")
     sb.job_options["db-ping"] = {"databases": ["app", "postgres"]}
+    # thresholds scaled to the sandbox's small tables (the defaults suit production sizes)
+    sb.job_options["vacuum"] = {"lock_timeout": "5s"}
+    sb.job_options["db-maintenance"] = {
+        "bloat_min_bytes": "256KiB", "dead_tuples_min": 1000, "slow_query_mean_ms": 2, "slow_query_min_calls": 20,
+        "top_queries": 5, "unused_index_min_bytes": "1MiB", "unused_index_min_stats_age": "0s",
+        "audit_table": "audit_log", "audit_retention": "365d", "audit_batch_size": 2000, "audit_pause": "50ms",
+        "cache_hit_min_blocks": 100000,
+    }
+    sb.job_options["index-rebuild"] = {"bloat_min_wasted": "128KiB", "bloat_min_pct": 30,
+                                       "high_priority": ["coupons"]}
+
+
+def start_notifications(sb: Sandbox, say: Say) -> None:
+    """A local webhook receiver as the team's channel, a maintenance window and a job that warns."""
+    from upkeeper.sandbox.receivers import HttpReceiver
+
+    say("starting a webhook receiver for notifications…")
+    receiver = HttpReceiver().start()
+    sb.services.append(receiver)
+    sb.facts["notify_receiver"] = receiver
+    sb.config_extra["notifications"] = {
+        "channels": {"team": {"kind": "webhook", "url": f"{receiver.url}/upkeeper"}},
+        "repeat_interval": "4h",
+    }
+    sb.config_extra["windows"] = {
+        "monthly": {"rrule": "FREQ=MONTHLY;BYDAY=1SU", "start": "02:00", "duration": "4h",
+                    "description": "first Sunday of the month"},
+    }
+    # a disk check with a deliberately low threshold, so the demo shows a notification being delivered
+    sb.extra_jobs["disk-alert"] = {"task": "host.disk", "schedule": "*/5 * * * *",
+                                   "description": "demo: warns at 1 % used to show a notification",
+                                   "options": {"mounts": ["/"], "warning": 1, "critical": 100}}
 
 
 #: Service providers, started in order.
-PROVIDERS: list[Callable[[Sandbox, Say], None]] = [start_postgres]
+PROVIDERS: list[Callable[[Sandbox, Say], None]] = [start_postgres, start_notifications]

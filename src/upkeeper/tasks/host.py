@@ -1,4 +1,4 @@
-"""Host tasks: disk usage (more host checks arrive with the upkeep issue)."""
+"""host.disk: disk space and inodes per mount."""
 
 from __future__ import annotations
 
