@@ -221,7 +221,8 @@ def test_stat_missing_is_none_and_read_missing_is_an_error(backend: Backend) -> 
     assert "no/such/key" in str(exc.value)
 
 
-@pytest.mark.parametrize("key", ["", "/etc/passwd", "a/../b", "../escape", "a//b", ".", "a/./b", "a/", ".."])
+@pytest.mark.parametrize("key", ["", "/etc/passwd", "a/../b", "../escape", "a//b", ".", "a/./b", "a/", "..",
+                                 "nul\x00byte", "new\nline"])
 def test_invalid_keys_are_refused(backend: Backend, key: str) -> None:
     s = backend.storage
     for op in (s.open_write, s.open_read, s.stat, s.delete):

@@ -58,6 +58,8 @@ def check_key(key: str) -> str:
     parts = key.split("/")
     if not key or key.startswith("/") or any(p in ("", ".", "..") for p in parts):
         raise StorageError(f"invalid storage key {key!r}", permanent=True)
+    if any(ord(c) < 32 or ord(c) == 127 for c in key):  # NUL and friends break paths and S3 keys alike
+        raise StorageError(f"invalid storage key {key!r}: control characters", permanent=True)
     return key
 
 
