@@ -8,17 +8,24 @@ uploads) to prove that aborted or failed writes leave nothing behind.
 from __future__ import annotations
 
 import hashlib
+import json
+import signal
+import subprocess
+import sys
 import tracemalloc
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from services import local_storage_config, s3_storage_config, sftp_storage_config
+from services import local_storage_config, sftp_storage_config
+from upkeeper.config.storage import S3StorageConfig
 from upkeeper.errors import StorageError
 from upkeeper.storage import open_storage
-from upkeeper.storage.base import Storage, get_bytes, put_bytes
+from upkeeper.storage.base import Storage, clean_partials, get_bytes, put_bytes
 
 MiB = 1024 * 1024
 PART = 5 * MiB  # S3's minimum part size: multipart kicks in for anything bigger
@@ -29,6 +36,7 @@ class Backend:
     kind: str
     storage: Storage
     residue: Callable[[], list[str]]  # everything physically present, including hidden temp files and uploads
+    config: dict[str, Any]  # the storage's config as plain data (secrets included), for a child process
 
 
 def _files_under(root: Path) -> list[str]:
@@ -42,6 +50,7 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]
     kind = request.param
     if kind == "local":
         root = tmp_path / "store"
+        data: dict[str, Any] = {"kind": "local", "path": str(root)}
         storage: Storage = open_storage("contract", local_storage_config(root))
 
         def residue() -> list[str]:
@@ -49,8 +58,8 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]
     elif kind == "s3":
         server = request.getfixturevalue("s3_server")
         bucket = request.getfixturevalue("s3_bucket")
-        storage = open_storage("contract", s3_storage_config(server, bucket, part_size=PART, prefix="backups",
-                                                            upload_concurrency=2))
+        data = server.storage_config(bucket, part_size=PART, prefix="backups", upload_concurrency=2)
+        storage = open_storage("contract", S3StorageConfig.model_validate(data))
         client = server.client()
 
         def residue() -> list[str]:
@@ -60,12 +69,13 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]
     else:
         server = request.getfixturevalue("sftp_server")
         config = sftp_storage_config(server)
+        data = config.model_dump(mode="json", exclude_none=True)
         storage = open_storage("contract", config)
         root = Path(config.path)  # the server runs on this machine: look at its disk directly
 
         def residue() -> list[str]:
             return _files_under(root)
-    yield Backend(kind, storage, residue)
+    yield Backend(kind, storage, residue, data)
     storage.close()
 
 
@@ -309,3 +319,54 @@ def test_a_new_storage_object_sees_committed_data(backend: Backend) -> None:
         assert get_bytes(other, "set/manifest.json") == b"{}"
     finally:
         other.close()
+
+
+CHILD_WRITER = """
+import json, os, sys
+from pydantic import TypeAdapter
+from upkeeper.config.storage import StorageConfig
+from upkeeper.storage import open_storage
+storage = open_storage("child", TypeAdapter(StorageConfig).validate_python(json.loads(sys.argv[1])))
+writer = storage.open_write("set/1/dump")
+block, written = os.urandom(1 << 20), 0
+while True:
+    writer.write(block)
+    written += len(block)
+    if written == 7 << 20:  # more than one S3 part: a multipart upload is under way
+        print("ready", flush=True)
+"""
+
+
+def test_writer_killed_with_sigkill_leaves_nothing_visible(backend: Backend) -> None:
+    """kill -9 in the middle of a write: nothing is listed, the leftovers are cleanable, the next run works."""
+    s = backend.storage
+    child = subprocess.Popen([sys.executable, "-c", CHILD_WRITER, json.dumps(backend.config)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None
+        line = child.stdout.readline()
+        assert line.strip() == "ready", child.stderr.read() if child.stderr else ""
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.communicate()
+    assert s.stat("set/1/dump") is None
+    assert keys(s) == []
+    with pytest.raises(StorageError):
+        s.open_read("set/1/dump")
+    assert backend.residue() != []  # the crash did leave something behind: a partial file or upload
+
+    assert clean_partials(s, older_than=timedelta(hours=1)) == 0  # too fresh: might be a live writer
+    assert clean_partials(s, older_than=timedelta(0)) >= 1
+    assert backend.residue() == []
+    put_bytes(s, "set/1/dump", b"the next run")
+    assert get_bytes(s, "set/1/dump") == b"the next run"
+
+
+def test_clean_partials_spares_a_live_writer(backend: Backend) -> None:
+    s = backend.storage
+    w = s.open_write("live")
+    for piece in pattern(PART + MiB):
+        w.write(piece)
+    assert clean_partials(s, older_than=timedelta(minutes=10)) == 0
+    w.commit()
+    assert s.stat("live") is not None

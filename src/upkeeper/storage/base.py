@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
-from typing import BinaryIO, Protocol
+from datetime import datetime, timedelta
+from typing import BinaryIO, Protocol, runtime_checkable
 
 from upkeeper.errors import StorageError
 
@@ -51,6 +51,25 @@ class Storage(Protocol):
     def describe(self) -> str: ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class CleansPartials(Protocol):
+    """Optional: remove what crashed writers left behind (every built-in backend has it).
+
+    Local and SFTP: temporary ``*.upkeeper-partial`` files; S3: incomplete multipart
+    uploads.  Only leftovers idle for more than ``older_than`` go, so a write still in
+    progress in another process is never touched.  Returns how many were removed.
+    """
+
+    def clean_partials(self, older_than: timedelta = ...) -> int: ...
+
+
+def clean_partials(storage: Storage, older_than: timedelta = timedelta(hours=24)) -> int:
+    """Remove crashed writers' leftovers where the backend supports it (0 otherwise)."""
+    if isinstance(storage, CleansPartials):
+        return storage.clean_partials(older_than)
+    return 0
 
 
 def check_key(key: str) -> str:

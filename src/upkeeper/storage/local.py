@@ -6,9 +6,10 @@ import contextlib
 import errno
 import os
 import stat
+import time
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import BinaryIO
 
@@ -156,6 +157,27 @@ class LocalStorage:
             except OSError:
                 break
             parent = parent.parent
+
+    def clean_partials(self, older_than: timedelta = timedelta(hours=24)) -> int:
+        """Remove temporary files of crashed writers not modified for ``older_than``."""
+        if not self.root.exists():
+            return 0
+        cutoff = time.time() - older_than.total_seconds()
+        n = 0
+        for dirpath, _dirs, files in os.walk(self.root):
+            for f in files:
+                if not f.endswith(TMP_SUFFIX):
+                    continue
+                p = Path(dirpath) / f
+                try:
+                    if p.stat().st_mtime <= cutoff:
+                        p.unlink()
+                        n += 1
+                except FileNotFoundError:
+                    continue
+                except OSError as exc:
+                    raise _oserror("cannot remove", p, exc) from None
+        return n
 
     def describe(self) -> str:
         return f"local:{self.root}"

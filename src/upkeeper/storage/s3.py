@@ -384,9 +384,11 @@ class S3Storage:
     # --- S3 specifics ---------------------------------------------------------------------------
 
     def abort_stale_uploads(self, older_than: timedelta = timedelta(hours=24)) -> int:
-        """Abort incomplete multipart uploads under our prefix started more than ``older_than`` ago.
+        """Abort incomplete multipart uploads under our prefix idle for more than ``older_than``.
 
-        They are what a crash mid-upload leaves behind: invisible, but billed.  Returns how many.
+        They are what a crash mid-upload leaves behind: invisible, but billed.  An upload
+        counts as idle from its newest part (or its start), so a long upload still in
+        progress in another process is left alone.  Returns how many were aborted.
         """
         cutoff = datetime.now(UTC) - older_than
         n = 0
@@ -394,12 +396,24 @@ class S3Storage:
         with self.errors("cannot clean incomplete uploads under", None):
             for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix):
                 for up in page.get("Uploads", []):
-                    started = up.get("Initiated")
-                    if started is not None and started > cutoff:
+                    if self._last_activity(up) > cutoff:
                         continue
                     self.client.abort_multipart_upload(Bucket=self.bucket, Key=up["Key"], UploadId=up["UploadId"])
                     n += 1
         return n
+
+    def _last_activity(self, upload: Any) -> datetime:
+        latest: datetime = _utc(upload.get("Initiated")) or datetime.now(UTC)
+        parts = self.client.list_parts(Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+        for part in parts.get("Parts", []):
+            modified = _utc(part.get("LastModified"))
+            if modified is not None and modified > latest:
+                latest = modified
+        return latest
+
+    def clean_partials(self, older_than: timedelta = timedelta(hours=24)) -> int:
+        """The storage-wide name for :meth:`abort_stale_uploads` (see ``base.clean_partials``)."""
+        return self.abort_stale_uploads(older_than)
 
 
 def _utc(ts: datetime | None) -> datetime | None:

@@ -23,9 +23,10 @@ import logging
 import posixpath
 import socket
 import stat as statmod
+import time
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
@@ -599,6 +600,33 @@ class SftpStorage:
 
         walk(self.root, "")
         return out
+
+    def clean_partials(self, older_than: timedelta = timedelta(hours=24)) -> int:
+        """Remove temporary files of crashed writers not modified for ``older_than``."""
+        cutoff = time.time() - older_than.total_seconds()
+
+        def op(sftp: paramiko.SFTPClient) -> int:
+            n = 0
+
+            def walk(directory: str) -> None:
+                nonlocal n
+                try:
+                    entries = sftp.listdir_attr(directory)
+                except FileNotFoundError:
+                    return
+                for e in entries:
+                    path = posixpath.join(directory, e.filename)
+                    if statmod.S_ISDIR(e.st_mode or 0):
+                        walk(path)
+                    elif e.filename.endswith(TMP_SUFFIX) and (e.st_mtime or 0) <= cutoff:
+                        with contextlib.suppress(FileNotFoundError):
+                            sftp.remove(path)
+                            n += 1
+
+            walk(self.root)
+            return n
+
+        return self.call(op, "cannot clean partial files under", self.root)
 
     def delete(self, key: str) -> None:
         path = self.remote_path(key)
