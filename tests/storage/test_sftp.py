@@ -187,3 +187,22 @@ def test_leftover_partial_files_are_never_listed(sftp_server: SshServer) -> None
     (Path(config.path) / "set" / f".dump.deadbeef{TMP_SUFFIX}").write_bytes(b"crashed run")
     assert [o.key for o in storage.list()] == ["set/manifest.json"]
     storage.close()
+
+
+def test_too_many_sessions_is_clear_and_spares_the_others(services_dir: Path) -> None:
+    """sshd's MaxSessions refuses another channel: a clear error, and the writers already open still commit."""
+    server = SshServer(services_dir / "sshd-max2", extra_config="MaxSessions 2").start()
+    try:
+        storage = open_storage("s", sftp_storage_config(server))
+        storage.stat("x")  # the shared channel: session 1
+        w1 = storage.open_write("one")  # session 2
+        w1.write(b"1")
+        with pytest.raises(StorageError, match="refused another SFTP session") as exc:
+            storage.open_write("two")
+        assert not exc.value.permanent and "MaxSessions" in (exc.value.hint or "")
+        w1.write(b"1")
+        w1.commit()
+        assert get_bytes(storage, "one") == b"11"
+        storage.close()
+    finally:
+        server.stop()

@@ -425,7 +425,8 @@ class SftpStorage:
         return sftp
 
     def _alive(self) -> bool:
-        if self._ssh is None or self._sftp is None:
+        """Is the SSH connection (the transport all channels share) up?"""
+        if self._ssh is None:
             return False
         t = self._ssh.get_transport()
         return t is not None and t.is_active()
@@ -435,24 +436,48 @@ class SftpStorage:
         if not self._alive():
             self._reset()
             self._sftp = self._connect()
-        assert self._sftp is not None
+        elif self._sftp is None:  # only the shared channel was dropped: a new one on the same connection
+            self._sftp = self.open_channel()
         return self._sftp
+
+    def _drop_shared_channel(self) -> None:
+        if self._sftp is not None:
+            with contextlib.suppress(Exception):
+                self._sftp.close()
+            self._sftp = None
 
     def open_channel(self) -> paramiko.SFTPClient:
         """A new SFTP channel on the (re)connected SSH connection, for one writer or reader."""
-        self.sftp()
-        assert self._ssh is not None
-        for attempt in (1, 2):
+        if not self._alive():
+            self.sftp()
+        refusals = 0
+        attempt = 0
+        while True:
+            attempt += 1
+            assert self._ssh is not None
             try:
                 channel = self._ssh.open_sftp()
                 channel.get_channel().settimeout(self.config.timeout)  # type: ignore[union-attr]
                 return channel
+            except paramiko.ChannelException as exc:
+                # the connection is fine but the server refuses another session (sshd's MaxSessions).
+                # A channel we just closed may not be released yet: wait a little, then give up —
+                # keeping the connection, which other writers and readers are using.
+                refusals += 1
+                if refusals < 5:
+                    time.sleep(0.05 * 2 ** refusals)
+                    attempt -= 1
+                    continue
+                raise StorageError(
+                    f"{self.describe()}: the server refused another SFTP session ({exc.text}); too many "
+                    "readers and writers at once on one storage",
+                    "Try: fewer parallel transfers to this storage, or raise MaxSessions in the server's "
+                    "sshd_config", permanent=False) from None
             except (OSError, EOFError, paramiko.SSHException) as exc:
-                if attempt == 2:
+                if attempt >= 2 or self._alive():
                     raise self.translate("cannot open a channel to", self.root, exc) from None
                 self._reset()  # the connection died between the check and the open: one fresh try
-                self.sftp()
-        raise AssertionError("unreachable")
+                self._sftp = self._connect()
 
     def _reset(self) -> None:
         for thing in (self._sftp, self._ssh):
@@ -462,17 +487,18 @@ class SftpStorage:
         self._sftp = None
         self._ssh = None
 
-    def _connection_lost(self) -> bool:
-        return not self._alive()
-
     def translate(self, action: str, path: str, exc: BaseException) -> StorageError:
         if isinstance(exc, StorageError):
             return exc
         where = f"{self.config.user}@{self.config.host}:{path}"
-        if isinstance(exc, _CONNECTION_ERRORS) or (isinstance(exc, OSError) and self._connection_lost()):
+        if not self._alive() and isinstance(exc, _CONNECTION_ERRORS + (OSError,)):
             self._reset()
             return StorageError(f"{action} {where}: connection lost ({exc or type(exc).__name__})",
                                 "Try: check the network and the SSH server; the next operation reconnects",
+                                permanent=False)
+        if isinstance(exc, _CONNECTION_ERRORS):  # this channel broke (timeout …); the connection is still up
+            return StorageError(f"{action} {where}: {exc or type(exc).__name__}",
+                                "Try: check the SSH server's load and logs; the next run retries",
                                 permanent=False)
         if isinstance(exc, OSError):
             return _status_error(action, where, exc)
@@ -485,10 +511,14 @@ class SftpStorage:
             try:
                 return fn(sftp)
             except Exception as exc:
-                lost = isinstance(exc, _CONNECTION_ERRORS) or self._connection_lost()
-                if lost and attempt == 1 and not isinstance(exc, StorageError):
-                    log.info("%s: connection lost (%s); reconnecting", self.describe(), exc)
-                    self._reset()
+                broken = not isinstance(exc, StorageError) and (
+                    isinstance(exc, _CONNECTION_ERRORS) or not self._alive())
+                if broken and attempt == 1:
+                    log.info("%s: connection or channel lost (%s); reopening", self.describe(), exc)
+                    if self._alive():
+                        self._drop_shared_channel()
+                    else:
+                        self._reset()
                     continue
                 raise self.translate(action, path or self.root, exc) from None
         raise AssertionError("unreachable")
