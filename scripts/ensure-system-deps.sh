@@ -12,6 +12,7 @@ declare -A NEED=(
   [zstd]=zstd
   [goaccess]=goaccess
   [pgbadger]=pgbadger
+  [/usr/sbin/logrotate]=logrotate   # the anchor of bench/app_rotation.py
 )
 
 missing=()

@@ -147,6 +147,22 @@ def options_table(model: type[BaseModel]) -> str:
     return "\n".join(rows) + "\n"
 
 
+def nested_models(model: type[BaseModel]) -> list[tuple[str, type[BaseModel]]]:
+    """Option fields whose values are models (or lists of models): documented in their own tables."""
+    import typing
+
+    out = []
+    for name, field in model.model_fields.items():
+        todo = [field.annotation]
+        while todo:
+            t = todo.pop()
+            if isinstance(t, type) and issubclass(t, BaseModel):
+                out.append((field.alias or name, t))
+                break
+            todo.extend(typing.get_args(t))
+    return out
+
+
 def tasks_markdown() -> str:
     out = [
         "# Task reference",
@@ -172,7 +188,13 @@ def tasks_markdown() -> str:
             facts.append("takes the target's exclusive lock")
         if cls.default_timeout:
             facts.append(f"default timeout {format_duration(timedelta(seconds=cls.default_timeout))}")
+        retention = getattr(cls, "metrics_retention", None)
+        if isinstance(retention, timedelta):
+            facts.append(f"metrics kept {format_duration(retention)}")
         out += ["", "; ".join(facts) + ".", "", options_table(cls.Options).rstrip()]
+        for field_name, sub in nested_models(cls.Options):
+            doc = " ".join((sub.__doc__ or "").split())
+            out += ["", f"**`{field_name}` entries**" + (f" — {doc}" if doc else ""), "", options_table(sub).rstrip()]
     return "\n".join(out) + "\n"
 
 

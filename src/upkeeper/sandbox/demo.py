@@ -16,8 +16,10 @@ from ruamel.yaml import YAML
 
 from upkeeper.config.standard import standard_jobs
 from upkeeper.core.task import REGISTRY
+from upkeeper.sandbox.app import AppServer, seed_tree
 from upkeeper.sandbox.pg_problems import stage_problems
 from upkeeper.sandbox.postgres import PostgresCluster
+from upkeeper.sandbox.redis import RedisServer
 from upkeeper.sandbox.seed import seed
 
 Say = Callable[[str], None]
@@ -146,5 +148,67 @@ def start_notifications(sb: Sandbox, say: Say) -> None:
                                    "options": {"mounts": ["/"], "warning": 1, "critical": 100}}
 
 
+DEMO_REDIS_MAXMEMORY = 32 * 1024 * 1024
+
+
+def start_redis(sb: Sandbox, say: Say) -> None:
+    """A primary with a replica, 32 MiB maxmemory, filled to ~85 % with cache keys beside session keys."""
+    say("starting Redis (primary and replica)…")
+    primary = RedisServer(sb.base / "redis", extra_args=["--maxmemory", str(DEMO_REDIS_MAXMEMORY),
+                                                         "--maxmemory-policy", "noeviction"])
+    primary.start()
+    sb.services.append(primary)
+    sb.cleanup_paths.append(primary.base)
+    replica = RedisServer(sb.base / "redis-replica", replica_of=primary)
+    replica.start()
+    sb.services.append(replica)  # stopped before its primary
+    sb.cleanup_paths.append(replica.base)
+    say("filling Redis with sessions and cache entries…")
+    c = primary.client()
+    pipe = c.pipeline(transaction=False)
+    for i in range(2000):
+        pipe.set(f"session:{i}", b"s" * 200)
+    pipe.execute()
+    n = 0
+    value = b"c" * 1000
+    while int(c.info("memory")["used_memory"]) < DEMO_REDIS_MAXMEMORY * 0.85:
+        for _ in range(1000):
+            pipe.set(f"cache:page:{n}", value)
+            n += 1
+        pipe.execute()
+    for i in range(200):  # some cache entries are read: they are not the longest idle
+        pipe.get(f"cache:page:{i}")
+    pipe.execute()
+    sb.facts["redis_port"] = primary.port
+    sb.targets["cache"] = primary.target()
+    sb.job_options["cache-check"] = {"expected_replicas": 1}
+    sb.job_options["cache-evict"] = {"patterns": ["cache:*"], "sample_keys": 5000}
+
+
+def start_app(sb: Sandbox, say: Say) -> None:
+    """A running app writing logs, with stale caches, temp files and eight releases."""
+    say("starting the demo app (logs, caches, releases)…")
+    app = AppServer(sb.base / "app", rate=200)
+    seed_tree(app.root)
+    app.start()
+    sb.services.append(app)
+    sb.cleanup_paths.append(app.root)
+    sb.targets["app"] = app.target(reopen_signal="USR1", pid_file=str(app.pid_file), releases_dir="releases")
+    rotation = {"rotate_size": "4KB"}  # the demo's log is young: rotate it anyway
+    sb.job_options["app-maintenance"] = {**rotation, "commands": [["du", "-sh", "."]]}
+    sb.job_options["app-cleanup"] = rotation
+    services: list[dict[str, Any]] = [{"http": app.health_url, "name": "app"}]
+    if "redis_port" in sb.facts:
+        services.append({"tcp": f"127.0.0.1:{sb.facts['redis_port']}", "name": "redis"})
+    if "postgres_port" in sb.facts:
+        services.append({"tcp": f"127.0.0.1:{sb.facts['postgres_port']}", "name": "postgres"})
+    sb.job_options["health"] = {"services": services, "cpu_sample": "0.2s"}
+    sb.extra_jobs["process-memory"] = {
+        "task": "host.process", "schedule": "*/5 * * * *",
+        "options": {"processes": [{"label": "app", "pid_file": str(app.pid_file)}, {"name": "redis-server"}],
+                    "samples_per_run": 3, "sample_interval": "0.5s"},
+    }
+
+
 #: Service providers, started in order.
-PROVIDERS: list[Callable[[Sandbox, Say], None]] = [start_postgres, start_notifications]
+PROVIDERS: list[Callable[[Sandbox, Say], None]] = [start_postgres, start_redis, start_app, start_notifications]

@@ -1,4 +1,4 @@
-"""host.disk: disk space and inodes per mount."""
+"""host.disk: space and inodes used on each mount (the quick check; host.health does more)."""
 
 from __future__ import annotations
 
