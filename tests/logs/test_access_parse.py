@@ -77,7 +77,7 @@ def mutated_log(draw: st.DrawFn) -> bytes:
     return b"\n".join(out) + tail
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(mutated_log(), st.sampled_from([64, 300, 1 << 20]))
 def test_fast_path_equals_line_parser(data: bytes, chunk: int) -> None:
     fast = scan(data, fast=True, chunk=chunk)

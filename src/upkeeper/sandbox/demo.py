@@ -126,6 +126,16 @@ def start_postgres(sb: Sandbox, say: Say) -> None:
                                        "high_priority": ["coupons"]}
 
 
+def start_security_services(sb: Sandbox, say: Say) -> None:
+    """A TLS site (self-signed certificate expiring in 20 days, some headers missing), two DNS servers, a
+    generated auth.log with a brute-force run and a sandbox sshd_config — for security-audit, tls-check and
+    dns-check.  Everything it plants is a *warning*-level problem, so the demo shows findings and still passes."""
+    from upkeeper.sandbox import security_demo
+
+    security_demo.start(sb, say)
+
+
+
 def start_notifications(sb: Sandbox, say: Say) -> None:
     """A local webhook receiver as the team's channel, a maintenance window and a job that warns."""
     from upkeeper.sandbox.receivers import HttpReceiver
@@ -224,9 +234,12 @@ def start_web(sb: Sandbox, say: Say) -> None:
     sb.cleanup_paths.append(server.base)
     sent = drive(server.url, plan(n_visitors=150, seed=7))
     sb.facts["nginx_requests"] = sent.sent
-    sb.targets["web"] = server.target()
-    sb.job_options["log-analysis"] = {"log_format": "combined_timed"}
-    sb.extra_jobs["error-log"] = {"task": "logs.errors", "target": "web", "schedule": "0 * * * *"}
+    # the shop's nginx (the security sandbox adds a TLS nginx "web" of its own): name the target explicitly
+    sb.targets["shop-nginx"] = server.target()
+    sb.extra_jobs["log-analysis"] = {"task": "logs.nginx", "target": "shop-nginx", "schedule": "0 2 * * 5",
+                                     "description": "weekly access-log report",
+                                     "options": {"log_format": "combined_timed"}}
+    sb.extra_jobs["error-log"] = {"task": "logs.errors", "target": "shop-nginx", "schedule": "0 * * * *"}
     cluster = next((s for s in sb.services if isinstance(s, PostgresCluster)), None)
     if cluster is not None and "db" in sb.targets:
         sb.extra_jobs["db-log-analysis"] = {"task": "logs.postgres", "target": "db", "schedule": "0 5 * * 1",
@@ -235,4 +248,4 @@ def start_web(sb: Sandbox, say: Say) -> None:
 
 #: Service providers, started in order.
 PROVIDERS: list[Callable[[Sandbox, Say], None]] = [start_postgres, start_redis, start_app, start_web,
-                                                   start_notifications]
+                                                   start_notifications, start_security_services]
