@@ -53,8 +53,11 @@ class RunSummary:
         }
 
 
-def make_runner(setup: Setup, history: History, history_url: str, pool_size: int) -> Runner:
-    return Runner(setup=setup, history=history, executor=WorkerPool(size=pool_size),
+def make_runner(setup: Setup, history: History, history_url: str, pool_size: int,
+                pool: WorkerPool | None = None) -> Runner:
+    if pool is not None:
+        pool.size = max(pool.size, pool_size)
+    return Runner(setup=setup, history=history, executor=pool or WorkerPool(size=pool_size),
                   owner=process_identity(), node=setup.config.node, history_url=history_url,
                   listeners=build_listeners(setup, history))
 

@@ -34,15 +34,30 @@ DEFAULT_LOCATIONS = (Path("upkeeper.yaml"), Path("/etc/upkeeper/upkeeper.yaml"))
 
 
 class LineMap:
-    """Maps a field path in the parsed YAML to the line (1-based) where it is written."""
+    """Maps a field path in the parsed YAML to the line (1-based) where it is written.
 
-    def __init__(self, root: Any, file: str) -> None:
-        self.root = root
+    Built from the text alone, it parses it with line tracking only when a line is first asked
+    for — that is, only when there is a problem to report.
+    """
+
+    def __init__(self, root: Any, file: str, text: str | None = None) -> None:
+        self._root = root
         self.file = file
+        self._text = text
+
+    @property
+    def root(self) -> Any:
+        if self._root is None and self._text is not None:
+            text, self._text = self._text, None
+            try:
+                self._root = parse_yaml(text, self.file, locate=True)[1]._root
+            except ConfigError:
+                self._root = CommentedMap()
+        return self._root
 
     def __getstate__(self) -> dict[str, Any]:
         # Configs travel to worker processes; line numbers are only needed where the file was read.
-        return {"root": None, "file": self.file}
+        return {"_root": None, "file": self.file, "_text": None}
 
     def line(self, path: Sequence[str | int]) -> int | None:
         node = self.root
@@ -109,8 +124,9 @@ def find_config(explicit: str | Path | None) -> Path:
     )
 
 
-def parse_yaml(text: str, file: str) -> tuple[Any, LineMap]:
-    yaml = YAML(typ="rt")
+def parse_yaml(text: str, file: str, *, locate: bool = True) -> tuple[Any, LineMap]:
+    """Parse YAML 1.2.  ``locate=False`` uses the fast C-backed loader (no line numbers)."""
+    yaml = YAML(typ="rt") if locate else YAML(typ="safe", pure=False)
     yaml.allow_duplicate_keys = False
     try:
         root = yaml.load(text)
@@ -190,7 +206,11 @@ def interpolate(node: Any, lines: LineMap, problems: list[ConfigProblem], path: 
 
 
 def load_config(path: str | Path) -> Config:
-    """Read and validate a config file; raise :class:`ConfigError` with every problem found."""
+    """Read and validate a config file; raise :class:`ConfigError` with every problem found.
+
+    The file is parsed with the fast (C) loader; when there is a problem to report, the text is
+    parsed again with line tracking so that every message names its line.
+    """
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
@@ -202,7 +222,8 @@ def load_config(path: str | Path) -> Config:
 
 
 def load_text(text: str, file: str = "<config>", source: Path | None = None) -> Config:
-    root, lines = parse_yaml(text, file)
+    root, _ = parse_yaml(text, file, locate=False)
+    lines = LineMap(None, file, text)  # parsed again with line tracking only if a problem needs a line
     problems: list[ConfigProblem] = []
     if root is None:
         root = CommentedMap()

@@ -186,7 +186,9 @@ Name = Annotated[
 class StrictModel(BaseModel):
     """Base of every config model: unknown keys are errors."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    # defer_build: schemas are built on first use, so loading the config does not pay for
+    # every model of every feature (upkeeper starts faster)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, defer_build=True)
 
 
 class FileSecrets(StrictModel):

@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 PENDING_POLL = timedelta(seconds=5)
 HOUSEKEEPING = timedelta(seconds=60)
 ON_TIME_TOLERANCE = timedelta(seconds=60)
+METRIC_PRUNE_EVERY = timedelta(hours=1)
 
 
 # -- clocks -------------------------------------------------------------------------------
@@ -169,6 +170,7 @@ class Daemon:
         self._lock = threading.Lock()
         self._next_pending = datetime.min.replace(tzinfo=UTC)
         self._next_housekeeping = datetime.min.replace(tzinfo=UTC)
+        self._next_prune = datetime.min.replace(tzinfo=UTC)
         self._started_at = self.clock.now()
         self._prepared = False
         self.on_event = on_event or (lambda kind, data: None)
@@ -370,8 +372,10 @@ class Daemon:
     def _housekeeping(self, now: datetime) -> None:
         try:
             self.history.recover_orphans(self.node)
-            for job in self.all_jobs.values():
-                self.history.prune_metrics(job.name, now - job.metrics_retention)
+            if now >= self._next_prune:  # metric retention is in days: hourly pruning is plenty
+                self._next_prune = now + METRIC_PRUNE_EVERY
+                self.history.prune_metrics_bulk(
+                    {job.name: now - job.metrics_retention for job in self.all_jobs.values()})
         except Exception as exc:
             log.warning("housekeeping failed: %s", exc)
 

@@ -128,6 +128,30 @@ class WorkerPool:
         self._busy: dict[int, _Worker] = {}
         self._closed = False
 
+    def prestart(self, n: int = 1) -> None:
+        """Start ``n`` workers in the background now, so their start-up overlaps the caller's own work."""
+
+        def spawn_one() -> None:
+            try:
+                w = self._spawn()
+            except Exception:
+                with self._lock:
+                    self._count -= 1
+                return
+            if self._closed:
+                self._kill(w)
+                with self._lock:
+                    self._count -= 1
+                return
+            self._idle.put(w)
+
+        for _ in range(n):
+            with self._lock:
+                if self._count >= self.size or self._closed:
+                    return
+                self._count += 1
+            threading.Thread(target=spawn_one, daemon=True, name="worker-prestart").start()
+
     # -- worker lifecycle -------------------------------------------------------------
 
     def _spawn(self) -> _Worker:

@@ -131,6 +131,16 @@ class _SQLiteFileLock:
         self.fh.close()
 
 
+_SQLITE_TURNS: dict[str, threading.RLock] = {}
+_SQLITE_TURNS_LOCK = threading.Lock()
+
+
+def _sqlite_turn(path: Path | None) -> threading.RLock:
+    key = str(path.resolve()) if path is not None else ":memory:"
+    with _SQLITE_TURNS_LOCK:
+        return _SQLITE_TURNS.setdefault(key, threading.RLock())
+
+
 class History:
     """Access to the history database.  Thread-safe; one instance per process is enough."""
 
@@ -156,6 +166,9 @@ class History:
                 "Try: check the 'history' setting and the directory permissions",
             ) from None
         self.Session = sessionmaker(self.engine, expire_on_commit=False)
+        self._turn: contextlib.AbstractContextManager[Any] = (
+            _sqlite_turn(self.sqlite_path) if self.dialect == "sqlite" else contextlib.nullcontext()
+        )
 
     # -- set-up ---------------------------------------------------------------------------
 
@@ -230,8 +243,12 @@ class History:
 
     @contextlib.contextmanager
     def session(self) -> Iterator[Session]:
-        """A transaction: committed on success, rolled back on error."""
-        with self.Session() as s, s.begin():
+        """A transaction: committed on success, rolled back on error.
+
+        On SQLite, the threads of one process take turns through a process-wide lock per database
+        file: SQLite's own busy handler would make them sleep in 1–100 ms steps instead.
+        """
+        with self._turn, self.Session() as s, s.begin():
             yield s
 
     # -- runs -----------------------------------------------------------------------------
@@ -536,9 +553,21 @@ class History:
             return sorted((ts, float(v)) for ts, v in s.execute(q))
 
     def prune_metrics(self, job: str, older_than: datetime) -> int:
+        return self.prune_metrics_bulk({job: older_than})
+
+    def prune_metrics_bulk(self, cutoffs: dict[str, datetime]) -> int:
+        """Delete metric samples older than each job's cutoff: one statement per distinct cutoff."""
+        by_cutoff: dict[datetime, list[str]] = {}
+        for job, cutoff in cutoffs.items():
+            by_cutoff.setdefault(cutoff, []).append(job)
+        n = 0
         with self.session() as s:
-            res = s.execute(delete(MetricRow).where(MetricRow.job == job, MetricRow.ts < older_than))
-            return int(res.rowcount or 0)  # type: ignore[attr-defined]
+            for cutoff, jobs in by_cutoff.items():
+                for i in range(0, len(jobs), 500):
+                    res = s.execute(delete(MetricRow).where(MetricRow.job.in_(jobs[i:i + 500]),
+                                                            MetricRow.ts < cutoff))
+                    n += int(res.rowcount or 0)  # type: ignore[attr-defined]
+        return n
 
     # -- job state ------------------------------------------------------------------------
 

@@ -201,7 +201,7 @@ class TaskContext:
 class TaskOptions(BaseModel):
     """Base for every task's Options: unknown keys are errors."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
 
 class NoOptions(TaskOptions):
@@ -261,6 +261,25 @@ class TaskRegistry:
         return cls
 
     def get(self, name: str) -> TaskClass:
+        """The task class for ``name``.
+
+        Built-in tasks are found through a generated index (``upkeeper.tasks._index``), so
+        resolving a config imports only the task families its jobs use; anything else
+        (plug-ins, an index out of date) falls back to importing everything.
+        """
+        cls = self._tasks.get(name)
+        if cls is not None:
+            return cls
+        if not self._loaded:
+            module = _task_index().get(name)
+            if module is not None:
+                try:
+                    importlib.import_module(module)
+                except ImportError:
+                    pass
+                cls = self._tasks.get(name)
+                if cls is not None:
+                    return cls
         self.load()
         try:
             return self._tasks[name]
@@ -296,6 +315,14 @@ class TaskRegistry:
                 ep.load()
             except Exception as exc:  # a broken plug-in must not break upkeeper
                 log.warning("could not load task plug-in %s: %s", ep.name, exc)
+
+
+def _task_index() -> dict[str, str]:
+    try:
+        from upkeeper.tasks._index import TASK_MODULES
+    except ImportError:
+        return {}
+    return TASK_MODULES
 
 
 REGISTRY = TaskRegistry()

@@ -37,10 +37,10 @@ def main(argv: list[str]) -> int:
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True, name="parent-watch").start()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we stop
 
+    # Task modules are imported on demand when a request is unpickled (pickle imports the
+    # task class's module), so a worker only pays for the task families it actually runs.
     from upkeeper.core.execute import WorkRequest, execute_request
-    from upkeeper.core.task import REGISTRY
 
-    REGISTRY.load()
     send_lock = threading.Lock()
 
     def send(msg: tuple[Any, ...]) -> None:
