@@ -85,6 +85,7 @@ class FanOut:
             raise
 
     def write(self, data: bytes) -> int:
+        first = self.size == 0
         self.sha.update(data)
         self.size += len(data)
         for storage, w in self.writers:
@@ -95,6 +96,8 @@ class FanOut:
                                    permanent=exc.permanent) from None
             except OSError as exc:
                 raise StorageError(f"storage {storage.name}: cannot write {self.key}: {exc}") from None
+        if first and data:
+            fault_pause("during-upload")
         return len(data)
 
     def commit(self) -> None:
@@ -120,7 +123,6 @@ class ObjectUpload:
         self.role = role
         self.encryption = encryption
         self.raw_size = 0
-        self._first_chunk = True
         self._drain_error: BaseException | None = None
         self.sink = FanOut(storages, key)
         self.age: AgeProcess | None = None
@@ -169,9 +171,6 @@ class ObjectUpload:
             raise
         self._raise_drain_error()
         self.raw_size += n
-        if self._first_chunk and n:
-            self._first_chunk = False
-            fault_pause("after-first-chunk")
         return n
 
     def finish(self) -> ObjectRecord:
