@@ -46,7 +46,7 @@ def backup_config(make_config: Any, pg: PostgresCluster, tmp_path: Path, age_key
 
     def make(db: str, *, storages: int | dict[str, Any] = 1, encrypt: bool = True, options: dict[str, Any] | None
              = None, backup: dict[str, Any] | None = None, verify: dict[str, Any] | None = None,
-             extra_jobs: dict[str, Any] | None = None) -> Path:
+             extra_jobs: dict[str, Any] | None = None, target_extra: dict[str, Any] | None = None) -> Path:
         if isinstance(storages, int):
             st = {f"local{i + 1}": {"kind": "local", "path": str(tmp_path / f"store{i + 1}"), "fsync": False}
                   for i in range(storages)}
@@ -62,6 +62,6 @@ def backup_config(make_config: Any, pg: PostgresCluster, tmp_path: Path, age_key
             "backup-verify": {"task": "backup.verify", "target": "db", "options": verify or {}},
         }
         jobs.update(extra_jobs or {})
-        return make_config({"targets": {"db": pg.target(db)}, "storages": st, "backup": b, "jobs": jobs})
+        return make_config({"targets": {"db": {**pg.target(db), **(target_extra or {})}}, "storages": st, "backup": b, "jobs": jobs})
 
     return make

@@ -73,3 +73,71 @@ def test_unencrypted_local_backup_is_plain_zstd(cli: Any, app_db: tuple[str, dic
     obj = set_dir / f"{db}.dump.zst"
     raw = subprocess.run(["zstd", "-d", "-c", str(obj)], check=True, capture_output=True).stdout
     assert raw.startswith(b"PGDMP")
+
+
+def test_lost_connection_mid_dump_fails_and_lists_nothing(
+        cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], backup_config: Any,
+        tmp_path: Path) -> None:
+    """The server kills pg_dump's session while it dumps: a failed run naming the cause, no backup listed."""
+    import threading
+    import time
+
+    db, _ = app_db
+    cfg = backup_config(db)
+    blocker = pg.connect(db, autocommit=False)
+    blocker.execute("LOCK TABLE reviews IN ACCESS EXCLUSIVE MODE")
+
+    def terminate() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            rows = pg.execute("SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                              "AND query NOT LIKE '%%count(*)%%' AND pid <> pg_backend_pid()", db)
+            if rows:
+                pg.execute("SELECT pg_terminate_backend(%s)", db, [rows[0][0]])
+                break
+            time.sleep(0.05)
+        blocker.rollback()
+
+    t = threading.Thread(target=terminate)
+    t.start()
+    try:
+        r = cli(["--config", cfg, "run", "db-backup", "--json"])
+    finally:
+        t.join()
+        blocker.close()
+    assert r.code == 1, r.output
+    run = r.json()[0]
+    assert run["status"] == "fail"
+    assert "pg_dump" in run["summary"] and ("terminat" in run["summary"] or "connection" in run["summary"])
+    assert cli(["--config", cfg, "backups", "list", "--json"]).json() == []
+    assert list((tmp_path / "store1").rglob("manifest.json")) == []
+    assert list((tmp_path / "store1").rglob("*.age")) == []  # the aborted set was removed
+
+
+def test_pg_dump_older_than_server_is_refused(cli: Any, app_db: tuple[str, dict[str, int]], backup_config: Any,
+                                             tmp_path: Path, pg: PostgresCluster) -> None:
+    """A pg_dump whose major version is older than the server's: refused, naming both versions."""
+    old = tmp_path / "oldbin"
+    old.mkdir()
+    fake = old / "pg_dump"  # stands for an old client install: answers --version like PostgreSQL 13 did
+    fake.write_text("#!/bin/sh\necho 'pg_dump (PostgreSQL) 13.11'\n")
+    fake.chmod(0o755)
+    db, _ = app_db
+    cfg = backup_config(db, target_extra={"bin_dir": str(old)})
+    r = cli(["--config", cfg, "run", "db-backup", "--json"])
+    assert r.code == 1, r.output
+    summary = r.json()[0]["summary"]
+    assert "pg_dump 13.11 is older than the server (PostgreSQL 15." in summary, summary
+    assert list((tmp_path / "store1").rglob("*")) == []
+
+
+def test_remote_storage_without_encryption_is_refused(cli: Any, app_db: tuple[str, dict[str, int]],
+                                                     backup_config: Any, tmp_path: Path) -> None:
+    db, _ = app_db
+    sftp = {"kind": "sftp", "host": "127.0.0.1", "port": 2, "user": "x", "key_file": str(tmp_path / "k"),
+            "path": "/backups"}
+    cfg = backup_config(db, encrypt=False, storages={"offsite": sftp})
+    r = cli(["--config", cfg, "run", "db-backup", "--json"])
+    assert r.code == 1
+    run = r.json()[0]
+    assert "refusing to send unencrypted backups to remote storage offsite" in run["summary"]

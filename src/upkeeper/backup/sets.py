@@ -21,7 +21,7 @@ from upkeeper.storage import Storage, open_storage
 log = logging.getLogger(__name__)
 
 
-def open_storages(config: Config, names: Sequence[str] | None) -> list[Storage]:
+def storage_names(config: Config, names: Sequence[str] | None) -> list[str]:
     """The storages a backup goes to: ``names``, else ``backup.storages``, else every configured storage."""
     wanted = list(names) if names else (config.backup.storages or list(config.storages))
     if not wanted:
@@ -33,7 +33,18 @@ def open_storages(config: Config, names: Sequence[str] | None) -> list[Storage]:
         raise TaskError(f"unknown storage {unknown[0]!r}",
                         "Try: one of " + (", ".join(sorted(config.storages)) or "(none defined under 'storages')"),
                         permanent=True)
-    return [open_storage(n, config.storages[n]) for n in dict.fromkeys(wanted)]
+    return list(dict.fromkeys(wanted))
+
+
+def open_storages(config: Config, names: Sequence[str] | None) -> list[Storage]:
+    opened: list[Storage] = []
+    try:
+        for n in storage_names(config, names):
+            opened.append(open_storage(n, config.storages[n]))
+    except BaseException:
+        close_storages(opened)
+        raise
+    return opened
 
 
 def close_storages(storages: Sequence[Storage]) -> None:
@@ -42,11 +53,12 @@ def close_storages(storages: Sequence[Storage]) -> None:
             s.close()
 
 
-def check_encryption(settings: BackupSettings, storages: Sequence[Storage]) -> Encryption | None:
+def check_encryption(config: Config, names: Sequence[str]) -> Encryption | None:
     """age settings for the pipeline; refuse remote storage without encryption unless ``encryption: none``."""
+    settings = config.backup
     enc = encryption_from(settings)
     if enc is None and not settings.unencrypted_explicit:
-        remote = [s.name for s in storages if s.kind != "local"]
+        remote = [n for n in names if config.storages[n].kind != "local"]
         if remote:
             raise TaskError(
                 f"refusing to send unencrypted backups to remote storage {', '.join(remote)}",
@@ -82,14 +94,11 @@ class BackupEnv:
         return info
 
 
-def open_env(config: Config, storage_names: Sequence[str] | None, catalog: Catalog | None, *,
+def open_env(config: Config, storages_wanted: Sequence[str] | None, catalog: Catalog | None, *,
              job: str | None = None, run_id: int | None = None) -> BackupEnv:
-    storages = open_storages(config, storage_names)
-    try:
-        enc = check_encryption(config.backup, storages)
-    except BaseException:
-        close_storages(storages)
-        raise
+    names = storage_names(config, storages_wanted)
+    enc = check_encryption(config, names)
+    storages = open_storages(config, names)
     return BackupEnv(config=config, settings=config.backup, storages=storages, encryption=enc, catalog=catalog,
                      job=job, node=config.node, run_id=run_id)
 

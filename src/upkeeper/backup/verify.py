@@ -192,7 +192,7 @@ def _verify_files(fetcher: Fetcher, settings: BackupSettings, report: VerifyRepo
             dest = tmp / "extract"
             try:
                 with tarfile.open(tar_path, "r:") as tf:
-                    tf.extractall(dest, filter="data")
+                    tf.extractall(dest, filter="tar")
             except (tarfile.TarError, OSError) as exc:
                 raise BackupError(f"object {rec.name}: cannot extract: {exc}") from None
             listed = rec.extra.get("files") or m.details.get("archives", {}).get(rec.name, {}).get("files", [])

@@ -281,7 +281,7 @@ def _restore_files(fetcher: Fetcher, row: BackupRow, to: Path | None, force: boo
             tar_path = tmp / "a.tar"
             fetcher.to_file(rec, tar_path)
             with tarfile.open(tar_path, "r:") as tf:
-                tf.extractall(to, filter="data")
+                tf.extractall(to, filter="tar")
                 n += len(tf.getmembers())
             tar_path.unlink()
     return {"destination": str(to), "entries": n}
