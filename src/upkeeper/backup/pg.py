@@ -154,6 +154,13 @@ def database_nonempty(target: PostgresTarget, name: str) -> bool:
         return bool(row and row[0])
 
 
+def admin_db(target: PostgresTarget, avoid: str) -> str:
+    """A database to connect to for CREATE/DROP DATABASE ``avoid`` (never ``avoid`` itself)."""
+    if target.dbname != avoid:
+        return target.dbname
+    return "postgres" if avoid != "postgres" else "template1"
+
+
 def create_database(conn: psycopg.Connection[Any], name: str) -> None:
     conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name)))
 

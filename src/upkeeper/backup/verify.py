@@ -129,7 +129,8 @@ def _verify_postgres(fetcher: Fetcher, settings: BackupSettings, source: Any, op
         if not opts.restore:
             return
         name = scratch_name(m.id)
-        with pg.connect(scratch) as conn:
+        admin = pg.admin_db(scratch, name)
+        with pg.connect(scratch, admin) as conn:
             pg.drop_database(conn, name)
             pg.create_database(conn, name)
         try:
@@ -151,7 +152,7 @@ def _verify_postgres(fetcher: Fetcher, settings: BackupSettings, source: Any, op
                 report.steps.append(f"amcheck: {n_idx} B-tree index(es) consistent")
         finally:
             try:
-                with pg.connect(scratch) as conn:
+                with pg.connect(scratch, admin) as conn:
                     pg.drop_database(conn, name)
             except UpkeeperError as exc:
                 log.error("could not drop the scratch database %s: %s", name, exc.message)

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import typer
 from rich.table import Table
 
@@ -234,7 +235,8 @@ def _restore_postgres(setup: Setup, row: BackupRow, fetcher: Fetcher, database: 
     if not isinstance(tgt, PostgresTarget):
         raise UsageError(f"target {target_name or row.target!r} is not a postgres target")
     name = database or _default_restore_name(row.database, datetime.now(UTC))
-    with pg.connect(tgt) as conn:
+    admin = pg.admin_db(tgt, name)
+    with pg.connect(tgt, admin) as conn:
         exists = pg.database_exists(conn, name)
     if exists and pg.database_nonempty(tgt, name):
         if not force:
@@ -257,10 +259,14 @@ def _restore_postgres(setup: Setup, row: BackupRow, fetcher: Fetcher, database: 
                            input=archive.globals_sql, extra_env=tgt.libpq_env(tgt.dbname), check=False)
             if res.returncode != 0:
                 raise BackupError(f"applying globals failed: {res.stderr.strip()[-300:]}")
-        with pg.connect(tgt) as conn:
-            if exists:
-                pg.drop_database(conn, name)
-            pg.create_database(conn, name)
+        try:
+            with pg.connect(tgt, admin) as conn:
+                if exists:
+                    pg.drop_database(conn, name)
+                pg.create_database(conn, name)
+        except psycopg.Error as exc:
+            raise BackupError(f"cannot {'replace' if exists else 'create'} database {name!r}: {pg.pg_error(exc)}"
+                              ) from None
         with console.status(f"restoring into {name}…"):
             seconds = pg_restore(tgt, archive, name, jobs=jobs, no_owner=not apply_globals)
     return {"destination": f"{tgt.display().rsplit('/', 1)[0]}/{name}", "database": name,
