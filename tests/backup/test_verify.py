@@ -80,7 +80,7 @@ def test_one_corrupted_byte_fails_verify_naming_the_object(
     cfg = backup_config(db, options={"globals": True})
     bid = _backup(cli, cfg)
     [set_dir] = [p.parent for p in (tmp_path / "store1").rglob("manifest.json")]
-    name = f"globals.sql.zst.age" if which == "globals" else f"{db}.dump.zst.age"
+    name = "globals.sql.zst.age" if which == "globals" else f"{db}.dump.zst.age"
     obj = set_dir / name
     data = bytearray(obj.read_bytes())
     if which == "manifest-size":

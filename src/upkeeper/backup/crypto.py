@@ -129,7 +129,7 @@ class AgeProcess:
                 fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
 
             self.popen = subprocess.Popen(argv, stdin=stdin, stdout=stdout, stderr=subprocess.PIPE,
-                                          start_new_session=True, preexec_fn=become_tty_owner,  # noqa: PLW1509
+                                          start_new_session=True, preexec_fn=become_tty_owner,
                                           pass_fds=(slave,))
             os.close(slave)
             self._typist = threading.Thread(target=self._type, args=(master, passphrase, 2 if confirm else 1),

@@ -143,7 +143,7 @@ def write_tar(entries: Sequence[Entry], write: Callable[[bytes], Any], *, hashes
                 try:
                     with open(e.path, "rb") as fh:
                         reader = _HashingReader(fh)
-                        tf.addfile(ti, reader)  # type: ignore[arg-type]
+                        tf.addfile(ti, reader)
                 except OSError as exc:
                     raise BackupError(f"reading {e.path}: {exc.strerror or exc} (did it change while being "
                                       "archived?)") from None

@@ -176,7 +176,7 @@ class ObjectUpload:
     def finish(self) -> ObjectRecord:
         try:
             self.zw.flush(zstandard.FLUSH_FRAME)
-            self.zw.close()
+            self.zw.close()  # type: ignore[no-untyped-call]
             if self.age is not None:
                 self.age.stdin.close()
                 assert self._drain is not None
@@ -269,7 +269,7 @@ def read_object(
             write(b)
             return len(b)
 
-    decoder: Any = (zstandard.ZstdDecompressor().stream_writer(_Sink(), write_size=CHUNK, closefd=False)
+    decoder: Any = (zstandard.ZstdDecompressor().stream_writer(_Sink(), write_size=CHUNK, closefd=False)  # type: ignore[arg-type]
                     if record.compression == "zstd" else _Sink())
     if record.encryption != "none" and decrypt_argv is None:
         raise BackupError(f"object {record.name} is encrypted ({record.encryption}) and no key is configured",
@@ -342,8 +342,8 @@ def read_object(
         raise failure[0]
     if isinstance(decoder, zstandard.ZstdDecompressionWriter):
         try:
-            decoder.flush()
-            decoder.close()
+            decoder.flush()  # type: ignore[no-untyped-call]
+            decoder.close()  # type: ignore[no-untyped-call]
         except zstandard.ZstdError as exc:
             raise BackupError(f"object {record.name}: decompression failed: {exc}") from None
     return written

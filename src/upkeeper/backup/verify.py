@@ -162,7 +162,7 @@ def _smoke(target: PostgresTarget, dbname: str, checks: Sequence[str]) -> None:
     with pg.connect(target, dbname) as conn:
         for q in checks:
             try:
-                row = conn.execute(q).fetchone()  # type: ignore[call-overload]
+                row = conn.execute(q).fetchone()
             except Exception as exc:
                 raise BackupError(f"smoke check {q!r} failed: {pg.pg_error(exc)}") from None
             if row is None or not row[0]:

@@ -170,8 +170,11 @@ def verify_cmd(
             located = locate(storages, r.target, r.database, r.id, storage)
             source = _target_for(setup, r.target) if r.kind == "postgres" else None
             with console.status(f"verifying {r.id}…") as st:
-                rep = verify_set(located, setup.config.backup, source, opts,
-                                 progress=lambda msg: st.update(f"{r.id}: {msg}"), catalog=catalog)
+
+                def progress(msg: str, st: Any = st, bid: str = r.id) -> None:
+                    st.update(f"{bid}: {msg}")
+
+                rep = verify_set(located, setup.config.backup, source, opts, progress=progress, catalog=catalog)
             reports.append(rep)
             if not as_json:
                 console.print(("[green]ok[/green] " if rep.ok else "[bold red]FAILED[/bold red] ") + rep.summary,
@@ -420,11 +423,12 @@ def sync_cmd(
         raise TaskError(f"sync failed: {exc}") from exc
     finally:
         close_storages(storages)
-    result = {"added": added, "updated": updated, "removed": removed, "storages": [s.name for s in storages]}
+    names = [s.name for s in storages]
+    result = {"added": added, "updated": updated, "removed": removed, "storages": names}
     if as_json:
         print_json(result)
     else:
-        console.print(f"catalog synced from {', '.join(result['storages'])}: {added} added, {updated} refreshed, "
+        console.print(f"catalog synced from {', '.join(names)}: {added} added, {updated} refreshed, "
                       f"{removed} removed (no longer on any storage)")
 
 

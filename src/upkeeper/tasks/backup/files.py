@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -101,7 +101,7 @@ class FilesBackup(Task[FilesBackupOptions]):
                                 "Try: set backup -> encryption -> recipients (age public keys)", permanent=True)
             writer = SetWriter(env, "files", target_name, safe_component(options.set_name))
             try:
-                archives: dict[str, dict[str, object]] = {}
+                archives: dict[str, dict[str, list[dict[str, Any]]]] = {}
                 if main_walk.entries:
                     name = object_name("files.tar", env)
                     archives[name] = {"files": self._archive(ctx, writer, name, "files", main_walk.entries, True)}
@@ -112,8 +112,7 @@ class FilesBackup(Task[FilesBackupOptions]):
                                                              False)}
                 if not archives:
                     raise BackupError("nothing to archive: every path was excluded")
-                n_files = sum(1 for a in archives.values() for f in a["files"]  # type: ignore[attr-defined]
-                              if f["type"] == "file")
+                n_files = sum(1 for a in archives.values() for f in a["files"] if f["type"] == "file")
                 details = {"paths": [str(p) for p in paths], "secret_paths": [str(p) for p in secrets],
                            "exclude": options.exclude, "preset": options.preset, "files": n_files,
                            "archives": archives}
@@ -154,7 +153,7 @@ class FilesBackup(Task[FilesBackupOptions]):
 
     @staticmethod
     def _archive(ctx: TaskContext, writer: SetWriter, name: str, role: str, entries: list[Entry], hashes: bool
-                 ) -> list[dict[str, object]]:
+                 ) -> list[dict[str, Any]]:
         ctx.progress(f"archiving {len(entries)} entr{'y' if len(entries) == 1 else 'ies'} into {name}", None)
         upload = writer.upload(name, role=role, always_encrypt=role == "secrets")
         try:
@@ -163,4 +162,4 @@ class FilesBackup(Task[FilesBackupOptions]):
             upload.abort()
             raise
         writer.add(upload.finish())
-        return listed  # type: ignore[return-value]
+        return listed

@@ -110,7 +110,7 @@ class RedisBackup(Task[RedisBackupOptions]):
                         self._bgsave(client, options.bgsave_timeout)
                         fh = stack.enter_context(open(rdb_path, "rb"))  # this inode, even if renamed over later
                         check_path = f"/proc/{os.getpid()}/fd/{fh.fileno()}"
-                        check_path = str(rdb_path) if not os.path.exists(check_path) else check_path
+                        check_path = check_path if Path(check_path).exists() else str(rdb_path)
                     else:
                         ctx.progress("downloading RDB (redis-cli --rdb)", None)
                         dest = tmp / "dump.rdb"

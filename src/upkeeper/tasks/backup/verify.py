@@ -54,12 +54,13 @@ class BackupVerify(Task[BackupVerifyOptions]):
             raise TaskError("backup.verify needs the configuration and a target")
         if options.scope == "id" and not options.backup_id:
             raise TaskError("scope 'id' needs backup_id", "Try: set options.backup_id", permanent=True)
-        scratch = None
+        scratch: PostgresTarget | None = None
         if options.scratch_target:
-            scratch = config.targets.get(options.scratch_target)
-            if not isinstance(scratch, PostgresTarget):
+            found = config.targets.get(options.scratch_target)
+            if not isinstance(found, PostgresTarget):
                 raise TaskError(f"scratch_target {options.scratch_target!r} is not a postgres target",
                                 permanent=True)
+            scratch = found
         catalog = catalog_for(ctx.state)
         storages = open_storages(config, [options.storage] if options.storage else None)
         try:
