@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
+from upkeeper.config.backup import BackupSettings, EncryptionSettings, RetentionPolicy
 from upkeeper.config.models import Config, DaemonSettings, Defaults, JobConfig
 from upkeeper.config.targets import (
     AppTarget,
@@ -36,7 +37,12 @@ TABLE_START = "<!-- tasks:start -->"
 TABLE_END = "<!-- tasks:end -->"
 
 #: Extra top-level config sections contributed by feature packages: (title, key, model).
-EXTRA_SECTIONS: list[tuple[str, str, type[BaseModel]]] = []
+EXTRA_SECTIONS: list[tuple[str, str, type[BaseModel]]] = [
+    ("Settings shared by every backup job (see docs/backups.md).", "backup", BackupSettings),
+    ("age encryption of backups: X25519 recipients, or a passphrase. Or write `encryption: none`.",
+     "backup -> encryption", EncryptionSettings),
+    ((RetentionPolicy.__doc__ or "").strip().replace("\n    ", "\n"), "backup -> retention", RetentionPolicy),
+]
 
 
 def _type_of(schema: dict[str, Any], defs: dict[str, Any]) -> str:

@@ -23,8 +23,8 @@ class RetentionPolicy(StrictModel):
 
     keep_last: int = Field(0, ge=-1, description="keep the N newest backups. Source: restic --keep-last")
     keep_hourly: int = Field(0, ge=-1, description="newest backup of each of the last N hours. Source: restic")
-    keep_daily: int = Field(14, ge=-1, description="newest backup of each of the last N days. Source: upkeeper "
-                            "default (two weeks of dailies, as pg_back's purge default of 14)")
+    keep_daily: int = Field(14, ge=-1, description="newest backup of each of the last N days. "
+                            "Source: upkeeper default (GFS: two weeks of dailies)")
     keep_weekly: int = Field(4, ge=-1, description="newest backup of each of the last N ISO weeks. "
                              "Source: upkeeper default (GFS: a month of weeklies)")
     keep_monthly: int = Field(12, ge=-1, description="newest backup of each of the last N months. "

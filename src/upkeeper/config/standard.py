@@ -24,8 +24,11 @@ class StandardJob:
 
 
 STANDARD_SCHEDULE: tuple[StandardJob, ...] = (
-    StandardJob("db-backup", "postgres.backup", "0 0 * * *", "postgres", "nightly database backup"),
-    StandardJob("app-backup", "files.backup", "0 1 * * *", "app", "nightly backup of application files"),
+    StandardJob("db-backup", "postgres.backup", "0 0 * * *", "postgres", "nightly database backup",
+                options={"format": "custom", "globals": True},
+                example="databases: [app]   # default: every non-template database"),
+    StandardJob("app-backup", "files.backup", "0 1 * * *", "app", "nightly backup of application files",
+                options={"exclude": ["node_modules", ".git", "*.log", "tmp"], "secret_paths": [".env"]}),
     StandardJob("vacuum", "postgres.vacuum", "0 3 * * *", "postgres", "daily VACUUM (ANALYZE)",
                 example="tables: [public.users]   # default: every table"),
     StandardJob("db-maintenance", "postgres.maintenance", "0 2 * * 0", "postgres",
@@ -33,13 +36,16 @@ STANDARD_SCHEDULE: tuple[StandardJob, ...] = (
     StandardJob("index-rebuild", "postgres.reindex", "0 4 * * 0", "postgres", "weekly REINDEX CONCURRENTLY"),
     StandardJob("app-maintenance", "app.maintenance", "0 1 * * 6", "app",
                 "weekly: caches, logs, temp files, old releases"),
-    StandardJob("backup-verify", "backup.verify", "0 4 * * 1", "postgres", "weekly test restore of the newest backup"),
+    StandardJob("backup-verify", "backup.verify", "0 4 * * 1", "postgres", "weekly test restore of the newest backup",
+                options={"scope": "newest", "restore": True},
+                example="checks: ['select count(*) > 0 from users']"),
     StandardJob("log-analysis", "logs.nginx", "0 2 * * 5", "nginx", "weekly access-log report"),
     StandardJob("security-audit", "security.audit", "0 3 1 * *", "host", "monthly security audit"),
     StandardJob("health", "host.health", "*/5 * * * *", "host", "host health every 5 minutes"),
     StandardJob("cache-check", "redis.check", "*/15 * * * *", "redis", "Redis health every 15 minutes"),
     StandardJob("cache-evict", "redis.evict", "0 * * * *", "redis", "hourly eviction of expendable keys"),
-    StandardJob("cache-backup", "redis.backup", "0 2 * * *", "redis", "nightly Redis RDB backup"),
+    StandardJob("cache-backup", "redis.backup", "0 2 * * *", "redis", "nightly Redis RDB backup",
+                options={"method": "auto"}),
     StandardJob("tls-check", "network.tls", "0 6 * * *", "http", "daily certificate check"),
     StandardJob("dns-check", "network.dns", "0 * * * *", "host", "hourly DNS health"),
 )

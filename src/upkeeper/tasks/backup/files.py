@@ -83,7 +83,7 @@ class FilesBackup(Task[FilesBackupOptions]):
                 raise TaskError("files.backup on a host target needs 'paths' or a 'preset'",
                                 "Try: options: {preset: nginx} or {paths: [/etc/myapp]}", permanent=True)
             paths = [root]
-        secrets = self._resolve(options.secret_paths, root, True, findings, "secret_paths")
+        secrets = self._resolve(options.secret_paths, root, False, findings, "secret_paths")
         if not paths and not secrets:
             raise TaskError("nothing to back up: none of the configured paths exists",
                             "Try: check the job's paths/preset", permanent=True)
