@@ -47,7 +47,7 @@ EXTRA_SECTIONS: list[tuple[str, str, type[BaseModel]]] = [
 
 def _type_of(schema: dict[str, Any], defs: dict[str, Any]) -> str:
     if "$ref" in schema:
-        return schema["$ref"].rsplit("/", 1)[-1]
+        return str(schema["$ref"]).rsplit("/", 1)[-1]
     if "enum" in schema:
         return " \\| ".join(json.dumps(v) for v in schema["enum"])
     if "const" in schema:
@@ -186,7 +186,9 @@ def config_markdown() -> str:
         "",
         "What upkeeper maintains. Each target has a `kind`:",
     ]
-    for model in (PostgresTarget, RedisTarget, NginxTarget, HostTarget, AppTarget, HttpTarget):
+    target_models: tuple[type[BaseModel], ...] = (
+        PostgresTarget, RedisTarget, NginxTarget, HostTarget, AppTarget, HttpTarget)
+    for model in target_models:
         kind = model.model_fields["kind"].default
         out += ["", f"### kind `{kind}`", "", (model.__doc__ or "").strip(), "", options_table(model).rstrip()]
     for title, key, model in EXTRA_SECTIONS:

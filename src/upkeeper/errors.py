@@ -10,6 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 
+def normalize_hint(hint: str | None) -> str | None:
+    """Every hint reads ``Try: …``."""
+    if not hint:
+        return None
+    hint = hint.strip()
+    return hint if hint.startswith("Try:") else f"Try: {hint}"
+
+
 class UpkeeperError(Exception):
     """Base of every expected error.  ``exit_code`` is what the CLI exits with."""
 
@@ -18,7 +26,7 @@ class UpkeeperError(Exception):
     def __init__(self, message: str, hint: str | None = None) -> None:
         super().__init__(message)
         self.message = message
-        self.hint = hint
+        self.hint = normalize_hint(hint)
 
     def __str__(self) -> str:
         return self.message
@@ -33,6 +41,9 @@ class ConfigProblem:
     file: str | None = None
     line: int | None = None
     hint: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "hint", normalize_hint(self.hint))
 
     @property
     def path_text(self) -> str:

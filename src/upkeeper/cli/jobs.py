@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import typer
 from rich.table import Table
@@ -19,7 +20,7 @@ def jobs_cmd(
     """List configured jobs and their next fire times (in each job's timezone)."""
     setup = state.setup()
     now = datetime.now(UTC)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for job in setup.jobs.values():
         upcoming = job.schedule.upcoming(now, count) if (job.schedule and job.enabled) else []
         rows.append(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
 from rich.table import Table
 
@@ -14,7 +16,7 @@ def tasks_cmd(
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
 ) -> None:
     """List the available tasks with their targets and one-line summaries."""
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             "name": cls.name,
             "summary": cls.summary,

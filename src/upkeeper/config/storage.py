@@ -35,7 +35,7 @@ class S3StorageConfig(FileSecrets):
         "auto", description="'path' for most self-hosted stores (SeaweedFS, MinIO)"
     )
     part_size: ByteSize = Field(default=16 * 1024 * 1024, description="multipart upload part size",
-                                validate_default=True)  # type: ignore[assignment]
+                                validate_default=True)
     storage_class: str | None = Field(None, description="e.g. STANDARD_IA, GLACIER_IR")
     verify_tls: bool = True
 

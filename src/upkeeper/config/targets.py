@@ -73,7 +73,7 @@ class RedisTarget(FileSecrets):
     password_file: str | None = None
     db: int = Field(0, ge=0)
     tls: bool = False
-    socket_timeout: Duration = Field(default="5s", validate_default=True)  # type: ignore[assignment]
+    socket_timeout: Duration = Field(default="5s", validate_default=True)
     description: str | None = None
 
     def url(self, with_password: bool = False) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import timedelta
 from pathlib import Path
@@ -18,39 +19,98 @@ from pydantic import (
     model_validator,
 )
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)", re.IGNORECASE)
-_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_DURATION_UNITS: dict[str, tuple[float, str]] = {}
+for _seconds, _label, _spellings in (
+    (604800, "w", ("w", "wk", "week", "weeks")),
+    (86400, "d", ("d", "day", "days")),
+    (3600, "h", ("h", "hr", "hrs", "hour", "hours")),
+    (60, "m", ("m", "min", "mins", "minute", "minutes")),
+    (1, "s", ("s", "sec", "secs", "second", "seconds")),
+    (0.001, "ms", ("ms",)),
+):
+    for _spelling in _spellings:
+        _DURATION_UNITS[_spelling] = (_seconds, _label)
+
+_NUMBER = r"(?:\d+(?:\.\d*)?|\.\d+)"
+_PLAIN_NUMBER_RE = re.compile(rf"\s*{_NUMBER}\s*")
+_DURATION_PART_RE = re.compile(rf"\s*({_NUMBER})\s*([a-z]+)\s*")
+MAX_DURATION = timedelta(days=3650)
+DURATION_HINT = "Try: '30s', '15m', '2h', '1d', '1h30m', or a plain number of seconds such as '90'"
+
+
+def parse_unit_parts(text: str) -> tuple[timedelta, bool] | str:
+    """Parse ``'1h30m'``-style text (larger units first, each once).
+
+    Returns ``(duration, had_units)`` or a description of what is wrong.
+    """
+    lowered = text.strip().lower()
+    if not lowered:
+        return "it is empty"
+    if lowered.startswith("-"):
+        return "it must not be negative"
+    if _PLAIN_NUMBER_RE.fullmatch(lowered):
+        return timedelta(seconds=float(lowered)), False
+    position = 0
+    total = timedelta(0)
+    seen: list[tuple[float, str]] = []
+    while position < len(lowered):
+        match = _DURATION_PART_RE.match(lowered, position)
+        if match is None:
+            return f"cannot read {lowered[position:].strip()!r}"
+        number, unit = match.groups()
+        if unit not in _DURATION_UNITS:
+            return f"unknown unit {unit!r} (use s, m, h, d or w)"
+        size, label = _DURATION_UNITS[unit]
+        if seen and size >= seen[-1][0]:
+            if size == seen[-1][0]:
+                return f"unit {label!r} appears twice"
+            return f"write larger units first ({label!r} after {seen[-1][1]!r})"
+        seen.append((size, label))
+        total += timedelta(seconds=float(number) * size)
+        position = match.end()
+    return total, True
+
+
+class DurationError(ValueError):
+    hint = DURATION_HINT
 
 
 def parse_duration(value: str | int | float | timedelta) -> timedelta:
-    """Parse ``30s``, ``15m``, ``2h``, ``1d``, ``1w``, ``1h30m`` or a number of seconds."""
+    """Parse ``30s``, ``15m``, ``2h``, ``1d``, ``1w``, ``1h30m`` or a number of seconds (at most 10 years).
+
+    Raises :class:`DurationError` (a ValueError) saying what is wrong.
+    """
+
+    def error(problem: str) -> DurationError:
+        return DurationError(f"invalid duration {value!r}: {problem}")
+
     if isinstance(value, timedelta):
         td = value
     elif isinstance(value, bool):
-        raise ValueError("a duration is a number of seconds or text like '30s', '15m', '2h', '1d'")
+        raise error("expected a number of seconds or text like '15m'")
     elif isinstance(value, int | float):
-        td = timedelta(seconds=value)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise error("it must be a finite number")
+        if value < 0:
+            raise error("it must not be negative")
+        try:
+            td = timedelta(seconds=value)
+        except OverflowError:
+            raise error("it is too large") from None
     elif isinstance(value, str):
-        text = value.strip().lower().replace(" ", "")
-        if re.fullmatch(r"\d+(\.\d+)?", text):
-            td = timedelta(seconds=float(text))
-        else:
-            pos = 0
-            total = 0.0
-            for m in _DURATION_PART.finditer(text):
-                if m.start() != pos:
-                    break
-                total += float(m.group(1)) * _UNIT_SECONDS[m.group(2).lower()]
-                pos = m.end()
-            if pos != len(text) or not text:
-                raise ValueError(
-                    f"invalid duration {value!r}: use a number with a unit, like '30s', '15m', '2h', '1d' or '1h30m'"
-                )
-            td = timedelta(seconds=total)
+        try:
+            parsed = parse_unit_parts(value)
+        except OverflowError:
+            raise error("it is too large") from None
+        if isinstance(parsed, str):
+            raise error(parsed)
+        td = parsed[0]
     else:
-        raise ValueError("a duration is a number of seconds or text like '30s', '15m', '2h', '1d'")
+        raise error(f"expected text or a number, got {type(value).__name__}")
     if td < timedelta(0):
-        raise ValueError("a duration cannot be negative")
+        raise error("it must not be negative")
+    if td > MAX_DURATION:
+        raise error("it is too large (at most 10 years)")
     return td
 
 

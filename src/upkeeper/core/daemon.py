@@ -133,6 +133,8 @@ class Daemon:
         concurrency: int | None = None,
         instance: str | None = None,
         on_event: Callable[[str, dict[str, object]], None] | None = None,
+        pending_poll: timedelta = PENDING_POLL,
+        housekeeping: timedelta = HOUSEKEEPING,
     ) -> None:
         self.setup = setup
         self.history = history
@@ -157,6 +159,8 @@ class Daemon:
         self._started_at = self.clock.now()
         self._prepared = False
         self.on_event = on_event or (lambda kind, data: None)
+        self.pending_poll = pending_poll
+        self.housekeeping_every = housekeeping
 
     # -- set-up ---------------------------------------------------------------------------
 
@@ -173,8 +177,9 @@ class Daemon:
         catch_up: list[_Due] = []
         for name, job in self.jobs.items():
             assert job.schedule is not None
+            # an occurrence still inside its jitter delay is on time, not missed
             plan = plan_catch_up(job.schedule, last.get(name), now, job.catch_up,  # type: ignore[arg-type]
-                                 job.effective_grace(), ON_TIME_TOLERANCE)
+                                 job.effective_grace(), ON_TIME_TOLERANCE + job.jitter_offset)
             if plan.fire is not None:
                 catch_up.append(_Due(plan.fire, name, plan.fire, plan.trigger or "catch-up"))
             if plan.skipped is not None:
@@ -202,6 +207,10 @@ class Daemon:
             return self.prepare()
         report = TickReport()
         now = self.clock.now()
+        # pending runs (deferred, retries, planned) are older work: they go first
+        if now >= self._next_pending:
+            self._next_pending = now + self.pending_poll
+            self._dispatch_pending(now, report)
         due: list[_Due] = []
         while self._heap and self._heap[0].due_at <= now:
             item = heapq.heappop(self._heap)
@@ -214,18 +223,15 @@ class Daemon:
             if nxt + job.jitter_offset <= now - ON_TIME_TOLERANCE:
                 # We fell far behind (suspended machine, clock jump): plan like a restart.
                 plan = plan_catch_up(job.schedule, item.scheduled_for, now, job.catch_up,  # type: ignore[arg-type]
-                                     job.effective_grace(), ON_TIME_TOLERANCE)
+                                     job.effective_grace(), ON_TIME_TOLERANCE + job.jitter_offset)
                 if plan.fire is not None and plan.fire != item.scheduled_for:
                     due[-1] = _Due(plan.fire, job.name, plan.fire, "catch-up")
                 nxt = plan.next_due
             self._push(job, nxt)
         if due:
             self._dispatch_batch(due, now, report)
-        if now >= self._next_pending:
-            self._next_pending = now + PENDING_POLL
-            self._dispatch_pending(now, report)
         if now >= self._next_housekeeping:
-            self._next_housekeeping = now + HOUSEKEEPING
+            self._next_housekeeping = now + self.housekeeping_every
             self._housekeeping(now)
         return report
 
@@ -252,6 +258,15 @@ class Daemon:
                 continue
             if decision.action == "defer":
                 until = decision.until or (now + timedelta(minutes=5))
+                earlier = self.history.pending_run(job.name, "deferred")
+                if earlier is not None:
+                    # one deferred run covers every occurrence until it runs (like catch-up: never a replay)
+                    reason = (f"skipped: occurrence {earlier.scheduled_for.isoformat()} is already deferred "
+                              f"({decision.reason}) and covers this one")
+                    self.history.record_skip(job.name, job.task_name, job.target_name, item.scheduled_for,
+                                             reason, trigger=item.trigger, owner=self.owner, node=self.node)
+                    report.skipped.append((job.name, item.scheduled_for, reason))
+                    continue
                 got = self.history.create_run(
                     NewRun(job=job.name, task=job.task_name, target=job.target_name,
                            scheduled_for=item.scheduled_for, due_at=until, trigger="deferred", status="pending",

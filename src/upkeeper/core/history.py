@@ -79,11 +79,15 @@ def process_identity(pid: int | None = None) -> str:
 
 
 def owner_alive(owner: str | None, node: str) -> bool | None:
-    """True/False for owners on this node; None when the owner lives on another node."""
+    """True/False for owners on this node; None when the owner lives on another node.
+
+    An owner is a process identity (``node:pid:start``), optionally followed by ``/run-id``
+    for locks held on behalf of one run.
+    """
     if not owner:
         return False
     try:
-        onode, spid, sctime = owner.rsplit(":", 2)
+        onode, spid, sctime = owner.split("/", 1)[0].rsplit(":", 2)
         pid, ctime = int(spid), int(sctime)
     except ValueError:
         return False
@@ -142,7 +146,8 @@ class History:
             raise
         except SQLAlchemyError as exc:
             raise HistoryError(
-                f"cannot open history database {redact(url)}: {redact(str(exc.orig or exc)).strip()}",
+                f"cannot open history database {redact(url)}: "
+                f"{redact(str(getattr(exc, 'orig', None) or exc)).strip()}",
                 "Try: check the 'history' setting and that the database is reachable",
             ) from None
         except OSError as exc:
@@ -229,10 +234,10 @@ class History:
         """
         if not runs:
             return []
-        if self.dialect == "sqlite":
-            from sqlalchemy.dialects.sqlite import insert as dialect_insert
-        else:
-            from sqlalchemy.dialects.postgresql import insert as dialect_insert
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        dialect_insert: Any = sqlite_insert if self.dialect == "sqlite" else pg_insert
         won: list[tuple[NewRun, int]] = []
         with self.session() as s:
             for r in runs:
@@ -289,6 +294,14 @@ class History:
                     row.status, row.owner, row.node = "queued", owner, node
                     claimed.append(row)
             return claimed
+
+    def pending_run(self, job: str, trigger: str | None = None) -> RunRow | None:
+        """The job's earliest pending run (optionally of one trigger), if any."""
+        q = select(RunRow).where(RunRow.job == job, RunRow.status == "pending")
+        if trigger:
+            q = q.where(RunRow.trigger == trigger)
+        with self.session() as s:
+            return s.scalars(q.order_by(RunRow.due_at).limit(1)).first()
 
     def set_status(self, run_id: int, status: str, **values: Any) -> None:
         with self.session() as s:
@@ -557,8 +570,13 @@ class History:
             return s.get(LockRow, name)
 
     def refresh_locks(self, owner: str, ttl: timedelta) -> None:
+        """Extend every lock held by this process (``owner``) or on behalf of its runs (``owner/…``)."""
         with self.session() as s:
-            s.execute(update(LockRow).where(LockRow.owner == owner).values(expires_at=datetime.now(UTC) + ttl))
+            s.execute(
+                update(LockRow)
+                .where((LockRow.owner == owner) | LockRow.owner.startswith(owner + "/", autoescape=True))
+                .values(expires_at=datetime.now(UTC) + ttl)
+            )
 
     def release_lock(self, name: str, owner: str) -> None:
         with self.session() as s:

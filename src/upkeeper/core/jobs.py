@@ -60,14 +60,16 @@ class Job:
 
     def retry_delay_for(self, attempt: int) -> timedelta:
         """Exponential backoff: delay before attempt ``attempt`` (2 = first retry)."""
-        factor = 2 ** max(0, attempt - 2)
-        return min(self.retry_delay * factor, self.retry_max_delay)
+        factor: int = 2 ** max(0, attempt - 2)
+        delay: timedelta = self.retry_delay * factor
+        return min(delay, self.retry_max_delay)
 
     def effective_grace(self) -> timedelta:
         if self.catch_up_grace is not None:
             return self.catch_up_grace
         if self.schedule is not None:
-            return self.schedule.period()
+            period: timedelta = self.schedule.period()
+            return period
         return timedelta(hours=1)
 
 

@@ -197,6 +197,7 @@ class Runner:
         """Execute a claimed run (its row exists, status ``queued``).  Returns its final status."""
         job_lock = f"job:{job.name}"
         target_lock = f"target:{job.target_name}" if job.exclusive and job.target_name else None
+        holder = f"{self.owner}/{run_id}"  # locks are held per run, so runs of one process exclude each other
         logbuf = LogBuffer()
 
         def log_cb(level: str, message: str) -> None:
@@ -204,11 +205,11 @@ class Runner:
             if on_log is not None:
                 on_log(level, message)
 
-        if not self.history.acquire_lock(job_lock, self.owner, self.node, LOCK_TTL, purpose=f"run {run_id}"):
-            holder = self.history.lock_holder(job_lock)
+        if not self.history.acquire_lock(job_lock, holder, self.node, LOCK_TTL, purpose=f"run {run_id}"):
+            current = self.history.lock_holder(job_lock)
             reason = "skipped: the previous run of this job is still running"
-            if holder is not None:
-                reason += f" ({holder.purpose or 'run'} on {holder.node})"
+            if current is not None:
+                reason += f" ({current.purpose or 'run'} on {current.node})"
             self.history.set_status(run_id, "skipped", summary=reason, finished_at=self.clock())
             self._notify(FinishedRun(run_id, job, "skipped", Result(status=Status.SKIPPED, summary=reason),
                                      scheduled_for, None, self.clock(), trigger, attempt))
@@ -217,7 +218,7 @@ class Runner:
         held = [job_lock]
         try:
             if target_lock:
-                if not self._wait_target_lock(target_lock, job, run_id, log_cb, cancel):
+                if not self._wait_target_lock(target_lock, holder, job, run_id, log_cb, cancel):
                     reason = (f"interrupted before it started: waited for exclusive access to target "
                               f"{job.target_name!r}")
                     self.history.finish_run(run_id, status="interrupted", result=Result(summary=reason),
@@ -268,23 +269,23 @@ class Runner:
         finally:
             for name in reversed(held):
                 try:
-                    self.history.release_lock(name, self.owner)
+                    self.history.release_lock(name, holder)
                 except Exception as exc:
                     log.warning("could not release lock %s: %s", name, exc)
             self.keeper.unhold()
 
     def _wait_target_lock(
-        self, name: str, job: Job, run_id: int, log_cb: LogFn, cancel: threading.Event | None
+        self, name: str, holder: str, job: Job, run_id: int, log_cb: LogFn, cancel: threading.Event | None
     ) -> bool:
         deadline = time.monotonic() + job.timeout.total_seconds()
         announced = False
         while True:
-            if self.history.acquire_lock(name, self.owner, self.node, LOCK_TTL, purpose=f"{job.name} run {run_id}"):
+            if self.history.acquire_lock(name, holder, self.node, LOCK_TTL, purpose=f"{job.name} run {run_id}"):
                 return True
             if not announced:
-                holder = self.history.lock_holder(name)
+                current = self.history.lock_holder(name)
                 log_cb("INFO", f"waiting for exclusive access to target {job.target_name!r}"
-                               + (f" (held by {holder.purpose} on {holder.node})" if holder else ""))
+                               + (f" (held by {current.purpose} on {current.node})" if current else ""))
                 announced = True
             if time.monotonic() > deadline or (cancel is not None and cancel.is_set()):
                 return False

@@ -30,7 +30,6 @@ from __future__ import annotations
 import difflib
 import functools
 import hashlib
-import math
 import re
 import zoneinfo
 from collections.abc import Callable, Iterator
@@ -40,6 +39,9 @@ from typing import Final, Literal
 from zoneinfo import ZoneInfo
 
 from cronsim import CronSim, CronSimError
+
+from upkeeper.config.types import DURATION_HINT, parse_unit_parts
+from upkeeper.config.types import parse_duration as _parse_duration
 
 __all__ = [
     "MISSED_CAP",
@@ -75,7 +77,6 @@ CRON_HINT: Final = (
 INTERVAL_HINT: Final = (
     "Try: 'every 15m', 'every 2h', 'every 1d', 'every 90s' or 'every 1h30m' (units s, m, h, d)"
 )
-DURATION_HINT: Final = "Try: '30s', '15m', '2h', '1d', '1h30m', or a plain number of seconds such as '90'"
 TIMEZONE_HINT: Final = "Use an IANA timezone name such as 'UTC', 'Europe/Berlin' or 'America/New_York'"
 
 _ALIASES: Final[dict[str, str]] = {
@@ -122,19 +123,6 @@ _UTC_NAMES: Final = frozenset(
     }
 )
 
-_DURATION_UNITS: Final[dict[str, tuple[int, str]]] = {}
-for _seconds, _label, _spellings in (
-    (86400, "d", ("d", "day", "days")),
-    (3600, "h", ("h", "hr", "hrs", "hour", "hours")),
-    (60, "m", ("m", "min", "mins", "minute", "minutes")),
-    (1, "s", ("s", "sec", "secs", "second", "seconds")),
-):
-    for _spelling in _spellings:
-        _DURATION_UNITS[_spelling] = (_seconds, _label)
-
-_NUMBER_RE: Final = re.compile(r"(?:\d+(?:\.\d*)?|\.\d+)")
-_PLAIN_NUMBER_RE: Final = re.compile(rf"\s*{_NUMBER_RE.pattern}\s*")
-_DURATION_PART_RE: Final = re.compile(rf"\s*({_NUMBER_RE.pattern})\s*([a-z]+)\s*")
 _EVERY_RE: Final = re.compile(r"\s*every\s*(.*?)\s*", re.IGNORECASE | re.DOTALL)
 
 
@@ -201,70 +189,12 @@ def validate_timezone(name: str) -> ZoneInfo:
 # durations
 
 
-def _duration_error(text: object, problem: str) -> ScheduleError:
-    return ScheduleError(f"invalid duration {text!r}: {problem}", DURATION_HINT)
-
-
-def _parse_unit_parts(text: str) -> tuple[timedelta, bool] | str:
-    """Parse ``'1h30m'``-style text.
-
-    Returns ``(duration, had_units)`` or an error description.
-    """
-    lowered = text.strip().lower()
-    if not lowered:
-        return "it is empty"
-    if lowered.startswith("-"):
-        return "it must not be negative"
-    if _PLAIN_NUMBER_RE.fullmatch(lowered):
-        return timedelta(seconds=float(lowered)), False
-    position = 0
-    total = timedelta(0)
-    seen: list[tuple[int, str]] = []
-    while position < len(lowered):
-        match = _DURATION_PART_RE.match(lowered, position)
-        if match is None:
-            return f"cannot read {lowered[position:].strip()!r}"
-        number, unit = match.groups()
-        if unit not in _DURATION_UNITS:
-            return f"unknown unit {unit!r} (use s, m, h or d)"
-        size, label = _DURATION_UNITS[unit]
-        if seen and size >= seen[-1][0]:
-            previous = seen[-1][1]
-            if size == seen[-1][0]:
-                return f"unit {label!r} appears twice"
-            return f"write larger units first ({label!r} after {previous!r})"
-        seen.append((size, label))
-        total += timedelta(seconds=float(number) * size)
-        position = match.end()
-    return total, True
-
-
 def parse_duration(text: str | int | float) -> timedelta:
-    """Parse a duration: ``"30s"``, ``"15m"``, ``"2h"``, ``"1d"``, ``"1h30m"``.
-
-    A plain number (``"90"``, ``90``, ``1.5``) means seconds.  Zero is allowed;
-    negative, non-finite or unreadable values raise :class:`ScheduleError`.
-    """
-    if isinstance(text, bool):
-        raise _duration_error(text, "expected a number of seconds or text like '15m'")
-    if isinstance(text, (int, float)):
-        if isinstance(text, float) and not math.isfinite(text):
-            raise _duration_error(text, "it must be a finite number")
-        if text < 0:
-            raise _duration_error(text, "it must not be negative")
-        try:
-            return timedelta(seconds=text)
-        except OverflowError:
-            raise _duration_error(text, "it is too large") from None
-    if not isinstance(text, str):
-        raise _duration_error(text, f"expected text or a number, got {type(text).__name__}")
+    """Parse a duration (see :func:`upkeeper.config.types.parse_duration`); errors are ScheduleErrors."""
     try:
-        parsed = _parse_unit_parts(text)
-    except OverflowError:
-        raise _duration_error(text, "it is too large") from None
-    if isinstance(parsed, str):
-        raise _duration_error(text, parsed)
-    return parsed[0]
+        return _parse_duration(text)
+    except ValueError as exc:
+        raise ScheduleError(str(exc), DURATION_HINT) from None
 
 
 def _parse_interval(text: str, body: str) -> timedelta:
@@ -272,7 +202,7 @@ def _parse_interval(text: str, body: str) -> timedelta:
         return ScheduleError(f"invalid interval {text!r}: {problem}", INTERVAL_HINT)
 
     try:
-        parsed = _parse_unit_parts(body)
+        parsed = parse_unit_parts(body)
     except OverflowError:
         raise error("it is too large") from None
     if isinstance(parsed, str):
@@ -315,6 +245,27 @@ def _field_problem(index: int, part: str, month_part: str) -> str:
     return f"{name} must be {allowed} (got {part!r})"
 
 
+def _fix_single_value_steps(field: str) -> str:
+    """Rewrite terms like ``5-5/10`` to ``5``.
+
+    cronsim reads a stepped range that holds a single value as "from that value
+    to the end of the field" (``0-0/1`` in the hour field would mean every hour);
+    in cron a range from a to a is just a.  ``5/10`` (no range) keeps cron's and
+    cronsim's meaning "5 to the end, every 10th".
+    """
+    terms = field.split(",")
+    for index, term in enumerate(terms):
+        span, _, step = term.partition("/")
+        low, _, high = span.partition("-")
+        if not (step.isdigit() and int(step) > 0 and high):
+            continue
+        same_number = low.isdigit() and high.isdigit() and int(low) == int(high)
+        same_name = len(low) == 3 and low.isalpha() and low.upper() == high.upper()
+        if same_number or same_name:
+            terms[index] = low
+    return ",".join(terms)
+
+
 def _normalize_cron(text: str) -> str:
     """Validate a five-field cron expression or alias; return it normalized."""
     stripped = text.strip()
@@ -339,7 +290,7 @@ def _normalize_cron(text: str) -> str:
         if len(fields) == 6:
             detail += "; a seconds field is not supported"
         raise ScheduleError(f"invalid cron expression {text!r}: {detail}", CRON_HINT)
-    normalized = " ".join(fields).upper()
+    normalized = " ".join(_fix_single_value_steps(field) for field in fields).upper()
     try:
         CronSim(normalized, EPOCH)
     except CronSimError as exc:
@@ -639,7 +590,7 @@ def _cron_period(cron: str, timezone_name: str) -> timedelta:
 def _parse_schedule_cached(text: str, timezone_name: str) -> Schedule:
     validate_timezone(timezone_name)
     if not text.strip():
-        raise ScheduleError("the schedule is empty", CRON_HINT)
+        raise ScheduleError(f"invalid schedule {text!r}: it is empty", CRON_HINT)
     every = _EVERY_RE.fullmatch(text)
     if every is not None:
         interval = _parse_interval(text, every.group(1))

@@ -139,7 +139,7 @@ class PostgresVacuum(Task[VacuumOptions]):
     @staticmethod
     def _dead_tuples(conn: psycopg.Connection[tuple[object, ...]]) -> dict[tuple[str, str], int]:
         conn.execute(CLEAR_SNAPSHOT_SQL)
-        return {(r[0], r[1]): int(r[2]) for r in conn.execute(DEAD_TUPLES_SQL)}  # type: ignore[call-overload]
+        return {(str(r[0]), str(r[1])): int(str(r[2])) for r in conn.execute(DEAD_TUPLES_SQL)}
 
     @staticmethod
     def _tables(

@@ -1,0 +1,222 @@
+"""Every CLI command, its exit codes and its --json shape, against real history (and a real PostgreSQL)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from upkeeper.core.history import History
+from upkeeper.sandbox.postgres import PostgresCluster
+
+
+@pytest.fixture
+def config(make_config: Any, pg: PostgresCluster, pg_db: str) -> Path:
+    path: Path = make_config({
+        "timezone": "Europe/Berlin",
+        "targets": {"db": pg.target(pg_db)},
+        "jobs": {
+            "ping": {"task": "postgres.ping", "target": "db", "schedule": "*/5 * * * *"},
+            "vacuum": {"task": "postgres.vacuum", "target": "db", "schedule": "30 2 * * *"},
+            "disk": {"task": "host.disk", "schedule": "every 15m", "timezone": "UTC"},
+            "broken": {"task": "debug.fail", "options": {"message": "planned failure"}},
+            "off": {"task": "debug.noop", "schedule": "@daily", "enabled": False},
+        },
+    })
+    return path
+
+
+def test_version_and_help(cli: Any) -> None:
+    assert re.fullmatch(r"upkeeper \d+\.\d+\.\d+\n", cli(["--version"]).out)
+    res = cli(["--help"])
+    assert res.code == 0
+    for cmd in ("init", "config", "tasks", "jobs", "run", "daemon", "status", "history", "show", "cron", "demo"):
+        assert cmd in res.out
+
+
+def test_tasks_json(cli: Any) -> None:
+    res = cli(["tasks", "--json"])
+    assert res.code == 0
+    rows = res.json()
+    names = [r["name"] for r in rows]
+    assert {"postgres.ping", "postgres.vacuum", "host.disk", "debug.noop"} <= set(names)
+    assert names == sorted(names)
+    assert set(rows[0]) == {"name", "summary", "category", "target_kinds", "exclusive", "options"}
+    assert "Tasks" in cli(["tasks"]).out
+
+
+def test_jobs_shows_next_three_fires_in_job_timezone(cli: Any, config: Path) -> None:
+    res = cli(["--config", config, "jobs", "--json"])
+    assert res.code == 0
+    jobs = {j["job"]: j for j in res.json()}
+    assert len(jobs["vacuum"]["next"]) == 3
+    assert all(s.endswith(("CET", "CEST")) and "02:30" in s for s in jobs["vacuum"]["next_local"])
+    assert all(s.endswith("UTC") for s in jobs["disk"]["next_local"])
+    assert jobs["broken"]["next"] == [] and jobs["broken"]["schedule"] is None
+    assert jobs["off"]["enabled"] is False and jobs["off"]["next"] == []
+    table = cli(["--config", config, "jobs"]).out
+    assert "manual only" in table and "disabled" in table
+
+
+def test_run_status_history_show_roundtrip(cli: Any, config: Path) -> None:
+    res = cli(["--config", config, "run", "ping", "vacuum", "disk", "--json"])
+    assert res.code == 0, res.output
+    runs = res.json()
+    assert [r["job"] for r in runs] == ["ping", "vacuum", "disk"]
+    assert {r["status"] for r in runs} <= {"ok", "warn"}
+    for r in runs:
+        assert set(r) >= {"run_id", "job", "task", "status", "summary", "duration", "findings", "metrics"}
+    ping = runs[0]
+    assert "PostgreSQL 15" in ping["summary"] and ping["metrics"]["connect_ms"] > 0
+
+    # a failing job: exit code 1
+    fail = cli(["--config", config, "run", "broken", "--json"])
+    assert fail.code == 1 and fail.json()[0]["status"] == "fail"
+
+    status = cli(["--config", config, "status", "--json"]).json()
+    by_job = {j["job"]: j for j in status["jobs"]}
+    assert by_job["ping"]["last_run"]["status"] in ("ok", "warn")
+    assert by_job["ping"]["next_run"] is not None
+    assert by_job["broken"]["consecutive_failures"] == 1
+    assert by_job["off"]["next_run"] is None
+    assert status["daemons"] == []
+    text = cli(["--config", config, "status"]).out
+    assert "daemon: not running" in text
+
+    hist = cli(["--config", config, "history", "--json"])
+    assert hist.code == 0
+    rows = hist.json()
+    assert len(rows) == 4 and {r["trigger"] for r in rows} == {"manual"}
+    assert cli(["--config", config, "history", "ping", "--json"]).json()[0]["job"] == "ping"
+    assert cli(["--config", config, "history", "--since", "1h", "--json"]).json()
+    assert cli(["--config", config, "history", "--since", "2999-01-01", "--json"]).json() == []
+    assert cli(["--config", config, "history", "--status", "fail", "--json"]).json()[0]["job"] == "broken"
+
+    show = cli(["--config", config, "show", str(ping["run_id"]), "--json"])
+    detail = show.json()
+    assert detail["id"] == ping["run_id"] and detail["metrics"]["connect_ms"] > 0
+    assert set(detail) >= {"findings", "metrics", "log", "artifacts", "details"}
+    human = cli(["--config", config, "show", str(fail.json()[0]["run_id"])]).out
+    assert "debug.failure" in human and "planned failure" in human
+
+
+def test_usage_errors_exit_2_with_hint(cli: Any, config: Path) -> None:
+    res = cli(["--config", config, "run", "pnig"])
+    assert res.code == 2
+    assert "Error: no job named 'pnig'" in res.err and "Try: 'ping'" in res.err
+    assert cli(["--config", config, "run"]).code == 2
+    assert cli(["--config", config, "run", "ping", "--all"]).code == 2
+    assert cli(["--config", config, "show", "999999"]).code == 2
+    assert cli(["--config", config, "history", "--since", "yesterdayish"]).code == 2
+    missing = cli(["--config", "/nonexistent/upkeeper.yaml", "jobs"])
+    assert missing.code == 2 and "does not exist" in missing.err and "Try:" in missing.err
+    assert cli(["nosuchcommand"]).code == 2
+
+
+def test_config_check_and_schema(cli: Any, config: Path, tmp_path: Path) -> None:
+    ok = cli(["--config", config, "config", "check", "--json"])
+    assert ok.code == 0 and ok.json()["ok"] is True and ok.json()["jobs"] == 5
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("jobs:\n  a:\n    task: postgres.vacum\n  b:\n    task: host.disk\n    schedule: '99 * * * *'\n")
+    res = cli(["--config", bad, "config", "check"])
+    assert res.code == 2
+    assert "bad.yaml:3: jobs -> a -> task: unknown task 'postgres.vacum'" in res.err
+    assert "bad.yaml:6: jobs -> b -> schedule:" in res.err
+    js = cli(["--config", bad, "config", "check", "--json"])
+    assert js.code == 2 and {p["line"] for p in js.json()["problems"]} == {3, 6}
+    schema = json.loads(cli(["config", "schema"]).out)
+    assert schema["$schema"].endswith("2020-12/schema")
+    job = schema["$defs"]["JobConfig"]
+    assert "postgres.vacuum" in job["properties"]["task"]["enum"]
+    vac = next(b for b in job["allOf"] if b["if"]["properties"]["task"]["const"] == "postgres.vacuum")
+    ref = vac["then"]["properties"]["options"]["$ref"].rsplit("/", 1)[-1]
+    assert "lock_timeout" in schema["$defs"][ref]["properties"]
+
+
+def test_schema_validates_a_real_config(cli: Any, config: Path) -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    from ruamel.yaml import YAML
+
+    schema = json.loads(cli(["config", "schema"]).out)
+    data = YAML(typ="safe").load(config.read_text())
+    jsonschema.validate(data, schema)
+    data["jobs"]["vacuum"]["options"] = {"tabels": ["x"]}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(data, schema)
+
+
+def test_cron_export(cli: Any, config: Path, tmp_path: Path) -> None:
+    text = cli(["--config", config, "cron", "export"]).out
+    lines = [ln for ln in text.splitlines() if ln and not ln.startswith("#")]
+    assert "CRON_TZ=Europe/Berlin" in lines and "CRON_TZ=UTC" in lines
+    vac = next(ln for ln in lines if " run vacuum " in ln)
+    assert vac.startswith("30 2 * * * ") and f"--config {config.resolve()}" in vac and "--quiet" in vac
+    disk = next(ln for ln in lines if " run disk " in ln)
+    assert disk.startswith("*/15 * * * * ")
+    assert not any(" run broken " in ln or " run off " in ln for ln in lines)  # manual / disabled
+
+    out = tmp_path / "units"
+    res = cli(["--config", config, "cron", "export", "--systemd", "--output", out])
+    assert res.code == 0
+    timer = (out / "upkeeper-vacuum.timer").read_text()
+    assert "OnCalendar=*-*-* 02:30:00 Europe/Berlin" in timer and "Persistent=true" in timer
+    assert "OnCalendar=*-*-* *:00/15:00 UTC" in (out / "upkeeper-disk.timer").read_text()
+    service = (out / "upkeeper-vacuum.service").read_text()
+    assert "Type=oneshot" in service and " run vacuum --quiet" in service
+
+
+def test_init_writes_a_config_that_checks(cli: Any, tmp_path: Path, pg: PostgresCluster) -> None:
+    out = tmp_path / "upkeeper.yaml"
+    env = {"PGHOST": "127.0.0.1", "PGPORT": str(pg.port), "PGUSER": "postgres", "PGDATABASE": "postgres"}
+    res = cli(["init", "--output", out], env=env)
+    assert res.code == 0, res.output
+    text = out.read_text()
+    assert "PostgreSQL: from PG* environment variables" in text
+    assert f"port: {pg.port}" in text
+    assert re.search(r"^  vacuum:.*\n    task: postgres.vacuum\n    schedule: \"0 3 \* \* \*\"", text, re.M)
+    # only tasks that exist are written as active jobs
+    assert re.search(r"^# {2}cache-check:", text, re.M) or "redis.check" not in text
+    check = cli(["--config", out, "config", "check", "--json"])
+    assert check.code == 0, check.output
+    assert cli(["init", "--output", out]).code == 2  # refuses to overwrite
+    assert cli(["init", "--output", out, "--force"]).code == 0
+
+
+def test_init_without_postgres_comments_it_out(cli: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from upkeeper.core import initgen
+
+    monkeypatch.setattr(initgen, "PG_SOCKET_DIRS", ("/nonexistent",))
+    monkeypatch.setattr(initgen, "_tcp_open", lambda host, port, timeout=0.3: False)
+    for var in ("PGHOST", "PGPORT", "PGUSER", "PGDATABASE"):
+        monkeypatch.delenv(var, raising=False)
+    out = tmp_path / "u.yaml"
+    assert cli(["init", "--output", out]).code == 0
+    text = out.read_text()
+    assert "# PostgreSQL: not found" in text.replace("#   - ", "# ")
+    assert re.search(r"^#   db:", text, re.M) and re.search(r"^#   vacuum:", text, re.M)
+    assert cli(["--config", out, "config", "check"]).code == 0
+
+
+def test_secrets_never_reach_history_or_json(cli: Any, make_config: Any, tmp_path: Path,
+                                             pg: PostgresCluster) -> None:
+    secret = "Sup3r-Secret-Pw-42"
+    (tmp_path / "pw").write_text(secret)
+    cfg = make_config({
+        "targets": {"db": {**pg.target(), "port": 1, "password_file": str(tmp_path / "pw")}},  # unreachable
+        "jobs": {"ping": {"task": "postgres.ping", "target": "db",
+                          "options": {"databases": [secret]}},  # the secret even appears in options
+                 "fail": {"task": "debug.fail", "options": {"message": f"boom {secret}"}}},
+    })
+    res = cli(["--config", cfg, "run", "ping", "fail", "--json"])
+    assert res.code == 1
+    assert secret not in res.output
+    hist = History(f"sqlite:///{tmp_path / 'history.db'}")
+    dump = json.dumps([{"s": r.summary, "l": r.log_excerpt} for r in hist.runs()])
+    dump += json.dumps([[f.message, f.subject] for r in hist.runs() for f in hist.findings_for(r.id)])
+    assert secret not in dump and "***" in dump
+    for rid in (r["run_id"] for r in res.json()):
+        assert secret not in cli(["--config", cfg, "show", str(rid), "--json"]).out
+    assert secret not in cli(["--config", cfg, "history", "--json"]).out

@@ -1,0 +1,37 @@
+"""`upkeeper demo` end to end: real sandbox services, every job once, history queryable afterwards."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+from ruamel.yaml import YAML
+
+from conftest import invoke
+
+
+@pytest.mark.slow
+def test_demo_runs_every_job_and_leaves_queryable_history() -> None:
+    d = Path(tempfile.mkdtemp(prefix="upk-demo-test-", dir="/tmp"))
+    os.chmod(d, 0o755)
+    res = subprocess.run([sys.executable, "-m", "upkeeper", "demo", "--dir", str(d / "sb")],
+                         capture_output=True, text=True, timeout=600, env={**os.environ, "COLUMNS": "200"})
+    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
+    assert "Demo results" in res.stdout and "sandbox services stopped" in res.stdout
+    cfg = d / "sb" / "upkeeper.yaml"
+    jobs = YAML(typ="safe").load(cfg.read_text())["jobs"]
+    assert {"vacuum", "db-ping"} <= set(jobs)
+    status = invoke(["--config", cfg, "status", "--json"])
+    assert status.code == 0
+    last = {j["job"]: j["last_run"] for j in status.json()["jobs"]}
+    assert set(last) == set(jobs)
+    assert all(r is not None and r["status"] in ("ok", "warn") for r in last.values()), last
+    hist = invoke(["--config", cfg, "history", "--json"]).json()
+    assert len(hist) >= len(jobs)
+    # the services were stopped and their data removed; config and history stay
+    assert not (d / "sb" / "postgres").exists()
+    assert (d / "sb" / "history.db").exists()

@@ -1,0 +1,197 @@
+"""Config loading: located errors, ${ENV}, *_file secrets, and fuzzing that never finds a traceback."""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from conftest import invoke, write_yaml
+from upkeeper.config.loader import load_text
+from upkeeper.core.jobs import build_setup
+from upkeeper.errors import ConfigError
+from upkeeper.redact import redact
+
+VALID: dict[str, Any] = {
+    "version": 1,
+    "timezone": "Europe/Berlin",
+    "defaults": {"timeout": "30m", "retries": 1, "retry_delay": "1m", "catch_up": "latest"},
+    "daemon": {"concurrency": 2},
+    "targets": {
+        "db": {"kind": "postgres", "host": "127.0.0.1", "port": 5432, "user": "postgres", "dbname": "app"},
+        "cache": {"kind": "redis", "host": "127.0.0.1", "port": 6379},
+    },
+    "storages": {"local": {"kind": "local", "path": "/var/backups/upkeeper"}},
+    "jobs": {
+        "vacuum": {"task": "postgres.vacuum", "target": "db", "schedule": "0 3 * * *",
+                   "options": {"tables": ["public.users"], "lock_timeout": "10s"}},
+        "ping": {"task": "postgres.ping", "target": "db", "schedule": "every 5m", "timezone": "UTC"},
+        "disk": {"task": "host.disk", "schedule": "*/5 * * * *", "options": {"warning": 85}},
+    },
+}
+
+
+def problems(text: str) -> list[str]:
+    try:
+        build_setup(load_text(text, "u.yaml"))
+    except ConfigError as exc:
+        return [p.render() + (f" | {p.hint}" if p.hint else "") for p in exc.problems]
+    return []
+
+
+def test_valid_config_loads_and_resolves() -> None:
+    import io
+
+    from ruamel.yaml import YAML
+
+    buf = io.StringIO()
+    YAML().dump(VALID, buf)
+    setup = build_setup(load_text(buf.getvalue(), "u.yaml"))
+    assert set(setup.jobs) == {"vacuum", "ping", "disk"}
+    vac = setup.jobs["vacuum"]
+    assert vac.timezone == "Europe/Berlin" and vac.retries == 1 and vac.timeout.total_seconds() == 1800
+    assert vac.options.lock_timeout.total_seconds() == 10  # type: ignore[attr-defined]
+    assert setup.jobs["disk"].target is not None and setup.jobs["disk"].target.kind == "host"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("jobs:\n  a:\n    task: postgres.vacum\n    target: db\n",
+         r"u\.yaml:3: jobs -> a -> task: unknown task 'postgres\.vacum' \| Try: 'postgres\.vacuum'"),
+        ("targets:\n  db: {kind: postgres}\njobs:\n  a:\n    task: postgres.vacuum\n    target: dbx\n",
+         r"u\.yaml:6: jobs -> a -> target: unknown target 'dbx' \| Try: 'db'"),
+        ("targets:\n  r: {kind: redis}\njobs:\n  a:\n    task: postgres.vacuum\n    target: r\n",
+         r"jobs -> a -> target: task postgres\.vacuum works on postgres targets, but 'r' is a redis target"),
+        ("jobs:\n  a:\n    task: postgres.vacuum\n",
+         r"u\.yaml:2: jobs -> a: job needs a target of kind postgres"),
+        ("targets:\n  db: {kind: postgres}\njobs:\n  a:\n    task: postgres.vacuum\n    target: db\n"
+         "    options:\n      tabels: [x]\n",
+         r"u\.yaml:8: jobs -> a -> options -> tabels: unknown key 'tabels' \| Try: 'tables'"),
+        ("targets:\n  db: {kind: postgres}\njobs:\n  a:\n    task: postgres.vacuum\n    target: db\n"
+         "    options:\n      lock_timeout: soon\n",
+         r"u\.yaml:8: jobs -> a -> options -> lock_timeout: invalid duration 'soon'"),
+        ("jobs:\n  a:\n    task: host.disk\n    schedule: '61 * * * *'\n",
+         r"u\.yaml:4: jobs -> a -> schedule: .*minute"),
+        ("jobs:\n  a:\n    task: host.disk\n    schedule: '@daily'\n    timezone: Europe/Berln\n",
+         r"u\.yaml:5: jobs -> a -> timezone: unknown timezone 'Europe/Berln' \| Try: .*Europe/Berlin"),
+        ("timezone: Mars/Olympus\n", r"u\.yaml:1: timezone: unknown timezone"),
+        ("jobs:\n  a:\n    task: host.disk\n    retries: lots\n", r"u\.yaml:4: jobs -> a -> retries: input should be"),
+        ("jobz: {}\n", r"u\.yaml:1: jobz: unknown key 'jobz' \| Try: 'jobs'"),
+        ("targets:\n  db:\n    kind: postgress\n", r"u\.yaml:3: targets -> db -> kind: unknown kind 'postgress'"),
+        ("jobs:\n  a:\n    task: host.disk\n  a:\n    task: host.disk\n", r"u\.yaml:4: YAML syntax error: duplicate key"),
+        ("jobs:\n  a: [\n", r"u\.yaml:\d+: YAML syntax error"),
+        ("- just\n- a list\n", r"the file must be a mapping"),
+    ],
+)
+def test_errors_name_file_line_and_field(text: str, expected: str) -> None:
+    found = problems(text)
+    assert any(re.search(expected, p) for p in found), found
+
+
+def test_env_interpolation_and_missing_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DB_HOST", "10.1.2.3")
+    cfg = load_text("targets:\n  db:\n    kind: postgres\n    host: ${DB_HOST}\n    port: ${DB_PORT:-6432}\n"
+                    "    dbname: price$$list\n")
+    t = cfg.targets["db"]
+    assert (t.host, t.port, t.dbname) == ("10.1.2.3", 6432, "price$list")  # type: ignore[union-attr]
+    monkeypatch.delenv("NOPE", raising=False)
+    found = problems("targets:\n  db:\n    kind: postgres\n    password: ${NOPE}\n")
+    assert any(re.search(r"u\.yaml:4: targets -> db -> password: environment variable NOPE is not set", p)
+               for p in found), found
+
+
+def test_secret_from_file_is_redacted_everywhere(tmp_path: Path) -> None:
+    secret = tmp_path / "pw"
+    secret.write_text("s3cr3t-Passw0rd\n")
+    cfg = load_text(f"targets:\n  db:\n    kind: postgres\n    password_file: {secret}\n")
+    t = cfg.targets["db"]
+    assert t.secret("password") == "s3cr3t-Passw0rd"  # type: ignore[union-attr]
+    assert "s3cr3t" not in repr(cfg) and "s3cr3t" not in cfg.model_dump_json()
+    assert redact("connect failed for s3cr3t-Passw0rd") == "connect failed for ***"
+    found = problems(f"targets:\n  db:\n    kind: postgres\n    password: x\n    password_file: {secret}\n")
+    assert any("give either password or password_file" in p for p in found), found
+    found = problems("targets:\n  db:\n    kind: postgres\n    password_file: /nonexistent/pw\n")
+    assert any("cannot read password_file /nonexistent/pw" in p for p in found), found
+
+
+# -- fuzzing ------------------------------------------------------------------------------------------
+
+JUNK = st.one_of(
+    st.none(), st.booleans(), st.integers(-10**12, 10**12), st.floats(allow_nan=True), st.text(max_size=20),
+    st.lists(st.integers(), max_size=3), st.dictionaries(st.text(max_size=5), st.integers(), max_size=2),
+    st.sampled_from(["61 * * * *", "every 0m", "every", "@sometimes", "Mars/Base", "-5", "1e400", "${UNSET_VAR}",
+                     "postgres.nope", "10 PB", "kind", "", "  "]),
+)
+
+
+def _paths(node: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    out = [prefix] if prefix else []
+    if isinstance(node, dict):
+        for k, v in node.items():
+            out += _paths(v, (*prefix, k))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            out += _paths(v, (*prefix, i))
+    return out
+
+
+ALL_PATHS = _paths(VALID)
+
+
+@st.composite
+def mutated(draw: st.DrawFn) -> tuple[dict[str, Any], tuple[Any, ...]]:
+    data = copy.deepcopy(VALID)
+    path = draw(st.sampled_from(ALL_PATHS))
+    parent: Any = data
+    for seg in path[:-1]:
+        parent = parent[seg]
+    action = draw(st.sampled_from(["replace", "delete", "add_key", "rename"]))
+    last = path[-1]
+    if action == "replace":
+        parent[last] = draw(JUNK)
+    elif action == "delete" and isinstance(parent, dict):
+        del parent[last]
+    elif action == "add_key":
+        target = parent[last] if isinstance(parent[last], dict) else parent
+        if isinstance(target, dict):
+            target[draw(st.text(min_size=1, max_size=8))] = draw(JUNK)
+    elif action == "rename" and isinstance(parent, dict):
+        parent[str(last) + draw(st.sampled_from(["x", "_", "s", "1"]))] = parent.pop(last)
+    return data, path
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=mutated())
+def test_fuzzed_configs_never_traceback(tmp_path: Path, case: tuple[dict[str, Any], tuple[Any, ...]]) -> None:
+    data, _path = case
+    cfg = write_yaml(tmp_path / "f.yaml", data)
+    res = invoke(["--config", cfg, "config", "check"])
+    assert "Traceback" not in res.output
+    assert res.code in (0, 2), res.output
+    if res.code == 2:
+        assert res.err.startswith("Error:"), res.err
+        # every problem names the file and a line, and (for field problems) the field path
+        assert re.search(r"f\.yaml:\d+", res.err) or "does not exist" in res.err, res.err
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(pos=st.integers(0, 2000), junk=st.text(min_size=1, max_size=6))
+def test_fuzzed_yaml_text_never_tracebacks(tmp_path: Path, pos: int, junk: str) -> None:
+    base = (tmp_path / "base.yaml")
+    write_yaml(base, VALID)
+    text = base.read_text()
+    pos %= len(text)
+    cfg = tmp_path / "t.yaml"
+    cfg.write_text(text[:pos] + junk + text[pos:])
+    res = invoke(["--config", cfg, "config", "check"])
+    assert "Traceback" not in res.output
+    assert res.code in (0, 2), res.output
+    if res.code == 2:
+        assert res.err.startswith("Error:")
+        assert "t.yaml" in res.err

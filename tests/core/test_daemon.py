@@ -1,0 +1,283 @@
+"""The daemon's scheduling semantics, driven by a simulated clock against a real history database."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from upkeeper.config.loader import load_text
+from upkeeper.core.daemon import Daemon, Decision, SimClock
+from upkeeper.core.executor import InlineExecutor
+from upkeeper.core.history import History, NewRun
+from upkeeper.core.jobs import Job, Setup, build_setup
+from upkeeper.core.runner import Runner
+from upkeeper.sandbox.postgres import PostgresCluster
+
+START = datetime(2026, 3, 28, 12, 0, tzinfo=UTC)  # spans the Europe/Berlin spring-forward night
+
+JOBS_YAML = """
+version: 1
+timezone: UTC
+jobs:
+  five:
+    task: debug.noop
+    schedule: "*/5 * * * *"
+  hourly:
+    task: debug.noop
+    schedule: "@hourly"
+    jitter: 10m
+  berlin-0230:
+    task: debug.noop
+    schedule: "30 2 * * *"
+    timezone: Europe/Berlin
+  seven:
+    task: debug.noop
+    schedule: every 7m
+  every-3h:
+    task: debug.noop
+    schedule: "15 */3 * * *"
+    timezone: America/New_York
+  manual:
+    task: debug.noop
+"""
+
+
+def make_setup(history_url: str, extra: str = "") -> Setup:
+    return build_setup(load_text(f"history: {history_url}\n{JOBS_YAML}{extra}"))
+
+
+def make_daemon(setup: Setup, url: str, clock: SimClock, name: str, policies: Any = ()) -> Daemon:
+    history = History(url)
+    runner = Runner(setup=setup, history=history, executor=InlineExecutor(clock=clock.now, history=history),
+                    owner=f"{name}:1:1", node=name, clock=clock.now, history_url=url)
+    return Daemon(setup, history, runner, clock=clock, instance=f"{name}:1:1", policies=policies,
+                  pending_poll=timedelta(hours=1), housekeeping=timedelta(hours=6))
+
+
+def expected_occurrences(setup: Setup, start: datetime, end: datetime) -> Counter[tuple[str, datetime]]:
+    out: Counter[tuple[str, datetime]] = Counter()
+    for job in setup.jobs.values():
+        if job.schedule is None:
+            continue
+        t = start
+        while True:
+            t = job.schedule.next_after(t)
+            if t + job.jitter_offset > end:
+                break
+            out[(job.name, t)] += 1
+    return out
+
+
+def drive(daemons: list[Daemon], clock: SimClock, end: datetime) -> None:
+    """Advance simulated time from due instant to due instant; daemons tick concurrently."""
+    for d in daemons:
+        d.prepare()
+    while True:
+        nxt = min(d._heap[0].due_at for d in daemons if d._heap)
+        if nxt > end:
+            break
+        clock.set(nxt)
+        barrier = threading.Barrier(len(daemons))
+        errors: list[BaseException] = []
+        threads = [threading.Thread(target=_tick, args=(d, barrier, errors)) for d in daemons]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors, errors
+        for d in daemons:
+            assert d.wait_idle(30)
+
+
+def _tick(d: Daemon, barrier: threading.Barrier, errors: list[BaseException]) -> None:
+    try:
+        barrier.wait()
+        d.tick()
+    except BaseException as exc:  # pragma: no cover - surfaced by drive()
+        errors.append(exc)
+
+
+def run_two_daemons_for_a_day(url: str) -> None:
+    setup = make_setup(url)
+    clock = SimClock(START)
+    d1, d2 = make_daemon(setup, url, clock, "node-a"), make_daemon(setup, url, clock, "node-b")
+    end = START + timedelta(days=1)
+    drive([d1, d2], clock, end)
+    for d in (d1, d2):
+        d.pool.shutdown(wait=True)
+        d.history.close()
+    history = History(url)
+    runs = history.runs(limit=100000)
+    history.close()
+    fired = Counter((r.job, r.scheduled_for) for r in runs)
+    expected = expected_occurrences(setup, START, end)
+    assert fired == expected  # every occurrence exactly once, nothing extra
+    assert {r.status for r in runs} == {"ok"}
+    assert {r.node for r in runs} == {"node-a", "node-b"}  # both daemons did real work
+    # the Berlin 02:30 job fell into the skipped hour on 2026-03-29: it ran at 03:00 local (01:00 UTC)
+    berlin = [r.scheduled_for for r in runs if r.job == "berlin-0230"]
+    assert berlin == [datetime(2026, 3, 29, 1, 0, tzinfo=UTC)]
+    # jitter is deterministic and applied to the due time, not the occurrence key
+    hourly = [r for r in runs if r.job == "hourly"]
+    offset = setup.jobs["hourly"].jitter_offset
+    assert all(r.due_at == r.scheduled_for + offset for r in hourly)
+
+
+def test_two_daemons_share_sqlite_history_every_occurrence_once(tmp_path: Path) -> None:
+    run_two_daemons_for_a_day(f"sqlite:///{tmp_path / 'h.db'}")
+
+
+def test_two_daemons_share_postgresql_history_every_occurrence_once(pg: PostgresCluster, pg_db: str) -> None:
+    run_two_daemons_for_a_day(f"postgresql+psycopg://postgres@127.0.0.1:{pg.port}/{pg_db}")
+
+
+def test_catch_up_latest_runs_newest_missed_once(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'h.db'}"
+    setup = make_setup(url)
+    history = History(url)
+    last = datetime(2026, 3, 28, 9, 0, tzinfo=UTC)
+    history.create_run(NewRun(job="hourly", task="debug.noop", target=None, scheduled_for=last, status="ok"),
+                       "old:1:1", "old")
+    clock = SimClock(datetime(2026, 3, 28, 12, 30, tzinfo=UTC))  # 3 hourly occurrences missed
+    d = make_daemon(setup, url, clock, "n")
+    report = d.prepare()
+    d.wait_idle()
+    catch = [r for r in history.runs(job="hourly") if r.trigger == "catch-up"]
+    assert len(catch) == 1 and catch[0].scheduled_for == datetime(2026, 3, 28, 12, 0, tzinfo=UTC)
+    assert catch[0].status == "ok"
+    assert report.claimed[0][0] == "hourly"
+
+
+def test_catch_up_skip_records_one_skipped_run(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'h.db'}"
+    setup = make_setup(url, "defaults:\n  catch_up: skip\n")
+    history = History(url)
+    history.create_run(NewRun(job="hourly", task="debug.noop", target=None,
+                              scheduled_for=datetime(2026, 3, 28, 9, 0, tzinfo=UTC), status="ok"), "o:1:1", "o")
+    d = make_daemon(setup, url, SimClock(datetime(2026, 3, 28, 12, 30, tzinfo=UTC)), "n")
+    d.prepare()
+    skipped = [r for r in history.runs(job="hourly") if r.status == "skipped"]
+    assert len(skipped) == 1
+    assert "3 occurrence" in skipped[0].summary and skipped[0].trigger == "catch-up"
+    assert not [r for r in history.runs(job="hourly") if r.trigger == "catch-up" and r.status == "ok"]
+
+
+def test_new_job_does_not_catch_up(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'h.db'}"
+    d = make_daemon(make_setup(url), url, SimClock(START + timedelta(minutes=2)), "n")
+    report = d.prepare()
+    assert report.claimed == [] and report.skipped == []
+
+
+def test_overlap_with_a_running_occurrence_is_skipped_and_recorded(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'h.db'}"
+    setup = make_setup(url)
+    history = History(url)
+    # another process (another node's daemon) is running "five" right now
+    assert history.acquire_lock("job:five", "other-node:99:1", "other-node", timedelta(minutes=5), "run 1")
+    clock = SimClock(START)
+    d = make_daemon(setup, url, clock, "n")
+    d.prepare()
+    clock.set(START + timedelta(minutes=5))
+    d.tick()
+    d.wait_idle()
+    run = history.runs(job="five")[0]
+    assert run.status == "skipped" and "still running" in run.summary
+
+
+class _Policy:
+    """Defers 'five' until 12:30 and skips 'seven' — stands in for windows and blackouts."""
+
+    def decide(self, job: Job, occurrence: datetime, now: datetime, trigger: str) -> Decision:
+        if job.name == "five" and now < datetime(2026, 3, 28, 12, 30, tzinfo=UTC):
+            return Decision("defer", "outside window 'nightly'", datetime(2026, 3, 28, 12, 30, tzinfo=UTC))
+        if job.name == "seven":
+            return Decision("skip", "blackout 'launch'")
+        return Decision.admit()
+
+
+def test_admission_decision_point_defers_and_skips(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'h.db'}"
+    setup = make_setup(url)
+    clock = SimClock(START)
+    d = make_daemon(setup, url, clock, "n", policies=[_Policy()])
+    d.pending_poll = timedelta(minutes=1)
+    drive([d], clock, START + timedelta(minutes=40))
+    history = History(url)
+    five = sorted(history.runs(job="five"), key=lambda r: r.scheduled_for)
+    opening = datetime(2026, 3, 28, 12, 30, tzinfo=UTC)
+    # 12:05 was deferred and ran at the opening; 12:10-12:25 were covered by it (recorded as skipped);
+    # 12:30 coincided with the deferred run (overlap, recorded); from 12:35 on the job ran normally
+    deferred = [r for r in five if r.trigger == "deferred"]
+    assert [(r.scheduled_for.minute, r.status) for r in deferred] == [(5, "ok")]
+    assert deferred[0].started_at == opening
+    covered = [r for r in five if r.status == "skipped" and r.scheduled_for < opening]
+    assert [r.scheduled_for.minute for r in covered] == [10, 15, 20, 25]
+    assert all("already deferred" in r.summary for r in covered)
+    later = [(r.scheduled_for.minute, r.trigger, r.status) for r in five if r.scheduled_for >= opening]
+    assert later == [(30, "schedule", "skipped"), (35, "schedule", "ok"), (40, "schedule", "ok")]
+    assert "still running" in next(r for r in five if r.scheduled_for == opening).summary
+    seven = history.runs(job="seven")
+    assert seven and all(r.status == "skipped" and "blackout" in r.summary for r in seven)
+
+
+def test_failed_run_schedules_a_retry_with_backoff(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'h.db'}"
+    extra = """  flaky:
+    task: debug.fail
+    schedule: "0 13 * * *"
+    retries: 2
+    retry_delay: 2m
+"""
+    setup = make_setup(url, extra)
+    clock = SimClock(START)
+    d = make_daemon(setup, url, clock, "n")
+    d.pending_poll = timedelta(seconds=30)
+    drive([d], clock, START + timedelta(hours=1, minutes=10))
+    runs = sorted(History(url).runs(job="flaky"), key=lambda r: r.attempt)
+    assert [(r.attempt, r.trigger, r.status) for r in runs] == [
+        (1, "schedule", "fail"), (2, "retry", "fail"), (3, "retry", "fail")]
+    # 2 minutes, then 4 minutes (exponential)
+    assert runs[1].scheduled_for - runs[0].finished_at == timedelta(minutes=2)  # type: ignore[operator]
+    assert runs[2].scheduled_for - runs[1].finished_at == timedelta(minutes=4)  # type: ignore[operator]
+
+
+def test_target_lock_serializes_exclusive_jobs(tmp_path: Path) -> None:
+    """Two exclusive jobs on one target never overlap, even when started together."""
+    import dataclasses
+    import time
+
+    from upkeeper.core.task import Result, Task, TaskContext, TaskOptions
+
+    spans: list[tuple[str, float, float]] = []
+
+    class Heavy(Task[TaskOptions]):
+        name = "test.heavy"
+        summary = "x"
+        exclusive = True
+
+        def run(self, ctx: TaskContext, options: TaskOptions) -> Result:
+            t0 = time.monotonic()
+            time.sleep(0.4)
+            spans.append((ctx.job, t0, time.monotonic()))
+            return Result(summary="done")
+
+    url = f"sqlite:///{tmp_path / 'h.db'}"
+    setup = make_setup(url)
+    base = setup.jobs["manual"]
+    a = dataclasses.replace(base, name="heavy-a", task_cls=Heavy, target_name="db")
+    b = dataclasses.replace(base, name="heavy-b", task_cls=Heavy, target_name="db")
+    history = History(url)
+    runner = Runner(setup=setup, history=history, executor=InlineExecutor(history=history), owner="me:1:1",
+                    node="me", target_lock_poll=0.05)
+    threads = [threading.Thread(target=runner.run_manual, args=(j,)) for j in (a, b)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(spans) == 2
+    (_, s1, e1), (_, s2, e2) = sorted(spans, key=lambda s: s[1])
+    assert s2 >= e1  # the second started only after the first finished
