@@ -26,7 +26,7 @@ def test_verify_job_restores_compares_row_counts_and_marks_verified(
         cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], backup_config: Any) -> None:
     db, counts = app_db
     cfg = backup_config(db, options={"globals": True},
-                        verify={"checks": ["select count(*) > 0 from users"], "amcheck": True})
+                        verify={"checks": ["select count(*) > 0 from users"], "amcheck": True, "jobs": 1})
     bid = _backup(cli, cfg)
     r = cli(["--config", cfg, "run", "backup-verify", "--json"])
     assert r.code == 0, r.output
@@ -36,6 +36,7 @@ def test_verify_job_restores_compares_row_counts_and_marks_verified(
     assert art["ok"] and art["backup_id"] == bid and art["restore_seconds"] > 0
     assert art["tables"] == len(counts)
     assert any("smoke" in s for s in art["steps"]) and any("amcheck" in s for s in art["steps"])
+    assert any("one pass" in s for s in art["steps"])  # jobs 1: streamed, no temp file
     assert run["metrics"]["verify.restore_seconds"] > 0
     assert _scratch_dbs(pg) == []
     row = cli(["--config", cfg, "backups", "show", bid, "--json"]).json()
@@ -68,14 +69,17 @@ def test_row_count_mismatch_fails_verify(cli: Any, pg: PostgresCluster, app_db: 
     r = cli(["--config", cfg, "backups", "verify", bid, "--json"])
     assert r.code == 1
     [rep] = r.json()
+    assert any("2 jobs" in s for s in rep["steps"])  # rows spread over tables: parallel restore
     assert not rep["ok"] and "public.users" in rep["error"] and str(counts["users"]) in rep["error"]
     assert _scratch_dbs(pg) == []
 
 
-@pytest.mark.parametrize("which", ["database", "globals", "manifest-size"])
+@pytest.mark.parametrize(("which", "jobs"), [("database", "2"), ("database", "1"), ("globals", "1"),
+                                             ("manifest-size", "2")])
 def test_one_corrupted_byte_fails_verify_naming_the_object(
         cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], backup_config: Any, tmp_path: Path,
-        which: str) -> None:
+        which: str, jobs: str) -> None:
+    """jobs 1 streams storage → pg_restore in one pass; 2 fetches to a temp file first: both catch it."""
     db, _ = app_db
     cfg = backup_config(db, options={"globals": True})
     bid = _backup(cli, cfg)
@@ -88,7 +92,7 @@ def test_one_corrupted_byte_fails_verify_naming_the_object(
     else:
         data[len(data) // 2] ^= 0x01  # one bit of one byte in the middle
     obj.write_bytes(bytes(data))
-    r = cli(["--config", cfg, "backups", "verify", bid, "--json"])
+    r = cli(["--config", cfg, "backups", "verify", bid, "--jobs", jobs, "--json"])
     assert r.code == 1, r.output
     [rep] = r.json()
     assert not rep["ok"]

@@ -61,11 +61,16 @@ class ObjectRecord:
 
 
 def fault_pause(point: str) -> None:
-    """Fault injection for the crash tests: ``UPKEEPER_FAULT_PAUSE=point:seconds`` sleeps at ``point``."""
+    """Fault injection for the crash tests: ``UPKEEPER_FAULT_PAUSE=point:seconds`` sleeps at ``point``
+    (``during-upload``, ``before-manifest``); ``UPKEEPER_FAULT_MARK=file`` is appended to on arrival."""
     spec = os.environ.get("UPKEEPER_FAULT_PAUSE", "")
     for item in spec.split(","):
         name, _, secs = item.partition(":")
         if name == point:
+            mark = os.environ.get("UPKEEPER_FAULT_MARK")
+            if mark:  # tell the test we are there
+                with open(mark, "a") as fh:
+                    fh.write(point + "\n")
             time.sleep(float(secs or 5))
 
 

@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -78,6 +79,10 @@ class Fetcher:
         argv, pw = self._decrypt(rec)
         read_object(self.located.storage, self.key(rec), rec, buf.extend, decrypt_argv=argv, passphrase=pw)
         return bytes(buf)
+
+    def write_to(self, rec: ObjectRecord, out: Any) -> int:
+        argv, pw = self._decrypt(rec)
+        return read_object(self.located.storage, self.key(rec), rec, out, decrypt_argv=argv, passphrase=pw)
 
     def check_only(self, rec: ObjectRecord) -> int:
         """Size, SHA-256, decryption and decompression, discarding the plaintext."""
@@ -171,3 +176,48 @@ def compare_row_counts(target: PostgresTarget, dbname: str, expected: dict[str, 
 
 def scratch_name(backup_id: str) -> str:
     return "upkeeper_verify_" + re.sub(r"[^a-z0-9]", "_", backup_id.lower())[:47]
+
+
+def stream_restore(fetcher: Fetcher, rec: ObjectRecord, target: PostgresTarget, dbname: str) -> tuple[float, int]:
+    """One pass from storage into the database: SHA-256 → age → zstd → ``pg_restore`` (one job,
+    ``--exit-on-error``), with ``pg_restore --list`` reading the same stream's table of contents.
+
+    No plaintext file is written and decryption overlaps the restore.  Returns (seconds, TOC entries).
+    The object's checksum is verified before the restore's own result is looked at.
+    """
+    restore_tool = pg.tool(target, "pg_restore")
+    t0 = time.monotonic()
+    lister = proc.spawn([restore_tool, "--list"], stdin=proc.PIPE)
+    restorer = proc.spawn([restore_tool, "--exit-on-error", "--no-password", "--no-owner", "--no-privileges",
+                           "--dbname", dbname], stdin=proc.PIPE, stdout=proc.DEVNULL,
+                          extra_env=target.libpq_env(dbname))
+    sinks = {"list": lister.stdin, "restore": restorer.stdin}
+    listing: list[bytes] = []
+    reader = threading.Thread(target=lambda: listing.append(lister.stdout.read()), daemon=True)
+    reader.start()
+
+    def out(chunk: bytes) -> None:
+        for name, fh in list(sinks.items()):
+            try:
+                fh.write(chunk)
+            except (BrokenPipeError, OSError, ValueError):
+                sinks.pop(name)  # --list stops after the TOC; a failed restore is judged below
+
+    try:
+        fetcher.write_to(rec, out)
+        for fh in sinks.values():
+            with contextlib.suppress(OSError):
+                fh.close()
+        res_list = lister.wait(check=False)
+        reader.join()
+        res_restore = restorer.wait(check=False)
+    finally:
+        lister.__exit__(None, None, None)
+        restorer.__exit__(None, None, None)
+    pg.check_stage(res_list, "reading the archive's table of contents")
+    entries = [ln for ln in b"".join(listing).decode("utf-8", "replace").splitlines()
+               if ln and not ln.startswith(";")]
+    if not entries:
+        raise BackupError("pg_restore --list shows an empty archive")
+    pg.check_stage(res_restore, f"restoring into {dbname}")
+    return time.monotonic() - t0, len(entries)

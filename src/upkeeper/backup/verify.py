@@ -25,6 +25,7 @@ from upkeeper.backup.restore import (
     pg_restore,
     pg_restore_list,
     scratch_name,
+    stream_restore,
     work_dir,
 )
 from upkeeper.config.backup import BackupSettings
@@ -46,7 +47,7 @@ WHERE a.amname = 'btree' AND n.nspname NOT IN ('pg_catalog', 'information_schema
 class VerifyOptions:
     restore: bool = True
     scratch: PostgresTarget | None = None
-    jobs: int = 2
+    jobs: int | None = None
     checks: Sequence[str] = ()
     amcheck: bool = False
 
@@ -120,24 +121,41 @@ def _verify_postgres(fetcher: Fetcher, settings: BackupSettings, source: Any, op
     if not isinstance(source, PostgresTarget):
         raise BackupError("verifying a PostgreSQL backup needs a postgres target to restore into")
     scratch = opts.scratch or source
+    name = scratch_name(m.id)
+    admin = pg.admin_db(scratch, name)
+    expected = dict(m.details.get("row_counts") or {})
+    db_objects = [o for o in m.objects if o.role == "database"]
+    streaming = opts.restore and len(db_objects) == 1 and _stream_restore_wanted(expected, opts.jobs)
     with work_dir(settings, "upkeeper-verify-") as tmp:
-        progress("fetching objects (SHA-256, age, zstd)")
-        archive = fetch_pg_archive(fetcher, tmp)
-        report.steps.append(f"{len(m.objects)} object(s) match their SHA-256, decrypt and decompress")
-        n = pg_restore_list(scratch, archive)
-        report.steps.append(f"pg_restore --list: {n} entries")
-        if not opts.restore:
-            return
-        name = scratch_name(m.id)
-        admin = pg.admin_db(scratch, name)
+        if not streaming:
+            progress("fetching objects (SHA-256, age, zstd)")
+            archive = fetch_pg_archive(fetcher, tmp)
+            report.steps.append(f"{len(m.objects)} object(s) match their SHA-256, decrypt and decompress")
+            n = pg_restore_list(scratch, archive)
+            report.steps.append(f"pg_restore --list: {n} entries")
+            if not opts.restore:
+                return
+        else:
+            for rec in m.objects:
+                if rec.role != "database":
+                    progress(f"checking {rec.name}")
+                    fetcher.check_only(rec)
         with pg.connect(scratch, admin) as conn:
             pg.drop_database(conn, name)
             pg.create_database(conn, name)
         try:
             progress(f"restoring into {name}")
-            report.restore_seconds = round(pg_restore(scratch, archive, name, jobs=opts.jobs), 3)
-            report.steps.append(f"restored into {name} in {report.restore_seconds:.1f}s")
-            expected = dict(m.details.get("row_counts") or {})
+            if streaming:
+                seconds, n = stream_restore(fetcher, db_objects[0], scratch, name)
+                report.steps.append(f"{len(m.objects)} object(s) match their SHA-256, decrypt and decompress")
+                report.steps.append(f"pg_restore --list: {n} entries")
+                report.restore_seconds = round(seconds, 3)
+                report.steps.append(f"streamed into {name} in {report.restore_seconds:.1f}s (one pass: storage, "
+                                    "SHA-256, age, zstd, pg_restore)")
+            else:
+                report.restore_seconds = round(pg_restore(scratch, archive, name, jobs=opts.jobs or 2), 3)
+                report.steps.append(f"restored into {name} with {opts.jobs or 2} jobs in "
+                                    f"{report.restore_seconds:.1f}s")
             problems = compare_row_counts(scratch, name, expected)
             if problems:
                 raise BackupError(f"row counts differ: {problems[0]}" +
@@ -156,6 +174,20 @@ def _verify_postgres(fetcher: Fetcher, settings: BackupSettings, source: Any, op
                     pg.drop_database(conn, name)
             except UpkeeperError as exc:
                 log.error("could not drop the scratch database %s: %s", name, exc.message)
+
+
+def _stream_restore_wanted(row_counts: dict[str, Any], jobs: int | None) -> bool:
+    """Stream (one pass, one pg_restore job) or fetch to a temp file and restore with several jobs?
+
+    ``jobs: 1`` streams, ``jobs: N>1`` restores in parallel.  Unset: parallel jobs only pay off when the data
+    is spread over several tables; when one table holds most rows, its COPY and index builds are serial anyway,
+    and overlapping decryption with the restore wins.
+    """
+    if jobs is not None:
+        return jobs <= 1
+    counts = [int(v) for v in row_counts.values()]
+    total = sum(counts)
+    return total == 0 or max(counts) >= 0.5 * total
 
 
 def _smoke(target: PostgresTarget, dbname: str, checks: Sequence[str]) -> None:

@@ -14,7 +14,7 @@ from rich.table import Table
 
 from upkeeper.backup import pg
 from upkeeper.backup.catalog import STATUSES, BackupRow, Catalog
-from upkeeper.backup.manifest import Manifest
+from upkeeper.backup.manifest import Manifest, safe_component
 from upkeeper.backup.prune import SeriesReport, index_sets, prune_series
 from upkeeper.backup.restore import Fetcher, fetch_pg_archive, locate, pg_restore, work_dir
 from upkeeper.backup.sets import close_storages, open_storages
@@ -137,7 +137,8 @@ def verify_cmd(
     no_restore: bool = typer.Option(False, "--no-restore", help="checksums, decryption and --list only"),
     scratch_target: str | None = typer.Option(None, "--scratch-target", help="postgres target for the scratch "
                                               "restore (default: the backed-up server)"),
-    jobs: int = typer.Option(2, "--jobs", "-j", min=1, max=64, help="pg_restore parallel jobs"),
+    jobs: int | None = typer.Option(None, "--jobs", "-j", min=1, max=64, help="pg_restore jobs (1 = stream in one "
+                                    "pass; default: stream when one table dominates, else 2)"),
     check: list[str] = typer.Option([], "--check", help="smoke SQL that must return true (repeatable)"),
     amcheck: bool = typer.Option(False, "--amcheck", help="run amcheck on every B-tree index"),
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
@@ -317,6 +318,9 @@ def policy_for(setup: Setup, target: str, database: str, kind: str) -> tuple[Ret
         set_name = getattr(job.options, "set", None)
         if kind == "files" and set_name and re.sub(r"[^A-Za-z0-9_.@+=-]", "_", set_name) not in (
                 database, database.removesuffix(".secrets")):
+            continue
+        dbs = getattr(job.options, "databases", None)
+        if kind == "postgres" and dbs and database not in {safe_component(d) for d in dbs}:
             continue
         pol = getattr(job.options, "retention", None)
         if isinstance(pol, RetentionPolicy):

@@ -27,7 +27,10 @@ class BackupVerifyOptions(TaskOptions):
                           "decryption, decompression and pg_restore --list only")
     scratch_target: str | None = Field(
         None, description="postgres target to restore into as upkeeper_verify_<id> (default: the backed-up server)")
-    jobs: int = Field(2, ge=1, le=64, description="pg_restore parallel jobs. Source: pg_restore -j")
+    jobs: int | None = Field(
+        None, ge=1, le=64, description="pg_restore jobs: 1 streams the dump straight from storage into the "
+        "scratch database in one pass; N>1 fetches it to a temp file and restores with N jobs. Default: stream "
+        "when one table holds most rows (parallelism cannot help), else 2 jobs. Source: pg_restore -j")
     checks: list[str] = Field(default_factory=list, description="smoke SQL run in the restored database; each "
                               "must return true, e.g. 'select count(*) > 0 from users'")
     amcheck: bool = Field(False, description="run amcheck's bt_index_check on every B-tree index of the restore")
