@@ -19,7 +19,6 @@ import json
 import os
 import random
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -185,7 +184,7 @@ def real(cfg_path: Path, minutes: float) -> dict[str, Any]:
     idle_wall = 0.0
     for (t1, c1, _w1, _r1, _x1), (t2, c2, _w2, _r2, _x2) in zip(samples, samples[1:], strict=False):
         sec = datetime.fromtimestamp(t1, UTC).second
-        if 15 <= sec and datetime.fromtimestamp(t2, UTC).second <= 55 and t2 > t1:
+        if sec >= 15 and datetime.fromtimestamp(t2, UTC).second <= 55 and t2 > t1:
             idle_cpu += c2 - c1
             idle_wall += t2 - t1
     total_wall = samples[-1][0] - samples[0][0] if len(samples) > 1 else 0.0
