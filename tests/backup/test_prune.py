@@ -103,3 +103,28 @@ def test_sync_rebuilds_catalog_from_manifests_alone(cli: Any, make_config: Any, 
     r = cli(["--config", cfg, "backups", "sync", "--json"])
     assert r.json()["removed"] == 1
     assert {x["id"] for x in cli(["--config", cfg, "backups", "list", "--json"]).json()} == ids - {gone}
+
+
+def test_newest_verified_backup_survives_retention(cli: Any, make_config: Any, tmp_path: Path) -> None:
+    """Failed verifications of newer backups must not cost the last copy known to restore."""
+    from upkeeper.backup.catalog import Catalog
+    from upkeeper.core.history import History
+
+    store = tmp_path / "store"
+    now = datetime.now(UTC)
+    ids = [fabricate(store, now - timedelta(days=d)) for d in range(4)]  # newest first
+    cfg = _config(make_config, store, {"keep_last": 1, "keep_daily": 0, "keep_weekly": 0, "keep_monthly": 0})
+    assert cli(["--config", cfg, "backups", "sync"]).code == 0
+    h = History(f"sqlite:///{tmp_path / 'history.db'}")
+    try:
+        cat = Catalog(h)
+        cat.mark_verified(ids[2], True, "ok", 1.0)
+        cat.mark_verified(ids[0], False, "row counts differ", None)
+        cat.mark_verified(ids[1], False, "row counts differ", None)
+    finally:
+        h.close()
+    r = cli(["--config", cfg, "backups", "prune", "--json"])
+    assert r.code == 0, r.output
+    reasons = {b["id"]: b["reasons"] for b in r.json()[0]["backups"]}
+    assert reasons[ids[0]] == ["last"] and reasons[ids[2]] == ["newest verified"]
+    assert sorted(p.parent.name for p in store.rglob("manifest.json")) == sorted([ids[0], ids[2]])

@@ -99,3 +99,16 @@ def test_one_corrupted_byte_fails_verify_naming_the_object(
     assert rep["failed_object"] == name and name in rep["error"], rep
     assert _scratch_dbs(pg) == []
     assert cli(["--config", cfg, "backups", "show", bid, "--json"]).json()["status"] == "verify-failed"
+
+
+def test_scope_unverified_checks_each_backup_once(cli: Any, pg: PostgresCluster,
+                                                  app_db: tuple[str, dict[str, int]], backup_config: Any) -> None:
+    db, _ = app_db
+    cfg = backup_config(db, verify={"scope": "unverified", "restore": False},
+                        options={"retention": {"keep_last": 5}})  # daily alone keeps one per day
+    first, second = _backup(cli, cfg), _backup(cli, cfg)
+    r = cli(["--config", cfg, "run", "backup-verify", "--json"])
+    assert r.code == 0, r.output
+    assert sorted(a["backup_id"] for a in r.json()[0]["artifacts"]) == sorted([first, second])
+    r = cli(["--config", cfg, "run", "backup-verify", "--json"])
+    assert r.code == 0 and r.json()[0]["summary"].startswith("no unverified backups")
