@@ -12,6 +12,7 @@ declare -A NEED=(
   [zstd]=zstd
   [goaccess]=goaccess
   [pgbadger]=pgbadger
+  [/usr/sbin/logrotate]=logrotate   # the anchor of bench/app_rotation.py
 )
 
 missing=()
@@ -26,6 +27,14 @@ done
 if [[ -d /usr/lib/postgresql ]] && ! ls /usr/share/postgresql/*/extension/pg_stat_statements.control >/dev/null 2>&1; then
   missing+=(postgresql-contrib)
 fi
+
+# pg_repack (postgres.maintenance repairs, its tests) for the newest installed server; check_postgres
+# is the anchor of bench/maintenance.py
+newest_pg=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -t/ -k4 -n | tail -1)
+if [[ -n "$newest_pg" && ! -x "$newest_pg/pg_repack" ]]; then
+  missing+=("postgresql-$(basename "$(dirname "$newest_pg")")-repack")
+fi
+command -v check_postgres >/dev/null 2>&1 || missing+=(check-postgres)
 
 if [[ ${#missing[@]} -eq 0 ]]; then
   exit 0

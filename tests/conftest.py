@@ -81,6 +81,12 @@ def make_config(tmp_path: Path) -> Any:
 
 
 @pytest.fixture(autouse=True)
+def _isolate_data_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default history lives in the platform data dir: never the real one in tests."""
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path_factory.mktemp("xdg-data")))
+
+
+@pytest.fixture(autouse=True)
 def _isolate_secrets() -> Iterator[None]:
     from upkeeper.redact import clear_secrets
 

@@ -80,3 +80,56 @@ def nginx(services_dir: Path) -> Iterator[NginxServer]:
     server.start()
     yield server
     server.stop()
+
+
+# --- PostgreSQL streaming replication (postgres.maintenance replication checks) ---------------------
+
+
+@pytest.fixture(scope="session")
+def pg_primary_replica(services_dir: Path) -> Iterator[tuple[PostgresCluster, PostgresCluster]]:
+    """A primary of its own and a streaming replica of it (pg_basebackup -R -X stream, slot 'replica1')."""
+    primary = PostgresCluster(services_dir / "pg-primary")
+    primary.start()
+    replica = primary.create_replica(services_dir / "pg-replica", slot="replica1")
+    yield primary, replica
+    replica.stop()
+    primary.stop()
+
+
+# -- notification receivers (issue 5) -------------------------------------------------------
+# A real SMTP server (aiosmtpd) and HTTP receivers for Slack-format webhooks and PagerDuty
+# Events API v2.  Session-scoped servers; the function-scoped fixtures hand each test an
+# empty inbox.
+
+from upkeeper.sandbox.receivers import HttpReceiver, PagerDutyReceiver  # noqa: E402
+from upkeeper.sandbox.smtp import SmtpServer  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def smtp_session() -> Iterator[SmtpServer]:
+    server = SmtpServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def smtp_server(smtp_session: SmtpServer) -> Iterator[SmtpServer]:
+    """The session SMTP server with an empty inbox."""
+    smtp_session.clear()
+    yield smtp_session
+    smtp_session.clear()
+
+
+@pytest.fixture
+def webhook_receiver() -> Iterator[HttpReceiver]:
+    """A fresh HTTP receiver (its own port, so a test may stop and restart it)."""
+    r = HttpReceiver().start()
+    yield r
+    r.stop()
+
+
+@pytest.fixture
+def pagerduty() -> Iterator[PagerDutyReceiver]:
+    r = PagerDutyReceiver().start()
+    yield r
+    r.stop()

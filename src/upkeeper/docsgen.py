@@ -18,6 +18,18 @@ from pydantic_core import PydanticUndefined
 
 from upkeeper.config.backup import BackupSettings, EncryptionSettings, RetentionPolicy
 from upkeeper.config.models import Config, DaemonSettings, Defaults, JobConfig
+from upkeeper.config.notify import (
+    AppriseChannel,
+    BackupAlerts,
+    Delivery,
+    Escalation,
+    EscalationLevel,
+    NotificationsConfig,
+    PagerDutyChannel,
+    Route,
+    SlackChannel,
+    WebhookChannel,
+)
 from upkeeper.config.targets import (
     AppTarget,
     HostTarget,
@@ -27,6 +39,7 @@ from upkeeper.config.targets import (
     RedisTarget,
 )
 from upkeeper.config.types import format_duration
+from upkeeper.config.windows import BlackoutConfig, WindowConfig
 from upkeeper.core.task import REGISTRY
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,6 +55,25 @@ EXTRA_SECTIONS: list[tuple[str, str, type[BaseModel]]] = [
     ("age encryption of backups: X25519 recipients, or a passphrase. Or write `encryption: none`.",
      "backup -> encryption", EncryptionSettings),
     ((RetentionPolicy.__doc__ or "").strip().replace("\n    ", "\n"), "backup -> retention", RetentionPolicy),
+    ("Where notifications go and when (docs/notifications.md).", "notifications", NotificationsConfig),
+    ("Any apprise URL — `name: \"slack://…\"` is short for `name: {kind: apprise, url: \"slack://…\"}`.",
+     "notifications -> channels -> NAME (kind apprise)", AppriseChannel),
+    ("A Slack incoming webhook, posted in Slack's message format.", "notifications -> channels -> NAME (kind slack)",
+     SlackChannel),
+    ("POSTs upkeeper's JSON payload (schema: `upkeeper notify schema`).",
+     "notifications -> channels -> NAME (kind webhook)", WebhookChannel),
+    ("PagerDuty Events API v2: trigger on a problem, resolve on recovery, one dedup_key per job and check.",
+     "notifications -> channels -> NAME (kind pagerduty)", PagerDutyChannel),
+    ("A rule sending matching events to channels; every matching route applies.", "notifications -> routes -> N",
+     Route),
+    ("Escalation policy for unresolved problems.", "notifications -> escalation", Escalation),
+    ("One escalation level.", "notifications -> escalation -> levels -> N", EscalationLevel),
+    ("Alerts computed from the history of backup-category jobs.", "notifications -> backup", BackupAlerts),
+    ("Retries of failed deliveries.", "notifications -> delivery", Delivery),
+    ("A maintenance window (docs/windows.md): jobs with `window: NAME` start only inside it.", "windows -> NAME",
+     WindowConfig),
+    ("A blackout: runs inside it are skipped (recorded) unless the job's category is excepted.",
+     "blackouts -> NAME", BlackoutConfig),
 ]
 
 
@@ -92,6 +124,8 @@ def _default(field: Any) -> str:
         return "**required**"
     if isinstance(value, timedelta):
         return f"`{format_duration(value)}`"
+    if isinstance(value, list) and value and all(isinstance(v, timedelta) for v in value):
+        return "`[" + ", ".join(format_duration(v) for v in value) + "]`"
     if isinstance(value, BaseModel):
         return "(see below)"
     if value is None:
@@ -115,6 +149,22 @@ def options_table(model: type[BaseModel]) -> str:
     if len(rows) == 2:
         return "_No options._\n"
     return "\n".join(rows) + "\n"
+
+
+def nested_models(model: type[BaseModel]) -> list[tuple[str, type[BaseModel]]]:
+    """Option fields whose values are models (or lists of models): documented in their own tables."""
+    import typing
+
+    out = []
+    for name, field in model.model_fields.items():
+        todo = [field.annotation]
+        while todo:
+            t = todo.pop()
+            if isinstance(t, type) and issubclass(t, BaseModel):
+                out.append((field.alias or name, t))
+                break
+            todo.extend(typing.get_args(t))
+    return out
 
 
 def tasks_markdown() -> str:
@@ -142,7 +192,13 @@ def tasks_markdown() -> str:
             facts.append("takes the target's exclusive lock")
         if cls.default_timeout:
             facts.append(f"default timeout {format_duration(timedelta(seconds=cls.default_timeout))}")
+        retention = getattr(cls, "metrics_retention", None)
+        if isinstance(retention, timedelta):
+            facts.append(f"metrics kept {format_duration(retention)}")
         out += ["", "; ".join(facts) + ".", "", options_table(cls.Options).rstrip()]
+        for field_name, sub in nested_models(cls.Options):
+            doc = " ".join((sub.__doc__ or "").split())
+            out += ["", f"**`{field_name}` entries**" + (f" — {doc}" if doc else ""), "", options_table(sub).rstrip()]
     return "\n".join(out) + "\n"
 
 

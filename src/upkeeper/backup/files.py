@@ -134,26 +134,35 @@ def write_tar(entries: Sequence[Entry], write: Callable[[bytes], Any], *, hashes
     listed: list[dict[str, Any]] = []
     with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tf:  # type: ignore[call-overload]
         for e in entries:
+            if e.kind == "file":
+                try:
+                    fh = open(e.path, "rb")  # noqa: SIM115 - closed below
+                except FileNotFoundError:
+                    continue  # vanished since the walk (a rotated log, a pruned release)
+                except OSError as exc:
+                    raise BackupError(f"cannot read {e.path}: {exc.strerror or exc}",
+                                      "Try: run the job as a user that can read it, or exclude it") from None
+                with fh:
+                    ti = tf.gettarinfo(arcname=e.arcname, fileobj=fh)  # fstat of what we read: consistent
+                    reader = _HashingReader(fh)
+                    try:
+                        tf.addfile(ti, reader)
+                    except OSError as exc:
+                        raise BackupError(f"reading {e.path}: {exc.strerror or exc} (it shrank while being "
+                                          "archived?)") from None
+                item: dict[str, Any] = {"path": e.arcname, "type": "file", "mode": ti.mode, "size": ti.size}
+                if hashes:
+                    item["sha256"] = reader.sha.hexdigest()
+                listed.append(item)
+                continue
             try:
                 ti = tf.gettarinfo(str(e.path), arcname=e.arcname)
             except FileNotFoundError:
-                continue  # vanished since the walk
-            item: dict[str, Any] = {"path": e.arcname, "type": e.kind, "mode": ti.mode}
-            if e.kind == "file":
-                try:
-                    with open(e.path, "rb") as fh:
-                        reader = _HashingReader(fh)
-                        tf.addfile(ti, reader)
-                except OSError as exc:
-                    raise BackupError(f"reading {e.path}: {exc.strerror or exc} (did it change while being "
-                                      "archived?)") from None
-                item["size"] = ti.size
-                if hashes:
-                    item["sha256"] = reader.sha.hexdigest()
-            else:
-                if e.kind == "symlink":
-                    item["target"] = ti.linkname
-                tf.addfile(ti)
+                continue
+            item = {"path": e.arcname, "type": e.kind, "mode": ti.mode}
+            if e.kind == "symlink":
+                item["target"] = ti.linkname
+            tf.addfile(ti)
             listed.append(item)
     out.flush()
     return listed

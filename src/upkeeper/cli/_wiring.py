@@ -2,22 +2,33 @@
 
 Kept at the top layer so ``core`` never imports ``notify``: the runner knows
 listeners only by the RunListener protocol, the daemon policies only by the
-AdmissionPolicy protocol.
+AdmissionPolicy protocol and periodic callbacks only as :class:`Periodic`.
 """
 
 from __future__ import annotations
 
-from upkeeper.core.daemon import AdmissionPolicy
+from collections.abc import Sequence
+
+from upkeeper.core.daemon import AdmissionPolicy, Periodic
 from upkeeper.core.history import History
 from upkeeper.core.jobs import Setup
 from upkeeper.core.runner import RunListener
+from upkeeper.notify.engine import NotificationEngine
+from upkeeper.notify.policy import build_policies as _window_policies
 
 
 def build_listeners(setup: Setup, history: History) -> list[RunListener]:
     """Listeners told about every finished run (the notification engine)."""
-    return []
+    engine = NotificationEngine(setup, history)
+    return [engine] if engine.active else []
 
 
 def build_policies(setup: Setup, history: History) -> list[AdmissionPolicy]:
     """Policies asked at the daemon's decision point (maintenance windows, blackouts)."""
-    return []
+    return list(_window_policies(setup.config, history))
+
+
+def build_periodic(setup: Setup, history: History, listeners: Sequence[RunListener]) -> list[Periodic]:
+    """The daemon's periodic callbacks: escalation timers, missed runs, window notices, delivery retries."""
+    every = setup.config.notifications.check_every
+    return [Periodic("notifications", every, lst.tick) for lst in listeners if isinstance(lst, NotificationEngine)]

@@ -10,7 +10,7 @@ from types import FrameType
 import typer
 
 from upkeeper.cli._app import app, err_console, state
-from upkeeper.cli._wiring import build_listeners, build_policies
+from upkeeper.cli._wiring import build_listeners, build_periodic, build_policies
 from upkeeper.core.daemon import Daemon
 from upkeeper.core.executor import WorkerPool
 from upkeeper.core.history import process_identity
@@ -41,11 +41,13 @@ def daemon_cmd(
     root.setLevel(log_level.upper())
     conc = concurrency or setup.config.daemon.concurrency
     owner = process_identity()
+    listeners = build_listeners(setup, history)
     runner = Runner(setup=setup, history=history,
                     executor=WorkerPool(size=conc, max_runs=setup.config.daemon.worker_max_runs),
                     owner=owner, node=setup.config.node, history_url=state.history_url(),
-                    listeners=build_listeners(setup, history))
-    daemon = Daemon(setup, history, runner, concurrency=conc, policies=build_policies(setup, history))
+                    listeners=listeners)
+    daemon = Daemon(setup, history, runner, concurrency=conc, policies=build_policies(setup, history),
+                    periodic=build_periodic(setup, history, listeners))
     stop_requested = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:

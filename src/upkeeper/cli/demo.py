@@ -25,7 +25,10 @@ def demo_cmd(
     """Start a sandbox (a real PostgreSQL with an app-like schema …), write a config for it,
     run every configured job once and print a summary.  History stays queryable afterwards.
     """
-    base = directory or Path(tempfile.mkdtemp(prefix="upkeeper-demo-", dir="/tmp"))
+    if directory is None:
+        directory = Path(tempfile.mkdtemp(prefix="upkeeper-demo-", dir="/tmp"))
+        directory.chmod(0o755)  # the sandbox's services run as other users (postgres, nobody)
+    base = directory
     base = base.resolve()
     sandbox = Sandbox(base)
     t0 = time.monotonic()
@@ -55,12 +58,21 @@ def demo_cmd(
             finally:
                 runner.close()
         console.print(summary_table(results, title="Demo results"))
+        receiver = sandbox.facts.get("notify_receiver")
+        if receiver is not None:
+            got = receiver.wait_for(1, timeout=5)
+            console.print(f"notifications delivered to the sandbox webhook ({receiver.url}): {len(got)}")
+            for req in got[:5]:
+                body = req.json()
+                console.print(f"  • {body.get('severity')}: {body.get('title')}", markup=False)
         code = status_exit_code([r.status for r in results])
         console.print(f"demo finished in {time.monotonic() - t0:.1f}s\n")
         console.print("History stays queryable:")
         console.print(f"  upkeeper --config {path} status")
         console.print(f"  upkeeper --config {path} history")
         console.print(f"  upkeeper --config {path} show {results[0].run_id if results else 1}")
+        console.print(f"  upkeeper --config {path} notify log")
+        console.print(f"  upkeeper --config {path} windows")
     finally:
         if keep:
             console.print(f"\n--keep: services left running; config {sandbox.config_path}")

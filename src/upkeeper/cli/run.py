@@ -1,13 +1,27 @@
-"""``upkeeper run JOB… | --all``: run jobs now, recorded like scheduled runs."""
+"""``upkeeper run JOB… | --all``: run jobs now (or plan them with --at), recorded like scheduled runs."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import typer
+from rich.table import Table
 
 from upkeeper.cli._app import app, console, err_console, print_json, state
+from upkeeper.cli._gate import (
+    EMERGENCY_TRIGGER,
+    actor,
+    announce_emergency,
+    announce_emergency_done,
+    blocked,
+    parse_at,
+    plan_runs,
+)
 from upkeeper.cli._runs import make_runner, run_jobs, summary_table
 from upkeeper.core.runner import status_exit_code
 from upkeeper.errors import UsageError
+from upkeeper.fmt import local_time
+from upkeeper.notify.engine import NotificationEngine
 
 
 @app.command("run")
@@ -18,8 +32,20 @@ def run_cmd(
     parallel: int = typer.Option(4, "--parallel", "-p", min=1, max=64, help="jobs run at once"),
     no_retry: bool = typer.Option(False, "--no-retry", help="do not retry failed runs"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="print nothing unless a run fails (for cron)"),
+    at: str | None = typer.Option(None, "--at", help="plan the run for TIME instead ('2025-03-02 03:00' in the "
+                                                     "config's timezone, an ISO time with offset, or '+2h'); "
+                                                     "the daemon runs it"),
+    emergency: bool = typer.Option(False, "--emergency", help="run now even inside a blackout or outside the "
+                                                              "job's window (needs --reason and --approved-by)"),
+    reason: str | None = typer.Option(None, "--reason", help="why the emergency run is needed (audit trail)"),
+    approved_by: str | None = typer.Option(None, "--approved-by", help="who approved the emergency run"),
 ) -> None:
-    """Run jobs now.  Exit code 0 when every run is ok/warn/skipped, 1 when any failed."""
+    """Run jobs now.  Exit code 0 when every run is ok/warn/skipped, 1 when any failed.
+
+    Jobs bound to a maintenance window, or inside a blackout, do not run on demand: plan them
+    with --at (at least the window's min_notice ahead), or use --emergency, which is recorded in
+    the audit trail and announced to every stakeholder channel.
+    """
     setup = state.setup()
     if all_jobs and jobs:
         raise UsageError("give job names or --all, not both")
@@ -31,15 +57,63 @@ def run_cmd(
         raise UsageError("which jobs?", "Try: 'upkeeper run JOB…' or 'upkeeper run --all' ('upkeeper jobs' lists them)")
     if not selected:
         raise UsageError("no enabled jobs to run", "Try: add jobs to the config, or enable them")
+    if emergency and at:
+        raise UsageError("--emergency runs now; it does not take --at")
+    if emergency and (not reason or not approved_by):
+        raise UsageError("an emergency run needs --reason and --approved-by",
+                         "Try: --emergency --reason 'restore after data loss' --approved-by alice")
+    if (reason or approved_by) and not emergency:
+        raise UsageError("--reason and --approved-by go with --emergency")
     history = state.history()
+    engine = NotificationEngine(setup, history)
+    now = datetime.now(UTC)
+    who = actor()
+
+    if at is not None:
+        when = parse_at(at, setup.config.timezone, now)
+        planned = plan_runs(setup, history, engine, selected, when, now, who)
+        if as_json:
+            print_json([{"job": j.name, "run_id": rid, "status": "pending", "due_at": when.isoformat()}
+                        for j, rid in planned])
+        else:
+            table = Table(title="Planned", title_justify="left")
+            for col in ("run", "job", "due"):
+                table.add_column(col)
+            for j, rid in planned:
+                table.add_row(str(rid), j.name, local_time(when, setup.config.timezone))
+            console.print(table)
+            console.print("The daemon starts them when due ('upkeeper daemon'); stakeholders were notified.",
+                          style="dim")
+        raise typer.Exit(0)
+
+    out = err_console if (as_json or quiet) else console
+    details = None
+    trigger = "manual"
+    if emergency:
+        assert reason is not None and approved_by is not None
+        details = {"emergency": True, **announce_emergency(setup, history, engine, selected, reason, approved_by,
+                                                           who, now)}
+        trigger = EMERGENCY_TRIGGER
+    else:
+        refused = [b for b in (blocked(engine.calendar, j, now) for j in selected) if b is not None]
+        if refused and not all_jobs:
+            raise UsageError("; ".join(b.reason for b in refused), refused[0].hint)
+        for b in refused:
+            out.print(f"[skipped]not run:[/skipped] {b.reason}")
+        selected = [j for j in selected if j.name not in {b.job for b in refused}]
+        if not selected:
+            raise typer.Exit(0)
     history.recover_orphans(setup.config.node)
     runner = make_runner(setup, history, state.history_url(), min(parallel, len(selected)))
-    out = err_console if (as_json or quiet) else console
     try:
         results = run_jobs(runner, selected, console=out, parallel=parallel, retries=not no_retry,
-                           show_progress=not (as_json or quiet) and out.is_terminal)
+                           show_progress=not (as_json or quiet) and out.is_terminal, trigger=trigger,
+                           details=details)
     finally:
         runner.close()
+    if emergency:
+        announce_emergency_done(engine, [(r.job, r.run_id, r.status, r.summary) for r in results], who,
+                                datetime.now(UTC))
     code = status_exit_code([r.status for r in results])
     if as_json:
         print_json([r.to_dict() for r in results])

@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from upkeeper.cli._app import app, console, print_json, state, status_text
+from upkeeper.errors import UsageError
 from upkeeper.fmt import ago, local_time
 
 
@@ -45,17 +46,53 @@ def collect_status() -> dict[str, Any]:
                                                                   3 * setup.config.daemon.heartbeat)
         daemons.append({"instance": d.instance, "node": d.node, "pid": d.pid, "last_seen": d.last_seen.isoformat(),
                         "alive": alive, "started_at": d.started_at.isoformat(), "version": d.version})
-    return {"jobs": jobs, "daemons": daemons, "now": now.isoformat()}
+    return {"jobs": jobs, "daemons": daemons, "now": now.isoformat(),
+            "notifications": notification_status(setup, history, now)}
+
+
+def notification_status(setup: Any, history: Any, now: datetime, *, notify: bool = False) -> dict[str, Any]:
+    """Missed runs (dead-man's switch), open problems, failed deliveries; with ``notify`` also alert."""
+    from upkeeper.notify.engine import NotificationEngine
+
+    engine = NotificationEngine(setup, history)
+    if notify:
+        engine.check_missed(now)
+        engine.retry_due(now)
+    missed = engine.missed(now) if setup.config.notifications.missed_runs else []
+    failed = engine.store.deliveries(statuses=["failed", "dead"], since=now - timedelta(days=7), limit=100)
+    return {
+        "missed": [{"job": m.job, "last_run": None if m.never_ran else m.reference.isoformat(),
+                    "overdue_since": m.deadline.isoformat()} for m in missed],
+        "open_problems": [{"job": p.job, "check": p.check, "severity": p.severity, "since": p.since.isoformat(),
+                           "count": p.count, "level": p.level} for p in engine.store.problems()],
+        "failed_deliveries": [{"id": d.id, "channel": d.channel, "status": d.status, "attempts": d.attempts,
+                               "created_at": d.created_at.isoformat(), "last_error": d.last_error,
+                               "next_attempt_at": d.next_attempt_at.isoformat() if d.next_attempt_at else None}
+                              for d in failed],
+    }
 
 
 @app.command("status")
 def status_cmd(
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+    check: bool = typer.Option(False, "--check", help="exit 1 when a job missed its runs (period + grace "
+                                                     "passed without a run): a dead-man's switch for cron or "
+                                                     "another node"),
+    notify: bool = typer.Option(False, "--notify", help="with --check: also send the missed-run alarm through the "
+                                                       "channels and retry failed deliveries"),
 ) -> None:
-    """Each job: last run, result, next run, consecutive failures; and whether a daemon is alive."""
+    """Each job: last run, result, next run, consecutive failures; whether a daemon is alive;
+    missed runs and notification delivery failures."""
+    if notify and not check:
+        raise UsageError("--notify goes with --check")
     data = collect_status()
+    if notify:
+        data["notifications"] = notification_status(state.setup(), state.history(), datetime.now(UTC), notify=True)
+    missed = data["notifications"]["missed"]
     if as_json:
         print_json(data)
+        if check and missed:
+            raise typer.Exit(1)
         return
     now = datetime.now(UTC)
     table = Table(title="Status", title_justify="left")
@@ -83,3 +120,20 @@ def status_cmd(
     else:
         console.print("daemon: [warn]not running[/warn] — start it with 'upkeeper daemon' "
                       "(or schedule jobs with 'upkeeper cron export')")
+    n = data["notifications"]
+    for m in n["missed"]:
+        last = ago(datetime.fromisoformat(m["last_run"]), now) if m["last_run"] else "never"
+        console.print(f"[fail]missed:[/fail] {m['job']} — last run {last}, overdue since "
+                      f"{ago(datetime.fromisoformat(m['overdue_since']), now)}")
+    for p in n["open_problems"]:
+        if p["level"] and p["level"] > 1:
+            console.print(f"[warn]escalated:[/warn] {p['job']} {p['check']} at level {p['level']} "
+                          f"(since {ago(datetime.fromisoformat(p['since']), now)})")
+    bad = n["failed_deliveries"]
+    if bad:
+        dead = sum(1 for d in bad if d["status"] == "dead")
+        console.print(f"notifications: [fail]{len(bad)} delivery failure(s)[/fail] in the last 7 days"
+                      + (f" ({dead} gave up)" if dead else "") + f"; latest: {bad[0]['channel']}: "
+                      f"{bad[0]['last_error'][:160]} — see 'upkeeper notify log', retry with 'upkeeper notify retry'")
+    if check and missed:
+        raise typer.Exit(1)

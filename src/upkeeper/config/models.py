@@ -16,6 +16,7 @@ from typing import Any, Literal
 from pydantic import Field, PrivateAttr
 
 from upkeeper.config.backup import BackupSettings
+from upkeeper.config.notify import NotificationsConfig
 from upkeeper.config.storage import StorageConfig
 from upkeeper.config.targets import (
     TARGET_KINDS,
@@ -28,6 +29,7 @@ from upkeeper.config.targets import (
     TargetConfig,
 )
 from upkeeper.config.types import Duration, Name, StrictModel
+from upkeeper.config.windows import BlackoutConfig, WindowConfig
 
 __all__ = [
     "TARGET_KINDS",
@@ -110,6 +112,14 @@ class JobConfig(StrictModel):
     metrics_retention: Duration | None = Field(
         None, description="how long this job's metric samples are kept (default: the task's, else 90 days)"
     )
+    window: Name | None = Field(
+        None, description="maintenance window (from 'windows') this job may start in; outside it, runs are "
+        "deferred to the next opening"
+    )
+    missed_grace: Duration | None = Field(
+        None, description="missed-run alarm: how late a run may be beyond one period "
+        "(default: notifications.missed_grace)"
+    )
 
 
 class Config(StrictModel):
@@ -131,6 +141,15 @@ class Config(StrictModel):
     )
     backup: BackupSettings = Field(
         default_factory=BackupSettings, description="encryption, storages, compression and retention of backups"
+    )
+    notifications: NotificationsConfig = Field(
+        default_factory=NotificationsConfig, description="channels, routes and escalation (docs/notifications.md)"
+    )
+    windows: dict[Name, WindowConfig] = Field(
+        default_factory=dict, description="maintenance windows jobs may be bound to (docs/windows.md)"
+    )
+    blackouts: dict[Name, BlackoutConfig] = Field(
+        default_factory=dict, description="periods in which runs are skipped, except for some categories"
     )
     jobs: dict[Name, JobConfig] = Field(default_factory=dict)
 

@@ -32,10 +32,13 @@ STANDARD_SCHEDULE: tuple[StandardJob, ...] = (
     StandardJob("vacuum", "postgres.vacuum", "0 3 * * *", "postgres", "daily VACUUM (ANALYZE)",
                 example="tables: [public.users]   # default: every table"),
     StandardJob("db-maintenance", "postgres.maintenance", "0 2 * * 0", "postgres",
-                "weekly survey: bloat, slow queries, wraparound, indexes, replication"),
-    StandardJob("index-rebuild", "postgres.reindex", "0 4 * * 0", "postgres", "weekly REINDEX CONCURRENTLY"),
+                "weekly survey: bloat, slow queries, wraparound, indexes, replication",
+                example="audit_table: audit_log, audit_retention: 365d   # see docs/postgres.md"),
+    StandardJob("index-rebuild", "postgres.reindex", "0 4 * * 0", "postgres", "weekly REINDEX CONCURRENTLY",
+                example="high_priority: [public.bookings]   # default: bloated indexes only"),
     StandardJob("app-maintenance", "app.maintenance", "0 1 * * 6", "app",
-                "weekly: caches, logs, temp files, old releases"),
+                "weekly: caches, logs, temp files, old releases",
+                example="commands: [[pm2, flush]]   # any argv lists, run as the app's user"),
     StandardJob("backup-verify", "backup.verify", "0 4 * * 1", "postgres", "weekly test restore of the newest backup",
                 options={"scope": "newest", "restore": True},
                 example="checks: ['select count(*) > 0 from users']"),
@@ -43,7 +46,8 @@ STANDARD_SCHEDULE: tuple[StandardJob, ...] = (
     StandardJob("security-audit", "security.audit", "0 3 1 * *", "host", "monthly security audit"),
     StandardJob("health", "host.health", "*/5 * * * *", "host", "host health every 5 minutes"),
     StandardJob("cache-check", "redis.check", "*/15 * * * *", "redis", "Redis health every 15 minutes"),
-    StandardJob("cache-evict", "redis.evict", "0 * * * *", "redis", "hourly eviction of expendable keys"),
+    StandardJob("cache-evict", "redis.evict", "0 * * * *", "redis", "hourly eviction of expendable keys",
+                example='patterns: ["cache:*"]   # expendable keys; without patterns it only reports'),
     StandardJob("cache-backup", "redis.backup", "0 2 * * *", "redis", "nightly Redis RDB backup",
                 options={"method": "auto"}),
     StandardJob("tls-check", "network.tls", "0 6 * * *", "http", "daily certificate check"),
@@ -54,6 +58,8 @@ STANDARD_SCHEDULE: tuple[StandardJob, ...] = (
 EXTRA_JOBS: tuple[StandardJob, ...] = (
     StandardJob("db-ping", "postgres.ping", "*/5 * * * *", "postgres", "database reachability and size"),
     StandardJob("disk", "host.disk", "*/5 * * * *", "host", "disk space and inodes"),
+    StandardJob("cache-metrics", "redis.metrics", "* * * * *", "redis", "Redis samples every minute (kept 30 days)"),
+    StandardJob("app-cleanup", "app.cleanup", "0 4 * * *", "app", "daily: log rotation, temp files, old releases"),
 )
 
 

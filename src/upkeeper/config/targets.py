@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import signal
+from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import quote
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 
 from upkeeper.config.types import Duration, FileSecrets, StrictModel
 
@@ -116,14 +118,59 @@ class HostTarget(StrictModel):
 
 
 class AppTarget(StrictModel):
-    """An application deployed on this host."""
+    """An application deployed on this host: where its logs, caches, temp files and releases live, and how to
+    reopen its logs and restart it.  Relative paths are inside ``root``."""
 
     kind: Literal["app"] = "app"
     root: str = Field(..., description="application directory")
     health_url: str | None = Field(None, description="URL that answers 2xx when the app is healthy")
     service: str | None = Field(None, description="systemd unit or PM2 process name")
-    user: str | None = Field(None, description="OS user the app runs as")
+    user: str | None = Field(None, description="OS user the app runs as (configured commands run as this user)")
+    logs: list[str] = Field(
+        default_factory=lambda: ["logs/*.log"], description="log files to rotate (globs, relative to root)"
+    )
+    caches: list[str] = Field(
+        default_factory=lambda: [".next/cache"], description="build cache directories pruned by age (relative to root)"
+    )
+    temp_dirs: list[str] = Field(default_factory=lambda: ["tmp"], description="temp directories pruned by age")
+    releases_dir: str | None = Field(
+        None, description="directory of release directories (Capistrano style), e.g. releases; none: no pruning"
+    )
+    current_link: str = Field("current", description="symlink to the live release (never pruned)")
+    reopen_signal: str | None = Field(
+        None, description="signal that makes the app reopen its logs after a rename, e.g. USR1 (sent to pid_file's "
+        "process, else to the processes writing the log)",
+    )
+    pid_file: str | None = Field(None, description="pid file of the process that gets reopen_signal")
+    reopen_command: list[str] | None = Field(
+        None, description="command that makes the app reopen its logs, e.g. [pm2, reloadLogs] or [nginx, -s, reopen]"
+    )
+    restart_command: list[str] | None = Field(
+        None, description="command that restarts the app, e.g. [systemctl, restart, myapp] or [pm2, restart, myapp]"
+    )
     description: str | None = None
+
+    @field_validator("reopen_signal")
+    @classmethod
+    def _signal(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        name = v.upper().removeprefix("SIG")
+        if not hasattr(signal.Signals, f"SIG{name}"):
+            raise ValueError(f"unknown signal {v!r}: use a name like USR1, HUP")
+        return name
+
+    @field_validator("reopen_command", "restart_command")
+    @classmethod
+    def _argv(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and (not v or not v[0].strip()):
+            raise ValueError("a command is a non-empty list: program first, then its arguments")
+        return v
+
+    def path(self, rel: str) -> Path:
+        """A configured path: absolute as given, relative ones inside root."""
+        p = Path(rel).expanduser()
+        return p if p.is_absolute() else Path(self.root) / p
 
     def display(self) -> str:
         return self.root

@@ -102,6 +102,17 @@ class AdmissionPolicy(Protocol):
     def decide(self, job: Job, occurrence: datetime, now: datetime, trigger: str) -> Decision: ...
 
 
+@dataclass
+class Periodic:
+    """A callback the daemon runs every ``every`` (by its clock) from its loop: escalation timers,
+    missed-run checks, window notices, delivery retries.  A failing callback is logged, never fatal."""
+
+    name: str
+    every: timedelta
+    fn: Callable[[datetime], None]
+    next_at: datetime = field(default=datetime.min.replace(tzinfo=UTC))
+
+
 # -- the daemon ---------------------------------------------------------------------------
 
 
@@ -130,6 +141,7 @@ class Daemon:
         *,
         clock: Clock | None = None,
         policies: Sequence[AdmissionPolicy] = (),
+        periodic: Sequence[Periodic] = (),
         concurrency: int | None = None,
         instance: str | None = None,
         on_event: Callable[[str, dict[str, object]], None] | None = None,
@@ -141,6 +153,7 @@ class Daemon:
         self.runner = runner
         self.clock: Clock = clock or SystemClock()
         self.policies = list(policies)
+        self.periodic = list(periodic)
         self.node = runner.node
         self.owner = instance or runner.owner
         self.concurrency = concurrency or setup.config.daemon.concurrency
@@ -233,7 +246,18 @@ class Daemon:
         if now >= self._next_housekeeping:
             self._next_housekeeping = now + self.housekeeping_every
             self._housekeeping(now)
+        self._run_periodic(now)
         return report
+
+    def _run_periodic(self, now: datetime) -> None:
+        for p in self.periodic:
+            if now < p.next_at:
+                continue
+            p.next_at = now + p.every
+            try:
+                p.fn(now)
+            except Exception as exc:
+                log.warning("periodic %s failed: %s", p.name, exc)
 
     def decide(self, job: Job, occurrence: datetime, now: datetime, trigger: str) -> Decision:
         """THE decision point: may this occurrence start now?  First non-admit answer wins."""
@@ -354,7 +378,7 @@ class Daemon:
     # -- loop -----------------------------------------------------------------------------
 
     def next_wakeup(self) -> datetime:
-        candidates = [self._next_pending, self._next_housekeeping]
+        candidates = [self._next_pending, self._next_housekeeping, *(p.next_at for p in self.periodic)]
         if self._heap:
             candidates.append(self._heap[0].due_at)
         return min(candidates)

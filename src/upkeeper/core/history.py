@@ -204,6 +204,15 @@ class History:
             conn.rollback()
         if current == heads:
             return
+        unknown = sorted(r for r in current if r not in {s.revision for s in script.walk_revisions()})
+        if unknown:
+            from upkeeper import __version__
+
+            raise HistoryError(
+                f"history database {redact(self.url)} has schema revision(s) {', '.join(unknown)} that "
+                f"upkeeper {__version__} does not know: a newer upkeeper has upgraded it",
+                "Try: upgrade upkeeper on this machine, or point 'history' at another database",
+            )
         if self.dialect == "sqlite" and self.sqlite_path is not None:
             lock: contextlib.AbstractContextManager[None] = _SQLiteFileLock(self.sqlite_path)
         else:
@@ -321,10 +330,16 @@ class History:
         log_excerpt: str = "",
         metrics_retention: timedelta | None = None,
         details: dict[str, Any] | None = None,
+        release_locks_of: str | None = None,
     ) -> None:
-        """Record a run's outcome with its findings and metric samples, atomically."""
+        """Record a run's outcome with its findings and metric samples, atomically.
+
+        ``release_locks_of``: also release every lock this holder has, in the same transaction.
+        """
         summary = result.summary if result else ""
         with self.session() as s:
+            if release_locks_of is not None:
+                s.execute(delete(LockRow).where(LockRow.owner == release_locks_of))
             row = s.get(RunRow, run_id)
             if row is None:
                 raise HistoryError(f"run {run_id} vanished from history")
@@ -546,21 +561,39 @@ class History:
 
     def acquire_lock(self, name: str, owner: str, node: str, ttl: timedelta, purpose: str = "") -> bool:
         """Take a named lock.  A lock whose owner died or whose lease expired is taken over."""
-        now = datetime.now(UTC)
         try:
             with self.session() as s:
-                row = s.get(LockRow, name)
-                if row is not None:
-                    if row.owner == owner:
-                        row.expires_at = now + ttl
-                        return True
-                    alive = owner_alive(row.owner, node)
-                    if row.expires_at > now and alive is not False:
-                        return False
-                    s.delete(row)
-                    s.flush()
-                s.add(LockRow(name=name, owner=owner, node=node, acquired_at=now, expires_at=now + ttl,
-                              purpose=purpose))
+                return self._take_lock(s, name, owner, node, ttl, purpose)
+        except IntegrityError:
+            return False
+
+    @staticmethod
+    def _take_lock(s: Session, name: str, owner: str, node: str, ttl: timedelta, purpose: str) -> bool:
+        now = datetime.now(UTC)
+        row = s.get(LockRow, name)
+        if row is not None:
+            if row.owner == owner:
+                row.expires_at = now + ttl
+                return True
+            alive = owner_alive(row.owner, node)
+            if row.expires_at > now and alive is not False:
+                return False
+            s.delete(row)
+            s.flush()
+        s.add(LockRow(name=name, owner=owner, node=node, acquired_at=now, expires_at=now + ttl, purpose=purpose))
+        s.flush()
+        return True
+
+    def start_run_locked(
+        self, run_id: int, started_at: datetime, owner: str, lock: str, holder: str, node: str, ttl: timedelta
+    ) -> bool:
+        """Take ``lock`` and mark the run running, in one transaction.  False (nothing changed) if held."""
+        try:
+            with self.session() as s:
+                if not self._take_lock(s, lock, holder, node, ttl, f"run {run_id}"):
+                    return False
+                s.execute(update(RunRow).where(RunRow.id == run_id)
+                          .values(status="running", started_at=started_at, owner=owner))
             return True
         except IntegrityError:
             return False

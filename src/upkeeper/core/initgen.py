@@ -169,7 +169,34 @@ def render(detected: Detected, known_tasks: list[str] | None = None, timezone: s
             lines.append(f"    # options: {{ {r.example} }}")
         jobs += _block(lines, commented)
     out += _section("jobs", jobs)
+    out += ["", *NOTIFY_EXAMPLE]
     return "\n".join(out) + "\n"
+
+
+#: Written commented out: the procedures' defaults (docs/notifications.md, docs/windows.md).
+NOTIFY_EXAMPLE = [
+    "# Notifications (docs/notifications.md) — the procedures' defaults: Slack and email for every outcome,",
+    "# PagerDuty for critical failures (escalation level 2), then team lead and management.",
+    "# notifications:",
+    "#   channels:",
+    "#     slack: {kind: slack, webhook_url: \"${SLACK_WEBHOOK_URL}\"}",
+    "#     email: \"mailtos://${SMTP_USER}:${SMTP_PASSWORD}@smtp.example.com?to=ops@example.com\"   # any apprise URL",
+    "#     pagerduty: {kind: pagerduty, routing_key: \"${PAGERDUTY_ROUTING_KEY}\"}",
+    "#     lead: \"mailtos://${SMTP_USER}:${SMTP_PASSWORD}@smtp.example.com?to=lead@example.com\"",
+    "#     management: \"mailtos://${SMTP_USER}:${SMTP_PASSWORD}@smtp.example.com?to=cto@example.com\"",
+    "#   escalation:",
+    "#     levels:",
+    "#       - {name: automatic retry or fix}                   # the job's own retries",
+    "#       - {name: on-call, after_failures: 3, after: 30m, channels: [pagerduty]}",
+    "#       - {name: team lead, after: 2h, channels: [lead]}",
+    "#       - {name: management, after: 8h, channels: [management]}",
+    "#",
+    "# Maintenance windows and blackouts (docs/windows.md); bind a job with 'window: monthly'.",
+    "# windows:",
+    "#   monthly: {rrule: \"FREQ=MONTHLY;BYDAY=1SU\", start: \"02:00\", duration: 4h, timezone: UTC}",
+    "# blackouts:",
+    "#   business-hours: {days: [mon, tue, wed, thu, fri], hours: \"09:00-18:00\", timezone: Europe/Berlin}",
+]
 
 
 def _section(key: str, lines: list[str]) -> list[str]:

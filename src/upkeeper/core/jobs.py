@@ -17,6 +17,7 @@ from pydantic import BaseModel, ValidationError
 
 from upkeeper.config.loader import find_config, lines_for, load_config, validation_problems
 from upkeeper.config.models import Config, HostTarget, TargetConfig
+from upkeeper.config.notify import check_references
 from upkeeper.core.schedule import Schedule, ScheduleError, jitter_offset, parse_schedule, validate_timezone
 from upkeeper.core.task import REGISTRY, TaskClass
 from upkeeper.errors import ConfigError, ConfigProblem, UnknownTaskError, UsageError
@@ -49,6 +50,8 @@ class Job:
     metrics_retention: timedelta
     description: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    window: str | None = None
+    missed_grace: timedelta | None = None
 
     @property
     def jitter_offset(self) -> timedelta:
@@ -206,7 +209,10 @@ def build_setup(config: Config) -> Setup:
             or getattr(cls, "metrics_retention", None)
             or DEFAULT_METRICS_RETENTION,
             description=jc.description,
+            window=jc.window,
+            missed_grace=jc.missed_grace,
         )
+    problems.extend(check_references(config, lines))
     if problems:
         raise ConfigError.from_problems(problems)
     return Setup(config=config, jobs=jobs)

@@ -205,7 +205,13 @@ class Runner:
             if on_log is not None:
                 on_log(level, message)
 
-        if not self.history.acquire_lock(job_lock, holder, self.node, LOCK_TTL, purpose=f"run {run_id}"):
+        if target_lock:
+            got_job_lock = self.history.acquire_lock(job_lock, holder, self.node, LOCK_TTL, purpose=f"run {run_id}")
+        else:
+            # the common case: take the job lock and mark the run running in one transaction
+            got_job_lock = self.history.start_run_locked(run_id, self.clock(), self.owner, job_lock, holder,
+                                                         self.node, LOCK_TTL)
+        if not got_job_lock:
             current = self.history.lock_holder(job_lock)
             reason = "skipped: the previous run of this job is still running"
             if current is not None:
@@ -216,6 +222,7 @@ class Runner:
             return "skipped", None
         self.keeper.hold()
         held = [job_lock]
+        released = False
         try:
             if target_lock:
                 if not self._wait_target_lock(target_lock, holder, job, run_id, log_cb, cancel):
@@ -225,8 +232,8 @@ class Runner:
                                             finished_at=self.clock(), started_at=None, log_excerpt=logbuf.text())
                     return "interrupted", None
                 held.append(target_lock)
+                self.history.start_run(run_id, self.clock(), self.owner)
             started = self.clock()
-            self.history.start_run(run_id, started, self.owner)
             req = WorkRequest(run_id=run_id, job=job, config=self.setup.config, history_url=self.history_url,
                               scheduled_for=scheduled_for, attempt=attempt)
             timeout = job.timeout.total_seconds() if job.timeout else None
@@ -245,8 +252,9 @@ class Runner:
                 details["retry_at"] = retry_at.isoformat()
             self.history.finish_run(
                 run_id, status=status, result=outcome.result, finished_at=finished, started_at=started,
-                log_excerpt=logbuf.text(), details=details,
+                log_excerpt=logbuf.text(), details=details, release_locks_of=holder,
             )
+            released = True
             if retry_at is not None:
                 self.history.create_run(
                     NewRun(job=job.name, task=job.task_name, target=job.target_name, scheduled_for=retry_at,
@@ -267,7 +275,7 @@ class Runner:
                 pass
             return "error", None
         finally:
-            for name in reversed(held):
+            for name in reversed(held) if not released else ():
                 try:
                     self.history.release_lock(name, holder)
                 except Exception as exc:

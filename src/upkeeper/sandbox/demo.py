@@ -16,7 +16,10 @@ from ruamel.yaml import YAML
 
 from upkeeper.config.standard import standard_jobs
 from upkeeper.core.task import REGISTRY
+from upkeeper.sandbox.app import AppServer, seed_tree
+from upkeeper.sandbox.pg_problems import stage_problems
 from upkeeper.sandbox.postgres import PostgresCluster
+from upkeeper.sandbox.redis import RedisServer
 from upkeeper.sandbox.seed import seed
 
 Say = Callable[[str], None]
@@ -107,10 +110,106 @@ def start_postgres(sb: Sandbox, say: Say) -> None:
     say("loading the app schema (users, listings, bookings, messages, reviews, notifications, audit_log)…")
     with cluster.connect("app") as conn:
         counts = seed(conn)
+        say("staging real problems for the maintenance jobs (bloat, duplicate indexes, interrupted REINDEX…)")
+        sb.facts["postgres_problems"] = stage_problems(conn)
     sb.facts["postgres_rows"] = counts
     sb.facts["postgres_port"] = cluster.port
     sb.targets["db"] = cluster.target("app")
     sb.job_options["db-ping"] = {"databases": ["app", "postgres"]}
+    # thresholds scaled to the sandbox's small tables (the defaults suit production sizes)
+    sb.job_options["vacuum"] = {"lock_timeout": "5s"}
+    sb.job_options["db-maintenance"] = {
+        "bloat_min_bytes": "256KiB", "dead_tuples_min": 1000, "slow_query_mean_ms": 2, "slow_query_min_calls": 20,
+        "top_queries": 5, "unused_index_min_bytes": "1MiB", "unused_index_min_stats_age": "0s",
+        "audit_table": "audit_log", "audit_retention": "365d", "audit_batch_size": 2000, "audit_pause": "50ms",
+        "cache_hit_min_blocks": 100000,
+    }
+    sb.job_options["index-rebuild"] = {"bloat_min_wasted": "128KiB", "bloat_min_pct": 30,
+                                       "high_priority": ["coupons"]}
+
+
+def start_notifications(sb: Sandbox, say: Say) -> None:
+    """A local webhook receiver as the team's channel, a maintenance window and a job that warns."""
+    from upkeeper.sandbox.receivers import HttpReceiver
+
+    say("starting a webhook receiver for notifications…")
+    receiver = HttpReceiver().start()
+    sb.services.append(receiver)
+    sb.facts["notify_receiver"] = receiver
+    sb.config_extra["notifications"] = {
+        "channels": {"team": {"kind": "webhook", "url": f"{receiver.url}/upkeeper"}},
+        "repeat_interval": "4h",
+    }
+    sb.config_extra["windows"] = {
+        "monthly": {"rrule": "FREQ=MONTHLY;BYDAY=1SU", "start": "02:00", "duration": "4h",
+                    "description": "first Sunday of the month"},
+    }
+    # a disk check with a deliberately low threshold, so the demo shows a notification being delivered
+    sb.extra_jobs["disk-alert"] = {"task": "host.disk", "schedule": "*/5 * * * *",
+                                   "description": "demo: warns at 1 % used to show a notification",
+                                   "options": {"mounts": ["/"], "warning": 1, "critical": 100}}
+
+
+DEMO_REDIS_MAXMEMORY = 32 * 1024 * 1024
+
+
+def start_redis(sb: Sandbox, say: Say) -> None:
+    """A primary with a replica, 32 MiB maxmemory, filled to ~85 % with cache keys beside session keys."""
+    say("starting Redis (primary and replica)…")
+    primary = RedisServer(sb.base / "redis", extra_args=["--maxmemory", str(DEMO_REDIS_MAXMEMORY),
+                                                         "--maxmemory-policy", "noeviction"])
+    primary.start()
+    sb.services.append(primary)
+    sb.cleanup_paths.append(primary.base)
+    replica = RedisServer(sb.base / "redis-replica", replica_of=primary)
+    replica.start()
+    sb.services.append(replica)  # stopped before its primary
+    sb.cleanup_paths.append(replica.base)
+    say("filling Redis with sessions and cache entries…")
+    c = primary.client()
+    pipe = c.pipeline(transaction=False)
+    for i in range(2000):
+        pipe.set(f"session:{i}", b"s" * 200)
+    pipe.execute()
+    n = 0
+    value = b"c" * 1000
+    while int(c.info("memory")["used_memory"]) < DEMO_REDIS_MAXMEMORY * 0.85:
+        for _ in range(1000):
+            pipe.set(f"cache:page:{n}", value)
+            n += 1
+        pipe.execute()
+    for i in range(200):  # some cache entries are read: they are not the longest idle
+        pipe.get(f"cache:page:{i}")
+    pipe.execute()
+    sb.facts["redis_port"] = primary.port
+    sb.targets["cache"] = primary.target()
+    sb.job_options["cache-check"] = {"expected_replicas": 1}
+    sb.job_options["cache-evict"] = {"patterns": ["cache:*"], "sample_keys": 5000}
+
+
+def start_app(sb: Sandbox, say: Say) -> None:
+    """A running app writing logs, with stale caches, temp files and eight releases."""
+    say("starting the demo app (logs, caches, releases)…")
+    app = AppServer(sb.base / "app", rate=200)
+    seed_tree(app.root)
+    app.start()
+    sb.services.append(app)
+    sb.cleanup_paths.append(app.root)
+    sb.targets["app"] = app.target(reopen_signal="USR1", pid_file=str(app.pid_file), releases_dir="releases")
+    rotation = {"rotate_size": "4KB"}  # the demo's log is young: rotate it anyway
+    sb.job_options["app-maintenance"] = {**rotation, "commands": [["du", "-sh", "."]]}
+    sb.job_options["app-cleanup"] = rotation
+    services: list[dict[str, Any]] = [{"http": app.health_url, "name": "app"}]
+    if "redis_port" in sb.facts:
+        services.append({"tcp": f"127.0.0.1:{sb.facts['redis_port']}", "name": "redis"})
+    if "postgres_port" in sb.facts:
+        services.append({"tcp": f"127.0.0.1:{sb.facts['postgres_port']}", "name": "postgres"})
+    sb.job_options["health"] = {"services": services, "cpu_sample": "0.2s"}
+    sb.extra_jobs["process-memory"] = {
+        "task": "host.process", "schedule": "*/5 * * * *",
+        "options": {"processes": [{"label": "app", "pid_file": str(app.pid_file)}, {"name": "redis-server"}],
+                    "samples_per_run": 3, "sample_interval": "0.5s"},
+    }
 
 
 def setup_backups(sb: Sandbox, say: Say) -> None:
@@ -135,4 +234,5 @@ def setup_backups(sb: Sandbox, say: Say) -> None:
 
 
 #: Service providers, started in order.
-PROVIDERS: list[Callable[[Sandbox, Say], None]] = [start_postgres, setup_backups]
+PROVIDERS: list[Callable[[Sandbox, Say], None]] = [start_postgres, start_redis, start_app, start_notifications,
+                                                  setup_backups]

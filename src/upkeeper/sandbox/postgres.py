@@ -50,6 +50,7 @@ class PostgresCluster:
 
     def __init__(self, base_dir: Path, port: int | None = None, extra_conf: str = "") -> None:
         self.base = Path(base_dir)
+        self.primary: PostgresCluster | None = None
         self.data = self.base / "data"
         self.port = port or free_port()
         self.bin = pg_bin_dir()
@@ -91,6 +92,29 @@ class PostgresCluster:
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60", "start")
         self.started = True
         return self
+
+    def create_replica(self, base_dir: Path, port: int | None = None, slot: str | None = None) -> PostgresCluster:
+        """A streaming replica of this (running) cluster, started on its own port.
+
+        ``pg_basebackup -R -X stream`` copies the data directory and writes ``primary_conninfo``;
+        the copy's postgresql.conf gets its own port and socket directory appended.  With ``slot``
+        the replica streams through a physical replication slot of that name (created here).
+        """
+        replica = PostgresCluster(base_dir, port=port)
+        replica.primary = self
+        replica.base.mkdir(parents=True, exist_ok=True)
+        make_traversable(replica.base)
+        if is_root():
+            chown_to(replica.base, PG_USER)
+        args = ["-h", self.host, "-p", str(self.port), "-U", "postgres", "-D", str(replica.data),
+                "-R", "-X", "stream", "-c", "fast", "--no-sync"]
+        if slot:
+            args += ["-C", "-S", slot]
+        self._run("pg_basebackup", *args)
+        with open(replica.data / "postgresql.conf", "a") as fh:
+            fh.write(f"\n# --- upkeeper sandbox replica ---\nport = {replica.port}\n"
+                     f"unix_socket_directories = '{replica.base}'\nhot_standby = on\n")
+        return replica.start()
 
     def stop(self) -> None:
         if not self.started and not (self.data / "postmaster.pid").exists():

@@ -1,11 +1,17 @@
 """postgres.vacuum: VACUUM (ANALYZE) listed tables or all, with per-table figures.
 
+Dead tuples removed: the larger of VACUUM VERBOSE's own count ("tuples: N removed, M remain, K are
+dead but not yet removable", table and TOAST table summed) and the statistics views' before/after
+difference (which also sees dead tuples page pruning cleared before VACUUM came; and stands in
+alone when the server's messages are in another language).
 A table whose lock cannot be had within ``lock_timeout`` becomes a finding, not a hang.
 """
 
 from __future__ import annotations
 
+import re
 import time
+from dataclasses import dataclass
 from datetime import timedelta
 
 import psycopg
@@ -36,6 +42,12 @@ WHERE schemaname NOT IN ('pg_catalog', 'information_schema') AND schemaname NOT 
 
 CLEAR_SNAPSHOT_SQL = "SELECT pg_stat_clear_snapshot()"
 
+VACUUM_SQL = "VACUUM (VERBOSE, ANALYZE) {}"
+VACUUM_NO_ANALYZE_SQL = "VACUUM (VERBOSE) {}"
+
+#: PostgreSQL 15's VACUUM VERBOSE line (one per heap: the table and its TOAST table)
+TUPLES_RE = re.compile(r"tuples: (\d+) removed, (\d+) remain, (\d+) are dead but not yet removable")
+
 PER_TABLE_METRICS_MAX = 200
 
 
@@ -50,6 +62,33 @@ class VacuumOptions(TaskOptions):
         description="give up on a table whose lock cannot be had in this time and report it. "
         "Source: upkeeper default (a locked table must not hang the run)",
     )
+    not_removable_warn: int = Field(
+        10000, ge=0,
+        description="warn when VACUUM finds at least this many dead rows it may not remove yet (an old "
+        "transaction, an idle-in-transaction session or a replication slot holds them back). "
+        "Source: upkeeper default",
+    )
+
+
+@dataclass
+class VacuumReport:
+    """What VACUUM VERBOSE said about one table (its heap and its TOAST heap, summed)."""
+
+    removed: int = 0
+    remain: int = 0
+    not_removable: int = 0
+    parsed: bool = False
+
+    @classmethod
+    def from_notices(cls, notices: list[str]) -> VacuumReport:
+        rep = cls()
+        for n in notices:
+            for m in TUPLES_RE.finditer(n):
+                rep.removed += int(m.group(1))
+                rep.remain += int(m.group(2))
+                rep.not_removable += int(m.group(3))
+                rep.parsed = True
+        return rep
 
 
 @task
@@ -67,8 +106,11 @@ class PostgresVacuum(Task[VacuumOptions]):
         assert isinstance(target, PostgresTarget)
         findings: list[Finding] = []
         metrics: dict[str, float] = {}
-        per_table: list[tuple[str, float, int, int]] = []  # (db.schema.table, seconds, dead before, dead after)
+        # (db.schema.table, seconds, dead before, dead after, removed)
+        per_table: list[tuple[str, float, int, int, int]] = []
         done = 0
+        removed_total = 0
+        not_removable_total = 0
         t_all = time.monotonic()
         for db in options.databases or [target.dbname]:
             notices: list[str] = []
@@ -77,27 +119,33 @@ class PostgresVacuum(Task[VacuumOptions]):
                 before = self._dead_tuples(conn)
                 conn.execute(sql.SQL("SET lock_timeout = {}").format(
                     sql.Literal(int(options.lock_timeout.total_seconds() * 1000))))
-                vacuumed: list[tuple[str, str, float]] = []
+                vacuumed: list[tuple[str, str, float, VacuumReport]] = []
                 for i, (schema, table) in enumerate(wanted):
                     ctx.progress(f"{db}: {schema}.{table}", i / max(1, len(wanted)))
-                    stmt = sql.SQL("VACUUM (ANALYZE) {}" if options.analyze else "VACUUM {}").format(
+                    stmt = sql.SQL(VACUUM_SQL if options.analyze else VACUUM_NO_ANALYZE_SQL).format(
                         qualified(schema, table))
                     notices.clear()
                     t0 = time.monotonic()
+                    subject = f"{db}.{schema}.{table}"
                     try:
                         conn.execute(stmt)
                     except psycopg.errors.LockNotAvailable:
+                        waited = time.monotonic() - t0
                         findings.append(Finding(
-                            "postgres.vacuum_lock_timeout", Severity.WARNING, f"{db}.{schema}.{table}",
+                            "postgres.vacuum_lock_timeout", Severity.WARNING, subject,
                             f"could not lock {schema}.{table} within {human_duration(options.lock_timeout)}; "
                             "skipped",
-                            "find the blocking session in pg_stat_activity / pg_locks; retry later",
-                            value=options.lock_timeout.total_seconds(), threshold=options.lock_timeout.total_seconds(),
+                            "find the blocking session in pg_stat_activity / pg_locks (pg_blocking_pids); "
+                            "retry later",
+                            value=round(waited, 2), threshold=options.lock_timeout.total_seconds(),
                         ))
+                        continue
+                    except psycopg.errors.UndefinedTable:
+                        ctx.log.info("%s was dropped before it could be vacuumed", subject)
                         continue
                     except psycopg.Error as exc:
                         findings.append(Finding(
-                            "postgres.vacuum_failed", Severity.CRITICAL, f"{db}.{schema}.{table}",
+                            "postgres.vacuum_failed", Severity.CRITICAL, subject,
                             f"VACUUM failed: {describe_pg_error(exc)}", "check the server log",
                         ))
                         continue
@@ -105,33 +153,51 @@ class PostgresVacuum(Task[VacuumOptions]):
                     for n in notices:
                         if "skipping" in n:
                             findings.append(Finding(
-                                "postgres.vacuum_skipped", Severity.WARNING, f"{db}.{schema}.{table}", n,
+                                "postgres.vacuum_skipped", Severity.WARNING, subject, n,
                                 "run the job as the table owner or a superuser",
                             ))
-                    vacuumed.append((schema, table, elapsed))
+                    vacuumed.append((schema, table, elapsed, VacuumReport.from_notices(notices)))
                 after = self._dead_tuples(conn)
                 done += len(vacuumed)
-                per_table.extend(
-                    (f"{db}.{schema}.{table}", elapsed, before.get((schema, table), 0), after.get((schema, table), 0))
-                    for schema, table, elapsed in vacuumed
-                )
+                for schema, table, elapsed, rep in vacuumed:
+                    b, a = before.get((schema, table), 0), after.get((schema, table), 0)
+                    # VERBOSE counts only the tuples this VACUUM deleted itself; dead tuples that page
+                    # pruning (HOT) already cleared since the statistics counted them show up only in the
+                    # statistics' before/after difference.  The larger of the two is what the run got rid of.
+                    removed = max(rep.removed if rep.parsed else 0, b - a, 0)
+                    removed_total += removed
+                    not_removable_total += rep.not_removable
+                    per_table.append((f"{db}.{schema}.{table}", elapsed, b, a, removed))
+                    if rep.not_removable >= max(1, options.not_removable_warn):
+                        findings.append(Finding(
+                            "postgres.vacuum_dead_not_removable", Severity.WARNING, f"{db}.{schema}.{table}",
+                            f"{rep.not_removable} dead rows could not be removed yet: an older transaction "
+                            "still may see them",
+                            "look for long transactions and idle-in-transaction sessions (pg_stat_activity "
+                            "xact_start), stale replication slots and prepared transactions, then vacuum again",
+                            value=rep.not_removable, threshold=options.not_removable_warn,
+                        ))
         total_before = sum(p[2] for p in per_table)
         total_after = sum(p[3] for p in per_table)
-        removed = max(0, total_before - total_after)
         metrics.update({
             "tables_vacuumed": float(done),
             "dead_tuples_before": float(total_before),
             "dead_tuples_after": float(total_after),
-            "dead_tuples_removed": float(removed),
+            "dead_tuples_removed": float(removed_total),
+            "dead_tuples_not_removable": float(not_removable_total),
             "duration_s": round(time.monotonic() - t_all, 3),
         })
         # per-table figures for the tables that mattered most (bounded for very large schemas)
-        for key, elapsed, b, a in sorted(per_table, key=lambda p: (-p[2], -p[1]))[:PER_TABLE_METRICS_MAX]:
+        for key, elapsed, b, a, r in sorted(per_table, key=lambda p: (-p[4], -p[2], -p[1]))[:PER_TABLE_METRICS_MAX]:
             metrics[f"table.{key}.duration_s"] = round(elapsed, 4)
             metrics[f"table.{key}.dead_before"] = float(b)
             metrics[f"table.{key}.dead_after"] = float(a)
+            metrics[f"table.{key}.dead_removed"] = float(r)
+        top = sorted(per_table, key=lambda p: -p[4])[:3]
         summary = (f"vacuumed {done} table(s){' with ANALYZE' if options.analyze else ''}; "
-                   f"dead tuples {total_before} → {total_after} ({removed} removed)")
+                   f"{removed_total} dead tuple(s) removed")
+        if top and top[0][4] > 0:
+            summary += " (most: " + ", ".join(f"{k.split('.', 1)[1]} {r}" for k, _, _, _, r in top if r) + ")"
         if findings:
             summary += f"; {len(findings)} finding(s)"
         return Result(summary=summary, findings=findings, metrics=metrics)
@@ -139,7 +205,7 @@ class PostgresVacuum(Task[VacuumOptions]):
     @staticmethod
     def _dead_tuples(conn: psycopg.Connection[tuple[object, ...]]) -> dict[tuple[str, str], int]:
         conn.execute(CLEAR_SNAPSHOT_SQL)
-        return {(str(r[0]), str(r[1])): int(str(r[2])) for r in conn.execute(DEAD_TUPLES_SQL)}
+        return {(str(r[0]), str(r[1])): int(str(r[2])) for r in conn.execute(DEAD_TUPLES_SQL).fetchall()}
 
     @staticmethod
     def _tables(

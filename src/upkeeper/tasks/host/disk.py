@@ -1,4 +1,4 @@
-"""Host tasks: disk usage (more host checks arrive with the upkeep issue)."""
+"""host.disk: space and inodes used on each mount (the quick check; host.health does more)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,99 @@
+"""``upkeeper notify``: test a channel, the notification log, retry failed deliveries, the payload schema."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from upkeeper.cli._app import app, console, err_console, print_json, state
+from upkeeper.errors import UsageError
+from upkeeper.fmt import ago
+from upkeeper.notify.engine import NotificationEngine
+from upkeeper.notify.events import payload_schema
+
+notify_app = typer.Typer(help="Notification channels: test them, see what was sent, retry failures.",
+                         no_args_is_help=True)
+app.add_typer(notify_app, name="notify")
+
+
+def _engine() -> NotificationEngine:
+    setup = state.setup()
+    return NotificationEngine(setup, state.history())
+
+
+@notify_app.command("test")
+def test_cmd(channel: str = typer.Argument(..., help="a channel name from notifications -> channels"),
+             as_json: bool = typer.Option(False, "--json", help="machine-readable output")) -> None:
+    """Send a test message to CHANNEL now.  Exit code 1 when it fails."""
+    engine = _engine()
+    if channel not in engine.transports:
+        known = ", ".join(engine.transports) or "none configured"
+        raise UsageError(f"no channel named {channel!r}", f"Try: one of: {known}")
+    res = engine.send_test(channel, datetime.now(UTC))
+    ok = res is not None and res.ok
+    if as_json:
+        print_json({"channel": channel, "ok": ok, "detail": res.detail if res else "not sent",
+                    "delivery_id": res.delivery_id if res else None})
+    elif ok and res is not None:
+        console.print(f"[ok]sent[/ok] to {channel}: {res.detail}")
+    else:
+        err_console.print(f"[fail]failed[/fail] to send to {channel}: {res.detail if res else 'not sent'}")
+        err_console.print("It will be retried with backoff; see 'upkeeper notify log'.", style="dim")
+    raise typer.Exit(0 if ok else 1)
+
+
+@notify_app.command("log")
+def log_cmd(limit: int = typer.Option(30, "--limit", "-n", min=1, max=10000),
+            job: str | None = typer.Option(None, "--job", help="only this job's events"),
+            as_json: bool = typer.Option(False, "--json", help="machine-readable output")) -> None:
+    """Recent notification events (state changes, escalation steps, notices) and their deliveries."""
+    engine = _engine()
+    events = engine.store.events(limit=limit, job=job)
+    deliveries: dict[int, list[Any]] = {}
+    for d in engine.store.deliveries(limit=limit * 10):
+        for eid in d.event_ids or []:
+            deliveries.setdefault(int(eid), []).append(d)
+    now = datetime.now(UTC)
+    if as_json:
+        print_json([{"id": e.id, "ts": e.ts.isoformat(), "topic": e.topic, "state": e.state,
+                     "severity": e.severity, "job": e.job, "check": e.check, "level": e.level, "title": e.title,
+                     "deliveries": [{"id": d.id, "channel": d.channel, "status": d.status, "attempts": d.attempts,
+                                     "last_error": d.last_error or None} for d in deliveries.get(e.id, [])]}
+                    for e in events])
+        return
+    table = Table(title="Notifications", title_justify="left")
+    for col in ("id", "when", "event", "title", "deliveries"):
+        table.add_column(col, overflow="fold")
+    for e in events:
+        ds = ", ".join(f"{d.channel}:[{'ok' if d.status == 'sent' else 'fail'}]{d.status}[/]"
+                       for d in deliveries.get(e.id, [])) or "[dim]-[/dim]"
+        what = f"{e.topic}/{e.state}" + (f" L{e.level}" if e.level else "")
+        table.add_row(str(e.id), ago(e.ts, now), what, e.title[:140], ds)
+    console.print(table)
+
+
+@notify_app.command("retry")
+def retry_cmd(as_json: bool = typer.Option(False, "--json", help="machine-readable output")) -> None:
+    """Retry failed deliveries now (the daemon also retries them with backoff)."""
+    engine = _engine()
+    now = datetime.now(UTC)
+    pending = engine.store.deliveries(statuses=["failed", "pending"], limit=1000)
+    results = [r for r in (engine.deliver(d.id, now) for d in pending) if r is not None]
+    if as_json:
+        print_json([{"delivery_id": r.delivery_id, "channel": r.channel, "ok": r.ok, "detail": r.detail}
+                    for r in results])
+    else:
+        for r in results:
+            console.print(f"{r.channel}: " + ("[ok]sent[/ok]" if r.ok else f"[fail]failed[/fail] {r.detail}"))
+        if not results:
+            console.print("nothing to retry")
+    raise typer.Exit(1 if any(not r.ok for r in results) else 0)
+
+
+@notify_app.command("schema")
+def schema_cmd() -> None:
+    """The JSON Schema of what webhook channels receive."""
+    print_json(payload_schema())

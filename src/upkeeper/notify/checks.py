@@ -1,0 +1,162 @@
+"""Conditions computed from history: missed runs (a dead-man's switch) and backup health.
+
+* **Missed run** (a dead-man's switch, as healthchecks.io does for cron jobs):
+  a scheduled job whose last run *started* longer ago than one period plus a
+  grace.  Every finished run counts, failed ones too: a job that runs and
+  fails is already reported by its failure (and escalates), while "missed"
+  means nothing ran at all — typically a stopped daemon.  A window-bound job
+  is expected at the window's next opening; time inside a blackout that
+  applies to the job does not count; a job that is running now is not late.
+  A job that never ran counts from when upkeeper first watched it.
+* **Backup size change**: the size of a successful backup run against the
+  previous successful one.  Size comes from the run's metrics (the first name
+  in ``notifications.backup.size_metrics`` present) or, failing that, the sum
+  of ``size`` over its artifacts.
+* **Backup success rate** over a window (30 days): per occurrence, the final
+  attempt's outcome counts (a failure healed by its retry is a success);
+  skipped runs do not count.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from upkeeper.config.notify import BackupAlerts
+from upkeeper.core.history import History
+from upkeeper.core.jobs import Job
+from upkeeper.core.models import RunRow
+from upkeeper.notify.policy import Calendar
+
+SUCCESS = ("ok", "warn")
+FAILURE = ("fail", "error", "interrupted")
+
+
+@dataclass
+class Missed:
+    job: str
+    reference: datetime  # the last run's start (or when upkeeper first watched the job)
+    deadline: datetime
+    period: timedelta
+    grace: timedelta
+    never_ran: bool
+
+
+def missed_deadline(job: Job, reference: datetime, now: datetime, grace: timedelta,
+                    calendar: Calendar | None) -> datetime | None:
+    """When the job is overdue, given its last success at ``reference``; None when it cannot be (now)."""
+    assert job.schedule is not None
+    period = job.schedule.period()
+    expected = reference + period
+    if calendar is not None:
+        window = calendar.window_of(job)
+        if window is not None:
+            opening = calendar.opening(window, expected)
+            if opening is None:
+                return None
+            expected = max(expected, opening.start)
+        for b in calendar.blackouts.values():
+            if not b.applies_to(job.category):
+                continue
+            if b.rec.active(now) is not None:
+                return None  # blacked out right now: not expected to run
+            for p in b.rec.periods(reference, now):
+                expected = max(expected, p.end + period)
+    return expected + grace
+
+
+def find_missed(jobs: Iterable[Job], history: History, now: datetime, default_grace: timedelta,
+                calendar: Calendar | None, first_seen: dict[str, datetime]) -> list[Missed]:
+    out: list[Missed] = []
+    running = {r.job for r in history.runs(statuses=["running", "queued"], limit=1000)}
+    for job in jobs:
+        if not job.enabled or job.schedule is None or job.name in running:
+            continue
+        last = last_run_start(history, job.name)
+        if last is not None:
+            ref = last
+        elif job.name in first_seen:
+            ref = first_seen[job.name]
+        else:
+            continue
+        grace = job.missed_grace if job.missed_grace is not None else default_grace
+        deadline = missed_deadline(job, ref, now, grace, calendar)
+        if deadline is not None and now > deadline:
+            out.append(Missed(job.name, ref, deadline, job.schedule.period(), grace, last is None))
+    return out
+
+
+def last_run_start(history: History, job: str) -> datetime | None:
+    """When the newest finished run (any outcome but skipped) of ``job`` started."""
+    rows = history.runs(job=job, statuses=[*SUCCESS, *FAILURE], limit=10)
+    starts = [r.started_at or r.scheduled_for for r in rows]
+    return max(starts) if starts else None
+
+
+# -- backups -----------------------------------------------------------------------------------
+
+
+def backup_size(run: RunRow | Any, cfg: BackupAlerts) -> float | None:
+    metrics = getattr(run, "metrics", None) or {}
+    for name in cfg.size_metrics:
+        if name in metrics:
+            return float(metrics[name])
+    sizes = [a.get("size") for a in (getattr(run, "artifacts", None) or []) if isinstance(a, dict)]
+    nums = [float(s) for s in sizes if isinstance(s, int | float) and not isinstance(s, bool)]
+    return sum(nums) if nums else None
+
+
+@dataclass
+class SizeChange:
+    size: float
+    previous: float
+    previous_run: int
+    pct: float
+
+
+def size_change(history: History, job: str, run_id: int, cfg: BackupAlerts) -> SizeChange | None:
+    """This run's backup size against the previous successful run's (None when either is unknown)."""
+    rows = history.runs(job=job, statuses=list(SUCCESS), limit=20)
+    rows.sort(key=lambda r: (r.finished_at or r.scheduled_for, r.id), reverse=True)
+    current = next((r for r in rows if r.id == run_id), None)
+    if current is None:
+        return None
+    size = backup_size(current, cfg)
+    if size is None:
+        return None
+    for prev in rows:
+        if prev.id == run_id or (prev.finished_at or prev.scheduled_for) > (current.finished_at or current.scheduled_for):
+            continue
+        psize = backup_size(prev, cfg)
+        if psize is None or psize <= 0:
+            continue
+        return SizeChange(size, psize, prev.id, (size - psize) / psize * 100.0)
+    return None
+
+
+@dataclass
+class SuccessRate:
+    pct: float
+    succeeded: int
+    total: int
+    window: timedelta
+
+
+def success_rate(history: History, job: str, now: datetime, window: timedelta) -> SuccessRate | None:
+    """Share of occurrences whose final attempt succeeded, over ``window`` (None when nothing ran)."""
+    rows = [r for r in history.runs(job=job, since=now - window - timedelta(days=1), limit=100000)
+            if r.status in SUCCESS + FAILURE and (r.finished_at or r.scheduled_for) >= now - window]
+    rows.sort(key=lambda r: (r.started_at or r.scheduled_for, r.id))
+    outcomes: list[bool] = []
+    for r in rows:
+        ok = r.status in SUCCESS
+        if r.trigger == "retry" and outcomes:
+            outcomes[-1] = ok  # the retry decides its occurrence
+        else:
+            outcomes.append(ok)
+    if not outcomes:
+        return None
+    good = sum(outcomes)
+    return SuccessRate(good / len(outcomes) * 100.0, good, len(outcomes), window)

@@ -1,0 +1,618 @@
+"""The notification engine: state changes → events → routes → deliveries, escalation, notices.
+
+It is a :class:`~upkeeper.core.runner.RunListener` (told about every finished
+run) and has a :meth:`NotificationEngine.tick` the daemon calls periodically
+(escalation timers, missed runs, window notices, delivery retries).
+
+* One notification per state change of (job, check); repeats are counted and
+  re-notified every ``repeat_interval`` with the count.
+* Every message is a delivery row; a failed delivery is retried with backoff
+  and never breaks a run.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from upkeeper.config.notify import SEVERITY_RANK, Escalation
+from upkeeper.core.history import History
+from upkeeper.core.jobs import Job, Setup
+from upkeeper.core.runner import FinishedRun
+from upkeeper.core.task import Finding
+from upkeeper.fmt import ago, human_bytes, human_duration, local_time
+from upkeeper.notify import checks
+from upkeeper.notify.calendar import Period
+from upkeeper.notify.events import MAX_FINDINGS, Event, build_payload
+from upkeeper.notify.policy import Calendar, Window, describe
+from upkeeper.notify.routing import Router, matches
+from upkeeper.notify.store import Change, NotifyStore
+from upkeeper.notify.transports import Transport, TransportError, build_transport
+from upkeeper.redact import redact
+
+log = logging.getLogger(__name__)
+
+RUN_CHECK = "run"
+MISSED_CHECK = "missed"
+SIZE_CHECK = "backup.size"
+RATE_CHECK = "backup.success_rate"
+RESERVED = (RUN_CHECK, MISSED_CHECK, SIZE_CHECK, RATE_CHECK)
+DELIVERY_LEASE = timedelta(minutes=2)
+END_NOTICE_MAX_AGE = timedelta(days=1)
+
+RUN_SEVERITY = {"fail": "critical", "error": "error", "interrupted": "error"}
+RUN_VERB = {"fail": "failed", "error": "errored", "interrupted": "was interrupted"}
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class DeliveryResult:
+    delivery_id: int
+    channel: str
+    ok: bool
+    detail: str
+
+
+class NotificationEngine:
+    def __init__(self, setup: Setup, history: History, *, clock: Callable[[], datetime] = _utcnow) -> None:
+        self.setup = setup
+        self.config = setup.config
+        self.cfg = setup.config.notifications
+        self.history = history
+        self.store = NotifyStore(history)
+        self.clock = clock
+        self.node = setup.config.node
+        self.router = Router(self.cfg)
+        self.calendar = Calendar(setup.config)
+        self.transports: dict[str, Transport] = {
+            name: build_transport(name, ch, self.node) for name, ch in self.cfg.channels.items()
+        }
+        self.last_results: list[DeliveryResult] = []
+        self._local = threading.local()  # escalation steps collected while one thread builds its events
+
+    @property
+    def active(self) -> bool:
+        return bool(self.cfg.channels)
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    @property
+    def _pending_steps(self) -> list[Event]:
+        steps: list[Event] | None = getattr(self._local, "steps", None)
+        if steps is None:
+            steps = self._local.steps = []
+        return steps
+
+    def _take_steps(self) -> list[Event]:
+        steps = self._pending_steps
+        self._local.steps = []
+        return steps
+
+    def dedup_key(self, job: str | None, check: str | None) -> str | None:
+        if job is None or check is None:
+            return None
+        return f"{self.cfg.dedup_prefix}:{job}:{check}"
+
+    def _job(self, name: str | None) -> Job | None:
+        return self.setup.jobs.get(name) if name else None
+
+    def _fmt(self, ts: datetime | None) -> str:
+        return local_time(ts, self.config.timezone, "%Y-%m-%d %H:%M %Z")
+
+    def _base(self, job: Job, check: str, topic: str, change: Change, now: datetime, **kw: Any) -> Event:
+        return Event(topic=topic, state=change.kind if change.kind != "quiet" else "repeat",
+                     severity=change.severity, title="", ts=now, job=job.name, check=check, task=job.task_name,
+                     target=job.target_name, category=job.category, tags=job.tags, since=change.since,
+                     count=change.count, repeats=change.repeats, dedup_key=self.dedup_key(job.name, check),
+                     level=change.level or None, **kw)
+
+    # -- the listener -------------------------------------------------------------------------
+
+    def run_finished(self, run: FinishedRun) -> None:
+        if not self.active or run.status in ("skipped", "pending", "queued", "running"):
+            return
+        now = run.finished_at
+        job = run.job
+        events: list[Event] = []
+        repeat = self.cfg.repeat_interval
+        failed = run.status in RUN_SEVERITY
+        sev = RUN_SEVERITY.get(run.status, "info")
+        change = self.store.update(job.name, RUN_CHECK, "run", problem=failed, severity=sev, now=now,
+                                   summary=run.result.summary, run_id=run.run_id, repeat_interval=repeat)
+        findings = [f for f in run.result.findings if f.severity.value in ("warning", "critical")]
+        top = sorted(findings, key=lambda f: -f.severity.rank)[:MAX_FINDINGS]
+        if change is not None:
+            ev = self._run_event(job, run, change, top, now)
+            if ev is not None:
+                events.append(ev)
+        # findings: only runs that produced results change their state
+        if run.status in ("ok", "warn", "fail"):
+            events += self._finding_events(job, run, findings, now)
+        events += self._resolve(job, MISSED_CHECK, "missed", now, run.run_id, f"run {run.run_id}: {run.status}",
+                                "ran again")
+        if job.category == "backup":
+            events += self._backup_events(job, run, now)
+        self.dispatch(events, now)
+
+    def _run_event(self, job: Job, run: FinishedRun, change: Change, top: list[Finding], now: datetime) -> Event | None:
+        if change.kind == "quiet":
+            self._escalate_by_count(job, RUN_CHECK, change, now, run)
+            return None
+        cmd = f"upkeeper show {run.run_id}"
+        lines = []
+        if run.result.summary:
+            lines.append(redact(run.result.summary))
+        for f in top:
+            lines.append(f"• {f.severity.value} {f.subject}: {f.message}".rstrip(": "))
+        facts = [f"task {job.task_name}"] + ([f"target {job.target_name}"] if job.target_name else [])
+        facts.append(f"run {run.run_id} ({run.trigger}, attempt {run.attempt})")
+        lines.append(" · ".join(facts))
+        if change.kind == "resolved":
+            down = human_duration((now - change.since).total_seconds())
+            title = (f"{job.name} recovered: {run.status} after {change.count} failed run(s) "
+                     f"(down {down})")
+        else:
+            verb = RUN_VERB.get(run.status, run.status)
+            if change.kind == "problem":
+                title = f"{job.name} {verb}"
+            elif change.kind == "changed":
+                title = f"{job.name} {verb} (was {change.previous_severity})"
+            else:
+                title = (f"{job.name} still failing: {change.count} failed runs since {self._fmt(change.since)}"
+                         f" ({change.repeats} since the last notice)")
+            if run.retry_at is not None:
+                lines.append(f"Automatic retry (attempt {run.attempt + 1} of {job.retries + 1}) at "
+                             f"{self._fmt(run.retry_at)}")
+        lines.append(f"More: {cmd}")
+        ev = self._base(job, RUN_CHECK, "run", change, now, run_id=run.run_id, status=run.status,
+                        summary=redact(run.result.summary), command=cmd,
+                        findings=[{"check": f.check, "severity": f.severity.value, "subject": redact(str(f.subject)),
+                                   "message": redact(f.message), "remediation": redact(f.remediation)} for f in top])
+        ev.title = title
+        ev.text = "\n".join(lines)
+        self._after_change(ev, change, job, now, run)
+        return ev
+
+    def _finding_events(self, job: Job, run: FinishedRun, findings: list[Finding], now: datetime) -> list[Event]:
+        by_check: dict[str, list[Finding]] = {}
+        for f in findings:
+            by_check.setdefault(f.check, []).append(f)
+        events = []
+        for check, fs in by_check.items():
+            if check in RESERVED:
+                continue
+            fs.sort(key=lambda f: -f.severity.rank)
+            sev = fs[0].severity.value
+            summary = "; ".join(f"{f.subject}: {f.message}" for f in fs[:MAX_FINDINGS])
+            change = self.store.update(job.name, check, "finding", problem=True, severity=sev, now=now,
+                                       summary=summary, run_id=run.run_id, repeat_interval=self.cfg.repeat_interval)
+            if change is None:
+                continue
+            if change.kind == "quiet":
+                self._escalate_by_count(job, check, change, now, run)
+                continue
+            lines = [f"• {f.subject}: {f.message}" + (f" — {f.remediation}" if f.remediation else "")
+                     for f in fs[:MAX_FINDINGS]]
+            if len(fs) > MAX_FINDINGS:
+                lines.append(f"… and {len(fs) - MAX_FINDINGS} more")
+            lines.append(f"More: upkeeper show {run.run_id}")
+            where = f"{job.name}" + (f" ({job.target_name})" if job.target_name else "")
+            title = {"problem": f"{check}: {sev} on {where}",
+                     "changed": f"{check}: now {sev} on {where} (was {change.previous_severity})",
+                     "repeat": f"{check}: still {sev} on {where} ({change.count} runs)"}[change.kind]
+            ev = self._base(job, check, "finding", change, now, run_id=run.run_id, status=run.status,
+                            summary=redact(summary), command=f"upkeeper show {run.run_id}",
+                            findings=[{"check": f.check, "severity": f.severity.value,
+                                       "subject": redact(str(f.subject)), "message": redact(f.message),
+                                       "remediation": redact(f.remediation)} for f in fs[:MAX_FINDINGS]])
+            ev.title, ev.text = title, redact("\n".join(lines))
+            self._after_change(ev, change, job, now, run)
+            events.append(ev)
+        for st in self.store.problems(job=job.name, topic="finding"):
+            if st.check not in by_check:
+                events += self._resolve(job, st.check, "finding", now, run.run_id,
+                                        f"no {st.check} finding in run {run.run_id}",
+                                        f"cleared on {job.name}")
+        return events
+
+    def _resolve(self, job: Job, check: str, topic: str, now: datetime, run_id: int | None, text: str,
+                 what: str) -> list[Event]:
+        change = self.store.update(job.name, check, topic, problem=False, severity="info", now=now, run_id=run_id)
+        if change is None or change.kind != "resolved":
+            return []
+        ev = self._base(job, check, topic, change, now, run_id=run_id,
+                        command=f"upkeeper show {run_id}" if run_id else None)
+        lasted = human_duration((now - change.since).total_seconds())
+        if topic == "missed":
+            ev.title = f"{job.name} {what} (overdue since {self._fmt(change.since)})"
+        else:
+            ev.title = f"{check}: {what} (after {lasted})"
+        ev.text = text
+        self._after_change(ev, change, job, now, None)
+        return [ev]
+
+    # -- backups ----------------------------------------------------------------------------
+
+    def _backup_events(self, job: Job, run: FinishedRun, now: datetime) -> list[Event]:
+        events: list[Event] = []
+        bcfg = self.cfg.backup
+        if run.status in checks.SUCCESS:
+            sc = checks.size_change(self.history, job.name, run.run_id, bcfg)
+            if sc is not None:
+                problem = abs(sc.pct) > bcfg.size_change_pct
+                text = (f"{human_bytes(sc.previous)} (run {sc.previous_run}) → {human_bytes(sc.size)} "
+                        f"(run {run.run_id}): {sc.pct:+.1f}%, threshold ±{bcfg.size_change_pct:g}%")
+                change = self.store.update(job.name, SIZE_CHECK, "backup.size", problem=problem, severity="warning",
+                                           now=now, summary=text, run_id=run.run_id,
+                                           repeat_interval=self.cfg.repeat_interval)
+                if change is not None and change.kind != "quiet":
+                    ev = self._base(job, SIZE_CHECK, "backup.size", change, now, run_id=run.run_id,
+                                    status=run.status, command=f"upkeeper show {run.run_id}",
+                                    details={"size": sc.size, "previous": sc.previous, "change_pct": round(sc.pct, 2)})
+                    ev.title = (f"{job.name} backup size back within ±{bcfg.size_change_pct:g}%"
+                                if change.kind == "resolved"
+                                else f"{job.name} backup size changed {sc.pct:+.0f}%")
+                    ev.text = text
+                    self._after_change(ev, change, job, now, None)
+                    events.append(ev)
+        rate = checks.success_rate(self.history, job.name, now, bcfg.success_rate_window)
+        if rate is not None:
+            problem = rate.pct < bcfg.success_rate_pct
+            window = human_duration(bcfg.success_rate_window)
+            text = (f"{rate.succeeded} of {rate.total} backups succeeded over the last {window}: "
+                    f"{rate.pct:.2f}% (target {bcfg.success_rate_pct:g}%)")
+            change = self.store.update(job.name, RATE_CHECK, "backup.success_rate", problem=problem,
+                                       severity="warning", now=now, summary=text, run_id=run.run_id,
+                                       repeat_interval=self.cfg.repeat_interval)
+            if change is not None and change.kind != "quiet":
+                ev = self._base(job, RATE_CHECK, "backup.success_rate", change, now, run_id=run.run_id,
+                                status=run.status, command=f"upkeeper history --job {job.name}",
+                                details={"rate_pct": round(rate.pct, 3), "succeeded": rate.succeeded,
+                                         "total": rate.total})
+                ev.title = (f"{job.name} backup success rate back to {rate.pct:.2f}%" if change.kind == "resolved"
+                            else f"{job.name} backup success rate {rate.pct:.2f}% over {window} "
+                                 f"(below {bcfg.success_rate_pct:g}%)")
+                ev.text = text
+                self._after_change(ev, change, job, now, None)
+                events.append(ev)
+        return events
+
+    # -- escalation -------------------------------------------------------------------------
+
+    def _escalation_for(self, ev: Event) -> Escalation | None:
+        esc = self.cfg.escalation
+        if esc is None or ev.topic in ("window", "emergency", "planned", "test", "escalation"):
+            return None
+        return esc if matches(esc, ev) else None
+
+    def _after_change(self, ev: Event, change: Change, job: Job, now: datetime, run: FinishedRun | None) -> None:
+        """Escalation bookkeeping for a notified change (new problem → level 1; resolution → stop)."""
+        if change.kind == "resolved":
+            ev.extra_channels = tuple(change.channels)
+            if change.level:
+                esc = self.cfg.escalation
+                name = esc.level_name(change.level) if esc and change.level <= len(esc.levels) else ""
+                self._pending_steps.append(Event(
+                    topic="escalation", state="resolved", severity=ev.severity, ts=now, job=job.name,
+                    check=ev.check, level=change.level, level_name=name, only_channels=(),
+                    title=f"escalation of {job.name} ({ev.check}) stopped at level {change.level} ({name}): resolved",
+                    text=ev.title, dedup_key=ev.dedup_key, category=job.category, tags=job.tags))
+            return
+        if change.kind == "problem":
+            esc = self._escalation_for(ev)
+            if esc is not None and self.store.set_level(job.name, ev.check or "", 1, 0):
+                lv = esc.levels[0]
+                if run is not None and run.retry_at is not None:
+                    how = f"automatic retry at {self._fmt(run.retry_at)}"
+                elif run is not None:
+                    how = f"no automatic retry left (retries: {job.retries})"
+                else:
+                    how = "waiting for the next run"
+                ev.level, ev.level_name = 1, esc.level_name(1)
+                ev.extra_channels = tuple(lv.channels)
+                self._pending_steps.append(Event(
+                    topic="escalation", state="problem", severity=ev.severity, ts=now, job=job.name, check=ev.check,
+                    level=1, level_name=esc.level_name(1), only_channels=(), dedup_key=ev.dedup_key,
+                    title=f"escalation level 1 ({esc.level_name(1)}) for {job.name} ({ev.check}): {how}",
+                    text=ev.title, category=job.category, tags=job.tags))
+        self._escalate_by_count(job, ev.check or "", change, now, run)
+
+    def _escalate_by_count(self, job: Job, check: str, change: Change, now: datetime, run: FinishedRun | None) -> None:
+        esc = self.cfg.escalation
+        if esc is None:
+            return
+        st = self.store.get(job.name, check)
+        if st is None or st.state != "problem" or st.level < 1:
+            return
+        for k in range(st.level + 1, len(esc.levels) + 1):
+            lv = esc.levels[k - 1]
+            if lv.after_failures is not None and st.count >= lv.after_failures:
+                self._step(esc, k, st.level, job, check, st.topic, st.severity, st.since, st.count, st.summary,
+                           now, reason=f"{st.count} consecutive failures (≥ {lv.after_failures})")
+                st.level = k
+            else:
+                break
+
+    def _step(self, esc: Escalation, level: int, expect: int, job: Job, check: str, topic: str, severity: str,
+              since: datetime, count: int, summary: str, now: datetime, reason: str) -> None:
+        if not self.store.set_level(job.name, check, level, expect):
+            return  # someone else escalated it
+        lv = esc.levels[level - 1]
+        name = esc.level_name(level)
+        ev = Event(topic="escalation", state="problem", severity=severity, ts=now, job=job.name, check=check,
+                   task=job.task_name, target=job.target_name, category=job.category, tags=job.tags, since=since,
+                   count=count, level=level, level_name=name, dedup_key=self.dedup_key(job.name, check),
+                   only_channels=tuple(lv.channels), summary=summary,
+                   title=f"ESCALATED to level {level} ({name}): {job.name} {check} unresolved since "
+                         f"{self._fmt(since)}",
+                   text="\n".join([f"Reason: {reason}", *( [summary] if summary else []),
+                                   f"Problem: {topic} on {job.name}, {count} occurrence(s)",
+                                   f"More: upkeeper history --job {job.name}"]),
+                   details={"reason": reason, "problem_topic": topic})
+        self._pending_steps.append(ev)
+
+    def check_escalations(self, now: datetime) -> list[Event]:
+        esc = self.cfg.escalation
+        if esc is None:
+            return []
+        self._take_steps()
+        for st in self.store.problems():
+            job = self._job(st.job)
+            if job is None or st.level < 1:
+                continue
+            level = st.level
+            for k in range(level + 1, len(esc.levels) + 1):
+                lv = esc.levels[k - 1]
+                by_time = lv.after is not None and now - st.since >= lv.after
+                by_count = lv.after_failures is not None and st.count >= lv.after_failures
+                if not (by_time or by_count):
+                    break
+                reason = (f"unresolved for {human_duration(now - st.since)} (≥ {human_duration(lv.after)})"
+                          if by_time and lv.after is not None else f"{st.count} consecutive failures")
+                self._step(esc, k, level, job, st.check, st.topic, st.severity, st.since, st.count, st.summary, now,
+                           reason)
+                level = k
+        steps = self._take_steps()
+        self.dispatch(steps, now)
+        return steps
+
+    # -- dispatch ---------------------------------------------------------------------------
+
+    def dispatch(self, events: Sequence[Event], now: datetime, *, once_key: str | None = None) -> list[Event]:
+        """Record events, route them, create one delivery per channel (per event for PagerDuty), send.
+
+        Escalation steps collected while building ``events`` go out with them.
+        """
+        events = [*events, *self._take_steps()]
+        recorded: list[Event] = []
+        for ev in events:
+            ev.ts = ev.ts or now
+            data = ev.to_payload()
+            eid = self.store.add_event(ts=ev.ts, topic=ev.topic, state=ev.state, severity=ev.severity, title=ev.title,
+                                       text=ev.text, data=data, job=ev.job, check=ev.check, run_id=ev.run_id,
+                                       level=ev.level, once_key=once_key)
+            if eid is None:
+                continue
+            ev.id = eid
+            recorded.append(ev)
+        per_channel: dict[str, list[Event]] = {}
+        for ev in recorded:
+            chans = self.router.channels_for(ev)
+            for c in chans:
+                t = self.transports[c]
+                if not t.announcements and (ev.dedup_key is None or ev.state == "notice"
+                                            or SEVERITY_RANK.get(ev.severity, 0) == 0):
+                    continue
+                per_channel.setdefault(c, []).append(ev)
+            if ev.is_problem and ev.job and ev.check and chans:
+                self.store.add_channels(ev.job, ev.check, chans)
+        created: list[tuple[int, str, dict[str, Any]]] = []
+        for channel, evs in per_channel.items():
+            groups = [[e] for e in evs] if self.transports[channel].per_event else [evs]
+            for group in groups:
+                payload = build_payload(group, self.node, now)
+                did = self.store.add_delivery(channel, [e.id for e in group if e.id], payload, now, DELIVERY_LEASE)
+                created.append((did, channel, payload))
+        for did, channel, payload in created:  # leased to us at creation: nobody else sends them meanwhile
+            self._attempt(did, channel, payload, 0, now, now)
+        return recorded
+
+    def deliver(self, delivery_id: int, now: datetime) -> DeliveryResult | None:
+        row = self.store.claim_one(delivery_id, now, DELIVERY_LEASE)
+        if row is None:
+            return None
+        return self._attempt(row.id, row.channel, row.payload, row.attempts, row.created_at, now)
+
+    def _attempt(self, did: int, channel: str, payload: dict[str, Any], attempts: int, created: datetime,
+                 now: datetime) -> DeliveryResult:
+        transport = self.transports.get(channel)
+        try:
+            if transport is None:
+                raise TransportError(f"channel {channel!r} is no longer configured", permanent=True)
+            receipt = transport.send(payload)
+        except Exception as exc:  # a transport must never break a run or the daemon
+            permanent = isinstance(exc, TransportError) and exc.permanent
+            msg = str(exc) if isinstance(exc, TransportError) else f"{type(exc).__name__}: {exc}"
+            d = self.cfg.delivery
+            delay = min(d.retry_delay * (2 ** attempts), d.retry_max_delay)
+            nxt = None if permanent or now + delay - created > d.give_up_after else now + delay
+            self.store.mark_failed(did, msg, nxt)
+            log.warning("notification to %s failed (%s): %s", channel,
+                        "giving up" if nxt is None else f"retry at {nxt.isoformat()}", redact(msg))
+            res = DeliveryResult(did, channel, False, redact(msg))
+        else:
+            self.store.mark_sent(did, now)
+            res = DeliveryResult(did, channel, True, receipt)
+        self.last_results.append(res)
+        del self.last_results[:-200]
+        return res
+
+    def retry_due(self, now: datetime) -> list[DeliveryResult]:
+        out = []
+        for row in self.store.claim_due(now, DELIVERY_LEASE):
+            out.append(self._attempt(row.id, row.channel, row.payload, row.attempts, row.created_at, now))
+        return out
+
+    # -- periodic ---------------------------------------------------------------------------
+
+    def tick(self, now: datetime | None = None) -> None:
+        """Escalation timers, missed runs, window notices, delivery retries.  Never raises."""
+        now = now or self.clock()
+        if not self.active:
+            return
+        for name, fn in (("escalation", self.check_escalations), ("missed runs", self.check_missed),
+                         ("window notices", self.window_notices), ("delivery retries", self.retry_due)):
+            try:
+                fn(now)
+            except Exception as exc:
+                log.warning("notifications: %s check failed: %s", name, redact(str(exc)))
+
+    # -- missed runs ------------------------------------------------------------------------
+
+    def missed(self, now: datetime) -> list[checks.Missed]:
+        jobs = [j for j in self.setup.jobs.values() if j.enabled and j.schedule is not None]
+        first_seen = self.store.first_seen([j.name for j in jobs], MISSED_CHECK, "missed", now)
+        return checks.find_missed(jobs, self.history, now, self.cfg.missed_grace, self.calendar, first_seen)
+
+    def check_missed(self, now: datetime) -> list[Event]:
+        if not self.cfg.missed_runs:
+            return []
+        missed = {m.job: m for m in self.missed(now)}
+        events: list[Event] = []
+        for m in missed.values():
+            job = self.setup.jobs[m.job]
+            change = self.store.update(m.job, MISSED_CHECK, "missed", problem=True, severity="critical", now=now,
+                                       summary=f"no run since {self._fmt(m.reference)}",
+                                       repeat_interval=self.cfg.repeat_interval, count=False)
+            if change is None or change.kind == "quiet":
+                continue
+            what = "has not run since upkeeper started watching it" if m.never_ran else \
+                f"last ran {self._fmt(m.reference)} ({ago(m.reference, now)})"
+            ev = self._base(job, MISSED_CHECK, "missed", change, now, command="upkeeper status --check",
+                            details={"reference": m.reference.isoformat(), "deadline": m.deadline.isoformat()})
+            ev.title = (f"{job.name} MISSED: no run for {human_duration(now - m.reference)}"
+                        if change.kind == "problem" else
+                        f"{job.name} still missing: no run for {human_duration(now - m.reference)}")
+            ev.text = "\n".join([
+                f"{job.name} ({job.task_name}) {what}.",
+                f"Expected every {human_duration(m.period)} + {human_duration(m.grace)} grace; overdue since "
+                f"{self._fmt(m.deadline)}.",
+                "Is the daemon running? Check: upkeeper status --check",
+            ])
+            self._after_change(ev, change, job, now, None)
+            events.append(ev)
+        # a job whose deadline moved (a success on another node, a blackout, a changed config) is no longer late
+        for st in self.store.problems(topic="missed"):
+            known = self._job(st.job)
+            if known is not None and st.job not in missed:
+                events += self._resolve(known, MISSED_CHECK, "missed", now, None, "no longer overdue",
+                                        "is no longer overdue")
+        self.dispatch(events, now)
+        return events
+
+    # -- maintenance windows ----------------------------------------------------------------
+
+    def planned_in(self, window: Window, period: Period) -> list[tuple[str, str]]:
+        """(job, how) pairs planned inside ``period``: bound jobs due by its end, and pending runs."""
+        out: list[tuple[str, str]] = []
+        prev = window.rec.last_end_before(period.start)
+        for job in self.setup.jobs.values():
+            if not job.enabled or job.window != window.name or job.schedule is None:
+                continue
+            after = prev.end if prev is not None else period.start - job.schedule.period()
+            occ = job.schedule.next_after(after - timedelta(seconds=1))
+            if occ < period.end:
+                out.append((job.name, f"{job.task_name} (schedule {job.schedule.text})"))
+        for r in self.history.runs(statuses=["pending"], limit=500):
+            if r.due_at is not None and period.start <= r.due_at < period.end and r.trigger == "planned":
+                out.append((r.job, f"planned run at {local_time(r.due_at, window.tz, '%H:%M %Z')}"))
+        return out
+
+    def outcomes_in(self, window: Window, period: Period) -> list[tuple[str, int, str, str]]:
+        """(job, run id, status, summary) for runs that started inside ``period``."""
+        out = []
+        bound = {j.name for j in self.setup.jobs.values() if j.window == window.name}
+        for r in self.history.runs(since=period.start - timedelta(days=400), limit=2000):
+            if r.started_at is not None and period.start <= r.started_at < period.end and (
+                    r.job in bound or r.trigger in ("planned", "deferred")):
+                out.append((r.job, r.id, r.status, r.summary))
+        return sorted(out, key=lambda t: t[1])
+
+    def window_notices(self, now: datetime) -> list[Event]:
+        sent: list[Event] = []
+        for window in self.calendar.windows.values():
+            w = window.cfg
+            horizon = max(w.notices, default=timedelta(0))
+            chans = tuple(w.notify) if w.notify is not None else None
+            for p in window.rec.periods(now - END_NOTICE_MAX_AGE, now + horizon + timedelta(minutes=1)):
+                key = f"window:{window.name}:{p.start.isoformat()}"
+                when = describe(p, window.tz)
+                if now < p.start:
+                    due = [n for n in w.notices if now >= p.start - n]
+                    if not due:
+                        continue
+                    lead = min(due)
+                    planned = self.planned_in(window, p)
+                    lines = [f"Maintenance window {window.name!r}: {when}" +
+                             (f" — {w.description}" if w.description else "")]
+                    lines += [f"• {j}: {how}" for j, how in planned] or ["• no jobs planned"]
+                    lines.append("Calendar: upkeeper windows --ics")
+                    ev = Event(topic="window", state="notice", severity="info", ts=now,
+                               title=f"Maintenance window {window.name} in {human_duration(p.start - now)}: {when}",
+                               text="\n".join(lines), only_channels=chans,
+                               details={"window": window.name, "start": p.start.isoformat(),
+                                        "end": p.end.isoformat(), "notice": "advance",
+                                        "lead_seconds": lead.total_seconds(), "planned": [j for j, _ in planned]})
+                    sent += self.dispatch([ev], now, once_key=f"{key}:notice:{int(lead.total_seconds())}")
+                elif p.start <= now < p.end:
+                    planned = self.planned_in(window, p)
+                    ev = Event(topic="window", state="notice", severity="info", ts=now,
+                               title=f"Maintenance window {window.name} started: {when}",
+                               text="\n".join([f"• {j}: {how}" for j, how in planned] or ["no jobs planned"]),
+                               only_channels=chans,
+                               details={"window": window.name, "start": p.start.isoformat(),
+                                        "end": p.end.isoformat(), "notice": "start",
+                                        "planned": [j for j, _ in planned]})
+                    sent += self.dispatch([ev], now, once_key=f"{key}:start")
+                elif now >= p.end and self.store.has_once(f"{key}:start"):
+                    outcomes = self.outcomes_in(window, p)
+                    bad = [o for o in outcomes if o[2] in checks.FAILURE]
+                    lines = [f"• {j}: {st} (run {rid}) {summ[:120]}".rstrip() for j, rid, st, summ in outcomes]
+                    ev = Event(topic="window", state="notice", severity="warning" if bad else "info", ts=now,
+                               title=f"Maintenance window {window.name} ended: {len(outcomes)} run(s), "
+                                     f"{len(bad)} failed",
+                               text="\n".join(lines or ["nothing ran"]), only_channels=chans,
+                               details={"window": window.name, "start": p.start.isoformat(),
+                                        "end": p.end.isoformat(), "notice": "end",
+                                        "runs": [{"job": j, "run_id": rid, "status": st} for j, rid, st, _ in
+                                                 outcomes]})
+                    sent += self.dispatch([ev], now, once_key=f"{key}:end")
+        return sent
+
+    # -- announcements ----------------------------------------------------------------------
+
+    def announce(self, topic: str, title: str, text: str, now: datetime, *, about: Job | None = None,
+                 details: dict[str, Any] | None = None, severity: str = "info") -> list[Event]:
+        ev = Event(topic=topic, state="notice", severity=severity, ts=now, title=title, text=text,
+                   job=about.name if about else None, task=about.task_name if about else None,
+                   target=about.target_name if about else None, category=about.category if about else None,
+                   tags=about.tags if about else (), details=details or {})
+        return self.dispatch([ev], now)
+
+    def send_test(self, channel: str, now: datetime) -> DeliveryResult | None:
+        ev = Event(topic="test", state="notice", severity="info", ts=now, only_channels=(channel,),
+                   title=f"upkeeper test notification from {self.node}",
+                   text=f"Channel {channel!r} works. Sent by 'upkeeper notify test {channel}'.",
+                   dedup_key=self.dedup_key("upkeeper", "test"))
+        self.last_results = []
+        recorded = self.dispatch([ev], now)
+        if not recorded:
+            return None
+        return self.last_results[-1] if self.last_results else None

@@ -1,0 +1,315 @@
+"""Notification state in the history database: per (job, check) state, events, deliveries.
+
+* ``notify_state`` — one row per (job, check): ok or problem, since when, how
+  many consecutive occurrences, the escalation level reached, when it was last
+  notified, which channels were told (so a resolution reaches all of them).
+* ``notify_events`` — every notification-worthy event and every escalation
+  step, with the text that was sent.  ``once_key`` makes announcements (window
+  notices) idempotent across daemons.
+* ``notify_deliveries`` — one row per message to one channel: sent, failed
+  (with the error and the next attempt), or dead (gave up).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Index, Integer, String, Text, UniqueConstraint, func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from upkeeper.core.history import History
+from upkeeper.core.models import Base, JSONType, UTCDateTime
+from upkeeper.redact import redact, redact_obj
+
+
+class NotifyStateRow(Base):
+    __tablename__ = "notify_state"
+
+    job: Mapped[str] = mapped_column(String(100), primary_key=True)
+    check: Mapped[str] = mapped_column(String(200), primary_key=True)
+    topic: Mapped[str] = mapped_column(String(32), nullable=False)
+    state: Mapped[str] = mapped_column(String(16), nullable=False)  # ok | problem
+    severity: Mapped[str] = mapped_column(String(16), nullable=False, default="info")
+    since: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    count: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    suppressed: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    level: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    last_notified_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_run_id: Mapped[int | None] = mapped_column(Integer)
+    summary: Mapped[str] = mapped_column(Text, default="")
+    channels: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+
+
+class NotifyEventRow(Base):
+    __tablename__ = "notify_events"
+    __table_args__ = (
+        UniqueConstraint("once_key", name="uq_notify_events_once"),
+        Index("ix_notify_events_ts", "ts"),
+        Index("ix_notify_events_job_check", "job", "check"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    ts: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    topic: Mapped[str] = mapped_column(String(32), nullable=False)
+    state: Mapped[str] = mapped_column(String(16), nullable=False)
+    severity: Mapped[str] = mapped_column(String(16), nullable=False)
+    job: Mapped[str | None] = mapped_column(String(100))
+    check: Mapped[str | None] = mapped_column(String(200))
+    run_id: Mapped[int | None] = mapped_column(Integer)
+    level: Mapped[int | None] = mapped_column(Integer)
+    title: Mapped[str] = mapped_column(Text, default="")
+    text: Mapped[str] = mapped_column(Text, default="")
+    data: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    once_key: Mapped[str | None] = mapped_column(String(255))
+
+
+class NotifyDeliveryRow(Base):
+    __tablename__ = "notify_deliveries"
+    __table_args__ = (Index("ix_notify_deliveries_due", "status", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    channel: Mapped[str] = mapped_column(String(100), nullable=False)
+    status: Mapped[str] = mapped_column(String(16), nullable=False)  # pending | sent | failed | dead
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str] = mapped_column(Text, default="")
+    event_ids: Mapped[list[int]] = mapped_column(JSONType, default=list)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+
+
+@dataclass
+class Change:
+    """What a state update decided: notify a new problem, a repeat, a severity change, a resolution."""
+
+    kind: str  # problem | repeat | changed | resolved | quiet (a repeat not notified yet)
+    job: str
+    check: str
+    topic: str
+    severity: str
+    since: datetime
+    count: int
+    repeats: int = 0
+    level: int = 0
+    channels: list[str] = field(default_factory=list)
+    previous_severity: str | None = None
+
+
+class NotifyStore:
+    """Notification tables, on the history database (SQLite or PostgreSQL)."""
+
+    def __init__(self, history: History) -> None:
+        self.history = history
+
+    # -- (job, check) state ------------------------------------------------------------------
+
+    @staticmethod
+    def _row(s: Session, job: str, check: str, topic: str, now: datetime) -> NotifyStateRow:
+        row = s.execute(
+            select(NotifyStateRow).where(NotifyStateRow.job == job, NotifyStateRow.check == check).with_for_update()
+        ).scalar_one_or_none()
+        if row is None:
+            row = NotifyStateRow(job=job, check=check, topic=topic, state="ok", severity="info", since=now, count=0,
+                                 suppressed=0, level=0, channels=[], summary="", updated_at=now)
+            s.add(row)
+            s.flush()
+        return row
+
+    def update(
+        self, job: str, check: str, topic: str, *, problem: bool, severity: str, now: datetime,
+        summary: str = "", run_id: int | None = None, repeat_interval: timedelta = timedelta(hours=4),
+        count: bool = True,
+    ) -> Change | None:
+        """Apply one observation of (job, check); return what changed (None: nothing, still ok).
+
+        ``count=False`` for conditions polled on a timer (missed runs): polling is not a repeat.
+        """
+        with self.history.session() as s:
+            row = self._row(s, job, check, topic, now)
+            row.updated_at = now
+            if run_id is not None:
+                row.last_run_id = run_id
+            if problem:
+                row.summary = redact(summary)[:2000]
+                if row.state != "problem":
+                    row.state, row.severity, row.since, row.count = "problem", severity, now, 1
+                    row.suppressed, row.level, row.channels, row.last_notified_at = 0, 0, [], now
+                    return Change("problem", job, check, topic, severity, now, 1)
+                if count:
+                    row.count += 1
+                if severity != row.severity:
+                    prev, row.severity = row.severity, severity
+                    repeats, row.suppressed, row.last_notified_at = row.suppressed, 0, now
+                    return Change("changed", job, check, topic, severity, row.since, row.count, repeats,
+                                  row.level, list(row.channels), previous_severity=prev)
+                if row.last_notified_at is None or now - row.last_notified_at >= repeat_interval:
+                    repeats = row.suppressed + 1
+                    row.suppressed, row.last_notified_at = 0, now
+                    return Change("repeat", job, check, topic, severity, row.since, row.count, repeats, row.level,
+                                  list(row.channels))
+                if count:
+                    row.suppressed += 1
+                return Change("quiet", job, check, topic, severity, row.since, row.count, row.suppressed, row.level,
+                              list(row.channels))
+            if row.state == "problem":
+                change = Change("resolved", job, check, topic, row.severity, row.since, row.count, row.suppressed,
+                                row.level, list(row.channels))
+                row.state, row.count, row.suppressed, row.level, row.channels = "ok", 0, 0, 0, []
+                row.since, row.last_notified_at, row.summary = now, now, redact(summary)[:2000]
+                return change
+            return None
+
+    def add_channels(self, job: str, check: str, channels: Sequence[str]) -> None:
+        with self.history.session() as s:
+            row = s.get(NotifyStateRow, (job, check))
+            if row is not None:
+                row.channels = sorted(set(row.channels or []) | set(channels))
+
+    def set_level(self, job: str, check: str, level: int, expect: int) -> bool:
+        """Move a problem to escalation ``level`` if it is still at ``expect`` (compare-and-set)."""
+        with self.history.session() as s:
+            res = s.execute(
+                update(NotifyStateRow)
+                .where(NotifyStateRow.job == job, NotifyStateRow.check == check, NotifyStateRow.state == "problem",
+                       NotifyStateRow.level == expect)
+                .values(level=level)
+            )
+            return bool(res.rowcount)  # type: ignore[attr-defined]
+
+    def get(self, job: str, check: str) -> NotifyStateRow | None:
+        with self.history.session() as s:
+            return s.get(NotifyStateRow, (job, check))
+
+    def first_seen(self, jobs: Sequence[str], check: str, topic: str, now: datetime) -> dict[str, datetime]:
+        """Per job, ``since`` of its (job, check) row; rows are created (state ok, since now) when missing."""
+        out: dict[str, datetime] = {}
+        with self.history.session() as s:
+            rows = s.scalars(select(NotifyStateRow).where(NotifyStateRow.check == check,
+                                                          NotifyStateRow.job.in_(list(jobs))))
+            for row in rows:
+                out[row.job] = row.since
+            for job in jobs:
+                if job not in out:
+                    s.add(NotifyStateRow(job=job, check=check, topic=topic, state="ok", severity="info", since=now,
+                                         count=0, suppressed=0, level=0, channels=[], summary="", updated_at=now))
+                    out[job] = now
+        return out
+
+    def problems(self, job: str | None = None, topic: str | None = None) -> list[NotifyStateRow]:
+        q = select(NotifyStateRow).where(NotifyStateRow.state == "problem")
+        if job is not None:
+            q = q.where(NotifyStateRow.job == job)
+        if topic is not None:
+            q = q.where(NotifyStateRow.topic == topic)
+        with self.history.session() as s:
+            return list(s.scalars(q.order_by(NotifyStateRow.since)))
+
+    # -- events --------------------------------------------------------------------------------
+
+    def add_event(self, *, ts: datetime, topic: str, state: str, severity: str, title: str, text: str,
+                  data: dict[str, Any], job: str | None = None, check: str | None = None,
+                  run_id: int | None = None, level: int | None = None, once_key: str | None = None) -> int | None:
+        """Record an event; None when ``once_key`` was recorded before (someone else sent it)."""
+        row = NotifyEventRow(ts=ts, topic=topic, state=state, severity=severity, job=job, check=check,
+                             run_id=run_id, level=level, title=redact(title), text=redact(text),
+                             data=redact_obj(data), once_key=once_key)
+        try:
+            with self.history.session() as s:
+                s.add(row)
+                s.flush()
+                return int(row.id)
+        except IntegrityError:
+            return None
+
+    def events(self, *, limit: int = 50, job: str | None = None, topic: str | None = None) -> list[NotifyEventRow]:
+        q = select(NotifyEventRow)
+        if job:
+            q = q.where(NotifyEventRow.job == job)
+        if topic:
+            q = q.where(NotifyEventRow.topic == topic)
+        with self.history.session() as s:
+            return list(s.scalars(q.order_by(NotifyEventRow.id.desc()).limit(limit)))
+
+    def has_once(self, once_key: str) -> bool:
+        with self.history.session() as s:
+            return s.scalar(select(func.count()).where(NotifyEventRow.once_key == once_key)) != 0
+
+    # -- deliveries ----------------------------------------------------------------------------
+
+    def add_delivery(self, channel: str, event_ids: list[int], payload: dict[str, Any], now: datetime,
+                     lease: timedelta) -> int:
+        """A new delivery, leased to its creator (who sends it right away); if the creator dies, the
+        lease expires and whoever retries deliveries picks it up."""
+        with self.history.session() as s:
+            row = NotifyDeliveryRow(created_at=now, channel=channel, status="pending", attempts=0,
+                                    next_attempt_at=now + lease, event_ids=event_ids, payload=redact_obj(payload),
+                                    last_error="")
+            s.add(row)
+            s.flush()
+            return int(row.id)
+
+    def claim_due(self, now: datetime, lease: timedelta, limit: int = 50) -> list[NotifyDeliveryRow]:
+        """Deliveries whose (next) attempt is due; each is leased so another daemon skips it."""
+        with self.history.session() as s:
+            rows = s.scalars(
+                select(NotifyDeliveryRow)
+                .where(NotifyDeliveryRow.status.in_(["pending", "failed"]), NotifyDeliveryRow.next_attempt_at <= now)
+                .order_by(NotifyDeliveryRow.next_attempt_at)
+                .limit(limit)
+            ).all()
+            out = []
+            for row in rows:
+                res = s.execute(
+                    update(NotifyDeliveryRow)
+                    .where(NotifyDeliveryRow.id == row.id, NotifyDeliveryRow.next_attempt_at == row.next_attempt_at)
+                    .values(next_attempt_at=now + lease)
+                )
+                if res.rowcount == 1:  # type: ignore[attr-defined]
+                    out.append(row)
+            return out
+
+    def claim_one(self, delivery_id: int, now: datetime, lease: timedelta) -> NotifyDeliveryRow | None:
+        """Take one unsent delivery now, whatever its schedule (compare-and-set: one taker wins)."""
+        with self.history.session() as s:
+            row = s.get(NotifyDeliveryRow, delivery_id)
+            if row is None or row.status not in ("pending", "failed"):
+                return None
+            res = s.execute(
+                update(NotifyDeliveryRow)
+                .where(NotifyDeliveryRow.id == delivery_id, NotifyDeliveryRow.status == row.status,
+                       NotifyDeliveryRow.next_attempt_at == row.next_attempt_at,
+                       NotifyDeliveryRow.attempts == row.attempts)
+                .values(next_attempt_at=now + lease)
+            )
+            return row if res.rowcount == 1 else None  # type: ignore[attr-defined]
+
+    def mark_sent(self, delivery_id: int, now: datetime) -> None:
+        with self.history.session() as s:
+            s.execute(update(NotifyDeliveryRow).where(NotifyDeliveryRow.id == delivery_id).values(
+                status="sent", sent_at=now, next_attempt_at=None, attempts=NotifyDeliveryRow.attempts + 1))
+
+    def mark_failed(self, delivery_id: int, error: str, next_attempt_at: datetime | None) -> None:
+        with self.history.session() as s:
+            s.execute(update(NotifyDeliveryRow).where(NotifyDeliveryRow.id == delivery_id).values(
+                status="failed" if next_attempt_at is not None else "dead", last_error=redact(error)[:2000],
+                next_attempt_at=next_attempt_at, attempts=NotifyDeliveryRow.attempts + 1))
+
+    def deliveries(self, *, limit: int = 50, statuses: Sequence[str] | None = None,
+                   since: datetime | None = None) -> list[NotifyDeliveryRow]:
+        q = select(NotifyDeliveryRow)
+        if statuses:
+            q = q.where(NotifyDeliveryRow.status.in_(list(statuses)))
+        if since is not None:
+            q = q.where(NotifyDeliveryRow.created_at >= since)
+        with self.history.session() as s:
+            return list(s.scalars(q.order_by(NotifyDeliveryRow.id.desc()).limit(limit)))
+
+    def get_delivery(self, delivery_id: int) -> NotifyDeliveryRow | None:
+        with self.history.session() as s:
+            return s.get(NotifyDeliveryRow, delivery_id)

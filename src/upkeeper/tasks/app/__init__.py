@@ -1,0 +1,1 @@
+"""Application tasks: ``app.maintenance`` (weekly) and ``app.cleanup`` (daily)."""

@@ -1,0 +1,193 @@
+"""File housekeeping for an app: old temp and cache files, rotated logs past their age or count, old releases.
+
+Every deletion goes through :class:`Actions`, which records it (and only
+records it in a dry run).  Nothing outside the configured directories is
+touched; symlinks are removed, never followed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from upkeeper.fmt import human_bytes
+
+#: rotated siblings of a log: ours (app.log.20261123-031500[-1][.gz]) and logrotate's (app.log.1[.gz],
+#: app.log-20261123[.gz])
+ROTATED_SUFFIX = re.compile(r"^\.(\d+|\d{8}-\d{6}(-\d+)?)(\.(gz|zst|bz2|xz))?$|^-\d{8}(\d{2})?(\.(gz|zst|bz2|xz))?$")
+PARTIAL = ".partial"
+
+
+@dataclass
+class Actions:
+    dry_run: bool
+    done: list[dict[str, Any]] = field(default_factory=list)
+    freed: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def record(self, action: str, path: Path | str, **info: Any) -> None:
+        self.done.append({"action": action, "path": str(path), **info})
+
+    def remove(self, path: Path, reason: str, size: int) -> None:
+        self.record("remove", path, reason=reason, bytes=size)
+        self.freed += size
+        if self.dry_run:
+            return
+        try:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            self.errors.append(f"cannot remove {path}: {exc.strerror}")
+
+    def count(self, action: str) -> int:
+        return sum(1 for a in self.done if a["action"] == action)
+
+
+def tree_size(path: Path) -> int:
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for n in files:
+            try:
+                total += os.lstat(os.path.join(root, n)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def walk_files(top: Path) -> Iterator[tuple[Path, os.stat_result]]:
+    """Regular files and symlinks under ``top`` (not following symlinks), deepest first."""
+    for root, dirs, files in os.walk(top, topdown=False):
+        for n in files + [d for d in dirs if os.path.islink(os.path.join(root, d))]:
+            p = Path(root) / n
+            try:
+                st = os.lstat(p)
+            except OSError:
+                continue
+            if stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode):
+                yield p, st
+
+
+def unsafe_dir(path: Path, root: Path) -> str | None:
+    """Why pruning ``path`` would be dangerous (it is the app, or holds it, or is a system directory)."""
+    try:
+        real = path.resolve()
+        app = root.resolve()
+    except OSError as exc:
+        return f"cannot resolve {path}: {exc.strerror}"
+    if real == Path("/") or real == app or app.is_relative_to(real):
+        return f"{path} is the application directory or contains it"
+    if real in {Path(p) for p in ("/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/proc", "/root", "/sbin",
+                                  "/sys", "/usr", "/var", "/var/lib", "/var/log", "/tmp")}:
+        return f"{path} is a system directory; name a directory of the app"
+    return None
+
+
+def prune_old_files(top: Path, max_age_s: float, now: float, acts: Actions, reason: str,
+                    use_atime: bool) -> None:
+    """Delete files under ``top`` older than ``max_age_s``, then the directories that became empty."""
+    if not top.is_dir():
+        return
+    for p, st in walk_files(top):
+        newest = max(st.st_mtime, st.st_atime) if use_atime else st.st_mtime
+        if now - newest > max_age_s:
+            acts.remove(p, reason, st.st_size)
+    if acts.dry_run:
+        return
+    for root, dirs, _files in os.walk(top, topdown=False):
+        for d in dirs:
+            p = Path(root) / d
+            try:
+                if not p.is_symlink() and not any(p.iterdir()) and now - p.stat().st_mtime > max_age_s:
+                    p.rmdir()
+            except OSError:
+                pass
+
+
+def rotated_siblings(log: Path) -> list[Path]:
+    """Rotated copies of ``log`` in its directory, newest first (by modification time)."""
+    out = []
+    try:
+        entries = list(log.parent.iterdir())
+    except OSError:
+        return []
+    for p in entries:
+        if p.name.endswith(PARTIAL):
+            continue
+        rest = p.name[len(log.name):] if p.name.startswith(log.name) else None
+        if rest and ROTATED_SUFFIX.match(rest):
+            out.append(p)
+    return sorted(out, key=lambda p: (p.stat().st_mtime, p.name), reverse=True)
+
+
+def prune_rotated(log: Path, keep: int, max_age_s: float, now: float, acts: Actions) -> None:
+    for i, p in enumerate(rotated_siblings(log)):
+        st = p.stat()
+        if i >= keep:
+            acts.remove(p, f"beyond the newest {keep} rotated logs", st.st_size)
+        elif now - st.st_mtime > max_age_s:
+            acts.remove(p, "rotated log older than the retention", st.st_size)
+
+
+def stale_partials(dirs: set[Path], now: float, acts: Actions, min_age_s: float = 3600) -> None:
+    """Leftovers of an interrupted compression (never complete, never listed as a rotated log)."""
+    for d in dirs:
+        try:
+            entries = list(d.glob(f"*{PARTIAL}"))
+        except OSError:
+            continue
+        for p in entries:
+            st = p.stat()
+            if now - st.st_mtime > min_age_s:
+                acts.remove(p, "left over by an interrupted compression", st.st_size)
+
+
+def release_order(releases: list[Path]) -> list[Path]:
+    """Newest first: by name when every name is a timestamp or number (Capistrano), else by mtime."""
+    if releases and all(r.name[:1].isdigit() for r in releases):
+        return sorted(releases, key=lambda r: r.name, reverse=True)
+    return sorted(releases, key=lambda r: (r.lstat().st_mtime, r.name), reverse=True)
+
+
+def prune_releases(releases_dir: Path, current: Path, keep: int, acts: Actions) -> tuple[int, str | None]:
+    """Remove all but the newest ``keep`` releases, never the live one.  Returns (kept, live release name)."""
+    if not releases_dir.is_dir():
+        return 0, None
+    live: Path | None = None
+    if current.is_symlink() or current.exists():
+        try:
+            target = current.resolve()
+            for parent in (target, *target.parents):
+                if parent.parent == releases_dir.resolve():
+                    live = parent
+                    break
+        except OSError:
+            live = None
+    entries = [p for p in releases_dir.iterdir() if p.is_dir() or p.is_symlink()]
+    ordered = release_order(entries)
+    kept = 0
+    for i, rel in enumerate(ordered):
+        if live is not None and rel.resolve() == live:
+            kept += 1
+            continue
+        if i < keep:
+            kept += 1
+            continue
+        size = 0 if rel.is_symlink() else tree_size(rel)
+        acts.remove(rel, f"older than the newest {keep} releases", size)
+    return kept, (live.name if live else None)
+
+
+def describe(acts: Actions) -> str:
+    n = acts.count("remove")
+    verb = "would remove" if acts.dry_run else "removed"
+    return f"{verb} {n} item(s), {human_bytes(acts.freed)}" if n else "nothing to remove"

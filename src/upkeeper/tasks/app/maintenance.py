@@ -1,0 +1,432 @@
+"""app.maintenance (weekly) and app.cleanup (daily): caches, logs, temp files, releases, commands, health.
+
+``app.cleanup`` runs the rotation, temp and release policies; ``app.maintenance``
+adds build caches, configured commands (PM2's log rotation, anything else) and
+a health check that restarts the app — only when the check fails, at most once
+per cooldown, and recorded.  Each step is independent: one that fails becomes
+an ``app.step_failed`` finding and the others still run.  A dry run (the ``dry_run`` option, or
+a dry-run request) reports every action without doing it.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field
+
+from upkeeper.config.targets import AppTarget
+from upkeeper.config.types import ByteSize, Duration
+from upkeeper.core import proc
+from upkeeper.core.task import Finding, Result, Severity, Task, TaskContext, TaskOptions, task
+from upkeeper.errors import ProcessError
+from upkeeper.fmt import ago, human_bytes, human_duration
+from upkeeper.tasks.app import _housekeeping as hk
+from upkeeper.tasks.app._rotate import compress_file, copytruncate, reopen_rotate, rotated_name, writers_of
+
+#: files a log glob may also match that are rotated copies, not live logs
+NOT_A_LIVE_LOG = re.compile(r"\.(\d+|\d{8}-\d{6}(-\d+)?)(\.(gz|zst|bz2|xz))?$|\.(gz|zst|bz2|xz|partial)$|-\d{8}(\.gz)?$")
+#: rotated files we made and may compress later (after the app let go of them)
+OURS_UNCOMPRESSED = re.compile(r"\.\d{8}-\d{6}(-\d+)?$")
+MAX_ARTIFACT_ACTIONS = 200
+RUNUSER = "runuser"
+
+
+class CleanupOptions(TaskOptions):
+    rotate: bool = Field(True, description="rotate the target's logs")
+    rotate_size: ByteSize = Field(
+        default="10MB", validate_default=True, description="rotate a log once it is this big. Source: pm2-logrotate max_size (10M)"
+    )
+    rotate_age: Duration = Field(
+        default="1d", validate_default=True,
+        description="rotate a log this long after its previous rotation. Source: pm2-logrotate rotateInterval (daily)",
+    )
+    rotate_method: Literal["auto", "reopen", "copytruncate"] = Field(
+        "auto", description="auto: reopen when the target has reopen_signal or reopen_command, else copytruncate"
+    )
+    copytruncate_freeze: bool = Field(
+        True, description="pause the writing processes (SIGSTOP/SIGCONT) for the final copy and truncate, so no line "
+        "is lost; false: logrotate's copytruncate, which may lose the lines written in that instant",
+    )
+    compress: bool = Field(True, description="gzip rotated logs. Source: logrotate compress")
+    keep_rotated: int = Field(30, ge=0, description="rotated copies kept per log. Source: pm2-logrotate retain (30)")
+    log_max_age: Duration = Field(
+        default="30d", validate_default=True,
+        description="remove rotated logs older than this. Source: the maintenance procedures",
+    )
+    reopen_wait: Duration = Field(
+        default="10s", validate_default=True,
+        description="how long to wait for the app to let go of a renamed log before compressing it",
+    )
+    temp_max_age: Duration = Field(
+        default="1d", validate_default=True,
+        description="remove temp files not modified or accessed for this long. Source: upkeeper default",
+    )
+    keep_releases: int = Field(5, ge=1, description="releases kept (the live one always). Source: the maintenance procedures")
+    dry_run: bool = Field(False, description="report every action, change nothing")
+
+
+class MaintenanceOptions(CleanupOptions):
+    cache_max_age: Duration = Field(
+        default="7d", validate_default=True,
+        description="remove build-cache files (e.g. .next/cache) not modified for this long. Source: upkeeper default",
+    )
+    commands: list[list[str]] = Field(
+        default_factory=list,
+        description="commands run in the app directory as the app's user, e.g. [[pm2, flush]]; argv lists, no shell",
+    )
+    command_timeout: Duration = Field(default="10m", validate_default=True, description="limit for each command")
+    health_check: bool = Field(True, description="check the target's health_url; restart the app only if it fails")
+    health_timeout: Duration = Field(default="10s", validate_default=True, description="health check timeout")
+    health_expect_status: list[int] = Field(default_factory=list, description="healthy HTTP statuses (default: any 2xx)")
+    restart_cooldown: Duration = Field(
+        default="30m", validate_default=True,
+        description="never restart more often than this; a failing check inside it is reported, not restarted. "
+        "Source: upkeeper default",
+    )
+    restart_wait: Duration = Field(
+        default="60s", validate_default=True, description="how long to wait for the app to become healthy after a restart"
+    )
+
+
+@dataclass
+class Env:
+    ctx: TaskContext
+    target: AppTarget
+    opts: CleanupOptions
+    acts: hk.Actions
+    now: float
+    findings: list[Finding] = field(default_factory=list)
+    metrics: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def dry(self) -> bool:
+        return self.acts.dry_run
+
+    def finding(self, check: str, sev: Severity, subject: str, message: str, remediation: str, **kw: Any) -> None:
+        value, threshold = kw.pop("value", None), kw.pop("threshold", None)
+        self.findings.append(Finding(check, sev, subject, message, remediation, value=value, threshold=threshold, data=kw))
+
+
+def as_app_user(argv: list[str], user: str | None) -> list[str]:
+    """Run as the app's user when one is set and upkeeper runs as root."""
+    if user and os.geteuid() == 0:
+        return [RUNUSER, "-u", user, "--", *argv]
+    return list(argv)
+
+
+# -- logs -------------------------------------------------------------------------------------------
+
+def live_logs(target: AppTarget) -> list[Path]:
+    seen: dict[str, Path] = {}
+    for pattern in target.logs:
+        for name in sorted(glob.glob(str(target.path(pattern)))):
+            p = Path(name)
+            if p.is_file() and not p.is_symlink() and not NOT_A_LIVE_LOG.search(p.name):
+                seen.setdefault(str(p), p)
+    return list(seen.values())
+
+
+def _reopener(env: Env) -> Callable[[list[int]], None]:
+    t = env.target
+
+    def reopen(writers: list[int]) -> None:
+        if t.reopen_command:
+            proc.run(as_app_user(t.reopen_command, t.user), cwd=t.root, timeout=60)
+        if t.reopen_signal:
+            sig = signal.Signals[f"SIG{t.reopen_signal}"]
+            pids = [int(Path(t.pid_file).read_text().strip())] if t.pid_file else list(writers)
+            for pid in pids:
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    continue
+
+    return reopen
+
+
+def step_rotate(env: Env) -> None:
+    o, t = env.opts, env.target
+    if not o.rotate:
+        return
+    method = o.rotate_method
+    can_reopen = bool(t.reopen_signal or t.reopen_command)
+    if method == "auto":
+        method = "reopen" if can_reopen else "copytruncate"
+    if method == "reopen" and not can_reopen:
+        env.finding("app.rotate_failed", Severity.WARNING, t.root,
+                    "rotate_method is 'reopen' but the target has neither reopen_signal nor reopen_command",
+                    "set reopen_signal (and pid_file) or reopen_command on the target, or use copytruncate")
+        return
+    rotated_at: dict[str, float] = dict(env.ctx.state.get("rotated_at") or {})
+    rotated = 0
+    rotated_bytes = 0
+    logs = live_logs(t)
+    for log in logs:
+        try:
+            size = log.stat().st_size
+        except OSError:
+            continue
+        last = rotated_at.get(str(log))
+        if last is None:
+            rotated_at[str(log)] = env.now  # first seen: the age clock starts now (logrotate's state file)
+        why = ("size" if size >= o.rotate_size
+               else "age" if last is not None and env.now - last >= o.rotate_age.total_seconds() else None)
+        if size == 0 or why is None:
+            continue
+        dest = rotated_name(log, datetime.fromtimestamp(env.now, UTC))
+        if env.dry:
+            env.acts.record("rotate", log, method=method, bytes=size, reason=why)
+            rotated += 1
+            rotated_bytes += size
+            continue
+        try:
+            paused_ms = 0.0
+            if method == "copytruncate":
+                final, n, note, paused_ms = copytruncate(log, dest, compress=o.compress, freeze=o.copytruncate_freeze)
+            else:
+                final, n, note = reopen_rotate(log, dest, reopen=_reopener(env), compress=o.compress,
+                                               wait_s=o.reopen_wait.total_seconds())
+        except (OSError, ProcessError) as exc:
+            msg = exc.message if isinstance(exc, ProcessError) else (exc.strerror or str(exc))
+            env.finding("app.rotate_failed", Severity.WARNING, str(log), f"could not rotate {log.name}: {msg}",
+                        "check permissions on the log directory and the reopen settings of the target")
+            continue
+        rotated_at[str(log)] = env.now
+        env.acts.record("rotate", log, method=method, bytes=n, reason=why, to=str(final),
+                        **({"writers_paused_ms": round(paused_ms, 3)} if paused_ms else {}))
+        rotated += 1
+        rotated_bytes += n
+        if note:
+            env.finding("app.rotate_note", Severity.WARNING if "still writes" in note else Severity.INFO, str(log), note,
+                        "make the app reopen its logs on the signal/command, or set rotate_method: copytruncate")
+    env.ctx.state.set("rotated_at", {k: v for k, v in rotated_at.items() if Path(k).exists()})
+    # compress what an earlier run had to leave, then prune by count and age
+    for log in logs:
+        for sib in hk.rotated_siblings(log):
+            if o.compress and OURS_UNCOMPRESSED.search(sib.name) and not env.dry and not writers_of(sib):
+                env.acts.record("compress", sib, bytes=sib.stat().st_size, to=f"{sib}.gz")
+                compress_file(sib)
+        hk.prune_rotated(log, o.keep_rotated, o.log_max_age.total_seconds(), env.now, env.acts)
+    hk.stale_partials({log.parent for log in logs}, env.now, env.acts)
+    env.metrics.update({"rotated_logs": float(rotated), "rotated_bytes": float(rotated_bytes), "logs": float(len(logs))})
+    verb = "would rotate" if env.dry else "rotated"
+    env.notes.append(f"{verb} {rotated} of {len(logs)} log(s)" + (f" ({human_bytes(rotated_bytes)})" if rotated else ""))
+
+
+# -- temp, caches, releases ----------------------------------------------------------------------------
+
+def _prune_dirs(env: Env, dirs: list[str], max_age_s: float, reason: str, use_atime: bool, metric: str) -> None:
+    before_n, before_b = env.acts.count("remove"), env.acts.freed
+    root = Path(env.target.root)
+    for rel in dirs:
+        d = env.target.path(rel)
+        problem = hk.unsafe_dir(d, root)
+        if problem:
+            env.finding("app.unsafe_path", Severity.WARNING, str(d), f"not pruned: {problem}",
+                        "point the target's caches/temp_dirs at directories inside the app")
+            continue
+        hk.prune_old_files(d, max_age_s, env.now, env.acts, reason, use_atime)
+    env.metrics[f"{metric}_removed"] = float(env.acts.count("remove") - before_n)
+    env.metrics[f"{metric}_freed_bytes"] = float(env.acts.freed - before_b)
+
+
+def step_temp(env: Env) -> None:
+    _prune_dirs(env, env.target.temp_dirs, env.opts.temp_max_age.total_seconds(),
+                f"temp file unused for {human_duration(env.opts.temp_max_age)}", True, "temp")
+
+
+def step_caches(env: Env) -> None:
+    assert isinstance(env.opts, MaintenanceOptions)
+    _prune_dirs(env, env.target.caches, env.opts.cache_max_age.total_seconds(),
+                f"cache file older than {human_duration(env.opts.cache_max_age)}", False, "cache")
+
+
+def step_releases(env: Env) -> None:
+    t = env.target
+    if not t.releases_dir:
+        return
+    kept, live = hk.prune_releases(t.path(t.releases_dir), t.path(t.current_link), env.opts.keep_releases, env.acts)
+    env.metrics["releases_kept"] = float(kept)
+    env.notes.append(f"{kept} release(s) kept" + (f" (live: {live})" if live else ""))
+
+
+# -- commands and health --------------------------------------------------------------------------------
+
+def step_commands(env: Env) -> None:
+    assert isinstance(env.opts, MaintenanceOptions)
+    failed = 0
+    for argv in env.opts.commands:
+        shown = " ".join(argv)
+        if env.dry:
+            env.acts.record("command", shown, dry_run=True)
+            continue
+        t0 = time.monotonic()
+        try:
+            proc.run(as_app_user(argv, env.target.user), cwd=env.target.root,
+                     timeout=env.opts.command_timeout.total_seconds())
+            env.acts.record("command", shown, seconds=round(time.monotonic() - t0, 3), ok=True)
+        except ProcessError as exc:
+            failed += 1
+            env.acts.record("command", shown, ok=False)
+            env.finding("app.command_failed", Severity.WARNING, shown, f"{shown}: {exc.message}",
+                        "run the command by hand as the app's user to see why", stderr=(exc.stderr or "")[-2000:])
+    env.metrics["commands_failed"] = float(failed)
+    if env.opts.commands:
+        env.notes.append(f"{len(env.opts.commands) - failed}/{len(env.opts.commands)} command(s) ok")
+
+
+def health(url: str, opts: MaintenanceOptions) -> tuple[bool, str]:
+    import httpx
+
+    try:
+        r = httpx.get(url, timeout=opts.health_timeout.total_seconds(), follow_redirects=False)
+    except httpx.HTTPError as exc:
+        return False, f"no answer ({type(exc).__name__}: {exc})"
+    ok = r.status_code in opts.health_expect_status if opts.health_expect_status else 200 <= r.status_code < 300
+    return ok, f"HTTP {r.status_code}"
+
+
+def step_health(env: Env) -> None:
+    o, t = env.opts, env.target
+    assert isinstance(o, MaintenanceOptions)
+    if not o.health_check or not t.health_url:
+        return
+    ok, what = health(t.health_url, o)
+    env.metrics["healthy"] = 1.0 if ok else 0.0
+    if ok:
+        env.notes.append(f"healthy ({what})")
+        return
+    subject = t.health_url
+    if not t.restart_command:
+        env.finding("app.unhealthy", Severity.CRITICAL, subject, f"the health check failed: {what}",
+                    "set restart_command on the target so upkeeper can restart it, and read the app's log",
+                    value=what)
+        return
+    restarts: list[dict[str, Any]] = list(env.ctx.state.get("restarts") or [])
+    last = restarts[-1]["at"] if restarts else None
+    if last is not None and env.now - float(last) < o.restart_cooldown.total_seconds():
+        since = datetime.fromtimestamp(float(last)).astimezone()
+        env.finding("app.unhealthy", Severity.CRITICAL, subject,
+                    f"the health check failed ({what}); not restarting: the last restart was {ago(since)}, "
+                    f"inside the {human_duration(o.restart_cooldown)} cooldown",
+                    "restarting did not help: read the app's log; fix it by hand",
+                    value=what, last_restart=last)
+        return
+    shown = " ".join(t.restart_command)
+    if env.dry:
+        env.acts.record("restart", shown, reason=what, dry_run=True)
+        env.finding("app.unhealthy", Severity.CRITICAL, subject, f"the health check failed ({what}); would run {shown}",
+                    "run without dry_run to restart it", value=what)
+        return
+    env.ctx.log.warning("health check of %s failed (%s): running %s", subject, what, shown)
+    record: dict[str, Any] = {"at": env.now, "reason": what, "command": shown}
+    try:
+        proc.run(list(t.restart_command), cwd=t.root, timeout=o.restart_wait.total_seconds() + 60)
+    except ProcessError as exc:
+        record["ok"] = False
+        restarts.append(record)
+        env.ctx.state.set("restarts", restarts[-20:])
+        env.acts.record("restart", shown, reason=what, ok=False)
+        env.finding("app.restart_failed", Severity.CRITICAL, subject,
+                    f"the health check failed ({what}) and the restart command failed: {exc.message}",
+                    "restart the app by hand and fix restart_command", value=what)
+        return
+    deadline = time.monotonic() + o.restart_wait.total_seconds()
+    ok, after = health(t.health_url, o)
+    while not ok and time.monotonic() < deadline:
+        time.sleep(1.0)
+        ok, after = health(t.health_url, o)
+    record.update({"ok": ok, "after": after})
+    restarts.append(record)
+    env.ctx.state.set("restarts", restarts[-20:])
+    env.acts.record("restart", shown, reason=what, healthy_after=ok)
+    env.metrics["restarted"] = 1.0
+    env.metrics["healthy"] = 1.0 if ok else 0.0
+    if ok:
+        env.finding("app.restarted", Severity.WARNING, subject,
+                    f"the health check failed ({what}); restarted with {shown}, healthy again ({after})",
+                    "find out why it stopped answering: the app's log around this time", value=what)
+        env.notes.append("restarted (health check failed), healthy again")
+    else:
+        env.finding("app.unhealthy", Severity.CRITICAL, subject,
+                    f"the health check failed ({what}); restarted with {shown}, still unhealthy after "
+                    f"{human_duration(o.restart_wait)} ({after})",
+                    "read the app's log; the restart did not help", value=after)
+
+
+Step = tuple[str, Callable[[Env], None]]
+CLEANUP_STEPS: tuple[Step, ...] = (("rotate", step_rotate), ("temp", step_temp), ("releases", step_releases))
+MAINTENANCE_STEPS: tuple[Step, ...] = (
+    ("caches", step_caches), ("rotate", step_rotate), ("temp", step_temp), ("releases", step_releases),
+    ("commands", step_commands), ("health", step_health),
+)
+
+
+def run_steps(ctx: TaskContext, options: CleanupOptions, steps: tuple[Step, ...]) -> Result:
+    target = ctx.require_target()
+    assert isinstance(target, AppTarget)
+    root = Path(target.root)
+    acts = hk.Actions(dry_run=ctx.dry_run or options.dry_run)
+    env = Env(ctx=ctx, target=target, opts=options, acts=acts, now=ctx.now().timestamp())
+    if not root.is_dir():
+        env.finding("app.root_missing", Severity.CRITICAL, str(root), f"the application directory {root} does not exist",
+                    "fix the target's root")
+        return Result(summary=f"{root} does not exist", findings=env.findings)
+    for name, fn in steps:
+        try:
+            fn(env)
+        except Exception as exc:  # one failing step never stops the others
+            ctx.log.warning("step %s failed: %s: %s", name, type(exc).__name__, exc)
+            env.finding("app.step_failed", Severity.WARNING, f"{root} {name}", f"the {name} step failed: {exc}",
+                        "see the run log", step=name)
+    for err in acts.errors:
+        env.finding("app.remove_failed", Severity.WARNING, err.split(": ", 1)[0].removeprefix("cannot remove "), err,
+                    "check the file's permissions and owner")
+    env.metrics.update({"removed": float(acts.count("remove")), "freed_bytes": float(acts.freed)})
+    parts = ([hk.describe(acts)] if acts.count("remove") or not env.notes else []) + env.notes
+    summary = ("dry run: " if acts.dry_run else "") + "; ".join(parts)
+    artifacts = [{"kind": "app_actions", "dry_run": acts.dry_run, "actions": acts.done[:MAX_ARTIFACT_ACTIONS],
+                  "total": len(acts.done)}] if acts.done else []
+    return Result(summary=summary, findings=env.findings, metrics=env.metrics, artifacts=artifacts)
+
+
+@task
+class AppMaintenance(Task[MaintenanceOptions]):
+    """Weekly app upkeep: build caches, log rotation and retention, temp files, releases, commands, health."""
+
+    name = "app.maintenance"
+    summary = "clear old build caches, rotate/compress/prune logs, temp files, keep 5 releases, commands, health+restart"
+    target_kinds = ("app",)
+    Options = MaintenanceOptions
+    category = "maintenance"
+    exclusive = True  # never two rotations of the same logs at once (maintenance and cleanup share a target)
+    default_timeout = 1800
+
+    def run(self, ctx: TaskContext, options: MaintenanceOptions) -> Result:
+        return run_steps(ctx, options, MAINTENANCE_STEPS)
+
+
+@task
+class AppCleanup(Task[CleanupOptions]):
+    """Daily app cleanup: log rotation and retention, temp files and releases only."""
+
+    name = "app.cleanup"
+    summary = "rotate/compress/prune logs, remove old temp files, keep the last 5 releases"
+    target_kinds = ("app",)
+    Options = CleanupOptions
+    category = "maintenance"
+    exclusive = True
+    default_timeout = 900
+
+    def run(self, ctx: TaskContext, options: CleanupOptions) -> Result:
+        return run_steps(ctx, options, CLEANUP_STEPS)

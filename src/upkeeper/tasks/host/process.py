@@ -1,0 +1,221 @@
+"""host.process: resident memory of named processes over time; steady growth is a leak warning.
+
+Each run samples the RSS of every matching process (``samples_per_run`` times,
+``sample_interval`` apart) and keeps the recent samples per process (pid and
+start time, so a restart starts a new series) in the job's state.  A process
+whose last ``leak_samples`` samples rise along a straight line (least squares:
+slope above ``leak_slope`` per hour, r² at least ``leak_min_r2``) gets a
+memory-leak warning; one above ``rss_warning`` gets a size warning.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, ClassVar
+
+import psutil
+from pydantic import Field, field_validator, model_validator
+
+from upkeeper.config.types import ByteSize, Duration, StrictModel
+from upkeeper.core.task import Finding, Result, Severity, Task, TaskContext, TaskOptions, task
+from upkeeper.fmt import human_bytes, human_duration
+from upkeeper.tasks.host._trend import fit
+
+
+class ProcessSelector(StrictModel):
+    """Which processes one entry watches: by name, by command line, or by pid file (combined: all must hold)."""
+
+    label: str | None = Field(None, description="name in findings and metrics (default: the name, pattern or pid file)")
+    name: str | None = Field(None, description="process name or executable basename, e.g. node, gunicorn")
+    cmdline: str | None = Field(None, description="regular expression searched in the full command line")
+    pid_file: str | None = Field(None, description="file holding the pid of the process")
+    required: bool = Field(True, description="warn when no process matches")
+
+    @model_validator(mode="after")
+    def _some(self) -> ProcessSelector:
+        if not (self.name or self.cmdline or self.pid_file):
+            raise ValueError("give at least one of name, cmdline, pid_file")
+        return self
+
+    @field_validator("cmdline")
+    @classmethod
+    def _regex(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                re.compile(v)
+            except re.error as exc:
+                raise ValueError(f"cmdline is not a valid regular expression: {exc}") from None
+        return v
+
+    @property
+    def key(self) -> str:
+        return self.label or self.name or self.cmdline or self.pid_file or "?"
+
+
+class ProcessOptions(TaskOptions):
+    processes: list[ProcessSelector] = Field(..., min_length=1, description="the processes to watch")
+    rss_warning: ByteSize = Field(
+        default="1GB", validate_default=True, description="warn when one process's resident memory exceeds this. Source: the maintenance "
+        "procedures (1 GB per process)",
+    )
+    leak_samples: int = Field(6, ge=3, le=1000, description="samples (N) a growth trend is judged over")
+    leak_slope: ByteSize = Field(
+        default="10MiB", validate_default=True, description="growth per hour above which steady growth is a leak. Source: upkeeper default",
+    )
+    leak_min_r2: float = Field(
+        0.9, ge=0, le=1, description="how steady (r² of the linear fit) the growth must be to call it a leak"
+    )
+    samples_per_run: int = Field(1, ge=1, le=600, description="samples taken in one run")
+    sample_interval: Duration = Field(default="1s", validate_default=True, description="time between samples in one run")
+    keep_samples: int = Field(200, ge=3, le=10_000, description="samples kept per process between runs")
+
+    @model_validator(mode="after")
+    def _enough(self) -> ProcessOptions:
+        if self.keep_samples < self.leak_samples:
+            raise ValueError("keep_samples must be at least leak_samples")
+        return self
+
+
+def pid_from_file(path: str) -> int | None:
+    try:
+        text = Path(path).read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def select(sel: ProcessSelector, me: int) -> list[psutil.Process]:
+    wanted_pid = pid_from_file(sel.pid_file) if sel.pid_file else None
+    if sel.pid_file and wanted_pid is None:
+        return []
+    rx = re.compile(sel.cmdline) if sel.cmdline else None
+    found = []
+    for p in psutil.process_iter(["name", "cmdline"]):
+        if p.pid == me:
+            continue
+        if wanted_pid is not None and p.pid != wanted_pid:
+            continue
+        cmd: list[str] = p.info.get("cmdline") or []
+        if sel.name and p.info.get("name") != sel.name and (not cmd or os.path.basename(cmd[0]) != sel.name):
+            continue
+        if rx is not None and not rx.search(" ".join(cmd)):
+            continue
+        found.append(p)
+    return found
+
+
+@dataclass
+class Sample:
+    label: str
+    pid: int
+    identity: str
+    name: str
+    rss: int
+
+
+def sample_once(selectors: list[ProcessSelector]) -> tuple[list[Sample], set[str]]:
+    """RSS of every matching process; and the labels that matched nothing."""
+    me = os.getpid()
+    out: list[Sample] = []
+    missing: set[str] = set()
+    for sel in selectors:
+        procs = select(sel, me)
+        got = 0
+        for p in procs:
+            try:
+                with p.oneshot():
+                    rss = int(p.memory_info().rss)
+                    ident = f"{p.pid}:{p.create_time():.2f}"
+                    name = p.name()
+            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                continue
+            out.append(Sample(sel.key, p.pid, ident, name, rss))
+            got += 1
+        if got == 0 and sel.required:
+            missing.add(sel.key)
+    return out, missing
+
+
+@task
+class HostProcess(Task[ProcessOptions]):
+    """Resident memory of named processes sampled over time: leak and size warnings."""
+
+    name = "host.process"
+    summary = "RSS of named processes over time: steady growth → leak warning, above 1 GB → warning"
+    target_kinds = ("host",)
+    Options = ProcessOptions
+    category = "monitoring"
+    default_timeout = 600
+    metrics_retention: ClassVar[timedelta] = timedelta(days=90)
+
+    def run(self, ctx: TaskContext, options: ProcessOptions) -> Result:
+        history: dict[str, Any] = dict(ctx.state.get("samples") or {})
+        seen: set[str] = set()
+        last: dict[str, Sample] = {}
+        missing: set[str] = set()
+        for i in range(options.samples_per_run):
+            if i:
+                time.sleep(options.sample_interval.total_seconds())
+            ts = ctx.now().timestamp()
+            samples, missing = sample_once(options.processes)
+            for s in samples:
+                entry = history.setdefault(s.identity, {"label": s.label, "pid": s.pid, "name": s.name, "points": []})
+                entry["points"] = (entry["points"] + [[ts, s.rss]])[-options.keep_samples:]
+                seen.add(s.identity)
+                last[s.identity] = s
+        # forget processes that are gone: a restarted process starts a new series
+        history = {k: v for k, v in history.items() if k in seen}
+        ctx.state.set("samples", history)
+
+        findings: list[Finding] = []
+        metrics: dict[str, float] = {}
+        per_label: dict[str, list[Sample]] = {}
+        for s in last.values():
+            per_label.setdefault(s.label, []).append(s)
+        for label, group in sorted(per_label.items()):
+            metrics[f"proc.{label}.rss_bytes"] = float(sum(s.rss for s in group))
+            metrics[f"proc.{label}.max_rss_bytes"] = float(max(s.rss for s in group))
+            metrics[f"proc.{label}.count"] = float(len(group))
+        for ident, s in sorted(last.items(), key=lambda kv: (kv[1].label, kv[1].pid)):
+            subject = f"{s.label} (pid {s.pid})"
+            if s.rss > options.rss_warning:
+                findings.append(Finding(
+                    "host.process_memory", Severity.WARNING, subject,
+                    f"{s.name} uses {human_bytes(s.rss)} resident memory (threshold {human_bytes(options.rss_warning)})",
+                    "check the process for leaks or oversized caches; cap it (systemd MemoryMax, PM2 max_memory_restart)",
+                    value=s.rss, threshold=options.rss_warning,
+                ))
+            points = history[ident]["points"][-options.leak_samples:]
+            if len(points) < options.leak_samples:
+                continue
+            trend = fit([(float(t), float(v)) for t, v in points])
+            if trend is None:
+                continue
+            per_hour = trend.per_hour()
+            metrics[f"proc.{s.label}.{s.pid}.growth_bytes_per_hour"] = round(per_hour, 1)
+            if per_hour > options.leak_slope and trend.r2 >= options.leak_min_r2:
+                grown = points[-1][1] - points[0][1]
+                findings.append(Finding(
+                    "host.memory_leak", Severity.WARNING, subject,
+                    f"{s.name} grew steadily by {human_bytes(grown)} over {len(points)} samples "
+                    f"({human_duration(trend.span_s)}): {human_bytes(per_hour)}/h, r² {trend.r2:.2f} "
+                    f"(threshold {human_bytes(options.leak_slope)}/h)",
+                    "a memory leak is likely: take a heap snapshot, or schedule restarts until it is fixed",
+                    value=round(per_hour), threshold=options.leak_slope,
+                    data={"r2": round(trend.r2, 4), "samples": len(points), "rss_now": s.rss,
+                          "rss_first": points[0][1]},
+                ))
+        for label in sorted(missing):
+            findings.append(Finding(
+                "host.process_missing", Severity.WARNING, label, f"no running process matches {label!r}",
+                "start it, or fix the selector (name, cmdline, pid_file) in the job's options",
+            ))
+        parts = [f"{label} {human_bytes(metrics[f'proc.{label}.rss_bytes'])} ({int(metrics[f'proc.{label}.count'])})"
+                 for label in sorted(per_label)]
+        summary = "RSS: " + (", ".join(parts) if parts else "no matching process")
+        return Result(summary=summary, findings=findings, metrics=metrics)

@@ -1,0 +1,1 @@
+"""Redis tasks: ``redis.check`` (health), ``redis.evict`` (expendable keys), ``redis.metrics`` (samples)."""

@@ -1,0 +1,104 @@
+"""History store behaviour on SQLite and PostgreSQL: claims, locks, orphans, migrations."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from upkeeper.core.history import History, NewRun, default_history_path, history_url, process_identity
+from upkeeper.errors import HistoryError
+from upkeeper.sandbox.postgres import PostgresCluster
+
+T = datetime(2026, 5, 1, 3, 0, tzinfo=UTC)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def history(request: pytest.FixtureRequest, tmp_path: Path) -> History:
+    if request.param == "sqlite":
+        return History(f"sqlite:///{tmp_path / 'h.db'}")
+    pg: PostgresCluster = request.getfixturevalue("pg")
+    db: str = request.getfixturevalue("pg_db")
+    h = History(f"postgresql+psycopg://postgres@127.0.0.1:{pg.port}/{db}")
+    request.addfinalizer(h.close)
+    return h
+
+
+def test_claim_is_unique_per_occurrence(history: History) -> None:
+    a = history.claim([NewRun("j", "debug.noop", None, T), NewRun("k", "debug.noop", None, T)], "a:1:1", "a")
+    b = history.claim([NewRun("j", "debug.noop", None, T), NewRun("j", "debug.noop", None, T + timedelta(1))],
+                      "b:1:1", "b")
+    assert [r.job for r, _ in a] == ["j", "k"]
+    assert [(r.job, r.scheduled_for) for r, _ in b] == [("j", T + timedelta(1))]
+
+
+def test_datetimes_round_trip_as_aware_utc(history: History) -> None:
+    rid = history.create_run(NewRun("j", "debug.noop", None, T), "a:1:1", "a")
+    assert rid is not None
+    row = history.get_run(rid)
+    assert row is not None and row.scheduled_for == T and row.scheduled_for.tzinfo is not None
+    assert history.last_scheduled() == {"j": T}
+
+
+def test_locks_exclude_and_expire(history: History) -> None:
+    me = process_identity()
+    assert history.acquire_lock("target:db", f"{me}/1", "n", timedelta(minutes=1))
+    assert not history.acquire_lock("target:db", f"{me}/2", "n", timedelta(minutes=1))  # another run of mine
+    history.release_lock("target:db", f"{me}/1")
+    assert history.acquire_lock("target:db", f"{me}/2", "n", timedelta(minutes=1))
+    # a lock held by a dead process on this node is taken over
+    assert history.acquire_lock("job:x", f"{me.rsplit(':', 2)[0]}:999999:1/5", "n", timedelta(hours=1))
+    assert history.acquire_lock("job:x", f"{me}/6", "n", timedelta(minutes=1))
+    # a lock of another node is respected until its lease expires
+    assert history.acquire_lock("job:y", "elsewhere:5:5/1", "elsewhere", timedelta(seconds=-1))
+    assert history.acquire_lock("job:y", f"{me}/7", "n", timedelta(minutes=1))
+    assert history.acquire_lock("job:z", "elsewhere:5:5/1", "elsewhere", timedelta(minutes=5))
+    assert not history.acquire_lock("job:z", f"{me}/8", "n", timedelta(minutes=1))
+
+
+def test_runs_of_dead_owner_become_interrupted(history: History) -> None:
+    host = process_identity().rsplit(":", 2)[0]
+    rid = history.create_run(NewRun("j", "debug.noop", None, T, status="running"), f"{host}:999999:1", "n")
+    live = history.create_run(NewRun("k", "debug.noop", None, T, status="running"), process_identity(), "n")
+    assert history.recover_orphans("n") == [rid]
+    row = history.get_run(rid)
+    assert row is not None and row.status == "interrupted" and "died" in row.summary
+    assert history.get_run(live).status == "running"  # type: ignore[union-attr]
+
+
+def test_state_and_metrics(history: History) -> None:
+    history.set_state("j", "offsets", {"a.log": [1, 2]})
+    assert history.get_state("j", "offsets") == {"a.log": [1, 2]}
+    assert history.get_state("j", "missing", 5) == 5
+
+
+def test_sqlite_uses_wal(tmp_path: Path) -> None:
+    History(f"sqlite:///{tmp_path / 'h.db'}")
+    mode = sqlite3.connect(tmp_path / "h.db").execute("PRAGMA journal_mode").fetchone()[0]
+    assert mode == "wal"
+
+
+def test_default_location_is_platform_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
+    assert default_history_path() == tmp_path / "upkeeper" / "history.db"
+    assert history_url(None) == f"sqlite:///{tmp_path}/upkeeper/history.db"
+    assert history_url("rel/h.db", tmp_path) == f"sqlite:///{tmp_path}/rel/h.db"
+    assert history_url("postgresql://u@h/db") == "postgresql+psycopg://u@h/db"
+
+
+def test_newer_schema_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "h.db"
+    History(f"sqlite:///{path}")
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE alembic_version SET version_num = 'from_the_future'")
+    with pytest.raises(HistoryError, match="from_the_future.*newer upkeeper") as err:
+        History(f"sqlite:///{path}")
+    assert err.value.hint and "upgrade upkeeper" in err.value.hint
+
+
+def test_unreachable_postgres_history_is_a_clear_error() -> None:
+    with pytest.raises(HistoryError, match="cannot open history database") as err:
+        History("postgresql+psycopg://u:pw-secret@127.0.0.1:1/x?connect_timeout=2")
+    assert "pw-secret" not in str(err.value)

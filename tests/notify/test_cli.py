@@ -1,0 +1,212 @@
+"""The CLI around notifications and windows: run --at / --emergency, windows (--ics), notify, status --check,
+and located config errors."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from icalendar import Calendar
+
+from upkeeper.core.history import History, NewRun
+from upkeeper.core.task import Result
+from upkeeper.notify.events import Payload
+from upkeeper.sandbox.receivers import HttpReceiver
+
+DISK_OK = {"task": "host.disk", "options": {"mounts": ["/"], "warning": 99.9, "critical": 100}}
+DISK_FAIL = {"task": "host.disk", "options": {"mounts": ["/"], "warning": 0.001, "critical": 0.01}}
+
+
+def base(receiver: HttpReceiver, **extra: Any) -> dict[str, Any]:
+    return {"notifications": {"channels": {"team": {"kind": "webhook", "url": receiver.url + "/hook"}}}, **extra}
+
+
+def payloads(r: HttpReceiver) -> list[Payload]:
+    return [Payload.model_validate(q.json()) for q in r.requests]
+
+
+def test_windows_table_json_and_ics(cli, make_config, webhook_receiver) -> None:
+    cfg = make_config(base(webhook_receiver, windows={
+        "monthly": {"rrule": "FREQ=MONTHLY;BYDAY=1SU", "start": "02:00", "duration": "4h",
+                    "description": "first Sunday"},
+    }, blackouts={"freeze": {"start": "2030-12-20", "end": "2031-01-04", "timezone": "Europe/Berlin"}},
+        jobs={"reindex": {**DISK_OK, "schedule": "0 3 * * *", "window": "monthly"}}))
+    res = cli(["--config", cfg, "windows"])
+    assert res.code == 0, res.output
+    assert "monthly" in res.out and "reindex" in res.out
+    data = cli(["--config", cfg, "windows", "--json", "--days", "200"]).json()
+    assert len(data["windows"]) == 5 and all(w["planned"][0]["job"] == "reindex" for w in data["windows"])
+    assert all(datetime.fromisoformat(w["start"]).weekday() == 6 for w in data["windows"])
+    ics = cli(["--config", cfg, "windows", "--ics", "--days", "3660"])
+    assert ics.code == 0, ics.output
+    cal = Calendar.from_ical(ics.out)
+    events = [c for c in cal.walk("VEVENT")]
+    windows = [e for e in events if str(e["summary"]) == "Maintenance window: monthly"]
+    assert 119 <= len(windows) <= 121  # ten years of first Sundays
+    assert "reindex" in str(windows[0]["description"])
+    [freeze] = [e for e in events if str(e["summary"]) == "Blackout: freeze"]
+    assert freeze.decoded("dtstart") == datetime(2030, 12, 19, 23, 0, tzinfo=UTC)
+    assert len({str(e["uid"]) for e in events}) == len(events)
+
+
+def test_window_job_refuses_unplanned_runs_and_plans_with_notice(cli, make_config, webhook_receiver,
+                                                                 tmp_path) -> None:
+    now = datetime.now(UTC)
+    # a one-off window from 3 hours from now, for 2 hours
+    start = (now + timedelta(hours=3)).replace(second=0, microsecond=0)
+    cfg = make_config(base(webhook_receiver, windows={"tonight": {
+        "start": start.strftime("%Y-%m-%d %H:%M"), "duration": "2h", "timezone": "UTC"}},
+        jobs={"reindex": {**DISK_OK, "window": "tonight"}}))
+    res = cli(["--config", cfg, "run", "reindex"])
+    assert res.code == 2
+    assert "runs only inside maintenance window 'tonight'" in res.err and "--at" in res.err
+    res = cli(["--config", cfg, "run", "reindex", "--at", "+30m"])
+    assert res.code == 2 and "outside maintenance window" in res.err
+    at = (start + timedelta(minutes=30)).strftime("%Y-%m-%d %H:%M")
+    res = cli(["--config", cfg, "run", "reindex", "--at", at, "--json"])
+    assert res.code == 0, res.output
+    [planned] = res.json()
+    run = History("sqlite:///" + str(tmp_path / "history.db")).get_run(planned["run_id"])
+    assert run is not None and (run.status, run.trigger) == ("pending", "planned")
+    assert run.due_at == start + timedelta(minutes=30)
+    [ann] = payloads(webhook_receiver)
+    assert ann.events[0].topic == "planned" and "Planned run of reindex" in ann.title
+    audit = History("sqlite:///" + str(tmp_path / "history.db")).audit_entries()
+    assert [(a.action, a.job) for a in audit] == [("planned-run", "reindex")]
+
+
+def test_min_notice_inside_an_open_window(cli, make_config, webhook_receiver) -> None:
+    now = datetime.now(UTC)
+    start = (now - timedelta(hours=1)).replace(second=0, microsecond=0)
+    cfg = make_config(base(webhook_receiver, windows={"now": {
+        "start": start.strftime("%Y-%m-%d %H:%M"), "duration": "6h", "timezone": "UTC"}},
+        jobs={"reindex": {**DISK_OK, "window": "now"}}))
+    res = cli(["--config", cfg, "run", "reindex", "--at", "+20m"])
+    assert res.code == 2 and "needs at least 1h notice" in res.err
+    assert cli(["--config", cfg, "run", "reindex", "--at", "+90m"]).code == 0
+
+
+def test_blackout_refuses_then_emergency_runs_audited_and_announced(cli, make_config, webhook_receiver,
+                                                                   tmp_path) -> None:
+    today = datetime.now(UTC).date()
+    cfg = make_config(base(webhook_receiver, blackouts={"launch": {
+        "start": (today - timedelta(days=1)).isoformat(), "end": (today + timedelta(days=1)).isoformat(),
+        "timezone": "UTC", "except": ["security"]}},
+        jobs={"disk": DISK_OK, "audit": {**DISK_OK, "category": "security"}}))
+    res = cli(["--config", cfg, "run", "disk"])
+    assert res.code == 2 and "blackout 'launch'" in res.err and "--emergency" in res.err
+    assert cli(["--config", cfg, "run", "audit"]).code == 0  # excepted category
+    res = cli(["--config", cfg, "run", "disk", "--emergency"])
+    assert res.code == 2 and "--reason and --approved-by" in res.err
+    res = cli(["--config", cfg, "run", "disk", "--emergency", "--reason", "restore after bad deploy",
+               "--approved-by", "alice", "--json"])
+    assert res.code == 0, res.output
+    [r] = res.json()
+    h = History("sqlite:///" + str(tmp_path / "history.db"))
+    row = h.get_run(r["run_id"])
+    assert row is not None and row.trigger == "emergency" and row.details["approved_by"] == "alice"
+    [entry] = [a for a in h.audit_entries() if a.action == "emergency-run"]
+    assert entry.job == "disk" and entry.details["reason"] == "restore after bad deploy"
+    assert "blackout 'launch'" in entry.details["overrides"]
+    titles = [p.title for p in payloads(webhook_receiver)]
+    assert titles[0].startswith("EMERGENCY run of disk by ") and "approved by alice" in titles[0]
+    assert titles[-1] == "EMERGENCY run finished: 1 ok, 0 failed"
+
+
+def test_status_check_detects_missed_runs_and_notifies(cli, make_config, webhook_receiver, tmp_path) -> None:
+    cfg = make_config(base(webhook_receiver, jobs={"disk": {**DISK_OK, "schedule": "*/5 * * * *",
+                                                            "missed_grace": "10m"}}))
+    h = History("sqlite:///" + str(tmp_path / "history.db"))
+    past = datetime.now(UTC) - timedelta(hours=2)
+    rid = h.create_run(NewRun(job="disk", task="host.disk", target=None, scheduled_for=past), "old:1:1", "n1")
+    assert rid is not None
+    h.start_run(rid, past, "old:1:1")
+    h.finish_run(rid, status="ok", result=Result(summary="fine"), finished_at=past + timedelta(seconds=1),
+                 started_at=past)
+    res = cli(["--config", cfg, "status", "--check"])
+    assert res.code == 1 and "missed:" in res.out and "disk" in res.out
+    assert webhook_receiver.requests == []
+    res = cli(["--config", cfg, "status", "--check", "--notify", "--json"])
+    assert res.code == 1
+    assert [m["job"] for m in res.json()["notifications"]["missed"]] == ["disk"]
+    [p] = payloads(webhook_receiver)
+    assert p.events[0].topic == "missed" and p.events[0].state == "problem"
+    # run it: no longer missed
+    assert cli(["--config", cfg, "run", "disk"]).code == 0
+    assert cli(["--config", cfg, "status", "--check"]).code == 0
+    assert payloads(webhook_receiver)[-1].events[0].state == "resolved"
+
+
+def test_failed_run_via_cli_notifies_and_delivery_failures_show_in_status(cli, make_config,
+                                                                          webhook_receiver) -> None:
+    cfg = make_config(base(webhook_receiver, jobs={"disk": DISK_FAIL}))
+    webhook_receiver.stop()
+    res = cli(["--config", cfg, "run", "disk"])
+    assert res.code == 1  # the run failed; the notifier being down changes nothing about that
+    st = cli(["--config", cfg, "status"])
+    assert "1 delivery failure(s)" in st.out and "unreachable" in st.out
+    assert cli(["--config", cfg, "notify", "retry"]).code == 1
+    webhook_receiver.start()
+    res = cli(["--config", cfg, "notify", "retry"])
+    assert res.code == 0 and "sent" in res.out
+    [p] = payloads(webhook_receiver)
+    assert p.events[0].title == "disk failed" and p.events[0].status == "fail"
+    log = cli(["--config", cfg, "notify", "log", "--json"]).json()
+    assert log[0]["deliveries"][0]["status"] == "sent" and log[0]["deliveries"][0]["attempts"] == 3
+
+
+def test_notify_test_and_schema(cli, make_config, webhook_receiver) -> None:
+    cfg = make_config(base(webhook_receiver, jobs={"disk": DISK_OK}))
+    res = cli(["--config", cfg, "notify", "test", "team"])
+    assert res.code == 0, res.output
+    assert "test notification" in payloads(webhook_receiver)[0].title
+    assert cli(["--config", cfg, "notify", "test", "nope"]).code == 2
+    schema = cli(["--config", cfg, "notify", "schema"]).json()
+    assert "events" in schema["properties"] and schema["title"] == "Payload"
+
+
+def test_config_errors_are_located(cli, make_config, tmp_path) -> None:
+    cfg = make_config({
+        "notifications": {"channels": {"slack": "slack://a/b/c", "pager": {"kind": "pagerduty"}},
+                          "routes": [{"channels": ["slak"]}]},
+        "windows": {"monthly": {"rrule": "FREQ=MONTHLY;BYDAY=1SU", "start": "02:00", "end": "99:00"}},
+        "jobs": {"disk": {**DISK_OK, "window": "montly"}},
+    })
+    res = cli(["--config", cfg, "jobs"])
+    assert res.code == 2
+    err = res.err
+    assert "notifications -> channels -> pager" in err and "routing_key" in err
+    assert "windows -> monthly" in err and "invalid time of day '99:00'" in err
+    text = cfg.read_text()
+    # cross-references are checked once the structure is valid
+    fixed = text.replace("kind: pagerduty", "kind: pagerduty\n      routing_key: abc").replace("99:00", "06:00")
+    cfg.write_text(fixed)
+    res = cli(["--config", cfg, "jobs"])
+    assert res.code == 2
+    assert "notifications -> routes -> 0 -> channels -> 0: unknown channel 'slak'" in res.err
+    assert "Try: 'slack'" in res.err
+    assert "jobs -> disk -> window: unknown maintenance window 'montly'" in res.err
+    assert "upkeeper.yaml:" in res.err  # file and line
+
+
+def test_channel_secrets_never_reach_history_or_json(cli, make_config, webhook_receiver, tmp_path) -> None:
+    token = "tok-9f8e7d6c5b4a"
+    cfg = make_config({
+        "notifications": {"channels": {
+            "team": {"kind": "webhook", "url": f"{webhook_receiver.url}/hooks/{token}", "signing_secret": "sig-abcdef1"},
+            "pager": {"kind": "pagerduty", "routing_key": "0123456789abcdef0123456789abcdef",
+                      "url": "http://127.0.0.1:9/v2/enqueue", "timeout": "1s"},
+        }},
+        "jobs": {"disk": DISK_FAIL},
+    })
+    webhook_receiver.stop()
+    assert cli(["--config", cfg, "run", "disk"]).code == 1
+    outputs = [cli(["--config", cfg, "notify", "log", "--json"]).out,
+               cli(["--config", cfg, "status", "--json"]).out,
+               cli(["--config", cfg, "status"]).out]
+    db = (tmp_path / "history.db").read_bytes() + b"".join(
+        p.read_bytes() for p in tmp_path.glob("history.db-wal"))
+    for secret in (token, "sig-abcdef1", "0123456789abcdef0123456789abcdef"):
+        assert all(secret not in o for o in outputs), secret
+        assert secret.encode() not in db, secret
+    assert "delivery failure" in outputs[2]

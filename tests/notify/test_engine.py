@@ -1,0 +1,223 @@
+"""The notification engine against real receivers: state changes, repeats, findings, backups, retries."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from notify_support import error, fail, finding, ok, script, yaml_block
+from upkeeper.notify.events import Payload
+from upkeeper.sandbox.receivers import HttpReceiver, PagerDutyReceiver
+from upkeeper.sandbox.smtp import SmtpServer
+
+PD_KEY = "0123456789abcdef0123456789abcdef"
+
+
+def channels(webhook: HttpReceiver, pd: PagerDutyReceiver | None = None, smtp: SmtpServer | None = None,
+             slack: HttpReceiver | None = None) -> dict[str, object]:
+    ch: dict[str, object] = {"hook": {"kind": "webhook", "url": webhook.url + "/hook"}}
+    if pd is not None:
+        ch["pager"] = {"kind": "pagerduty", "routing_key": PD_KEY, "url": pd.events_url}
+    if smtp is not None:
+        ch["email"] = smtp.url()
+    if slack is not None:
+        ch["slack"] = {"kind": "slack", "webhook_url": slack.url + "/services/T0/B0/XYZ"}
+    return ch
+
+
+def config(chans: dict[str, object], jobs: dict[str, object] | None = None, **notify: object) -> str:
+    return yaml_block({
+        "notifications": {"channels": chans, **notify},
+        "jobs": jobs or {"nightly": {"task": "testing.scripted", "schedule": "0 3 * * *"}},
+    })
+
+
+def events_of(req_list: list, topic: str | None = None) -> list[dict]:  # type: ignore[type-arg]
+    out = []
+    for r in req_list:
+        body = Payload.model_validate(r.json())  # every webhook body follows the documented schema
+        out += [e.model_dump(mode="json") for e in body.events if topic is None or e.topic == topic]
+    return out
+
+
+def test_failure_repeat_and_recovery_reach_webhook_email_slack_and_pagerduty(
+        make_env, webhook_receiver, pagerduty, smtp_server) -> None:
+    slack = HttpReceiver().start()
+    try:
+        env = make_env(config(channels(webhook_receiver, pagerduty, smtp_server, slack), repeat_interval="1h"))
+        script("nightly", fail("dump was empty"), fail("dump was empty"), fail("dump was empty"), ok("dumped 3 MB"))
+        assert env.run("nightly") == "fail"
+        hooks = webhook_receiver.wait_for(1)
+        run_events = events_of(hooks, "run")
+        assert [(e["state"], e["severity"], e["job"], e["check"]) for e in run_events] == [
+            ("problem", "critical", "nightly", "run")]
+        assert "upkeeper show" in run_events[0]["text"] and "dump was empty" in run_events[0]["text"]
+        # the critical finding is its own (job, check) condition, in the same message
+        assert [e["check"] for e in events_of(hooks, "finding")] == ["testing.broken"]
+        mails = smtp_server.wait_for(1)
+        assert "nightly failed" in mails[0].subject and "dump was empty" in mails[0].body
+        slack_msg = slack.wait_for(1)[0]
+        assert slack_msg.path == "/services/T0/B0/XYZ"
+        assert slack_msg.json()["text"].startswith("nightly failed")
+        assert slack_msg.json()["attachments"][0]["color"] == "#d40e0d"
+        pd = pagerduty.wait_for(2)
+        assert {r.json()["dedup_key"] for r in pd} == {"upkeeper:nightly:run", "upkeeper:nightly:testing.broken"}
+        assert all(r.json()["event_action"] == "trigger" for r in pd)
+
+        # the same failure again, 10 minutes later: counted, not re-sent
+        env.now[0] += timedelta(minutes=10)
+        assert env.run("nightly") == "fail"
+        assert len(webhook_receiver.requests) == 1 and len(pagerduty.requests) == 2
+        # after the repeat interval: one summary with the count
+        env.now[0] += timedelta(hours=1)
+        assert env.run("nightly") == "fail"
+        hooks = webhook_receiver.wait_for(2)
+        rep = [e for e in events_of(hooks[1:], "run")]
+        assert rep[0]["state"] == "repeat" and rep[0]["count"] == 3 and rep[0]["repeats"] == 2
+        assert "still failing" in rep[0]["title"]
+
+        env.now[0] += timedelta(minutes=5)
+        assert env.run("nightly") == "ok"
+        hooks = webhook_receiver.wait_for(3)
+        resolved = events_of(hooks[2:])
+        assert {(e["check"], e["state"]) for e in resolved} == {("run", "resolved"), ("testing.broken", "resolved")}
+        assert "recovered" in next(e["title"] for e in resolved if e["check"] == "run")
+        pd = pagerduty.wait_for(6)
+        resolves = [r.json() for r in pd if r.json()["event_action"] == "resolve"]
+        assert {r["dedup_key"] for r in resolves} == {"upkeeper:nightly:run", "upkeeper:nightly:testing.broken"}
+        assert pagerduty.incidents == {"upkeeper:nightly:run": "resolved", "upkeeper:nightly:testing.broken": "resolved"}
+        assert len(smtp_server.wait_for(3)) == 3
+    finally:
+        slack.stop()
+
+
+def test_finding_appears_worsens_and_clears(make_env, webhook_receiver) -> None:
+    env = make_env(config(channels(webhook_receiver)))
+    script("nightly", finding("pg.dead_tuples", "warning"), finding("pg.dead_tuples", "critical"),
+           finding("pg.dead_tuples", "info"), ok())
+    assert env.run("nightly") == "warn"
+    e1 = events_of(webhook_receiver.wait_for(1), "finding")
+    assert [(e["state"], e["severity"], e["check"]) for e in e1] == [("problem", "warning", "pg.dead_tuples")]
+    assert e1[0]["findings"][0]["subject"] == "users" and "VACUUM" in e1[0]["text"]
+    assert env.run("nightly") == "fail"
+    e2 = events_of(webhook_receiver.wait_for(2)[1:], "finding")
+    assert [(e["state"], e["severity"]) for e in e2] == [("changed", "critical")]
+    # an info-level finding is not a problem: the condition clears
+    assert env.run("nightly") == "ok"
+    e3 = events_of(webhook_receiver.wait_for(3)[2:], "finding")
+    assert [(e["state"], e["check"]) for e in e3] == [("resolved", "pg.dead_tuples")]
+    assert env.run("nightly") == "ok"
+    assert len(webhook_receiver.requests) == 3  # nothing changed: nothing sent
+
+
+def test_an_errored_run_keeps_open_findings(make_env, webhook_receiver) -> None:
+    env = make_env(config(channels(webhook_receiver)))
+    script("nightly", finding("pg.bloat", "warning"), error("connection refused"))
+    env.run("nightly")
+    env.run("nightly")
+    states = {(e["check"], e["state"]) for e in events_of(webhook_receiver.wait_for(2))}
+    assert ("pg.bloat", "resolved") not in states  # no results from an errored run: nothing cleared
+    assert ("run", "problem") in states
+
+
+def test_endpoint_down_run_recorded_then_retry_delivers(make_env, webhook_receiver) -> None:
+    env = make_env(config(channels(webhook_receiver)))
+    webhook_receiver.stop()  # connection refused
+    script("nightly", fail("disk full"))
+    assert env.run("nightly") == "fail"
+    runs = env.history.runs(job="nightly")
+    assert [r.status for r in runs] == ["fail"]  # the run is recorded regardless
+    [d] = env.engine.store.deliveries()
+    assert d.status == "failed" and "unreachable" in d.last_error and d.attempts == 1
+    assert d.next_attempt_at == env.now[0] + timedelta(minutes=1)
+    # not yet due: nothing happens
+    assert env.engine.retry_due(env.now[0] + timedelta(seconds=30)) == []
+    # still down at the first retry: backoff doubles
+    [r1] = env.engine.retry_due(env.now[0] + timedelta(minutes=1))
+    assert not r1.ok
+    d = env.engine.store.get_delivery(d.id)
+    assert d.attempts == 2 and d.next_attempt_at == env.now[0] + timedelta(minutes=3)
+    webhook_receiver.start()  # back on the same port
+    [r2] = env.engine.retry_due(env.now[0] + timedelta(minutes=3))
+    assert r2.ok
+    body = webhook_receiver.wait_for(1)[0].json()
+    assert body["events"][0]["summary"] == "disk full"
+    d = env.engine.store.get_delivery(d.id)
+    assert d.status == "sent" and d.attempts == 3
+
+
+def test_rejected_delivery_is_not_retried(make_env, webhook_receiver) -> None:
+    env = make_env(config(channels(webhook_receiver)))
+    webhook_receiver.fail_with = [410]
+    script("nightly", fail())
+    env.run("nightly")
+    [d] = env.engine.store.deliveries()
+    assert d.status == "dead" and "HTTP 410" in d.last_error and d.next_attempt_at is None
+
+
+def test_webhook_signature(make_env, webhook_receiver) -> None:
+    import hashlib
+    import hmac
+
+    chans = {"hook": {"kind": "webhook", "url": webhook_receiver.url + "/h", "signing_secret": "s3cret-value",
+                      "headers": {"X-Team": "ops"}}}
+    env = make_env(config(chans))
+    script("nightly", fail())
+    env.run("nightly")
+    req = webhook_receiver.wait_for(1)[0]
+    expected = hmac.new(b"s3cret-value", req.body, hashlib.sha256).hexdigest()
+    assert req.headers["x-upkeeper-signature"] == f"sha256={expected}"
+    assert req.headers["x-team"] == "ops"
+    assert b"s3cret-value" not in req.body
+
+
+def test_routes_by_severity_job_category_and_tags(make_env, webhook_receiver) -> None:
+    other = HttpReceiver().start()
+    try:
+        chans = {"all": {"kind": "webhook", "url": webhook_receiver.url}, "db": {"kind": "webhook", "url": other.url}}
+        jobs = {"db-vacuum": {"task": "testing.scripted", "tags": ["db"]},
+                "web-check": {"task": "testing.scripted", "category": "monitoring"}}
+        env = make_env(config(chans, jobs, routes=[
+            {"channels": ["all"], "min_severity": "error"},
+            {"channels": ["db"], "jobs": ["db-*"], "events": ["finding"]},
+            {"channels": ["db"], "categories": ["monitoring"], "severity": ["warning"]},
+        ]))
+        script("db-vacuum", finding("pg.bloat", "warning"))
+        script("web-check", finding("http.slow", "warning"))
+        env.run("db-vacuum")
+        env.run("web-check")
+        got = [(e["job"], e["check"]) for e in events_of(other.wait_for(2))]
+        assert got == [("db-vacuum", "pg.bloat"), ("web-check", "http.slow")]
+        assert webhook_receiver.requests == []  # warnings are below the first route's min_severity
+        script("web-check", error("timeout"))
+        env.run("web-check")
+        assert [(e["job"], e["check"]) for e in events_of(webhook_receiver.wait_for(1))] == [("web-check", "run")]
+    finally:
+        other.stop()
+
+
+def test_backup_size_change_and_success_rate(make_env, webhook_receiver) -> None:
+    jobs = {"db-backup": {"task": "testing.backup", "schedule": "0 0 * * *"}}
+    env = make_env(config(channels(webhook_receiver), jobs))
+    script("db-backup", ok(size_bytes=1_000_000), ok(size_bytes=1_100_000), ok(size_bytes=1_500_000),
+           ok(size_bytes=1_550_000), fail("pg_dump exited 1"), ok(size_bytes=1_560_000))
+    for _ in range(2):
+        env.run("db-backup")
+        env.now[0] += timedelta(days=1)
+    assert webhook_receiver.requests == []  # +10 %: within ±20 %
+    env.run("db-backup")  # +36 %
+    [size] = events_of(webhook_receiver.wait_for(1), "backup.size")
+    assert size["state"] == "problem" and size["severity"] == "warning"
+    assert size["details"]["change_pct"] == 36.36 and "+36%" in size["title"]
+    env.now[0] += timedelta(days=1)
+    env.run("db-backup")  # +3 %: back to normal
+    [back] = events_of(webhook_receiver.wait_for(2)[1:], "backup.size")
+    assert back["state"] == "resolved"
+    env.now[0] += timedelta(days=1)
+    env.run("db-backup")  # a failed backup: 4 of 5 over 30 days = 80 % < 99.9 %
+    rate = events_of(webhook_receiver.wait_for(3)[2:], "backup.success_rate")
+    assert rate[0]["state"] == "problem" and rate[0]["details"] == {"rate_pct": 80.0, "succeeded": 4, "total": 5}
+    # the failure ages out of the 30-day window: the rate recovers
+    env.now[0] += timedelta(days=31)
+    env.run("db-backup")
+    resolved = events_of(webhook_receiver.wait_for(4)[3:], "backup.success_rate")
+    assert resolved and resolved[0]["state"] == "resolved"

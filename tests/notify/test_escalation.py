@@ -1,0 +1,141 @@
+"""Escalation through all four levels, and the missed-run alarm, in simulated time (the daemon's SimClock)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from notify_support import SimDaemon, fail, ok, script, yaml_block
+from upkeeper.core.history import History
+from upkeeper.notify.engine import NotificationEngine
+from upkeeper.notify.events import Payload
+from upkeeper.notify.store import NotifyStore
+from upkeeper.sandbox.receivers import HttpReceiver, PagerDutyReceiver
+
+PD_KEY = "0123456789abcdef0123456789abcdef"
+T0 = datetime(2025, 3, 3, 8, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def receivers() -> Iterator[dict[str, HttpReceiver]]:
+    rs: dict[str, HttpReceiver] = {"slack": HttpReceiver().start(), "lead": HttpReceiver().start(),
+                                   "mgmt": HttpReceiver().start(), "pager": PagerDutyReceiver().start()}
+    yield rs
+    for r in rs.values():
+        r.stop()
+
+
+def titles(r: HttpReceiver) -> list[str]:
+    return [Payload.model_validate(q.json()).title for q in r.requests]
+
+
+def test_escalation_through_all_levels_then_resolution_stops_it(tmp_path, receivers) -> None:
+    pd = receivers["pager"]
+    assert isinstance(pd, PagerDutyReceiver)
+    text = yaml_block({
+        "notifications": {
+            "channels": {
+                "slack": {"kind": "webhook", "url": receivers["slack"].url},
+                "lead": {"kind": "webhook", "url": receivers["lead"].url},
+                "mgmt": {"kind": "webhook", "url": receivers["mgmt"].url},
+                "pager": {"kind": "pagerduty", "routing_key": PD_KEY, "url": pd.events_url},
+            },
+            "escalation": {"levels": [
+                {"name": "automatic retry or fix"},
+                {"name": "on-call", "after_failures": 3, "after": "2h", "channels": ["pager"]},
+                {"name": "team lead", "after": "2h", "channels": ["lead"]},
+                {"name": "management", "after": "4h", "channels": ["mgmt"]},
+            ]},
+            "check_every": "5m",
+        },
+        "jobs": {"sync": {"task": "testing.scripted", "schedule": "every 15m"}},
+    })
+    sim = SimDaemon(tmp_path, text)
+    try:
+        script("sync", fail("upstream unreachable"))
+        sim.daemon.prepare()
+        sim.advance(T0 + timedelta(minutes=15))
+        first = T0 + timedelta(minutes=15)
+        assert titles(receivers["slack"]) == ["sync failed (+1 more)"]  # the run and its critical finding
+        assert pd.requests == [] and receivers["lead"].requests == []  # level 1: the automatic fix
+        # third consecutive failure (08:45) → level 2 pages on-call, before its 2h timer
+        sim.advance(T0 + timedelta(minutes=40))
+        assert pd.requests == []
+        sim.advance(T0 + timedelta(minutes=45))
+        assert [r.json()["event_action"] for r in pd.requests] == ["trigger", "trigger"]
+        assert {r.json()["dedup_key"] for r in pd.requests} == {"upkeeper:sync:run", "upkeeper:sync:testing.broken"}
+        assert "ESCALATED to level 2 (on-call)" in pd.requests[0].json()["payload"]["summary"]
+        # level 3 at 2h unresolved, level 4 at 4h — by the clock, not by failures
+        sim.advance(first + timedelta(hours=2) - timedelta(minutes=5))
+        assert receivers["lead"].requests == []
+        sim.advance(first + timedelta(hours=2))
+        # one message carrying both open conditions (the run, its finding)
+        [lead] = [Payload.model_validate(r.json()) for r in receivers["lead"].requests]
+        assert [(e.check, e.level, e.level_name) for e in lead.events] == [
+            ("run", 3, "team lead"), ("testing.broken", 3, "team lead")]
+        sim.advance(first + timedelta(hours=4))
+        [mgmt] = [Payload.model_validate(r.json()) for r in receivers["mgmt"].requests]
+        assert {(e.level, e.level_name) for e in mgmt.events} == {(4, "management")}
+        # repeats in between were summarized on the routes' channel, not re-sent per failure
+        assert len(receivers["slack"].requests) == 2  # the problem, then one 4h repeat summary
+        # resolution: every channel that was told hears it; PagerDuty resolves the same dedup keys
+        script("sync", ok("synced"))
+        sim.advance(first + timedelta(hours=4, minutes=15))
+        for name in ("slack", "lead", "mgmt"):
+            last = Payload.model_validate(receivers[name].requests[-1].json())
+            assert {e.state for e in last.events} == {"resolved"}, name
+        resolves = [r.json() for r in pd.requests if r.json()["event_action"] == "resolve"]
+        assert sorted(r["dedup_key"] for r in resolves) == ["upkeeper:sync:run", "upkeeper:sync:testing.broken"]
+        assert set(pd.incidents.values()) == {"resolved"}
+        # …and escalation stopped: hours later nothing more is sent
+        counts = {n: len(r.requests) for n, r in receivers.items()}
+        sim.advance(first + timedelta(hours=9), step=timedelta(minutes=15))
+        assert {n: len(r.requests) for n, r in receivers.items()} == counts
+        # every step is in history
+        steps = [(e.check, e.level, e.state) for e in reversed(NotifyStore(sim.history).events(topic="escalation"))]
+        assert steps == [("run", 1, "problem"), ("testing.broken", 1, "problem"),
+                         ("run", 2, "problem"), ("testing.broken", 2, "problem"),
+                         ("run", 3, "problem"), ("testing.broken", 3, "problem"),
+                         ("run", 4, "problem"), ("testing.broken", 4, "problem"),
+                         ("run", 4, "resolved"), ("testing.broken", 4, "resolved")]
+    finally:
+        sim.close()
+
+
+def test_missed_run_alarm_when_the_daemon_is_stopped_past_the_grace(tmp_path, receivers) -> None:
+    text = yaml_block({
+        "notifications": {"channels": {"slack": {"kind": "webhook", "url": receivers["slack"].url}},
+                          "missed_grace": "10m", "check_every": "1m"},
+        "jobs": {"heartbeat": {"task": "testing.scripted", "schedule": "every 15m"},
+                 "nightly": {"task": "testing.scripted", "schedule": "0 3 * * *", "missed_grace": "2h"}},
+    })
+    sim = SimDaemon(tmp_path, text)
+    script("heartbeat", ok())
+    sim.daemon.prepare()
+    sim.advance(T0 + timedelta(minutes=31))
+    assert [r.status for r in sim.history.runs(job="heartbeat")] == ["ok", "ok"]
+    sim.close()  # the daemon stops; the last success started at 08:30
+    # another node checks the shared history (what 'upkeeper status --check --notify' does)
+    watcher = NotificationEngine(sim.setup, History(sim.history.url))
+    watcher.tick(T0 + timedelta(minutes=54))  # 08:30 + 15m + 10m = 08:55: not late yet
+    assert receivers["slack"].requests == []
+    watcher.tick(T0 + timedelta(minutes=56))
+    [req] = receivers["slack"].wait_for(1)
+    [ev] = Payload.model_validate(req.json()).events
+    assert (ev.topic, ev.state, ev.job, ev.severity) == ("missed", "problem", "heartbeat", "critical")
+    assert "MISSED" in ev.title and "Is the daemon running?" in ev.text
+    # a daily job with a 2h grace is not late yet; checked again, the alarm is not repeated
+    watcher.tick(T0 + timedelta(minutes=58))
+    assert len(receivers["slack"].requests) == 1
+    # the daemon comes back and the job succeeds: resolved
+    sim2 = SimDaemon(tmp_path, text, start=T0 + timedelta(hours=1))
+    try:
+        sim2.daemon.prepare()  # catch-up: the newest missed occurrence runs once
+        assert sim2.daemon.wait_idle(30)
+        assert len(receivers["slack"].wait_for(2)) == 2
+        [ev2] = Payload.model_validate(receivers["slack"].requests[1].json()).events
+        assert (ev2.topic, ev2.state) == ("missed", "resolved")
+    finally:
+        sim2.close()

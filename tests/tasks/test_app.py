@@ -1,0 +1,207 @@
+"""app.maintenance and app.cleanup against a real running app: rotation loses no line while the app writes,
+old files go, the live release stays, and a failing health check restarts the app once per cooldown."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from ops_support import checks, run_task
+from upkeeper.core.task import MemoryState, Severity, Status
+from upkeeper.sandbox.app import AppServer, seed_tree
+
+
+@pytest.fixture
+def app(services_dir: Path, request: pytest.FixtureRequest) -> Iterator[AppServer]:
+    server = AppServer(Path(tempfile.mkdtemp(prefix="app-", dir=services_dir)), rate=3000)
+    server.start()
+    yield server
+    server.stop()
+
+
+def line_numbers(log_dir: Path) -> Counter[int]:
+    """Every 'line N' in the live log and in every rotated (gzip or plain) copy."""
+    seen: Counter[int] = Counter()
+    for p in log_dir.iterdir():
+        if not p.name.startswith("app.log"):
+            continue
+        data = gzip.decompress(p.read_bytes()) if p.suffix == ".gz" else p.read_bytes()
+        for line in data.decode().splitlines():
+            seen[int(line.rsplit(" ", 1)[1])] += 1
+    return seen
+
+
+def assert_every_line_once(app: AppServer) -> int:
+    last = app.stop()
+    seen = line_numbers(app.log.parent)
+    assert last > 1000, "the app wrote too little for the test to mean anything"
+    dupes = [n for n, c in seen.items() if c > 1]
+    missing = sorted(set(range(1, last + 1)) - set(seen))
+    assert not dupes, f"duplicated lines: {dupes[:10]}"
+    assert not missing, f"{len(missing)} lines lost, e.g. {missing[:10]}"
+    assert max(seen) == last
+    return last
+
+
+@pytest.mark.parametrize("method", ["copytruncate", "reopen"])
+def test_rotation_loses_no_line_while_the_app_writes(app: AppServer, method: str) -> None:
+    target = app.target(reopen_signal="USR1", pid_file=str(app.pid_file)) if method == "reopen" else app.target()
+    state = MemoryState()
+    results = []
+    for _ in range(5):
+        time.sleep(0.25)
+        results.append(run_task("app.cleanup", target, {"rotate_size": 1, "rotate_method": method}, state=state))
+    time.sleep(0.2)  # the app keeps writing into the fresh log
+    assert all(r.final_status is Status.OK for r in results), [r.findings for r in results]
+    assert all(r.metrics["rotated_logs"] == 1 for r in results)
+    rotated = sorted(app.log.parent.glob("app.log.*"))
+    assert len(rotated) == 5 and all(p.suffix == ".gz" for p in rotated)  # compressed, nothing partial left
+    last = assert_every_line_once(app)
+    assert app.log.stat().st_size > 0 and last > 0
+
+
+def test_an_app_that_does_not_reopen_keeps_its_lines_and_is_compressed_later(app: AppServer) -> None:
+    target = app.target(reopen_command=["true"])  # a reopen that does nothing: the app keeps the old file
+    state = MemoryState()
+    time.sleep(0.3)
+    res = run_task("app.cleanup", target, {"rotate_size": 1, "reopen_wait": "0.3s"}, state=state)
+    note = checks(res)["app.rotate_note"][0]
+    assert note.severity is Severity.WARNING and "still writes" in note.message
+    pending = [p for p in app.log.parent.glob("app.log.*") if p.suffix != ".gz"]
+    assert len(pending) == 1
+    last = app.stop()
+    # the next run compresses the copy the app has now let go of
+    res = run_task("app.cleanup", target, {"rotate_size": 1}, state=state)
+    assert not [p for p in app.log.parent.glob("app.log.*") if p.suffix != ".gz"]
+    assert any(a["action"] == "compress" for a in res.artifacts[0]["actions"])
+    seen = line_numbers(app.log.parent)
+    assert sorted(seen) == list(range(1, last + 1)) and set(seen.values()) == {1}
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    root = tmp_path / "shop"
+    seed_tree(root)
+    (root / "logs" / "app.log").write_text("live\n")
+    return root
+
+
+def _target(root: Path, **kw: object) -> dict[str, object]:
+    return {"kind": "app", "root": str(root), "releases_dir": "releases", **kw}
+
+
+def test_cleanup_prunes_logs_temp_and_releases_but_not_caches(tree: Path) -> None:
+    releases = sorted(p.name for p in (tree / "releases").iterdir())
+    dry = run_task("app.cleanup", _target(tree), dry_run=True)
+    assert dry.summary.startswith("dry run")
+    assert len(list((tree / "logs").iterdir())) == 6 and len(list((tree / "releases").iterdir())) == 8
+    planned = {a["path"] for a in dry.artifacts[0]["actions"] if a["action"] == "remove"}
+
+    res = run_task("app.cleanup", _target(tree))
+    assert res.final_status is Status.OK, res.findings
+    removed = {a["path"] for a in res.artifacts[0]["actions"] if a["action"] == "remove"}
+    assert removed == planned  # the dry run told the truth
+    # rotated logs older than 30 days are gone; the live log and the recent ones stay
+    assert sorted(p.name for p in (tree / "logs").iterdir()) == ["app.log", "app.log.1.gz", "app.log.2.gz"]
+    # temp files unused for a day are gone, fresh ones stay
+    assert sorted(p.name for p in (tree / "tmp").iterdir()) == ["upload-4.part", "upload-5.part"]
+    # the newest five releases stay, and 'current' still resolves
+    assert sorted(p.name for p in (tree / "releases").iterdir()) == releases[-5:]
+    assert (tree / "current").resolve().name == releases[-1]
+    # build caches are app.maintenance's business
+    assert len(list((tree / ".next" / "cache" / "images").iterdir())) == 12
+    assert res.metrics["releases_kept"] == 5 and res.metrics["freed_bytes"] > 0
+
+
+def test_maintenance_clears_old_caches_and_keeps_a_rolled_back_live_release(tree: Path) -> None:
+    releases = sorted(p.name for p in (tree / "releases").iterdir())
+    (tree / "current").unlink()
+    (tree / "current").symlink_to(tree / "releases" / releases[0])  # rolled back to the oldest release
+    res = run_task("app.maintenance", _target(tree), {"health_check": False})
+    assert res.final_status is Status.OK, res.findings
+    assert len(list((tree / ".next" / "cache" / "images").iterdir())) == 6  # the stale half is gone
+    assert res.metrics["cache_removed"] == 6
+    left = sorted(p.name for p in (tree / "releases").iterdir())
+    assert left == [releases[0], *releases[-5:]]
+    assert "live: " + releases[0] in res.summary
+
+
+def test_unsafe_directories_are_refused(tree: Path) -> None:
+    res = run_task("app.cleanup", _target(tree, temp_dirs=[".", "/etc"], releases_dir=None))
+    unsafe = {f.subject for f in checks(res)["app.unsafe_path"]}
+    assert unsafe == {str(tree / "."), "/etc"}
+    assert (tree / "server.js").exists() or (tree / "releases").exists()
+
+
+def test_commands_run_as_argv_and_a_failing_one_is_reported(tree: Path) -> None:
+    cmds = [[sys.executable, "-c", "open('ran-1', 'w').write('ok')"], ["false"],
+            [sys.executable, "-c", "open('ran-2', 'w').write('ok')"]]
+    res = run_task("app.maintenance", _target(tree), {"commands": cmds, "health_check": False})
+    assert (tree / "ran-1").exists() and (tree / "ran-2").exists()
+    f = checks(res)["app.command_failed"][0]
+    assert f.subject == "false" and "exited with code 1" in f.message
+    assert res.metrics["commands_failed"] == 1 and res.metrics["cache_removed"] == 6  # the other steps ran
+
+
+def test_failed_health_check_restarts_once_per_cooldown(app: AppServer, tmp_path: Path) -> None:
+    marker = tmp_path / "restarts"
+    unhealthy = app.root / "UNHEALTHY"
+    restart = [sys.executable, "-c",
+               "import pathlib, sys; pathlib.Path(sys.argv[1]).unlink(missing_ok=True); "
+               "open(sys.argv[2], 'a').write('restart\\n')", str(unhealthy), str(marker)]
+    target = app.target(restart_command=restart)
+    opts = {"rotate": False, "restart_wait": "5s"}
+    state = MemoryState()
+    now = datetime.now(UTC)
+
+    res = run_task("app.maintenance", target, opts, state=state, clock=lambda: now)
+    assert res.metrics["healthy"] == 1.0 and not marker.exists()  # healthy: no restart
+
+    unhealthy.touch()
+    res = run_task("app.maintenance", target, opts, state=state, clock=lambda: now)
+    f = checks(res)["app.restarted"][0]
+    assert f.severity is Severity.WARNING and "503" in f.message
+    assert marker.read_text() == "restart\n" and res.metrics["healthy"] == 1.0
+    assert state.get("restarts")[-1]["ok"] is True  # recorded
+
+    unhealthy.touch()  # fails again ten minutes later: inside the cooldown, reported but not restarted
+    later = now + timedelta(minutes=10)
+    res = run_task("app.maintenance", target, opts, state=state, clock=lambda: later)
+    f = checks(res)["app.unhealthy"][0]
+    assert f.severity is Severity.CRITICAL and "cooldown" in f.message
+    assert marker.read_text() == "restart\n" and res.final_status is Status.FAIL
+
+    much_later = now + timedelta(hours=1)
+    res = run_task("app.maintenance", target, opts, state=state, clock=lambda: much_later)
+    assert "app.restarted" in checks(res) and marker.read_text() == "restart\n" * 2
+
+
+def test_unhealthy_without_restart_command_and_missing_root(app: AppServer, tmp_path: Path) -> None:
+    (app.root / "UNHEALTHY").touch()
+    res = run_task("app.maintenance", app.target(), {"rotate": False})
+    f = checks(res)["app.unhealthy"][0]
+    assert f.severity is Severity.CRITICAL and "restart_command" in f.remediation
+    res = run_task("app.cleanup", {"kind": "app", "root": str(tmp_path / "nope")})
+    assert checks(res)["app.root_missing"][0].severity is Severity.CRITICAL
+
+
+def test_target_validation() -> None:
+    from pydantic import TypeAdapter, ValidationError
+
+    from upkeeper.config.targets import TargetConfig
+
+    ta: TypeAdapter[object] = TypeAdapter(TargetConfig)
+    with pytest.raises(ValidationError, match="unknown signal"):
+        ta.validate_python({"kind": "app", "root": "/srv/a", "reopen_signal": "USR9"})
+    with pytest.raises(ValidationError, match="non-empty list"):
+        ta.validate_python({"kind": "app", "root": "/srv/a", "restart_command": []})
+    assert os.path.isabs(str(ta.validate_python({"kind": "app", "root": "/srv/a"}).path("logs")))  # type: ignore[attr-defined]

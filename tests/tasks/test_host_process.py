@@ -1,0 +1,121 @@
+"""host.process against real child processes: one leaks steadily, one holds its memory."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from ops_support import checks, run_task
+from upkeeper.core.task import MemoryState, Severity
+
+LEAKY = """
+import sys, time
+held = []
+print("ready", flush=True)
+while True:
+    held.append(b"x" * 3_000_000)   # touched pages: resident, 3 MB every 0.1 s
+    time.sleep(0.1)
+"""
+STEADY = """
+import sys, time
+held = b"x" * 40_000_000
+print("ready", flush=True)
+while True:
+    time.sleep(1)
+"""
+
+
+@pytest.fixture
+def children() -> Iterator[dict[str, tuple[str, subprocess.Popen[str]]]]:
+    tag = uuid.uuid4().hex[:8]
+    procs = {}
+    for kind, code in (("leaky", LEAKY), ("steady", STEADY)):
+        marker = f"upk-{kind}-{tag}"
+        p = subprocess.Popen([sys.executable, "-c", code, marker], stdout=subprocess.PIPE, text=True)
+        assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+        procs[kind] = (marker, p)
+    yield procs
+    for _, p in procs.values():
+        p.kill()
+        p.wait()
+        assert p.stdout is not None
+        p.stdout.close()
+
+
+def test_steady_growth_is_a_leak_and_steady_memory_is_not(children: dict[str, tuple[str, subprocess.Popen[str]]]) -> None:
+    opts = {
+        "processes": [{"label": "leaky", "cmdline": children["leaky"][0]},
+                      {"label": "steady", "cmdline": children["steady"][0]}],
+        "leak_samples": 6,
+        "rss_warning": "1GB",
+    }
+    state = MemoryState()
+    # sampled the way the scheduler does it: one sample per run, the series kept in the job's state
+    for i in range(6):
+        res = run_task("host.process", options=opts, state=state)
+        if i < 5:
+            assert "host.memory_leak" not in checks(res)  # not judged before N samples
+            time.sleep(0.3)
+    leaks = checks(res)["host.memory_leak"]
+    assert [f.subject for f in leaks] == [f"leaky (pid {children['leaky'][1].pid})"]
+    f = leaks[0]
+    assert f.severity is Severity.WARNING and f.value > 10 * 1024 * 1024 and f.data["r2"] >= 0.9
+    assert f.data["rss_now"] > f.data["rss_first"]
+    assert res.metrics["proc.steady.rss_bytes"] > 40_000_000
+    assert res.metrics["proc.leaky.count"] == 1
+    assert res.metrics[f"proc.leaky.{children['leaky'][1].pid}.growth_bytes_per_hour"] > 0
+
+
+def test_several_samples_in_one_run_and_the_size_limit(children: dict[str, tuple[str, subprocess.Popen[str]]]) -> None:
+    opts = {
+        "processes": [{"label": "steady", "cmdline": children["steady"][0]}],
+        "samples_per_run": 4, "sample_interval": "0.2s", "leak_samples": 4,
+        "rss_warning": "30MB",  # the procedures say 1 GB; a small limit for a small test process
+    }
+    res = run_task("host.process", options=opts)
+    found = checks(res)
+    assert "host.memory_leak" not in found
+    f = found["host.process_memory"][0]
+    assert f.severity is Severity.WARNING and f.value > 30_000_000 and f.threshold == 30_000_000
+
+
+def test_a_restarted_process_starts_a_new_series(children: dict[str, tuple[str, subprocess.Popen[str]]]) -> None:
+    marker, leaky = children["leaky"]
+    opts = {"processes": [{"label": "app", "cmdline": marker}], "leak_samples": 3}
+    state = MemoryState()
+    run_task("host.process", options=opts, state=state)
+    time.sleep(0.2)
+    run_task("host.process", options=opts, state=state)
+    leaky.kill()
+    leaky.wait()
+    again = subprocess.Popen([sys.executable, "-c", LEAKY, marker], stdout=subprocess.PIPE, text=True)
+    try:
+        assert again.stdout is not None and again.stdout.readline().strip() == "ready"
+        res = run_task("host.process", options=opts, state=state)
+        assert "host.memory_leak" not in checks(res)  # one sample of the new process, not three
+        assert list(state.get("samples")) == [k for k in state.get("samples") if k.startswith(f"{again.pid}:")]
+    finally:
+        again.kill()
+        again.wait()
+        assert again.stdout is not None
+        again.stdout.close()
+
+
+def test_missing_process_and_validation() -> None:
+    from pydantic import ValidationError
+
+    from upkeeper.tasks.host.process import ProcessOptions
+
+    res = run_task("host.process", options={"processes": [{"name": "no-such-daemon-xyz"},
+                                                          {"name": "also-missing", "required": False}]})
+    found = checks(res)
+    assert [f.subject for f in found["host.process_missing"]] == ["no-such-daemon-xyz"]
+    with pytest.raises(ValidationError, match="at least one of"):
+        ProcessOptions.model_validate({"processes": [{"label": "x"}]})
+    with pytest.raises(ValidationError, match="regular expression"):
+        ProcessOptions.model_validate({"processes": [{"cmdline": "("}]})

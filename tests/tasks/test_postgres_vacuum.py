@@ -1,0 +1,65 @@
+"""postgres.vacuum against a real PostgreSQL: dead tuples removed, lock_timeout → finding, held-back rows."""
+
+from __future__ import annotations
+
+import time
+
+from pg_tasks import findings, one, run_task
+from upkeeper.core.task import Severity
+from upkeeper.sandbox.postgres import PostgresCluster
+
+
+def _churn(pg: PostgresCluster, db: str, table: str, rows: int) -> None:
+    pg.execute(f"CREATE TABLE {table} (id int PRIMARY KEY, v text) WITH (autovacuum_enabled = false)", db)
+    pg.execute(f"INSERT INTO {table} SELECT g, 'x' FROM generate_series(1, {rows}) g", db)
+    pg.execute(f"UPDATE {table} SET v = 'y'", db)  # every row leaves one dead version
+
+
+def test_reports_dead_tuples_removed_per_table(pg: PostgresCluster, pg_db: str) -> None:
+    _churn(pg, pg_db, "churned", 3000)
+    _churn(pg, pg_db, "quiet", 10)
+    res = run_task("postgres.vacuum", pg, pg_db)
+    assert res.final_status.value == "ok", res.findings
+    assert res.metrics["dead_tuples_removed"] == 3010  # VACUUM VERBOSE's own count, not an estimate
+    assert res.metrics[f"table.{pg_db}.public.churned.dead_removed"] == 3000
+    assert "3010 dead tuple(s) removed" in res.summary and "churned 3000" in res.summary
+    # and the dead rows are really gone
+    assert pg.execute("SELECT n_dead_tup FROM pg_stat_user_tables WHERE relname = 'churned'", pg_db)[0][0] == 0
+
+
+def test_locked_table_becomes_a_finding_not_a_hang(pg: PostgresCluster, pg_db: str) -> None:
+    _churn(pg, pg_db, "locked", 100)
+    _churn(pg, pg_db, "free", 100)
+    with pg.connect(pg_db, autocommit=False) as blocker:
+        blocker.execute("LOCK TABLE locked IN ACCESS EXCLUSIVE MODE")
+        t0 = time.monotonic()
+        res = run_task("postgres.vacuum", pg, pg_db, lock_timeout="300ms")
+        elapsed = time.monotonic() - t0
+        blocker.rollback()
+    f = one(res, "postgres.vacuum_lock_timeout", f"{pg_db}.public.locked")
+    assert f.severity is Severity.WARNING and f.threshold == 0.3 and 0.25 <= float(f.value or 0) < 5
+    assert elapsed < 10
+    # the other table was still vacuumed
+    assert res.metrics[f"table.{pg_db}.public.free.dead_removed"] == 100
+    assert res.metrics["tables_vacuumed"] == 1
+
+
+def test_rows_held_back_by_an_old_snapshot_are_reported(pg: PostgresCluster, pg_db: str) -> None:
+    pg.execute("CREATE TABLE held (id int, v text) WITH (autovacuum_enabled = false)", pg_db)
+    pg.execute("INSERT INTO held SELECT g, 'x' FROM generate_series(1, 500) g", pg_db)
+    with pg.connect(pg_db, autocommit=False) as old:
+        old.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        old.execute("SELECT count(*) FROM held")  # takes the snapshot that still sees the old versions
+        pg.execute("UPDATE held SET v = 'y'", pg_db)
+        res = run_task("postgres.vacuum", pg, pg_db, tables=["held"], not_removable_warn=100)
+        old.rollback()
+    f = one(res, "postgres.vacuum_dead_not_removable", f"{pg_db}.public.held")
+    assert f.value == 500
+    assert res.metrics["dead_tuples_removed"] == 0
+    again = run_task("postgres.vacuum", pg, pg_db, tables=["held"], not_removable_warn=100)
+    assert again.metrics["dead_tuples_removed"] == 500 and not findings(again, "postgres.vacuum_dead_not_removable")
+
+
+def test_missing_table_is_a_finding(pg: PostgresCluster, pg_db: str) -> None:
+    res = run_task("postgres.vacuum", pg, pg_db, tables=["public.nope"])
+    assert one(res, "postgres.table_missing").severity is Severity.WARNING
