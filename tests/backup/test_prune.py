@@ -128,3 +128,15 @@ def test_newest_verified_backup_survives_retention(cli: Any, make_config: Any, t
     reasons = {b["id"]: b["reasons"] for b in r.json()[0]["backups"]}
     assert reasons[ids[0]] == ["last"] and reasons[ids[2]] == ["newest verified"]
     assert sorted(p.parent.name for p in store.rglob("manifest.json")) == sorted([ids[0], ids[2]])
+
+
+def test_backup_commands_work_when_a_job_is_broken(cli: Any, make_config: Any, tmp_path: Path) -> None:
+    """A typo in some job must not stand between you and your backups."""
+    store = tmp_path / "store"
+    bid = fabricate(store, datetime.now(UTC))
+    cfg = make_config({"storages": {"local1": {"kind": "local", "path": str(store), "fsync": False}},
+                       "jobs": {"oops": {"task": "postgres.vacum"}}})
+    assert cli(["--config", cfg, "jobs"]).code == 2
+    assert cli(["--config", cfg, "backups", "sync"]).code == 0
+    r = cli(["--config", cfg, "backups", "list", "--json"])
+    assert r.code == 0 and [x["id"] for x in r.json()] == [bid]

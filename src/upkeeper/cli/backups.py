@@ -21,7 +21,10 @@ from upkeeper.backup.sets import close_storages, open_storages
 from upkeeper.backup.verify import VerifyOptions, VerifyReport, verify_set
 from upkeeper.cli._app import app, console, err_console, print_json, state
 from upkeeper.config.backup import REDIS_RETENTION, RetentionPolicy
+from upkeeper.config.loader import find_config, load_config
+from upkeeper.config.models import Config
 from upkeeper.config.targets import PostgresTarget
+from upkeeper.core.history import History, history_url
 from upkeeper.core.jobs import Setup
 from upkeeper.errors import BackupError, TaskError, UpkeeperError, UsageError
 from upkeeper.fmt import human_bytes, human_duration, local_time
@@ -34,8 +37,27 @@ app.add_typer(backups_app, name="backups")
 KIND_TASK = {"postgres": "postgres.backup", "files": "files.backup", "redis": "redis.backup"}
 
 
+class _Env:
+    """The config and history for backup commands, without resolving jobs: a broken job elsewhere in the
+    config must never stand between you and a restore (and it skips loading every task family)."""
+
+    def config(self) -> Config:
+        if state._setup is not None:
+            return state._setup.config
+        return load_config(find_config(state.config))
+
+    def history(self) -> History:
+        if state._history is None:  # reset for every command by the app's callback
+            config = self.config()
+            state._history = History(history_url(config.history, config.source.parent if config.source else None))
+        return state._history
+
+
+_env = _Env()
+
+
 def _catalog() -> Catalog:
-    return Catalog(state.history())
+    return Catalog(_env.history())
 
 
 def _status(s: str) -> str:
@@ -66,7 +88,7 @@ def list_cmd(
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
 ) -> None:
     """Complete backups in the catalog, newest first.  Incomplete sets are never listed."""
-    setup = state.setup()
+    config = _env.config()
     rows = _catalog().list(target=target, database=database, kind=kind, statuses=status or None, limit=limit)
     if as_json:
         print_json([r.to_dict() for r in rows])
@@ -74,7 +96,7 @@ def list_cmd(
     if not rows:
         console.print("no backups in the catalog (run a backup job, or 'upkeeper backups sync').")
         return
-    tz = setup.config.timezone
+    tz = config.timezone
     table = Table(title="Backups", title_justify="left")
     for col in ("id", "target/database", "kind", "taken", "size", "ratio", "status", "restore", "storages"):
         table.add_column(col, overflow="fold")
@@ -120,8 +142,8 @@ def show_cmd(
         console.print(t)
 
 
-def _target_for(setup: Setup, name: str) -> Any:
-    t = setup.config.targets.get(name)
+def _target_for(config: Config, name: str) -> Any:
+    t = config.targets.get(name)
     if t is None:
         raise UsageError(f"target {name!r} of this backup is not in the config",
                          "Try: --target NAME to restore/verify against another configured target")
@@ -145,7 +167,7 @@ def verify_cmd(
 ) -> None:
     """Verify backups: sizes and SHA-256, decrypt, decompress, restore into a scratch database, compare row
     counts.  Exit code 1 when any verification fails."""
-    setup = state.setup()
+    config = _env.config()
     catalog = _catalog()
     if backup_id:
         rows = [_one(catalog, backup_id)]
@@ -160,22 +182,23 @@ def verify_cmd(
         raise UsageError("no backups to verify", "Try: 'upkeeper backups list' (or 'upkeeper backups sync')")
     scratch = None
     if scratch_target:
-        scratch = _target_for(setup, scratch_target)
+        scratch = _target_for(config, scratch_target)
         if not isinstance(scratch, PostgresTarget):
             raise UsageError(f"--scratch-target {scratch_target!r} is not a postgres target")
     opts = VerifyOptions(restore=not no_restore, scratch=scratch, jobs=jobs, checks=check, amcheck=amcheck)
-    storages = open_storages(setup.config, [storage] if storage else (sorted(set().union(*(r.storages for r in rows)) & set(setup.config.storages)) or None))
+    wanted = [storage] if storage else (sorted(set().union(*(r.storages for r in rows)) & set(config.storages)) or None)
+    storages = open_storages(config, wanted)
     reports: list[VerifyReport] = []
     try:
         for r in rows:
             located = locate(storages, r.target, r.database, r.id, storage)
-            source = _target_for(setup, r.target) if r.kind == "postgres" else None
+            source = _target_for(config, r.target) if r.kind == "postgres" else None
             with console.status(f"verifying {r.id}…") as st:
 
                 def progress(msg: str, st: Any = st, bid: str = r.id) -> None:
                     st.update(f"{bid}: {msg}")
 
-                rep = verify_set(located, setup.config.backup, source, opts, progress=progress, catalog=catalog)
+                rep = verify_set(located, config.backup, source, opts, progress=progress, catalog=catalog)
             reports.append(rep)
             if not as_json:
                 console.print(("[green]ok[/green] " if rep.ok else "[bold red]FAILED[/bold red] ") + rep.summary,
@@ -210,14 +233,14 @@ def restore_cmd(
 ) -> None:
     """Restore a backup — into a NEW database by default.  Overwriting an existing non-empty database needs
     --force and a confirmation (or --yes)."""
-    setup = state.setup()
+    config = _env.config()
     row = _one(_catalog(), backup_id)
-    storages = open_storages(setup.config, [storage] if storage else None)
+    storages = open_storages(config, [storage] if storage else None)
     try:
         located = locate(storages, row.target, row.database, row.id, storage)
-        fetcher = Fetcher(located, setup.config.backup)
+        fetcher = Fetcher(located, config.backup)
         if row.kind == "postgres":
-            result = _restore_postgres(setup, row, fetcher, database, target, force, yes, jobs, globals_)
+            result = _restore_postgres(config, row, fetcher, database, target, force, yes, jobs, globals_)
         elif row.kind == "files":
             result = _restore_files(fetcher, row, to, force)
         elif row.kind == "redis":
@@ -226,16 +249,16 @@ def restore_cmd(
             raise BackupError(f"cannot restore backups of kind {row.kind!r}")
     finally:
         close_storages(storages)
-    state.history().audit("cli", "backup.restore", details={"backup": row.id, **result})
+    _env.history().audit("cli", "backup.restore", details={"backup": row.id, **result})
     if as_json:
         print_json({"backup": row.id, **result})
     else:
         console.print(f"[green]restored[/green] {row.id} → {result['destination']}")
 
 
-def _restore_postgres(setup: Setup, row: BackupRow, fetcher: Fetcher, database: str | None, target_name: str | None,
+def _restore_postgres(config: Config, row: BackupRow, fetcher: Fetcher, database: str | None, target_name: str | None,
                       force: bool, yes: bool, jobs: int, apply_globals: bool) -> dict[str, Any]:
-    tgt = _target_for(setup, target_name or row.target)
+    tgt = _target_for(config, target_name or row.target)
     if not isinstance(tgt, PostgresTarget):
         raise UsageError(f"target {target_name or row.target!r} is not a postgres target")
     name = database or _default_restore_name(row.database, datetime.now(UTC))
@@ -253,7 +276,7 @@ def _restore_postgres(setup: Setup, row: BackupRow, fetcher: Fetcher, database: 
                               f"backup {row.id}.")
             if not typer.confirm(f"Replace database {name!r}?", default=False):
                 raise typer.Exit(1)
-    with work_dir(setup.config.backup, "upkeeper-restore-") as tmp:
+    with work_dir(config.backup, "upkeeper-restore-") as tmp:
         with console.status(f"fetching {row.id}…"):
             archive = fetch_pg_archive(fetcher, tmp)
         if apply_globals and archive.globals_sql:
@@ -394,9 +417,9 @@ def sync_cmd(
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
 ) -> None:
     """Rebuild the catalog from the manifests on the storages (storage is the source of truth)."""
-    setup = state.setup()
+    config = _env.config()
     catalog = _catalog()
-    storages = open_storages(setup.config, None)
+    storages = open_storages(config, None)
     added = updated = removed = 0
     errors: list[str] = []
     try:
