@@ -133,3 +133,82 @@ def pagerduty() -> Iterator[PagerDutyReceiver]:
     r = PagerDutyReceiver().start()
     yield r
     r.stop()
+
+
+# --- storage: S3 (SeaweedFS), SFTP (sshd), a tiny filesystem -------------------------------------------------
+# Owned by the storage layer (tests/storage/); the backup tests use them too.
+
+import os  # noqa: E402
+import subprocess  # noqa: E402
+import uuid  # noqa: E402
+from typing import Any  # noqa: E402
+
+from upkeeper.config.storage import LocalStorageConfig, S3StorageConfig, SftpStorageConfig  # noqa: E402
+from upkeeper.sandbox.s3 import SeaweedS3  # noqa: E402
+from upkeeper.sandbox.sshd import SshServer  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def s3_server(services_dir: Path) -> Iterator[SeaweedS3]:
+    """A real S3 server (SeaweedFS ``weed mini``) with authentication on, for the whole session."""
+    server = SeaweedS3(services_dir / "s3")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_server: SeaweedS3) -> Iterator[str]:
+    """A fresh, empty bucket on the session S3 server; emptied and deleted afterwards."""
+    name = f"t-{uuid.uuid4().hex[:12]}"
+    s3_server.create_bucket(name)
+    yield name
+    if s3_server.running:
+        s3_server.delete_bucket(name)
+
+
+def s3_storage_config(server: SeaweedS3, bucket: str, **extra: Any) -> S3StorageConfig:
+    """A validated ``kind: s3`` storage config for ``bucket`` on ``server`` (extra fields override)."""
+    return S3StorageConfig.model_validate(server.storage_config(bucket, **extra))
+
+
+@pytest.fixture(scope="session")
+def sftp_server(services_dir: Path) -> Iterator[SshServer]:
+    """A real OpenSSH server (internal-sftp, key auth) for the whole session; see ``sftp_storage_config``."""
+    server = SshServer(services_dir / "sshd")
+    server.start()
+    yield server
+    server.stop()
+
+
+def sftp_storage_config(server: SshServer, path: str | None = None, **extra: Any) -> SftpStorageConfig:
+    """A validated ``kind: sftp`` storage config; ``path`` defaults to a fresh directory in the server's home."""
+    data: dict[str, Any] = {
+        "kind": "sftp", "host": "127.0.0.1", "port": server.port, "user": server.user,
+        "key_file": str(server.client_key), "known_hosts": str(server.known_hosts),
+        "path": path or str(server.home / f"t-{uuid.uuid4().hex[:12]}"),
+    }
+    return SftpStorageConfig.model_validate({**data, **extra})
+
+
+def local_storage_config(path: Path, **extra: Any) -> LocalStorageConfig:
+    return LocalStorageConfig.model_validate({"kind": "local", "path": str(path), **extra})
+
+
+@pytest.fixture
+def small_fs() -> Iterator[Path]:
+    """A 2 MiB tmpfs, mounted fresh for this test: the "local storage full" fault.  Needs root."""
+    if os.geteuid() != 0:
+        pytest.skip("small_fs mounts a 2 MiB tmpfs, which needs root")
+    mnt = Path(tempfile.mkdtemp(prefix="upk-small-fs-", dir="/tmp"))
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,mode=0755", "tmpfs", str(mnt)],
+                         capture_output=True, text=True)
+    if res.returncode != 0:
+        mnt.rmdir()
+        pytest.skip(f"cannot mount a tmpfs for small_fs: {res.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        if subprocess.run(["umount", str(mnt)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+        shutil.rmtree(mnt, ignore_errors=True)

@@ -30,6 +30,7 @@ from upkeeper.config.notify import (
     SlackChannel,
     WebhookChannel,
 )
+from upkeeper.config.storage import LocalStorageConfig, S3StorageConfig, SftpStorageConfig
 from upkeeper.config.targets import (
     AppTarget,
     HostTarget,
@@ -247,6 +248,16 @@ def config_markdown() -> str:
     for model in target_models:
         kind = model.model_fields["kind"].default
         out += ["", f"### kind `{kind}`", "", (model.__doc__ or "").strip(), "", options_table(model).rstrip()]
+    out += [
+        "",
+        "## `storages -> NAME`",
+        "",
+        "Where backups go. Each storage has a `kind`; jobs name storages by NAME. See",
+        "[storage.md](storage.md) for examples, atomicity per backend, S3 permissions and SFTP host keys.",
+    ]
+    for smodel in (LocalStorageConfig, S3StorageConfig, SftpStorageConfig):
+        kind = smodel.model_fields["kind"].default
+        out += ["", f"### kind `{kind}`", "", (smodel.__doc__ or "").strip(), "", options_table(smodel).rstrip()]
     for title, key, model in EXTRA_SECTIONS:
         out += ["", f"## `{key}`", "", title, "", options_table(model).rstrip()]
     return "\n".join(out) + "\n"

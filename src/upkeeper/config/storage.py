@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 
 from upkeeper.config.types import ByteSize, FileSecrets, StrictModel
 
@@ -16,6 +16,10 @@ class LocalStorageConfig(StrictModel):
     path: str = Field(..., description="directory holding the backup sets")
     prefix: str = Field("", description="key prefix inside the directory")
     fsync: bool = Field(True, description="fsync files and directories before a write counts as done")
+
+
+MIN_PART_SIZE = 5 * 1024 * 1024
+MAX_PART_SIZE = 5 * 1024**3
 
 
 class S3StorageConfig(FileSecrets):
@@ -34,10 +38,39 @@ class S3StorageConfig(FileSecrets):
     addressing_style: Literal["auto", "path", "virtual"] = Field(
         "auto", description="'path' for most self-hosted stores (SeaweedFS, MinIO)"
     )
-    part_size: ByteSize = Field(default=16 * 1024 * 1024, description="multipart upload part size",
-                                validate_default=True)
+    part_size: ByteSize = Field(
+        default="16MiB", validate_default=True,
+        description="multipart upload part size, buffered in memory one part at a time; at least 5MiB (S3's "
+                    "minimum). It doubles every 1000 parts, so a stream of unknown length fits S3's 10,000-part "
+                    "limit. Source: AWS CLI uses 8MiB; twice that halves the requests",
+    )
+    upload_concurrency: int = Field(
+        4, ge=1, le=32,
+        description="parts uploaded at the same time while the next one fills; memory is about "
+                    "(upload_concurrency + 1) × part_size. Source: s3transfer (the AWS CLI) uses 10 threads of "
+                    "8MiB; 4 of 16MiB keep memory near 80MiB",
+    )
     storage_class: str | None = Field(None, description="e.g. STANDARD_IA, GLACIER_IR")
-    verify_tls: bool = True
+    verify_tls: bool = Field(True, description="check the endpoint's TLS certificate")
+    max_attempts: int = Field(
+        5, ge=1, le=20,
+        description="attempts per request, with botocore's 'standard' retry mode (exponential backoff with "
+                    "jitter on throttling, 5xx and connection errors). Source: AWS SDK retry guide (default 3; "
+                    "5 rides out a store's restart)",
+    )
+    timeout: float = Field(60, gt=0, description="connect and read timeout per request (seconds). Source: botocore")
+    checksums: Literal["when_supported", "when_required"] = Field(
+        "when_supported",
+        description="send CRC checksums with uploads ('when_supported', botocore's default); 'when_required' for "
+                    "older S3-compatible stores that reject them",
+    )
+
+    @field_validator("part_size")
+    @classmethod
+    def _part_size_in_s3_limits(cls, value: int) -> int:
+        if not MIN_PART_SIZE <= value <= MAX_PART_SIZE:
+            raise ValueError("part_size must be between 5MiB and 5GiB (S3's limits for a multipart part)")
+        return value
 
 
 class SftpStorageConfig(FileSecrets):
@@ -57,7 +90,9 @@ class SftpStorageConfig(FileSecrets):
         None, description="known_hosts file to check the host key against (default: ~/.ssh/known_hosts)"
     )
     host_key_check: bool = Field(True, description="refuse unknown host keys (never turn off in production)")
-    timeout: float = Field(30, gt=0, description="connect timeout (seconds)")
+    timeout: float = Field(30, gt=0, description="connect and per-operation timeout (seconds)")
+    fsync: bool = Field(True, description="ask the server to fsync each file before it is renamed into place "
+                                          "(OpenSSH's fsync@openssh.com; skipped when the server lacks it)")
 
 
 StorageConfig = Annotated[

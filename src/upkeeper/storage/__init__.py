@@ -16,11 +16,11 @@ def open_storage(name: str, config: LocalStorageConfig | S3StorageConfig | SftpS
 
         return LocalStorage(name, config)
     if isinstance(config, S3StorageConfig):
-        from upkeeper.storage.s3 import S3Storage  # type: ignore[import-not-found,unused-ignore]
+        from upkeeper.storage.s3 import S3Storage
 
-        return S3Storage(name, config)  # type: ignore[no-any-return,unused-ignore]
+        return S3Storage(name, config)
     if isinstance(config, SftpStorageConfig):
-        from upkeeper.storage.sftp import SftpStorage  # type: ignore[import-not-found,unused-ignore]
+        from upkeeper.storage.sftp import SftpStorage
 
-        return SftpStorage(name, config)  # type: ignore[no-any-return,unused-ignore]
+        return SftpStorage(name, config)
     raise StorageError(f"unknown storage kind for {name!r}")

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
-from typing import BinaryIO, Protocol
+from datetime import datetime, timedelta
+from typing import BinaryIO, Protocol, runtime_checkable
 
 from upkeeper.errors import StorageError
 
@@ -53,11 +53,32 @@ class Storage(Protocol):
     def close(self) -> None: ...
 
 
+@runtime_checkable
+class CleansPartials(Protocol):
+    """Optional: remove what crashed writers left behind (every built-in backend has it).
+
+    Local and SFTP: temporary ``*.upkeeper-partial`` files; S3: incomplete multipart
+    uploads.  Only leftovers idle for more than ``older_than`` go, so a write still in
+    progress in another process is never touched.  Returns how many were removed.
+    """
+
+    def clean_partials(self, older_than: timedelta = ...) -> int: ...
+
+
+def clean_partials(storage: Storage, older_than: timedelta = timedelta(hours=24)) -> int:
+    """Remove crashed writers' leftovers where the backend supports it (0 otherwise)."""
+    if isinstance(storage, CleansPartials):
+        return storage.clean_partials(older_than)
+    return 0
+
+
 def check_key(key: str) -> str:
     """Refuse keys that could escape the storage root."""
     parts = key.split("/")
     if not key or key.startswith("/") or any(p in ("", ".", "..") for p in parts):
         raise StorageError(f"invalid storage key {key!r}", permanent=True)
+    if any(ord(c) < 32 or ord(c) == 127 for c in key):  # NUL and friends break paths and S3 keys alike
+        raise StorageError(f"invalid storage key {key!r}: control characters", permanent=True)
     return key
 
 

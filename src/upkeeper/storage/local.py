@@ -5,9 +5,11 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import stat
+import time
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import BinaryIO
 
@@ -42,7 +44,8 @@ class LocalWriter:
         self.size = 0
 
     def write(self, data: bytes) -> int:
-        assert self.fh is not None, "write after commit/abort"
+        if self.fh is None:
+            raise StorageError(f"cannot write {self.final}: write after commit/abort", permanent=True)
         try:
             n = self.fh.write(data)
         except OSError as exc:
@@ -52,7 +55,8 @@ class LocalWriter:
         return n
 
     def commit(self) -> ObjectInfo:
-        assert self.fh is not None, "commit after commit/abort"
+        if self.fh is None:
+            raise StorageError(f"cannot commit {self.final}: commit after commit/abort", permanent=True)
         try:
             self.fh.flush()
             if self.storage.config.fsync:
@@ -104,7 +108,7 @@ class LocalStorage:
         p = self.path_for(key)
         try:
             return open(p, "rb")
-        except FileNotFoundError:
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise StorageError(f"{self.describe()}: no object {key!r}", permanent=True) from None
         except OSError as exc:
             raise _oserror("cannot read", p, exc) from None
@@ -113,7 +117,9 @@ class LocalStorage:
         p = self.path_for(key)
         try:
             st = p.stat()
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        if not stat.S_ISREG(st.st_mode):  # a directory is a key prefix, not an object
             return None
         return ObjectInfo(key, st.st_size, datetime.fromtimestamp(st.st_mtime, UTC))
 
@@ -151,6 +157,27 @@ class LocalStorage:
             except OSError:
                 break
             parent = parent.parent
+
+    def clean_partials(self, older_than: timedelta = timedelta(hours=24)) -> int:
+        """Remove temporary files of crashed writers not modified for ``older_than``."""
+        if not self.root.exists():
+            return 0
+        cutoff = time.time() - older_than.total_seconds()
+        n = 0
+        for dirpath, _dirs, files in os.walk(self.root):
+            for f in files:
+                if not f.endswith(TMP_SUFFIX):
+                    continue
+                p = Path(dirpath) / f
+                try:
+                    if p.stat().st_mtime <= cutoff:
+                        p.unlink()
+                        n += 1
+                except FileNotFoundError:
+                    continue
+                except OSError as exc:
+                    raise _oserror("cannot remove", p, exc) from None
+        return n
 
     def describe(self) -> str:
         return f"local:{self.root}"

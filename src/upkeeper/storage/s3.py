@@ -1,0 +1,480 @@
+"""S3 (and any S3-compatible store) via boto3: multipart streaming upload.
+
+Atomicity comes from S3 itself: an object appears under its key only when
+``PutObject`` or ``CompleteMultipartUpload`` succeeds.  The writer buffers one
+part at a time (``part_size``) and uploads each part in the background as it fills
+(``upload_concurrency`` in flight), so memory stays bounded whatever the object's size.  A crash leaves at most an
+*incomplete multipart upload* — invisible to ``list``/``stat``/``GET``, removed by
+``abort()``, by :meth:`S3Storage.abort_stale_uploads` or by a bucket lifecycle rule.
+
+Errors become :class:`StorageError` naming bucket, key and endpoint — never the
+secret key.  Requests retry with botocore's ``standard`` mode.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+import boto3
+import botocore.session
+from botocore.config import Config as BotoConfig
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    HTTPClientError,
+    NoCredentialsError,
+    ParamValidationError,
+    PartialCredentialsError,
+)
+from botocore.exceptions import (
+    ConnectionError as BotoConnectionError,
+)
+
+from upkeeper.config.storage import MAX_PART_SIZE, S3StorageConfig
+from upkeeper.errors import StorageError
+from upkeeper.storage.base import ObjectInfo, check_key
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3.client import S3Client
+
+log = logging.getLogger(__name__)
+
+#: The part size doubles after this many parts (S3 allows 10,000 parts per upload).
+PARTS_PER_SIZE_STEP = 1000
+READ_CHUNK = 1024 * 1024
+
+_AUTH_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "InvalidToken", "ExpiredToken",
+               "AuthorizationHeaderMalformed", "InvalidSecurity", "AllAccessDisabled", "403"}
+_MISSING_CODES = {"NoSuchKey", "NotFound", "404"}
+_PERMANENT_CODES = _AUTH_CODES | _MISSING_CODES | {
+    "NoSuchBucket", "InvalidBucketName", "InvalidArgument", "InvalidRequest", "EntityTooLarge", "EntityTooSmall",
+    "InvalidPart", "InvalidPartOrder", "InvalidStorageClass", "KeyTooLongError", "MethodNotAllowed",
+    "NotImplemented", "400", "405", "411", "501",
+}
+
+
+def part_size_for(part_number: int, base: int) -> int:
+    """Size of part ``part_number`` (1-based): ``base``, doubling every 1000 parts, capped at 5GiB."""
+    return min(base << ((part_number - 1) // PARTS_PER_SIZE_STEP), MAX_PART_SIZE)
+
+
+class S3Writer:
+    """A streaming upload: parts upload in the background while the next one fills.
+
+    At most ``upload_concurrency`` parts are in flight; ``write`` waits for the oldest when
+    that many are, so memory stays at about ``(upload_concurrency + 1) × part_size``.
+    Everything that fits in one part goes up with a single ``put_object`` at commit.
+    """
+
+    def __init__(self, storage: S3Storage, key: str) -> None:
+        self.storage = storage
+        self.key = key
+        self.object_key = storage.object_key(key)
+        self.buffer = bytearray()
+        self.size = 0
+        self.upload_id: str | None = None
+        self.parts: list[dict[str, Any]] = []
+        self.next_number = 1
+        self.pending: deque[Future[dict[str, Any]]] = deque()
+        self.pool: ThreadPoolExecutor | None = None
+        self.done = False
+
+    def _next_part_size(self) -> int:
+        return part_size_for(self.next_number, self.storage.config.part_size)
+
+    def write(self, data: bytes) -> int:
+        if self.done:
+            raise StorageError(f"{self.storage.where(self.key)}: write after commit/abort", permanent=True)
+        self.buffer += data
+        self.size += len(data)
+        try:
+            while self.pending and self.pending[0].done():  # surface a failed part as early as possible
+                self._collect()
+            while len(self.buffer) >= self._next_part_size():
+                n = self._next_part_size()
+                # hand the filled buffer itself to the upload (no copy); only its small tail moves on
+                chunk, self.buffer = self.buffer, self.buffer[n:]
+                del chunk[n:]
+                self._submit(chunk)
+                del chunk
+        except BaseException:
+            self.abort()
+            raise
+        return len(data)
+
+    def _submit(self, chunk: bytes | bytearray) -> None:
+        s = self.storage
+        if self.upload_id is None:
+            with s.errors("cannot start the multipart upload of", self.key):
+                resp = s.client.create_multipart_upload(Bucket=s.bucket, Key=self.object_key, **s.put_args())
+            self.upload_id = resp["UploadId"]
+        number = self.next_number
+        self.next_number += 1
+        concurrency = s.config.upload_concurrency
+        if concurrency <= 1:
+            self.parts.append(self._upload_part(self.upload_id, number, chunk))
+            return
+        while len(self.pending) >= concurrency:  # wait for a free slot: memory stays bounded
+            self._collect()
+        if self.pool is None:
+            self.pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="upkeeper-s3")
+        self.pending.append(self.pool.submit(self._upload_part, self.upload_id, number, chunk))
+
+    def _collect(self) -> None:
+        """Wait for the oldest part in flight; its StorageError is raised here."""
+        self.parts.append(self.pending.popleft().result())
+
+    def _upload_part(self, upload_id: str, number: int, chunk: bytes | bytearray) -> dict[str, Any]:
+        s = self.storage
+        with s.errors(f"cannot upload part {number} of", self.key):
+            resp = s.client.upload_part(Bucket=s.bucket, Key=self.object_key, UploadId=upload_id,
+                                        PartNumber=number, Body=chunk)  # type: ignore[arg-type]  # botocore takes bytearray
+        part: dict[str, Any] = {"PartNumber": number, "ETag": resp["ETag"]}
+        for field in ("ChecksumCRC32", "ChecksumCRC32C", "ChecksumCRC64NVME", "ChecksumSHA1", "ChecksumSHA256"):
+            if resp.get(field):
+                part[field] = resp[field]
+        return part
+
+    def commit(self) -> ObjectInfo:
+        if self.done:
+            raise StorageError(f"{self.storage.where(self.key)}: commit after commit/abort", permanent=True)
+        s = self.storage
+        try:
+            if self.upload_id is None:
+                with s.errors("cannot upload", self.key):
+                    s.client.put_object(Bucket=s.bucket, Key=self.object_key, Body=bytes(self.buffer),
+                                        **s.put_args())
+            else:
+                if self.buffer:
+                    tail, self.buffer = self.buffer, bytearray()
+                    self._submit(tail)
+                while self.pending:
+                    self._collect()
+                with s.errors("cannot complete the multipart upload of", self.key):
+                    s.client.complete_multipart_upload(
+                        Bucket=s.bucket, Key=self.object_key, UploadId=self.upload_id,
+                        MultipartUpload={"Parts": self.parts},  # type: ignore[typeddict-item]
+                    )
+                self.upload_id = None
+        except BaseException:
+            self.abort()
+            raise
+        self._stop_pool()
+        self.buffer = bytearray()
+        self.done = True
+        return ObjectInfo(self.key, self.size, datetime.now(UTC))
+
+    def _stop_pool(self) -> None:
+        for fut in self.pending:
+            fut.cancel()
+        for fut in self.pending:
+            if not fut.cancelled():
+                with contextlib.suppress(BaseException):
+                    fut.result()
+        self.pending.clear()
+        if self.pool is not None:
+            self.pool.shutdown(wait=True)
+            self.pool = None
+
+    def abort(self) -> None:
+        """Drop the buffer and the pending multipart upload (best effort: the store may be down)."""
+        self.done = True
+        self.buffer = bytearray()
+        self._stop_pool()
+        if self.upload_id is None:
+            return
+        upload_id, self.upload_id = self.upload_id, None
+        s = self.storage
+        try:
+            s.client.abort_multipart_upload(Bucket=s.bucket, Key=self.object_key, UploadId=upload_id)
+        except (BotoCoreError, ClientError) as exc:
+            log.warning("%s: could not abort multipart upload %s (it stays invisible; abort_stale_uploads or a "
+                        "lifecycle rule removes it): %s", s.where(self.key), upload_id, s.redact(str(exc)))
+
+
+class _S3Reader(io.RawIOBase):
+    """The body of a GET as a raw stream whose network errors become StorageError."""
+
+    def __init__(self, storage: S3Storage, key: str, body: Any) -> None:
+        self.storage = storage
+        self.key = key
+        self.body = body
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        view = memoryview(b).cast("B")
+        with self.storage.errors("cannot read", self.key):
+            data = self.body.read(len(view))
+        view[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            try:
+                self.body.close()
+            finally:
+                super().close()
+
+
+_LOADER: Any = None
+
+
+def _botocore_session() -> Any:
+    """A fresh botocore session (its own credential chain) sharing one model loader.
+
+    Loading the S3 service model costs about half a second of CPU; every storage
+    object would otherwise pay it again.
+    """
+    global _LOADER
+    session = botocore.session.get_session()
+    if _LOADER is None:
+        _LOADER = session.get_component("data_loader")
+    else:
+        session.register_component("data_loader", _LOADER)
+    return session
+
+
+class S3Storage:
+    kind = "s3"
+
+    def __init__(self, name: str, config: S3StorageConfig) -> None:
+        self.name = name
+        self.config = config
+        self.bucket = config.bucket
+        p = config.prefix.strip("/")
+        self.prefix = f"{p}/" if p else ""
+        self.endpoint = config.endpoint_url or "AWS"
+        self._secret = self._credentials()[1]
+        self._client: S3Client | None = None
+        self._bucket_ok = False
+
+    # --- plumbing -------------------------------------------------------------------------------
+
+    def _credentials(self) -> tuple[str | None, str | None]:
+        key_id = self.config.access_key_id
+        secret = self.config.secret("secret_access_key")
+        if key_id and not secret:
+            secret = os.environ.get("AWS_SECRET_ACCESS_KEY")
+            if not secret:
+                raise StorageError(
+                    f"storage {self.name!r}: access_key_id is set but no secret access key was given",
+                    "Try: set secret_access_key_file (or secret_access_key, or AWS_SECRET_ACCESS_KEY)",
+                    permanent=True)
+        if secret and not key_id:
+            raise StorageError(f"storage {self.name!r}: a secret access key is set but access_key_id is not",
+                               "Try: set access_key_id next to the secret", permanent=True)
+        return key_id, secret
+
+    @property
+    def client(self) -> S3Client:
+        if self._client is None:
+            key_id, secret = self._credentials()
+            cfg = BotoConfig(
+                s3={"addressing_style": self.config.addressing_style},
+                retries={"mode": "standard", "max_attempts": self.config.max_attempts},
+                connect_timeout=self.config.timeout, read_timeout=self.config.timeout,
+                request_checksum_calculation=self.config.checksums,
+                response_checksum_validation=self.config.checksums,
+                user_agent_extra="upkeeper",
+            )
+            region = self.config.region
+            if region is None and self.config.endpoint_url and not os.environ.get("AWS_DEFAULT_REGION"):
+                region = "us-east-1"  # self-hosted stores ignore it, but SigV4 needs one
+            try:
+                session = boto3.session.Session(botocore_session=_botocore_session())
+                self._client = session.client(
+                    "s3", endpoint_url=self.config.endpoint_url, region_name=region,
+                    aws_access_key_id=key_id, aws_secret_access_key=secret,
+                    verify=self.config.verify_tls, config=cfg,
+                )
+            except (BotoCoreError, ValueError) as exc:
+                raise StorageError(f"{self.describe()}: cannot create the S3 client: {self.redact(str(exc))}",
+                                   "Try: check endpoint_url and region", permanent=True) from None
+        return self._client
+
+    def redact(self, text: str) -> str:
+        if self._secret:
+            text = text.replace(self._secret, "***")
+        return text
+
+    def object_key(self, key: str) -> str:
+        return self.prefix + check_key(key)
+
+    def where(self, key: str | None = None) -> str:
+        path = f"s3://{self.bucket}/{self.prefix}{key or ''}"
+        return f"{path} at {self.endpoint}"
+
+    def put_args(self) -> dict[str, Any]:
+        return {"StorageClass": self.config.storage_class} if self.config.storage_class else {}
+
+    def errors(self, action: str, key: str | None = None) -> _ErrorMap:
+        return _ErrorMap(self, action, key)
+
+    # --- the Storage interface ------------------------------------------------------------------
+
+    def open_write(self, key: str) -> S3Writer:
+        self.object_key(key)
+        return S3Writer(self, key)
+
+    def open_read(self, key: str) -> BinaryIO:
+        okey = self.object_key(key)
+        with self.errors("cannot read", key):
+            resp = self.client.get_object(Bucket=self.bucket, Key=okey)
+        return io.BufferedReader(_S3Reader(self, key, resp["Body"]), buffer_size=READ_CHUNK)
+
+    def stat(self, key: str) -> ObjectInfo | None:
+        okey = self.object_key(key)
+        try:
+            with self.errors("cannot stat", key):
+                resp = self.client.head_object(Bucket=self.bucket, Key=okey)
+        except _Missing:
+            self._check_bucket()  # HEAD cannot tell a missing key from a missing bucket
+            return None
+        return ObjectInfo(key, int(resp["ContentLength"]), _utc(resp.get("LastModified")))
+
+    def _check_bucket(self) -> None:
+        if self._bucket_ok:
+            return
+        try:
+            with self.errors("cannot access", None):
+                self.client.head_bucket(Bucket=self.bucket)
+        except _Missing:
+            raise StorageError(f"{self.describe()}: bucket {self.bucket!r} does not exist",
+                               "Try: create the bucket, or fix 'bucket' in the storage config",
+                               permanent=True) from None
+        self._bucket_ok = True
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        full = self.prefix + prefix
+        paginator = self.client.get_paginator("list_objects_v2")
+        with self.errors("cannot list", prefix or None):
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=full):
+                for obj in page.get("Contents", []):
+                    okey = obj["Key"]
+                    if not okey.startswith(self.prefix):
+                        continue
+                    yield ObjectInfo(okey[len(self.prefix):], int(obj["Size"]), _utc(obj.get("LastModified")))
+
+    def delete(self, key: str) -> None:
+        okey = self.object_key(key)
+        try:
+            with self.errors("cannot delete", key):
+                self.client.delete_object(Bucket=self.bucket, Key=okey)
+        except _Missing:
+            return
+
+    def describe(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix} at {self.endpoint}"
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    # --- S3 specifics ---------------------------------------------------------------------------
+
+    def abort_stale_uploads(self, older_than: timedelta = timedelta(hours=24)) -> int:
+        """Abort incomplete multipart uploads under our prefix idle for more than ``older_than``.
+
+        They are what a crash mid-upload leaves behind: invisible, but billed.  An upload
+        counts as idle from its newest part (or its start), so a long upload still in
+        progress in another process is left alone.  Returns how many were aborted.
+        """
+        cutoff = datetime.now(UTC) - older_than
+        n = 0
+        paginator = self.client.get_paginator("list_multipart_uploads")
+        with self.errors("cannot clean incomplete uploads under", None):
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix):
+                for up in page.get("Uploads", []):
+                    if self._last_activity(up) > cutoff:
+                        continue
+                    self.client.abort_multipart_upload(Bucket=self.bucket, Key=up["Key"], UploadId=up["UploadId"])
+                    n += 1
+        return n
+
+    def _last_activity(self, upload: Any) -> datetime:
+        latest: datetime = _utc(upload.get("Initiated")) or datetime.now(UTC)
+        parts = self.client.list_parts(Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+        for part in parts.get("Parts", []):
+            modified = _utc(part.get("LastModified"))
+            if modified is not None and modified > latest:
+                latest = modified
+        return latest
+
+    def clean_partials(self, older_than: timedelta = timedelta(hours=24)) -> int:
+        """The storage-wide name for :meth:`abort_stale_uploads` (see ``base.clean_partials``)."""
+        return self.abort_stale_uploads(older_than)
+
+
+def _utc(ts: datetime | None) -> datetime | None:
+    return ts.astimezone(UTC) if ts is not None else None
+
+
+class _Missing(StorageError):
+    """The object (not the bucket) does not exist."""
+
+
+class _ErrorMap:
+    """``with storage.errors(action, key):`` turns boto errors into StorageError."""
+
+    def __init__(self, storage: S3Storage, action: str, key: str | None) -> None:
+        self.storage = storage
+        self.action = action
+        self.key = key
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+        if exc is None or isinstance(exc, StorageError):
+            return
+        err = translate(self.storage, self.action, self.key, exc)
+        if err is not None:
+            raise err from None
+
+
+def translate(storage: S3Storage, action: str, key: str | None, exc: BaseException) -> StorageError | None:
+    where = storage.where(key)
+    head = f"{action} {where}"
+    if isinstance(exc, ClientError):
+        err = exc.response.get("Error", {})
+        code = str(err.get("Code") or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
+        text = storage.redact(str(err.get("Message") or code))
+        if code in _MISSING_CODES:
+            return _Missing(f"{storage.describe()}: no object {key!r}", permanent=True)
+        if code == "NoSuchBucket":
+            return StorageError(f"{head}: bucket {storage.bucket!r} does not exist",
+                                "Try: create the bucket, or fix 'bucket' in the storage config", permanent=True)
+        if code in _AUTH_CODES:
+            return StorageError(
+                f"{head}: access denied ({code}: {text})",
+                "Try: check access_key_id and the secret key (secret_access_key_file), and that the key may "
+                "s3:GetObject, s3:PutObject, s3:DeleteObject, s3:ListBucket and s3:AbortMultipartUpload on the "
+                "bucket — see docs/storage.md",
+                permanent=True)
+        return StorageError(f"{head}: {code}: {text}", permanent=code in _PERMANENT_CODES)
+    if isinstance(exc, NoCredentialsError | PartialCredentialsError):
+        return StorageError(f"{head}: no S3 credentials found",
+                            "Try: set access_key_id and secret_access_key_file in the storage config, or "
+                            "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY", permanent=True)
+    if isinstance(exc, ParamValidationError):
+        return StorageError(f"{head}: {storage.redact(str(exc))}", permanent=True)
+    if isinstance(exc, BotoConnectionError | HTTPClientError):
+        return StorageError(f"{head}: cannot reach the endpoint: {storage.redact(str(exc))}",
+                            "Try: check that the S3 endpoint is up and reachable; the next run retries",
+                            permanent=False)
+    if isinstance(exc, BotoCoreError):
+        return StorageError(f"{head}: {storage.redact(str(exc))}", permanent=False)
+    if isinstance(exc, OSError):
+        return StorageError(f"{head}: {exc.strerror or exc}", permanent=False)
+    return None

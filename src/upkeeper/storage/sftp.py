@@ -1,0 +1,702 @@
+"""SFTP storage with paramiko: key authentication, host keys checked against known_hosts.
+
+A write goes to a temporary name beside the final one (``.NAME.<random>.upkeeper-partial``,
+never listed), is drained (every pipelined write acknowledged), fsynced when the server
+supports ``fsync@openssh.com``, size-checked, then moved into place with
+``posix-rename@openssh.com`` — atomic, replacing an older object.  ``abort()`` removes
+the temporary file; a crash leaves only a temporary file that ``list`` ignores.
+
+One SSH connection per storage, opened on first use and re-opened when it dropped.
+Each writer and reader gets its own SFTP channel on that connection, so their
+pipelined responses are never consumed by another operation.
+"""
+
+from __future__ import annotations
+
+import base64
+import builtins
+import contextlib
+import errno
+import hashlib
+import io
+import logging
+import posixpath
+import socket
+import stat as statmod
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, BinaryIO, TypeVar
+
+import paramiko
+from paramiko.sftp import CMD_DATA, CMD_EXTENDED, CMD_READ, CMD_STATUS, int64
+
+from upkeeper.config.storage import SftpStorageConfig
+from upkeeper.errors import StorageError
+from upkeeper.storage.base import ObjectInfo, check_key
+
+log = logging.getLogger(__name__)
+
+TMP_SUFFIX = ".upkeeper-partial"
+READ_WINDOW = 4 * 1024 * 1024  # bytes requested ahead per read round
+REQUEST_SIZE = 32768  # bytes per SFTP read request (paramiko's and OpenSSH's usual maximum)
+DEFAULT_KNOWN_HOSTS = "~/.ssh/known_hosts"
+KEEPALIVE = 30  # seconds between SSH keepalives, so idle NAT/firewall state does not expire mid-backup
+
+T = TypeVar("T")
+
+#: Exceptions that mean the connection itself is gone (as opposed to an SFTP status error).
+_CONNECTION_ERRORS: tuple[type[BaseException], ...] = (EOFError, paramiko.SSHException, ConnectionError,
+                                                        TimeoutError, socket.timeout)
+
+
+def fingerprint(key: paramiko.PKey) -> str:
+    """OpenSSH's ``SHA256:…`` fingerprint of a public key."""
+    digest = hashlib.sha256(key.asbytes()).digest()
+    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+
+
+class _RejectUnknownHost(paramiko.MissingHostKeyPolicy):
+    """Refuse a host key that is not in known_hosts, naming the host and the key's fingerprint."""
+
+    def __init__(self, storage: SftpStorage, known_hosts: Path) -> None:
+        self.storage = storage
+        self.known_hosts = known_hosts
+
+    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
+        c = self.storage.config
+        missing = "" if self.known_hosts.exists() else f" ({self.known_hosts} does not exist)"
+        port = f"-p {c.port} " if c.port != 22 else ""
+        raise StorageError(
+            f"{self.storage.describe()}: the host key of {hostname} is not in {self.known_hosts}{missing}: "
+            f"{key.get_name()} {fingerprint(key)}",
+            f"Try: compare that fingerprint with the server's own (on the server: ssh-keygen -lf "
+            f"/etc/ssh/ssh_host_*_key.pub), then add it: ssh-keyscan {port}{c.host} >> {self.known_hosts}",
+            permanent=True,
+        )
+
+
+class _AcceptUnknownHost(paramiko.MissingHostKeyPolicy):
+    """``host_key_check: false``: accept any host key, loudly."""
+
+    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
+        log.warning("sftp: accepting the unverified host key of %s (%s %s) because host_key_check is off",
+                    hostname, key.get_name(), fingerprint(key))
+
+
+def _status_error(action: str, where: str, exc: BaseException) -> StorageError:
+    """An SFTP status error (the connection is fine) as a StorageError."""
+    code = getattr(exc, "errno", None)
+    text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    if code == errno.ENOENT:
+        return StorageError(f"{action} {where}: no such file or directory", permanent=True)
+    if code in (errno.EACCES, errno.EPERM):
+        return StorageError(f"{action} {where}: permission denied",
+                            "Try: check that the SSH user may write to the storage path", permanent=True)
+    if text == "Failure":  # SSH_FX_FAILURE: OpenSSH's answer to ENOSPC, EDQUOT and other write errors
+        return StorageError(f"{action} {where}: the server reported a failure (disk full or quota exceeded?)",
+                            "Try: check free space on the server", permanent=False)
+    return StorageError(f"{action} {where}: {text}", permanent=False)
+
+
+class SftpWriter:
+    """Writes to a temporary file on its own SFTP channel; ``commit`` renames it into place."""
+
+    def __init__(self, storage: SftpStorage, key: str) -> None:
+        self.storage = storage
+        self.key = key
+        self.final = storage.remote_path(key)
+        directory, base = posixpath.split(self.final)
+        self.tmp = posixpath.join(directory, f".{base}.{uuid.uuid4().hex[:8]}{TMP_SUFFIX}")
+        self.size = 0
+        self.sftp: paramiko.SFTPClient | None = None
+        self.fh: paramiko.SFTPFile | None = None
+        self.sftp = storage.open_channel()
+        try:
+            for attempt in (1, 2):
+                try:
+                    storage.makedirs(self.sftp, directory)
+                    self.fh = self.sftp.open(self.tmp, "wb")
+                    break
+                except FileNotFoundError:
+                    if attempt == 2:
+                        raise
+                    storage.forget_dirs()  # someone removed a directory we had created: create it again
+            assert self.fh is not None
+            self.fh.set_pipelined(True)
+        except Exception as exc:
+            self._close_channel()
+            raise storage.translate("cannot create", self.tmp, exc) from None
+        except BaseException:
+            self._close_channel()
+            raise
+
+    def write(self, data: bytes) -> int:
+        if self.fh is None:
+            raise StorageError(f"{self.storage.where(self.key)}: write after commit/abort", permanent=True)
+        try:
+            self.fh.write(data)
+        except Exception as exc:
+            err = self.storage.translate("cannot write", self.tmp, exc)
+            self.abort()
+            raise err from None
+        except BaseException:
+            self.abort()
+            raise
+        self.size += len(data)
+        return len(data)
+
+    def commit(self) -> ObjectInfo:
+        if self.fh is None or self.sftp is None:
+            raise StorageError(f"{self.storage.where(self.key)}: commit after commit/abort", permanent=True)
+        fh, sftp = self.fh, self.sftp
+        step = "cannot write"
+        try:
+            _drain(fh)
+            step = "cannot fsync"
+            self.storage.fsync(sftp, fh)
+            step = "cannot close"
+            fh.close()
+            self.fh = None
+            step = "cannot check"
+            written = sftp.stat(self.tmp).st_size
+            if written != self.size:
+                raise StorageError(f"cannot commit {self.storage.where(self.key)}: the server holds {written} "
+                                   f"bytes of the {self.size} written", permanent=False)
+            step = "cannot rename into place"
+            _rename(sftp, self.tmp, self.final)
+        except Exception as exc:
+            err = self.storage.translate(step, self.tmp, exc)
+            self.abort()
+            raise err from None
+        except BaseException:
+            self.abort()
+            raise
+        self._close_channel()
+        return ObjectInfo(self.key, self.size, datetime.now(UTC))
+
+    def abort(self) -> None:
+        """Close and remove the temporary file (on a fresh connection if this one dropped)."""
+        if self.fh is not None:
+            with contextlib.suppress(Exception):
+                self.fh.close()
+            self.fh = None
+        if self.sftp is None:
+            return
+        try:
+            self.sftp.remove(self.tmp)
+        except FileNotFoundError:
+            pass
+        except Exception:
+            try:
+                self.storage.call(lambda s: _remove_quietly(s, self.tmp))
+            except StorageError as exc:
+                log.warning("%s: could not remove the partial file %s (list ignores it): %s",
+                            self.storage.describe(), self.tmp, exc)
+        self._close_channel()
+
+    def _close_channel(self) -> None:
+        if self.sftp is not None:
+            with contextlib.suppress(Exception):
+                self.sftp.close()
+            self.sftp = None
+
+
+def _remove_quietly(sftp: paramiko.SFTPClient, path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        sftp.remove(path)
+
+
+def _drain(fh: paramiko.SFTPFile) -> None:
+    """Flush and wait for every pipelined write's status, raising the first error.
+
+    paramiko's ``close()`` does not check the statuses of writes still in flight, so a
+    failed final write (disk full) would go unnoticed; this reads them one by one.
+    """
+    fh.flush()
+    sftp: Any = fh.sftp
+    reqs = getattr(fh, "_reqs", None)
+    expecting = getattr(sftp, "_expecting", None)
+    if reqs is None or expecting is None:  # a future paramiko: the size check in commit still guards
+        return
+    while reqs:
+        req = reqs.popleft()
+        if req not in expecting:
+            continue
+        t, _msg = sftp._read_response(req)  # raises IOError for an error status
+        if t != CMD_STATUS:
+            raise StorageError("unexpected SFTP response to a write", permanent=False)
+
+
+def _rename(sftp: paramiko.SFTPClient, src: str, dst: str) -> None:
+    try:
+        sftp.posix_rename(src, dst)
+    except OSError as exc:
+        if "unsupported" not in str(exc).lower():
+            raise
+        # a server without posix-rename@openssh.com: plain SFTP rename refuses to replace a file
+        with contextlib.suppress(FileNotFoundError):
+            sftp.remove(dst)
+        sftp.rename(src, dst)
+
+
+class _Responses:
+    """Collects the responses to our pipelined read requests (paramiko hands them to ``_async_response``)."""
+
+    def __init__(self) -> None:
+        self.got: dict[int, tuple[int, Any]] = {}
+
+    def _async_response(self, t: int, msg: Any, num: int) -> None:
+        self.got[num] = (t, msg)
+
+
+class _SftpReader(io.RawIOBase):
+    """Reads a remote file in windows of pipelined 32 KiB requests: bounded memory, no round trip per request.
+
+    paramiko's own ``prefetch``/``readv`` keep whatever arrives until it is read (unbounded
+    when the consumer is slower than the network) and can fall back to one request per round
+    trip half-way; so the window is driven here, with the same SFTP client primitives they use.
+    """
+
+    def __init__(self, storage: SftpStorage, key: str, sftp: paramiko.SFTPClient, fh: paramiko.SFTPFile,
+                 size: int) -> None:
+        self.storage = storage
+        self.key = key
+        self.sftp = sftp
+        self.fh = fh
+        self.size = size
+        self.pos = 0
+        self.buf = bytearray()
+        self.buf_off = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def _fetch(self, pos: int, n: int) -> bytearray:
+        sftp: Any = self.sftp
+        collector = _Responses()
+        requests = []
+        off = pos
+        while off < pos + n:
+            size = min(REQUEST_SIZE, pos + n - off)
+            num = sftp._async_request(collector, CMD_READ, self.fh.handle, int64(off), size)
+            requests.append((num, off, size))
+            off += size
+        out = bytearray()
+        for num, off, size in requests:
+            while num not in collector.got:
+                sftp._read_response()
+            t, msg = collector.got.pop(num)
+            if t == CMD_STATUS:
+                sftp._convert_status(msg)  # raises the server's error (or EOFError)
+                raise EOFError(f"unexpected end of file at byte {off}")
+            if t != CMD_DATA:
+                raise StorageError("unexpected SFTP response to a read", permanent=False)
+            data = msg.get_string()
+            out += data
+            while len(data) < size:  # a server may answer with fewer bytes: fetch the rest directly
+                self.fh.seek(off + len(data))
+                more = self.fh.read(size - len(data))
+                if not more:
+                    raise EOFError(f"unexpected end of file at byte {off + len(data)}")
+                out += more
+                data += more
+        return out
+
+    def readinto(self, b: Any) -> int:
+        view = memoryview(b).cast("B")
+        if self.buf_off >= len(self.buf):
+            if self.pos >= self.size:
+                return 0
+            n = min(READ_WINDOW, self.size - self.pos)
+            self.buf = bytearray()
+            try:
+                self.buf = self._fetch(self.pos, n)
+            except Exception as exc:
+                raise self.storage.translate("cannot read", self.storage.remote_path(self.key), exc) from None
+            self.buf_off = 0
+            self.pos += n
+        k = min(len(view), len(self.buf) - self.buf_off)
+        view[:k] = self.buf[self.buf_off:self.buf_off + k]
+        self.buf_off += k
+        return k
+
+    def close(self) -> None:
+        if not self.closed:
+            with contextlib.suppress(Exception):
+                self.fh.close()
+            with contextlib.suppress(Exception):
+                self.sftp.close()
+            super().close()
+
+
+class SftpStorage:
+    kind = "sftp"
+
+    def __init__(self, name: str, config: SftpStorageConfig) -> None:
+        self.name = name
+        self.config = config
+        self.root = config.path.rstrip("/") or "/"
+        self._ssh: paramiko.SSHClient | None = None
+        self._sftp: paramiko.SFTPClient | None = None
+        self._dirs: set[str] = set()
+        self._fsync_supported: bool | None = None
+
+    # --- connection -----------------------------------------------------------------------------
+
+    @property
+    def known_hosts(self) -> Path:
+        return Path(self.config.known_hosts or DEFAULT_KNOWN_HOSTS).expanduser()
+
+    def _load_key(self) -> paramiko.PKey:
+        path = Path(self.config.key_file).expanduser()
+        passphrase = self.config.secret("key_passphrase")
+        try:
+            password: Any = passphrase.encode() if passphrase else None  # paramiko's stubs say str; it needs bytes
+            return paramiko.PKey.from_path(path, password=password)
+        except paramiko.PasswordRequiredException:
+            raise StorageError(f"{self.describe()}: the key {path} is encrypted",
+                               "Try: set key_passphrase_file (or key_passphrase)", permanent=True) from None
+        except FileNotFoundError:
+            raise StorageError(f"{self.describe()}: key_file {path} does not exist", permanent=True) from None
+        except OSError as exc:
+            raise StorageError(f"{self.describe()}: cannot read key_file {path}: {exc.strerror or exc}",
+                               permanent=True) from None
+        except (paramiko.SSHException, ValueError, TypeError) as exc:
+            if passphrase is None and "password" in str(exc).lower():
+                raise StorageError(f"{self.describe()}: the key {path} is encrypted",
+                                   "Try: set key_passphrase_file (or key_passphrase)", permanent=True) from None
+            if passphrase is not None and _is_encrypted_key(path):
+                raise StorageError(f"{self.describe()}: cannot decrypt the key {path}: wrong passphrase",
+                                   "Try: check key_passphrase_file", permanent=True) from None
+            raise StorageError(f"{self.describe()}: cannot load key_file {path}: {exc}",
+                               "Try: use an OpenSSH private key (Ed25519, ECDSA or RSA); check the passphrase",
+                               permanent=True) from None
+
+    def _connect(self) -> paramiko.SFTPClient:
+        c = self.config
+        pkey = self._load_key()
+        client = paramiko.SSHClient()
+        try:
+            if c.host_key_check:
+                if self.known_hosts.exists():
+                    try:
+                        client.load_host_keys(str(self.known_hosts))
+                    except (OSError, paramiko.SSHException) as exc:
+                        raise StorageError(f"{self.describe()}: cannot read known_hosts {self.known_hosts}: {exc}",
+                                           permanent=True) from None
+                client.set_missing_host_key_policy(_RejectUnknownHost(self, self.known_hosts))
+            else:
+                client.set_missing_host_key_policy(_AcceptUnknownHost())
+            client.connect(c.host, port=c.port, username=c.user, pkey=pkey, timeout=c.timeout,
+                           banner_timeout=c.timeout, auth_timeout=c.timeout, allow_agent=False,
+                           look_for_keys=False)
+            transport = client.get_transport()
+            if transport is not None:
+                transport.set_keepalive(KEEPALIVE)
+            sftp = client.open_sftp()
+            sftp.get_channel().settimeout(c.timeout)  # type: ignore[union-attr]
+        except StorageError:
+            client.close()
+            raise
+        except paramiko.BadHostKeyException as exc:
+            client.close()
+            raise StorageError(
+                f"{self.describe()}: the host key of {c.host} does NOT match {self.known_hosts}: the server "
+                f"presented {exc.key.get_name()} {fingerprint(exc.key)}, known_hosts has "
+                f"{fingerprint(exc.expected_key)} — the server was reinstalled, or someone is in the middle",
+                "Try: confirm the new key with the server's admin, then replace the line in known_hosts",
+                permanent=True) from None
+        except paramiko.AuthenticationException as exc:
+            client.close()
+            raise StorageError(
+                f"{self.describe()}: authentication as {c.user!r} with key {c.key_file} failed: {exc}",
+                f"Try: add the public key ({c.key_file}.pub) to ~{c.user}/.ssh/authorized_keys on {c.host}",
+                permanent=True) from None
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            client.close()
+            text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+            raise StorageError(f"{self.describe()}: cannot connect to {c.host}:{c.port}: {text}",
+                               "Try: check host, port and that sshd runs; the next run retries",
+                               permanent=False) from None
+        self._ssh = client
+        return sftp
+
+    def _alive(self) -> bool:
+        """Is the SSH connection (the transport all channels share) up?"""
+        if self._ssh is None:
+            return False
+        t = self._ssh.get_transport()
+        return t is not None and t.is_active()
+
+    def sftp(self) -> paramiko.SFTPClient:
+        """The shared SFTP channel, (re)connecting when there is none or the connection dropped."""
+        if not self._alive():
+            self._reset()
+            self._sftp = self._connect()
+        elif self._sftp is None:  # only the shared channel was dropped: a new one on the same connection
+            self._sftp = self.open_channel()
+        return self._sftp
+
+    def _drop_shared_channel(self) -> None:
+        if self._sftp is not None:
+            with contextlib.suppress(Exception):
+                self._sftp.close()
+            self._sftp = None
+
+    def open_channel(self) -> paramiko.SFTPClient:
+        """A new SFTP channel on the (re)connected SSH connection, for one writer or reader."""
+        if not self._alive():
+            self.sftp()
+        refusals = 0
+        attempt = 0
+        while True:
+            attempt += 1
+            assert self._ssh is not None
+            try:
+                channel = self._ssh.open_sftp()
+                channel.get_channel().settimeout(self.config.timeout)  # type: ignore[union-attr]
+                return channel
+            except paramiko.ChannelException as exc:
+                # the connection is fine but the server refuses another session (sshd's MaxSessions).
+                # A channel we just closed may not be released yet: wait a little, then give up —
+                # keeping the connection, which other writers and readers are using.
+                refusals += 1
+                if refusals < 5:
+                    time.sleep(0.05 * 2 ** refusals)
+                    attempt -= 1
+                    continue
+                raise StorageError(
+                    f"{self.describe()}: the server refused another SFTP session ({exc.text}); too many "
+                    "readers and writers at once on one storage",
+                    "Try: fewer parallel transfers to this storage, or raise MaxSessions in the server's "
+                    "sshd_config", permanent=False) from None
+            except (OSError, EOFError, paramiko.SSHException) as exc:
+                if attempt >= 2 or self._alive():
+                    raise self.translate("cannot open a channel to", self.root, exc) from None
+                self._reset()  # the connection died between the check and the open: one fresh try
+                self._sftp = self._connect()
+
+    def _reset(self) -> None:
+        for thing in (self._sftp, self._ssh):
+            if thing is not None:
+                with contextlib.suppress(Exception):
+                    thing.close()
+        self._sftp = None
+        self._ssh = None
+
+    def translate(self, action: str, path: str, exc: BaseException) -> StorageError:
+        if isinstance(exc, StorageError):
+            return exc
+        where = f"{self.config.user}@{self.config.host}:{path}"
+        if not self._alive() and isinstance(exc, _CONNECTION_ERRORS + (OSError,)):
+            self._reset()
+            return StorageError(f"{action} {where}: connection lost ({exc or type(exc).__name__})",
+                                "Try: check the network and the SSH server; the next operation reconnects",
+                                permanent=False)
+        if isinstance(exc, _CONNECTION_ERRORS):  # this channel broke (timeout …); the connection is still up
+            return StorageError(f"{action} {where}: {exc or type(exc).__name__}",
+                                "Try: check the SSH server's load and logs; the next run retries",
+                                permanent=False)
+        if isinstance(exc, OSError):
+            return _status_error(action, where, exc)
+        return StorageError(f"{action} {where}: {exc}", permanent=False)
+
+    def call(self, fn: Callable[[paramiko.SFTPClient], T], action: str = "cannot reach", path: str = "") -> T:
+        """Run an idempotent operation; after a dropped connection, reconnect and try once more."""
+        for attempt in (1, 2):
+            sftp = self.sftp()
+            try:
+                return fn(sftp)
+            except Exception as exc:
+                broken = not isinstance(exc, StorageError) and (
+                    isinstance(exc, _CONNECTION_ERRORS) or not self._alive())
+                if broken and attempt == 1:
+                    log.info("%s: connection or channel lost (%s); reopening", self.describe(), exc)
+                    if self._alive():
+                        self._drop_shared_channel()
+                    else:
+                        self._reset()
+                    continue
+                raise self.translate(action, path or self.root, exc) from None
+        raise AssertionError("unreachable")
+
+    # --- paths ----------------------------------------------------------------------------------
+
+    def remote_path(self, key: str) -> str:
+        return posixpath.join(self.root, check_key(key))
+
+    def where(self, key: str) -> str:
+        return f"{self.config.user}@{self.config.host}:{posixpath.join(self.root, key)}"
+
+    def forget_dirs(self) -> None:
+        self._dirs.clear()
+
+    def makedirs(self, sftp: paramiko.SFTPClient, path: str) -> None:
+        """``mkdir -p``: create ``path`` and its missing parents."""
+        if path in self._dirs or path in ("", "/", "."):
+            return
+        try:
+            st = sftp.stat(path)
+        except FileNotFoundError:
+            self.makedirs(sftp, posixpath.dirname(path))
+            try:
+                sftp.mkdir(path)
+            except OSError:
+                st = sftp.stat(path)  # created meanwhile by someone else? then fine
+                if not statmod.S_ISDIR(st.st_mode or 0):
+                    raise
+        else:
+            if not statmod.S_ISDIR(st.st_mode or 0):
+                raise StorageError(f"{self.where(path)} exists and is not a directory", permanent=True)
+        self._dirs.add(path)
+
+    def fsync(self, sftp: paramiko.SFTPClient, fh: paramiko.SFTPFile) -> None:
+        if not self.config.fsync or self._fsync_supported is False:
+            return
+        s: Any = sftp
+        try:
+            s._request(CMD_EXTENDED, "fsync@openssh.com", fh.handle)
+        except OSError as exc:
+            if "unsupported" in str(exc).lower():
+                self._fsync_supported = False
+                log.info("%s: the server does not support fsync@openssh.com; relying on rename", self.describe())
+                return
+            raise
+        self._fsync_supported = True
+
+    # --- the Storage interface ------------------------------------------------------------------
+
+    def open_write(self, key: str) -> SftpWriter:
+        self.remote_path(key)
+        return SftpWriter(self, key)
+
+    def open_read(self, key: str) -> BinaryIO:
+        path = self.remote_path(key)
+        sftp = self.open_channel()
+        try:
+            fh = sftp.open(path, "rb")
+            st = fh.stat()
+            if not statmod.S_ISREG(st.st_mode or 0):  # a directory is a key prefix, not an object
+                fh.close()
+                raise FileNotFoundError(path)
+            size = st.st_size or 0
+        except FileNotFoundError:
+            sftp.close()
+            raise StorageError(f"{self.describe()}: no object {key!r}", permanent=True) from None
+        except Exception as exc:
+            with contextlib.suppress(Exception):
+                sftp.close()
+            raise self.translate("cannot read", path, exc) from None
+        return io.BufferedReader(_SftpReader(self, key, sftp, fh, size), buffer_size=256 * 1024)
+
+    def stat(self, key: str) -> ObjectInfo | None:
+        path = self.remote_path(key)
+
+        def op(sftp: paramiko.SFTPClient) -> ObjectInfo | None:
+            try:
+                st = sftp.stat(path)
+            except FileNotFoundError:
+                return None
+            if not statmod.S_ISREG(st.st_mode or 0):
+                return None
+            return ObjectInfo(key, st.st_size or 0, _mtime(st))
+
+        return self.call(op, "cannot stat", path)
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        found = self.call(lambda sftp: self._walk(sftp, prefix), "cannot list", self.root)
+        yield from found
+
+    def _walk(self, sftp: paramiko.SFTPClient, prefix: str) -> builtins.list[ObjectInfo]:
+        out: builtins.list[ObjectInfo] = []
+
+        def walk(directory: str, rel: str) -> None:
+            try:
+                entries = sftp.listdir_attr(directory)
+            except FileNotFoundError:
+                return
+            for e in sorted(entries, key=lambda a: a.filename):
+                key = rel + e.filename
+                mode = e.st_mode or 0
+                if statmod.S_ISDIR(mode):
+                    sub = key + "/"
+                    if sub.startswith(prefix) or prefix.startswith(sub):
+                        walk(posixpath.join(directory, e.filename), sub)
+                elif statmod.S_ISREG(mode) and not e.filename.endswith(TMP_SUFFIX) and key.startswith(prefix):
+                    out.append(ObjectInfo(key, e.st_size or 0, _mtime(e)))
+
+        walk(self.root, "")
+        return out
+
+    def clean_partials(self, older_than: timedelta = timedelta(hours=24)) -> int:
+        """Remove temporary files of crashed writers not modified for ``older_than``."""
+        cutoff = time.time() - older_than.total_seconds()
+
+        def op(sftp: paramiko.SFTPClient) -> int:
+            n = 0
+
+            def walk(directory: str) -> None:
+                nonlocal n
+                try:
+                    entries = sftp.listdir_attr(directory)
+                except FileNotFoundError:
+                    return
+                for e in entries:
+                    path = posixpath.join(directory, e.filename)
+                    if statmod.S_ISDIR(e.st_mode or 0):
+                        walk(path)
+                    elif e.filename.endswith(TMP_SUFFIX) and (e.st_mtime or 0) <= cutoff:
+                        with contextlib.suppress(FileNotFoundError):
+                            sftp.remove(path)
+                            n += 1
+
+            walk(self.root)
+            return n
+
+        return self.call(op, "cannot clean partial files under", self.root)
+
+    def delete(self, key: str) -> None:
+        path = self.remote_path(key)
+
+        def op(sftp: paramiko.SFTPClient) -> None:
+            try:
+                sftp.remove(path)
+            except FileNotFoundError:
+                return
+            parent = posixpath.dirname(path)
+            while parent != self.root and parent.startswith(self.root.rstrip("/") + "/"):
+                try:
+                    sftp.rmdir(parent)
+                except OSError:
+                    break
+                self._dirs.discard(parent)
+                parent = posixpath.dirname(parent)
+
+        self.call(op, "cannot delete", path)
+
+    def describe(self) -> str:
+        c = self.config
+        port = f":{c.port}" if c.port != 22 else ""
+        path = self.root if self.root.startswith("/") else f"/~/{self.root}"  # relative to the login directory
+        return f"sftp://{c.user}@{c.host}{port}{path}"
+
+    def close(self) -> None:
+        self._reset()
+
+
+def _is_encrypted_key(path: Path) -> bool:
+    """Does the key load without a passphrase complain that it needs one?"""
+    try:
+        paramiko.PKey.from_path(path)
+    except (paramiko.SSHException, ValueError, TypeError) as exc:
+        return "password" in str(exc).lower()
+    except OSError:
+        return False
+    return False
+
+
+def _mtime(st: paramiko.SFTPAttributes) -> datetime | None:
+    return datetime.fromtimestamp(st.st_mtime, UTC) if st.st_mtime is not None else None

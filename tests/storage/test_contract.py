@@ -1,0 +1,372 @@
+"""One contract every storage backend must pass, against real servers (litestream style).
+
+local: a directory; s3: SeaweedFS; sftp: OpenSSH.  Each test gets a fresh, empty storage.
+``residue()`` looks behind the interface (the directory, the bucket's pending multipart
+uploads) to prove that aborted or failed writes leave nothing behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import signal
+import subprocess
+import sys
+import tracemalloc
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from services import local_storage_config, sftp_storage_config
+from upkeeper.config.storage import S3StorageConfig
+from upkeeper.errors import StorageError
+from upkeeper.storage import open_storage
+from upkeeper.storage.base import Storage, clean_partials, get_bytes, put_bytes
+
+MiB = 1024 * 1024
+PART = 5 * MiB  # S3's minimum part size: multipart kicks in for anything bigger
+
+
+@dataclass
+class Backend:
+    kind: str
+    storage: Storage
+    residue: Callable[[], list[str]]  # everything physically present, including hidden temp files and uploads
+    config: dict[str, Any]  # the storage's config as plain data (secrets included), for a child process
+
+
+def _files_under(root: Path) -> list[str]:
+    if not root.exists():
+        return []
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+
+
+@pytest.fixture(params=["local", "s3", "sftp"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    kind = request.param
+    if kind == "local":
+        root = tmp_path / "store"
+        data: dict[str, Any] = {"kind": "local", "path": str(root)}
+        storage: Storage = open_storage("contract", local_storage_config(root))
+
+        def residue() -> list[str]:
+            return _files_under(root)
+    elif kind == "s3":
+        server = request.getfixturevalue("s3_server")
+        bucket = request.getfixturevalue("s3_bucket")
+        data = server.storage_config(bucket, part_size=PART, prefix="backups", upload_concurrency=2)
+        storage = open_storage("contract", S3StorageConfig.model_validate(data))
+        client = server.client()
+
+        def residue() -> list[str]:
+            objs = [o["Key"] for o in client.list_objects_v2(Bucket=bucket).get("Contents", [])]
+            ups = [f"upload:{u['Key']}" for u in client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])]
+            return sorted(objs + ups)
+    else:
+        server = request.getfixturevalue("sftp_server")
+        config = sftp_storage_config(server)
+        data = config.model_dump(mode="json", exclude_none=True)
+        storage = open_storage("contract", config)
+        root = Path(config.path)  # the server runs on this machine: look at its disk directly
+
+        def residue() -> list[str]:
+            return _files_under(root)
+    yield Backend(kind, storage, residue, data)
+    storage.close()
+
+
+def pattern(size: int, seed: int = 0) -> Iterator[bytes]:
+    """Deterministic pseudo-random bytes in odd-sized chunks (never the whole object in memory)."""
+    block = hashlib.sha256(f"seed{seed}".encode()).digest() * 2048  # 64 KiB
+    chunk = 65536 + 7
+    done = 0
+    i = 0
+    while done < size:
+        n = min(chunk, size - done)
+        rot = (i * 31) % len(block)
+        piece = (block[rot:] + block[:rot]) * (n // len(block) + 1)
+        yield piece[:n]
+        done += n
+        i += 1
+
+
+def write_stream(storage: Storage, key: str, size: int, seed: int = 0) -> str:
+    h = hashlib.sha256()
+    w = storage.open_write(key)
+    try:
+        for piece in pattern(size, seed):
+            w.write(piece)
+            h.update(piece)
+        w.commit()
+    except BaseException:
+        w.abort()
+        raise
+    return h.hexdigest()
+
+
+def read_hash(storage: Storage, key: str, chunk: int = 1 << 20) -> tuple[str, int]:
+    h = hashlib.sha256()
+    n = 0
+    with storage.open_read(key) as fh:
+        while data := fh.read(chunk):
+            h.update(data)
+            n += len(data)
+    return h.hexdigest(), n
+
+
+def keys(storage: Storage, prefix: str = "") -> list[str]:
+    return sorted(o.key for o in storage.list(prefix))
+
+
+def test_round_trip_small(backend: Backend) -> None:
+    s = backend.storage
+    info = put_bytes(s, "db/2024/manifest.json", b'{"ok": true}')
+    assert info.key == "db/2024/manifest.json" and info.size == 12
+    assert get_bytes(s, "db/2024/manifest.json") == b'{"ok": true}'
+    st = s.stat("db/2024/manifest.json")
+    assert st is not None and st.size == 12 and st.modified is not None
+    assert [(o.key, o.size) for o in s.list()] == [("db/2024/manifest.json", 12)]
+    assert s.kind == backend.kind and s.describe()
+
+
+@pytest.mark.parametrize("size", [0, 1, PART - 1, PART, PART + 1, 2 * PART + 12345])
+def test_round_trip_sizes_around_the_part_size(backend: Backend, size: int) -> None:
+    s = backend.storage
+    digest = write_stream(s, "obj.bin", size, seed=size)
+    assert read_hash(s, "obj.bin") == (digest, size)
+    st = s.stat("obj.bin")
+    assert st is not None and st.size == size
+    assert [(o.key, o.size) for o in s.list()] == [("obj.bin", size)]
+    assert [r for r in backend.residue() if "upload:" in r or "partial" in r] == []
+
+
+def test_partial_reads_return_the_right_bytes(backend: Backend) -> None:
+    s = backend.storage
+    data = b"".join(pattern(PART + 999, seed=3))
+    put_bytes(s, "k", data)
+    with s.open_read("k") as fh:
+        got = [fh.read(10), fh.read(PART), fh.read()]
+    assert b"".join(got) == data and len(got[0]) == 10
+
+
+def test_abort_leaves_nothing(backend: Backend) -> None:
+    s = backend.storage
+    w = s.open_write("set/1/data.zst.age")
+    for piece in pattern(PART + MiB):  # more than a part: an S3 multipart upload is under way
+        w.write(piece)
+    w.abort()
+    assert s.stat("set/1/data.zst.age") is None
+    assert keys(s) == []
+    with pytest.raises(StorageError):
+        s.open_read("set/1/data.zst.age")
+    assert backend.residue() == []
+
+
+def test_uncommitted_writer_is_invisible(backend: Backend) -> None:
+    s = backend.storage
+    w = s.open_write("set/1/dump")
+    for piece in pattern(PART + MiB):
+        w.write(piece)
+    assert s.stat("set/1/dump") is None
+    assert keys(s) == [] and keys(s, "set/") == []
+    with pytest.raises(StorageError):
+        s.open_read("set/1/dump")
+    info = w.commit()
+    assert info.size == PART + MiB
+    assert keys(s) == ["set/1/dump"]
+
+
+def test_list_with_prefixes(backend: Backend) -> None:
+    s = backend.storage
+    for k in ["a/1", "a/2", "ab/3", "b/c/d/4", "top"]:
+        put_bytes(s, k, k.encode())
+    assert keys(s) == ["a/1", "a/2", "ab/3", "b/c/d/4", "top"]
+    assert keys(s, "a/") == ["a/1", "a/2"]
+    assert keys(s, "a") == ["a/1", "a/2", "ab/3"]
+    assert keys(s, "b/c") == ["b/c/d/4"]
+    assert keys(s, "b/c/d/4") == ["b/c/d/4"]
+    assert keys(s, "t") == ["top"]
+    assert keys(s, "zz") == []
+    sizes = {o.key: o.size for o in s.list()}
+    assert sizes["b/c/d/4"] == len("b/c/d/4")
+
+
+def test_a_key_prefix_is_not_an_object(backend: Backend) -> None:
+    s = backend.storage
+    put_bytes(s, "set/1/dump", b"x")
+    assert s.stat("set") is None and s.stat("set/1") is None
+    with pytest.raises(StorageError):
+        s.open_read("set/1")
+    assert s.stat("set/1/dump/deeper") is None
+
+
+def test_list_of_an_empty_storage(backend: Backend) -> None:
+    assert keys(backend.storage) == []
+    assert keys(backend.storage, "nothing/") == []
+
+
+def test_delete(backend: Backend) -> None:
+    s = backend.storage
+    put_bytes(s, "x/y/z", b"1")
+    put_bytes(s, "x/keep", b"2")
+    s.delete("x/y/z")
+    assert s.stat("x/y/z") is None
+    assert keys(s) == ["x/keep"]
+    s.delete("x/y/z")  # deleting a missing object is not an error
+    s.delete("never/was")
+    put_bytes(s, "x/y/z", b"3")  # the emptied directory can be used again
+    assert get_bytes(s, "x/y/z") == b"3"
+
+
+def test_stat_missing_is_none_and_read_missing_is_an_error(backend: Backend) -> None:
+    s = backend.storage
+    assert s.stat("no/such/key") is None
+    with pytest.raises(StorageError) as exc:
+        s.open_read("no/such/key")
+    assert exc.value.permanent
+    assert "no/such/key" in str(exc.value)
+
+
+@pytest.mark.parametrize("key", ["", "/etc/passwd", "a/../b", "../escape", "a//b", ".", "a/./b", "a/", "..",
+                                 "nul\x00byte", "new\nline"])
+def test_invalid_keys_are_refused(backend: Backend, key: str) -> None:
+    s = backend.storage
+    for op in (s.open_write, s.open_read, s.stat, s.delete):
+        with pytest.raises(StorageError) as exc:
+            op(key)
+        assert exc.value.permanent
+    assert backend.residue() == []
+
+
+def test_overwrite_replaces_atomically(backend: Backend) -> None:
+    s = backend.storage
+    put_bytes(s, "manifest.json", b"old")
+    w = s.open_write("manifest.json")
+    w.write(b"new and longer")
+    assert get_bytes(s, "manifest.json") == b"old"  # readers see the old object until commit
+    w.commit()
+    assert get_bytes(s, "manifest.json") == b"new and longer"
+    assert [(o.key, o.size) for o in s.list()] == [("manifest.json", 14)]
+
+
+def test_interleaved_writers(backend: Backend) -> None:
+    s = backend.storage
+    w1, w2 = s.open_write("one"), s.open_write("two")
+    for i in range(50):
+        w1.write(b"1" * 1000)
+        w2.write(b"2" * 777)
+        if i == 25:
+            assert s.stat("one") is None  # another operation in between must not disturb the writers
+    w2.commit()
+    w1.commit()
+    assert get_bytes(s, "one") == b"1" * 50_000 and get_bytes(s, "two") == b"2" * 38_850
+
+
+def test_writer_refuses_use_after_commit(backend: Backend) -> None:
+    s = backend.storage
+    w = s.open_write("k")
+    w.write(b"x")
+    w.commit()
+    with pytest.raises(StorageError):
+        w.write(b"more")
+    w.abort()  # harmless after commit
+    assert get_bytes(s, "k") == b"x"
+
+
+def test_big_object_streams_in_constant_memory(backend: Backend) -> None:
+    """32 MiB through write and read with Python's peak allocation far below the object's size."""
+    s = backend.storage
+    size = 32 * MiB
+    put_bytes(s, "warm-up", b"x")  # connect and load the SDK's service model first: a one-time cost
+    get_bytes(s, "warm-up")
+    tracemalloc.start()
+    tracemalloc.reset_peak()
+    try:
+        digest = write_stream(s, "big.bin", size, seed=7)
+        _, write_peak = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        got = read_hash(s, "big.bin")
+        _, read_peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert got == (digest, size)
+    # S3 holds the part being filled plus upload_concurrency (2) parts in flight; the others a small buffer.
+    limit = 4 * PART if backend.kind == "s3" else 12 * MiB
+    assert write_peak < limit, f"write peaked at {write_peak / MiB:.1f} MiB"
+    assert read_peak < limit, f"read peaked at {read_peak / MiB:.1f} MiB"
+
+
+def test_keys_with_unusual_characters(backend: Backend) -> None:
+    s = backend.storage
+    key = "db name/2024-01-01T00:00:00Z/ümlaut+plus=eq.dump"
+    put_bytes(s, key, b"x")
+    assert get_bytes(s, key) == b"x"
+    assert keys(s) == [key]
+    assert keys(s, "db name/") == [key]
+
+
+def test_a_new_storage_object_sees_committed_data(backend: Backend) -> None:
+    """Commit is durable: a separate client (a later run) reads it back."""
+    s = backend.storage
+    put_bytes(s, "set/manifest.json", b"{}")
+    cfg = s.config
+    other = open_storage("other", cfg)
+    try:
+        assert get_bytes(other, "set/manifest.json") == b"{}"
+    finally:
+        other.close()
+
+
+CHILD_WRITER = """
+import json, os, sys
+from pydantic import TypeAdapter
+from upkeeper.config.storage import StorageConfig
+from upkeeper.storage import open_storage
+storage = open_storage("child", TypeAdapter(StorageConfig).validate_python(json.loads(sys.argv[1])))
+writer = storage.open_write("set/1/dump")
+block, written = os.urandom(1 << 20), 0
+while True:
+    writer.write(block)
+    written += len(block)
+    if written == 7 << 20:  # more than one S3 part: a multipart upload is under way
+        print("ready", flush=True)
+"""
+
+
+def test_writer_killed_with_sigkill_leaves_nothing_visible(backend: Backend) -> None:
+    """kill -9 in the middle of a write: nothing is listed, the leftovers are cleanable, the next run works."""
+    s = backend.storage
+    child = subprocess.Popen([sys.executable, "-c", CHILD_WRITER, json.dumps(backend.config)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None
+        line = child.stdout.readline()
+        assert line.strip() == "ready", child.stderr.read() if child.stderr else ""
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.communicate()
+    assert s.stat("set/1/dump") is None
+    assert keys(s) == []
+    with pytest.raises(StorageError):
+        s.open_read("set/1/dump")
+    assert backend.residue() != []  # the crash did leave something behind: a partial file or upload
+
+    assert clean_partials(s, older_than=timedelta(hours=1)) == 0  # too fresh: might be a live writer
+    assert clean_partials(s, older_than=timedelta(0)) >= 1
+    assert backend.residue() == []
+    put_bytes(s, "set/1/dump", b"the next run")
+    assert get_bytes(s, "set/1/dump") == b"the next run"
+
+
+def test_clean_partials_spares_a_live_writer(backend: Backend) -> None:
+    s = backend.storage
+    w = s.open_write("live")
+    for piece in pattern(PART + MiB):
+        w.write(piece)
+    assert clean_partials(s, older_than=timedelta(minutes=10)) == 0
+    w.commit()
+    assert s.stat("live") is not None

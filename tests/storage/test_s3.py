@@ -1,0 +1,214 @@
+"""S3-specific behaviour against a real SeaweedFS: credentials, clear errors, the server dying mid-upload."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from services import s3_storage_config
+from upkeeper.config.storage import S3StorageConfig
+from upkeeper.errors import StorageError
+from upkeeper.sandbox.s3 import SeaweedS3
+from upkeeper.storage import open_storage
+from upkeeper.storage.base import get_bytes, put_bytes
+from upkeeper.storage.s3 import PARTS_PER_SIZE_STEP, S3Storage, part_size_for
+
+MiB = 1024 * 1024
+
+
+def test_open_storage_dispatches_to_s3(s3_server: SeaweedS3, s3_bucket: str) -> None:
+    storage = open_storage("offsite", s3_storage_config(s3_server, s3_bucket))
+    assert isinstance(storage, S3Storage) and storage.kind == "s3"
+    assert s3_bucket in storage.describe() and s3_server.endpoint in storage.describe()
+
+
+def test_secret_from_file(s3_server: SeaweedS3, s3_bucket: str, tmp_path: Path) -> None:
+    secret_file = tmp_path / "s3.secret"
+    secret_file.write_text(s3_server.secret_key + "\n")
+    cfg = s3_server.storage_config(s3_bucket)
+    del cfg["secret_access_key"]
+    config = S3StorageConfig.model_validate({**cfg, "secret_access_key_file": str(secret_file)})
+    assert s3_server.secret_key not in repr(config)
+    storage = open_storage("s", config)
+    put_bytes(storage, "k", b"via file")
+    assert get_bytes(storage, "k") == b"via file"
+
+
+def test_credentials_from_the_environment(s3_server: SeaweedS3, s3_bucket: str,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = s3_server.storage_config(s3_bucket)
+    del cfg["access_key_id"], cfg["secret_access_key"]
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_server.access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_server.secret_key)
+    storage = open_storage("s", S3StorageConfig.model_validate(cfg))
+    put_bytes(storage, "k", b"via env")
+    assert get_bytes(storage, "k") == b"via env"
+
+
+def test_secret_only_from_the_environment(s3_server: SeaweedS3, s3_bucket: str,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """access_key_id in the config, the secret in AWS_SECRET_ACCESS_KEY."""
+    cfg = s3_server.storage_config(s3_bucket)
+    del cfg["secret_access_key"]
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_server.secret_key)
+    storage = open_storage("s", S3StorageConfig.model_validate(cfg))
+    put_bytes(storage, "k", b"x")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    with pytest.raises(StorageError, match="no secret access key") as exc:
+        open_storage("s", S3StorageConfig.model_validate(cfg))
+    assert exc.value.permanent and "secret_access_key_file" in (exc.value.hint or "")
+
+
+@pytest.mark.parametrize("field", ["secret_access_key", "access_key_id"])
+def test_wrong_credentials_give_a_clear_permanent_error_without_the_secret(
+        s3_server: SeaweedS3, s3_bucket: str, field: str) -> None:
+    wrong = "Wr0ngSecretValue-d0-not-leak-1234567890"
+    storage = open_storage("s", s3_storage_config(s3_server, s3_bucket, **{field: wrong}))
+    for op in (lambda: put_bytes(storage, "set/k", b"data"), lambda: list(storage.list()),
+               lambda: storage.stat("set/k"), lambda: get_bytes(storage, "set/k")):
+        with pytest.raises(StorageError) as exc:
+            op()
+        err = exc.value
+        text = f"{err} {err.hint}"
+        assert err.permanent, text
+        assert "access denied" in str(err) and s3_bucket in str(err) and s3_server.endpoint in str(err)
+        assert "secret" in (err.hint or "")
+        assert wrong not in text and s3_server.secret_key not in text
+    assert list(open_storage("ok", s3_storage_config(s3_server, s3_bucket)).list()) == []  # nothing was written
+
+
+def test_missing_bucket_is_a_clear_permanent_error(s3_server: SeaweedS3) -> None:
+    storage = open_storage("s", s3_storage_config(s3_server, "no-such-bucket-here"))
+    for op in (lambda: put_bytes(storage, "k", b"x"), lambda: list(storage.list()), lambda: storage.stat("k")):
+        with pytest.raises(StorageError, match="bucket 'no-such-bucket-here' does not exist") as exc:
+            op()
+        assert exc.value.permanent and "create the bucket" in (exc.value.hint or "")
+
+
+def test_unreachable_endpoint_is_a_transient_error() -> None:
+    from upkeeper.sandbox._util import free_port
+
+    port = free_port()  # nothing listens there
+    storage = open_storage("s", S3StorageConfig(bucket="b", endpoint_url=f"http://127.0.0.1:{port}",
+                                                access_key_id="k", secret_access_key="s", max_attempts=1,
+                                                timeout=2))
+    with pytest.raises(StorageError) as exc:
+        put_bytes(storage, "k", b"x")
+    assert not exc.value.permanent
+    assert f"127.0.0.1:{port}" in str(exc.value) and "cannot reach" in str(exc.value)
+
+
+def test_config_prefix_isolates_keys(s3_server: SeaweedS3, s3_bucket: str) -> None:
+    a = open_storage("a", s3_storage_config(s3_server, s3_bucket, prefix="/team-a/"))
+    b = open_storage("b", s3_storage_config(s3_server, s3_bucket, prefix="team-b"))
+    put_bytes(a, "x", b"a")
+    put_bytes(b, "x", b"b")
+    assert [o.key for o in a.list()] == ["x"] and get_bytes(b, "x") == b"b"
+    keys = sorted(o["Key"] for o in s3_server.client().list_objects_v2(Bucket=s3_bucket)["Contents"])
+    assert keys == ["team-a/x", "team-b/x"]
+
+
+def test_storage_class_is_sent(s3_server: SeaweedS3, s3_bucket: str) -> None:
+    storage = open_storage("s", s3_storage_config(s3_server, s3_bucket, storage_class="STANDARD_IA"))
+    put_bytes(storage, "k", b"x")
+    head = s3_server.client().head_object(Bucket=s3_bucket, Key="k")
+    assert head.get("StorageClass", "STANDARD") == "STANDARD_IA"
+
+
+def test_part_size_limits_are_validated() -> None:
+    with pytest.raises(ValidationError, match="5MiB"):
+        S3StorageConfig(bucket="b", part_size="1MiB")  # type: ignore[arg-type]
+    assert S3StorageConfig(bucket="b", part_size="5MiB").part_size == 5 * MiB  # type: ignore[arg-type]
+
+
+def test_part_size_grows_so_any_stream_fits_10000_parts() -> None:
+    base = 5 * MiB
+    assert part_size_for(1, base) == base and part_size_for(PARTS_PER_SIZE_STEP, base) == base
+    assert part_size_for(PARTS_PER_SIZE_STEP + 1, base) == 2 * base
+    sizes = [part_size_for(n, base) for n in range(1, 10_001)]
+    assert sizes == sorted(sizes) and max(sizes) <= 5 * 1024**3
+    assert sum(sizes) > 4 * 1024**4  # ~4.9 TiB even at the minimum part size (S3's object limit is 5 TiB)
+
+
+@pytest.mark.parametrize("concurrency", [1, 3])
+def test_multipart_upload_in_order_at_any_concurrency(s3_server: SeaweedS3, s3_bucket: str,
+                                                      concurrency: int) -> None:
+    storage = open_storage("s", s3_storage_config(s3_server, s3_bucket, part_size="5MiB",
+                                                  upload_concurrency=concurrency))
+    data = b"".join(bytes([i]) * (MiB + 17) for i in range(23))  # ~23 MiB: five parts
+    w = storage.open_write("k")
+    for i in range(0, len(data), 300_001):
+        w.write(data[i:i + 300_001])
+    w.commit()
+    assert get_bytes(storage, "k") == data
+    head = s3_server.client().head_object(Bucket=s3_bucket, Key="k")
+    assert head["ETag"].strip('"').endswith("-5")  # a multipart object of five parts
+
+
+def test_abort_stale_uploads(s3_server: SeaweedS3, s3_bucket: str) -> None:
+    storage = open_storage("s", s3_storage_config(s3_server, s3_bucket, part_size="5MiB"))
+    assert isinstance(storage, S3Storage)
+    w = storage.open_write("left/over")
+    w.write(b"x" * (5 * MiB + 1))  # starts a multipart upload, as a run killed here would leave it
+    assert w.upload_id is not None
+    assert storage.abort_stale_uploads(older_than=timedelta(hours=1)) == 0  # too young
+    assert storage.abort_stale_uploads(older_than=timedelta(0)) == 1
+    assert s3_server.client().list_multipart_uploads(Bucket=s3_bucket).get("Uploads", []) == []
+
+
+# --- fault: the server dies mid-upload ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def fault_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedS3]:
+    """A server of its own, so killing it disturbs no other test."""
+    server = SeaweedS3(tmp_path_factory.mktemp("fault-s3"))
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_server_killed_mid_upload_then_retry_succeeds(fault_s3: SeaweedS3,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    bucket = fault_s3.create_bucket("fault-bucket")
+    storage = open_storage("s", s3_storage_config(fault_s3, bucket, part_size="5MiB", max_attempts=2, timeout=5))
+    data = bytes(range(256)) * (64 * 1024)  # 16 MiB: three full parts and a tail
+    digest = hashlib.sha256(data).hexdigest()
+
+    w = storage.open_write("db/set1/dump.zst")
+    w.write(data[: 6 * MiB])  # the first part is on its way
+    fault_s3.kill()
+    with caplog.at_level(logging.WARNING), pytest.raises(StorageError) as exc:
+        w.write(data[6 * MiB:])  # the next parts cannot reach the server
+        w.commit()
+    err = exc.value
+    assert not err.permanent
+    assert "cannot upload part" in str(err) and bucket in str(err) and fault_s3.endpoint in str(err)
+    assert "cannot reach the endpoint" in str(err)
+    assert fault_s3.secret_key not in f"{err} {err.hint}"
+    assert "could not abort multipart upload" in caplog.text  # the server was down for the abort too
+
+    fault_s3.start()  # same ports, same data directory
+    assert storage.stat("db/set1/dump.zst") is None  # the failed upload left no object
+    assert list(storage.list()) == []
+
+    put_bytes(storage, "db/set1/dump.zst", data)  # the retry (the next run) succeeds
+    assert hashlib.sha256(get_bytes(storage, "db/set1/dump.zst")).hexdigest() == digest
+    assert isinstance(storage, S3Storage)
+    assert storage.abort_stale_uploads(older_than=timedelta(0)) == 1  # the orphan of the killed run
+
+
+def test_server_restarted_between_operations(fault_s3: SeaweedS3) -> None:
+    """A restart of the store between two operations is invisible (the client reconnects)."""
+    bucket = fault_s3.create_bucket("restart-bucket")
+    storage = open_storage("s", s3_storage_config(fault_s3, bucket))
+    put_bytes(storage, "a", b"1")
+    fault_s3.restart()
+    put_bytes(storage, "b", b"2")
+    assert [o.key for o in storage.list()] == ["a", "b"]

@@ -1,0 +1,208 @@
+"""SFTP-specific behaviour against a real OpenSSH server: host keys, key auth, dropped connections."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+from pathlib import Path
+
+import psutil
+import pytest
+
+from services import sftp_storage_config
+from upkeeper.errors import StorageError
+from upkeeper.sandbox.sshd import SshServer
+from upkeeper.storage import open_storage
+from upkeeper.storage.base import get_bytes, put_bytes
+from upkeeper.storage.sftp import TMP_SUFFIX, SftpStorage
+
+
+def openssh_fingerprint(pub: Path) -> str:
+    """The fingerprint as OpenSSH itself prints it (``ssh-keygen -lf``)."""
+    out = subprocess.run(["ssh-keygen", "-lf", str(pub)], check=True, capture_output=True, text=True).stdout
+    return out.split()[1]
+
+
+def drop_connections(server: SshServer) -> int:
+    """Kill the server side of every open SSH connection (the listener keeps running)."""
+    assert server.proc is not None
+    root = psutil.Process(server.proc.pid)
+    listeners = [p for p in [root, *root.children()] if p.name() == "sshd"]  # runuser → sshd -D
+    assert len(listeners) == 1, [p.cmdline() for p in listeners]
+    sessions = [c for lst in listeners for c in lst.children(recursive=True)]
+    for p in sessions:
+        p.kill()
+    psutil.wait_procs(sessions, timeout=5)
+    return len(sessions)
+
+
+def test_open_storage_dispatches_to_sftp(sftp_server: SshServer) -> None:
+    storage = open_storage("offsite", sftp_storage_config(sftp_server))
+    assert isinstance(storage, SftpStorage) and storage.kind == "sftp"
+    assert f"127.0.0.1:{sftp_server.port}" in storage.describe()
+
+
+def test_unknown_host_key_is_refused_with_its_fingerprint_and_the_hint_works(sftp_server: SshServer,
+                                                                            tmp_path: Path) -> None:
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text("")
+    storage = open_storage("s", sftp_storage_config(sftp_server, known_hosts=str(known_hosts)))
+    with pytest.raises(StorageError) as exc:
+        put_bytes(storage, "k", b"x")
+    err = exc.value
+    assert err.permanent
+    assert f"[127.0.0.1]:{sftp_server.port}" in str(err)
+    assert openssh_fingerprint(sftp_server.base / "host_ed25519.pub") in str(err)
+    assert "ssh-ed25519" in str(err) and str(known_hosts) in str(err)
+    hint = err.hint or ""
+    assert f"ssh-keyscan -p {sftp_server.port} 127.0.0.1 >> {known_hosts}" in hint
+
+    # follow the hint literally: ssh-keyscan -p PORT HOST >> known_hosts
+    scan = subprocess.run(["ssh-keyscan", "-p", str(sftp_server.port), "127.0.0.1"], check=True,
+                          capture_output=True, text=True)
+    with known_hosts.open("a") as fh:
+        fh.write(scan.stdout)
+    put_bytes(storage, "k", b"now trusted")
+    assert get_bytes(storage, "k") == b"now trusted"
+    storage.close()
+
+
+def test_missing_known_hosts_file_is_named(sftp_server: SshServer, tmp_path: Path) -> None:
+    storage = open_storage("s", sftp_storage_config(sftp_server, known_hosts=str(tmp_path / "nope")))
+    with pytest.raises(StorageError, match="does not exist") as exc:
+        storage.stat("k")
+    assert exc.value.permanent and str(tmp_path / "nope") in str(exc.value)
+
+
+def test_changed_host_key_is_refused(sftp_server: SshServer, tmp_path: Path) -> None:
+    other = tmp_path / "other_host_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
+    known_hosts = tmp_path / "known_hosts"
+    kind, blob = Path(str(other) + ".pub").read_text().split()[:2]
+    known_hosts.write_text(f"[127.0.0.1]:{sftp_server.port} {kind} {blob}\n")
+    storage = open_storage("s", sftp_storage_config(sftp_server, known_hosts=str(known_hosts)))
+    with pytest.raises(StorageError, match="does NOT match") as exc:
+        storage.stat("k")
+    assert exc.value.permanent
+    assert openssh_fingerprint(sftp_server.base / "host_ed25519.pub") in str(exc.value)
+
+
+def test_host_key_check_off_accepts_with_a_warning(sftp_server: SshServer, tmp_path: Path,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    storage = open_storage("s", sftp_storage_config(sftp_server, known_hosts=str(empty), host_key_check=False))
+    with caplog.at_level(logging.WARNING):
+        put_bytes(storage, "k", b"x")
+    assert "accepting the unverified host key" in caplog.text
+    storage.close()
+
+
+def test_unauthorized_key_is_a_permanent_auth_error(sftp_server: SshServer, tmp_path: Path) -> None:
+    key = tmp_path / "stranger"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    storage = open_storage("s", sftp_storage_config(sftp_server, key_file=str(key)))
+    with pytest.raises(StorageError, match="authentication .* failed") as exc:
+        storage.stat("k")
+    assert exc.value.permanent and "authorized_keys" in (exc.value.hint or "")
+
+
+def test_encrypted_key_with_passphrase_file(sftp_server: SshServer, tmp_path: Path) -> None:
+    key = tmp_path / "locked"
+    passphrase = "correct horse battery staple"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", passphrase, "-f", str(key)], check=True)
+    with (sftp_server.base / "authorized_keys").open("a") as fh:
+        fh.write(Path(str(key) + ".pub").read_text())
+    pass_file = tmp_path / "passphrase"
+    pass_file.write_text(passphrase + "\n")
+
+    storage = open_storage("s", sftp_storage_config(sftp_server, key_file=str(key),
+                                                     key_passphrase_file=str(pass_file)))
+    put_bytes(storage, "k", b"x")
+    assert get_bytes(storage, "k") == b"x"
+    storage.close()
+
+    without = open_storage("s", sftp_storage_config(sftp_server, key_file=str(key)))
+    with pytest.raises(StorageError, match="is encrypted") as exc:
+        without.stat("k")
+    assert exc.value.permanent and "key_passphrase_file" in (exc.value.hint or "")
+
+    wrong = tmp_path / "wrong"
+    wrong.write_text("not it")
+    mistyped = open_storage("s", sftp_storage_config(sftp_server, key_file=str(key),
+                                                      key_passphrase_file=str(wrong)))
+    with pytest.raises(StorageError, match="wrong passphrase") as exc:
+        mistyped.stat("k")
+    assert "not it" not in f"{exc.value} {exc.value.hint}"
+
+
+def test_missing_key_file(sftp_server: SshServer, tmp_path: Path) -> None:
+    storage = open_storage("s", sftp_storage_config(sftp_server, key_file=str(tmp_path / "absent")))
+    with pytest.raises(StorageError, match="does not exist") as exc:
+        storage.stat("k")
+    assert exc.value.permanent
+
+
+def test_connection_refused_is_transient(sftp_server: SshServer) -> None:
+    from upkeeper.sandbox._util import free_port
+
+    port = free_port()
+    storage = open_storage("s", sftp_storage_config(sftp_server, port=port, timeout=3))
+    with pytest.raises(StorageError) as exc:
+        storage.stat("k")
+    assert not exc.value.permanent and f"127.0.0.1:{port}" in str(exc.value)
+
+
+def test_reconnects_after_a_dropped_connection(sftp_server: SshServer) -> None:
+    storage = open_storage("s", sftp_storage_config(sftp_server))
+    put_bytes(storage, "before", b"1")
+    assert drop_connections(sftp_server) >= 1
+    assert storage.stat("before") is not None  # the next operation reconnects by itself
+    put_bytes(storage, "after", b"2")
+    assert sorted(o.key for o in storage.list()) == ["after", "before"]
+    storage.close()
+
+
+def test_writer_broken_by_a_dropped_connection_fails_and_abort_cleans_up(sftp_server: SshServer) -> None:
+    config = sftp_storage_config(sftp_server)
+    storage = open_storage("s", config)
+    w = storage.open_write("set/dump")
+    w.write(b"x" * 100_000)
+    assert any(p.name.endswith(TMP_SUFFIX) for p in Path(config.path).rglob("*"))
+    drop_connections(sftp_server)
+    with pytest.raises(StorageError) as exc:
+        w.write(b"y" * 1_000_000)
+        w.commit()
+    assert not exc.value.permanent
+    w.abort()  # again: harmless
+    assert [p for p in Path(config.path).rglob("*") if p.is_file()] == []  # removed over a new connection
+    assert storage.stat("set/dump") is None
+    storage.close()
+
+
+def test_leftover_partial_files_are_never_listed(sftp_server: SshServer) -> None:
+    config = sftp_storage_config(sftp_server)
+    storage = open_storage("s", config)
+    put_bytes(storage, "set/manifest.json", b"{}")
+    (Path(config.path) / "set" / f".dump.deadbeef{TMP_SUFFIX}").write_bytes(b"crashed run")
+    assert [o.key for o in storage.list()] == ["set/manifest.json"]
+    storage.close()
+
+
+def test_too_many_sessions_is_clear_and_spares_the_others(services_dir: Path) -> None:
+    """sshd's MaxSessions refuses another channel: a clear error, and the writers already open still commit."""
+    server = SshServer(services_dir / "sshd-max2", extra_config="MaxSessions 2").start()
+    try:
+        storage = open_storage("s", sftp_storage_config(server))
+        storage.stat("x")  # the shared channel: session 1
+        w1 = storage.open_write("one")  # session 2
+        w1.write(b"1")
+        with pytest.raises(StorageError, match="refused another SFTP session") as exc:
+            storage.open_write("two")
+        assert not exc.value.permanent and "MaxSessions" in (exc.value.hint or "")
+        w1.write(b"1")
+        w1.commit()
+        assert get_bytes(storage, "one") == b"11"
+        storage.close()
+    finally:
+        server.stop()
