@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-import pytest
 
 from upkeeper.sandbox.postgres import PostgresCluster
 
@@ -114,6 +113,12 @@ def test_kill9_during_the_upload(cli: Any, app_db: tuple[str, dict[str, int]], b
     assert partial(), "the partial object is a temp name, never the final one"
     assert not list(store.rglob(f"{db}.dump.zst.age"))
     _assert_nothing_listed_then_next_run_succeeds(cli, cfg, store)
+    # the killed writer's temp file goes once it is older than backup.incomplete_after
+    assert partial()
+    cfg = backup_config(db, backup={"incomplete_after": "1s"})
+    time.sleep(1.5)
+    assert cli(["--config", cfg, "backups", "prune"]).code == 0
+    assert not partial() and len(list(store.rglob("manifest.json"))) == 1
 
 
 def test_kill9_just_before_the_manifest(cli: Any, app_db: tuple[str, dict[str, int]], backup_config: Any,
@@ -128,22 +133,12 @@ def test_kill9_just_before_the_manifest(cli: Any, app_db: tuple[str, dict[str, i
     _assert_nothing_listed_then_next_run_succeeds(cli, cfg, store)
 
 
-@pytest.fixture
-def full_disk(tmp_path: Path) -> Any:
-    mnt = tmp_path / "full"
-    mnt.mkdir()
-    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)], capture_output=True)
-    if res.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {res.stderr.decode().strip()}")
-    yield mnt
-    subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
-
-
 def test_local_storage_full_is_a_clear_failure(cli: Any, pg: PostgresCluster, pg_db: str, backup_config: Any,
-                                               full_disk: Path) -> None:
-    # incompressible rows: the encrypted dump is far larger than the 64 KiB volume
+                                               small_fs: Path) -> None:
+    full_disk = small_fs
+    # incompressible rows: the encrypted dump (~4 MB) is larger than the 2 MiB volume
     pg.execute("CREATE TABLE blobs AS SELECT g, decode(md5(g::text) || md5((g * 7)::text), 'hex') AS b "
-               "FROM generate_series(1, 20000) g", pg_db)
+               "FROM generate_series(1, 130000) g", pg_db)
     cfg = backup_config(pg_db, storages={"small": {"kind": "local", "path": str(full_disk), "fsync": True}})
     r = cli(["--config", cfg, "run", "db-backup", "--json"])
     assert r.code == 1, r.output

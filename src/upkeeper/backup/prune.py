@@ -13,6 +13,7 @@ from upkeeper.backup.retention import Decision, Item, apply_policy
 from upkeeper.config.backup import RetentionPolicy
 from upkeeper.errors import UpkeeperError
 from upkeeper.storage import Storage
+from upkeeper.storage.base import clean_partials
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,17 @@ def index_sets(storages: Sequence[Storage], target: str | None = None, database:
                 created, where2 = idx.incomplete.get(st.id, (st.created, []))
                 idx.incomplete[st.id] = (created, [*where2, storage])
     return out
+
+
+def clean_leftovers(storages: Sequence[Storage], older_than: timedelta, errors: list[str]) -> int:
+    """What crashed writers left (temp files, S3 multipart uploads) once idle for ``older_than``."""
+    n = 0
+    for s in storages:
+        try:
+            n += clean_partials(s, older_than)
+        except UpkeeperError as exc:
+            errors.append(f"{s.name}: cleaning partial uploads: {exc.message}")
+    return n
 
 
 def prune_series(

@@ -77,6 +77,7 @@ class BackupEnv:
     job: str | None = None
     node: str | None = None
     run_id: int | None = None
+    leftovers_cleaned: bool = False
 
     @property
     def storage_names(self) -> list[str]:

@@ -15,7 +15,7 @@ from rich.table import Table
 from upkeeper.backup import pg
 from upkeeper.backup.catalog import STATUSES, BackupRow, Catalog
 from upkeeper.backup.manifest import Manifest, safe_component
-from upkeeper.backup.prune import SeriesReport, index_sets, prune_series
+from upkeeper.backup.prune import SeriesReport, clean_leftovers, index_sets, prune_series
 from upkeeper.backup.restore import Fetcher, fetch_pg_archive, locate, pg_restore, work_dir
 from upkeeper.backup.sets import close_storages, open_storages
 from upkeeper.backup.verify import VerifyOptions, VerifyReport, verify_set
@@ -366,6 +366,8 @@ def run_prune(setup: Setup, storages: list[Storage], catalog: Catalog, *, target
                                         now=now or datetime.now(UTC),
                                         incomplete_after=setup.config.backup.incomplete_after, catalog=catalog,
                                         dry_run=dry_run, index=index))
+    if not dry_run:
+        clean_leftovers(storages, setup.config.backup.incomplete_after, errors)
     if errors and reports:
         reports[0].errors += errors
     elif errors:

@@ -8,7 +8,7 @@ from typing import Any
 
 from upkeeper.backup.catalog import catalog_for
 from upkeeper.backup.manifest import Manifest
-from upkeeper.backup.prune import SeriesReport, prune_series
+from upkeeper.backup.prune import SeriesReport, clean_leftovers, prune_series
 from upkeeper.backup.sets import BackupEnv, open_env
 from upkeeper.config.backup import RetentionPolicy
 from upkeeper.core.task import Finding, Result, Severity, TaskContext
@@ -33,6 +33,11 @@ def apply_retention(ctx: TaskContext, env: BackupEnv, manifest: Manifest, policy
         findings.append(Finding("backup.retention_failed", Severity.WARNING, manifest.database,
                                 f"retention could not run: {exc.message}", "run 'upkeeper backups prune'"))
         return None
+    if not env.leftovers_cleaned:
+        env.leftovers_cleaned = True
+        n = clean_leftovers(env.storages, env.settings.incomplete_after, report.errors)
+        if n:
+            ctx.log.info("removed %d partial upload(s) left by crashed runs", n)
     for err in report.errors:
         findings.append(Finding("backup.retention_failed", Severity.WARNING, manifest.database, err,
                                 "check the storage; 'upkeeper backups prune' retries"))
