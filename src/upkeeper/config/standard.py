@@ -50,8 +50,11 @@ STANDARD_SCHEDULE: tuple[StandardJob, ...] = (
                 example='patterns: ["cache:*"]   # expendable keys; without patterns it only reports'),
     StandardJob("cache-backup", "redis.backup", "0 2 * * *", "redis", "nightly Redis RDB backup",
                 options={"method": "auto"}),
-    StandardJob("tls-check", "network.tls", "0 6 * * *", "http", "daily certificate check"),
-    StandardJob("dns-check", "network.dns", "0 * * * *", "host", "hourly DNS health"),
+    StandardJob("tls-check", "network.tls", "0 6 * * *", "http", "daily certificate check",
+                example="ca_file: /etc/ssl/private-ca.pem   # only for a private CA"),
+    StandardJob("dns-check", "network.dns", "0 * * * *", "host", "hourly DNS health",
+                example="resolvers: [1.1.1.1, 8.8.8.8, 9.9.9.9], zones: [example.com], "
+                        "records: [{name: example.com, type: A, expected: [203.0.113.10]}]"),
 )
 
 #: Jobs beyond the standard table for tasks that have no row there.
@@ -60,6 +63,8 @@ EXTRA_JOBS: tuple[StandardJob, ...] = (
     StandardJob("disk", "host.disk", "*/5 * * * *", "host", "disk space and inodes"),
     StandardJob("cache-metrics", "redis.metrics", "* * * * *", "redis", "Redis samples every minute (kept 30 days)"),
     StandardJob("app-cleanup", "app.cleanup", "0 4 * * *", "app", "daily: log rotation, temp files, old releases"),
+    StandardJob("compliance-report", "security.compliance", "0 6 1 * *", "host",
+                "monthly evidence report: backups, patch SLA, findings, access review, windows"),
 )
 
 

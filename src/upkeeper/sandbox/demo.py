@@ -128,6 +128,16 @@ def start_postgres(sb: Sandbox, say: Say) -> None:
                                        "high_priority": ["coupons"]}
 
 
+def start_security_services(sb: Sandbox, say: Say) -> None:
+    """A TLS site (self-signed certificate expiring in 20 days, some headers missing), two DNS servers, a
+    generated auth.log with a brute-force run and a sandbox sshd_config — for security-audit, tls-check and
+    dns-check.  Everything it plants is a *warning*-level problem, so the demo shows findings and still passes."""
+    from upkeeper.sandbox import security_demo
+
+    security_demo.start(sb, say)
+
+
+
 def start_notifications(sb: Sandbox, say: Say) -> None:
     """A local webhook receiver as the team's channel, a maintenance window and a job that warns."""
     from upkeeper.sandbox.receivers import HttpReceiver
@@ -235,4 +245,5 @@ def setup_backups(sb: Sandbox, say: Say) -> None:
 
 #: Service providers, started in order.
 PROVIDERS: list[Callable[[Sandbox, Say], None]] = [start_postgres, start_redis, start_app, start_notifications,
-                                                  setup_backups]
+                                                   start_security_services,
+                                                   setup_backups]

@@ -44,6 +44,38 @@ DEFAULT_SERVER = """\
 """
 
 
+TLS_SERVER = """\
+    server {{
+        listen 127.0.0.1:{port} ssl;
+        server_name {server_name};
+        root {docroot};
+        ssl_certificate {cert};
+        ssl_certificate_key {key};
+        access_log {base}/access.log timed;
+{extra}
+    }}
+"""
+
+PLAIN_SERVER = """\
+    server {{
+        listen 127.0.0.1:{port};
+        server_name {server_name};
+        root {docroot};
+        access_log {base}/access.log timed;
+{extra}
+    }}
+"""
+
+
+def server_block(base: Path, port: int, docroot: Path, *, extra: str = "", cert: Path | None = None,
+                 key: Path | None = None, server_name: str = "localhost") -> str:
+    """One ``server`` block for ``NginxServer(servers=...)``: TLS when ``cert``/``key`` are given."""
+    if cert is not None and key is not None:
+        return TLS_SERVER.format(port=port, docroot=docroot, base=base, extra=extra, cert=cert, key=key,
+                                 server_name=server_name)
+    return PLAIN_SERVER.format(port=port, docroot=docroot, base=base, extra=extra, server_name=server_name)
+
+
 class NginxServer:
     """nginx with one or more ``server`` blocks.  ``servers`` overrides the default block entirely."""
 

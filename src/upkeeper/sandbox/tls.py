@@ -1,0 +1,52 @@
+"""Self-signed certificates for sandbox TLS servers (cryptography), with the expiry a test needs."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID
+
+
+@dataclass
+class Certificate:
+    cert: Path
+    key: Path
+    not_after: datetime
+
+
+def self_signed(directory: Path, name: str = "localhost", *, days: float = 90, hosts: list[str] | None = None,
+                rsa_bits: int | None = None, organization: str = "upkeeper sandbox", stem: str = "server",
+                not_before: datetime | None = None) -> Certificate:
+    """Write ``<stem>.crt`` and ``<stem>.key`` (key mode 0600) valid for ``days`` from now (negative: expired)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    key = rsa.generate_private_key(65537, rsa_bits) if rsa_bits else ec.generate_private_key(ec.SECP256R1())
+    now = datetime.now(UTC)
+    start = not_before or (now - timedelta(days=1) if days > 0 else now + timedelta(days=days) - timedelta(days=30))
+    end = now + timedelta(days=days)
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name),
+                         x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization)])
+    alt: list[x509.GeneralName] = []
+    for h in hosts or [name, "127.0.0.1"]:
+        try:
+            alt.append(x509.IPAddress(ipaddress.ip_address(h)))
+        except ValueError:
+            alt.append(x509.DNSName(h))
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(start).not_valid_after(end)
+            .add_extension(x509.SubjectAlternativeName(alt), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    crt_path, key_path = directory / f"{stem}.crt", directory / f"{stem}.key"
+    crt_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    os.chmod(key_path, 0o600)
+    os.chmod(crt_path, 0o644)
+    return Certificate(crt_path, key_path, end)

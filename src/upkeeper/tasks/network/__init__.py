@@ -1,0 +1,1 @@
+"""Network tasks: TLS certificates and DNS health."""

@@ -1,0 +1,258 @@
+"""network.dns: records compared with expected values through several resolvers, NS count, propagation.
+
+Every configured record is asked of every resolver.  When the resolvers disagree (a change
+is on its way), the run re-checks every ``propagation_interval`` (15 min) for up to
+``propagation_poll_for``; the start of the propagation is kept in the job's state so that
+later runs continue the watch until the answers agree or ``propagation_timeout`` (24 h)
+has passed, which is critical.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+import dns.exception
+import dns.flags
+import dns.message
+import dns.name
+import dns.query
+import dns.rcode
+import dns.rdata
+import dns.rdataclass
+import dns.rdatatype
+import dns.resolver
+from pydantic import BaseModel, ConfigDict, Field
+
+from upkeeper.config.types import Duration
+from upkeeper.core.task import Finding, Result, Severity, StateStore, Task, TaskContext, TaskOptions, task
+from upkeeper.fmt import human_duration
+from upkeeper.tasks.security._common import CheckOutput
+
+RecordType = Literal["A", "AAAA", "CNAME", "MX", "TXT", "NS", "CAA", "SRV"]
+STATE_KEY = "dns"
+
+
+class DnsRecord(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(..., description="fully qualified name, e.g. example.com")
+    type: RecordType = Field("A", description="record type")
+    expected: list[str] | None = Field(
+        None, description="expected values (any order), e.g. ['203.0.113.10'] or ['10 mail.example.com']")
+
+
+class DnsOptions(TaskOptions):
+    resolvers: list[str] = Field(
+        default_factory=list, description="resolvers as ip or ip:port (default: the system's from resolv.conf); "
+        "list several public ones to see propagation")
+    records: list[DnsRecord] = Field(default_factory=list, description="records to check")
+    zones: list[str] = Field(default_factory=list, description="zones whose NS records to count")
+    min_ns: int = Field(2, ge=1, description="fewest NS records a zone should have. Source: RFC 1034 §4.1 (at "
+                        "least two name servers)")
+    propagation_interval: Duration = Field(
+        default=timedelta(minutes=15), description="re-check interval while a change propagates. Source: the "
+        "maintenance procedures")
+    propagation_timeout: Duration = Field(
+        default=timedelta(hours=24), description="a change not visible everywhere after this long is critical. "
+        "Source: the maintenance procedures (and the common 24 h propagation bound)")
+    propagation_poll_for: Duration = Field(
+        default=timedelta(minutes=45), description="how long one run keeps re-checking before it leaves the rest "
+        "to the next run (keep it below the job's interval)")
+    timeout: float = Field(5, gt=0, description="seconds per query")
+
+
+@dataclass
+class Answer:
+    status: str          # NOERROR, NXDOMAIN, SERVFAIL, TIMEOUT …
+    values: tuple[str, ...]
+
+    def text(self) -> str:
+        return ", ".join(self.values) if self.values else f"({self.status if self.status != 'NOERROR' else 'empty'})"
+
+
+def parse_resolver(spec: str) -> tuple[str, int]:
+    s = spec.strip()
+    if s.startswith("["):
+        host, _, port = s[1:].partition("]:")
+        return host.rstrip("]"), int(port or 53)
+    if s.count(":") == 1:
+        host, port = s.split(":")
+        return host, int(port)
+    return s, 53
+
+
+def canonical(rtype: str, value: str) -> str:
+    """A value in DNS presentation form, so '10 mail.example.com' equals '10 mail.example.com.'."""
+    text = value.strip()
+    if rtype == "TXT" and not text.startswith('"'):
+        text = '"' + text.replace('"', '\\"') + '"'
+    try:
+        rd = dns.rdata.from_text(dns.rdataclass.IN, rtype, text, origin=dns.name.root)
+        out = rd.to_text()
+    except Exception:
+        out = text
+    return out.lower() if rtype in ("CNAME", "NS", "MX", "SRV") else out
+
+
+def query(resolver: str, name: str, rtype: str, timeout: float) -> Answer:
+    host, port = parse_resolver(resolver)
+    q = dns.message.make_query(name, rtype)
+    try:
+        r = dns.query.udp(q, host, port=port, timeout=timeout)
+        if r.flags & dns.flags.TC:
+            r = dns.query.tcp(q, host, port=port, timeout=timeout)
+    except dns.exception.Timeout:
+        return Answer("TIMEOUT", ())
+    except (OSError, dns.exception.DNSException) as exc:
+        return Answer(f"ERROR {type(exc).__name__}", ())
+    status = dns.rcode.to_text(r.rcode())
+    values = sorted({canonical(rtype, rd.to_text()) for rrset in r.answer
+                     if dns.rdatatype.to_text(rrset.rdtype) == rtype for rd in rrset})
+    return Answer(status, tuple(values))
+
+
+def ask_all(resolvers: list[str], rec: DnsRecord, timeout: float) -> dict[str, Answer]:
+    return {res: query(res, rec.name, rec.type, timeout) for res in resolvers}
+
+
+def consistent(answers: dict[str, Answer]) -> bool:
+    good = [a for a in answers.values() if a.status in ("NOERROR", "NXDOMAIN")]
+    return len(good) == len(answers) and len({(a.status, a.values) for a in good}) == 1
+
+
+def system_resolvers() -> list[str]:
+    try:
+        return [str(n) for n in dns.resolver.Resolver().nameservers]
+    except dns.resolver.NoResolverConfiguration:
+        return []
+
+
+def check_dns(options: DnsOptions, state: StateStore, now: datetime,
+              sleep: Any = time.sleep, clock: Any = None) -> CheckOutput:
+    out = CheckOutput()
+    resolvers = options.resolvers or system_resolvers()
+    if not resolvers:
+        out.findings.append(Finding("network.dns_no_resolvers", Severity.WARNING, "host",
+                                    "no resolvers configured and none in /etc/resolv.conf", "set 'resolvers'"))
+        return out
+    t0 = time.monotonic()
+    clock = clock or (lambda: now + timedelta(seconds=time.monotonic() - t0))
+    ledger: dict[str, Any] = dict(state.get(STATE_KEY) or {})
+    for rec in options.records:
+        key = f"{rec.name.lower().rstrip('.')}/{rec.type}"
+        subject = f"{rec.name} {rec.type}"
+        answers = ask_all(resolvers, rec, options.timeout)
+        entry: dict[str, Any] = dict(ledger.get(key) or {})
+        prior = entry.get("answer")
+        propagating = entry.get("propagating")
+        if not consistent(answers) and propagating is None:
+            propagating = {"since": now.isoformat(), "from": prior}
+        polls = 0
+        while not consistent(answers) and propagating is not None:
+            elapsed_run = time.monotonic() - t0
+            since = datetime.fromisoformat(propagating["since"])
+            if clock() - since >= options.propagation_timeout:
+                break
+            if elapsed_run + options.propagation_interval.total_seconds() > options.propagation_poll_for.total_seconds():
+                break
+            sleep(options.propagation_interval.total_seconds())
+            polls += 1
+            answers = ask_all(resolvers, rec, options.timeout)
+        current = clock()
+        failed = {r: a for r, a in answers.items() if a.status not in ("NOERROR", "NXDOMAIN")}
+        for res, a in failed.items():
+            out.findings.append(Finding("network.dns_resolver_failed", Severity.WARNING, f"{subject} @{res}",
+                                        f"resolver {res} answered {a.status}", "check the resolver / the zone",
+                                        value=a.status))
+        by_answer: dict[tuple[str, ...], list[str]] = {}
+        for res, a in answers.items():
+            if res not in failed:
+                by_answer.setdefault(a.values, []).append(res)
+        if consistent(answers):
+            values = list(next(iter(answers.values())).values)
+            if propagating is not None:
+                since = datetime.fromisoformat(propagating["since"])
+                out.findings.append(Finding(
+                    "network.dns_propagated", Severity.INFO, subject,
+                    f"change propagated to all {len(resolvers)} resolvers after {human_duration(current - since)}"
+                    f" ({polls} re-check(s) in this run): now {', '.join(values) or '(empty)'}", "",
+                    value=round((current - since).total_seconds(), 1), data={"from": propagating.get("from"),
+                                                                          "to": values}))
+            elif prior is not None and list(prior) != values:
+                out.findings.append(Finding(
+                    "network.dns_changed", Severity.INFO, subject,
+                    f"changed from {', '.join(prior) or '(empty)'} to {', '.join(values) or '(empty)'}; "
+                    f"consistent across {len(resolvers)} resolvers", "", data={"from": prior, "to": values}))
+            entry = {"answer": values, "propagating": None, "checked": current.isoformat()}
+        else:
+            since = datetime.fromisoformat(propagating["since"]) if propagating else current
+            age = current - since
+            spread = {", ".join(k) or "(empty)": v for k, v in by_answer.items()}
+            late = age >= options.propagation_timeout
+            out.findings.append(Finding(
+                "network.dns_propagation", Severity.CRITICAL if late else Severity.INFO, subject,
+                (f"NOT propagated after {human_duration(age)}: " if late else
+                 f"propagating for {human_duration(age)}: ") + "; ".join(
+                    f"{len(v)} resolver(s) see {k}" for k, v in spread.items()),
+                "check every authoritative server serves the new record (and the old TTLs)" if late else
+                f"re-checked every {human_duration(options.propagation_interval)} until consistent",
+                value=round(age.total_seconds()), threshold=options.propagation_timeout.total_seconds(),
+                data={"answers": {r: a.text() for r, a in answers.items()}}))
+            entry = {"answer": prior, "propagating": propagating, "checked": current.isoformat()}
+        if rec.expected is not None:
+            want = sorted(canonical(rec.type, v) for v in rec.expected)
+            wrong = {r: a for r, a in answers.items() if r not in failed and list(a.values) != want}
+            if wrong:
+                everywhere = len(wrong) == len(answers)
+                out.findings.append(Finding(
+                    "network.dns_mismatch", Severity.CRITICAL if everywhere else Severity.WARNING, subject,
+                    f"{'every resolver' if everywhere else f'{len(wrong)} of {len(answers)} resolvers'} answer "
+                    + "; ".join(f"{r}: {a.text()}" for r, a in wrong.items()) + f" — expected {', '.join(want)}",
+                    "fix the record at your DNS provider (or the expected value in the job)",
+                    value=next(iter(wrong.values())).text(), threshold=", ".join(want),
+                    data={"answers": {r: a.text() for r, a in answers.items()}}))
+        ledger[key] = entry
+        out.metrics[f"{key}.resolvers_agreeing"] = float(max((len(v) for v in by_answer.values()), default=0))
+    for zone in options.zones:
+        ns = None
+        for res in resolvers:
+            a = query(res, zone, "NS", options.timeout)
+            if a.status == "NOERROR":
+                ns = a
+                break
+        if ns is None:
+            out.findings.append(Finding("network.dns_ns_unknown", Severity.WARNING, zone,
+                                        f"no resolver answered the NS query for {zone}", "check the zone"))
+            continue
+        out.metrics[f"{zone}.ns_count"] = float(len(ns.values))
+        if len(ns.values) < options.min_ns:
+            out.findings.append(Finding(
+                "network.dns_ns_count", Severity.WARNING, zone,
+                f"{zone} has {len(ns.values)} NS record(s) ({ns.text()}); one failing server takes the domain down",
+                "add a second name server on another network (most DNS providers give 2–4)",
+                value=len(ns.values), threshold=options.min_ns))
+    state.set(STATE_KEY, ledger)
+    out.summary = (f"{len(options.records)} record(s) via {len(resolvers)} resolver(s), {len(options.zones)} zone(s):"
+                   f" {sum(1 for f in out.findings if f.severity is not Severity.INFO)} problem(s)")
+    return out
+
+
+@task
+class NetworkDns(Task[DnsOptions]):
+    """Ask every configured resolver for each record (A/AAAA/CNAME/MX/TXT …) and compare with the expected
+    values; count NS records; after a change, re-check every 15 minutes until all resolvers agree or 24
+    hours pass (critical)."""
+
+    name = "network.dns"
+    summary = "DNS records vs expected values across resolvers, NS count, propagation after changes"
+    target_kinds = ("host",)
+    Options = DnsOptions
+    category = "monitoring"
+    default_timeout = 3600
+
+    def run(self, ctx: TaskContext, options: DnsOptions) -> Result:
+        out = check_dns(options, ctx.state, ctx.now())
+        return Result(summary=out.summary, findings=out.findings, metrics=out.metrics)

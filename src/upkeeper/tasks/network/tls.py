@@ -1,0 +1,275 @@
+"""network.tls: certificates and protocols of TLS endpoints.
+
+For each host:port: days left (warning 30, critical 7 or expired), a Let's Encrypt
+certificate with fewer than 25 days left (certbot renews at 30, so renewal is failing),
+chain validity against the system CAs (or ``ca_file``), hostname match, key size, SHA-1
+signatures, and whether TLS 1.0 or 1.1 is still offered (testssl.sh's protocol check,
+done with Python's ssl module at OpenSSL security level 0).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import ssl
+import warnings
+from dataclasses import dataclass
+from datetime import datetime
+from urllib.parse import urlsplit
+
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, rsa
+from cryptography.x509.oid import NameOID
+from pydantic import Field
+
+from upkeeper.config.targets import HttpTarget, NginxTarget
+from upkeeper.core.task import Finding, Result, Severity, Task, TaskContext, TaskOptions, task
+from upkeeper.errors import TaskError
+from upkeeper.tasks.security._common import CheckOutput, guarded
+
+LETSENCRYPT_ORG = "Let's Encrypt"
+
+
+class TlsOptions(TaskOptions):
+    endpoints: list[str] = Field(
+        default_factory=list, description="host:port endpoints (default: the target's URL, port 443 for https)")
+    server_name: str | None = Field(None, description="name sent in SNI and matched against the certificate "
+                                    "(default: the endpoint's host)")
+    ca_file: str | None = Field(None, description="CA bundle to verify against instead of the system CAs")
+    warning_days: int = Field(30, ge=0, description="warn when fewer days are left. Source: the maintenance "
+                              "procedures (renewal at 30 days; certbot renews at 30)")
+    critical_days: int = Field(7, ge=0, description="critical when fewer days are left. Source: upkeeper default "
+                               "(one week to react)")
+    letsencrypt_days: int = Field(25, ge=0, description="a Let's Encrypt certificate with fewer days left means "
+                                  "automatic renewal is failing. Source: certbot renews at 30 days")
+    min_rsa_bits: int = Field(2048, description="smallest acceptable RSA key. Source: NIST SP 800-57 / CA/B Forum")
+    min_ec_bits: int = Field(256, description="smallest acceptable EC key. Source: NIST SP 800-57")
+    check_legacy_protocols: bool = Field(True, description="try TLS 1.0 and 1.1 handshakes. Source: testssl.sh -p")
+    timeout: float = Field(10, gt=0, description="seconds per connection")
+
+
+@dataclass
+class Endpoint:
+    host: str
+    port: int
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+def parse_endpoint(text: str, server_name: str | None = None) -> Endpoint:
+    if "://" in text:
+        u = urlsplit(text)
+        host = u.hostname or ""
+        port = u.port or (443 if u.scheme == "https" else 80)
+    else:
+        host, _, port_s = text.rpartition(":") if text.count(":") == 1 or text.startswith("[") else (text, "", "")
+        host = host.strip("[]") or text
+        port = int(port_s) if port_s else 443
+    if not host:
+        raise TaskError(f"invalid endpoint {text!r}", "Try: host:port, e.g. example.com:443")
+    return Endpoint(host, port, server_name or host)
+
+
+def _sni(ep: Endpoint) -> str | None:
+    try:
+        ipaddress.ip_address(ep.name)
+        return None
+    except ValueError:
+        return ep.name
+
+
+def fetch_certificate(ep: Endpoint, timeout: float) -> tuple[bytes, str, str]:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    with socket.create_connection((ep.host, ep.port), timeout=timeout) as raw, \
+            ctx.wrap_socket(raw, server_hostname=_sni(ep)) as s:
+        der = s.getpeercert(binary_form=True)
+        if not der:
+            raise TaskError(f"{ep}: the server sent no certificate")
+        cipher = s.cipher()
+        return der, s.version() or "?", cipher[0] if cipher else "?"
+
+
+def verify_chain(ep: Endpoint, ca_file: str | None, timeout: float) -> str | None:
+    """None when the chain verifies, else OpenSSL's reason."""
+    ctx = ssl.create_default_context(cafile=ca_file)
+    ctx.check_hostname = False
+    try:
+        with socket.create_connection((ep.host, ep.port), timeout=timeout) as raw, \
+                ctx.wrap_socket(raw, server_hostname=_sni(ep)):
+            return None
+    except ssl.SSLCertVerificationError as exc:
+        return str(exc.verify_message or exc.reason or exc)
+
+
+def hostname_matches(cert: x509.Certificate, name: str) -> bool:
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return False
+    try:
+        ip = ipaddress.ip_address(name)
+        return ip in san.get_values_for_type(x509.IPAddress)
+    except ValueError:
+        pass
+    name = name.lower().rstrip(".")
+    for pattern in san.get_values_for_type(x509.DNSName):
+        p = pattern.lower().rstrip(".")
+        if p == name:
+            return True
+        if p.startswith("*.") and "." in name and name.split(".", 1)[1] == p[2:]:
+            return True
+    return False
+
+
+def legacy_protocol_offered(ep: Endpoint, version: ssl.TLSVersion, timeout: float) -> bool | None:
+    """True/False, or None when this machine's OpenSSL cannot even try that protocol."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+            ctx.minimum_version = version
+            ctx.maximum_version = version
+            ctx.set_ciphers("ALL:@SECLEVEL=0")
+        except (ssl.SSLError, ValueError):
+            return None
+        try:
+            with socket.create_connection((ep.host, ep.port), timeout=timeout) as raw, \
+                    ctx.wrap_socket(raw, server_hostname=_sni(ep)) as s:
+                return s.version() in ("TLSv1", "TLSv1.1")
+        except ssl.SSLError as exc:
+            if "no protocols available" in str(exc).lower():
+                return None
+            return False
+        except OSError:
+            return False
+
+
+def _name(cert_name: x509.Name, oid: x509.ObjectIdentifier) -> str:
+    attrs = cert_name.get_attributes_for_oid(oid)
+    return str(attrs[0].value) if attrs else ""
+
+
+def check_endpoint(ep: Endpoint, options: TlsOptions, now: datetime) -> CheckOutput:
+    out = CheckOutput()
+    subject = str(ep)
+    try:
+        der, version, cipher = fetch_certificate(ep, options.timeout)
+    except (OSError, ssl.SSLError) as exc:
+        out.findings.append(Finding("network.tls_unreachable", Severity.CRITICAL, subject,
+                                    f"no TLS handshake with {ep}: {exc}", "check that the server is up and serves TLS"))
+        out.summary = f"{ep}: unreachable"
+        return out
+    cert = x509.load_der_x509_certificate(der)
+    not_after = cert.not_valid_after_utc
+    days_left = (not_after - now).total_seconds() / 86400
+    issuer_org = _name(cert.issuer, NameOID.ORGANIZATION_NAME)
+    issuer_cn = _name(cert.issuer, NameOID.COMMON_NAME)
+    subject_cn = _name(cert.subject, NameOID.COMMON_NAME)
+    evidence = {"subject": subject_cn, "issuer": f"{issuer_org} {issuer_cn}".strip(), "not_after": not_after.isoformat(),
+                "serial": format(cert.serial_number, "x"), "protocol": version, "cipher": cipher}
+    out.metrics[f"{ep}.days_left"] = round(days_left, 2)
+    out.metrics[f"{ep}.not_after_ts"] = not_after.timestamp()
+    if days_left <= 0:
+        out.findings.append(Finding("network.tls_expired", Severity.CRITICAL, subject,
+                                    f"certificate expired on {not_after:%Y-%m-%d %H:%M} UTC", "renew it now",
+                                    value=round(days_left, 1), threshold=0, data=evidence))
+    elif days_left < options.critical_days or days_left < options.warning_days:
+        sev = Severity.CRITICAL if days_left < options.critical_days else Severity.WARNING
+        out.findings.append(Finding(
+            "network.tls_expiry", sev, subject,
+            f"certificate expires in {days_left:.1f} days ({not_after:%Y-%m-%d} UTC)",
+            "renew the certificate (certbot renew) and reload the server",
+            value=round(days_left, 1), threshold=options.critical_days if sev is Severity.CRITICAL
+            else options.warning_days, data=evidence))
+    if LETSENCRYPT_ORG in issuer_org and 0 < days_left < options.letsencrypt_days:
+        out.findings.append(Finding(
+            "network.tls_letsencrypt_renewal", Severity.CRITICAL if days_left < options.critical_days
+            else Severity.WARNING, subject,
+            f"Let's Encrypt certificate has {days_left:.1f} days left: automatic renewal (at 30 days) is failing",
+            "run 'certbot renew --dry-run' and read /var/log/letsencrypt/letsencrypt.log; check the timer/cron",
+            value=round(days_left, 1), threshold=options.letsencrypt_days, data=evidence))
+    reason = verify_chain(ep, options.ca_file, options.timeout)
+    if reason is not None:
+        out.findings.append(Finding(
+            "network.tls_chain", Severity.CRITICAL, subject, f"certificate chain does not verify: {reason}",
+            "serve the full chain (fullchain.pem) from a trusted CA", data=evidence))
+    if not hostname_matches(cert, ep.name):
+        out.findings.append(Finding(
+            "network.tls_hostname", Severity.CRITICAL, subject,
+            f"certificate is not valid for {ep.name} (subject {subject_cn or '—'})",
+            "issue a certificate whose subjectAltName includes this name", value=ep.name, data=evidence))
+    key = cert.public_key()
+    bits = getattr(key, "key_size", 0)
+    weak_key = (isinstance(key, rsa.RSAPublicKey) and bits < options.min_rsa_bits) or (
+        isinstance(key, ec.EllipticCurvePublicKey) and bits < options.min_ec_bits) or isinstance(key, dsa.DSAPublicKey)
+    out.metrics[f"{ep}.key_bits"] = float(bits)
+    if weak_key:
+        out.findings.append(Finding(
+            "network.tls_key_size", Severity.CRITICAL, subject,
+            f"{type(key).__name__.replace('PublicKey', '').lstrip('_')} key of {bits} bits is too small",
+            f"use RSA ≥ {options.min_rsa_bits} bits or EC ≥ {options.min_ec_bits} bits", value=bits))
+    algo = cert.signature_hash_algorithm
+    if algo is not None and algo.name in ("sha1", "md5"):
+        out.findings.append(Finding("network.tls_signature", Severity.WARNING, subject,
+                                    f"certificate signed with {algo.name}", "reissue with SHA-256", value=algo.name))
+    if options.check_legacy_protocols:
+        untestable = []
+        for label, v in (("TLS 1.0", ssl.TLSVersion.TLSv1), ("TLS 1.1", ssl.TLSVersion.TLSv1_1)):
+            offered = legacy_protocol_offered(ep, v, options.timeout)
+            if offered is None:
+                untestable.append(label)
+            elif offered:
+                out.findings.append(Finding(
+                    "network.tls_legacy_protocol", Severity.WARNING, subject, f"{label} is still offered",
+                    "disable it (nginx: ssl_protocols TLSv1.2 TLSv1.3;)", value=label))
+        if untestable:
+            out.findings.append(Finding(
+                "network.tls_legacy_untestable", Severity.INFO, subject,
+                f"this machine's OpenSSL cannot attempt {' and '.join(untestable)}, so it was not tested", ""))
+    out.summary = f"{ep}: {days_left:.0f} days left, {version}"
+    return out
+
+
+def endpoints_for(ctx: TaskContext, options: TlsOptions) -> list[Endpoint]:
+    if options.endpoints:
+        return [parse_endpoint(e, options.server_name) for e in options.endpoints]
+    t = ctx.target
+    url = t.url if isinstance(t, HttpTarget | NginxTarget) else None
+    if url and url.startswith("https://"):
+        return [parse_endpoint(url, options.server_name)]
+    raise TaskError(f"job {ctx.job!r} has no TLS endpoint to check",
+                    "Try: an https:// target url, or the 'endpoints' option (host:port)")
+
+
+def check_tls(endpoints: list[Endpoint], options: TlsOptions, now: datetime) -> CheckOutput:
+    out = CheckOutput()
+    parts = []
+    for ep in endpoints:
+        res = guarded("network.tls", str(ep), lambda ep=ep: check_endpoint(ep, options, now))  # type: ignore[misc]
+        out.extend(res)
+        parts.append(res.summary)
+    out.summary = "; ".join(parts)
+    return out
+
+
+@task
+class NetworkTls(Task[TlsOptions]):
+    """Check each TLS endpoint's certificate (days left, Let's Encrypt renewal, chain, hostname, key size,
+    signature) and whether TLS 1.0/1.1 are still offered."""
+
+    name = "network.tls"
+    summary = "TLS certificates: expiry (30/7 days), renewal, chain, hostname, key size, TLS 1.0/1.1"
+    target_kinds = ("http", "nginx", "host")
+    Options = TlsOptions
+    category = "monitoring"
+    default_timeout = 120
+
+    def run(self, ctx: TaskContext, options: TlsOptions) -> Result:
+        out = check_tls(endpoints_for(ctx, options), options, ctx.now())
+        return Result(summary=out.summary, findings=out.findings, metrics=out.metrics)

@@ -1,0 +1,182 @@
+"""security.firewall: a packet filter active with a default-deny input policy; unexpected public listeners.
+
+Looks at nftables (``nft -j list ruleset``), iptables (``iptables -S INPUT``) and ufw
+(``ufw status verbose``), whichever exist.  Listening sockets come from psutil; a listener
+on a non-loopback address whose port is not in ``allowed_ports`` is a finding.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+
+import psutil
+from pydantic import Field
+
+from upkeeper.core import proc
+from upkeeper.core.task import Finding, Result, Severity, Task, TaskContext, TaskOptions, task
+from upkeeper.errors import ProcessError
+from upkeeper.tasks.security._common import CheckOutput, is_loopback
+
+NFT_ARGV = ("nft", "-j", "list", "ruleset")
+IPTABLES_ARGV = ("iptables", "-S", "INPUT")
+UFW_ARGV = ("ufw", "status", "verbose")
+
+
+@dataclass
+class FirewallState:
+    tool: str
+    active: bool
+    input_policy: str | None  # accept | drop | reject | deny
+    detail: str = ""
+
+
+def parse_nft_json(text: str) -> FirewallState:
+    data = json.loads(text or "{}")
+    policies = []
+    rules = 0
+    for item in data.get("nftables", []):
+        chain = item.get("chain")
+        if chain and chain.get("hook") == "input" and chain.get("type") == "filter":
+            policies.append(str(chain.get("policy", "accept")))
+        if "rule" in item:
+            rules += 1
+    if not policies:
+        return FirewallState("nftables", False, None, "no input filter chain")
+    policy = "drop" if all(p in ("drop", "reject") for p in policies) else "accept"
+    return FirewallState("nftables", True, policy, f"{len(policies)} input chain(s), {rules} rule(s)")
+
+
+def parse_iptables_s(text: str) -> FirewallState:
+    policy = None
+    rules = 0
+    for line in text.splitlines():
+        parts = line.split()
+        if parts[:2] == ["-P", "INPUT"] and len(parts) >= 3:
+            policy = parts[2].lower()
+        elif parts[:2] == ["-A", "INPUT"]:
+            rules += 1
+    active = policy not in (None, "accept") or rules > 0
+    return FirewallState("iptables", active, policy, f"{rules} INPUT rule(s)")
+
+
+def parse_ufw_status(text: str) -> FirewallState:
+    active = "status: active" in text.lower()
+    policy = None
+    for line in text.splitlines():
+        if line.lower().startswith("default:"):
+            for part in line.split(":", 1)[1].split(","):
+                if "(incoming)" in part:
+                    policy = part.split("(")[0].strip().lower()
+    return FirewallState("ufw", active, policy, text.splitlines()[0] if text else "")
+
+
+def detect() -> list[FirewallState]:
+    states: list[FirewallState] = []
+    for tool, argv, parser in (("ufw", UFW_ARGV, parse_ufw_status), ("nft", NFT_ARGV, parse_nft_json),
+                               ("iptables", IPTABLES_ARGV, parse_iptables_s)):
+        if not (shutil.which(tool) or shutil.which(tool, path="/usr/sbin:/sbin")):
+            continue
+        exe = shutil.which(tool) or shutil.which(tool, path="/usr/sbin:/sbin") or tool
+        try:
+            res = proc.run([exe, *argv[1:]], timeout=20)
+            states.append(parser(res.text))
+        except (ProcessError, ValueError) as exc:
+            states.append(FirewallState(tool, False, None, f"could not read: {exc}"))
+    return states
+
+
+@dataclass
+class Listener:
+    address: str
+    port: int
+    process: str
+    pid: int | None
+
+
+def listeners() -> list[Listener]:
+    out: dict[tuple[str, int], Listener] = {}
+    for c in psutil.net_connections(kind="inet"):
+        if c.status != psutil.CONN_LISTEN and not (c.type == 2 and c.laddr):  # TCP LISTEN, or bound UDP
+            continue
+        if not c.laddr:
+            continue
+        name = ""
+        if c.pid:
+            try:
+                name = psutil.Process(c.pid).name()
+            except (psutil.Error, OSError):
+                name = ""
+        key = (c.laddr.ip, c.laddr.port)
+        out.setdefault(key, Listener(c.laddr.ip, c.laddr.port, name, c.pid))
+    return sorted(out.values(), key=lambda x: (x.port, x.address))
+
+
+class FirewallOptions(TaskOptions):
+    allowed_ports: list[int] = Field(
+        [22, 80, 443], description="ports that may listen on public addresses. Source: a web server's usual set"
+    )
+    allowed_processes: list[str] = Field(
+        default_factory=list, description="process names allowed to listen publicly on any port"
+    )
+    require_firewall: bool = Field(True, description="report a host without an active firewall")
+
+
+def check_firewall(options: FirewallOptions) -> CheckOutput:
+    out = CheckOutput()
+    states = detect()
+    active = [s for s in states if s.active]
+    if not states:
+        if options.require_firewall:
+            out.findings.append(Finding(
+                "security.firewall.missing", Severity.CRITICAL, "host",
+                "no firewall tool found (nft, iptables, ufw): nothing filters inbound traffic on this host "
+                "(unless a provider firewall does)", "install and enable ufw or nftables with a default-deny "
+                "input policy (ufw default deny incoming; ufw allow 22,80,443/tcp; ufw enable)"))
+    elif not active:
+        if options.require_firewall:
+            out.findings.append(Finding(
+                "security.firewall.inactive", Severity.CRITICAL, "host",
+                "firewall present but inactive: " + "; ".join(f"{s.tool}: {s.detail}" for s in states),
+                "enable it with a default-deny input policy", data={"tools": [s.__dict__ for s in states]}))
+    else:
+        for s in active:
+            if s.input_policy in (None, "accept", "allow"):
+                out.findings.append(Finding(
+                    "security.firewall.default_accept", Severity.WARNING, s.tool,
+                    f"{s.tool} is active but the default input policy is {s.input_policy or 'accept'}",
+                    "set the default input policy to drop/deny and allow only the ports you serve",
+                    value=s.input_policy, threshold="drop"))
+    public = [ln for ln in listeners() if not is_loopback(ln.address)]
+    allowed = set(options.allowed_ports)
+    for ln in public:
+        if ln.port in allowed or (ln.process and ln.process in options.allowed_processes):
+            continue
+        out.findings.append(Finding(
+            "security.firewall.unexpected_listener", Severity.WARNING, f"{ln.address}:{ln.port}",
+            f"{ln.process or 'a process'} (pid {ln.pid or '?'}) listens on public address {ln.address}:{ln.port}, "
+            "which is not an allowed port",
+            "bind it to 127.0.0.1, block the port in the firewall, or add it to allowed_ports",
+            value=ln.port, data={"process": ln.process, "pid": ln.pid}))
+    out.metrics.update({"public_listeners": float(len(public)), "firewalls_active": float(len(active))})
+    out.summary = (f"firewall: {', '.join(f'{s.tool} ({s.input_policy})' for s in active) or 'none active'}; "
+                   f"{len(public)} public listener(s)")
+    return out
+
+
+@task
+class SecurityFirewall(Task[FirewallOptions]):
+    """Check that nftables, iptables or ufw is active with a default input policy that is not accept, and
+    compare listening sockets with the allowed ports: an unexpected public listener is a finding."""
+
+    name = "security.firewall"
+    summary = "firewall active with default deny; unexpected public listeners"
+    target_kinds = ("host",)
+    Options = FirewallOptions
+    category = "security"
+    default_timeout = 60
+
+    def run(self, ctx: TaskContext, options: FirewallOptions) -> Result:
+        out = check_firewall(options)
+        return Result(summary=out.summary, findings=out.findings, metrics=out.metrics)

@@ -1,0 +1,137 @@
+"""security.permissions: private keys, .env files and backup keys readable by others.
+
+Files are found by glob (configured paths, the apps' roots) and by content (PEM private
+keys, age identities, OpenSSH keys) in the scanned directories.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import stat
+from pathlib import Path
+
+from pydantic import Field
+
+from upkeeper.config.targets import AppTarget
+from upkeeper.core.task import Finding, Result, Severity, Task, TaskContext, TaskOptions, task
+from upkeeper.tasks.security._common import CheckOutput
+
+DEFAULT_GLOBS = [
+    "/etc/ssl/private/*", "/etc/ssh/ssh_host_*_key", "/root/.ssh/id_*", "/home/*/.ssh/id_*",
+    "/etc/letsencrypt/live/*/privkey.pem", "/etc/letsencrypt/archive/*/privkey*.pem",
+]
+SECRET_MARKERS = (b"-----BEGIN", b"AGE-SECRET-KEY-", b"PRIVATE KEY-----")
+SECRET_NAMES = (".env", ".pem", ".key", ".p12", ".pfx", "id_rsa", "id_ed25519", "id_ecdsa", ".age", "age-key",
+                "keys.txt", ".pgpass", ".netrc")
+
+
+def kind_of(path: Path, head: bytes) -> str | None:
+    name = path.name
+    if name == ".env" or name.startswith(".env."):
+        return "environment file"
+    if b"AGE-SECRET-KEY-" in head:
+        return "age identity (backup key)"
+    if b"PRIVATE KEY-----" in head:
+        return "private key"
+    if name.endswith(".pub"):
+        return None
+    if name in (".pgpass", ".netrc"):
+        return "password file"
+    return None
+
+
+class PermissionsOptions(TaskOptions):
+    paths: list[str] = Field(default_factory=lambda: list(DEFAULT_GLOBS),
+                             description="files or globs that hold secrets")
+    scan_dirs: list[str] = Field(
+        default_factory=list, description="directories searched (recursively) for secret files by name and content; "
+        "the roots of app targets are added")
+    max_files: int = Field(20000, gt=0, description="stop scanning after this many files")
+    group_readable_warns: bool = Field(
+        False, description="also warn about group-readable secrets (ssl-cert group setups make this common)")
+
+
+def _candidates(options: PermissionsOptions, app_roots: list[str]) -> list[Path]:
+    out: dict[str, Path] = {}
+    for pattern in options.paths:
+        for f in glob.glob(os.path.expanduser(pattern)):
+            out.setdefault(f, Path(f))
+    seen = 0
+    for d in [*options.scan_dirs, *app_roots]:
+        for root, dirs, files in os.walk(d):
+            dirs[:] = [x for x in dirs if x not in ("node_modules", ".git", "__pycache__", ".venv", "venv")]
+            for name in files:
+                seen += 1
+                if seen > options.max_files:
+                    return list(out.values())
+                if name.startswith(".env") or name.endswith(SECRET_NAMES) or name in SECRET_NAMES:
+                    p = os.path.join(root, name)
+                    out.setdefault(p, Path(p))
+    return list(out.values())
+
+
+def check_permissions(options: PermissionsOptions, app_roots: list[str] | None = None) -> CheckOutput:
+    out = CheckOutput()
+    checked = 0
+    for path in _candidates(options, app_roots or []):
+        try:
+            st = path.lstat()
+            if not stat.S_ISREG(st.st_mode):
+                continue
+            with open(path, "rb") as fh:
+                head = fh.read(4096)
+        except OSError:
+            continue
+        kind = kind_of(path, head) or ("secret file" if any(m in head for m in SECRET_MARKERS) else None)
+        if kind is None:
+            continue
+        checked += 1
+        mode = stat.S_IMODE(st.st_mode)
+        problems = []
+        if mode & stat.S_IROTH:
+            problems.append("readable by every user")
+        if mode & stat.S_IWOTH:
+            problems.append("writable by every user")
+        if problems:
+            sev = Severity.CRITICAL
+        elif options.group_readable_warns and mode & stat.S_IRGRP:
+            problems.append("readable by its group")
+            sev = Severity.WARNING
+        else:
+            continue
+        out.findings.append(Finding(
+            "security.permissions.secret_readable", sev, str(path),
+            f"{kind} {path} is {' and '.join(problems)} (mode {mode:04o})",
+            f"chmod 600 {path} (and chown it to the service user)", value=f"{mode:04o}", threshold="0600",
+            data={"kind": kind, "uid": st.st_uid, "gid": st.st_gid}))
+    out.metrics.update({"secrets_checked": float(checked), "exposed": float(len(out.findings))})
+    out.summary = f"{checked} secret file(s) checked, {len(out.findings)} readable by others"
+    return out
+
+
+@task
+class SecurityPermissions(Task[PermissionsOptions]):
+    """Find private keys, .env files and backup keys (configured globs, app roots, scanned directories,
+    recognised by name and content) and report those readable or writable by other users."""
+
+    name = "security.permissions"
+    summary = "private keys, .env files and backup keys readable by others"
+    target_kinds = ("host", "app")
+    Options = PermissionsOptions
+    category = "security"
+    default_timeout = 300
+
+    def run(self, ctx: TaskContext, options: PermissionsOptions) -> Result:
+        roots = app_roots(ctx)
+        out = check_permissions(options, roots)
+        return Result(summary=out.summary, findings=out.findings, metrics=out.metrics)
+
+
+def app_roots(ctx: TaskContext) -> list[str]:
+    roots = []
+    if isinstance(ctx.target, AppTarget):
+        roots.append(ctx.target.root)
+    elif ctx.config is not None:
+        roots += [t.root for t in ctx.config.targets.values() if isinstance(t, AppTarget)]
+    return roots

@@ -1,0 +1,125 @@
+"""security.redis: authentication, bind address, protected mode and dangerous commands."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+from pydantic import Field
+
+from upkeeper.config.targets import RedisTarget
+from upkeeper.core.task import Finding, Result, Severity, Task, TaskContext, TaskOptions, task
+from upkeeper.errors import TaskError
+from upkeeper.tasks.security._common import CheckOutput, is_loopback
+
+#: commands an attacker with access uses to wipe data or take over the host (Redis security docs)
+DANGEROUS_COMMANDS = ("FLUSHALL", "FLUSHDB", "CONFIG", "DEBUG", "KEYS", "MODULE", "SHUTDOWN", "SLAVEOF",
+                      "REPLICAOF", "MIGRATE", "SCRIPT", "EVAL")
+
+
+class RedisSecurityOptions(TaskOptions):
+    dangerous_commands: list[str] = Field(
+        list(DANGEROUS_COMMANDS), description="commands that should be renamed or denied by ACL. Source: Redis "
+        "security documentation (rename-command / ACL -@dangerous)")
+
+
+def _client(target: RedisTarget) -> redis.Redis:
+    kw: dict[str, Any] = {"socket_timeout": target.socket_timeout.total_seconds(),
+                          "socket_connect_timeout": target.socket_timeout.total_seconds(), "db": target.db}
+    if target.username:
+        kw["username"] = target.username
+    if target.password is not None:
+        kw["password"] = target.password.get_secret_value()
+    if target.unix_socket:
+        return redis.Redis(unix_socket_path=target.unix_socket, **kw)
+    return redis.Redis(host=target.host, port=target.port, ssl=target.tls, **kw)
+
+
+def _config(c: redis.Redis, name: str) -> str | None:
+    try:
+        v = c.config_get(name)
+    except redis.ResponseError:
+        return None
+    val = v.get(name) if isinstance(v, dict) else None
+    return val.decode() if isinstance(val, bytes) else (str(val) if val is not None else None)
+
+
+def check_redis(target: RedisTarget, options: RedisSecurityOptions, subject: str | None = None) -> CheckOutput:
+    subject = subject or target.display()
+    out = CheckOutput()
+    c = _client(target)
+    try:
+        c.ping()
+    except redis.AuthenticationError as exc:
+        raise TaskError(f"Redis {subject} refused our credentials: {exc}", "Try: fix the target's password") from None
+    except redis.RedisError as exc:
+        raise TaskError(f"cannot reach Redis {subject}: {exc}", "Try: check host and port") from None
+    try:
+        bind = _config(c, "bind")
+        protected = _config(c, "protected-mode")
+        nopass = False
+        try:
+            acl: Any = c.acl_getuser("default")
+            if isinstance(acl, list):  # RESP2 without redis-py's parsing: [k, v, k, v …]
+                acl = dict(zip(acl[::2], acl[1::2], strict=False))
+            raw: Any = (acl.get(b"flags") or acl.get("flags") or []) if isinstance(acl, dict) else []
+            flags = [f.decode() if isinstance(f, bytes) else str(f) for f in raw]
+            nopass = "nopass" in flags and "on" in flags
+        except redis.ResponseError:
+            nopass = not (_config(c, "requirepass") or "")
+        addresses = (bind or "").split() or ["*"]
+        public = [a.lstrip("-") for a in addresses if not is_loopback(a.lstrip("-"))]
+        if nopass:
+            out.findings.append(Finding(
+                "security.redis.no_password", Severity.CRITICAL if public else Severity.WARNING, subject,
+                "the default user needs no password (nopass)" + (
+                    f" and Redis listens on {', '.join(public)}: anyone who can reach it owns the data"
+                    if public else ": any local process can read, change or wipe the data"),
+                "set requirepass (or an ACL user with a password and 'ACL SETUSER default off')",
+                value="nopass", data={"bind": bind}))
+        if public:
+            out.findings.append(Finding(
+                "security.redis.bind_public", Severity.WARNING, subject,
+                f"bound to {', '.join(public)} (beyond loopback)", "bind 127.0.0.1 -::1, or firewall the port",
+                value=bind))
+        if protected == "no":
+            out.findings.append(Finding(
+                "security.redis.protected_mode_off", Severity.WARNING if not nopass else Severity.CRITICAL, subject,
+                "protected-mode is off", "protected-mode yes (the default)", value="no", threshold="yes"))
+        try:  # Redis 7+: the names of every command this server accepts (renamed ones under their new name)
+            names = {(n.decode() if isinstance(n, bytes) else str(n)).upper()
+                     for n in (c.command_list() or [])}
+        except redis.ResponseError:
+            names = {(n.decode() if isinstance(n, bytes) else str(n)).upper() for n in c.command()}
+        enabled = [cmd for cmd in options.dangerous_commands if cmd.upper() in names]
+        if enabled:
+            out.findings.append(Finding(
+                "security.redis.dangerous_commands", Severity.WARNING, subject,
+                f"dangerous commands enabled: {', '.join(enabled)}",
+                "rename-command them in redis.conf or deny them to application users (ACL SETUSER app -@dangerous)",
+                value=len(enabled), data={"commands": enabled}))
+        out.metrics.update({"nopass": 1.0 if nopass else 0.0, "public_bind": 1.0 if public else 0.0,
+                            "dangerous_enabled": float(len(enabled))})
+    finally:
+        c.close()
+    out.summary = f"Redis {subject}: {len(out.findings)} finding(s)"
+    return out
+
+
+@task
+class SecurityRedis(Task[RedisSecurityOptions]):
+    """The default user without a password (nopass), binding beyond loopback, protected-mode off,
+    and dangerous commands (FLUSHALL, CONFIG, DEBUG, KEYS …) still enabled."""
+
+    name = "security.redis"
+    summary = "Redis: no password, public bind, protected-mode off, dangerous commands"
+    target_kinds = ("redis",)
+    Options = RedisSecurityOptions
+    category = "security"
+    default_timeout = 60
+
+    def run(self, ctx: TaskContext, options: RedisSecurityOptions) -> Result:
+        target = ctx.require_target()
+        assert isinstance(target, RedisTarget)
+        out = check_redis(target, options, ctx.target_name)
+        return Result(summary=out.summary, findings=out.findings, metrics=out.metrics)

@@ -1,0 +1,123 @@
+"""network.dns against local DNS servers built with dnspython: expected values, NS count, and a change
+made mid-test that propagates from one resolver to the other."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from upkeeper.core.task import MemoryState, Severity
+from upkeeper.sandbox.dns import DnsServer
+from upkeeper.tasks.network.dns import DnsOptions, DnsRecord, canonical, check_dns
+
+ZONE = {
+    ("shop.example.", "A"): ["203.0.113.10"],
+    ("shop.example.", "MX"): ["10 mail.shop.example."],
+    ("shop.example.", "TXT"): ['"v=spf1 mx -all"'],
+    ("shop.example.", "NS"): ["ns1.shop.example."],
+    ("www.shop.example.", "CNAME"): ["shop.example."],
+}
+NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def resolvers() -> Iterator[tuple[DnsServer, DnsServer]]:
+    a, b = DnsServer(ZONE).start(), DnsServer(ZONE).start()
+    yield a, b
+    a.stop()
+    b.stop()
+
+
+def opts(servers: tuple[DnsServer, ...], **kw) -> DnsOptions:
+    return DnsOptions(resolvers=[s.address for s in servers], timeout=2, **kw)
+
+
+def test_records_match_expected_values(resolvers: tuple[DnsServer, DnsServer]) -> None:
+    o = opts(resolvers, zones=["shop.example"], records=[
+        DnsRecord(name="shop.example", type="A", expected=["203.0.113.10"]),
+        DnsRecord(name="shop.example", type="MX", expected=["10 mail.shop.example"]),
+        DnsRecord(name="shop.example", type="TXT", expected=["v=spf1 mx -all"]),
+        DnsRecord(name="www.shop.example", type="CNAME", expected=["shop.example"]),
+    ])
+    out = check_dns(o, MemoryState(), NOW)
+    # everything matches; the only problem is the zone's single name server
+    assert [(f.check, f.severity) for f in out.findings] == [("network.dns_ns_count", Severity.WARNING)]
+    assert out.metrics["shop.example.ns_count"] == 1
+    assert all(r.queries > 0 for r in resolvers)
+
+
+def test_wrong_record_everywhere_is_critical(resolvers: tuple[DnsServer, DnsServer]) -> None:
+    o = opts(resolvers, records=[DnsRecord(name="shop.example", type="A", expected=["198.51.100.99"])])
+    out = check_dns(o, MemoryState(), NOW)
+    mismatch = [f for f in out.findings if f.check == "network.dns_mismatch"]
+    assert len(mismatch) == 1 and mismatch[0].severity is Severity.CRITICAL
+    assert "203.0.113.10" in mismatch[0].message
+
+
+def test_change_propagates_within_one_run(resolvers: tuple[DnsServer, DnsServer]) -> None:
+    a, b = resolvers
+    state = MemoryState()
+    rec = [DnsRecord(name="shop.example", type="A")]
+    first = check_dns(opts(resolvers, records=rec), state, NOW)
+    assert first.findings == []
+    a.set("shop.example.", "A", ["203.0.113.20"])  # the change reaches the first resolver …
+    timer = threading.Timer(0.6, b.set, args=("shop.example.", "A", ["203.0.113.20"]))  # … the second a bit later
+    timer.start()
+    try:
+        out = check_dns(opts(resolvers, records=rec, propagation_interval="200ms", propagation_poll_for="10s"),
+                        state, NOW + timedelta(hours=1))
+    finally:
+        timer.cancel()
+    done = [f for f in out.findings if f.check == "network.dns_propagated"]
+    assert len(done) == 1, out.findings
+    assert done[0].data == {"from": ["203.0.113.10"], "to": ["203.0.113.20"]}
+    assert 0 < done[0].value <= 10  # the second resolver changed ~0.6 s after the first
+    assert state.get("dns")["shop.example/A"] == {"answer": ["203.0.113.20"], "propagating": None,
+                                                   "checked": state.get("dns")["shop.example/A"]["checked"]}
+
+
+def test_propagation_watch_spans_runs_until_24h(resolvers: tuple[DnsServer, DnsServer]) -> None:
+    a, b = resolvers
+    state = MemoryState()
+    rec = [DnsRecord(name="shop.example", type="A")]
+    no_poll = {"propagation_poll_for": "0s"}
+    check_dns(opts(resolvers, records=rec, **no_poll), state, NOW)
+    a.set("shop.example.", "A", ["203.0.113.30"])
+    started = check_dns(opts(resolvers, records=rec, **no_poll), state, NOW + timedelta(hours=1))
+    f = next(f for f in started.findings if f.check == "network.dns_propagation")
+    assert f.severity is Severity.INFO and "1 resolver(s) see 203.0.113.30" in f.message
+    still = check_dns(opts(resolvers, records=rec, **no_poll), state, NOW + timedelta(hours=12))
+    assert next(f for f in still.findings if f.check == "network.dns_propagation").severity is Severity.INFO
+    late = check_dns(opts(resolvers, records=rec, **no_poll), state, NOW + timedelta(hours=26))
+    stuck = next(f for f in late.findings if f.check == "network.dns_propagation")
+    assert stuck.severity is Severity.CRITICAL and "NOT propagated after" in stuck.message
+    b.set("shop.example.", "A", ["203.0.113.30"])
+    healed = check_dns(opts(resolvers, records=rec, **no_poll), state, NOW + timedelta(hours=27))
+    assert [f.check for f in healed.findings] == ["network.dns_propagated"]
+
+
+def test_dead_resolver_is_reported(resolvers: tuple[DnsServer, DnsServer]) -> None:
+    a, _ = resolvers
+    dead = DnsServer(ZONE)  # never started: nothing answers on its port
+    o = DnsOptions(resolvers=[a.address, dead.address], timeout=0.3, propagation_poll_for="0s",
+                   records=[DnsRecord(name="shop.example", type="A")])
+    out = check_dns(o, MemoryState(), NOW)
+    assert any(f.check == "network.dns_resolver_failed" and dead.address in f.subject for f in out.findings)
+
+
+def test_canonical_forms() -> None:
+    assert canonical("MX", "10 Mail.Example.com") == canonical("MX", "10 mail.example.com.")
+    assert canonical("TXT", "v=spf1 -all") == '"v=spf1 -all"'
+    assert canonical("A", "203.0.113.1") == "203.0.113.1"
+
+
+def test_dns_job_via_cli(resolvers: tuple[DnsServer, DnsServer], cli, make_config) -> None:
+    cfg = make_config({"jobs": {"dns": {"task": "network.dns", "options": {
+        "resolvers": [s.address for s in resolvers], "zones": ["shop.example"],
+        "records": [{"name": "shop.example", "type": "A", "expected": ["203.0.113.10"]}]}}}})
+    res = cli(["--config", cfg, "run", "dns", "--json"])
+    run = res.json()[0]
+    assert run["status"] == "warn" and [f["check"] for f in run["findings"]] == ["network.dns_ns_count"]

@@ -1,0 +1,126 @@
+"""network.tls against real nginx TLS servers: a self-signed certificate expiring in 5 days, a legacy
+server offering TLS 1.0/1.1 (OpenSSL security level 0), a small RSA key, a Let's Encrypt-named issuer."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from upkeeper.core.task import Severity
+from upkeeper.sandbox._util import free_port
+from upkeeper.sandbox.nginx import NginxServer, server_block
+from upkeeper.sandbox.tls import self_signed
+from upkeeper.tasks.network.tls import (
+    Endpoint,
+    TlsOptions,
+    check_tls,
+    legacy_protocol_offered,
+    parse_endpoint,
+)
+
+LEGACY = """
+        ssl_protocols TLSv1 TLSv1.1 TLSv1.2;
+        ssl_ciphers DEFAULT:@SECLEVEL=0;
+"""
+
+
+@dataclass
+class TlsSites:
+    expiring: Endpoint
+    legacy: Endpoint
+    letsencrypt: Endpoint
+    expiring_ca: Path
+    legacy_ca: Path
+
+
+@pytest.fixture(scope="module")
+def tls_sites(services_dir: Path) -> Iterator[TlsSites]:
+    base = services_dir / "tls-sec"
+    (base / "www").mkdir(parents=True, exist_ok=True)
+    os.chmod(base, 0o755)
+    (base / "www" / "index.html").write_text("tls\n")
+    soon = self_signed(base / "certs", "localhost", days=5, stem="soon")
+    old = self_signed(base / "certs", "legacy.example", days=200, hosts=["legacy.example"], rsa_bits=1024,
+                      stem="legacy")
+    le = self_signed(base / "certs", "localhost", days=20, organization="Let's Encrypt", stem="le")
+    ports = free_port(), free_port(), free_port()
+    servers = (server_block(base, ports[0], base / "www", cert=soon.cert, key=soon.key)
+               + server_block(base, ports[1], base / "www", cert=old.cert, key=old.key, extra=LEGACY)
+               + server_block(base, ports[2], base / "www", cert=le.cert, key=le.key))
+    nginx = NginxServer(base, port=ports[0], servers=servers)
+    nginx.start()
+    yield TlsSites(Endpoint("127.0.0.1", ports[0], "localhost"), Endpoint("127.0.0.1", ports[1], "localhost"),
+                   Endpoint("127.0.0.1", ports[2], "localhost"), soon.cert, old.cert)
+    nginx.stop()
+
+
+def by_check(out) -> dict[str, object]:
+    return {f.check: f for f in out.findings}
+
+
+def test_certificate_expiring_in_five_days_is_critical(tls_sites: TlsSites) -> None:
+    opts = TlsOptions(ca_file=str(tls_sites.expiring_ca))
+    out = check_tls([tls_sites.expiring], opts, datetime.now(UTC))
+    f = by_check(out)
+    assert set(f) == {"network.tls_expiry"}, out.findings  # chain verifies with its CA, name matches, EC P-256
+    assert f["network.tls_expiry"].severity is Severity.CRITICAL
+    assert 4.9 < f["network.tls_expiry"].value <= 5.0
+    assert 4.9 < out.metrics[f"{tls_sites.expiring}.days_left"] <= 5.0
+
+
+def test_untrusted_chain_and_wrong_name(tls_sites: TlsSites) -> None:
+    ep = Endpoint(tls_sites.expiring.host, tls_sites.expiring.port, "shop.example")
+    out = check_tls([ep], TlsOptions(), datetime.now(UTC))
+    f = by_check(out)
+    assert {"network.tls_expiry", "network.tls_chain", "network.tls_hostname"} <= set(f)
+    assert "self-signed" in f["network.tls_chain"].message
+    assert f["network.tls_hostname"].severity is Severity.CRITICAL
+
+
+def test_legacy_protocols_and_small_key(tls_sites: TlsSites) -> None:
+    if legacy_protocol_offered(tls_sites.legacy, __import__("ssl").TLSVersion.TLSv1, 5) is None:
+        pytest.skip("this machine's OpenSSL cannot attempt TLS 1.0 even at security level 0")
+    ep = Endpoint(tls_sites.legacy.host, tls_sites.legacy.port, "legacy.example")
+    out = check_tls([ep], TlsOptions(ca_file=str(tls_sites.legacy_ca)), datetime.now(UTC))
+    legacy = sorted(f.value for f in out.findings if f.check == "network.tls_legacy_protocol")
+    assert legacy == ["TLS 1.0", "TLS 1.1"]
+    assert by_check(out)["network.tls_key_size"].value == 1024
+    # the modern server offers neither
+    modern = check_tls([tls_sites.expiring], TlsOptions(ca_file=str(tls_sites.expiring_ca)), datetime.now(UTC))
+    assert not [f for f in modern.findings if f.check.startswith("network.tls_legacy")]
+
+
+def test_letsencrypt_under_25_days_means_renewal_failing(tls_sites: TlsSites) -> None:
+    out = check_tls([tls_sites.letsencrypt], TlsOptions(check_legacy_protocols=False), datetime.now(UTC))
+    f = by_check(out)
+    assert f["network.tls_letsencrypt_renewal"].severity is Severity.WARNING
+    assert f["network.tls_expiry"].severity is Severity.WARNING  # 20 days: below 30, above 7
+
+
+def test_unreachable_endpoint_is_a_finding_not_a_crash() -> None:
+    port = free_port()
+    out = check_tls([parse_endpoint(f"127.0.0.1:{port}")], TlsOptions(timeout=2), datetime.now(UTC))
+    assert [f.check for f in out.findings] == ["network.tls_unreachable"]
+
+
+def test_parse_endpoint_forms() -> None:
+    assert str(parse_endpoint("https://example.com/x")) == "example.com:443"
+    assert str(parse_endpoint("example.com:8443")) == "example.com:8443"
+    assert parse_endpoint("[::1]:443").host == "::1"
+    assert parse_endpoint("example.com", "www.example.com").name == "www.example.com"
+
+
+def test_tls_job_via_cli(tls_sites: TlsSites, cli, make_config) -> None:
+    url = f"https://127.0.0.1:{tls_sites.expiring.port}/"
+    cfg = make_config({"targets": {"site": {"kind": "http", "url": url}},
+                       "jobs": {"tls": {"task": "network.tls", "target": "site",
+                                        "options": {"ca_file": str(tls_sites.expiring_ca),
+                                                    "server_name": "localhost"}}}})
+    res = cli(["--config", cfg, "run", "tls", "--json"])
+    run = res.json()[0]
+    assert run["status"] == "fail" and [f["check"] for f in run["findings"]] == ["network.tls_expiry"]

@@ -1,0 +1,117 @@
+"""security.audit over real services through the CLI, and the compliance evidence report from history."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from upkeeper.core.history import History, NewRun, history_url
+from upkeeper.core.task import Finding, Result, Severity
+from upkeeper.sandbox._util import free_port
+from upkeeper.sandbox.nginx import NginxServer
+from upkeeper.sandbox.postgres import PostgresCluster
+from upkeeper.sandbox.redis import RedisServer
+from upkeeper.tasks.security.compliance import period_bounds
+
+
+def test_audit_runs_every_family_and_grades(cli, make_config, pg: PostgresCluster, redis_server: RedisServer,
+                                            nginx: NginxServer, tmp_path: Path) -> None:
+    log = tmp_path / "auth.log"
+    t = datetime.now(UTC) - timedelta(hours=1)  # the first run reads the last day of the log
+    log.write_text("".join(f"{t:%b} {t.day:>2} {t:%H:%M}:{i:02d} web1 sshd[9]: Failed password for root from "
+                           f"203.0.113.9 port {i} ssh2\n" for i in range(12)))
+    cfg = make_config({
+        "targets": {"db": pg.target(), "cache": redis_server.target(), "site": nginx.target(),
+                    "gone": {"kind": "postgres", "host": "127.0.0.1", "port": free_port(), "user": "postgres",
+                             "connect_timeout": 2}},
+        "jobs": {"audit": {"task": "security.audit", "options": {
+            "logins": {"source": "file", "auth_log": str(log)},
+            "exposed_files": {"timeout": 5}, "skip": ["updates"]}}},
+    })
+    res = cli(["--config", cfg, "run", "audit", "--json"])
+    run = res.json()[0]
+    assert run["status"] == "fail", run["summary"]  # e.g. no firewall here, loopback trust, redis nopass
+    score = next(f for f in run["findings"] if f["check"] == "security.audit.score")
+    assert run["metrics"]["score"] == score["value"]
+    assert re.match(r"score [\d.]+/100 \([A-F][+-]?\)", run["summary"])
+    families = score["data"]["families"]
+    assert {"ssh", "firewall", "processes", "permissions", "logins", "exposed_files", "headers", "cors", "nginx",
+            "postgres", "redis"} <= set(families)
+    assert "updates" in score["data"]["skipped"]
+    checks = {f["check"] for f in run["findings"]}
+    assert "security.redis.no_password" in checks
+    assert "security.logins.bruteforce" in checks
+    assert "security.nginx.server_tokens" in checks
+    # the unreachable server is one finding; every other family still ran
+    failed = [f for f in run["findings"] if f["check"] == "security.postgres.check_failed"]
+    assert len(failed) == 1 and failed[0]["subject"] == "gone"
+    assert any(f["check"] == "security.postgres.hba_trust" and f["subject"].startswith("db ")
+               for f in run["findings"])
+    assert families["postgres"]["warning"] >= 2
+
+
+def _run(h: History, job: str, task: str, when: datetime, status: str, findings: list[Finding] | None = None,
+         metrics: dict[str, float] | None = None, trigger: str = "schedule") -> None:
+    rid = h.create_run(NewRun(job=job, task=task, target="db", scheduled_for=when, due_at=when, trigger=trigger),
+                       "test", "node1")
+    assert rid is not None
+    h.finish_run(rid, status=status, result=Result(summary=f"{job} {status}", findings=findings or [],
+                                                   metrics=metrics or {}),
+                 finished_at=when + timedelta(minutes=2), started_at=when)
+
+
+def test_compliance_report_from_history(cli, make_config, pg: PostgresCluster, tmp_path: Path) -> None:
+    out_dir = tmp_path / "evidence"
+    cfg = make_config({
+        "targets": {"db": pg.target()},
+        "windows": {"nightly": {"days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"], "hours": "02:00-05:00"}},
+        "jobs": {
+            # stand-ins with the backup category until postgres.backup/backup.verify land: compliance reads
+            # categories, statuses and metrics from history, not the tasks' internals
+            "db-backup": {"task": "postgres.ping", "target": "db", "category": "backup", "schedule": "0 0 * * *"},
+            "backup-verify": {"task": "postgres.ping", "target": "db", "category": "backup"},
+            "vacuum": {"task": "postgres.vacuum", "target": "db", "schedule": "0 3 * * *", "window": "nightly"},
+            "deps": {"task": "security.dependencies"},
+            "compliance": {"task": "security.compliance", "options": {"output_dir": str(out_dir),
+                                                                      "organization": "Shop & Co <Ltd>"}},
+        }})
+    start, end = period_bounds("previous_month", datetime.now(UTC))
+    h = History(history_url(str(tmp_path / "history.db")))
+    for day in range(1, 6):
+        _run(h, "db-backup", "postgres.ping", start + timedelta(days=day), "ok" if day != 3 else "fail",
+             metrics={"db.app.size_bytes": 5e6 + day})
+    _run(h, "backup-verify", "postgres.ping", start + timedelta(days=6), "ok", metrics={"restore_seconds": 42.5})
+    x = Finding("postgres.dead_tuples", Severity.WARNING, "public.bookings", "bloat")
+    y = Finding("postgres.unused_index", Severity.WARNING, "idx_old", "unused")
+    _run(h, "vacuum", "postgres.vacuum", start + timedelta(days=1, hours=3), "warn", [x])
+    _run(h, "vacuum", "postgres.vacuum", start + timedelta(days=2, hours=3), "warn", [x, y])
+    _run(h, "vacuum", "postgres.vacuum", start + timedelta(days=3, hours=3), "warn", [y], trigger="deferred")
+    _run(h, "vacuum", "postgres.vacuum", start + timedelta(days=4, hours=12), "ok")  # outside the window
+    first = start + timedelta(days=2)
+    h.set_state("deps", "vulns", {
+        "npm:lodash:GHSA-jf85": {"first_seen": first.isoformat(), "severity": "critical", "package": "lodash",
+                                 "fixed_at": (first + timedelta(hours=30)).isoformat()},
+        "pypi:requests:PYSEC-2018-28": {"first_seen": first.isoformat(), "severity": "high", "package": "requests",
+                                        "fixed_at": None}})
+    h.close()
+
+    res = cli(["--config", cfg, "run", "compliance", "--json"])
+    run = res.json()[0]
+    assert run["status"] == "warn", run["summary"]
+    paths = {a["format"]: Path(a["path"]) for a in run["artifacts"]}
+    md, html = paths["markdown"].read_text(), paths["html"].read_text()
+    assert paths["markdown"].parent == out_dir and paths["markdown"].name == f"compliance-{start:%Y-%m}.md"
+    assert "4 successful backup run(s), 1 failed; 1 successful restore verification(s)" in md
+    assert "| backup-verify |" in md and "| 42.5 |" in md
+    assert "| deps | 0 | 1 | 0 | 1 | 0.0% |" in md  # lodash fixed after 30 h (SLA 24 h), requests still open
+    assert "| vacuum | 4 | 2 | 2 | 0 |" in md  # opened x then y, closed x then y: nothing open at the end
+    assert "deferred to their maintenance window" in md
+    assert "| vacuum | nightly | 4 | 4 | 1 | 0 | 0 | 3 | 1 | 0 |" in md  # 3 runs inside 02:00-05:00, 1 outside
+    assert "superusers: postgres" in md
+    assert "Shop &amp; Co &lt;Ltd&gt;" in html and "<table>" in html
+    checks = {f["check"] for f in run["findings"]}
+    assert {"security.compliance.backup_failures", "security.compliance.patch_sla", "security.compliance.report",
+            "security.compliance.window_not_kept"} <= checks
+    late = next(f for f in run["findings"] if f["check"] == "security.compliance.window_not_kept")
+    assert late["value"] == 1 and f"{start + timedelta(days=4, hours=12):%Y-%m-%d} 12:00" in late["message"]
