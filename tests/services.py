@@ -212,3 +212,71 @@ def small_fs() -> Iterator[Path]:
         if subprocess.run(["umount", str(mnt)], capture_output=True).returncode != 0:
             subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
         shutil.rmtree(mnt, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Log analysis (issue 7): an nginx whose site answers with a mix of statuses and trusts
+# X-Forwarded-For from 127.0.0.1, so test traffic can come from many client addresses.
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def site_nginx(services_dir: Path) -> Iterator[NginxServer]:
+    from upkeeper.sandbox.traffic import SITE_EXTRA, prepare_docroot
+
+    server = NginxServer(services_dir / "site-nginx", server_extra=SITE_EXTRA)
+    server.docroot.mkdir(parents=True, exist_ok=True)
+    prepare_docroot(server.docroot)
+    server.start()
+    yield server
+    server.stop()
+
+
+def nginx_reopen(server: NginxServer) -> None:
+    """``nginx -s reopen``: what logrotate's postrotate does."""
+    import subprocess
+    import time
+
+    subprocess.run([server.binary, "-c", str(server.conf), "-p", f"{server.base}/", "-e", str(server.error_log),
+                    "-s", "reopen"], check=True, capture_output=True)
+    time.sleep(0.2)
+
+
+@pytest.fixture
+def fresh_site_log(site_nginx: NginxServer, tmp_path: Path) -> Iterator[NginxServer]:
+    """The site nginx with an empty access log (the old one is moved away and nginx reopens)."""
+    log = site_nginx.access_log
+    if log.exists():
+        log.rename(tmp_path / "previous-access.log")
+    for old in site_nginx.base.glob("access.log.*"):
+        old.unlink()
+    nginx_reopen(site_nginx)
+    yield site_nginx
+
+
+@pytest.fixture(scope="session")
+def logging_pg(services_dir: Path) -> Iterator[tuple[PostgresCluster, dict[str, int]]]:
+    """A cluster that logs every statement (logging collector on) after a workload ran on it."""
+    from upkeeper.sandbox import pgworkload
+
+    conf = pgworkload.LOGGING_CONF + ("logging_collector = on\nlog_directory = 'log'\n"
+                                      "log_filename = 'postgresql.log'\nlog_rotation_size = 0\n")
+    cluster = PostgresCluster(services_dir / "pg-logging", extra_conf=conf)
+    cluster.start()
+    done = pgworkload.run(lambda: cluster.connect())
+    yield cluster, done
+    cluster.stop()
+
+
+def wait_for_log_lines(path: Path, n: int, timeout: float = 10.0) -> int:
+    """nginx writes an access-log line after the response: wait until ``n`` lines are there."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    count = 0
+    while time.monotonic() < deadline:
+        count = path.read_bytes().count(b"\n") if path.exists() else 0
+        if count >= n:
+            return count
+        time.sleep(0.05)
+    return count

@@ -58,6 +58,12 @@ def demo_cmd(
             finally:
                 runner.close()
         console.print(summary_table(results, title="Demo results"))
+        reports = [(r.job, a["path"]) for r in results for a in r.artifacts
+                   if isinstance(a, dict) and a.get("kind") == "report" and a.get("format") == "html"]
+        if reports:
+            console.print("Reports (open in a browser, they work offline):")
+            for job, p in reports:
+                console.print(f"  {job}: {p}", markup=False)
         receiver = sandbox.facts.get("notify_receiver")
         if receiver is not None:
             got = receiver.wait_for(1, timeout=5)

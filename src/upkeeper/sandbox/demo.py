@@ -222,6 +222,32 @@ def start_app(sb: Sandbox, say: Say) -> None:
     }
 
 
+def start_web(sb: Sandbox, say: Say) -> None:
+    """nginx serving a small site, with real traffic in its access and error logs (log analysis)."""
+    from upkeeper.sandbox.nginx import NginxServer
+    from upkeeper.sandbox.traffic import SITE_EXTRA, drive, plan, prepare_docroot
+
+    say("starting nginx and sending it traffic (visitors, bots, a scanner, a brute-forcer)…")
+    server = NginxServer(sb.base / "nginx", server_extra=SITE_EXTRA)
+    server.docroot.mkdir(parents=True, exist_ok=True)
+    prepare_docroot(server.docroot)
+    server.start()
+    sb.services.append(server)
+    sb.cleanup_paths.append(server.base)
+    sent = drive(server.url, plan(n_visitors=150, seed=7))
+    sb.facts["nginx_requests"] = sent.sent
+    # the shop's nginx (the security sandbox adds a TLS nginx "web" of its own): name the target explicitly
+    sb.targets["shop-nginx"] = server.target()
+    sb.extra_jobs["log-analysis"] = {"task": "logs.nginx", "target": "shop-nginx", "schedule": "0 2 * * 5",
+                                     "description": "weekly access-log report",
+                                     "options": {"log_format": "combined_timed"}}
+    sb.extra_jobs["error-log"] = {"task": "logs.errors", "target": "shop-nginx", "schedule": "0 * * * *"}
+    cluster = next((s for s in sb.services if isinstance(s, PostgresCluster)), None)
+    if cluster is not None and "db" in sb.targets:
+        sb.extra_jobs["db-log-analysis"] = {"task": "logs.postgres", "target": "db", "schedule": "0 5 * * 1",
+                                            "options": {"log_file": str(cluster.log)}}
+
+
 def setup_backups(sb: Sandbox, say: Say) -> None:
     """Local backup storage and an age key made in the sandbox; fast options for the backup jobs."""
     from pyrage import x25519
@@ -244,6 +270,5 @@ def setup_backups(sb: Sandbox, say: Say) -> None:
 
 
 #: Service providers, started in order.
-PROVIDERS: list[Callable[[Sandbox, Say], None]] = [start_postgres, start_redis, start_app, start_notifications,
-                                                   start_security_services,
-                                                   setup_backups]
+PROVIDERS: list[Callable[[Sandbox, Say], None]] = [start_postgres, start_redis, start_app, start_web,
+                                                   start_notifications, start_security_services, setup_backups]

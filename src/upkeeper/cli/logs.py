@@ -1,0 +1,202 @@
+"""``upkeeper logs …``: analyze log files now, without a config — a Rich summary, JSON or an HTML report.
+
+The scheduled jobs (logs.nginx, logs.postgres, logs.errors) do the same with history,
+incremental reading and findings; these commands are for a look at any file.
+"""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from upkeeper.cli._app import app, console, print_json
+from upkeeper.errors import UsageError
+from upkeeper.fmt import human_bytes
+
+logs_app = typer.Typer(help="Analyze nginx access logs, PostgreSQL logs and error logs now (no config needed).",
+                       no_args_is_help=True)
+app.add_typer(logs_app, name="logs")
+
+
+def _units(paths: list[Path], continuation: bytes, workers: int) -> list[Any]:
+    from upkeeper.logs import parallel
+    from upkeeper.logs.sources import ReadRange, discover
+
+    ranges = []
+    for p in paths:
+        if not p.is_file():
+            raise UsageError(f"{p}: no such file", "Try: give the path of a log file")
+        for lf in discover(str(p), rotated=False):
+            ranges.append(ReadRange(lf, 0, None if lf.gz else lf.size, final=True))
+    return parallel.units_for(ranges, continuation=continuation, workers=workers)
+
+
+def _table(title: str, cols: list[str], rows: list[list[Any]], numeric: tuple[int, ...] = ()) -> Table:
+    t = Table(title=title, title_justify="left")
+    for i, c in enumerate(cols):
+        t.add_column(c, justify="right" if i in numeric else "left", overflow="fold")
+    for r in rows:
+        t.add_row(*[f"{v:,}" if isinstance(v, int) else (f"{v:,.1f}" if isinstance(v, float) else str(v))
+                    for v in r])
+    return t
+
+
+@logs_app.command("nginx")
+def nginx_cmd(
+    files: list[Path] = typer.Argument(..., help="access log files (plain or .gz)"),
+    log_format: str = typer.Option("combined", "--format", "-f",
+                                   help="nginx log_format string, or combined | combined_timed | main"),
+    as_json: bool = typer.Option(False, "--json", help="the whole report as JSON"),
+    html: Path | None = typer.Option(None, "--html", help="also write the offline HTML report here"),
+    top: int = typer.Option(10, "--top", min=1, help="length of the top lists"),
+    workers: int = typer.Option(0, "--workers", min=0, help="processes (0: one per CPU)"),
+) -> None:
+    """Traffic, status codes, latency and security signals of access logs (GoAccess-identical counts)."""
+    from upkeeper.logs import parallel
+    from upkeeper.logs.access import ScanOptions, summarize
+    from upkeeper.logs.nginx_format import LogFormatError, parse_format, to_goaccess
+
+    try:
+        parse_format(log_format)
+    except LogFormatError as exc:
+        raise UsageError(exc.message, exc.hint) from None
+    partial, _ = parallel.scan("upkeeper.logs.access", ScanOptions(log_format=log_format),
+                               _units(files, b"", workers), workers=workers)
+    rep = summarize(partial, top_n=top)
+    rep["goaccess"]["log_format_flags"] = to_goaccess(log_format).argv()
+    if html is not None:
+        from upkeeper.logs.report_html import access_report
+
+        html.write_text(access_report(rep, [], title=f"Access log report — {files[0].name}",
+                                      subtitle=", ".join(map(str, files)), trends={}, objectives={}))
+    if as_json:
+        print_json(rep)
+        return
+    lat = rep["latency"]["overall"]
+    console.print(f"[bold]{rep['requests']:,}[/] requests, [bold]{rep['visitors']:,}[/] unique visitors, "
+                  f"{human_bytes(rep['bandwidth'])}, {rep['first'] or '-'} → {rep['last'] or '-'}")
+    console.print(f"status 4xx {rep['rate_4xx_pct']:.2f} %, 5xx {rep['rate_5xx_pct']:.3f} %, bots "
+                  f"{rep['bots']['bot_pct']:.1f} %, unparsed {rep['invalid']:,} ({rep['unparsed_pct']:.2f} %)"
+                  + (f", p50/p95/p99 {lat['p50']:.0f}/{lat['p95']:.0f}/{lat['p99']:.0f} ms" if lat else ""))
+    console.print(_table("status codes", ["code", "hits"], [[k, v] for k, v in rep["status"].items()], (1,)))
+    console.print(_table("top paths", ["path", "hits"], [[x["path"], x["hits"]] for x in rep["top"]["paths"]], (1,)))
+    if lat:
+        console.print(_table("slowest endpoints (p95)", ["endpoint", "hits", "p50 ms", "p95 ms", "p99 ms"],
+                             [[e["endpoint"], e["hits"], e["p50"], e["p95"], e["p99"]]
+                              for e in rep["slowest_endpoints"]], (1, 2, 3, 4)))
+    console.print(_table("top clients", ["ip", "hits"], [[x["ip"], x["hits"]] for x in rep["top"]["hosts"]], (1,)))
+    sec = rep["security"]
+    rows = [[a["category"], a["hits"], a["clients"], a["samples"][0] if a["samples"] else ""] for a in sec["attacks"]]
+    rows += [[f"scanner: {s['scanner']}", s["hits"], len(s["clients"]), ""] for s in sec["scanners"]]
+    rows += [[f"404 burst: {b['ip']}", b["total"], 1, f"{b['max_per_minute']} in {b['minute']}"]
+             for b in sec["not_found_bursts"]]
+    rows += [[f"brute force: {b['ip']}", b["total"], 1, b["path"]] for b in sec["brute_force"]]
+    console.print(_table("security signals", ["signal", "requests", "clients", "example"], rows, (1, 2)))
+    console.print("GoAccess-identical numbers: goaccess FILE " + " ".join(
+        shlex.quote(a) for a in rep["goaccess"]["log_format_flags"]), style="dim", markup=False, soft_wrap=True)
+    if html is not None:
+        console.print(f"report: {html}", markup=False)
+
+
+@logs_app.command("postgres")
+def postgres_cmd(
+    files: list[Path] = typer.Argument(..., help="PostgreSQL server log files (stderr format, plain or .gz)"),
+    prefix: str = typer.Option("%m [%p] ", "--prefix", "-p", help="the server's log_line_prefix"),
+    as_json: bool = typer.Option(False, "--json", help="the whole report as JSON"),
+    html: Path | None = typer.Option(None, "--html", help="also write the offline HTML report here"),
+    top: int = typer.Option(10, "--top", min=1, help="length of the query and error lists"),
+    workers: int = typer.Option(0, "--workers", min=0, help="processes (0: one per CPU)"),
+) -> None:
+    """Slow statements by fingerprint, errors by SQLSTATE, locks, temp files, checkpoints (pgBadger's core)."""
+    from upkeeper.logs import parallel
+    from upkeeper.logs.pglog import PgScanOptions, PrefixError, compile_prefix, summarize
+
+    try:
+        compile_prefix(prefix)
+    except PrefixError as exc:
+        raise UsageError(exc.message, exc.hint) from None
+    partial, _ = parallel.scan("upkeeper.logs.pglog", PgScanOptions(log_line_prefix=prefix),
+                               _units(files, b"\t", workers), workers=workers, continuation=b"\t")
+    rep = summarize(partial, top_n=top)
+    rep["log_line_prefix"] = prefix
+    if html is not None:
+        from upkeeper.logs.report_html import postgres_report
+
+        html.write_text(postgres_report(rep, [], title=f"PostgreSQL log report — {files[0].name}",
+                                        subtitle=", ".join(map(str, files)), trends={}, objectives={}))
+    if as_json:
+        print_json(rep)
+        return
+    st = rep["statements"]
+    pct = st["percentiles"]
+    console.print(f"[bold]{st['count']:,}[/] statements ({st['fingerprints']:,} distinct), "
+                  + (f"p50/p95/p99 {pct['p50']:.2f}/{pct['p95']:.2f}/{pct['p99']:.2f} ms, " if pct else "")
+                  + f"{rep['errors']['total']:,} errors, {rep['deadlocks']['count']} deadlocks, "
+                  f"{rep['locks']['waits']} lock waits, {rep['temp_files']['count']} temp files "
+                  f"({human_bytes(rep['temp_files']['total_bytes'])}), {rep['checkpoints']['count']} checkpoints, "
+                  f"unparsed {rep['unparsed']:,} lines")
+    console.print(_table("most time-consuming queries", ["query", "count", "total ms", "mean ms", "max ms"],
+                         [[q["fingerprint"][:120], q["count"], q["total_ms"], q["mean_ms"], q["max_ms"]]
+                          for q in rep["slowest_total"]], (1, 2, 3, 4)))
+    console.print(_table("errors", ["level", "SQLSTATE", "message", "count"],
+                         [[e["level"], e["sqlstate"], e["message"][:100], e["count"]]
+                          for e in rep["errors"]["classes"]], (3,)))
+    if html is not None:
+        console.print(f"report: {html}", markup=False)
+
+
+@logs_app.command("errors")
+def errors_cmd(
+    nginx_error_log: Path | None = typer.Option(None, "--nginx", help="an nginx error.log"),
+    app_logs: list[Path] = typer.Argument(None, help="application logs (JSON lines or text)"),
+    as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+) -> None:
+    """nginx error-log classes and application exceptions grouped by type and message."""
+    from upkeeper.logs.errorlog import AppLogStats, NginxErrorStats
+
+    if nginx_error_log is None and not app_logs:
+        raise UsageError("which logs?", "Try: upkeeper logs errors --nginx /var/log/nginx/error.log app.log")
+    out: dict[str, Any] = {}
+    if nginx_error_log is not None:
+        ng = NginxErrorStats()
+        with open(nginx_error_log, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 22), b""):
+                ng.feed(chunk, str(nginx_error_log))  # error-log lines are short: a cut line is rare and counted
+        out["nginx"] = {"levels": dict(ng.levels), "upstream": ng.upstream,
+                        "classes": [{"level": lv, "class": c, "count": n} for (lv, c), n in ng.classes.most_common(20)]}
+    if app_logs:
+        app_stats = AppLogStats()
+        for p in app_logs:
+            app_stats.feed(Path(p).read_bytes(), str(p))
+            app_stats.finish()
+        out["app"] = {"levels": dict(app_stats.levels), "exceptions": [
+            {"type": g.kind, "message": g.message, "count": g.count}
+            for g in sorted(app_stats.exceptions.values(), key=lambda g: -g.count)]}
+    if as_json:
+        print_json(out)
+        return
+    if "nginx" in out:
+        console.print(_table("nginx error log", ["level", "message class", "count"],
+                             [[c["level"], c["class"], c["count"]] for c in out["nginx"]["classes"]], (2,)))
+    if "app" in out:
+        console.print(_table("application exceptions", ["type", "message", "count"],
+                             [[g["type"], g["message"], g["count"]] for g in out["app"]["exceptions"]], (2,)))
+
+
+@logs_app.command("goaccess-format")
+def goaccess_format_cmd(
+    log_format: str = typer.Option("combined", "--format", "-f", help="nginx log_format string or name"),
+) -> None:
+    """Print the GoAccess flags that read this nginx log_format (to compare numbers with GoAccess)."""
+    from upkeeper.logs.nginx_format import LogFormatError, to_goaccess
+
+    try:
+        flags = to_goaccess(log_format).argv()
+    except LogFormatError as exc:
+        raise UsageError(exc.message, exc.hint) from None
+    console.print(" ".join(shlex.quote(f) for f in flags), markup=False, soft_wrap=True)
+

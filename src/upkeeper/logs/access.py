@@ -1,0 +1,965 @@
+"""The access-log scanner: buffers of complete lines in, mergeable aggregates out.
+
+Speed comes from never touching a line in Python when it can be avoided:
+
+* A buffer (a few MB of complete lines) is cut into columns with ``bytes.split``
+  on ``"`` and on single spaces, following the format's :class:`SplitPlan`;
+  the columns are plain lists, sliced with strides.  Structure is verified for
+  the whole buffer at once (quote count, one newline per "glue" segment,
+  token counts, empty/literal token positions).
+* Aggregation feeds whole columns to C-implemented ``Counter.update``,
+  ``set.update``, ``zip``, ``map`` and ``itertools.compress``.
+* Validation and classification (IP syntax, dates, status codes, endpoint
+  normalization, attack patterns, bots) run once per *distinct* value.
+* Anything unusual — a buffer whose structure does not check out, a row with
+  an invalid value — goes to :class:`~upkeeper.logs.goaccess.GoAccessLineParser`,
+  the line-by-line port of GoAccess's parser, which is the reference semantics.
+  A failing buffer is bisected, so one bad line costs a few small re-splits.
+
+An :class:`Accumulator` lives in one process; :meth:`Accumulator.partial`
+reduces it to an :class:`AccessPartial` (picklable) and :func:`merge` adds
+partials from several processes.  :func:`summarize` turns the result into the
+report dictionary.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from itertools import compress, repeat
+from operator import itemgetter
+from typing import Any
+
+from upkeeper.logs.classify import (
+    attack_categories,
+    endpoints_and_paths,
+    is_bot,
+    path_matcher,
+    request_method,
+    request_path,
+    scanner_name,
+)
+from upkeeper.logs.goaccess import (
+    STATIC_EXTENSIONS,
+    GoAccessLineParser,
+    LineError,
+    StaticMatcher,
+    djb2,
+    normalize_agent,
+    normalize_referer,
+    parse_date,
+    parse_requests,
+    parse_seconds,
+    parse_size,
+    parse_time,
+    valid_ip,
+    valid_status,
+)
+from upkeeper.logs.nginx_format import COMBINED, SplitPlan, TokenSpec, split_plan, to_goaccess
+
+NL = b"\n"
+SLOW_BLOCK_LINES = 48  # below this many lines a failing buffer is parsed line by line
+CACHE_MAX = 50_000  # request lines whose endpoint and path are remembered (then the cache starts over)
+DEFAULT_LOGIN_PATHS = ("/login", "/signin", "/sign_in", "/users/sign_in", "/user/login", "/auth/login",
+                       "/api/login", "/api/auth/login", "/api/token", "/oauth/token", "/wp-login.php",
+                       "/admin/login", "/session", "/sessions")
+
+
+@dataclass(frozen=True)
+class ScanOptions:
+    """What a scanning process needs to know (picklable; sent to worker processes)."""
+
+    log_format: str = COMBINED
+    static_extensions: tuple[str, ...] = STATIC_EXTENSIONS
+    login_paths: tuple[str, ...] = DEFAULT_LOGIN_PATHS
+    samples: int = 10
+    fast: bool = True  # False forces the line-by-line parser (tests compare both)
+
+
+TimeInfo = tuple[int, int, int]  # (YYYYMMDD, hour, minute)
+
+
+@dataclass
+class AccessPartial:
+    """Aggregates of some lines; :func:`merge` adds two of them."""
+
+    lines: int = 0
+    valid: int = 0
+    invalid: int = 0
+    ignored: int = 0
+    fast_lines: int = 0
+    bytes_read: int = 0
+    bandwidth: int = 0
+    invalid_samples: list[dict[str, Any]] = field(default_factory=list)
+    invalid_reasons: Counter[str] = field(default_factory=Counter)
+    status: Counter[bytes | None] = field(default_factory=Counter)
+    hosts: Counter[bytes] = field(default_factory=Counter)
+    agents: Counter[bytes] = field(default_factory=Counter)  # normalized (GoAccess %u)
+    referers: Counter[bytes] = field(default_factory=Counter)
+    static_paths: Counter[bytes] = field(default_factory=Counter)  # static files (not 404) by path
+    not_found: Counter[bytes] = field(default_factory=Counter)  # 404 paths
+    #: GoAccess's requested files: b"URL\\0METHOD\\0PROTOCOL" (one bytes object: compact) -> hits
+    ga_requests: Counter[bytes] = field(default_factory=Counter)
+    ga_static_hits: int = 0
+    visitors: set[tuple[int, bytes, int]] = field(default_factory=set)  # (date, ip, djb2(agent))
+    minutes: Counter[TimeInfo] = field(default_factory=Counter)
+    latency: Counter[tuple[bytes, float]] = field(default_factory=Counter)  # (endpoint, ms)
+    upstream: Counter[tuple[bytes, float]] = field(default_factory=Counter)
+    endpoint_hits: Counter[bytes] = field(default_factory=Counter)
+    endpoint_errors: Counter[tuple[bytes, bytes]] = field(default_factory=Counter)  # (endpoint, status)
+    nf_bursts: Counter[tuple[bytes, TimeInfo]] = field(default_factory=Counter)  # (ip, minute) 404s
+    auth_failures: Counter[tuple[bytes, bytes, TimeInfo]] = field(default_factory=Counter)  # (ip, path, 10-min)
+    attacks: Counter[tuple[str, bytes, bytes | None]] = field(default_factory=Counter)  # (category, ip, status)
+    attack_samples: dict[str, list[bytes]] = field(default_factory=dict)
+    scanners: Counter[tuple[str, bytes]] = field(default_factory=Counter)  # (scanner, ip)
+    has_latency: bool = False
+    has_upstream: bool = False
+
+
+class Accumulator:
+    """Aggregates lines in one process.  Feed it buffers of complete lines."""
+
+    def __init__(self, opts: ScanOptions) -> None:
+        self.opts = opts
+        ga = to_goaccess(opts.log_format, internal=True)
+        self.parser = GoAccessLineParser(ga.log_format, ga.date_format, ga.time_format)
+        self.plan: SplitPlan | None = split_plan(opts.log_format) if opts.fast else None
+        self.static_ext = tuple(e.lower().encode() for e in opts.static_extensions)
+        self.login_rx = path_matcher(list(opts.login_paths))
+        self.p = AccessPartial()
+        self.c_req: Counter[bytes] = Counter()
+        self.c_req404: Counter[bytes] = Counter()
+        self.c_ua: Counter[bytes] = Counter()
+        self.c_ref: Counter[bytes] = Counter()
+        self.c_lat: Counter[tuple[bytes, bytes]] = Counter()
+        self.c_ulat: Counter[tuple[bytes, bytes]] = Counter()
+        self.visitors: set[tuple[int, bytes, bytes]] = set()
+        self.ep_of: dict[bytes, bytes] = {}
+        self.ep_intern: dict[bytes, bytes] = {}
+        self.static_of: dict[bytes, bytes | None] = {}  # request line -> its path if a static file
+        self.attack_of: dict[bytes, str] = {}
+        self.ua_scanner: dict[bytes, str | None] = {}
+        self.login_of: dict[bytes, bytes | None] = {}
+        self.ip_ok: dict[bytes, bool] = {}
+        self.status_ok: dict[bytes, bool] = {}
+        self.has_rt = False
+        self.has_urt = False
+        self.times: TimeTokens | None = None
+        self.is_static = StaticMatcher(self.static_ext)
+        if self.plan is not None:
+            self.lit_b = {s.text: s.text.encode() for t in (self.plan.glue, *self.plan.middle) for s in t
+                          if s.kind == "lit"}
+            self.mid_lit = [m.encode() if m is not None else None for m in self.plan.middle_literal]
+
+    # -- input -------------------------------------------------------------------------------
+
+    def feed(self, buf: bytes, source: str = "", offset: int = 0) -> None:
+        """Aggregate ``buf``: complete lines, each ending with a newline."""
+        if not buf:
+            return
+        self.p.bytes_read += len(buf)
+        tail = b""
+        if not buf.endswith(NL):  # a final line without newline (end of a rotated file)
+            cut = buf.rfind(NL) + 1
+            buf, tail = buf[:cut], buf[cut:]
+        if buf:
+            if self.plan is None:
+                self._slow(buf, source, offset)
+            else:
+                self._fast(buf, source, offset)
+        if tail:
+            self._slow(tail, source, offset + len(buf))
+
+    def _fast(self, buf: bytes, source: str, offset: int, sifted: bool = False) -> None:
+        n = buf.count(NL)
+        cols = self._split(buf, n) if n else None
+        if cols is None:
+            if n <= SLOW_BLOCK_LINES:
+                self._slow(buf, source, offset)
+                return
+            if not sifted and self._sift(buf, source, offset):
+                return
+            cut = buf.find(NL, len(buf) // 2) + 1
+            if cut <= 0 or cut >= len(buf):
+                cut = buf.rfind(NL, 0, len(buf) - 1) + 1
+            self._fast(buf[:cut], source, offset, sifted)
+            self._fast(buf[cut:], source, offset + cut, sifted)
+            return
+        self._columns(cols, n, buf, source, offset)
+
+    def _sift(self, buf: bytes, source: str, offset: int) -> bool:
+        """Set aside the lines whose quote count is not the format's, then retry the rest at once.
+
+        Garbage and truncated lines almost always have the wrong number of quotes; finding them
+        directly costs one pass, where bisecting would re-split the buffer at every level.
+        """
+        plan = self.plan
+        assert plan is not None
+        lines = buf.split(NL)
+        lines.pop()  # buf ends with a newline
+        want = 2 * plan.quotes
+        counts = list(map(bytes.count, lines, repeat(b'"', len(lines))))
+        if want:
+            bad = [i for i, c in enumerate(counts) if c != want]
+        else:
+            bad = []
+        if not bad or len(bad) > len(lines) // 2:
+            return False
+        badset = set(bad)
+        self._slow(b"".join(lines[i] + NL for i in bad), source, offset, fallback=True)
+        good = b"".join(ln + NL for i, ln in enumerate(lines) if i not in badset)
+        if good:
+            self._fast(good, source, offset, sifted=True)
+        return True
+
+    # -- the split ---------------------------------------------------------------------------
+
+    def _check(self, toks: list[bytes], tmpl: tuple[TokenSpec, ...], n: int, out: dict[Any, list[bytes]],
+               where: str, seg: int) -> bool:
+        width = len(tmpl)
+        end = width * n
+        if len(toks) != end + 1 or toks[-1]:
+            return False
+        for t, spec in enumerate(tmpl):
+            col = toks[t:end:width]
+            if spec.kind == "empty":
+                if any(col):
+                    return False
+            elif spec.kind == "lit":
+                if col.count(self.lit_b[spec.text]) != n:
+                    return False
+            else:
+                if not all(col):
+                    return False
+                out[(where, seg, t)] = col
+        return True
+
+    def _split(self, buf: bytes, n: int) -> dict[Any, list[bytes]] | None:
+        plan = self.plan
+        assert plan is not None
+        if b"\0" in buf or b'\\"' in buf:
+            return None
+        q = plan.quotes
+        q2 = 2 * q
+        out: dict[Any, list[bytes]] = {}
+        if q:
+            parts = buf.split(b'"')
+            if len(parts) != q2 * n + 1:
+                return None
+            glue = parts[0::q2]
+            if NL in glue[0] or not all(map(bytes.__contains__, glue[1:], repeat(NL, n))):
+                return None
+            g = b"".join(glue)
+        else:
+            parts = []
+            g = buf
+        if b"\\" in g:
+            return None
+        if not self._check(g.replace(NL, b" ").split(b" "), plan.glue, n, out, "g", 0):
+            return None
+        for j, tmpl in enumerate(plan.middle):
+            segs = parts[2 * j + 2::q2]
+            lit = self.mid_lit[j]
+            if lit is not None:
+                if segs.count(lit) != n:
+                    return None
+                continue
+            m = b" ".join(segs)
+            if b"\\" in m:
+                return None
+            if not self._check((m + b" ").split(b" "), tmpl, n, out, "m", j):
+                return None
+        for k in range(q):
+            out[("q", k, 0)] = parts[2 * k + 1::q2]
+        return out
+
+    # -- columns -> aggregates ---------------------------------------------------------------
+
+    def _field(self, cols: dict[Any, list[bytes]], name: str) -> tuple[list[bytes] | None, TokenSpec | None]:
+        plan = self.plan
+        assert plan is not None
+        loc = plan.fields.get(name)
+        if loc is None:
+            return None, None
+        where, seg, tok = loc
+        spec = None
+        if where == "g":
+            spec = plan.glue[tok]
+        elif where == "m":
+            spec = plan.middle[seg][tok]
+        return cols[loc], spec
+
+    def _columns(self, cols: dict[Any, list[bytes]], n: int, buf: bytes, source: str, offset: int) -> None:
+        plan = self.plan
+        assert plan is not None
+        bad: set[int] = set()
+
+        def mark(col: list[bytes], badvals: set[bytes]) -> None:
+            if badvals:
+                bad.update(i for i, v in enumerate(col) if v in badvals)
+
+        # client address
+        h, hspec = self._field(cols, "h")
+        assert h is not None
+        hs = set(h)
+        new_ips = hs.difference(self.ip_ok)
+        for ip in new_ips:
+            self.ip_ok[ip] = _strip_ok(ip, hspec) and valid_ip(_strip(ip, hspec))
+        mark(h, {ip for ip in hs if not self.ip_ok[ip]})
+        # time
+        tk, tspec = self._field(cols, "time")
+        assert tk is not None and tspec is not None
+        if self.times is None:
+            self.times = TimeTokens(tspec, plan.time_var)
+        parse_t = self.times
+        tinfo: dict[bytes, TimeInfo | None] = parse_t.many(set(tk))
+        mark(tk, {t for t, v in tinfo.items() if v is None})
+        tz, tzspec = self._field(cols, "tz")
+        if tz is not None:
+            mark(tz, {z for z in set(tz) if not (z.endswith(b"]") and z.count(b"]") == 1 and b"[" not in z)})
+        for pos in plan.skipped_glue:
+            col = cols.get(("g", 0, pos))
+            if col is not None:
+                mark(col, {v for v in set(col) if b"[" in v or b"]" in v})
+        # status
+        s, sspec = self._field(cols, "s")
+        if s is not None:
+            ss = set(s)
+            for v in ss.difference(self.status_ok):
+                self.status_ok[v] = _strip_ok(v, sspec) and _strip(v, sspec).isdigit() and valid_status(
+                    _strip(v, sspec))
+            mark(s, {v for v in ss if not self.status_ok[v]})
+        # fields whose prefix/suffix literal must be present
+        for name in ("b", "T", "P", "v"):
+            col, spec = self._field(cols, name)
+            if col is not None and spec is not None and (spec.prefix or spec.suffix):
+                mark(col, {v for v in set(col) if not _strip_ok(v, spec)})
+
+        if bad:
+            keep = [i not in bad for i in range(n)]
+            cols = {k: list(compress(v, keep)) for k, v in cols.items()}
+            lines = buf.split(NL)
+            bad_lines = [lines[i] + NL for i in sorted(bad)]
+            self._slow(b"".join(bad_lines), source, offset, fallback=True)
+            h, _ = self._field(cols, "h")
+            tk, _ = self._field(cols, "time")
+            assert h is not None and tk is not None
+            n = len(h)
+            if n == 0:
+                return
+        self.p.lines += n
+        self.p.fast_lines += n
+        r, _ = self._field(cols, "r")
+        assert r is not None
+        s, sspec = self._field(cols, "s")
+        b, bspec = self._field(cols, "b")
+        ref, _ = self._field(cols, "R")
+        ua, _ = self._field(cols, "u")
+        rt, rtspec = self._field(cols, "T")
+        urt, urtspec = self._field(cols, "P")
+        h, hspec = self._field(cols, "h")
+        assert h is not None
+        # strip literal prefixes/suffixes (rare formats such as "rt=$request_time")
+        h = _strip_col(h, hspec)
+        s = _strip_col(s, sspec)
+        b = _strip_col(b, bspec)
+        rt = _strip_col(rt, rtspec)
+        urt = _strip_col(urt, urtspec)
+        size = 0
+        if b is not None:
+            joined = b"".join(b)
+            size = sum(map(int, b)) if joined.isdigit() else sum(map(parse_size, b))
+        assert h is not None
+        self._aggregate(h, tk, {k: v for k, v in tinfo.items() if v is not None}, r, s, size, ref, ua, rt, urt)
+
+    def _aggregate(self, h: list[bytes], tk: list[Any], tinfo: dict[Any, TimeInfo], r: list[bytes],
+                   s: list[Any] | None, size: int, ref: list[bytes] | None, ua: list[bytes] | None,
+                   rt: list[Any] | None, urt: list[Any] | None) -> None:
+        n = len(h)
+        p = self.p
+        p.valid += n
+        p.bandwidth += size
+        p.hosts.update(h)
+        self.c_req.update(r)
+        if ref is not None:
+            self.c_ref.update(ref)
+        if ua is not None:
+            self.c_ua.update(ua)
+        else:
+            self.c_ua[b"-"] += n
+        tc = Counter(tk)
+        minutes = p.minutes
+        for t, c in tc.items():
+            minutes[tinfo[t]] += c
+        if s is None:
+            s = [None] * n
+        p.status.update(s)
+        ss = set(s)
+        # unique visitors: (date, ip, agent) of requests whose status is not 4xx (GoAccess default)
+        vinc = {x: x is None or x[:1] != b"4" for x in ss}
+        dates = {tinfo[t][0] for t in tc}
+        dcol: Iterable[int] = repeat(next(iter(dates)), n) if len(dates) == 1 else map(
+            {t: tinfo[t][0] for t in tc}.__getitem__, tk)
+        ucol: Iterable[bytes] = ua if ua is not None else repeat(b"-", n)
+        trip = zip(dcol, h, ucol, strict=False)  # repeat() columns are endless
+        if all(vinc.values()):
+            self.visitors.update(trip)
+        else:
+            self.visitors.update(compress(trip, map(vinc.__getitem__, s)))
+        # endpoints
+        rs = set(r)
+        new = rs.difference(self.ep_of)
+        if new:
+            if len(self.ep_of) + len(new) > CACHE_MAX:  # bounded memory: forget, recompute what is needed
+                self.ep_of.clear()
+                self.static_of.clear()
+                new = rs
+            self._learn(new)
+        ep = self.ep_of
+        sp = list(map(self.static_of.__getitem__, r))
+        if any(sp):  # static files (all statuses but 404) are counted here; the rest comes from GoAccess's keys
+            p.static_paths.update(x for x, st in zip(sp, s, strict=True) if x is not None and st[:3] != b"404")
+        if rt is not None:
+            self.has_rt = True
+            self.c_lat.update(zip(map(ep.__getitem__, r), rt, strict=True))
+        else:
+            p.endpoint_hits.update(map(ep.__getitem__, r))
+        if urt is not None:
+            self.has_urt = True
+            self.c_ulat.update(zip(map(ep.__getitem__, r), urt, strict=True))
+        errs = {x for x in ss if x is not None and x[:1] in (b"4", b"5")}
+        if errs:
+            em = {x: x in errs for x in ss}
+            p.endpoint_errors.update(compress(zip(map(ep.__getitem__, r), s, strict=True),
+                                              map(em.__getitem__, s)))
+            nf = {x: x is not None and x[:3] == b"404" for x in ss}
+            if any(nf.values()):
+                mask = list(map(nf.__getitem__, s))
+                self.c_req404.update(compress(r, mask))
+                p.nf_bursts.update(compress(zip(h, map(tinfo.__getitem__, tk), strict=True), mask))
+            auth = {x for x in ss if x is not None and x[:3] in (b"401", b"403")}
+            if auth:
+                login_of = self.login_of
+                for i in compress(range(n), map(auth.__contains__, s)):
+                    raw = r[i]
+                    path = login_of.get(raw, b"")
+                    if path == b"":
+                        path = login_of[raw] = self._login_path(raw)
+                    if path is not None:
+                        d, hh, mm = tinfo[tk[i]]
+                        p.auth_failures[(h[i], path, (d, hh, mm - mm % 10))] += 1
+        # attacks
+        sus = rs.intersection(self.attack_of)
+        if sus:
+            samples = p.attack_samples
+            for i in compress(range(n), map(sus.__contains__, r)):
+                cat = self.attack_of[r[i]]
+                p.attacks[(cat, h[i], s[i])] += 1
+                lst = samples.setdefault(cat, [])
+                if len(lst) < self.opts.samples and r[i] not in lst:
+                    lst.append(r[i])
+        # scanner user agents
+        if ua is not None:
+            us = set(ua)
+            for a in us.difference(self.ua_scanner):
+                self.ua_scanner[a] = scanner_name(a)
+            sc = {a for a in us if self.ua_scanner[a]}
+            if sc:
+                for i in compress(range(n), map(sc.__contains__, ua)):
+                    p.scanners[(self.ua_scanner[ua[i]] or "", h[i])] += 1
+
+    def _login_path(self, raw: bytes) -> bytes | None:
+        if request_method(raw) != b"POST":
+            return None
+        path = request_path(raw)
+        return path if self.login_rx.fullmatch(path) else None
+
+    def _learn(self, new: set[bytes]) -> None:
+        lst = list(new)
+        intern = self.ep_intern
+        eps, _paths = endpoints_and_paths(lst)
+        static = self.is_static
+        for raw, e, (url, _m, _p) in zip(lst, eps, parse_requests(lst), strict=True):
+            self.ep_of[raw] = intern.setdefault(e, e)
+            self.static_of[raw] = url.split(b"?", 1)[0] if static(url) else None
+        for i, cat in attack_categories(lst).items():
+            self.attack_of[lst[i]] = cat
+
+    # -- the line-by-line path -----------------------------------------------------------------
+
+    def _slow(self, buf: bytes, source: str, offset: int, fallback: bool = False) -> None:
+        parse = self.parser.parse
+        rows: list[Any] = []
+        pos = offset
+        lines = buf.split(NL)
+        last = lines.pop()  # b"" when buf ends with a newline, else a final line without one
+        for k, line in enumerate(lines if not last else [*lines, last]):
+            start = pos
+            pos += len(line) + 1
+            if not line or line[:1] == b"#":
+                self.p.ignored += 1
+                continue
+            self.p.lines += 1
+            try:
+                rows.append(parse(line + NL if k < len(lines) else line))
+            except LineError as exc:
+                self._invalid(line, str(exc), exc.kind, source, start if not fallback else None)
+        if not rows:
+            return
+        h = [x.host for x in rows]
+        tk = [(x.date, x.time) for x in rows]
+        tinfo: dict[Any, TimeInfo] = {}
+        for key in set(tk):
+            d, t = key
+            tinfo[key] = (d, t[0], t[1]) if t is not None else (d, 0, 0)
+        r = [x.request for x in rows]
+        s = [x.status for x in rows]
+        size = sum(x.size for x in rows)
+        ref = [x.referer for x in rows]
+        ua = [x.agent for x in rows]
+        rt = [x.rt for x in rows] if any(x.rt is not None for x in rows) else None
+        urt = [x.urt for x in rows] if any(x.urt is not None for x in rows) else None
+        self._aggregate(h, tk, tinfo, r, s, size, ref, ua, rt, urt)
+
+    def _invalid(self, line: bytes, reason: str, kind: str, source: str, offset: int | None) -> None:
+        p = self.p
+        p.invalid += 1
+        p.invalid_reasons[kind] += 1
+        if len(p.invalid_samples) < self.opts.samples:
+            p.invalid_samples.append({"source": source, "offset": offset, "reason": reason,
+                                      "line": line[:500].decode("utf-8", errors="replace")})
+
+    # -- output --------------------------------------------------------------------------------
+
+    def partial(self) -> AccessPartial:
+        """Reduce raw-keyed counters to report keys (done in the worker, in parallel)."""
+        p = self.p
+        # GoAccess's requested-files panel: (decoded URL, method, protocol), minus 404s and static files
+        ga = p.ga_requests
+        static = self.is_static
+        # the caches are not needed any more: free them before the report keys are built
+        for cache in (self.ep_of, self.static_of, self.ep_intern, self.login_of, self.ip_ok):
+            cache.clear()
+        c404 = self.c_req404
+        nf_raws = list(c404)
+        for raw, (url, _m, _p) in zip(nf_raws, parse_requests(nf_raws), strict=True):
+            p.not_found[url.split(b"?", 1)[0]] += c404[raw]
+        items = list(self.c_req.items())
+        self.c_req.clear()
+        step = 50_000
+        while items:  # in batches, so the raw request lines are freed as their keys are built
+            batch = items[:step]
+            del items[:step]
+            for (raw, c), (url, meth, proto) in zip(batch, parse_requests([r for r, _ in batch]), strict=True):
+                c -= c404.get(raw, 0)
+                if c <= 0:
+                    continue
+                if static(url):
+                    p.ga_static_hits += c
+                    continue
+                ga[url + b"\0" + (meth or b"") + b"\0" + (proto or b"")] += c
+            del batch
+        norm_ua: dict[bytes, bytes] = {}
+        for a, c in self.c_ua.items():
+            na = norm_ua[a] = normalize_agent(a)
+            p.agents[na] += c
+        for rf, c in self.c_ref.items():
+            p.referers[normalize_referer(rf)] += c
+        # GoAccess 1.7 keys a visitor on the 32-bit djb2 hash of the agent, not the agent itself
+        hash_of: dict[bytes, int] = {}
+        for d, ip, a in self.visitors:
+            hv = hash_of.get(a)
+            if hv is None:
+                known = norm_ua.get(a)
+                if known is None:
+                    known = norm_ua[a] = normalize_agent(a)
+                hv = hash_of[a] = djb2(known)
+            p.visitors.add((d, ip, hv))
+        ms_of: dict[Any, float | None] = {}
+        for src, dst in ((self.c_lat, p.latency), (self.c_ulat, p.upstream)):
+            for (e, tok), c in src.items():
+                if tok in ms_of:
+                    ms = ms_of[tok]
+                else:
+                    v = parse_seconds(tok)
+                    ms = ms_of[tok] = round(v * 1000.0, 3) if v is not None else None
+                if src is self.c_lat:
+                    p.endpoint_hits[e] += c
+                if ms is not None:
+                    dst[(e, ms)] += c
+        p.has_latency = self.has_rt
+        p.has_upstream = self.has_urt
+        return p
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers for token prefixes/suffixes and times
+# ---------------------------------------------------------------------------------------------
+
+
+def _strip_ok(v: bytes, spec: TokenSpec | None) -> bool:
+    if spec is None or not (spec.prefix or spec.suffix):
+        return True
+    return (v.startswith(spec.prefix.encode()) and v.endswith(spec.suffix.encode())
+            and len(v) >= len(spec.prefix) + len(spec.suffix))
+
+
+def _strip(v: bytes, spec: TokenSpec | None) -> bytes:
+    if spec is None or not (spec.prefix or spec.suffix):
+        return v
+    return v[len(spec.prefix):len(v) - len(spec.suffix)]
+
+
+def _strip_col(col: list[bytes] | None, spec: TokenSpec | None) -> list[bytes] | None:
+    if col is None or spec is None or not (spec.prefix or spec.suffix):
+        return col
+    return list(map(itemgetter(slice(len(spec.prefix), -len(spec.suffix) or None)), col))
+
+
+#: glibc strptime %S accepts 0-61, one or two digits; the fixed-width shape has two
+_SECONDS = frozenset(f"{i:02d}".encode() for i in range(62))
+
+
+class TimeTokens:
+    """Parse time tokens (``[01/Mar/2024:10:00:00`` or ISO 8601) to (YYYYMMDD, hour, minute).
+
+    The common fixed-width shape is sliced and looked up in two bounded caches (dates seen,
+    and the at most 86 400 distinct ``HH:MM:SS``); anything else takes the strptime emulation.
+    """
+
+    def __init__(self, spec: TokenSpec, time_var: str) -> None:
+        self.spec = spec
+        self.iso = time_var != "time_local"
+        self.pre = spec.prefix.encode()
+        self.suf = spec.suffix.encode()
+        p = len(self.pre)
+        if self.iso:  # 2024-03-01T10:00:00+00:00
+            self.width = p + 25 + len(self.suf)
+            self.dsl, self.tsl = slice(p, p + 10), slice(p + 11, p + 19)
+            self.msl, self.ssl = slice(0, p + 16), slice(p + 17, p + 19)
+            self.marks = tuple((p + i, ord(c)) for i, c in ((4, "-"), (7, "-"), (10, "T"), (13, ":"), (16, ":"),
+                                                              (19, "+")))
+        else:  # 01/Mar/2024:10:00:00
+            self.width = p + 20 + len(self.suf)
+            self.dsl, self.tsl = slice(p, p + 11), slice(p + 12, p + 20)
+            self.msl, self.ssl = slice(0, p + 17), slice(p + 18, p + 20)
+            self.marks = tuple((p + i, ord(c)) for i, c in ((2, "/"), (6, "/"), (11, ":"), (14, ":"), (17, ":")))
+        self.dates: dict[bytes, int | None] = {}
+        self.times: dict[bytes, tuple[int, int] | None] = {}
+
+    def many(self, toks: set[bytes]) -> dict[bytes, TimeInfo | None]:
+        """Parse distinct tokens; the common shape is handled with C-level slicing and lookups."""
+        lst = list(toks)
+        if (lst and set(map(len, lst)) == {self.width}
+                and all(set(map(itemgetter(m), lst)) == {c} for m, c in self.marks) and (not self.pre or set(
+                    map(itemgetter(slice(0, len(self.pre))), lst)) == {self.pre})
+                and (not self.suf or set(map(itemgetter(slice(self.width - len(self.suf), None)), lst))
+                     == {self.suf})
+                and set(map(itemgetter(self.ssl), lst)) <= _SECONDS):
+            minute = list(map(itemgetter(self.msl), lst))
+            info = {k: self._minute(k) for k in set(minute)}
+            return dict(zip(lst, map(info.__getitem__, minute), strict=True))
+        return {t: self(t) for t in lst}
+
+    def _minute(self, k: bytes) -> TimeInfo | None:
+        p = len(self.pre)
+        if self.iso:  # 2024-03-01T10:00
+            ds, hh, mm = k[p:p + 10], k[p + 11:p + 13], k[p + 14:p + 16]
+        else:  # 01/Mar/2024:10:00
+            ds, hh, mm = k[p:p + 11], k[p + 12:p + 14], k[p + 15:p + 17]
+        d = self.dates.get(ds, -1)
+        if d == -1:
+            d = self.dates[ds] = parse_date(ds, "%Y-%m-%d" if self.iso else "%d/%b/%Y")
+        tm = parse_time(hh + b":" + mm + b":00")
+        if d is None or tm is None:
+            return None
+        return (d, tm[0], tm[1])
+
+    def __call__(self, t: bytes) -> TimeInfo | None:
+        if (len(t) == self.width and all(t[m] == c for m, c in self.marks) and t.startswith(self.pre)
+                and t.endswith(self.suf)):
+            ds, ts = t[self.dsl], t[self.tsl]
+            d = self.dates.get(ds, -1)
+            if d == -1:
+                d = self.dates[ds] = parse_date(ds, "%Y-%m-%d" if self.iso else "%d/%b/%Y")
+            hm = self.times.get(ts, (-1, -1))
+            if hm == (-1, -1):
+                tm = parse_time(ts)
+                hm = self.times[ts] = (tm[0], tm[1]) if tm else None
+            if d is None or hm is None:
+                return None
+            return (d, hm[0], hm[1])
+        return self.slow(t)
+
+    def slow(self, t: bytes) -> TimeInfo | None:
+        if not _strip_ok(t, self.spec):
+            return None
+        v = _strip(t, self.spec)
+        if not self.iso:
+            # GoAccess %d up to the first ':' then %t up to the space
+            d, sep, rest = v.partition(b":")
+            if not sep:
+                return None
+            date = parse_date(d, "%d/%b/%Y")
+        else:  # %d up to 'T', %t up to '+', the offset skipped
+            d, sep, rest = v.partition(b"T")
+            if not sep:
+                return None
+            date = parse_date(d, "%Y-%m-%d")
+            rest, plus, _ = rest.partition(b"+")
+            if not plus:
+                return None
+        tm = parse_time(rest)
+        if date is None or tm is None:
+            return None
+        return (date, tm[0], tm[1])
+
+
+# ---------------------------------------------------------------------------------------------
+# merging and the report
+# ---------------------------------------------------------------------------------------------
+
+
+def merge(parts: list[AccessPartial]) -> AccessPartial:
+    """Add partial aggregates (from several processes or files)."""
+    if not parts:
+        return AccessPartial()
+    out = parts[0]
+    for p in parts[1:]:
+        for name in ("lines", "valid", "invalid", "ignored", "fast_lines", "bytes_read", "bandwidth",
+                     "ga_static_hits"):
+            setattr(out, name, getattr(out, name) + getattr(p, name))
+        for name in ("invalid_reasons", "status", "hosts", "agents", "referers", "static_paths", "not_found",
+                     "ga_requests", "minutes", "latency", "upstream", "endpoint_hits", "endpoint_errors",
+                     "nf_bursts", "auth_failures", "attacks", "scanners"):
+            getattr(out, name).update(getattr(p, name))
+        out.visitors |= p.visitors
+        room = max(0, 20 - len(out.invalid_samples))
+        out.invalid_samples += p.invalid_samples[:room]
+        for cat, lst in p.attack_samples.items():
+            mine = out.attack_samples.setdefault(cat, [])
+            mine += [x for x in lst if x not in mine][: max(0, 10 - len(mine))]
+        out.has_latency |= p.has_latency
+        out.has_upstream |= p.has_upstream
+    return out
+
+
+def percentiles(hist: Iterable[tuple[float, int]], ps: tuple[float, ...] = (50, 95, 99)) -> dict[str, float]:
+    """Nearest-rank percentiles of a histogram of (value, count), plus mean, max and count."""
+    items = sorted(hist)
+    total = sum(c for _, c in items)
+    if not total:
+        return {}
+    out: dict[str, float] = {"count": float(total)}
+    targets = [(p, max(1, math.ceil(p / 100.0 * total))) for p in ps]
+    cum = 0
+    ti = 0
+    for v, c in items:
+        cum += c
+        while ti < len(targets) and cum >= targets[ti][1]:
+            out[f"p{targets[ti][0]:g}"] = v
+            ti += 1
+    out["mean"] = round(sum(v * c for v, c in items) / total, 3)
+    out["max"] = items[-1][0]
+    return out
+
+
+def _s(b: bytes | None) -> str:
+    return "-" if b is None else b.decode("utf-8", errors="replace")
+
+
+def top(counter: Counter[Any], n: int, key: Any = None) -> list[tuple[Any, int]]:
+    """The ``n`` most frequent entries, ties broken by key (deterministic)."""
+    return heapq.nsmallest(n, counter.items(), key=key or (lambda kv: (-kv[1], kv[0])))
+
+
+STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
+
+
+def _minute_text(t: TimeInfo) -> str:
+    d, hh, mm = t
+    return f"{d // 10000:04d}-{d // 100 % 100:02d}-{d % 100:02d} {hh:02d}:{mm:02d}"
+
+
+def security_summary(p: AccessPartial, *, not_found_burst: int = 20, brute_force: int = 10,
+                     top_n: int = 10) -> dict[str, Any]:
+    """Attack patterns, scanner agents, 404 bursts per client, failed logins per client."""
+    cats: dict[str, dict[str, Any]] = {}
+    for (cat, ip, st), c in p.attacks.items():
+        e = cats.setdefault(cat, {"category": cat, "hits": 0, "ips": Counter(), "ok": 0})
+        e["hits"] += c
+        e["ips"][ip] += c
+        if st is not None and st[:1] == b"2":
+            e["ok"] += c
+    attacks = []
+    for cat, e in sorted(cats.items(), key=lambda kv: -kv[1]["hits"]):
+        ips = e.pop("ips")
+        attacks.append({**e, "clients": len(ips), "top_client": _s(top(ips, 1)[0][0]) if ips else "",
+                        "top_clients": [_s(ip) for ip, _ in top(ips, 5)],
+                        "samples": [_s(x) for x in p.attack_samples.get(cat, [])[:5]]})
+    scanners: dict[str, Counter[bytes]] = {}
+    for (name, ip), c in p.scanners.items():
+        scanners.setdefault(name, Counter())[ip] += c
+    scan_list = [{"scanner": name, "hits": sum(ips.values()), "clients": [_s(ip) for ip, _ in top(ips, 10)]}
+                 for name, ips in sorted(scanners.items(), key=lambda kv: -sum(kv[1].values()))]
+    per_ip: dict[bytes, tuple[int, TimeInfo, int]] = {}
+    for (ip, minute), c in p.nf_bursts.items():
+        best, when, total = per_ip.get(ip, (0, minute, 0))
+        if c > best or (c == best and minute < when):
+            best, when = c, minute
+        per_ip[ip] = (best, when, total + c)
+    bursts: list[dict[str, Any]] = [{"ip": _s(ip), "max_per_minute": b, "minute": _minute_text(w), "total": t}
+                                    for ip, (b, w, t) in per_ip.items() if b >= not_found_burst]
+    bursts.sort(key=lambda x: (-int(x["max_per_minute"]), str(x["ip"])))
+    per_login: dict[tuple[bytes, bytes], tuple[int, int]] = {}
+    for (ip, path, _w), c in p.auth_failures.items():
+        best, total = per_login.get((ip, path), (0, 0))
+        per_login[(ip, path)] = (max(best, c), total + c)
+    brute: list[dict[str, Any]] = [{"ip": _s(ip), "path": _s(path), "max_per_window": b, "total": t}
+                                   for (ip, path), (b, t) in per_login.items() if b >= brute_force]
+    brute.sort(key=lambda x: (-int(x["max_per_window"]), str(x["ip"])))
+    return {"attacks": attacks, "scanners": scan_list, "not_found_bursts": bursts[:top_n * 5],
+            "brute_force": brute[:top_n * 5],
+            "failed_logins": sum(t for _b, t in per_login.values())}
+
+
+def summarize(p: AccessPartial, *, top_n: int = 10, failed_statuses: str = "5xx",
+              min_endpoint_requests: int = 20, max_endpoints: int = 50, not_found_burst: int = 20,
+              brute_force: int = 10) -> dict[str, Any]:
+    """The access report as plain JSON-able data."""
+    valid = p.valid
+    status = {(_s(k)): v for k, v in p.status.items() if k is not None}
+    classes = Counter({c: 0 for c in STATUS_CLASSES})
+    for k, v in status.items():
+        if k[:1].isdigit():
+            classes[f"{k[0]}xx"] += v
+    def pct(x: float) -> float:
+        return round(100.0 * x / valid, 4) if valid else 0.0
+
+    failed = sum(v for k, v in status.items() if _status_in(k, failed_statuses))
+    hourly: Counter[str] = Counter()
+    for (d, hh, _mm), c in p.minutes.items():
+        hourly[f"{d // 10000:04d}-{d // 100 % 100:02d}-{d % 100:02d} {hh:02d}:00"] += c
+    bots = sum(c for a, c in p.agents.items() if is_bot(a))
+    visitors_by_date: Counter[int] = Counter(d for d, _ip, _ua in p.visitors)
+    lat_all: Counter[float] = Counter()
+    per_ep: dict[bytes, Counter[float]] = {}
+    for (e, ms), c in p.latency.items():
+        lat_all[ms] += c
+        per_ep.setdefault(e, Counter())[ms] += c
+    ups_all: Counter[float] = Counter()
+    for (_e, ms), c in p.upstream.items():
+        ups_all[ms] += c
+    ep_err: dict[bytes, Counter[str]] = {}
+    for (e, st), c in p.endpoint_errors.items():
+        ep_err.setdefault(e, Counter())[f"{st[:1].decode()}xx"] += c
+    endpoints = []
+    for e, hits in top(p.endpoint_hits, max_endpoints):
+        stats = percentiles(per_ep.get(e, Counter()).items())
+        errs = ep_err.get(e, Counter())
+        endpoints.append({"endpoint": _s(e), "hits": hits, **{k: v for k, v in stats.items() if k != "count"},
+                          "4xx": errs.get("4xx", 0), "5xx": errs.get("5xx", 0),
+                          "timed": int(stats.get("count", 0))})
+    slow: list[dict[str, Any]] = []
+    for e, hist in per_ep.items():
+        if sum(hist.values()) < min_endpoint_requests:
+            continue
+        pst = percentiles(hist.items())
+        slow.append({"endpoint": _s(e), "hits": p.endpoint_hits.get(e, 0),
+                     **{k: v for k, v in pst.items() if k != "count"}})
+    slow.sort(key=lambda x: (-x.get("p95", 0.0), x["endpoint"]))
+    minutes_sorted = sorted(p.minutes)
+    first = last = None
+    if minutes_sorted:
+        (d0, h0, m0), (d1, h1, m1) = minutes_sorted[0], minutes_sorted[-1]
+        first = f"{d0 // 10000:04d}-{d0 // 100 % 100:02d}-{d0 % 100:02d} {h0:02d}:{m0:02d}"
+        last = f"{d1 // 10000:04d}-{d1 // 100 % 100:02d}-{d1 % 100:02d} {h1:02d}:{m1:02d}"
+    lines = p.lines
+    return {
+        "lines": lines,
+        "requests": valid,
+        "invalid": p.invalid,
+        "ignored": p.ignored,
+        "unparsed_pct": round(100.0 * p.invalid / lines, 4) if lines else 0.0,
+        "invalid_reasons": dict(p.invalid_reasons.most_common(10)),
+        "invalid_samples": p.invalid_samples,
+        "bytes_read": p.bytes_read,
+        "fast_path_lines": p.fast_lines,
+        "bandwidth": p.bandwidth,
+        "first": first,
+        "last": last,
+        "visitors": len(p.visitors),
+        "visitors_by_date": {f"{d // 10000:04d}-{d // 100 % 100:02d}-{d % 100:02d}": c
+                             for d, c in sorted(visitors_by_date.items())},
+        "bots": {"requests": bots, "humans": valid - bots, "bot_pct": pct(bots)},
+        "status": dict(sorted(status.items())),
+        "status_classes": dict(classes),
+        "rate_4xx_pct": pct(classes["4xx"]),
+        "rate_5xx_pct": pct(classes["5xx"]),
+        "failed": failed,
+        "failed_pct": pct(failed),
+        "hourly": dict(sorted(hourly.items())),
+        "latency": {"overall": percentiles(lat_all.items()), "upstream": percentiles(ups_all.items()),
+                    "available": p.has_latency},
+        "endpoints": endpoints,
+        "slowest_endpoints": slow[:top_n],
+        "top": {
+            "paths": [{"path": _s(k), "hits": v} for k, v in top(all_paths(p), top_n)],
+            "not_found": [{"path": _s(k), "hits": v} for k, v in top(p.not_found, top_n)],
+            "hosts": [{"ip": _s(k), "hits": v} for k, v in top(p.hosts, top_n)],
+            "agents": [{"agent": _s(k), "hits": v, "bot": is_bot(k)} for k, v in top(p.agents, top_n)],
+            "referers": [{"referer": _s(k), "hits": v} for k, v in top(p.referers, top_n + 1)
+                         if k != b"-"][:top_n],
+        },
+        "security": security_summary(p, not_found_burst=not_found_burst, brute_force=brute_force, top_n=top_n),
+        "goaccess": {
+            "total_requests": lines,
+            "valid_requests": valid,
+            "failed_requests": p.invalid,
+            "unique_visitors": len(p.visitors),
+            "bandwidth": p.bandwidth,
+            "status_codes": dict(sorted(status.items())),
+            "requests": [{"data": _s(u), "method": _s(m) if m else "---", "protocol": _s(pr) if pr else "---",
+                          "hits": c} for (u, m, pr), c in ((k.split(b"\0"), c) for k, c in top(p.ga_requests, top_n))],
+        },
+    }
+
+
+def all_paths(p: AccessPartial) -> Counter[bytes]:
+    """Hits per path (decoded, without query) over every request: GoAccess's requested files, the static
+    files and the 404s (disjoint sets, so nothing is counted twice)."""
+    out: Counter[bytes] = Counter()
+    for k, c in p.ga_requests.items():
+        out[k.split(b"\0", 1)[0].split(b"?", 1)[0]] += c
+    out.update(p.static_paths)
+    out.update(p.not_found)
+    return out
+
+
+def _status_in(code: str, spec: str) -> bool:
+    """``5xx``, ``500,502-504``, ``429,5xx``: does ``code`` fall in it?"""
+    for part in spec.replace(" ", "").split(","):
+        if not part:
+            continue
+        if part.endswith("xx") and len(part) == 3:
+            if code[:1] == part[0]:
+                return True
+        elif "-" in part:
+            lo, hi = part.split("-", 1)
+            if code.isdigit() and int(lo) <= int(code) <= int(hi):
+                return True
+        elif code == part:
+            return True
+    return False
+
+
+# ---------------------------------------------------------------------------------------------
+# the protocol of upkeeper.logs.parallel
+# ---------------------------------------------------------------------------------------------
+
+
+def make_accumulator(opts: ScanOptions) -> Accumulator:
+    return Accumulator(opts)

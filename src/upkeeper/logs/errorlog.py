@@ -1,0 +1,326 @@
+"""nginx error logs and application logs: messages by level and class, exceptions by type and message.
+
+* nginx ``error.log`` lines (``2024/03/01 10:00:00 [error] 12#12: *5 message, client: …``)
+  are counted by level and by *message class*: the message with connection ids,
+  quoted strings, addresses and numbers replaced, and the ``client:``/``request:``
+  context cut off (kept as an example).
+* application logs, JSON lines or text, in the same file or not:
+
+  - JSON objects: the level (``level``, ``levelname``, ``severity``, ``log.level``,
+    pino/bunyan numbers), the message (``message``, ``msg``, ``event``) and an
+    exception from structured fields (``exc_type``/``exc_info``, ``error.type``/
+    ``error.message``/``error.stack_trace`` (ECS), ``err.type``/``err.name``/
+    ``err.message``/``err.stack`` (pino, bunyan), ``exception``/``stack``/``traceback``
+    text);
+  - text: a level word near the start of the line, Python tracebacks
+    (``Traceback (most recent call last):`` … ``KeyError: 'x'``), Java/JVM stack traces
+    (``java.lang.IllegalStateException: …`` then ``\\tat …``, ``Caused by:``), Node/JS
+    (``TypeError: … `` then ``    at …``), Ruby (``…:in `m': message (NoMethodError)``).
+
+  Exceptions are grouped by (type, normalized message); the task reports groups not
+  seen in earlier runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+# ---------------------------------------------------------------------------------------------
+# message normalization
+# ---------------------------------------------------------------------------------------------
+
+_NORM = (
+    (re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"), "<uuid>"),
+    (re.compile(r"\b0x[0-9a-fA-F]+\b"), "<hex>"),
+    (re.compile(r"\b[0-9a-fA-F]{16,}\b"), "<hex>"),
+    (re.compile(r"\b\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?\b"), "<ip>"),
+    (re.compile(r"\"[^\"]{0,300}\""), '"…"'),
+    (re.compile(r"'[^']{0,300}'"), "'…'"),
+    (re.compile(r"(?<![\w.])\d+(?:\.\d+)?"), "<n>"),
+    (re.compile(r"\s+"), " "),
+)
+
+
+def normalize(msg: str, limit: int = 240) -> str:
+    """A message with its variable parts replaced, so that occurrences group together."""
+    m = msg.strip()
+    for rx, repl in _NORM:
+        m = rx.sub(repl, m)
+    return m[:limit]
+
+
+def group_id(kind: str, message: str) -> str:
+    return hashlib.sha1(f"{kind}\0{message}".encode()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------------------------
+# nginx error.log
+# ---------------------------------------------------------------------------------------------
+
+NGINX_LEVELS = ("debug", "info", "notice", "warn", "error", "crit", "alert", "emerg")
+_NGINX_LINE = re.compile(
+    rb"^(\d{4}/\d\d/\d\d) (\d\d):\d\d:\d\d \[(\w+)\] \d+#\d+: (?:\*\d+ )?(.*)$", re.M)
+_NGINX_CONTEXT = re.compile(r", (?:client|server|request|upstream|host|referrer|subrequest): ")
+_UPSTREAM = re.compile(r"upstream|no live upstreams|connect\(\) failed .* while connecting to upstream")
+
+
+@dataclass
+class NginxErrorStats:
+    lines: int = 0
+    unparsed: int = 0
+    unparsed_samples: list[str] = field(default_factory=list)
+    levels: Counter[str] = field(default_factory=Counter)
+    classes: Counter[tuple[str, str]] = field(default_factory=Counter)  # (level, class)
+    examples: dict[tuple[str, str], str] = field(default_factory=dict)
+    by_hour: Counter[str] = field(default_factory=Counter)
+    upstream: int = 0
+    first: str | None = None
+    last: str | None = None
+
+    def feed(self, buf: bytes, source: str = "", samples: int = 5) -> None:
+        n = buf.count(b"\n") + (0 if buf.endswith(b"\n") or not buf else 1)
+        self.lines += n
+        matched = 0
+        for m in _NGINX_LINE.finditer(buf):
+            matched += 1
+            day, hour, level_b, msg_b = m.groups()
+            level = level_b.decode("ascii", "replace")
+            msg = msg_b.decode("utf-8", "replace")
+            stamp = day.decode().replace("/", "-") + " " + hour.decode()
+            self.levels[level] += 1
+            self.by_hour[stamp + ":00"] += 1
+            self.first = stamp if self.first is None or stamp < self.first else self.first
+            self.last = stamp if self.last is None or stamp > self.last else self.last
+            core = _NGINX_CONTEXT.split(msg, 1)[0]
+            key = (level, normalize(core))
+            self.classes[key] += 1
+            self.examples.setdefault(key, msg[:500])
+            if _UPSTREAM.search(core):
+                self.upstream += 1
+        missed = n - matched
+        if missed > 0:
+            self.unparsed += missed
+            if len(self.unparsed_samples) < samples:
+                for ln in buf.split(b"\n"):
+                    if ln and not _NGINX_LINE.match(ln):
+                        self.unparsed_samples.append(f"{source}: {ln[:300].decode('utf-8', 'replace')}")
+                        if len(self.unparsed_samples) >= samples:
+                            break
+
+
+# ---------------------------------------------------------------------------------------------
+# application logs
+# ---------------------------------------------------------------------------------------------
+
+LEVEL_WORDS = {
+    "trace": "debug", "debug": "debug", "info": "info", "information": "info", "notice": "info",
+    "warn": "warning", "warning": "warning", "error": "error", "err": "error", "severe": "error",
+    "critical": "critical", "crit": "critical", "fatal": "critical", "alert": "critical", "emerg": "critical",
+    "emergency": "critical", "panic": "critical",
+}  # fmt: skip
+_PINO_LEVELS = {10: "debug", 20: "debug", 30: "info", 40: "warning", 50: "error", 60: "critical"}
+_TEXT_LEVEL = re.compile(r"(?<![\w/])(TRACE|DEBUG|INFO|NOTICE|WARN(?:ING)?|ERROR|ERR|SEVERE|CRIT(?:ICAL)?|FATAL|"
+                         r"ALERT|EMERG|PANIC)(?![\w/])", re.I)
+_PY_TRACEBACK = "Traceback (most recent call last):"
+_EXC_LINE = re.compile(r"^((?:[A-Za-z_$][\w$]*\.)*[A-Za-z_$][\w$]*(?:Error|Exception|Exit|Interrupt|Warning|Fault|"
+                       r"Throwable|Failure|Timeout|NotFound|Invalid\w*|Denied))(?:: ?(.*))?$")
+_RUBY = re.compile(r":in `[^']*': (.*) \(([A-Z][\w:]*)\)$")
+_STACK_FRAME = re.compile(r"^(?:\s+at |\s+File \"|\t|\s{2,}\S|Caused by: |\s*\.\.\. \d+ more)")
+
+
+@dataclass
+class ExceptionGroup:
+    kind: str
+    message: str
+    count: int = 0
+    example: str = ""
+    sources: set[str] = field(default_factory=set)
+
+
+@dataclass
+class AppLogStats:
+    lines: int = 0
+    json_lines: int = 0
+    levels: Counter[str] = field(default_factory=Counter)
+    messages: Counter[tuple[str, str]] = field(default_factory=Counter)  # (level, normalized) warning+
+    message_examples: dict[tuple[str, str], str] = field(default_factory=dict)
+    exceptions: dict[str, ExceptionGroup] = field(default_factory=dict)
+    _pending: list[str] = field(default_factory=list)
+    _pending_source: str = ""
+
+    # -- input -------------------------------------------------------------------------------
+
+    def feed(self, buf: bytes, source: str = "") -> None:
+        text = buf.decode("utf-8", "replace")
+        lines = text.split("\n")
+        if text.endswith("\n"):
+            lines.pop()
+        for line in lines:
+            self.lines += 1
+            self._line(line.rstrip("\r"), source)
+
+    def finish(self) -> None:
+        self._flush()
+
+    def _line(self, line: str, source: str) -> None:
+        if self._pending:
+            if _STACK_FRAME.match(line) or (self._pending[0].startswith(_PY_TRACEBACK) and line.startswith(" ")):
+                self._pending.append(line)
+                return
+            if self._pending[0].startswith(_PY_TRACEBACK):
+                # the exception line ends a Python traceback
+                self._pending.append(line)
+                self._flush()
+                return
+            self._flush()
+        s = line.lstrip()
+        if s.startswith("{") and s.endswith("}") and self._json(s, source):
+            return
+        if s.startswith(_PY_TRACEBACK) or line.endswith(_PY_TRACEBACK):
+            self._pending = [_PY_TRACEBACK]
+            self._pending_source = source
+            return
+        m = _TEXT_LEVEL.search(line[:120])
+        level = LEVEL_WORDS.get(m.group(1).lower(), "info") if m else None
+        if level:
+            self.levels[level] += 1
+            if level in ("warning", "error", "critical"):
+                msg = line[m.end():].lstrip(" :-]|") if m else line
+                key = (level, normalize(msg))
+                self.messages[key] += 1
+                self.message_examples.setdefault(key, line[:500])
+        rb = _RUBY.search(line)
+        if rb:
+            self._exception(rb.group(2), rb.group(1), line, source)
+            return
+        em = _EXC_LINE.match(s)
+        if em and (em.group(2) is not None or "." in em.group(1)):
+            self._pending = [s]
+            self._pending_source = source
+
+    def _flush(self) -> None:
+        block, self._pending = self._pending, []
+        if not block:
+            return
+        if block[0].startswith(_PY_TRACEBACK):
+            last = block[-1].strip()
+            em = _EXC_LINE.match(last) or re.match(r"^([\w.]+): (.*)$", last) or re.match(r"^([\w.]+)$", last)
+            if em:
+                self._exception(em.group(1), (em.group(2) if em.lastindex and em.lastindex >= 2 else "") or "",
+                                "\n".join(block), self._pending_source)
+            return
+        head = block[0].strip()
+        em = _EXC_LINE.match(head)
+        if em and (len(block) > 1 or em.group(2) is not None):
+            # the root cause of a JVM trace is the last "Caused by:"
+            kind, msg = em.group(1), em.group(2) or ""
+            for ln in block[1:]:
+                c = re.match(r"^\s*Caused by: ([\w.$]+)(?:: (.*))?$", ln)
+                if c:
+                    kind, msg = c.group(1), c.group(2) or ""
+            self._exception(kind, msg, "\n".join(block), self._pending_source)
+
+    def _json(self, s: str, source: str) -> bool:
+        try:
+            obj = json.loads(s)
+        except ValueError:
+            return False
+        if not isinstance(obj, dict):
+            return False
+        self.json_lines += 1
+        level = _json_level(obj)
+        msg = _first_str(obj, ("message", "msg", "event", "@message", "text"))
+        if level:
+            self.levels[level] += 1
+            if level in ("warning", "error", "critical"):
+                key = (level, normalize(msg))
+                self.messages[key] += 1
+                self.message_examples.setdefault(key, s[:500])
+        exc = _json_exception(obj)
+        if exc is not None:
+            kind, emsg, trace = exc
+            self._exception(kind, emsg, trace or s[:2000], source)
+        return True
+
+    def _exception(self, kind: str, message: str, example: str, source: str) -> None:
+        nm = normalize(message)
+        gid = group_id(kind, nm)
+        g = self.exceptions.get(gid)
+        if g is None:
+            g = self.exceptions[gid] = ExceptionGroup(kind, nm, example=example[:3000])
+        g.count += 1
+        if source:
+            g.sources.add(source)
+
+
+def _first_str(obj: dict[str, Any], keys: tuple[str, ...]) -> str:
+    for k in keys:
+        v = obj.get(k)
+        if isinstance(v, str) and v:
+            return v
+    return ""
+
+
+def _get(obj: Any, path: str) -> Any:
+    cur = obj
+    for part in path.split("."):
+        if isinstance(cur, dict) and part in cur:
+            cur = cur[part]
+        else:
+            return obj.get(path) if isinstance(obj, dict) else None
+    return cur
+
+
+def _json_level(obj: dict[str, Any]) -> str | None:
+    for k in ("level", "levelname", "severity", "log.level", "loglevel", "lvl", "@level"):
+        v = _get(obj, k)
+        if isinstance(v, bool):
+            continue
+        if isinstance(v, int):
+            return _PINO_LEVELS.get(v - v % 10 if v >= 10 else v)
+        if isinstance(v, str) and v:
+            return LEVEL_WORDS.get(v.lower())
+    return None
+
+
+def _json_exception(obj: dict[str, Any]) -> tuple[str, str, str] | None:
+    """(type, message, stack text) from the structured exception fields loggers write."""
+    for tpath, mpath, spath in (("error.type", "error.message", "error.stack_trace"),  # ECS
+                                ("err.type", "err.message", "err.stack"),  # pino
+                                ("err.name", "err.message", "err.stack"),  # bunyan
+                                ("exception.type", "exception.message", "exception.stacktrace"),
+                                ("exc_type", "exc_message", "exc_info")):
+        t = _get(obj, tpath)
+        if isinstance(t, str) and t:
+            m = _get(obj, mpath)
+            st = _get(obj, spath)
+            return t, m if isinstance(m, str) else "", st if isinstance(st, str) else ""
+    for k in ("exc_info", "exception", "stack", "stack_trace", "stacktrace", "traceback", "error"):
+        v = obj.get(k)
+        if isinstance(v, str) and ("\n" in v or "Error" in v or "Exception" in v):
+            kind, msg = _exception_from_text(v)
+            if kind:
+                return kind, msg, v
+    return None
+
+
+def _exception_from_text(text: str) -> tuple[str, str]:
+    lines = [ln for ln in text.strip().split("\n") if ln.strip()]
+    if not lines:
+        return "", ""
+    if lines[0].startswith(_PY_TRACEBACK):
+        last = lines[-1].strip()
+        m = re.match(r"^([\w.]+)(?:: (.*))?$", last)
+        return (m.group(1), m.group(2) or "") if m else ("", "")
+    m = _EXC_LINE.match(lines[0].strip()) or re.match(r"^([\w.$]+): (.*)$", lines[0].strip())
+    kind, msg = (m.group(1), m.group(2) or "") if m else ("", "")
+    for ln in lines[1:]:
+        c = re.match(r"^\s*Caused by: ([\w.$]+)(?:: (.*))?$", ln)
+        if c:
+            kind, msg = c.group(1), c.group(2) or ""
+    return kind, msg

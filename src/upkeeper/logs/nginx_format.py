@@ -1,0 +1,320 @@
+"""nginx ``log_format`` strings: parse them, translate them for GoAccess, and plan a fast split.
+
+A format such as ``combined`` is a sequence of literal text and ``$variables``.
+From it we derive
+
+* the equivalent GoAccess ``--log-format`` (also used by upkeeper's own
+  line-by-line parser, :class:`~upkeeper.logs.goaccess.GoAccessLineParser`), and
+* a :class:`SplitPlan` for the fast scanner: when every quoted part of the
+  format is exactly one variable and the unquoted parts are space-separated
+  tokens, a whole buffer of lines can be cut into columns with ``bytes.split``
+  (nginx escapes ``"`` inside variables, so quotes only ever come from the
+  format itself).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from upkeeper.errors import UpkeeperError
+
+COMBINED = ('$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent '
+            '"$http_referer" "$http_user_agent"')
+#: combined plus ``$request_time`` — what upkeeper's sandbox nginx writes and what we recommend
+COMBINED_TIMED = COMBINED + " $request_time"
+#: nginx's documented ``main`` example format
+MAIN = ('$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent '
+        '"$http_referer" "$http_user_agent" "$http_x_forwarded_for"')
+
+NAMED_FORMATS = {"combined": COMBINED, "combined_timed": COMBINED_TIMED, "main": MAIN}
+
+#: nginx variable → upkeeper field (which is also the GoAccess specifier letter)
+VARIABLES: dict[str, str] = {
+    "remote_addr": "h", "realip_remote_addr": "h", "http_x_real_ip": "h",
+    "time_local": "time_local", "time_iso8601": "time_iso8601", "msec": "msec",
+    "request": "r", "request_method": "m", "request_uri": "U", "server_protocol": "H",
+    "status": "s", "body_bytes_sent": "b", "bytes_sent": "b",
+    "http_referer": "R", "http_user_agent": "u",
+    "request_time": "T", "upstream_response_time": "P",
+    "host": "v", "server_name": "v", "http_host": "v",
+    "remote_user": "e",
+}  # fmt: skip
+#: variables whose value never contains a space (safe as one token of the fast split)
+SPACELESS = frozenset({
+    "remote_addr", "realip_remote_addr", "http_x_real_ip", "remote_user", "time_iso8601", "msec", "status",
+    "body_bytes_sent", "bytes_sent", "request_time", "host", "server_name", "http_host", "request_length",
+    "connection", "connection_requests", "pipe", "request_method", "server_protocol", "server_port",
+    "remote_port", "scheme", "https", "request_id", "upstream_addr", "upstream_status",
+    "upstream_response_time", "upstream_connect_time", "upstream_header_time", "upstream_cache_status",
+    "gzip_ratio", "ssl_protocol", "ssl_cipher", "pid", "hostname", "server_addr",
+})  # fmt: skip
+
+_VAR = re.compile(r"\$(?:\{(\w+)\}|(\w+))")
+
+
+class LogFormatError(UpkeeperError):
+    """The log_format string cannot be used."""
+
+
+@dataclass(frozen=True)
+class Lit:
+    text: str
+
+
+@dataclass(frozen=True)
+class Var:
+    name: str
+
+    @property
+    def field(self) -> str:
+        return VARIABLES.get(self.name, "^")
+
+
+Item = Lit | Var
+
+
+def normalize_format(fmt: str) -> str:
+    """Accept a name (``combined``), a bare format, or nginx's quoted multi-string syntax."""
+    s = fmt.strip()
+    if s in NAMED_FORMATS:
+        return NAMED_FORMATS[s]
+    if s.endswith(";"):
+        s = s[:-1].rstrip()
+    if len(s) >= 2 and s[0] in "'\"" and s[-1] == s[0]:
+        # 'a' 'b' … → ab (nginx concatenates adjacent strings)
+        parts = re.findall(r"'((?:[^'\\]|\\.)*)'|\"((?:[^\"\\]|\\.)*)\"", s)
+        if parts:
+            s = "".join(a or b for a, b in parts).replace("\\\"", "\"").replace("\\'", "'")
+    return s
+
+
+def parse_format(fmt: str) -> list[Item]:
+    s = normalize_format(fmt)
+    if not s:
+        raise LogFormatError("the log_format is empty", "Try: log_format: combined")
+    items: list[Item] = []
+    pos = 0
+    for m in _VAR.finditer(s):
+        if m.start() > pos:
+            items.append(Lit(s[pos:m.start()]))
+        items.append(Var(m.group(1) or m.group(2)))
+        pos = m.end()
+    if pos < len(s):
+        items.append(Lit(s[pos:]))
+    fields = [it.field for it in items if isinstance(it, Var)]
+    if "h" not in fields:
+        raise LogFormatError(
+            f"the log_format {s!r} has no client address ($remote_addr)",
+            "Try: the format from your nginx.conf 'log_format' line, e.g. 'combined'")
+    if not any(f in fields for f in ("time_local", "time_iso8601", "msec")):
+        raise LogFormatError(f"the log_format {s!r} has no time ($time_local, $time_iso8601 or $msec)",
+                             "Try: add [$time_local] to the nginx log_format")
+    if "r" not in fields and "U" not in fields:
+        raise LogFormatError(f"the log_format {s!r} has no request ($request or $request_uri)",
+                             "Try: add \"$request\" to the nginx log_format")
+    return items
+
+
+@dataclass(frozen=True)
+class GoAccessFormat:
+    log_format: str
+    date_format: str
+    time_format: str
+
+    def argv(self) -> list[str]:
+        """Flags that make ``goaccess`` read this format (``--log-format=… --date-format=… --time-format=…``)."""
+        return [f"--log-format={self.log_format}", f"--date-format={self.date_format}",
+                f"--time-format={self.time_format}"]
+
+
+def to_goaccess(fmt: str, *, internal: bool = False) -> GoAccessFormat:
+    """The GoAccess ``--log-format`` equivalent of an nginx format.
+
+    ``internal=True`` keeps upkeeper's extension specifier ``%P`` (upstream time) and ``%e``
+    (remote user) that the exported format spells ``%^``.
+    """
+    items = parse_format(fmt)
+    out: list[str] = []
+    date_fmt, time_fmt = "%d/%b/%Y", "%T"
+    used: set[str] = set()
+    for it in items:
+        if isinstance(it, Lit):
+            out.append(it.text.replace("%", " "))
+            continue
+        f = it.field
+        if f in used and f != "^":
+            f = "^"  # GoAccess keeps the first value and would not even consume a second one
+        used.add(f)
+        if f == "time_local":
+            out.append("%d:%t %^")
+        elif f == "time_iso8601":
+            out.append("%dT%t+%^")
+            date_fmt = "%Y-%m-%d"
+        elif f == "msec":
+            out.append("%x")
+        elif f in ("P", "e"):
+            out.append("%" + f if internal else "%^")
+        else:
+            out.append("%" + f)
+    ga = "".join(out)
+    # GoAccess's own COMBINED spelling skips "- $remote_user " up to the bracket
+    for head in ("%h - %e [", "%h - %^ ["):
+        if ga.startswith(head):
+            ga = "%h %^[" + ga[len(head):]
+    return GoAccessFormat(ga, date_fmt, time_fmt)
+
+
+# --------------------------------------------------------------------------------------------
+# The fast split plan
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TokenSpec:
+    """One space-separated token position of an unquoted template."""
+
+    kind: str  # "empty" | "lit" | "var"
+    text: str = ""  # literal text (kind lit)
+    var: str = ""  # nginx variable (kind var); time_local is split into time_local_dt / time_local_tz
+    prefix: str = ""
+    suffix: str = ""
+
+
+@dataclass(frozen=True)
+class SplitPlan:
+    """How to cut a buffer of complete lines into columns.
+
+    ``quotes`` is the number of quoted fields per line, ``quoted`` their variables in order;
+    ``glue`` is the token template of the unquoted text around the line break (tail of one
+    line + head of the next); ``middle[j]`` the template of the text between quoted fields
+    ``j`` and ``j+1`` (joined with single spaces).  ``middle_literal[j]`` is set when that
+    text has no variable, so it can be compared as a whole.
+    """
+
+    quotes: int
+    quoted: tuple[str, ...]
+    glue: tuple[TokenSpec, ...]
+    middle: tuple[tuple[TokenSpec, ...], ...]
+    middle_literal: tuple[str | None, ...]
+    time_var: str
+    #: field letter -> (where, segment index, token index); where ∈ {"q", "g", "m"}
+    fields: dict[str, tuple[str, int, int]] = field(default_factory=dict)
+    #: glue token positions of variables GoAccess skips with ``%^`` (must not hold ``[`` or ``]``)
+    skipped_glue: tuple[int, ...] = ()
+
+
+def _expand(items: list[Item]) -> list[Item]:
+    """Split ``$time_local`` (which contains a space) into two spaceless pseudo-variables."""
+    out: list[Item] = []
+    for it in items:
+        if isinstance(it, Var) and it.name == "time_local":
+            out += [Var("time_local_dt"), Lit(" "), Var("time_local_tz")]
+        else:
+            out.append(it)
+    return out
+
+
+def _tokens(items: list[Item]) -> tuple[TokenSpec, ...] | None:
+    """Template tokens of an unquoted segment (items) followed by one space; None if not splittable."""
+    # Render with placeholders, split on single spaces.
+    toks: list[list[Item]] = [[]]
+    for it in [*items, Lit(" ")]:
+        if isinstance(it, Lit):
+            pieces = it.text.split(" ")
+            for k, piece in enumerate(pieces):
+                if k:
+                    toks.append([])
+                if piece:
+                    toks[-1].append(Lit(piece))
+        else:
+            if it.name not in SPACELESS and it.name not in ("time_local_dt", "time_local_tz"):
+                return None
+            toks[-1].append(it)
+    toks = toks[:-1]  # the trailing space produces a final empty token shared with the next copy
+    specs: list[TokenSpec] = []
+    for t in toks:
+        vars_ = [x for x in t if isinstance(x, Var)]
+        if len(vars_) > 1:
+            return None  # two variables without a separator
+        if not t:
+            specs.append(TokenSpec("empty"))
+        elif not vars_:
+            specs.append(TokenSpec("lit", text="".join(x.text for x in t if isinstance(x, Lit))))
+        else:
+            vi = t.index(vars_[0])
+            pre = "".join(x.text for x in t[:vi] if isinstance(x, Lit))
+            suf = "".join(x.text for x in t[vi + 1:] if isinstance(x, Lit))
+            specs.append(TokenSpec("var", var=vars_[0].name, prefix=pre, suffix=suf))
+    return tuple(specs)
+
+
+def split_plan(fmt: str) -> SplitPlan | None:
+    """The fast plan for ``fmt``, or None when lines must be parsed one by one."""
+    items = _expand(parse_format(fmt))
+    # cut at literal quote characters
+    segs: list[list[Item]] = [[]]
+    for it in items:
+        if isinstance(it, Lit) and '"' in it.text:
+            pieces = it.text.split('"')
+            for k, piece in enumerate(pieces):
+                if k:
+                    segs.append([])
+                if piece:
+                    segs[-1].append(Lit(piece))
+        else:
+            segs[-1].append(it)
+    if len(segs) % 2 == 0:
+        return None  # unbalanced quotes
+    q = (len(segs) - 1) // 2
+    quoted: list[str] = []
+    for k in range(q):
+        seg = segs[2 * k + 1]
+        if len(seg) != 1 or not isinstance(seg[0], Var):
+            return None
+        quoted.append(seg[0].name)
+    unq = [segs[2 * k] for k in range(q + 1)]
+    if any(isinstance(it, Lit) and ("\n" in it.text or "\\" in it.text) for seg in unq for it in seg):
+        return None
+    glue = _tokens(unq[0] + unq[-1]) if q else _tokens(unq[0])
+    if glue is None:
+        return None
+    middle: list[tuple[TokenSpec, ...]] = []
+    middle_lit: list[str | None] = []
+    for seg in unq[1:-1]:
+        toks = _tokens(seg)
+        if toks is None:
+            return None
+        middle.append(toks)
+        middle_lit.append("".join(it.text for it in seg if isinstance(it, Lit))
+                          if all(isinstance(it, Lit) for it in seg) else None)
+    fields: dict[str, tuple[str, int, int]] = {}
+    skipped: list[int] = []
+
+    def claim(name: str, where: str, seg: int, tok: int) -> None:
+        f = {"time_local_dt": "time", "time_local_tz": "tz", "time_iso8601": "time", "msec": "time"}.get(
+            name, VARIABLES.get(name, "^"))
+        if f in ("e", "^") or f in fields:
+            if where == "g":
+                skipped.append(tok)
+            return
+        fields[f] = (where, seg, tok)
+
+    for k, name in enumerate(quoted):
+        claim(name, "q", k, 0)
+    for t, spec in enumerate(glue):
+        if spec.kind == "var":
+            claim(spec.var, "g", 0, t)
+    for j, toks in enumerate(middle):
+        for t, spec in enumerate(toks):
+            if spec.kind == "var":
+                claim(spec.var, "m", j, t)
+    if "time" not in fields or "h" not in fields or "r" not in fields:
+        return None
+    names = {it.name for it in items if isinstance(it, Var)}
+    time_var = "time_local" if "time_local_dt" in names else ("time_iso8601" if "time_iso8601" in names else "msec")
+    if time_var == "msec":
+        return None
+    return SplitPlan(quotes=q, quoted=tuple(quoted), glue=glue, middle=tuple(middle),
+                     middle_literal=tuple(middle_lit), time_var=time_var, fields=fields,
+                     skipped_glue=tuple(skipped))

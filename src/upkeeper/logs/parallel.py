@@ -1,0 +1,262 @@
+"""Scan byte ranges of log files in several processes and merge what they found.
+
+The calling process scans too; helpers are ``python -m upkeeper.logs.scanworker``
+children (started through :mod:`upkeeper.core.proc`, so they live in the run's
+process group and die with it on a timeout).  Work is handed out one *unit* at a
+time — a byte range of a plain file aligned to line (or entry) starts, or a whole
+compressed file — so fast and slow processes balance themselves.  Every process
+keeps its own accumulator; only the reduced partial results travel back, pickled.
+
+Memory stays bounded: files are read in buffers of :data:`CHUNK` bytes and the
+accumulators hold distinct values only (hosts, request lines, agents …).
+"""
+
+from __future__ import annotations
+
+import gzip
+import importlib
+import os
+import pickle
+import queue
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+CHUNK = 4 << 20  # bytes per buffer handed to an accumulator
+UNIT = 24 << 20  # bytes per unit of work for plain files
+MIN_PARALLEL = 16 << 20  # below this, helpers cost more than they save
+
+
+class Accumulator(Protocol):
+    def feed(self, buf: bytes, source: str = "", offset: int = 0) -> None: ...
+
+    def partial(self) -> Any: ...
+
+
+@dataclass(frozen=True)
+class Unit:
+    path: str
+    start: int
+    end: int | None  # None: to EOF (compressed files)
+    gz: bool
+    final: bool  # a last line without newline is a line
+    label: str = ""
+
+    @property
+    def size_hint(self) -> int:
+        if self.end is not None:
+            return self.end - self.start
+        try:
+            return os.path.getsize(self.path) * 8  # compressed text is about 8x smaller
+        except OSError:
+            return 0
+
+
+def entry_start(buf: bytes, pos: int, continuation: bytes) -> int:
+    """First offset ≥ ``pos`` that starts a line (and, with ``continuation``, a new entry)."""
+    while True:
+        nl = buf.find(b"\n", pos)
+        if nl < 0:
+            return -1
+        nxt = nl + 1
+        if not continuation or buf[nxt:nxt + len(continuation)] != continuation or nxt >= len(buf):
+            return nxt
+        pos = nxt
+
+
+def split_units(path: str, start: int, end: int, *, final: bool, label: str = "",
+                continuation: bytes = b"", unit: int = UNIT) -> list[Unit]:
+    """Cut [start, end) of a plain file into units that begin at line/entry starts."""
+    if end - start <= unit * 1.5:
+        return [Unit(path, start, end, False, final, label)]
+    cuts = [start]
+    with open(path, "rb") as fh:
+        pos = start + unit
+        while pos < end - unit // 2:
+            fh.seek(pos)
+            window = fh.read(1 << 16)
+            i = entry_start(window, 0, continuation) if window else -1
+            if i < 0:
+                pos += 1 << 16
+                continue
+            cut = pos + i
+            if cut >= end:
+                break
+            cuts.append(cut)
+            pos = cut + unit
+    cuts.append(end)
+    return [Unit(path, a, b, False, final and b == end, label) for a, b in zip(cuts, cuts[1:], strict=False)
+            if b > a]
+
+
+def read_unit(u: Unit, chunk: int = CHUNK, continuation: bytes = b"") -> Iterator[tuple[int, bytes]]:
+    """Buffers of complete lines (entries) of ``u`` with their uncompressed offsets."""
+    opener = gzip.open if u.gz else open
+    with opener(u.path, "rb") as fh:
+        if u.start:
+            if u.gz:
+                remaining = u.start
+                while remaining > 0:
+                    skipped = fh.read(min(remaining, chunk))
+                    if not skipped:
+                        break
+                    remaining -= len(skipped)
+            else:
+                fh.seek(u.start)
+        pos = u.start
+        carry = b""
+        while True:
+            want = chunk if u.end is None else min(chunk, u.end - pos)
+            data = fh.read(want) if want > 0 else b""
+            if not data:
+                break
+            pos += len(data)
+            buf = carry + data if carry else data
+            cut = buf.rfind(b"\n") + 1
+            if continuation and cut:
+                # do not split a multi-line entry: cut before the last entry start instead
+                k = buf.rfind(b"\n", 0, cut - 1) + 1
+                while k > 0 and buf[k:k + len(continuation)] == continuation:
+                    k = buf.rfind(b"\n", 0, k - 1) + 1
+                cut = k if k > 0 else cut
+            if cut == 0:
+                carry = buf
+                continue
+            yield pos - len(buf), buf[:cut]
+            carry = buf[cut:]
+        if carry and (u.final or u.end is None or carry.endswith(b"\n")):
+            yield pos - len(carry), carry
+            # else: a half-written last line of the live file waits for the next run
+
+
+def scan_unit(acc: Accumulator, u: Unit, continuation: bytes = b"") -> int:
+    """Feed one unit to an accumulator; returns the uncompressed bytes read."""
+    n = 0
+    for off, buf in read_unit(u, continuation=continuation):
+        acc.feed(buf, u.label or u.path, off)
+        n += len(buf)
+    return n
+
+
+def _load(kind: str) -> Any:
+    return importlib.import_module(kind)
+
+
+def scan(kind: str, opts: Any, units: list[Unit], *, workers: int = 0,
+         progress: Callable[[int, int], None] | None = None, continuation: bytes = b"") -> tuple[Any, dict[str, int]]:
+    """Run ``units`` through accumulators of module ``kind`` and merge their partial results.
+
+    ``kind`` names a module with ``make_accumulator(opts)`` and ``merge(partials)``.  Returns the
+    merged partial and the uncompressed bytes read per compressed file (for cursors).
+    """
+    mod = _load(kind)
+    total = sum(u.size_hint for u in units) or 1
+    if workers <= 0:
+        workers = os.cpu_count() or 1
+    helpers = min(workers - 1, len(units) - 1) if total >= MIN_PARALLEL else 0
+    todo: queue.Queue[Unit] = queue.Queue()
+    for u in sorted(units, key=lambda u: -u.size_hint):
+        todo.put(u)
+    done_bytes = [0]
+    gz_read: dict[str, int] = {}
+    lock = threading.Lock()
+    partials: list[bytes] = []
+    errors: list[str] = []
+
+    def account(u: Unit, n: int) -> None:
+        with lock:
+            done_bytes[0] += u.size_hint if u.gz else n
+            if u.gz:
+                gz_read[u.path] = u.start + n
+
+    threads = [threading.Thread(target=_drive_helper, args=(kind, opts, todo, account, partials, errors, lock,
+                                                            continuation), daemon=True, name=f"scan-helper-{i}")
+               for i in range(max(0, helpers))]
+    for t in threads:
+        t.start()
+    acc = mod.make_accumulator(opts)
+    while True:
+        try:
+            u = todo.get_nowait()
+        except queue.Empty:
+            break
+        account(u, scan_unit(acc, u, continuation))
+        if progress is not None:
+            progress(min(done_bytes[0], total), total)
+    mine = acc.partial()  # reduce our own state before the helpers' results arrive
+    del acc
+    for t in threads:
+        t.join()
+    if errors:
+        raise RuntimeError("a log scanning helper failed: " + errors[0])
+    merged = mine
+    while partials:  # helpers' results are kept pickled until merged, one at a time
+        merged = mod.merge([merged, pickle.loads(partials.pop())])
+    return merged, gz_read
+
+
+def _drive_helper(kind: str, opts: Any, todo: queue.Queue[Unit], account: Callable[[Unit, int], None],
+                  partials: list[bytes], errors: list[str], lock: threading.Lock, continuation: bytes) -> None:
+    from upkeeper.core import proc
+
+    try:
+        import upkeeper
+
+        src = os.path.dirname(os.path.dirname(os.path.abspath(upkeeper.__file__)))
+        pp = os.environ.get("PYTHONPATH")
+        sp = proc.spawn([sys.executable, "-m", "upkeeper.logs.scanworker"], stdin=proc.PIPE, stdout=proc.PIPE,
+                        extra_env={"PYTHONPATH": src + (os.pathsep + pp if pp else "")})
+    except Exception:  # no helper: the main process does the work alone
+        return
+    with sp:
+        try:
+            send = pickle.Pickler(sp.stdin, protocol=pickle.HIGHEST_PROTOCOL)
+            recv = pickle.Unpickler(sp.stdout)
+            send.dump(("init", kind, opts, continuation))
+            sp.stdin.flush()
+            while True:
+                try:
+                    u = todo.get_nowait()
+                except queue.Empty:
+                    break
+                send.dump(("unit", u))
+                sp.stdin.flush()
+                msg = recv.load()
+                if msg[0] == "error":
+                    raise RuntimeError(msg[1])
+                account(u, int(msg[1]))
+            send.dump(("finish",))
+            sp.stdin.flush()
+            msg = recv.load()
+            if msg[0] == "error":
+                raise RuntimeError(msg[1])
+            sp.stdin.close()
+            sp.wait(timeout=60)  # the helper's memory is released before its result is unpickled
+            with lock:
+                partials.append(msg[1])
+        except Exception as exc:
+            tail = sp.collector.text.strip().splitlines()[-3:] if sp.collector else []
+            with lock:
+                errors.append(f"{exc}{': ' + ' / '.join(tail) if tail else ''}")
+
+
+def units_for(ranges: list[Any], continuation: bytes = b"", workers: int = 0) -> list[Unit]:
+    """Units for :class:`~upkeeper.logs.sources.ReadRange` items (plain files are cut into pieces).
+
+    Pieces are sized so that every process gets a few of them (balance) but not so small that
+    per-unit overhead shows: total / (3 x processes), between 4 MB and 64 MB.
+    """
+    total = sum((r.end if r.end is not None else r.start) - r.start for r in ranges if not r.file.gz)
+    procs = workers if workers > 0 else (os.cpu_count() or 1)
+    unit = min(64 << 20, max(4 << 20, total // max(1, 3 * procs)))
+    units: list[Unit] = []
+    for r in ranges:
+        lf = r.file
+        if lf.gz or r.end is None:
+            units.append(Unit(lf.path, r.start, None, True, True, lf.path))
+        else:
+            units += split_units(lf.path, r.start, r.end, final=r.final, label=lf.path, continuation=continuation,
+                                 unit=unit)
+    return units

@@ -1,0 +1,350 @@
+"""Standalone HTML reports: one file, inline CSS and SVG, readable offline and printable."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from html import escape
+from typing import Any
+
+from upkeeper.logs.svg import PALETTE, bar_chart, line_chart, status_colors
+
+CSS = """
+:root{--fg:#0f172a;--mut:#64748b;--bd:#e2e8f0;--bg:#f8fafc;--warn:#d97706;--crit:#dc2626;--ok:#16a34a}
+*{box-sizing:border-box}body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;color:var(--fg);
+margin:0;background:var(--bg)}main{max-width:1100px;margin:0 auto;padding:24px}
+h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 10px;border-bottom:1px solid var(--bd);
+padding-bottom:4px}h3{font-size:14px;margin:18px 0 6px}.muted{color:var(--mut)}
+.kpis{display:grid;grid-template-columns:repeat(auto-fill,minmax(160px,1fr));gap:10px;margin:16px 0}
+.kpi{background:#fff;border:1px solid var(--bd);border-radius:8px;padding:10px 12px}
+.kpi b{display:block;font-size:20px}.kpi span{color:var(--mut);font-size:12px}
+.kpi.warn{border-color:var(--warn)}.kpi.crit{border-color:var(--crit)}
+table{border-collapse:collapse;width:100%;background:#fff;border:1px solid var(--bd);margin:6px 0 14px}
+th,td{text-align:left;padding:5px 8px;border-bottom:1px solid var(--bd);vertical-align:top}
+th{background:#f1f5f9;font-weight:600;font-size:12px}td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}
+td code,td.code{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:12px;word-break:break-all}
+.sev{font-weight:600;text-transform:uppercase;font-size:11px}.sev.warning{color:var(--warn)}
+.sev.critical{color:var(--crit)}.sev.info{color:var(--mut)}
+.chart{background:#fff;border:1px solid var(--bd);border-radius:8px;margin:6px 0 14px}
+.chart .grid{stroke:#eef2f7}.chart .ax{font-size:11px;fill:#475569}.chart .ct{font-size:12px;font-weight:600;
+fill:#0f172a}.chart .thr{stroke:#dc2626;stroke-dasharray:4 3}.chart .thrt{fill:#dc2626}
+.grid2{display:grid;grid-template-columns:1fr 1fr;gap:14px}@media(max-width:800px){.grid2{grid-template-columns:1fr}}
+footer{margin:30px 0 10px;color:var(--mut);font-size:12px}
+@media print{body{background:#fff}main{padding:0}}
+"""
+
+
+def fmt_num(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        if v != v:
+            return "-"
+        if abs(v) >= 100 or v == int(v):
+            return f"{v:,.0f}"
+        return f"{v:,.2f}"
+    if isinstance(v, int):
+        return f"{v:,}"
+    return str(v)
+
+
+def fmt_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], *, numeric: Sequence[int] = (),
+          code: Sequence[int] = (), empty: str = "nothing to show") -> str:
+    if not rows:
+        return f'<p class="muted">{escape(empty)}</p>'
+    out = ["<table><thead><tr>"]
+    for i, h in enumerate(headers):
+        out.append(f'<th class="n">{escape(h)}</th>' if i in numeric else f"<th>{escape(h)}</th>")
+    out.append("</tr></thead><tbody>")
+    for r in rows:
+        out.append("<tr>")
+        for i, v in enumerate(r):
+            text = escape(fmt_num(v)) if i in numeric else escape(str(v))
+            if i in numeric:
+                out.append(f'<td class="n">{text}</td>')
+            elif i in code:
+                out.append(f"<td><code>{text}</code></td>")
+            else:
+                out.append(f"<td>{text}</td>")
+        out.append("</tr>")
+    out.append("</tbody></table>")
+    return "".join(out)
+
+
+def kpis(items: Sequence[tuple[str, str, str]]) -> str:
+    """(value, label, state) cards; state is '', 'warn' or 'crit'."""
+    return '<div class="kpis">' + "".join(
+        f'<div class="kpi {escape(state)}"><b>{escape(value)}</b><span>{escape(label)}</span></div>'
+        for value, label, state in items) + "</div>"
+
+
+def findings_table(findings: Sequence[dict[str, Any]]) -> str:
+    if not findings:
+        return '<p class="muted">No findings: every check passed.</p>'
+    order = {"critical": 0, "warning": 1, "info": 2}
+    rows = sorted(findings, key=lambda f: (order.get(f.get("severity", "info"), 3), f.get("check", "")))
+    out = ["<table><thead><tr><th>severity</th><th>check</th><th>subject</th><th>finding</th>"
+           "<th>what to do</th></tr></thead><tbody>"]
+    for f in rows:
+        sev = escape(str(f.get("severity", "")))
+        out.append(f'<tr><td class="sev {sev}">{sev}</td><td><code>{escape(str(f.get("check", "")))}</code></td>'
+                   f'<td class="code">{escape(str(f.get("subject", "")))}</td>'
+                   f'<td>{escape(str(f.get("message", "")))}</td><td>{escape(str(f.get("remediation", "")))}</td>'
+                   "</tr>")
+    out.append("</tbody></table>")
+    return "".join(out)
+
+
+def page(title: str, subtitle: str, body: str, footer: str = "") -> str:
+    return (f"<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">"
+            f"<title>{escape(title)}</title><style>{CSS}</style></head><body><main>"
+            f"<h1>{escape(title)}</h1><div class=\"muted\">{escape(subtitle)}</div>{body}"
+            f"<footer>{escape(footer)}</footer></main></body></html>\n")
+
+
+def trend_charts(trends: dict[str, list[tuple[str, float]]], specs: Sequence[tuple[str, str, str, float | None]]
+                 ) -> str:
+    """Small charts of earlier runs' metrics: specs are (metric, title, unit, threshold)."""
+    out = []
+    for i, (metric, title, unit, thr) in enumerate(specs):
+        pts = trends.get(metric) or []
+        if len(pts) < 2:
+            continue
+        out.append(line_chart(pts, width=520, height=170, title=title, unit=unit, threshold=thr,
+                              threshold_label="objective" if thr else "", color=PALETTE[i % len(PALETTE)]))
+    if not out:
+        return '<p class="muted">Trends appear after a few runs (figures are kept in the history).</p>'
+    return '<div class="grid2">' + "".join(out) + "</div>"
+
+
+# ---------------------------------------------------------------------------------------------
+# access logs
+# ---------------------------------------------------------------------------------------------
+
+
+def access_report(rep: dict[str, Any], findings: Sequence[dict[str, Any]], *, title: str, subtitle: str,
+                  trends: dict[str, list[tuple[str, float]]], objectives: dict[str, float],
+                  footer: str = "") -> str:
+    lat = rep.get("latency", {}).get("overall", {})
+    p95 = lat.get("p95")
+    p95_obj = objectives.get("latency_p95_ms", 200.0)
+    fail_obj = objectives.get("failed_pct", 0.1)
+    body = [kpis([
+        (fmt_num(rep["requests"]), "requests", ""),
+        (fmt_num(rep["visitors"]), "unique visitors", ""),
+        (fmt_bytes(rep["bandwidth"]), "bandwidth", ""),
+        (f"{rep['failed_pct']:.3f} %", f"failed (objective < {fail_obj:g} %)",
+         "warn" if rep["failed_pct"] > fail_obj else ""),
+        (f"{p95:.0f} ms" if p95 is not None else "n/a", f"p95 latency (objective < {p95_obj:g} ms)",
+         "warn" if p95 is not None and p95 > p95_obj else ""),
+        (f"{rep['bots']['bot_pct']:.1f} %", "bot requests", ""),
+        (f"{rep['unparsed_pct']:.2f} %", f"unparsed lines ({fmt_num(rep['invalid'])})",
+         "warn" if rep["unparsed_pct"] > objectives.get("unparsed_pct", 1.0) else ""),
+    ])]
+    body.append("<h2>Findings</h2>" + findings_table(findings))
+    hourly = [(k[5:13].replace("-", "/") + "h", float(v)) for k, v in rep.get("hourly", {}).items()]
+    body.append("<h2>Traffic</h2>" + line_chart(hourly, title="requests per hour"))
+    st = rep.get("status", {})
+    codes = sorted(st, key=lambda c: -st[c])
+    body.append('<div class="grid2">' + bar_chart([(c, float(st[c])) for c in codes[:12]], width=520,
+                                                    title="status codes", colors=status_colors(codes[:12]),
+                                                    label_width=80)
+                + bar_chart([(k, float(v)) for k, v in rep.get("status_classes", {}).items()], width=520,
+                            title="status classes", colors=status_colors(list(rep.get("status_classes", {}))),
+                            label_width=80) + "</div>")
+    body.append("<h2>Latency</h2>")
+    if lat:
+        body.append(bar_chart([(f"p{p}", float(lat.get(f"p{p}", 0.0))) for p in (50, 95, 99)], width=520,
+                              title="response time percentiles (all requests)", unit=" ms", threshold=p95_obj,
+                              threshold_label=f"p95 objective {p95_obj:g} ms", label_width=60))
+        slow = rep.get("slowest_endpoints", [])
+        body.append(bar_chart([(e["endpoint"], float(e.get("p95", 0.0))) for e in slow], unit=" ms",
+                              title="slowest endpoints (p95)", threshold=p95_obj, threshold_label="objective",
+                              colors=["#d97706"]))
+        body.append(table(["endpoint", "hits", "p50 ms", "p95 ms", "p99 ms", "max ms", "4xx", "5xx"],
+                          [(e["endpoint"], e["hits"], e.get("p50"), e.get("p95"), e.get("p99"), e.get("max"),
+                            e["4xx"], e["5xx"]) for e in rep.get("endpoints", [])[:25]],
+                          numeric=(1, 2, 3, 4, 5, 6, 7), code=(0,)))
+    else:
+        body.append('<p class="muted">The log format has no $request_time: add it to measure latency.</p>')
+    top = rep.get("top", {})
+    body.append("<h2>Top lists</h2>")
+    body.append("<h3>Paths</h3>" + table(["path", "hits"], [(x["path"], x["hits"]) for x in top.get("paths", [])],
+                                         numeric=(1,), code=(0,)))
+    body.append("<h3>Not found (404)</h3>" + table(["path", "hits"], [(x["path"], x["hits"])
+                                                                      for x in top.get("not_found", [])],
+                                                   numeric=(1,), code=(0,)))
+    body.append("<h3>Client addresses</h3>" + table(["IP", "hits"], [(x["ip"], x["hits"])
+                                                                    for x in top.get("hosts", [])],
+                                                   numeric=(1,), code=(0,)))
+    body.append("<h3>User agents</h3>" + table(["user agent", "bot", "hits"],
+                                               [(x["agent"], "yes" if x["bot"] else "", x["hits"])
+                                                for x in top.get("agents", [])], numeric=(2,), code=(0,)))
+    body.append("<h3>Referrers</h3>" + table(["referrer", "hits"], [(x["referer"], x["hits"])
+                                                                     for x in top.get("referers", [])],
+                                             numeric=(1,), code=(0,)))
+    ga = rep.get("goaccess", {})
+    body.append("<h3>Requested files (GoAccess-compatible)</h3>" + table(
+        ["URL", "method", "protocol", "hits"], [(x["data"], x["method"], x["protocol"], x["hits"])
+                                               for x in ga.get("requests", [])], numeric=(3,), code=(0,)))
+    sec = rep.get("security", {})
+    body.append("<h2>Security signals</h2>")
+    body.append("<h3>Attack patterns</h3>" + table(
+        ["category", "requests", "clients", "answered 2xx", "top client", "sample"],
+        [(a["category"], a["hits"], a["clients"], a["ok"], a["top_client"], a["samples"][0] if a["samples"] else "")
+         for a in sec.get("attacks", [])], numeric=(1, 2, 3), code=(5,), empty="none seen"))
+    body.append("<h3>Scanner user agents</h3>" + table(
+        ["scanner", "requests", "clients"], [(s["scanner"], s["hits"], ", ".join(s["clients"][:5]))
+                                             for s in sec.get("scanners", [])], numeric=(1,), empty="none seen"))
+    body.append("<h3>404 bursts</h3>" + table(
+        ["client", "404s in its worst minute", "minute", "404s in total"],
+        [(b["ip"], b["max_per_minute"], b["minute"], b["total"]) for b in sec.get("not_found_bursts", [])],
+        numeric=(1, 3), code=(0,), empty="none above the threshold"))
+    body.append("<h3>Login brute force</h3>" + table(
+        ["client", "path", "failed logins in its worst 10 minutes", "failed logins in total"],
+        [(b["ip"], b["path"], b["max_per_window"], b["total"]) for b in sec.get("brute_force", [])],
+        numeric=(2, 3), code=(0, 1), empty="none above the threshold"))
+    body.append("<h2>Trends across runs</h2>" + trend_charts(trends, (
+        ("requests", "requests per run", "", None), ("visitors", "unique visitors per run", "", None),
+        ("latency_p95_ms", "p95 latency per run", " ms", p95_obj), ("failed_pct", "failed requests per run",
+                                                                      " %", fail_obj))))
+    if rep.get("invalid_samples"):
+        body.append("<h2>Unparsed lines (samples)</h2>" + table(
+            ["file", "offset", "reason", "line"], [(s["source"], s["offset"] if s["offset"] is not None else "",
+                                                    s["reason"], s["line"]) for s in rep["invalid_samples"]],
+            code=(3,)))
+    return page(title, subtitle, "".join(body), footer)
+
+
+# ---------------------------------------------------------------------------------------------
+# PostgreSQL logs
+# ---------------------------------------------------------------------------------------------
+
+
+def postgres_report(rep: dict[str, Any], findings: Sequence[dict[str, Any]], *, title: str, subtitle: str,
+                    trends: dict[str, list[tuple[str, float]]], objectives: dict[str, float],
+                    footer: str = "") -> str:
+    st = rep["statements"]
+    pct = st.get("percentiles", {})
+    p95_obj = objectives.get("query_p95_ms", 100.0)
+    p95 = pct.get("p95")
+    body = [kpis([
+        (fmt_num(st["count"]), "statements with a duration", ""),
+        (fmt_num(st["fingerprints"]), "distinct queries", ""),
+        (f"{p95:.1f} ms" if p95 is not None else "n/a", f"query p95 (objective < {p95_obj:g} ms)",
+         "warn" if p95 is not None and p95 > p95_obj else ""),
+        (fmt_num(rep["errors"]["total"]), "errors and warnings", "warn" if rep["errors"]["total"] else ""),
+        (fmt_num(rep["deadlocks"]["count"]), "deadlocks", "crit" if rep["deadlocks"]["count"] else ""),
+        (fmt_num(rep["locks"]["waits"]), "lock waits", "warn" if rep["locks"]["waits"] else ""),
+        (fmt_bytes(rep["temp_files"]["total_bytes"]), f"temp files ({rep['temp_files']['count']})", ""),
+        (fmt_num(rep["checkpoints"]["count"]), "checkpoints", ""),
+    ])]
+    body.append("<h2>Findings</h2>" + findings_table(findings))
+    body.append("<h2>Statements</h2>")
+    body.append(line_chart([(k[5:13].replace("-", "/") + "h", float(v)) for k, v in rep["by_hour"].items()],
+                           title="statements per hour"))
+    if pct:
+        body.append(bar_chart([(p, float(pct.get(p, 0.0))) for p in ("p50", "p90", "p95", "p99")], width=520,
+                              title="statement duration percentiles", unit=" ms", threshold=p95_obj,
+                              threshold_label=f"p95 objective {p95_obj:g} ms", label_width=60))
+    body.append(bar_chart([(k, float(v)) for k, v in st.get("by_kind", {}).items()], width=520,
+                          title="statements by kind", label_width=80))
+
+    def qtable(rows: list[dict[str, Any]]) -> str:
+        return table(["query (fingerprint)", "count", "total ms", "mean ms", "max ms", "% of time"],
+                     [(q["fingerprint"], q["count"], q["total_ms"], q["mean_ms"], q["max_ms"], q["share_pct"])
+                      for q in rows], numeric=(1, 2, 3, 4, 5), code=(0,))
+
+    body.append("<h3>Most time consuming</h3>" + qtable(rep["slowest_total"]))
+    body.append("<h3>Most frequent</h3>" + qtable(rep["most_frequent"]))
+    body.append("<h3>Slowest single runs</h3>" + table(
+        ["query (slowest run)", "max ms", "count"], [(q["slowest"], q["max_ms"], q["count"])
+                                                    for q in rep["slowest_single"]], numeric=(1, 2), code=(0,)))
+    err = rep["errors"]
+    body.append("<h2>Errors</h2>")
+    body.append(bar_chart([(k, float(v)) for k, v in err["by_sqlstate"].items()][:15], width=520,
+                          title="errors by SQLSTATE", colors=["#dc2626"], label_width=80))
+    body.append(table(["level", "SQLSTATE", "message", "count", "statement"],
+                      [(e["level"], e["sqlstate"], e["message"], e["count"], (e["statements"] or [""])[0])
+                       for e in err["classes"]], numeric=(3,), code=(4,), empty="no errors"))
+    locks = rep["locks"]
+    body.append("<h2>Locks and deadlocks</h2>" + table(
+        ["lock waits", "acquired after waiting", "total wait ms", "longest wait ms", "deadlocks"],
+        [(locks["waits"], locks["acquired_after_wait"], locks["total_wait_ms"], locks["max_wait_ms"],
+          rep["deadlocks"]["count"])], numeric=(0, 1, 2, 3, 4)))
+    body.append(table(["waiting queries", "count"], [(q["fingerprint"], q["count"]) for q in locks["queries"]],
+                      numeric=(1,), code=(0,), empty="no lock waits"))
+    for d in rep["deadlocks"]["details"]:
+        body.append(f"<pre class=\"muted\">{escape(d)}</pre>")
+    tf = rep["temp_files"]
+    body.append("<h2>Temporary files</h2>" + table(
+        ["query", "files", "bytes"], [(q["fingerprint"], q["count"], fmt_bytes(q["bytes"])) for q in tf["queries"]],
+        numeric=(1,), code=(0,), empty="no temporary files"))
+    cp = rep["checkpoints"]
+    body.append("<h2>Checkpoints</h2>" + table(
+        ["checkpoints", "buffers written", "write s", "sync s", "total s", "longest s", "WAL distance",
+         "'too frequent' warnings"],
+        [(cp["count"], cp["buffers"], cp["write_s"], cp["sync_s"], cp["total_s"], cp["max_s"],
+          fmt_bytes(cp["distance_kb"] * 1024), cp["too_frequent_warnings"])], numeric=(0, 1, 2, 3, 4, 5, 7)))
+    body.append(table(["reason", "count"], list(cp["reasons"].items()), numeric=(1,), empty="no checkpoints logged"))
+    body.append("<h2>Trends across runs</h2>" + trend_charts(trends, (
+        ("statements", "statements per run", "", None), ("query_p95_ms", "query p95 per run", " ms", p95_obj),
+        ("errors", "errors per run", "", None), ("temp_bytes", "temp file bytes per run", "", None))))
+    if rep.get("unparsed_samples"):
+        body.append("<h2>Unparsed lines (samples)</h2>" + table(["line"], [(s,) for s in rep["unparsed_samples"]],
+                                                                 code=(0,)))
+    return page(title, subtitle, "".join(body), footer)
+
+
+# ---------------------------------------------------------------------------------------------
+# error logs
+# ---------------------------------------------------------------------------------------------
+
+
+def errors_report(rep: dict[str, Any], findings: Sequence[dict[str, Any]], *, title: str, subtitle: str,
+                  trends: dict[str, list[tuple[str, float]]], footer: str = "") -> str:
+    ng = rep.get("nginx")
+    app = rep.get("app")
+    cards = []
+    if ng:
+        lv = ng["levels"]
+        cards += [(fmt_num(sum(lv.values())), "nginx error-log lines", ""),
+                  (fmt_num(sum(v for k, v in lv.items() if k in ("crit", "alert", "emerg"))), "nginx crit/alert/emerg",
+                   "crit" if any(lv.get(k) for k in ("crit", "alert", "emerg")) else ""),
+                  (fmt_num(ng["upstream"]), "upstream errors", "warn" if ng["upstream"] else "")]
+    if app:
+        cards += [(fmt_num(app["exceptions_total"]), f"exceptions in {app['groups']} groups",
+                   "warn" if app["exceptions_total"] else ""),
+                  (fmt_num(app["new_groups"]), "new exception groups", "warn" if app["new_groups"] else ""),
+                  (fmt_num(app["levels"].get("error", 0) + app["levels"].get("critical", 0)), "error lines", "")]
+    body = [kpis(cards), "<h2>Findings</h2>" + findings_table(findings)]
+    if app:
+        body.append("<h2>Application exceptions</h2>" + table(
+            ["new", "type", "message", "count", "first line of an example"],
+            [("NEW" if g["new"] else "", g["type"], g["message"], g["count"], g["example"].split("\n")[-1][:200])
+             for g in app["exception_groups"]], numeric=(3,), code=(1, 4), empty="no exceptions"))
+        body.append(bar_chart([(k, float(v)) for k, v in app["levels"].items()], width=520, title="lines by level",
+                              label_width=80))
+        body.append("<h3>Warning and error messages</h3>" + table(
+            ["level", "message (normalized)", "count"], [(m["level"], m["message"], m["count"])
+                                                         for m in app["messages"]], numeric=(2,), code=(1,)))
+    if ng:
+        body.append("<h2>nginx error log</h2>")
+        body.append(line_chart([(k[5:13].replace("-", "/") + "h", float(v)) for k, v in ng["by_hour"].items()],
+                               title="error-log lines per hour", color="#dc2626"))
+        body.append(bar_chart([(k, float(v)) for k, v in ng["levels"].items()], width=520, title="lines by level",
+                              label_width=80, colors=["#dc2626"]))
+        body.append(table(["level", "message class", "count", "example"],
+                          [(c["level"], c["class"], c["count"], c["example"]) for c in ng["classes"]],
+                          numeric=(2,), code=(1, 3)))
+    body.append("<h2>Trends across runs</h2>" + trend_charts(trends, (
+        ("exceptions", "exceptions per run", "", None), ("nginx_errors", "nginx errors per run", "", None))))
+    return page(title, subtitle, "".join(body), footer)

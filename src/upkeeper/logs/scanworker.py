@@ -1,0 +1,52 @@
+"""A log-scanning helper process: ``python -m upkeeper.logs.scanworker``.
+
+Speaks pickle over stdin/stdout with :mod:`upkeeper.logs.parallel`:
+``("init", kind, opts, continuation)``, then ``("unit", Unit)`` answered by
+``("ok", bytes_read)``, then ``("finish",)`` answered by ``("partial", result)``.
+Any exception is answered by ``("error", traceback)``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pickle
+import sys
+import traceback
+from typing import Any
+
+
+def main() -> int:
+    recv = pickle.Unpickler(sys.stdin.buffer)
+    out = sys.stdout.buffer
+    send = pickle.Pickler(out, protocol=pickle.HIGHEST_PROTOCOL)
+    acc: Any = None
+    continuation = b""
+    from upkeeper.logs.parallel import scan_unit
+
+    while True:
+        try:
+            msg = recv.load()
+        except EOFError:
+            return 0
+        try:
+            if msg[0] == "init":
+                _, kind, opts, continuation = msg
+                acc = importlib.import_module(kind).make_accumulator(opts)
+                continue
+            if msg[0] == "unit":
+                n = scan_unit(acc, msg[1], continuation)
+                send.dump(("ok", n))
+            elif msg[0] == "finish":
+                # sent pickled inside the message: the parent unpickles it after this process has exited
+                send.dump(("partial", pickle.dumps(acc.partial(), protocol=pickle.HIGHEST_PROTOCOL)))
+                out.flush()
+                return 0
+        except Exception:
+            send.dump(("error", traceback.format_exc(limit=8)))
+            out.flush()
+            return 1
+        out.flush()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,212 @@
+"""Log files on disk: the live file and its rotated siblings, and where to resume reading.
+
+Rotation schemes understood (logrotate's): ``access.log.1``, ``access.log.2.gz``…
+and ``dateext`` (``access.log-20240301``, ``access.log-20240301.gz``).  Files are
+returned oldest first, the live file last.
+
+Incremental reading keeps one *cursor* per file: device and inode, the offset
+read up to, and a SHA-1 of the file's first bytes (``head``).  A cursor follows
+its file through a rename (same inode) and through compression (same head,
+offsets counted in uncompressed bytes); a file whose inode matches but whose
+head does not (inode reuse, ``copytruncate`` then refill) or which got shorter
+than the cursor (truncation) is read from the start.  The live file is read up
+to its last complete line; a half-written line waits for the next run.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import re
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+HEAD_BYTES = 4096
+_ROTATED = re.compile(r"^(?:\.(?P<num>\d+)|-(?P<date>\d{8}(?:\d{2})?))(?P<gz>\.gz)?$")
+
+
+@dataclass(frozen=True)
+class LogFile:
+    path: str
+    gz: bool
+    live: bool
+    dev: int
+    inode: int
+    size: int
+    mtime: float
+
+
+@dataclass(frozen=True)
+class ReadRange:
+    """Read ``file`` from ``start`` (uncompressed offset) to ``end`` (None: to EOF)."""
+
+    file: LogFile
+    start: int
+    end: int | None
+    final: bool  # a last line without newline counts (rotated files are complete)
+    note: str = ""
+
+
+@dataclass
+class ReadPlan:
+    ranges: list[ReadRange] = field(default_factory=list)
+    cursors: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def bytes_planned(self) -> int:
+        return sum((r.end if r.end is not None else r.file.size) - r.start for r in self.ranges)
+
+
+def discover(path: str, *, rotated: bool = True, max_files: int = 30) -> list[LogFile]:
+    """``path`` and its rotated siblings that exist, oldest first (at most ``max_files``)."""
+    base = Path(path)
+    found: list[tuple[tuple[int, str], Path, bool]] = []
+    if rotated and base.parent.is_dir():
+        try:
+            names = os.listdir(base.parent)
+        except OSError:
+            names = []
+        for name in names:
+            if not name.startswith(base.name) or name == base.name:
+                continue
+            m = _ROTATED.match(name[len(base.name):])
+            if not m:
+                continue
+            # order: higher numbers are older; dates sort ascending
+            key = (-int(m.group("num")), "") if m.group("num") else (-(10**9), m.group("date"))
+            found.append((key, base.parent / name, bool(m.group("gz"))))
+    found.sort(key=lambda x: x[0])
+    out: list[LogFile] = []
+    for _key, p, gz in found[-max(0, max_files - 1):] if max_files > 1 else []:
+        lf = _stat(p, gz, live=False)
+        if lf is not None:
+            out.append(lf)
+    live = _stat(base, base.name.endswith(".gz"), live=True)
+    if live is not None:
+        out.append(live)
+    return out
+
+
+def _stat(p: Path, gz: bool, live: bool) -> LogFile | None:
+    try:
+        st = p.stat()
+    except OSError:
+        return None
+    if not p.is_file():
+        return None
+    return LogFile(str(p), gz, live, st.st_dev, st.st_ino, st.st_size, st.st_mtime)
+
+
+def head_digest(lf: LogFile, length: int = HEAD_BYTES) -> tuple[str, int]:
+    """SHA-1 of the first ``length`` (uncompressed) bytes, and how many there were."""
+    opener = gzip.open if lf.gz else open
+    with opener(lf.path, "rb") as fh:
+        data = fh.read(length)
+    return hashlib.sha1(data).hexdigest(), len(data)
+
+
+def gzip_isize(path: str) -> int | None:
+    """The uncompressed size modulo 2**32 from a gzip trailer."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(-4, os.SEEK_END)
+            return int(struct.unpack("<I", fh.read(4))[0])
+    except (OSError, struct.error):
+        return None
+
+
+def last_newline_end(path: str, size: int) -> int:
+    """Offset just after the last newline before ``size`` (0 when there is none)."""
+    with open(path, "rb") as fh:
+        pos = size
+        while pos > 0:
+            step = min(1 << 16, pos)
+            fh.seek(pos - step)
+            block = fh.read(step)
+            i = block.rfind(b"\n")
+            if i >= 0:
+                return pos - step + i + 1
+            pos -= step
+    return 0
+
+
+def plan_reads(files: list[LogFile], cursors: list[dict[str, Any]] | None, *, incremental: bool) -> ReadPlan:
+    """What to read of each file, and the cursors to remember once it has been read."""
+    plan = ReadPlan()
+    cursors = list(cursors or []) if incremental else []
+    for lf in files:
+        try:
+            head, head_len = head_digest(lf)
+        except (OSError, EOFError, gzip.BadGzipFile) as exc:
+            plan.notes.append(f"{lf.path}: cannot read ({exc})")
+            continue
+        start = 0
+        note = ""
+        cur = _match(lf, head, head_len, cursors) if incremental else None
+        if cur is not None:
+            start = int(cur.get("offset", 0))
+            if not lf.gz and lf.size < start:
+                note = f"{lf.path} is shorter than last time (truncated): read from the start"
+                start = 0
+        elif incremental and any(c.get("dev") == lf.dev and c.get("inode") == lf.inode and not c.get("gz")
+                                 for c in cursors) and not lf.gz:
+            note = f"{lf.path} was replaced or truncated (its first bytes changed): read from the start"
+        if note:
+            plan.notes.append(note)
+        if lf.gz:
+            isize = gzip_isize(lf.path)
+            if cur is not None and isize is not None and start % (1 << 32) == isize and start > 0:
+                plan.cursors.append(_cursor(lf, head, head_len, start))
+                continue  # nothing new in it
+            plan.ranges.append(ReadRange(lf, start, None, final=True, note=note))
+            plan.cursors.append(_cursor(lf, head, head_len, -1))  # offset filled in after reading
+            continue
+        end = last_newline_end(lf.path, lf.size) if lf.live else lf.size
+        if end < start:
+            end = start
+        if end > start:
+            plan.ranges.append(ReadRange(lf, start, end, final=not lf.live, note=note))
+        plan.cursors.append(_cursor(lf, head, head_len, end))
+    return plan
+
+
+def _cursor(lf: LogFile, head: str, head_len: int, offset: int) -> dict[str, Any]:
+    return {"path": lf.path, "dev": lf.dev, "inode": lf.inode, "gz": lf.gz, "head": head, "head_len": head_len,
+            "offset": offset}
+
+
+def _match(lf: LogFile, head: str, head_len: int, cursors: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The cursor that belongs to this file: same inode (plain files) and same first bytes."""
+
+    def same_head(c: dict[str, Any]) -> bool:
+        n = int(c.get("head_len", 0))
+        if n == head_len:
+            return bool(c.get("head") == head)
+        if n > head_len or n <= 0:
+            return False
+        h, got = head_digest(lf, n)
+        return got == n and h == c.get("head")
+
+    if not lf.gz:
+        for c in cursors:
+            if c.get("dev") == lf.dev and c.get("inode") == lf.inode and not c.get("gz") and same_head(c):
+                return c
+    # compressed (or copied) since: recognise it by its content
+    for c in cursors:
+        if same_head(c) and int(c.get("offset", 0)) > 0:
+            return c
+    return None
+
+
+def finish_cursors(plan: ReadPlan, gz_sizes: dict[str, int]) -> list[dict[str, Any]]:
+    """Cursors to store after a successful read (gz offsets become the uncompressed size read)."""
+    out = []
+    for c in plan.cursors:
+        if c["offset"] == -1:
+            c = {**c, "offset": gz_sizes.get(c["path"], 0)}
+        out.append(c)
+    return out

@@ -1,0 +1,110 @@
+"""Shared by the log tasks: where reports go, writing them, trends and spikes from history."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import statistics
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from upkeeper.core.task import TaskContext
+
+REPORT_KEEP_DEFAULT = 12
+
+
+def report_dir(ctx: TaskContext, option: str | None) -> Path:
+    """``option`` if set; else ``reports/<job>`` beside the SQLite history (or in the data directory)."""
+    if option:
+        return Path(option).expanduser() / ctx.job
+    from upkeeper.core.history import default_history_path
+
+    base = default_history_path().parent
+    cfg = ctx.config
+    hist = cfg.history if cfg is not None else None
+    if hist and not hist.startswith(("postgres", "postgresql")):
+        p = Path(hist.removeprefix("sqlite:///")).expanduser()
+        if not p.is_absolute() and cfg is not None and cfg.source is not None:
+            p = cfg.source.parent / p
+        base = p.parent
+    return base / "reports" / ctx.job
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+
+
+def write_reports(ctx: TaskContext, directory: Path, stem: str, data: dict[str, Any], html: str | None,
+                  keep: int) -> list[dict[str, Any]]:
+    """Write ``<stem>-<time>.json`` (and ``.html``), refresh ``latest.*``, prune old ones; return artifacts."""
+    directory.mkdir(parents=True, exist_ok=True)
+    ts = ctx.now().strftime("%Y%m%dT%H%M%SZ")
+    base = directory / f"{_safe(stem)}-{ts}"
+    artifacts: list[dict[str, Any]] = []
+    jpath = base.with_suffix(".json")
+    _atomic_write(jpath, json.dumps(data, indent=1, default=str, ensure_ascii=False) + "\n")
+    artifacts.append({"kind": "report", "format": "json", "path": str(jpath)})
+    if html is not None:
+        hpath = base.with_suffix(".html")
+        _atomic_write(hpath, html)
+        artifacts.append({"kind": "report", "format": "html", "path": str(hpath)})
+    for a in artifacts:
+        latest = directory / f"latest.{a['format']}"
+        _atomic_write(latest, Path(a["path"]).read_text(encoding="utf-8"))
+    _prune(directory, stem, keep)
+    return artifacts
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _prune(directory: Path, stem: str, keep: int) -> None:
+    if keep <= 0:
+        return
+    for suffix in (".json", ".html"):
+        files = sorted(directory.glob(f"{_safe(stem)}-*{suffix}"))
+        for old in files[:-keep]:
+            try:
+                old.unlink()
+            except OSError:
+                pass
+
+
+def trends(ctx: TaskContext, names: list[str], days: int = 180) -> dict[str, list[tuple[str, float]]]:
+    """Earlier runs' values of ``names`` (this job), labelled by date, for the report's trend charts."""
+    since = ctx.now() - timedelta(days=days)
+    out: dict[str, list[tuple[str, float]]] = {}
+    for n in names:
+        try:
+            series = ctx.metrics.series(n, since=since)
+        except Exception:  # history unavailable: no trends, the report still works
+            series = []
+        out[n] = [(_label(ts), v) for ts, v in series[-60:]]
+    return out
+
+
+def _label(ts: datetime) -> str:
+    return ts.strftime("%m-%d %H:%M")
+
+
+def with_current(tr: dict[str, list[tuple[str, float]]], metrics: dict[str, float], now: datetime
+                 ) -> dict[str, list[tuple[str, float]]]:
+    """Append this run's values so the trend charts end with it."""
+    return {k: [*v, (_label(now) + " (now)", float(metrics[k]))] if k in metrics else v for k, v in tr.items()}
+
+
+def baseline(ctx: TaskContext, metric: str, min_runs: int) -> tuple[float, int] | None:
+    """The median of earlier runs' ``metric`` and how many runs it comes from (None if too few)."""
+    try:
+        series = ctx.metrics.series(metric)
+    except Exception:
+        return None
+    values = [v for _ts, v in series if v == v]
+    if len(values) < min_runs:
+        return None
+    return statistics.median(values), len(values)

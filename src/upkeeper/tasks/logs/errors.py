@@ -1,0 +1,267 @@
+"""logs.errors: the nginx error log by level and message class; application exceptions by type and
+message, with the groups not seen before as findings."""
+
+from __future__ import annotations
+
+import glob
+import time
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+
+from upkeeper.config.targets import AppTarget, NginxTarget
+from upkeeper.core.task import Finding, Result, Severity, Task, TaskContext, TaskOptions, task
+from upkeeper.logs import parallel
+from upkeeper.logs.errorlog import AppLogStats, NginxErrorStats
+from upkeeper.logs.report_html import errors_report
+from upkeeper.logs.sources import LogFile, ReadPlan, discover, finish_cursors, plan_reads
+from upkeeper.tasks.logs._common import (
+    REPORT_KEEP_DEFAULT,
+    report_dir,
+    trends,
+    with_current,
+    write_reports,
+)
+
+GROUPS_KEY = "exception_groups"
+CURSORS_KEY = "error_cursors"
+
+
+class ErrorLogsOptions(TaskOptions):
+    error_log: str | None = Field(None, description="nginx error log (default: the nginx target's error_log)")
+    app_logs: list[str] = Field(
+        default_factory=list, description="application logs, files or globs, JSON lines or text (default for an "
+        "app target: its logs setting)")
+    rotated: bool = Field(True, description="also read rotated files (x.log.1, x.log.2.gz, x.log-DATE)")
+    max_files: int = Field(30, ge=1, le=1000, description="at most this many files per log path")
+    incremental: bool = Field(True, description="read only what is new since the last run")
+    remember_groups: int = Field(5000, ge=10, description="exception groups remembered to tell new ones from known")
+    max_new_findings: int = Field(20, ge=1, description="findings for at most this many new exception groups per run")
+    top: int = Field(20, ge=1, le=500, description="length of the message and exception lists")
+    report_dir: str | None = Field(None, description="where reports go (default: reports/<job> beside the history)")
+    keep_reports: int = Field(REPORT_KEEP_DEFAULT, ge=0, description="reports kept per job (0: keep all)")
+    html: bool = Field(True, description="also write the standalone HTML report")
+
+
+@task
+class ErrorLogs(Task[ErrorLogsOptions]):
+    """nginx error-log lines by level and message class, and application exceptions grouped by type
+    and normalized message; exception groups not seen in earlier runs are findings."""
+
+    name = "logs.errors"
+    summary = "nginx error log by level/class; app exceptions grouped, new groups flagged"
+    target_kinds = ("nginx", "app")
+    Options = ErrorLogsOptions
+    category = "monitoring"
+    default_timeout = 1800
+
+    def run(self, ctx: TaskContext, options: ErrorLogsOptions) -> Result:
+        target = ctx.require_target()
+        findings: list[Finding] = []
+        error_log = options.error_log or (target.error_log if isinstance(target, NginxTarget) else None)
+        patterns = list(options.app_logs)
+        if not patterns and isinstance(target, AppTarget):
+            patterns = [str(target.path(p)) for p in target.logs]
+        cursors: dict[str, list[dict[str, Any]]] = ctx.state.get(CURSORS_KEY, {}) if options.incremental else {}
+        new_cursors: dict[str, list[dict[str, Any]]] = {}
+        t0 = time.monotonic()
+        rep: dict[str, Any] = {"files": []}
+
+        ng: NginxErrorStats | None = None
+        if error_log:
+            files = discover(error_log, rotated=options.rotated, max_files=options.max_files)
+            if not files:
+                findings.append(Finding("logs.errors.missing", Severity.WARNING, error_log,
+                                        f"the nginx error log {error_log} does not exist",
+                                        "set the target's error_log or the job's error_log option"))
+            else:
+                ng = NginxErrorStats()
+                plan = plan_reads(files, cursors.get(error_log), incremental=options.incremental)
+                gz = self._read(plan, lambda buf, src: ng.feed(buf, src) if ng else None)
+                new_cursors[error_log] = finish_cursors(plan, gz)
+                rep["files"] += [r.file.path for r in plan.ranges]
+
+        app: AppLogStats | None = None
+        if patterns:
+            app = AppLogStats()
+            matched = False
+            for pat in patterns:
+                for path, files in self._app_files(pat, options):
+                    matched = True
+                    plan = plan_reads(files, cursors.get(path), incremental=options.incremental)
+                    gz = self._read(plan, lambda buf, src: app.feed(buf, src) if app else None)
+                    app.finish()
+                    new_cursors[path] = finish_cursors(plan, gz)
+                    rep["files"] += [r.file.path for r in plan.ranges]
+            if not matched and options.app_logs:
+                findings.append(Finding("logs.errors.missing", Severity.WARNING, ", ".join(patterns),
+                                        "no application log matches " + ", ".join(patterns),
+                                        "set app_logs to the files your application writes"))
+        seconds = time.monotonic() - t0
+        known: dict[str, dict[str, Any]] = ctx.state.get(GROUPS_KEY, {}) or {}
+        first_run = not known
+        if ng is not None:
+            rep["nginx"] = self._nginx_report(ng, options)
+            findings += self._nginx_findings(rep["nginx"], error_log or "")
+        if app is not None:
+            rep["app"], new = self._app_report(app, options, known, ctx)
+            findings += self._app_findings(rep["app"], new, first_run, options)
+        metrics = self._metrics(rep, seconds)
+        rep["findings"] = [f.to_dict() for f in findings]
+        rep["metrics"] = metrics
+        artifacts: list[dict[str, Any]] = []
+        if not ctx.dry_run:
+            html = errors_report(rep, rep["findings"], title=f"Error log report — {ctx.target_name or ''}",
+                                 subtitle=f"{len(rep['files'])} file(s) · job {ctx.job}",
+                                 trends=with_current(trends(ctx, ["exceptions", "nginx_errors"]), metrics, ctx.now()),
+                                 footer="upkeeper logs.errors") if options.html else None
+            artifacts = write_reports(ctx, report_dir(ctx, options.report_dir), "errors", rep, html,
+                                      options.keep_reports)
+            if options.incremental:
+                ctx.state.set(CURSORS_KEY, new_cursors)
+            if app is not None:
+                ctx.state.set(GROUPS_KEY, known)
+        parts = []
+        if ng is not None:
+            parts.append(f"nginx: {sum(ng.levels.values()):,} error-log lines, {ng.upstream} upstream errors")
+        if app is not None:
+            parts.append(f"app: {rep['app']['exceptions_total']:,} exceptions in {rep['app']['groups']} groups "
+                         f"({rep['app']['new_groups']} new)")
+        summary = "; ".join(parts) or "no logs to read"
+        html_path = next((a["path"] for a in artifacts if a.get("format") == "html"), None)
+        if html_path:
+            summary += f" — report: {html_path}"
+        return Result(summary=summary, findings=findings, metrics=metrics, artifacts=artifacts)
+
+    # -- reading -------------------------------------------------------------------------------
+
+    @staticmethod
+    def _read(plan: ReadPlan, feed: Any) -> dict[str, int]:
+        gz: dict[str, int] = {}
+        for r in plan.ranges:
+            u = parallel.Unit(r.file.path, r.start, r.end, r.file.gz, r.final, r.file.path)
+            n = 0
+            for _off, buf in parallel.read_unit(u):
+                feed(buf, r.file.path)
+                n += len(buf)
+            if r.file.gz:
+                gz[r.file.path] = r.start + n
+        return gz
+
+    @staticmethod
+    def _app_files(pattern: str, options: ErrorLogsOptions) -> list[tuple[str, list[LogFile]]]:
+        paths = sorted(glob.glob(pattern)) if any(c in pattern for c in "*?[") else [pattern]
+        out = []
+        for p in paths:
+            if p.endswith(".gz") or any(p.endswith(f".{i}") for i in range(1, 100)):
+                continue  # rotated siblings are read with their live file
+            files = discover(p, rotated=options.rotated, max_files=options.max_files)
+            if files:
+                out.append((p, files))
+        return out
+
+    # -- report and findings -------------------------------------------------------------------
+
+    @staticmethod
+    def _nginx_report(ng: NginxErrorStats, o: ErrorLogsOptions) -> dict[str, Any]:
+        order = {lv: i for i, lv in enumerate(("emerg", "alert", "crit", "error", "warn", "notice", "info", "debug"))}
+        classes = sorted(ng.classes.items(), key=lambda kv: (order.get(kv[0][0], 9), -kv[1], kv[0][1]))
+        return {
+            "lines": ng.lines, "unparsed": ng.unparsed, "unparsed_samples": ng.unparsed_samples,
+            "levels": dict(sorted(ng.levels.items(), key=lambda kv: order.get(kv[0], 9))),
+            "upstream": ng.upstream, "first": ng.first, "last": ng.last,
+            "by_hour": dict(sorted(ng.by_hour.items())),
+            "classes": [{"level": lv, "class": cl, "count": c, "example": ng.examples[(lv, cl)]}
+                        for (lv, cl), c in classes[: o.top]],
+        }
+
+    @staticmethod
+    def _nginx_findings(r: dict[str, Any], path: str) -> list[Finding]:
+        out = []
+        severe = {k: v for k, v in r["levels"].items() if k in ("crit", "alert", "emerg")}
+        if severe:
+            worst = next(c for c in r["classes"] if c["level"] in severe)
+            out.append(Finding("logs.errors.nginx_critical", Severity.CRITICAL, path,
+                               f"{sum(severe.values())} line(s) at {'/'.join(severe)} level, e.g. {worst['example'][:200]}",
+                               "nginx reports a serious problem (out of files, disk, memory, or a crash)",
+                               value=sum(severe.values())))
+        if r["upstream"]:
+            up = [c for c in r["classes"] if "upstream" in c["class"]][:3]
+            out.append(Finding("logs.errors.nginx_upstream", Severity.WARNING, path,
+                               f"{r['upstream']} upstream error(s): " + "; ".join(f"{c['class']} ({c['count']})" for c in up),
+                               "the application behind nginx timed out, refused or crashed: check it and its logs",
+                               value=r["upstream"]))
+        errs = [c for c in r["classes"] if c["level"] == "error"]
+        if errs:
+            out.append(Finding("logs.errors.nginx_errors", Severity.INFO, path,
+                               f"{sum(c['count'] for c in errs)} error line(s) in {len(errs)} class(es); most: "
+                               f"{errs[0]['class'][:160]} ({errs[0]['count']})", value=sum(c["count"] for c in errs)))
+        return out
+
+    @staticmethod
+    def _app_report(app: AppLogStats, o: ErrorLogsOptions, known: dict[str, dict[str, Any]], ctx: TaskContext
+                    ) -> tuple[dict[str, Any], list[str]]:
+        now = ctx.now().isoformat(timespec="seconds")
+        new = [gid for gid in app.exceptions if gid not in known]
+        for gid, g in app.exceptions.items():
+            k = known.setdefault(gid, {"type": g.kind, "message": g.message, "first_seen": now, "count": 0})
+            k["last_seen"] = now
+            k["count"] = int(k.get("count", 0)) + g.count
+        if len(known) > o.remember_groups:  # forget the groups seen longest ago
+            for gid in sorted(known, key=lambda g: known[g].get("last_seen", ""))[: len(known) - o.remember_groups]:
+                del known[gid]
+        groups = sorted(app.exceptions.items(), key=lambda kv: (kv[0] not in new, -kv[1].count, kv[1].kind))
+        order = {"critical": 0, "error": 1, "warning": 2}
+        msgs = sorted(app.messages.items(), key=lambda kv: (order.get(kv[0][0], 3), -kv[1]))
+        return {
+            "lines": app.lines, "json_lines": app.json_lines, "levels": dict(app.levels.most_common()),
+            "exceptions_total": sum(g.count for g in app.exceptions.values()), "groups": len(app.exceptions),
+            "new_groups": len(new),
+            "exception_groups": [{"id": gid, "type": g.kind, "message": g.message, "count": g.count,
+                                  "new": gid in new, "example": g.example, "sources": sorted(g.sources)}
+                                 for gid, g in groups[: max(o.top, len(new))]],
+            "messages": [{"level": lv, "message": m, "count": c, "example": app.message_examples[(lv, m)]}
+                         for (lv, m), c in msgs[: o.top]],
+        }, new
+
+    @staticmethod
+    def _app_findings(r: dict[str, Any], new: list[str], first_run: bool, o: ErrorLogsOptions) -> list[Finding]:
+        out = []
+        groups = {g["id"]: g for g in r["exception_groups"]}
+        if first_run and new:
+            out.append(Finding("logs.errors.exceptions_baseline", Severity.INFO, "application",
+                               f"first run: {len(new)} exception group(s) recorded as known "
+                               f"({r['exceptions_total']:,} exceptions); later runs flag groups not seen before",
+                               value=len(new)))
+            return out
+        for gid in new[: o.max_new_findings]:
+            g = groups.get(gid)
+            if g is None:
+                continue
+            out.append(Finding("logs.errors.new_exception", Severity.WARNING, g["type"],
+                               f"new exception: {g['type']}: {g['message']} ({g['count']}x, in "
+                               f"{', '.join(Path(s).name for s in g['sources'][:3])})",
+                               "a new kind of failure since the last run: look at the example in the report",
+                               value=g["count"], data={"example": g["example"][:1500], "id": gid}))
+        if len(new) > o.max_new_findings:
+            out.append(Finding("logs.errors.new_exception", Severity.WARNING, "more",
+                               f"{len(new) - o.max_new_findings} more new exception group(s): see the report",
+                               value=len(new) - o.max_new_findings))
+        return out
+
+    @staticmethod
+    def _metrics(rep: dict[str, Any], seconds: float) -> dict[str, float]:
+        m: dict[str, float] = {"scan_seconds": round(seconds, 3)}
+        if "nginx" in rep:
+            lv = rep["nginx"]["levels"]
+            m["nginx_lines"] = float(sum(lv.values()))
+            m["nginx_errors"] = float(sum(v for k, v in lv.items() if k in ("error", "crit", "alert", "emerg")))
+            m["nginx_upstream_errors"] = float(rep["nginx"]["upstream"])
+        if "app" in rep:
+            a = rep["app"]
+            m["exceptions"] = float(a["exceptions_total"])
+            m["exception_groups"] = float(a["groups"])
+            m["new_exception_groups"] = float(a["new_groups"])
+            m["app_error_lines"] = float(a["levels"].get("error", 0) + a["levels"].get("critical", 0))
+        return m

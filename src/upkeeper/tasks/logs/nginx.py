@@ -1,0 +1,310 @@
+"""logs.nginx: analyze nginx access logs — traffic, status, latency, top lists, security signals."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from pydantic import Field, field_validator
+
+from upkeeper.config.targets import NginxTarget
+from upkeeper.core.task import Finding, Result, Severity, Status, Task, TaskContext, TaskOptions, task
+from upkeeper.errors import TaskError
+from upkeeper.fmt import human_bytes
+from upkeeper.logs import parallel
+from upkeeper.logs.access import DEFAULT_LOGIN_PATHS, ScanOptions, summarize
+from upkeeper.logs.goaccess import STATIC_EXTENSIONS
+from upkeeper.logs.nginx_format import LogFormatError, parse_format, to_goaccess
+from upkeeper.logs.report_html import access_report
+from upkeeper.logs.sources import discover, finish_cursors, plan_reads
+from upkeeper.tasks.logs._common import (
+    REPORT_KEEP_DEFAULT,
+    baseline,
+    report_dir,
+    trends,
+    with_current,
+    write_reports,
+)
+
+CURSORS_KEY = "access_cursors"
+TREND_METRICS = ["requests", "visitors", "latency_p95_ms", "failed_pct"]
+
+
+class NginxLogsOptions(TaskOptions):
+    access_log: str | None = Field(None, description="access log to read (default: the target's access_log)")
+    log_format: str = Field(
+        "combined",
+        description="the nginx log_format string of that log, or a name: combined, combined_timed (combined "
+        "+ $request_time), main. $request_time and $upstream_response_time give latency. Source: nginx's "
+        "predefined 'combined' format",
+    )
+    rotated: bool = Field(True, description="also read rotated files: access.log.1, access.log.2.gz, access.log-DATE")
+    max_files: int = Field(30, ge=1, le=1000, description="at most this many files (newest first)")
+    incremental: bool = Field(
+        True, description="read only what is new since the last run (a cursor per file: inode, offset, first bytes)"
+    )
+    workers: int = Field(0, ge=0, le=64, description="processes that scan in parallel (0: one per CPU)")
+    latency_p95_ms: float = Field(
+        200, gt=0, description="warn when the p95 response time (overall or of an endpoint) exceeds this. "
+        "Source: the maintenance procedures' API objective (p95 < 200 ms)")
+    failed_rate_pct: float = Field(
+        0.1, ge=0, description="warn when failed requests exceed this % of requests. Source: the maintenance "
+        "procedures' objective (failed requests < 0.1 %)")
+    failed_statuses: str = Field("5xx", description="which statuses count as failed: '5xx', '500,502-504', '429,5xx'")
+    unparsed_warn_pct: float = Field(
+        1.0, ge=0, description="warn when more than this % of lines cannot be parsed. Source: Netdata "
+        "web_log_1m_unmatched (warn > 1 %)")
+    min_endpoint_requests: int = Field(
+        20, ge=1, description="an endpoint needs this many timed requests before its p95 is judged")
+    top: int = Field(10, ge=1, le=1000, description="length of the top lists")
+    not_found_burst: int = Field(
+        20, ge=1, description="flag a client with at least this many 404s within one minute (scanning). "
+        "Source: upkeeper default; fail2ban's nginx-botsearch is stricter (2 probes)")
+    brute_force_threshold: int = Field(
+        10, ge=1, description="flag a client with at least this many failed logins (POST to a login path answered "
+        "401/403) within 10 minutes. Source: fail2ban nginx-http-auth uses 5 in 10 minutes")
+    login_paths: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_LOGIN_PATHS),
+        description="paths of login forms and token endpoints ('*' wildcards allowed), for brute-force detection")
+    static_extensions: list[str] = Field(
+        default_factory=lambda: list(STATIC_EXTENSIONS),
+        description="extensions of static files, left out of GoAccess's 'requested files' list. Source: "
+        "GoAccess 1.7 goaccess.conf")
+    spike_factor: float = Field(
+        3.0, gt=1, description="warn when an hour has this many times the usual hourly requests of earlier runs")
+    spike_min_runs: int = Field(3, ge=1, description="earlier runs needed before spikes are judged")
+    report_dir: str | None = Field(
+        None, description="where HTML/JSON reports go (default: reports/<job> beside the history database)")
+    keep_reports: int = Field(REPORT_KEEP_DEFAULT, ge=0, description="reports kept per job (0: keep all)")
+    html: bool = Field(True, description="also write the standalone HTML report")
+
+    @field_validator("log_format")
+    @classmethod
+    def _check_format(cls, v: str) -> str:
+        try:
+            parse_format(v)
+        except LogFormatError as exc:
+            raise ValueError(f"{exc.message}. {exc.hint or ''}".strip()) from None
+        return v
+
+
+@task
+class NginxLogs(Task[NginxLogsOptions]):
+    """Traffic, visitors, status codes, latency per endpoint, top lists and security signals
+    from nginx access logs, with an offline HTML report and GoAccess-identical counts."""
+
+    name = "logs.nginx"
+    summary = "access-log report: traffic, errors, p95 latency, top lists, attacks (GoAccess-exact counts)"
+    target_kinds = ("nginx",)
+    Options = NginxLogsOptions
+    category = "monitoring"
+    default_timeout = 3600
+
+    def run(self, ctx: TaskContext, options: NginxLogsOptions) -> Result:
+        target = ctx.require_target()
+        assert isinstance(target, NginxTarget)
+        path = options.access_log or target.access_log
+        files = discover(path, rotated=options.rotated, max_files=options.max_files)
+        if not files:
+            return Result(status=Status.FAIL, summary=f"no access log at {path}", findings=[Finding(
+                "logs.nginx.missing", Severity.CRITICAL, path, f"the access log {path} does not exist or is not a file",
+                "set the target's access_log (or the job's access_log option) to the file nginx writes")])
+        cursors = ctx.state.get(CURSORS_KEY, []) if options.incremental else []
+        plan = plan_reads(files, cursors, incremental=options.incremental)
+        units = parallel.units_for(plan.ranges, workers=options.workers)
+        opts = ScanOptions(log_format=options.log_format, static_extensions=tuple(options.static_extensions),
+                           login_paths=tuple(options.login_paths))
+        ctx.log.info("reading %s from %d file(s)", human_bytes(plan.bytes_planned), len(plan.ranges))
+        t0 = time.monotonic()
+
+        def progress(done: int, total: int) -> None:
+            ctx.progress(f"scanned {human_bytes(done)} of {human_bytes(total)}", done / total if total else None)
+
+        try:
+            partial, gz_read = parallel.scan("upkeeper.logs.access", opts, units, workers=options.workers,
+                                             progress=progress)
+        except OSError as exc:
+            raise TaskError(f"cannot read {exc.filename or path}: {exc.strerror}",
+                            "Try: run upkeeper as a user that can read the nginx logs (group adm)") from None
+        seconds = time.monotonic() - t0
+        rep = summarize(partial, top_n=options.top, failed_statuses=options.failed_statuses,
+                        min_endpoint_requests=options.min_endpoint_requests,
+                        not_found_burst=options.not_found_burst, brute_force=options.brute_force_threshold)
+        rep["files"] = [{"path": r.file.path, "from": r.start, "to": r.end, "compressed": r.file.gz}
+                        for r in plan.ranges]
+        rep["scan_seconds"] = round(seconds, 3)
+        rep["log_format"] = options.log_format
+        rep["goaccess"]["log_format_flags"] = to_goaccess(options.log_format).argv()
+        findings = self._findings(ctx, options, rep, plan.notes, path)
+        metrics = self._metrics(rep, seconds)
+        rep["findings"] = [f.to_dict() for f in findings]
+        rep["metrics"] = metrics
+
+        artifacts: list[dict[str, Any]] = []
+        if not ctx.dry_run:
+            tr = with_current(trends(ctx, TREND_METRICS), metrics, ctx.now())
+            html = access_report(
+                rep, rep["findings"], title=f"Access log report — {ctx.target_name or path}",
+                subtitle=f"{path} · {rep['first'] or '—'} → {rep['last'] or '—'} · job {ctx.job}",
+                trends=tr, objectives={"latency_p95_ms": options.latency_p95_ms,
+                                       "failed_pct": options.failed_rate_pct,
+                                       "unparsed_pct": options.unparsed_warn_pct},
+                footer=f"upkeeper logs.nginx · {rep['bytes_read']:,} bytes in {seconds:.2f}s · "
+                       f"generated {ctx.now():%Y-%m-%d %H:%M UTC}") if options.html else None
+            artifacts = write_reports(ctx, report_dir(ctx, options.report_dir), "access", rep, html,
+                                      options.keep_reports)
+            if options.incremental:
+                ctx.state.set(CURSORS_KEY, finish_cursors(plan, gz_read))
+        return Result(summary=self._summary(rep, artifacts), findings=findings, metrics=metrics,
+                      artifacts=artifacts)
+
+    # -- pieces --------------------------------------------------------------------------------
+
+    @staticmethod
+    def _summary(rep: dict[str, Any], artifacts: list[dict[str, Any]]) -> str:
+        if not rep["lines"]:
+            text = "no new log lines since the last run"
+        else:
+            p95 = rep["latency"]["overall"].get("p95")
+            text = (f"{rep['requests']:,} requests, {rep['visitors']:,} visitors, "
+                    f"{human_bytes(rep['bandwidth'])}, failed {rep['failed_pct']:.3f} %"
+                    + (f", p95 {p95:.0f} ms" if p95 is not None else "")
+                    + (f", {rep['invalid']:,} unparsed" if rep["invalid"] else ""))
+        html = next((a["path"] for a in artifacts if a.get("format") == "html"), None)
+        return text + (f" — report: {html}" if html else "")
+
+    @staticmethod
+    def _metrics(rep: dict[str, Any], seconds: float) -> dict[str, float]:
+        lat = rep["latency"]["overall"]
+        hours = list(rep["hourly"].values())
+        m: dict[str, float] = {
+            "lines": float(rep["lines"]), "requests": float(rep["requests"]), "invalid": float(rep["invalid"]),
+            "unparsed_pct": float(rep["unparsed_pct"]), "visitors": float(rep["visitors"]),
+            "bandwidth_bytes": float(rep["bandwidth"]), "bots_pct": float(rep["bots"]["bot_pct"]),
+            "rate_4xx_pct": float(rep["rate_4xx_pct"]), "rate_5xx_pct": float(rep["rate_5xx_pct"]),
+            "failed_pct": float(rep["failed_pct"]), "bytes_read": float(rep["bytes_read"]),
+            "scan_seconds": round(seconds, 3),
+            "attacks": float(sum(a["hits"] for a in rep["security"]["attacks"])),
+            "failed_logins": float(rep["security"]["failed_logins"]),
+        }
+        if hours:
+            m["requests_per_hour"] = round(sum(hours) / len(hours), 2)
+            m["peak_hour_requests"] = float(max(hours))
+        for p in ("p50", "p95", "p99"):
+            if p in lat:
+                m[f"latency_{p}_ms"] = float(lat[p])
+        return m
+
+    def _findings(self, ctx: TaskContext, o: NginxLogsOptions, rep: dict[str, Any], notes: list[str],
+                  subject: str) -> list[Finding]:
+        out: list[Finding] = []
+        for n in notes:
+            out.append(Finding("logs.nginx.rotation", Severity.INFO, n.split(":")[0], n))
+        if not rep["lines"]:
+            return out
+        checks = (self._unparsed, self._failed, self._latency, self._security, self._spike)
+        for check in checks:
+            try:
+                out += check(ctx, o, rep, subject)
+            except Exception as exc:  # one failing check never stops the others
+                out.append(Finding("logs.nginx.check_failed", Severity.WARNING, check.__name__.strip("_"),
+                                   f"the check failed: {exc}"))
+        return out
+
+    @staticmethod
+    def _unparsed(ctx: TaskContext, o: NginxLogsOptions, rep: dict[str, Any], subject: str) -> list[Finding]:
+        if rep["unparsed_pct"] <= o.unparsed_warn_pct:
+            return []
+        reasons = ", ".join(f"{k} ({v})" for k, v in rep["invalid_reasons"].items())
+        sample = rep["invalid_samples"][0]["line"] if rep["invalid_samples"] else ""
+        return [Finding("logs.nginx.unparsed", Severity.WARNING, subject,
+                        f"{rep['unparsed_pct']:.2f} % of lines ({rep['invalid']:,}) could not be parsed: {reasons}",
+                        "check that log_format matches the nginx 'log_format' of this log; the report lists samples",
+                        value=rep["unparsed_pct"], threshold=o.unparsed_warn_pct,
+                        data={"reasons": rep["invalid_reasons"], "sample": sample})]
+
+    @staticmethod
+    def _failed(ctx: TaskContext, o: NginxLogsOptions, rep: dict[str, Any], subject: str) -> list[Finding]:
+        if rep["failed_pct"] <= o.failed_rate_pct:
+            return []
+        worst = sorted((e for e in rep["endpoints"] if e["5xx"]), key=lambda e: -e["5xx"])[:5]
+        where = ", ".join(f"{e['endpoint']} ({e['5xx']})" for e in worst)
+        return [Finding("logs.nginx.failed_rate", Severity.WARNING, subject,
+                        f"{rep['failed_pct']:.3f} % of requests failed ({rep['failed']:,} with {o.failed_statuses}), "
+                        f"objective < {o.failed_rate_pct:g} %" + (f"; most from {where}" if where else ""),
+                        "look at the application and upstream error logs for these endpoints (logs.errors)",
+                        value=rep["failed_pct"], threshold=o.failed_rate_pct, data={"endpoints": worst})]
+
+    @staticmethod
+    def _latency(ctx: TaskContext, o: NginxLogsOptions, rep: dict[str, Any], subject: str) -> list[Finding]:
+        lat = rep["latency"]["overall"]
+        if not rep["latency"]["available"]:
+            return [Finding("logs.nginx.no_latency", Severity.INFO, subject,
+                            "the log format has no $request_time, so latency cannot be checked",
+                            "add $request_time to the nginx log_format (and set log_format: combined_timed)")]
+        out = []
+        if lat.get("p95", 0.0) > o.latency_p95_ms:
+            out.append(Finding("logs.nginx.latency_p95", Severity.WARNING, subject,
+                               f"p95 response time {lat['p95']:.0f} ms (p50 {lat['p50']:.0f}, p99 {lat['p99']:.0f}), "
+                               f"objective < {o.latency_p95_ms:g} ms",
+                               "see the slowest endpoints in the report; check slow queries (logs.postgres)",
+                               value=lat["p95"], threshold=o.latency_p95_ms))
+        for e in rep["slowest_endpoints"]:
+            if e.get("p95", 0.0) <= o.latency_p95_ms:
+                break
+            out.append(Finding("logs.nginx.slow_endpoint", Severity.WARNING, e["endpoint"],
+                               f"p95 {e['p95']:.0f} ms over {e['hits']:,} requests (p50 {e['p50']:.0f}, max "
+                               f"{e['max']:.0f}), objective < {o.latency_p95_ms:g} ms",
+                               "profile this endpoint; cache or move slow work to a background job",
+                               value=e["p95"], threshold=o.latency_p95_ms))
+        return out
+
+    @staticmethod
+    def _security(ctx: TaskContext, o: NginxLogsOptions, rep: dict[str, Any], subject: str) -> list[Finding]:
+        sec = rep["security"]
+        out = []
+        for a in sec["attacks"]:
+            sev = Severity.WARNING if a["ok"] and a["category"] != "scanner_probe" else Severity.INFO
+            out.append(Finding(
+                f"logs.nginx.attack.{a['category']}", sev, a["category"],
+                f"{a['hits']:,} {a['category'].replace('_', ' ')} request(s) from {a['clients']} client(s), "
+                f"{a['ok']} answered 2xx; e.g. {a['samples'][0] if a['samples'] else ''}",
+                "requests answered 2xx deserve a look at the application; block persistent clients "
+                "(fail2ban, nginx deny, WAF)", value=a["hits"], data={"clients": a["top_clients"]}))
+        for s in sec["scanners"]:
+            out.append(Finding("logs.nginx.scanner_agent", Severity.INFO, s["scanner"],
+                               f"{s['hits']:,} request(s) with the {s['scanner']} user agent from "
+                               f"{len(s['clients'])} client(s): {', '.join(s['clients'][:5])}",
+                               "known vulnerability scanners: block them or make sure you ordered the scan",
+                               value=s["hits"], data={"clients": s["clients"]}))
+        for b in sec["not_found_bursts"][:o.top]:
+            out.append(Finding("logs.nginx.not_found_burst", Severity.WARNING, b["ip"],
+                               f"{b['max_per_minute']} requests answered 404 within one minute ({b['minute']}), "
+                               f"{b['total']} in total — probing for files",
+                               "block the client (fail2ban nginx-botsearch, nginx deny)",
+                               value=b["max_per_minute"], threshold=o.not_found_burst))
+        for b in sec["brute_force"][:o.top]:
+            out.append(Finding("logs.nginx.brute_force", Severity.WARNING, b["ip"],
+                               f"{b['max_per_window']} failed logins (POST {b['path']} answered 401/403) within "
+                               f"10 minutes, {b['total']} in total",
+                               "rate-limit the login (nginx limit_req), ban the client (fail2ban), check the "
+                               "accounts it tried", value=b["max_per_window"], threshold=o.brute_force_threshold))
+        return out
+
+    @staticmethod
+    def _spike(ctx: TaskContext, o: NginxLogsOptions, rep: dict[str, Any], subject: str) -> list[Finding]:
+        hourly = rep["hourly"]
+        if not hourly:
+            return []
+        base = baseline(ctx, "requests_per_hour", o.spike_min_runs)
+        if base is None:
+            return []
+        usual, runs = base
+        peak_hour, peak = max(hourly.items(), key=lambda kv: kv[1])
+        if usual <= 0 or peak <= o.spike_factor * usual:
+            return []
+        return [Finding("logs.nginx.traffic_spike", Severity.WARNING, peak_hour,
+                        f"{peak:,} requests in the hour {peak_hour}, {peak / usual:.1f}x the usual {usual:,.0f} per "
+                        f"hour of the last {runs} runs",
+                        "check the top clients and paths of that hour: a crawler, an attack or a campaign?",
+                        value=float(peak), threshold=round(o.spike_factor * usual, 1))]

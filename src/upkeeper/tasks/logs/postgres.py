@@ -1,0 +1,307 @@
+"""logs.postgres: pgBadger's core on the PostgreSQL server log — slow queries, errors, locks, checkpoints."""
+
+from __future__ import annotations
+
+import glob
+import time
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, field_validator
+
+from upkeeper.config.targets import PostgresTarget
+from upkeeper.core.task import Finding, Result, Severity, Status, Task, TaskContext, TaskOptions, task
+from upkeeper.errors import TaskError
+from upkeeper.fmt import human_bytes
+from upkeeper.logs import parallel
+from upkeeper.logs.pglog import DEFAULT_PREFIX, PgScanOptions, PrefixError, compile_prefix, summarize
+from upkeeper.logs.report_html import postgres_report
+from upkeeper.logs.sources import LogFile, discover, finish_cursors, plan_reads
+from upkeeper.tasks.logs._common import (
+    REPORT_KEEP_DEFAULT,
+    report_dir,
+    trends,
+    with_current,
+    write_reports,
+)
+
+CURSORS_KEY = "pg_cursors"
+TREND_METRICS = ["statements", "query_p95_ms", "errors", "temp_bytes"]
+
+SETTINGS_SQL = """
+SELECT current_setting('log_line_prefix') AS prefix,
+       pg_current_logfile() AS logfile,
+       current_setting('data_directory') AS datadir,
+       current_setting('log_min_duration_statement') AS min_duration
+"""
+
+
+class PostgresLogsOptions(TaskOptions):
+    log_file: str | None = Field(
+        None, description="the server log: a path or a glob such as /var/log/postgresql/postgresql-*.log "
+        "(default: ask the server with pg_current_logfile())")
+    log_line_prefix: str | None = Field(
+        None, description="the server's log_line_prefix (default: read from the server with SHOW, else "
+        "PostgreSQL's default '%m [%p] ')")
+    rotated: bool = Field(True, description="also read rotated files: postgresql.log.1, .2.gz …")
+    max_files: int = Field(30, ge=1, le=1000, description="at most this many files per log path")
+    incremental: bool = Field(True, description="read only what is new since the last run")
+    workers: int = Field(0, ge=0, le=64, description="processes that scan in parallel (0: one per CPU)")
+    query_p95_ms: float = Field(
+        100, gt=0, description="warn when the p95 statement duration exceeds this. Source: the maintenance "
+        "procedures' objective (database query p95 < 100 ms)")
+    slow_query_mean_ms: float = Field(
+        100, gt=0, description="report queries whose mean duration exceeds this (the top ones by total time)")
+    unparsed_warn_pct: float = Field(1.0, ge=0, description="warn when more than this % of lines cannot be "
+                                     "parsed (wrong log_line_prefix?). Source: Netdata web_log (warn > 1 %)")
+    top: int = Field(20, ge=1, le=500, description="length of the query and error lists")
+    report_dir: str | None = Field(None, description="where reports go (default: reports/<job> beside the history)")
+    keep_reports: int = Field(REPORT_KEEP_DEFAULT, ge=0, description="reports kept per job (0: keep all)")
+    html: bool = Field(True, description="also write the standalone HTML report")
+
+    @field_validator("log_line_prefix")
+    @classmethod
+    def _check_prefix(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                compile_prefix(v)
+            except PrefixError as exc:
+                raise ValueError(f"{exc.message}. {exc.hint or ''}".strip()) from None
+        return v
+
+
+@task
+class PostgresLogs(Task[PostgresLogsOptions]):
+    """Slow statements grouped by fingerprint, errors by SQLSTATE, lock waits, deadlocks, temporary
+    files and checkpoints from the PostgreSQL server log (pgBadger's core), with an HTML report."""
+
+    name = "logs.postgres"
+    summary = "server-log report: slow queries by fingerprint, errors by SQLSTATE, locks, temp files, checkpoints"
+    target_kinds = ("postgres",)
+    Options = PostgresLogsOptions
+    category = "monitoring"
+    default_timeout = 3600
+
+    def run(self, ctx: TaskContext, options: PostgresLogsOptions) -> Result:
+        target = ctx.require_target()
+        assert isinstance(target, PostgresTarget)
+        server = self._server_settings(ctx, target) if not (options.log_file and options.log_line_prefix) else {}
+        prefix = options.log_line_prefix or server.get("prefix") or DEFAULT_PREFIX
+        try:
+            compile_prefix(prefix)
+        except PrefixError as exc:
+            raise TaskError(exc.message, exc.hint) from None
+        path = options.log_file or server.get("logfile")
+        if not path:
+            raise TaskError(
+                f"cannot tell where {target.display()} writes its log (pg_current_logfile() is empty: "
+                "the logging collector is off)",
+                "Try: set the job's log_file option to the server log (e.g. /var/log/postgresql/"
+                "postgresql-15-main.log)")
+        if not Path(path).is_absolute() and server.get("datadir"):
+            path = str(Path(server["datadir"]) / path)
+        files = self._files(path, options)
+        if not files:
+            return Result(status=Status.FAIL, summary=f"no PostgreSQL log at {path}", findings=[Finding(
+                "logs.postgres.missing", Severity.CRITICAL, path, f"the server log {path} does not exist",
+                "set log_file to the file (or glob) the server writes; a non-root reader needs log_file_mode=0640")])
+        cursors = ctx.state.get(CURSORS_KEY, []) if options.incremental else []
+        plan = plan_reads(files, cursors, incremental=options.incremental)
+        units = parallel.units_for(plan.ranges, continuation=b"\t", workers=options.workers)
+        t0 = time.monotonic()
+
+        def progress(done: int, total: int) -> None:
+            ctx.progress(f"scanned {human_bytes(done)} of {human_bytes(total)}", done / total if total else None)
+
+        try:
+            partial, gz_read = parallel.scan("upkeeper.logs.pglog", PgScanOptions(log_line_prefix=prefix), units,
+                                             workers=options.workers, progress=progress, continuation=b"\t")
+        except OSError as exc:
+            raise TaskError(f"cannot read {exc.filename or path}: {exc.strerror}",
+                            "Try: make the log readable (log_file_mode = 0640 and the reader in the postgres group)"
+                            ) from None
+        seconds = time.monotonic() - t0
+        rep = summarize(partial, top_n=options.top)
+        rep["log_line_prefix"] = prefix
+        rep["files"] = [{"path": r.file.path, "from": r.start, "to": r.end} for r in plan.ranges]
+        rep["scan_seconds"] = round(seconds, 3)
+        findings = self._findings(options, rep, server, path)
+        metrics = self._metrics(rep, seconds)
+        rep["findings"] = [f.to_dict() for f in findings]
+        rep["metrics"] = metrics
+        artifacts: list[dict[str, Any]] = []
+        if not ctx.dry_run:
+            html = postgres_report(
+                rep, rep["findings"], title=f"PostgreSQL log report — {ctx.target_name or target.display()}",
+                subtitle=f"{path} · {rep['first'] or '—'} → {rep['last'] or '—'} · prefix '{prefix}' · job {ctx.job}",
+                trends=with_current(trends(ctx, TREND_METRICS), metrics, ctx.now()),
+                objectives={"query_p95_ms": options.query_p95_ms},
+                footer=f"upkeeper logs.postgres · {rep['bytes_read']:,} bytes in {seconds:.2f}s") if options.html else None
+            artifacts = write_reports(ctx, report_dir(ctx, options.report_dir), "postgres", rep, html,
+                                      options.keep_reports)
+            if options.incremental:
+                ctx.state.set(CURSORS_KEY, finish_cursors(plan, gz_read))
+        st = rep["statements"]
+        p95 = st["percentiles"].get("p95")
+        summary = (f"{st['count']:,} statements ({st['fingerprints']:,} distinct)"
+                   + (f", p95 {p95:.1f} ms" if p95 is not None else "")
+                   + f", {rep['errors']['total']:,} errors, {rep['deadlocks']['count']} deadlocks, "
+                   f"{rep['locks']['waits']} lock waits, {rep['temp_files']['count']} temp files")
+        html_path = next((a["path"] for a in artifacts if a.get("format") == "html"), None)
+        if html_path:
+            summary += f" — report: {html_path}"
+        return Result(summary=summary, findings=findings, metrics=metrics, artifacts=artifacts)
+
+    @staticmethod
+    def _server_settings(ctx: TaskContext, target: PostgresTarget) -> dict[str, str]:
+        import psycopg
+
+        try:
+            with psycopg.connect(**target.libpq_params(), autocommit=True) as conn:  # type: ignore[arg-type]
+                row = conn.execute(SETTINGS_SQL).fetchone()
+        except psycopg.Error as exc:
+            ctx.log.warning("cannot read the server's log settings: %s", str(exc).splitlines()[0] if str(exc) else exc)
+            return {}
+        if row is None:
+            return {}
+        return {"prefix": row[0], "logfile": row[1] or "", "datadir": row[2], "min_duration": row[3]}
+
+    @staticmethod
+    def _files(path: str, options: PostgresLogsOptions) -> list[LogFile]:
+        if any(c in path for c in "*?["):
+            out: list[LogFile] = []
+            for p in sorted(glob.glob(path), key=lambda p: (Path(p).stat().st_mtime, p))[-options.max_files:]:
+                out += [f for f in discover(p, rotated=False) if f.path == p]
+            if out:
+                # only the newest file is still being written
+                out = [LogFile(f.path, f.gz, i == len(out) - 1 and not f.gz, f.dev, f.inode, f.size, f.mtime)
+                       for i, f in enumerate(out)]
+            return out
+        return discover(path, rotated=options.rotated, max_files=options.max_files)
+
+    @staticmethod
+    def _metrics(rep: dict[str, Any], seconds: float) -> dict[str, float]:
+        st = rep["statements"]
+        m: dict[str, float] = {
+            "lines": float(rep["lines"]), "statements": float(st["count"]), "fingerprints": float(st["fingerprints"]),
+            "statement_ms_total": float(st["total_ms"]), "errors": float(rep["errors"]["total"]),
+            "deadlocks": float(rep["deadlocks"]["count"]), "lock_waits": float(rep["locks"]["waits"]),
+            "temp_files": float(rep["temp_files"]["count"]), "temp_bytes": float(rep["temp_files"]["total_bytes"]),
+            "checkpoints": float(rep["checkpoints"]["count"]), "unparsed_pct": float(rep["unparsed_pct"]),
+            "bytes_read": float(rep["bytes_read"]), "scan_seconds": round(seconds, 3),
+        }
+        for p in ("p50", "p95", "p99"):
+            if p in st["percentiles"]:
+                m[f"query_{p}_ms"] = float(st["percentiles"][p])
+        return m
+
+    def _findings(self, o: PostgresLogsOptions, rep: dict[str, Any], server: dict[str, str], path: str
+                  ) -> list[Finding]:
+        out: list[Finding] = []
+        for check in (self._unparsed, self._latency, self._errors, self._locks, self._temp, self._checkpoints):
+            try:
+                out += check(o, rep, server, path)
+            except Exception as exc:  # one failing check never stops the others
+                out.append(Finding("logs.postgres.check_failed", Severity.WARNING, check.__name__.strip("_"),
+                                   f"the check failed: {exc}"))
+        return out
+
+    @staticmethod
+    def _unparsed(o: PostgresLogsOptions, rep: dict[str, Any], server: dict[str, str], path: str) -> list[Finding]:
+        if rep["unparsed_pct"] <= o.unparsed_warn_pct:
+            return []
+        return [Finding("logs.postgres.unparsed", Severity.WARNING, path,
+                        f"{rep['unparsed_pct']:.2f} % of lines ({rep['unparsed']:,}) do not start with the "
+                        f"log_line_prefix '{rep['log_line_prefix']}'",
+                        "set log_line_prefix to the server's (SHOW log_line_prefix); csvlog/jsonlog are not read",
+                        value=rep["unparsed_pct"], threshold=o.unparsed_warn_pct,
+                        data={"samples": rep["unparsed_samples"][:3]})]
+
+    @staticmethod
+    def _latency(o: PostgresLogsOptions, rep: dict[str, Any], server: dict[str, str], path: str) -> list[Finding]:
+        st = rep["statements"]
+        if not st["count"]:
+            if not rep["lines"]:
+                return []
+            return [Finding("logs.postgres.no_durations", Severity.INFO, path,
+                            "the log has no statement durations, so query latency cannot be judged",
+                            "set log_min_duration_statement (0 logs every statement; 250ms only slow ones)")]
+        out = []
+        p95 = st["percentiles"].get("p95", 0.0)
+        md = server.get("min_duration", "")
+        biased = md not in ("", "0", "-1")
+        if p95 > o.query_p95_ms:
+            out.append(Finding(
+                "logs.postgres.query_p95", Severity.WARNING, path,
+                f"p95 statement duration {p95:.1f} ms over {st['count']:,} statements, objective < "
+                f"{o.query_p95_ms:g} ms" + (f" (only statements slower than {md} are logged)" if biased else ""),
+                "see the most time-consuming queries in the report; EXPLAIN (ANALYZE, BUFFERS) them",
+                value=p95, threshold=o.query_p95_ms))
+        slow = [q for q in rep["slowest_total"] if q["mean_ms"] > o.slow_query_mean_ms][:5]
+        for q in slow:
+            out.append(Finding(
+                "logs.postgres.slow_query", Severity.WARNING, q["fingerprint"][:120],
+                f"{q['count']:,} runs, mean {q['mean_ms']:.1f} ms, max {q['max_ms']:.1f} ms, {q['share_pct']:.1f} % "
+                f"of all statement time", "EXPLAIN (ANALYZE, BUFFERS) the slowest example; an index or a rewrite?",
+                value=q["mean_ms"], threshold=o.slow_query_mean_ms, data={"example": q["slowest"][:500]}))
+        return out
+
+    @staticmethod
+    def _errors(o: PostgresLogsOptions, rep: dict[str, Any], server: dict[str, str], path: str) -> list[Finding]:
+        err = rep["errors"]
+        out = []
+        for e in err["classes"][: o.top]:
+            if e["level"] == "WARNING":
+                continue
+            sev = {"PANIC": Severity.CRITICAL, "FATAL": Severity.WARNING}.get(e["level"], Severity.INFO)
+            if e["sqlstate"] == "40P01":
+                sev = Severity.WARNING
+            out.append(Finding(
+                f"logs.postgres.error.{e['sqlstate']}", sev, e["sqlstate"],
+                f"{e['count']:,} x {e['level']}: {e['message']}"
+                + (f" — e.g. {e['statements'][0][:200]}" if e["statements"] else ""),
+                "fix the query or the application code that sends it", value=e["count"]))
+        return out
+
+    @staticmethod
+    def _locks(o: PostgresLogsOptions, rep: dict[str, Any], server: dict[str, str], path: str) -> list[Finding]:
+        out = []
+        dl = rep["deadlocks"]
+        if dl["count"]:
+            out.append(Finding("logs.postgres.deadlocks", Severity.WARNING, path,
+                               f"{dl['count']} deadlock(s): " + (dl["details"][0].replace("\n", " ")[:300]
+                                                                 if dl["details"] else ""),
+                               "make transactions take row locks in the same order (e.g. ORDER BY id FOR UPDATE)",
+                               value=dl["count"]))
+        lk = rep["locks"]
+        if lk["waits"]:
+            out.append(Finding("logs.postgres.lock_waits", Severity.WARNING, path,
+                               f"{lk['waits']} lock wait(s) longer than deadlock_timeout, longest {lk['max_wait_ms']:.0f} "
+                               f"ms; mostly {', '.join(list(lk['types'])[:3])}",
+                               "shorten the transactions that hold these locks; look at the waiting queries",
+                               value=lk["waits"], data={"queries": lk["queries"][:5]}))
+        return out
+
+    @staticmethod
+    def _temp(o: PostgresLogsOptions, rep: dict[str, Any], server: dict[str, str], path: str) -> list[Finding]:
+        tf = rep["temp_files"]
+        if not tf["count"]:
+            return []
+        top_q = tf["queries"][0]["fingerprint"][:150] if tf["queries"] else ""
+        return [Finding("logs.postgres.temp_files", Severity.INFO, path,
+                        f"{tf['count']} temporary file(s), {human_bytes(tf['total_bytes'])} in total, largest "
+                        f"{human_bytes(tf['max_bytes'])}" + (f"; e.g. {top_q}" if top_q else ""),
+                        "sorts and hashes spill to disk: raise work_mem for these queries or add an index",
+                        value=tf["total_bytes"])]
+
+    @staticmethod
+    def _checkpoints(o: PostgresLogsOptions, rep: dict[str, Any], server: dict[str, str], path: str
+                     ) -> list[Finding]:
+        cp = rep["checkpoints"]
+        if not cp["too_frequent_warnings"]:
+            return []
+        return [Finding("logs.postgres.checkpoints_too_frequent", Severity.WARNING, path,
+                        f"PostgreSQL warned {cp['too_frequent_warnings']} time(s) that checkpoints occur too "
+                        f"frequently (as close as {cp['min_seconds_apart']} s apart)",
+                        "raise max_wal_size so that checkpoints are triggered by checkpoint_timeout",
+                        value=cp["too_frequent_warnings"])]

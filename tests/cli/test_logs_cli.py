@@ -1,0 +1,51 @@
+"""``upkeeper logs …``: ad-hoc analysis from the command line."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+from typing import Any
+
+from upkeeper.logs.synth import write_access_log
+
+
+def test_nginx_summary_json_and_html(cli: Any, tmp_path: Path) -> None:
+    log = tmp_path / "access.log"
+    n = write_access_log(str(log), 400_000, seed=2)
+    gz = tmp_path / "access.log.1.gz"
+    gz.write_bytes(gzip.compress(log.read_bytes()))
+    r = cli(["logs", "nginx", str(log), str(gz), "--format", "combined_timed", "--json", "--html",
+             str(tmp_path / "r.html")])
+    assert r.code == 0, r.output
+    rep = r.json()
+    assert rep["requests"] == 2 * n and rep["invalid"] == 0
+    assert rep["goaccess"]["log_format_flags"][1] == "--date-format=%d/%b/%Y"
+    assert "<svg" in (tmp_path / "r.html").read_text()
+    text = cli(["logs", "nginx", str(log), "-f", "combined_timed"])
+    assert text.code == 0 and "unique visitors" in text.out and "slowest endpoints" in text.out
+
+
+def test_postgres_and_errors(cli: Any, tmp_path: Path) -> None:
+    pg = tmp_path / "pg.log"
+    pg.write_text("2024-03-01 10:00:00.001 UTC [10] LOG:  duration: 250.000 ms  statement: SELECT * FROM t WHERE id = 1\n"
+                  "2024-03-01 10:00:00.002 UTC [11] ERROR:  relation \"x\" does not exist at character 15\n"
+                  "2024-03-01 10:00:00.002 UTC [11] STATEMENT:  SELECT * FROM x\n")
+    r = cli(["logs", "postgres", str(pg), "--json"])
+    assert r.code == 0, r.output
+    rep = r.json()
+    assert rep["statements"]["count"] == 1 and rep["errors"]["by_sqlstate"] == {"42P01": 1}
+    app = tmp_path / "app.log"
+    app.write_text('{"level":"error","msg":"x","err":{"type":"TypeError","message":"boom","stack":"TypeError: boom"}}\n')
+    r = cli(["logs", "errors", str(app), "--json"])
+    assert r.json()["app"]["exceptions"] == [{"type": "TypeError", "message": "boom", "count": 1}]
+
+
+def test_usage_errors(cli: Any, tmp_path: Path) -> None:
+    r = cli(["logs", "nginx", str(tmp_path / "missing.log")])
+    assert r.code == 2 and "no such file" in r.err
+    r = cli(["logs", "nginx", str(tmp_path), "--format", '"$request"'])
+    assert r.code == 2 and "$remote_addr" in r.err
+    r = cli(["logs", "postgres", str(tmp_path), "--prefix", "%m"])
+    assert r.code == 2 and "%p" in r.err
+    r = cli(["logs", "goaccess-format", "--format", "combined"])
+    assert r.code == 0 and "--log-format=%h %^[%d:%t %^]" in r.out

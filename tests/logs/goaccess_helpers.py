@@ -1,0 +1,80 @@
+"""Run GoAccess 1.7 (from apt) exactly as SERVICES.md says and read its JSON report."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from upkeeper.logs import parallel
+from upkeeper.logs.access import ScanOptions, summarize
+from upkeeper.logs.nginx_format import COMBINED_TIMED
+
+GOACCESS_FORMAT = '%h %^[%d:%t %^] "%r" %s %b "%R" "%u" %T'
+
+
+def goaccess(log: Path, out_dir: Path) -> dict[str, Any]:
+    exe = shutil.which("goaccess")
+    if exe is None:
+        pytest.fail("goaccess is not installed (scripts/ensure-system-deps.sh installs it)")
+    out = out_dir / f"{log.name}.goaccess.json"
+    res = subprocess.run([exe, str(log), f"--log-format={GOACCESS_FORMAT}", "--date-format=%d/%b/%Y",
+                          "--time-format=%T", "-o", str(out), "--no-progress"], capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 0, res.stderr
+    # GoAccess writes decoded URLs byte for byte, which is not always UTF-8
+    data: dict[str, Any] = json.loads(out.read_text(encoding="utf-8", errors="surrogateescape"))
+    return data
+
+
+def goaccess_numbers(data: dict[str, Any]) -> dict[str, Any]:
+    g = data["general"]
+    status: dict[str, int] = {}
+    for group in data["status_codes"]["data"]:
+        for item in group["items"]:
+            status[item["data"].split(" ")[0]] = item["hits"]["count"]
+    reqs = [(i["data"].encode("utf-8", "surrogateescape").decode("utf-8", "replace"), i["method"], i["protocol"],
+             i["hits"]["count"]) for i in data["requests"]["data"]]
+    return {"total": g["total_requests"], "valid": g["valid_requests"], "failed": g["failed_requests"],
+            "visitors": g["unique_visitors"], "bandwidth": g["bandwidth"], "status": status, "requests": reqs}
+
+
+def ours(log: Path, *, workers: int = 1, fast: bool = True, fmt: str = COMBINED_TIMED) -> dict[str, Any]:
+    import os
+
+    units = parallel.split_units(str(log), 0, os.path.getsize(log), final=True, unit=1 << 20)
+    partial, _ = parallel.scan("upkeeper.logs.access", ScanOptions(log_format=fmt, fast=fast), units,
+                               workers=workers)
+    return summarize(partial, top_n=10)
+
+
+def assert_same_as_goaccess(mine: dict[str, Any], ga: dict[str, Any]) -> None:
+    g = mine["goaccess"]
+    assert g["total_requests"] == ga["total"]
+    assert g["valid_requests"] == ga["valid"]
+    assert g["failed_requests"] == ga["failed"]
+    assert g["unique_visitors"] == ga["visitors"]
+    assert g["bandwidth"] == ga["bandwidth"]
+    # GoAccess labels unknown codes "Unknown", so compare the counts per code we both know
+    known = {k: v for k, v in ga["status"].items() if k.isdigit()}
+    assert {k: g["status_codes"].get(k) for k in known} == known
+    assert sorted(g["status_codes"].values()) == sorted(ga["status"].values())
+    assert_top_requests(g["requests"], ga["requests"])
+
+
+def assert_top_requests(top10: list[dict[str, Any]], ga_all: list[tuple[str, str, str, int]]) -> None:
+    """Our top 10 equals GoAccess's: same hit counts in order, same keys (ties at the cut may differ)."""
+    ga_sorted = sorted(ga_all, key=lambda r: -r[3])
+    n = min(10, len(ga_sorted))
+    assert [r["hits"] for r in top10] == [r[3] for r in ga_sorted[:n]]
+    cut = ga_sorted[n - 1][3] if n else 0
+    ga_hits = {(d, m, p): h for d, m, p, h in ga_all}
+    for r in top10:
+        key = (r["data"], r["method"], r["protocol"])
+        assert ga_hits.get(key) == r["hits"], key
+    above = {(d, m, p) for d, m, p, h in ga_sorted[:n] if h > cut}
+    assert above <= {(r["data"], r["method"], r["protocol"]) for r in top10}

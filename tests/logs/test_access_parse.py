@@ -1,0 +1,125 @@
+"""The access-log scanner: bad lines never crash it, the fast columnar path agrees with the
+line-by-line GoAccess port on any input, and results do not depend on how input is cut."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from upkeeper.logs.access import Accumulator, ScanOptions, all_paths, merge, summarize
+from upkeeper.logs.nginx_format import COMBINED, COMBINED_TIMED, split_plan, to_goaccess
+
+GOOD = [
+    b'1.2.3.4 - - [01/Mar/2024:10:00:00 +0000] "GET /a?x=1 HTTP/1.1" 200 10 "-" "Mozilla/5.0 (X11)" 0.010',
+    b'2001:db8::7 - bob [01/Mar/2024:10:00:59 +0000] "POST /login HTTP/2.0" 401 99 "https://x.example/" "curl/8" 0.2',
+    b'9.9.9.9 - - [02/Mar/2024:23:59:59 +0000] "GET /api/v1/users/42 HTTP/1.1" 404 0 "-" "sqlmap/1.8" 1.500',
+    b'5.6.7.8 - - [02/Mar/2024:00:00:00 +0000] "GET /static/app.3f2a9b1c.js HTTP/1.1" 304 0 "-" "-" 0.000',
+    b'5.6.7.8 - - [02/Mar/2024:00:00:01 +0000] "GET /search?q=1%27%20OR%201=1-- HTTP/1.1" 500 5 "-" "x y" 0.3',
+]
+
+
+def scan(data: bytes, *, fast: bool, chunk: int = 1 << 20, fmt: str = COMBINED_TIMED) -> dict[str, Any]:
+    acc = Accumulator(ScanOptions(log_format=fmt, fast=fast))
+    pos = 0
+    while pos < len(data):
+        end = data.rfind(b"\n", pos, pos + chunk) + 1
+        if end <= pos:
+            nl = data.find(b"\n", pos + chunk)
+            end = len(data) if nl < 0 else nl + 1
+        acc.feed(data[pos:end], "t", pos)
+        pos = end
+    return comparable(summarize(acc.partial(), top_n=50))
+
+
+def comparable(rep: dict[str, Any]) -> dict[str, Any]:
+    rep = dict(rep)
+    for k in ("invalid_samples", "fast_path_lines", "bytes_read"):
+        rep.pop(k)
+    rep["security"] = {**rep["security"], "attacks": [{**a, "samples": None} for a in rep["security"]["attacks"]]}
+    return rep
+
+
+noise = st.binary(max_size=120).map(lambda b: b.replace(b"\n", b" "))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(noise, max_size=40))
+def test_garbage_never_crashes_and_is_counted(lines: list[bytes]) -> None:
+    data = b"\n".join(lines) + b"\n"
+    for fast in (True, False):
+        rep = scan(data, fast=fast)
+        expected = sum(1 for ln in lines if ln and not ln.startswith(b"#"))
+        assert rep["lines"] == expected
+        assert rep["requests"] + rep["invalid"] == rep["lines"]
+
+
+@st.composite
+def mutated_log(draw: st.DrawFn) -> bytes:
+    """Mostly good lines, some mutated (characters inserted, deleted or replaced)."""
+    out = []
+    for _ in range(draw(st.integers(1, 60))):
+        line = bytearray(draw(st.sampled_from(GOOD)))
+        for _ in range(draw(st.integers(0, 3))):
+            pos = draw(st.integers(0, len(line)))
+            op = draw(st.sampled_from(("ins", "del", "rep")))
+            ch = draw(st.sampled_from(b' "[]\\-:/%+0x\t\r#'))
+            if op == "ins":
+                line.insert(pos, ch)
+            elif line and pos < len(line):
+                if op == "del":
+                    del line[pos]
+                else:
+                    line[pos] = ch
+        out.append(bytes(line))
+    tail = b"\n" if draw(st.booleans()) else b""
+    return b"\n".join(out) + tail
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(mutated_log(), st.sampled_from([64, 300, 1 << 20]))
+def test_fast_path_equals_line_parser(data: bytes, chunk: int) -> None:
+    fast = scan(data, fast=True, chunk=chunk)
+    assert fast == scan(data, fast=False)
+    # every request is in exactly one of GoAccess's panels, so the paths add up
+    acc = Accumulator(ScanOptions(log_format=COMBINED_TIMED))
+    acc.feed(data)
+    assert sum(all_paths(acc.partial()).values()) == fast["requests"]
+
+
+@settings(max_examples=50, deadline=None)
+@given(mutated_log())
+def test_combined_without_request_time(data: bytes) -> None:
+    # the same lines read with the plain combined format: the trailing time is ignored, never an error
+    assert scan(data, fast=True, fmt=COMBINED) == scan(data, fast=False, fmt=COMBINED)
+
+
+def test_merge_of_parts_equals_whole() -> None:
+    lines = GOOD * 40
+    one = Accumulator(ScanOptions(log_format=COMBINED_TIMED))
+    one.feed(b"\n".join(lines) + b"\n")
+    whole = comparable(summarize(one.partial()))
+    a, b = (Accumulator(ScanOptions(log_format=COMBINED_TIMED)) for _ in range(2))
+    a.feed(b"\n".join(lines[:77]) + b"\n")
+    b.feed(b"\n".join(lines[77:]) + b"\n")
+    assert comparable(summarize(merge([a.partial(), b.partial()]))) == whole
+    assert whole["requests"] == len(lines)
+
+
+def test_formats_have_fast_plans_and_goaccess_equivalents() -> None:
+    assert split_plan(COMBINED) is not None
+    assert split_plan(COMBINED_TIMED) is not None
+    assert split_plan("main") is not None
+    assert to_goaccess(COMBINED_TIMED).log_format == '%h %^[%d:%t %^] "%r" %s %b "%R" "%u" %T'
+    assert to_goaccess("combined").log_format == '%h %^[%d:%t %^] "%r" %s %b "%R" "%u"'
+    # a custom format with upstream timing and a prefixed field
+    custom = ('$remote_addr [$time_local] "$request" $status $body_bytes_sent rt=$request_time '
+              'urt=$upstream_response_time "$http_user_agent"')
+    assert split_plan(custom) is not None
+    line = (b'1.2.3.4 [01/Mar/2024:10:00:00 +0000] "GET /x HTTP/1.1" 200 5 rt=0.250 urt=0.200 "ua"\n'
+            b'1.2.3.4 [01/Mar/2024:10:00:00 +0000] "GET /x HTTP/1.1" 502 5 rt=1.250 urt=1.200, 0.050 "ua"\n')
+    fast, slow = scan(line, fast=True, fmt=custom), scan(line, fast=False, fmt=custom)
+    assert fast == slow
+    assert fast["requests"] == 2 and fast["latency"]["overall"]["p95"] == 1250.0
+    assert fast["latency"]["upstream"]["p50"] == 200.0

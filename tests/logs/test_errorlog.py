@@ -1,0 +1,133 @@
+"""Error logs: nginx lines by level and class; exceptions from Python, JVM, Node, Ruby, JSON loggers."""
+
+from __future__ import annotations
+
+import json
+import logging
+import traceback
+from pathlib import Path
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from upkeeper.logs.errorlog import AppLogStats, NginxErrorStats, normalize
+
+
+def feed_app(text: str) -> AppLogStats:
+    a = AppLogStats()
+    a.feed(text.encode(), "app.log")
+    a.finish()
+    return a
+
+
+def groups(a: AppLogStats) -> dict[tuple[str, str], int]:
+    return {(g.kind, g.message): g.count for g in a.exceptions.values()}
+
+
+def test_nginx_error_lines_by_level_and_class() -> None:
+    log = (b'2024/03/01 10:00:00 [error] 12#12: *5 open() "/srv/www/a.php" failed (2: No such file or directory), '
+           b'client: 10.0.0.1, server: x, request: "GET /a.php HTTP/1.1", host: "x"\n'
+           b'2024/03/01 10:00:01 [error] 12#12: *6 open() "/srv/www/b.php" failed (2: No such file or directory), '
+           b'client: 10.0.0.2, server: x, request: "GET /b.php HTTP/1.1", host: "x"\n'
+           b"2024/03/01 10:05:00 [error] 12#12: *7 connect() failed (111: Connection refused) while connecting to "
+           b'upstream, client: 10.0.0.3, server: x, request: "GET /api HTTP/1.1", upstream: "http://127.0.0.1:9/api"\n'
+           b"2024/03/01 11:00:00 [crit] 12#12: accept4() failed (24: Too many open files)\n"
+           b"2024/03/01 11:00:01 [warn] 12#12: *9 an upstream response is buffered to a temporary file\n"
+           b"not an nginx line\n")
+    s = NginxErrorStats()
+    s.feed(log, "error.log")
+    assert s.levels == {"error": 3, "crit": 1, "warn": 1}
+    assert s.unparsed == 1 and s.upstream == 2  # connect() … upstream, and "an upstream response is buffered"
+    cls = {k: v for k, v in s.classes.items()}
+    assert cls[("error", 'open() "…" failed (<n>: No such file or directory)')] == 2
+    assert s.by_hour == {"2024-03-01 10:00": 3, "2024-03-01 11:00": 2}
+
+
+def test_python_logging_tracebacks(tmp_path: Path) -> None:
+    path = tmp_path / "app.log"
+    logger = logging.getLogger("upk-test-app")
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger.addHandler(handler)
+    try:
+        for user in (7, 8, 9):
+            try:
+                {}[f"user-{user}"]
+            except KeyError:
+                logger.exception("lookup failed for user %d", user)
+        try:
+            print(1 / 0)
+        except ZeroDivisionError:
+            logger.exception("math")
+        logger.warning("disk almost full on /dev/sda%d", 1)
+        logger.info("all good")
+    finally:
+        handler.close()
+        logger.removeHandler(handler)
+    a = feed_app(path.read_text())
+    assert groups(a) == {("KeyError", "'…'"): 3, ("ZeroDivisionError", "division by zero"): 1}
+    assert a.levels == {"error": 4, "warning": 1, "info": 1}
+    assert ("error", "upk-test-app: lookup failed for user <n>") in a.messages
+
+
+def test_json_loggers() -> None:
+    try:
+        raise ValueError("bad order 17")
+    except ValueError:
+        tb = traceback.format_exc()
+    lines = [
+        json.dumps({"levelname": "ERROR", "message": "order failed", "exc_info": tb}),  # python-json-logger
+        json.dumps({"level": 50, "msg": "boom", "err": {"type": "TypeError", "message": "x is undefined",
+                                                         "stack": "TypeError: x is undefined\n    at f (a.js:1:1)"}}),
+        json.dumps({"log.level": "error", "message": "db", "error": {"type": "java.sql.SQLException",
+                                                                     "message": "Connection is closed",
+                                                                     "stack_trace": "java.sql.SQLException: ..."}}),
+        json.dumps({"level": "info", "msg": "hello"}),
+        json.dumps({"severity": "WARNING", "message": "slow request 1234 ms"}),
+        "{not json at all}",
+    ]
+    a = feed_app("\n".join(lines) + "\n")
+    assert groups(a) == {("ValueError", "bad order <n>"): 1, ("TypeError", "x is undefined"): 1,
+                         ("java.sql.SQLException", "Connection is closed"): 1}
+    assert a.json_lines == 5
+    assert a.levels["error"] == 3 and a.levels["warning"] == 1 and a.levels["info"] == 1
+
+
+def test_jvm_node_ruby_traces() -> None:
+    text = (
+        "2024-03-01 10:00:00 ERROR [main] request failed\n"
+        "java.lang.IllegalStateException: Order 42 not found\n"
+        "\tat com.shop.Orders.get(Orders.java:10)\n"
+        "\tat com.shop.Api.handle(Api.java:99)\n"
+        "Caused by: java.sql.SQLTimeoutException: query timed out after 30000 ms\n"
+        "\t... 12 more\n"
+        "2024-03-01 10:00:01 INFO [main] next\n"
+        "TypeError: Cannot read properties of undefined (reading 'id')\n"
+        "    at handler (/app/server.js:10:5)\n"
+        "    at process (/app/server.js:20:3)\n"
+        "app/models/order.rb:12:in `total': undefined method `price' for nil:NilClass (NoMethodError)\n"
+    )
+    a = feed_app(text)
+    assert groups(a) == {
+        ("java.sql.SQLTimeoutException", "query timed out after <n> ms"): 1,
+        ("TypeError", "Cannot read properties of undefined (reading '…')"): 1,
+        ("NoMethodError", "undefined method `price' for nil:NilClass"): 1,
+    }
+
+
+def test_normalize() -> None:
+    assert normalize('user 42 at 10.0.0.1:5432 id 0b9362ea-0da4-9596-fedc-b5eedbd45a17 "x"') == \
+        'user <n> at <ip> id <uuid> "…"'
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.text(max_size=120).map(lambda s: s.replace("\n", " ")), max_size=40))
+def test_garbage_never_crashes(lines: list[str]) -> None:
+    data = "\n".join(lines).encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    a = feed_app(data)
+    assert a.lines <= len(lines) + 1
+    s = NginxErrorStats()
+    s.feed(data.encode())
+    assert s.unparsed <= s.lines

@@ -1,0 +1,157 @@
+"""PostgreSQL log parsing: prefixes, entry kinds, fingerprints, SQLSTATEs; bad input never crashes."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from upkeeper.logs.pglog import (
+    PgAccumulator,
+    PgScanOptions,
+    PrefixError,
+    compile_prefix,
+    infer_sqlstate,
+    summarize,
+)
+from upkeeper.logs.sqlfp import fingerprints, statement_kind
+
+
+def scan(text: str, prefix: str = "%m [%p] ") -> dict:
+    acc = PgAccumulator(PgScanOptions(log_line_prefix=prefix))
+    acc.feed(text.encode())
+    return summarize(acc.partial())
+
+
+def test_durations_multiline_and_fingerprints() -> None:
+    log = (
+        "2024-03-01 10:00:00.001 UTC [10] LOG:  duration: 1.500 ms  statement: SELECT * FROM t WHERE id = 1\n"
+        "2024-03-01 10:00:00.002 UTC [10] LOG:  duration: 2.500 ms  statement: SELECT *\n"
+        "\tFROM t\n"
+        "\tWHERE id = 42\n"
+        "2024-03-01 10:00:00.003 UTC [11] LOG:  duration: 300.000 ms  execute <unnamed>: UPDATE t SET x = $1\n"
+        "2024-03-01 10:00:00.004 UTC [11] DETAIL:  parameters: $1 = '5'\n"
+        "2024-03-01 10:00:00.005 UTC [11] LOG:  duration: 0.100 ms  parse <unnamed>: UPDATE t SET x = $1\n"
+        "2024-03-01 11:00:00.006 UTC [12] LOG:  statement: DELETE FROM t WHERE id IN (1, 2, 3)\n"
+        "2024-03-01 11:00:00.007 UTC [12] LOG:  duration: 7.000 ms\n"
+    )
+    rep = scan(log)
+    st_ = rep["statements"]
+    assert st_["count"] == 4 and st_["fingerprints"] == 3
+    top = {q["fingerprint"]: q for q in rep["slowest_total"]}
+    sel = top["select * from t where id = ?"]
+    assert sel["count"] == 2 and sel["total_ms"] == 4.0 and sel["max_ms"] == 2.5
+    assert "WHERE id = 42" in sel["slowest"]
+    assert top["update t set x = ?"]["max_ms"] == 300.0
+    assert top["delete from t where id in (...)"]["count"] == 1  # log_statement + log_duration paired
+    assert st_["prepare_bind"] == {"count": 1, "total_ms": 0.1}
+    assert st_["percentiles"]["p50"] == 2.5 and st_["percentiles"]["max"] == 300.0
+    assert rep["by_hour"] == {"2024-03-01 10:00": 3, "2024-03-01 11:00": 1}
+    assert rep["unparsed"] == 0
+
+
+def test_errors_by_sqlstate_from_prefix_verbose_and_inference() -> None:
+    log = (
+        "2024-03-01 10:00:00 UTC [1] 42P01 ERROR:  relation \"nope\" does not exist at character 15\n"
+        "2024-03-01 10:00:00 UTC [1] 42P01 STATEMENT:  SELECT * FROM nope\n"
+        "2024-03-01 10:00:01 UTC [2] 00000 LOG:  checkpoint starting: time\n"
+    )
+    rep = scan(log, "%t [%p] %e ")
+    assert rep["errors"]["by_sqlstate"] == {"42P01": 1} and rep["errors"]["inferred_sqlstates"] == 0
+    assert rep["errors"]["classes"][0]["statements"] == ["SELECT * FROM nope"]
+    verbose = "2024-03-01 10:00:00.1 UTC [1] ERROR:  22012: division by zero\n"
+    assert scan(verbose)["errors"]["by_sqlstate"] == {"22012": 1}
+    inferred = ("2024-03-01 10:00:00.1 UTC [1] ERROR:  duplicate key value violates unique constraint \"k\"\n"
+                "2024-03-01 10:00:00.1 UTC [2] FATAL:  password authentication failed for user \"bob\"\n"
+                "2024-03-01 10:00:00.1 UTC [3] ERROR:  something nobody has seen\n")
+    rep = scan(inferred)
+    assert rep["errors"]["by_sqlstate"] == {"23505": 1, "28P01": 1, "-----": 1}
+    assert infer_sqlstate(b"canceling statement due to statement timeout") == "57014"
+
+
+def test_locks_deadlocks_temp_files_checkpoints() -> None:
+    log = (
+        "2024-03-01 10:00:00.1 UTC [5] LOG:  process 5 still waiting for ShareLock on transaction 9 after 1000.5 ms\n"
+        "2024-03-01 10:00:00.1 UTC [5] DETAIL:  Process holding the lock: 6. Wait queue: 5.\n"
+        "2024-03-01 10:00:00.1 UTC [5] STATEMENT:  UPDATE a SET x = 1 WHERE id = 7\n"
+        "2024-03-01 10:00:01.1 UTC [5] LOG:  process 5 acquired ShareLock on transaction 9 after 1500.25 ms\n"
+        "2024-03-01 10:00:02.1 UTC [7] ERROR:  deadlock detected\n"
+        "2024-03-01 10:00:02.1 UTC [7] DETAIL:  Process 7 waits for ShareLock on transaction 1; blocked by process 8.\n"
+        "\tProcess 8 waits for ShareLock on transaction 2; blocked by process 7.\n"
+        "2024-03-01 10:00:02.1 UTC [7] STATEMENT:  UPDATE a SET x = 2 WHERE id = 3\n"
+        '2024-03-01 10:00:03.1 UTC [8] LOG:  temporary file: path "base/pgsql_tmp/pgsql_tmp8.0", size 1048576\n'
+        "2024-03-01 10:00:03.1 UTC [8] STATEMENT:  SELECT * FROM big ORDER BY x\n"
+        "2024-03-01 10:00:04.1 UTC [9] LOG:  checkpoint starting: wal\n"
+        "2024-03-01 10:00:05.1 UTC [9] LOG:  checkpoint complete: wrote 120 buffers (0.7%); 0 WAL file(s) added, "
+        "1 removed, 2 recycled; write=1.500 s, sync=0.020 s, total=1.600 s; sync files=5, longest=0.010 s, "
+        "average=0.004 s; distance=16384 kB, estimate=16384 kB\n"
+        "2024-03-01 10:00:05.2 UTC [9] LOG:  checkpoints are occurring too frequently (12 seconds apart)\n"
+        "2024-03-01 10:00:05.2 UTC [9] HINT:  Consider increasing the configuration parameter \"max_wal_size\".\n"
+    )
+    rep = scan(log)
+    assert rep["locks"]["waits"] == 1 and rep["locks"]["max_wait_ms"] == 1500.25
+    assert rep["locks"]["queries"] == [{"fingerprint": "update a set x = ? where id = ?", "count": 1}]
+    assert rep["deadlocks"]["count"] == 1 and "blocked by process 8" in rep["deadlocks"]["details"][0]
+    assert rep["errors"]["by_sqlstate"] == {"40P01": 1}
+    assert rep["temp_files"] == {"count": 1, "total_bytes": 1048576, "max_bytes": 1048576, "queries": [
+        {"fingerprint": "select * from big order by x", "count": 1, "bytes": 1048576}]}
+    cp = rep["checkpoints"]
+    assert (cp["count"], cp["buffers"], cp["reasons"], cp["distance_kb"]) == (1, 120, {"wal": 1}, 16384)
+    assert cp["too_frequent_warnings"] == 1 and cp["min_seconds_apart"] == 12
+    assert rep["unparsed"] == 0
+
+
+def test_prefixes() -> None:
+    for prefix, line in (
+        ("%m [%p] ", "2024-03-01 10:00:00.123 UTC [42] "),
+        ("%t [%p]: [%l-1] user=%u,db=%d,app=%a,client=%h ", "2024-03-01 10:00:00 CET [42]: [3-1] user=bob,db=app,"
+                                                             "app=psql,client=10.0.0.1 "),
+        ("%m [%p] %q%u@%d ", "2024-03-01 10:00:00.123 UTC [42] "),  # %q: background processes stop here
+        ("%n [%p] ", "1709287200.123 [42] "),
+    ):
+        rep = scan(line + "LOG:  duration: 5.000 ms  statement: SELECT 1\n", prefix)
+        assert rep["statements"]["count"] == 1, prefix
+        assert rep["unparsed"] == 0, prefix
+    rep = scan("2024-03-01 10:00:00 CET [42]: [3-1] user=bob,db=app,app=psql,client=10.0.0.1 LOG:  duration: "
+               "5.000 ms  statement: SELECT 1\n", "%t [%p]: [%l-1] user=%u,db=%d,app=%a,client=%h ")
+    assert rep["by_database"] == {"app": 1} and rep["by_user"] == {"bob": 1}
+    with pytest.raises(PrefixError, match="%p"):
+        compile_prefix("%m ")
+    with pytest.raises(PrefixError, match="unknown escape"):
+        compile_prefix("%m [%p] %Z")
+
+
+def test_wrong_prefix_counts_unparsed_with_samples() -> None:
+    rep = scan("2024-03-01 10:00:00 UTC [1] LOG:  duration: 1.000 ms  statement: SELECT 1\n", "%m [%p] ")
+    assert rep["unparsed"] == 1 and rep["statements"]["count"] == 0
+    assert "SELECT 1" in rep["unparsed_samples"][0]
+
+
+def test_fingerprints_like_pgbadger() -> None:
+    qs = [b"UPDATE pgbench_accounts SET abalance = abalance + -3410 WHERE aid = 81421;",
+          b"update pgbench_accounts set abalance = abalance + 12 where aid = 5",
+          b"SELECT * FROM t WHERE name = 'O''Brien' AND id IN (1, 2, 3) -- note",
+          b"INSERT INTO x (a, b) VALUES (1, $$x$$), (2, $tag$y$tag$)",
+          b"select $1, t1.col2 /* c */ from t1", b"SELECT a-1, 1.5e3 FROM t"]
+    fps = fingerprints(qs)
+    assert fps[0] == fps[1] == b"update pgbench_accounts set abalance = abalance + ? where aid = ?"
+    assert fps[2] == b"select * from t where name = ? and id in (...)"
+    assert fps[3] == b"insert into x (a, b) values (...)"
+    assert fps[4] == b"select ?, t1.col2 from t1"
+    assert fps[5] == b"select a-?, ? from t"
+    assert [statement_kind(f) for f in fps] == ["update", "update", "select", "insert", "select", "select"]
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.text(max_size=100).map(lambda s: s.replace("\n", " ")), max_size=30),
+       st.sampled_from(["%m [%p] ", "%t [%p]: user=%u,db=%d ", "%m [%p] %q%u@%d "]))
+def test_garbage_never_crashes(lines: list[str], prefix: str) -> None:
+    rep = scan("".join(ln + "\n" for ln in lines), prefix)
+    assert rep["lines"] == len(lines)
+    assert rep["unparsed"] <= len(lines)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.binary(max_size=60), max_size=20))
+def test_fingerprints_never_crash_and_keep_order(qs: list[bytes]) -> None:
+    assert len(fingerprints(qs)) == len(qs)

@@ -1,0 +1,75 @@
+"""logs.errors end to end: a real nginx error log, application logs written by Python's logging."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from upkeeper.sandbox.nginx import NginxServer
+from upkeeper.sandbox.traffic import Request, TrafficPlan, drive
+
+
+def run(cli: Any, cfg: Path, job: str) -> dict[str, Any]:
+    res = cli(["--config", str(cfg), "run", job, "--json"])
+    assert res.code in (0, 1), res.output
+    out: dict[str, Any] = res.json()[0]
+    return out
+
+
+def test_nginx_error_log(cli: Any, make_config: Any, site_nginx: NginxServer, tmp_path: Path) -> None:
+    cfg = make_config({"targets": {"web": site_nginx.target()},
+                       "jobs": {"errors": {"task": "logs.errors", "target": "web",
+                                           "options": {"report_dir": str(tmp_path / "r"), "incremental": False}}}})
+    drive(site_nginx.url, TrafficPlan([Request("GET", f"/no/such/file{i}.php", "192.0.2.5", "ua") for i in range(4)]
+                                      + [Request("GET", "/upstream/x", "192.0.2.5", "ua")]))
+    r = run(cli, cfg, "errors")
+    checks = {f["check"]: f for f in r["findings"]}
+    assert "logs.errors.nginx_upstream" in checks
+    assert "connect() failed (<n>: Connection refused)" in checks["logs.errors.nginx_upstream"]["message"]
+    assert r["metrics"]["nginx_errors"] >= 5
+    data = json.loads(Path(next(a["path"] for a in r["artifacts"] if a["format"] == "json")).read_text())
+    classes = {c["class"]: c["count"] for c in data["nginx"]["classes"]}
+    assert classes['open() "…" failed (<n>: No such file or directory)'] >= 4
+
+
+def write_app_log(path: Path, exceptions: list[type[Exception]]) -> None:
+    logger = logging.getLogger(f"upk-app-{path.name}")
+    logger.propagate = False
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger.addHandler(handler)
+    try:
+        for i, exc in enumerate(exceptions):
+            try:
+                raise exc(f"order {i} failed")
+            except Exception:
+                logger.exception("request %d failed", i)
+    finally:
+        handler.close()
+        logger.removeHandler(handler)
+
+
+def test_new_exception_groups_are_findings(cli: Any, make_config: Any, tmp_path: Path) -> None:
+    root = tmp_path / "app"
+    (root / "logs").mkdir(parents=True)
+    log = root / "logs" / "production.log"
+    cfg = make_config({"targets": {"app": {"kind": "app", "root": str(root)}},  # default logs: logs/*.log
+                       "jobs": {"app-errors": {"task": "logs.errors", "target": "app",
+                                               "options": {"report_dir": str(tmp_path / "r")}}}})
+    write_app_log(log, [ValueError, ValueError, KeyError])
+    first = run(cli, cfg, "app-errors")
+    assert [f["check"] for f in first["findings"]] == ["logs.errors.exceptions_baseline"]
+    assert first["metrics"]["exceptions"] == 3 and first["metrics"]["exception_groups"] == 2
+    # more of the known ones, and one new kind
+    write_app_log(log, [ValueError, TimeoutError, KeyError])
+    second = run(cli, cfg, "app-errors")
+    new = [f for f in second["findings"] if f["check"] == "logs.errors.new_exception"]
+    assert [f["subject"] for f in new] == ["TimeoutError"]
+    assert "order <n> failed" in new[0]["message"]
+    assert "Traceback (most recent call last)" in new[0]["data"]["example"]
+    assert second["status"] == "warn"
+    assert second["metrics"]["exceptions"] == 3  # only the new lines were read
+    third = run(cli, cfg, "app-errors")
+    assert third["metrics"]["exceptions"] == 0 and third["status"] == "ok"

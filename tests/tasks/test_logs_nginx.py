@@ -1,0 +1,140 @@
+"""logs.nginx end to end: real nginx, real traffic, the real CLI and history."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from services import nginx_reopen, wait_for_log_lines
+from upkeeper.sandbox.nginx import NginxServer
+from upkeeper.sandbox.traffic import Request, TrafficPlan, drive, plan
+
+
+def config(make_config: Any, server: NginxServer, tmp_path: Path, **options: Any) -> Path:
+    return make_config({
+        "targets": {"web": server.target()},
+        "jobs": {"log-analysis": {"task": "logs.nginx", "target": "web", "options": {
+            "log_format": "combined_timed", "report_dir": str(tmp_path / "reports"), **options}}},
+    })
+
+
+def run(cli: Any, cfg: Path) -> dict[str, Any]:
+    res = cli(["--config", str(cfg), "run", "log-analysis", "--json"])
+    assert res.code in (0, 1), res.output
+    out: dict[str, Any] = res.json()[0]
+    return out
+
+
+def checks(result: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    by: dict[str, list[dict[str, Any]]] = {}
+    for f in result["findings"]:
+        by.setdefault(f["check"], []).append(f)
+    return by
+
+
+def test_report_findings_and_artifacts(cli: Any, make_config: Any, fresh_site_log: NginxServer,
+                                       tmp_path: Path) -> None:
+    tp = plan(n_visitors=60, seed=5)
+    sent = drive(fresh_site_log.url, tp)
+    assert not sent.errors
+    wait_for_log_lines(fresh_site_log.access_log, sent.sent)
+    r = run(cli, config(make_config, fresh_site_log, tmp_path))
+    assert r["status"] == "warn", r["summary"]
+    assert r["metrics"]["requests"] == sent.sent
+    assert r["metrics"]["invalid"] == 0
+    assert r["metrics"]["visitors"] > 40
+    assert 0 < r["metrics"]["failed_pct"] < 10
+    by = checks(r)
+    brute = by["logs.nginx.brute_force"]
+    assert [f["subject"] for f in brute] == [tp.brute_force_ip]
+    assert "15 failed logins" in brute[0]["message"]
+    assert [f["subject"] for f in by["logs.nginx.not_found_burst"]] == [tp.scanner_ip]
+    assert "logs.nginx.attack.sql_injection" in by
+    assert "logs.nginx.attack.path_traversal" in by
+    assert by["logs.nginx.scanner_agent"][0]["subject"] == "sqlmap"
+    assert "logs.nginx.failed_rate" in by  # /api/v1/payments answers 500
+    assert "/api/v1/payments" in by["logs.nginx.failed_rate"][0]["message"]
+    # reports
+    html = next(a["path"] for a in r["artifacts"] if a["format"] == "html")
+    data = json.loads(Path(next(a["path"] for a in r["artifacts"] if a["format"] == "json")).read_text())
+    page = Path(html).read_text()
+    assert "<svg" in page and "http://" not in page.split("<body>")[0]  # no network resources
+    assert "requests per hour" in page and "GET /api/v1/messages/:uuid" in page
+    assert data["requests"] == sent.sent
+    assert data["goaccess"]["log_format_flags"][0].startswith("--log-format=%h %^[%d:%t %^]")
+    assert {e["endpoint"] for e in data["endpoints"]} >= {"GET /api/v1/listings/:id", "POST /api/v1/bookings"}
+    assert html in r["summary"]
+
+
+def test_incremental_runs_and_rotation(cli: Any, make_config: Any, fresh_site_log: NginxServer,
+                                       tmp_path: Path) -> None:
+    cfg = config(make_config, fresh_site_log, tmp_path)
+    small = TrafficPlan([Request("GET", f"/api/v1/listings/{i}", "192.0.2.9", "Mozilla/5.0") for i in range(30)])
+    assert drive(fresh_site_log.url, small).sent == 30
+    wait_for_log_lines(fresh_site_log.access_log, 30)
+    assert run(cli, cfg)["metrics"]["requests"] == 30
+    second = run(cli, cfg)
+    assert second["metrics"]["requests"] == 0 and "no new log lines" in second["summary"]
+    assert drive(fresh_site_log.url, small).sent == 30
+    # logrotate: rename, more lines reach the old file, then nginx reopens and writes the new one
+    log = fresh_site_log.access_log
+    log.rename(log.with_name("access.log.1"))
+    assert drive(fresh_site_log.url, TrafficPlan(small.requests[:10])).sent == 10
+    nginx_reopen(fresh_site_log)
+    assert drive(fresh_site_log.url, TrafficPlan(small.requests[:5])).sent == 5
+    wait_for_log_lines(log, 5)
+    wait_for_log_lines(log.with_name("access.log.1"), 70)
+    third = run(cli, cfg)
+    assert third["metrics"]["requests"] == 45
+    assert run(cli, cfg)["metrics"]["requests"] == 0
+
+
+def test_unparsed_lines_warn_with_samples(cli: Any, make_config: Any, fresh_site_log: NginxServer,
+                                          tmp_path: Path) -> None:
+    drive(fresh_site_log.url, TrafficPlan([Request("GET", "/", "192.0.2.1", "ua")] * 50))
+    wait_for_log_lines(fresh_site_log.access_log, 50)
+    with open(fresh_site_log.access_log, "ab") as fh:
+        fh.write(b"this is not an access log line\n" * 3)
+    r = run(cli, config(make_config, fresh_site_log, tmp_path))
+    f = checks(r)["logs.nginx.unparsed"][0]
+    assert f["severity"] == "warning" and f["value"] > 1.0
+    assert "not an access log line" in f["data"]["sample"]
+    assert r["metrics"]["invalid"] == 3 and r["metrics"]["requests"] == 50
+
+
+def test_traffic_spike_against_earlier_runs(cli: Any, make_config: Any, fresh_site_log: NginxServer,
+                                            tmp_path: Path) -> None:
+    cfg = config(make_config, fresh_site_log, tmp_path, spike_min_runs=2)
+    usual = TrafficPlan([Request("GET", "/", "192.0.2.2", "ua")] * 40)
+    for k in range(2):
+        drive(fresh_site_log.url, usual)
+        wait_for_log_lines(fresh_site_log.access_log, 40 * (k + 1))
+        r = run(cli, cfg)
+        assert "logs.nginx.traffic_spike" not in checks(r)
+    drive(fresh_site_log.url, TrafficPlan([Request("GET", "/", "192.0.2.3", "ua")] * 400))
+    wait_for_log_lines(fresh_site_log.access_log, 480)
+    spike = checks(run(cli, cfg))["logs.nginx.traffic_spike"][0]
+    assert spike["value"] == 400 and "10.0x the usual 40" in spike["message"]
+
+
+def test_missing_log_fails_clearly(cli: Any, make_config: Any, tmp_path: Path) -> None:
+    cfg = make_config({
+        "targets": {"web": {"kind": "nginx", "access_log": str(tmp_path / "nope" / "access.log")}},
+        "jobs": {"log-analysis": {"task": "logs.nginx", "target": "web"}},
+    })
+    r = cli(["--config", str(cfg), "run", "log-analysis", "--json"])
+    assert r.code == 1
+    out = r.json()[0]
+    assert out["status"] == "fail" and out["findings"][0]["check"] == "logs.nginx.missing"
+
+
+def test_bad_log_format_is_a_config_error(cli: Any, make_config: Any, tmp_path: Path) -> None:
+    cfg = make_config({
+        "targets": {"web": {"kind": "nginx"}},
+        "jobs": {"log-analysis": {"task": "logs.nginx", "target": "web",
+                                  "options": {"log_format": '"$request" $status'}}},
+    })
+    r = cli(["--config", str(cfg), "jobs"])
+    assert r.code == 2
+    assert "log_format" in r.output and "$remote_addr" in r.output
