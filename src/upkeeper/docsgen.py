@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
+from upkeeper.config.backup import BackupSettings, EncryptionSettings, RetentionPolicy
 from upkeeper.config.models import Config, DaemonSettings, Defaults, JobConfig
 from upkeeper.config.notify import (
     AppriseChannel,
@@ -52,6 +53,10 @@ TABLE_END = "<!-- tasks:end -->"
 
 #: Extra top-level config sections contributed by feature packages: (title, key, model).
 EXTRA_SECTIONS: list[tuple[str, str, type[BaseModel]]] = [
+    ("Settings shared by every backup job (see docs/backups.md).", "backup", BackupSettings),
+    ("age encryption of backups: X25519 recipients, or a passphrase. Or write `encryption: none`.",
+     "backup -> encryption", EncryptionSettings),
+    ((RetentionPolicy.__doc__ or "").strip().replace("\n    ", "\n"), "backup -> retention", RetentionPolicy),
     ("Where notifications go and when (docs/notifications.md).", "notifications", NotificationsConfig),
     ("Any apprise URL — `name: \"slack://…\"` is short for `name: {kind: apprise, url: \"slack://…\"}`.",
      "notifications -> channels -> NAME (kind apprise)", AppriseChannel),

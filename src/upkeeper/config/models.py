@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from pydantic import Field, PrivateAttr
 
+from upkeeper.config.backup import BackupSettings
 from upkeeper.config.notify import NotificationsConfig
 from upkeeper.config.storage import StorageConfig
 from upkeeper.config.targets import (
@@ -137,6 +138,9 @@ class Config(StrictModel):
     targets: dict[Name, TargetConfig] = Field(default_factory=dict)
     storages: dict[Name, StorageConfig] = Field(
         default_factory=dict, description="where backups go: local directories, S3 buckets, SFTP servers"
+    )
+    backup: BackupSettings = Field(
+        default_factory=BackupSettings, description="encryption, storages, compression and retention of backups"
     )
     notifications: NotificationsConfig = Field(
         default_factory=NotificationsConfig, description="channels, routes and escalation (docs/notifications.md)"

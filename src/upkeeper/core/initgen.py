@@ -77,11 +77,15 @@ def detect(env: dict[str, str] | None = None) -> Detected:
 
 
 def _yaml_value(v: object) -> str:
+    if isinstance(v, list | tuple):
+        return "[" + ", ".join(_yaml_value(x) for x in v) + "]"
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, int | float):
         return str(v)
     s = str(v)
+    if s.startswith(("*", ".", "-")) or not s:
+        return '"' + s + '"'
     return s if s.replace("/", "").replace(".", "").replace("-", "").replace("_", "").isalnum() else f'"{s}"'
 
 
@@ -128,6 +132,25 @@ def render(detected: Detected, known_tasks: list[str] | None = None, timezone: s
     targets += _block(["  site:", "    kind: http", "    url: https://example.com/"], True)
     out += _section("targets", targets)
     out.append("")
+    if any(r.task.endswith(".backup") for r in standard_jobs(known)):
+        out += [
+            "storages:                # where backups go (several at once is fine: s3, sftp, local)",
+            "  local:",
+            "    kind: local",
+            "    path: /var/backups/upkeeper",
+            "",
+            "backup:",
+            "  # Encrypt every backup with age (required for s3/sftp storages). Make a key with 'age-keygen -o",
+            "  # key.txt', put its public key here and keep key.txt somewhere safe, off this host.",
+            "  # encryption:",
+            "  #   recipients: [age1...]",
+            "  #   identity_file: /etc/upkeeper/backup-key.txt   # only where verify/restore run",
+            "  retention:",
+            "    keep_daily: 14",
+            "    keep_weekly: 4",
+            "    keep_monthly: 12",
+            "",
+        ]
     jobs: list[str] = []
     target_name = {"postgres": "db", "redis": "cache", "nginx": "web", "app": "app", "http": "site", "host": None}
     rows: list[StandardJob] = standard_jobs(known)

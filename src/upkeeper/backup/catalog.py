@@ -1,0 +1,160 @@
+"""The backup catalog in the history database: one row per complete backup set.
+
+Storage is the source of truth: a row is added only after the set's manifest
+was written, and ``upkeeper backups sync`` rebuilds the table from manifests alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import BigInteger, Float, Index, Integer, String, Text, delete, select
+from sqlalchemy.orm import Mapped, mapped_column
+
+from upkeeper.backup.manifest import Manifest
+from upkeeper.core.history import History
+from upkeeper.core.models import Base, JSONType, UTCDateTime
+
+COMPLETE = "complete"
+VERIFIED = "verified"
+VERIFY_FAILED = "verify-failed"
+STATUSES = (COMPLETE, VERIFIED, VERIFY_FAILED)
+
+
+class BackupRow(Base):
+    __tablename__ = "backups"
+    __table_args__ = (
+        Index("ix_backups_series", "target", "database", "kind", "started_at"),
+        Index("ix_backups_status", "status"),
+    )
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32), nullable=False)
+    target: Mapped[str] = mapped_column(String(100), nullable=False)
+    database: Mapped[str] = mapped_column(String(255), nullable=False)
+    job: Mapped[str | None] = mapped_column(String(100))
+    run_id: Mapped[int | None] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16), nullable=False)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    finished_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    size: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    raw_size: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    compression_ratio: Mapped[float] = mapped_column(Float, nullable=False, default=0.0)
+    storages: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    encryption: Mapped[str] = mapped_column(String(32), default="none")
+    verified_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    restore_seconds: Mapped[float | None] = mapped_column(Float)
+    verify_summary: Mapped[str] = mapped_column(Text, default="")
+    manifest: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+
+    def series(self) -> tuple[str, str, str]:
+        return (self.target, self.database, self.kind)
+
+    def to_dict(self, full: bool = False) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "id": self.id, "kind": self.kind, "target": self.target, "database": self.database,
+            "job": self.job, "run_id": self.run_id, "status": self.status,
+            "started_at": self.started_at.isoformat(), "finished_at": self.finished_at.isoformat(),
+            "size": self.size, "raw_size": self.raw_size, "compression_ratio": self.compression_ratio,
+            "storages": list(self.storages or []), "encryption": self.encryption,
+            "verified_at": self.verified_at.isoformat() if self.verified_at else None,
+            "restore_seconds": self.restore_seconds, "verify_summary": self.verify_summary,
+        }
+        if full:
+            d["manifest"] = self.manifest
+        return d
+
+
+class Catalog:
+    """Reads and writes the ``backups`` table through a History store."""
+
+    def __init__(self, history: History) -> None:
+        self.history = history
+
+    def record(self, manifest: Manifest, storages: Sequence[str], run_id: int | None = None,
+               status: str = COMPLETE) -> None:
+        """Insert or refresh a set's row (keeping verification results already recorded)."""
+        with self.history.session() as s:
+            row = s.get(BackupRow, manifest.id)
+            if row is None:
+                row = BackupRow(id=manifest.id, status=status, run_id=run_id)
+                s.add(row)
+            row.kind = manifest.kind
+            row.target = manifest.target
+            row.database = manifest.database
+            row.job = manifest.job
+            if run_id is not None:
+                row.run_id = run_id
+            row.started_at = manifest.started_at
+            row.finished_at = manifest.finished_at
+            row.size = manifest.size
+            row.raw_size = manifest.raw_size
+            row.compression_ratio = manifest.compression_ratio
+            row.storages = sorted(set(storages) | set(row.storages or []))
+            row.encryption = str(manifest.encryption.get("method", "none"))
+            row.manifest = manifest.to_dict()
+
+    def get(self, backup_id: str) -> BackupRow | None:
+        with self.history.session() as s:
+            return s.get(BackupRow, backup_id)
+
+    def find(self, prefix: str) -> list[BackupRow]:
+        """Rows whose id starts with ``prefix`` (ids are long; a unique prefix is enough)."""
+        with self.history.session() as s:
+            return list(s.scalars(select(BackupRow).where(BackupRow.id.startswith(prefix, autoescape=True))))
+
+    def list(self, *, target: str | None = None, database: str | None = None, kind: str | None = None,
+             statuses: Iterable[str] | None = None, limit: int | None = None) -> list[BackupRow]:
+        q = select(BackupRow)
+        if target:
+            q = q.where(BackupRow.target == target)
+        if database:
+            q = q.where(BackupRow.database == database)
+        if kind:
+            q = q.where(BackupRow.kind == kind)
+        if statuses:
+            q = q.where(BackupRow.status.in_(list(statuses)))
+        q = q.order_by(BackupRow.started_at.desc(), BackupRow.id.desc())
+        if limit:
+            q = q.limit(limit)
+        with self.history.session() as s:
+            return list(s.scalars(q))
+
+    def mark_verified(self, backup_id: str, ok: bool, summary: str, restore_seconds: float | None) -> None:
+        with self.history.session() as s:
+            row = s.get(BackupRow, backup_id)
+            if row is None:
+                return
+            row.status = VERIFIED if ok else VERIFY_FAILED
+            row.verified_at = datetime.now(UTC)
+            row.verify_summary = summary[:2000]
+            if restore_seconds is not None:
+                row.restore_seconds = restore_seconds
+
+    def remove(self, backup_id: str) -> None:
+        with self.history.session() as s:
+            s.execute(delete(BackupRow).where(BackupRow.id == backup_id))
+
+    def remove_storage(self, backup_id: str, storage: str) -> None:
+        """A storage lost this set; the row goes when no storage holds it any more."""
+        with self.history.session() as s:
+            row = s.get(BackupRow, backup_id)
+            if row is None:
+                return
+            left = [x for x in (row.storages or []) if x != storage]
+            if left:
+                row.storages = left
+            else:
+                s.delete(row)
+
+    def ids(self) -> set[str]:
+        with self.history.session() as s:
+            return set(s.scalars(select(BackupRow.id)))
+
+
+def catalog_for(ctx_state: Any) -> Catalog | None:
+    """The catalog of the history a task runs against (None when the run has no history)."""
+    history = getattr(ctx_state, "history", None)
+    return Catalog(history) if isinstance(history, History) else None

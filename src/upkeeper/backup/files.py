@@ -1,0 +1,172 @@
+"""Streaming tar archives of configured paths, with a file list (sizes, SHA-256) for the manifest.
+
+Symlinks are stored as symlinks and never followed, so nothing outside the
+configured trees is read; sockets, FIFOs and devices are skipped.  Entry names
+are the absolute paths without the leading ``/`` (as GNU tar writes them).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import os
+import stat
+import tarfile
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from upkeeper.errors import BackupError
+
+BUFFER = 1 << 20
+
+
+@dataclass
+class Entry:
+    path: Path  # absolute, on disk
+    arcname: str
+    kind: str  # file | dir | symlink
+
+
+@dataclass
+class Walk:
+    entries: list[Entry] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+
+def excluded(rel: str, patterns: Sequence[str]) -> bool:
+    """``node_modules`` matches that name anywhere; ``*.log`` any file name; ``a/b/*`` a path (from the root)."""
+    name = rel.rsplit("/", 1)[-1]
+    for pat in patterns:
+        pat = pat.strip("/")
+        if "/" in pat:
+            if fnmatch.fnmatchcase(rel, pat) or rel.startswith(pat + "/"):
+                return True
+        elif fnmatch.fnmatchcase(name, pat):
+            return True
+    return False
+
+
+def walk(roots: Sequence[Path], exclude: Sequence[str], skip: Callable[[Path], bool] = lambda p: False) -> Walk:
+    """Every entry under ``roots`` (which must exist), not following symlinks."""
+    out = Walk()
+    seen: set[str] = set()
+
+    def add(p: Path, rel_for_exclude: str) -> bool:
+        arc = str(p).lstrip("/")
+        if arc in seen or skip(p) or (rel_for_exclude and excluded(rel_for_exclude, exclude)):
+            return False
+        try:
+            st = os.lstat(p)
+        except FileNotFoundError:
+            return False
+        if stat.S_ISLNK(st.st_mode):
+            kind = "symlink"
+        elif stat.S_ISDIR(st.st_mode):
+            kind = "dir"
+        elif stat.S_ISREG(st.st_mode):
+            kind = "file"
+        else:
+            out.skipped.append(f"{p} (not a regular file)")
+            return False
+        seen.add(arc)
+        out.entries.append(Entry(p, arc, kind))
+        return kind == "dir"
+
+    for root in roots:
+        root = Path(os.path.abspath(root))
+        if root.is_symlink():  # a configured path that is a link (e.g. releases/current): take what it names
+            root = root.resolve()
+        if not add(root, ""):
+            continue
+        for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+            base = Path(dirpath)
+            keep_dirs = []
+            for d in sorted(dirnames):
+                p = base / d
+                rel = str(p.relative_to(root))
+                if add(p, rel):
+                    keep_dirs.append(d)  # real directories only: a symlinked dir is stored as a link
+            dirnames[:] = keep_dirs
+            for f in sorted(filenames):
+                p = base / f
+                add(p, str(p.relative_to(root)))
+    return out
+
+
+class _Buffered:
+    """Collects tarfile's 10 KiB records into larger writes."""
+
+    def __init__(self, write: Callable[[bytes], Any]) -> None:
+        self._write = write
+        self.buf = bytearray()
+
+    def write(self, b: bytes) -> int:
+        self.buf += b
+        if len(self.buf) >= BUFFER:
+            self._write(bytes(self.buf))
+            self.buf.clear()
+        return len(b)
+
+    def flush(self) -> None:
+        if self.buf:
+            self._write(bytes(self.buf))
+            self.buf.clear()
+
+
+class _HashingReader:
+    def __init__(self, fh: Any) -> None:
+        self.fh = fh
+        self.sha = hashlib.sha256()
+        self.n = 0
+
+    def read(self, size: int = -1) -> bytes:
+        b = self.fh.read(size)
+        self.sha.update(b)
+        self.n += len(b)
+        return bytes(b)
+
+
+def write_tar(entries: Sequence[Entry], write: Callable[[bytes], Any], *, hashes: bool = True) -> list[dict[str, Any]]:
+    """Stream a tar of ``entries`` into ``write``; returns the file list for the manifest."""
+    out = _Buffered(write)
+    listed: list[dict[str, Any]] = []
+    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tf:  # type: ignore[call-overload]
+        for e in entries:
+            if e.kind == "file":
+                try:
+                    fh = open(e.path, "rb")  # noqa: SIM115 - closed below
+                except FileNotFoundError:
+                    continue  # vanished since the walk (a rotated log, a pruned release)
+                except OSError as exc:
+                    raise BackupError(f"cannot read {e.path}: {exc.strerror or exc}",
+                                      "Try: run the job as a user that can read it, or exclude it") from None
+                with fh:
+                    ti = tf.gettarinfo(arcname=e.arcname, fileobj=fh)  # fstat of what we read: consistent
+                    reader = _HashingReader(fh)
+                    try:
+                        tf.addfile(ti, reader)
+                    except OSError as exc:
+                        raise BackupError(f"reading {e.path}: {exc.strerror or exc} (it shrank while being "
+                                          "archived?)") from None
+                item: dict[str, Any] = {"path": e.arcname, "type": "file", "mode": ti.mode, "size": ti.size}
+                if hashes:
+                    item["sha256"] = reader.sha.hexdigest()
+                listed.append(item)
+                continue
+            try:
+                ti = tf.gettarinfo(str(e.path), arcname=e.arcname)
+            except FileNotFoundError:
+                continue
+            item = {"path": e.arcname, "type": e.kind, "mode": ti.mode}
+            if e.kind == "symlink":
+                item["target"] = ti.linkname
+            tf.addfile(ti)
+            listed.append(item)
+    out.flush()
+    return listed
+
+
+def iter_files(listed: Sequence[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    return (f for f in listed if f.get("type") == "file")

@@ -1,0 +1,207 @@
+"""Backup sets and their manifests.
+
+A set lives under ``<target>/<database>/<backup-id>/`` on each storage (the
+storage adds its own prefix).  ``manifest.json`` is written **last** and is the
+commit marker: a set without it is incomplete — never listed, never restored,
+deleted once older than ``backup.incomplete_after``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from upkeeper import __version__
+from upkeeper.backup.pipeline import ObjectRecord
+from upkeeper.errors import BackupError, StorageError
+from upkeeper.storage.base import ObjectInfo, Storage, delete_prefix, get_bytes, put_bytes
+
+MANIFEST = "manifest.json"
+FORMAT_VERSION = 1
+ID_RE = re.compile(r"^(\d{8}T\d{6}Z)-([0-9a-f]{6})$")
+
+
+def new_backup_id(now: datetime) -> str:
+    return f"{now.astimezone(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+
+
+def id_time(backup_id: str) -> datetime | None:
+    m = ID_RE.match(backup_id)
+    if not m:
+        return None
+    return datetime.strptime(m.group(1), "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+
+
+def set_prefix(target: str, database: str, backup_id: str) -> str:
+    return f"{target}/{database}/{backup_id}/"
+
+
+def safe_component(name: str) -> str:
+    """A database or set name as one key component (no slashes, no dot-only names)."""
+    out = re.sub(r"[^A-Za-z0-9_.@+=-]", "_", name)
+    return out if out.strip(".") else "_" + out
+
+
+@dataclass
+class Manifest:
+    id: str
+    kind: str  # postgres | files | redis
+    target: str
+    database: str
+    started_at: datetime
+    finished_at: datetime
+    objects: list[ObjectRecord]
+    job: str | None = None
+    node: str | None = None
+    encryption: dict[str, Any] = field(default_factory=lambda: {"method": "none"})
+    details: dict[str, Any] = field(default_factory=dict)  # kind-specific: versions, row counts, files …
+    tool_version: str = __version__
+
+    @property
+    def prefix(self) -> str:
+        return set_prefix(self.target, self.database, self.id)
+
+    @property
+    def size(self) -> int:
+        return sum(o.size for o in self.objects)
+
+    @property
+    def raw_size(self) -> int:
+        return sum(o.raw_size for o in self.objects)
+
+    @property
+    def compression_ratio(self) -> float:
+        return round(self.raw_size / self.size, 3) if self.size else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format_version": FORMAT_VERSION,
+            "tool": "upkeeper",
+            "tool_version": self.tool_version,
+            "id": self.id,
+            "kind": self.kind,
+            "target": self.target,
+            "database": self.database,
+            "job": self.job,
+            "node": self.node,
+            "started_at": self.started_at.isoformat(),
+            "finished_at": self.finished_at.isoformat(),
+            "size": self.size,
+            "raw_size": self.raw_size,
+            "compression_ratio": self.compression_ratio,
+            "encryption": self.encryption,
+            "objects": [o.to_dict() for o in self.objects],
+            **{self.kind: self.details},
+        }
+
+    def to_json(self) -> bytes:
+        return (json.dumps(self.to_dict(), indent=2, sort_keys=False, ensure_ascii=False) + "\n").encode()
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Manifest:
+        try:
+            if int(d.get("format_version", 0)) > FORMAT_VERSION:
+                raise BackupError(f"manifest format {d['format_version']} is newer than this upkeeper understands",
+                                  "Try: upgrade upkeeper")
+            kind = str(d["kind"])
+            return cls(
+                id=str(d["id"]), kind=kind, target=str(d["target"]), database=str(d["database"]),
+                started_at=_ts(d["started_at"]), finished_at=_ts(d["finished_at"]),
+                objects=[ObjectRecord.from_dict(o) for o in d["objects"]],
+                job=d.get("job"), node=d.get("node"), encryption=dict(d.get("encryption") or {"method": "none"}),
+                details=dict(d.get(kind) or {}), tool_version=str(d.get("tool_version", "")),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BackupError(f"malformed manifest: {exc}") from None
+
+    @classmethod
+    def from_json(cls, data: bytes, where: str = "manifest") -> Manifest:
+        try:
+            d = json.loads(data)
+        except ValueError as exc:
+            raise BackupError(f"{where}: not valid JSON ({exc})") from None
+        if not isinstance(d, dict):
+            raise BackupError(f"{where}: not a JSON object")
+        return cls.from_dict(d)
+
+    def object(self, name: str) -> ObjectRecord:
+        for o in self.objects:
+            if o.name == name:
+                return o
+        raise BackupError(f"backup {self.id} has no object {name!r}")
+
+
+def _ts(v: Any) -> datetime:
+    t = datetime.fromisoformat(str(v))
+    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
+
+
+def write_manifest(storages: Iterable[Storage], manifest: Manifest) -> None:
+    """The commit marker, on every storage, after every object is there."""
+    data = manifest.to_json()
+    for s in storages:
+        try:
+            put_bytes(s, manifest.prefix + MANIFEST, data)
+        except StorageError as exc:
+            raise StorageError(f"storage {s.name}: writing the manifest: {exc.message}", exc.hint) from None
+
+
+def read_manifest(storage: Storage, prefix: str) -> Manifest:
+    return Manifest.from_json(get_bytes(storage, prefix + MANIFEST), f"{storage.name}:{prefix}{MANIFEST}")
+
+
+@dataclass
+class StoredSet:
+    """A set directory found on a storage: complete (with manifest) or not."""
+
+    storage: Storage
+    target: str
+    database: str
+    id: str
+    objects: list[ObjectInfo]
+
+    @property
+    def prefix(self) -> str:
+        return set_prefix(self.target, self.database, self.id)
+
+    @property
+    def complete(self) -> bool:
+        return any(o.key == self.prefix + MANIFEST for o in self.objects)
+
+    @property
+    def created(self) -> datetime | None:
+        t = id_time(self.id)
+        if t is not None:
+            return t
+        times = [o.modified for o in self.objects if o.modified is not None]
+        return min(times) if times else None
+
+
+def scan_sets(storage: Storage, target: str | None = None, database: str | None = None) -> Iterator[StoredSet]:
+    """Every ``<target>/<database>/<id>/`` directory on a storage (complete or not)."""
+    prefix = ""
+    if target:
+        prefix = f"{target}/"
+        if database:
+            prefix += f"{database}/"
+    groups: dict[tuple[str, str, str], list[ObjectInfo]] = {}
+    for obj in storage.list(prefix):
+        parts = obj.key.split("/")
+        if len(parts) < 4:
+            continue
+        groups.setdefault((parts[0], parts[1], parts[2]), []).append(obj)
+    for (t, db, bid), objs in sorted(groups.items()):
+        yield StoredSet(storage, t, db, bid, objs)
+
+
+def delete_set(storage: Storage, target: str, database: str, backup_id: str) -> int:
+    """Delete a set: the manifest first (so a half-deleted set is never taken for complete)."""
+    prefix = set_prefix(target, database, backup_id)
+    if storage.stat(prefix + MANIFEST) is not None:
+        storage.delete(prefix + MANIFEST)
+    return delete_prefix(storage, prefix)

@@ -1,0 +1,148 @@
+"""Apply retention to the sets on storage, per (target, database, kind); clean incomplete leftovers."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from upkeeper.backup.catalog import VERIFIED, Catalog
+from upkeeper.backup.manifest import StoredSet, delete_set, read_manifest, scan_sets
+from upkeeper.backup.retention import Decision, Item, apply_policy
+from upkeeper.config.backup import RetentionPolicy
+from upkeeper.errors import UpkeeperError
+from upkeeper.storage import Storage
+from upkeeper.storage.base import clean_partials
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SeriesReport:
+    target: str
+    database: str
+    kind: str
+    decisions: list[Decision] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    incomplete_deleted: list[str] = field(default_factory=list)
+    incomplete_kept: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "target": self.target, "database": self.database, "kind": self.kind,
+            "backups": [{"id": d.item.id, "time": d.item.time.isoformat(), "keep": d.keep, "reasons": d.reasons}
+                        for d in self.decisions],
+            "deleted": self.deleted, "incomplete_deleted": self.incomplete_deleted,
+            "incomplete_kept": self.incomplete_kept, "errors": self.errors,
+        }
+
+
+@dataclass
+class SetIndex:
+    """What the storages hold for one (target, database): complete sets by id (with their kind), leftovers."""
+
+    complete: dict[str, tuple[str, datetime, list[Storage]]] = field(default_factory=dict)
+    incomplete: dict[str, tuple[datetime | None, list[Storage]]] = field(default_factory=dict)
+
+
+def index_sets(storages: Sequence[Storage], target: str | None = None, database: str | None = None,
+               errors: list[str] | None = None) -> dict[tuple[str, str], SetIndex]:
+    out: dict[tuple[str, str], SetIndex] = {}
+    for storage in storages:
+        try:
+            sets: list[StoredSet] = list(scan_sets(storage, target, database))
+        except UpkeeperError as exc:
+            if errors is not None:
+                errors.append(f"{storage.name}: {exc.message}")
+            continue
+        for st in sets:
+            idx = out.setdefault((st.target, st.database), SetIndex())
+            if st.complete:
+                try:
+                    m = read_manifest(storage, st.prefix)
+                except UpkeeperError as exc:
+                    if errors is not None:
+                        errors.append(f"{storage.name}: {st.prefix}: {exc.message}")
+                    continue
+                kind, t, where = idx.complete.get(st.id, (m.kind, m.started_at, []))
+                idx.complete[st.id] = (kind, t, [*where, storage])
+            else:
+                created, where2 = idx.incomplete.get(st.id, (st.created, []))
+                idx.incomplete[st.id] = (created, [*where2, storage])
+    return out
+
+
+def clean_leftovers(storages: Sequence[Storage], older_than: timedelta, errors: list[str]) -> int:
+    """What crashed writers left (temp files, S3 multipart uploads) once idle for ``older_than``."""
+    n = 0
+    for s in storages:
+        try:
+            n += clean_partials(s, older_than)
+        except UpkeeperError as exc:
+            errors.append(f"{s.name}: cleaning partial uploads: {exc.message}")
+    return n
+
+
+def prune_series(
+    storages: Sequence[Storage],
+    target: str,
+    database: str,
+    kind: str,
+    policy: RetentionPolicy,
+    *,
+    default_tz: str,
+    now: datetime,
+    incomplete_after: timedelta,
+    catalog: Catalog | None = None,
+    dry_run: bool = False,
+    index: dict[tuple[str, str], SetIndex] | None = None,
+) -> SeriesReport:
+    report = SeriesReport(target, database, kind)
+    if index is None:
+        index = index_sets(storages, target, database, report.errors)
+    idx = index.get((target, database), SetIndex())
+    sets = {i: v for i, v in idx.complete.items() if v[0] == kind}
+    items = [Item(i, t) for i, (_k, t, _w) in sets.items()]
+    decisions = apply_policy(items, policy, default_tz)
+    # Never delete the newest verified backup either: a string of failed verifications must not cost
+    # the last copy known to restore.
+    if catalog is not None and decisions:
+        verified = {r.id for r in catalog.list(target=target, database=database, kind=kind, statuses=[VERIFIED])}
+        for d in decisions:  # newest first
+            if d.item.id in verified:
+                if not d.keep:
+                    d.keep = True
+                    d.reasons.append("newest verified")
+                break
+    report.decisions = decisions
+    for d in decisions:
+        if d.keep:
+            continue
+        report.deleted.append(d.item.id)
+        if dry_run:
+            continue
+        for storage in sets[d.item.id][2]:
+            try:
+                delete_set(storage, target, database, d.item.id)
+            except UpkeeperError as exc:
+                report.errors.append(f"{storage.name}: deleting {d.item.id}: {exc.message}")
+                continue
+            if catalog is not None:
+                catalog.remove_storage(d.item.id, storage.name)
+    for bid, (created, where) in sorted(idx.incomplete.items()):
+        if bid in idx.complete and set(s.name for s in where) & set(s.name for s in idx.complete[bid][2]):
+            continue
+        if created is not None and now - created < incomplete_after:
+            report.incomplete_kept.append(bid)
+            continue
+        report.incomplete_deleted.append(bid)
+        if dry_run:
+            continue
+        for storage in where:
+            try:
+                delete_set(storage, target, database, bid)
+            except UpkeeperError as exc:
+                report.errors.append(f"{storage.name}: deleting leftover {bid}: {exc.message}")
+    return report

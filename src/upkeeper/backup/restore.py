@@ -1,0 +1,223 @@
+"""Getting a set back: fetch objects (checked, decrypted, decompressed) and restore them with pg_restore."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from upkeeper.backup import pg
+from upkeeper.backup.crypto import decrypt_argv
+from upkeeper.backup.manifest import Manifest, read_manifest, set_prefix
+from upkeeper.backup.pipeline import ObjectRecord, read_object
+from upkeeper.config.backup import BackupSettings
+from upkeeper.config.targets import PostgresTarget
+from upkeeper.core import proc
+from upkeeper.errors import BackupError, UpkeeperError
+from upkeeper.storage import Storage
+
+
+@dataclass
+class Located:
+    """A complete set and the storage we read it from."""
+
+    manifest: Manifest
+    storage: Storage
+
+
+def locate(storages: Sequence[Storage], target: str, database: str, backup_id: str,
+           prefer: str | None = None) -> Located:
+    """Read a set's manifest from the first storage that has it (``prefer`` first)."""
+    ordered = sorted(storages, key=lambda s: s.name != prefer)
+    errors = []
+    for s in ordered:
+        if prefer and s.name != prefer:
+            continue
+        try:
+            if s.stat(set_prefix(target, database, backup_id) + "manifest.json") is None:
+                errors.append(f"{s.name}: no manifest")
+                continue
+            return Located(read_manifest(s, set_prefix(target, database, backup_id)), s)
+        except UpkeeperError as exc:
+            errors.append(f"{s.name}: {exc.message}")
+    raise BackupError(f"backup {backup_id} not found ({'; '.join(errors) or 'no storage'})",
+                      "Try: 'upkeeper backups sync' then 'upkeeper backups list'")
+
+
+class Fetcher:
+    """Reads objects of one set with the configured decryption key."""
+
+    def __init__(self, located: Located, settings: BackupSettings) -> None:
+        self.located = located
+        self.settings = settings
+
+    def _decrypt(self, rec: ObjectRecord) -> tuple[list[str] | None, str | None]:
+        if rec.encryption == "none":
+            return None, None
+        return decrypt_argv(self.settings.encryption_settings(), rec.encryption)
+
+    def key(self, rec: ObjectRecord) -> str:
+        return self.located.manifest.prefix + rec.name
+
+    def to_file(self, rec: ObjectRecord, path: Path) -> int:
+        argv, pw = self._decrypt(rec)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            return read_object(self.located.storage, self.key(rec), rec, fh, decrypt_argv=argv, passphrase=pw)
+
+    def to_bytes(self, rec: ObjectRecord) -> bytes:
+        buf = bytearray()
+        argv, pw = self._decrypt(rec)
+        read_object(self.located.storage, self.key(rec), rec, buf.extend, decrypt_argv=argv, passphrase=pw)
+        return bytes(buf)
+
+    def write_to(self, rec: ObjectRecord, out: Any) -> int:
+        argv, pw = self._decrypt(rec)
+        return read_object(self.located.storage, self.key(rec), rec, out, decrypt_argv=argv, passphrase=pw)
+
+    def check_only(self, rec: ObjectRecord) -> int:
+        """Size, SHA-256, decryption and decompression, discarding the plaintext."""
+        argv, pw = self._decrypt(rec)
+        return read_object(self.located.storage, self.key(rec), rec, lambda b: None, decrypt_argv=argv,
+                           passphrase=pw)
+
+
+@contextlib.contextmanager
+def work_dir(settings: BackupSettings, prefix: str) -> Iterator[Path]:
+    d = Path(tempfile.mkdtemp(prefix=prefix, dir=settings.work_dir))
+    try:
+        d.chmod(0o700)
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+@dataclass
+class PgArchive:
+    """A fetched PostgreSQL set: the path pg_restore reads (file or directory) and the globals SQL."""
+
+    path: Path
+    format: str
+    globals_sql: bytes | None
+
+
+def fetch_pg_archive(fetcher: Fetcher, into: Path) -> PgArchive:
+    m = fetcher.located.manifest
+    fmt = str(m.details.get("format", "custom"))
+    globals_sql = None
+    path = into / "dump"
+    for rec in m.objects:
+        if rec.role == "globals":
+            globals_sql = fetcher.to_bytes(rec)
+        elif rec.role == "database":
+            fetcher.to_file(rec, path)
+        elif rec.role == "database-dir":
+            # "<db>.dir/<file>.zst[.age]" → dump/<file>
+            inner = rec.name.split("/", 1)[1]
+            inner = re.sub(r"(\.zst)?(\.age)?$", "", inner)
+            fetcher.to_file(rec, path / inner)
+        else:
+            fetcher.check_only(rec)
+    if not path.exists():
+        raise BackupError(f"backup {m.id} has no database dump object")
+    return PgArchive(path, fmt, globals_sql)
+
+
+def pg_restore_list(target: PostgresTarget, archive: PgArchive) -> int:
+    """``pg_restore --list``: the archive's table of contents must be readable.  Returns its entry count."""
+    res = proc.run([pg.tool(target, "pg_restore"), "--list", str(archive.path)], check=False, timeout=600)
+    pg.check_stage(res, "reading the archive's table of contents")
+    entries = [ln for ln in res.text.splitlines() if ln and not ln.startswith(";")]
+    if not entries:
+        raise BackupError("pg_restore --list shows an empty archive")
+    return len(entries)
+
+
+def pg_restore(target: PostgresTarget, archive: PgArchive, dbname: str, *, jobs: int = 2,
+               no_owner: bool = True) -> float:
+    """Restore into an existing empty database, stopping on the first error.  Returns seconds taken."""
+    argv = [pg.tool(target, "pg_restore"), "--exit-on-error", f"--jobs={max(1, jobs)}", "--no-password",
+            "--dbname", dbname]
+    if no_owner:
+        argv += ["--no-owner", "--no-privileges"]
+    argv.append(str(archive.path))
+    t0 = time.monotonic()
+    res = proc.run(argv, extra_env=target.libpq_env(dbname), check=False, timeout=None)
+    pg.check_stage(res, f"restoring into {dbname}")
+    return time.monotonic() - t0
+
+
+def compare_row_counts(target: PostgresTarget, dbname: str, expected: dict[str, Any]) -> list[str]:
+    """Problems found comparing every table's row count with the manifest's."""
+    problems = []
+    with pg.connect(target, dbname) as conn:
+        tables = []
+        for key in expected:
+            schema, _, table = key.partition(".")
+            tables.append((schema, table))
+        try:
+            got = pg.count_rows(conn, tables)
+        except Exception as exc:
+            return [f"counting rows: {pg.pg_error(exc)}"]
+    for key, n in expected.items():
+        if got.get(key) != int(n):
+            problems.append(f"table {key}: {got.get(key)} rows restored, manifest says {n}")
+    return problems
+
+
+def scratch_name(backup_id: str) -> str:
+    return "upkeeper_verify_" + re.sub(r"[^a-z0-9]", "_", backup_id.lower())[:47]
+
+
+def stream_restore(fetcher: Fetcher, rec: ObjectRecord, target: PostgresTarget, dbname: str) -> tuple[float, int]:
+    """One pass from storage into the database: SHA-256 → age → zstd → ``pg_restore`` (one job,
+    ``--exit-on-error``), with ``pg_restore --list`` reading the same stream's table of contents.
+
+    No plaintext file is written and decryption overlaps the restore.  Returns (seconds, TOC entries).
+    The object's checksum is verified before the restore's own result is looked at.
+    """
+    restore_tool = pg.tool(target, "pg_restore")
+    t0 = time.monotonic()
+    lister = proc.spawn([restore_tool, "--list"], stdin=proc.PIPE)
+    restorer = proc.spawn([restore_tool, "--exit-on-error", "--no-password", "--no-owner", "--no-privileges",
+                           "--dbname", dbname], stdin=proc.PIPE, stdout=proc.DEVNULL,
+                          extra_env=target.libpq_env(dbname))
+    sinks = {"list": lister.stdin, "restore": restorer.stdin}
+    listing: list[bytes] = []
+    reader = threading.Thread(target=lambda: listing.append(lister.stdout.read()), daemon=True)
+    reader.start()
+
+    def out(chunk: bytes) -> None:
+        for name, fh in list(sinks.items()):
+            try:
+                fh.write(chunk)
+            except (BrokenPipeError, OSError, ValueError):
+                sinks.pop(name)  # --list stops after the TOC; a failed restore is judged below
+
+    try:
+        fetcher.write_to(rec, out)
+        for fh in sinks.values():
+            with contextlib.suppress(OSError):
+                fh.close()
+        res_list = lister.wait(check=False)
+        reader.join()
+        res_restore = restorer.wait(check=False)
+    finally:
+        lister.__exit__(None, None, None)
+        restorer.__exit__(None, None, None)
+    pg.check_stage(res_list, "reading the archive's table of contents")
+    entries = [ln for ln in b"".join(listing).decode("utf-8", "replace").splitlines()
+               if ln and not ln.startswith(";")]
+    if not entries:
+        raise BackupError("pg_restore --list shows an empty archive")
+    pg.check_stage(res_restore, f"restoring into {dbname}")
+    return time.monotonic() - t0, len(entries)

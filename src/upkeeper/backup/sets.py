@@ -1,0 +1,166 @@
+"""Writing one backup set, and the environment every backup task shares (storages, encryption, catalog)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from upkeeper.backup.catalog import Catalog
+from upkeeper.backup.crypto import Encryption, encryption_from
+from upkeeper.backup.manifest import Manifest, delete_set, new_backup_id, set_prefix, write_manifest
+from upkeeper.backup.pipeline import ObjectRecord, ObjectUpload, fault_pause
+from upkeeper.config.backup import BackupSettings
+from upkeeper.config.models import Config
+from upkeeper.errors import BackupError, TaskError
+from upkeeper.storage import Storage, open_storage
+
+log = logging.getLogger(__name__)
+
+
+def storage_names(config: Config, names: Sequence[str] | None) -> list[str]:
+    """The storages a backup goes to: ``names``, else ``backup.storages``, else every configured storage."""
+    wanted = list(names) if names else (config.backup.storages or list(config.storages))
+    if not wanted:
+        raise TaskError("no storage configured for backups",
+                        "Try: add an entry under 'storages:' (e.g. kind: local, path: /var/backups/upkeeper)",
+                        permanent=True)
+    unknown = [n for n in wanted if n not in config.storages]
+    if unknown:
+        raise TaskError(f"unknown storage {unknown[0]!r}",
+                        "Try: one of " + (", ".join(sorted(config.storages)) or "(none defined under 'storages')"),
+                        permanent=True)
+    return list(dict.fromkeys(wanted))
+
+
+def open_storages(config: Config, names: Sequence[str] | None) -> list[Storage]:
+    opened: list[Storage] = []
+    try:
+        for n in storage_names(config, names):
+            opened.append(open_storage(n, config.storages[n]))
+    except BaseException:
+        close_storages(opened)
+        raise
+    return opened
+
+
+def close_storages(storages: Sequence[Storage]) -> None:
+    for s in storages:
+        with contextlib.suppress(Exception):
+            s.close()
+
+
+def check_encryption(config: Config, names: Sequence[str]) -> Encryption | None:
+    """age settings for the pipeline; refuse remote storage without encryption unless ``encryption: none``."""
+    settings = config.backup
+    enc = encryption_from(settings)
+    if enc is None and not settings.unencrypted_explicit:
+        remote = [n for n in names if config.storages[n].kind != "local"]
+        if remote:
+            raise TaskError(
+                f"refusing to send unencrypted backups to remote storage {', '.join(remote)}",
+                "Try: set backup -> encryption -> recipients (age public keys from 'age-keygen'), "
+                "or write 'encryption: none' under 'backup' to accept unencrypted copies", permanent=True)
+    return enc
+
+
+@dataclass
+class BackupEnv:
+    config: Config
+    settings: BackupSettings
+    storages: list[Storage]
+    encryption: Encryption | None
+    catalog: Catalog | None
+    job: str | None = None
+    node: str | None = None
+    run_id: int | None = None
+    leftovers_cleaned: bool = False
+
+    @property
+    def storage_names(self) -> list[str]:
+        return [s.name for s in self.storages]
+
+    def close(self) -> None:
+        close_storages(self.storages)
+
+    def encryption_info(self) -> dict[str, Any]:
+        if self.encryption is None:
+            return {"method": "none"}
+        info: dict[str, Any] = {"method": self.encryption.label, "tool": "age"}
+        if self.encryption.recipients:
+            info["recipients"] = list(self.encryption.recipients)
+        return info
+
+
+def open_env(config: Config, storages_wanted: Sequence[str] | None, catalog: Catalog | None, *,
+             job: str | None = None, run_id: int | None = None) -> BackupEnv:
+    names = storage_names(config, storages_wanted)
+    enc = check_encryption(config, names)
+    storages = open_storages(config, names)
+    return BackupEnv(config=config, settings=config.backup, storages=storages, encryption=enc, catalog=catalog,
+                     job=job, node=config.node, run_id=run_id)
+
+
+@dataclass
+class SetWriter:
+    """Objects of one set, then its manifest (the commit marker), then its catalog row."""
+
+    env: BackupEnv
+    kind: str
+    target: str
+    database: str
+    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    id: str = ""
+    objects: list[ObjectRecord] = field(default_factory=list)
+    committed: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.id:
+            self.id = new_backup_id(self.started_at)
+
+    @property
+    def prefix(self) -> str:
+        return set_prefix(self.target, self.database, self.id)
+
+    def upload(self, name: str, role: str = "data", *, always_encrypt: bool = False) -> ObjectUpload:
+        if always_encrypt and self.env.encryption is None:
+            raise BackupError(f"{name} must be encrypted, but no encryption is configured",
+                              "Try: set backup -> encryption -> recipients (age public keys)")
+        if any(o.name == name for o in self.objects):
+            raise BackupError(f"object {name} written twice in backup {self.id}")
+        return ObjectUpload(self.env.storages, self.prefix + name, name, level=self.env.settings.compression_level,
+                            threads=self.env.settings.compression_threads, encryption=self.env.encryption, role=role)
+
+    def add(self, record: ObjectRecord) -> None:
+        self.objects.append(record)
+
+    def commit(self, details: dict[str, Any]) -> Manifest:
+        if not self.objects:
+            raise BackupError(f"backup {self.id} has no objects")
+        manifest = Manifest(id=self.id, kind=self.kind, target=self.target, database=self.database,
+                            started_at=self.started_at, finished_at=datetime.now(UTC), objects=list(self.objects),
+                            job=self.env.job, node=self.env.node, encryption=self.env.encryption_info(),
+                            details=details)
+        fault_pause("before-manifest")
+        write_manifest(self.env.storages, manifest)
+        self.committed = True
+        if self.env.catalog is not None:
+            try:
+                self.env.catalog.record(manifest, self.env.storage_names, run_id=self.env.run_id)
+            except Exception as exc:  # storage is the truth; 'backups sync' repairs the catalog
+                log.warning("backup %s is stored but could not be recorded in the catalog: %s "
+                            "(run 'upkeeper backups sync')", self.id, exc)
+        return manifest
+
+    def abort(self) -> None:
+        """Remove what this set wrote (best effort; leftovers are cleaned as incomplete sets later)."""
+        if self.committed:
+            return
+        for s in self.env.storages:
+            try:
+                delete_set(s, self.target, self.database, self.id)
+            except Exception as exc:
+                log.warning("could not remove the partial backup %s from %s: %s", self.id, s.name, exc)

@@ -1,0 +1,463 @@
+"""``upkeeper backups list|show|verify|restore|prune|sync``: the backup catalog and what to do with it."""
+
+from __future__ import annotations
+
+import re
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import typer
+from rich.table import Table
+
+from upkeeper.backup import pg
+from upkeeper.backup.catalog import STATUSES, BackupRow, Catalog
+from upkeeper.backup.manifest import Manifest, safe_component
+from upkeeper.backup.prune import SeriesReport, clean_leftovers, index_sets, prune_series
+from upkeeper.backup.restore import Fetcher, fetch_pg_archive, locate, pg_restore, work_dir
+from upkeeper.backup.sets import close_storages, open_storages
+from upkeeper.backup.verify import VerifyOptions, VerifyReport, verify_set
+from upkeeper.cli._app import app, console, err_console, print_json, state
+from upkeeper.config.backup import REDIS_RETENTION, RetentionPolicy
+from upkeeper.config.loader import find_config, load_config
+from upkeeper.config.models import Config
+from upkeeper.config.targets import PostgresTarget
+from upkeeper.core.history import History, history_url
+from upkeeper.core.jobs import Setup
+from upkeeper.errors import BackupError, TaskError, UpkeeperError, UsageError
+from upkeeper.fmt import human_bytes, human_duration, local_time
+from upkeeper.storage import Storage
+
+backups_app = typer.Typer(help="Backups: list, show, verify, restore, prune, sync (the catalog).",
+                          no_args_is_help=True)
+app.add_typer(backups_app, name="backups")
+
+KIND_TASK = {"postgres": "postgres.backup", "files": "files.backup", "redis": "redis.backup"}
+
+
+class _Env:
+    """The config and history for backup commands, without resolving jobs: a broken job elsewhere in the
+    config must never stand between you and a restore (and it skips loading every task family)."""
+
+    def config(self) -> Config:
+        if state._setup is not None:
+            return state._setup.config
+        return load_config(find_config(state.config))
+
+    def history(self) -> History:
+        if state._history is None:  # reset for every command by the app's callback
+            config = self.config()
+            state._history = History(history_url(config.history, config.source.parent if config.source else None))
+        return state._history
+
+
+_env = _Env()
+
+
+def _catalog() -> Catalog:
+    return Catalog(_env.history())
+
+
+def _status(s: str) -> str:
+    return {"complete": "[cyan]complete[/cyan]", "verified": "[green]verified[/green]",
+            "verify-failed": "[bold red]verify-failed[/bold red]"}.get(s, s)
+
+
+def _one(catalog: Catalog, backup_id: str) -> BackupRow:
+    rows = catalog.find(backup_id)
+    exact = [r for r in rows if r.id == backup_id]
+    if exact:
+        return exact[0]
+    if not rows:
+        raise UsageError(f"no backup {backup_id!r} in the catalog",
+                         "Try: 'upkeeper backups list', or 'upkeeper backups sync' to re-read the storages")
+    if len(rows) > 1:
+        raise UsageError(f"{backup_id!r} matches {len(rows)} backups", "Try: give more of the id")
+    return rows[0]
+
+
+@backups_app.command("list")
+def list_cmd(
+    target: str | None = typer.Option(None, "--target", "-t", help="only this target"),
+    database: str | None = typer.Option(None, "--database", "-d", help="only this database / set"),
+    kind: str | None = typer.Option(None, "--kind", help="postgres, files or redis"),
+    status: list[str] = typer.Option([], "--status", help=f"only this status ({', '.join(STATUSES)}); repeatable"),
+    limit: int = typer.Option(200, "--limit", "-n", min=1, help="at most this many, newest first"),
+    as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+) -> None:
+    """Complete backups in the catalog, newest first.  Incomplete sets are never listed."""
+    config = _env.config()
+    rows = _catalog().list(target=target, database=database, kind=kind, statuses=status or None, limit=limit)
+    if as_json:
+        print_json([r.to_dict() for r in rows])
+        return
+    if not rows:
+        console.print("no backups in the catalog (run a backup job, or 'upkeeper backups sync').")
+        return
+    tz = config.timezone
+    table = Table(title="Backups", title_justify="left")
+    for col in ("id", "target/database", "kind", "taken", "size", "ratio", "status", "restore", "storages"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        table.add_row(r.id, f"{r.target}/{r.database}", r.kind, local_time(r.started_at, tz, "%Y-%m-%d %H:%M"),
+                      human_bytes(r.size), f"{r.compression_ratio:.1f}×", _status(r.status),
+                      human_duration(r.restore_seconds) if r.restore_seconds is not None else "—",
+                      ", ".join(r.storages or []))
+    console.print(table)
+
+
+@backups_app.command("show")
+def show_cmd(
+    backup_id: str = typer.Argument(..., help="backup id (a unique prefix is enough)"),
+    as_json: bool = typer.Option(False, "--json", help="machine-readable output (with the manifest)"),
+) -> None:
+    """One backup: its objects, row counts and verification."""
+    row = _one(_catalog(), backup_id)
+    if as_json:
+        print_json(row.to_dict(full=True))
+        return
+    m = Manifest.from_dict(row.manifest)
+    console.print(f"[bold]{row.id}[/bold]  {row.kind} backup of {row.target}/{row.database}  {_status(row.status)}")
+    console.print(f"taken {row.started_at:%Y-%m-%d %H:%M:%S} UTC, took "
+                  f"{human_duration((row.finished_at - row.started_at).total_seconds())}; "
+                  f"{human_bytes(row.size)} stored, {human_bytes(row.raw_size)} raw ({row.compression_ratio:.2f}×); "
+                  f"encryption {row.encryption}; on {', '.join(row.storages or [])}")
+    if row.verified_at:
+        console.print(f"verified {row.verified_at:%Y-%m-%d %H:%M} UTC: {row.verify_summary}")
+    t = Table(title="Objects", title_justify="left")
+    for col in ("name", "role", "size", "raw", "sha256"):
+        t.add_column(col, overflow="fold")
+    for o in m.objects:
+        t.add_row(o.name, o.role, human_bytes(o.size), human_bytes(o.raw_size), o.sha256[:16] + "…")
+    console.print(t)
+    counts = m.details.get("row_counts")
+    if counts:
+        t = Table(title="Row counts (in the dump's snapshot)", title_justify="left")
+        t.add_column("table")
+        t.add_column("rows", justify="right")
+        for k, v in sorted(counts.items()):
+            t.add_row(k, f"{v:,}")
+        console.print(t)
+
+
+def _target_for(config: Config, name: str) -> Any:
+    t = config.targets.get(name)
+    if t is None:
+        raise UsageError(f"target {name!r} of this backup is not in the config",
+                         "Try: --target NAME to restore/verify against another configured target")
+    return t
+
+
+@backups_app.command("verify")
+def verify_cmd(
+    backup_id: str | None = typer.Argument(None, help="backup id (default: the newest of each series)"),
+    target: str | None = typer.Option(None, "--target", "-t", help="only backups of this target"),
+    unverified: bool = typer.Option(False, "--unverified", help="every backup not verified yet"),
+    storage: str | None = typer.Option(None, "--storage", help="read from this storage"),
+    no_restore: bool = typer.Option(False, "--no-restore", help="checksums, decryption and --list only"),
+    scratch_target: str | None = typer.Option(None, "--scratch-target", help="postgres target for the scratch "
+                                              "restore (default: the backed-up server)"),
+    jobs: int | None = typer.Option(None, "--jobs", "-j", min=1, max=64, help="pg_restore jobs (1 = stream in one "
+                                    "pass; default: stream when one table dominates, else 2)"),
+    check: list[str] = typer.Option([], "--check", help="smoke SQL that must return true (repeatable)"),
+    amcheck: bool = typer.Option(False, "--amcheck", help="run amcheck on every B-tree index"),
+    as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+) -> None:
+    """Verify backups: sizes and SHA-256, decrypt, decompress, restore into a scratch database, compare row
+    counts.  Exit code 1 when any verification fails."""
+    config = _env.config()
+    catalog = _catalog()
+    if backup_id:
+        rows = [_one(catalog, backup_id)]
+    else:
+        rows = catalog.list(target=target, statuses=["complete"] if unverified else None)
+        if not unverified:
+            newest: dict[tuple[str, str, str], BackupRow] = {}
+            for r in rows:
+                newest.setdefault(r.series(), r)
+            rows = list(newest.values())
+    if not rows:
+        raise UsageError("no backups to verify", "Try: 'upkeeper backups list' (or 'upkeeper backups sync')")
+    scratch = None
+    if scratch_target:
+        scratch = _target_for(config, scratch_target)
+        if not isinstance(scratch, PostgresTarget):
+            raise UsageError(f"--scratch-target {scratch_target!r} is not a postgres target")
+    opts = VerifyOptions(restore=not no_restore, scratch=scratch, jobs=jobs, checks=check, amcheck=amcheck)
+    wanted = [storage] if storage else (sorted(set().union(*(r.storages for r in rows)) & set(config.storages)) or None)
+    storages = open_storages(config, wanted)
+    reports: list[VerifyReport] = []
+    try:
+        for r in rows:
+            located = locate(storages, r.target, r.database, r.id, storage)
+            source = _target_for(config, r.target) if r.kind == "postgres" else None
+            with console.status(f"verifying {r.id}…") as st:
+
+                def progress(msg: str, st: Any = st, bid: str = r.id) -> None:
+                    st.update(f"{bid}: {msg}")
+
+                rep = verify_set(located, config.backup, source, opts, progress=progress, catalog=catalog)
+            reports.append(rep)
+            if not as_json:
+                console.print(("[green]ok[/green] " if rep.ok else "[bold red]FAILED[/bold red] ") + rep.summary,
+                              markup=True, highlight=False)
+    finally:
+        close_storages(storages)
+    if as_json:
+        print_json([r.to_dict() for r in reports])
+    raise typer.Exit(0 if all(r.ok for r in reports) else 1)
+
+
+def _default_restore_name(database: str, when: datetime) -> str:
+    return f"{database}_restored_{when:%Y%m%d%H%M}"
+
+
+@backups_app.command("restore")
+def restore_cmd(
+    backup_id: str = typer.Argument(..., help="backup id (a unique prefix is enough)"),
+    database: str | None = typer.Option(None, "--database", "-d", help="database to restore into (default: a NEW "
+                                        "database '<db>_restored_<time>')"),
+    target: str | None = typer.Option(None, "--target", "-t", help="postgres target to restore to (default: the "
+                                      "backed-up one)"),
+    to: Path | None = typer.Option(None, "--to", help="files/redis backups: directory (files) or file (RDB) to "
+                                   "write"),
+    force: bool = typer.Option(False, "--force", help="allow overwriting an existing non-empty database or "
+                               "directory"),
+    yes: bool = typer.Option(False, "--yes", "-y", help="do not ask for confirmation (with --force)"),
+    storage: str | None = typer.Option(None, "--storage", help="read from this storage"),
+    jobs: int = typer.Option(2, "--jobs", "-j", min=1, max=64, help="pg_restore parallel jobs"),
+    globals_: bool = typer.Option(False, "--globals", help="also apply the backup's roles/tablespaces SQL first"),
+    as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+) -> None:
+    """Restore a backup — into a NEW database by default.  Overwriting an existing non-empty database needs
+    --force and a confirmation (or --yes)."""
+    config = _env.config()
+    row = _one(_catalog(), backup_id)
+    storages = open_storages(config, [storage] if storage else None)
+    try:
+        located = locate(storages, row.target, row.database, row.id, storage)
+        fetcher = Fetcher(located, config.backup)
+        if row.kind == "postgres":
+            result = _restore_postgres(config, row, fetcher, database, target, force, yes, jobs, globals_)
+        elif row.kind == "files":
+            result = _restore_files(fetcher, row, to, force)
+        elif row.kind == "redis":
+            result = _restore_redis(fetcher, row, to, force)
+        else:
+            raise BackupError(f"cannot restore backups of kind {row.kind!r}")
+    finally:
+        close_storages(storages)
+    _env.history().audit("cli", "backup.restore", details={"backup": row.id, **result})
+    if as_json:
+        print_json({"backup": row.id, **result})
+    else:
+        console.print(f"[green]restored[/green] {row.id} → {result['destination']}")
+
+
+def _restore_postgres(config: Config, row: BackupRow, fetcher: Fetcher, database: str | None, target_name: str | None,
+                      force: bool, yes: bool, jobs: int, apply_globals: bool) -> dict[str, Any]:
+    tgt = _target_for(config, target_name or row.target)
+    if not isinstance(tgt, PostgresTarget):
+        raise UsageError(f"target {target_name or row.target!r} is not a postgres target")
+    name = database or _default_restore_name(row.database, datetime.now(UTC))
+    admin = pg.admin_db(tgt, name)
+    with pg.connect(tgt, admin) as conn:
+        exists = pg.database_exists(conn, name)
+    if exists and pg.database_nonempty(tgt, name):
+        if not force:
+            raise UsageError(f"database {name!r} on {tgt.display()} exists and is not empty",
+                             "Try: restore into a new database (omit --database), or add --force to replace it")
+        if not yes:
+            if not sys.stdin.isatty():
+                raise UsageError(f"--force would DROP database {name!r} on {tgt.display()}; confirm with --yes")
+            err_console.print(f"This DROPS database [bold]{name}[/bold] on {tgt.display()} and replaces it with "
+                              f"backup {row.id}.")
+            if not typer.confirm(f"Replace database {name!r}?", default=False):
+                raise typer.Exit(1)
+    with work_dir(config.backup, "upkeeper-restore-") as tmp:
+        with console.status(f"fetching {row.id}…"):
+            archive = fetch_pg_archive(fetcher, tmp)
+        if apply_globals and archive.globals_sql:
+            from upkeeper.core import proc
+
+            res = proc.run([pg.tool(tgt, "psql"), "--no-password", "-X", "-q", "-v", "ON_ERROR_STOP=0", "-f", "-"],
+                           input=archive.globals_sql, extra_env=tgt.libpq_env(tgt.dbname), check=False)
+            if res.returncode != 0:
+                raise BackupError(f"applying globals failed: {res.stderr.strip()[-300:]}")
+        try:
+            with pg.connect(tgt, admin) as conn:
+                if exists:
+                    pg.drop_database(conn, name)
+                pg.create_database(conn, name)
+        except psycopg.Error as exc:
+            raise BackupError(f"cannot {'replace' if exists else 'create'} database {name!r}: {pg.pg_error(exc)}"
+                              ) from None
+        with console.status(f"restoring into {name}…"):
+            seconds = pg_restore(tgt, archive, name, jobs=jobs, no_owner=not apply_globals)
+    return {"destination": f"{tgt.display().rsplit('/', 1)[0]}/{name}", "database": name,
+            "restore_seconds": round(seconds, 3), "replaced": exists}
+
+
+def _restore_files(fetcher: Fetcher, row: BackupRow, to: Path | None, force: bool) -> dict[str, Any]:
+    import tarfile
+
+    if to is None:
+        raise UsageError("restoring a files backup needs --to DIR")
+    if to.exists() and any(to.iterdir()) and not force:
+        raise UsageError(f"{to} exists and is not empty", "Try: a new directory, or --force to extract into it")
+    to.mkdir(parents=True, exist_ok=True)
+    n = 0
+    with work_dir(fetcher.settings, "upkeeper-restore-") as tmp:
+        for rec in fetcher.located.manifest.objects:
+            tar_path = tmp / "a.tar"
+            fetcher.to_file(rec, tar_path)
+            with tarfile.open(tar_path, "r:") as tf:
+                tf.extractall(to, filter="tar")
+                n += len(tf.getmembers())
+            tar_path.unlink()
+    return {"destination": str(to), "entries": n}
+
+
+def _restore_redis(fetcher: Fetcher, row: BackupRow, to: Path | None, force: bool) -> dict[str, Any]:
+    if to is None:
+        raise UsageError("restoring a Redis backup needs --to FILE (the RDB to place in Redis' dir)")
+    if to.exists() and not force:
+        raise UsageError(f"{to} exists", "Try: another path, or --force to overwrite it")
+    rec = next((o for o in fetcher.located.manifest.objects if o.role == "rdb"), None)
+    if rec is None:
+        raise BackupError(f"backup {row.id} has no RDB object")
+    size = fetcher.to_file(rec, to)
+    return {"destination": str(to), "bytes": size}
+
+
+def policy_for(setup: Setup, target: str, database: str, kind: str) -> tuple[RetentionPolicy, str]:
+    """The retention of a series: its backup job's option, else the kind's default, else backup.retention."""
+    task = KIND_TASK.get(kind)
+    for job in setup.jobs.values():
+        if job.task_name != task or job.target_name != target:
+            continue
+        set_name = getattr(job.options, "set", None)
+        if kind == "files" and set_name and re.sub(r"[^A-Za-z0-9_.@+=-]", "_", set_name) not in (
+                database, database.removesuffix(".secrets")):
+            continue
+        dbs = getattr(job.options, "databases", None)
+        if kind == "postgres" and dbs and database not in {safe_component(d) for d in dbs}:
+            continue
+        pol = getattr(job.options, "retention", None)
+        if isinstance(pol, RetentionPolicy):
+            return pol, f"job {job.name}"
+    if kind == "redis":
+        return REDIS_RETENTION, "redis default"
+    return setup.config.backup.retention, "backup.retention"
+
+
+def run_prune(setup: Setup, storages: list[Storage], catalog: Catalog, *, target: str | None, dry_run: bool,
+              now: datetime | None = None) -> list[SeriesReport]:
+    errors: list[str] = []
+    index = index_sets(storages, target, None, errors)
+    reports = []
+    for (t, db), idx in sorted(index.items()):
+        kinds = sorted({k for k, _w, _s in idx.complete.values()}) or ["postgres"]
+        for kind in kinds:
+            policy, _src = policy_for(setup, t, db, kind)
+            reports.append(prune_series(storages, t, db, kind, policy, default_tz=setup.config.timezone,
+                                        now=now or datetime.now(UTC),
+                                        incomplete_after=setup.config.backup.incomplete_after, catalog=catalog,
+                                        dry_run=dry_run, index=index))
+    if not dry_run:
+        clean_leftovers(storages, setup.config.backup.incomplete_after, errors)
+    if errors and reports:
+        reports[0].errors += errors
+    elif errors:
+        raise BackupError(f"cannot list backups: {errors[0]}")
+    return reports
+
+
+@backups_app.command("prune")
+def prune_cmd(
+    dry_run: bool = typer.Option(False, "--dry-run", "-n", help="only print what would be deleted, and why the "
+                                 "rest is kept"),
+    target: str | None = typer.Option(None, "--target", "-t", help="only this target"),
+    as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+) -> None:
+    """Apply retention (GFS, restic's semantics) to every series on the storages and delete incomplete leftovers.
+    Prints every backup with the reasons it is kept."""
+    setup = state.setup()
+    storages = open_storages(setup.config, None)
+    try:
+        reports = run_prune(setup, storages, _catalog(), target=target, dry_run=dry_run)
+    finally:
+        close_storages(storages)
+    if as_json:
+        print_json([r.to_dict() for r in reports])
+    else:
+        tz = setup.config.timezone
+        for r in reports:
+            t = Table(title=f"{r.target}/{r.database} ({r.kind})", title_justify="left")
+            for col in ("id", "taken", "action", "kept because"):
+                t.add_column(col, overflow="fold")
+            for d in r.decisions:
+                action = "keep" if d.keep else ("[warn]would delete[/warn]" if dry_run else "[fail]deleted[/fail]")
+                t.add_row(d.item.id, local_time(d.item.time, tz, "%Y-%m-%d %H:%M %Z"), action, ", ".join(d.reasons))
+            for bid in r.incomplete_deleted:
+                t.add_row(bid, "—", "would delete" if dry_run else "deleted", "incomplete (no manifest), old")
+            for bid in r.incomplete_kept:
+                t.add_row(bid, "—", "keep", "incomplete, may still be running")
+            console.print(t)
+            for e in r.errors:
+                err_console.print(f"[fail]error[/fail] {e}")
+        if not reports:
+            console.print("no backups on the storages.")
+    if any(r.errors for r in reports):
+        raise typer.Exit(1)
+
+
+@backups_app.command("sync")
+def sync_cmd(
+    as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+) -> None:
+    """Rebuild the catalog from the manifests on the storages (storage is the source of truth)."""
+    config = _env.config()
+    catalog = _catalog()
+    storages = open_storages(config, None)
+    added = updated = removed = 0
+    errors: list[str] = []
+    try:
+        index = index_sets(storages, None, None, errors)
+        if errors:
+            raise BackupError(f"cannot read the storages: {errors[0]}", "Try: check the storage and retry")
+        known = catalog.ids()
+        seen: set[str] = set()
+        for (t, db), idx in index.items():
+            for bid, (_kind, _when, where) in idx.complete.items():
+                located = locate(where, t, db, bid)
+                before = bid in known
+                catalog.record(located.manifest, [s.name for s in where])
+                # the storages listed are exactly those holding it now
+                with catalog.history.session() as s:
+                    r = s.get(BackupRow, bid)
+                    if r is not None:
+                        r.storages = sorted(x.name for x in where)
+                seen.add(bid)
+                added += not before
+                updated += before
+        for bid in known - seen:
+            catalog.remove(bid)
+            removed += 1
+    except UpkeeperError:
+        raise
+    except Exception as exc:
+        raise TaskError(f"sync failed: {exc}") from exc
+    finally:
+        close_storages(storages)
+    names = [s.name for s in storages]
+    result = {"added": added, "updated": updated, "removed": removed, "storages": names}
+    if as_json:
+        print_json(result)
+    else:
+        console.print(f"catalog synced from {', '.join(names)}: {added} added, {updated} refreshed, "
+                      f"{removed} removed (no longer on any storage)")
+
+

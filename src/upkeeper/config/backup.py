@@ -1,0 +1,114 @@
+"""The ``backup:`` section: encryption, default storages, compression and retention for every backup job."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+
+from upkeeper.config.types import Duration, FileSecrets, StrictModel
+
+AGE_RECIPIENT = re.compile(r"^age1[02-9ac-hj-np-z]{58}$")
+
+
+class RetentionPolicy(StrictModel):
+    """Grandfather-father-son retention with restic's semantics.
+
+    Each ``keep_*`` rule keeps the newest backup of each of the newest N hours/days/ISO weeks/months/years
+    that have a backup (counts overlap: one backup can satisfy several rules); ``-1`` means unlimited,
+    ``0`` switches the rule off.  Only complete backups count; the newest complete backup is never deleted.
+    """
+
+    keep_last: int = Field(0, ge=-1, description="keep the N newest backups. Source: restic --keep-last")
+    keep_hourly: int = Field(0, ge=-1, description="newest backup of each of the last N hours. Source: restic")
+    keep_daily: int = Field(14, ge=-1, description="newest backup of each of the last N days. "
+                            "Source: upkeeper default (GFS: two weeks of dailies)")
+    keep_weekly: int = Field(4, ge=-1, description="newest backup of each of the last N ISO weeks. "
+                             "Source: upkeeper default (GFS: a month of weeklies)")
+    keep_monthly: int = Field(12, ge=-1, description="newest backup of each of the last N months. "
+                              "Source: upkeeper default (GFS: a year of monthlies)")
+    keep_yearly: int = Field(0, ge=-1, description="newest backup of each of the last N years. Source: restic")
+    keep_within: Duration | None = Field(
+        None, description="keep every backup younger than this, measured from the newest backup. "
+        "Source: restic --keep-within")
+    timezone: str | None = Field(None, description="timezone that decides where days, weeks … begin "
+                                 "(default: the config's timezone)")
+
+    def is_empty(self) -> bool:
+        return not any((self.keep_last, self.keep_hourly, self.keep_daily, self.keep_weekly, self.keep_monthly,
+                        self.keep_yearly)) and not self.keep_within
+
+
+#: redis.backup's default: a week of dailies (Redis data is usually rebuildable; RDBs are big).
+REDIS_RETENTION = RetentionPolicy(keep_daily=7, keep_weekly=0, keep_monthly=0)
+
+
+class EncryptionSettings(FileSecrets):
+    """age encryption: to X25519 recipients (``age1…`` public keys) or with a passphrase."""
+
+    secret_fields = ("passphrase",)
+
+    recipients: list[str] = Field(default_factory=list, description="age X25519 public keys (age1…) that can "
+                                  "decrypt the backups; give several so that losing one key loses nothing")
+    recipients_file: str | None = Field(None, description="file with one age public key per line "
+                                        "(as 'age -R' reads it)")
+    passphrase: SecretStr | None = Field(None, description="encrypt with this passphrase instead of keys "
+                                         "(age scrypt mode; slower, one secret to keep)")
+    passphrase_file: str | None = Field(None, description="file whose content is the passphrase")
+    identity_file: str | None = Field(
+        None, description="age identity (private key) file used by verify and restore; keep it off the backup "
+        "host if you can, and give it only where test restores run")
+
+    @field_validator("recipients")
+    @classmethod
+    def _valid_recipients(cls, v: list[str]) -> list[str]:
+        for r in v:
+            if not AGE_RECIPIENT.match(r.strip()):
+                raise ValueError(f"{r!r} is not an age X25519 public key (age1… , 62 characters); "
+                                 "create one with 'age-keygen'")
+        return [r.strip() for r in v]
+
+    @model_validator(mode="after")
+    def _one_mode(self) -> EncryptionSettings:
+        has_keys = bool(self.recipients or self.recipients_file)
+        if has_keys and self.passphrase is not None:
+            raise ValueError("give recipients (age public keys) or a passphrase, not both")
+        if not has_keys and self.passphrase is None:
+            raise ValueError("encryption needs 'recipients' (age public keys), 'recipients_file' or "
+                             "'passphrase_file'; write 'encryption: none' to store backups unencrypted")
+        return self
+
+    @property
+    def mode(self) -> Literal["x25519", "passphrase"]:
+        return "passphrase" if self.passphrase is not None else "x25519"
+
+
+class BackupSettings(StrictModel):
+    """Settings shared by every backup job (postgres.backup, files.backup, redis.backup, backup.verify)."""
+
+    encryption: EncryptionSettings | Literal["none"] | None = Field(
+        None, description="age encryption for every backup object; 'none' stores them unencrypted, which is "
+        "refused for remote (s3, sftp) storages unless written explicitly. Default: unencrypted, local only")
+    storages: list[str] | None = Field(
+        None, description="names of entries under 'storages' every backup goes to (default: all of them)")
+    compression_level: int = Field(3, ge=1, le=19, description="zstd level. Source: zstd's default level 3")
+    compression_threads: int = Field(
+        0, ge=0, le=256, description="zstd worker threads; 0 = all cores. Source: zstd -T0")
+    retention: RetentionPolicy = Field(default_factory=RetentionPolicy,
+                                       description="default retention (see 'backup -> retention')")
+    incomplete_after: Duration = Field(
+        default=timedelta(hours=24),
+        description="a backup set without a manifest older than this is a leftover of a crashed run and is "
+        "deleted. Source: upkeeper default (no backup runs 24 h)")
+    work_dir: str | None = Field(
+        None, description="directory for the temporary files of directory-format dumps, Redis RDB checks and "
+        "verification restores (default: the system temp dir)")
+
+    @property
+    def unencrypted_explicit(self) -> bool:
+        return self.encryption == "none"
+
+    def encryption_settings(self) -> EncryptionSettings | None:
+        return self.encryption if isinstance(self.encryption, EncryptionSettings) else None

@@ -1,0 +1,97 @@
+"""What every backup task does around its data source: environment, retention, the run's Result."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from upkeeper.backup.catalog import catalog_for
+from upkeeper.backup.manifest import Manifest
+from upkeeper.backup.prune import SeriesReport, clean_leftovers, prune_series
+from upkeeper.backup.sets import BackupEnv, open_env
+from upkeeper.config.backup import RetentionPolicy
+from upkeeper.core.task import Finding, Result, Severity, TaskContext
+from upkeeper.errors import TaskError, UpkeeperError
+from upkeeper.fmt import human_bytes
+
+
+def env_for(ctx: TaskContext, storages: list[str] | None) -> BackupEnv:
+    if ctx.config is None:
+        raise TaskError("backup tasks need the whole configuration (storages, encryption)")
+    return open_env(ctx.config, storages, catalog_for(ctx.state), job=ctx.job, run_id=ctx.run_id)
+
+
+def apply_retention(ctx: TaskContext, env: BackupEnv, manifest: Manifest, policy: RetentionPolicy,
+                    findings: list[Finding]) -> SeriesReport | None:
+    """Retention for the set's series right after it was written; a failure is a warning, not a lost backup."""
+    try:
+        report = prune_series(env.storages, manifest.target, manifest.database, manifest.kind, policy,
+                              default_tz=env.config.timezone, now=datetime.now(UTC),
+                              incomplete_after=env.settings.incomplete_after, catalog=env.catalog)
+    except UpkeeperError as exc:
+        findings.append(Finding("backup.retention_failed", Severity.WARNING, manifest.database,
+                                f"retention could not run: {exc.message}", "run 'upkeeper backups prune'"))
+        return None
+    if not env.leftovers_cleaned:
+        env.leftovers_cleaned = True
+        n = clean_leftovers(env.storages, env.settings.incomplete_after, report.errors)
+        if n:
+            ctx.log.info("removed %d partial upload(s) left by crashed runs", n)
+    for err in report.errors:
+        findings.append(Finding("backup.retention_failed", Severity.WARNING, manifest.database, err,
+                                "check the storage; 'upkeeper backups prune' retries"))
+    if report.deleted or report.incomplete_deleted:
+        ctx.log.info("retention for %s/%s: deleted %d backup(s) %s, %d incomplete leftover(s)", manifest.target,
+                     manifest.database, len(report.deleted), ", ".join(report.deleted),
+                     len(report.incomplete_deleted))
+    return report
+
+
+@dataclass
+class Outcome:
+    """Collects per-set results into one Result."""
+
+    kind: str
+    manifests: list[Manifest] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    pruned: int = 0
+
+    def fail(self, subject: str, exc: BaseException, check: str) -> None:
+        msg = exc.message if isinstance(exc, UpkeeperError) else f"{type(exc).__name__}: {exc}"
+        hint = (exc.hint or "").removeprefix("Try: ") if isinstance(exc, UpkeeperError) else ""
+        self.failed.append(f"{subject}: {msg}")
+        self.findings.append(Finding(check, Severity.CRITICAL, subject, msg, hint or "see the run's log"))
+
+    def result(self, seconds: float) -> Result:
+        size = sum(m.size for m in self.manifests)
+        raw = sum(m.raw_size for m in self.manifests)
+        metrics: dict[str, float] = {
+            "backup.sets": float(len(self.manifests)),
+            "backup.failed": float(len(self.failed)),
+            "backup.size_bytes": float(size),
+            "backup.raw_bytes": float(raw),
+            "backup.seconds": round(seconds, 3),
+            "backup.pruned": float(self.pruned),
+        }
+        if size:
+            metrics["backup.ratio"] = round(raw / size, 3)
+        for m in self.manifests:
+            metrics[f"backup.{m.database}.size_bytes"] = float(m.size)
+        artifacts: list[dict[str, Any]] = [
+            {"type": "backup", "id": m.id, "kind": m.kind, "target": m.target, "database": m.database,
+             "size": m.size, "raw_size": m.raw_size} for m in self.manifests]
+        done = ", ".join(f"{m.database} {human_bytes(m.size)} ({m.compression_ratio:g}×) id {m.id}"
+                         for m in self.manifests)
+        if self.failed:
+            summary = f"FAILED: {'; '.join(self.failed)}"
+            if self.manifests:
+                summary += f" — completed: {done}"
+        else:
+            summary = f"{len(self.manifests)} backup(s): {done}" if self.manifests else "nothing to back up"
+        return Result(summary=summary, findings=self.findings, metrics=metrics, artifacts=artifacts)
+
+
+def object_name(base: str, env: BackupEnv) -> str:
+    return base + ".zst" + (".age" if env.encryption is not None else "")

@@ -1,0 +1,165 @@
+"""files.backup: tar of configured paths (excludes, symlinks never followed) → zstd → age → storage.
+
+Secrets (``secret_paths``, e.g. ``.env``) go to a separate archive that is always encrypted; configuration
+(nginx, PM2, systemd units) can be a named set of its own through ``preset``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from upkeeper.backup.files import Entry, walk, write_tar
+from upkeeper.backup.manifest import safe_component
+from upkeeper.backup.sets import SetWriter
+from upkeeper.config.backup import RetentionPolicy
+from upkeeper.config.targets import AppTarget
+from upkeeper.core.task import Finding, Result, Severity, Task, TaskContext, TaskOptions, task
+from upkeeper.errors import BackupError, TaskError
+from upkeeper.fmt import human_bytes
+from upkeeper.tasks.backup._common import Outcome, apply_retention, env_for, object_name
+
+#: Named configuration sets.  Source: where Debian's nginx, PM2 and systemd keep their configuration.
+PRESETS: dict[str, list[str]] = {
+    "nginx": ["/etc/nginx"],
+    "systemd": ["/etc/systemd/system"],
+    "pm2": ["~/.pm2/dump.pm2", "~/.pm2/module_conf.json"],
+}
+
+
+class FilesBackupOptions(TaskOptions):
+    set: str | None = Field(None, description="name of this set (the '<database>' part of its storage path); "
+                            "default: the preset's name, else 'files'")
+    preset: Literal["nginx", "pm2", "systemd"] | None = Field(
+        None, description="a named configuration set: nginx (/etc/nginx), systemd (/etc/systemd/system), pm2 "
+        "(~/.pm2/dump.pm2, module_conf.json); missing preset paths are skipped with a note")
+    paths: list[str] = Field(default_factory=list, description="files and directories to archive; relative paths "
+                             "are under the app target's root (default: the whole root)")
+    exclude: list[str] = Field(default_factory=list, description="patterns left out: a name ('node_modules', "
+                               "'*.log') matches anywhere, a path with '/' matches from each root")
+    secret_paths: list[str] = Field(default_factory=list, description="files/directories (e.g. '.env') stored in "
+                                    "a separate archive that is always encrypted, and left out of the main one")
+    storages: list[str] | None = Field(None, description="storages to write to (default: backup.storages)")
+    retention: RetentionPolicy | None = Field(None, description="retention (default: backup.retention)")
+
+    @model_validator(mode="after")
+    def _name(self) -> FilesBackupOptions:
+        if self.set is not None and not safe_component(self.set) == self.set:
+            raise ValueError(f"set name {self.set!r} may use letters, digits and _ . @ + = - only")
+        return self
+
+    @property
+    def set_name(self) -> str:
+        return self.set or self.preset or "files"
+
+
+@task
+class FilesBackup(Task[FilesBackupOptions]):
+    """Archive files with tar (symlinks stored, never followed; excludes applied) into zstd and age, with a
+    manifest listing every file's size and SHA-256.  Secret files go to their own always-encrypted archive."""
+
+    name = "files.backup"
+    summary = "tar configured paths → zstd → age → storage; secrets in an always-encrypted archive"
+    target_kinds = ("app", "host")
+    Options = FilesBackupOptions
+    category = "backup"
+    exclusive = True
+
+    def run(self, ctx: TaskContext, options: FilesBackupOptions) -> Result:
+        target = ctx.require_target()
+        target_name = ctx.target_name or "host"
+        root = Path(target.root) if isinstance(target, AppTarget) else None
+        t0 = time.monotonic()
+        findings: list[Finding] = []
+        paths = self._resolve(options.paths, root, options.preset is None, findings, "paths")
+        if options.preset:
+            paths += self._resolve(PRESETS[options.preset], root, False, findings, "preset")
+        elif not options.paths:
+            if root is None:
+                raise TaskError("files.backup on a host target needs 'paths' or a 'preset'",
+                                "Try: options: {preset: nginx} or {paths: [/etc/myapp]}", permanent=True)
+            paths = [root]
+        secrets = self._resolve(options.secret_paths, root, False, findings, "secret_paths")
+        if not paths and not secrets:
+            raise TaskError("nothing to back up: none of the configured paths exists",
+                            "Try: check the job's paths/preset", permanent=True)
+        secret_walk = walk(secrets, [])
+        secret_set = {str(e.path) for e in secret_walk.entries}
+        main_walk = walk(paths, options.exclude, skip=lambda p: str(p) in secret_set)
+        for s in main_walk.skipped + secret_walk.skipped:
+            findings.append(Finding("backup.file_skipped", Severity.INFO, s, "not archived (special file)"))
+
+        env = env_for(ctx, options.storages)
+        out = Outcome("files", findings=findings)
+        try:
+            if secret_walk.entries and env.encryption is None:
+                raise TaskError("secret_paths must be encrypted, but backup.encryption is not configured",
+                                "Try: set backup -> encryption -> recipients (age public keys)", permanent=True)
+            writer = SetWriter(env, "files", target_name, safe_component(options.set_name))
+            try:
+                archives: dict[str, dict[str, list[dict[str, Any]]]] = {}
+                if main_walk.entries:
+                    name = object_name("files.tar", env)
+                    archives[name] = {"files": self._archive(ctx, writer, name, "files", main_walk.entries, True)}
+                if secret_walk.entries:
+                    name = object_name("secrets.tar", env)
+                    # sizes only: plaintext hashes of secrets in a readable manifest would leak guessable values
+                    archives[name] = {"files": self._archive(ctx, writer, name, "secrets", secret_walk.entries,
+                                                             False)}
+                if not archives:
+                    raise BackupError("nothing to archive: every path was excluded")
+                n_files = sum(1 for a in archives.values() for f in a["files"] if f["type"] == "file")
+                details = {"paths": [str(p) for p in paths], "secret_paths": [str(p) for p in secrets],
+                           "exclude": options.exclude, "preset": options.preset, "files": n_files,
+                           "archives": archives}
+                manifest = writer.commit(details)
+            except Exception as exc:
+                writer.abort()
+                out.fail(options.set_name, exc, "backup.failed")
+            else:
+                out.manifests.append(manifest)
+                ctx.log.info("backup %s of %s: %d file(s), %s stored", manifest.id, options.set_name, n_files,
+                             human_bytes(manifest.size))
+                report = apply_retention(ctx, env, manifest, options.retention or env.settings.retention,
+                                         out.findings)
+                if report is not None:
+                    out.pruned += len(report.deleted)
+        finally:
+            env.close()
+        return out.result(time.monotonic() - t0)
+
+    @staticmethod
+    def _resolve(items: list[str], root: Path | None, required: bool, findings: list[Finding], field: str
+                 ) -> list[Path]:
+        out = []
+        for item in items:
+            p = Path(os.path.expanduser(item))
+            if not p.is_absolute():
+                if root is None:
+                    raise TaskError(f"{field}: {item!r} is relative but the target has no root",
+                                    "Try: absolute paths on host targets", permanent=True)
+                p = root / p
+            if not os.path.lexists(p):
+                if required:
+                    raise TaskError(f"{field}: {p} does not exist", "Try: fix the job's paths", permanent=True)
+                findings.append(Finding("backup.path_missing", Severity.INFO, str(p), "not present; skipped"))
+                continue
+            out.append(p)
+        return out
+
+    @staticmethod
+    def _archive(ctx: TaskContext, writer: SetWriter, name: str, role: str, entries: list[Entry], hashes: bool
+                 ) -> list[dict[str, Any]]:
+        ctx.progress(f"archiving {len(entries)} entr{'y' if len(entries) == 1 else 'ies'} into {name}", None)
+        upload = writer.upload(name, role=role, always_encrypt=role == "secrets")
+        try:
+            listed = write_tar(entries, upload.write, hashes=hashes)
+        except BaseException:
+            upload.abort()
+            raise
+        writer.add(upload.finish())
+        return listed

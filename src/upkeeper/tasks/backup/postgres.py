@@ -1,0 +1,225 @@
+"""postgres.backup: pg_dump per database, streamed through zstd and age to every storage.
+
+Row counts of every table are taken in the dump's own snapshot: we export a
+snapshot, count inside it and hand it to ``pg_dump --snapshot``.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+import psycopg
+from pydantic import Field
+
+from upkeeper.backup import pg
+from upkeeper.backup.manifest import Manifest, safe_component
+from upkeeper.backup.pipeline import upload_bytes
+from upkeeper.backup.sets import BackupEnv, SetWriter
+from upkeeper.config.backup import RetentionPolicy
+from upkeeper.config.targets import PostgresTarget
+from upkeeper.core import proc
+from upkeeper.core.task import Result, Task, TaskContext, TaskOptions, task
+from upkeeper.errors import BackupError, TaskError
+from upkeeper.fmt import human_bytes
+from upkeeper.tasks.backup._common import Outcome, apply_retention, env_for, object_name
+
+PROGRESS_EVERY = 64 << 20
+
+
+class PostgresBackupOptions(TaskOptions):
+    databases: list[str] | None = Field(
+        None, description="databases to back up (default: every non-template database. Source: pg_back)")
+    exclude_databases: list[str] = Field(default_factory=list, description="databases to leave out")
+    format: Literal["custom", "directory"] = Field(
+        "custom", description="'custom' streams one file with no temporary copy; 'directory' dumps tables in "
+        "parallel (jobs) to a temporary directory first — for large databases")
+    jobs: int = Field(2, ge=1, le=64, description="parallel pg_dump jobs for format 'directory'. "
+                      "Source: pg_dump -j")
+    globals: bool = Field(True, description="add 'pg_dumpall --globals-only' (roles, tablespaces) to every set; "
+                          "needs a superuser")
+    storages: list[str] | None = Field(None, description="storages to write to (default: backup.storages)")
+    retention: RetentionPolicy | None = Field(None, description="retention for these backups "
+                                              "(default: backup.retention)")
+
+
+@task
+class PostgresBackup(Task[PostgresBackupOptions]):
+    """Dump each database (custom format, or directory format with parallel jobs) plus the server's globals,
+    compress with zstd, encrypt with age and store the set with a manifest written last; then apply
+    retention.  A failed, empty or erroring pg_dump fails the run and nothing is listed."""
+
+    name = "postgres.backup"
+    summary = "pg_dump each database → zstd → age → storage, with row counts and retention"
+    target_kinds = ("postgres",)
+    Options = PostgresBackupOptions
+    category = "backup"
+    exclusive = True
+
+    def run(self, ctx: TaskContext, options: PostgresBackupOptions) -> Result:
+        target = ctx.require_target()
+        assert isinstance(target, PostgresTarget)
+        assert ctx.target_name is not None
+        t0 = time.monotonic()
+        env = env_for(ctx, options.storages)
+        try:
+            return self._run(ctx, options, target, ctx.target_name, env, t0)
+        finally:
+            env.close()
+
+    def _run(self, ctx: TaskContext, options: PostgresBackupOptions, target: PostgresTarget, target_name: str,
+             env: BackupEnv, t0: float) -> Result:
+        pg_dump = pg.tool(target, "pg_dump")
+        dump_ver, dump_num = pg.tool_version(pg_dump)
+        with pg.connect(target) as conn:
+            server_ver, server_num = pg.server_version(conn)
+            pg.check_dump_version("pg_dump", dump_ver, dump_num, server_ver, server_num)
+            existing = pg.list_databases(conn)
+        if options.databases:
+            missing = [d for d in options.databases if d not in existing]
+            if missing:
+                raise TaskError(f"database {missing[0]!r} does not exist on {target.display()}",
+                                "Try: fix the job's 'databases' option (existing: " + ", ".join(existing) + ")")
+            databases = list(options.databases)
+        else:
+            databases = existing
+        databases = [d for d in databases if d not in options.exclude_databases]
+        info = {"server_version": server_ver, "server_version_num": server_num, "pg_dump_version": dump_ver,
+                "format": options.format}
+        out = Outcome("postgres")
+        globals_sql: bytes | None = None
+        if options.globals:
+            ctx.progress("pg_dumpall --globals-only", None)
+            pg_dumpall = pg.tool(target, "pg_dumpall")
+            res = proc.run([pg_dumpall, "--globals-only", "--no-password", "-l", target.dbname],
+                           extra_env=target.libpq_env(target.dbname), check=False, timeout=600)
+            try:
+                pg.check_stage(res, "dumping globals")
+                if not res.stdout.strip():
+                    raise BackupError("pg_dumpall --globals-only produced no output")
+            except BackupError as exc:
+                out.fail("globals", exc, "backup.globals_failed")
+                return out.result(time.monotonic() - t0)
+            globals_sql = res.stdout
+        policy = options.retention or env.settings.retention
+        for i, db in enumerate(databases):
+            ctx.progress(f"dumping {db}", i / max(1, len(databases)))
+            writer = SetWriter(env, "postgres", target_name, safe_component(db))
+            try:
+                manifest = self._backup_db(ctx, env, writer, target, db, options, pg_dump, globals_sql, info)
+            except Exception as exc:
+                writer.abort()
+                ctx.log.error("backup of %s failed: %s", db, getattr(exc, "message", exc))
+                out.fail(db, exc, "backup.failed")
+                continue
+            out.manifests.append(manifest)
+            ctx.log.info("backup %s of %s complete: %s stored (%s raw)", manifest.id, db,
+                         human_bytes(manifest.size), human_bytes(manifest.raw_size))
+            report = apply_retention(ctx, env, manifest, policy, out.findings)
+            if report is not None:
+                out.pruned += len(report.deleted)
+        return out.result(time.monotonic() - t0)
+
+    def _backup_db(self, ctx: TaskContext, env: BackupEnv, writer: SetWriter, target: PostgresTarget, db: str,
+                   options: PostgresBackupOptions, pg_dump: str, globals_sql: bytes | None,
+                   info: dict[str, Any]) -> Manifest:
+        base = safe_component(db)
+        t_dump = time.monotonic()
+        with pg.connect(target, db, autocommit=False) as snap:
+            snap.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+            snap.read_only = True
+            row = snap.execute(pg.EXPORT_SNAPSHOT_SQL).fetchone()
+            assert row is not None
+            snapshot = str(row[0])
+            tables = pg.list_tables(snap)
+            counts: dict[str, int] = {}
+            count_error: list[BaseException] = []
+
+            def count() -> None:
+                try:
+                    counts.update(pg.count_rows(snap, tables))
+                except BaseException as exc:
+                    count_error.append(exc)
+
+            counter = threading.Thread(target=count, daemon=True, name="row-counts")
+            if options.format == "custom":
+                argv = [pg_dump, "--format=custom", "--compress=0", f"--snapshot={snapshot}", "--no-password"]
+                sp = proc.spawn(argv, extra_env=target.libpq_env(db))
+                counter.start()
+                try:
+                    self._stream_custom(ctx, env, writer, sp, db, object_name(f"{base}.dump", env))
+                finally:
+                    sp.__exit__(None, None, None)
+                    counter.join()
+            else:
+                counter.start()
+                try:
+                    self._dump_directory(ctx, env, writer, target, db, options, pg_dump, snapshot, base)
+                finally:
+                    counter.join()
+            snap.rollback()
+        if count_error:
+            raise BackupError(f"counting rows in {db}: {pg.pg_error(count_error[0])}")
+        dump_seconds = time.monotonic() - t_dump
+        if globals_sql is not None:
+            writer.add(upload_bytes(writer.upload(object_name("globals.sql", env), role="globals"), globals_sql))
+        details = {**info, "snapshot": snapshot, "dump_seconds": round(dump_seconds, 3),
+                   "tables": len(counts), "row_counts": counts}
+        return writer.commit(details)
+
+    def _stream_custom(self, ctx: TaskContext, env: BackupEnv, writer: SetWriter, sp: proc.Spawned, db: str,
+                       name: str) -> None:
+        upload = writer.upload(name, role="database")
+        try:
+            first = True
+            next_report = PROGRESS_EVERY
+            for chunk in sp.iter_chunks():
+                if first:
+                    first = False
+                    if not chunk.startswith(b"PGDMP"):
+                        raise BackupError(f"pg_dump output for {db} is not a custom-format archive")
+                upload.write(chunk)
+                if upload.raw_size >= next_report:
+                    next_report += PROGRESS_EVERY
+                    ctx.progress(f"{db}: {human_bytes(upload.raw_size)} dumped", None)
+            res = sp.wait(check=False)
+            pg.check_stage(res, f"dumping {db}")
+            if upload.raw_size == 0:
+                raise BackupError(f"pg_dump produced no output for {db}")
+        except BaseException:
+            sp.kill()
+            upload.abort()
+            raise
+        writer.add(upload.finish())
+
+    def _dump_directory(self, ctx: TaskContext, env: BackupEnv, writer: SetWriter, target: PostgresTarget,
+                        db: str, options: PostgresBackupOptions, pg_dump: str, snapshot: str, base: str) -> None:
+        tmp = Path(tempfile.mkdtemp(prefix="upkeeper-dump-", dir=env.settings.work_dir))
+        try:
+            tmp.chmod(0o700)
+            out_dir = tmp / "dump"
+            argv = [pg_dump, "--format=directory", "--compress=0", f"--jobs={options.jobs}",
+                    f"--snapshot={snapshot}", "--no-password", "--file", str(out_dir)]
+            res = proc.run(argv, extra_env=target.libpq_env(db), check=False, timeout=None)
+            pg.check_stage(res, f"dumping {db}")
+            files = sorted(p for p in out_dir.iterdir() if p.is_file()) if out_dir.is_dir() else []
+            if not any(p.name == "toc.dat" for p in files):
+                raise BackupError(f"pg_dump wrote no toc.dat for {db}")
+            for i, f in enumerate(files):
+                ctx.progress(f"{db}: storing {f.name}", i / len(files))
+                upload = writer.upload(object_name(f"{base}.dir/{f.name}", env), role="database-dir")
+                try:
+                    with open(f, "rb") as fh:
+                        while chunk := fh.read(1 << 20):
+                            upload.write(chunk)
+                except BaseException:
+                    upload.abort()
+                    raise
+                writer.add(upload.finish())
+                f.unlink()  # plaintext leaves the disk as soon as it is stored
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)

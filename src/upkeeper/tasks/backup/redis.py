@@ -1,0 +1,193 @@
+"""redis.backup: an RDB snapshot (over the network like ``redis-cli --rdb``, or BGSAVE + copy when local),
+checked with ``redis-check-rdb``, then zstd → age → storage."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field
+
+from upkeeper.backup.pipeline import upload_stream
+from upkeeper.backup.sets import SetWriter
+from upkeeper.config.backup import REDIS_RETENTION, RetentionPolicy
+from upkeeper.config.targets import RedisTarget
+from upkeeper.core import proc
+from upkeeper.core.task import Result, Task, TaskContext, TaskOptions, task
+from upkeeper.errors import BackupError, TaskError
+from upkeeper.fmt import human_bytes
+from upkeeper.tasks.backup._common import Outcome, apply_retention, env_for, object_name
+
+SET_NAME = "rdb"
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+class RedisBackupOptions(TaskOptions):
+    method: Literal["auto", "network", "bgsave"] = Field(
+        "auto", description="'network': download a fresh RDB over the replication protocol (redis-cli --rdb); "
+        "'bgsave': BGSAVE and copy the RDB file (server on this host); 'auto': bgsave when the RDB file is "
+        "readable here, else network")
+    bgsave_timeout: float = Field(600, gt=0, description="seconds to wait for BGSAVE to finish")
+    storages: list[str] | None = Field(None, description="storages to write to (default: backup.storages)")
+    retention: RetentionPolicy = Field(
+        default_factory=lambda: REDIS_RETENTION.model_copy(),
+        description="retention (default: a week of dailies — Redis data is usually rebuildable. Source: the "
+        "maintenance procedures' 7-day Redis retention)")
+
+
+def _client(t: RedisTarget) -> Any:
+    import redis
+
+    pw = t.password.get_secret_value() if t.password else None
+    if t.unix_socket:
+        return redis.Redis(unix_socket_path=t.unix_socket, username=t.username, password=pw, db=t.db,
+                           socket_timeout=t.socket_timeout.total_seconds())
+    return redis.Redis(host=t.host, port=t.port, username=t.username, password=pw, db=t.db, ssl=t.tls,
+                       socket_timeout=t.socket_timeout.total_seconds())
+
+
+def _cli_argv(t: RedisTarget) -> tuple[list[str], dict[str, str]]:
+    cli = shutil.which("redis-cli")
+    if not cli:
+        raise TaskError("redis-cli not found", "Try: apt-get install redis-tools", permanent=True)
+    argv = [cli, "--no-auth-warning"]
+    argv += ["-s", t.unix_socket] if t.unix_socket else ["-h", t.host, "-p", str(t.port)]
+    if t.username:
+        argv += ["--user", t.username]
+    if t.tls:
+        argv.append("--tls")
+    env = {"REDISCLI_AUTH": t.password.get_secret_value()} if t.password else {}
+    return argv, env
+
+
+@task
+class RedisBackup(Task[RedisBackupOptions]):
+    """Take an RDB snapshot, check it with redis-check-rdb and store it through zstd and age, with a manifest
+    (Redis version, key counts, RDB size)."""
+
+    name = "redis.backup"
+    summary = "RDB snapshot (network or BGSAVE) → redis-check-rdb → zstd → age → storage"
+    target_kinds = ("redis",)
+    Options = RedisBackupOptions
+    category = "backup"
+    exclusive = True
+
+    def run(self, ctx: TaskContext, options: RedisBackupOptions) -> Result:
+        target = ctx.require_target()
+        assert isinstance(target, RedisTarget)
+        t0 = time.monotonic()
+        client = _client(target)
+        try:
+            info = client.info()
+        except Exception as exc:
+            raise TaskError(f"cannot reach Redis {target.display()}: {exc}",
+                            "Try: check host, port and password of the target") from None
+        keys = {db: int(v.get("keys", 0)) for db, v in info.items() if db.startswith("db") and isinstance(v, dict)}
+        env = env_for(ctx, options.storages)
+        out = Outcome("redis")
+        tmp = Path(tempfile.mkdtemp(prefix="upkeeper-redis-", dir=env.settings.work_dir))
+        try:
+            tmp.chmod(0o700)
+            method = options.method
+            rdb_path: Path | None = None
+            if method in ("auto", "bgsave"):
+                rdb_path = self._local_rdb(client, target)
+                if rdb_path is None and method == "bgsave":
+                    raise TaskError("method 'bgsave' needs the server's RDB file readable on this host",
+                                    "Try: method: network", permanent=True)
+                method = "bgsave" if rdb_path is not None else "network"
+            writer = SetWriter(env, "redis", ctx.target_name or "redis", SET_NAME)
+            try:
+                with contextlib.ExitStack() as stack:
+                    if method == "bgsave":
+                        assert rdb_path is not None
+                        ctx.progress("BGSAVE", None)
+                        self._bgsave(client, options.bgsave_timeout)
+                        fh = stack.enter_context(open(rdb_path, "rb"))  # this inode, even if renamed over later
+                        check_path = f"/proc/{os.getpid()}/fd/{fh.fileno()}"
+                        check_path = check_path if Path(check_path).exists() else str(rdb_path)
+                    else:
+                        ctx.progress("downloading RDB (redis-cli --rdb)", None)
+                        dest = tmp / "dump.rdb"
+                        argv, cenv = _cli_argv(target)
+                        res = proc.run([*argv, "--rdb", str(dest)], extra_env=cenv, check=False, timeout=3600)
+                        if res.returncode != 0 or not dest.exists():
+                            raise BackupError(f"redis-cli --rdb {proc.describe_exit(res.returncode)}: "
+                                              f"{(res.stderr or res.text).strip()[-300:]}")
+                        fh = stack.enter_context(open(dest, "rb"))
+                        check_path = str(dest)
+                    size = os.fstat(fh.fileno()).st_size
+                    if size == 0:
+                        raise BackupError("the RDB snapshot is empty")
+                    self._check(check_path)
+                    rec = upload_stream(writer.upload(object_name("dump.rdb", env), role="rdb"), fh)
+                writer.add(rec)
+                details = {"redis_version": info.get("redis_version"), "method": method, "keys": keys,
+                           "rdb_size": size, "check": "redis-check-rdb: RDB looks OK"}
+                manifest = writer.commit(details)
+            except Exception as exc:
+                writer.abort()
+                out.fail(SET_NAME, exc, "backup.failed")
+            else:
+                out.manifests.append(manifest)
+                ctx.log.info("backup %s: RDB %s (%s), %s stored", manifest.id, human_bytes(size), method,
+                             human_bytes(manifest.size))
+                report = apply_retention(ctx, env, manifest, options.retention, out.findings)
+                if report is not None:
+                    out.pruned += len(report.deleted)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+            env.close()
+            client.close()
+        return out.result(time.monotonic() - t0)
+
+    @staticmethod
+    def _local_rdb(client: Any, target: RedisTarget) -> Path | None:
+        if not (target.unix_socket or target.host in LOCAL_HOSTS):
+            return None
+        try:
+            d = client.config_get("dir").get("dir")
+            f = client.config_get("dbfilename").get("dbfilename")
+        except Exception:
+            return None  # CONFIG may be renamed/disabled
+        if not d or not f:
+            return None
+        p = Path(d) / f
+        return p if os.access(p.parent, os.R_OK | os.X_OK) and (not p.exists() or os.access(p, os.R_OK)) else None
+
+    @staticmethod
+    def _bgsave(client: Any, timeout: float) -> None:
+        before_saves = client.info("persistence").get("rdb_saves")
+        before = client.lastsave()
+        try:
+            client.bgsave()
+        except Exception as exc:
+            if "in progress" not in str(exc):
+                raise BackupError(f"BGSAVE failed: {exc}") from None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            p = client.info("persistence")
+            done = (p.get("rdb_saves", 0) > before_saves) if before_saves is not None else \
+                client.lastsave() != before
+            if not p.get("rdb_bgsave_in_progress") and done:
+                if p.get("rdb_last_bgsave_status") != "ok":
+                    raise BackupError("BGSAVE failed: rdb_last_bgsave_status is "
+                                      f"{p.get('rdb_last_bgsave_status')} (see the Redis log)")
+                return
+            time.sleep(0.05)
+        raise BackupError(f"BGSAVE did not finish within {timeout:g}s")
+
+    @staticmethod
+    def _check(path: str) -> None:
+        checker = shutil.which("redis-check-rdb")
+        if not checker:
+            raise TaskError("redis-check-rdb not found", "Try: apt-get install redis-tools", permanent=True)
+        res = proc.run([checker, path], check=False, timeout=3600)
+        if res.returncode != 0 or "RDB looks OK" not in res.text:
+            tail = " ".join((res.text + res.stderr).strip().splitlines()[-2:])
+            raise BackupError(f"redis-check-rdb rejects the snapshot: {tail}")

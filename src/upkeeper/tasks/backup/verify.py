@@ -1,0 +1,131 @@
+"""backup.verify: prove backups restore — checksums, decryption, decompression and a real restore."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from upkeeper.backup.catalog import COMPLETE, catalog_for
+from upkeeper.backup.prune import index_sets
+from upkeeper.backup.restore import locate
+from upkeeper.backup.sets import close_storages, open_storages
+from upkeeper.backup.verify import VerifyOptions, VerifyReport, verify_set
+from upkeeper.config.targets import PostgresTarget
+from upkeeper.core.task import Finding, Result, Severity, Status, Task, TaskContext, TaskOptions, task
+from upkeeper.errors import TaskError
+from upkeeper.fmt import human_duration
+
+
+class BackupVerifyOptions(TaskOptions):
+    scope: Literal["newest", "unverified", "id"] = Field(
+        "newest", description="'newest': the newest backup of each database; 'unverified': every backup not "
+        "verified yet; 'id': the one given as backup_id")
+    backup_id: str | None = Field(None, description="backup to verify when scope is 'id'")
+    storage: str | None = Field(None, description="storage to read from (default: the first that holds the set)")
+    restore: bool = Field(True, description="restore into a scratch database (PostgreSQL); off: checksums, "
+                          "decryption, decompression and pg_restore --list only")
+    scratch_target: str | None = Field(
+        None, description="postgres target to restore into as upkeeper_verify_<id> (default: the backed-up server)")
+    jobs: int | None = Field(
+        None, ge=1, le=64, description="pg_restore jobs: 1 streams the dump straight from storage into the "
+        "scratch database in one pass; N>1 fetches it to a temp file and restores with N jobs. Default: stream "
+        "when one table holds most rows (parallelism cannot help), else 2 jobs. Source: pg_restore -j")
+    checks: list[str] = Field(default_factory=list, description="smoke SQL run in the restored database; each "
+                              "must return true, e.g. 'select count(*) > 0 from users'")
+    amcheck: bool = Field(False, description="run amcheck's bt_index_check on every B-tree index of the restore")
+
+
+@task
+class BackupVerify(Task[BackupVerifyOptions]):
+    """Check every object's size and SHA-256 against the manifest, decrypt, decompress, run
+    pg_restore --list, restore into a scratch database (dropped afterwards, even on failure), compare every
+    table's row count with the manifest, run optional smoke SQL and amcheck.  Records the restore time and marks
+    the backup verified or verify-failed."""
+
+    name = "backup.verify"
+    summary = "test-restore backups: checksums, decrypt, decompress, restore, row counts"
+    target_kinds = ("postgres", "app", "host", "redis")
+    Options = BackupVerifyOptions
+    category = "backup"
+    exclusive = True
+
+    def run(self, ctx: TaskContext, options: BackupVerifyOptions) -> Result:
+        target = ctx.require_target()
+        config = ctx.config
+        if config is None or ctx.target_name is None:
+            raise TaskError("backup.verify needs the configuration and a target")
+        if options.scope == "id" and not options.backup_id:
+            raise TaskError("scope 'id' needs backup_id", "Try: set options.backup_id", permanent=True)
+        scratch: PostgresTarget | None = None
+        if options.scratch_target:
+            found = config.targets.get(options.scratch_target)
+            if not isinstance(found, PostgresTarget):
+                raise TaskError(f"scratch_target {options.scratch_target!r} is not a postgres target",
+                                permanent=True)
+            scratch = found
+        catalog = catalog_for(ctx.state)
+        storages = open_storages(config, [options.storage] if options.storage else None)
+        try:
+            errors: list[str] = []
+            index = index_sets(storages, ctx.target_name, None, errors)
+            candidates: list[tuple[str, str, str]] = []  # (database, id, kind)
+            for (_t, db), idx in index.items():
+                by_kind: dict[str, list[tuple[str, str]]] = {}
+                for bid, (kind, when, _w) in idx.complete.items():
+                    by_kind.setdefault(kind, []).append((when.isoformat(), bid))
+                for kind, items in by_kind.items():
+                    items.sort(reverse=True)
+                    if options.scope == "newest":
+                        candidates.append((db, items[0][1], kind))
+                    elif options.scope == "id":
+                        candidates += [(db, bid, kind) for _w, bid in items if bid.startswith(options.backup_id or "")]
+                    else:
+                        status = {r.id: r.status for r in catalog.list(target=ctx.target_name)} if catalog else {}
+                        candidates += [(db, bid, kind) for _w, bid in items if status.get(bid, COMPLETE) == COMPLETE]
+            if not candidates:
+                what = f"backup {options.backup_id}" if options.scope == "id" else "backups to verify"
+                if errors:
+                    raise TaskError(f"cannot list backups: {errors[0]}")
+                if options.scope == "unverified":
+                    return Result(status=Status.OK, summary=f"no unverified backups of {ctx.target_name}")
+                raise TaskError(f"no {what} of target {ctx.target_name!r} on "
+                                f"{', '.join(s.name for s in storages)}",
+                                "Try: run the backup job first ('upkeeper run db-backup')")
+            vopts = VerifyOptions(restore=options.restore, scratch=scratch, jobs=options.jobs,
+                                  checks=options.checks, amcheck=options.amcheck)
+            reports: list[VerifyReport] = []
+            findings: list[Finding] = []
+            for db, bid, _kind in sorted(candidates):
+                located = locate(storages, ctx.target_name, db, bid, options.storage)
+                ctx.log.info("verifying %s (%s/%s) from %s", bid, ctx.target_name, db, located.storage.name)
+                rep = verify_set(located, config.backup, target, vopts,
+                                 progress=lambda msg: ctx.progress(msg, None), catalog=catalog)
+                reports.append(rep)
+                if rep.ok:
+                    ctx.log.info("%s", rep.summary)
+                else:
+                    ctx.log.error("%s", rep.summary)
+                    findings.append(Finding("backup.verify_failed", Severity.CRITICAL,
+                                            f"{db} {bid}" + (f" {rep.failed_object}" if rep.failed_object else ""),
+                                            rep.error or "verification failed",
+                                            "do not rely on this backup; check the storage and the backup job's "
+                                            "log, take a new backup", data=rep.to_dict()))
+        finally:
+            close_storages(storages)
+        ok = [r for r in reports if r.ok]
+        metrics: dict[str, float] = {"verify.checked": float(len(reports)), "verify.failed": float(len(reports) - len(ok))}
+        restore_times = [r.restore_seconds for r in reports if r.restore_seconds is not None]
+        if restore_times:
+            metrics["verify.restore_seconds"] = round(max(restore_times), 3)
+        metrics["verify.seconds"] = round(sum(r.seconds for r in reports), 3)
+        parts = []
+        for r in reports:
+            if r.ok:
+                extra = f", restore {human_duration(r.restore_seconds)}" if r.restore_seconds is not None else ""
+                parts.append(f"{r.backup_id} verified{extra}")
+            else:
+                parts.append(f"{r.backup_id} FAILED: {r.error}")
+        return Result(summary="; ".join(parts), findings=findings, metrics=metrics,
+                      artifacts=[{"type": "verification", **r.to_dict()} for r in reports])
+

@@ -1,0 +1,67 @@
+"""Fixtures for the backup tests: an age key pair, a seeded database, a config with local storages."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from upkeeper.sandbox.postgres import PostgresCluster
+from upkeeper.sandbox.seed import seed
+
+SMALL = {"users": 120, "listings": 80, "bookings": 300, "messages": 400, "reviews": 100, "notifications": 300,
+         "audit_log": 400}
+
+
+@dataclass
+class AgeKey:
+    identity: Path
+    recipient: str
+
+
+@pytest.fixture(scope="session")
+def age_key(tmp_path_factory: pytest.TempPathFactory) -> AgeKey:
+    d = tmp_path_factory.mktemp("age")
+    key = d / "key.txt"
+    subprocess.run(["age-keygen", "-o", str(key)], check=True, capture_output=True)
+    pub = subprocess.run(["age-keygen", "-y", str(key)], check=True, capture_output=True, text=True).stdout.strip()
+    return AgeKey(key, pub)
+
+
+@pytest.fixture
+def app_db(pg: PostgresCluster, pg_db: str) -> tuple[str, dict[str, int]]:
+    """A database with the app schema and a few hundred rows per table."""
+    with pg.connect(pg_db) as conn:
+        counts = seed(conn, SMALL)
+    return pg_db, counts
+
+
+@pytest.fixture
+def backup_config(make_config: Any, pg: PostgresCluster, tmp_path: Path, age_key: AgeKey) -> Callable[..., Path]:
+    """Write a config: target 'db', local storages, a db-backup and a verify job."""
+
+    def make(db: str, *, storages: int | dict[str, Any] = 1, encrypt: bool = True, options: dict[str, Any] | None
+             = None, backup: dict[str, Any] | None = None, verify: dict[str, Any] | None = None,
+             extra_jobs: dict[str, Any] | None = None, target_extra: dict[str, Any] | None = None) -> Path:
+        if isinstance(storages, int):
+            st = {f"local{i + 1}": {"kind": "local", "path": str(tmp_path / f"store{i + 1}"), "fsync": False}
+                  for i in range(storages)}
+        else:
+            st = storages
+        b: dict[str, Any] = {}
+        if encrypt:
+            b["encryption"] = {"recipients": [age_key.recipient], "identity_file": str(age_key.identity)}
+        b.update(backup or {})
+        jobs: dict[str, Any] = {
+            "db-backup": {"task": "postgres.backup", "target": "db",
+                          "options": {"databases": [db], "globals": False, **(options or {})}},
+            "backup-verify": {"task": "backup.verify", "target": "db", "options": verify or {}},
+        }
+        jobs.update(extra_jobs or {})
+        return make_config({"targets": {"db": {**pg.target(db), **(target_extra or {})}}, "storages": st, "backup": b, "jobs": jobs})
+
+    return make

@@ -1,0 +1,48 @@
+"""The 'backup:' config section: clear, located errors; init writes a config that loads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from upkeeper.core.initgen import Detected, render
+from upkeeper.core.jobs import load_setup
+
+
+def test_bad_recipient_is_a_located_error(cli: Any, make_config: Any) -> None:
+    cfg = make_config({"backup": {"encryption": {"recipients": ["age1notakey"]}}})
+    r = cli(["--config", cfg, "config", "check"])
+    assert r.code == 2
+    assert "backup -> encryption" in r.err and "not an age X25519 public key" in r.err
+
+
+def test_recipients_and_passphrase_together_are_refused(cli: Any, make_config: Any, tmp_path: Path) -> None:
+    pw = tmp_path / "pw"
+    pw.write_text("secret-passphrase")
+    cfg = make_config({"backup": {"encryption": {
+        "recipients": ["age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p"],
+        "passphrase_file": str(pw)}}})
+    r = cli(["--config", cfg, "config", "check"])
+    assert r.code == 2 and "not both" in r.err
+    assert "secret-passphrase" not in r.output
+
+
+def test_encryption_none_and_retention_validate(cli: Any, make_config: Any) -> None:
+    cfg = make_config({"backup": {"encryption": "none", "retention": {"keep_daily": 7, "keep_within": "2d",
+                                                                       "timezone": "Europe/Berlin"}}})
+    r = cli(["--config", cfg, "config", "check"])
+    assert r.code == 0, r.output
+    cfg = make_config({"backup": {"retention": {"keep_daily": -2}}})
+    r = cli(["--config", cfg, "config", "check"])
+    assert r.code == 2 and "keep_daily" in r.err
+
+
+def test_init_output_with_backup_jobs_loads(tmp_path: Path) -> None:
+    text = render(Detected(postgres={"host": "127.0.0.1", "port": 5432, "user": "postgres", "dbname": "app"},
+                           redis={"host": "127.0.0.1", "port": 6379}))
+    path = tmp_path / "upkeeper.yaml"
+    path.write_text(text)
+    setup = load_setup(path)
+    assert {"db-backup", "backup-verify", "cache-backup"} <= set(setup.jobs)
+    assert setup.jobs["db-backup"].options.model_dump()["format"] == "custom"
+    assert setup.config.backup.retention.keep_daily == 14 and "local" in setup.config.storages

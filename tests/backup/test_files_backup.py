@@ -1,0 +1,138 @@
+"""files.backup: tar with excludes and symlinks never followed, a manifest with sizes and hashes, secrets in an
+always-encrypted archive, verify by extraction, restore with --to."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .conftest import AgeKey
+
+
+@pytest.fixture
+def app_tree(tmp_path: Path) -> Path:
+    root = tmp_path / "srv" / "app"
+    (root / "public" / "img").mkdir(parents=True)
+    (root / "node_modules" / "left-pad").mkdir(parents=True)
+    (root / "app.js").write_text("console.log('hi')\n")
+    (root / "public" / "img" / "logo.png").write_bytes(bytes(range(256)) * 40)
+    (root / "node_modules" / "left-pad" / "index.js").write_text("module.exports = 1\n")
+    (root / "server.log").write_text("noise\n")
+    (root / ".env").write_text("DATABASE_URL=postgres://app:s3cr3t@db/app\n")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "private.key").write_text("-----BEGIN PRIVATE KEY-----\n")
+    (root / "escape").symlink_to(outside)  # a link out of the tree: stored as a link, never followed
+    (root / "current.js").symlink_to(root / "app.js")
+    return root
+
+
+def _config(make_config: Any, tmp_path: Path, root: Path, age_key: AgeKey, options: dict[str, Any],
+            encrypt: bool = True) -> Path:
+    backup: dict[str, Any] = {}
+    if encrypt:
+        backup["encryption"] = {"recipients": [age_key.recipient], "identity_file": str(age_key.identity)}
+    return make_config({
+        "targets": {"web": {"kind": "app", "root": str(root)}},
+        "storages": {"local1": {"kind": "local", "path": str(tmp_path / "store"), "fsync": False}},
+        "backup": backup,
+        "jobs": {"app-backup": {"task": "files.backup", "target": "web", "options": options},
+                 "app-verify": {"task": "backup.verify", "target": "web"}},
+    })
+
+
+def test_files_backup_manifest_secrets_verify_restore(cli: Any, make_config: Any, tmp_path: Path, app_tree: Path,
+                                                     age_key: AgeKey) -> None:
+    cfg = _config(make_config, tmp_path, app_tree, age_key,
+                  {"exclude": ["node_modules", "*.log"], "secret_paths": [".env"]})
+    r = cli(["--config", cfg, "run", "app-backup", "--json"])
+    assert r.code == 0, r.output
+    run = r.json()[0]
+    assert run["status"] == "ok", run
+    [mpath] = list((tmp_path / "store").rglob("manifest.json"))
+    assert mpath.parent.parent.name == "files" and mpath.parent.parent.parent.name == "web"
+    m = json.loads(mpath.read_text())
+    archives = m["files"]["archives"]
+    main = {f["path"]: f for f in archives["files.tar.zst.age"]["files"]}
+    rel = str(app_tree).lstrip("/")
+    assert f"{rel}/app.js" in main and f"{rel}/public/img/logo.png" in main
+    logo = main[f"{rel}/public/img/logo.png"]
+    assert logo["size"] == 256 * 40
+    assert logo["sha256"] == hashlib.sha256((app_tree / "public/img/logo.png").read_bytes()).hexdigest()
+    assert not any("node_modules" in p or p.endswith(".log") or p.endswith(".env") for p in main)
+    assert main[f"{rel}/escape"]["type"] == "symlink"
+    assert not any("private.key" in p for p in main)
+    secrets = archives["secrets.tar.zst.age"]["files"]
+    assert [f["path"] for f in secrets] == [f"{rel}/.env"] and "sha256" not in secrets[0]
+    # the main archive decrypts and decompresses with the standard tools and is a plain tar
+    enc = mpath.parent / "files.tar.zst.age"
+    dec = subprocess.run(["age", "-d", "-i", str(age_key.identity), str(enc)], check=True, capture_output=True)
+    raw = subprocess.run(["zstd", "-d", "-c"], input=dec.stdout, check=True, capture_output=True).stdout
+    (tmp_path / "x.tar").write_bytes(raw)
+    with tarfile.open(tmp_path / "x.tar") as tf:
+        names = tf.getnames()
+    assert f"{rel}/app.js" in names and not any("private.key" in n for n in names)
+    assert b"s3cr3t" not in raw and b"s3cr3t" not in (mpath.parent / "secrets.tar.zst.age").read_bytes()
+
+    r = cli(["--config", cfg, "run", "app-verify", "--json"])
+    assert r.code == 0, r.output
+    vrun = r.json()[0]
+    assert vrun["status"] == "ok", vrun
+    assert any("extracted and compared" in step for step in vrun["artifacts"][0]["steps"])
+    bid = run["artifacts"][0]["id"]
+    assert cli(["--config", cfg, "backups", "show", bid, "--json"]).json()["status"] == "verified"
+
+    dest = tmp_path / "restored"
+    r = cli(["--config", cfg, "backups", "restore", bid, "--to", dest])
+    assert r.code == 0, r.output
+    assert (dest / rel / "app.js").read_text() == "console.log('hi')\n"
+    assert (dest / rel / ".env").read_text().startswith("DATABASE_URL")
+    assert (dest / rel / "escape").is_symlink()
+
+
+def test_changed_file_after_backup_fails_verify(cli: Any, make_config: Any, tmp_path: Path, app_tree: Path,
+                                                age_key: AgeKey) -> None:
+    """Verify compares extracted files with the manifest's hashes; a doctored manifest hash is caught."""
+    cfg = _config(make_config, tmp_path, app_tree, age_key, {})
+    r = cli(["--config", cfg, "run", "app-backup", "--json"])
+    assert r.code == 0, r.output
+    [mpath] = list((tmp_path / "store").rglob("manifest.json"))
+    m = json.loads(mpath.read_text())
+    files = m["files"]["archives"]["files.tar.zst.age"]["files"]
+    target = next(f for f in files if f["path"].endswith("app.js"))
+    target["sha256"] = "0" * 64
+    mpath.write_text(json.dumps(m))
+    r = cli(["--config", cfg, "run", "app-verify", "--json"])
+    assert r.code == 1
+    assert "app.js does not match its SHA-256" in r.json()[0]["summary"]
+
+
+def test_secrets_without_encryption_are_refused(cli: Any, make_config: Any, tmp_path: Path, app_tree: Path,
+                                                age_key: AgeKey) -> None:
+    cfg = _config(make_config, tmp_path, app_tree, age_key, {"secret_paths": [".env"]}, encrypt=False)
+    r = cli(["--config", cfg, "run", "app-backup", "--json"])
+    assert r.code == 1
+    assert "secret_paths must be encrypted" in r.json()[0]["summary"]
+    assert not list((tmp_path / "store").rglob("*.tar*"))
+
+
+def test_preset_set_has_its_own_name(cli: Any, make_config: Any, tmp_path: Path, app_tree: Path,
+                                     age_key: AgeKey, monkeypatch: pytest.MonkeyPatch) -> None:
+    home = tmp_path / "home"
+    (home / ".pm2").mkdir(parents=True)
+    (home / ".pm2" / "dump.pm2").write_text('[{"name": "app"}]')
+    monkeypatch.setenv("HOME", str(home))
+    cfg = _config(make_config, tmp_path, app_tree, age_key, {"preset": "pm2"})
+    r = cli(["--config", cfg, "run", "app-backup", "--json"])
+    assert r.code == 0, r.output
+    [mpath] = list((tmp_path / "store").rglob("manifest.json"))
+    assert mpath.parent.parent.name == "pm2"
+    m = json.loads(mpath.read_text())
+    paths = [f["path"] for f in m["files"]["archives"]["files.tar.zst.age"]["files"]]
+    assert paths == [str(home / ".pm2" / "dump.pm2").lstrip("/")]

@@ -1,0 +1,143 @@
+"""postgres.backup against a real PostgreSQL: the set on storage decrypts with age, decompresses with zstd
+and restores with pg_restore; failures are failed runs with nothing listed."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from upkeeper.sandbox.postgres import PostgresCluster
+
+from .conftest import AgeKey
+
+
+def _sets(store: Path) -> list[Path]:
+    return sorted(p.parent for p in store.rglob("manifest.json"))
+
+
+def test_backup_streams_to_two_storages_and_restores_with_standard_tools(
+        cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], backup_config: Any, age_key: AgeKey,
+        tmp_path: Path) -> None:
+    db, counts = app_db
+    cfg = backup_config(db, storages=2, options={"globals": True})
+    r = cli(["--config", cfg, "run", "db-backup", "--json"])
+    assert r.code == 0, r.output
+    run = r.json()[0]
+    assert run["status"] == "ok", run
+    [art] = run["artifacts"]
+    sets1, sets2 = _sets(tmp_path / "store1"), _sets(tmp_path / "store2")
+    assert [p.name for p in sets1] == [p.name for p in sets2] == [art["id"]]
+    set_dir = sets1[0]
+    assert set_dir.relative_to(tmp_path / "store1").parts[:2] == ("db", db)
+    manifest = json.loads((set_dir / "manifest.json").read_text())
+    assert manifest["kind"] == "postgres" and manifest["database"] == db and manifest["target"] == "db"
+    assert manifest["postgres"]["row_counts"] == {f"public.{t}": n for t, n in counts.items()}
+    assert manifest["postgres"]["server_version"].startswith("15")
+    names = {o["name"]: o for o in manifest["objects"]}
+    assert set(names) == {f"{db}.dump.zst.age", "globals.sql.zst.age"}
+    # both copies identical byte for byte, matching the manifest's SHA-256
+    import hashlib
+    for o in manifest["objects"]:
+        a = (set_dir / o["name"]).read_bytes()
+        b = (sets2[0] / o["name"]).read_bytes()
+        assert a == b and hashlib.sha256(a).hexdigest() == o["sha256"] and len(a) == o["size"]
+        assert a.startswith(b"age-encryption.org/v1")
+    # no plaintext, no temp files left behind
+    assert not list((tmp_path / "store1").rglob("*.upkeeper-partial"))
+    # standard tools only: age -d | zstd -d | pg_restore
+    dump = tmp_path / "plain.dump"
+    enc = set_dir / f"{db}.dump.zst.age"
+    dec = subprocess.run(["age", "-d", "-i", str(age_key.identity), str(enc)], check=True, capture_output=True)
+    raw = subprocess.run(["zstd", "-d", "-c"], input=dec.stdout, check=True, capture_output=True).stdout
+    assert raw.startswith(b"PGDMP") and len(raw) == names[f"{db}.dump.zst.age"]["raw_size"]
+    dump.write_bytes(raw)
+    listing = subprocess.run([str(pg.bin / "pg_restore"), "--list", str(dump)], check=True, capture_output=True,
+                             text=True).stdout
+    assert "TABLE DATA public users" in listing
+    # the catalog lists it
+    r = cli(["--config", cfg, "backups", "list", "--json"])
+    assert r.code == 0, r.output
+    [row] = r.json()
+    assert row["id"] == art["id"] and row["status"] == "complete" and sorted(row["storages"]) == ["local1", "local2"]
+
+
+def test_unencrypted_local_backup_is_plain_zstd(cli: Any, app_db: tuple[str, dict[str, int]], backup_config: Any,
+                                               tmp_path: Path) -> None:
+    db, _ = app_db
+    cfg = backup_config(db, encrypt=False)
+    r = cli(["--config", cfg, "run", "db-backup", "--json"])
+    assert r.code == 0, r.output
+    [set_dir] = _sets(tmp_path / "store1")
+    obj = set_dir / f"{db}.dump.zst"
+    raw = subprocess.run(["zstd", "-d", "-c", str(obj)], check=True, capture_output=True).stdout
+    assert raw.startswith(b"PGDMP")
+
+
+def test_lost_connection_mid_dump_fails_and_lists_nothing(
+        cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], backup_config: Any,
+        tmp_path: Path) -> None:
+    """The server kills pg_dump's session while it dumps: a failed run naming the cause, no backup listed."""
+    import threading
+    import time
+
+    db, _ = app_db
+    cfg = backup_config(db)
+    blocker = pg.connect(db, autocommit=False)
+    blocker.execute("LOCK TABLE reviews IN ACCESS EXCLUSIVE MODE")
+
+    def terminate() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            rows = pg.execute("SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                              "AND query NOT LIKE '%%count(*)%%' AND pid <> pg_backend_pid()", db)
+            if rows:
+                pg.execute("SELECT pg_terminate_backend(%s)", db, [rows[0][0]])
+                break
+            time.sleep(0.05)
+        blocker.rollback()
+
+    t = threading.Thread(target=terminate)
+    t.start()
+    try:
+        r = cli(["--config", cfg, "run", "db-backup", "--json"])
+    finally:
+        t.join()
+        blocker.close()
+    assert r.code == 1, r.output
+    run = r.json()[0]
+    assert run["status"] == "fail"
+    assert "pg_dump" in run["summary"] and ("terminat" in run["summary"] or "connection" in run["summary"])
+    assert cli(["--config", cfg, "backups", "list", "--json"]).json() == []
+    assert list((tmp_path / "store1").rglob("manifest.json")) == []
+    assert list((tmp_path / "store1").rglob("*.age")) == []  # the aborted set was removed
+
+
+def test_pg_dump_older_than_server_is_refused(cli: Any, app_db: tuple[str, dict[str, int]], backup_config: Any,
+                                             tmp_path: Path, pg: PostgresCluster) -> None:
+    """A pg_dump whose major version is older than the server's: refused, naming both versions."""
+    old = tmp_path / "oldbin"
+    old.mkdir()
+    fake = old / "pg_dump"  # stands for an old client install: answers --version like PostgreSQL 13 did
+    fake.write_text("#!/bin/sh\necho 'pg_dump (PostgreSQL) 13.11'\n")
+    fake.chmod(0o755)
+    db, _ = app_db
+    cfg = backup_config(db, target_extra={"bin_dir": str(old)})
+    r = cli(["--config", cfg, "run", "db-backup", "--json"])
+    assert r.code == 1, r.output
+    summary = r.json()[0]["summary"]
+    assert "pg_dump 13.11 is older than the server (PostgreSQL 15." in summary, summary
+    assert list((tmp_path / "store1").rglob("*")) == []
+
+
+def test_remote_storage_without_encryption_is_refused(cli: Any, app_db: tuple[str, dict[str, int]],
+                                                     backup_config: Any, tmp_path: Path) -> None:
+    db, _ = app_db
+    sftp = {"kind": "sftp", "host": "127.0.0.1", "port": 2, "user": "x", "key_file": str(tmp_path / "k"),
+            "path": "/backups"}
+    cfg = backup_config(db, encrypt=False, storages={"offsite": sftp})
+    r = cli(["--config", cfg, "run", "db-backup", "--json"])
+    assert r.code == 1
+    run = r.json()[0]
+    assert "refusing to send unencrypted backups to remote storage offsite" in run["summary"]
