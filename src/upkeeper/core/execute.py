@@ -80,6 +80,16 @@ class HistoryMetrics:
 
 
 _history_cache: dict[str, Any] = {}
+_secrets_registered_for: list[Config] = []  # the config objects whose secrets are registered
+
+
+def _register_secrets_once(config: Config) -> None:
+    """Walking a large config costs time; do it once per config object, not once per run."""
+    if any(c is config for c in _secrets_registered_for):
+        return
+    register_config_secrets(config)
+    _secrets_registered_for.append(config)
+    del _secrets_registered_for[:-4]
 
 
 def _history(url: str | None) -> Any:
@@ -110,7 +120,7 @@ def execute_request(
     logger.addHandler(handler)
     try:
         if req.config is not None:
-            register_config_secrets(req.config)
+            _register_secrets_once(req.config)
         hist = history if history is not None else _history(req.history_url)
         state: StateStore
         metrics: MetricsReader

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import queue
 import signal
@@ -105,6 +106,7 @@ class _Worker:
     popen: subprocess.Popen[bytes]
     conn: Connection
     runs: int = 0
+    config_token: int | None = None
     on_output: list[LogFn | None] = field(default_factory=lambda: [None])
 
     @property
@@ -127,6 +129,17 @@ class WorkerPool:
         self._count = 0
         self._busy: dict[int, _Worker] = {}
         self._closed = False
+        self._configs: dict[int, object] = {}
+        self._next_token = 0
+
+    def _config_token(self, config: object) -> int:
+        with self._lock:
+            for token, known in self._configs.items():
+                if known is config:
+                    return token
+            self._next_token += 1
+            self._configs = {self._next_token: config}  # one config at a time (the caller's Setup)
+            return self._next_token
 
     def prestart(self, n: int = 1) -> None:
         """Start ``n`` workers in the background now, so their start-up overlaps the caller's own work."""
@@ -298,7 +311,15 @@ class WorkerPool:
         reusable = False
         try:
             try:
-                w.conn.send(("run", req))
+                token = None
+                if req.config is not None:
+                    # the config travels once per worker; each run then carries only its job
+                    token = self._config_token(req.config)
+                    if w.config_token != token:
+                        w.conn.send(("config", token, req.config))
+                        w.config_token = token
+                    req = dataclasses.replace(req, config=None)
+                w.conn.send(("run", req, token))
             except Exception as exc:  # unpicklable request, dead worker
                 return Outcome(Result(status=Status.ERROR, summary=f"could not hand the run to a worker: {exc}"),
                                started, _now(), crashed=True, worker_pid=w.pid)

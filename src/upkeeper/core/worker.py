@@ -48,6 +48,7 @@ def main(argv: list[str]) -> int:
             conn.send(msg)
 
     send(("ready", os.getpid()))
+    configs: dict[int, Any] = {}  # the pool sends each config once per worker, then refers to it by token
     while True:
         try:
             msg = conn.recv()
@@ -55,8 +56,13 @@ def main(argv: list[str]) -> int:
             return 0
         if msg[0] == "exit":
             return 0
-        if msg[0] == "run":
+        if msg[0] == "config":
+            configs.clear()
+            configs[msg[1]] = msg[2]
+        elif msg[0] == "run":
             req: WorkRequest = msg[1]
+            if len(msg) > 2 and msg[2] is not None:
+                req.config = configs.get(msg[2])
             result = execute_request(req, send)
             send(("result", result.to_dict()))
 
