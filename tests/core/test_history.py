@@ -92,7 +92,8 @@ def test_newer_schema_is_a_clear_error(tmp_path: Path) -> None:
     path = tmp_path / "h.db"
     History(f"sqlite:///{path}")
     with sqlite3.connect(path) as conn:
-        conn.execute("UPDATE alembic_version SET version_num = 'from_the_future'")
+        conn.execute("UPDATE alembic_version SET version_num = 'from_the_future' "
+                     "WHERE rowid = (SELECT min(rowid) FROM alembic_version)")
     with pytest.raises(HistoryError, match="from_the_future.*newer upkeeper") as err:
         History(f"sqlite:///{path}")
     assert err.value.hint and "upgrade upkeeper" in err.value.hint

@@ -3,6 +3,7 @@ memory cgroup, real TCP/HTTP services, the kernel's clock state."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -120,10 +121,29 @@ def test_time_until_full_is_projected_from_history(small_fs: Path) -> None:
     assert "host.disk_fill" not in checks(res)
 
 
+@contextlib.contextmanager
+def _cpu_load() -> Iterator[None]:
+    """Real CPU use while the task samples (an idle CI machine would otherwise show 0 %)."""
+    stop = threading.Event()
+
+    def spin() -> None:
+        while not stop.is_set():
+            pass
+
+    t = threading.Thread(target=spin, daemon=True)
+    t.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        t.join()
+
+
 def test_memory_cpu_load_thresholds_are_options(tmp_path: Path) -> None:
-    res = run_task("host.health", options={**FAST, "mounts": [str(tmp_path)], "memory_available_warning": 100,
-                                           "cpu_warning": 0.01, "cpu_critical": 100, "load_per_core_warning": 0.0001,
-                                           "cpu_min_window": "0s"})
+    with _cpu_load():
+        res = run_task("host.health", options={**FAST, "mounts": [str(tmp_path)], "memory_available_warning": 100,
+                                               "cpu_warning": 0.01, "cpu_critical": 100,
+                                               "load_per_core_warning": 0.0001, "cpu_min_window": "0s"})
     found = checks(res)
     assert found["host.memory_available"][0].threshold == 100
     assert found["host.cpu"][0].severity is Severity.WARNING
@@ -134,7 +154,9 @@ def test_memory_cpu_load_thresholds_are_options(tmp_path: Path) -> None:
     state = MemoryState()
     start = datetime.now(UTC)
     run_task("host.health", options={**FAST, "mounts": [str(tmp_path)]}, state=state, clock=lambda: start)
-    time.sleep(0.3)
+    busy_until = time.monotonic() + 0.3  # real CPU use in the window: an idle CI machine would show 0 %
+    while time.monotonic() < busy_until:
+        pass
     res = run_task("host.health", options={**FAST, "mounts": [str(tmp_path)], "cpu_warning": 0.01, "cpu_critical": 100,
                                            "cpu_min_window": "0.2s"}, state=state,
                    clock=lambda: start + timedelta(seconds=0.3))

@@ -222,8 +222,13 @@ def load_config(path: str | Path) -> Config:
 
 
 def load_text(text: str, file: str = "<config>", source: Path | None = None) -> Config:
-    root, _ = parse_yaml(text, file, locate=False)
-    lines = LineMap(None, file, text)  # parsed again with line tracking only if a problem needs a line
+    try:
+        root, _ = parse_yaml(text, file, locate=False)
+        lines = LineMap(None, file, text)  # parsed again with line tracking only if a problem needs a line
+    except ConfigError:
+        # The fast loader is libyaml, which is stricter than YAML 1.2 in places (e.g. ':' inside flow
+        # scalars such as `{ url: https://x }`); the round-trip parser is the authority.
+        root, lines = parse_yaml(text, file, locate=True)
     problems: list[ConfigProblem] = []
     if root is None:
         root = CommentedMap()

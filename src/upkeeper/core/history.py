@@ -131,16 +131,6 @@ class _SQLiteFileLock:
         self.fh.close()
 
 
-_SQLITE_TURNS: dict[str, threading.RLock] = {}
-_SQLITE_TURNS_LOCK = threading.Lock()
-
-
-def _sqlite_turn(path: Path | None) -> threading.RLock:
-    key = str(path.resolve()) if path is not None else ":memory:"
-    with _SQLITE_TURNS_LOCK:
-        return _SQLITE_TURNS.setdefault(key, threading.RLock())
-
-
 class History:
     """Access to the history database.  Thread-safe; one instance per process is enough."""
 
@@ -166,8 +156,10 @@ class History:
                 "Try: check the 'history' setting and the directory permissions",
             ) from None
         self.Session = sessionmaker(self.engine, expire_on_commit=False)
+        # One lock per History instance: the threads of one daemon take turns without SQLite's
+        # sleeping busy handler; separate instances (daemons, processes) contend through SQLite.
         self._turn: contextlib.AbstractContextManager[Any] = (
-            _sqlite_turn(self.sqlite_path) if self.dialect == "sqlite" else contextlib.nullcontext()
+            threading.RLock() if self.dialect == "sqlite" else contextlib.nullcontext()
         )
 
     # -- set-up ---------------------------------------------------------------------------
@@ -245,8 +237,8 @@ class History:
     def session(self) -> Iterator[Session]:
         """A transaction: committed on success, rolled back on error.
 
-        On SQLite, the threads of one process take turns through a process-wide lock per database
-        file: SQLite's own busy handler would make them sleep in 1–100 ms steps instead.
+        On SQLite, the threads sharing this instance take turns through a lock: SQLite's own busy
+        handler would make them sleep in 1–100 ms steps instead.
         """
         with self._turn, self.Session() as s, s.begin():
             yield s

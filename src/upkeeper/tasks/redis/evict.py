@@ -310,10 +310,10 @@ class Progress:
 
 
 def needs(u: Usage, opts: EvictOptions, mem_active: bool, keys_active: bool) -> tuple[int, int]:
-    """(bytes still to free, keys still to delete) to reach the targets."""
+    """(bytes still to free, keys still to delete) to get strictly below the memory target."""
     need_b = 0
     if mem_active and u.maxmemory:
-        need_b = max(0, u.used - int(u.maxmemory * opts.target_pct / 100))
+        need_b = max(0, u.used - int(u.maxmemory * opts.target_pct / 100) + 1)
     need_k = max(0, u.keys - opts.effective_keys_target()) if keys_active else 0
     return need_b, need_k
 
