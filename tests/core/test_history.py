@@ -8,7 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from upkeeper.core.history import History, NewRun, default_history_path, history_url, process_identity
+from upkeeper.core.history import (
+    MIGRATIONS,
+    SCHEMA_HEADS,
+    History,
+    NewRun,
+    default_history_path,
+    history_url,
+    process_identity,
+)
 from upkeeper.errors import HistoryError
 from upkeeper.sandbox.postgres import PostgresCluster
 
@@ -86,6 +94,32 @@ def test_default_location_is_platform_data_dir(tmp_path: Path, monkeypatch: pyte
     assert history_url(None) == f"sqlite:///{tmp_path}/upkeeper/history.db"
     assert history_url("rel/h.db", tmp_path) == f"sqlite:///{tmp_path}/rel/h.db"
     assert history_url("postgresql://u@h/db") == "postgresql+psycopg://u@h/db"
+
+
+def test_schema_heads_constant_matches_the_migrations(tmp_path: Path) -> None:
+    from alembic.config import Config as AlembicConfig
+    from alembic.script import ScriptDirectory
+
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    assert set(ScriptDirectory.from_config(cfg).get_heads()) == SCHEMA_HEADS
+    path = tmp_path / "h.db"
+    History(f"sqlite:///{path}")  # a fresh database is migrated to exactly these heads
+    with sqlite3.connect(path) as conn:
+        assert {r[0] for r in conn.execute("SELECT version_num FROM alembic_version")} == SCHEMA_HEADS
+
+
+def test_a_missing_migration_is_applied_on_open(tmp_path: Path) -> None:
+    path = tmp_path / "h.db"
+    History(f"sqlite:///{path}")
+    with sqlite3.connect(path) as conn:  # as if this database predates the notify_state migration
+        for table in ("notify_deliveries", "notify_events", "notify_state"):
+            conn.execute(f"DROP TABLE {table}")
+        conn.execute("DELETE FROM alembic_version WHERE version_num = 'notify_state'")
+    History(f"sqlite:///{path}")
+    with sqlite3.connect(path) as conn:
+        assert {r[0] for r in conn.execute("SELECT version_num FROM alembic_version")} == SCHEMA_HEADS
+        conn.execute("SELECT count(*) FROM notify_state")
 
 
 def test_newer_schema_is_a_clear_error(tmp_path: Path) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -125,8 +125,8 @@ def run_jobs(
         with progress:
             futures = [pool.submit(one, job) for job in jobs]
             try:
-                while not all(f.done() for f in futures):
-                    time.sleep(0.1)
+                while wait(futures, timeout=0.5).not_done:  # wakes as soon as the last one ends
+                    pass
             except KeyboardInterrupt:
                 cancel.set()
                 progress.console.print("[warn]interrupted: stopping running tasks…[/warn]")

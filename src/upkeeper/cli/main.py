@@ -10,16 +10,51 @@ import importlib
 import pkgutil
 import sys
 
-# One module per command (group); importing registers it on the app.  Modules whose
-# names start with "_" are helpers.
 import upkeeper.cli as _pkg
 from upkeeper.cli._app import app, err_console, state
 from upkeeper.errors import ConfigError, UpkeeperError
 from upkeeper.redact import redact
 
-for _mod in sorted(pkgutil.iter_modules(_pkg.__path__), key=lambda m: m.name):
-    if not _mod.name.startswith("_") and _mod.name != "main":
-        importlib.import_module(f"upkeeper.cli.{_mod.name}")
+#: Top-level command (or command group) → the module of ``upkeeper.cli`` that defines it.  Only the
+#: invoked command's module is imported (``upkeeper run`` need not import the demo or the backup
+#: browser); anything else (``--help``, a typo) imports them all.  tests/cli/test_main.py checks that
+#: this table and the modules agree.
+COMMANDS: dict[str, str] = {
+    "backups": "backups", "config": "config_cmd", "cron": "cron", "daemon": "daemon", "demo": "demo",
+    "history": "history", "show": "history", "init": "init", "jobs": "jobs", "logs": "logs",
+    "notify": "notify", "run": "run", "status": "status", "storages": "storages", "tasks": "tasks",
+    "windows": "windows",
+}  # fmt: skip
+#: Global options that take a value (the command word comes after them).
+_VALUE_OPTIONS = ("--config", "-c")
+
+
+def command_modules() -> list[str]:
+    """Every command module (one per command or group; names starting with "_" are helpers)."""
+    return sorted(m.name for m in pkgutil.iter_modules(_pkg.__path__) if not m.name.startswith("_")
+                  and m.name != "main")
+
+
+def command_word(argv: list[str]) -> str | None:
+    """The command named on a command line, skipping the global options before it."""
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in _VALUE_OPTIONS:
+            skip = True
+        elif not arg.startswith("-"):
+            return arg
+        elif arg in ("--help", "-h", "--version"):
+            return None
+    return None
+
+
+def load_commands(argv: list[str] | None = None) -> None:
+    """Register the command the command line names, or every command when that is unclear."""
+    word = command_word(sys.argv[1:] if argv is None else argv)
+    for name in [COMMANDS[word]] if word in COMMANDS else command_modules():
+        importlib.import_module(f"upkeeper.cli.{name}")
 
 
 def render_error(exc: UpkeeperError) -> None:
@@ -40,6 +75,7 @@ def render_error(exc: UpkeeperError) -> None:
 def main(argv: list[str] | None = None) -> None:
     debug = "--debug" in (argv if argv is not None else sys.argv)
     try:
+        load_commands(argv)
         app(args=argv, prog_name="upkeeper")
     except UpkeeperError as exc:
         if debug or state.debug:

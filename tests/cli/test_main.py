@@ -1,0 +1,48 @@
+"""The entry point imports only the invoked command's module."""
+
+from __future__ import annotations
+
+import importlib
+import subprocess
+import sys
+
+from upkeeper.cli._app import app
+from upkeeper.cli.main import COMMANDS, command_modules, command_word
+
+
+def test_command_table_matches_the_modules() -> None:
+    for name in command_modules():
+        importlib.import_module(f"upkeeper.cli.{name}")
+    defined: dict[str, str] = {}
+    for cmd in app.registered_commands:
+        assert cmd.name and cmd.callback
+        defined[cmd.name] = cmd.callback.__module__.rsplit(".", 1)[1]
+    for group in app.registered_groups:
+        assert group.name and group.typer_instance
+        callbacks = [c.callback for c in group.typer_instance.registered_commands if c.callback]
+        defined[group.name] = callbacks[0].__module__.rsplit(".", 1)[1]
+    assert defined == COMMANDS
+    assert set(COMMANDS.values()) == set(command_modules())
+
+
+def test_command_word_skips_global_options() -> None:
+    assert command_word(["--config", "run.yaml", "--debug", "run", "x"]) == "run"
+    assert command_word(["-c", "tasks", "jobs"]) == "jobs"
+    assert command_word(["--config=a.yaml", "status"]) == "status"
+    assert command_word(["--help"]) is None
+    assert command_word([]) is None
+
+
+def test_run_does_not_import_other_commands() -> None:
+    code = ("import sys\nfrom upkeeper.cli.main import load_commands\nload_commands(['--config', 'x', 'run', 'j'])\n"
+            "print(sorted(m for m in sys.modules if m.startswith('upkeeper.cli.') and not "
+            "m.split('.')[-1].startswith('_')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "['upkeeper.cli.main', 'upkeeper.cli.run']"
+
+
+def test_help_lists_every_command() -> None:
+    out = subprocess.run([sys.executable, "-m", "upkeeper", "--help"], capture_output=True, text=True,
+                         check=True).stdout
+    for name in COMMANDS:
+        assert name in out
