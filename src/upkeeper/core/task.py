@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib
 import logging
 import pkgutil
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -84,6 +84,40 @@ class Finding:
             threshold=d.get("threshold"),
             data=dict(d.get("data") or {}),
         )
+
+
+@dataclass
+class CheckOutput:
+    """What one check of a many-check task contributes (see :func:`run_checks`)."""
+
+    findings: list[Finding] = field(default_factory=list)
+    metrics: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+E = TypeVar("E")
+
+
+def run_checks(checks: Iterable[tuple[str, Callable[[E], CheckOutput]]], env: E,
+               on_error: Callable[[str, Exception], Finding], log: logging.Logger) -> CheckOutput:
+    """Run every check and merge what they found; one failing check never stops the others.
+
+    A check that raises becomes the finding ``on_error(name, exc)`` (postgres_exporter's rule: a
+    broken collector is reported, the rest still run).
+    """
+    total = CheckOutput()
+    for name, fn in checks:
+        try:
+            out = fn(env)
+        except Exception as exc:  # one failing check never stops the others
+            finding = on_error(name, exc)
+            log.warning("check %s failed: %s", name, finding.message)
+            total.findings.append(finding)
+            continue
+        total.findings.extend(out.findings)
+        total.metrics.update(out.metrics)
+        total.notes.extend(out.notes)
+    return total
 
 
 @dataclass

@@ -12,7 +12,7 @@ import re
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
@@ -22,7 +22,17 @@ from pydantic import Field, model_validator
 
 from upkeeper.config.types import Duration, StrictModel
 from upkeeper.core import proc
-from upkeeper.core.task import Finding, Result, Severity, Task, TaskContext, TaskOptions, task
+from upkeeper.core.task import (
+    CheckOutput,
+    Finding,
+    Result,
+    Severity,
+    Task,
+    TaskContext,
+    TaskOptions,
+    run_checks,
+    task,
+)
 from upkeeper.errors import ProcessError
 from upkeeper.fmt import human_bytes, human_duration
 from upkeeper.tasks.host._clock import ClockStatus, clock_status
@@ -148,11 +158,6 @@ class HealthOptions(TaskOptions):
         return self
 
 
-@dataclass
-class Out:
-    findings: list[Finding] = field(default_factory=list)
-    metrics: dict[str, float] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -194,9 +199,9 @@ DISK_REMEDIATION = ("free space: old logs, backups and build caches (upkeeper ap
                     "or grow the filesystem")
 
 
-def check_disks(env: Env) -> Out:
+def check_disks(env: Env) -> CheckOutput:
     o = env.opts
-    out = Out()
+    out = CheckOutput()
     was_critical = set(env.ctx.state.get("disk_critical") or [])
     now_critical: set[str] = set()
     for mount in o.mounts or real_mounts():
@@ -267,11 +272,11 @@ def project_full(env: Env, mount: str, u: DiskUsage) -> float | None:
 
 # -- memory ------------------------------------------------------------------------------------
 
-def check_memory(env: Env) -> Out:
+def check_memory(env: Env) -> CheckOutput:
     o = env.opts
     vm = psutil.virtual_memory()
     avail_pct = 100.0 * vm.available / vm.total if vm.total else 100.0
-    out = Out(metrics={"mem.available_pct": round(avail_pct, 3), "mem.available_bytes": float(vm.available),
+    out = CheckOutput(metrics={"mem.available_pct": round(avail_pct, 3), "mem.available_bytes": float(vm.available),
                        "mem.total_bytes": float(vm.total)},
               notes=[f"memory {avail_pct:.0f}% available"])
     if avail_pct < o.memory_available_warning:
@@ -350,9 +355,9 @@ def oom_details(since: datetime) -> list[str] | None:
     return _victims(lines)[-10:]
 
 
-def check_oom(env: Env) -> Out:
+def check_oom(env: Env) -> CheckOutput:
     count = read_oom_kills()
-    out = Out()
+    out = CheckOutput()
     if count is None:
         return out
     prev = env.ctx.state.get("oom")
@@ -390,7 +395,7 @@ def _busy_total(t: Any) -> tuple[float, float]:
     return total - idle, total
 
 
-def check_cpu(env: Env) -> Out:
+def check_cpu(env: Env) -> CheckOutput:
     o = env.opts
     prev = env.ctx.state.get("cpu")
     now_t = psutil.cpu_times()
@@ -412,7 +417,7 @@ def check_cpu(env: Env) -> Out:
     env.ctx.state.set("cpu", {"busy": busy, "total": total, "at": env.now.timestamp(), "boot": psutil.boot_time()})
     cores = psutil.cpu_count() or 1
     load1, load5, load15 = os.getloadavg()
-    out = Out(metrics={"cpu.used_pct": round(pct, 3), "load.1m": load1, "load.5m": load5, "load.15m": load15,
+    out = CheckOutput(metrics={"cpu.used_pct": round(pct, 3), "load.1m": load1, "load.5m": load5, "load.15m": load15,
                        "load.15m_per_core": round(load15 / cores, 3), "cpu.cores": float(cores)},
               notes=[f"CPU {pct:.0f}% over {human_duration(window_s)}", f"load {load15:.2f}/{cores} cores"])
     judged = window_s >= o.cpu_min_window.total_seconds()
@@ -455,8 +460,8 @@ def top_cpu_processes(n: int = 3, sample_s: float = 0.3) -> str:
 
 # -- services ----------------------------------------------------------------------------------
 
-def check_services(env: Env) -> Out:
-    out = Out()
+def check_services(env: Env) -> CheckOutput:
+    out = CheckOutput()
     up = 0
     for svc in env.opts.services:
         try:
@@ -573,9 +578,9 @@ SERVICE_PROBES: dict[str, Callable[[ServiceCheck], ProbeResult]] = {
 
 # -- clock ---------------------------------------------------------------------------------------
 
-def check_clock(env: Env) -> Out:
+def check_clock(env: Env) -> CheckOutput:
     o = env.opts
-    out = Out()
+    out = CheckOutput()
     if not o.clock:
         return out
     st: ClockStatus = clock_status()
@@ -606,7 +611,7 @@ def check_clock(env: Env) -> Out:
     return out
 
 
-CHECKS: tuple[tuple[str, Callable[[Env], Out]], ...] = (
+CHECKS: tuple[tuple[str, Callable[[Env], CheckOutput]], ...] = (
     ("disks", check_disks),
     ("memory", check_memory),
     ("oom", check_oom),
@@ -630,19 +635,10 @@ class HostHealth(Task[HealthOptions]):
 
     def run(self, ctx: TaskContext, options: HealthOptions) -> Result:
         env = Env(ctx=ctx, opts=options, host=socket.gethostname(), now=ctx.now())
-        findings: list[Finding] = []
-        metrics: dict[str, float] = {}
-        notes: list[str] = []
-        for name, fn in CHECKS:
-            try:
-                out = fn(env)
-            except Exception as exc:  # one failing check never stops the others
-                ctx.log.warning("check %s failed: %s: %s", name, type(exc).__name__, exc)
-                findings.append(_f("host.check_failed", Severity.WARNING, f"{env.host} {name}",
-                                   f"the {name} check failed: {type(exc).__name__}: {exc}", "see the run log",
-                                   check_name=name))
-                continue
-            findings.extend(out.findings)
-            metrics.update(out.metrics)
-            notes.extend(out.notes)
-        return Result(summary=", ".join(notes), findings=findings, metrics=metrics)
+
+        def failed(name: str, exc: Exception) -> Finding:
+            return _f("host.check_failed", Severity.WARNING, f"{env.host} {name}",
+                      f"the {name} check failed: {type(exc).__name__}: {exc}", "see the run log", check_name=name)
+
+        out = run_checks(CHECKS, env, failed, ctx.log)
+        return Result(summary=", ".join(out.notes), findings=out.findings, metrics=out.metrics)

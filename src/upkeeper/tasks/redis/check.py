@@ -17,7 +17,18 @@ from pydantic import Field
 
 from upkeeper.config.targets import RedisTarget
 from upkeeper.config.types import ByteSize, Duration
-from upkeeper.core.task import Finding, Result, Severity, Status, Task, TaskContext, TaskOptions, task
+from upkeeper.core.task import (
+    CheckOutput,
+    Finding,
+    Result,
+    Severity,
+    Status,
+    Task,
+    TaskContext,
+    TaskOptions,
+    run_checks,
+    task,
+)
 from upkeeper.errors import TaskError
 from upkeeper.fmt import human_bytes, human_duration
 from upkeeper.tasks.redis._collect import Snapshot, base_metrics, hit_rate, memory_usage, take_snapshot
@@ -91,13 +102,6 @@ class CheckOptions(TaskOptions):
     )
 
 
-@dataclass
-class Out:
-    """What one check contributes."""
-
-    findings: list[Finding] = field(default_factory=list)
-    metrics: dict[str, float] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -117,10 +121,10 @@ def _f(check: str, sev: Severity, subject: str, message: str, remediation: str,
 
 # -- memory --------------------------------------------------------------------------------
 
-def check_memory(env: Env) -> Out:
+def check_memory(env: Env) -> CheckOutput:
     o, s = env.opts, env.snap
     used, limit, what = memory_usage(s)
-    out = Out()
+    out = CheckOutput()
     if not limit:
         return out
     pct = 100.0 * used / limit
@@ -145,11 +149,11 @@ def check_memory(env: Env) -> Out:
     return out
 
 
-def check_fragmentation(env: Env) -> Out:
+def check_fragmentation(env: Env) -> CheckOutput:
     o, s = env.opts, env.snap
     ratio = s.num("mem_fragmentation_ratio")
     used, rss = s.num("used_memory"), s.num("used_memory_rss")
-    out = Out()
+    out = CheckOutput()
     if ratio > o.fragmentation_warning and rss - used >= o.fragmentation_min_bytes:
         out.findings.append(_f(
             "redis.fragmentation", Severity.WARNING, env.subject,
@@ -173,10 +177,10 @@ def _since(s: Snapshot) -> str:
     return f"in the last {human_duration(s.interval_s)}" if s.interval_s is not None else "since the server started"
 
 
-def check_evictions(env: Env) -> Out:
+def check_evictions(env: Env) -> CheckOutput:
     s, o = env.snap, env.opts
     n = s.deltas.get("evicted_keys", 0)
-    out = Out()
+    out = CheckOutput()
     if n <= 0:
         return out
     policy = str(s.get("maxmemory_policy", ""))
@@ -191,10 +195,10 @@ def check_evictions(env: Env) -> Out:
     return out
 
 
-def check_rejected(env: Env) -> Out:
+def check_rejected(env: Env) -> CheckOutput:
     s = env.snap
     n = s.deltas.get("rejected_connections", 0)
-    out = Out()
+    out = CheckOutput()
     if n > 0:
         out.findings.append(_f(
             "redis.rejected_connections", Severity.WARNING, env.subject,
@@ -205,10 +209,10 @@ def check_rejected(env: Env) -> Out:
     return out
 
 
-def check_hit_rate(env: Env) -> Out:
+def check_hit_rate(env: Env) -> CheckOutput:
     rate, lookups = hit_rate(env.snap)
     o = env.opts
-    out = Out()
+    out = CheckOutput()
     if rate is None:
         return out
     out.notes.append(f"hit rate {rate:.0f}%")
@@ -222,10 +226,10 @@ def check_hit_rate(env: Env) -> Out:
     return out
 
 
-def check_keys(env: Env) -> Out:
+def check_keys(env: Env) -> CheckOutput:
     n = env.snap.total_keys()
     o = env.opts
-    out = Out(notes=[f"{n} keys"])
+    out = CheckOutput(notes=[f"{n} keys"])
     if n > o.max_keys:
         out.findings.append(_f(
             "redis.key_count", Severity.WARNING, env.subject, f"{n} keys, above the limit of {o.max_keys}",
@@ -245,7 +249,7 @@ def percentile(values: list[float], pct: float) -> float:
     return ordered[rank - 1]
 
 
-def check_latency(env: Env) -> Out:
+def check_latency(env: Env) -> CheckOutput:
     o = env.opts
     samples = []
     for _ in range(o.ping_count):
@@ -253,7 +257,7 @@ def check_latency(env: Env) -> Out:
         probe(env.client)
         samples.append((time.perf_counter() - t0) * 1000)
     p50, p99 = percentile(samples, 50), percentile(samples, 99)
-    out = Out(metrics={"ping_p50_ms": round(p50, 3), "ping_p99_ms": round(p99, 3), "ping_max_ms": round(max(samples), 3)},
+    out = CheckOutput(metrics={"ping_p50_ms": round(p50, 3), "ping_p99_ms": round(p99, 3), "ping_max_ms": round(max(samples), 3)},
               notes=[f"PING p50 {p50:.2f} ms / p99 {p99:.2f} ms"])
     if p50 > o.latency_warning_ms or p99 > o.latency_warning_ms:
         sev = Severity.CRITICAL if p50 > o.latency_warning_ms else Severity.WARNING
@@ -276,7 +280,7 @@ def _describe_slow(entry: dict[str, Any]) -> str:
     return f"{text} {entry.get('duration', 0) / 1000:.1f} ms"
 
 
-def check_slowlog(env: Env) -> Out:
+def check_slowlog(env: Env) -> CheckOutput:
     o, s = env.opts, env.snap
     entries: list[dict[str, Any]] = env.client.slowlog_get(SLOWLOG_READ)
     length = int(env.client.slowlog_len())
@@ -286,7 +290,7 @@ def check_slowlog(env: Env) -> Out:
     if entries:
         env.state.set("slowlog", {"run_id": s.run_id, "last_id": max(int(e["id"]) for e in entries)})
     slow = [e for e in new if e.get("duration", 0) / 1000 >= o.slowlog_warning_ms]
-    out = Out(metrics={"slowlog_len": float(length), "slowlog_new": float(len(new))})
+    out = CheckOutput(metrics={"slowlog_len": float(length), "slowlog_new": float(len(new))})
     if new:
         out.notes.append(f"{len(new)} new slowlog entr{'y' if len(new) == 1 else 'ies'}")
     if slow:
@@ -305,9 +309,9 @@ def check_slowlog(env: Env) -> Out:
 
 # -- persistence ---------------------------------------------------------------------------
 
-def check_persistence(env: Env) -> Out:
+def check_persistence(env: Env) -> CheckOutput:
     o, s = env.opts, env.snap
-    out = Out()
+    out = CheckOutput()
     aof = s.num("aof_enabled") == 1
     save_points = env.config.get("save")
     rdb_configured = bool(save_points and save_points.strip()) if save_points is not None else None
@@ -365,9 +369,9 @@ def check_persistence(env: Env) -> Out:
 
 # -- replication ---------------------------------------------------------------------------
 
-def check_replication(env: Env) -> Out:
+def check_replication(env: Env) -> CheckOutput:
     o, s = env.opts, env.snap
-    out = Out()
+    out = CheckOutput()
     if s.role == "master":
         offset = s.num("master_repl_offset")
         replicas = s.replicas()
@@ -441,7 +445,7 @@ def check_replication(env: Env) -> Out:
     return out
 
 
-CHECKS: tuple[tuple[str, Callable[[Env], Out]], ...] = (
+CHECKS: tuple[tuple[str, Callable[[Env], CheckOutput]], ...] = (
     ("memory", check_memory),
     ("fragmentation", check_fragmentation),
     ("evictions", check_evictions),
@@ -466,25 +470,13 @@ def read_config(client: redis.Redis) -> dict[str, str]:
     return {key_text(k or ""): key_text(v or "") for k, v in raw.items()}
 
 
-def run_checks(env: Env, log: Any) -> tuple[list[Finding], dict[str, float], list[str]]:
-    findings: list[Finding] = []
-    metrics: dict[str, float] = {}
-    notes: list[str] = []
-    for name, fn in CHECKS:
-        try:
-            out = fn(env)
-        except Exception as exc:  # one failing check never stops the others
-            msg = describe_redis_error(exc) if isinstance(exc, redis.RedisError) else f"{type(exc).__name__}: {exc}"
-            log.warning("check %s failed: %s", name, msg)
-            findings.append(_f("redis.check_failed", Severity.WARNING, f"{env.subject} {name}",
-                               f"the {name} check failed: {msg}",
-                               "the server may restrict this command (ACL, rename-command); see the run log",
-                               check_name=name))
-            continue
-        findings.extend(out.findings)
-        metrics.update(out.metrics)
-        notes.extend(out.notes)
-    return findings, metrics, notes
+def check_failed(env: Env) -> Callable[[str, Exception], Finding]:
+    def finding(name: str, exc: Exception) -> Finding:
+        msg = describe_redis_error(exc) if isinstance(exc, redis.RedisError) else f"{type(exc).__name__}: {exc}"
+        return _f("redis.check_failed", Severity.WARNING, f"{env.subject} {name}", f"the {name} check failed: {msg}",
+                  "the server may restrict this command (ACL, rename-command); see the run log", check_name=name)
+
+    return finding
 
 
 def unreachable(target: RedisTarget, exc: TaskError) -> Result:
@@ -515,12 +507,12 @@ class RedisCheck(Task[CheckOptions]):
                 snap = take_snapshot(client, ctx.state)
                 env = Env(client=client, snap=snap, opts=options, subject=target.display(), state=ctx.state,
                           config=read_config(client))
-                findings, metrics, notes = run_checks(env, ctx.log)
+                out = run_checks(CHECKS, env, check_failed(env), ctx.log)
                 elapsed = (time.perf_counter() - t0) * 1000
         except TaskError as exc:
             return unreachable(target, exc)
-        metrics = {**base_metrics(snap), **metrics, "check_ms": round(elapsed, 3)}
+        metrics = {**base_metrics(snap), **out.metrics, "check_ms": round(elapsed, 3)}
         version = snap.get("redis_version", "?")
-        summary = f"Redis {version} ({snap.role}): " + ", ".join(notes)
-        return Result(summary=summary, findings=findings, metrics=metrics)
+        summary = f"Redis {version} ({snap.role}): " + ", ".join(out.notes)
+        return Result(summary=summary, findings=out.findings, metrics=metrics)
 
