@@ -437,9 +437,9 @@ class RedisEvict(Task[EvictOptions]):
             "keys_before": float(before.keys), "keys_after": float(after.keys),
         }
         if before.pct is not None:
-            metrics["memory_used_before_pct"] = round(before.pct, 3)
+            metrics["memory_used_before_pct"] = before.pct  # unrounded: 59.9996 must not read as 60.0
         if after.pct is not None:
-            metrics["memory_used_after_pct"] = round(after.pct, 3)
+            metrics["memory_used_after_pct"] = after.pct
         state = _describe(before, options)
         artifacts: list[dict[str, Any]] = []
         if prefixes:
