@@ -113,7 +113,9 @@ def execute_request(
 ) -> Result:
     """Run the request's task and return its Result; never raises."""
     job = req.job
-    logger = logging.getLogger(f"upkeeper.run.{job.name}.{req.run_id or 0}")
+    # A logger of its own, outside logging's registry: getLogger() with a per-run name would keep one
+    # Logger per run alive for the worker's whole life (a slow leak in a daemon's long-lived workers).
+    logger = logging.Logger(f"upkeeper.run.{job.name}.{req.run_id or 0}")
     logger.propagate = False
     logger.setLevel(logging.DEBUG)
     handler = _SendHandler(send)
