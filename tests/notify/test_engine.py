@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 from notify_support import error, fail, finding, ok, script, yaml_block
@@ -221,3 +222,38 @@ def test_backup_size_change_and_success_rate(make_env, webhook_receiver) -> None
     env.run("db-backup")
     resolved = events_of(webhook_receiver.wait_for(4)[3:], "backup.success_rate")
     assert resolved and resolved[0]["state"] == "resolved"
+
+
+def test_background_sending_never_holds_the_run_on_a_slow_channel(make_env, webhook_receiver) -> None:
+    env = make_env(config(channels(webhook_receiver)))
+    env.engine.start_background_sending()
+    webhook_receiver.delay = 2.0
+    script("nightly", fail("disk full"))
+    t0 = time.monotonic()
+    assert env.run("nightly") == "fail"
+    assert time.monotonic() - t0 < 1.5, "the run waited for the webhook"
+    [d] = env.engine.store.deliveries()
+    assert d.status == "pending"  # recorded before it is sent
+    assert env.engine.stop_background_sending(10)  # stopping sends what is queued
+    assert events_of(webhook_receiver.wait_for(1), "run")[0]["summary"] == "disk full"
+    assert env.engine.store.get_delivery(d.id).status == "sent"
+
+
+def test_a_queued_delivery_taken_over_by_the_retry_path_is_sent_once(make_env, webhook_receiver) -> None:
+    import queue
+
+    env = make_env(config(channels(webhook_receiver)))
+    env.engine._outbox = queue.Queue()  # a sender stuck for longer than the lease: the message waits in its queue
+    script("nightly", fail("disk full"))
+    env.run("nightly")
+    assert webhook_receiver.requests == []
+    # its lease runs out; the retry path (this daemon's periodic tick, or another daemon) takes it and sends it
+    env.now[0] += timedelta(minutes=3)
+    assert [r.ok for r in env.engine.retry_due(env.now[0])] == [True]
+    assert len(webhook_receiver.wait_for(1)) == 1
+    env.engine.start_background_sending()  # the sender comes back to its queue: the message is no longer its own
+    assert env.engine.stop_background_sending(10)
+    time.sleep(0.3)
+    assert len(webhook_receiver.requests) == 1
+    [d] = env.engine.store.deliveries()
+    assert d.status == "sent" and d.attempts == 1

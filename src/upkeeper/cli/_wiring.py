@@ -17,10 +17,25 @@ from upkeeper.notify.engine import NotificationEngine
 from upkeeper.notify.policy import build_policies as _window_policies
 
 
-def build_listeners(setup: Setup, history: History) -> list[RunListener]:
-    """Listeners told about every finished run (the notification engine)."""
+def build_listeners(setup: Setup, history: History, *, background: bool = False) -> list[RunListener]:
+    """Listeners told about every finished run (the notification engine).
+
+    ``background``: notifications are sent from a thread of their own (the daemon), so a
+    slow channel never holds a run slot; call :func:`stop_listeners` before exiting.
+    """
     engine = NotificationEngine(setup, history)
-    return [engine] if engine.active else []
+    if not engine.active:
+        return []
+    if background:
+        engine.start_background_sending()
+    return [engine]
+
+
+def stop_listeners(listeners: Sequence[RunListener], timeout: float) -> None:
+    """Let queued notifications go out (within ``timeout``); what is left is sent by the retry path."""
+    for lst in listeners:
+        if isinstance(lst, NotificationEngine):
+            lst.stop_background_sending(timeout)
 
 
 def build_policies(setup: Setup, history: History) -> list[AdmissionPolicy]:

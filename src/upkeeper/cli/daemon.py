@@ -10,7 +10,7 @@ from types import FrameType
 import typer
 
 from upkeeper.cli._app import app, err_console, state
-from upkeeper.cli._wiring import build_listeners, build_periodic, build_policies
+from upkeeper.cli._wiring import build_listeners, build_periodic, build_policies, stop_listeners
 from upkeeper.core.daemon import Daemon
 from upkeeper.core.executor import WorkerPool
 from upkeeper.core.history import process_identity
@@ -41,7 +41,7 @@ def daemon_cmd(
     root.setLevel(log_level.upper())
     conc = concurrency or setup.config.daemon.concurrency
     owner = process_identity()
-    listeners = build_listeners(setup, history)
+    listeners = build_listeners(setup, history, background=True)
     runner = Runner(setup=setup, history=history,
                     executor=WorkerPool(size=conc, max_runs=setup.config.daemon.worker_max_runs),
                     owner=owner, node=setup.config.node, history_url=state.history_url(),
@@ -69,6 +69,7 @@ def daemon_cmd(
         grace = setup.config.daemon.shutdown_grace
         interrupted = daemon.drain(grace)
         runner.executor.shutdown()
+        stop_listeners(listeners, 30.0)
         runner.close()
         if interrupted:
             err_console.print(f"stopped; {len(interrupted)} run(s) marked interrupted after "

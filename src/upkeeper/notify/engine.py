@@ -13,6 +13,7 @@ run) and has a :meth:`NotificationEngine.tick` the daemon calls periodically
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -76,6 +77,50 @@ class NotificationEngine:
         }
         self.last_results: list[DeliveryResult] = []
         self._local = threading.local()  # escalation steps collected while one thread builds its events
+        self._outbox: queue.Queue[tuple[int, str, dict[str, Any], datetime] | None] | None = None
+        self._sender: threading.Thread | None = None
+
+    # -- background sending (the daemon) ------------------------------------------------------
+
+    def start_background_sending(self) -> None:
+        """First attempts go out from one sender thread instead of the thread that finished the run.
+
+        The daemon's run slots then never wait on a slow channel (a webhook timing out holds
+        a slot for its whole timeout otherwise).  Deliveries are rows in history, leased to us
+        when created: if the process dies before sending, the lease expires and the retry
+        path sends them.
+        """
+        if self._sender is not None:
+            return
+        if self._outbox is None:
+            self._outbox = queue.Queue()
+        self._sender = threading.Thread(target=self._send_loop, daemon=True, name="notify-sender")
+        self._sender.start()
+
+    def stop_background_sending(self, timeout: float = 30.0) -> bool:
+        """Send what is queued (within ``timeout``), then stop.  True when the queue was emptied."""
+        sender, outbox = self._sender, self._outbox
+        if sender is None or outbox is None:
+            return True
+        outbox.put(None)
+        sender.join(timeout)
+        self._sender = self._outbox = None
+        return not sender.is_alive()
+
+    def _send_loop(self) -> None:
+        assert self._outbox is not None
+        outbox = self._outbox
+        while True:
+            item = outbox.get()
+            if item is None:
+                return
+            did, channel, payload, created = item
+            try:
+                # queued longer than the lease: a retry may have taken it; send only if it is still ours
+                if self.store.renew_lease(did, created + DELIVERY_LEASE, self.clock(), DELIVERY_LEASE):
+                    self._attempt(did, channel, payload, 0, created, self.clock())
+            except Exception as exc:  # history unavailable: the lease expires and a retry sends it
+                log.warning("notification %s to %s not sent: %s", did, channel, redact(str(exc)))
 
     @property
     def active(self) -> bool:
@@ -421,7 +466,10 @@ class NotificationEngine:
                 did = self.store.add_delivery(channel, [e.id for e in group if e.id], payload, now, DELIVERY_LEASE)
                 created.append((did, channel, payload))
         for did, channel, payload in created:  # leased to us at creation: nobody else sends them meanwhile
-            self._attempt(did, channel, payload, 0, now, now)
+            if self._outbox is not None:
+                self._outbox.put((did, channel, payload, now))
+            else:
+                self._attempt(did, channel, payload, 0, now, now)
         return recorded
 
     def deliver(self, delivery_id: int, now: datetime) -> DeliveryResult | None:

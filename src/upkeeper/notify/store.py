@@ -254,6 +254,17 @@ class NotifyStore:
             s.flush()
             return int(row.id)
 
+    def renew_lease(self, delivery_id: int, leased_until: datetime, now: datetime, lease: timedelta) -> bool:
+        """Keep a delivery we leased at creation, unless its lease ran out and a retry took it meanwhile."""
+        with self.history.session() as s:
+            res = s.execute(
+                update(NotifyDeliveryRow)
+                .where(NotifyDeliveryRow.id == delivery_id, NotifyDeliveryRow.status == "pending",
+                       NotifyDeliveryRow.attempts == 0, NotifyDeliveryRow.next_attempt_at == leased_until)
+                .values(next_attempt_at=now + lease)
+            )
+            return res.rowcount == 1  # type: ignore[attr-defined,no-any-return]
+
     def claim_due(self, now: datetime, lease: timedelta, limit: int = 50) -> list[NotifyDeliveryRow]:
         """Deliveries whose (next) attempt is due; each is leased so another daemon skips it."""
         with self.history.session() as s:

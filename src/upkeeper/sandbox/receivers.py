@@ -42,6 +42,7 @@ class HttpReceiver:
         self.port = port or free_port()
         self.requests: list[Request] = []
         self.fail_with: list[int] = []  # statuses to answer the next requests with
+        self.delay = 0.0  # seconds to wait before answering: a slow endpoint
         self._cond = threading.Condition()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -66,6 +67,8 @@ class HttpReceiver:
                     if forced is None:
                         receiver.requests.append(req)
                         receiver._cond.notify_all()
+                if receiver.delay:
+                    time.sleep(receiver.delay)
                 answer = Answer(forced, {"error": "forced failure"}) if forced else receiver.respond(req)
                 data = json.dumps(answer.body).encode() if answer.body is not None else b""
                 self.send_response(answer.status)
