@@ -183,8 +183,11 @@ def real(cfg_path: Path, minutes: float) -> dict[str, Any]:
     idle_cpu = 0.0
     idle_wall = 0.0
     for (t1, c1, _w1, _r1, _x1), (t2, c2, _w2, _r2, _x2) in zip(samples, samples[1:], strict=False):
-        sec = datetime.fromtimestamp(t1, UTC).second
-        if sec >= 15 and datetime.fromtimestamp(t2, UTC).second <= 55 and t2 > t1:
+        a, b = datetime.fromtimestamp(t1, UTC), datetime.fromtimestamp(t2, UTC)
+        # both samples inside [15 s, 55 s] of the SAME minute (a pair across :00 holds the fire burst),
+        # and not the first minute, when the daemon loads the config and plans 10k schedules
+        same_minute = a.replace(second=0, microsecond=0) == b.replace(second=0, microsecond=0)
+        if t1 - started >= 60 and same_minute and a.second >= 15 and b.second <= 55 and t2 > t1:
             idle_cpu += c2 - c1
             idle_wall += t2 - t1
     total_wall = samples[-1][0] - samples[0][0] if len(samples) > 1 else 0.0

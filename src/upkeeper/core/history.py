@@ -141,6 +141,7 @@ class History:
         self.url = url
         self.dialect = "sqlite" if url.startswith("sqlite") else "postgresql"
         self._local = threading.local()
+        self._claim_stmt: Any = None
         try:
             self.engine = self._make_engine(url)
             if migrate:
@@ -267,40 +268,35 @@ class History:
         """
         if not runs:
             return []
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
-        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-        dialect_insert: Any = sqlite_insert if self.dialect == "sqlite" else pg_insert
+        stmt = self._claim_statement()
         won: list[tuple[NewRun, int]] = []
         with self.session() as s:
+            conn = s.connection()
             for r in runs:
-                stmt = (
-                    dialect_insert(RunRow)
-                    .values(
-                        job=r.job,
-                        task=r.task,
-                        target=r.target,
-                        scheduled_for=r.scheduled_for,
-                        due_at=r.due_at or r.scheduled_for,
-                        status=r.status,
-                        summary=redact(r.summary),
-                        trigger=r.trigger,
-                        attempt=r.attempt,
-                        node=node,
-                        owner=owner,
-                        log_excerpt="",
-                        metrics={},
-                        artifacts=[],
-                        details=r.details or {},
-                        finished_at=(r.scheduled_for if r.status in FINAL_STATES else None),
-                    )
-                    .on_conflict_do_nothing(index_elements=["job", "scheduled_for"])
-                    .returning(RunRow.id)
-                )
-                rid = s.execute(stmt).scalar()
+                # one statement, compiled once; only the parameters change (a fresh .values() per row
+                # cost ~1 ms of SQLAlchemy statement building each: a burst of 1,000 due jobs took a second)
+                rid = conn.execute(stmt, {
+                    "job": r.job, "task": r.task, "target": r.target, "scheduled_for": r.scheduled_for,
+                    "due_at": r.due_at or r.scheduled_for, "status": r.status, "summary": redact(r.summary),
+                    "trigger": r.trigger, "attempt": r.attempt, "node": node, "owner": owner, "log_excerpt": "",
+                    "metrics": {}, "artifacts": [], "details": r.details or {},
+                    "finished_at": (r.scheduled_for if r.status in FINAL_STATES else None),
+                }).scalar()
                 if rid is not None:
                     won.append((r, int(rid)))
         return won
+
+    def _claim_statement(self) -> Any:
+        if self._claim_stmt is None:
+            from sqlalchemy.dialects.postgresql import insert as pg_insert
+            from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+            dialect_insert: Any = sqlite_insert if self.dialect == "sqlite" else pg_insert
+            table = RunRow.__table__
+            self._claim_stmt = (dialect_insert(table)
+                                .on_conflict_do_nothing(index_elements=["job", "scheduled_for"])
+                                .returning(table.c.id))
+        return self._claim_stmt
 
     def create_run(self, run: NewRun, owner: str, node: str) -> int | None:
         got = self.claim([run], owner, node)
