@@ -348,15 +348,24 @@ def test_unreachable_mirrors_are_not_checked_never_clean(tmp_path: Path, npm_env
     assert res.metrics["vulnerabilities"] == 0 and res.summary.endswith("2 source(s) NOT checked")
 
 
-def test_registry_without_audit_endpoint_is_not_checked(tmp_path: Path, npm_env: None) -> None:
-    """A mirror answering 404 to the bulk request (it does not implement audit) is not a clean result."""
+def test_mirrors_answering_errors_are_not_checked(tmp_path: Path, npm_env: None) -> None:
+    """A registry answering 404 to the bulk request (it does not implement audit) and an OSV URL answering 404
+    are not clean results."""
     proj = node_project(tmp_path / "shop", "4.17.11")
-    with osv_api([]) as not_npm:  # answers 404 to every npm path
-        res = run_task(DependenciesOptions(node_projects=[str(proj)], npm_registry=not_npm.url))
-    (f,) = res.findings
-    assert f.check == "security.dependencies.advisories_unreachable" and "HTTP 404" in f.message
-    assert "/-/npm/v1/security/advisories/bulk" in f.remediation
-    assert res.final_status is Status.ERROR
+    req = tmp_path / "requirements.txt"
+    req.write_text("requests==2.19.0\n")
+    with osv_api([]) as other:  # answers 404 to every npm path and to /elsewhere/v1/query
+        res = run_task(DependenciesOptions(node_projects=[str(proj)], npm_registry=other.url, requirements=[str(req)],
+                                           python_service="osv", osv_url=other.url + "/elsewhere"))
+        assert [r.path for r in other.requests if r.method == "POST"] == [
+            "/-/npm/v1/security/advisories/bulk", "/elsewhere/v1/query"]
+    problems = {f.subject: f for f in res.findings}
+    npm, pip = problems[str(proj)], problems[str(req)]
+    assert npm.check == "security.dependencies.advisories_unreachable" and "HTTP 404" in npm.message
+    assert "/-/npm/v1/security/advisories/bulk" in npm.remediation
+    assert pip.check == "security.dependencies.advisories_unreachable"
+    assert "404 Client Error" in pip.message and "NOT checked" in pip.message
+    assert res.final_status is Status.ERROR and res.metrics["sources_not_checked"] == 2
 
 
 def test_npm_error_report_classification() -> None:

@@ -256,11 +256,12 @@ def pip_audit(args: list[str], source: str, timeout: float, unrated: str,
         data = json.loads(res.text)
     except ValueError:
         text = redact(res.stderr.strip())
-        last = text.splitlines()[-1][:300] if text else ""
         if any(s in text for s in NETWORK_MARKERS):
-            raise AdvisoryUnavailable("pip-audit could not reach the advisory service: " + last) from None
+            raise AdvisoryUnavailable("pip-audit could not reach the advisory service: "
+                                      + _explaining_line(text, NETWORK_MARKERS)) from None
         if any(s in text for s in SERVICE_ERROR_MARKERS):
-            raise AdvisoryUnavailable("the advisory service answered pip-audit with an error: " + last) from None
+            raise AdvisoryUnavailable("the advisory service answered pip-audit with an error: "
+                                      + _explaining_line(text, ("HTTPError:", *SERVICE_ERROR_MARKERS))) from None
         if "unrecognized arguments: --osv-url" in text:
             raise TaskError("this pip-audit has no --osv-url option (osv_url needs pip-audit 2.10 or later)",
                             "Try: pip install -U pip-audit") from None
@@ -276,6 +277,16 @@ def pip_audit(args: list[str], source: str, timeout: float, unrated: str,
     if skipped:
         raise PartialAudit(vulns, [f"{d['name']}: {d['skip_reason']}" for d in skipped])
     return vulns
+
+
+def _explaining_line(text: str, markers: tuple[str, ...]) -> str:
+    """The most telling line of a traceback: the last one naming a marker with a message, else the last."""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    for marker in markers:
+        for line in reversed(lines):
+            if marker in line and ": " in line and not line.startswith(("File ", "raise ")):
+                return line[:300]
+    return lines[-1][:300] if lines else ""
 
 
 class PartialAudit(Exception):
