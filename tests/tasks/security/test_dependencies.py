@@ -1,8 +1,13 @@
 """security.dependencies: a Node project with an old lodash and a Python environment with old requests and
-urllib3, audited by the real npm audit and pip-audit.  When the advisory databases cannot be reached
-(this sandbox's npm registry refuses the bulk-advisory POST; its PyPI mirror has no JSON API) the
-tests skip with the reason — and a separate test proves such a run is reported as *not checked*,
-never as clean.  The patch SLA is tested on the tools' report formats with a moving clock."""
+urllib3, audited by the real npm audit and pip-audit.
+
+Against the public advisory databases (registry.npmjs.org, PyPI) the two tests skip with the reason when
+those cannot be reached (this sandbox's npm registry refuses the bulk-advisory POST; its PyPI mirror has no
+JSON API).  The same real tools are also driven against private mirrors started by the tests
+(tests/advisory_servers.py: an npm registry's bulk advisory endpoint and packuments, an OSV API), which
+always run: seeded advisories are found with the right severity and remediation, and refused connections
+or error answers are reported as *not checked*, never as clean.  The patch SLA is tested on the tools'
+report formats with a moving clock."""
 
 from __future__ import annotations
 

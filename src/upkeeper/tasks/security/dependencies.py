@@ -59,7 +59,7 @@ class DependenciesOptions(TaskOptions):
         default_factory=list, description="requirements files whose pinned versions to audit (no install)")
     sla: SlaOptions = Field(default_factory=SlaOptions, description="patch SLA per severity (see below)")
     unrated_severity: Literal["critical", "high", "medium", "low"] = Field(
-        "high", description="severity given to advisories without one (pip-audit's PyPI feed has none). "
+        "high", description="severity given to advisories without one (pip-audit's JSON report has none, with either service). "
         "Source: upkeeper default (assume serious until known)")
     timeout: float = Field(300, gt=0, description="seconds per audit tool run")
     npm_registry: str | None = Field(
