@@ -13,6 +13,7 @@ declare -A NEED=(
   [goaccess]=goaccess
   [pgbadger]=pgbadger
   [/usr/sbin/logrotate]=logrotate   # the anchor of bench/app_rotation.py
+  [npm]=npm                         # security.dependencies runs npm audit (its tests too); pulls in nodejs
 )
 
 missing=()

@@ -48,6 +48,7 @@ class Vuln:
     fixed_in: list[str] = field(default_factory=list)
     source: str = ""
     aliases: list[str] = field(default_factory=list)
+    remediation: str = ""  # tool-specific advice (npm audit fix …); default: "upgrade <package> to <fixed_in>"
 
 
 @dataclass
