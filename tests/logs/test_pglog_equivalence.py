@@ -266,10 +266,11 @@ def test_fuzz_same_as_reference(parts: list[str], prefix: str) -> None:
 
 
 _sql_alphabet = st.sampled_from(list("abcSELECTinvalues(),? 0123456789.-+eE'\"$_;/*\n\t\\xy") + [
-    "$$", "$1", "$tag$", "--", "/*", "*/", "E'", "''", "IN (", "VALUES (", " in(", "1.5e3", "\x00"])
+    "$$", "$1", "$tag$", "--", "/*", "*/", "E'", "''", "IN (", "VALUES (", " in(", "1.5e3", "\x00", "\r", "\x0b",
+    "\x0c", "  ", "-1", "x-1", "?-2", "a.1", "in (1, 2)", "values (1), (2)", "é"])
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=1500, deadline=None)
 @given(st.lists(st.lists(_sql_alphabet, max_size=30).map("".join), min_size=1, max_size=6))
 def test_fingerprints_same_as_reference(queries: list[str]) -> None:
     qs = [q.encode() for q in queries]

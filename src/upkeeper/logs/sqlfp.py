@@ -5,7 +5,8 @@ numeric literals and ``$n`` parameters become ``?``, ``IN (…)`` and ``VALUES (
 lists collapse, whitespace collapses, everything is lower-cased and a trailing
 ``;`` goes.  Works on many statements at once: one regex pass per rule over the
 statements joined with NUL (which SQL text never contains), and a rule runs only
-when the text holds the character it is about.
+when the text holds the character it is about.  Statement texts already seen are not
+normalized again (a bounded cache keyed by the raw text).
 """
 
 from __future__ import annotations
@@ -15,46 +16,69 @@ from operator import methodcaller
 
 SEP = b"\x00"
 
-# (guard, pattern, replacement): the rule runs only if ``guard`` occurs in the text
-_WS = (b"  ", b"\t", b"\n", b"\r", b"\x0b", b"\x0c")
-_RULES: tuple[tuple[bytes, re.Pattern[bytes], bytes], ...] = (
-    (b"/*", re.compile(rb"/\*[^\x00]*?\*/"), b" "),
-    (b"--", re.compile(rb"--[^\n\x00]*"), b" "),
-    (b"$", re.compile(rb"\$([A-Za-z_]\w*|)\$[^\x00]*?\$\1\$"), b"?"),
-    (b"'", re.compile(rb"[eE](?<![\w$][eE])'(?:[^'\\\x00]|''|\\[^\x00])*'"), b"?"),
-    (b"'", re.compile(rb"'(?:[^'\x00]|'')*'"), b"?"),
-    (b"$", re.compile(rb"\$\d+"), b"?"),
+# (guards, pattern, replacement): the rule runs only if one of ``guards`` occurs in the text (no guards:
+# always).  Patterns begin with a literal or a character class, never with a look-behind, so that the
+# regex engine skips quickly to where a match can start: the number rule, written as pgBadger's
+# ``(?:(?<![\w$.\"?-])-)?(?<![\w$.\"?])\d+…`` is 6x slower (same matches: the look-behinds moved after
+# the first character).
+_WS_CHARS = rb"[ \t\r\n\f\v]"
+_RULES: tuple[tuple[tuple[bytes, ...], re.Pattern[bytes], bytes], ...] = (
+    ((b"/*",), re.compile(rb"/\*[^\x00]*?\*/"), b" "),
+    ((b"--",), re.compile(rb"--[^\n\x00]*"), b" "),
+    ((b"$",), re.compile(rb"\$([A-Za-z_]\w*|)\$[^\x00]*?\$\1\$"), b"?"),
+    ((b"e'", b"E'"), re.compile(rb"[eE](?<![\w$][eE])'(?:[^'\\\x00]|''|\\[^\x00])*'"), b"?"),
+    ((b"'",), re.compile(rb"'(?:[^'\x00]|'')*'"), b"?"),
+    ((b"$",), re.compile(rb"\$\d+"), b"?"),
     # numbers (a minus sign that is not an operator goes too, as in pgBadger)
-    (b"", re.compile(rb"(?:(?<![\w$.\"?-])-)?(?<![\w$.\"?])\d+(?:\.\d+)?(?:[eE][+-]?\d+)?(?![\w.])"), b"?"),
-    (b"", re.compile(rb"[ \t\r\n\f\v]{2,}|[\t\r\n\f\v]"), b" "),
-    (b"(", re.compile(rb"(?i)\bin ?\( ?\?(?: ?, ?\?)* ?\)"), b"in (...)"),
-    (b"(", re.compile(rb"(?i)\bvalues ?\( ?\?(?: ?, ?\?)* ?\)(?: ?, ?\( ?\?(?: ?, ?\?)* ?\))*"),
+    ((), re.compile(rb"[-\d](?:(?<=-)(?<![\w$.\"?-]-)\d+|(?<=\d)(?<![\w$.\"?]\d)\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?"
+                    rb"(?![\w.])"), b"?"),
+    # runs of white space, and single white space other than a blank, become one blank
+    ((b"  ", b"\t", b"\n", b"\r", b"\x0b", b"\x0c"),
+     re.compile(_WS_CHARS + rb"(?:" + _WS_CHARS + rb"+|(?<=[\t\r\n\f\v]))"), b" "),
+    ((b"(",), re.compile(rb"(?i)\bin ?\( ?\?(?: ?, ?\?)* ?\)"), b"in (...)"),
+    ((b"(",), re.compile(rb"(?i)\bvalues ?\( ?\?(?: ?, ?\?)* ?\)(?: ?, ?\( ?\?(?: ?, ?\?)* ?\))*"),
      b"values (...)"),
 )
 _TRIM = b" ;\t\n\r"
 
 
 def _apply(buf: bytes) -> bytes:
-    for guard, rx, repl in _RULES:
-        if guard and guard not in buf:
-            continue
-        if rx.pattern.startswith(rb"[ \t") and not any(w in buf for w in _WS):
+    for guards, rx, repl in _RULES:
+        if guards and not any(g in buf for g in guards):
             continue
         buf = rx.sub(repl, buf)
     return buf.lower()
 
 
+_cache: dict[bytes, bytes] = {}
+CACHE_MAX = 200_000  # raw statements remembered (then the cache starts over): bounded memory
+
+
 def fingerprints(queries: list[bytes]) -> list[bytes]:
-    """The fingerprint of each query (same order)."""
+    """The fingerprint of each query (same order).
+
+    A statement text seen before (in this process) is looked up, not normalized again; the others are
+    normalized together, once each.
+    """
     if not queries:
         return []
-    buf = SEP.join(queries)
-    if buf.count(SEP) != len(queries) - 1:
-        return [fingerprint(q) for q in queries]
-    out = list(map(methodcaller("strip", _TRIM), _apply(buf).split(SEP)))
-    if len(out) != len(queries):  # pragma: no cover - a rule never adds or removes a separator
-        return [fingerprint(q) for q in queries]
-    return out
+    cache = _cache
+    todo = [q for q in dict.fromkeys(queries) if q not in cache]
+    if todo:
+        if len(cache) + len(todo) > CACHE_MAX:
+            cache.clear()
+        buf = SEP.join(todo)
+        out: list[bytes] | None = None
+        if buf.count(SEP) == len(todo) - 1:
+            out = list(map(methodcaller("strip", _TRIM), _apply(buf).split(SEP)))
+            if len(out) != len(todo):  # pragma: no cover - a rule never adds or removes a separator
+                out = None
+        if out is None:  # a statement holds NUL itself: one at a time
+            out = [fingerprint(q) for q in todo]
+        cache.update(zip(todo, out, strict=True))
+        if len(todo) == len(queries):
+            return out
+    return list(map(cache.__getitem__, queries))
 
 
 def fingerprint(query: bytes) -> bytes:
