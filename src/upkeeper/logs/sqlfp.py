@@ -42,16 +42,39 @@ _RULES: tuple[tuple[tuple[bytes, ...], re.Pattern[bytes], bytes], ...] = (
 _TRIM = b" ;\t\n\r"
 
 
-def _apply(buf: bytes) -> bytes:
-    for guards, rx, repl in _RULES:
+# literals go first (the statements of a busy server differ mostly in them); white space and lists
+# after, on the distinct texts left: usually very few
+_LITERAL_RULES = _RULES[:7]
+_SHAPE_RULES = _RULES[7:]
+
+
+def _apply(buf: bytes, rules: tuple[tuple[tuple[bytes, ...], re.Pattern[bytes], bytes], ...] = _RULES) -> bytes:
+    for guards, rx, repl in rules:
         if guards and not any(g in buf for g in guards):
             continue
         buf = rx.sub(repl, buf)
-    return buf.lower()
+    return buf
 
 
 _cache: dict[bytes, bytes] = {}
 CACHE_MAX = 200_000  # raw statements remembered (then the cache starts over): bounded memory
+
+
+def _normalize_many(todo: list[bytes]) -> list[bytes] | None:
+    """Fingerprints of distinct statements, all rules applied to them joined with NUL (None: one holds NUL).
+
+    Between the literal rules and the others the texts are deduplicated again: the rules never cross a
+    separator, so each text's result depends on that text alone."""
+    buf = SEP.join(todo)
+    if buf.count(SEP) != len(todo) - 1:
+        return None
+    mid = _apply(buf, _LITERAL_RULES).split(SEP)
+    shapes = list(dict.fromkeys(mid))
+    done = _apply(SEP.join(shapes), _SHAPE_RULES).lower().split(SEP)
+    if len(mid) != len(todo) or len(done) != len(shapes):  # pragma: no cover - rules keep separators
+        return None
+    final = dict(zip(shapes, map(methodcaller("strip", _TRIM), done), strict=True))
+    return list(map(final.__getitem__, mid))
 
 
 def fingerprints(queries: list[bytes]) -> list[bytes]:
@@ -67,12 +90,7 @@ def fingerprints(queries: list[bytes]) -> list[bytes]:
     if todo:
         if len(cache) + len(todo) > CACHE_MAX:
             cache.clear()
-        buf = SEP.join(todo)
-        out: list[bytes] | None = None
-        if buf.count(SEP) == len(todo) - 1:
-            out = list(map(methodcaller("strip", _TRIM), _apply(buf).split(SEP)))
-            if len(out) != len(todo):  # pragma: no cover - a rule never adds or removes a separator
-                out = None
+        out = _normalize_many(todo)
         if out is None:  # a statement holds NUL itself: one at a time
             out = [fingerprint(q) for q in todo]
         cache.update(zip(todo, out, strict=True))
@@ -82,7 +100,7 @@ def fingerprints(queries: list[bytes]) -> list[bytes]:
 
 
 def fingerprint(query: bytes) -> bytes:
-    return _apply(query.replace(SEP, b" ")).strip(_TRIM)
+    return _apply(query.replace(SEP, b" ")).lower().strip(_TRIM)
 
 
 def statement_kind(fp: bytes) -> str:
