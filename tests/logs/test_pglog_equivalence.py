@@ -361,3 +361,18 @@ def test_fingerprints_same_as_reference(queries: list[str]) -> None:
     assert sqlfp.fingerprints(qs) == ref_sqlfp.fingerprints(qs)
     assert [sqlfp.fingerprint(q) for q in qs] == [ref_sqlfp.fingerprint(q) for q in qs]
     assert sqlfp.fingerprints(qs + qs) == ref_sqlfp.fingerprints(qs + qs)  # repeated texts (a cache must not lie)
+
+
+def test_no_samples_kept() -> None:
+    buf = b"".join(generate(3, 500, PREFIXES[0]))
+    acc = pglog.make_accumulator(pglog.PgScanOptions(samples=0))
+    acc.feed(buf, "log", 0)
+    acc.feed(buf, "log", -len(buf))  # a piece before the first one: examples are compared, nothing breaks
+    none = pglog.summarize(acc.partial(), top_n=ALL)
+    assert none["unparsed_samples"] == [] and none["deadlocks"]["details"] == []
+    assert none["deadlocks"]["count"] > 0 and none["unparsed"] > 0
+    acc = pglog.make_accumulator(pglog.PgScanOptions(samples=5))
+    acc.feed(buf, "log", 0)
+    acc.feed(buf, "log", -len(buf))
+    some = pglog.summarize(acc.partial(), top_n=ALL)
+    assert none["unparsed"] == some["unparsed"] and none["entries"] == some["entries"]

@@ -339,7 +339,7 @@ class PgAccumulator:
         unparsed = nlines - cont - ndur - nother
         if unparsed > 0:
             p.unparsed += unparsed
-            if len(p.unparsed_samples) < p.samples or (source, offset, 0) < p.unparsed_pos[-1]:
+            if len(p.unparsed_samples) < p.samples or (p.unparsed_pos and (source, offset, 0) < p.unparsed_pos[-1]):
                 self._sample_unparsed(buf, source, offset)
 
     def _sample_unparsed(self, buf: bytes, source: str, offset: int) -> None:
@@ -483,7 +483,7 @@ class PgAccumulator:
         if kind in ("error", "deadlock") and level == "STATEMENT":
             _add_example(p.error_examples.setdefault(key, []), pos, text[:1000])
         elif kind == "deadlock" and level == "DETAIL":
-            if len(p.deadlock_details) < p.samples or pos < p.deadlock_pos[-1]:
+            if len(p.deadlock_details) < p.samples or (p.deadlock_pos and pos < p.deadlock_pos[-1]):
                 kept = _earliest([*zip(p.deadlock_pos, p.deadlock_details, strict=True),
                                   (pos, text[:2000].decode("utf-8", "replace"))], p.samples)
                 p.deadlock_pos = [k[0] for k in kept]
