@@ -336,8 +336,11 @@ _noise = st.text(alphabet=st.sampled_from(list("0123456789 :.[]-'\"$;()\t\nLOGER
                  max_size=60)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(st.one_of(_fragment, _fragment, _noise), max_size=40), st.sampled_from(PREFIXES[:2]))
+_binary = st.binary(max_size=80).map(lambda b: b.decode("utf-8", "surrogateescape"))
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.one_of(_fragment, _fragment, _noise, _binary), max_size=40), st.sampled_from(PREFIXES[:2]))
 def test_fuzz_same_as_reference(parts: list[str], prefix: str) -> None:
     buf = "".join(parts).encode("utf-8", "surrogateescape")
     new, old = scan_new(buf, prefix), scan_ref(buf, prefix)
