@@ -363,7 +363,23 @@ def test_fingerprints_same_as_reference(queries: list[str]) -> None:
     qs = [q.encode() for q in queries]
     assert sqlfp.fingerprints(qs) == ref_sqlfp.fingerprints(qs)
     assert [sqlfp.fingerprint(q) for q in qs] == [ref_sqlfp.fingerprint(q) for q in qs]
-    assert sqlfp.fingerprints(qs + qs) == ref_sqlfp.fingerprints(qs + qs)  # repeated texts (a cache must not lie)
+    assert sqlfp.fingerprints(qs + qs) == ref_sqlfp.fingerprints(qs + qs)  # repeated texts
+    cache: dict[bytes, bytes] = {}
+    first = sqlfp.fingerprints(qs[:2], cache)
+    assert first == ref_sqlfp.fingerprints(qs[:2])
+    assert sqlfp.fingerprints(qs[::-1] + qs, cache) == ref_sqlfp.fingerprints(qs[::-1] + qs)  # partly cached
+
+
+def test_fingerprint_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sqlfp, "CACHE_MAX", 10)
+    cache: dict[bytes, bytes] = {}
+    qs = [f"SELECT {i} FROM t{i % 3}".encode() for i in range(8)]
+    long_q = b"SELECT " + b"x, " * 3000 + b"1"
+    assert sqlfp.fingerprints([*qs, long_q], cache) == ref_sqlfp.fingerprints([*qs, long_q])
+    assert len(cache) == 8 and long_q not in cache  # long texts are not kept
+    more = [f"UPDATE t SET a = {i}".encode() for i in range(5)]
+    assert sqlfp.fingerprints(more + qs[:1], cache) == ref_sqlfp.fingerprints(more + qs[:1])
+    assert len(cache) <= 10
 
 
 def test_no_samples_kept() -> None:
@@ -379,3 +395,16 @@ def test_no_samples_kept() -> None:
     acc.feed(buf, "log", -len(buf))
     some = pglog.summarize(acc.partial(), top_n=ALL)
     assert none["unparsed"] == some["unparsed"] and none["entries"] == some["entries"]
+
+
+def test_same_report_with_a_small_fingerprint_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sqlfp, "CACHE_MAX", 50)  # the cache starts over many times
+    buf = b"".join(generate(21, 3000, PREFIXES[2]))
+    pieces = [buf[: buf.index(b"\n", len(buf) // 3) + 1], buf[buf.index(b"\n", len(buf) // 3) + 1:]]
+    old = scan_ref(buf, PREFIXES[2])
+    assert_same(scan_new(buf, PREFIXES[2]), old)
+    acc = pglog.make_accumulator(pglog.PgScanOptions(log_line_prefix=PREFIXES[2]))
+    acc.feed(pieces[0], "log", 0)
+    acc.feed(pieces[1], "log", len(pieces[0]))
+    assert len(acc.fp_cache) <= 50 + 3000
+    assert pglog.summarize(acc.partial(), top_n=ALL)["slowest_total"] == old["slowest_total"]

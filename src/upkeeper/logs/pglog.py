@@ -298,6 +298,7 @@ class PgAccumulator:
         self.p = PgPartial(samples=opts.samples)
         self.last_statement: dict[bytes, tuple[bytes, Pos]] = {}  # pid -> last "statement:" (log_statement)
         self.pending: dict[bytes, tuple[str, Any]] = {}  # pid -> entry waiting for its STATEMENT/DETAIL
+        self.fp_cache: dict[bytes, bytes] = {}  # statement text -> fingerprint, for this scan only
         self._src = ""
         self._off = 0
         self._last_fed: tuple[str, int] | None = None  # (source, offset) of the latest buffer fed
@@ -374,7 +375,7 @@ class PgAccumulator:
         qs = list(map(itemgetter(gq), rows))
         if multiline:
             qs = [q.replace(b"\n\t", b"\n") if b"\n\t" in q else q for q in qs]
-        fps = fingerprints(qs)
+        fps = fingerprints(qs, self.fp_cache)
         queries = p.queries
         get = queries.get
         src, off = self._src, self._off
@@ -489,9 +490,9 @@ class PgAccumulator:
                 p.deadlock_pos = [k[0] for k in kept]
                 p.deadlock_details = [k[1] for k in kept]
         elif kind == "lock" and level == "STATEMENT":
-            p.lock_queries[fingerprints([text])[0]] += 1
+            p.lock_queries[fingerprints([text], self.fp_cache)[0]] += 1
         elif kind == "temp" and level == "STATEMENT":
-            fp = fingerprints([text])[0]
+            fp = fingerprints([text], self.fp_cache)[0]
             p.temp_queries[fp] += 1
             p.temp_query_bytes[fp] += int(key)
 
@@ -559,7 +560,7 @@ class PgAccumulator:
     def _durations_bare(self, ms_b: bytes, q: bytes, pos: Pos, ts: bytes | None) -> None:
         p = self.p
         p.durations[ms_b] += 1
-        self._add_query(fingerprints([q])[0], float(ms_b), q, pos)
+        self._add_query(fingerprints([q], self.fp_cache)[0], float(ms_b), q, pos)
         if ts is not None:
             p.by_hour[ts[:13]] += 1
 

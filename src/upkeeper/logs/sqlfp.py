@@ -5,8 +5,8 @@ numeric literals and ``$n`` parameters become ``?``, ``IN (…)`` and ``VALUES (
 lists collapse, whitespace collapses, everything is lower-cased and a trailing
 ``;`` goes.  Works on many statements at once: one regex pass per rule over the
 statements joined with NUL (which SQL text never contains), and a rule runs only
-when the text holds the character it is about.  Statement texts already seen are not
-normalized again (a bounded cache keyed by the raw text).
+when the text holds the character it is about.  Each distinct text is normalized once
+(and, with a caller's cache, once per scan).
 """
 
 from __future__ import annotations
@@ -56,8 +56,8 @@ def _apply(buf: bytes, rules: tuple[tuple[tuple[bytes, ...], re.Pattern[bytes], 
     return buf
 
 
-_cache: dict[bytes, bytes] = {}
-CACHE_MAX = 200_000  # raw statements remembered (then the cache starts over): bounded memory
+CACHE_MAX = 200_000  # statement texts a cache keeps (then it starts over): bounded memory
+CACHE_TEXT_MAX = 4096  # longer statements are not kept (seldom repeated, and they would take the memory)
 
 
 def _normalize_many(todo: list[bytes]) -> list[bytes] | None:
@@ -77,25 +77,34 @@ def _normalize_many(todo: list[bytes]) -> list[bytes] | None:
     return list(map(final.__getitem__, mid))
 
 
-def fingerprints(queries: list[bytes]) -> list[bytes]:
+def fingerprints(queries: list[bytes], cache: dict[bytes, bytes] | None = None) -> list[bytes]:
     """The fingerprint of each query (same order).
 
-    A statement text seen before (in this process) is looked up, not normalized again; the others are
-    normalized together, once each.
+    Each distinct text is normalized once.  With ``cache`` (raw text -> fingerprint, owned by the
+    caller: one per scan), texts seen in earlier calls are looked up instead.
     """
     if not queries:
         return []
-    cache = _cache
+    if cache is None:
+        cache = {}
     todo = [q for q in dict.fromkeys(queries) if q not in cache]
     if todo:
-        if len(cache) + len(todo) > CACHE_MAX:
+        if len(cache) + len(todo) > CACHE_MAX:  # start over (with every text of this call to do)
             cache.clear()
+            todo = list(dict.fromkeys(queries))
         out = _normalize_many(todo)
         if out is None:  # a statement holds NUL itself: one at a time
             out = [fingerprint(q) for q in todo]
-        cache.update(zip(todo, out, strict=True))
         if len(todo) == len(queries):
+            if len(cache) + len(todo) <= CACHE_MAX:
+                cache.update((q, fp) for q, fp in zip(todo, out, strict=True) if len(q) <= CACHE_TEXT_MAX)
             return out
+        cache.update(zip(todo, out, strict=True))
+        res = list(map(cache.__getitem__, queries))
+        for q in todo:
+            if len(q) > CACHE_TEXT_MAX:
+                del cache[q]
+        return res
     return list(map(cache.__getitem__, queries))
 
 
