@@ -11,8 +11,9 @@
   ``--memory-gb 1`` also on a 1 GB access log.
 
 Both tools must agree on what they counted (requests, statements) or the benchmark fails.
-Results go to bench/results/logs.json.  Usage: ``python bench/logs.py [--size-mb 100]
-[--pgbench-tx 4000] [--memory-gb 0] [--repeat 1] [--workdir DIR]``.
+Results go to bench/results/logs.json (with ``--only postgres`` or ``--only access``: to
+logs_postgres.json or logs_access.json).  Usage: ``python bench/logs.py [--size-mb 100]
+[--pgbench-tx 4000] [--memory-gb 0] [--repeat 1] [--workdir DIR] [--only postgres|access]``.
 """
 
 from __future__ import annotations
@@ -188,14 +189,24 @@ def bench_postgres(work: Path, transactions: int, repeat: int) -> dict[str, Any]
     bjson = work / "pgbadger.json"
     for i in range(repeat):
         print(f"pgbadger -j 2 run {i + 1}/{repeat}…", flush=True)
-        b_runs.append(timed([badger, "-j", "2", "--prefix", pgworkload.LOG_LINE_PREFIX, "-o", str(bjson), "-q",
-                             str(log)]))
+        # a private pid file: pgBadger refuses to start while /tmp/pgbadger.pid exists (another run)
+        b_runs.append(timed([badger, "-j", "2", "--pid-dir", str(work), "--prefix", pgworkload.LOG_LINE_PREFIX,
+                             "-o", str(bjson), "-q", str(log)]))
         cfg = write_config(work / "pg.yaml", work / f"history-pg-{i}.db", {"db": cluster.target("postgres")},
                            {"pg-log-analysis": {"task": "logs.postgres", "target": "db", "options": {
                                "log_file": str(log), "log_line_prefix": pgworkload.LOG_LINE_PREFIX,
                                "incremental": False, "report_dir": str(work / "reports")}}})
         print(f"upkeeper run pg-log-analysis {i + 1}/{repeat}…", flush=True)
         u_runs.append(timed([*UPKEEPER, "--config", str(cfg), "run", "pg-log-analysis", "--json"]))
+    # the floor: the same job on an empty log (CLI start, config, history, worker process, report)
+    empty = work / "empty-pg.log"
+    empty.write_bytes(b"")
+    cfg = write_config(work / "pg-empty.yaml", work / "history-pg-empty.db", {"db": cluster.target("postgres")},
+                       {"pg-log-analysis": {"task": "logs.postgres", "target": "db", "options": {
+                           "log_file": str(empty), "log_line_prefix": pgworkload.LOG_LINE_PREFIX,
+                           "incremental": False, "report_dir": str(work / "reports")}}})
+    floor = best([timed([*UPKEEPER, "--config", str(cfg), "run", "pg-log-analysis", "--json"])
+                  for _ in range(repeat)])
     theirs = json.loads(bjson.read_text())["overall_stat"]["queries_number"]
     m = json.loads(u_runs[-1]["stdout"])[0]["metrics"]
     if int(m["statements"]) != theirs:
@@ -207,7 +218,9 @@ def bench_postgres(work: Path, transactions: int, repeat: int) -> dict[str, Any]
                           f"{transactions} (scale 2) plus upkeeper's error/lock/deadlock/temp-file workload",
         "pgbadger_j2": b | {"mb_per_s": round(size / 1e6 / b["seconds"], 2)},
         "upkeeper": u | {"mb_per_s": round(size / 1e6 / u["seconds"], 2), "scan_seconds": m["scan_seconds"]},
+        "upkeeper_empty_log_run": floor,
         "speedup_vs_pgbadger_j2": round(b["seconds"] / u["seconds"], 2),
+        "scan_speedup_vs_pgbadger_j2": round(b["seconds"] / m["scan_seconds"], 2),
         "cpu_ratio_vs_pgbadger_j2": round(b["cpu_seconds"] / u["cpu_seconds"], 2),
         "goals": {"speedup": 10},
     }
@@ -238,6 +251,8 @@ def main() -> None:
     ap.add_argument("--memory-gb", type=float, default=0.0, help="also measure memory on a log this big")
     ap.add_argument("--repeat", type=int, default=1, help="runs per tool; the fastest counts")
     ap.add_argument("--workdir", type=Path, default=None, help="keep generated logs here between runs")
+    ap.add_argument("--only", choices=("access", "postgres"), default=None,
+                    help="run one part only (results go to bench/results/logs_<part>.json)")
     args = ap.parse_args()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="upk-bench-logs-", dir="/tmp"))
     work.mkdir(parents=True, exist_ok=True)
@@ -246,27 +261,34 @@ def main() -> None:
     result: dict[str, Any] = {
         "benchmark": "logs", "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "load_before": load_before},
-        "access": bench_access(work, args.size_mb, args.repeat),
-        "postgres": bench_postgres(work, args.pgbench_tx, args.repeat),
     }
+    if args.only in (None, "access"):
+        result["access"] = bench_access(work, args.size_mb, args.repeat)
+    if args.only in (None, "postgres"):
+        result["postgres"] = bench_postgres(work, args.pgbench_tx, args.repeat)
     if args.memory_gb:
         result["memory"] = bench_memory(work, args.memory_gb)
     result["machine"]["load_after"] = os.getloadavg()
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
-    a, p = result["access"], result["postgres"]
-    print(f"access log {a['log_bytes'] / 1e6:.0f} MB: GoAccess {a['goaccess']['seconds']}s "
-          f"({a['goaccess']['mb_per_s']} MB/s), upkeeper {a['upkeeper']['seconds']}s "
-          f"({a['upkeeper']['mb_per_s']} MB/s, scan alone {a['upkeeper']['scan_mb_per_s']} MB/s) -> "
-          f"{a['speedup_vs_goaccess']}x wall, {a['cpu_ratio_vs_goaccess']}x CPU; peak RSS "
-          f"{a['upkeeper']['peak_rss_mb']} MB")
-    print(f"postgres log {p['log_bytes'] / 1e6:.0f} MB, {p['statements']} statements: pgBadger -j2 "
-          f"{p['pgbadger_j2']['seconds']}s, upkeeper {p['upkeeper']['seconds']}s -> {p['speedup_vs_pgbadger_j2']}x wall, "
-          f"{p['cpu_ratio_vs_pgbadger_j2']}x CPU")
+    out = RESULTS if args.only is None else RESULTS.with_name(f"logs_{args.only}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    if "access" in result:
+        a = result["access"]
+        print(f"access log {a['log_bytes'] / 1e6:.0f} MB: GoAccess {a['goaccess']['seconds']}s "
+              f"({a['goaccess']['mb_per_s']} MB/s), upkeeper {a['upkeeper']['seconds']}s "
+              f"({a['upkeeper']['mb_per_s']} MB/s, scan alone {a['upkeeper']['scan_mb_per_s']} MB/s) -> "
+              f"{a['speedup_vs_goaccess']}x wall, {a['cpu_ratio_vs_goaccess']}x CPU; peak RSS "
+              f"{a['upkeeper']['peak_rss_mb']} MB")
+    if "postgres" in result:
+        p = result["postgres"]
+        print(f"postgres log {p['log_bytes'] / 1e6:.0f} MB, {p['statements']} statements: pgBadger -j2 "
+              f"{p['pgbadger_j2']['seconds']}s, upkeeper {p['upkeeper']['seconds']}s (scan "
+              f"{p['upkeeper']['scan_seconds']}s) -> {p['speedup_vs_pgbadger_j2']}x wall, "
+              f"{p['cpu_ratio_vs_pgbadger_j2']}x CPU")
     if "memory" in result:
         mm = result["memory"]
         print(f"{mm['log_bytes'] / 1e9:.1f} GB access log: {mm['seconds']}s, peak RSS {mm['peak_rss_mb']} MB")
-    print(f"written {RESULTS}")
+    print(f"written {out}")
     if not args.workdir:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -90,7 +90,8 @@ def test_agrees_with_pgbadger(logging_pg: tuple[PostgresCluster, dict[str, int]]
     copy = tmp_path / "pg.log"
     shutil.copy(log, copy)
     out = tmp_path / "badger.json"
-    res = subprocess.run([exe, "--prefix", pgworkload.LOG_LINE_PREFIX, "-o", str(out), str(copy)],
+    res = subprocess.run([exe, "--pid-dir", str(tmp_path),  # not /tmp/pgbadger.pid: other runs may hold it
+                          "--prefix", pgworkload.LOG_LINE_PREFIX, "-o", str(out), str(copy)],
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
     badger = json.loads(out.read_text())

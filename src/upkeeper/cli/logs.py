@@ -113,14 +113,15 @@ def postgres_cmd(
 ) -> None:
     """Slow statements by fingerprint, errors by SQLSTATE, locks, temp files, checkpoints (pgBadger's core)."""
     from upkeeper.logs import parallel
-    from upkeeper.logs.pglog import PgScanOptions, PrefixError, compile_prefix, summarize
+    from upkeeper.logs.pglog import MIN_PARALLEL, PgScanOptions, PrefixError, compile_prefix, summarize
 
     try:
         compile_prefix(prefix)
     except PrefixError as exc:
         raise UsageError(exc.message, exc.hint) from None
     partial, _ = parallel.scan("upkeeper.logs.pglog", PgScanOptions(log_line_prefix=prefix),
-                               _units(files, b"\t", workers), workers=workers, continuation=b"\t")
+                               _units(files, b"\t", workers), workers=workers, continuation=b"\t",
+                               min_parallel=MIN_PARALLEL)
     rep = summarize(partial, top_n=top)
     rep["log_line_prefix"] = prefix
     if html is not None:

@@ -145,19 +145,22 @@ def _load(kind: str) -> Any:
 
 
 def scan(kind: str, opts: Any, units: list[Unit], *, workers: int = 0,
-         progress: Callable[[int, int], None] | None = None, continuation: bytes = b"") -> tuple[Any, dict[str, int]]:
+         progress: Callable[[int, int], None] | None = None, continuation: bytes = b"",
+         min_parallel: int = MIN_PARALLEL) -> tuple[Any, dict[str, int]]:
     """Run ``units`` through accumulators of module ``kind`` and merge their partial results.
 
     ``kind`` names a module with ``make_accumulator(opts)`` and ``merge(partials)``.  Returns the
-    merged partial and the uncompressed bytes read per compressed file (for cursors).
+    merged partial and the uncompressed bytes read per compressed file (for cursors).  Below
+    ``min_parallel`` bytes no helper process is started (starting one costs a few tenths of a
+    second: a fast accumulator sets it higher) and the units are scanned in the order given.
     """
     mod = _load(kind)
     total = sum(u.size_hint for u in units) or 1
     if workers <= 0:
         workers = os.cpu_count() or 1
-    helpers = min(workers - 1, len(units) - 1) if total >= MIN_PARALLEL else 0
+    helpers = min(workers - 1, len(units) - 1) if total >= min_parallel else 0
     todo: queue.Queue[Unit] = queue.Queue()
-    for u in sorted(units, key=lambda u: -u.size_hint):
+    for u in sorted(units, key=lambda u: -u.size_hint) if helpers > 0 else units:  # biggest first: balance
         todo.put(u)
     done_bytes = [0]
     gz_read: dict[str, int] = {}

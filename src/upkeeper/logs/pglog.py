@@ -22,13 +22,20 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import compress
+from operator import itemgetter
 from typing import Any
 
 from upkeeper.errors import UpkeeperError
 from upkeeper.logs.sqlfp import fingerprints, statement_kind
 
 DEFAULT_PREFIX = "%m [%p] "  # PostgreSQL 13+ default
+# for parallel.scan: one process reads about 30 MB/s of a busy log and a helper process costs ~0.4 s to
+# start and report back, so below this a helper does not pay (measured on 2 CPUs: a 16 MB log took
+# 0.55 s alone, 0.7-1.2 s with a helper)
+MIN_PARALLEL = 48 << 20
 LEVELS = rb"DEBUG[1-5]|INFO|NOTICE|WARNING|ERROR|LOG|FATAL|PANIC|DETAIL|HINT|QUERY|CONTEXT|STATEMENT|LOCATION"
 
 _ESCAPES: dict[str, bytes] = {
@@ -194,14 +201,23 @@ _STATEMENT = re.compile(rb"statement: ")
 _TOO_FREQUENT = re.compile(rb"checkpoints are occurring too frequently \((\d+) seconds? apart\)")
 
 
+# Where an entry is in the log: (source, offset of the buffer, index of the entry in the buffer).  Tuples
+# compare in log order within a file, so examples and samples can be the earliest ones whatever the
+# order in which pieces of the log were scanned and merged.
+Pos = tuple[str, int, int]
+
+
 @dataclass
 class PgPartial:
     lines: int = 0
     entries: int = 0
     unparsed: int = 0
+    samples: int = 5  # at most this many unparsed lines and deadlock details are kept (the earliest)
     unparsed_samples: list[str] = field(default_factory=list)
+    unparsed_pos: list[Pos] = field(default_factory=list)
     bytes_read: int = 0
-    # statements: fingerprint -> [count, total ms, max ms, example, slowest example]
+    # statements: fingerprint -> [count, total ms, max ms, example, slowest example, example pos, slowest pos]
+    # (the example is the earliest statement, the slowest the earliest of those with the max duration)
     queries: dict[bytes, list[Any]] = field(default_factory=dict)
     durations: Counter[bytes] = field(default_factory=Counter)  # duration text ("12.345") -> count
     by_hour: Counter[bytes] = field(default_factory=Counter)  # "2024-03-01 10" -> statements
@@ -210,7 +226,8 @@ class PgPartial:
     prepare_ms: float = 0.0
     prepare_count: int = 0
     errors: Counter[tuple[str, str, bytes]] = field(default_factory=Counter)  # (level, sqlstate, message)
-    error_examples: dict[tuple[str, str, bytes], list[bytes]] = field(default_factory=dict)
+    # the first two distinct STATEMENTs of each error class, with their positions
+    error_examples: dict[tuple[str, str, bytes], list[tuple[Pos, bytes]]] = field(default_factory=dict)
     errors_by_hour: Counter[bytes] = field(default_factory=Counter)
     inferred_codes: int = 0
     lock_waits: int = 0
@@ -220,6 +237,7 @@ class PgPartial:
     lock_queries: Counter[bytes] = field(default_factory=Counter)
     deadlocks: int = 0
     deadlock_details: list[str] = field(default_factory=list)
+    deadlock_pos: list[Pos] = field(default_factory=list)
     temp_files: int = 0
     temp_bytes: int = 0
     temp_max: int = 0
@@ -242,6 +260,24 @@ class PgPartial:
     last: bytes | None = None
 
 
+def _earliest(items: list[tuple[Pos, Any]], n: int) -> list[tuple[Pos, Any]]:
+    return sorted(items, key=itemgetter(0))[:n]
+
+
+def _add_example(ex: list[tuple[Pos, bytes]], pos: Pos, text: bytes, n: int = 2) -> None:
+    """Keep in ``ex`` the ``n`` distinct texts seen first (by position), in log order."""
+    for i, (p, t) in enumerate(ex):
+        if t == text:
+            if pos < p:
+                ex[i] = (pos, text)
+                ex.sort(key=itemgetter(0))
+            return
+    if len(ex) < n or pos < ex[-1][0]:
+        ex.append((pos, text))
+        ex.sort(key=itemgetter(0))
+        del ex[n:]
+
+
 class PgAccumulator:
     def __init__(self, opts: PgScanOptions) -> None:
         self.opts = opts
@@ -259,9 +295,13 @@ class PgAccumulator:
         self.g_pid = gi["pid"]
         self.g_ms, self.g_kind, self.g_q = gi["ms"], gi["kind"], gi["q"]
         self.g_level, self.g_msg = gi["level"], gi["msg"]
-        self.p = PgPartial()
-        self.last_statement: dict[bytes, bytes] = {}  # pid -> last "statement:" text (log_statement)
+        self.p = PgPartial(samples=opts.samples)
+        self.last_statement: dict[bytes, tuple[bytes, Pos]] = {}  # pid -> last "statement:" (log_statement)
         self.pending: dict[bytes, tuple[str, Any]] = {}  # pid -> entry waiting for its STATEMENT/DETAIL
+        self.fp_cache: dict[bytes, bytes] = {}  # statement text -> fingerprint, for this scan only
+        self._src = ""
+        self._off = 0
+        self._last_fed: tuple[str, int] | None = None  # (source, offset) of the latest buffer fed
 
     # -- input -------------------------------------------------------------------------------
 
@@ -269,81 +309,133 @@ class PgAccumulator:
         if not buf:
             return
         p = self.p
+        # buffers usually come in log order; one that comes before an earlier-fed one (parallel.scan
+        # hands out pieces biggest first) must compare positions to keep the earliest examples
+        in_order = self._last_fed is None or (source, offset) > self._last_fed
+        if in_order:
+            self._last_fed = (source, offset)
+        self._src, self._off = source, offset
         p.bytes_read += len(buf)
         nlines = buf.count(b"\n") + (0 if buf.endswith(b"\n") else 1)
         cont = buf.count(b"\n\t") + (1 if buf.startswith(b"\t") else 0)
         p.lines += nlines
         rows = self.entry_rx.findall(buf)
         gms = self.g_ms - 1
-        dur = [r for r in rows if r[gms]]
+        is_dur = list(map(itemgetter(gms), rows))
+        dur = list(compress(rows, is_dur))
         ndur = len(dur)
         nother = len(rows) - ndur
         if dur:
-            self._durations(dur)
+            idx = list(compress(range(len(rows)), is_dur)) if nother else range(ndur)
+            self._durations(dur, idx, cont > 0, in_order)
         if nother:
-            for r in (r for r in rows if not r[gms]) if ndur else rows:
+            for i, r in enumerate(rows):
+                if r[gms]:
+                    continue
                 try:
-                    self._other(r)
+                    self._other(r, i)
                 except (ValueError, IndexError):  # a malformed number in a message: count it, never crash
                     p.unparsed += 1
         p.entries += ndur + nother
         unparsed = nlines - cont - ndur - nother
         if unparsed > 0:
             p.unparsed += unparsed
-            if len(p.unparsed_samples) < self.opts.samples:
-                self._sample_unparsed(buf, source)
+            if len(p.unparsed_samples) < p.samples or (p.unparsed_pos and (source, offset, 0) < p.unparsed_pos[-1]):
+                self._sample_unparsed(buf, source, offset)
 
-    def _sample_unparsed(self, buf: bytes, source: str) -> None:
+    def _sample_unparsed(self, buf: bytes, source: str, offset: int) -> None:
+        p = self.p
         entry = re.compile(rb"^" + compile_prefix(self.opts.log_line_prefix) + rb"(?:" + LEVELS + rb"):  ")
-        for ln in buf.split(b"\n"):
+        found: list[tuple[Pos, str]] = []
+        for i, ln in enumerate(buf.split(b"\n")):
             if ln and not ln.startswith(b"\t") and not entry.match(ln):
-                self.p.unparsed_samples.append(f"{source}: {ln[:300].decode('utf-8', 'replace')}")
-                if len(self.p.unparsed_samples) >= self.opts.samples:
-                    return
+                found.append(((source, offset, i), f"{source}: {ln[:300].decode('utf-8', 'replace')}"))
+                if len(found) >= p.samples:
+                    break
+        kept = _earliest([*zip(p.unparsed_pos, p.unparsed_samples, strict=True), *found], p.samples)
+        p.unparsed_pos = [k[0] for k in kept]
+        p.unparsed_samples = [k[1] for k in kept]
 
-    def _durations(self, rows: list[tuple[bytes, ...]]) -> None:
+    def _durations(self, rows: list[tuple[bytes, ...]], idx: Sequence[int], multiline: bool,
+                   in_order: bool) -> None:
         p = self.p
         gms, gkind, gq = self.g_ms - 1, self.g_kind - 1, self.g_q - 1
-        kinds = set(map(lambda r: r[gkind], rows))
-        if kinds - {b"statement", b"execute"}:
-            prep = [r for r in rows if r[gkind] in (b"parse", b"bind")]
+        kinds = list(map(itemgetter(gkind), rows))
+        if not set(kinds) <= {b"statement", b"execute"}:
+            keep = [k == b"statement" or k == b"execute" for k in kinds]
+            prep = [r for r, k in zip(rows, keep, strict=True) if not k]
             p.prepare_count += len(prep)
             p.prepare_ms += sum(float(r[gms]) for r in prep)
-            rows = [r for r in rows if r[gkind] in (b"statement", b"execute")]
+            rows = list(compress(rows, keep))
+            idx = list(compress(idx, keep))
             if not rows:
                 return
-        ms_txt = [r[gms] for r in rows]
+        ms_txt = list(map(itemgetter(gms), rows))
         p.durations.update(ms_txt)
-        qs = [r[gq] for r in rows]
-        if any(b"\n\t" in q for q in qs):
-            qs = [q.replace(b"\n\t", b"\n") for q in qs]
-        fps = fingerprints(qs)
+        qs = list(map(itemgetter(gq), rows))
+        if multiline:
+            qs = [q.replace(b"\n\t", b"\n") if b"\n\t" in q else q for q in qs]
+        fps = fingerprints(qs, self.fp_cache)
         queries = p.queries
-        for fp, ms_b, q in zip(fps, ms_txt, qs, strict=True):
-            ms = float(ms_b)
-            st = queries.get(fp)
-            if st is None:
-                queries[fp] = [1, ms, ms, q[:2000], q[:2000]]
-            else:
+        get = queries.get
+        src, off = self._src, self._off
+        if in_order:  # every position here comes after every one already seen: no comparisons
+            for i, fp, ms, q in zip(idx, fps, map(float, ms_txt), qs, strict=True):
+                st = get(fp)
+                if st is None:
+                    pos = (src, off, i)
+                    queries[fp] = [1, ms, ms, q[:2000], q[:2000], pos, pos]
+                else:
+                    st[0] += 1
+                    st[1] += ms
+                    if ms > st[2]:
+                        st[2] = ms
+                        st[4] = q[:2000]
+                        st[6] = (src, off, i)
+        else:  # an earlier piece of the log after a later one: keep the earliest examples
+            for i, fp, ms, q in zip(idx, fps, map(float, ms_txt), qs, strict=True):
+                st = get(fp)
+                if st is None:
+                    pos = (src, off, i)
+                    queries[fp] = [1, ms, ms, q[:2000], q[:2000], pos, pos]
+                    continue
                 st[0] += 1
                 st[1] += ms
-                if ms > st[2]:
-                    st[2] = ms
-                    st[4] = q[:2000]
+                if ms >= st[2]:
+                    pos = (src, off, i)
+                    if ms > st[2] or pos < st[6]:
+                        st[2], st[4], st[6] = ms, q[:2000], pos
+                if (src, off) < st[5][:2]:
+                    st[3], st[5] = q[:2000], (src, off, i)
         if self.g_ts is not None:
             gts = self.g_ts - 1
-            hours = [r[gts][:13] for r in rows]
-            p.by_hour.update(hours)
-            if p.first is None or rows[0][gts] < p.first:
-                p.first = rows[0][gts]
-            if p.last is None or rows[-1][gts] > p.last:
-                p.last = rows[-1][gts]
+            per_ts = Counter(map(itemgetter(gts), rows))
+            by_hour = p.by_hour
+            for ts, n in per_ts.items():
+                by_hour[ts[:13]] += n
+            lo, hi = min(per_ts), max(per_ts)
+            if p.first is None or lo < p.first:
+                p.first = lo
+            if p.last is None or hi > p.last:
+                p.last = hi
         if self.g_db is not None:
-            p.by_db.update(r[self.g_db - 1] for r in rows)
+            p.by_db.update(map(itemgetter(self.g_db - 1), rows))
         if self.g_user is not None:
-            p.by_user.update(r[self.g_user - 1] for r in rows)
+            p.by_user.update(map(itemgetter(self.g_user - 1), rows))
 
-    def _other(self, r: tuple[bytes, ...]) -> None:
+    def _add_query(self, fp: bytes, ms: float, q: bytes, pos: Pos) -> None:
+        st = self.p.queries.get(fp)
+        if st is None:
+            self.p.queries[fp] = [1, ms, ms, q[:2000], q[:2000], pos, pos]
+            return
+        st[0] += 1
+        st[1] += ms
+        if ms > st[2] or (ms == st[2] and pos < st[6]):
+            st[2], st[4], st[6] = ms, q[:2000], pos
+        if pos < st[5]:
+            st[3], st[5] = q[:2000], pos
+
+    def _other(self, r: tuple[bytes, ...], i: int) -> None:
         p = self.p
         level = r[self.g_level - 1].decode()
         msg = r[self.g_msg - 1]
@@ -352,7 +444,7 @@ class PgAccumulator:
         if level in ("DETAIL", "HINT", "STATEMENT", "CONTEXT", "QUERY", "LOCATION"):
             pend = self.pending.get(pid)
             if pend is not None and level in ("STATEMENT", "DETAIL"):
-                self._attach(pend, level, msg.replace(b"\n\t", b"\n"))
+                self._attach(pend, level, msg.replace(b"\n\t", b"\n"), (self._src, self._off, i))
             return
         if ts is not None:
             if p.first is None or ts < p.first:
@@ -361,7 +453,7 @@ class PgAccumulator:
                 p.last = ts
         self.pending.pop(pid, None)
         if level == "LOG":
-            self._log(pid, msg, ts)
+            self._log(pid, msg, ts, i)
         elif level in ("ERROR", "FATAL", "PANIC"):
             code: bytes | str | None = r[self.g_sqlstate - 1] if self.g_sqlstate is not None else None
             vm = _VERBOSE_CODE.match(msg)
@@ -386,33 +478,34 @@ class PgAccumulator:
             p.errors[key] += 1
             self.pending[pid] = ("error", key)
 
-    def _attach(self, pend: tuple[str, Any], level: str, text: bytes) -> None:
+    def _attach(self, pend: tuple[str, Any], level: str, text: bytes, pos: Pos) -> None:
         p = self.p
         kind, key = pend
         if kind in ("error", "deadlock") and level == "STATEMENT":
-            ex = p.error_examples.setdefault(key, [])
-            if len(ex) < 2 and text[:1000] not in ex:
-                ex.append(text[:1000])
+            _add_example(p.error_examples.setdefault(key, []), pos, text[:1000])
         elif kind == "deadlock" and level == "DETAIL":
-            if len(p.deadlock_details) < self.opts.samples:
-                p.deadlock_details.append(text[:2000].decode("utf-8", "replace"))
+            if len(p.deadlock_details) < p.samples or (p.deadlock_pos and pos < p.deadlock_pos[-1]):
+                kept = _earliest([*zip(p.deadlock_pos, p.deadlock_details, strict=True),
+                                  (pos, text[:2000].decode("utf-8", "replace"))], p.samples)
+                p.deadlock_pos = [k[0] for k in kept]
+                p.deadlock_details = [k[1] for k in kept]
         elif kind == "lock" and level == "STATEMENT":
-            p.lock_queries[fingerprints([text])[0]] += 1
+            p.lock_queries[fingerprints([text], self.fp_cache)[0]] += 1
         elif kind == "temp" and level == "STATEMENT":
-            fp = fingerprints([text])[0]
+            fp = fingerprints([text], self.fp_cache)[0]
             p.temp_queries[fp] += 1
             p.temp_query_bytes[fp] += int(key)
 
-    def _log(self, pid: bytes, msg: bytes, ts: bytes | None) -> None:
+    def _log(self, pid: bytes, msg: bytes, ts: bytes | None, i: int) -> None:
         p = self.p
         if msg.startswith(b"duration: "):
             bm = _BARE_DURATION.match(msg)
-            q = self.last_statement.pop(pid, None)
-            if bm and q is not None:  # log_duration + log_statement: pair them
-                self._durations_bare(bm.group(1), q, ts)
+            prev = self.last_statement.pop(pid, None)
+            if bm and prev is not None:  # log_duration + log_statement: pair them
+                self._durations_bare(bm.group(1), prev[0], prev[1], ts)
             return
         if msg.startswith(b"statement: "):
-            self.last_statement[pid] = msg[11:].replace(b"\n\t", b"\n")
+            self.last_statement[pid] = (msg[11:].replace(b"\n\t", b"\n"), (self._src, self._off, i))
             return
         if msg.startswith(b"checkpoint "):
             if msg.startswith(b"checkpoint starting: "):
@@ -464,19 +557,10 @@ class PgAccumulator:
         elif msg.startswith(b"connection authorized"):
             p.connections += 1
 
-    def _durations_bare(self, ms_b: bytes, q: bytes, ts: bytes | None) -> None:
+    def _durations_bare(self, ms_b: bytes, q: bytes, pos: Pos, ts: bytes | None) -> None:
         p = self.p
         p.durations[ms_b] += 1
-        fp = fingerprints([q])[0]
-        ms = float(ms_b)
-        st = p.queries.get(fp)
-        if st is None:
-            p.queries[fp] = [1, ms, ms, q[:2000], q[:2000]]
-        else:
-            st[0] += 1
-            st[1] += ms
-            if ms > st[2]:
-                st[2], st[4] = ms, q[:2000]
+        self._add_query(fingerprints([q], self.fp_cache)[0], float(ms_b), q, pos)
         if ts is not None:
             p.by_hour[ts[:13]] += 1
 
@@ -508,13 +592,22 @@ def merge(parts: list[PgPartial]) -> PgPartial:
             else:
                 mine[0] += st[0]
                 mine[1] += st[1]
-                if st[2] > mine[2]:
-                    mine[2], mine[4] = st[2], st[4]
+                if st[2] > mine[2] or (st[2] == mine[2] and st[6] < mine[6]):
+                    mine[2], mine[4], mine[6] = st[2], st[4], st[6]
+                if st[5] < mine[5]:
+                    mine[3], mine[5] = st[3], st[5]
         for k, ex in p.error_examples.items():
-            out.error_examples.setdefault(k, []).extend(ex[: max(0, 2 - len(out.error_examples.get(k, [])))])
+            mine_ex = out.error_examples.setdefault(k, [])
+            for pos, text in ex:
+                _add_example(mine_ex, pos, text)
         out.lock_wait_ms += p.lock_wait_ms
-        out.unparsed_samples += p.unparsed_samples[: max(0, 10 - len(out.unparsed_samples))]
-        out.deadlock_details += p.deadlock_details[: max(0, 5 - len(out.deadlock_details))]
+        out.samples = max(out.samples, p.samples)
+        kept = _earliest([*zip(out.unparsed_pos, out.unparsed_samples, strict=True),
+                          *zip(p.unparsed_pos, p.unparsed_samples, strict=True)], out.samples)
+        out.unparsed_pos, out.unparsed_samples = [k[0] for k in kept], [k[1] for k in kept]
+        kept = _earliest([*zip(out.deadlock_pos, out.deadlock_details, strict=True),
+                          *zip(p.deadlock_pos, p.deadlock_details, strict=True)], out.samples)
+        out.deadlock_pos, out.deadlock_details = [k[0] for k in kept], [k[1] for k in kept]
         out.temp_max = max(out.temp_max, p.temp_max)
         out.checkpoint_max_s = max(out.checkpoint_max_s, p.checkpoint_max_s)
         if p.checkpoint_min_apart_s:
@@ -562,7 +655,7 @@ def summarize(p: PgPartial, *, top_n: int = 20) -> dict[str, Any]:
         by_code[code] += c
         if len(errors) < top_n * 2:
             errors.append({"level": level, "sqlstate": code, "message": _s(msg), "count": c,
-                           "statements": [_s(x) for x in p.error_examples.get((level, code, msg), [])]})
+                           "statements": [_s(x) for _, x in p.error_examples.get((level, code, msg), [])]})
     waits = sorted(p.lock_wait_ms)
     return {
         "lines": p.lines, "entries": p.entries, "unparsed": p.unparsed,
@@ -571,7 +664,7 @@ def summarize(p: PgPartial, *, top_n: int = 20) -> dict[str, Any]:
         "first": _s(p.first) or None, "last": _s(p.last) or None,
         "statements": {"count": total_n, "total_ms": round(total_ms, 3), "fingerprints": len(p.queries),
                        "percentiles": percentiles(hist.items(), (50, 90, 95, 99)),
-                       "by_kind": dict(kinds.most_common()), "prepare_bind": {"count": p.prepare_count,
+                       "by_kind": dict(top(kinds, len(kinds))), "prepare_bind": {"count": p.prepare_count,
                                                                               "total_ms": round(p.prepare_ms, 3)}},
         "by_hour": {_s(k) + ":00": v for k, v in sorted(p.by_hour.items())},
         "by_database": {_s(k) or "(none)": v for k, v in top(p.by_db, top_n)},
@@ -590,7 +683,7 @@ def summarize(p: PgPartial, *, top_n: int = 20) -> dict[str, Any]:
         "temp_files": {"count": p.temp_files, "total_bytes": p.temp_bytes, "max_bytes": p.temp_max,
                        "queries": [{"fingerprint": _s(k), "count": v, "bytes": p.temp_query_bytes[k]}
                                    for k, v in top(p.temp_queries, top_n)]},
-        "checkpoints": {"count": p.checkpoints, "reasons": {_s(k): v for k, v in p.checkpoint_reasons.items()},
+        "checkpoints": {"count": p.checkpoints, "reasons": {_s(k): v for k, v in top(p.checkpoint_reasons, 10**6)},
                         "buffers": p.checkpoint_buffers, "write_s": round(p.checkpoint_write_s, 3),
                         "sync_s": round(p.checkpoint_sync_s, 3), "total_s": round(p.checkpoint_total_s, 3),
                         "max_s": p.checkpoint_max_s, "distance_kb": p.checkpoint_distance_kb,

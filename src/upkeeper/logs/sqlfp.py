@@ -5,7 +5,8 @@ numeric literals and ``$n`` parameters become ``?``, ``IN (…)`` and ``VALUES (
 lists collapse, whitespace collapses, everything is lower-cased and a trailing
 ``;`` goes.  Works on many statements at once: one regex pass per rule over the
 statements joined with NUL (which SQL text never contains), and a rule runs only
-when the text holds the character it is about.
+when the text holds the character it is about.  Each distinct text is normalized once
+(and, with a caller's cache, once per scan).
 """
 
 from __future__ import annotations
@@ -15,50 +16,100 @@ from operator import methodcaller
 
 SEP = b"\x00"
 
-# (guard, pattern, replacement): the rule runs only if ``guard`` occurs in the text
-_WS = (b"  ", b"\t", b"\n", b"\r", b"\x0b", b"\x0c")
-_RULES: tuple[tuple[bytes, re.Pattern[bytes], bytes], ...] = (
-    (b"/*", re.compile(rb"/\*[^\x00]*?\*/"), b" "),
-    (b"--", re.compile(rb"--[^\n\x00]*"), b" "),
-    (b"$", re.compile(rb"\$([A-Za-z_]\w*|)\$[^\x00]*?\$\1\$"), b"?"),
-    (b"'", re.compile(rb"[eE](?<![\w$][eE])'(?:[^'\\\x00]|''|\\[^\x00])*'"), b"?"),
-    (b"'", re.compile(rb"'(?:[^'\x00]|'')*'"), b"?"),
-    (b"$", re.compile(rb"\$\d+"), b"?"),
+# (guards, pattern, replacement): the rule runs only if one of ``guards`` occurs in the text (no guards:
+# always).  Patterns begin with a literal or a character class, never with a look-behind, so that the
+# regex engine skips quickly to where a match can start: the number rule, written as pgBadger's
+# ``(?:(?<![\w$.\"?-])-)?(?<![\w$.\"?])\d+…`` is 6x slower (same matches: the look-behinds moved after
+# the first character).
+_WS_CHARS = rb"[ \t\r\n\f\v]"
+_RULES: tuple[tuple[tuple[bytes, ...], re.Pattern[bytes], bytes], ...] = (
+    ((b"/*",), re.compile(rb"/\*[^\x00]*?\*/"), b" "),
+    ((b"--",), re.compile(rb"--[^\n\x00]*"), b" "),
+    ((b"$",), re.compile(rb"\$([A-Za-z_]\w*|)\$[^\x00]*?\$\1\$"), b"?"),
+    ((b"e'", b"E'"), re.compile(rb"[eE](?<![\w$][eE])'(?:[^'\\\x00]|''|\\[^\x00])*'"), b"?"),
+    ((b"'",), re.compile(rb"'(?:[^'\x00]|'')*'"), b"?"),
+    ((b"$",), re.compile(rb"\$\d+"), b"?"),
     # numbers (a minus sign that is not an operator goes too, as in pgBadger)
-    (b"", re.compile(rb"(?:(?<![\w$.\"?-])-)?(?<![\w$.\"?])\d+(?:\.\d+)?(?:[eE][+-]?\d+)?(?![\w.])"), b"?"),
-    (b"", re.compile(rb"[ \t\r\n\f\v]{2,}|[\t\r\n\f\v]"), b" "),
-    (b"(", re.compile(rb"(?i)\bin ?\( ?\?(?: ?, ?\?)* ?\)"), b"in (...)"),
-    (b"(", re.compile(rb"(?i)\bvalues ?\( ?\?(?: ?, ?\?)* ?\)(?: ?, ?\( ?\?(?: ?, ?\?)* ?\))*"),
+    ((), re.compile(rb"[-\d](?:(?<=-)(?<![\w$.\"?-]-)\d+|(?<=\d)(?<![\w$.\"?]\d)\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?"
+                    rb"(?![\w.])"), b"?"),
+    # runs of white space, and single white space other than a blank, become one blank
+    ((b"  ", b"\t", b"\n", b"\r", b"\x0b", b"\x0c"),
+     re.compile(_WS_CHARS + rb"(?:" + _WS_CHARS + rb"+|(?<=[\t\r\n\f\v]))"), b" "),
+    ((b"(",), re.compile(rb"(?i)\bin ?\( ?\?(?: ?, ?\?)* ?\)"), b"in (...)"),
+    ((b"(",), re.compile(rb"(?i)\bvalues ?\( ?\?(?: ?, ?\?)* ?\)(?: ?, ?\( ?\?(?: ?, ?\?)* ?\))*"),
      b"values (...)"),
 )
 _TRIM = b" ;\t\n\r"
 
 
-def _apply(buf: bytes) -> bytes:
-    for guard, rx, repl in _RULES:
-        if guard and guard not in buf:
-            continue
-        if rx.pattern.startswith(rb"[ \t") and not any(w in buf for w in _WS):
+# literals go first (the statements of a busy server differ mostly in them); white space and lists
+# after, on the distinct texts left: usually very few
+_LITERAL_RULES = _RULES[:7]
+_SHAPE_RULES = _RULES[7:]
+
+
+def _apply(buf: bytes, rules: tuple[tuple[tuple[bytes, ...], re.Pattern[bytes], bytes], ...] = _RULES) -> bytes:
+    for guards, rx, repl in rules:
+        if guards and not any(g in buf for g in guards):
             continue
         buf = rx.sub(repl, buf)
-    return buf.lower()
+    return buf
 
 
-def fingerprints(queries: list[bytes]) -> list[bytes]:
-    """The fingerprint of each query (same order)."""
+CACHE_MAX = 200_000  # statement texts a cache keeps (then it starts over): bounded memory
+CACHE_TEXT_MAX = 4096  # longer statements are not kept (seldom repeated, and they would take the memory)
+
+
+def _normalize_many(todo: list[bytes]) -> list[bytes] | None:
+    """Fingerprints of distinct statements, all rules applied to them joined with NUL (None: one holds NUL).
+
+    Between the literal rules and the others the texts are deduplicated again: the rules never cross a
+    separator, so each text's result depends on that text alone."""
+    buf = SEP.join(todo)
+    if buf.count(SEP) != len(todo) - 1:
+        return None
+    mid = _apply(buf, _LITERAL_RULES).split(SEP)
+    shapes = list(dict.fromkeys(mid))
+    done = _apply(SEP.join(shapes), _SHAPE_RULES).lower().split(SEP)
+    if len(mid) != len(todo) or len(done) != len(shapes):  # pragma: no cover - rules keep separators
+        return None
+    final = dict(zip(shapes, map(methodcaller("strip", _TRIM), done), strict=True))
+    return list(map(final.__getitem__, mid))
+
+
+def fingerprints(queries: list[bytes], cache: dict[bytes, bytes] | None = None) -> list[bytes]:
+    """The fingerprint of each query (same order).
+
+    Each distinct text is normalized once.  With ``cache`` (raw text -> fingerprint, owned by the
+    caller: one per scan), texts seen in earlier calls are looked up instead.
+    """
     if not queries:
         return []
-    buf = SEP.join(queries)
-    if buf.count(SEP) != len(queries) - 1:
-        return [fingerprint(q) for q in queries]
-    out = list(map(methodcaller("strip", _TRIM), _apply(buf).split(SEP)))
-    if len(out) != len(queries):  # pragma: no cover - a rule never adds or removes a separator
-        return [fingerprint(q) for q in queries]
-    return out
+    if cache is None:
+        cache = {}
+    todo = [q for q in dict.fromkeys(queries) if q not in cache]
+    if todo:
+        if len(cache) + len(todo) > CACHE_MAX:  # start over (with every text of this call to do)
+            cache.clear()
+            todo = list(dict.fromkeys(queries))
+        out = _normalize_many(todo)
+        if out is None:  # a statement holds NUL itself: one at a time
+            out = [fingerprint(q) for q in todo]
+        if len(todo) == len(queries):
+            if len(cache) + len(todo) <= CACHE_MAX:
+                cache.update((q, fp) for q, fp in zip(todo, out, strict=True) if len(q) <= CACHE_TEXT_MAX)
+            return out
+        cache.update(zip(todo, out, strict=True))
+        res = list(map(cache.__getitem__, queries))
+        for q in todo:
+            if len(q) > CACHE_TEXT_MAX:
+                del cache[q]
+        return res
+    return list(map(cache.__getitem__, queries))
 
 
 def fingerprint(query: bytes) -> bytes:
-    return _apply(query.replace(SEP, b" ")).strip(_TRIM)
+    return _apply(query.replace(SEP, b" ")).lower().strip(_TRIM)
 
 
 def statement_kind(fp: bytes) -> str:

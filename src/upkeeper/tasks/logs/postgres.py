@@ -14,7 +14,14 @@ from upkeeper.core.task import Finding, Result, Severity, Status, Task, TaskCont
 from upkeeper.errors import TaskError
 from upkeeper.fmt import human_bytes
 from upkeeper.logs import parallel
-from upkeeper.logs.pglog import DEFAULT_PREFIX, PgScanOptions, PrefixError, compile_prefix, summarize
+from upkeeper.logs.pglog import (
+    DEFAULT_PREFIX,
+    MIN_PARALLEL,
+    PgScanOptions,
+    PrefixError,
+    compile_prefix,
+    summarize,
+)
 from upkeeper.logs.report_html import postgres_report
 from upkeeper.logs.sources import LogFile, discover, finish_cursors, plan_reads
 from upkeeper.tasks.logs._common import (
@@ -115,7 +122,8 @@ class PostgresLogs(Task[PostgresLogsOptions]):
 
         try:
             partial, gz_read = parallel.scan("upkeeper.logs.pglog", PgScanOptions(log_line_prefix=prefix), units,
-                                             workers=options.workers, progress=progress, continuation=b"\t")
+                                             workers=options.workers, progress=progress, continuation=b"\t",
+                                             min_parallel=MIN_PARALLEL)
         except OSError as exc:
             raise TaskError(f"cannot read {exc.filename or path}: {exc.strerror}",
                             "Try: make the log readable (log_file_mode = 0640 and the reader in the postgres group)"
