@@ -14,9 +14,7 @@ import dataclasses
 import os
 import queue
 import signal
-import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -27,6 +25,7 @@ from typing import Any, Protocol
 
 from upkeeper.core.execute import WorkRequest, execute_request
 from upkeeper.core.proc import describe_exit
+from upkeeper.core.spawn import spawn_worker, take_early
 from upkeeper.core.task import Result, Status
 from upkeeper.redact import redact
 
@@ -168,21 +167,8 @@ class WorkerPool:
     # -- worker lifecycle -------------------------------------------------------------
 
     def _spawn(self) -> _Worker:
-        parent_sock, child_sock = socket.socketpair()
-        child_fd = child_sock.fileno()
-        env = dict(os.environ)
-        src = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        popen = subprocess.Popen(
-            [sys.executable, "-m", "upkeeper.core.worker", str(child_fd), str(os.getpid())],
-            pass_fds=(child_fd,),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group: killpg(pid) takes every child along
-            env=env,
-        )
-        child_sock.close()
+        got = take_early() or spawn_worker()  # adopt the worker the CLI started before its imports
+        popen, parent_sock = got
         conn = Connection(parent_sock.detach())
         w = _Worker(popen=popen, conn=conn)
         threading.Thread(target=self._drain_output, args=(w,), daemon=True, name=f"worker-out-{popen.pid}").start()

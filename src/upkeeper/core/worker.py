@@ -48,6 +48,10 @@ def main(argv: list[str]) -> int:
             conn.send(msg)
 
     send(("ready", os.getpid()))
+    # Warm up while the parent is still loading its config: every run opens the history database
+    # (task state, metric series), so import SQLAlchemy and the models now, not after the first request.
+    import upkeeper.core.history  # noqa: F401
+
     configs: dict[int, Any] = {}  # the pool sends each config once per worker, then refers to it by token
     while True:
         try:

@@ -1,0 +1,56 @@
+"""The worker the CLI starts before its imports is the one that runs the task."""
+
+from __future__ import annotations
+
+import os
+import signal
+from datetime import UTC, datetime
+
+from upkeeper.cli.main import _start_worker_early
+from upkeeper.config.loader import load_text
+from upkeeper.core import spawn
+from upkeeper.core.execute import WorkRequest
+from upkeeper.core.executor import WorkerPool
+from upkeeper.core.jobs import build_setup
+
+
+def _discard_early() -> None:
+    got = spawn.take_early()
+    if got is not None:
+        popen, sock = got
+        os.killpg(popen.pid, signal.SIGKILL)
+        popen.wait(10)
+        sock.close()
+        assert popen.stdout is not None
+        popen.stdout.close()
+
+
+def test_the_pool_adopts_the_early_worker(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    pid_file = tmp_path / "pid"
+    setup = build_setup(load_text(f"jobs:\n  nap:\n    task: debug.sleep\n"
+                                  f"    options: {{seconds: 0, pid_file: '{pid_file}'}}\n"))
+    spawn.start_early()
+    early_pid = spawn._early[0][0].pid
+    pool = WorkerPool(size=1)
+    try:
+        req = WorkRequest(run_id=None, job=setup.jobs["nap"], config=setup.config, history_url=None,
+                          scheduled_for=datetime.now(UTC))
+        out = pool.execute(req, timeout=60)
+        assert out.status == "ok", out.result.summary
+        assert out.worker_pid == early_pid
+        assert int(pid_file.read_text().split()[0]) == early_pid  # the task ran in that very process
+        assert spawn._early == []  # taken once
+    finally:
+        pool.shutdown()
+
+
+def test_only_upkeeper_run_starts_a_worker_early() -> None:
+    try:
+        for argv in (["/usr/bin/pytest", "run"], ["/venv/bin/upkeeper", "status"], ["/venv/bin/upkeeper", "--help"],
+                     ["/venv/bin/upkeeper", "run", "--help"], ["/venv/bin/upkeeper", "run", "j", "--at", "03:00"]):
+            _start_worker_early(argv)
+            assert spawn._early == [], argv
+        _start_worker_early(["/venv/bin/upkeeper", "--config", "run", "run", "nightly"])
+        assert len(spawn._early) == 1
+    finally:
+        _discard_early()
