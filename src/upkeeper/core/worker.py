@@ -59,7 +59,11 @@ def main(argv: list[str]) -> int:
         except (EOFError, OSError):
             return 0
         if msg[0] == "exit":
-            return 0
+            # Nothing is left to clean up between runs (each task closes what it opened), and the
+            # parent waits for us: skip the interpreter's teardown of every imported module (~0.1 s).
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)
         if msg[0] == "config":
             configs.clear()
             configs[msg[1]] = msg[2]
