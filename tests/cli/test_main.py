@@ -46,3 +46,15 @@ def test_help_lists_every_command() -> None:
                          check=True).stdout
     for name in COMMANDS:
         assert name in out
+
+
+def test_version_imports_no_command() -> None:
+    code = ("import sys\nfrom upkeeper.cli.main import load_commands\nload_commands(['--version'])\n"
+            "print(sorted(m for m in sys.modules if m.startswith('upkeeper.cli.') and not "
+            "m.split('.')[-1].startswith('_')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "['upkeeper.cli.main']"
+    from upkeeper import __version__
+
+    res = subprocess.run([sys.executable, "-m", "upkeeper", "--version"], capture_output=True, text=True, check=True)
+    assert res.stdout.strip() == f"upkeeper {__version__}"

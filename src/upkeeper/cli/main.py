@@ -74,7 +74,10 @@ def command_modules() -> list[str]:
 
 def load_commands(argv: list[str] | None = None) -> None:
     """Register the command the command line names, or every command when that is unclear."""
-    word = command_word(sys.argv[1:] if argv is None else argv)
+    args = sys.argv[1:] if argv is None else argv
+    word = command_word(args)
+    if word is None and "--version" in args and not {"--help", "-h"} & set(args):
+        return  # the version callback lives in _app: no command is needed
     for name in [COMMANDS[word]] if word in COMMANDS else command_modules():
         importlib.import_module(f"upkeeper.cli.{name}")
 
