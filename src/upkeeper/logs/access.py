@@ -31,7 +31,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from itertools import compress, repeat
 from operator import itemgetter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from upkeeper.logs.classify import (
     attack_categories,
@@ -60,7 +60,11 @@ from upkeeper.logs.goaccess import (
 )
 from upkeeper.logs.nginx_format import COMBINED, SplitPlan, TokenSpec, split_plan, to_goaccess
 
+if TYPE_CHECKING:
+    from upkeeper.logs.arrowscan import ArrowScanner
+
 NL = b"\n"
+ARROW_MIN_BUFFER = 256 << 10  # buffers this large go to the pyarrow path when the format allows
 SLOW_BLOCK_LINES = 48  # below this many lines a failing buffer is parsed line by line
 CACHE_MAX = 50_000  # request lines whose endpoint and path are remembered (then the cache starts over)
 DEFAULT_LOGIN_PATHS = ("/login", "/signin", "/sign_in", "/users/sign_in", "/user/login", "/auth/login",
@@ -77,6 +81,8 @@ class ScanOptions:
     login_paths: tuple[str, ...] = DEFAULT_LOGIN_PATHS
     samples: int = 10
     fast: bool = True  # False forces the line-by-line parser (tests compare both)
+    arrow: bool = True  # False keeps large buffers off the pyarrow path (upkeeper.logs.arrowscan)
+    arrow_min_buffer: int = ARROW_MIN_BUFFER  # smaller buffers stay in Python (tests lower it)
 
 
 TimeInfo = tuple[int, int, int]  # (YYYYMMDD, hour, minute)
@@ -149,6 +155,8 @@ class Accumulator:
         self.has_urt = False
         self.times: TimeTokens | None = None
         self.is_static = StaticMatcher(self.static_ext)
+        self.arrow: ArrowScanner | None = None
+        self.arrow_tried = False
         if self.plan is not None:
             self.lit_b = {s.text: s.text.encode() for t in (self.plan.glue, *self.plan.middle) for s in t
                           if s.kind == "lit"}
@@ -168,10 +176,23 @@ class Accumulator:
         if buf:
             if self.plan is None:
                 self._slow(buf, source, offset)
+            elif len(buf) >= self.opts.arrow_min_buffer and self._arrow_scanner() is not None:
+                assert self.arrow is not None
+                self.arrow.feed(buf, source, offset)
             else:
                 self._fast(buf, source, offset)
         if tail:
             self._slow(tail, source, offset + len(buf))
+
+    def _arrow_scanner(self) -> ArrowScanner | None:
+        """The pyarrow scanner, made (and pyarrow imported) on the first large buffer."""
+        if self.arrow is None and not self.arrow_tried:
+            self.arrow_tried = True
+            if self.opts.arrow:
+                from upkeeper.logs.arrowscan import make_scanner
+
+                self.arrow = make_scanner(self)
+        return self.arrow
 
     def _fast(self, buf: bytes, source: str, offset: int, sifted: bool = False) -> None:
         n = buf.count(NL)
