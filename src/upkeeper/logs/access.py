@@ -44,6 +44,7 @@ from upkeeper.logs.classify import (
 )
 from upkeeper.logs.goaccess import (
     STATIC_EXTENSIONS,
+    ULL_MAX,
     GoAccessLineParser,
     LineError,
     StaticMatcher,
@@ -392,7 +393,8 @@ class Accumulator:
         size = 0
         if b is not None:
             joined = b"".join(b)
-            size = sum(map(int, b)) if joined.isdigit() else sum(map(parse_size, b))
+            size = (sum(map(int, b)) if joined.isdigit() and max(map(len, b)) <= 19
+                    else sum(map(parse_size, b)))
         assert h is not None
         self._aggregate(h, tk, {k: v for k, v in tinfo.items() if v is not None}, r, s, size, ref, ua, rt, urt)
 
@@ -442,7 +444,8 @@ class Accumulator:
         ep = self.ep_of
         sp = list(map(self.static_of.__getitem__, r))
         if any(sp):  # static files (all statuses but 404) are counted here; the rest comes from GoAccess's keys
-            p.static_paths.update(x for x, st in zip(sp, s, strict=True) if x is not None and st[:3] != b"404")
+            p.static_paths.update(x for x, st in zip(sp, s, strict=True)
+                                  if x is not None and (st is None or st[:3] != b"404"))
         if rt is not None:
             self.has_rt = True
             self.c_lat.update(zip(map(ep.__getitem__, r), rt, strict=True))
@@ -852,7 +855,10 @@ def summarize(p: AccessPartial, *, top_n: int = 10, failed_statuses: str = "5xx"
               brute_force: int = 10) -> dict[str, Any]:
     """The access report as plain JSON-able data."""
     valid = p.valid
-    status = {(_s(k)): v for k, v in p.status.items() if k is not None}
+    status: Counter[str] = Counter()
+    for k, v in p.status.items():
+        if k is not None:  # GoAccess keys the number: "0404" is 404
+            status[str(int(k)) if k.isdigit() else _s(k)] += v
     classes = Counter({c: 0 for c in STATUS_CLASSES})
     for k, v in status.items():
         if k[:1].isdigit():
@@ -909,7 +915,7 @@ def summarize(p: AccessPartial, *, top_n: int = 10, failed_statuses: str = "5xx"
         "invalid_samples": p.invalid_samples,
         "bytes_read": p.bytes_read,
         "fast_path_lines": p.fast_lines,
-        "bandwidth": p.bandwidth,
+        "bandwidth": p.bandwidth & ULL_MAX,  # GoAccess's uint64 total
         "first": first,
         "last": last,
         "visitors": len(p.visitors),
@@ -941,7 +947,7 @@ def summarize(p: AccessPartial, *, top_n: int = 10, failed_statuses: str = "5xx"
             "valid_requests": valid,
             "failed_requests": p.invalid,
             "unique_visitors": len(p.visitors),
-            "bandwidth": p.bandwidth,
+            "bandwidth": p.bandwidth & ULL_MAX,
             "status_codes": dict(sorted(status.items())),
             "requests": [{"data": _s(u), "method": _s(m) if m else "---", "protocol": _s(pr) if pr else "---",
                           "hits": c} for (u, m, pr), c in ((k.split(b"\0"), c) for k, c in top(p.ga_requests, top_n))],

@@ -51,7 +51,7 @@ _UNQ = r'[^ "\[\]\\\x00-\x1f\x7f]+'
 #: a quoted value: no quote or control character, no blank at either end, no trailing backslash
 _QCH = r'[^"\x00-\x1f\x7f]'
 _QEND = r'[^ "\\\x00-\x1f\x7f]'
-_QUOTED = rf'(?:[^ "\x00-\x1f\x7f]|[^ "\x00-\x1f\x7f]{_QCH}*{_QEND})'
+_QUOTED = rf'(?:{_QEND}|[^ "\x00-\x1f\x7f]{_QCH}*{_QEND})'
 _TIME_LOCAL = r"[0-9]{2}/[A-Za-z]{3}/[0-9]{4}:[0-9]{2}:[0-9]{2}:[0-9]{2} [+-][0-9]{4}"
 _TIME_ISO = r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\+[0-9]{2}:[0-9]{2}"
 _FIELD_OF = {"time_local_dt": "time", "time_local_tz": "tz", "time_iso8601": "time"}
@@ -163,6 +163,7 @@ class ArrowScanner:
         self.plan = plan
         self.ep_ids: dict[bytes, int] = {}
         self.ep_list: list[bytes] = []
+        self.lines = 0  # lines aggregated by this path (the rest went to the reference parser)
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -280,6 +281,7 @@ class ArrowScanner:
         ua, ref, b, rt, urt = cols.get("u"), cols.get("R"), cols.get("b"), cols.get("T"), cols.get("P")
         tinfo = self.tinfo
         n = len(h)
+        self.lines += n
         p.lines += n
         p.fast_lines += n
         p.valid += n
