@@ -856,13 +856,13 @@ def summarize(p: AccessPartial, *, top_n: int = 10, failed_statuses: str = "5xx"
     """The access report as plain JSON-able data."""
     valid = p.valid
     status: Counter[str] = Counter()
-    for k, v in p.status.items():
-        if k is not None:  # GoAccess keys the number: "0404" is 404
-            status[str(int(k)) if k.isdigit() else _s(k)] += v
+    for raw, v in p.status.items():
+        if raw is not None:  # GoAccess keys the number: "0404" is 404
+            status[str(int(raw)) if raw.isdigit() else _s(raw)] += v
     classes = Counter({c: 0 for c in STATUS_CLASSES})
-    for k, v in status.items():
-        if k[:1].isdigit():
-            classes[f"{k[0]}xx"] += v
+    for code, v in status.items():
+        if code[:1].isdigit():
+            classes[f"{code[0]}xx"] += v
     def pct(x: float) -> float:
         return round(100.0 * x / valid, 4) if valid else 0.0
 
