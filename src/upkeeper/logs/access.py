@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from upkeeper.logs.classify import (
     attack_categories,
+    attack_category,
     endpoints_and_paths,
     is_bot,
     path_matcher,
@@ -501,7 +502,12 @@ class Accumulator:
         path = request_path(raw)
         return path if self.login_rx.fullmatch(path) else None
 
-    def _learn(self, new: set[bytes]) -> None:
+    def _learn(self, new: Iterable[bytes], candidates: Iterable[int] | None = None) -> None:
+        """Endpoint, static path and attack category of new distinct request lines.
+
+        ``candidates``: the indexes (into ``new``) that may be attacks, when the caller has
+        already run the prefilter of :func:`~upkeeper.logs.classify.attack_categories`.
+        """
         lst = list(new)
         intern = self.ep_intern
         eps, _paths = endpoints_and_paths(lst)
@@ -509,7 +515,11 @@ class Accumulator:
         for raw, e, (url, _m, _p) in zip(lst, eps, parse_requests(lst), strict=True):
             self.ep_of[raw] = intern.setdefault(e, e)
             self.static_of[raw] = url.split(b"?", 1)[0] if static(url) else None
-        for i, cat in attack_categories(lst).items():
+        if candidates is None:
+            found = attack_categories(lst)
+        else:
+            found = {i: cat for i in candidates if (cat := attack_category(lst[i]))}
+        for i, cat in found.items():
             self.attack_of[lst[i]] = cat
 
     # -- the line-by-line path -----------------------------------------------------------------

@@ -318,15 +318,26 @@ class ArrowScanner:
         renc = pc.dictionary_encode(r)
         ridx = renc.indices
         rdict: list[bytes] = renc.dictionary.to_pylist()
-        del renc
         ep_of = acc.ep_of
-        new = [x for x in rdict if x not in ep_of]
-        if new:
-            if len(ep_of) + len(new) > _cache_max():
+        fresh = [x not in ep_of for x in rdict]
+        if any(fresh):
+            rdarr = renc.dictionary
+            if len(ep_of) + fresh.count(True) > _cache_max():
                 ep_of.clear()
                 acc.static_of.clear()
                 new = rdict
-            acc._learn(set(new))
+            else:
+                new = [x for x, f in zip(rdict, fresh, strict=True) if f]
+                rdarr = rdarr.filter(pa.array(fresh))
+            # the attack prefilter (a superset of classify's) in one RE2 pass instead of ~60 searches
+            try:
+                cand = pc.indices_nonzero(pc.match_substring_regex(rdarr, _prefilter(), ignore_case=True))
+            except pa.ArrowInvalid:  # a pattern RE2 cannot take: classify's own prefilter
+                acc._learn(new)
+            else:
+                acc._learn(new, cand.to_pylist())
+            del rdarr
+        del renc
         ep_per = pa.array([self._ep_id(ep_of[x]) for x in rdict], pa.int32())
         static_of = acc.static_of
         static_per = [static_of[x] for x in rdict]
@@ -413,6 +424,18 @@ class ArrowScanner:
         t = self.pa.table({"a": a, "b": b}).group_by(["a", "b"]).aggregate([([], "count_all")])
         return list(zip(zip(t.column(0).to_pylist(), t.column(1).to_pylist(), strict=True),
                         t.column(2).to_pylist(), strict=True))
+
+
+_PREFILTER: list[str] = []
+
+
+def _prefilter() -> str:
+    """classify's attack prefilter (characters and words, searched lower-cased) as one RE2 pattern."""
+    if not _PREFILTER:
+        from upkeeper.logs.classify import _PREFILTER_CHARS, _PREFILTER_WORDS
+
+        _PREFILTER.append("|".join(rx.pattern.decode() for rx in (_PREFILTER_CHARS, *_PREFILTER_WORDS)))
+    return _PREFILTER[0]
 
 
 def _cache_max() -> int:
