@@ -167,6 +167,9 @@ class ArrowScanner:
         self.ep_ids: dict[bytes, int] = {}
         self.ep_list: list[bytes] = []
         self.lines = 0  # lines aggregated by this path (the rest went to the reference parser)
+        # one bytes object per distinct address and agent, however many buffers and keys hold it
+        self.ips: dict[bytes, bytes] = {}
+        self.agents: dict[bytes, bytes] = {}
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -291,7 +294,8 @@ class ArrowScanner:
         if b is not None:
             total = pc.sum(pc.cast(b, pa.int64())).as_py()
             p.bandwidth += int(total or 0)
-        p.hosts.update(dict(self._counts(h)))
+        one_ip = self.ips.setdefault
+        p.hosts.update({one_ip(ip, ip): c for ip, c in self._counts(h)})
         if ref is not None:
             acc.c_ref.update(dict(self._counts(ref)))
         if ua is not None:
@@ -312,10 +316,12 @@ class ArrowScanner:
         no4 = [x for x in statuses if x[:1] == b"4"]
         if no4:
             keep = pc.invert(self._mask_in(s, no4))
+        one_ua = self.agents.setdefault
         combos = self._combos([dates, h] + ([ua] if ua is not None else []), keep, count=False)
         del dates
         triples: list[tuple[int, bytes, bytes]] = (
-            [(k[0], k[1], k[2]) for k, _ in combos] if ua is not None else [(k[0], k[1], b"-") for k, _ in combos])
+            [(k[0], one_ip(k[1], k[1]), one_ua(k[2], k[2])) for k, _ in combos] if ua is not None
+            else [(k[0], one_ip(k[1], k[1]), b"-") for k, _ in combos])
         del combos
         acc.visitors.update(triples)
         del triples

@@ -32,6 +32,8 @@ MIN_PARALLEL = 16 << 20  # below this, helpers cost more than they save
 
 
 class Accumulator(Protocol):
+    """``chunk`` (optional attribute): the buffer size it wants, else :data:`CHUNK`."""
+
     def feed(self, buf: bytes, source: str = "", offset: int = 0) -> None: ...
 
     def partial(self) -> Any: ...
@@ -136,7 +138,8 @@ def read_unit(u: Unit, chunk: int = CHUNK, continuation: bytes = b"") -> Iterato
 def scan_unit(acc: Accumulator, u: Unit, continuation: bytes = b"") -> int:
     """Feed one unit to an accumulator; returns the uncompressed bytes read."""
     n = 0
-    for off, buf in read_unit(u, continuation=continuation):
+    chunk = getattr(acc, "chunk", CHUNK)  # an accumulator may prefer other buffer sizes
+    for off, buf in read_unit(u, chunk, continuation=continuation):
         acc.feed(buf, u.label or u.path, off)
         n += len(buf)
     return n
