@@ -578,7 +578,9 @@ class Accumulator:
         # GoAccess's requested-files panel: (decoded URL, method, protocol), minus 404s and static files
         ga = p.ga_requests
         static = self.is_static
-        # the caches are not needed any more: free them before the report keys are built
+        # the caches are not needed any more: free them before the report keys are built (and drop
+        # the pyarrow scanner, which refers back to this accumulator: no cycle keeps the state alive)
+        self.arrow = None
         for cache in (self.ep_of, self.static_of, self.ep_intern, self.login_of, self.ip_ok):
             cache.clear()
         c404 = self.c_req404

@@ -236,10 +236,11 @@ class ArrowScanner:
         h = cols["h"]
         ip_ok = acc.ip_ok
         badv = []
+        one_ip = self.ips.setdefault
         for ip in pc.unique(h).to_pylist():
             okv = ip_ok.get(ip)
             if okv is None:
-                okv = ip_ok[ip] = valid_ip(ip)
+                okv = ip_ok[one_ip(ip, ip)] = valid_ip(ip)
             if not okv:
                 badv.append(ip)
         if badv:
