@@ -321,12 +321,12 @@ class ArrowScanner:
         if no4:
             keep = pc.invert(self._mask_in(s, no4))
         one_ua = self.agents.setdefault
-        combos = self._combos([dates, h] + ([ua] if ua is not None else []), keep, count=False)
+        vcols, _ = self._combos([dates, h] + ([ua] if ua is not None else []), keep, count=False)
         del dates
-        triples: list[tuple[int, bytes, bytes]] = (
-            [(k[0], one_ip(k[1], k[1]), one_ua(k[2], k[2])) for k, _ in combos] if ua is not None
-            else [(k[0], one_ip(k[1], k[1]), b"-") for k, _ in combos])
-        del combos
+        vips = [one_ip(ip, ip) for ip in vcols[1]]
+        vuas = [one_ua(a, a) for a in vcols[2]] if ua is not None else [b"-"] * len(vips)
+        triples = list(zip(vcols[0], vips, vuas, strict=True))
+        del vcols, vips, vuas
         acc.visitors.update(triples)
         del triples
         # request lines: learn the new distinct ones, then key everything per distinct line
@@ -434,45 +434,51 @@ class ArrowScanner:
                         p.scanners[(ua_scanner[a] or "", ip)] += c
 
     def _pair_counts(self, a: Any, b: Any) -> list[tuple[tuple[Any, Any], int]]:
-        return [((k[0], k[1]), c) for k, c in self._combos([a, b])]
+        (xs, ys), counts = self._combos([a, b])
+        return list(zip(zip(xs, ys, strict=True), counts, strict=True))
 
-    def _combos(self, cols: list[Any], keep: Any = None, count: bool = True) -> list[tuple[tuple[Any, ...], int]]:
-        """Distinct combinations of the columns' values (rows where ``keep`` is true) with their counts.
+    def _combos(self, cols: list[Any], keep: Any = None, count: bool = True) -> tuple[list[list[Any]], list[int]]:
+        """Distinct combinations of the columns' values (rows where ``keep`` is true): one list per
+        column, and the count of each combination when ``count``.
 
         Each column is dictionary-encoded and the codes are combined into one int64 key, so one
-        hash pass counts the combinations (no Acero group-by: less code loaded, less memory).
+        hash pass finds the combinations and the keys are decoded with vector arithmetic (no Acero
+        group-by: less code loaded, less memory).
         """
         pa, pc = self.pa, self.pc
         codes: list[Any] = []
-        dicts: list[list[Any]] = []
+        dicts: list[Any] = []
         for col in cols:
             enc = pc.dictionary_encode(col if keep is None else col.filter(keep))
             codes.append(pc.cast(enc.indices, pa.int64()))
-            dicts.append(enc.dictionary.to_pylist())
+            dicts.append(enc.dictionary)
         sizes = [max(1, len(d)) for d in dicts]
         total = 1
         for z in sizes:
             total *= z
         if total >= 1 << 62:  # cannot happen with buffers of a few MB; stay exact anyway
-            rows = zip(*(c.to_pylist() for c in codes), strict=True)
-            counted = Counter(rows)
-            return [(tuple(d[i] for d, i in zip(dicts, k, strict=True)), c) for k, c in counted.items()]
+            counted = Counter(zip(*(c.to_pylist() for c in codes), strict=True))
+            values = [d.to_pylist() for d in dicts]
+            found = list(counted)
+            return ([[values[j][k[j]] for k in found] for j in range(len(cols))],
+                    [counted[k] for k in found] if count else [])
         key = codes[0]
         for c, z in zip(codes[1:], sizes[1:], strict=True):
             key = pc.add(pc.multiply(key, z), c)
         del codes
+        counts: list[int] = []
         if count:
-            found = self._counts(key)
+            vc = pc.value_counts(key)
+            key, counts = vc.field(0), vc.field(1).to_pylist()
         else:
-            found = [(k, 0) for k in pc.unique(key).to_pylist()]
-        out: list[tuple[tuple[Any, ...], int]] = []
-        for k, c in found:
-            parts: list[Any] = []
-            for d, z in zip(reversed(dicts), reversed(sizes), strict=True):
-                k, i = divmod(k, z)
-                parts.append(d[i])
-            out.append((tuple(reversed(parts)), c))
-        return out
+            key = pc.unique(key)
+        out: list[list[Any]] = []
+        for d, z in zip(reversed(dicts), reversed(sizes), strict=True):
+            q = pc.divide(key, z)  # integer division
+            out.append(pc.take(d, pc.subtract(key, pc.multiply(q, z))).to_pylist())
+            key = q
+        out.reverse()
+        return out, counts
 
 
 M_MMAP_THRESHOLD = -3  # glibc <malloc.h>
