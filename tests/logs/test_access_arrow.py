@@ -189,3 +189,30 @@ def test_arrow_path_matches_goaccess(tmp_path: Path) -> None:
     mine = summarize(partial, top_n=10)
     assert_same_as_goaccess(mine, ga)
     assert mine["fast_path_lines"] >= 0.99 * mine["requests"]
+
+
+def test_helper_processes_hand_back_their_results_in_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import glob
+    import tempfile
+
+    log = tmp_path / "gen.log"
+    write_access_log(str(log), 2_000_000, seed=23, invalid_ratio=0.003)
+    units = parallel.split_units(str(log), 0, os.path.getsize(log), final=True, unit=300_000)
+    opts = ScanOptions(log_format=COMBINED_TIMED)
+    alone, _ = parallel.scan("upkeeper.logs.access", opts, units, workers=1)
+    pattern = os.path.join(tempfile.gettempdir(), "upkeeper-scan-*")
+    before = set(glob.glob(pattern))
+    monkeypatch.setattr(parallel, "MIN_PARALLEL", 0)  # a helper process even for this small log
+    calls: list[str] = []
+    real_load = parallel.pickle.load
+
+    def load(fh: Any) -> Any:
+        calls.append(fh.name)
+        return real_load(fh)
+
+    monkeypatch.setattr(parallel.pickle, "load", load)
+    shared, _ = parallel.scan("upkeeper.logs.access", opts, units, workers=2)
+    assert len(calls) == 1  # one helper's result came through a file …
+    assert set(glob.glob(pattern)) == before  # … which is gone
+    assert comparable(summarize(shared)) == comparable(summarize(alone))
+    assert shared.lines == alone.lines > 5000
