@@ -529,6 +529,10 @@ def make_scanner(acc: Accumulator) -> ArrowScanner | None:
     if plan is None:
         return None
     try:
-        return ArrowScanner(acc, plan)
+        scanner = ArrowScanner(acc, plan)
+        scanner.pc.match_substring_regex(scanner.pa.array([b""], scanner.pa.large_binary()), plan.regex)
     except ImportError:
         return None
+    except Exception:  # RE2 refuses the pattern (pyarrow.ArrowInvalid): the Python path reads it
+        return None
+    return scanner
