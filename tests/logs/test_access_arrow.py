@@ -216,3 +216,17 @@ def test_helper_processes_hand_back_their_results_in_files(tmp_path: Path, monke
     assert set(glob.glob(pattern)) == before  # … which is gone
     assert comparable(summarize(shared)) == comparable(summarize(alone))
     assert shared.lines == alone.lines > 5000
+
+
+def test_minimal_format_without_agent_referer_or_size_is_exact() -> None:
+    fmt = '$remote_addr [$time_local] "$request" $status $upstream_response_time'
+    assert arrow_plan(fmt) is not None
+    lines = [b'1.2.3.4 [01/Mar/2024:10:00:00 +0000] "GET /a?x=1 HTTP/1.1" 200 0.010',
+             b'1.2.3.5 [01/Mar/2024:10:00:09 +0000] "GET /../etc/passwd HTTP/1.1" 404 -',
+             b'1.2.3.6 [01/Mar/2024:10:01:00 +0000] "POST /login HTTP/1.1" 401 0.2',
+             b'1.2.3.6 [01/Mar/2024:10:01:00 +0000] "GET /x.js HTTP/1.1" 200',
+             b'1.2.3.7 [01/Mar/2024:10:01:00 +0000] "GET /b HTTP/1.1" 999 0.1']
+    rep, arrow_lines = assert_equivalent(b"\n".join(lines * 15) + b"\n", fmt=fmt)
+    # the line that ends after its status and the status 999 fall back and are invalid (as in GoAccess)
+    assert arrow_lines == rep["requests"] == 45 and rep["invalid"] == 30
+    assert rep["visitors"] == 1  # the 401 and the 404 do not count; no agent means "-"
