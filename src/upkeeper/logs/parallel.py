@@ -200,9 +200,11 @@ def scan(kind: str, opts: Any, units: list[Unit], *, workers: int = 0,
             raise RuntimeError("a log scanning helper failed: " + errors[0])
         while partials:  # helpers' results wait in files until merged, one at a time
             path = partials.pop()
-            with open(path, "rb") as fh:
-                theirs = pickle.load(fh)
-            os.unlink(path)
+            try:
+                with open(path, "rb") as fh:
+                    theirs = pickle.load(fh)
+            finally:
+                os.unlink(path)
             merged = mod.merge([merged, theirs])
             del theirs
     finally:
