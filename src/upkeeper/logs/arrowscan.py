@@ -209,17 +209,19 @@ class ArrowScanner:
             return
         parts = pc.split_pattern(lines, b'"')
         del lines
+        segs: dict[int, Any] = {}
         toks: dict[int, Any] = {}
         cols: dict[str, Any] = {}
         for f, (si, ti) in plan.fields.items():
-            seg = pc.list_element(parts, si)
+            if si not in segs:
+                segs[si] = pc.list_element(parts, si)
             if ti < 0:
-                cols[f] = seg
+                cols[f] = segs[si]
                 continue
             if si not in toks:
-                toks[si] = pc.split_pattern(seg, b" ")
+                toks[si] = pc.split_pattern(segs[si], b" ")
             cols[f] = pc.list_element(toks[si], ti)
-        del toks
+        del segs, toks
         good = self._validate(cols, parts, source, offset)
         del parts, cols
         if good:
