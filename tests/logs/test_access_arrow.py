@@ -230,3 +230,12 @@ def test_minimal_format_without_agent_referer_or_size_is_exact() -> None:
     # the line that ends after its status and the status 999 fall back and are invalid (as in GoAccess)
     assert arrow_lines == rep["requests"] == 45 and rep["invalid"] == 30
     assert rep["visitors"] == 1  # the 401 and the 404 do not count; no agent means "-"
+
+
+def test_importing_the_scanner_does_not_import_pyarrow() -> None:
+    import subprocess
+
+    code = ("import sys, upkeeper.logs.access, upkeeper.logs.arrowscan, upkeeper.tasks.logs.nginx; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'pyarrow'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert out.stdout.strip() == "[]"
