@@ -31,10 +31,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from itertools import compress, repeat
 from operator import itemgetter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from upkeeper.logs.classify import (
     attack_categories,
+    attack_category,
     endpoints_and_paths,
     is_bot,
     path_matcher,
@@ -44,6 +45,7 @@ from upkeeper.logs.classify import (
 )
 from upkeeper.logs.goaccess import (
     STATIC_EXTENSIONS,
+    ULL_MAX,
     GoAccessLineParser,
     LineError,
     StaticMatcher,
@@ -60,7 +62,11 @@ from upkeeper.logs.goaccess import (
 )
 from upkeeper.logs.nginx_format import COMBINED, SplitPlan, TokenSpec, split_plan, to_goaccess
 
+if TYPE_CHECKING:
+    from upkeeper.logs.arrowscan import ArrowScanner
+
 NL = b"\n"
+ARROW_MIN_BUFFER = 256 << 10  # buffers this large go to the pyarrow path when the format allows
 SLOW_BLOCK_LINES = 48  # below this many lines a failing buffer is parsed line by line
 CACHE_MAX = 50_000  # request lines whose endpoint and path are remembered (then the cache starts over)
 DEFAULT_LOGIN_PATHS = ("/login", "/signin", "/sign_in", "/users/sign_in", "/user/login", "/auth/login",
@@ -77,6 +83,8 @@ class ScanOptions:
     login_paths: tuple[str, ...] = DEFAULT_LOGIN_PATHS
     samples: int = 10
     fast: bool = True  # False forces the line-by-line parser (tests compare both)
+    arrow: bool = True  # False keeps large buffers off the pyarrow path (upkeeper.logs.arrowscan)
+    arrow_min_buffer: int = ARROW_MIN_BUFFER  # smaller buffers stay in Python (tests lower it)
 
 
 TimeInfo = tuple[int, int, int]  # (YYYYMMDD, hour, minute)
@@ -122,6 +130,10 @@ class AccessPartial:
 class Accumulator:
     """Aggregates lines in one process.  Feed it buffers of complete lines."""
 
+    #: buffer size for :func:`upkeeper.logs.parallel.scan_unit`: as fast as 4 MB, and the
+    #: pyarrow path's temporary columns (a few times the buffer) stay small
+    chunk = 2 << 20
+
     def __init__(self, opts: ScanOptions) -> None:
         self.opts = opts
         ga = to_goaccess(opts.log_format, internal=True)
@@ -149,6 +161,8 @@ class Accumulator:
         self.has_urt = False
         self.times: TimeTokens | None = None
         self.is_static = StaticMatcher(self.static_ext)
+        self.arrow: ArrowScanner | None = None
+        self.arrow_tried = False
         if self.plan is not None:
             self.lit_b = {s.text: s.text.encode() for t in (self.plan.glue, *self.plan.middle) for s in t
                           if s.kind == "lit"}
@@ -168,10 +182,23 @@ class Accumulator:
         if buf:
             if self.plan is None:
                 self._slow(buf, source, offset)
+            elif len(buf) >= self.opts.arrow_min_buffer and self._arrow_scanner() is not None:
+                assert self.arrow is not None
+                self.arrow.feed(buf, source, offset)
             else:
                 self._fast(buf, source, offset)
         if tail:
             self._slow(tail, source, offset + len(buf))
+
+    def _arrow_scanner(self) -> ArrowScanner | None:
+        """The pyarrow scanner, made (and pyarrow imported) on the first large buffer."""
+        if self.arrow is None and not self.arrow_tried:
+            self.arrow_tried = True
+            if self.opts.arrow:
+                from upkeeper.logs.arrowscan import make_scanner
+
+                self.arrow = make_scanner(self)
+        return self.arrow
 
     def _fast(self, buf: bytes, source: str, offset: int, sifted: bool = False) -> None:
         n = buf.count(NL)
@@ -371,7 +398,8 @@ class Accumulator:
         size = 0
         if b is not None:
             joined = b"".join(b)
-            size = sum(map(int, b)) if joined.isdigit() else sum(map(parse_size, b))
+            size = (sum(map(int, b)) if joined.isdigit() and max(map(len, b)) <= 19
+                    else sum(map(parse_size, b)))
         assert h is not None
         self._aggregate(h, tk, {k: v for k, v in tinfo.items() if v is not None}, r, s, size, ref, ua, rt, urt)
 
@@ -421,7 +449,8 @@ class Accumulator:
         ep = self.ep_of
         sp = list(map(self.static_of.__getitem__, r))
         if any(sp):  # static files (all statuses but 404) are counted here; the rest comes from GoAccess's keys
-            p.static_paths.update(x for x, st in zip(sp, s, strict=True) if x is not None and st[:3] != b"404")
+            p.static_paths.update(x for x, st in zip(sp, s, strict=True)
+                                  if x is not None and (st is None or st[:3] != b"404"))
         if rt is not None:
             self.has_rt = True
             self.c_lat.update(zip(map(ep.__getitem__, r), rt, strict=True))
@@ -477,7 +506,12 @@ class Accumulator:
         path = request_path(raw)
         return path if self.login_rx.fullmatch(path) else None
 
-    def _learn(self, new: set[bytes]) -> None:
+    def _learn(self, new: Iterable[bytes], candidates: Iterable[int] | None = None) -> None:
+        """Endpoint, static path and attack category of new distinct request lines.
+
+        ``candidates``: the indexes (into ``new``) that may be attacks, when the caller has
+        already run the prefilter of :func:`~upkeeper.logs.classify.attack_categories`.
+        """
         lst = list(new)
         intern = self.ep_intern
         eps, _paths = endpoints_and_paths(lst)
@@ -485,7 +519,11 @@ class Accumulator:
         for raw, e, (url, _m, _p) in zip(lst, eps, parse_requests(lst), strict=True):
             self.ep_of[raw] = intern.setdefault(e, e)
             self.static_of[raw] = url.split(b"?", 1)[0] if static(url) else None
-        for i, cat in attack_categories(lst).items():
+        if candidates is None:
+            found = attack_categories(lst)
+        else:
+            found = {i: cat for i in candidates if (cat := attack_category(lst[i]))}
+        for i, cat in found.items():
             self.attack_of[lst[i]] = cat
 
     # -- the line-by-line path -----------------------------------------------------------------
@@ -540,7 +578,9 @@ class Accumulator:
         # GoAccess's requested-files panel: (decoded URL, method, protocol), minus 404s and static files
         ga = p.ga_requests
         static = self.is_static
-        # the caches are not needed any more: free them before the report keys are built
+        # the caches are not needed any more: free them before the report keys are built (and drop
+        # the pyarrow scanner, which refers back to this accumulator: no cycle keeps the state alive)
+        self.arrow = None
         for cache in (self.ep_of, self.static_of, self.ep_intern, self.login_of, self.ip_ok):
             cache.clear()
         c404 = self.c_req404
@@ -570,7 +610,9 @@ class Accumulator:
             p.referers[normalize_referer(rf)] += c
         # GoAccess 1.7 keys a visitor on the 32-bit djb2 hash of the agent, not the agent itself
         hash_of: dict[bytes, int] = {}
-        for d, ip, a in self.visitors:
+        raw_visitors = self.visitors
+        while raw_visitors:  # popped, so the raw keys are freed as the report keys are built
+            d, ip, a = raw_visitors.pop()
             hv = hash_of.get(a)
             if hv is None:
                 known = norm_ua.get(a)
@@ -831,11 +873,14 @@ def summarize(p: AccessPartial, *, top_n: int = 10, failed_statuses: str = "5xx"
               brute_force: int = 10) -> dict[str, Any]:
     """The access report as plain JSON-able data."""
     valid = p.valid
-    status = {(_s(k)): v for k, v in p.status.items() if k is not None}
+    status: Counter[str] = Counter()
+    for raw, v in p.status.items():
+        if raw is not None:  # GoAccess keys the number: "0404" is 404
+            status[str(int(raw)) if raw.isdigit() else _s(raw)] += v
     classes = Counter({c: 0 for c in STATUS_CLASSES})
-    for k, v in status.items():
-        if k[:1].isdigit():
-            classes[f"{k[0]}xx"] += v
+    for code, v in status.items():
+        if code[:1].isdigit():
+            classes[f"{code[0]}xx"] += v
     def pct(x: float) -> float:
         return round(100.0 * x / valid, 4) if valid else 0.0
 
@@ -888,7 +933,7 @@ def summarize(p: AccessPartial, *, top_n: int = 10, failed_statuses: str = "5xx"
         "invalid_samples": p.invalid_samples,
         "bytes_read": p.bytes_read,
         "fast_path_lines": p.fast_lines,
-        "bandwidth": p.bandwidth,
+        "bandwidth": p.bandwidth & ULL_MAX,  # GoAccess's uint64 total
         "first": first,
         "last": last,
         "visitors": len(p.visitors),
@@ -920,7 +965,7 @@ def summarize(p: AccessPartial, *, top_n: int = 10, failed_statuses: str = "5xx"
             "valid_requests": valid,
             "failed_requests": p.invalid,
             "unique_visitors": len(p.visitors),
-            "bandwidth": p.bandwidth,
+            "bandwidth": p.bandwidth & ULL_MAX,
             "status_codes": dict(sorted(status.items())),
             "requests": [{"data": _s(u), "method": _s(m) if m else "---", "protocol": _s(pr) if pr else "---",
                           "hits": c} for (u, m, pr), c in ((k.split(b"\0"), c) for k, c in top(p.ga_requests, top_n))],

@@ -237,7 +237,7 @@ def parse_time(tok: bytes) -> tuple[int, int, int] | None:
 
 
 _STATUS = re.compile(rb"[+-]?\d+")
-_ULL = re.compile(rb"\+?\d+")
+_ULL = re.compile(rb"[+-]?\d+")
 
 
 def valid_status(tok: bytes) -> bool:
@@ -245,10 +245,23 @@ def valid_status(tok: bytes) -> bool:
     return bool(_STATUS.fullmatch(tok)) and 100 <= int(tok) <= 599
 
 
+ULL_MAX = (1 << 64) - 1
+
+
 def parse_size(tok: bytes) -> int:
-    """``strtoull`` of the whole (trimmed) token, else 0 (``-`` counts as 0 bytes)."""
+    """``strtoull`` of the whole (trimmed) token, else 0 (``-`` counts as 0 bytes).
+
+    As in C, a leading ``-`` negates modulo 2**64 (GoAccess 1.7 counts ``-5`` as 2**64 - 5) and a
+    value beyond 2**64 - 1 (``ERANGE``) counts as 0.
+    """
     tok = trim(tok)
-    return int(tok) if _ULL.fullmatch(tok) else 0
+    if not _ULL.fullmatch(tok):
+        return 0
+    neg = tok[:1] == b"-"
+    v = int(tok.lstrip(b"+-"))
+    if v > ULL_MAX:
+        return 0
+    return (-v) & ULL_MAX if neg else v
 
 
 def parse_seconds(tok: bytes | None) -> float | None:

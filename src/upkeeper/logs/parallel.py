@@ -13,12 +13,14 @@ accumulators hold distinct values only (hosts, request lines, agents …).
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import importlib
 import os
 import pickle
 import queue
 import sys
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -30,6 +32,8 @@ MIN_PARALLEL = 16 << 20  # below this, helpers cost more than they save
 
 
 class Accumulator(Protocol):
+    """``chunk`` (optional attribute): the buffer size it wants, else :data:`CHUNK`."""
+
     def feed(self, buf: bytes, source: str = "", offset: int = 0) -> None: ...
 
     def partial(self) -> Any: ...
@@ -134,7 +138,8 @@ def read_unit(u: Unit, chunk: int = CHUNK, continuation: bytes = b"") -> Iterato
 def scan_unit(acc: Accumulator, u: Unit, continuation: bytes = b"") -> int:
     """Feed one unit to an accumulator; returns the uncompressed bytes read."""
     n = 0
-    for off, buf in read_unit(u, continuation=continuation):
+    chunk = getattr(acc, "chunk", CHUNK)  # an accumulator may prefer other buffer sizes
+    for off, buf in read_unit(u, chunk, continuation=continuation):
         acc.feed(buf, u.label or u.path, off)
         n += len(buf)
     return n
@@ -165,7 +170,7 @@ def scan(kind: str, opts: Any, units: list[Unit], *, workers: int = 0,
     done_bytes = [0]
     gz_read: dict[str, int] = {}
     lock = threading.Lock()
-    partials: list[bytes] = []
+    partials: list[str] = []  # files holding the helpers' pickled partial results
     errors: list[str] = []
 
     def account(u: Unit, n: int) -> None:
@@ -192,16 +197,28 @@ def scan(kind: str, opts: Any, units: list[Unit], *, workers: int = 0,
     del acc
     for t in threads:
         t.join()
-    if errors:
-        raise RuntimeError("a log scanning helper failed: " + errors[0])
     merged = mine
-    while partials:  # helpers' results are kept pickled until merged, one at a time
-        merged = mod.merge([merged, pickle.loads(partials.pop())])
+    try:
+        if errors:
+            raise RuntimeError("a log scanning helper failed: " + errors[0])
+        while partials:  # helpers' results wait in files until merged, one at a time
+            path = partials.pop()
+            try:
+                with open(path, "rb") as fh:
+                    theirs = pickle.load(fh)
+            finally:
+                os.unlink(path)
+            merged = mod.merge([merged, theirs])
+            del theirs
+    finally:
+        for path in partials:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
     return merged, gz_read
 
 
 def _drive_helper(kind: str, opts: Any, todo: queue.Queue[Unit], account: Callable[[Unit, int], None],
-                  partials: list[bytes], errors: list[str], lock: threading.Lock, continuation: bytes) -> None:
+                  partials: list[str], errors: list[str], lock: threading.Lock, continuation: bytes) -> None:
     from upkeeper.core import proc
 
     try:
@@ -230,15 +247,22 @@ def _drive_helper(kind: str, opts: Any, todo: queue.Queue[Unit], account: Callab
                 if msg[0] == "error":
                     raise RuntimeError(msg[1])
                 account(u, int(msg[1]))
-            send.dump(("finish",))
-            sp.stdin.flush()
-            msg = recv.load()
-            if msg[0] == "error":
-                raise RuntimeError(msg[1])
-            sp.stdin.close()
-            sp.wait(timeout=60)  # the helper's memory is released before its result is unpickled
+            fd, path = tempfile.mkstemp(prefix="upkeeper-scan-", suffix=".pickle")
+            os.close(fd)
+            try:
+                send.dump(("finish", path))
+                sp.stdin.flush()
+                msg = recv.load()
+                if msg[0] == "error":
+                    raise RuntimeError(msg[1])
+                sp.stdin.close()
+                sp.wait(timeout=60)  # the helper's memory is released before its result is unpickled
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+                raise
             with lock:
-                partials.append(msg[1])
+                partials.append(path)
         except Exception as exc:
             tail = sp.collector.text.strip().splitlines()[-3:] if sp.collector else []
             with lock:

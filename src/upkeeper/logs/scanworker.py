@@ -2,7 +2,8 @@
 
 Speaks pickle over stdin/stdout with :mod:`upkeeper.logs.parallel`:
 ``("init", kind, opts, continuation)``, then ``("unit", Unit)`` answered by
-``("ok", bytes_read)``, then ``("finish",)`` answered by ``("partial", result)``.
+``("ok", bytes_read)``, then ``("finish", path)`` answered by ``("partial", path)`` once the
+reduced result is pickled in the file ``path`` (created by the parent, mode 0600).
 Any exception is answered by ``("error", traceback)``.
 """
 
@@ -12,7 +13,14 @@ import importlib
 import pickle
 import sys
 import traceback
-from typing import Any
+from typing import IO, Any
+
+
+def dump_fast(obj: Any, fh: IO[bytes]) -> None:
+    """Pickle ``obj`` to ``fh`` without the memo (which costs tens of MB for millions of keys)."""
+    p = pickle.Pickler(fh, protocol=pickle.HIGHEST_PROTOCOL)
+    p.fast = True
+    p.dump(obj)
 
 
 def main() -> int:
@@ -37,8 +45,13 @@ def main() -> int:
                 n = scan_unit(acc, msg[1], continuation)
                 send.dump(("ok", n))
             elif msg[0] == "finish":
-                # sent pickled inside the message: the parent unpickles it after this process has exited
-                send.dump(("partial", pickle.dumps(acc.partial(), protocol=pickle.HIGHEST_PROTOCOL)))
+                # the parent reads the file after this process has exited, so the two copies never
+                # coexist; streamed, without a pickle memo (none of the data is shared or cyclic)
+                path = msg[1]
+                with open(path, "wb") as fh:
+                    dump_fast(acc.partial(), fh)
+                acc = None
+                send.dump(("partial", path))
                 out.flush()
                 return 0
         except Exception:

@@ -1,0 +1,241 @@
+"""The pyarrow path (upkeeper.logs.arrowscan) gives exactly the numbers of the pure-Python paths —
+the line-by-line GoAccess port is the reference — and GoAccess's own totals."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from logs.goaccess_helpers import assert_same_as_goaccess, goaccess, goaccess_numbers
+from logs.test_access_parse import GOOD, comparable, mutated_log
+from logs.test_goaccess_exact import EDGE_CASES
+from upkeeper.logs import parallel
+from upkeeper.logs.access import Accumulator, ScanOptions, summarize
+from upkeeper.logs.arrowscan import arrow_plan
+from upkeeper.logs.nginx_format import COMBINED, COMBINED_TIMED, MAIN
+from upkeeper.logs.synth import write_access_log
+
+ISO_UPSTREAM = ('$remote_addr - $remote_user [$time_iso8601] $host "$request" $status $body_bytes_sent '
+                '"$http_referer" "$http_user_agent" $request_time $upstream_response_time')
+
+
+def scan(data: bytes, *, chunk: int = 1 << 20, fmt: str = COMBINED_TIMED, **kw: Any) -> tuple[dict[str, Any], int]:
+    """The comparable report and the number of lines the pyarrow path aggregated."""
+    acc = Accumulator(ScanOptions(log_format=fmt, arrow_min_buffer=0, **kw))
+    pos = 0
+    while pos < len(data):
+        end = data.rfind(b"\n", pos, pos + chunk) + 1
+        if end <= pos:
+            nl = data.find(b"\n", pos + chunk)
+            end = len(data) if nl < 0 else nl + 1
+        acc.feed(data[pos:end], "t", pos)
+        pos = end
+    arrow_lines = acc.arrow.lines if acc.arrow is not None else 0
+    return comparable(summarize(acc.partial(), top_n=50)), arrow_lines
+
+
+def assert_equivalent(data: bytes, *, fmt: str = COMBINED_TIMED, chunk: int = 1 << 20) -> tuple[dict[str, Any], int]:
+    fast, arrow_lines = scan(data, fmt=fmt, chunk=chunk)
+    python_fast, none = scan(data, fmt=fmt, chunk=chunk, arrow=False)
+    reference, _ = scan(data, fmt=fmt, chunk=chunk, fast=False)
+    assert none == 0
+    assert fast == reference
+    assert python_fast == reference
+    return fast, arrow_lines
+
+
+ODD = [
+    # truncated lines: a static file without status, a request cut inside its quotes, no agent
+    b'1.1.1.9 - - [01/Mar/2024:10:00:00 +0000] "GET /x.css HTTP/1.1"',
+    b'1.1.1.9 - - [01/Mar/2024:10:00:00 +0000] "GET /x.css HTTP/1.1" 200',
+    b'1.1.1.9 - - [01/Mar/2024:10:00:00 +0000] "GET /cut',
+    b'1.1.1.9 - - [01/Mar/2024:10:00:00 +0000] "GET /a HTTP/1.1" 200 10 "-"',
+    # odd quoting: escaped quotes, empty values, blanks inside the quotes, a trailing backslash
+    b'1.1.1.9 - - [01/Mar/2024:10:00:00 +0000] "GET /q\\"x HTTP/1.1" 200 10 "-" "a\\"b" 0.1',
+    b'1.1.1.9 - - [01/Mar/2024:10:00:00 +0000] "" 400 0 "" "" 0.000',
+    b'1.1.1.9 - - [01/Mar/2024:10:00:00 +0000] " GET /sp HTTP/1.1 " 200 10 "-" " ua " 0.1',
+    b'1.1.1.9 - - [01/Mar/2024:10:00:00 +0000] "GET /bs HTTP/1.1" 200 10 "-" "ua\\" 0.1',
+    b'1.1.1.9 - - [01/Mar/2024:10:00:00 +0000] "GET /tab\tx HTTP/1.1" 200 10 "-" "u\ta" 0.1',
+    # non-UTF-8 bytes in the request, the agent, the referer and the address
+    b'1.1.1.9 - - [01/Mar/2024:10:00:00 +0000] "GET /\xff\xfe HTTP/1.1" 200 10 "\xc3\x28" "\x80ua" 0.1',
+    b'1.1.1.\xb9 - - [01/Mar/2024:10:00:00 +0000] "GET / HTTP/1.1" 200 10 "-" "ua" 0.1',
+    # CRLF, a NUL, brackets where GoAccess skips, big and odd sizes, odd times and statuses
+    b'1.1.1.9 - - [01/Mar/2024:10:00:00 +0000] "GET /crlf HTTP/1.1" 200 10 "-" "ua" 0.1\r',
+    b'1.1.1.9 - - [01/Mar/2024:10:00:00 +0000] "GET /nul\x00 HTTP/1.1" 200 10 "-" "ua" 0.1',
+    b'1.1.1.9 - [x] [01/Mar/2024:10:00:00 +0000] "GET /br HTTP/1.1" 200 10 "-" "ua" 0.1',
+    b'1.1.1.9 - - [01/Mar/2024:10:00:00 +0000] "GET /big HTTP/1.1" 200 99999999999999999999 "-" "ua" 0.1',
+    b'1.1.1.9 - - [01/Mar/2024:10:00:00 +0000] "GET /neg HTTP/1.1" 200 -5 "-" "ua" 0.1',
+    b'1.1.1.9 - - [01/Mar/2024:10:00:00 -0700] "GET /tz HTTP/1.1" 200 1 "-" "ua" 0.1',
+    b'1.1.1.9 - - [01/Mar/2024:10:00:60 +0000] "GET /sec60 HTTP/1.1" 200 1 "-" "ua" 0.1',
+    b'1.1.1.9 - - [01/Mar/2024:10:00:62 +0000] "GET /sec62 HTTP/1.1" 200 1 "-" "ua" 0.1',
+    b'1.1.1.9 - - [01/Mar/2024:10:00:00 +0000] "GET /s HTTP/1.1" 0404 1 "-" "ua" 0.1',
+    b'1.1.1.9 - - [01/Mar/2024:10:00:00 +0000] "GET /s HTTP/1.1" 4O4 1 "-" "ua" 0.1',
+    b'1.1.1.9  - - [01/Mar/2024:10:00:00 +0000] "GET /two-spaces HTTP/1.1" 200 1 "-" "ua" 0.1',
+    b'1.1.1.9 - - [01/Mar/2024:10:00:00 +0000] "GET /a HTTP/1.1" 200 1 "-" "ua" 0.1 extra',
+    # attacks, scanners, failed logins and 404 bursts take per-row detours
+    b'6.6.6.6 - - [01/Mar/2024:10:00:00 +0000] "GET /../../etc/passwd HTTP/1.1" 404 1 "-" "sqlmap/1.8" 0.1',
+    b'6.6.6.6 - - [01/Mar/2024:10:00:00 +0000] "POST /login HTTP/1.1" 401 1 "-" "Nikto" 0.1',
+    b'6.6.6.6 - - [01/Mar/2024:10:00:00 +0000] "POST /wp-login.php HTTP/1.1" 403 1 "-" "x" 0.1',
+    b"# a comment",
+    b"",
+    b"garbage",
+]
+
+
+def test_edge_cases_are_exact() -> None:
+    lines = GOOD * 30 + ODD + EDGE_CASES.split(b"\n") + GOOD * 30
+    data = b"\n".join(lines) + b"\n"
+    for chunk in (1 << 20, 700, 97):
+        rep, arrow_lines = assert_equivalent(data, chunk=chunk)
+        assert arrow_lines > 0
+        assert rep["invalid"] > 10 and rep["ignored"] == 4  # two here, two in EDGE_CASES
+        assert arrow_lines <= rep["requests"] < rep["lines"]
+
+
+def test_generated_log_is_exact_and_mostly_vectorized(tmp_path: Path) -> None:
+    log = tmp_path / "gen.log"
+    write_access_log(str(log), 3_000_000, seed=5, invalid_ratio=0.003)
+    data = log.read_bytes()
+    rep, arrow_lines = assert_equivalent(data, chunk=300_000)
+    assert rep["invalid"] > 0
+    assert arrow_lines >= 0.99 * rep["requests"]
+
+
+@pytest.mark.parametrize("fmt", [COMBINED, MAIN])
+def test_other_formats_are_exact(fmt: str) -> None:
+    plain = [g.rsplit(b" ", 1)[0] for g in GOOD]  # combined: no request time
+    lines = plain if fmt == COMBINED else [g + b' "10.0.0.1, 10.0.0.2"' for g in plain]
+    data = b"\n".join(lines * 20 + ODD) + b"\n"
+    rep, arrow_lines = assert_equivalent(data, fmt=fmt)
+    assert arrow_lines > 0 and rep["requests"] > 0
+
+
+def test_iso_time_host_and_upstream_format_is_exact() -> None:
+    good = [
+        b'1.2.3.4 - - [2024-03-01T10:00:00+00:00] a.example "GET /x?y=1 HTTP/1.1" 200 5 "-" "ua" 0.250 0.200',
+        b'1.2.3.5 - bob [2024-03-01T10:01:00+00:00] b.example "POST /login HTTP/2.0" 401 5 "-" "curl/8" 1.5 1.4',
+        b'1.2.3.5 - - [2024-03-01T10:01:00+00:00] b.example "GET /up HTTP/1.1" 502 5 "-" "ua" 1.5 1.2, 0.3',
+        b'1.2.3.5 - - [2024-03-01T10:01:00-05:00] b.example "GET /tz HTTP/1.1" 200 5 "-" "ua" 1.5 -',
+        b'1.2.3.6 - - [2024-02-30T10:01:00+00:00] b.example "GET /bad-date HTTP/1.1" 200 5 "-" "ua" 1.5 -',
+    ]
+    assert arrow_plan(ISO_UPSTREAM) is not None
+    rep, arrow_lines = assert_equivalent(b"\n".join(good * 10) + b"\n", fmt=ISO_UPSTREAM)
+    assert arrow_lines == 30  # lines 1, 2 and 5 (strptime takes Feb 30, as in GoAccess); 3 and 4 fall back
+    assert rep["latency"]["upstream"]["p50"] == 200.0
+
+
+def test_unsupported_formats_stay_on_the_python_path() -> None:
+    prefixed = ('$remote_addr [$time_local] "$request" $status $body_bytes_sent rt=$request_time '
+                '"$http_user_agent"')
+    repeated = '$remote_addr - $remote_user [$time_local] "$request" $status $status "$http_user_agent"'
+    no_status = '$remote_addr [$time_local] "$request" $body_bytes_sent'
+    msec = '$remote_addr $msec "$request" $status'
+    for fmt in (prefixed, repeated, no_status, msec):
+        assert arrow_plan(fmt) is None, fmt
+    assert arrow_plan(COMBINED) is not None and arrow_plan(COMBINED_TIMED) is not None
+    line = b'1.2.3.4 [01/Mar/2024:10:00:00 +0000] "GET /x HTTP/1.1" 200 5 rt=0.250 "ua"\n' * 5
+    rep, arrow_lines = assert_equivalent(line, fmt=prefixed)
+    assert arrow_lines == 0 and rep["requests"] == 5
+
+
+def test_without_pyarrow_the_python_path_does_the_work(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "pyarrow", None)  # import pyarrow now raises ImportError
+    monkeypatch.setitem(sys.modules, "pyarrow.compute", None)
+    data = b"\n".join(GOOD * 50) + b"\n"
+    rep, arrow_lines = scan(data)
+    assert arrow_lines == 0
+    assert rep == scan(data, fast=False)[0]
+    assert rep["requests"] == 250
+
+
+def test_small_buffers_do_not_import_pyarrow() -> None:
+    acc = Accumulator(ScanOptions(log_format=COMBINED_TIMED))
+    acc.feed(b"\n".join(GOOD) + b"\n")
+    assert acc.arrow is None and not acc.arrow_tried
+    acc.feed(b"\n".join(GOOD * 3000) + b"\n")  # > 256 KB
+    assert acc.arrow is not None and acc.arrow.lines == len(GOOD) * 3000
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(mutated_log(), st.sampled_from([64, 300, 1 << 20]))
+def test_fuzz_arrow_equals_line_parser(data: bytes, chunk: int) -> None:
+    fast, _ = scan(data, chunk=chunk)
+    assert fast == scan(data, chunk=chunk, fast=False)[0]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.sampled_from(GOOD + ODD), min_size=1, max_size=80), st.sampled_from([150, 1 << 20]))
+def test_fuzz_mixed_odd_lines(lines: list[bytes], chunk: int) -> None:
+    data = b"\n".join(lines) + b"\n"
+    assert scan(data, chunk=chunk)[0] == scan(data, chunk=chunk, fast=False)[0]
+
+
+def test_arrow_path_matches_goaccess(tmp_path: Path) -> None:
+    log = tmp_path / "gen.log"
+    write_access_log(str(log), 4_000_000, seed=17, invalid_ratio=0.003)
+    with open(log, "ab") as fh:
+        fh.write(b"\n".join(ODD) + b"\n" + b"\n".join(GOOD * 20) + b"\n")
+    ga = goaccess_numbers(goaccess(log, tmp_path))
+    assert ga["failed"] > 0
+    units = parallel.split_units(str(log), 0, os.path.getsize(log), final=True, unit=1 << 20)
+    partial, _ = parallel.scan("upkeeper.logs.access", ScanOptions(log_format=COMBINED_TIMED, arrow_min_buffer=0),
+                               units, workers=1)
+    mine = summarize(partial, top_n=10)
+    assert_same_as_goaccess(mine, ga)
+    assert mine["fast_path_lines"] >= 0.99 * mine["requests"]
+
+
+def test_helper_processes_hand_back_their_results_in_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import glob
+    import tempfile
+
+    log = tmp_path / "gen.log"
+    write_access_log(str(log), 2_000_000, seed=23, invalid_ratio=0.003)
+    units = parallel.split_units(str(log), 0, os.path.getsize(log), final=True, unit=300_000)
+    opts = ScanOptions(log_format=COMBINED_TIMED)
+    alone, _ = parallel.scan("upkeeper.logs.access", opts, units, workers=1)
+    pattern = os.path.join(tempfile.gettempdir(), "upkeeper-scan-*")
+    before = set(glob.glob(pattern))
+    calls: list[str] = []
+    real_load = parallel.pickle.load
+
+    def load(fh: Any) -> Any:
+        calls.append(fh.name)
+        return real_load(fh)
+
+    monkeypatch.setattr(parallel.pickle, "load", load)
+    # min_parallel=0: a helper process even for this small log
+    shared, _ = parallel.scan("upkeeper.logs.access", opts, units, workers=2, min_parallel=0)
+    assert len(calls) == 1  # one helper's result came through a file …
+    assert set(glob.glob(pattern)) == before  # … which is gone
+    assert comparable(summarize(shared)) == comparable(summarize(alone))
+    assert shared.lines == alone.lines > 5000
+
+
+def test_minimal_format_without_agent_referer_or_size_is_exact() -> None:
+    fmt = '$remote_addr [$time_local] "$request" $status $upstream_response_time'
+    assert arrow_plan(fmt) is not None
+    lines = [b'1.2.3.4 [01/Mar/2024:10:00:00 +0000] "GET /a?x=1 HTTP/1.1" 200 0.010',
+             b'1.2.3.5 [01/Mar/2024:10:00:09 +0000] "GET /../etc/passwd HTTP/1.1" 404 -',
+             b'1.2.3.6 [01/Mar/2024:10:01:00 +0000] "POST /login HTTP/1.1" 401 0.2',
+             b'1.2.3.6 [01/Mar/2024:10:01:00 +0000] "GET /x.js HTTP/1.1" 200',
+             b'1.2.3.7 [01/Mar/2024:10:01:00 +0000] "GET /b HTTP/1.1" 999 0.1']
+    rep, arrow_lines = assert_equivalent(b"\n".join(lines * 15) + b"\n", fmt=fmt)
+    # the line that ends after its status and the status 999 fall back and are invalid (as in GoAccess)
+    assert arrow_lines == rep["requests"] == 45 and rep["invalid"] == 30
+    assert rep["visitors"] == 1  # the 401 and the 404 do not count; no agent means "-"
+
+
+def test_importing_the_scanner_does_not_import_pyarrow() -> None:
+    import subprocess
+
+    code = ("import sys, upkeeper.logs.access, upkeeper.logs.arrowscan, upkeeper.tasks.logs.nginx; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'pyarrow'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert out.stdout.strip() == "[]"
