@@ -54,3 +54,27 @@ def test_only_upkeeper_run_starts_a_worker_early() -> None:
         assert len(spawn._early) == 1
     finally:
         _discard_early()
+
+
+def test_prestarted_workers_get_the_config_before_their_first_run() -> None:
+    import time
+
+    setup = build_setup(load_text("jobs:\n  nap:\n    task: debug.sleep\n    options: {seconds: 0}\n"))
+    pool = WorkerPool(size=2)
+    try:
+        pool.prestart(2, config=setup.config)
+        deadline = time.monotonic() + 30
+        while pool._idle.qsize() < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        workers = list(pool._idle.queue)
+        assert len(workers) == 2 and all(w.config_token == 1 for w in workers)
+        sent: list[str] = []
+        for w in workers:  # from now on only runs travel, never the config again
+            real_send = w.conn.send
+            w.conn.send = lambda msg, real_send=real_send: (sent.append(msg[0]), real_send(msg))[1]  # type: ignore[method-assign]
+        req = WorkRequest(run_id=None, job=setup.jobs["nap"], config=setup.config, history_url=None,
+                          scheduled_for=datetime.now(UTC))
+        assert pool.execute(req, timeout=60).status == "ok"
+        assert sent == ["run"]
+    finally:
+        pool.shutdown()

@@ -42,8 +42,9 @@ def daemon_cmd(
     conc = concurrency or setup.config.daemon.concurrency
     owner = process_identity()
     listeners = build_listeners(setup, history, background=True)
-    runner = Runner(setup=setup, history=history,
-                    executor=WorkerPool(size=conc, max_runs=setup.config.daemon.worker_max_runs),
+    pool = WorkerPool(size=conc, max_runs=setup.config.daemon.worker_max_runs)
+    pool.prestart(conc, config=setup.config)  # warm workers (imports, config, secrets) before the first run
+    runner = Runner(setup=setup, history=history, executor=pool,
                     owner=owner, node=setup.config.node, history_url=state.history_url(),
                     listeners=listeners)
     daemon = Daemon(setup, history, runner, concurrency=conc, policies=build_policies(setup, history),

@@ -83,7 +83,7 @@ _history_cache: dict[str, Any] = {}
 _secrets_registered_for: list[Config] = []  # the config objects whose secrets are registered
 
 
-def _register_secrets_once(config: Config) -> None:
+def register_secrets_once(config: Config) -> None:
     """Walking a large config costs time; do it once per config object, not once per run."""
     if any(c is config for c in _secrets_registered_for):
         return
@@ -122,7 +122,7 @@ def execute_request(
     logger.addHandler(handler)
     try:
         if req.config is not None:
-            _register_secrets_once(req.config)
+            register_secrets_once(req.config)
         hist = history if history is not None else _history(req.history_url)
         state: StateStore
         metrics: MetricsReader

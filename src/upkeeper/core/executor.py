@@ -140,12 +140,20 @@ class WorkerPool:
             self._configs = {self._next_token: config}  # one config at a time (the caller's Setup)
             return self._next_token
 
-    def prestart(self, n: int = 1) -> None:
-        """Start ``n`` workers in the background now, so their start-up overlaps the caller's own work."""
+    def prestart(self, n: int = 1, *, config: object | None = None) -> None:
+        """Start ``n`` workers in the background now, so their start-up overlaps the caller's own work.
+
+        With ``config``, each worker also receives it (and registers its secrets) before its first
+        run, so a daemon's first burst of runs does not pay for that on every worker at once.
+        """
+        token = self._config_token(config) if config is not None else None
 
         def spawn_one() -> None:
             try:
                 w = self._spawn()
+                if token is not None:
+                    w.conn.send(("config", token, config))
+                    w.config_token = token
             except Exception:
                 with self._lock:
                     self._count -= 1
