@@ -134,10 +134,10 @@ class _SQLiteFileLock:
         self.fh.close()
 
 
-
 def _table(model: type[Any]) -> Table:
     """A mapped class's Table, for prepared Core statements on hot paths."""
     return cast(Table, model.__table__)
+
 
 class History:
     """Access to the history database.  Thread-safe; one instance per process is enough."""
@@ -146,9 +146,7 @@ class History:
         self.url = url
         self.dialect = "sqlite" if url.startswith("sqlite") else "postgresql"
         self._local = threading.local()
-        self._claim_stmt: Any = None
-        self._start_stmts: dict[str, Any] | None = None
-        self._finish_stmts: dict[str, Any] | None = None
+        self._stmts: dict[str, Any] | None = None  # prepared Core statements of the hot paths
         try:
             self.engine = self._make_engine(url)
             if migrate:
@@ -275,13 +273,11 @@ class History:
         """
         if not runs:
             return []
-        stmt = self._claim_statement()
+        stmt = self._prepared()["claim"]
         won: list[tuple[NewRun, int]] = []
         with self.session() as s:
             conn = s.connection()
             for r in runs:
-                # one statement, compiled once; only the parameters change (a fresh .values() per row
-                # cost ~1 ms of SQLAlchemy statement building each: a burst of 1,000 due jobs took a second)
                 rid = conn.execute(stmt, {
                     "job": r.job, "task": r.task, "target": r.target, "scheduled_for": r.scheduled_for,
                     "due_at": r.due_at or r.scheduled_for, "status": r.status, "summary": redact(r.summary),
@@ -292,18 +288,6 @@ class History:
                 if rid is not None:
                     won.append((r, int(rid)))
         return won
-
-    def _claim_statement(self) -> Any:
-        if self._claim_stmt is None:
-            from sqlalchemy.dialects.postgresql import insert as pg_insert
-            from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-            dialect_insert: Any = sqlite_insert if self.dialect == "sqlite" else pg_insert
-            table = _table(RunRow)
-            self._claim_stmt = (dialect_insert(table)
-                                .on_conflict_do_nothing(index_elements=["job", "scheduled_for"])
-                                .returning(table.c.id))
-        return self._claim_stmt
 
     def create_run(self, run: NewRun, owner: str, node: str) -> int | None:
         got = self.claim([run], owner, node)
@@ -369,9 +353,8 @@ class History:
         ``release_locks_of``: also release every lock this holder has, in the same transaction.
         """
         summary = result.summary if result else ""
-        st = self._finish_statements()
+        st = self._prepared()
         with self.session() as s:
-            # prepared Core statements: the ORM unit of work cost ~1 ms a run, a daemon's hot path
             conn = s.connection()
             if release_locks_of is not None:
                 conn.execute(st["release"], {"holder": release_locks_of})
@@ -409,19 +392,33 @@ class History:
                     for name, value in result.metrics.items()
                 ])
 
-    def _finish_statements(self) -> dict[str, Any]:
-        if self._finish_stmts is None:
-            from sqlalchemy import bindparam, insert
+    def _prepared(self) -> dict[str, Any]:
+        """Statements of the per-run hot path, built once: only their parameters change.
 
+        Building a fresh statement per call (``.values(...)`` and the ORM unit of work) cost about
+        1 ms each; a daemon's burst of 1,000 due runs made that seconds of lateness.
+        """
+        if self._stmts is None:
+            from sqlalchemy import bindparam, insert
+            from sqlalchemy.dialects.postgresql import insert as pg_insert
+            from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+            dialect_insert: Any = sqlite_insert if self.dialect == "sqlite" else pg_insert
             locks, runs = _table(LockRow), _table(RunRow)
-            self._finish_stmts = {
+            self._stmts = {
+                "claim": dialect_insert(runs).on_conflict_do_nothing(index_elements=["job", "scheduled_for"])
+                .returning(runs.c.id),
+                "lock_exists": select(locks.c.name).where(locks.c.name == bindparam("name")),
+                "lock_insert": insert(locks),
+                "run_start": update(runs).where(runs.c.id == bindparam("rid")).values(
+                    status=bindparam("status"), started_at=bindparam("started_at"), owner=bindparam("owner")),
                 "release": delete(locks).where(locks.c.owner == bindparam("holder")),
                 "get": select(runs.c.job, runs.c.target, runs.c.details).where(runs.c.id == bindparam("rid")),
                 "update": update(runs).where(runs.c.id == bindparam("rid")),
                 "finding": insert(_table(FindingRow)),
                 "metric": insert(_table(MetricRow)),
             }
-        return self._finish_stmts
+        return self._stmts
 
     def record_skip(
         self, job: str, task: str, target: str | None, scheduled_for: datetime, reason: str, *,
@@ -645,13 +642,13 @@ class History:
         self, run_id: int, started_at: datetime, owner: str, lock: str, holder: str, node: str, ttl: timedelta
     ) -> bool:
         """Take ``lock`` and mark the run running, in one transaction.  False (nothing changed) if held."""
-        st = self._start_statements()
+        st = self._prepared()
         try:
             with self.session() as s:
                 conn = s.connection()
                 now = datetime.now(UTC)
                 if conn.execute(st["lock_exists"], {"name": lock}).first() is None:
-                    # the common case, in prepared statements (the ORM path cost ~2 ms a run)
+                    # the common case (no lock row) in prepared statements; the rest takes the ORM path
                     conn.execute(st["lock_insert"], {"name": lock, "owner": holder, "node": node, "acquired_at": now,
                                                      "expires_at": now + ttl, "purpose": f"run {run_id}"})
                 elif not self._take_lock(s, lock, holder, node, ttl, f"run {run_id}"):
@@ -661,19 +658,6 @@ class History:
             return True
         except IntegrityError:
             return False
-
-    def _start_statements(self) -> dict[str, Any]:
-        if self._start_stmts is None:
-            from sqlalchemy import bindparam, insert
-
-            locks, runs = _table(LockRow), _table(RunRow)
-            self._start_stmts = {
-                "lock_exists": select(locks.c.name).where(locks.c.name == bindparam("name")),
-                "lock_insert": insert(locks),
-                "run_start": update(runs).where(runs.c.id == bindparam("rid")).values(
-                    status=bindparam("status"), started_at=bindparam("started_at"), owner=bindparam("owner")),
-            }
-        return self._start_stmts
 
     def lock_holder(self, name: str) -> LockRow | None:
         with self.session() as s:
