@@ -1,4 +1,4 @@
-"""Subprocesses as argv lists, never ``shell=True``; pipelines wired in Python.
+"""Subprocesses as argv lists, never through a shell; pipelines wired in Python.
 
 Every helper here checks exit codes and keeps stderr, so that a failing
 ``pg_dump`` can never pass for a good one.  Processes stay in the caller's
