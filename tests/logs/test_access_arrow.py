@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from logs.goaccess_helpers import assert_same_as_goaccess, goaccess, goaccess_numbers
-from logs.test_access_parse import GOOD, comparable, mutated_log
+from logs.test_access_parse import GOOD, comparable, feed_in_chunks, mutated_log
 from logs.test_goaccess_exact import EDGE_CASES
 from upkeeper.logs import parallel
 from upkeeper.logs.access import Accumulator, ScanOptions, summarize
@@ -28,14 +28,7 @@ ISO_UPSTREAM = ('$remote_addr - $remote_user [$time_iso8601] $host "$request" $s
 def scan(data: bytes, *, chunk: int = 1 << 20, fmt: str = COMBINED_TIMED, **kw: Any) -> tuple[dict[str, Any], int]:
     """The comparable report and the number of lines the pyarrow path aggregated."""
     acc = Accumulator(ScanOptions(log_format=fmt, arrow_min_buffer=0, **kw))
-    pos = 0
-    while pos < len(data):
-        end = data.rfind(b"\n", pos, pos + chunk) + 1
-        if end <= pos:
-            nl = data.find(b"\n", pos + chunk)
-            end = len(data) if nl < 0 else nl + 1
-        acc.feed(data[pos:end], "t", pos)
-        pos = end
+    feed_in_chunks(acc, data, chunk)
     arrow_lines = acc.arrow.lines if acc.arrow is not None else 0
     return comparable(summarize(acc.partial(), top_n=50)), arrow_lines
 

@@ -20,8 +20,8 @@ GOOD = [
 ]
 
 
-def scan(data: bytes, *, fast: bool, chunk: int = 1 << 20, fmt: str = COMBINED_TIMED) -> dict[str, Any]:
-    acc = Accumulator(ScanOptions(log_format=fmt, fast=fast))
+def feed_in_chunks(acc: Accumulator, data: bytes, chunk: int) -> None:
+    """Feed ``data`` in buffers of about ``chunk`` bytes cut at line ends, as the file reader does."""
     pos = 0
     while pos < len(data):
         end = data.rfind(b"\n", pos, pos + chunk) + 1
@@ -30,6 +30,11 @@ def scan(data: bytes, *, fast: bool, chunk: int = 1 << 20, fmt: str = COMBINED_T
             end = len(data) if nl < 0 else nl + 1
         acc.feed(data[pos:end], "t", pos)
         pos = end
+
+
+def scan(data: bytes, *, fast: bool, chunk: int = 1 << 20, fmt: str = COMBINED_TIMED) -> dict[str, Any]:
+    acc = Accumulator(ScanOptions(log_format=fmt, fast=fast))
+    feed_in_chunks(acc, data, chunk)
     return comparable(summarize(acc.partial(), top_n=50))
 
 

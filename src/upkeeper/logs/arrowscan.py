@@ -39,6 +39,7 @@ from upkeeper.logs.nginx_format import (
     _expand,
     _tokens,
     parse_format,
+    split_on_quotes,
     split_plan,
 )
 
@@ -112,16 +113,7 @@ def arrow_plan(fmt: str) -> ArrowPlan | None:
     if "s" not in seen:
         return None
     # segments of the line cut on quotes: even ones are unquoted text, odd ones one quoted value
-    segs: list[list[Lit | Var]] = [[]]
-    for it in _expand(items):
-        if isinstance(it, Lit) and '"' in it.text:
-            for k, piece in enumerate(it.text.split('"')):
-                if k:
-                    segs.append([])
-                if piece:
-                    segs[-1].append(Lit(piece))
-        else:
-            segs[-1].append(it)
+    segs = split_on_quotes(_expand(items))
     fields: dict[str, tuple[int, int]] = {}
     time_spec: TokenSpec | None = None
     for si, seg in enumerate(segs):

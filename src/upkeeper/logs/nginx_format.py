@@ -249,21 +249,26 @@ def _tokens(items: list[Item]) -> tuple[TokenSpec, ...] | None:
     return tuple(specs)
 
 
-def split_plan(fmt: str) -> SplitPlan | None:
-    """The fast plan for ``fmt``, or None when lines must be parsed one by one."""
-    items = _expand(parse_format(fmt))
-    # cut at literal quote characters
+def split_on_quotes(items: list[Item]) -> list[list[Item]]:
+    """Cut a format's items at literal quote characters: even segments are unquoted text, odd ones
+    one quoted value (an even number of segments means unbalanced quotes)."""
     segs: list[list[Item]] = [[]]
     for it in items:
         if isinstance(it, Lit) and '"' in it.text:
-            pieces = it.text.split('"')
-            for k, piece in enumerate(pieces):
+            for k, piece in enumerate(it.text.split('"')):
                 if k:
                     segs.append([])
                 if piece:
                     segs[-1].append(Lit(piece))
         else:
             segs[-1].append(it)
+    return segs
+
+
+def split_plan(fmt: str) -> SplitPlan | None:
+    """The fast plan for ``fmt``, or None when lines must be parsed one by one."""
+    items = _expand(parse_format(fmt))
+    segs = split_on_quotes(items)
     if len(segs) % 2 == 0:
         return None  # unbalanced quotes
     q = (len(segs) - 1) // 2
