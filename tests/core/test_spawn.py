@@ -78,3 +78,35 @@ def test_prestarted_workers_get_the_config_before_their_first_run() -> None:
         assert sent == ["run"]
     finally:
         pool.shutdown()
+
+
+def _maps(pid: int) -> str:
+    with open(f"/proc/{pid}/maps") as fh:
+        return fh.read()
+
+
+def test_warm_makes_an_idle_worker_import_the_task_modules_and_their_libraries(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """``upkeeper run`` warms the worker while it claims the runs: the first request finds psycopg loaded."""
+    import time
+
+    setup = build_setup(load_text("jobs:\n  nap:\n    task: debug.noop\n"))
+    pool = WorkerPool(size=1)
+    try:
+        pool.prestart(1)
+        deadline = time.monotonic() + 60
+        while pool._idle.empty() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        w = pool._idle.queue[0]
+        assert "psycopg_binary" not in _maps(w.pid)  # task modules bind psycopg lazily
+        pool.warm(config=setup.config, modules=["upkeeper.tasks.postgres.vacuum"],
+                  history_url=f"sqlite:///{tmp_path / 'h.db'}")
+        while "psycopg_binary" not in _maps(w.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "psycopg_binary" in _maps(w.pid)
+        req = WorkRequest(run_id=None, job=setup.jobs["nap"], config=setup.config, history_url=None,
+                          scheduled_for=datetime.now(UTC))
+        out = pool.execute(req, timeout=60)  # the config was sent with the warm-up: the run still works
+        assert out.status == "ok", out.result.summary
+        assert out.worker_pid == w.pid
+    finally:
+        pool.shutdown()

@@ -55,8 +55,11 @@ def test_deletes_only_expendable_longest_idle_keys_and_stops_at_target(small_red
     sessions = fill(c, "session:", count=300)
     others = fill(c, "cachex", count=100)  # looks similar, is not matched by 'cache:*'
     old = fill(c, "cache:old:", until_pct=84)
-    time.sleep(1.5)  # OBJECT IDLETIME has one-second resolution
+    time.sleep(2.2)  # OBJECT IDLETIME has one-second resolution: the old keys are now idle >= 2 s
     hot = fill(c, "cache:hot:", count=200)
+    # used right now (idle 0), even if filling them took a second on a loaded machine: a tie in idle
+    # time with the old keys would be broken by name, and "cache:hot:" sorts first
+    c.touch(*[f"cache:hot:{i}" for i in range(hot)])
     assert used_pct(c) > 80
     res = run_task("redis.evict", small_redis.target(),
                    {"patterns": ["cache:*"], "trigger_pct": 80, "target_pct": 60, "batch_size": 200})

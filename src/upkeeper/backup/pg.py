@@ -8,15 +8,20 @@ import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import psycopg
-from psycopg import sql
-
+from upkeeper import lazy
 from upkeeper.config.targets import PostgresTarget
 from upkeeper.core import proc
 from upkeeper.errors import BackupError, TaskError
 from upkeeper.redact import redact
+
+if TYPE_CHECKING:
+    import psycopg
+    from psycopg import sql
+else:
+    psycopg = lazy.module("psycopg")
+    sql = lazy.module("psycopg.sql")
 
 SERVER_VERSION_SQL = "SELECT current_setting('server_version'), current_setting('server_version_num')::int"
 

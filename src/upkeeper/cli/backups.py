@@ -6,12 +6,12 @@ import re
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import psycopg
 import typer
 from rich.table import Table
 
+from upkeeper import lazy
 from upkeeper.backup import pg
 from upkeeper.backup.catalog import STATUSES, BackupRow, Catalog
 from upkeeper.backup.manifest import Manifest, safe_component
@@ -29,6 +29,11 @@ from upkeeper.core.jobs import Setup
 from upkeeper.errors import BackupError, TaskError, UpkeeperError, UsageError
 from upkeeper.fmt import human_bytes, human_duration, local_time
 from upkeeper.storage import Storage
+
+if TYPE_CHECKING:
+    import psycopg
+else:
+    psycopg = lazy.module("psycopg")
 
 backups_app = typer.Typer(help="Backups: list, show, verify, restore, prune, sync (the catalog).",
                           no_args_is_help=True)

@@ -70,6 +70,10 @@ def run_cmd(
                              "Try: --emergency --reason 'restore after data loss' --approved-by alice")
         if (reason or approved_by) and not emergency:
             raise UsageError("--reason and --approved-by go with --emergency")
+        if at is None:
+            # the worker imports the jobs' task modules and opens history on the other core meanwhile
+            pool.warm(config=setup.config, modules=sorted({j.task_cls.__module__ for j in selected}),
+                      history_url=state.history_url())
         history = state.history()
         engine = NotificationEngine(setup, history)
         now = datetime.now(UTC)

@@ -92,7 +92,7 @@ def register_secrets_once(config: Config) -> None:
     del _secrets_registered_for[:-4]
 
 
-def _history(url: str | None) -> Any:
+def open_history(url: str | None) -> Any:
     if not url:
         return None
     h = _history_cache.get(url)
@@ -123,7 +123,7 @@ def execute_request(
     try:
         if req.config is not None:
             register_secrets_once(req.config)
-        hist = history if history is not None else _history(req.history_url)
+        hist = history if history is not None else open_history(req.history_url)
         state: StateStore
         metrics: MetricsReader
         if hist is not None:

@@ -17,7 +17,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from multiprocessing.connection import Connection
@@ -106,6 +106,7 @@ class _Worker:
     conn: Connection
     runs: int = 0
     config_token: int | None = None
+    warmed: frozenset[str] = frozenset()
     on_output: list[LogFn | None] = field(default_factory=lambda: [None])
 
     @property
@@ -130,6 +131,7 @@ class WorkerPool:
         self._closed = False
         self._configs: dict[int, object] = {}
         self._next_token = 0
+        self._warm: tuple[int | None, object | None, frozenset[str], str | None] | None = None
 
     def _config_token(self, config: object) -> int:
         with self._lock:
@@ -163,6 +165,7 @@ class WorkerPool:
                 with self._lock:
                     self._count -= 1
                 return
+            self._apply_warm(w)
             self._idle.put(w)
 
         for _ in range(n):
@@ -171,6 +174,44 @@ class WorkerPool:
                     return
                 self._count += 1
             threading.Thread(target=spawn_one, daemon=True, name="worker-prestart").start()
+
+    def warm(self, *, config: object | None = None, modules: Sequence[str] = (),
+             history_url: str | None = None) -> None:
+        """Get idle workers (and those starting) ready for the runs to come, before they are asked.
+
+        Each receives ``config``, imports ``modules`` (the task modules of the jobs about to run, with
+        the libraries they load lazily) and opens the history database at ``history_url`` — on its own
+        core, while the caller claims the runs.  Only a head start: a worker that misses this gets the
+        config with its first run and imports the task's module when the request arrives.
+        """
+        token = self._config_token(config) if config is not None else None
+        with self._lock:
+            self._warm = (token, config, frozenset(modules), history_url)
+        taken: list[_Worker] = []
+        while True:
+            try:
+                taken.append(self._idle.get_nowait())
+            except queue.Empty:
+                break
+        for w in taken:
+            self._apply_warm(w)
+        for w in reversed(taken):  # LIFO: keep the order they were in
+            self._idle.put(w)
+
+    def _apply_warm(self, w: _Worker) -> None:
+        warm = self._warm
+        if warm is None or not w.alive():
+            return
+        token, config, modules, url = warm
+        try:
+            if token is not None and w.config_token != token:
+                w.conn.send(("config", token, config))
+                w.config_token = token
+            if not modules <= w.warmed or url is not None and url not in w.warmed:
+                w.conn.send(("warm", sorted(modules), url))
+                w.warmed = w.warmed | modules | ({url} if url else set())
+        except OSError:
+            pass  # a dead worker is noticed (and replaced) when it is acquired
 
     # -- worker lifecycle -------------------------------------------------------------
 

@@ -28,6 +28,29 @@ def _watch_parent(parent: int) -> None:
                 os._exit(137)
 
 
+def warm(modules: list[str], history_url: str | None) -> None:
+    """Import the task modules of the runs to come (and the libraries they load lazily), open history.
+
+    Failures are left for the run itself to report.
+    """
+    import importlib
+
+    from upkeeper import lazy
+    from upkeeper.core.execute import open_history
+
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except Exception:
+            pass
+    lazy.load_all()
+    if history_url:
+        try:
+            open_history(history_url)
+        except Exception:
+            pass
+
+
 def main(argv: list[str]) -> int:
     fd = int(argv[1])
     parent = int(argv[2]) if len(argv) > 2 else os.getppid()
@@ -69,6 +92,8 @@ def main(argv: list[str]) -> int:
             configs.clear()
             configs[msg[1]] = msg[2]
             register_secrets(msg[2])  # now, not during the first run (a walk of a 10k-job config: ~1 s)
+        elif msg[0] == "warm":
+            warm(msg[1], msg[2])
         elif msg[0] == "run":
             req: WorkRequest = msg[1]
             if len(msg) > 2 and msg[2] is not None:

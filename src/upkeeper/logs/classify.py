@@ -14,7 +14,7 @@ from urllib.parse import unquote_to_bytes
 # Endpoint normalization: /api/users/42/orders/9f1c…  →  GET /api/users/:id/orders/:uuid
 # ---------------------------------------------------------------------------------------------
 
-_REQ_LINE = re.compile(rb"(?m)^[ \t]*(?:([A-Za-z][A-Za-z-]{0,19}) +([^ \t?#\n]*)|(/[^ \t?#\n]*))[^\n]*$|^[^\n]*$")
+_REQ_LINE = re.compile(rb"(?m)^[ \t\r\x0b\x0c]*(?:([A-Za-z][A-Za-z-]{0,19}) +([^ \t?#\n]*)|(/[^ \t?#\n]*))[^\n]*$|^[^\n]*$")
 _UUID = re.compile(rb"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _EMAIL = re.compile(rb"(?<=/)[^/@\s]+@[^/@\s]+(?=/|$)", re.M)
 _NUM = re.compile(rb"(?<=/)[0-9]+(?=[/.;,]|$)", re.M)

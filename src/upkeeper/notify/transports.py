@@ -14,11 +14,9 @@ import json
 import logging
 import threading
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import httpx
-
-from upkeeper import __version__
+from upkeeper import __version__, lazy
 from upkeeper.config.notify import (
     AppriseChannel,
     PagerDutyChannel,
@@ -27,6 +25,11 @@ from upkeeper.config.notify import (
 )
 from upkeeper.errors import UpkeeperError
 from upkeeper.redact import redact
+
+if TYPE_CHECKING:
+    import httpx
+else:
+    httpx = lazy.module("httpx")
 
 log = logging.getLogger(__name__)
 USER_AGENT = f"upkeeper/{__version__}"

@@ -11,11 +11,11 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import psycopg
 from pydantic import Field
 
+from upkeeper import lazy
 from upkeeper.backup import pg
 from upkeeper.backup.manifest import Manifest, safe_component
 from upkeeper.backup.pipeline import upload_bytes
@@ -27,6 +27,11 @@ from upkeeper.core.task import Result, Task, TaskContext, TaskOptions, task
 from upkeeper.errors import BackupError, TaskError
 from upkeeper.fmt import human_bytes
 from upkeeper.tasks.backup._common import Outcome, apply_retention, env_for, object_name
+
+if TYPE_CHECKING:
+    import psycopg
+else:
+    psycopg = lazy.module("psycopg")
 
 PROGRESS_EVERY = 64 << 20
 

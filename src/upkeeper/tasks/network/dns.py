@@ -12,24 +12,30 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import dns.exception
-import dns.flags
-import dns.message
-import dns.name
-import dns.query
-import dns.rcode
-import dns.rdata
-import dns.rdataclass
-import dns.rdatatype
-import dns.resolver
 from pydantic import BaseModel, ConfigDict, Field
 
+from upkeeper import lazy
 from upkeeper.config.types import Duration
 from upkeeper.core.task import Finding, Result, Severity, StateStore, Task, TaskContext, TaskOptions, task
 from upkeeper.fmt import human_duration
 from upkeeper.tasks.security._common import CheckOutput
+
+if TYPE_CHECKING:
+    import dns.exception
+    import dns.flags
+    import dns.message
+    import dns.name
+    import dns.query
+    import dns.rcode
+    import dns.rdata
+    import dns.rdataclass
+    import dns.rdatatype
+    import dns.resolver
+else:
+    dns = lazy.module("dns", "exception", "flags", "message", "name", "query", "rcode", "rdata", "rdataclass",
+                      "rdatatype", "resolver")
 
 RecordType = Literal["A", "AAAA", "CNAME", "MX", "TXT", "NS", "CAA", "SRV"]
 STATE_KEY = "dns"

@@ -15,17 +15,27 @@ import ssl
 import warnings
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import dsa, ec, rsa
-from cryptography.x509.oid import NameOID
 from pydantic import Field
 
+from upkeeper import lazy
 from upkeeper.config.targets import HttpTarget, NginxTarget
 from upkeeper.core.task import Finding, Result, Severity, Task, TaskContext, TaskOptions, task
 from upkeeper.errors import TaskError
 from upkeeper.tasks.security._common import CheckOutput, guarded
+
+if TYPE_CHECKING:
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import dsa, ec, rsa
+    from cryptography.x509 import oid as x509_oid
+else:
+    x509 = lazy.module("cryptography.x509")
+    dsa = lazy.module("cryptography.hazmat.primitives.asymmetric.dsa")
+    ec = lazy.module("cryptography.hazmat.primitives.asymmetric.ec")
+    rsa = lazy.module("cryptography.hazmat.primitives.asymmetric.rsa")
+    x509_oid = lazy.module("cryptography.x509.oid")
 
 LETSENCRYPT_ORG = "Let's Encrypt"
 
@@ -168,9 +178,9 @@ def check_endpoint(ep: Endpoint, options: TlsOptions, now: datetime) -> CheckOut
     cert = x509.load_der_x509_certificate(der)
     not_after = cert.not_valid_after_utc
     days_left = (not_after - now).total_seconds() / 86400
-    issuer_org = _name(cert.issuer, NameOID.ORGANIZATION_NAME)
-    issuer_cn = _name(cert.issuer, NameOID.COMMON_NAME)
-    subject_cn = _name(cert.subject, NameOID.COMMON_NAME)
+    issuer_org = _name(cert.issuer, x509_oid.NameOID.ORGANIZATION_NAME)
+    issuer_cn = _name(cert.issuer, x509_oid.NameOID.COMMON_NAME)
+    subject_cn = _name(cert.subject, x509_oid.NameOID.COMMON_NAME)
     evidence = {"subject": subject_cn, "issuer": f"{issuer_org} {issuer_cn}".strip(), "not_after": not_after.isoformat(),
                 "serial": format(cert.serial_number, "x"), "protocol": version, "cipher": cipher}
     out.metrics[f"{ep}.days_left"] = round(days_left, 2)

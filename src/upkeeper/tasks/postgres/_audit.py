@@ -7,14 +7,20 @@ replicas in small pieces, autovacuum can follow, and a run stopped half-way keep
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
-import psycopg
-from psycopg import sql
-
+from upkeeper import lazy
 from upkeeper.core.task import Finding, Severity
 from upkeeper.fmt import human_duration
 from upkeeper.tasks.postgres._conn import connect, describe_pg_error
 from upkeeper.tasks.postgres._survey import Survey
+
+if TYPE_CHECKING:
+    import psycopg
+    from psycopg import sql
+else:
+    psycopg = lazy.module("psycopg")
+    sql = lazy.module("psycopg.sql")
 
 AUDIT_COLUMN_SQL = """
 SELECT format_type(a.atttypid, a.atttypmod)

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import psycopg
-from psycopg import sql
-
+from upkeeper import lazy
 from upkeeper.config.targets import PostgresTarget
 from upkeeper.errors import TaskError
 from upkeeper.redact import redact
+
+if TYPE_CHECKING:
+    import psycopg
+    from psycopg import sql
+else:
+    psycopg = lazy.module("psycopg")
+    sql = lazy.module("psycopg.sql")
 
 
 def describe_pg_error(exc: BaseException) -> str:

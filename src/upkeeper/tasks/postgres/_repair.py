@@ -11,11 +11,9 @@ from __future__ import annotations
 import glob
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import psycopg
-from psycopg import sql
-
+from upkeeper import lazy
 from upkeeper.core import proc
 from upkeeper.core.task import Finding, Severity
 from upkeeper.errors import ProcessError, TaskError
@@ -24,6 +22,13 @@ from upkeeper.tasks.postgres._conn import connect, describe_pg_error, qualified
 from upkeeper.tasks.postgres._disk import TABLESPACE_SQL, free_space
 from upkeeper.tasks.postgres._survey import Survey
 from upkeeper.tasks.postgres._window import window_open
+
+if TYPE_CHECKING:
+    import psycopg
+    from psycopg import sql
+else:
+    psycopg = lazy.module("psycopg")
+    sql = lazy.module("psycopg.sql")
 
 VACUUM_FULL_SQL = "VACUUM (FULL, ANALYZE) {}"
 TOTAL_SIZE_SQL = "SELECT pg_total_relation_size(%(oid)s::oid)::bigint"

@@ -13,16 +13,21 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import psycopg
-from psycopg import sql
-
+from upkeeper import lazy
 from upkeeper.config.targets import PostgresTarget
 from upkeeper.core.task import Finding, Severity, TaskContext
 from upkeeper.errors import TaskError
 from upkeeper.tasks.postgres._conn import connect, describe_pg_error
 from upkeeper.tasks.postgres._options import MaintenanceOptions
+
+if TYPE_CHECKING:
+    import psycopg
+    from psycopg import sql
+else:
+    psycopg = lazy.module("psycopg")
+    sql = lazy.module("psycopg.sql")
 
 Row = tuple[Any, ...]
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-import psycopg
-
+from upkeeper import lazy
 from upkeeper.config.targets import PostgresTarget
 from upkeeper.core.task import Finding, Result, Severity, Status, Task, TaskContext, task
 from upkeeper.errors import TaskError
@@ -30,6 +30,11 @@ from upkeeper.tasks.postgres._survey import (
     run_checks,
     server_info,
 )
+
+if TYPE_CHECKING:
+    import psycopg
+else:
+    psycopg = lazy.module("psycopg")
 
 ALL_DATABASES_SQL = """
 SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY datname

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import time
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import psycopg
-from psycopg import sql
 from pydantic import Field
 
+from upkeeper import lazy
 from upkeeper.config.targets import PostgresTarget
 from upkeeper.config.types import ByteSize, Duration
 from upkeeper.core.task import Finding, Result, Severity, Status, Task, TaskContext, TaskOptions, task
@@ -35,6 +34,13 @@ from upkeeper.tasks.postgres._index_bloat import (
     confirmed_waste,
 )
 from upkeeper.tasks.postgres._window import window_open
+
+if TYPE_CHECKING:
+    import psycopg
+    from psycopg import sql
+else:
+    psycopg = lazy.module("psycopg")
+    sql = lazy.module("psycopg.sql")
 
 MiB = 1024 * 1024
 

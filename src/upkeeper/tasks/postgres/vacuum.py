@@ -13,16 +13,23 @@ import re
 import time
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
-import psycopg
-from psycopg import sql
 from pydantic import Field
 
+from upkeeper import lazy
 from upkeeper.config.targets import PostgresTarget
 from upkeeper.config.types import Duration
 from upkeeper.core.task import Finding, Result, Severity, Task, TaskContext, TaskOptions, task
 from upkeeper.fmt import human_duration
 from upkeeper.tasks.postgres._conn import connect, describe_pg_error, qualified
+
+if TYPE_CHECKING:
+    import psycopg
+    from psycopg import sql
+else:
+    psycopg = lazy.module("psycopg")
+    sql = lazy.module("psycopg.sql")
 
 # Ordinary tables, partitions and materialized views outside the system schemas.
 LIST_TABLES_SQL = """

@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import redis
-
+from upkeeper import lazy
 from upkeeper.core.task import StateStore
+
+if TYPE_CHECKING:
+    import redis
+else:
+    redis = lazy.module("redis")
 
 #: counters whose per-interval change matters (state key ``counters``)
 COUNTERS = ("evicted_keys", "rejected_connections", "keyspace_hits", "keyspace_misses", "expired_keys",

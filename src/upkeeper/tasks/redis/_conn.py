@@ -6,22 +6,30 @@ import contextlib
 import re
 from collections.abc import Callable, Iterator
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
-
+from upkeeper import lazy
 from upkeeper.config.targets import RedisTarget
 from upkeeper.errors import TaskError
 from upkeeper.redact import redact
 
-try:  # redis-py >= 7: resolved once, so that it does not read package metadata per client (~4 ms each)
-    from redis.driver_info import DriverInfo
+if TYPE_CHECKING:
+    import redis
+    import redis.backoff
+    import redis.retry
+else:
+    redis = lazy.module("redis", "backoff", "retry")
 
-    _DRIVER: dict[str, Any] = {"driver_info": DriverInfo()}
-except ImportError:  # pragma: no cover - older redis-py
-    _DRIVER = {}
+
+
+@lru_cache(maxsize=1)
+def _driver() -> dict[str, Any]:
+    """redis-py >= 7: resolved once, so that it does not read package metadata per client (~4 ms each)."""
+    try:
+        from redis.driver_info import DriverInfo
+    except ImportError:  # pragma: no cover - older redis-py
+        return {}
+    return {"driver_info": DriverInfo()}
 
 
 def client_for(target: RedisTarget, *, timeout: float | None = None) -> redis.Redis:
@@ -34,8 +42,8 @@ def client_for(target: RedisTarget, *, timeout: float | None = None) -> redis.Re
         "socket_timeout": sock_timeout,
         "socket_connect_timeout": sock_timeout,
         # report what the server does now: no silent reconnect-and-retry with backoff (the job has retries)
-        "retry": Retry(NoBackoff(), 0),
-        **_DRIVER,
+        "retry": redis.retry.Retry(redis.backoff.NoBackoff(), 0),
+        **_driver(),
     }
     if target.unix_socket:
         return redis.Redis(unix_socket_path=target.unix_socket, **kw)

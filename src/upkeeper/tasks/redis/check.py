@@ -10,11 +10,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import redis
 from pydantic import Field
 
+from upkeeper import lazy
 from upkeeper.config.targets import RedisTarget
 from upkeeper.config.types import ByteSize, Duration
 from upkeeper.core.task import (
@@ -33,6 +33,11 @@ from upkeeper.errors import TaskError
 from upkeeper.fmt import human_bytes, human_duration
 from upkeeper.tasks.redis._collect import Snapshot, base_metrics, hit_rate, memory_usage, take_snapshot
 from upkeeper.tasks.redis._conn import connect, describe_redis_error, key_text, probe
+
+if TYPE_CHECKING:
+    import redis
+else:
+    redis = lazy.module("redis")
 
 #: how many slowlog entries one run reads (newest first)
 SLOWLOG_READ = 128

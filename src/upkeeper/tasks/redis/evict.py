@@ -22,17 +22,22 @@ import heapq
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import redis
 from pydantic import Field, field_validator, model_validator
 
+from upkeeper import lazy
 from upkeeper.config.targets import RedisTarget
 from upkeeper.core.task import Finding, Result, Severity, Task, TaskContext, TaskOptions, task
 from upkeeper.errors import TaskError
 from upkeeper.fmt import human_bytes, human_duration
 from upkeeper.tasks.redis._conn import connect, describe_redis_error, key_text, matcher
 from upkeeper.tasks.redis.check import unreachable
+
+if TYPE_CHECKING:
+    import redis
+else:
+    redis = lazy.module("redis")
 
 NO_PREFIX = "(no prefix)"
 

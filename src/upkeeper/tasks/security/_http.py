@@ -11,12 +11,16 @@ from __future__ import annotations
 import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
-import httpx
-
-from upkeeper import __version__
+from upkeeper import __version__, lazy
 from upkeeper.tasks.security.observatory import Response, Retrieval
+
+if TYPE_CHECKING:
+    import httpx
+else:
+    httpx = lazy.module("httpx")
 
 USER_AGENT = f"upkeeper/{__version__} (security audit)"
 BODY_LIMIT = 1 << 20

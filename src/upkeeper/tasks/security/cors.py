@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
 from urllib.parse import urljoin
 
-import httpx
 from pydantic import Field
 
+from upkeeper import lazy
 from upkeeper.core.task import Finding, Result, Severity, Task, TaskContext, task
 from upkeeper.tasks.security._common import CheckOutput
 from upkeeper.tasks.security._http import fetch
 from upkeeper.tasks.security._web import WebOptions, web_url
+
+if TYPE_CHECKING:
+    import httpx
+else:
+    httpx = lazy.module("httpx")
 
 REMEDIATION = ("answer only allow-listed origins in Access-Control-Allow-Origin; never echo the request's "
                "Origin (or 'null') together with Access-Control-Allow-Credentials: true")

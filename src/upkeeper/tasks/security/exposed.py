@@ -14,15 +14,21 @@ import re
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import urljoin, urlsplit
 
-import httpx
 from pydantic import Field
 
+from upkeeper import lazy
 from upkeeper.core.task import Finding, Result, Severity, Task, TaskContext, task
 from upkeeper.tasks.security._common import CheckOutput
 from upkeeper.tasks.security._http import client
 from upkeeper.tasks.security._web import WebOptions, web_url
+
+if TYPE_CHECKING:
+    import httpx
+else:
+    httpx = lazy.module("httpx")
 
 Matcher = Callable[[bytes, dict[str, str]], bool]
 

@@ -8,17 +8,22 @@ from __future__ import annotations
 
 import re
 import shutil
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import psycopg
 from pydantic import Field
 
+from upkeeper import lazy
 from upkeeper.config.targets import PostgresTarget
 from upkeeper.core import proc
 from upkeeper.core.task import Finding, Result, Severity, Task, TaskContext, TaskOptions, task
 from upkeeper.errors import ProcessError
 from upkeeper.tasks.postgres._conn import connect
 from upkeeper.tasks.security._common import CheckOutput, guarded, is_loopback
+
+if TYPE_CHECKING:
+    import psycopg
+else:
+    psycopg = lazy.module("psycopg")
 
 SUPERUSERS_SQL = """
 SELECT rolname, oid = 10 AS bootstrap FROM pg_roles WHERE rolsuper ORDER BY rolname

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import redis
 from pydantic import Field
 
+from upkeeper import lazy
 from upkeeper.config.targets import RedisTarget
 from upkeeper.core.task import Finding, Result, Severity, Task, TaskContext, TaskOptions, task
 from upkeeper.errors import TaskError
 from upkeeper.tasks.security._common import CheckOutput, is_loopback
+
+if TYPE_CHECKING:
+    import redis
+else:
+    redis = lazy.module("redis")
 
 #: commands an attacker with access uses to wipe data or take over the host (Redis security docs)
 DANGEROUS_COMMANDS = ("FLUSHALL", "FLUSHDB", "CONFIG", "DEBUG", "KEYS", "MODULE", "SHUTDOWN", "SLAVEOF",

@@ -1,0 +1,63 @@
+"""Heavy libraries bound with upkeeper.lazy are imported on first use, and load_all imports them all."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from upkeeper import lazy
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+
+def _in_fresh_python(code: str) -> object:
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={"PYTHONPATH": str(SRC), "PATH": "/usr/bin:/bin"})
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_a_stand_in_imports_its_module_on_first_attribute_read() -> None:
+    got = _in_fresh_python(
+        "import sys, json\n"
+        "from upkeeper import lazy\n"
+        "m = lazy.module('json.tool')\n"
+        "before = 'json.tool' in sys.modules\n"
+        "f = m.main\n"
+        "print(json.dumps([before, 'json.tool' in sys.modules, f is sys.modules['json.tool'].main]))\n"
+    )
+    assert got == [False, True, True]
+
+
+def test_submodules_come_along_and_load_all_imports_every_stand_in() -> None:
+    got = _in_fresh_python(
+        "import sys, json\n"
+        "from upkeeper import lazy\n"
+        "e = lazy.module('email', 'mime.text')\n"
+        "x = lazy.module('xml.dom')\n"
+        "before = [n in sys.modules for n in ('email.mime.text', 'xml.dom')]\n"
+        "lazy.load_all()\n"
+        "after = [n in sys.modules for n in ('email.mime.text', 'xml.dom')]\n"
+        "print(json.dumps([before, after, e.mime.text.MIMEText.__name__]))\n"
+    )
+    assert got == [[False, False], [True, True], "MIMEText"]
+
+
+def test_the_same_request_gives_the_same_stand_in() -> None:
+    assert lazy.module("json") is lazy.module("json")
+    assert lazy.module("json") is not lazy.module("json", "decoder")
+    assert lazy.module("json").dumps([1]) == "[1]"
+
+
+def test_validating_every_task_family_imports_no_client_library() -> None:
+    """``upkeeper run`` validates all jobs in the CLI process; the worker is what talks to services."""
+    got = _in_fresh_python(
+        "import sys, json, pkgutil, importlib\n"
+        "import upkeeper.tasks as T\n"
+        "for m in pkgutil.walk_packages(T.__path__, 'upkeeper.tasks.'):\n"
+        "    importlib.import_module(m.name)\n"
+        "print(json.dumps(sorted(n for n in ('psycopg', 'redis', 'httpx', 'dns.resolver', 'cryptography.x509')"
+        " if n in sys.modules)))\n"
+    )
+    assert got == []
