@@ -11,7 +11,8 @@ compresses unrealistically well).  In one run:
   (e) upkeeper backups verify of backup (c)     — checksums, decrypt, decompress, restore -j2, row counts
 
 Goals: (c) ≤ 0.35 × (a) in time and no larger than (a); (c) ≤ 1.1 × (f); (e) ≤ 1.3 × (d).
-Writes bench/results/backup.json and prints the ratios.  Usage: python bench/backup.py [--scale N]
+(f) and (c) alternate --repeat times (default 3); their medians are compared.
+Writes bench/results/backup.json and prints the ratios.  Usage: python bench/backup.py [--scale N] [--repeat N]
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -67,7 +69,7 @@ def pipeline(stages: list[list[str]], out: Path, env: dict[str, str]) -> float:
             procs.append(p)
         for p in procs:
             if p.wait() != 0:
-                raise RuntimeError(f"{p.args} failed")
+                raise RuntimeError(f"{p.args!r} failed")
     return time.monotonic() - t0
 
 
@@ -75,6 +77,7 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--scale", type=int, default=50)
     ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--repeat", type=int, default=3, help="runs of (f) and (c) each, alternating; medians count")
     args = ap.parse_args()
     base = Path(tempfile.mkdtemp(prefix="upk-bench-backup-", dir="/tmp"))
     base.chmod(0o755)
@@ -116,13 +119,6 @@ def main() -> int:
         results["a_seconds"] = timed([pg_dump, "-Fc", "-f", str(a_file), DB], env=env)
         results["a_bytes"] = a_file.stat().st_size
 
-        print("== (f) pg_dump -Fc -Z0 | zstd -3 -T0 | age -r KEY > file", flush=True)
-        f_file = work / "f.dump.zst.age"
-        results["f_seconds"] = pipeline([[pg_dump, "-Fc", "-Z0", DB], ["zstd", "-3", "-T0", "-q"],
-                                         ["age", "-r", recipient]], f_file, env)
-        results["f_bytes"] = f_file.stat().st_size
-
-        print("== (c) upkeeper run db-backup (local storage, zstd 3 + age)", flush=True)
         cfg = work / "upkeeper.yaml"
         store = work / "store"
         cfg.write_text(json.dumps({
@@ -139,15 +135,33 @@ def main() -> int:
         # the fixed cost of 'upkeeper run' (CLI start, config, history, a worker process) on this machine;
         # the first run also creates the history database, so the second is the one measured
         subprocess.run([*upk, "run", "noop"], check=True, capture_output=True)
-        t0 = time.monotonic()
-        subprocess.run([*upk, "run", "noop"], check=True, capture_output=True)
-        results["c0_noop_run_seconds"] = time.monotonic() - t0
-        t0 = time.monotonic()
-        out = subprocess.run([*upk, "run", "db-backup", "--json"], check=True, capture_output=True, text=True).stdout
-        results["c_seconds"] = time.monotonic() - t0
-        run = json.loads(out)[0]
-        assert run["status"] == "ok", run
-        results["c_task_seconds"] = run["metrics"]["backup.seconds"]
+        noop = []
+        for _ in range(3):
+            t0 = time.monotonic()
+            subprocess.run([*upk, "run", "noop"], check=True, capture_output=True)
+            noop.append(time.monotonic() - t0)
+        results["c0_noop_run_seconds"] = statistics.median(noop)
+        # (f) and (c) alternate, --repeat times each, and the medians are compared: this 2-core VM's
+        # speed drifts by up to a third from one minute to the next, so single samples mislead
+        f_file = work / "f.dump.zst.age"
+        samples: dict[str, list[float]] = {"f": [], "c": [], "c_task": []}
+        for i in range(args.repeat):
+            print(f"== (f) pg_dump -Fc -Z0 | zstd -3 -T0 | age -r KEY > file   [{i + 1}/{args.repeat}]", flush=True)
+            samples["f"].append(pipeline([[pg_dump, "-Fc", "-Z0", DB], ["zstd", "-3", "-T0", "-q"],
+                                          ["age", "-r", recipient]], f_file, env))
+            print(f"== (c) upkeeper run db-backup (local storage, zstd 3 + age)   [{i + 1}/{args.repeat}]", flush=True)
+            t0 = time.monotonic()
+            out = subprocess.run([*upk, "run", "db-backup", "--json"], check=True, capture_output=True,
+                                 text=True).stdout
+            samples["c"].append(time.monotonic() - t0)
+            run = json.loads(out)[0]
+            assert run["status"] == "ok", run
+            samples["c_task"].append(run["metrics"]["backup.seconds"])
+        results["f_bytes"] = f_file.stat().st_size
+        results["samples"] = {k: [round(v, 3) for v in vals] for k, vals in samples.items()}
+        results["f_seconds"] = statistics.median(samples["f"])
+        results["c_seconds"] = statistics.median(samples["c"])
+        results["c_task_seconds"] = statistics.median(samples["c_task"])
         results["c_bytes"] = int(run["metrics"]["backup.size_bytes"])
         backup_id = run["artifacts"][0]["id"]
 

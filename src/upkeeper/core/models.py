@@ -20,12 +20,31 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
-from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
-from sqlalchemy.types import TypeDecorator
+from sqlalchemy.types import TypeDecorator, TypeEngine
 
-JSONType = JSON().with_variant(JSONB(), "postgresql")
+
+
+class _JSONDocument(TypeDecorator[Any]):
+    """JSON on SQLite, JSONB on PostgreSQL.
+
+    (``JSON().with_variant(JSONB(), "postgresql")`` would import the PostgreSQL dialect, and with it
+    asyncio and ssl, into every ``upkeeper`` command that opens an SQLite history: ~40 ms.)
+    """
+
+    impl = JSON
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import JSONB
+
+            return dialect.type_descriptor(JSONB())
+        return dialect.type_descriptor(JSON())
+
+
+JSONType = _JSONDocument()
 
 
 class UTCDateTime(TypeDecorator[datetime]):
