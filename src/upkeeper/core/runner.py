@@ -252,7 +252,8 @@ class Runner:
                 details["retry_at"] = retry_at.isoformat()
             self.history.finish_run(
                 run_id, status=status, result=outcome.result, finished_at=finished, started_at=started,
-                log_excerpt=logbuf.text(), details=details, release_locks_of=holder,
+                log_excerpt=logbuf.text(), details=details, release_locks_of=holder, job=job.name,
+                target=job.target_name,
             )
             released = True
             if retry_at is not None:
