@@ -25,7 +25,6 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
 
-
 class _JSONDocument(TypeDecorator[Any]):
     """JSON on SQLite, JSONB on PostgreSQL.
 
