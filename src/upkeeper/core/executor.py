@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from multiprocessing.connection import Connection
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from upkeeper.core.execute import WorkRequest, execute_request
 from upkeeper.core.proc import describe_exit
@@ -107,6 +107,7 @@ class _Worker:
     runs: int = 0
     config_token: int | None = None
     warmed: frozenset[str] = frozenset()
+    jobs_sent: dict[str, object] = field(default_factory=dict)  # job name -> the Job object it has
     on_output: list[LogFn | None] = field(default_factory=lambda: [None])
 
     @property
@@ -207,6 +208,7 @@ class WorkerPool:
             if token is not None and w.config_token != token:
                 w.conn.send(("config", token, config))
                 w.config_token = token
+                w.jobs_sent = {}
             if not modules <= w.warmed or url is not None and url not in w.warmed:
                 w.conn.send(("warm", sorted(modules), url))
                 w.warmed = w.warmed | modules | ({url} if url else set())
@@ -347,14 +349,22 @@ class WorkerPool:
         try:
             try:
                 token = None
+                known_job = None
                 if req.config is not None:
-                    # the config travels once per worker; each run then carries only its job
+                    # the config travels once per worker, and so does each job of it (pickling a job
+                    # with its options was a tenth of a daemon's work in a burst of runs)
                     token = self._config_token(req.config)
                     if w.config_token != token:
                         w.conn.send(("config", token, req.config))
                         w.config_token = token
-                    req = dataclasses.replace(req, config=None)
-                w.conn.send(("run", req, token))
+                        w.jobs_sent = {}
+                    if w.jobs_sent.get(req.job.name) is req.job:
+                        known_job = req.job.name
+                        req = dataclasses.replace(req, config=None, job=cast(Any, None))
+                    else:
+                        w.jobs_sent[req.job.name] = req.job
+                        req = dataclasses.replace(req, config=None)
+                w.conn.send(("run", req, token, known_job))
             except Exception as exc:  # unpicklable request, dead worker
                 return Outcome(Result(status=Status.ERROR, summary=f"could not hand the run to a worker: {exc}"),
                                started, _now(), crashed=True, worker_pid=w.pid)

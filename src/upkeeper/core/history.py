@@ -306,19 +306,26 @@ class History:
         """
         if not runs:
             return []
-        stmt = self._prepared()["claim"]
-        won: list[tuple[NewRun, int]] = []
+        params: list[dict[str, Any]] = [{
+            "job": r.job, "task": r.task, "target": r.target, "scheduled_for": r.scheduled_for,
+            "due_at": r.due_at or r.scheduled_for, "status": r.status, "summary": redact(r.summary),
+            "trigger": r.trigger, "attempt": r.attempt, "node": node, "owner": owner, "log_excerpt": "",
+            "metrics": {}, "artifacts": [], "details": r.details or {},
+            "finished_at": (r.scheduled_for if r.status in FINAL_STATES else None),
+        } for r in runs]
         with self._core() as conn:
-            for r in runs:
-                rid = conn.execute(stmt, {
-                    "job": r.job, "task": r.task, "target": r.target, "scheduled_for": r.scheduled_for,
-                    "due_at": r.due_at or r.scheduled_for, "status": r.status, "summary": redact(r.summary),
-                    "trigger": r.trigger, "attempt": r.attempt, "node": node, "owner": owner, "log_excerpt": "",
-                    "metrics": {}, "artifacts": [], "details": r.details or {},
-                    "finished_at": (r.scheduled_for if r.status in FINAL_STATES else None),
-                }).scalar()
-                if rid is not None:
-                    won.append((r, int(rid)))
+            if len(runs) == 1:
+                rid = conn.execute(self._prepared()["claim"], params[0]).scalar()
+                return [(runs[0], int(rid))] if rid is not None else []
+            # a burst in a few multi-row INSERTs (SQLAlchemy's "insertmanyvalues"); the rows that
+            # conflicted return nothing, so the inserted ones say which occurrence they are
+            got = conn.execute(self._prepared()["claim_many"], params).all()
+        ids = {(job, when): int(rid) for rid, job, when in got}
+        won: list[tuple[NewRun, int]] = []
+        for r in runs:
+            rid = ids.pop((r.job, r.scheduled_for), None)  # pop: a duplicate in ``runs`` is not won twice
+            if rid is not None:
+                won.append((r, rid))
         return won
 
     def create_run(self, run: NewRun, owner: str, node: str) -> int | None:
@@ -445,6 +452,8 @@ class History:
             self._stmts = {
                 "claim": dialect_insert(runs).on_conflict_do_nothing(index_elements=["job", "scheduled_for"])
                 .returning(runs.c.id),
+                "claim_many": dialect_insert(runs).on_conflict_do_nothing(index_elements=["job", "scheduled_for"])
+                .returning(runs.c.id, runs.c.job, runs.c.scheduled_for),
                 "lock_insert": dialect_insert(locks).on_conflict_do_nothing(index_elements=["name"]),
                 "run_start": update(runs).where(runs.c.id == bindparam("rid")).values(
                     status=bindparam("status"), started_at=bindparam("started_at"), owner=bindparam("owner")),

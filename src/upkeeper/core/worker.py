@@ -76,6 +76,7 @@ def main(argv: list[str]) -> int:
     # (task state, metric series), so import SQLAlchemy and the models now, not after the first request.
     import upkeeper.core.history  # noqa: F401
 
+    jobs: dict[str, Any] = {}  # the jobs of that config, each sent with its first run here
     configs: dict[int, Any] = {}  # the pool sends each config once per worker, then refers to it by token
     while True:
         try:
@@ -90,6 +91,7 @@ def main(argv: list[str]) -> int:
             os._exit(0)
         if msg[0] == "config":
             configs.clear()
+            jobs.clear()
             configs[msg[1]] = msg[2]
             register_secrets(msg[2])  # now, not during the first run (a walk of a 10k-job config: ~1 s)
         elif msg[0] == "warm":
@@ -98,6 +100,10 @@ def main(argv: list[str]) -> int:
             req: WorkRequest = msg[1]
             if len(msg) > 2 and msg[2] is not None:
                 req.config = configs.get(msg[2])
+            if len(msg) > 3 and msg[3] is not None:
+                req.job = jobs[msg[3]]  # sent with an earlier run of this config
+            elif req.config is not None:
+                jobs[req.job.name] = req.job
             result = execute_request(req, send)
             send(("result", result.to_dict()))
 
