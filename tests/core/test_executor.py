@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,13 +27,18 @@ def test_a_job_is_sent_once_per_worker_and_config() -> None:
         out = pool.execute(_request(first, "a"), timeout=60)
         assert out.status == "ok" and out.result.summary == "from a"
         w = pool._idle.queue[0]
-        real_send = w.conn.send
+        real_send, real_send_bytes = w.conn.send, w.conn.send_bytes
 
         def record(msg: tuple[Any, ...]) -> None:
             sent.append(msg)
             real_send(msg)
 
-        w.conn.send = record  # type: ignore[method-assign]
+        def record_bytes(buf: bytes) -> None:
+            sent.append(pickle.loads(buf))
+            real_send_bytes(buf)
+
+        w.conn.send = record  # type: ignore[method-assign,assignment]
+        w.conn.send_bytes = record_bytes  # type: ignore[method-assign,assignment]
         for setup, job, summary in ((first, "a", "from a"), (first, "b", "nothing to do"), (first, "a", "from a"),
                                     (second, "a", "a again")):
             out = pool.execute(_request(setup, job), timeout=60)
@@ -42,5 +48,6 @@ def test_a_job_is_sent_once_per_worker_and_config() -> None:
         pool.shutdown()
     runs = [m for m in sent if m[0] == "run"]
     # a: known already; b: sent; a: known; then a new config: sent again with it
-    assert [(m[3], m[1].job is None) for m in runs] == [("a", True), (None, False), ("a", True), (None, False)]
+    assert [(m[3], m[4] is not None) for m in runs] == [("a", False), ("b", True), ("a", False), ("a", True)]
+    assert all(m[1].job is None and m[1].config is None for m in runs)
     assert [m[0] for m in sent if m[0] == "config"] == ["config"]  # only the second config travelled

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 import signal
 from datetime import UTC, datetime
 
@@ -70,8 +71,10 @@ def test_prestarted_workers_get_the_config_before_their_first_run() -> None:
         assert len(workers) == 2 and all(w.config_token == 1 for w in workers)
         sent: list[str] = []
         for w in workers:  # from now on only runs travel, never the config again
-            real_send = w.conn.send
+            real_send, real_bytes = w.conn.send, w.conn.send_bytes
             w.conn.send = lambda msg, real_send=real_send: (sent.append(msg[0]), real_send(msg))[1]  # type: ignore[method-assign]
+            w.conn.send_bytes = (  # type: ignore[method-assign]
+                lambda buf, real_bytes=real_bytes: (sent.append(pickle.loads(buf)[0]), real_bytes(buf))[1])
         req = WorkRequest(run_id=None, job=setup.jobs["nap"], config=setup.config, history_url=None,
                           scheduled_for=datetime.now(UTC))
         assert pool.execute(req, timeout=60).status == "ok"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import pickle
 import queue
 import signal
 import subprocess
@@ -132,6 +133,7 @@ class WorkerPool:
         self._closed = False
         self._configs: dict[int, object] = {}
         self._next_token = 0
+        self._job_blobs: dict[str, tuple[Any, bytes]] = {}
         self._warm: tuple[int | None, object | None, frozenset[str], str | None] | None = None
 
     def _config_token(self, config: object) -> int:
@@ -175,6 +177,17 @@ class WorkerPool:
                     return
                 self._count += 1
             threading.Thread(target=spawn_one, daemon=True, name="worker-prestart").start()
+
+    def _job_blob(self, job: Any) -> bytes:
+        """The job pickled once for every worker (cached while the job object is the same)."""
+        with self._lock:
+            got = self._job_blobs.get(job.name)
+            if got is not None and got[0] is job:
+                return got[1]
+        blob = pickle.dumps(job, pickle.HIGHEST_PROTOCOL)
+        with self._lock:
+            self._job_blobs[job.name] = (job, blob)
+        return blob
 
     def warm(self, *, config: object | None = None, modules: Sequence[str] = (),
              history_url: str | None = None) -> None:
@@ -350,6 +363,7 @@ class WorkerPool:
             try:
                 token = None
                 known_job = None
+                job_blob = None
                 if req.config is not None:
                     # the config travels once per worker, and so does each job of it (pickling a job
                     # with its options was a tenth of a daemon's work in a burst of runs)
@@ -358,13 +372,13 @@ class WorkerPool:
                         w.conn.send(("config", token, req.config))
                         w.config_token = token
                         w.jobs_sent = {}
-                    if w.jobs_sent.get(req.job.name) is req.job:
-                        known_job = req.job.name
-                        req = dataclasses.replace(req, config=None, job=cast(Any, None))
-                    else:
-                        w.jobs_sent[req.job.name] = req.job
-                        req = dataclasses.replace(req, config=None)
-                w.conn.send(("run", req, token, known_job))
+                    job = req.job
+                    known_job = job.name
+                    if w.jobs_sent.get(job.name) is not job:
+                        job_blob = self._job_blob(job)
+                        w.jobs_sent[job.name] = job
+                    req = dataclasses.replace(req, config=None, job=cast(Any, None))
+                w.conn.send_bytes(pickle.dumps(("run", req, token, known_job, job_blob), pickle.HIGHEST_PROTOCOL))
             except Exception as exc:  # unpicklable request, dead worker
                 return Outcome(Result(status=Status.ERROR, summary=f"could not hand the run to a worker: {exc}"),
                                started, _now(), crashed=True, worker_pid=w.pid)

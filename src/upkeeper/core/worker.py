@@ -9,6 +9,7 @@ if its parent dies (``kill -9`` of the daemon), so no task outlives it.
 from __future__ import annotations
 
 import os
+import pickle
 import signal
 import sys
 import threading
@@ -100,10 +101,10 @@ def main(argv: list[str]) -> int:
             req: WorkRequest = msg[1]
             if len(msg) > 2 and msg[2] is not None:
                 req.config = configs.get(msg[2])
+            if len(msg) > 4 and msg[4] is not None:
+                jobs[msg[3]] = pickle.loads(msg[4])  # first run of this job here: it comes pickled
             if len(msg) > 3 and msg[3] is not None:
-                req.job = jobs[msg[3]]  # sent with an earlier run of this config
-            elif req.config is not None:
-                jobs[req.job.name] = req.job
+                req.job = jobs[msg[3]]
             result = execute_request(req, send)
             send(("result", result.to_dict()))
 
