@@ -31,6 +31,8 @@ from upkeeper.core.task import Result, Status
 from upkeeper.redact import redact
 
 LogFn = Callable[[str, str], None]
+#: Pickled jobs kept for the next worker that needs one (a 10,000-job fleet would hold ~5 MB otherwise).
+JOB_BLOBS_KEPT = 2048
 ProgressFn = Callable[[str, float | None], None]
 
 
@@ -181,12 +183,15 @@ class WorkerPool:
     def _job_blob(self, job: Any) -> bytes:
         """The job pickled once for every worker (cached while the job object is the same)."""
         with self._lock:
-            got = self._job_blobs.get(job.name)
+            got = self._job_blobs.pop(job.name, None)
             if got is not None and got[0] is job:
+                self._job_blobs[job.name] = got  # most recently used last
                 return got[1]
         blob = pickle.dumps(job, pickle.HIGHEST_PROTOCOL)
         with self._lock:
             self._job_blobs[job.name] = (job, blob)
+            if len(self._job_blobs) > JOB_BLOBS_KEPT:  # the oldest goes: frequent jobs stay, rare ones re-pickle
+                del self._job_blobs[next(iter(self._job_blobs))]
         return blob
 
     def warm(self, *, config: object | None = None, modules: Sequence[str] = (),
