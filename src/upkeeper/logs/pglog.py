@@ -32,10 +32,11 @@ from upkeeper.errors import UpkeeperError
 from upkeeper.logs.sqlfp import fingerprints, statement_kind
 
 DEFAULT_PREFIX = "%m [%p] "  # PostgreSQL 13+ default
-# for parallel.scan: one process reads about 30 MB/s of a busy log and a helper process costs ~0.4 s to
-# start and report back, so below this a helper does not pay (measured on 2 CPUs: a 16 MB log took
-# 0.55 s alone, 0.7-1.2 s with a helper)
-MIN_PARALLEL = 48 << 20
+# for parallel.scan: below this a helper process does not pay.  Measured on 2 CPUs, idle, once the
+# helper's imports had become light (~0.07 s to start): a 17 MB log took 0.46-0.57 s alone and
+# 0.34-0.44 s with a helper; an 8 MB log 0.23-0.28 s either way.  (It was 48 MB when a helper cost
+# ~0.4 s to start and report back.)
+MIN_PARALLEL = 12 << 20
 LEVELS = rb"DEBUG[1-5]|INFO|NOTICE|WARNING|ERROR|LOG|FATAL|PANIC|DETAIL|HINT|QUERY|CONTEXT|STATEMENT|LOCATION"
 
 _ESCAPES: dict[str, bytes] = {
