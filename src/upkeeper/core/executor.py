@@ -159,8 +159,7 @@ class WorkerPool:
             try:
                 w = self._spawn()
                 if token is not None:
-                    w.conn.send(("config", token, config))
-                    w.config_token = token
+                    self._send_config(w, token, config)
             except Exception:
                 with self._lock:
                     self._count -= 1
@@ -179,6 +178,14 @@ class WorkerPool:
                     return
                 self._count += 1
             threading.Thread(target=spawn_one, daemon=True, name="worker-prestart").start()
+
+    @staticmethod
+    def _send_config(w: _Worker, token: int, config: object) -> None:
+        """The config, unless the worker has it already; the jobs it was sent belong to the old one."""
+        if w.config_token != token:
+            w.conn.send(("config", token, config))
+            w.config_token = token
+            w.jobs_sent = {}
 
     def _job_blob(self, job: Any) -> bytes:
         """The job pickled once for every worker (cached while the job object is the same)."""
@@ -223,10 +230,8 @@ class WorkerPool:
             return
         token, config, modules, url = warm
         try:
-            if token is not None and w.config_token != token:
-                w.conn.send(("config", token, config))
-                w.config_token = token
-                w.jobs_sent = {}
+            if token is not None:
+                self._send_config(w, token, config)
             if not modules <= w.warmed or url is not None and url not in w.warmed:
                 w.conn.send(("warm", sorted(modules), url))
                 w.warmed = w.warmed | modules | ({url} if url else set())
@@ -373,10 +378,7 @@ class WorkerPool:
                     # the config travels once per worker, and so does each job of it (pickling a job
                     # with its options was a tenth of a daemon's work in a burst of runs)
                     token = self._config_token(req.config)
-                    if w.config_token != token:
-                        w.conn.send(("config", token, req.config))
-                        w.config_token = token
-                        w.jobs_sent = {}
+                    self._send_config(w, token, req.config)
                     job = req.job
                     known_job = job.name
                     if w.jobs_sent.get(job.name) is not job:
