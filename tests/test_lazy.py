@@ -61,3 +61,20 @@ def test_validating_every_task_family_imports_no_client_library() -> None:
         " if n in sys.modules)))\n"
     )
     assert got == []
+
+
+def test_load_all_leaves_a_missing_library_for_its_first_use() -> None:
+    got = _in_fresh_python(
+        "import json\n"
+        "from upkeeper import lazy\n"
+        "missing = lazy.module('upkeeper_no_such_library')\n"
+        "ok = lazy.module('json.tool')\n"
+        "lazy.load_all()\n"
+        "try:\n"
+        "    missing.anything\n"
+        "    err = None\n"
+        "except ModuleNotFoundError as exc:\n"
+        "    err = exc.name\n"
+        "print(json.dumps([err, ok.main.__name__]))\n"
+    )
+    assert got == ["upkeeper_no_such_library", "main"]

@@ -65,8 +65,15 @@ def module(name: str, *submodules: str) -> ModuleType:
 
 
 def load_all() -> None:
-    """Import every library a stand-in waits for (the worker does this before its first run)."""
+    """Import every library a stand-in waits for (the worker does this before its first run).
+
+    Best effort: a library that fails to import is left for first use, which reports the error
+    where it matters (in the run of the task that needs it).
+    """
     with _lock:
         pending = list(_stand_ins.values())
     for m in pending:
-        m._lazy_load()
+        try:
+            m._lazy_load()
+        except Exception:
+            continue
