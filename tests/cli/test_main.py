@@ -58,3 +58,22 @@ def test_version_imports_no_command() -> None:
 
     res = subprocess.run([sys.executable, "-m", "upkeeper", "--version"], capture_output=True, text=True, check=True)
     assert res.stdout.strip() == f"upkeeper {__version__}"
+
+
+def test_the_command_exits_at_once_with_its_status_and_output_flushed() -> None:
+    """The console script skips module teardown, but not what a normal exit does: idle thread pools
+    stop, atexit handlers run, buffered output is written, the exit status is kept."""
+    script = (
+        "import atexit, sys\n"
+        "from concurrent.futures import ThreadPoolExecutor\n"
+        "sys.argv = ['/venv/bin/upkeeper', 'status']\n"
+        "pool = ThreadPoolExecutor(2)\n"
+        "pool.submit(print, 'from a pool thread').result()  # the pool is left open on purpose\n"
+        "atexit.register(lambda: print('atexit ran'))\n"
+        "from upkeeper.cli.main import _exit_now\n"
+        "sys.stdout.write('buffered, no newline')\n"
+        "_exit_now(3)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 3, out.stderr
+    assert out.stdout == "from a pool thread\nbuffered, no newlineatexit ran\n"

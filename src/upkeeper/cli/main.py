@@ -123,9 +123,13 @@ def _exit_now(code: object) -> None:
     import atexit
     import threading
 
-    for t in threading.enumerate():
-        if t is not threading.current_thread() and not t.daemon:
-            t.join()
+    shutdown = getattr(threading, "_shutdown", None)  # what the interpreter itself calls at exit:
+    if shutdown is not None:  # it also stops idle thread pools (concurrent.futures) before joining
+        shutdown()
+    else:  # pragma: no cover - not CPython
+        for t in threading.enumerate():
+            if t is not threading.current_thread() and not t.daemon:
+                t.join()
     atexit._run_exitfuncs()
     if code is None:
         status = 0
