@@ -141,9 +141,11 @@ def pagerduty() -> Iterator[PagerDutyReceiver]:
 import os  # noqa: E402
 import subprocess  # noqa: E402
 import uuid  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
 from typing import Any  # noqa: E402
 
 from upkeeper.config.storage import LocalStorageConfig, S3StorageConfig, SftpStorageConfig  # noqa: E402
+from upkeeper.sandbox._util import free_port  # noqa: E402
 from upkeeper.sandbox.s3 import SeaweedS3  # noqa: E402
 from upkeeper.sandbox.sshd import SshServer  # noqa: E402
 
@@ -165,6 +167,46 @@ def s3_bucket(s3_server: SeaweedS3) -> Iterator[str]:
     yield name
     if s3_server.running:
         s3_server.delete_bucket(name)
+
+
+S3_TLS_PROXY = """\
+        client_max_body_size 0;
+        location / {{
+            proxy_pass http://127.0.0.1:{port};
+            proxy_http_version 1.1;
+            proxy_set_header Host $http_host;
+            proxy_request_buffering off;
+            proxy_buffering off;
+        }}
+"""
+
+
+@dataclass
+class TlsS3:
+    """The session S3 server behind nginx terminating TLS with a private CA (how MinIO often runs)."""
+
+    server: SeaweedS3
+    endpoint: str
+    ca_file: Path
+
+    def storage_config(self, bucket: str, **extra: Any) -> dict[str, Any]:
+        return self.server.storage_config(bucket, **{"endpoint_url": self.endpoint, "ca_file": str(self.ca_file),
+                                                     **extra})
+
+
+@pytest.fixture(scope="session")
+def s3_tls(s3_server: SeaweedS3, services_dir: Path) -> Iterator[TlsS3]:
+    from upkeeper.sandbox.nginx import server_block
+    from upkeeper.sandbox.tls import self_signed
+
+    base = services_dir / "s3-tls"
+    cert = self_signed(base / "pki", "localhost", hosts=["localhost", "127.0.0.1"], stem="s3")
+    port = free_port()
+    proxy = NginxServer(base, port, servers=server_block(base, port, base / "www", cert=cert.cert, key=cert.key,
+                                                         extra=S3_TLS_PROXY.format(port=s3_server.port)))
+    proxy.start()
+    yield TlsS3(s3_server, f"https://127.0.0.1:{port}", cert.cert)
+    proxy.stop()
 
 
 def s3_storage_config(server: SeaweedS3, bucket: str, **extra: Any) -> S3StorageConfig:

@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from services import s3_storage_config
+from services import TlsS3, s3_storage_config
 from upkeeper.config.storage import S3StorageConfig
 from upkeeper.errors import StorageError
 from upkeeper.sandbox.s3 import SeaweedS3
+from upkeeper.sandbox.tls import self_signed
 from upkeeper.storage import open_storage
 from upkeeper.storage.base import get_bytes, put_bytes
 from upkeeper.storage.s3 import PARTS_PER_SIZE_STEP, S3Storage, part_size_for
@@ -212,3 +213,52 @@ def test_server_restarted_between_operations(fault_s3: SeaweedS3) -> None:
     fault_s3.restart()
     put_bytes(storage, "b", b"2")
     assert [o.key for o in storage.list()] == ["a", "b"]
+
+
+# --- TLS with a private CA: SeaweedFS behind nginx terminating TLS (the s3_tls fixture) ----------------------
+
+
+def test_private_ca_without_ca_file_is_a_clear_permanent_error(s3_tls: TlsS3, s3_bucket: str) -> None:
+    cfg = s3_tls.storage_config(s3_bucket, max_attempts=1)
+    del cfg["ca_file"]
+    storage = open_storage("offsite", S3StorageConfig.model_validate(cfg))
+    with pytest.raises(StorageError) as err:
+        put_bytes(storage, "k", b"x")
+    assert err.value.permanent
+    assert "TLS check of the endpoint failed against the system's CA bundle" in err.value.message
+    assert "certificate verify failed" in err.value.message
+    assert "ca_file" in (err.value.hint or "")
+    assert s3_tls.server.secret_key not in str(err.value.message) + str(err.value.hint)
+
+
+def test_ca_file_of_another_ca_is_refused(s3_tls: TlsS3, s3_bucket: str, tmp_path: Path) -> None:
+    other = self_signed(tmp_path / "other", "localhost", stem="other-ca")
+    cfg = s3_tls.storage_config(s3_bucket, max_attempts=1, ca_file=str(other.cert))
+    storage = open_storage("offsite", S3StorageConfig.model_validate(cfg))
+    with pytest.raises(StorageError) as err:
+        list(storage.list())
+    assert err.value.permanent and f"ca_file {other.cert}" in err.value.message
+
+
+def test_ca_file_that_is_missing_or_not_pem_is_named(s3_tls: TlsS3, s3_bucket: str, tmp_path: Path) -> None:
+    missing = tmp_path / "nope.pem"
+    storage = open_storage("s", S3StorageConfig.model_validate(s3_tls.storage_config(s3_bucket, ca_file=str(missing))))
+    with pytest.raises(StorageError) as err:
+        put_bytes(storage, "k", b"x")
+    assert err.value.permanent and f"cannot read ca_file {missing}" in err.value.message
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("not a certificate\n")
+    storage = open_storage("s", S3StorageConfig.model_validate(s3_tls.storage_config(s3_bucket, ca_file=str(garbage))))
+    with pytest.raises(StorageError) as err:
+        put_bytes(storage, "k", b"x")
+    assert f"ca_file {garbage} holds no PEM certificate" in err.value.message
+
+
+def test_verify_tls_false_skips_the_check_and_contradicts_ca_file(s3_tls: TlsS3, s3_bucket: str) -> None:
+    cfg = s3_tls.storage_config(s3_bucket)
+    del cfg["ca_file"]
+    storage = open_storage("s", S3StorageConfig.model_validate({**cfg, "verify_tls": False}))
+    put_bytes(storage, "k", b"unverified")
+    assert get_bytes(storage, "k") == b"unverified"
+    with pytest.raises(ValidationError, match="ca_file is set but verify_tls is false"):
+        S3StorageConfig.model_validate({**s3_tls.storage_config(s3_bucket), "verify_tls": False})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from upkeeper.config.types import ByteSize, FileSecrets, StrictModel
 
@@ -52,6 +52,12 @@ class S3StorageConfig(FileSecrets):
     )
     storage_class: str | None = Field(None, description="e.g. STANDARD_IA, GLACIER_IR")
     verify_tls: bool = Field(True, description="check the endpoint's TLS certificate")
+    ca_file: str | None = Field(
+        None,
+        description="PEM file of the CA that signed the endpoint's certificate, for a self-hosted store behind a "
+                    "private CA (default: the system's CA bundle, or AWS_CA_BUNDLE). Source: the AWS CLI's "
+                    "ca_bundle setting",
+    )
     max_attempts: int = Field(
         5, ge=1, le=20,
         description="attempts per request, with botocore's 'standard' retry mode (exponential backoff with "
@@ -64,6 +70,13 @@ class S3StorageConfig(FileSecrets):
         description="send CRC checksums with uploads ('when_supported', botocore's default); 'when_required' for "
                     "older S3-compatible stores that reject them",
     )
+
+    @model_validator(mode="after")
+    def _ca_file_needs_verification(self) -> S3StorageConfig:
+        if self.ca_file is not None and not self.verify_tls:
+            raise ValueError("ca_file is set but verify_tls is false: the certificate would not be checked at "
+                             "all; remove one of them")
+        return self
 
     @field_validator("part_size")
     @classmethod
