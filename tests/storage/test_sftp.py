@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import psutil
@@ -11,6 +14,7 @@ import pytest
 
 from services import sftp_storage_config
 from upkeeper.errors import StorageError
+from upkeeper.sandbox._util import chown_to
 from upkeeper.sandbox.sshd import SshServer
 from upkeeper.storage import open_storage
 from upkeeper.storage.base import get_bytes, put_bytes
@@ -206,3 +210,46 @@ def test_too_many_sessions_is_clear_and_spares_the_others(services_dir: Path) ->
         storage.close()
     finally:
         server.stop()
+
+
+# --- the server's own refusals (SFTP status replies on a healthy connection) ----------------------------------
+
+
+def test_path_the_ssh_user_may_not_write_is_a_permanent_permission_error(sftp_server: SshServer,
+                                                                          tmp_path: Path) -> None:
+    if os.geteuid() == 0 and sftp_server.user == "root":
+        pytest.skip("the SSH user is root: no directory refuses it")
+    locked = Path(tempfile.mkdtemp(prefix="upk-sftp-locked-", dir="/tmp"))  # ours, 0755: readable, not writable
+    locked.chmod(0o755)
+    try:
+        storage = open_storage("s", sftp_storage_config(sftp_server, path=str(locked / "backups")))
+        with pytest.raises(StorageError) as exc:
+            put_bytes(storage, "set/dump", b"x" * 1000)
+        assert exc.value.permanent
+        assert exc.value.message == (f"cannot create the directory {sftp_server.user}@127.0.0.1:{locked}/backups: "
+                                     "permission denied")
+        assert "may write to the storage path" in (exc.value.hint or "")
+        assert list(locked.rglob("*")) == []
+        storage.close()
+    finally:
+        shutil.rmtree(locked, ignore_errors=True)
+
+
+def test_server_disk_full_fails_the_write_and_leaves_nothing(sftp_server: SshServer, small_fs: Path) -> None:
+    """OpenSSH answers ENOSPC with SSH_FX_FAILURE: a clear, retryable error; the partial file is removed."""
+    chown_to(small_fs, sftp_server.user)
+    storage = open_storage("s", sftp_storage_config(sftp_server, path=str(small_fs / "backups")))
+    put_bytes(storage, "small", b"fits")
+    w = storage.open_write("set/dump")
+    with pytest.raises(StorageError) as exc:
+        for _ in range(8):  # 4 MiB into a 2 MiB file system
+            w.write(os.urandom(512 * 1024))
+        w.commit()
+    w.abort()
+    assert not exc.value.permanent
+    assert "the server reported a failure (disk full or quota exceeded?)" in exc.value.message
+    assert "free space" in (exc.value.hint or "")
+    assert sorted(str(p.relative_to(small_fs)) for p in small_fs.rglob("*") if p.is_file()) == ["backups/small"]
+    assert [o.key for o in storage.list()] == ["small"]
+    assert get_bytes(storage, "small") == b"fits"
+    storage.close()

@@ -544,8 +544,12 @@ class SftpStorage:
             self.makedirs(sftp, posixpath.dirname(path))
             try:
                 sftp.mkdir(path)
-            except OSError:
-                st = sftp.stat(path)  # created meanwhile by someone else? then fine
+            except OSError as refused:
+                try:
+                    st = sftp.stat(path)  # created meanwhile by someone else? then fine
+                except FileNotFoundError:
+                    # the mkdir's own reason (permission denied …), naming the directory, not "no such file"
+                    raise self.translate("cannot create the directory", path, refused) from None
                 if not statmod.S_ISDIR(st.st_mode or 0):
                     raise
         else:
