@@ -202,8 +202,8 @@ class S3Writer:
         try:
             if self.upload_id is None:
                 with s.errors("cannot upload", self.key):
-                    s.client.put_object(Bucket=s.bucket, Key=self.object_key, Body=bytes(self.buffer),
-                                        **s.put_args())
+                    s.client.put_object(Bucket=s.bucket, Key=self.object_key,
+                                        Body=cast(BinaryIO, PartBody(self.buffer)), **s.put_args())
             else:
                 if self.buffer:
                     tail, self.buffer = self.buffer, bytearray()
