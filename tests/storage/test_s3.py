@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
+import os
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -18,7 +20,7 @@ from upkeeper.sandbox.s3 import SeaweedS3
 from upkeeper.sandbox.tls import self_signed
 from upkeeper.storage import open_storage
 from upkeeper.storage.base import get_bytes, put_bytes
-from upkeeper.storage.s3 import PARTS_PER_SIZE_STEP, S3Storage, part_size_for
+from upkeeper.storage.s3 import PARTS_PER_SIZE_STEP, PartBody, S3Storage, part_size_for
 
 MiB = 1024 * 1024
 
@@ -262,3 +264,19 @@ def test_verify_tls_false_skips_the_check_and_contradicts_ca_file(s3_tls: TlsS3,
     assert get_bytes(storage, "k") == b"unverified"
     with pytest.raises(ValidationError, match="ca_file is set but verify_tls is false"):
         S3StorageConfig.model_validate({**s3_tls.storage_config(s3_bucket), "verify_tls": False})
+
+
+def test_part_body_reads_like_a_file_and_rewinds_for_a_retry() -> None:
+    data = bytearray(os.urandom(100_000))
+    body = PartBody(data)
+    assert len(body) == 100_000 and body.seekable() and body.tell() == 0
+    first = b"".join(iter(lambda: body.read(8192), b""))
+    assert first == data and body.read() == b""
+    assert body.seek(0) == 0  # botocore rewinds the body before a retry
+    buf = bytearray(70_000)
+    assert body.readinto(buf) == 70_000 and buf == data[:70_000]
+    assert body.read() == data[70_000:]
+    assert body.seek(-10, io.SEEK_END) == 99_990 and body.read(100) == data[-10:]
+    assert body.seek(5, io.SEEK_SET) == 5 and body.seek(5, io.SEEK_CUR) == 10 and body.read(3) == data[10:13]
+    with pytest.raises(ValueError):
+        body.seek(-1)
