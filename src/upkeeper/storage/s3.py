@@ -17,6 +17,7 @@ import contextlib
 import io
 import logging
 import os
+import re
 import warnings
 from collections import deque
 from collections.abc import Iterator
@@ -518,6 +519,11 @@ class _ErrorMap:
             raise err from None
 
 
+#: what OpenSSL and urllib3 say when the certificate itself does not check out (unknown CA,
+#: expired, another host's name) — as opposed to a handshake cut short, which a retry may cure
+_TLS_VERIFY_FAILED = re.compile(r"certificate|doesn't match|hostname", re.IGNORECASE)
+
+
 def translate(storage: S3Storage, action: str, key: str | None, exc: BaseException) -> StorageError | None:
     where = storage.where(key)
     head = f"{action} {where}"
@@ -544,7 +550,7 @@ def translate(storage: S3Storage, action: str, key: str | None, exc: BaseExcepti
                             "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY", permanent=True)
     if isinstance(exc, ParamValidationError):
         return StorageError(f"{head}: {storage.redact(str(exc))}", permanent=True)
-    if isinstance(exc, BotoSSLError) and "certificate" in str(exc).lower():  # not a handshake cut short
+    if isinstance(exc, BotoSSLError) and _TLS_VERIFY_FAILED.search(str(exc)):  # not a handshake cut short
         ca = f"ca_file {storage.config.ca_file}" if storage.config.ca_file else "the system's CA bundle"
         return StorageError(f"{head}: TLS check of the endpoint failed against {ca}: {storage.redact(str(exc))}",
                             "Try: set ca_file to the PEM file of the CA that signed the endpoint's certificate, "
