@@ -194,18 +194,23 @@ class TlsS3:
                                                      **extra})
 
 
-@pytest.fixture(scope="session")
-def s3_tls(s3_server: SeaweedS3, services_dir: Path) -> Iterator[TlsS3]:
+def start_tls_proxy(base: Path, upstream_port: int, name: str, hosts: list[str]) -> tuple[NginxServer, Path]:
+    """nginx on a free port terminating TLS (a self-signed certificate for ``hosts``) in front of
+    ``upstream_port``; returns the started server and the certificate (its own CA)."""
     from upkeeper.sandbox.nginx import server_block
     from upkeeper.sandbox.tls import self_signed
 
-    base = services_dir / "s3-tls"
-    cert = self_signed(base / "pki", "localhost", hosts=["localhost", "127.0.0.1"], stem="s3")
+    cert = self_signed(base / "pki", name, hosts=hosts, stem="proxy")
     port = free_port()
     proxy = NginxServer(base, port, servers=server_block(base, port, base / "www", cert=cert.cert, key=cert.key,
-                                                         extra=S3_TLS_PROXY.format(port=s3_server.port)))
-    proxy.start()
-    yield TlsS3(s3_server, f"https://127.0.0.1:{port}", cert.cert)
+                                                         extra=S3_TLS_PROXY.format(port=upstream_port)))
+    return proxy.start(), cert.cert
+
+
+@pytest.fixture(scope="session")
+def s3_tls(s3_server: SeaweedS3, services_dir: Path) -> Iterator[TlsS3]:
+    proxy, ca = start_tls_proxy(services_dir / "s3-tls", s3_server.port, "localhost", ["localhost", "127.0.0.1"])
+    yield TlsS3(s3_server, f"https://127.0.0.1:{proxy.port}", ca)
     proxy.stop()
 
 

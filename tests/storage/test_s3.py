@@ -13,11 +13,9 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from services import S3_TLS_PROXY, TlsS3, s3_storage_config
+from services import TlsS3, s3_storage_config, start_tls_proxy
 from upkeeper.config.storage import S3StorageConfig
 from upkeeper.errors import StorageError
-from upkeeper.sandbox._util import free_port
-from upkeeper.sandbox.nginx import NginxServer, server_block
 from upkeeper.sandbox.s3 import SeaweedS3
 from upkeeper.sandbox.tls import self_signed
 from upkeeper.storage import open_storage
@@ -286,14 +284,10 @@ def test_part_body_reads_like_a_file_and_rewinds_for_a_retry() -> None:
 
 def test_certificate_for_another_host_is_refused(s3_tls: TlsS3, s3_bucket: str, services_dir: Path) -> None:
     """The right CA, but a certificate that names another host: refused as permanent, like an unknown CA."""
-    base = services_dir / f"s3-tls-other-{s3_bucket}"
-    cert = self_signed(base / "pki", "other.example", hosts=["other.example"], stem="other")
-    port = free_port()
-    proxy = NginxServer(base, port, servers=server_block(base, port, base / "www", cert=cert.cert, key=cert.key,
-                                                         extra=S3_TLS_PROXY.format(port=s3_tls.server.port)))
-    proxy.start()
+    proxy, ca = start_tls_proxy(services_dir / f"s3-tls-other-{s3_bucket}", s3_tls.server.port, "other.example",
+                                ["other.example"])
     try:
-        cfg = s3_tls.storage_config(s3_bucket, endpoint_url=f"https://127.0.0.1:{port}", ca_file=str(cert.cert),
+        cfg = s3_tls.storage_config(s3_bucket, endpoint_url=f"https://127.0.0.1:{proxy.port}", ca_file=str(ca),
                                     max_attempts=1)
         storage = open_storage("offsite", S3StorageConfig.model_validate(cfg))
         with pytest.raises(StorageError) as err:
