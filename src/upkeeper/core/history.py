@@ -444,10 +444,14 @@ class History:
         """
         if self._stmts is None:
             from sqlalchemy import bindparam, insert
-            from sqlalchemy.dialects.postgresql import insert as pg_insert
-            from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-            dialect_insert: Any = sqlite_insert if self.dialect == "sqlite" else pg_insert
+            # only this history's dialect: importing sqlalchemy.dialects.postgresql (and the driver
+            # modules its package imports) costs a SQLite history's CLI ~45 ms
+            dialect_insert: Any
+            if self.dialect == "sqlite":
+                from sqlalchemy.dialects.sqlite import insert as dialect_insert
+            else:
+                from sqlalchemy.dialects.postgresql import insert as dialect_insert
             locks, runs = _table(LockRow), _table(RunRow)
             self._stmts = {
                 "claim": dialect_insert(runs).on_conflict_do_nothing(index_elements=["job", "scheduled_for"])
