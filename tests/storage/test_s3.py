@@ -296,3 +296,37 @@ def test_certificate_for_another_host_is_refused(s3_tls: TlsS3, s3_bucket: str, 
         assert "127.0.0.1" in err.value.message and "names the endpoint's host" in (err.value.hint or "")
     finally:
         proxy.stop()
+
+
+def test_handshake_cut_short_stays_retryable(s3_tls: TlsS3, s3_bucket: str) -> None:
+    """A server that hangs up during the TLS handshake is a passing fault, not a bad certificate."""
+    import socket
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    stop = threading.Event()
+
+    def hang_up() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            conn.recv(4096)  # the ClientHello
+            conn.sendall(bytes([0x16, 3, 3, 0, 80]) + bytes(10))  # the start of a ServerHello, then hang up
+            conn.close()
+
+    threading.Thread(target=hang_up, daemon=True).start()
+    try:
+        cfg = s3_tls.storage_config(s3_bucket, endpoint_url=f"https://127.0.0.1:{listener.getsockname()[1]}",
+                                    max_attempts=1)
+        storage = open_storage("offsite", S3StorageConfig.model_validate(cfg))
+        with pytest.raises(StorageError) as err:
+            put_bytes(storage, "k", b"x")
+        assert not err.value.permanent, err.value.message
+        assert "cannot reach the endpoint" in err.value.message, err.value.message
+    finally:
+        stop.set()
+        listener.close()

@@ -18,6 +18,7 @@ import io
 import logging
 import os
 import re
+import ssl
 import warnings
 from collections import deque
 from collections.abc import Iterator
@@ -520,8 +521,32 @@ class _ErrorMap:
 
 
 #: what OpenSSL and urllib3 say when the certificate itself does not check out (unknown CA,
-#: expired, another host's name) — as opposed to a handshake cut short, which a retry may cure
+#: expired, another host's name) — as opposed to a handshake cut short, which a retry may cure.
+#: Only a fallback: :func:`_certificate_rejected` goes by the exceptions' types first.
 _TLS_VERIFY_FAILED = re.compile(r"certificate|doesn't match|hostname", re.IGNORECASE)
+
+
+def _certificate_rejected(exc: BaseException) -> bool:
+    """Whether a TLS failure is the certificate not checking out, not a handshake cut short.
+
+    botocore's SSLError wraps urllib3's, which wraps what the ssl module raised: an
+    ``ssl.SSLCertVerificationError`` (unknown CA, expired, another host's name as OpenSSL
+    checks it) or urllib3's own ``CertificateError`` (its host-name match).  The chain is
+    walked by type (the ``error`` botocore keeps, ``args``, causes); the message text is
+    consulted only when no such type is found.
+    """
+    seen: set[int] = set()
+    todo: list[BaseException] = [exc]
+    while todo:
+        e = todo.pop()
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, ssl.SSLCertVerificationError) or type(e).__name__ == "CertificateError":
+            return True
+        nested = [getattr(e, "kwargs", {}).get("error"), e.__cause__, e.__context__, *e.args]
+        todo.extend(n for n in nested if isinstance(n, BaseException))
+    return _TLS_VERIFY_FAILED.search(str(exc)) is not None
 
 
 def translate(storage: S3Storage, action: str, key: str | None, exc: BaseException) -> StorageError | None:
@@ -550,7 +575,7 @@ def translate(storage: S3Storage, action: str, key: str | None, exc: BaseExcepti
                             "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY", permanent=True)
     if isinstance(exc, ParamValidationError):
         return StorageError(f"{head}: {storage.redact(str(exc))}", permanent=True)
-    if isinstance(exc, BotoSSLError) and _TLS_VERIFY_FAILED.search(str(exc)):  # not a handshake cut short
+    if isinstance(exc, BotoSSLError) and _certificate_rejected(exc):  # not a handshake cut short
         ca = f"ca_file {storage.config.ca_file}" if storage.config.ca_file else "the system's CA bundle"
         return StorageError(f"{head}: TLS check of the endpoint failed against {ca}: {storage.redact(str(exc))}",
                             "Try: set ca_file to the PEM file of the CA that signed the endpoint's certificate, "
