@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import pwd
@@ -36,7 +37,8 @@ def drop_connections(server: SshServer) -> int:
     assert len(listeners) == 1, [p.cmdline() for p in listeners]
     sessions = [c for lst in listeners for c in lst.children(recursive=True)]
     for p in sessions:
-        p.kill()
+        with contextlib.suppress(psutil.NoSuchProcess):  # a child may go with its killed parent first
+            p.kill()
     psutil.wait_procs(sessions, timeout=5)
     return len(sessions)
 
