@@ -63,8 +63,14 @@ def _kill9(p: subprocess.Popen[bytes]) -> None:
         except ProcessLookupError:
             pass
     p.wait(timeout=10)
-    _wait_for(lambda: not any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE for c in _tree(p)),
-              "the process tree to die", 10)
+    _wait_for(lambda: not any(_alive(c) for c in _tree(p)), "the process tree to die", 10)
+
+
+def _alive(c: psutil.Process) -> bool:
+    try:
+        return c.is_running() and c.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:  # gone between the two questions
+        return False
 
 
 def _assert_nothing_listed_then_next_run_succeeds(cli: Any, cfg: Path, store: Path) -> None:
