@@ -96,6 +96,40 @@ def test_files_backup_manifest_secrets_verify_restore(cli: Any, make_config: Any
     assert (dest / rel / "escape").is_symlink()
 
 
+@pytest.mark.parametrize("linked", ["root", "parent"])
+def test_secrets_stay_out_of_the_main_archive_when_reached_through_a_symlink(
+        cli: Any, make_config: Any, tmp_path: Path, age_key: AgeKey, linked: str) -> None:
+    """The app root is a symlink (root: /srv/app → releases/42) or has one above it (paths through current/):
+    the main walk and the secret walk reach .env by different names, and it must still stay out of files.tar."""
+    release = tmp_path / "srv" / "releases" / "42"
+    (release / "config").mkdir(parents=True)
+    (release / "app.js").write_text("console.log('hi')\n")
+    (release / "config" / "app.json").write_text("{}\n")
+    (release / ".env").write_text("SECRET_KEY=s3cr3t-value\n")
+    (release / "config" / "credentials.yml").write_text("token: s3cr3t-token\n")
+    link = tmp_path / "srv" / "app"
+    link.symlink_to(release)
+    options: dict[str, Any] = {"secret_paths": [".env", "config/credentials.yml"]}
+    if linked == "parent":  # the target's root is the real directory; the paths go through a symlinked parent
+        (tmp_path / "srv" / "current").symlink_to(release)
+        options = {"paths": [str(release)], "secret_paths": [str(tmp_path / "srv" / "current" / ".env"),
+                                                               str(link / "config" / "credentials.yml")]}
+    cfg = _config(make_config, tmp_path, release if linked == "parent" else link, age_key, options)
+    r = cli(["--config", cfg, "run", "app-backup", "--json"])
+    assert r.code == 0, r.output
+    [mpath] = list((tmp_path / "store").rglob("manifest.json"))
+    archives = json.loads(mpath.read_text())["files"]["archives"]
+    main = [f["path"] for f in archives["files.tar.zst.age"]["files"]]
+    assert any(p.endswith("/app.js") for p in main)
+    assert not any(p.endswith((".env", "credentials.yml")) for p in main), main
+    assert sorted(f["path"].rsplit("/", 1)[-1] for f in archives["secrets.tar.zst.age"]["files"]) == [
+        ".env", "credentials.yml"]
+    dec = subprocess.run(["age", "-d", "-i", str(age_key.identity), str(mpath.parent / "files.tar.zst.age")],
+                         check=True, capture_output=True)
+    raw = subprocess.run(["zstd", "-d", "-c"], input=dec.stdout, check=True, capture_output=True).stdout
+    assert b"s3cr3t" not in raw
+
+
 def test_changed_file_after_backup_fails_verify(cli: Any, make_config: Any, tmp_path: Path, app_tree: Path,
                                                 age_key: AgeKey) -> None:
     """Verify compares extracted files with the manifest's hashes; a doctored manifest hash is caught."""

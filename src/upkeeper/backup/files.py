@@ -27,6 +27,9 @@ class Entry:
     path: Path  # absolute, on disk
     arcname: str
     kind: str  # file | dir | symlink
+    #: the path with every symlinked directory above the entry resolved (the entry itself is not):
+    #: one name for one file however it was reached, e.g. through an app root that is a symlink
+    real: str = ""
 
 
 @dataclass
@@ -48,14 +51,20 @@ def excluded(rel: str, patterns: Sequence[str]) -> bool:
     return False
 
 
-def walk(roots: Sequence[Path], exclude: Sequence[str], skip: Callable[[Path], bool] = lambda p: False) -> Walk:
-    """Every entry under ``roots`` (which must exist), not following symlinks."""
+def walk(roots: Sequence[Path], exclude: Sequence[str], skip: Callable[[str], bool] = lambda real: False) -> Walk:
+    """Every entry under ``roots`` (which must exist), not following symlinks.
+
+    ``skip`` is asked with each entry's :attr:`Entry.real` path, so a file reached through a
+    symlinked directory (``/srv/app`` → ``/srv/releases/42``) is recognised under either name.
+    """
     out = Walk()
     seen: set[str] = set()
+    real_root = ""
 
     def add(p: Path, rel_for_exclude: str) -> bool:
         arc = str(p).lstrip("/")
-        if arc in seen or skip(p) or (rel_for_exclude and excluded(rel_for_exclude, exclude)):
+        real = os.path.join(real_root, rel_for_exclude) if rel_for_exclude else real_root
+        if arc in seen or skip(real) or (rel_for_exclude and excluded(rel_for_exclude, exclude)):
             return False
         try:
             st = os.lstat(p)
@@ -71,13 +80,14 @@ def walk(roots: Sequence[Path], exclude: Sequence[str], skip: Callable[[Path], b
             out.skipped.append(f"{p} (not a regular file)")
             return False
         seen.add(arc)
-        out.entries.append(Entry(p, arc, kind))
+        out.entries.append(Entry(p, arc, kind, real))
         return kind == "dir"
 
     for root in roots:
         root = Path(os.path.abspath(root))
         if root.is_symlink():  # a configured path that is a link (e.g. releases/current): take what it names
             root = root.resolve()
+        real_root = os.path.realpath(root)  # the walk below never follows links, so entries extend it
         if not add(root, ""):
             continue
         for dirpath, dirnames, filenames in os.walk(root, followlinks=False):

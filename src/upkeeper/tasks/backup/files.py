@@ -88,8 +88,9 @@ class FilesBackup(Task[FilesBackupOptions]):
             raise TaskError("nothing to back up: none of the configured paths exists",
                             "Try: check the job's paths/preset", permanent=True)
         secret_walk = walk(secrets, [])
-        secret_set = {str(e.path) for e in secret_walk.entries}
-        main_walk = walk(paths, options.exclude, skip=lambda p: str(p) in secret_set)
+        # by real path: through an app root that is a symlink, the main walk reaches .env by another name
+        secret_set = {e.real for e in secret_walk.entries}
+        main_walk = walk(paths, options.exclude, skip=lambda real: real in secret_set)
         for s in main_walk.skipped + secret_walk.skipped:
             findings.append(Finding("backup.file_skipped", Severity.INFO, s, "not archived (special file)"))
 
