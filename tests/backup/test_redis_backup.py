@@ -64,3 +64,24 @@ def test_redis_default_retention_is_a_week_of_dailies() -> None:
 
     r = RedisBackupOptions().retention
     assert (r.keep_daily, r.keep_weekly, r.keep_monthly) == (7, 0, 0)
+
+
+def test_restore_over_an_existing_file_keeps_it_when_the_object_is_corrupt(
+        cli: Any, make_config: Any, tmp_path: Path, redis_clean: RedisServer, age_key: AgeKey) -> None:
+    """--to FILE --force replaces FILE only with a checked RDB: a corrupt object leaves the old file whole."""
+    redis_clean.client().set("k", "v")
+    cfg = _config(make_config, tmp_path, redis_clean, age_key, "network")
+    r = cli(["--config", cfg, "run", "cache-backup", "--json"])
+    assert r.code == 0, r.output
+    bid = r.json()[0]["artifacts"][0]["id"]
+    [obj] = [p for p in (tmp_path / "store").rglob("*.age")]
+    data = bytearray(obj.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    obj.write_bytes(bytes(data))
+    live = tmp_path / "redis-dir" / "dump.rdb"
+    live.parent.mkdir()
+    live.write_bytes(b"REDIS0011 the server's current snapshot")
+    r = cli(["--config", cfg, "backups", "restore", bid, "--to", live, "--force", "--yes"])
+    assert r.code != 0 and "SHA-256" in r.output, r.output
+    assert live.read_bytes() == b"REDIS0011 the server's current snapshot"
+    assert sorted(p.name for p in live.parent.iterdir()) == ["dump.rdb"]  # no partial file left beside it

@@ -68,11 +68,27 @@ class Fetcher:
         return self.located.manifest.prefix + rec.name
 
     def to_file(self, rec: ObjectRecord, path: Path) -> int:
+        """The object's plaintext at ``path``, which appears only once size and SHA-256 checked out.
+
+        It is written under a temporary name beside ``path`` and renamed at the end, so a corrupt
+        object or a failed decryption never leaves a half-written file there, nor destroys one
+        that was there before (``backups restore … --to FILE --force``).
+        """
         argv, pw = self._decrypt(rec)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            return read_object(self.located.storage, self.key(rec), rec, fh, decrypt_argv=argv, passphrase=pw)
+        tmp = path.with_name(f".{path.name}.upkeeper-partial-{os.getpid()}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                n = read_object(self.located.storage, self.key(rec), rec, fh, decrypt_argv=argv, passphrase=pw)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        return n
 
     def to_bytes(self, rec: ObjectRecord) -> bytes:
         buf = bytearray()
