@@ -15,12 +15,12 @@ from upkeeper.storage.local import LocalStorage
 
 
 def fabricate(store: Path, when: datetime, *, database: str = "app", kind: str = "postgres",
-              complete: bool = True) -> str:
+              complete: bool = True, target: str = "db") -> str:
     """A small but real set on local storage: one object, then (optionally) its manifest."""
     s = LocalStorage("local1", LocalStorageConfig(path=str(store), fsync=False))
     bid = new_backup_id(when)
     rec = ObjectRecord(name="data.zst", size=5, sha256="0" * 64, raw_size=5)
-    m = Manifest(id=bid, kind=kind, target="db", database=database, started_at=when, finished_at=when,
+    m = Manifest(id=bid, kind=kind, target=target, database=database, started_at=when, finished_at=when,
                  objects=[rec])
     put_bytes(s, m.prefix + "data.zst", b"hello")
     if complete:
@@ -140,3 +140,34 @@ def test_backup_commands_work_when_a_job_is_broken(cli: Any, make_config: Any, t
     assert cli(["--config", cfg, "backups", "sync"]).code == 0
     r = cli(["--config", cfg, "backups", "list", "--json"])
     assert r.code == 0 and [x["id"] for x in r.json()] == [bid]
+
+
+def test_prune_applies_each_series_own_job_retention(cli: Any, make_config: Any, tmp_path: Path) -> None:
+    """Several backup jobs on one target: each series is pruned with the retention its own job applies."""
+    store = tmp_path / "store"
+    now = datetime.now(UTC).replace(microsecond=0)
+    series = [("web", "files", "files"), ("web", "files", "nginx"), ("db", "postgres", "app"),
+              ("db", "postgres", "other"), ("db", "postgres", "scratch")]
+    for target, kind, database in series:
+        for d in range(8):
+            fabricate(store, now - timedelta(days=d, hours=1), database=database, kind=kind, target=target)
+    daily = lambda n: {"keep_daily": n, "keep_weekly": 0, "keep_monthly": 0}  # noqa: E731
+    cfg = make_config({
+        "targets": {"db": {"kind": "postgres", "host": "127.0.0.1", "port": 1},
+                    "web": {"kind": "app", "root": str(tmp_path)}},
+        "storages": {"local1": {"kind": "local", "path": str(store), "fsync": False}},
+        "backup": {"retention": daily(5)},
+        "jobs": {
+            "app-backup": {"task": "files.backup", "target": "web"},  # set "files", backup.retention
+            "nginx-backup": {"task": "files.backup", "target": "web",
+                             "options": {"preset": "nginx", "retention": daily(2)}},
+            "db-all": {"task": "postgres.backup", "target": "db",
+                       "options": {"exclude_databases": ["scratch"], "retention": daily(4)}},
+            "db-app": {"task": "postgres.backup", "target": "db",
+                       "options": {"databases": ["app"], "retention": daily(1)}},
+        }})
+    r = cli(["--config", cfg, "backups", "prune", "--dry-run", "--json"])
+    assert r.code == 0, r.output
+    kept = {(s["target"], s["database"]): sum(b["keep"] for b in s["backups"]) for s in r.json()}
+    assert kept == {("web", "files"): 5, ("web", "nginx"): 2, ("db", "app"): 1, ("db", "other"): 4,
+                    ("db", "scratch"): 5}

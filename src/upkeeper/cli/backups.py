@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -338,21 +337,35 @@ def _restore_redis(fetcher: Fetcher, row: BackupRow, to: Path | None, force: boo
 
 
 def policy_for(setup: Setup, target: str, database: str, kind: str) -> tuple[RetentionPolicy, str]:
-    """The retention of a series: its backup job's option, else the kind's default, else backup.retention."""
+    """The retention a series' own backup job applies after each backup, so prune agrees with it.
+
+    The job is the one of the kind's task on that target that writes the series: a files job by
+    its set name (``set``, else the preset, else "files"; the secrets archive shares it), a
+    PostgreSQL job naming the database, else one backing up every database but its excluded
+    ones.  Its ``retention``, else ``backup.retention`` (Redis: the task's own default).
+    """
     task = KIND_TASK.get(kind)
+    catch_all: tuple[RetentionPolicy, str] | None = None
     for job in setup.jobs.values():
         if job.task_name != task or job.target_name != target:
             continue
-        set_name = getattr(job.options, "set", None)
-        if kind == "files" and set_name and re.sub(r"[^A-Za-z0-9_.@+=-]", "_", set_name) not in (
-                database, database.removesuffix(".secrets")):
-            continue
-        dbs = getattr(job.options, "databases", None)
-        if kind == "postgres" and dbs and database not in {safe_component(d) for d in dbs}:
-            continue
-        pol = getattr(job.options, "retention", None)
-        if isinstance(pol, RetentionPolicy):
-            return pol, f"job {job.name}"
+        opts = job.options
+        pol = getattr(opts, "retention", None)
+        found = (pol if isinstance(pol, RetentionPolicy) else setup.config.backup.retention, f"job {job.name}")
+        if kind == "files":
+            if safe_component(getattr(opts, "set_name", "files")) in (database, database.removesuffix(".secrets")):
+                return found
+        elif kind == "postgres":
+            dbs = getattr(opts, "databases", None)
+            if dbs:
+                if database in {safe_component(d) for d in dbs}:
+                    return found
+            elif database not in {safe_component(d) for d in getattr(opts, "exclude_databases", [])}:
+                catch_all = catch_all or found  # a job naming the database wins over one taking them all
+        else:
+            return found
+    if catch_all is not None:
+        return catch_all
     if kind == "redis":
         return REDIS_RETENTION, "redis default"
     return setup.config.backup.retention, "backup.retention"
