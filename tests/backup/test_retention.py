@@ -14,7 +14,8 @@ from upkeeper.config.backup import RetentionPolicy
 
 
 def reference(items: list[Item], p: RetentionPolicy, tz: str) -> set[str]:
-    """Plain restic semantics: per rule, the newest backup of each of the newest N periods that have one."""
+    """Plain restic semantics: per rule, the newest backup of each of the newest N periods that have one,
+    and the oldest backup while the rule has periods to spare (restic 0.17's ``forget``)."""
     if not items:
         return set()
     z = ZoneInfo(p.timezone or tz)
@@ -42,9 +43,14 @@ def reference(items: list[Item], p: RetentionPolicy, tz: str) -> set[str]:
         if count > 0:
             chosen = chosen[:count]
         keep |= {i.id for _k, i in chosen}
+        # restic >= 0.17: a rule with periods to spare keeps the oldest backup too
+        oldest = newest_first[-1]
+        older_periods = {fn(i.time.astimezone(z)) for i in newest_first[:-1]}
+        if count == -1 or len(older_periods) < count:
+            keep.add(oldest.id)
     if p.keep_within is not None:
         limit = newest_first[0].time - p.keep_within
-        keep |= {i.id for i in items if i.time >= limit}
+        keep |= {i.id for i in items if i.time > limit}  # restic: strictly after
     if p.is_empty():
         keep = {i.id for i in items}
     keep.add(newest_first[0].id)  # upkeeper: the newest complete backup is never deleted
@@ -102,7 +108,30 @@ def test_timezone_decides_the_day() -> None:
     # 23:30 and 00:30 UTC are the same day in New York (18:30 and 19:30), different days in UTC
     a = Item("a", datetime(2025, 3, 1, 23, 30, tzinfo=UTC))
     b = Item("b", datetime(2025, 3, 2, 0, 30, tzinfo=UTC))
+    z = Item("z", datetime(2025, 2, 27, 12, 0, tzinfo=UTC))  # an earlier day in both
     p_utc = RetentionPolicy(keep_daily=2, keep_weekly=0, keep_monthly=0)
     p_ny = RetentionPolicy(keep_daily=2, keep_weekly=0, keep_monthly=0, timezone="America/New_York")
-    assert {d.item.id for d in apply_policy([a, b], p_utc) if d.keep} == {"a", "b"}
-    assert {d.item.id for d in apply_policy([a, b], p_ny) if d.keep} == {"b"}
+    assert {d.item.id for d in apply_policy([a, b, z], p_utc) if d.keep} == {"a", "b"}
+    assert {d.item.id for d in apply_policy([a, b, z], p_ny) if d.keep} == {"b", "z"}
+
+
+def test_a_short_history_keeps_its_oldest_backup_as_restic_does() -> None:
+    """restic 0.17+: 'If there are not enough snapshots to keep one for each duration related --keep-{within-,}
+    option, the oldest snapshot in the group is kept additionally.'  Two backups on one day, keep_daily 7: the
+    day's newest and, with six daily counts to spare, the oldest."""
+    a = Item("a", datetime(2025, 3, 1, 1, 0, tzinfo=UTC))
+    b = Item("b", datetime(2025, 3, 1, 13, 0, tzinfo=UTC))
+    c = Item("c", datetime(2025, 3, 1, 7, 0, tzinfo=UTC))
+    decisions = apply_policy([a, b, c], RetentionPolicy(keep_daily=7, keep_weekly=0, keep_monthly=0))
+    assert {d.item.id: d.keep for d in decisions} == {"b": True, "c": False, "a": True}
+    assert decisions[-1].reasons == ["daily (oldest backup, count not used up)"]
+    # with the count used up, the oldest goes
+    used_up = apply_policy([a, b, c], RetentionPolicy(keep_daily=1, keep_weekly=0, keep_monthly=0))
+    assert {d.item.id for d in used_up if d.keep} == {"b"}
+
+
+def test_keep_within_is_strictly_younger_than_the_duration() -> None:
+    newest = Item("n", datetime(2025, 3, 2, 12, 0, tzinfo=UTC))
+    edge = Item("e", datetime(2025, 3, 1, 12, 0, tzinfo=UTC))  # exactly one day older: restic drops it
+    p = RetentionPolicy(keep_daily=0, keep_weekly=0, keep_monthly=0, keep_within=timedelta(days=1))
+    assert {d.item.id for d in apply_policy([newest, edge], p) if d.keep} == {"n"}

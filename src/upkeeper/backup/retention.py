@@ -3,8 +3,11 @@
 Backups are walked newest first.  ``keep_last`` keeps the N newest.  Each
 bucket rule (hourly, daily, weekly, monthly, yearly) keeps a backup when its
 period (in the policy's timezone) differs from the period of the last backup
-that rule kept, until the rule's count is used up (-1: never).  ``keep_within``
-keeps everything younger than the duration, measured from the newest backup.
+that rule kept, until the rule's count is used up (-1: never).  As restic does
+since 0.17, a rule whose count is not used up by the time it reaches the oldest
+backup keeps that one too: while the history is shorter than the policy, the
+longest history is kept.  ``keep_within`` keeps everything younger than the
+duration (strictly), measured from the newest backup.
 Counts overlap: one backup can satisfy several rules, and every rule that keeps
 it is a reason shown by ``backups prune --dry-run``.
 
@@ -85,16 +88,18 @@ def apply_policy(items: Sequence[Item], policy: RetentionPolicy, default_tz: str
             if keep_last > 0:
                 keep_last -= 1
         local = item.time.astimezone(tz)
+        oldest = i == len(ordered) - 1
         for attr, label, fn in BUCKETS:
             if counters[attr] == 0:
                 continue
             val = fn(local)
-            if val != last_seen[attr]:
+            if val != last_seen[attr] or oldest:
+                reasons.append(f"{label} {_period_text(label, local)}" if val != last_seen[attr]
+                               else f"{label} (oldest backup, count not used up)")
                 last_seen[attr] = val
-                reasons.append(f"{label} {_period_text(label, local)}")
                 if counters[attr] > 0:
                     counters[attr] -= 1
-        if within_from is not None and item.time >= within_from:
+        if within_from is not None and item.time > within_from:
             reasons.append("within")
         if i == 0 and not reasons:
             reasons.append("newest")
