@@ -3,6 +3,7 @@ and 'backups sync' rebuilding the catalog from manifests alone."""
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,8 @@ def fabricate(store: Path, when: datetime, *, database: str = "app", kind: str =
     put_bytes(s, m.prefix + "data.zst", b"hello")
     if complete:
         write_manifest([s], m)
+    for f in (store / m.prefix).iterdir():  # written then, as a real set would have been
+        os.utime(f, (when.timestamp(), when.timestamp()))
     return bid
 
 
@@ -171,3 +174,22 @@ def test_prune_applies_each_series_own_job_retention(cli: Any, make_config: Any,
     kept = {(s["target"], s["database"]): sum(b["keep"] for b in s["backups"]) for s in r.json()}
     assert kept == {("web", "files"): 5, ("web", "nginx"): 2, ("db", "app"): 1, ("db", "other"): 4,
                     ("db", "scratch"): 5}
+
+
+def test_incomplete_set_still_receiving_objects_is_not_cleaned(cli: Any, make_config: Any, tmp_path: Path) -> None:
+    """A set begun two days ago (a directory-format dump of a huge database) whose last object arrived an hour
+    ago is still being written: leftovers are judged by their last activity, not by when they began."""
+    store = tmp_path / "store"
+    now = datetime.now(UTC).replace(microsecond=0)
+    fabricate(store, now - timedelta(days=1))
+    busy = fabricate(store, now - timedelta(days=2), complete=False)
+    [obj] = (store / "db" / "app" / busy).iterdir()
+    fresh = (now - timedelta(hours=1)).timestamp()
+    os.utime(obj, (fresh, fresh))
+    dead = fabricate(store, now - timedelta(days=3), complete=False)
+    cfg = _config(make_config, store)
+    r = cli(["--config", cfg, "backups", "prune", "--json"])
+    assert r.code == 0, r.output
+    [app] = r.json()
+    assert app["incomplete_kept"] == [busy] and app["incomplete_deleted"] == [dead]
+    assert (store / "db" / "app" / busy).is_dir() and not (store / "db" / "app" / dead).exists()

@@ -181,6 +181,19 @@ class StoredSet:
         times = [o.modified for o in self.objects if o.modified is not None]
         return min(times) if times else None
 
+    @property
+    def last_activity(self) -> datetime | None:
+        """When the set last changed: its newest object, else its id's time.
+
+        An incomplete set is judged by this, not by when it began: a directory-format dump
+        still uploading its tables after a day is alive while new objects keep arriving.
+        """
+        times = [o.modified for o in self.objects if o.modified is not None]
+        started = self.created
+        if started is not None:
+            times.append(started)
+        return max(times) if times else None
+
 
 def scan_sets(storage: Storage, target: str | None = None, database: str | None = None) -> Iterator[StoredSet]:
     """Every ``<target>/<database>/<id>/`` directory on a storage (complete or not)."""

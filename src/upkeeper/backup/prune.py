@@ -44,6 +44,7 @@ class SetIndex:
     """What the storages hold for one (target, database): complete sets by id (with their kind), leftovers."""
 
     complete: dict[str, tuple[str, datetime, list[Storage]]] = field(default_factory=dict)
+    #: leftover (incomplete) sets by id: when they last changed, and where they are
     incomplete: dict[str, tuple[datetime | None, list[Storage]]] = field(default_factory=dict)
 
 
@@ -69,8 +70,10 @@ def index_sets(storages: Sequence[Storage], target: str | None = None, database:
                 kind, t, where = idx.complete.get(st.id, (m.kind, m.started_at, []))
                 idx.complete[st.id] = (kind, t, [*where, storage])
             else:
-                created, where2 = idx.incomplete.get(st.id, (st.created, []))
-                idx.incomplete[st.id] = (created, [*where2, storage])
+                active, where2 = idx.incomplete.get(st.id, (st.last_activity, []))
+                if active is None or (st.last_activity is not None and st.last_activity > active):
+                    active = st.last_activity  # the latest activity on any storage
+                idx.incomplete[st.id] = (active, [*where2, storage])
     return out
 
 
@@ -131,10 +134,10 @@ def prune_series(
                 continue
             if catalog is not None:
                 catalog.remove_storage(d.item.id, storage.name)
-    for bid, (created, where) in sorted(idx.incomplete.items()):
+    for bid, (active, where) in sorted(idx.incomplete.items()):
         if bid in idx.complete and set(s.name for s in where) & set(s.name for s in idx.complete[bid][2]):
             continue
-        if created is not None and now - created < incomplete_after:
+        if active is not None and now - active < incomplete_after:
             report.incomplete_kept.append(bid)
             continue
         report.incomplete_deleted.append(bid)
