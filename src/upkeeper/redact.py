@@ -21,9 +21,24 @@ _pattern: re.Pattern[str] | None = None
 
 _URL_PASSWORD = re.compile(r"(?P<pre>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)(?P<pw>[^@\s/]+)(?P<post>@)")
 _KV_PASSWORD = re.compile(
-    r"(?P<pre>\b(?:password|passwd|pwd|secret|token|api_key|apikey|routing_key|integration_key)\s*[=:]\s*)(?P<pw>'[^']*'|\"[^\"]*\"|[^\s&,;]+)",
+    r"(?P<pre>\b(?:password|passwd|pwd|secret|token|api_key|apikey|routing_key|integration_key)\s*[=:]\s*)"
+    # a bind placeholder (?, $1) is no secret: query fingerprints such as "where token = ?" stay as they are
+    r"(?P<pw>'[^']*'|\"[^\"]*\"|(?!(?:\?|\$\d+)(?:[\s&,;)]|$))[^\s&,;]+)",
     re.IGNORECASE,
 )
+# SQL: CREATE/ALTER ROLE … PASSWORD 'literal' (also E'…'; a literal cut short masks the rest)
+_SQL_PASSWORD = re.compile(
+    r"(?P<pre>\bPASSWORD\s+)(?P<pw>(?:E'(?:[^'\\]|\\[\s\S]|'')*|'(?:[^']|'')*)(?:'|$))", re.IGNORECASE)
+# a URL's query parameter whose name looks like a credential: ?access_token=…, &X-Amz-Signature=…
+_QUERY_PARAM = re.compile(r"(?P<pre>[?&;](?P<name>[A-Za-z0-9_.\-\[\]]{1,80})=)(?P<pw>[^&#\s\"'<>;]+)")
+# a parameter name containing one of these is sensitive (access_token, client_secret, apikey)
+_PARAM_STRONG = ("token", "secret", "passw", "apikey", "api_key", "signature", "credential", "sessid",
+                 "sessionid", "privatekey", "private_key")
+# … or having one of these as a word of its name (key, api-key, sessionKey, sig, auth, pwd), but not
+# merely containing it: keyword, author, passenger stay visible
+_PARAM_WORDS = frozenset({"key", "sig", "auth", "pass", "pwd", "pw", "session", "jwt", "otp", "sid",
+                          "passcode", "pin"})
+_NAME_WORD = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
 
 
 def register_secret(value: str | None) -> None:
@@ -48,7 +63,8 @@ def clear_secrets() -> None:
 
 
 def redact(text: str) -> str:
-    """Mask registered secrets, URL passwords and ``password=…`` pairs in ``text``."""
+    """Mask registered secrets, URL passwords, ``password=…`` pairs, the values of credential-like URL
+    query parameters (``?access_token=…``, ``&sig=…``) and SQL ``PASSWORD '…'`` literals in ``text``."""
     if not text:
         return text
     pat = _pattern
@@ -56,7 +72,23 @@ def redact(text: str) -> str:
         text = pat.sub(MASK, text)
     text = _URL_PASSWORD.sub(lambda m: m.group("pre") + MASK + m.group("post"), text)
     text = _KV_PASSWORD.sub(lambda m: m.group("pre") + MASK, text)
+    if "=" in text:
+        text = _QUERY_PARAM.sub(_query_param, text)
+    if "'" in text:
+        text = _SQL_PASSWORD.sub(lambda m: m.group("pre") + MASK, text)
     return text
+
+
+def sensitive_param(name: str) -> bool:
+    """Does a URL query parameter called ``name`` look like it carries a credential?"""
+    low = name.lower()
+    if any(s in low for s in _PARAM_STRONG):
+        return True
+    return any(w.lower() in _PARAM_WORDS for w in _NAME_WORD.findall(name))
+
+
+def _query_param(m: re.Match[str]) -> str:
+    return m.group("pre") + MASK if sensitive_param(m.group("name")) else m.group(0)
 
 
 def redact_obj(obj: Any) -> Any:

@@ -73,3 +73,49 @@ def test_new_exception_groups_are_findings(cli: Any, make_config: Any, tmp_path:
     assert second["metrics"]["exceptions"] == 3  # only the new lines were read
     third = run(cli, cfg, "app-errors")
     assert third["metrics"]["exceptions"] == 0 and third["status"] == "ok"
+
+
+def test_first_exceptions_after_clean_runs_are_new(cli: Any, make_config: Any, tmp_path: Path) -> None:
+    """A first run that saw no exception is no baseline to fill later: what appears next is new."""
+    log = tmp_path / "app" / "production.log"
+    log.parent.mkdir()
+    cfg = make_config({"targets": {"app": {"kind": "app", "root": str(tmp_path / "app")}},
+                       "jobs": {"app-errors": {"task": "logs.errors", "target": "app", "options": {
+                           "app_logs": [str(log)], "report_dir": str(tmp_path / "r")}}}})
+    # before the application wrote its log: nothing was read, so the first run is still to come
+    missing = run(cli, cfg, "app-errors")
+    assert [f["check"] for f in missing["findings"]] == ["logs.errors.missing"]
+    logger = logging.getLogger("upk-app-clean")
+    logger.propagate = False
+    handler = logging.FileHandler(log)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger.addHandler(handler)
+    try:
+        logger.warning("slow request: 850 ms")
+    finally:
+        handler.close()
+        logger.removeHandler(handler)
+    clean = run(cli, cfg, "app-errors")
+    assert clean["findings"] == [] and clean["metrics"]["exceptions"] == 0 and clean["metrics"]["app_error_lines"] == 0
+    assert run(cli, cfg, "app-errors")["findings"] == []  # a second clean run changes nothing
+    write_app_log(log, [TimeoutError, TimeoutError])
+    r = run(cli, cfg, "app-errors")
+    new = [f for f in r["findings"] if f["check"] == "logs.errors.new_exception"]
+    assert [f["subject"] for f in new] == ["TimeoutError"], r["findings"]
+    assert new[0]["value"] == 2 and r["status"] == "warn"
+    assert not any(f["check"] == "logs.errors.exceptions_baseline" for f in r["findings"])
+    assert r["metrics"]["new_exception_groups"] == 1
+
+
+def test_exceptions_in_a_log_that_appears_later_are_the_baseline(cli: Any, make_config: Any, tmp_path: Path) -> None:
+    """Runs that found no application log read nothing: the first one that does records the baseline."""
+    log = tmp_path / "app" / "production.log"
+    log.parent.mkdir()
+    cfg = make_config({"targets": {"app": {"kind": "app", "root": str(tmp_path / "app")}},
+                       "jobs": {"app-errors": {"task": "logs.errors", "target": "app", "options": {
+                           "app_logs": [str(log)], "report_dir": str(tmp_path / "r")}}}})
+    assert [f["check"] for f in run(cli, cfg, "app-errors")["findings"]] == ["logs.errors.missing"]
+    write_app_log(log, [ValueError, KeyError])
+    r = run(cli, cfg, "app-errors")
+    assert [f["check"] for f in r["findings"]] == ["logs.errors.exceptions_baseline"]
+    assert r["metrics"]["exception_groups"] == 2

@@ -6,9 +6,19 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
 from services import nginx_reopen, wait_for_log_lines
+from upkeeper.config.loader import load_text
+from upkeeper.core.jobs import build_setup
+from upkeeper.errors import ConfigError
+from upkeeper.logs.access import _status_in
 from upkeeper.sandbox.nginx import NginxServer
 from upkeeper.sandbox.traffic import Request, TrafficPlan, drive, plan
+from upkeeper.tasks.logs.nginx import NginxLogsOptions
 
 
 def config(make_config: Any, server: NginxServer, tmp_path: Path, **options: Any) -> Path:
@@ -138,3 +148,72 @@ def test_bad_log_format_is_a_config_error(cli: Any, make_config: Any, tmp_path: 
     r = cli(["--config", str(cfg), "jobs"])
     assert r.code == 2
     assert "log_format" in r.output and "$remote_addr" in r.output
+
+
+# -- failed_statuses ---------------------------------------------------------------------------
+
+FORMS = ("use a class such as 5xx, a code such as 429, a range such as 502-504, or a comma-separated list of "
+         "these such as '429,5xx'")
+
+
+def statuses_config(value: str) -> str:
+    return ("targets:\n  web: {kind: nginx}\njobs:\n  log-analysis:\n    task: logs.nginx\n    target: web\n"
+            f"    options:\n      failed_statuses: {value}\n")
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ("500-5xx", f"'500-5xx' is not a status code, class or range; {FORMS}"),
+    ("'429,5x'", f"'5x' (in '429,5x') is not a status code, class or range; {FORMS}"),
+    ("'5xx,'", f"'5xx,' has an empty entry (a stray comma); {FORMS}"),
+    ("''", f"no statuses given; {FORMS}"),
+    ("504-500", "the range '504-500' runs backwards: write 500-504"),
+    ("[5xx]", "expected text such as '5xx' or '500,502-504', got list"),
+])
+def test_bad_failed_statuses_is_a_located_config_error(value: str, message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        build_setup(load_text(statuses_config(value), "u.yaml"))
+    assert [p.render() for p in err.value.problems] == [
+        f"u.yaml:8: jobs -> log-analysis -> options -> failed_statuses: {message}"]
+
+
+@pytest.mark.parametrize(("value", "normalised"), [
+    ("5XX", "5xx"), ("' 429 , 5Xx '", "429,5xx"), ("'500, 502 - 504'", "500,502-504"), ("500", "500"),
+])
+def test_failed_statuses_are_normalised(value: str, normalised: str) -> None:
+    setup = build_setup(load_text(statuses_config(value), "u.yaml"))
+    assert setup.jobs["log-analysis"].options.failed_statuses == normalised  # type: ignore[attr-defined]
+
+
+SPEC_CHARS = st.text(alphabet="0123456789xX-, \t", max_size=14)
+
+
+@settings(max_examples=400, deadline=None)
+@given(spec=st.one_of(st.text(max_size=20), SPEC_CHARS))
+def test_any_failed_statuses_validates_or_is_a_clear_error(spec: str) -> None:
+    try:
+        opts = NginxLogsOptions(failed_statuses=spec)
+    except ValidationError as exc:
+        (e,) = exc.errors()
+        assert e["loc"] == ("failed_statuses",)
+        assert e["msg"].startswith("Value error, ")
+        assert FORMS in e["msg"] or "runs backwards" in e["msg"], e["msg"]
+        return
+    norm = opts.failed_statuses
+    assert norm == norm.strip().lower() and " " not in norm
+    assert NginxLogsOptions(failed_statuses=norm).failed_statuses == norm  # a fixed point
+    for code in ("100", "200", "404", "429", "499", "500", "503", "599", "-", "0"):
+        assert isinstance(_status_in(code, norm), bool)
+
+
+def test_failed_statuses_in_upper_case_count(cli: Any, make_config: Any, fresh_site_log: NginxServer,
+                                            tmp_path: Path) -> None:
+    """'5XX' used to match nothing: the failed rate stayed 0 while the endpoint answered 500."""
+    reqs = ([Request("GET", "/api/v1/payments", "192.0.2.7", "ua")] * 4
+            + [Request("GET", "/api/v1/listings/1", "192.0.2.7", "ua")] * 4
+            + [Request("GET", "/nothing-here", "192.0.2.7", "ua")] * 2)
+    assert drive(fresh_site_log.url, TrafficPlan(reqs)).sent == 10
+    wait_for_log_lines(fresh_site_log.access_log, 10)
+    r = run(cli, config(make_config, fresh_site_log, tmp_path, failed_statuses="404, 5XX"))
+    assert r["metrics"]["failed_pct"] == 60.0
+    f = checks(r)["logs.nginx.failed_rate"][0]
+    assert "(6 with 404,5xx)" in f["message"]

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import heapq
 import math
+import re
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -884,7 +885,8 @@ def summarize(p: AccessPartial, *, top_n: int = 10, failed_statuses: str = "5xx"
     def pct(x: float) -> float:
         return round(100.0 * x / valid, 4) if valid else 0.0
 
-    failed = sum(v for k, v in status.items() if _status_in(k, failed_statuses))
+    failed_spec = parse_statuses(failed_statuses)
+    failed = sum(v for k, v in status.items() if _status_in(k, failed_spec))
     hourly: Counter[str] = Counter()
     for (d, hh, _mm), c in p.minutes.items():
         hourly[f"{d // 10000:04d}-{d // 100 % 100:02d}-{d % 100:02d} {hh:02d}:00"] += c
@@ -984,12 +986,40 @@ def all_paths(p: AccessPartial) -> Counter[bytes]:
     return out
 
 
-def _status_in(code: str, spec: str) -> bool:
-    """``5xx``, ``500,502-504``, ``429,5xx``: does ``code`` fall in it?"""
-    for part in spec.replace(" ", "").split(","):
-        if not part:
+STATUS_SPEC_FORMS = ("a class such as 5xx, a code such as 429, a range such as 502-504, or a comma-separated "
+                     "list of these such as '429,5xx'")
+_STATUS_CLASS = re.compile(r"[1-9]xx")
+_STATUS_CODE = re.compile(r"[1-9][0-9]{2}")
+
+
+def parse_statuses(spec: str) -> str:
+    """Check a ``failed_statuses`` spec and return it normalised (lower case, no spaces): ``5xx``,
+    ``500,502-504``, ``429,5xx``. Raises ValueError naming the bad part and the accepted forms."""
+    parts = [part.strip().lower() for part in spec.split(",")]
+    if parts == [""]:
+        raise ValueError(f"no statuses given; use {STATUS_SPEC_FORMS}")
+    if not all(parts):
+        raise ValueError(f"{spec!r} has an empty entry (a stray comma); use {STATUS_SPEC_FORMS}")
+    out = []
+    for part in parts:
+        if _STATUS_CLASS.fullmatch(part) or _STATUS_CODE.fullmatch(part):
+            out.append(part)
             continue
-        if part.endswith("xx") and len(part) == 3:
+        lo, sep, hi = (x.strip() for x in part.partition("-"))
+        if sep and _STATUS_CODE.fullmatch(lo) and _STATUS_CODE.fullmatch(hi):
+            if int(lo) > int(hi):
+                raise ValueError(f"the range {part!r} runs backwards: write {hi}-{lo}")
+            out.append(f"{lo}-{hi}")
+            continue
+        where = "" if len(parts) == 1 else f" (in {spec!r})"
+        raise ValueError(f"{part!r}{where} is not a status code, class or range; use {STATUS_SPEC_FORMS}")
+    return ",".join(out)
+
+
+def _status_in(code: str, spec: str) -> bool:
+    """Does ``code`` fall in ``spec`` (as :func:`parse_statuses` returns it: ``5xx``, ``500,502-504``)?"""
+    for part in spec.split(","):
+        if part.endswith("xx"):
             if code[:1] == part[0]:
                 return True
         elif "-" in part:

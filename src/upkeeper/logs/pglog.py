@@ -30,6 +30,7 @@ from typing import Any
 
 from upkeeper.errors import UpkeeperError
 from upkeeper.logs.sqlfp import fingerprints, statement_kind
+from upkeeper.redact import redact
 
 DEFAULT_PREFIX = "%m [%p] "  # PostgreSQL 13+ default
 # for parallel.scan: below this a helper process does not pay.  Measured on 2 CPUs, idle, once the
@@ -631,6 +632,8 @@ def _s(b: bytes | None) -> str:
 
 
 def summarize(p: PgPartial, *, top_n: int = 20) -> dict[str, Any]:
+    """The report as plain JSON-able data. Examples (statements as logged, samples, deadlock details) are
+    redacted: ``ALTER ROLE … PASSWORD '…'`` and conninfo passwords never reach a report or a finding."""
     from upkeeper.logs.access import percentiles, top
 
     hist: Counter[float] = Counter()
@@ -644,7 +647,7 @@ def summarize(p: PgPartial, *, top_n: int = 20) -> dict[str, Any]:
 
     def qrow(fp: bytes, st: list[Any]) -> dict[str, Any]:
         return {"fingerprint": _s(fp), "count": st[0], "total_ms": round(st[1], 3), "mean_ms": round(st[1] / st[0], 3),
-                "max_ms": st[2], "example": _s(st[3]), "slowest": _s(st[4]),
+                "max_ms": st[2], "example": redact(_s(st[3])), "slowest": redact(_s(st[4])),
                 "share_pct": round(100.0 * st[1] / total_ms, 2) if total_ms else 0.0}
 
     by_total = sorted(p.queries.items(), key=lambda kv: (-kv[1][1], kv[0]))[:top_n]
@@ -655,13 +658,13 @@ def summarize(p: PgPartial, *, top_n: int = 20) -> dict[str, Any]:
     for (level, code, msg), c in sorted(p.errors.items(), key=lambda kv: (-kv[1], kv[0])):
         by_code[code] += c
         if len(errors) < top_n * 2:
-            errors.append({"level": level, "sqlstate": code, "message": _s(msg), "count": c,
-                           "statements": [_s(x) for _, x in p.error_examples.get((level, code, msg), [])]})
+            errors.append({"level": level, "sqlstate": code, "message": redact(_s(msg)), "count": c,
+                           "statements": [redact(_s(x)) for _, x in p.error_examples.get((level, code, msg), [])]})
     waits = sorted(p.lock_wait_ms)
     return {
         "lines": p.lines, "entries": p.entries, "unparsed": p.unparsed,
         "unparsed_pct": round(100.0 * p.unparsed / p.lines, 4) if p.lines else 0.0,
-        "unparsed_samples": p.unparsed_samples, "bytes_read": p.bytes_read,
+        "unparsed_samples": [redact(x) for x in p.unparsed_samples], "bytes_read": p.bytes_read,
         "first": _s(p.first) or None, "last": _s(p.last) or None,
         "statements": {"count": total_n, "total_ms": round(total_ms, 3), "fingerprints": len(p.queries),
                        "percentiles": percentiles(hist.items(), (50, 90, 95, 99)),
@@ -680,7 +683,7 @@ def summarize(p: PgPartial, *, top_n: int = 20) -> dict[str, Any]:
                   "total_wait_ms": round(sum(waits), 3), "max_wait_ms": waits[-1] if waits else 0.0,
                   "types": {_s(k): v for k, v in top(p.lock_types, top_n)},
                   "queries": [{"fingerprint": _s(k), "count": v} for k, v in top(p.lock_queries, top_n)]},
-        "deadlocks": {"count": p.deadlocks, "details": p.deadlock_details},
+        "deadlocks": {"count": p.deadlocks, "details": [redact(x) for x in p.deadlock_details]},
         "temp_files": {"count": p.temp_files, "total_bytes": p.temp_bytes, "max_bytes": p.temp_max,
                        "queries": [{"fingerprint": _s(k), "count": v, "bytes": p.temp_query_bytes[k]}
                                    for k, v in top(p.temp_queries, top_n)]},

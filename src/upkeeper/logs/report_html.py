@@ -7,6 +7,7 @@ from html import escape
 from typing import Any
 
 from upkeeper.logs.svg import PALETTE, bar_chart, line_chart, status_colors
+from upkeeper.redact import redact, redact_obj
 
 CSS = """
 :root{--fg:#0f172a;--mut:#64748b;--bd:#e2e8f0;--bg:#f8fafc;--warn:#d97706;--crit:#dc2626;--ok:#16a34a}
@@ -103,11 +104,19 @@ def findings_table(findings: Sequence[dict[str, Any]]) -> str:
 
 
 def page(title: str, subtitle: str, body: str, footer: str = "") -> str:
+    title, subtitle, footer = redact(title), redact(subtitle), redact(footer)
     return (f"<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">"
             f"<title>{escape(title)}</title><style>{CSS}</style></head><body><main>"
             f"<h1>{escape(title)}</h1><div class=\"muted\">{escape(subtitle)}</div>{body}"
             f"<footer>{escape(footer)}</footer></main></body></html>\n")
+
+
+def _redacted(rep: dict[str, Any], findings: Sequence[dict[str, Any]]
+              ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The report data with secrets masked (tokens in query strings, passwords in DSNs and SQL): a report
+    is a file that gets shared, so it never shows what history and notifications would not."""
+    return redact_obj(rep), redact_obj(list(findings))
 
 
 def trend_charts(trends: dict[str, list[tuple[str, float]]], specs: Sequence[tuple[str, str, str, float | None]]
@@ -133,6 +142,7 @@ def trend_charts(trends: dict[str, list[tuple[str, float]]], specs: Sequence[tup
 def access_report(rep: dict[str, Any], findings: Sequence[dict[str, Any]], *, title: str, subtitle: str,
                   trends: dict[str, list[tuple[str, float]]], objectives: dict[str, float],
                   footer: str = "") -> str:
+    rep, findings = _redacted(rep, findings)
     lat = rep.get("latency", {}).get("overall", {})
     p95 = lat.get("p95")
     p95_obj = objectives.get("latency_p95_ms", 200.0)
@@ -232,6 +242,7 @@ def access_report(rep: dict[str, Any], findings: Sequence[dict[str, Any]], *, ti
 def postgres_report(rep: dict[str, Any], findings: Sequence[dict[str, Any]], *, title: str, subtitle: str,
                     trends: dict[str, list[tuple[str, float]]], objectives: dict[str, float],
                     footer: str = "") -> str:
+    rep, findings = _redacted(rep, findings)
     st = rep["statements"]
     pct = st.get("percentiles", {})
     p95_obj = objectives.get("query_p95_ms", 100.0)
@@ -311,6 +322,7 @@ def postgres_report(rep: dict[str, Any], findings: Sequence[dict[str, Any]], *, 
 
 def errors_report(rep: dict[str, Any], findings: Sequence[dict[str, Any]], *, title: str, subtitle: str,
                   trends: dict[str, list[tuple[str, float]]], footer: str = "") -> str:
+    rep, findings = _redacted(rep, findings)
     ng = rep.get("nginx")
     app = rep.get("app")
     cards = []

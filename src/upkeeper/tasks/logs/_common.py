@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from upkeeper.core.task import TaskContext
+from upkeeper.redact import redact_obj
 
 REPORT_KEEP_DEFAULT = 12
 
@@ -38,7 +39,11 @@ def _safe(name: str) -> str:
 
 def write_reports(ctx: TaskContext, directory: Path, stem: str, data: dict[str, Any], html: str | None,
                   keep: int) -> list[dict[str, Any]]:
-    """Write ``<stem>-<time>.json`` (and ``.html``), refresh ``latest.*``, prune old ones; return artifacts."""
+    """Write ``<stem>-<time>.json`` (and ``.html``), refresh ``latest.*``, prune old ones; return artifacts.
+
+    ``data`` is redacted here (log lines, paths and examples carry tokens and passwords); the tasks
+    redact it before they build findings and the HTML, so this is the last line of defence."""
+    data = redact_obj(data)
     directory.mkdir(parents=True, exist_ok=True)
     ts = ctx.now().strftime("%Y%m%dT%H%M%SZ")
     base = directory / f"{_safe(stem)}-{ts}"

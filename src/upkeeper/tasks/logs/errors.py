@@ -16,6 +16,7 @@ from upkeeper.logs import parallel
 from upkeeper.logs.errorlog import AppLogStats, NginxErrorStats
 from upkeeper.logs.report_html import errors_report
 from upkeeper.logs.sources import LogFile, ReadPlan, discover, finish_cursors, plan_reads
+from upkeeper.redact import redact, redact_obj
 from upkeeper.tasks.logs._common import (
     REPORT_KEEP_DEFAULT,
     report_dir,
@@ -83,9 +84,9 @@ class ErrorLogs(Task[ErrorLogsOptions]):
                 rep["files"] += [r.file.path for r in plan.ranges]
 
         app: AppLogStats | None = None
+        matched = False
         if patterns:
             app = AppLogStats()
-            matched = False
             for pat in patterns:
                 for path, files in self._app_files(pat, options):
                     matched = True
@@ -99,13 +100,19 @@ class ErrorLogs(Task[ErrorLogsOptions]):
                                         "no application log matches " + ", ".join(patterns),
                                         "set app_logs to the files your application writes"))
         seconds = time.monotonic() - t0
-        known: dict[str, dict[str, Any]] = ctx.state.get(GROUPS_KEY, {}) or {}
-        first_run = not known
+        saved = ctx.state.get(GROUPS_KEY)
+        # "never read an application log" (no state: record a baseline) is not "read it, no exceptions"
+        # (an empty dict: whatever appears next is new)
+        first_run = saved is None
+        known: dict[str, dict[str, Any]] = saved or {}
+        # the report is redacted before findings, HTML and JSON are made of it: exception messages and
+        # error-log lines carry DSNs with passwords and request lines with ?token=…
         if ng is not None:
-            rep["nginx"] = self._nginx_report(ng, options)
+            rep["nginx"] = redact_obj(self._nginx_report(ng, options))
             findings += self._nginx_findings(rep["nginx"], error_log or "")
         if app is not None:
-            rep["app"], new = self._app_report(app, options, known, ctx)
+            app_rep, new = self._app_report(app, options, known, ctx)
+            rep["app"] = redact_obj(app_rep)
             findings += self._app_findings(rep["app"], new, first_run, options)
         metrics = self._metrics(rep, seconds)
         rep["findings"] = [f.to_dict() for f in findings]
@@ -120,7 +127,7 @@ class ErrorLogs(Task[ErrorLogsOptions]):
                                       options.keep_reports)
             if options.incremental:
                 ctx.state.set(CURSORS_KEY, new_cursors)
-            if app is not None:
+            if app is not None and matched:  # no log read yet: the next run that reads one is the first
                 ctx.state.set(GROUPS_KEY, known)
         parts = []
         if ng is not None:
@@ -205,7 +212,7 @@ class ErrorLogs(Task[ErrorLogsOptions]):
         now = ctx.now().isoformat(timespec="seconds")
         new = [gid for gid in app.exceptions if gid not in known]
         for gid, g in app.exceptions.items():
-            k = known.setdefault(gid, {"type": g.kind, "message": g.message, "first_seen": now, "count": 0})
+            k = known.setdefault(gid, {"type": g.kind, "message": redact(g.message), "first_seen": now, "count": 0})
             k["last_seen"] = now
             k["count"] = int(k.get("count", 0)) + g.count
         if len(known) > o.remember_groups:  # forget the groups seen longest ago

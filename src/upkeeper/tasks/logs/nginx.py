@@ -12,11 +12,12 @@ from upkeeper.core.task import Finding, Result, Severity, Status, Task, TaskCont
 from upkeeper.errors import TaskError
 from upkeeper.fmt import human_bytes
 from upkeeper.logs import parallel
-from upkeeper.logs.access import DEFAULT_LOGIN_PATHS, ScanOptions, summarize
+from upkeeper.logs.access import DEFAULT_LOGIN_PATHS, ScanOptions, parse_statuses, summarize
 from upkeeper.logs.goaccess import STATIC_EXTENSIONS
 from upkeeper.logs.nginx_format import LogFormatError, parse_format, to_goaccess
 from upkeeper.logs.report_html import access_report
 from upkeeper.logs.sources import discover, finish_cursors, plan_reads
+from upkeeper.redact import redact_obj
 from upkeeper.tasks.logs._common import (
     REPORT_KEEP_DEFAULT,
     baseline,
@@ -50,7 +51,9 @@ class NginxLogsOptions(TaskOptions):
     failed_rate_pct: float = Field(
         0.1, ge=0, description="warn when failed requests exceed this % of requests. Source: the maintenance "
         "procedures' objective (failed requests < 0.1 %)")
-    failed_statuses: str = Field("5xx", description="which statuses count as failed: '5xx', '500,502-504', '429,5xx'")
+    failed_statuses: str = Field(
+        "5xx", description="which statuses count as failed: a class (5xx), a code (429), a range (502-504) or a "
+        "comma-separated list of these: '5xx', '500,502-504', '429,5xx'")
     unparsed_warn_pct: float = Field(
         1.0, ge=0, description="warn when more than this % of lines cannot be parsed. Source: Netdata "
         "web_log_1m_unmatched (warn > 1 %)")
@@ -86,6 +89,15 @@ class NginxLogsOptions(TaskOptions):
         except LogFormatError as exc:
             raise ValueError(f"{exc.message}. {exc.hint or ''}".strip()) from None
         return v
+
+    @field_validator("failed_statuses", mode="before")
+    @classmethod
+    def _check_statuses(cls, v: Any) -> str:
+        if isinstance(v, int) and not isinstance(v, bool):  # failed_statuses: 500 in YAML
+            v = str(v)
+        if not isinstance(v, str):
+            raise ValueError(f"expected text such as '5xx' or '500,502-504', got {type(v).__name__}")
+        return parse_statuses(v)  # its ValueError names the bad part and the accepted forms
 
 
 @task
@@ -127,9 +139,12 @@ class NginxLogs(Task[NginxLogsOptions]):
             raise TaskError(f"cannot read {exc.filename or path}: {exc.strerror}",
                             "Try: run upkeeper as a user that can read the nginx logs (group adm)") from None
         seconds = time.monotonic() - t0
-        rep = summarize(partial, top_n=options.top, failed_statuses=options.failed_statuses,
-                        min_endpoint_requests=options.min_endpoint_requests,
-                        not_found_burst=options.not_found_burst, brute_force=options.brute_force_threshold)
+        # redacted before anything is built from it: request lines and referrers carry ?token=…, and the
+        # findings (history, --json), the HTML and the JSON report all show parts of them
+        rep: dict[str, Any] = redact_obj(summarize(
+            partial, top_n=options.top, failed_statuses=options.failed_statuses,
+            min_endpoint_requests=options.min_endpoint_requests, not_found_burst=options.not_found_burst,
+            brute_force=options.brute_force_threshold))
         rep["files"] = [{"path": r.file.path, "from": r.start, "to": r.end, "compressed": r.file.gz}
                         for r in plan.ranges]
         rep["scan_seconds"] = round(seconds, 3)

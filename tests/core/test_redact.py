@@ -1,0 +1,59 @@
+"""What redact() masks in text from logs: credential-like URL query parameters and SQL PASSWORD literals,
+and what it leaves alone (ordinary parameters, bind placeholders, prose about passwords)."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from upkeeper.redact import redact, sensitive_param
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("GET /reset?token=abc123&lang=en HTTP/1.1", "GET /reset?token=***&lang=en HTTP/1.1"),
+    ("/cb?access_token=AAA&state=x", "/cb?access_token=***&state=x"),
+    ("/cb?state=x&id_token=eyJhbGciOi.eyJzdWIi.sig", "/cb?state=x&id_token=***"),
+    ("/x?X-Amz-Signature=deadbeef&X-Amz-Expires=60", "/x?X-Amz-Signature=***&X-Amz-Expires=60"),
+    ("/x?X-Amz-Credential=AKIAEXAMPLE%2F20240101", "/x?X-Amz-Credential=***"),
+    ("/x?apiKey=zz;jsessionid=S1", "/x?apiKey=***;jsessionid=***"),
+    ("/x?key=k1&sig=s1&auth=a1&client_secret=c1", "/x?key=***&sig=***&auth=***&client_secret=***"),
+    ("https://h/p?api-key=k9 next", "https://h/p?api-key=*** next"),
+    ("ALTER ROLE app PASSWORD 's3cr''et' VALID UNTIL 'infinity'", "ALTER ROLE app PASSWORD *** VALID UNTIL 'infinity'"),
+    ("create user u with encrypted password E'x\\'y'", "create user u with encrypted password ***"),
+    ("CREATE ROLE r PASSWORD 'cut sho", "CREATE ROLE r PASSWORD ***"),  # an example cut off mid-literal
+    ("could not connect postgresql://u:pw@h/db", "could not connect postgresql://u:***@h/db"),
+])
+def test_masks(text: str, expected: str) -> None:
+    assert redact(text) == expected
+    assert redact(expected) == expected  # masking twice changes nothing
+
+
+@pytest.mark.parametrize("text", [
+    "/search?keyword=shoes&author=bob&monkey=1&passenger=2&q=beach+house",
+    "/api/v1/listings?city=x%27%20UNION%20SELECT%20password%20FROM%20users--",
+    "select * from t where token = ? and password = $1 and secret = ?",
+    'password authentication failed for user "bob"',
+    "alter role upk password ?",
+    "/cgi-bin/luci/;stok=/locale",
+])
+def test_leaves_alone(text: str) -> None:
+    assert redact(text) == text
+
+
+@pytest.mark.parametrize(("name", "sensitive"), [
+    ("token", True), ("access_token", True), ("refreshToken", True), ("api_key", True), ("APIKEY", True),
+    ("sessionKey", True), ("PHPSESSID", True), ("X-Goog-Signature", True), ("pwd", True), ("key[]", True),
+    ("keyword", False), ("author", False), ("monkey", False), ("q", False), ("page", False), ("sort", False),
+])
+def test_sensitive_param(name: str, sensitive: bool) -> None:
+    assert sensitive_param(name) is sensitive
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=st.text(alphabet=st.characters(blacklist_characters="&#;\"'<> \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f\x85\xa0"
+                                             "\u1680\u2028\u2029\u3000", blacklist_categories=("Zs", "Cs")),
+                     min_size=1, max_size=30))
+def test_any_token_value_is_masked(value: str) -> None:
+    out = redact(f"GET /a?x=1&access_token={value}&y=2 HTTP/1.1")
+    assert out == "GET /a?x=1&access_token=***&y=2 HTTP/1.1"

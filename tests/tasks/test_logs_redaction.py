@@ -1,0 +1,200 @@
+"""Secrets in the logs never reach what the log tasks write: the JSON and HTML reports, the run's
+--json output and the history database (findings, details, job state).
+
+Each test runs the real task through the real CLI on logs written by real services (nginx, a
+Python application's logging, PostgreSQL) and then looks for the secret values everywhere.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+from services import wait_for_log_lines
+from upkeeper.sandbox import pgworkload
+from upkeeper.sandbox.nginx import NginxServer
+from upkeeper.sandbox.postgres import PostgresCluster
+from upkeeper.sandbox.traffic import Request, TrafficPlan, drive
+
+
+def run(cli: Any, cfg: Path, job: str) -> tuple[dict[str, Any], str]:
+    res = cli(["--config", str(cfg), "run", job, "--json"])
+    assert res.code in (0, 1), res.output
+    out: dict[str, Any] = res.json()[0]
+    return out, res.output
+
+
+def reports(result: dict[str, Any]) -> tuple[dict[str, Any], str, str]:
+    """The run's JSON report (parsed and as text) and its HTML report; latest.* must be the same files."""
+    jpath = Path(next(a["path"] for a in result["artifacts"] if a["format"] == "json"))
+    hpath = Path(next(a["path"] for a in result["artifacts"] if a["format"] == "html"))
+    jtext, html = jpath.read_text(), hpath.read_text()
+    assert (jpath.parent / "latest.json").read_text() == jtext
+    assert (hpath.parent / "latest.html").read_text() == html
+    return json.loads(jtext), jtext, html
+
+
+def history_text(db: Path) -> str:
+    """Every value of every row of every table of the SQLite history, as one text."""
+    con = sqlite3.connect(db)
+    try:
+        tables = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        assert {"runs", "findings", "job_state"} <= set(tables), tables
+        return "\n".join(repr(row) for t in tables for row in con.execute(f'SELECT * FROM "{t}"'))
+    finally:
+        con.close()
+
+
+def assert_hidden(secrets: list[str], **places: str) -> None:
+    leaks = [(s, where) for s in secrets for where, text in places.items() if s in text]
+    assert not leaks, f"secret values written out: {leaks}"
+
+
+# -- logs.nginx --------------------------------------------------------------------------------
+
+NGINX_SECRETS = ["TOKplain1111", "TOKaccess2222", "TOKsig3333", "TOKapikey4444", "TOKpw5555", "TOKattack6666",
+                 "TOKreferer7777", "TOKunparsed8888"]
+
+
+def test_access_log_secrets_stay_out_of_reports_json_and_history(
+        cli: Any, make_config: Any, fresh_site_log: NginxServer, tmp_path: Path) -> None:
+    ip, ua = "192.0.2.44", "Mozilla/5.0 (X11; Linux x86_64) Firefox/125.0"
+    reqs = [Request("GET", "/api/v1/reset?token=TOKplain1111&lang=en", ip, ua)] * 3 + [
+        Request("GET", "/api/oauth/callback?access_token=TOKaccess2222&state=abc", ip, ua),
+        Request("GET", "/api/download?X-Amz-Signature=TOKsig3333&X-Amz-Expires=60", ip, ua),
+        Request("GET", "/api/v1/me?apiKey=TOKapikey4444", ip, ua),
+        Request("GET", "/search?q=x&password=TOKpw5555", ip, ua),
+        Request("GET", "/search?q=1%27%20OR%201%3D1--&access_token=TOKattack6666", "198.51.100.9", ua),
+        Request("GET", "/about.html", ip, ua, referer="https://partner.example/cb?access_token=TOKreferer7777"),
+        Request("GET", "/search?q=beach+house&page=2", ip, ua),
+        Request("GET", "/search?keyword=loft&author=ann", ip, ua),
+    ]
+    sent = drive(fresh_site_log.url, TrafficPlan(reqs))
+    assert not sent.errors and sent.sent == len(reqs)
+    wait_for_log_lines(fresh_site_log.access_log, len(reqs))
+    with open(fresh_site_log.access_log, "ab") as fh:  # a line nginx did not write: kept as a sample
+        fh.write(b"corrupted GET /reset?access_token=TOKunparsed8888 entry\n")
+    cfg = make_config({"targets": {"web": fresh_site_log.target()},
+                       "jobs": {"log-analysis": {"task": "logs.nginx", "target": "web", "options": {
+                           "log_format": "combined_timed", "report_dir": str(tmp_path / "reports")}}}})
+    r, out = run(cli, cfg, "log-analysis")
+    data, jtext, html = reports(r)
+    assert_hidden(NGINX_SECRETS, json_report=jtext, html_report=html, run_json=out,
+                  history=history_text(tmp_path / "history.db"))
+    # the findings that quote those lines are still there, with the secret masked
+    checks = {f["check"]: f for f in r["findings"]}
+    assert "access_token=***" in checks["logs.nginx.attack.sql_injection"]["message"]
+    assert "/reset?access_token=***" in checks["logs.nginx.unparsed"]["data"]["sample"]
+    # counts and grouping are untouched; the paths and the other parameters are still shown
+    assert data["requests"] == len(reqs) and data["invalid"] == 1
+    requested = {x["data"]: x["hits"] for x in data["goaccess"]["requests"]}
+    assert requested["/api/v1/reset?token=***&lang=en"] == 3
+    assert "/api/oauth/callback?access_token=***&state=abc" in requested
+    assert "/api/download?X-Amz-Signature=***&X-Amz-Expires=60" in requested
+    assert "/api/v1/me?apiKey=***" in requested
+    assert requested["/search?q=beach+house&page=2"] == 1  # no credential-like parameter: as logged
+    assert requested["/search?keyword=loft&author=ann"] == 1
+    assert {x["path"]: x["hits"] for x in data["top"]["paths"]}["/api/v1/reset"] == 3
+    assert "https://partner.example/cb?access_token=***" in {x["referer"] for x in data["top"]["referers"]}
+    assert "/api/v1/reset?token=***&amp;lang=en" in html and "/search?q=beach+house&amp;page=2" in html
+
+
+# -- logs.errors -------------------------------------------------------------------------------
+
+def write_app_log(path: Path, messages: list[str]) -> None:
+    logger = logging.getLogger(f"upk-redact-{path.name}")
+    logger.propagate = False
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger.addHandler(handler)
+    try:
+        for msg in messages:
+            try:
+                raise ConnectionError(msg)
+            except ConnectionError:
+                logger.exception("cannot reach the database")
+    finally:
+        handler.close()
+        logger.removeHandler(handler)
+
+
+ERROR_SECRETS = ["DsnPassFirst", "DsnPassSecond", "TOKupstream1212"]
+
+
+def test_error_log_and_exception_secrets_stay_out(cli: Any, make_config: Any, site_nginx: NginxServer,
+                                                  tmp_path: Path) -> None:
+    log = tmp_path / "app" / "production.log"
+    log.parent.mkdir()
+    # the nginx error log quotes the request line: "GET /upstream/…?access_token=… HTTP/1.1"; the
+    # lines nginx writes for this request are read from a copy (the session's log has other tests' lines)
+    start = site_nginx.error_log.stat().st_size if site_nginx.error_log.exists() else 0
+    sent = drive(site_nginx.url, TrafficPlan([Request("GET", "/upstream/export?access_token=TOKupstream1212&fmt=csv",
+                                                      "192.0.2.45", "ua")]))
+    assert sent.sent == 1
+    deadline = time.monotonic() + 10
+    while b"TOKupstream1212" not in (new := site_nginx.error_log.read_bytes()[start:]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    error_log = tmp_path / "error.log"
+    error_log.write_bytes(new[: new.rindex(b"\n") + 1])
+    assert b"access_token=TOKupstream1212" in error_log.read_bytes()
+    write_app_log(log, ["could not connect to postgresql://shop:DsnPassFirst@db.internal/shop"])
+    cfg = make_config({"targets": {"web": site_nginx.target()},
+                       "jobs": {"errors": {"task": "logs.errors", "target": "web", "options": {
+                           "error_log": str(error_log), "app_logs": [str(log)],
+                           "report_dir": str(tmp_path / "reports")}}}})
+    first, out1 = run(cli, cfg, "errors")
+    data1, jtext1, html1 = reports(first)
+    # a second run, where the exception group is new: its finding carries the traceback as an example
+    write_app_log(log, ["broker redis://:DsnPassSecond@cache.internal:6379/0 refused the connection"])
+    second, out2 = run(cli, cfg, "errors")
+    data2, jtext2, html2 = reports(second)
+    assert_hidden(ERROR_SECRETS, json_report=jtext1 + jtext2, html_report=html1 + html2, run_json=out1 + out2,
+                  history=history_text(tmp_path / "history.db"))
+    assert any("/upstream/export?access_token=***&fmt=csv" in c["example"] for c in data1["nginx"]["classes"])
+    assert "postgresql://shop:***@db.internal/shop" in data1["app"]["exception_groups"][0]["example"]
+    new = [f for f in second["findings"] if f["check"] == "logs.errors.new_exception"]
+    assert len(new) == 1 and "redis://:***@cache.internal:6379/0" in new[0]["data"]["example"]
+
+
+# -- logs.postgres -----------------------------------------------------------------------------
+
+PG_SECRETS = ["PgCreatePw", "PgAlterPw", "PgErrorPw", "PgDsnPw"]
+
+
+def test_statement_secrets_stay_out(cli: Any, make_config: Any, services_dir: Path, tmp_path: Path) -> None:
+    cluster = PostgresCluster(services_dir / "pg-redact", extra_conf=pgworkload.LOGGING_CONF)
+    cluster.start()
+    try:
+        with cluster.connect() as c:
+            c.execute("DROP ROLE IF EXISTS upk_redact")
+            c.execute("CREATE ROLE upk_redact LOGIN PASSWORD 'PgCreatePw'")
+            c.execute("ALTER ROLE upk_redact WITH PASSWORD 'PgAlterPw'")
+            c.execute("SELECT 'postgresql://app:PgDsnPw@db.internal/app' AS dsn")
+        with cluster.connect() as c:
+            try:
+                c.execute("CREATE ROLE upk_redact PASSWORD 'PgErrorPw'")  # 42710: the role exists
+            except Exception as exc:
+                assert "already exists" in str(exc)
+            else:
+                raise AssertionError("CREATE ROLE of an existing role succeeded")
+        cfg = make_config({"targets": {"db": cluster.target("postgres")},
+                           "jobs": {"pg-logs": {"task": "logs.postgres", "target": "db", "options": {
+                               "log_file": str(cluster.log), "report_dir": str(tmp_path / "reports")}}}})
+        r, out = run(cli, cfg, "pg-logs")
+    finally:
+        cluster.stop()
+    data, jtext, html = reports(r)
+    assert_hidden(PG_SECRETS, json_report=jtext, html_report=html, run_json=out,
+                  history=history_text(tmp_path / "history.db"))
+    # the statements are still there and grouped as before, only the literals are masked
+    fps = {q["fingerprint"]: q for q in data["most_frequent"]}
+    assert fps["alter role upk_redact with password ?"]["example"] == "ALTER ROLE upk_redact WITH PASSWORD ***"
+    assert fps["create role upk_redact login password ?"]["count"] == 1
+    assert fps["select ? as dsn"]["example"] == "SELECT 'postgresql://app:***@db.internal/app' AS dsn"
+    dup = next(e for e in data["errors"]["classes"] if e["sqlstate"] == "42710")
+    assert dup["statements"] == ["CREATE ROLE upk_redact PASSWORD ***"]
+    assert "ALTER ROLE upk_redact WITH PASSWORD ***" in html
