@@ -141,3 +141,60 @@ def test_remote_storage_without_encryption_is_refused(cli: Any, app_db: tuple[st
     assert r.code == 1
     run = r.json()[0]
     assert "refusing to send unencrypted backups to remote storage offsite" in run["summary"]
+
+
+def test_every_database_but_the_excluded_ones(cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]],
+                                              backup_config: Any, tmp_path: Path) -> None:
+    """'databases' unset: every non-template database of the server gets its own set, except the excluded."""
+    db, _ = app_db
+    skip = f"{db}_skip"
+    pg.create_database(skip)
+    try:
+        cfg = backup_config(db, options={"databases": None, "exclude_databases": [skip]})
+        r = cli(["--config", cfg, "run", "db-backup", "--json"])
+        assert r.code == 0, r.output
+        run = r.json()[0]
+        assert run["status"] == "ok", run
+        backed_up = {p.parent.name for p in _sets(tmp_path / "store1")}
+        server = {row[0] for row in pg.execute("SELECT datname FROM pg_database WHERE NOT datistemplate")}
+        assert backed_up == server - {skip} and db in backed_up and "postgres" in backed_up
+    finally:
+        with pg.connect() as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{skip}" WITH (FORCE)')
+
+
+def test_row_counts_are_taken_in_the_dumps_snapshot(cli: Any, pg: PostgresCluster,
+                                                    app_db: tuple[str, dict[str, int]], backup_config: Any) -> None:
+    """Rows committed all through the backup: the manifest's count is the dump's (verify's restore agrees),
+    not the table's count at some other moment."""
+    import threading
+
+    db, counts = app_db
+    stop = threading.Event()
+    inserted = [0]
+
+    def write() -> None:
+        with pg.connect(db) as conn:
+            while not stop.is_set():
+                conn.execute("INSERT INTO audit_log (action, entity) VALUES ('tick', 'test')")
+                inserted[0] += 1
+
+    t = threading.Thread(target=write, daemon=True)
+    t.start()
+    try:
+        while inserted[0] < 50:  # the writer is running before the backup begins
+            assert t.is_alive(), "the writer thread died"
+            stop.wait(0.01)
+        cfg = backup_config(db)
+        r = cli(["--config", cfg, "run", "db-backup", "--json"])
+        assert r.code == 0, r.output
+    finally:
+        stop.set()
+        t.join(10)
+    bid = r.json()[0]["artifacts"][0]["id"]
+    show = cli(["--config", cfg, "backups", "show", bid, "--json"]).json()
+    n = show["manifest"]["postgres"]["row_counts"]["public.audit_log"]
+    assert counts["audit_log"] + 50 <= n < counts["audit_log"] + inserted[0], (n, inserted[0])
+    r = cli(["--config", cfg, "run", "backup-verify", "--json"])
+    assert r.code == 0, r.output
+    assert r.json()[0]["status"] == "ok", r.json()[0]  # every table's restored count equals the manifest's
