@@ -198,3 +198,60 @@ def test_row_counts_are_taken_in_the_dumps_snapshot(cli: Any, pg: PostgresCluste
     r = cli(["--config", cfg, "run", "backup-verify", "--json"])
     assert r.code == 0, r.output
     assert r.json()[0]["status"] == "ok", r.json()[0]  # every table's restored count equals the manifest's
+
+
+def _wrapped_pg_dump(tmp_path: Path, pg: PostgresCluster, body: str) -> Path:
+    """A bin_dir whose pg_dump runs the real one (--version passes through) and then misbehaves as ``body`` says:
+    fault injection around the real tool, for failures a healthy server will not produce on demand."""
+    d = tmp_path / "faultbin"
+    d.mkdir()
+    w = d / "pg_dump"
+    w.write_text(f'#!/bin/sh\ncase "$1" in --version) exec "{pg.bin}/pg_dump" "$@";; esac\n{body}\n')
+    w.chmod(0o755)
+    return d
+
+
+def test_pg_dump_error_on_stderr_with_exit_zero_fails_the_backup(
+        cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], backup_config: Any,
+        tmp_path: Path) -> None:
+    db, _ = app_db
+    bin_dir = _wrapped_pg_dump(tmp_path, pg, f'"{pg.bin}/pg_dump" "$@"\necho "pg_dump: error: query failed: '
+                                             f'injected" >&2\nexit 0')
+    cfg = backup_config(db, target_extra={"bin_dir": str(bin_dir)})
+    r = cli(["--config", cfg, "run", "db-backup", "--json"])
+    assert r.code == 1, r.output
+    run = r.json()[0]
+    assert run["status"] == "fail" and "pg_dump reported an error" in run["summary"], run
+    assert "injected" in run["summary"]
+    assert _sets(tmp_path / "store1") == [] and cli(["--config", cfg, "backups", "list", "--json"]).json() == []
+
+
+def test_pg_dump_that_writes_nothing_fails_the_backup(
+        cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], backup_config: Any,
+        tmp_path: Path) -> None:
+    db, _ = app_db
+    cfg = backup_config(db, target_extra={"bin_dir": str(_wrapped_pg_dump(tmp_path, pg, "exit 0"))})
+    r = cli(["--config", cfg, "run", "db-backup", "--json"])
+    assert r.code == 1, r.output
+    run = r.json()[0]
+    assert run["status"] == "fail" and "no output" in run["summary"], run
+    assert _sets(tmp_path / "store1") == [] and cli(["--config", cfg, "backups", "list", "--json"]).json() == []
+
+
+def test_every_recipient_can_decrypt(cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]],
+                                     backup_config: Any, age_key: AgeKey, tmp_path: Path) -> None:
+    """Two X25519 recipients (say, the ops team's key and an offline escrow key): each one alone decrypts."""
+    second = tmp_path / "escrow.txt"
+    subprocess.run(["age-keygen", "-o", str(second)], check=True, capture_output=True)
+    pub2 = subprocess.run(["age-keygen", "-y", str(second)], check=True, capture_output=True, text=True).stdout.strip()
+    db, _ = app_db
+    cfg = backup_config(db, backup={"encryption": {"recipients": [age_key.recipient, pub2],
+                                                   "identity_file": str(age_key.identity)}})
+    r = cli(["--config", cfg, "run", "db-backup", "--json"])
+    assert r.code == 0, r.output
+    [set_dir] = _sets(tmp_path / "store1")
+    enc = set_dir / f"{db}.dump.zst.age"
+    for identity in (age_key.identity, second):
+        dec = subprocess.run(["age", "-d", "-i", str(identity), str(enc)], check=True, capture_output=True)
+        raw = subprocess.run(["zstd", "-d", "-c"], input=dec.stdout, check=True, capture_output=True).stdout
+        assert raw.startswith(b"PGDMP")
