@@ -49,3 +49,23 @@ def test_usage_errors(cli: Any, tmp_path: Path) -> None:
     assert r.code == 2 and "%p" in r.err
     r = cli(["logs", "goaccess-format", "--format", "combined"])
     assert r.code == 0 and "--log-format=%h %^[%d:%t %^]" in r.out
+
+
+def test_text_output_masks_tokens_and_credentials(cli: Any, tmp_path: Path) -> None:
+    """The plain console tables (not only --json and --html) mask query-string tokens and DSN passwords."""
+    log = tmp_path / "access.log"
+    line = ('203.0.113.9 - - [01/Mar/2024:10:00:{s:02d} +0000] "GET /reset?token=tok-9f8e7d6c&lang=en HTTP/1.1" '
+            '200 12 "-" "curl/8.0"\n')
+    attack = ('203.0.113.7 - - [01/Mar/2024:10:01:00 +0000] "GET /items?id=1%27%20union%20select%20password'
+              '&api_key=key-5a4b3c2d HTTP/1.1" 200 12 "-" "sqlmap/1.7"\n')
+    log.write_text("".join(line.format(s=i) for i in range(30)) + attack * 3)
+    r = cli(["logs", "nginx", str(log)])
+    assert r.code == 0, r.output
+    assert "tok-9f8e7d6c" not in r.out and "key-5a4b3c2d" not in r.out
+    assert "/reset" in r.out
+    app = tmp_path / "app.log"
+    app.write_text('{"level":"error","msg":"x","err":{"type":"OperationalError","message":'
+                   '"could not connect to postgresql://app:pw-77aa66bb@db:5432/app","stack":"OperationalError"}}\n')
+    r = cli(["logs", "errors", str(app)])
+    assert r.code == 0, r.output
+    assert "pw-77aa66bb" not in r.out and "OperationalError" in r.out

@@ -16,6 +16,7 @@ from rich.table import Table
 from upkeeper.cli._app import app, console, print_json
 from upkeeper.errors import UsageError
 from upkeeper.fmt import human_bytes
+from upkeeper.redact import redact_obj
 
 logs_app = typer.Typer(help="Analyze nginx access logs, PostgreSQL logs and error logs now (no config needed).",
                        no_args_is_help=True)
@@ -66,7 +67,7 @@ def nginx_cmd(
         raise UsageError(exc.message, exc.hint) from None
     partial, _ = parallel.scan("upkeeper.logs.access", ScanOptions(log_format=log_format),
                                _units(files, b"", workers), workers=workers)
-    rep = summarize(partial, top_n=top)
+    rep = redact_obj(summarize(partial, top_n=top))  # tokens in query strings, credentials in samples
     rep["goaccess"]["log_format_flags"] = to_goaccess(log_format).argv()
     if html is not None:
         from upkeeper.logs.report_html import access_report
@@ -122,7 +123,7 @@ def postgres_cmd(
     partial, _ = parallel.scan("upkeeper.logs.pglog", PgScanOptions(log_line_prefix=prefix),
                                _units(files, b"\t", workers), workers=workers, continuation=b"\t",
                                min_parallel=MIN_PARALLEL)
-    rep = summarize(partial, top_n=top)
+    rep = redact_obj(summarize(partial, top_n=top))
     rep["log_line_prefix"] = prefix
     if html is not None:
         from upkeeper.logs.report_html import postgres_report
@@ -177,6 +178,7 @@ def errors_cmd(
         out["app"] = {"levels": dict(app_stats.levels), "exceptions": [
             {"type": g.kind, "message": g.message, "count": g.count}
             for g in sorted(app_stats.exceptions.values(), key=lambda g: -g.count)]}
+    out = redact_obj(out)  # exception messages can hold DSNs and tokens
     if as_json:
         print_json(out)
         return
