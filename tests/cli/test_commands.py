@@ -177,6 +177,9 @@ def test_init_writes_a_config_that_checks(cli: Any, tmp_path: Path, pg: Postgres
     assert "PostgreSQL: from PG* environment variables" in text
     assert f"port: {pg.port}" in text
     assert re.search(r"^  vacuum:.*\n    task: postgres.vacuum\n    schedule: \"0 3 \* \* \*\"", text, re.M)
+    # the weekly log analysis: access log, error logs, PostgreSQL log
+    assert re.search(r"^  db-log-analysis: .*\n    task: logs.postgres\n", text, re.M), text
+    assert re.search(r"^#? *error-log:", text, re.M) and "logs.errors" in text
     # only tasks that exist are written as active jobs
     assert re.search(r"^# +cache-check:", text, re.M) or "redis.check" not in text
     check = cli(["--config", out, "config", "check", "--json"])

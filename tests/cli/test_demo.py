@@ -25,6 +25,7 @@ def test_demo_runs_every_job_and_leaves_queryable_history() -> None:
     cfg = d / "sb" / "upkeeper.yaml"
     jobs = YAML(typ="safe").load(cfg.read_text())["jobs"]
     assert {"vacuum", "db-ping"} <= set(jobs)
+    assert {"log-analysis", "error-log", "db-log-analysis"} <= set(jobs)  # the weekly log analysis
     assert {"cache-check", "cache-evict", "cache-metrics", "health", "app-maintenance", "app-cleanup"} <= set(jobs)
     status = invoke(["--config", cfg, "status", "--json"])
     assert status.code == 0

@@ -66,6 +66,13 @@ EXTRA_JOBS: tuple[StandardJob, ...] = (
     StandardJob("app-cleanup", "app.cleanup", "0 4 * * *", "app", "daily: log rotation, temp files, old releases"),
     StandardJob("compliance-report", "security.compliance", "0 6 1 * *", "host",
                 "monthly evidence report: backups, patch SLA, findings, access review, windows"),
+    # the weekly log analysis covers application errors and database performance too
+    StandardJob("error-log", "logs.errors", "30 2 * * 5", "nginx",
+                "weekly: nginx error-log classes and new application exception groups",
+                example="app_logs: [/srv/app/shared/log/*.log]   # JSON lines or text"),
+    StandardJob("db-log-analysis", "logs.postgres", "0 5 * * 1", "postgres",
+                "weekly PostgreSQL log report: slow statements, errors, locks, query p95",
+                example="log_file: /var/log/postgresql/postgresql-15-main.log   # default: pg_current_logfile()"),
 )
 
 
