@@ -69,3 +69,27 @@ def test_text_output_masks_tokens_and_credentials(cli: Any, tmp_path: Path) -> N
     r = cli(["logs", "errors", str(app)])
     assert r.code == 0, r.output
     assert "pw-77aa66bb" not in r.out and "OperationalError" in r.out
+
+
+def test_bursts_across_a_clock_boundary_are_not_split(cli: Any, tmp_path: Path) -> None:
+    """25 probes from 10:00:50 to 10:01:14 (13 + 12 per clock minute) are one burst of 25; 12 failed logins
+    over two login paths, six before and six after 10:10, are one brute force of 12."""
+    lines = []
+    for i in range(25):
+        t = 50 + i
+        lines.append(f'198.51.100.4 - - [01/Mar/2024:10:{t // 60:02d}:{t % 60:02d} +0000] "GET /probe{i}.php HTTP/1.1" '
+                     f'404 0 "-" "Mozilla/5.0"\n')
+    for i in range(12):
+        mm, path = (9, "/login") if i < 6 else (11, "/api/token")
+        lines.append(f'198.51.100.8 - - [01/Mar/2024:10:{mm:02d}:{10 + i:02d} +0000] "POST {path} HTTP/1.1" '
+                     f'401 0 "-" "Mozilla/5.0"\n')
+    log = tmp_path / "access.log"
+    log.write_text("".join(lines))
+    r = cli(["logs", "nginx", str(log), "--json"])
+    assert r.code == 0, r.output
+    sec = r.json()["security"]
+    assert [(b["ip"], b["max_in_window"], b["from"]) for b in sec["not_found_bursts"]] == [
+        ("198.51.100.4", 25, "2024-03-01 10:00")]
+    [brute] = sec["brute_force"]
+    assert (brute["ip"], brute["max_per_window"], sorted(brute["paths"])) == ("198.51.100.8", 12,
+                                                                            ["/api/token", "/login"])

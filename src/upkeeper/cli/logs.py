@@ -93,7 +93,7 @@ def nginx_cmd(
     sec = rep["security"]
     rows = [[a["category"], a["hits"], a["clients"], a["samples"][0] if a["samples"] else ""] for a in sec["attacks"]]
     rows += [[f"scanner: {s['scanner']}", s["hits"], len(s["clients"]), ""] for s in sec["scanners"]]
-    rows += [[f"404 burst: {b['ip']}", b["total"], 1, f"{b['max_per_minute']} in {b['minute']}"]
+    rows += [[f"404 burst: {b['ip']}", b["total"], 1, f"{b['max_in_window']} in 2 min from {b['from']}"]
              for b in sec["not_found_bursts"]]
     rows += [[f"brute force: {b['ip']}", b["total"], 1, b["path"]] for b in sec["brute_force"]]
     console.print(_table("security signals", ["signal", "requests", "clients", "example"], rows, (1, 2)))

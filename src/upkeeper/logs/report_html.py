@@ -215,12 +215,13 @@ def access_report(rep: dict[str, Any], findings: Sequence[dict[str, Any]], *, ti
         ["scanner", "requests", "clients"], [(s["scanner"], s["hits"], ", ".join(s["clients"][:5]))
                                              for s in sec.get("scanners", [])], numeric=(1,), empty="none seen"))
     body.append("<h3>404 bursts</h3>" + table(
-        ["client", "404s in its worst minute", "minute", "404s in total"],
-        [(b["ip"], b["max_per_minute"], b["minute"], b["total"]) for b in sec.get("not_found_bursts", [])],
+        ["client", "404s in its worst two minutes", "from", "404s in total"],
+        [(b["ip"], b["max_in_window"], b["from"], b["total"]) for b in sec.get("not_found_bursts", [])],
         numeric=(1, 3), code=(0,), empty="none above the threshold"))
     body.append("<h3>Login brute force</h3>" + table(
-        ["client", "path", "failed logins in its worst 10 minutes", "failed logins in total"],
-        [(b["ip"], b["path"], b["max_per_window"], b["total"]) for b in sec.get("brute_force", [])],
+        ["client", "login paths", "failed logins in its worst 20 minutes", "failed logins in total"],
+        [(b["ip"], ", ".join(b.get("paths", [b["path"]])), b["max_per_window"], b["total"])
+         for b in sec.get("brute_force", [])],
         numeric=(2, 3), code=(0, 1), empty="none above the threshold"))
     body.append("<h2>Trends across runs</h2>" + trend_charts(trends, (
         ("requests", "requests per run", "", None), ("visitors", "unique visitors per run", "", None),

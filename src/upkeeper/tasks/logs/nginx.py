@@ -61,11 +61,13 @@ class NginxLogsOptions(TaskOptions):
         20, ge=1, description="an endpoint needs this many timed requests before its p95 is judged")
     top: int = Field(10, ge=1, le=1000, description="length of the top lists")
     not_found_burst: int = Field(
-        20, ge=1, description="flag a client with at least this many 404s within one minute (scanning). "
+        20, ge=1, description="flag a client with at least this many 404s within two consecutive clock minutes "
+        "(scanning; a burst is never split by a minute boundary). "
         "Source: upkeeper default; fail2ban's nginx-botsearch is stricter (2 probes)")
     brute_force_threshold: int = Field(
-        10, ge=1, description="flag a client with at least this many failed logins (POST to a login path answered "
-        "401/403) within 10 minutes. Source: fail2ban nginx-http-auth uses 5 in 10 minutes")
+        10, ge=1, description="flag a client with at least this many failed logins (POSTs to any login path "
+        "answered 401/403) within two consecutive 10-minute periods. Source: fail2ban nginx-http-auth uses 5 in "
+        "10 minutes")
     login_paths: list[str] = Field(
         default_factory=lambda: list(DEFAULT_LOGIN_PATHS),
         description="paths of login forms and token endpoints ('*' wildcards allowed), for brute-force detection")
@@ -294,14 +296,14 @@ class NginxLogs(Task[NginxLogsOptions]):
                                value=s["hits"], data={"clients": s["clients"]}))
         for b in sec["not_found_bursts"][:o.top]:
             out.append(Finding("logs.nginx.not_found_burst", Severity.WARNING, b["ip"],
-                               f"{b['max_per_minute']} requests answered 404 within one minute ({b['minute']}), "
-                               f"{b['total']} in total — probing for files",
+                               f"{b['max_in_window']} requests answered 404 within two minutes (from "
+                               f"{b['from']}), {b['total']} in total — probing for files",
                                "block the client (fail2ban nginx-botsearch, nginx deny)",
-                               value=b["max_per_minute"], threshold=o.not_found_burst))
+                               value=b["max_in_window"], threshold=o.not_found_burst))
         for b in sec["brute_force"][:o.top]:
             out.append(Finding("logs.nginx.brute_force", Severity.WARNING, b["ip"],
-                               f"{b['max_per_window']} failed logins (POST {b['path']} answered 401/403) within "
-                               f"10 minutes, {b['total']} in total",
+                               f"{b['max_per_window']} failed logins (POST {', '.join(b['paths'])} answered "
+                               f"401/403) within 20 minutes (from {b['from']}), {b['total']} in total",
                                "rate-limit the login (nginx limit_req), ban the client (fail2ban), check the "
                                "accounts it tried", value=b["max_per_window"], threshold=o.brute_force_threshold))
         return out
