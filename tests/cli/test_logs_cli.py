@@ -93,3 +93,16 @@ def test_bursts_across_a_clock_boundary_are_not_split(cli: Any, tmp_path: Path) 
     [brute] = sec["brute_force"]
     assert (brute["ip"], brute["max_per_window"], sorted(brute["paths"])) == ("198.51.100.8", 12,
                                                                             ["/api/token", "/login"])
+
+
+def test_errors_reads_a_big_application_log_in_pieces_without_cutting_a_trace(cli: Any, tmp_path: Path) -> None:
+    """The app log is streamed in 4 MiB pieces cut at line ends: a traceback across a piece boundary is whole."""
+    trace = ('Traceback (most recent call last):\n  File "/srv/app/app.py", line 3, in handler\n    pay()\n'
+             'ValueError: card declined\n')
+    filler = "2024-03-01 10:00:00 INFO request served\n"
+    before = ((4 << 20) - 40) // len(filler)  # the trace starts just before the 4 MiB mark
+    app = tmp_path / "app.log"
+    app.write_text(filler * before + trace + filler * 1000 + trace)
+    r = cli(["logs", "errors", str(app), "--json"])
+    assert r.code == 0, r.output
+    assert r.json()["app"]["exceptions"] == [{"type": "ValueError", "message": "card declined", "count": 2}]

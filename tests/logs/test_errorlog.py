@@ -131,3 +131,18 @@ def test_garbage_never_crashes(lines: list[str]) -> None:
     s = NginxErrorStats()
     s.feed(data.encode())
     assert s.unparsed <= s.lines
+
+
+def test_a_runaway_traceback_is_bounded_and_still_grouped() -> None:
+    from upkeeper.logs.errorlog import MAX_TRACE_LINES
+
+    a = AppLogStats()
+    a.feed(b"Traceback (most recent call last):\n", "app.log")
+    frame = b'  File "/srv/app/deep.py", line 7, in recurse\n    return recurse(n - 1)\n'
+    for _ in range(5000):  # RecursionError traces run to thousands of lines
+        a.feed(frame, "app.log")
+        assert len(a._pending) <= MAX_TRACE_LINES
+    a.feed(b"RecursionError: maximum recursion depth exceeded\n", "app.log")
+    a.finish()
+    [g] = a.exceptions.values()
+    assert (g.kind, g.count) == ("RecursionError", 1)

@@ -155,3 +155,19 @@ def test_garbage_never_crashes(lines: list[str], prefix: str) -> None:
 @given(st.lists(st.binary(max_size=60), max_size=20))
 def test_fingerprints_never_crash_and_keep_order(qs: list[bytes]) -> None:
     assert len(fingerprints(qs)) == len(qs)
+
+
+def test_per_backend_state_stays_bounded_on_a_long_log() -> None:
+    """log_statement without log_duration on a server that starts a backend per connection: one remembered
+    statement per pid would grow with the log; it is capped, and pairing still works for recent backends."""
+    from upkeeper.logs.pglog import MAX_OPEN_PIDS
+
+    acc = PgAccumulator(PgScanOptions(log_line_prefix="%m [%p] "))
+    chunk = 5000
+    for start in range(0, 3 * MAX_OPEN_PIDS, chunk):
+        acc.feed("".join(f"2024-03-01 10:00:00.001 UTC [{pid}] LOG:  statement: SELECT {pid}\n"
+                         for pid in range(start, start + chunk)).encode())
+    acc.feed(f"2024-03-01 10:00:01.000 UTC [{3 * MAX_OPEN_PIDS - 1}] LOG:  duration: 5.000 ms\n".encode())
+    assert len(acc.last_statement) <= MAX_OPEN_PIDS + chunk
+    rep = summarize(acc.partial())
+    assert rep["statements"]["count"] == 1 and rep["slowest_total"][0]["fingerprint"] == "select ?"

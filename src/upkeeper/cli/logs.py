@@ -7,6 +7,7 @@ incremental reading and findings; these commands are for a look at any file.
 from __future__ import annotations
 
 import shlex
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -173,7 +174,8 @@ def errors_cmd(
     if app_logs:
         app_stats = AppLogStats()
         for p in app_logs:
-            app_stats.feed(Path(p).read_bytes(), str(p))
+            for lines in _whole_lines(Path(p)):  # streamed: an application log can be gigabytes
+                app_stats.feed(lines, str(p))
             app_stats.finish()
         out["app"] = {"levels": dict(app_stats.levels), "exceptions": [
             {"type": g.kind, "message": g.message, "count": g.count}
@@ -188,6 +190,24 @@ def errors_cmd(
     if "app" in out:
         console.print(_table("application exceptions", ["type", "message", "count"],
                              [[g["type"], g["message"], g["count"]] for g in out["app"]["exceptions"]], (2,)))
+
+
+def _whole_lines(path: Path, size: int = 1 << 22) -> Iterator[bytes]:
+    """The file in pieces of about ``size`` bytes that each end at a line end (the last may not)."""
+    carry = b""
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(size), b""):
+            cut = chunk.rfind(b"\n") + 1
+            if cut == 0:
+                carry += chunk  # no line end yet (a very long line)
+                if len(carry) > 8 * size:  # a file without line ends: hand it on in pieces, bounded
+                    yield carry
+                    carry = b""
+                continue
+            yield carry + chunk[:cut]
+            carry = chunk[cut:]
+    if carry:
+        yield carry
 
 
 @logs_app.command("goaccess-format")

@@ -142,6 +142,10 @@ class ExceptionGroup:
     sources: set[str] = field(default_factory=set)
 
 
+#: lines of one stack trace kept while it is read (its first and last half; the middle is dropped)
+MAX_TRACE_LINES = 400
+
+
 @dataclass
 class AppLogStats:
     lines: int = 0
@@ -171,6 +175,8 @@ class AppLogStats:
         if self._pending:
             if _STACK_FRAME.match(line) or (self._pending[0].startswith(_PY_TRACEBACK) and line.startswith(" ")):
                 self._pending.append(line)
+                if len(self._pending) > MAX_TRACE_LINES:  # a runaway trace: keep its head and its end
+                    del self._pending[MAX_TRACE_LINES // 2]
                 return
             if self._pending[0].startswith(_PY_TRACEBACK):
                 # the exception line ends a Python traceback

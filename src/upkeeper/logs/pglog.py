@@ -20,6 +20,7 @@ one ``findall``; their statements are fingerprinted together (see
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections import Counter
 from collections.abc import Sequence
@@ -280,6 +281,12 @@ def _add_example(ex: list[tuple[Pos, bytes]], pos: Pos, text: bytes, n: int = 2)
         del ex[n:]
 
 
+#: backends (pids) whose last statement or pending entry is remembered across buffers
+MAX_OPEN_PIDS = 10_000
+#: statement texts whose fingerprint is cached (the cache is emptied when it grows past this)
+MAX_FP_CACHE = 200_000
+
+
 class PgAccumulator:
     def __init__(self, opts: PgScanOptions) -> None:
         self.opts = opts
@@ -307,6 +314,22 @@ class PgAccumulator:
 
     # -- input -------------------------------------------------------------------------------
 
+    def _bound_state(self) -> None:
+        """Keep what lives across buffers bounded, however long the log (checked once per buffer).
+
+        ``last_statement`` and ``pending`` hold one entry per backend pid: a busy server without
+        connection pooling starts a new pid per connection, so old ones are dropped (a statement
+        logged 10,000 backends ago has long had its duration line).  The fingerprint cache only
+        saves work: it starts again when full.
+        """
+        for pids in (self.last_statement, self.pending):
+            excess = len(pids) - MAX_OPEN_PIDS
+            if excess > 0:
+                for pid in list(itertools.islice(pids, excess)):  # the oldest first (insertion order)
+                    del pids[pid]
+        if len(self.fp_cache) > MAX_FP_CACHE:
+            self.fp_cache.clear()
+
     def feed(self, buf: bytes, source: str = "", offset: int = 0) -> None:
         if not buf:
             return
@@ -317,6 +340,7 @@ class PgAccumulator:
         if in_order:
             self._last_fed = (source, offset)
         self._src, self._off = source, offset
+        self._bound_state()
         p.bytes_read += len(buf)
         nlines = buf.count(b"\n") + (0 if buf.endswith(b"\n") else 1)
         cont = buf.count(b"\n\t") + (1 if buf.startswith(b"\t") else 0)
@@ -507,6 +531,7 @@ class PgAccumulator:
                 self._durations_bare(bm.group(1), prev[0], prev[1], ts)
             return
         if msg.startswith(b"statement: "):
+            self.last_statement.pop(pid, None)  # re-inserted last: the dict stays in order of last use
             self.last_statement[pid] = (msg[11:].replace(b"\n\t", b"\n"), (self._src, self._off, i))
             return
         if msg.startswith(b"checkpoint "):
