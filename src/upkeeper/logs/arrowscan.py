@@ -497,11 +497,11 @@ _PREFILTER: list[str] = []
 
 
 def _prefilter() -> str:
-    """classify's attack prefilter (characters and words, searched lower-cased) as one RE2 pattern."""
+    """classify's attack prefilter (characters, ``or 1=1`` and words; case-insensitive) as one RE2 pattern."""
     if not _PREFILTER:
-        from upkeeper.logs.classify import _PREFILTER_CHARS, _PREFILTER_WORDS
+        from upkeeper.logs.classify import _PREFILTERS
 
-        _PREFILTER.append("|".join(rx.pattern.decode() for rx in (_PREFILTER_CHARS, *_PREFILTER_WORDS)))
+        _PREFILTER.append("|".join(rx.pattern.decode() for rx in _PREFILTERS))
     return _PREFILTER[0]
 
 

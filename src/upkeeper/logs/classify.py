@@ -142,7 +142,7 @@ ATTACK_PATTERNS: dict[str, str] = {
     "sql_injection": (
         r"union(?:\s|/\*.*?\*/|\+)+(?:all(?:\s|\+)+)?select|select.{1,80}\bfrom\b.{1,80}\bwhere\b|"
         r"\bor\b\s*\+?['\"]?\s*\d+\s*['\"]?\s*=\s*['\"]?\s*\d+|'\s*(?:or|and)\s+'|"
-        r"\b(?:sleep|benchmark|pg_sleep|waitfor\s+delay)\s*\(|information_schema|"
+        r"\b(?:sleep|benchmark|pg_sleep)\s*\(|\bwaitfor\s+delay\b|information_schema|"
         r"\bdrop\s+table\b|;\s*(?:drop|insert|update|delete)\s|'--|\bxp_cmdshell\b|load_file\s*\("
     ),
     "path_traversal": (
@@ -168,20 +168,31 @@ _ANY_ATTACK = re.compile(b"|".join(f"(?:{v})".encode() for v in ATTACK_PATTERNS.
 _DECODE_NEEDED = re.compile(rb"%[0-9a-fA-F]{2}|\+")
 
 
-#: Characters and words every attack pattern needs (in raw or percent-encoded form): a cheap
-#: first pass over all distinct request lines joined together and lower-cased.  Literal searches
-#: run at memchr speed, unlike one big alternation.
-_PREFILTER_CHARS = re.compile(rb"[%'\"<>;$`(\\]|\.\.|/\.")
+#: The pre-filter: a line none of these finds cannot match :data:`ATTACK_PATTERNS`, so only the
+#: lines one of them finds are classified.  A cheap first pass over all distinct request lines
+#: joined together and lower-cased; literal searches run at memchr speed, unlike one big
+#: alternation.  It runs on the raw line, where the patterns see the decoded one: every line with
+#: a ``%`` is kept (anything may be encoded), so it is enough that each alternative of each
+#: pattern needs, in a line without ``%`` whose ``+`` became spaces, a character or word below
+#: without blanks in it (``+`` and blanks differ between both forms).  ``_PREFILTER_OR`` is the one
+#: alternative without such a literal: ``or 1=1`` (``=``, blanks and ``or`` alone would let most
+#: lines through).  The pattern texts must stay valid RE2 too (arrowscan runs them as one pattern,
+#: case-insensitive, on the raw line), hence no ``\s`` (RE2's lacks ``\x0b``).  A hypothesis test
+#: checks all this against every alternative of every pattern.
+_PREFILTER_CHARS = re.compile(rb"[%'\"<>;$`(\\|]|\.\.|/\.")
+_PREFILTER_OR = re.compile(rb"or[\t\n\x0b\x0c\r +]+[0-9]+[\t\n\x0b\x0c\r +]*=")
 _PREFILTER_WORDS = tuple(re.compile(re.escape(w)) for w in (
     b"union", b"select", b"sleep", b"benchmark", b"waitfor", b"information_schema", b"drop", b"insert",
     b"update", b"delete", b"load_file", b"xp_cmd", b"etc/", b"proc/self", b"boot.ini", b"win.ini",
     b"javascript", b"onerror", b"onload", b"alert", b"cookie", b"jndi", b"/bin/", b"cmd.exe", b"powershell",
     b"wp-", b"xmlrpc", b"phpmyadmin", b"pma/", b"myadmin", b"adminer", b"cgi-bin", b"phpunit", b"eval-stdin",
-    b"actuator", b"server-status", b"solr", b"hnap1", b"boaform", b"manager/html", b"console/", b"invoker",
+    b"actuator", b"server-status", b"solr", b"hnap1", b"boaform", b"manager/html", b"console/", b"jmx-console",
+    b"invoker",
     b"config.", b"setup.php", b"install.php", b"shell.php", b"cmd.php", b"owa/", b"autodiscover",
     b"remote/login", b"sftp-config", b".bak", b".old", b".swp", b".sql", b".tar", b".zip", b"backup",
     b"ignition", b"telescope",
 ))
+_PREFILTERS = (_PREFILTER_CHARS, _PREFILTER_OR, *_PREFILTER_WORDS)
 
 
 def attack_categories(raws: list[bytes]) -> dict[int, str]:
@@ -193,7 +204,7 @@ def attack_categories(raws: list[bytes]) -> dict[int, str]:
     for r in raws:
         starts.append(starts[-1] + len(r) + 1)
     candidates: set[int] = set()
-    for rx in (_PREFILTER_CHARS, *_PREFILTER_WORDS):
+    for rx in _PREFILTERS:
         pos = 0
         search = rx.search
         while True:
