@@ -7,7 +7,8 @@ time — a byte range of a plain file aligned to line (or entry) starts, or a wh
 compressed file — so fast and slow processes balance themselves.  Every process
 keeps its own accumulator; only the reduced partial results travel back, pickled.
 
-Memory stays bounded: files are read in buffers of :data:`CHUNK` bytes and the
+Memory stays bounded: files are read in buffers of :data:`CHUNK` bytes, a line is
+not held whole beyond :data:`MAX_LINE` bytes (see :func:`read_unit`), and the
 accumulators hold distinct values only (hosts, request lines, agents …).
 """
 
@@ -22,13 +23,22 @@ import queue
 import sys
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 CHUNK = 4 << 20  # bytes per buffer handed to an accumulator
 UNIT = 24 << 20  # bytes per unit of work for plain files
 MIN_PARALLEL = 16 << 20  # below this, helpers cost more than they save
+#: A line longer than this is not held whole (NUL padding after a crash, a binary file): nginx's
+#: lines are far shorter (the request line and each header are at most 8 KB with the default
+#: large_client_header_buffers, error messages at most 2 KB); a PostgreSQL statement this long is
+#: a bulk load, still counted with its duration when cut (reports show 2000 bytes of a statement).
+#: A reading process carries at most this much of a line from one buffer to the next.
+MAX_LINE = 1 << 20
+#: The start of a too-long line that is kept and handed on: the parsers see the line cut there
+#: (counted as invalid, with a sample, when that start does not parse — as any bad line).
+LONG_LINE_HEAD = 64 << 10
 
 
 class Accumulator(Protocol):
@@ -95,8 +105,20 @@ def split_units(path: str, start: int, end: int, *, final: bool, label: str = ""
             if b > a]
 
 
-def read_unit(u: Unit, chunk: int = CHUNK, continuation: bytes = b"") -> Iterator[tuple[int, bytes]]:
-    """Buffers of complete lines (entries) of ``u`` with their uncompressed offsets."""
+def read_unit(u: Unit, chunk: int = CHUNK, continuation: bytes = b"", max_line: int = MAX_LINE,
+              keep: int = LONG_LINE_HEAD) -> Generator[tuple[int, bytes], None, int]:
+    """Buffers of complete lines (entries) of ``u`` with their uncompressed offsets.
+
+    A line is not held whole once more than ``max_line`` of its bytes are pending without a
+    newline (NUL padding after a crash, a binary file): it comes as a buffer of its own holding
+    only its first ``keep`` bytes (at most ``max_line``; and its newline), and the rest is skipped as it is read, so at
+    most ``max_line`` bytes are carried from one read to the next.  Lines of up to ``max_line``
+    bytes always come whole (longer ones too when their newline arrives in time: up to
+    ``max_line + chunk``).  Hence a buffer may stand for more bytes than it holds: the generator
+    returns (``StopIteration.value``, which :func:`scan_unit` uses) how many bytes of ``u`` it
+    handed out or skipped.
+    """
+    keep = min(keep, max_line)
     opener = gzip.open if u.gz else open
     with opener(u.path, "rb") as fh:
         if u.start:
@@ -109,16 +131,35 @@ def read_unit(u: Unit, chunk: int = CHUNK, continuation: bytes = b"") -> Iterato
                     remaining -= len(skipped)
             else:
                 fh.seek(u.start)
-        pos = u.start
+        pos = u.start  # offset of the end of ``data``
+        done = u.start  # offset of the end of what was handed out (or skipped)
         carry = b""
+        long_at = -1  # offset of the too-long line being skipped, when >= 0
+        head = b""  # its first bytes
         while True:
             want = chunk if u.end is None else min(chunk, u.end - pos)
             data = fh.read(want) if want > 0 else b""
             if not data:
                 break
             pos += len(data)
+            if long_at >= 0:
+                nl = data.find(b"\n")
+                if nl < 0:
+                    continue  # still inside the long line
+                yield long_at, head + b"\n"
+                done = pos - len(data) + nl + 1
+                long_at, head = -1, b""
+                data = data[nl + 1:]
+                if not data:
+                    continue
             buf = carry + data if carry else data
             cut = buf.rfind(b"\n") + 1
+            if len(buf) - cut > max_line:  # the last line is too long: hand out the lines before it
+                if cut:
+                    yield pos - len(buf), buf[:cut]
+                done = long_at = pos - len(buf) + cut
+                head, carry = buf[cut:cut + keep], b""
+                continue
             if continuation and cut:
                 # do not split a multi-line entry: cut before the last entry start instead
                 k = buf.rfind(b"\n", 0, cut - 1) + 1
@@ -129,20 +170,33 @@ def read_unit(u: Unit, chunk: int = CHUNK, continuation: bytes = b"") -> Iterato
                 carry = buf
                 continue
             yield pos - len(buf), buf[:cut]
+            done = pos - len(buf) + cut
             carry = buf[cut:]
-        if carry and (u.final or u.end is None or carry.endswith(b"\n")):
+        if u.final or u.end is None:
+            if long_at >= 0:
+                yield long_at, head
+                done = pos
+            elif carry:
+                yield pos - len(carry), carry
+                done = pos
+        elif carry.endswith(b"\n"):
             yield pos - len(carry), carry
-            # else: a half-written last line of the live file waits for the next run
+            done = pos
+        # else: a half-written last line of the live file waits for the next run
+    return done - u.start
 
 
 def scan_unit(acc: Accumulator, u: Unit, continuation: bytes = b"") -> int:
     """Feed one unit to an accumulator; returns the uncompressed bytes read."""
-    n = 0
     chunk = getattr(acc, "chunk", CHUNK)  # an accumulator may prefer other buffer sizes
-    for off, buf in read_unit(u, chunk, continuation=continuation):
+    reader = read_unit(u, chunk, continuation=continuation)
+    while True:
+        try:
+            off, buf = next(reader)
+        except StopIteration as stop:
+            n: int = stop.value
+            return n
         acc.feed(buf, u.label or u.path, off)
-        n += len(buf)
-    return n
 
 
 def _load(kind: str) -> Any:

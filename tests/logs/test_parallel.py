@@ -1,0 +1,187 @@
+"""Reading units: a line that never ends (NUL padding, a binary file) is cut, not held whole."""
+
+from __future__ import annotations
+
+import gzip
+import tempfile
+import tracemalloc
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from upkeeper.logs import parallel
+from upkeeper.logs.access import ScanOptions, summarize
+from upkeeper.logs.nginx_format import COMBINED_TIMED
+from upkeeper.logs.pglog import PgScanOptions
+from upkeeper.logs.pglog import summarize as pg_summarize
+
+
+def good(i: int) -> bytes:
+    return (f'203.0.113.{i % 250 + 1} - - [04/Mar/2024:10:{i // 60 % 60:02d}:{i % 60:02d} +0000] '
+            f'"GET /items/{i} HTTP/1.1" 200 {100 + i} "-" "curl/8.5.0" 0.0{i % 10}\n').encode()
+
+
+def read_all(u: parallel.Unit, **kw: Any) -> tuple[list[tuple[int, bytes]], int]:
+    """Every (offset, buffer) of ``u`` and the byte count read_unit returns."""
+    out: list[tuple[int, bytes]] = []
+    reader = parallel.read_unit(u, **kw)
+    while True:
+        try:
+            out.append(next(reader))
+        except StopIteration as stop:
+            return out, stop.value
+
+
+def check_reading(data: bytes, out: list[tuple[int, bytes]], n: int, *, max_line: int, keep: int, chunk: int,
+                  final: bool) -> None:
+    """``out`` is ``data`` line by line from offset 0, long lines cut to ``keep`` (at most ``max_line``) bytes."""
+    pos = 0
+    for off, buf in out:
+        assert off == pos
+        for piece in buf.splitlines(keepends=True):
+            end = data.find(b"\n", pos) + 1 or len(data)
+            line = data[pos:end]
+            body = line.rstrip(b"\n")
+            if len(body) > max_line + chunk:
+                assert piece != line  # always cut
+            if piece != line:
+                assert len(body) > max_line  # lines up to max_line come whole
+                assert piece == body[:min(keep, max_line)] + line[len(body):]
+            pos = end
+    assert n == pos  # what the cursor of a compressed file is set from
+    if final:
+        assert pos == len(data)
+    else:
+        assert b"\n" not in data[pos:]  # only a half-written last line is left for the next run
+
+
+@st.composite
+def log_bytes(draw: st.DrawFn) -> bytes:
+    lines = draw(st.lists(st.tuples(st.integers(0, 300), st.sampled_from(b"a\0\t")), max_size=25))
+    body = b"\n".join(bytes([c]) * k for k, c in lines)
+    return body + draw(st.sampled_from([b"", b"\n"]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(log_bytes(), st.integers(1, 64), st.integers(1, 100), st.integers(1, 120), st.booleans(), st.booleans(),
+       st.sampled_from([b"", b"\t"]))
+def test_read_unit_cuts_only_long_lines_and_accounts_for_every_byte(
+        data: bytes, chunk: int, max_line: int, keep: int, final: bool, gz: bool, continuation: bytes) -> None:
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "x.log"
+        if gz:
+            with gzip.open(path, "wb") as fh:
+                fh.write(data)
+        else:
+            path.write_bytes(data)
+        u = parallel.Unit(str(path), 0, None if gz else len(data), gz, final or gz, str(path))
+        out, n = read_all(u, chunk=chunk, continuation=continuation, max_line=max_line, keep=keep)
+    check_reading(data, out, n, max_line=max_line, keep=keep, chunk=chunk, final=final or gz)
+    if not continuation:  # (whole multi-line entries may take up to two reads more)
+        assert all(len(buf) <= max_line + chunk for _off, buf in out)
+
+
+def test_read_unit_from_an_offset(tmp_path: Path) -> None:
+    data = good(1) + b"x" * 5000 + b"\n" + good(2) + b"\0" * 3000
+    path = tmp_path / "x.log"
+    path.write_bytes(data)
+    start = len(good(1))
+    out, n = read_all(parallel.Unit(str(path), start, len(data), False, False), chunk=256, max_line=1000, keep=10)
+    assert out == [(start, b"x" * 10 + b"\n"), (start + 5001, good(2))]
+    assert n == 5001 + len(good(2))  # the unfinished NUL line waits (not final)
+    out, n = read_all(parallel.Unit(str(path), start, len(data), False, True), chunk=256, max_line=1000, keep=10)
+    assert out[-1] == (start + 5001 + len(good(2)), b"\0" * 10) and n == len(data) - start
+
+
+NUL_RUN = 50 << 20
+
+
+def nul_log(path: Path, lines: int, *, glued: bool) -> None:
+    """``lines`` good lines, 50 MB of NUL bytes (a crash), then good lines again.
+
+    ``glued``: the first line after the NULs follows them directly, as when nginx appends to a
+    file whose end was padded; else the NULs end with a newline.
+    """
+    with open(path, "wb") as fh:
+        fh.write(b"".join(good(i) for i in range(lines)))
+        zeros = b"\0" * (1 << 20)
+        for _ in range(NUL_RUN >> 20):
+            fh.write(zeros)
+        if not glued:
+            fh.write(b"\n")
+        fh.write(b"".join(good(i) for i in range(lines, 2 * lines)))
+
+
+@pytest.mark.parametrize("glued", [False, True])
+def test_nul_padding_is_one_invalid_line_and_memory_stays_bounded(tmp_path: Path, glued: bool) -> None:
+    log = tmp_path / "access.log"
+    nul_log(log, 1000, glued=glued)
+    size = log.stat().st_size
+    units = [parallel.Unit(str(log), 0, size, False, True, str(log))]
+    opts = ScanOptions(log_format=COMBINED_TIMED)
+    tracemalloc.start()
+    try:
+        partial, _ = parallel.scan("upkeeper.logs.access", opts, units, workers=1)
+        _cur, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # about one buffer and one line's worth (2 MB + 1 MB), not the 50 MB run (read whole, it
+    # was copied at every buffer: twice its size at the peak)
+    assert peak < 12 << 20, peak
+    rep = summarize(partial)
+    assert rep["invalid"] == 1
+    assert rep["requests"] == 2000 - glued  # the line glued to the NULs goes with them
+    assert rep["lines"] == 2000 + (not glued)
+    [sample] = rep["invalid_samples"]
+    assert sample["offset"] == sum(len(good(i)) for i in range(1000))  # where the NULs start
+    assert sample["line"].startswith("\0") and len(sample["line"]) <= 500
+
+
+def test_nul_padding_in_a_compressed_log_counts_every_byte(tmp_path: Path) -> None:
+    plain = tmp_path / "access.log.1"
+    nul_log(plain, 50, glued=False)
+    data = plain.read_bytes()
+    gz = tmp_path / "access.log.2.gz"
+    with gzip.open(gz, "wb", compresslevel=1) as fh:
+        fh.write(data)
+    fed: list[tuple[int, bytes]] = []
+
+    class Recorder:
+        chunk = 1 << 20
+
+        def feed(self, buf: bytes, source: str = "", offset: int = 0) -> None:
+            fed.append((offset, buf))
+
+        def partial(self) -> None:
+            return None
+
+    n = parallel.scan_unit(Recorder(), parallel.Unit(str(gz), 0, None, True, True, str(gz)))
+    assert n == len(data)  # the cursor of a .gz file is its uncompressed bytes read: all of them
+    nul_at = sum(len(good(i)) for i in range(50))
+    assert (nul_at, b"\0" * parallel.LONG_LINE_HEAD + b"\n") in fed
+    assert max(len(b) for _o, b in fed) <= parallel.MAX_LINE + Recorder.chunk
+    assert b"".join(b for o, b in fed if o != nul_at) == data[:nul_at] + data[nul_at + NUL_RUN + 1:]
+
+
+def test_postgres_log_with_a_long_statement_and_garbage(tmp_path: Path) -> None:
+    """A statement over MAX_LINE is cut yet counted with its duration; a NUL run is one bad line."""
+    log = tmp_path / "postgresql.log"
+    values = ",".join(f"({i},'row {i}')" for i in range(300_000)).encode()
+    assert len(values) > parallel.MAX_LINE + (4 << 20)
+    with open(log, "wb") as fh:
+        fh.write(b"2024-03-01 10:00:00.000 UTC [42] LOG:  duration: 1.500 ms  statement: SELECT 1\n")
+        fh.write(b"2024-03-01 10:00:01.000 UTC [42] LOG:  duration: 950.000 ms  statement: INSERT INTO t VALUES "
+                 + values + b"\n")
+        fh.write(b"\0" * (8 << 20) + b"\n")
+        fh.write(b"2024-03-01 10:00:02.000 UTC [42] LOG:  duration: 2.500 ms  statement: SELECT 1\n")
+    units = [parallel.Unit(str(log), 0, log.stat().st_size, False, True, str(log))]
+    partial, _ = parallel.scan("upkeeper.logs.pglog", PgScanOptions(log_line_prefix="%m [%p] "), units, workers=1,
+                               continuation=b"\t")
+    rep = pg_summarize(partial)
+    assert rep["statements"]["count"] == 3
+    assert rep["statements"]["total_ms"] == 954.0
+    assert rep["unparsed"] == 1
+    assert rep["lines"] == 4
