@@ -148,10 +148,14 @@ class ErrorLogs(Task[ErrorLogsOptions]):
         gz: dict[str, int] = {}
         for r in plan.ranges:
             u = parallel.Unit(r.file.path, r.start, r.end, r.file.gz, r.final, r.file.path)
-            n = 0
-            for _off, buf in parallel.read_unit(u):
+            reader = parallel.read_unit(u)
+            while True:
+                try:
+                    _off, buf = next(reader)
+                except StopIteration as stop:  # how many bytes it handed out or skipped (a cut line
+                    n = int(stop.value)  # stands for more bytes than its buffer holds)
+                    break
                 feed(buf, r.file.path)
-                n += len(buf)
             if r.file.gz:
                 gz[r.file.path] = r.start + n
         return gz
