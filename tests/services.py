@@ -327,3 +327,23 @@ def wait_for_log_lines(path: Path, n: int, timeout: float = 10.0) -> int:
             return count
         time.sleep(0.05)
     return count
+
+
+def write_app_log(path: Path, errors: list[BaseException], message: str = "request failed") -> None:
+    """An application log as Python's logging writes it: one ``logger.exception`` traceback per error."""
+    import logging
+
+    logger = logging.getLogger(f"upk-app-{path}")
+    logger.propagate = False
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger.addHandler(handler)
+    try:
+        for err in errors:
+            try:
+                raise err
+            except BaseException:
+                logger.exception(message)
+    finally:
+        handler.close()
+        logger.removeHandler(handler)

@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import services
 from upkeeper.sandbox.nginx import NginxServer
 from upkeeper.sandbox.traffic import Request, TrafficPlan, drive
 
@@ -35,20 +36,7 @@ def test_nginx_error_log(cli: Any, make_config: Any, site_nginx: NginxServer, tm
 
 
 def write_app_log(path: Path, exceptions: list[type[Exception]]) -> None:
-    logger = logging.getLogger(f"upk-app-{path.name}")
-    logger.propagate = False
-    handler = logging.FileHandler(path)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logger.addHandler(handler)
-    try:
-        for i, exc in enumerate(exceptions):
-            try:
-                raise exc(f"order {i} failed")
-            except Exception:
-                logger.exception("request %d failed", i)
-    finally:
-        handler.close()
-        logger.removeHandler(handler)
+    services.write_app_log(path, [exc(f"order {i} failed") for i, exc in enumerate(exceptions)])
 
 
 def test_new_exception_groups_are_findings(cli: Any, make_config: Any, tmp_path: Path) -> None:

@@ -8,12 +8,12 @@ Python application's logging, PostgreSQL) and then looks for the secret values e
 from __future__ import annotations
 
 import json
-import logging
 import sqlite3
 import time
 from pathlib import Path
 from typing import Any
 
+import services
 from services import wait_for_log_lines
 from upkeeper.sandbox import pgworkload
 from upkeeper.sandbox.nginx import NginxServer
@@ -106,20 +106,7 @@ def test_access_log_secrets_stay_out_of_reports_json_and_history(
 # -- logs.errors -------------------------------------------------------------------------------
 
 def write_app_log(path: Path, messages: list[str]) -> None:
-    logger = logging.getLogger(f"upk-redact-{path.name}")
-    logger.propagate = False
-    handler = logging.FileHandler(path)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logger.addHandler(handler)
-    try:
-        for msg in messages:
-            try:
-                raise ConnectionError(msg)
-            except ConnectionError:
-                logger.exception("cannot reach the database")
-    finally:
-        handler.close()
-        logger.removeHandler(handler)
+    services.write_app_log(path, [ConnectionError(m) for m in messages], "cannot reach the database")
 
 
 ERROR_SECRETS = ["DsnPassFirst", "DsnPassSecond", "TOKupstream1212"]
