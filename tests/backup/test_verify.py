@@ -4,12 +4,17 @@ corrupted byte in any stored object makes verification fail naming that object."
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from upkeeper.sandbox.postgres import PostgresCluster
+from upkeeper.sandbox.redis import RedisServer
+from upkeeper.sandbox.seed import seed
+
+from .conftest import SMALL, AgeKey
 
 
 def _backup(cli: Any, cfg: Path) -> str:
@@ -74,29 +79,101 @@ def test_row_count_mismatch_fails_verify(cli: Any, pg: PostgresCluster, app_db: 
     assert _scratch_dbs(pg) == []
 
 
-@pytest.mark.parametrize(("which", "jobs"), [("database", "2"), ("database", "1"), ("globals", "1"),
-                                             ("manifest-size", "2")])
-def test_one_corrupted_byte_fails_verify_naming_the_object(
-        cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], backup_config: Any, tmp_path: Path,
-        which: str, jobs: str) -> None:
-    """jobs 1 streams storage → pg_restore in one pass; 2 fetches to a temp file first: both catch it."""
-    db, _ = app_db
-    cfg = backup_config(db, options={"globals": True})
-    bid = _backup(cli, cfg)
-    [set_dir] = [p.parent for p in (tmp_path / "store1").rglob("manifest.json")]
-    name = "globals.sql.zst.age" if which == "globals" else f"{db}.dump.zst.age"
-    obj = set_dir / name
+def _stored_set(store: Path) -> Path:
+    [set_dir] = [p.parent for p in store.rglob("manifest.json")]
+    return set_dir
+
+
+def _flip_one_byte(obj: Path, append: bool = False) -> None:
     data = bytearray(obj.read_bytes())
-    if which == "manifest-size":
+    if append:
         data += b"\0"  # one byte appended
     else:
         data[len(data) // 2] ^= 0x01  # one bit of one byte in the middle
     obj.write_bytes(bytes(data))
-    r = cli(["--config", cfg, "backups", "verify", bid, "--jobs", jobs, "--json"])
+
+
+def _pg_case(cli: Any, pg: PostgresCluster, db: str, backup_config: Any, tmp_path: Path, which: str
+             ) -> tuple[Path, str, str]:
+    """A PostgreSQL backup (custom or directory format, with globals); returns (config, id, object name)."""
+    options: dict[str, Any] = {"globals": True}
+    if which == "directory":
+        options.update({"format": "directory", "jobs": 2})
+    cfg = backup_config(db, options=options)
+    bid = _backup(cli, cfg)
+    set_dir = _stored_set(tmp_path / "store1")
+    if which == "globals":
+        return cfg, bid, "globals.sql.zst.age"
+    if which == "directory":
+        # the largest table data file of pg_dump's directory (not toc.dat): one table's rows
+        data = [p for p in (set_dir / f"{db}.dir").iterdir() if p.name != "toc.dat.zst.age"]
+        assert data and all(re.fullmatch(r"\d+\.dat\.zst\.age", p.name) for p in data), data
+        biggest = max(data, key=lambda p: p.stat().st_size)
+        return cfg, bid, f"{db}.dir/{biggest.name}"
+    return cfg, bid, f"{db}.dump.zst.age"
+
+
+def _files_case(cli: Any, make_config: Any, age_key: AgeKey, tmp_path: Path, which: str) -> tuple[Path, str, str]:
+    root = tmp_path / "srv" / "app"
+    (root / "public").mkdir(parents=True)
+    (root / "app.js").write_text("console.log('hi')\n")
+    (root / "public" / "logo.png").write_bytes(bytes(range(256)) * 40)
+    (root / ".env").write_text("SECRET_KEY=not-in-any-log\n")
+    cfg = make_config({
+        "targets": {"web": {"kind": "app", "root": str(root)}},
+        "storages": {"local1": {"kind": "local", "path": str(tmp_path / "store1"), "fsync": False}},
+        "backup": {"encryption": {"recipients": [age_key.recipient], "identity_file": str(age_key.identity)}},
+        "jobs": {"app-backup": {"task": "files.backup", "target": "web", "options": {"secret_paths": [".env"]}}},
+    })
+    r = cli(["--config", cfg, "run", "app-backup", "--json"])
+    assert r.code == 0, r.output
+    name = "secrets.tar.zst.age" if which == "secrets" else "files.tar.zst.age"
+    return cfg, str(r.json()[0]["artifacts"][0]["id"]), name
+
+
+def _redis_case(cli: Any, make_config: Any, age_key: AgeKey, tmp_path: Path, server: RedisServer
+                ) -> tuple[Path, str, str]:
+    c = server.client()
+    for i in range(200):
+        c.set(f"session:{i}", f"user-{i}" * 5)
+    cfg = make_config({
+        "targets": {"cache": server.target()},
+        "storages": {"local1": {"kind": "local", "path": str(tmp_path / "store1"), "fsync": False}},
+        "backup": {"encryption": {"recipients": [age_key.recipient], "identity_file": str(age_key.identity)}},
+        "jobs": {"cache-backup": {"task": "redis.backup", "target": "cache"}},
+    })
+    r = cli(["--config", cfg, "run", "cache-backup", "--json"])
+    assert r.code == 0, r.output
+    return cfg, str(r.json()[0]["artifacts"][0]["id"]), "dump.rdb.zst.age"
+
+
+@pytest.mark.parametrize(("which", "jobs"), [
+    ("database", "2"), ("database", "1"), ("manifest-size", "2"), ("globals", "1"), ("directory", None),
+    ("files", None), ("secrets", None), ("redis", None)])
+def test_one_corrupted_byte_fails_verify_naming_the_object(
+        cli: Any, pg: PostgresCluster, pg_db: str, backup_config: Any, make_config: Any, age_key: AgeKey,
+        tmp_path: Path, request: pytest.FixtureRequest, which: str, jobs: str | None) -> None:
+    """Every kind of stored object: a PostgreSQL custom-format dump (jobs 1 streams storage → pg_restore in one
+    pass, 2 fetches to a temp file first), the globals, one table's data file of a directory-format dump,
+    files.backup's main and secrets archives, and a Redis RDB.  One flipped bit (or one byte appended) and
+    verify fails, naming the object, and the catalog marks the backup verify-failed."""
+    if which in ("files", "secrets"):
+        cfg, bid, name = _files_case(cli, make_config, age_key, tmp_path, which)
+    elif which == "redis":
+        cfg, bid, name = _redis_case(cli, make_config, age_key, tmp_path, request.getfixturevalue("redis_clean"))
+    else:
+        with pg.connect(pg_db) as conn:
+            seed(conn, SMALL)
+        cfg, bid, name = _pg_case(cli, pg, pg_db, backup_config, tmp_path, which)
+    obj = _stored_set(tmp_path / "store1") / name
+    assert obj.is_file(), obj
+    _flip_one_byte(obj, append=which == "manifest-size")
+    r = cli(["--config", cfg, "backups", "verify", bid, *(["--jobs", jobs] if jobs else []), "--json"])
     assert r.code == 1, r.output
     [rep] = r.json()
     assert not rep["ok"]
     assert rep["failed_object"] == name and name in rep["error"], rep
+    assert "corrupt" in rep["error"], rep
     assert _scratch_dbs(pg) == []
     assert cli(["--config", cfg, "backups", "show", bid, "--json"]).json()["status"] == "verify-failed"
 
