@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -16,11 +17,12 @@ from upkeeper.sandbox.postgres import PostgresCluster
 
 
 def config(make_config: Any, cluster: PostgresCluster, tmp_path: Path, **options: Any) -> Path:
-    return make_config({
+    path: Path = make_config({
         "targets": {"db": cluster.target("postgres")},
         "jobs": {"pg-logs": {"task": "logs.postgres", "target": "db",
                              "options": {"report_dir": str(tmp_path / "reports"), **options}}},
     })
+    return path
 
 
 def run(cli: Any, cfg: Path) -> dict[str, Any]:
@@ -81,33 +83,116 @@ def test_log_file_needed_when_the_server_cannot_tell(cli: Any, make_config: Any,
     assert out["status"] == "error" and "logging collector is off" in out["summary"]
 
 
-def test_agrees_with_pgbadger(logging_pg: tuple[PostgresCluster, dict[str, int]], tmp_path: Path) -> None:
-    cluster, _ = logging_pg
+def pgbadger(log: Path, prefix: str, tmp_path: Path) -> dict[str, Any]:
+    """pgBadger's JSON report (``-x json`` by the .json extension) of ``log``."""
     exe = shutil.which("pgbadger")
     if exe is None:
         pytest.fail("pgbadger is not installed (scripts/ensure-system-deps.sh installs it)")
+    out = tmp_path / f"{log.stem}.badger.json"
+    res = subprocess.run([exe, "--pid-dir", str(tmp_path),  # not /tmp/pgbadger.pid: other runs may hold it
+                          "--prefix", prefix, "-x", "json", "-o", str(out), str(log)],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    data: dict[str, Any] = json.loads(out.read_text())
+    return data
+
+
+def ours(log: Path, prefix: str) -> dict[str, Any]:
+    acc = PgAccumulator(PgScanOptions(log_line_prefix=prefix))
+    acc.feed(log.read_bytes())
+    return summarize(acc.partial(), top_n=1000)
+
+
+ERROR_LEVELS = ("ERROR", "FATAL", "PANIC")
+
+
+def badger_errors(badger: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """pgBadger's error classes of level ERROR/FATAL/PANIC (its error_info also holds LOG events such as
+    "still waiting" and "database system was shut down", all keyed "ERROR:  ...")."""
+    return {k: v for k, v in badger["error_info"]["postgres"].items()
+            if v["error"][0].split(":", 1)[0] in ERROR_LEVELS}
+
+
+def as_badger_class(e: dict[str, Any]) -> str:
+    """Our error class in pgBadger's spelling: its placeholder is "...", and it drops " at character N"."""
+    msg = re.sub(r" at character \?$", "", e["message"]).replace("?", "...")
+    return f"ERROR:  {msg}"
+
+
+def assert_locks_and_deadlocks_agree(mine: dict[str, Any], badger: dict[str, Any]) -> None:
+    # lock waits: pgBadger lists each "still waiting" line as an event, and sums the "acquired ... after"
+    # lines per lock type and object in lock_info (its top_locked_info keeps each wait's duration)
+    events = badger["error_info"]["postgres"]
+    waiting: dict[str, int] = {}  # "ShareLock on transaction" -> waits, from pgBadger's event keys
+    for k, v in events.items():
+        m = re.fullmatch(r"ERROR:  process \.\.\. still waiting for (\w+) on (\w+) .*", k)
+        if m and v["error"][0].startswith("LOG:  "):
+            waiting[f"{m.group(1)} on {m.group(2)}"] = waiting.get(f"{m.group(1)} on {m.group(2)}", 0) + v["count"]
+    locks = mine["locks"]
+    assert sum(waiting.values()) >= 1  # the workload's lock wait is in the log
+    assert locks["waits"] == sum(waiting.values())
+    assert locks["types"] == waiting
+    acquired = 0
+    total_ms = 0.0
+    for by_object in badger["lock_info"]["postgres"].values():
+        total_ms += by_object["duration"]
+        acquired += by_object["count"]
+    assert locks["acquired_after_wait"] == acquired >= 1
+    assert locks["total_wait_ms"] == pytest.approx(total_ms, abs=1e-3)
+    longest = max(float(row[0]) for row in badger["top_locked_info"]["postgres"])
+    assert locks["max_wait_ms"] == pytest.approx(longest, abs=1e-3)
+    # deadlocks: pgBadger counts the "deadlock detected" errors
+    assert mine["deadlocks"]["count"] == events["ERROR:  deadlock detected"]["count"] == 1
+
+
+def test_agrees_with_pgbadger(logging_pg: tuple[PostgresCluster, dict[str, int]], tmp_path: Path) -> None:
+    cluster, _ = logging_pg
     log = cluster.data / "log" / "postgresql.log"
     copy = tmp_path / "pg.log"
     shutil.copy(log, copy)
-    out = tmp_path / "badger.json"
-    res = subprocess.run([exe, "--pid-dir", str(tmp_path),  # not /tmp/pgbadger.pid: other runs may hold it
-                          "--prefix", pgworkload.LOG_LINE_PREFIX, "-o", str(out), str(copy)],
-                         capture_output=True, text=True, timeout=300)
-    assert res.returncode == 0, res.stderr
-    badger = json.loads(out.read_text())
-    acc = PgAccumulator(PgScanOptions(log_line_prefix=pgworkload.LOG_LINE_PREFIX))
-    acc.feed(copy.read_bytes())
-    mine = summarize(acc.partial(), top_n=1000)
+    badger = pgbadger(copy, pgworkload.LOG_LINE_PREFIX, tmp_path)
+    mine = ours(copy, pgworkload.LOG_LINE_PREFIX)
     overall = badger["overall_stat"]
     assert mine["statements"]["count"] == overall["queries_number"]
     assert abs(mine["statements"]["total_ms"] - overall["postgres"]["queries_duration"]["execute"]) < 1.0
     # pgBadger keeps the trailing ';' and writes decimals as ?.?; otherwise the same grouping and counts
     theirs = {k.rstrip(";").replace("?.?", "?"): v["count"] for k, v in badger["normalyzed_info"]["postgres"].items()}
-    ours = {q["fingerprint"]: q["count"] for q in mine["most_frequent"]}
-    shared = set(theirs) & set(ours)
-    assert len(shared) >= 0.8 * len(ours)
-    assert all(theirs[k] == ours[k] for k in shared)
+    assert {q["fingerprint"]: q["count"] for q in mine["most_frequent"]} == theirs
     temp = badger["tempfile_info"]["postgres"]
     assert (mine["temp_files"]["count"], mine["temp_files"]["total_bytes"]) == (temp["count"], temp["size"])
     assert mine["checkpoints"]["buffers"] == badger["checkpoint_info"]["wbuffer"]
     assert mine["checkpoints"]["reasons"] == badger["checkpoint_info"]["starting"]
+    # errors by message class (this prefix has no %e: pgBadger's sqlstate is null, it groups by message)
+    theirs_err = {k: v["count"] for k, v in badger_errors(badger).items()}
+    assert len(theirs_err) >= len(pgworkload.ERRORS) + 1  # the workload's errors and the deadlock
+    mine_err: dict[str, int] = {}
+    for e in mine["errors"]["classes"]:
+        assert e["level"] in ERROR_LEVELS
+        mine_err[as_badger_class(e)] = mine_err.get(as_badger_class(e), 0) + e["count"]
+    assert mine_err == theirs_err
+    assert mine["errors"]["total"] == sum(theirs_err.values())
+    assert_locks_and_deadlocks_agree(mine, badger)
+
+
+def test_errors_by_sqlstate_agree_with_pgbadger(services_dir: Path, tmp_path: Path) -> None:
+    """With %e in log_line_prefix pgBadger reports each error's SQLSTATE: ours must be the same counts."""
+    prefix = "%m [%p] %e %q%u@%d "
+    cluster = PostgresCluster(services_dir / "pg-sqlstate",
+                              extra_conf=pgworkload.LOGGING_CONF + f"log_line_prefix = '{prefix}'\n")
+    cluster.start()
+    try:
+        pgworkload.run(lambda: cluster.connect())
+    finally:
+        cluster.stop()
+    copy = tmp_path / "pg-e.log"
+    shutil.copy(cluster.log, copy)
+    badger = pgbadger(copy, prefix, tmp_path)
+    mine = ours(copy, prefix)
+    theirs: dict[str, int] = {}
+    for v in badger_errors(badger).values():
+        (code,) = set(v["sqlstate"])  # one SQLSTATE per message class here
+        theirs[code] = theirs.get(code, 0) + v["count"]
+    assert set(theirs) >= {code for _sql, code in pgworkload.ERRORS} | {"40P01"}
+    assert mine["errors"]["by_sqlstate"] == theirs
+    assert mine["errors"]["inferred_sqlstates"] == 0  # every one read from the log, none guessed
+    assert_locks_and_deadlocks_agree(mine, badger)
