@@ -35,7 +35,7 @@ class RetentionPolicy(StrictModel):
         None, description="keep every backup younger than this, measured from the newest backup. "
         "Source: restic --keep-within")
     timezone: str | None = Field(None, description="timezone that decides where days, weeks … begin "
-                                 "(default: the config's timezone)")
+                                 "(default: the config's timezone). Source: upkeeper (not set by default)")
 
     def is_empty(self) -> bool:
         return not any((self.keep_last, self.keep_hourly, self.keep_daily, self.keep_weekly, self.keep_monthly,
@@ -52,15 +52,18 @@ class EncryptionSettings(FileSecrets):
     secret_fields = ("passphrase",)
 
     recipients: list[str] = Field(default_factory=list, description="age X25519 public keys (age1…) that can "
-                                  "decrypt the backups; give several so that losing one key loses nothing")
+                                  "decrypt the backups; give several so that losing one key loses nothing. "
+                                  "Source: upkeeper (not set by default)")
     recipients_file: str | None = Field(None, description="file with one age public key per line "
-                                        "(as 'age -R' reads it)")
+                                        "(as 'age -R' reads it). Source: upkeeper (not set by default)")
     passphrase: SecretStr | None = Field(None, description="encrypt with this passphrase instead of keys "
-                                         "(age scrypt mode; slower, one secret to keep)")
-    passphrase_file: str | None = Field(None, description="file whose content is the passphrase")
+                                         "(age scrypt mode; slower, one secret to keep). "
+                                         "Source: upkeeper (not set by default)")
+    passphrase_file: str | None = Field(None, description="file whose content is the passphrase. "
+            "Source: upkeeper (not set by default)")
     identity_file: str | None = Field(
         None, description="age identity (private key) file used by verify and restore; keep it off the backup "
-        "host if you can, and give it only where test restores run")
+        "host if you can, and give it only where test restores run. Source: upkeeper (not set by default)")
 
     @field_validator("recipients")
     @classmethod
@@ -91,21 +94,24 @@ class BackupSettings(StrictModel):
 
     encryption: EncryptionSettings | Literal["none"] | None = Field(
         None, description="age encryption for every backup object; 'none' stores them unencrypted, which is "
-        "refused for remote (s3, sftp) storages unless written explicitly. Default: unencrypted, local only")
+        "refused for remote (s3, sftp) storages unless written explicitly. Default: unencrypted, local only. "
+        "Source: upkeeper (not set by default)")
     storages: list[str] | None = Field(
-        None, description="names of entries under 'storages' every backup goes to (default: all of them)")
+        None, description="names of entries under 'storages' every backup goes to (default: all of them). "
+                "Source: upkeeper (not set by default)")
     compression_level: int = Field(3, ge=1, le=19, description="zstd level. Source: zstd's default level 3")
     compression_threads: int = Field(
         0, ge=0, le=256, description="zstd worker threads; 0 = all cores. Source: zstd -T0")
     retention: RetentionPolicy = Field(default_factory=RetentionPolicy,
-                                       description="default retention (see 'backup -> retention')")
+                                       description="default retention (see 'backup -> retention'). "
+                                               "Source: see its own options")
     incomplete_after: Duration = Field(
         default=timedelta(hours=24),
         description="a backup set without a manifest older than this is a leftover of a crashed run and is "
         "deleted. Source: upkeeper default (no backup runs 24 h)")
     work_dir: str | None = Field(
         None, description="directory for the temporary files of directory-format dumps, Redis RDB checks and "
-        "verification restores (default: the system temp dir)")
+        "verification restores (default: the system temp dir). Source: upkeeper (not set by default)")
 
     @property
     def unencrypted_explicit(self) -> bool:

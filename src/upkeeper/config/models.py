@@ -54,104 +54,139 @@ class Defaults(StrictModel):
     """Policies every job inherits unless it sets its own."""
 
     timeout: Duration = Field(
-        default=timedelta(hours=1), description="kill a run (its whole process group) after this long"
+        default=timedelta(hours=1), description="kill a run (its whole process group) after this long. "
+                "Source: upkeeper default"
     )
-    retries: int = Field(0, ge=0, le=20, description="retries after a failed or errored run")
+    retries: int = Field(0, ge=0, le=20, description="retries after a failed or errored run. "
+            "Source: upkeeper default")
     retry_delay: Duration = Field(
-        default=timedelta(minutes=1), description="delay before the first retry; doubles each time"
+        default=timedelta(minutes=1), description="delay before the first retry; doubles each time. "
+                "Source: upkeeper default"
     )
-    retry_max_delay: Duration = Field(default=timedelta(hours=1), description="upper bound of the retry delay")
+    retry_max_delay: Duration = Field(default=timedelta(hours=1), description="upper bound of the retry delay. "
+            "Source: upkeeper default")
     catch_up: CatchUpPolicy = Field(
         "latest",
         description="after downtime: 'latest' runs the newest missed occurrence once (within catch_up_grace), "
-        "'skip' records it as skipped",
+        "'skip' records it as skipped. Source: upkeeper default",
     )
     catch_up_grace: Duration | None = Field(
-        None, description="how old a missed occurrence may be and still be caught up (default: one period)"
+        None, description="how old a missed occurrence may be and still be caught up (default: one period). "
+                "Source: upkeeper (not set by default)"
     )
     jitter: Duration = Field(
-        default=timedelta(0), description="spread start times by a stable per-job offset in [0, jitter)"
+        default=timedelta(0), description="spread start times by a stable per-job offset in [0, jitter). "
+                "Source: upkeeper default"
     )
 
 
 class DaemonSettings(StrictModel):
     """How ``upkeeper daemon`` runs."""
 
-    concurrency: int = Field(4, ge=1, le=256, description="runs executing at once (worker processes)")
+    concurrency: int = Field(4, ge=1, le=256, description="runs executing at once (worker processes). "
+            "Source: upkeeper default")
     heartbeat: Duration = Field(
-        default=timedelta(seconds=15), description="how often the daemon records that it is alive"
+        default=timedelta(seconds=15), description="how often the daemon records that it is alive. "
+                "Source: upkeeper default"
     )
     shutdown_grace: Duration = Field(
         default=timedelta(seconds=60),
-        description="on SIGTERM, how long running runs may finish before they are killed and marked interrupted",
+        description="on SIGTERM, how long running runs may finish before they are killed and marked interrupted. "
+                "Source: upkeeper default",
     )
-    worker_max_runs: int = Field(200, ge=1, description="recycle a worker process after this many runs")
+    worker_max_runs: int = Field(200, ge=1, description="recycle a worker process after this many runs. "
+            "Source: upkeeper default")
 
 
 class JobConfig(StrictModel):
     """One job: a task applied to a target on a schedule, with policies."""
 
-    task: str = Field(..., description="task name, e.g. postgres.vacuum (see 'upkeeper tasks')")
-    target: str | None = Field(None, description="name of an entry under 'targets'")
+    task: str = Field(..., description="task name, e.g. postgres.vacuum (see 'upkeeper tasks'). "
+            "Source: none (required)")
+    target: str | None = Field(None, description="name of an entry under 'targets'. "
+            "Source: upkeeper (not set by default)")
     schedule: str | None = Field(
         None,
-        description="cron ('0 3 * * *'), '@daily'-style alias or 'every 15m'; omit for manual-only jobs",
+        description="cron ('0 3 * * *'), '@daily'-style alias or 'every 15m'; omit for manual-only jobs. "
+                "Source: upkeeper (not set by default)",
     )
-    timezone: str | None = Field(None, description="IANA timezone for the schedule (default: the config's)")
-    options: dict[str, Any] = Field(default_factory=dict, description="task options (see the task reference)")
-    enabled: bool = True
-    description: str | None = None
-    category: Category | None = Field(None, description="overrides the task's category (blackouts, routing)")
-    tags: list[str] = Field(default_factory=list)
-    timeout: Duration | None = None
-    retries: int | None = Field(None, ge=0, le=20)
-    retry_delay: Duration | None = None
-    catch_up: CatchUpPolicy | None = None
-    catch_up_grace: Duration | None = None
-    jitter: Duration | None = None
+    timezone: str | None = Field(None, description="IANA timezone for the schedule (default: the config's). "
+            "Source: upkeeper (not set by default)")
+    options: dict[str, Any] = Field(default_factory=dict, description="task options (see the task reference). "
+            "Source: upkeeper (not set by default)")
+    enabled: bool = Field(True, description="false: the job is not scheduled. Source: upkeeper default")
+    description: str | None = Field(None, description="free text for people. Source: upkeeper (not set by default)")
+    category: Category | None = Field(None, description="overrides the task's category (blackouts, routing). "
+            "Source: upkeeper (not set by default)")
+    tags: list[str] = Field(default_factory=list,
+        description="labels notification routes can match. Source: upkeeper (not set by default)")
+    timeout: Duration | None = Field(None,
+        description="overrides defaults.timeout. Source: upkeeper (not set by default)")
+    retries: int | None = Field(None, ge=0, le=20,
+        description="overrides defaults.retries. Source: upkeeper (not set by default)")
+    retry_delay: Duration | None = Field(None,
+        description="overrides defaults.retry_delay. Source: upkeeper (not set by default)")
+    catch_up: CatchUpPolicy | None = Field(None,
+        description="overrides defaults.catch_up. Source: upkeeper (not set by default)")
+    catch_up_grace: Duration | None = Field(None,
+        description="overrides defaults.catch_up_grace. Source: upkeeper (not set by default)")
+    jitter: Duration | None = Field(None,
+        description="overrides defaults.jitter. Source: upkeeper (not set by default)")
     metrics_retention: Duration | None = Field(
-        None, description="how long this job's metric samples are kept (default: the task's, else 90 days)"
+        None, description="how long this job's metric samples are kept (default: the task's, else 90 days). "
+                "Source: upkeeper (not set by default)"
     )
     window: Name | None = Field(
         None, description="maintenance window (from 'windows') this job may start in; outside it, runs are "
-        "deferred to the next opening"
+        "deferred to the next opening. Source: upkeeper (not set by default)"
     )
     missed_grace: Duration | None = Field(
         None, description="missed-run alarm: how late a run may be beyond one period "
-        "(default: notifications.missed_grace)"
+        "(default: notifications.missed_grace). Source: upkeeper (not set by default)"
     )
 
 
 class Config(StrictModel):
     """The whole ``upkeeper.yaml``."""
 
-    version: Literal[1] = Field(1, description="file format version")
-    timezone: str = Field("UTC", description="default timezone of job schedules")
-    node: str = Field(default_factory=socket.gethostname, description="this machine's name in history")
+    version: Literal[1] = Field(1, description="file format version. "
+            "Source: upkeeper (the current config format)")
+    timezone: str = Field("UTC", description="default timezone of job schedules. Source: upkeeper default")
+    node: str = Field(default_factory=socket.gethostname, description="this machine's name in history. "
+            "Source: upkeeper default")
     history: str | None = Field(
         None,
         description="history database: a SQLite path or sqlite:/// URL (default: the platform data dir), "
-        "or postgresql://… to share history between nodes",
+        "or postgresql://… to share history between nodes. Source: upkeeper (not set by default)",
     )
-    defaults: Defaults = Field(default_factory=Defaults)
-    daemon: DaemonSettings = Field(default_factory=DaemonSettings)
-    targets: dict[Name, TargetConfig] = Field(default_factory=dict)
+    defaults: Defaults = Field(default_factory=Defaults,
+        description="policies every job inherits (see 'defaults'). Source: see its own options")
+    daemon: DaemonSettings = Field(default_factory=DaemonSettings,
+        description="settings of the daemon (see 'daemon'). Source: see its own options")
+    targets: dict[Name, TargetConfig] = Field(default_factory=dict,
+        description="what upkeeper maintains, by name (see 'targets -> NAME'). Source: upkeeper (none by default)")
     storages: dict[Name, StorageConfig] = Field(
-        default_factory=dict, description="where backups go: local directories, S3 buckets, SFTP servers"
+        default_factory=dict, description="where backups go: local directories, S3 buckets, SFTP servers. "
+                "Source: upkeeper (not set by default)"
     )
     backup: BackupSettings = Field(
-        default_factory=BackupSettings, description="encryption, storages, compression and retention of backups"
+        default_factory=BackupSettings, description="encryption, storages, compression and retention of backups. "
+                "Source: see its own options"
     )
     notifications: NotificationsConfig = Field(
-        default_factory=NotificationsConfig, description="channels, routes and escalation (docs/notifications.md)"
+        default_factory=NotificationsConfig, description="channels, routes and escalation (docs/notifications.md). "
+                "Source: see its own options"
     )
     windows: dict[Name, WindowConfig] = Field(
-        default_factory=dict, description="maintenance windows jobs may be bound to (docs/windows.md)"
+        default_factory=dict, description="maintenance windows jobs may be bound to (docs/windows.md). "
+                "Source: upkeeper (not set by default)"
     )
     blackouts: dict[Name, BlackoutConfig] = Field(
-        default_factory=dict, description="periods in which runs are skipped, except for some categories"
+        default_factory=dict, description="periods in which runs are skipped, except for some categories. "
+                "Source: upkeeper (not set by default)"
     )
-    jobs: dict[Name, JobConfig] = Field(default_factory=dict)
+    jobs: dict[Name, JobConfig] = Field(default_factory=dict,
+        description="tasks applied to targets on schedules, by name (see 'jobs -> NAME'). Source: upkeeper (none by default)")
 
     _source: Path | None = PrivateAttr(default=None)
     _lines: Any = PrivateAttr(default=None)

@@ -36,8 +36,9 @@ PAGERDUTY_EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"
 
 
 class _Channel(FileSecrets):
-    description: str | None = None
-    timeout: Duration = Field(default=timedelta(seconds=10), description="give up one delivery attempt after this long")
+    description: str | None = Field(None, description="free text for people. Source: upkeeper (not set by default)")
+    timeout: Duration = Field(default=timedelta(seconds=10), description="give up one delivery attempt after this long. "
+            "Source: upkeeper default")
 
 
 class AppriseChannel(_Channel):
@@ -45,9 +46,11 @@ class AppriseChannel(_Channel):
     ``json://…`` and about a hundred more (https://github.com/caronc/apprise/wiki)."""
 
     secret_fields: ClassVar[tuple[str, ...]] = ("url",)
-    kind: Literal["apprise"] = "apprise"
-    url: SecretStr | None = Field(None, description="the apprise URL (it usually holds a token: kept secret)")
-    url_file: str | None = None
+    kind: Literal["apprise"] = Field("apprise", description="the kind of this entry. Source: none (fixed value)")
+    url: SecretStr | None = Field(None, description="the apprise URL (it usually holds a token: kept secret). "
+            "Source: upkeeper (not set by default)")
+    url_file: str | None = Field(None,
+        description="file whose content is `url` (instead of giving it inline). Source: upkeeper (not set by default)")
 
     @model_validator(mode="after")
     def _need_url(self) -> AppriseChannel:
@@ -62,9 +65,11 @@ class SlackChannel(_Channel):
     """A Slack incoming webhook (``https://hooks.slack.com/services/…``), posted in Slack's own format."""
 
     secret_fields: ClassVar[tuple[str, ...]] = ("webhook_url",)
-    kind: Literal["slack"]
-    webhook_url: SecretStr | None = Field(None, description="the incoming-webhook URL Slack gave you")
-    webhook_url_file: str | None = None
+    kind: Literal["slack"] = Field(description="the kind of this entry. Source: none (required)")
+    webhook_url: SecretStr | None = Field(None, description="the incoming-webhook URL Slack gave you. "
+            "Source: upkeeper (not set by default)")
+    webhook_url_file: str | None = Field(None,
+        description="file whose content is `webhook_url` (instead of giving it inline). Source: upkeeper (not set by default)")
 
     @model_validator(mode="after")
     def _need_url(self) -> SlackChannel:
@@ -77,14 +82,19 @@ class WebhookChannel(_Channel):
     """POSTs upkeeper's JSON payload (schema in docs/notifications.md, 'upkeeper notify schema')."""
 
     secret_fields: ClassVar[tuple[str, ...]] = ("url", "signing_secret")
-    kind: Literal["webhook"]
-    url: SecretStr | None = Field(None, description="where to POST (may hold a token: kept secret)")
-    url_file: str | None = None
+    kind: Literal["webhook"] = Field(description="the kind of this entry. Source: none (required)")
+    url: SecretStr | None = Field(None, description="where to POST (may hold a token: kept secret). "
+            "Source: upkeeper (not set by default)")
+    url_file: str | None = Field(None,
+        description="file whose content is `url` (instead of giving it inline). Source: upkeeper (not set by default)")
     signing_secret: SecretStr | None = Field(
-        None, description="if set, each request carries X-Upkeeper-Signature: sha256=HMAC-SHA256(secret, body)"
+        None, description="if set, each request carries X-Upkeeper-Signature: sha256=HMAC-SHA256(secret, body). "
+                "Source: upkeeper (not set by default)"
     )
-    signing_secret_file: str | None = None
-    headers: dict[str, str] = Field(default_factory=dict, description="extra HTTP headers")
+    signing_secret_file: str | None = Field(None,
+        description="file whose content is `signing_secret` (instead of giving it inline). Source: upkeeper (not set by default)")
+    headers: dict[str, str] = Field(default_factory=dict, description="extra HTTP headers. "
+            "Source: upkeeper (not set by default)")
 
     @model_validator(mode="after")
     def _need_url(self) -> WebhookChannel:
@@ -99,11 +109,14 @@ class PagerDutyChannel(_Channel):
     """PagerDuty Events API v2: problems trigger, recoveries resolve (same dedup_key per job and check)."""
 
     secret_fields: ClassVar[tuple[str, ...]] = ("routing_key",)
-    kind: Literal["pagerduty"]
-    routing_key: SecretStr | None = Field(None, description="the integration (routing) key of a PagerDuty service")
-    routing_key_file: str | None = None
+    kind: Literal["pagerduty"] = Field(description="the kind of this entry. Source: none (required)")
+    routing_key: SecretStr | None = Field(None, description="the integration (routing) key of a PagerDuty service. "
+            "Source: upkeeper (not set by default)")
+    routing_key_file: str | None = Field(None,
+        description="file whose content is `routing_key` (instead of giving it inline). Source: upkeeper (not set by default)")
     url: str = Field(PAGERDUTY_EVENTS_URL, description="Events API v2 endpoint. Source: PagerDuty Events API v2")
-    source: str | None = Field(None, description="the event's 'source' (default: the config's node)")
+    source: str | None = Field(None, description="the event's 'source' (default: the config's node). "
+            "Source: upkeeper (not set by default)")
 
     @model_validator(mode="after")
     def _need_key(self) -> PagerDutyChannel:
@@ -132,32 +145,43 @@ class _Match(StrictModel):
     """Which events a rule applies to.  Every given criterion must match; lists match any member."""
 
     events: list[Topic] | None = Field(
-        None, description="topics: run, finding, missed, backup.size, backup.success_rate, window, emergency, planned"
+        None, description="topics: run, finding, missed, backup.size, backup.success_rate, window, emergency, planned. "
+                "Source: upkeeper (not set by default)"
     )
-    severity: list[EventSeverity] | None = Field(None, description="exact severities (info, warning, error, critical)")
-    min_severity: EventSeverity | None = Field(None, description="this severity or worse")
-    jobs: list[str] | None = Field(None, description="job names; shell-style patterns like 'db-*' work")
+    severity: list[EventSeverity] | None = Field(None, description="exact severities (info, warning, error, critical). "
+            "Source: upkeeper (not set by default)")
+    min_severity: EventSeverity | None = Field(None, description="this severity or worse. "
+            "Source: upkeeper (not set by default)")
+    jobs: list[str] | None = Field(None, description="job names; shell-style patterns like 'db-*' work. "
+            "Source: upkeeper (not set by default)")
     categories: list[str] | None = Field(
-        None, description="job categories: maintenance, backup, monitoring, security, critical"
+        None, description="job categories: maintenance, backup, monitoring, security, critical. "
+                "Source: upkeeper (not set by default)"
     )
-    tags: list[str] | None = Field(None, description="a job with any of these tags")
+    tags: list[str] | None = Field(None, description="a job with any of these tags. "
+            "Source: upkeeper (not set by default)")
 
 
 class Route(_Match):
     """Send matching events to channels.  Every matching route applies (the channels add up)."""
 
-    channels: list[Name] = Field(..., min_length=1, description="channel names (from 'channels')")
-    description: str | None = None
+    channels: list[Name] = Field(..., min_length=1, description="channel names (from 'channels'). "
+            "Source: none (required)")
+    description: str | None = Field(None, description="free text for people. Source: upkeeper (not set by default)")
 
 
 class EscalationLevel(StrictModel):
     """One escalation level: who is told, and when."""
 
-    name: str | None = Field(None, description="e.g. 'on-call', 'team lead'")
-    channels: list[Name] = Field(default_factory=list, description="who is told when this level is reached")
-    after: Duration | None = Field(None, description="reached when the problem is unresolved this long")
+    name: str | None = Field(None, description="e.g. 'on-call', 'team lead'. "
+            "Source: upkeeper (not set by default)")
+    channels: list[Name] = Field(default_factory=list, description="who is told when this level is reached. "
+            "Source: upkeeper (not set by default)")
+    after: Duration | None = Field(None, description="reached when the problem is unresolved this long. "
+            "Source: upkeeper (not set by default)")
     after_failures: int | None = Field(
-        None, ge=1, description="reached after this many consecutive failures (whichever of the two comes first)"
+        None, ge=1, description="reached after this many consecutive failures (whichever of the two comes first). "
+                "Source: upkeeper (not set by default)"
     )
 
 
@@ -172,8 +196,10 @@ class Escalation(_Match):
     Source: the maintenance procedures' four levels (automatic, on-call, team lead, management).
     """
 
-    min_severity: EventSeverity | None = Field("error", description="escalate problems this severe or worse")
-    levels: list[EscalationLevel] = Field(..., min_length=1, max_length=10)
+    min_severity: EventSeverity | None = Field("error", description="escalate problems this severe or worse. "
+            "Source: upkeeper default")
+    levels: list[EscalationLevel] = Field(..., min_length=1, max_length=10,
+        description="escalation levels, in order (1 to 10). Source: none (required)")
 
     @model_validator(mode="after")
     def _check_levels(self) -> Escalation:
@@ -206,21 +232,25 @@ class BackupAlerts(StrictModel):
     size_metrics: list[str] = Field(
         default_factory=lambda: ["size_bytes", "backup_bytes", "bytes", "total_bytes"],
         description="metric names a backup run's size is read from (the first one present; else the sum of "
-        "'size' over its artifacts)",
+        "'size' over its artifacts). Source: upkeeper default",
     )
     success_rate_pct: float = Field(
         99.9, gt=0, le=100, description="alert when fewer backups than this percentage succeeded over "
         "success_rate_window. Source: the maintenance procedures",
     )
-    success_rate_window: Duration = Field(default=timedelta(days=30), description="window of the success rate")
+    success_rate_window: Duration = Field(default=timedelta(days=30), description="window of the success rate. "
+            "Source: upkeeper default")
 
 
 class Delivery(StrictModel):
     """How failed deliveries are retried (never blocking a run)."""
 
-    retry_delay: Duration = Field(default=timedelta(minutes=1), description="first retry after this; doubles")
-    retry_max_delay: Duration = Field(default=timedelta(hours=1), description="longest wait between retries")
-    give_up_after: Duration = Field(default=timedelta(hours=24), description="stop retrying a delivery this old")
+    retry_delay: Duration = Field(default=timedelta(minutes=1), description="first retry after this; doubles. "
+            "Source: upkeeper default")
+    retry_max_delay: Duration = Field(default=timedelta(hours=1), description="longest wait between retries. "
+            "Source: upkeeper default")
+    give_up_after: Duration = Field(default=timedelta(hours=24), description="stop retrying a delivery this old. "
+            "Source: upkeeper default")
 
 
 class NotificationsConfig(StrictModel):
@@ -228,35 +258,41 @@ class NotificationsConfig(StrictModel):
 
     channels: dict[Name, ChannelConfig] = Field(
         default_factory=dict,
-        description="named channels: an apprise URL, or kind slack / webhook / pagerduty",
+        description="named channels: an apprise URL, or kind slack / webhook / pagerduty. "
+                "Source: upkeeper (not set by default)",
     )
     routes: list[Route] | None = Field(
         None,
         description="rules sending events to channels (default: every non-PagerDuty channel gets every event, "
         "PagerDuty channels get problems of severity error or critical; channels an escalation level 2+ names "
-        "are left to that level)",
+        "are left to that level). Source: upkeeper (not set by default)",
     )
     stakeholders: list[Name] | None = Field(
         None, description="channels for announcements: window notices, emergency and planned runs "
-        "(default: every non-PagerDuty channel not reserved for escalation)",
+        "(default: every non-PagerDuty channel not reserved for escalation). "
+        "Source: upkeeper (not set by default)",
     )
-    escalation: Escalation | None = Field(None, description="escalation levels for unresolved problems")
+    escalation: Escalation | None = Field(None, description="escalation levels for unresolved problems. "
+            "Source: upkeeper (not set by default)")
     repeat_interval: Duration = Field(
         default=timedelta(hours=4), description="re-notify an unresolved problem this often (repeats in between "
         "are counted and summarized). Source: Alertmanager repeat_interval",
     )
     missed_runs: bool = Field(True, description="alert when a job's last run started longer ago than its period + "
-                                                "grace (a dead-man's switch)")
+                                                "grace (a dead-man's switch). Source: upkeeper default")
     missed_grace: Duration = Field(
         default=timedelta(hours=1), description="default grace of the missed-run alarm (a job may set its own). "
         "Source: healthchecks.io default grace",
     )
-    backup: BackupAlerts = Field(default_factory=BackupAlerts)
-    delivery: Delivery = Field(default_factory=Delivery)
-    dedup_prefix: str = Field("upkeeper", description="prefix of PagerDuty dedup keys: PREFIX:JOB:CHECK")
+    backup: BackupAlerts = Field(default_factory=BackupAlerts,
+        description="alerts from the history of backup jobs (see 'notifications -> backup'). Source: see its own options")
+    delivery: Delivery = Field(default_factory=Delivery,
+        description="retries of failed deliveries (see 'notifications -> delivery'). Source: see its own options")
+    dedup_prefix: str = Field("upkeeper", description="prefix of PagerDuty dedup keys: PREFIX:JOB:CHECK. "
+            "Source: upkeeper default")
     check_every: Duration = Field(
         default=timedelta(seconds=30), description="how often the daemon checks escalations, missed runs, window "
-        "notices and delivery retries",
+        "notices and delivery retries. Source: upkeeper default",
     )
 
     @field_validator("dedup_prefix")

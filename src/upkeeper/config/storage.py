@@ -12,10 +12,12 @@ from upkeeper.config.types import ByteSize, FileSecrets, StrictModel
 class LocalStorageConfig(StrictModel):
     """A directory on this machine (or a mounted volume)."""
 
-    kind: Literal["local"] = "local"
-    path: str = Field(..., description="directory holding the backup sets")
-    prefix: str = Field("", description="key prefix inside the directory")
-    fsync: bool = Field(True, description="fsync files and directories before a write counts as done")
+    kind: Literal["local"] = Field("local", description="the kind of this entry. Source: none (fixed value)")
+    path: str = Field(..., description="directory holding the backup sets. Source: none (required)")
+    prefix: str = Field("", description="key prefix inside the directory. "
+            "Source: upkeeper (not set by default)")
+    fsync: bool = Field(True, description="fsync files and directories before a write counts as done. "
+            "Source: upkeeper default")
 
 
 MIN_PART_SIZE = 5 * 1024 * 1024
@@ -27,16 +29,22 @@ class S3StorageConfig(FileSecrets):
 
     secret_fields = ("secret_access_key",)
 
-    kind: Literal["s3"] = "s3"
-    bucket: str = Field(..., description="bucket name")
-    prefix: str = Field("", description="key prefix inside the bucket")
-    endpoint_url: str | None = Field(None, description="endpoint for non-AWS stores, e.g. http://127.0.0.1:8333")
-    region: str | None = Field(None, description="region (default: the SDK's)")
-    access_key_id: str | None = Field(None, description="access key (default: AWS_ACCESS_KEY_ID / SDK chain)")
-    secret_access_key: SecretStr | None = Field(None, description="secret key (default: AWS_SECRET_ACCESS_KEY)")
-    secret_access_key_file: str | None = None
+    kind: Literal["s3"] = Field("s3", description="the kind of this entry. Source: none (fixed value)")
+    bucket: str = Field(..., description="bucket name. Source: none (required)")
+    prefix: str = Field("", description="key prefix inside the bucket. Source: upkeeper (not set by default)")
+    endpoint_url: str | None = Field(None, description="endpoint for non-AWS stores, e.g. http://127.0.0.1:8333. "
+            "Source: upkeeper (not set by default)")
+    region: str | None = Field(None, description="region (default: the SDK's). "
+            "Source: the AWS SDK (botocore) when not set")
+    access_key_id: str | None = Field(None, description="access key (default: AWS_ACCESS_KEY_ID / SDK chain). "
+            "Source: the AWS SDK (botocore) when not set")
+    secret_access_key: SecretStr | None = Field(None, description="secret key (default: AWS_SECRET_ACCESS_KEY). "
+            "Source: the AWS SDK (botocore) when not set")
+    secret_access_key_file: str | None = Field(None,
+        description="file whose content is `secret_access_key` (instead of giving it inline). Source: upkeeper (not set by default)")
     addressing_style: Literal["auto", "path", "virtual"] = Field(
-        "auto", description="'path' for most self-hosted stores (SeaweedFS, MinIO)"
+        "auto", description="'path' for most self-hosted stores (SeaweedFS, MinIO). "
+        "Source: botocore's default"
     )
     part_size: ByteSize = Field(
         default="16MiB", validate_default=True,
@@ -50,8 +58,10 @@ class S3StorageConfig(FileSecrets):
                     "(upload_concurrency + 1) × part_size. Source: s3transfer (the AWS CLI) uses 10 threads of "
                     "8MiB; 4 of 16MiB keep memory near 80MiB",
     )
-    storage_class: str | None = Field(None, description="e.g. STANDARD_IA, GLACIER_IR")
-    verify_tls: bool = Field(True, description="check the endpoint's TLS certificate")
+    storage_class: str | None = Field(None, description="e.g. STANDARD_IA, GLACIER_IR. "
+            "Source: upkeeper (not set by default)")
+    verify_tls: bool = Field(True, description="check the endpoint's TLS certificate. "
+            "Source: upkeeper default")
     ca_file: str | None = Field(
         None,
         description="PEM file of the CA that signed the endpoint's certificate, for a self-hosted store behind a "
@@ -68,7 +78,7 @@ class S3StorageConfig(FileSecrets):
     checksums: Literal["when_supported", "when_required"] = Field(
         "when_supported",
         description="send CRC checksums with uploads ('when_supported', botocore's default); 'when_required' for "
-                    "older S3-compatible stores that reject them",
+                    "older S3-compatible stores that reject them. Source: botocore's default",
     )
 
     @model_validator(mode="after")
@@ -91,21 +101,29 @@ class SftpStorageConfig(FileSecrets):
 
     secret_fields = ("key_passphrase",)
 
-    kind: Literal["sftp"] = "sftp"
-    host: str = Field(..., description="server host name or IP")
-    port: int = Field(22, ge=1, le=65535)
-    user: str = Field(..., description="SSH user")
-    key_file: str = Field(..., description="private key file (Ed25519, ECDSA or RSA)")
-    key_passphrase: SecretStr | None = Field(None, description="passphrase of the key, if any")
-    key_passphrase_file: str | None = None
-    path: str = Field(..., description="directory on the server holding the backup sets")
+    kind: Literal["sftp"] = Field("sftp", description="the kind of this entry. Source: none (fixed value)")
+    host: str = Field(..., description="server host name or IP. Source: none (required)")
+    port: int = Field(22, ge=1, le=65535, description="SSH port. Source: OpenSSH (its default port)")
+    user: str = Field(..., description="SSH user. Source: none (required)")
+    key_file: str = Field(..., description="private key file (Ed25519, ECDSA or RSA). "
+            "Source: none (required)")
+    key_passphrase: SecretStr | None = Field(None, description="passphrase of the key, if any. "
+            "Source: upkeeper (not set by default)")
+    key_passphrase_file: str | None = Field(None,
+        description="file whose content is `key_passphrase` (instead of giving it inline). Source: upkeeper (not set by default)")
+    path: str = Field(..., description="directory on the server holding the backup sets. "
+            "Source: none (required)")
     known_hosts: str | None = Field(
-        None, description="known_hosts file to check the host key against (default: ~/.ssh/known_hosts)"
+        None, description="known_hosts file to check the host key against (default: ~/.ssh/known_hosts). "
+                "Source: OpenSSH (~/.ssh/known_hosts) when not set"
     )
-    host_key_check: bool = Field(True, description="refuse unknown host keys (never turn off in production)")
-    timeout: float = Field(30, gt=0, description="connect and per-operation timeout (seconds)")
+    host_key_check: bool = Field(True, description="refuse unknown host keys (never turn off in production). "
+            "Source: upkeeper default")
+    timeout: float = Field(30, gt=0, description="connect and per-operation timeout (seconds). "
+            "Source: upkeeper default")
     fsync: bool = Field(True, description="ask the server to fsync each file before it is renamed into place "
-                                          "(OpenSSH's fsync@openssh.com; skipped when the server lacks it)")
+                                          "(OpenSSH's fsync@openssh.com; skipped when the server lacks it). "
+                                          "Source: upkeeper default")
 
 
 StorageConfig = Annotated[

@@ -17,19 +17,28 @@ class PostgresTarget(FileSecrets):
 
     secret_fields = ("password",)
 
-    kind: Literal["postgres"] = "postgres"
-    host: str | None = Field(None, description="host name, IP or socket directory (default: libpq's PGHOST)")
-    port: int | None = Field(None, ge=1, le=65535, description="port (default: libpq's PGPORT or 5432)")
-    user: str | None = Field(None, description="role to connect as (default: libpq's PGUSER)")
-    password: SecretStr | None = Field(None, description="password; prefer password_file or ${ENV}")
-    password_file: str | None = Field(None, description="file whose content is the password")
-    dbname: str = Field("postgres", description="database to connect to for server-wide work")
-    sslmode: str | None = Field(None, description="libpq sslmode (disable, prefer, require, verify-full …)")
-    connect_timeout: int = Field(10, ge=1, description="seconds to wait for a connection")
+    kind: Literal["postgres"] = Field("postgres", description="the kind of this entry. Source: none (fixed value)")
+    host: str | None = Field(None, description="host name, IP or socket directory (default: libpq's PGHOST). "
+            "Source: libpq's defaults when not set")
+    port: int | None = Field(None, ge=1, le=65535, description="port (default: libpq's PGPORT or 5432). "
+            "Source: libpq's defaults when not set")
+    user: str | None = Field(None, description="role to connect as (default: libpq's PGUSER). "
+            "Source: libpq's defaults when not set")
+    password: SecretStr | None = Field(None, description="password; prefer password_file or ${ENV}. "
+            "Source: upkeeper (not set by default)")
+    password_file: str | None = Field(None, description="file whose content is the password. "
+            "Source: upkeeper (not set by default)")
+    dbname: str = Field("postgres", description="database to connect to for server-wide work. "
+            "Source: PostgreSQL (the 'postgres' database every cluster has)")
+    sslmode: str | None = Field(None, description="libpq sslmode (disable, prefer, require, verify-full …). "
+            "Source: libpq's defaults (PGSSLMODE, else prefer) when not set")
+    connect_timeout: int = Field(10, ge=1, description="seconds to wait for a connection. "
+            "Source: upkeeper default")
     bin_dir: str | None = Field(
-        None, description="directory holding pg_dump/pg_restore (default: newest /usr/lib/postgresql/*/bin, then PATH)"
+        None, description="directory holding pg_dump/pg_restore (default: newest /usr/lib/postgresql/*/bin, then PATH). "
+                "Source: upkeeper (not set by default)"
     )
-    description: str | None = None
+    description: str | None = Field(None, description="free text for people. Source: upkeeper (not set by default)")
 
     def libpq_params(self, dbname: str | None = None) -> dict[str, str]:
         """Connection keywords for psycopg / libpq (password included)."""
@@ -66,17 +75,22 @@ class RedisTarget(FileSecrets):
 
     secret_fields = ("password",)
 
-    kind: Literal["redis"] = "redis"
-    host: str = Field("127.0.0.1", description="host name or IP")
-    port: int = Field(6379, ge=1, le=65535)
-    unix_socket: str | None = Field(None, description="path of a unix socket (instead of host/port)")
-    username: str | None = Field(None, description="ACL user (Redis 6+)")
-    password: SecretStr | None = Field(None, description="password; prefer password_file or ${ENV}")
-    password_file: str | None = None
-    db: int = Field(0, ge=0)
-    tls: bool = False
-    socket_timeout: Duration = Field(default="5s", validate_default=True)
-    description: str | None = None
+    kind: Literal["redis"] = Field("redis", description="the kind of this entry. Source: none (fixed value)")
+    host: str = Field("127.0.0.1", description="host name or IP. Source: upkeeper default")
+    port: int = Field(6379, ge=1, le=65535, description="TCP port. Source: Redis (its default port)")
+    unix_socket: str | None = Field(None, description="path of a unix socket (instead of host/port). "
+            "Source: upkeeper (not set by default)")
+    username: str | None = Field(None, description="ACL user (Redis 6+). "
+            "Source: upkeeper (not set by default)")
+    password: SecretStr | None = Field(None, description="password; prefer password_file or ${ENV}. "
+            "Source: upkeeper (not set by default)")
+    password_file: str | None = Field(None,
+        description="file whose content is `password` (instead of giving it inline). Source: upkeeper (not set by default)")
+    db: int = Field(0, ge=0, description="database number. Source: Redis (database 0 is selected by default)")
+    tls: bool = Field(False, description="connect with TLS. Source: upkeeper default")
+    socket_timeout: Duration = Field(default="5s", validate_default=True,
+        description="timeout of each socket operation. Source: upkeeper default")
+    description: str | None = Field(None, description="free text for people. Source: upkeeper (not set by default)")
 
     def url(self, with_password: bool = False) -> str:
         scheme = "rediss" if self.tls else "redis"
@@ -95,13 +109,17 @@ class RedisTarget(FileSecrets):
 class NginxTarget(StrictModel):
     """An nginx server: its config, its logs and the sites it serves."""
 
-    kind: Literal["nginx"] = "nginx"
-    url: str | None = Field(None, description="base URL of the site, e.g. https://example.com")
-    config: str = Field("/etc/nginx/nginx.conf", description="main configuration file")
-    access_log: str = Field("/var/log/nginx/access.log", description="access log path")
-    error_log: str = Field("/var/log/nginx/error.log", description="error log path")
-    binary: str = Field("nginx", description="nginx executable")
-    description: str | None = None
+    kind: Literal["nginx"] = Field("nginx", description="the kind of this entry. Source: none (fixed value)")
+    url: str | None = Field(None, description="base URL of the site, e.g. https://example.com. "
+            "Source: upkeeper (not set by default)")
+    config: str = Field("/etc/nginx/nginx.conf", description="main configuration file. "
+            "Source: nginx's Debian package")
+    access_log: str = Field("/var/log/nginx/access.log", description="access log path. "
+            "Source: nginx's Debian package")
+    error_log: str = Field("/var/log/nginx/error.log", description="error log path. "
+            "Source: nginx's Debian package")
+    binary: str = Field("nginx", description="nginx executable. Source: upkeeper default")
+    description: str | None = Field(None, description="free text for people. Source: upkeeper (not set by default)")
 
     def display(self) -> str:
         return self.url or self.config
@@ -110,8 +128,8 @@ class NginxTarget(StrictModel):
 class HostTarget(StrictModel):
     """The machine upkeeper runs on."""
 
-    kind: Literal["host"] = "host"
-    description: str | None = None
+    kind: Literal["host"] = Field("host", description="the kind of this entry. Source: none (fixed value)")
+    description: str | None = Field(None, description="free text for people. Source: upkeeper (not set by default)")
 
     def display(self) -> str:
         return "localhost"
@@ -121,34 +139,45 @@ class AppTarget(StrictModel):
     """An application deployed on this host: where its logs, caches, temp files and releases live, and how to
     reopen its logs and restart it.  Relative paths are inside ``root``."""
 
-    kind: Literal["app"] = "app"
-    root: str = Field(..., description="application directory")
-    health_url: str | None = Field(None, description="URL that answers 2xx when the app is healthy")
-    service: str | None = Field(None, description="systemd unit or PM2 process name")
-    user: str | None = Field(None, description="OS user the app runs as (configured commands run as this user)")
+    kind: Literal["app"] = Field("app", description="the kind of this entry. Source: none (fixed value)")
+    root: str = Field(..., description="application directory. Source: none (required)")
+    health_url: str | None = Field(None, description="URL that answers 2xx when the app is healthy. "
+            "Source: upkeeper (not set by default)")
+    service: str | None = Field(None, description="systemd unit or PM2 process name. "
+            "Source: upkeeper (not set by default)")
+    user: str | None = Field(None, description="OS user the app runs as (configured commands run as this user). "
+            "Source: upkeeper (not set by default)")
     logs: list[str] = Field(
-        default_factory=lambda: ["logs/*.log"], description="log files to rotate (globs, relative to root)"
+        default_factory=lambda: ["logs/*.log"], description="log files to rotate (globs, relative to root). "
+                "Source: upkeeper default"
     )
     caches: list[str] = Field(
-        default_factory=lambda: [".next/cache"], description="build cache directories pruned by age (relative to root)"
+        default_factory=lambda: [".next/cache"], description="build cache directories pruned by age (relative to root). "
+                "Source: upkeeper default"
     )
-    temp_dirs: list[str] = Field(default_factory=lambda: ["tmp"], description="temp directories pruned by age")
+    temp_dirs: list[str] = Field(default_factory=lambda: ["tmp"], description="temp directories pruned by age. "
+            "Source: upkeeper default")
     releases_dir: str | None = Field(
-        None, description="directory of release directories (Capistrano style), e.g. releases; none: no pruning"
+        None, description="directory of release directories (Capistrano style), e.g. releases; none: no pruning. "
+                "Source: upkeeper (not set by default)"
     )
-    current_link: str = Field("current", description="symlink to the live release (never pruned)")
+    current_link: str = Field("current", description="symlink to the live release (never pruned). "
+            "Source: upkeeper default")
     reopen_signal: str | None = Field(
         None, description="signal that makes the app reopen its logs after a rename, e.g. USR1 (sent to pid_file's "
-        "process, else to the processes writing the log)",
+        "process, else to the processes writing the log). Source: upkeeper (not set by default)",
     )
-    pid_file: str | None = Field(None, description="pid file of the process that gets reopen_signal")
+    pid_file: str | None = Field(None, description="pid file of the process that gets reopen_signal. "
+            "Source: upkeeper (not set by default)")
     reopen_command: list[str] | None = Field(
-        None, description="command that makes the app reopen its logs, e.g. [pm2, reloadLogs] or [nginx, -s, reopen]"
+        None, description="command that makes the app reopen its logs, e.g. [pm2, reloadLogs] or [nginx, -s, reopen]. "
+                "Source: upkeeper (not set by default)"
     )
     restart_command: list[str] | None = Field(
-        None, description="command that restarts the app, e.g. [systemctl, restart, myapp] or [pm2, restart, myapp]"
+        None, description="command that restarts the app, e.g. [systemctl, restart, myapp] or [pm2, restart, myapp]. "
+                "Source: upkeeper (not set by default)"
     )
-    description: str | None = None
+    description: str | None = Field(None, description="free text for people. Source: upkeeper (not set by default)")
 
     @field_validator("reopen_signal")
     @classmethod
@@ -179,9 +208,9 @@ class AppTarget(StrictModel):
 class HttpTarget(StrictModel):
     """A web endpoint (site, API) checked over HTTP(S)."""
 
-    kind: Literal["http"] = "http"
-    url: str = Field(..., description="URL, e.g. https://example.com/")
-    description: str | None = None
+    kind: Literal["http"] = Field("http", description="the kind of this entry. Source: none (fixed value)")
+    url: str = Field(..., description="URL, e.g. https://example.com/. Source: none (required)")
+    description: str | None = Field(None, description="free text for people. Source: upkeeper (not set by default)")
 
     def display(self) -> str:
         return self.url

@@ -93,24 +93,29 @@ def parse_rrule_text(text: str) -> str:
 class PeriodSpec(StrictModel):
     """When a window or blackout applies."""
 
-    description: str | None = None
-    timezone: str | None = Field(None, description="IANA timezone of start/end (default: the config's)")
+    description: str | None = Field(None, description="free text for people. Source: upkeeper (not set by default)")
+    timezone: str | None = Field(None, description="IANA timezone of start/end (default: the config's). "
+            "Source: upkeeper (not set by default)")
     rrule: str | None = Field(
-        None, description="recurrence as an RFC 5545 RRULE, e.g. 'FREQ=MONTHLY;BYDAY=1SU' (first Sunday)"
+        None, description="recurrence as an RFC 5545 RRULE, e.g. 'FREQ=MONTHLY;BYDAY=1SU' (first Sunday). "
+                "Source: upkeeper (not set by default)"
     )
-    days: list[Weekday] | None = Field(None, description="shorthand recurrence: these weekdays (with 'hours')")
+    days: list[Weekday] | None = Field(None, description="shorthand recurrence: these weekdays (with 'hours'). "
+            "Source: upkeeper (not set by default)")
     hours: str | None = Field(None, description="with 'days': local hours like '09:00-18:00' ('22:00-06:00' "
-                                                "runs past midnight)")
+                                                "runs past midnight). Source: upkeeper (not set by default)")
     start: When | None = Field(
         None, description="recurring: local time of day ('02:00'); one-off: local date-time ('2025-12-20 22:00') "
-        "or date",
+        "or date. Source: upkeeper (not set by default)",
     )
     end: When | None = Field(
         None, description="recurring: local time of day (wall clock); one-off: local date-time, or a date "
-        "(inclusive)",
+        "(inclusive). Source: upkeeper (not set by default)",
     )
-    duration: Duration | None = Field(None, description="instead of 'end': how long each period lasts (real time)")
-    since: date | None = Field(None, description="first day the recurrence may start (default 2000-01-03)")
+    duration: Duration | None = Field(None, description="instead of 'end': how long each period lasts (real time). "
+            "Source: upkeeper (not set by default)")
+    since: date | None = Field(None, description="first day the recurrence may start (default 2000-01-03). "
+            "Source: upkeeper (not set by default)")
 
     @property
     def recurring(self) -> bool:
@@ -188,7 +193,8 @@ class PeriodSpec(StrictModel):
 class WindowConfig(PeriodSpec):
     """A maintenance window: jobs with ``window: NAME`` start only inside it."""
 
-    notify: list[Name] | None = Field(None, description="channels for its notices (default: the stakeholders)")
+    notify: list[Name] | None = Field(None, description="channels for its notices (default: the stakeholders). "
+            "Source: upkeeper (not set by default)")
     notices: list[Duration] = Field(
         default_factory=lambda: [timedelta(days=7), timedelta(hours=24)],
         description="advance notices this long before each opening. Source: the maintenance procedures",

@@ -20,7 +20,7 @@ from upkeeper.errors import TaskError
 
 
 class NoopOptions(TaskOptions):
-    message: str = Field("nothing to do", description="summary of the run")
+    message: str = Field("nothing to do", description="summary of the run. Source: upkeeper default")
 
 
 @task
@@ -37,11 +37,13 @@ class DebugNoop(Task[NoopOptions]):
 
 
 class SleepOptions(TaskOptions):
-    seconds: float = Field(1.0, ge=0, description="how long to sleep")
+    seconds: float = Field(1.0, ge=0, description="how long to sleep. Source: upkeeper default")
     subprocess: bool = Field(
-        False, description="sleep in a child process (shows that a timeout kills the task's subprocesses too)"
+        False, description="sleep in a child process (shows that a timeout kills the task's subprocesses too). "
+                "Source: upkeeper default"
     )
-    pid_file: str | None = Field(None, description="write the task's PID (and its child's) to this file")
+    pid_file: str | None = Field(None, description="write the task's PID (and its child's) to this file. "
+            "Source: upkeeper (not set by default)")
 
 
 @task
@@ -72,10 +74,11 @@ class FailOptions(TaskOptions):
     mode: Literal["fail", "warn", "error", "exception", "crash"] = Field(
         "fail",
         description="fail: a critical finding; warn: a warning finding; error: a TaskError; "
-        "exception: an unexpected exception; crash: the worker process dies",
+        "exception: an unexpected exception; crash: the worker process dies. Source: upkeeper default",
     )
-    message: str = Field("this run fails on purpose (debug.fail)", description="message of the finding/error")
-    check: str = Field("debug.failure", description="check id of the finding")
+    message: str = Field("this run fails on purpose (debug.fail)", description="message of the finding/error. "
+            "Source: upkeeper default")
+    check: str = Field("debug.failure", description="check id of the finding. Source: upkeeper default")
 
 
 @task

@@ -41,7 +41,7 @@ RUNUSER = "runuser"
 
 
 class CleanupOptions(TaskOptions):
-    rotate: bool = Field(True, description="rotate the target's logs")
+    rotate: bool = Field(True, description="rotate the target's logs. Source: upkeeper default")
     rotate_size: ByteSize = Field(
         default="10MB", validate_default=True, description="rotate a log once it is this big. Source: pm2-logrotate max_size (10M)"
     )
@@ -50,11 +50,13 @@ class CleanupOptions(TaskOptions):
         description="rotate a log this long after its previous rotation. Source: pm2-logrotate rotateInterval (daily)",
     )
     rotate_method: Literal["auto", "reopen", "copytruncate"] = Field(
-        "auto", description="auto: reopen when the target has reopen_signal or reopen_command, else copytruncate"
+        "auto", description="auto: reopen when the target has reopen_signal or reopen_command, else copytruncate. "
+        "Source: upkeeper default"
     )
     copytruncate_freeze: bool = Field(
         True, description="pause the writing processes (SIGSTOP/SIGCONT) for the final copy and truncate, so no line "
-        "is lost; false: logrotate's copytruncate, which may lose the lines written in that instant",
+        "is lost; false: logrotate's copytruncate, which may lose the lines written in that instant. "
+        "Source: upkeeper default",
     )
     compress: bool = Field(True, description="gzip rotated logs. Source: logrotate compress")
     keep_rotated: int = Field(30, ge=0, description="rotated copies kept per log. Source: pm2-logrotate retain (30)")
@@ -64,14 +66,15 @@ class CleanupOptions(TaskOptions):
     )
     reopen_wait: Duration = Field(
         default="10s", validate_default=True,
-        description="how long to wait for the app to let go of a renamed log before compressing it",
+        description="how long to wait for the app to let go of a renamed log before compressing it. "
+                "Source: upkeeper default",
     )
     temp_max_age: Duration = Field(
         default="1d", validate_default=True,
         description="remove temp files not modified or accessed for this long. Source: upkeeper default",
     )
     keep_releases: int = Field(5, ge=1, description="releases kept (the live one always). Source: the maintenance procedures")
-    dry_run: bool = Field(False, description="report every action, change nothing")
+    dry_run: bool = Field(False, description="report every action, change nothing. Source: upkeeper default")
 
 
 class MaintenanceOptions(CleanupOptions):
@@ -81,19 +84,25 @@ class MaintenanceOptions(CleanupOptions):
     )
     commands: list[list[str]] = Field(
         default_factory=list,
-        description="commands run in the app directory as the app's user, e.g. [[pm2, flush]]; argv lists, no shell",
+        description="commands run in the app directory as the app's user, e.g. [[pm2, flush]]; argv lists, no shell. "
+                "Source: upkeeper (not set by default)",
     )
-    command_timeout: Duration = Field(default="10m", validate_default=True, description="limit for each command")
-    health_check: bool = Field(True, description="check the target's health_url; restart the app only if it fails")
-    health_timeout: Duration = Field(default="10s", validate_default=True, description="health check timeout")
-    health_expect_status: list[int] = Field(default_factory=list, description="healthy HTTP statuses (default: any 2xx)")
+    command_timeout: Duration = Field(default="10m", validate_default=True, description="limit for each command. "
+            "Source: upkeeper default")
+    health_check: bool = Field(True, description="check the target's health_url; restart the app only if it fails. "
+            "Source: upkeeper default")
+    health_timeout: Duration = Field(default="10s", validate_default=True, description="health check timeout. "
+            "Source: upkeeper default")
+    health_expect_status: list[int] = Field(default_factory=list, description="healthy HTTP statuses (default: any 2xx). "
+            "Source: upkeeper (not set by default)")
     restart_cooldown: Duration = Field(
         default="30m", validate_default=True,
         description="never restart more often than this; a failing check inside it is reported, not restarted. "
         "Source: upkeeper default",
     )
     restart_wait: Duration = Field(
-        default="60s", validate_default=True, description="how long to wait for the app to become healthy after a restart"
+        default="60s", validate_default=True, description="how long to wait for the app to become healthy after a restart. "
+                "Source: upkeeper default"
     )
 
 

@@ -33,18 +33,24 @@ PRESETS: dict[str, list[str]] = {
 
 class FilesBackupOptions(TaskOptions):
     set: str | None = Field(None, description="name of this set (the '<database>' part of its storage path); "
-                            "default: the preset's name, else 'files'")
+                            "default: the preset's name, else 'files'. Source: upkeeper (not set by default)")
     preset: Literal["nginx", "pm2", "systemd"] | None = Field(
         None, description="a named configuration set: nginx (/etc/nginx), systemd (/etc/systemd/system), pm2 "
-        "(~/.pm2/dump.pm2, module_conf.json); missing preset paths are skipped with a note")
+        "(~/.pm2/dump.pm2, module_conf.json); missing preset paths are skipped with a note. "
+        "Source: upkeeper (not set by default)")
     paths: list[str] = Field(default_factory=list, description="files and directories to archive; relative paths "
-                             "are under the app target's root (default: the whole root)")
+                             "are under the app target's root (default: the whole root). "
+                             "Source: upkeeper (not set by default)")
     exclude: list[str] = Field(default_factory=list, description="patterns left out: a name ('node_modules', "
-                               "'*.log') matches anywhere, a path with '/' matches from each root")
+                               "'*.log') matches anywhere, a path with '/' matches from each root. "
+                               "Source: upkeeper (not set by default)")
     secret_paths: list[str] = Field(default_factory=list, description="files/directories (e.g. '.env') stored in "
-                                    "a separate archive that is always encrypted, and left out of the main one")
-    storages: list[str] | None = Field(None, description="storages to write to (default: backup.storages)")
-    retention: RetentionPolicy | None = Field(None, description="retention (default: backup.retention)")
+                                    "a separate archive that is always encrypted, and left out of the main one. "
+                                    "Source: upkeeper (not set by default)")
+    storages: list[str] | None = Field(None, description="storages to write to (default: backup.storages). "
+            "Source: upkeeper (not set by default)")
+    retention: RetentionPolicy | None = Field(None, description="retention (default: backup.retention). "
+            "Source: upkeeper (not set by default)")
 
     @model_validator(mode="after")
     def _name(self) -> FilesBackupOptions:

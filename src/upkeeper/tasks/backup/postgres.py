@@ -39,17 +39,20 @@ PROGRESS_EVERY = 64 << 20
 class PostgresBackupOptions(TaskOptions):
     databases: list[str] | None = Field(
         None, description="databases to back up (default: every non-template database. Source: pg_back)")
-    exclude_databases: list[str] = Field(default_factory=list, description="databases to leave out")
+    exclude_databases: list[str] = Field(default_factory=list, description="databases to leave out. "
+            "Source: upkeeper (not set by default)")
     format: Literal["custom", "directory"] = Field(
         "custom", description="'custom' streams one file with no temporary copy; 'directory' dumps tables in "
-        "parallel (jobs) to a temporary directory first — for large databases")
+        "parallel (jobs) to a temporary directory first — for large databases. Source: upkeeper default")
     jobs: int = Field(2, ge=1, le=64, description="parallel pg_dump jobs for format 'directory'. "
                       "Source: pg_dump -j")
     globals: bool = Field(True, description="add 'pg_dumpall --globals-only' (roles, tablespaces) to every set; "
-                          "needs a superuser")
-    storages: list[str] | None = Field(None, description="storages to write to (default: backup.storages)")
+                          "needs a superuser. Source: upkeeper default")
+    storages: list[str] | None = Field(None, description="storages to write to (default: backup.storages). "
+            "Source: upkeeper (not set by default)")
     retention: RetentionPolicy | None = Field(None, description="retention for these backups "
-                                              "(default: backup.retention)")
+                                              "(default: backup.retention). "
+                                              "Source: upkeeper (not set by default)")
 
 
 @task

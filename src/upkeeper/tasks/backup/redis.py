@@ -31,9 +31,11 @@ class RedisBackupOptions(TaskOptions):
     method: Literal["auto", "network", "bgsave"] = Field(
         "auto", description="'network': download a fresh RDB over the replication protocol (redis-cli --rdb); "
         "'bgsave': BGSAVE and copy the RDB file (server on this host); 'auto': bgsave when the RDB file is "
-        "readable here, else network")
-    bgsave_timeout: float = Field(600, gt=0, description="seconds to wait for BGSAVE to finish")
-    storages: list[str] | None = Field(None, description="storages to write to (default: backup.storages)")
+        "readable here, else network. Source: upkeeper default")
+    bgsave_timeout: float = Field(600, gt=0, description="seconds to wait for BGSAVE to finish. "
+            "Source: upkeeper default")
+    storages: list[str] | None = Field(None, description="storages to write to (default: backup.storages). "
+            "Source: upkeeper (not set by default)")
     retention: RetentionPolicy = Field(
         default_factory=lambda: REDIS_RETENTION.model_copy(),
         description="retention (default: a week of dailies — Redis data is usually rebuildable. Source: the "

@@ -20,20 +20,25 @@ from upkeeper.fmt import human_duration
 class BackupVerifyOptions(TaskOptions):
     scope: Literal["newest", "unverified", "id"] = Field(
         "newest", description="'newest': the newest backup of each database; 'unverified': every backup not "
-        "verified yet; 'id': the one given as backup_id")
-    backup_id: str | None = Field(None, description="backup to verify when scope is 'id'")
-    storage: str | None = Field(None, description="storage to read from (default: the first that holds the set)")
+        "verified yet; 'id': the one given as backup_id. Source: upkeeper default")
+    backup_id: str | None = Field(None, description="backup to verify when scope is 'id'. "
+            "Source: upkeeper (not set by default)")
+    storage: str | None = Field(None, description="storage to read from (default: the first that holds the set). "
+            "Source: upkeeper (not set by default)")
     restore: bool = Field(True, description="restore into a scratch database (PostgreSQL); off: checksums, "
-                          "decryption, decompression and pg_restore --list only")
+                          "decryption, decompression and pg_restore --list only. Source: upkeeper default")
     scratch_target: str | None = Field(
-        None, description="postgres target to restore into as upkeeper_verify_<id> (default: the backed-up server)")
+        None, description="postgres target to restore into as upkeeper_verify_<id> (default: the backed-up server). "
+                "Source: upkeeper (not set by default)")
     jobs: int | None = Field(
         None, ge=1, le=64, description="pg_restore jobs: 1 streams the dump straight from storage into the "
         "scratch database in one pass; N>1 fetches it to a temp file and restores with N jobs. Default: stream "
         "when one table holds most rows (parallelism cannot help), else 2 jobs. Source: pg_restore -j")
     checks: list[str] = Field(default_factory=list, description="smoke SQL run in the restored database; each "
-                              "must return true, e.g. 'select count(*) > 0 from users'")
-    amcheck: bool = Field(False, description="run amcheck's bt_index_check on every B-tree index of the restore")
+                              "must return true, e.g. 'select count(*) > 0 from users'. "
+                              "Source: upkeeper (not set by default)")
+    amcheck: bool = Field(False, description="run amcheck's bt_index_check on every B-tree index of the restore. "
+            "Source: upkeeper default")
 
 
 @task

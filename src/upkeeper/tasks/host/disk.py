@@ -20,7 +20,8 @@ PSEUDO_FS = frozenset({
 
 class DiskOptions(TaskOptions):
     mounts: list[str] | None = Field(
-        None, description="mount points (or any path on them) to check; default: every real filesystem"
+        None, description="mount points (or any path on them) to check; default: every real filesystem. "
+                "Source: upkeeper (not set by default)"
     )
     warning: float = Field(90, gt=0, le=100, description="warn at this % used. Source: Netdata disk_space_usage")
     critical: float = Field(98, gt=0, le=100, description="critical at this % used. Source: Netdata disk_space_usage")

@@ -50,18 +50,26 @@ CPU_MAX_INTERVAL_S = 3600
 class ServiceCheck(StrictModel):
     """One service to check: exactly one of systemd, process, tcp, http."""
 
-    name: str | None = Field(None, description="label in findings (default: the unit, process, address or URL)")
-    systemd: str | None = Field(None, description="systemd unit that must be active, e.g. nginx.service")
-    process: str | None = Field(None, description="process name (or executable basename) that must be running")
-    tcp: str | None = Field(None, description="host:port that must accept connections, e.g. 127.0.0.1:5432")
-    http: str | None = Field(None, description="URL that must answer with an expected status")
-    expect_status: list[int] = Field(default_factory=list, description="accepted HTTP statuses (default: any 2xx)")
+    name: str | None = Field(None, description="label in findings (default: the unit, process, address or URL). "
+            "Source: upkeeper (not set by default)")
+    systemd: str | None = Field(None, description="systemd unit that must be active, e.g. nginx.service. "
+            "Source: upkeeper (not set by default)")
+    process: str | None = Field(None, description="process name (or executable basename) that must be running. "
+            "Source: upkeeper (not set by default)")
+    tcp: str | None = Field(None, description="host:port that must accept connections, e.g. 127.0.0.1:5432. "
+            "Source: upkeeper (not set by default)")
+    http: str | None = Field(None, description="URL that must answer with an expected status. "
+            "Source: upkeeper (not set by default)")
+    expect_status: list[int] = Field(default_factory=list, description="accepted HTTP statuses (default: any 2xx). "
+            "Source: upkeeper (not set by default)")
     max_latency: Duration = Field(
         default="2s", validate_default=True,
         description="warn when a TCP connect or HTTP answer takes longer. Source: upkeeper default",
     )
-    timeout: Duration = Field(default="10s", validate_default=True, description="give up after this long")
-    verify_tls: bool = Field(True, description="check the certificate of https URLs")
+    timeout: Duration = Field(default="10s", validate_default=True, description="give up after this long. "
+            "Source: upkeeper default")
+    verify_tls: bool = Field(True, description="check the certificate of https URLs. "
+            "Source: upkeeper default")
 
     @model_validator(mode="after")
     def _exactly_one(self) -> ServiceCheck:
@@ -96,7 +104,8 @@ def split_hostport(text: str) -> tuple[str, int]:
 
 
 class HealthOptions(TaskOptions):
-    mounts: list[str] | None = Field(None, description="mount points to check (default: every real filesystem)")
+    mounts: list[str] | None = Field(None, description="mount points to check (default: every real filesystem). "
+            "Source: upkeeper (not set by default)")
     disk_warning: float = Field(80, gt=0, le=100, description="warn at this % of space used. Source: the maintenance procedures")
     disk_critical: float = Field(
         98, gt=0, le=100, description="critical above this % used. Source: Netdata disk_space_usage (critical 98 %)"
@@ -117,10 +126,12 @@ class HealthOptions(TaskOptions):
         description="critical when projected full within this time. Source: Netdata out_of_disk_space_time",
     )
     fill_window: Duration = Field(
-        default="6h", validate_default=True, description="history used to project the fill rate (earlier samples)"
+        default="6h", validate_default=True, description="history used to project the fill rate (earlier samples). "
+                "Source: upkeeper default"
     )
     fill_min_span: Duration = Field(
-        default="30m", validate_default=True, description="project only from samples spanning at least this long"
+        default="30m", validate_default=True, description="project only from samples spanning at least this long. "
+                "Source: upkeeper default"
     )
     memory_available_warning: float = Field(
         10, ge=0, le=100, description="warn when available memory falls below this %. Source: Netdata ram_available"
@@ -131,7 +142,8 @@ class HealthOptions(TaskOptions):
     cpu_critical: float = Field(95, gt=0, le=100, description="critical above this %. Source: Netdata 10min_cpu_usage (95 %)")
     cpu_sample: Duration = Field(
         default="1s", validate_default=True,
-        description="CPU sampling time when there is no previous run to average from",
+        description="CPU sampling time when there is no previous run to average from. "
+                "Source: upkeeper default",
     )
     cpu_min_window: Duration = Field(
         default="1m", validate_default=True,
@@ -141,8 +153,10 @@ class HealthOptions(TaskOptions):
     load_per_core_warning: float = Field(
         2.0, gt=0, description="warn when the 15-minute load per CPU exceeds this. Source: Netdata load_average_15 (200 %)"
     )
-    services: list[ServiceCheck] = Field(default_factory=list, description="systemd units, processes, ports and URLs that must be up")
-    clock: bool = Field(True, description="check that the clock is synchronised (timedatectl, chrony, or the kernel's NTP state)")
+    services: list[ServiceCheck] = Field(default_factory=list, description="systemd units, processes, ports and URLs that must be up. "
+            "Source: upkeeper (not set by default)")
+    clock: bool = Field(True, description="check that the clock is synchronised (timedatectl, chrony, or the kernel's NTP state). "
+            "Source: upkeeper default")
     clock_max_offset_ms: float = Field(
         128, gt=0, description="warn when the measured clock offset exceeds this (ms). Source: ntpd's step threshold (128 ms)"
     )

@@ -30,11 +30,15 @@ from upkeeper.tasks.host._trend import fit
 class ProcessSelector(StrictModel):
     """Which processes one entry watches: by name, by command line, or by pid file (combined: all must hold)."""
 
-    label: str | None = Field(None, description="name in findings and metrics (default: the name, pattern or pid file)")
-    name: str | None = Field(None, description="process name or executable basename, e.g. node, gunicorn")
-    cmdline: str | None = Field(None, description="regular expression searched in the full command line")
-    pid_file: str | None = Field(None, description="file holding the pid of the process")
-    required: bool = Field(True, description="warn when no process matches")
+    label: str | None = Field(None, description="name in findings and metrics (default: the name, pattern or pid file). "
+            "Source: upkeeper (not set by default)")
+    name: str | None = Field(None, description="process name or executable basename, e.g. node, gunicorn. "
+            "Source: upkeeper (not set by default)")
+    cmdline: str | None = Field(None, description="regular expression searched in the full command line. "
+            "Source: upkeeper (not set by default)")
+    pid_file: str | None = Field(None, description="file holding the pid of the process. "
+            "Source: upkeeper (not set by default)")
+    required: bool = Field(True, description="warn when no process matches. Source: upkeeper default")
 
     @model_validator(mode="after")
     def _some(self) -> ProcessSelector:
@@ -58,21 +62,27 @@ class ProcessSelector(StrictModel):
 
 
 class ProcessOptions(TaskOptions):
-    processes: list[ProcessSelector] = Field(..., min_length=1, description="the processes to watch")
+    processes: list[ProcessSelector] = Field(..., min_length=1, description="the processes to watch. "
+            "Source: none (required)")
     rss_warning: ByteSize = Field(
         default="1GB", validate_default=True, description="warn when one process's resident memory exceeds this. Source: the maintenance "
         "procedures (1 GB per process)",
     )
-    leak_samples: int = Field(6, ge=3, le=1000, description="samples (N) a growth trend is judged over")
+    leak_samples: int = Field(6, ge=3, le=1000, description="samples (N) a growth trend is judged over. "
+            "Source: upkeeper default")
     leak_slope: ByteSize = Field(
         default="10MiB", validate_default=True, description="growth per hour above which steady growth is a leak. Source: upkeeper default",
     )
     leak_min_r2: float = Field(
-        0.9, ge=0, le=1, description="how steady (r² of the linear fit) the growth must be to call it a leak"
+        0.9, ge=0, le=1, description="how steady (r² of the linear fit) the growth must be to call it a leak. "
+                "Source: upkeeper default"
     )
-    samples_per_run: int = Field(1, ge=1, le=600, description="samples taken in one run")
-    sample_interval: Duration = Field(default="1s", validate_default=True, description="time between samples in one run")
-    keep_samples: int = Field(200, ge=3, le=10_000, description="samples kept per process between runs")
+    samples_per_run: int = Field(1, ge=1, le=600, description="samples taken in one run. "
+            "Source: upkeeper default")
+    sample_interval: Duration = Field(default="1s", validate_default=True, description="time between samples in one run. "
+            "Source: upkeeper default")
+    keep_samples: int = Field(200, ge=3, le=10_000, description="samples kept per process between runs. "
+            "Source: upkeeper default")
 
     @model_validator(mode="after")
     def _enough(self) -> ProcessOptions:

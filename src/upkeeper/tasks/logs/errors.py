@@ -30,19 +30,28 @@ CURSORS_KEY = "error_cursors"
 
 
 class ErrorLogsOptions(TaskOptions):
-    error_log: str | None = Field(None, description="nginx error log (default: the nginx target's error_log)")
+    error_log: str | None = Field(None, description="nginx error log (default: the nginx target's error_log). "
+            "Source: upkeeper (not set by default)")
     app_logs: list[str] = Field(
         default_factory=list, description="application logs, files or globs, JSON lines or text (default for an "
-        "app target: its logs setting)")
-    rotated: bool = Field(True, description="also read rotated files (x.log.1, x.log.2.gz, x.log-DATE)")
-    max_files: int = Field(30, ge=1, le=1000, description="at most this many files per log path")
-    incremental: bool = Field(True, description="read only what is new since the last run")
-    remember_groups: int = Field(5000, ge=10, description="exception groups remembered to tell new ones from known")
-    max_new_findings: int = Field(20, ge=1, description="findings for at most this many new exception groups per run")
-    top: int = Field(20, ge=1, le=500, description="length of the message and exception lists")
-    report_dir: str | None = Field(None, description="where reports go (default: reports/<job> beside the history)")
-    keep_reports: int = Field(REPORT_KEEP_DEFAULT, ge=0, description="reports kept per job (0: keep all)")
-    html: bool = Field(True, description="also write the standalone HTML report")
+        "app target: its logs setting). Source: upkeeper (not set by default)")
+    rotated: bool = Field(True, description="also read rotated files (x.log.1, x.log.2.gz, x.log-DATE). "
+            "Source: upkeeper default")
+    max_files: int = Field(30, ge=1, le=1000, description="at most this many files per log path. "
+            "Source: upkeeper default")
+    incremental: bool = Field(True, description="read only what is new since the last run. "
+            "Source: upkeeper default")
+    remember_groups: int = Field(5000, ge=10, description="exception groups remembered to tell new ones from known. "
+            "Source: upkeeper default")
+    max_new_findings: int = Field(20, ge=1, description="findings for at most this many new exception groups per run. "
+            "Source: upkeeper default")
+    top: int = Field(20, ge=1, le=500, description="length of the message and exception lists. "
+            "Source: upkeeper default")
+    report_dir: str | None = Field(None, description="where reports go (default: reports/<job> beside the history). "
+            "Source: upkeeper (not set by default)")
+    keep_reports: int = Field(REPORT_KEEP_DEFAULT, ge=0, description="reports kept per job (0: keep all). "
+            "Source: upkeeper default")
+    html: bool = Field(True, description="also write the standalone HTML report. Source: upkeeper default")
 
 
 @task

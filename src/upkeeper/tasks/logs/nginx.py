@@ -32,19 +32,24 @@ TREND_METRICS = ["requests", "visitors", "latency_p95_ms", "failed_pct"]
 
 
 class NginxLogsOptions(TaskOptions):
-    access_log: str | None = Field(None, description="access log to read (default: the target's access_log)")
+    access_log: str | None = Field(None, description="access log to read (default: the target's access_log). "
+            "Source: upkeeper (not set by default)")
     log_format: str = Field(
         "combined",
         description="the nginx log_format string of that log, or a name: combined, combined_timed (combined "
         "+ $request_time), main. $request_time and $upstream_response_time give latency. Source: nginx's "
         "predefined 'combined' format",
     )
-    rotated: bool = Field(True, description="also read rotated files: access.log.1, access.log.2.gz, access.log-DATE")
-    max_files: int = Field(30, ge=1, le=1000, description="at most this many files (newest first)")
+    rotated: bool = Field(True, description="also read rotated files: access.log.1, access.log.2.gz, access.log-DATE. "
+            "Source: upkeeper default")
+    max_files: int = Field(30, ge=1, le=1000, description="at most this many files (newest first). "
+            "Source: upkeeper default")
     incremental: bool = Field(
-        True, description="read only what is new since the last run (a cursor per file: inode, offset, first bytes)"
+        True, description="read only what is new since the last run (a cursor per file: inode, offset, first bytes). "
+                "Source: upkeeper default"
     )
-    workers: int = Field(0, ge=0, le=64, description="processes that scan in parallel (0: one per CPU)")
+    workers: int = Field(0, ge=0, le=64, description="processes that scan in parallel (0: one per CPU). "
+            "Source: upkeeper default")
     latency_p95_ms: float = Field(
         200, gt=0, description="warn when the p95 response time (overall or of an endpoint) exceeds this. "
         "Source: the maintenance procedures' API objective (p95 < 200 ms)")
@@ -53,13 +58,14 @@ class NginxLogsOptions(TaskOptions):
         "procedures' objective (failed requests < 0.1 %)")
     failed_statuses: str = Field(
         "5xx", description="which statuses count as failed: a class (5xx), a code (429), a range (502-504) or a "
-        "comma-separated list of these: '5xx', '500,502-504', '429,5xx'")
+        "comma-separated list of these: '5xx', '500,502-504', '429,5xx'. Source: upkeeper default")
     unparsed_warn_pct: float = Field(
         1.0, ge=0, description="warn when more than this % of lines cannot be parsed. Source: Netdata "
         "web_log_1m_unmatched (warn > 1 %)")
     min_endpoint_requests: int = Field(
-        20, ge=1, description="an endpoint needs this many timed requests before its p95 is judged")
-    top: int = Field(10, ge=1, le=1000, description="length of the top lists")
+        20, ge=1, description="an endpoint needs this many timed requests before its p95 is judged. "
+                "Source: upkeeper default")
+    top: int = Field(10, ge=1, le=1000, description="length of the top lists. Source: upkeeper default")
     not_found_burst: int = Field(
         20, ge=1, description="flag a client with at least this many 404s within two consecutive clock minutes "
         "(scanning; a burst is never split by a minute boundary). "
@@ -70,18 +76,23 @@ class NginxLogsOptions(TaskOptions):
         "10 minutes")
     login_paths: list[str] = Field(
         default_factory=lambda: list(DEFAULT_LOGIN_PATHS),
-        description="paths of login forms and token endpoints ('*' wildcards allowed), for brute-force detection")
+        description="paths of login forms and token endpoints ('*' wildcards allowed), for brute-force detection. "
+                "Source: upkeeper default")
     static_extensions: list[str] = Field(
         default_factory=lambda: list(STATIC_EXTENSIONS),
         description="extensions of static files, left out of GoAccess's 'requested files' list. Source: "
         "GoAccess 1.7 goaccess.conf")
     spike_factor: float = Field(
-        3.0, gt=1, description="warn when an hour has this many times the usual hourly requests of earlier runs")
-    spike_min_runs: int = Field(3, ge=1, description="earlier runs needed before spikes are judged")
+        3.0, gt=1, description="warn when an hour has this many times the usual hourly requests of earlier runs. "
+                "Source: upkeeper default")
+    spike_min_runs: int = Field(3, ge=1, description="earlier runs needed before spikes are judged. "
+            "Source: upkeeper default")
     report_dir: str | None = Field(
-        None, description="where HTML/JSON reports go (default: reports/<job> beside the history database)")
-    keep_reports: int = Field(REPORT_KEEP_DEFAULT, ge=0, description="reports kept per job (0: keep all)")
-    html: bool = Field(True, description="also write the standalone HTML report")
+        None, description="where HTML/JSON reports go (default: reports/<job> beside the history database). "
+                "Source: upkeeper (not set by default)")
+    keep_reports: int = Field(REPORT_KEEP_DEFAULT, ge=0, description="reports kept per job (0: keep all). "
+            "Source: upkeeper default")
+    html: bool = Field(True, description="also write the standalone HTML report. Source: upkeeper default")
 
     @field_validator("log_format")
     @classmethod

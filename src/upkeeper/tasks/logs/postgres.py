@@ -46,25 +46,33 @@ SELECT current_setting('log_line_prefix') AS prefix,
 class PostgresLogsOptions(TaskOptions):
     log_file: str | None = Field(
         None, description="the server log: a path or a glob such as /var/log/postgresql/postgresql-*.log "
-        "(default: ask the server with pg_current_logfile())")
+        "(default: ask the server with pg_current_logfile()). Source: upkeeper (not set by default)")
     log_line_prefix: str | None = Field(
         None, description="the server's log_line_prefix (default: read from the server with SHOW, else "
-        "PostgreSQL's default '%m [%p] ')")
-    rotated: bool = Field(True, description="also read rotated files: postgresql.log.1, .2.gz …")
-    max_files: int = Field(30, ge=1, le=1000, description="at most this many files per log path")
-    incremental: bool = Field(True, description="read only what is new since the last run")
-    workers: int = Field(0, ge=0, le=64, description="processes that scan in parallel (0: one per CPU)")
+        "PostgreSQL's default '%m [%p] '). Source: PostgreSQL (the server's setting, else its default)")
+    rotated: bool = Field(True, description="also read rotated files: postgresql.log.1, .2.gz … "
+            "Source: upkeeper default")
+    max_files: int = Field(30, ge=1, le=1000, description="at most this many files per log path. "
+            "Source: upkeeper default")
+    incremental: bool = Field(True, description="read only what is new since the last run. "
+            "Source: upkeeper default")
+    workers: int = Field(0, ge=0, le=64, description="processes that scan in parallel (0: one per CPU). "
+            "Source: upkeeper default")
     query_p95_ms: float = Field(
         100, gt=0, description="warn when the p95 statement duration exceeds this. Source: the maintenance "
         "procedures' objective (database query p95 < 100 ms)")
     slow_query_mean_ms: float = Field(
-        100, gt=0, description="report queries whose mean duration exceeds this (the top ones by total time)")
+        100, gt=0, description="report queries whose mean duration exceeds this (the top ones by total time). "
+                "Source: upkeeper default (the value of the 100 ms query objective)")
     unparsed_warn_pct: float = Field(1.0, ge=0, description="warn when more than this % of lines cannot be "
                                      "parsed (wrong log_line_prefix?). Source: Netdata web_log (warn > 1 %)")
-    top: int = Field(20, ge=1, le=500, description="length of the query and error lists")
-    report_dir: str | None = Field(None, description="where reports go (default: reports/<job> beside the history)")
-    keep_reports: int = Field(REPORT_KEEP_DEFAULT, ge=0, description="reports kept per job (0: keep all)")
-    html: bool = Field(True, description="also write the standalone HTML report")
+    top: int = Field(20, ge=1, le=500, description="length of the query and error lists. "
+            "Source: upkeeper default")
+    report_dir: str | None = Field(None, description="where reports go (default: reports/<job> beside the history). "
+            "Source: upkeeper (not set by default)")
+    keep_reports: int = Field(REPORT_KEEP_DEFAULT, ge=0, description="reports kept per job (0: keep all). "
+            "Source: upkeeper default")
+    html: bool = Field(True, description="also write the standalone HTML report. Source: upkeeper default")
 
     @field_validator("log_line_prefix")
     @classmethod

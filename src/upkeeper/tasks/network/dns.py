@@ -44,18 +44,21 @@ STATE_KEY = "dns"
 class DnsRecord(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(..., description="fully qualified name, e.g. example.com")
-    type: RecordType = Field("A", description="record type")
+    name: str = Field(..., description="fully qualified name, e.g. example.com. Source: none (required)")
+    type: RecordType = Field("A", description="record type. Source: upkeeper default")
     expected: list[str] | None = Field(
-        None, description="expected values (any order), e.g. ['203.0.113.10'] or ['10 mail.example.com']")
+        None, description="expected values (any order), e.g. ['203.0.113.10'] or ['10 mail.example.com']. "
+                "Source: upkeeper (not set by default)")
 
 
 class DnsOptions(TaskOptions):
     resolvers: list[str] = Field(
         default_factory=list, description="resolvers as ip or ip:port (default: the system's from resolv.conf); "
-        "list several public ones to see propagation")
-    records: list[DnsRecord] = Field(default_factory=list, description="records to check")
-    zones: list[str] = Field(default_factory=list, description="zones whose NS records to count")
+        "list several public ones to see propagation. Source: upkeeper (not set by default)")
+    records: list[DnsRecord] = Field(default_factory=list, description="records to check. "
+            "Source: upkeeper (not set by default)")
+    zones: list[str] = Field(default_factory=list, description="zones whose NS records to count. "
+            "Source: upkeeper (not set by default)")
     min_ns: int = Field(2, ge=1, description="fewest NS records a zone should have. Source: RFC 1034 §4.1 (at "
                         "least two name servers)")
     propagation_interval: Duration = Field(
@@ -66,8 +69,8 @@ class DnsOptions(TaskOptions):
         "Source: the maintenance procedures (and the common 24 h propagation bound)")
     propagation_poll_for: Duration = Field(
         default=timedelta(minutes=45), description="how long one run keeps re-checking before it leaves the rest "
-        "to the next run (keep it below the job's interval)")
-    timeout: float = Field(5, gt=0, description="seconds per query")
+        "to the next run (keep it below the job's interval). Source: upkeeper default")
+    timeout: float = Field(5, gt=0, description="seconds per query. Source: upkeeper default")
 
 
 @dataclass

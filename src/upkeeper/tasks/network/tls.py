@@ -42,10 +42,12 @@ LETSENCRYPT_ORG = "Let's Encrypt"
 
 class TlsOptions(TaskOptions):
     endpoints: list[str] = Field(
-        default_factory=list, description="host:port endpoints (default: the target's URL, port 443 for https)")
+        default_factory=list, description="host:port endpoints (default: the target's URL, port 443 for https). "
+                "Source: upkeeper (not set by default)")
     server_name: str | None = Field(None, description="name sent in SNI and matched against the certificate "
-                                    "(default: the endpoint's host)")
-    ca_file: str | None = Field(None, description="CA bundle to verify against instead of the system CAs")
+                                    "(default: the endpoint's host). Source: upkeeper (not set by default)")
+    ca_file: str | None = Field(None, description="CA bundle to verify against instead of the system CAs. "
+            "Source: upkeeper (not set by default)")
     warning_days: int = Field(30, ge=0, description="warn when fewer days are left. Source: the maintenance "
                               "procedures (renewal at 30 days; certbot renews at 30)")
     critical_days: int = Field(7, ge=0, description="critical when fewer days are left. Source: upkeeper default "
@@ -55,7 +57,7 @@ class TlsOptions(TaskOptions):
     min_rsa_bits: int = Field(2048, description="smallest acceptable RSA key. Source: NIST SP 800-57 / CA/B Forum")
     min_ec_bits: int = Field(256, description="smallest acceptable EC key. Source: NIST SP 800-57")
     check_legacy_protocols: bool = Field(True, description="try TLS 1.0 and 1.1 handshakes. Source: testssl.sh -p")
-    timeout: float = Field(10, gt=0, description="seconds per connection")
+    timeout: float = Field(10, gt=0, description="seconds per connection. Source: upkeeper default")
 
 
 @dataclass

@@ -27,10 +27,12 @@ class MaintenanceOptions(TaskOptions):
     # -- scope ---------------------------------------------------------------------------------
     databases: list[str] | None = Field(
         None, description="databases to survey (default: the target's dbname; ['*'] for every database "
-        "that accepts connections). Server-wide checks run once.")
+        "that accepts connections). Server-wide checks run once. Source: upkeeper (not set by default)")
     checks: list[str] | None = Field(
-        None, description="run only these checks (names as in the check list above; default: all)")
-    skip_checks: list[str] = Field(default_factory=list, description="checks not to run")
+        None, description="run only these checks (names as in the check list above; default: all). "
+                "Source: upkeeper (not set by default)")
+    skip_checks: list[str] = Field(default_factory=list, description="checks not to run. "
+            "Source: upkeeper (not set by default)")
     check_timeout: Duration = Field(
         default=timedelta(seconds=30),
         description="statement_timeout of each survey query; a check that takes longer becomes a "
@@ -59,28 +61,31 @@ class MaintenanceOptions(TaskOptions):
         "(PgHero uses 100 MB for index bloat)")
     bloat_confirm: bool = Field(
         True, description="confirm estimated bloat with pgstattuple_approx() where the pgstattuple extension "
-        "is installed (the estimate comes from pg_stats, like check_postgres and PgHero)")
+        "is installed (the estimate comes from pg_stats, like check_postgres and PgHero). "
+        "Source: upkeeper default")
     bloat_confirm_max: int = Field(
         20, ge=0, description="confirm at most this many candidate tables per database (largest waste first); "
         "keeps the survey's cost bounded. Source: upkeeper default")
     repair: bool = Field(
-        True, description="repair bloated tables (VACUUM FULL, or pg_repack when installed); false: report only")
+        True, description="repair bloated tables (VACUUM FULL, or pg_repack when installed); false: report only. "
+                "Source: upkeeper default")
     repair_method: Literal["auto", "vacuum_full", "pg_repack"] = Field(
         "auto", description="auto: pg_repack when its extension is installed in the database and the "
-        "pg_repack program is found (no long exclusive lock), else VACUUM FULL")
+        "pg_repack program is found (no long exclusive lock), else VACUUM FULL. Source: upkeeper default")
     repair_max_tables: int = Field(
         3, ge=0, description="repair at most this many tables per run (largest waste first). Source: upkeeper "
         "default")
     window_only: bool = Field(
         True, description="repair only while the job's maintenance window is open when the job has one; a job "
-        "without a window repairs whenever it runs (see docs/postgres.md, 'Maintenance windows')")
+        "without a window repairs whenever it runs (see docs/postgres.md, 'Maintenance windows'). "
+        "Source: upkeeper default")
     repair_disk_path: str | None = Field(
         None, description="a path on the database server's data filesystem, to check free disk before a repair "
         "(default: the server's data_directory / tablespace location when upkeeper runs on the database "
-        "host)")
+        "host). Source: upkeeper (not set by default)")
     repair_without_disk_check: bool = Field(
         False, description="repair even when free disk cannot be measured (remote server without "
-        "repair_disk_path). Default false: no measured headroom, no repair")
+        "repair_disk_path). Default false: no measured headroom, no repair. Source: upkeeper default")
 
     # -- slow queries --------------------------------------------------------------------------
     slow_query_mean_ms: float = Field(
@@ -93,15 +98,19 @@ class MaintenanceOptions(TaskOptions):
         "Source: PgHero")
     reset_statements: bool = Field(
         False, description="call pg_stat_statements_reset() after reporting, so the next survey sees only "
-        "its own week")
+        "its own week. Source: upkeeper default")
 
     # -- audit-log cleanup ---------------------------------------------------------------------
     audit_table: str | None = Field(
-        None, description="table to clean, 'schema.table' or 'table' (public); default: no cleanup")
-    audit_column: str = Field("created_at", description="timestamp column compared with the retention")
+        None, description="table to clean, 'schema.table' or 'table' (public); default: no cleanup. "
+                "Source: upkeeper (not set by default)")
+    audit_column: str = Field("created_at", description="timestamp column compared with the retention. "
+            "Source: upkeeper default")
     audit_retention: Duration | None = Field(
-        None, description="delete rows older than this (required with audit_table), e.g. '365d'")
-    audit_database: str | None = Field(None, description="database of the audit table (default: target's dbname)")
+        None, description="delete rows older than this (required with audit_table), e.g. '365d'. "
+                "Source: upkeeper (not set by default)")
+    audit_database: str | None = Field(None, description="database of the audit table (default: target's dbname). "
+            "Source: upkeeper (not set by default)")
     audit_batch_size: int = Field(
         10000, ge=1, description="rows deleted per batch (one short transaction each). Source: maintenance "
         "procedures (never one huge DELETE)")
@@ -124,7 +133,8 @@ class MaintenanceOptions(TaskOptions):
     growth_min_history: Duration = Field(
         default=timedelta(days=7),
         description="report growth only when the history spans at least this long. Source: upkeeper default")
-    top_tables: int = Field(10, ge=0, description="report the N largest tables (with indexes and TOAST)")
+    top_tables: int = Field(10, ge=0, description="report the N largest tables (with indexes and TOAST). "
+            "Source: upkeeper default")
 
     # -- wraparound ----------------------------------------------------------------------------
     wraparound_warn: int = Field(

@@ -29,7 +29,8 @@ ORDER BY datname
 
 class PingOptions(TaskOptions):
     databases: list[str] | None = Field(
-        None, description="databases whose size to report (default: the target's dbname; ['*'] for all)"
+        None, description="databases whose size to report (default: the target's dbname; ['*'] for all). "
+                "Source: upkeeper (not set by default)"
     )
     connect_warn_ms: float = Field(
         1000, gt=0, description="warn when connecting takes longer than this (ms). Source: upkeeper default"

@@ -54,13 +54,16 @@ DROP_INDEX_SQL = "DROP INDEX CONCURRENTLY IF EXISTS {}"
 
 
 class ReindexOptions(TaskOptions):
-    databases: list[str] | None = Field(None, description="databases to work on (default: the target's dbname)")
+    databases: list[str] | None = Field(None, description="databases to work on (default: the target's dbname). "
+            "Source: upkeeper (not set by default)")
     high_priority: list[str] = Field(
         default_factory=list, description="tables or indexes ('schema.name' or 'name') rebuilt first, in this "
-        "order (a table: all its indexes)")
+        "order (a table: all its indexes). Source: upkeeper (not set by default)")
     normal_priority: list[str] = Field(
-        default_factory=list, description="tables or indexes rebuilt after the high-priority ones, in this order")
-    bloated: bool = Field(True, description="also rebuild btree indexes found bloated (after the lists)")
+        default_factory=list, description="tables or indexes rebuilt after the high-priority ones, in this order. "
+                "Source: upkeeper (not set by default)")
+    bloated: bool = Field(True, description="also rebuild btree indexes found bloated (after the lists). "
+            "Source: upkeeper default")
     bloat_min_wasted: ByteSize = Field(
         100 * MiB, description="an index is bloated when a rebuild would free at least this much. Source: PgHero "
         "(index_bloat_bytes, 100 MB)")
@@ -68,14 +71,16 @@ class ReindexOptions(TaskOptions):
         20, ge=0, le=100, description="… and at least this % of it. Source: upkeeper default (estimates are "
         "rough: keeps a large index from being rebuilt every week for a few % of waste)")
     bloat_confirm: bool = Field(
-        True, description="confirm estimated bloat with pgstatindex() where the pgstattuple extension is installed")
+        True, description="confirm estimated bloat with pgstatindex() where the pgstattuple extension is installed. "
+                "Source: upkeeper default")
     bloat_confirm_max: int = Field(
         20, ge=0, description="confirm at most this many candidates per database. Source: upkeeper default")
     clean_leftovers: bool = Field(
-        True, description="drop invalid *_ccnew / *_ccold indexes left by an interrupted REINDEX CONCURRENTLY")
+        True, description="drop invalid *_ccnew / *_ccold indexes left by an interrupted REINDEX CONCURRENTLY. "
+                "Source: upkeeper default")
     rebuild_invalid: bool = Field(
         False, description="also REINDEX other invalid indexes (e.g. from a failed CREATE INDEX CONCURRENTLY); "
-        "default: report them")
+        "default: report them. Source: upkeeper default")
     max_indexes: int = Field(
         20, ge=0, description="rebuild at most this many indexes/tables per run. Source: upkeeper default")
     max_duration: Duration = Field(
@@ -84,18 +89,21 @@ class ReindexOptions(TaskOptions):
         "default")
     reindex_timeout: Duration | None = Field(
         None, description="statement_timeout for one rebuild (default: none; the job's timeout still applies). "
-        "A rebuild stopped by it leaves a _ccnew index, which this run drops")
+        "A rebuild stopped by it leaves a _ccnew index, which this run drops. "
+        "Source: upkeeper (not set by default)")
     lock_timeout: Duration = Field(
         default=timedelta(seconds=30),
         description="how long a rebuild or drop waits for a lock before giving up. Source: upkeeper default")
     window_only: bool = Field(
         True, description="rebuild only while the job's maintenance window is open when the job has one "
-        "(leftover cleanup always runs)")
+        "(leftover cleanup always runs). Source: upkeeper default")
     repair_disk_path: str | None = Field(
         None, description="a path on the database server's data filesystem for the free-disk check (default: "
-        "data_directory / tablespace location when upkeeper runs on the database host)")
+        "data_directory / tablespace location when upkeeper runs on the database host). "
+        "Source: upkeeper (not set by default)")
     repair_without_disk_check: bool = Field(
-        False, description="rebuild even when free disk cannot be measured. Default false")
+        False, description="rebuild even when free disk cannot be measured. Default false. "
+                "Source: upkeeper default")
 
 
 def _ms(td: timedelta) -> int:

@@ -59,11 +59,14 @@ PER_TABLE_METRICS_MAX = 200
 
 
 class VacuumOptions(TaskOptions):
-    databases: list[str] | None = Field(None, description="databases to vacuum (default: the target's dbname)")
+    databases: list[str] | None = Field(None, description="databases to vacuum (default: the target's dbname). "
+            "Source: upkeeper (not set by default)")
     tables: list[str] | None = Field(
-        None, description="tables as 'schema.table' or 'table' (public); default: every table"
+        None, description="tables as 'schema.table' or 'table' (public); default: every table. "
+                "Source: upkeeper (not set by default)"
     )
-    analyze: bool = Field(True, description="run VACUUM (ANALYZE) to refresh planner statistics as well")
+    analyze: bool = Field(True, description="run VACUUM (ANALYZE) to refresh planner statistics as well. "
+            "Source: upkeeper default")
     lock_timeout: Duration = Field(
         default=timedelta(seconds=30),
         description="give up on a table whose lock cannot be had in this time and report it. "

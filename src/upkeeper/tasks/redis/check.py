@@ -72,7 +72,8 @@ class CheckOptions(TaskOptions):
         description="evicted keys are info, not a warning (default: expected when maxmemory-policy is allkeys-*). "
         "Source: Datadog (evicted_keys > 0 signals memory pressure)",
     )
-    ping_count: int = Field(20, ge=1, le=1000, description="PING round trips measured for p50/p99")
+    ping_count: int = Field(20, ge=1, le=1000, description="PING round trips measured for p50/p99. "
+            "Source: upkeeper default")
     latency_warning_ms: float = Field(
         100, gt=0, description="warn when PING p99 exceeds this; critical when p50 does. Source: the maintenance procedures"
     )
@@ -90,7 +91,8 @@ class CheckOptions(TaskOptions):
         description="warn when a background save has been running longer than this. Source: upkeeper default",
     )
     require_persistence: bool = Field(
-        False, description="critical when neither RDB snapshots nor AOF are enabled (a store, not a cache)"
+        False, description="critical when neither RDB snapshots nor AOF are enabled (a store, not a cache). "
+                "Source: upkeeper default"
     )
     replica_lag_warning_s: float = Field(
         5, ge=0, description="warn when a replica's lag exceeds this (s). Source: the maintenance procedures"
@@ -103,7 +105,8 @@ class CheckOptions(TaskOptions):
         default="10MiB", validate_default=True, description="warn when a replica is this many bytes behind. Source: upkeeper default"
     )
     expected_replicas: int | None = Field(
-        None, ge=0, description="critical when a primary has fewer connected replicas than this"
+        None, ge=0, description="critical when a primary has fewer connected replicas than this. "
+                "Source: upkeeper (not set by default)"
     )
 
 

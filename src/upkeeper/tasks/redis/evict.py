@@ -46,7 +46,7 @@ class EvictOptions(TaskOptions):
     patterns: list[str] = Field(
         default_factory=list,
         description="glob patterns of expendable keys, e.g. ['cache:*']; only these are ever deleted "
-        "(empty: report only)",
+        "(empty: report only). Source: upkeeper (not set by default)",
     )
     trigger_pct: float = Field(
         80, gt=0, le=100, description="act when used memory is above this % of maxmemory. Source: the maintenance procedures"
@@ -59,19 +59,29 @@ class EvictOptions(TaskOptions):
     max_keys: int = Field(1_000_000, ge=1, description="act when the database holds more keys than this. Source: the "
                           "maintenance procedures")
     keys_target: int | None = Field(
-        None, ge=0, description="delete until at most this many keys remain (default: 90 % of max_keys)"
+        None, ge=0, description="delete until at most this many keys remain (default: 90 % of max_keys). "
+                "Source: upkeeper (not set by default)"
     )
-    batch_size: int = Field(500, ge=1, le=100_000, description="SCAN COUNT hint and keys deleted per round trip")
+    batch_size: int = Field(500, ge=1, le=100_000, description="SCAN COUNT hint and keys deleted per round trip. "
+            "Source: upkeeper default")
     max_candidates: int = Field(
-        200_000, ge=1, description="longest-idle keys remembered per pass (bounds upkeeper's memory); more passes follow"
+        200_000, ge=1, description="longest-idle keys remembered per pass (bounds upkeeper's memory); more passes follow. "
+                "Source: upkeeper default"
     )
-    max_passes: int = Field(5, ge=1, le=100, description="SCAN passes over the patterns before giving up")
-    sample_keys: int = Field(10_000, ge=0, description="keys sampled for the memory-by-prefix report (0: no report)")
-    prefix_separator: str = Field(":", min_length=1, description="separator of key-name segments")
-    prefix_depth: int = Field(1, ge=1, le=10, description="segments that make a prefix (1: 'cache:', 2: 'cache:user:')")
-    top_prefixes: int = Field(10, ge=1, le=100, description="prefixes listed in the report")
-    dry_run: bool = Field(False, description="report what would be deleted, delete nothing")
-    unlink: bool = Field(True, description="delete with UNLINK (memory freed in the background) instead of DEL")
+    max_passes: int = Field(5, ge=1, le=100, description="SCAN passes over the patterns before giving up. "
+            "Source: upkeeper default")
+    sample_keys: int = Field(10_000, ge=0, description="keys sampled for the memory-by-prefix report (0: no report). "
+            "Source: upkeeper default")
+    prefix_separator: str = Field(":", min_length=1, description="separator of key-name segments. "
+            "Source: upkeeper default")
+    prefix_depth: int = Field(1, ge=1, le=10, description="segments that make a prefix (1: 'cache:', 2: 'cache:user:'). "
+            "Source: upkeeper default")
+    top_prefixes: int = Field(10, ge=1, le=100, description="prefixes listed in the report. "
+            "Source: upkeeper default")
+    dry_run: bool = Field(False, description="report what would be deleted, delete nothing. "
+            "Source: upkeeper default")
+    unlink: bool = Field(True, description="delete with UNLINK (memory freed in the background) instead of DEL. "
+            "Source: upkeeper default")
 
     @field_validator("patterns")
     @classmethod

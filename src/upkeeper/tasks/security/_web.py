@@ -10,9 +10,11 @@ from upkeeper.errors import TaskError
 
 
 class WebOptions(TaskOptions):
-    url: str | None = Field(None, description="URL to check (default: the target's url)")
+    url: str | None = Field(None, description="URL to check (default: the target's url). "
+            "Source: upkeeper (not set by default)")
     verify: bool | str = Field(
-        True, description="verify TLS certificates: true (system CAs), false, or the path of a CA bundle to trust"
+        True, description="verify TLS certificates: true (system CAs), false, or the path of a CA bundle to trust. "
+                "Source: upkeeper default"
     )
     timeout: float = Field(10, gt=0, description="seconds per HTTP request. Source: upkeeper default")
 

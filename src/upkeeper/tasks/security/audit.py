@@ -48,33 +48,51 @@ FAMILIES: tuple[str, ...] = Family.__args__  # type: ignore[attr-defined]
 
 
 class AuditOptions(TaskOptions):
-    skip: list[Family] = Field(default_factory=list, description="check families not to run")
+    skip: list[Family] = Field(default_factory=list, description="check families not to run. "
+            "Source: upkeeper (not set by default)")
     web_targets: list[str] | None = Field(
-        None, description="http/nginx targets whose sites to check (default: all of them)")
-    postgres_targets: list[str] | None = Field(None, description="postgres targets to check (default: all)")
-    redis_targets: list[str] | None = Field(None, description="redis targets to check (default: all)")
-    ssh: SshOptions = Field(default_factory=SshOptions, description="options of security.ssh")
-    firewall: FirewallOptions = Field(default_factory=FirewallOptions, description="options of security.firewall")
-    updates: UpdatesOptions = Field(default_factory=UpdatesOptions, description="options of security.updates")
-    processes: ProcessesOptions = Field(default_factory=ProcessesOptions, description="options of security.processes")
+        None, description="http/nginx targets whose sites to check (default: all of them). "
+                "Source: upkeeper (not set by default)")
+    postgres_targets: list[str] | None = Field(None, description="postgres targets to check (default: all). "
+            "Source: upkeeper (not set by default)")
+    redis_targets: list[str] | None = Field(None, description="redis targets to check (default: all). "
+            "Source: upkeeper (not set by default)")
+    ssh: SshOptions = Field(default_factory=SshOptions, description="options of security.ssh. "
+            "Source: that task's defaults")
+    firewall: FirewallOptions = Field(default_factory=FirewallOptions, description="options of security.firewall. "
+            "Source: that task's defaults")
+    updates: UpdatesOptions = Field(default_factory=UpdatesOptions, description="options of security.updates. "
+            "Source: that task's defaults")
+    processes: ProcessesOptions = Field(default_factory=ProcessesOptions, description="options of security.processes. "
+            "Source: that task's defaults")
     permissions: PermissionsOptions = Field(default_factory=PermissionsOptions,
-                                            description="options of security.permissions")
-    logins: LoginsOptions = Field(default_factory=LoginsOptions, description="options of security.logins")
+                                            description="options of security.permissions. "
+                                                    "Source: that task's defaults")
+    logins: LoginsOptions = Field(default_factory=LoginsOptions, description="options of security.logins. "
+            "Source: that task's defaults")
     exposed_files: ExposedOptions = Field(default_factory=ExposedOptions,
-                                          description="options of security.exposed_files (url is per target)")
-    headers: HeadersOptions = Field(default_factory=HeadersOptions, description="options of security.headers")
-    cors: CorsOptions = Field(default_factory=CorsOptions, description="options of security.cors")
-    nginx: NginxOptions = Field(default_factory=NginxOptions, description="options of security.nginx")
+                                          description="options of security.exposed_files (url is per target). "
+                                                  "Source: that task's defaults")
+    headers: HeadersOptions = Field(default_factory=HeadersOptions, description="options of security.headers. "
+            "Source: that task's defaults")
+    cors: CorsOptions = Field(default_factory=CorsOptions, description="options of security.cors. "
+            "Source: that task's defaults")
+    nginx: NginxOptions = Field(default_factory=NginxOptions, description="options of security.nginx. "
+            "Source: that task's defaults")
     postgres: PostgresSecurityOptions = Field(default_factory=PostgresSecurityOptions,
-                                              description="options of security.postgres")
-    redis: RedisSecurityOptions = Field(default_factory=RedisSecurityOptions, description="options of security.redis")
+                                              description="options of security.postgres. "
+                                                      "Source: that task's defaults")
+    redis: RedisSecurityOptions = Field(default_factory=RedisSecurityOptions, description="options of security.redis. "
+            "Source: that task's defaults")
     dependencies: DependenciesOptions = Field(default_factory=DependenciesOptions,
-                                              description="options of security.dependencies")
+                                              description="options of security.dependencies. "
+                                                      "Source: that task's defaults")
     tls: TlsOptions = Field(default_factory=TlsOptions, description="options of network.tls (default endpoints: "
-                            "the https URLs of the web targets)")
+                            "the https URLs of the web targets). Source: that task's defaults")
     dns: DnsOptions = Field(default_factory=DnsOptions, description="options of network.dns (runs when records "
-                            "or zones are set)")
-    scoring: ScoringOptions = Field(default_factory=ScoringOptions, description="penalties of the overall score")
+                            "or zones are set). Source: that task's defaults")
+    scoring: ScoringOptions = Field(default_factory=ScoringOptions, description="penalties of the overall score. "
+            "Source: see the scoring entries")
 
 
 def _targets(ctx: TaskContext, kinds: tuple[type, ...], names: list[str] | None) -> list[tuple[str, TargetConfig]]:

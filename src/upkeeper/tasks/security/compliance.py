@@ -41,12 +41,17 @@ MAX_RUNS = 5000
 
 class ComplianceOptions(TaskOptions):
     period: Literal["previous_month", "last_30_days", "current_month"] = Field(
-        "previous_month", description="the period reported on (run it on the 1st for the month just ended)")
+        "previous_month", description="the period reported on (run it on the 1st for the month just ended). "
+        "Source: upkeeper default")
     output_dir: str | None = Field(
-        None, description="where the report files go (default: 'reports' beside the config file)")
-    organization: str = Field("", description="name printed on the report")
-    frameworks: list[str] = Field(["PCI-DSS", "GDPR", "SOC 2"], description="frameworks the evidence is for")
-    access_review: bool = Field(True, description="list the roles of every PostgreSQL target (live)")
+        None, description="where the report files go (default: 'reports' beside the config file). "
+                "Source: upkeeper (not set by default)")
+    organization: str = Field("", description="name printed on the report. "
+            "Source: upkeeper (not set by default)")
+    frameworks: list[str] = Field(["PCI-DSS", "GDPR", "SOC 2"], description="frameworks the evidence is for. "
+            "Source: upkeeper default (the audits upkeeper's design names)")
+    access_review: bool = Field(True, description="list the roles of every PostgreSQL target (live). "
+            "Source: upkeeper default")
 
 
 def period_bounds(kind: str, now: datetime) -> tuple[datetime, datetime]:

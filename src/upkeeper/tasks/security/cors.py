@@ -23,12 +23,14 @@ REMEDIATION = ("answer only allow-listed origins in Access-Control-Allow-Origin;
 
 
 class CorsOptions(WebOptions):
-    paths: list[str] = Field(["/"], description="paths to probe (API endpoints are the interesting ones)")
+    paths: list[str] = Field(["/"], description="paths to probe (API endpoints are the interesting ones). "
+            "Source: upkeeper default")
     origin: str = Field(
         "https://evil-upkeeper-probe.example", description="the foreign Origin sent. Source: upkeeper default"
     )
     allowed_origins: list[str] = Field(
-        default_factory=list, description="origins that may legitimately be allowed (never reported)"
+        default_factory=list, description="origins that may legitimately be allowed (never reported). "
+                "Source: upkeeper (not set by default)"
     )
 
 

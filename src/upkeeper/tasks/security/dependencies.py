@@ -49,32 +49,37 @@ class AdvisoryUnavailable(TaskError):
 
 
 class DependenciesOptions(TaskOptions):
-    node_projects: list[str] = Field(default_factory=list, description="directories holding package-lock.json")
+    node_projects: list[str] = Field(default_factory=list, description="directories holding package-lock.json. "
+            "Source: upkeeper (not set by default)")
     python_paths: list[str] = Field(
-        default_factory=list, description="site-packages directories to audit (pip-audit --path)")
+        default_factory=list, description="site-packages directories to audit (pip-audit --path). "
+                "Source: upkeeper (not set by default)")
     python_envs: list[str] = Field(
         default_factory=list, description="Python interpreters whose installed packages to audit (a venv's "
-        "bin/python; needs pip in that environment)")
+        "bin/python; needs pip in that environment). Source: upkeeper (not set by default)")
     requirements: list[str] = Field(
-        default_factory=list, description="requirements files whose pinned versions to audit (no install)")
-    sla: SlaOptions = Field(default_factory=SlaOptions, description="patch SLA per severity (see below)")
+        default_factory=list, description="requirements files whose pinned versions to audit (no install). "
+                "Source: upkeeper (not set by default)")
+    sla: SlaOptions = Field(default_factory=SlaOptions, description="patch SLA per severity (see below). "
+            "Source: see the sla entries")
     unrated_severity: Literal["critical", "high", "medium", "low"] = Field(
         "high", description="severity given to advisories without one (pip-audit's JSON report has none, with either service). "
         "Source: upkeeper default (assume serious until known)")
-    timeout: float = Field(300, gt=0, description="seconds per audit tool run")
+    timeout: float = Field(300, gt=0, description="seconds per audit tool run. Source: upkeeper default")
     npm_registry: str | None = Field(
         None, description="registry URL for npm audit (npm audit --registry), e.g. a private mirror "
         "(Verdaccio, Nexus, Artifactory) that implements the bulk advisory endpoint "
         "/-/npm/v1/security/advisories/bulk and serves packuments; default: npm's own configuration "
-        "(.npmrc, usually https://registry.npmjs.org/). Credentials belong in .npmrc, not in the URL")
+        "(.npmrc, usually https://registry.npmjs.org/). Credentials belong in .npmrc, not in the URL. "
+        "Source: upkeeper (not set by default)")
     python_service: Literal["pypi", "osv"] = Field(
         "pypi", description="advisory service of pip-audit (--vulnerability-service): pypi (the PyPI JSON "
         "API at pypi.org; cannot be redirected to a mirror) or osv (an OSV API, see osv_url). "
-        "Default as pip-audit's")
+        "Default as pip-audit's. Source: upkeeper default")
     osv_url: str | None = Field(
         None, description="base URL of an OSV-compatible API for python_service: osv, e.g. "
         "https://osv.mirror.internal (pip-audit --osv-url <base>/v1/query); default: "
-        "https://api.osv.dev. Credentials cannot be passed in the URL")
+        "https://api.osv.dev. Credentials cannot be passed in the URL. Source: upkeeper (not set by default)")
 
     @field_validator("npm_registry", "osv_url")
     @classmethod

@@ -128,9 +128,10 @@ PROBES: tuple[Probe, ...] = (
 class ExposedOptions(WebOptions):
     extra_paths: list[str] = Field(
         default_factory=list, description="more paths to fetch; any of them answering 200 with a body other than "
-        "the site's catch-all page is reported as a warning",
+        "the site's catch-all page is reported as a warning. Source: upkeeper (not set by default)",
     )
-    range_bytes: int = Field(65536, gt=0, description="bytes fetched of each candidate (Range request)")
+    range_bytes: int = Field(65536, gt=0, description="bytes fetched of each candidate (Range request). "
+            "Source: upkeeper default")
 
 
 def check_exposed(url: str, options: ExposedOptions) -> CheckOutput:

@@ -118,9 +118,11 @@ class FirewallOptions(TaskOptions):
         [22, 80, 443], description="ports that may listen on public addresses. Source: a web server's usual set"
     )
     allowed_processes: list[str] = Field(
-        default_factory=list, description="process names allowed to listen publicly on any port"
+        default_factory=list, description="process names allowed to listen publicly on any port. "
+                "Source: upkeeper (not set by default)"
     )
-    require_firewall: bool = Field(True, description="report a host without an active firewall")
+    require_firewall: bool = Field(True, description="report a host without an active firewall. "
+            "Source: upkeeper default")
 
 
 def check_firewall(options: FirewallOptions) -> CheckOutput:

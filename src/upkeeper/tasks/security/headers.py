@@ -14,7 +14,8 @@ from upkeeper.tasks.security.scoring import GRADE_ORDER, grade_at_least
 
 class HeadersOptions(WebOptions):
     http_url: str | None = Field(
-        None, description="http:// URL whose redirect to HTTPS is checked (default: the URL's host on port 80)"
+        None, description="http:// URL whose redirect to HTTPS is checked (default: the URL's host on port 80). "
+                "Source: upkeeper (not set by default)"
     )
     min_grade: str = Field(
         "B", description="grade below which the check warns. Source: upkeeper default (Observatory grades A+…F)"

@@ -79,18 +79,24 @@ def parse_message(msg: str, ts: datetime) -> LoginEvent | None:
 
 class LoginsOptions(TaskOptions):
     source: Literal["auto", "file", "journal"] = Field(
-        "auto", description="'file' reads auth_log, 'journal' reads journalctl, 'auto' the file if it exists")
-    auth_log: str = Field("/var/log/auth.log", description="syslog file with sshd's messages (RHEL: /var/log/secure)")
-    journal_units: list[str] = Field(["ssh.service", "sshd.service"], description="units read from the journal")
+        "auto", description="'file' reads auth_log, 'journal' reads journalctl, 'auto' the file if it exists. "
+        "Source: upkeeper default")
+    auth_log: str = Field("/var/log/auth.log", description="syslog file with sshd's messages (RHEL: /var/log/secure). "
+            "Source: Debian's rsyslog (auth facility)")
+    journal_units: list[str] = Field(["ssh.service", "sshd.service"], description="units read from the journal. "
+            "Source: the sshd unit names of Debian (ssh.service) and RHEL (sshd.service)")
     bruteforce_failures: int = Field(
         5, ge=1, description="failures from one IP within the window that make a brute-force source. "
         "Source: fail2ban maxretry (5)")
     bruteforce_window: Duration = Field(
         default=timedelta(minutes=10), description="window of the brute-force count. Source: fail2ban findtime (10m)")
     first_run_lookback: Duration = Field(
-        default=timedelta(days=1), description="on the first run, how far back to read")
-    known_ips: list[str] = Field(default_factory=list, description="source IPs never reported as new")
-    max_bytes: int = Field(256 * 1024 * 1024, gt=0, description="read at most this much of the log per run")
+        default=timedelta(days=1), description="on the first run, how far back to read. "
+                "Source: upkeeper default")
+    known_ips: list[str] = Field(default_factory=list, description="source IPs never reported as new. "
+            "Source: upkeeper (not set by default)")
+    max_bytes: int = Field(256 * 1024 * 1024, gt=0, description="read at most this much of the log per run. "
+            "Source: upkeeper default")
 
 
 def _read_file(path: Path, state: StateStore, options: LoginsOptions, now: datetime) -> tuple[list[str], str]:

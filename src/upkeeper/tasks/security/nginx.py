@@ -219,7 +219,8 @@ def _denies(loc: Directive) -> bool:
 
 
 class NginxOptions(TaskOptions):
-    config: str | None = Field(None, description="main configuration file (default: the target's config)")
+    config: str | None = Field(None, description="main configuration file (default: the target's config). "
+            "Source: upkeeper (not set by default)")
     require_dotfile_rule: bool = Field(
         True, description="warn about server blocks with no location denying dotfiles. Source: upkeeper default"
     )

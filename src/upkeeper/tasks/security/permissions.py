@@ -43,13 +43,15 @@ def kind_of(path: Path, head: bytes) -> str | None:
 
 class PermissionsOptions(TaskOptions):
     paths: list[str] = Field(default_factory=lambda: list(DEFAULT_GLOBS),
-                             description="files or globs that hold secrets")
+                             description="files or globs that hold secrets. Source: upkeeper default")
     scan_dirs: list[str] = Field(
         default_factory=list, description="directories searched (recursively) for secret files by name and content; "
-        "the roots of app targets are added")
-    max_files: int = Field(20000, gt=0, description="stop scanning after this many files")
+        "the roots of app targets are added. Source: upkeeper (not set by default)")
+    max_files: int = Field(20000, gt=0, description="stop scanning after this many files. "
+            "Source: upkeeper default")
     group_readable_warns: bool = Field(
-        False, description="also warn about group-readable secrets (ssl-cert group setups make this common)")
+        False, description="also warn about group-readable secrets (ssl-cert group setups make this common). "
+                "Source: upkeeper default")
 
 
 def _candidates(options: PermissionsOptions, app_roots: list[str]) -> list[Path]:

@@ -61,12 +61,15 @@ KNOWN_LATEST_MINOR = {13: 22, 14: 19, 15: 14, 16: 10, 17: 6}
 
 class PostgresSecurityOptions(TaskOptions):
     allowed_superusers: list[str] = Field(
-        default_factory=list, description="superusers besides the bootstrap role that are expected")
+        default_factory=list, description="superusers besides the bootstrap role that are expected. "
+                "Source: upkeeper (not set by default)")
     databases: list[str] | None = Field(
-        None, description="databases whose public schema to check (default: every database, up to 50)")
+        None, description="databases whose public schema to check (default: every database, up to 50). "
+                "Source: upkeeper (not set by default)")
     latest_minor: dict[int, int] = Field(
         default_factory=dict, description="newest minor release per major, e.g. {15: 15} for 15.15 (default: apt's "
-        "candidate for a local server, else the table shipped with upkeeper)")
+        "candidate for a local server, else the table shipped with upkeeper). "
+        "Source: upkeeper (not set by default)")
     minor_lag_allowed: int = Field(
         1, ge=0, description="minor releases a server may be behind before it is reported. Source: the "
         "maintenance procedures ('more than one minor release behind'); check_postgres new_version_pg warns at any "

@@ -52,8 +52,9 @@ def snapshot() -> list[Proc]:
 
 
 class ProcessesOptions(TaskOptions):
-    watch: list[str] = Field(list(WATCHED), description="process names to check")
-    allow_root: list[str] = Field(default_factory=list, description="process names allowed to run as root")
+    watch: list[str] = Field(list(WATCHED), description="process names to check. Source: upkeeper default")
+    allow_root: list[str] = Field(default_factory=list, description="process names allowed to run as root. "
+            "Source: upkeeper (not set by default)")
 
 
 def evaluate(procs: list[Proc], options: ProcessesOptions) -> CheckOutput:

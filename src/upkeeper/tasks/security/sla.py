@@ -29,7 +29,8 @@ class SlaOptions(BaseModel):
                                "Source: the maintenance procedures' patch SLA")
     high: Duration = Field(default=timedelta(hours=72), description="time to fix a high one. Source: patch SLA")
     medium: Duration = Field(default=timedelta(days=7), description="time to fix a medium one. Source: patch SLA")
-    low: Duration | None = Field(None, description="time to fix a low one (default: no SLA)")
+    low: Duration | None = Field(None, description="time to fix a low one (default: no SLA). "
+            "Source: upkeeper (not set by default)")
 
     def due(self, severity: str) -> timedelta | None:
         sev = SEVERITY_ALIASES.get(severity, severity)

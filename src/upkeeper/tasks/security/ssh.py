@@ -125,10 +125,13 @@ WEAK_ALGORITHMS: dict[str, dict[str, tuple[Severity, str]]] = {
 
 
 class SshOptions(TaskOptions):
-    config: str = Field("/etc/ssh/sshd_config", description="sshd configuration file")
-    sshd: str = Field("/usr/sbin/sshd", description="sshd binary used for 'sshd -T'")
+    config: str = Field("/etc/ssh/sshd_config", description="sshd configuration file. "
+            "Source: OpenSSH's Debian package")
+    sshd: str = Field("/usr/sbin/sshd", description="sshd binary used for 'sshd -T'. "
+            "Source: OpenSSH's Debian package")
     connection: str | None = Field(
-        None, description="'sshd -T -C' connection spec to evaluate Match blocks, e.g. 'user=deploy,addr=203.0.113.9'"
+        None, description="'sshd -T -C' connection spec to evaluate Match blocks, e.g. 'user=deploy,addr=203.0.113.9'. "
+                "Source: upkeeper (not set by default)"
     )
     options: list[str] = Field(
         list(DEFAULT_OPTIONS), description="sshd options to check (any from Lynis SSH-7408; ['all'] for the full "
@@ -136,9 +139,10 @@ class SshOptions(TaskOptions):
     )
     probe: list[str] = Field(
         default_factory=list, description="host:port endpoints whose banner and offered algorithms to check "
-        "(like ssh-audit)"
+        "(like ssh-audit). Source: upkeeper (not set by default)"
     )
-    timeout: float = Field(10, gt=0, description="seconds for sshd -T and each probe")
+    timeout: float = Field(10, gt=0, description="seconds for sshd -T and each probe. "
+            "Source: upkeeper default")
 
 
 def evaluate_value(rule: SshRule, value: str) -> str:

@@ -61,15 +61,18 @@ def unattended_enabled(conf_dir: Path) -> tuple[bool, str]:
 
 class UpdatesOptions(TaskOptions):
     sla: SlaOptions = Field(default_factory=SlaOptions, description="patch SLA (pending security updates are "
-                            "tracked from their first sighting like vulnerable dependencies)")
+                            "tracked from their first sighting like vulnerable dependencies). "
+                            "Source: see the sla entries")
     severity: Literal["critical", "high", "medium", "low"] = Field(
         "high", description="SLA class of a pending security update (apt does not rate them). Source: upkeeper "
         "default (Debian security updates fix high-impact issues as a rule)")
     lists_max_age_days: float = Field(
         7, gt=0, description="warn when apt's package lists are older (results may be stale). Source: upkeeper "
         "default (apt's periodic update is daily)")
-    apt_conf_dir: str = Field("/etc/apt/apt.conf.d", description="where the APT::Periodic settings live")
-    reboot_file: str = Field("/var/run/reboot-required", description="flag file written when a reboot is needed")
+    apt_conf_dir: str = Field("/etc/apt/apt.conf.d", description="where the APT::Periodic settings live. "
+            "Source: APT's configuration directory")
+    reboot_file: str = Field("/var/run/reboot-required", description="flag file written when a reboot is needed. "
+            "Source: Debian/Ubuntu (the flag file packages write)")
 
 
 def sla_findings(sec: list[dict[str, str]], options: UpdatesOptions, state: StateStore, now: datetime
