@@ -83,7 +83,8 @@ class NginxLogsOptions(TaskOptions):
         description="extensions of static files, left out of GoAccess's 'requested files' list. Source: "
         "GoAccess 1.7 goaccess.conf")
     spike_factor: float = Field(
-        3.0, gt=1, description="warn when an hour has this many times the usual hourly requests of earlier runs. "
+        3.0, gt=1, description="warn when the busiest hour has this many times the requests of the earlier runs' "
+        "busiest hour (their median). "
                 "Source: upkeeper default")
     spike_min_runs: int = Field(3, ge=1, description="earlier runs needed before spikes are judged. "
             "Source: upkeeper default")
@@ -324,7 +325,9 @@ class NginxLogs(Task[NginxLogsOptions]):
         hourly = rep["hourly"]
         if not hourly:
             return []
-        base = baseline(ctx, "requests_per_hour", o.spike_min_runs)
+        # busiest hour against the earlier runs' busiest hours: against their mean hour, a weekly run's
+        # ordinary afternoon peak would stand out from the quiet nights every time
+        base = baseline(ctx, "peak_hour_requests", o.spike_min_runs)
         if base is None:
             return []
         usual, runs = base
@@ -332,7 +335,7 @@ class NginxLogs(Task[NginxLogsOptions]):
         if usual <= 0 or peak <= o.spike_factor * usual:
             return []
         return [Finding("logs.nginx.traffic_spike", Severity.WARNING, peak_hour,
-                        f"{peak:,} requests in the hour {peak_hour}, {peak / usual:.1f}x the usual {usual:,.0f} per "
-                        f"hour of the last {runs} runs",
+                        f"{peak:,} requests in the hour {peak_hour}, {peak / usual:.1f}x the usual {usual:,.0f} in "
+                        f"the busiest hour of the last {runs} runs",
                         "check the top clients and paths of that hour: a crawler, an attack or a campaign?",
                         value=float(peak), threshold=round(o.spike_factor * usual, 1))]

@@ -1,0 +1,51 @@
+"""logs.nginx traffic spikes: a run's busiest hour against the earlier runs' busiest hours."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def _day(day: int, busy: int, quiet: int = 2) -> str:
+    """A day of traffic: a busy hour at 14:00 and quiet hours from 00:00 to 09:00."""
+    lines = []
+    for hour in range(10):
+        for i in range(quiet):
+            lines.append(f'192.0.2.{i + 1} - - [{day:02d}/Mar/2024:{hour:02d}:{i:02d}:00 +0000] "GET / HTTP/1.1" '
+                         f'200 5 "-" "Mozilla/5.0" 0.010\n')
+    for i in range(busy):
+        lines.append(f'198.51.100.{i % 200 + 1} - - [{day:02d}/Mar/2024:14:{i % 60:02d}:{i // 60:02d} +0000] '
+                     f'"GET /shop HTTP/1.1" 200 5 "-" "Mozilla/5.0" 0.010\n')
+    return "".join(lines)
+
+
+def test_a_daily_peak_is_no_spike_but_a_peak_ten_times_higher_is(cli: Any, make_config: Any, tmp_path: Path) -> None:
+    log = tmp_path / "access.log"
+    cfg = make_config({
+        "targets": {"web": {"kind": "nginx", "access_log": str(log), "error_log": str(tmp_path / "error.log")}},
+        "jobs": {"log-analysis": {"task": "logs.nginx", "target": "web", "options": {
+            "log_format": "combined_timed", "report_dir": str(tmp_path / "reports"), "spike_min_runs": 2}}},
+    })
+
+    def run() -> dict[str, Any]:
+        r = cli(["--config", cfg, "run", "log-analysis", "--json"])
+        assert r.code in (0, 1), r.output
+        out: dict[str, Any] = r.json()[0]
+        return out
+
+    def spikes(r: dict[str, Any]) -> list[dict[str, Any]]:
+        return [f for f in r["findings"] if f["check"] == "logs.nginx.traffic_spike"]
+
+    # each run reads one new day: the 14:00 peak (60) is 6x that day's mean hour (~8.2), as on any real site
+    with open(log, "a") as fh:
+        fh.write(_day(1, 60))
+    assert spikes(run()) == []
+    for day in (2, 3):
+        with open(log, "a") as fh:
+            fh.write(_day(day, 60))
+        r = run()
+        assert r["metrics"]["requests"] == 80 and spikes(r) == [], spikes(r)
+    with open(log, "a") as fh:
+        fh.write(_day(4, 600))
+    [spike] = spikes(run())
+    assert spike["value"] == 600 and "10.0x the usual 60 in the busiest hour" in spike["message"], spike
