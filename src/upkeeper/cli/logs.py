@@ -55,7 +55,7 @@ def nginx_cmd(
     as_json: bool = typer.Option(False, "--json", help="the whole report as JSON"),
     html: Path | None = typer.Option(None, "--html", help="also write the offline HTML report here"),
     top: int = typer.Option(10, "--top", min=1, help="length of the top lists"),
-    workers: int = typer.Option(0, "--workers", min=0, help="processes (0: one per CPU)"),
+    workers: int = typer.Option(0, "--workers", min=0, help="processes (0: one per CPU, at most 2)"),
 ) -> None:
     """Traffic, status codes, latency and security signals of access logs (GoAccess-identical counts)."""
     from upkeeper.logs import parallel
@@ -111,7 +111,7 @@ def postgres_cmd(
     as_json: bool = typer.Option(False, "--json", help="the whole report as JSON"),
     html: Path | None = typer.Option(None, "--html", help="also write the offline HTML report here"),
     top: int = typer.Option(10, "--top", min=1, help="length of the query and error lists"),
-    workers: int = typer.Option(0, "--workers", min=0, help="processes (0: one per CPU)"),
+    workers: int = typer.Option(0, "--workers", min=0, help="processes (0: one per CPU, at most 2)"),
 ) -> None:
     """Slow statements by fingerprint, errors by SQLSTATE, locks, temp files, checkpoints (pgBadger's core)."""
     from upkeeper.logs import parallel

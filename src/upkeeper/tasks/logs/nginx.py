@@ -48,7 +48,8 @@ class NginxLogsOptions(TaskOptions):
         True, description="read only what is new since the last run (a cursor per file: inode, offset, first bytes). "
                 "Source: upkeeper default"
     )
-    workers: int = Field(0, ge=0, le=64, description="processes that scan in parallel (0: one per CPU). "
+    workers: int = Field(0, ge=0, le=64, description="processes that scan in parallel (0: one per CPU, at "
+            "most 2 — each holds about 150 MB at its peak; raise it on a big machine for speed). "
             "Source: upkeeper default")
     latency_p95_ms: float = Field(
         200, gt=0, description="warn when the p95 response time (overall or of an endpoint) exceeds this. "

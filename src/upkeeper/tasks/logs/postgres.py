@@ -56,7 +56,8 @@ class PostgresLogsOptions(TaskOptions):
             "Source: upkeeper default")
     incremental: bool = Field(True, description="read only what is new since the last run. "
             "Source: upkeeper default")
-    workers: int = Field(0, ge=0, le=64, description="processes that scan in parallel (0: one per CPU). "
+    workers: int = Field(0, ge=0, le=64, description="processes that scan in parallel (0: one per CPU, at "
+            "most 2 — each holds about 150 MB at its peak; raise it on a big machine for speed). "
             "Source: upkeeper default")
     query_p95_ms: float = Field(
         100, gt=0, description="warn when the p95 statement duration exceeds this. Source: the maintenance "
