@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -11,22 +12,25 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from logs.test_access_numbers import crafted_log
 from services import nginx_reopen, wait_for_log_lines
 from upkeeper.config.loader import load_text
 from upkeeper.core.jobs import build_setup
 from upkeeper.errors import ConfigError
 from upkeeper.logs.access import _status_in
+from upkeeper.logs.svg import _fmt
 from upkeeper.sandbox.nginx import NginxServer
 from upkeeper.sandbox.traffic import Request, TrafficPlan, drive, plan
 from upkeeper.tasks.logs.nginx import NginxLogsOptions
 
 
 def config(make_config: Any, server: NginxServer, tmp_path: Path, **options: Any) -> Path:
-    return make_config({
+    path: Path = make_config({
         "targets": {"web": server.target()},
         "jobs": {"log-analysis": {"task": "logs.nginx", "target": "web", "options": {
             "log_format": "combined_timed", "report_dir": str(tmp_path / "reports"), **options}}},
     })
+    return path
 
 
 def run(cli: Any, cfg: Path) -> dict[str, Any]:
@@ -217,3 +221,86 @@ def test_failed_statuses_in_upper_case_count(cli: Any, make_config: Any, fresh_s
     assert r["metrics"]["failed_pct"] == 60.0
     f = checks(r)["logs.nginx.failed_rate"][0]
     assert "(6 with 404,5xx)" in f["message"]
+
+
+# -- the latency objective and the trend charts -------------------------------------------------
+
+
+def file_config(make_config: Any, log: Path, tmp_path: Path, **options: Any) -> Path:
+    path: Path = make_config({
+        "targets": {"web": {"kind": "nginx", "access_log": str(log)}},
+        "jobs": {"log-analysis": {"task": "logs.nginx", "target": "web", "options": {
+            "log_format": "combined_timed", "report_dir": str(tmp_path / "reports"), **options}}},
+    })
+    return path
+
+
+def test_p95_objective_is_judged_above_200_ms_and_not_at_it(cli: Any, make_config: Any, tmp_path: Path) -> None:
+    """Nearest-rank percentiles of crafted request times (see tests/logs/test_access_numbers.py).
+
+    Run 1: 20 item requests, 10 … 180, 200 and 250 ms: p50 = 10th = 100, p95 = 19th = 200 (not above the
+    objective: no finding), p99 = 20th = 250.  Run 2 reads only what was appended: 20 bookings (18 at 50 ms,
+    2 at 900 ms) and 10 health checks (1000, 1500, … 5500 ms).  Of those 30, p50 = 15th = 50,
+    p95 = 29th = 5000, p99 = 30th = 5500; the bookings' p95 is their 19th, 900 ms, a slow endpoint; /health
+    (p95 5500) has fewer than min_endpoint_requests (20) requests and is not judged."""
+    log = tmp_path / "access.log"
+    lines = crafted_log().splitlines(keepends=True)
+    log.write_text("".join(lines[:20]))
+    cfg = file_config(make_config, log, tmp_path)
+    first = run(cli, cfg)
+    assert first["metrics"]["requests"] == 20
+    m = first["metrics"]
+    assert (m["latency_p50_ms"], m["latency_p95_ms"], m["latency_p99_ms"]) == (100.0, 200.0, 250.0)
+    by = checks(first)
+    assert "logs.nginx.latency_p95" not in by and "logs.nginx.slow_endpoint" not in by, by
+    with open(log, "a") as fh:
+        fh.write("".join(lines[20:50]))
+    second = run(cli, cfg)
+    m = second["metrics"]
+    assert m["requests"] == 30
+    assert (m["latency_p50_ms"], m["latency_p95_ms"], m["latency_p99_ms"]) == (50.0, 5000.0, 5500.0)
+    by = checks(second)
+    (p95,) = by["logs.nginx.latency_p95"]
+    assert (p95["value"], p95["threshold"]) == (5000.0, 200.0)
+    assert "p95 response time 5000 ms (p50 50, p99 5500), objective < 200 ms" in p95["message"]
+    assert [(f["subject"], f["value"]) for f in by["logs.nginx.slow_endpoint"]] == [("POST /api/v1/bookings", 900.0)]
+    assert "p95 900 ms over 20 requests (p50 50, max 900)" in by["logs.nginx.slow_endpoint"][0]["message"]
+    assert second["status"] == "warn"
+    # a stricter objective judges the first run's 200 ms p95 (and the items endpoint) too
+    strict = run(cli, file_config(make_config, log, tmp_path / "strict", latency_p95_ms=199, incremental=False))
+    assert strict["metrics"]["latency_p95_ms"] == 4500.0  # all 50 lines: p95 = 48th = the 8th health check
+    assert {f["subject"] for f in checks(strict)["logs.nginx.slow_endpoint"]} == {
+        "POST /api/v1/bookings", "GET /api/v1/items/:id"}
+
+
+def chart_points(page: str, title: str) -> list[str]:
+    """The point titles ("label: value") of the line chart called ``title`` in an HTML report."""
+    m = re.search(r'<svg class="chart"[^>]*aria-label="' + re.escape(title) + r'".*?</svg>', page, re.S)
+    assert m, f"no chart {title!r}"
+    return re.findall(r"<circle [^>]*><title>([^<]*)</title></circle>", m.group(0))
+
+
+def test_second_report_has_trend_charts_per_run(cli: Any, make_config: Any, fresh_site_log: NginxServer,
+                                                tmp_path: Path) -> None:
+    cfg = config(make_config, fresh_site_log, tmp_path)
+    reqs = [Request("GET", f"/api/v1/listings/{i}", f"192.0.2.{i % 3 + 1}", "Mozilla/5.0") for i in range(30)]
+    assert drive(fresh_site_log.url, TrafficPlan(reqs)).sent == 30
+    wait_for_log_lines(fresh_site_log.access_log, 30)
+    first = run(cli, cfg)
+    page1 = Path(next(a["path"] for a in first["artifacts"] if a["format"] == "html")).read_text()
+    assert "Trends appear after a few runs" in page1 and "requests per run" not in page1
+    more = [Request("GET", f"/api/v1/listings/{i}", f"198.51.100.{i % 5 + 1}", "Mozilla/5.0") for i in range(50)]
+    assert drive(fresh_site_log.url, TrafficPlan(more)).sent == 50
+    wait_for_log_lines(fresh_site_log.access_log, 80)
+    second = run(cli, cfg)
+    assert second["metrics"]["requests"] == 50
+    page2 = Path(next(a["path"] for a in second["artifacts"] if a["format"] == "html")).read_text()
+    requests = chart_points(page2, "requests per run")
+    assert len(requests) == 2
+    assert requests[0].endswith(": 30") and requests[1].endswith(" (now): 50")
+    visitors = chart_points(page2, "unique visitors per run")
+    assert [v.rsplit(": ", 1)[1] for v in visitors] == ["3", "5"]  # one agent, 3 then 5 addresses
+    p95 = chart_points(page2, "p95 latency per run")
+    assert len(p95) == 2 and p95[1].endswith(" (now): " + _fmt(second["metrics"]["latency_p95_ms"]) + " ms")
+    assert p95[0].endswith(": " + _fmt(first["metrics"]["latency_p95_ms"]) + " ms")
+    assert len(chart_points(page2, "failed requests per run")) == 2
