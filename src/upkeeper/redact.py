@@ -31,6 +31,9 @@ _SQL_PASSWORD = re.compile(
     r"(?P<pre>\bPASSWORD\s+)(?P<pw>(?:E'(?:[^'\\]|\\[\s\S]|'')*|'(?:[^']|'')*)(?:'|$))", re.IGNORECASE)
 # a URL's query parameter whose name looks like a credential: ?access_token=…, &X-Amz-Signature=…
 _QUERY_PARAM = re.compile(r"(?P<pre>[?&;](?P<name>[A-Za-z0-9_.\-\[\]]{1,80})=)(?P<pw>[^&#\s\"'<>;]+)")
+# the same inside a percent-encoded URL (a redirect target: ?next=%2Freset%3Ftoken%3D…)
+_QUERY_PARAM_ENCODED = re.compile(
+    r"(?P<pre>(?:%3[Ff]|%26|%3[Bb])(?P<name>[A-Za-z0-9_.\-]{1,80})%3[Dd])(?P<pw>(?:(?!%26|%23)[^&#\s\"'<>;])+)")
 # a parameter name containing one of these is sensitive (access_token, client_secret, apikey)
 _PARAM_STRONG = ("token", "secret", "passw", "apikey", "api_key", "signature", "credential", "sessid",
                  "sessionid", "privatekey", "private_key")
@@ -74,6 +77,8 @@ def redact(text: str) -> str:
     text = _KV_PASSWORD.sub(lambda m: m.group("pre") + MASK, text)
     if "=" in text:
         text = _QUERY_PARAM.sub(_query_param, text)
+    if "%3" in text:
+        text = _QUERY_PARAM_ENCODED.sub(_query_param, text)
     if "'" in text:
         text = _SQL_PASSWORD.sub(lambda m: m.group("pre") + MASK, text)
     return text

@@ -57,3 +57,12 @@ def test_sensitive_param(name: str, sensitive: bool) -> None:
 def test_any_token_value_is_masked(value: str) -> None:
     out = redact(f"GET /a?x=1&access_token={value}&y=2 HTTP/1.1")
     assert out == "GET /a?x=1&access_token=***&y=2 HTTP/1.1"
+
+
+def test_credentials_in_a_percent_encoded_url_are_masked() -> None:
+    """A redirect target carries its own query string, percent-encoded: its token is masked too."""
+    line = "GET /login?next=%2Freset%3Ftoken%3Dtok-31415926%26lang%3Den&page=2 HTTP/1.1"
+    out = redact(line)
+    assert "tok-31415926" not in out
+    assert out == "GET /login?next=%2Freset%3Ftoken%3D***%26lang%3Den&page=2 HTTP/1.1"
+    assert redact("/search?q=%3Fkeyword%3Dloft") == "/search?q=%3Fkeyword%3Dloft"  # not a credential name
