@@ -39,8 +39,15 @@ def goaccess_numbers(data: dict[str, Any]) -> dict[str, Any]:
             status[item["data"].split(" ")[0]] = item["hits"]["count"]
     reqs = [(i["data"].encode("utf-8", "surrogateescape").decode("utf-8", "replace"), i["method"], i["protocol"],
              i["hits"]["count"]) for i in data["requests"]["data"]]
+    hosts = {h["data"]: h["hits"]["count"] for h in data["hosts"]["data"]}
+    # GoAccess keys a 404 by URL (with its query), method and protocol; our 404 list is by path
+    not_found: dict[str, int] = {}
+    for i in data["not_found"]["data"]:
+        path = i["data"].encode("utf-8", "surrogateescape").decode("utf-8", "replace").split("?", 1)[0]
+        not_found[path] = not_found.get(path, 0) + i["hits"]["count"]
     return {"total": g["total_requests"], "valid": g["valid_requests"], "failed": g["failed_requests"],
-            "visitors": g["unique_visitors"], "bandwidth": g["bandwidth"], "status": status, "requests": reqs}
+            "visitors": g["unique_visitors"], "bandwidth": g["bandwidth"], "status": status, "requests": reqs,
+            "hosts": hosts, "not_found": not_found}
 
 
 def ours(log: Path, *, workers: int = 1, fast: bool = True, fmt: str = COMBINED_TIMED) -> dict[str, Any]:
@@ -64,6 +71,20 @@ def assert_same_as_goaccess(mine: dict[str, Any], ga: dict[str, Any]) -> None:
     assert {k: g["status_codes"].get(k) for k in known} == known
     assert sorted(g["status_codes"].values()) == sorted(ga["status"].values())
     assert_top_requests(g["requests"], ga["requests"])
+    assert_top([(h["ip"], h["hits"]) for h in mine["top"]["hosts"]], ga["hosts"])
+    assert_top([(h["path"], h["hits"]) for h in mine["top"]["not_found"]], ga["not_found"])
+
+
+def assert_top(top10: list[tuple[str, int]], ga_all: dict[str, int]) -> None:
+    """Our top 10 of a panel equals GoAccess's: the same hits in order, each entry with GoAccess's hits, and
+    every entry above the cut present (GoAccess orders ties its own way)."""
+    ga_sorted = sorted(ga_all.values(), reverse=True)
+    n = min(10, len(ga_sorted))
+    assert [h for _k, h in top10] == ga_sorted[:n]
+    for k, h in top10:
+        assert ga_all.get(k) == h, k
+    cut = ga_sorted[n - 1] if n else 0
+    assert {k for k, h in ga_all.items() if h > cut} <= {k for k, _h in top10}
 
 
 def assert_top_requests(top10: list[dict[str, Any]], ga_all: list[tuple[str, str, str, int]]) -> None:
