@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -65,3 +66,20 @@ def backup_config(make_config: Any, pg: PostgresCluster, tmp_path: Path, age_key
         return make_config({"targets": {"db": {**pg.target(db), **(target_extra or {})}}, "storages": st, "backup": b, "jobs": jobs})
 
     return make
+
+
+def rewrite_manifest(cli: Any, cfg: Path, mpath: Path, manifest: dict[str, Any]) -> None:
+    """Write ``manifest`` as the set's manifest.json *as if the backup had been written so*: the catalog forgets
+    the set and ``backups sync`` records it anew, with the new manifest's SHA-256.  (An edit alone is caught
+    by verify as a changed manifest.json.)"""
+    from upkeeper.backup.catalog import Catalog
+    from upkeeper.core.history import History
+
+    mpath.write_text(json.dumps(manifest))
+    h = History(f"sqlite:///{cfg.parent / 'history.db'}")
+    try:
+        Catalog(h).remove(str(manifest["id"]))
+    finally:
+        h.close()
+    r = cli(["--config", cfg, "backups", "sync", "--json"])
+    assert r.code == 0 and r.json()["added"] == 1, r.output

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import AgeKey
+from .conftest import AgeKey, rewrite_manifest
 
 
 @pytest.fixture
@@ -132,7 +132,8 @@ def test_secrets_stay_out_of_the_main_archive_when_reached_through_a_symlink(
 
 def test_changed_file_after_backup_fails_verify(cli: Any, make_config: Any, tmp_path: Path, app_tree: Path,
                                                 age_key: AgeKey) -> None:
-    """Verify compares extracted files with the manifest's hashes; a doctored manifest hash is caught."""
+    """Verify compares extracted files with the manifest's hashes: a manifest whose file hash disagrees with
+    the archive (written so, and recorded so in the catalog) is caught."""
     cfg = _config(make_config, tmp_path, app_tree, age_key, {})
     r = cli(["--config", cfg, "run", "app-backup", "--json"])
     assert r.code == 0, r.output
@@ -141,7 +142,7 @@ def test_changed_file_after_backup_fails_verify(cli: Any, make_config: Any, tmp_
     files = m["files"]["archives"]["files.tar.zst.age"]["files"]
     target = next(f for f in files if f["path"].endswith("app.js"))
     target["sha256"] = "0" * 64
-    mpath.write_text(json.dumps(m))
+    rewrite_manifest(cli, cfg, mpath, m)
     r = cli(["--config", cfg, "run", "app-verify", "--json"])
     assert r.code == 1
     assert "app.js does not match its SHA-256" in r.json()[0]["summary"]

@@ -3,6 +3,7 @@ corrupted byte in any stored object makes verification fail naming that object."
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -14,7 +15,7 @@ from upkeeper.sandbox.postgres import PostgresCluster
 from upkeeper.sandbox.redis import RedisServer
 from upkeeper.sandbox.seed import seed
 
-from .conftest import SMALL, AgeKey
+from .conftest import SMALL, AgeKey, rewrite_manifest
 
 
 def _backup(cli: Any, cfg: Path) -> str:
@@ -70,7 +71,7 @@ def test_row_count_mismatch_fails_verify(cli: Any, pg: PostgresCluster, app_db: 
     [mpath] = list((tmp_path / "store1").rglob("manifest.json"))
     m = json.loads(mpath.read_text())
     m["postgres"]["row_counts"]["public.users"] += 1
-    mpath.write_text(json.dumps(m))
+    rewrite_manifest(cli, cfg, mpath, m)  # written so: the catalog records this manifest's SHA-256
     r = cli(["--config", cfg, "backups", "verify", bid, "--json"])
     assert r.code == 1
     [rep] = r.json()
@@ -176,6 +177,70 @@ def test_one_corrupted_byte_fails_verify_naming_the_object(
     assert "corrupt" in rep["error"], rep
     assert _scratch_dbs(pg) == []
     assert cli(["--config", cfg, "backups", "show", bid, "--json"]).json()["status"] == "verify-failed"
+
+
+def _manifest_sha256(mpath: Path) -> str:
+    return hashlib.sha256(mpath.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("edit", ["row-count", "started_at", "whitespace"])
+def test_edited_manifest_fails_verify_naming_it(cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]],
+                                               backup_config: Any, tmp_path: Path, edit: str) -> None:
+    """The catalog records manifest.json's SHA-256 when the backup is written; an edited manifest — a row count,
+    a date, even one byte of whitespace — fails verify naming manifest.json, and 'backups sync' does not make
+    it pass."""
+    db, _ = app_db
+    cfg = backup_config(db)
+    bid = _backup(cli, cfg)
+    [mpath] = list((tmp_path / "store1").rglob("manifest.json"))
+    original, written = mpath.read_bytes(), _manifest_sha256(mpath)
+    assert cli(["--config", cfg, "backups", "show", bid, "--json"]).json()["manifest_sha256"] == written
+    m = json.loads(mpath.read_text())
+    if edit == "row-count":
+        m["postgres"]["row_counts"]["public.users"] -= 1
+        mpath.write_text(json.dumps(m, indent=2) + "\n")
+    elif edit == "started_at":
+        m["started_at"] = m["started_at"].replace(m["started_at"][:4], str(int(m["started_at"][:4]) - 1), 1)
+        mpath.write_text(json.dumps(m, indent=2) + "\n")
+    else:
+        mpath.write_bytes(mpath.read_bytes() + b" ")
+    assert _manifest_sha256(mpath) != written
+    for _ in range(2):  # the second time after 'backups sync', which keeps the SHA-256 recorded first
+        r = cli(["--config", cfg, "backups", "verify", bid, "--json"])
+        assert r.code == 1, r.output
+        [rep] = r.json()
+        assert not rep["ok"] and rep["failed_object"] == "manifest.json", rep
+        assert "manifest.json" in rep["error"] and "changed" in rep["error"], rep
+        assert _scratch_dbs(pg) == []
+        row = cli(["--config", cfg, "backups", "show", bid, "--json"]).json()
+        assert row["status"] == "verify-failed" and row["manifest_sha256"] == written
+        r = cli(["--config", cfg, "backups", "sync", "--json"])
+        assert r.code == 0 and r.json()["updated"] == 1, r.output
+    mpath.write_bytes(original)  # the original back in place: verify passes again
+    r = cli(["--config", cfg, "backups", "verify", bid, "--json"])
+    assert r.code == 0, r.output
+    assert cli(["--config", cfg, "backups", "show", bid, "--json"]).json()["status"] == "verified"
+
+
+def test_manifest_sha256_of_a_synced_set_is_recorded_and_checked(
+        cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], backup_config: Any,
+        tmp_path: Path) -> None:
+    """A set the catalog did not know ('backups sync' on a new host): sync records the SHA-256 it finds, verify
+    passes with it, and a later edit fails."""
+    db, _ = app_db
+    cfg = backup_config(db)
+    bid = _backup(cli, cfg)
+    [mpath] = list((tmp_path / "store1").rglob("manifest.json"))
+    original = mpath.read_bytes()
+    rewrite_manifest(cli, cfg, mpath, json.loads(original))  # forgotten, re-found: same content, new bytes
+    assert cli(["--config", cfg, "backups", "show", bid, "--json"]).json()["manifest_sha256"] == \
+        _manifest_sha256(mpath)
+    r = cli(["--config", cfg, "backups", "verify", bid, "--json"])
+    assert r.code == 0, r.output
+    assert any("manifest.json matches" in s for s in r.json()[0]["steps"])
+    mpath.write_bytes(original)
+    r = cli(["--config", cfg, "backups", "verify", bid, "--json"])
+    assert r.code == 1 and r.json()[0]["failed_object"] == "manifest.json", r.output
 
 
 def test_scope_unverified_checks_each_backup_once(cli: Any, pg: PostgresCluster,

@@ -6,6 +6,7 @@ was written, and ``upkeeper backups sync`` rebuilds the table from manifests alo
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -16,6 +17,12 @@ from sqlalchemy.orm import Mapped, mapped_column
 from upkeeper.backup.manifest import Manifest
 from upkeeper.core.history import History
 from upkeeper.core.models import Base, JSONType, UTCDateTime
+
+log = logging.getLogger(__name__)
+
+#: where a row keeps the SHA-256 of the set's manifest.json (in its ``manifest`` JSON, beside the manifest's
+#: own keys, which never use this name)
+MANIFEST_SHA256 = "manifest_sha256"
 
 COMPLETE = "complete"
 VERIFIED = "verified"
@@ -52,6 +59,13 @@ class BackupRow(Base):
     def series(self) -> tuple[str, str, str]:
         return (self.target, self.database, self.kind)
 
+    @property
+    def manifest_sha256(self) -> str | None:
+        """SHA-256 of manifest.json as written (or as first found by ``backups sync``); None for rows
+        recorded before upkeeper kept it."""
+        v = (self.manifest or {}).get(MANIFEST_SHA256)
+        return str(v) if v else None
+
     def to_dict(self, full: bool = False) -> dict[str, Any]:
         d: dict[str, Any] = {
             "id": self.id, "kind": self.kind, "target": self.target, "database": self.database,
@@ -61,9 +75,10 @@ class BackupRow(Base):
             "storages": list(self.storages or []), "encryption": self.encryption,
             "verified_at": self.verified_at.isoformat() if self.verified_at else None,
             "restore_seconds": self.restore_seconds, "verify_summary": self.verify_summary,
+            "manifest_sha256": self.manifest_sha256,
         }
         if full:
-            d["manifest"] = self.manifest
+            d["manifest"] = {k: v for k, v in (self.manifest or {}).items() if k != MANIFEST_SHA256}
         return d
 
 
@@ -75,12 +90,26 @@ class Catalog:
 
     def record(self, manifest: Manifest, storages: Sequence[str], run_id: int | None = None,
                status: str = COMPLETE) -> None:
-        """Insert or refresh a set's row (keeping verification results already recorded)."""
+        """Insert or refresh a set's row (keeping verification results already recorded).
+
+        The row keeps the SHA-256 of manifest.json recorded first (when the backup was written, or when
+        ``backups sync`` first found the set).  A manifest found later with other bytes does not replace it —
+        re-reading storage must not make an edited manifest pass verification: the row is left as it was
+        (but for its storages), and ``backups verify`` fails naming manifest.json.
+        """
         with self.history.session() as s:
             row = s.get(BackupRow, manifest.id)
             if row is None:
                 row = BackupRow(id=manifest.id, status=status, run_id=run_id)
                 s.add(row)
+            recorded = row.manifest_sha256
+            if recorded and manifest.sha256 and manifest.sha256 != recorded:
+                log.warning("backup %s: manifest.json on storage (SHA-256 %s…) is not the one recorded when the "
+                            "backup was written (%s…); the catalog keeps the recorded one, and "
+                            "'upkeeper backups verify %s' fails until the original is back",
+                            manifest.id, manifest.sha256[:16], recorded[:16], manifest.id)
+                row.storages = sorted(set(storages) | set(row.storages or []))
+                return
             row.kind = manifest.kind
             row.target = manifest.target
             row.database = manifest.database
@@ -94,7 +123,7 @@ class Catalog:
             row.compression_ratio = manifest.compression_ratio
             row.storages = sorted(set(storages) | set(row.storages or []))
             row.encryption = str(manifest.encryption.get("method", "none"))
-            row.manifest = manifest.to_dict()
+            row.manifest = {**manifest.to_dict(), MANIFEST_SHA256: manifest.sha256 or recorded}
 
     def get(self, backup_id: str) -> BackupRow | None:
         with self.history.session() as s:

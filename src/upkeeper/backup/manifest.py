@@ -8,6 +8,7 @@ deleted once older than ``backup.incomplete_after``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import secrets
@@ -61,6 +62,9 @@ class Manifest:
     encryption: dict[str, Any] = field(default_factory=lambda: {"method": "none"})
     details: dict[str, Any] = field(default_factory=dict)  # kind-specific: versions, row counts, files …
     tool_version: str = __version__
+    #: SHA-256 of the manifest.json bytes this manifest was read from or written as (not part of the manifest
+    #: itself: the catalog records it, and verification compares it)
+    sha256: str | None = field(default=None, compare=False, repr=False)
 
     @property
     def prefix(self) -> str:
@@ -127,7 +131,9 @@ class Manifest:
             raise BackupError(f"{where}: not valid JSON ({exc})") from None
         if not isinstance(d, dict):
             raise BackupError(f"{where}: not a JSON object")
-        return cls.from_dict(d)
+        m = cls.from_dict(d)
+        m.sha256 = hashlib.sha256(data).hexdigest()
+        return m
 
     def object(self, name: str) -> ObjectRecord:
         for o in self.objects:
@@ -142,8 +148,9 @@ def _ts(v: Any) -> datetime:
 
 
 def write_manifest(storages: Iterable[Storage], manifest: Manifest) -> None:
-    """The commit marker, on every storage, after every object is there."""
+    """The commit marker, on every storage, after every object is there.  Sets ``manifest.sha256``."""
     data = manifest.to_json()
+    manifest.sha256 = hashlib.sha256(data).hexdigest()
     for s in storages:
         try:
             put_bytes(s, manifest.prefix + MANIFEST, data)

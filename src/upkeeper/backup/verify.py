@@ -17,6 +17,7 @@ from typing import Any
 
 from upkeeper.backup import pg
 from upkeeper.backup.catalog import Catalog
+from upkeeper.backup.manifest import MANIFEST
 from upkeeper.backup.restore import (
     Fetcher,
     Located,
@@ -82,6 +83,8 @@ def verify_set(located: Located, settings: BackupSettings, source: Any, opts: Ve
     report = VerifyReport(m.id)
     t0 = time.monotonic()
     try:
+        if catalog is not None:
+            _check_manifest(located, catalog, report)
         fetcher = Fetcher(located, settings)
         if m.kind == "postgres":
             _verify_postgres(fetcher, settings, source, opts, report, progress)
@@ -104,6 +107,28 @@ def verify_set(located: Located, settings: BackupSettings, source: Any, opts: Ve
         except Exception as exc:
             log.warning("could not record the verification of %s: %s", m.id, exc)
     return report
+
+
+class ManifestChanged(BackupError):
+    def __init__(self, backup_id: str, storage: str, found: str | None, recorded: str) -> None:
+        super().__init__(f"manifest.json of backup {backup_id} on storage {storage} changed since the backup was "
+                         f"written: SHA-256 {(found or '?')[:16]}…, the catalog recorded {recorded[:16]}…",
+                         "Try: verify the copy on another storage ('upkeeper backups verify ID --storage NAME'); "
+                         "restore from an older backup")
+        self.object_name = MANIFEST
+
+
+def _check_manifest(located: Located, catalog: Catalog, report: VerifyReport) -> None:
+    """The manifest read from storage is the one recorded when the backup was written."""
+    m = located.manifest
+    row = catalog.get(m.id)
+    recorded = row.manifest_sha256 if row is not None else None
+    if recorded is None:
+        report.steps.append(f"{MANIFEST}: no SHA-256 recorded in the catalog to compare")
+        return
+    if m.sha256 != recorded:
+        raise ManifestChanged(m.id, located.storage.name, m.sha256, recorded)
+    report.steps.append(f"{MANIFEST} matches the SHA-256 recorded when the backup was written")
 
 
 def _check_objects(fetcher: Fetcher, report: VerifyReport, progress: Callable[[str], None], skip_roles: set[str]
