@@ -106,3 +106,20 @@ def test_errors_reads_a_big_application_log_in_pieces_without_cutting_a_trace(cl
     r = cli(["logs", "errors", str(app), "--json"])
     assert r.code == 0, r.output
     assert r.json()["app"]["exceptions"] == [{"type": "ValueError", "message": "card declined", "count": 2}]
+
+
+def test_upstream_time_of_retried_requests_adds_up(cli: Any, tmp_path: Path) -> None:
+    """nginx writes one $upstream_response_time per upstream tried ("0.010, 0.020"; " : " across internal
+    redirects): the request waited for all of them, so they count as their sum, not as no sample."""
+    log = tmp_path / "access.log"
+    head = '192.0.2.1 - - [01/Mar/2024:10:00:0{s} +0000] "GET /a HTTP/1.1" 200 5 "-" "curl/8" '
+    log.write_text(head.format(s=0) + "0.012 0.010\n" + head.format(s=1) + "0.032 0.010, 0.020\n"
+                   + head.format(s=2) + "0.016 0.004 : 0.010\n" + head.format(s=3) + "0.001 -\n")
+    fmt = ('$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent "$http_referer" '
+           '"$http_user_agent" $request_time $upstream_response_time')
+    r = cli(["logs", "nginx", str(log), "--format", fmt, "--json"])
+    assert r.code == 0, r.output
+    rep = r.json()
+    assert rep["requests"] == 4 and rep["invalid"] == 0
+    ups = rep["latency"]["upstream"]
+    assert (ups["count"], ups["max"], ups["p50"], ups["mean"]) == (3, 30.0, 14.0, 18.0)  # 10, 30, 14 ms

@@ -622,13 +622,14 @@ class Accumulator:
                     known = norm_ua[a] = normalize_agent(a)
                 hv = hash_of[a] = djb2(known)
             p.visitors.add((d, ip, hv))
-        ms_of: dict[Any, float | None] = {}
-        for src, dst in ((self.c_lat, p.latency), (self.c_ulat, p.upstream)):
+        for src, dst, parse in ((self.c_lat, p.latency, parse_seconds),
+                                (self.c_ulat, p.upstream, parse_upstream_seconds)):
+            ms_of: dict[Any, float | None] = {}
             for (e, tok), c in src.items():
                 if tok in ms_of:
                     ms = ms_of[tok]
                 else:
-                    v = parse_seconds(tok)
+                    v = parse(tok)
                     ms = ms_of[tok] = round(v * 1000.0, 3) if v is not None else None
                 if src is self.c_lat:
                     p.endpoint_hits[e] += c
@@ -821,6 +822,19 @@ def top(counter: Counter[Any], n: int, key: Any = None) -> list[tuple[Any, int]]
 
 
 STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
+
+
+_UPSTREAM_SEP = re.compile(rb"\s*[,:]\s*")
+
+
+def parse_upstream_seconds(tok: bytes | None) -> float | None:
+    """``$upstream_response_time`` in seconds: after retries or internal redirects nginx writes one time
+    per upstream contacted ("0.010, 0.020" or "0.004 : 0.010"); the request waited for all of them,
+    so they add up.  ``-`` parts (no response from that one) count nothing; None when no part is a time."""
+    if not tok or (b"," not in tok and b":" not in tok):
+        return parse_seconds(tok)
+    times = [v for v in map(parse_seconds, _UPSTREAM_SEP.split(tok.strip())) if v is not None]
+    return sum(times) if times else None
 
 
 def _minute_text(t: TimeInfo) -> str:
