@@ -20,6 +20,9 @@ _secrets: set[str] = set()
 _pattern: re.Pattern[str] | None = None
 
 _URL_PASSWORD = re.compile(r"(?P<pre>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)(?P<pw>[^@\s/]+)(?P<post>@)")
+# an example cut short in the middle of a URL's password (log examples are cut at a few hundred
+# characters): "postgresql://app:s3cr" at the very end; an all-digit tail is taken for a port
+_URL_PASSWORD_CUT = re.compile(r"(?P<pre>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)(?P<pw>(?!\d+$)[^@\s/]+)$")
 _KV_PASSWORD = re.compile(
     r"(?P<pre>\b(?:password|passwd|pwd|secret|token|api_key|apikey|routing_key|integration_key)\s*[=:]\s*)"
     # a bind placeholder (?, $1) is no secret: query fingerprints such as "where token = ?" stay as they are
@@ -74,6 +77,8 @@ def redact(text: str) -> str:
     if pat is not None:
         text = pat.sub(MASK, text)
     text = _URL_PASSWORD.sub(lambda m: m.group("pre") + MASK + m.group("post"), text)
+    if "://" in text:
+        text = _URL_PASSWORD_CUT.sub(lambda m: m.group("pre") + MASK, text)
     text = _KV_PASSWORD.sub(lambda m: m.group("pre") + MASK, text)
     if "=" in text:
         text = _QUERY_PARAM.sub(_query_param, text)

@@ -66,3 +66,10 @@ def test_credentials_in_a_percent_encoded_url_are_masked() -> None:
     assert "tok-31415926" not in out
     assert out == "GET /login?next=%2Freset%3Ftoken%3D***%26lang%3Den&page=2 HTTP/1.1"
     assert redact("/search?q=%3Fkeyword%3Dloft") == "/search?q=%3Fkeyword%3Dloft"  # not a credential name
+
+
+def test_a_url_cut_in_its_password_is_masked_but_a_port_is_not() -> None:
+    """Log examples are cut at a few hundred characters, sometimes inside a DSN's password."""
+    assert redact("could not connect to postgresql://app:s3cr") == "could not connect to postgresql://app:***"
+    assert redact("upstream: http://127.0.0.1:8080") == "upstream: http://127.0.0.1:8080"
+    assert redact("see https://example.com:443") == "see https://example.com:443"
