@@ -50,13 +50,19 @@ def _has_child(p: subprocess.Popen[bytes], name: str) -> bool:
 
 
 def _kill9(p: subprocess.Popen[bytes]) -> None:
-    """kill -9 the CLI's process group and the worker's (a worker leads its own group)."""
-    groups = {os.getpgid(p.pid)}
+    """kill -9 the CLI's process group and the worker's (a worker leads its own group).
+
+    The CLI's group goes first: killed after the worker, the CLI could see its worker die and record the run
+    as an error before its own SIGKILL lands — a run a crash leaves behind is ``interrupted``.
+    """
+    groups = [os.getpgid(p.pid)]
     for c in _tree(p):
         try:
-            groups.add(os.getpgid(c.pid))
+            g = os.getpgid(c.pid)
         except ProcessLookupError:
-            pass
+            continue
+        if g not in groups:
+            groups.append(g)
     for g in groups:
         try:
             os.killpg(g, signal.SIGKILL)
