@@ -171,3 +171,22 @@ def test_preset_set_has_its_own_name(cli: Any, make_config: Any, tmp_path: Path,
     m = json.loads(mpath.read_text())
     paths = [f["path"] for f in m["files"]["archives"]["files.tar.zst.age"]["files"]]
     assert paths == [str(home / ".pm2" / "dump.pm2").lstrip("/")]
+
+
+def test_restore_refuses_a_set_whose_manifest_changed(cli: Any, make_config: Any, tmp_path: Path, app_tree: Path,
+                                                      age_key: AgeKey) -> None:
+    """The manifest vouches for every object's hash: restore, like verify, refuses one edited since the backup."""
+    cfg = _config(make_config, tmp_path, app_tree, age_key, {"exclude": ["node_modules"]})
+    r = cli(["--config", cfg, "run", "app-backup", "--json"])
+    assert r.code == 0, r.output
+    bid = r.json()[0]["artifacts"][0]["id"]
+    [mpath] = list((tmp_path / "store").rglob("manifest.json"))
+    original = mpath.read_bytes()
+    mpath.write_bytes(original + b" ")
+    dest = tmp_path / "restored"
+    r = cli(["--config", cfg, "backups", "restore", bid, "--to", dest])
+    assert r.code == 1 and "manifest.json" in r.output and "changed since the backup" in r.output, r.output
+    assert not dest.exists()
+    mpath.write_bytes(original)
+    assert cli(["--config", cfg, "backups", "restore", bid, "--to", dest]).code == 0
+    assert (dest / str(app_tree).lstrip("/") / "app.js").exists()

@@ -17,7 +17,7 @@ from upkeeper.backup.manifest import Manifest, safe_component
 from upkeeper.backup.prune import SeriesReport, clean_leftovers, index_sets, prune_series
 from upkeeper.backup.restore import Fetcher, fetch_pg_archive, locate, pg_restore, work_dir
 from upkeeper.backup.sets import close_storages, open_storages
-from upkeeper.backup.verify import VerifyOptions, VerifyReport, verify_set
+from upkeeper.backup.verify import ManifestChanged, VerifyOptions, VerifyReport, verify_set
 from upkeeper.cli._app import app, console, err_console, print_json, state
 from upkeeper.config.backup import REDIS_RETENTION, RetentionPolicy
 from upkeeper.config.loader import find_config, load_config
@@ -242,6 +242,9 @@ def restore_cmd(
     storages = open_storages(config, [storage] if storage else None)
     try:
         located = locate(storages, row.target, row.database, row.id, storage)
+        if row.manifest_sha256 is not None and located.manifest.sha256 != row.manifest_sha256:
+            # the manifest names the objects and their hashes: restore nothing that a changed one vouches for
+            raise ManifestChanged(row.id, located.storage.name, located.manifest.sha256, row.manifest_sha256)
         fetcher = Fetcher(located, config.backup)
         if row.kind == "postgres":
             result = _restore_postgres(config, row, fetcher, database, target, force, yes, jobs, globals_)
