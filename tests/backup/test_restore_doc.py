@@ -19,7 +19,7 @@ from upkeeper.sandbox.postgres import PostgresCluster, pg_bin_dir
 from upkeeper.sandbox.redis import RedisServer
 from upkeeper.sandbox.seed import seed
 
-from .conftest import SMALL, AgeKey
+from .conftest import SMALL, AgeKey, run_app_files_backup
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "restore-without-upkeeper.md"
 # every section with commands, and the test below that follows it
@@ -148,14 +148,7 @@ def test_files_section_followed_literally(cli: Any, make_config: Any, age_key: A
     (root / "public" / "img" / "logo.png").write_bytes(bytes(range(256)) * 40)
     (root / ".env").write_text("DATABASE_URL=postgres://app:s3cr3t@db/app\n")
     (root / "current.js").symlink_to(root / "app.js")
-    cfg = make_config({
-        "targets": {"web": {"kind": "app", "root": str(root)}},
-        "storages": {"local1": {"kind": "local", "path": str(tmp_path / "store1"), "fsync": False}},
-        "backup": {"encryption": {"recipients": [age_key.recipient], "identity_file": str(age_key.identity)}},
-        "jobs": {"app-backup": {"task": "files.backup", "target": "web", "options": {"secret_paths": [".env"]}}},
-    })
-    r = cli(["--config", cfg, "run", "app-backup", "--json"])
-    assert r.code == 0, r.output
+    run_app_files_backup(cli, make_config, age_key, tmp_path, root)
     work, manifest = fetch_set(tmp_path / "store1", tmp_path)
     dest = tmp_path / "restored"
     out = follow("files", {"BACKUP": str(work), "KEY": str(age_key.identity), "DEST": str(dest)}, tmp_path)

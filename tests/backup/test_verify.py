@@ -15,7 +15,7 @@ from upkeeper.sandbox.postgres import PostgresCluster
 from upkeeper.sandbox.redis import RedisServer
 from upkeeper.sandbox.seed import seed
 
-from .conftest import SMALL, AgeKey, rewrite_manifest
+from .conftest import SMALL, AgeKey, rewrite_manifest, run_app_files_backup
 
 
 def _backup(cli: Any, cfg: Path) -> str:
@@ -120,16 +120,9 @@ def _files_case(cli: Any, make_config: Any, age_key: AgeKey, tmp_path: Path, whi
     (root / "app.js").write_text("console.log('hi')\n")
     (root / "public" / "logo.png").write_bytes(bytes(range(256)) * 40)
     (root / ".env").write_text("SECRET_KEY=not-in-any-log\n")
-    cfg = make_config({
-        "targets": {"web": {"kind": "app", "root": str(root)}},
-        "storages": {"local1": {"kind": "local", "path": str(tmp_path / "store1"), "fsync": False}},
-        "backup": {"encryption": {"recipients": [age_key.recipient], "identity_file": str(age_key.identity)}},
-        "jobs": {"app-backup": {"task": "files.backup", "target": "web", "options": {"secret_paths": [".env"]}}},
-    })
-    r = cli(["--config", cfg, "run", "app-backup", "--json"])
-    assert r.code == 0, r.output
+    cfg, run = run_app_files_backup(cli, make_config, age_key, tmp_path, root)
     name = "secrets.tar.zst.age" if which == "secrets" else "files.tar.zst.age"
-    return cfg, str(r.json()[0]["artifacts"][0]["id"]), name
+    return cfg, str(run["artifacts"][0]["id"]), name
 
 
 def _redis_case(cli: Any, make_config: Any, age_key: AgeKey, tmp_path: Path, server: RedisServer
