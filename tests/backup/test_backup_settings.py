@@ -1,15 +1,21 @@
-"""backup settings that change what is written: zstd level, and 'encryption: none' to remote storage."""
+"""backup settings that change what is written: zstd level and threads, and 'encryption: none' to remote storage."""
 
 from __future__ import annotations
 
+import gc
 import io
+import json
+import os
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import boto3
+import pytest
 import zstandard
 
+from upkeeper.backup.sets import SetWriter, open_env
+from upkeeper.config.loader import load_text
 from upkeeper.sandbox.postgres import PostgresCluster
 from upkeeper.sandbox.s3 import SeaweedS3
 
@@ -57,3 +63,32 @@ def test_encryption_none_allows_remote_storage(cli: Any, app_db: tuple[str, dict
     body = client.get_object(Bucket=s3_bucket, Key=key)["Body"].read()
     raw = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(body)).read()
     assert raw.startswith(b"PGDMP")
+
+
+def _native_threads() -> int:
+    return len(os.listdir("/proc/self/task"))
+
+
+@pytest.mark.parametrize("threads", [0, 1, 3])
+def test_compression_threads_are_applied(tmp_path: Path, threads: int) -> None:
+    """backup -> compression_threads reaches zstd: compressing starts exactly that many native worker
+    threads (0 = one per CPU, as 'zstd -T0'), counted in /proc while an object is being written."""
+    config = load_text(json.dumps({
+        "storages": {"here": {"kind": "local", "path": str(tmp_path / "store"), "fsync": False}},
+        "backup": {"compression_threads": threads},
+    }))
+    gc.collect()  # an earlier test's compressor frees its threads when collected
+    env = open_env(config, None, None)
+    try:
+        before = _native_threads()
+        upload = SetWriter(env, "files", "t", "d").upload("data.bin")
+        upload.write(os.urandom(1 << 20) * 4)
+        during = _native_threads()
+        record = upload.finish()
+        del upload
+        gc.collect()
+    finally:
+        env.close()
+    expected = threads or os.cpu_count()
+    assert during - before == expected, (before, during)
+    assert record.raw_size == 4 << 20
