@@ -45,6 +45,10 @@ _PARAM_STRONG = ("token", "secret", "passw", "apikey", "api_key", "signature", "
 _PARAM_WORDS = frozenset({"key", "sig", "auth", "pass", "pwd", "pw", "session", "jwt", "otp", "sid",
                           "passcode", "pin"})
 _NAME_WORD = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
+# an OAuth 2.0 authorization code (RFC 6749 § 4.1.2: ``/callback?code=…&state=…``, also ``auth_code``,
+# ``device_code``) is a credential until redeemed; a short value (``?code=US``, ``?code=404``) is not one
+_CODE_WORDS = frozenset({"code"})
+_CODE_MIN_LEN = 16
 
 
 def register_secret(value: str | None) -> None:
@@ -89,16 +93,19 @@ def redact(text: str) -> str:
     return text
 
 
-def sensitive_param(name: str) -> bool:
-    """Does a URL query parameter called ``name`` look like it carries a credential?"""
+def sensitive_param(name: str, value: str = "") -> bool:
+    """Does a URL query parameter called ``name`` (with ``value``) look like it carries a credential?"""
     low = name.lower()
     if any(s in low for s in _PARAM_STRONG):
         return True
-    return any(w.lower() in _PARAM_WORDS for w in _NAME_WORD.findall(name))
+    words = {w.lower() for w in _NAME_WORD.findall(name)}
+    if words & _PARAM_WORDS:
+        return True
+    return bool(words & _CODE_WORDS) and len(value) >= _CODE_MIN_LEN
 
 
 def _query_param(m: re.Match[str]) -> str:
-    return m.group("pre") + MASK if sensitive_param(m.group("name")) else m.group(0)
+    return m.group("pre") + MASK if sensitive_param(m.group("name"), m.group("pw")) else m.group(0)
 
 
 def redact_obj(obj: Any) -> Any:

@@ -23,6 +23,10 @@ from upkeeper.redact import redact, sensitive_param
     ("create user u with encrypted password E'x\\'y'", "create user u with encrypted password ***"),
     ("CREATE ROLE r PASSWORD 'cut sho", "CREATE ROLE r PASSWORD ***"),  # an example cut off mid-literal
     ("could not connect postgresql://u:pw@h/db", "could not connect postgresql://u:***@h/db"),
+    # OAuth 2.0 authorization codes (RFC 6749 4.1.2) are credentials until redeemed
+    ("GET /auth/callback?code=4/0AX4XfWhQ9p1Zk2bLm&state=af0ifjsldkj HTTP/1.1",
+     "GET /auth/callback?code=***&state=af0ifjsldkj HTTP/1.1"),
+    ("/oauth/device?device_code=GmRhmhcxhwAzkoEqiMEg_DnyEysNkuNhszIySk9eS", "/oauth/device?device_code=***"),
 ])
 def test_masks(text: str, expected: str) -> None:
     assert redact(text) == expected
@@ -36,6 +40,7 @@ def test_masks(text: str, expected: str) -> None:
     'password authentication failed for user "bob"',
     "alter role upk password ?",
     "/cgi-bin/luci/;stok=/locale",
+    "/shipping?country_code=US&code=404&promo_code=SPRING24&zip_code=10115",  # short codes are no credential
 ])
 def test_leaves_alone(text: str) -> None:
     assert redact(text) == text
