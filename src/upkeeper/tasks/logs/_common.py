@@ -8,12 +8,21 @@ import re
 import statistics
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import Field
 
 from upkeeper.core.task import TaskContext
 from upkeeper.redact import redact_obj
 
 REPORT_KEEP_DEFAULT = 12
+
+# the report options every log task declares (``report_dir: ReportDir = None`` …), described once
+ReportDir = Annotated[str | None, Field(
+    description="where HTML/JSON reports go, in a subdirectory named after the job (default: reports/<job> "
+    "beside the history database). Source: upkeeper (not set by default)")]
+KeepReports = Annotated[int, Field(ge=0, description="reports kept per job (0: keep all). Source: upkeeper default")]
+HtmlReport = Annotated[bool, Field(description="also write the standalone HTML report. Source: upkeeper default")]
 
 
 def report_dir(ctx: TaskContext, option: str | None) -> Path:

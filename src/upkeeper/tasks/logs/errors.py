@@ -19,6 +19,9 @@ from upkeeper.logs.sources import LogFile, ReadPlan, discover, finish_cursors, p
 from upkeeper.redact import redact, redact_obj
 from upkeeper.tasks.logs._common import (
     REPORT_KEEP_DEFAULT,
+    HtmlReport,
+    KeepReports,
+    ReportDir,
     report_dir,
     trends,
     with_current,
@@ -47,11 +50,9 @@ class ErrorLogsOptions(TaskOptions):
             "Source: upkeeper default")
     top: int = Field(20, ge=1, le=500, description="length of the message and exception lists. "
             "Source: upkeeper default")
-    report_dir: str | None = Field(None, description="where reports go (default: reports/<job> beside the history). "
-            "Source: upkeeper (not set by default)")
-    keep_reports: int = Field(REPORT_KEEP_DEFAULT, ge=0, description="reports kept per job (0: keep all). "
-            "Source: upkeeper default")
-    html: bool = Field(True, description="also write the standalone HTML report. Source: upkeeper default")
+    report_dir: ReportDir = None
+    keep_reports: KeepReports = REPORT_KEEP_DEFAULT
+    html: HtmlReport = True
 
 
 @task

@@ -20,6 +20,9 @@ from upkeeper.logs.sources import discover, finish_cursors, plan_reads
 from upkeeper.redact import redact_obj
 from upkeeper.tasks.logs._common import (
     REPORT_KEEP_DEFAULT,
+    HtmlReport,
+    KeepReports,
+    ReportDir,
     baseline,
     report_dir,
     trends,
@@ -89,12 +92,9 @@ class NginxLogsOptions(TaskOptions):
                 "Source: upkeeper default")
     spike_min_runs: int = Field(3, ge=1, description="earlier runs needed before spikes are judged. "
             "Source: upkeeper default")
-    report_dir: str | None = Field(
-        None, description="where HTML/JSON reports go (default: reports/<job> beside the history database). "
-                "Source: upkeeper (not set by default)")
-    keep_reports: int = Field(REPORT_KEEP_DEFAULT, ge=0, description="reports kept per job (0: keep all). "
-            "Source: upkeeper default")
-    html: bool = Field(True, description="also write the standalone HTML report. Source: upkeeper default")
+    report_dir: ReportDir = None
+    keep_reports: KeepReports = REPORT_KEEP_DEFAULT
+    html: HtmlReport = True
 
     @field_validator("log_format")
     @classmethod

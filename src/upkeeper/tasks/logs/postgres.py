@@ -26,6 +26,9 @@ from upkeeper.logs.report_html import postgres_report
 from upkeeper.logs.sources import LogFile, discover, finish_cursors, plan_reads
 from upkeeper.tasks.logs._common import (
     REPORT_KEEP_DEFAULT,
+    HtmlReport,
+    KeepReports,
+    ReportDir,
     report_dir,
     trends,
     with_current,
@@ -69,11 +72,9 @@ class PostgresLogsOptions(TaskOptions):
                                      "parsed (wrong log_line_prefix?). Source: Netdata web_log (warn > 1 %)")
     top: int = Field(20, ge=1, le=500, description="length of the query and error lists. "
             "Source: upkeeper default")
-    report_dir: str | None = Field(None, description="where reports go (default: reports/<job> beside the history). "
-            "Source: upkeeper (not set by default)")
-    keep_reports: int = Field(REPORT_KEEP_DEFAULT, ge=0, description="reports kept per job (0: keep all). "
-            "Source: upkeeper default")
-    html: bool = Field(True, description="also write the standalone HTML report. Source: upkeeper default")
+    report_dir: ReportDir = None
+    keep_reports: KeepReports = REPORT_KEEP_DEFAULT
+    html: HtmlReport = True
 
     @field_validator("log_line_prefix")
     @classmethod
