@@ -46,3 +46,18 @@ def test_init_output_with_backup_jobs_loads(tmp_path: Path) -> None:
     assert {"db-backup", "backup-verify", "cache-backup"} <= set(setup.jobs)
     assert setup.jobs["db-backup"].options.model_dump()["format"] == "custom"
     assert setup.config.backup.retention.keep_daily == 14 and "local" in setup.config.storages
+
+
+def test_unknown_retention_timezone_is_a_located_error(cli: Any, make_config: Any) -> None:
+    """A misspelt zone is caught by 'config check', in backup.retention and in a job's own retention,
+    not after a backup was stored (where it used to fail the run and skip the remaining databases)."""
+    cfg = make_config({"backup": {"retention": {"timezone": "Europe/Berln"}}})
+    r = cli(["--config", cfg, "config", "check"])
+    assert r.code == 2, r.output
+    assert "backup -> retention -> timezone" in r.err and "Europe/Berlin" in r.err  # names the field, suggests
+    cfg = make_config({"targets": {"db": {"kind": "postgres", "host": "127.0.0.1"}},
+                       "jobs": {"db-backup": {"task": "postgres.backup", "target": "db",
+                                              "options": {"retention": {"timezone": "Mars/Olympus"}}}}})
+    r = cli(["--config", cfg, "config", "check"])
+    assert r.code == 2, r.output
+    assert "db-backup" in r.err and "retention" in r.err and "Mars/Olympus" in r.err

@@ -37,6 +37,19 @@ class RetentionPolicy(StrictModel):
     timezone: str | None = Field(None, description="timezone that decides where days, weeks … begin "
                                  "(default: the config's timezone). Source: upkeeper (not set by default)")
 
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, v: str | None) -> str | None:
+        # checked here, not after a backup was stored: a bad name would fail retention of every run
+        if v is not None:
+            from upkeeper.core.schedule import ScheduleError, validate_timezone
+
+            try:
+                validate_timezone(v)
+            except ScheduleError as exc:
+                raise ValueError(f"{exc.args[0]}" + (f" ({exc.hint})" if exc.hint else "")) from None
+        return v
+
     def is_empty(self) -> bool:
         return not any((self.keep_last, self.keep_hourly, self.keep_daily, self.keep_weekly, self.keep_monthly,
                         self.keep_yearly)) and not self.keep_within

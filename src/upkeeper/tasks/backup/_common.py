@@ -29,9 +29,11 @@ def apply_retention(ctx: TaskContext, env: BackupEnv, manifest: Manifest, policy
         report = prune_series(env.storages, manifest.target, manifest.database, manifest.kind, policy,
                               default_tz=env.config.timezone, now=datetime.now(UTC),
                               incomplete_after=env.settings.incomplete_after, catalog=env.catalog)
-    except UpkeeperError as exc:
+    except Exception as exc:  # the backup is stored and listed: nothing here may turn that into a failure
+        msg = exc.message if isinstance(exc, UpkeeperError) else f"{type(exc).__name__}: {exc}"
+        ctx.log.warning("retention for %s/%s could not run: %s", manifest.target, manifest.database, msg)
         findings.append(Finding("backup.retention_failed", Severity.WARNING, manifest.database,
-                                f"retention could not run: {exc.message}", "run 'upkeeper backups prune'"))
+                                f"retention could not run: {msg}", "run 'upkeeper backups prune'"))
         return None
     if not env.leftovers_cleaned:
         env.leftovers_cleaned = True
