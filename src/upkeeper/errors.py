@@ -133,6 +133,11 @@ class BackupError(UpkeeperError):
     """A backup, verification or restore failed."""
 
 
+class SetupError(BackupError):
+    """A backup could not be read or checked because of this host's setup — a missing key, tool or
+    passphrase — not because of the backup itself.  Verification records no verdict for it."""
+
+
 class HistoryError(UpkeeperError):
     """The history database is unreachable or inconsistent."""
 

@@ -247,3 +247,71 @@ def test_scope_unverified_checks_each_backup_once(cli: Any, pg: PostgresCluster,
     assert sorted(a["backup_id"] for a in r.json()[0]["artifacts"]) == sorted([first, second])
     r = cli(["--config", cfg, "run", "backup-verify", "--json"])
     assert r.code == 0 and r.json()[0]["summary"].startswith("no unverified backups")
+
+
+def test_verify_cut_by_its_timeout_drops_the_scratch_database(
+        cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], backup_config: Any) -> None:
+    """The job's timeout SIGTERMs the worker in the middle of the scratch restore's checks: the scratch
+    database is still dropped, and the backup is not judged (it stays complete)."""
+    db, _ = app_db
+    cfg = backup_config(db, extra_jobs={"backup-verify": {
+        "task": "backup.verify", "target": "db", "timeout": "4s",
+        "options": {"checks": ["select pg_sleep(60) is not null"], "jobs": 1}}})
+    bid = _backup(cli, cfg)
+    r = cli(["--config", cfg, "run", "backup-verify", "--json"])
+    assert r.code == 1
+    assert r.json()[0]["status"] in ("error", "fail") and "tim" in r.json()[0]["summary"].lower(), r.json()[0]
+    assert _scratch_dbs(pg) == []
+    assert cli(["--config", cfg, "backups", "show", bid, "--json"]).json()["status"] == "complete"
+
+
+def test_an_unreadable_newest_manifest_fails_verify_and_the_others_are_still_checked(
+        cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], backup_config: Any, tmp_path: Path) -> None:
+    """The newest set's manifest.json is damaged: the verify job fails naming it (it used to verify the
+    backup before it and say ok); 'backups verify' reports it and goes on with the other backups."""
+    db, _ = app_db
+    cfg = backup_config(db, verify={"restore": False}, options={"retention": {"keep_last": 5}})
+    older, newest = _backup(cli, cfg), _backup(cli, cfg)
+    [mpath] = [p for p in (tmp_path / "store1").rglob("manifest.json") if newest in str(p)]
+    mpath.write_text('{"id": "garbage')
+    r = cli(["--config", cfg, "backups", "verify", "--unverified", "--no-restore", "--json"])
+    assert r.code == 1, r.output  # it used to stop at the damaged set with "not found", checking nothing
+    reps = {rep["backup_id"]: rep for rep in r.json()}
+    assert reps[older]["ok"]
+    assert not reps[newest]["ok"] and not reps[newest]["inconclusive"]
+    assert reps[newest]["failed_object"] == "manifest.json" and "cannot be read" in reps[newest]["error"]
+    assert cli(["--config", cfg, "backups", "show", newest, "--json"]).json()["status"] == "verify-failed"
+    r = cli(["--config", cfg, "run", "backup-verify", "--json"])
+    assert r.code == 1, r.output
+    run = r.json()[0]
+    assert run["status"] == "fail", run
+    [finding] = [f for f in run["findings"] if f["check"] == "backup.verify_failed"]
+    assert newest in finding["subject"] and "manifest.json" in finding["subject"]
+    assert sorted(a["backup_id"] for a in run["artifacts"]) == sorted([older, newest])
+
+
+def test_an_unreachable_scratch_server_leaves_backups_unjudged(
+        cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], backup_config: Any, make_config: Any,
+        tmp_path: Path) -> None:
+    """A verify that cannot run (scratch server down) fails the run but does not mark the backup
+    verify-failed; scope 'unverified' tries it again once the server is back."""
+    db, _ = app_db
+    cfg = backup_config(db, verify={"scope": "unverified", "scratch_target": "scratch"},
+                        extra_jobs={"verify-here": {"task": "backup.verify", "target": "db",
+                                                    "options": {"scope": "unverified"}}})
+    import yaml
+
+    data = yaml.safe_load(cfg.read_text())
+    data["targets"]["scratch"] = {**pg.target(db), "port": 1, "connect_timeout": 2}
+    cfg = make_config(data)
+    bid = _backup(cli, cfg)
+    r = cli(["--config", cfg, "run", "backup-verify", "--json"])
+    assert r.code == 1, r.output
+    run = r.json()[0]
+    assert run["status"] == "fail" and "NOT CHECKED" in run["summary"], run
+    [finding] = run["findings"]
+    assert finding["check"] == "backup.verify_not_run" and "cannot connect" in finding["message"]
+    assert cli(["--config", cfg, "backups", "show", bid, "--json"]).json()["status"] == "complete"
+    r = cli(["--config", cfg, "run", "verify-here", "--json"])
+    assert r.code == 0 and r.json()[0]["artifacts"][0]["backup_id"] == bid, r.output
+    assert cli(["--config", cfg, "backups", "show", bid, "--json"]).json()["status"] == "verified"

@@ -28,13 +28,13 @@ from typing import IO
 
 from upkeeper.config.backup import AGE_RECIPIENT, BackupSettings, EncryptionSettings
 from upkeeper.core.proc import _StderrCollector, describe_exit
-from upkeeper.errors import BackupError, ProcessError
+from upkeeper.errors import BackupError, ProcessError, SetupError
 
 
 def age_binary() -> str:
     found = shutil.which("age")
     if not found:
-        raise BackupError("the 'age' command is not installed", "Try: apt-get install age")
+        raise SetupError("the 'age' command is not installed", "Try: apt-get install age")
     return found
 
 
@@ -94,19 +94,19 @@ def encryption_from(settings: BackupSettings) -> Encryption | None:
 def decrypt_argv(enc: EncryptionSettings | None, mode: str) -> tuple[list[str], str | None]:
     """argv for ``age --decrypt`` and the passphrase to type (passphrase mode)."""
     if enc is None:
-        raise BackupError("this backup is encrypted but no 'backup -> encryption' is configured",
+        raise SetupError("this backup is encrypted but no 'backup -> encryption' is configured",
                           "Try: configure backup.encryption with identity_file (or passphrase_file)")
     if mode == "age-scrypt":
         pw = enc.secret("passphrase")
         if not pw:
-            raise BackupError("this backup is passphrase-encrypted but no passphrase is configured",
+            raise SetupError("this backup is passphrase-encrypted but no passphrase is configured",
                               "Try: set backup -> encryption -> passphrase_file")
         return [age_binary(), "--decrypt"], pw
     if not enc.identity_file:
-        raise BackupError("cannot decrypt: no age identity (private key) configured",
+        raise SetupError("cannot decrypt: no age identity (private key) configured",
                           "Try: set backup -> encryption -> identity_file to the key made by age-keygen")
     if not Path(enc.identity_file).expanduser().is_file():
-        raise BackupError(f"identity_file {enc.identity_file} does not exist",
+        raise SetupError(f"identity_file {enc.identity_file} does not exist",
                           "Try: check backup -> encryption -> identity_file")
     return [age_binary(), "--decrypt", "-i", str(Path(enc.identity_file).expanduser())], None
 

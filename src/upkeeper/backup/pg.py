@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from upkeeper import lazy
 from upkeeper.config.targets import PostgresTarget
 from upkeeper.core import proc
-from upkeeper.errors import BackupError, TaskError
+from upkeeper.errors import BackupError, SetupError, TaskError
 from upkeeper.redact import redact
 
 if TYPE_CHECKING:
@@ -185,5 +185,5 @@ def drop_database(conn: psycopg.Connection[Any], name: str) -> None:
 def which_or_fail(name: str, pkg: str) -> str:
     found = shutil.which(name)
     if not found:
-        raise TaskError(f"{name} not found", f"Try: apt-get install {pkg}", permanent=True)
+        raise SetupError(f"{name} not found", f"Try: apt-get install {pkg}")
     return found

@@ -25,7 +25,7 @@ from typing import IO, Any
 import zstandard
 
 from upkeeper.backup.crypto import AgeProcess, Encryption
-from upkeeper.errors import BackupError, StorageError, UpkeeperError
+from upkeeper.errors import BackupError, SetupError, StorageError, UpkeeperError
 from upkeeper.storage.base import Storage, Writer
 
 CHUNK = 1 << 20
@@ -277,7 +277,7 @@ def read_object(
     decoder: Any = (zstandard.ZstdDecompressor().stream_writer(_Sink(), write_size=CHUNK, closefd=False)  # type: ignore[arg-type]
                     if record.compression == "zstd" else _Sink())
     if record.encryption != "none" and decrypt_argv is None:
-        raise BackupError(f"object {record.name} is encrypted ({record.encryption}) and no key is configured",
+        raise SetupError(f"object {record.name} is encrypted ({record.encryption}) and no key is configured",
                           "Try: set backup -> encryption -> identity_file")
     failure: list[BaseException] = []
     age: AgeProcess | None = None

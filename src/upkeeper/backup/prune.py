@@ -46,6 +46,9 @@ class SetIndex:
     complete: dict[str, tuple[str, datetime, list[Storage]]] = field(default_factory=dict)
     #: leftover (incomplete) sets by id: when they last changed, and where they are
     incomplete: dict[str, tuple[datetime | None, list[Storage]]] = field(default_factory=dict)
+    #: sets with a manifest that cannot be read (damaged, or the storage failed reading it): never pruned,
+    #: never counted as complete; verify reports them
+    unreadable: dict[str, list[Storage]] = field(default_factory=dict)
 
 
 def index_sets(storages: Sequence[Storage], target: str | None = None, database: str | None = None,
@@ -66,6 +69,7 @@ def index_sets(storages: Sequence[Storage], target: str | None = None, database:
                 except UpkeeperError as exc:
                     if errors is not None:
                         errors.append(f"{storage.name}: {st.prefix}: {exc.message}")
+                    idx.unreadable.setdefault(st.id, []).append(storage)
                     continue
                 kind, t, where = idx.complete.get(st.id, (m.kind, m.started_at, []))
                 idx.complete[st.id] = (kind, t, [*where, storage])

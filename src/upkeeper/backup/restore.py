@@ -16,12 +16,12 @@ from typing import Any
 
 from upkeeper.backup import pg
 from upkeeper.backup.crypto import decrypt_argv
-from upkeeper.backup.manifest import Manifest, read_manifest, set_prefix
+from upkeeper.backup.manifest import MANIFEST, Manifest, read_manifest, set_prefix
 from upkeeper.backup.pipeline import ObjectRecord, read_object
 from upkeeper.config.backup import BackupSettings
 from upkeeper.config.targets import PostgresTarget
 from upkeeper.core import proc
-from upkeeper.errors import BackupError, UpkeeperError
+from upkeeper.errors import BackupError, StorageError, UpkeeperError
 from upkeeper.storage import Storage
 
 
@@ -38,18 +38,39 @@ def locate(storages: Sequence[Storage], target: str, database: str, backup_id: s
     """Read a set's manifest from the first storage that has it (``prefer`` first)."""
     ordered = sorted(storages, key=lambda s: s.name != prefer)
     errors = []
+    transient = True  # every storage failed for a passing reason (network): nothing is known of the set
+    found = False  # a manifest is there but could not be read
     for s in ordered:
         if prefer and s.name != prefer:
             continue
         try:
-            if s.stat(set_prefix(target, database, backup_id) + "manifest.json") is None:
+            if s.stat(set_prefix(target, database, backup_id) + MANIFEST) is None:
                 errors.append(f"{s.name}: no manifest")
+                transient = False
                 continue
+            found = True
             return Located(read_manifest(s, set_prefix(target, database, backup_id)), s)
         except UpkeeperError as exc:
             errors.append(f"{s.name}: {exc.message}")
-    raise BackupError(f"backup {backup_id} not found ({'; '.join(errors) or 'no storage'})",
-                      "Try: 'upkeeper backups sync' then 'upkeeper backups list'")
+            transient = transient and isinstance(exc, StorageError) and not exc.permanent
+    detail = "; ".join(errors) or "no storage"
+    if found:
+        raise SetUnreadable(f"{MANIFEST} of backup {backup_id} cannot be read ({detail})",
+                            "Try: verify or restore a copy on another storage, or an older backup",
+                            transient=transient)
+    raise SetUnreadable(f"backup {backup_id} not found ({detail})",
+                        "Try: 'upkeeper backups sync' then 'upkeeper backups list'", transient=transient and bool(errors))
+
+
+class SetUnreadable(BackupError):
+    """No storage gave a readable manifest for the set; ``transient`` when they all failed for a passing
+    reason (unreachable), which says nothing about the set itself."""
+
+    object_name = MANIFEST
+
+    def __init__(self, message: str, hint: str | None = None, *, transient: bool = False) -> None:
+        super().__init__(message, hint)
+        self.transient = transient
 
 
 class Fetcher:

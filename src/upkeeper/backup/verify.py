@@ -21,8 +21,10 @@ from upkeeper.backup.manifest import MANIFEST
 from upkeeper.backup.restore import (
     Fetcher,
     Located,
+    SetUnreadable,
     compare_row_counts,
     fetch_pg_archive,
+    locate,
     pg_restore,
     pg_restore_list,
     scratch_name,
@@ -32,7 +34,8 @@ from upkeeper.backup.restore import (
 from upkeeper.config.backup import BackupSettings
 from upkeeper.config.targets import PostgresTarget
 from upkeeper.core import proc
-from upkeeper.errors import BackupError, UpkeeperError
+from upkeeper.errors import BackupError, ProcessError, SetupError, StorageError, TaskError, UpkeeperError
+from upkeeper.storage import Storage
 
 log = logging.getLogger(__name__)
 
@@ -63,17 +66,38 @@ class VerifyReport:
     restore_seconds: float | None = None
     seconds: float = 0.0
     details: dict[str, Any] = field(default_factory=dict)
+    #: the verification could not run (scratch server, tool, key, storage unreachable): no verdict
+    inconclusive: bool = False
 
     @property
     def summary(self) -> str:
         if self.ok:
             return f"verified {self.backup_id}: " + "; ".join(self.steps)
+        if self.inconclusive:
+            return f"verify of {self.backup_id} could not run: {self.error}"
         return f"verify of {self.backup_id} FAILED: {self.error}"
 
     def to_dict(self) -> dict[str, Any]:
         return {"backup_id": self.backup_id, "ok": self.ok, "steps": self.steps, "error": self.error,
                 "failed_object": self.failed_object, "restore_seconds": self.restore_seconds,
-                "seconds": round(self.seconds, 3), **self.details}
+                "seconds": round(self.seconds, 3), "inconclusive": self.inconclusive, **self.details}
+
+
+def is_inconclusive(exc: BaseException) -> bool:
+    """Does ``exc`` say nothing about the backup itself?
+
+    This host's setup (:class:`SetupError`: a missing key, passphrase or tool), a server that cannot be
+    reached (a :class:`TaskError` other than a failed subprocess: connecting to the scratch server) or a
+    storage that failed transiently.  Everything else — a checksum, decryption, pg_restore, row count,
+    a missing object — is a verdict: the backup is marked verify-failed.
+    """
+    if isinstance(exc, SetupError):
+        return True
+    if isinstance(exc, SetUnreadable):
+        return exc.transient
+    if isinstance(exc, StorageError):
+        return not exc.permanent
+    return isinstance(exc, TaskError) and not isinstance(exc, ProcessError)
 
 
 def verify_set(located: Located, settings: BackupSettings, source: Any, opts: VerifyOptions,
@@ -96,17 +120,37 @@ def verify_set(located: Located, settings: BackupSettings, source: Any, opts: Ve
             raise BackupError(f"unknown backup kind {m.kind!r}")
         report.ok = True
     except UpkeeperError as exc:
-        report.error = exc.message
+        report.error = exc.message + (f" ({exc.hint.removeprefix('Try: ')})" if exc.hint else "")
         report.failed_object = getattr(exc, "object_name", None)
+        report.inconclusive = is_inconclusive(exc)
     except Exception as exc:  # an unexpected failure is a failed verification, never a pass
         report.error = f"{type(exc).__name__}: {exc}"
     report.seconds = time.monotonic() - t0
-    if catalog is not None:
-        try:
-            catalog.mark_verified(m.id, report.ok, report.summary, report.restore_seconds)
-        except Exception as exc:
-            log.warning("could not record the verification of %s: %s", m.id, exc)
+    _record(report, catalog)
     return report
+
+
+def _record(report: VerifyReport, catalog: Catalog | None) -> None:
+    if catalog is None or report.inconclusive:  # a backup is judged only when it could be checked
+        return
+    try:
+        catalog.mark_verified(report.backup_id, report.ok, report.summary, report.restore_seconds)
+    except Exception as exc:
+        log.warning("could not record the verification of %s: %s", report.backup_id, exc)
+
+
+def verify_stored(storages: Sequence[Storage], target: str, database: str, backup_id: str, prefer: str | None,
+                  settings: BackupSettings, source: Any, opts: VerifyOptions,
+                  progress: Callable[[str], None] = lambda m: None, catalog: Catalog | None = None) -> VerifyReport:
+    """Find the set on the storages and verify it.  A manifest that is there but cannot be read fails the
+    verification (naming manifest.json); storages that could not be reached leave it inconclusive."""
+    try:
+        located = locate(storages, target, database, backup_id, prefer)
+    except SetUnreadable as exc:
+        report = VerifyReport(backup_id, error=exc.message, failed_object=MANIFEST, inconclusive=is_inconclusive(exc))
+        _record(report, catalog)
+        return report
+    return verify_set(located, settings, source, opts, progress=progress, catalog=catalog)
 
 
 class ManifestChanged(BackupError):

@@ -17,7 +17,7 @@ from upkeeper.backup.manifest import Manifest, safe_component
 from upkeeper.backup.prune import SeriesReport, clean_leftovers, index_sets, prune_series
 from upkeeper.backup.restore import Fetcher, fetch_pg_archive, locate, pg_restore, work_dir
 from upkeeper.backup.sets import close_storages, open_storages
-from upkeeper.backup.verify import ManifestChanged, VerifyOptions, VerifyReport, verify_set
+from upkeeper.backup.verify import ManifestChanged, VerifyOptions, VerifyReport, verify_stored
 from upkeeper.cli._app import app, console, err_console, print_json, state
 from upkeeper.config.backup import REDIS_RETENTION, RetentionPolicy
 from upkeeper.config.loader import find_config, load_config
@@ -170,7 +170,8 @@ def verify_cmd(
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
 ) -> None:
     """Verify backups: sizes and SHA-256, decrypt, decompress, restore into a scratch database, compare row
-    counts.  Exit code 1 when any verification fails."""
+    counts.  Exit code 1 when any verification fails or could not run (a scratch server, tool or key
+    missing: such a backup keeps its status and is tried again by --unverified)."""
     config = _env.config()
     catalog = _catalog()
     if backup_id:
@@ -195,18 +196,19 @@ def verify_cmd(
     reports: list[VerifyReport] = []
     try:
         for r in rows:
-            located = locate(storages, r.target, r.database, r.id, storage)
             source = _target_for(config, r.target) if r.kind == "postgres" else None
             with console.status(f"verifying {r.id}…") as st:
 
                 def progress(msg: str, st: Any = st, bid: str = r.id) -> None:
                     st.update(f"{bid}: {msg}")
 
-                rep = verify_set(located, config.backup, source, opts, progress=progress, catalog=catalog)
+                rep = verify_stored(storages, r.target, r.database, r.id, storage, config.backup, source, opts,
+                                    progress=progress, catalog=catalog)
             reports.append(rep)
             if not as_json:
-                console.print(("[green]ok[/green] " if rep.ok else "[bold red]FAILED[/bold red] ") + rep.summary,
-                              markup=True, highlight=False)
+                label = ("[green]ok[/green] " if rep.ok else "[bold yellow]NOT CHECKED[/bold yellow] "
+                         if rep.inconclusive else "[bold red]FAILED[/bold red] ")
+                console.print(label + rep.summary, markup=True, highlight=False)
     finally:
         close_storages(storages)
     if as_json:

@@ -29,6 +29,10 @@ def _watch_parent(parent: int) -> None:
                 os._exit(137)
 
 
+def _on_term(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
 def warm(modules: list[str], history_url: str | None) -> None:
     """Import the task modules of the runs to come (and the libraries they load lazily), open history.
 
@@ -60,6 +64,9 @@ def main(argv: list[str]) -> int:
         return 1
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True, name="parent-watch").start()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we stop
+    # The pool SIGTERMs the group on a timeout and SIGKILLs it after a grace: unwind the task in that
+    # grace, so its cleanup runs (a verify's scratch database is dropped, temp files go).
+    signal.signal(signal.SIGTERM, _on_term)
 
     # Task modules are imported on demand when a request is unpickled (pickle imports the
     # task class's module), so a worker only pays for the task families it actually runs.

@@ -7,10 +7,10 @@ from typing import Literal
 from pydantic import Field
 
 from upkeeper.backup.catalog import COMPLETE, catalog_for
+from upkeeper.backup.manifest import id_time
 from upkeeper.backup.prune import index_sets
-from upkeeper.backup.restore import locate
 from upkeeper.backup.sets import close_storages, open_storages
-from upkeeper.backup.verify import VerifyOptions, VerifyReport, verify_set
+from upkeeper.backup.verify import VerifyOptions, VerifyReport, verify_stored
 from upkeeper.config.targets import PostgresTarget
 from upkeeper.core.task import Finding, Result, Severity, Status, Task, TaskContext, TaskOptions, task
 from upkeeper.errors import TaskError
@@ -75,6 +75,7 @@ class BackupVerify(Task[BackupVerifyOptions]):
             errors: list[str] = []
             index = index_sets(storages, ctx.target_name, None, errors)
             candidates: list[tuple[str, str, str]] = []  # (database, id, kind)
+            status = {r.id: r.status for r in catalog.list(target=ctx.target_name)} if catalog else {}
             for (_t, db), idx in index.items():
                 by_kind: dict[str, list[tuple[str, str]]] = {}
                 for bid, (kind, when, _w) in idx.complete.items():
@@ -86,8 +87,23 @@ class BackupVerify(Task[BackupVerifyOptions]):
                     elif options.scope == "id":
                         candidates += [(db, bid, kind) for _w, bid in items if bid.startswith(options.backup_id or "")]
                     else:
-                        status = {r.id: r.status for r in catalog.list(target=ctx.target_name)} if catalog else {}
                         candidates += [(db, bid, kind) for _w, bid in items if status.get(bid, COMPLETE) == COMPLETE]
+                # a set whose manifest cannot be read is not skipped in silence: verifying it fails, naming
+                # manifest.json ('newest': when it is newer than every readable set of the database)
+                newest_ok = max((w for _k, w, _s in idx.complete.values()), default=None)
+                for bid in idx.unreadable:
+                    if bid in idx.complete:
+                        continue  # another storage has a readable copy (verified above)
+                    made = id_time(bid)
+                    if options.scope == "newest":
+                        # ids carry whole seconds: a set of the same second as the newest counts as newer
+                        wanted = newest_ok is None or made is None or made >= newest_ok.replace(microsecond=0)
+                    elif options.scope == "id":
+                        wanted = bid.startswith(options.backup_id or "")
+                    else:
+                        wanted = status.get(bid, COMPLETE) == COMPLETE
+                    if wanted:
+                        candidates.append((db, bid, "?"))
             if not candidates:
                 what = f"backup {options.backup_id}" if options.scope == "id" else "backups to verify"
                 if errors:
@@ -102,17 +118,23 @@ class BackupVerify(Task[BackupVerifyOptions]):
             reports: list[VerifyReport] = []
             findings: list[Finding] = []
             for db, bid, _kind in sorted(candidates):
-                located = locate(storages, ctx.target_name, db, bid, options.storage)
-                ctx.log.info("verifying %s (%s/%s) from %s", bid, ctx.target_name, db, located.storage.name)
-                rep = verify_set(located, config.backup, target, vopts,
-                                 progress=lambda msg: ctx.progress(msg, None), catalog=catalog)
+                ctx.log.info("verifying %s (%s/%s)", bid, ctx.target_name, db)
+                rep = verify_stored(storages, ctx.target_name, db, bid, options.storage, config.backup, target, vopts,
+                                    progress=lambda msg: ctx.progress(msg, None), catalog=catalog)
                 reports.append(rep)
+                subject = f"{db} {bid}" + (f" {rep.failed_object}" if rep.failed_object else "")
                 if rep.ok:
                     ctx.log.info("%s", rep.summary)
+                elif rep.inconclusive:
+                    ctx.log.error("%s", rep.summary)
+                    findings.append(Finding("backup.verify_not_run", Severity.CRITICAL, subject,
+                                            rep.error or "verification could not run",
+                                            "fix this host's setup (scratch server, tools, keys, storage access); "
+                                            "the backup keeps its status and is verified again next time",
+                                            data=rep.to_dict()))
                 else:
                     ctx.log.error("%s", rep.summary)
-                    findings.append(Finding("backup.verify_failed", Severity.CRITICAL,
-                                            f"{db} {bid}" + (f" {rep.failed_object}" if rep.failed_object else ""),
+                    findings.append(Finding("backup.verify_failed", Severity.CRITICAL, subject,
                                             rep.error or "verification failed",
                                             "do not rely on this backup; check the storage and the backup job's "
                                             "log, take a new backup", data=rep.to_dict()))
@@ -129,6 +151,8 @@ class BackupVerify(Task[BackupVerifyOptions]):
             if r.ok:
                 extra = f", restore {human_duration(r.restore_seconds)}" if r.restore_seconds is not None else ""
                 parts.append(f"{r.backup_id} verified{extra}")
+            elif r.inconclusive:
+                parts.append(f"{r.backup_id} NOT CHECKED: {r.error}")
             else:
                 parts.append(f"{r.backup_id} FAILED: {r.error}")
         return Result(summary="; ".join(parts), findings=findings, metrics=metrics,
