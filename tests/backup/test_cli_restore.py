@@ -1,12 +1,22 @@
-"""'backups restore': a NEW database by default; overwriting a non-empty one needs --force plus --yes
-(or a confirmation), and names the database first.  Also directory format and passphrase encryption."""
+"""'backups restore': a NEW database by default; replacing an existing one (empty or not) needs --force plus
+--yes (or a confirmation), and names the database and what it holds first; the backup restores into a temporary
+database, so a failed or interrupted restore leaves the existing one as it was.  Bad --to paths and unknown
+list/prune values are usage errors.  Also directory format and passphrase encryption."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
+import psycopg
+import pytest
+
 from upkeeper.sandbox.postgres import PostgresCluster
+from upkeeper.sandbox.redis import RedisServer
+
+from .conftest import AgeKey, run_app_files_backup
 
 
 def _backup(cli: Any, cfg: Path) -> str:
@@ -31,13 +41,13 @@ def test_restore_defaults_to_a_new_database_and_guards_overwrites(
     assert new.startswith(f"{db}_restored_") and not r.json()["replaced"]
     assert _count(pg, new) == counts["users"]
     try:
-        # the source database is non-empty: refused without --force, naming it
+        # the source database exists: refused without --force, naming it and what it holds
         pg.execute("DELETE FROM reviews", db)
         r = cli(["--config", cfg, "backups", "restore", bid, "--database", db])
-        assert r.code == 2 and f"database '{db}'" in r.err and "not empty" in r.err
+        assert r.code == 2 and f"database '{db}'" in r.err and f"already exists ({len(counts)} tables" in _flat(r.err)
         # --force without --yes and without a terminal: refused, naming the database it would drop
         r = cli(["--config", cfg, "backups", "restore", bid, "--database", db, "--force"])
-        assert r.code == 2 and f"DROP database '{db}'" in r.err
+        assert r.code == 2 and f"DROP database '{db}'" in _flat(r.err)
         assert _count(pg, db, "reviews") == 0
         r = cli(["--config", cfg, "backups", "restore", bid, "--database", db, "--force", "--yes", "--json"])
         assert r.code == 0, r.output
@@ -73,3 +83,247 @@ def test_passphrase_encryption_round_trip(cli: Any, pg: PostgresCluster, app_db:
     # the passphrase never shows up in the run's record
     show = cli(["--config", cfg, "history", "db-backup", "--json"]).out
     assert "correct horse" not in show
+
+
+def _flat(text: str) -> str:
+    """An error as one line (the console wraps long ones)."""
+    return " ".join(text.split())
+
+
+def _scratch_databases(pg: PostgresCluster) -> list[str]:
+    """Temporary or set-aside databases a restore may have left behind."""
+    return sorted(r[0] for r in pg.execute(r"SELECT datname FROM pg_database WHERE datname LIKE '%\_upkeeper\_%'"))
+
+
+def _drop(pg: PostgresCluster, *names: str) -> None:
+    with pg.connect() as conn:
+        for n in names:
+            conn.execute(f'DROP DATABASE IF EXISTS "{n}" WITH (FORCE)')
+
+
+def test_an_existing_database_without_tables_is_replaced_only_with_force(
+        cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], backup_config: Any) -> None:
+    """Large objects, functions, types and schemas are data too: a database holding only those (or nothing at
+    all) is an existing database, replaced only with --force, and the refusal says what it holds."""
+    db, counts = app_db
+    cfg = backup_config(db)
+    bid = _backup(cli, cfg)
+    victim, empty = f"{db}_lo", f"{db}_empty"
+    pg.create_database(victim)
+    pg.create_database(empty)
+    try:
+        pg.execute("SELECT lo_from_bytea(0, 'scanned contract')", victim)
+        pg.execute("CREATE SCHEMA billing", victim)
+        pg.execute("CREATE TYPE billing.state AS ENUM ('open', 'paid')", victim)
+        pg.execute("CREATE FUNCTION billing.due() RETURNS int LANGUAGE sql AS 'SELECT 30'", victim)
+        r = cli(["--config", cfg, "backups", "restore", bid, "--database", victim])
+        assert r.code == 2, r.output
+        err = _flat(r.err)
+        assert f"database '{victim}' on " in err and "--force" in err, err
+        assert "already exists (1 large object, 1 function or procedure, 1 type, 1 schema besides public)" in err
+        assert pg.execute("SELECT count(*) FROM pg_largeobject_metadata", victim)[0][0] == 1
+        r = cli(["--config", cfg, "backups", "restore", bid, "--database", empty])
+        assert r.code == 2, r.output
+        assert f"database '{empty}' on " in _flat(r.err) and "already exists (no tables" in _flat(r.err), r.err
+        # confirmed, it is replaced, even while a session is connected to it (which is terminated)
+        with pg.connect(victim) as session:
+            r = cli(["--config", cfg, "backups", "restore", bid, "--database", victim, "--force", "--yes", "--json"])
+            with pytest.raises(psycopg.OperationalError, match="terminating connection"):
+                session.execute("SELECT 1")
+        assert r.code == 0, r.output
+        assert r.json()["replaced"] and r.json()["database"] == victim
+        assert _count(pg, victim) == counts["users"]
+        assert pg.execute("SELECT count(*) FROM pg_largeobject_metadata", victim)[0][0] == 0
+        assert _scratch_databases(pg) == []
+    finally:
+        _drop(pg, victim, empty)
+
+
+def _faulty_pg_restore(tmp_path: Path, pg: PostgresCluster, body: str) -> Path:
+    """A bin_dir with the real PostgreSQL tools, except a pg_restore that does what ``body`` says (``$REAL`` runs
+    the real one): fault injection around the real tool, for failures a healthy server will not produce on
+    demand."""
+    d = tmp_path / "faultbin"
+    d.mkdir()
+    for tool in pg.bin.iterdir():
+        if tool.name != "pg_restore":
+            (d / tool.name).symlink_to(tool)
+    w = d / "pg_restore"
+    w.write_text(f'#!/bin/sh\nREAL="{pg.bin}/pg_restore"\n{body}\n')
+    w.chmod(0o755)
+    return d
+
+
+def _mark(pg: PostgresCluster, db: str) -> None:
+    """Data written after the backup: only the original database has it."""
+    pg.execute("CREATE TABLE after_backup (note text); INSERT INTO after_backup VALUES ('only here')", db)
+
+
+def _marked(pg: PostgresCluster, db: str) -> bool:
+    return bool(pg.execute("SELECT count(*) = 1 FROM after_backup", db)[0][0])
+
+
+def test_a_failed_pg_restore_leaves_the_existing_database_untouched(
+        cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], backup_config: Any,
+        tmp_path: Path) -> None:
+    """--force replaces the database only after the backup restored: a pg_restore that fails (here: the real
+    one, then a full disk) costs neither the existing database nor a half-restored new one."""
+    db, counts = app_db
+    bin_dir = _faulty_pg_restore(tmp_path, pg, '"$REAL" "$@" || exit\n'
+                                 'echo "pg_restore: error: could not write to file: No space left on device" >&2\n'
+                                 'exit 1')
+    cfg = backup_config(db, target_extra={"bin_dir": str(bin_dir)})
+    bid = _backup(cli, cfg)
+    _mark(pg, db)
+    r = cli(["--config", cfg, "backups", "restore", bid, "--database", db, "--force", "--yes"])
+    assert r.code == 1, r.output
+    assert _marked(pg, db) and _count(pg, db) == counts["users"]
+    assert _scratch_databases(pg) == []
+    err = _flat(r.err)
+    assert "No space left on device" in err and f"database '{db}' on " in err and "was not changed" in err, err
+    assert "the temporary database" in err and "_upkeeper_restore_" in err and "was dropped" in err, err
+    # restoring into a new database: a failure leaves no half-restored database under that name either
+    new = f"{db}_new"
+    try:
+        r = cli(["--config", cfg, "backups", "restore", bid, "--database", new])
+        assert r.code == 1, r.output
+        assert pg.execute("SELECT count(*) FROM pg_database WHERE datname = %s", params=[new])[0][0] == 0
+        assert _scratch_databases(pg) == []
+        assert f"database '{new}' on " in _flat(r.err) and "was not created" in _flat(r.err), r.err
+    finally:
+        _drop(pg, new)
+
+
+def test_an_interrupted_restore_leaves_the_existing_database_untouched(
+        cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], backup_config: Any,
+        tmp_path: Path) -> None:
+    """Ctrl-C while pg_restore runs: the temporary database goes, the existing one stays as it was."""
+    db, counts = app_db
+    # the real pg_restore runs, then upkeeper (its parent) gets SIGINT as from Ctrl-C while it waits
+    bin_dir = _faulty_pg_restore(tmp_path, pg, '"$REAL" "$@" || exit\nkill -INT $PPID\nexec sleep 30')
+    cfg = backup_config(db, target_extra={"bin_dir": str(bin_dir)})
+    bid = _backup(cli, cfg)
+    _mark(pg, db)
+    # its own process: the SIGINT must not reach the test runner
+    res = subprocess.run([sys.executable, "-c", "from upkeeper.cli.main import main; main()", "--config", str(cfg),
+                          "backups", "restore", bid, "--database", db, "--force", "--yes"],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 130, res.stdout + res.stderr
+    assert _marked(pg, db) and _count(pg, db) == counts["users"]
+    assert _scratch_databases(pg) == []
+    assert f"database '{db}' on " in _flat(res.stderr) and "was not changed" in _flat(res.stderr), res.stderr
+
+
+def test_globals_errors_other_than_existing_roles_fail_the_restore(
+        cli: Any, make_config: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], backup_config: Any,
+        tmp_path: Path) -> None:
+    """--globals runs the roles SQL past errors, as roles that already exist are expected; any other error
+    (here: a user who may not create roles) fails the restore before any database is created."""
+    db, counts = app_db
+    cfg = backup_config(db, options={"globals": True})
+    bid = _backup(cli, cfg)
+    role, by_role, new = f"restorer_{db}", f"{db}_by_role", None
+    pg.execute(f'CREATE ROLE "{role}" LOGIN CREATEDB')
+    try:
+        as_role = make_config({"targets": {"db": {**pg.target(db), "user": role}},
+                               "storages": {"local1": {"kind": "local", "path": str(tmp_path / "store1"),
+                                                       "fsync": False}},
+                               "backup": yaml_backup(cfg)}, name="restorer.yaml")
+        r = cli(["--config", as_role, "backups", "restore", bid, "--database", by_role, "--globals"])
+        assert r.code == 1, r.output
+        assert pg.execute("SELECT count(*) FROM pg_database WHERE datname = %s", params=[by_role])[0][0] == 0
+        assert _scratch_databases(pg) == []
+        err = _flat(r.err)
+        assert "applying the backup's globals" in err and "permission denied to create role" in err, err
+        assert "without --globals" in err
+        # on the same server as a superuser: every role exists already, which is no error
+        r = cli(["--config", cfg, "backups", "restore", bid, "--globals", "--json"])
+        assert r.code == 0, r.output
+        new = r.json()["database"]
+        assert r.json()["globals_already_existed"] >= 1 and _count(pg, new) == counts["users"]
+    finally:
+        _drop(pg, by_role, *([new] if new else []))
+        pg.execute(f'DROP ROLE IF EXISTS "{role}"')
+
+
+def yaml_backup(cfg: Path) -> Any:
+    """The ``backup:`` section of a config written by the fixtures."""
+    from ruamel.yaml import YAML
+
+    return YAML(typ="safe").load(cfg.read_text())["backup"]
+
+
+def test_files_restore_to_a_file_is_a_usage_error(cli: Any, make_config: Any, tmp_path: Path, age_key: AgeKey
+                                                  ) -> None:
+    """--to a regular file for a files backup, with or without --force: an 'Error:' naming the path and what to
+    give instead (not an internal error), before anything is read or written."""
+    root = tmp_path / "app"
+    root.mkdir()
+    (root / "index.html").write_text("<h1>hi</h1>\n")
+    (root / ".env").write_text("SECRET=1\n")
+    cfg, run = run_app_files_backup(cli, make_config, age_key, tmp_path, root)
+    files_id = run["artifacts"][0]["id"]
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("keep me\n")
+    for extra in (["--force", "--yes"], []):
+        r = cli(["--config", cfg, "backups", "restore", files_id, "--to", a_file, *extra])
+        assert r.code == 2, r.output
+        err = _flat(r.err)
+        assert err.startswith("Error: ") and f"--to {a_file} is not a directory" in err and "Try:" in err, err
+        assert a_file.read_text() == "keep me\n"
+    r = cli(["--config", cfg, "backups", "restore", files_id, "--to", a_file / "sub"])
+    assert r.code == 2 and f"{a_file} is not a directory" in _flat(r.err), r.output
+
+
+def test_redis_restore_to_a_directory_is_a_usage_error(cli: Any, make_config: Any, tmp_path: Path, age_key: AgeKey,
+                                                       redis_clean: RedisServer) -> None:
+    """--to a directory for a Redis backup (which writes one RDB file), even with --force: an 'Error:' naming it
+    and suggesting a file in it (not an internal error)."""
+    redis_clean.client().set("k", "v")
+    rcfg = make_config({
+        "targets": {"cache": redis_clean.target()},
+        "storages": {"local1": {"kind": "local", "path": str(tmp_path / "rstore"), "fsync": False}},
+        "backup": {"encryption": {"recipients": [age_key.recipient], "identity_file": str(age_key.identity)}},
+        "jobs": {"cache-backup": {"task": "redis.backup", "target": "cache"}},
+    }, name="redis.yaml")
+    r = cli(["--config", rcfg, "run", "cache-backup", "--json"])
+    assert r.code == 0, r.output
+    redis_id = r.json()[0]["artifacts"][0]["id"]
+    a_dir = tmp_path / "redis-dir"
+    a_dir.mkdir()
+    for extra in (["--force", "--yes"], []):
+        r = cli(["--config", rcfg, "backups", "restore", redis_id, "--to", a_dir, *extra])
+        assert r.code == 2, r.output
+        err = _flat(r.err)
+        assert f"--to {a_dir} is a directory" in err and f"Try: --to {a_dir / 'dump.rdb'}" in err, err
+        assert list(a_dir.iterdir()) == []
+
+
+def test_list_rejects_unknown_status_and_kind(cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]],
+                                              backup_config: Any) -> None:
+    """A misspelt --status or --kind is a usage error listing the valid values, not an empty list (which reads
+    as 'no backups')."""
+    db, _ = app_db
+    cfg = backup_config(db)
+    _backup(cli, cfg)
+    r = cli(["--config", cfg, "backups", "list", "--status", "verifed"])
+    assert r.code == 2, r.output
+    assert "unknown --status 'verifed'" in _flat(r.err) and "complete, verified, verify-failed" in _flat(r.err)
+    r = cli(["--config", cfg, "backups", "list", "--kind", "postgresql", "--json"])
+    assert r.code == 2 and r.out == "", r.output
+    assert "unknown --kind 'postgresql'" in _flat(r.err) and "postgres, files, redis" in _flat(r.err)
+    assert len(cli(["--config", cfg, "backups", "list", "--kind", "postgres", "--status", "complete",
+                    "--json"]).json()) == 1
+
+
+def test_prune_rejects_an_unknown_target(cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]],
+                                         backup_config: Any) -> None:
+    """A --target neither the config nor the catalog knows is a usage error, not 'no backups on the storages'."""
+    db, _ = app_db
+    cfg = backup_config(db)
+    _backup(cli, cfg)
+    r = cli(["--config", cfg, "backups", "prune", "--target", "dbb", "--dry-run"])
+    assert r.code == 2, r.output
+    assert "no target 'dbb' in the config or the backup catalog" in _flat(r.err) and "(db)" in _flat(r.err)
+    r = cli(["--config", cfg, "backups", "prune", "--target", "db", "--dry-run", "--json"])
+    assert r.code == 0 and len(r.json()) == 1, r.output

@@ -6,6 +6,7 @@ import contextlib
 import glob
 import re
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -43,11 +44,43 @@ ORDER BY n.nspname, c.relname
 
 EXPORT_SNAPSHOT_SQL = "SELECT pg_export_snapshot()"
 
-DATABASE_NONEMPTY_SQL = """
-SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
-  AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%%'
-"""
+# What an existing database holds, for the message that names it before a restore may replace it (the
+# rule itself is simpler: any existing database is replaced only with --force).  Objects that belong to an
+# extension count as the extension; implicit types (a table's row type, array and multirange types) not at all.
+_NOT_SYSTEM = "{col} NOT IN ('pg_catalog', 'information_schema') AND {col} !~ '^pg_(toast|temp)'"
+_NOT_EXT = ("NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = '{cat}'::regclass AND d.objid = {oid} "
+            "AND d.deptype = 'e')")
+
+
+def _rel_count(kinds: str) -> str:
+    return (f"(SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            f"WHERE c.relkind IN ({kinds}) AND {_NOT_SYSTEM.format(col='n.nspname')} "
+            f"AND {_NOT_EXT.format(cat='pg_class', oid='c.oid')})")
+
+
+DATABASE_CONTENTS: tuple[tuple[str, str, str], ...] = (
+    # (singular, plural, expression)
+    ("table", "tables", _rel_count("'r', 'p'")),
+    ("view", "views", _rel_count("'v', 'm'")),
+    ("sequence", "sequences", _rel_count("'S'")),
+    ("foreign table", "foreign tables", _rel_count("'f'")),
+    ("large object", "large objects", "(SELECT count(*) FROM pg_largeobject_metadata)"),
+    ("function or procedure", "functions or procedures",
+     "(SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
+     f"WHERE {_NOT_SYSTEM.format(col='n.nspname')} AND {_NOT_EXT.format(cat='pg_proc', oid='p.oid')})"),
+    ("type", "types",
+     "(SELECT count(*) FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace "
+     f"WHERE {_NOT_SYSTEM.format(col='n.nspname')} AND {_NOT_EXT.format(cat='pg_type', oid='t.oid')} "
+     "AND t.typtype <> 'm' AND NOT EXISTS (SELECT 1 FROM pg_type e WHERE e.typarray = t.oid) "
+     "AND (t.typrelid = 0 OR (SELECT c.relkind FROM pg_class c WHERE c.oid = t.typrelid) = 'c'))"),
+    ("schema besides public", "schemas besides public",
+     "(SELECT count(*) FROM pg_namespace n WHERE n.nspname NOT IN ('public', 'information_schema') "
+     f"AND n.nspname !~ '^pg_' AND {_NOT_EXT.format(cat='pg_namespace', oid='n.oid')})"),
+    ("extension besides plpgsql", "extensions besides plpgsql",
+     "(SELECT count(*) FROM pg_extension WHERE extname <> 'plpgsql')"),
+    ("publication", "publications", "(SELECT count(*) FROM pg_publication)"),
+)
+DATABASE_CONTENTS_SQL = "SELECT " + ", ".join(expr for _s, _p, expr in DATABASE_CONTENTS)
 
 _VERSION_RE = re.compile(r"\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?")
 
@@ -161,10 +194,32 @@ def database_exists(conn: psycopg.Connection[Any], name: str) -> bool:
     return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is not None
 
 
-def database_nonempty(target: PostgresTarget, name: str) -> bool:
+def database_contents(target: PostgresTarget, name: str) -> str:
+    """What database ``name`` holds, e.g. "7 tables, 7 sequences, 1 large object" (or that it holds none of
+    the kinds looked for)."""
     with connect(target, name) as conn:
-        row = conn.execute(DATABASE_NONEMPTY_SQL).fetchone()
-        return bool(row and row[0])
+        row = conn.execute(DATABASE_CONTENTS_SQL).fetchone()
+    assert row is not None
+    parts = [f"{n} {one if n == 1 else many}" for (one, many, _e), n in zip(DATABASE_CONTENTS, row, strict=True) if n]
+    return ", ".join(parts) or "no tables, large objects, functions, types, schemas or extensions of its own"
+
+
+def rename_database(conn: psycopg.Connection[Any], old: str, new: str, *, evict: bool = False,
+                    attempts: int = 10) -> None:
+    """``ALTER DATABASE old RENAME TO new``.  Renaming needs every other session to have left ``old``: with
+    ``evict`` they are terminated first, and again when one reconnected in between (``attempts`` times)."""
+    stmt = sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(old), sql.Identifier(new))
+    for attempt in range(1, attempts + 1):
+        if evict:
+            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                         "WHERE datname = %s AND pid <> pg_backend_pid()", (old,))
+        try:
+            conn.execute(stmt)
+            return
+        except psycopg.errors.ObjectInUse:
+            if not evict or attempt == attempts:
+                raise
+            time.sleep(0.2)
 
 
 def admin_db(target: PostgresTarget, avoid: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -92,6 +93,11 @@ def list_cmd(
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
 ) -> None:
     """Complete backups in the catalog, newest first.  Incomplete sets are never listed."""
+    if kind is not None and kind not in KIND_TASK:
+        raise UsageError(f"unknown --kind {kind!r}", f"Try: one of {', '.join(KIND_TASK)}")
+    for s in status:
+        if s not in STATUSES:
+            raise UsageError(f"unknown --status {s!r}", f"Try: one of {', '.join(STATUSES)}")
     config = _env.config()
     rows = _catalog().list(target=target, database=database, kind=kind, statuses=status or None, limit=limit)
     if as_json:
@@ -216,8 +222,17 @@ def verify_cmd(
     raise typer.Exit(0 if all(r.ok for r in reports) else 1)
 
 
+PG_NAME_MAX = 63  # bytes: PostgreSQL truncates longer identifiers (NAMEDATALEN - 1)
+
+
+def _fit(base: str, suffix: str) -> str:
+    """``base + suffix`` within PostgreSQL's identifier length, shortening ``base`` (never mid-character)."""
+    room = PG_NAME_MAX - len(suffix.encode())
+    return base.encode()[:room].decode("utf-8", "ignore") + suffix
+
+
 def _default_restore_name(database: str, when: datetime) -> str:
-    return f"{database}_restored_{when:%Y%m%d%H%M}"
+    return _fit(database, f"_restored_{when:%Y%m%d%H%M}")
 
 
 @backups_app.command("restore")
@@ -229,18 +244,24 @@ def restore_cmd(
                                       "backed-up one)"),
     to: Path | None = typer.Option(None, "--to", help="files/redis backups: directory (files) or file (RDB) to "
                                    "write"),
-    force: bool = typer.Option(False, "--force", help="allow overwriting an existing non-empty database or "
-                               "directory"),
+    force: bool = typer.Option(False, "--force", help="allow replacing an existing database (empty or not), "
+                               "extracting into a non-empty directory, or overwriting an RDB file"),
     yes: bool = typer.Option(False, "--yes", "-y", help="do not ask for confirmation (with --force)"),
     storage: str | None = typer.Option(None, "--storage", help="read from this storage"),
     jobs: int = typer.Option(2, "--jobs", "-j", min=1, max=64, help="pg_restore parallel jobs"),
-    globals_: bool = typer.Option(False, "--globals", help="also apply the backup's roles/tablespaces SQL first"),
+    globals_: bool = typer.Option(False, "--globals", help="also apply the backup's roles/tablespaces SQL first "
+                                  "(roles that already exist are skipped; any other error fails the restore)"),
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
 ) -> None:
-    """Restore a backup — into a NEW database by default.  Overwriting an existing non-empty database needs
-    --force and a confirmation (or --yes)."""
+    """Restore a backup — into a NEW database by default.  Replacing an existing database (even an empty one)
+    needs --force and a confirmation (or --yes).  The backup is restored into a temporary database first; the
+    existing one is replaced only once that succeeded, and stays untouched when it fails."""
     config = _env.config()
     row = _one(_catalog(), backup_id)
+    if row.kind == "files":
+        _check_files_destination(to, force)
+    elif row.kind == "redis":
+        _check_redis_destination(to, force)
     storages = open_storages(config, [storage] if storage else None)
     try:
         located = locate(storages, row.target, row.database, row.id, storage)
@@ -251,9 +272,11 @@ def restore_cmd(
         if row.kind == "postgres":
             result = _restore_postgres(config, row, fetcher, database, target, force, yes, jobs, globals_)
         elif row.kind == "files":
-            result = _restore_files(fetcher, row, to, force)
+            assert to is not None
+            result = _restore_files(fetcher, row, to)
         elif row.kind == "redis":
-            result = _restore_redis(fetcher, row, to, force)
+            assert to is not None
+            result = _restore_redis(fetcher, row, to)
         else:
             raise BackupError(f"cannot restore backups of kind {row.kind!r}")
     finally:
@@ -263,81 +286,231 @@ def restore_cmd(
         print_json({"backup": row.id, **result})
     else:
         console.print(f"[green]restored[/green] {row.id} → {result['destination']}")
+        if result.get("warning"):
+            err_console.print(f"[warn]warning[/warn] {result['warning']}", highlight=False)
 
 
 def _restore_postgres(config: Config, row: BackupRow, fetcher: Fetcher, database: str | None, target_name: str | None,
                       force: bool, yes: bool, jobs: int, apply_globals: bool) -> dict[str, Any]:
+    """Restore into a temporary database ``<db>_upkeeper_restore_<token>`` on the same server, then rename it
+    into place.  An existing database is renamed aside first and dropped only after the new one took its name;
+    until then every failure (pg_restore, a lost connection, Ctrl-C) drops the temporary database and leaves
+    the existing one as it was."""
     tgt = _target_for(config, target_name or row.target)
     if not isinstance(tgt, PostgresTarget):
         raise UsageError(f"target {target_name or row.target!r} is not a postgres target")
     name = database or _default_restore_name(row.database, datetime.now(UTC))
+    if len(name.encode()) > PG_NAME_MAX:
+        raise UsageError(f"database name {name!r} is longer than PostgreSQL's {PG_NAME_MAX} bytes",
+                         "Try: a shorter --database name")
+    server = tgt.display().rsplit("/", 1)[0]
+    where = f"database {name!r} on {server}"
     admin = pg.admin_db(tgt, name)
     with pg.connect(tgt, admin) as conn:
         exists = pg.database_exists(conn, name)
-    if exists and pg.database_nonempty(tgt, name):
+    if exists:
+        # any existing database, however empty it looks: large objects, functions, types, schemas and
+        # extensions hold data too, and a database can be in use before it holds anything
+        try:
+            holds = pg.database_contents(tgt, name)
+        except UpkeeperError as exc:
+            holds = f"cannot look inside: {exc.message}"
         if not force:
-            raise UsageError(f"database {name!r} on {tgt.display()} exists and is not empty",
-                             "Try: restore into a new database (omit --database), or add --force to replace it")
+            raise UsageError(f"{where} already exists ({holds})",
+                             "Try: restore into a new database (omit --database, or name a new one), or add --force "
+                             "to replace it")
         if not yes:
             if not sys.stdin.isatty():
-                raise UsageError(f"--force would DROP database {name!r} on {tgt.display()}; confirm with --yes")
-            err_console.print(f"This DROPS database [bold]{name}[/bold] on {tgt.display()} and replaces it with "
-                              f"backup {row.id}.")
+                raise UsageError(f"--force would DROP {where} ({holds}) and replace it with backup {row.id}; "
+                                 "confirm with --yes")
+            err_console.print(f"This DROPS database [bold]{name}[/bold] on {server} ({holds}) and replaces it "
+                              f"with backup {row.id} (once the backup has been restored into a temporary database).",
+                              highlight=False)
             if not typer.confirm(f"Replace database {name!r}?", default=False):
                 raise typer.Exit(1)
+    token = secrets.token_hex(4)
+    temp = _fit(name, f"_upkeeper_restore_{token}")
+    aside = _fit(name, f"_upkeeper_old_{token}")
+    result: dict[str, Any] = {"destination": f"{server}/{name}", "database": name, "replaced": exists}
     with work_dir(config.backup, "upkeeper-restore-") as tmp:
         with console.status(f"fetching {row.id}…"):
             archive = fetch_pg_archive(fetcher, tmp)
+        unchanged = f"{where} was not changed" if exists else f"{where} was not created"
         if apply_globals and archive.globals_sql:
-            from upkeeper.core import proc
-
-            res = proc.run([pg.tool(tgt, "psql"), "--no-password", "-X", "-q", "-v", "ON_ERROR_STOP=0", "-f", "-"],
-                           input=archive.globals_sql, extra_env=tgt.libpq_env(tgt.dbname), check=False)
-            if res.returncode != 0:
-                raise BackupError(f"applying globals failed: {res.stderr.strip()[-300:]}")
+            result["globals_already_existed"] = _apply_globals(tgt, archive.globals_sql, unchanged)
         try:
             with pg.connect(tgt, admin) as conn:
-                if exists:
-                    pg.drop_database(conn, name)
-                pg.create_database(conn, name)
+                pg.create_database(conn, temp)
         except psycopg.Error as exc:
-            raise BackupError(f"cannot {'replace' if exists else 'create'} database {name!r}: {pg.pg_error(exc)}"
-                              ) from None
-        with console.status(f"restoring into {name}…"):
-            seconds = pg_restore(tgt, archive, name, jobs=jobs, no_owner=not apply_globals)
-    return {"destination": f"{tgt.display().rsplit('/', 1)[0]}/{name}", "database": name,
-            "restore_seconds": round(seconds, 3), "replaced": exists}
+            raise BackupError(f"cannot create the temporary database {temp!r} on {server}: {pg.pg_error(exc)}; "
+                              f"{unchanged}") from None
+        try:
+            with console.status(f"restoring into {temp}…"):
+                seconds = pg_restore(tgt, archive, temp, jobs=jobs, no_owner=not apply_globals)
+            result["warning"] = _swap_in(tgt, admin, temp, name, aside if exists else None)
+        except _SwapIncomplete:
+            raise
+        except BaseException as exc:
+            dropped = _drop_quietly(tgt, admin, temp)
+            leftover = (f"the temporary database {temp!r} was dropped" if dropped is None else
+                        f"the temporary database {temp!r} could not be dropped ({dropped}): drop it with "
+                        f"DROP DATABASE \"{temp}\"")
+            if isinstance(exc, UpkeeperError):
+                raise BackupError(f"restore of backup {row.id} failed: {exc.message}; {unchanged}, {leftover}",
+                                  exc.hint) from None
+            if isinstance(exc, psycopg.Error):
+                raise BackupError(f"restore of backup {row.id} failed: {pg.pg_error(exc)}; {unchanged}, "
+                                  f"{leftover}") from None
+            err_console.print(f"restore of backup {row.id} stopped: {unchanged}, {leftover}", highlight=False)
+            raise
+    if result["warning"] is None:
+        del result["warning"]
+    result["restore_seconds"] = round(seconds, 3)
+    return result
 
 
-def _restore_files(fetcher: Fetcher, row: BackupRow, to: Path | None, force: bool) -> dict[str, Any]:
+class _SwapIncomplete(BackupError):
+    """The swap stopped half-way where no cleanup may follow: the message says where each database is now."""
+
+
+def _swap_in(tgt: PostgresTarget, admin: str, temp: str, name: str, aside: str | None) -> str | None:
+    """Rename the restored ``temp`` to ``name``; an existing ``name`` is renamed to ``aside`` first (its sessions
+    terminated) and dropped last.  Returns a warning when that final drop failed (the restore stands)."""
+    server = tgt.display().rsplit("/", 1)[0]
+    with pg.connect(tgt, admin) as conn:
+        if aside is None:
+            pg.rename_database(conn, temp, name)
+            return None
+        pg.rename_database(conn, name, aside, evict=True)
+        try:
+            pg.rename_database(conn, temp, name)
+        except BaseException as exc:
+            try:
+                pg.rename_database(conn, aside, name, evict=True)
+            except BaseException as undo:
+                cause = pg.pg_error(exc) if isinstance(exc, psycopg.Error) else type(exc).__name__
+                raise _SwapIncomplete(
+                    f"renaming the restored database {temp!r} to {name!r} on {server} failed ({cause}), and so did "
+                    f"renaming the original back ({pg.pg_error(undo)}): the original database is now named "
+                    f"{aside!r}, the restored one {temp!r}",
+                    f'Try: ALTER DATABASE "{aside}" RENAME TO "{name}" to put the original back') from None
+            raise
+        # from here on the restore stands: a failure only leaves the old database behind under its new name
+        try:
+            pg.drop_database(conn, aside)
+        except psycopg.Error as exc:
+            return (f"the replaced database was kept as {aside!r} on {server}: dropping it failed: "
+                    f"{pg.pg_error(exc)}; drop it with DROP DATABASE \"{aside}\"")
+        except BaseException:
+            raise _SwapIncomplete(f"backup restored into {name!r} on {server}, but stopped while dropping the "
+                                  f"replaced database, which is still there as {aside!r}",
+                                  f'Try: DROP DATABASE "{aside}" once you no longer need it') from None
+    return None
+
+
+def _drop_quietly(tgt: PostgresTarget, admin: str, name: str) -> str | None:
+    """Drop ``name``; the reason when that failed, else None."""
+    try:
+        with pg.connect(tgt, admin) as conn:
+            pg.drop_database(conn, name)
+    except UpkeeperError as exc:
+        return exc.message
+    except psycopg.Error as exc:
+        return pg.pg_error(exc)
+    return None
+
+
+def _apply_globals(tgt: PostgresTarget, globals_sql: bytes, unchanged: str) -> int:
+    """Run the backup's roles/tablespaces SQL with psql.  Statements go on past errors (``ON_ERROR_STOP=0``)
+    because roles that already exist are expected; any other error fails the restore before any database
+    is created.  Returns how many objects already existed."""
+    from upkeeper.core import proc
+
+    res = proc.run([pg.tool(tgt, "psql"), "--no-password", "-X", "-q", "-v", "ON_ERROR_STOP=0", "-f", "-"],
+                   input=globals_sql, extra_env=tgt.libpq_env(tgt.dbname), check=False)
+    errors = pg.stderr_errors(res.stderr)
+    existed = [ln for ln in errors if "already exists" in ln]
+    others = [ln for ln in errors if "already exists" not in ln]
+    if res.returncode != 0 or others:
+        what = (f"psql {proc.describe_exit(res.returncode)}" if res.returncode != 0 else
+                f"psql reported {len(others)} error(s)")
+        detail = "; ".join(others[:3]) or "\n".join(res.stderr.strip().splitlines()[-4:])
+        raise BackupError(f"applying the backup's globals (roles, tablespaces) failed: {what}"
+                          + (f": {detail}" if detail else "")
+                          + ("; its other statements ran, " if res.returncode == 0 else "; ") + unchanged,
+                          "Try: fix what the error names (e.g. create the tablespace's directory), or restore "
+                          "without --globals (objects then belong to the restoring user)")
+    return len(existed)
+
+
+def _check_files_destination(to: Path | None, force: bool) -> None:
+    if to is None:
+        raise UsageError("restoring a files backup needs --to DIR", "Try: --to a new or empty directory")
+    if to.exists() and not to.is_dir():
+        raise UsageError(f"--to {to} is not a directory (a files backup is extracted into a directory)",
+                         "Try: --to a new or empty directory")
+    if to.is_dir():
+        try:
+            nonempty = any(to.iterdir())
+        except OSError as exc:
+            raise UsageError(f"cannot read directory {to}: {exc.strerror}",
+                             "Try: a directory you can read and write") from None
+        if nonempty and not force:
+            raise UsageError(f"{to} exists and is not empty", "Try: a new directory, or --force to extract into it")
+        return
+    blocker = next((p for p in to.parents if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        raise UsageError(f"cannot create directory {to}: {blocker} is not a directory",
+                         "Try: --to a path under an existing directory")
+
+
+def _check_redis_destination(to: Path | None, force: bool) -> None:
+    if to is None:
+        raise UsageError("restoring a Redis backup needs --to FILE (the RDB to place in Redis' dir)")
+    if to.is_dir():
+        raise UsageError(f"--to {to} is a directory; a Redis restore writes one RDB file",
+                         f"Try: --to {to / 'dump.rdb'}")
+    if to.exists() and not force:
+        raise UsageError(f"{to} exists", "Try: another path, or --force to overwrite it")
+    blocker = next((p for p in to.parents if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        raise UsageError(f"cannot write {to}: {blocker} is not a directory",
+                         "Try: --to a path under an existing directory")
+
+
+def _restore_files(fetcher: Fetcher, row: BackupRow, to: Path) -> dict[str, Any]:
     import tarfile
 
-    if to is None:
-        raise UsageError("restoring a files backup needs --to DIR")
-    if to.exists() and any(to.iterdir()) and not force:
-        raise UsageError(f"{to} exists and is not empty", "Try: a new directory, or --force to extract into it")
-    to.mkdir(parents=True, exist_ok=True)
+    try:
+        to.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot create directory {to}: {exc.strerror}",
+                         "Try: --to a directory you can write to") from None
     n = 0
     with work_dir(fetcher.settings, "upkeeper-restore-") as tmp:
         for rec in fetcher.located.manifest.objects:
             tar_path = tmp / "a.tar"
             fetcher.to_file(rec, tar_path)
-            with tarfile.open(tar_path, "r:") as tf:
-                tf.extractall(to, filter="tar")
-                n += len(tf.getmembers())
+            try:
+                with tarfile.open(tar_path, "r:") as tf:
+                    tf.extractall(to, filter="tar")
+                    n += len(tf.getmembers())
+            except OSError as exc:
+                raise BackupError(f"extracting {rec.name} into {to} failed: {exc}",
+                                  "Try: check the directory's permissions and free space") from None
             tar_path.unlink()
     return {"destination": str(to), "entries": n}
 
 
-def _restore_redis(fetcher: Fetcher, row: BackupRow, to: Path | None, force: bool) -> dict[str, Any]:
-    if to is None:
-        raise UsageError("restoring a Redis backup needs --to FILE (the RDB to place in Redis' dir)")
-    if to.exists() and not force:
-        raise UsageError(f"{to} exists", "Try: another path, or --force to overwrite it")
+def _restore_redis(fetcher: Fetcher, row: BackupRow, to: Path) -> dict[str, Any]:
     rec = next((o for o in fetcher.located.manifest.objects if o.role == "rdb"), None)
     if rec is None:
         raise BackupError(f"backup {row.id} has no RDB object")
-    size = fetcher.to_file(rec, to)
+    try:
+        size = fetcher.to_file(rec, to)
+    except OSError as exc:
+        raise BackupError(f"cannot write {to}: {exc.strerror or exc}",
+                          "Try: a path you can write to, with free space") from None
     return {"destination": str(to), "bytes": size}
 
 
@@ -408,6 +581,10 @@ def prune_cmd(
     """Apply retention (GFS, restic's semantics) to every series on the storages and delete incomplete leftovers.
     Prints every backup with the reasons it is kept."""
     setup = state.setup()
+    if target is not None and target not in setup.config.targets and not _catalog().list(target=target, limit=1):
+        raise UsageError(f"no target {target!r} in the config or the backup catalog",
+                         f"Try: a configured target ({', '.join(sorted(setup.config.targets)) or 'none'}), or "
+                         "'upkeeper backups sync' first if the storages hold backups the catalog does not know yet")
     storages = open_storages(setup.config, None)
     try:
         reports = run_prune(setup, storages, _catalog(), target=target, dry_run=dry_run)
