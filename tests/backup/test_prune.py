@@ -3,32 +3,47 @@ and 'backups sync' rebuilding the catalog from manifests alone."""
 
 from __future__ import annotations
 
+import json
 import os
+import pwd
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from services import sftp_storage_config
+from upkeeper.backup.catalog import Catalog
 from upkeeper.backup.manifest import Manifest, new_backup_id, write_manifest
 from upkeeper.backup.pipeline import ObjectRecord
 from upkeeper.config.storage import LocalStorageConfig
+from upkeeper.core.history import History
+from upkeeper.sandbox.sshd import SshServer
+from upkeeper.storage import Storage, open_storage
 from upkeeper.storage.base import put_bytes
 from upkeeper.storage.local import LocalStorage
 
 
-def fabricate(store: Path, when: datetime, *, database: str = "app", kind: str = "postgres",
-              complete: bool = True, target: str = "db") -> str:
-    """A small but real set on local storage: one object, then (optionally) its manifest."""
-    s = LocalStorage("local1", LocalStorageConfig(path=str(store), fsync=False))
-    bid = new_backup_id(when)
+def put_set(s: Storage, when: datetime, *, database: str = "app", kind: str = "postgres", complete: bool = True,
+            target: str = "db") -> Manifest:
+    """A small but real set on any storage: one object, then (optionally) its manifest."""
     rec = ObjectRecord(name="data.zst", size=5, sha256="0" * 64, raw_size=5)
-    m = Manifest(id=bid, kind=kind, target=target, database=database, started_at=when, finished_at=when,
-                 objects=[rec])
+    m = Manifest(id=new_backup_id(when), kind=kind, target=target, database=database, started_at=when,
+                 finished_at=when, objects=[rec])
     put_bytes(s, m.prefix + "data.zst", b"hello")
     if complete:
         write_manifest([s], m)
+    return m
+
+
+def fabricate(store: Path, when: datetime, *, database: str = "app", kind: str = "postgres",
+              complete: bool = True, target: str = "db") -> str:
+    """A small but real set on local storage, its files dated ``when``."""
+    s = LocalStorage("local1", LocalStorageConfig(path=str(store), fsync=False))
+    m = put_set(s, when, database=database, kind=kind, complete=complete, target=target)
     for f in (store / m.prefix).iterdir():  # written then, as a real set would have been
         os.utime(f, (when.timestamp(), when.timestamp()))
-    return bid
+    return m.id
 
 
 def _config(make_config: Any, store: Path, retention: dict[str, Any] | None = None) -> Path:
@@ -108,11 +123,173 @@ def test_sync_rebuilds_catalog_from_manifests_alone(cli: Any, make_config: Any, 
     assert {x["id"] for x in cli(["--config", cfg, "backups", "list", "--json"]).json()} == ids - {gone}
 
 
+@contextmanager
+def catalog_of(tmp_path: Path) -> Iterator[Catalog]:
+    """The catalog in the history database the test configs use (make_config: tmp_path/history.db)."""
+    h = History(f"sqlite:///{tmp_path / 'history.db'}")
+    try:
+        yield Catalog(h)
+    finally:
+        h.close()
+
+
+def catalog_rows(cli: Any, cfg: Path) -> dict[str, dict[str, Any]]:
+    """Every row as 'backups list --json' shows it: status, verification, restore time, storages, manifest hash."""
+    r = cli(["--config", cfg, "backups", "list", "--json"])
+    assert r.code == 0, r.output
+    return {x["id"]: x for x in r.json()}
+
+
+def sync(cli: Any, cfg: Path, *extra: str) -> tuple[int, dict[str, Any]]:
+    r = cli(["--config", cfg, "backups", "sync", "--json", *extra])
+    return r.code, r.json()
+
+
+def test_sync_keeps_the_rows_of_a_storage_that_is_not_there(cli: Any, make_config: Any, tmp_path: Path) -> None:
+    """An unmounted disk or a wrong path is not "every backup is gone": sync says it cannot list the storage,
+    exits 1 and leaves its rows as they were — status, verification, restore time and the manifest's SHA-256 — so
+    they are all still there when the storage is back (no remove-then-re-add as merely 'complete')."""
+    store = tmp_path / "store"
+    now = datetime.now(UTC)
+    ids = [fabricate(store, now - timedelta(days=d)) for d in range(2)]
+    cfg = _config(make_config, store)
+    assert sync(cli, cfg)[1]["added"] == 2
+    with catalog_of(tmp_path) as cat:
+        cat.mark_verified(ids[0], True, "restored 1 table, row counts match", 12.5)
+        cat.mark_verified(ids[1], False, "row counts differ", None)
+    before = catalog_rows(cli, cfg)
+    assert before[ids[0]]["status"] == "verified" and before[ids[0]]["manifest_sha256"]
+
+    away = tmp_path / "store.away"
+    store.rename(away)
+    code, res = sync(cli, cfg)
+    assert code == 1, res
+    assert res["errors"] == [f"local1: local:{store}: the storage directory does not exist"]
+    assert (res["added"], res["updated"], res["removed"], res["kept"]) == (0, 0, 0, 2)
+    assert catalog_rows(cli, cfg) == before
+    r = cli(["--config", cfg, "backups", "sync"])  # the human output names the storage and the way out
+    err = " ".join(r.err.split())
+    assert r.code == 1 and f"local1: local:{store}: the storage directory does not exist" in err, r.output
+    assert "mount the volume" in err and "2 left as they were" in " ".join(r.out.split()), r.output
+
+    # while it was away, someone edited a manifest: the hash recorded when it was written still stands
+    mpath = away / "db" / "app" / ids[0] / "manifest.json"
+    mpath.write_bytes(mpath.read_bytes() + b" ")
+    away.rename(store)
+    code, res = sync(cli, cfg)
+    assert code == 0, res
+    assert (res["added"], res["updated"], res["removed"], res["kept"], res["errors"]) == (0, 2, 0, 0, [])
+    assert catalog_rows(cli, cfg) == before
+
+
+def test_sync_keeps_the_rows_of_a_storage_that_lists_nothing_unless_forced(cli: Any, make_config: Any,
+                                                                           tmp_path: Path) -> None:
+    """A mount point without its disk is an empty directory: a storage that lists no backups at all while the
+    catalog has some there keeps its rows (exit 1, saying why) until --force says they really are gone."""
+    store = tmp_path / "store"
+    now = datetime.now(UTC)
+    ids = [fabricate(store, now - timedelta(days=d)) for d in range(2)]
+    cfg = _config(make_config, store)
+    assert sync(cli, cfg)[1]["added"] == 2
+    with catalog_of(tmp_path) as cat:
+        cat.mark_verified(ids[0], True, "ok", 3.0)
+    before = catalog_rows(cli, cfg)
+    store.rename(tmp_path / "store.away")
+    store.mkdir()
+    code, res = sync(cli, cfg)
+    assert code == 1, res
+    [err] = res["errors"]
+    assert err.startswith("local1: lists no backups, but the catalog has 2 there; their rows are kept"), err
+    assert "'upkeeper backups sync --force'" in err
+    assert (res["removed"], res["kept"]) == (0, 2)
+    assert catalog_rows(cli, cfg) == before
+
+    code, res = sync(cli, cfg, "--force")
+    assert code == 0 and (res["removed"], res["kept"], res["errors"]) == (2, 0, []), res
+    assert catalog_rows(cli, cfg) == {}
+
+
+def test_sync_keeps_the_rows_of_an_sftp_storage_it_cannot_list(cli: Any, make_config: Any, tmp_path: Path,
+                                                                sftp_server: SshServer) -> None:
+    """The same over SFTP: the storage's directory gone (a volume not mounted on the server), then a directory the
+    SSH user may not read — exit 1 naming it, every row kept with its verification."""
+    config = sftp_storage_config(sftp_server)
+    storage = open_storage("vault", config)
+    try:
+        now = datetime.now(UTC)
+        ids = [put_set(storage, now - timedelta(days=d)).id for d in range(2)]
+        where = storage.describe()
+    finally:
+        storage.close()
+    cfg = make_config({"storages": {"vault": config.model_dump(mode="json", exclude_none=True)}})
+    assert sync(cli, cfg)[1]["added"] == 2
+    with catalog_of(tmp_path) as cat:
+        cat.mark_verified(ids[1], True, "ok", 4.0)
+    before = catalog_rows(cli, cfg)
+    assert all(r["storages"] == ["vault"] for r in before.values())
+
+    root = Path(config.path)  # the server runs on this machine: take its directory away on its disk
+    root.rename(root.with_name(root.name + ".away"))
+    try:
+        code, res = sync(cli, cfg)
+    finally:
+        root.with_name(root.name + ".away").rename(root)
+    assert code == 1, res
+    assert res["errors"] == [f"vault: {where}: the storage directory does not exist"]
+    assert (res["removed"], res["kept"]) == (0, 2)
+    assert catalog_rows(cli, cfg) == before
+
+    if pwd.getpwnam(sftp_server.user).pw_uid != 0:  # root would read it anyway
+        locked = root / "db" / "app"
+        locked.chmod(0)
+        try:
+            code, res = sync(cli, cfg)
+        finally:
+            locked.chmod(0o755)
+        assert code == 1, res
+        assert res["errors"] == [f"vault: cannot list {sftp_server.user}@127.0.0.1:{locked}: permission denied"]
+        assert (res["removed"], res["kept"]) == (0, 2)
+        assert catalog_rows(cli, cfg) == before
+
+    code, res = sync(cli, cfg)
+    assert code == 0 and (res["updated"], res["removed"], res["errors"]) == (2, 0, []), res
+    assert catalog_rows(cli, cfg) == before
+
+
+def test_sync_records_every_readable_set_and_names_each_unreadable_manifest(cli: Any, make_config: Any,
+                                                                            tmp_path: Path) -> None:
+    """One corrupt manifest must not stop the rebuild: every readable set is recorded, each unreadable manifest is
+    named (storage and path), exit 1 — and a row the catalog has for an unreadable set stays as it was."""
+    store = tmp_path / "store"
+    now = datetime.now(UTC)
+    known_bad, known_good = fabricate(store, now - timedelta(days=4)), fabricate(store, now - timedelta(days=3))
+    cfg = _config(make_config, store)
+    assert sync(cli, cfg)[1]["added"] == 2
+    with catalog_of(tmp_path) as cat:
+        cat.mark_verified(known_bad, True, "ok", 2.0)
+    before = catalog_rows(cli, cfg)
+    new_good, new_bad = fabricate(store, now - timedelta(days=2)), fabricate(store, now - timedelta(days=1))
+    (store / "db" / "app" / known_bad / "manifest.json").write_bytes(b'{"id": "truncated')
+    (store / "db" / "app" / new_bad / "manifest.json").write_text(json.dumps({"id": new_bad}))
+
+    code, res = sync(cli, cfg)
+    assert code == 1, res
+    assert (res["added"], res["updated"], res["removed"], res["kept"]) == (1, 1, 0, 1)
+    assert sorted(res["errors"]) == [
+        f"local1: db/app/{known_bad}/manifest.json: not valid JSON (Unterminated string starting at: line 1 "
+        "column 8 (char 7))",
+        f"local1: db/app/{new_bad}/manifest.json: malformed manifest: 'kind'",
+    ]
+    rows = catalog_rows(cli, cfg)
+    assert set(rows) == {known_bad, known_good, new_good}
+    assert rows[known_bad] == before[known_bad]  # verified, with its recorded manifest hash
+    r = cli(["--config", cfg, "backups", "sync"])
+    err = " ".join(r.err.split())
+    assert r.code == 1 and f"local1: db/app/{new_bad}/manifest.json: malformed manifest" in err, r.output
+
+
 def test_newest_verified_backup_survives_retention(cli: Any, make_config: Any, tmp_path: Path) -> None:
     """Failed verifications of newer backups must not cost the last copy known to restore."""
-    from upkeeper.backup.catalog import Catalog
-    from upkeeper.core.history import History
-
     store = tmp_path / "store"
     now = datetime.now(UTC)
     ids = [fabricate(store, now - timedelta(days=d)) for d in range(4)]  # newest first

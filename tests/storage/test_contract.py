@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import tracemalloc
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -21,9 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import TypeAdapter
 
 from services import local_storage_config, sftp_storage_config
-from upkeeper.config.storage import S3StorageConfig
+from upkeeper.config.storage import S3StorageConfig, StorageConfig
 from upkeeper.errors import StorageError
 from upkeeper.storage import open_storage
 from upkeeper.storage.base import Storage, clean_partials, get_bytes, put_bytes
@@ -208,8 +210,32 @@ def test_a_key_prefix_is_not_an_object(backend: Backend) -> None:
 
 
 def test_list_of_an_empty_storage(backend: Backend) -> None:
-    assert keys(backend.storage) == []
-    assert keys(backend.storage, "nothing/") == []
+    """A storage whose root exists but holds nothing lists nothing (local, sftp: the directory the first write
+    created, emptied again; s3: an empty bucket)."""
+    s = backend.storage
+    put_bytes(s, "probe", b"x")
+    s.delete("probe")
+    assert keys(s) == []
+    assert keys(s, "nothing/") == []
+
+
+def test_list_of_a_missing_root_is_an_error(backend: Backend) -> None:
+    """A root that does not exist (an unmounted volume, a wrong path, a missing bucket) is an error naming it, never
+    an empty listing: 'backups sync' would take that for "every backup is gone"."""
+    gone = f"not-there-{uuid.uuid4().hex[:8]}"
+    if backend.kind.startswith("s3"):
+        data, name = {**backend.config, "bucket": gone}, gone
+    else:
+        data, name = {**backend.config, "path": f"{backend.config['path']}/{gone}"}, f"{backend.config['path']}/{gone}"
+    storage = open_storage("gone", TypeAdapter(StorageConfig).validate_python(data))
+    try:
+        for prefix in ("", "db/"):
+            with pytest.raises(StorageError) as exc:
+                list(storage.list(prefix))
+            assert name in str(exc.value) and "does not exist" in str(exc.value), exc.value
+            assert exc.value.permanent
+    finally:
+        storage.close()
 
 
 def test_delete(backend: Backend) -> None:

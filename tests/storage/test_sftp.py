@@ -256,3 +256,23 @@ def test_server_disk_full_fails_the_write_and_leaves_nothing(sftp_server: SshSer
     assert [o.key for o in storage.list()] == ["small"]
     assert get_bytes(storage, "small") == b"fits"
     storage.close()
+
+
+def test_a_directory_the_ssh_user_cannot_read_fails_the_listing(sftp_server: SshServer) -> None:
+    """A listing without that directory would let 'backups sync' drop the catalog rows of every set in it."""
+    if pwd.getpwnam(sftp_server.user).pw_uid == 0:
+        pytest.skip("the SSH user is root: it reads every directory")
+    config = sftp_storage_config(sftp_server)
+    storage = open_storage("s", config)
+    put_bytes(storage, "db/app/1/manifest.json", b"{}")
+    put_bytes(storage, "db/other/2/manifest.json", b"{}")
+    locked = Path(config.path) / "db" / "other"  # the server runs on this machine: lock it on its disk
+    locked.chmod(0)
+    try:
+        with pytest.raises(StorageError) as exc:
+            list(storage.list())
+        assert exc.value.message == f"cannot list {sftp_server.user}@127.0.0.1:{locked}: permission denied"
+        assert exc.value.permanent
+    finally:
+        locked.chmod(0o755)
+        storage.close()

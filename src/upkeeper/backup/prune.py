@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from upkeeper.backup.catalog import VERIFIED, Catalog
-from upkeeper.backup.manifest import StoredSet, delete_set, read_manifest, scan_sets
+from upkeeper.backup.manifest import MANIFEST, StoredSet, delete_set, read_manifest, scan_sets
 from upkeeper.backup.retention import Decision, Item, apply_policy
 from upkeeper.config.backup import RetentionPolicy
 from upkeeper.errors import UpkeeperError
@@ -46,13 +46,16 @@ class SetIndex:
     complete: dict[str, tuple[str, datetime, list[Storage]]] = field(default_factory=dict)
     #: leftover (incomplete) sets by id: when they last changed, and where they are
     incomplete: dict[str, tuple[datetime | None, list[Storage]]] = field(default_factory=dict)
-    #: sets with a manifest that cannot be read (damaged, or the storage failed reading it): never pruned,
-    #: never counted as complete; verify reports them
+    #: sets with a manifest.json that could not be read (missing, corrupt) by id: where (reported in ``errors``);
+    #: never pruned, never counted as complete; verify reports them
     unreadable: dict[str, list[Storage]] = field(default_factory=dict)
 
 
 def index_sets(storages: Sequence[Storage], target: str | None = None, database: str | None = None,
-               errors: list[str] | None = None) -> dict[tuple[str, str], SetIndex]:
+               errors: list[str] | None = None, unlisted: dict[str, UpkeeperError] | None = None,
+               ) -> dict[tuple[str, str], SetIndex]:
+    """What the storages hold.  A storage that cannot be listed is left out (never taken for an empty one):
+    its error goes to ``errors`` and, by storage name, to ``unlisted``."""
     out: dict[tuple[str, str], SetIndex] = {}
     for storage in storages:
         try:
@@ -60,6 +63,8 @@ def index_sets(storages: Sequence[Storage], target: str | None = None, database:
         except UpkeeperError as exc:
             if errors is not None:
                 errors.append(f"{storage.name}: {exc.message}")
+            if unlisted is not None:
+                unlisted[storage.name] = exc
             continue
         for st in sets:
             idx = out.setdefault((st.target, st.database), SetIndex())
@@ -68,7 +73,9 @@ def index_sets(storages: Sequence[Storage], target: str | None = None, database:
                     m = read_manifest(storage, st.prefix)
                 except UpkeeperError as exc:
                     if errors is not None:
-                        errors.append(f"{storage.name}: {st.prefix}: {exc.message}")
+                        path = f"{st.prefix}{MANIFEST}"
+                        msg = exc.message.removeprefix(f"{storage.name}:{path}: ")  # read_manifest names it too
+                        errors.append(f"{storage.name}: {path}: {msg}")
                     idx.unreadable.setdefault(st.id, []).append(storage)
                     continue
                 kind, t, where = idx.complete.get(st.id, (m.kind, m.started_at, []))

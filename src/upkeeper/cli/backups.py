@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from upkeeper import lazy
@@ -616,34 +617,74 @@ def prune_cmd(
 
 @backups_app.command("sync")
 def sync_cmd(
+    force: bool = typer.Option(False, "--force", help="also remove the rows of a storage that lists no backups at "
+                               "all (only when they really are gone: an unmounted volume looks the same)"),
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
 ) -> None:
-    """Rebuild the catalog from the manifests on the storages (storage is the source of truth)."""
+    """Rebuild the catalog from the manifests on the storages (storage is the source of truth).
+
+    Every readable set is recorded.  A storage that cannot be listed and a manifest that cannot be read are
+    reported (exit code 1) and cost no catalog row; nor does a storage that lists no backups at all while the
+    catalog has some there (an unmounted volume or a wrong path), unless --force."""
     config = _env.config()
     catalog = _catalog()
     storages = open_storages(config, None)
-    added = updated = removed = 0
+    added = updated = removed = kept = 0
     errors: list[str] = []
     try:
-        index = index_sets(storages, None, None, errors)
-        if errors:
-            raise BackupError(f"cannot read the storages: {errors[0]}", "Try: check the storage and retry")
-        known = catalog.ids()
+        unlisted: dict[str, UpkeeperError] = {}
+        index = index_sets(storages, None, None, errors, unlisted)
+        rows = {r.id: r for r in catalog.list()}
+        found: dict[str, int] = {s.name: 0 for s in storages}  # sets with a manifest, readable or not
+        unreadable: dict[str, set[str]] = {}  # set id -> storages where its manifest could not be read
+        for idx in index.values():
+            for _kind, _when, where in idx.complete.values():
+                for st in where:
+                    found[st.name] += 1
+            for bid, where in idx.unreadable.items():
+                unreadable.setdefault(bid, set()).update(st.name for st in where)
+                for st in where:
+                    found[st.name] += 1
+        # A storage that lists nothing while the catalog has backups there is more likely unmounted or
+        # misconfigured than emptied: its rows stay unless --force says they really are gone.
+        empty: set[str] = set()
+        for name, n in found.items():
+            claimed = sum(name in (r.storages or []) for r in rows.values())
+            if n == 0 and claimed and name not in unlisted and not force:
+                empty.add(name)
+                errors.append(f"{name}: lists no backups, but the catalog has {claimed} there; their rows are kept "
+                              "(an unmounted volume or a wrong path looks just like this). If they really are "
+                              "gone: 'upkeeper backups sync --force'")
+        unknown = set(unlisted) | empty  # storages whose contents we could not see
         seen: set[str] = set()
-        for (t, db), idx in index.items():
-            for bid, (_kind, _when, where) in idx.complete.items():
-                located = locate(where, t, db, bid)
-                before = bid in known
-                catalog.record(located.manifest, [s.name for s in where])
-                # the storages listed are exactly those holding it now
+        for (t, db), idx in sorted(index.items()):
+            for bid, (_kind, _when, where) in sorted(idx.complete.items()):
+                try:
+                    located = locate(where, t, db, bid)
+                except UpkeeperError as exc:  # gone or changed since it was listed
+                    errors.append(exc.message)
+                    unreadable.setdefault(bid, set()).update(st.name for st in where)
+                    continue
+                row = rows.get(bid)
+                # the storages listed are those holding it now, and those we could not look into
+                holders = {st.name for st in where}
+                if row is not None:
+                    holders |= {n for n in (row.storages or []) if n in unknown | unreadable.get(bid, set())}
+                catalog.record(located.manifest, sorted(holders))
                 with catalog.history.session() as s:
                     r = s.get(BackupRow, bid)
                     if r is not None:
-                        r.storages = sorted(x.name for x in where)
+                        r.storages = sorted(holders)
                 seen.add(bid)
-                added += not before
-                updated += before
-        for bid in known - seen:
+                added += row is None
+                updated += row is not None
+        for bid, row in rows.items():
+            if bid in seen:
+                continue
+            where_row = set(row.storages or [])
+            if bid in unreadable or where_row & unknown or (not where_row and unknown):
+                kept += 1  # unreachable is not gone: the row, its verification and manifest hash stay as they are
+                continue
             catalog.remove(bid)
             removed += 1
     except UpkeeperError:
@@ -653,11 +694,19 @@ def sync_cmd(
     finally:
         close_storages(storages)
     names = [s.name for s in storages]
-    result = {"added": added, "updated": updated, "removed": removed, "storages": names}
+    result = {"added": added, "updated": updated, "removed": removed, "kept": kept, "storages": names,
+              "errors": errors}
     if as_json:
         print_json(result)
     else:
-        console.print(f"catalog synced from {', '.join(names)}: {added} added, {updated} refreshed, "
-                      f"{removed} removed (no longer on any storage)")
-
-
+        console.print(f"catalog {'partly ' if errors else ''}synced from {', '.join(names)}: {added} added, "
+                      f"{updated} refreshed, {removed} removed (no longer on any storage)"
+                      + (f", {kept} left as they were (not seen where the storage or the manifest could not be "
+                         "read, or the storage listed nothing)" if kept else ""))
+        hints = {f"{name}: {exc.message}": exc.hint for name, exc in unlisted.items()}
+        for e in errors:
+            err_console.print(f"[fail]error[/fail] {escape(e)}", highlight=False)
+            if hints.get(e):
+                err_console.print(f"  {escape(hints[e] or '')}", highlight=False)
+    if errors:
+        raise typer.Exit(1)

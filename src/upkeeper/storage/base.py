@@ -2,6 +2,8 @@
 
 Keys are ``/``-separated relative paths.  A write is invisible until
 ``commit()``: a crash or ``abort()`` leaves no object under the final key.
+``list`` of a storage whose root (directory, bucket) is missing or cannot be read raises
+StorageError — never an empty or partial listing; an existing empty root lists nothing.
 One contract test suite (tests/storage/test_contract.py) runs against every backend.
 """
 

@@ -124,10 +124,21 @@ class LocalStorage:
         return ObjectInfo(key, st.st_size, datetime.fromtimestamp(st.st_mtime, UTC))
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Every object under ``prefix``.  A root that does not exist, is not a directory, or has a directory we
+        cannot read is an error, never an empty or partial listing: an unmounted volume or a wrong path must not
+        look like "no backups" (``backups sync`` would drop their catalog rows)."""
         base = self.root
-        if not base.exists():
-            return
-        for dirpath, _dirs, files in os.walk(base):
+        self._check_root()
+
+        def failed(exc: OSError) -> None:
+            where = Path(exc.filename) if exc.filename else base
+            if where == base:
+                self._check_root()  # gone (or replaced) since we looked: say so
+            elif isinstance(exc, (FileNotFoundError, NotADirectoryError)):
+                return  # a set deleted while we walk (prune in another process) is simply not listed
+            raise _oserror("cannot list", where, exc) from None
+
+        for dirpath, _dirs, files in os.walk(base, onerror=failed):
             for f in sorted(files):
                 if f.endswith(TMP_SUFFIX):
                     continue
@@ -139,7 +150,22 @@ class LocalStorage:
                     st = p.stat()
                 except FileNotFoundError:
                     continue
+                except OSError as exc:
+                    raise _oserror("cannot list", p, exc) from None
                 yield ObjectInfo(key, st.st_size, datetime.fromtimestamp(st.st_mtime, UTC))
+
+    def _check_root(self) -> None:
+        try:
+            st = self.root.stat()
+        except FileNotFoundError:
+            raise StorageError(
+                f"{self.describe()}: the storage directory does not exist",
+                "Try: mount the volume or correct the path; a new storage's directory is created by its first "
+                "backup (mkdir it to start with an empty one)", permanent=True) from None
+        except OSError as exc:
+            raise _oserror("cannot list", self.root, exc) from None
+        if not stat.S_ISDIR(st.st_mode):
+            raise StorageError(f"{self.describe()}: {self.root} is not a directory", permanent=True)
 
     def delete(self, key: str) -> None:
         p = self.path_for(key)

@@ -611,6 +611,9 @@ class SftpStorage:
         return self.call(op, "cannot stat", path)
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Every object under ``prefix``.  A root that does not exist, or a directory the SSH user cannot read, is
+        an error, never an empty or partial listing (an unmounted volume on the server must not look like "no
+        backups")."""
         found = self.call(lambda sftp: self._walk(sftp, prefix), "cannot list", self.root)
         yield from found
 
@@ -621,7 +624,16 @@ class SftpStorage:
             try:
                 entries = sftp.listdir_attr(directory)
             except FileNotFoundError:
-                return
+                if directory == self.root:
+                    raise StorageError(
+                        f"{self.describe()}: the storage directory does not exist",
+                        "Try: check the path and that the server's volume is mounted; a new storage's directory "
+                        "is created by its first backup", permanent=True) from None
+                return  # a set deleted while we walk (prune in another process) is simply not listed
+            except OSError as exc:
+                if isinstance(exc, _CONNECTION_ERRORS) or not self._alive():
+                    raise  # call() reconnects and tries once more
+                raise self.translate("cannot list", directory, exc) from None  # permission denied …
             for e in sorted(entries, key=lambda a: a.filename):
                 key = rel + e.filename
                 mode = e.st_mode or 0
