@@ -50,6 +50,53 @@ def test_durations_multiline_and_fingerprints() -> None:
     assert rep["unparsed"] == 0
 
 
+def test_log_duration_pairs_with_execute_lines() -> None:
+    """log_duration + log_statement = 'all' with the extended protocol: "execute <name>:" is the statement
+    whose duration follows; the bare durations just before it are its Parse and Bind.  (A real server's log
+    is tested in tests/tasks/test_logs_postgres.py.)"""
+    log = (
+        "2024-03-01 10:00:00.100 UTC [100] LOG:  statement: SELECT 1\n"
+        "2024-03-01 10:00:00.101 UTC [100] LOG:  duration: 1.000 ms\n"
+        "2024-03-01 10:00:00.200 UTC [100] LOG:  duration: 0.200 ms\n"  # Parse
+        "2024-03-01 10:00:00.200 UTC [100] LOG:  duration: 0.050 ms\n"  # Bind
+        "2024-03-01 10:00:00.300 UTC [100] LOG:  execute <unnamed>: SELECT * FROM orders\n"
+        "\tWHERE id = $1\n"
+        "2024-03-01 10:00:00.300 UTC [100] DETAIL:  parameters: $1 = '5'\n"
+        "2024-03-01 10:00:00.450 UTC [100] LOG:  duration: 150.000 ms\n"
+        "2024-03-01 10:00:00.500 UTC [101] LOG:  duration: 0.030 ms\n"  # Bind of a prepared statement
+        "2024-03-01 10:00:00.600 UTC [101] LOG:  execute S_1: SELECT * FROM orders WHERE id = $1\n"
+        "2024-03-01 10:00:00.900 UTC [101] LOG:  duration: 300.000 ms\n"
+        "2024-03-01 10:00:00.910 UTC [101] LOG:  execute fetch from S_1/C_2: SELECT * FROM orders WHERE id = $1\n"
+        "2024-03-01 10:00:00.920 UTC [101] LOG:  duration: 10.000 ms\n"
+        # a failed statement logs no duration: the next statement's Parse is not its
+        "2024-03-01 10:00:01.000 UTC [102] LOG:  duration: 0.100 ms\n"
+        "2024-03-01 10:00:01.000 UTC [102] LOG:  execute <unnamed>: INSERT INTO t VALUES ($1)\n"
+        "2024-03-01 10:00:01.000 UTC [102] ERROR:  duplicate key value violates unique constraint \"t_pkey\"\n"
+        "2024-03-01 10:00:01.000 UTC [102] STATEMENT:  INSERT INTO t VALUES ($1)\n"
+        "2024-03-01 10:00:01.100 UTC [102] LOG:  duration: 0.400 ms\n"  # Parse
+        "2024-03-01 10:00:01.100 UTC [102] LOG:  execute <unnamed>: SELECT 2\n"
+        "2024-03-01 10:00:01.200 UTC [102] LOG:  duration: 2.000 ms\n"
+        # log_statement = 'mod': durations of statements not logged are left out, not taken for Parse/Bind
+        "2024-03-01 10:00:02.000 UTC [103] LOG:  duration: 9.000 ms\n"
+        "2024-03-01 10:00:02.000 UTC [103] LOG:  duration: 9.000 ms\n"
+        "2024-03-01 10:00:02.000 UTC [103] LOG:  duration: 9.000 ms\n"
+        "2024-03-01 10:00:02.100 UTC [103] LOG:  statement: DELETE FROM t\n"
+        "2024-03-01 10:00:02.200 UTC [103] LOG:  duration: 4.000 ms\n"
+    )
+    rep = scan(log)
+    st_ = rep["statements"]
+    assert st_["count"] == 6 and st_["total_ms"] == 467.0
+    rows = {q["fingerprint"]: q for q in rep["slowest_total"]}
+    orders = rows["select * from orders where id = ?"]
+    assert (orders["count"], orders["total_ms"], orders["max_ms"]) == (3, 460.0, 300.0)
+    assert orders["example"] == "SELECT * FROM orders\nWHERE id = $1"
+    assert "insert into t values (...)" not in rows and rows["select ?"]["count"] == 2
+    assert rows["delete from t"]["total_ms"] == 4.0
+    assert st_["prepare_bind"] == {"count": 5, "total_ms": 0.78}  # the failed INSERT was parsed too
+    assert st_["percentiles"]["p95"] == 300.0
+    assert rep["unparsed"] == 0
+
+
 def test_errors_by_sqlstate_from_prefix_verbose_and_inference() -> None:
     log = (
         "2024-03-01 10:00:00 UTC [1] 42P01 ERROR:  relation \"nope\" does not exist at character 15\n"
