@@ -168,6 +168,51 @@ def test_prefixes() -> None:
         compile_prefix("%m [%p] %Z")
 
 
+@pytest.mark.parametrize(("prefix", "head", "user", "db"), [
+    # PostgreSQL pads with spaces: after the value for a negative width, before it for a positive one
+    ("%m [%p] %-10u ", "2024-03-01 10:00:00.123 UTC [42] bob        ", "bob", None),
+    ("%m [%5p] ", "2024-03-01 10:00:00.123 UTC [   42] ", None, None),
+    ("%m [%-7p] %10u@%-10d ", "2024-03-01 10:00:00.123 UTC [42     ]        bob@app        ", "bob", "app"),
+    ("%m [%-7p] %10u@%-10d ", "2024-03-01 10:00:00.123 UTC [1234567]  someone_long@a_long_database ",
+     "someone_long", "a_long_database"),  # longer than the width: not cut
+    ("%m [%-7p] %10u@%-10d ", "2024-03-01 10:00:00.123 UTC [42     ]           @           ", "", ""),  # no session
+    ("%m [%-7p] %-u@%d ", "2024-03-01 10:00:00.123 UTC [42     ] bob@app ", "bob", "app"),  # "%-u": no padding
+    ("%-30m [%p] %e ", "2024-03-01 10:00:00.123 UTC        [42] 00000 ", None, None),
+])
+def test_padded_prefix_escapes(prefix: str, head: str, user: str | None, db: str | None) -> None:
+    rep = scan(head + "LOG:  duration: 5.000 ms  statement: SELECT 1\n", prefix)
+    assert rep["statements"]["count"] == 1 and rep["unparsed"] == 0
+    if user is not None:
+        assert rep["by_user"] == {user or "(none)": 1}
+    if db is not None:
+        assert rep["by_database"] == {db or "(none)": 1}
+
+
+_width = st.integers(-14, 14)
+_word = st.text(alphabet="abcdefghijklmnopqrstuvwxyz_0123456789", min_size=1, max_size=16)
+
+
+@settings(max_examples=300, deadline=None)
+@given(order=st.permutations(["m", "p", "u", "d", "e"]), widths=st.lists(_width, min_size=5, max_size=5),
+       seps=st.lists(st.sampled_from([" ", "@", " [", "] ", ":", ",", "|"]), min_size=5, max_size=5),
+       pid=st.integers(1, 4_194_304), user=_word, db=_word)
+def test_padded_prefixes_read_as_postgresql_writes_them(order: list[str], widths: list[int], seps: list[str],
+                                                        pid: int, user: str, db: str) -> None:
+    """Any prefix of padded escapes, and a line written with it the way PostgreSQL's elog.c does
+    (printf's %*s: a positive width pads on the left, a negative one on the right)."""
+    values = {"m": "2024-03-01 10:00:00.123 UTC", "p": str(pid), "u": user, "d": db, "e": "22012"}
+    prefix, head = "", ""
+    for esc, w, sep in zip(order, widths, seps, strict=True):
+        prefix += f"%{w or ''}{esc}{sep}"
+        head += (values[esc].rjust(w) if w > 0 else values[esc].ljust(-w)) + sep
+    acc = PgAccumulator(PgScanOptions(log_line_prefix=prefix))
+    acc.feed((head + "ERROR:  division by zero\n" + head + "LOG:  duration: 5.000 ms  statement: SELECT 1\n").encode())
+    rep = summarize(acc.partial())
+    assert rep["unparsed"] == 0 and rep["statements"]["count"] == 1, (prefix, head)
+    assert rep["by_user"] == {user: 1} and rep["by_database"] == {db: 1}, (prefix, head)
+    assert rep["errors"]["by_sqlstate"] == {"22012": 1} and rep["errors"]["inferred_sqlstates"] == 0
+
+
 def test_wrong_prefix_counts_unparsed_with_samples() -> None:
     rep = scan("2024-03-01 10:00:00 UTC [1] LOG:  duration: 1.000 ms  statement: SELECT 1\n", "%m [%p] ")
     assert rep["unparsed"] == 1 and rep["statements"]["count"] == 0

@@ -268,3 +268,30 @@ def test_log_duration_pairs_with_extended_protocol_executes(services_dir: Path, 
     assert st_["prepare_bind"]["count"] >= 7 * 20 * 2 + 10 * 2  # pgbench -M extended and unnamed psycopg: 2 each
     assert st_["total_ms"] + st_["prepare_bind"]["total_ms"] == pytest.approx(sum(bare), abs=0.01)
     assert st_["prepare_bind"]["total_ms"] < 200
+
+
+def test_padded_log_line_prefix_read_from_the_server(cli: Any, make_config: Any, services_dir: Path,
+                                                     tmp_path: Path) -> None:
+    """PostgreSQL documents padded escapes (%-10u: left-aligned in 10 characters, %5p: right-aligned); the
+    job reads such a prefix from the server (SHOW log_line_prefix) and parses every line it wrote."""
+    prefix = "%m [%-7p] %10u@%-10d %e "
+    cluster = PostgresCluster(services_dir / "pg-padded",
+                              extra_conf=pgworkload.LOGGING_CONF + f"log_line_prefix = '{prefix}'\n")
+    cluster.start()
+    try:
+        done = pgworkload.run(lambda: cluster.connect())
+        assert re.search(r"^\S+ \S+ UTC \[\d+ *\]   postgres@postgres   [0-9A-Z]{5} LOG:  ",
+                         cluster.log.read_text(), re.M)  # the padding is really there
+        r = run(cli, config(make_config, cluster, tmp_path, log_file=str(cluster.log)))
+    finally:
+        cluster.stop()
+    assert r["status"] != "error", r["summary"]
+    m = r["metrics"]
+    assert m["unparsed_pct"] == 0 and m["statements"] >= done["statements"] and m["deadlocks"] == 1
+    data = json.loads(Path(next(a["path"] for a in r["artifacts"] if a["format"] == "json")).read_text())
+    assert data["log_line_prefix"] == prefix
+    assert set(data["by_user"]) == {"postgres"} and set(data["by_database"]) == {"postgres"}  # no padding kept
+    assert set(data["errors"]["by_sqlstate"]) >= {code for _sql, code in pgworkload.ERRORS}
+    assert data["errors"]["inferred_sqlstates"] == 0  # every SQLSTATE read from %e, none guessed
+    fps = {q["fingerprint"]: q for q in data["most_frequent"]}
+    assert fps["update upk_items set qty = qty + ? where id = ?"]["count"] == done["statements"] // 3

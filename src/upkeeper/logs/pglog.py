@@ -66,12 +66,21 @@ _ESCAPES: dict[str, bytes] = {
 }
 
 
+# a padded escape (PostgreSQL's process_log_prefix_padding): "%-10u" pads the user name with spaces on the
+# right to 10 characters, "%5p" the pid on the left; "%-u" is no padding at all
+_PADDING = re.compile(r"-?\d*")
+
+
 class PrefixError(UpkeeperError):
     """The log_line_prefix cannot be used."""
 
 
 def compile_prefix(prefix: str) -> bytes:
-    """A regex (bytes) for ``log_line_prefix``; named groups ts, pid, user, db, sqlstate, epoch."""
+    """A regex (bytes) for ``log_line_prefix``; named groups ts, pid, user, db, sqlstate, epoch.
+
+    Padded escapes are understood as PostgreSQL writes them (``%-10u``, ``%5p``: the value, and spaces
+    up to the width after it for a negative width, before it for a positive one; a longer value is not
+    cut); as in PostgreSQL, a prefix that ends in a width ends there."""
     out: list[bytes] = []
     seen: set[str] = set()
     optional_from: int | None = None
@@ -79,8 +88,14 @@ def compile_prefix(prefix: str) -> bytes:
     while i < len(prefix):
         c = prefix[i]
         if c == "%" and i + 1 < len(prefix):
-            e = prefix[i + 1]
-            i += 2
+            pm = _PADDING.match(prefix, i + 1)  # always matches (maybe the empty string)
+            end = pm.end() if pm else i + 1
+            if end == len(prefix):
+                break  # "…%-10": PostgreSQL stops writing the prefix here
+            digits = prefix[i + 1:end].lstrip("-")
+            width = int(digits) * (-1 if prefix[i + 1] == "-" else 1) if digits else 0
+            e = prefix[end]
+            i = end + 1
             if e == "%":
                 out.append(b"%")
             elif e == "q":
@@ -92,7 +107,9 @@ def compile_prefix(prefix: str) -> bytes:
                     pat = re.sub(rb"\?P<\w+>", b"?:", pat)  # a field printed twice: capture it once
                 elif name:
                     seen.add(name.group(1).decode())
-                out.append(pat)
+                # padding spaces: before a right-aligned value, after a left-aligned one (values never start
+                # or end with a space, so the field's own pattern stays unchanged)
+                out.append(b" *" + pat if width > 0 else pat + b" *" if width < 0 else pat)
             else:
                 raise PrefixError(f"log_line_prefix {prefix!r}: unknown escape %{e}",
                                   "Try: copy log_line_prefix from postgresql.conf (SHOW log_line_prefix)")
