@@ -7,6 +7,8 @@ Everything upkeeper writes to history or prints passes through it.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import logging
 import re
 import threading
@@ -49,6 +51,27 @@ _NAME_WORD = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
 # ``device_code``) is a credential until redeemed; a short value (``?code=US``, ``?code=404``) is not one
 _CODE_WORDS = frozenset({"code"})
 _CODE_MIN_LEN = 16
+# HTTP authentication (RFC 9110 § 11): "Basic <base64 of user:password>" (RFC 7617) is masked when the
+# value decodes to text with a colon — so "Basic authentication" stays; "Bearer <token>" (RFC 6750) and
+# the other token schemes when the value looks like a token (see _token_like): "Bearer tokens" stays
+_AUTH_BASIC = re.compile(r"(?P<pre>\bBasic\s+)(?P<pw>[A-Za-z0-9+/]{2,}={0,2})(?![A-Za-z0-9+/=])", re.IGNORECASE)
+_AUTH_TOKEN = re.compile(
+    r"(?P<pre>\b(?:Bearer|Token|ApiKey|Negotiate|NTLM)\s+)(?P<pw>[A-Za-z0-9\-._~+/]+=*)(?![A-Za-z0-9\-._~+/=])",
+    re.IGNORECASE)
+# Digest (RFC 7616): the response is a hash of the password (crackable offline); also as nginx logs it,
+# with its quotes escaped (response=\x22…\x22)
+_DIGEST_RESPONSE = re.compile(r'(?P<pre>\bresponse\s*=\s*(?:"|\\x22)?)(?P<pw>[0-9A-Fa-f]{16,})', re.IGNORECASE)
+# the value of a header named Authorization, whatever it looks like ("Authorization: sk-live-…",
+# {'Authorization': 'Bearer …'}); a Digest header is left to _DIGEST_RESPONSE
+_SCHEMES = r"(?:Basic|Bearer|Token|ApiKey|Negotiate|NTLM|OAuth)"
+_AUTH_HEADER = re.compile(
+    r"(?P<pre>\b(?:proxy-)?authorization[\"']?\s*[:=]\s*[\"']?(?:" + _SCHEMES + r"\s+)?)"
+    r"(?P<pw>(?!\*\*\*|Digest\b|" + _SCHEMES + r"\b)[^\s,;\"'&]+)", re.IGNORECASE)
+_AUTH_WORDS = ("basic", "bearer", "token", "apikey", "negotiate", "ntlm", "authorization")
+# a cookie ``name=value`` (RFC 6265) whose name looks like a credential (sessionid, PHPSESSID, auth_token):
+# masked where it is a cookie — the start of the text or of a quoted field, after "; " or "Cookie: ",
+# or followed by ";" — so "tests pass=3 fail=0" stays as it is
+_COOKIE_PAIR = re.compile(r"(?<![^\s\"';:])(?P<name>[A-Za-z0-9_.\-\[\]]{1,80})=(?P<pw>\"[^\"]*\"|[^;\s\"',&]+)")
 
 
 def register_secret(value: str | None) -> None:
@@ -74,7 +97,9 @@ def clear_secrets() -> None:
 
 def redact(text: str) -> str:
     """Mask registered secrets, URL passwords, ``password=…`` pairs, the values of credential-like URL
-    query parameters (``?access_token=…``, ``&sig=…``) and SQL ``PASSWORD '…'`` literals in ``text``."""
+    query parameters (``?access_token=…``, ``&sig=…``) and cookies (``sessionid=…``), HTTP credentials
+    (``Basic …``, ``Bearer …``, Digest responses, ``Authorization: …``) and SQL ``PASSWORD '…'`` literals
+    in ``text``."""
     if not text:
         return text
     pat = _pattern
@@ -83,9 +108,16 @@ def redact(text: str) -> str:
     text = _URL_PASSWORD.sub(lambda m: m.group("pre") + MASK + m.group("post"), text)
     if "://" in text:
         text = _URL_PASSWORD_CUT.sub(lambda m: m.group("pre") + MASK, text)
+    low = text.lower()
+    if any(w in low for w in _AUTH_WORDS):  # most texts have none: three case-blind regexes skipped
+        text = _AUTH_BASIC.sub(_basic, text)
+        text = _AUTH_TOKEN.sub(_token, text)
+        text = _AUTH_HEADER.sub(lambda m: m.group("pre") + MASK, text)
     text = _KV_PASSWORD.sub(lambda m: m.group("pre") + MASK, text)
     if "=" in text:
         text = _QUERY_PARAM.sub(_query_param, text)
+        text = _COOKIE_PAIR.sub(_cookie_pair, text)
+        text = _DIGEST_RESPONSE.sub(lambda m: m.group("pre") + MASK, text)
     if "%3" in text:
         text = _QUERY_PARAM_ENCODED.sub(_query_param, text)
     if "'" in text:
@@ -106,6 +138,47 @@ def sensitive_param(name: str, value: str = "") -> bool:
 
 def _query_param(m: re.Match[str]) -> str:
     return m.group("pre") + MASK if sensitive_param(m.group("name"), m.group("pw")) else m.group(0)
+
+
+def _basic(m: re.Match[str]) -> str:
+    """``Basic <base64>``: masked when the value is base64 of ``user:password`` — UTF-8 text without control
+    characters, with a colon.  An empty user name needs a password of 4+ characters: short words such as
+    "On", "One" and "Only" decode to ":…"."""
+    value = m.group("pw")
+    try:
+        plain = base64.b64decode(value + "=" * (-len(value) % 4), validate=True).decode("utf-8")
+    except (binascii.Error, ValueError):
+        return m.group(0)
+    if ":" not in plain or (plain[0] == ":" and len(plain) < 5) or any(c < " " or c == "\x7f" for c in plain):
+        return m.group(0)
+    return m.group("pre") + MASK
+
+
+def _token_like(value: str) -> bool:
+    """Does the word after ``Bearer``/``Token`` look like a token rather than prose ("Bearer tokens",
+    "Token expired.")?  20+ characters, or 4+ with a digit, a token symbol, an inner dot (a JWT) or a
+    capital letter after the first character."""
+    if len(value) >= 20:
+        return True
+    body = value.rstrip(".")
+    return len(body) >= 4 and (any(c.isdigit() or c in "-_~+/=" for c in body) or "." in body
+                               or any(c.isupper() for c in body[1:]))
+
+
+def _token(m: re.Match[str]) -> str:
+    return m.group("pre") + MASK if _token_like(m.group("pw")) else m.group(0)
+
+
+def _cookie_pair(m: re.Match[str]) -> str:
+    name, value = m.group("name"), m.group("pw")
+    if value == MASK or not sensitive_param(name, value):
+        return m.group(0)
+    start, text = m.start(), m.string
+    before = text[max(0, start - 80):start].rstrip(" \t")
+    if (start == 0 or text[start - 1] in "\"';" or before.endswith(";") or before.lower().endswith("cookie:")
+            or text.startswith(";", m.end())):
+        return name + "=" + MASK
+    return m.group(0)
 
 
 def redact_obj(obj: Any) -> Any:

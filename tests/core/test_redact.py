@@ -1,10 +1,13 @@
-"""What redact() masks in text from logs: credential-like URL query parameters and SQL PASSWORD literals,
-and what it leaves alone (ordinary parameters, bind placeholders, prose about passwords)."""
+"""What redact() masks in text from logs: credential-like URL query parameters, HTTP credentials
+(Authorization values, cookies) and SQL PASSWORD literals, and what it leaves alone (ordinary parameters,
+bind placeholders, prose about passwords, tokens and cookies)."""
 
 from __future__ import annotations
 
+import base64
+
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from upkeeper.redact import redact, sensitive_param
@@ -27,6 +30,27 @@ from upkeeper.redact import redact, sensitive_param
     ("GET /auth/callback?code=4/0AX4XfWhQ9p1Zk2bLm&state=af0ifjsldkj HTTP/1.1",
      "GET /auth/callback?code=***&state=af0ifjsldkj HTTP/1.1"),
     ("/oauth/device?device_code=GmRhmhcxhwAzkoEqiMEg_DnyEysNkuNhszIySk9eS", "/oauth/device?device_code=***"),
+    # HTTP authentication as nginx logs $http_authorization, or an application logs its headers
+    ('"GET / HTTP/1.1" 401 "Basic YWRtaW46aHVudGVyMg==" "-"', '"GET / HTTP/1.1" 401 "Basic ***" "-"'),
+    ("authorization: basic dXNlcjpwYXNz", "authorization: basic ***"),
+    ('"Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl"', '"Bearer ***"'),
+    ("Bearer tok1", "Bearer ***"),
+    ("{'Authorization': 'Bearer abcdefABCDEF'}", "{'Authorization': 'Bearer ***'}"),
+    ("Token 9944b09199c62bcf9418ad846dd0e4bbdfc6ee4b", "Token ***"),
+    ("ApiKey VnVhQ2ZHY0JDZGJrUW0tZTVhT3g6dWkybHAy", "ApiKey ***"),
+    ("Negotiate YIIGhgYJKoZIhvcSAQICAQBuggZ1MIIGcaADAgEF", "Negotiate ***"),
+    ("Authorization: sk_live_51H8xyz", "Authorization: ***"),
+    ('Digest username="bob", realm="api", nonce="dcd98b7102dd2f0e", response="6629fae49393a05397450978507c4ef1"',
+     'Digest username="bob", realm="api", nonce="dcd98b7102dd2f0e", response="***"'),
+    ('"Digest username=\\x22bob\\x22, response=\\x226629fae49393a05397450978507c4ef1\\x22"',  # nginx's escapes
+     '"Digest username=\\x22bob\\x22, response=\\x22***\\x22"'),
+    # cookies whose name looks like a credential (sensitive_param's rules), as in $http_cookie
+    ('"sessionid=LEAKEDSESSION"', '"sessionid=***"'),
+    ('"_ga=GA1.2.3; PHPSESSID=deadbeef; theme=dark"', '"_ga=GA1.2.3; PHPSESSID=***; theme=dark"'),
+    ("Cookie: csrftoken=abc; lang=en; remember_user_token=W1sxXSwi", "Cookie: csrftoken=***; lang=en; "
+                                                                     "remember_user_token=***"),
+    ("Set-Cookie: connect.sid=s%3AaBc.dEf; Path=/; HttpOnly", "Set-Cookie: connect.sid=***; Path=/; HttpOnly"),
+    (" jwt=e30.e30.x; other=1", " jwt=***; other=1"),  # followed by ";": a cookie list
 ])
 def test_masks(text: str, expected: str) -> None:
     assert redact(text) == expected
@@ -41,6 +65,17 @@ def test_masks(text: str, expected: str) -> None:
     "alter role upk password ?",
     "/cgi-bin/luci/;stok=/locale",
     "/shipping?country_code=US&code=404&promo_code=SPRING24&zip_code=10115",  # short codes are no credential
+    # prose about authentication, tokens and cookies; cookies that are no credential
+    "Basic authentication is required for /admin",
+    "a basic idea: Basic auth over plain HTTP",
+    "Bearer tokens are accepted; Token expired.",
+    "token 5 of 10 processed",
+    "NTLM authentication failed for user bob",
+    "Plan: Basic Only; Basic One; Basic On",  # base64 of ":yr", ":w", ":": too short for a credential
+    '"_ga=GA1.2.1234; lang=en; theme=dark"',
+    "tests pass=3 fail=0 key=7 session=closed",  # name=value in prose, not in a cookie list
+    'DETAIL:  Key (id)=(1) already exists.',
+    "response=200 in 12 ms",
 ])
 def test_leaves_alone(text: str) -> None:
     assert redact(text) == text
@@ -62,6 +97,35 @@ def test_sensitive_param(name: str, sensitive: bool) -> None:
 def test_any_token_value_is_masked(value: str) -> None:
     out = redact(f"GET /a?x=1&access_token={value}&y=2 HTTP/1.1")
     assert out == "GET /a?x=1&access_token=***&y=2 HTTP/1.1"
+
+
+_b64 = st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc")), max_size=20)
+
+
+@settings(max_examples=300, deadline=None)
+@given(user=_b64.filter(lambda u: ":" not in u), password=_b64)
+def test_any_basic_credential_is_masked(user: str, password: str) -> None:
+    """RFC 7617: the value is base64 of user-id ":" password, in any case of the scheme name (with an empty
+    user-id, a password of 4+ characters: "Basic One" is base64 of ":w")."""
+    assume(user or len(password) >= 4)
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    for scheme in ("Basic", "basic"):
+        out = redact(f'1.2.3.4 "GET / HTTP/1.1" 200 "{scheme} {token}" "ua"')
+        assert out == f'1.2.3.4 "GET / HTTP/1.1" 200 "{scheme} ***" "ua"'
+
+
+@settings(max_examples=300, deadline=None)
+@given(name=st.sampled_from(["sessionid", "PHPSESSID", "JSESSIONID", "auth", "auth_token", "XSRF-TOKEN",
+                             "connect.sid", "remember_token", "session_key", "api_key"]),
+       value=st.text(alphabet=st.characters(blacklist_characters=";\"', \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f\x85&",
+                                            blacklist_categories=("Zs", "Cs", "Zl", "Zp")), min_size=1, max_size=30),
+       first=st.booleans())
+def test_any_credential_cookie_is_masked(name: str, value: str, first: bool) -> None:
+    head = '"GET / HTTP/1.1" 200 "'
+    out = redact(head + (f"{name}={value}; lang=en" if first else f"lang=en; {name}={value}") + '"')
+    assert out.startswith(head) and f"{name}=***" in out and "lang=en" in out
+    # nothing of the value is left (names such as XSRF-TOKEN are also token=… pairs, which take the quote)
+    assert out[len(head):].replace(f"{name}=***", "").replace("lang=en", "").replace("; ", "") in ("", '"')
 
 
 def test_credentials_in_a_percent_encoded_url_are_masked() -> None:

@@ -50,6 +50,53 @@ def test_durations_multiline_and_fingerprints() -> None:
     assert rep["unparsed"] == 0
 
 
+def test_log_duration_pairs_with_execute_lines() -> None:
+    """log_duration + log_statement = 'all' with the extended protocol: "execute <name>:" is the statement
+    whose duration follows; the bare durations just before it are its Parse and Bind.  (A real server's log
+    is tested in tests/tasks/test_logs_postgres.py.)"""
+    log = (
+        "2024-03-01 10:00:00.100 UTC [100] LOG:  statement: SELECT 1\n"
+        "2024-03-01 10:00:00.101 UTC [100] LOG:  duration: 1.000 ms\n"
+        "2024-03-01 10:00:00.200 UTC [100] LOG:  duration: 0.200 ms\n"  # Parse
+        "2024-03-01 10:00:00.200 UTC [100] LOG:  duration: 0.050 ms\n"  # Bind
+        "2024-03-01 10:00:00.300 UTC [100] LOG:  execute <unnamed>: SELECT * FROM orders\n"
+        "\tWHERE id = $1\n"
+        "2024-03-01 10:00:00.300 UTC [100] DETAIL:  parameters: $1 = '5'\n"
+        "2024-03-01 10:00:00.450 UTC [100] LOG:  duration: 150.000 ms\n"
+        "2024-03-01 10:00:00.500 UTC [101] LOG:  duration: 0.030 ms\n"  # Bind of a prepared statement
+        "2024-03-01 10:00:00.600 UTC [101] LOG:  execute S_1: SELECT * FROM orders WHERE id = $1\n"
+        "2024-03-01 10:00:00.900 UTC [101] LOG:  duration: 300.000 ms\n"
+        "2024-03-01 10:00:00.910 UTC [101] LOG:  execute fetch from S_1/C_2: SELECT * FROM orders WHERE id = $1\n"
+        "2024-03-01 10:00:00.920 UTC [101] LOG:  duration: 10.000 ms\n"
+        # a failed statement logs no duration: the next statement's Parse is not its
+        "2024-03-01 10:00:01.000 UTC [102] LOG:  duration: 0.100 ms\n"
+        "2024-03-01 10:00:01.000 UTC [102] LOG:  execute <unnamed>: INSERT INTO t VALUES ($1)\n"
+        "2024-03-01 10:00:01.000 UTC [102] ERROR:  duplicate key value violates unique constraint \"t_pkey\"\n"
+        "2024-03-01 10:00:01.000 UTC [102] STATEMENT:  INSERT INTO t VALUES ($1)\n"
+        "2024-03-01 10:00:01.100 UTC [102] LOG:  duration: 0.400 ms\n"  # Parse
+        "2024-03-01 10:00:01.100 UTC [102] LOG:  execute <unnamed>: SELECT 2\n"
+        "2024-03-01 10:00:01.200 UTC [102] LOG:  duration: 2.000 ms\n"
+        # log_statement = 'mod': durations of statements not logged are left out, not taken for Parse/Bind
+        "2024-03-01 10:00:02.000 UTC [103] LOG:  duration: 9.000 ms\n"
+        "2024-03-01 10:00:02.000 UTC [103] LOG:  duration: 9.000 ms\n"
+        "2024-03-01 10:00:02.000 UTC [103] LOG:  duration: 9.000 ms\n"
+        "2024-03-01 10:00:02.100 UTC [103] LOG:  statement: DELETE FROM t\n"
+        "2024-03-01 10:00:02.200 UTC [103] LOG:  duration: 4.000 ms\n"
+    )
+    rep = scan(log)
+    st_ = rep["statements"]
+    assert st_["count"] == 6 and st_["total_ms"] == 467.0
+    rows = {q["fingerprint"]: q for q in rep["slowest_total"]}
+    orders = rows["select * from orders where id = ?"]
+    assert (orders["count"], orders["total_ms"], orders["max_ms"]) == (3, 460.0, 300.0)
+    assert orders["example"] == "SELECT * FROM orders\nWHERE id = $1"
+    assert "insert into t values (...)" not in rows and rows["select ?"]["count"] == 2
+    assert rows["delete from t"]["total_ms"] == 4.0
+    assert st_["prepare_bind"] == {"count": 5, "total_ms": 0.78}  # the failed INSERT was parsed too
+    assert st_["percentiles"]["p95"] == 300.0
+    assert rep["unparsed"] == 0
+
+
 def test_errors_by_sqlstate_from_prefix_verbose_and_inference() -> None:
     log = (
         "2024-03-01 10:00:00 UTC [1] 42P01 ERROR:  relation \"nope\" does not exist at character 15\n"
@@ -119,6 +166,51 @@ def test_prefixes() -> None:
         compile_prefix("%m ")
     with pytest.raises(PrefixError, match="unknown escape"):
         compile_prefix("%m [%p] %Z")
+
+
+@pytest.mark.parametrize(("prefix", "head", "user", "db"), [
+    # PostgreSQL pads with spaces: after the value for a negative width, before it for a positive one
+    ("%m [%p] %-10u ", "2024-03-01 10:00:00.123 UTC [42] bob        ", "bob", None),
+    ("%m [%5p] ", "2024-03-01 10:00:00.123 UTC [   42] ", None, None),
+    ("%m [%-7p] %10u@%-10d ", "2024-03-01 10:00:00.123 UTC [42     ]        bob@app        ", "bob", "app"),
+    ("%m [%-7p] %10u@%-10d ", "2024-03-01 10:00:00.123 UTC [1234567]  someone_long@a_long_database ",
+     "someone_long", "a_long_database"),  # longer than the width: not cut
+    ("%m [%-7p] %10u@%-10d ", "2024-03-01 10:00:00.123 UTC [42     ]           @           ", "", ""),  # no session
+    ("%m [%-7p] %-u@%d ", "2024-03-01 10:00:00.123 UTC [42     ] bob@app ", "bob", "app"),  # "%-u": no padding
+    ("%-30m [%p] %e ", "2024-03-01 10:00:00.123 UTC        [42] 00000 ", None, None),
+])
+def test_padded_prefix_escapes(prefix: str, head: str, user: str | None, db: str | None) -> None:
+    rep = scan(head + "LOG:  duration: 5.000 ms  statement: SELECT 1\n", prefix)
+    assert rep["statements"]["count"] == 1 and rep["unparsed"] == 0
+    if user is not None:
+        assert rep["by_user"] == {user or "(none)": 1}
+    if db is not None:
+        assert rep["by_database"] == {db or "(none)": 1}
+
+
+_width = st.integers(-14, 14)
+_word = st.text(alphabet="abcdefghijklmnopqrstuvwxyz_0123456789", min_size=1, max_size=16)
+
+
+@settings(max_examples=300, deadline=None)
+@given(order=st.permutations(["m", "p", "u", "d", "e"]), widths=st.lists(_width, min_size=5, max_size=5),
+       seps=st.lists(st.sampled_from([" ", "@", " [", "] ", ":", ",", "|"]), min_size=5, max_size=5),
+       pid=st.integers(1, 4_194_304), user=_word, db=_word)
+def test_padded_prefixes_read_as_postgresql_writes_them(order: list[str], widths: list[int], seps: list[str],
+                                                        pid: int, user: str, db: str) -> None:
+    """Any prefix of padded escapes, and a line written with it the way PostgreSQL's elog.c does
+    (printf's %*s: a positive width pads on the left, a negative one on the right)."""
+    values = {"m": "2024-03-01 10:00:00.123 UTC", "p": str(pid), "u": user, "d": db, "e": "22012"}
+    prefix, head = "", ""
+    for esc, w, sep in zip(order, widths, seps, strict=True):
+        prefix += f"%{w or ''}{esc}{sep}"
+        head += (values[esc].rjust(w) if w > 0 else values[esc].ljust(-w)) + sep
+    acc = PgAccumulator(PgScanOptions(log_line_prefix=prefix))
+    acc.feed((head + "ERROR:  division by zero\n" + head + "LOG:  duration: 5.000 ms  statement: SELECT 1\n").encode())
+    rep = summarize(acc.partial())
+    assert rep["unparsed"] == 0 and rep["statements"]["count"] == 1, (prefix, head)
+    assert rep["by_user"] == {user: 1} and rep["by_database"] == {db: 1}, (prefix, head)
+    assert rep["errors"]["by_sqlstate"] == {"22012": 1} and rep["errors"]["inferred_sqlstates"] == 0
 
 
 def test_wrong_prefix_counts_unparsed_with_samples() -> None:

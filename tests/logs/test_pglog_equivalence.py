@@ -11,7 +11,10 @@ example and slowest statement, an error class's statements, unparsed-line and de
 earliest in the log whatever the chunking, and ``first``/``last`` are the earliest and latest timestamps
 of all entries (the reference looked only at the first and last duration entry of each buffer).  The
 generated logs have timestamps in order and keep log_statement/log_duration pairs to queries of their
-own, where both answers agree.
+own, where both answers agree.  One semantic fix was made to the reference too (marked CHANGED there): a
+backend's remembered ``statement:`` is forgotten at its ERROR/FATAL/PANIC (a failed statement logs no
+duration).  The extended protocol's ``execute <name>:`` lines with log_duration (which the reference does
+not pair) are not generated here; tests/logs/test_pglog.py and tests/tasks/test_logs_postgres.py test them.
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -196,3 +197,101 @@ def test_errors_by_sqlstate_agree_with_pgbadger(services_dir: Path, tmp_path: Pa
     assert mine["errors"]["by_sqlstate"] == theirs
     assert mine["errors"]["inferred_sqlstates"] == 0  # every one read from the log, none guessed
     assert_locks_and_deadlocks_agree(mine, badger)
+
+
+LOG_DURATION_CONF = f"""
+log_duration = on
+log_statement = 'all'
+lc_messages = 'C'
+log_line_prefix = '{pgworkload.LOG_LINE_PREFIX}'
+"""
+
+
+def test_log_duration_pairs_with_extended_protocol_executes(services_dir: Path, tmp_path: Path) -> None:
+    """log_duration + log_statement = 'all' (no log_min_duration_statement): a statement sent with the extended
+    protocol (pgbench -M extended/prepared, psycopg with and without prepared statements, in a pipeline) is
+    logged as "execute <name>: …" and its duration on a bare "duration:" line after it; its Parse and Bind
+    each log a bare duration before it.  Every statement that ran is counted once, with its own duration."""
+    cluster = PostgresCluster(services_dir / "pg-log-duration", extra_conf=LOG_DURATION_CONF)
+    cluster.start()
+    try:
+        env = {**os.environ, **cluster.env()}
+        pgbench = str(cluster.bin / "pgbench")
+        subprocess.run([pgbench, "-i", "-s", "1", "-q", "postgres"], env=env, check=True, capture_output=True)
+        start = cluster.log.stat().st_size  # the log from here on: the runs below
+        for mode in ("extended", "prepared"):  # the built-in TPC-B-like script: 7 statements a transaction
+            subprocess.run([pgbench, "-n", "-M", mode, "-t", "20", "postgres"], env=env, check=True,
+                           capture_output=True)
+        with cluster.connect() as c:
+            c.execute("CREATE TABLE upk_ext (id int PRIMARY KEY, v text)")  # no parameters: simple protocol
+            for i in range(10):
+                c.execute("INSERT INTO upk_ext VALUES (%s, %s)", (i, f"v{i}"), prepare=True)  # named: Bind only
+            for i in range(10):
+                c.execute("SELECT v FROM upk_ext WHERE id = %s", (i,), prepare=False)  # unnamed: Parse + Bind
+            with pytest.raises(Exception, match="duplicate key"):  # logged, failed: no duration
+                c.execute("INSERT INTO upk_ext VALUES (%s, %s)", (1, "dup"), prepare=False)
+            c.execute("SELECT pg_sleep(%s)", (0.2,), prepare=False)  # right after the error
+            with c.pipeline():
+                for i in range(10):
+                    c.execute("UPDATE upk_ext SET v = %s WHERE id = %s", ("x", i), prepare=False)
+    finally:
+        cluster.stop()
+    log = tmp_path / "pg.log"
+    log.write_bytes(cluster.log.read_bytes()[start:])
+    text = log.read_text()
+    assert "LOG:  execute <unnamed>: UPDATE pgbench_accounts" in text and "LOG:  execute P_1: UPDATE" in text
+    mine = ours(log, pgworkload.LOG_LINE_PREFIX)
+    fps = {q["fingerprint"]: q for q in mine["most_frequent"]}
+    counts = {fp: q["count"] for fp, q in fps.items()}
+    for fp in ("begin", "end", "select abalance from pgbench_accounts where aid = ?",
+               "update pgbench_accounts set abalance = abalance + ? where aid = ?",
+               "update pgbench_tellers set tbalance = tbalance + ? where tid = ?",
+               "update pgbench_branches set bbalance = bbalance + ? where bid = ?",
+               "insert into pgbench_history (tid, bid, aid, delta, mtime) values (?, ?, ?, ?, current_timestamp)"):
+        assert counts.pop(fp) == 2 * 20, fp
+    assert counts.pop("insert into upk_ext values (...)") == 10  # not the one that failed
+    assert counts.pop("select v from upk_ext where id = ?") == 10
+    assert counts.pop("update upk_ext set v = ? where id = ?") == 10
+    assert counts.pop("select pg_sleep(?)") == 1
+    assert counts.pop("create table upk_ext (id int primary key, v text)") == 1
+    # what is left are pgbench's own start-up queries (simple protocol: "statement:" lines)
+    assert sum(counts.values()) == text.count("LOG:  statement: ") - 1
+    st_ = mine["statements"]
+    ran = text.count("LOG:  statement: ") + text.count("LOG:  execute ") - 1  # every statement logged, one failed
+    assert st_["count"] == ran == 7 * 2 * 20 + 10 + 10 + 10 + 1 + 1 + sum(counts.values())
+    # each duration is its own statement's: pg_sleep's 200 ms are not its Parse's, nor the failed INSERT's
+    assert fps["select pg_sleep(?)"]["max_ms"] >= 200
+    assert fps["insert into upk_ext values (...)"]["max_ms"] < 200
+    # every other bare duration is a Parse or a Bind, logged before its "execute" line
+    bare = [float(m) for m in re.findall(r"LOG:  duration: ([\d.]+) ms$", text, re.M)]
+    assert len(bare) == st_["count"] + st_["prepare_bind"]["count"]
+    assert st_["prepare_bind"]["count"] >= 7 * 20 * 2 + 10 * 2  # pgbench -M extended and unnamed psycopg: 2 each
+    assert st_["total_ms"] + st_["prepare_bind"]["total_ms"] == pytest.approx(sum(bare), abs=0.01)
+    assert st_["prepare_bind"]["total_ms"] < 200
+
+
+def test_padded_log_line_prefix_read_from_the_server(cli: Any, make_config: Any, services_dir: Path,
+                                                     tmp_path: Path) -> None:
+    """PostgreSQL documents padded escapes (%-10u: left-aligned in 10 characters, %5p: right-aligned); the
+    job reads such a prefix from the server (SHOW log_line_prefix) and parses every line it wrote."""
+    prefix = "%m [%-7p] %10u@%-10d %e "
+    cluster = PostgresCluster(services_dir / "pg-padded",
+                              extra_conf=pgworkload.LOGGING_CONF + f"log_line_prefix = '{prefix}'\n")
+    cluster.start()
+    try:
+        done = pgworkload.run(lambda: cluster.connect())
+        assert re.search(r"^\S+ \S+ UTC \[\d+ *\]   postgres@postgres   [0-9A-Z]{5} LOG:  ",
+                         cluster.log.read_text(), re.M)  # the padding is really there
+        r = run(cli, config(make_config, cluster, tmp_path, log_file=str(cluster.log)))
+    finally:
+        cluster.stop()
+    assert r["status"] != "error", r["summary"]
+    m = r["metrics"]
+    assert m["unparsed_pct"] == 0 and m["statements"] >= done["statements"] and m["deadlocks"] == 1
+    data = json.loads(Path(next(a["path"] for a in r["artifacts"] if a["format"] == "json")).read_text())
+    assert data["log_line_prefix"] == prefix
+    assert set(data["by_user"]) == {"postgres"} and set(data["by_database"]) == {"postgres"}  # no padding kept
+    assert set(data["errors"]["by_sqlstate"]) >= {code for _sql, code in pgworkload.ERRORS}
+    assert data["errors"]["inferred_sqlstates"] == 0  # every SQLSTATE read from %e, none guessed
+    fps = {q["fingerprint"]: q for q in data["most_frequent"]}
+    assert fps["update upk_items set qty = qty + ? where id = ?"]["count"] == done["statements"] // 3

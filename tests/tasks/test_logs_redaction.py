@@ -103,6 +103,49 @@ def test_access_log_secrets_stay_out_of_reports_json_and_history(
     assert "/api/v1/reset?token=***&amp;lang=en" in html and "/search?q=beach+house&amp;page=2" in html
 
 
+# the format of a site that logs its clients' credentials: nginx escapes '"' inside values (\x22)
+CREDENTIAL_FORMAT = ('$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent "$http_referer" '
+                     '"$http_user_agent" "$http_authorization" "$http_cookie" "$http_x_api_key"')
+CREDENTIAL_SECRETS = ["YWRtaW46aHVudGVyMg==", "LEAKEDSESSION1", "XKEYsecret1", "opaqueAUTH2value", "LEAKEDSESSION2",
+                      "TOKbearer3", "LEAKEDCSRF3", "LEAKEDSESSION3", "TOKvalid", "SESSvalid", "XKEYvalid",
+                      "admin:hunter2"]
+
+
+def test_credentials_in_unparsed_lines_stay_out(cli: Any, make_config: Any, tmp_path: Path) -> None:
+    """Lines that do not parse are kept as samples (report, finding data); with a log_format that logs
+    $http_authorization and $http_cookie, the credentials in them must be masked: by the format's fields
+    when the line can be cut by its quotes (so an opaque API key or Authorization value is hidden too),
+    else by their shape (Basic/Bearer values, session cookies)."""
+    head = '192.0.2.50 - - [01/Mar/2024:10:00:{s:02d} +0000] "GET /a HTTP/1.1"'
+    good = [f'{head.format(s=i)} 200 5 "-" "ua" "Bearer TOKvalid{i:04d}" "SESSvalid{i}=x; sessionid=SESSvalid{i}" '
+            f'"XKEYvalid{i}"' for i in range(40)]
+    bad = [  # a status that is no number: not a request GoAccess counts
+        f'{head.format(s=50)} 2OO 5 "-" "ua" "Basic YWRtaW46aHVudGVyMg==" "sessionid=LEAKEDSESSION1; lang=en" '
+        '"XKEYsecret1"',
+        f'{head.format(s=51)} 2OO 5 "-" "ua" "opaqueAUTH2value" "lang=en; PHPSESSID=LEAKEDSESSION2" "-"',
+        # cut short (no closing quote): the fields cannot be told apart, the values' shapes are masked
+        f'{head.format(s=52)} 2OO 5 "-" "ua" "Bearer eyJhbGciOiJIUzI1NiJ9.TOKbearer3.c2ln" '
+        '"csrftoken=LEAKEDCSRF3; sessionid=LEAKEDSESSION3',
+    ]
+    log = tmp_path / "access.log"
+    log.write_text("\n".join(good[:20] + bad + good[20:]) + "\n")
+    cfg = make_config({"targets": {"web": {"kind": "nginx", "access_log": str(log)}},
+                       "jobs": {"log-analysis": {"task": "logs.nginx", "target": "web", "options": {
+                           "log_format": CREDENTIAL_FORMAT, "report_dir": str(tmp_path / "reports")}}}})
+    r, out = run(cli, cfg, "log-analysis")
+    data, jtext, html = reports(r)
+    assert_hidden(CREDENTIAL_SECRETS, json_report=jtext, html_report=html, run_json=out,
+                  history=history_text(tmp_path / "history.db"))
+    # the lines are still counted and shown, with the credentials masked
+    assert data["requests"] == 40 and data["invalid"] == 3
+    samples = [x["line"] for x in data["invalid_samples"]]
+    assert samples[0] == f'{head.format(s=50)} 2OO 5 "-" "ua" "***" "***" "***"'
+    assert samples[1] == f'{head.format(s=51)} 2OO 5 "-" "ua" "***" "***" "-"'
+    assert samples[2] == (f'{head.format(s=52)} 2OO 5 "-" "ua" "Bearer ***" "csrftoken=***; sessionid=***')
+    unparsed = next(f for f in r["findings"] if f["check"] == "logs.nginx.unparsed")
+    assert unparsed["data"]["sample"] == samples[0]
+
+
 # -- logs.errors -------------------------------------------------------------------------------
 
 def write_app_log(path: Path, messages: list[str]) -> None:

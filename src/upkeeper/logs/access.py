@@ -62,6 +62,7 @@ from upkeeper.logs.goaccess import (
     valid_ip,
     valid_status,
 )
+from upkeeper.logs.masking import mask_line, quote_mask
 from upkeeper.logs.nginx_format import COMBINED, SplitPlan, TokenSpec, split_plan, to_goaccess
 
 if TYPE_CHECKING:
@@ -141,6 +142,7 @@ class Accumulator:
         ga = to_goaccess(opts.log_format, internal=True)
         self.parser = GoAccessLineParser(ga.log_format, ga.date_format, ga.time_format)
         self.plan: SplitPlan | None = split_plan(opts.log_format) if opts.fast else None
+        self.sample_mask = quote_mask(opts.log_format)  # credential fields to hide in unparsed-line samples
         self.static_ext = tuple(e.lower().encode() for e in opts.static_extensions)
         self.login_rx = path_matcher(list(opts.login_paths))
         self.p = AccessPartial()
@@ -569,8 +571,11 @@ class Accumulator:
         p.invalid += 1
         p.invalid_reasons[kind] += 1
         if len(p.invalid_samples) < self.opts.samples:
+            # the format's credential fields ($http_authorization, $http_cookie …) masked before the
+            # line is cut and kept; redact() then masks what is left (tasks/logs/nginx.py)
+            sample = mask_line(line, self.sample_mask)[:500]
             p.invalid_samples.append({"source": source, "offset": offset, "reason": reason,
-                                      "line": line[:500].decode("utf-8", errors="replace")})
+                                      "line": sample.decode("utf-8", errors="replace")})
 
     # -- output --------------------------------------------------------------------------------
 

@@ -5,7 +5,9 @@ Understood entries (``log_line_prefix`` configurable, PostgreSQL's default ``%m 
 * ``duration: X ms  statement|execute <name>: …`` (``log_min_duration_statement``):
   statements grouped by normalized fingerprint with count, total, mean, max, and
   every duration in a histogram for exact percentiles.  Bare ``duration:`` lines
-  (``log_duration``) are paired with the session's last ``statement:`` line.
+  (``log_duration``) are paired with the session's last ``statement:`` or
+  ``execute <name>:`` line (``log_statement``); with the extended protocol, the bare
+  durations logged just before an ``execute`` line are its Parse and Bind (prepare/bind time).
 * ``ERROR``/``FATAL``/``PANIC`` by SQLSTATE (from ``%e``, from
   ``log_error_verbosity = verbose``, or inferred from the message text) and by
   normalized message, with the ``STATEMENT`` that caused it.
@@ -64,12 +66,21 @@ _ESCAPES: dict[str, bytes] = {
 }
 
 
+# a padded escape (PostgreSQL's process_log_prefix_padding): "%-10u" pads the user name with spaces on the
+# right to 10 characters, "%5p" the pid on the left; "%-u" is no padding at all
+_PADDING = re.compile(r"-?\d*")
+
+
 class PrefixError(UpkeeperError):
     """The log_line_prefix cannot be used."""
 
 
 def compile_prefix(prefix: str) -> bytes:
-    """A regex (bytes) for ``log_line_prefix``; named groups ts, pid, user, db, sqlstate, epoch."""
+    """A regex (bytes) for ``log_line_prefix``; named groups ts, pid, user, db, sqlstate, epoch.
+
+    Padded escapes are understood as PostgreSQL writes them (``%-10u``, ``%5p``: the value, and spaces
+    up to the width after it for a negative width, before it for a positive one; a longer value is not
+    cut); as in PostgreSQL, a prefix that ends in a width ends there."""
     out: list[bytes] = []
     seen: set[str] = set()
     optional_from: int | None = None
@@ -77,8 +88,14 @@ def compile_prefix(prefix: str) -> bytes:
     while i < len(prefix):
         c = prefix[i]
         if c == "%" and i + 1 < len(prefix):
-            e = prefix[i + 1]
-            i += 2
+            pm = _PADDING.match(prefix, i + 1)  # always matches (maybe the empty string)
+            end = pm.end() if pm else i + 1
+            if end == len(prefix):
+                break  # "…%-10": PostgreSQL stops writing the prefix here
+            digits = prefix[i + 1:end].lstrip("-")
+            width = int(digits) * (-1 if prefix[i + 1] == "-" else 1) if digits else 0
+            e = prefix[end]
+            i = end + 1
             if e == "%":
                 out.append(b"%")
             elif e == "q":
@@ -90,7 +107,9 @@ def compile_prefix(prefix: str) -> bytes:
                     pat = re.sub(rb"\?P<\w+>", b"?:", pat)  # a field printed twice: capture it once
                 elif name:
                     seen.add(name.group(1).decode())
-                out.append(pat)
+                # padding spaces: before a right-aligned value, after a left-aligned one (values never start
+                # or end with a space, so the field's own pattern stays unchanged)
+                out.append(b" *" + pat if width > 0 else pat + b" *" if width < 0 else pat)
             else:
                 raise PrefixError(f"log_line_prefix {prefix!r}: unknown escape %{e}",
                                   "Try: copy log_line_prefix from postgresql.conf (SHOW log_line_prefix)")
@@ -201,6 +220,11 @@ _LOCK_WAIT = re.compile(
 _TEMP_FILE = re.compile(rb'temporary file: path "([^"]*)", size (\d+)')
 _BARE_DURATION = re.compile(rb"duration: ([\d.]+) ms$")
 _STATEMENT = re.compile(rb"statement: ")
+# log_statement's line for an extended-protocol Execute: "execute <unnamed>: …", "execute S_1: …",
+# "execute fetch from S_1/C_2: …" (a portal run again for more rows)
+_EXECUTE = re.compile(rb"execute (?:fetch from )?[^:\n]*: ")
+#: bare durations of a backend kept until its "execute …:" line tells they were its Parse and Bind
+MAX_UNPAIRED = 2
 _TOO_FREQUENT = re.compile(rb"checkpoints are occurring too frequently \((\d+) seconds? apart\)")
 
 
@@ -305,7 +329,9 @@ class PgAccumulator:
         self.g_ms, self.g_kind, self.g_q = gi["ms"], gi["kind"], gi["q"]
         self.g_level, self.g_msg = gi["level"], gi["msg"]
         self.p = PgPartial(samples=opts.samples)
-        self.last_statement: dict[bytes, tuple[bytes, Pos]] = {}  # pid -> last "statement:" (log_statement)
+        # pid -> last "statement:"/"execute …:" (log_statement), waiting for its bare duration (log_duration)
+        self.last_statement: dict[bytes, tuple[bytes, Pos]] = {}
+        self.unpaired: dict[bytes, list[bytes]] = {}  # pid -> bare durations with no statement (yet): Parse, Bind
         self.pending: dict[bytes, tuple[str, Any]] = {}  # pid -> entry waiting for its STATEMENT/DETAIL
         self.fp_cache: dict[bytes, bytes] = {}  # statement text -> fingerprint, for this scan only
         self._src = ""
@@ -322,7 +348,7 @@ class PgAccumulator:
         logged 10,000 backends ago has long had its duration line).  The fingerprint cache only
         saves work: it starts again when full.
         """
-        for pids in (self.last_statement, self.pending):
+        for pids in (self.last_statement, self.pending, self.unpaired):
             excess = len(pids) - MAX_OPEN_PIDS
             if excess > 0:
                 for pid in list(itertools.islice(pids, excess)):  # the oldest first (insertion order)
@@ -481,6 +507,10 @@ class PgAccumulator:
         if level == "LOG":
             self._log(pid, msg, ts, i)
         elif level in ("ERROR", "FATAL", "PANIC"):
+            # the failed statement logs no duration: the next bare one (the next statement's Parse, with the
+            # extended protocol) is not its
+            self.last_statement.pop(pid, None)
+            self.unpaired.pop(pid, None)
             code: bytes | str | None = r[self.g_sqlstate - 1] if self.g_sqlstate is not None else None
             vm = _VERBOSE_CODE.match(msg)
             if vm:
@@ -529,10 +559,28 @@ class PgAccumulator:
             prev = self.last_statement.pop(pid, None)
             if bm and prev is not None:  # log_duration + log_statement: pair them
                 self._durations_bare(bm.group(1), prev[0], prev[1], ts)
+            elif bm:
+                # no statement waits: with the extended protocol, a Parse or Bind (logged before the Execute's
+                # "execute …:" line), else a statement log_statement does not log (left out, as always)
+                seen = self.unpaired.pop(pid, [])
+                seen.append(bm.group(1))
+                self.unpaired[pid] = seen[-MAX_UNPAIRED:]
             return
         if msg.startswith(b"statement: "):
+            self.unpaired.pop(pid, None)
             self.last_statement.pop(pid, None)  # re-inserted last: the dict stays in order of last use
             self.last_statement[pid] = (msg[11:].replace(b"\n\t", b"\n"), (self._src, self._off, i))
+            return
+        if msg.startswith(b"execute "):
+            em = _EXECUTE.match(msg)
+            if em:
+                parse_bind = self.unpaired.pop(pid, None)
+                if parse_bind:
+                    ms = sum(map(float, parse_bind))  # "1.2.3": ValueError, counted unparsed by the caller
+                    p.prepare_count += len(parse_bind)
+                    p.prepare_ms += ms
+                self.last_statement.pop(pid, None)
+                self.last_statement[pid] = (msg[em.end():].replace(b"\n\t", b"\n"), (self._src, self._off, i))
             return
         if msg.startswith(b"checkpoint "):
             if msg.startswith(b"checkpoint starting: "):

@@ -363,6 +363,9 @@ class PgAccumulator:
         if level == "LOG":
             self._log(pid, msg, ts)
         elif level in ("ERROR", "FATAL", "PANIC"):
+            # CHANGED after freezing, as in upkeeper.logs.pglog (a semantic fix, not an optimization): a failed
+            # statement logs no duration, so the backend's remembered statement is forgotten at its error
+            self.last_statement.pop(pid, None)
             code: bytes | str | None = r[self.g_sqlstate - 1] if self.g_sqlstate is not None else None
             vm = _VERBOSE_CODE.match(msg)
             if vm:
