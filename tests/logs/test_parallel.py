@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from upkeeper.logs import parallel
@@ -68,6 +68,8 @@ def log_bytes(draw: st.DrawFn) -> bytes:
 @settings(max_examples=300, deadline=None)
 @given(log_bytes(), st.integers(1, 64), st.integers(1, 100), st.integers(1, 120), st.booleans(), st.booleans(),
        st.sampled_from([b"", b"\t"]))
+# an entry whose next line has begun (and is no continuation) is complete: it used to wait a run
+@example(b"\n\na", 3, 1, 1, False, False, b"\t")
 def test_read_unit_cuts_only_long_lines_and_accounts_for_every_byte(
         data: bytes, chunk: int, max_line: int, keep: int, final: bool, gz: bool, continuation: bytes) -> None:
     with tempfile.TemporaryDirectory() as d:

@@ -168,8 +168,10 @@ def read_unit(u: Unit, chunk: int = CHUNK, continuation: bytes = b"", max_line: 
                 done = long_at = pos - len(buf) + cut
                 head, carry = buf[cut:cut + keep], b""
                 continue
-            if continuation and cut:
-                # do not split a multi-line entry: cut before the last entry start instead
+            if continuation and cut and (len(buf) - cut < len(continuation)
+                                         or buf[cut:cut + len(continuation)] == continuation):
+                # the line after the cut may continue the last entry (or is one of its lines): do not
+                # split a multi-line entry, cut before the last entry start instead
                 k = buf.rfind(b"\n", 0, cut - 1) + 1
                 while k > 0 and buf[k:k + len(continuation)] == continuation:
                     k = buf.rfind(b"\n", 0, k - 1) + 1
