@@ -11,7 +11,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from logs.goaccess_helpers import assert_same_as_goaccess, goaccess, goaccess_numbers, ours
+from logs.goaccess_helpers import (
+    assert_all_paths_same_as_goaccess,
+    assert_same_as_goaccess,
+    goaccess,
+    goaccess_numbers,
+    ours,
+)
 from services import wait_for_log_lines
 from upkeeper.logs.synth import write_access_log
 from upkeeper.sandbox.nginx import NginxServer
@@ -97,3 +103,20 @@ def test_generated_log_with_garbage_matches_goaccess(tmp_path: Path) -> None:
     assert_same_as_goaccess(single, ga)
     # two processes over 1 MB units give the same numbers as one
     assert ours(log, workers=2)["goaccess"] == single["goaccess"]
+
+
+def test_signed_and_zero_padded_statuses_match_goaccess(tmp_path: Path) -> None:
+    """GoAccess reads the status with strtol: '+503' is 503 in its status panel (we keyed '+503'), while
+    its 404 and visitor rules look at the text ('+404' and '0404' are neither not-found nor excluded)."""
+    log = tmp_path / "signed.log"
+    log.write_bytes(b'1.1.1.1 - - [01/Mar/2024:10:00:00 +0000] "GET /a HTTP/1.1" +503 5 "-" "a" 0.1\n'
+                    b'1.1.1.2 - - [01/Mar/2024:10:00:00 +0000] "GET /b HTTP/1.1" +404 5 "-" "a" 0.1\n'
+                    b'1.1.1.3 - - [01/Mar/2024:10:00:00 +0000] "GET /c HTTP/1.1" 0404 5 "-" "a" 0.1\n'
+                    b'1.1.1.4 - - [01/Mar/2024:10:00:00 +0000] "GET /d HTTP/1.1" +0200 5 "-" "a" 0.1\n'
+                    b'1.1.1.5 - - [01/Mar/2024:10:00:00 +0000] "GET /e HTTP/1.1" 503 5 "-" "a" 0.1\n'
+                    b'1.1.1.6 - - [01/Mar/2024:10:00:00 +0000] "GET /f HTTP/1.1" -503 5 "-" "a" 0.1\n')
+    ga = assert_all_paths_same_as_goaccess(log, tmp_path)
+    assert ga["status"] == {"503": 2, "404": 2, "200": 1} and ga["visitors"] == 5
+    mine = ours(log)
+    assert mine["status"] == {"200": 1, "404": 2, "503": 2}
+    assert mine["failed"] == 2 and mine["invalid"] == 1

@@ -930,8 +930,8 @@ def summarize(p: AccessPartial, *, top_n: int = 10, failed_statuses: str = "5xx"
     valid = p.valid
     status: Counter[str] = Counter()
     for raw, v in p.status.items():
-        if raw is not None:  # GoAccess keys the number: "0404" is 404
-            status[str(int(raw)) if raw.isdigit() else _s(raw)] += v
+        if raw is not None:  # GoAccess keys the number (strtol): "0404" and "+404" are 404
+            status[str(int(raw)) if valid_status(raw) else _s(raw)] += v
     classes = Counter({c: 0 for c in STATUS_CLASSES})
     for code, v in status.items():
         if code[:1].isdigit():
