@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from logs.goaccess_helpers import (
     assert_all_paths_same_as_goaccess,
     assert_same_as_goaccess,
@@ -120,3 +122,28 @@ def test_signed_and_zero_padded_statuses_match_goaccess(tmp_path: Path) -> None:
     mine = ours(log)
     assert mine["status"] == {"200": 1, "404": 2, "503": 2}
     assert mine["failed"] == 2 and mine["invalid"] == 1
+
+
+ARROW_LINE = ('1.1.1.{i} - - [01/Mar/2024:10:00:0{i} +0000] "GET /p{i} HTTP/1.1" {st} → {i}0 "-" "ua {i}" '
+              '{rt}0.{i}\n')
+
+
+@pytest.mark.parametrize("rt", ["", "rt→"])
+def test_non_latin1_literal_in_the_format_matches_goaccess(tmp_path: Path, rt: str) -> None:
+    """nginx writes a format's literals in UTF-8; the format used to be encoded as Latin-1 (UnicodeEncodeError:
+    an internal error on every run).  GoAccess, given the same UTF-8 format, skips the literal byte by byte."""
+    fmt = ('$remote_addr - $remote_user [$time_local] "$request" $status → $body_bytes_sent "$http_referer" '
+           f'"$http_user_agent" {rt}$request_time')
+    lines = [ARROW_LINE.format(i=i, st=200 + 100 * (i % 4), rt=rt) for i in range(1, 9)] * 10
+    # GoAccess skips a literal's bytes without comparing them
+    odd = [f'1.1.1.9 - - [01/Mar/2024:10:00:09 +0000] "GET /ascii HTTP/1.1" 200 -> 5 "-" "ua" {rt}0.1\n',
+           f'1.1.1.9 - - [01/Mar/2024:10:00:09 +0000] "GET /one HTTP/1.1" 200 > 5 "-" "ua" {rt}0.1\n',
+           '1.1.1.9 - - [01/Mar/2024:10:00:09 +0000] "GET /none HTTP/1.1" 200 5 "-" "ua" 0.1\n']
+    log = tmp_path / "arrow.log"
+    log.write_bytes("".join(lines + odd + lines).encode())
+    ga = assert_all_paths_same_as_goaccess(log, tmp_path, fmt)
+    assert ga["valid"] >= 160
+    for kw in ({"arrow": False}, {"arrow_min_buffer": 0}):
+        mine = ours(log, fmt=fmt, **kw)
+        assert mine["requests"] == ga["valid"] and mine["fast_path_lines"] >= 80  # not only line by line
+        assert mine["latency"]["overall"]["max"] == 800.0

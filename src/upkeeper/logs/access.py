@@ -648,20 +648,20 @@ class Accumulator:
 def _strip_ok(v: bytes, spec: TokenSpec | None) -> bool:
     if spec is None or not (spec.prefix or spec.suffix):
         return True
-    return (v.startswith(spec.prefix.encode()) and v.endswith(spec.suffix.encode())
-            and len(v) >= len(spec.prefix) + len(spec.suffix))
+    pre, suf = spec.prefix.encode(), spec.suffix.encode()  # nginx writes the format's literals in UTF-8
+    return v.startswith(pre) and v.endswith(suf) and len(v) >= len(pre) + len(suf)
 
 
 def _strip(v: bytes, spec: TokenSpec | None) -> bytes:
     if spec is None or not (spec.prefix or spec.suffix):
         return v
-    return v[len(spec.prefix):len(v) - len(spec.suffix)]
+    return v[len(spec.prefix.encode()):len(v) - len(spec.suffix.encode())]
 
 
 def _strip_col(col: list[bytes] | None, spec: TokenSpec | None) -> list[bytes] | None:
     if col is None or spec is None or not (spec.prefix or spec.suffix):
         return col
-    return list(map(itemgetter(slice(len(spec.prefix), -len(spec.suffix) or None)), col))
+    return list(map(itemgetter(slice(len(spec.prefix.encode()), -len(spec.suffix.encode()) or None)), col))
 
 
 #: glibc strptime %S accepts 0-61, one or two digits; the fixed-width shape has two

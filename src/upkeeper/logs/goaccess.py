@@ -337,7 +337,7 @@ class GoAccessLineParser:
     """
 
     def __init__(self, log_format: str, date_format: str = "%d/%b/%Y", time_format: str = "%T") -> None:
-        self.fmt = log_format.encode("latin-1")
+        self.fmt = log_format.encode()  # walked byte by byte, as GoAccess walks the UTF-8 nginx writes
         self.date_format = date_format
         self.time_format = time_format
         self.date_tokens = date_format.count(" ") + 1
