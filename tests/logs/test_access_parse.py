@@ -131,3 +131,45 @@ def test_formats_have_fast_plans_and_goaccess_equivalents() -> None:
     assert fast == slow
     assert fast["requests"] == 2 and fast["latency"]["overall"]["p95"] == 1250.0
     assert fast["latency"]["upstream"]["p50"] == 200.0
+
+
+def _libc_strptime() -> Any:
+    import ctypes
+
+    libc = ctypes.CDLL(None)
+    fn = libc.strptime
+    fn.restype = ctypes.c_char_p
+    fn.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_void_p]
+    buf = ctypes.create_string_buffer(256)  # a struct tm, with room to spare
+
+    def takes_all(s: bytes, fmt: bytes) -> bool:
+        rest = fn(s, fmt, buf)
+        return rest is not None and rest == b""
+
+    return takes_all
+
+
+TIME_CHARS = st.text(alphabet="0123456789:+-Z \t", max_size=16).map(str.encode)
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.one_of(TIME_CHARS, st.sampled_from([b"10:00:00-05:00", b"10:00:00+0530", b"10:00:00+05", b"10:00:00Z",
+                                               b"10:00:00+05:60", b"10:00:00-5:00", b"1:2:3 -05:00", b"10:00:00"])))
+@example(b"10:00:00+05:3")
+def test_time_with_offset_is_glibc_strptime(tok: bytes) -> None:
+    """$time_iso8601's time is read as GoAccess reads it with --time-format=%T%z: glibc strptime must take
+    the whole token (the offset may be west of UTC: '-05:00' was refused)."""
+    from upkeeper.logs.goaccess import parse_time
+
+    if b"\0" in tok:
+        return
+    assert (parse_time(tok, "%T%z") is not None) == _libc_strptime()(tok, b"%T%z"), tok
+    assert (parse_time(tok, "%T") is not None) == _libc_strptime()(tok, b"%T"), tok
+
+
+def test_iso8601_west_of_utc_is_parsed_on_every_path() -> None:
+    fmt = '$remote_addr - $remote_user [$time_iso8601] "$request" $status $body_bytes_sent'
+    data = b"".join(b'1.2.3.%d - - [2024-03-01T10:00:00-05:00] "GET /a HTTP/1.1" 200 5\n' % i for i in range(60))
+    for fast in (True, False):
+        rep = scan(data, fast=fast, fmt=fmt)
+        assert rep["requests"] == 60 and rep["invalid"] == 0 and rep["first"] == "2024-03-01 10:00"

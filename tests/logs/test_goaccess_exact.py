@@ -147,3 +147,34 @@ def test_non_latin1_literal_in_the_format_matches_goaccess(tmp_path: Path, rt: s
         mine = ours(log, fmt=fmt, **kw)
         assert mine["requests"] == ga["valid"] and mine["fast_path_lines"] >= 80  # not only line by line
         assert mine["latency"]["overall"]["max"] == 800.0
+
+
+ISO_FMT = ('$remote_addr - $remote_user [$time_iso8601] "$request" $status $body_bytes_sent "$http_referer" '
+           '"$http_user_agent" $request_time')
+
+
+def test_iso8601_times_west_of_utc_match_goaccess(tmp_path: Path) -> None:
+    """$time_iso8601 west of UTC (…T10:00:00-05:00) was 100 % unparsed: the GoAccess format we derived,
+    '%dT%t+%^', needs a '+'.  It is now '%dT%t' with --time-format=%T%z, which GoAccess reads with strptime:
+    any offset, and the clock time as written (23:30-05:00 stays on its own date)."""
+    lines = [f'1.1.{k}.{i} - - [2024-03-0{1 + i % 2}T{10 + i:02d}:{i:02d}:00{off}] "GET /p{i} HTTP/1.1" '
+             f'{200 + 100 * (i % 4)} {i} "-" "ua {k}" 0.{i}\n'
+             for k, off in enumerate(["+00:00", "-05:00", "+05:30", "-12:00", "+14:00"]) for i in range(1, 10)]
+    odd = ['1.1.9.1 - - [2024-03-01T23:30:00-05:00] "GET /late HTTP/1.1" 200 1 "-" "ua" 0.1\n',
+           '1.1.9.2 - - [2024-03-01T10:00:00Z] "GET /zulu HTTP/1.1" 200 1 "-" "ua" 0.1\n',
+           '1.1.9.3 - - [2024-03-01T10:00:00-0500] "GET /no-colon HTTP/1.1" 200 1 "-" "ua" 0.1\n',
+           '1.1.9.4 - - [2024-03-01T10:00:00-05] "GET /hours HTTP/1.1" 200 1 "-" "ua" 0.1\n',
+           '1.1.9.5 - - [2024-03-01T10:00:00+05:60] "GET /bad-minutes HTTP/1.1" 200 1 "-" "ua" 0.1\n',
+           '1.1.9.6 - - [2024-03-01T10:00:00-5:00] "GET /one-digit HTTP/1.1" 200 1 "-" "ua" 0.1\n',
+           '1.1.9.7 - - [2024-03-01T10:00:00] "GET /no-offset HTTP/1.1" 200 1 "-" "ua" 0.1\n',
+           '1.1.9.8 - - [2024-03-01T10:00:00 -05:00] "GET /blank HTTP/1.1" 200 1 "-" "ua" 0.1\n']
+    log = tmp_path / "iso.log"
+    log.write_bytes("".join(lines * 4 + odd + lines).encode())
+    ga = assert_all_paths_same_as_goaccess(log, tmp_path, ISO_FMT)
+    assert ga["valid"] == 5 * 45 + 5 and ga["failed"] == 3
+    mine = ours(log, fmt=ISO_FMT, arrow_min_buffer=0)
+    assert mine["fast_path_lines"] >= 4 * 45
+    assert mine["last"] == "2024-03-02 19:09"  # no conversion to UTC
+    # March 1st: i = 4 and 8 (2 and 6 answer 400) for each of the 5 offsets, and the 5 valid odd lines
+    # (23:30-05:00 included: it is not moved to March 2nd)
+    assert mine["visitors_by_date"]["2024-03-01"] == 2 * 5 + 5

@@ -60,6 +60,7 @@ from upkeeper.logs.goaccess import (
     parse_size,
     parse_time,
     valid_ip,
+    valid_offset,
     valid_status,
 )
 from upkeeper.logs.nginx_format import COMBINED, SplitPlan, TokenSpec, split_plan, to_goaccess
@@ -681,12 +682,12 @@ class TimeTokens:
         self.pre = spec.prefix.encode()
         self.suf = spec.suffix.encode()
         p = len(self.pre)
-        if self.iso:  # 2024-03-01T10:00:00+00:00
+        if self.iso:  # 2024-03-01T10:00:00+00:00 (or -05:00: the offset is checked, not applied)
             self.width = p + 25 + len(self.suf)
             self.dsl, self.tsl = slice(p, p + 10), slice(p + 11, p + 19)
             self.msl, self.ssl = slice(0, p + 16), slice(p + 17, p + 19)
-            self.marks = tuple((p + i, ord(c)) for i, c in ((4, "-"), (7, "-"), (10, "T"), (13, ":"), (16, ":"),
-                                                              (19, "+")))
+            self.marks = tuple((p + i, ord(c)) for i, c in ((4, "-"), (7, "-"), (10, "T"), (13, ":"), (16, ":")))
+            self.zsl = slice(p + 19, p + 25)
         else:  # 01/Mar/2024:10:00:00
             self.width = p + 20 + len(self.suf)
             self.dsl, self.tsl = slice(p, p + 11), slice(p + 12, p + 20)
@@ -694,6 +695,20 @@ class TimeTokens:
             self.marks = tuple((p + i, ord(c)) for i, c in ((2, "/"), (6, "/"), (11, ":"), (14, ":"), (17, ":")))
         self.dates: dict[bytes, int | None] = {}
         self.times: dict[bytes, tuple[int, int] | None] = {}
+        self.offsets: dict[bytes, bool] = {}
+
+    def _offsets_ok(self, offsets: Iterable[bytes]) -> bool:
+        """Are these offsets (the fixed-width shape's last six bytes) all valid? True for $time_local."""
+        if not self.iso:
+            return True
+        ok = self.offsets
+        for z in offsets:
+            v = ok.get(z)
+            if v is None:
+                v = ok[z] = valid_offset(z)
+            if not v:
+                return False
+        return True
 
     def many(self, toks: set[bytes]) -> dict[bytes, TimeInfo | None]:
         """Parse distinct tokens; the common shape is handled with C-level slicing and lookups."""
@@ -703,7 +718,8 @@ class TimeTokens:
                     map(itemgetter(slice(0, len(self.pre))), lst)) == {self.pre})
                 and (not self.suf or set(map(itemgetter(slice(self.width - len(self.suf), None)), lst))
                      == {self.suf})
-                and set(map(itemgetter(self.ssl), lst)) <= _SECONDS):
+                and set(map(itemgetter(self.ssl), lst)) <= _SECONDS
+                and (not self.iso or self._offsets_ok(set(map(itemgetter(self.zsl), lst))))):
             minute = list(map(itemgetter(self.msl), lst))
             info = {k: self._minute(k) for k in set(minute)}
             return dict(zip(lst, map(info.__getitem__, minute), strict=True))
@@ -725,7 +741,7 @@ class TimeTokens:
 
     def __call__(self, t: bytes) -> TimeInfo | None:
         if (len(t) == self.width and all(t[m] == c for m, c in self.marks) and t.startswith(self.pre)
-                and t.endswith(self.suf)):
+                and t.endswith(self.suf) and (not self.iso or self._offsets_ok((t[self.zsl],)))):
             ds, ts = t[self.dsl], t[self.tsl]
             d = self.dates.get(ds, -1)
             if d == -1:
@@ -749,15 +765,12 @@ class TimeTokens:
             if not sep:
                 return None
             date = parse_date(d, "%d/%b/%Y")
-        else:  # %d up to 'T', %t up to '+', the offset skipped
+        else:  # %d up to 'T', then %t: the time and its UTC offset (strptime %T%z)
             d, sep, rest = v.partition(b"T")
             if not sep:
                 return None
             date = parse_date(d, "%Y-%m-%d")
-            rest, plus, _ = rest.partition(b"+")
-            if not plus:
-                return None
-        tm = parse_time(rest)
+        tm = parse_time(rest, "%T%z" if self.iso else "%T")
         if date is None or tm is None:
             return None
         return (date, tm[0], tm[1])

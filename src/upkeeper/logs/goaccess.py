@@ -202,6 +202,11 @@ def valid_ip(b: bytes) -> bool:
 _DATE_DBY = re.compile(rb"\s*(\d{1,2})/([A-Za-z]+)/\s*(\d{1,4})")
 _DATE_YMD = re.compile(rb"\s*(\d{1,4})-\s*(\d{1,2})-\s*(\d{1,2})")
 _TIME_T = re.compile(rb"\s*(\d{1,2}):\s*(\d{1,2}):\s*(\d{1,2})")
+#: glibc ``%z``: blanks, then ``Z`` or a sign and two digits, optionally two more (minutes 0-59) after
+#: an optional colon: ``-05:00``, ``+0530``, ``+05``
+_TZ = rb"\s*(?:Z|[+-]\d\d(?::?[0-5]\d)?)"
+_TIME_TZ = re.compile(rb"\s*(\d{1,2}):\s*(\d{1,2}):\s*(\d{1,2})" + _TZ)
+_OFFSET = re.compile(_TZ)
 
 
 def parse_date(tok: bytes, fmt: str = "%d/%b/%Y") -> int | None:
@@ -225,9 +230,15 @@ def parse_date(tok: bytes, fmt: str = "%d/%b/%Y") -> int | None:
     return y * 10000 + mon * 100 + d
 
 
-def parse_time(tok: bytes) -> tuple[int, int, int] | None:
-    """glibc ``strptime(%T)``: H 0-23, M 0-59, S 0-61."""
-    m = _TIME_T.fullmatch(tok)
+def parse_time(tok: bytes, fmt: str = "%T") -> tuple[int, int, int] | None:
+    """glibc ``strptime(%T)``: H 0-23, M 0-59, S 0-61; with ``%T%z`` (``$time_iso8601``) a UTC offset
+    must follow, which is checked and not applied (GoAccess keeps the clock time as written)."""
+    if fmt == "%T":
+        m = _TIME_T.fullmatch(tok)
+    elif fmt == "%T%z":
+        m = _TIME_TZ.fullmatch(tok)
+    else:  # pragma: no cover - formats are produced by nginx_format only
+        raise ValueError(f"unsupported time format {fmt!r}")
     if not m:
         return None
     h, mi, s = int(m.group(1)), int(m.group(2)), int(m.group(3))
@@ -238,6 +249,11 @@ def parse_time(tok: bytes) -> tuple[int, int, int] | None:
 
 _STATUS = re.compile(rb"[+-]?\d+")
 _ULL = re.compile(rb"[+-]?\d+")
+
+
+def valid_offset(tok: bytes) -> bool:
+    """glibc ``strptime(%z)`` takes the whole of ``tok``."""
+    return bool(_OFFSET.fullmatch(tok))
 
 
 def valid_status(tok: bytes) -> bool:
@@ -448,7 +464,7 @@ class GoAccessLineParser:
                 raise LineError(f"Token '{tok.decode('latin-1')}' doesn't match specifier '%d'", "invalid %d")
             item.date = d
         elif spec == "t":
-            t = parse_time(tok)
+            t = parse_time(tok, self.time_format)
             if t is None:
                 raise LineError(f"Token '{tok.decode('latin-1')}' doesn't match specifier '%t'", "invalid %t")
             item.time = t

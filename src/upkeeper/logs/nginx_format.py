@@ -148,9 +148,9 @@ def to_goaccess(fmt: str, *, internal: bool = False) -> GoAccessFormat:
         used.add(f)
         if f == "time_local":
             out.append("%d:%t %^")
-        elif f == "time_iso8601":
-            out.append("%dT%t+%^")
-            date_fmt = "%Y-%m-%d"
+        elif f == "time_iso8601":  # 2024-03-01T10:00:00-05:00: the offset is read (+ or -) by strptime's %z
+            out.append("%dT%t")
+            date_fmt, time_fmt = "%Y-%m-%d", "%T%z"
         elif f == "msec":
             out.append("%x")
         elif f in ("P", "e"):
