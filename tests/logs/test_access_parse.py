@@ -5,11 +5,21 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from upkeeper.logs.access import Accumulator, ScanOptions, all_paths, merge, summarize
-from upkeeper.logs.nginx_format import COMBINED, COMBINED_TIMED, split_plan, to_goaccess
+from upkeeper.logs.nginx_format import (
+    COMBINED,
+    COMBINED_TIMED,
+    MAIN,
+    LogFormatError,
+    normalize_format,
+    parse_format,
+    split_plan,
+    to_goaccess,
+)
 
 GOOD = [
     b'1.2.3.4 - - [01/Mar/2024:10:00:00 +0000] "GET /a?x=1 HTTP/1.1" 200 10 "-" "Mozilla/5.0 (X11)" 0.010',
@@ -173,3 +183,50 @@ def test_iso8601_west_of_utc_is_parsed_on_every_path() -> None:
     for fast in (True, False):
         rep = scan(data, fast=fast, fmt=fmt)
         assert rep["requests"] == 60 and rep["invalid"] == 0 and rep["first"] == "2024-03-01 10:00"
+
+
+MAIN_DIRECTIVE = """log_format  main  '$remote_addr - $remote_user [$time_local] "$request" '
+                  '$status $body_bytes_sent "$http_referer" '
+                  '"$http_user_agent" "$http_x_forwarded_for"';"""
+
+
+@pytest.mark.parametrize(("given", "format_string"), [
+    (MAIN_DIRECTIVE, MAIN),  # pasted from nginx.conf: name, strings on several lines, the ';'
+    ("log_format main escape=default '$remote_addr [$time_local] \"$request\" $status';",
+     '$remote_addr [$time_local] "$request" $status'),
+    ("log_format j escape=json '{\"ip\":\"$remote_addr\",' '\"t\":\"$time_local\",\"r\":\"$request\"}';",
+     '{"ip":"$remote_addr","t":"$time_local","r":"$request"}'),
+    ("escape=json '{\"ip\":\"$remote_addr\",\"t\":\"$time_local\",\"r\":\"$request\",\"s\":$status}'",
+     '{"ip":"$remote_addr","t":"$time_local","r":"$request","s":$status}'),
+    ("escape=none $remote_addr [$time_local] \"$request\"", '$remote_addr [$time_local] "$request"'),
+    ("'$remote_addr [$time_local] \\\"$request\\\"\\t$status'", '$remote_addr [$time_local] "$request"\t$status'),
+    ("log_format plain $remote_addr|$time_iso8601|$request_uri;", "$remote_addr|$time_iso8601|$request_uri"),
+    # a bare format that begins and ends with a quoted variable is not nginx's quoted-string syntax
+    ('"$http_x_real_ip" [$time_local] "$request"', '"$http_x_real_ip" [$time_local] "$request"'),
+])
+def test_log_format_directive_and_escape_are_understood(given: str, format_string: str) -> None:
+    """escape=… and a pasted 'log_format NAME …;' line were taken as part of the format: 100 % 'invalid %h'."""
+    assert normalize_format(given) == format_string
+    parse_format(given)
+
+
+@pytest.mark.parametrize(("given", "message"), [
+    ("escape=xml '$remote_addr [$time_local] \"$request\"'", "escape=xml is not an nginx log_format escape mode"),
+    ("log_format main '$remote_addr [$time_local] \"$request\";", "a quote is not closed"),
+    ("log_format main;", "has no format string"),
+    ('$remote_addr [$time_local] $request $status', "$request is followed by a blank, not by a quote"),
+    ('$remote_addr [$time_local] "$request $status"', "$request is followed by a blank, not by a quote"),
+])
+def test_log_formats_that_cannot_work_are_refused(given: str, message: str) -> None:
+    with pytest.raises(LogFormatError) as err:
+        parse_format(given)
+    assert message in err.value.message
+
+
+def test_escape_json_lines_are_read_on_every_path() -> None:
+    fmt = "escape=json '{\"ip\":\"$remote_addr\",\"t\":\"$time_local\",\"r\":\"$request\",\"s\":$status}'"
+    data = b"".join(b'{"ip":"1.2.3.%d","t":"01/Mar/2024:10:00:00 +0000","r":"GET /a?q=\\"%d\\" HTTP/1.1","s":200}\n'
+                    % (i, i) for i in range(60))
+    for fast in (True, False):
+        rep = scan(data, fast=fast, fmt=fmt)
+        assert rep["requests"] == 60 and rep["invalid"] == 0 and rep["visitors"] == 60

@@ -178,3 +178,25 @@ def test_iso8601_times_west_of_utc_match_goaccess(tmp_path: Path) -> None:
     # March 1st: i = 4 and 8 (2 and 6 answer 400) for each of the 5 offsets, and the 5 valid odd lines
     # (23:30-05:00 included: it is not moved to March 2nd)
     assert mine["visitors_by_date"]["2024-03-01"] == 2 * 5 + 5
+
+
+@pytest.mark.parametrize("directive", [
+    """log_format  main  '$remote_addr - $remote_user [$time_local] "$request" '
+                  '$status $body_bytes_sent "$http_referer" '
+                  '"$http_user_agent" "$http_x_forwarded_for"';""",
+    """log_format api escape=json '{"ip":"$remote_addr","time":"$time_local","request":"$request",'
+                                '"status":$status,"bytes":$body_bytes_sent,"agent":"$http_user_agent"}';""",
+])
+def test_pasted_directives_match_goaccess(tmp_path: Path, directive: str) -> None:
+    """A log_format pasted from nginx.conf (name, escape=, quoted pieces, ';') was 100 % 'invalid %h'."""
+    if "escape=json" in directive:
+        line = ('{{"ip":"1.1.1.{i}","time":"01/Mar/2024:10:00:0{i} +0000","request":"GET /p{i}?q=\\"x\\" HTTP/1.1",'
+                '"status":{st},"bytes":{i}0,"agent":"Mozilla/5.0 \\"{i}\\""}}\n')
+    else:
+        line = ('1.1.1.{i} - - [01/Mar/2024:10:00:0{i} +0000] "GET /p{i} HTTP/1.1" {st} {i}0 "-" "ua {i}" '
+                '"10.0.0.{i}"\n')
+    lines = [line.format(i=i, st=200 + 100 * (i % 4)) for i in range(1, 9)] * 12
+    log = tmp_path / "pasted.log"
+    log.write_bytes("".join(lines).encode())
+    ga = assert_all_paths_same_as_goaccess(log, tmp_path, directive)
+    assert ga["valid"] == len(lines) and ga["failed"] == 0

@@ -347,3 +347,34 @@ def test_damaged_rotated_gz_files_do_not_fail_the_runs(cli: Any, make_config: An
     with open(live, "ab") as fh:
         fh.write(access_line(7))
     assert run(cli, cfg)["metrics"]["requests"] == 1
+
+
+# -- log_format as written in nginx.conf ---------------------------------------------------------
+
+
+def format_config(block: str) -> str:
+    return ("targets:\n  web: {kind: nginx}\njobs:\n  web-logs:\n    task: logs.nginx\n    target: web\n"
+            "    options:\n      log_format: " + block)
+
+
+def test_pasted_log_format_directive_and_escape_are_accepted() -> None:
+    pasted = ("|\n        log_format  main  escape=json '{\"ip\":\"$remote_addr\",\"time\":\"$time_local\",'\n"
+              "                                   '\"request\":\"$request\",\"status\":$status}';\n")
+    setup = build_setup(load_text(format_config(pasted), "u.yaml"))
+    from upkeeper.logs.nginx_format import normalize_format
+
+    fmt = setup.jobs["web-logs"].options.log_format  # type: ignore[attr-defined]
+    assert normalize_format(fmt) == '{"ip":"$remote_addr","time":"$time_local","request":"$request","status":$status}'
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ("'$remote_addr [$time_local] $request $status'",
+     "$request is followed by a blank, not by a quote: its value ('GET /path HTTP/1.1') has blanks itself"),
+    ("\"escape=xml '$remote_addr [$time_local] \\\"$request\\\"'\"", "escape=xml is not an nginx log_format escape"),
+])
+def test_log_format_that_cannot_work_is_a_located_config_error(value: str, message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        build_setup(load_text(format_config(value + "\n"), "u.yaml"))
+    (problem,) = [p.render() for p in err.value.problems]
+    assert problem.startswith("u.yaml:8: jobs -> web-logs -> options -> log_format: ")
+    assert message in problem

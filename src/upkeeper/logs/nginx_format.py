@@ -74,19 +74,84 @@ class Var:
 Item = Lit | Var
 
 
+#: nginx's ``log_format … escape=`` values
+ESCAPES = ("default", "json", "none")
+_DIRECTIVE = re.compile(r"log_format\s")
+_ESCAPE = re.compile(r"escape=(\S*)")
+#: nginx's configuration parser turns these backslash escapes into characters (other ones stay as written)
+_CONF_ESCAPES = {'"': '"', "'": "'", "\\": "\\", "t": "\t", "r": "\r", "n": "\n"}
+
+
+def _conf_args(text: str) -> list[tuple[str, bool]] | None:
+    """The arguments of an nginx directive as nginx's configuration parser reads them: blank-separated
+    words, quoted with ``'`` or ``"`` or not, backslash escapes resolved; with whether each was quoted.
+    None when ``text`` is not such a list (an unbalanced quote, a closing quote followed by more text)."""
+    args: list[tuple[str, bool]] = []
+    i, n = 0, len(text)
+    while i < n:
+        if text[i].isspace():
+            i += 1
+            continue
+        quote = text[i] if text[i] in "'\"" else ""
+        j = i + 1 if quote else i
+        out: list[str] = []
+        while j < n and (text[j] != quote if quote else not text[j].isspace()):
+            if text[j] == "\\" and j + 1 < n and text[j + 1] in _CONF_ESCAPES:
+                out.append(_CONF_ESCAPES[text[j + 1]])
+                j += 2
+                continue
+            out.append(text[j])
+            j += 1
+        if quote:
+            if j >= n or (j + 1 < n and not text[j + 1].isspace()):
+                return None  # unbalanced, or "…"x (nginx: unexpected "x")
+            j += 1
+        args.append(("".join(out), bool(quote)))
+        i = j
+    return args
+
+
 def normalize_format(fmt: str) -> str:
-    """Accept a name (``combined``), a bare format, or nginx's quoted multi-string syntax."""
+    """The format string of ``fmt``: a name (``combined``), a bare format, nginx's quoted multi-string
+    syntax (``'…' '…'``, concatenated), optionally after ``escape=json|default|none``, or the whole
+    directive as in nginx.conf: ``log_format main escape=json '…' '…';``."""
     s = fmt.strip()
     if s in NAMED_FORMATS:
         return NAMED_FORMATS[s]
     if s.endswith(";"):
         s = s[:-1].rstrip()
+    directive = bool(_DIRECTIVE.match(s))
+    if directive:  # log_format NAME [escape=…] STRING …
+        args = _conf_args(s)
+        if args is None:
+            raise LogFormatError(f"cannot read the log_format directive {fmt.strip()!r}: a quote is not closed "
+                                 "(or a closing quote is followed by more text)",
+                                 "Try: copy the directive from nginx.conf up to its ';', or give only the format")
+        args = args[2:]  # log_format, its name
+        if args and not args[0][1] and (m := _ESCAPE.fullmatch(args[0][0])):
+            _check_escape(m.group(1))
+            args = args[1:]
+        if not args:
+            raise LogFormatError(f"the log_format directive {fmt.strip()!r} has no format string",
+                                 "Try: log_format: combined")
+        return "".join(a for a, _q in args)
+    m = _ESCAPE.match(s)
+    if m and (len(s) == m.end() or s[m.end()].isspace()):
+        _check_escape(m.group(1))
+        s = s[m.end():].strip()
     if len(s) >= 2 and s[0] in "'\"" and s[-1] == s[0]:
-        # 'a' 'b' … → ab (nginx concatenates adjacent strings)
-        parts = re.findall(r"'((?:[^'\\]|\\.)*)'|\"((?:[^\"\\]|\\.)*)\"", s)
-        if parts:
-            s = "".join(a or b for a, b in parts).replace("\\\"", "\"").replace("\\'", "'")
+        # 'a' 'b' … → ab (nginx concatenates adjacent strings); a bare format that merely begins and ends
+        # with a quoted variable ("$request" $status "$http_user_agent") has unquoted words between
+        args = _conf_args(s)
+        if args and all(quoted for _a, quoted in args):
+            return "".join(a for a, _q in args)
     return s
+
+
+def _check_escape(value: str) -> None:
+    if value not in ESCAPES:
+        raise LogFormatError(f"escape={value} is not an nginx log_format escape mode",
+                             "Try: escape=default, escape=json or escape=none, as in the nginx log_format line")
 
 
 def parse_format(fmt: str) -> list[Item]:
@@ -102,6 +167,13 @@ def parse_format(fmt: str) -> list[Item]:
         pos = m.end()
     if pos < len(s):
         items.append(Lit(s[pos:]))
+    for k, it in enumerate(items):
+        nxt = items[k + 1] if k + 1 < len(items) else None
+        if isinstance(it, Var) and it.name == "request" and isinstance(nxt, Lit) and nxt.text[:1].isspace():
+            raise LogFormatError(
+                f"in the log_format {s!r}, $request is followed by a blank, not by a quote: its value "
+                "('GET /path HTTP/1.1') has blanks itself, so no line of this format could be read",
+                "Try: the format from your nginx.conf, which quotes it: \"$request\"")
     fields = [it.field for it in items if isinstance(it, Var)]
     if "h" not in fields:
         raise LogFormatError(

@@ -40,9 +40,10 @@ class NginxLogsOptions(TaskOptions):
             "Source: upkeeper (not set by default)")
     log_format: str = Field(
         "combined",
-        description="the nginx log_format string of that log, or a name: combined, combined_timed (combined "
-        "+ $request_time), main. $request_time and $upstream_response_time give latency. Source: nginx's "
-        "predefined 'combined' format",
+        description="the nginx log_format of that log: its format string, or the whole 'log_format NAME "
+        "[escape=…] ...;' line from nginx.conf, or a name: combined, combined_timed (combined + $request_time), "
+        "main. $request_time and $upstream_response_time give latency. Source: nginx's predefined 'combined' "
+        "format",
     )
     rotated: bool = Field(True, description="also read rotated files: access.log.1, access.log.2.gz, access.log-DATE. "
             "Source: upkeeper default")
