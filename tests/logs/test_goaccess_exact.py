@@ -200,3 +200,62 @@ def test_pasted_directives_match_goaccess(tmp_path: Path, directive: str) -> Non
     log.write_bytes("".join(lines).encode())
     ga = assert_all_paths_same_as_goaccess(log, tmp_path, directive)
     assert ga["valid"] == len(lines) and ga["failed"] == 0
+
+
+MSEC_FMT = '$remote_addr $msec "$request" $status $body_bytes_sent "$http_user_agent" $request_time'
+
+
+@pytest.mark.parametrize("tz", ["UTC", "America/New_York"])
+def test_msec_time_matches_goaccess(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tz: str) -> None:
+    """A format whose only time is $msec was accepted but every line was 'no date'.  It is now read as
+    GoAccess reads '%x.%^' with --date-format=%s --time-format=%s: the seconds, in the local time zone."""
+    import time
+
+    monkeypatch.setenv("TZ", tz)
+    time.tzset()
+    try:
+        base = 1709335800  # 2024-03-01 23:30 UTC: March 1st in New York, 18:30
+        lines = [f'1.1.1.{i} {base + 600 * i}.{i:03d} "GET /p{i} HTTP/1.1" {200 + 100 * (i % 4)} {i} "ua" 0.{i}\n'
+                 for i in range(1, 10)]
+        odd = ['1.1.2.1 1709335800 "GET /no-fraction HTTP/1.1" 200 1 "ua" 0.1\n',
+               '1.1.2.2 +1709335800.5 "GET /sign HTTP/1.1" 200 1 "ua" 0.1\n',
+               '1.1.2.3 17093x5800.5 "GET /letter HTTP/1.1" 200 1 "ua" 0.1\n',
+               '1.1.2.4 1709335800.5x "GET /frac HTTP/1.1" 200 1 "ua" 0.1\n',
+               '1.1.2.5 18446744073709551617.5 "GET /wraps HTTP/1.1" 200 1 "ua" 0.1\n',
+               '1.1.2.6 0.000 "GET /epoch HTTP/1.1" 200 1 "ua" 0.1\n']
+        log = tmp_path / "msec.log"
+        log.write_bytes("".join(lines * 8 + odd + lines * 8).encode())
+        ga = assert_all_paths_same_as_goaccess(log, tmp_path, MSEC_FMT)
+        assert ga["valid"] == 16 * 9 + 3 and ga["failed"] == 3
+        mine = ours(log, fmt=MSEC_FMT)
+        assert mine["fast_path_lines"] >= 8 * 9  # not only the line parser
+        # 23:40 … 01:00 UTC is March 1st and 2nd in UTC, all March 1st in New York (18:40 … 20:00); the
+        # epoch (and 2**64 + 1, which wraps to 1 as C's time_t does) is New Year's Eve 1969 there
+        by_date = sorted(mine["visitors_by_date"])
+        if tz == "UTC":
+            assert mine["first"] == "1970-01-01 00:00" and by_date == ["1970-01-01", "2024-03-01", "2024-03-02"]
+        else:
+            assert mine["first"] == "1969-12-31 19:00" and by_date == ["1969-12-31", "2024-03-01"]
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+
+
+@pytest.mark.parametrize("fmt", [
+    '$remote_addr $msec [$time_local] "$request" $status $body_bytes_sent',
+    '$remote_addr [$time_iso8601] $time_local "$request" $status $body_bytes_sent',
+    '$remote_addr $time_local $msec "$request" $status $body_bytes_sent',
+])
+def test_the_first_of_two_time_variables_is_the_time(tmp_path: Path, fmt: str) -> None:
+    """With two time variables GoAccess keeps the first; the date format of the second spoiled every line."""
+    values = {"msec": "1709287200.123", "time_local": "01/Mar/2024:10:00:00 +0000",
+              "time_iso8601": "2024-03-01T10:00:00+00:00"}
+    line = fmt
+    for name, v in values.items():
+        line = line.replace(f"${name}", v)
+    lines = [line.replace("$remote_addr", f"1.1.1.{i}").replace("$request", f"GET /p{i} HTTP/1.1")
+             .replace("$status", "200").replace("$body_bytes_sent", str(i)) + "\n" for i in range(1, 40)]
+    log = tmp_path / "two.log"
+    log.write_text("".join(lines))
+    ga = assert_all_paths_same_as_goaccess(log, tmp_path, fmt)
+    assert ga["valid"] == 39

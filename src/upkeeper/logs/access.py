@@ -55,6 +55,7 @@ from upkeeper.logs.goaccess import (
     normalize_agent,
     normalize_referer,
     parse_date,
+    parse_epoch,
     parse_requests,
     parse_seconds,
     parse_size,
@@ -678,7 +679,9 @@ class TimeTokens:
 
     def __init__(self, spec: TokenSpec, time_var: str) -> None:
         self.spec = spec
-        self.iso = time_var != "time_local"
+        self.msec = time_var == "msec"  # 1709287200.123, read by parse_epoch
+        self.epochs: dict[bytes, TimeInfo | None] = {}
+        self.iso = time_var == "time_iso8601"
         self.pre = spec.prefix.encode()
         self.suf = spec.suffix.encode()
         p = len(self.pre)
@@ -713,6 +716,8 @@ class TimeTokens:
     def many(self, toks: set[bytes]) -> dict[bytes, TimeInfo | None]:
         """Parse distinct tokens; the common shape is handled with C-level slicing and lookups."""
         lst = list(toks)
+        if self.msec:
+            return {t: self._msec(t) for t in lst}
         if (lst and set(map(len, lst)) == {self.width}
                 and all(set(map(itemgetter(m), lst)) == {c} for m, c in self.marks) and (not self.pre or set(
                     map(itemgetter(slice(0, len(self.pre))), lst)) == {self.pre})
@@ -739,7 +744,25 @@ class TimeTokens:
             return None
         return (d, tm[0], tm[1])
 
+    def _msec(self, t: bytes) -> TimeInfo | None:
+        """``$msec``: the seconds before the dot as GoAccess's ``%x.%^`` reads them; a token of another
+        shape is left to the line parser (None)."""
+        if not _strip_ok(t, self.spec):
+            return None
+        secs, dot, frac = _strip(t, self.spec).partition(b".")
+        if not dot or (frac and not frac.isdigit()):
+            return None
+        info = self.epochs.get(secs, (0, 0, -1))
+        if info == (0, 0, -1):
+            dt = parse_epoch(secs)
+            info = self.epochs[secs] = (dt[0], dt[1][0], dt[1][1]) if dt is not None else None
+            if len(self.epochs) > 200_000:  # bounded: a log has one distinct second per second
+                self.epochs.clear()
+        return info
+
     def __call__(self, t: bytes) -> TimeInfo | None:
+        if self.msec:
+            return self._msec(t)
         if (len(t) == self.width and all(t[m] == c for m, c in self.marks) and t.startswith(self.pre)
                 and t.endswith(self.suf) and (not self.iso or self._offsets_ok((t[self.zsl],)))):
             ds, ts = t[self.dsl], t[self.tsl]

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import re
 import socket
+import time
 from dataclasses import dataclass
 from urllib.parse import unquote_to_bytes
 
@@ -251,6 +252,26 @@ _STATUS = re.compile(rb"[+-]?\d+")
 _ULL = re.compile(rb"[+-]?\d+")
 
 
+_EPOCH = re.compile(rb"\d+")
+TIME_T_BITS = 64
+
+
+def parse_epoch(tok: bytes) -> tuple[int, tuple[int, int, int]] | None:
+    """glibc ``strptime(%s)``, which GoAccess's ``%x`` uses with ``--date-format=%s --time-format=%s``:
+    digits only (no sign, no blank), seconds since 1970 in the local time zone (``TZ``, as
+    ``localtime_r``; the value wraps as C's ``time_t`` does).  Returns (YYYYMMDD, (H, M, S))."""
+    if not _EPOCH.fullmatch(tok):
+        return None
+    v = int(tok) % (1 << TIME_T_BITS)
+    if v >= 1 << (TIME_T_BITS - 1):
+        v -= 1 << TIME_T_BITS
+    try:
+        t = time.localtime(v)
+    except (OverflowError, OSError, ValueError):  # beyond what localtime_r can express
+        return None
+    return t.tm_year * 10000 + t.tm_mon * 100 + t.tm_mday, (t.tm_hour, t.tm_min, t.tm_sec)
+
+
 def valid_offset(tok: bytes) -> bool:
     """glibc ``strptime(%z)`` takes the whole of ``tok``."""
     return bool(_OFFSET.fullmatch(tok))
@@ -348,7 +369,7 @@ class LineError(ValueError):
 class GoAccessLineParser:
     """GoAccess 1.7's ``parse_format`` for one ``--log-format``, with its date and time formats.
 
-    Supported specifiers: ``%h %d %t %r %m %U %H %s %b %R %u %T %D %L %v %e %^`` and the upkeeper
+    Supported specifiers: ``%h %d %t %x %r %m %U %H %s %b %R %u %T %D %L %v %e %^`` and the upkeeper
     extension ``%P`` (``$upstream_response_time``, which GoAccess would skip with ``%^``).
     """
 
@@ -468,6 +489,11 @@ class GoAccessLineParser:
             if t is None:
                 raise LineError(f"Token '{tok.decode('latin-1')}' doesn't match specifier '%t'", "invalid %t")
             item.time = t
+        elif spec == "x":
+            dt = parse_epoch(tok)
+            if dt is None:
+                raise LineError(f"Token '{tok.decode('latin-1')}' doesn't match specifier '%x'", "invalid %x")
+            item.date, item.time = dt
         elif spec == "r":
             item.request = tok
         elif spec == "m":

@@ -73,6 +73,9 @@ class Var:
 
 Item = Lit | Var
 
+#: the fields of the time variables; the first one in a format is its time
+TIME_FIELDS = ("time_local", "time_iso8601", "msec")
+
 
 #: nginx's ``log_format … escape=`` values
 ESCAPES = ("default", "json", "none")
@@ -179,7 +182,7 @@ def parse_format(fmt: str) -> list[Item]:
         raise LogFormatError(
             f"the log_format {s!r} has no client address ($remote_addr)",
             "Try: the format from your nginx.conf 'log_format' line, e.g. 'combined'")
-    if not any(f in fields for f in ("time_local", "time_iso8601", "msec")):
+    if not any(f in fields for f in TIME_FIELDS):
         raise LogFormatError(f"the log_format {s!r} has no time ($time_local, $time_iso8601 or $msec)",
                              "Try: add [$time_local] to the nginx log_format")
     if "r" not in fields and "U" not in fields:
@@ -210,11 +213,15 @@ def to_goaccess(fmt: str, *, internal: bool = False) -> GoAccessFormat:
     out: list[str] = []
     date_fmt, time_fmt = "%d/%b/%Y", "%T"
     used: set[str] = set()
+    first_time = next(it.field for it in items if isinstance(it, Var) and it.field in TIME_FIELDS)
     for it in items:
         if isinstance(it, Lit):
             out.append(it.text.replace("%", " "))
             continue
         f = it.field
+        if f in TIME_FIELDS and f != first_time:  # the first time variable is the time; skip the others
+            out.append("%^ %^" if f == "time_local" else "%^")  # 01/Mar/2024:10:00:00 +0000 has a blank
+            continue
         if f in used and f != "^":
             f = "^"  # GoAccess keeps the first value and would not even consume a second one
         used.add(f)
@@ -223,8 +230,9 @@ def to_goaccess(fmt: str, *, internal: bool = False) -> GoAccessFormat:
         elif f == "time_iso8601":  # 2024-03-01T10:00:00-05:00: the offset is read (+ or -) by strptime's %z
             out.append("%dT%t")
             date_fmt, time_fmt = "%Y-%m-%d", "%T%z"
-        elif f == "msec":
-            out.append("%x")
+        elif f == "msec":  # 1709287200.123: strptime's %s takes the seconds (local time), the rest is skipped
+            out.append("%x.%^")
+            date_fmt = time_fmt = "%s"
         elif f in ("P", "e"):
             out.append("%" + f if internal else "%^")
         else:
@@ -388,10 +396,10 @@ def split_plan(fmt: str) -> SplitPlan | None:
                 claim(spec.var, "m", j, t)
     if "time" not in fields or "h" not in fields or "r" not in fields:
         return None
-    names = {it.name for it in items if isinstance(it, Var)}
-    time_var = "time_local" if "time_local_dt" in names else ("time_iso8601" if "time_iso8601" in names else "msec")
-    if time_var == "msec":
-        return None
+    times = [it.field for it in parse_format(fmt) if isinstance(it, Var) and it.field in TIME_FIELDS]
+    if len(times) != 1:
+        return None  # two time variables: the first one counts, which the line parser sorts out
+    time_var = times[0]
     return SplitPlan(quotes=q, quoted=tuple(quoted), glue=glue, middle=tuple(middle),
                      middle_literal=tuple(middle_lit), time_var=time_var, fields=fields,
                      skipped_glue=tuple(skipped))
