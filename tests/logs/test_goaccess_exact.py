@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from logs.goaccess_helpers import (
+    SCAN_PATHS,
     assert_all_paths_same_as_goaccess,
     assert_same_as_goaccess,
     goaccess,
@@ -21,6 +22,7 @@ from logs.goaccess_helpers import (
     ours,
 )
 from services import wait_for_log_lines
+from upkeeper.logs.nginx_format import to_goaccess
 from upkeeper.logs.synth import write_access_log
 from upkeeper.sandbox.nginx import NginxServer
 from upkeeper.sandbox.traffic import drive, plan
@@ -259,3 +261,31 @@ def test_the_first_of_two_time_variables_is_the_time(tmp_path: Path, fmt: str) -
     log.write_text("".join(lines))
     ga = assert_all_paths_same_as_goaccess(log, tmp_path, fmt)
     assert ga["valid"] == 39
+
+
+def test_upstream_lists_after_the_counted_fields_match_goaccess(tmp_path: Path) -> None:
+    """GoAccess skips an upstream variable with %^, up to the next blank, so it does not read a list of
+    values whole; after the fields it counts that changes none of its numbers, and ours are the same on
+    every path (while our latency is right: see test_access_arrow)."""
+    from logs.test_access_arrow import UPSTREAM_FMT, UPSTREAM_GOOD, UPSTREAM_LISTS
+
+    log = tmp_path / "upstream.log"
+    log.write_bytes(b"\n".join(UPSTREAM_GOOD * 30 + UPSTREAM_LISTS * 3 + UPSTREAM_GOOD * 30) + b"\n")
+    ga = assert_all_paths_same_as_goaccess(log, tmp_path, UPSTREAM_FMT)
+    assert ga["valid"] == 189 and ga["failed"] == 0
+    lat = ours(log, fmt=UPSTREAM_FMT)["latency"]
+    assert lat["overall"]["count"] == 189 and lat["overall"]["max"] == 3100.0  # every request time read
+
+
+def test_an_upstream_list_before_counted_fields_is_read_where_goaccess_fails(tmp_path: Path) -> None:
+    """A deliberate difference: with an unquoted upstream variable before fields GoAccess counts, a line
+    holding a list shifts GoAccess's tokens and fails; upkeeper reads the list as one value."""
+    fmt = '$remote_addr $upstream_addr [$time_local] "$request" $status $body_bytes_sent'
+    log = tmp_path / "early.log"
+    log.write_bytes(b'1.2.3.4 10.0.0.1:80 [01/Mar/2024:10:00:00 +0000] "GET /a HTTP/1.1" 200 5\n' * 60
+                    + b'1.2.3.5 10.0.0.1:80, 10.0.0.2:80 [01/Mar/2024:10:00:00 +0000] "GET /b HTTP/1.1" 200 5\n')
+    ga = goaccess_numbers(goaccess(log, tmp_path, to_goaccess(fmt).argv()))
+    assert (ga["valid"], ga["failed"]) == (60, 1)
+    for kw in SCAN_PATHS.values():
+        mine = ours(log, fmt=fmt, **kw)
+        assert (mine["requests"], mine["invalid"]) == (61, 0)

@@ -237,6 +237,10 @@ class Accumulator:
             bad = [i for i, c in enumerate(counts) if c != want]
         else:
             bad = []
+        if plan.list_marks:  # and the lines with a list of upstream values in their unquoted text
+            skip = set(bad)
+            bad += [i for i, ln in enumerate(lines) if i not in skip and _has_list(ln, plan.list_marks)]
+            bad.sort()
         if not bad or len(bad) > len(lines) // 2:
             return False
         badset = set(bad)
@@ -287,7 +291,7 @@ class Accumulator:
         else:
             parts = []
             g = buf
-        if b"\\" in g:
+        if b"\\" in g or any(mark in g for mark in plan.list_marks):
             return None
         if not self._check(g.replace(NL, b" ").split(b" "), plan.glue, n, out, "g", 0):
             return None
@@ -299,7 +303,7 @@ class Accumulator:
                     return None
                 continue
             m = b" ".join(segs)
-            if b"\\" in m:
+            if b"\\" in m or any(mark in m for mark in plan.list_marks):
                 return None
             if not self._check((m + b" ").split(b" "), tmpl, n, out, "m", j):
                 return None
@@ -645,6 +649,14 @@ class Accumulator:
 # ---------------------------------------------------------------------------------------------
 # helpers for token prefixes/suffixes and times
 # ---------------------------------------------------------------------------------------------
+
+
+def _has_list(line: bytes, marks: tuple[bytes, ...]) -> bool:
+    """Does the unquoted text of ``line`` hold a list separator (", " of "0.800, 0.100")?"""
+    if not any(mark in line for mark in marks):
+        return False
+    unquoted = b"\"".join(line.split(b'"')[0::2])
+    return any(mark in unquoted for mark in marks)
 
 
 def _strip_ok(v: bytes, spec: TokenSpec | None) -> bool:

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from upkeeper.logs.nginx_format import (
+    LISTS,
     SPACELESS,
     Lit,
     TokenSpec,
@@ -106,8 +107,8 @@ def arrow_plan(fmt: str) -> ArrowPlan | None:
             rx.append(_TIME_ISO)
         elif it.name in ("body_bytes_sent", "bytes_sent") and f == "b":
             rx.append("[0-9]{1,15}")
-        elif it.name in SPACELESS:
-            rx.append(_UNQ)
+        elif it.name in SPACELESS or it.name in LISTS:
+            rx.append(_UNQ)  # a list of upstream values has blanks: the pattern sends it to the line parser
         else:
             return None
     if "s" not in seen:

@@ -366,11 +366,18 @@ class LineError(ValueError):
         self.kind = kind or message
 
 
+#: nginx's list of upstream values: at least two blank-free values separated by ", " or " : "
+_VALUE_LIST = re.compile(rb"[^ \n]+(?:(?:, | : )[^ \n]+)+")
+_VALUE_LIST_COMMAS = re.compile(rb"[^ \n]+(?:, [^ \n]+)+")
+
+
 class GoAccessLineParser:
     """GoAccess 1.7's ``parse_format`` for one ``--log-format``, with its date and time formats.
 
     Supported specifiers: ``%h %d %t %x %r %m %U %H %s %b %R %u %T %D %L %v %e %^`` and the upkeeper
-    extension ``%P`` (``$upstream_response_time``, which GoAccess would skip with ``%^``).
+    extensions ``%P`` (``$upstream_response_time``) and ``%Y`` (another upstream variable, skipped),
+    which GoAccess would skip with ``%^``: their value may be a list ("0.800, 0.100", "0.004 : 0.010",
+    one per upstream server contacted), read as one value even where the delimiter is a blank.
     """
 
     def __init__(self, log_format: str, date_format: str = "%d/%b/%Y", time_format: str = "%T") -> None:
@@ -411,7 +418,7 @@ class GoAccessLineParser:
                 if pos >= n:
                     raise LineError(f"Token for '%{chr(ch)}' specifier is NULL.", f"line ends before %{chr(ch)}")
                 delim = fmt[i + 1:i + 2]
-                pos = self._specifier(item, s, pos, ch, delim)
+                pos = self._specifier(item, s, pos, ch, delim, fmt[i + 1:i + 4])
                 perc = 0
             else:
                 pos += 1  # a literal: skipped without comparing
@@ -452,7 +459,7 @@ class GoAccessLineParser:
                     return None, pos
             i += 1
 
-    def _specifier(self, item: ParsedLine, s: bytes, pos: int, ch: int, delim: bytes) -> int:
+    def _specifier(self, item: ParsedLine, s: bytes, pos: int, ch: int, delim: bytes, after: bytes = b"") -> int:
         spec = chr(ch)
         if spec == "^":
             target = delim[0] if delim else None
@@ -464,6 +471,13 @@ class GoAccessLineParser:
         if spec == "h" and s[pos:pos + 1] == b"[" and pos + 1 < len(s):
             pos += 1
             delim = b"]"  # [IPv6]
+        if spec in ("P", "Y") and delim == b" ":
+            # " : " written by the format itself right after the value is no list separator
+            m = (_VALUE_LIST_COMMAS if after == b" : " else _VALUE_LIST).match(s, pos)
+            if m and s[m.end():m.end() + 1] == b" ":  # a list of values, then the blank that ends it
+                if spec == "P":
+                    item.urt = trim(m.group())
+                return m.end()
         tok, pos = self._token(s, pos, delim, cnt)
         if spec == "R":
             item.referer = tok if tok else b"-"
@@ -471,7 +485,7 @@ class GoAccessLineParser:
         if spec == "u":
             item.agent = tok if tok else b"-"
             return pos
-        if spec == "P" and tok is None:
+        if spec in ("P", "Y") and tok is None:
             return pos
         if tok is None:
             raise LineError(f"Token for '%{spec}' specifier is NULL.", f"line ends before %{spec}")

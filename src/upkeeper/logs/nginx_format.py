@@ -45,10 +45,19 @@ SPACELESS = frozenset({
     "remote_addr", "realip_remote_addr", "http_x_real_ip", "remote_user", "time_iso8601", "msec", "status",
     "body_bytes_sent", "bytes_sent", "request_time", "host", "server_name", "http_host", "request_length",
     "connection", "connection_requests", "pipe", "request_method", "server_protocol", "server_port",
-    "remote_port", "scheme", "https", "request_id", "upstream_addr", "upstream_status",
-    "upstream_response_time", "upstream_connect_time", "upstream_header_time", "upstream_cache_status",
+    "remote_port", "scheme", "https", "request_id", "upstream_cache_status",
     "gzip_ratio", "ssl_protocol", "ssl_cipher", "pid", "hostname", "server_addr",
 })  # fmt: skip
+#: variables with one value per upstream server contacted: after a retry nginx writes "0.800, 0.100"
+#: ("10.0.0.1:80, 10.0.0.2:80"), after an internal redirect to another upstream group "0.004 : 0.010".
+#: The line parser reads such a list as one value; the fast paths take a single value as one token and
+#: leave the lines with a list to the line parser.
+LISTS = frozenset({
+    "upstream_addr", "upstream_status", "upstream_response_time", "upstream_connect_time",
+    "upstream_header_time", "upstream_response_length", "upstream_bytes_received", "upstream_bytes_sent",
+})  # fmt: skip
+#: how nginx separates the values of a list
+LIST_SEPARATORS = (", ", " : ")
 
 _VAR = re.compile(r"\$(?:\{(\w+)\}|(\w+))")
 
@@ -206,8 +215,9 @@ class GoAccessFormat:
 def to_goaccess(fmt: str, *, internal: bool = False) -> GoAccessFormat:
     """The GoAccess ``--log-format`` equivalent of an nginx format.
 
-    ``internal=True`` keeps upkeeper's extension specifier ``%P`` (upstream time) and ``%e``
-    (remote user) that the exported format spells ``%^``.
+    ``internal=True`` keeps upkeeper's extension specifiers that the exported format spells ``%^``:
+    ``%P`` (upstream time), ``%e`` (remote user) and ``%Y`` (another variable of :data:`LISTS`,
+    skipped); the line parser reads ``%P`` and ``%Y`` as a list of values (which GoAccess cannot).
     """
     items = parse_format(fmt)
     out: list[str] = []
@@ -225,6 +235,8 @@ def to_goaccess(fmt: str, *, internal: bool = False) -> GoAccessFormat:
         if f in used and f != "^":
             f = "^"  # GoAccess keeps the first value and would not even consume a second one
         used.add(f)
+        if f == "^" and it.name in LISTS:
+            f = "Y"
         if f == "time_local":
             out.append("%d:%t %^")
         elif f == "time_iso8601":  # 2024-03-01T10:00:00-05:00: the offset is read (+ or -) by strptime's %z
@@ -233,7 +245,7 @@ def to_goaccess(fmt: str, *, internal: bool = False) -> GoAccessFormat:
         elif f == "msec":  # 1709287200.123: strptime's %s takes the seconds (local time), the rest is skipped
             out.append("%x.%^")
             date_fmt = time_fmt = "%s"
-        elif f in ("P", "e"):
+        elif f in ("P", "e", "Y"):
             out.append("%" + f if internal else "%^")
         else:
             out.append("%" + f)
@@ -282,6 +294,9 @@ class SplitPlan:
     fields: dict[str, tuple[str, int, int]] = field(default_factory=dict)
     #: glue token positions of variables GoAccess skips with ``%^`` (must not hold ``[`` or ``]``)
     skipped_glue: tuple[int, ...] = ()
+    #: when a :data:`LISTS` variable is unquoted: the separators that mark a line holding a list of
+    #: values (which the split cannot take: it goes to the line parser)
+    list_marks: tuple[bytes, ...] = ()
 
 
 def _expand(items: list[Item]) -> list[Item]:
@@ -308,7 +323,8 @@ def _tokens(items: list[Item]) -> tuple[TokenSpec, ...] | None:
                 if piece:
                     toks[-1].append(Lit(piece))
         else:
-            if it.name not in SPACELESS and it.name not in ("time_local_dt", "time_local_tz"):
+            if it.name not in SPACELESS and it.name not in LISTS and it.name not in ("time_local_dt",
+                                                                                        "time_local_tz"):
                 return None
             toks[-1].append(it)
     toks = toks[:-1]  # the trailing space produces a final empty token shared with the next copy
@@ -400,6 +416,12 @@ def split_plan(fmt: str) -> SplitPlan | None:
     if len(times) != 1:
         return None  # two time variables: the first one counts, which the line parser sorts out
     time_var = times[0]
+    list_marks: tuple[bytes, ...] = ()
+    if any(isinstance(it, Var) and it.name in LISTS for seg in unq for it in seg):
+        unquoted_text = " ".join(it.text for seg in unq for it in seg if isinstance(it, Lit))
+        if any(sep in unquoted_text for sep in LIST_SEPARATORS):
+            return None  # the format's own text looks like a list separator: cannot tell lines with lists
+        list_marks = tuple(sep.encode() for sep in LIST_SEPARATORS)
     return SplitPlan(quotes=q, quoted=tuple(quoted), glue=glue, middle=tuple(middle),
                      middle_literal=tuple(middle_lit), time_var=time_var, fields=fields,
-                     skipped_glue=tuple(skipped))
+                     skipped_glue=tuple(skipped), list_marks=list_marks)
