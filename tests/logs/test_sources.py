@@ -211,6 +211,12 @@ def test_gzip_reader_reads_as_zcat_does(tmp_path: Path) -> None:
             else:  # what comes before the damage, as zcat has it (give or take zcat's last block)
                 assert ref.startswith(got) or got.startswith(ref), name
                 assert len(got) > len(LOG_TEXT) // 4 and LOG_TEXT.startswith(got[:len(LOG_TEXT) // 4]), name
+    # an empty file is an empty log (as for gzip.open; zcat calls it an unexpected end of file)
+    (tmp_path / "empty.gz").write_bytes(b"")
+    assert read_gz(tmp_path / "empty.gz")[0] == b"" and read_gz(tmp_path / "empty.gz")[1].problem is None
+    (tmp_path / "not-gzip.gz").write_bytes(b"plain text\n")
+    got, r = read_gz(tmp_path / "not-gzip.gz")
+    assert got == b"" and r.damaged and r.problem is not None and "incorrect header check" in r.problem
 
 
 @settings(max_examples=60, deadline=None)

@@ -209,7 +209,8 @@ def read_unit(u: Unit, chunk: int = CHUNK, continuation: bytes = b"", max_line: 
                     yield pos - len(carry), carry[:cut]
                     done = pos - len(carry) + cut
                 msg = (f"{label}: {gz.problem} after {pos:,} bytes of log text: the complete lines before it "
-                       "were read, the rest of the file is lost")
+                       "were read, the rest of the file is lost" if pos > u.start else
+                       f"{label}: {gz.problem}: nothing could be read from it")
             if notes is not None:
                 notes.append(ReadNote(label, msg, gz.damaged))
             if gz.damaged:

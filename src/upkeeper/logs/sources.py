@@ -129,6 +129,7 @@ class GzipReader:
         self._d = zlib.decompressobj(31)  # 31: a gzip header and trailer (CRC-32 and size are checked)
         self._in = b""  # compressed input not yet taken by the decompressor
         self._raw_eof = False
+        self._started = False  # any compressed byte seen (an empty file is an empty log, as for gzip.open)
         self._end = False
         self.problem: str | None = None
         self.damaged = False
@@ -145,6 +146,10 @@ class GzipReader:
             if not self._in and not self._raw_eof:
                 self._in = self._fh.read(self.RAW)
                 self._raw_eof = not self._in
+                if self._raw_eof and not self._started:
+                    self._end = True
+                    break
+                self._started = True
             try:
                 data = d.decompress(self._in, n - got)
             except zlib.error as exc:
