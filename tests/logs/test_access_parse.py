@@ -230,3 +230,40 @@ def test_escape_json_lines_are_read_on_every_path() -> None:
     for fast in (True, False):
         rep = scan(data, fast=fast, fmt=fmt)
         assert rep["requests"] == 60 and rep["invalid"] == 0 and rep["visitors"] == 60
+
+
+FORMAT_PIECES = st.sampled_from([
+    "$remote_addr", "$time_local", "$time_iso8601", "$msec", "$request", "$status", "$body_bytes_sent",
+    "$http_user_agent", "$request_time", "$upstream_response_time", "$upstream_addr", "$host", "$foo", "${status}",
+    " ", " - ", '"', "'", "[", "]", "→", "é", "%", "\\", "\\\"", ", ", " : ", ";", "{", "}", ":", "=", "\t",
+    "escape=json ", "escape=none ", "log_format main ", "rt=",
+])
+
+
+GAP = st.lists(FORMAT_PIECES, max_size=4).map("".join)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.tuples(GAP, GAP, GAP, GAP, st.sampled_from(["$time_local", "$time_iso8601", "$msec"])),
+       st.text(st.characters(blacklist_categories=("Cs",)), max_size=3))
+@example(("", " ", " → ", "", "$time_local"), "")
+def test_any_format_is_refused_clearly_or_scans(parts: tuple[str, str, str, str, str], extra: str) -> None:
+    """A log_format either fails the config check with a LogFormatError (a message naming the problem) or
+    builds every scanning path and reads any line: never another exception (a non-Latin-1 literal raised
+    UnicodeEncodeError at the first run)."""
+    g0, g1, g2, g3, when = parts
+    fmt = f'{g0}$remote_addr{g1}{when}{g2}"$request"{g3}{extra}'
+    try:
+        parse_format(fmt)
+    except LogFormatError as exc:
+        assert exc.message
+        return
+    from upkeeper.logs.arrowscan import arrow_plan
+
+    arrow_plan(fmt)
+    line = ('1.2.3.4 - - [01/Mar/2024:10:00:00 +0000] "GET /a HTTP/1.1" 200 5 "-" "ua" 0.1 → é, : '
+            '2024-03-01T10:00:00-05:00 1709287200.123\n').encode()
+    for kw in ({"fast": False}, {"arrow": False}, {"arrow_min_buffer": 0}):
+        acc = Accumulator(ScanOptions(log_format=fmt, **kw))
+        acc.feed(line * 3 + b"garbage\n" + extra.encode() + b"\n")
+        summarize(acc.partial())
