@@ -27,8 +27,10 @@ def longest_line(log: Path) -> int:
     return max(map(len, log.read_bytes().split(b"\n")))
 
 
-def goaccess(log: Path, out_dir: Path, *, long_lines: bool = False) -> dict[str, Any]:
-    """GoAccess's JSON report of ``log``; its lines must be comparable (``long_lines``: do not check)."""
+def goaccess(log: Path, out_dir: Path, flags: list[str] | None = None, *, long_lines: bool = False) -> dict[str, Any]:
+    """GoAccess's JSON report of ``log``; ``flags``: the format flags (default: SERVICES.md's, for
+    combined_timed), e.g. ``to_goaccess(fmt).argv()``.  Its lines must be comparable (``long_lines``: do not
+    check)."""
     exe = shutil.which("goaccess")
     if exe is None:
         pytest.fail("goaccess is not installed (scripts/ensure-system-deps.sh installs it)")
@@ -36,8 +38,9 @@ def goaccess(log: Path, out_dir: Path, *, long_lines: bool = False) -> dict[str,
         longest = longest_line(log)
         assert longest <= GOACCESS_LINE_MAX, f"{log} has a {longest}-byte line: GoAccess would split it"
     out = out_dir / f"{log.name}.goaccess.json"
-    res = subprocess.run([exe, str(log), f"--log-format={GOACCESS_FORMAT}", "--date-format=%d/%b/%Y",
-                          "--time-format=%T", "-o", str(out), "--no-progress"], capture_output=True, text=True,
+    if flags is None:
+        flags = [f"--log-format={GOACCESS_FORMAT}", "--date-format=%d/%b/%Y", "--time-format=%T"]
+    res = subprocess.run([exe, str(log), *flags, "-o", str(out), "--no-progress"], capture_output=True, text=True,
                          timeout=300)
     assert res.returncode == 0, res.stderr
     # GoAccess writes decoded URLs byte for byte, which is not always UTF-8
@@ -64,13 +67,39 @@ def goaccess_numbers(data: dict[str, Any]) -> dict[str, Any]:
             "hosts": hosts, "not_found": not_found}
 
 
-def ours(log: Path, *, workers: int = 1, fast: bool = True, fmt: str = COMBINED_TIMED) -> dict[str, Any]:
+def ours(log: Path, *, workers: int = 1, fast: bool = True, fmt: str = COMBINED_TIMED, **kw: Any) -> dict[str, Any]:
     import os
 
     units = parallel.split_units(str(log), 0, os.path.getsize(log), final=True, unit=1 << 20)
-    partial, _ = parallel.scan("upkeeper.logs.access", ScanOptions(log_format=fmt, fast=fast), units,
+    partial, _ = parallel.scan("upkeeper.logs.access", ScanOptions(log_format=fmt, fast=fast, **kw), units,
                                workers=workers)
     return summarize(partial, top_n=10)
+
+
+#: the three ways a buffer can be scanned: pyarrow (even small buffers), the Python columnar split,
+#: and the line-by-line GoAccess port
+SCAN_PATHS: dict[str, dict[str, Any]] = {"arrow": {"arrow_min_buffer": 0}, "python": {"arrow": False},
+                                         "line": {"fast": False}}
+
+
+def assert_all_paths_same_as_goaccess(log: Path, out_dir: Path, fmt: str = COMBINED_TIMED) -> dict[str, Any]:
+    """Every scanning path gives GoAccess's numbers for ``log`` read with the flags of ``to_goaccess(fmt)``;
+    returns GoAccess's numbers."""
+    from upkeeper.logs.nginx_format import to_goaccess
+
+    ga = goaccess_numbers(goaccess(log, out_dir, to_goaccess(fmt).argv()))
+    reports = {}
+    for name, kw in SCAN_PATHS.items():
+        mine = reports[name] = ours(log, fmt=fmt, **kw)
+        try:
+            assert_same_as_goaccess(mine, ga)
+        except AssertionError as exc:
+            raise AssertionError(f"the {name} path differs from GoAccess: {exc}") from exc
+    # and they agree on everything else too (latency, top lists, security …)
+    same = [{k: v for k, v in rep.items() if k not in ("fast_path_lines", "invalid_samples")}
+            for rep in reports.values()]
+    assert same[0] == same[1] == same[2]
+    return ga
 
 
 def assert_same_as_goaccess(mine: dict[str, Any], ga: dict[str, Any]) -> None:

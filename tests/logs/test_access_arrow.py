@@ -119,7 +119,8 @@ def test_iso_time_host_and_upstream_format_is_exact() -> None:
     ]
     assert arrow_plan(ISO_UPSTREAM) is not None
     rep, arrow_lines = assert_equivalent(b"\n".join(good * 10) + b"\n", fmt=ISO_UPSTREAM)
-    assert arrow_lines == 30  # lines 1, 2 and 5 (strptime takes Feb 30, as in GoAccess); 3 and 4 fall back
+    # lines 1, 2, 4 (a negative UTC offset) and 5 (strptime takes Feb 30, as in GoAccess); 3 falls back
+    assert arrow_lines == 40 and rep["requests"] == 50
     # upstream samples: 200 ms, 1400 ms and 1200 + 300 ms (a retry: the sum), ten each; "-" is no sample
     assert rep["latency"]["upstream"]["p50"] == 1400.0 and rep["latency"]["upstream"]["count"] == 30
 
@@ -233,3 +234,66 @@ def test_importing_the_scanner_does_not_import_pyarrow() -> None:
             "print(sorted(m for m in sys.modules if m.split('.')[0] == 'pyarrow'))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     assert out.stdout.strip() == "[]"
+
+
+# -- lists of upstream values -------------------------------------------------------------------
+
+UPSTREAM_FMT = ('$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent "$http_referer" '
+                '"$http_user_agent" $upstream_addr $upstream_status $upstream_response_time $request_time')
+UPSTREAM_GOOD = [
+    b'1.2.3.4 - - [01/Mar/2024:10:00:00 +0000] "GET /a HTTP/1.1" 200 5 "-" "Mozilla/5.0 (KHTML, like Gecko)" '
+    b'10.0.0.1:80 200 0.020 0.030',
+    b'1.2.3.5 - - [01/Mar/2024:10:00:01 +0000] "GET /b HTTP/1.1" 502 5 "-" "curl/8" 10.0.0.1:80 502 0.300 0.310',
+    b'1.2.3.6 - - [01/Mar/2024:10:00:02 +0000] "POST /c HTTP/1.1" 404 5 "-" "ua" - - - 0.001',
+]
+UPSTREAM_LISTS = [
+    # a retry within the upstream group, an internal redirect to another group, both
+    b'1.2.3.7 - - [01/Mar/2024:10:00:03 +0000] "GET /retry HTTP/1.1" 200 5 "-" "ua" '
+    b'10.0.0.1:80, 10.0.0.2:80 502, 200 0.800, 0.100 0.950',
+    b'1.2.3.8 - - [01/Mar/2024:10:00:04 +0000] "GET /redirect HTTP/1.1" 200 5 "-" "ua" '
+    b'10.0.0.1:80 : unix:/run/app.sock 200 : 200 0.004 : 0.010 0.020',
+    b'1.2.3.9 - - [01/Mar/2024:10:00:05 +0000] "GET /both HTTP/1.1" 504 5 "-" "ua" '
+    b'10.0.0.1:80, 10.0.0.2:80 : 10.0.1.1:80 504, 504 : 504 1.000, - : 2.000 3.100',
+]
+
+
+def test_lists_of_upstream_values_are_read_whole_on_every_path() -> None:
+    """nginx writes one upstream value per server contacted ("0.800, 0.100"); an unquoted list before
+    $request_time shifted the tokens: the request time was lost (or the next value taken for it)."""
+    data = b"\n".join(UPSTREAM_GOOD * 40 + UPSTREAM_LISTS + UPSTREAM_GOOD * 40) + b"\n"
+    for chunk in (1 << 20, 500):
+        rep, arrow_lines = assert_equivalent(data, fmt=UPSTREAM_FMT, chunk=chunk)
+        assert rep["requests"] == 243 and rep["invalid"] == 0
+        assert arrow_lines >= 200 or chunk == 500  # the lines without a list stay vectorized
+        lat = rep["latency"]
+        assert lat["overall"]["count"] == 243 and lat["overall"]["max"] == 3100.0
+        # 0.800 + 0.100, 0.004 + 0.010, 1.000 + 2.000 ("-": no response from that one)
+        ups = {e["endpoint"]: e for e in rep["endpoints"]}
+        assert ups["GET /retry"]["max"] == 950.0 and ups["GET /both"]["max"] == 3100.0
+        assert lat["upstream"]["max"] == 3000.0 and lat["upstream"]["count"] == 2 * 80 + 3  # "-" is no time
+    python_fast, _ = scan(data, fmt=UPSTREAM_FMT, arrow=False)
+    assert python_fast["requests"] == 243
+
+
+def test_a_format_that_writes_a_list_separator_itself_is_read_line_by_line() -> None:
+    fmt = '$remote_addr [$time_local] "$request" $status $upstream_status : $upstream_response_time $request_time'
+    assert arrow_plan(fmt) is None
+    lines = [b'1.2.3.4 [01/Mar/2024:10:00:00 +0000] "GET /a HTTP/1.1" 200 200 : 0.020 0.030',
+             b'1.2.3.4 [01/Mar/2024:10:00:00 +0000] "GET /b HTTP/1.1" 200 502, 200 : 0.2, 0.1 0.4']
+    rep, arrow_lines = assert_equivalent(b"\n".join(lines * 30) + b"\n", fmt=fmt)
+    assert arrow_lines == 0 and rep["requests"] == 60
+    assert rep["latency"]["overall"]["max"] == 400.0 and rep["latency"]["upstream"]["max"] == 300.0
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.sampled_from(UPSTREAM_GOOD + UPSTREAM_LISTS + ODD), min_size=1, max_size=120),
+       st.sampled_from([150, 1 << 20]))
+def test_fuzz_upstream_lists_agree_on_every_path(lines: list[bytes], chunk: int) -> None:
+    data = b"\n".join(lines) + b"\n"
+    fast, _ = scan(data, chunk=chunk, fmt=UPSTREAM_FMT)
+    assert fast == scan(data, chunk=chunk, fmt=UPSTREAM_FMT, arrow=False)[0]
+    assert fast == scan(data, chunk=chunk, fmt=UPSTREAM_FMT, fast=False)[0]
+    # every line with a list has its request time read
+    timed = {e["endpoint"]: e["timed"] for e in fast["endpoints"]}
+    for line, endpoint in zip(UPSTREAM_LISTS, ("GET /retry", "GET /redirect", "GET /both"), strict=True):
+        assert timed.get(endpoint, 0) == lines.count(line)

@@ -5,11 +5,21 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from upkeeper.logs.access import Accumulator, ScanOptions, all_paths, merge, summarize
-from upkeeper.logs.nginx_format import COMBINED, COMBINED_TIMED, split_plan, to_goaccess
+from upkeeper.logs.nginx_format import (
+    COMBINED,
+    COMBINED_TIMED,
+    MAIN,
+    LogFormatError,
+    normalize_format,
+    parse_format,
+    split_plan,
+    to_goaccess,
+)
 
 GOOD = [
     b'1.2.3.4 - - [01/Mar/2024:10:00:00 +0000] "GET /a?x=1 HTTP/1.1" 200 10 "-" "Mozilla/5.0 (X11)" 0.010',
@@ -131,3 +141,129 @@ def test_formats_have_fast_plans_and_goaccess_equivalents() -> None:
     assert fast == slow
     assert fast["requests"] == 2 and fast["latency"]["overall"]["p95"] == 1250.0
     assert fast["latency"]["upstream"]["p50"] == 200.0
+
+
+def _libc_strptime() -> Any:
+    import ctypes
+
+    libc = ctypes.CDLL(None)
+    fn = libc.strptime
+    fn.restype = ctypes.c_char_p
+    fn.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_void_p]
+    buf = ctypes.create_string_buffer(256)  # a struct tm, with room to spare
+
+    def takes_all(s: bytes, fmt: bytes) -> bool:
+        rest = fn(s, fmt, buf)
+        return rest is not None and rest == b""
+
+    return takes_all
+
+
+TIME_CHARS = st.text(alphabet="0123456789:+-Z \t", max_size=16).map(str.encode)
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.one_of(TIME_CHARS, st.sampled_from([b"10:00:00-05:00", b"10:00:00+0530", b"10:00:00+05", b"10:00:00Z",
+                                               b"10:00:00+05:60", b"10:00:00-5:00", b"1:2:3 -05:00", b"10:00:00"])))
+@example(b"10:00:00+05:3")
+def test_time_with_offset_is_glibc_strptime(tok: bytes) -> None:
+    """$time_iso8601's time is read as GoAccess reads it with --time-format=%T%z: glibc strptime must take
+    the whole token (the offset may be west of UTC: '-05:00' was refused)."""
+    from upkeeper.logs.goaccess import parse_time
+
+    if b"\0" in tok:
+        return
+    assert (parse_time(tok, "%T%z") is not None) == _libc_strptime()(tok, b"%T%z"), tok
+    assert (parse_time(tok, "%T") is not None) == _libc_strptime()(tok, b"%T"), tok
+
+
+def test_iso8601_west_of_utc_is_parsed_on_every_path() -> None:
+    fmt = '$remote_addr - $remote_user [$time_iso8601] "$request" $status $body_bytes_sent'
+    data = b"".join(b'1.2.3.%d - - [2024-03-01T10:00:00-05:00] "GET /a HTTP/1.1" 200 5\n' % i for i in range(60))
+    for fast in (True, False):
+        rep = scan(data, fast=fast, fmt=fmt)
+        assert rep["requests"] == 60 and rep["invalid"] == 0 and rep["first"] == "2024-03-01 10:00"
+
+
+MAIN_DIRECTIVE = """log_format  main  '$remote_addr - $remote_user [$time_local] "$request" '
+                  '$status $body_bytes_sent "$http_referer" '
+                  '"$http_user_agent" "$http_x_forwarded_for"';"""
+
+
+@pytest.mark.parametrize(("given", "format_string"), [
+    (MAIN_DIRECTIVE, MAIN),  # pasted from nginx.conf: name, strings on several lines, the ';'
+    ("log_format main escape=default '$remote_addr [$time_local] \"$request\" $status';",
+     '$remote_addr [$time_local] "$request" $status'),
+    ("log_format j escape=json '{\"ip\":\"$remote_addr\",' '\"t\":\"$time_local\",\"r\":\"$request\"}';",
+     '{"ip":"$remote_addr","t":"$time_local","r":"$request"}'),
+    ("escape=json '{\"ip\":\"$remote_addr\",\"t\":\"$time_local\",\"r\":\"$request\",\"s\":$status}'",
+     '{"ip":"$remote_addr","t":"$time_local","r":"$request","s":$status}'),
+    ("escape=none $remote_addr [$time_local] \"$request\"", '$remote_addr [$time_local] "$request"'),
+    ("'$remote_addr [$time_local] \\\"$request\\\"\\t$status'", '$remote_addr [$time_local] "$request"\t$status'),
+    ("log_format plain $remote_addr|$time_iso8601|$request_uri;", "$remote_addr|$time_iso8601|$request_uri"),
+    # a bare format that begins and ends with a quoted variable is not nginx's quoted-string syntax
+    ('"$http_x_real_ip" [$time_local] "$request"', '"$http_x_real_ip" [$time_local] "$request"'),
+])
+def test_log_format_directive_and_escape_are_understood(given: str, format_string: str) -> None:
+    """escape=… and a pasted 'log_format NAME …;' line were taken as part of the format: 100 % 'invalid %h'."""
+    assert normalize_format(given) == format_string
+    parse_format(given)
+
+
+@pytest.mark.parametrize(("given", "message"), [
+    ("escape=xml '$remote_addr [$time_local] \"$request\"'", "escape=xml is not an nginx log_format escape mode"),
+    ("log_format main '$remote_addr [$time_local] \"$request\";", "a quote is not closed"),
+    ("log_format main;", "has no format string"),
+    ('$remote_addr [$time_local] $request $status', "$request is followed by a blank, not by a quote"),
+    ('$remote_addr [$time_local] "$request $status"', "$request is followed by a blank, not by a quote"),
+])
+def test_log_formats_that_cannot_work_are_refused(given: str, message: str) -> None:
+    with pytest.raises(LogFormatError) as err:
+        parse_format(given)
+    assert message in err.value.message
+
+
+def test_escape_json_lines_are_read_on_every_path() -> None:
+    fmt = "escape=json '{\"ip\":\"$remote_addr\",\"t\":\"$time_local\",\"r\":\"$request\",\"s\":$status}'"
+    data = b"".join(b'{"ip":"1.2.3.%d","t":"01/Mar/2024:10:00:00 +0000","r":"GET /a?q=\\"%d\\" HTTP/1.1","s":200}\n'
+                    % (i, i) for i in range(60))
+    for fast in (True, False):
+        rep = scan(data, fast=fast, fmt=fmt)
+        assert rep["requests"] == 60 and rep["invalid"] == 0 and rep["visitors"] == 60
+
+
+FORMAT_PIECES = st.sampled_from([
+    "$remote_addr", "$time_local", "$time_iso8601", "$msec", "$request", "$status", "$body_bytes_sent",
+    "$http_user_agent", "$request_time", "$upstream_response_time", "$upstream_addr", "$host", "$foo", "${status}",
+    " ", " - ", '"', "'", "[", "]", "→", "é", "%", "\\", "\\\"", ", ", " : ", ";", "{", "}", ":", "=", "\t",
+    "escape=json ", "escape=none ", "log_format main ", "rt=",
+])
+
+
+GAP = st.lists(FORMAT_PIECES, max_size=4).map("".join)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.tuples(GAP, GAP, GAP, GAP, st.sampled_from(["$time_local", "$time_iso8601", "$msec"])),
+       st.text(st.characters(blacklist_categories=("Cs",)), max_size=3))
+@example(("", " ", " → ", "", "$time_local"), "")
+def test_any_format_is_refused_clearly_or_scans(parts: tuple[str, str, str, str, str], extra: str) -> None:
+    """A log_format either fails the config check with a LogFormatError (a message naming the problem) or
+    builds every scanning path and reads any line: never another exception (a non-Latin-1 literal raised
+    UnicodeEncodeError at the first run)."""
+    g0, g1, g2, g3, when = parts
+    fmt = f'{g0}$remote_addr{g1}{when}{g2}"$request"{g3}{extra}'
+    try:
+        parse_format(fmt)
+    except LogFormatError as exc:
+        assert exc.message
+        return
+    from upkeeper.logs.arrowscan import arrow_plan
+
+    arrow_plan(fmt)
+    line = ('1.2.3.4 - - [01/Mar/2024:10:00:00 +0000] "GET /a HTTP/1.1" 200 5 "-" "ua" 0.1 → é, : '
+            '2024-03-01T10:00:00-05:00 1709287200.123\n').encode()
+    for kw in ({"fast": False}, {"arrow": False}, {"arrow_min_buffer": 0}):
+        acc = Accumulator(ScanOptions(log_format=fmt, **kw))
+        acc.feed(line * 3 + b"garbage\n" + extra.encode() + b"\n")
+        summarize(acc.partial())

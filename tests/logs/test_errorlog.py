@@ -146,3 +146,14 @@ def test_a_runaway_traceback_is_bounded_and_still_grouped() -> None:
     a.finish()
     [g] = a.exceptions.values()
     assert (g.kind, g.count) == ("RecursionError", 1)
+
+
+def test_deeply_nested_json_line_is_read_as_text() -> None:
+    """json.loads raises RecursionError (not ValueError) on a line nested thousands deep: the whole
+    run used to fail; the line is now text like any other non-JSON line, and the rest is read."""
+    deep = '{"a":' * 5000 + "1" + "}" * 5000
+    a = feed_app('{"level": "error", "message": "disk full"}\n' + deep + "\n"
+                 + '{"level": "error", "message": "disk full", "error": {"type": "OSError", "message": "x"}}\n')
+    assert a.lines == 3 and a.json_lines == 2
+    assert a.levels["error"] == 2
+    assert groups(a) == {("OSError", "x"): 1}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import tempfile
 import tracemalloc
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -187,3 +188,24 @@ def test_postgres_log_with_a_long_statement_and_garbage(tmp_path: Path) -> None:
     assert rep["statements"]["total_ms"] == 954.0
     assert rep["unparsed"] == 1
     assert rep["lines"] == 4
+
+
+def test_damaged_compressed_files_are_noted_by_helper_processes_too(tmp_path: Path) -> None:
+    """A truncated .gz raised EOFError out of parallel.scan (from a helper: 'a log scanning helper failed');
+    now every process reads such files up to the damage and the notes come back with the results."""
+    text = b"".join(good(i) for i in range(6000))
+    blob = gzip.compress(text)
+    units = []
+    for k in range(4):
+        p = tmp_path / f"access.log.{k + 1}.gz"
+        p.write_bytes(blob[:len(blob) // 2] if k % 2 else blob + b"trailing junk")
+        units.append(parallel.Unit(str(p), 0, None, True, True, str(p)))
+    cut = zlib.decompressobj(31).decompress(blob[:len(blob) // 2])  # what can be decompressed
+    complete = cut[:cut.rfind(b"\n") + 1]
+    for workers in (1, 2):
+        notes: list[parallel.ReadNote] = []
+        partial, gz_read = parallel.scan("upkeeper.logs.access", ScanOptions(log_format=COMBINED_TIMED), units,
+                                         workers=workers, min_parallel=0, notes=notes)
+        assert partial.lines == 2 * 6000 + 2 * complete.count(b"\n") and partial.invalid == 0
+        assert [(n.path, n.damaged) for n in notes] == [(u.path, k % 2 == 1) for k, u in enumerate(units)]
+        assert gz_read == {u.path: len(complete) if k % 2 else len(text) for k, u in enumerate(units)}

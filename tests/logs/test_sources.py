@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from upkeeper.logs import parallel
-from upkeeper.logs.sources import discover, finish_cursors, plan_reads
+from upkeeper.logs.sources import GzipReader, discover, finish_cursors, plan_reads
 
 
 def line(i: int) -> bytes:
@@ -153,3 +153,121 @@ def test_units_respect_continuation_lines(tmp_path: Path) -> None:
     assert b"".join(bufs) == data
     for buf in bufs:
         assert not buf.startswith(b"\t")  # every buffer starts with a whole entry
+
+
+# -- damaged compressed files --------------------------------------------------------------------
+
+LOG_TEXT = b"".join(f"203.0.113.{i % 200} GET /items/{i} {i * 7919 % 100000}\n".encode() for i in range(30_000))
+
+
+def zcat(path: Path) -> tuple[bytes, str]:
+    """What ``zcat`` writes for ``path`` (it decodes what it can, then complains), and its complaint."""
+    import subprocess
+
+    res = subprocess.run(["zcat", str(path)], capture_output=True, timeout=60)
+    return res.stdout, res.stderr.decode()
+
+
+def read_gz(path: Path, size: int = 1 << 20) -> tuple[bytes, GzipReader]:
+    with open(path, "rb") as fh:
+        r = GzipReader(fh)
+        parts = []
+        while True:
+            piece = r.read(size)
+            assert len(piece) <= size
+            if not piece:
+                return b"".join(parts), r
+            parts.append(piece)
+
+
+def test_gzip_reader_reads_as_zcat_does(tmp_path: Path) -> None:
+    """gzip.open() raised EOFError or BadGzipFile on these and dropped what the failing read() had decoded."""
+    whole = gzip.compress(LOG_TEXT)
+    cases = {
+        "sound.gz": (whole, None, False),
+        "members.gz": (gzip.compress(LOG_TEXT[:1000]) + gzip.compress(LOG_TEXT[1000:]), None, False),
+        "padded.gz": (whole + b"\0" * 700, None, False),
+        "garbage.gz": (whole + b"junk after the stream", "trailing garbage", False),
+        "garbage-after-padding.gz": (whole + b"\0\0\0junk", "trailing garbage", False),
+        "truncated.gz": (whole[:len(whole) // 2], "truncated", True),
+        "truncated-trailer.gz": (whole[:-3], "truncated", True),
+        "truncated-second-member.gz": (whole + gzip.compress(b"more\n" * 5000)[:-5], "truncated", True),
+        "corrupt.gz": (whole[:len(whole) // 3] + b"\xff" * 64 + whole[len(whole) // 3 + 64:], "damaged", True),
+    }
+    for name, (blob, problem, damaged) in cases.items():
+        path = tmp_path / name
+        path.write_bytes(blob)
+        ref, complaint = zcat(path)
+        for size in (1 << 20, 4093, 97):
+            got, r = read_gz(path, size)
+            if problem is None:
+                assert got == ref and r.problem is None, name
+                assert not complaint or "trailing zero" in complaint, complaint
+                continue
+            assert r.problem is not None and r.problem.startswith(problem) and r.damaged is damaged, name
+            assert complaint, name  # zcat complains too
+            if not damaged:
+                assert got == ref == LOG_TEXT, name  # "decompression OK, trailing garbage ignored"
+            else:  # what comes before the damage, as zcat has it (give or take zcat's last block)
+                assert ref.startswith(got) or got.startswith(ref), name
+                assert len(got) > len(LOG_TEXT) // 4 and LOG_TEXT.startswith(got[:len(LOG_TEXT) // 4]), name
+    # an empty file is an empty log (as for gzip.open; zcat calls it an unexpected end of file)
+    (tmp_path / "empty.gz").write_bytes(b"")
+    assert read_gz(tmp_path / "empty.gz")[0] == b"" and read_gz(tmp_path / "empty.gz")[1].problem is None
+    (tmp_path / "not-gzip.gz").write_bytes(b"plain text\n")
+    got, r = read_gz(tmp_path / "not-gzip.gz")
+    assert got == b"" and r.damaged and r.problem is not None and "incorrect header check" in r.problem
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 10_000), st.binary(max_size=40))
+def test_gzip_reader_never_raises_on_a_cut_or_garbage(cut: int, junk: bytes) -> None:
+    import tempfile
+
+    blob = gzip.compress(LOG_TEXT[:200_000], compresslevel=1)
+    with tempfile.TemporaryDirectory() as d:
+        p = Path(d) / "x.gz"
+        p.write_bytes(blob[:cut] + junk)
+        got, r = read_gz(p, 3000)
+        assert LOG_TEXT.startswith(got) or r.problem is not None
+        if cut < len(blob):
+            assert r.problem is not None or got == b""
+
+
+def test_damaged_rotated_files_are_read_up_to_the_damage_and_not_again(tmp_path: Path) -> None:
+    """A truncated .gz used to stop the whole read (EOFError), so its cursor was never saved and every
+    later run failed the same way.  Now its complete lines count, and an unchanged file is skipped."""
+    log = tmp_path / "access.log"
+    lines = [line(i) for i in range(3000)]
+    whole = gzip.compress(b"".join(lines[:2000]))
+    (tmp_path / "access.log.2.gz").write_bytes(whole[:len(whole) // 2])  # truncated
+    (tmp_path / "access.log.1.gz").write_bytes(gzip.compress(b"".join(lines[2000:2999])) + b"garbage")
+    log.write_bytes(lines[2999])
+    plan = plan_reads(discover(str(log)), [], incremental=True)
+    notes: list[parallel.ReadNote] = []
+    got = b""
+    gz: dict[str, int] = {}
+    for u in parallel.units_for(plan.ranges):
+        reader = parallel.read_unit(u, notes=notes)
+        while True:
+            try:
+                got += next(reader)[1]
+            except StopIteration as stop:
+                if u.gz:
+                    gz[u.path] = u.start + stop.value
+                break
+    cut_text, _ = zcat(tmp_path / "access.log.2.gz")
+    complete = cut_text[:cut_text.rfind(b"\n") + 1]
+    assert 0 < len(complete) < len(b"".join(lines[:2000]))
+    assert got == complete + b"".join(lines[2000:])  # the line the damage cuts is left out
+    assert [(Path(n.path).name, n.damaged) for n in notes] == [("access.log.2.gz", True), ("access.log.1.gz", False)]
+    assert "truncated" in notes[0].message and "trailing garbage" in notes[1].message
+    cur = finish_cursors(plan, gz)
+    assert {c["path"]: c["offset"] for c in cur}[str(tmp_path / "access.log.2.gz")] == len(complete)
+    # the next run: nothing new anywhere, and the damaged files are not read (nor reported) again
+    again = plan_reads(discover(str(log)), cur, incremental=True)
+    assert again.ranges == []
+    # the truncated file turns out to have been half-written: once complete, the rest is read
+    (tmp_path / "access.log.2.gz").write_bytes(whole)
+    got, _ = read_plan(discover(str(log)), cur)
+    assert got == b"".join(lines[:2000])[len(complete):]

@@ -107,3 +107,27 @@ def test_exceptions_in_a_log_that_appears_later_are_the_baseline(cli: Any, make_
     r = run(cli, cfg, "app-errors")
     assert [f["check"] for f in r["findings"]] == ["logs.errors.exceptions_baseline"]
     assert r["metrics"]["exception_groups"] == 2
+
+
+def test_truncated_rotated_app_log_is_read_up_to_the_damage(cli: Any, make_config: Any, tmp_path: Path) -> None:
+    """A truncated production.log.1.gz stopped the run with 'internal error: EOFError'; now its exceptions
+    before the damage count, it is named in a warning, and the next run does not read it again."""
+    import gzip
+
+    root = tmp_path / "app"
+    root.mkdir()
+    log = root / "production.log"
+    text = "".join(f'{{"level": "error", "message": "job {i} failed", "error": {{"type": "KeyError", '
+                   f'"message": "k{i % 7}"}}}}\n' for i in range(3000)).encode()
+    blob = gzip.compress(text)
+    (root / "production.log.1.gz").write_bytes(blob[:len(blob) // 2])
+    log.write_text('{"level": "error", "message": "x", "error": {"type": "ValueError", "message": "v"}}\n')
+    cfg = make_config({"targets": {"app": {"kind": "app", "root": str(root)}},
+                       "jobs": {"app-errors": {"task": "logs.errors", "target": "app", "options": {
+                           "app_logs": [str(log)], "report_dir": str(tmp_path / "r")}}}})
+    first = run(cli, cfg, "app-errors")
+    damaged = [f for f in first["findings"] if f["check"] == "logs.errors.damaged_file"]
+    assert [(f["subject"], f["severity"]) for f in damaged] == [(str(root / "production.log.1.gz"), "warning")]
+    assert 1000 < first["metrics"]["exceptions"] < 3001
+    second = run(cli, cfg, "app-errors")
+    assert second["metrics"]["exceptions"] == 0 and second["findings"] == []

@@ -304,3 +304,77 @@ def test_second_report_has_trend_charts_per_run(cli: Any, make_config: Any, fres
     assert len(p95) == 2 and p95[1].endswith(" (now): " + _fmt(second["metrics"]["latency_p95_ms"]) + " ms")
     assert p95[0].endswith(": " + _fmt(first["metrics"]["latency_p95_ms"]) + " ms")
     assert len(chart_points(page2, "failed requests per run")) == 2
+
+
+# -- damaged rotated files -----------------------------------------------------------------------
+
+
+def access_line(i: int) -> bytes:
+    return (f'192.0.2.{i % 200 + 1} - - [01/Mar/2024:10:{i // 60 % 60:02d}:{i % 60:02d} +0000] '
+            f'"GET /items/{i} HTTP/1.1" 200 {i % 900} "-" "Mozilla/5.0" 0.0{i % 10}\n').encode()
+
+
+def test_damaged_rotated_gz_files_do_not_fail_the_runs(cli: Any, make_config: Any, tmp_path: Path) -> None:
+    """A truncated access.log.2.gz made every run fail ('cannot read …: None'; trailing garbage: an internal
+    error) and its cursor was never saved.  Now the lines before the damage count, the file is named in a
+    warning, trailing garbage is ignored as zcat does (a note), and later runs read only what is new."""
+    import gzip
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    whole = gzip.compress(b"".join(access_line(i) for i in range(4000)))
+    (logs / "access.log.2.gz").write_bytes(whole[:len(whole) // 2])
+    (logs / "access.log.1.gz").write_bytes(gzip.compress(b"".join(access_line(i) for i in range(5000, 5100)))
+                                           + b"junk")
+    live = logs / "access.log"
+    live.write_bytes(b"".join(access_line(i) for i in range(6000, 6010)))
+    cfg = file_config(make_config, live, tmp_path)
+    complete = gzip.decompress(whole).count(b"\n")
+    with open(logs / "access.log.2.gz", "rb") as fh:  # what zcat gets out of the truncated file
+        cut = __import__("zlib").decompressobj(31).decompress(fh.read())
+    first = run(cli, cfg)
+    assert first["metrics"]["requests"] == cut.count(b"\n") + 100 + 10 < complete + 110
+    assert first["metrics"]["invalid"] == 0  # the line the damage cuts is not counted as a bad line
+    damaged = {f["subject"]: f for f in checks(first)["logs.nginx.damaged_file"]}
+    assert set(damaged) == {str(logs / "access.log.2.gz"), str(logs / "access.log.1.gz")}
+    trunc = damaged[str(logs / "access.log.2.gz")]
+    assert trunc["severity"] == "warning" and "truncated" in trunc["message"]
+    garbage = damaged[str(logs / "access.log.1.gz")]
+    assert garbage["severity"] == "info" and "trailing garbage" in garbage["message"]
+    assert first["status"] == "warn"
+    second = run(cli, cfg)  # the cursors were saved: nothing new, no repeated warning
+    assert second["metrics"]["requests"] == 0 and "logs.nginx.damaged_file" not in checks(second)
+    with open(live, "ab") as fh:
+        fh.write(access_line(7))
+    assert run(cli, cfg)["metrics"]["requests"] == 1
+
+
+# -- log_format as written in nginx.conf ---------------------------------------------------------
+
+
+def format_config(block: str) -> str:
+    return ("targets:\n  web: {kind: nginx}\njobs:\n  web-logs:\n    task: logs.nginx\n    target: web\n"
+            "    options:\n      log_format: " + block)
+
+
+def test_pasted_log_format_directive_and_escape_are_accepted() -> None:
+    pasted = ("|\n        log_format  main  escape=json '{\"ip\":\"$remote_addr\",\"time\":\"$time_local\",'\n"
+              "                                   '\"request\":\"$request\",\"status\":$status}';\n")
+    setup = build_setup(load_text(format_config(pasted), "u.yaml"))
+    from upkeeper.logs.nginx_format import normalize_format
+
+    fmt = setup.jobs["web-logs"].options.log_format  # type: ignore[attr-defined]
+    assert normalize_format(fmt) == '{"ip":"$remote_addr","time":"$time_local","request":"$request","status":$status}'
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ("'$remote_addr [$time_local] $request $status'",
+     "$request is followed by a blank, not by a quote: its value ('GET /path HTTP/1.1') has blanks itself"),
+    ("\"escape=xml '$remote_addr [$time_local] \\\"$request\\\"'\"", "escape=xml is not an nginx log_format escape"),
+])
+def test_log_format_that_cannot_work_is_a_located_config_error(value: str, message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        build_setup(load_text(format_config(value + "\n"), "u.yaml"))
+    (problem,) = [p.render() for p in err.value.problems]
+    assert problem.startswith("u.yaml:8: jobs -> web-logs -> options -> log_format: ")
+    assert message in problem

@@ -295,3 +295,29 @@ def test_padded_log_line_prefix_read_from_the_server(cli: Any, make_config: Any,
     assert data["errors"]["inferred_sqlstates"] == 0  # every SQLSTATE read from %e, none guessed
     fps = {q["fingerprint"]: q for q in data["most_frequent"]}
     assert fps["update upk_items set qty = qty + ? where id = ?"]["count"] == done["statements"] // 3
+
+def test_truncated_rotated_server_log_is_read_up_to_the_damage(cli: Any, make_config: Any, tmp_path: Path) -> None:
+    """A truncated postgresql.log.1.gz failed every run ('cannot read …: None', the cursor never saved);
+    now its entries before the damage count, the file is named in a warning, and it is not read twice."""
+    import gzip
+
+    log = tmp_path / "postgresql.log"
+    text = "".join(f"2024-03-01 10:{i // 60 % 60:02d}:{i % 60:02d}.000 UTC [{100 + i % 5}] LOG:  duration: "
+                   f"{i % 90 + 1}.000 ms  statement: SELECT * FROM t{i % 3} WHERE id = {i}\n"
+                   for i in range(3000)).encode()
+    blob = gzip.compress(text)
+    (tmp_path / "postgresql.log.1.gz").write_bytes(blob[:len(blob) // 2])
+    log.write_text("2024-03-01 11:00:00.000 UTC [7] LOG:  duration: 5.000 ms  statement: SELECT 1\n")
+    cfg = make_config({
+        "targets": {"db": {"kind": "postgres", "host": "127.0.0.1", "port": 1}},  # never contacted
+        "jobs": {"pg-logs": {"task": "logs.postgres", "target": "db", "options": {
+            "log_file": str(log), "log_line_prefix": "%m [%p] ", "report_dir": str(tmp_path / "reports")}}},
+    })
+    first = run(cli, cfg)
+    damaged = [f for f in first["findings"] if f["check"] == "logs.postgres.damaged_file"]
+    assert [(f["subject"], f["severity"]) for f in damaged] == [(str(tmp_path / "postgresql.log.1.gz"), "warning")]
+    assert 1000 < first["metrics"]["statements"] < 3001
+    assert first["metrics"]["unparsed_pct"] == 0  # the entry the damage cuts is not a bad line
+    second = run(cli, cfg)
+    assert second["metrics"]["statements"] == 0
+    assert not [f for f in second["findings"] if f["check"] == "logs.postgres.damaged_file"]

@@ -14,7 +14,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from upkeeper.cli._app import app, console, print_json
+from upkeeper.cli._app import app, console, err_console, print_json
 from upkeeper.errors import UsageError
 from upkeeper.fmt import human_bytes
 from upkeeper.redact import redact_obj
@@ -35,6 +35,13 @@ def _units(paths: list[Path], continuation: bytes, workers: int) -> list[Any]:
         for lf in discover(str(p), rotated=False):
             ranges.append(ReadRange(lf, 0, None if lf.gz else lf.size, final=True))
     return parallel.units_for(ranges, continuation=continuation, workers=workers)
+
+
+def _warn_read_notes(notes: list[Any]) -> list[str]:
+    """Say on stderr which files were damaged (read up to the damage) or had trailing garbage; the messages."""
+    for n in notes:
+        err_console.print(f"Warning: {n.message}", style="yellow", markup=False, soft_wrap=True)
+    return [n.message for n in notes]
 
 
 def _table(title: str, cols: list[str], rows: list[list[Any]], numeric: tuple[int, ...] = ()) -> Table:
@@ -66,9 +73,11 @@ def nginx_cmd(
         parse_format(log_format)
     except LogFormatError as exc:
         raise UsageError(exc.message, exc.hint) from None
+    notes: list[parallel.ReadNote] = []
     partial, _ = parallel.scan("upkeeper.logs.access", ScanOptions(log_format=log_format),
-                               _units(files, b"", workers), workers=workers)
+                               _units(files, b"", workers), workers=workers, notes=notes)
     rep = redact_obj(summarize(partial, top_n=top))  # tokens in query strings, credentials in samples
+    rep["read_notes"] = _warn_read_notes(notes)
     rep["goaccess"]["log_format_flags"] = to_goaccess(log_format).argv()
     if html is not None:
         from upkeeper.logs.report_html import access_report
@@ -121,10 +130,12 @@ def postgres_cmd(
         compile_prefix(prefix)
     except PrefixError as exc:
         raise UsageError(exc.message, exc.hint) from None
+    notes: list[parallel.ReadNote] = []
     partial, _ = parallel.scan("upkeeper.logs.pglog", PgScanOptions(log_line_prefix=prefix),
                                _units(files, b"\t", workers), workers=workers, continuation=b"\t",
-                               min_parallel=MIN_PARALLEL)
+                               min_parallel=MIN_PARALLEL, notes=notes)
     rep = redact_obj(summarize(partial, top_n=top))
+    rep["read_notes"] = _warn_read_notes(notes)
     rep["log_line_prefix"] = prefix
     if html is not None:
         from upkeeper.logs.report_html import postgres_report

@@ -55,11 +55,13 @@ from upkeeper.logs.goaccess import (
     normalize_agent,
     normalize_referer,
     parse_date,
+    parse_epoch,
     parse_requests,
     parse_seconds,
     parse_size,
     parse_time,
     valid_ip,
+    valid_offset,
     valid_status,
 )
 from upkeeper.logs.masking import mask_line, quote_mask
@@ -237,6 +239,10 @@ class Accumulator:
             bad = [i for i, c in enumerate(counts) if c != want]
         else:
             bad = []
+        if plan.list_marks:  # and the lines with a list of upstream values in their unquoted text
+            skip = set(bad)
+            bad += [i for i, ln in enumerate(lines) if i not in skip and _has_list(ln, plan.list_marks)]
+            bad.sort()
         if not bad or len(bad) > len(lines) // 2:
             return False
         badset = set(bad)
@@ -287,7 +293,7 @@ class Accumulator:
         else:
             parts = []
             g = buf
-        if b"\\" in g:
+        if b"\\" in g or any(mark in g for mark in plan.list_marks):
             return None
         if not self._check(g.replace(NL, b" ").split(b" "), plan.glue, n, out, "g", 0):
             return None
@@ -299,7 +305,7 @@ class Accumulator:
                     return None
                 continue
             m = b" ".join(segs)
-            if b"\\" in m:
+            if b"\\" in m or any(mark in m for mark in plan.list_marks):
                 return None
             if not self._check((m + b" ").split(b" "), tmpl, n, out, "m", j):
                 return None
@@ -650,23 +656,31 @@ class Accumulator:
 # ---------------------------------------------------------------------------------------------
 
 
+def _has_list(line: bytes, marks: tuple[bytes, ...]) -> bool:
+    """Does the unquoted text of ``line`` hold a list separator (", " of "0.800, 0.100")?"""
+    if not any(mark in line for mark in marks):
+        return False
+    unquoted = b"\"".join(line.split(b'"')[0::2])
+    return any(mark in unquoted for mark in marks)
+
+
 def _strip_ok(v: bytes, spec: TokenSpec | None) -> bool:
     if spec is None or not (spec.prefix or spec.suffix):
         return True
-    return (v.startswith(spec.prefix.encode()) and v.endswith(spec.suffix.encode())
-            and len(v) >= len(spec.prefix) + len(spec.suffix))
+    pre, suf = spec.prefix.encode(), spec.suffix.encode()  # nginx writes the format's literals in UTF-8
+    return v.startswith(pre) and v.endswith(suf) and len(v) >= len(pre) + len(suf)
 
 
 def _strip(v: bytes, spec: TokenSpec | None) -> bytes:
     if spec is None or not (spec.prefix or spec.suffix):
         return v
-    return v[len(spec.prefix):len(v) - len(spec.suffix)]
+    return v[len(spec.prefix.encode()):len(v) - len(spec.suffix.encode())]
 
 
 def _strip_col(col: list[bytes] | None, spec: TokenSpec | None) -> list[bytes] | None:
     if col is None or spec is None or not (spec.prefix or spec.suffix):
         return col
-    return list(map(itemgetter(slice(len(spec.prefix), -len(spec.suffix) or None)), col))
+    return list(map(itemgetter(slice(len(spec.prefix.encode()), -len(spec.suffix.encode()) or None)), col))
 
 
 #: glibc strptime %S accepts 0-61, one or two digits; the fixed-width shape has two
@@ -682,16 +696,18 @@ class TimeTokens:
 
     def __init__(self, spec: TokenSpec, time_var: str) -> None:
         self.spec = spec
-        self.iso = time_var != "time_local"
+        self.msec = time_var == "msec"  # 1709287200.123, read by parse_epoch
+        self.epochs: dict[bytes, TimeInfo | None] = {}
+        self.iso = time_var == "time_iso8601"
         self.pre = spec.prefix.encode()
         self.suf = spec.suffix.encode()
         p = len(self.pre)
-        if self.iso:  # 2024-03-01T10:00:00+00:00
+        if self.iso:  # 2024-03-01T10:00:00+00:00 (or -05:00: the offset is checked, not applied)
             self.width = p + 25 + len(self.suf)
             self.dsl, self.tsl = slice(p, p + 10), slice(p + 11, p + 19)
             self.msl, self.ssl = slice(0, p + 16), slice(p + 17, p + 19)
-            self.marks = tuple((p + i, ord(c)) for i, c in ((4, "-"), (7, "-"), (10, "T"), (13, ":"), (16, ":"),
-                                                              (19, "+")))
+            self.marks = tuple((p + i, ord(c)) for i, c in ((4, "-"), (7, "-"), (10, "T"), (13, ":"), (16, ":")))
+            self.zsl = slice(p + 19, p + 25)
         else:  # 01/Mar/2024:10:00:00
             self.width = p + 20 + len(self.suf)
             self.dsl, self.tsl = slice(p, p + 11), slice(p + 12, p + 20)
@@ -699,16 +715,33 @@ class TimeTokens:
             self.marks = tuple((p + i, ord(c)) for i, c in ((2, "/"), (6, "/"), (11, ":"), (14, ":"), (17, ":")))
         self.dates: dict[bytes, int | None] = {}
         self.times: dict[bytes, tuple[int, int] | None] = {}
+        self.offsets: dict[bytes, bool] = {}
+
+    def _offsets_ok(self, offsets: Iterable[bytes]) -> bool:
+        """Are these offsets (the fixed-width shape's last six bytes) all valid? True for $time_local."""
+        if not self.iso:
+            return True
+        ok = self.offsets
+        for z in offsets:
+            v = ok.get(z)
+            if v is None:
+                v = ok[z] = valid_offset(z)
+            if not v:
+                return False
+        return True
 
     def many(self, toks: set[bytes]) -> dict[bytes, TimeInfo | None]:
         """Parse distinct tokens; the common shape is handled with C-level slicing and lookups."""
         lst = list(toks)
+        if self.msec:
+            return {t: self._msec(t) for t in lst}
         if (lst and set(map(len, lst)) == {self.width}
                 and all(set(map(itemgetter(m), lst)) == {c} for m, c in self.marks) and (not self.pre or set(
                     map(itemgetter(slice(0, len(self.pre))), lst)) == {self.pre})
                 and (not self.suf or set(map(itemgetter(slice(self.width - len(self.suf), None)), lst))
                      == {self.suf})
-                and set(map(itemgetter(self.ssl), lst)) <= _SECONDS):
+                and set(map(itemgetter(self.ssl), lst)) <= _SECONDS
+                and (not self.iso or self._offsets_ok(set(map(itemgetter(self.zsl), lst))))):
             minute = list(map(itemgetter(self.msl), lst))
             info = {k: self._minute(k) for k in set(minute)}
             return dict(zip(lst, map(info.__getitem__, minute), strict=True))
@@ -728,9 +761,27 @@ class TimeTokens:
             return None
         return (d, tm[0], tm[1])
 
+    def _msec(self, t: bytes) -> TimeInfo | None:
+        """``$msec``: the seconds before the dot as GoAccess's ``%x.%^`` reads them; a token of another
+        shape is left to the line parser (None)."""
+        if not _strip_ok(t, self.spec):
+            return None
+        secs, dot, frac = _strip(t, self.spec).partition(b".")
+        if not dot or (frac and not frac.isdigit()):
+            return None
+        info = self.epochs.get(secs, (0, 0, -1))
+        if info == (0, 0, -1):
+            dt = parse_epoch(secs)
+            info = self.epochs[secs] = (dt[0], dt[1][0], dt[1][1]) if dt is not None else None
+            if len(self.epochs) > 200_000:  # bounded: a log has one distinct second per second
+                self.epochs.clear()
+        return info
+
     def __call__(self, t: bytes) -> TimeInfo | None:
+        if self.msec:
+            return self._msec(t)
         if (len(t) == self.width and all(t[m] == c for m, c in self.marks) and t.startswith(self.pre)
-                and t.endswith(self.suf)):
+                and t.endswith(self.suf) and (not self.iso or self._offsets_ok((t[self.zsl],)))):
             ds, ts = t[self.dsl], t[self.tsl]
             d = self.dates.get(ds, -1)
             if d == -1:
@@ -754,15 +805,12 @@ class TimeTokens:
             if not sep:
                 return None
             date = parse_date(d, "%d/%b/%Y")
-        else:  # %d up to 'T', %t up to '+', the offset skipped
+        else:  # %d up to 'T', then %t: the time and its UTC offset (strptime %T%z)
             d, sep, rest = v.partition(b"T")
             if not sep:
                 return None
             date = parse_date(d, "%Y-%m-%d")
-            rest, plus, _ = rest.partition(b"+")
-            if not plus:
-                return None
-        tm = parse_time(rest)
+        tm = parse_time(rest, "%T%z" if self.iso else "%T")
         if date is None or tm is None:
             return None
         return (date, tm[0], tm[1])
@@ -935,8 +983,8 @@ def summarize(p: AccessPartial, *, top_n: int = 10, failed_statuses: str = "5xx"
     valid = p.valid
     status: Counter[str] = Counter()
     for raw, v in p.status.items():
-        if raw is not None:  # GoAccess keys the number: "0404" is 404
-            status[str(int(raw)) if raw.isdigit() else _s(raw)] += v
+        if raw is not None:  # GoAccess keys the number (strtol): "0404" and "+404" are 404
+            status[str(int(raw)) if valid_status(raw) else _s(raw)] += v
     classes = Counter({c: 0 for c in STATUS_CLASSES})
     for code, v in status.items():
         if code[:1].isdigit():

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from upkeeper.logs.nginx_format import (
+    LISTS,
     SPACELESS,
     Lit,
     TokenSpec,
@@ -56,7 +57,7 @@ _QCH = r'[^"\x00-\x1f\x7f]'
 _QEND = r'[^ "\\\x00-\x1f\x7f]'
 _QUOTED = rf'(?:{_QEND}|[^ "\x00-\x1f\x7f]{_QCH}*{_QEND})'
 _TIME_LOCAL = r"[0-9]{2}/[A-Za-z]{3}/[0-9]{4}:[0-9]{2}:[0-9]{2}:[0-9]{2} [+-][0-9]{4}"
-_TIME_ISO = r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\+[0-9]{2}:[0-9]{2}"
+_TIME_ISO = r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}[+-][0-9]{2}:[0-5][0-9]"
 _FIELD_OF = {"time_local_dt": "time", "time_local_tz": "tz", "time_iso8601": "time"}
 _RE2_SPECIAL = set("\\.^$|?*+()[]{}")
 
@@ -106,8 +107,8 @@ def arrow_plan(fmt: str) -> ArrowPlan | None:
             rx.append(_TIME_ISO)
         elif it.name in ("body_bytes_sent", "bytes_sent") and f == "b":
             rx.append("[0-9]{1,15}")
-        elif it.name in SPACELESS:
-            rx.append(_UNQ)
+        elif it.name in SPACELESS or it.name in LISTS:
+            rx.append(_UNQ)  # a list of upstream values has blanks: the pattern sends it to the line parser
         else:
             return None
     if "s" not in seen:

@@ -234,7 +234,7 @@ class AppLogStats:
     def _json(self, s: str, source: str) -> bool:
         try:
             obj = json.loads(s)
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested deeper than the parser's recursion limit
             return False
         if not isinstance(obj, dict):
             return False

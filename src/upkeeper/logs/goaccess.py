@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import re
 import socket
+import time
 from dataclasses import dataclass
 from urllib.parse import unquote_to_bytes
 
@@ -202,6 +203,11 @@ def valid_ip(b: bytes) -> bool:
 _DATE_DBY = re.compile(rb"\s*(\d{1,2})/([A-Za-z]+)/\s*(\d{1,4})")
 _DATE_YMD = re.compile(rb"\s*(\d{1,4})-\s*(\d{1,2})-\s*(\d{1,2})")
 _TIME_T = re.compile(rb"\s*(\d{1,2}):\s*(\d{1,2}):\s*(\d{1,2})")
+#: glibc ``%z``: blanks, then ``Z`` or a sign and two digits, optionally two more (minutes 0-59) after
+#: an optional colon: ``-05:00``, ``+0530``, ``+05``
+_TZ = rb"\s*(?:Z|[+-]\d\d(?::?[0-5]\d)?)"
+_TIME_TZ = re.compile(rb"\s*(\d{1,2}):\s*(\d{1,2}):\s*(\d{1,2})" + _TZ)
+_OFFSET = re.compile(_TZ)
 
 
 def parse_date(tok: bytes, fmt: str = "%d/%b/%Y") -> int | None:
@@ -225,9 +231,15 @@ def parse_date(tok: bytes, fmt: str = "%d/%b/%Y") -> int | None:
     return y * 10000 + mon * 100 + d
 
 
-def parse_time(tok: bytes) -> tuple[int, int, int] | None:
-    """glibc ``strptime(%T)``: H 0-23, M 0-59, S 0-61."""
-    m = _TIME_T.fullmatch(tok)
+def parse_time(tok: bytes, fmt: str = "%T") -> tuple[int, int, int] | None:
+    """glibc ``strptime(%T)``: H 0-23, M 0-59, S 0-61; with ``%T%z`` (``$time_iso8601``) a UTC offset
+    must follow, which is checked and not applied (GoAccess keeps the clock time as written)."""
+    if fmt == "%T":
+        m = _TIME_T.fullmatch(tok)
+    elif fmt == "%T%z":
+        m = _TIME_TZ.fullmatch(tok)
+    else:  # pragma: no cover - formats are produced by nginx_format only
+        raise ValueError(f"unsupported time format {fmt!r}")
     if not m:
         return None
     h, mi, s = int(m.group(1)), int(m.group(2)), int(m.group(3))
@@ -238,6 +250,31 @@ def parse_time(tok: bytes) -> tuple[int, int, int] | None:
 
 _STATUS = re.compile(rb"[+-]?\d+")
 _ULL = re.compile(rb"[+-]?\d+")
+
+
+_EPOCH = re.compile(rb"\d+")
+TIME_T_BITS = 64
+
+
+def parse_epoch(tok: bytes) -> tuple[int, tuple[int, int, int]] | None:
+    """glibc ``strptime(%s)``, which GoAccess's ``%x`` uses with ``--date-format=%s --time-format=%s``:
+    digits only (no sign, no blank), seconds since 1970 in the local time zone (``TZ``, as
+    ``localtime_r``; the value wraps as C's ``time_t`` does).  Returns (YYYYMMDD, (H, M, S))."""
+    if not _EPOCH.fullmatch(tok):
+        return None
+    v = int(tok) % (1 << TIME_T_BITS)
+    if v >= 1 << (TIME_T_BITS - 1):
+        v -= 1 << TIME_T_BITS
+    try:
+        t = time.localtime(v)
+    except (OverflowError, OSError, ValueError):  # beyond what localtime_r can express
+        return None
+    return t.tm_year * 10000 + t.tm_mon * 100 + t.tm_mday, (t.tm_hour, t.tm_min, t.tm_sec)
+
+
+def valid_offset(tok: bytes) -> bool:
+    """glibc ``strptime(%z)`` takes the whole of ``tok``."""
+    return bool(_OFFSET.fullmatch(tok))
 
 
 def valid_status(tok: bytes) -> bool:
@@ -329,15 +366,22 @@ class LineError(ValueError):
         self.kind = kind or message
 
 
+#: nginx's list of upstream values: at least two blank-free values separated by ", " or " : "
+_VALUE_LIST = re.compile(rb"[^ \n]+(?:(?:, | : )[^ \n]+)+")
+_VALUE_LIST_COMMAS = re.compile(rb"[^ \n]+(?:, [^ \n]+)+")
+
+
 class GoAccessLineParser:
     """GoAccess 1.7's ``parse_format`` for one ``--log-format``, with its date and time formats.
 
-    Supported specifiers: ``%h %d %t %r %m %U %H %s %b %R %u %T %D %L %v %e %^`` and the upkeeper
-    extension ``%P`` (``$upstream_response_time``, which GoAccess would skip with ``%^``).
+    Supported specifiers: ``%h %d %t %x %r %m %U %H %s %b %R %u %T %D %L %v %e %^`` and the upkeeper
+    extensions ``%P`` (``$upstream_response_time``) and ``%Y`` (another upstream variable, skipped),
+    which GoAccess would skip with ``%^``: their value may be a list ("0.800, 0.100", "0.004 : 0.010",
+    one per upstream server contacted), read as one value even where the delimiter is a blank.
     """
 
     def __init__(self, log_format: str, date_format: str = "%d/%b/%Y", time_format: str = "%T") -> None:
-        self.fmt = log_format.encode("latin-1")
+        self.fmt = log_format.encode()  # walked byte by byte, as GoAccess walks the UTF-8 nginx writes
         self.date_format = date_format
         self.time_format = time_format
         self.date_tokens = date_format.count(" ") + 1
@@ -374,7 +418,7 @@ class GoAccessLineParser:
                 if pos >= n:
                     raise LineError(f"Token for '%{chr(ch)}' specifier is NULL.", f"line ends before %{chr(ch)}")
                 delim = fmt[i + 1:i + 2]
-                pos = self._specifier(item, s, pos, ch, delim)
+                pos = self._specifier(item, s, pos, ch, delim, fmt[i + 1:i + 4])
                 perc = 0
             else:
                 pos += 1  # a literal: skipped without comparing
@@ -415,7 +459,7 @@ class GoAccessLineParser:
                     return None, pos
             i += 1
 
-    def _specifier(self, item: ParsedLine, s: bytes, pos: int, ch: int, delim: bytes) -> int:
+    def _specifier(self, item: ParsedLine, s: bytes, pos: int, ch: int, delim: bytes, after: bytes = b"") -> int:
         spec = chr(ch)
         if spec == "^":
             target = delim[0] if delim else None
@@ -427,6 +471,13 @@ class GoAccessLineParser:
         if spec == "h" and s[pos:pos + 1] == b"[" and pos + 1 < len(s):
             pos += 1
             delim = b"]"  # [IPv6]
+        if spec in ("P", "Y") and delim == b" ":
+            # " : " written by the format itself right after the value is no list separator
+            m = (_VALUE_LIST_COMMAS if after == b" : " else _VALUE_LIST).match(s, pos)
+            if m and s[m.end():m.end() + 1] == b" ":  # a list of values, then the blank that ends it
+                if spec == "P":
+                    item.urt = trim(m.group())
+                return m.end()
         tok, pos = self._token(s, pos, delim, cnt)
         if spec == "R":
             item.referer = tok if tok else b"-"
@@ -434,7 +485,7 @@ class GoAccessLineParser:
         if spec == "u":
             item.agent = tok if tok else b"-"
             return pos
-        if spec == "P" and tok is None:
+        if spec in ("P", "Y") and tok is None:
             return pos
         if tok is None:
             raise LineError(f"Token for '%{spec}' specifier is NULL.", f"line ends before %{spec}")
@@ -448,10 +499,15 @@ class GoAccessLineParser:
                 raise LineError(f"Token '{tok.decode('latin-1')}' doesn't match specifier '%d'", "invalid %d")
             item.date = d
         elif spec == "t":
-            t = parse_time(tok)
+            t = parse_time(tok, self.time_format)
             if t is None:
                 raise LineError(f"Token '{tok.decode('latin-1')}' doesn't match specifier '%t'", "invalid %t")
             item.time = t
+        elif spec == "x":
+            dt = parse_epoch(tok)
+            if dt is None:
+                raise LineError(f"Token '{tok.decode('latin-1')}' doesn't match specifier '%x'", "invalid %x")
+            item.date, item.time = dt
         elif spec == "r":
             item.request = tok
         elif spec == "m":

@@ -45,10 +45,19 @@ SPACELESS = frozenset({
     "remote_addr", "realip_remote_addr", "http_x_real_ip", "remote_user", "time_iso8601", "msec", "status",
     "body_bytes_sent", "bytes_sent", "request_time", "host", "server_name", "http_host", "request_length",
     "connection", "connection_requests", "pipe", "request_method", "server_protocol", "server_port",
-    "remote_port", "scheme", "https", "request_id", "upstream_addr", "upstream_status",
-    "upstream_response_time", "upstream_connect_time", "upstream_header_time", "upstream_cache_status",
+    "remote_port", "scheme", "https", "request_id", "upstream_cache_status",
     "gzip_ratio", "ssl_protocol", "ssl_cipher", "pid", "hostname", "server_addr",
 })  # fmt: skip
+#: variables with one value per upstream server contacted: after a retry nginx writes "0.800, 0.100"
+#: ("10.0.0.1:80, 10.0.0.2:80"), after an internal redirect to another upstream group "0.004 : 0.010".
+#: The line parser reads such a list as one value; the fast paths take a single value as one token and
+#: leave the lines with a list to the line parser.
+LISTS = frozenset({
+    "upstream_addr", "upstream_status", "upstream_response_time", "upstream_connect_time",
+    "upstream_header_time", "upstream_response_length", "upstream_bytes_received", "upstream_bytes_sent",
+})  # fmt: skip
+#: how nginx separates the values of a list
+LIST_SEPARATORS = (", ", " : ")
 
 _VAR = re.compile(r"\$(?:\{(\w+)\}|(\w+))")
 
@@ -73,20 +82,88 @@ class Var:
 
 Item = Lit | Var
 
+#: the fields of the time variables; the first one in a format is its time
+TIME_FIELDS = ("time_local", "time_iso8601", "msec")
+
+
+#: nginx's ``log_format … escape=`` values
+ESCAPES = ("default", "json", "none")
+_DIRECTIVE = re.compile(r"log_format\s")
+_ESCAPE = re.compile(r"escape=(\S*)")
+#: nginx's configuration parser turns these backslash escapes into characters (other ones stay as written)
+_CONF_ESCAPES = {'"': '"', "'": "'", "\\": "\\", "t": "\t", "r": "\r", "n": "\n"}
+
+
+def _conf_args(text: str) -> list[tuple[str, bool]] | None:
+    """The arguments of an nginx directive as nginx's configuration parser reads them: blank-separated
+    words, quoted with ``'`` or ``"`` or not, backslash escapes resolved; with whether each was quoted.
+    None when ``text`` is not such a list (an unbalanced quote, a closing quote followed by more text)."""
+    args: list[tuple[str, bool]] = []
+    i, n = 0, len(text)
+    while i < n:
+        if text[i].isspace():
+            i += 1
+            continue
+        quote = text[i] if text[i] in "'\"" else ""
+        j = i + 1 if quote else i
+        out: list[str] = []
+        while j < n and (text[j] != quote if quote else not text[j].isspace()):
+            if text[j] == "\\" and j + 1 < n and text[j + 1] in _CONF_ESCAPES:
+                out.append(_CONF_ESCAPES[text[j + 1]])
+                j += 2
+                continue
+            out.append(text[j])
+            j += 1
+        if quote:
+            if j >= n or (j + 1 < n and not text[j + 1].isspace()):
+                return None  # unbalanced, or "…"x (nginx: unexpected "x")
+            j += 1
+        args.append(("".join(out), bool(quote)))
+        i = j
+    return args
+
 
 def normalize_format(fmt: str) -> str:
-    """Accept a name (``combined``), a bare format, or nginx's quoted multi-string syntax."""
+    """The format string of ``fmt``: a name (``combined``), a bare format, nginx's quoted multi-string
+    syntax (``'…' '…'``, concatenated), optionally after ``escape=json|default|none``, or the whole
+    directive as in nginx.conf: ``log_format main escape=json '…' '…';``."""
     s = fmt.strip()
     if s in NAMED_FORMATS:
         return NAMED_FORMATS[s]
     if s.endswith(";"):
         s = s[:-1].rstrip()
+    directive = bool(_DIRECTIVE.match(s))
+    if directive:  # log_format NAME [escape=…] STRING …
+        args = _conf_args(s)
+        if args is None:
+            raise LogFormatError(f"cannot read the log_format directive {fmt.strip()!r}: a quote is not closed "
+                                 "(or a closing quote is followed by more text)",
+                                 "Try: copy the directive from nginx.conf up to its ';', or give only the format")
+        args = args[2:]  # log_format, its name
+        if args and not args[0][1] and (m := _ESCAPE.fullmatch(args[0][0])):
+            _check_escape(m.group(1))
+            args = args[1:]
+        if not args:
+            raise LogFormatError(f"the log_format directive {fmt.strip()!r} has no format string",
+                                 "Try: log_format: combined")
+        return "".join(a for a, _q in args)
+    m = _ESCAPE.match(s)
+    if m and (len(s) == m.end() or s[m.end()].isspace()):
+        _check_escape(m.group(1))
+        s = s[m.end():].strip()
     if len(s) >= 2 and s[0] in "'\"" and s[-1] == s[0]:
-        # 'a' 'b' … → ab (nginx concatenates adjacent strings)
-        parts = re.findall(r"'((?:[^'\\]|\\.)*)'|\"((?:[^\"\\]|\\.)*)\"", s)
-        if parts:
-            s = "".join(a or b for a, b in parts).replace("\\\"", "\"").replace("\\'", "'")
+        # 'a' 'b' … → ab (nginx concatenates adjacent strings); a bare format that merely begins and ends
+        # with a quoted variable ("$request" $status "$http_user_agent") has unquoted words between
+        args = _conf_args(s)
+        if args and all(quoted for _a, quoted in args):
+            return "".join(a for a, _q in args)
     return s
+
+
+def _check_escape(value: str) -> None:
+    if value not in ESCAPES:
+        raise LogFormatError(f"escape={value} is not an nginx log_format escape mode",
+                             "Try: escape=default, escape=json or escape=none, as in the nginx log_format line")
 
 
 def parse_format(fmt: str) -> list[Item]:
@@ -102,12 +179,19 @@ def parse_format(fmt: str) -> list[Item]:
         pos = m.end()
     if pos < len(s):
         items.append(Lit(s[pos:]))
+    for k, it in enumerate(items):
+        nxt = items[k + 1] if k + 1 < len(items) else None
+        if isinstance(it, Var) and it.name == "request" and isinstance(nxt, Lit) and nxt.text[:1].isspace():
+            raise LogFormatError(
+                f"in the log_format {s!r}, $request is followed by a blank, not by a quote: its value "
+                "('GET /path HTTP/1.1') has blanks itself, so no line of this format could be read",
+                "Try: the format from your nginx.conf, which quotes it: \"$request\"")
     fields = [it.field for it in items if isinstance(it, Var)]
     if "h" not in fields:
         raise LogFormatError(
             f"the log_format {s!r} has no client address ($remote_addr)",
             "Try: the format from your nginx.conf 'log_format' line, e.g. 'combined'")
-    if not any(f in fields for f in ("time_local", "time_iso8601", "msec")):
+    if not any(f in fields for f in TIME_FIELDS):
         raise LogFormatError(f"the log_format {s!r} has no time ($time_local, $time_iso8601 or $msec)",
                              "Try: add [$time_local] to the nginx log_format")
     if "r" not in fields and "U" not in fields:
@@ -131,29 +215,37 @@ class GoAccessFormat:
 def to_goaccess(fmt: str, *, internal: bool = False) -> GoAccessFormat:
     """The GoAccess ``--log-format`` equivalent of an nginx format.
 
-    ``internal=True`` keeps upkeeper's extension specifier ``%P`` (upstream time) and ``%e``
-    (remote user) that the exported format spells ``%^``.
+    ``internal=True`` keeps upkeeper's extension specifiers that the exported format spells ``%^``:
+    ``%P`` (upstream time), ``%e`` (remote user) and ``%Y`` (another variable of :data:`LISTS`,
+    skipped); the line parser reads ``%P`` and ``%Y`` as a list of values (which GoAccess cannot).
     """
     items = parse_format(fmt)
     out: list[str] = []
     date_fmt, time_fmt = "%d/%b/%Y", "%T"
     used: set[str] = set()
+    first_time = next(it.field for it in items if isinstance(it, Var) and it.field in TIME_FIELDS)
     for it in items:
         if isinstance(it, Lit):
             out.append(it.text.replace("%", " "))
             continue
         f = it.field
+        if f in TIME_FIELDS and f != first_time:  # the first time variable is the time; skip the others
+            out.append("%^ %^" if f == "time_local" else "%^")  # 01/Mar/2024:10:00:00 +0000 has a blank
+            continue
         if f in used and f != "^":
             f = "^"  # GoAccess keeps the first value and would not even consume a second one
         used.add(f)
+        if f == "^" and it.name in LISTS:
+            f = "Y"
         if f == "time_local":
             out.append("%d:%t %^")
-        elif f == "time_iso8601":
-            out.append("%dT%t+%^")
-            date_fmt = "%Y-%m-%d"
-        elif f == "msec":
-            out.append("%x")
-        elif f in ("P", "e"):
+        elif f == "time_iso8601":  # 2024-03-01T10:00:00-05:00: the offset is read (+ or -) by strptime's %z
+            out.append("%dT%t")
+            date_fmt, time_fmt = "%Y-%m-%d", "%T%z"
+        elif f == "msec":  # 1709287200.123: strptime's %s takes the seconds (local time), the rest is skipped
+            out.append("%x.%^")
+            date_fmt = time_fmt = "%s"
+        elif f in ("P", "e", "Y"):
             out.append("%" + f if internal else "%^")
         else:
             out.append("%" + f)
@@ -202,6 +294,9 @@ class SplitPlan:
     fields: dict[str, tuple[str, int, int]] = field(default_factory=dict)
     #: glue token positions of variables GoAccess skips with ``%^`` (must not hold ``[`` or ``]``)
     skipped_glue: tuple[int, ...] = ()
+    #: when a :data:`LISTS` variable is unquoted: the separators that mark a line holding a list of
+    #: values (which the split cannot take: it goes to the line parser)
+    list_marks: tuple[bytes, ...] = ()
 
 
 def _expand(items: list[Item]) -> list[Item]:
@@ -228,7 +323,8 @@ def _tokens(items: list[Item]) -> tuple[TokenSpec, ...] | None:
                 if piece:
                     toks[-1].append(Lit(piece))
         else:
-            if it.name not in SPACELESS and it.name not in ("time_local_dt", "time_local_tz"):
+            if it.name not in SPACELESS and it.name not in LISTS and it.name not in ("time_local_dt",
+                                                                                        "time_local_tz"):
                 return None
             toks[-1].append(it)
     toks = toks[:-1]  # the trailing space produces a final empty token shared with the next copy
@@ -316,10 +412,16 @@ def split_plan(fmt: str) -> SplitPlan | None:
                 claim(spec.var, "m", j, t)
     if "time" not in fields or "h" not in fields or "r" not in fields:
         return None
-    names = {it.name for it in items if isinstance(it, Var)}
-    time_var = "time_local" if "time_local_dt" in names else ("time_iso8601" if "time_iso8601" in names else "msec")
-    if time_var == "msec":
-        return None
+    times = [it.field for it in parse_format(fmt) if isinstance(it, Var) and it.field in TIME_FIELDS]
+    if len(times) != 1:
+        return None  # two time variables: the first one counts, which the line parser sorts out
+    time_var = times[0]
+    list_marks: tuple[bytes, ...] = ()
+    if any(isinstance(it, Var) and it.name in LISTS for seg in unq for it in seg):
+        unquoted_text = " ".join(it.text for seg in unq for it in seg if isinstance(it, Lit))
+        if any(sep in unquoted_text for sep in LIST_SEPARATORS):
+            return None  # the format's own text looks like a list separator: cannot tell lines with lists
+        list_marks = tuple(sep.encode() for sep in LIST_SEPARATORS)
     return SplitPlan(quotes=q, quoted=tuple(quoted), glue=glue, middle=tuple(middle),
                      middle_literal=tuple(middle_lit), time_var=time_var, fields=fields,
-                     skipped_glue=tuple(skipped))
+                     skipped_glue=tuple(skipped), list_marks=list_marks)

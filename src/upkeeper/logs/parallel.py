@@ -15,7 +15,6 @@ accumulators hold distinct values only (hosts, request lines, agents …).
 from __future__ import annotations
 
 import contextlib
-import gzip
 import importlib
 import os
 import pickle
@@ -26,6 +25,8 @@ import threading
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+from upkeeper.logs.sources import GzipReader
 
 CHUNK = 4 << 20  # bytes per buffer handed to an accumulator
 UNIT = 24 << 20  # bytes per unit of work for plain files
@@ -55,6 +56,16 @@ class Accumulator(Protocol):
     def feed(self, buf: bytes, source: str = "", offset: int = 0) -> None: ...
 
     def partial(self) -> Any: ...
+
+
+@dataclass(frozen=True)
+class ReadNote:
+    """Something wrong with a file that was read anyway: ``damaged`` (truncated or corrupt compressed
+    data: the lines after the damage are lost) or not (trailing garbage after the compressed data)."""
+
+    path: str
+    message: str
+    damaged: bool
 
 
 @dataclass(frozen=True)
@@ -114,7 +125,8 @@ def split_units(path: str, start: int, end: int, *, final: bool, label: str = ""
 
 
 def read_unit(u: Unit, chunk: int = CHUNK, continuation: bytes = b"", max_line: int = MAX_LINE,
-              keep: int = LONG_LINE_HEAD) -> Generator[tuple[int, bytes], None, int]:
+              keep: int = LONG_LINE_HEAD, notes: list[ReadNote] | None = None
+              ) -> Generator[tuple[int, bytes], None, int]:
     """Buffers of complete lines (entries) of ``u`` with their uncompressed offsets.
 
     A line is not held whole once more than ``max_line`` of its bytes are pending without a
@@ -125,10 +137,17 @@ def read_unit(u: Unit, chunk: int = CHUNK, continuation: bytes = b"", max_line: 
     ``max_line + chunk``).  Hence a buffer may stand for more bytes than it holds: the generator
     returns (``StopIteration.value``, which :func:`scan_unit` uses) how many bytes of ``u`` it
     handed out or skipped.
+
+    A compressed file is read as ``zcat`` reads it (:class:`~upkeeper.logs.sources.GzipReader`).
+    When it is truncated or its data is damaged, the complete lines before the damage are handed
+    out and the incomplete one is not (so a cursor set from the returned count resumes at a line
+    start, should the file be completed later); trailing garbage after the compressed data is
+    ignored.  Either way a :class:`ReadNote` is appended to ``notes``.
     """
     keep = min(keep, max_line)
-    opener = gzip.open if u.gz else open
-    with opener(u.path, "rb") as fh:
+    with open(u.path, "rb") as raw:
+        gz = GzipReader(raw) if u.gz else None
+        fh: Any = gz if gz is not None else raw
         if u.start:
             if u.gz:
                 remaining = u.start
@@ -182,6 +201,22 @@ def read_unit(u: Unit, chunk: int = CHUNK, continuation: bytes = b"", max_line: 
             yield pos - len(buf), buf[:cut]
             done = pos - len(buf) + cut
             carry = buf[cut:]
+        if gz is not None and gz.problem is not None:
+            label = u.label or u.path
+            if not gz.damaged:  # trailing garbage: the data before it is whole, read on as at any end
+                msg = f"{label}: {gz.problem}; the {pos:,} bytes of log text before it were read"
+            else:  # the complete lines before the damage, not the one it cuts
+                cut = carry.rfind(b"\n") + 1 if long_at < 0 else 0
+                if cut:
+                    yield pos - len(carry), carry[:cut]
+                    done = pos - len(carry) + cut
+                msg = (f"{label}: {gz.problem} after {pos:,} bytes of log text: the complete lines before it "
+                       "were read, the rest of the file is lost" if pos > u.start else
+                       f"{label}: {gz.problem}: nothing could be read from it")
+            if notes is not None:
+                notes.append(ReadNote(label, msg, gz.damaged))
+            if gz.damaged:
+                return done - u.start
         if u.final or u.end is None:
             if long_at >= 0:
                 yield long_at, head
@@ -196,10 +231,10 @@ def read_unit(u: Unit, chunk: int = CHUNK, continuation: bytes = b"", max_line: 
     return done - u.start
 
 
-def scan_unit(acc: Accumulator, u: Unit, continuation: bytes = b"") -> int:
-    """Feed one unit to an accumulator; returns the uncompressed bytes read."""
+def scan_unit(acc: Accumulator, u: Unit, continuation: bytes = b"", notes: list[ReadNote] | None = None) -> int:
+    """Feed one unit to an accumulator; returns the uncompressed bytes read (notes: see :func:`read_unit`)."""
     chunk = getattr(acc, "chunk", CHUNK)  # an accumulator may prefer other buffer sizes
-    reader = read_unit(u, chunk, continuation=continuation)
+    reader = read_unit(u, chunk, continuation=continuation, notes=notes)
     while True:
         try:
             off, buf = next(reader)
@@ -215,13 +250,15 @@ def _load(kind: str) -> Any:
 
 def scan(kind: str, opts: Any, units: list[Unit], *, workers: int = 0,
          progress: Callable[[int, int], None] | None = None, continuation: bytes = b"",
-         min_parallel: int = MIN_PARALLEL) -> tuple[Any, dict[str, int]]:
+         min_parallel: int = MIN_PARALLEL, notes: list[ReadNote] | None = None) -> tuple[Any, dict[str, int]]:
     """Run ``units`` through accumulators of module ``kind`` and merge their partial results.
 
     ``kind`` names a module with ``make_accumulator(opts)`` and ``merge(partials)``.  Returns the
     merged partial and the uncompressed bytes read per compressed file (for cursors).  Below
     ``min_parallel`` bytes no helper process is started (starting one costs a few tenths of a
     second: a fast accumulator sets it higher) and the units are scanned in the order given.
+    Damaged compressed files are read up to the damage; ``notes`` (when given) receives a
+    :class:`ReadNote` for each.
     """
     mod = _load(kind)
     total = sum(u.size_hint for u in units) or 1
@@ -237,11 +274,14 @@ def scan(kind: str, opts: Any, units: list[Unit], *, workers: int = 0,
     partials: list[str] = []  # files holding the helpers' pickled partial results
     errors: list[str] = []
 
-    def account(u: Unit, n: int) -> None:
+    found: list[ReadNote] = []
+
+    def account(u: Unit, n: int, unit_notes: list[ReadNote]) -> None:
         with lock:
             done_bytes[0] += u.size_hint if u.gz else n
             if u.gz:
                 gz_read[u.path] = u.start + n
+            found.extend(unit_notes)
 
     threads = [threading.Thread(target=_drive_helper, args=(kind, opts, todo, account, partials, errors, lock,
                                                             continuation), daemon=True, name=f"scan-helper-{i}")
@@ -254,13 +294,16 @@ def scan(kind: str, opts: Any, units: list[Unit], *, workers: int = 0,
             u = todo.get_nowait()
         except queue.Empty:
             break
-        account(u, scan_unit(acc, u, continuation))
+        unit_notes: list[ReadNote] = []
+        account(u, scan_unit(acc, u, continuation, unit_notes), unit_notes)
         if progress is not None:
             progress(min(done_bytes[0], total), total)
     mine = acc.partial()  # reduce our own state before the helpers' results arrive
     del acc
     for t in threads:
         t.join()
+    if notes is not None:
+        notes.extend(sorted(found, key=lambda x: x.path))
     merged = mine
     try:
         if errors:
@@ -281,7 +324,8 @@ def scan(kind: str, opts: Any, units: list[Unit], *, workers: int = 0,
     return merged, gz_read
 
 
-def _drive_helper(kind: str, opts: Any, todo: queue.Queue[Unit], account: Callable[[Unit, int], None],
+def _drive_helper(kind: str, opts: Any, todo: queue.Queue[Unit],
+                  account: Callable[[Unit, int, list[ReadNote]], None],
                   partials: list[str], errors: list[str], lock: threading.Lock, continuation: bytes) -> None:
     from upkeeper.core import proc
 
@@ -310,7 +354,7 @@ def _drive_helper(kind: str, opts: Any, todo: queue.Queue[Unit], account: Callab
                 msg = recv.load()
                 if msg[0] == "error":
                     raise RuntimeError(msg[1])
-                account(u, int(msg[1]))
+                account(u, int(msg[1]), list(msg[2]))
             fd, path = tempfile.mkstemp(prefix="upkeeper-scan-", suffix=".pickle")
             os.close(fd)
             try:

@@ -2,7 +2,7 @@
 
 Speaks pickle over stdin/stdout with :mod:`upkeeper.logs.parallel`:
 ``("init", kind, opts, continuation)``, then ``("unit", Unit)`` answered by
-``("ok", bytes_read)``, then ``("finish", path)`` answered by ``("partial", path)`` once the
+``("ok", bytes_read, notes)`` (:class:`~upkeeper.logs.parallel.ReadNote` items), then ``("finish", path)`` answered by ``("partial", path)`` once the
 reduced result is pickled in the file ``path`` (created by the parent, mode 0600).
 Any exception is answered by ``("error", traceback)``.
 """
@@ -42,8 +42,9 @@ def main() -> int:
                 acc = importlib.import_module(kind).make_accumulator(opts)
                 continue
             if msg[0] == "unit":
-                n = scan_unit(acc, msg[1], continuation)
-                send.dump(("ok", n))
+                notes: list[Any] = []
+                n = scan_unit(acc, msg[1], continuation, notes)
+                send.dump(("ok", n, notes))
             elif msg[0] == "finish":
                 # the parent reads the file after this process has exited, so the two copies never
                 # coexist; streamed, without a pickle memo (none of the data is shared or cyclic)

@@ -11,18 +11,22 @@ offsets counted in uncompressed bytes); a file whose inode matches but whose
 head does not (inode reuse, ``copytruncate`` then refill) or which got shorter
 than the cursor (truncation) is read from the start.  The live file is read up
 to its last complete line; a half-written line waits for the next run.
+
+Compressed files are decompressed as ``zcat`` does (:class:`GzipReader`): a truncated or
+damaged one gives the lines before the damage (and a note), and its cursor remembers the
+compressed size, so an unchanged damaged file is neither re-read nor reported again.
 """
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import os
 import re
 import struct
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 HEAD_BYTES = 4096
 _ROTATED = re.compile(r"^(?:\.(?P<num>\d+)|-(?P<date>\d{8}(?:\d{2})?))(?P<gz>\.gz)?$")
@@ -101,11 +105,88 @@ def _stat(p: Path, gz: bool, live: bool) -> LogFile | None:
     return LogFile(str(p), gz, live, st.st_dev, st.st_ino, st.st_size, st.st_mtime)
 
 
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+class GzipReader:
+    """Read a .gz file as ``zcat`` does, and keep what comes before damage.
+
+    Members are read in turn (``cat a.gz b.gz > c.gz``) and zero padding between them is
+    skipped.  After the last complete member, anything that is not a gzip member is trailing
+    garbage: ignored, as ``zcat`` does ("decompression OK, trailing garbage ignored"), with
+    :attr:`problem` set and :attr:`damaged` false.  A file that ends inside a member (truncated:
+    compression interrupted, a full disk) or whose compressed data is corrupt gives everything
+    decompressed before that point, then ends, with :attr:`problem` set and :attr:`damaged` true.
+
+    ``gzip.GzipFile.read(n)`` raises EOFError, BadGzipFile or zlib.error in those cases instead,
+    and drops whatever it had decompressed within the same call (up to ``n`` bytes).
+    """
+
+    RAW = 1 << 17  # compressed bytes read at a time
+
+    def __init__(self, fh: BinaryIO) -> None:
+        self._fh = fh
+        self._d = zlib.decompressobj(31)  # 31: a gzip header and trailer (CRC-32 and size are checked)
+        self._in = b""  # compressed input not yet taken by the decompressor
+        self._raw_eof = False
+        self._started = False  # any compressed byte seen (an empty file is an empty log, as for gzip.open)
+        self._end = False
+        self.problem: str | None = None
+        self.damaged = False
+
+    def read(self, n: int) -> bytes:
+        """Up to ``n`` uncompressed bytes (never more); b"" at the end of the usable data."""
+        out: list[bytes] = []
+        got = 0
+        while got < n and not self._end:
+            d = self._d
+            if d.eof:
+                self._next_member(d.unused_data)
+                continue
+            if not self._in and not self._raw_eof:
+                self._in = self._fh.read(self.RAW)
+                self._raw_eof = not self._in
+                if self._raw_eof and not self._started:
+                    self._end = True
+                    break
+                self._started = True
+            try:
+                data = d.decompress(self._in, n - got)
+            except zlib.error as exc:
+                self._stop(f"damaged compressed data ({exc})", damaged=True)
+                break
+            self._in = d.unconsumed_tail
+            if data:
+                out.append(data)
+                got += len(data)
+            elif self._raw_eof and not self._in and not d.eof:
+                self._stop("truncated (the file ends inside the compressed data)", damaged=True)
+        return b"".join(out)
+
+    def _next_member(self, rest: bytes) -> None:
+        while True:
+            rest = rest.lstrip(b"\0")
+            if len(rest) >= len(GZIP_MAGIC) or self._raw_eof:
+                break
+            more = self._fh.read(self.RAW)
+            self._raw_eof = not more
+            rest += more
+        if not rest:
+            self._end = True
+        elif rest.startswith(GZIP_MAGIC):
+            self._d = zlib.decompressobj(31)
+            self._in = rest
+        else:
+            self._stop("trailing garbage after the compressed data was ignored, as zcat does", damaged=False)
+
+    def _stop(self, problem: str, *, damaged: bool) -> None:
+        self.problem, self.damaged, self._end = problem, damaged, True
+
+
 def head_digest(lf: LogFile, length: int = HEAD_BYTES) -> tuple[str, int]:
     """SHA-1 of the first ``length`` (uncompressed) bytes, and how many there were."""
-    opener = gzip.open if lf.gz else open
-    with opener(lf.path, "rb") as fh:
-        data = fh.read(length)
+    with open(lf.path, "rb") as fh:
+        data = GzipReader(fh).read(length) if lf.gz else fh.read(length)
     return hashlib.sha1(data).hexdigest(), len(data)
 
 
@@ -141,7 +222,7 @@ def plan_reads(files: list[LogFile], cursors: list[dict[str, Any]] | None, *, in
     for lf in files:
         try:
             head, head_len = head_digest(lf)
-        except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        except OSError as exc:
             plan.notes.append(f"{lf.path}: cannot read ({exc})")
             continue
         start = 0
@@ -159,7 +240,10 @@ def plan_reads(files: list[LogFile], cursors: list[dict[str, Any]] | None, *, in
             plan.notes.append(note)
         if lf.gz:
             isize = gzip_isize(lf.path)
-            if cur is not None and isize is not None and start % (1 << 32) == isize and start > 0:
+            # read to its end before: the trailer's size matches, or (a damaged file, whose last bytes
+            # are no trailer) it was read as a compressed file of this very size
+            if cur is not None and start > 0 and ((isize is not None and start % (1 << 32) == isize)
+                                                  or (cur.get("gz") and cur.get("size") == lf.size)):
                 plan.cursors.append(_cursor(lf, head, head_len, start))
                 continue  # nothing new in it
             plan.ranges.append(ReadRange(lf, start, None, final=True, note=note))
@@ -176,7 +260,7 @@ def plan_reads(files: list[LogFile], cursors: list[dict[str, Any]] | None, *, in
 
 def _cursor(lf: LogFile, head: str, head_len: int, offset: int) -> dict[str, Any]:
     return {"path": lf.path, "dev": lf.dev, "inode": lf.inode, "gz": lf.gz, "head": head, "head_len": head_len,
-            "offset": offset}
+            "offset": offset, "size": lf.size}
 
 
 def _match(lf: LogFile, head: str, head_len: int, cursors: list[dict[str, Any]]) -> dict[str, Any] | None:

@@ -12,7 +12,8 @@ from typing import Annotated, Any
 
 from pydantic import Field
 
-from upkeeper.core.task import TaskContext
+from upkeeper.core.task import Finding, Severity, TaskContext
+from upkeeper.logs.parallel import ReadNote
 from upkeeper.redact import redact_obj
 
 REPORT_KEEP_DEFAULT = 12
@@ -87,6 +88,14 @@ def _prune(directory: Path, stem: str, keep: int) -> None:
                 old.unlink()
             except OSError:
                 pass
+
+
+def read_findings(task: str, notes: list[ReadNote]) -> list[Finding]:
+    """``logs.<task>.damaged_file`` findings: a truncated or corrupt compressed file, read up to the damage
+    (warning), or one with trailing garbage after its compressed data, read whole as zcat does (info)."""
+    return [Finding(f"logs.{task}.damaged_file", Severity.WARNING if n.damaged else Severity.INFO, n.path,
+                    n.message, "the log text after the damage is lost: restore the file from a backup if it matters, "
+                    "or delete it" if n.damaged else "", data={"damaged": n.damaged}) for n in notes]
 
 
 def trends(ctx: TaskContext, names: list[str], days: int = 180) -> dict[str, list[tuple[str, float]]]:

@@ -22,6 +22,7 @@ from upkeeper.tasks.logs._common import (
     HtmlReport,
     KeepReports,
     ReportDir,
+    read_findings,
     report_dir,
     trends,
     with_current,
@@ -78,6 +79,7 @@ class ErrorLogs(Task[ErrorLogsOptions]):
         new_cursors: dict[str, list[dict[str, Any]]] = {}
         t0 = time.monotonic()
         rep: dict[str, Any] = {"files": []}
+        read_notes: list[parallel.ReadNote] = []
 
         ng: NginxErrorStats | None = None
         if error_log:
@@ -89,7 +91,7 @@ class ErrorLogs(Task[ErrorLogsOptions]):
             else:
                 ng = NginxErrorStats()
                 plan = plan_reads(files, cursors.get(error_log), incremental=options.incremental)
-                gz = self._read(plan, lambda buf, src: ng.feed(buf, src) if ng else None)
+                gz = self._read(plan, lambda buf, src: ng.feed(buf, src) if ng else None, read_notes)
                 new_cursors[error_log] = finish_cursors(plan, gz)
                 rep["files"] += [r.file.path for r in plan.ranges]
 
@@ -101,7 +103,7 @@ class ErrorLogs(Task[ErrorLogsOptions]):
                 for path, files in self._app_files(pat, options):
                     matched = True
                     plan = plan_reads(files, cursors.get(path), incremental=options.incremental)
-                    gz = self._read(plan, lambda buf, src: app.feed(buf, src) if app else None)
+                    gz = self._read(plan, lambda buf, src: app.feed(buf, src) if app else None, read_notes)
                     app.finish()
                     new_cursors[path] = finish_cursors(plan, gz)
                     rep["files"] += [r.file.path for r in plan.ranges]
@@ -110,6 +112,7 @@ class ErrorLogs(Task[ErrorLogsOptions]):
                                         "no application log matches " + ", ".join(patterns),
                                         "set app_logs to the files your application writes"))
         seconds = time.monotonic() - t0
+        findings += read_findings("errors", read_notes)
         saved = ctx.state.get(GROUPS_KEY)
         # "never read an application log" (no state: record a baseline) is not "read it, no exceptions"
         # (an empty dict: whatever appears next is new)
@@ -154,11 +157,11 @@ class ErrorLogs(Task[ErrorLogsOptions]):
     # -- reading -------------------------------------------------------------------------------
 
     @staticmethod
-    def _read(plan: ReadPlan, feed: Any) -> dict[str, int]:
+    def _read(plan: ReadPlan, feed: Any, notes: list[parallel.ReadNote]) -> dict[str, int]:
         gz: dict[str, int] = {}
         for r in plan.ranges:
             u = parallel.Unit(r.file.path, r.start, r.end, r.file.gz, r.final, r.file.path)
-            reader = parallel.read_unit(u)
+            reader = parallel.read_unit(u, notes=notes)
             while True:
                 try:
                     _off, buf = next(reader)

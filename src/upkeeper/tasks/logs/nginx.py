@@ -24,6 +24,7 @@ from upkeeper.tasks.logs._common import (
     KeepReports,
     ReportDir,
     baseline,
+    read_findings,
     report_dir,
     trends,
     with_current,
@@ -39,9 +40,10 @@ class NginxLogsOptions(TaskOptions):
             "Source: upkeeper (not set by default)")
     log_format: str = Field(
         "combined",
-        description="the nginx log_format string of that log, or a name: combined, combined_timed (combined "
-        "+ $request_time), main. $request_time and $upstream_response_time give latency. Source: nginx's "
-        "predefined 'combined' format",
+        description="the nginx log_format of that log: its format string, or the whole 'log_format NAME "
+        "[escape=…] ...;' line from nginx.conf, or a name: combined, combined_timed (combined + $request_time), "
+        "main. $request_time and $upstream_response_time give latency. Source: nginx's predefined 'combined' "
+        "format",
     )
     rotated: bool = Field(True, description="also read rotated files: access.log.1, access.log.2.gz, access.log-DATE. "
             "Source: upkeeper default")
@@ -147,11 +149,12 @@ class NginxLogs(Task[NginxLogsOptions]):
         def progress(done: int, total: int) -> None:
             ctx.progress(f"scanned {human_bytes(done)} of {human_bytes(total)}", done / total if total else None)
 
+        read_notes: list[parallel.ReadNote] = []
         try:
             partial, gz_read = parallel.scan("upkeeper.logs.access", opts, units, workers=options.workers,
-                                             progress=progress)
+                                             progress=progress, notes=read_notes)
         except OSError as exc:
-            raise TaskError(f"cannot read {exc.filename or path}: {exc.strerror}",
+            raise TaskError(f"cannot read {exc.filename or path}: {exc.strerror or exc}",
                             "Try: run upkeeper as a user that can read the nginx logs (group adm)") from None
         seconds = time.monotonic() - t0
         # redacted before anything is built from it: request lines and referrers carry ?token=…, and the
@@ -165,7 +168,7 @@ class NginxLogs(Task[NginxLogsOptions]):
         rep["scan_seconds"] = round(seconds, 3)
         rep["log_format"] = options.log_format
         rep["goaccess"]["log_format_flags"] = to_goaccess(options.log_format).argv()
-        findings = self._findings(ctx, options, rep, plan.notes, path)
+        findings = read_findings("nginx", read_notes) + self._findings(ctx, options, rep, plan.notes, path)
         metrics = self._metrics(rep, seconds)
         rep["findings"] = [f.to_dict() for f in findings]
         rep["metrics"] = metrics

@@ -29,6 +29,7 @@ from upkeeper.tasks.logs._common import (
     HtmlReport,
     KeepReports,
     ReportDir,
+    read_findings,
     report_dir,
     trends,
     with_current,
@@ -130,12 +131,13 @@ class PostgresLogs(Task[PostgresLogsOptions]):
         def progress(done: int, total: int) -> None:
             ctx.progress(f"scanned {human_bytes(done)} of {human_bytes(total)}", done / total if total else None)
 
+        read_notes: list[parallel.ReadNote] = []
         try:
             partial, gz_read = parallel.scan("upkeeper.logs.pglog", PgScanOptions(log_line_prefix=prefix), units,
                                              workers=options.workers, progress=progress, continuation=b"\t",
-                                             min_parallel=MIN_PARALLEL)
+                                             min_parallel=MIN_PARALLEL, notes=read_notes)
         except OSError as exc:
-            raise TaskError(f"cannot read {exc.filename or path}: {exc.strerror}",
+            raise TaskError(f"cannot read {exc.filename or path}: {exc.strerror or exc}",
                             "Try: make the log readable (log_file_mode = 0640 and the reader in the postgres group)"
                             ) from None
         seconds = time.monotonic() - t0
@@ -143,7 +145,7 @@ class PostgresLogs(Task[PostgresLogsOptions]):
         rep["log_line_prefix"] = prefix
         rep["files"] = [{"path": r.file.path, "from": r.start, "to": r.end} for r in plan.ranges]
         rep["scan_seconds"] = round(seconds, 3)
-        findings = self._findings(options, rep, server, path)
+        findings = read_findings("postgres", read_notes) + self._findings(options, rep, server, path)
         metrics = self._metrics(rep, seconds)
         rep["findings"] = [f.to_dict() for f in findings]
         rep["metrics"] = metrics
