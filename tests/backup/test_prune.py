@@ -145,10 +145,9 @@ def sync(cli: Any, cfg: Path, *extra: str) -> tuple[int, dict[str, Any]]:
     return r.code, r.json()
 
 
-def test_sync_keeps_the_rows_of_a_storage_that_is_not_there(cli: Any, make_config: Any, tmp_path: Path) -> None:
-    """An unmounted disk or a wrong path is not "every backup is gone": sync says it cannot list the storage,
-    exits 1 and leaves its rows as they were — status, verification, restore time and the manifest's SHA-256 — so
-    they are all still there when the storage is back (no remove-then-re-add as merely 'complete')."""
+def two_synced_sets(cli: Any, make_config: Any, tmp_path: Path) -> tuple[Path, list[str], Path, dict[str, Any]]:
+    """Two sets on a local storage, synced into the catalog, one verified and one verify-failed: the store,
+    their ids, the config and the catalog rows."""
     store = tmp_path / "store"
     now = datetime.now(UTC)
     ids = [fabricate(store, now - timedelta(days=d)) for d in range(2)]
@@ -157,7 +156,14 @@ def test_sync_keeps_the_rows_of_a_storage_that_is_not_there(cli: Any, make_confi
     with catalog_of(tmp_path) as cat:
         cat.mark_verified(ids[0], True, "restored 1 table, row counts match", 12.5)
         cat.mark_verified(ids[1], False, "row counts differ", None)
-    before = catalog_rows(cli, cfg)
+    return store, ids, cfg, catalog_rows(cli, cfg)
+
+
+def test_sync_keeps_the_rows_of_a_storage_that_is_not_there(cli: Any, make_config: Any, tmp_path: Path) -> None:
+    """An unmounted disk or a wrong path is not "every backup is gone": sync says it cannot list the storage,
+    exits 1 and leaves its rows as they were — status, verification, restore time and the manifest's SHA-256 — so
+    they are all still there when the storage is back (no remove-then-re-add as merely 'complete')."""
+    store, ids, cfg, before = two_synced_sets(cli, make_config, tmp_path)
     assert before[ids[0]]["status"] == "verified" and before[ids[0]]["manifest_sha256"]
 
     away = tmp_path / "store.away"
@@ -186,14 +192,7 @@ def test_sync_keeps_the_rows_of_a_storage_that_lists_nothing_unless_forced(cli: 
                                                                            tmp_path: Path) -> None:
     """A mount point without its disk is an empty directory: a storage that lists no backups at all while the
     catalog has some there keeps its rows (exit 1, saying why) until --force says they really are gone."""
-    store = tmp_path / "store"
-    now = datetime.now(UTC)
-    ids = [fabricate(store, now - timedelta(days=d)) for d in range(2)]
-    cfg = _config(make_config, store)
-    assert sync(cli, cfg)[1]["added"] == 2
-    with catalog_of(tmp_path) as cat:
-        cat.mark_verified(ids[0], True, "ok", 3.0)
-    before = catalog_rows(cli, cfg)
+    store, _ids, cfg, before = two_synced_sets(cli, make_config, tmp_path)
     store.rename(tmp_path / "store.away")
     store.mkdir()
     code, res = sync(cli, cfg)
