@@ -112,14 +112,45 @@ def test_jvm_node_ruby_traces() -> None:
     a = feed_app(text)
     assert groups(a) == {
         ("java.sql.SQLTimeoutException", "query timed out after <n> ms"): 1,
-        ("TypeError", "Cannot read properties of undefined (reading '…')"): 1,
+        ("TypeError", "Cannot read properties of undefined (reading 'id')"): 1,
         ("NoMethodError", "undefined method `price' for nil:NilClass"): 1,
     }
 
 
 def test_normalize() -> None:
-    assert normalize('user 42 at 10.0.0.1:5432 id 0b9362ea-0da4-9596-fedc-b5eedbd45a17 "x"') == \
+    assert normalize('user 42 at 10.0.0.1:5432 id 0b9362ea-0da4-9596-fedc-b5eedbd45a17 "x y"') == \
         'user <n> at <ip> id <uuid> "…"'
+
+
+def test_quoted_names_tell_exceptions_apart_and_quoted_data_is_masked() -> None:
+    """'…' used to replace every quoted value: each AttributeError, ModuleNotFoundError, KeyError …
+    fell into one group, so a new one was never flagged; and "couldn't … it's" was read as a quote."""
+    def tb(line: str) -> str:
+        return f'Traceback (most recent call last):\n  File "a.py", line 1, in <module>\n{line}\n'
+    a = feed_app(tb("AttributeError: 'NoneType' object has no attribute 'id'")
+                 + tb("AttributeError: 'NoneType' object has no attribute 'email'")
+                 + tb("ModuleNotFoundError: No module named 'psycopg2'")
+                 + tb("ModuleNotFoundError: No module named 'yaml.cyaml'")
+                 + tb("KeyError: 'user-7'") + tb("KeyError: 'user-8'")
+                 + tb("KeyError: 'DATABASE_URL'")
+                 + tb("RuntimeError: Couldn't connect to db, it's down")
+                 + tb("RuntimeError: Couldn't parse config, it's down"))
+    assert groups(a) == {
+        ("AttributeError", "'NoneType' object has no attribute 'id'"): 1,
+        ("AttributeError", "'NoneType' object has no attribute 'email'"): 1,
+        ("ModuleNotFoundError", "No module named 'psycopg2'"): 1,
+        ("ModuleNotFoundError", "No module named 'yaml.cyaml'"): 1,
+        ("KeyError", "'…'"): 2,
+        ("KeyError", "'DATABASE_URL'"): 1,
+        ("RuntimeError", "Couldn't connect to db, it's down"): 1,
+        ("RuntimeError", "Couldn't parse config, it's down"): 1,
+    }
+    # data in quotes (digits, spaces, long values) is still masked
+    assert normalize("Table 'db.users' doesn't exist") == "Table 'db.users' doesn't exist"
+    assert normalize("bad token 'sess_Ab3kL9xQ'") == "bad token '…'"
+    assert normalize(f"bad value '{'a' * 70}'") == "bad value '…'"
+    assert normalize('relation "orders" does not exist') == 'relation "orders" does not exist'
+    assert normalize('open() "/srv/www/a.php" failed') == 'open() "…" failed'
 
 
 @settings(max_examples=150, deadline=None)

@@ -34,13 +34,25 @@ from typing import Any
 # message normalization
 # ---------------------------------------------------------------------------------------------
 
-_NORM = (
+#: a quoted value that names the problem (an attribute, a module, a key, a column, a constraint):
+#: dotted identifiers whose parts end in at most two digits (``psycopg2``, ``utf8``, ``db.users``)
+_NAME = re.compile(r"[A-Za-z_][A-Za-z_]*\d{0,2}(?:\.[A-Za-z_][A-Za-z_]*\d{0,2})*")
+
+
+def _quoted(m: re.Match[str]) -> str:
+    """A quoted value: kept when it is a name (it tells problems apart), masked when it is data."""
+    q, v = m.group(1), m.group(2)
+    return m.group(0) if len(v) <= 60 and _NAME.fullmatch(v) else f"{q}…{q}"
+
+
+_NORM: tuple[tuple[re.Pattern[str], Any], ...] = (
     (re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"), "<uuid>"),
     (re.compile(r"\b0x[0-9a-fA-F]+\b"), "<hex>"),
     (re.compile(r"\b[0-9a-fA-F]{16,}\b"), "<hex>"),
     (re.compile(r"\b\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?\b"), "<ip>"),
-    (re.compile(r"\"[^\"]{0,300}\""), '"…"'),
-    (re.compile(r"'[^']{0,300}'"), "'…'"),
+    # quotes that open and close outside a word: the apostrophes of "couldn't … it's" are not quotes
+    (re.compile(r"(?<!\w)(\")([^\"]{0,300})\"(?!\w)"), _quoted),
+    (re.compile(r"(?<!\w)(')([^']{0,300})'(?!\w)"), _quoted),
     (re.compile(r"(?<![\w.])\d+(?:\.\d+)?"), "<n>"),
     (re.compile(r"\s+"), " "),
 )
