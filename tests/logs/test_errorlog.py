@@ -37,7 +37,7 @@ def test_nginx_error_lines_by_level_and_class() -> None:
     s = NginxErrorStats()
     s.feed(log, "error.log")
     assert s.levels == {"error": 3, "crit": 1, "warn": 1}
-    assert s.unparsed == 1 and s.upstream == 2  # connect() … upstream, and "an upstream response is buffered"
+    assert s.unparsed == 1 and s.upstream == 1  # connect() … upstream; a buffered response [warn] is no failure
     cls = {k: v for k, v in s.classes.items()}
     assert cls[("error", 'open() "…" failed (<n>: No such file or directory)')] == 2
     assert s.by_hour == {"2024-03-01 10:00": 3, "2024-03-01 11:00": 2}
@@ -188,3 +188,23 @@ def test_deeply_nested_json_line_is_read_as_text() -> None:
     assert a.lines == 3 and a.json_lines == 2
     assert a.levels["error"] == 2
     assert groups(a) == {("OSError", "x"): 1}
+
+
+def test_upstream_errors_are_failures_at_error_level_or_worse() -> None:
+    """Every line that mentioned "upstream" used to count, at any level."""
+    ctx = b', client: 10.0.0.3, server: x, request: "GET /api HTTP/1.1", upstream: "http://127.0.0.1:9/api"\n'
+    fails = [b"upstream timed out (110: Connection timed out) while reading response header from upstream",
+             b"connect() failed (111: Connection refused) while connecting to upstream",
+             b"no live upstreams while connecting to upstream",
+             b"upstream prematurely closed connection while reading response header from upstream",
+             b"upstream sent invalid header while reading response header from upstream",
+             b"recv() failed (104: Connection reset by peer) while reading response header from upstream"]
+    harmless = [b"[warn] 12#12: *9 an upstream response is buffered to a temporary file /var/cache/1/00/0000000001",
+                b"[warn] 12#12: *9 upstream server temporarily disabled while connecting to upstream",
+                b"[info] 12#12: *9 client closed connection while waiting for request",
+                b"[error] 12#12: *9 open() \"/srv/www/upstream.html\" failed (2: No such file or directory)"]
+    log = b"".join(b"2024/03/01 10:00:00 [error] 12#12: *5 " + f + ctx for f in fails)
+    log += b"".join(b"2024/03/01 10:00:00 " + h + b"\n" for h in harmless)
+    s = NginxErrorStats()
+    s.feed(log, "error.log")
+    assert s.unparsed == 0 and s.upstream == len(fails)

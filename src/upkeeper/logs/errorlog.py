@@ -78,7 +78,12 @@ NGINX_LEVELS = ("debug", "info", "notice", "warn", "error", "crit", "alert", "em
 _NGINX_LINE = re.compile(
     rb"^(\d{4}/\d\d/\d\d) (\d\d):\d\d:\d\d \[(\w+)\] \d+#\d+: (?:\*\d+ )?(.*)$", re.M)
 _NGINX_CONTEXT = re.compile(r", (?:client|server|request|upstream|host|referrer|subrequest): ")
-_UPSTREAM = re.compile(r"upstream|no live upstreams|connect\(\) failed .* while connecting to upstream")
+#: an upstream failure (the application behind nginx refused, timed out, crashed or sent garbage), at
+#: level error or worse; "an upstream response is buffered to a temporary file" [warn] is none
+_UPSTREAM = re.compile(r"\bupstream\b.*(?:timed out|failed|refused|no live upstreams|prematurely closed|invalid|"
+                       r"reset by peer)|(?:timed out|failed|refused|no live upstreams|prematurely closed|"
+                       r"invalid|reset by peer).*\bupstream\b")
+_UPSTREAM_LEVELS = frozenset(("error", "crit", "alert", "emerg"))
 
 
 @dataclass
@@ -112,7 +117,7 @@ class NginxErrorStats:
             key = (level, normalize(core))
             self.classes[key] += 1
             self.examples.setdefault(key, msg[:500])
-            if _UPSTREAM.search(core):
+            if level in _UPSTREAM_LEVELS and _UPSTREAM.search(key[1]):  # quoted paths masked
                 self.upstream += 1
         missed = n - matched
         if missed > 0:
