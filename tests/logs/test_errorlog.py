@@ -208,3 +208,20 @@ def test_upstream_errors_are_failures_at_error_level_or_worse() -> None:
     s = NginxErrorStats()
     s.feed(log, "error.log")
     assert s.unparsed == 0 and s.upstream == len(fails)
+
+
+def test_timestamps_emails_ipv6_and_hex_ids_are_normalized() -> None:
+    """These were left in the message (of an ISO time the hour stayed): one problem split into many groups."""
+    same = [("token expired at 2024-03-01T10:00:00Z", "token expired at 2024-03-01T11:30:59.123+01:00"),
+            ("job started 2024-03-01 10:00:00,123 failed", "job started 2024-03-02 23:59:01,999 failed"),
+            ("user alice@example.com not found", "user bob.smith+x@mail.example.org not found"),
+            ("connect to [2001:db8::a1]:5432 failed", "connect to [fe80::1]:5432 failed"),
+            ("connect to ::1 failed", "connect to ::ffff:10.0.0.1 failed"),
+            ("request 9f86d081 failed", "request a3c2e1f0 failed"),
+            ("commit 1a2b3c4d5e not found", "commit 99aa00bb11 not found")]
+    for a, b in same:
+        assert normalize(a) == normalize(b), (a, b)
+    assert normalize("token expired at 2024-03-01T10:00:00Z") == "token expired at <time>"
+    assert normalize("user alice@example.com: [2001:db8::a1]:5432 req 9f86d081") == "user <email>: [<ip>]:<n> req <hex>"
+    # not ids or addresses: times of day, C++ names, words, plain numbers
+    assert normalize("at 10:00:00 in std::vector, deadbeef 12345678") == "at <n>:<n>:<n> in std::vector, deadbeef <n>"

@@ -47,8 +47,17 @@ def _quoted(m: re.Match[str]) -> str:
 
 _NORM: tuple[tuple[re.Pattern[str], Any], ...] = (
     (re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"), "<uuid>"),
+    # ISO-8601 date-times (2024-03-01T10:00:00Z, 2024-03-01 10:00:00,123+01:00): else the hour after T stays
+    (re.compile(r"\b\d{4}-\d\d-\d\d[T ]\d\d:\d\d(?::\d\d(?:[.,]\d+)?)?(?:Z|[+-]\d\d(?::?\d\d)?)?(?![\w:])"),
+     "<time>"),
+    (re.compile(r"\b[\w.+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b"), "<email>"),
+    # IPv6 (2001:db8::a1, ::1, fe80::1:2:3:4, ::ffff:10.0.0.1): a "::", or six or more groups; a digit in it
+    (re.compile(r"(?<![\w:.])(?=[0-9a-fA-F:.]*\d)(?=[0-9a-fA-F:]*::|(?:[0-9a-fA-F]{1,4}:){5})"
+                r"(?:[0-9a-fA-F]{0,4}:){2,7}(?:\d{1,3}(?:\.\d{1,3}){3}|[0-9a-fA-F]{0,4})(?![\w:])"), "<ip>"),
     (re.compile(r"\b0x[0-9a-fA-F]+\b"), "<hex>"),
     (re.compile(r"\b[0-9a-fA-F]{16,}\b"), "<hex>"),
+    # hex ids (request ids, short hashes): eight or more hex digits, with a digit and a letter in them
+    (re.compile(r"\b(?=[0-9a-fA-F]*\d)(?=[0-9a-fA-F]*[a-fA-F])[0-9a-fA-F]{8,}\b"), "<hex>"),
     (re.compile(r"\b\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?\b"), "<ip>"),
     # quotes that open and close outside a word: the apostrophes of "couldn't … it's" are not quotes
     (re.compile(r"(?<!\w)(\")([^\"]{0,300})\"(?!\w)"), _quoted),
