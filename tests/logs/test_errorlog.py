@@ -225,3 +225,34 @@ def test_timestamps_emails_ipv6_and_hex_ids_are_normalized() -> None:
     assert normalize("user alice@example.com: [2001:db8::a1]:5432 req 9f86d081") == "user <email>: [<ip>]:<n> req <hex>"
     # not ids or addresses: times of day, C++ names, words, plain numbers
     assert normalize("at 10:00:00 in std::vector, deadbeef 12345678") == "at <n>:<n>:<n> in std::vector, deadbeef <n>"
+
+
+def test_node_error_and_java_lang_exceptions_without_a_name_before_the_suffix() -> None:
+    """The exception-line pattern needed a character before Error/Exception: Node's plain `Error`,
+    java.lang.Exception / Error / Throwable and an uncaught "Exception in thread" were missed."""
+    text = (
+        "2024-03-01 10:00:00 ERROR db down\n"
+        "Error: connect ECONNREFUSED 127.0.0.1:5432\n"
+        "    at TCPConnectWrapper.afterConnect [as oncomplete] (node:net:1494:16)\n"
+        "java.lang.Exception: order 42 failed\n"
+        "\tat com.shop.Orders.get(Orders.java:10)\n"
+        "java.lang.Error: out of sorts\n"
+        "\tat com.shop.Orders.get(Orders.java:11)\n"
+        "java.lang.Throwable: thrown\n"
+        "\tat com.shop.Orders.get(Orders.java:12)\n"
+        'Exception in thread "main" java.lang.IllegalStateException: state 7\n'
+        "\tat com.shop.Main.main(Main.java:3)\n"
+        "Error: a plain message line, no stack, is no exception\n"
+        "2024-03-01 10:00:01 INFO next\n"
+    )
+    a = feed_app(text)
+    assert groups(a) == {
+        ("Error", "connect ECONNREFUSED <ip>"): 1,
+        ("java.lang.Exception", "order <n> failed"): 1,
+        ("java.lang.Error", "out of sorts"): 1,
+        ("java.lang.Throwable", "thrown"): 1,
+        ("java.lang.IllegalStateException", "state <n>"): 1,
+    }
+    j = feed_app(json.dumps({"level": "error", "stack_trace": 'Exception in thread "main" java.lang.Error: x 1\n'
+                                                             "\tat a.b(C.java:1)"}) + "\n")
+    assert groups(j) == {("java.lang.Error", "x <n>"): 1}

@@ -14,8 +14,8 @@
     text);
   - text: a level word near the start of the line, Python tracebacks
     (``Traceback (most recent call last):`` … ``KeyError: 'x'``), Java/JVM stack traces
-    (``java.lang.IllegalStateException: …`` then ``\\tat …``, ``Caused by:``), Node/JS
-    (``TypeError: … `` then ``    at …``), Ruby (``…:in `m': message (NoMethodError)``).
+    (``java.lang.IllegalStateException: …`` then ``\\tat …``, ``Caused by:``; ``java.lang.Exception``,
+    ``Exception in thread "main" …``), Node/JS (``TypeError: …`` or ``Error: …`` then ``    at …``), Ruby (``…:in `m': message (NoMethodError)``).
 
   Exceptions are grouped by (type, normalized message); the task reports groups not
   seen in earlier runs.
@@ -153,8 +153,17 @@ _PINO_LEVELS = {10: "debug", 20: "debug", 30: "info", 40: "warning", 50: "error"
 _TEXT_LEVEL = re.compile(r"(?<![\w/])(TRACE|DEBUG|INFO|NOTICE|WARN(?:ING)?|ERROR|ERR|SEVERE|CRIT(?:ICAL)?|FATAL|"
                          r"ALERT|EMERG|PANIC)(?![\w/])", re.I)
 _PY_TRACEBACK = "Traceback (most recent call last):"
-_EXC_LINE = re.compile(r"^((?:[A-Za-z_$][\w$]*\.)*[A-Za-z_$][\w$]*(?:Error|Exception|Exit|Interrupt|Warning|Fault|"
-                       r"Throwable|Failure|Timeout|NotFound|Invalid\w*|Denied))(?:: ?(.*))?$")
+_EXC_SUFFIX = r"(?:Error|Exception|Exit|Interrupt|Warning|Fault|Throwable|Failure|Timeout|NotFound|Invalid\w*|Denied)"
+#: an exception line: a (dotted) type name ending in one of the suffixes — the name may be the suffix
+#: alone, as in Node's ``Error: connect ECONNREFUSED …`` and ``java.lang.Exception: …``
+_EXC_LINE = re.compile(rf"^((?:[A-Za-z_$][\w$]*\.)*(?:[A-Za-z_$][\w$]*)?{_EXC_SUFFIX})(?:: ?(.*))?$")
+_BARE_EXC = re.compile(_EXC_SUFFIX)
+#: the JVM's prefix of an uncaught exception: ``Exception in thread "main" java.lang.…: …``
+_JVM_THREAD = re.compile(r'^Exception in thread "[^"]*" ')
+
+
+def _exc_line(s: str) -> re.Match[str] | None:
+    return _EXC_LINE.match(_JVM_THREAD.sub("", s, 1))
 _RUBY = re.compile(r":in `[^']*': (.*) \(([A-Z][\w:]*)\)$")
 _STACK_FRAME = re.compile(r"^(?:\s+at |\s+File \"|\t|\s{2,}\S|Caused by: |\s*\.\.\. \d+ more)")
 
@@ -230,7 +239,7 @@ class AppLogStats:
         if rb:
             self._exception(rb.group(2), rb.group(1), line, source)
             return
-        em = _EXC_LINE.match(s)
+        em = _exc_line(s)
         if em and (em.group(2) is not None or "." in em.group(1)):
             self._pending = [s]
             self._pending_source = source
@@ -247,8 +256,9 @@ class AppLogStats:
                                 "\n".join(block), self._pending_source)
             return
         head = block[0].strip()
-        em = _EXC_LINE.match(head)
-        if em and (len(block) > 1 or em.group(2) is not None):
+        em = _exc_line(head)
+        # a bare "Error: …" (no package, no name before the suffix) is an exception only with a stack
+        if em and (len(block) > 1 or (em.group(2) is not None and not _BARE_EXC.fullmatch(em.group(1)))):
             # the root cause of a JVM trace is the last "Caused by:"
             kind, msg = em.group(1), em.group(2) or ""
             for ln in block[1:]:
@@ -349,7 +359,8 @@ def _exception_from_text(text: str) -> tuple[str, str]:
         last = lines[-1].strip()
         m = re.match(r"^([\w.]+)(?:: (.*))?$", last)
         return (m.group(1), m.group(2) or "") if m else ("", "")
-    m = _EXC_LINE.match(lines[0].strip()) or re.match(r"^([\w.$]+): (.*)$", lines[0].strip())
+    first = _JVM_THREAD.sub("", lines[0].strip(), 1)
+    m = _EXC_LINE.match(first) or re.match(r"^([\w.$]+): (.*)$", first)
     kind, msg = (m.group(1), m.group(2) or "") if m else ("", "")
     for ln in lines[1:]:
         c = re.match(r"^\s*Caused by: ([\w.$]+)(?:: (.*))?$", ln)
