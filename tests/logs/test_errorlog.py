@@ -256,3 +256,33 @@ def test_node_error_and_java_lang_exceptions_without_a_name_before_the_suffix() 
     j = feed_app(json.dumps({"level": "error", "stack_trace": 'Exception in thread "main" java.lang.Error: x 1\n'
                                                              "\tat a.b(C.java:1)"}) + "\n")
     assert groups(j) == {("java.lang.Error", "x <n>"): 1}
+
+
+GROUP_TB = '''2024-03-01 10:00:00,000 ERROR app: failed
+  + Exception Group Traceback (most recent call last):
+  |   File "a.py", line 3, in <module>
+  |     raise ExceptionGroup("many", [ValueError(1), TypeError(2)])
+  | ExceptionGroup: many (2 sub-exceptions)
+  +-+---------------- 1 ----------------
+    | ValueError: 1
+    +---------------- 2 ----------------
+    | TypeError: 2
+    +------------------------------------
+2024-03-01 10:00:01,000 INFO app: next
+'''
+
+
+def test_exception_group_traceback_is_grouped_and_the_next_line_is_read() -> None:
+    """An exception group's traceback was lost, and the log line after it was taken as its
+    exception line (its level never counted)."""
+    a = feed_app(GROUP_TB)
+    assert groups(a) == {("ExceptionGroup", "many (<n> sub-exceptions)"): 1}
+    assert a.levels == {"error": 1, "info": 1}
+    [g] = a.exceptions.values()
+    assert "| TypeError: 2" in g.example
+    # a traceback cut short (no exception line): the next line is an ordinary line
+    b = feed_app('Traceback (most recent call last):\n  File "a.py", line 3, in <module>\n'
+                 "2024-03-01 10:00:02,000 ERROR app: disk full\n")
+    assert b.levels == {"error": 1} and ("error", "app: disk full") in b.messages
+    j = feed_app(json.dumps({"level": "error", "exc_info": GROUP_TB.split("\n", 1)[1].rsplit("2024", 1)[0]}) + "\n")
+    assert groups(j) == {("ExceptionGroup", "many (<n> sub-exceptions)"): 1}

@@ -153,6 +153,8 @@ _PINO_LEVELS = {10: "debug", 20: "debug", 30: "info", 40: "warning", 50: "error"
 _TEXT_LEVEL = re.compile(r"(?<![\w/])(TRACE|DEBUG|INFO|NOTICE|WARN(?:ING)?|ERROR|ERR|SEVERE|CRIT(?:ICAL)?|FATAL|"
                          r"ALERT|EMERG|PANIC)(?![\w/])", re.I)
 _PY_TRACEBACK = "Traceback (most recent call last):"
+_PY_GROUP_TRACEBACK = "Exception Group Traceback (most recent call last):"  # printed as "  + Exception Group …"
+_PY_EXC = re.compile(r"^([\w.]+)(?:: (.*))?$")
 _EXC_SUFFIX = r"(?:Error|Exception|Exit|Interrupt|Warning|Fault|Throwable|Failure|Timeout|NotFound|Invalid\w*|Denied)"
 #: an exception line: a (dotted) type name ending in one of the suffixes — the name may be the suffix
 #: alone, as in Node's ``Error: connect ECONNREFUSED …`` and ``java.lang.Exception: …``
@@ -191,6 +193,8 @@ class AppLogStats:
     exceptions: dict[str, ExceptionGroup] = field(default_factory=dict)
     _pending: list[str] = field(default_factory=list)
     _pending_source: str = ""
+    #: the pending block is a Python traceback
+    _pending_py: int = 0
 
     # -- input -------------------------------------------------------------------------------
 
@@ -206,25 +210,31 @@ class AppLogStats:
     def finish(self) -> None:
         self._flush()
 
+    def _keep(self, line: str) -> None:
+        self._pending.append(line)
+        if len(self._pending) > MAX_TRACE_LINES:  # a runaway trace: keep its head and its end
+            del self._pending[MAX_TRACE_LINES // 2]
+
     def _line(self, line: str, source: str) -> None:
         if self._pending:
-            if _STACK_FRAME.match(line) or (self._pending[0].startswith(_PY_TRACEBACK) and line.startswith(" ")):
-                self._pending.append(line)
-                if len(self._pending) > MAX_TRACE_LINES:  # a runaway trace: keep its head and its end
-                    del self._pending[MAX_TRACE_LINES // 2]
+            if _STACK_FRAME.match(line) or (self._pending_py and line.startswith(" ")):
+                self._keep(line)
                 return
-            if self._pending[0].startswith(_PY_TRACEBACK):
+            elif self._pending_py and _py_exception(line.strip()):
                 # the exception line ends a Python traceback
-                self._pending.append(line)
+                self._keep(line)
                 self._flush()
                 return
+            # any other line ends the block, and is read as the ordinary line it is
             self._flush()
         s = line.lstrip()
         if s.startswith("{") and s.endswith("}") and self._json(s, source):
             return
-        if s.startswith(_PY_TRACEBACK) or line.endswith(_PY_TRACEBACK):
-            self._pending = [_PY_TRACEBACK]
+        header = _py_header(line)
+        if header:
+            self._pending = [header]
             self._pending_source = source
+            self._pending_py = 1
             return
         m = _TEXT_LEVEL.search(line[:120])
         level = LEVEL_WORDS.get(m.group(1).lower(), "info") if m else None
@@ -246,14 +256,13 @@ class AppLogStats:
 
     def _flush(self) -> None:
         block, self._pending = self._pending, []
+        py, self._pending_py = self._pending_py, 0
         if not block:
             return
-        if block[0].startswith(_PY_TRACEBACK):
-            last = block[-1].strip()
-            em = _EXC_LINE.match(last) or re.match(r"^([\w.]+): (.*)$", last) or re.match(r"^([\w.]+)$", last)
-            if em:
-                self._exception(em.group(1), (em.group(2) if em.lastindex and em.lastindex >= 2 else "") or "",
-                                "\n".join(block), self._pending_source)
+        if py:
+            exc = _py_final_exception(block)
+            if exc:
+                self._exception(exc[0], exc[1], "\n".join(block), self._pending_source)
             return
         head = block[0].strip()
         em = _exc_line(head)
@@ -351,14 +360,47 @@ def _json_exception(obj: dict[str, Any]) -> tuple[str, str, str] | None:
     return None
 
 
+def _py_header(line: str) -> str:
+    """The header of a Python traceback (an exception group's too) that starts or ends ``line``, or ''."""
+    s = line.lstrip()
+    if s.startswith(_PY_TRACEBACK) or line.endswith(_PY_TRACEBACK):
+        return _PY_GROUP_TRACEBACK if line.endswith(_PY_GROUP_TRACEBACK) else _PY_TRACEBACK
+    if s.startswith("+ " + _PY_GROUP_TRACEBACK):
+        return _PY_GROUP_TRACEBACK
+    return ""
+
+
+def _py_exception(s: str) -> tuple[str, str] | None:
+    """(type, message) of a Python exception line (``KeyError: 'x'``, ``mod.Error: …``, ``StopIteration``)."""
+    m = _EXC_LINE.match(s) or _PY_EXC.match(s)
+    return (m.group(1), m.group(2) or "") if m else None
+
+
+def _py_final_exception(lines: list[str]) -> tuple[str, str] | None:
+    """The exception a Python traceback ends with; of an exception group, the group
+    (``  | ExceptionGroup: many (2 sub-exceptions)``)."""
+    start = max((i for i, ln in enumerate(lines) if _py_header(ln)), default=0)
+    seg = lines[start:]
+    if seg and _py_header(seg[0]) == _PY_GROUP_TRACEBACK:
+        for ln in seg[1:]:
+            s = ln.lstrip()
+            if s.startswith("| ") and not s[2:3].isspace():
+                exc = _py_exception(s[2:].rstrip())
+                if exc:
+                    return exc
+        return None
+    for ln in reversed(seg[1:]):
+        if ln.strip() and not ln[0].isspace():
+            return _py_exception(ln.strip())
+    return None
+
+
 def _exception_from_text(text: str) -> tuple[str, str]:
     lines = [ln for ln in text.strip().split("\n") if ln.strip()]
     if not lines:
         return "", ""
-    if lines[0].startswith(_PY_TRACEBACK):
-        last = lines[-1].strip()
-        m = re.match(r"^([\w.]+)(?:: (.*))?$", last)
-        return (m.group(1), m.group(2) or "") if m else ("", "")
+    if _py_header(lines[0]):
+        return _py_final_exception(lines) or ("", "")
     first = _JVM_THREAD.sub("", lines[0].strip(), 1)
     m = _EXC_LINE.match(first) or re.match(r"^([\w.$]+): (.*)$", first)
     kind, msg = (m.group(1), m.group(2) or "") if m else ("", "")
