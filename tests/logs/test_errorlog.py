@@ -286,3 +286,34 @@ def test_exception_group_traceback_is_grouped_and_the_next_line_is_read() -> Non
     assert b.levels == {"error": 1} and ("error", "app: disk full") in b.messages
     j = feed_app(json.dumps({"level": "error", "exc_info": GROUP_TB.split("\n", 1)[1].rsplit("2024", 1)[0]}) + "\n")
     assert groups(j) == {("ExceptionGroup", "many (<n> sub-exceptions)"): 1}
+
+
+CHAINED_TB = '''2024-03-01 10:00:00,000 ERROR app: failed
+Traceback (most recent call last):
+  File "a.py", line 3, in <module>
+    d["x"]
+KeyError: 'user-7'
+
+{sentence}
+
+Traceback (most recent call last):
+  File "a.py", line 5, in <module>
+    raise ValueError("bad value 42")
+ValueError: bad value 42
+2024-03-01 10:00:01,000 INFO app: next
+'''
+
+
+def test_a_chained_traceback_is_one_exception_grouped_by_the_last() -> None:
+    """A chained traceback counted as two exceptions in two groups."""
+    for sentence in ("During handling of the above exception, another exception occurred:",
+                     "The above exception was the direct cause of the following exception:"):
+        a = feed_app(CHAINED_TB.format(sentence=sentence) * 2)
+        assert groups(a) == {("ValueError", "bad value <n>"): 2}
+        assert a.levels == {"error": 2, "info": 2}
+        [g] = a.exceptions.values()
+        assert "KeyError: 'user-7'" in g.example and sentence in g.example and g.example.endswith("bad value 42")
+    # tracebacks one after the other, not chained, stay apart
+    tb = 'Traceback (most recent call last):\n  File "a.py", line 1, in <module>\n'
+    b = feed_app(tb + "KeyError: 'user-7'\n\n" + tb + "ValueError: bad value 42\n")
+    assert groups(b) == {("KeyError", "'…'"): 1, ("ValueError", "bad value <n>"): 1}

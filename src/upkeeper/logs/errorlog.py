@@ -154,6 +154,9 @@ _TEXT_LEVEL = re.compile(r"(?<![\w/])(TRACE|DEBUG|INFO|NOTICE|WARN(?:ING)?|ERROR
                          r"ALERT|EMERG|PANIC)(?![\w/])", re.I)
 _PY_TRACEBACK = "Traceback (most recent call last):"
 _PY_GROUP_TRACEBACK = "Exception Group Traceback (most recent call last):"  # printed as "  + Exception Group …"
+#: the sentences that join the tracebacks of a chained exception (``raise … from …``, or raised while handling)
+_PY_CHAIN = ("During handling of the above exception, another exception occurred:",
+             "The above exception was the direct cause of the following exception:")
 _PY_EXC = re.compile(r"^([\w.]+)(?:: (.*))?$")
 _EXC_SUFFIX = r"(?:Error|Exception|Exit|Interrupt|Warning|Fault|Throwable|Failure|Timeout|NotFound|Invalid\w*|Denied)"
 #: an exception line: a (dotted) type name ending in one of the suffixes — the name may be the suffix
@@ -193,7 +196,8 @@ class AppLogStats:
     exceptions: dict[str, ExceptionGroup] = field(default_factory=dict)
     _pending: list[str] = field(default_factory=list)
     _pending_source: str = ""
-    #: the pending block is a Python traceback
+    #: the pending block is a Python traceback: 1 while its frames are read, 2 once its exception line
+    #: was read (a chained traceback may still follow)
     _pending_py: int = 0
 
     # -- input -------------------------------------------------------------------------------
@@ -217,13 +221,23 @@ class AppLogStats:
 
     def _line(self, line: str, source: str) -> None:
         if self._pending:
-            if _STACK_FRAME.match(line) or (self._pending_py and line.startswith(" ")):
+            if self._pending_py == 2:
+                # after the exception line: the blank lines and the sentence of a chained exception,
+                # then the next traceback of the chain; anything else ends the traceback
+                chained = next((ln for ln in reversed(self._pending) if ln.strip()), "").strip() in _PY_CHAIN
+                header = _py_header(line) if chained else ""
+                if header or not line.strip() or line.strip() in _PY_CHAIN:
+                    self._keep(header or line)
+                    if header:
+                        self._pending_py = 1
+                    return
+            elif _STACK_FRAME.match(line) or (self._pending_py and line.startswith(" ")):
                 self._keep(line)
                 return
             elif self._pending_py and _py_exception(line.strip()):
-                # the exception line ends a Python traceback
+                # the exception line ends a Python traceback (a chained one may follow)
                 self._keep(line)
-                self._flush()
+                self._pending_py = 2
                 return
             # any other line ends the block, and is read as the ordinary line it is
             self._flush()
@@ -260,9 +274,14 @@ class AppLogStats:
         if not block:
             return
         if py:
+            while block and not block[-1].strip():
+                block.pop()
             exc = _py_final_exception(block)
             if exc:
-                self._exception(exc[0], exc[1], "\n".join(block), self._pending_source)
+                example = "\n".join(block)
+                if len(example) > 3000:  # a long chain: its start and the final exception
+                    example = example[:1000] + "\n…\n" + example[-1990:]
+                self._exception(exc[0], exc[1], example, self._pending_source)
             return
         head = block[0].strip()
         em = _exc_line(head)
@@ -377,8 +396,8 @@ def _py_exception(s: str) -> tuple[str, str] | None:
 
 
 def _py_final_exception(lines: list[str]) -> tuple[str, str] | None:
-    """The exception a Python traceback ends with; of an exception group, the group
-    (``  | ExceptionGroup: many (2 sub-exceptions)``)."""
+    """The exception a Python traceback ends with — of a chain, the last one (the one raised); of an
+    exception group, the group (``  | ExceptionGroup: many (2 sub-exceptions)``)."""
     start = max((i for i, ln in enumerate(lines) if _py_header(ln)), default=0)
     seg = lines[start:]
     if seg and _py_header(seg[0]) == _PY_GROUP_TRACEBACK:
@@ -390,7 +409,7 @@ def _py_final_exception(lines: list[str]) -> tuple[str, str] | None:
                     return exc
         return None
     for ln in reversed(seg[1:]):
-        if ln.strip() and not ln[0].isspace():
+        if ln.strip() and not ln[0].isspace() and ln.strip() not in _PY_CHAIN:
             return _py_exception(ln.strip())
     return None
 
