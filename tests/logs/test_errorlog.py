@@ -317,3 +317,32 @@ def test_a_chained_traceback_is_one_exception_grouped_by_the_last() -> None:
     tb = 'Traceback (most recent call last):\n  File "a.py", line 1, in <module>\n'
     b = feed_app(tb + "KeyError: 'user-7'\n\n" + tb + "ValueError: bad value 42\n")
     assert groups(b) == {("KeyError", "'…'"): 1, ("ValueError", "bad value <n>"): 1}
+
+
+def test_fastcgi_stderr_classes_keep_the_php_message_and_multi_line_entries_are_joined() -> None:
+    """Every `FastCGI sent in stderr: "…"` was one class (all PHP errors merged), and the lines of a
+    multi-line PHP message were counted as unparsed."""
+    ctx = (b' while reading response header from upstream, client: 10.0.0.1, server: x, request: "GET / HTTP/1.1", '
+           b'upstream: "fastcgi://unix:/run/php/php8.2-fpm.sock:", host: "x"\n')
+    head = b"2024/03/01 10:00:00 [error] 12#12: *5 FastCGI sent in stderr: "
+    warn = head + b'"PHP message: PHP Warning:  Undefined variable $cart in /var/www/cart.php on line 42"' + ctx
+    fatal = (head + b'"PHP message: PHP Fatal error:  Uncaught PDOException: SQLSTATE[HY000] [2002] Connection '
+             b"refused in /var/www/db.php:12\nStack trace:\n#0 /var/www/db.php(12): PDO->__construct('mysql:host=db')\n"
+             b'#1 {main}\n  thrown in /var/www/db.php on line 12"' + ctx)
+    bad = (b'2024/03/01 10:00:01 [error] 12#12: *6 upstream sent invalid header: "X-Bad\\x0D..." while reading '
+           b'response header from upstream, client: 10.0.0.3, server: x, request: "GET / HTTP/1.1"\n')
+    s = NginxErrorStats()
+    s.feed(warn + warn.replace(b"line 42", b"line 43") + fatal[:fatal.index(b"#0")], "error.log")
+    s.feed(fatal[fatal.index(b"#0"):] + bad + b"not an nginx line\n", "error.log")  # an entry split between two reads
+    assert s.lines == 9 and s.unparsed == 1 and s.unparsed_samples == ["error.log: not an nginx line"]
+    assert s.classes == {
+        ("error", 'FastCGI sent in stderr: "PHP message: PHP Warning: Undefined variable $cart in /var/www/cart.php '
+                  'on line <n>" while reading response header from upstream'): 2,
+        ("error", 'FastCGI sent in stderr: "PHP message: PHP Fatal error: Uncaught PDOException: SQLSTATE[HY000] '
+                  '[<n>] Connection refused in /var/www/db.php:<n>"'): 1,
+        ("error", 'upstream sent invalid header: "X-Bad\\x0D..." while reading response header from upstream'): 1,
+    }
+    fatal_key = next(k for k in s.classes if "Fatal" in k[1])
+    assert s.examples[fatal_key] == fatal[len(b"2024/03/01 10:00:00 [error] 12#12: *5 "):].decode().rstrip("\n")[:500]
+    # "Connection refused" written by PHP is no upstream failure; the invalid header is one
+    assert s.upstream == 1

@@ -3,7 +3,8 @@
 * nginx ``error.log`` lines (``2024/03/01 10:00:00 [error] 12#12: *5 message, client: …``)
   are counted by level and by *message class*: the message with connection ids,
   quoted strings, addresses and numbers replaced, and the ``client:``/``request:``
-  context cut off (kept as an example).
+  context cut off (kept as an example); what an upstream wrote (``FastCGI sent in stderr: "…"``) is
+  normalized inside its quotes, and its further lines (a PHP stack trace) are joined to the entry.
 * application logs, JSON lines or text, in the same file or not:
 
   - JSON objects: the level (``level``, ``levelname``, ``severity``, ``log.level``,
@@ -93,6 +94,24 @@ _UPSTREAM = re.compile(r"\bupstream\b.*(?:timed out|failed|refused|no live upstr
                        r"reset by peer)|(?:timed out|failed|refused|no live upstreams|prematurely closed|"
                        r"invalid|reset by peer).*\bupstream\b")
 _UPSTREAM_LEVELS = frozenset(("error", "crit", "alert", "emerg"))
+#: what an upstream wrote, quoted: ``FastCGI sent in stderr: "PHP message: …"``, ``upstream sent invalid
+#: header: "…"``; the class keeps the text normalized instead of one "…" for every PHP error
+_NGINX_PAYLOAD = re.compile(r'^((?:FastCGI |uwsgi |SCGI )?sent in stderr: |upstream sent [^"]*?: )"(.*)$', re.S)
+_NGINX_PAYLOAD_END = re.compile(r'^(.*)"((?: while [^"]*)?)$', re.S)
+#: a continuation line that closes a multi-line payload: its quote, then "while …" or the context
+_NGINX_PAYLOAD_CLOSE = re.compile(rb'"(?:$| while |, (?:client|server|request|upstream|host): )')
+
+
+def _nginx_class(core: str) -> tuple[str, str, bool]:
+    """(class, the class without the upstream's own text, whether the quoted text goes on in the next lines)."""
+    m = _NGINX_PAYLOAD.match(core)
+    if not m:
+        c = normalize(core)
+        return c, c, False
+    end = _NGINX_PAYLOAD_END.match(m.group(2))
+    inner, tail = (end.group(1), end.group(2)) if end else (m.group(2), "")
+    prefix, rest = normalize(m.group(1)), (" " + normalize(tail) if tail.strip() else "")
+    return f'{prefix} "{normalize(inner, 200)}"{rest}', prefix + rest, not end
 
 
 @dataclass
@@ -107,12 +126,34 @@ class NginxErrorStats:
     upstream: int = 0
     first: str | None = None
     last: str | None = None
+    #: the last entry's quoted upstream text goes on in the next lines (a multi-line FastCGI message)
+    _open: tuple[str, tuple[str, str], bool] | None = None  # (source, class key, whether it set the example)
+
+    def _continued(self, gap: bytes, source: str, samples: int) -> int:
+        """The lines between two entries: those that continue a multi-line entry are joined to it (their
+        number is returned); the others are unparsed samples."""
+        joined = 0
+        for ln in gap.split(b"\n"):
+            if not ln:
+                continue
+            if self._open and self._open[0] == source:
+                joined += 1
+                _, key, own = self._open
+                if own and len(self.examples[key]) < 500:
+                    self.examples[key] = (self.examples[key] + "\n" + ln.decode("utf-8", "replace"))[:500]
+                if _NGINX_PAYLOAD_CLOSE.search(ln):
+                    self._open = None
+            elif len(self.unparsed_samples) < samples:
+                self.unparsed_samples.append(f"{source}: {ln[:300].decode('utf-8', 'replace')}")
+        return joined
 
     def feed(self, buf: bytes, source: str = "", samples: int = 5) -> None:
         n = buf.count(b"\n") + (0 if buf.endswith(b"\n") or not buf else 1)
         self.lines += n
-        matched = 0
+        matched = joined = pos = 0
         for m in _NGINX_LINE.finditer(buf):
+            joined += self._continued(buf[pos:m.start()], source, samples)
+            pos = m.end()
             matched += 1
             day, hour, level_b, msg_b = m.groups()
             level = level_b.decode("ascii", "replace")
@@ -123,20 +164,19 @@ class NginxErrorStats:
             self.first = stamp if self.first is None or stamp < self.first else self.first
             self.last = stamp if self.last is None or stamp > self.last else self.last
             core = _NGINX_CONTEXT.split(msg, 1)[0]
-            key = (level, normalize(core))
+            cls, outer, open_ = _nginx_class(core)
+            key = (level, cls)
             self.classes[key] += 1
-            self.examples.setdefault(key, msg[:500])
-            if level in _UPSTREAM_LEVELS and _UPSTREAM.search(key[1]):  # quoted paths masked
+            own = key not in self.examples
+            if own:
+                self.examples[key] = msg[:500]
+            self._open = (source, key, own) if open_ else None
+            if level in _UPSTREAM_LEVELS and _UPSTREAM.search(outer):  # quoted paths and upstream texts masked
                 self.upstream += 1
-        missed = n - matched
+        joined += self._continued(buf[pos:], source, samples)
+        missed = n - matched - joined
         if missed > 0:
             self.unparsed += missed
-            if len(self.unparsed_samples) < samples:
-                for ln in buf.split(b"\n"):
-                    if ln and not _NGINX_LINE.match(ln):
-                        self.unparsed_samples.append(f"{source}: {ln[:300].decode('utf-8', 'replace')}")
-                        if len(self.unparsed_samples) >= samples:
-                            break
 
 
 # ---------------------------------------------------------------------------------------------
