@@ -346,3 +346,17 @@ def test_fastcgi_stderr_classes_keep_the_php_message_and_multi_line_entries_are_
     assert s.examples[fatal_key] == fatal[len(b"2024/03/01 10:00:00 [error] 12#12: *5 "):].decode().rstrip("\n")[:500]
     # "Connection refused" written by PHP is no upstream failure; the invalid header is one
     assert s.upstream == 1
+
+
+def test_is_upstream_failure_agrees_with_the_count() -> None:
+    from upkeeper.logs.errorlog import is_upstream_failure
+
+    s = NginxErrorStats()
+    s.feed(b"2024/03/01 10:00:00 [error] 1#1: *1 upstream timed out (110: Connection timed out) while reading "
+           b"response header from upstream, client: 1.2.3.4\n"
+           b"2024/03/01 10:00:00 [warn] 1#1: *1 an upstream response is buffered to a temporary file /x/1\n"
+           b'2024/03/01 10:00:00 [error] 1#1: *1 FastCGI sent in stderr: "PHP message: connect() failed: '
+           b'Connection refused" while reading response header from upstream, client: 1.2.3.4\n')
+    picked = [k for k in s.classes if is_upstream_failure(*k)]
+    assert s.upstream == 1 and [k[1] for k in picked] == [
+        "upstream timed out (<n>: Connection timed out) while reading response header from upstream"]

@@ -114,6 +114,12 @@ def _nginx_class(core: str) -> tuple[str, str, bool]:
     return f'{prefix} "{normalize(inner, 200)}"{rest}', prefix + rest, not end
 
 
+def is_upstream_failure(level: str, cls: str) -> bool:
+    """Whether an nginx message class (at ``level``) is an upstream failure — the rule behind
+    ``NginxErrorStats.upstream``, for picking the classes a report shows for it."""
+    return level in _UPSTREAM_LEVELS and bool(_UPSTREAM.search(_nginx_class(cls)[1]))
+
+
 @dataclass
 class NginxErrorStats:
     lines: int = 0
