@@ -46,33 +46,48 @@ def _quoted(m: re.Match[str]) -> str:
     return m.group(0) if len(v) <= 60 and _NAME.fullmatch(v) else f"{q}…{q}"
 
 
-_NORM: tuple[tuple[re.Pattern[str], Any], ...] = (
-    (re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"), "<uuid>"),
+def _hex(m: re.Match[str]) -> str:
+    """Sixteen or more hex digits; or a hex id (a request id, a short hash): eight or more, with a
+    digit and a letter among them (not 12345678, not deadbeef)."""
+    v = m.group(0)
+    if len(v) >= 16 or (not v.isdigit() and any(c.isdigit() for c in v)):
+        return "<hex>"
+    return v
+
+
+def _always(m: str) -> bool:
+    return True
+
+
+#: (pattern, replacement, a cheap test that the pattern can match at all — it saves most of the time)
+_NORM: tuple[tuple[re.Pattern[str], Any, Any], ...] = (
+    (re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"), "<uuid>",
+     lambda m: "-" in m),
     # ISO-8601 date-times (2024-03-01T10:00:00Z, 2024-03-01 10:00:00,123+01:00): else the hour after T stays
     (re.compile(r"\b\d{4}-\d\d-\d\d[T ]\d\d:\d\d(?::\d\d(?:[.,]\d+)?)?(?:Z|[+-]\d\d(?::?\d\d)?)?(?![\w:])"),
-     "<time>"),
-    (re.compile(r"\b[\w.+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b"), "<email>"),
+     "<time>", lambda m: "-" in m and ":" in m),
+    (re.compile(r"\b[\w.+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b"), "<email>", lambda m: "@" in m),
     # IPv6 (2001:db8::a1, ::1, fe80::1:2:3:4, ::ffff:10.0.0.1): a "::", or six or more groups; a digit in it
     (re.compile(r"(?<![\w:.])(?=[0-9a-fA-F:.]*\d)(?=[0-9a-fA-F:]*::|(?:[0-9a-fA-F]{1,4}:){5})"
-                r"(?:[0-9a-fA-F]{0,4}:){2,7}(?:\d{1,3}(?:\.\d{1,3}){3}|[0-9a-fA-F]{0,4})(?![\w:])"), "<ip>"),
-    (re.compile(r"\b0x[0-9a-fA-F]+\b"), "<hex>"),
-    (re.compile(r"\b[0-9a-fA-F]{16,}\b"), "<hex>"),
-    # hex ids (request ids, short hashes): eight or more hex digits, with a digit and a letter in them
-    (re.compile(r"\b(?=[0-9a-fA-F]*\d)(?=[0-9a-fA-F]*[a-fA-F])[0-9a-fA-F]{8,}\b"), "<hex>"),
-    (re.compile(r"\b\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?\b"), "<ip>"),
+                r"(?:[0-9a-fA-F]{0,4}:){2,7}(?:\d{1,3}(?:\.\d{1,3}){3}|[0-9a-fA-F]{0,4})(?![\w:])"), "<ip>",
+     lambda m: "::" in m or m.count(":") >= 5),
+    (re.compile(r"\b0x[0-9a-fA-F]+\b"), "<hex>", lambda m: "0x" in m),
+    (re.compile(r"\b[0-9a-fA-F]{8,}\b"), _hex, _always),
+    (re.compile(r"\b\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?\b"), "<ip>", lambda m: "." in m),
     # quotes that open and close outside a word: the apostrophes of "couldn't … it's" are not quotes
-    (re.compile(r"(?<!\w)(\")([^\"]{0,300})\"(?!\w)"), _quoted),
-    (re.compile(r"(?<!\w)(')([^']{0,300})'(?!\w)"), _quoted),
-    (re.compile(r"(?<![\w.])\d+(?:\.\d+)?"), "<n>"),
-    (re.compile(r"\s+"), " "),
+    (re.compile(r"(?<!\w)(\")([^\"]{0,300})\"(?!\w)"), _quoted, lambda m: '"' in m),
+    (re.compile(r"(?<!\w)(')([^']{0,300})'(?!\w)"), _quoted, lambda m: "'" in m),
+    (re.compile(r"(?<![\w.])\d+(?:\.\d+)?"), "<n>", _always),
+    (re.compile(r"\s+"), " ", _always),
 )
 
 
 def normalize(msg: str, limit: int = 240) -> str:
     """A message with its variable parts replaced, so that occurrences group together."""
     m = msg.strip()
-    for rx, repl in _NORM:
-        m = rx.sub(repl, m)
+    for rx, repl, can in _NORM:
+        if can(m):
+            m = rx.sub(repl, m)
     return m[:limit]
 
 
@@ -104,7 +119,7 @@ _NGINX_PAYLOAD_CLOSE = re.compile(rb'"(?:$| while |, (?:client|server|request|up
 
 def _nginx_class(core: str) -> tuple[str, str, bool]:
     """(class, the class without the upstream's own text, whether the quoted text goes on in the next lines)."""
-    m = _NGINX_PAYLOAD.match(core)
+    m = _NGINX_PAYLOAD.match(core) if "sent " in core else None
     if not m:
         c = normalize(core)
         return c, c, False
@@ -139,6 +154,8 @@ class NginxErrorStats:
         """The lines between two entries: those that continue a multi-line entry are joined to it (their
         number is returned); the others are unparsed samples."""
         joined = 0
+        if gap == b"\n":  # the usual case: the next entry follows at once
+            return 0
         for ln in gap.split(b"\n"):
             if not ln:
                 continue
@@ -177,7 +194,7 @@ class NginxErrorStats:
             if own:
                 self.examples[key] = msg[:500]
             self._open = (source, key, own) if open_ else None
-            if level in _UPSTREAM_LEVELS and _UPSTREAM.search(outer):  # quoted paths and upstream texts masked
+            if level in _UPSTREAM_LEVELS and "upstream" in outer and _UPSTREAM.search(outer):  # quoted paths and upstream texts masked
                 self.upstream += 1
         joined += self._continued(buf[pos:], source, samples)
         missed = n - matched - joined
