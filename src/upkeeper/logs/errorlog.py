@@ -16,7 +16,8 @@
   - text: a level word near the start of the line, Python tracebacks
     (``Traceback (most recent call last):`` … ``KeyError: 'x'``), Java/JVM stack traces
     (``java.lang.IllegalStateException: …`` then ``\\tat …``, ``Caused by:``; ``java.lang.Exception``,
-    ``Exception in thread "main" …``), Node/JS (``TypeError: …`` or ``Error: …`` then ``    at …``), Ruby (``…:in `m': message (NoMethodError)``).
+    ``Exception in thread "main" …``), Node/JS (``TypeError: …`` or ``Error: …`` then ``    at …``),
+    Ruby (``…:in `m': message (NoMethodError)``).
 
   Exceptions are grouped by (type, normalized message); the task reports groups not
   seen in earlier runs.
@@ -194,7 +195,8 @@ class NginxErrorStats:
             if own:
                 self.examples[key] = msg[:500]
             self._open = (source, key, own) if open_ else None
-            if level in _UPSTREAM_LEVELS and "upstream" in outer and _UPSTREAM.search(outer):  # quoted paths and upstream texts masked
+            # read without quoted paths and without what the upstream wrote (a PHP "Connection refused")
+            if level in _UPSTREAM_LEVELS and "upstream" in outer and _UPSTREAM.search(outer):
                 self.upstream += 1
         joined += self._continued(buf[pos:], source, samples)
         missed = n - matched - joined
