@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
 import statistics
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -96,6 +97,37 @@ def read_findings(task: str, notes: list[ReadNote]) -> list[Finding]:
     return [Finding(f"logs.{task}.damaged_file", Severity.WARNING if n.damaged else Severity.INFO, n.path,
                     n.message, "the log text after the damage is lost: restore the file from a backup if it matters, "
                     "or delete it" if n.damaged else "", data={"damaged": n.damaged}) for n in notes]
+
+
+def plan_findings(task: str, notes: list[str]) -> list[Finding]:
+    """What planning the reads noticed, as findings: a file that cannot be read is a
+    ``logs.<task>.unreadable`` warning (its lines are missing from the analysis, and it is tried again
+    next run); a file that got shorter or was replaced since the last run is a ``logs.<task>.rotation``
+    info finding (it was read from the start)."""
+    out: list[Finding] = []
+    for n in notes:
+        path, sep, _reason = n.partition(": cannot read (")
+        if sep:
+            out.append(Finding(f"logs.{task}.unreadable", Severity.WARNING, path, n,
+                               "its lines are missing from this analysis: let the user upkeeper runs as read it "
+                               "(e.g. the adm group for /var/log), or remove the file"))
+            continue
+        m = re.match(r"(.+?) (?:is shorter than last time|was replaced or truncated)", n)
+        out.append(Finding(f"logs.{task}.rotation", Severity.INFO, m.group(1) if m else n.split(":")[0], n))
+    return out
+
+
+def not_a_log(path: str) -> str:
+    """Why ``path`` gave no log file: it is a directory, something else than a file, or missing."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return f"{path} does not exist"
+    except OSError as exc:  # a parent that is a file, or a directory it may not enter
+        return f"{path} cannot be reached ({exc.strerror or exc})"
+    if stat.S_ISDIR(st.st_mode):
+        return f"{path} is a directory, not a log file"
+    return f"{path} is not a regular file"
 
 
 def trends(ctx: TaskContext, names: list[str], days: int = 180) -> dict[str, list[tuple[str, float]]]:
