@@ -52,25 +52,48 @@ def write_reports(ctx: TaskContext, directory: Path, stem: str, data: dict[str, 
                   keep: int) -> list[dict[str, Any]]:
     """Write ``<stem>-<time>.json`` (and ``.html``), refresh ``latest.*``, prune old ones; return artifacts.
 
+    The name is the run's time to the microsecond, with ``-2``, ``-3`` … when a report of that name is
+    there already (two runs in the same instant, or a fixed clock): a run never overwrites another's
+    report, so each run's recorded artifact keeps its own data.
+
     ``data`` is redacted here (log lines, paths and examples carry tokens and passwords); the tasks
     redact it before they build findings and the HTML, so this is the last line of defence."""
     data = redact_obj(data)
     directory.mkdir(parents=True, exist_ok=True)
-    ts = ctx.now().strftime("%Y%m%dT%H%M%SZ")
-    base = directory / f"{_safe(stem)}-{ts}"
+    suffixes = [".json"] + ([".html"] if html is not None else [])
+    base = _reserve(directory, f"{_safe(stem)}-{ctx.now().strftime('%Y%m%dT%H%M%S.%fZ')}", suffixes)
     artifacts: list[dict[str, Any]] = []
-    jpath = base.with_suffix(".json")
+    jpath = base.with_name(base.name + ".json")
     _atomic_write(jpath, json.dumps(data, indent=1, default=str, ensure_ascii=False) + "\n")
     artifacts.append({"kind": "report", "format": "json", "path": str(jpath)})
     if html is not None:
-        hpath = base.with_suffix(".html")
+        hpath = base.with_name(base.name + ".html")
         _atomic_write(hpath, html)
         artifacts.append({"kind": "report", "format": "html", "path": str(hpath)})
     for a in artifacts:
         latest = directory / f"latest.{a['format']}"
         _atomic_write(latest, Path(a["path"]).read_text(encoding="utf-8"))
-    _prune(directory, stem, keep)
+    _prune(directory, stem, keep, {Path(a["path"]) for a in artifacts})
     return artifacts
+
+
+def _reserve(directory: Path, name: str, suffixes: list[str]) -> Path:
+    """``directory/name`` (or ``name-2`` …) with each of ``suffixes`` created empty and exclusively: a
+    name no other run has, nor will take (O_EXCL) while this one writes its reports."""
+    for n in range(1, 10_000):
+        base = directory / (name if n == 1 else f"{name}-{n}")
+        made: list[Path] = []
+        try:
+            for suffix in suffixes:
+                p = base.with_name(base.name + suffix)
+                os.close(os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+                made.append(p)
+        except FileExistsError:
+            for p in made:
+                p.unlink(missing_ok=True)
+            continue
+        return base
+    raise FileExistsError(f"{directory / name}: 10,000 reports of that name exist")
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -79,12 +102,24 @@ def _atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _prune(directory: Path, stem: str, keep: int) -> None:
+def _prune(directory: Path, stem: str, keep: int, written: set[Path]) -> None:
+    """Keep the ``keep`` newest reports of each format — newest by modification time, as names of runs
+    in the same second or of a clock set back do not sort by age — counting the ones just ``written``,
+    which are never deleted."""
     if keep <= 0:
         return
     for suffix in (".json", ".html"):
-        files = sorted(directory.glob(f"{_safe(stem)}-*{suffix}"))
-        for old in files[:-keep]:
+        olds: list[tuple[int, str, Path]] = []
+        for p in directory.glob(f"{_safe(stem)}-*{suffix}"):
+            if p in written:
+                continue
+            try:
+                olds.append((p.stat().st_mtime_ns, p.name, p))
+            except OSError:
+                continue  # gone meanwhile
+        olds.sort()
+        mine = sum(1 for p in written if p.suffix == suffix)
+        for _mtime, _name, old in olds[: max(0, len(olds) - max(0, keep - mine))]:
             try:
                 old.unlink()
             except OSError:
