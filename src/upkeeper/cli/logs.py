@@ -30,11 +30,47 @@ def _units(paths: list[Path], continuation: bytes, workers: int) -> list[Any]:
 
     ranges = []
     for p in paths:
-        if not p.is_file():
-            raise UsageError(f"{p}: no such file", "Try: give the path of a log file")
+        _check_log(p)
         for lf in discover(str(p), rotated=False):
             ranges.append(ReadRange(lf, 0, None if lf.gz else lf.size, final=True))
     return parallel.units_for(ranges, continuation=continuation, workers=workers)
+
+
+def _check_log(p: Path) -> None:
+    """A usage error unless ``p`` is a log file this user can read: missing, a directory, unreadable."""
+    if p.is_dir():
+        raise UsageError(f"{p}: is a directory, not a log file",
+                         f"Try: give the log files in it, e.g. {shlex.quote(str(p).rstrip('/'))}/*.log")
+    if not p.is_file():
+        raise UsageError(f"{p}: no such file" if not p.exists() else f"{p}: not a regular file",
+                         "Try: give the path of a log file")
+    try:
+        with open(p, "rb"):
+            pass
+    except OSError as exc:
+        raise UsageError(f"{p}: cannot read ({exc.strerror or exc})",
+                         "Try: run as a user that can read it (the adm group reads /var/log/nginx)") from None
+
+
+def _check_html(html: Path | None) -> None:
+    """Refuse an --html path that cannot be written before any log is read."""
+    if html is None:
+        return
+    if html.is_dir():
+        raise UsageError(f"--html {html}: is a directory",
+                         f"Try: give a file name, e.g. --html {shlex.quote(str(html).rstrip('/'))}/report.html")
+    parent = html.parent
+    if not parent.is_dir():
+        raise UsageError(f"--html {html}: the directory {parent} does not exist",
+                         f"Try: create it (mkdir -p {shlex.quote(str(parent))}) or write the report elsewhere")
+
+
+def _write_html(html: Path, text: str) -> None:
+    try:
+        html.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"--html {html}: cannot write ({exc.strerror or exc})",
+                         "Try: write the report to a directory you can write to") from None
 
 
 def _warn_read_notes(notes: list[Any]) -> list[str]:
@@ -73,6 +109,7 @@ def nginx_cmd(
         parse_format(log_format)
     except LogFormatError as exc:
         raise UsageError(exc.message, exc.hint) from None
+    _check_html(html)
     notes: list[parallel.ReadNote] = []
     partial, _ = parallel.scan("upkeeper.logs.access", ScanOptions(log_format=log_format),
                                _units(files, b"", workers), workers=workers, notes=notes)
@@ -82,8 +119,8 @@ def nginx_cmd(
     if html is not None:
         from upkeeper.logs.report_html import access_report
 
-        html.write_text(access_report(rep, [], title=f"Access log report — {files[0].name}",
-                                      subtitle=", ".join(map(str, files)), trends={}, objectives={}))
+        _write_html(html, access_report(rep, [], title=f"Access log report — {files[0].name}",
+                                        subtitle=", ".join(map(str, files)), trends={}, objectives={}))
     if as_json:
         print_json(rep)
         return
@@ -130,6 +167,7 @@ def postgres_cmd(
         compile_prefix(prefix)
     except PrefixError as exc:
         raise UsageError(exc.message, exc.hint) from None
+    _check_html(html)
     notes: list[parallel.ReadNote] = []
     partial, _ = parallel.scan("upkeeper.logs.pglog", PgScanOptions(log_line_prefix=prefix),
                                _units(files, b"\t", workers), workers=workers, continuation=b"\t",
@@ -140,8 +178,8 @@ def postgres_cmd(
     if html is not None:
         from upkeeper.logs.report_html import postgres_report
 
-        html.write_text(postgres_report(rep, [], title=f"PostgreSQL log report — {files[0].name}",
-                                        subtitle=", ".join(map(str, files)), trends={}, objectives={}))
+        _write_html(html, postgres_report(rep, [], title=f"PostgreSQL log report — {files[0].name}",
+                                          subtitle=", ".join(map(str, files)), trends={}, objectives={}))
     if as_json:
         print_json(rep)
         return
@@ -174,6 +212,8 @@ def errors_cmd(
 
     if nginx_error_log is None and not app_logs:
         raise UsageError("which logs?", "Try: upkeeper logs errors --nginx /var/log/nginx/error.log app.log")
+    for p in ([nginx_error_log] if nginx_error_log is not None else []) + list(app_logs or []):
+        _check_log(p)
     out: dict[str, Any] = {}
     if nginx_error_log is not None:
         ng = NginxErrorStats()
