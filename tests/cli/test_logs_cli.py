@@ -140,6 +140,22 @@ def test_errors_rejects_a_missing_file_or_a_directory_with_a_usage_error(cli: An
         assert "internal error" not in r.err and what in r.err and "Error:" in r.err, r.err
 
 
+def test_errors_reads_a_compressed_nginx_error_log(cli: Any, tmp_path: Path) -> None:
+    """--nginx err.log.gz was analyzed as compressed bytes: no levels, no classes, exit 0."""
+    gz = tmp_path / "error.log.1.gz"
+    gz.write_bytes(gzip.compress(NGINX_ERRORS.encode()))
+    app = tmp_path / "app.log.gz"
+    app.write_bytes(gzip.compress(b'{"level":"error","msg":"x","err":{"type":"TypeError","message":"boom"}}\n'))
+    r = cli(["logs", "errors", "--nginx", str(gz), str(app), "--json"])
+    assert r.code == 0, r.output
+    rep = r.json()
+    assert rep["nginx"]["levels"] == {"error": 1, "crit": 1} and rep["nginx"]["upstream"] == 1
+    assert (rep["nginx"]["lines"], rep["nginx"]["unparsed"]) == (2, 0)
+    assert rep["app"]["exceptions"] == [{"type": "TypeError", "message": "boom", "count": 1}]
+    text = cli(["logs", "errors", "--nginx", str(gz)])
+    assert text.code == 0 and "2 lines" in text.out
+
+
 def test_html_path_and_directories_are_usage_errors(cli: Any, tmp_path: Path) -> None:
     """--html into a missing directory or onto a directory was an internal error after the whole scan;
     a directory given as the log was 'no such file'."""
