@@ -123,3 +123,51 @@ def test_upstream_time_of_retried_requests_adds_up(cli: Any, tmp_path: Path) -> 
     assert rep["requests"] == 4 and rep["invalid"] == 0
     ups = rep["latency"]["upstream"]
     assert (ups["count"], ups["max"], ups["p50"], ups["mean"]) == (3, 30.0, 14.0, 18.0)  # 10, 30, 14 ms
+
+
+NGINX_ERRORS = ("2024/03/01 10:00:00 [error] 11#11: *1 upstream timed out (110: Connection timed out) while "
+                "reading response header from upstream, client: 192.0.2.1\n"
+                "2024/03/01 10:00:01 [crit] 11#11: *2 open() \"/srv/x\" failed (13: Permission denied)\n")
+
+
+def test_errors_rejects_a_missing_file_or_a_directory_with_a_usage_error(cli: Any, tmp_path: Path) -> None:
+    """'logs errors' said 'internal error: FileNotFoundError/IsADirectoryError' (exit 1)."""
+    for args, what in (([str(tmp_path / "gone.log")], "no such file"),
+                       (["--nginx", str(tmp_path / "gone.log")], "no such file"),
+                       ([str(tmp_path)], "is a directory"), (["--nginx", str(tmp_path)], "is a directory")):
+        r = cli(["logs", "errors", *args])
+        assert r.code == 2, (args, r.output)
+        assert "internal error" not in r.err and what in r.err and "Error:" in r.err, r.err
+
+
+def test_errors_reads_a_compressed_nginx_error_log(cli: Any, tmp_path: Path) -> None:
+    """--nginx err.log.gz was analyzed as compressed bytes: no levels, no classes, exit 0."""
+    gz = tmp_path / "error.log.1.gz"
+    gz.write_bytes(gzip.compress(NGINX_ERRORS.encode()))
+    app = tmp_path / "app.log.gz"
+    app.write_bytes(gzip.compress(b'{"level":"error","msg":"x","err":{"type":"TypeError","message":"boom"}}\n'))
+    r = cli(["logs", "errors", "--nginx", str(gz), str(app), "--json"])
+    assert r.code == 0, r.output
+    rep = r.json()
+    assert rep["nginx"]["levels"] == {"error": 1, "crit": 1} and rep["nginx"]["upstream"] == 1
+    assert (rep["nginx"]["lines"], rep["nginx"]["unparsed"]) == (2, 0)
+    assert rep["app"]["exceptions"] == [{"type": "TypeError", "message": "boom", "count": 1}]
+    text = cli(["logs", "errors", "--nginx", str(gz)])
+    assert text.code == 0 and "2 lines" in text.out
+
+
+def test_html_path_and_directories_are_usage_errors(cli: Any, tmp_path: Path) -> None:
+    """--html into a missing directory or onto a directory was an internal error after the whole scan;
+    a directory given as the log was 'no such file'."""
+    log = tmp_path / "access.log"
+    log.write_text('192.0.2.1 - - [01/Mar/2024:10:00:00 +0000] "GET / HTTP/1.1" 200 5 "-" "curl/8"\n')
+    pg = tmp_path / "pg.log"
+    pg.write_text("2024-03-01 10:00:00.001 UTC [10] LOG:  duration: 1.000 ms  statement: SELECT 1\n")
+    for cmd, f in (("nginx", log), ("postgres", pg)):
+        r = cli(["logs", cmd, str(f), "--html", str(tmp_path / "nonexistdir" / "x.html")])
+        assert r.code == 2 and "internal error" not in r.err, r.output
+        assert "nonexistdir" in r.err and "does not exist" in r.err
+        r = cli(["logs", cmd, str(f), "--html", str(tmp_path)])
+        assert r.code == 2 and "internal error" not in r.err and "is a directory" in r.err, r.output
+        r = cli(["logs", cmd, str(tmp_path)])
+        assert r.code == 2 and "is a directory" in r.err and "no such file" not in r.err, r.output

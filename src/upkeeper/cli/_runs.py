@@ -75,7 +75,7 @@ def run_jobs(
 ) -> list[RunSummary]:
     """Run ``jobs`` now (at most ``parallel`` at once) and return their summaries in job order."""
     cancel = threading.Event()
-    results: dict[str, RunSummary] = {}
+    results: dict[int, RunSummary] = {}  # by position: a job named twice is two runs, each with its own result
     progress = Progress(
         SpinnerColumn(),
         TextColumn("[bold]{task.fields[job]}[/bold]", justify="left"),
@@ -86,10 +86,10 @@ def run_jobs(
         transient=False,
         disable=not show_progress,
     )
-    ids = {job.name: progress.add_task("waiting", job=job.name, total=None) for job in jobs}
+    ids = [progress.add_task("waiting", job=job.name, total=None) for job in jobs]
 
-    def one(job: Job) -> None:
-        tid = ids[job.name]
+    def one(i: int, job: Job) -> None:
+        tid = ids[i]
         progress.update(tid, description="running")
         t0 = time.monotonic()
 
@@ -110,7 +110,7 @@ def run_jobs(
                                                  on_progress=on_progress, on_retry=on_retry, cancel=cancel,
                                                  details=details)
         result = outcome.result if outcome is not None else None
-        results[job.name] = RunSummary(
+        results[i] = RunSummary(
             run_id=rid, job=job.name, task=job.task_name, status=status,
             summary=result.summary if result else "",
             duration=time.monotonic() - t0,
@@ -123,7 +123,7 @@ def run_jobs(
     pool = ThreadPoolExecutor(max_workers=max(1, min(parallel, len(jobs))), thread_name_prefix="cli-run")
     try:
         with progress:
-            futures = [pool.submit(one, job) for job in jobs]
+            futures = [pool.submit(one, i, job) for i, job in enumerate(jobs)]
             try:
                 while wait(futures, timeout=0.5).not_done:  # wakes as soon as the last one ends
                     pass
@@ -139,7 +139,7 @@ def run_jobs(
     finally:
         pool.shutdown(wait=True)
         runner.executor.shutdown()
-    return [results[j.name] for j in jobs if j.name in results]
+    return [results[i] for i in range(len(jobs)) if i in results]
 
 
 def summary_table(results: list[RunSummary], title: str = "Results") -> Table:

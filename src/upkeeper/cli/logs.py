@@ -7,7 +7,7 @@ incremental reading and findings; these commands are for a look at any file.
 from __future__ import annotations
 
 import shlex
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +30,47 @@ def _units(paths: list[Path], continuation: bytes, workers: int) -> list[Any]:
 
     ranges = []
     for p in paths:
-        if not p.is_file():
-            raise UsageError(f"{p}: no such file", "Try: give the path of a log file")
+        _check_log(p)
         for lf in discover(str(p), rotated=False):
             ranges.append(ReadRange(lf, 0, None if lf.gz else lf.size, final=True))
     return parallel.units_for(ranges, continuation=continuation, workers=workers)
+
+
+def _check_log(p: Path) -> None:
+    """A usage error unless ``p`` is a log file this user can read: missing, a directory, unreadable."""
+    if p.is_dir():
+        raise UsageError(f"{p}: is a directory, not a log file",
+                         f"Try: give the log files in it, e.g. {shlex.quote(str(p).rstrip('/'))}/*.log")
+    if not p.is_file():
+        raise UsageError(f"{p}: no such file" if not p.exists() else f"{p}: not a regular file",
+                         "Try: give the path of a log file")
+    try:
+        with open(p, "rb"):
+            pass
+    except OSError as exc:
+        raise UsageError(f"{p}: cannot read ({exc.strerror or exc})",
+                         "Try: run as a user that can read it (the adm group reads /var/log/nginx)") from None
+
+
+def _check_html(html: Path | None) -> None:
+    """Refuse an --html path that cannot be written before any log is read."""
+    if html is None:
+        return
+    if html.is_dir():
+        raise UsageError(f"--html {html}: is a directory",
+                         f"Try: give a file name, e.g. --html {shlex.quote(str(html).rstrip('/'))}/report.html")
+    parent = html.parent
+    if not parent.is_dir():
+        raise UsageError(f"--html {html}: the directory {parent} does not exist",
+                         f"Try: create it (mkdir -p {shlex.quote(str(parent))}) or write the report elsewhere")
+
+
+def _write_html(html: Path, text: str) -> None:
+    try:
+        html.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"--html {html}: cannot write ({exc.strerror or exc})",
+                         "Try: write the report to a directory you can write to") from None
 
 
 def _warn_read_notes(notes: list[Any]) -> list[str]:
@@ -73,6 +109,7 @@ def nginx_cmd(
         parse_format(log_format)
     except LogFormatError as exc:
         raise UsageError(exc.message, exc.hint) from None
+    _check_html(html)
     notes: list[parallel.ReadNote] = []
     partial, _ = parallel.scan("upkeeper.logs.access", ScanOptions(log_format=log_format),
                                _units(files, b"", workers), workers=workers, notes=notes)
@@ -82,8 +119,8 @@ def nginx_cmd(
     if html is not None:
         from upkeeper.logs.report_html import access_report
 
-        html.write_text(access_report(rep, [], title=f"Access log report — {files[0].name}",
-                                      subtitle=", ".join(map(str, files)), trends={}, objectives={}))
+        _write_html(html, access_report(rep, [], title=f"Access log report — {files[0].name}",
+                                        subtitle=", ".join(map(str, files)), trends={}, objectives={}))
     if as_json:
         print_json(rep)
         return
@@ -130,6 +167,7 @@ def postgres_cmd(
         compile_prefix(prefix)
     except PrefixError as exc:
         raise UsageError(exc.message, exc.hint) from None
+    _check_html(html)
     notes: list[parallel.ReadNote] = []
     partial, _ = parallel.scan("upkeeper.logs.pglog", PgScanOptions(log_line_prefix=prefix),
                                _units(files, b"\t", workers), workers=workers, continuation=b"\t",
@@ -140,8 +178,8 @@ def postgres_cmd(
     if html is not None:
         from upkeeper.logs.report_html import postgres_report
 
-        html.write_text(postgres_report(rep, [], title=f"PostgreSQL log report — {files[0].name}",
-                                        subtitle=", ".join(map(str, files)), trends={}, objectives={}))
+        _write_html(html, postgres_report(rep, [], title=f"PostgreSQL log report — {files[0].name}",
+                                          subtitle=", ".join(map(str, files)), trends={}, objectives={}))
     if as_json:
         print_json(rep)
         return
@@ -169,33 +207,38 @@ def errors_cmd(
     app_logs: list[Path] = typer.Argument(None, help="application logs (JSON lines or text)"),
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
 ) -> None:
-    """nginx error-log classes and application exceptions grouped by type and message."""
+    """nginx error-log classes and application exceptions grouped by type and message (plain or .gz)."""
+    from upkeeper.logs import parallel
     from upkeeper.logs.errorlog import AppLogStats, NginxErrorStats
 
     if nginx_error_log is None and not app_logs:
         raise UsageError("which logs?", "Try: upkeeper logs errors --nginx /var/log/nginx/error.log app.log")
+    for p in ([nginx_error_log] if nginx_error_log is not None else []) + list(app_logs or []):
+        _check_log(p)
+    notes: list[parallel.ReadNote] = []
     out: dict[str, Any] = {}
     if nginx_error_log is not None:
         ng = NginxErrorStats()
-        with open(nginx_error_log, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 22), b""):
-                ng.feed(chunk, str(nginx_error_log))  # error-log lines are short: a cut line is rare and counted
-        out["nginx"] = {"levels": dict(ng.levels), "upstream": ng.upstream,
+        _feed_file(nginx_error_log, ng.feed, notes)
+        out["nginx"] = {"lines": ng.lines, "unparsed": ng.unparsed, "levels": dict(ng.levels),
+                        "upstream": ng.upstream,
                         "classes": [{"level": lv, "class": c, "count": n} for (lv, c), n in ng.classes.most_common(20)]}
     if app_logs:
         app_stats = AppLogStats()
         for p in app_logs:
-            for lines in _whole_lines(Path(p)):  # streamed: an application log can be gigabytes
-                app_stats.feed(lines, str(p))
+            _feed_file(p, app_stats.feed, notes)  # streamed: an application log can be gigabytes
             app_stats.finish()
-        out["app"] = {"levels": dict(app_stats.levels), "exceptions": [
+        out["app"] = {"lines": app_stats.lines, "levels": dict(app_stats.levels), "exceptions": [
             {"type": g.kind, "message": g.message, "count": g.count}
             for g in sorted(app_stats.exceptions.values(), key=lambda g: -g.count)]}
+    out["read_notes"] = _warn_read_notes(notes)
     out = redact_obj(out)  # exception messages can hold DSNs and tokens
     if as_json:
         print_json(out)
         return
     if "nginx" in out:
+        console.print(f"nginx error log: {out['nginx']['lines']:,} lines, {out['nginx']['unparsed']:,} not in "
+                      "nginx's error-log format", markup=False)
         console.print(_table("nginx error log", ["level", "message class", "count"],
                              [[c["level"], c["class"], c["count"]] for c in out["nginx"]["classes"]], (2,)))
     if "app" in out:
@@ -203,22 +246,17 @@ def errors_cmd(
                              [[g["type"], g["message"], g["count"]] for g in out["app"]["exceptions"]], (2,)))
 
 
-def _whole_lines(path: Path, size: int = 1 << 22) -> Iterator[bytes]:
-    """The file in pieces of about ``size`` bytes that each end at a line end (the last may not)."""
-    carry = b""
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(size), b""):
-            cut = chunk.rfind(b"\n") + 1
-            if cut == 0:
-                carry += chunk  # no line end yet (a very long line)
-                if len(carry) > 8 * size:  # a file without line ends: hand it on in pieces, bounded
-                    yield carry
-                    carry = b""
-                continue
-            yield carry + chunk[:cut]
-            carry = chunk[cut:]
-    if carry:
-        yield carry
+def _feed_file(path: Path, feed: Callable[[bytes, str], Any], notes: list[Any]) -> None:
+    """Hand ``feed`` the whole file in buffers of complete lines, as the scheduled tasks read it: a .gz
+    decompressed (as zcat does: damage is noted in ``notes``), a big file streamed."""
+    from upkeeper.logs import parallel
+    from upkeeper.logs.sources import discover
+
+    for lf in discover(str(path), rotated=False):
+        reader = parallel.read_unit(parallel.Unit(lf.path, 0, None if lf.gz else lf.size, lf.gz, True, lf.path),
+                                    notes=notes)
+        for _off, buf in reader:
+            feed(buf, str(path))
 
 
 @logs_app.command("goaccess-format")

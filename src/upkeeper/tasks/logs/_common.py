@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
 import statistics
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -51,25 +52,48 @@ def write_reports(ctx: TaskContext, directory: Path, stem: str, data: dict[str, 
                   keep: int) -> list[dict[str, Any]]:
     """Write ``<stem>-<time>.json`` (and ``.html``), refresh ``latest.*``, prune old ones; return artifacts.
 
+    The name is the run's time to the microsecond, with ``-2``, ``-3`` … when a report of that name is
+    there already (two runs in the same instant, or a fixed clock): a run never overwrites another's
+    report, so each run's recorded artifact keeps its own data.
+
     ``data`` is redacted here (log lines, paths and examples carry tokens and passwords); the tasks
     redact it before they build findings and the HTML, so this is the last line of defence."""
     data = redact_obj(data)
     directory.mkdir(parents=True, exist_ok=True)
-    ts = ctx.now().strftime("%Y%m%dT%H%M%SZ")
-    base = directory / f"{_safe(stem)}-{ts}"
+    suffixes = [".json"] + ([".html"] if html is not None else [])
+    base = _reserve(directory, f"{_safe(stem)}-{ctx.now().strftime('%Y%m%dT%H%M%S.%fZ')}", suffixes)
     artifacts: list[dict[str, Any]] = []
-    jpath = base.with_suffix(".json")
+    jpath = base.with_name(base.name + ".json")
     _atomic_write(jpath, json.dumps(data, indent=1, default=str, ensure_ascii=False) + "\n")
     artifacts.append({"kind": "report", "format": "json", "path": str(jpath)})
     if html is not None:
-        hpath = base.with_suffix(".html")
+        hpath = base.with_name(base.name + ".html")
         _atomic_write(hpath, html)
         artifacts.append({"kind": "report", "format": "html", "path": str(hpath)})
     for a in artifacts:
         latest = directory / f"latest.{a['format']}"
         _atomic_write(latest, Path(a["path"]).read_text(encoding="utf-8"))
-    _prune(directory, stem, keep)
+    _prune(directory, stem, keep, {Path(a["path"]) for a in artifacts})
     return artifacts
+
+
+def _reserve(directory: Path, name: str, suffixes: list[str]) -> Path:
+    """``directory/name`` (or ``name-2`` …) with each of ``suffixes`` created empty and exclusively: a
+    name no other run has, nor will take (O_EXCL) while this one writes its reports."""
+    for n in range(1, 10_000):
+        base = directory / (name if n == 1 else f"{name}-{n}")
+        made: list[Path] = []
+        try:
+            for suffix in suffixes:
+                p = base.with_name(base.name + suffix)
+                os.close(os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+                made.append(p)
+        except FileExistsError:
+            for p in made:
+                p.unlink(missing_ok=True)
+            continue
+        return base
+    raise FileExistsError(f"{directory / name}: 10,000 reports of that name exist")
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -78,12 +102,24 @@ def _atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _prune(directory: Path, stem: str, keep: int) -> None:
+def _prune(directory: Path, stem: str, keep: int, written: set[Path]) -> None:
+    """Keep the ``keep`` newest reports of each format — newest by modification time, as names of runs
+    in the same second or of a clock set back do not sort by age — counting the ones just ``written``,
+    which are never deleted."""
     if keep <= 0:
         return
     for suffix in (".json", ".html"):
-        files = sorted(directory.glob(f"{_safe(stem)}-*{suffix}"))
-        for old in files[:-keep]:
+        olds: list[tuple[int, str, Path]] = []
+        for p in directory.glob(f"{_safe(stem)}-*{suffix}"):
+            if p in written:
+                continue
+            try:
+                olds.append((p.stat().st_mtime_ns, p.name, p))
+            except OSError:
+                continue  # gone meanwhile
+        olds.sort()
+        mine = sum(1 for p in written if p.suffix == suffix)
+        for _mtime, _name, old in olds[: max(0, len(olds) - max(0, keep - mine))]:
             try:
                 old.unlink()
             except OSError:
@@ -96,6 +132,37 @@ def read_findings(task: str, notes: list[ReadNote]) -> list[Finding]:
     return [Finding(f"logs.{task}.damaged_file", Severity.WARNING if n.damaged else Severity.INFO, n.path,
                     n.message, "the log text after the damage is lost: restore the file from a backup if it matters, "
                     "or delete it" if n.damaged else "", data={"damaged": n.damaged}) for n in notes]
+
+
+def plan_findings(task: str, notes: list[str]) -> list[Finding]:
+    """What planning the reads noticed, as findings: a file that cannot be read is a
+    ``logs.<task>.unreadable`` warning (its lines are missing from the analysis, and it is tried again
+    next run); a file that got shorter or was replaced since the last run is a ``logs.<task>.rotation``
+    info finding (it was read from the start)."""
+    out: list[Finding] = []
+    for n in notes:
+        path, sep, _reason = n.partition(": cannot read (")
+        if sep:
+            out.append(Finding(f"logs.{task}.unreadable", Severity.WARNING, path, n,
+                               "its lines are missing from this analysis: let the user upkeeper runs as read it "
+                               "(e.g. the adm group for /var/log), or remove the file"))
+            continue
+        m = re.match(r"(.+?) (?:is shorter than last time|was replaced or truncated)", n)
+        out.append(Finding(f"logs.{task}.rotation", Severity.INFO, m.group(1) if m else n.split(":")[0], n))
+    return out
+
+
+def not_a_log(path: str) -> str:
+    """Why ``path`` gave no log file: it is a directory, something else than a file, or missing."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return f"{path} does not exist"
+    except OSError as exc:  # a parent that is a file, or a directory it may not enter
+        return f"{path} cannot be reached ({exc.strerror or exc})"
+    if stat.S_ISDIR(st.st_mode):
+        return f"{path} is a directory, not a log file"
+    return f"{path} is not a regular file"
 
 
 def trends(ctx: TaskContext, names: list[str], days: int = 180) -> dict[str, list[tuple[str, float]]]:

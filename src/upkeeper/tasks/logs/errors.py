@@ -22,6 +22,8 @@ from upkeeper.tasks.logs._common import (
     HtmlReport,
     KeepReports,
     ReportDir,
+    not_a_log,
+    plan_findings,
     read_findings,
     report_dir,
     trends,
@@ -80,17 +82,20 @@ class ErrorLogs(Task[ErrorLogsOptions]):
         t0 = time.monotonic()
         rep: dict[str, Any] = {"files": []}
         read_notes: list[parallel.ReadNote] = []
+        plan_notes: list[str] = []  # files that cannot be read, truncated or replaced since the last run
 
         ng: NginxErrorStats | None = None
         if error_log:
             files = discover(error_log, rotated=options.rotated, max_files=options.max_files)
             if not files:
                 findings.append(Finding("logs.errors.missing", Severity.WARNING, error_log,
-                                        f"the nginx error log {error_log} does not exist",
-                                        "set the target's error_log or the job's error_log option"))
+                                        f"the nginx error log: {not_a_log(error_log)}",
+                                        "set the target's error_log or the job's error_log option to the file "
+                                        "nginx writes"))
             else:
                 ng = NginxErrorStats()
                 plan = plan_reads(files, cursors.get(error_log), incremental=options.incremental)
+                plan_notes += plan.notes
                 gz = self._read(plan, lambda buf, src: ng.feed(buf, src) if ng else None, read_notes)
                 new_cursors[error_log] = finish_cursors(plan, gz)
                 rep["files"] += [r.file.path for r in plan.ranges]
@@ -99,20 +104,27 @@ class ErrorLogs(Task[ErrorLogsOptions]):
         matched = False
         if patterns:
             app = AppLogStats()
+            unmatched: list[str] = []
             for pat in patterns:
-                for path, files in self._app_files(pat, options):
+                found = self._app_files(pat, options)
+                if not found:
+                    unmatched.append(pat)
+                for path, files in found:
                     matched = True
                     plan = plan_reads(files, cursors.get(path), incremental=options.incremental)
+                    plan_notes += plan.notes
                     gz = self._read(plan, lambda buf, src: app.feed(buf, src) if app else None, read_notes)
                     app.finish()
                     new_cursors[path] = finish_cursors(plan, gz)
                     rep["files"] += [r.file.path for r in plan.ranges]
-            if not matched and options.app_logs:
-                findings.append(Finding("logs.errors.missing", Severity.WARNING, ", ".join(patterns),
-                                        "no application log matches " + ", ".join(patterns),
-                                        "set app_logs to the files your application writes"))
+            # each pattern that finds nothing is named: one of several that does not match is a log
+            # that is not read (the app target's default patterns may well find nothing)
+            if options.app_logs:
+                for pat in unmatched:
+                    findings.append(Finding("logs.errors.missing", Severity.WARNING, pat, self._no_match(pat),
+                                            "set app_logs to the files your application writes"))
         seconds = time.monotonic() - t0
-        findings += read_findings("errors", read_notes)
+        findings += plan_findings("errors", plan_notes) + read_findings("errors", read_notes)
         saved = ctx.state.get(GROUPS_KEY)
         # "never read an application log" (no state: record a baseline) is not "read it, no exceptions"
         # (an empty dict: whatever appears next is new)
@@ -172,6 +184,18 @@ class ErrorLogs(Task[ErrorLogsOptions]):
             if r.file.gz:
                 gz[r.file.path] = r.start + n
         return gz
+
+    @staticmethod
+    def _no_match(pattern: str) -> str:
+        if any(c in pattern for c in "*?["):
+            return f"no application log matches {pattern}"
+        if Path(pattern).is_file():  # x.log.1, x.log.2.gz: _app_files leaves rotated files to their live log
+            return (f"application log {pattern} looks like a rotated file: it is read with its live log, "
+                    "not on its own (give the live log's path)")
+        reason = not_a_log(pattern)
+        if reason.endswith("is a directory, not a log file"):
+            reason += f" (for the logs in it: {pattern.rstrip('/')}/*.log)"
+        return f"application log: {reason}"
 
     @staticmethod
     def _app_files(pattern: str, options: ErrorLogsOptions) -> list[tuple[str, list[LogFile]]]:

@@ -24,6 +24,8 @@ from upkeeper.tasks.logs._common import (
     KeepReports,
     ReportDir,
     baseline,
+    not_a_log,
+    plan_findings,
     read_findings,
     report_dir,
     trends,
@@ -136,7 +138,7 @@ class NginxLogs(Task[NginxLogsOptions]):
         files = discover(path, rotated=options.rotated, max_files=options.max_files)
         if not files:
             return Result(status=Status.FAIL, summary=f"no access log at {path}", findings=[Finding(
-                "logs.nginx.missing", Severity.CRITICAL, path, f"the access log {path} does not exist or is not a file",
+                "logs.nginx.missing", Severity.CRITICAL, path, f"the access log: {not_a_log(path)}",
                 "set the target's access_log (or the job's access_log option) to the file nginx writes")])
         cursors = ctx.state.get(CURSORS_KEY, []) if options.incremental else []
         plan = plan_reads(files, cursors, incremental=options.incremental)
@@ -230,9 +232,7 @@ class NginxLogs(Task[NginxLogsOptions]):
 
     def _findings(self, ctx: TaskContext, o: NginxLogsOptions, rep: dict[str, Any], notes: list[str],
                   subject: str) -> list[Finding]:
-        out: list[Finding] = []
-        for n in notes:
-            out.append(Finding("logs.nginx.rotation", Severity.INFO, n.split(":")[0], n))
+        out = plan_findings("nginx", notes)
         if not rep["lines"]:
             return out
         checks = (self._unparsed, self._failed, self._latency, self._security, self._spike)

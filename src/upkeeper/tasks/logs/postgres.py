@@ -29,6 +29,8 @@ from upkeeper.tasks.logs._common import (
     HtmlReport,
     KeepReports,
     ReportDir,
+    not_a_log,
+    plan_findings,
     read_findings,
     report_dir,
     trends,
@@ -120,8 +122,10 @@ class PostgresLogs(Task[PostgresLogsOptions]):
             path = str(Path(server["datadir"]) / path)
         files = self._files(path, options)
         if not files:
+            why = (f"no server log matches {path}" if any(c in path for c in "*?[")
+                   else f"the server log: {not_a_log(path)}")
             return Result(status=Status.FAIL, summary=f"no PostgreSQL log at {path}", findings=[Finding(
-                "logs.postgres.missing", Severity.CRITICAL, path, f"the server log {path} does not exist",
+                "logs.postgres.missing", Severity.CRITICAL, path, why,
                 "set log_file to the file (or glob) the server writes; a non-root reader needs log_file_mode=0640")])
         cursors = ctx.state.get(CURSORS_KEY, []) if options.incremental else []
         plan = plan_reads(files, cursors, incremental=options.incremental)
@@ -145,7 +149,8 @@ class PostgresLogs(Task[PostgresLogsOptions]):
         rep["log_line_prefix"] = prefix
         rep["files"] = [{"path": r.file.path, "from": r.start, "to": r.end} for r in plan.ranges]
         rep["scan_seconds"] = round(seconds, 3)
-        findings = read_findings("postgres", read_notes) + self._findings(options, rep, server, path)
+        findings = (plan_findings("postgres", plan.notes) + read_findings("postgres", read_notes)
+                    + self._findings(options, rep, server, path))
         metrics = self._metrics(rep, seconds)
         rep["findings"] = [f.to_dict() for f in findings]
         rep["metrics"] = metrics

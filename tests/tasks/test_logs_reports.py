@@ -1,0 +1,46 @@
+"""write_reports: every run's report has its own file, and pruning never deletes the one just written."""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+
+from upkeeper.core.task import TaskContext
+from upkeeper.tasks.logs._common import write_reports
+
+NOW = datetime(2030, 1, 1, 12, 0, 0, tzinfo=UTC)
+
+
+def ctx() -> TaskContext:
+    return TaskContext(job="j", task="logs.nginx", clock=lambda: NOW)  # a fixed clock: the same second
+
+
+def test_two_runs_in_the_same_second_keep_their_own_reports(tmp_path: Path) -> None:
+    """Both runs wrote access-<second>.json: run 2 overwrote run 1's report, whose artifact then held run 2's data."""
+    first = write_reports(ctx(), tmp_path, "access", {"run": 1}, "<p>1</p>", keep=0)
+    second = write_reports(ctx(), tmp_path, "access", {"run": 2}, "<p>2</p>", keep=0)
+    paths = [a["path"] for a in first + second]
+    assert len(set(paths)) == 4
+    for arts, n in ((first, 1), (second, 2)):
+        by = {a["format"]: Path(a["path"]) for a in arts}
+        assert json.loads(by["json"].read_text()) == {"run": n}
+        assert by["html"].read_text() == f"<p>{n}</p>"
+    assert json.loads((tmp_path / "latest.json").read_text()) == {"run": 2}
+
+
+def test_pruning_keeps_the_report_just_written(tmp_path: Path) -> None:
+    """keep_reports: 1 sorted the names: the second same-second report (or any report whose name sorts
+    before an older one's, e.g. after the clock was set back) was deleted right after it was written."""
+    write_reports(ctx(), tmp_path, "access", {"run": 1}, "<p>1</p>", keep=1)
+    second = write_reports(ctx(), tmp_path, "access", {"run": 2}, "<p>2</p>", keep=1)
+    assert all(Path(a["path"]).exists() for a in second)
+    assert sorted(p.name for p in tmp_path.glob("access-*")) == sorted(Path(a["path"]).name for a in second)
+    # an older report whose name sorts after this run's (written when the clock was ahead)
+    ahead = tmp_path / "access-20310101T000000Z.json"
+    ahead.write_text("{}")
+    os.utime(ahead, (1, 1))
+    third = write_reports(ctx(), tmp_path, "access", {"run": 3}, None, keep=1)
+    assert Path(third[0]["path"]).exists() and not ahead.exists()
+    assert [p.name for p in tmp_path.glob("access-*.json")] == [Path(third[0]["path"]).name]
