@@ -131,3 +131,23 @@ def test_truncated_rotated_app_log_is_read_up_to_the_damage(cli: Any, make_confi
     assert 1000 < first["metrics"]["exceptions"] < 3001
     second = run(cli, cfg, "app-errors")
     assert second["metrics"]["exceptions"] == 0 and second["findings"] == []
+
+
+def test_upstream_finding_names_only_upstream_failures(cli: Any, make_config: Any, tmp_path: Path) -> None:
+    """The upstream warning lists the failures it counts: not nginx's [warn] about buffering a large
+    upstream response to a temporary file, which mentions 'upstream' but is no error."""
+    log = tmp_path / "error.log"
+    buffered = ('2024/03/01 10:00:0{i} [warn] 7#7: *{i} an upstream response is buffered to a temporary file '
+                '/var/cache/nginx/proxy_temp/1/00/000000000{i} while reading upstream, client: 192.0.2.{i}, '
+                'server: shop, request: "GET /big HTTP/1.1", upstream: "http://127.0.0.1:8000/big", host: "shop"\n')
+    timeout = ('2024/03/01 10:00:09 [error] 7#7: *9 upstream timed out (110: Connection timed out) while reading '
+               'response header from upstream, client: 192.0.2.9, server: shop, request: "GET / HTTP/1.1", '
+               'upstream: "http://127.0.0.1:8000/", host: "shop"\n')
+    log.write_text("".join(buffered.format(i=i) for i in range(5)) + timeout)
+    cfg = make_config({"targets": {"web": {"kind": "nginx", "error_log": str(log)}},
+                       "jobs": {"errors": {"task": "logs.errors", "target": "web",
+                                           "options": {"report_dir": str(tmp_path / "r"), "incremental": False}}}})
+    r = run(cli, cfg, "errors")
+    [finding] = [f for f in r["findings"] if f["check"] == "logs.errors.nginx_upstream"]
+    assert finding["message"].startswith("1 upstream error(s): upstream timed out"), finding["message"]
+    assert "buffered" not in finding["message"]

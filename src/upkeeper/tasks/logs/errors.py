@@ -13,7 +13,7 @@ from pydantic import Field
 from upkeeper.config.targets import AppTarget, NginxTarget
 from upkeeper.core.task import Finding, Result, Severity, Task, TaskContext, TaskOptions, task
 from upkeeper.logs import parallel
-from upkeeper.logs.errorlog import AppLogStats, NginxErrorStats
+from upkeeper.logs.errorlog import AppLogStats, NginxErrorStats, is_upstream_failure
 from upkeeper.logs.report_html import errors_report
 from upkeeper.logs.sources import LogFile, ReadPlan, discover, finish_cursors, plan_reads
 from upkeeper.redact import redact, redact_obj
@@ -235,7 +235,7 @@ class ErrorLogs(Task[ErrorLogsOptions]):
                                "nginx reports a serious problem (out of files, disk, memory, or a crash)",
                                value=sum(severe.values())))
         if r["upstream"]:
-            up = [c for c in r["classes"] if "upstream" in c["class"]][:3]
+            up = [c for c in r["classes"] if is_upstream_failure(c["level"], c["class"])][:3]
             out.append(Finding("logs.errors.nginx_upstream", Severity.WARNING, path,
                                f"{r['upstream']} upstream error(s): " + "; ".join(f"{c['class']} ({c['count']})" for c in up),
                                "the application behind nginx timed out, refused or crashed: check it and its logs",
