@@ -190,3 +190,50 @@ def test_restore_refuses_a_set_whose_manifest_changed(cli: Any, make_config: Any
     mpath.write_bytes(original)
     assert cli(["--config", cfg, "backups", "restore", bid, "--to", dest]).code == 0
     assert (dest / str(app_tree).lstrip("/") / "app.js").exists()
+
+
+def _two_jobs(make_config: Any, tmp_path: Path, root: Path, a: dict[str, Any], b: dict[str, Any]) -> Path:
+    return make_config({
+        "targets": {"web": {"kind": "app", "root": str(root)}},
+        "storages": {"local1": {"kind": "local", "path": str(tmp_path / "store"), "fsync": False}},
+        "backup": {"encryption": "none"},
+        "jobs": {"code-backup": {"task": "files.backup", "target": "web", "options": a},
+                 "uploads-backup": {"task": "files.backup", "target": "web", "options": b}},
+    })
+
+
+def test_two_files_jobs_sharing_a_set_name_are_refused(cli: Any, make_config: Any, tmp_path: Path,
+                                                       app_tree: Path) -> None:
+    """Two jobs on one target with different paths and no distinct 'set' write one series ('files'): each
+    run's retention would delete the other job's backups.  'config check' refuses it, naming both jobs."""
+    cfg = _two_jobs(make_config, tmp_path, app_tree, {"paths": ["app.js"]}, {"paths": ["public"]})
+    r = cli(["--config", cfg, "config", "check"])
+    assert r.code == 2, r.output
+    assert "jobs -> uploads-backup -> options -> set" in r.err
+    assert "code-backup" in r.err and "distinct 'set'" in r.err
+    # a preset's set name counts too
+    cfg = _two_jobs(make_config, tmp_path, app_tree, {"preset": "nginx"}, {"paths": ["public"], "set": "nginx"})
+    assert cli(["--config", cfg, "config", "check"]).code == 2
+    # distinct sets, or the same options on two schedules, are fine
+    cfg = _two_jobs(make_config, tmp_path, app_tree, {"paths": ["app.js"]}, {"paths": ["public"], "set": "up"})
+    assert cli(["--config", cfg, "config", "check"]).code == 0
+    cfg = _two_jobs(make_config, tmp_path, app_tree, {"paths": ["public"]}, {"paths": ["public"]})
+    assert cli(["--config", cfg, "config", "check"]).code == 0
+
+
+def test_files_backup_run_refuses_a_shared_set(make_config: Any, tmp_path: Path, app_tree: Path) -> None:
+    """The run-time guard, for a config that did not go through the load-time check."""
+    from upkeeper.config.loader import load_config
+    from upkeeper.config.models import AppTarget
+    from upkeeper.core.task import TaskContext
+    from upkeeper.errors import TaskError
+    from upkeeper.tasks.backup.files import FilesBackup, FilesBackupOptions
+
+    cfg = _two_jobs(make_config, tmp_path, app_tree, {"paths": ["app.js"]}, {"paths": ["public"]})
+    config = load_config(cfg)
+    ctx = TaskContext(job="code-backup", task="files.backup", target_name="web",
+                      target=AppTarget(kind="app", root=str(app_tree)), config=config)
+    with pytest.raises(TaskError, match="uploads-backup"):
+        FilesBackup().run(ctx, FilesBackupOptions(paths=["app.js"]))
+    assert not (tmp_path / "store").exists() or not list((tmp_path / "store").rglob("manifest.json"))
+
