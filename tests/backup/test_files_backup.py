@@ -237,3 +237,20 @@ def test_files_backup_run_refuses_a_shared_set(make_config: Any, tmp_path: Path,
         FilesBackup().run(ctx, FilesBackupOptions(paths=["app.js"]))
     assert not (tmp_path / "store").exists() or not list((tmp_path / "store").rglob("manifest.json"))
 
+
+def test_prune_finds_the_retention_of_a_host_files_job(make_config: Any, tmp_path: Path) -> None:
+    """A job without a target writes under 'host'; 'backups prune' must map that series to the job's own
+    retention, not fall back to backup.retention."""
+    from upkeeper.cli.backups import policy_for
+    from upkeeper.config.loader import load_config
+    from upkeeper.core.jobs import build_setup
+
+    cfg = make_config({
+        "storages": {"local1": {"kind": "local", "path": str(tmp_path / "store"), "fsync": False}},
+        "backup": {"encryption": "none"},
+        "jobs": {"etc-backup": {"task": "files.backup", "options": {"paths": [str(tmp_path)],
+                                                                     "retention": {"keep_last": 3}}}},
+    })
+    setup = build_setup(load_config(cfg))
+    policy, source = policy_for(setup, "host", "files", "files")
+    assert source == "job etc-backup" and policy.keep_last == 3
