@@ -85,3 +85,56 @@ def test_restore_over_an_existing_file_keeps_it_when_the_object_is_corrupt(
     assert r.code != 0 and "SHA-256" in r.output, r.output
     assert live.read_bytes() == b"REDIS0011 the server's current snapshot"
     assert sorted(p.name for p in live.parent.iterdir()) == ["dump.rdb"]  # no partial file left beside it
+
+
+def _run_direct(cfg: Path, method: str) -> Any:
+    """The task in this process (so the test can point it at another RDB file)."""
+    from upkeeper.config.loader import load_config
+    from upkeeper.core.task import TaskContext
+    from upkeeper.tasks.backup.redis import RedisBackup, RedisBackupOptions
+
+    config = load_config(cfg)
+    ctx = TaskContext(job="cache-backup", task="redis.backup", target_name="cache",
+                      target=config.targets["cache"], config=config)
+    return RedisBackup().run(ctx, RedisBackupOptions(method=method))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("fresh_mtime", [False, True])
+def test_bgsave_refuses_an_rdb_file_that_is_not_this_servers_save(
+        make_config: Any, tmp_path: Path, redis_clean: RedisServer, age_key: AgeKey,
+        monkeypatch: pytest.MonkeyPatch, fresh_mtime: bool) -> None:
+    """CONFIG GET dir/dbfilename names a file on this host that is another server's (a container's port on
+    127.0.0.1) or stale: auto falls back to the network download, bgsave fails; neither stores that file.
+    With fresh_mtime the other file even looks just written: its key count (1 against 1000) gives it away."""
+    import os
+    import time
+
+    from upkeeper.tasks.backup.redis import RedisBackup
+
+    other = RedisServer(tmp_path / "other")
+    other.base.mkdir(parents=True)
+    other.start()
+    try:
+        other.client().set("not-mine", "1")
+        other.client().save()
+    finally:
+        other.stop()
+    stale = other.base / "dump.rdb"
+    when = time.time() + 30 if fresh_mtime else time.time() - 3600
+    os.utime(stale, (when, when))
+    monkeypatch.setattr(RedisBackup, "_local_rdb", staticmethod(lambda client, target: stale))
+    c = redis_clean.client()
+    for i in range(1000):
+        c.set(f"k:{i}", "v")
+    cfg = _config(make_config, tmp_path, redis_clean, age_key, "auto")
+
+    res = _run_direct(cfg, "bgsave")
+    assert res.final_status.value == "fail", res
+    assert "not this server's fresh BGSAVE" in json.dumps(res.to_dict())
+    assert not list((tmp_path / "store").rglob("manifest.json"))
+
+    res = _run_direct(cfg, "auto")
+    assert res.final_status.value == "ok", res.to_dict()
+    [mpath] = list((tmp_path / "store").rglob("manifest.json"))
+    m = json.loads(mpath.read_text())
+    assert m["redis"]["method"] == "network" and m["redis"]["rdb_size"] > stale.stat().st_size
