@@ -138,3 +138,54 @@ def test_bgsave_refuses_an_rdb_file_that_is_not_this_servers_save(
     [mpath] = list((tmp_path / "store").rglob("manifest.json"))
     m = json.loads(mpath.read_text())
     assert m["redis"]["method"] == "network" and m["redis"]["rdb_size"] > stale.stat().st_size
+
+
+def test_bgsave_waits_out_a_replication_sync_and_saves_again(make_config: Any, tmp_path: Path,
+                                                              redis_clean: RedisServer, age_key: AgeKey) -> None:
+    """BGSAVE during a diskless replication sync (a save to a socket, which never raises rdb_saves) is
+    answered 'already in progress': the task waits for that save to end and issues BGSAVE again, instead of
+    waiting the whole bgsave_timeout for a save that will never be counted."""
+    import socket
+    import threading
+    import time
+
+    c = redis_clean.client()
+    for i in range(200):
+        c.set(f"k:{i}", "v")
+    old = {k: c.config_get(k)[k] for k in ("repl-diskless-sync", "repl-diskless-sync-delay", "rdb-key-save-delay")}
+    sock = socket.create_connection(("127.0.0.1", redis_clean.port))
+    try:
+        c.config_set("repl-diskless-sync", "yes")
+        c.config_set("repl-diskless-sync-delay", "0")
+        c.config_set("rdb-key-save-delay", "10000")  # 200 keys x 10 ms: the sync's child runs ~2 s
+        sock.sendall(b"SYNC\r\n")  # a replica's full sync, diskless: the RDB goes to this socket
+        deadline = time.monotonic() + 10
+        while not c.info("persistence")["rdb_bgsave_in_progress"]:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        c.config_set("rdb-key-save-delay", "0")  # our own BGSAVE (a new child) is quick
+        threading.Timer(2.5, sock.close).start()  # the replica goes away if the sync were still running
+        cfg = make_config({
+            "targets": {"cache": redis_clean.target()},
+            "storages": {"local1": {"kind": "local", "path": str(tmp_path / "store"), "fsync": False}},
+            "backup": {"encryption": {"recipients": [age_key.recipient], "identity_file": str(age_key.identity)}},
+            "jobs": {"cache-backup": {"task": "redis.backup", "target": "cache",
+                                      "options": {"method": "bgsave", "bgsave_timeout": 8}}},
+        })
+        from upkeeper.config.loader import load_config
+        from upkeeper.core.task import TaskContext
+        from upkeeper.tasks.backup.redis import RedisBackup, RedisBackupOptions
+
+        config = load_config(cfg)
+        ctx = TaskContext(job="cache-backup", task="redis.backup", target_name="cache",
+                          target=config.targets["cache"], config=config)
+        t0 = time.monotonic()
+        res = RedisBackup().run(ctx, RedisBackupOptions(method="bgsave", bgsave_timeout=8))
+        assert res.final_status.value == "ok", res.to_dict()
+        assert time.monotonic() - t0 < 7
+        [mpath] = list((tmp_path / "store").rglob("manifest.json"))
+        assert json.loads(mpath.read_text())["redis"]["method"] == "bgsave"
+    finally:
+        sock.close()
+        for k, v in old.items():
+            c.config_set(k, v)

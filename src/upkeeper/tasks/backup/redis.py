@@ -49,7 +49,8 @@ class RedisBackupOptions(TaskOptions):
         "auto", description="'network': download a fresh RDB over the replication protocol (redis-cli --rdb); "
         "'bgsave': BGSAVE and copy the RDB file (server on this host); 'auto': bgsave when the RDB file is "
         "readable here, else network. Source: upkeeper default")
-    bgsave_timeout: float = Field(600, gt=0, description="seconds to wait for BGSAVE to finish. "
+    bgsave_timeout: float = Field(600, gt=0, description="seconds to wait for BGSAVE to finish, including a save "
+            "already running (a replica's sync) that must end first. "
             "Source: upkeeper default")
     storages: list[str] | None = Field(None, description="storages to write to (default: backup.storages). "
             "Source: upkeeper (not set by default)")
@@ -221,16 +222,31 @@ class RedisBackup(Task[RedisBackupOptions]):
 
     @staticmethod
     def _bgsave(client: Any, timeout: float) -> float:
-        """BGSAVE and wait for it; the wall-clock time just before it started."""
-        start = time.time()
-        before_saves = client.info("persistence").get("rdb_saves")
-        before = client.lastsave()
-        try:
-            client.bgsave()
-        except Exception as exc:
-            if "in progress" not in str(exc):
-                raise BackupError(f"BGSAVE failed: {exc}") from None
+        """BGSAVE and wait for it; the wall-clock time just before it started.
+
+        Another save in progress — a diskless replication sync or ``redis-cli --rdb`` (saves to a socket,
+        which never raise ``rdb_saves``), another BGSAVE, an AOF rewrite — is waited for (within
+        ``timeout``), then BGSAVE is issued again: only a save this run started is waited for and copied."""
         deadline = time.monotonic() + timeout
+        while True:
+            start = time.time()
+            before_saves = client.info("persistence").get("rdb_saves")
+            before = client.lastsave()
+            try:
+                client.bgsave()
+                break
+            except Exception as exc:
+                if "in progress" not in str(exc) and "child process is active" not in str(exc):
+                    raise BackupError(f"BGSAVE failed: {exc}") from None
+            while True:
+                p = client.info("persistence")
+                if not p.get("rdb_bgsave_in_progress") and not p.get("aof_rewrite_in_progress"):
+                    break
+                if time.monotonic() >= deadline:
+                    raise BackupError(f"another save (a replica's sync, redis-cli --rdb, BGSAVE or an AOF "
+                                      f"rewrite) was still running after {timeout:g}s; BGSAVE not started",
+                                      "Try: a larger bgsave_timeout, or method: network")
+                time.sleep(0.05)
         while time.monotonic() < deadline:
             p = client.info("persistence")
             done = (p.get("rdb_saves", 0) > before_saves) if before_saves is not None else \
