@@ -85,3 +85,107 @@ def test_restore_over_an_existing_file_keeps_it_when_the_object_is_corrupt(
     assert r.code != 0 and "SHA-256" in r.output, r.output
     assert live.read_bytes() == b"REDIS0011 the server's current snapshot"
     assert sorted(p.name for p in live.parent.iterdir()) == ["dump.rdb"]  # no partial file left beside it
+
+
+def _run_direct(cfg: Path, method: str) -> Any:
+    """The task in this process (so the test can point it at another RDB file)."""
+    from upkeeper.config.loader import load_config
+    from upkeeper.core.task import TaskContext
+    from upkeeper.tasks.backup.redis import RedisBackup, RedisBackupOptions
+
+    config = load_config(cfg)
+    ctx = TaskContext(job="cache-backup", task="redis.backup", target_name="cache",
+                      target=config.targets["cache"], config=config)
+    return RedisBackup().run(ctx, RedisBackupOptions(method=method))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("fresh_mtime", [False, True])
+def test_bgsave_refuses_an_rdb_file_that_is_not_this_servers_save(
+        make_config: Any, tmp_path: Path, redis_clean: RedisServer, age_key: AgeKey,
+        monkeypatch: pytest.MonkeyPatch, fresh_mtime: bool) -> None:
+    """CONFIG GET dir/dbfilename names a file on this host that is another server's (a container's port on
+    127.0.0.1) or stale: auto falls back to the network download, bgsave fails; neither stores that file.
+    With fresh_mtime the other file even looks just written: its key count (1 against 1000) gives it away."""
+    import os
+    import time
+
+    from upkeeper.tasks.backup.redis import RedisBackup
+
+    other = RedisServer(tmp_path / "other")
+    other.base.mkdir(parents=True)
+    other.start()
+    try:
+        other.client().set("not-mine", "1")
+        other.client().save()
+    finally:
+        other.stop()
+    stale = other.base / "dump.rdb"
+    when = time.time() + 30 if fresh_mtime else time.time() - 3600
+    os.utime(stale, (when, when))
+    monkeypatch.setattr(RedisBackup, "_local_rdb", staticmethod(lambda client, target: stale))
+    c = redis_clean.client()
+    for i in range(1000):
+        c.set(f"k:{i}", "v")
+    cfg = _config(make_config, tmp_path, redis_clean, age_key, "auto")
+
+    res = _run_direct(cfg, "bgsave")
+    assert res.final_status.value == "fail", res
+    assert "not this server's fresh BGSAVE" in json.dumps(res.to_dict())
+    assert not list((tmp_path / "store").rglob("manifest.json"))
+
+    res = _run_direct(cfg, "auto")
+    assert res.final_status.value == "ok", res.to_dict()
+    [mpath] = list((tmp_path / "store").rglob("manifest.json"))
+    m = json.loads(mpath.read_text())
+    assert m["redis"]["method"] == "network" and m["redis"]["rdb_size"] > stale.stat().st_size
+
+
+def test_bgsave_waits_out_a_replication_sync_and_saves_again(make_config: Any, tmp_path: Path,
+                                                              redis_clean: RedisServer, age_key: AgeKey) -> None:
+    """BGSAVE during a diskless replication sync (a save to a socket, which never raises rdb_saves) is
+    answered 'already in progress': the task waits for that save to end and issues BGSAVE again, instead of
+    waiting the whole bgsave_timeout for a save that will never be counted."""
+    import socket
+    import threading
+    import time
+
+    c = redis_clean.client()
+    for i in range(200):
+        c.set(f"k:{i}", "v")
+    old = {k: c.config_get(k)[k] for k in ("repl-diskless-sync", "repl-diskless-sync-delay", "rdb-key-save-delay")}
+    sock = socket.create_connection(("127.0.0.1", redis_clean.port))
+    try:
+        c.config_set("repl-diskless-sync", "yes")
+        c.config_set("repl-diskless-sync-delay", "0")
+        c.config_set("rdb-key-save-delay", "10000")  # 200 keys x 10 ms: the sync's child runs ~2 s
+        sock.sendall(b"SYNC\r\n")  # a replica's full sync, diskless: the RDB goes to this socket
+        deadline = time.monotonic() + 10
+        while not c.info("persistence")["rdb_bgsave_in_progress"]:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        c.config_set("rdb-key-save-delay", "0")  # our own BGSAVE (a new child) is quick
+        threading.Timer(2.5, sock.close).start()  # the replica goes away if the sync were still running
+        cfg = make_config({
+            "targets": {"cache": redis_clean.target()},
+            "storages": {"local1": {"kind": "local", "path": str(tmp_path / "store"), "fsync": False}},
+            "backup": {"encryption": {"recipients": [age_key.recipient], "identity_file": str(age_key.identity)}},
+            "jobs": {"cache-backup": {"task": "redis.backup", "target": "cache",
+                                      "options": {"method": "bgsave", "bgsave_timeout": 8}}},
+        })
+        from upkeeper.config.loader import load_config
+        from upkeeper.core.task import TaskContext
+        from upkeeper.tasks.backup.redis import RedisBackup, RedisBackupOptions
+
+        config = load_config(cfg)
+        ctx = TaskContext(job="cache-backup", task="redis.backup", target_name="cache",
+                          target=config.targets["cache"], config=config)
+        t0 = time.monotonic()
+        res = RedisBackup().run(ctx, RedisBackupOptions(method="bgsave", bgsave_timeout=8))
+        assert res.final_status.value == "ok", res.to_dict()
+        assert time.monotonic() - t0 < 7
+        [mpath] = list((tmp_path / "store").rglob("manifest.json"))
+        assert json.loads(mpath.read_text())["redis"]["method"] == "bgsave"
+    finally:
+        sock.close()
+        for k, v in old.items():
+            c.config_set(k, v)

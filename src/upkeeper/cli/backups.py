@@ -526,7 +526,7 @@ def policy_for(setup: Setup, target: str, database: str, kind: str) -> tuple[Ret
     task = KIND_TASK.get(kind)
     catch_all: tuple[RetentionPolicy, str] | None = None
     for job in setup.jobs.values():
-        if job.task_name != task or job.target_name != target:
+        if job.task_name != task or (job.target_name or "host") != target:
             continue
         opts = job.options
         pol = getattr(opts, "retention", None)

@@ -212,10 +212,34 @@ def build_setup(config: Config) -> Setup:
             window=jc.window,
             missed_grace=jc.missed_grace,
         )
+    problems.extend(_shared_series(jobs, lines))
     problems.extend(check_references(config, lines))
     if problems:
         raise ConfigError.from_problems(problems)
     return Setup(config=config, jobs=jobs)
+
+
+def _shared_series(jobs: dict[str, Job], lines: Any) -> list[ConfigProblem]:
+    """Jobs of one backup task on one target writing the same series with different options (paths, retention
+    …): retention runs per series, so each job would delete the other's backups.  Identical options (one set
+    on two schedules) are fine."""
+    first: dict[tuple[str, str, str], Job] = {}
+    problems: list[ConfigProblem] = []
+    for job in jobs.values():
+        key = job.task_cls.series_key(job.options)
+        if key is None:
+            continue
+        option, series = key
+        target = job.target_name or "host"
+        other = first.setdefault((job.task_name, target, series), job)
+        if other is job or other.options == job.options:
+            continue
+        problems.append(lines.problem(
+            ("jobs", job.name, "options", option),
+            f"jobs {other.name!r} and {job.name!r} ({job.task_name} on target {target!r}) both write the backup "
+            f"set {series!r} with different options; each run's retention would delete the other job's backups",
+            f"Try: give each job a distinct '{option}' (e.g. {option}: {job.name})"))
+    return problems
 
 
 def _suggest_targets(config: Config, kinds: tuple[str, ...]) -> str:

@@ -262,6 +262,13 @@ class Task(Generic[O_contra]):
     #: default timeout when neither job nor defaults set one (seconds)
     default_timeout: ClassVar[float | None] = None
 
+    @classmethod
+    def series_key(cls, options: Any) -> tuple[str, str] | None:
+        """``(option, name)`` of the stored backup series a job with these options writes on its target, or
+        None.  Two jobs of one task on one target with the same name but different options are a config
+        error: each run's retention would delete the other job's backups."""
+        return None
+
     def run(self, ctx: TaskContext, options: O_contra) -> Result:  # pragma: no cover - abstract
         raise NotImplementedError
 

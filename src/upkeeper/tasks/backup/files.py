@@ -75,9 +75,14 @@ class FilesBackup(Task[FilesBackupOptions]):
     category = "backup"
     exclusive = True
 
+    @classmethod
+    def series_key(cls, options: Any) -> tuple[str, str] | None:
+        return ("set", safe_component(options.set_name)) if isinstance(options, FilesBackupOptions) else None
+
     def run(self, ctx: TaskContext, options: FilesBackupOptions) -> Result:
         target = ctx.require_target()
         target_name = ctx.target_name or "host"
+        self._check_series(ctx, target_name, options)
         root = Path(target.root) if isinstance(target, AppTarget) else None
         t0 = time.monotonic()
         findings: list[Finding] = []
@@ -138,6 +143,24 @@ class FilesBackup(Task[FilesBackupOptions]):
         finally:
             env.close()
         return out.result(time.monotonic() - t0)
+
+    def _check_series(self, ctx: TaskContext, target_name: str, options: FilesBackupOptions) -> None:
+        """Run-time guard (config load rejects this too): another files.backup job on this target writing
+        the same set with other options would have its backups deleted by this run's retention."""
+        if ctx.config is None:
+            return
+        mine = safe_component(options.set_name)
+        for name, jc in ctx.config.jobs.items():
+            if name == ctx.job or jc.task != self.name or (jc.target or "host") != target_name:
+                continue
+            try:
+                theirs = FilesBackupOptions.model_validate(jc.options)
+            except ValueError:
+                continue
+            if safe_component(theirs.set_name) == mine and theirs != options:
+                raise TaskError(f"job {name!r} also writes set {mine!r} on target {target_name!r} with other "
+                                "options; this run's retention would delete its backups",
+                                f"Try: give each job a distinct 'set' (e.g. set: {ctx.job})", permanent=True)
 
     @staticmethod
     def _resolve(items: list[str], root: Path | None, required: bool, findings: list[Finding], field: str

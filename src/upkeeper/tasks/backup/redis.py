@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
 
 from pydantic import Field
 
@@ -25,6 +26,22 @@ from upkeeper.tasks.backup._common import Outcome, apply_retention, env_for, obj
 
 SET_NAME = "rdb"
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+#: seconds a fresh RDB file's mtime (and rdb_last_save_time, whole seconds) may seem older than the BGSAVE start
+CLOCK_SLACK = 2.0
+
+
+class NotThisSave(Exception):
+    """The RDB file at dir/dbfilename cannot be shown to be this server's BGSAVE just made."""
+
+
+def _key_total(keyspace: dict[str, Any]) -> int:
+    return sum(int(v.get("keys", 0)) for db, v in keyspace.items() if db.startswith("db") and isinstance(v, dict))
+
+
+def _close(in_file: int, on_server: int) -> bool:
+    """Key counts of the RDB and of the server agree, allowing for keys written or expired meanwhile: a
+    gross mismatch (1 against 1000) means the file is another server's."""
+    return abs(in_file - on_server) <= max(10, max(in_file, on_server) // 4)
 
 
 class RedisBackupOptions(TaskOptions):
@@ -32,7 +49,8 @@ class RedisBackupOptions(TaskOptions):
         "auto", description="'network': download a fresh RDB over the replication protocol (redis-cli --rdb); "
         "'bgsave': BGSAVE and copy the RDB file (server on this host); 'auto': bgsave when the RDB file is "
         "readable here, else network. Source: upkeeper default")
-    bgsave_timeout: float = Field(600, gt=0, description="seconds to wait for BGSAVE to finish. "
+    bgsave_timeout: float = Field(600, gt=0, description="seconds to wait for BGSAVE to finish, including a save "
+            "already running (a replica's sync) that must end first. "
             "Source: upkeeper default")
     storages: list[str] | None = Field(None, description="storages to write to (default: backup.storages). "
             "Source: upkeeper (not set by default)")
@@ -106,14 +124,25 @@ class RedisBackup(Task[RedisBackupOptions]):
             writer = SetWriter(env, "redis", ctx.target_name or "redis", SET_NAME)
             try:
                 with contextlib.ExitStack() as stack:
+                    checked = False
                     if method == "bgsave":
                         assert rdb_path is not None
                         ctx.progress("BGSAVE", None)
-                        self._bgsave(client, options.bgsave_timeout)
-                        fh = stack.enter_context(open(rdb_path, "rb"))  # this inode, even if renamed over later
-                        check_path = f"/proc/{os.getpid()}/fd/{fh.fileno()}"
-                        check_path = check_path if Path(check_path).exists() else str(rdb_path)
-                    else:
+                        try:
+                            fh, check_path = self._bgsave_copy(client, rdb_path, options.bgsave_timeout)
+                        except NotThisSave as exc:
+                            if options.method == "bgsave":
+                                raise BackupError(
+                                    f"the RDB file {rdb_path} is not this server's fresh BGSAVE: {exc}",
+                                    "Try: method: network (the file at CONFIG GET dir/dbfilename on this "
+                                    "host belongs to another server or is stale)") from None
+                            ctx.log.warning("RDB file %s is not this server's fresh BGSAVE (%s); downloading "
+                                            "over the network instead", rdb_path, exc)
+                            method = "network"
+                        else:
+                            stack.enter_context(fh)
+                            checked = True
+                    if method == "network":
                         ctx.progress("downloading RDB (redis-cli --rdb)", None)
                         dest = tmp / "dump.rdb"
                         argv, cenv = _cli_argv(target)
@@ -126,7 +155,8 @@ class RedisBackup(Task[RedisBackupOptions]):
                     size = os.fstat(fh.fileno()).st_size
                     if size == 0:
                         raise BackupError("the RDB snapshot is empty")
-                    self._check(check_path)
+                    if not checked:
+                        self._check(check_path)
                     rec = upload_stream(writer.upload(object_name("dump.rdb", env), role="rdb"), fh)
                 writer.add(rec)
                 details = {"redis_version": info.get("redis_version"), "method": method, "keys": keys,
@@ -162,16 +192,61 @@ class RedisBackup(Task[RedisBackupOptions]):
         p = Path(d) / f
         return p if os.access(p.parent, os.R_OK | os.X_OK) and (not p.exists() or os.access(p, os.R_OK)) else None
 
-    @staticmethod
-    def _bgsave(client: Any, timeout: float) -> None:
-        before_saves = client.info("persistence").get("rdb_saves")
-        before = client.lastsave()
+    def _bgsave_copy(self, client: Any, rdb_path: Path, timeout: float) -> tuple[BinaryIO, str]:
+        """BGSAVE, then open the RDB file and prove it is this server's save, just made: its mtime and the
+        server's ``rdb_last_save_time`` are not older than the BGSAVE, and its key count is near the server's
+        (a file of another server or a stale one raises :class:`NotThisSave`).  Checked with redis-check-rdb."""
+        keys_before = _key_total(client.info("keyspace"))
+        start = self._bgsave(client, timeout)
+        keys_after = _key_total(client.info("keyspace"))
+        last = client.info("persistence").get("rdb_last_save_time")
         try:
-            client.bgsave()
-        except Exception as exc:
-            if "in progress" not in str(exc):
-                raise BackupError(f"BGSAVE failed: {exc}") from None
+            fh = open(rdb_path, "rb")  # noqa: SIM115 - the caller closes it; this inode, even if renamed over
+        except FileNotFoundError:
+            raise NotThisSave("there is no such file after BGSAVE") from None
+        try:
+            mtime = os.fstat(fh.fileno()).st_mtime
+            if mtime < start - CLOCK_SLACK:
+                raise NotThisSave(f"it was last written {start - mtime:.0f}s before the BGSAVE started")
+            if isinstance(last, int) and last < start - CLOCK_SLACK:
+                raise NotThisSave(f"the server's rdb_last_save_time is {start - last:.0f}s before the BGSAVE")
+            check_path = f"/proc/{os.getpid()}/fd/{fh.fileno()}"
+            check_path = check_path if Path(check_path).exists() else str(rdb_path)
+            in_file = self._check(check_path)
+            if in_file is not None and not any(_close(in_file, n) for n in (keys_before, keys_after)):
+                raise NotThisSave(f"it holds {in_file} key(s), the server {keys_after}")
+        except BaseException:
+            fh.close()
+            raise
+        return fh, check_path
+
+    @staticmethod
+    def _bgsave(client: Any, timeout: float) -> float:
+        """BGSAVE and wait for it; the wall-clock time just before it started.
+
+        Another save in progress — a diskless replication sync or ``redis-cli --rdb`` (saves to a socket,
+        which never raise ``rdb_saves``), another BGSAVE, an AOF rewrite — is waited for (within
+        ``timeout``), then BGSAVE is issued again: only a save this run started is waited for and copied."""
         deadline = time.monotonic() + timeout
+        while True:
+            start = time.time()
+            before_saves = client.info("persistence").get("rdb_saves")
+            before = client.lastsave()
+            try:
+                client.bgsave()
+                break
+            except Exception as exc:
+                if "in progress" not in str(exc) and "child process is active" not in str(exc):
+                    raise BackupError(f"BGSAVE failed: {exc}") from None
+            while True:
+                p = client.info("persistence")
+                if not p.get("rdb_bgsave_in_progress") and not p.get("aof_rewrite_in_progress"):
+                    break
+                if time.monotonic() >= deadline:
+                    raise BackupError(f"another save (a replica's sync, redis-cli --rdb, BGSAVE or an AOF "
+                                      f"rewrite) was still running after {timeout:g}s; BGSAVE not started",
+                                      "Try: a larger bgsave_timeout, or method: network")
+                time.sleep(0.05)
         while time.monotonic() < deadline:
             p = client.info("persistence")
             done = (p.get("rdb_saves", 0) > before_saves) if before_saves is not None else \
@@ -180,12 +255,13 @@ class RedisBackup(Task[RedisBackupOptions]):
                 if p.get("rdb_last_bgsave_status") != "ok":
                     raise BackupError("BGSAVE failed: rdb_last_bgsave_status is "
                                       f"{p.get('rdb_last_bgsave_status')} (see the Redis log)")
-                return
+                return start
             time.sleep(0.05)
         raise BackupError(f"BGSAVE did not finish within {timeout:g}s")
 
     @staticmethod
-    def _check(path: str) -> None:
+    def _check(path: str) -> int | None:
+        """Run redis-check-rdb; the number of keys it read (None when it does not say)."""
         checker = shutil.which("redis-check-rdb")
         if not checker:
             raise TaskError("redis-check-rdb not found", "Try: apt-get install redis-tools", permanent=True)
@@ -193,3 +269,5 @@ class RedisBackup(Task[RedisBackupOptions]):
         if res.returncode != 0 or "RDB looks OK" not in res.text:
             tail = " ".join((res.text + res.stderr).strip().splitlines()[-2:])
             raise BackupError(f"redis-check-rdb rejects the snapshot: {tail}")
+        m = re.search(r"(\d+) keys read", res.text)
+        return int(m.group(1)) if m else None
