@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import tarfile
 from pathlib import Path
@@ -190,3 +191,36 @@ def test_restore_refuses_a_set_whose_manifest_changed(cli: Any, make_config: Any
     mpath.write_bytes(original)
     assert cli(["--config", cfg, "backups", "restore", bid, "--to", dest]).code == 0
     assert (dest / str(app_tree).lstrip("/") / "app.js").exists()
+
+
+def _backup_verify_restore(cli: Any, cfg: Path, tmp_path: Path) -> tuple[dict[str, Any], dict[str, Any], Path]:
+    r = cli(["--config", cfg, "run", "app-backup", "--json"])
+    assert r.code == 0, r.output
+    run = r.json()[0]
+    [mpath] = list((tmp_path / "store").rglob("manifest.json"))
+    files = json.loads(mpath.read_text())["files"]["archives"]["files.tar.zst.age"]["files"]
+    v = cli(["--config", cfg, "run", "app-verify", "--json"])
+    assert v.code == 0 and v.json()[0]["status"] == "ok", v.output
+    dest = tmp_path / "restored"
+    r = cli(["--config", cfg, "backups", "restore", run["artifacts"][0]["id"], "--to", dest])
+    assert r.code == 0, r.output
+    return run, {f["path"]: f for f in files}, dest
+
+
+def test_every_name_of_a_hard_linked_file_is_archived_with_its_data(
+        cli: Any, make_config: Any, tmp_path: Path, age_key: AgeKey) -> None:
+    """cp -al / rsync --link-dest releases: the second name of an inode is not a size-0 link entry whose
+    manifest line claims the hash of empty data; verify passes and each name restores with its content."""
+    root = tmp_path / "srv" / "app"
+    (root / "releases" / "1").mkdir(parents=True)
+    data = b"shared content\n" * 100
+    (root / "releases" / "1" / "lib.js").write_bytes(data)
+    (root / "releases" / "2").mkdir()
+    os.link(root / "releases" / "1" / "lib.js", root / "releases" / "2" / "lib.js")
+    cfg = _config(make_config, tmp_path, root, age_key, {})
+    _, files, dest = _backup_verify_restore(cli, cfg, tmp_path)
+    rel = str(root).lstrip("/")
+    for n in ("1", "2"):
+        f = files[f"{rel}/releases/{n}/lib.js"]
+        assert f["size"] == len(data) and f["sha256"] == hashlib.sha256(data).hexdigest(), f
+        assert (dest / rel / "releases" / n / "lib.js").read_bytes() == data

@@ -8,8 +8,10 @@ are the absolute paths without the leading ``/`` (as GNU tar writes them).
 from __future__ import annotations
 
 import fnmatch
+import grp
 import hashlib
 import os
+import pwd
 import stat
 import tarfile
 from collections.abc import Callable, Iterator, Sequence
@@ -125,6 +127,36 @@ class _Buffered:
             self.buf.clear()
 
 
+_NAMES: dict[tuple[str, int], str] = {}
+
+
+def _owner(kind: str, ident: int) -> str:
+    key = (kind, ident)
+    if key not in _NAMES:
+        try:
+            _NAMES[key] = pwd.getpwuid(ident).pw_name if kind == "u" else grp.getgrgid(ident).gr_name
+        except (KeyError, OverflowError):
+            _NAMES[key] = ""
+    return _NAMES[key]
+
+
+def _tarinfo(arcname: str, st: os.stat_result, type_: bytes, size: int = 0, linkname: str = "") -> tarfile.TarInfo:
+    """A header from stat data already taken (never a fresh lstat of the path, which may have changed since).
+
+    Every name of a hard-linked file is a regular member with its own data: the manifest lists each name with
+    its size and hash, and a restore of any subset of the names gets the content.
+    """
+    ti = tarfile.TarInfo(arcname)
+    ti.type = type_
+    ti.mode = stat.S_IMODE(st.st_mode)
+    ti.uid, ti.gid = st.st_uid, st.st_gid
+    ti.uname, ti.gname = _owner("u", st.st_uid), _owner("g", st.st_gid)
+    ti.mtime = st.st_mtime
+    ti.size = size
+    ti.linkname = linkname
+    return ti
+
+
 class _HashingReader:
     def __init__(self, fh: Any) -> None:
         self.fh = fh
@@ -153,7 +185,8 @@ def write_tar(entries: Sequence[Entry], write: Callable[[bytes], Any], *, hashes
                     raise BackupError(f"cannot read {e.path}: {exc.strerror or exc}",
                                       "Try: run the job as a user that can read it, or exclude it") from None
                 with fh:
-                    ti = tf.gettarinfo(arcname=e.arcname, fileobj=fh)  # fstat of what we read: consistent
+                    st = os.fstat(fh.fileno())  # of what we read: consistent
+                    ti = _tarinfo(e.arcname, st, tarfile.REGTYPE, st.st_size)
                     reader = _HashingReader(fh)
                     try:
                         tf.addfile(ti, reader)
