@@ -4,6 +4,7 @@ always-encrypted archive, verify by extraction, restore with --to."""
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import subprocess
@@ -224,3 +225,64 @@ def test_every_name_of_a_hard_linked_file_is_archived_with_its_data(
         f = files[f"{rel}/releases/{n}/lib.js"]
         assert f["size"] == len(data) and f["sha256"] == hashlib.sha256(data).hexdigest(), f
         assert (dest / rel / "releases" / n / "lib.js").read_bytes() == data
+
+
+
+def _tar_of(entries: Any, **kw: Any) -> tuple[list[dict[str, Any]], dict[str, bytes | None]]:
+    """write_tar into memory: the manifest's file list and the archive's members (data of regular files)."""
+    from upkeeper.backup.files import write_tar
+
+    buf = io.BytesIO()
+    listed = write_tar(entries, buf.write, **kw)
+    members: dict[str, bytes | None] = {}
+    with tarfile.open(fileobj=io.BytesIO(buf.getvalue())) as tf:
+        for m in tf.getmembers():
+            fh = tf.extractfile(m) if m.isreg() else None
+            members[m.name] = fh.read() if fh else None
+    return listed, members
+
+
+@pytest.mark.parametrize("how", ["file-symlink", "parent-symlink", "other-file", "fifo"])
+def test_a_file_replaced_after_the_walk_is_never_read(tmp_path: Path, how: str) -> None:
+    """A file swapped, between walk and read, for a symlink (or its directory for a symlinked one), another file
+    or a FIFO is left out and named as changed: nothing outside the tree is archived, a FIFO does not block."""
+    import threading
+
+    from upkeeper.backup.files import walk
+
+    root = tmp_path / "srv" / "app"
+    (root / "conf").mkdir(parents=True)
+    (root / "app.js").write_text("ok\n")
+    victim = root / "conf" / "app.json"
+    victim.write_text("{}\n")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "app.json").write_text("TOP-SECRET-OUTSIDE\n")
+    w = walk([root], [])
+    if how == "file-symlink":
+        victim.unlink()
+        victim.symlink_to(outside / "app.json")
+    elif how == "parent-symlink":
+        (root / "conf").rename(root / "conf.old")
+        (root / "conf").symlink_to(outside)
+    elif how == "other-file":
+        victim.rename(root / "conf" / "app.json.old")  # kept, so the new file cannot reuse its inode number
+        victim.write_text("TOP-SECRET-OUTSIDE\n")  # not the file the walk listed
+    else:
+        victim.unlink()
+        os.mkfifo(victim)
+    changed: list[tuple[str, str]] = []
+    got: list[Any] = []
+    t = threading.Thread(target=lambda: got.append(_tar_of(w.entries, changed=changed)), daemon=True)
+    t.start()
+    t.join(20)
+    if t.is_alive():  # unblock the reader so the test process can end
+        os.close(os.open(victim, os.O_WRONLY | os.O_NONBLOCK))
+        t.join(10)
+        pytest.fail("write_tar blocked on a FIFO")
+    [(listed, members)] = got
+    rel = str(victim).lstrip("/")
+    assert not any(f["path"] == rel for f in listed), listed
+    assert not any(v and b"TOP-SECRET" in v for v in members.values())
+    assert [p for p, _ in changed] == [str(victim)] and "not archived" in changed[0][1]
+    assert members[str(root / "app.js").lstrip("/")] == b"ok\n"

@@ -7,6 +7,7 @@ are the absolute paths without the leading ``/`` (as GNU tar writes them).
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import grp
 import hashlib
@@ -32,6 +33,8 @@ class Entry:
     #: the path with every symlinked directory above the entry resolved (the entry itself is not):
     #: one name for one file however it was reached, e.g. through an app root that is a symlink
     real: str = ""
+    #: the walk's lstat of the entry: a file is read only if what is opened is still this inode
+    st: os.stat_result | None = None
 
 
 @dataclass
@@ -82,7 +85,7 @@ def walk(roots: Sequence[Path], exclude: Sequence[str], skip: Callable[[str], bo
             out.skipped.append(f"{p} (not a regular file)")
             return False
         seen.add(arc)
-        out.entries.append(Entry(p, arc, kind, real))
+        out.entries.append(Entry(p, arc, kind, real, st))
         return kind == "dir"
 
     for root in roots:
@@ -170,22 +173,45 @@ class _HashingReader:
         return bytes(b)
 
 
-def write_tar(entries: Sequence[Entry], write: Callable[[bytes], Any], *, hashes: bool = True) -> list[dict[str, Any]]:
-    """Stream a tar of ``entries`` into ``write``; returns the file list for the manifest."""
+def _changed(changed: list[tuple[str, str]] | None, e: Entry, what: str) -> None:
+    if changed is not None:
+        changed.append((str(e.path), what))
+
+
+def write_tar(entries: Sequence[Entry], write: Callable[[bytes], Any], *, hashes: bool = True,
+              changed: list[tuple[str, str]] | None = None) -> list[dict[str, Any]]:
+    """Stream a tar of ``entries`` into ``write``; returns the file list for the manifest.
+
+    A file that is no longer the regular file the walk found (replaced by a symlink, a FIFO, another file, or
+    reached through a directory swapped since) is not read: it is left out and named in ``changed`` as
+    ``(path, what happened)``, for a warning.
+    """
     out = _Buffered(write)
     listed: list[dict[str, Any]] = []
     with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tf:  # type: ignore[call-overload]
         for e in entries:
             if e.kind == "file":
                 try:
-                    fh = open(e.path, "rb")  # noqa: SIM115 - closed below
+                    # never through a symlink put in its place, never blocking on a FIFO put in its place
+                    fd = os.open(e.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
                 except FileNotFoundError:
                     continue  # vanished since the walk (a rotated log, a pruned release)
                 except OSError as exc:
+                    if exc.errno == errno.ELOOP:
+                        _changed(changed, e, "replaced by a symlink during the backup; not archived")
+                        continue
                     raise BackupError(f"cannot read {e.path}: {exc.strerror or exc}",
                                       "Try: run the job as a user that can read it, or exclude it") from None
+                fh = os.fdopen(fd, "rb")
                 with fh:
-                    st = os.fstat(fh.fileno())  # of what we read: consistent
+                    st = os.fstat(fd)  # of what we read: consistent
+                    if not stat.S_ISREG(st.st_mode):
+                        _changed(changed, e, "replaced by a special file during the backup; not archived")
+                        continue
+                    if e.st is not None and (st.st_dev, st.st_ino) != (e.st.st_dev, e.st.st_ino):
+                        # replaced, or a directory above it was: what was opened is not what the walk found
+                        _changed(changed, e, "replaced during the backup; not archived")
+                        continue
                     ti = _tarinfo(e.arcname, st, tarfile.REGTYPE, st.st_size)
                     reader = _HashingReader(fh)
                     try:
