@@ -286,3 +286,31 @@ def test_a_file_replaced_after_the_walk_is_never_read(tmp_path: Path, how: str) 
     assert not any(v and b"TOP-SECRET" in v for v in members.values())
     assert [p for p, _ in changed] == [str(victim)] and "not archived" in changed[0][1]
     assert members[str(root / "app.js").lstrip("/")] == b"ok\n"
+
+
+@pytest.mark.parametrize("kind", ["symlink", "dir"])
+def test_a_link_or_directory_replaced_by_a_file_after_the_walk_gives_a_sound_archive(tmp_path: Path,
+                                                                                    kind: str) -> None:
+    """The entry is archived as the walk found it: never a header with a size and no data (a corrupt tar)."""
+    from upkeeper.backup.files import walk
+
+    root = tmp_path / "app"
+    root.mkdir()
+    p = root / "thing"
+    if kind == "symlink":
+        p.symlink_to("app.js")
+    else:
+        p.mkdir()
+    (root / "z.js").write_text("after\n")
+    w = walk([root], [])
+    if kind == "symlink":
+        p.unlink()
+    else:
+        p.rmdir()
+    p.write_bytes(b"x" * 5000)
+    listed, members = _tar_of(w.entries)  # reads every member's data: a truncated archive fails here
+    rel = str(p).lstrip("/")
+    assert [f["type"] for f in listed if f["path"] == rel] == [kind]
+    assert members[rel] is None and members[str(root / "z.js").lstrip("/")] == b"after\n"
+    if kind == "symlink":
+        assert next(f for f in listed if f["path"] == rel)["target"] == "app.js"

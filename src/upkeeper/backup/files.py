@@ -35,6 +35,8 @@ class Entry:
     real: str = ""
     #: the walk's lstat of the entry: a file is read only if what is opened is still this inode
     st: os.stat_result | None = None
+    #: a symlink's target, read by the walk
+    target: str | None = None
 
 
 @dataclass
@@ -84,8 +86,17 @@ def walk(roots: Sequence[Path], exclude: Sequence[str], skip: Callable[[str], bo
         else:
             out.skipped.append(f"{p} (not a regular file)")
             return False
+        target = None
+        if kind == "symlink":
+            try:
+                target = os.readlink(p)
+            except FileNotFoundError:
+                return False
+            except OSError:  # replaced since the lstat: the archive takes it as found then, or not at all
+                out.skipped.append(f"{p} (changed while being listed)")
+                return False
         seen.add(arc)
-        out.entries.append(Entry(p, arc, kind, real, st))
+        out.entries.append(Entry(p, arc, kind, real, st, target))
         return kind == "dir"
 
     for root in roots:
@@ -224,10 +235,29 @@ def write_tar(entries: Sequence[Entry], write: Callable[[bytes], Any], *, hashes
                     item["sha256"] = reader.sha.hexdigest()
                 listed.append(item)
                 continue
-            try:
-                ti = tf.gettarinfo(str(e.path), arcname=e.arcname)
-            except FileNotFoundError:
-                continue
+            # a directory or symlink as the walk found it: a fresh lstat could find a regular file put in its
+            # place since, and a header with a size but no data is a corrupt archive
+            lst = e.st
+            if lst is None:
+                try:
+                    lst = os.lstat(e.path)
+                except FileNotFoundError:
+                    continue
+                if not (stat.S_ISLNK(lst.st_mode) if e.kind == "symlink" else stat.S_ISDIR(lst.st_mode)):
+                    _changed(changed, e, f"no longer a {'symlink' if e.kind == 'symlink' else 'directory'}; "
+                                         "not archived")
+                    continue
+            if e.kind == "symlink":
+                target = e.target
+                if target is None:
+                    try:
+                        target = os.readlink(e.path)
+                    except OSError as exc:
+                        _changed(changed, e, f"cannot read the link ({exc.strerror}); not archived")
+                        continue
+                ti = _tarinfo(e.arcname, lst, tarfile.SYMTYPE, linkname=target)
+            else:
+                ti = _tarinfo(e.arcname, lst, tarfile.DIRTYPE)
             item = {"path": e.arcname, "type": e.kind, "mode": ti.mode}
             if e.kind == "symlink":
                 item["target"] = ti.linkname
