@@ -7,7 +7,9 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import subprocess
+import sys
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -314,3 +316,49 @@ def test_a_link_or_directory_replaced_by_a_file_after_the_walk_gives_a_sound_arc
     assert members[rel] is None and members[str(root / "z.js").lstrip("/")] == b"after\n"
     if kind == "symlink":
         assert next(f for f in listed if f["path"] == rel)["target"] == "app.js"
+
+
+def test_an_unreadable_directory_fails_the_backup_naming_it(tmp_path: Path) -> None:
+    """Not backed up as empty, in silence: the walk fails naming the directory (as an unreadable file does).
+    Run without the capabilities that let root read anything."""
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("setpriv is not installed")
+    root = tmp_path / "app"
+    (root / "private").mkdir(parents=True)
+    (root / "private" / "data.db").write_text("precious\n")
+    (root / "app.js").write_text("ok\n")
+    (root / "private").chmod(0o000)
+    try:
+        code = ("import sys; from pathlib import Path; from upkeeper.backup.files import walk\n"
+                "from upkeeper.errors import BackupError\n"
+                "try:\n    w = walk([Path(sys.argv[1])], [])\nexcept BackupError as e:\n"
+                "    print('ERROR', e.message)\nelse:\n    print('OK', [e.arcname for e in w.entries])\n")
+        caps = "-dac_override,-dac_read_search"
+        r = subprocess.run([setpriv, f"--bounding-set={caps}", f"--inh-caps={caps}", sys.executable, "-c", code,
+                            str(root)], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    finally:
+        (root / "private").chmod(0o755)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("ERROR cannot list ") and str(root / "private") in r.stdout, r.stdout
+
+
+def test_a_path_too_long_fails_the_walk_naming_it(tmp_path: Path) -> None:
+    from upkeeper.backup.files import walk
+    from upkeeper.errors import BackupError
+
+    root = tmp_path / "app"
+    root.mkdir()
+    fd = os.open(root, os.O_RDONLY)
+    try:
+        for _ in range(20):  # 20 x 250 characters: beyond PATH_MAX (4096)
+            os.mkdir("d" * 250, dir_fd=fd)
+            nfd = os.open("d" * 250, os.O_RDONLY, dir_fd=fd)
+            os.close(fd)
+            fd = nfd
+    finally:
+        os.close(fd)
+    with pytest.raises(BackupError) as ei:
+        walk([root], [])
+    assert str(root / ("d" * 250)) in ei.value.message and "too long" in ei.value.message.lower()
+    assert "exclude" in (ei.value.hint or "")

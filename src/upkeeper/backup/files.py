@@ -77,6 +77,8 @@ def walk(roots: Sequence[Path], exclude: Sequence[str], skip: Callable[[str], bo
             st = os.lstat(p)
         except FileNotFoundError:
             return False
+        except OSError as exc:
+            raise _walk_error(p, exc) from None
         if stat.S_ISLNK(st.st_mode):
             kind = "symlink"
         elif stat.S_ISDIR(st.st_mode):
@@ -99,6 +101,12 @@ def walk(roots: Sequence[Path], exclude: Sequence[str], skip: Callable[[str], bo
         out.entries.append(Entry(p, arc, kind, real, st, target))
         return kind == "dir"
 
+    def listing_failed(exc: OSError) -> None:
+        if isinstance(exc, (FileNotFoundError, NotADirectoryError)):
+            return  # removed or replaced since it was listed: the walk recorded it as it was
+        # an unreadable directory is not backed up as empty
+        raise _walk_error(Path(exc.filename), exc, "cannot list") from None
+
     for root in roots:
         root = Path(os.path.abspath(root))
         if root.is_symlink():  # a configured path that is a link (e.g. releases/current): take what it names
@@ -106,7 +114,7 @@ def walk(roots: Sequence[Path], exclude: Sequence[str], skip: Callable[[str], bo
         real_root = os.path.realpath(root)  # the walk below never follows links, so entries extend it
         if not add(root, ""):
             continue
-        for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        for dirpath, dirnames, filenames in os.walk(root, onerror=listing_failed, followlinks=False):
             base = Path(dirpath)
             keep_dirs = []
             for d in sorted(dirnames):
@@ -119,6 +127,14 @@ def walk(roots: Sequence[Path], exclude: Sequence[str], skip: Callable[[str], bo
                 p = base / f
                 add(p, str(p.relative_to(root)))
     return out
+
+
+def _walk_error(p: Path, exc: OSError, what: str = "cannot read") -> BackupError:
+    if exc.errno == errno.ENAMETOOLONG:
+        hint = "Try: exclude it, or shorten the path (it is longer than the system allows)"
+    else:
+        hint = "Try: run the job as a user that can read it, or exclude it"
+    return BackupError(f"{what} {p}: {exc.strerror or exc}", hint)
 
 
 class _Buffered:
