@@ -379,3 +379,26 @@ def test_a_file_name_that_is_not_utf8_is_backed_up_verified_and_restored(
     name = os.fsdecode(odd).lstrip("/")
     assert files[name]["sha256"] == hashlib.sha256(b"latin-1 name\n").hexdigest()
     assert Path(os.fsdecode(os.fsencode(dest) + b"/" + odd.lstrip(b"/"))).read_bytes() == b"latin-1 name\n"
+
+
+def test_a_file_rewritten_while_being_read_is_named_as_changed(tmp_path: Path) -> None:
+    """Torn content is archived as read (its hash is of what is in the archive), with a warning, as GNU tar's
+    'file changed as we read it'."""
+    from upkeeper.backup.files import walk, write_tar
+
+    root = tmp_path / "app"
+    root.mkdir()
+    db = root / "db.sqlite"
+    db.write_bytes(b"A" * (4 << 20))
+    w = walk([root], [])
+    fired: list[int] = []
+
+    def sink(b: bytes) -> None:
+        if not fired:  # the application rewrites the file in place half-way through
+            fired.append(1)
+            db.write_bytes(b"B" * (4 << 20))
+
+    changed: list[tuple[str, str]] = []
+    listed = write_tar(w.entries, sink, changed=changed)
+    assert fired and [p for p, _ in changed] == [str(db)] and "changed while being read" in changed[0][1]
+    assert [f["path"] for f in listed if f["type"] == "file"] == [str(db).lstrip("/")]

@@ -211,7 +211,8 @@ def write_tar(entries: Sequence[Entry], write: Callable[[bytes], Any], *, hashes
 
     A file that is no longer the regular file the walk found (replaced by a symlink, a FIFO, another file, or
     reached through a directory swapped since) is not read: it is left out and named in ``changed`` as
-    ``(path, what happened)``, for a warning.
+    ``(path, what happened)``, for a warning.  A file modified while it was read is archived as read and
+    named there too.
     """
     out = _Buffered(write)
     listed: list[dict[str, Any]] = []
@@ -246,6 +247,12 @@ def write_tar(entries: Sequence[Entry], write: Callable[[bytes], Any], *, hashes
                     except OSError as exc:
                         raise BackupError(f"reading {e.path}: {exc.strerror or exc} (it shrank while being "
                                           "archived?)") from None
+                    after = os.fstat(fd)
+                    if (after.st_size, after.st_mtime_ns, after.st_ctime_ns) != (
+                            st.st_size, st.st_mtime_ns, st.st_ctime_ns):
+                        # as GNU tar's "file changed as we read it": the manifest's hash is of what was archived,
+                        # which may be neither the old nor the new content
+                        _changed(changed, e, "changed while being read; archived as read, possibly inconsistent")
                 item: dict[str, Any] = {"path": e.arcname, "type": "file", "mode": ti.mode, "size": ti.size}
                 if hashes:
                     item["sha256"] = reader.sha.hexdigest()
