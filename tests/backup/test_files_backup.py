@@ -402,3 +402,35 @@ def test_a_file_rewritten_while_being_read_is_named_as_changed(tmp_path: Path) -
     listed = write_tar(w.entries, sink, changed=changed)
     assert fired and [p for p, _ in changed] == [str(db)] and "changed while being read" in changed[0][1]
     assert [f["path"] for f in listed if f["type"] == "file"] == [str(db).lstrip("/")]
+
+
+@pytest.mark.parametrize("when", ["before-listing", "after-listing"])
+def test_a_directory_swapped_for_a_symlink_during_the_walk_is_not_walked_into(tmp_path: Path, when: str) -> None:
+    """The walk is not led out of the tree: a directory replaced by a symlink after its parent was listed and
+    before it is (or after it is, before its entries are stat'ed) is not followed; nothing outside is archived,
+    and the change is named."""
+    from upkeeper.backup.files import walk
+
+    root = tmp_path / "app"
+    (root / "a").mkdir(parents=True)
+    (root / "a" / "x.txt").write_text("x\n")
+    (root / "b").mkdir()
+    (root / "b" / "app.json").write_text("{}\n")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "app.json").write_text("TOP-SECRET-OUTSIDE\n")
+    trigger = "/a/x.txt" if when == "before-listing" else "/b/app.json"
+
+    def hook(real: str) -> bool:  # called for each entry as the walk reaches it: a/ is walked before b/
+        if real.endswith(trigger):
+            (root / "b").rename(root / "b.old")
+            (root / "b").symlink_to(outside)
+        return False
+
+    w = walk([root], [], skip=hook)
+    changed: list[tuple[str, str]] = []
+    listed, members = _tar_of(w.entries, changed=changed)
+    assert not any(v and b"TOP-SECRET" in v for v in members.values())
+    assert not any(f["path"].endswith("b/app.json") for f in listed), listed
+    expect = str(root / "b") if when == "before-listing" else str(root / "b" / "app.json")
+    assert [p for p, _ in w.changed + changed] == [expect]

@@ -43,6 +43,8 @@ class Entry:
 class Walk:
     entries: list[Entry] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    #: (path, what happened) for entries that changed while the tree was listed: warnings
+    changed: list[tuple[str, str]] = field(default_factory=list)
 
 
 def excluded(rel: str, patterns: Sequence[str]) -> bool:
@@ -63,22 +65,28 @@ def walk(roots: Sequence[Path], exclude: Sequence[str], skip: Callable[[str], bo
 
     ``skip`` is asked with each entry's :attr:`Entry.real` path, so a file reached through a
     symlinked directory (``/srv/app`` → ``/srv/releases/42``) is recognised under either name.
+
+    Each directory is listed through a descriptor that is checked to be the directory found when its parent
+    was listed, and its entries are stat'ed relative to it: a directory swapped for a symlink meanwhile is
+    never walked into, so every inode listed is inside the tree (:func:`write_tar` reads only those inodes).
+    An unreadable directory raises :class:`BackupError` naming it.
     """
     out = Walk()
     seen: set[str] = set()
     real_root = ""
 
-    def add(p: Path, rel_for_exclude: str) -> bool:
+    def add(p: Path, rel_for_exclude: str, st: os.stat_result | None = None, target: str | None = None) -> bool:
         arc = str(p).lstrip("/")
         real = os.path.join(real_root, rel_for_exclude) if rel_for_exclude else real_root
         if arc in seen or skip(real) or (rel_for_exclude and excluded(rel_for_exclude, exclude)):
             return False
-        try:
-            st = os.lstat(p)
-        except FileNotFoundError:
-            return False
-        except OSError as exc:
-            raise _walk_error(p, exc) from None
+        if st is None:
+            try:
+                st = os.lstat(p)
+            except FileNotFoundError:
+                return False
+            except OSError as exc:
+                raise _walk_error(p, exc) from None
         if stat.S_ISLNK(st.st_mode):
             kind = "symlink"
         elif stat.S_ISDIR(st.st_mode):
@@ -88,24 +96,54 @@ def walk(roots: Sequence[Path], exclude: Sequence[str], skip: Callable[[str], bo
         else:
             out.skipped.append(f"{p} (not a regular file)")
             return False
-        target = None
-        if kind == "symlink":
+        if kind == "symlink" and target is None:
             try:
                 target = os.readlink(p)
             except FileNotFoundError:
                 return False
             except OSError:  # replaced since the lstat: the archive takes it as found then, or not at all
-                out.skipped.append(f"{p} (changed while being listed)")
+                out.changed.append((str(p), "replaced while being listed; not archived"))
                 return False
         seen.add(arc)
         out.entries.append(Entry(p, arc, kind, real, st, target))
         return kind == "dir"
 
-    def listing_failed(exc: OSError) -> None:
-        if isinstance(exc, (FileNotFoundError, NotADirectoryError)):
-            return  # removed or replaced since it was listed: the walk recorded it as it was
-        # an unreadable directory is not backed up as empty
-        raise _walk_error(Path(exc.filename), exc, "cannot list") from None
+    def listing(d: Path, expect: os.stat_result) -> list[tuple[str, os.stat_result, str | None]] | None:
+        try:
+            fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None  # removed since it was listed: recorded as it was
+        except OSError as exc:
+            if exc.errno in (errno.ENOTDIR, errno.ELOOP):  # O_NOFOLLOW|O_DIRECTORY on a symlink: ENOTDIR
+                out.changed.append((str(d), "replaced while being listed; its contents not archived"))
+                return None
+            raise _walk_error(d, exc, "cannot list") from None  # not backed up as empty
+        try:
+            st = os.fstat(fd)
+            if (st.st_dev, st.st_ino) != (expect.st_dev, expect.st_ino):  # it, or a directory above, swapped
+                out.changed.append((str(d), "replaced while being listed; its contents not archived"))
+                return None
+            items: list[tuple[str, os.stat_result, str | None]] = []
+            try:
+                with os.scandir(fd) as it:
+                    names = [de.name for de in it]
+            except OSError as exc:
+                raise _walk_error(d, exc, "cannot list") from None
+            for name in names:
+                try:
+                    est = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                    target = os.readlink(name, dir_fd=fd) if stat.S_ISLNK(est.st_mode) else None
+                except FileNotFoundError:
+                    continue  # vanished since the listing
+                except OSError as exc:
+                    if exc.errno == errno.EINVAL:  # no longer a symlink
+                        out.changed.append((str(d / name), "replaced while being listed; not archived"))
+                        continue
+                    raise _walk_error(d / name, exc) from None
+                items.append((name, est, target))
+            return items
+        finally:
+            os.close(fd)
 
     for root in roots:
         root = Path(os.path.abspath(root))
@@ -114,18 +152,18 @@ def walk(roots: Sequence[Path], exclude: Sequence[str], skip: Callable[[str], bo
         real_root = os.path.realpath(root)  # the walk below never follows links, so entries extend it
         if not add(root, ""):
             continue
-        for dirpath, dirnames, filenames in os.walk(root, onerror=listing_failed, followlinks=False):
-            base = Path(dirpath)
-            keep_dirs = []
-            for d in sorted(dirnames):
-                p = base / d
-                rel = str(p.relative_to(root))
-                if add(p, rel):
-                    keep_dirs.append(d)  # real directories only: a symlinked dir is stored as a link
-            dirnames[:] = keep_dirs
-            for f in sorted(filenames):
-                p = base / f
-                add(p, str(p.relative_to(root)))
+        stack: list[tuple[Path, os.stat_result]] = [(root, out.entries[-1].st or os.lstat(root))]
+        while stack:  # depth first, a directory's entries before its subdirectories' (as os.walk top-down)
+            d, dst = stack.pop()
+            items = listing(d, dst)
+            if items is None:
+                continue
+            subdirs: list[tuple[Path, os.stat_result]] = []
+            for name, est, target in sorted(items, key=lambda i: (not stat.S_ISDIR(i[1].st_mode), i[0])):
+                p = d / name
+                if add(p, str(p.relative_to(root)), est, target):
+                    subdirs.append((p, est))  # real directories only: a symlinked dir is stored as a link
+            stack.extend(reversed(subdirs))
     return out
 
 

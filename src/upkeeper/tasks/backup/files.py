@@ -99,6 +99,8 @@ class FilesBackup(Task[FilesBackupOptions]):
         main_walk = walk(paths, options.exclude, skip=lambda real: real in secret_set)
         for s in main_walk.skipped + secret_walk.skipped:
             findings.append(Finding("backup.file_skipped", Severity.INFO, s, "not archived (special file)"))
+        for path, what in main_walk.changed + secret_walk.changed:
+            findings.append(Finding("backup.file_changed", Severity.WARNING, path, what))
 
         env = env_for(ctx, options.storages)
         out = Outcome("files", findings=findings)
