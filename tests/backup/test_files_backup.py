@@ -434,3 +434,46 @@ def test_a_directory_swapped_for_a_symlink_during_the_walk_is_not_walked_into(tm
     assert not any(f["path"].endswith("b/app.json") for f in listed), listed
     expect = str(root / "b") if when == "before-listing" else str(root / "b" / "app.json")
     assert [p for p, _ in w.changed + changed] == [expect]
+
+
+def test_files_changed_during_the_archive_become_warnings_of_the_run(tmp_path: Path) -> None:
+    """What write_tar names as changed reaches the run as backup.file_changed warnings (the run is 'warn')."""
+    from upkeeper.backup.files import walk
+    from upkeeper.core.task import Result, Severity
+    from upkeeper.tasks.backup.files import FilesBackup
+
+    root = tmp_path / "app"
+    root.mkdir()
+    (root / "a.txt").write_text("a\n")
+    w = walk([root], [])
+    (root / "a.txt").unlink()
+    (root / "a.txt").symlink_to("/etc/passwd")
+
+    class Upload:
+        def write(self, b: bytes) -> None:
+            pass
+
+        def finish(self) -> str:
+            return "rec"
+
+        def abort(self) -> None:
+            raise AssertionError("aborted")
+
+    class Writer:
+        def upload(self, *a: Any, **kw: Any) -> Upload:
+            return Upload()
+
+        def add(self, rec: Any) -> None:
+            pass
+
+    class Ctx:
+        def progress(self, *a: Any) -> None:
+            pass
+
+    findings: list[Any] = []
+    listed = FilesBackup._archive(Ctx(), Writer(), "files.tar", "files", w.entries, True,  # type: ignore[arg-type]
+                                  findings)
+    assert [f["type"] for f in listed] == ["dir"]
+    [f] = findings
+    assert (f.check, f.severity, f.subject) == ("backup.file_changed", Severity.WARNING, str(root / "a.txt"))
+    assert Result(findings=findings).final_status == "warn"
