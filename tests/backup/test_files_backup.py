@@ -4,8 +4,12 @@ always-encrypted archive, verify by reading the archive as a stream, restore wit
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import os
+import shutil
 import subprocess
+import sys
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -293,3 +297,286 @@ def test_verify_writes_no_plaintext_to_disk(cli: Any, make_config: Any, tmp_path
         resource.setrlimit(resource.RLIMIT_FSIZE, old)
     assert r.code == 0, r.output
     assert r.json()[0]["status"] == "ok", r.output
+
+
+def _backup_verify_restore(cli: Any, cfg: Path, tmp_path: Path) -> tuple[dict[str, Any], dict[str, Any], Path]:
+    r = cli(["--config", cfg, "run", "app-backup", "--json"])
+    assert r.code == 0, r.output
+    run = r.json()[0]
+    [mpath] = list((tmp_path / "store").rglob("manifest.json"))
+    files = json.loads(mpath.read_text())["files"]["archives"]["files.tar.zst.age"]["files"]
+    v = cli(["--config", cfg, "run", "app-verify", "--json"])
+    assert v.code == 0 and v.json()[0]["status"] == "ok", v.output
+    dest = tmp_path / "restored"
+    r = cli(["--config", cfg, "backups", "restore", run["artifacts"][0]["id"], "--to", dest])
+    assert r.code == 0, r.output
+    return run, {f["path"]: f for f in files}, dest
+
+
+def test_every_name_of_a_hard_linked_file_is_archived_with_its_data(
+        cli: Any, make_config: Any, tmp_path: Path, age_key: AgeKey) -> None:
+    """cp -al / rsync --link-dest releases: the second name of an inode is not a size-0 link entry whose
+    manifest line claims the hash of empty data; verify passes and each name restores with its content."""
+    root = tmp_path / "srv" / "app"
+    (root / "releases" / "1").mkdir(parents=True)
+    data = b"shared content\n" * 100
+    (root / "releases" / "1" / "lib.js").write_bytes(data)
+    (root / "releases" / "2").mkdir()
+    os.link(root / "releases" / "1" / "lib.js", root / "releases" / "2" / "lib.js")
+    cfg = _config(make_config, tmp_path, root, age_key, {})
+    _, files, dest = _backup_verify_restore(cli, cfg, tmp_path)
+    rel = str(root).lstrip("/")
+    for n in ("1", "2"):
+        f = files[f"{rel}/releases/{n}/lib.js"]
+        assert f["size"] == len(data) and f["sha256"] == hashlib.sha256(data).hexdigest(), f
+        assert (dest / rel / "releases" / n / "lib.js").read_bytes() == data
+
+
+
+def _tar_of(entries: Any, **kw: Any) -> tuple[list[dict[str, Any]], dict[str, bytes | None]]:
+    """write_tar into memory: the manifest's file list and the archive's members (data of regular files)."""
+    from upkeeper.backup.files import write_tar
+
+    buf = io.BytesIO()
+    listed = write_tar(entries, buf.write, **kw)
+    members: dict[str, bytes | None] = {}
+    with tarfile.open(fileobj=io.BytesIO(buf.getvalue())) as tf:
+        for m in tf.getmembers():
+            fh = tf.extractfile(m) if m.isreg() else None
+            members[m.name] = fh.read() if fh else None
+    return listed, members
+
+
+@pytest.mark.parametrize("how", ["file-symlink", "parent-symlink", "other-file", "fifo"])
+def test_a_file_replaced_after_the_walk_is_never_read(tmp_path: Path, how: str) -> None:
+    """A file swapped, between walk and read, for a symlink (or its directory for a symlinked one), another file
+    or a FIFO is left out and named as changed: nothing outside the tree is archived, a FIFO does not block."""
+    import threading
+
+    from upkeeper.backup.files import walk
+
+    root = tmp_path / "srv" / "app"
+    (root / "conf").mkdir(parents=True)
+    (root / "app.js").write_text("ok\n")
+    victim = root / "conf" / "app.json"
+    victim.write_text("{}\n")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "app.json").write_text("TOP-SECRET-OUTSIDE\n")
+    w = walk([root], [])
+    if how == "file-symlink":
+        victim.unlink()
+        victim.symlink_to(outside / "app.json")
+    elif how == "parent-symlink":
+        (root / "conf").rename(root / "conf.old")
+        (root / "conf").symlink_to(outside)
+    elif how == "other-file":
+        victim.rename(root / "conf" / "app.json.old")  # kept, so the new file cannot reuse its inode number
+        victim.write_text("TOP-SECRET-OUTSIDE\n")  # not the file the walk listed
+    else:
+        victim.unlink()
+        os.mkfifo(victim)
+    changed: list[tuple[str, str]] = []
+    got: list[Any] = []
+    t = threading.Thread(target=lambda: got.append(_tar_of(w.entries, changed=changed)), daemon=True)
+    t.start()
+    t.join(20)
+    if t.is_alive():  # unblock the reader so the test process can end
+        os.close(os.open(victim, os.O_WRONLY | os.O_NONBLOCK))
+        t.join(10)
+        pytest.fail("write_tar blocked on a FIFO")
+    [(listed, members)] = got
+    rel = str(victim).lstrip("/")
+    assert not any(f["path"] == rel for f in listed), listed
+    assert not any(v and b"TOP-SECRET" in v for v in members.values())
+    assert [p for p, _ in changed] == [str(victim)] and "not archived" in changed[0][1]
+    assert members[str(root / "app.js").lstrip("/")] == b"ok\n"
+
+
+@pytest.mark.parametrize("kind", ["symlink", "dir"])
+def test_a_link_or_directory_replaced_by_a_file_after_the_walk_gives_a_sound_archive(tmp_path: Path,
+                                                                                    kind: str) -> None:
+    """The entry is archived as the walk found it: never a header with a size and no data (a corrupt tar)."""
+    from upkeeper.backup.files import walk
+
+    root = tmp_path / "app"
+    root.mkdir()
+    p = root / "thing"
+    if kind == "symlink":
+        p.symlink_to("app.js")
+    else:
+        p.mkdir()
+    (root / "z.js").write_text("after\n")
+    w = walk([root], [])
+    if kind == "symlink":
+        p.unlink()
+    else:
+        p.rmdir()
+    p.write_bytes(b"x" * 5000)
+    listed, members = _tar_of(w.entries)  # reads every member's data: a truncated archive fails here
+    rel = str(p).lstrip("/")
+    assert [f["type"] for f in listed if f["path"] == rel] == [kind]
+    assert members[rel] is None and members[str(root / "z.js").lstrip("/")] == b"after\n"
+    if kind == "symlink":
+        assert next(f for f in listed if f["path"] == rel)["target"] == "app.js"
+
+
+def test_an_unreadable_directory_fails_the_backup_naming_it(tmp_path: Path) -> None:
+    """Not backed up as empty, in silence: the walk fails naming the directory (as an unreadable file does).
+    Run without the capabilities that let root read anything."""
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("setpriv is not installed")
+    root = tmp_path / "app"
+    (root / "private").mkdir(parents=True)
+    (root / "private" / "data.db").write_text("precious\n")
+    (root / "app.js").write_text("ok\n")
+    (root / "private").chmod(0o000)
+    try:
+        code = ("import sys; from pathlib import Path; from upkeeper.backup.files import walk\n"
+                "from upkeeper.errors import BackupError\n"
+                "try:\n    w = walk([Path(sys.argv[1])], [])\nexcept BackupError as e:\n"
+                "    print('ERROR', e.message)\nelse:\n    print('OK', [e.arcname for e in w.entries])\n")
+        caps = "-dac_override,-dac_read_search"
+        r = subprocess.run([setpriv, f"--bounding-set={caps}", f"--inh-caps={caps}", sys.executable, "-c", code,
+                            str(root)], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    finally:
+        (root / "private").chmod(0o755)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("ERROR cannot list ") and str(root / "private") in r.stdout, r.stdout
+
+
+def test_a_path_too_long_fails_the_walk_naming_it(tmp_path: Path) -> None:
+    from upkeeper.backup.files import walk
+    from upkeeper.errors import BackupError
+
+    root = tmp_path / "app"
+    root.mkdir()
+    fd = os.open(root, os.O_RDONLY)
+    try:
+        for _ in range(20):  # 20 x 250 characters: beyond PATH_MAX (4096)
+            os.mkdir("d" * 250, dir_fd=fd)
+            nfd = os.open("d" * 250, os.O_RDONLY, dir_fd=fd)
+            os.close(fd)
+            fd = nfd
+    finally:
+        os.close(fd)
+    with pytest.raises(BackupError) as ei:
+        walk([root], [])
+    assert str(root / ("d" * 250)) in ei.value.message and "too long" in ei.value.message.lower()
+    assert "exclude" in (ei.value.hint or "")
+
+
+def test_a_file_name_that_is_not_utf8_is_backed_up_verified_and_restored(
+        cli: Any, make_config: Any, tmp_path: Path, age_key: AgeKey) -> None:
+    """A Latin-1 name (b'caf\\xe9.txt') does not fail every backup: the manifest keeps it losslessly, verify
+    compares it, restore gives the same bytes back."""
+    root = tmp_path / "srv" / "app"
+    root.mkdir(parents=True)
+    (root / "app.js").write_text("ok\n")
+    odd = os.fsencode(root) + b"/caf\xe9.txt"
+    with open(odd, "wb") as fh:
+        fh.write(b"latin-1 name\n")
+    cfg = _config(make_config, tmp_path, root, age_key, {})
+    _, files, dest = _backup_verify_restore(cli, cfg, tmp_path)
+    name = os.fsdecode(odd).lstrip("/")
+    assert files[name]["sha256"] == hashlib.sha256(b"latin-1 name\n").hexdigest()
+    assert Path(os.fsdecode(os.fsencode(dest) + b"/" + odd.lstrip(b"/"))).read_bytes() == b"latin-1 name\n"
+
+
+def test_a_file_rewritten_while_being_read_is_named_as_changed(tmp_path: Path) -> None:
+    """Torn content is archived as read (its hash is of what is in the archive), with a warning, as GNU tar's
+    'file changed as we read it'."""
+    from upkeeper.backup.files import walk, write_tar
+
+    root = tmp_path / "app"
+    root.mkdir()
+    db = root / "db.sqlite"
+    db.write_bytes(b"A" * (4 << 20))
+    w = walk([root], [])
+    fired: list[int] = []
+
+    def sink(b: bytes) -> None:
+        if not fired:  # the application rewrites the file in place half-way through
+            fired.append(1)
+            db.write_bytes(b"B" * (4 << 20))
+
+    changed: list[tuple[str, str]] = []
+    listed = write_tar(w.entries, sink, changed=changed)
+    assert fired and [p for p, _ in changed] == [str(db)] and "changed while being read" in changed[0][1]
+    assert [f["path"] for f in listed if f["type"] == "file"] == [str(db).lstrip("/")]
+
+
+@pytest.mark.parametrize("when", ["before-listing", "after-listing"])
+def test_a_directory_swapped_for_a_symlink_during_the_walk_is_not_walked_into(tmp_path: Path, when: str) -> None:
+    """The walk is not led out of the tree: a directory replaced by a symlink after its parent was listed and
+    before it is (or after it is, before its entries are stat'ed) is not followed; nothing outside is archived,
+    and the change is named."""
+    from upkeeper.backup.files import walk
+
+    root = tmp_path / "app"
+    (root / "a").mkdir(parents=True)
+    (root / "a" / "x.txt").write_text("x\n")
+    (root / "b").mkdir()
+    (root / "b" / "app.json").write_text("{}\n")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "app.json").write_text("TOP-SECRET-OUTSIDE\n")
+    trigger = "/a/x.txt" if when == "before-listing" else "/b/app.json"
+
+    def hook(real: str) -> bool:  # called for each entry as the walk reaches it: a/ is walked before b/
+        if real.endswith(trigger):
+            (root / "b").rename(root / "b.old")
+            (root / "b").symlink_to(outside)
+        return False
+
+    w = walk([root], [], skip=hook)
+    changed: list[tuple[str, str]] = []
+    listed, members = _tar_of(w.entries, changed=changed)
+    assert not any(v and b"TOP-SECRET" in v for v in members.values())
+    assert not any(f["path"].endswith("b/app.json") for f in listed), listed
+    expect = str(root / "b") if when == "before-listing" else str(root / "b" / "app.json")
+    assert [p for p, _ in w.changed + changed] == [expect]
+
+
+def test_files_changed_during_the_archive_become_warnings_of_the_run(tmp_path: Path) -> None:
+    """What write_tar names as changed reaches the run as backup.file_changed warnings (the run is 'warn')."""
+    from upkeeper.backup.files import walk
+    from upkeeper.core.task import Result, Severity
+    from upkeeper.tasks.backup.files import FilesBackup
+
+    root = tmp_path / "app"
+    root.mkdir()
+    (root / "a.txt").write_text("a\n")
+    w = walk([root], [])
+    (root / "a.txt").unlink()
+    (root / "a.txt").symlink_to("/etc/passwd")
+
+    class Upload:
+        def write(self, b: bytes) -> None:
+            pass
+
+        def finish(self) -> str:
+            return "rec"
+
+        def abort(self) -> None:
+            raise AssertionError("aborted")
+
+    class Writer:
+        def upload(self, *a: Any, **kw: Any) -> Upload:
+            return Upload()
+
+        def add(self, rec: Any) -> None:
+            pass
+
+    class Ctx:
+        def progress(self, *a: Any) -> None:
+            pass
+
+    findings: list[Any] = []
+    listed = FilesBackup._archive(Ctx(), Writer(), "files.tar", "files", w.entries, True,  # type: ignore[arg-type]
+                                  findings)
+    assert [f["type"] for f in listed] == ["dir"]
+    [f] = findings
+    assert (f.check, f.severity, f.subject) == ("backup.file_changed", Severity.WARNING, str(root / "a.txt"))
+    assert Result(findings=findings).final_status == "warn"

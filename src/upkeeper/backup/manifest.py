@@ -24,6 +24,7 @@ from upkeeper.storage.base import ObjectInfo, Storage, delete_prefix, get_bytes,
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
+_SURROGATE = re.compile("[\ud800-\udfff]")
 ID_RE = re.compile(r"^(\d{8}T\d{6}Z)-([0-9a-f]{6})$")
 
 
@@ -104,7 +105,10 @@ class Manifest:
         }
 
     def to_json(self) -> bytes:
-        return (json.dumps(self.to_dict(), indent=2, sort_keys=False, ensure_ascii=False) + "\n").encode()
+        text = json.dumps(self.to_dict(), indent=2, sort_keys=False, ensure_ascii=False)
+        # a file name that is not UTF-8 comes from os as lone surrogates (surrogateescape): written as \udcXX
+        # escapes, which json.loads reads back to the same str, and so to the same bytes on disk
+        return (_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text) + "\n").encode()
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Manifest:

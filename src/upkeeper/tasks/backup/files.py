@@ -104,6 +104,8 @@ class FilesBackup(Task[FilesBackupOptions]):
         main_walk = walk(paths, options.exclude, skip=lambda real: real in secret_set)
         for s in main_walk.skipped + secret_walk.skipped:
             findings.append(Finding("backup.file_skipped", Severity.INFO, s, "not archived (special file)"))
+        for path, what in main_walk.changed + secret_walk.changed:
+            findings.append(Finding("backup.file_changed", Severity.WARNING, path, what))
 
         env = env_for(ctx, options.storages)
         out = Outcome("files", findings=findings)
@@ -116,12 +118,13 @@ class FilesBackup(Task[FilesBackupOptions]):
                 archives: dict[str, dict[str, list[dict[str, Any]]]] = {}
                 if main_walk.entries:
                     name = object_name("files.tar", env)
-                    archives[name] = {"files": self._archive(ctx, writer, name, "files", main_walk.entries, True)}
+                    archives[name] = {"files": self._archive(ctx, writer, name, "files", main_walk.entries, True,
+                                                             findings)}
                 if secret_walk.entries:
                     name = object_name("secrets.tar", env)
                     # sizes only: plaintext hashes of secrets in a readable manifest would leak guessable values
                     archives[name] = {"files": self._archive(ctx, writer, name, "secrets", secret_walk.entries,
-                                                             False)}
+                                                             False, findings)}
                 if not archives:
                     raise BackupError("nothing to archive: every path was excluded")
                 n_files = sum(1 for a in archives.values() for f in a["files"] if f["type"] == "file")
@@ -182,14 +185,17 @@ class FilesBackup(Task[FilesBackupOptions]):
         return out
 
     @staticmethod
-    def _archive(ctx: TaskContext, writer: SetWriter, name: str, role: str, entries: list[Entry], hashes: bool
-                 ) -> list[dict[str, Any]]:
+    def _archive(ctx: TaskContext, writer: SetWriter, name: str, role: str, entries: list[Entry], hashes: bool,
+                 findings: list[Finding]) -> list[dict[str, Any]]:
         ctx.progress(f"archiving {len(entries)} entr{'y' if len(entries) == 1 else 'ies'} into {name}", None)
         upload = writer.upload(name, role=role, always_encrypt=role == "secrets")
         try:
-            listed = write_tar(entries, upload.write, hashes=hashes)
+            changed: list[tuple[str, str]] = []
+            listed = write_tar(entries, upload.write, hashes=hashes, changed=changed)
         except BaseException:
             upload.abort()
             raise
+        for path, what in changed:
+            findings.append(Finding("backup.file_changed", Severity.WARNING, path, what))
         writer.add(upload.finish())
         return listed
