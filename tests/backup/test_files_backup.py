@@ -134,20 +134,26 @@ def test_secrets_stay_out_of_the_main_archive_when_reached_through_a_symlink(
     assert b"s3cr3t" not in raw
 
 
-def test_changed_file_after_backup_fails_verify(cli: Any, make_config: Any, tmp_path: Path, app_tree: Path,
-                                                age_key: AgeKey) -> None:
-    """Verify compares the archive's files with the manifest's hashes: a manifest whose file hash disagrees with
-    the archive (written so, and recorded so in the catalog) is caught."""
+def _verify_with_manifest_entry_edited(cli: Any, make_config: Any, tmp_path: Path, app_tree: Path, age_key: AgeKey,
+                                       name: str, key: str, value: str) -> Any:
+    """Back the tree up, rewrite the manifest entry of the file ending in ``name`` (``key`` = ``value``) as if the
+    backup had been written so (the catalog records that manifest), and run the verify job."""
     cfg = _config(make_config, tmp_path, app_tree, age_key, {})
     r = cli(["--config", cfg, "run", "app-backup", "--json"])
     assert r.code == 0, r.output
     [mpath] = list((tmp_path / "store").rglob("manifest.json"))
     m = json.loads(mpath.read_text())
     files = m["files"]["archives"]["files.tar.zst.age"]["files"]
-    target = next(f for f in files if f["path"].endswith("app.js"))
-    target["sha256"] = "0" * 64
+    next(f for f in files if f["path"].endswith(name))[key] = value
     rewrite_manifest(cli, cfg, mpath, m)
-    r = cli(["--config", cfg, "run", "app-verify", "--json"])
+    return cli(["--config", cfg, "run", "app-verify", "--json"])
+
+
+def test_changed_file_after_backup_fails_verify(cli: Any, make_config: Any, tmp_path: Path, app_tree: Path,
+                                                age_key: AgeKey) -> None:
+    """Verify compares the archive's files with the manifest's hashes: a manifest whose file hash disagrees with
+    the archive (written so, and recorded so in the catalog) is caught."""
+    r = _verify_with_manifest_entry_edited(cli, make_config, tmp_path, app_tree, age_key, "app.js", "sha256", "0" * 64)
     assert r.code == 1
     assert "app.js does not match its SHA-256" in r.json()[0]["summary"]
 
@@ -263,16 +269,8 @@ def test_prune_finds_the_retention_of_a_host_files_job(make_config: Any, tmp_pat
 def test_verify_checks_symlink_targets(cli: Any, make_config: Any, tmp_path: Path, app_tree: Path,
                                        age_key: AgeKey) -> None:
     """Verify reads each symlink's target from the archive and compares it with the manifest's."""
-    cfg = _config(make_config, tmp_path, app_tree, age_key, {})
-    r = cli(["--config", cfg, "run", "app-backup", "--json"])
-    assert r.code == 0, r.output
-    [mpath] = list((tmp_path / "store").rglob("manifest.json"))
-    m = json.loads(mpath.read_text())
-    files = m["files"]["archives"]["files.tar.zst.age"]["files"]
-    link = next(f for f in files if f["path"].endswith("current.js"))
-    link["target"] = "/etc/passwd"
-    rewrite_manifest(cli, cfg, mpath, m)
-    r = cli(["--config", cfg, "run", "app-verify", "--json"])
+    r = _verify_with_manifest_entry_edited(cli, make_config, tmp_path, app_tree, age_key, "current.js", "target",
+                                           "/etc/passwd")
     assert r.code == 1, r.output
     assert "current.js points to" in r.json()[0]["summary"]
 
