@@ -213,19 +213,22 @@ def test_latency_and_slowlog(own_redis: RedisServer) -> None:
     res = run_task("redis.check", own_redis.target(), {"slowlog_warning_ms": 15}, state=state)
     assert "redis.slowlog" not in checks(res)
 
-    # real latency: another client keeps pausing every client while the check pings
-    stop = threading.Event()
+    # real latency: another client keeps pausing every client while the check pings (80 ms paused, a 2 ms gap);
+    # the check starts only once the first pause is on, and 50 back-to-back pings cannot all fit in gaps
+    stop, paused = threading.Event(), threading.Event()
 
     def pauser() -> None:
         p = own_redis.client()
         while not stop.is_set():
             p.execute_command("CLIENT", "PAUSE", "80", "ALL")
-            time.sleep(0.085)
+            paused.set()
+            time.sleep(0.082)
 
     t = threading.Thread(target=pauser, daemon=True)
     t.start()
     try:
-        res = run_task("redis.check", own_redis.target(), {"ping_count": 8, "latency_warning_ms": 30})
+        assert paused.wait(10)
+        res = run_task("redis.check", own_redis.target(), {"ping_count": 50, "latency_warning_ms": 30})
     finally:
         stop.set()
         t.join()
