@@ -26,7 +26,7 @@ import struct
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Literal
 
 HEAD_BYTES = 4096
 _ROTATED = re.compile(r"^(?:\.(?P<num>\d+)|-(?P<date>\d{8}(?:\d{2})?))(?P<gz>\.gz)?$")
@@ -54,11 +54,24 @@ class ReadRange:
     note: str = ""
 
 
+@dataclass(frozen=True)
+class PlanNote:
+    """What planning noticed about one file: it cannot be read (``unreadable``), or it got shorter or was
+    replaced since the last run and is read from the start (``rotated``)."""
+
+    path: str
+    kind: Literal["unreadable", "rotated"]
+    message: str
+
+    def __str__(self) -> str:
+        return self.message
+
+
 @dataclass
 class ReadPlan:
     ranges: list[ReadRange] = field(default_factory=list)
     cursors: list[dict[str, Any]] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
+    notes: list[PlanNote] = field(default_factory=list)
 
     @property
     def bytes_planned(self) -> int:
@@ -223,7 +236,7 @@ def plan_reads(files: list[LogFile], cursors: list[dict[str, Any]] | None, *, in
         try:
             head, head_len = head_digest(lf)
         except OSError as exc:
-            plan.notes.append(f"{lf.path}: cannot read ({exc})")
+            plan.notes.append(PlanNote(lf.path, "unreadable", f"{lf.path}: cannot read ({exc})"))
             continue
         start = 0
         note = ""
@@ -237,7 +250,7 @@ def plan_reads(files: list[LogFile], cursors: list[dict[str, Any]] | None, *, in
                                  for c in cursors) and not lf.gz:
             note = f"{lf.path} was replaced or truncated (its first bytes changed): read from the start"
         if note:
-            plan.notes.append(note)
+            plan.notes.append(PlanNote(lf.path, "rotated", note))
         if lf.gz:
             isize = gzip_isize(lf.path)
             # read to its end before: the trailer's size matches, or (a damaged file, whose last bytes

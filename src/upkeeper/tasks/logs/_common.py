@@ -15,6 +15,7 @@ from pydantic import Field
 
 from upkeeper.core.task import Finding, Severity, TaskContext
 from upkeeper.logs.parallel import ReadNote
+from upkeeper.logs.sources import PlanNote
 from upkeeper.redact import redact_obj
 
 REPORT_KEEP_DEFAULT = 12
@@ -134,21 +135,19 @@ def read_findings(task: str, notes: list[ReadNote]) -> list[Finding]:
                     "or delete it" if n.damaged else "", data={"damaged": n.damaged}) for n in notes]
 
 
-def plan_findings(task: str, notes: list[str]) -> list[Finding]:
+def plan_findings(task: str, notes: list[PlanNote]) -> list[Finding]:
     """What planning the reads noticed, as findings: a file that cannot be read is a
     ``logs.<task>.unreadable`` warning (its lines are missing from the analysis, and it is tried again
     next run); a file that got shorter or was replaced since the last run is a ``logs.<task>.rotation``
     info finding (it was read from the start)."""
     out: list[Finding] = []
     for n in notes:
-        path, sep, _reason = n.partition(": cannot read (")
-        if sep:
-            out.append(Finding(f"logs.{task}.unreadable", Severity.WARNING, path, n,
+        if n.kind == "unreadable":
+            out.append(Finding(f"logs.{task}.unreadable", Severity.WARNING, n.path, n.message,
                                "its lines are missing from this analysis: let the user upkeeper runs as read it "
                                "(e.g. the adm group for /var/log), or remove the file"))
-            continue
-        m = re.match(r"(.+?) (?:is shorter than last time|was replaced or truncated)", n)
-        out.append(Finding(f"logs.{task}.rotation", Severity.INFO, m.group(1) if m else n.split(":")[0], n))
+        else:
+            out.append(Finding(f"logs.{task}.rotation", Severity.INFO, n.path, n.message))
     return out
 
 

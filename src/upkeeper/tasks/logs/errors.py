@@ -15,7 +15,7 @@ from upkeeper.core.task import Finding, Result, Severity, Task, TaskContext, Tas
 from upkeeper.logs import parallel
 from upkeeper.logs.errorlog import AppLogStats, NginxErrorStats, is_upstream_failure
 from upkeeper.logs.report_html import errors_report
-from upkeeper.logs.sources import LogFile, ReadPlan, discover, finish_cursors, plan_reads
+from upkeeper.logs.sources import LogFile, PlanNote, ReadPlan, discover, finish_cursors, plan_reads
 from upkeeper.redact import redact, redact_obj
 from upkeeper.tasks.logs._common import (
     REPORT_KEEP_DEFAULT,
@@ -82,7 +82,7 @@ class ErrorLogs(Task[ErrorLogsOptions]):
         t0 = time.monotonic()
         rep: dict[str, Any] = {"files": []}
         read_notes: list[parallel.ReadNote] = []
-        plan_notes: list[str] = []  # files that cannot be read, truncated or replaced since the last run
+        plan_notes: list[PlanNote] = []  # files that cannot be read, truncated or replaced since the last run
 
         ng: NginxErrorStats | None = None
         if error_log:

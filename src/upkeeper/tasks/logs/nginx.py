@@ -16,7 +16,7 @@ from upkeeper.logs.access import DEFAULT_LOGIN_PATHS, ScanOptions, parse_statuse
 from upkeeper.logs.goaccess import STATIC_EXTENSIONS
 from upkeeper.logs.nginx_format import LogFormatError, parse_format, to_goaccess
 from upkeeper.logs.report_html import access_report
-from upkeeper.logs.sources import discover, finish_cursors, plan_reads
+from upkeeper.logs.sources import PlanNote, discover, finish_cursors, plan_reads
 from upkeeper.redact import redact_obj
 from upkeeper.tasks.logs._common import (
     REPORT_KEEP_DEFAULT,
@@ -230,7 +230,7 @@ class NginxLogs(Task[NginxLogsOptions]):
                 m[f"latency_{p}_ms"] = float(lat[p])
         return m
 
-    def _findings(self, ctx: TaskContext, o: NginxLogsOptions, rep: dict[str, Any], notes: list[str],
+    def _findings(self, ctx: TaskContext, o: NginxLogsOptions, rep: dict[str, Any], notes: list[PlanNote],
                   subject: str) -> list[Finding]:
         out = plan_findings("nginx", notes)
         if not rep["lines"]:
