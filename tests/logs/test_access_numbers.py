@@ -52,7 +52,7 @@ SAFARI = ("Mozilla/5.0 (Macintosh; Intel Mac OS X 14_1) AppleWebKit/605.1.15 (KH
 ITEMS_MS = [10 * k for k in range(1, 19)] + [200, 250]
 
 
-def line(ip: str, n: int, request: str, status: int, size: int, referer: str, agent: str, ms: float) -> str:
+def line(ip: str, n: int, request: str, status: int | str, size: int, referer: str, agent: str, ms: float) -> str:
     """One combined_timed line, ``n`` seconds after 10:00:00."""
     return (f'{ip} - - [01/Mar/2024:10:{n // 60:02d}:{n % 60:02d} +0000] "{request}" {status} {size} '
             f'"{referer}" "{agent}" {ms / 1000:.3f}\n')
@@ -118,12 +118,13 @@ def test_latency_percentiles_by_hand(crafted: Path, path: str) -> None:
     eps = {e["endpoint"]: e for e in rep["endpoints"]}
     assert eps["GET /api/v1/items/:id"] == {"endpoint": "GET /api/v1/items/:id", "hits": 20, "p50": 100.0,
                                             "p95": 200.0, "p99": 250.0, "mean": 108.0, "max": 250.0, "4xx": 0,
-                                            "5xx": 0, "timed": 20}
+                                            "5xx": 0, "failed": 0, "timed": 20}
     assert eps["POST /api/v1/bookings"] == {"endpoint": "POST /api/v1/bookings", "hits": 20, "p50": 50.0,
                                             "p95": 900.0, "p99": 900.0, "mean": 135.0, "max": 900.0, "4xx": 0,
-                                            "5xx": 2, "timed": 20}
+                                            "5xx": 2, "failed": 2, "timed": 20}
     assert eps["GET /health"] == {"endpoint": "GET /health", "hits": 10, "p50": 3000.0, "p95": 5500.0,
-                                  "p99": 5500.0, "mean": 3250.0, "max": 5500.0, "4xx": 0, "5xx": 0, "timed": 10}
+                                  "p99": 5500.0, "mean": 3250.0, "max": 5500.0, "4xx": 0, "5xx": 0, "failed": 0,
+                                  "timed": 10}
     assert (eps["GET /missing.php"]["4xx"], eps["GET /missing.php"]["p95"]) == (5, 1.0)
     assert (eps["GET /"]["hits"], eps["GET /"]["p50"], eps["GET /"]["p99"]) == (45, 5.0, 5.0)
     # endpoints with fewer than 20 timed requests (/health, /missing.php) are not judged
@@ -162,6 +163,38 @@ def test_failed_statuses_by_hand(crafted: Path) -> None:
     assert summarize(p, failed_statuses="404,5xx")["failed_pct"] == 7.0
     assert summarize(p, failed_statuses="500-503")["failed"] == 2
     assert summarize(p, failed_statuses="201")["failed_pct"] == 18.0
+    # the endpoints the failed-rate finding names follow failed_statuses too (they used to be the 5xx ones)
+    assert [(e["endpoint"], e["failed"]) for e in summarize(p, failed_statuses="404,5xx")["failing_endpoints"]] == [
+        ("GET /missing.php", 5), ("POST /api/v1/bookings", 2)]
+    assert summarize(p, failed_statuses="429")["failing_endpoints"] == []
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_signed_and_zero_padded_statuses_count_as_their_number_everywhere(tmp_path: Path, path: str) -> None:
+    """'+503' and '0503' are 503 in the status distribution (GoAccess's strtol); the per-endpoint 4xx/5xx and
+    failed columns, the failed-rate finding's endpoints, 404 bursts, failed logins and attacks answered 2xx
+    ignored them (they looked at the first character)."""
+    rows = [("10.0.0.1", "GET /api/orders/7 HTTP/1.1", st) for st in ("+503", "0503", "503", "200") * 10]
+    rows += [("10.0.0.2", f"GET /probe{k}.php HTTP/1.1", "+404" if k % 2 else "0404") for k in range(24)]
+    rows += [("10.0.0.3", "POST /login HTTP/1.1", "+401" if k % 2 else "0403") for k in range(12)]
+    rows += [("10.0.0.4", "GET /search?q=1%27%20OR%20%271%27=%271 HTTP/1.1", "+200") for _ in range(3)]
+    rows *= 3  # enough lines for the column-wise paths
+    log = tmp_path / "signed.log"
+    log.write_text("".join(line(ip, n % 100, req, st, 5, "-", FIREFOX, 10)
+                           for n, (ip, req, st) in enumerate(rows)))
+    rep = reports(log)[path]
+    assert rep["invalid"] == 0
+    assert rep["status"] == {"200": 39, "401": 18, "403": 18, "404": 72, "503": 90}
+    eps = {e["endpoint"]: e for e in rep["endpoints"]}
+    assert (eps["GET /api/orders/:id"]["5xx"], eps["GET /api/orders/:id"]["failed"]) == (90, 90)
+    assert eps["POST /login"]["4xx"] == 36
+    assert rep["failed"] == 90
+    assert rep["failing_endpoints"] == [{"endpoint": "GET /api/orders/:id", "hits": 120, "failed": 90}]
+    sec = rep["security"]
+    assert [(b["ip"], b["total"]) for b in sec["not_found_bursts"]] == [("10.0.0.2", 72)]
+    assert [(b["ip"], b["total"]) for b in sec["brute_force"]] == [("10.0.0.3", 36)]
+    assert sec["failed_logins"] == 36
+    assert [(a["category"], a["hits"], a["ok"]) for a in sec["attacks"]] == [("sql_injection", 9, 9)]
 
 
 def test_top_lists_and_times_agree_with_goaccess(crafted: Path, tmp_path: Path) -> None:

@@ -60,6 +60,7 @@ from upkeeper.logs.goaccess import (
     parse_seconds,
     parse_size,
     parse_time,
+    status_code,
     valid_ip,
     valid_offset,
     valid_status,
@@ -122,7 +123,7 @@ class AccessPartial:
     latency: Counter[tuple[bytes, float]] = field(default_factory=Counter)  # (endpoint, ms)
     upstream: Counter[tuple[bytes, float]] = field(default_factory=Counter)
     endpoint_hits: Counter[bytes] = field(default_factory=Counter)
-    endpoint_errors: Counter[tuple[bytes, bytes]] = field(default_factory=Counter)  # (endpoint, status)
+    endpoint_errors: Counter[tuple[bytes, bytes]] = field(default_factory=Counter)  # (endpoint, status) not 2xx
     nf_bursts: Counter[tuple[bytes, TimeInfo]] = field(default_factory=Counter)  # (ip, minute) 404s
     auth_failures: Counter[tuple[bytes, bytes, TimeInfo]] = field(default_factory=Counter)  # (ip, path, 10-min)
     attacks: Counter[tuple[str, bytes, bytes | None]] = field(default_factory=Counter)  # (category, ip, status)
@@ -469,17 +470,22 @@ class Accumulator:
         if urt is not None:
             self.has_urt = True
             self.c_ulat.update(zip(map(ep.__getitem__, r), urt, strict=True))
-        errs = {x for x in ss if x is not None and x[:1] in (b"4", b"5")}
+        # upkeeper's own views read the status as a number, as the status distribution does ('+503' is
+        # 503); GoAccess's not-found panel (and so its requested files) looks at the text ('404' only)
+        code = {x: status_code(x) for x in ss}
+        errs = {x for x, c in code.items() if c is not None and not 200 <= c < 300}
         if errs:
             em = {x: x in errs for x in ss}
             p.endpoint_errors.update(compress(zip(map(ep.__getitem__, r), s, strict=True),
                                               map(em.__getitem__, s)))
             nf = {x: x is not None and x[:3] == b"404" for x in ss}
             if any(nf.values()):
-                mask = list(map(nf.__getitem__, s))
-                self.c_req404.update(compress(r, mask))
-                p.nf_bursts.update(compress(zip(h, map(tinfo.__getitem__, tk), strict=True), mask))
-            auth = {x for x in ss if x is not None and x[:3] in (b"401", b"403")}
+                self.c_req404.update(compress(r, map(nf.__getitem__, s)))
+            burst = {x: code[x] == 404 for x in ss}
+            if any(burst.values()):
+                p.nf_bursts.update(compress(zip(h, map(tinfo.__getitem__, tk), strict=True),
+                                            map(burst.__getitem__, s)))
+            auth = {x for x, c in code.items() if c in (401, 403)}
             if auth:
                 login_of = self.login_of
                 for i in compress(range(n), map(auth.__contains__, s)):
@@ -928,7 +934,7 @@ def security_summary(p: AccessPartial, *, not_found_burst: int = 20, brute_force
         e = cats.setdefault(cat, {"category": cat, "hits": 0, "ips": Counter(), "ok": 0})
         e["hits"] += c
         e["ips"][ip] += c
-        if st is not None and st[:1] == b"2":
+        if (sc := status_code(st)) is not None and 200 <= sc < 300:
             e["ok"] += c
     attacks = []
     for cat, e in sorted(cats.items(), key=lambda kv: -kv[1]["hits"]):
@@ -1009,13 +1015,19 @@ def summarize(p: AccessPartial, *, top_n: int = 10, failed_statuses: str = "5xx"
         ups_all[ms] += c
     ep_err: dict[bytes, Counter[str]] = {}
     for (e, st), c in p.endpoint_errors.items():
-        ep_err.setdefault(e, Counter())[f"{st[:1].decode()}xx"] += c
+        sc = status_code(st)
+        if sc is None:
+            continue
+        errs = ep_err.setdefault(e, Counter())
+        errs[f"{sc // 100}xx"] += c
+        if _status_in(str(sc), failed_spec):
+            errs["failed"] += c
     endpoints = []
     for e, hits in top(p.endpoint_hits, max_endpoints):
         stats = percentiles(per_ep.get(e, Counter()).items())
         errs = ep_err.get(e, Counter())
         endpoints.append({"endpoint": _s(e), "hits": hits, **{k: v for k, v in stats.items() if k != "count"},
-                          "4xx": errs.get("4xx", 0), "5xx": errs.get("5xx", 0),
+                          "4xx": errs.get("4xx", 0), "5xx": errs.get("5xx", 0), "failed": errs.get("failed", 0),
                           "timed": int(stats.get("count", 0))})
     slow: list[dict[str, Any]] = []
     for e, hist in per_ep.items():
@@ -1025,6 +1037,9 @@ def summarize(p: AccessPartial, *, top_n: int = 10, failed_statuses: str = "5xx"
         slow.append({"endpoint": _s(e), "hits": p.endpoint_hits.get(e, 0),
                      **{k: v for k, v in pst.items() if k != "count"}})
     slow.sort(key=lambda x: (-x.get("p95", 0.0), x["endpoint"]))
+    # over every endpoint, not only the busiest ones listed above: a rarely used one may fail the most
+    failing = [{"endpoint": _s(e), "hits": p.endpoint_hits.get(e, 0), "failed": c} for e, c in
+               top(Counter({e: errs["failed"] for e, errs in ep_err.items() if errs["failed"]}), top_n)]
     minutes_sorted = sorted(p.minutes)
     first = last = None
     if minutes_sorted:
@@ -1060,6 +1075,7 @@ def summarize(p: AccessPartial, *, top_n: int = 10, failed_statuses: str = "5xx"
                     "available": p.has_latency},
         "endpoints": endpoints,
         "slowest_endpoints": slow[:top_n],
+        "failing_endpoints": failing,
         "top": {
             "paths": [{"path": _s(k), "hits": v} for k, v in top(all_paths(p), top_n)],
             "not_found": [{"path": _s(k), "hits": v} for k, v in top(p.not_found, top_n)],

@@ -31,6 +31,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from upkeeper.logs.goaccess import status_code
 from upkeeper.logs.nginx_format import (
     LISTS,
     SPACELESS,
@@ -357,15 +358,17 @@ class ArrowScanner:
         for ri, c in self._counts(ridx):
             c_req[rdict[ri]] += c
         ep_list = self.ep_list
+        code_of = {x: status_code(x) for x in statuses}  # '0503' is 503, as in the status distribution
         for (ri, st), c in pairs:
             sp = static_per[ri]
-            nf = st[:3] == b"404"
+            nf = st[:3] == b"404"  # GoAccess's not-found panel reads the text
             if sp is not None and not nf:
                 p.static_paths[sp] += c
-            if st[:1] in (b"4", b"5"):
+            code = code_of[st]
+            if code is not None and not 200 <= code < 300:
                 p.endpoint_errors[(ep_of[rdict[ri]], st)] += c
-                if nf:
-                    acc.c_req404[rdict[ri]] += c
+            if nf:
+                acc.c_req404[rdict[ri]] += c
         # latency per endpoint
         if rt is not None:
             acc.has_rt = True
@@ -380,7 +383,7 @@ class ArrowScanner:
                 acc.c_ulat[(ep_list[e], tok)] += c
         del row_ep
         # 404 bursts per (client, minute)
-        nfs = [x for x in statuses if x[:3] == b"404"]
+        nfs = [x for x in statuses if code_of[x] == 404]
         if nfs:
             m = self._mask_in(s, nfs)
             bursts: Counter[tuple[bytes, TimeInfo]] = Counter()
@@ -388,7 +391,7 @@ class ArrowScanner:
                 bursts[(ip, tinfo[t])] += c
             p.nf_bursts.update(bursts)
         # failed logins (401/403 on a POST to a login path): rare, per row
-        auth = [x for x in statuses if x[:3] in (b"401", b"403")]
+        auth = [x for x in statuses if code_of[x] in (401, 403)]
         if auth:
             m = self._mask_in(s, auth)
             login_of = acc.login_of

@@ -282,6 +282,12 @@ def valid_status(tok: bytes) -> bool:
     return bool(_STATUS.fullmatch(tok)) and 100 <= int(tok) <= 599
 
 
+def status_code(raw: bytes | None) -> int | None:
+    """The status as a number, as GoAccess keys its status panel (``strtol``: ``+503`` and ``0503`` are
+    503); None for a line without one."""
+    return int(raw) if raw is not None and valid_status(raw) else None
+
+
 ULL_MAX = (1 << 64) - 1
 
 

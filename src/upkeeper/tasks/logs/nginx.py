@@ -260,8 +260,8 @@ class NginxLogs(Task[NginxLogsOptions]):
     def _failed(ctx: TaskContext, o: NginxLogsOptions, rep: dict[str, Any], subject: str) -> list[Finding]:
         if rep["failed_pct"] <= o.failed_rate_pct:
             return []
-        worst = sorted((e for e in rep["endpoints"] if e["5xx"]), key=lambda e: -e["5xx"])[:5]
-        where = ", ".join(f"{e['endpoint']} ({e['5xx']})" for e in worst)
+        worst = rep["failing_endpoints"][:5]
+        where = ", ".join(f"{e['endpoint']} ({e['failed']})" for e in worst)
         return [Finding("logs.nginx.failed_rate", Severity.WARNING, subject,
                         f"{rep['failed_pct']:.3f} % of requests failed ({rep['failed']:,} with {o.failed_statuses}), "
                         f"objective < {o.failed_rate_pct:g} %" + (f"; most from {where}" if where else ""),
