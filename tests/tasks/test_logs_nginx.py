@@ -378,3 +378,40 @@ def test_log_format_that_cannot_work_is_a_located_config_error(value: str, messa
     (problem,) = [p.render() for p in err.value.problems]
     assert problem.startswith("u.yaml:8: jobs -> web-logs -> options -> log_format: ")
     assert message in problem
+
+
+def test_bursts_split_by_the_boundary_between_runs_are_counted_whole(cli: Any, make_config: Any,
+                                                                      tmp_path: Path) -> None:
+    """Each run reads only the new lines: 14 failed logins in 280 s, or 24 404s in two minutes, cut in half by
+    the time the runs happened to start, were 7 + 7 and 12 + 12, under both thresholds, and never reported.
+    The next run now counts the previous run's last minutes too, and a burst already judged whole is not
+    reported again by a run that brings nothing new from that client."""
+    def lines(k0: int, k1: int) -> str:
+        out = []
+        for k in range(k0, k1):
+            out.append(f'203.0.113.7 - - [01/Mar/2024:10:{k * 20 // 60:02d}:{k * 20 % 60:02d} +0000] '
+                       f'"POST /login HTTP/1.1" 401 5 "-" "Mozilla/5.0" 0.010\n')
+            for j in range(2):  # 404s from 10:00:30 to 10:01:16 for k < 12
+                s = 30 + 2 * (2 * k + j)
+                out.append(f'198.51.100.9 - - [01/Mar/2024:10:{s // 60:02d}:{s % 60:02d} +0000] '
+                           f'"GET /probe{k}-{j}.php HTTP/1.1" 404 5 "-" "Mozilla/5.0" 0.010\n')
+        return "".join(out)
+
+    log = tmp_path / "access.log"
+    log.write_text(lines(0, 6))
+    cfg = file_config(make_config, log, tmp_path)
+    first = run(cli, cfg)
+    assert first["metrics"]["failed_logins"] == 6 and checks(first) == {}, checks(first)
+    with open(log, "a") as fh:
+        fh.write(lines(6, 12) + lines(12, 14).replace("198.51.100.9", "192.0.2.50"))
+    by = checks(run(cli, cfg))
+    (brute,) = by["logs.nginx.brute_force"]
+    assert (brute["subject"], brute["value"]) == ("203.0.113.7", 14)
+    assert "14 failed logins" in brute["message"] and "8 in the lines this run read" in brute["message"]
+    (burst,) = by["logs.nginx.not_found_burst"]
+    assert (burst["subject"], burst["value"]) == ("198.51.100.9", 24)
+    # another client's lines only: the bursts above were judged whole and are not reported again
+    with open(log, "a") as fh:
+        fh.write(lines(14, 15).replace("203.0.113.7", "192.0.2.51").replace("198.51.100.9", "192.0.2.51"))
+    third = run(cli, cfg)
+    assert third["metrics"]["requests"] == 3 and checks(third) == {}, checks(third)

@@ -910,25 +910,90 @@ def _minute_number(t: TimeInfo) -> int | None:
         return None
 
 
-def _worst_pair(counts: dict[int, tuple[int, TimeInfo]], step: int) -> tuple[int, TimeInfo]:
-    """The most events in two consecutive periods (``step`` minutes apart), and where that pair begins.
+Periods = dict[int, tuple[int, int, TimeInfo]]  # period number -> (events, of which new, period start)
+
+
+@dataclass
+class SecurityTail:
+    """The 404s per (client, minute) and failed logins per (client, path, 10-minute period) of the last two
+    periods of the data an earlier run read.  A run adds them to its own (incremental mode), so that a 404
+    burst or a brute force split by the boundary between two runs is counted whole."""
+
+    nf_bursts: Counter[tuple[bytes, TimeInfo]] = field(default_factory=Counter)
+    auth_failures: Counter[tuple[bytes, bytes, TimeInfo]] = field(default_factory=Counter)
+
+    def to_json(self) -> dict[str, list[list[Any]]]:
+        return {"not_found": [[ip.decode("latin-1"), *t, c] for (ip, t), c in sorted(self.nf_bursts.items())],
+                "logins": [[ip.decode("latin-1"), path.decode("latin-1"), *t, c]
+                           for (ip, path, t), c in sorted(self.auth_failures.items())]}
+
+    @classmethod
+    def from_json(cls, data: Any) -> SecurityTail:
+        """Read what :meth:`to_json` wrote; anything else (no state yet, an older shape) is an empty tail."""
+        out = cls()
+        if not isinstance(data, dict):
+            return out
+        try:
+            for ip, d, hh, mm, c in data.get("not_found", []):
+                out.nf_bursts[(ip.encode("latin-1"), (int(d), int(hh), int(mm)))] += int(c)
+            for ip, path, d, hh, mm, c in data.get("logins", []):
+                out.auth_failures[(ip.encode("latin-1"), path.encode("latin-1"), (int(d), int(hh), int(mm)))] += int(c)
+        except (TypeError, ValueError, AttributeError):
+            return cls()
+        return out
+
+
+def security_tail(p: AccessPartial, earlier: SecurityTail | None = None) -> SecurityTail:
+    """What the next run needs of this one's 404s and failed logins (see :class:`SecurityTail`): those of
+    the last two minutes, and of the last two 10-minute periods, of the data (``earlier`` included)."""
+    earlier = earlier or SecurityTail()
+    nf = p.nf_bursts + earlier.nf_bursts
+    auth = p.auth_failures + earlier.auth_failures
+    times = [n for n in map(_minute_number, [*p.minutes, *(t for _ip, t in nf), *(t for _i, _p, t in auth)])
+             if n is not None]
+    if not times:
+        return SecurityTail()
+    last = max(times)
+    return SecurityTail(
+        Counter({k: c for k, c in nf.items() if (_minute_number(k[1]) or 0) >= last - 1}),
+        Counter({k: c for k, c in auth.items() if (_minute_number(k[2]) or 0) >= last - last % 10 - 10}))
+
+
+def _periods(events: Iterable[tuple[bytes, TimeInfo, int, bool]]) -> dict[bytes, Periods]:
+    """Per client: events per period (by :func:`_minute_number`), and how many of them are ``new``."""
+    out: dict[bytes, Periods] = {}
+    for ip, when, c, new in events:
+        n = _minute_number(when)
+        if n is not None:
+            m = out.setdefault(ip, {})
+            total, fresh, _w = m.get(n, (0, 0, when))
+            m[n] = (total + c, fresh + (c if new else 0), when)
+    return out
+
+
+def _worst_pair(counts: Periods, step: int) -> tuple[int, TimeInfo] | None:
+    """The most events in two consecutive periods (``step`` minutes apart) holding a new event, and where that
+    pair begins (None: no new event).
 
     Periods are clock-aligned buckets; counting pairs means a burst is never split in two by a
-    bucket boundary (25 probes at 10:00:50–10:01:10 count 25, not 13 + 12).
+    bucket boundary (25 probes at 10:00:50–10:01:10 count 25, not 13 + 12).  Pairs of events an earlier run
+    read whole (carried over in a :class:`SecurityTail`) were judged by that run and are not judged again.
     """
     best: tuple[int, TimeInfo] | None = None
     for k in sorted(counts):
-        c, when = counts[k]
-        n = c + counts.get(k + step, (0, when))[0]
-        if best is None or n > best[0]:
-            best = (n, when)
-    assert best is not None
+        c, fresh, when = counts[k]
+        c2, fresh2, _w = counts.get(k + step, (0, 0, when))
+        if (fresh or fresh2) and (best is None or c + c2 > best[0]):
+            best = (c + c2, when)
     return best
 
 
 def security_summary(p: AccessPartial, *, not_found_burst: int = 20, brute_force: int = 10,
-                     top_n: int = 10) -> dict[str, Any]:
-    """Attack patterns, scanner agents, 404 bursts per client, failed logins per client."""
+                     top_n: int = 10, earlier: SecurityTail | None = None) -> dict[str, Any]:
+    """Attack patterns, scanner agents, 404 bursts per client, failed logins per client (with ``earlier``:
+    the end of the previous run's data, so a burst across the boundary between runs is counted whole;
+    the totals are this run's)."""
+    earlier = earlier or SecurityTail()
     cats: dict[str, dict[str, Any]] = {}
     for (cat, ip, st), c in p.attacks.items():
         e = cats.setdefault(cat, {"category": cat, "hits": 0, "ips": Counter(), "ok": 0})
@@ -947,35 +1012,28 @@ def security_summary(p: AccessPartial, *, not_found_burst: int = 20, brute_force
         scanners.setdefault(name, Counter())[ip] += c
     scan_list = [{"scanner": name, "hits": sum(ips.values()), "clients": [_s(ip) for ip, _ in top(ips, 10)]}
                  for name, ips in sorted(scanners.items(), key=lambda kv: -sum(kv[1].values()))]
-    nf_by_ip: dict[bytes, dict[int, tuple[int, TimeInfo]]] = {}
-    for (ip, minute), c in p.nf_bursts.items():
-        n = _minute_number(minute)
-        if n is not None:
-            m = nf_by_ip.setdefault(ip, {})
-            m[n] = (m.get(n, (0, minute))[0] + c, minute)
+    nf_by_ip = _periods([(ip, t, c, True) for (ip, t), c in p.nf_bursts.items()]
+                        + [(ip, t, c, False) for (ip, t), c in earlier.nf_bursts.items()])
     bursts: list[dict[str, Any]] = []
     for ip, by_minute in nf_by_ip.items():
-        b, w = _worst_pair(by_minute, 1)
-        if b >= not_found_burst:
-            bursts.append({"ip": _s(ip), "max_in_window": b, "from": _minute_text(w),
-                           "total": sum(c for c, _w in by_minute.values())})
+        worst = _worst_pair(by_minute, 1)
+        if worst is not None and worst[0] >= not_found_burst:
+            bursts.append({"ip": _s(ip), "max_in_window": worst[0], "from": _minute_text(worst[1]),
+                           "total": sum(f for _c, f, _w in by_minute.values())})
     bursts.sort(key=lambda x: (-int(x["max_in_window"]), str(x["ip"])))
     # brute force per client, over every login path it tried, in two consecutive 10-minute periods
-    logins: dict[bytes, dict[int, tuple[int, TimeInfo]]] = {}
+    logins = _periods([(ip, w10, c, True) for (ip, _path, w10), c in p.auth_failures.items()]
+                      + [(ip, w10, c, False) for (ip, _path, w10), c in earlier.auth_failures.items()])
     paths: dict[bytes, Counter[bytes]] = {}
-    for (ip, path, w10), c in p.auth_failures.items():
-        n = _minute_number(w10)
-        if n is not None:
-            m = logins.setdefault(ip, {})
-            m[n] = (m.get(n, (0, w10))[0] + c, w10)
-            paths.setdefault(ip, Counter())[path] += c
+    for (ip, path, _w10), c in (p.auth_failures + earlier.auth_failures).items():
+        paths.setdefault(ip, Counter())[path] += c
     brute: list[dict[str, Any]] = []
     for ip, by_window in logins.items():
-        b, w = _worst_pair(by_window, 10)
-        if b >= brute_force:
+        worst = _worst_pair(by_window, 10)
+        if worst is not None and worst[0] >= brute_force:
             brute.append({"ip": _s(ip), "path": _s(paths[ip].most_common(1)[0][0]),
-                          "paths": [_s(x) for x, _c in paths[ip].most_common(5)], "max_per_window": b,
-                          "from": _minute_text(w), "total": sum(c for c, _w in by_window.values())})
+                          "paths": [_s(x) for x, _c in paths[ip].most_common(5)], "max_per_window": worst[0],
+                          "from": _minute_text(worst[1]), "total": sum(f for _c, f, _w in by_window.values())})
     brute.sort(key=lambda x: (-int(x["max_per_window"]), str(x["ip"])))
     return {"attacks": attacks, "scanners": scan_list, "not_found_bursts": bursts[:top_n * 5],
             "brute_force": brute[:top_n * 5],
@@ -984,8 +1042,8 @@ def security_summary(p: AccessPartial, *, not_found_burst: int = 20, brute_force
 
 def summarize(p: AccessPartial, *, top_n: int = 10, failed_statuses: str = "5xx",
               min_endpoint_requests: int = 20, max_endpoints: int = 50, not_found_burst: int = 20,
-              brute_force: int = 10) -> dict[str, Any]:
-    """The access report as plain JSON-able data."""
+              brute_force: int = 10, earlier: SecurityTail | None = None) -> dict[str, Any]:
+    """The access report as plain JSON-able data (``earlier``: see :func:`security_summary`)."""
     valid = p.valid
     status: Counter[str] = Counter()
     for raw, v in p.status.items():
@@ -1084,7 +1142,8 @@ def summarize(p: AccessPartial, *, top_n: int = 10, failed_statuses: str = "5xx"
             "referers": [{"referer": _s(k), "hits": v} for k, v in top(p.referers, top_n + 1)
                          if k != b"-"][:top_n],
         },
-        "security": security_summary(p, not_found_burst=not_found_burst, brute_force=brute_force, top_n=top_n),
+        "security": security_summary(p, not_found_burst=not_found_burst, brute_force=brute_force, top_n=top_n,
+                                     earlier=earlier),
         "goaccess": {
             "total_requests": lines,
             "valid_requests": valid,

@@ -12,7 +12,14 @@ from upkeeper.core.task import Finding, Result, Severity, Status, Task, TaskCont
 from upkeeper.errors import TaskError
 from upkeeper.fmt import human_bytes
 from upkeeper.logs import parallel
-from upkeeper.logs.access import DEFAULT_LOGIN_PATHS, ScanOptions, parse_statuses, summarize
+from upkeeper.logs.access import (
+    DEFAULT_LOGIN_PATHS,
+    ScanOptions,
+    SecurityTail,
+    parse_statuses,
+    security_tail,
+    summarize,
+)
 from upkeeper.logs.goaccess import STATIC_EXTENSIONS
 from upkeeper.logs.nginx_format import LogFormatError, parse_format, to_goaccess
 from upkeeper.logs.report_html import access_report
@@ -34,6 +41,7 @@ from upkeeper.tasks.logs._common import (
 )
 
 CURSORS_KEY = "access_cursors"
+TAIL_KEY = "access_security_tail"  # the last minutes' 404s and failed logins, for bursts across runs
 TREND_METRICS = ["requests", "visitors", "latency_p95_ms", "failed_pct"]
 
 
@@ -159,12 +167,13 @@ class NginxLogs(Task[NginxLogsOptions]):
             raise TaskError(f"cannot read {exc.filename or path}: {exc.strerror or exc}",
                             "Try: run upkeeper as a user that can read the nginx logs (group adm)") from None
         seconds = time.monotonic() - t0
+        earlier = SecurityTail.from_json(ctx.state.get(TAIL_KEY)) if options.incremental else None
         # redacted before anything is built from it: request lines and referrers carry ?token=…, and the
         # findings (history, --json), the HTML and the JSON report all show parts of them
         rep: dict[str, Any] = redact_obj(summarize(
             partial, top_n=options.top, failed_statuses=options.failed_statuses,
             min_endpoint_requests=options.min_endpoint_requests, not_found_burst=options.not_found_burst,
-            brute_force=options.brute_force_threshold))
+            brute_force=options.brute_force_threshold, earlier=earlier))
         rep["files"] = [{"path": r.file.path, "from": r.start, "to": r.end, "compressed": r.file.gz}
                         for r in plan.ranges]
         rep["scan_seconds"] = round(seconds, 3)
@@ -190,6 +199,7 @@ class NginxLogs(Task[NginxLogsOptions]):
                                       options.keep_reports)
             if options.incremental:
                 ctx.state.set(CURSORS_KEY, finish_cursors(plan, gz_read))
+                ctx.state.set(TAIL_KEY, security_tail(partial, earlier).to_json())
         return Result(summary=self._summary(rep, artifacts), findings=findings, metrics=metrics,
                       artifacts=artifacts)
 
@@ -313,13 +323,13 @@ class NginxLogs(Task[NginxLogsOptions]):
         for b in sec["not_found_bursts"][:o.top]:
             out.append(Finding("logs.nginx.not_found_burst", Severity.WARNING, b["ip"],
                                f"{b['max_in_window']} requests answered 404 within two minutes (from "
-                               f"{b['from']}), {b['total']} in total — probing for files",
+                               f"{b['from']}), {b['total']} in the lines this run read — probing for files",
                                "block the client (fail2ban nginx-botsearch, nginx deny)",
                                value=b["max_in_window"], threshold=o.not_found_burst))
         for b in sec["brute_force"][:o.top]:
             out.append(Finding("logs.nginx.brute_force", Severity.WARNING, b["ip"],
                                f"{b['max_per_window']} failed logins (POST {', '.join(b['paths'])} answered "
-                               f"401/403) within 20 minutes (from {b['from']}), {b['total']} in total",
+                               f"401/403) within 20 minutes (from {b['from']}), {b['total']} in the lines this run read",
                                "rate-limit the login (nginx limit_req), ban the client (fail2ban), check the "
                                "accounts it tried", value=b["max_per_window"], threshold=o.brute_force_threshold))
         return out
