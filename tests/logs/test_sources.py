@@ -271,3 +271,48 @@ def test_damaged_rotated_files_are_read_up_to_the_damage_and_not_again(tmp_path:
     (tmp_path / "access.log.2.gz").write_bytes(whole)
     got, _ = read_plan(discover(str(log)), cur)
     assert got == b"".join(lines[:2000])[len(complete):]
+
+
+def test_a_file_rotated_between_planning_and_reading_records_nothing(tmp_path: Path) -> None:
+    """logrotate running while a run reads (copytruncate, or a rename and a new file): the reader used to
+    read whatever was at the path now — the new lines — and the cursors said the old file had been read
+    to its end, so its lines were lost for good and the new ones were counted again by the next run."""
+    import pytest
+
+    from upkeeper.logs.access import ScanOptions
+
+    log = tmp_path / "access.log"
+    log.write_bytes(b"".join(line(i) for i in range(100)))
+    (tmp_path / "access.log.1").write_bytes(b"".join(line(i) for i in range(100, 150)))
+    files = discover(str(log))
+
+    def copytruncate() -> None:
+        (tmp_path / "access.log.1").write_bytes(log.read_bytes())
+        with open(log, "r+b") as fh:
+            fh.truncate(0)
+            fh.write(line(200))
+
+    def rename_and_create() -> None:
+        os.rename(log, tmp_path / "access.log.1")
+        log.write_bytes(line(300) * 200)  # longer than the planned range: only the inode tells
+
+    for change in (copytruncate, rename_and_create):
+        plan = plan_reads(files, [], incremental=True)
+        change()
+        with pytest.raises(parallel.FileChanged, match=r"access\.log(\.1)? (got shorter|was replaced)"):
+            for u in parallel.units_for(plan.ranges):
+                list(parallel.read_unit(u))
+        # the helper processes say so too (not "a log scanning helper failed" with a traceback)
+        units = parallel.units_for(plan.ranges)
+        with pytest.raises(parallel.FileChanged):
+            parallel.scan("upkeeper.logs.access", ScanOptions(), units + units, workers=2, min_parallel=0)
+        for p in tmp_path.iterdir():
+            p.unlink()
+        log.write_bytes(b"".join(line(i) for i in range(100)))
+        (tmp_path / "access.log.1").write_bytes(b"".join(line(i) for i in range(100, 150)))
+        files = discover(str(log))
+    # a file that only grew meanwhile is read as planned
+    with open(log, "ab") as fh:
+        fh.write(line(100))
+    got, _ = read_plan(files, [])
+    assert got.count(b"\n") == 150

@@ -68,6 +68,11 @@ class ReadNote:
     damaged: bool
 
 
+class FileChanged(Exception):
+    """A file was replaced or truncated between planning its read and reading it (logrotate ran meanwhile):
+    what was read is not what the cursors will say was read, so the run must not record them."""
+
+
 @dataclass(frozen=True)
 class Unit:
     path: str
@@ -76,6 +81,7 @@ class Unit:
     gz: bool
     final: bool  # a last line without newline is a line
     label: str = ""
+    ident: tuple[int, int] | None = None  # (device, inode) planned: another file at ``path`` is FileChanged
 
     @property
     def size_hint(self) -> int:
@@ -100,10 +106,10 @@ def entry_start(buf: bytes, pos: int, continuation: bytes) -> int:
 
 
 def split_units(path: str, start: int, end: int, *, final: bool, label: str = "",
-                continuation: bytes = b"", unit: int = UNIT) -> list[Unit]:
+                continuation: bytes = b"", unit: int = UNIT, ident: tuple[int, int] | None = None) -> list[Unit]:
     """Cut [start, end) of a plain file into units that begin at line/entry starts."""
     if end - start <= unit * 1.5:
-        return [Unit(path, start, end, False, final, label)]
+        return [Unit(path, start, end, False, final, label, ident)]
     cuts = [start]
     with open(path, "rb") as fh:
         pos = start + unit
@@ -120,7 +126,7 @@ def split_units(path: str, start: int, end: int, *, final: bool, label: str = ""
             cuts.append(cut)
             pos = cut + unit
     cuts.append(end)
-    return [Unit(path, a, b, False, final and b == end, label) for a, b in zip(cuts, cuts[1:], strict=False)
+    return [Unit(path, a, b, False, final and b == end, label, ident) for a, b in zip(cuts, cuts[1:], strict=False)
             if b > a]
 
 
@@ -146,6 +152,7 @@ def read_unit(u: Unit, chunk: int = CHUNK, continuation: bytes = b"", max_line: 
     """
     keep = min(keep, max_line)
     with open(u.path, "rb") as raw:
+        _check_same(u, os.fstat(raw.fileno()))
         gz = GzipReader(raw) if u.gz else None
         fh: Any = gz if gz is not None else raw
         if u.start:
@@ -217,6 +224,8 @@ def read_unit(u: Unit, chunk: int = CHUNK, continuation: bytes = b"", max_line: 
                 notes.append(ReadNote(label, msg, gz.damaged))
             if gz.damaged:
                 return done - u.start
+        if u.end is not None and pos < u.end:  # the file got shorter while it was read
+            _check_same(u, os.fstat(raw.fileno()))
         if u.final or u.end is None:
             if long_at >= 0:
                 yield long_at, head
@@ -229,6 +238,15 @@ def read_unit(u: Unit, chunk: int = CHUNK, continuation: bytes = b"", max_line: 
             done = pos
         # else: a half-written last line of the live file waits for the next run
     return done - u.start
+
+
+def _check_same(u: Unit, st: os.stat_result) -> None:
+    """Raise FileChanged when the file open for ``u`` is not the one planned, or is now shorter than planned."""
+    label = u.label or u.path
+    if u.ident is not None and (st.st_dev, st.st_ino) != u.ident:
+        raise FileChanged(f"{label} was replaced (rotated) while this run was reading the logs")
+    if u.end is not None and not u.gz and st.st_size < u.end:
+        raise FileChanged(f"{label} got shorter (truncated, e.g. copytruncate) while this run was reading the logs")
 
 
 def scan_unit(acc: Accumulator, u: Unit, continuation: bytes = b"", notes: list[ReadNote] | None = None) -> int:
@@ -272,7 +290,7 @@ def scan(kind: str, opts: Any, units: list[Unit], *, workers: int = 0,
     gz_read: dict[str, int] = {}
     lock = threading.Lock()
     partials: list[str] = []  # files holding the helpers' pickled partial results
-    errors: list[str] = []
+    errors: list[Exception] = []
 
     found: list[ReadNote] = []
 
@@ -307,7 +325,9 @@ def scan(kind: str, opts: Any, units: list[Unit], *, workers: int = 0,
     merged = mine
     try:
         if errors:
-            raise RuntimeError("a log scanning helper failed: " + errors[0])
+            if isinstance(errors[0], FileChanged):
+                raise errors[0]
+            raise RuntimeError(f"a log scanning helper failed: {errors[0]}")
         while partials:  # helpers' results wait in files until merged, one at a time
             path = partials.pop()
             try:
@@ -326,7 +346,7 @@ def scan(kind: str, opts: Any, units: list[Unit], *, workers: int = 0,
 
 def _drive_helper(kind: str, opts: Any, todo: queue.Queue[Unit],
                   account: Callable[[Unit, int, list[ReadNote]], None],
-                  partials: list[str], errors: list[str], lock: threading.Lock, continuation: bytes) -> None:
+                  partials: list[str], errors: list[Exception], lock: threading.Lock, continuation: bytes) -> None:
     from upkeeper.core import proc
 
     try:
@@ -352,6 +372,8 @@ def _drive_helper(kind: str, opts: Any, todo: queue.Queue[Unit],
                 send.dump(("unit", u))
                 sp.stdin.flush()
                 msg = recv.load()
+                if msg[0] == "changed":
+                    raise FileChanged(msg[1])
                 if msg[0] == "error":
                     raise RuntimeError(msg[1])
                 account(u, int(msg[1]), list(msg[2]))
@@ -371,10 +393,13 @@ def _drive_helper(kind: str, opts: Any, todo: queue.Queue[Unit],
                 raise
             with lock:
                 partials.append(path)
+        except FileChanged as exc:
+            with lock:
+                errors.insert(0, exc)
         except Exception as exc:
             tail = sp.collector.text.strip().splitlines()[-3:] if sp.collector else []
             with lock:
-                errors.append(f"{exc}{': ' + ' / '.join(tail) if tail else ''}")
+                errors.append(RuntimeError(f"{exc}{': ' + ' / '.join(tail) if tail else ''}"))
 
 
 def units_for(ranges: list[Any], continuation: bytes = b"", workers: int = 0) -> list[Unit]:
@@ -389,9 +414,10 @@ def units_for(ranges: list[Any], continuation: bytes = b"", workers: int = 0) ->
     units: list[Unit] = []
     for r in ranges:
         lf = r.file
+        ident = (lf.dev, lf.inode)
         if lf.gz or r.end is None:
-            units.append(Unit(lf.path, r.start, None, True, True, lf.path))
+            units.append(Unit(lf.path, r.start, None, True, True, lf.path, ident))
         else:
             units += split_units(lf.path, r.start, r.end, final=r.final, label=lf.path, continuation=continuation,
-                                 unit=unit)
+                                 unit=unit, ident=ident)
     return units

@@ -29,7 +29,7 @@ def main() -> int:
     send = pickle.Pickler(out, protocol=pickle.HIGHEST_PROTOCOL)
     acc: Any = None
     continuation = b""
-    from upkeeper.logs.parallel import scan_unit
+    from upkeeper.logs.parallel import FileChanged, scan_unit
 
     while True:
         try:
@@ -55,6 +55,10 @@ def main() -> int:
                 send.dump(("partial", path))
                 out.flush()
                 return 0
+        except FileChanged as exc:  # logrotate ran meanwhile: the parent fails the run, records no cursor
+            send.dump(("changed", str(exc)))
+            out.flush()
+            return 1
         except Exception:
             send.dump(("error", traceback.format_exc(limit=8)))
             out.flush()

@@ -163,6 +163,9 @@ class NginxLogs(Task[NginxLogsOptions]):
         try:
             partial, gz_read = parallel.scan("upkeeper.logs.access", opts, units, workers=options.workers,
                                              progress=progress, notes=read_notes)
+        except parallel.FileChanged as exc:
+            raise TaskError(f"{exc}; nothing of this run was recorded",
+                            "Try: run the job again: it reads the rotated file where the last run left off") from None
         except OSError as exc:
             raise TaskError(f"cannot read {exc.filename or path}: {exc.strerror or exc}",
                             "Try: run upkeeper as a user that can read the nginx logs (group adm)") from None

@@ -140,6 +140,9 @@ class PostgresLogs(Task[PostgresLogsOptions]):
             partial, gz_read = parallel.scan("upkeeper.logs.pglog", PgScanOptions(log_line_prefix=prefix), units,
                                              workers=options.workers, progress=progress, continuation=b"\t",
                                              min_parallel=MIN_PARALLEL, notes=read_notes)
+        except parallel.FileChanged as exc:
+            raise TaskError(f"{exc}; nothing of this run was recorded",
+                            "Try: run the job again: it reads the rotated file where the last run left off") from None
         except OSError as exc:
             raise TaskError(f"cannot read {exc.filename or path}: {exc.strerror or exc}",
                             "Try: make the log readable (log_file_mode = 0640 and the reader in the postgres group)"
