@@ -121,6 +121,7 @@ def main() -> int:
 
         cfg = work / "upkeeper.yaml"
         store = work / "store"
+        store.mkdir()  # upkeeper never creates a storage's directory
         cfg.write_text(json.dumps({
             "history": str(work / "history.db"),
             "targets": {"db": {"kind": "postgres", "host": cluster.host, "port": cluster.port, "user": "postgres",

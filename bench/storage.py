@@ -89,6 +89,7 @@ def main() -> int:
     sshd = SshServer(base / "sshd")
     try:
         # --- local
+        (base / "local").mkdir()  # upkeeper never creates a storage's directory
         local = open_storage("local", LocalStorageConfig(path=str(base / "local")))
         (base / "dd").mkdir()
         results["local"] = {

@@ -71,10 +71,17 @@ def write_yaml(path: Path, data: dict[str, Any]) -> Path:
 
 @pytest.fixture
 def make_config(tmp_path: Path) -> Any:
-    """Write a config dict (history defaults to a file in tmp_path) and return its path."""
+    """Write a config dict (history defaults to a file in tmp_path) and return its path.
 
-    def make(data: dict[str, Any], name: str = "upkeeper.yaml") -> Path:
+    The directories of its local storages inside tmp_path are made, as an admin would: upkeeper never creates a
+    storage's directory (``storage_dirs=False`` leaves them missing)."""
+
+    def make(data: dict[str, Any], name: str = "upkeeper.yaml", *, storage_dirs: bool = True) -> Path:
         data = {"history": str(tmp_path / "history.db"), **data}
+        for st in (data.get("storages") or {}).values() if storage_dirs else ():
+            path = Path(st["path"]) if isinstance(st, dict) and st.get("kind") == "local" else None
+            if path is not None and path.is_absolute() and tmp_path in path.parents:
+                path.mkdir(parents=True, exist_ok=True)
         return write_yaml(tmp_path / name, data)
 
     return make

@@ -238,7 +238,11 @@ def sftp_storage_config(server: SshServer, path: str | None = None, **extra: Any
     return SftpStorageConfig.model_validate({**data, **extra})
 
 
-def local_storage_config(path: Path, **extra: Any) -> LocalStorageConfig:
+def local_storage_config(path: Path, *, create: bool = True, **extra: Any) -> LocalStorageConfig:
+    """A ``kind: local`` storage config; its directory is made first (as an admin would: upkeeper never creates
+    it) unless ``create`` is false."""
+    if create:
+        path.mkdir(parents=True, exist_ok=True)
     return LocalStorageConfig.model_validate({"kind": "local", "path": str(path), **extra})
 
 

@@ -73,6 +73,7 @@ def _native_threads() -> int:
 def test_compression_threads_are_applied(tmp_path: Path, threads: int) -> None:
     """backup -> compression_threads reaches zstd: compressing starts exactly that many native worker
     threads (0 = one per CPU, as 'zstd -T0'), counted in /proc while an object is being written."""
+    (tmp_path / "store").mkdir()  # upkeeper never creates a storage's directory
     config = load_text(json.dumps({
         "storages": {"here": {"kind": "local", "path": str(tmp_path / "store"), "fsync": False}},
         "backup": {"compression_threads": threads},

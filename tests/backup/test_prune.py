@@ -39,6 +39,7 @@ def put_set(s: Storage, when: datetime, *, database: str = "app", kind: str = "p
 def fabricate(store: Path, when: datetime, *, database: str = "app", kind: str = "postgres",
               complete: bool = True, target: str = "db") -> str:
     """A small but real set on local storage, its files dated ``when``."""
+    store.mkdir(exist_ok=True)  # as the admin would: upkeeper never creates a storage's directory
     s = LocalStorage("local1", LocalStorageConfig(path=str(store), fsync=False))
     m = put_set(s, when, database=database, kind=kind, complete=complete, target=target)
     for f in (store / m.prefix).iterdir():  # written then, as a real set would have been
@@ -170,7 +171,8 @@ def test_sync_keeps_the_rows_of_a_storage_that_is_not_there(cli: Any, make_confi
     store.rename(away)
     code, res = sync(cli, cfg)
     assert code == 1, res
-    assert res["errors"] == [f"local1: local:{store}: the storage directory does not exist"]
+    [error] = res["errors"]
+    assert error.startswith(f"local1: local:{store}: the storage directory does not exist"), error
     assert (res["added"], res["updated"], res["removed"], res["kept"]) == (0, 0, 0, 2)
     assert catalog_rows(cli, cfg) == before
     r = cli(["--config", cfg, "backups", "sync"])  # the human output names the storage and the way out
@@ -369,3 +371,62 @@ def test_incomplete_set_still_receiving_objects_is_not_cleaned(cli: Any, make_co
     [app] = r.json()
     assert app["incomplete_kept"] == [busy] and app["incomplete_deleted"] == [dead]
     assert (store / "db" / "app" / busy).is_dir() and not (store / "db" / "app" / dead).exists()
+
+
+def test_prune_of_one_target_leaves_the_other_targets_partial_files(cli: Any, make_config: Any,
+                                                                    tmp_path: Path) -> None:
+    """'backups prune --target db' cleans the temporary files crashed writers left under db's sets only: another
+    target's (possibly a long upload of a slow job there, or evidence someone is looking at) is not its business."""
+    store = tmp_path / "store"
+    now = datetime.now(UTC)
+    fabricate(store, now - timedelta(days=1))
+    fabricate(store, now - timedelta(days=1), target="cache")
+    old = (now - timedelta(days=3)).timestamp()
+    partials = {}
+    for target in ("db", "cache"):
+        p = store / target / "app" / new_backup_id(now - timedelta(days=3)) / ".dump.zst.1a2b3c4d.upkeeper-partial"
+        p.parent.mkdir(parents=True)
+        p.write_bytes(b"half a dump")
+        os.utime(p, (old, old))
+        partials[target] = p
+    cfg = make_config({"targets": {"db": {"kind": "postgres", "host": "127.0.0.1", "port": 1},
+                                   "cache": {"kind": "redis", "host": "127.0.0.1", "port": 1}},
+                       "storages": {"local1": {"kind": "local", "path": str(store), "fsync": False}}})
+    assert cli(["--config", cfg, "backups", "sync"]).code == 0
+    r = cli(["--config", cfg, "backups", "prune", "--target", "db", "--json"])
+    assert r.code == 0, r.output
+    assert not partials["db"].exists()
+    assert partials["cache"].exists(), "prune --target db removed a partial file of target cache"
+    r = cli(["--config", cfg, "backups", "prune", "--json"])  # no --target: the whole storage
+    assert r.code == 0, r.output
+    assert not partials["cache"].exists()
+
+
+def test_a_missing_local_storage_directory_fails_every_command_and_is_never_created(
+        cli: Any, make_config: Any, tmp_path: Path) -> None:
+    """An unmounted volume or a wrong path: sync, prune, list-based commands and a backup all exit 1 naming the
+    storage and the directory, and none of them creates it (backups there would land on the root filesystem)."""
+    store = tmp_path / "mnt" / "backup"
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "index.js").write_text("ok\n")
+    cfg = make_config({"targets": {"web": {"kind": "app", "root": str(app)}},
+                       "storages": {"disk": {"kind": "local", "path": str(store), "fsync": False}},
+                       "backup": {"encryption": "none"},
+                       "jobs": {"app-backup": {"task": "files.backup", "target": "web", "options": {}}}},
+                      storage_dirs=False)
+    where = f"local:{store}: the storage directory does not exist"
+    for argv in (["backups", "sync"], ["backups", "prune"], ["storages", "check"], ["run", "app-backup", "--json"]):
+        r = cli(["--config", cfg, *argv])
+        text = " ".join(r.output.split())
+        if argv[0] == "run":  # the run's summary and its finding's remediation
+            [run] = r.json()
+            text = " ".join([run["summary"], *(f["message"] + " " + f["remediation"] for f in run["findings"])])
+            assert run["status"] in ("fail", "error") and "storage disk:" in run["summary"], run
+        assert r.code == 1, (argv, r.output)
+        assert where in text and f"mkdir -p -m 700 {store}" in text and "'disk'" in text, (argv, r.output)
+        assert not store.exists() and not store.parent.exists(), argv
+    store.mkdir(parents=True)  # created once by the admin: everything works
+    r = cli(["--config", cfg, "run", "app-backup", "--json"])
+    assert r.code == 0 and r.json()[0]["status"] == "ok", r.output
+    assert list(store.rglob("manifest.json"))

@@ -168,7 +168,17 @@ def test_cron_export(cli: Any, config: Path, tmp_path: Path) -> None:
     assert "Type=oneshot" in service and " run vacuum --quiet" in service
 
 
-def test_init_writes_a_config_that_checks(cli: Any, tmp_path: Path, pg: PostgresCluster) -> None:
+@pytest.fixture
+def backup_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Where the config 'init' writes keeps its backups (a directory that init creates)."""
+    from upkeeper.core import initgen
+
+    path = tmp_path / "var" / "backups" / "upkeeper"
+    monkeypatch.setattr(initgen, "BACKUP_DIR", str(path))
+    return path
+
+
+def test_init_writes_a_config_that_checks(cli: Any, tmp_path: Path, pg: PostgresCluster, backup_dir: Path) -> None:
     out = tmp_path / "upkeeper.yaml"
     env = {"PGHOST": "127.0.0.1", "PGPORT": str(pg.port), "PGUSER": "postgres", "PGDATABASE": "postgres"}
     res = cli(["init", "--output", out], env=env)
@@ -184,11 +194,17 @@ def test_init_writes_a_config_that_checks(cli: Any, tmp_path: Path, pg: Postgres
     assert re.search(r"^# +cache-check:", text, re.M) or "redis.check" not in text
     check = cli(["--config", out, "config", "check", "--json"])
     assert check.code == 0, check.output
+    # upkeeper never creates a storage's directory: init does, so the config works as written
+    assert f"path: {backup_dir}" in text and f"created the backup storage directory {backup_dir}" in res.out
+    assert backup_dir.is_dir() and backup_dir.stat().st_mode & 0o777 == 0o700
+    storages = cli(["--config", out, "storages", "check", "--json"])
+    assert storages.code == 0, storages.output
     assert cli(["init", "--output", out]).code == 2  # refuses to overwrite
     assert cli(["init", "--output", out, "--force"]).code == 0
 
 
-def test_init_without_postgres_comments_it_out(cli: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_init_without_postgres_comments_it_out(cli: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                               backup_dir: Path) -> None:
     from upkeeper.core import initgen
 
     monkeypatch.setattr(initgen, "PG_SOCKET_DIRS", ("/nonexistent",))

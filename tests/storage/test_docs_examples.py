@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -45,10 +46,13 @@ def test_try_it_example_runs_as_written(cli: Any, tmp_path: Path, monkeypatch: p
     section = text.split("### Try it on this machine", 1)[1].split("\n## ", 1)[0]
     (yaml_block,) = [b for k, b in BLOCK.findall(section) if k == "yaml"]
     (console,) = [b for k, b in BLOCK.findall(section) if k == "console"]
-    command, expected = console.strip().splitlines()
+    *setup, command, expected = console.strip().splitlines()
     assert command.startswith("$ upkeeper ")
     monkeypatch.chdir(tmp_path)
     (tmp_path / "upkeeper.yaml").write_text(yaml_block)
+    for line in setup:  # e.g. "$ mkdir -m 700 backups": upkeeper never creates the storage's directory
+        assert line.startswith("$ mkdir "), line
+        subprocess.run(shlex.split(line[2:]), check=True, cwd=tmp_path)
     res = cli(shlex.split(command[2:])[1:])
     assert res.code == 0, res.output
     assert res.out.split(" in ")[0] == expected.split(" in ")[0]  # all but the timing

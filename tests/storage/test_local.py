@@ -1,4 +1,5 @@
-"""Local-storage faults: a full filesystem (a real 2 MiB tmpfs), a directory that cannot be read."""
+"""Local-storage faults: a full filesystem (a real 2 MiB tmpfs), a directory that cannot be read, a storage directory
+that is missing or an unmounted mount point (never created, never written)."""
 
 from __future__ import annotations
 
@@ -6,16 +7,18 @@ import contextlib
 import os
 import pwd
 import shutil
+import subprocess
 import tempfile
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from services import local_storage_config
 from upkeeper.errors import StorageError
-from upkeeper.storage import open_storage
-from upkeeper.storage.base import get_bytes, put_bytes
+from upkeeper.storage import local, open_storage
+from upkeeper.storage.base import clean_partials, get_bytes, put_bytes
 
 MiB = 1024 * 1024
 
@@ -84,3 +87,69 @@ def test_a_directory_that_cannot_be_read_fails_the_listing() -> None:
         if locked.exists():
             locked.chmod(0o755)
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_the_storage_directory_is_never_created(tmp_path: Path) -> None:
+    """A missing directory is an unmounted volume or a wrong path: writing, reading, listing and cleaning all fail
+    naming the storage and the directory, saying how to fix it, and nothing is created."""
+    path = tmp_path / "mnt" / "backup"
+    storage = open_storage("disk", local_storage_config(path, create=False))
+    calls = [lambda: storage.open_write("db/app/1/dump.zst"), lambda: list(storage.list()),
+             lambda: storage.stat("db/app/1/manifest.json"), lambda: storage.open_read("db/app/1/manifest.json"),
+             lambda: clean_partials(storage, timedelta(0))]
+    for call in calls:
+        with pytest.raises(StorageError) as exc:
+            call()
+        assert exc.value.message.startswith(f"local:{path}: the storage directory does not exist"), exc.value
+        assert exc.value.permanent and "'disk'" in (exc.value.hint or "")
+        assert f"mkdir -p -m 700 {path}" in (exc.value.hint or "")
+    assert not path.exists() and not path.parent.exists()
+
+    # created once: the directories below it (prefix, sets) are upkeeper's to make
+    path.mkdir(parents=True)
+    prefixed = open_storage("disk", local_storage_config(path, create=False, prefix="web1"))
+    assert list(prefixed.list()) == []  # the prefix directory comes with the first object
+    put_bytes(prefixed, "db/app/1/dump.zst", b"data")
+    assert [o.key for o in prefixed.list()] == ["db/app/1/dump.zst"]
+    assert (path / "web1" / "db" / "app" / "1" / "dump.zst").read_bytes() == b"data"
+
+
+@pytest.fixture
+def mount_point(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """An empty directory declared as a mount point in an fstab (the real one is left alone), nothing mounted."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mnt = Path(tempfile.mkdtemp(prefix="upk-mnt ", dir="/tmp"))  # a space: fstab writes it as \040
+    fstab = mnt.with_name(mnt.name + ".fstab")
+    fstab.write_text("# test\nUUID=1234 /  ext4 defaults 0 1\n"
+                     f"LABEL=backup {str(mnt).replace(' ', chr(92) + '040')} ext4 defaults,nofail 0 2\n"
+                     "/swapfile none swap sw 0 0\n")
+    monkeypatch.setattr(local, "FSTAB", fstab)
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", str(mnt)], capture_output=True)
+        shutil.rmtree(mnt, ignore_errors=True)
+        fstab.unlink()
+
+
+@pytest.mark.parametrize("sub", ["", "upkeeper"])
+def test_an_unmounted_fstab_mount_point_is_refused(mount_point: Path, sub: str) -> None:
+    """The path is the mount point (or a directory in it that exists on the root filesystem too): while nothing is
+    mounted there, backups would go to the filesystem below and vanish behind the volume once it is mounted."""
+    path = mount_point / sub if sub else mount_point
+    path.mkdir(exist_ok=True)
+    storage = open_storage("disk", local_storage_config(path, create=False))
+    for call in (lambda: storage.open_write("db/app/1/dump.zst"), lambda: list(storage.list())):
+        with pytest.raises(StorageError) as exc:
+            call()
+        assert f"{mount_point} is a mount point in {local.FSTAB} but nothing is mounted on it" in str(exc.value)
+        assert f"mount {mount_point}" in (exc.value.hint or "") and exc.value.permanent
+    assert [p for p in mount_point.rglob("*") if p != path] == []
+
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount_point)],
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    path.mkdir(exist_ok=True)
+    put_bytes(storage, "db/app/1/dump.zst", b"on the volume")
+    assert [o.key for o in storage.list()] == ["db/app/1/dump.zst"]

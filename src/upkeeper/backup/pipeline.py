@@ -84,7 +84,11 @@ class FanOut:
         self.writers: list[tuple[Storage, Writer]] = []
         try:
             for s in storages:
-                self.writers.append((s, s.open_write(key)))
+                try:
+                    self.writers.append((s, s.open_write(key)))
+                except StorageError as exc:
+                    raise StorageError(f"storage {s.name}: {exc.message}", exc.hint,
+                                       permanent=exc.permanent) from None
         except BaseException:
             self.abort()
             raise

@@ -88,12 +88,14 @@ def index_sets(storages: Sequence[Storage], target: str | None = None, database:
     return out
 
 
-def clean_leftovers(storages: Sequence[Storage], older_than: timedelta, errors: list[str]) -> int:
-    """What crashed writers left (temp files, S3 multipart uploads) once idle for ``older_than``."""
+def clean_leftovers(storages: Sequence[Storage], older_than: timedelta, errors: list[str],
+                    target: str | None = None) -> int:
+    """What crashed writers left (temp files, S3 multipart uploads) once idle for ``older_than``; only those of
+    ``target``'s sets when it is given."""
     n = 0
     for s in storages:
         try:
-            n += clean_partials(s, older_than)
+            n += clean_partials(s, older_than, f"{target}/" if target else "")
         except UpkeeperError as exc:
             errors.append(f"{s.name}: cleaning partial uploads: {exc.message}")
     return n

@@ -553,7 +553,8 @@ def policy_for(setup: Setup, target: str, database: str, kind: str) -> tuple[Ret
 def run_prune(setup: Setup, storages: list[Storage], catalog: Catalog, *, target: str | None, dry_run: bool,
               now: datetime | None = None) -> list[SeriesReport]:
     errors: list[str] = []
-    index = index_sets(storages, target, None, errors)
+    unlisted: dict[str, UpkeeperError] = {}
+    index = index_sets(storages, target, None, errors, unlisted)
     reports = []
     for (t, db), idx in sorted(index.items()):
         kinds = sorted({k for k, _w, _s in idx.complete.values()}) or ["postgres"]
@@ -564,11 +565,12 @@ def run_prune(setup: Setup, storages: list[Storage], catalog: Catalog, *, target
                                         incomplete_after=setup.config.backup.incomplete_after, catalog=catalog,
                                         dry_run=dry_run, index=index))
     if not dry_run:
-        clean_leftovers(storages, setup.config.backup.incomplete_after, errors)
+        clean_leftovers(storages, setup.config.backup.incomplete_after, errors, target)
     if errors and reports:
         reports[0].errors += errors
     elif errors:
-        raise BackupError(f"cannot list backups: {errors[0]}")
+        hint = next((e.hint for e in unlisted.values() if e.hint), None)
+        raise BackupError(f"cannot list backups: {errors[0]}", hint)
     return reports
 
 

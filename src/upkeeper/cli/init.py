@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from upkeeper.cli._app import app, console
-from upkeeper.core.initgen import detect, render
+from upkeeper.core.initgen import detect, make_backup_dir, render
 from upkeeper.errors import UsageError
 
 
@@ -33,6 +33,8 @@ def init_cmd(
     text = render(detected, timezone=timezone)
     output.write_text(text)
     console.print(f"wrote [bold]{output}[/bold]")
-    for note in detected.notes:
-        console.print(f"  {note}")
+    notes = [*detected.notes, make_backup_dir(text)]
+    for note in notes:
+        if note:
+            console.print(f"  {note}")
     console.print(f"Next: 'upkeeper --config {output} config check', then 'upkeeper --config {output} jobs'.")

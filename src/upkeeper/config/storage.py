@@ -13,8 +13,9 @@ class LocalStorageConfig(StrictModel):
     """A directory on this machine (or a mounted volume)."""
 
     kind: Literal["local"] = Field("local", description="the kind of this entry. Source: none (fixed value)")
-    path: str = Field(..., description="directory holding the backup sets. Source: none (required)")
-    prefix: str = Field("", description="key prefix inside the directory. "
+    path: str = Field(..., description="directory holding the backup sets; it must exist: upkeeper never creates "
+            "it, so an unmounted volume gets no backups (mkdir -p -m 700 it once). Source: none (required)")
+    prefix: str = Field("", description="key prefix inside the directory (created as needed). "
             "Source: upkeeper (not set by default)")
     fsync: bool = Field(True, description="fsync files and directories before a write counts as done. "
             "Source: upkeeper default")

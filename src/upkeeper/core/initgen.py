@@ -13,6 +13,8 @@ from upkeeper.config.standard import StandardJob, standard_jobs
 from upkeeper.core.task import REGISTRY
 
 PG_SOCKET_DIRS = ("/var/run/postgresql", "/run/postgresql", "/tmp")
+#: the local backup storage's directory in the written config (``init`` creates it: upkeeper itself never does)
+BACKUP_DIR = "/var/backups/upkeeper"
 REDIS_SOCKETS = ("/var/run/redis/redis-server.sock", "/run/redis/redis-server.sock", "/run/redis/redis.sock")
 
 
@@ -137,7 +139,7 @@ def render(detected: Detected, known_tasks: list[str] | None = None, timezone: s
             "storages:                # where backups go (several at once is fine: s3, sftp, local)",
             "  local:",
             "    kind: local",
-            "    path: /var/backups/upkeeper",
+            f"    path: {BACKUP_DIR}",
             "",
             "backup:",
             "  # Encrypt every backup with age (required for s3/sftp storages). Make a key with 'age-keygen -o",
@@ -203,3 +205,22 @@ def _section(key: str, lines: list[str]) -> list[str]:
     """``key:`` with its lines; ``key: {}`` when every entry is commented out."""
     active = any(ln.strip() and not ln.lstrip().startswith("#") for ln in lines)
     return [f"{key}:" if active else f"{key}: {{}}", *lines]
+
+
+def make_backup_dir(text: str) -> str | None:
+    """Create the local storage directory ``text`` (a rendered config) points to, mode 0700.
+
+    upkeeper never creates a storage's directory (an unmounted volume must not receive backups),
+    so ``init`` — the explicit setup step — makes the one it writes.  Returns a note for the user.
+    """
+    if f"path: {BACKUP_DIR}" not in text:
+        return None
+    path = Path(BACKUP_DIR)
+    if path.is_dir():
+        return f"backup storage directory {path} exists"
+    try:
+        path.mkdir(mode=0o700, parents=True)
+    except OSError as exc:
+        return (f"could not create the backup storage directory {path} ({exc.strerror or exc}): "
+                f"create it as the user the backups run as: mkdir -p -m 700 {path}")
+    return f"created the backup storage directory {path} (mode 0700)"

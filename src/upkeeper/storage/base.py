@@ -61,16 +61,20 @@ class CleansPartials(Protocol):
 
     Local and SFTP: temporary ``*.upkeeper-partial`` files; S3: incomplete multipart
     uploads.  Only leftovers idle for more than ``older_than`` go, so a write still in
-    progress in another process is never touched.  Returns how many were removed.
+    progress in another process is never touched; only those of keys under ``prefix``
+    (a directory-like prefix ending in ``/``, or "" for the whole storage).  Returns how
+    many were removed.
     """
 
-    def clean_partials(self, older_than: timedelta = ...) -> int: ...
+    def clean_partials(self, older_than: timedelta = ..., prefix: str = "") -> int: ...
 
 
-def clean_partials(storage: Storage, older_than: timedelta = timedelta(hours=24)) -> int:
-    """Remove crashed writers' leftovers where the backend supports it (0 otherwise)."""
+def clean_partials(storage: Storage, older_than: timedelta = timedelta(hours=24), prefix: str = "") -> int:
+    """Remove crashed writers' leftovers under ``prefix`` where the backend supports it (0 otherwise)."""
+    if prefix:
+        check_key(prefix.rstrip("/"))
     if isinstance(storage, CleansPartials):
-        return storage.clean_partials(older_than)
+        return storage.clean_partials(older_than, prefix)
     return 0
 
 

@@ -1,10 +1,17 @@
-"""Local directory storage: temp name, fsync, rename."""
+"""Local directory storage: temp name, fsync, rename.
+
+The configured ``path`` is never created: it must exist (made once by the admin, or by
+``upkeeper init``), so an unmounted volume or a typo is an error instead of backups written
+onto whatever filesystem holds the empty mount point.  Directories below it (``prefix``,
+``<target>/<database>/<id>/``) are created as needed.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import errno
 import os
+import re
 import stat
 import time
 import uuid
@@ -18,6 +25,9 @@ from upkeeper.errors import StorageError
 from upkeeper.storage.base import ObjectInfo, check_key
 
 TMP_SUFFIX = ".upkeeper-partial"
+#: where the mount points that should be mounted are declared, and what is mounted now
+FSTAB = Path("/etc/fstab")
+MOUNTINFO = Path("/proc/self/mountinfo")
 
 
 def _oserror(action: str, path: Path, exc: OSError) -> StorageError:
@@ -36,10 +46,13 @@ class LocalWriter:
         self.key = key
         self.final = storage.path_for(key)
         self.tmp = self.final.with_name(f".{self.final.name}.{uuid.uuid4().hex[:8]}{TMP_SUFFIX}")
+        storage.check_path()
         try:
-            self.final.parent.mkdir(parents=True, exist_ok=True)
+            storage.makedirs(self.final.parent)
             self.fh: BinaryIO | None = open(self.tmp, "wb")  # noqa: SIM115 - closed in commit/abort
         except OSError as exc:
+            if isinstance(exc, FileNotFoundError):
+                storage.check_path()  # the storage directory vanished (unmounted) since we looked: say so
             raise _oserror("cannot create", self.tmp, exc) from None
         self.size = 0
 
@@ -80,6 +93,37 @@ class LocalWriter:
             self.tmp.unlink()
 
 
+def _unescape_fstab(field: str) -> str:
+    """fstab writes a space in a path as ``\\040`` (and tab, newline, backslash likewise)."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def fstab_mount_points(fstab: Path) -> list[Path]:
+    """The mount points /etc/fstab declares (swap and the root filesystem left out); none if it is unreadable."""
+    try:
+        lines = fstab.read_text(errors="replace").splitlines()
+    except OSError:
+        return []
+    out = []
+    for line in lines:
+        fields = line.split()
+        if len(fields) < 3 or fields[0].startswith("#") or fields[2] == "swap":
+            continue
+        mp = _unescape_fstab(fields[1])
+        if mp.startswith("/") and mp != "/":
+            out.append(Path(os.path.normpath(mp)))
+    return out
+
+
+def _is_mounted(mount_point: Path) -> bool:
+    """Whether something is mounted on ``mount_point`` (a bind mount of the same filesystem included)."""
+    try:
+        lines = MOUNTINFO.read_text(errors="replace").splitlines()
+    except OSError:
+        return os.path.ismount(mount_point)
+    return any(len(f := line.split()) > 4 and Path(_unescape_fstab(f[4])) == mount_point for line in lines)
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -94,7 +138,9 @@ class LocalStorage:
     def __init__(self, name: str, config: LocalStorageConfig) -> None:
         self.name = name
         self.config = config
-        self.root = Path(config.path).expanduser()
+        #: the configured directory: never created by upkeeper (see the module's docstring)
+        self.base = Path(config.path).expanduser()
+        self.root = self.base
         if config.prefix:
             self.root = self.root / config.prefix.strip("/")
 
@@ -109,6 +155,7 @@ class LocalStorage:
         try:
             return open(p, "rb")
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            self.check_path()  # an unmounted volume is not "no such object"
             raise StorageError(f"{self.describe()}: no object {key!r}", permanent=True) from None
         except OSError as exc:
             raise _oserror("cannot read", p, exc) from None
@@ -118,6 +165,7 @@ class LocalStorage:
         try:
             st = p.stat()
         except (FileNotFoundError, NotADirectoryError):
+            self.check_path()
             return None
         if not stat.S_ISREG(st.st_mode):  # a directory is a key prefix, not an object
             return None
@@ -128,12 +176,16 @@ class LocalStorage:
         cannot read is an error, never an empty or partial listing: an unmounted volume or a wrong path must not
         look like "no backups" (``backups sync`` would drop their catalog rows)."""
         base = self.root
-        self._check_root()
+        self.check_path()
+        if base != self.base and not base.exists():
+            return  # the storage directory is there; nothing was written under the prefix yet
 
         def failed(exc: OSError) -> None:
             where = Path(exc.filename) if exc.filename else base
             if where == base:
-                self._check_root()  # gone (or replaced) since we looked: say so
+                self.check_path()  # gone (or replaced) since we looked: say so
+                if isinstance(exc, FileNotFoundError) and base != self.base:
+                    return  # the prefix directory was emptied and removed meanwhile
             elif isinstance(exc, (FileNotFoundError, NotADirectoryError)):
                 return  # a set deleted while we walk (prune in another process) is simply not listed
             raise _oserror("cannot list", where, exc) from None
@@ -154,18 +206,35 @@ class LocalStorage:
                     raise _oserror("cannot list", p, exc) from None
                 yield ObjectInfo(key, st.st_size, datetime.fromtimestamp(st.st_mtime, UTC))
 
-    def _check_root(self) -> None:
+    def check_path(self) -> None:
+        """The configured directory exists, is a directory, and is not an unmounted mount point.
+
+        upkeeper never creates it: a missing directory is a volume not mounted or a wrong path, and
+        a mount point listed in /etc/fstab with nothing mounted on it is an empty directory on the
+        root filesystem — writing there would fill the wrong disk and the backups would vanish
+        behind the volume once it is mounted again.
+        """
+        path = self.base
         try:
-            st = self.root.stat()
+            st = path.stat()
         except FileNotFoundError:
             raise StorageError(
-                f"{self.describe()}: the storage directory does not exist",
-                "Try: mount the volume or correct the path; a new storage's directory is created by its first "
-                "backup (mkdir it to start with an empty one)", permanent=True) from None
+                f"local:{path}: the storage directory does not exist (upkeeper never creates it, so that an "
+                "unmounted volume or a wrong path gets no backups)",
+                f"Try: mount the volume, or correct 'path' of storage {self.name!r}; for a new storage, create "
+                f"the directory once: mkdir -p -m 700 {path}", permanent=True) from None
         except OSError as exc:
-            raise _oserror("cannot list", self.root, exc) from None
+            raise _oserror("cannot access", path, exc) from None
         if not stat.S_ISDIR(st.st_mode):
-            raise StorageError(f"{self.describe()}: {self.root} is not a directory", permanent=True)
+            raise StorageError(f"local:{path}: the storage path is not a directory",
+                               f"Try: point 'path' of storage {self.name!r} at a directory", permanent=True)
+        real = Path(os.path.realpath(path))
+        for mp in fstab_mount_points(FSTAB):
+            if (mp == real or mp in real.parents) and not _is_mounted(mp):
+                raise StorageError(
+                    f"local:{path}: {mp} is a mount point in {FSTAB} but nothing is mounted on it; backups "
+                    "written there would go to the filesystem below and vanish when the volume is mounted",
+                    f"Try: mount {mp}, or correct 'path' of storage {self.name!r}", permanent=True)
 
     def delete(self, key: str) -> None:
         p = self.path_for(key)
@@ -184,13 +253,15 @@ class LocalStorage:
                 break
             parent = parent.parent
 
-    def clean_partials(self, older_than: timedelta = timedelta(hours=24)) -> int:
-        """Remove temporary files of crashed writers not modified for ``older_than``."""
-        if not self.root.exists():
+    def clean_partials(self, older_than: timedelta = timedelta(hours=24), prefix: str = "") -> int:
+        """Remove temporary files of crashed writers under ``prefix`` not modified for ``older_than``."""
+        self.check_path()
+        top = self.root / prefix if prefix else self.root
+        if not top.is_dir():
             return 0
         cutoff = time.time() - older_than.total_seconds()
         n = 0
-        for dirpath, _dirs, files in os.walk(self.root):
+        for dirpath, _dirs, files in os.walk(top):
             for f in files:
                 if not f.endswith(TMP_SUFFIX):
                     continue
@@ -204,6 +275,14 @@ class LocalStorage:
                 except OSError as exc:
                     raise _oserror("cannot remove", p, exc) from None
         return n
+
+    def makedirs(self, directory: Path) -> None:
+        """Create ``directory`` and its missing parents below the storage directory (never that one itself)."""
+        d = self.base
+        for part in directory.relative_to(self.base).parts:
+            d = d / part
+            with contextlib.suppress(FileExistsError):
+                d.mkdir()
 
     def describe(self) -> str:
         return f"local:{self.root}"

@@ -460,8 +460,9 @@ class S3Storage:
 
     # --- S3 specifics ---------------------------------------------------------------------------
 
-    def abort_stale_uploads(self, older_than: timedelta = timedelta(hours=24)) -> int:
-        """Abort incomplete multipart uploads under our prefix idle for more than ``older_than``.
+    def abort_stale_uploads(self, older_than: timedelta = timedelta(hours=24), prefix: str = "") -> int:
+        """Abort incomplete multipart uploads under our prefix (and ``prefix`` in it) idle for more than
+        ``older_than``.
 
         They are what a crash mid-upload leaves behind: invisible, but billed.  An upload
         counts as idle from its newest part (or its start), so a long upload still in
@@ -471,7 +472,7 @@ class S3Storage:
         n = 0
         paginator = self.client.get_paginator("list_multipart_uploads")
         with self.errors("cannot clean incomplete uploads under", None):
-            for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix):
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix):
                 for up in page.get("Uploads", []):
                     if self._last_activity(up) > cutoff:
                         continue
@@ -488,9 +489,9 @@ class S3Storage:
                 latest = modified
         return latest
 
-    def clean_partials(self, older_than: timedelta = timedelta(hours=24)) -> int:
+    def clean_partials(self, older_than: timedelta = timedelta(hours=24), prefix: str = "") -> int:
         """The storage-wide name for :meth:`abort_stale_uploads` (see ``base.clean_partials``)."""
-        return self.abort_stale_uploads(older_than)
+        return self.abort_stale_uploads(older_than, prefix)
 
 
 def _utc(ts: datetime | None) -> datetime | None:

@@ -647,8 +647,8 @@ class SftpStorage:
         walk(self.root, "")
         return out
 
-    def clean_partials(self, older_than: timedelta = timedelta(hours=24)) -> int:
-        """Remove temporary files of crashed writers not modified for ``older_than``."""
+    def clean_partials(self, older_than: timedelta = timedelta(hours=24), prefix: str = "") -> int:
+        """Remove temporary files of crashed writers under ``prefix`` not modified for ``older_than``."""
         cutoff = time.time() - older_than.total_seconds()
 
         def op(sftp: paramiko.SFTPClient) -> int:
@@ -669,10 +669,11 @@ class SftpStorage:
                             sftp.remove(path)
                             n += 1
 
-            walk(self.root)
+            walk(top)
             return n
 
-        return self.call(op, "cannot clean partial files under", self.root)
+        top = posixpath.join(self.root, prefix.rstrip("/")) if prefix else self.root
+        return self.call(op, "cannot clean partial files under", top)
 
     def delete(self, key: str) -> None:
         path = self.remote_path(key)
