@@ -321,3 +321,35 @@ def test_truncated_rotated_server_log_is_read_up_to_the_damage(cli: Any, make_co
     second = run(cli, cfg)
     assert second["metrics"]["statements"] == 0
     assert not [f for f in second["findings"] if f["check"] == "logs.postgres.damaged_file"]
+
+
+def test_verbose_error_verbosity_agrees_with_pgbadger(services_dir: Path, tmp_path: Path) -> None:
+    """log_error_verbosity = verbose writes the SQLSTATE before every message, LOG ones too ("LOG:  00000:
+    checkpoint starting: …", "LOG:  00000: process N still waiting for …"): lock waits, temporary files,
+    checkpoints and connections were all counted 0 on such a server.  Now they agree with pgBadger."""
+    cluster = PostgresCluster(services_dir / "pg-verbose",
+                              extra_conf=pgworkload.LOGGING_CONF + "log_error_verbosity = verbose\n")
+    cluster.start()
+    try:
+        pgworkload.run(lambda: cluster.connect())
+        with cluster.connect() as c:
+            c.execute("COMMIT")  # WARNING:  25P01: there is no transaction in progress
+    finally:
+        cluster.stop()
+    copy = tmp_path / "pg-verbose.log"
+    shutil.copy(cluster.log, copy)
+    assert "LOG:  00000: checkpoint complete: " in copy.read_text()
+    badger = pgbadger(copy, pgworkload.LOG_LINE_PREFIX, tmp_path)
+    mine = ours(copy, pgworkload.LOG_LINE_PREFIX)
+    assert mine["unparsed"] == 0
+    temp = badger["tempfile_info"]["postgres"]
+    assert (mine["temp_files"]["count"], mine["temp_files"]["total_bytes"]) == (temp["count"], temp["size"]) != (0, 0)
+    assert mine["temp_files"]["queries"][0]["fingerprint"].startswith("select g from generate_series")
+    cp = badger["checkpoint_info"]
+    assert mine["checkpoints"]["buffers"] == cp["wbuffer"] and mine["checkpoints"]["reasons"] == cp["starting"]
+    assert mine["checkpoints"]["count"] >= 1
+    assert_locks_and_deadlocks_agree(mine, badger)
+    assert mine["connections"] >= 4
+    assert mine["errors"]["by_sqlstate"]["25P01"] == 1  # the warning's own SQLSTATE, as logged
+    assert mine["errors"]["inferred_sqlstates"] == 0
+    assert not any(e["message"].startswith("?:") for e in mine["errors"]["classes"])

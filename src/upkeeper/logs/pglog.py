@@ -504,6 +504,13 @@ class PgAccumulator:
             if p.last is None or ts > p.last:
                 p.last = ts
         self.pending.pop(pid, None)
+        code: bytes | str | None = r[self.g_sqlstate - 1] if self.g_sqlstate is not None else None
+        # log_error_verbosity = verbose writes the SQLSTATE before every primary message, LOG ones too
+        # ("LOG:  00000: checkpoint starting: time"): read it, and match the message after it
+        vm = _VERBOSE_CODE.match(msg)
+        if vm:
+            code = vm.group(1)
+            msg = msg[vm.end():]
         if level == "LOG":
             self._log(pid, msg, ts, i)
         elif level in ("ERROR", "FATAL", "PANIC"):
@@ -511,11 +518,6 @@ class PgAccumulator:
             # extended protocol) is not its
             self.last_statement.pop(pid, None)
             self.unpaired.pop(pid, None)
-            code: bytes | str | None = r[self.g_sqlstate - 1] if self.g_sqlstate is not None else None
-            vm = _VERBOSE_CODE.match(msg)
-            if vm:
-                code = vm.group(1)
-                msg = msg[vm.end():]
             if not code:
                 code = infer_sqlstate(msg)
                 if code:
@@ -530,7 +532,8 @@ class PgAccumulator:
             else:
                 self.pending[pid] = ("error", key)
         elif level == "WARNING":
-            key = ("WARNING", "01000", normalize_message(msg))
+            key = ("WARNING", (code.decode() if isinstance(code, bytes) else code) or "01000",
+                   normalize_message(msg))
             p.errors[key] += 1
             self.pending[pid] = ("error", key)
 

@@ -360,17 +360,19 @@ class PgAccumulator:
             if p.last is None or ts > p.last:
                 p.last = ts
         self.pending.pop(pid, None)
+        # CHANGED after freezing, as in upkeeper.logs.pglog (a semantic fix): log_error_verbosity = verbose
+        # writes the SQLSTATE before LOG and WARNING messages too; it is read and skipped for every level
+        code: bytes | str | None = r[self.g_sqlstate - 1] if self.g_sqlstate is not None else None
+        vm = _VERBOSE_CODE.match(msg)
+        if vm:
+            code = vm.group(1)
+            msg = msg[vm.end():]
         if level == "LOG":
             self._log(pid, msg, ts)
         elif level in ("ERROR", "FATAL", "PANIC"):
             # CHANGED after freezing, as in upkeeper.logs.pglog (a semantic fix, not an optimization): a failed
             # statement logs no duration, so the backend's remembered statement is forgotten at its error
             self.last_statement.pop(pid, None)
-            code: bytes | str | None = r[self.g_sqlstate - 1] if self.g_sqlstate is not None else None
-            vm = _VERBOSE_CODE.match(msg)
-            if vm:
-                code = vm.group(1)
-                msg = msg[vm.end():]
             if not code:
                 code = infer_sqlstate(msg)
                 if code:
@@ -385,7 +387,8 @@ class PgAccumulator:
             else:
                 self.pending[pid] = ("error", key)
         elif level == "WARNING":
-            key = ("WARNING", "01000", normalize_message(msg))
+            key = ("WARNING", (code.decode() if isinstance(code, bytes) else code) or "01000",  # CHANGED: its code
+                   normalize_message(msg))
             p.errors[key] += 1
             self.pending[pid] = ("error", key)
 
