@@ -151,3 +151,42 @@ def test_upstream_finding_names_only_upstream_failures(cli: Any, make_config: An
     [finding] = [f for f in r["findings"] if f["check"] == "logs.errors.nginx_upstream"]
     assert finding["message"].startswith("1 upstream error(s): upstream timed out"), finding["message"]
     assert "buffered" not in finding["message"]
+
+
+def real_errors(inputs: list[str], files: list[str], users: list[str]) -> list[BaseException]:
+    """The exceptions Python itself raises for bad input, missing files and unknown users."""
+    out: list[BaseException] = []
+    for v in inputs:
+        try:
+            int(v)
+        except ValueError as exc:
+            out.append(exc)
+    for f in files:
+        try:
+            Path(f).read_bytes()  # a relative name, as an application opens its files
+        except FileNotFoundError as exc:
+            out.append(exc)
+    for u in users:
+        out.append(LookupError(f"user {u!r} not found"))
+    return out
+
+
+def test_quoted_data_does_not_make_new_exception_groups(cli: Any, make_config: Any, tmp_path: Path) -> None:
+    """A value that looks like a name but is data — the bad input in "invalid literal for int() with base
+    10: 'abc'", the file in "No such file or directory: 'logo.png'", the user in "user 'alice' not found" —
+    made a group per value, so every run flagged the same bugs as new exceptions.  A quoted name in the
+    code (KeyError: 'DATABASE_URL') still tells a new failure apart."""
+    log = tmp_path / "app" / "production.log"
+    log.parent.mkdir()
+    cfg = make_config({"targets": {"app": {"kind": "app", "root": str(tmp_path / "app")}},
+                       "jobs": {"app-errors": {"task": "logs.errors", "target": "app", "options": {
+                           "app_logs": [str(log)], "report_dir": str(tmp_path / "r")}}}})
+    services.write_app_log(log, real_errors(["abc", "xyz"], ["upk_logo.png", "upk_report.csv"], ["alice", "bob"]))
+    first = run(cli, cfg, "app-errors")
+    assert first["metrics"]["exceptions"] == 6 and first["metrics"]["exception_groups"] == 3
+    services.write_app_log(log, [*real_errors(["true"], ["upk_banner.jpg"], ["carol"]), KeyError("DATABASE_URL")])
+    second = run(cli, cfg, "app-errors")
+    new = [f for f in second["findings"] if f["check"] == "logs.errors.new_exception"]
+    assert [(f["subject"], f["message"].split(" (")[0]) for f in new] == [
+        ("KeyError", "new exception: KeyError: 'DATABASE_URL'")]
+    assert second["metrics"]["exception_groups"] == 4

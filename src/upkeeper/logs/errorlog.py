@@ -41,10 +41,21 @@ from typing import Any
 _NAME = re.compile(r"[A-Za-z_][A-Za-z_]*\d{0,2}(?:\.[A-Za-z_][A-Za-z_]*\d{0,2})*")
 
 
+#: the extension of a file name ('logo.png', 'report.csv'): data, however much it looks like a dotted name
+_FILE_EXTENSIONS = frozenset((
+    "txt", "csv", "tsv", "json", "jsonl", "xml", "yaml", "yml", "toml", "ini", "cfg", "conf", "log", "md", "html",
+    "htm", "css", "js", "mjs", "py", "rb", "php", "java", "png", "jpg", "jpeg", "gif", "svg", "webp", "ico", "bmp",
+    "tif", "tiff", "pdf", "doc", "docx", "xls", "xlsx", "ppt", "pptx", "odt", "ods", "zip", "gz", "tgz", "bz2", "xz",
+    "zst", "tar", "rar", "mp3", "mp4", "wav", "avi", "mov", "webm", "bak", "tmp", "pem", "crt", "sqlite"))
+
+
 def _quoted(m: re.Match[str]) -> str:
-    """A quoted value: kept when it is a name (it tells problems apart), masked when it is data."""
+    """A quoted value: kept when it is a name (it tells problems apart), masked when it is data
+    (a file name is data: ``No such file or directory: 'logo.png'``)."""
     q, v = m.group(1), m.group(2)
-    return m.group(0) if len(v) <= 60 and _NAME.fullmatch(v) else f"{q}…{q}"
+    if len(v) <= 60 and _NAME.fullmatch(v) and v.rpartition(".")[2].lower() not in _FILE_EXTENSIONS - {v.lower()}:
+        return m.group(0)
+    return f"{q}…{q}"
 
 
 def _hex(m: re.Match[str]) -> str:
@@ -75,6 +86,13 @@ _NORM: tuple[tuple[re.Pattern[str], Any, Any], ...] = (
     (re.compile(r"\b0x[0-9a-fA-F]+\b"), "<hex>", lambda m: "0x" in m),
     (re.compile(r"\b[0-9a-fA-F]{8,}\b"), _hex, _always),
     (re.compile(r"\b\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?\b"), "<ip>", lambda m: "." in m),
+    # quoted values that are data wherever they look like names: the value a message ends with after a
+    # colon (``invalid literal for int() with base 10: 'abc'``, ``Unknown currency: 'XYZ'``), and the one
+    # after a word naming a record (``user 'alice' not found``, ``tenant "acme" suspended``)
+    (re.compile(r"(?<=: )([\"'])[^\"'\n]{0,300}\1$"), r"\1…\1", lambda m: m.endswith(("'", '"'))),
+    (re.compile(r"(?i)(?<![\w.-])(user(?:name)?|login|customer|account|tenant|order|invoice|product|"
+                r"file(?:name)?|session|token)(\s+)([\"'])[^\"'\n]{1,300}\3(?!\w)"), r"\1\2\3…\3",
+     lambda m: "'" in m or '"' in m),
     # quotes that open and close outside a word: the apostrophes of "couldn't … it's" are not quotes
     (re.compile(r"(?<!\w)(\")([^\"]{0,300})\"(?!\w)"), _quoted, lambda m: '"' in m),
     (re.compile(r"(?<!\w)(')([^']{0,300})'(?!\w)"), _quoted, lambda m: "'" in m),
