@@ -190,3 +190,37 @@ def test_quoted_data_does_not_make_new_exception_groups(cli: Any, make_config: A
     assert [(f["subject"], f["message"].split(" (")[0]) for f in new] == [
         ("KeyError", "new exception: KeyError: 'DATABASE_URL'")]
     assert second["metrics"]["exception_groups"] == 4
+
+
+def test_a_multi_line_message_is_one_log_line_with_all_its_text(cli: Any, make_config: Any, tmp_path: Path) -> None:
+    """A message logged over several lines kept only its first line, and its further lines were read as
+    log lines of their own: a level word in them ("ERROR code: …", a dumped "level: ERROR") counted an
+    error line each, with a message class of its own."""
+    log = tmp_path / "app.log"
+    logger = logging.getLogger("upk-app-multiline")
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    handler = logging.FileHandler(log)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger.addHandler(handler)
+    try:
+        logger.info("settings:\n  log_level: ERROR\n  retries: 3")
+        for order in (17, 18):
+            logger.error("payment failed for order %d\n  provider: stripe\n  ERROR code: card_declined", order)
+        logger.warning("slow request: 850 ms")
+    finally:
+        handler.close()
+        logger.removeHandler(handler)
+    cfg = make_config({"targets": {"app": {"kind": "app", "root": str(tmp_path)}},
+                       "jobs": {"app-errors": {"task": "logs.errors", "target": "app", "options": {
+                           "app_logs": [str(log)], "report_dir": str(tmp_path / "r")}}}})
+    r = run(cli, cfg, "app-errors")
+    data = json.loads(Path(next(a["path"] for a in r["artifacts"] if a["format"] == "json")).read_text())
+    assert data["app"]["levels"] == {"error": 2, "info": 1, "warning": 1}
+    assert r["metrics"]["app_error_lines"] == 2
+    msgs = {m["message"]: m for m in data["app"]["messages"]}
+    assert set(msgs) == {"upk-app-multiline: payment failed for order <n>", "upk-app-multiline: slow request: <n> ms"}
+    example = msgs["upk-app-multiline: payment failed for order <n>"]["example"]
+    assert example.endswith("payment failed for order 17\n  provider: stripe\n  ERROR code: card_declined")
+    page = Path(next(a["path"] for a in r["artifacts"] if a["format"] == "html")).read_text()
+    assert "payment failed for order 17\n  provider: stripe\n  ERROR code: card_declined" in page

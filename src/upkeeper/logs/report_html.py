@@ -23,7 +23,8 @@ padding-bottom:4px}h3{font-size:14px;margin:18px 0 6px}.muted{color:var(--mut)}
 table{border-collapse:collapse;width:100%;background:#fff;border:1px solid var(--bd);margin:6px 0 14px}
 th,td{text-align:left;padding:5px 8px;border-bottom:1px solid var(--bd);vertical-align:top}
 th{background:#f1f5f9;font-weight:600;font-size:12px}td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}
-td code,td.code{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:12px;word-break:break-all}
+td code,td.code{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:12px;word-break:break-all;
+white-space:pre-wrap}
 .sev{font-weight:600;text-transform:uppercase;font-size:11px}.sev.warning{color:var(--warn)}
 .sev.critical{color:var(--crit)}.sev.info{color:var(--mut)}
 .chart{background:#fff;border:1px solid var(--bd);border-radius:8px;margin:6px 0 14px}
@@ -376,8 +377,9 @@ def errors_report(rep: dict[str, Any], findings: Sequence[dict[str, Any]], *, ti
         body.append(bar_chart([(k, float(v)) for k, v in app["levels"].items()], width=520, title="lines by level",
                               label_width=80))
         body.append("<h3>Warning and error messages</h3>" + table(
-            ["level", "message (normalized)", "count"], [(m["level"], m["message"], m["count"])
-                                                         for m in app["messages"]], numeric=(2,), code=(1,)))
+            ["level", "message (normalized)", "count", "example (all its lines)"],
+            [(m["level"], m["message"], m["count"], m.get("example", "")[:500]) for m in app["messages"]],
+            numeric=(2,), code=(1, 3)))
     if ng:
         body.append("<h2>nginx error log</h2>")
         body.append(time_chart(ng["by_hour"], what="error-log lines", color="#dc2626"))
