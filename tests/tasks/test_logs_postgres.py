@@ -7,6 +7,8 @@ import os
 import re
 import shutil
 import subprocess
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -353,3 +355,35 @@ def test_verbose_error_verbosity_agrees_with_pgbadger(services_dir: Path, tmp_pa
     assert mine["errors"]["by_sqlstate"]["25P01"] == 1  # the warning's own SQLSTATE, as logged
     assert mine["errors"]["inferred_sqlstates"] == 0
     assert not any(e["message"].startswith("?:") for e in mine["errors"]["classes"])
+
+
+def test_a_lock_wait_logged_again_counts_once(services_dir: Path, tmp_path: Path) -> None:
+    """PostgreSQL logs "still waiting for …" again each time a waiting backend wakes up before it gets the lock
+    (any signal wakes it; here pg_log_backend_memory_contexts): one wait was counted as four."""
+    cluster = PostgresCluster(services_dir / "pg-rewait", extra_conf=pgworkload.LOGGING_CONF)
+    cluster.start()
+    try:
+        with cluster.connect() as a, cluster.connect() as b, cluster.connect() as x:
+            a.execute("CREATE TABLE upk_w (id int PRIMARY KEY, v text)")
+            a.execute("INSERT INTO upk_w VALUES (1, 'a')")
+            a.execute("BEGIN")
+            a.execute("UPDATE upk_w SET v = 'held' WHERE id = 1")
+            (pid,) = b.execute("SELECT pg_backend_pid()").fetchone()
+            t = threading.Thread(target=lambda: b.execute("UPDATE upk_w SET v = 'waiter' WHERE id = 1"))
+            t.start()
+            time.sleep(0.5)  # past deadlock_timeout (200 ms): "still waiting" is logged
+            for _ in range(3):
+                x.execute("SELECT pg_log_backend_memory_contexts(%s)", (pid,))
+                time.sleep(0.2)
+            a.execute("COMMIT")
+            t.join(10)
+    finally:
+        cluster.stop()
+    text = cluster.log.read_text()
+    assert text.count(f"process {pid} still waiting for ShareLock on transaction") >= 2  # the same wait, again
+    rep = ours(cluster.log, pgworkload.LOG_LINE_PREFIX)
+    locks = rep["locks"]
+    assert (locks["waits"], locks["acquired_after_wait"]) == (1, 1)
+    assert locks["types"] == {"ShareLock on transaction": 1}
+    assert locks["queries"] == [{"fingerprint": "update upk_w set v = ? where id = ?", "count": 1}]
+    assert locks["max_wait_ms"] > 700

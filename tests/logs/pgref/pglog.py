@@ -262,6 +262,7 @@ class PgAccumulator:
         self.p = PgPartial()
         self.last_statement: dict[bytes, bytes] = {}  # pid -> last "statement:" text (log_statement)
         self.pending: dict[bytes, tuple[str, Any]] = {}  # pid -> entry waiting for its STATEMENT/DETAIL
+        self.waiting: dict[bytes, bytes] = {}  # CHANGED (a semantic fix): pid -> the lock it waits for
 
     # -- input -------------------------------------------------------------------------------
 
@@ -373,6 +374,7 @@ class PgAccumulator:
             # CHANGED after freezing, as in upkeeper.logs.pglog (a semantic fix, not an optimization): a failed
             # statement logs no duration, so the backend's remembered statement is forgotten at its error
             self.last_statement.pop(pid, None)
+            self.waiting.pop(pid, None)  # CHANGED: a backend that failed waits no longer
             if not code:
                 code = infer_sqlstate(msg)
                 if code:
@@ -446,13 +448,21 @@ class PgAccumulator:
         if msg.startswith(b"process ") and b" after " in msg:
             lm = _LOCK_WAIT.match(msg)
             if lm:
+                # CHANGED after freezing, as in upkeeper.logs.pglog (a semantic fix): "still waiting" logged
+                # again for the lock the backend already waits for is the same wait
+                lock = lm.group(3) + b" on " + lm.group(4)
                 if lm.group(2) == b"still waiting for":
+                    if self.waiting.get(pid) == lock:
+                        return
+                    self.waiting[pid] = lock
                     p.lock_waits += 1
                     p.lock_types[lm.group(3) + b" on " + lm.group(4).split(b" ")[0]] += 1
                     self.pending[pid] = ("lock", None)
-                elif lm.group(2) == b"acquired":
-                    p.lock_acquired += 1
-                    p.lock_wait_ms.append(float(lm.group(5)))
+                else:
+                    self.waiting.pop(pid, None)
+                    if lm.group(2) == b"acquired":
+                        p.lock_acquired += 1
+                        p.lock_wait_ms.append(float(lm.group(5)))
             return
         if msg.startswith(b"temporary file: "):
             tm = _TEMP_FILE.match(msg)
