@@ -151,6 +151,13 @@ def test_quoted_names_tell_exceptions_apart_and_quoted_data_is_masked() -> None:
     assert normalize(f"bad value '{'a' * 70}'") == "bad value '…'"
     assert normalize('relation "orders" does not exist') == 'relation "orders" does not exist'
     assert normalize('open() "/srv/www/a.php" failed') == 'open() "…" failed'
+    # and data shaped like a name: a file name, a value ending the message after a colon, a user
+    assert normalize("[Errno 2] No such file or directory: 'logo.png'") == \
+        "[Errno <n>] No such file or directory: '…'"
+    assert normalize("invalid literal for int() with base 10: 'abc'") == "invalid literal for int() with base <n>: '…'"
+    assert normalize('User "alice" not found') == 'User "…" not found'
+    assert normalize("No module named 'json'") == "No module named 'json'"  # an extension alone is a name
+    assert normalize("'DATABASE_URL'") == "'DATABASE_URL'"
 
 
 @settings(max_examples=150, deadline=None)

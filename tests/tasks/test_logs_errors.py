@@ -151,3 +151,76 @@ def test_upstream_finding_names_only_upstream_failures(cli: Any, make_config: An
     [finding] = [f for f in r["findings"] if f["check"] == "logs.errors.nginx_upstream"]
     assert finding["message"].startswith("1 upstream error(s): upstream timed out"), finding["message"]
     assert "buffered" not in finding["message"]
+
+
+def real_errors(inputs: list[str], files: list[str], users: list[str]) -> list[BaseException]:
+    """The exceptions Python itself raises for bad input, missing files and unknown users."""
+    out: list[BaseException] = []
+    for v in inputs:
+        try:
+            int(v)
+        except ValueError as exc:
+            out.append(exc)
+    for f in files:
+        try:
+            Path(f).read_bytes()  # a relative name, as an application opens its files
+        except FileNotFoundError as exc:
+            out.append(exc)
+    for u in users:
+        out.append(LookupError(f"user {u!r} not found"))
+    return out
+
+
+def test_quoted_data_does_not_make_new_exception_groups(cli: Any, make_config: Any, tmp_path: Path) -> None:
+    """A value that looks like a name but is data — the bad input in "invalid literal for int() with base
+    10: 'abc'", the file in "No such file or directory: 'logo.png'", the user in "user 'alice' not found" —
+    made a group per value, so every run flagged the same bugs as new exceptions.  A quoted name in the
+    code (KeyError: 'DATABASE_URL') still tells a new failure apart."""
+    log = tmp_path / "app" / "production.log"
+    log.parent.mkdir()
+    cfg = make_config({"targets": {"app": {"kind": "app", "root": str(tmp_path / "app")}},
+                       "jobs": {"app-errors": {"task": "logs.errors", "target": "app", "options": {
+                           "app_logs": [str(log)], "report_dir": str(tmp_path / "r")}}}})
+    services.write_app_log(log, real_errors(["abc", "xyz"], ["upk_logo.png", "upk_report.csv"], ["alice", "bob"]))
+    first = run(cli, cfg, "app-errors")
+    assert first["metrics"]["exceptions"] == 6 and first["metrics"]["exception_groups"] == 3
+    services.write_app_log(log, [*real_errors(["true"], ["upk_banner.jpg"], ["carol"]), KeyError("DATABASE_URL")])
+    second = run(cli, cfg, "app-errors")
+    new = [f for f in second["findings"] if f["check"] == "logs.errors.new_exception"]
+    assert [(f["subject"], f["message"].split(" (")[0]) for f in new] == [
+        ("KeyError", "new exception: KeyError: 'DATABASE_URL'")]
+    assert second["metrics"]["exception_groups"] == 4
+
+
+def test_a_multi_line_message_is_one_log_line_with_all_its_text(cli: Any, make_config: Any, tmp_path: Path) -> None:
+    """A message logged over several lines kept only its first line, and its further lines were read as
+    log lines of their own: a level word in them ("ERROR code: …", a dumped "level: ERROR") counted an
+    error line each, with a message class of its own."""
+    log = tmp_path / "app.log"
+    logger = logging.getLogger("upk-app-multiline")
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    handler = logging.FileHandler(log)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger.addHandler(handler)
+    try:
+        logger.info("settings:\n  log_level: ERROR\n  retries: 3")
+        for order in (17, 18):
+            logger.error("payment failed for order %d\n  provider: stripe\n  ERROR code: card_declined", order)
+        logger.warning("slow request: 850 ms")
+    finally:
+        handler.close()
+        logger.removeHandler(handler)
+    cfg = make_config({"targets": {"app": {"kind": "app", "root": str(tmp_path)}},
+                       "jobs": {"app-errors": {"task": "logs.errors", "target": "app", "options": {
+                           "app_logs": [str(log)], "report_dir": str(tmp_path / "r")}}}})
+    r = run(cli, cfg, "app-errors")
+    data = json.loads(Path(next(a["path"] for a in r["artifacts"] if a["format"] == "json")).read_text())
+    assert data["app"]["levels"] == {"error": 2, "info": 1, "warning": 1}
+    assert r["metrics"]["app_error_lines"] == 2
+    msgs = {m["message"]: m for m in data["app"]["messages"]}
+    assert set(msgs) == {"upk-app-multiline: payment failed for order <n>", "upk-app-multiline: slow request: <n> ms"}
+    example = msgs["upk-app-multiline: payment failed for order <n>"]["example"]
+    assert example.endswith("payment failed for order 17\n  provider: stripe\n  ERROR code: card_declined")
+    page = Path(next(a["path"] for a in r["artifacts"] if a["format"] == "html")).read_text()
+    assert "payment failed for order 17\n  provider: stripe\n  ERROR code: card_declined" in page

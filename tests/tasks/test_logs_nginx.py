@@ -306,6 +306,19 @@ def test_second_report_has_trend_charts_per_run(cli: Any, make_config: Any, fres
     assert len(chart_points(page2, "failed requests per run")) == 2
 
 
+def test_requests_chart_shows_the_quiet_hours_as_zeros(cli: Any, make_config: Any, tmp_path: Path) -> None:
+    """The requests-per-hour chart had a point only for hours with requests: an outage from 11:00 to 14:00
+    was drawn as a straight line from the 11:00 point to the 14:00 one, as if traffic had gone on."""
+    log = tmp_path / "access.log"
+    log.write_text("".join(f'192.0.2.{i} - - [01/Mar/2024:{h}:00:0{i} +0000] "GET /x HTTP/1.1" 200 10 "-" "ua" 0.010\n'
+                           for h in (10, 11, 14) for i in range(5)))
+    r = run(cli, file_config(make_config, log, tmp_path))
+    page = Path(next(a["path"] for a in r["artifacts"] if a["format"] == "html")).read_text()
+    assert chart_points(page, "requests per hour") == [
+        "03/01 10h: 5", "03/01 11h: 5", "03/01 12h: 0", "03/01 13h: 0", "03/01 14h: 5"]
+    assert "requests per hour" in page
+
+
 # -- damaged rotated files -----------------------------------------------------------------------
 
 

@@ -7,6 +7,8 @@ import os
 import re
 import shutil
 import subprocess
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -321,3 +323,67 @@ def test_truncated_rotated_server_log_is_read_up_to_the_damage(cli: Any, make_co
     second = run(cli, cfg)
     assert second["metrics"]["statements"] == 0
     assert not [f for f in second["findings"] if f["check"] == "logs.postgres.damaged_file"]
+
+
+def test_verbose_error_verbosity_agrees_with_pgbadger(services_dir: Path, tmp_path: Path) -> None:
+    """log_error_verbosity = verbose writes the SQLSTATE before every message, LOG ones too ("LOG:  00000:
+    checkpoint starting: …", "LOG:  00000: process N still waiting for …"): lock waits, temporary files,
+    checkpoints and connections were all counted 0 on such a server.  Now they agree with pgBadger."""
+    cluster = PostgresCluster(services_dir / "pg-verbose",
+                              extra_conf=pgworkload.LOGGING_CONF + "log_error_verbosity = verbose\n")
+    cluster.start()
+    try:
+        pgworkload.run(lambda: cluster.connect())
+        with cluster.connect() as c:
+            c.execute("COMMIT")  # WARNING:  25P01: there is no transaction in progress
+    finally:
+        cluster.stop()
+    copy = tmp_path / "pg-verbose.log"
+    shutil.copy(cluster.log, copy)
+    assert "LOG:  00000: checkpoint complete: " in copy.read_text()
+    badger = pgbadger(copy, pgworkload.LOG_LINE_PREFIX, tmp_path)
+    mine = ours(copy, pgworkload.LOG_LINE_PREFIX)
+    assert mine["unparsed"] == 0
+    temp = badger["tempfile_info"]["postgres"]
+    assert (mine["temp_files"]["count"], mine["temp_files"]["total_bytes"]) == (temp["count"], temp["size"]) != (0, 0)
+    assert mine["temp_files"]["queries"][0]["fingerprint"].startswith("select g from generate_series")
+    cp = badger["checkpoint_info"]
+    assert mine["checkpoints"]["buffers"] == cp["wbuffer"] and mine["checkpoints"]["reasons"] == cp["starting"]
+    assert mine["checkpoints"]["count"] >= 1
+    assert_locks_and_deadlocks_agree(mine, badger)
+    assert mine["connections"] >= 4
+    assert mine["errors"]["by_sqlstate"]["25P01"] == 1  # the warning's own SQLSTATE, as logged
+    assert mine["errors"]["inferred_sqlstates"] == 0
+    assert not any(e["message"].startswith("?:") for e in mine["errors"]["classes"])
+
+
+def test_a_lock_wait_logged_again_counts_once(services_dir: Path, tmp_path: Path) -> None:
+    """PostgreSQL logs "still waiting for …" again each time a waiting backend wakes up before it gets the lock
+    (any signal wakes it; here pg_log_backend_memory_contexts): one wait was counted as four."""
+    cluster = PostgresCluster(services_dir / "pg-rewait", extra_conf=pgworkload.LOGGING_CONF)
+    cluster.start()
+    try:
+        with cluster.connect() as a, cluster.connect() as b, cluster.connect() as x:
+            a.execute("CREATE TABLE upk_w (id int PRIMARY KEY, v text)")
+            a.execute("INSERT INTO upk_w VALUES (1, 'a')")
+            a.execute("BEGIN")
+            a.execute("UPDATE upk_w SET v = 'held' WHERE id = 1")
+            (pid,) = b.execute("SELECT pg_backend_pid()").fetchone()
+            t = threading.Thread(target=lambda: b.execute("UPDATE upk_w SET v = 'waiter' WHERE id = 1"))
+            t.start()
+            time.sleep(0.5)  # past deadlock_timeout (200 ms): "still waiting" is logged
+            for _ in range(3):
+                x.execute("SELECT pg_log_backend_memory_contexts(%s)", (pid,))
+                time.sleep(0.2)
+            a.execute("COMMIT")
+            t.join(10)
+    finally:
+        cluster.stop()
+    text = cluster.log.read_text()
+    assert text.count(f"process {pid} still waiting for ShareLock on transaction") >= 2  # the same wait, again
+    rep = ours(cluster.log, pgworkload.LOG_LINE_PREFIX)
+    locks = rep["locks"]
+    assert (locks["waits"], locks["acquired_after_wait"]) == (1, 1)
+    assert locks["types"] == {"ShareLock on transaction": 1}
+    assert locks["queries"] == [{"fingerprint": "update upk_w set v = ? where id = ?", "count": 1}]
+    assert locks["max_wait_ms"] > 700

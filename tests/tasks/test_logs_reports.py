@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 
 from upkeeper.core.task import TaskContext
+from upkeeper.logs.report_html import time_chart
 from upkeeper.tasks.logs._common import write_reports
 
 NOW = datetime(2030, 1, 1, 12, 0, 0, tzinfo=UTC)
@@ -44,3 +46,13 @@ def test_pruning_keeps_the_report_just_written(tmp_path: Path) -> None:
     third = write_reports(ctx(), tmp_path, "access", {"run": 3}, None, keep=1)
     assert Path(third[0]["path"]).exists() and not ahead.exists()
     assert [p.name for p in tmp_path.glob("access-*.json")] == [Path(third[0]["path"]).name]
+
+
+def test_time_chart_over_a_long_span_counts_per_day() -> None:
+    """A log spanning weeks is drawn per day (a point per hour would be thousands), quiet days as zeros."""
+    counts = {"2024-01-01 10:00": 3, "2024-01-01 23:00": 4, "2024-01-03 05:00": 1, "2024-02-20 00:00": 2}
+    svg = time_chart(counts, what="requests")
+    assert 'aria-label="requests per day"' in svg
+    days = re.findall(r"<title>([^<]*)</title>", svg)
+    assert days[:3] == ["01/01: 7", "01/02: 0", "01/03: 1"] and days[-1] == "02/20: 2"
+    assert len(days) == 31 + 20  # every day from January 1st to February 20th

@@ -41,10 +41,21 @@ from typing import Any
 _NAME = re.compile(r"[A-Za-z_][A-Za-z_]*\d{0,2}(?:\.[A-Za-z_][A-Za-z_]*\d{0,2})*")
 
 
+#: the extension of a file name ('logo.png', 'report.csv'): data, however much it looks like a dotted name
+_FILE_EXTENSIONS = frozenset((
+    "txt", "csv", "tsv", "json", "jsonl", "xml", "yaml", "yml", "toml", "ini", "cfg", "conf", "log", "md", "html",
+    "htm", "css", "js", "mjs", "py", "rb", "php", "java", "png", "jpg", "jpeg", "gif", "svg", "webp", "ico", "bmp",
+    "tif", "tiff", "pdf", "doc", "docx", "xls", "xlsx", "ppt", "pptx", "odt", "ods", "zip", "gz", "tgz", "bz2", "xz",
+    "zst", "tar", "rar", "mp3", "mp4", "wav", "avi", "mov", "webm", "bak", "tmp", "pem", "crt", "sqlite"))
+
+
 def _quoted(m: re.Match[str]) -> str:
-    """A quoted value: kept when it is a name (it tells problems apart), masked when it is data."""
+    """A quoted value: kept when it is a name (it tells problems apart), masked when it is data
+    (a file name is data: ``No such file or directory: 'logo.png'``)."""
     q, v = m.group(1), m.group(2)
-    return m.group(0) if len(v) <= 60 and _NAME.fullmatch(v) else f"{q}…{q}"
+    if len(v) <= 60 and _NAME.fullmatch(v) and v.rpartition(".")[2].lower() not in _FILE_EXTENSIONS - {v.lower()}:
+        return m.group(0)
+    return f"{q}…{q}"
 
 
 def _hex(m: re.Match[str]) -> str:
@@ -75,6 +86,13 @@ _NORM: tuple[tuple[re.Pattern[str], Any, Any], ...] = (
     (re.compile(r"\b0x[0-9a-fA-F]+\b"), "<hex>", lambda m: "0x" in m),
     (re.compile(r"\b[0-9a-fA-F]{8,}\b"), _hex, _always),
     (re.compile(r"\b\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?\b"), "<ip>", lambda m: "." in m),
+    # quoted values that are data wherever they look like names: the value a message ends with after a
+    # colon (``invalid literal for int() with base 10: 'abc'``, ``Unknown currency: 'XYZ'``), and the one
+    # after a word naming a record (``user 'alice' not found``, ``tenant "acme" suspended``)
+    (re.compile(r"(?<=: )([\"'])[^\"'\n]{0,300}\1$"), r"\1…\1", lambda m: m.endswith(("'", '"'))),
+    (re.compile(r"(?i)(?<![\w.-])(user(?:name)?|login|customer|account|tenant|order|invoice|product|"
+                r"file(?:name)?|session|token)(\s+)([\"'])[^\"'\n]{1,300}\3(?!\w)"), r"\1\2\3…\3",
+     lambda m: "'" in m or '"' in m),
     # quotes that open and close outside a word: the apostrophes of "couldn't … it's" are not quotes
     (re.compile(r"(?<!\w)(\")([^\"]{0,300})\"(?!\w)"), _quoted, lambda m: '"' in m),
     (re.compile(r"(?<!\w)(')([^']{0,300})'(?!\w)"), _quoted, lambda m: "'" in m),
@@ -235,6 +253,10 @@ _JVM_THREAD = re.compile(r'^Exception in thread "[^"]*" ')
 def _exc_line(s: str) -> re.Match[str] | None:
     return _EXC_LINE.match(_JVM_THREAD.sub("", s, 1))
 _RUBY = re.compile(r":in `[^']*': (.*) \(([A-Z][\w:]*)\)$")
+#: the time stamp a text log record starts with: 2024-03-01 10:00:00 / 2024-03-01T10:00:00Z (in brackets
+#: too), 2024/03/01 10:00:00 (Go), 10:00:00.123 (logback), Mar  1 10:00:00 (syslog), E, [2024-03-01T… (Ruby)
+_TIME_HEAD = re.compile(r"^(?:[A-Z], )?\W{0,2}(?:\d{4}[-/]\d\d[-/]\d\d[T ]\d\d:\d\d|\d\d:\d\d:\d\d|"
+                        r"[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d)")
 _STACK_FRAME = re.compile(r"^(?:\s+at |\s+File \"|\t|\s{2,}\S|Caused by: |\s*\.\.\. \d+ more)")
 
 
@@ -264,6 +286,9 @@ class AppLogStats:
     #: the pending block is a Python traceback: 1 while its frames are read, 2 once its exception line
     #: was read (a chained traceback may still follow)
     _pending_py: int = 0
+    #: the text record being read, when it started with a time stamp: (source, its warning+ message key or
+    #: None, whether its example is this record's); a following line without a time stamp continues it
+    _record: tuple[str, tuple[str, str] | None, bool] | None = None
 
     # -- input -------------------------------------------------------------------------------
 
@@ -307,6 +332,7 @@ class AppLogStats:
             # any other line ends the block, and is read as the ordinary line it is
             self._flush()
         s = line.lstrip()
+        record, self._record = self._record, None
         if s.startswith("{") and s.endswith("}") and self._json(s, source):
             return
         header = _py_header(line)
@@ -315,21 +341,37 @@ class AppLogStats:
             self._pending_source = source
             self._pending_py = 1
             return
+        rb = _RUBY.search(line)
+        em = None if rb else _exc_line(s)
+        exc = bool(rb) or bool(em and (em.group(2) is not None or "." in em.group(1)))
+        stamped = bool(_TIME_HEAD.match(line))
+        if record and record[0] == source and not stamped and not exc and line.strip():
+            # a further line of a multi-line message: part of its example, not a log line of its own (a
+            # level word in it — a dumped setting "level: ERROR" — counts nothing)
+            _, open_key, open_own = record
+            if open_key is not None and open_own and len(self.message_examples[open_key]) < 2000:
+                self.message_examples[open_key] = (self.message_examples[open_key] + "\n" + line)[:2000]
+            self._record = record
+            return
         m = _TEXT_LEVEL.search(line[:120])
         level = LEVEL_WORDS.get(m.group(1).lower(), "info") if m else None
+        key: tuple[str, str] | None = None
+        own = False
         if level:
             self.levels[level] += 1
             if level in ("warning", "error", "critical"):
                 msg = line[m.end():].lstrip(" :-]|") if m else line
                 key = (level, normalize(msg))
                 self.messages[key] += 1
-                self.message_examples.setdefault(key, line[:500])
-        rb = _RUBY.search(line)
+                own = key not in self.message_examples
+                if own:
+                    self.message_examples[key] = line[:500]
+        if stamped:
+            self._record = (source, key, own)
         if rb:
             self._exception(rb.group(2), rb.group(1), line, source)
             return
-        em = _exc_line(s)
-        if em and (em.group(2) is not None or "." in em.group(1)):
+        if em and exc:
             self._pending = [s]
             self._pending_source = source
 

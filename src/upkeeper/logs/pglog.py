@@ -333,6 +333,9 @@ class PgAccumulator:
         self.last_statement: dict[bytes, tuple[bytes, Pos]] = {}
         self.unpaired: dict[bytes, list[bytes]] = {}  # pid -> bare durations with no statement (yet): Parse, Bind
         self.pending: dict[bytes, tuple[str, Any]] = {}  # pid -> entry waiting for its STATEMENT/DETAIL
+        # pid -> the lock it waits for ("ShareLock on transaction 726"): PostgreSQL logs "still waiting" again
+        # each time the backend wakes while it waits (any signal does it), all for one wait
+        self.waiting: dict[bytes, bytes] = {}
         self.fp_cache: dict[bytes, bytes] = {}  # statement text -> fingerprint, for this scan only
         self._src = ""
         self._off = 0
@@ -348,7 +351,7 @@ class PgAccumulator:
         logged 10,000 backends ago has long had its duration line).  The fingerprint cache only
         saves work: it starts again when full.
         """
-        for pids in (self.last_statement, self.pending, self.unpaired):
+        for pids in (self.last_statement, self.pending, self.unpaired, self.waiting):
             excess = len(pids) - MAX_OPEN_PIDS
             if excess > 0:
                 for pid in list(itertools.islice(pids, excess)):  # the oldest first (insertion order)
@@ -504,18 +507,21 @@ class PgAccumulator:
             if p.last is None or ts > p.last:
                 p.last = ts
         self.pending.pop(pid, None)
+        code: bytes | str | None = r[self.g_sqlstate - 1] if self.g_sqlstate is not None else None
+        # log_error_verbosity = verbose writes the SQLSTATE before every primary message, LOG ones too
+        # ("LOG:  00000: checkpoint starting: time"): read it, and match the message after it
+        vm = _VERBOSE_CODE.match(msg)
+        if vm:
+            code = vm.group(1)
+            msg = msg[vm.end():]
         if level == "LOG":
             self._log(pid, msg, ts, i)
         elif level in ("ERROR", "FATAL", "PANIC"):
             # the failed statement logs no duration: the next bare one (the next statement's Parse, with the
-            # extended protocol) is not its
+            # extended protocol) is not its; nor does it wait for a lock any longer (lock_timeout, cancel)
             self.last_statement.pop(pid, None)
             self.unpaired.pop(pid, None)
-            code: bytes | str | None = r[self.g_sqlstate - 1] if self.g_sqlstate is not None else None
-            vm = _VERBOSE_CODE.match(msg)
-            if vm:
-                code = vm.group(1)
-                msg = msg[vm.end():]
+            self.waiting.pop(pid, None)
             if not code:
                 code = infer_sqlstate(msg)
                 if code:
@@ -530,7 +536,8 @@ class PgAccumulator:
             else:
                 self.pending[pid] = ("error", key)
         elif level == "WARNING":
-            key = ("WARNING", "01000", normalize_message(msg))
+            key = ("WARNING", (code.decode() if isinstance(code, bytes) else code) or "01000",
+                   normalize_message(msg))
             p.errors[key] += 1
             self.pending[pid] = ("error", key)
 
@@ -608,13 +615,19 @@ class PgAccumulator:
         if msg.startswith(b"process ") and b" after " in msg:
             lm = _LOCK_WAIT.match(msg)
             if lm:
+                lock = lm.group(3) + b" on " + lm.group(4)
                 if lm.group(2) == b"still waiting for":
+                    if self.waiting.get(pid) == lock:
+                        return  # the same wait, logged again
+                    self.waiting[pid] = lock
                     p.lock_waits += 1
                     p.lock_types[lm.group(3) + b" on " + lm.group(4).split(b" ")[0]] += 1
                     self.pending[pid] = ("lock", None)
-                elif lm.group(2) == b"acquired":
-                    p.lock_acquired += 1
-                    p.lock_wait_ms.append(float(lm.group(5)))
+                else:
+                    self.waiting.pop(pid, None)
+                    if lm.group(2) == b"acquired":
+                        p.lock_acquired += 1
+                        p.lock_wait_ms.append(float(lm.group(5)))
             return
         if msg.startswith(b"temporary file: "):
             tm = _TEMP_FILE.match(msg)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime, timedelta
 from html import escape
 from typing import Any
 
@@ -22,7 +23,8 @@ padding-bottom:4px}h3{font-size:14px;margin:18px 0 6px}.muted{color:var(--mut)}
 table{border-collapse:collapse;width:100%;background:#fff;border:1px solid var(--bd);margin:6px 0 14px}
 th,td{text-align:left;padding:5px 8px;border-bottom:1px solid var(--bd);vertical-align:top}
 th{background:#f1f5f9;font-weight:600;font-size:12px}td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}
-td code,td.code{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:12px;word-break:break-all}
+td code,td.code{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:12px;word-break:break-all;
+white-space:pre-wrap}
 .sev{font-weight:600;text-transform:uppercase;font-size:11px}.sev.warning{color:var(--warn)}
 .sev.critical{color:var(--crit)}.sev.info{color:var(--mut)}
 .chart{background:#fff;border:1px solid var(--bd);border-radius:8px;margin:6px 0 14px}
@@ -119,6 +121,36 @@ def _redacted(rep: dict[str, Any], findings: Sequence[dict[str, Any]]
     return redact_obj(rep), redact_obj(list(findings))
 
 
+#: beyond this many hours from the first to the last, a time chart counts per day (a point per hour of a
+#: year-long log would be unreadable)
+MAX_HOURLY_POINTS = 24 * 45
+
+
+def time_chart(counts: dict[str, int], *, what: str, color: str = PALETTE[0]) -> str:
+    """A line chart of ``counts`` per hour (keys ``YYYY-MM-DD HH:00``) with the hours of no entries as zeros —
+    an outage between two busy hours shows as the gap it was — or per day over a long span."""
+    try:
+        hours = sorted((datetime.strptime(k, "%Y-%m-%d %H:%M"), float(v)) for k, v in counts.items())
+    except ValueError:  # not the hour keys the scanners write: the points as they are
+        return line_chart([(k, float(v)) for k, v in counts.items()], title=f"{what} per hour", color=color)
+    if not hours:
+        return line_chart([], title=f"{what} per hour")
+    first, last = hours[0][0], hours[-1][0]
+    daily = (last - first) // timedelta(hours=1) >= MAX_HOURLY_POINTS
+    step = timedelta(days=1) if daily else timedelta(hours=1)
+    start = first.replace(hour=0) if daily else first
+    filled: dict[datetime, float] = {}
+    t = start
+    while t <= last:
+        filled[t] = 0.0
+        t += step
+    for h, v in hours:
+        filled[h.replace(hour=0) if daily else h] += v
+    fmt = "%m/%d" if daily else "%m/%d %Hh"
+    return line_chart([(t.strftime(fmt), v) for t, v in filled.items()],
+                      title=f"{what} per {'day' if daily else 'hour'}", color=color)
+
+
 def trend_charts(trends: dict[str, list[tuple[str, float]]], specs: Sequence[tuple[str, str, str, float | None]]
                  ) -> str:
     """Small charts of earlier runs' metrics: specs are (metric, title, unit, threshold)."""
@@ -160,8 +192,7 @@ def access_report(rep: dict[str, Any], findings: Sequence[dict[str, Any]], *, ti
          "warn" if rep["unparsed_pct"] > objectives.get("unparsed_pct", 1.0) else ""),
     ])]
     body.append("<h2>Findings</h2>" + findings_table(findings))
-    hourly = [(k[5:13].replace("-", "/") + "h", float(v)) for k, v in rep.get("hourly", {}).items()]
-    body.append("<h2>Traffic</h2>" + line_chart(hourly, title="requests per hour"))
+    body.append("<h2>Traffic</h2>" + time_chart(rep.get("hourly", {}), what="requests"))
     st = rep.get("status", {})
     codes = sorted(st, key=lambda c: -st[c])
     body.append('<div class="grid2">' + bar_chart([(c, float(st[c])) for c in codes[:12]], width=520,
@@ -261,8 +292,7 @@ def postgres_report(rep: dict[str, Any], findings: Sequence[dict[str, Any]], *, 
     ])]
     body.append("<h2>Findings</h2>" + findings_table(findings))
     body.append("<h2>Statements</h2>")
-    body.append(line_chart([(k[5:13].replace("-", "/") + "h", float(v)) for k, v in rep["by_hour"].items()],
-                           title="statements per hour"))
+    body.append(time_chart(rep["by_hour"], what="statements"))
     if pct:
         body.append(bar_chart([(p, float(pct.get(p, 0.0))) for p in ("p50", "p90", "p95", "p99")], width=520,
                               title="statement duration percentiles", unit=" ms", threshold=p95_obj,
@@ -347,12 +377,12 @@ def errors_report(rep: dict[str, Any], findings: Sequence[dict[str, Any]], *, ti
         body.append(bar_chart([(k, float(v)) for k, v in app["levels"].items()], width=520, title="lines by level",
                               label_width=80))
         body.append("<h3>Warning and error messages</h3>" + table(
-            ["level", "message (normalized)", "count"], [(m["level"], m["message"], m["count"])
-                                                         for m in app["messages"]], numeric=(2,), code=(1,)))
+            ["level", "message (normalized)", "count", "example (all its lines)"],
+            [(m["level"], m["message"], m["count"], m.get("example", "")[:500]) for m in app["messages"]],
+            numeric=(2,), code=(1, 3)))
     if ng:
         body.append("<h2>nginx error log</h2>")
-        body.append(line_chart([(k[5:13].replace("-", "/") + "h", float(v)) for k, v in ng["by_hour"].items()],
-                               title="error-log lines per hour", color="#dc2626"))
+        body.append(time_chart(ng["by_hour"], what="error-log lines", color="#dc2626"))
         body.append(bar_chart([(k, float(v)) for k, v in ng["levels"].items()], width=520, title="lines by level",
                               label_width=80, colors=["#dc2626"]))
         body.append(table(["level", "message class", "count", "example"],

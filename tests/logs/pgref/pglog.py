@@ -262,6 +262,7 @@ class PgAccumulator:
         self.p = PgPartial()
         self.last_statement: dict[bytes, bytes] = {}  # pid -> last "statement:" text (log_statement)
         self.pending: dict[bytes, tuple[str, Any]] = {}  # pid -> entry waiting for its STATEMENT/DETAIL
+        self.waiting: dict[bytes, bytes] = {}  # CHANGED (a semantic fix): pid -> the lock it waits for
 
     # -- input -------------------------------------------------------------------------------
 
@@ -360,17 +361,20 @@ class PgAccumulator:
             if p.last is None or ts > p.last:
                 p.last = ts
         self.pending.pop(pid, None)
+        # CHANGED after freezing, as in upkeeper.logs.pglog (a semantic fix): log_error_verbosity = verbose
+        # writes the SQLSTATE before LOG and WARNING messages too; it is read and skipped for every level
+        code: bytes | str | None = r[self.g_sqlstate - 1] if self.g_sqlstate is not None else None
+        vm = _VERBOSE_CODE.match(msg)
+        if vm:
+            code = vm.group(1)
+            msg = msg[vm.end():]
         if level == "LOG":
             self._log(pid, msg, ts)
         elif level in ("ERROR", "FATAL", "PANIC"):
             # CHANGED after freezing, as in upkeeper.logs.pglog (a semantic fix, not an optimization): a failed
             # statement logs no duration, so the backend's remembered statement is forgotten at its error
             self.last_statement.pop(pid, None)
-            code: bytes | str | None = r[self.g_sqlstate - 1] if self.g_sqlstate is not None else None
-            vm = _VERBOSE_CODE.match(msg)
-            if vm:
-                code = vm.group(1)
-                msg = msg[vm.end():]
+            self.waiting.pop(pid, None)  # CHANGED: a backend that failed waits no longer
             if not code:
                 code = infer_sqlstate(msg)
                 if code:
@@ -385,7 +389,8 @@ class PgAccumulator:
             else:
                 self.pending[pid] = ("error", key)
         elif level == "WARNING":
-            key = ("WARNING", "01000", normalize_message(msg))
+            key = ("WARNING", (code.decode() if isinstance(code, bytes) else code) or "01000",  # CHANGED: its code
+                   normalize_message(msg))
             p.errors[key] += 1
             self.pending[pid] = ("error", key)
 
@@ -443,13 +448,21 @@ class PgAccumulator:
         if msg.startswith(b"process ") and b" after " in msg:
             lm = _LOCK_WAIT.match(msg)
             if lm:
+                # CHANGED after freezing, as in upkeeper.logs.pglog (a semantic fix): "still waiting" logged
+                # again for the lock the backend already waits for is the same wait
+                lock = lm.group(3) + b" on " + lm.group(4)
                 if lm.group(2) == b"still waiting for":
+                    if self.waiting.get(pid) == lock:
+                        return
+                    self.waiting[pid] = lock
                     p.lock_waits += 1
                     p.lock_types[lm.group(3) + b" on " + lm.group(4).split(b" ")[0]] += 1
                     self.pending[pid] = ("lock", None)
-                elif lm.group(2) == b"acquired":
-                    p.lock_acquired += 1
-                    p.lock_wait_ms.append(float(lm.group(5)))
+                else:
+                    self.waiting.pop(pid, None)
+                    if lm.group(2) == b"acquired":
+                        p.lock_acquired += 1
+                        p.lock_wait_ms.append(float(lm.group(5)))
             return
         if msg.startswith(b"temporary file: "):
             tm = _TEMP_FILE.match(msg)
