@@ -57,9 +57,10 @@ def test_report_from_the_server_log(cli: Any, make_config: Any, logging_pg: tupl
     assert fps["update upk_items set qty = qty + ? where id = ?"]["count"] == done["statements"] // 3
     page = Path(next(a["path"] for a in r["artifacts"] if a["format"] == "html")).read_text()
     assert "<svg" in page and "errors by SQLSTATE" in page
-    # incremental: the next run reads only what is new — the server logged upkeeper's own settings query
+    # incremental: the next run reads only what is new — the server logged the first run's own settings query,
+    # and the logging collector may or may not have written the second run's before that run read the log
     again = run(cli, config(make_config, cluster, tmp_path))
-    assert again["metrics"]["statements"] == 1
+    assert 1 <= again["metrics"]["statements"] <= 2 < done["statements"]
 
 
 def test_slow_queries_against_the_objective(cli: Any, make_config: Any, services_dir: Path, tmp_path: Path) -> None:
