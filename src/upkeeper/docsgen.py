@@ -103,6 +103,8 @@ def _type_of(schema: dict[str, Any], defs: dict[str, Any]) -> str:
         if isinstance(add, dict) and add:
             return f"map of {_type_of(add, defs)}"
         return "mapping"
+    if str(schema.get("description", "")).startswith("restic duration"):
+        return "restic duration"
     if t is None and "description" in schema:
         d = schema["description"]
         if d.startswith("duration"):

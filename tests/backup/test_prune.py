@@ -97,7 +97,7 @@ def test_newest_complete_survives_any_policy(cli: Any, make_config: Any, tmp_pat
     now = datetime.now(UTC)
     ids = [fabricate(store, now - timedelta(days=d)) for d in range(3)]
     cfg = _config(make_config, store, {"keep_daily": 0, "keep_weekly": 0, "keep_monthly": 0, "keep_last": 0,
-                                       "keep_hourly": 0, "keep_within": "1s"})
+                                       "keep_hourly": 0, "keep_within": "1h"})
     r = cli(["--config", cfg, "backups", "prune", "--json"])
     assert r.code == 0, r.output
     assert [p.parent.name for p in store.rglob("manifest.json")] == [ids[0]]

@@ -119,7 +119,7 @@ def prune_series(
     idx = index.get((target, database), SetIndex())
     sets = {i: v for i, v in idx.complete.items() if v[0] == kind}
     items = [Item(i, t) for i, (_k, t, _w) in sets.items()]
-    decisions = apply_policy(items, policy, default_tz)
+    decisions = apply_policy(items, policy, default_tz, now)
     # Never delete the newest verified backup either: a string of failed verifications must not cost
     # the last copy known to restore.
     if catalog is not None and decisions:
