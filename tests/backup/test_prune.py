@@ -369,3 +369,39 @@ def test_incomplete_set_still_receiving_objects_is_not_cleaned(cli: Any, make_co
     [app] = r.json()
     assert app["incomplete_kept"] == [busy] and app["incomplete_deleted"] == [dead]
     assert (store / "db" / "app" / busy).is_dir() and not (store / "db" / "app" / dead).exists()
+
+
+def test_sync_and_prune_see_storages_beyond_backup_storages(cli: Any, make_config: Any, tmp_path: Path) -> None:
+    """A job with its own 'storages' writes beyond backup.storages: sync must not drop those rows (and their
+    verification), prune must prune them, and restore/verify must find them."""
+    s1, s2 = tmp_path / "s1", tmp_path / "s2"
+    now = datetime.now(UTC)
+    elsewhere = fabricate(s1, now - timedelta(hours=3), database="other")
+    ids = [fabricate(s2, now - timedelta(days=d, hours=1)) for d in range(5)]  # newest first
+    data: dict[str, Any] = {
+        "targets": {"db": {"kind": "postgres", "host": "127.0.0.1", "port": 1}},
+        "storages": {"s1": {"kind": "local", "path": str(s1), "fsync": False},
+                     "s2": {"kind": "local", "path": str(s2), "fsync": False}},
+        "jobs": {"db-backup": {"task": "postgres.backup", "target": "db", "options": {
+            "storages": ["s2"], "retention": {"keep_last": 1, "keep_daily": 0, "keep_weekly": 0, "keep_monthly": 0}}}}}
+    assert sync(cli, make_config(data, name="all.yaml"))[1]["added"] == 6
+    with catalog_of(tmp_path) as cat:
+        cat.mark_verified(ids[2], True, "restored, row counts match", 3.0)
+    cfg = make_config({**data, "backup": {"storages": ["s1"]}})
+    code, res = sync(cli, cfg)
+    assert code == 0 and res["storages"] == ["s1", "s2"] and res["removed"] == 0, res
+    rows = catalog_rows(cli, cfg)
+    assert set(rows) == {elsewhere, *ids} and rows[ids[2]]["status"] == "verified"
+
+    r = cli(["--config", cfg, "backups", "prune", "--json"])
+    assert r.code == 0, r.output
+    assert sorted(p.parent.name for p in s2.rglob("manifest.json")) == sorted([ids[0], ids[2]])
+    assert [p.parent.name for p in s1.rglob("manifest.json")] == [elsewhere]
+
+    r = cli(["--config", cfg, "backups", "verify", ids[0], "--no-restore"])
+    assert r.code == 1 and "data.zst" in r.out and "not found" not in r.out, r.output  # found; the fake hash fails
+    r = cli(["--config", cfg, "backups", "restore", ids[0]])  # found on s2; then no server at port 1
+    assert r.code == 1 and "not found" not in r.output and "127.0.0.1" in r.err, r.output
+    for cmd in (["verify", ids[0]], ["restore", ids[0]]):
+        r = cli(["--config", cfg, "backups", *cmd, "--storage", "nope"])
+        assert r.code == 2 and "unknown storage 'nope'" in r.err and "s1, s2" in r.err, r.output
