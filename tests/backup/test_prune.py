@@ -405,3 +405,14 @@ def test_sync_and_prune_see_storages_beyond_backup_storages(cli: Any, make_confi
     for cmd in (["verify", ids[0]], ["restore", ids[0]]):
         r = cli(["--config", cfg, "backups", *cmd, "--storage", "nope"])
         assert r.code == 2 and "unknown storage 'nope'" in r.err and "s1, s2" in r.err, r.output
+
+
+def test_verify_names_an_unknown_scratch_target(cli: Any, make_config: Any, tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    bid = fabricate(store, datetime.now(UTC))
+    cfg = _config(make_config, store)
+    assert sync(cli, cfg)[0] == 0
+    r = cli(["--config", cfg, "backups", "verify", bid, "--scratch-target", "nope"])
+    err = " ".join(r.err.split())
+    assert r.code == 2 and "--scratch-target 'nope' is not a target in the config" in err and "Try: one of db" in err, \
+        r.output

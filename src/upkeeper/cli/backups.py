@@ -210,11 +210,16 @@ def verify_cmd(
             rows = list(newest.values())
     if not rows:
         raise UsageError("no backups to verify", "Try: 'upkeeper backups list' (or 'upkeeper backups sync')")
-    scratch = None
+    scratch: PostgresTarget | None = None
     if scratch_target:
-        scratch = _target_for(config, scratch_target)
-        if not isinstance(scratch, PostgresTarget):
+        found = config.targets.get(scratch_target)
+        if found is None:
+            pg_targets = sorted(n for n, t in config.targets.items() if isinstance(t, PostgresTarget))
+            raise UsageError(f"--scratch-target {scratch_target!r} is not a target in the config",
+                             "Try: one of " + (", ".join(pg_targets) or "(no postgres target)"))
+        if not isinstance(found, PostgresTarget):
             raise UsageError(f"--scratch-target {scratch_target!r} is not a postgres target")
+        scratch = found
     opts = VerifyOptions(restore=not no_restore, scratch=scratch, jobs=jobs, checks=check, amcheck=amcheck)
     storages = _open(config, _row_storages(config, rows, storage))
     reports: list[VerifyReport] = []
