@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -416,3 +417,28 @@ def test_verify_names_an_unknown_scratch_target(cli: Any, make_config: Any, tmp_
     err = " ".join(r.err.split())
     assert r.code == 2 and "--scratch-target 'nope' is not a target in the config" in err and "Try: one of db" in err, \
         r.output
+
+
+def test_retention_never_empties_a_storage_that_missed_the_newest_backup(cli: Any, make_config: Any,
+                                                                         tmp_path: Path) -> None:
+    """The newest backup reached s1 only. keep_last 1 on the union of the storages deleted every copy on s2;
+    now s2 keeps its own newest copy (shown as a reason) until a newer backup reaches it."""
+    s1, s2 = tmp_path / "s1", tmp_path / "s2"
+    now = datetime.now(UTC)
+    both = [fabricate(s1, now - timedelta(days=d)) for d in (3, 2, 1)]  # oldest first
+    for bid in both:
+        shutil.copytree(s1 / "db" / "app" / bid, s2 / "db" / "app" / bid)
+    only_s1 = fabricate(s1, now - timedelta(hours=1))
+    cfg = make_config({
+        "targets": {"db": {"kind": "postgres", "host": "127.0.0.1", "port": 1}},
+        "storages": {"s1": {"kind": "local", "path": str(s1), "fsync": False},
+                     "s2": {"kind": "local", "path": str(s2), "fsync": False}},
+        "jobs": {"db-backup": {"task": "postgres.backup", "target": "db", "options": {
+            "retention": {"keep_last": 1, "keep_daily": 0, "keep_weekly": 0, "keep_monthly": 0}}}}})
+    r = cli(["--config", cfg, "backups", "prune", "--json"])
+    assert r.code == 0, r.output
+    [series] = r.json()
+    reasons = {b["id"]: b["reasons"] for b in series["backups"] if b["keep"]}
+    assert reasons == {only_s1: ["last"], both[2]: ["newest on s2"]}
+    assert sorted(p.parent.name for p in s1.rglob("manifest.json")) == sorted([both[2], only_s1])
+    assert [p.parent.name for p in s2.rglob("manifest.json")] == [both[2]]
