@@ -213,3 +213,10 @@ def test_backups_dated_in_the_future_do_not_cost_the_present_ones() -> None:
     decisions = apply_policy([*future, *present], last, now=now)
     assert {d.item.id for d in decisions if d.keep} == {"f2", "f1", "p0"}
     assert next(d for d in decisions if d.item.id == "p0").reasons == ["newest not dated in the future"]
+
+
+def test_every_rule_off_deletes_nothing() -> None:
+    """Documented: all counts 0 and no keep_within is no policy (restic refuses one), not 'keep the newest'."""
+    items = [Item(f"b{k}", datetime(2025, 1, 1, tzinfo=UTC) + timedelta(days=k)) for k in range(5)]
+    off = RetentionPolicy(keep_daily=0, keep_weekly=0, keep_monthly=0, keep_within="0d")
+    assert off.is_empty() and _kept(items, off) == {i.id for i in items}

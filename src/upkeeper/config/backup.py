@@ -95,7 +95,8 @@ class RetentionPolicy(StrictModel):
     Each ``keep_*`` rule keeps the newest backup of each of the newest N hours/days/ISO weeks/months/years
     that have a backup (counts overlap: one backup can satisfy several rules); ``-1`` means unlimited,
     ``0`` switches the rule off.  A rule with counts to spare also keeps the oldest backup, as restic 0.17+
-    does.  Only complete backups count; the newest complete backup is never deleted.
+    does.  Only complete backups count; the newest complete backup is never deleted.  With every rule off
+    (all ``0`` and no ``keep_within``) nothing is deleted at all (restic refuses such a policy).
     """
 
     keep_last: int = Field(0, ge=-1, description="keep the N newest backups. Source: restic --keep-last")
