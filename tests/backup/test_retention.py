@@ -220,3 +220,11 @@ def test_every_rule_off_deletes_nothing() -> None:
     items = [Item(f"b{k}", datetime(2025, 1, 1, tzinfo=UTC) + timedelta(days=k)) for k in range(5)]
     off = RetentionPolicy(keep_daily=0, keep_weekly=0, keep_monthly=0, keep_within="0d")
     assert off.is_empty() and _kept(items, off) == {i.id for i in items}
+
+
+def test_two_backups_at_the_same_instant_are_decided_the_same_whatever_the_order() -> None:
+    """Same started_at (two jobs in one second): one represents the day, the same one every time."""
+    t = datetime(2025, 5, 1, 3, 0, tzinfo=UTC)
+    a, b = Item("20250501T030000Z-aaaaaa", t), Item("20250501T030000Z-bbbbbb", t)
+    p = RetentionPolicy(keep_daily=1, keep_weekly=0, keep_monthly=0)
+    assert _kept([a, b], p, t) == _kept([b, a], p, t) == {b.id}
