@@ -442,3 +442,22 @@ def test_retention_never_empties_a_storage_that_missed_the_newest_backup(cli: An
     assert reasons == {only_s1: ["last"], both[2]: ["newest on s2"]}
     assert sorted(p.parent.name for p in s1.rglob("manifest.json")) == sorted([both[2], only_s1])
     assert [p.parent.name for p in s2.rglob("manifest.json")] == [both[2]]
+
+
+def test_backup_verify_task_finds_backups_beyond_backup_storages(cli: Any, make_config: Any, tmp_path: Path) -> None:
+    """The scheduled backup.verify read backup.storages only: a job writing to its own storage was never
+    verified, and 'scope: unverified' said OK 'no unverified backups'."""
+    s1, s2 = tmp_path / "s1", tmp_path / "s2"
+    s1.mkdir()
+    bid = fabricate(s2, datetime.now(UTC) - timedelta(hours=1))  # its data.zst does not match its SHA-256
+    cfg = make_config({
+        "targets": {"db": {"kind": "postgres", "host": "127.0.0.1", "port": 1}},
+        "storages": {"s1": {"kind": "local", "path": str(s1), "fsync": False},
+                     "s2": {"kind": "local", "path": str(s2), "fsync": False}},
+        "backup": {"storages": ["s1"]},
+        "jobs": {"db-backup": {"task": "postgres.backup", "target": "db", "options": {"storages": ["s2"]}},
+                 "verify": {"task": "backup.verify", "target": "db", "options": {"scope": "unverified"}}}})
+    r = cli(["--config", cfg, "run", "verify", "--json"])
+    assert r.code == 1, r.output
+    [run] = r.json() if isinstance(r.json(), list) else [r.json()]
+    assert "data.zst" in json.dumps(run) and bid in json.dumps(run), run
