@@ -103,6 +103,8 @@ def _type_of(schema: dict[str, Any], defs: dict[str, Any]) -> str:
         if isinstance(add, dict) and add:
             return f"map of {_type_of(add, defs)}"
         return "mapping"
+    if str(schema.get("description", "")).startswith("restic duration"):
+        return "restic duration"
     if t is None and "description" in schema:
         d = schema["description"]
         if d.startswith("duration"):
@@ -129,6 +131,11 @@ def _default(field: Any) -> str:
     if isinstance(value, list) and value and all(isinstance(v, timedelta) for v in value):
         return "`[" + ", ".join(format_duration(v) for v in value) + "]`"
     if isinstance(value, BaseModel):
+        # a default that is not the entries' own defaults (redis.backup's week of dailies): say which it is
+        own = {k: v for k, v in value.model_dump(exclude_defaults=True, mode="json").items()}
+        if own:
+            return "`" + ", ".join(f"{k}: {json.dumps(v)}" for k, v in own.items()) + "`; entries left out of " \
+                "one you give take the defaults below"
         return "(see below)"
     if value is None:
         return "—"

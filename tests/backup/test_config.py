@@ -61,3 +61,13 @@ def test_unknown_retention_timezone_is_a_located_error(cli: Any, make_config: An
     r = cli(["--config", cfg, "config", "check"])
     assert r.code == 2, r.output
     assert "db-backup" in r.err and "retention" in r.err and "Mars/Olympus" in r.err
+
+
+def test_keep_within_minutes_are_refused_with_the_field_named(cli: Any, make_config: Any) -> None:
+    """'90min' would have been 90 minutes of keep_within; restic has no minutes, and 'm' is months there."""
+    cfg = make_config({"backup": {"encryption": "none", "retention": {"keep_within": "90min"}}})
+    r = cli(["--config", cfg, "config", "check"])
+    assert r.code == 2, r.output
+    assert "keep_within" in r.err and "m (months)" in r.err and "Traceback" not in r.output
+    cfg = make_config({"backup": {"encryption": "none", "retention": {"keep_within": "1y6m"}}})
+    assert cli(["--config", cfg, "config", "check"]).code == 0

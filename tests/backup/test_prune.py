@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -98,7 +99,7 @@ def test_newest_complete_survives_any_policy(cli: Any, make_config: Any, tmp_pat
     now = datetime.now(UTC)
     ids = [fabricate(store, now - timedelta(days=d)) for d in range(3)]
     cfg = _config(make_config, store, {"keep_daily": 0, "keep_weekly": 0, "keep_monthly": 0, "keep_last": 0,
-                                       "keep_hourly": 0, "keep_within": "1s"})
+                                       "keep_hourly": 0, "keep_within": "1h"})
     r = cli(["--config", cfg, "backups", "prune", "--json"])
     assert r.code == 0, r.output
     assert [p.parent.name for p in store.rglob("manifest.json")] == [ids[0]]
@@ -430,3 +431,94 @@ def test_a_missing_local_storage_directory_fails_every_command_and_is_never_crea
     r = cli(["--config", cfg, "run", "app-backup", "--json"])
     assert r.code == 0 and r.json()[0]["status"] == "ok", r.output
     assert list(store.rglob("manifest.json"))
+
+
+def test_sync_and_prune_see_storages_beyond_backup_storages(cli: Any, make_config: Any, tmp_path: Path) -> None:
+    """A job with its own 'storages' writes beyond backup.storages: sync must not drop those rows (and their
+    verification), prune must prune them, and restore/verify must find them."""
+    s1, s2 = tmp_path / "s1", tmp_path / "s2"
+    now = datetime.now(UTC)
+    elsewhere = fabricate(s1, now - timedelta(hours=3), database="other")
+    ids = [fabricate(s2, now - timedelta(days=d, hours=1)) for d in range(5)]  # newest first
+    data: dict[str, Any] = {
+        "targets": {"db": {"kind": "postgres", "host": "127.0.0.1", "port": 1}},
+        "storages": {"s1": {"kind": "local", "path": str(s1), "fsync": False},
+                     "s2": {"kind": "local", "path": str(s2), "fsync": False}},
+        "jobs": {"db-backup": {"task": "postgres.backup", "target": "db", "options": {
+            "storages": ["s2"], "retention": {"keep_last": 1, "keep_daily": 0, "keep_weekly": 0, "keep_monthly": 0}}}}}
+    assert sync(cli, make_config(data, name="all.yaml"))[1]["added"] == 6
+    with catalog_of(tmp_path) as cat:
+        cat.mark_verified(ids[2], True, "restored, row counts match", 3.0)
+    cfg = make_config({**data, "backup": {"storages": ["s1"]}})
+    code, res = sync(cli, cfg)
+    assert code == 0 and res["storages"] == ["s1", "s2"] and res["removed"] == 0, res
+    rows = catalog_rows(cli, cfg)
+    assert set(rows) == {elsewhere, *ids} and rows[ids[2]]["status"] == "verified"
+
+    r = cli(["--config", cfg, "backups", "prune", "--json"])
+    assert r.code == 0, r.output
+    assert sorted(p.parent.name for p in s2.rglob("manifest.json")) == sorted([ids[0], ids[2]])
+    assert [p.parent.name for p in s1.rglob("manifest.json")] == [elsewhere]
+
+    r = cli(["--config", cfg, "backups", "verify", ids[0], "--no-restore"])
+    assert r.code == 1 and "data.zst" in r.out and "not found" not in r.out, r.output  # found; the fake hash fails
+    r = cli(["--config", cfg, "backups", "restore", ids[0]])  # found on s2; then no server at port 1
+    assert r.code == 1 and "not found" not in r.output and "127.0.0.1" in r.err, r.output
+    for cmd in (["verify", ids[0]], ["restore", ids[0]]):
+        r = cli(["--config", cfg, "backups", *cmd, "--storage", "nope"])
+        assert r.code == 2 and "unknown storage 'nope'" in r.err and "s1, s2" in r.err, r.output
+
+
+def test_verify_names_an_unknown_scratch_target(cli: Any, make_config: Any, tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    bid = fabricate(store, datetime.now(UTC))
+    cfg = _config(make_config, store)
+    assert sync(cli, cfg)[0] == 0
+    r = cli(["--config", cfg, "backups", "verify", bid, "--scratch-target", "nope"])
+    err = " ".join(r.err.split())
+    assert r.code == 2 and "--scratch-target 'nope' is not a target in the config" in err and "Try: one of db" in err, \
+        r.output
+
+
+def test_retention_never_empties_a_storage_that_missed_the_newest_backup(cli: Any, make_config: Any,
+                                                                         tmp_path: Path) -> None:
+    """The newest backup reached s1 only. keep_last 1 on the union of the storages deleted every copy on s2;
+    now s2 keeps its own newest copy (shown as a reason) until a newer backup reaches it."""
+    s1, s2 = tmp_path / "s1", tmp_path / "s2"
+    now = datetime.now(UTC)
+    both = [fabricate(s1, now - timedelta(days=d)) for d in (3, 2, 1)]  # oldest first
+    for bid in both:
+        shutil.copytree(s1 / "db" / "app" / bid, s2 / "db" / "app" / bid)
+    only_s1 = fabricate(s1, now - timedelta(hours=1))
+    cfg = make_config({
+        "targets": {"db": {"kind": "postgres", "host": "127.0.0.1", "port": 1}},
+        "storages": {"s1": {"kind": "local", "path": str(s1), "fsync": False},
+                     "s2": {"kind": "local", "path": str(s2), "fsync": False}},
+        "jobs": {"db-backup": {"task": "postgres.backup", "target": "db", "options": {
+            "retention": {"keep_last": 1, "keep_daily": 0, "keep_weekly": 0, "keep_monthly": 0}}}}})
+    r = cli(["--config", cfg, "backups", "prune", "--json"])
+    assert r.code == 0, r.output
+    [series] = r.json()
+    reasons = {b["id"]: b["reasons"] for b in series["backups"] if b["keep"]}
+    assert reasons == {only_s1: ["last"], both[2]: ["newest on s2"]}
+    assert sorted(p.parent.name for p in s1.rglob("manifest.json")) == sorted([both[2], only_s1])
+    assert [p.parent.name for p in s2.rglob("manifest.json")] == [both[2]]
+
+
+def test_backup_verify_task_finds_backups_beyond_backup_storages(cli: Any, make_config: Any, tmp_path: Path) -> None:
+    """The scheduled backup.verify read backup.storages only: a job writing to its own storage was never
+    verified, and 'scope: unverified' said OK 'no unverified backups'."""
+    s1, s2 = tmp_path / "s1", tmp_path / "s2"
+    s1.mkdir()
+    bid = fabricate(s2, datetime.now(UTC) - timedelta(hours=1))  # its data.zst does not match its SHA-256
+    cfg = make_config({
+        "targets": {"db": {"kind": "postgres", "host": "127.0.0.1", "port": 1}},
+        "storages": {"s1": {"kind": "local", "path": str(s1), "fsync": False},
+                     "s2": {"kind": "local", "path": str(s2), "fsync": False}},
+        "backup": {"storages": ["s1"]},
+        "jobs": {"db-backup": {"task": "postgres.backup", "target": "db", "options": {"storages": ["s2"]}},
+                 "verify": {"task": "backup.verify", "target": "db", "options": {"scope": "unverified"}}}})
+    r = cli(["--config", cfg, "run", "verify", "--json"])
+    assert r.code == 1, r.output
+    [run] = r.json() if isinstance(r.json(), list) else [r.json()]
+    assert "data.zst" in json.dumps(run) and bid in json.dumps(run), run

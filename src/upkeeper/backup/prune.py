@@ -121,7 +121,7 @@ def prune_series(
     idx = index.get((target, database), SetIndex())
     sets = {i: v for i, v in idx.complete.items() if v[0] == kind}
     items = [Item(i, t) for i, (_k, t, _w) in sets.items()]
-    decisions = apply_policy(items, policy, default_tz)
+    decisions = apply_policy(items, policy, default_tz, now)
     # Never delete the newest verified backup either: a string of failed verifications must not cost
     # the last copy known to restore.
     if catalog is not None and decisions:
@@ -132,6 +132,16 @@ def prune_series(
                     d.keep = True
                     d.reasons.append("newest verified")
                 break
+    # Nor a storage's newest copy: the policy decides on what all the storages hold together, and a storage
+    # that missed the newest backups (an upload that failed there, a copy lost) must not be emptied by it.
+    newest_on: dict[str, str] = {}
+    for bid, (_k, _t, where) in sorted(sets.items(), key=lambda kv: (kv[1][1], kv[0])):  # oldest first
+        for storage in where:
+            newest_on[storage.name] = bid
+    for d in decisions:
+        if not d.keep and d.item.id in newest_on.values():
+            d.keep = True
+            d.reasons.append("newest on " + ", ".join(sorted(n for n, b in newest_on.items() if b == d.item.id)))
     report.decisions = decisions
     for d in decisions:
         if d.keep:

@@ -7,11 +7,14 @@ that rule kept, until the rule's count is used up (-1: never).  As restic does
 since 0.17, a rule whose count is not used up by the time it reaches the oldest
 backup keeps that one too: while the history is shorter than the policy, the
 longest history is kept.  ``keep_within`` keeps everything younger than the
-duration (strictly), measured from the newest backup.
+duration (strictly), counted back on the calendar from the newest backup that is
+not dated in the future (restic's ``1y2m3d4h``: ``m`` is months).
 Counts overlap: one backup can satisfy several rules, and every rule that keeps
 it is a reason shown by ``backups prune --dry-run``.
 
-On top of restic: the newest backup is always kept, whatever the policy.
+On top of restic: the newest backup is always kept, whatever the policy, and so
+is the newest one not dated in the future (a clock that was set back must not
+make retention delete the backup just taken in favour of future-dated ones).
 Callers pass complete backups only.
 """
 
@@ -19,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 from upkeeper.config.backup import RetentionPolicy
@@ -68,9 +71,12 @@ BUCKETS: tuple[tuple[str, str, Callable[[datetime], int]], ...] = (
 )
 
 
-def apply_policy(items: Sequence[Item], policy: RetentionPolicy, default_tz: str = "UTC") -> list[Decision]:
-    """Decide for every item; returned newest first."""
+def apply_policy(items: Sequence[Item], policy: RetentionPolicy, default_tz: str = "UTC",
+                 now: datetime | None = None) -> list[Decision]:
+    """Decide for every item; returned newest first.  ``now`` (default: the current time) tells which
+    backups are dated in the future."""
     tz = ZoneInfo(policy.timezone or default_tz)
+    now = now or datetime.now(UTC)
     ordered = sorted(items, key=lambda i: (i.time, i.id), reverse=True)
     if not ordered:
         return []
@@ -79,7 +85,11 @@ def apply_policy(items: Sequence[Item], policy: RetentionPolicy, default_tz: str
     counters = {attr: int(getattr(policy, attr)) for attr, _n, _f in BUCKETS}
     last_seen: dict[str, int | None] = {attr: None for attr, _n, _f in BUCKETS}
     keep_last = policy.keep_last
-    within_from = ordered[0].time - policy.keep_within if policy.keep_within else None
+    # restic measures keep_within from the newest backup not dated in the future; with none such, all are within
+    latest = next((i for i in ordered if i.time <= now), None)
+    within_from = None
+    if policy.keep_within and latest is not None:
+        within_from = policy.keep_within.before(latest.time, tz)
     out: list[Decision] = []
     for i, item in enumerate(ordered):
         reasons: list[str] = []
@@ -99,10 +109,10 @@ def apply_policy(items: Sequence[Item], policy: RetentionPolicy, default_tz: str
                 last_seen[attr] = val
                 if counters[attr] > 0:
                     counters[attr] -= 1
-        if within_from is not None and item.time > within_from:
-            reasons.append("within")
-        if i == 0 and not reasons:
-            reasons.append("newest")
+        if policy.keep_within and (within_from is None or item.time > within_from):
+            reasons.append(f"within {policy.keep_within}")
+        if not reasons and (i == 0 or item is latest):
+            reasons.append("newest" if i == 0 else "newest not dated in the future")
         out.append(Decision(item, bool(reasons), reasons))
     return out
 

@@ -18,7 +18,7 @@ from upkeeper.backup.catalog import STATUSES, BackupRow, Catalog
 from upkeeper.backup.manifest import Manifest, safe_component
 from upkeeper.backup.prune import SeriesReport, clean_leftovers, index_sets, prune_series
 from upkeeper.backup.restore import Fetcher, fetch_pg_archive, locate, pg_restore, work_dir
-from upkeeper.backup.sets import close_storages, open_storages
+from upkeeper.backup.sets import close_storages, open_storages, storage_names
 from upkeeper.backup.verify import ManifestChanged, VerifyOptions, VerifyReport, verify_stored
 from upkeeper.cli._app import app, console, err_console, print_json, state
 from upkeeper.config.backup import REDIS_RETENTION, RetentionPolicy
@@ -69,6 +69,24 @@ def _catalog() -> Catalog:
 def _status(s: str) -> str:
     return {"complete": "[cyan]complete[/cyan]", "verified": "[green]verified[/green]",
             "verify-failed": "[bold red]verify-failed[/bold red]"}.get(s, s)
+
+
+def _open(config: Config, names: list[str] | None = None) -> list[Storage]:
+    """The storages a command reads: ``names``, else every configured one — jobs write to storages beyond
+    ``backup.storages`` (their ``storages`` option), and sync, prune, verify and restore must see those too.
+    An unknown name, or no storage at all, is an error on the command line or in the config (exit 2)."""
+    try:
+        wanted = storage_names(config, names or list(config.storages))
+    except TaskError as exc:
+        raise UsageError(exc.message, exc.hint) from None
+    return open_storages(config, wanted)
+
+
+def _row_storages(config: Config, rows: list[BackupRow], storage: str | None) -> list[str] | None:
+    """``--storage``, else the configured storages the catalog says hold ``rows`` (None: all of them)."""
+    if storage:
+        return [storage]
+    return sorted(set().union(*(r.storages or [] for r in rows)) & set(config.storages)) or None
 
 
 def _one(catalog: Catalog, backup_id: str) -> BackupRow:
@@ -192,14 +210,18 @@ def verify_cmd(
             rows = list(newest.values())
     if not rows:
         raise UsageError("no backups to verify", "Try: 'upkeeper backups list' (or 'upkeeper backups sync')")
-    scratch = None
+    scratch: PostgresTarget | None = None
     if scratch_target:
-        scratch = _target_for(config, scratch_target)
-        if not isinstance(scratch, PostgresTarget):
+        found = config.targets.get(scratch_target)
+        if found is None:
+            pg_targets = sorted(n for n, t in config.targets.items() if isinstance(t, PostgresTarget))
+            raise UsageError(f"--scratch-target {scratch_target!r} is not a target in the config",
+                             "Try: one of " + (", ".join(pg_targets) or "(no postgres target)"))
+        if not isinstance(found, PostgresTarget):
             raise UsageError(f"--scratch-target {scratch_target!r} is not a postgres target")
+        scratch = found
     opts = VerifyOptions(restore=not no_restore, scratch=scratch, jobs=jobs, checks=check, amcheck=amcheck)
-    wanted = [storage] if storage else (sorted(set().union(*(r.storages for r in rows)) & set(config.storages)) or None)
-    storages = open_storages(config, wanted)
+    storages = _open(config, _row_storages(config, rows, storage))
     reports: list[VerifyReport] = []
     try:
         for r in rows:
@@ -263,7 +285,7 @@ def restore_cmd(
         _check_files_destination(to, force)
     elif row.kind == "redis":
         _check_redis_destination(to, force)
-    storages = open_storages(config, [storage] if storage else None)
+    storages = _open(config, _row_storages(config, [row], storage))
     try:
         located = locate(storages, row.target, row.database, row.id, storage)
         if row.manifest_sha256 is not None and located.manifest.sha256 != row.manifest_sha256:
@@ -581,14 +603,15 @@ def prune_cmd(
     target: str | None = typer.Option(None, "--target", "-t", help="only this target"),
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
 ) -> None:
-    """Apply retention (GFS, restic's semantics) to every series on the storages and delete incomplete leftovers.
+    """Apply retention (GFS, restic's semantics) to every series on every configured storage and delete
+    incomplete leftovers.
     Prints every backup with the reasons it is kept."""
     setup = state.setup()
     if target is not None and target not in setup.config.targets and not _catalog().list(target=target, limit=1):
         raise UsageError(f"no target {target!r} in the config or the backup catalog",
                          f"Try: a configured target ({', '.join(sorted(setup.config.targets)) or 'none'}), or "
                          "'upkeeper backups sync' first if the storages hold backups the catalog does not know yet")
-    storages = open_storages(setup.config, None)
+    storages = _open(setup.config)
     try:
         reports = run_prune(setup, storages, _catalog(), target=target, dry_run=dry_run)
     finally:
@@ -623,14 +646,14 @@ def sync_cmd(
                                "all (only when they really are gone: an unmounted volume looks the same)"),
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
 ) -> None:
-    """Rebuild the catalog from the manifests on the storages (storage is the source of truth).
+    """Rebuild the catalog from the manifests on every configured storage (storage is the source of truth).
 
     Every readable set is recorded.  A storage that cannot be listed and a manifest that cannot be read are
     reported (exit code 1) and cost no catalog row; nor does a storage that lists no backups at all while the
     catalog has some there (an unmounted volume or a wrong path), unless --force."""
     config = _env.config()
     catalog = _catalog()
-    storages = open_storages(config, None)
+    storages = _open(config)
     added = updated = removed = kept = 0
     errors: list[str] = []
     try:

@@ -3,14 +3,90 @@
 from __future__ import annotations
 
 import re
-from datetime import timedelta
-from typing import Literal
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta, tzinfo
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    BeforeValidator,
+    Field,
+    PlainSerializer,
+    SecretStr,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
 from upkeeper.config.types import Duration, FileSecrets, StrictModel
 
 AGE_RECIPIENT = re.compile(r"^age1[02-9ac-hj-np-z]{58}$")
+_SPAN_PART = re.compile(r"\s*(\d+)\s*([a-z])\s*")
+_SPAN_UNITS = {"y": "years", "m": "months", "w": "weeks", "d": "days", "h": "hours"}
+KEEP_WITHIN_HINT = ("Try: restic's form, e.g. '14d', '6m' (six months), '1y6m' or '1y2m3d4h' — units y, m (months), "
+                    "w, d, h")
+
+
+@dataclass(frozen=True)
+class CalendarSpan:
+    """restic's ``--keep-within`` duration: years, months, days and hours, counted back on the calendar
+    (``1m`` before 31 March is 3 March, as Go's ``AddDate`` normalises 31 February), hours as elapsed time."""
+
+    years: int = 0
+    months: int = 0
+    days: int = 0
+    hours: int = 0
+
+    def __bool__(self) -> bool:
+        return any((self.years, self.months, self.days, self.hours))
+
+    def __str__(self) -> str:
+        parts = zip((self.years, self.months, self.days, self.hours), "ymdh", strict=True)
+        return "".join(f"{n}{u}" for n, u in parts if n) or "0h"
+
+    def before(self, t: datetime, tz: tzinfo) -> datetime | None:
+        """``t`` minus this span, the calendar part in ``tz``; None when that is before year 1."""
+        local = t.astimezone(tz)
+        month0 = local.month - 1 - self.months
+        year = local.year - self.years + month0 // 12
+        try:
+            day = date(year, month0 % 12 + 1, 1) + timedelta(days=local.day - 1 - self.days)
+            shifted = local.replace(year=day.year, month=day.month, day=day.day)
+            return shifted.astimezone(UTC) - timedelta(hours=self.hours)
+        except (ValueError, OverflowError):
+            return None
+
+
+def parse_keep_within(value: Any) -> CalendarSpan:
+    """``1y2m3d4h`` as restic reads it (``m`` is months), plus ``w`` for weeks; whole numbers, each unit once."""
+    if isinstance(value, CalendarSpan):
+        return value
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"expected a duration such as '30d' or '1y6m', got {value!r}. {KEEP_WITHIN_HINT}")
+    text, pos, found = value.strip().lower(), 0, dict.fromkeys(_SPAN_UNITS.values(), 0)
+    seen: list[str] = []
+    while pos < len(text):
+        m = _SPAN_PART.match(text, pos)
+        if m is None or m.group(2) not in _SPAN_UNITS:
+            raise ValueError(f"cannot read {value!r} as restic's keep-within duration "
+                             f"(at {text[pos:].strip()!r}). {KEEP_WITHIN_HINT}")
+        unit = _SPAN_UNITS[m.group(2)]
+        if unit in seen:
+            raise ValueError(f"unit {m.group(2)!r} appears twice in {value!r}. {KEEP_WITHIN_HINT}")
+        seen.append(unit)
+        found[unit] = int(m.group(1))
+        pos = m.end()
+    if found["years"] > 9999:
+        raise ValueError(f"{value!r} is too long (at most 9999 years)")
+    return CalendarSpan(found["years"], found["months"], found["weeks"] * 7 + found["days"], found["hours"])
+
+
+KeepWithin = Annotated[
+    CalendarSpan,
+    BeforeValidator(parse_keep_within),
+    PlainSerializer(str, return_type=str),
+    WithJsonSchema({"type": "string", "pattern": r"^\s*(\d+\s*[ymwdhYMWDH]\s*)+$",
+                    "description": "restic duration: '14d', '6m' (months), '1y2m3d4h'; units y, m, w, d, h"}),
+]
 
 
 class RetentionPolicy(StrictModel):
@@ -19,7 +95,8 @@ class RetentionPolicy(StrictModel):
     Each ``keep_*`` rule keeps the newest backup of each of the newest N hours/days/ISO weeks/months/years
     that have a backup (counts overlap: one backup can satisfy several rules); ``-1`` means unlimited,
     ``0`` switches the rule off.  A rule with counts to spare also keeps the oldest backup, as restic 0.17+
-    does.  Only complete backups count; the newest complete backup is never deleted.
+    does.  Only complete backups count; the newest complete backup is never deleted.  With every rule off
+    (all ``0`` and no ``keep_within``) nothing is deleted at all (restic refuses such a policy).
     """
 
     keep_last: int = Field(0, ge=-1, description="keep the N newest backups. Source: restic --keep-last")
@@ -31,9 +108,10 @@ class RetentionPolicy(StrictModel):
     keep_monthly: int = Field(12, ge=-1, description="newest backup of each of the last N months. "
                               "Source: upkeeper default (GFS: a year of monthlies)")
     keep_yearly: int = Field(0, ge=-1, description="newest backup of each of the last N years. Source: restic")
-    keep_within: Duration | None = Field(
-        None, description="keep every backup younger than this, measured from the newest backup. "
-        "Source: restic --keep-within")
+    keep_within: KeepWithin | None = Field(
+        None, description="keep every backup younger than this, measured back on the calendar from the newest "
+        "backup not dated in the future, in restic's form: '14d', '6m' (m is months, as in restic), '1y2m3d4h'; "
+        "units y, m, w, d, h. Source: restic --keep-within")
     timezone: str | None = Field(None, description="timezone that decides where days, weeks … begin "
                                  "(default: the config's timezone). Source: upkeeper (not set by default)")
 

@@ -70,7 +70,8 @@ class BackupVerify(Task[BackupVerifyOptions]):
                                 permanent=True)
             scratch = found
         catalog = catalog_for(ctx.state)
-        storages = open_storages(config, [options.storage] if options.storage else None)
+        # every configured storage: a backup job may write beyond backup.storages (its own storages option)
+        storages = open_storages(config, [options.storage] if options.storage else list(config.storages))
         try:
             errors: list[str] = []
             index = index_sets(storages, ctx.target_name, None, errors)
