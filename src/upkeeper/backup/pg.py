@@ -128,9 +128,11 @@ def pg_error(exc: BaseException) -> str:
 
 
 @contextlib.contextmanager
-def connect(target: PostgresTarget, dbname: str | None = None, *, autocommit: bool = True) -> Iterator[
-        psycopg.Connection[Any]]:
+def connect(target: PostgresTarget, dbname: str | None = None, *, autocommit: bool = True,
+            application_name: str | None = None) -> Iterator[psycopg.Connection[Any]]:
     params = target.libpq_params(dbname)
+    if application_name is not None:
+        params["application_name"] = application_name
     try:
         conn = psycopg.connect(**params, autocommit=autocommit)  # type: ignore[arg-type]
     except psycopg.OperationalError as exc:
