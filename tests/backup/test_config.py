@@ -61,3 +61,15 @@ def test_unknown_retention_timezone_is_a_located_error(cli: Any, make_config: An
     r = cli(["--config", cfg, "config", "check"])
     assert r.code == 2, r.output
     assert "db-backup" in r.err and "retention" in r.err and "Mars/Olympus" in r.err
+
+
+def test_an_empty_passphrase_file_is_refused(cli: Any, make_config: Any, tmp_path: Path) -> None:
+    """age given an empty passphrase makes one up, prints it to its terminal and encrypts with it: the backup
+    would be stored, reported ok, and nobody could ever decrypt it.  An empty passphrase file is a config error."""
+    for content in ("", "\n"):
+        pw = tmp_path / "pw"
+        pw.write_text(content)
+        cfg = make_config({"backup": {"encryption": {"passphrase_file": str(pw)}}})
+        r = cli(["--config", cfg, "config", "check"])
+        assert r.code == 2, r.output
+        assert "backup -> encryption" in r.err and "empty" in r.err, r.err
