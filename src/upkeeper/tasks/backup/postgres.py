@@ -140,6 +140,8 @@ class PostgresBackup(Task[PostgresBackupOptions]):
         with pg.connect(target, db, autocommit=False) as snap:
             snap.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
             snap.read_only = True
+            for stmt in pg.SNAPSHOT_SESSION_SQL:
+                snap.execute(stmt)
             row = snap.execute(pg.EXPORT_SNAPSHOT_SQL).fetchone()
             assert row is not None
             snapshot = str(row[0])
