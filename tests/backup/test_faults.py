@@ -241,3 +241,39 @@ def test_a_verify_never_drops_the_scratch_database_of_a_verify_still_running(
     [rep] = json.loads(out)
     assert rep["ok"], rep
     assert _scratch_dbs(pg) == []
+
+
+def test_kill9_of_a_directory_format_backup_leaves_no_plaintext_dump_behind(
+        cli: Any, app_db: tuple[str, dict[str, int]], backup_config: Any, tmp_path: Path) -> None:
+    """A directory-format dump is written in clear to a private temp dir, then uploaded file by file.  kill -9
+    in the upload leaves that directory — the whole database in plaintext — where no 'finally' can remove it:
+    the next run does, and lists only its own backup."""
+    db, _ = app_db
+    work = tmp_path / "work"
+    work.mkdir()
+    cfg = backup_config(db, options={"format": "directory", "jobs": 2}, backup={"work_dir": str(work)})
+    mark = tmp_path / "mark"
+    p = _start_run(cfg, {"UPKEEPER_FAULT_PAUSE": "during-upload:60", "UPKEEPER_FAULT_MARK": str(mark)})
+    _wait_for(mark.exists, "the upload to begin")
+    _kill9(p)
+    [left] = list(work.iterdir())
+    assert list(left.rglob("toc.dat")), "the killed run's plaintext dump is there"
+    _assert_nothing_listed_then_next_run_succeeds(cli, cfg, tmp_path / "store1")
+    assert list(work.iterdir()) == []
+
+
+def test_a_live_work_dir_is_never_removed(tmp_path: Path) -> None:
+    from upkeeper.backup.workdir import clean_stale, work_dir
+    from upkeeper.config.backup import BackupSettings
+
+    settings = BackupSettings(work_dir=str(tmp_path))
+    with work_dir(settings, "upkeeper-verify-") as d:
+        (d / "dump").write_bytes(b"plaintext")
+        assert clean_stale(tmp_path) == []
+        with work_dir(settings, "upkeeper-dump-") as d2:  # making another one sweeps too
+            assert d.is_dir() and d2.is_dir() and d != d2
+        assert (d / "dump").exists()
+    assert list(tmp_path.iterdir()) == []
+    legacy = tmp_path / "upkeeper-dump-old"  # made by an upkeeper that held no lock: not known to be dead
+    legacy.mkdir()
+    assert clean_stale(tmp_path) == [] and legacy.is_dir()
