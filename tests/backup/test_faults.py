@@ -277,3 +277,30 @@ def test_a_live_work_dir_is_never_removed(tmp_path: Path) -> None:
     legacy = tmp_path / "upkeeper-dump-old"  # made by an upkeeper that held no lock: not known to be dead
     legacy.mkdir()
     assert clean_stale(tmp_path) == [] and legacy.is_dir()
+
+
+def test_two_verifies_of_one_backup_do_not_destroy_each_others_restore(
+        cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], backup_config: Any) -> None:
+    """The scheduled verify and a manual 'backups verify ID' of the same backup at once: both restore into
+    upkeeper_verify_<id>.  The second used to drop it (WITH FORCE) under the first, whose restore then failed
+    and marked a good backup verify-failed; now it waits for the first and both pass."""
+    db, _ = app_db
+    cfg = backup_config(db)
+    r = cli(["--config", cfg, "run", "db-backup", "--json"])
+    assert r.code == 0, r.output
+    bid = r.json()[0]["artifacts"][0]["id"]
+    p = _start_verify(cfg, bid, "select pg_sleep(5) is not null", subprocess.PIPE)
+    try:
+        _wait_for(lambda: bool(_sleeping_in_scratch(pg)), "the first verify to reach its smoke check")
+        r = cli(["--config", cfg, "backups", "verify", bid, "--jobs", "1", "--json"])
+        out, _ = p.communicate(timeout=120)
+    finally:
+        if p.poll() is None:
+            _kill9(p)
+        assert p.stdout is not None
+        p.stdout.close()
+    [first] = json.loads(out)
+    assert first["ok"], first
+    assert r.code == 0, r.output
+    assert cli(["--config", cfg, "backups", "show", bid, "--json"]).json()["status"] == "verified"
+    assert _scratch_dbs(pg) == []

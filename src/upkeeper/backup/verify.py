@@ -76,6 +76,8 @@ WHERE d.datname LIKE 'upkeeper\\_verify\\_%%'
 ORDER BY d.datname
 """
 GUARDED_SQL = "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE application_name = %s)"
+OTHER_GUARDS_SQL = ("SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE application_name = %s "
+                    "AND pid <> pg_backend_pid())")
 LOCK_SQL = "SELECT pg_advisory_lock(%s, %s)"
 TRY_LOCK_SQL = "SELECT pg_try_advisory_lock(%s, %s)"
 UNLOCK_SQL = "SELECT pg_advisory_unlock(%s, %s)"
@@ -302,10 +304,15 @@ def _scratch_guard(target: PostgresTarget, admin: str, name: str) -> Iterator[ps
     with pg.connect(target, admin, application_name=GUARD_APP + name) as conn:
         try:
             conn.execute(GUARD_SESSION_SQL)
-            conn.execute(LOCK_SQL, _guard_key(name))  # waits while another verify's sweep is dropping ``name``
+            # waits while another verify of this backup (connected to the same database) or a sweep uses ``name``
+            conn.execute(LOCK_SQL, _guard_key(name))
+            row = conn.execute(OTHER_GUARDS_SQL, (GUARD_APP + name,)).fetchone()
         except psycopg.Error as exc:
             raise TaskError(f"cannot prepare the scratch database {name} on {target.display()}: "
                             f"{pg.pg_error(exc)}") from None
+        if row and row[0]:  # one connected to another database of the server: never drop its scratch database
+            raise TaskError(f"another verify of this backup is using the scratch database {name} on "
+                            f"{target.display()}", "Try: again once it has finished")
         yield conn
 
 
