@@ -71,3 +71,15 @@ def test_keep_within_minutes_are_refused_with_the_field_named(cli: Any, make_con
     assert "keep_within" in r.err and "m (months)" in r.err and "Traceback" not in r.output
     cfg = make_config({"backup": {"encryption": "none", "retention": {"keep_within": "1y6m"}}})
     assert cli(["--config", cfg, "config", "check"]).code == 0
+
+
+def test_an_empty_passphrase_file_is_refused(cli: Any, make_config: Any, tmp_path: Path) -> None:
+    """age given an empty passphrase makes one up, prints it to its terminal and encrypts with it: the backup
+    would be stored, reported ok, and nobody could ever decrypt it.  An empty passphrase file is a config error."""
+    for content in ("", "\n"):
+        pw = tmp_path / "pw"
+        pw.write_text(content)
+        cfg = make_config({"backup": {"encryption": {"passphrase_file": str(pw)}}})
+        r = cli(["--config", cfg, "config", "check"])
+        assert r.code == 2, r.output
+        assert "backup -> encryption" in r.err and "empty" in r.err, r.err

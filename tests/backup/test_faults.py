@@ -3,6 +3,7 @@ a full local storage.  No partial backup is ever listed, and the next run succee
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -160,3 +161,146 @@ def test_local_storage_full_is_a_clear_failure(cli: Any, pg: PostgresCluster, pg
     assert cli(["--config", cfg, "backups", "list", "--json"]).json() == []
     assert list(full_disk.rglob("manifest.json")) == []
     assert list(full_disk.rglob("*.upkeeper-partial")) == []
+
+
+def _scratch_dbs(pg: PostgresCluster) -> list[str]:
+    return [r[0] for r in pg.execute("SELECT datname FROM pg_database WHERE datname LIKE 'upkeeper_verify_%' "
+                                     "ORDER BY datname")]
+
+
+def _start_verify(cfg: Path, backup_id: str, check: str, stdout: int = subprocess.DEVNULL
+                  ) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "upkeeper", "--config", str(cfg), "backups", "verify", backup_id,
+                             "--jobs", "1", "--check", check, "--json"],
+                            stdout=stdout, stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def _sleeping_in_scratch(pg: PostgresCluster) -> list[str]:
+    return [r[0] for r in pg.execute("SELECT datname FROM pg_stat_activity WHERE datname LIKE 'upkeeper_verify_%' "
+                                     "AND query LIKE '%pg_sleep%' AND state = 'active'")]
+
+
+def test_kill9_during_a_verify_leaves_a_scratch_database_the_next_verify_drops(
+        cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], backup_config: Any) -> None:
+    """kill -9 of a verify in the middle of its checks leaves upkeeper_verify_<id> on the server (the killed
+    process cannot drop it; its backend even goes on running the query).  The next verify — of another backup —
+    drops it and says so; the backup the killed verify was checking keeps its status."""
+    db, _ = app_db
+    cfg = backup_config(db, options={"retention": {"keep_last": 5}})
+    r = cli(["--config", cfg, "run", "db-backup", "--json"])
+    assert r.code == 0, r.output
+    first = r.json()[0]["artifacts"][0]["id"]
+    p = _start_verify(cfg, first, "select pg_sleep(120) is not null")
+    _wait_for(lambda: bool(_sleeping_in_scratch(pg)), "the verify to reach its smoke check")
+    [stale] = _scratch_dbs(pg)
+    _kill9(p)
+    assert _scratch_dbs(pg) == [stale]  # left behind: nothing of the killed process can drop it
+    r = cli(["--config", cfg, "run", "db-backup", "--json"])
+    assert r.code == 0, r.output
+    second = r.json()[0]["artifacts"][0]["id"]
+    r = cli(["--config", cfg, "run", "backup-verify", "--json"])
+    assert r.code == 0, r.output
+    run = r.json()[0]
+    [art] = run["artifacts"]
+    assert art["ok"] and art["backup_id"] == second
+    assert art["stale_scratch_dropped"] == [stale], art
+    assert any(stale in s and "interrupted" in s for s in art["steps"]), art
+    [finding] = [f for f in run["findings"] if f["check"] == "backup.verify_scratch_dropped"]
+    assert finding["severity"] == "info" and finding["subject"] == stale
+    assert _scratch_dbs(pg) == []
+    assert cli(["--config", cfg, "backups", "show", first, "--json"]).json()["status"] == "complete"
+
+
+def test_a_verify_never_drops_the_scratch_database_of_a_verify_still_running(
+        cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], backup_config: Any) -> None:
+    """Two verifies on one server: the second one's sweep of stale scratch databases leaves the first one's
+    alone (its process is alive), and the first one completes."""
+    db, _ = app_db
+    cfg = backup_config(db, options={"retention": {"keep_last": 5}})
+    ids = []
+    for _ in range(2):
+        r = cli(["--config", cfg, "run", "db-backup", "--json"])
+        assert r.code == 0, r.output
+        ids.append(r.json()[0]["artifacts"][0]["id"])
+    p = _start_verify(cfg, ids[0], "select pg_sleep(8) is not null", subprocess.PIPE)
+    try:
+        _wait_for(lambda: bool(_sleeping_in_scratch(pg)), "the first verify to reach its smoke check")
+        [running] = _scratch_dbs(pg)
+        r = cli(["--config", cfg, "backups", "verify", ids[1], "--jobs", "1", "--json"])
+        assert r.code == 0, r.output
+        [rep] = r.json()
+        assert rep["ok"] and rep.get("stale_scratch_dropped", []) == [], rep
+        assert running in _scratch_dbs(pg)
+        out, _ = p.communicate(timeout=120)
+    finally:
+        if p.poll() is None:
+            _kill9(p)
+        assert p.stdout is not None
+        p.stdout.close()
+    assert p.returncode == 0, out
+    [rep] = json.loads(out)
+    assert rep["ok"], rep
+    assert _scratch_dbs(pg) == []
+
+
+def test_kill9_of_a_directory_format_backup_leaves_no_plaintext_dump_behind(
+        cli: Any, app_db: tuple[str, dict[str, int]], backup_config: Any, tmp_path: Path) -> None:
+    """A directory-format dump is written in clear to a private temp dir, then uploaded file by file.  kill -9
+    in the upload leaves that directory — the whole database in plaintext — where no 'finally' can remove it:
+    the next run does, and lists only its own backup."""
+    db, _ = app_db
+    work = tmp_path / "work"
+    work.mkdir()
+    cfg = backup_config(db, options={"format": "directory", "jobs": 2}, backup={"work_dir": str(work)})
+    mark = tmp_path / "mark"
+    p = _start_run(cfg, {"UPKEEPER_FAULT_PAUSE": "during-upload:60", "UPKEEPER_FAULT_MARK": str(mark)})
+    _wait_for(mark.exists, "the upload to begin")
+    _kill9(p)
+    [left] = list(work.iterdir())
+    assert list(left.rglob("toc.dat")), "the killed run's plaintext dump is there"
+    _assert_nothing_listed_then_next_run_succeeds(cli, cfg, tmp_path / "store1")
+    assert list(work.iterdir()) == []
+
+
+def test_a_live_work_dir_is_never_removed(tmp_path: Path) -> None:
+    from upkeeper.backup.workdir import clean_stale, work_dir
+    from upkeeper.config.backup import BackupSettings
+
+    settings = BackupSettings(work_dir=str(tmp_path))
+    with work_dir(settings, "upkeeper-verify-") as d:
+        (d / "dump").write_bytes(b"plaintext")
+        assert clean_stale(tmp_path) == []
+        with work_dir(settings, "upkeeper-dump-") as d2:  # making another one sweeps too
+            assert d.is_dir() and d2.is_dir() and d != d2
+        assert (d / "dump").exists()
+    assert list(tmp_path.iterdir()) == []
+    legacy = tmp_path / "upkeeper-dump-old"  # made by an upkeeper that held no lock: not known to be dead
+    legacy.mkdir()
+    assert clean_stale(tmp_path) == [] and legacy.is_dir()
+
+
+def test_two_verifies_of_one_backup_do_not_destroy_each_others_restore(
+        cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], backup_config: Any) -> None:
+    """The scheduled verify and a manual 'backups verify ID' of the same backup at once: both restore into
+    upkeeper_verify_<id>.  The second used to drop it (WITH FORCE) under the first, whose restore then failed
+    and marked a good backup verify-failed; now it waits for the first and both pass."""
+    db, _ = app_db
+    cfg = backup_config(db)
+    r = cli(["--config", cfg, "run", "db-backup", "--json"])
+    assert r.code == 0, r.output
+    bid = r.json()[0]["artifacts"][0]["id"]
+    p = _start_verify(cfg, bid, "select pg_sleep(5) is not null", subprocess.PIPE)
+    try:
+        _wait_for(lambda: bool(_sleeping_in_scratch(pg)), "the first verify to reach its smoke check")
+        r = cli(["--config", cfg, "backups", "verify", bid, "--jobs", "1", "--json"])
+        out, _ = p.communicate(timeout=120)
+    finally:
+        if p.poll() is None:
+            _kill9(p)
+        assert p.stdout is not None
+        p.stdout.close()
+    [first] = json.loads(out)
+    assert first["ok"], first
+    assert r.code == 0, r.output
+    assert cli(["--config", cfg, "backups", "show", bid, "--json"]).json()["status"] == "verified"
+    assert _scratch_dbs(pg) == []

@@ -8,6 +8,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from upkeeper.sandbox.postgres import PostgresCluster
 
 from .conftest import AgeKey
@@ -255,3 +257,34 @@ def test_every_recipient_can_decrypt(cli: Any, pg: PostgresCluster, app_db: tupl
         dec = subprocess.run(["age", "-d", "-i", str(identity), str(enc)], check=True, capture_output=True)
         raw = subprocess.run(["zstd", "-d", "-c"], input=dec.stdout, check=True, capture_output=True).stdout
         assert raw.startswith(b"PGDMP")
+
+
+@pytest.mark.parametrize("fmt", ["custom", "directory"])
+def test_server_session_timeouts_do_not_cut_the_snapshot_session(
+        cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], backup_config: Any, fmt: str) -> None:
+    """A server with statement_timeout and idle_in_transaction_session_timeout (common in production): the
+    session that exports the dump's snapshot counts rows (here one count waits 1.5 s for a lock, longer than
+    statement_timeout) and then sits idle in its transaction while pg_dump and the upload run (here a slow
+    upload).  pg_dump turns these timeouts off for its own sessions; ours must too, or a good dump is reported
+    failed."""
+    import threading
+    import time
+
+    db, counts = app_db
+    for setting in ("idle_in_transaction_session_timeout", "statement_timeout"):
+        pg.execute(f"ALTER DATABASE \"{db}\" SET {setting} = '500ms'")
+    cfg = backup_config(db, options={"format": fmt, "jobs": 2})
+    blocker = pg.connect(db, autocommit=False)
+    blocker.execute("SET idle_in_transaction_session_timeout = 0")
+    blocker.execute("LOCK TABLE reviews IN ACCESS EXCLUSIVE MODE")
+    t = threading.Thread(target=lambda: (time.sleep(1.5), blocker.rollback()))
+    t.start()
+    try:
+        r = cli(["--config", cfg, "run", "db-backup", "--json"], env={"UPKEEPER_FAULT_PAUSE": "during-upload:2"})
+    finally:
+        t.join()
+        blocker.close()
+    assert r.code == 0, r.output
+    bid = r.json()[0]["artifacts"][0]["id"]
+    show = cli(["--config", cfg, "backups", "show", bid, "--json"]).json()
+    assert show["manifest"]["postgres"]["row_counts"]["public.reviews"] == counts["reviews"]

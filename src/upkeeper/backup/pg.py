@@ -43,6 +43,11 @@ ORDER BY n.nspname, c.relname
 """
 
 EXPORT_SNAPSHOT_SQL = "SELECT pg_export_snapshot()"
+# The session that exports the dump's snapshot counts rows, then sits idle in its transaction until pg_dump is
+# done: the server's (or role's, or database's) timeouts must not end it — pg_dump turns the same three off for
+# its own sessions.
+SNAPSHOT_SESSION_SQL = ("SET statement_timeout = 0", "SET lock_timeout = 0",
+                        "SET idle_in_transaction_session_timeout = 0")
 
 # What an existing database holds, for the message that names it before a restore may replace it (the
 # rule itself is simpler: any existing database is replaced only with --force).  Objects that belong to an
@@ -128,9 +133,11 @@ def pg_error(exc: BaseException) -> str:
 
 
 @contextlib.contextmanager
-def connect(target: PostgresTarget, dbname: str | None = None, *, autocommit: bool = True) -> Iterator[
-        psycopg.Connection[Any]]:
+def connect(target: PostgresTarget, dbname: str | None = None, *, autocommit: bool = True,
+            application_name: str | None = None) -> Iterator[psycopg.Connection[Any]]:
     params = target.libpq_params(dbname)
+    if application_name is not None:
+        params["application_name"] = application_name
     try:
         conn = psycopg.connect(**params, autocommit=autocommit)  # type: ignore[arg-type]
     except psycopg.OperationalError as exc:
@@ -160,10 +167,12 @@ def list_tables(conn: psycopg.Connection[Any]) -> list[tuple[str, str]]:
 # Counting runs beside the dump on the same CPUs: one backend per scan (no parallel workers) and no JIT
 # compilation keep its CPU cost lowest (measured: a parallel count costs ~50% more CPU in total).
 COUNT_SESSION_SQL = ("SET LOCAL max_parallel_workers_per_gather = 0", "SET LOCAL jit = off")
+NO_STATEMENT_TIMEOUT_SQL = "SET statement_timeout = 0"
 
 
 def count_rows(conn: psycopg.Connection[Any], tables: list[tuple[str, str]]) -> dict[str, int]:
     counts: dict[str, int] = {}
+    conn.execute(NO_STATEMENT_TIMEOUT_SQL)  # counting a large table may take longer than the server allows
     if not conn.autocommit:
         for stmt in COUNT_SESSION_SQL:
             conn.execute(stmt)

@@ -5,11 +5,9 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import shutil
-import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,11 +16,14 @@ from upkeeper.backup import pg
 from upkeeper.backup.crypto import decrypt_argv
 from upkeeper.backup.manifest import MANIFEST, Manifest, read_manifest, set_prefix
 from upkeeper.backup.pipeline import ObjectRecord, read_object
+from upkeeper.backup.workdir import work_dir
 from upkeeper.config.backup import BackupSettings
 from upkeeper.config.targets import PostgresTarget
 from upkeeper.core import proc
 from upkeeper.errors import BackupError, StorageError, UpkeeperError
 from upkeeper.storage import Storage
+
+__all__ = ["work_dir"]  # re-exported: the CLI's restore uses it from here
 
 
 @dataclass
@@ -126,16 +127,6 @@ class Fetcher:
         argv, pw = self._decrypt(rec)
         return read_object(self.located.storage, self.key(rec), rec, lambda b: None, decrypt_argv=argv,
                            passphrase=pw)
-
-
-@contextlib.contextmanager
-def work_dir(settings: BackupSettings, prefix: str) -> Iterator[Path]:
-    d = Path(tempfile.mkdtemp(prefix=prefix, dir=settings.work_dir))
-    try:
-        d.chmod(0o700)
-        yield d
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
 
 
 @dataclass

@@ -6,16 +6,20 @@ Stops at the first error; the scratch database is dropped even on failure.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
+import re
 import tarfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+import zlib
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from upkeeper import lazy
 from upkeeper.backup import pg
 from upkeeper.backup.catalog import Catalog
 from upkeeper.backup.manifest import MANIFEST
@@ -23,6 +27,7 @@ from upkeeper.backup.pipeline import ObjectRecord
 from upkeeper.backup.restore import (
     Fetcher,
     Located,
+    PgArchive,
     SetUnreadable,
     compare_row_counts,
     fetch_pg_archive,
@@ -39,6 +44,13 @@ from upkeeper.core import proc
 from upkeeper.errors import BackupError, ProcessError, SetupError, StorageError, TaskError, UpkeeperError
 from upkeeper.storage import Storage
 
+if TYPE_CHECKING:
+    import psycopg
+    from psycopg import sql
+else:
+    psycopg = lazy.module("psycopg")
+    sql = lazy.module("psycopg.sql")
+
 log = logging.getLogger(__name__)
 
 AMCHECK_SQL = """
@@ -47,6 +59,30 @@ FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am a ON a.oid = 
 JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE a.amname = 'btree' AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND c.relpersistence <> 't'
 """
+
+
+# A verify's scratch database is guarded, for as long as it exists, by a session of the verifying process on the
+# scratch server: application_name 'upkeeper-verify:<scratch name>', holding an advisory lock on the name.  The
+# session is idle, so the server ends it the moment that process dies (kill -9, OOM, a crash): a scratch database
+# without its guard is a leftover, and the next verify on that server drops it.
+SCRATCH_RE = re.compile(r"^upkeeper_verify_\d{8}t\d{6}z_[0-9a-f]{6}$")  # scratch_name() of a backup id
+GUARD_APP = "upkeeper-verify:"
+GUARD_LOCK_CLASS = 0x75706B76  # 'upkv': first key of the guard's advisory lock (the second: CRC-32 of the name)
+GUARD_SESSION_SQL = "SET idle_session_timeout = 0"  # the guard sits idle for the whole restore
+UNGUARDED_SCRATCH_SQL = """
+SELECT d.datname FROM pg_database d
+WHERE d.datname LIKE 'upkeeper\\_verify\\_%%'
+  AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.application_name = %s || d.datname)
+ORDER BY d.datname
+"""
+GUARDED_SQL = "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE application_name = %s)"
+OTHER_GUARDS_SQL = ("SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE application_name = %s "
+                    "AND pid <> pg_backend_pid())")
+LOCK_SQL = "SELECT pg_advisory_lock(%s, %s)"
+TRY_LOCK_SQL = "SELECT pg_try_advisory_lock(%s, %s)"
+UNLOCK_SQL = "SELECT pg_advisory_unlock(%s, %s)"
+SCRATCH_COMMENT = ("upkeeper: scratch restore of backup {id} by backup.verify; dropped when that verify ends, "
+                   "or by the next verify on this server if it was killed")
 
 
 @dataclass
@@ -198,6 +234,7 @@ def _verify_postgres(fetcher: Fetcher, settings: BackupSettings, source: Any, op
     db_objects = [o for o in m.objects if o.role == "database"]
     streaming = opts.restore and len(db_objects) == 1 and _stream_restore_wanted(expected, opts.jobs)
     with work_dir(settings, "upkeeper-verify-") as tmp:
+        archive: PgArchive | None = None
         if not streaming:
             progress("fetching objects (SHA-256, age, zstd)")
             archive = fetch_pg_archive(fetcher, tmp)
@@ -211,40 +248,110 @@ def _verify_postgres(fetcher: Fetcher, settings: BackupSettings, source: Any, op
                 if rec.role != "database":
                     progress(f"checking {rec.name}")
                     fetcher.check_only(rec)
-        with pg.connect(scratch, admin) as conn:
-            pg.drop_database(conn, name)
-            pg.create_database(conn, name)
-        try:
-            progress(f"restoring into {name}")
-            if streaming:
-                seconds, n = stream_restore(fetcher, db_objects[0], scratch, name)
-                report.steps.append(f"{len(m.objects)} object(s) match their SHA-256, decrypt and decompress")
-                report.steps.append(f"pg_restore --list: {n} entries")
-                report.restore_seconds = round(seconds, 3)
-                report.steps.append(f"streamed into {name} in {report.restore_seconds:.1f}s (one pass: storage, "
-                                    "SHA-256, age, zstd, pg_restore)")
-            else:
-                report.restore_seconds = round(pg_restore(scratch, archive, name, jobs=opts.jobs or 2), 3)
-                report.steps.append(f"restored into {name} with {opts.jobs or 2} jobs in "
-                                    f"{report.restore_seconds:.1f}s")
-            problems = compare_row_counts(scratch, name, expected)
-            if problems:
-                raise BackupError(f"row counts differ: {problems[0]}" +
-                                  (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
-            report.steps.append(f"row counts of {len(expected)} table(s) match")
-            report.details["tables"] = len(expected)
-            if opts.checks:
-                _smoke(scratch, name, opts.checks)
-                report.steps.append(f"{len(opts.checks)} smoke check(s) passed")
-            if opts.amcheck:
-                n_idx = _amcheck(scratch, name)
-                report.steps.append(f"amcheck: {n_idx} B-tree index(es) consistent")
-        finally:
+        with _scratch_guard(scratch, admin, name) as guard:
+            _drop_stale_scratch(guard, name, report)
             try:
-                with pg.connect(scratch, admin) as conn:
-                    pg.drop_database(conn, name)
-            except UpkeeperError as exc:
-                log.error("could not drop the scratch database %s: %s", name, exc.message)
+                pg.drop_database(guard, name)
+                pg.create_database(guard, name)
+                guard.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(
+                    sql.Identifier(name), sql.Literal(SCRATCH_COMMENT.format(id=m.id))))
+                progress(f"restoring into {name}")
+                if archive is None:
+                    seconds, n = stream_restore(fetcher, db_objects[0], scratch, name)
+                    report.steps.append(f"{len(m.objects)} object(s) match their SHA-256, decrypt and decompress")
+                    report.steps.append(f"pg_restore --list: {n} entries")
+                    report.restore_seconds = round(seconds, 3)
+                    report.steps.append(f"streamed into {name} in {report.restore_seconds:.1f}s (one pass: "
+                                        "storage, SHA-256, age, zstd, pg_restore)")
+                else:
+                    report.restore_seconds = round(pg_restore(scratch, archive, name, jobs=opts.jobs or 2), 3)
+                    report.steps.append(f"restored into {name} with {opts.jobs or 2} jobs in "
+                                        f"{report.restore_seconds:.1f}s")
+                _check_restored(scratch, name, expected, opts, report)
+            finally:
+                try:
+                    with pg.connect(scratch, admin) as conn:
+                        pg.drop_database(conn, name)
+                except UpkeeperError as exc:
+                    log.error("could not drop the scratch database %s: %s", name, exc.message)
+
+
+def _check_restored(scratch: PostgresTarget, name: str, expected: dict[str, Any], opts: VerifyOptions,
+                    report: VerifyReport) -> None:
+    """Row counts against the manifest, then the smoke checks and amcheck."""
+    problems = compare_row_counts(scratch, name, expected)
+    if problems:
+        raise BackupError(f"row counts differ: {problems[0]}" +
+                          (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
+    report.steps.append(f"row counts of {len(expected)} table(s) match")
+    report.details["tables"] = len(expected)
+    if opts.checks:
+        _smoke(scratch, name, opts.checks)
+        report.steps.append(f"{len(opts.checks)} smoke check(s) passed")
+    if opts.amcheck:
+        n_idx = _amcheck(scratch, name)
+        report.steps.append(f"amcheck: {n_idx} B-tree index(es) consistent")
+
+
+def _guard_key(name: str) -> tuple[int, int]:
+    crc = zlib.crc32(name.encode())
+    return GUARD_LOCK_CLASS, crc - (1 << 32) if crc >= 1 << 31 else crc
+
+
+@contextlib.contextmanager
+def _scratch_guard(target: PostgresTarget, admin: str, name: str) -> Iterator[psycopg.Connection[Any]]:
+    """The session that says the scratch database ``name`` is in use (see GUARD_APP); yields its connection."""
+    with pg.connect(target, admin, application_name=GUARD_APP + name) as conn:
+        try:
+            conn.execute(GUARD_SESSION_SQL)
+            # waits while another verify of this backup (connected to the same database) or a sweep uses ``name``
+            conn.execute(LOCK_SQL, _guard_key(name))
+            row = conn.execute(OTHER_GUARDS_SQL, (GUARD_APP + name,)).fetchone()
+        except psycopg.Error as exc:
+            raise TaskError(f"cannot prepare the scratch database {name} on {target.display()}: "
+                            f"{pg.pg_error(exc)}") from None
+        if row and row[0]:  # one connected to another database of the server: never drop its scratch database
+            raise TaskError(f"another verify of this backup is using the scratch database {name} on "
+                            f"{target.display()}", "Try: again once it has finished")
+        yield conn
+
+
+def _drop_stale_scratch(conn: psycopg.Connection[Any], own: str, report: VerifyReport) -> None:
+    """Drop the scratch databases of verifies that were killed: an ``upkeeper_verify_<id>`` database whose
+    guard session is gone.  Never this verify's own, never one whose verify still runs (its guard is there,
+    or it holds the advisory lock on the name).  Recorded in the report: dropped, and those that could not be."""
+    dropped: list[str] = report.details.setdefault("stale_scratch_dropped", [])
+    kept: list[str] = report.details.setdefault("stale_scratch_kept", [])
+    try:
+        names = [str(r[0]) for r in conn.execute(UNGUARDED_SCRATCH_SQL, (GUARD_APP,))]
+    except psycopg.Error as exc:
+        log.warning("could not look for scratch databases left by interrupted verifies: %s", pg.pg_error(exc))
+        return
+    for stale in names:
+        if stale == own or not SCRATCH_RE.match(stale):
+            continue
+        key = _guard_key(stale)
+        try:
+            row = conn.execute(TRY_LOCK_SQL, key).fetchone()
+            if not row or not row[0]:
+                continue  # a verify is creating or using it right now
+            try:
+                row = conn.execute(GUARDED_SQL, (GUARD_APP + stale,)).fetchone()
+                if row and row[0]:
+                    continue  # its verify started in the meantime
+                pg.drop_database(conn, stale)
+            finally:
+                conn.execute(UNLOCK_SQL, key)
+        except psycopg.Error as exc:
+            kept.append(f"{stale}: {pg.pg_error(exc)}")
+            log.warning("could not drop the scratch database %s left by an interrupted verify: %s", stale,
+                        pg.pg_error(exc))
+            continue
+        dropped.append(stale)
+        log.warning("dropped the scratch database %s left by an interrupted verify", stale)
+    if dropped:
+        report.steps.append(f"dropped {len(dropped)} scratch database(s) left by an interrupted verify: "
+                            + ", ".join(dropped))
 
 
 def _stream_restore_wanted(row_counts: dict[str, Any], jobs: int | None) -> bool:

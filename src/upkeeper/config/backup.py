@@ -173,6 +173,11 @@ class EncryptionSettings(FileSecrets):
         if not has_keys and self.passphrase is None:
             raise ValueError("encryption needs 'recipients' (age public keys), 'recipients_file' or "
                              "'passphrase_file'; write 'encryption: none' to store backups unencrypted")
+        if self.passphrase is not None and not self.passphrase.get_secret_value():
+            # age would make up a passphrase of its own, show it on its terminal and encrypt with it
+            raise ValueError("the passphrase is empty" + (f" (passphrase_file {self.passphrase_file} holds "
+                             "nothing)" if self.passphrase_file else "") + "; put the passphrase in it, or use "
+                             "'recipients' (age public keys)")
         return self
 
     @property

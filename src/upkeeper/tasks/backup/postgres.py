@@ -6,11 +6,8 @@ snapshot, count inside it and hand it to ``pg_dump --snapshot``.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import threading
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
@@ -20,6 +17,7 @@ from upkeeper.backup import pg
 from upkeeper.backup.manifest import Manifest, safe_component
 from upkeeper.backup.pipeline import upload_bytes
 from upkeeper.backup.sets import BackupEnv, SetWriter
+from upkeeper.backup.workdir import work_dir
 from upkeeper.config.backup import RetentionPolicy
 from upkeeper.config.targets import PostgresTarget
 from upkeeper.core import proc
@@ -140,6 +138,8 @@ class PostgresBackup(Task[PostgresBackupOptions]):
         with pg.connect(target, db, autocommit=False) as snap:
             snap.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
             snap.read_only = True
+            for stmt in pg.SNAPSHOT_SESSION_SQL:
+                snap.execute(stmt)
             row = snap.execute(pg.EXPORT_SNAPSHOT_SQL).fetchone()
             assert row is not None
             snapshot = str(row[0])
@@ -206,9 +206,7 @@ class PostgresBackup(Task[PostgresBackupOptions]):
 
     def _dump_directory(self, ctx: TaskContext, env: BackupEnv, writer: SetWriter, target: PostgresTarget,
                         db: str, options: PostgresBackupOptions, pg_dump: str, snapshot: str, base: str) -> None:
-        tmp = Path(tempfile.mkdtemp(prefix="upkeeper-dump-", dir=env.settings.work_dir))
-        try:
-            tmp.chmod(0o700)
+        with work_dir(env.settings, "upkeeper-dump-") as tmp:
             out_dir = tmp / "dump"
             argv = [pg_dump, "--format=directory", "--compress=0", f"--jobs={options.jobs}",
                     f"--snapshot={snapshot}", "--no-password", "--file", str(out_dir)]
@@ -229,5 +227,3 @@ class PostgresBackup(Task[PostgresBackupOptions]):
                     raise
                 writer.add(upload.finish())
                 f.unlink()  # plaintext leaves the disk as soon as it is stored
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)

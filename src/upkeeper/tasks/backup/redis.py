@@ -7,7 +7,6 @@ import contextlib
 import os
 import re
 import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
@@ -16,6 +15,7 @@ from pydantic import Field
 
 from upkeeper.backup.pipeline import upload_stream
 from upkeeper.backup.sets import SetWriter
+from upkeeper.backup.workdir import work_dir
 from upkeeper.config.backup import REDIS_RETENTION, RetentionPolicy
 from upkeeper.config.targets import RedisTarget
 from upkeeper.core import proc
@@ -110,9 +110,9 @@ class RedisBackup(Task[RedisBackupOptions]):
         keys = {db: int(v.get("keys", 0)) for db, v in info.items() if db.startswith("db") and isinstance(v, dict)}
         env = env_for(ctx, options.storages)
         out = Outcome("redis")
-        tmp = Path(tempfile.mkdtemp(prefix="upkeeper-redis-", dir=env.settings.work_dir))
+        work = contextlib.ExitStack()
         try:
-            tmp.chmod(0o700)
+            tmp = work.enter_context(work_dir(env.settings, "upkeeper-redis-"))
             method = options.method
             rdb_path: Path | None = None
             if method in ("auto", "bgsave"):
@@ -173,7 +173,7 @@ class RedisBackup(Task[RedisBackupOptions]):
                 if report is not None:
                     out.pruned += len(report.deleted)
         finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+            work.close()
             env.close()
             client.close()
         return out.result(time.monotonic() - t0)

@@ -123,6 +123,7 @@ class BackupVerify(Task[BackupVerifyOptions]):
                 rep = verify_stored(storages, ctx.target_name, db, bid, options.storage, config.backup, target, vopts,
                                     progress=lambda msg: ctx.progress(msg, None), catalog=catalog)
                 reports.append(rep)
+                findings += _scratch_findings(rep)
                 subject = f"{db} {bid}" + (f" {rep.failed_object}" if rep.failed_object else "")
                 if rep.ok:
                     ctx.log.info("%s", rep.summary)
@@ -159,3 +160,17 @@ class BackupVerify(Task[BackupVerifyOptions]):
         return Result(summary="; ".join(parts), findings=findings, metrics=metrics,
                       artifacts=[{"type": "verification", **r.to_dict()} for r in reports])
 
+
+
+def _scratch_findings(rep: VerifyReport) -> list[Finding]:
+    """What the sweep of scratch databases left by killed verifies did on the scratch server."""
+    out = [Finding("backup.verify_scratch_dropped", Severity.INFO, name,
+                   f"dropped the scratch database {name} left by an interrupted verify",
+                   "none: a verify that is killed cannot drop its scratch database; the next one does")
+           for name in rep.details.get("stale_scratch_dropped", [])]
+    for line in rep.details.get("stale_scratch_kept", []):
+        name, _, why = line.partition(": ")
+        out.append(Finding("backup.verify_scratch_left", Severity.WARNING, name,
+                           f"the scratch database {name} left by an interrupted verify could not be dropped: {why}",
+                           f"drop it by hand: DROP DATABASE {name} WITH (FORCE)"))
+    return out

@@ -1,0 +1,83 @@
+"""Private temporary directories for plaintext that cannot be streamed: a directory-format dump, an RDB, a
+dump fetched for a parallel restore.
+
+Such a directory may hold a whole database in clear, so one left behind by a killed process (``kill -9``,
+OOM, a crash: no ``finally`` runs) must not stay forever.  The process that made it holds an exclusive
+``flock`` on the directory for as long as it lives, and the kernel drops that lock when the process dies;
+the next upkeeper process that makes a work directory removes every marked one whose lock it can take.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import shutil
+import stat
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from upkeeper.config.backup import BackupSettings
+
+log = logging.getLogger(__name__)
+
+PREFIXES = ("upkeeper-dump-", "upkeeper-verify-", "upkeeper-redis-", "upkeeper-restore-")
+#: created before the directory gets its final name, while its lock is already held: only a directory with
+#: this marker is ever removed by another process (never one made by an older upkeeper, which held no lock)
+MARKER = ".upkeeper-work-dir"
+
+
+@contextlib.contextmanager
+def work_dir(settings: BackupSettings, prefix: str) -> Iterator[Path]:
+    """A private (0700) directory under ``backup.work_dir`` (default: the system temp dir), removed at the end;
+    directories that killed processes left there are removed first."""
+    assert prefix in PREFIXES, prefix
+    base = Path(settings.work_dir) if settings.work_dir else Path(tempfile.gettempdir())
+    clean_stale(base)
+    tmp = Path(tempfile.mkdtemp(prefix="." + prefix, dir=base))  # a name the sweep does not look at
+    fd = os.open(tmp, os.O_RDONLY | os.O_DIRECTORY)
+    d = tmp.with_name(tmp.name[1:])
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        (tmp / MARKER).touch(mode=0o600)
+        os.rename(tmp, d)  # the lock is on the directory itself: it holds across the rename
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        os.close(fd)
+
+
+def clean_stale(base: Path) -> list[Path]:
+    """Remove the work directories in ``base`` whose process is gone; returns them."""
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(base))
+    except OSError:
+        return removed
+    for entry in entries:
+        if not entry.name.startswith(PREFIXES):
+            continue
+        path = Path(entry.path)
+        try:
+            st = entry.stat(follow_symlinks=False)
+            if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or not (path / MARKER).is_file():
+                continue
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        except OSError:
+            continue
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                continue  # its process is alive
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+        finally:
+            os.close(fd)
+    if removed:
+        log.warning("removed %d temporary director%s left by killed runs (they may hold plaintext dumps): %s",
+                    len(removed), "y" if len(removed) == 1 else "ies", ", ".join(str(p) for p in removed))
+    return removed
