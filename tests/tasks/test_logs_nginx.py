@@ -460,3 +460,30 @@ def test_hour_counts_add_up_over_incremental_runs_and_are_replaced_by_full_reads
         "2024-03-01 10:00": 42, "2024-03-01 11:00": 3}  # January is more than HOURS_KEPT_DAYS old
     assert HOURS_KEPT_DAYS < 60
     assert merge_hours(earlier, {"2024-03-01 10:00": 31}, incremental=False)["2024-03-01 10:00"] == 31
+
+
+# -- access_log as a glob ---------------------------------------------------------------------------
+
+
+def test_access_log_glob_reads_every_matching_log_with_its_rotated_files(cli: Any, make_config: Any,
+                                                                          tmp_path: Path) -> None:
+    """A glob (one access log per site) was taken for a file name and reported as 'does not exist', where
+    logs.errors and logs.postgres accept globs.  Each log it matches is read with its rotated files, a
+    rotated match stands for its live log (so '*.log*' reads each line once), and cursors are per file."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "shop.access.log").write_bytes(b"".join(access_line(i) for i in range(0, 30)))
+    (logs / "shop.access.log.1").write_bytes(b"".join(access_line(i) for i in range(100, 110)))
+    (logs / "blog.access.log").write_bytes(b"".join(access_line(i) for i in range(200, 205)))
+    (logs / "error.log").write_text("2024/03/01 10:00:00 [error] 1#1: *1 open() failed\n")
+    cfg = file_config(make_config, logs / "*.access.log*", tmp_path)
+    first = run(cli, cfg)
+    assert first["status"] == "ok", first["findings"]
+    assert (first["metrics"]["requests"], first["metrics"]["invalid"]) == (45, 0)
+    with open(logs / "blog.access.log", "ab") as fh:
+        fh.write(access_line(7))
+    assert run(cli, cfg)["metrics"]["requests"] == 1
+    missing = run(cli, file_config(make_config, logs / "*.nope.log", tmp_path))
+    assert missing["status"] == "fail"
+    (f,) = checks(missing)["logs.nginx.missing"]
+    assert f["message"] == f"the access log: no file matches {logs}/*.nope.log"

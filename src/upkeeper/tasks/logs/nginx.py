@@ -25,7 +25,7 @@ from upkeeper.logs.access import (
 from upkeeper.logs.goaccess import STATIC_EXTENSIONS
 from upkeeper.logs.nginx_format import LogFormatError, parse_format, to_goaccess
 from upkeeper.logs.report_html import access_report
-from upkeeper.logs.sources import PlanNote, discover, finish_cursors, plan_reads
+from upkeeper.logs.sources import PlanNote, discover, discover_glob, finish_cursors, is_glob, plan_reads
 from upkeeper.redact import redact_obj
 from upkeeper.tasks.logs._common import (
     REPORT_KEEP_DEFAULT,
@@ -50,8 +50,9 @@ TREND_METRICS = ["requests", "visitors", "latency_p95_ms", "failed_pct"]
 
 
 class NginxLogsOptions(TaskOptions):
-    access_log: str | None = Field(None, description="access log to read (default: the target's access_log). "
-            "Source: upkeeper (not set by default)")
+    access_log: str | None = Field(None, description="access log to read (default: the target's access_log): a "
+            "path or a glob such as /var/log/nginx/*.access.log (one report over every log it matches, each read "
+            "with its rotated files). Source: upkeeper (not set by default)")
     log_format: str = Field(
         "combined",
         description="the nginx log_format of that log: its format string, or the whole 'log_format NAME "
@@ -61,7 +62,7 @@ class NginxLogsOptions(TaskOptions):
     )
     rotated: bool = Field(True, description="also read rotated files: access.log.1, access.log.2.gz, access.log-DATE. "
             "Source: upkeeper default")
-    max_files: int = Field(30, ge=1, le=1000, description="at most this many files (newest first). "
+    max_files: int = Field(30, ge=1, le=1000, description="at most this many files per log (newest first). "
             "Source: upkeeper default")
     incremental: bool = Field(
         True, description="read only what is new since the last run (a cursor per file: inode, offset, first bytes). "
@@ -148,11 +149,16 @@ class NginxLogs(Task[NginxLogsOptions]):
         target = ctx.require_target()
         assert isinstance(target, NginxTarget)
         path = options.access_log or target.access_log
-        files = discover(path, rotated=options.rotated, max_files=options.max_files)
+        if is_glob(path):
+            files = discover_glob(path, rotated=options.rotated, max_files=options.max_files)
+        else:
+            files = discover(path, rotated=options.rotated, max_files=options.max_files)
         if not files:
+            why = f"no file matches {path}" if is_glob(path) else not_a_log(path)
             return Result(status=Status.FAIL, summary=f"no access log at {path}", findings=[Finding(
-                "logs.nginx.missing", Severity.CRITICAL, path, f"the access log: {not_a_log(path)}",
-                "set the target's access_log (or the job's access_log option) to the file nginx writes")])
+                "logs.nginx.missing", Severity.CRITICAL, path, f"the access log: {why}",
+                "set the target's access_log (or the job's access_log option) to the file nginx writes, or to "
+                "a glob such as /var/log/nginx/*access.log")])
         cursors = ctx.state.get(CURSORS_KEY, []) if options.incremental else []
         plan = plan_reads(files, cursors, incremental=options.incremental)
         units = parallel.units_for(plan.ranges, workers=options.workers)
