@@ -297,6 +297,67 @@ AGENTS = [
 ]
 
 
+#: Browsers and in-app browsers named after a company that also runs a crawler: people, not bots; and that
+#: company's crawlers, which are.  Real user agents (the crawlers' as their operators document them).
+NAMESAKES = [
+    # (user agent, is a bot)
+    (b"Mozilla/5.0 (Linux; Android 14; K) AppleWebKit/537.36 (KHTML, like Gecko) Version/4.0 Chrome/124.0.0.0 "
+     b"Mobile DuckDuckGo/5 Safari/537.36", False),
+    (b"Mozilla/5.0 (iPhone; CPU iPhone OS 17_4_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+     b"Version/17.4 Mobile/15E148 DuckDuckGo/7 Safari/605.1.15", False),
+    (b"Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.4 "
+     b"Safari/605.1.15 Ddg/17.4", False),
+    (b"Mozilla/5.0 (Linux; Android 13; SM-G991B Build/TP1A.220624.014; wv) AppleWebKit/537.36 (KHTML, like Gecko) "
+     b"Version/4.0 Chrome/120.0.6099.230 Mobile Safari/537.36 [Pinterest/Android]", False),
+    (b"Mozilla/5.0 (iPhone; CPU iPhone OS 17_2_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+     b"Mobile/15E148 [Pinterest/iOS]", False),
+    (b"Pinterest for Android/12.3.0 (SM-A515F; 13)", False),
+    (b"Mozilla/5.0 (iPhone; CPU iPhone OS 16_6 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+     b"Mobile/15E148 SP-engine/2.78.0 main%2F1.0 baiduboxapp/13.44.0.10 (Baidu; P2 16.6) NABar/1.0", False),
+    (b"Mozilla/5.0 (Linux; Android 10; V2001A; wv) AppleWebKit/537.36 (KHTML, like Gecko) Version/4.0 "
+     b"Chrome/97.0.4692.98 Mobile Safari/537.36 T7/13.44 SP-engine/2.82.0 baiduboxapp/13.44.0.11 (Baidu; P1 10) "
+     b"NABar/1.0", False),
+    (b"Mozilla/5.0 (iPhone; CPU iPhone OS 12_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+     b"Version/12.0 YandexSearch/8.10 YandexSearchBrowser/8.10 Mobile/15E148 Safari/605.1", False),
+    (b"Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/122.0.0.0 "
+     b"YaBrowser/24.4.0.0 Safari/537.36", False),
+    (b"Mozilla/5.0 (Linux; Android 10; MI 8 Build/QKQ1.190828.002; wv) AppleWebKit/537.36 (KHTML, like Gecko) "
+     b"Version/4.0 Chrome/78.0.3904.108 Mobile Safari/537.36 SogouMobileBrowser/5.28.12", False),
+    (b"Mozilla/5.0 (Linux; Android 11; CUBOT NOTE 20 PRO) AppleWebKit/537.36 (KHTML, like Gecko) "
+     b"Chrome/120.0.6099.144 Mobile Safari/537.36", False),
+    (b"Mozilla/5.0 (iPhone; CPU iPhone OS 17_3 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+     b"Mobile/15E148 [FBAN/FBIOS;FBAV/449.0.0.41.111;FBBV/565284457;FBDV/iPhone14,5;FBMD/iPhone;FBSN/iOS;"
+     b"FBSV/17.3;FBSS/3;FBID/phone;FBLC/en_US;FBOP/5]", False),
+    (b"DuckDuckBot/1.1; (+http://duckduckgo.com/duckduckbot.html)", True),
+    (b"DuckDuckBot-Https/1.1; (+https://duckduckgo.com/duckduckbot)", True),
+    (b"Mozilla/5.0 (compatible; DuckDuckGo-Favicons-Bot/1.0; +http://duckduckgo.com)", True),
+    (b"Mozilla/5.0 (compatible; Pinterestbot/1.0; +http://www.pinterest.com/bot.html)", True),
+    (b"Mozilla/5.0 (Linux; Android 6.0.1; Nexus 5X Build/MMB29P) AppleWebKit/537.36 (KHTML, like Gecko) "
+     b"Chrome/120.0.6099.216 Mobile Safari/537.36 (compatible; Pinterestbot/1.0; +http://www.pinterest.com/bot.html)",
+     True),
+    (b"Pinterest/0.2 (+http://www.pinterest.com/bot.html)", True),
+    (b"Mozilla/5.0 (compatible; Baiduspider/2.0; +http://www.baidu.com/search/spider.html)", True),
+    (b"Mozilla/5.0 (iPhone; CPU iPhone OS 9_1 like Mac OS X) AppleWebKit/601.1.46 (KHTML, like Gecko) "
+     b"Version/9.0 Mobile/13B143 Safari/601.1 (compatible; Baiduspider-render/2.0; "
+     b"+http://www.baidu.com/search/spider.html)", True),
+    (b"Mozilla/5.0 (compatible; YandexBot/3.0; +http://yandex.com/bots)", True),
+    (b"Mozilla/5.0 (compatible; YandexMetrika/2.0; +http://yandex.com/bots yabs01)", True),
+    (b"Mozilla/5.0 (compatible; YandexImages/3.0; +http://yandex.com/bots)", True),
+    (b"Sogou web spider/4.0(+http://www.sogou.com/docs/help/webmasters.htm#07)", True),
+    (b"Mozilla/5.0 (compatible; SeznamBot/4.0; +https://o-seznam.cz/napoveda/vyhledavani/en/seznambot-crawler/)",
+     True),
+    (b"Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_5) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/13.1.1 "
+     b"Safari/605.1.15 (Applebot/0.1; +http://www.apple.com/go/applebot)", True),
+]
+
+
+@pytest.mark.parametrize(("agent", "bot"), NAMESAKES, ids=[a[0].decode()[-60:] for a in NAMESAKES])
+def test_browsers_and_apps_of_crawler_companies_are_people(agent: bytes, bot: bool) -> None:
+    """The DuckDuckGo browser, the Pinterest app and Baidu's app were counted as bots (their company's name
+    was the pattern); their crawlers are matched by the robot's name."""
+    assert is_bot(agent) is bot
+
+
 @pytest.mark.parametrize(("agent", "bot", "scanner"), AGENTS, ids=[a[0].decode()[:50] or "empty" for a in AGENTS])
 def test_bots_and_scanners(agent: bytes, bot: bool, scanner: str | None) -> None:
     assert is_bot(agent) is bot

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -115,21 +116,6 @@ def test_unparsed_lines_warn_with_samples(cli: Any, make_config: Any, fresh_site
     assert f["severity"] == "warning" and f["value"] > 1.0
     assert "not an access log line" in f["data"]["sample"]
     assert r["metrics"]["invalid"] == 3 and r["metrics"]["requests"] == 50
-
-
-def test_traffic_spike_against_earlier_runs(cli: Any, make_config: Any, fresh_site_log: NginxServer,
-                                            tmp_path: Path) -> None:
-    cfg = config(make_config, fresh_site_log, tmp_path, spike_min_runs=2)
-    usual = TrafficPlan([Request("GET", "/", "192.0.2.2", "ua")] * 40)
-    for k in range(2):
-        drive(fresh_site_log.url, usual)
-        wait_for_log_lines(fresh_site_log.access_log, 40 * (k + 1))
-        r = run(cli, cfg)
-        assert "logs.nginx.traffic_spike" not in checks(r)
-    drive(fresh_site_log.url, TrafficPlan([Request("GET", "/", "192.0.2.3", "ua")] * 400))
-    wait_for_log_lines(fresh_site_log.access_log, 480)
-    spike = checks(run(cli, cfg))["logs.nginx.traffic_spike"][0]
-    assert spike["value"] == 400 and "10.0x the usual 40" in spike["message"]
 
 
 def test_missing_log_fails_clearly(cli: Any, make_config: Any, tmp_path: Path) -> None:
@@ -428,3 +414,89 @@ def test_bursts_split_by_the_boundary_between_runs_are_counted_whole(cli: Any, m
         fh.write(lines(14, 15).replace("203.0.113.7", "192.0.2.51").replace("198.51.100.9", "192.0.2.51"))
     third = run(cli, cfg)
     assert third["metrics"]["requests"] == 3 and checks(third) == {}, checks(third)
+
+
+# -- traffic spikes on sub-hourly schedules --------------------------------------------------------
+
+
+def timed_lines(start: datetime, minutes: int, per_minute: int, ip: str = "192.0.2.20") -> str:
+    """``per_minute`` requests in each minute from ``start`` on, as nginx writes them (combined_timed)."""
+    out = []
+    for m in range(minutes):
+        t = start + timedelta(minutes=m)
+        for k in range(per_minute):
+            out.append(f'{ip} - - [{t:%d/%b/%Y:%H:%M}:{k * 60 // per_minute:02d} +0000] '
+                       f'"GET /items/{k} HTTP/1.1" 200 5 "-" "Mozilla/5.0" 0.010\n')
+    return "".join(out)
+
+
+def test_traffic_spike_compares_whole_hours_whatever_the_schedule(cli: Any, make_config: Any,
+                                                                   tmp_path: Path) -> None:
+    """A job every 15 minutes read a quarter of an hour per run, so its 'busiest hour' was a quarter of one;
+    after a gap (the machine was down two hours) the run that caught up read whole hours of the same steady
+    traffic and reported them as a 4x traffic spike.  Hours are now counted whole across runs (the job's
+    state) and judged against the usual busiest hour of earlier days: steady traffic raises nothing, a real
+    spike does — inside a quarter-hour run too."""
+    log = tmp_path / "access.log"
+    t0 = datetime(2024, 3, 1, 12, 0)
+    log.write_text(timed_lines(t0, 36 * 60, 2))  # a day and a half of steady traffic: 120 requests an hour
+    cfg = file_config(make_config, log, tmp_path, spike_min_runs=3)
+    first = run(cli, cfg)
+    assert first["metrics"]["requests"] == 36 * 60 * 2 and "logs.nginx.traffic_spike" not in checks(first)
+    t = t0 + timedelta(hours=36)  # 3 March, 00:00
+    for _ in range(4):  # every 15 minutes
+        with open(log, "a") as fh:
+            fh.write(timed_lines(t, 15, 2))
+        t += timedelta(minutes=15)
+        r = run(cli, cfg)
+        assert r["metrics"]["requests"] == 30 and "logs.nginx.traffic_spike" not in checks(r), checks(r)
+    with open(log, "a") as fh:  # down for two hours: the next run reads them whole
+        fh.write(timed_lines(t, 120, 2))
+    t += timedelta(minutes=120)
+    caught_up = run(cli, cfg)
+    assert caught_up["metrics"]["requests"] == 240
+    assert "logs.nginx.traffic_spike" not in checks(caught_up), checks(caught_up)
+    assert caught_up["metrics"]["peak_hour_requests"] == 120
+    # a real spike within a quarter of an hour: 15 + 400 requests in that hour
+    with open(log, "a") as fh:
+        fh.write(timed_lines(t, 15, 1) + timed_lines(t + timedelta(minutes=1), 1, 400, ip="198.51.100.30"))
+    (spike,) = checks(run(cli, cfg))["logs.nginx.traffic_spike"]
+    assert spike["subject"] == "2024-03-03 03:00" and spike["value"] == 415
+    assert "3.5x the usual 120" in spike["message"], spike["message"]
+
+
+def test_hour_counts_add_up_over_incremental_runs_and_are_replaced_by_full_reads() -> None:
+    from upkeeper.tasks.logs.nginx import HOURS_KEPT_DAYS, merge_hours
+
+    earlier = {"2024-01-01 10:00": 5, "2024-03-01 10:00": 30}
+    assert merge_hours(earlier, {"2024-03-01 10:00": 12, "2024-03-01 11:00": 3}, incremental=True) == {
+        "2024-03-01 10:00": 42, "2024-03-01 11:00": 3}  # January is more than HOURS_KEPT_DAYS old
+    assert HOURS_KEPT_DAYS < 60
+    assert merge_hours(earlier, {"2024-03-01 10:00": 31}, incremental=False)["2024-03-01 10:00"] == 31
+
+
+# -- access_log as a glob ---------------------------------------------------------------------------
+
+
+def test_access_log_glob_reads_every_matching_log_with_its_rotated_files(cli: Any, make_config: Any,
+                                                                          tmp_path: Path) -> None:
+    """A glob (one access log per site) was taken for a file name and reported as 'does not exist', where
+    logs.errors and logs.postgres accept globs.  Each log it matches is read with its rotated files, a
+    rotated match stands for its live log (so '*.log*' reads each line once), and cursors are per file."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "shop.access.log").write_bytes(b"".join(access_line(i) for i in range(0, 30)))
+    (logs / "shop.access.log.1").write_bytes(b"".join(access_line(i) for i in range(100, 110)))
+    (logs / "blog.access.log").write_bytes(b"".join(access_line(i) for i in range(200, 205)))
+    (logs / "error.log").write_text("2024/03/01 10:00:00 [error] 1#1: *1 open() failed\n")
+    cfg = file_config(make_config, logs / "*.access.log*", tmp_path)
+    first = run(cli, cfg)
+    assert first["status"] == "ok", first["findings"]
+    assert (first["metrics"]["requests"], first["metrics"]["invalid"]) == (45, 0)
+    with open(logs / "blog.access.log", "ab") as fh:
+        fh.write(access_line(7))
+    assert run(cli, cfg)["metrics"]["requests"] == 1
+    missing = run(cli, file_config(make_config, logs / "*.nope.log", tmp_path))
+    assert missing["status"] == "fail"
+    (f,) = checks(missing)["logs.nginx.missing"]
+    assert f["message"] == f"the access log: no file matches {logs}/*.nope.log"

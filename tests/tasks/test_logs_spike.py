@@ -1,4 +1,4 @@
-"""logs.nginx traffic spikes: a run's busiest hour against the earlier runs' busiest hours."""
+"""logs.nginx traffic spikes: the busiest hour a run read against the usual busiest hour of a day."""
 
 from __future__ import annotations
 

@@ -114,7 +114,8 @@ class NginxTarget(StrictModel):
             "Source: upkeeper (not set by default)")
     config: str = Field("/etc/nginx/nginx.conf", description="main configuration file. "
             "Source: nginx's Debian package")
-    access_log: str = Field("/var/log/nginx/access.log", description="access log path. "
+    access_log: str = Field("/var/log/nginx/access.log", description="access log path, or a glob of several "
+            "(/var/log/nginx/*.access.log). "
             "Source: nginx's Debian package")
     error_log: str = Field("/var/log/nginx/error.log", description="error log path. "
             "Source: nginx's Debian package")

@@ -104,12 +104,16 @@ SCANNER_AGENTS: tuple[tuple[str, str], ...] = (
 )  # fmt: skip
 _SCANNER_RX = re.compile("|".join(f"(?P<{n}>{rx})" for n, rx in SCANNER_AGENTS).encode(), re.I)
 
-#: Crawlers, monitors, libraries and command-line clients.  Source: GoAccess's browsers.c crawler
-#: entries and the "bot/crawl/spider" convention of robots.
+#: Crawlers, monitors, libraries and command-line clients.  Sources: GoAccess's browsers.c crawler
+#: entries, the crawler-user-agents project and the "bot/crawl/spider" convention of robots.  A crawler
+#: is matched by its robot's name (``DuckDuckBot``, ``Pinterestbot``, ``Baiduspider``, ``YandexBot``,
+#: ``SeznamBot``), never by its company's: ``DuckDuckGo/5`` (the DuckDuckGo browser), ``[Pinterest/iOS]``
+#: (the Pinterest app's browser), ``baiduboxapp`` or ``YandexSearch`` (apps) and ``SogouMobileBrowser`` are
+#: people.  ``CUBOT`` (a phone brand, ``Android 11; CUBOT NOTE 20``) is not a ``bot``.
 _BOT_RX = re.compile(
-    rb"bot\b|bot/|crawl|spider|slurp|archiver|facebookexternalhit|facebookcatalog|embedly|quora link|"
-    rb"mediapartners|adsbot|bingpreview|yandex|baidu|sogou|exabot|ia_archiver|semrush|ahrefs|mj12|"
-    rb"dotbot|petalbot|bytespider|gptbot|claudebot|ccbot|applebot|duckduckgo|seznam|pinterest|"
+    rb"(?<!cu)bot\b|bot/|crawl|spider|slurp|archiver|facebookexternalhit|facebookcatalog|embedly|quora link|"
+    rb"mediapartners|adsbot|bingpreview|yandex\.com/bots|baidumobaider|exabot|ia_archiver|semrush|ahrefs|mj12|"
+    rb"dotbot|petalbot|bytespider|gptbot|claudebot|ccbot|applebot|pinterest/0\.|"
     rb"uptimerobot|pingdom|statuscake|site24x7|newrelicpinger|datadog|nagios|zabbix|monit/|"
     rb"prometheus|blackbox|kube-probe|elb-healthchecker|googlehc|health.?check|"
     rb"curl/|wget/|python-requests|python-urllib|aiohttp|httpx|go-http-client|java/|okhttp/3\.[0-9]+\.[0-9]+$|"

@@ -78,6 +78,27 @@ class ReadPlan:
         return sum((r.end if r.end is not None else r.file.size) - r.start for r in self.ranges)
 
 
+_ROTATED_SUFFIX = re.compile(r"(?:\.\d+|-\d{8}(?:\d{2})?)(?:\.gz)?$|\.gz$")
+GLOB_CHARS = "*?["
+
+
+def is_glob(path: str) -> bool:
+    return any(c in path for c in GLOB_CHARS)
+
+
+def discover_glob(pattern: str, *, rotated: bool = True, max_files: int = 30) -> list[LogFile]:
+    """Each log ``pattern`` matches, with its rotated siblings (:func:`discover`, ``max_files`` per log), logs
+    in name order.  A match that is itself a rotated file (``x.log.1``, ``x.log-20240301.gz``) stands for its
+    live log ``x.log``, so ``*.log*`` reads every log once; with ``rotated`` false only live logs are read."""
+    import glob
+
+    bases = sorted({_ROTATED_SUFFIX.sub("", p) or p for p in glob.glob(pattern)})
+    out: list[LogFile] = []
+    for base in bases:
+        out += discover(base, rotated=rotated, max_files=max_files)
+    return out
+
+
 def discover(path: str, *, rotated: bool = True, max_files: int = 30) -> list[LogFile]:
     """``path`` and its rotated siblings that exist, oldest first (at most ``max_files``)."""
     base = Path(path)

@@ -1,4 +1,4 @@
-"""Shared by the log tasks: where reports go, writing them, trends and spikes from history."""
+"""Shared by the log tasks: where reports go, writing them, trends from history."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import json
 import os
 import re
 import stat
-import statistics
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
@@ -185,15 +184,3 @@ def with_current(tr: dict[str, list[tuple[str, float]]], metrics: dict[str, floa
                  ) -> dict[str, list[tuple[str, float]]]:
     """Append this run's values so the trend charts end with it."""
     return {k: [*v, (_label(now) + " (now)", float(metrics[k]))] if k in metrics else v for k, v in tr.items()}
-
-
-def baseline(ctx: TaskContext, metric: str, min_runs: int) -> tuple[float, int] | None:
-    """The median of earlier runs' ``metric`` and how many runs it comes from (None if too few)."""
-    try:
-        series = ctx.metrics.series(metric)
-    except Exception:
-        return None
-    values = [v for _ts, v in series if v == v]
-    if len(values) < min_runs:
-        return None
-    return statistics.median(values), len(values)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import statistics
 import time
+from datetime import date, timedelta
 from typing import Any
 
 from pydantic import Field, field_validator
@@ -23,14 +25,13 @@ from upkeeper.logs.access import (
 from upkeeper.logs.goaccess import STATIC_EXTENSIONS
 from upkeeper.logs.nginx_format import LogFormatError, parse_format, to_goaccess
 from upkeeper.logs.report_html import access_report
-from upkeeper.logs.sources import PlanNote, discover, finish_cursors, plan_reads
+from upkeeper.logs.sources import PlanNote, discover, discover_glob, finish_cursors, is_glob, plan_reads
 from upkeeper.redact import redact_obj
 from upkeeper.tasks.logs._common import (
     REPORT_KEEP_DEFAULT,
     HtmlReport,
     KeepReports,
     ReportDir,
-    baseline,
     not_a_log,
     plan_findings,
     read_findings,
@@ -42,12 +43,16 @@ from upkeeper.tasks.logs._common import (
 
 CURSORS_KEY = "access_cursors"
 TAIL_KEY = "access_security_tail"  # the last minutes' 404s and failed logins, for bursts across runs
+HOURS_KEY = "access_hours"  # requests per hour of log time over the runs, so an hour split between runs is whole
+HOURS_KEPT_DAYS = 35  # days of hourly counts kept in the job's state
+SPIKE_BASELINE_DAYS = 7  # a spike is judged against the busiest hours of this many earlier days
 TREND_METRICS = ["requests", "visitors", "latency_p95_ms", "failed_pct"]
 
 
 class NginxLogsOptions(TaskOptions):
-    access_log: str | None = Field(None, description="access log to read (default: the target's access_log). "
-            "Source: upkeeper (not set by default)")
+    access_log: str | None = Field(None, description="access log to read (default: the target's access_log): a "
+            "path or a glob such as /var/log/nginx/*.access.log (one report over every log it matches, each read "
+            "with its rotated files). Source: upkeeper (not set by default)")
     log_format: str = Field(
         "combined",
         description="the nginx log_format of that log: its format string, or the whole 'log_format NAME "
@@ -57,7 +62,7 @@ class NginxLogsOptions(TaskOptions):
     )
     rotated: bool = Field(True, description="also read rotated files: access.log.1, access.log.2.gz, access.log-DATE. "
             "Source: upkeeper default")
-    max_files: int = Field(30, ge=1, le=1000, description="at most this many files (newest first). "
+    max_files: int = Field(30, ge=1, le=1000, description="at most this many files per log (newest first). "
             "Source: upkeeper default")
     incremental: bool = Field(
         True, description="read only what is new since the last run (a cursor per file: inode, offset, first bytes). "
@@ -99,10 +104,11 @@ class NginxLogsOptions(TaskOptions):
         description="extensions of static files, left out of GoAccess's 'requested files' list. Source: "
         "GoAccess 1.7 goaccess.conf")
     spike_factor: float = Field(
-        3.0, gt=1, description="warn when the busiest hour has this many times the requests of the earlier runs' "
-        "busiest hour (their median). "
+        3.0, gt=1, description="warn when an hour the run read has this many times the requests of the usual "
+        "busiest hour of a day (the median of the 7 days before; hours split between runs are counted whole). "
                 "Source: upkeeper default")
-    spike_min_runs: int = Field(3, ge=1, description="earlier runs needed before spikes are judged. "
+    spike_min_runs: int = Field(3, ge=1, description="earlier runs needed before spikes are judged (and a whole "
+            "earlier day of counts). "
             "Source: upkeeper default")
     report_dir: ReportDir = None
     keep_reports: KeepReports = REPORT_KEEP_DEFAULT
@@ -143,11 +149,16 @@ class NginxLogs(Task[NginxLogsOptions]):
         target = ctx.require_target()
         assert isinstance(target, NginxTarget)
         path = options.access_log or target.access_log
-        files = discover(path, rotated=options.rotated, max_files=options.max_files)
+        if is_glob(path):
+            files = discover_glob(path, rotated=options.rotated, max_files=options.max_files)
+        else:
+            files = discover(path, rotated=options.rotated, max_files=options.max_files)
         if not files:
+            why = f"no file matches {path}" if is_glob(path) else not_a_log(path)
             return Result(status=Status.FAIL, summary=f"no access log at {path}", findings=[Finding(
-                "logs.nginx.missing", Severity.CRITICAL, path, f"the access log: {not_a_log(path)}",
-                "set the target's access_log (or the job's access_log option) to the file nginx writes")])
+                "logs.nginx.missing", Severity.CRITICAL, path, f"the access log: {why}",
+                "set the target's access_log (or the job's access_log option) to the file nginx writes, or to "
+                "a glob such as /var/log/nginx/*access.log")])
         cursors = ctx.state.get(CURSORS_KEY, []) if options.incremental else []
         plan = plan_reads(files, cursors, incremental=options.incremental)
         units = parallel.units_for(plan.ranges, workers=options.workers)
@@ -180,6 +191,9 @@ class NginxLogs(Task[NginxLogsOptions]):
         rep["files"] = [{"path": r.file.path, "from": r.start, "to": r.end, "compressed": r.file.gz}
                         for r in plan.ranges]
         rep["scan_seconds"] = round(seconds, 3)
+        hours = merge_hours(ctx.state.get(HOURS_KEY, {}), rep["hourly"], incremental=options.incremental)
+        rep["hourly_whole"] = {h: hours[h] for h in rep["hourly"]}
+        rep["usual_peak_hour"] = usual_peak_hour(hours, rep["hourly_whole"])
         rep["log_format"] = options.log_format
         rep["goaccess"]["log_format_flags"] = to_goaccess(options.log_format).argv()
         findings = read_findings("nginx", read_notes) + self._findings(ctx, options, rep, plan.notes, path)
@@ -203,6 +217,7 @@ class NginxLogs(Task[NginxLogsOptions]):
             if options.incremental:
                 ctx.state.set(CURSORS_KEY, finish_cursors(plan, gz_read))
                 ctx.state.set(TAIL_KEY, security_tail(partial, earlier).to_json())
+            ctx.state.set(HOURS_KEY, hours)
         return Result(summary=self._summary(rep, artifacts), findings=findings, metrics=metrics,
                       artifacts=artifacts)
 
@@ -225,6 +240,7 @@ class NginxLogs(Task[NginxLogsOptions]):
     def _metrics(rep: dict[str, Any], seconds: float) -> dict[str, float]:
         lat = rep["latency"]["overall"]
         hours = list(rep["hourly"].values())
+        whole = list(rep.get("hourly_whole", rep["hourly"]).values())
         m: dict[str, float] = {
             "lines": float(rep["lines"]), "requests": float(rep["requests"]), "invalid": float(rep["invalid"]),
             "unparsed_pct": float(rep["unparsed_pct"]), "visitors": float(rep["visitors"]),
@@ -237,7 +253,7 @@ class NginxLogs(Task[NginxLogsOptions]):
         }
         if hours:
             m["requests_per_hour"] = round(sum(hours) / len(hours), 2)
-            m["peak_hour_requests"] = float(max(hours))
+            m["peak_hour_requests"] = float(max(whole))
         for p in ("p50", "p95", "p99"):
             if p in lat:
                 m[f"latency_{p}_ms"] = float(lat[p])
@@ -339,20 +355,55 @@ class NginxLogs(Task[NginxLogsOptions]):
 
     @staticmethod
     def _spike(ctx: TaskContext, o: NginxLogsOptions, rep: dict[str, Any], subject: str) -> list[Finding]:
-        hourly = rep["hourly"]
-        if not hourly:
-            return []
-        # busiest hour against the earlier runs' busiest hours: against their mean hour, a weekly run's
+        # the busiest hour this run read, counted whole (with the earlier runs' lines of that hour), against
+        # the usual busiest hour of a day: like for like whatever the schedule — a job every 15 minutes
+        # reads quarters of hours, and a run after a gap whole ones — and against the mean hour instead, an
         # ordinary afternoon peak would stand out from the quiet nights every time
-        base = baseline(ctx, "peak_hour_requests", o.spike_min_runs)
-        if base is None:
+        hourly, usual_peak = rep["hourly_whole"], rep["usual_peak_hour"]
+        if not hourly or usual_peak is None:
             return []
-        usual, runs = base
+        try:
+            runs = len(ctx.metrics.series("requests"))
+        except Exception:  # history unavailable: nothing to judge against
+            return []
+        if runs < o.spike_min_runs:
+            return []
+        usual, days = usual_peak["requests"], usual_peak["days"]
         peak_hour, peak = max(hourly.items(), key=lambda kv: kv[1])
         if usual <= 0 or peak <= o.spike_factor * usual:
             return []
         return [Finding("logs.nginx.traffic_spike", Severity.WARNING, peak_hour,
                         f"{peak:,} requests in the hour {peak_hour}, {peak / usual:.1f}x the usual {usual:,.0f} in "
-                        f"the busiest hour of the last {runs} runs",
+                        f"the busiest hour of a day (median of the {days} day(s) before)",
                         "check the top clients and paths of that hour: a crawler, an attack or a campaign?",
                         value=float(peak), threshold=round(o.spike_factor * usual, 1))]
+
+
+def merge_hours(earlier: dict[str, int], now: dict[str, int], *, incremental: bool) -> dict[str, int]:
+    """Requests per hour (``YYYY-MM-DD HH:00``, log time) over the runs: an incremental run adds its lines
+    to the hour's count, a run that read everything replaces it; the last :data:`HOURS_KEPT_DAYS` days kept."""
+    out = {str(h): int(c) for h, c in earlier.items()} if isinstance(earlier, dict) else {}
+    for h, c in now.items():
+        out[h] = out.get(h, 0) + c if incremental else c
+    if not out:
+        return out
+    oldest = (date.fromisoformat(max(out)[:10]) - timedelta(days=HOURS_KEPT_DAYS)).isoformat()
+    return {h: out[h] for h in sorted(out) if h[:10] > oldest}
+
+
+def usual_peak_hour(hours: dict[str, int], judged: dict[str, int]) -> dict[str, Any] | None:
+    """The median of the busiest hour of each of the :data:`SPIKE_BASELINE_DAYS` days before the date of the
+    busiest ``judged`` hour, and how many days that is (None if there is none).  The first date of ``hours``
+    is left out: the log, or the kept counts, may begin in the middle of it."""
+    if not judged:
+        return None
+    day = max(judged.items(), key=lambda kv: kv[1])[0][:10]
+    peaks: dict[str, int] = {}
+    first = min(hours)[:10]
+    for h, c in hours.items():
+        if first < h[:10] < day:
+            peaks[h[:10]] = max(peaks.get(h[:10], 0), c)
+    recent = [peaks[d] for d in sorted(peaks)[-SPIKE_BASELINE_DAYS:]]
+    if not recent:
+        return None
+    return {"requests": statistics.median(recent), "days": len(recent)}
