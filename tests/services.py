@@ -139,6 +139,7 @@ def pagerduty() -> Iterator[PagerDutyReceiver]:
 # Owned by the storage layer (tests/storage/); the backup tests use them too.
 
 import os  # noqa: E402
+import pwd  # noqa: E402
 import subprocess  # noqa: E402
 import uuid  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
@@ -228,12 +229,20 @@ def sftp_server(services_dir: Path) -> Iterator[SshServer]:
     server.stop()
 
 
-def sftp_storage_config(server: SshServer, path: str | None = None, **extra: Any) -> SftpStorageConfig:
-    """A validated ``kind: sftp`` storage config; ``path`` defaults to a fresh directory in the server's home."""
+def sftp_storage_config(server: SshServer, path: str | None = None, *, create: bool = True,
+                        **extra: Any) -> SftpStorageConfig:
+    """A validated ``kind: sftp`` storage config; ``path`` defaults to a fresh directory in the server's home.
+    The server runs on this machine: its directory is made there first and given to the SSH user (as the server's
+    admin would: upkeeper never creates it) unless ``create`` is false."""
+    path = path or str(server.home / f"t-{uuid.uuid4().hex[:12]}")
+    if create and not Path(path).is_dir():
+        Path(path).mkdir(mode=0o700, parents=True)
+        if os.geteuid() == 0:
+            pw = pwd.getpwnam(server.user)
+            os.chown(path, pw.pw_uid, pw.pw_gid)
     data: dict[str, Any] = {
         "kind": "sftp", "host": "127.0.0.1", "port": server.port, "user": server.user,
-        "key_file": str(server.client_key), "known_hosts": str(server.known_hosts),
-        "path": path or str(server.home / f"t-{uuid.uuid4().hex[:12]}"),
+        "key_file": str(server.client_key), "known_hosts": str(server.known_hosts), "path": path,
     }
     return SftpStorageConfig.model_validate({**data, **extra})
 

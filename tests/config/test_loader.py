@@ -120,6 +120,26 @@ def test_secret_from_file_is_redacted_everywhere(tmp_path: Path) -> None:
     assert any("cannot read password_file /nonexistent/pw" in p for p in found), found
 
 
+def test_an_empty_secret_is_a_config_error_naming_the_field(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An empty secret file (or an empty ${VAR}) would mean "no secret": S3 then took AWS_SECRET_ACCESS_KEY from the
+    environment without a word.  Every *_file secret says so instead."""
+    empty = tmp_path / "secret"
+    empty.write_text("\n")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "from-the-environment")
+    monkeypatch.setenv("EMPTY", "")
+    s3 = "storages:\n  off:\n    kind: s3\n    bucket: b\n    access_key_id: AKIA\n"
+    found = problems(f"{s3}    secret_access_key_file: {empty}\n")
+    assert any(re.search(rf"u\.yaml:\d+: storages -> off: .*secret_access_key_file {empty} is empty", p)
+               for p in found), found
+    found = problems(f"{s3}    secret_access_key: ${{EMPTY}}\n")
+    assert any("secret_access_key is empty" in p for p in found), found
+    found = problems(f"targets:\n  db:\n    kind: postgres\n    password_file: {empty}\n")
+    assert any(f"password_file {empty} is empty" in p for p in found), found
+    found = problems("storages:\n  nas:\n    kind: sftp\n    host: h\n    user: u\n    key_file: /k\n    path: /p\n"
+                     f"    key_passphrase_file: {empty}\n")
+    assert any(f"key_passphrase_file {empty} is empty" in p for p in found), found
+
+
 # -- fuzzing ------------------------------------------------------------------------------------------
 
 JUNK = st.one_of(

@@ -210,8 +210,8 @@ def test_a_key_prefix_is_not_an_object(backend: Backend) -> None:
 
 
 def test_list_of_an_empty_storage(backend: Backend) -> None:
-    """A storage whose root exists but holds nothing lists nothing (local, sftp: the directory the first write
-    created, emptied again; s3: an empty bucket)."""
+    """A storage whose root exists but holds nothing lists nothing (local, sftp: the directory made for it, written
+    to and emptied again; s3: an empty bucket)."""
     s = backend.storage
     put_bytes(s, "probe", b"x")
     s.delete("probe")

@@ -153,3 +153,38 @@ def test_an_unmounted_fstab_mount_point_is_refused(mount_point: Path, sub: str) 
     path.mkdir(exist_ok=True)
     put_bytes(storage, "db/app/1/dump.zst", b"on the volume")
     assert [o.key for o in storage.list()] == ["db/app/1/dump.zst"]
+
+
+@pytest.mark.parametrize("fsync", [True, False])
+def test_new_directories_are_fsynced_in_their_parents(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      fsync: bool) -> None:
+    """A power cut cannot be simulated: record which files and directories are fsynced (the real os.fsync still
+    runs).  Every directory created below the storage directory has its parent fsynced, so a new set's directory
+    -- and the manifest in it -- survives; directories that existed are not fsynced again."""
+    synced: list[tuple[int, int]] = []
+    real_fsync = os.fsync
+
+    def recording_fsync(fd: int) -> None:
+        st = os.fstat(fd)
+        synced.append((st.st_dev, st.st_ino))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    base = tmp_path / "store"
+    storage = open_storage("disk", local_storage_config(base, prefix="pre", fsync=fsync))
+
+    def inode(p: Path) -> tuple[int, int]:
+        st = p.stat()
+        return st.st_dev, st.st_ino
+
+    put_bytes(storage, "db/app/1/manifest.json", b"{}")
+    sets = base / "pre" / "db" / "app"
+    if not fsync:
+        assert synced == []
+        return
+    dirs = [base, base / "pre", base / "pre" / "db", sets, sets / "1"]
+    assert set(synced) == {inode(d) for d in dirs} | {inode(sets / "1" / "manifest.json")}
+
+    synced.clear()
+    put_bytes(storage, "db/app/2/manifest.json", b"{}")
+    assert set(synced) == {inode(sets), inode(sets / "2"), inode(sets / "2" / "manifest.json")}

@@ -6,9 +6,11 @@ import hashlib
 import io
 import logging
 import os
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
@@ -163,6 +165,54 @@ def test_abort_stale_uploads(s3_server: SeaweedS3, s3_bucket: str) -> None:
     assert storage.abort_stale_uploads(older_than=timedelta(hours=1)) == 0  # too young
     assert storage.abort_stale_uploads(older_than=timedelta(0)) == 1
     assert s3_server.client().list_multipart_uploads(Bucket=s3_bucket).get("Uploads", []) == []
+
+
+def test_stale_upload_cleanup_reads_every_page_of_parts(s3_server: SeaweedS3, s3_bucket: str) -> None:
+    """A store lists at most 1000 parts a page (AWS's default) and an upload's newest parts come last: judged by
+    its first page only, a long upload still running would be aborted.  SeaweedFS answers with every part unless
+    asked for fewer, so the client asks for 2 a page (the same cap, smaller): the cleanup must page through."""
+    storage = open_storage("s", s3_storage_config(s3_server, s3_bucket, part_size="5MiB"))
+    assert isinstance(storage, S3Storage)
+    client = s3_server.client()
+    key = "db/app/1/dump"
+    upload = client.create_multipart_upload(Bucket=s3_bucket, Key=key)["UploadId"]
+    for n in (1, 2, 3):
+        client.upload_part(Bucket=s3_bucket, Key=key, UploadId=upload, PartNumber=n, Body=b"old")
+    time.sleep(4.2)
+    client.upload_part(Bucket=s3_bucket, Key=key, UploadId=upload, PartNumber=4, Body=b"new")  # still running
+
+    pages: list[int] = []
+
+    def two_parts_a_page(params: dict[str, Any], **_: Any) -> None:
+        params.setdefault("MaxParts", 2)
+        pages.append(params.get("PartNumberMarker", 0))
+
+    storage.client.meta.events.register("provide-client-params.s3.ListParts", two_parts_a_page)
+    assert storage.abort_stale_uploads(older_than=timedelta(seconds=3)) == 0  # part 4 is recent: left alone
+    assert pages == [0, 2]
+    assert [u["UploadId"] for u in client.list_multipart_uploads(Bucket=s3_bucket).get("Uploads", [])] == [upload]
+    assert storage.abort_stale_uploads(older_than=timedelta(0)) == 1
+    assert client.list_multipart_uploads(Bucket=s3_bucket).get("Uploads", []) == []
+
+
+def test_stale_upload_cleanup_skips_an_upload_completed_meanwhile(s3_server: SeaweedS3, s3_bucket: str) -> None:
+    """A backup completing its upload between the cleanup's listing and its look at the parts (prune running
+    next to a backup) is not an error: that upload is simply no longer there."""
+    storage = open_storage("s", s3_storage_config(s3_server, s3_bucket, part_size="5MiB"))
+    assert isinstance(storage, S3Storage)
+    client = s3_server.client()
+    key = "db/app/1/dump"
+    upload = client.create_multipart_upload(Bucket=s3_bucket, Key=key)["UploadId"]
+    etag = client.upload_part(Bucket=s3_bucket, Key=key, UploadId=upload, PartNumber=1, Body=b"done")["ETag"]
+
+    def writer_completes(**_: Any) -> None:
+        if client.list_multipart_uploads(Bucket=s3_bucket).get("Uploads"):
+            client.complete_multipart_upload(Bucket=s3_bucket, Key=key, UploadId=upload,
+                                             MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": etag}]})
+
+    storage.client.meta.events.register("provide-client-params.s3.ListParts", writer_completes)
+    assert storage.abort_stale_uploads(older_than=timedelta(0)) == 0
+    assert get_bytes(storage, key) == b"done"
 
 
 # --- fault: the server dies mid-upload ----------------------------------------------------------------------

@@ -9,6 +9,7 @@ import pwd
 import shutil
 import subprocess
 import tempfile
+from datetime import timedelta
 from pathlib import Path
 
 import psutil
@@ -19,7 +20,7 @@ from upkeeper.errors import StorageError
 from upkeeper.sandbox._util import chown_to
 from upkeeper.sandbox.sshd import SshServer
 from upkeeper.storage import open_storage
-from upkeeper.storage.base import get_bytes, put_bytes
+from upkeeper.storage.base import clean_partials, get_bytes, put_bytes
 from upkeeper.storage.sftp import TMP_SUFFIX, SftpStorage
 
 
@@ -225,11 +226,11 @@ def test_path_the_ssh_user_may_not_write_is_a_permanent_permission_error(sftp_se
     locked = Path(tempfile.mkdtemp(prefix="upk-sftp-locked-", dir="/tmp"))  # ours, 0755: readable, not writable
     locked.chmod(0o755)
     try:
-        storage = open_storage("s", sftp_storage_config(sftp_server, path=str(locked / "backups")))
+        storage = open_storage("s", sftp_storage_config(sftp_server, path=str(locked)))
         with pytest.raises(StorageError) as exc:
             put_bytes(storage, "set/dump", b"x" * 1000)
         assert exc.value.permanent
-        assert exc.value.message == (f"cannot create the directory {sftp_server.user}@127.0.0.1:{locked}/backups: "
+        assert exc.value.message == (f"cannot create the directory {sftp_server.user}@127.0.0.1:{locked}/set: "
                                      "permission denied")
         assert "may write to the storage path" in (exc.value.hint or "")
         assert list(locked.rglob("*")) == []
@@ -276,3 +277,39 @@ def test_a_directory_the_ssh_user_cannot_read_fails_the_listing(sftp_server: Ssh
     finally:
         locked.chmod(0o755)
         storage.close()
+
+
+def test_the_storage_directory_is_never_created(sftp_server: SshServer) -> None:
+    """A missing directory on the server is a volume not mounted there or a wrong path: every operation fails
+    naming the storage and the path, with the command that creates it; nothing is created (a prefix either)."""
+    config = sftp_storage_config(sftp_server, path=str(sftp_server.home / f"vol-{os.urandom(4).hex()}" / "web1"),
+                                 create=False)
+    root = Path(config.path)
+    storage = open_storage("nas", config)
+    describe = storage.describe()
+    ops = {"write": lambda: put_bytes(storage, "db/app/1/dump", b"x"), "stat": lambda: storage.stat("db/app/1/dump"),
+           "read": lambda: storage.open_read("db/app/1/dump"), "list": lambda: list(storage.list()),
+           "clean": lambda: clean_partials(storage, timedelta(0))}
+    for op, run in ops.items():
+        with pytest.raises(StorageError) as exc:
+            run()
+        assert exc.value.permanent, op
+        assert exc.value.message.startswith(f"{describe}: the storage directory does not exist"), (op, exc.value)
+        assert (f"ssh -p {sftp_server.port} {sftp_server.user}@127.0.0.1 mkdir -p -m 700 {root}"
+                in (exc.value.hint or "")), (op, exc.value.hint)
+        assert "'nas'" in (exc.value.hint or "")
+        assert not root.exists() and not root.parent.exists(), op
+
+    # follow the hint (the server's admin makes it for the SSH user): now it works, sets below it are created
+    sftp_storage_config(sftp_server, path=str(root))
+    put_bytes(storage, "db/app/1/dump", b"x")
+    assert get_bytes(storage, "db/app/1/dump") == b"x"
+
+    # the volume goes away under a running storage (its directories are remembered): still refused, nothing made
+    root.rename(root.with_name("web1.away"))
+    for key in ("db/app/1/dump", "db/app/2/dump", "other"):
+        with pytest.raises(StorageError, match="the storage directory does not exist") as exc:
+            put_bytes(storage, key, b"y")
+        assert exc.value.permanent
+        assert not root.exists()
+    storage.close()

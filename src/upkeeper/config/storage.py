@@ -112,8 +112,9 @@ class SftpStorageConfig(FileSecrets):
             "Source: upkeeper (not set by default)")
     key_passphrase_file: str | None = Field(None,
         description="file whose content is `key_passphrase` (instead of giving it inline). Source: upkeeper (not set by default)")
-    path: str = Field(..., description="directory on the server holding the backup sets. "
-            "Source: none (required)")
+    path: str = Field(..., description="directory on the server holding the backup sets; it must exist: upkeeper "
+            "never creates it, so an unmounted volume on the server gets no backups (ssh HOST mkdir -p -m 700 it "
+            "once). Source: none (required)")
     known_hosts: str | None = Field(
         None, description="known_hosts file to check the host key against (default: ~/.ssh/known_hosts). "
                 "Source: OpenSSH (~/.ssh/known_hosts) when not set"

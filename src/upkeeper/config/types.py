@@ -195,8 +195,10 @@ class FileSecrets(StrictModel):
     """Mixin: each field named in ``secret_fields`` may instead be given as ``<field>_file``.
 
     The file's content (without its trailing newline) becomes the value.  Giving
-    both is an error.  Models declare the ``*_file`` field themselves so that it
-    appears in the JSON schema.
+    both is an error, and so is an empty secret (an empty file, or ``${VAR}`` of an
+    empty variable): it would silently mean "no secret" (S3, for one, would fall
+    back to AWS_SECRET_ACCESS_KEY).  Models declare the ``*_file`` field themselves
+    so that it appears in the JSON schema.
     """
 
     secret_fields: ClassVar[tuple[str, ...]] = ()
@@ -210,6 +212,8 @@ class FileSecrets(StrictModel):
             fkey = f"{name}_file"
             path = data.get(fkey)
             if path is None:
+                if isinstance(data.get(name), str) and not data[name].strip():
+                    raise ValueError(f"{name} is empty (an empty ${{VARIABLE}}?): give the secret, or remove {name}")
                 continue
             if data.get(name) is not None:
                 raise ValueError(f"give either {name} or {fkey}, not both")
@@ -217,6 +221,8 @@ class FileSecrets(StrictModel):
                 content = Path(str(path)).expanduser().read_text(encoding="utf-8")
             except OSError as exc:
                 raise ValueError(f"cannot read {fkey} {path}: {exc.strerror or exc}") from None
+            if not content.strip():
+                raise ValueError(f"{fkey} {path} is empty: write the secret into it, or remove {fkey}")
             data = {**data, name: content.rstrip("\r\n")}
         return data
 

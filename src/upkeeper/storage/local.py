@@ -277,12 +277,21 @@ class LocalStorage:
         return n
 
     def makedirs(self, directory: Path) -> None:
-        """Create ``directory`` and its missing parents below the storage directory (never that one itself)."""
+        """Create ``directory`` and its missing parents below the storage directory (never that one itself).
+
+        With ``fsync``, the parent of each directory created is fsynced too: a commit fsyncs only the
+        object's own directory, and a power cut could otherwise lose a new set's directory (and the
+        manifest in it) from its parent.
+        """
         d = self.base
         for part in directory.relative_to(self.base).parts:
             d = d / part
-            with contextlib.suppress(FileExistsError):
+            try:
                 d.mkdir()
+            except FileExistsError:
+                continue
+            if self.config.fsync:
+                _fsync_dir(d.parent)
 
     def describe(self) -> str:
         return f"local:{self.root}"

@@ -474,24 +474,37 @@ class S3Storage:
         with self.errors("cannot clean incomplete uploads under", None):
             for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix):
                 for up in page.get("Uploads", []):
-                    if self._last_activity(up) > cutoff:
-                        continue
-                    self.client.abort_multipart_upload(Bucket=self.bucket, Key=up["Key"], UploadId=up["UploadId"])
+                    try:
+                        if self._last_activity(up) > cutoff:
+                            continue
+                        self.client.abort_multipart_upload(Bucket=self.bucket, Key=up["Key"],
+                                                           UploadId=up["UploadId"])
+                    except ClientError as exc:
+                        if _code(exc) == "NoSuchUpload":
+                            continue  # completed or aborted by its writer since it was listed: not ours to count
+                        raise
                     n += 1
         return n
 
     def _last_activity(self, upload: Any) -> datetime:
+        """The upload's start or its newest part, whichever is later.  Every page of parts is read: a store
+        lists at most 1000 parts a page, and a long upload's newest parts are on its last page."""
         latest: datetime = _utc(upload.get("Initiated")) or datetime.now(UTC)
-        parts = self.client.list_parts(Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"])
-        for part in parts.get("Parts", []):
-            modified = _utc(part.get("LastModified"))
-            if modified is not None and modified > latest:
-                latest = modified
+        paginator = self.client.get_paginator("list_parts")
+        for page in paginator.paginate(Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"]):
+            for part in page.get("Parts", []):
+                modified = _utc(part.get("LastModified"))
+                if modified is not None and modified > latest:
+                    latest = modified
         return latest
 
     def clean_partials(self, older_than: timedelta = timedelta(hours=24), prefix: str = "") -> int:
         """The storage-wide name for :meth:`abort_stale_uploads` (see ``base.clean_partials``)."""
         return self.abort_stale_uploads(older_than, prefix)
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code") or "")
 
 
 def _utc(ts: datetime | None) -> datetime | None:

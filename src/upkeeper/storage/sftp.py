@@ -6,6 +6,10 @@ supports ``fsync@openssh.com``, size-checked, then moved into place with
 ``posix-rename@openssh.com`` — atomic, replacing an older object.  ``abort()`` removes
 the temporary file; a crash leaves only a temporary file that ``list`` ignores.
 
+The configured ``path`` is never created (like a local storage's): it must exist on the
+server, so a volume not mounted there or a typo is an error instead of backups written onto
+whatever filesystem holds the empty mount point.  Directories below it are created as needed.
+
 One SSH connection per storage, opened on first use and re-opened when it dropped.
 Each writer and reader gets its own SFTP channel on that connection, so their
 pipelined responses are never consumed by another operation.
@@ -21,6 +25,7 @@ import hashlib
 import io
 import logging
 import posixpath
+import shlex
 import socket
 import stat as statmod
 import time
@@ -534,10 +539,36 @@ class SftpStorage:
     def forget_dirs(self) -> None:
         self._dirs.clear()
 
+    def missing_root(self) -> StorageError:
+        c = self.config
+        port = f"-p {c.port} " if c.port != 22 else ""
+        return StorageError(
+            f"{self.describe()}: the storage directory does not exist (upkeeper never creates it, so that an "
+            "unmounted volume on the server or a wrong path gets no backups)",
+            f"Try: mount the volume on {c.host}, or correct 'path' of storage {self.name!r}; for a new storage, "
+            f"create the directory once (as the server's admin if {c.user} may only use SFTP): "
+            f"ssh {port}{c.user}@{c.host} mkdir -p -m 700 {shlex.quote(self.root)}", permanent=True)
+
+    def check_root(self, sftp: paramiko.SFTPClient) -> None:
+        """The configured directory exists on the server and is a directory (upkeeper never creates it)."""
+        try:
+            st = sftp.stat(self.root)
+        except FileNotFoundError:
+            raise self.missing_root() from None
+        if not statmod.S_ISDIR(st.st_mode or 0):
+            raise StorageError(f"{self.describe()}: the storage path is not a directory",
+                               f"Try: point 'path' of storage {self.name!r} at a directory", permanent=True)
+
     def makedirs(self, sftp: paramiko.SFTPClient, path: str) -> None:
-        """``mkdir -p``: create ``path`` and its missing parents."""
-        if path in self._dirs or path in ("", "/", "."):
+        """Create ``path`` and its missing parents below the storage directory (never that one itself)."""
+        if path in self._dirs:
             return
+        if path == self.root:
+            self.check_root(sftp)
+            self._dirs.add(path)
+            return
+        if path in ("", "/", "."):  # above the root: keys never lead there (check_key)
+            raise AssertionError(f"{path!r} is not below the storage directory {self.root!r}")
         try:
             st = sftp.stat(path)
         except FileNotFoundError:
@@ -548,6 +579,8 @@ class SftpStorage:
                 try:
                     st = sftp.stat(path)  # created meanwhile by someone else? then fine
                 except FileNotFoundError:
+                    if isinstance(refused, FileNotFoundError):
+                        raise  # a directory above vanished since we looked: the writer forgets them and tries again
                     # the mkdir's own reason (permission denied …), naming the directory, not "no such file"
                     raise self.translate("cannot create the directory", path, refused) from None
                 if not statmod.S_ISDIR(st.st_mode or 0):
@@ -581,11 +614,15 @@ class SftpStorage:
         path = self.remote_path(key)
         sftp = self.open_channel()
         try:
-            fh = sftp.open(path, "rb")
-            st = fh.stat()
-            if not statmod.S_ISREG(st.st_mode or 0):  # a directory is a key prefix, not an object
-                fh.close()
-                raise FileNotFoundError(path)
+            try:
+                fh = sftp.open(path, "rb")
+                st = fh.stat()
+                if not statmod.S_ISREG(st.st_mode or 0):  # a directory is a key prefix, not an object
+                    fh.close()
+                    raise FileNotFoundError(path)
+            except FileNotFoundError:
+                self.check_root(sftp)  # an unmounted volume is not "no such object"
+                raise
             size = st.st_size or 0
         except FileNotFoundError:
             sftp.close()
@@ -603,6 +640,7 @@ class SftpStorage:
             try:
                 st = sftp.stat(path)
             except FileNotFoundError:
+                self.check_root(sftp)  # an unmounted volume is not "no such object"
                 return None
             if not statmod.S_ISREG(st.st_mode or 0):
                 return None
@@ -625,10 +663,7 @@ class SftpStorage:
                 entries = sftp.listdir_attr(directory)
             except FileNotFoundError:
                 if directory == self.root:
-                    raise StorageError(
-                        f"{self.describe()}: the storage directory does not exist",
-                        "Try: check the path and that the server's volume is mounted; a new storage's directory "
-                        "is created by its first backup", permanent=True) from None
+                    raise self.missing_root() from None
                 return  # a set deleted while we walk (prune in another process) is simply not listed
             except OSError as exc:
                 if isinstance(exc, _CONNECTION_ERRORS) or not self._alive():
@@ -669,6 +704,7 @@ class SftpStorage:
                             sftp.remove(path)
                             n += 1
 
+            self.check_root(sftp)
             walk(top)
             return n
 
