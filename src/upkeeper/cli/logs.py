@@ -113,7 +113,7 @@ def nginx_cmd(
     notes: list[parallel.ReadNote] = []
     partial, _ = parallel.scan("upkeeper.logs.access", ScanOptions(log_format=log_format),
                                _units(files, b"", workers), workers=workers, notes=notes)
-    rep = redact_obj(summarize(partial, top_n=top))  # tokens in query strings, credentials in samples
+    rep = redact_obj(summarize(partial, top_n=top, log_format=log_format))  # tokens in query strings, credentials in samples
     rep["read_notes"] = _warn_read_notes(notes)
     rep["goaccess"]["log_format_flags"] = to_goaccess(log_format).argv()
     if html is not None:

@@ -214,6 +214,9 @@ def access_report(rep: dict[str, Any], findings: Sequence[dict[str, Any]], *, ti
                           [(e["endpoint"], e["hits"], e.get("p50"), e.get("p95"), e.get("p99"), e.get("max"),
                             e["4xx"], e["5xx"]) for e in rep.get("endpoints", [])[:25]],
                           numeric=(1, 2, 3, 4, 5, 6, 7), code=(0,)))
+    elif rep.get("latency", {}).get("available"):
+        body.append('<p class="muted">No request with a response time was read (yet): the percentiles appear '
+                    'once the log has requests.</p>')
     else:
         body.append('<p class="muted">The log format has no $request_time: add it to measure latency.</p>')
     top = rep.get("top", {})
