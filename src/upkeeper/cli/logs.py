@@ -229,7 +229,7 @@ def errors_cmd(
             _feed_file(p, app_stats.feed, notes)  # streamed: an application log can be gigabytes
             app_stats.finish()
         out["app"] = {"lines": app_stats.lines, "levels": dict(app_stats.levels), "exceptions": [
-            {"type": g.kind, "message": g.message, "count": g.count}
+            {"type": g.kind, "message": g.message, "count": g.count, "example": g.example}
             for g in sorted(app_stats.exceptions.values(), key=lambda g: -g.count)]}
     out["read_notes"] = _warn_read_notes(notes)
     out = redact_obj(out)  # exception messages can hold DSNs and tokens

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from html import escape
 from typing import Any
 
+from upkeeper.logs.errorlog import trace_excerpt
 from upkeeper.logs.svg import PALETTE, bar_chart, line_chart, status_colors
 from upkeeper.redact import redact, redact_obj
 
@@ -374,8 +375,8 @@ def errors_report(rep: dict[str, Any], findings: Sequence[dict[str, Any]], *, ti
     body = [kpis(cards), "<h2>Findings</h2>" + findings_table(findings)]
     if app:
         body.append("<h2>Application exceptions</h2>" + table(
-            ["new", "type", "message", "count", "first line of an example"],
-            [("NEW" if g["new"] else "", g["type"], g["message"], g["count"], g["example"].split("\n")[-1][:200])
+            ["new", "type", "message", "count", "example (a long trace: its first and last lines)"],
+            [("NEW" if g["new"] else "", g["type"], g["message"], g["count"], trace_excerpt(g["example"]))
              for g in app["exception_groups"]], numeric=(3,), code=(1, 4), empty="no exceptions"))
         body.append(bar_chart([(k, float(v)) for k, v in app["levels"].items()], width=520, title="lines by level",
                               label_width=80))
