@@ -60,6 +60,7 @@ from upkeeper.logs.goaccess import (
     parse_seconds,
     parse_size,
     parse_time,
+    size_out_of_range,
     status_code,
     valid_ip,
     valid_offset,
@@ -370,6 +371,10 @@ class Accumulator:
                 self.status_ok[v] = _strip_ok(v, sspec) and _strip(v, sspec).isdigit() and valid_status(
                     _strip(v, sspec))
             mark(s, {v for v in ss if not self.status_ok[v]})
+        # a size beyond 2**64 - 1: the line parser counts it invalid (GoAccess would count 0 bytes silently)
+        b, bspec = self._field(cols, "b")
+        if b is not None and max(map(len, b)) > 19:
+            mark(b, {v for v in set(b) if size_out_of_range(_strip(v, bspec))})
         # fields whose prefix/suffix literal must be present
         for name in ("b", "T", "P", "v"):
             col, spec = self._field(cols, name)
