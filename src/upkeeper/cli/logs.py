@@ -188,8 +188,10 @@ def postgres_cmd(
     console.print(f"[bold]{st['count']:,}[/] statements ({st['fingerprints']:,} distinct), "
                   + (f"p50/p95/p99 {pct['p50']:.2f}/{pct['p95']:.2f}/{pct['p99']:.2f} ms, " if pct else "")
                   + f"{rep['errors']['total']:,} errors, {rep['deadlocks']['count']} deadlocks, "
-                  f"{rep['locks']['waits']} lock waits, {rep['temp_files']['count']} temp files "
-                  f"({human_bytes(rep['temp_files']['total_bytes'])}), {rep['checkpoints']['count']} checkpoints, "
+                  f"{rep['locks']['waits']} lock waits, {rep['locks']['failures']} lock failures, "
+                  f"{rep['temp_files']['count']} temp files "
+                  f"({human_bytes(rep['temp_files']['total_bytes'])}), {rep['checkpoints']['count']} checkpoints "
+                  f"({rep['checkpoints']['restartpoints']} restartpoints), "
                   f"unparsed {rep['unparsed']:,} lines")
     console.print(_table("most time-consuming queries", ["query", "count", "total ms", "mean ms", "max ms"],
                          [[q["fingerprint"][:120], q["count"], q["total_ms"], q["mean_ms"], q["max_ms"]]

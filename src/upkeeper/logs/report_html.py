@@ -323,11 +323,15 @@ def postgres_report(rep: dict[str, Any], findings: Sequence[dict[str, Any]], *, 
                        for e in err["classes"]], numeric=(3,), code=(4,), empty="no errors"))
     locks = rep["locks"]
     body.append("<h2>Locks and deadlocks</h2>" + table(
-        ["lock waits", "acquired after waiting", "total wait ms", "longest wait ms", "deadlocks"],
+        ["lock waits", "acquired after waiting", "total wait ms", "longest wait ms",
+         "failed for a lock (lock_timeout, NOWAIT)", "deadlocks"],
         [(locks["waits"], locks["acquired_after_wait"], locks["total_wait_ms"], locks["max_wait_ms"],
-          rep["deadlocks"]["count"])], numeric=(0, 1, 2, 3, 4)))
+          locks["failures"], rep["deadlocks"]["count"])], numeric=(0, 1, 2, 3, 4, 5)))
     body.append(table(["waiting queries", "count"], [(q["fingerprint"], q["count"]) for q in locks["queries"]],
                       numeric=(1,), code=(0,), empty="no lock waits"))
+    if locks["failed_queries"]:
+        body.append(table(["queries that failed for a lock", "count"],
+                          [(q["fingerprint"], q["count"]) for q in locks["failed_queries"]], numeric=(1,), code=(0,)))
     for d in rep["deadlocks"]["details"]:
         body.append(f"<pre class=\"muted\">{escape(d)}</pre>")
     tf = rep["temp_files"]
@@ -336,10 +340,10 @@ def postgres_report(rep: dict[str, Any], findings: Sequence[dict[str, Any]], *, 
         numeric=(1,), code=(0,), empty="no temporary files"))
     cp = rep["checkpoints"]
     body.append("<h2>Checkpoints</h2>" + table(
-        ["checkpoints", "buffers written", "write s", "sync s", "total s", "longest s", "WAL distance",
-         "'too frequent' warnings"],
-        [(cp["count"], cp["buffers"], cp["write_s"], cp["sync_s"], cp["total_s"], cp["max_s"],
-          fmt_bytes(cp["distance_kb"] * 1024), cp["too_frequent_warnings"])], numeric=(0, 1, 2, 3, 4, 5, 7)))
+        ["checkpoints", "of which restartpoints (standby)", "buffers written", "write s", "sync s", "total s",
+         "longest s", "WAL distance", "'too frequent' warnings"],
+        [(cp["count"], cp["restartpoints"], cp["buffers"], cp["write_s"], cp["sync_s"], cp["total_s"], cp["max_s"],
+          fmt_bytes(cp["distance_kb"] * 1024), cp["too_frequent_warnings"])], numeric=(0, 1, 2, 3, 4, 5, 6, 8)))
     body.append(table(["reason", "count"], list(cp["reasons"].items()), numeric=(1,), empty="no checkpoints logged"))
     body.append("<h2>Trends across runs</h2>" + trend_charts(trends, (
         ("statements", "statements per run", "", None), ("query_p95_ms", "query p95 per run", " ms", p95_obj),
