@@ -37,7 +37,8 @@ def test_postgres_and_errors(cli: Any, tmp_path: Path) -> None:
     app = tmp_path / "app.log"
     app.write_text('{"level":"error","msg":"x","err":{"type":"TypeError","message":"boom","stack":"TypeError: boom"}}\n')
     r = cli(["logs", "errors", str(app), "--json"])
-    assert r.json()["app"]["exceptions"] == [{"type": "TypeError", "message": "boom", "count": 1}]
+    assert r.json()["app"]["exceptions"] == [{"type": "TypeError", "message": "boom", "count": 1,
+                                              "example": "TypeError: boom"}]
 
 
 def test_usage_errors(cli: Any, tmp_path: Path) -> None:
@@ -105,7 +106,8 @@ def test_errors_reads_a_big_application_log_in_pieces_without_cutting_a_trace(cl
     app.write_text(filler * before + trace + filler * 1000 + trace)
     r = cli(["logs", "errors", str(app), "--json"])
     assert r.code == 0, r.output
-    assert r.json()["app"]["exceptions"] == [{"type": "ValueError", "message": "card declined", "count": 2}]
+    assert r.json()["app"]["exceptions"] == [{"type": "ValueError", "message": "card declined", "count": 2,
+                                              "example": trace.rstrip("\n")}]  # the whole trace
 
 
 def test_upstream_time_of_retried_requests_adds_up(cli: Any, tmp_path: Path) -> None:
@@ -151,7 +153,9 @@ def test_errors_reads_a_compressed_nginx_error_log(cli: Any, tmp_path: Path) -> 
     rep = r.json()
     assert rep["nginx"]["levels"] == {"error": 1, "crit": 1} and rep["nginx"]["upstream"] == 1
     assert (rep["nginx"]["lines"], rep["nginx"]["unparsed"]) == (2, 0)
-    assert rep["app"]["exceptions"] == [{"type": "TypeError", "message": "boom", "count": 1}]
+    assert rep["app"]["exceptions"] == [{"type": "TypeError", "message": "boom", "count": 1,
+                                         "example": '{"level":"error","msg":"x","err":{"type":"TypeError",'
+                                                    '"message":"boom"}}'}]
     text = cli(["logs", "errors", "--nginx", str(gz)])
     assert text.code == 0 and "2 lines" in text.out
 

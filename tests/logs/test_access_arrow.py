@@ -174,8 +174,12 @@ def test_fuzz_mixed_odd_lines(lines: list[bytes], chunk: int) -> None:
 def test_arrow_path_matches_goaccess(tmp_path: Path) -> None:
     log = tmp_path / "gen.log"
     write_access_log(str(log), 4_000_000, seed=17, invalid_ratio=0.003)
+    # a size beyond 2**64 - 1 is invalid to upkeeper, 0 bytes to GoAccess: the documented exception, tested in
+    # test_goaccess_exact.py
+    odd = [line for line in ODD if b" 99999999999999999999 " not in line]
+    assert len(odd) == len(ODD) - 1
     with open(log, "ab") as fh:
-        fh.write(b"\n".join(ODD) + b"\n" + b"\n".join(GOOD * 20) + b"\n")
+        fh.write(b"\n".join(odd) + b"\n" + b"\n".join(GOOD * 20) + b"\n")
     ga = goaccess_numbers(goaccess(log, tmp_path))
     assert ga["failed"] > 0
     units = parallel.split_units(str(log), 0, os.path.getsize(log), final=True, unit=1 << 20)

@@ -138,6 +138,28 @@ def test_lines_of_4096_bytes_or_more_are_the_documented_exception(tmp_path: Path
         assert mine == {"total": 3, "valid": 3, "failed": 0}, length
         assert ga["total"] == 2 + pieces and ga["failed"] >= 1, (length, ga)
 
+def test_sizes_beyond_2_64_are_invalid_lines_not_silently_0_bytes(tmp_path: Path) -> None:
+    """GoAccess 1.7 reads $body_bytes_sent with strtoull: a 23-digit size (ERANGE) counts as a valid request
+    of 0 bytes, the number dropped without a word.  upkeeper counts such a line as invalid, with its reason
+    and a sample, on every scanning path (the documented exception); 2**64 - 1 and -5 are counted as
+    GoAccess counts them (-5 wraps to 2**64 - 5; the total wraps modulo 2**64)."""
+    log = tmp_path / "sizes.log"
+    big = b"12345678901234567890123"
+    log.write_bytes(b'1.1.1.1 - - [01/Mar/2024:10:00:00 +0000] "GET /a HTTP/1.1" 200 100 "-" "a" 0.1\n'
+                    b'1.1.1.2 - - [01/Mar/2024:10:00:01 +0000] "GET /b HTTP/1.1" 200 ' + big + b' "-" "a" 0.1\n'
+                    b'1.1.1.3 - - [01/Mar/2024:10:00:02 +0000] "GET /c HTTP/1.1" 200 18446744073709551615 "-" "a" 0.1\n'
+                    b'1.1.1.4 - - [01/Mar/2024:10:00:03 +0000] "GET /d HTTP/1.1" 200 -5 "-" "a" 0.1\n')
+    ga = goaccess_numbers(goaccess(log, tmp_path))
+    assert (ga["total"], ga["valid"], ga["failed"], ga["bandwidth"]) == (4, 4, 0, 94)  # GoAccess: /b is 0 bytes
+    for name, kw in SCAN_PATHS.items():
+        mine = ours(log, **kw)
+        g = mine["goaccess"]
+        assert (g["total_requests"], g["valid_requests"], g["failed_requests"], g["bandwidth"]) == (4, 3, 1, 94), name
+        assert mine["invalid_reasons"] == {"%b out of range": 1}, name
+        (sample,) = mine["invalid_samples"]
+        assert big.decode() in sample["line"] and "beyond 2^64-1 bytes" in sample["reason"], name
+
+
 def test_signed_and_zero_padded_statuses_match_goaccess(tmp_path: Path) -> None:
     """GoAccess reads the status with strtol: '+503' is 503 in its status panel (we keyed '+503'), while
     its 404 and visitor rules look at the text ('+404' and '0404' are neither not-found nor excluded)."""

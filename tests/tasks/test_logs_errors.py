@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import logging
 from pathlib import Path
@@ -224,3 +225,50 @@ def test_a_multi_line_message_is_one_log_line_with_all_its_text(cli: Any, make_c
     assert example.endswith("payment failed for order 17\n  provider: stripe\n  ERROR code: card_declined")
     page = Path(next(a["path"] for a in r["artifacts"] if a["format"] == "html")).read_text()
     assert "payment failed for order 17\n  provider: stripe\n  ERROR code: card_declined" in page
+
+
+def _ping(depth: int, order: int) -> None:  # two functions: a traceback repeating one frame is shortened
+    if depth:
+        _pong(depth - 1, order)
+    raise ValueError(f"order {order} failed")
+
+
+def _pong(depth: int, order: int) -> None:
+    _ping(depth, order)
+
+
+def test_exception_example_shows_where_it_was_raised_and_the_exception(cli: Any, make_config: Any,
+                                                                        tmp_path: Path) -> None:
+    """The HTML column "first line of an example" showed the example's last line, and the finding's
+    example was the first 1,500 characters, which cut a deep Python traceback before its exception line.
+    Both now show the trace's first lines and its last ones (the frame that raised, the exception)."""
+    log = tmp_path / "app.log"
+    services.write_app_log(log, [KeyError("k")])
+    cfg = make_config({"targets": {"app": {"kind": "app", "root": str(tmp_path)}},
+                       "jobs": {"app-errors": {"task": "logs.errors", "target": "app", "options": {
+                           "app_logs": [str(log)], "report_dir": str(tmp_path / "r")}}}})
+    run(cli, cfg, "app-errors")  # the baseline
+    errors: list[BaseException] = []
+    try:
+        _ping(20, 7)
+    except ValueError as exc:
+        errors.append(exc)
+    services.write_app_log(log, errors)
+    r = run(cli, cfg, "app-errors")
+    (new,) = [f for f in r["findings"] if f["check"] == "logs.errors.new_exception"]
+    data = json.loads(Path(next(a["path"] for a in r["artifacts"] if a["format"] == "json")).read_text())
+    (group,) = data["app"]["exception_groups"]
+    assert len(group["example"]) > 1500 and group["example"].endswith("ValueError: order 7 failed")
+    excerpt = new["data"]["example"]
+    assert excerpt.startswith("Traceback (most recent call last):") and "more lines …" in excerpt
+    last = excerpt.splitlines()[-3:]
+    assert last[0].strip().startswith('File "') and last[0].endswith("in _ping")
+    assert last[2] == "ValueError: order 7 failed"
+    page = Path(next(a["path"] for a in r["artifacts"] if a["format"] == "html")).read_text()
+    assert "first line of an example" not in page
+    assert "example (a long trace: its first and last lines)" in page
+    assert html.escape(excerpt) in page
+    res = cli(["logs", "errors", str(log), "--json"])
+    assert res.code == 0, res.output
+    (cli_group,) = [g for g in res.json()["app"]["exceptions"] if g["type"] == "ValueError"]
+    assert cli_group["example"] == group["example"]

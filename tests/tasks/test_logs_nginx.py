@@ -500,3 +500,27 @@ def test_access_log_glob_reads_every_matching_log_with_its_rotated_files(cli: An
     assert missing["status"] == "fail"
     (f,) = checks(missing)["logs.nginx.missing"]
     assert f["message"] == f"the access log: no file matches {logs}/*.nope.log"
+
+
+@pytest.mark.parametrize(("log_format", "available"), [("combined_timed", True), ("combined", False)])
+def test_report_of_a_log_without_requests_tells_why_there_is_no_latency(
+        cli: Any, make_config: Any, tmp_path: Path, log_format: str, available: bool) -> None:
+    """No request read (an empty log, then only lines that do not parse) is not a format without
+    $request_time: the report, the JSON and the findings say which of the two it is."""
+    log = tmp_path / "access.log"
+    log.write_text("")
+    no_rt = "The log format has no $request_time"
+    no_requests = "No request with a response time was read (yet)"
+    for content in ("", "garbage that is no access-log line\n" * 3):
+        log.write_text(content)
+        r = run(cli, file_config(make_config, log, tmp_path / str(len(content)), log_format=log_format,
+                                 incremental=False))
+        page = Path(next(a["path"] for a in r["artifacts"] if a["format"] == "html")).read_text()
+        data = json.loads(Path(next(a["path"] for a in r["artifacts"] if a["format"] == "json")).read_text())
+        assert data["latency"]["available"] is available
+        assert (no_rt in page, no_requests in page) == (not available, available)
+        assert ("logs.nginx.no_latency" in checks(r)) == (bool(content) and not available)
+    res = cli(["logs", "nginx", str(log), "--format", log_format, "--json", "--html", str(tmp_path / "cli.html")])
+    assert res.code == 0, res.output
+    assert res.json()["latency"]["available"] is available
+    assert (no_rt in (tmp_path / "cli.html").read_text()) is not available

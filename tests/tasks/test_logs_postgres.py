@@ -388,3 +388,79 @@ def test_a_lock_wait_logged_again_counts_once(services_dir: Path, tmp_path: Path
     assert locks["types"] == {"ShareLock on transaction": 1}
     assert locks["queries"] == [{"fingerprint": "update upk_w set v = ? where id = ?", "count": 1}]
     assert locks["max_wait_ms"] > 700
+
+
+def test_lock_timeouts_and_nowait_are_lock_failures(cli: Any, make_config: Any, services_dir: Path,
+                                                     tmp_path: Path) -> None:
+    """A statement cancelled by lock_timeout, or refused a lock by NOWAIT (SQLSTATE 55P03), counted only as
+    an error: the locks section, the findings and the metrics did not see it."""
+    import psycopg
+
+    cluster = PostgresCluster(services_dir / "pg-locktimeout", extra_conf=pgworkload.LOGGING_CONF)
+    cluster.start()
+    try:
+        with cluster.connect() as a, cluster.connect() as b:
+            a.execute("CREATE TABLE upk_lt (id int PRIMARY KEY, v text)")
+            a.execute("INSERT INTO upk_lt VALUES (1, 'a'), (2, 'b')")
+            a.execute("BEGIN")
+            a.execute("UPDATE upk_lt SET v = 'held' WHERE id = 1")
+            b.execute("SET lock_timeout = '100ms'")
+            for sql in ("UPDATE upk_lt SET v = 'x' WHERE id = 1",  # canceling statement due to lock timeout
+                        "UPDATE upk_lt SET v = 'y' WHERE id = 1",
+                        "SELECT * FROM upk_lt WHERE id = 1 FOR UPDATE NOWAIT"):  # could not obtain lock on row
+                with pytest.raises(psycopg.errors.LockNotAvailable):
+                    b.execute(sql)
+            a.execute("COMMIT")
+        r = run(cli, config(make_config, cluster, tmp_path, log_file=str(cluster.log)))
+    finally:
+        cluster.stop()
+    text = cluster.log.read_text()
+    assert text.count("ERROR:  canceling statement due to lock timeout") == 2
+    assert 'ERROR:  could not obtain lock on row in relation "upk_lt"' in text
+    rep = ours(cluster.log, pgworkload.LOG_LINE_PREFIX)
+    assert rep["locks"]["failures"] == 3 and rep["errors"]["by_sqlstate"]["55P03"] == 3
+    assert rep["locks"]["failed_queries"] == [
+        {"fingerprint": "update upk_lt set v = ? where id = ?", "count": 2},
+        {"fingerprint": "select * from upk_lt where id = ? for update nowait", "count": 1}]
+    assert r["metrics"]["lock_failures"] == 3
+    (f,) = [f for f in r["findings"] if f["check"] == "logs.postgres.lock_failures"]
+    assert f["severity"] == "warning" and f["value"] == 3
+    assert "update upk_lt set v = ? where id = ? (2)" in f["message"]
+    page = Path(next(a["path"] for a in r["artifacts"] if a["format"] == "html")).read_text()
+    assert "queries that failed for a lock" in page
+
+
+def test_restartpoints_on_a_standby_are_checkpoints(services_dir: Path, tmp_path: Path) -> None:
+    """A standby logs its checkpoints as "restartpoint starting: …" / "restartpoint complete: …" (with
+    log_checkpoints, which it takes from the primary's configuration): none of them was counted. pgBadger
+    counts them with the checkpoints ("point complete: wrote …"); so do we, and say how many were
+    restartpoints."""
+    primary = PostgresCluster(services_dir / "pg-rp-primary", extra_conf=pgworkload.LOGGING_CONF)
+    primary.start()
+    try:
+        standby = primary.create_replica(services_dir / "pg-rp-standby")
+        try:
+            primary.execute("CREATE TABLE upk_rp AS SELECT g AS id FROM generate_series(1, 10000) g")
+            primary.execute("CHECKPOINT")  # a checkpoint record for the standby to restart from
+            (lsn,) = primary.execute("SELECT pg_current_wal_lsn()::text")[0]
+            deadline = time.monotonic() + 30
+            while not standby.execute("SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", params=(lsn,))[0][0]:
+                assert time.monotonic() < deadline, "the standby did not replay the checkpoint"
+                time.sleep(0.1)
+            standby.execute("CHECKPOINT")  # on a standby: a restartpoint
+        finally:
+            standby.stop()
+    finally:
+        primary.stop()
+    log = tmp_path / "standby.log"
+    shutil.copy(standby.log, log)
+    text = log.read_text()
+    assert "LOG:  restartpoint starting: immediate wait" in text and "LOG:  restartpoint complete: wrote" in text
+    mine = ours(log, pgworkload.LOG_LINE_PREFIX)
+    cp = mine["checkpoints"]
+    assert cp["restartpoints"] == text.count("LOG:  restartpoint complete: wrote") >= 1
+    assert cp["count"] == cp["restartpoints"] + text.count("LOG:  checkpoint complete: wrote")
+    assert cp["reasons"].get("immediate wait", 0) >= 1 and cp["total_s"] > 0
+    badger = pgbadger(log, pgworkload.LOG_LINE_PREFIX, tmp_path)
+    assert cp["buffers"] == badger["checkpoint_info"]["wbuffer"]
+    assert cp["reasons"] == badger["checkpoint_info"]["starting"]

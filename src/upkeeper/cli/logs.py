@@ -113,7 +113,7 @@ def nginx_cmd(
     notes: list[parallel.ReadNote] = []
     partial, _ = parallel.scan("upkeeper.logs.access", ScanOptions(log_format=log_format),
                                _units(files, b"", workers), workers=workers, notes=notes)
-    rep = redact_obj(summarize(partial, top_n=top))  # tokens in query strings, credentials in samples
+    rep = redact_obj(summarize(partial, top_n=top, log_format=log_format))  # tokens in query strings, credentials in samples
     rep["read_notes"] = _warn_read_notes(notes)
     rep["goaccess"]["log_format_flags"] = to_goaccess(log_format).argv()
     if html is not None:
@@ -188,8 +188,10 @@ def postgres_cmd(
     console.print(f"[bold]{st['count']:,}[/] statements ({st['fingerprints']:,} distinct), "
                   + (f"p50/p95/p99 {pct['p50']:.2f}/{pct['p95']:.2f}/{pct['p99']:.2f} ms, " if pct else "")
                   + f"{rep['errors']['total']:,} errors, {rep['deadlocks']['count']} deadlocks, "
-                  f"{rep['locks']['waits']} lock waits, {rep['temp_files']['count']} temp files "
-                  f"({human_bytes(rep['temp_files']['total_bytes'])}), {rep['checkpoints']['count']} checkpoints, "
+                  f"{rep['locks']['waits']} lock waits, {rep['locks']['failures']} lock failures, "
+                  f"{rep['temp_files']['count']} temp files "
+                  f"({human_bytes(rep['temp_files']['total_bytes'])}), {rep['checkpoints']['count']} checkpoints "
+                  f"({rep['checkpoints']['restartpoints']} restartpoints), "
                   f"unparsed {rep['unparsed']:,} lines")
     console.print(_table("most time-consuming queries", ["query", "count", "total ms", "mean ms", "max ms"],
                          [[q["fingerprint"][:120], q["count"], q["total_ms"], q["mean_ms"], q["max_ms"]]
@@ -229,7 +231,7 @@ def errors_cmd(
             _feed_file(p, app_stats.feed, notes)  # streamed: an application log can be gigabytes
             app_stats.finish()
         out["app"] = {"lines": app_stats.lines, "levels": dict(app_stats.levels), "exceptions": [
-            {"type": g.kind, "message": g.message, "count": g.count}
+            {"type": g.kind, "message": g.message, "count": g.count, "example": g.example}
             for g in sorted(app_stats.exceptions.values(), key=lambda g: -g.count)]}
     out["read_notes"] = _warn_read_notes(notes)
     out = redact_obj(out)  # exception messages can hold DSNs and tokens

@@ -60,13 +60,14 @@ from upkeeper.logs.goaccess import (
     parse_seconds,
     parse_size,
     parse_time,
+    size_out_of_range,
     status_code,
     valid_ip,
     valid_offset,
     valid_status,
 )
 from upkeeper.logs.masking import mask_line, quote_mask
-from upkeeper.logs.nginx_format import COMBINED, SplitPlan, TokenSpec, split_plan, to_goaccess
+from upkeeper.logs.nginx_format import COMBINED, SplitPlan, TokenSpec, has_variable, split_plan, to_goaccess
 
 if TYPE_CHECKING:
     from upkeeper.logs.arrowscan import ArrowScanner
@@ -370,6 +371,10 @@ class Accumulator:
                 self.status_ok[v] = _strip_ok(v, sspec) and _strip(v, sspec).isdigit() and valid_status(
                     _strip(v, sspec))
             mark(s, {v for v in ss if not self.status_ok[v]})
+        # a size beyond 2**64 - 1: the line parser counts it invalid (GoAccess would count 0 bytes silently)
+        b, bspec = self._field(cols, "b")
+        if b is not None and max(map(len, b)) > 19:
+            mark(b, {v for v in set(b) if size_out_of_range(_strip(v, bspec))})
         # fields whose prefix/suffix literal must be present
         for name in ("b", "T", "P", "v"):
             col, spec = self._field(cols, name)
@@ -1042,8 +1047,10 @@ def security_summary(p: AccessPartial, *, not_found_burst: int = 20, brute_force
 
 def summarize(p: AccessPartial, *, top_n: int = 10, failed_statuses: str = "5xx",
               min_endpoint_requests: int = 20, max_endpoints: int = 50, not_found_burst: int = 20,
-              brute_force: int = 10, earlier: SecurityTail | None = None) -> dict[str, Any]:
-    """The access report as plain JSON-able data (``earlier``: see :func:`security_summary`)."""
+              brute_force: int = 10, earlier: SecurityTail | None = None,
+              log_format: str | None = None) -> dict[str, Any]:
+    """The access report as plain JSON-able data (``earlier``: see :func:`security_summary`; ``log_format``:
+    the format read, which says whether latency is available even when no line was read)."""
     valid = p.valid
     status: Counter[str] = Counter()
     for raw, v in p.status.items():
@@ -1130,7 +1137,7 @@ def summarize(p: AccessPartial, *, top_n: int = 10, failed_statuses: str = "5xx"
         "failed_pct": pct(failed),
         "hourly": dict(sorted(hourly.items())),
         "latency": {"overall": percentiles(lat_all.items()), "upstream": percentiles(ups_all.items()),
-                    "available": p.has_latency},
+                    "available": has_variable(log_format, "request_time") if log_format else p.has_latency},
         "endpoints": endpoints,
         "slowest_endpoints": slow[:top_n],
         "failing_endpoints": failing,

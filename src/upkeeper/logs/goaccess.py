@@ -295,7 +295,8 @@ def parse_size(tok: bytes) -> int:
     """``strtoull`` of the whole (trimmed) token, else 0 (``-`` counts as 0 bytes).
 
     As in C, a leading ``-`` negates modulo 2**64 (GoAccess 1.7 counts ``-5`` as 2**64 - 5) and a
-    value beyond 2**64 - 1 (``ERANGE``) counts as 0.
+    value beyond 2**64 - 1 (``ERANGE``) counts as 0 — which the parsers do not let happen silently:
+    such a line is invalid (:func:`size_out_of_range`).
     """
     tok = trim(tok)
     if not _ULL.fullmatch(tok):
@@ -305,6 +306,13 @@ def parse_size(tok: bytes) -> int:
     if v > ULL_MAX:
         return 0
     return (-v) & ULL_MAX if neg else v
+
+
+def size_out_of_range(tok: bytes) -> bool:
+    """Whether a size token is a number beyond 2**64 - 1: GoAccess 1.7 counts its request as valid with 0
+    bytes, dropping the number silently; upkeeper counts the line as invalid, with a sample, instead."""
+    tok = trim(tok)
+    return len(tok) > 19 and _ULL.fullmatch(tok) is not None and int(tok.lstrip(b"+-")) > ULL_MAX
 
 
 def parse_seconds(tok: bytes | None) -> float | None:
@@ -536,6 +544,9 @@ class GoAccessLineParser:
                 raise LineError(f"Token '{tok.decode('latin-1')}' doesn't match specifier '%s'", "invalid %s")
             item.status = tok
         elif spec == "b":
+            if size_out_of_range(tok):
+                raise LineError(f"Token '{tok.decode('latin-1')}' for '%b' is beyond 2^64-1 bytes: not a size "
+                                "nginx writes", "%b out of range")
             item.size = parse_size(tok)
         elif spec == "T":
             if item.rt is None:

@@ -200,6 +200,11 @@ def parse_format(fmt: str) -> list[Item]:
     return items
 
 
+def has_variable(fmt: str, name: str) -> bool:
+    """Whether the log format writes the nginx variable ``name`` (without its ``$``)."""
+    return any(isinstance(it, Var) and it.name == name for it in parse_format(fmt))
+
+
 @dataclass(frozen=True)
 class GoAccessFormat:
     log_format: str

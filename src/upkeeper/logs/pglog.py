@@ -11,9 +11,10 @@ Understood entries (``log_line_prefix`` configurable, PostgreSQL's default ``%m 
 * ``ERROR``/``FATAL``/``PANIC`` by SQLSTATE (from ``%e``, from
   ``log_error_verbosity = verbose``, or inferred from the message text) and by
   normalized message, with the ``STATEMENT`` that caused it.
-* lock waits (``log_lock_waits``), deadlocks, temporary files (``log_temp_files``),
-  checkpoints (``log_checkpoints``: reasons, buffers, write/sync time, "occurring
-  too frequently"), autovacuum/autoanalyze runs, connections.
+* lock waits (``log_lock_waits``), statements that failed for a lock (SQLSTATE 55P03:
+  ``lock_timeout``, ``NOWAIT``), deadlocks, temporary files (``log_temp_files``),
+  checkpoints and a standby's restartpoints (``log_checkpoints``: reasons, buffers,
+  write/sync time, "occurring too frequently"), autovacuum/autoanalyze runs, connections.
 
 Duration entries — the bulk of a busy log — are extracted for a whole buffer with
 one ``findall``; their statements are fingerprinted together (see
@@ -212,8 +213,9 @@ class PgScanOptions:
     samples: int = 5
 
 
+#: a checkpoint's or, on a standby, a restartpoint's end (the same figures)
 _CHECKPOINT_DONE = re.compile(
-    rb"checkpoint complete: wrote (\d+) buffers .*?; (\d+) WAL file\(s\) added, (\d+) removed, (\d+) recycled; "
+    rb"(?:checkpoint|restartpoint) complete: wrote (\d+) buffers .*?; (\d+) WAL file\(s\) added, (\d+) removed, (\d+) recycled; "
     rb"write=([\d.]+) s, sync=([\d.]+) s, total=([\d.]+) s(?:.*?distance=(\d+) kB)?")
 _LOCK_WAIT = re.compile(
     rb"process (\d+) (still waiting for|acquired|detected deadlock while waiting for) (\w+) on (.+?) after ([\d.]+) ms")
@@ -262,6 +264,10 @@ class PgPartial:
     lock_wait_ms: list[float] = field(default_factory=list)
     lock_types: Counter[bytes] = field(default_factory=Counter)
     lock_queries: Counter[bytes] = field(default_factory=Counter)
+    #: statements that failed for a lock they could not get (SQLSTATE 55P03: lock_timeout, NOWAIT, SKIP LOCKED
+    #: aside) and their fingerprints
+    lock_failures: int = 0
+    lock_failure_queries: Counter[bytes] = field(default_factory=Counter)
     deadlocks: int = 0
     deadlock_details: list[str] = field(default_factory=list)
     deadlock_pos: list[Pos] = field(default_factory=list)
@@ -270,7 +276,8 @@ class PgPartial:
     temp_max: int = 0
     temp_queries: Counter[bytes] = field(default_factory=Counter)
     temp_query_bytes: Counter[bytes] = field(default_factory=Counter)
-    checkpoints: int = 0
+    checkpoints: int = 0  # checkpoints and restartpoints (a standby's checkpoints), as pgBadger counts them
+    restartpoints: int = 0
     checkpoint_reasons: Counter[bytes] = field(default_factory=Counter)
     checkpoint_buffers: int = 0
     checkpoint_write_s: float = 0.0
@@ -533,6 +540,9 @@ class PgAccumulator:
             if msg.startswith(b"deadlock detected"):
                 p.deadlocks += 1
                 self.pending[pid] = ("deadlock", key)
+            elif key[1] == "55P03":  # lock_not_available: lock_timeout expired, or NOWAIT could not lock
+                p.lock_failures += 1
+                self.pending[pid] = ("lock_failure", key)
             else:
                 self.pending[pid] = ("error", key)
         elif level == "WARNING":
@@ -544,8 +554,10 @@ class PgAccumulator:
     def _attach(self, pend: tuple[str, Any], level: str, text: bytes, pos: Pos) -> None:
         p = self.p
         kind, key = pend
-        if kind in ("error", "deadlock") and level == "STATEMENT":
+        if kind in ("error", "deadlock", "lock_failure") and level == "STATEMENT":
             _add_example(p.error_examples.setdefault(key, []), pos, text[:1000])
+            if kind == "lock_failure":
+                p.lock_failure_queries[fingerprints([text], self.fp_cache)[0]] += 1
         elif kind == "deadlock" and level == "DETAIL":
             if len(p.deadlock_details) < p.samples or (p.deadlock_pos and pos < p.deadlock_pos[-1]):
                 kept = _earliest([*zip(p.deadlock_pos, p.deadlock_details, strict=True),
@@ -589,12 +601,16 @@ class PgAccumulator:
                 self.last_statement.pop(pid, None)
                 self.last_statement[pid] = (msg[em.end():].replace(b"\n\t", b"\n"), (self._src, self._off, i))
             return
-        if msg.startswith(b"checkpoint "):
-            if msg.startswith(b"checkpoint starting: "):
-                p.checkpoint_reasons[msg[21:].strip()] += 1
-            elif msg.startswith(b"checkpoint complete: "):
+        if msg.startswith((b"checkpoint ", b"restartpoint ")):
+            restart = msg[:1] == b"r"
+            what = msg[len(b"restartpoint ") if restart else len(b"checkpoint "):]
+            if what.startswith(b"starting: "):
+                p.checkpoint_reasons[what[10:].strip()] += 1
+            elif what.startswith(b"complete: "):
                 cm = _CHECKPOINT_DONE.match(msg)
                 p.checkpoints += 1
+                if restart:
+                    p.restartpoints += 1
                 if cm:
                     p.checkpoint_buffers += int(cm.group(1))
                     p.checkpoint_write_s += float(cm.group(5))
@@ -666,12 +682,12 @@ def merge(parts: list[PgPartial]) -> PgPartial:
     out = parts[0]
     for p in parts[1:]:
         for name in ("lines", "entries", "unparsed", "bytes_read", "prepare_ms", "prepare_count", "inferred_codes",
-                     "lock_waits", "lock_acquired", "deadlocks", "temp_files", "temp_bytes", "checkpoints",
+                     "lock_waits", "lock_acquired", "lock_failures", "restartpoints", "deadlocks", "temp_files", "temp_bytes", "checkpoints",
                      "checkpoint_buffers", "checkpoint_write_s", "checkpoint_sync_s", "checkpoint_total_s",
                      "checkpoint_distance_kb", "checkpoint_warnings", "autovacuum", "autoanalyze", "connections"):
             setattr(out, name, getattr(out, name) + getattr(p, name))
         for name in ("durations", "by_hour", "by_db", "by_user", "errors", "errors_by_hour", "lock_types",
-                     "lock_queries", "temp_queries", "temp_query_bytes", "checkpoint_reasons"):
+                     "lock_queries", "lock_failure_queries", "temp_queries", "temp_query_bytes", "checkpoint_reasons"):
             getattr(out, name).update(getattr(p, name))
         for fp, st in p.queries.items():
             mine = out.queries.get(fp)
@@ -768,12 +784,15 @@ def summarize(p: PgPartial, *, top_n: int = 20) -> dict[str, Any]:
         "locks": {"waits": p.lock_waits, "acquired_after_wait": p.lock_acquired,
                   "total_wait_ms": round(sum(waits), 3), "max_wait_ms": waits[-1] if waits else 0.0,
                   "types": {_s(k): v for k, v in top(p.lock_types, top_n)},
-                  "queries": [{"fingerprint": _s(k), "count": v} for k, v in top(p.lock_queries, top_n)]},
+                  "queries": [{"fingerprint": _s(k), "count": v} for k, v in top(p.lock_queries, top_n)],
+                  "failures": p.lock_failures,
+                  "failed_queries": [{"fingerprint": _s(k), "count": v}
+                                     for k, v in top(p.lock_failure_queries, top_n)]},
         "deadlocks": {"count": p.deadlocks, "details": [redact(x) for x in p.deadlock_details]},
         "temp_files": {"count": p.temp_files, "total_bytes": p.temp_bytes, "max_bytes": p.temp_max,
                        "queries": [{"fingerprint": _s(k), "count": v, "bytes": p.temp_query_bytes[k]}
                                    for k, v in top(p.temp_queries, top_n)]},
-        "checkpoints": {"count": p.checkpoints, "reasons": {_s(k): v for k, v in top(p.checkpoint_reasons, 10**6)},
+        "checkpoints": {"count": p.checkpoints, "restartpoints": p.restartpoints, "reasons": {_s(k): v for k, v in top(p.checkpoint_reasons, 10**6)},
                         "buffers": p.checkpoint_buffers, "write_s": round(p.checkpoint_write_s, 3),
                         "sync_s": round(p.checkpoint_sync_s, 3), "total_s": round(p.checkpoint_total_s, 3),
                         "max_s": p.checkpoint_max_s, "distance_kb": p.checkpoint_distance_kb,

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from html import escape
 from typing import Any
 
+from upkeeper.logs.errorlog import trace_excerpt
 from upkeeper.logs.svg import PALETTE, bar_chart, line_chart, status_colors
 from upkeeper.redact import redact, redact_obj
 
@@ -214,6 +215,9 @@ def access_report(rep: dict[str, Any], findings: Sequence[dict[str, Any]], *, ti
                           [(e["endpoint"], e["hits"], e.get("p50"), e.get("p95"), e.get("p99"), e.get("max"),
                             e["4xx"], e["5xx"]) for e in rep.get("endpoints", [])[:25]],
                           numeric=(1, 2, 3, 4, 5, 6, 7), code=(0,)))
+    elif rep.get("latency", {}).get("available"):
+        body.append('<p class="muted">No request with a response time was read (yet): the percentiles appear '
+                    'once the log has requests.</p>')
     else:
         body.append('<p class="muted">The log format has no $request_time: add it to measure latency.</p>')
     top = rep.get("top", {})
@@ -319,11 +323,15 @@ def postgres_report(rep: dict[str, Any], findings: Sequence[dict[str, Any]], *, 
                        for e in err["classes"]], numeric=(3,), code=(4,), empty="no errors"))
     locks = rep["locks"]
     body.append("<h2>Locks and deadlocks</h2>" + table(
-        ["lock waits", "acquired after waiting", "total wait ms", "longest wait ms", "deadlocks"],
+        ["lock waits", "acquired after waiting", "total wait ms", "longest wait ms",
+         "failed for a lock (lock_timeout, NOWAIT)", "deadlocks"],
         [(locks["waits"], locks["acquired_after_wait"], locks["total_wait_ms"], locks["max_wait_ms"],
-          rep["deadlocks"]["count"])], numeric=(0, 1, 2, 3, 4)))
+          locks["failures"], rep["deadlocks"]["count"])], numeric=(0, 1, 2, 3, 4, 5)))
     body.append(table(["waiting queries", "count"], [(q["fingerprint"], q["count"]) for q in locks["queries"]],
                       numeric=(1,), code=(0,), empty="no lock waits"))
+    if locks["failed_queries"]:
+        body.append(table(["queries that failed for a lock", "count"],
+                          [(q["fingerprint"], q["count"]) for q in locks["failed_queries"]], numeric=(1,), code=(0,)))
     for d in rep["deadlocks"]["details"]:
         body.append(f"<pre class=\"muted\">{escape(d)}</pre>")
     tf = rep["temp_files"]
@@ -332,10 +340,10 @@ def postgres_report(rep: dict[str, Any], findings: Sequence[dict[str, Any]], *, 
         numeric=(1,), code=(0,), empty="no temporary files"))
     cp = rep["checkpoints"]
     body.append("<h2>Checkpoints</h2>" + table(
-        ["checkpoints", "buffers written", "write s", "sync s", "total s", "longest s", "WAL distance",
-         "'too frequent' warnings"],
-        [(cp["count"], cp["buffers"], cp["write_s"], cp["sync_s"], cp["total_s"], cp["max_s"],
-          fmt_bytes(cp["distance_kb"] * 1024), cp["too_frequent_warnings"])], numeric=(0, 1, 2, 3, 4, 5, 7)))
+        ["checkpoints", "of which restartpoints (standby)", "buffers written", "write s", "sync s", "total s",
+         "longest s", "WAL distance", "'too frequent' warnings"],
+        [(cp["count"], cp["restartpoints"], cp["buffers"], cp["write_s"], cp["sync_s"], cp["total_s"], cp["max_s"],
+          fmt_bytes(cp["distance_kb"] * 1024), cp["too_frequent_warnings"])], numeric=(0, 1, 2, 3, 4, 5, 6, 8)))
     body.append(table(["reason", "count"], list(cp["reasons"].items()), numeric=(1,), empty="no checkpoints logged"))
     body.append("<h2>Trends across runs</h2>" + trend_charts(trends, (
         ("statements", "statements per run", "", None), ("query_p95_ms", "query p95 per run", " ms", p95_obj),
@@ -371,8 +379,8 @@ def errors_report(rep: dict[str, Any], findings: Sequence[dict[str, Any]], *, ti
     body = [kpis(cards), "<h2>Findings</h2>" + findings_table(findings)]
     if app:
         body.append("<h2>Application exceptions</h2>" + table(
-            ["new", "type", "message", "count", "first line of an example"],
-            [("NEW" if g["new"] else "", g["type"], g["message"], g["count"], g["example"].split("\n")[-1][:200])
+            ["new", "type", "message", "count", "example (a long trace: its first and last lines)"],
+            [("NEW" if g["new"] else "", g["type"], g["message"], g["count"], trace_excerpt(g["example"]))
              for g in app["exception_groups"]], numeric=(3,), code=(1, 4), empty="no exceptions"))
         body.append(bar_chart([(k, float(v)) for k, v in app["levels"].items()], width=520, title="lines by level",
                               label_width=80))

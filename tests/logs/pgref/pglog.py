@@ -184,7 +184,7 @@ class PgScanOptions:
 
 
 _CHECKPOINT_DONE = re.compile(
-    rb"checkpoint complete: wrote (\d+) buffers .*?; (\d+) WAL file\(s\) added, (\d+) removed, (\d+) recycled; "
+    rb"(?:checkpoint|restartpoint) complete: wrote (\d+) buffers .*?; (\d+) WAL file\(s\) added, (\d+) removed, (\d+) recycled; "
     rb"write=([\d.]+) s, sync=([\d.]+) s, total=([\d.]+) s(?:.*?distance=(\d+) kB)?")
 _LOCK_WAIT = re.compile(
     rb"process (\d+) (still waiting for|acquired|detected deadlock while waiting for) (\w+) on (.+?) after ([\d.]+) ms")
@@ -218,6 +218,8 @@ class PgPartial:
     lock_wait_ms: list[float] = field(default_factory=list)
     lock_types: Counter[bytes] = field(default_factory=Counter)
     lock_queries: Counter[bytes] = field(default_factory=Counter)
+    lock_failures: int = 0  # CHANGED after freezing, as in upkeeper.logs.pglog: SQLSTATE 55P03 failures
+    lock_failure_queries: Counter[bytes] = field(default_factory=Counter)
     deadlocks: int = 0
     deadlock_details: list[str] = field(default_factory=list)
     temp_files: int = 0
@@ -226,6 +228,7 @@ class PgPartial:
     temp_queries: Counter[bytes] = field(default_factory=Counter)
     temp_query_bytes: Counter[bytes] = field(default_factory=Counter)
     checkpoints: int = 0
+    restartpoints: int = 0  # CHANGED after freezing, as in upkeeper.logs.pglog: a standby's checkpoints
     checkpoint_reasons: Counter[bytes] = field(default_factory=Counter)
     checkpoint_buffers: int = 0
     checkpoint_write_s: float = 0.0
@@ -386,6 +389,9 @@ class PgAccumulator:
             if msg.startswith(b"deadlock detected"):
                 p.deadlocks += 1
                 self.pending[pid] = ("deadlock", key)
+            elif key[1] == "55P03":  # CHANGED: a statement that failed for a lock is a lock problem too
+                p.lock_failures += 1
+                self.pending[pid] = ("lock_failure", key)
             else:
                 self.pending[pid] = ("error", key)
         elif level == "WARNING":
@@ -397,10 +403,12 @@ class PgAccumulator:
     def _attach(self, pend: tuple[str, Any], level: str, text: bytes) -> None:
         p = self.p
         kind, key = pend
-        if kind in ("error", "deadlock") and level == "STATEMENT":
+        if kind in ("error", "deadlock", "lock_failure") and level == "STATEMENT":
             ex = p.error_examples.setdefault(key, [])
             if len(ex) < 2 and text[:1000] not in ex:
                 ex.append(text[:1000])
+            if kind == "lock_failure":  # CHANGED
+                p.lock_failure_queries[fingerprints([text])[0]] += 1
         elif kind == "deadlock" and level == "DETAIL":
             if len(p.deadlock_details) < self.opts.samples:
                 p.deadlock_details.append(text[:2000].decode("utf-8", "replace"))
@@ -422,6 +430,11 @@ class PgAccumulator:
         if msg.startswith(b"statement: "):
             self.last_statement[pid] = msg[11:].replace(b"\n\t", b"\n")
             return
+        if msg.startswith(b"restartpoint "):  # CHANGED: a standby's checkpoint, counted as one
+            msg = msg[len(b"restart"):]
+            if msg.startswith(b"point complete: "):
+                p.restartpoints += 1
+            msg = b"check" + msg
         if msg.startswith(b"checkpoint "):
             if msg.startswith(b"checkpoint starting: "):
                 p.checkpoint_reasons[msg[21:].strip()] += 1
@@ -510,12 +523,12 @@ def merge(parts: list[PgPartial]) -> PgPartial:
     out = parts[0]
     for p in parts[1:]:
         for name in ("lines", "entries", "unparsed", "bytes_read", "prepare_ms", "prepare_count", "inferred_codes",
-                     "lock_waits", "lock_acquired", "deadlocks", "temp_files", "temp_bytes", "checkpoints",
+                     "lock_waits", "lock_acquired", "lock_failures", "restartpoints", "deadlocks", "temp_files", "temp_bytes", "checkpoints",
                      "checkpoint_buffers", "checkpoint_write_s", "checkpoint_sync_s", "checkpoint_total_s",
                      "checkpoint_distance_kb", "checkpoint_warnings", "autovacuum", "autoanalyze", "connections"):
             setattr(out, name, getattr(out, name) + getattr(p, name))
         for name in ("durations", "by_hour", "by_db", "by_user", "errors", "errors_by_hour", "lock_types",
-                     "lock_queries", "temp_queries", "temp_query_bytes", "checkpoint_reasons"):
+                     "lock_queries", "lock_failure_queries", "temp_queries", "temp_query_bytes", "checkpoint_reasons"):
             getattr(out, name).update(getattr(p, name))
         for fp, st in p.queries.items():
             mine = out.queries.get(fp)
@@ -601,12 +614,15 @@ def summarize(p: PgPartial, *, top_n: int = 20) -> dict[str, Any]:
         "locks": {"waits": p.lock_waits, "acquired_after_wait": p.lock_acquired,
                   "total_wait_ms": round(sum(waits), 3), "max_wait_ms": waits[-1] if waits else 0.0,
                   "types": {_s(k): v for k, v in top(p.lock_types, top_n)},
-                  "queries": [{"fingerprint": _s(k), "count": v} for k, v in top(p.lock_queries, top_n)]},
+                  "queries": [{"fingerprint": _s(k), "count": v} for k, v in top(p.lock_queries, top_n)],
+                  "failures": p.lock_failures,  # CHANGED
+                  "failed_queries": [{"fingerprint": _s(k), "count": v}
+                                     for k, v in top(p.lock_failure_queries, top_n)]},
         "deadlocks": {"count": p.deadlocks, "details": p.deadlock_details},
         "temp_files": {"count": p.temp_files, "total_bytes": p.temp_bytes, "max_bytes": p.temp_max,
                        "queries": [{"fingerprint": _s(k), "count": v, "bytes": p.temp_query_bytes[k]}
                                    for k, v in top(p.temp_queries, top_n)]},
-        "checkpoints": {"count": p.checkpoints, "reasons": {_s(k): v for k, v in p.checkpoint_reasons.items()},
+        "checkpoints": {"count": p.checkpoints, "restartpoints": p.restartpoints, "reasons": {_s(k): v for k, v in p.checkpoint_reasons.items()},
                         "buffers": p.checkpoint_buffers, "write_s": round(p.checkpoint_write_s, 3),
                         "sync_s": round(p.checkpoint_sync_s, 3), "total_s": round(p.checkpoint_total_s, 3),
                         "max_s": p.checkpoint_max_s, "distance_kb": p.checkpoint_distance_kb,

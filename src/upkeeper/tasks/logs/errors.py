@@ -13,7 +13,7 @@ from pydantic import Field
 from upkeeper.config.targets import AppTarget, NginxTarget
 from upkeeper.core.task import Finding, Result, Severity, Task, TaskContext, TaskOptions, task
 from upkeeper.logs import parallel
-from upkeeper.logs.errorlog import AppLogStats, NginxErrorStats, is_upstream_failure
+from upkeeper.logs.errorlog import AppLogStats, NginxErrorStats, is_upstream_failure, trace_excerpt
 from upkeeper.logs.report_html import errors_report
 from upkeeper.logs.sources import LogFile, PlanNote, ReadPlan, discover, finish_cursors, plan_reads
 from upkeeper.redact import redact, redact_obj
@@ -291,7 +291,7 @@ class ErrorLogs(Task[ErrorLogsOptions]):
                                f"new exception: {g['type']}: {g['message']} ({g['count']}x, in "
                                f"{', '.join(Path(s).name for s in g['sources'][:3])})",
                                "a new kind of failure since the last run: look at the example in the report",
-                               value=g["count"], data={"example": g["example"][:1500], "id": gid}))
+                               value=g["count"], data={"example": trace_excerpt(g["example"]), "id": gid}))
         if len(new) > o.max_new_findings:
             out.append(Finding("logs.errors.new_exception", Severity.WARNING, "more",
                                f"{len(new) - o.max_new_findings} more new exception group(s): see the report",

@@ -187,7 +187,7 @@ class NginxLogs(Task[NginxLogsOptions]):
         rep: dict[str, Any] = redact_obj(summarize(
             partial, top_n=options.top, failed_statuses=options.failed_statuses,
             min_endpoint_requests=options.min_endpoint_requests, not_found_burst=options.not_found_burst,
-            brute_force=options.brute_force_threshold, earlier=earlier))
+            brute_force=options.brute_force_threshold, earlier=earlier, log_format=options.log_format))
         rep["files"] = [{"path": r.file.path, "from": r.start, "to": r.end, "compressed": r.file.gz}
                         for r in plan.ranges]
         rep["scan_seconds"] = round(seconds, 3)

@@ -174,7 +174,8 @@ class PostgresLogs(Task[PostgresLogsOptions]):
         summary = (f"{st['count']:,} statements ({st['fingerprints']:,} distinct)"
                    + (f", p95 {p95:.1f} ms" if p95 is not None else "")
                    + f", {rep['errors']['total']:,} errors, {rep['deadlocks']['count']} deadlocks, "
-                   f"{rep['locks']['waits']} lock waits, {rep['temp_files']['count']} temp files")
+                   f"{rep['locks']['waits']} lock waits, {rep['locks']['failures']} lock failures, "
+                   f"{rep['temp_files']['count']} temp files")
         html_path = next((a["path"] for a in artifacts if a.get("format") == "html"), None)
         if html_path:
             summary += f" — report: {html_path}"
@@ -214,8 +215,10 @@ class PostgresLogs(Task[PostgresLogsOptions]):
             "lines": float(rep["lines"]), "statements": float(st["count"]), "fingerprints": float(st["fingerprints"]),
             "statement_ms_total": float(st["total_ms"]), "errors": float(rep["errors"]["total"]),
             "deadlocks": float(rep["deadlocks"]["count"]), "lock_waits": float(rep["locks"]["waits"]),
+            "lock_failures": float(rep["locks"]["failures"]),
             "temp_files": float(rep["temp_files"]["count"]), "temp_bytes": float(rep["temp_files"]["total_bytes"]),
-            "checkpoints": float(rep["checkpoints"]["count"]), "unparsed_pct": float(rep["unparsed_pct"]),
+            "checkpoints": float(rep["checkpoints"]["count"]),
+            "restartpoints": float(rep["checkpoints"]["restartpoints"]), "unparsed_pct": float(rep["unparsed_pct"]),
             "bytes_read": float(rep["bytes_read"]), "scan_seconds": round(seconds, 3),
         }
         for p in ("p50", "p95", "p99"):
@@ -308,6 +311,15 @@ class PostgresLogs(Task[PostgresLogsOptions]):
                                f"ms; mostly {', '.join(list(lk['types'])[:3])}",
                                "shorten the transactions that hold these locks; look at the waiting queries",
                                value=lk["waits"], data={"queries": lk["queries"][:5]}))
+        if lk["failures"]:
+            q = lk["failed_queries"]
+            out.append(Finding("logs.postgres.lock_failures", Severity.WARNING, path,
+                               f"{lk['failures']} statement(s) failed for a lock they could not get (SQLSTATE 55P03: "
+                               "lock_timeout expired or NOWAIT)" + (f"; most: {q[0]['fingerprint'][:150]} "
+                                                                   f"({q[0]['count']})" if q else ""),
+                               "find what holds these locks (long transactions, migrations) and shorten it; retry "
+                               "the statements that use lock_timeout or NOWAIT",
+                               value=lk["failures"], data={"queries": q[:5]}))
         return out
 
     @staticmethod
