@@ -578,3 +578,170 @@ def test_files_changed_during_the_archive_become_warnings_of_the_run(tmp_path: P
     [f] = findings
     assert (f.check, f.severity, f.subject) == ("backup.file_changed", Severity.WARNING, str(root / "a.txt"))
     assert Result(findings=findings).final_status == "warn"
+
+
+def _tamper_archive(cli: Any, cfg: Path, tmp_path: Path, age_key: AgeKey, name: str, edit: Any) -> None:
+    """Rewrite the stored tar object ``name`` through ``edit(members)`` (a list of ``(TarInfo, data)``), encrypted
+    and with its manifest record updated, as if the backup had been written so (the catalog records it)."""
+    [mpath] = list((tmp_path / "store").rglob("manifest.json"))
+    obj = mpath.parent / name
+    dec = subprocess.run(["age", "-d", "-i", str(age_key.identity), str(obj)], check=True, capture_output=True)
+    raw = subprocess.run(["zstd", "-d", "-c"], input=dec.stdout, check=True, capture_output=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(raw)) as tf:
+        members = [(m, tf.extractfile(m).read() if m.isreg() else None) for m in tf.getmembers()]  # type: ignore[union-attr]
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        for m, data in edit(members):
+            tf.addfile(m, io.BytesIO(data) if data is not None else None)
+    z = subprocess.run(["zstd", "-q", "-c"], input=out.getvalue(), check=True, capture_output=True).stdout
+    enc = subprocess.run(["age", "-r", age_key.recipient], input=z, check=True, capture_output=True).stdout
+    obj.write_bytes(enc)
+    m = json.loads(mpath.read_text())
+    rec = next(o for o in m["objects"] if o["name"] == name)
+    rec.update(size=len(enc), sha256=hashlib.sha256(enc).hexdigest(), raw_size=len(out.getvalue()))
+    rewrite_manifest(cli, cfg, mpath, m)
+
+
+def _member(name: str, data: bytes | None = None, *, link: str | None = None, kind: bytes = tarfile.REGTYPE
+            ) -> tuple[tarfile.TarInfo, bytes | None]:
+    ti = tarfile.TarInfo(name)
+    ti.mode = 0o644
+    if link is not None:
+        ti.type, ti.linkname = tarfile.SYMTYPE, link
+    else:
+        ti.type = kind
+        ti.size = len(data or b"")
+    return ti, data
+
+
+@pytest.mark.parametrize("extra", ["file", "symlink", "dir", "second-copy", "hard-link"])
+def test_verify_fails_on_an_archive_member_the_manifest_does_not_list(
+        cli: Any, make_config: Any, tmp_path: Path, app_tree: Path, age_key: AgeKey, extra: str) -> None:
+    """A restore extracts the whole archive: a member the manifest does not vouch for (an added file, link or
+    directory, a second copy of a listed name, a hard link) fails verify, naming it."""
+    cfg = _config(make_config, tmp_path, app_tree, age_key, {"exclude": ["node_modules"]})
+    r = cli(["--config", cfg, "run", "app-backup", "--json"])
+    assert r.code == 0, r.output
+    rel = str(app_tree).lstrip("/")
+    added = {"file": _member(f"{rel}/planted.js", b"evil()\n"),
+             "symlink": _member(f"{rel}/planted", link="/etc"),
+             "dir": _member(f"{rel}/planted.d", kind=tarfile.DIRTYPE),
+             "second-copy": _member(f"{rel}/app.js", b"evil()\n"),
+             "hard-link": _member(f"{rel}/planted.js", kind=tarfile.LNKTYPE)}[extra]
+    if extra == "hard-link":
+        added[0].linkname = f"{rel}/app.js"
+    _tamper_archive(cli, cfg, tmp_path, age_key, "files.tar.zst.age", lambda ms: [*ms, added])
+    r = cli(["--config", cfg, "run", "app-verify", "--json"])
+    assert r.code == 1, r.output
+    summary = r.json()[0]["summary"]
+    want = "app.js more than once" if extra == "second-copy" else "which the manifest does not list"
+    assert "files.tar.zst.age" in summary and added[0].name in summary and want in summary, summary
+
+
+@pytest.mark.parametrize("trick", ["dotdot", "absolute", "symlink-then-file", "symlink-then-dir", "link-to-dotdot",
+                                   "unlisted"])
+def test_restore_never_writes_outside_the_directory(cli: Any, make_config: Any, tmp_path: Path, app_tree: Path,
+                                                    age_key: AgeKey, trick: str) -> None:
+    """A set planted on the storage (anyone who may write there can encrypt to the public recipient, and
+    'backups sync' records what it finds) must not make 'backups restore --to DIR' write outside DIR: names
+    with '..', absolute names, a symlink extracted first and then written through, a member the manifest
+    does not list.  The restore fails naming the member, and nothing lands outside DIR."""
+    cfg = _config(make_config, tmp_path, app_tree, age_key, {"exclude": ["node_modules"]})
+    r = cli(["--config", cfg, "run", "app-backup", "--json"])
+    assert r.code == 0, r.output
+    bid = r.json()[0]["artifacts"][0]["id"]
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    rel = str(app_tree).lstrip("/")
+    planted = {
+        "dotdot": [_member("../../../../../../../../../../.." + str(victim / "pwned"), b"pwned\n")],
+        "absolute": [_member(str(victim / "pwned"), b"pwned\n")],
+        "symlink-then-file": [_member(f"{rel}/lnk", link=str(victim)), _member(f"{rel}/lnk/pwned", b"pwned\n")],
+        "symlink-then-dir": [_member(f"{rel}/lnk", link=str(victim)),
+                             _member(f"{rel}/lnk/sub", kind=tarfile.DIRTYPE)],
+        "link-to-dotdot": [_member(f"{rel}/lnk", link="../../../../../../../../../../.." + str(victim)),
+                           _member(f"{rel}/lnk/pwned", b"pwned\n")],
+        "unlisted": [_member(f"{rel}/pwned.js", b"pwned\n")],
+    }[trick]
+    [mpath] = list((tmp_path / "store").rglob("manifest.json"))
+    m = json.loads(mpath.read_text())
+    files = m["files"]["archives"]["files.tar.zst.age"]["files"]
+    if trick != "unlisted":  # the planter writes a manifest that lists what they add
+        for ti, data in planted:
+            files.append({"path": ti.name, "type": "symlink" if ti.issym() else "dir" if ti.isdir() else "file",
+                          "mode": 0o644, **({"target": ti.linkname} if ti.issym() else {}),
+                          **({"size": len(data), "sha256": hashlib.sha256(data).hexdigest()} if data else {})})
+    mpath.write_text(json.dumps(m))
+    _tamper_archive(cli, cfg, tmp_path, age_key, "files.tar.zst.age", lambda ms: [*ms, *planted])
+    dest = tmp_path / "restored"
+    r = cli(["--config", cfg, "backups", "restore", bid, "--to", dest])
+    assert r.code == 1, r.output
+    assert "Traceback" not in r.output and "files.tar.zst.age" in r.output, r.output
+    assert list(victim.iterdir()) == [], r.output
+    assert not list(tmp_path.glob("**/pwned*")) or all(dest in p.parents for p in tmp_path.glob("**/pwned*"))
+
+
+def test_restore_keeps_modes_mtimes_and_symlinks(cli: Any, make_config: Any, tmp_path: Path, age_key: AgeKey
+                                                 ) -> None:
+    """What was backed up comes back as it was: a group-writable upload directory stays group-writable (the app's
+    workers write there), a private key stays 0600, mtimes of files and directories are kept, symlinks (relative
+    and absolute) point where they pointed, empty directories exist."""
+    root = tmp_path / "srv" / "app"
+    (root / "storage" / "uploads").mkdir(parents=True)
+    (root / "empty").mkdir()
+    (root / "storage" / "uploads" / "a.jpg").write_bytes(b"\xff\xd8jpeg")
+    (root / "key.pem").write_text("KEY\n")
+    (root / "bin.sh").write_text("#!/bin/sh\n")
+    (root / "current").symlink_to("storage")
+    (root / "abs").symlink_to("/etc/hostname")
+    os.chmod(root / "key.pem", 0o600)
+    os.chmod(root / "bin.sh", 0o750)
+    os.chmod(root / "storage" / "uploads", 0o2775)
+    os.chmod(root / "storage", 0o775)
+    os.utime(root / "key.pem", (1_600_000_000, 1_600_000_000))
+    os.utime(root / "storage" / "uploads", (1_500_000_000, 1_500_000_000))
+    cfg = _config(make_config, tmp_path, root, age_key, {})
+    _, _, dest = _backup_verify_restore(cli, cfg, tmp_path)
+    got = dest / str(root).lstrip("/")
+    setgid = 0o2000 if os.geteuid() == 0 else 0
+    assert stat_mode(got / "storage") == 0o775 and stat_mode(got / "storage" / "uploads") == 0o775 | setgid
+    assert stat_mode(got / "key.pem") == 0o600 and stat_mode(got / "bin.sh") == 0o750
+    assert (got / "key.pem").stat().st_mtime == 1_600_000_000
+    assert (got / "storage" / "uploads").stat().st_mtime == 1_500_000_000
+    assert os.readlink(got / "current") == "storage" and os.readlink(got / "abs") == "/etc/hostname"
+    assert (got / "empty").is_dir() and (got / "storage" / "uploads" / "a.jpg").read_bytes() == b"\xff\xd8jpeg"
+
+
+def stat_mode(p: Path) -> int:
+    return p.stat().st_mode & 0o7777
+
+
+def test_restore_with_force_never_writes_through_links_in_the_directory(
+        cli: Any, make_config: Any, tmp_path: Path, app_tree: Path, age_key: AgeKey) -> None:
+    """--force into a directory that holds symlinks where the backup has a directory or a file (a previous
+    restore's 'current' link, or something planted): the links are replaced or refused, never written
+    through, so nothing outside the directory changes."""
+    cfg = _config(make_config, tmp_path, app_tree, age_key, {"exclude": ["node_modules"]})
+    r = cli(["--config", cfg, "run", "app-backup", "--json"])
+    assert r.code == 0, r.output
+    bid = r.json()[0]["artifacts"][0]["id"]
+    rel = str(app_tree).lstrip("/")
+    outside = tmp_path / "precious"
+    outside.mkdir()
+    (outside / "app.js").write_text("precious\n")
+    dest = tmp_path / "restored"
+    (dest / rel).mkdir(parents=True)
+    (dest / rel / "app.js").symlink_to(outside / "app.js")  # a file's name is a link out
+    r = cli(["--config", cfg, "backups", "restore", bid, "--to", dest, "--force"])
+    assert r.code == 0, r.output
+    assert (outside / "app.js").read_text() == "precious\n"
+    assert not (dest / rel / "app.js").is_symlink() and (dest / rel / "app.js").read_text() == "console.log('hi')\n"
+
+    shutil.rmtree(dest)
+    (dest / rel).mkdir(parents=True)
+    (dest / rel / "public").symlink_to(outside)  # a directory's name is a link out
+    r = cli(["--config", cfg, "backups", "restore", bid, "--to", dest, "--force"])
+    assert sorted(p.name for p in outside.iterdir()) == ["app.js"], r.output
+    assert r.code == 0, r.output
+    assert (dest / rel / "public").is_dir() and not (dest / rel / "public").is_symlink()
+    assert (dest / rel / "public" / "img" / "logo.png").stat().st_size == 256 * 40
