@@ -580,6 +580,45 @@ def test_files_changed_during_the_archive_become_warnings_of_the_run(tmp_path: P
     assert Result(findings=findings).final_status == "warn"
 
 
+def test_a_file_that_shrinks_while_being_read_is_padded_and_named(tmp_path: Path) -> None:
+    """logrotate's copytruncate empties a log half-way through its read: the backup goes on (not a failure of
+    the whole set), the member is what was read padded with zeros to the header's size (as GNU tar), the
+    manifest line says how many bytes are padding, its hash is of the member, and a warning names the file."""
+    from upkeeper.backup.files import walk, write_tar
+
+    root = tmp_path / "app"
+    root.mkdir()
+    log = root / "app.log"
+    log.write_bytes(b"L" * (4 << 20))
+    (root / "z.txt").write_text("after the log\n")
+    w = walk([root], [])
+    fired: list[int] = []
+    buf = io.BytesIO()
+
+    def sink(b: bytes) -> None:
+        buf.write(b)
+        if not fired:  # logrotate truncates the log after the first MiB is archived
+            fired.append(1)
+            os.truncate(log, 0)
+
+    changed: list[tuple[str, str]] = []
+    listed = write_tar(w.entries, sink, changed=changed)
+    assert fired
+    [(path, what)] = changed
+    assert path == str(log) and "shrank by" in what and "padded with zeros" in what, what
+    item = next(f for f in listed if f["path"].endswith("app.log"))
+    with tarfile.open(fileobj=io.BytesIO(buf.getvalue())) as tf:
+        fh = tf.extractfile(tf.getmember(item["path"]))
+        assert fh is not None
+        data = fh.read()
+        z = tf.extractfile(tf.getmember(str(root / "z.txt").lstrip("/")))
+        assert z is not None and z.read() == b"after the log\n"
+    read = len(data) - item["padded"]
+    assert len(data) == item["size"] == 4 << 20 and 0 < read < len(data)
+    assert data[:read] == b"L" * read and data[read:] == bytes(item["padded"])
+    assert item["sha256"] == hashlib.sha256(data).hexdigest()
+
+
 def _tamper_archive(cli: Any, cfg: Path, tmp_path: Path, age_key: AgeKey, name: str, edit: Any) -> None:
     """Rewrite the stored tar object ``name`` through ``edit(members)`` (a list of ``(TarInfo, data)``), encrypted
     and with its manifest record updated, as if the backup had been written so (the catalog records it)."""
@@ -745,3 +784,48 @@ def test_restore_with_force_never_writes_through_links_in_the_directory(
     assert r.code == 0, r.output
     assert (dest / rel / "public").is_dir() and not (dest / rel / "public").is_symlink()
     assert (dest / rel / "public" / "img" / "logo.png").stat().st_size == 256 * 40
+
+
+def test_a_shrunk_file_restores_as_read(cli: Any, make_config: Any, tmp_path: Path, age_key: AgeKey) -> None:
+    """A real run during which logrotate (copytruncate) empties a log: the run warns naming it instead of
+    failing, its set verifies (the manifest describes the padded member), and 'backups restore' cuts the
+    padding off: the restored log is the bytes that were read, with the mtime it had."""
+    import time
+
+    root = tmp_path / "srv" / "app"
+    root.mkdir(parents=True)
+    log = root / "app.log"
+    data = os.urandom(96 << 20)  # incompressible and larger than what the pipeline buffers before the pause
+    log.write_bytes(data)
+    os.utime(log, (1_600_000_000, 1_600_000_000))
+    cfg = _config(make_config, tmp_path, root, age_key, {})
+    mark = tmp_path / "at-fault-point"
+    env = {**os.environ, "UPKEEPER_FAULT_PAUSE": "during-upload:3", "UPKEEPER_FAULT_MARK": str(mark),
+           "PYTHONPATH": os.pathsep.join(sys.path)}
+    p = subprocess.Popen([sys.executable, "-m", "upkeeper", "--config", str(cfg), "run", "app-backup", "--json"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while not mark.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert mark.exists(), "the backup never reached its upload"
+        os.truncate(log, 0)  # while the archive is being written and the upload is paused
+        out, err = p.communicate(timeout=300)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 0, err.decode()
+    run = json.loads(out)[0]
+    assert run["status"] == "warn", run
+    [f] = [f for f in run["findings"] if f["check"] == "backup.file_changed"]
+    assert f["subject"] == str(log) and "shrank by" in f["message"], f
+    bid = run["artifacts"][0]["id"]
+    v = cli(["--config", cfg, "run", "app-verify", "--json"])
+    assert v.code == 0 and v.json()[0]["status"] == "ok", v.output
+    dest = tmp_path / "restored"
+    r = cli(["--config", cfg, "backups", "restore", bid, "--to", dest])
+    assert r.code == 0, r.output
+    got = dest / str(log).lstrip("/")
+    restored = got.read_bytes()
+    assert 0 < len(restored) < len(data) and restored == data[:len(restored)]
+    assert got.stat().st_mtime == 1_600_000_000

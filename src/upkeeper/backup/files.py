@@ -226,16 +226,27 @@ def _tarinfo(arcname: str, st: os.stat_result, type_: bytes, size: int = 0, link
 
 
 class _HashingReader:
+    """Hands tarfile the file's data, hashing it.  A file that ends before the size its header declares (it
+    shrank while being read: a log truncated by logrotate) is padded with zeros to that size, as GNU tar does
+    ("File shrank by N bytes; padding with zeros"): the archive stays sound and the hash is of what it holds."""
+
     def __init__(self, fh: Any) -> None:
         self.fh = fh
         self.sha = hashlib.sha256()
-        self.n = 0
+        self.n = 0  # bytes read from the file
+        self.padded = 0  # zero bytes handed out after the file ended early
 
     def read(self, size: int = -1) -> bytes:
-        b = self.fh.read(size)
+        b = b"" if self.padded else bytes(self.fh.read(size))
+        if size > 0 and len(b) < size:  # tarfile asks for exactly the declared size: anything short is a shrink
+            pad = size - len(b)
+            self.n += len(b)
+            self.padded += pad
+            b += bytes(pad)
+        else:
+            self.n += len(b)
         self.sha.update(b)
-        self.n += len(b)
-        return bytes(b)
+        return b
 
 
 def _changed(changed: list[tuple[str, str]] | None, e: Entry, what: str) -> None:
@@ -250,7 +261,8 @@ def write_tar(entries: Sequence[Entry], write: Callable[[bytes], Any], *, hashes
     A file that is no longer the regular file the walk found (replaced by a symlink, a FIFO, another file, or
     reached through a directory swapped since) is not read: it is left out and named in ``changed`` as
     ``(path, what happened)``, for a warning.  A file modified while it was read is archived as read and
-    named there too.
+    named there too; one that shrank is padded with zeros to its size at the start (its manifest line says
+    how many bytes in ``padded``, which a restore cuts off).
     """
     out = _Buffered(write)
     listed: list[dict[str, Any]] = []
@@ -283,10 +295,14 @@ def write_tar(entries: Sequence[Entry], write: Callable[[bytes], Any], *, hashes
                     try:
                         tf.addfile(ti, reader)
                     except OSError as exc:
-                        raise BackupError(f"reading {e.path}: {exc.strerror or exc} (it shrank while being "
-                                          "archived?)") from None
+                        raise BackupError(f"cannot read {e.path}: {exc.strerror or exc}",
+                                          "Try: check the disk (dmesg), or exclude the file") from None
                     after = os.fstat(fd)
-                    if (after.st_size, after.st_mtime_ns, after.st_ctime_ns) != (
+                    if reader.padded:
+                        _changed(changed, e, f"shrank by {reader.padded} bytes while being read (truncated, e.g. "
+                                             f"by logrotate); archived as read ({reader.n} bytes), padded with "
+                                             f"zeros to its size at the start ({ti.size} bytes)")
+                    elif (after.st_size, after.st_mtime_ns, after.st_ctime_ns) != (
                             st.st_size, st.st_mtime_ns, st.st_ctime_ns):
                         # as GNU tar's "file changed as we read it": the manifest's hash is of what was archived,
                         # which may be neither the old nor the new content
@@ -294,6 +310,8 @@ def write_tar(entries: Sequence[Entry], write: Callable[[bytes], Any], *, hashes
                 item: dict[str, Any] = {"path": e.arcname, "type": "file", "mode": ti.mode, "size": ti.size}
                 if hashes:
                     item["sha256"] = reader.sha.hexdigest()
+                if reader.padded:  # size and hash are of the member; its last `padded` bytes are not the file's
+                    item["padded"] = reader.padded
                 listed.append(item)
                 continue
             # a directory or symlink as the walk found it: a fresh lstat could find a regular file put in its

@@ -294,8 +294,10 @@ class _SafeExtract:
         self.object_name = object_name
         self.dest = dest
         self.kinds = {member_name(str(f["path"])): str(f.get("type", "file")) for f in listed}
+        self.padded = {member_name(str(f["path"])): int(f["padded"]) for f in listed if f.get("padded")}
         self.seen: set[str] = set()
         self.links: set[str] = set()
+        self.mtimes: dict[str, float] = {}
         self.mode_mask = 0o7777 if os.geteuid() == 0 else 0o1777
 
     def refuse(self, ti: tarfile.TarInfo, why: str) -> BackupError:
@@ -327,7 +329,22 @@ class _SafeExtract:
             raise self.refuse(ti, f"{target} is a directory")
         if kind == "symlink":
             self.links.add(name)
+        elif kind == "file":
+            self.mtimes[name] = ti.mtime
         return ti.replace(name=name, mode=ti.mode & self.mode_mask, deep=False)
+
+    def trim_padding(self) -> None:
+        """A file that shrank while it was archived is stored padded with zeros (its manifest line says how many
+        bytes): cut them off, so the restored file is what was read."""
+        for name, pad in self.padded.items():
+            if name not in self.mtimes:
+                continue
+            fd = os.open(self.dest / name, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            try:
+                os.ftruncate(fd, max(0, os.fstat(fd).st_size - pad))
+                os.utime(fd, (self.mtimes[name], self.mtimes[name]))
+            finally:
+                os.close(fd)
 
 
 def extract_files(tar_path: Path, dest: Path, object_name: str, listed: Sequence[dict[str, Any]]) -> int:
@@ -337,6 +354,7 @@ def extract_files(tar_path: Path, dest: Path, object_name: str, listed: Sequence
         with tarfile.open(tar_path, "r:") as tf:
             tf.extractall(dest, filter=guard)
             n = len(tf.getmembers())
+        guard.trim_padding()
     except (OSError, tarfile.TarError, EOFError) as exc:
         raise BackupError(f"extracting {object_name} into {dest} failed: {exc}; {dest} holds what was extracted "
                           "before it", "Try: check the directory's permissions and free space") from None
