@@ -829,3 +829,26 @@ def test_a_shrunk_file_restores_as_read(cli: Any, make_config: Any, tmp_path: Pa
     restored = got.read_bytes()
     assert 0 < len(restored) < len(data) and restored == data[:len(restored)]
     assert got.stat().st_mtime == 1_600_000_000
+
+
+def test_exclude_patterns_match_as_documented(cli: Any, make_config: Any, tmp_path: Path, age_key: AgeKey) -> None:
+    """A name matches anywhere; a path with '/' from the root ('/cache' only the root's cache, not
+    storage/cache); an absolute path that path, also when the app root is a symlink (/srv/app →
+    releases/42) and the pattern names it through the link or through the release."""
+    release = tmp_path / "srv" / "releases" / "42"
+    for d in ("cache", "storage/cache", "storage/logs", "public"):
+        (release / d).mkdir(parents=True)
+        (release / d / "f.txt").write_text(d + "\n")
+    (release / "public" / "debug.log").write_text("log\n")
+    app = tmp_path / "srv" / "app"
+    app.symlink_to(release)
+    cfg = _config(make_config, tmp_path, app, age_key,
+                  {"exclude": ["/cache", "*.log", str(app / "storage" / "cache") + "/", str(release / "storage/logs")]})
+    r = cli(["--config", cfg, "run", "app-backup", "--json"])
+    assert r.code == 0, r.output
+    [mpath] = list((tmp_path / "store").rglob("manifest.json"))
+    rel = str(release).lstrip("/")
+    kept = sorted(f["path"].removeprefix(rel + "/") for f in
+                  json.loads(mpath.read_text())["files"]["archives"]["files.tar.zst.age"]["files"]
+                  if f["type"] == "file")
+    assert kept == ["public/f.txt"], kept

@@ -47,17 +47,26 @@ class Walk:
     changed: list[tuple[str, str]] = field(default_factory=list)
 
 
-def excluded(rel: str, patterns: Sequence[str]) -> bool:
-    """``node_modules`` matches that name anywhere; ``*.log`` any file name; ``a/b/*`` a path (from the root)."""
+def excluded(rel: str, patterns: Sequence[str], absolute: Sequence[str] = ()) -> bool:
+    """``node_modules`` matches that name anywhere; ``*.log`` any file name; ``a/b/*`` or ``/cache`` a path from
+    the root; an absolute path (``/srv/app/storage/cache``) that path, by any of the names in ``absolute``
+    (the entry's path as configured, as walked, and with symlinks resolved).  A trailing ``/`` is ignored."""
     name = rel.rsplit("/", 1)[-1]
     for pat in patterns:
+        anchored = pat.startswith("/")
         pat = pat.strip("/")
-        if "/" in pat:
-            if fnmatch.fnmatchcase(rel, pat) or rel.startswith(pat + "/"):
+        if not pat:
+            continue
+        if anchored or "/" in pat:
+            if _path_match(rel, pat) or (anchored and any(_path_match(a.lstrip("/"), pat) for a in absolute)):
                 return True
         elif fnmatch.fnmatchcase(name, pat):
             return True
     return False
+
+
+def _path_match(path: str, pat: str) -> bool:
+    return fnmatch.fnmatchcase(path, pat) or path.startswith(pat + "/")
 
 
 def walk(roots: Sequence[Path], exclude: Sequence[str], skip: Callable[[str], bool] = lambda real: False) -> Walk:
@@ -73,12 +82,13 @@ def walk(roots: Sequence[Path], exclude: Sequence[str], skip: Callable[[str], bo
     """
     out = Walk()
     seen: set[str] = set()
-    real_root = ""
+    real_root = given_root = ""
 
     def add(p: Path, rel_for_exclude: str, st: os.stat_result | None = None, target: str | None = None) -> bool:
         arc = str(p).lstrip("/")
         real = os.path.join(real_root, rel_for_exclude) if rel_for_exclude else real_root
-        if arc in seen or skip(real) or (rel_for_exclude and excluded(rel_for_exclude, exclude)):
+        if arc in seen or skip(real) or (rel_for_exclude and excluded(
+                rel_for_exclude, exclude, (os.path.join(given_root, rel_for_exclude), str(p), real))):
             return False
         if st is None:
             try:
@@ -147,6 +157,7 @@ def walk(roots: Sequence[Path], exclude: Sequence[str], skip: Callable[[str], bo
 
     for root in roots:
         root = Path(os.path.abspath(root))
+        given_root = str(root)
         if root.is_symlink():  # a configured path that is a link (e.g. releases/current): take what it names
             root = root.resolve()
         real_root = os.path.realpath(root)  # the walk below never follows links, so entries extend it
