@@ -852,3 +852,26 @@ def test_exclude_patterns_match_as_documented(cli: Any, make_config: Any, tmp_pa
                   json.loads(mpath.read_text())["files"]["archives"]["files.tar.zst.age"]["files"]
                   if f["type"] == "file")
     assert kept == ["public/f.txt"], kept
+
+
+def test_the_catalog_keeps_file_counts_not_file_lists(cli: Any, make_config: Any, tmp_path: Path, age_key: AgeKey
+                                                      ) -> None:
+    """A set of many files: its manifest.json lists every file (verify and restore read it there), but the
+    catalog row (loaded by every 'backups list') keeps only how many were listed, before and after a
+    'backups sync' — 200,000 files made 54 MB per row and 'backups list' of 20 backups took 22 s and 2.9 GB."""
+    root = tmp_path / "srv" / "app"
+    for i in range(20):
+        (root / "uploads" / f"{i:02d}").mkdir(parents=True)
+        for j in range(100):
+            (root / "uploads" / f"{i:02d}" / f"img_{j:04d}.jpg").write_bytes(b"x")
+    cfg = _config(make_config, tmp_path, root, age_key, {})
+    run, files, dest = _backup_verify_restore(cli, cfg, tmp_path)
+    assert len([f for f in files.values() if f["type"] == "file"]) == 2000
+    assert (dest / str(root).lstrip("/") / "uploads" / "19" / "img_0099.jpg").read_bytes() == b"x"
+    bid = run["artifacts"][0]["id"]
+    for _ in ("written", "synced"):
+        row = cli(["--config", cfg, "backups", "show", bid, "--json"]).json()
+        archive = row["manifest"]["files"]["archives"]["files.tar.zst.age"]
+        assert "files" not in archive and archive["files_listed"] == 2022, archive  # 2000 files, 22 directories
+        assert len(json.dumps(row)) < 5000
+        assert cli(["--config", cfg, "backups", "sync", "--json"]).code == 0
