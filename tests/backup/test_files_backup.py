@@ -875,3 +875,28 @@ def test_the_catalog_keeps_file_counts_not_file_lists(cli: Any, make_config: Any
         assert "files" not in archive and archive["files_listed"] == 2022, archive  # 2000 files, 22 directories
         assert len(json.dumps(row)) < 5000
         assert cli(["--config", cfg, "backups", "sync", "--json"]).code == 0
+
+
+def test_a_sparse_file_restores_sparse(cli: Any, make_config: Any, tmp_path: Path, age_key: AgeKey) -> None:
+    """A 256 MiB file with a few bytes of data (a VM image, /var/log/lastlog with large UIDs) is archived with its
+    zeros; the restore writes them as holes, so it takes about the disk space the original took, not 256 MiB."""
+    root = tmp_path / "srv" / "app"
+    root.mkdir(parents=True)
+    sparse = root / "lastlog"
+    with open(sparse, "wb") as fh:
+        fh.write(b"head")
+        fh.seek(128 << 20)
+        fh.write(b"middle")
+        fh.truncate(256 << 20)
+    if sparse.stat().st_blocks * 512 > 1 << 20:
+        pytest.skip("this file system does not keep holes")
+    cfg = _config(make_config, tmp_path, root, age_key, {})
+    _, files, dest = _backup_verify_restore(cli, cfg, tmp_path)
+    got = dest / str(sparse).lstrip("/")
+    st = got.stat()
+    assert st.st_size == 256 << 20 and st.st_blocks * 512 < 1 << 20, st
+    with open(got, "rb") as fh:
+        assert fh.read(4) == b"head"
+        fh.seek(128 << 20)
+        assert fh.read(6) == b"middle"
+    assert files[str(sparse).lstrip("/")]["sha256"] == hashlib.sha256(sparse.read_bytes()).hexdigest()

@@ -347,11 +347,39 @@ class _SafeExtract:
                 os.close(fd)
 
 
+_BLOCK = 1 << 16
+_ZEROS = bytes(_BLOCK)
+
+
+class _HoleTarFile(tarfile.TarFile):
+    """Writes each all-zero 64 KiB block of a file as a hole: a sparse file (a VM image, /var/log/lastlog with
+    large UIDs), archived with its zeros, comes back sparse instead of filling the disk."""
+
+    def makefile(self, tarinfo: tarfile.TarInfo, targetpath: str | bytes | os.PathLike[str] | os.PathLike[bytes]
+                 ) -> None:
+        source = self.fileobj
+        assert source is not None
+        source.seek(tarinfo.offset_data)
+        with open(targetpath, "wb") as target:
+            left = tarinfo.size
+            while left:
+                buf = source.read(min(_BLOCK, left))
+                if not buf:
+                    raise tarfile.ReadError("unexpected end of data")
+                if buf == _ZEROS[:len(buf)]:
+                    target.seek(len(buf), os.SEEK_CUR)
+                else:
+                    target.write(buf)
+                left -= len(buf)
+            target.truncate()  # the file's size, when it ends in a hole
+
+
 def extract_files(tar_path: Path, dest: Path, object_name: str, listed: Sequence[dict[str, Any]]) -> int:
-    """Extract a files set's tar object into ``dest`` (see :class:`_SafeExtract`).  Returns its member count."""
+    """Extract a files set's tar object into ``dest`` (see :class:`_SafeExtract`); all-zero blocks become holes.
+    Returns the member count."""
     guard = _SafeExtract(object_name, dest, listed)
     try:
-        with tarfile.open(tar_path, "r:") as tf:
+        with _HoleTarFile.open(tar_path, "r:") as tf:
             tf.extractall(dest, filter=guard)
             n = len(tf.getmembers())
         guard.trim_padding()
