@@ -38,9 +38,11 @@ def app_tree(tmp_path: Path) -> Path:
 
 
 def _config(make_config: Any, tmp_path: Path, root: Path, age_key: AgeKey, options: dict[str, Any],
-            encrypt: bool = True) -> Path:
+            encrypt: bool | str = True) -> Path:
     backup: dict[str, Any] = {}
-    if encrypt:
+    if encrypt == "none":
+        backup["encryption"] = "none"
+    elif encrypt:
         backup["encryption"] = {"recipients": [age_key.recipient], "identity_file": str(age_key.identity)}
     return make_config({
         "targets": {"web": {"kind": "app", "root": str(root)}},
@@ -158,12 +160,19 @@ def test_changed_file_after_backup_fails_verify(cli: Any, make_config: Any, tmp_
     assert "app.js does not match its SHA-256" in r.json()[0]["summary"]
 
 
+@pytest.mark.parametrize("encryption", ["unset", "none"])
 def test_secrets_without_encryption_are_refused(cli: Any, make_config: Any, tmp_path: Path, app_tree: Path,
-                                                age_key: AgeKey) -> None:
-    cfg = _config(make_config, tmp_path, app_tree, age_key, {"secret_paths": [".env"]}, encrypt=False)
+                                                age_key: AgeKey, encryption: str) -> None:
+    """secret_paths are never stored unencrypted, also not with 'encryption: none': the config is refused when
+    it loads ('config check' names the option), not by a run failing every night."""
+    cfg = _config(make_config, tmp_path, app_tree, age_key, {"secret_paths": [".env"]},
+                  encrypt="none" if encryption == "none" else False)
+    r = cli(["--config", cfg, "config", "check"])
+    assert r.code == 2, r.output
+    flat = " ".join(r.output.split())
+    assert "app-backup -> options -> secret_paths" in flat and "always stored encrypted" in flat, r.output
     r = cli(["--config", cfg, "run", "app-backup", "--json"])
-    assert r.code == 1
-    assert "secret_paths must be encrypted" in r.json()[0]["summary"]
+    assert r.code == 2 and "secret_paths" in r.output
     assert not list((tmp_path / "store").rglob("*.tar*"))
 
 

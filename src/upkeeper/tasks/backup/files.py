@@ -46,7 +46,8 @@ class FilesBackupOptions(TaskOptions):
                                "root, an absolute path ('/srv/app/storage/cache') that path. "
                                "Source: upkeeper (not set by default)")
     secret_paths: list[str] = Field(default_factory=list, description="files/directories (e.g. '.env') stored in "
-                                    "a separate archive that is always encrypted, and left out of the main one. "
+                                    "a separate archive that is always encrypted (a config error without backup.encryption), and left out "
+                                    "of the main one. "
                                     "Source: upkeeper (not set by default)")
     storages: list[str] | None = Field(None, description="storages to write to (default: backup.storages). "
             "Source: upkeeper (not set by default)")
@@ -79,6 +80,17 @@ class FilesBackup(Task[FilesBackupOptions]):
     @classmethod
     def series_key(cls, options: Any) -> tuple[str, str] | None:
         return ("set", safe_component(options.set_name)) if isinstance(options, FilesBackupOptions) else None
+
+    @classmethod
+    def config_problems(cls, options: Any, config: Any) -> list[tuple[str, str, str]]:
+        if isinstance(options, FilesBackupOptions) and options.secret_paths and \
+                config.backup.encryption_settings() is None:
+            how = "'none'" if config.backup.unencrypted_explicit else "not configured"
+            return [("secret_paths", f"secret_paths are always stored encrypted, but backup.encryption is {how}: "
+                     "every run would fail",
+                     "Try: set backup -> encryption -> recipients (age public keys), or list the files under "
+                     "'paths' instead")]
+        return []
 
     def run(self, ctx: TaskContext, options: FilesBackupOptions) -> Result:
         target = ctx.require_target()
