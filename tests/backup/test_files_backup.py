@@ -686,6 +686,21 @@ def test_verify_fails_on_an_archive_member_the_manifest_does_not_list(
     assert "files.tar.zst.age" in summary and added[0].name in summary and want in summary, summary
 
 
+def test_verify_fails_on_a_listed_directory_missing_from_the_archive(
+        cli: Any, make_config: Any, tmp_path: Path, app_tree: Path, age_key: AgeKey) -> None:
+    """An empty directory the manifest lists (an uploads dir the app needs) but the archive lacks fails verify."""
+    (app_tree / "uploads").mkdir()
+    cfg = _config(make_config, tmp_path, app_tree, age_key, {"exclude": ["node_modules"]})
+    r = cli(["--config", cfg, "run", "app-backup", "--json"])
+    assert r.code == 0, r.output
+    gone = str(app_tree / "uploads").lstrip("/")
+    _tamper_archive(cli, cfg, tmp_path, age_key, "files.tar.zst.age", lambda ms: [m for m in ms if m[0].name != gone])
+    r = cli(["--config", cfg, "run", "app-verify", "--json"])
+    assert r.code == 1, r.output
+    summary = r.json()[0]["summary"]
+    assert f"directory {gone} missing from the archive" in summary, summary
+
+
 @pytest.mark.parametrize("trick", ["dotdot", "absolute", "symlink-then-file", "symlink-then-dir", "link-to-dotdot",
                                    "unlisted"])
 def test_restore_never_writes_outside_the_directory(cli: Any, make_config: Any, tmp_path: Path, app_tree: Path,

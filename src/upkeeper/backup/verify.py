@@ -309,6 +309,8 @@ def _verify_files(fetcher: Fetcher, settings: BackupSettings, report: VerifyRepo
                     raise BackupError(f"object {rec.name}: symlink {f['path']} points to {links[path]!r}, "
                                       f"manifest says {f['target']!r}")
                 continue
+            if kind == "dir" and others.get(path) != "dir":
+                raise BackupError(f"object {rec.name}: directory {f['path']} missing from the archive")
             if kind != "file":
                 continue
             got = files.get(path)
