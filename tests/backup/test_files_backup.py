@@ -924,3 +924,24 @@ def test_a_sparse_file_restores_sparse(cli: Any, make_config: Any, tmp_path: Pat
         fh.seek(128 << 20)
         assert fh.read(6) == b"middle"
     assert files[str(sparse).lstrip("/")]["sha256"] == hashlib.sha256(sparse.read_bytes()).hexdigest()
+
+
+def test_paths_through_a_symlinked_directory_restore_beside_the_link(
+        cli: Any, make_config: Any, tmp_path: Path, age_key: AgeKey) -> None:
+    """/srv is backed up with its 'app → releases/42' link, and the secret is configured through the link
+    (/srv/app/.env): the archives name each file by its real path, so no member lies below a symlink member
+    and the restore (which refuses to write through links) gives back the link and the release with its .env."""
+    srv = tmp_path / "srv"
+    release = srv / "releases" / "42"
+    (release / "config").mkdir(parents=True)
+    (release / "app.js").write_text("console.log('hi')\n")
+    (release / ".env").write_text("SECRET_KEY=s3cr3t-value\n")
+    (srv / "app").symlink_to("releases/42")
+    cfg = _config(make_config, tmp_path, srv, age_key,
+                  {"paths": [str(srv), str(srv / "app" / "config")], "secret_paths": [str(srv / "app" / ".env")]})
+    _, files, dest = _backup_verify_restore(cli, cfg, tmp_path)
+    got = dest / str(srv).lstrip("/")
+    assert os.readlink(got / "app") == "releases/42"
+    assert (got / "releases" / "42" / ".env").read_text() == "SECRET_KEY=s3cr3t-value\n"
+    assert (got / "app" / "app.js").read_text() == "console.log('hi')\n"
+    assert not any(".env" in p for p in files)

@@ -2,7 +2,8 @@
 
 Symlinks are stored as symlinks and never followed, so nothing outside the
 configured trees is read; sockets, FIFOs and devices are skipped.  Entry names
-are the absolute paths without the leading ``/`` (as GNU tar writes them).
+are the real absolute paths (symlinked directories above a configured path resolved) without the leading
+``/`` (as GNU tar writes them).
 """
 
 from __future__ import annotations
@@ -156,11 +157,12 @@ def walk(roots: Sequence[Path], exclude: Sequence[str], skip: Callable[[str], bo
             os.close(fd)
 
     for root in roots:
-        root = Path(os.path.abspath(root))
-        given_root = str(root)
-        if root.is_symlink():  # a configured path that is a link (e.g. releases/current): take what it names
-            root = root.resolve()
-        real_root = os.path.realpath(root)  # the walk below never follows links, so entries extend it
+        given_root = os.path.abspath(root)
+        # archived under its real path: a configured path that is a link (releases/current) or lies below one
+        # (/srv/app/.env, app → releases/42) is named as what it is, so no member ever lies below a symlink
+        # member (which a restore would have to write through) and two names for one file are archived once
+        real_root = os.path.realpath(given_root)  # the walk below never follows links, so entries extend it
+        root = Path(real_root)
         if not add(root, ""):
             continue
         stack: list[tuple[Path, os.stat_result]] = [(root, out.entries[-1].st or os.lstat(root))]
