@@ -945,3 +945,22 @@ def test_paths_through_a_symlinked_directory_restore_beside_the_link(
     assert (got / "releases" / "42" / ".env").read_text() == "SECRET_KEY=s3cr3t-value\n"
     assert (got / "app" / "app.js").read_text() == "console.log('hi')\n"
     assert not any(".env" in p for p in files)
+
+
+def test_another_name_of_a_secret_file_goes_into_the_secrets_archive(
+        cli: Any, make_config: Any, tmp_path: Path, app_tree: Path, age_key: AgeKey) -> None:
+    """A hard link of .env elsewhere in the tree (a deploy script's 'ln .env shared/.env.previous') holds the
+    secret too: it is archived in the secrets archive (sizes only), not in the main one whose manifest lists
+    plaintext SHA-256s, and both names restore with the content."""
+    (app_tree / "shared").mkdir()
+    os.link(app_tree / ".env", app_tree / "shared" / ".env.previous")
+    cfg = _config(make_config, tmp_path, app_tree, age_key, {"exclude": ["node_modules"], "secret_paths": [".env"]})
+    _, main, dest = _backup_verify_restore(cli, cfg, tmp_path)
+    [mpath] = list((tmp_path / "store").rglob("manifest.json"))
+    text = mpath.read_text()
+    assert hashlib.sha256((app_tree / ".env").read_bytes()).hexdigest() not in text
+    rel = str(app_tree).lstrip("/")
+    assert f"{rel}/shared/.env.previous" not in main and f"{rel}/shared" in main
+    secrets = json.loads(text)["files"]["archives"]["secrets.tar.zst.age"]["files"]
+    assert sorted(f["path"] for f in secrets) == [f"{rel}/.env", f"{rel}/shared/.env.previous"]
+    assert (dest / rel / "shared" / ".env.previous").read_text().startswith("DATABASE_URL")

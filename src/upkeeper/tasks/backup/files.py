@@ -115,6 +115,7 @@ class FilesBackup(Task[FilesBackupOptions]):
         # by real path: through an app root that is a symlink, the main walk reaches .env by another name
         secret_set = {e.real for e in secret_walk.entries}
         main_walk = walk(paths, options.exclude, skip=lambda real: real in secret_set)
+        _move_secret_links(main_walk.entries, secret_walk.entries)
         for s in main_walk.skipped + secret_walk.skipped:
             findings.append(Finding("backup.file_skipped", Severity.INFO, s, "not archived (special file)"))
         for path, what in main_walk.changed + secret_walk.changed:
@@ -212,3 +213,19 @@ class FilesBackup(Task[FilesBackupOptions]):
             findings.append(Finding("backup.file_changed", Severity.WARNING, path, what))
         writer.add(upload.finish())
         return listed
+
+
+def _move_secret_links(main: list[Entry], secrets: list[Entry]) -> None:
+    """Another name of a secret file (a hard link: ``.env.previous`` made with ``ln``, a bind mount) holds the
+    secret too: it goes into the secrets archive with it, never into the main one (whose manifest lists
+    plaintext hashes)."""
+    inodes = {(e.st.st_dev, e.st.st_ino) for e in secrets if e.kind == "file" and e.st is not None}
+    if not inodes:
+        return
+    keep = []
+    for e in main:
+        if e.kind == "file" and e.st is not None and (e.st.st_dev, e.st.st_ino) in inodes:
+            secrets.append(e)
+        else:
+            keep.append(e)
+    main[:] = keep
