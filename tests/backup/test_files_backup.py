@@ -964,3 +964,28 @@ def test_another_name_of_a_secret_file_goes_into_the_secrets_archive(
     secrets = json.loads(text)["files"]["archives"]["secrets.tar.zst.age"]["files"]
     assert sorted(f["path"] for f in secrets) == [f"{rel}/.env", f"{rel}/shared/.env.previous"]
     assert (dest / rel / "shared" / ".env.previous").read_text().startswith("DATABASE_URL")
+
+
+def test_a_missing_app_root_is_named_not_called_excluded(cli: Any, make_config: Any, tmp_path: Path,
+                                                          age_key: AgeKey) -> None:
+    """The app target's root (the default path) does not exist: the run says so, not 'every path was excluded'."""
+    cfg = _config(make_config, tmp_path, tmp_path / "srv" / "gone", age_key, {})
+    r = cli(["--config", cfg, "run", "app-backup", "--json"])
+    assert r.code == 1, r.output
+    run = r.json()[0]
+    assert f"{tmp_path / 'srv' / 'gone'}, does not exist" in run["summary"], run["summary"]
+
+
+def test_a_backup_without_a_single_file_warns(cli: Any, make_config: Any, tmp_path: Path, age_key: AgeKey) -> None:
+    """Paths that hold only directories once excludes apply (an exclude that takes everything, an emptied
+    uploads dir) give a set, but the run warns (backup.empty) as an empty dump would be suspicious."""
+    root = tmp_path / "srv" / "app"
+    (root / "uploads").mkdir(parents=True)
+    (root / "uploads" / "a.log").write_text("x\n")
+    cfg = _config(make_config, tmp_path, root, age_key, {"exclude": ["*.log"]})
+    r = cli(["--config", cfg, "run", "app-backup", "--json"])
+    assert r.code == 0, r.output
+    run = r.json()[0]
+    assert run["status"] == "warn", run
+    [f] = [f for f in run["findings"] if f["check"] == "backup.empty"]
+    assert "no file archived" in f["message"] and str(root) in f["message"], f

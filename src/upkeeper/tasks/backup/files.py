@@ -106,6 +106,9 @@ class FilesBackup(Task[FilesBackupOptions]):
             if root is None:
                 raise TaskError("files.backup on a host target needs 'paths' or a 'preset'",
                                 "Try: options: {preset: nginx} or {paths: [/etc/myapp]}", permanent=True)
+            if not os.path.lexists(root):
+                raise TaskError(f"the root of target {target_name!r}, {root}, does not exist",
+                                "Try: fix the target's 'root', or give the job 'paths'", permanent=True)
             paths = [root]
         secrets = self._resolve(options.secret_paths, root, False, findings, "secret_paths")
         if not paths and not secrets:
@@ -142,6 +145,12 @@ class FilesBackup(Task[FilesBackupOptions]):
                 if not archives:
                     raise BackupError("nothing to archive: every path was excluded")
                 n_files = sum(1 for a in archives.values() for f in a["files"] if f["type"] == "file")
+                if n_files == 0:  # like an empty dump: most likely a wrong path or an exclude that takes all
+                    findings.append(Finding(
+                        "backup.empty", Severity.WARNING, options.set_name,
+                        "no file archived: nothing but directories and symlinks under "
+                        f"{', '.join(map(str, paths + secrets))} once excludes are applied",
+                        "check the job's paths and exclude"))
                 details = {"paths": [str(p) for p in paths], "secret_paths": [str(p) for p in secrets],
                            "exclude": options.exclude, "preset": options.preset, "files": n_files,
                            "archives": archives}
