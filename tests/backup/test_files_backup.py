@@ -795,6 +795,9 @@ def test_restore_with_force_never_writes_through_links_in_the_directory(
     dest = tmp_path / "restored"
     (dest / rel).mkdir(parents=True)
     (dest / rel / "app.js").symlink_to(outside / "app.js")  # a file's name is a link out
+    r = cli(["--config", cfg, "backups", "restore", bid, "--to", dest])  # not empty: only with --force
+    assert r.code == 2 and "exists and is not empty" in r.output and "--force" in r.output, r.output
+    assert sorted(p.name for p in (dest / rel).iterdir()) == ["app.js"]
     r = cli(["--config", cfg, "backups", "restore", bid, "--to", dest, "--force"])
     assert r.code == 0, r.output
     assert (outside / "app.js").read_text() == "precious\n"
