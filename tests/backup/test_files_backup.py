@@ -38,9 +38,11 @@ def app_tree(tmp_path: Path) -> Path:
 
 
 def _config(make_config: Any, tmp_path: Path, root: Path, age_key: AgeKey, options: dict[str, Any],
-            encrypt: bool = True) -> Path:
+            encrypt: bool | str = True) -> Path:
     backup: dict[str, Any] = {}
-    if encrypt:
+    if encrypt == "none":
+        backup["encryption"] = "none"
+    elif encrypt:
         backup["encryption"] = {"recipients": [age_key.recipient], "identity_file": str(age_key.identity)}
     return make_config({
         "targets": {"web": {"kind": "app", "root": str(root)}},
@@ -158,12 +160,19 @@ def test_changed_file_after_backup_fails_verify(cli: Any, make_config: Any, tmp_
     assert "app.js does not match its SHA-256" in r.json()[0]["summary"]
 
 
+@pytest.mark.parametrize("encryption", ["unset", "none"])
 def test_secrets_without_encryption_are_refused(cli: Any, make_config: Any, tmp_path: Path, app_tree: Path,
-                                                age_key: AgeKey) -> None:
-    cfg = _config(make_config, tmp_path, app_tree, age_key, {"secret_paths": [".env"]}, encrypt=False)
+                                                age_key: AgeKey, encryption: str) -> None:
+    """secret_paths are never stored unencrypted, also not with 'encryption: none': the config is refused when
+    it loads ('config check' names the option), not by a run failing every night."""
+    cfg = _config(make_config, tmp_path, app_tree, age_key, {"secret_paths": [".env"]},
+                  encrypt="none" if encryption == "none" else False)
+    r = cli(["--config", cfg, "config", "check"])
+    assert r.code == 2, r.output
+    flat = " ".join(r.output.split())
+    assert "app-backup -> options -> secret_paths" in flat and "always stored encrypted" in flat, r.output
     r = cli(["--config", cfg, "run", "app-backup", "--json"])
-    assert r.code == 1
-    assert "secret_paths must be encrypted" in r.json()[0]["summary"]
+    assert r.code == 2 and "secret_paths" in r.output
     assert not list((tmp_path / "store").rglob("*.tar*"))
 
 
@@ -578,3 +587,408 @@ def test_files_changed_during_the_archive_become_warnings_of_the_run(tmp_path: P
     [f] = findings
     assert (f.check, f.severity, f.subject) == ("backup.file_changed", Severity.WARNING, str(root / "a.txt"))
     assert Result(findings=findings).final_status == "warn"
+
+
+def test_a_file_that_shrinks_while_being_read_is_padded_and_named(tmp_path: Path) -> None:
+    """logrotate's copytruncate empties a log half-way through its read: the backup goes on (not a failure of
+    the whole set), the member is what was read padded with zeros to the header's size (as GNU tar), the
+    manifest line says how many bytes are padding, its hash is of the member, and a warning names the file."""
+    from upkeeper.backup.files import walk, write_tar
+
+    root = tmp_path / "app"
+    root.mkdir()
+    log = root / "app.log"
+    log.write_bytes(b"L" * (4 << 20))
+    (root / "z.txt").write_text("after the log\n")
+    w = walk([root], [])
+    fired: list[int] = []
+    buf = io.BytesIO()
+
+    def sink(b: bytes) -> None:
+        buf.write(b)
+        if not fired:  # logrotate truncates the log after the first MiB is archived
+            fired.append(1)
+            os.truncate(log, 0)
+
+    changed: list[tuple[str, str]] = []
+    listed = write_tar(w.entries, sink, changed=changed)
+    assert fired
+    [(path, what)] = changed
+    assert path == str(log) and "shrank by" in what and "padded with zeros" in what, what
+    item = next(f for f in listed if f["path"].endswith("app.log"))
+    with tarfile.open(fileobj=io.BytesIO(buf.getvalue())) as tf:
+        fh = tf.extractfile(tf.getmember(item["path"]))
+        assert fh is not None
+        data = fh.read()
+        z = tf.extractfile(tf.getmember(str(root / "z.txt").lstrip("/")))
+        assert z is not None and z.read() == b"after the log\n"
+    read = len(data) - item["padded"]
+    assert len(data) == item["size"] == 4 << 20 and 0 < read < len(data)
+    assert data[:read] == b"L" * read and data[read:] == bytes(item["padded"])
+    assert item["sha256"] == hashlib.sha256(data).hexdigest()
+
+
+def _tamper_archive(cli: Any, cfg: Path, tmp_path: Path, age_key: AgeKey, name: str, edit: Any) -> None:
+    """Rewrite the stored tar object ``name`` through ``edit(members)`` (a list of ``(TarInfo, data)``), encrypted
+    and with its manifest record updated, as if the backup had been written so (the catalog records it)."""
+    [mpath] = list((tmp_path / "store").rglob("manifest.json"))
+    obj = mpath.parent / name
+    dec = subprocess.run(["age", "-d", "-i", str(age_key.identity), str(obj)], check=True, capture_output=True)
+    raw = subprocess.run(["zstd", "-d", "-c"], input=dec.stdout, check=True, capture_output=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(raw)) as tf:
+        members = [(m, tf.extractfile(m).read() if m.isreg() else None) for m in tf.getmembers()]  # type: ignore[union-attr]
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        for m, data in edit(members):
+            tf.addfile(m, io.BytesIO(data) if data is not None else None)
+    z = subprocess.run(["zstd", "-q", "-c"], input=out.getvalue(), check=True, capture_output=True).stdout
+    enc = subprocess.run(["age", "-r", age_key.recipient], input=z, check=True, capture_output=True).stdout
+    obj.write_bytes(enc)
+    m = json.loads(mpath.read_text())
+    rec = next(o for o in m["objects"] if o["name"] == name)
+    rec.update(size=len(enc), sha256=hashlib.sha256(enc).hexdigest(), raw_size=len(out.getvalue()))
+    rewrite_manifest(cli, cfg, mpath, m)
+
+
+def _member(name: str, data: bytes | None = None, *, link: str | None = None, kind: bytes = tarfile.REGTYPE
+            ) -> tuple[tarfile.TarInfo, bytes | None]:
+    ti = tarfile.TarInfo(name)
+    ti.mode = 0o644
+    if link is not None:
+        ti.type, ti.linkname = tarfile.SYMTYPE, link
+    else:
+        ti.type = kind
+        ti.size = len(data or b"")
+    return ti, data
+
+
+@pytest.mark.parametrize("extra", ["file", "symlink", "dir", "second-copy", "hard-link"])
+def test_verify_fails_on_an_archive_member_the_manifest_does_not_list(
+        cli: Any, make_config: Any, tmp_path: Path, app_tree: Path, age_key: AgeKey, extra: str) -> None:
+    """A restore extracts the whole archive: a member the manifest does not vouch for (an added file, link or
+    directory, a second copy of a listed name, a hard link) fails verify, naming it."""
+    cfg = _config(make_config, tmp_path, app_tree, age_key, {"exclude": ["node_modules"]})
+    r = cli(["--config", cfg, "run", "app-backup", "--json"])
+    assert r.code == 0, r.output
+    rel = str(app_tree).lstrip("/")
+    added = {"file": _member(f"{rel}/planted.js", b"evil()\n"),
+             "symlink": _member(f"{rel}/planted", link="/etc"),
+             "dir": _member(f"{rel}/planted.d", kind=tarfile.DIRTYPE),
+             "second-copy": _member(f"{rel}/app.js", b"evil()\n"),
+             "hard-link": _member(f"{rel}/planted.js", kind=tarfile.LNKTYPE)}[extra]
+    if extra == "hard-link":
+        added[0].linkname = f"{rel}/app.js"
+    _tamper_archive(cli, cfg, tmp_path, age_key, "files.tar.zst.age", lambda ms: [*ms, added])
+    r = cli(["--config", cfg, "run", "app-verify", "--json"])
+    assert r.code == 1, r.output
+    summary = r.json()[0]["summary"]
+    want = "app.js more than once" if extra == "second-copy" else "which the manifest does not list"
+    assert "files.tar.zst.age" in summary and added[0].name in summary and want in summary, summary
+
+
+def test_verify_fails_on_a_listed_directory_missing_from_the_archive(
+        cli: Any, make_config: Any, tmp_path: Path, app_tree: Path, age_key: AgeKey) -> None:
+    """An empty directory the manifest lists (an uploads dir the app needs) but the archive lacks fails verify."""
+    (app_tree / "uploads").mkdir()
+    cfg = _config(make_config, tmp_path, app_tree, age_key, {"exclude": ["node_modules"]})
+    r = cli(["--config", cfg, "run", "app-backup", "--json"])
+    assert r.code == 0, r.output
+    gone = str(app_tree / "uploads").lstrip("/")
+    _tamper_archive(cli, cfg, tmp_path, age_key, "files.tar.zst.age", lambda ms: [m for m in ms if m[0].name != gone])
+    r = cli(["--config", cfg, "run", "app-verify", "--json"])
+    assert r.code == 1, r.output
+    summary = r.json()[0]["summary"]
+    assert f"directory {gone} missing from the archive" in summary, summary
+
+
+@pytest.mark.parametrize("trick", ["dotdot", "absolute", "symlink-then-file", "symlink-then-dir", "link-to-dotdot",
+                                   "unlisted"])
+def test_restore_never_writes_outside_the_directory(cli: Any, make_config: Any, tmp_path: Path, app_tree: Path,
+                                                    age_key: AgeKey, trick: str) -> None:
+    """A set planted on the storage (anyone who may write there can encrypt to the public recipient, and
+    'backups sync' records what it finds) must not make 'backups restore --to DIR' write outside DIR: names
+    with '..', absolute names, a symlink extracted first and then written through, a member the manifest
+    does not list.  The restore fails naming the member, and nothing lands outside DIR."""
+    cfg = _config(make_config, tmp_path, app_tree, age_key, {"exclude": ["node_modules"]})
+    r = cli(["--config", cfg, "run", "app-backup", "--json"])
+    assert r.code == 0, r.output
+    bid = r.json()[0]["artifacts"][0]["id"]
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    rel = str(app_tree).lstrip("/")
+    planted = {
+        "dotdot": [_member("../../../../../../../../../../.." + str(victim / "pwned"), b"pwned\n")],
+        "absolute": [_member(str(victim / "pwned"), b"pwned\n")],
+        "symlink-then-file": [_member(f"{rel}/lnk", link=str(victim)), _member(f"{rel}/lnk/pwned", b"pwned\n")],
+        "symlink-then-dir": [_member(f"{rel}/lnk", link=str(victim)),
+                             _member(f"{rel}/lnk/sub", kind=tarfile.DIRTYPE)],
+        "link-to-dotdot": [_member(f"{rel}/lnk", link="../../../../../../../../../../.." + str(victim)),
+                           _member(f"{rel}/lnk/pwned", b"pwned\n")],
+        "unlisted": [_member(f"{rel}/pwned.js", b"pwned\n")],
+    }[trick]
+    [mpath] = list((tmp_path / "store").rglob("manifest.json"))
+    m = json.loads(mpath.read_text())
+    files = m["files"]["archives"]["files.tar.zst.age"]["files"]
+    if trick != "unlisted":  # the planter writes a manifest that lists what they add
+        for ti, data in planted:
+            files.append({"path": ti.name, "type": "symlink" if ti.issym() else "dir" if ti.isdir() else "file",
+                          "mode": 0o644, **({"target": ti.linkname} if ti.issym() else {}),
+                          **({"size": len(data), "sha256": hashlib.sha256(data).hexdigest()} if data else {})})
+    mpath.write_text(json.dumps(m))
+    _tamper_archive(cli, cfg, tmp_path, age_key, "files.tar.zst.age", lambda ms: [*ms, *planted])
+    dest = tmp_path / "restored"
+    r = cli(["--config", cfg, "backups", "restore", bid, "--to", dest])
+    assert r.code == 1, r.output
+    assert "Traceback" not in r.output and "files.tar.zst.age" in r.output, r.output
+    assert list(victim.iterdir()) == [], r.output
+    assert not list(tmp_path.glob("**/pwned*")) or all(dest in p.parents for p in tmp_path.glob("**/pwned*"))
+
+
+def test_restore_keeps_modes_mtimes_and_symlinks(cli: Any, make_config: Any, tmp_path: Path, age_key: AgeKey
+                                                 ) -> None:
+    """What was backed up comes back as it was: a group-writable upload directory stays group-writable (the app's
+    workers write there), a private key stays 0600, mtimes of files and directories are kept, symlinks (relative
+    and absolute) point where they pointed, empty directories exist."""
+    root = tmp_path / "srv" / "app"
+    (root / "storage" / "uploads").mkdir(parents=True)
+    (root / "empty").mkdir()
+    (root / "storage" / "uploads" / "a.jpg").write_bytes(b"\xff\xd8jpeg")
+    (root / "key.pem").write_text("KEY\n")
+    (root / "bin.sh").write_text("#!/bin/sh\n")
+    (root / "current").symlink_to("storage")
+    (root / "abs").symlink_to("/etc/hostname")
+    os.chmod(root / "key.pem", 0o600)
+    os.chmod(root / "bin.sh", 0o750)
+    os.chmod(root / "storage" / "uploads", 0o2775)
+    os.chmod(root / "storage", 0o775)
+    os.utime(root / "key.pem", (1_600_000_000, 1_600_000_000))
+    os.utime(root / "storage" / "uploads", (1_500_000_000, 1_500_000_000))
+    cfg = _config(make_config, tmp_path, root, age_key, {})
+    _, _, dest = _backup_verify_restore(cli, cfg, tmp_path)
+    got = dest / str(root).lstrip("/")
+    setgid = 0o2000 if os.geteuid() == 0 else 0
+    assert stat_mode(got / "storage") == 0o775 and stat_mode(got / "storage" / "uploads") == 0o775 | setgid
+    assert stat_mode(got / "key.pem") == 0o600 and stat_mode(got / "bin.sh") == 0o750
+    assert (got / "key.pem").stat().st_mtime == 1_600_000_000
+    assert (got / "storage" / "uploads").stat().st_mtime == 1_500_000_000
+    assert os.readlink(got / "current") == "storage" and os.readlink(got / "abs") == "/etc/hostname"
+    assert (got / "empty").is_dir() and (got / "storage" / "uploads" / "a.jpg").read_bytes() == b"\xff\xd8jpeg"
+
+
+def stat_mode(p: Path) -> int:
+    return p.stat().st_mode & 0o7777
+
+
+def test_restore_with_force_never_writes_through_links_in_the_directory(
+        cli: Any, make_config: Any, tmp_path: Path, app_tree: Path, age_key: AgeKey) -> None:
+    """--force into a directory that holds symlinks where the backup has a directory or a file (a previous
+    restore's 'current' link, or something planted): the links are replaced or refused, never written
+    through, so nothing outside the directory changes."""
+    cfg = _config(make_config, tmp_path, app_tree, age_key, {"exclude": ["node_modules"]})
+    r = cli(["--config", cfg, "run", "app-backup", "--json"])
+    assert r.code == 0, r.output
+    bid = r.json()[0]["artifacts"][0]["id"]
+    rel = str(app_tree).lstrip("/")
+    outside = tmp_path / "precious"
+    outside.mkdir()
+    (outside / "app.js").write_text("precious\n")
+    dest = tmp_path / "restored"
+    (dest / rel).mkdir(parents=True)
+    (dest / rel / "app.js").symlink_to(outside / "app.js")  # a file's name is a link out
+    r = cli(["--config", cfg, "backups", "restore", bid, "--to", dest])  # not empty: only with --force
+    assert r.code == 2 and "exists and is not empty" in r.output and "--force" in r.output, r.output
+    assert sorted(p.name for p in (dest / rel).iterdir()) == ["app.js"]
+    r = cli(["--config", cfg, "backups", "restore", bid, "--to", dest, "--force"])
+    assert r.code == 0, r.output
+    assert (outside / "app.js").read_text() == "precious\n"
+    assert not (dest / rel / "app.js").is_symlink() and (dest / rel / "app.js").read_text() == "console.log('hi')\n"
+
+    shutil.rmtree(dest)
+    (dest / rel).mkdir(parents=True)
+    (dest / rel / "public").symlink_to(outside)  # a directory's name is a link out
+    r = cli(["--config", cfg, "backups", "restore", bid, "--to", dest, "--force"])
+    assert sorted(p.name for p in outside.iterdir()) == ["app.js"], r.output
+    assert r.code == 0, r.output
+    assert (dest / rel / "public").is_dir() and not (dest / rel / "public").is_symlink()
+    assert (dest / rel / "public" / "img" / "logo.png").stat().st_size == 256 * 40
+
+
+def test_a_shrunk_file_restores_as_read(cli: Any, make_config: Any, tmp_path: Path, age_key: AgeKey) -> None:
+    """A real run during which logrotate (copytruncate) empties a log: the run warns naming it instead of
+    failing, its set verifies (the manifest describes the padded member), and 'backups restore' cuts the
+    padding off: the restored log is the bytes that were read, with the mtime it had."""
+    import time
+
+    root = tmp_path / "srv" / "app"
+    root.mkdir(parents=True)
+    log = root / "app.log"
+    data = os.urandom(96 << 20)  # incompressible and larger than what the pipeline buffers before the pause
+    log.write_bytes(data)
+    os.utime(log, (1_600_000_000, 1_600_000_000))
+    cfg = _config(make_config, tmp_path, root, age_key, {})
+    mark = tmp_path / "at-fault-point"
+    env = {**os.environ, "UPKEEPER_FAULT_PAUSE": "during-upload:3", "UPKEEPER_FAULT_MARK": str(mark),
+           "PYTHONPATH": os.pathsep.join(sys.path)}
+    p = subprocess.Popen([sys.executable, "-m", "upkeeper", "--config", str(cfg), "run", "app-backup", "--json"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while not mark.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert mark.exists(), "the backup never reached its upload"
+        os.truncate(log, 0)  # while the archive is being written and the upload is paused
+        out, err = p.communicate(timeout=300)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 0, err.decode()
+    run = json.loads(out)[0]
+    assert run["status"] == "warn", run
+    [f] = [f for f in run["findings"] if f["check"] == "backup.file_changed"]
+    assert f["subject"] == str(log) and "shrank by" in f["message"], f
+    bid = run["artifacts"][0]["id"]
+    v = cli(["--config", cfg, "run", "app-verify", "--json"])
+    assert v.code == 0 and v.json()[0]["status"] == "ok", v.output
+    dest = tmp_path / "restored"
+    r = cli(["--config", cfg, "backups", "restore", bid, "--to", dest])
+    assert r.code == 0, r.output
+    got = dest / str(log).lstrip("/")
+    restored = got.read_bytes()
+    assert 0 < len(restored) < len(data) and restored == data[:len(restored)]
+    assert got.stat().st_mtime == 1_600_000_000
+
+
+def test_exclude_patterns_match_as_documented(cli: Any, make_config: Any, tmp_path: Path, age_key: AgeKey) -> None:
+    """A name matches anywhere; a path with '/' from the root ('/cache' only the root's cache, not
+    storage/cache); an absolute path that path, also when the app root is a symlink (/srv/app →
+    releases/42) and the pattern names it through the link or through the release."""
+    release = tmp_path / "srv" / "releases" / "42"
+    for d in ("cache", "storage/cache", "storage/logs", "public"):
+        (release / d).mkdir(parents=True)
+        (release / d / "f.txt").write_text(d + "\n")
+    (release / "public" / "debug.log").write_text("log\n")
+    app = tmp_path / "srv" / "app"
+    app.symlink_to(release)
+    cfg = _config(make_config, tmp_path, app, age_key,
+                  {"exclude": ["/cache", "*.log", str(app / "storage" / "cache") + "/", str(release / "storage/logs")]})
+    r = cli(["--config", cfg, "run", "app-backup", "--json"])
+    assert r.code == 0, r.output
+    [mpath] = list((tmp_path / "store").rglob("manifest.json"))
+    rel = str(release).lstrip("/")
+    kept = sorted(f["path"].removeprefix(rel + "/") for f in
+                  json.loads(mpath.read_text())["files"]["archives"]["files.tar.zst.age"]["files"]
+                  if f["type"] == "file")
+    assert kept == ["public/f.txt"], kept
+
+
+def test_the_catalog_keeps_file_counts_not_file_lists(cli: Any, make_config: Any, tmp_path: Path, age_key: AgeKey
+                                                      ) -> None:
+    """A set of many files: its manifest.json lists every file (verify and restore read it there), but the
+    catalog row (loaded by every 'backups list') keeps only how many were listed, before and after a
+    'backups sync' — 200,000 files made 54 MB per row and 'backups list' of 20 backups took 22 s and 2.9 GB."""
+    root = tmp_path / "srv" / "app"
+    for i in range(20):
+        (root / "uploads" / f"{i:02d}").mkdir(parents=True)
+        for j in range(100):
+            (root / "uploads" / f"{i:02d}" / f"img_{j:04d}.jpg").write_bytes(b"x")
+    cfg = _config(make_config, tmp_path, root, age_key, {})
+    run, files, dest = _backup_verify_restore(cli, cfg, tmp_path)
+    assert len([f for f in files.values() if f["type"] == "file"]) == 2000
+    assert (dest / str(root).lstrip("/") / "uploads" / "19" / "img_0099.jpg").read_bytes() == b"x"
+    bid = run["artifacts"][0]["id"]
+    for _ in ("written", "synced"):
+        row = cli(["--config", cfg, "backups", "show", bid, "--json"]).json()
+        archive = row["manifest"]["files"]["archives"]["files.tar.zst.age"]
+        assert "files" not in archive and archive["files_listed"] == 2022, archive  # 2000 files, 22 directories
+        assert len(json.dumps(row)) < 5000
+        assert cli(["--config", cfg, "backups", "sync", "--json"]).code == 0
+
+
+def test_a_sparse_file_restores_sparse(cli: Any, make_config: Any, tmp_path: Path, age_key: AgeKey) -> None:
+    """A 256 MiB file with a few bytes of data (a VM image, /var/log/lastlog with large UIDs) is archived with its
+    zeros; the restore writes them as holes, so it takes about the disk space the original took, not 256 MiB."""
+    root = tmp_path / "srv" / "app"
+    root.mkdir(parents=True)
+    sparse = root / "lastlog"
+    with open(sparse, "wb") as fh:
+        fh.write(b"head")
+        fh.seek(128 << 20)
+        fh.write(b"middle")
+        fh.truncate(256 << 20)
+    if sparse.stat().st_blocks * 512 > 1 << 20:
+        pytest.skip("this file system does not keep holes")
+    cfg = _config(make_config, tmp_path, root, age_key, {})
+    _, files, dest = _backup_verify_restore(cli, cfg, tmp_path)
+    got = dest / str(sparse).lstrip("/")
+    st = got.stat()
+    assert st.st_size == 256 << 20 and st.st_blocks * 512 < 1 << 20, st
+    with open(got, "rb") as fh:
+        assert fh.read(4) == b"head"
+        fh.seek(128 << 20)
+        assert fh.read(6) == b"middle"
+    assert files[str(sparse).lstrip("/")]["sha256"] == hashlib.sha256(sparse.read_bytes()).hexdigest()
+
+
+def test_paths_through_a_symlinked_directory_restore_beside_the_link(
+        cli: Any, make_config: Any, tmp_path: Path, age_key: AgeKey) -> None:
+    """/srv is backed up with its 'app → releases/42' link, and the secret is configured through the link
+    (/srv/app/.env): the archives name each file by its real path, so no member lies below a symlink member
+    and the restore (which refuses to write through links) gives back the link and the release with its .env."""
+    srv = tmp_path / "srv"
+    release = srv / "releases" / "42"
+    (release / "config").mkdir(parents=True)
+    (release / "app.js").write_text("console.log('hi')\n")
+    (release / ".env").write_text("SECRET_KEY=s3cr3t-value\n")
+    (srv / "app").symlink_to("releases/42")
+    cfg = _config(make_config, tmp_path, srv, age_key,
+                  {"paths": [str(srv), str(srv / "app" / "config")], "secret_paths": [str(srv / "app" / ".env")]})
+    _, files, dest = _backup_verify_restore(cli, cfg, tmp_path)
+    got = dest / str(srv).lstrip("/")
+    assert os.readlink(got / "app") == "releases/42"
+    assert (got / "releases" / "42" / ".env").read_text() == "SECRET_KEY=s3cr3t-value\n"
+    assert (got / "app" / "app.js").read_text() == "console.log('hi')\n"
+    assert not any(".env" in p for p in files)
+
+
+def test_another_name_of_a_secret_file_goes_into_the_secrets_archive(
+        cli: Any, make_config: Any, tmp_path: Path, app_tree: Path, age_key: AgeKey) -> None:
+    """A hard link of .env elsewhere in the tree (a deploy script's 'ln .env shared/.env.previous') holds the
+    secret too: it is archived in the secrets archive (sizes only), not in the main one whose manifest lists
+    plaintext SHA-256s, and both names restore with the content."""
+    (app_tree / "shared").mkdir()
+    os.link(app_tree / ".env", app_tree / "shared" / ".env.previous")
+    cfg = _config(make_config, tmp_path, app_tree, age_key, {"exclude": ["node_modules"], "secret_paths": [".env"]})
+    _, main, dest = _backup_verify_restore(cli, cfg, tmp_path)
+    [mpath] = list((tmp_path / "store").rglob("manifest.json"))
+    text = mpath.read_text()
+    assert hashlib.sha256((app_tree / ".env").read_bytes()).hexdigest() not in text
+    rel = str(app_tree).lstrip("/")
+    assert f"{rel}/shared/.env.previous" not in main and f"{rel}/shared" in main
+    secrets = json.loads(text)["files"]["archives"]["secrets.tar.zst.age"]["files"]
+    assert sorted(f["path"] for f in secrets) == [f"{rel}/.env", f"{rel}/shared/.env.previous"]
+    assert (dest / rel / "shared" / ".env.previous").read_text().startswith("DATABASE_URL")
+
+
+def test_a_missing_app_root_is_named_not_called_excluded(cli: Any, make_config: Any, tmp_path: Path,
+                                                          age_key: AgeKey) -> None:
+    """The app target's root (the default path) does not exist: the run says so, not 'every path was excluded'."""
+    cfg = _config(make_config, tmp_path, tmp_path / "srv" / "gone", age_key, {})
+    r = cli(["--config", cfg, "run", "app-backup", "--json"])
+    assert r.code == 1, r.output
+    run = r.json()[0]
+    assert f"{tmp_path / 'srv' / 'gone'}, does not exist" in run["summary"], run["summary"]
+
+
+def test_a_backup_without_a_single_file_warns(cli: Any, make_config: Any, tmp_path: Path, age_key: AgeKey) -> None:
+    """Paths that hold only directories once excludes apply (an exclude that takes everything, an emptied
+    uploads dir) give a set, but the run warns (backup.empty) as an empty dump would be suspicious."""
+    root = tmp_path / "srv" / "app"
+    (root / "uploads").mkdir(parents=True)
+    (root / "uploads" / "a.log").write_text("x\n")
+    cfg = _config(make_config, tmp_path, root, age_key, {"exclude": ["*.log"]})
+    r = cli(["--config", cfg, "run", "app-backup", "--json"])
+    assert r.code == 0, r.output
+    run = r.json()[0]
+    assert run["status"] == "warn", run
+    [f] = [f for f in run["findings"] if f["check"] == "backup.empty"]
+    assert "no file archived" in f["message"] and str(root) in f["message"], f

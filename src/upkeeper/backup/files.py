@@ -2,7 +2,8 @@
 
 Symlinks are stored as symlinks and never followed, so nothing outside the
 configured trees is read; sockets, FIFOs and devices are skipped.  Entry names
-are the absolute paths without the leading ``/`` (as GNU tar writes them).
+are the real absolute paths (symlinked directories above a configured path resolved) without the leading
+``/`` (as GNU tar writes them).
 """
 
 from __future__ import annotations
@@ -47,17 +48,26 @@ class Walk:
     changed: list[tuple[str, str]] = field(default_factory=list)
 
 
-def excluded(rel: str, patterns: Sequence[str]) -> bool:
-    """``node_modules`` matches that name anywhere; ``*.log`` any file name; ``a/b/*`` a path (from the root)."""
+def excluded(rel: str, patterns: Sequence[str], absolute: Sequence[str] = ()) -> bool:
+    """``node_modules`` matches that name anywhere; ``*.log`` any file name; ``a/b/*`` or ``/cache`` a path from
+    the root; an absolute path (``/srv/app/storage/cache``) that path, by any of the names in ``absolute``
+    (the entry's path as configured, as walked, and with symlinks resolved).  A trailing ``/`` is ignored."""
     name = rel.rsplit("/", 1)[-1]
     for pat in patterns:
+        anchored = pat.startswith("/")
         pat = pat.strip("/")
-        if "/" in pat:
-            if fnmatch.fnmatchcase(rel, pat) or rel.startswith(pat + "/"):
+        if not pat:
+            continue
+        if anchored or "/" in pat:
+            if _path_match(rel, pat) or (anchored and any(_path_match(a.lstrip("/"), pat) for a in absolute)):
                 return True
         elif fnmatch.fnmatchcase(name, pat):
             return True
     return False
+
+
+def _path_match(path: str, pat: str) -> bool:
+    return fnmatch.fnmatchcase(path, pat) or path.startswith(pat + "/")
 
 
 def walk(roots: Sequence[Path], exclude: Sequence[str], skip: Callable[[str], bool] = lambda real: False) -> Walk:
@@ -73,12 +83,13 @@ def walk(roots: Sequence[Path], exclude: Sequence[str], skip: Callable[[str], bo
     """
     out = Walk()
     seen: set[str] = set()
-    real_root = ""
+    real_root = given_root = ""
 
     def add(p: Path, rel_for_exclude: str, st: os.stat_result | None = None, target: str | None = None) -> bool:
         arc = str(p).lstrip("/")
         real = os.path.join(real_root, rel_for_exclude) if rel_for_exclude else real_root
-        if arc in seen or skip(real) or (rel_for_exclude and excluded(rel_for_exclude, exclude)):
+        if arc in seen or skip(real) or (rel_for_exclude and excluded(
+                rel_for_exclude, exclude, (os.path.join(given_root, rel_for_exclude), str(p), real))):
             return False
         if st is None:
             try:
@@ -146,10 +157,12 @@ def walk(roots: Sequence[Path], exclude: Sequence[str], skip: Callable[[str], bo
             os.close(fd)
 
     for root in roots:
-        root = Path(os.path.abspath(root))
-        if root.is_symlink():  # a configured path that is a link (e.g. releases/current): take what it names
-            root = root.resolve()
-        real_root = os.path.realpath(root)  # the walk below never follows links, so entries extend it
+        given_root = os.path.abspath(root)
+        # archived under its real path: a configured path that is a link (releases/current) or lies below one
+        # (/srv/app/.env, app → releases/42) is named as what it is, so no member ever lies below a symlink
+        # member (which a restore would have to write through) and two names for one file are archived once
+        real_root = os.path.realpath(given_root)  # the walk below never follows links, so entries extend it
+        root = Path(real_root)
         if not add(root, ""):
             continue
         stack: list[tuple[Path, os.stat_result]] = [(root, out.entries[-1].st or os.lstat(root))]
@@ -226,16 +239,27 @@ def _tarinfo(arcname: str, st: os.stat_result, type_: bytes, size: int = 0, link
 
 
 class _HashingReader:
+    """Hands tarfile the file's data, hashing it.  A file that ends before the size its header declares (it
+    shrank while being read: a log truncated by logrotate) is padded with zeros to that size, as GNU tar does
+    ("File shrank by N bytes; padding with zeros"): the archive stays sound and the hash is of what it holds."""
+
     def __init__(self, fh: Any) -> None:
         self.fh = fh
         self.sha = hashlib.sha256()
-        self.n = 0
+        self.n = 0  # bytes read from the file
+        self.padded = 0  # zero bytes handed out after the file ended early
 
     def read(self, size: int = -1) -> bytes:
-        b = self.fh.read(size)
+        b = b"" if self.padded else bytes(self.fh.read(size))
+        if size > 0 and len(b) < size:  # tarfile asks for exactly the declared size: anything short is a shrink
+            pad = size - len(b)
+            self.n += len(b)
+            self.padded += pad
+            b += bytes(pad)
+        else:
+            self.n += len(b)
         self.sha.update(b)
-        self.n += len(b)
-        return bytes(b)
+        return b
 
 
 def _changed(changed: list[tuple[str, str]] | None, e: Entry, what: str) -> None:
@@ -250,7 +274,8 @@ def write_tar(entries: Sequence[Entry], write: Callable[[bytes], Any], *, hashes
     A file that is no longer the regular file the walk found (replaced by a symlink, a FIFO, another file, or
     reached through a directory swapped since) is not read: it is left out and named in ``changed`` as
     ``(path, what happened)``, for a warning.  A file modified while it was read is archived as read and
-    named there too.
+    named there too; one that shrank is padded with zeros to its size at the start (its manifest line says
+    how many bytes in ``padded``, which a restore cuts off).
     """
     out = _Buffered(write)
     listed: list[dict[str, Any]] = []
@@ -283,10 +308,14 @@ def write_tar(entries: Sequence[Entry], write: Callable[[bytes], Any], *, hashes
                     try:
                         tf.addfile(ti, reader)
                     except OSError as exc:
-                        raise BackupError(f"reading {e.path}: {exc.strerror or exc} (it shrank while being "
-                                          "archived?)") from None
+                        raise BackupError(f"cannot read {e.path}: {exc.strerror or exc}",
+                                          "Try: check the disk (dmesg), or exclude the file") from None
                     after = os.fstat(fd)
-                    if (after.st_size, after.st_mtime_ns, after.st_ctime_ns) != (
+                    if reader.padded:
+                        _changed(changed, e, f"shrank by {reader.padded} bytes while being read (truncated, e.g. "
+                                             f"by logrotate); archived as read ({reader.n} bytes), padded with "
+                                             f"zeros to its size at the start ({ti.size} bytes)")
+                    elif (after.st_size, after.st_mtime_ns, after.st_ctime_ns) != (
                             st.st_size, st.st_mtime_ns, st.st_ctime_ns):
                         # as GNU tar's "file changed as we read it": the manifest's hash is of what was archived,
                         # which may be neither the old nor the new content
@@ -294,6 +323,8 @@ def write_tar(entries: Sequence[Entry], write: Callable[[bytes], Any], *, hashes
                 item: dict[str, Any] = {"path": e.arcname, "type": "file", "mode": ti.mode, "size": ti.size}
                 if hashes:
                     item["sha256"] = reader.sha.hexdigest()
+                if reader.padded:  # size and hash are of the member; its last `padded` bytes are not the file's
+                    item["padded"] = reader.padded
                 listed.append(item)
                 continue
             # a directory or symlink as the walk found it: a fresh lstat could find a regular file put in its

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import tarfile
 import threading
 import time
 from collections.abc import Sequence
@@ -249,3 +250,131 @@ def stream_restore(fetcher: Fetcher, rec: ObjectRecord, target: PostgresTarget, 
         raise BackupError("pg_restore --list shows an empty archive")
     pg.check_stage(res_restore, f"restoring into {dbname}")
     return time.monotonic() - t0, len(entries)
+
+
+def member_name(name: str) -> str:
+    """A tar member's name as the manifest lists it: without leading ``./`` and a trailing ``/``."""
+    while name.startswith("./"):
+        name = name[2:]
+    return name.rstrip("/")
+
+
+def listed_files(manifest: Manifest, rec: ObjectRecord) -> list[dict[str, Any]]:
+    """The manifest's entries (files, directories, symlinks) for the tar object ``rec`` of a files set."""
+    listed = rec.extra.get("files") or manifest.details.get("archives", {}).get(rec.name, {}).get("files", [])
+    return list(listed)
+
+
+def _member_kind(ti: tarfile.TarInfo) -> str | None:
+    return "file" if ti.isfile() else "symlink" if ti.issym() else "dir" if ti.isdir() else None
+
+
+class _SafeExtract:
+    """The ``filter`` of :meth:`tarfile.TarFile.extractall` for a files set: only what the manifest lists, and
+    nothing written outside the destination, whatever the archive holds.
+
+    files.backup writes relative names, never ``..``, never a member under a symlink member, and only files,
+    directories and symlinks; anything else is refused naming the member.  This does not rest on tarfile's own
+    filters (whose path checks some Python releases let be bypassed): a member is refused when a directory
+    above it is a symlink, in the archive or on disk (``--force`` into a directory that holds links), and a
+    file or link already at a member's name is removed first, as GNU tar does, so nothing is written through
+    it.  Modes are kept as archived (setuid/setgid only when run as root, which also restores owners).
+    """
+
+    def __init__(self, object_name: str, dest: Path, listed: Sequence[dict[str, Any]]) -> None:
+        self.object_name = object_name
+        self.dest = dest
+        self.kinds = {member_name(str(f["path"])): str(f.get("type", "file")) for f in listed}
+        self.padded = {member_name(str(f["path"])): int(f["padded"]) for f in listed if f.get("padded")}
+        self.seen: set[str] = set()
+        self.links: set[str] = set()
+        self.mtimes: dict[str, float] = {}
+        self.mode_mask = 0o7777 if os.geteuid() == 0 else 0o1777
+
+    def refuse(self, ti: tarfile.TarInfo, why: str) -> BackupError:
+        return BackupError(f"object {self.object_name}: refusing member {ti.name!r}: {why} (nothing was written for "
+                           f"it; {self.dest} holds the members extracted before it)",
+                           "Try: verify the backup ('upkeeper backups verify ID'); restore an older one")
+
+    def __call__(self, ti: tarfile.TarInfo, _path: str) -> tarfile.TarInfo:
+        name = member_name(ti.name)
+        parts = name.split("/")
+        if not name or ti.name.startswith("/") or any(p in ("", ".", "..") for p in parts):
+            raise self.refuse(ti, "an absolute name or one with '..' would be written outside the directory")
+        kind = _member_kind(ti)
+        if kind is None:
+            raise self.refuse(ti, "files backups hold only files, directories and symlinks")
+        if self.kinds.get(name) != kind:
+            raise self.refuse(ti, f"the manifest does not list this {kind}")
+        if name in self.seen:
+            raise self.refuse(ti, "it occurs twice in the archive")
+        self.seen.add(name)
+        for i in range(1, len(parts)):
+            above = "/".join(parts[:i])
+            if above in self.links or (self.dest / above).is_symlink():
+                raise self.refuse(ti, f"{above} is a symlink: it would be written through it")
+        target = self.dest / name
+        if target.is_symlink() or (target.exists() and not target.is_dir()):
+            target.unlink()  # replaced, as GNU tar does: never written through (a link), never appended to
+        elif target.is_dir() and kind != "dir":
+            raise self.refuse(ti, f"{target} is a directory")
+        if kind == "symlink":
+            self.links.add(name)
+        elif kind == "file":
+            self.mtimes[name] = ti.mtime
+        return ti.replace(name=name, mode=ti.mode & self.mode_mask, deep=False)
+
+    def trim_padding(self) -> None:
+        """A file that shrank while it was archived is stored padded with zeros (its manifest line says how many
+        bytes): cut them off, so the restored file is what was read."""
+        for name, pad in self.padded.items():
+            if name not in self.mtimes:
+                continue
+            fd = os.open(self.dest / name, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            try:
+                os.ftruncate(fd, max(0, os.fstat(fd).st_size - pad))
+                os.utime(fd, (self.mtimes[name], self.mtimes[name]))
+            finally:
+                os.close(fd)
+
+
+_BLOCK = 1 << 16
+_ZEROS = bytes(_BLOCK)
+
+
+class _HoleTarFile(tarfile.TarFile):
+    """Writes each all-zero 64 KiB block of a file as a hole: a sparse file (a VM image, /var/log/lastlog with
+    large UIDs), archived with its zeros, comes back sparse instead of filling the disk."""
+
+    def makefile(self, tarinfo: tarfile.TarInfo, targetpath: str | bytes | os.PathLike[str] | os.PathLike[bytes]
+                 ) -> None:
+        source = self.fileobj
+        assert source is not None
+        source.seek(tarinfo.offset_data)
+        with open(targetpath, "wb") as target:
+            left = tarinfo.size
+            while left:
+                buf = source.read(min(_BLOCK, left))
+                if not buf:
+                    raise tarfile.ReadError("unexpected end of data")
+                if buf == _ZEROS[:len(buf)]:
+                    target.seek(len(buf), os.SEEK_CUR)
+                else:
+                    target.write(buf)
+                left -= len(buf)
+            target.truncate()  # the file's size, when it ends in a hole
+
+
+def extract_files(tar_path: Path, dest: Path, object_name: str, listed: Sequence[dict[str, Any]]) -> int:
+    """Extract a files set's tar object into ``dest`` (see :class:`_SafeExtract`); all-zero blocks become holes.
+    Returns the member count."""
+    guard = _SafeExtract(object_name, dest, listed)
+    try:
+        with _HoleTarFile.open(tar_path, "r:") as tf:
+            tf.extractall(dest, filter=guard)
+            n = len(tf.getmembers())
+        guard.trim_padding()
+    except (OSError, tarfile.TarError, EOFError) as exc:
+        raise BackupError(f"extracting {object_name} into {dest} failed: {exc}; {dest} holds what was extracted "
+                          "before it", "Try: check the directory's permissions and free space") from None
+    return n

@@ -31,7 +31,9 @@ from upkeeper.backup.restore import (
     SetUnreadable,
     compare_row_counts,
     fetch_pg_archive,
+    listed_files,
     locate,
+    member_name,
     pg_restore,
     pg_restore_list,
     scratch_name,
@@ -401,10 +403,11 @@ def _verify_files(fetcher: Fetcher, settings: BackupSettings, report: VerifyRepo
         if rec.role not in ("files", "secrets"):
             fetcher.check_only(rec)
             continue
-        files, links = _tar_members(fetcher, rec)
-        listed = rec.extra.get("files") or m.details.get("archives", {}).get(rec.name, {}).get("files", [])
+        files, links, others = _tar_members(fetcher, rec)
+        listed = listed_files(m, rec)
+        _check_unlisted(rec, listed, files, links, others)
         for f in listed:
-            path = _member_name(str(f["path"]))
+            path = member_name(str(f["path"]))
             kind = f.get("type", "file")
             if kind == "symlink" and "target" in f:
                 if path not in links:
@@ -413,6 +416,8 @@ def _verify_files(fetcher: Fetcher, settings: BackupSettings, report: VerifyRepo
                     raise BackupError(f"object {rec.name}: symlink {f['path']} points to {links[path]!r}, "
                                       f"manifest says {f['target']!r}")
                 continue
+            if kind == "dir" and others.get(path) != "dir":
+                raise BackupError(f"object {rec.name}: directory {f['path']} missing from the archive")
             if kind != "file":
                 continue
             got = files.get(path)
@@ -427,18 +432,31 @@ def _verify_files(fetcher: Fetcher, settings: BackupSettings, report: VerifyRepo
     report.steps.append(f"{checked} file(s) read from the archives (not extracted) and compared")
 
 
-def _member_name(name: str) -> str:
-    while name.startswith("./"):
-        name = name[2:]
-    return name.rstrip("/")
+def _check_unlisted(rec: ObjectRecord, listed: Sequence[dict[str, Any]], files: dict[str, tuple[int, str]],
+                    links: dict[str, str], others: dict[str, str]) -> None:
+    """Every member of the archive is in the manifest, as what the manifest says it is: a restore extracts
+    the whole archive, so a member the manifest does not vouch for (added, or a second copy of a name) fails."""
+    kinds = {member_name(str(f["path"])): f.get("type", "file") for f in listed}
+    members = [(n, "file") for n in files] + [(n, "symlink") for n in links] + list(others.items())
+    for name, kind in members:
+        if name not in kinds:
+            raise BackupError(f"object {rec.name}: the archive holds {name} ({kind}), which the manifest does not list")
+        if kinds[name] != kind:
+            raise BackupError(f"object {rec.name}: {name} is a {kind} in the archive, the manifest says "
+                              f"{kinds[name]}")
 
 
-def _tar_members(fetcher: Fetcher, rec: ObjectRecord) -> tuple[dict[str, tuple[int, str]], dict[str, str]]:
+def _tar_members(fetcher: Fetcher, rec: ObjectRecord
+                 ) -> tuple[dict[str, tuple[int, str]], dict[str, str], dict[str, str]]:
     """Stream one tar object: ``{path: (size, sha256)}`` of its regular files, ``{path: target}`` of its
-    symlinks.  The object is decrypted in a thread into a pipe that tarfile reads in stream mode ('r|'),
-    then drained to its end so the object's own size and SHA-256 are checked too."""
+    symlinks, ``{path: kind}`` of its other members (directories, hard links, devices…).  A name that occurs
+    twice fails (extraction would keep the last copy).  The object is decrypted in a thread into a pipe that
+    tarfile reads in stream mode ('r|'), then drained to its end so the object's own size and SHA-256 are
+    checked too."""
     files: dict[str, tuple[int, str]] = {}
     links: dict[str, str] = {}
+    others: dict[str, str] = {}
+    twice: list[str] = []
     failure: list[BaseException] = []
     tar_error: BaseException | None = None
     r, w = os.pipe()
@@ -457,7 +475,9 @@ def _tar_members(fetcher: Fetcher, rec: ObjectRecord) -> tuple[dict[str, tuple[i
             try:
                 with tarfile.open(fileobj=rf, mode="r|") as tf:
                     for ti in tf:
-                        name = _member_name(ti.name)
+                        name = member_name(ti.name)
+                        if name in files or name in links or name in others:
+                            twice.append(name)
                         if ti.isfile():
                             src = tf.extractfile(ti)
                             assert src is not None
@@ -469,6 +489,8 @@ def _tar_members(fetcher: Fetcher, rec: ObjectRecord) -> tuple[dict[str, tuple[i
                             files[name] = (n, h.hexdigest())
                         elif ti.issym():
                             links[name] = ti.linkname
+                        else:
+                            others[name] = _KINDS.get(ti.type, f"member of type {ti.type!r}")
             except (tarfile.TarError, EOFError) as exc:
                 tar_error = exc
             while rf.read(1 << 20):  # the rest (tar padding): the object's checksum is verified at its end
@@ -479,7 +501,14 @@ def _tar_members(fetcher: Fetcher, rec: ObjectRecord) -> tuple[dict[str, tuple[i
         raise failure[0]
     if tar_error is not None:
         raise BackupError(f"object {rec.name}: cannot read the archive: {tar_error}") from None
-    return files, links
+    if twice:
+        raise BackupError(f"object {rec.name}: the archive holds {twice[0]} more than once")
+    return files, links, others
+
+
+#: tar member types other than regular files and symlinks, as the manifest names them
+_KINDS = {tarfile.DIRTYPE: "dir", tarfile.LNKTYPE: "hard link", tarfile.CHRTYPE: "character device",
+          tarfile.BLKTYPE: "block device", tarfile.FIFOTYPE: "fifo"}
 
 
 def _verify_redis(fetcher: Fetcher, settings: BackupSettings, report: VerifyReport,

@@ -17,7 +17,15 @@ from upkeeper.backup import pg
 from upkeeper.backup.catalog import STATUSES, BackupRow, Catalog
 from upkeeper.backup.manifest import Manifest, safe_component
 from upkeeper.backup.prune import SeriesReport, clean_leftovers, index_sets, prune_series
-from upkeeper.backup.restore import Fetcher, fetch_pg_archive, locate, pg_restore, work_dir
+from upkeeper.backup.restore import (
+    Fetcher,
+    extract_files,
+    fetch_pg_archive,
+    listed_files,
+    locate,
+    pg_restore,
+    work_dir,
+)
 from upkeeper.backup.sets import close_storages, open_storages, storage_names
 from upkeeper.backup.verify import ManifestChanged, VerifyOptions, VerifyReport, verify_stored
 from upkeeper.cli._app import app, console, err_console, print_json, state
@@ -502,25 +510,23 @@ def _check_redis_destination(to: Path | None, force: bool) -> None:
 
 
 def _restore_files(fetcher: Fetcher, row: BackupRow, to: Path) -> dict[str, Any]:
-    import tarfile
-
+    """Each tar object is fetched whole (size and SHA-256 checked) before anything of it is extracted, and only
+    the members its manifest lists are, all inside ``to`` (:func:`extract_files`)."""
     try:
         to.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UsageError(f"cannot create directory {to}: {exc.strerror}",
                          "Try: --to a directory you can write to") from None
     n = 0
+    m = fetcher.located.manifest
     with work_dir(fetcher.settings, "upkeeper-restore-") as tmp:
-        for rec in fetcher.located.manifest.objects:
+        for rec in m.objects:
+            if rec.role not in ("files", "secrets"):
+                fetcher.check_only(rec)
+                continue
             tar_path = tmp / "a.tar"
             fetcher.to_file(rec, tar_path)
-            try:
-                with tarfile.open(tar_path, "r:") as tf:
-                    tf.extractall(to, filter="tar")
-                    n += len(tf.getmembers())
-            except OSError as exc:
-                raise BackupError(f"extracting {rec.name} into {to} failed: {exc}",
-                                  "Try: check the directory's permissions and free space") from None
+            n += extract_files(tar_path, to, rec.name, listed_files(m, rec))
             tar_path.unlink()
     return {"destination": str(to), "entries": n}
 

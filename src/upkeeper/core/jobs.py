@@ -165,6 +165,9 @@ def build_setup(config: Config) -> Setup:
             options = cls.Options.model_validate(jc.options)
         except ValidationError as exc:
             problems.extend(validation_problems(exc, cls.Options, jc.options, lines, prefix=(*base, "options")))
+        else:
+            for option, message, hint in cls.config_problems(options, config):
+                problems.append(lines.problem((*base, "options", option), message, hint))
 
         # schedule
         tz = jc.timezone or config.timezone

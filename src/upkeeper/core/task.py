@@ -269,6 +269,12 @@ class Task(Generic[O_contra]):
         error: each run's retention would delete the other job's backups."""
         return None
 
+    @classmethod
+    def config_problems(cls, options: Any, config: Any) -> list[tuple[str, str, str]]:
+        """``(option, message, hint)`` for valid options that cannot work with the rest of the configuration
+        (``config``), reported by config load and ``config check`` instead of failing every run."""
+        return []
+
     def run(self, ctx: TaskContext, options: O_contra) -> Result:  # pragma: no cover - abstract
         raise NotImplementedError
 

@@ -42,10 +42,12 @@ class FilesBackupOptions(TaskOptions):
                              "are under the app target's root (default: the whole root). "
                              "Source: upkeeper (not set by default)")
     exclude: list[str] = Field(default_factory=list, description="patterns left out: a name ('node_modules', "
-                               "'*.log') matches anywhere, a path with '/' matches from each root. "
+                               "'*.log') matches anywhere, a path with '/' ('storage/cache', '/tmp') from each "
+                               "root, an absolute path ('/srv/app/storage/cache') that path. "
                                "Source: upkeeper (not set by default)")
     secret_paths: list[str] = Field(default_factory=list, description="files/directories (e.g. '.env') stored in "
-                                    "a separate archive that is always encrypted, and left out of the main one. "
+                                    "a separate archive that is always encrypted (a config error without backup.encryption), and left out "
+                                    "of the main one. "
                                     "Source: upkeeper (not set by default)")
     storages: list[str] | None = Field(None, description="storages to write to (default: backup.storages). "
             "Source: upkeeper (not set by default)")
@@ -79,6 +81,17 @@ class FilesBackup(Task[FilesBackupOptions]):
     def series_key(cls, options: Any) -> tuple[str, str] | None:
         return ("set", safe_component(options.set_name)) if isinstance(options, FilesBackupOptions) else None
 
+    @classmethod
+    def config_problems(cls, options: Any, config: Any) -> list[tuple[str, str, str]]:
+        if isinstance(options, FilesBackupOptions) and options.secret_paths and \
+                config.backup.encryption_settings() is None:
+            how = "'none'" if config.backup.unencrypted_explicit else "not configured"
+            return [("secret_paths", f"secret_paths are always stored encrypted, but backup.encryption is {how}: "
+                     "every run would fail",
+                     "Try: set backup -> encryption -> recipients (age public keys), or list the files under "
+                     "'paths' instead")]
+        return []
+
     def run(self, ctx: TaskContext, options: FilesBackupOptions) -> Result:
         target = ctx.require_target()
         target_name = ctx.target_name or "host"
@@ -93,6 +106,9 @@ class FilesBackup(Task[FilesBackupOptions]):
             if root is None:
                 raise TaskError("files.backup on a host target needs 'paths' or a 'preset'",
                                 "Try: options: {preset: nginx} or {paths: [/etc/myapp]}", permanent=True)
+            if not os.path.lexists(root):
+                raise TaskError(f"the root of target {target_name!r}, {root}, does not exist",
+                                "Try: fix the target's 'root', or give the job 'paths'", permanent=True)
             paths = [root]
         secrets = self._resolve(options.secret_paths, root, False, findings, "secret_paths")
         if not paths and not secrets:
@@ -102,6 +118,7 @@ class FilesBackup(Task[FilesBackupOptions]):
         # by real path: through an app root that is a symlink, the main walk reaches .env by another name
         secret_set = {e.real for e in secret_walk.entries}
         main_walk = walk(paths, options.exclude, skip=lambda real: real in secret_set)
+        _move_secret_links(main_walk.entries, secret_walk.entries)
         for s in main_walk.skipped + secret_walk.skipped:
             findings.append(Finding("backup.file_skipped", Severity.INFO, s, "not archived (special file)"))
         for path, what in main_walk.changed + secret_walk.changed:
@@ -128,6 +145,12 @@ class FilesBackup(Task[FilesBackupOptions]):
                 if not archives:
                     raise BackupError("nothing to archive: every path was excluded")
                 n_files = sum(1 for a in archives.values() for f in a["files"] if f["type"] == "file")
+                if n_files == 0:  # like an empty dump: most likely a wrong path or an exclude that takes all
+                    findings.append(Finding(
+                        "backup.empty", Severity.WARNING, options.set_name,
+                        "no file archived: nothing but directories and symlinks under "
+                        f"{', '.join(map(str, paths + secrets))} once excludes are applied",
+                        "check the job's paths and exclude"))
                 details = {"paths": [str(p) for p in paths], "secret_paths": [str(p) for p in secrets],
                            "exclude": options.exclude, "preset": options.preset, "files": n_files,
                            "archives": archives}
@@ -199,3 +222,19 @@ class FilesBackup(Task[FilesBackupOptions]):
             findings.append(Finding("backup.file_changed", Severity.WARNING, path, what))
         writer.add(upload.finish())
         return listed
+
+
+def _move_secret_links(main: list[Entry], secrets: list[Entry]) -> None:
+    """Another name of a secret file (a hard link: ``.env.previous`` made with ``ln``, a bind mount) holds the
+    secret too: it goes into the secrets archive with it, never into the main one (whose manifest lists
+    plaintext hashes)."""
+    inodes = {(e.st.st_dev, e.st.st_ino) for e in secrets if e.kind == "file" and e.st is not None}
+    if not inodes:
+        return
+    keep = []
+    for e in main:
+        if e.kind == "file" and e.st is not None and (e.st.st_dev, e.st.st_ino) in inodes:
+            secrets.append(e)
+        else:
+            keep.append(e)
+    main[:] = keep
