@@ -410,3 +410,41 @@ def test_ciphertext_that_the_right_key_cannot_decrypt_fails_verify(
     [rep] = r.json()
     assert not rep["ok"] and not rep["inconclusive"] and "decrypt" in rep["error"], rep
     assert cli(["--config", cfg, "backups", "show", bid, "--json"]).json()["status"] == "verify-failed"
+
+
+def test_a_pg_restore_older_than_the_backups_pg_dump_leaves_it_unjudged(
+        cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], backup_config: Any,
+        tmp_path: Path) -> None:
+    """The backup was made by a newer pg_dump (16: archive format 1.15) than this host's pg_restore (15, which
+    rejects it: "unsupported version (1.15) in file header"): a setup problem naming both versions, not a
+    broken backup.  Only PostgreSQL 15 is installed here, so the set stands for a pg_dump 16 one: a real
+    archive whose header says 1.15, and a manifest recording pg_dump 16.4."""
+    import zstandard
+
+    db, _ = app_db
+    cfg = backup_config(db, encrypt=False, verify={"jobs": 1})
+    bid = _backup(cli, cfg)
+    set_dir = _stored_set(tmp_path / "store1")
+    obj = set_dir / f"{db}.dump.zst"
+    dump = bytearray(zstandard.ZstdDecompressor().decompressobj().decompress(obj.read_bytes()))
+    assert dump[:5] == b"PGDMP" and (dump[5], dump[6]) == (1, 14), dump[:8]
+    dump[6] = 15  # the format pg_dump 16 writes
+    data = zstandard.ZstdCompressor().compress(bytes(dump))
+    obj.write_bytes(data)
+    m = json.loads((set_dir / "manifest.json").read_text())
+    [rec] = [o for o in m["objects"] if o["name"] == obj.name]
+    rec["size"], rec["sha256"] = len(data), hashlib.sha256(data).hexdigest()
+    m["postgres"]["pg_dump_version"] = "16.4"
+    rewrite_manifest(cli, cfg, set_dir / "manifest.json", m)
+    r = cli(["--config", cfg, "run", "backup-verify", "--json"])
+    assert r.code == 1, r.output
+    run = r.json()[0]
+    assert "NOT CHECKED" in run["summary"], run
+    [finding] = run["findings"]
+    assert finding["check"] == "backup.verify_not_run", finding
+    assert "pg_dump 16.4" in finding["message"] and "pg_restore 15." in finding["message"], finding
+    assert cli(["--config", cfg, "backups", "show", bid, "--json"]).json()["status"] == "complete"
+    assert _scratch_dbs(pg) == []
+    r = cli(["--config", cfg, "backups", "restore", bid, "--json"])  # the same check before a restore
+    assert r.code != 0 and "pg_dump 16.4" in r.output and "pg_restore 15." in r.output, r.output
+    assert not [d for (d,) in pg.execute("SELECT datname FROM pg_database") if "restore" in d]

@@ -192,6 +192,23 @@ def fetch_pg_archive(fetcher: Fetcher, into: Path) -> PgArchive:
     return PgArchive(path, fmt, globals_sql)
 
 
+def check_restore_version(target: PostgresTarget, manifest: Manifest) -> None:
+    """pg_restore reads no archive of a newer pg_dump (major) than itself ("unsupported version (1.15) in file
+    header"): refuse up front, naming both versions — a problem of this host, not of the backup."""
+    made_by = str(manifest.details.get("pg_dump_version") or "")
+    major = re.match(r"(\d+)", made_by)
+    if not major:
+        return
+    path = pg.tool(target, "pg_restore")
+    ver, num = pg.tool_version(path)
+    if num // 10000 < int(major.group(1)):
+        raise SetupError(
+            f"backup {manifest.id} was made by pg_dump {made_by}; this host's pg_restore {ver} ({path}) is older "
+            "and cannot read its archive",
+            f"Try: install the PostgreSQL {major.group(1)} (or newer) client tools and point bin_dir of the "
+            f"target restored into ({target.display()}) at them, or verify/restore on a host that has them")
+
+
 def pg_restore_list(target: PostgresTarget, archive: PgArchive) -> int:
     """``pg_restore --list``: the archive's table of contents must be readable.  Returns its entry count."""
     res = proc.run([pg.tool(target, "pg_restore"), "--list", str(archive.path)], check=False, timeout=600)

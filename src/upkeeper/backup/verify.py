@@ -29,6 +29,7 @@ from upkeeper.backup.restore import (
     Located,
     PgArchive,
     SetUnreadable,
+    check_restore_version,
     compare_row_counts,
     fetch_pg_archive,
     locate,
@@ -228,6 +229,7 @@ def _verify_postgres(fetcher: Fetcher, settings: BackupSettings, source: Any, op
     if not isinstance(source, PostgresTarget):
         raise BackupError("verifying a PostgreSQL backup needs a postgres target to restore into")
     scratch = opts.scratch or source
+    check_restore_version(scratch, m)
     name = scratch_name(m.id)
     admin = pg.admin_db(scratch, name)
     expected = dict(m.details.get("row_counts") or {})

@@ -17,7 +17,14 @@ from upkeeper.backup import pg
 from upkeeper.backup.catalog import STATUSES, BackupRow, Catalog
 from upkeeper.backup.manifest import Manifest, safe_component
 from upkeeper.backup.prune import SeriesReport, clean_leftovers, index_sets, prune_series
-from upkeeper.backup.restore import Fetcher, fetch_pg_archive, locate, pg_restore, work_dir
+from upkeeper.backup.restore import (
+    Fetcher,
+    check_restore_version,
+    fetch_pg_archive,
+    locate,
+    pg_restore,
+    work_dir,
+)
 from upkeeper.backup.sets import close_storages, open_storages, storage_names
 from upkeeper.backup.verify import ManifestChanged, VerifyOptions, VerifyReport, verify_stored
 from upkeeper.cli._app import app, console, err_console, print_json, state
@@ -326,6 +333,7 @@ def _restore_postgres(config: Config, row: BackupRow, fetcher: Fetcher, database
     if len(name.encode()) > PG_NAME_MAX:
         raise UsageError(f"database name {name!r} is longer than PostgreSQL's {PG_NAME_MAX} bytes",
                          "Try: a shorter --database name")
+    check_restore_version(tgt, fetcher.located.manifest)
     server = tgt.display().rsplit("/", 1)[0]
     where = f"database {name!r} on {server}"
     admin = pg.admin_db(tgt, name)
