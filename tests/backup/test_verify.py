@@ -448,3 +448,31 @@ def test_a_pg_restore_older_than_the_backups_pg_dump_leaves_it_unjudged(
     r = cli(["--config", cfg, "backups", "restore", bid, "--json"])  # the same check before a restore
     assert r.code != 0 and "pg_dump 16.4" in r.output and "pg_restore 15." in r.output, r.output
     assert not [d for (d,) in pg.execute("SELECT datname FROM pg_database") if "restore" in d]
+
+
+def test_a_scratch_role_that_may_not_create_databases_leaves_the_backup_unjudged(
+        cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], backup_config: Any, make_config: Any
+        ) -> None:
+    """The verify connects as a role without CREATEDB: "permission denied to create database" says nothing
+    about the backup — NOT CHECKED, naming the scratch database and the fix; the backup stays complete."""
+    import yaml
+
+    db, _ = app_db
+    role = f"nocreate_{db}"[:63]
+    pg.execute(f'CREATE ROLE "{role}" LOGIN')
+    try:
+        cfg = backup_config(db)
+        bid = _backup(cli, cfg)
+        data = yaml.safe_load(cfg.read_text())
+        data["targets"]["db"]["user"] = role
+        r = cli(["--config", make_config(data, "verify-host.yaml"), "run", "backup-verify", "--json"])
+    finally:
+        pg.execute(f'DROP ROLE "{role}"')
+    assert r.code == 1, r.output
+    run = r.json()[0]
+    assert "NOT CHECKED" in run["summary"], run
+    [finding] = run["findings"]
+    assert finding["check"] == "backup.verify_not_run", finding
+    assert "permission denied to create database" in finding["message"] and "CREATEDB" in finding["message"]
+    assert cli(["--config", cfg, "backups", "show", bid, "--json"]).json()["status"] == "complete"
+    assert _scratch_dbs(pg) == []
