@@ -142,14 +142,14 @@ def test_an_existing_database_without_tables_is_replaced_only_with_force(
 def _faulty_pg_restore(tmp_path: Path, pg: PostgresCluster, body: str) -> Path:
     """A bin_dir with the real PostgreSQL tools, except a pg_restore that does what ``body`` says (``$REAL`` runs
     the real one): fault injection around the real tool, for failures a healthy server will not produce on
-    demand."""
+    demand.  ``pg_restore --version`` (asked before a restore) is always the real one's answer."""
     d = tmp_path / "faultbin"
     d.mkdir()
     for tool in pg.bin.iterdir():
         if tool.name != "pg_restore":
             (d / tool.name).symlink_to(tool)
     w = d / "pg_restore"
-    w.write_text(f'#!/bin/sh\nREAL="{pg.bin}/pg_restore"\n{body}\n')
+    w.write_text(f'#!/bin/sh\nREAL="{pg.bin}/pg_restore"\n[ "$1" = --version ] && exec "$REAL" --version\n{body}\n')
     w.chmod(0o755)
     return d
 

@@ -288,3 +288,73 @@ def test_server_session_timeouts_do_not_cut_the_snapshot_session(
     bid = r.json()[0]["artifacts"][0]["id"]
     show = cli(["--config", cfg, "backups", "show", bid, "--json"]).json()
     assert show["manifest"]["postgres"]["row_counts"]["public.reviews"] == counts["reviews"]
+
+
+@pytest.fixture
+def owner_role(pg: PostgresCluster, app_db: tuple[str, dict[str, int]]) -> Any:
+    """A backup role that is no superuser: it owns nothing cluster-wide and reads the app's tables (as a
+    database owner or a granted backup role does), but not pg_authid, where role passwords live."""
+    db, _ = app_db
+    role = f"bk_{db}"[:63]
+    pg.execute(f'CREATE ROLE "{role}" LOGIN')
+    pg.execute(f'CREATE ROLE "{role}_app" LOGIN PASSWORD \'app-role-secret\'')
+    pg.execute(f'GRANT SELECT ON ALL TABLES IN SCHEMA public TO "{role}"; '
+               f'GRANT SELECT ON ALL SEQUENCES IN SCHEMA public TO "{role}"', db)
+    yield role
+    pg.execute(f'DROP OWNED BY "{role}"', db)
+    pg.execute(f'DROP ROLE "{role}"; DROP ROLE "{role}_app"')
+
+
+def _globals_sql(set_dir: Path, age_key: AgeKey) -> str:
+    dec = subprocess.run(["age", "-d", "-i", str(age_key.identity), str(set_dir / "globals.sql.zst.age")],
+                         check=True, capture_output=True)
+    return subprocess.run(["zstd", "-d", "-c"], input=dec.stdout, check=True, capture_output=True).stdout.decode()
+
+
+def test_a_role_that_cannot_read_role_passwords_backs_up_globals_without_them(
+        cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], owner_role: str, backup_config: Any,
+        age_key: AgeKey, tmp_path: Path) -> None:
+    """pg_dumpall --globals-only as a non-superuser: "permission denied for table pg_authid".  The roles are
+    dumped again with --no-role-passwords (which reads pg_roles), the manifest says so, and the run warns."""
+    db, _ = app_db
+    cfg = backup_config(db, options={"globals": True}, target_extra={"user": owner_role})
+    r = cli(["--config", cfg, "run", "db-backup", "--json"])
+    assert r.code == 0, r.output
+    run = r.json()[0]
+    assert run["status"] == "warn", run
+    [finding] = run["findings"]
+    assert finding["check"] == "backup.globals_without_role_passwords", finding
+    assert owner_role in finding["message"] and "pg_authid" in finding["message"], finding
+    [set_dir] = _sets(tmp_path / "store1")
+    manifest = json.loads((set_dir / "manifest.json").read_text())
+    assert manifest["postgres"]["globals"] == "without-role-passwords", manifest["postgres"]
+    sql = _globals_sql(set_dir, age_key)
+    assert f"CREATE ROLE {owner_role}_app" in sql and "PASSWORD" not in sql, sql
+
+
+def test_globals_that_cannot_be_dumped_at_all_still_back_up_every_database(
+        cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], owner_role: str, backup_config: Any,
+        tmp_path: Path) -> None:
+    """Not even the roles without passwords can be read (pg_auth_members, where memberships live, revoked in
+    the database pg_dumpall connects to): the database is still backed up — its data matters most — and the
+    run fails naming the globals; the manifest records that the set holds none."""
+    db, _ = app_db
+    pg.execute("REVOKE SELECT ON pg_catalog.pg_auth_members FROM PUBLIC", db)
+    try:
+        cfg = backup_config(db, options={"globals": True}, target_extra={"user": owner_role})
+        r = cli(["--config", cfg, "run", "db-backup", "--json"])
+    finally:
+        pg.execute("GRANT SELECT ON pg_catalog.pg_auth_members TO PUBLIC", db)
+    assert r.code == 1, r.output
+    run = r.json()[0]
+    assert run["status"] == "fail", run
+    [finding] = [f for f in run["findings"] if f["severity"] == "critical"]
+    assert finding["check"] == "backup.globals_failed" and "pg_auth_members" in finding["message"], finding
+    assert "FAILED: globals" in run["summary"] and "completed:" in run["summary"], run["summary"]
+    [art] = run["artifacts"]
+    assert art["database"] == db
+    [set_dir] = _sets(tmp_path / "store1")
+    manifest = json.loads((set_dir / "manifest.json").read_text())
+    assert manifest["postgres"]["globals"] == "failed", manifest["postgres"]
+    assert not (set_dir / "globals.sql.zst.age").exists()
+    assert [o["role"] for o in manifest["objects"]] == ["database"]

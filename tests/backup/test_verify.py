@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -315,3 +316,163 @@ def test_an_unreachable_scratch_server_leaves_backups_unjudged(
     r = cli(["--config", cfg, "run", "verify-here", "--json"])
     assert r.code == 0 and r.json()[0]["artifacts"][0]["backup_id"] == bid, r.output
     assert cli(["--config", cfg, "backups", "show", bid, "--json"]).json()["status"] == "verified"
+
+
+def _reconfigure(cfg: Path, make_config: Any, encryption: dict[str, Any]) -> Path:
+    """The same config with another ``backup -> encryption`` (a verify host set up with other keys)."""
+    import yaml
+
+    data = yaml.safe_load(cfg.read_text())
+    data["backup"]["encryption"] = encryption
+    return make_config(data, "verify-host.yaml")
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_verify_host_with_another_age_key_leaves_the_backup_unjudged(
+        cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], backup_config: Any, make_config: Any,
+        age_key: AgeKey, tmp_path: Path, jobs: int) -> None:
+    """The identity_file of the verifying host is not among the backup's recipients (recorded in its manifest):
+    the backup is not condemned — the run says it was NOT CHECKED, naming both keys and the file to fix — and
+    with the right identity it verifies."""
+    db, _ = app_db
+    cfg = backup_config(db, verify={"jobs": jobs})
+    bid = _backup(cli, cfg)
+    other = tmp_path / "other-key.txt"
+    subprocess.run(["age-keygen", "-o", str(other)], check=True, capture_output=True)
+    other_pub = subprocess.run(["age-keygen", "-y", str(other)], check=True, capture_output=True,
+                               text=True).stdout.strip()
+    wrong = _reconfigure(cfg, make_config, {"recipients": [age_key.recipient], "identity_file": str(other)})
+    r = cli(["--config", wrong, "run", "backup-verify", "--json"])
+    assert r.code == 1, r.output
+    run = r.json()[0]
+    assert "NOT CHECKED" in run["summary"], run
+    [finding] = run["findings"]
+    assert finding["check"] == "backup.verify_not_run", finding
+    msg = finding["message"]
+    assert str(other) in msg and other_pub in msg and age_key.recipient in msg, msg
+    assert cli(["--config", wrong, "backups", "show", bid, "--json"]).json()["status"] == "complete"
+    assert _scratch_dbs(pg) == []
+    r = cli(["--config", cfg, "run", "backup-verify", "--json"])
+    assert r.code == 0, r.output
+    assert cli(["--config", cfg, "backups", "show", bid, "--json"]).json()["status"] == "verified"
+
+
+def test_a_wrong_passphrase_leaves_the_backup_unjudged(
+        cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], backup_config: Any, make_config: Any,
+        tmp_path: Path) -> None:
+    """Passphrase mode: a verify host with another passphrase cannot tell anything about the backup (its bytes
+    match their SHA-256): NOT CHECKED, naming passphrase_file; the backup keeps its status."""
+    db, _ = app_db
+    right, wrong = tmp_path / "pass-right", tmp_path / "pass-wrong"
+    right.write_text("correct horse battery staple")
+    wrong.write_text("incorrect horse")
+    cfg = backup_config(db, encrypt=False, backup={"encryption": {"passphrase_file": str(right)}},
+                        verify={"jobs": 1})
+    bid = _backup(cli, cfg)
+    bad = _reconfigure(cfg, make_config, {"passphrase_file": str(wrong)})
+    r = cli(["--config", bad, "run", "backup-verify", "--json"])
+    assert r.code == 1, r.output
+    run = r.json()[0]
+    assert "NOT CHECKED" in run["summary"], run
+    [finding] = run["findings"]
+    assert finding["check"] == "backup.verify_not_run" and "passphrase" in finding["message"], finding
+    assert "incorrect horse" not in r.output
+    assert cli(["--config", bad, "backups", "show", bid, "--json"]).json()["status"] == "complete"
+    assert _scratch_dbs(pg) == []
+
+
+@pytest.mark.parametrize("where", ["header", "payload"])
+def test_ciphertext_that_the_right_key_cannot_decrypt_fails_verify(
+        cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], backup_config: Any, tmp_path: Path,
+        where: str) -> None:
+    """The other side: our identity is among the recipients and the stored bytes match the manifest (written
+    so), yet age rejects them — a corrupt key stanza in the age header, or a corrupt payload chunk: that is the
+    backup's fault, verify-failed."""
+    db, _ = app_db
+    cfg = backup_config(db, verify={"jobs": 1})
+    bid = _backup(cli, cfg)
+    set_dir = _stored_set(tmp_path / "store1")
+    name = f"{db}.dump.zst.age"
+    obj = set_dir / name
+    data = bytearray(obj.read_bytes())
+    if where == "header":
+        stanza = data.index(b"-> X25519")
+        data[data.index(b"\n", stanza) + 3] ^= 0x01  # the wrapped file key, on the stanza's second line
+    else:
+        data[len(data) // 2] ^= 0x01
+    obj.write_bytes(bytes(data))
+    m = json.loads((set_dir / "manifest.json").read_text())
+    [rec] = [o for o in m["objects"] if o["name"] == name]
+    rec["size"], rec["sha256"] = len(data), hashlib.sha256(data).hexdigest()
+    rewrite_manifest(cli, cfg, set_dir / "manifest.json", m)
+    r = cli(["--config", cfg, "backups", "verify", bid, "--json"])
+    assert r.code == 1, r.output
+    [rep] = r.json()
+    assert not rep["ok"] and not rep["inconclusive"] and "decrypt" in rep["error"], rep
+    assert cli(["--config", cfg, "backups", "show", bid, "--json"]).json()["status"] == "verify-failed"
+
+
+def test_a_pg_restore_older_than_the_backups_pg_dump_leaves_it_unjudged(
+        cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], backup_config: Any,
+        tmp_path: Path) -> None:
+    """The backup was made by a newer pg_dump (16: archive format 1.15) than this host's pg_restore (15, which
+    rejects it: "unsupported version (1.15) in file header"): a setup problem naming both versions, not a
+    broken backup.  Only PostgreSQL 15 is installed here, so the set stands for a pg_dump 16 one: a real
+    archive whose header says 1.15, and a manifest recording pg_dump 16.4."""
+    import zstandard
+
+    db, _ = app_db
+    cfg = backup_config(db, encrypt=False, verify={"jobs": 1})
+    bid = _backup(cli, cfg)
+    set_dir = _stored_set(tmp_path / "store1")
+    obj = set_dir / f"{db}.dump.zst"
+    dump = bytearray(zstandard.ZstdDecompressor().decompressobj().decompress(obj.read_bytes()))
+    assert dump[:5] == b"PGDMP" and (dump[5], dump[6]) == (1, 14), dump[:8]
+    dump[6] = 15  # the format pg_dump 16 writes
+    data = zstandard.ZstdCompressor().compress(bytes(dump))
+    obj.write_bytes(data)
+    m = json.loads((set_dir / "manifest.json").read_text())
+    [rec] = [o for o in m["objects"] if o["name"] == obj.name]
+    rec["size"], rec["sha256"] = len(data), hashlib.sha256(data).hexdigest()
+    m["postgres"]["pg_dump_version"] = "16.4"
+    rewrite_manifest(cli, cfg, set_dir / "manifest.json", m)
+    r = cli(["--config", cfg, "run", "backup-verify", "--json"])
+    assert r.code == 1, r.output
+    run = r.json()[0]
+    assert "NOT CHECKED" in run["summary"], run
+    [finding] = run["findings"]
+    assert finding["check"] == "backup.verify_not_run", finding
+    assert "pg_dump 16.4" in finding["message"] and "pg_restore 15." in finding["message"], finding
+    assert cli(["--config", cfg, "backups", "show", bid, "--json"]).json()["status"] == "complete"
+    assert _scratch_dbs(pg) == []
+    r = cli(["--config", cfg, "backups", "restore", bid, "--json"])  # the same check before a restore
+    assert r.code != 0 and "pg_dump 16.4" in r.output and "pg_restore 15." in r.output, r.output
+    assert not [d for (d,) in pg.execute("SELECT datname FROM pg_database") if "restore" in d]
+
+
+def test_a_scratch_role_that_may_not_create_databases_leaves_the_backup_unjudged(
+        cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], backup_config: Any, make_config: Any
+        ) -> None:
+    """The verify connects as a role without CREATEDB: "permission denied to create database" says nothing
+    about the backup — NOT CHECKED, naming the scratch database and the fix; the backup stays complete."""
+    import yaml
+
+    db, _ = app_db
+    role = f"nocreate_{db}"[:63]
+    pg.execute(f'CREATE ROLE "{role}" LOGIN')
+    try:
+        cfg = backup_config(db)
+        bid = _backup(cli, cfg)
+        data = yaml.safe_load(cfg.read_text())
+        data["targets"]["db"]["user"] = role
+        r = cli(["--config", make_config(data, "verify-host.yaml"), "run", "backup-verify", "--json"])
+    finally:
+        pg.execute(f'DROP ROLE "{role}"')
+    assert r.code == 1, r.output
+    run = r.json()[0]
+    assert "NOT CHECKED" in run["summary"], run
+    [finding] = run["findings"]
+    assert finding["check"] == "backup.verify_not_run", finding
+    assert "permission denied to create database" in finding["message"] and "CREATEDB" in finding["message"]
+    assert cli(["--config", cfg, "backups", "show", bid, "--json"]).json()["status"] == "complete"
+    assert _scratch_dbs(pg) == []

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import re
 import shutil
 import subprocess
 import termios
@@ -24,7 +25,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from upkeeper.config.backup import AGE_RECIPIENT, BackupSettings, EncryptionSettings
 from upkeeper.core.proc import _StderrCollector, describe_exit
@@ -109,6 +110,59 @@ def decrypt_argv(enc: EncryptionSettings | None, mode: str) -> tuple[list[str], 
         raise SetupError(f"identity_file {enc.identity_file} does not exist",
                           "Try: check backup -> encryption -> identity_file")
     return [age_binary(), "--decrypt", "-i", str(Path(enc.identity_file).expanduser())], None
+
+
+AGE_SECRET_KEY = re.compile(r"^AGE-SECRET-KEY-1[0-9A-Z]+$")
+
+
+def identity_public_keys(path: str) -> list[str] | None:
+    """The ``age1…`` public keys of the X25519 identities in an age identity file, or None when it cannot be
+    told: unreadable, or holding identities of other kinds (SSH keys, plugins) that age also accepts."""
+    import pyrage
+
+    try:
+        text = Path(path).expanduser().read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    keys = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if not AGE_SECRET_KEY.match(line):
+            return None
+        try:
+            keys.append(str(pyrage.x25519.Identity.from_str(line).to_public()))
+        except Exception:
+            return None
+    return keys or None
+
+
+def _short(key: str) -> str:
+    return f"{key[:12]}…{key[-6:]}"
+
+
+def identity_listed(enc: EncryptionSettings | None, recorded: dict[str, Any], backup_id: str) -> bool | None:
+    """Is the configured identity among the X25519 recipients the backup's manifest records?
+
+    True: yes (so a header age cannot open is the backup's fault); None: cannot be told (no recipients
+    recorded, an identity file with SSH or plugin keys).  When it is not, raises :class:`SetupError` naming
+    the identity file, its key and the backup's recipients: this host cannot check the backup, which says
+    nothing about the backup itself.
+    """
+    recipients = [str(r) for r in recorded.get("recipients") or []]
+    if enc is None or not enc.identity_file or not recipients:
+        return None
+    ours = identity_public_keys(enc.identity_file)
+    if ours is None:
+        return None
+    if set(ours) & set(recipients):
+        return True
+    raise SetupError(
+        f"backup {backup_id} is encrypted to {', '.join(recipients)}; identity_file {enc.identity_file} holds "
+        f"the key of {', '.join(ours)}, which is not among them, so it cannot decrypt the backup",
+        f"Try: set backup -> encryption -> identity_file to the private key of one of "
+        f"{', '.join(_short(r) for r in recipients)} (age-keygen -y KEYFILE prints a key's public key)")
 
 
 class AgeProcess:

@@ -243,6 +243,21 @@ def upload_bytes(upload: ObjectUpload, data: bytes) -> ObjectRecord:
 # -- reading back -------------------------------------------------------------------------
 
 
+class KeyRejected(BackupError):
+    """age could not open the object's header with the configured key: "no identity matched any of the
+    recipients" or "incorrect passphrase".  Raised only once the object's size and SHA-256 matched the
+    manifest, so the bytes are those written; whether the key or the header is to blame is the caller's to
+    decide (:class:`upkeeper.backup.restore.Fetcher` compares the identity with the manifest's recipients)."""
+
+    def __init__(self, name: str, detail: str) -> None:
+        super().__init__(f"object {name}: decryption failed: {detail}")
+        self.object_name = name
+
+
+#: what age says when the key (not the data) does not fit: the header's stanzas do not open with it
+AGE_KEY_REJECTED = ("no identity matched any of the recipients", "incorrect passphrase")
+
+
 class ChecksumMismatch(BackupError):
     def __init__(self, name: str, detail: str) -> None:
         super().__init__(f"object {name} is corrupt: {detail}",
@@ -342,7 +357,8 @@ def read_object(
                 try:
                     age.wait()
                 except UpkeeperError as exc:
-                    failure.insert(0, BackupError(f"object {record.name}: decryption failed: {exc.message}"))
+                    rejected = any(m in getattr(exc, "stderr", "") for m in AGE_KEY_REJECTED)
+                    failure.insert(0, (KeyRejected if rejected else _decryption_failed)(record.name, exc.message))
         finally:
             if age is not None:
                 age.close()
@@ -356,6 +372,10 @@ def read_object(
         except zstandard.ZstdError as exc:
             raise BackupError(f"object {record.name}: decompression failed: {exc}") from None
     return written
+
+
+def _decryption_failed(name: str, detail: str) -> BackupError:
+    return BackupError(f"object {name}: decryption failed: {detail}")
 
 
 def _check_digest(record: ObjectRecord, digest: str, size: int) -> None:

@@ -14,14 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from upkeeper.backup import pg
-from upkeeper.backup.crypto import decrypt_argv
+from upkeeper.backup.crypto import decrypt_argv, identity_listed
 from upkeeper.backup.manifest import MANIFEST, Manifest, read_manifest, set_prefix
-from upkeeper.backup.pipeline import ObjectRecord, read_object
+from upkeeper.backup.pipeline import KeyRejected, ObjectRecord, read_object
 from upkeeper.backup.workdir import work_dir
 from upkeeper.config.backup import BackupSettings
 from upkeeper.config.targets import PostgresTarget
 from upkeeper.core import proc
-from upkeeper.errors import BackupError, StorageError, UpkeeperError
+from upkeeper.errors import BackupError, SetupError, StorageError, UpkeeperError
 from upkeeper.storage import Storage
 
 __all__ = ["work_dir"]  # re-exported: the CLI's restore uses it from here
@@ -81,11 +81,44 @@ class Fetcher:
     def __init__(self, located: Located, settings: BackupSettings) -> None:
         self.located = located
         self.settings = settings
+        #: is our identity among the set's recipients (None: not known, or not looked at yet)
+        self._identity_listed: bool | None = None
+        self._identity_checked = False
 
     def _decrypt(self, rec: ObjectRecord) -> tuple[list[str] | None, str | None]:
         if rec.encryption == "none":
             return None, None
-        return decrypt_argv(self.settings.encryption_settings(), rec.encryption)
+        enc = self.settings.encryption_settings()
+        argv = decrypt_argv(enc, rec.encryption)
+        if rec.encryption == "age-x25519" and not self._identity_checked:
+            # before reading a byte: a key that is not among the recipients cannot check the set at all
+            self._identity_listed = identity_listed(enc, self.located.manifest.encryption, self.located.manifest.id)
+            self._identity_checked = True
+        return argv
+
+    def _read(self, rec: ObjectRecord, out: Any, argv: list[str] | None, pw: str | None) -> int:
+        """read_object, with age rejecting the key judged: the object's bytes matched their SHA-256, so a
+        passphrase that does not open them, or an identity not known to be a recipient, is this host's setup
+        (:class:`SetupError`); an identity that is a recipient but cannot open the header means the header
+        is corrupt (a verdict on the backup)."""
+        try:
+            return read_object(self.located.storage, self.key(rec), rec, out, decrypt_argv=argv, passphrase=pw)
+        except KeyRejected as exc:
+            enc = self.settings.encryption_settings()
+            if rec.encryption == "age-scrypt":
+                where = f"passphrase_file {enc.passphrase_file}" if enc and enc.passphrase_file else "passphrase"
+                raise SetupError(
+                    f"object {rec.name}: the configured passphrase ({where}) does not decrypt it, and its bytes "
+                    "match the manifest's SHA-256: the backup was made with another passphrase",
+                    "Try: set backup -> encryption -> passphrase_file to the passphrase in use when the backup "
+                    "was made") from None
+            if self._identity_listed:
+                raise BackupError(f"{exc.message} — identity_file holds one of the backup's recipients, so the "
+                                  "object's age header is corrupt") from None
+            ident = enc.identity_file if enc else None
+            raise SetupError(f"{exc.message} — identity_file {ident} does not open this backup's age header",
+                             "Try: set backup -> encryption -> identity_file to the private key of one of the "
+                             "recipients in the backup's manifest.json") from None
 
     def key(self, rec: ObjectRecord) -> str:
         return self.located.manifest.prefix + rec.name
@@ -103,7 +136,7 @@ class Fetcher:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             with os.fdopen(fd, "wb") as fh:
-                n = read_object(self.located.storage, self.key(rec), rec, fh, decrypt_argv=argv, passphrase=pw)
+                n = self._read(rec, fh, argv, pw)
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, path)
@@ -116,18 +149,17 @@ class Fetcher:
     def to_bytes(self, rec: ObjectRecord) -> bytes:
         buf = bytearray()
         argv, pw = self._decrypt(rec)
-        read_object(self.located.storage, self.key(rec), rec, buf.extend, decrypt_argv=argv, passphrase=pw)
+        self._read(rec, buf.extend, argv, pw)
         return bytes(buf)
 
     def write_to(self, rec: ObjectRecord, out: Any) -> int:
         argv, pw = self._decrypt(rec)
-        return read_object(self.located.storage, self.key(rec), rec, out, decrypt_argv=argv, passphrase=pw)
+        return self._read(rec, out, argv, pw)
 
     def check_only(self, rec: ObjectRecord) -> int:
         """Size, SHA-256, decryption and decompression, discarding the plaintext."""
         argv, pw = self._decrypt(rec)
-        return read_object(self.located.storage, self.key(rec), rec, lambda b: None, decrypt_argv=argv,
-                           passphrase=pw)
+        return self._read(rec, lambda b: None, argv, pw)
 
 
 @dataclass
@@ -159,6 +191,23 @@ def fetch_pg_archive(fetcher: Fetcher, into: Path) -> PgArchive:
     if not path.exists():
         raise BackupError(f"backup {m.id} has no database dump object")
     return PgArchive(path, fmt, globals_sql)
+
+
+def check_restore_version(target: PostgresTarget, manifest: Manifest) -> None:
+    """pg_restore reads no archive of a newer pg_dump (major) than itself ("unsupported version (1.15) in file
+    header"): refuse up front, naming both versions — a problem of this host, not of the backup."""
+    made_by = str(manifest.details.get("pg_dump_version") or "")
+    major = re.match(r"(\d+)", made_by)
+    if not major:
+        return
+    path = pg.tool(target, "pg_restore")
+    ver, num = pg.tool_version(path)
+    if num // 10000 < int(major.group(1)):
+        raise SetupError(
+            f"backup {manifest.id} was made by pg_dump {made_by}; this host's pg_restore {ver} ({path}) is older "
+            "and cannot read its archive",
+            f"Try: install the PostgreSQL {major.group(1)} (or newer) client tools and point bin_dir of the "
+            f"target restored into ({target.display()}) at them, or verify/restore on a host that has them")
 
 
 def pg_restore_list(target: PostgresTarget, archive: PgArchive) -> int:

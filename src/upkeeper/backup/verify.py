@@ -29,6 +29,7 @@ from upkeeper.backup.restore import (
     Located,
     PgArchive,
     SetUnreadable,
+    check_restore_version,
     compare_row_counts,
     fetch_pg_archive,
     listed_files,
@@ -230,6 +231,7 @@ def _verify_postgres(fetcher: Fetcher, settings: BackupSettings, source: Any, op
     if not isinstance(source, PostgresTarget):
         raise BackupError("verifying a PostgreSQL backup needs a postgres target to restore into")
     scratch = opts.scratch or source
+    check_restore_version(scratch, m)
     name = scratch_name(m.id)
     admin = pg.admin_db(scratch, name)
     expected = dict(m.details.get("row_counts") or {})
@@ -253,10 +255,7 @@ def _verify_postgres(fetcher: Fetcher, settings: BackupSettings, source: Any, op
         with _scratch_guard(scratch, admin, name) as guard:
             _drop_stale_scratch(guard, name, report)
             try:
-                pg.drop_database(guard, name)
-                pg.create_database(guard, name)
-                guard.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(
-                    sql.Identifier(name), sql.Literal(SCRATCH_COMMENT.format(id=m.id))))
+                _create_scratch(guard, scratch, name, m.id)
                 progress(f"restoring into {name}")
                 if archive is None:
                     seconds, n = stream_restore(fetcher, db_objects[0], scratch, name)
@@ -276,6 +275,20 @@ def _verify_postgres(fetcher: Fetcher, settings: BackupSettings, source: Any, op
                         pg.drop_database(conn, name)
                 except UpkeeperError as exc:
                     log.error("could not drop the scratch database %s: %s", name, exc.message)
+
+
+def _create_scratch(guard: psycopg.Connection[Any], scratch: PostgresTarget, name: str, backup_id: str) -> None:
+    """(Re)create the empty scratch database.  A server or role that does not allow it (no CREATEDB, a full
+    disk, too many databases) is this host's setup, not the backup's fault: a :class:`TaskError`."""
+    try:
+        pg.drop_database(guard, name)
+        pg.create_database(guard, name)
+        guard.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(
+            sql.Identifier(name), sql.Literal(SCRATCH_COMMENT.format(id=backup_id))))
+    except psycopg.Error as exc:
+        raise TaskError(f"cannot create the scratch database {name} on {scratch.display()}: {pg.pg_error(exc)}",
+                        "Try: let the target's role create databases (ALTER ROLE … CREATEDB), or set the "
+                        "verify job's scratch_target to a server where it may") from None
 
 
 def _check_restored(scratch: PostgresTarget, name: str, expected: dict[str, Any], opts: VerifyOptions,

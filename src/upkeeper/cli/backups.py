@@ -19,6 +19,7 @@ from upkeeper.backup.manifest import Manifest, safe_component
 from upkeeper.backup.prune import SeriesReport, clean_leftovers, index_sets, prune_series
 from upkeeper.backup.restore import (
     Fetcher,
+    check_restore_version,
     extract_files,
     fetch_pg_archive,
     listed_files,
@@ -334,6 +335,7 @@ def _restore_postgres(config: Config, row: BackupRow, fetcher: Fetcher, database
     if len(name.encode()) > PG_NAME_MAX:
         raise UsageError(f"database name {name!r} is longer than PostgreSQL's {PG_NAME_MAX} bytes",
                          "Try: a shorter --database name")
+    check_restore_version(tgt, fetcher.located.manifest)
     server = tgt.display().rsplit("/", 1)[0]
     where = f"database {name!r} on {server}"
     admin = pg.admin_db(tgt, name)

@@ -21,7 +21,7 @@ from upkeeper.backup.workdir import work_dir
 from upkeeper.config.backup import RetentionPolicy
 from upkeeper.config.targets import PostgresTarget
 from upkeeper.core import proc
-from upkeeper.core.task import Result, Task, TaskContext, TaskOptions, task
+from upkeeper.core.task import Finding, Result, Severity, Task, TaskContext, TaskOptions, task
 from upkeeper.errors import BackupError, TaskError
 from upkeeper.fmt import human_bytes
 from upkeeper.tasks.backup._common import Outcome, apply_retention, env_for, object_name
@@ -32,6 +32,14 @@ else:
     psycopg = lazy.module("psycopg")
 
 PROGRESS_EVERY = 64 << 20
+
+# what a set's manifest records about the server's globals (postgres -> globals)
+GLOBALS_COMPLETE = "complete"  # globals.sql: roles with their passwords, tablespaces
+GLOBALS_WITHOUT_PASSWORDS = "without-role-passwords"  # the role may not read pg_authid
+GLOBALS_FAILED = "failed"  # no globals.sql: pg_dumpall failed (the run failed)
+GLOBALS_OFF = "off"  # option globals: false
+PG_AUTHID_DENIED = "permission denied for table pg_authid"
+NO_ROLE_PASSWORDS = "--no-role-passwords"
 
 
 class PostgresBackupOptions(TaskOptions):
@@ -45,7 +53,8 @@ class PostgresBackupOptions(TaskOptions):
     jobs: int = Field(2, ge=1, le=64, description="parallel pg_dump jobs for format 'directory'. "
                       "Source: pg_dump -j")
     globals: bool = Field(True, description="add 'pg_dumpall --globals-only' (roles, tablespaces) to every set; "
-                          "needs a superuser. Source: upkeeper default")
+                          "a role that may not read pg_authid (not a superuser) gets the roles without their "
+                          "passwords (--no-role-passwords) and a warning. Source: upkeeper default")
     storages: list[str] | None = Field(None, description="storages to write to (default: backup.storages). "
             "Source: upkeeper (not set by default)")
     retention: RetentionPolicy | None = Field(None, description="retention for these backups "
@@ -98,19 +107,9 @@ class PostgresBackup(Task[PostgresBackupOptions]):
                 "format": options.format}
         out = Outcome("postgres")
         globals_sql: bytes | None = None
+        info["globals"] = GLOBALS_OFF
         if options.globals:
-            ctx.progress("pg_dumpall --globals-only", None)
-            pg_dumpall = pg.tool(target, "pg_dumpall")
-            res = proc.run([pg_dumpall, "--globals-only", "--no-password", "-l", target.dbname],
-                           extra_env=target.libpq_env(target.dbname), check=False, timeout=600)
-            try:
-                pg.check_stage(res, "dumping globals")
-                if not res.stdout.strip():
-                    raise BackupError("pg_dumpall --globals-only produced no output")
-            except BackupError as exc:
-                out.fail("globals", exc, "backup.globals_failed")
-                return out.result(time.monotonic() - t0)
-            globals_sql = res.stdout
+            globals_sql, info["globals"] = self._dump_globals(ctx, target, out)
         policy = options.retention or env.settings.retention
         for i, db in enumerate(databases):
             ctx.progress(f"dumping {db}", i / max(1, len(databases)))
@@ -129,6 +128,41 @@ class PostgresBackup(Task[PostgresBackupOptions]):
             if report is not None:
                 out.pruned += len(report.deleted)
         return out.result(time.monotonic() - t0)
+
+    def _dump_globals(self, ctx: TaskContext, target: PostgresTarget, out: Outcome) -> tuple[bytes | None, str]:
+        """``pg_dumpall --globals-only``: (its SQL, what the manifest records).  A role that may not read
+        pg_authid (only superusers may: it holds the password hashes) dumps the roles again with
+        ``--no-role-passwords``, with a warning.  When the globals cannot be dumped at all, the databases are
+        still backed up (their sets say they hold no globals) and the run fails naming the globals."""
+        ctx.progress("pg_dumpall --globals-only", None)
+        argv = [pg.tool(target, "pg_dumpall"), "--globals-only", "--no-password", "-l", target.dbname]
+        mode = GLOBALS_COMPLETE
+        try:
+            res = self._run_dumpall(argv, target)
+            if res.returncode != 0 and PG_AUTHID_DENIED in res.stderr:
+                ctx.log.warning("role %s may not read pg_authid: dumping the globals without role passwords",
+                                target.user or "(PGUSER)")
+                res = self._run_dumpall([*argv, NO_ROLE_PASSWORDS], target)
+                mode = GLOBALS_WITHOUT_PASSWORDS
+            pg.check_stage(res, "dumping globals")
+            if not res.stdout.strip():
+                raise BackupError("pg_dumpall --globals-only produced no output")
+        except BackupError as exc:
+            out.fail("globals", exc, "backup.globals_failed")
+            ctx.log.error("globals: %s; backing up the databases without them", exc.message)
+            return None, GLOBALS_FAILED
+        if mode == GLOBALS_WITHOUT_PASSWORDS:
+            out.findings.append(Finding(
+                "backup.globals_without_role_passwords", Severity.WARNING, "globals",
+                f"role {target.user or '(PGUSER)'} may not read pg_authid (superusers only), so the roles in "
+                "globals.sql have no passwords (pg_dumpall --no-role-passwords)",
+                "back up as a superuser to keep role passwords, or set them again after a restore "
+                "(ALTER ROLE … PASSWORD); 'globals: false' leaves the roles out"))
+        return res.stdout, mode
+
+    @staticmethod
+    def _run_dumpall(argv: list[str], target: PostgresTarget) -> proc.ProcResult:
+        return proc.run(argv, extra_env=target.libpq_env(target.dbname), check=False, timeout=600)
 
     def _backup_db(self, ctx: TaskContext, env: BackupEnv, writer: SetWriter, target: PostgresTarget, db: str,
                    options: PostgresBackupOptions, pg_dump: str, globals_sql: bytes | None,
