@@ -5,8 +5,13 @@ list/prune values are usage errors.  Also directory format and passphrase encryp
 
 from __future__ import annotations
 
+import os
+import shutil
+import signal
+import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -327,3 +332,221 @@ def test_prune_rejects_an_unknown_target(cli: Any, pg: PostgresCluster, app_db: 
     assert "no target 'dbb' in the config or the backup catalog" in _flat(r.err) and "(db)" in _flat(r.err)
     r = cli(["--config", cfg, "backups", "prune", "--target", "db", "--dry-run", "--json"])
     assert r.code == 0 and len(r.json()) == 1, r.output
+
+
+# ---------------------------------------------------------------------------------------------
+# Files restores are atomic: streamed into a private staging directory inside --to, moved into
+# place only once every object matched its SHA-256 and every member passed the checks.
+# ---------------------------------------------------------------------------------------------
+
+
+def _files_config(make_config: Any, tmp_path: Path, root: Path, age_key: AgeKey, work_dir: Path | None = None
+                  ) -> Path:
+    backup: dict[str, Any] = {"encryption": {"recipients": [age_key.recipient],
+                                             "identity_file": str(age_key.identity)}}
+    if work_dir is not None:
+        backup["work_dir"] = str(work_dir)
+    cfg: Path = make_config({
+        "targets": {"web": {"kind": "app", "root": str(root)}},
+        "storages": {"local1": {"kind": "local", "path": str(tmp_path / "store"), "fsync": False}},
+        "backup": backup,
+        "jobs": {"app-backup": {"task": "files.backup", "target": "web", "options": {"secret_paths": [".env"]}}},
+    })
+    return cfg
+
+
+def _app(tmp_path: Path, big: int = 1 << 20) -> Path:
+    """An app with an incompressible file of ``big`` bytes (many age chunks), a small one and a secret."""
+    root = tmp_path / "srv" / "app"
+    (root / "public").mkdir(parents=True)
+    (root / "public" / "big.bin").write_bytes(os.urandom(big))
+    (root / "app.js").write_text("console.log('hi')\n")
+    (root / ".env").write_text("DATABASE_URL=postgres://app:s3cr3t@db/app\n")
+    return root
+
+
+def _files_backup(cli: Any, cfg: Path) -> str:
+    r = cli(["--config", cfg, "run", "app-backup", "--json"])
+    assert r.code == 0 and r.json()[0]["status"] == "ok", r.output
+    return str(r.json()[0]["artifacts"][0]["id"])
+
+
+def _tree(d: Path) -> dict[str, bytes | str | None]:
+    """Everything under ``d`` (not following links): file contents, link targets, directories."""
+    if not d.exists():
+        return {}
+    return {str(p.relative_to(d)): (os.readlink(p) if p.is_symlink() else p.read_bytes() if p.is_file() else None)
+            for p in sorted(d.rglob("*"))}
+
+
+def _no_plaintext_left(tmp_path: Path, *dirs: Path) -> None:
+    """No staging directory anywhere under tmp_path; no restore work directory in ``dirs``."""
+    assert not [p for p in tmp_path.rglob(".upkeeper-restore-staging-*")]
+    for d in dirs:
+        assert not [p for p in d.glob("*upkeeper-restore-*")] if d.exists() else True
+
+
+@pytest.mark.parametrize("corrupt", ["files.tar.zst.age", "secrets.tar.zst.age"])
+@pytest.mark.parametrize("into", ["new", "existing"])
+def test_a_corrupt_object_leaves_the_directory_as_it_was(cli: Any, make_config: Any, tmp_path: Path,
+                                                         age_key: AgeKey, corrupt: str, into: str) -> None:
+    """A byte flipped near the end of a stored object: the object is streamed and extracted before its SHA-256
+    is known (at the end of the stream), so nothing may reach --to before that — neither a new directory nor,
+    with --force, an existing one changes; the error names the object and says so."""
+    root = _app(tmp_path)
+    cfg = _files_config(make_config, tmp_path, root, age_key, work_dir=tmp_path / "work")
+    (tmp_path / "work").mkdir()
+    bid = _files_backup(cli, cfg)
+    [obj] = list((tmp_path / "store").rglob(corrupt))
+    data = bytearray(obj.read_bytes())
+    data[-20] ^= 0x01
+    obj.write_bytes(bytes(data))
+    dest = tmp_path / "restored"
+    extra = []
+    if into == "existing":
+        (dest / "keep").mkdir(parents=True)
+        (dest / "keep" / "notes.txt").write_text("mine\n")
+        (dest / str(root).lstrip("/")).mkdir(parents=True)
+        (dest / str(root).lstrip("/") / "app.js").write_text("old version\n")
+        extra = ["--force"]
+    before = _tree(dest)
+    r = cli(["--config", cfg, "backups", "restore", bid, "--to", dest, *extra])
+    assert r.code == 1, r.output
+    assert _tree(dest) == before and dest.exists() == (into == "existing"), r.output
+    flat = _flat(r.err)
+    assert f"object {corrupt} is corrupt" in flat and "Traceback" not in r.output, r.output
+    assert (f"{dest} was not changed" if into == "existing" else f"{dest} was not created") in flat, flat
+    _no_plaintext_left(tmp_path, tmp_path / "work")
+
+
+def test_a_refused_member_leaves_the_directory_as_it_was(cli: Any, make_config: Any, tmp_path: Path,
+                                                         age_key: AgeKey) -> None:
+    """A member the manifest does not list, at the end of the archive (after every genuine one): the restore
+    fails naming it, and none of the members before it was left in --to."""
+    from .test_files_backup import _member, _tamper_archive
+
+    root = _app(tmp_path, big=1 << 16)
+    cfg = _files_config(make_config, tmp_path, root, age_key)
+    bid = _files_backup(cli, cfg)
+    rel = str(root).lstrip("/")
+    _tamper_archive(cli, cfg, tmp_path, age_key, "files.tar.zst.age",
+                    lambda ms: [*ms, _member(f"{rel}/pwned.js", b"pwned\n")])
+    dest = tmp_path / "restored"
+    dest.mkdir()
+    r = cli(["--config", cfg, "backups", "restore", bid, "--to", dest])
+    assert r.code == 1, r.output
+    assert list(dest.iterdir()) == [], r.output
+    flat = _flat(r.err)
+    assert f"refusing member '{rel}/pwned.js'" in flat and "the manifest does not list" in flat, flat
+    assert f"{dest} was not changed" in flat, flat
+    _no_plaintext_left(tmp_path)
+
+
+def test_a_full_disk_leaves_the_directory_as_it_was(cli: Any, make_config: Any, tmp_path: Path, age_key: AgeKey,
+                                                   small_fs: Path) -> None:
+    """--to on a file system too small for the backup (a 2 MiB tmpfs, a 3 MiB file), --force over an earlier
+    restore: the restore fails naming the full disk, the earlier files are as they were, and the space the
+    partial extraction took is free again."""
+    root = _app(tmp_path, big=3 << 20)
+    cfg = _files_config(make_config, tmp_path, root, age_key)
+    bid = _files_backup(cli, cfg)
+    dest = small_fs / "restored"
+    old = dest / str(root).lstrip("/")
+    (old / "public").mkdir(parents=True)
+    (old / "app.js").write_text("old version\n")
+    (old / "public" / "big.bin").write_bytes(b"old" * 1000)
+    before = _tree(dest)
+    free = shutil.disk_usage(small_fs).free
+    r = cli(["--config", cfg, "backups", "restore", bid, "--to", dest, "--force"])
+    assert r.code == 1, r.output
+    assert _tree(dest) == before, r.output
+    assert shutil.disk_usage(small_fs).free == free
+    flat = _flat(r.err)
+    assert "No space left on device" in flat and f"{dest} was not changed" in flat and "free space" in flat, flat
+    assert "Traceback" not in r.output
+    _no_plaintext_left(small_fs)
+
+
+def test_a_restore_needs_no_second_copy_of_the_backup(cli: Any, make_config: Any, tmp_path: Path, age_key: AgeKey,
+                                                      small_fs: Path) -> None:
+    """The tar streams from storage into the extraction: a backup of 1.2 MiB restores onto a 2 MiB file system
+    that is also backup.work_dir (no decrypted copy of the archive is written there first)."""
+    root = _app(tmp_path, big=1200 << 10)
+    work = small_fs / "work"
+    work.mkdir()
+    cfg = _files_config(make_config, tmp_path, root, age_key, work_dir=work)
+    bid = _files_backup(cli, cfg)
+    dest = small_fs / "restored"
+    r = cli(["--config", cfg, "backups", "restore", bid, "--to", dest])
+    assert r.code == 0, r.output
+    got = dest / str(root).lstrip("/")
+    assert (got / "public" / "big.bin").read_bytes() == (root / "public" / "big.bin").read_bytes()
+    assert (got / ".env").read_text() == (root / ".env").read_text()
+    assert list(work.iterdir()) == []
+    _no_plaintext_left(small_fs)
+
+
+def _restore_paused(cfg: Path, bid: str, dest: Path, mark: Path) -> subprocess.Popen[bytes]:
+    """'backups restore' in a process of its own, paused once everything is extracted, before it is moved."""
+    env = {**os.environ, "UPKEEPER_FAULT_PAUSE": "restore-staged:60", "UPKEEPER_FAULT_MARK": str(mark),
+           "PYTHONPATH": os.pathsep.join(sys.path)}
+    p = subprocess.Popen([sys.executable, "-m", "upkeeper", "--config", str(cfg), "backups", "restore", bid, "--to",
+                          str(dest), "--force"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    deadline = time.monotonic() + 60
+    while not mark.exists() and p.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if not mark.exists():
+        p.kill()
+        out, err = p.communicate()
+        pytest.fail(f"the restore never paused before moving into place: {out.decode()} {err.decode()}")
+    return p
+
+
+def test_secrets_are_staged_privately_inside_the_directory_and_removed_when_stopped(
+        cli: Any, make_config: Any, tmp_path: Path, age_key: AgeKey) -> None:
+    """While a restore runs, the decrypted secrets (and every other file) exist only in a 0700 staging directory
+    inside --to, nowhere else (not in backup.work_dir).  Ctrl-C removes it and leaves --to as it was; one left
+    by a killed restore (SIGKILL: nothing runs) is removed by the next restore into the directory, which does
+    not count it as content."""
+    root = _app(tmp_path, big=1 << 16)
+    work = tmp_path / "work"
+    work.mkdir()
+    cfg = _files_config(make_config, tmp_path, root, age_key, work_dir=work)
+    bid = _files_backup(cli, cfg)
+    secret = (root / ".env").read_bytes()
+    dest = tmp_path / "restored"
+    dest.mkdir()
+    (dest / "notes.txt").write_text("mine\n")
+
+    for sig in (signal.SIGINT, signal.SIGKILL):
+        mark = tmp_path / f"mark-{sig.name}"
+        p = _restore_paused(cfg, bid, dest, mark)
+        try:
+            [staging] = list(dest.glob(".upkeeper-restore-staging-*"))
+            assert stat.S_IMODE(staging.stat().st_mode) == 0o700 and staging.stat().st_uid == os.geteuid()
+            assert (staging / str(root).lstrip("/") / ".env").read_bytes() == secret
+            assert sorted(p.name for p in dest.iterdir()) == sorted(["notes.txt", staging.name])
+            assert list(work.iterdir()) == []
+            holders = [f for f in tmp_path.rglob(".env") if f.is_file() and f.read_bytes() == secret]
+            assert sorted(holders) == sorted([root / ".env", staging / str(root).lstrip("/") / ".env"])
+            p.send_signal(sig)
+            _out, err = p.communicate(timeout=60)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        if sig == signal.SIGINT:
+            assert p.returncode == 130, err.decode()
+            assert f"stopped: {dest} was not changed" in _flat(err.decode()), err.decode()
+            assert sorted(p.name for p in dest.iterdir()) == ["notes.txt"]
+        else:
+            assert [q.name for q in dest.iterdir() if q.name.startswith(".upkeeper-restore-staging-")] == [
+                staging.name]
+    # the killed restore's leftover holds plaintext: the next restore removes it, and does not count it as
+    # content (no --force needed)
+    (dest / "notes.txt").unlink()
+    r = cli(["--config", cfg, "backups", "restore", bid, "--to", dest])
+    assert r.code == 0, r.output
+    assert sorted(p.name for p in dest.iterdir()) == [str(root).lstrip("/").split("/")[0]]
+    assert (dest / str(root).lstrip("/") / ".env").read_bytes() == secret
+

@@ -327,6 +327,8 @@ def read_object(
                     assert age is not None
                     broken = False
                     for chunk in chunks():  # keep hashing to the end even when age gave up
+                        if abandoned.is_set():
+                            break  # the reader gave up (an error of its own, Ctrl-C): no verdict is wanted
                         if broken:
                             continue
                         try:
@@ -336,6 +338,7 @@ def read_object(
                     with contextlib.suppress(OSError):
                         age.stdin.close()
 
+                abandoned = threading.Event()
                 t = threading.Thread(target=feed, daemon=True, name="age-feed")
                 t.start()
                 try:
@@ -350,6 +353,7 @@ def read_object(
                                 failure.append(BackupError(
                                     f"object {record.name}: decompression failed: {exc}"))
                 except BaseException:
+                    abandoned.set()
                     age.kill()  # the feeder must not block on a pipe nobody reads
                     raise
                 finally:

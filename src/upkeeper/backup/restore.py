@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import queue
 import re
+import stat
 import tarfile
 import threading
 import time
@@ -322,27 +324,32 @@ class _SafeExtract:
     """The ``filter`` of :meth:`tarfile.TarFile.extractall` for a files set: only what the manifest lists, and
     nothing written outside the destination, whatever the archive holds.
 
-    files.backup writes relative names, never ``..``, never a member under a symlink member, and only files,
-    directories and symlinks; anything else is refused naming the member.  This does not rest on tarfile's own
-    filters (whose path checks some Python releases let be bypassed): a member is refused when a directory
-    above it is a symlink, in the archive or on disk (``--force`` into a directory that holds links), and a
-    file or link already at a member's name is removed first, as GNU tar does, so nothing is written through
-    it.  Modes are kept as archived (setuid/setgid only when run as root, which also restores owners).
+    Members are extracted into ``root`` (the restore's staging directory); ``dest`` is where they are moved
+    afterwards (:class:`FilesRestore`), and what it already holds (``--force``) is checked here, before anything
+    is moved.  files.backup writes relative names, never ``..``, never a member under a symlink member, and only
+    files, directories and symlinks; anything else is refused naming the member.  This does not rest on
+    tarfile's own filters (whose path checks some Python releases let be bypassed): a member is refused when a
+    directory above it is a symlink in the archive, or is one in ``dest`` which the backup does not replace by a
+    directory, and when ``dest`` has a directory where the member is a file or link.  Modes are kept as archived
+    (setuid/setgid only when run as root, which also restores owners).
     """
 
-    def __init__(self, object_name: str, dest: Path, listed: Sequence[dict[str, Any]]) -> None:
+    def __init__(self, object_name: str, root: Path, dest: Path, listed: Sequence[dict[str, Any]],
+                 dirs: set[str]) -> None:
         self.object_name = object_name
+        self.root = root
         self.dest = dest
         self.kinds = {member_name(str(f["path"])): str(f.get("type", "file")) for f in listed}
         self.padded = {member_name(str(f["path"])): int(f["padded"]) for f in listed if f.get("padded")}
+        #: the directory members of every archive of the restore so far (shared)
+        self.dirs = dirs
         self.seen: set[str] = set()
         self.links: set[str] = set()
         self.mtimes: dict[str, float] = {}
         self.mode_mask = 0o7777 if os.geteuid() == 0 else 0o1777
 
     def refuse(self, ti: tarfile.TarInfo, why: str) -> BackupError:
-        return BackupError(f"object {self.object_name}: refusing member {ti.name!r}: {why} (nothing was written for "
-                           f"it; {self.dest} holds the members extracted before it)",
+        return BackupError(f"object {self.object_name}: refusing member {ti.name!r}: {why}",
                            "Try: verify the backup ('upkeeper backups verify ID'); restore an older one")
 
     def __call__(self, ti: tarfile.TarInfo, _path: str) -> tarfile.TarInfo:
@@ -360,18 +367,42 @@ class _SafeExtract:
         self.seen.add(name)
         for i in range(1, len(parts)):
             above = "/".join(parts[:i])
-            if above in self.links or (self.dest / above).is_symlink():
+            if above in self.links or (self.root / above).is_symlink():
                 raise self.refuse(ti, f"{above} is a symlink: it would be written through it")
-        target = self.dest / name
+        self._check_dest(ti, parts, kind)
+        target = self.root / name
         if target.is_symlink() or (target.exists() and not target.is_dir()):
-            target.unlink()  # replaced, as GNU tar does: never written through (a link), never appended to
+            target.unlink()  # an earlier archive's: replaced, as GNU tar does, never written through
         elif target.is_dir() and kind != "dir":
-            raise self.refuse(ti, f"{target} is a directory")
+            raise self.refuse(ti, f"{name} is a directory in another archive of the backup")
         if kind == "symlink":
             self.links.add(name)
         elif kind == "file":
             self.mtimes[name] = ti.mtime
+        else:
+            self.dirs.add(name)
         return ti.replace(name=name, mode=ti.mode & self.mode_mask, deep=False)
+
+    def _check_dest(self, ti: tarfile.TarInfo, parts: list[str], kind: str) -> None:
+        """What ``dest`` already holds along the member's name, looked at without following links: a link or
+        file where the backup has a directory is replaced by it; one above the member where it has none would
+        be written through (refused), and so would a directory where the member is a file or link."""
+        for i in range(1, len(parts) + 1):
+            rel = "/".join(parts[:i])
+            try:
+                st = os.lstat(self.dest / rel)
+            except FileNotFoundError:
+                return  # nothing there, nor below
+            if i == len(parts):
+                if stat.S_ISDIR(st.st_mode) and kind != "dir":
+                    raise self.refuse(ti, f"{self.dest / rel} is a directory")
+                return
+            if stat.S_ISDIR(st.st_mode):
+                continue
+            if rel in self.dirs or self.kinds.get(rel) == "dir":
+                return  # replaced as a whole by the backup's directory
+            what = "a symlink" if stat.S_ISLNK(st.st_mode) else "not a directory"
+            raise self.refuse(ti, f"{self.dest / rel} is {what}: it would be written through it")
 
     def trim_padding(self) -> None:
         """A file that shrank while it was archived is stored padded with zeros (its manifest line says how many
@@ -379,7 +410,7 @@ class _SafeExtract:
         for name, pad in self.padded.items():
             if name not in self.mtimes:
                 continue
-            fd = os.open(self.dest / name, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            fd = os.open(self.root / name, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
             try:
                 os.ftruncate(fd, max(0, os.fstat(fd).st_size - pad))
                 os.utime(fd, (self.mtimes[name], self.mtimes[name]))
@@ -414,16 +445,170 @@ class _HoleTarFile(tarfile.TarFile):
             target.truncate()  # the file's size, when it ends in a hole
 
 
-def extract_files(tar_path: Path, dest: Path, object_name: str, listed: Sequence[dict[str, Any]]) -> int:
-    """Extract a files set's tar object into ``dest`` (see :class:`_SafeExtract`); all-zero blocks become holes.
-    Returns the member count."""
-    guard = _SafeExtract(object_name, dest, listed)
-    try:
-        with _HoleTarFile.open(tar_path, "r:") as tf:
-            tf.extractall(dest, filter=guard)
-            n = len(tf.getmembers())
-        guard.trim_padding()
-    except (OSError, tarfile.TarError, EOFError) as exc:
-        raise BackupError(f"extracting {object_name} into {dest} failed: {exc}; {dest} holds what was extracted "
-                          "before it", "Try: check the directory's permissions and free space") from None
-    return n
+class _Cancelled(Exception):
+    """The reader of a :class:`_Pipe` gave up: its writer stops."""
+
+
+class _Pipe:
+    """Chunks written by one thread (the object's plaintext, as :func:`read_object` produces it), read as a
+    file by another (:mod:`tarfile` in stream mode); at most ``depth`` chunks are in flight."""
+
+    def __init__(self, depth: int = 8) -> None:
+        self._q: queue.Queue[bytes | None] = queue.Queue(maxsize=depth)
+        self._cancelled = threading.Event()
+        self._buf = memoryview(b"")
+        self._eof = False
+
+    def _put(self, item: bytes | None) -> None:
+        while not self._cancelled.is_set():
+            try:
+                self._q.put(item, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+        raise _Cancelled()
+
+    def write(self, chunk: bytes) -> None:
+        if chunk:
+            self._put(bytes(chunk))
+
+    def close(self) -> None:
+        """The end of the stream (the writer is done, or failed)."""
+        with contextlib.suppress(_Cancelled):
+            self._put(None)
+
+    def cancel(self) -> None:
+        self._cancelled.set()
+
+    def read(self, n: int = -1) -> bytes:
+        while not self._buf:
+            if self._eof:
+                return b""
+            try:
+                item = self._q.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            if item is None:
+                self._eof = True
+                return b""
+            self._buf = memoryview(item)
+        size = len(self._buf) if n < 0 else min(n, len(self._buf))
+        out = bytes(self._buf[:size])
+        self._buf = self._buf[size:]
+        return out
+
+
+class FilesRestore:
+    """A files set restored into ``dest`` through ``staging``, a private directory inside it (:func:`staging_dir`).
+
+    Each tar object streams from storage through SHA-256, age and zstd into :mod:`tarfile`'s stream mode,
+    which extracts it into ``staging`` (nothing else is written: no plaintext temp file, no second copy).  Only
+    once every object was read to its end, its size and SHA-256 matched the manifest and every member passed
+    the checks (:class:`_SafeExtract`), :meth:`move_into_place` renames the entries into ``dest`` — a file or
+    link already there is replaced (never written through), a directory there gets the backup's entries.
+    Until then ``dest`` is not touched; ``touched`` says whether the move began.
+    """
+
+    def __init__(self, fetcher: Fetcher, staging: Path, dest: Path) -> None:
+        self.fetcher = fetcher
+        self.staging = staging
+        self.dest = dest
+        self.dirs: set[str] = set()
+        self.tops: set[str] = set()
+        self.touched = False
+
+    def extract(self, rec: ObjectRecord) -> int:
+        """Stream the tar object ``rec`` into the staging directory.  Returns its member count."""
+        guard = _SafeExtract(rec.name, self.staging, self.dest, listed_files(self.fetcher.located.manifest, rec),
+                             self.dirs)
+        pipe = _Pipe()
+        failed: list[BaseException] = []
+
+        def fetch() -> None:
+            try:
+                self.fetcher.write_to(rec, pipe.write)
+            except BaseException as exc:
+                failed.append(exc)
+            finally:
+                pipe.close()
+
+        t = threading.Thread(target=fetch, daemon=True, name="restore-fetch")
+        t.start()
+        try:
+            try:
+                with _HoleTarFile.open(fileobj=pipe, mode="r|", bufsize=_BLOCK) as tf:  # type: ignore[call-overload]
+                    tf.extractall(self.staging, filter=guard)
+                    n = len(tf.getmembers())
+                while pipe.read(_BLOCK):
+                    pass  # the end of the stream, where its size and SHA-256 are checked
+            except (tarfile.TarError, EOFError):
+                # likely a stream cut short by a failed fetch (a corrupt object, a wrong key): read on to its
+                # end, where that is known, and report it first
+                while pipe.read(_BLOCK):
+                    pass
+                t.join()
+                if failed:
+                    raise failed[0] from None
+                raise
+            except BaseException:
+                pipe.cancel()  # a refused member, a full disk, Ctrl-C: the fetch stops
+                t.join(timeout=10)
+                raise
+            t.join()
+            if failed:
+                raise failed[0]
+            guard.trim_padding()
+        except (OSError, tarfile.TarError, EOFError) as exc:
+            detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            where = f" ({exc.filename})" if isinstance(exc, OSError) and exc.filename else ""
+            raise BackupError(f"extracting {rec.name} failed: {detail}{where}",
+                              f"Try: check that {self.dest} is writable and has free space for the restored "
+                              "files") from None
+        self.tops.update(name.split("/", 1)[0] for name in guard.seen)
+        return n
+
+    def move_into_place(self) -> None:
+        """Rename what was extracted into ``dest`` (see the class)."""
+        src = os.open(self.staging, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            dst = os.open(self.dest, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                self._merge(src, dst, sorted(self.tops), "")
+            finally:
+                os.close(dst)
+        finally:
+            os.close(src)
+
+    def _merge(self, src: int, dst: int, names: Sequence[str], prefix: str) -> None:
+        for name in names:
+            rel = prefix + name
+            st = os.stat(name, dir_fd=src, follow_symlinks=False)
+            try:
+                old: os.stat_result | None = os.stat(name, dir_fd=dst, follow_symlinks=False)
+            except FileNotFoundError:
+                old = None
+            if old is not None and stat.S_ISDIR(old.st_mode):
+                if not stat.S_ISDIR(st.st_mode):
+                    raise BackupError(f"{self.dest / rel} became a directory during the restore; the backup has a "
+                                      "file or link there")
+                sub_src = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=src)
+                try:
+                    sub_dst = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dst)
+                    try:
+                        os.chmod(sub_src, stat.S_IMODE(st.st_mode) | stat.S_IRWXU)  # its entries move out
+                        self._merge(sub_src, sub_dst, sorted(os.listdir(sub_src)), rel + "/")
+                        if rel in self.dirs:  # the backup's directory: its owner, mode and mtime, as tar sets them
+                            self.touched = True
+                            if os.geteuid() == 0:
+                                os.chown(sub_dst, st.st_uid, st.st_gid)
+                            os.chmod(sub_dst, stat.S_IMODE(st.st_mode))
+                            os.utime(sub_dst, ns=(st.st_atime_ns, st.st_mtime_ns))
+                    finally:
+                        os.close(sub_dst)
+                finally:
+                    os.close(sub_src)
+                continue
+            self.touched = True
+            if old is not None and stat.S_ISDIR(st.st_mode):
+                os.unlink(name, dir_fd=dst)  # a file or link where the backup has a directory
+            os.rename(name, name, src_dir_fd=src, dst_dir_fd=dst)  # a file or link there is replaced at once

@@ -1,5 +1,5 @@
 """Private temporary directories for plaintext that cannot be streamed: a directory-format dump, an RDB, a
-dump fetched for a parallel restore.
+dump fetched for a parallel restore, a files restore staged inside its destination.
 
 Such a directory may hold a whole database in clear, so one left behind by a killed process (``kill -9``,
 OOM, a crash: no ``finally`` runs) must not stay forever.  The process that made it holds an exclusive
@@ -24,6 +24,8 @@ from upkeeper.config.backup import BackupSettings
 log = logging.getLogger(__name__)
 
 PREFIXES = ("upkeeper-dump-", "upkeeper-verify-", "upkeeper-redis-", "upkeeper-restore-")
+#: a files restore's staging directory, inside the directory restored into (:func:`staging_dir`)
+STAGING_PREFIX = ".upkeeper-restore-staging-"
 #: created before the directory gets its final name, while its lock is already held: only a directory with
 #: this marker is ever removed by another process (never one made by an older upkeeper, which held no lock)
 MARKER = ".upkeeper-work-dir"
@@ -36,6 +38,23 @@ def work_dir(settings: BackupSettings, prefix: str) -> Iterator[Path]:
     assert prefix in PREFIXES, prefix
     base = Path(settings.work_dir) if settings.work_dir else Path(tempfile.gettempdir())
     clean_stale(base)
+    with _locked_dir(base, prefix) as d:
+        yield d
+
+
+@contextlib.contextmanager
+def staging_dir(dest: Path) -> Iterator[Path]:
+    """A private (0700) directory ``.upkeeper-restore-staging-*`` inside ``dest`` (so on its file system: what
+    is extracted there is moved into ``dest`` by renames), removed at the end with whatever it still holds.
+    One that a killed restore left in ``dest`` is removed first, as :func:`work_dir` does."""
+    clean_stale(dest, (STAGING_PREFIX,))
+    with _locked_dir(dest, STAGING_PREFIX) as d:
+        yield d
+
+
+@contextlib.contextmanager
+def _locked_dir(base: Path, prefix: str) -> Iterator[Path]:
+    """``base/<prefix>XXXX`` (0700), holding :data:`MARKER` and locked for as long as this process lives."""
     tmp = Path(tempfile.mkdtemp(prefix="." + prefix, dir=base))  # a name the sweep does not look at
     fd = os.open(tmp, os.O_RDONLY | os.O_DIRECTORY)
     d = tmp.with_name(tmp.name[1:])
@@ -50,15 +69,16 @@ def work_dir(settings: BackupSettings, prefix: str) -> Iterator[Path]:
         os.close(fd)
 
 
-def clean_stale(base: Path) -> list[Path]:
-    """Remove the work directories in ``base`` whose process is gone; returns them."""
+def clean_stale(base: Path, prefixes: tuple[str, ...] = PREFIXES) -> list[Path]:
+    """Remove the work directories (named with one of ``prefixes``) in ``base`` whose process is gone; returns
+    them."""
     removed: list[Path] = []
     try:
         entries = list(os.scandir(base))
     except OSError:
         return removed
     for entry in entries:
-        if not entry.name.startswith(PREFIXES):
+        if not entry.name.startswith(prefixes):
             continue
         path = Path(entry.path)
         try:

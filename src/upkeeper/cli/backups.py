@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import sys
 from datetime import UTC, datetime
@@ -16,19 +17,20 @@ from upkeeper import lazy
 from upkeeper.backup import pg
 from upkeeper.backup.catalog import STATUSES, BackupRow, Catalog
 from upkeeper.backup.manifest import Manifest, safe_component
+from upkeeper.backup.pipeline import fault_pause
 from upkeeper.backup.prune import SeriesReport, clean_leftovers, index_sets, prune_series
 from upkeeper.backup.restore import (
     Fetcher,
+    FilesRestore,
     check_restore_version,
-    extract_files,
     fetch_pg_archive,
-    listed_files,
     locate,
     pg_restore,
     work_dir,
 )
 from upkeeper.backup.sets import close_storages, open_storages, storage_names
 from upkeeper.backup.verify import ManifestChanged, VerifyOptions, VerifyReport, verify_stored
+from upkeeper.backup.workdir import STAGING_PREFIX, clean_stale, staging_dir
 from upkeeper.cli._app import app, console, err_console, print_json, state
 from upkeeper.config.backup import REDIS_RETENTION, RetentionPolicy
 from upkeeper.config.loader import find_config, load_config
@@ -484,6 +486,7 @@ def _check_files_destination(to: Path | None, force: bool) -> None:
                          "Try: --to a new or empty directory")
     if to.is_dir():
         try:
+            clean_stale(to, (STAGING_PREFIX,))  # the staging directory of a killed restore does not count
             nonempty = any(to.iterdir())
         except OSError as exc:
             raise UsageError(f"cannot read directory {to}: {exc.strerror}",
@@ -512,25 +515,58 @@ def _check_redis_destination(to: Path | None, force: bool) -> None:
 
 
 def _restore_files(fetcher: Fetcher, row: BackupRow, to: Path) -> dict[str, Any]:
-    """Each tar object is fetched whole (size and SHA-256 checked) before anything of it is extracted, and only
-    the members its manifest lists are, all inside ``to`` (:func:`extract_files`)."""
+    """Every tar object streams into a private staging directory inside ``to`` (:class:`FilesRestore`): only
+    the members its manifest lists, all inside ``to``.  The entries are moved into place only once every
+    object was read to its end with its SHA-256 matching; any failure before (a corrupt object, a refused
+    member, a full disk, Ctrl-C) removes the staging directory and leaves ``to`` as it was."""
+    created = _make_dirs(to)
+    unchanged = f"{to} was not created" if created else f"{to} was not changed"
+    n = 0
+    m = fetcher.located.manifest
+    restore: FilesRestore | None = None
+    try:
+        with staging_dir(to) as staging:
+            restore = FilesRestore(fetcher, staging, to)
+            with console.status(f"restoring {row.id}…"):
+                for rec in m.objects:
+                    if rec.role in ("files", "secrets"):
+                        n += restore.extract(rec)
+                    else:
+                        fetcher.check_only(rec)
+                fault_pause("restore-staged")
+                restore.move_into_place()
+    except BaseException as exc:
+        if restore is not None and restore.touched:
+            where = (f"{to} holds part of the restore (the rest was removed with the staging directory): restore "
+                     "again with --force")
+        else:
+            where = unchanged
+            for d in reversed(created):
+                with contextlib.suppress(OSError):
+                    d.rmdir()
+        if isinstance(exc, UpkeeperError):
+            raise BackupError(f"restore of backup {row.id} failed: {exc.message}; {where}", exc.hint) from None
+        if isinstance(exc, OSError):  # making the staging directory, moving entries into place
+            what = f"{exc.strerror or exc}" + (f" ({exc.filename})" if exc.filename else "")
+            raise BackupError(f"restore of backup {row.id} failed: {what}; {where}",
+                              "Try: --to a directory you can write to, with free space") from None
+        err_console.print(f"restore of backup {row.id} stopped: {where}", highlight=False)
+        raise
+    return {"destination": str(to), "entries": n}
+
+
+def _make_dirs(to: Path) -> list[Path]:
+    """``to`` and the missing directories above it, created; returns those that were created, outermost first."""
+    missing = [p for p in (to, *to.parents) if not p.exists()][::-1]
     try:
         to.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
+        for d in reversed(missing):
+            with contextlib.suppress(OSError):
+                d.rmdir()
         raise UsageError(f"cannot create directory {to}: {exc.strerror}",
                          "Try: --to a directory you can write to") from None
-    n = 0
-    m = fetcher.located.manifest
-    with work_dir(fetcher.settings, "upkeeper-restore-") as tmp:
-        for rec in m.objects:
-            if rec.role not in ("files", "secrets"):
-                fetcher.check_only(rec)
-                continue
-            tar_path = tmp / "a.tar"
-            fetcher.to_file(rec, tar_path)
-            n += extract_files(tar_path, to, rec.name, listed_files(m, rec))
-            tar_path.unlink()
-    return {"destination": str(to), "entries": n}
+    return missing
 
 
 def _restore_redis(fetcher: Fetcher, row: BackupRow, to: Path) -> dict[str, Any]:
