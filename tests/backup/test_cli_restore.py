@@ -550,3 +550,29 @@ def test_secrets_are_staged_privately_inside_the_directory_and_removed_when_stop
     assert sorted(p.name for p in dest.iterdir()) == [str(root).lstrip("/").split("/")[0]]
     assert (dest / str(root).lstrip("/") / ".env").read_bytes() == secret
 
+
+def test_a_staging_directory_with_read_only_directories_is_removed_entirely() -> None:
+    """A restore (not as root) extracts directories with their archived modes; a 0555 directory in the staging
+    directory of a failed restore must not keep the plaintext below it (rm -rf as the owner cannot delete
+    entries of a directory it may not write)."""
+    import pwd
+    import tempfile
+
+    from upkeeper.backup.workdir import staging_dir
+
+    if os.geteuid() != 0:
+        pytest.skip("acts as 'nobody' for the restore (root deletes whatever the modes say)")
+    dest = Path(tempfile.mkdtemp(prefix="upk-restore-ro-", dir="/tmp"))  # pytest's tmp is 0700, closed to nobody
+    dest.chmod(0o777)
+    os.seteuid(pwd.getpwnam("nobody").pw_uid)
+    try:
+        with pytest.raises(RuntimeError), staging_dir(dest) as staging:
+            (staging / "srv" / "app").mkdir(parents=True)
+            (staging / "srv" / "app" / ".env").write_text("DATABASE_URL=postgres://app:s3cr3t@db/app\n")
+            (staging / "srv" / "app").chmod(0o555)
+            (staging / "srv").chmod(0o500)
+            raise RuntimeError("the restore failed")
+        assert list(dest.iterdir()) == []
+    finally:
+        os.seteuid(0)
+        shutil.rmtree(dest)

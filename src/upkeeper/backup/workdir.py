@@ -64,9 +64,26 @@ def _locked_dir(base: Path, prefix: str) -> Iterator[Path]:
         os.rename(tmp, d)  # the lock is on the directory itself: it holds across the rename
         yield d
     finally:
-        shutil.rmtree(d, ignore_errors=True)
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove_tree(d)
+        remove_tree(tmp)
         os.close(fd)
+
+
+def remove_tree(path: Path) -> None:
+    """``rm -rf path``, also through directories without write permission (a restore extracts directories with
+    their archived modes: 0555 ones would keep the plaintext below them)."""
+    shutil.rmtree(path, ignore_errors=True)
+    if not os.path.lexists(path):
+        return
+    for dirpath, dirnames, _files in os.walk(path):  # never into links
+        for name in dirnames:
+            sub = os.path.join(dirpath, name)
+            with contextlib.suppress(OSError):
+                if stat.S_ISDIR(os.lstat(sub).st_mode):
+                    os.chmod(sub, 0o700)
+    with contextlib.suppress(OSError):
+        os.chmod(path, 0o700)
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def clean_stale(base: Path, prefixes: tuple[str, ...] = PREFIXES) -> list[Path]:
@@ -93,7 +110,7 @@ def clean_stale(base: Path, prefixes: tuple[str, ...] = PREFIXES) -> list[Path]:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
                 continue  # its process is alive
-            shutil.rmtree(path, ignore_errors=True)
+            remove_tree(path)
             removed.append(path)
         finally:
             os.close(fd)
