@@ -576,3 +576,27 @@ def test_a_staging_directory_with_read_only_directories_is_removed_entirely() ->
     finally:
         os.seteuid(0)
         shutil.rmtree(dest)
+
+
+def test_force_refuses_a_link_above_the_backup_where_it_has_no_directory(cli: Any, make_config: Any,
+                                                                          tmp_path: Path, age_key: AgeKey) -> None:
+    """The archive names files by their real paths ('tmp/…/srv/app/…') without listing 'tmp' itself: a 'tmp'
+    symlink already in --to would lead them outside; --force refuses it (checked while extracting, so before
+    anything is moved) instead of writing through it or replacing a link the backup knows nothing of."""
+    root = _app(tmp_path, big=1 << 10)
+    cfg = _files_config(make_config, tmp_path, root, age_key)
+    bid = _files_backup(cli, cfg)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    dest = tmp_path / "restored"
+    dest.mkdir()
+    (dest / "tmp").symlink_to(outside)
+    (dest / "notes.txt").write_text("mine\n")
+    before = _tree(dest)
+    r = cli(["--config", cfg, "backups", "restore", bid, "--to", dest, "--force"])
+    assert r.code == 1, r.output
+    assert _tree(dest) == before and list(outside.iterdir()) == [], r.output
+    flat = _flat(r.err)
+    assert f"{dest / 'tmp'} is a symlink: it would be written through it" in flat, flat
+    assert f"{dest} was not changed" in flat, flat
+    _no_plaintext_left(tmp_path)

@@ -401,8 +401,9 @@ class _SafeExtract:
                 continue
             if rel in self.dirs or self.kinds.get(rel) == "dir":
                 return  # replaced as a whole by the backup's directory
-            what = "a symlink" if stat.S_ISLNK(st.st_mode) else "not a directory"
-            raise self.refuse(ti, f"{self.dest / rel} is {what}: it would be written through it")
+            if stat.S_ISLNK(st.st_mode):
+                raise self.refuse(ti, f"{self.dest / rel} is a symlink: it would be written through it")
+            raise self.refuse(ti, f"{self.dest / rel} is not a directory")
 
     def trim_padding(self) -> None:
         """A file that shrank while it was archived is stored padded with zeros (its manifest line says how many
