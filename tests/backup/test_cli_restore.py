@@ -505,9 +505,9 @@ def _restore_paused(cfg: Path, bid: str, dest: Path, mark: Path) -> subprocess.P
 def test_secrets_are_staged_privately_inside_the_directory_and_removed_when_stopped(
         cli: Any, make_config: Any, tmp_path: Path, age_key: AgeKey) -> None:
     """While a restore runs, the decrypted secrets (and every other file) exist only in a 0700 staging directory
-    inside --to, nowhere else (not in backup.work_dir).  Ctrl-C removes it and leaves --to as it was; one left
-    by a killed restore (SIGKILL: nothing runs) is removed by the next restore into the directory, which does
-    not count it as content."""
+    inside --to, nowhere else (not in backup.work_dir).  Ctrl-C and SIGTERM remove it and leave --to as it was;
+    one left by a killed restore (SIGKILL: nothing runs) is removed by the next restore into the directory,
+    which does not count it as content."""
     root = _app(tmp_path, big=1 << 16)
     work = tmp_path / "work"
     work.mkdir()
@@ -518,7 +518,7 @@ def test_secrets_are_staged_privately_inside_the_directory_and_removed_when_stop
     dest.mkdir()
     (dest / "notes.txt").write_text("mine\n")
 
-    for sig in (signal.SIGINT, signal.SIGKILL):
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
         mark = tmp_path / f"mark-{sig.name}"
         p = _restore_paused(cfg, bid, dest, mark)
         try:
@@ -535,7 +535,7 @@ def test_secrets_are_staged_privately_inside_the_directory_and_removed_when_stop
             if p.poll() is None:
                 p.kill()
                 p.wait()
-        if sig == signal.SIGINT:
+        if sig != signal.SIGKILL:
             assert p.returncode == 130, err.decode()
             assert f"stopped: {dest} was not changed" in _flat(err.decode()), err.decode()
             assert sorted(p.name for p in dest.iterdir()) == ["notes.txt"]

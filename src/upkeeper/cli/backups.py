@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import secrets
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -525,7 +528,7 @@ def _restore_files(fetcher: Fetcher, row: BackupRow, to: Path) -> dict[str, Any]
     m = fetcher.located.manifest
     restore: FilesRestore | None = None
     try:
-        with staging_dir(to) as staging:
+        with _sigterm_unwinds(), staging_dir(to) as staging:
             restore = FilesRestore(fetcher, staging, to)
             with console.status(f"restoring {row.id}…"):
                 for rec in m.objects:
@@ -553,6 +556,24 @@ def _restore_files(fetcher: Fetcher, row: BackupRow, to: Path) -> dict[str, Any]
         err_console.print(f"restore of backup {row.id} stopped: {where}", highlight=False)
         raise
     return {"destination": str(to), "entries": n}
+
+
+@contextlib.contextmanager
+def _sigterm_unwinds() -> Iterator[None]:
+    """SIGTERM (systemd stopping the unit, ``timeout``) unwinds like Ctrl-C, so a stopped restore removes its
+    staging directory (decrypted files) instead of leaving it behind."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_term(_signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt("terminated")
+
+    old = signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 def _make_dirs(to: Path) -> list[Path]:
