@@ -385,8 +385,9 @@ class _SafeExtract:
 
     def _check_dest(self, ti: tarfile.TarInfo, parts: list[str], kind: str) -> None:
         """What ``dest`` already holds along the member's name, looked at without following links: a link or
-        file where the backup has a directory is replaced by it; one above the member where it has none would
-        be written through (refused), and so would a directory where the member is a file or link."""
+        file where the backup has a directory is replaced by it; a link above the member where the backup has
+        no directory would be written through, and a directory where the member is a file or link cannot be
+        replaced by it: both are refused."""
         for i in range(1, len(parts) + 1):
             rel = "/".join(parts[:i])
             try:
