@@ -600,3 +600,54 @@ def test_force_refuses_a_link_above_the_backup_where_it_has_no_directory(cli: An
     assert f"{dest / 'tmp'} is a symlink: it would be written through it" in flat, flat
     assert f"{dest} was not changed" in flat, flat
     _no_plaintext_left(tmp_path)
+
+
+@pytest.mark.parametrize("remote", ["s3", "sftp"])
+def test_files_restore_streams_from_s3_and_sftp(cli: Any, make_config: Any, tmp_path: Path, age_key: AgeKey,
+                                                remote: str, request: pytest.FixtureRequest) -> None:
+    """The fetch runs in a thread of its own beside the extraction: a set on S3 (SeaweedFS) or SFTP (OpenSSH)
+    restores the same bytes, and a corrupt copy there fails at the end of its stream leaving --to unchanged."""
+    if remote == "s3":
+        s3 = request.getfixturevalue("s3_server")
+        bucket = request.getfixturevalue("s3_bucket")
+        storage = s3.storage_config(bucket, prefix="backups")
+    else:
+        from services import sftp_storage_config
+
+        storage = sftp_storage_config(request.getfixturevalue("sftp_server")).model_dump(mode="json",
+                                                                                         exclude_none=True)
+    root = _app(tmp_path, big=3 << 20)
+    cfg = make_config({
+        "targets": {"web": {"kind": "app", "root": str(root)}},
+        "storages": {"remote": storage},
+        "backup": {"encryption": {"recipients": [age_key.recipient], "identity_file": str(age_key.identity)}},
+        "jobs": {"app-backup": {"task": "files.backup", "target": "web", "options": {"secret_paths": [".env"]}}},
+    })
+    bid = _files_backup(cli, cfg)
+    dest = tmp_path / "restored"
+    r = cli(["--config", cfg, "backups", "restore", bid, "--to", dest])
+    assert r.code == 0, r.output
+    got = dest / str(root).lstrip("/")
+    assert (got / "public" / "big.bin").read_bytes() == (root / "public" / "big.bin").read_bytes()
+    assert (got / ".env").read_bytes() == (root / ".env").read_bytes()
+    _no_plaintext_left(tmp_path)
+
+    key = f"web/files/{bid}/files.tar.zst.age"
+    if remote == "s3":
+        data = bytearray(s3.client().get_object(Bucket=bucket, Key=f"backups/{key}")["Body"].read())
+        data[-20] ^= 0x01
+        s3.client().put_object(Bucket=bucket, Key=f"backups/{key}", Body=bytes(data))
+    else:
+        obj = Path(storage["path"]) / key
+        data = bytearray(obj.read_bytes())
+        data[-20] ^= 0x01
+        obj.write_bytes(bytes(data))
+    (got / "app.js").write_text("edited since\n")
+    (got / "public" / "big.bin").write_bytes(b"edited since\n")
+    before = _tree(dest)
+    r = cli(["--config", cfg, "backups", "restore", bid, "--to", dest, "--force"])
+    assert r.code == 1, r.output
+    assert _tree(dest) == before, r.output
+    flat = _flat(r.err)
+    assert "object files.tar.zst.age is corrupt" in flat and f"{dest} was not changed" in flat, flat
+    _no_plaintext_left(tmp_path)
