@@ -199,17 +199,19 @@ def test_a_failed_pg_restore_leaves_the_existing_database_untouched(
         _drop(pg, new)
 
 
+@pytest.mark.parametrize("sig", ["INT", "TERM"])
 def test_an_interrupted_restore_leaves_the_existing_database_untouched(
         cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], backup_config: Any,
-        tmp_path: Path) -> None:
-    """Ctrl-C while pg_restore runs: the temporary database goes, the existing one stays as it was."""
+        tmp_path: Path, sig: str) -> None:
+    """Ctrl-C (SIGINT) or a stop (SIGTERM: systemd, timeout) while pg_restore runs: the temporary database goes,
+    the existing one stays as it was."""
     db, counts = app_db
-    # the real pg_restore runs, then upkeeper (its parent) gets SIGINT as from Ctrl-C while it waits
-    bin_dir = _faulty_pg_restore(tmp_path, pg, '"$REAL" "$@" || exit\nkill -INT $PPID\nexec sleep 30')
+    # the real pg_restore runs, then upkeeper (its parent) gets the signal while it waits
+    bin_dir = _faulty_pg_restore(tmp_path, pg, f'"$REAL" "$@" || exit\nkill -{sig} $PPID\nexec sleep 30')
     cfg = backup_config(db, target_extra={"bin_dir": str(bin_dir)})
     bid = _backup(cli, cfg)
     _mark(pg, db)
-    # its own process: the SIGINT must not reach the test runner
+    # its own process: the signal must not reach the test runner
     res = subprocess.run([sys.executable, "-c", "from upkeeper.cli.main import main; main()", "--config", str(cfg),
                           "backups", "restore", bid, "--database", db, "--force", "--yes"],
                          capture_output=True, text=True, timeout=120)

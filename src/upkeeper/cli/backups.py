@@ -306,16 +306,17 @@ def restore_cmd(
             # the manifest names the objects and their hashes: restore nothing that a changed one vouches for
             raise ManifestChanged(row.id, located.storage.name, located.manifest.sha256, row.manifest_sha256)
         fetcher = Fetcher(located, config.backup)
-        if row.kind == "postgres":
-            result = _restore_postgres(config, row, fetcher, database, target, force, yes, jobs, globals_)
-        elif row.kind == "files":
-            assert to is not None
-            result = _restore_files(fetcher, row, to)
-        elif row.kind == "redis":
-            assert to is not None
-            result = _restore_redis(fetcher, row, to)
-        else:
-            raise BackupError(f"cannot restore backups of kind {row.kind!r}")
+        with _sigterm_unwinds():  # a stopped restore cleans up as after Ctrl-C (temporary database, staging dir)
+            if row.kind == "postgres":
+                result = _restore_postgres(config, row, fetcher, database, target, force, yes, jobs, globals_)
+            elif row.kind == "files":
+                assert to is not None
+                result = _restore_files(fetcher, row, to)
+            elif row.kind == "redis":
+                assert to is not None
+                result = _restore_redis(fetcher, row, to)
+            else:
+                raise BackupError(f"cannot restore backups of kind {row.kind!r}")
     finally:
         close_storages(storages)
     _env.history().audit("cli", "backup.restore", details={"backup": row.id, **result})
@@ -528,7 +529,7 @@ def _restore_files(fetcher: Fetcher, row: BackupRow, to: Path) -> dict[str, Any]
     m = fetcher.located.manifest
     restore: FilesRestore | None = None
     try:
-        with _sigterm_unwinds(), staging_dir(to) as staging:
+        with staging_dir(to) as staging:
             restore = FilesRestore(fetcher, staging, to)
             with console.status(f"restoring {row.id}…"):
                 for rec in m.objects:
@@ -561,7 +562,7 @@ def _restore_files(fetcher: Fetcher, row: BackupRow, to: Path) -> dict[str, Any]
 @contextlib.contextmanager
 def _sigterm_unwinds() -> Iterator[None]:
     """SIGTERM (systemd stopping the unit, ``timeout``) unwinds like Ctrl-C, so a stopped restore removes its
-    staging directory (decrypted files) instead of leaving it behind."""
+    staging directory (decrypted files) or its temporary database instead of leaving it behind."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
