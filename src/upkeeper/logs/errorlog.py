@@ -12,7 +12,7 @@
     exception from structured fields (``exc_type``/``exc_info``, ``error.type``/
     ``error.message``/``error.stack_trace`` (ECS), ``err.type``/``err.name``/
     ``err.message``/``err.stack`` (pino, bunyan), ``exception``/``stack``/``traceback``
-    text);
+    text, structlog's ``dict_tracebacks`` list) — one adapter per way of writing it, ``_JSON_EXC_ADAPTERS``;
   - text: a level word near the start of the line, Python tracebacks
     (``Traceback (most recent call last):`` … ``KeyError: 'x'``), Java/JVM stack traces
     (``java.lang.IllegalStateException: …`` then ``\\tat …``, ``Caused by:``; ``java.lang.Exception``,
@@ -475,24 +475,77 @@ def _json_level(obj: dict[str, Any]) -> str | None:
     return None
 
 
-def _json_exception(obj: dict[str, Any]) -> tuple[str, str, str] | None:
-    """(type, message, stack text) from the structured exception fields loggers write."""
-    for tpath, mpath, spath in (("error.type", "error.message", "error.stack_trace"),  # ECS
-                                ("err.type", "err.message", "err.stack"),  # pino
-                                ("err.name", "err.message", "err.stack"),  # bunyan
-                                ("exception.type", "exception.message", "exception.stacktrace"),
-                                ("exc_type", "exc_message", "exc_info")):
+#: (type, message, stack) paths of the exception fields structured loggers write, one row per logger
+_JSON_EXC_FIELDS = (
+    ("error.type", "error.message", "error.stack_trace"),  # Elastic ECS (ecs-logging, logstash)
+    ("err.type", "err.message", "err.stack"),  # pino
+    ("err.name", "err.message", "err.stack"),  # bunyan
+    ("exception.type", "exception.message", "exception.stacktrace"),  # OpenTelemetry
+    ("exc_type", "exc_message", "exc_info"),
+)
+#: fields holding a stack trace or traceback as text (python-json-logger's exc_info, structlog's
+#: format_exc_info, winston's stack, logstash-logback-encoder's stack_trace)
+_JSON_EXC_TEXT = ("exc_info", "exception", "stack", "stack_trace", "stacktrace", "traceback", "error")
+
+_Exc = tuple[str, str, str]  # (type, message, stack text or "")
+
+
+def _exc_fields(obj: dict[str, Any]) -> _Exc | None:
+    """The exception's type, message and stack in fields of their own (ECS, pino, bunyan, OpenTelemetry)."""
+    for tpath, mpath, spath in _JSON_EXC_FIELDS:
         t = _get(obj, tpath)
         if isinstance(t, str) and t:
             m = _get(obj, mpath)
             st = _get(obj, spath)
-            return t, m if isinstance(m, str) else "", st if isinstance(st, str) else ""
-    for k in ("exc_info", "exception", "stack", "stack_trace", "stacktrace", "traceback", "error"):
+            return t, m if isinstance(m, str) else "", st.rstrip() if isinstance(st, str) else ""
+    return None
+
+
+def _exc_structlog_dicts(obj: dict[str, Any]) -> _Exc | None:
+    """structlog's ``dict_tracebacks``: ``exception`` is a list of ``{exc_type, exc_value, frames}``, the
+    exception raised first and its causes after it; the example is the traceback Python would print."""
+    stacks = obj.get("exception")
+    if not (isinstance(stacks, list) and stacks and isinstance(stacks[0], dict)):
+        return None
+    kind, value = stacks[0].get("exc_type"), stacks[0].get("exc_value")
+    if not isinstance(kind, str) or not kind:
+        return None
+    parts: list[str] = []
+    prev_cause = False
+    for i, st in enumerate(reversed([s for s in stacks if isinstance(s, dict)])):
+        if i:  # the one before it in print is its cause, or was being handled when it was raised
+            parts.append("\n" + _PY_CHAIN[1 if prev_cause else 0] + "\n")
+        prev_cause = bool(st.get("is_cause"))
+        parts.append(_PY_TRACEBACK)
+        for fr in st.get("frames") or ():
+            if isinstance(fr, dict):
+                parts.append(f'  File "{fr.get("filename", "?")}", line {fr.get("lineno", "?")}, '
+                             f'in {fr.get("name", "?")}')
+        parts.append(f"{st.get('exc_type', '?')}: {st.get('exc_value', '')}")
+    return kind, value if isinstance(value, str) else "", "\n".join(parts)
+
+
+def _exc_text(obj: dict[str, Any]) -> _Exc | None:
+    """A traceback or stack trace as text, in one of the fields loggers put it in."""
+    for k in _JSON_EXC_TEXT:
         v = obj.get(k)
         if isinstance(v, str) and ("\n" in v or "Error" in v or "Exception" in v):
             kind, msg = _exception_from_text(v)
             if kind:
-                return kind, msg, v
+                return kind, msg, v.rstrip()
+    return None
+
+
+#: adapters from a JSON log record to its exception, tried in turn: one per way loggers write exceptions
+_JSON_EXC_ADAPTERS = (_exc_fields, _exc_structlog_dicts, _exc_text)
+
+
+def _json_exception(obj: dict[str, Any]) -> _Exc | None:
+    """(type, message, stack text) from the structured exception fields loggers write."""
+    for adapter in _JSON_EXC_ADAPTERS:
+        exc = adapter(obj)
+        if exc is not None:
+            return exc
     return None
 
 

@@ -1,0 +1,102 @@
+"""Application logs written by the real libraries (tests/logs/applogs/, see its README): for each format,
+the levels counted, the exceptions grouped by type and normalized message, and the stack kept as the
+example. One row per format; the same exception logged twice (with other ids, addresses, line numbers)
+must make one group."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from upkeeper.logs.errorlog import AppLogStats
+
+LOGS = Path(__file__).parent / "applogs"
+
+
+@dataclass(frozen=True)
+class Case:
+    file: str
+    levels: dict[str, int]
+    #: (type, normalized message) → count
+    groups: dict[tuple[str, str], int]
+    #: for some groups: lines their example must hold (the stack, the exception line)
+    example_has: dict[tuple[str, str], tuple[str, ...]] = field(default_factory=dict)
+    json_lines: int | None = None
+
+
+CASES = [
+    Case("node-pino-bunyan-winston.jsonl",
+         {"info": 3, "warning": 3, "error": 8, "critical": 1},
+         {("TypeError", "Cannot read properties of undefined (reading 'id') for order <n>"): 4,
+          ("DbError", "connect ECONNREFUSED <ip>"): 2, ("Error", "out of memory"): 1,
+          ("DbError", ""): 1},  # bunyan without its serializers writes the error's name only
+         {("TypeError", "Cannot read properties of undefined (reading 'id') for order <n>"):
+          ("TypeError: Cannot read properties of undefined (reading 'id') for order 17",
+           "    at fail (/tmp/jl/node/gen.js:4:31)")},
+         json_lines=15),
+    Case("structlog.jsonl", {"info": 1, "error": 3, "warning": 1},
+         {("RuntimeError", "lookup failed for user <n> at <hex>"): 2,
+          ("ValueError", "invalid literal for int() with base <n>: '…'"): 1},
+         {("RuntimeError", "lookup failed for user <n> at <hex>"):
+          ("KeyError: 'user-1'", "RuntimeError: lookup failed for user 1 at 0x7f3a2b1c")},
+         json_lines=5),
+    Case("structlog-dict-tracebacks.jsonl", {"info": 1, "error": 3, "warning": 1},
+         {("RuntimeError", "lookup failed for user <n> at <hex>"): 2,
+          ("ValueError", "invalid literal for int() with base <n>: '…'"): 1},
+         {("RuntimeError", "lookup failed for user <n> at <hex>"):
+          ("Traceback (most recent call last):", '  File "/tmp/jl/gen_py.py", line 5, in boom',
+           "KeyError: 'user-1'", "The above exception was the direct cause of the following exception:",
+           "RuntimeError: lookup failed for user 1 at 0x7f3a2b1c")},
+         json_lines=5),
+    Case("python-json-logger.jsonl", {"info": 1, "error": 2, "warning": 1},
+         {("RuntimeError", "lookup failed for user <n> at <hex>"): 2},
+         {("RuntimeError", "lookup failed for user <n> at <hex>"):
+          ("Traceback (most recent call last):", "RuntimeError: lookup failed for user 1 at 0x7f3a2b1c")},
+         json_lines=4),
+    Case("ecs-logging-python.jsonl", {"info": 1, "error": 2, "warning": 1},
+         {("RuntimeError", "lookup failed for user <n> at <hex>"): 2},
+         {("RuntimeError", "lookup failed for user <n> at <hex>"):
+          ('  File "/tmp/jl/gen_py.py", line 10, in fail',)},
+         json_lines=4),
+    Case("logback-logstash-encoder.jsonl", {"info": 1, "error": 2, "warning": 1},
+         {("java.lang.IllegalStateException", "order <n> not found"): 2},
+         {("java.lang.IllegalStateException", "order <n> not found"):
+          ("java.lang.RuntimeException: request 1 failed", "\tat App.main(App.java:8)",
+           "Caused by: java.lang.IllegalStateException: order 1 not found")},
+         json_lines=4),
+    Case("logback-text.log", {"info": 1, "error": 2, "warning": 1},
+         {("java.lang.IllegalStateException", "order <n> not found"): 2},
+         {("java.lang.IllegalStateException", "order <n> not found"):
+          ("java.lang.RuntimeException: request 1 failed", "\tat App.load(App.java:4)")}),
+    Case("java-uncaught.txt", {},
+         {("java.lang.IllegalStateException", "order <n> not found in shard <hex>"): 3,
+          ("java.lang.NullPointerException", 'Cannot invoke "…" because "…" is null'): 1},
+         {("java.lang.IllegalStateException", "order <n> not found in shard <hex>"):
+          ("java.lang.RuntimeException: request failed", "\tat Main.handle(Main.java:4)",
+           "Caused by: java.lang.IllegalStateException: order 1 not found in shard 0x7f3a")}),
+    Case("gunicorn-error.log", {"info": 8, "error": 2},
+         {("KeyError", "'…'"): 2},
+         {("KeyError", "'…'"): ("Traceback (most recent call last):", '  File "/tmp/jl/wsgiapp.py", line 3, in app',
+                                 "KeyError: 'user-1'")}),
+    Case("uvicorn.log", {"info": 10, "error": 2},
+         {("ValueError", "bad path /x/<n>"): 2},
+         {("ValueError", "bad path /x/<n>"): ("Traceback (most recent call last):", "ValueError: bad path /x/1")}),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.file for c in CASES])
+def test_real_library_output_is_read(case: Case) -> None:
+    a = AppLogStats()
+    a.feed((LOGS / case.file).read_bytes(), case.file)
+    a.finish()
+    assert dict(a.levels) == case.levels
+    assert {(g.kind, g.message): g.count for g in a.exceptions.values()} == case.groups
+    if case.json_lines is not None:
+        assert a.json_lines == case.json_lines == a.lines
+    examples = {(g.kind, g.message): g.example.split("\n") for g in a.exceptions.values()}
+    for key, needed in case.example_has.items():
+        for line in needed:
+            assert line in examples[key], (key, line)
+        assert examples[key][-1].strip(), "an example does not end with a blank line"
