@@ -24,6 +24,8 @@ class Case:
     #: for some groups: lines their example must hold (the stack, the exception line)
     example_has: dict[tuple[str, str], tuple[str, ...]] = field(default_factory=dict)
     json_lines: int | None = None
+    #: the warning-or-worse message classes, when the case checks them: (level, normalized) → count
+    messages: dict[tuple[str, str], int] | None = None
 
 
 CASES = [
@@ -60,6 +62,11 @@ CASES = [
          {("RuntimeError", "lookup failed for user <n> at <hex>"):
           ('  File "/tmp/jl/gen_py.py", line 10, in fail',)},
          json_lines=4),
+    Case("google-cloud-logging.jsonl", {"info": 2, "error": 3, "warning": 1},
+         {("KeyError", "'…'"): 2},
+         {("KeyError", "'…'"): ("Traceback (most recent call last):", "KeyError: 'user-1'")},
+         json_lines=6, messages={("error", "request failed for user <n>"): 2, ("error", "db down"): 1,
+                                 ("warning", "slow query <n> ms"): 1}),
     Case("logback-logstash-encoder.jsonl", {"info": 1, "error": 2, "warning": 1},
          {("java.lang.IllegalStateException", "order <n> not found"): 2},
          {("java.lang.IllegalStateException", "order <n> not found"):
@@ -93,6 +100,8 @@ def test_real_library_output_is_read(case: Case) -> None:
     a.finish()
     assert dict(a.levels) == case.levels
     assert {(g.kind, g.message): g.count for g in a.exceptions.values()} == case.groups
+    if case.messages is not None:
+        assert dict(a.messages) == case.messages
     if case.json_lines is not None:
         assert a.json_lines == case.json_lines == a.lines
     examples = {(g.kind, g.message): g.example.split("\n") for g in a.exceptions.values()}

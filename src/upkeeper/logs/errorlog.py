@@ -13,6 +13,7 @@
     ``error.message``/``error.stack_trace`` (ECS), ``err.type``/``err.name``/
     ``err.message``/``err.stack`` (pino, bunyan), ``exception``/``stack``/``traceback``
     text, structlog's ``dict_tracebacks`` list) — one adapter per way of writing it, ``_JSON_EXC_ADAPTERS``;
+    a traceback inside a message of several lines (Google Cloud) is the exception too;
   - text: a level word near the start of the line, Python tracebacks
     (``Traceback (most recent call last):`` … ``KeyError: 'x'``), Java/JVM stack traces
     (``java.lang.IllegalStateException: …`` then ``\\tat …``, ``Caused by:``; ``java.lang.Exception``,
@@ -412,6 +413,8 @@ class AppLogStats:
         self.json_lines += 1
         level = _json_level(obj)
         msg = _first_str(obj, ("message", "msg", "event", "@message", "text"))
+        at = _trace_in_message(msg)
+        trace, msg = (msg[at:], msg[:at].rstrip() or msg[at:].split("\n", 1)[0]) if at >= 0 else ("", msg)
         if level:
             self.levels[level] += 1
             if level in ("warning", "error", "critical"):
@@ -419,6 +422,9 @@ class AppLogStats:
                 self.messages[key] += 1
                 self.message_examples.setdefault(key, s[:500])
         exc = _json_exception(obj)
+        if exc is None and trace:
+            kind, emsg = _exception_from_text(trace)
+            exc = (kind, emsg, trace.rstrip()) if kind else None
         if exc is not None:
             kind, emsg, trace = exc
             self._exception(kind, emsg, trace or s[:2000], source)
@@ -547,6 +553,21 @@ def _json_exception(obj: dict[str, Any]) -> _Exc | None:
         if exc is not None:
             return exc
     return None
+
+
+def _trace_in_message(msg: str) -> int:
+    """Where a stack trace starts in a message of several lines, or -1: Google Cloud's structured logging
+    (``severity``, ``message``) and loggers that format the exception into the message put it there — a
+    Python traceback, or an exception line followed by a frame (JVM, Node)."""
+    if "\n" not in msg:
+        return -1
+    lines = msg.split("\n")
+    pos = 0
+    for i, ln in enumerate(lines):
+        if _py_header(ln) or (i + 1 < len(lines) and _exc_line(ln.strip()) and _STACK_FRAME.match(lines[i + 1])):
+            return pos
+        pos += len(ln) + 1
+    return -1
 
 
 def _py_header(line: str) -> str:
