@@ -67,6 +67,12 @@ CASES = [
          {("KeyError", "'…'"): ("Traceback (most recent call last):", "KeyError: 'user-1'")},
          json_lines=6, messages={("error", "request failed for user <n>"): 2, ("error", "db down"): 1,
                                  ("warning", "slow query <n> ms"): 1}),
+    # Go errors have no type: the error string at level error or worse is an exception of type "error"
+    Case("go-zap-logrus.jsonl", {"info": 2, "error": 4, "warning": 2, "critical": 1},  # zap's dpanic
+         {("error", "dial tcp <ip>: connect: connection refused"): 4, ("error", "cart <n> has no owner"): 1},
+         {("error", "dial tcp <ip>: connect: connection refused"):
+          ("dial tcp 10.0.0.1:5432: connect: connection refused", "main.main", "\t/tmp/jl/go/src/gen/main.go:25")},
+         json_lines=9),
     Case("logback-logstash-encoder.jsonl", {"info": 1, "error": 2, "warning": 1},
          {("java.lang.IllegalStateException", "order <n> not found"): 2},
          {("java.lang.IllegalStateException", "order <n> not found"):

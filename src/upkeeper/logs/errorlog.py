@@ -14,6 +14,7 @@
     ``err.message``/``err.stack`` (pino, bunyan), ``exception``/``stack``/``traceback``
     text, structlog's ``dict_tracebacks`` list) — one adapter per way of writing it, ``_JSON_EXC_ADAPTERS``;
     a traceback inside a message of several lines (Google Cloud) is the exception too;
+    a Go error string (``error``, zap, logrus) at level error or worse is an exception of type ``error``;
   - text: a level word near the start of the line, Python tracebacks
     (``Traceback (most recent call last):`` … ``KeyError: 'x'``), Java/JVM stack traces
     (``java.lang.IllegalStateException: …`` then ``\\tat …``, ``Caused by:``; ``java.lang.Exception``,
@@ -231,7 +232,7 @@ LEVEL_WORDS = {
     "trace": "debug", "debug": "debug", "info": "info", "information": "info", "notice": "info",
     "warn": "warning", "warning": "warning", "error": "error", "err": "error", "severe": "error",
     "critical": "critical", "crit": "critical", "fatal": "critical", "alert": "critical", "emerg": "critical",
-    "emergency": "critical", "panic": "critical",
+    "emergency": "critical", "panic": "critical", "dpanic": "critical",
 }  # fmt: skip
 _PINO_LEVELS = {10: "debug", 20: "debug", 30: "info", 40: "warning", 50: "error", 60: "critical"}
 _TEXT_LEVEL = re.compile(r"(?<![\w/])(TRACE|DEBUG|INFO|NOTICE|WARN(?:ING)?|ERROR|ERR|SEVERE|CRIT(?:ICAL)?|FATAL|"
@@ -542,8 +543,20 @@ def _exc_text(obj: dict[str, Any]) -> _Exc | None:
     return None
 
 
+def _exc_error_string(obj: dict[str, Any]) -> _Exc | None:
+    """Go loggers (zap, logrus, zerolog) write an error as its string — Go errors have no type — in
+    ``error`` (``err``): in a record at level error or worse it is an exception of type ``error``, with
+    zap's ``stacktrace`` (the frames) in its example."""
+    err = obj.get("error")
+    err = err if isinstance(err, str) else obj.get("err")
+    if not isinstance(err, str) or not err.strip() or _json_level(obj) not in ("error", "critical"):
+        return None
+    st = obj.get("stacktrace")
+    return "error", err, f"{err}\n{st.rstrip()}" if isinstance(st, str) and st.strip() else ""
+
+
 #: adapters from a JSON log record to its exception, tried in turn: one per way loggers write exceptions
-_JSON_EXC_ADAPTERS = (_exc_fields, _exc_structlog_dicts, _exc_text)
+_JSON_EXC_ADAPTERS = (_exc_fields, _exc_structlog_dicts, _exc_text, _exc_error_string)
 
 
 def _json_exception(obj: dict[str, Any]) -> _Exc | None:
