@@ -73,6 +73,19 @@ CASES = [
          {("error", "dial tcp <ip>: connect: connection refused"):
           ("dial tcp 10.0.0.1:5432: connect: connection refused", "main.main", "\t/tmp/jl/go/src/gen/main.go:25")},
          json_lines=9),
+    Case("go-panic.txt", {"critical": 7},
+         {("panic", "runtime error: invalid memory address or nil pointer dereference"): 2,
+          ("panic", "order <n>: connection refused"): 1,
+          ("panic", "runtime error: index out of range [<n>] with length <n>"): 2,  # net/http recovered it
+          ("panic", "job <n> failed"): 1, ("fatal error", "concurrent map writes"): 1},
+         {("panic", "runtime error: invalid memory address or nil pointer dereference"):
+          ("[signal SIGSEGV: segmentation violation code=0x1 addr=0x0 pc=0x56487d]", "goroutine 1 [running]:",
+           "main.main()", "\t/tmp/jl/go/src/gen/main.go:17 +0x7d"),
+          ("panic", "runtime error: index out of range [<n>] with length <n>"):
+          ("goroutine 24 [running]:", "main.main.func1({0x3b?, 0xffffffffffffffff?}, 0x4a6693?)",
+           "created by net/http.(*Server).Serve"),
+          ("panic", "job <n> failed"): ("\tpanic: cleanup failed for job 9", "main.main()"),
+          ("fatal error", "concurrent map writes"): ("goroutine 28 [running]:", "goroutine 1 [semacquire]:")}),
     Case("logback-logstash-encoder.jsonl", {"info": 1, "error": 2, "warning": 1},
          {("java.lang.IllegalStateException", "order <n> not found"): 2},
          {("java.lang.IllegalStateException", "order <n> not found"):

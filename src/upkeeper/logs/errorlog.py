@@ -19,6 +19,8 @@
     (``Traceback (most recent call last):`` … ``KeyError: 'x'``), Java/JVM stack traces
     (``java.lang.IllegalStateException: …`` then ``\\tat …``, ``Caused by:``; ``java.lang.Exception``,
     ``Exception in thread "main" …``), Node/JS (``TypeError: …`` or ``Error: …`` then ``    at …``),
+    Go crashes (``panic: …``/``fatal error: …`` then ``goroutine 1 [running]:``; net/http's ``http: panic
+    serving …``),
     Ruby (``…:in `m': message (NoMethodError)``).
 
   Exceptions are grouped by (type, normalized message); the task reports groups not
@@ -259,6 +261,14 @@ _RUBY = re.compile(r":in `[^']*': (.*) \(([A-Z][\w:]*)\)$")
 #: too), 2024/03/01 10:00:00 (Go), 10:00:00.123 (logback), Mar  1 10:00:00 (syslog), E, [2024-03-01T… (Ruby)
 _TIME_HEAD = re.compile(r"^(?:[A-Z], )?\W{0,2}(?:\d{4}[-/]\d\d[-/]\d\d[T ]\d\d:\d\d|\d\d:\d\d:\d\d|"
                         r"[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d)")
+#: a Go program's crash (printed to stderr): ``panic: …`` or a runtime ``fatal error: …``, then its goroutines;
+#: or a handler's panic that net/http recovered and logged (``2024/03/01 10:00:00 http: panic serving
+#: 10.0.0.1:5000: …`` then the goroutine)
+_GO_PANIC = re.compile(r"^(?:(panic|fatal error): |.*?\bhttp: (panic) serving \S+: )(.*?)(?: \[recovered[^\]]*\])?$")
+#: the further lines of a Go crash: ``[signal SIGSEGV …]``, ``goroutine 1 [running]:``, a frame's function
+#: (``main.main()``, ``net/http.(*conn).serve(0xc000…)``) and file (tab-indented), ``created by …``, blank
+#: lines between goroutines, ``exit status 2`` (go run)
+_GO_STACK = re.compile(r"^(?:\s*$|\[signal |goroutine \d+ |\t|created by |exit status \d+$|[\w./*()\[\]{}-]+\(.*\)$)")
 _STACK_FRAME = re.compile(r"^(?:\s+at |\s+File \"|\t|\s{2,}\S|Caused by: |\s*\.\.\. \d+ more)")
 
 
@@ -288,6 +298,8 @@ class AppLogStats:
     #: the pending block is a Python traceback: 1 while its frames are read, 2 once its exception line
     #: was read (a chained traceback may still follow)
     _pending_py: int = 0
+    #: the pending block is a Go crash (``panic: …`` then its goroutines' stacks)
+    _pending_go: bool = False
     #: the text record being read, when it started with a time stamp: (source, its warning+ message key or
     #: None, whether its example is this record's); a following line without a time stamp continues it
     _record: tuple[str, tuple[str, str] | None, bool] | None = None
@@ -313,7 +325,11 @@ class AppLogStats:
 
     def _line(self, line: str, source: str) -> None:
         if self._pending:
-            if self._pending_py == 2:
+            if self._pending_go:
+                if _GO_STACK.match(line) or line == self._pending[0]:  # "fatal error: …" is printed twice
+                    self._keep(line)
+                    return
+            elif self._pending_py == 2:
                 # after the exception line: the blank lines and the sentence of a chained exception,
                 # then the next traceback of the chain; anything else ends the traceback
                 chained = next((ln for ln in reversed(self._pending) if ln.strip()), "").strip() in _PY_CHAIN
@@ -344,8 +360,9 @@ class AppLogStats:
             self._pending_py = 1
             return
         rb = _RUBY.search(line)
-        em = None if rb else _exc_line(s)
-        exc = bool(rb) or bool(em and (em.group(2) is not None or "." in em.group(1)))
+        go = _GO_PANIC.match(line) if "panic" in line or line.startswith("fatal error: ") else None
+        em = None if rb or go else _exc_line(s)
+        exc = bool(rb or go) or bool(em and (em.group(2) is not None or "." in em.group(1)))
         stamped = bool(_TIME_HEAD.match(line))
         if record and record[0] == source and not stamped and not exc and line.strip():
             # a further line of a multi-line message: part of its example, not a log line of its own (a
@@ -373,14 +390,23 @@ class AppLogStats:
         if rb:
             self._exception(rb.group(2), rb.group(1), line, source)
             return
-        if em and exc:
+        if (em and exc) or go:
             self._pending = [s]
             self._pending_source = source
+            self._pending_go = bool(go)
 
     def _flush(self) -> None:
         block, self._pending = self._pending, []
         py, self._pending_py = self._pending_py, 0
+        go, self._pending_go = self._pending_go, False
         if not block:
+            return
+        if go:
+            while block and not block[-1].strip():
+                block.pop()
+            m = _GO_PANIC.match(block[0])
+            if m:
+                self._exception(m.group(1) or m.group(2), m.group(3), "\n".join(block), self._pending_source)
             return
         if py:
             while block and not block[-1].strip():
