@@ -86,6 +86,20 @@ CASES = [
            "created by net/http.(*Server).Serve"),
           ("panic", "job <n> failed"): ("\tpanic: cleanup failed for job 9", "main.main()"),
           ("fatal error", "concurrent map writes"): ("goroutine 28 [running]:", "goroutine 1 [semacquire]:")}),
+    Case("ruby-logger.log", {"info": 1, "error": 4, "critical": 1, "warning": 1},
+         {("ActiveRecordNotFound", "Couldn't find User with 'id'=<n>"): 4,
+          ("NoMethodError", "undefined method `upcase' for nil:NilClass"): 1},
+         {("ActiveRecordNotFound", "Couldn't find User with 'id'=<n>"):
+          ("E, [2026-12-04T19:40:09.581825 #2168] ERROR -- : Couldn't find User with 'id'=1 (ActiveRecordNotFound)",
+           "gen.rb:4:in `find'", "gen.rb:6:in `<main>'")}),
+    Case("rails-debug-exceptions.log", {"info": 2, "critical": 2},
+         {("RecordNotFound", "Couldn't find User with 'id'=<n>"): 2},
+         {("RecordNotFound", "Couldn't find User with 'id'=<n>"):
+          ("[4f1c2a9e-77b0-4c1e-9a3d-111111111111] RecordNotFound (Couldn't find User with 'id'=1):",
+           "[4f1c2a9e-77b0-4c1e-9a3d-111111111111] gen_rails.rb:13:in `block in <main>'")}),
+    Case("ruby34-uncaught.txt", {},
+         {("NoMethodError", "undefined method 'time' for an instance of Integer"): 1},
+         {("NoMethodError", "undefined method 'time' for an instance of Integer"): ("\tfrom test.rb:2:in '<main>'",)}),
     Case("logback-logstash-encoder.jsonl", {"info": 1, "error": 2, "warning": 1},
          {("java.lang.IllegalStateException", "order <n> not found"): 2},
          {("java.lang.IllegalStateException", "order <n> not found"):

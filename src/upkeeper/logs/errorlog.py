@@ -21,7 +21,8 @@
     ``Exception in thread "main" …``), Node/JS (``TypeError: …`` or ``Error: …`` then ``    at …``),
     Go crashes (``panic: …``/``fatal error: …`` then ``goroutine 1 [running]:``; net/http's ``http: panic
     serving …``),
-    Ruby (``…:in `m': message (NoMethodError)``).
+    Ruby (``…:in `m': message (NoMethodError)``; Logger's ``E, [… #1234] ERROR -- : message (Class)`` and
+    Rails' ``Class (message):``, then the backtrace).
 
   Exceptions are grouped by (type, normalized message); the task reports groups not
   seen in earlier runs.
@@ -256,7 +257,20 @@ _JVM_THREAD = re.compile(r'^Exception in thread "[^"]*" ')
 
 def _exc_line(s: str) -> re.Match[str] | None:
     return _EXC_LINE.match(_JVM_THREAD.sub("", s, 1))
-_RUBY = re.compile(r":in `[^']*': (.*) \(([A-Z][\w:]*)\)$")
+#: an uncaught Ruby exception: ``app.rb:12:in `m': message (NoMethodError)`` (Ruby 3.4: ``in 'C#m'``)
+_RUBY = re.compile(r":in [`'][^']*': (.*) \(([A-Z][\w:]*)\)$")
+#: Ruby's Logger prefix (``E, [2024-03-01T10:00:00.123456 #1234] ERROR -- progname: ``) and Rails' tags
+_RUBY_HEAD = r"(?:[A-Z], \[[^\]]*\]\s+[A-Z]+ -- [^:]*: )"
+_RUBY_TAGS = r"(?:\[[^\]]*\] )*"
+_RUBY_CLASS = r"[A-Z]\w*(?:::[A-Z]\w*)*"
+#: an exception logged by Ruby's Logger (``logger.error(e)``: ``E, [… #1234] ERROR -- : message (Class)`` then
+#: the backtrace), or by Rails (``ActiveRecord::RecordNotFound (Couldn't find User with 'id'=1):`` inside
+#: a FATAL record, after the request's tags, then ``  `` and the backtrace)
+_RUBY_LOGGED = re.compile(rf"^{_RUBY_HEAD}{_RUBY_TAGS}(?P<msg>.*) \((?P<cls>{_RUBY_CLASS})\)$|"
+                          rf"^{_RUBY_HEAD}?{_RUBY_TAGS}(?P<cls2>{_RUBY_CLASS}) \((?P<msg2>.*)\):$")
+#: a line of a Ruby backtrace (``app/models/order.rb:12:in `total'``, ``\tfrom …``), or Rails' blank line
+#: between the exception and its backtrace, after the request's tags
+_RUBY_FRAME = re.compile(rf"^{_RUBY_TAGS}(?:\s*$|\s*(?:from )?\S+:\d+:in )")
 #: the time stamp a text log record starts with: 2024-03-01 10:00:00 / 2024-03-01T10:00:00Z (in brackets
 #: too), 2024/03/01 10:00:00 (Go), 10:00:00.123 (logback), Mar  1 10:00:00 (syslog), E, [2024-03-01T… (Ruby)
 _TIME_HEAD = re.compile(r"^(?:[A-Z], )?\W{0,2}(?:\d{4}[-/]\d\d[-/]\d\d[T ]\d\d:\d\d|\d\d:\d\d:\d\d|"
@@ -298,8 +312,9 @@ class AppLogStats:
     #: the pending block is a Python traceback: 1 while its frames are read, 2 once its exception line
     #: was read (a chained traceback may still follow)
     _pending_py: int = 0
-    #: the pending block is a Go crash (``panic: …`` then its goroutines' stacks)
-    _pending_go: bool = False
+    #: the pending block is a Go crash (``panic: …`` then its goroutines' stacks): "go"; a Ruby exception
+    #: and its backtrace: "ruby"
+    _pending_kind: str = ""
     #: the text record being read, when it started with a time stamp: (source, its warning+ message key or
     #: None, whether its example is this record's); a following line without a time stamp continues it
     _record: tuple[str, tuple[str, str] | None, bool] | None = None
@@ -325,8 +340,12 @@ class AppLogStats:
 
     def _line(self, line: str, source: str) -> None:
         if self._pending:
-            if self._pending_go:
+            if self._pending_kind == "go":
                 if _GO_STACK.match(line) or line == self._pending[0]:  # "fatal error: …" is printed twice
+                    self._keep(line)
+                    return
+            elif self._pending_kind == "ruby":
+                if _RUBY_FRAME.match(line):
                     self._keep(line)
                     return
             elif self._pending_py == 2:
@@ -359,11 +378,15 @@ class AppLogStats:
             self._pending_source = source
             self._pending_py = 1
             return
-        rb = _RUBY.search(line)
+        rb = _RUBY.search(line) or (_RUBY_LOGGED.match(line) if line.endswith(")") or line.endswith("):") else None)
         go = _GO_PANIC.match(line) if "panic" in line or line.startswith("fatal error: ") else None
         em = None if rb or go else _exc_line(s)
         exc = bool(rb or go) or bool(em and (em.group(2) is not None or "." in em.group(1)))
         stamped = bool(_TIME_HEAD.match(line))
+        if rb and not stamped and rb.re is not _RUBY:
+            # Rails' exception line inside its FATAL record: no log line of its own
+            self._pending, self._pending_source, self._pending_kind = [line], source, "ruby"
+            return
         if record and record[0] == source and not stamped and not exc and line.strip():
             # a further line of a multi-line message: part of its example, not a log line of its own (a
             # level word in it — a dumped setting "level: ERROR" — counts nothing)
@@ -387,21 +410,21 @@ class AppLogStats:
                     self.message_examples[key] = line[:500]
         if stamped:
             self._record = (source, key, own)
-        if rb:
-            self._exception(rb.group(2), rb.group(1), line, source)
-            return
-        if (em and exc) or go:
-            self._pending = [s]
+        if (em and exc) or go or rb:
+            self._pending = [line if rb else s]
             self._pending_source = source
-            self._pending_go = bool(go)
+            self._pending_kind = "go" if go else "ruby" if rb else ""
 
     def _flush(self) -> None:
         block, self._pending = self._pending, []
         py, self._pending_py = self._pending_py, 0
-        go, self._pending_go = self._pending_go, False
+        kind, self._pending_kind = self._pending_kind, ""
         if not block:
             return
-        if go:
+        if kind == "ruby":
+            self._ruby_exception(block)
+            return
+        if kind == "go":
             while block and not block[-1].strip():
                 block.pop()
             m = _GO_PANIC.match(block[0])
@@ -429,6 +452,24 @@ class AppLogStats:
                 if c:
                     kind, msg = c.group(1), c.group(2) or ""
             self._exception(kind, msg, "\n".join(block), self._pending_source)
+
+    def _ruby_exception(self, block: list[str]) -> None:
+        """A Ruby exception line and the backtrace after it. One logged by Logger or Rails is an exception
+        when a backtrace follows, or its class is namespaced (``PG::UniqueViolation``) or named like one
+        (``…Error``): ``Connected (PostgreSQL)`` is none."""
+        while block and not block[-1].strip():
+            block.pop()
+        m = _RUBY.search(block[0])
+        if m:
+            kind, msg = m.group(2), m.group(1)
+        else:
+            m = _RUBY_LOGGED.match(block[0])
+            if not m:
+                return
+            kind, msg = m.group("cls") or m.group("cls2"), m.group("msg") or m.group("msg2") or ""
+            if not (any(":in " in ln for ln in block[1:]) or "::" in kind or re.search(_EXC_SUFFIX + "$", kind)):
+                return
+        self._exception(kind, msg, "\n".join(block), self._pending_source)
 
     def _json(self, s: str, source: str) -> bool:
         try:
