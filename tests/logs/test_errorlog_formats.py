@@ -100,6 +100,9 @@ CASES = [
     Case("ruby34-uncaught.txt", {},
          {("NoMethodError", "undefined method 'time' for an instance of Integer"): 1},
          {("NoMethodError", "undefined method 'time' for an instance of Integer"): ("\tfrom test.rb:2:in '<main>'",)}),
+    Case("logrus-text.log", {"info": 1, "error": 3, "warning": 1},
+         {("error", "dial tcp <ip>: connect: connection refused"): 2, ("error", 'parse "…": invalid URI'): 1},
+         messages={("error", "request failed"): 2, ("warning", "slow query"): 1, ("error", 'bad "callback" URL'): 1}),
     Case("logback-logstash-encoder.jsonl", {"info": 1, "error": 2, "warning": 1},
          {("java.lang.IllegalStateException", "order <n> not found"): 2},
          {("java.lang.IllegalStateException", "order <n> not found"):

@@ -15,6 +15,7 @@
     text, structlog's ``dict_tracebacks`` list) — one adapter per way of writing it, ``_JSON_EXC_ADAPTERS``;
     a traceback inside a message of several lines (Google Cloud) is the exception too;
     a Go error string (``error``, zap, logrus) at level error or worse is an exception of type ``error``;
+  - logfmt lines (``level=error msg="…" error="…"``: logrus's text format, Go's slog) are read as these fields;
   - text: a level word near the start of the line, Python tracebacks
     (``Traceback (most recent call last):`` … ``KeyError: 'x'``), Java/JVM stack traces
     (``java.lang.IllegalStateException: …`` then ``\\tat …``, ``Caused by:``; ``java.lang.Exception``,
@@ -372,6 +373,10 @@ class AppLogStats:
         record, self._record = self._record, None
         if s.startswith("{") and s.endswith("}") and self._json(s, source):
             return
+        fields = _logfmt(s) if "level=" in s else None
+        if fields:
+            self._structured(fields, s, source)
+            return
         header = _py_header(line)
         if header:
             self._pending = [header]
@@ -479,6 +484,11 @@ class AppLogStats:
         if not isinstance(obj, dict):
             return False
         self.json_lines += 1
+        self._structured(obj, s, source)
+        return True
+
+    def _structured(self, obj: dict[str, Any], s: str, source: str) -> None:
+        """A record of fields (a JSON line, a logfmt line): its level, message and exception."""
         level = _json_level(obj)
         msg = _first_str(obj, ("message", "msg", "event", "@message", "text"))
         at = _trace_in_message(msg)
@@ -496,7 +506,6 @@ class AppLogStats:
         if exc is not None:
             kind, emsg, trace = exc
             self._exception(kind, emsg, trace or s[:2000], source)
-        return True
 
     def _exception(self, kind: str, message: str, example: str, source: str) -> None:
         nm = normalize(message)
@@ -525,6 +534,26 @@ def _first_str(obj: dict[str, Any], keys: tuple[str, ...]) -> str:
         if isinstance(v, str) and v:
             return v
     return ""
+
+
+#: a logfmt pair: key=value, the value bare or quoted with backslash escapes
+_LOGFMT_PAIR = re.compile(r'(?:^|\s)([\w.@/-]+)=("(?:[^"\\]|\\.)*"|[^\s"]*)')
+
+
+def _logfmt(line: str) -> dict[str, Any] | None:
+    """The fields of a logfmt line (``time=… level=error msg="…" error="…"``: logrus's text format, Go's
+    slog TextHandler, Heroku) with a known level and a message, or None."""
+    obj: dict[str, Any] = {}
+    for k, v in _LOGFMT_PAIR.findall(line):
+        if v.startswith('"'):
+            try:
+                v = json.loads(v)
+            except ValueError:  # a Go escape JSON lacks (\x01): the text between the quotes
+                v = v[1:-1]
+        obj[k] = v
+    if ("msg" in obj or "message" in obj) and _json_level(obj):
+        return obj
+    return None
 
 
 def _get(obj: Any, path: str) -> Any:
