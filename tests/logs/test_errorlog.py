@@ -367,3 +367,17 @@ def test_is_upstream_failure_agrees_with_the_count() -> None:
     picked = [k for k in s.classes if is_upstream_failure(*k)]
     assert s.upstream == 1 and [k[1] for k in picked] == [
         "upstream timed out (<n>: Connection timed out) while reading response header from upstream"]
+
+
+def test_a_ruby_logger_line_ending_in_a_parenthesized_word_is_no_exception_without_a_backtrace() -> None:
+    text = (
+        "I, [2024-03-01T10:00:00.000001 #1234]  INFO -- : Connected (PostgreSQL)\n"
+        "Summary (today):\n"
+        "E, [2024-03-01T10:00:01.000001 #1234] ERROR -- : Couldn't find User with 'id'=7 (RecordNotFound)\n"
+        "app/models/user.rb:4:in 'User.find'\n"
+        "E, [2024-03-01T10:00:02.000001 #1234] ERROR -- : duplicate key (PG::UniqueViolation)\n"
+    )
+    a = feed_app(text)
+    assert groups(a) == {("RecordNotFound", "Couldn't find User with 'id'=<n>"): 1,
+                         ("PG::UniqueViolation", "duplicate key"): 1}
+    assert a.levels == {"info": 1, "error": 2}

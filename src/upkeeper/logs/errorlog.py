@@ -12,12 +12,18 @@
     exception from structured fields (``exc_type``/``exc_info``, ``error.type``/
     ``error.message``/``error.stack_trace`` (ECS), ``err.type``/``err.name``/
     ``err.message``/``err.stack`` (pino, bunyan), ``exception``/``stack``/``traceback``
-    text);
+    text, structlog's ``dict_tracebacks`` list) — one adapter per way of writing it, ``_JSON_EXC_ADAPTERS``;
+    a traceback inside a message of several lines (Google Cloud) is the exception too;
+    a Go error string (``error``, zap, logrus) at level error or worse is an exception of type ``error``;
+  - logfmt lines (``level=error msg="…" error="…"``: logrus's text format, Go's slog) are read as these fields;
   - text: a level word near the start of the line, Python tracebacks
     (``Traceback (most recent call last):`` … ``KeyError: 'x'``), Java/JVM stack traces
     (``java.lang.IllegalStateException: …`` then ``\\tat …``, ``Caused by:``; ``java.lang.Exception``,
     ``Exception in thread "main" …``), Node/JS (``TypeError: …`` or ``Error: …`` then ``    at …``),
-    Ruby (``…:in `m': message (NoMethodError)``).
+    Go crashes (``panic: …``/``fatal error: …`` then ``goroutine 1 [running]:``; net/http's ``http: panic
+    serving …``),
+    Ruby (``…:in `m': message (NoMethodError)``; Logger's ``E, [… #1234] ERROR -- : message (Class)`` and
+    Rails' ``Class (message):``, then the backtrace).
 
   Exceptions are grouped by (type, normalized message); the task reports groups not
   seen in earlier runs.
@@ -230,7 +236,7 @@ LEVEL_WORDS = {
     "trace": "debug", "debug": "debug", "info": "info", "information": "info", "notice": "info",
     "warn": "warning", "warning": "warning", "error": "error", "err": "error", "severe": "error",
     "critical": "critical", "crit": "critical", "fatal": "critical", "alert": "critical", "emerg": "critical",
-    "emergency": "critical", "panic": "critical",
+    "emergency": "critical", "panic": "critical", "dpanic": "critical",
 }  # fmt: skip
 _PINO_LEVELS = {10: "debug", 20: "debug", 30: "info", 40: "warning", 50: "error", 60: "critical"}
 _TEXT_LEVEL = re.compile(r"(?<![\w/])(TRACE|DEBUG|INFO|NOTICE|WARN(?:ING)?|ERROR|ERR|SEVERE|CRIT(?:ICAL)?|FATAL|"
@@ -252,11 +258,32 @@ _JVM_THREAD = re.compile(r'^Exception in thread "[^"]*" ')
 
 def _exc_line(s: str) -> re.Match[str] | None:
     return _EXC_LINE.match(_JVM_THREAD.sub("", s, 1))
-_RUBY = re.compile(r":in `[^']*': (.*) \(([A-Z][\w:]*)\)$")
+#: an uncaught Ruby exception: ``app.rb:12:in `m': message (NoMethodError)`` (Ruby 3.4: ``in 'C#m'``)
+_RUBY = re.compile(r":in [`'][^']*': (.*) \(([A-Z][\w:]*)\)$")
+#: Ruby's Logger prefix (``E, [2024-03-01T10:00:00.123456 #1234] ERROR -- progname: ``) and Rails' tags
+_RUBY_HEAD = r"(?:[A-Z], \[[^\]]*\]\s+[A-Z]+ -- [^:]*: )"
+_RUBY_TAGS = r"(?:\[[^\]]*\] )*"
+_RUBY_CLASS = r"[A-Z]\w*(?:::[A-Z]\w*)*"
+#: an exception logged by Ruby's Logger (``logger.error(e)``: ``E, [… #1234] ERROR -- : message (Class)`` then
+#: the backtrace), or by Rails (``ActiveRecord::RecordNotFound (Couldn't find User with 'id'=1):`` inside
+#: a FATAL record, after the request's tags, then ``  `` and the backtrace)
+_RUBY_LOGGED = re.compile(rf"^{_RUBY_HEAD}{_RUBY_TAGS}(?P<msg>.*) \((?P<cls>{_RUBY_CLASS})\)$|"
+                          rf"^{_RUBY_HEAD}?{_RUBY_TAGS}(?P<cls2>{_RUBY_CLASS}) \((?P<msg2>.*)\):$")
+#: a line of a Ruby backtrace (``app/models/order.rb:12:in `total'``, ``\tfrom …``), or Rails' blank line
+#: between the exception and its backtrace, after the request's tags
+_RUBY_FRAME = re.compile(rf"^{_RUBY_TAGS}(?:\s*$|\s*(?:from )?\S+:\d+:in )")
 #: the time stamp a text log record starts with: 2024-03-01 10:00:00 / 2024-03-01T10:00:00Z (in brackets
 #: too), 2024/03/01 10:00:00 (Go), 10:00:00.123 (logback), Mar  1 10:00:00 (syslog), E, [2024-03-01T… (Ruby)
 _TIME_HEAD = re.compile(r"^(?:[A-Z], )?\W{0,2}(?:\d{4}[-/]\d\d[-/]\d\d[T ]\d\d:\d\d|\d\d:\d\d:\d\d|"
                         r"[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d)")
+#: a Go program's crash (printed to stderr): ``panic: …`` or a runtime ``fatal error: …``, then its goroutines;
+#: or a handler's panic that net/http recovered and logged (``2024/03/01 10:00:00 http: panic serving
+#: 10.0.0.1:5000: …`` then the goroutine)
+_GO_PANIC = re.compile(r"^(?:(panic|fatal error): |.*?\bhttp: (panic) serving \S+: )(.*?)(?: \[recovered[^\]]*\])?$")
+#: the further lines of a Go crash: ``[signal SIGSEGV …]``, ``goroutine 1 [running]:``, a frame's function
+#: (``main.main()``, ``net/http.(*conn).serve(0xc000…)``) and file (tab-indented), ``created by …``, blank
+#: lines between goroutines, ``exit status 2`` (go run)
+_GO_STACK = re.compile(r"^(?:\s*$|\[signal |goroutine \d+ |\t|created by |exit status \d+$|[\w./*()\[\]{}-]+\(.*\)$)")
 _STACK_FRAME = re.compile(r"^(?:\s+at |\s+File \"|\t|\s{2,}\S|Caused by: |\s*\.\.\. \d+ more)")
 
 
@@ -286,6 +313,9 @@ class AppLogStats:
     #: the pending block is a Python traceback: 1 while its frames are read, 2 once its exception line
     #: was read (a chained traceback may still follow)
     _pending_py: int = 0
+    #: the pending block is a Go crash (``panic: …`` then its goroutines' stacks): "go"; a Ruby exception
+    #: and its backtrace: "ruby"
+    _pending_kind: str = ""
     #: the text record being read, when it started with a time stamp: (source, its warning+ message key or
     #: None, whether its example is this record's); a following line without a time stamp continues it
     _record: tuple[str, tuple[str, str] | None, bool] | None = None
@@ -311,7 +341,15 @@ class AppLogStats:
 
     def _line(self, line: str, source: str) -> None:
         if self._pending:
-            if self._pending_py == 2:
+            if self._pending_kind == "go":
+                if _GO_STACK.match(line) or line == self._pending[0]:  # "fatal error: …" is printed twice
+                    self._keep(line)
+                    return
+            elif self._pending_kind == "ruby":
+                if _RUBY_FRAME.match(line):
+                    self._keep(line)
+                    return
+            elif self._pending_py == 2:
                 # after the exception line: the blank lines and the sentence of a chained exception,
                 # then the next traceback of the chain; anything else ends the traceback
                 chained = next((ln for ln in reversed(self._pending) if ln.strip()), "").strip() in _PY_CHAIN
@@ -335,16 +373,25 @@ class AppLogStats:
         record, self._record = self._record, None
         if s.startswith("{") and s.endswith("}") and self._json(s, source):
             return
+        fields = _logfmt(s) if "level=" in s else None
+        if fields:
+            self._structured(fields, s, source)
+            return
         header = _py_header(line)
         if header:
             self._pending = [header]
             self._pending_source = source
             self._pending_py = 1
             return
-        rb = _RUBY.search(line)
-        em = None if rb else _exc_line(s)
-        exc = bool(rb) or bool(em and (em.group(2) is not None or "." in em.group(1)))
+        rb = _RUBY.search(line) or (_RUBY_LOGGED.match(line) if line.endswith(")") or line.endswith("):") else None)
+        go = _GO_PANIC.match(line) if "panic" in line or line.startswith("fatal error: ") else None
+        em = None if rb or go else _exc_line(s)
+        exc = bool(rb or go) or bool(em and (em.group(2) is not None or "." in em.group(1)))
         stamped = bool(_TIME_HEAD.match(line))
+        if rb and not stamped and rb.re is not _RUBY:
+            # Rails' exception line inside its FATAL record: no log line of its own
+            self._pending, self._pending_source, self._pending_kind = [line], source, "ruby"
+            return
         if record and record[0] == source and not stamped and not exc and line.strip():
             # a further line of a multi-line message: part of its example, not a log line of its own (a
             # level word in it — a dumped setting "level: ERROR" — counts nothing)
@@ -368,17 +415,26 @@ class AppLogStats:
                     self.message_examples[key] = line[:500]
         if stamped:
             self._record = (source, key, own)
-        if rb:
-            self._exception(rb.group(2), rb.group(1), line, source)
-            return
-        if em and exc:
-            self._pending = [s]
+        if (em and exc) or go or rb:
+            self._pending = [line if rb else s]
             self._pending_source = source
+            self._pending_kind = "go" if go else "ruby" if rb else ""
 
     def _flush(self) -> None:
         block, self._pending = self._pending, []
         py, self._pending_py = self._pending_py, 0
+        kind, self._pending_kind = self._pending_kind, ""
         if not block:
+            return
+        if kind == "ruby":
+            self._ruby_exception(block)
+            return
+        if kind == "go":
+            while block and not block[-1].strip():
+                block.pop()
+            m = _GO_PANIC.match(block[0])
+            if m:
+                self._exception(m.group(1) or m.group(2), m.group(3), "\n".join(block), self._pending_source)
             return
         if py:
             while block and not block[-1].strip():
@@ -402,6 +458,24 @@ class AppLogStats:
                     kind, msg = c.group(1), c.group(2) or ""
             self._exception(kind, msg, "\n".join(block), self._pending_source)
 
+    def _ruby_exception(self, block: list[str]) -> None:
+        """A Ruby exception line and the backtrace after it. One logged by Logger or Rails is an exception
+        when a backtrace follows, or its class is namespaced (``PG::UniqueViolation``) or named like one
+        (``…Error``): ``Connected (PostgreSQL)`` is none."""
+        while block and not block[-1].strip():
+            block.pop()
+        m = _RUBY.search(block[0])
+        if m:
+            kind, msg = m.group(2), m.group(1)
+        else:
+            m = _RUBY_LOGGED.match(block[0])
+            if not m:
+                return
+            kind, msg = m.group("cls") or m.group("cls2"), m.group("msg") or m.group("msg2") or ""
+            if not (any(":in " in ln for ln in block[1:]) or "::" in kind or re.search(_EXC_SUFFIX + "$", kind)):
+                return
+        self._exception(kind, msg, "\n".join(block), self._pending_source)
+
     def _json(self, s: str, source: str) -> bool:
         try:
             obj = json.loads(s)
@@ -410,8 +484,15 @@ class AppLogStats:
         if not isinstance(obj, dict):
             return False
         self.json_lines += 1
+        self._structured(obj, s, source)
+        return True
+
+    def _structured(self, obj: dict[str, Any], s: str, source: str) -> None:
+        """A record of fields (a JSON line, a logfmt line): its level, message and exception."""
         level = _json_level(obj)
         msg = _first_str(obj, ("message", "msg", "event", "@message", "text"))
+        at = _trace_in_message(msg)
+        trace, msg = (msg[at:], msg[:at].rstrip() or msg[at:].split("\n", 1)[0]) if at >= 0 else ("", msg)
         if level:
             self.levels[level] += 1
             if level in ("warning", "error", "critical"):
@@ -419,10 +500,12 @@ class AppLogStats:
                 self.messages[key] += 1
                 self.message_examples.setdefault(key, s[:500])
         exc = _json_exception(obj)
+        if exc is None and trace:
+            kind, emsg = _exception_from_text(trace)
+            exc = (kind, emsg, trace.rstrip()) if kind else None
         if exc is not None:
             kind, emsg, trace = exc
             self._exception(kind, emsg, trace or s[:2000], source)
-        return True
 
     def _exception(self, kind: str, message: str, example: str, source: str) -> None:
         nm = normalize(message)
@@ -453,6 +536,26 @@ def _first_str(obj: dict[str, Any], keys: tuple[str, ...]) -> str:
     return ""
 
 
+#: a logfmt pair: key=value, the value bare or quoted with backslash escapes
+_LOGFMT_PAIR = re.compile(r'(?:^|\s)([\w.@/-]+)=("(?:[^"\\]|\\.)*"|[^\s"]*)')
+
+
+def _logfmt(line: str) -> dict[str, Any] | None:
+    """The fields of a logfmt line (``time=… level=error msg="…" error="…"``: logrus's text format, Go's
+    slog TextHandler, Heroku) with a known level and a message, or None."""
+    obj: dict[str, Any] = {}
+    for k, v in _LOGFMT_PAIR.findall(line):
+        if v.startswith('"'):
+            try:
+                v = json.loads(v)
+            except ValueError:  # a Go escape JSON lacks (\x01): the text between the quotes
+                v = v[1:-1]
+        obj[k] = v
+    if ("msg" in obj or "message" in obj) and _json_level(obj):
+        return obj
+    return None
+
+
 def _get(obj: Any, path: str) -> Any:
     cur = obj
     for part in path.split("."):
@@ -475,25 +578,105 @@ def _json_level(obj: dict[str, Any]) -> str | None:
     return None
 
 
-def _json_exception(obj: dict[str, Any]) -> tuple[str, str, str] | None:
-    """(type, message, stack text) from the structured exception fields loggers write."""
-    for tpath, mpath, spath in (("error.type", "error.message", "error.stack_trace"),  # ECS
-                                ("err.type", "err.message", "err.stack"),  # pino
-                                ("err.name", "err.message", "err.stack"),  # bunyan
-                                ("exception.type", "exception.message", "exception.stacktrace"),
-                                ("exc_type", "exc_message", "exc_info")):
+#: (type, message, stack) paths of the exception fields structured loggers write, one row per logger
+_JSON_EXC_FIELDS = (
+    ("error.type", "error.message", "error.stack_trace"),  # Elastic ECS (ecs-logging, logstash)
+    ("err.type", "err.message", "err.stack"),  # pino
+    ("err.name", "err.message", "err.stack"),  # bunyan
+    ("exception.type", "exception.message", "exception.stacktrace"),  # OpenTelemetry
+    ("exc_type", "exc_message", "exc_info"),
+)
+#: fields holding a stack trace or traceback as text (python-json-logger's exc_info, structlog's
+#: format_exc_info, winston's stack, logstash-logback-encoder's stack_trace)
+_JSON_EXC_TEXT = ("exc_info", "exception", "stack", "stack_trace", "stacktrace", "traceback", "error")
+
+_Exc = tuple[str, str, str]  # (type, message, stack text or "")
+
+
+def _exc_fields(obj: dict[str, Any]) -> _Exc | None:
+    """The exception's type, message and stack in fields of their own (ECS, pino, bunyan, OpenTelemetry)."""
+    for tpath, mpath, spath in _JSON_EXC_FIELDS:
         t = _get(obj, tpath)
         if isinstance(t, str) and t:
             m = _get(obj, mpath)
             st = _get(obj, spath)
-            return t, m if isinstance(m, str) else "", st if isinstance(st, str) else ""
-    for k in ("exc_info", "exception", "stack", "stack_trace", "stacktrace", "traceback", "error"):
+            return t, m if isinstance(m, str) else "", st.rstrip() if isinstance(st, str) else ""
+    return None
+
+
+def _exc_structlog_dicts(obj: dict[str, Any]) -> _Exc | None:
+    """structlog's ``dict_tracebacks``: ``exception`` is a list of ``{exc_type, exc_value, frames}``, the
+    exception raised first and its causes after it; the example is the traceback Python would print."""
+    stacks = obj.get("exception")
+    if not (isinstance(stacks, list) and stacks and isinstance(stacks[0], dict)):
+        return None
+    kind, value = stacks[0].get("exc_type"), stacks[0].get("exc_value")
+    if not isinstance(kind, str) or not kind:
+        return None
+    parts: list[str] = []
+    prev_cause = False
+    for i, st in enumerate(reversed([s for s in stacks if isinstance(s, dict)])):
+        if i:  # the one before it in print is its cause, or was being handled when it was raised
+            parts.append("\n" + _PY_CHAIN[1 if prev_cause else 0] + "\n")
+        prev_cause = bool(st.get("is_cause"))
+        parts.append(_PY_TRACEBACK)
+        for fr in st.get("frames") or ():
+            if isinstance(fr, dict):
+                parts.append(f'  File "{fr.get("filename", "?")}", line {fr.get("lineno", "?")}, '
+                             f'in {fr.get("name", "?")}')
+        parts.append(f"{st.get('exc_type', '?')}: {st.get('exc_value', '')}")
+    return kind, value if isinstance(value, str) else "", "\n".join(parts)
+
+
+def _exc_text(obj: dict[str, Any]) -> _Exc | None:
+    """A traceback or stack trace as text, in one of the fields loggers put it in."""
+    for k in _JSON_EXC_TEXT:
         v = obj.get(k)
         if isinstance(v, str) and ("\n" in v or "Error" in v or "Exception" in v):
             kind, msg = _exception_from_text(v)
             if kind:
-                return kind, msg, v
+                return kind, msg, v.rstrip()
     return None
+
+
+def _exc_error_string(obj: dict[str, Any]) -> _Exc | None:
+    """Go loggers (zap, logrus, zerolog) write an error as its string — Go errors have no type — in
+    ``error`` (``err``): in a record at level error or worse it is an exception of type ``error``, with
+    zap's ``stacktrace`` (the frames) in its example."""
+    err = obj.get("error")
+    err = err if isinstance(err, str) else obj.get("err")
+    if not isinstance(err, str) or not err.strip() or _json_level(obj) not in ("error", "critical"):
+        return None
+    st = obj.get("stacktrace")
+    return "error", err, f"{err}\n{st.rstrip()}" if isinstance(st, str) and st.strip() else ""
+
+
+#: adapters from a JSON log record to its exception, tried in turn: one per way loggers write exceptions
+_JSON_EXC_ADAPTERS = (_exc_fields, _exc_structlog_dicts, _exc_text, _exc_error_string)
+
+
+def _json_exception(obj: dict[str, Any]) -> _Exc | None:
+    """(type, message, stack text) from the structured exception fields loggers write."""
+    for adapter in _JSON_EXC_ADAPTERS:
+        exc = adapter(obj)
+        if exc is not None:
+            return exc
+    return None
+
+
+def _trace_in_message(msg: str) -> int:
+    """Where a stack trace starts in a message of several lines, or -1: Google Cloud's structured logging
+    (``severity``, ``message``) and loggers that format the exception into the message put it there — a
+    Python traceback, or an exception line followed by a frame (JVM, Node)."""
+    if "\n" not in msg:
+        return -1
+    lines = msg.split("\n")
+    pos = 0
+    for i, ln in enumerate(lines):
+        if _py_header(ln) or (i + 1 < len(lines) and _exc_line(ln.strip()) and _STACK_FRAME.match(lines[i + 1])):
+            return pos
+        pos += len(ln) + 1
+    return -1
 
 
 def _py_header(line: str) -> str:

@@ -1,0 +1,147 @@
+"""Application logs written by the real libraries (tests/logs/applogs/, see its README): for each format,
+the levels counted, the exceptions grouped by type and normalized message, and the stack kept as the
+example. One row per format; the same exception logged twice (with other ids, addresses, line numbers)
+must make one group."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from upkeeper.logs.errorlog import AppLogStats
+
+LOGS = Path(__file__).parent / "applogs"
+
+
+@dataclass(frozen=True)
+class Case:
+    file: str
+    levels: dict[str, int]
+    #: (type, normalized message) → count
+    groups: dict[tuple[str, str], int]
+    #: for some groups: lines their example must hold (the stack, the exception line)
+    example_has: dict[tuple[str, str], tuple[str, ...]] = field(default_factory=dict)
+    json_lines: int | None = None
+    #: the warning-or-worse message classes, when the case checks them: (level, normalized) → count
+    messages: dict[tuple[str, str], int] | None = None
+
+
+CASES = [
+    Case("node-pino-bunyan-winston.jsonl",
+         {"info": 3, "warning": 3, "error": 8, "critical": 1},
+         {("TypeError", "Cannot read properties of undefined (reading 'id') for order <n>"): 4,
+          ("DbError", "connect ECONNREFUSED <ip>"): 2, ("Error", "out of memory"): 1,
+          ("DbError", ""): 1},  # bunyan without its serializers writes the error's name only
+         {("TypeError", "Cannot read properties of undefined (reading 'id') for order <n>"):
+          ("TypeError: Cannot read properties of undefined (reading 'id') for order 17",
+           "    at fail (/tmp/jl/node/gen.js:4:31)")},
+         json_lines=15),
+    Case("structlog.jsonl", {"info": 1, "error": 3, "warning": 1},
+         {("RuntimeError", "lookup failed for user <n> at <hex>"): 2,
+          ("ValueError", "invalid literal for int() with base <n>: '…'"): 1},
+         {("RuntimeError", "lookup failed for user <n> at <hex>"):
+          ("KeyError: 'user-1'", "RuntimeError: lookup failed for user 1 at 0x7f3a2b1c")},
+         json_lines=5),
+    Case("structlog-dict-tracebacks.jsonl", {"info": 1, "error": 3, "warning": 1},
+         {("RuntimeError", "lookup failed for user <n> at <hex>"): 2,
+          ("ValueError", "invalid literal for int() with base <n>: '…'"): 1},
+         {("RuntimeError", "lookup failed for user <n> at <hex>"):
+          ("Traceback (most recent call last):", '  File "/tmp/jl/gen_py.py", line 5, in boom',
+           "KeyError: 'user-1'", "The above exception was the direct cause of the following exception:",
+           "RuntimeError: lookup failed for user 1 at 0x7f3a2b1c")},
+         json_lines=5),
+    Case("python-json-logger.jsonl", {"info": 1, "error": 2, "warning": 1},
+         {("RuntimeError", "lookup failed for user <n> at <hex>"): 2},
+         {("RuntimeError", "lookup failed for user <n> at <hex>"):
+          ("Traceback (most recent call last):", "RuntimeError: lookup failed for user 1 at 0x7f3a2b1c")},
+         json_lines=4),
+    Case("ecs-logging-python.jsonl", {"info": 1, "error": 2, "warning": 1},
+         {("RuntimeError", "lookup failed for user <n> at <hex>"): 2},
+         {("RuntimeError", "lookup failed for user <n> at <hex>"):
+          ('  File "/tmp/jl/gen_py.py", line 10, in fail',)},
+         json_lines=4),
+    Case("google-cloud-logging.jsonl", {"info": 2, "error": 3, "warning": 1},
+         {("KeyError", "'…'"): 2},
+         {("KeyError", "'…'"): ("Traceback (most recent call last):", "KeyError: 'user-1'")},
+         json_lines=6, messages={("error", "request failed for user <n>"): 2, ("error", "db down"): 1,
+                                 ("warning", "slow query <n> ms"): 1}),
+    # Go errors have no type: the error string at level error or worse is an exception of type "error"
+    Case("go-zap-logrus.jsonl", {"info": 2, "error": 4, "warning": 2, "critical": 1},  # zap's dpanic
+         {("error", "dial tcp <ip>: connect: connection refused"): 4, ("error", "cart <n> has no owner"): 1},
+         {("error", "dial tcp <ip>: connect: connection refused"):
+          ("dial tcp 10.0.0.1:5432: connect: connection refused", "main.main", "\t/tmp/jl/go/src/gen/main.go:25")},
+         json_lines=9),
+    Case("go-panic.txt", {"critical": 7},
+         {("panic", "runtime error: invalid memory address or nil pointer dereference"): 2,
+          ("panic", "order <n>: connection refused"): 1,
+          ("panic", "runtime error: index out of range [<n>] with length <n>"): 2,  # net/http recovered it
+          ("panic", "job <n> failed"): 1, ("fatal error", "concurrent map writes"): 1},
+         {("panic", "runtime error: invalid memory address or nil pointer dereference"):
+          ("[signal SIGSEGV: segmentation violation code=0x1 addr=0x0 pc=0x56487d]", "goroutine 1 [running]:",
+           "main.main()", "\t/tmp/jl/go/src/gen/main.go:17 +0x7d"),
+          ("panic", "runtime error: index out of range [<n>] with length <n>"):
+          ("goroutine 24 [running]:", "main.main.func1({0x3b?, 0xffffffffffffffff?}, 0x4a6693?)",
+           "created by net/http.(*Server).Serve"),
+          ("panic", "job <n> failed"): ("\tpanic: cleanup failed for job 9", "main.main()"),
+          ("fatal error", "concurrent map writes"): ("goroutine 28 [running]:", "goroutine 1 [semacquire]:")}),
+    Case("ruby-logger.log", {"info": 1, "error": 4, "critical": 1, "warning": 1},
+         {("ActiveRecordNotFound", "Couldn't find User with 'id'=<n>"): 4,
+          ("NoMethodError", "undefined method `upcase' for nil:NilClass"): 1},
+         {("ActiveRecordNotFound", "Couldn't find User with 'id'=<n>"):
+          ("E, [2026-12-04T19:40:09.581825 #2168] ERROR -- : Couldn't find User with 'id'=1 (ActiveRecordNotFound)",
+           "gen.rb:4:in `find'", "gen.rb:6:in `<main>'")}),
+    Case("rails-debug-exceptions.log", {"info": 2, "critical": 2},
+         {("RecordNotFound", "Couldn't find User with 'id'=<n>"): 2},
+         {("RecordNotFound", "Couldn't find User with 'id'=<n>"):
+          ("[4f1c2a9e-77b0-4c1e-9a3d-111111111111] RecordNotFound (Couldn't find User with 'id'=1):",
+           "[4f1c2a9e-77b0-4c1e-9a3d-111111111111] gen_rails.rb:13:in `block in <main>'")}),
+    Case("ruby34-uncaught.txt", {},
+         {("NoMethodError", "undefined method 'time' for an instance of Integer"): 1},
+         {("NoMethodError", "undefined method 'time' for an instance of Integer"): ("\tfrom test.rb:2:in '<main>'",)}),
+    Case("logrus-text.log", {"info": 1, "error": 3, "warning": 1},
+         {("error", "dial tcp <ip>: connect: connection refused"): 2, ("error", 'parse "…": invalid URI'): 1},
+         messages={("error", "request failed"): 2, ("warning", "slow query"): 1, ("error", 'bad "callback" URL'): 1}),
+    Case("logback-logstash-encoder.jsonl", {"info": 1, "error": 2, "warning": 1},
+         {("java.lang.IllegalStateException", "order <n> not found"): 2},
+         {("java.lang.IllegalStateException", "order <n> not found"):
+          ("java.lang.RuntimeException: request 1 failed", "\tat App.main(App.java:8)",
+           "Caused by: java.lang.IllegalStateException: order 1 not found")},
+         json_lines=4),
+    Case("logback-text.log", {"info": 1, "error": 2, "warning": 1},
+         {("java.lang.IllegalStateException", "order <n> not found"): 2},
+         {("java.lang.IllegalStateException", "order <n> not found"):
+          ("java.lang.RuntimeException: request 1 failed", "\tat App.load(App.java:4)")}),
+    Case("java-uncaught.txt", {},
+         {("java.lang.IllegalStateException", "order <n> not found in shard <hex>"): 3,
+          ("java.lang.NullPointerException", 'Cannot invoke "…" because "…" is null'): 1},
+         {("java.lang.IllegalStateException", "order <n> not found in shard <hex>"):
+          ("java.lang.RuntimeException: request failed", "\tat Main.handle(Main.java:4)",
+           "Caused by: java.lang.IllegalStateException: order 1 not found in shard 0x7f3a")}),
+    Case("gunicorn-error.log", {"info": 8, "error": 2},
+         {("KeyError", "'…'"): 2},
+         {("KeyError", "'…'"): ("Traceback (most recent call last):", '  File "/tmp/jl/wsgiapp.py", line 3, in app',
+                                 "KeyError: 'user-1'")}),
+    Case("uvicorn.log", {"info": 10, "error": 2},
+         {("ValueError", "bad path /x/<n>"): 2},
+         {("ValueError", "bad path /x/<n>"): ("Traceback (most recent call last):", "ValueError: bad path /x/1")}),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.file for c in CASES])
+def test_real_library_output_is_read(case: Case) -> None:
+    a = AppLogStats()
+    a.feed((LOGS / case.file).read_bytes(), case.file)
+    a.finish()
+    assert dict(a.levels) == case.levels
+    assert {(g.kind, g.message): g.count for g in a.exceptions.values()} == case.groups
+    if case.messages is not None:
+        assert dict(a.messages) == case.messages
+    if case.json_lines is not None:
+        assert a.json_lines == case.json_lines == a.lines
+    examples = {(g.kind, g.message): g.example.split("\n") for g in a.exceptions.values()}
+    for key, needed in case.example_has.items():
+        for line in needed:
+            assert line in examples[key], (key, line)
+        assert examples[key][-1].strip(), "an example does not end with a blank line"
