@@ -10,9 +10,12 @@ In one run:
       RSS of the largest process (GNU time's %M, which covers the worker process)
   (e) upkeeper backups verify of (c) (--verify): every file hashed from the archive and compared
 
-(a) and (c) alternate --repeat times (default 3); their medians are compared.  Goals: (c) ≤ 2 × (a) in time;
-peak RSS of (c) bounded (not growing ~1.4 KB per file as it did).
-Writes bench/results/files_backup.json.  Usage: python bench/files_backup.py [--files N] [--repeat N] [--verify]
+  (b) with --baseline-src DIR: (c) run from another checkout's src (e.g. a worktree of an older commit)
+
+(a), (c) (and (b)) alternate --repeat times (default 3); their medians are compared (this 2-core VM's speed
+drifts with what else runs: compare numbers of one run only).  Goals: the peak RSS of (c) not growing by
+kilobytes a file (it took 754 MiB for 200,000 files); (c) as near (a) as per-file work in Python allows.
+Writes bench/results/files_backup.json.  Usage: python bench/files_backup.py [--files N] [--repeat N] [--verify] [--baseline-src DIR]
 """
 
 from __future__ import annotations
@@ -103,6 +106,8 @@ def main() -> int:
     ap.add_argument("--tree", type=Path, default=None, help="where the tree is (made if missing)")
     ap.add_argument("--repeat", type=int, default=3, help="runs of (a) and (c) each, alternating; medians count")
     ap.add_argument("--verify", action="store_true", help="also time 'upkeeper backups verify' of (c)")
+    ap.add_argument("--baseline-src", type=Path, default=None,
+                    help="also run upkeeper from this src directory (another checkout), alternating")
     ap.add_argument("--keep", action="store_true")
     args = ap.parse_args()
     tree = args.tree or Path(f"/tmp/upk-bench-files-{args.files}")
@@ -125,6 +130,8 @@ def main() -> int:
             "backup": {"encryption": {"recipients": [recipient], "identity_file": str(base / "key.txt")},
                        "retention": {"keep_last": 1}},
             "jobs": {"files-backup": {"task": "files.backup", "options": {"paths": [str(tree)]}},
+                     # a series of its own: the retention of one never reads or deletes the other's sets
+                     "files-backup-b": {"task": "files.backup", "options": {"paths": [str(tree)], "set": "baseline"}},
                      "noop": {"task": "debug.noop"}},
         }))
         env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
@@ -134,7 +141,7 @@ def main() -> int:
                   ["age", "-r", recipient]]
         a_file = base / "a.tar.zst.age"
         pipeline(anchor, a_file)  # warms the page cache, so that both read from memory alike
-        samples: dict[str, list[float]] = {"a": [], "c": [], "c_task": [], "c_rss_kib": []}
+        samples: dict[str, list[float]] = {"a": [], "c": [], "c_task": [], "c_rss_kib": [], "b": [], "b_rss_kib": []}
         run: dict[str, Any] = {}
         for i in range(args.repeat):
             print(f"== (a) tar | zstd -3 -T0 | age   [{i + 1}/{args.repeat}]", flush=True)
@@ -147,6 +154,14 @@ def main() -> int:
             samples["c_rss_kib"].append(rss)
             samples["c_task"].append(run.get("duration", wall))
             print(f"   (a) {samples['a'][-1]:.1f}s   (c) {wall:.1f}s, peak RSS {rss / 1024:.0f} MiB", flush=True)
+            if args.baseline_src:
+                print(f"== (b) upkeeper run files-backup from {args.baseline_src}   [{i + 1}/{args.repeat}]", flush=True)
+                wall, rss, out = timed_rss([*upk, "run", "files-backup-b", "--json"],
+                                           {**env, "PYTHONPATH": str(args.baseline_src)})
+                assert json.loads(out)[0]["status"] == "ok", out
+                samples["b"].append(wall)
+                samples["b_rss_kib"].append(rss)
+                print(f"   (b) {wall:.1f}s, peak RSS {rss / 1024:.0f} MiB", flush=True)
         r = results
         r["samples"] = {k: [round(v, 3) for v in vals] for k, vals in samples.items()}
         r["a_seconds"] = statistics.median(samples["a"])
@@ -155,10 +170,15 @@ def main() -> int:
         r["c_task_seconds"] = statistics.median(samples["c_task"])
         r["c_peak_rss_mib"] = round(max(samples["c_rss_kib"]) / 1024, 1)
         r["c_bytes"] = int(run["metrics"].get("backup.size_bytes", 0))
-        manifests = list(store.rglob("manifest.json"))
+        manifests = list((store / "host" / "files").rglob("manifest.json"))
         r["manifest_bytes"] = max(p.stat().st_size for p in manifests)
         r["c_files_per_second"] = round(info["files"] / r["c_seconds"])
         r["a_files_per_second"] = round(info["files"] / r["a_seconds"])
+        if args.baseline_src:
+            r["baseline_src"] = str(args.baseline_src)
+            r["b_seconds"] = statistics.median(samples["b"])
+            r["b_peak_rss_mib"] = round(max(samples["b_rss_kib"]) / 1024, 1)
+            r["b_files_per_second"] = round(info["files"] / r["b_seconds"])
         if args.verify:
             print("== (e) upkeeper backups verify", flush=True)
             wall, rss, out = timed_rss([*upk, "backups", "verify", run["artifacts"][0]["id"], "--json"], env)
@@ -169,6 +189,10 @@ def main() -> int:
         r["machine"]["loadavg_end"] = os.getloadavg()[0]
         r["ratios"] = {"c_over_a_time": round(r["c_seconds"] / r["a_seconds"], 3),
                        "c_over_a_size": round(r["c_bytes"] / r["a_bytes"], 3)}
+        if args.baseline_src:
+            r["ratios"]["b_over_a_time"] = round(r["b_seconds"] / r["a_seconds"], 3)
+            r["ratios"]["c_over_b_time"] = round(r["c_seconds"] / r["b_seconds"], 3)
+            r["ratios"]["c_over_b_peak_rss"] = round(r["c_peak_rss_mib"] / r["b_peak_rss_mib"], 3)
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         RESULTS.write_text(json.dumps(r, indent=2) + "\n")
         print(json.dumps(r, indent=2))
