@@ -12,11 +12,14 @@ import errno
 import fnmatch
 import grp
 import hashlib
+import json
 import os
 import pwd
+import re
 import stat
+import struct
 import tarfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,7 +74,17 @@ def _path_match(path: str, pat: str) -> bool:
 
 
 def walk(roots: Sequence[Path], exclude: Sequence[str], skip: Callable[[str], bool] = lambda real: False) -> Walk:
-    """Every entry under ``roots`` (which must exist), not following symlinks.
+    """Every entry under ``roots``, as a list (see :func:`iter_walk`, which a backup streams instead)."""
+    out = Walk()
+    out.entries = list(iter_walk(roots, exclude, skip, out))
+    return out
+
+
+def iter_walk(roots: Sequence[Path], exclude: Sequence[str], skip: Callable[[str], bool] = lambda real: False,
+              out: Walk | None = None) -> Iterator[Entry]:
+    """Every entry under ``roots`` (which must exist), not following symlinks, one directory listed at a time:
+    memory does not grow with the tree (what is skipped or changed is recorded in ``out``, whose ``entries``
+    are left alone).
 
     ``skip`` is asked with each entry's :attr:`Entry.real` path, so a file reached through a
     symlinked directory (``/srv/app`` → ``/srv/releases/42``) is recognised under either name.
@@ -81,21 +94,31 @@ def walk(roots: Sequence[Path], exclude: Sequence[str], skip: Callable[[str], bo
     never walked into, so every inode listed is inside the tree (:func:`write_tar` reads only those inodes).
     An unreadable directory raises :class:`BackupError` naming it.
     """
-    out = Walk()
-    seen: set[str] = set()
+    if out is None:
+        out = Walk()
+    # archived under its real path: a configured path that is a link (releases/current) or lies below one
+    # (/srv/app/.env, app → releases/42) is named as what it is, so no member ever lies below a symlink
+    # member (which a restore would have to write through) and two names for one file are archived once
+    given = [os.path.abspath(r) for r in roots]
+    reals = [os.path.realpath(g) for g in given]
+    # names already archived matter only when one root lies inside another: remembered only then
+    seen: set[str] | None = set() if any(
+        i != j and (a == b or b.startswith(a.rstrip("/") + "/"))
+        for i, a in enumerate(reals) for j, b in enumerate(reals)) else None
     real_root = given_root = ""
 
-    def add(p: Path, rel_for_exclude: str, st: os.stat_result | None = None, target: str | None = None) -> bool:
+    def add(p: Path, rel_for_exclude: str, st: os.stat_result | None = None, target: str | None = None
+            ) -> Entry | None:
         arc = str(p).lstrip("/")
         real = os.path.join(real_root, rel_for_exclude) if rel_for_exclude else real_root
-        if arc in seen or skip(real) or (rel_for_exclude and excluded(
+        if (seen is not None and arc in seen) or skip(real) or (rel_for_exclude and exclude and excluded(
                 rel_for_exclude, exclude, (os.path.join(given_root, rel_for_exclude), str(p), real))):
-            return False
+            return None
         if st is None:
             try:
                 st = os.lstat(p)
             except FileNotFoundError:
-                return False
+                return None
             except OSError as exc:
                 raise _walk_error(p, exc) from None
         if stat.S_ISLNK(st.st_mode):
@@ -106,18 +129,18 @@ def walk(roots: Sequence[Path], exclude: Sequence[str], skip: Callable[[str], bo
             kind = "file"
         else:
             out.skipped.append(f"{p} (not a regular file)")
-            return False
+            return None
         if kind == "symlink" and target is None:
             try:
                 target = os.readlink(p)
             except FileNotFoundError:
-                return False
+                return None
             except OSError:  # replaced since the lstat: the archive takes it as found then, or not at all
                 out.changed.append((str(p), "replaced while being listed; not archived"))
-                return False
-        seen.add(arc)
-        out.entries.append(Entry(p, arc, kind, real, st, target))
-        return kind == "dir"
+                return None
+        if seen is not None:
+            seen.add(arc)
+        return Entry(p, arc, kind, real, st, target)
 
     def listing(d: Path, expect: os.stat_result) -> list[tuple[str, os.stat_result, str | None]] | None:
         try:
@@ -156,28 +179,32 @@ def walk(roots: Sequence[Path], exclude: Sequence[str], skip: Callable[[str], bo
         finally:
             os.close(fd)
 
-    for root in roots:
-        given_root = os.path.abspath(root)
-        # archived under its real path: a configured path that is a link (releases/current) or lies below one
-        # (/srv/app/.env, app → releases/42) is named as what it is, so no member ever lies below a symlink
-        # member (which a restore would have to write through) and two names for one file are archived once
-        real_root = os.path.realpath(given_root)  # the walk below never follows links, so entries extend it
-        root = Path(real_root)
-        if not add(root, ""):
+    for k, real_root in enumerate(reals):
+        given_root = given[k]  # (read by add(), as real_root is)
+        root = Path(real_root)  # the walk below never follows links, so entries extend it
+        top = add(root, "")
+        if top is None:
             continue
-        stack: list[tuple[Path, os.stat_result]] = [(root, out.entries[-1].st or os.lstat(root))]
+        yield top
+        if top.kind != "dir":
+            continue
+        # (directory, its path relative to the root, its lstat)
+        stack: list[tuple[Path, str, os.stat_result]] = [(root, "", top.st or os.lstat(root))]
         while stack:  # depth first, a directory's entries before its subdirectories' (as os.walk top-down)
-            d, dst = stack.pop()
+            d, drel, dst = stack.pop()
             items = listing(d, dst)
             if items is None:
                 continue
-            subdirs: list[tuple[Path, os.stat_result]] = []
+            subdirs: list[tuple[Path, str, os.stat_result]] = []
             for name, est, target in sorted(items, key=lambda i: (not stat.S_ISDIR(i[1].st_mode), i[0])):
-                p = d / name
-                if add(p, str(p.relative_to(root)), est, target):
-                    subdirs.append((p, est))  # real directories only: a symlinked dir is stored as a link
+                rel = f"{drel}/{name}" if drel else name
+                e = add(d / name, rel, est, target)
+                if e is None:
+                    continue
+                yield e
+                if e.kind == "dir":
+                    subdirs.append((e.path, rel, est))  # real directories only: a symlinked dir is stored as a link
             stack.extend(reversed(subdirs))
-    return out
 
 
 def _walk_error(p: Path, exc: OSError, what: str = "cannot read") -> BackupError:
@@ -188,19 +215,75 @@ def _walk_error(p: Path, exc: OSError, what: str = "cannot read") -> BackupError
     return BackupError(f"{what} {p}: {exc.strerror or exc}", hint)
 
 
+class FileList:
+    """The manifest's list of one archive's entries (dicts: path, type, mode, size, sha256…), kept as compact
+    JSON text, one line an entry: about the size of its manifest line, a fraction of a dict's, so a tree of
+    millions of files fits in memory.  :class:`~upkeeper.backup.manifest.Manifest` writes the lines into
+    manifest.json as they are; iterating decodes them."""
+
+    def __init__(self, items: Iterable[dict[str, Any]] = ()) -> None:
+        self._lines: list[bytes] = []  # chunks of lines, each ending in a newline
+        self._chunk = bytearray()
+        self.count = 0
+        self.files = 0
+        for item in items:
+            self.append(item)
+
+    def append(self, item: dict[str, Any]) -> None:
+        self._chunk += json_line(item)
+        self.count += 1
+        if item.get("type") == "file":
+            self.files += 1
+        if len(self._chunk) >= BUFFER:
+            self._lines.append(bytes(self._chunk))
+            self._chunk.clear()
+
+    def chunks(self) -> Iterator[bytes]:
+        """The entries' JSON texts (UTF-8), each ending in a newline, a few thousand a chunk."""
+        yield from self._lines
+        if self._chunk:
+            yield bytes(self._chunk)
+
+    def lines(self) -> Iterator[bytes]:
+        """The entries' JSON texts (UTF-8, no newline)."""
+        for chunk in self.chunks():
+            yield from chunk.splitlines()
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return (json.loads(line) for line in self.lines())
+
+    def __len__(self) -> int:
+        return self.count
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+_ENCODE = json.JSONEncoder(ensure_ascii=False).encode  # made once: json.dumps(ensure_ascii=False) makes one a call
+
+
+def json_line(item: Any) -> bytes:
+    """``item`` as one line of JSON.  A file name that is not UTF-8 comes from os as lone surrogates
+    (surrogateescape): written as \\udcXX escapes, which json.loads reads back to the same str."""
+    text = _ENCODE(item)
+    if not text.isascii():
+        text = _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+    return text.encode() + b"\n"
+
+
 class _Buffered:
-    """Collects tarfile's 10 KiB records into larger writes."""
+    """Collects headers and data into larger writes."""
 
     def __init__(self, write: Callable[[bytes], Any]) -> None:
         self._write = write
         self.buf = bytearray()
+        self.offset = 0
 
-    def write(self, b: bytes) -> int:
+    def write(self, b: bytes | bytearray | memoryview) -> None:
         self.buf += b
+        self.offset += len(b)
         if len(self.buf) >= BUFFER:
-            self._write(bytes(self.buf))
-            self.buf.clear()
-        return len(b)
+            self.flush()
 
     def flush(self) -> None:
         if self.buf:
@@ -221,45 +304,56 @@ def _owner(kind: str, ident: int) -> str:
     return _NAMES[key]
 
 
-def _tarinfo(arcname: str, st: os.stat_result, type_: bytes, size: int = 0, linkname: str = "") -> tarfile.TarInfo:
-    """A header from stat data already taken (never a fresh lstat of the path, which may have changed since).
+BLOCK = tarfile.BLOCKSIZE
+_NUL = bytes(BLOCK)
+_USTAR = b"ustar\x0000"
+#: name, mode, uid, gid, size, mtime, checksum, type, linkname, magic+version, uname, gname, devmajor, devminor,
+#: prefix, padding: every string NUL-padded (numbers in octal, NUL-terminated)
+_USTAR_HEADER = struct.Struct("100s8s8s8s12s12s8sc100s8s32s32s8s8s155s12s")
 
-    Every name of a hard-linked file is a regular member with its own data: the manifest lists each name with
-    its size and hash, and a restore of any subset of the names gets the content.
+
+def _split_name(name: bytes) -> tuple[bytes, bytes] | None:
+    """(prefix, name) for a ustar header, as GNU tar splits a long name; None if it does not fit."""
+    if len(name) <= 100:
+        return b"", name
+    i = name.find(b"/", len(name) - 101)  # the longest prefix (≤ 155) that leaves a name of ≤ 100
+    if 0 < i <= 155 and 0 < len(name) - i - 1 <= 100:
+        return name[:i], name[i + 1:]
+    return None
+
+
+def _header(arcname: str, st: os.stat_result, type_: bytes, size: int = 0, linkname: str = "") -> bytes:
+    """A tar header from stat data already taken (never a fresh lstat of the path, which may have changed since).
+
+    A plain ustar header (mtime in whole seconds, as GNU tar writes by default) when every field fits it; a
+    pax extended header (as tarfile writes them) only for what does not: names longer than ustar can split
+    or not ASCII, sizes of 8 GiB and more, large ids.  Every name of a hard-linked file is a regular member
+    with its own data: the manifest lists each name with its size and hash, and a restore of any subset of
+    the names gets the content.
     """
+    if type_ == tarfile.DIRTYPE:
+        arcname += "/"
+    mode = stat.S_IMODE(st.st_mode)
+    uid, gid = st.st_uid, st.st_gid
+    uname, gname = _owner("u", uid), _owner("g", gid)
+    mtime = st.st_mtime_ns // 1_000_000_000
+    if arcname.isascii() and linkname.isascii() and uname.isascii() and gname.isascii() and len(linkname) <= 100 \
+            and len(uname) <= 32 and len(gname) <= 32 and uid < 0o7777777 and gid < 0o7777777 \
+            and size < 0o77777777777 and 0 <= mtime < 0o77777777777:
+        split = _split_name(arcname.encode())
+        if split is not None:
+            buf = bytearray(_USTAR_HEADER.pack(
+                split[1], b"%07o" % mode, b"%07o" % uid, b"%07o" % gid, b"%011o" % size, b"%011o" % mtime,
+                b"        ", type_, linkname.encode(), _USTAR, uname.encode(), gname.encode(), b"", b"", split[0], b""))
+            buf[148:155] = b"%06o\0" % sum(buf)  # the checksum, over the header with its field as spaces
+            return bytes(buf)
     ti = tarfile.TarInfo(arcname)
     ti.type = type_
-    ti.mode = stat.S_IMODE(st.st_mode)
-    ti.uid, ti.gid = st.st_uid, st.st_gid
-    ti.uname, ti.gname = _owner("u", st.st_uid), _owner("g", st.st_gid)
-    ti.mtime = st.st_mtime
+    ti.mode, ti.uid, ti.gid, ti.uname, ti.gname = mode, uid, gid, uname, gname
+    ti.mtime = mtime
     ti.size = size
     ti.linkname = linkname
-    return ti
-
-
-class _HashingReader:
-    """Hands tarfile the file's data, hashing it.  A file that ends before the size its header declares (it
-    shrank while being read: a log truncated by logrotate) is padded with zeros to that size, as GNU tar does
-    ("File shrank by N bytes; padding with zeros"): the archive stays sound and the hash is of what it holds."""
-
-    def __init__(self, fh: Any) -> None:
-        self.fh = fh
-        self.sha = hashlib.sha256()
-        self.n = 0  # bytes read from the file
-        self.padded = 0  # zero bytes handed out after the file ended early
-
-    def read(self, size: int = -1) -> bytes:
-        b = b"" if self.padded else bytes(self.fh.read(size))
-        if size > 0 and len(b) < size:  # tarfile asks for exactly the declared size: anything short is a shrink
-            pad = size - len(b)
-            self.n += len(b)
-            self.padded += pad
-            b += bytes(pad)
-        else:
-            self.n += len(b)
-        self.sha.update(b)
-        return b
+    return ti.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
 
 
 def _changed(changed: list[tuple[str, str]] | None, e: Entry, what: str) -> None:
@@ -267,9 +361,112 @@ def _changed(changed: list[tuple[str, str]] | None, e: Entry, what: str) -> None
         changed.append((str(e.path), what))
 
 
-def write_tar(entries: Sequence[Entry], write: Callable[[bytes], Any], *, hashes: bool = True,
-              changed: list[tuple[str, str]] | None = None) -> list[dict[str, Any]]:
-    """Stream a tar of ``entries`` into ``write``; returns the file list for the manifest.
+def _read_error(e: Entry, exc: OSError) -> BackupError:
+    return BackupError(f"cannot read {e.path}: {exc.strerror or exc}",
+                       "Try: check the disk (dmesg), or exclude the file")
+
+
+def _add_file(out: _Buffered, e: Entry, fd: int, st: os.stat_result, hashes: bool,
+              changed: list[tuple[str, str]] | None) -> dict[str, Any]:
+    """The header and exactly ``st.st_size`` bytes of data read from ``fd`` (hashed on the way).  A file that
+    ends before that size (it shrank while being read: a log truncated by logrotate) is padded with zeros to
+    it, as GNU tar does ("File shrank by N bytes; padding with zeros"): the archive stays sound and the hash
+    is of what it holds."""
+    size = st.st_size
+    out.write(_header(e.arcname, st, tarfile.REGTYPE, size))
+    sha = hashlib.sha256() if hashes else None
+    left = size
+    padded = 0
+    while left:
+        try:
+            b = os.read(fd, min(left, BUFFER))
+        except OSError as exc:
+            raise _read_error(e, exc) from None
+        if not b:  # shrank
+            padded = left
+            b = bytes(left)
+        if sha is not None:
+            sha.update(b)
+        out.write(b)
+        left -= len(b)
+    if size % BLOCK:
+        out.write(_NUL[size % BLOCK:])
+    after = os.fstat(fd)
+    if padded:
+        _changed(changed, e, f"shrank by {padded} bytes while being read (truncated, e.g. by logrotate); "
+                             f"archived as read ({size - padded} bytes), padded with zeros to its size at the "
+                             f"start ({size} bytes)")
+    elif (after.st_size, after.st_mtime_ns, after.st_ctime_ns) != (st.st_size, st.st_mtime_ns, st.st_ctime_ns):
+        # as GNU tar's "file changed as we read it": the manifest's hash is of what was archived, which may be
+        # neither the old nor the new content
+        _changed(changed, e, "changed while being read; archived as read, possibly inconsistent")
+    item: dict[str, Any] = {"path": e.arcname, "type": "file", "mode": stat.S_IMODE(st.st_mode), "size": size}
+    if sha is not None:
+        item["sha256"] = sha.hexdigest()
+    if padded:  # size and hash are of the member; its last `padded` bytes are not the file's
+        item["padded"] = padded
+    return item
+
+
+def _file_item(out: _Buffered, e: Entry, hashes: bool, changed: list[tuple[str, str]] | None
+               ) -> dict[str, Any] | None:
+    try:
+        # never through a symlink put in its place, never blocking on a FIFO put in its place
+        fd = os.open(e.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None  # vanished since the walk (a rotated log, a pruned release)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            _changed(changed, e, "replaced by a symlink during the backup; not archived")
+            return None
+        raise BackupError(f"cannot read {e.path}: {exc.strerror or exc}",
+                          "Try: run the job as a user that can read it, or exclude it") from None
+    try:
+        st = os.fstat(fd)  # of what we read: consistent
+        if not stat.S_ISREG(st.st_mode):
+            _changed(changed, e, "replaced by a special file during the backup; not archived")
+            return None
+        if e.st is not None and (st.st_dev, st.st_ino) != (e.st.st_dev, e.st.st_ino):
+            # replaced, or a directory above it was: what was opened is not what the walk found
+            _changed(changed, e, "replaced during the backup; not archived")
+            return None
+        return _add_file(out, e, fd, st, hashes, changed)
+    finally:
+        os.close(fd)
+
+
+def _other_item(out: _Buffered, e: Entry, changed: list[tuple[str, str]] | None) -> dict[str, Any] | None:
+    # a directory or symlink as the walk found it: a fresh lstat could find a regular file put in its
+    # place since, and a header with a size but no data is a corrupt archive
+    lst = e.st
+    if lst is None:
+        try:
+            lst = os.lstat(e.path)
+        except FileNotFoundError:
+            return None
+        if not (stat.S_ISLNK(lst.st_mode) if e.kind == "symlink" else stat.S_ISDIR(lst.st_mode)):
+            _changed(changed, e, f"no longer a {'symlink' if e.kind == 'symlink' else 'directory'}; not archived")
+            return None
+    item: dict[str, Any] = {"path": e.arcname, "type": e.kind, "mode": stat.S_IMODE(lst.st_mode)}
+    if e.kind == "symlink":
+        target = e.target
+        if target is None:
+            try:
+                target = os.readlink(e.path)
+            except OSError as exc:
+                _changed(changed, e, f"cannot read the link ({exc.strerror}); not archived")
+                return None
+        out.write(_header(e.arcname, lst, tarfile.SYMTYPE, linkname=target))
+        item["target"] = target
+    else:
+        out.write(_header(e.arcname, lst, tarfile.DIRTYPE))
+    return item
+
+
+def write_tar(entries: Iterable[Entry], write: Callable[[bytes], Any], *, hashes: bool = True,
+              changed: list[tuple[str, str]] | None = None) -> FileList:
+    """Stream a tar of ``entries`` (a list, or :func:`iter_walk` as it goes) into ``write``; returns the file
+    list for the manifest.
 
     A file that is no longer the regular file the walk found (replaced by a symlink, a FIFO, another file, or
     reached through a directory swapped since) is not read: it is left out and named in ``changed`` as
@@ -278,86 +475,17 @@ def write_tar(entries: Sequence[Entry], write: Callable[[bytes], Any], *, hashes
     how many bytes in ``padded``, which a restore cuts off).
     """
     out = _Buffered(write)
-    listed: list[dict[str, Any]] = []
-    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tf:  # type: ignore[call-overload]
-        for e in entries:
-            if e.kind == "file":
-                try:
-                    # never through a symlink put in its place, never blocking on a FIFO put in its place
-                    fd = os.open(e.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-                except FileNotFoundError:
-                    continue  # vanished since the walk (a rotated log, a pruned release)
-                except OSError as exc:
-                    if exc.errno == errno.ELOOP:
-                        _changed(changed, e, "replaced by a symlink during the backup; not archived")
-                        continue
-                    raise BackupError(f"cannot read {e.path}: {exc.strerror or exc}",
-                                      "Try: run the job as a user that can read it, or exclude it") from None
-                fh = os.fdopen(fd, "rb")
-                with fh:
-                    st = os.fstat(fd)  # of what we read: consistent
-                    if not stat.S_ISREG(st.st_mode):
-                        _changed(changed, e, "replaced by a special file during the backup; not archived")
-                        continue
-                    if e.st is not None and (st.st_dev, st.st_ino) != (e.st.st_dev, e.st.st_ino):
-                        # replaced, or a directory above it was: what was opened is not what the walk found
-                        _changed(changed, e, "replaced during the backup; not archived")
-                        continue
-                    ti = _tarinfo(e.arcname, st, tarfile.REGTYPE, st.st_size)
-                    reader = _HashingReader(fh)
-                    try:
-                        tf.addfile(ti, reader)
-                    except OSError as exc:
-                        raise BackupError(f"cannot read {e.path}: {exc.strerror or exc}",
-                                          "Try: check the disk (dmesg), or exclude the file") from None
-                    after = os.fstat(fd)
-                    if reader.padded:
-                        _changed(changed, e, f"shrank by {reader.padded} bytes while being read (truncated, e.g. "
-                                             f"by logrotate); archived as read ({reader.n} bytes), padded with "
-                                             f"zeros to its size at the start ({ti.size} bytes)")
-                    elif (after.st_size, after.st_mtime_ns, after.st_ctime_ns) != (
-                            st.st_size, st.st_mtime_ns, st.st_ctime_ns):
-                        # as GNU tar's "file changed as we read it": the manifest's hash is of what was archived,
-                        # which may be neither the old nor the new content
-                        _changed(changed, e, "changed while being read; archived as read, possibly inconsistent")
-                item: dict[str, Any] = {"path": e.arcname, "type": "file", "mode": ti.mode, "size": ti.size}
-                if hashes:
-                    item["sha256"] = reader.sha.hexdigest()
-                if reader.padded:  # size and hash are of the member; its last `padded` bytes are not the file's
-                    item["padded"] = reader.padded
-                listed.append(item)
-                continue
-            # a directory or symlink as the walk found it: a fresh lstat could find a regular file put in its
-            # place since, and a header with a size but no data is a corrupt archive
-            lst = e.st
-            if lst is None:
-                try:
-                    lst = os.lstat(e.path)
-                except FileNotFoundError:
-                    continue
-                if not (stat.S_ISLNK(lst.st_mode) if e.kind == "symlink" else stat.S_ISDIR(lst.st_mode)):
-                    _changed(changed, e, f"no longer a {'symlink' if e.kind == 'symlink' else 'directory'}; "
-                                         "not archived")
-                    continue
-            if e.kind == "symlink":
-                target = e.target
-                if target is None:
-                    try:
-                        target = os.readlink(e.path)
-                    except OSError as exc:
-                        _changed(changed, e, f"cannot read the link ({exc.strerror}); not archived")
-                        continue
-                ti = _tarinfo(e.arcname, lst, tarfile.SYMTYPE, linkname=target)
-            else:
-                ti = _tarinfo(e.arcname, lst, tarfile.DIRTYPE)
-            item = {"path": e.arcname, "type": e.kind, "mode": ti.mode}
-            if e.kind == "symlink":
-                item["target"] = ti.linkname
-            tf.addfile(ti)
+    listed = FileList()
+    for e in entries:
+        item = _file_item(out, e, hashes, changed) if e.kind == "file" else _other_item(out, e, changed)
+        if item is not None:
             listed.append(item)
+    out.write(_NUL * 2)  # the end of the archive, padded to whole 10 KiB records as tar writes it
+    if out.offset % tarfile.RECORDSIZE:
+        out.write(bytes(tarfile.RECORDSIZE - out.offset % tarfile.RECORDSIZE))
     out.flush()
     return listed
 
 
-def iter_files(listed: Sequence[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+def iter_files(listed: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
     return (f for f in listed if f.get("type") == "file")

@@ -18,9 +18,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from upkeeper import __version__
+from upkeeper.backup.files import FileList
 from upkeeper.backup.pipeline import ObjectRecord
 from upkeeper.errors import BackupError, StorageError
-from upkeeper.storage.base import ObjectInfo, Storage, delete_prefix, get_bytes, put_bytes
+from upkeeper.storage.base import ObjectInfo, Storage, delete_prefix, get_bytes
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
@@ -105,10 +106,32 @@ class Manifest:
         }
 
     def to_json(self) -> bytes:
-        text = json.dumps(self.to_dict(), indent=2, sort_keys=False, ensure_ascii=False)
+        return b"".join(self.json_chunks())
+
+    def json_chunks(self) -> Iterator[bytes]:
+        """manifest.json in pieces: a files set's file lists (:class:`FileList`, millions of lines) are copied
+        out a chunk at a time, each entry on one line, never assembled into one string with the rest."""
+        lists: list[FileList] = []
+        mark = f"\0file-list-{secrets.token_hex(8)}-"
+
+        def file_list(o: Any) -> Any:
+            if isinstance(o, FileList):
+                lists.append(o)
+                return f"{mark}{len(lists) - 1}\0"
+            raise TypeError(f"{type(o).__name__} in a manifest")
+
+        text = json.dumps(self.to_dict(), indent=2, sort_keys=False, ensure_ascii=False, default=file_list)
         # a file name that is not UTF-8 comes from os as lone surrogates (surrogateescape): written as \udcXX
         # escapes, which json.loads reads back to the same str, and so to the same bytes on disk
-        return (_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text) + "\n").encode()
+        data = (_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text) + "\n").encode()
+        found, lists = lists, []  # (json's encoder leaves a reference cycle to the closure's list)
+        parts = re.split(rb'"' + re.escape(json.dumps(mark)[1:-1].encode()) + rb'(\d+)\\u0000"', data)
+        yield parts[0]
+        for i in range(1, len(parts), 2):
+            line = parts[i - 1][parts[i - 1].rfind(b"\n") + 1:]
+            indent = line[:len(line) - len(line.lstrip(b" "))] + b"  "
+            yield from _json_array(found[int(parts[i])], indent)
+            yield parts[i + 1]
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Manifest:
@@ -128,9 +151,12 @@ class Manifest:
             raise BackupError(f"malformed manifest: {exc}") from None
 
     @classmethod
-    def from_json(cls, data: bytes, where: str = "manifest") -> Manifest:
+    def from_json(cls, data: bytes, where: str = "manifest", *, file_lists: bool = True) -> Manifest:
+        """``file_lists=False``: a files set's per-file entries are dropped as they are parsed (each becomes
+        None), for readers of the set's header only: 200,000 entries parsed into dicts take some 150 MB.
+        (The whole document is still parsed: a manifest that is not valid JSON is unreadable either way.)"""
         try:
-            d = json.loads(data)
+            d = json.loads(data) if file_lists else json.loads(data, object_hook=_drop_file_entry)
         except ValueError as exc:
             raise BackupError(f"{where}: not valid JSON ({exc})") from None
         if not isinstance(d, dict):
@@ -146,24 +172,55 @@ class Manifest:
         raise BackupError(f"backup {self.id} has no object {name!r}")
 
 
+_ENTRY_KEYS = frozenset(("path", "type", "mode", "size", "sha256", "target", "padded"))
+
+
+def _drop_file_entry(d: dict[str, Any]) -> dict[str, Any] | None:
+    return None if "path" in d and "type" in d and d.keys() <= _ENTRY_KEYS else d
+
+
+def _json_array(listed: FileList, indent: bytes) -> Iterator[bytes]:
+    if not listed.count:
+        yield b"[]"
+        return
+    sep = b",\n" + indent
+    before = b"[\n" + indent
+    for chunk in listed.chunks():  # lines ending in a newline
+        yield before + chunk[:-1].replace(b"\n", sep)
+        before = sep
+    yield b"\n" + indent[:-2] + b"]"
+
+
 def _ts(v: Any) -> datetime:
     t = datetime.fromisoformat(str(v))
     return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
 
 
 def write_manifest(storages: Iterable[Storage], manifest: Manifest) -> None:
-    """The commit marker, on every storage, after every object is there.  Sets ``manifest.sha256``."""
-    data = manifest.to_json()
-    manifest.sha256 = hashlib.sha256(data).hexdigest()
+    """The commit marker, on every storage, after every object is there.  Sets ``manifest.sha256``.
+
+    Written as it is made (:meth:`Manifest.json_chunks`): a files set's manifest can be hundreds of MB."""
+    sha = hashlib.sha256()
+    for chunk in manifest.json_chunks():
+        sha.update(chunk)
+    manifest.sha256 = sha.hexdigest()
     for s in storages:
         try:
-            put_bytes(s, manifest.prefix + MANIFEST, data)
+            w = s.open_write(manifest.prefix + MANIFEST)
+            try:
+                for chunk in manifest.json_chunks():
+                    w.write(chunk)
+                w.commit()
+            except BaseException:
+                w.abort()
+                raise
         except StorageError as exc:
             raise StorageError(f"storage {s.name}: writing the manifest: {exc.message}", exc.hint) from None
 
 
-def read_manifest(storage: Storage, prefix: str) -> Manifest:
-    return Manifest.from_json(get_bytes(storage, prefix + MANIFEST), f"{storage.name}:{prefix}{MANIFEST}")
+def read_manifest(storage: Storage, prefix: str, *, file_lists: bool = True) -> Manifest:
+    return Manifest.from_json(get_bytes(storage, prefix + MANIFEST), f"{storage.name}:{prefix}{MANIFEST}",
+                              file_lists=file_lists)
 
 
 @dataclass

@@ -70,7 +70,7 @@ def index_sets(storages: Sequence[Storage], target: str | None = None, database:
             idx = out.setdefault((st.target, st.database), SetIndex())
             if st.complete:
                 try:
-                    m = read_manifest(storage, st.prefix)
+                    m = read_manifest(storage, st.prefix, file_lists=False)  # its kind and time only
                 except UpkeeperError as exc:
                     if errors is not None:
                         path = f"{st.prefix}{MANIFEST}"

@@ -416,60 +416,84 @@ def _verify_files(fetcher: Fetcher, settings: BackupSettings, report: VerifyRepo
         if rec.role not in ("files", "secrets"):
             fetcher.check_only(rec)
             continue
-        files, links, others = _tar_members(fetcher, rec)
-        listed = listed_files(m, rec)
-        _check_unlisted(rec, listed, files, links, others)
-        for f in listed:
-            path = member_name(str(f["path"]))
-            kind = f.get("type", "file")
-            if kind == "symlink" and "target" in f:
-                if path not in links:
-                    raise BackupError(f"object {rec.name}: symlink {f['path']} missing from the archive")
-                if links[path] != f["target"]:
-                    raise BackupError(f"object {rec.name}: symlink {f['path']} points to {links[path]!r}, "
-                                      f"manifest says {f['target']!r}")
-                continue
-            if kind == "dir" and others.get(path) != "dir":
-                raise BackupError(f"object {rec.name}: directory {f['path']} missing from the archive")
-            if kind != "file":
-                continue
-            got = files.get(path)
-            if got is None:
-                raise BackupError(f"object {rec.name}: {f['path']} missing from the archive")
-            if got[0] != f["size"]:
-                raise BackupError(f"object {rec.name}: {f['path']} is {got[0]} bytes, manifest says {f['size']}")
-            if "sha256" in f and got[1] != f["sha256"]:
-                raise BackupError(f"object {rec.name}: {f['path']} does not match its SHA-256")
-            checked += 1
+        checked += _compare_archive(fetcher, rec, listed_files(m, rec))
     report.steps.append(f"{len(m.objects)} object(s) match their SHA-256, decrypt and decompress")
     report.steps.append(f"{checked} file(s) read from the archives (not extracted) and compared")
 
 
-def _check_unlisted(rec: ObjectRecord, listed: Sequence[dict[str, Any]], files: dict[str, tuple[int, str]],
-                    links: dict[str, str], others: dict[str, str]) -> None:
-    """Every member of the archive is in the manifest, as what the manifest says it is: a restore extracts
-    the whole archive, so a member the manifest does not vouch for (added, or a second copy of a name) fails."""
-    kinds = {member_name(str(f["path"])): f.get("type", "file") for f in listed}
-    members = [(n, "file") for n in files] + [(n, "symlink") for n in links] + list(others.items())
-    for name, kind in members:
-        if name not in kinds:
-            raise BackupError(f"object {rec.name}: the archive holds {name} ({kind}), which the manifest does not list")
-        if kinds[name] != kind:
-            raise BackupError(f"object {rec.name}: {name} is a {kind} in the archive, the manifest says "
-                              f"{kinds[name]}")
+class _Comparison:
+    """Each member of a tar object compared with the manifest's entry as it passes (no table of the archive's
+    members is built: a set of millions of files is verified in the memory of its file list).  The first
+    problem of each kind is kept, reported once the object has been read to its end: a name that occurs
+    twice (extraction would keep the last copy), then a member the manifest does not list or lists as
+    another kind (a restore extracts the whole archive: what the manifest does not vouch for fails), then a
+    file or link that differs from its entry, then an entry missing from the archive."""
+
+    def __init__(self, rec: ObjectRecord, listed: Sequence[dict[str, Any]]) -> None:
+        self.rec = rec
+        self.listed = listed
+        #: entry by member name; None once its member has passed
+        self.expected: dict[str, dict[str, Any] | None] = {member_name(str(f["path"])): f for f in listed}
+        self.problems: dict[int, str] = {}
+        self.checked = 0
+
+    def note(self, rank: int, what: str) -> None:
+        self.problems.setdefault(rank, f"object {self.rec.name}: {what}")
+
+    def member(self, tf: tarfile.TarFile, ti: tarfile.TarInfo) -> None:
+        name = member_name(ti.name)
+        kind = "file" if ti.isfile() else "symlink" if ti.issym() else _KINDS.get(ti.type, f"member of type "
+                                                                                             f"{ti.type!r}")
+        if name not in self.expected:
+            self.note(1, f"the archive holds {name} ({kind}), which the manifest does not list")
+            return
+        f = self.expected[name]
+        if f is None:
+            self.note(0, f"the archive holds {name} more than once")
+            return
+        self.expected[name] = None
+        want = f.get("type", "file")
+        if want != kind:
+            self.note(1, f"{name} is a {kind} in the archive, the manifest says {want}")
+        elif kind == "file":
+            src = tf.extractfile(ti)
+            assert src is not None
+            h = hashlib.sha256()
+            n = 0
+            while chunk := src.read(1 << 20):
+                h.update(chunk)
+                n += len(chunk)
+            if n != f["size"]:
+                self.note(2, f"{f['path']} is {n} bytes, manifest says {f['size']}")
+            elif "sha256" in f and h.hexdigest() != f["sha256"]:
+                self.note(2, f"{f['path']} does not match its SHA-256")
+            else:
+                self.checked += 1
+        elif kind == "symlink" and "target" in f and ti.linkname != f["target"]:
+            self.note(2, f"symlink {f['path']} points to {ti.linkname!r}, manifest says {f['target']!r}")
+
+    def result(self) -> int:
+        """The files compared; raises naming the first problem."""
+        for rank in sorted(self.problems):
+            raise BackupError(self.problems[rank])
+        for f in self.listed:
+            if self.expected.get(member_name(str(f["path"]))) is None:
+                continue
+            kind = f.get("type", "file")
+            if kind == "symlink" and "target" in f:
+                raise BackupError(f"object {self.rec.name}: symlink {f['path']} missing from the archive")
+            if kind == "dir":
+                raise BackupError(f"object {self.rec.name}: directory {f['path']} missing from the archive")
+            if kind == "file":
+                raise BackupError(f"object {self.rec.name}: {f['path']} missing from the archive")
+        return self.checked
 
 
-def _tar_members(fetcher: Fetcher, rec: ObjectRecord
-                 ) -> tuple[dict[str, tuple[int, str]], dict[str, str], dict[str, str]]:
-    """Stream one tar object: ``{path: (size, sha256)}`` of its regular files, ``{path: target}`` of its
-    symlinks, ``{path: kind}`` of its other members (directories, hard links, devices…).  A name that occurs
-    twice fails (extraction would keep the last copy).  The object is decrypted in a thread into a pipe that
-    tarfile reads in stream mode ('r|'), then drained to its end so the object's own size and SHA-256 are
-    checked too."""
-    files: dict[str, tuple[int, str]] = {}
-    links: dict[str, str] = {}
-    others: dict[str, str] = {}
-    twice: list[str] = []
+def _compare_archive(fetcher: Fetcher, rec: ObjectRecord, listed: Sequence[dict[str, Any]]) -> int:
+    """Stream one tar object through :class:`_Comparison`; returns the files compared.  The object is
+    decrypted in a thread into a pipe that tarfile reads in stream mode ('r|'), then drained to its end so the
+    object's own size and SHA-256 are checked too."""
+    cmp = _Comparison(rec, listed)
     failure: list[BaseException] = []
     tar_error: BaseException | None = None
     r, w = os.pipe()
@@ -487,23 +511,9 @@ def _tar_members(fetcher: Fetcher, rec: ObjectRecord
         with os.fdopen(r, "rb") as rf:
             try:
                 with tarfile.open(fileobj=rf, mode="r|") as tf:
-                    for ti in tf:
-                        name = member_name(ti.name)
-                        if name in files or name in links or name in others:
-                            twice.append(name)
-                        if ti.isfile():
-                            src = tf.extractfile(ti)
-                            assert src is not None
-                            h = hashlib.sha256()
-                            n = 0
-                            while chunk := src.read(1 << 20):
-                                h.update(chunk)
-                                n += len(chunk)
-                            files[name] = (n, h.hexdigest())
-                        elif ti.issym():
-                            links[name] = ti.linkname
-                        else:
-                            others[name] = _KINDS.get(ti.type, f"member of type {ti.type!r}")
+                    while (ti := tf.next()) is not None:
+                        cmp.member(tf, ti)
+                        tf.members.clear()  # type: ignore[attr-defined]  # (else it keeps every header read)
             except (tarfile.TarError, EOFError) as exc:
                 tar_error = exc
             while rf.read(1 << 20):  # the rest (tar padding): the object's checksum is verified at its end
@@ -514,9 +524,7 @@ def _tar_members(fetcher: Fetcher, rec: ObjectRecord
         raise failure[0]
     if tar_error is not None:
         raise BackupError(f"object {rec.name}: cannot read the archive: {tar_error}") from None
-    if twice:
-        raise BackupError(f"object {rec.name}: the archive holds {twice[0]} more than once")
-    return files, links, others
+    return cmp.result()
 
 
 #: tar member types other than regular files and symlinks, as the manifest names them

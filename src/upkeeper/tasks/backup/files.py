@@ -6,14 +6,16 @@ Secrets (``secret_paths``, e.g. ``.env``) go to a separate archive that is alway
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from upkeeper.backup.files import Entry, walk, write_tar
+from upkeeper.backup.files import Entry, FileList, Walk, iter_walk, walk, write_tar
 from upkeeper.backup.manifest import safe_component
 from upkeeper.backup.sets import SetWriter
 from upkeeper.config.backup import RetentionPolicy
@@ -114,15 +116,13 @@ class FilesBackup(Task[FilesBackupOptions]):
         if not paths and not secrets:
             raise TaskError("nothing to back up: none of the configured paths exists",
                             "Try: check the job's paths/preset", permanent=True)
-        secret_walk = walk(secrets, [])
+        secret_walk = walk(secrets, [])  # a few files, listed first: the main walk leaves them out
         # by real path: through an app root that is a symlink, the main walk reaches .env by another name
         secret_set = {e.real for e in secret_walk.entries}
-        main_walk = walk(paths, options.exclude, skip=lambda real: real in secret_set)
-        _move_secret_links(main_walk.entries, secret_walk.entries)
-        for s in main_walk.skipped + secret_walk.skipped:
-            findings.append(Finding("backup.file_skipped", Severity.INFO, s, "not archived (special file)"))
-        for path, what in main_walk.changed + secret_walk.changed:
-            findings.append(Finding("backup.file_changed", Severity.WARNING, path, what))
+        main_walk = Walk()  # what the main walk skipped or saw change; its entries are streamed, not kept
+        main_entries = _without_secret_links(
+            iter_walk(paths, options.exclude, skip=lambda real: real in secret_set, out=main_walk),
+            secret_walk.entries)
 
         env = env_for(ctx, options.storages)
         out = Outcome("files", findings=findings)
@@ -132,30 +132,38 @@ class FilesBackup(Task[FilesBackupOptions]):
                                 "Try: set backup -> encryption -> recipients (age public keys)", permanent=True)
             writer = SetWriter(env, "files", target_name, safe_component(options.set_name))
             try:
-                archives: dict[str, dict[str, list[dict[str, Any]]]] = {}
-                if main_walk.entries:
+                archives: dict[str, dict[str, FileList]] = {}
+                first = next(main_entries, None)
+                if first is not None:
                     name = object_name("files.tar", env)
-                    archives[name] = {"files": self._archive(ctx, writer, name, "files", main_walk.entries, True,
+                    archives[name] = {"files": self._archive(ctx, writer, name, "files",
+                                                             itertools.chain([first], main_entries), True,
                                                              findings)}
                 if secret_walk.entries:
                     name = object_name("secrets.tar", env)
                     # sizes only: plaintext hashes of secrets in a readable manifest would leak guessable values
                     archives[name] = {"files": self._archive(ctx, writer, name, "secrets", secret_walk.entries,
                                                              False, findings)}
+                _walk_findings(findings, main_walk, secret_walk)
                 if not archives:
                     raise BackupError("nothing to archive: every path was excluded")
-                n_files = sum(1 for a in archives.values() for f in a["files"] if f["type"] == "file")
+                n_files = sum(a["files"].files for a in archives.values())
                 if n_files == 0:  # like an empty dump: most likely a wrong path or an exclude that takes all
                     findings.append(Finding(
                         "backup.empty", Severity.WARNING, options.set_name,
                         "no file archived: nothing but directories and symlinks under "
                         f"{', '.join(map(str, paths + secrets))} once excludes are applied",
                         "check the job's paths and exclude"))
-                details = {"paths": [str(p) for p in paths], "secret_paths": [str(p) for p in secrets],
+                details: dict[str, Any] = {"paths": [str(p) for p in paths], "secret_paths": [str(p) for p in secrets],
                            "exclude": options.exclude, "preset": options.preset, "files": n_files,
                            "archives": archives}
                 manifest = writer.commit(details)
+                # stored: from here the manifest in memory keeps the lists' lengths only (as the catalog does),
+                # not a line a file through the retention that reads the series' manifests
+                details["archives"] = {n: {"files_listed": len(a["files"])} for n, a in archives.items()}
+                del archives
             except Exception as exc:
+                _walk_findings(findings, main_walk, secret_walk)
                 writer.abort()
                 out.fail(options.set_name, exc, "backup.failed")
             else:
@@ -208,9 +216,9 @@ class FilesBackup(Task[FilesBackupOptions]):
         return out
 
     @staticmethod
-    def _archive(ctx: TaskContext, writer: SetWriter, name: str, role: str, entries: list[Entry], hashes: bool,
-                 findings: list[Finding]) -> list[dict[str, Any]]:
-        ctx.progress(f"archiving {len(entries)} entr{'y' if len(entries) == 1 else 'ies'} into {name}", None)
+    def _archive(ctx: TaskContext, writer: SetWriter, name: str, role: str, entries: Iterable[Entry], hashes: bool,
+                 findings: list[Finding]) -> FileList:
+        ctx.progress(f"archiving into {name}", None)
         upload = writer.upload(name, role=role, always_encrypt=role == "secrets")
         try:
             changed: list[tuple[str, str]] = []
@@ -224,17 +232,24 @@ class FilesBackup(Task[FilesBackupOptions]):
         return listed
 
 
-def _move_secret_links(main: list[Entry], secrets: list[Entry]) -> None:
-    """Another name of a secret file (a hard link: ``.env.previous`` made with ``ln``, a bind mount) holds the
-    secret too: it goes into the secrets archive with it, never into the main one (whose manifest lists
-    plaintext hashes)."""
+def _walk_findings(findings: list[Finding], *walks: Walk) -> None:
+    """What the walks skipped or saw change (once: after the archives, or when they failed)."""
+    for w in walks:
+        for s in w.skipped:
+            findings.append(Finding("backup.file_skipped", Severity.INFO, s, "not archived (special file)"))
+        for path, what in w.changed:
+            findings.append(Finding("backup.file_changed", Severity.WARNING, path, what))
+        w.skipped, w.changed = [], []
+
+
+def _without_secret_links(main: Iterator[Entry], secrets: list[Entry]) -> Iterator[Entry]:
+    """The main walk's entries but another name of a secret file (a hard link: ``.env.previous`` made with
+    ``ln``, a bind mount), which holds the secret too: it goes into the secrets archive with it (appended to
+    ``secrets``, archived after the main one), never into the main one (whose manifest lists plaintext
+    hashes)."""
     inodes = {(e.st.st_dev, e.st.st_ino) for e in secrets if e.kind == "file" and e.st is not None}
-    if not inodes:
-        return
-    keep = []
     for e in main:
-        if e.kind == "file" and e.st is not None and (e.st.st_dev, e.st.st_ino) in inodes:
+        if inodes and e.kind == "file" and e.st is not None and (e.st.st_dev, e.st.st_ino) in inodes:
             secrets.append(e)
         else:
-            keep.append(e)
-    main[:] = keep
+            yield e
