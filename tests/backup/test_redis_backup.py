@@ -189,3 +189,44 @@ def test_bgsave_waits_out_a_replication_sync_and_saves_again(make_config: Any, t
         sock.close()
         for k, v in old.items():
             c.config_set(k, v)
+
+
+@pytest.mark.parametrize("how", ["renamed", "acl"])
+def test_auto_downloads_over_the_network_when_bgsave_is_refused(
+        cli: Any, make_config: Any, tmp_path: Path, age_key: AgeKey, how: str) -> None:
+    """A local server whose BGSAVE is disabled (rename-command BGSAVE "") or not granted to the ACL user (a
+    backup user with only +sync +psync +replconf +info +config|get): method auto takes the network download
+    instead of failing; method bgsave fails naming the refused command and what to grant."""
+    srv = RedisServer(tmp_path / "srv", extra_args=["--rename-command", "BGSAVE", ""] if how == "renamed" else [])
+    srv.base.mkdir(parents=True)
+    srv.start()
+    try:
+        c = srv.client()
+        for i in range(50):
+            c.set(f"k:{i}", "v")
+        target = srv.target()
+        if how == "acl":
+            c.acl_setuser("backup", enabled=True, passwords=["+bkpw"], keys=["*"],
+                          commands=["+info", "+config|get", "+sync", "+psync", "+replconf", "+ping"])
+            target.update(username="backup", password="bkpw")
+        cfg = make_config({
+            "targets": {"cache": target},
+            "storages": {"local1": {"kind": "local", "path": str(tmp_path / "store"), "fsync": False}},
+            "backup": {"encryption": {"recipients": [age_key.recipient], "identity_file": str(age_key.identity)}},
+            "jobs": {"auto": {"task": "redis.backup", "target": "cache", "options": {"method": "auto"}},
+                     "bgsave": {"task": "redis.backup", "target": "cache", "options": {"method": "bgsave"}}},
+        })
+        r = cli(["--config", cfg, "run", "bgsave", "--json"])
+        run = r.json()[0]
+        assert run["status"] == "fail", run
+        [f] = run["findings"]
+        assert "refuses" in f["message"] and "BGSAVE" in f["message"].upper(), f
+        assert "method: network" in f["remediation"], f
+        r = cli(["--config", cfg, "run", "auto", "--json"])
+        run = r.json()[0]
+        assert run["status"] == "ok", run
+        [mpath] = list((tmp_path / "store").rglob("manifest.json"))
+        m = json.loads(mpath.read_text())
+        assert m["redis"]["method"] == "network" and m["redis"]["keys"]["db0"] == 50
+    finally:
+        srv.stop()

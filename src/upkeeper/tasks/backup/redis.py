@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
@@ -34,6 +35,29 @@ class NotThisSave(Exception):
     """The RDB file at dir/dbfilename cannot be shown to be this server's BGSAVE just made."""
 
 
+class BgsaveRefused(Exception):
+    """The server refuses a command the BGSAVE method needs (BGSAVE, LASTSAVE, INFO): renamed or disabled
+    with ``rename-command``, or not granted to the ACL user."""
+
+
+def _refused(exc: BaseException) -> bool:
+    import redis
+
+    return isinstance(exc, redis.exceptions.NoPermissionError) or (
+        isinstance(exc, redis.exceptions.ResponseError) and str(exc).lower().startswith("unknown command"))
+
+
+@contextlib.contextmanager
+def _refusals() -> Iterator[None]:
+    """Turn a refused command into :class:`BgsaveRefused`."""
+    try:
+        yield
+    except Exception as exc:
+        if _refused(exc):
+            raise BgsaveRefused(str(exc).strip()) from None
+        raise
+
+
 def _key_total(keyspace: dict[str, Any]) -> int:
     return sum(int(v.get("keys", 0)) for db, v in keyspace.items() if db.startswith("db") and isinstance(v, dict))
 
@@ -48,7 +72,7 @@ class RedisBackupOptions(TaskOptions):
     method: Literal["auto", "network", "bgsave"] = Field(
         "auto", description="'network': download a fresh RDB over the replication protocol (redis-cli --rdb); "
         "'bgsave': BGSAVE and copy the RDB file (server on this host); 'auto': bgsave when the RDB file is "
-        "readable here, else network. Source: upkeeper default")
+        "readable here and the server lets it run BGSAVE, LASTSAVE and INFO, else network. Source: upkeeper default")
     bgsave_timeout: float = Field(600, gt=0, description="seconds to wait for BGSAVE to finish, including a save "
             "already running (a replica's sync) that must end first. "
             "Source: upkeeper default")
@@ -129,7 +153,16 @@ class RedisBackup(Task[RedisBackupOptions]):
                         assert rdb_path is not None
                         ctx.progress("BGSAVE", None)
                         try:
-                            fh, check_path = self._bgsave_copy(client, rdb_path, options.bgsave_timeout)
+                            with _refusals():
+                                fh, check_path = self._bgsave_copy(client, rdb_path, options.bgsave_timeout)
+                        except BgsaveRefused as exc:
+                            if options.method == "bgsave":
+                                raise BackupError(f"the server refuses a command method 'bgsave' needs: {exc}",
+                                                  "Try: method: network, or let the ACL user run BGSAVE, "
+                                                  "LASTSAVE and INFO (+bgsave +lastsave +info)") from None
+                            ctx.log.warning("the server refuses a command of BGSAVE + copy (%s); downloading over "
+                                            "the network instead", exc)
+                            method = "network"
                         except NotThisSave as exc:
                             if options.method == "bgsave":
                                 raise BackupError(
@@ -236,6 +269,8 @@ class RedisBackup(Task[RedisBackupOptions]):
                 client.bgsave()
                 break
             except Exception as exc:
+                if _refused(exc):
+                    raise
                 if "in progress" not in str(exc) and "child process is active" not in str(exc):
                     raise BackupError(f"BGSAVE failed: {exc}") from None
             while True:
