@@ -230,3 +230,84 @@ def test_auto_downloads_over_the_network_when_bgsave_is_refused(
         assert m["redis"]["method"] == "network" and m["redis"]["keys"]["db0"] == 50
     finally:
         srv.stop()
+
+
+def _rewrite_rdb(cli: Any, cfg: Path, store: Path, age_key: AgeKey, edit: Any, **details: Any) -> None:
+    """Replace the stored RDB of the one backup in ``store`` by ``edit(rdb)``, as if it had been written so
+    (object and manifest agree; ``details`` go into the manifest's redis section)."""
+    import hashlib
+
+    from .conftest import rewrite_manifest
+
+    [obj] = list(store.rglob("dump.rdb.zst.age"))
+    def run(argv: list[str], data: bytes | None = None) -> bytes:
+        return subprocess.run(argv, input=data, check=True, capture_output=True).stdout
+
+    raw = edit(run(["zstd", "-dc"], run(["age", "-d", "-i", str(age_key.identity), str(obj)])))
+    enc = run(["age", "-r", age_key.recipient], run(["zstd", "-qc"], raw))
+    obj.write_bytes(enc)
+    mpath = obj.parent / "manifest.json"
+    m = json.loads(mpath.read_text())
+    [rec] = m["objects"]
+    rec.update(size=len(enc), sha256=hashlib.sha256(enc).hexdigest(), raw_size=len(raw))
+    m["redis"].update(details)
+    rewrite_manifest(cli, cfg, mpath, m)
+
+
+def test_verify_of_an_rdb_newer_than_redis_check_rdb_is_not_checked_rather_than_failed(
+        cli: Any, make_config: Any, tmp_path: Path, redis_clean: RedisServer, age_key: AgeKey) -> None:
+    """A backup of a newer Redis (RDB format 11, from Redis 7.2) verified on a host whose redis-check-rdb is
+    older: that is this host's setup, named with both versions — the backup is not marked verify-failed."""
+    redis_clean.client().set("k", "v")
+    cfg = _config(make_config, tmp_path, redis_clean, age_key, "network")
+    r = cli(["--config", cfg, "run", "cache-backup", "--json"])
+    assert r.code == 0, r.output
+    bid = r.json()[0]["artifacts"][0]["id"]
+    _rewrite_rdb(cli, cfg, tmp_path / "store", age_key, lambda rdb: b"REDIS0011" + rdb[9:], redis_version="7.2.4")
+    r = cli(["--config", cfg, "run", "cache-verify", "--json"])
+    run = r.json()[0]
+    assert run["status"] != "ok", run
+    [f] = run["findings"]
+    assert f["check"] == "backup.verify_not_run", f
+    assert "cannot read RDB format version 11" in f["message"] and "Redis 7.2.4" in f["message"], f
+    assert "redis-check-rdb 7." in f["message"], f
+    [row] = cli(["--config", cfg, "backups", "list", "--json"]).json()
+    assert row["id"] == bid and row["status"] == "complete", row
+
+
+def test_a_damaged_rdb_is_named_by_its_error_not_by_redis_check_rdbs_counters(
+        cli: Any, make_config: Any, tmp_path: Path, redis_clean: RedisServer, age_key: AgeKey) -> None:
+    """An RDB that redis-check-rdb rejects (here: cut short, as stored by an older upkeeper) fails verification
+    with redis-check-rdb's error ("Unexpected EOF ..."), not its closing counters ("[info] 0 expires")."""
+    c = redis_clean.client()
+    for i in range(300):
+        c.set(f"k:{i}", f"value-{i}" * 3)
+    cfg = _config(make_config, tmp_path, redis_clean, age_key, "network")
+    r = cli(["--config", cfg, "run", "cache-backup", "--json"])
+    assert r.code == 0, r.output
+    _rewrite_rdb(cli, cfg, tmp_path / "store", age_key, lambda rdb: rdb[: len(rdb) // 2])
+    run = cli(["--config", cfg, "run", "cache-verify", "--json"]).json()[0]
+    [f] = run["findings"]
+    assert f["check"] == "backup.verify_failed", f
+    assert "Unexpected EOF" in f["message"] and "[info]" not in f["message"], f
+    [row] = cli(["--config", cfg, "backups", "list", "--json"]).json()
+    assert row["status"] == "verify-failed", row
+
+
+def test_check_rdb_names_both_versions_when_the_rdb_is_newer_than_redis_check_rdb(
+        tmp_path: Path, redis_clean: RedisServer) -> None:
+    """What redis.backup runs on each snapshot: a format this redis-check-rdb cannot read is a SetupError naming
+    the server's Redis and this host's redis-check-rdb, not a damaged snapshot."""
+    from upkeeper.backup.rdb import check_rdb
+    from upkeeper.errors import SetupError
+
+    c = redis_clean.client()
+    c.set("k", "v")
+    c.save()
+    rdb = (Path(c.config_get("dir")["dir"]) / "dump.rdb").read_bytes()
+    newer = tmp_path / "newer.rdb"
+    newer.write_bytes(b"REDIS0012" + rdb[9:])
+    with pytest.raises(SetupError) as exc:
+        check_rdb(str(newer), "the snapshot", "7.4.1")
+    assert "redis-check-rdb 7." in exc.value.message and "RDB format version 12" in exc.value.message
+    assert "Redis 7.4.1" in exc.value.message and "Redis tools" in (exc.value.hint or "")

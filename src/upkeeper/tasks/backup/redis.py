@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import shutil
 import time
 from collections.abc import Iterator
@@ -15,6 +14,7 @@ from typing import Any, BinaryIO, Literal
 from pydantic import Field
 
 from upkeeper.backup.pipeline import upload_stream
+from upkeeper.backup.rdb import check_rdb
 from upkeeper.backup.sets import SetWriter
 from upkeeper.backup.workdir import work_dir
 from upkeeper.config.backup import REDIS_RETENTION, RetentionPolicy
@@ -131,6 +131,7 @@ class RedisBackup(Task[RedisBackupOptions]):
         except Exception as exc:
             raise TaskError(f"cannot reach Redis {target.display()}: {exc}",
                             "Try: check host, port and password of the target") from None
+        made_by = str(info.get("redis_version") or "") or None
         keys = {db: int(v.get("keys", 0)) for db, v in info.items() if db.startswith("db") and isinstance(v, dict)}
         env = env_for(ctx, options.storages)
         out = Outcome("redis")
@@ -154,7 +155,8 @@ class RedisBackup(Task[RedisBackupOptions]):
                         ctx.progress("BGSAVE", None)
                         try:
                             with _refusals():
-                                fh, check_path = self._bgsave_copy(client, rdb_path, options.bgsave_timeout)
+                                fh, check_path = self._bgsave_copy(client, rdb_path, options.bgsave_timeout,
+                                                                    made_by)
                         except BgsaveRefused as exc:
                             if options.method == "bgsave":
                                 raise BackupError(f"the server refuses a command method 'bgsave' needs: {exc}",
@@ -189,7 +191,7 @@ class RedisBackup(Task[RedisBackupOptions]):
                     if size == 0:
                         raise BackupError("the RDB snapshot is empty")
                     if not checked:
-                        self._check(check_path)
+                        check_rdb(check_path, "the snapshot", made_by)
                     rec = upload_stream(writer.upload(object_name("dump.rdb", env), role="rdb"), fh)
                 writer.add(rec)
                 details = {"redis_version": info.get("redis_version"), "method": method, "keys": keys,
@@ -225,10 +227,12 @@ class RedisBackup(Task[RedisBackupOptions]):
         p = Path(d) / f
         return p if os.access(p.parent, os.R_OK | os.X_OK) and (not p.exists() or os.access(p, os.R_OK)) else None
 
-    def _bgsave_copy(self, client: Any, rdb_path: Path, timeout: float) -> tuple[BinaryIO, str]:
+    def _bgsave_copy(self, client: Any, rdb_path: Path, timeout: float,
+                     made_by: str | None) -> tuple[BinaryIO, str]:
         """BGSAVE, then open the RDB file and prove it is this server's save, just made: its mtime and the
         server's ``rdb_last_save_time`` are not older than the BGSAVE, and its key count is near the server's
-        (a file of another server or a stale one raises :class:`NotThisSave`).  Checked with redis-check-rdb."""
+        (a file of another server or a stale one raises :class:`NotThisSave`).  Checked with redis-check-rdb
+        (``made_by``: the server's Redis version)."""
         keys_before = _key_total(client.info("keyspace"))
         start = self._bgsave(client, timeout)
         keys_after = _key_total(client.info("keyspace"))
@@ -245,7 +249,7 @@ class RedisBackup(Task[RedisBackupOptions]):
                 raise NotThisSave(f"the server's rdb_last_save_time is {start - last:.0f}s before the BGSAVE")
             check_path = f"/proc/{os.getpid()}/fd/{fh.fileno()}"
             check_path = check_path if Path(check_path).exists() else str(rdb_path)
-            in_file = self._check(check_path)
+            in_file = check_rdb(check_path, "the snapshot", made_by)
             if in_file is not None and not any(_close(in_file, n) for n in (keys_before, keys_after)):
                 raise NotThisSave(f"it holds {in_file} key(s), the server {keys_after}")
         except BaseException:
@@ -293,16 +297,3 @@ class RedisBackup(Task[RedisBackupOptions]):
                 return start
             time.sleep(0.05)
         raise BackupError(f"BGSAVE did not finish within {timeout:g}s")
-
-    @staticmethod
-    def _check(path: str) -> int | None:
-        """Run redis-check-rdb; the number of keys it read (None when it does not say)."""
-        checker = shutil.which("redis-check-rdb")
-        if not checker:
-            raise TaskError("redis-check-rdb not found", "Try: apt-get install redis-tools", permanent=True)
-        res = proc.run([checker, path], check=False, timeout=3600)
-        if res.returncode != 0 or "RDB looks OK" not in res.text:
-            tail = " ".join((res.text + res.stderr).strip().splitlines()[-2:])
-            raise BackupError(f"redis-check-rdb rejects the snapshot: {tail}")
-        m = re.search(r"(\d+) keys read", res.text)
-        return int(m.group(1)) if m else None
