@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -311,3 +312,78 @@ def test_check_rdb_names_both_versions_when_the_rdb_is_newer_than_redis_check_rd
         check_rdb(str(newer), "the snapshot", "7.4.1")
     assert "redis-check-rdb 7." in exc.value.message and "RDB format version 12" in exc.value.message
     assert "Redis 7.4.1" in exc.value.message and "Redis tools" in (exc.value.hint or "")
+
+
+def test_restore_replaces_a_file_only_with_a_checked_rdb(cli: Any, make_config: Any, tmp_path: Path,
+                                                         redis_clean: RedisServer, age_key: AgeKey) -> None:
+    """A stored RDB that redis-check-rdb rejects (its object intact: checksums agree) never replaces the file at
+    --to, even with --force: the error names redis-check-rdb's finding, and nothing is left beside the file."""
+    c = redis_clean.client()
+    for i in range(300):
+        c.set(f"k:{i}", f"value-{i}" * 3)
+    cfg = _config(make_config, tmp_path, redis_clean, age_key, "network")
+    r = cli(["--config", cfg, "run", "cache-backup", "--json"])
+    assert r.code == 0, r.output
+    bid = r.json()[0]["artifacts"][0]["id"]
+    _rewrite_rdb(cli, cfg, tmp_path / "store", age_key, lambda rdb: rdb[: len(rdb) // 2])
+    live = tmp_path / "redis-dir" / "dump.rdb"
+    live.parent.mkdir()
+    live.write_bytes(b"REDIS0010 the server's current snapshot")
+    r = cli(["--config", cfg, "backups", "restore", bid, "--to", live, "--force", "--yes"])
+    assert r.code != 0 and "redis-check-rdb rejects" in r.output and "Unexpected EOF" in r.output, r.output
+    assert live.read_bytes() == b"REDIS0010 the server's current snapshot"
+    assert sorted(p.name for p in live.parent.iterdir()) == ["dump.rdb"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run Redis as the redis user")
+def test_restore_over_redis_dump_keeps_its_owner_so_redis_as_its_user_loads_it(
+        cli: Any, make_config: Any, tmp_path: Path, redis_clean: RedisServer, age_key: AgeKey) -> None:
+    """`backups restore ID --to /var/lib/redis/dump.rdb --force` as root: the restored file keeps the replaced
+    file's owner and mode, so a Redis running as `redis` loads it (a root-owned 0600 file stops it from
+    starting: "Fatal error loading the DB: Permission denied"); the output says how to load it."""
+    import pwd
+    import shutil
+    import tempfile
+
+    import redis
+
+    from upkeeper.sandbox._util import free_port, wait_for_port
+
+    try:
+        user = pwd.getpwnam("redis")
+    except KeyError:
+        pytest.skip("no redis user")
+    c = redis_clean.client()
+    for i in range(40):
+        c.set(f"k:{i}", "v")
+    cfg = _config(make_config, tmp_path, redis_clean, age_key, "network")
+    r = cli(["--config", cfg, "run", "cache-backup", "--json"])
+    assert r.code == 0, r.output
+    bid = r.json()[0]["artifacts"][0]["id"]
+    d = Path(tempfile.mkdtemp(prefix="upkeeper-test-redis-dir-", dir="/tmp"))  # tmp_path is root-only
+    try:
+        os.chmod(d, 0o750)
+        os.chown(d, user.pw_uid, user.pw_gid)
+        live = d / "dump.rdb"
+        live.write_bytes(b"")
+        os.chown(live, user.pw_uid, user.pw_gid)
+        os.chmod(live, 0o640)
+        r = cli(["--config", cfg, "backups", "restore", bid, "--to", live, "--force", "--yes"])
+        assert r.code == 0, r.output
+        assert "stop Redis" in r.output and "dir/dbfilename" in r.output, r.output
+        st = live.stat()
+        assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (user.pw_uid, user.pw_gid, 0o640)
+        port = free_port()
+        subprocess.run(["runuser", "-u", "redis", "--", shutil.which("redis-server") or "redis-server",
+                        "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                        "--daemonize", "yes", "--dir", str(d), "--logfile", str(d / "redis.log"),
+                        "--pidfile", str(d / "redis.pid")], check=True, capture_output=True)
+        try:
+            wait_for_port(port, timeout=5)
+            assert redis.Redis(port=port).dbsize() == 40
+        except Exception:
+            raise AssertionError((d / "redis.log").read_text()[-400:]) from None
+        finally:
+            subprocess.run(["redis-cli", "-p", str(port), "shutdown", "nosave"], capture_output=True)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
