@@ -387,3 +387,30 @@ def test_restore_over_redis_dump_keeps_its_owner_so_redis_as_its_user_loads_it(
             subprocess.run(["redis-cli", "-p", str(port), "shutdown", "nosave"], capture_output=True)
     finally:
         shutil.rmtree(d, ignore_errors=True)
+
+
+def test_network_download_refused_by_the_acl_says_which_permissions_to_grant(
+        cli: Any, make_config: Any, tmp_path: Path, redis_clean: RedisServer, age_key: AgeKey) -> None:
+    """An ACL user that may read everything but not SYNC: the failure is redis-cli's NOPERM error (not its
+    "sending REPLCONF" chatter, not cut mid-word) and the remediation names the ACL rules to add."""
+    c = redis_clean.client()
+    c.set("k", "v")
+    c.acl_setuser("reader", enabled=True, passwords=["+rdpw"], keys=["*"], commands=["+@read", "+info"])
+    try:
+        target = {**redis_clean.target(), "username": "reader", "password": "rdpw"}
+        cfg = make_config({
+            "targets": {"cache": target},
+            "storages": {"local1": {"kind": "local", "path": str(tmp_path / "store"), "fsync": False}},
+            "backup": {"encryption": {"recipients": [age_key.recipient], "identity_file": str(age_key.identity)}},
+            "jobs": {"cache-backup": {"task": "redis.backup", "target": "cache", "options": {"method": "network"}}},
+        })
+        run = cli(["--config", cfg, "run", "cache-backup", "--json"]).json()[0]
+        assert run["status"] == "fail", run
+        [f] = run["findings"]
+        assert f["message"].startswith("downloading the RDB (redis-cli --rdb) exited with code 1: "), f
+        assert "NOPERM" in f["message"] and "sending" not in f["message"], f
+        assert "ACL SETUSER reader +sync" in f["remediation"], f
+        assert "rdpw" not in json.dumps(run)
+        assert not list((tmp_path / "store").rglob("manifest.json"))
+    finally:
+        c.acl_deluser("reader")

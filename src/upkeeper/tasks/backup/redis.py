@@ -109,6 +109,26 @@ def _cli_argv(t: RedisTarget) -> tuple[list[str], dict[str, str]]:
     return argv, env
 
 
+#: redis-cli --rdb's errors that the server's setup causes: how to fix each
+_SYNC_HINTS = (
+    ("NOPERM", "Try: let the ACL user {user} run the replication commands: ACL SETUSER {user} +sync +replconf "
+               "— or method: bgsave on the server's host"),
+    ("unknown command 'SYNC'", "Try: SYNC is renamed or disabled on the server (rename-command): method: "
+                               "bgsave on the server's host"),
+    ("NOMASTERLINK", "Try: this replica has lost its primary: back up the primary, or method: bgsave on this "
+                     "replica's host"),
+)
+
+
+def _download_failed(code: int, output: str, target: RedisTarget) -> BackupError:
+    """redis-cli --rdb failed: its error lines (not its "sending REPLCONF ..." progress), with a hint."""
+    lines = [ln.strip() for ln in output.splitlines() if ln.strip() and not ln.startswith("sending ")]
+    errors = [ln for ln in lines if "error" in ln.lower() or "fail" in ln.lower()] or lines
+    text = "; ".join(dict.fromkeys(errors[-3:]))[-500:] or "no output"
+    hint = next((h.format(user=target.username or "default") for key, h in _SYNC_HINTS if key in output), None)
+    return BackupError(f"downloading the RDB (redis-cli --rdb) {proc.describe_exit(code)}: {text}", hint)
+
+
 @task
 class RedisBackup(Task[RedisBackupOptions]):
     """Take an RDB snapshot, check it with redis-check-rdb and store it through zstd and age, with a manifest
@@ -183,8 +203,7 @@ class RedisBackup(Task[RedisBackupOptions]):
                         argv, cenv = _cli_argv(target)
                         res = proc.run([*argv, "--rdb", str(dest)], extra_env=cenv, check=False, timeout=3600)
                         if res.returncode != 0 or not dest.exists():
-                            raise BackupError(f"redis-cli --rdb {proc.describe_exit(res.returncode)}: "
-                                              f"{(res.stderr or res.text).strip()[-300:]}")
+                            raise _download_failed(res.returncode, res.stderr + res.text, target)
                         fh = stack.enter_context(open(dest, "rb"))
                         check_path = str(dest)
                     size = os.fstat(fh.fileno()).st_size
