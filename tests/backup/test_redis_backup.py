@@ -414,3 +414,59 @@ def test_network_download_refused_by_the_acl_says_which_permissions_to_grant(
         assert not list((tmp_path / "store").rglob("manifest.json"))
     finally:
         c.acl_deluser("reader")
+
+
+def test_network_download_from_a_server_that_freezes_fails_instead_of_hanging(
+        cli: Any, make_config: Any, tmp_path: Path, age_key: AgeKey) -> None:
+    """redis-cli --rdb has no read timeout: a server that stops mid-transfer (here SIGSTOP; a host that drops
+    off the network alike) would block the run for ever.  After stall_timeout seconds without data, without
+    INFO answers, the download fails naming the stall, and nothing is stored."""
+    import signal
+    import threading
+    import time
+
+    srv = RedisServer(tmp_path / "srv")
+    srv.base.mkdir(parents=True)
+    srv.start()
+    c = srv.client()
+    pid = int(c.info("server")["process_id"])
+    done = threading.Event()
+    try:
+        with c.pipeline(transaction=False) as pipe:
+            for i in range(2000):
+                pipe.set(f"k:{i}", "v" * 100)
+            pipe.execute()
+        c.config_set("rdb-key-save-delay", "2000")  # 2000 keys x 2 ms: the snapshot streams for ~4 s
+
+        def freeze() -> None:
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and not c.info("replication").get("connected_slaves"):
+                time.sleep(0.05)
+            time.sleep(0.5)
+            os.kill(pid, signal.SIGSTOP)
+            done.wait(25)  # a download that hangs waits this out, then finishes
+            os.kill(pid, signal.SIGCONT)
+
+        cfg = make_config({
+            "targets": {"cache": srv.target()},
+            "storages": {"local1": {"kind": "local", "path": str(tmp_path / "store"), "fsync": False}},
+            "backup": {"encryption": {"recipients": [age_key.recipient], "identity_file": str(age_key.identity)}},
+            "jobs": {"cache-backup": {"task": "redis.backup", "target": "cache",
+                                      "options": {"method": "network", "stall_timeout": 3}}},
+        })
+        freezer = threading.Thread(target=freeze, daemon=True)
+        freezer.start()
+        t0 = time.monotonic()
+        run = cli(["--config", cfg, "run", "cache-backup", "--json"]).json()[0]
+        took = time.monotonic() - t0
+        assert run["status"] == "fail", (took, run["summary"])
+        [f] = run["findings"]
+        assert "stalled" in f["message"] and "nothing received for 3s" in f["message"], f
+        assert took < 20, took
+        assert not list((tmp_path / "store").rglob("manifest.json"))
+        done.set()
+        freezer.join()  # the server runs again
+    finally:
+        done.set()
+        os.kill(pid, signal.SIGCONT)
+        srv.stop()

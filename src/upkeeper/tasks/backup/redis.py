@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -76,6 +77,9 @@ class RedisBackupOptions(TaskOptions):
     bgsave_timeout: float = Field(600, gt=0, description="seconds to wait for BGSAVE to finish, including a save "
             "already running (a replica's sync) that must end first. "
             "Source: upkeeper default")
+    stall_timeout: float = Field(120, gt=0, description="seconds the network download may receive nothing while "
+            "the server does not answer INFO or runs no save (it prepares the snapshot); then it fails instead of "
+            "hanging (a frozen server, a network that drops everything). Source: upkeeper default")
     storages: list[str] | None = Field(None, description="storages to write to (default: backup.storages). "
             "Source: upkeeper (not set by default)")
     retention: RetentionPolicy = Field(
@@ -84,15 +88,21 @@ class RedisBackupOptions(TaskOptions):
         "maintenance procedures' 7-day Redis retention)")
 
 
-def _client(t: RedisTarget) -> Any:
+def _client(t: RedisTarget, *, retries: bool = True) -> Any:
+    """A client of the target; without ``retries`` a command that times out fails at once (redis-py otherwise
+    tries it again, three times: a frozen server would hold each command for four socket timeouts)."""
     import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
 
     pw = t.password.get_secret_value() if t.password else None
+    kw: dict[str, Any] = {"username": t.username, "password": pw, "db": t.db,
+                          "socket_timeout": t.socket_timeout.total_seconds()}
+    if not retries:
+        kw["retry"] = Retry(NoBackoff(), 0)
     if t.unix_socket:
-        return redis.Redis(unix_socket_path=t.unix_socket, username=t.username, password=pw, db=t.db,
-                           socket_timeout=t.socket_timeout.total_seconds())
-    return redis.Redis(host=t.host, port=t.port, username=t.username, password=pw, db=t.db, ssl=t.tls,
-                       socket_timeout=t.socket_timeout.total_seconds())
+        return redis.Redis(unix_socket_path=t.unix_socket, **kw)
+    return redis.Redis(host=t.host, port=t.port, ssl=t.tls, **kw)
 
 
 def _cli_argv(t: RedisTarget) -> tuple[list[str], dict[str, str]]:
@@ -118,6 +128,15 @@ _SYNC_HINTS = (
     ("NOMASTERLINK", "Try: this replica has lost its primary: back up the primary, or method: bgsave on this "
                      "replica's host"),
 )
+
+
+def _saving(client: Any) -> bool:
+    """The server answers INFO and runs a save (RDB to disk or to replicas, or an AOF rewrite)."""
+    try:
+        p = client.info("persistence")
+    except Exception:
+        return False
+    return bool(p.get("rdb_bgsave_in_progress") or p.get("aof_rewrite_in_progress"))
 
 
 def _download_failed(code: int, output: str, target: RedisTarget) -> BackupError:
@@ -201,9 +220,7 @@ class RedisBackup(Task[RedisBackupOptions]):
                         ctx.progress("downloading RDB (redis-cli --rdb)", None)
                         dest = tmp / "dump.rdb"
                         argv, cenv = _cli_argv(target)
-                        res = proc.run([*argv, "--rdb", str(dest)], extra_env=cenv, check=False, timeout=3600)
-                        if res.returncode != 0 or not dest.exists():
-                            raise _download_failed(res.returncode, res.stderr + res.text, target)
+                        self._download([*argv, "--rdb", str(dest)], cenv, dest, target, options.stall_timeout)
                         fh = stack.enter_context(open(dest, "rb"))
                         check_path = str(dest)
                     size = os.fstat(fh.fileno()).st_size
@@ -231,6 +248,30 @@ class RedisBackup(Task[RedisBackupOptions]):
             env.close()
             client.close()
         return out.result(time.monotonic() - t0)
+
+    @staticmethod
+    def _download(argv: list[str], env: dict[str, str], dest: Path, target: RedisTarget, stall: float) -> None:
+        """``redis-cli --rdb DEST``, watched: it has no read timeout, so a server that freezes or a network
+        that drops everything mid-transfer would block it for ever.  The download is alive while DEST grows,
+        or while the server answers INFO with a save running (it prepares the snapshot, or waits for a save
+        or an AOF rewrite to end); ``stall`` seconds of neither kill it."""
+        probe = _client(target, retries=False)
+        with contextlib.closing(probe), proc.spawn(argv, stdout=subprocess.DEVNULL, extra_env=env) as p:
+            size, alive = -1, time.monotonic()
+            while p.popen.poll() is None:
+                time.sleep(0.5)
+                now_size = dest.stat().st_size if dest.exists() else 0
+                if now_size != size or _saving(probe):
+                    size, alive = now_size, time.monotonic()
+                elif time.monotonic() - alive > stall:
+                    p.kill()
+                    raise BackupError(
+                        f"the RDB download from {target.display()} stalled: nothing received for {stall:g}s "
+                        f"(after {human_bytes(max(size, 0))}) and the server answers no INFO or runs no save",
+                        "Try: check the server (frozen? restarted?) and the network; a larger stall_timeout")
+            res = p.wait(check=False)
+        if res.returncode != 0 or not dest.exists():
+            raise _download_failed(res.returncode, res.stderr, target)
 
     @staticmethod
     def _local_rdb(client: Any, target: RedisTarget) -> Path | None:
