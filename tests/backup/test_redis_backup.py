@@ -470,3 +470,49 @@ def test_network_download_from_a_server_that_freezes_fails_instead_of_hanging(
         done.set()
         os.kill(pid, signal.SIGCONT)
         srv.stop()
+
+
+def test_documented_load_of_a_restored_rdb_into_an_appendonly_server(
+        cli: Any, make_config: Any, tmp_path: Path, redis_clean: RedisServer, age_key: AgeKey) -> None:
+    """What `backups restore` and docs/restore-without-upkeeper.md say about appendonly, done literally: a
+    Redis with appendonly yes ignores the restored dump.rdb (no AOF: it starts empty); started with appendonly
+    no, then `config set appendonly yes` and a restart with appendonly yes, it serves the restored data."""
+    import shutil
+    import time
+
+    c = redis_clean.client()
+    for i in range(30):
+        c.set(f"k:{i}", "v")
+    cfg = _config(make_config, tmp_path, redis_clean, age_key, "network")
+    r = cli(["--config", cfg, "run", "cache-backup", "--json"])
+    assert r.code == 0, r.output
+    bid = r.json()[0]["artifacts"][0]["id"]
+    d = tmp_path / "srv"
+    r = cli(["--config", cfg, "backups", "restore", bid, "--to", d / "dump.rdb"])
+    assert r.code == 0 and "appendonly no" in r.output and "never reads dump.rdb" in r.output, r.output
+
+    def server(appendonly: str) -> RedisServer:
+        return RedisServer(d, extra_args=["--appendonly", appendonly]).start()
+
+    srv = server("yes")
+    try:
+        assert srv.client().dbsize() == 0  # the trap the docs warn of
+    finally:
+        srv.stop()
+    shutil.rmtree(d / "appendonlydir")
+    srv = server("no")
+    try:
+        assert srv.client().dbsize() == 30
+        srv.client().config_set("appendonly", "yes")
+        deadline = time.monotonic() + 20
+        while srv.client().info("persistence")["aof_rewrite_in_progress"] or \
+                srv.client().info("persistence")["aof_rewrite_scheduled"]:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    finally:
+        srv.stop()
+    srv = server("yes")
+    try:
+        assert srv.client().dbsize() == 30
+    finally:
+        srv.stop()
