@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -189,3 +190,329 @@ def test_bgsave_waits_out_a_replication_sync_and_saves_again(make_config: Any, t
         sock.close()
         for k, v in old.items():
             c.config_set(k, v)
+
+
+@pytest.mark.parametrize("how", ["renamed", "acl"])
+def test_auto_downloads_over_the_network_when_bgsave_is_refused(
+        cli: Any, make_config: Any, tmp_path: Path, age_key: AgeKey, how: str) -> None:
+    """A local server whose BGSAVE is disabled (rename-command BGSAVE "") or not granted to the ACL user (a
+    backup user with only +sync +psync +replconf +info +config|get): method auto takes the network download
+    instead of failing; method bgsave fails naming the refused command and what to grant."""
+    srv = RedisServer(tmp_path / "srv", extra_args=["--rename-command", "BGSAVE", ""] if how == "renamed" else [])
+    srv.base.mkdir(parents=True)
+    srv.start()
+    try:
+        c = srv.client()
+        for i in range(50):
+            c.set(f"k:{i}", "v")
+        target = srv.target()
+        if how == "acl":
+            c.acl_setuser("backup", enabled=True, passwords=["+bkpw"], keys=["*"],
+                          commands=["+info", "+config|get", "+sync", "+psync", "+replconf", "+ping"])
+            target.update(username="backup", password="bkpw")
+        cfg = make_config({
+            "targets": {"cache": target},
+            "storages": {"local1": {"kind": "local", "path": str(tmp_path / "store"), "fsync": False}},
+            "backup": {"encryption": {"recipients": [age_key.recipient], "identity_file": str(age_key.identity)}},
+            "jobs": {"auto": {"task": "redis.backup", "target": "cache", "options": {"method": "auto"}},
+                     "bgsave": {"task": "redis.backup", "target": "cache", "options": {"method": "bgsave"}}},
+        })
+        r = cli(["--config", cfg, "run", "bgsave", "--json"])
+        run = r.json()[0]
+        assert run["status"] == "fail", run
+        [f] = run["findings"]
+        assert "refuses" in f["message"] and "BGSAVE" in f["message"].upper(), f
+        assert "method: network" in f["remediation"], f
+        r = cli(["--config", cfg, "run", "auto", "--json"])
+        run = r.json()[0]
+        assert run["status"] == "ok", run
+        [mpath] = list((tmp_path / "store").rglob("manifest.json"))
+        m = json.loads(mpath.read_text())
+        assert m["redis"]["method"] == "network" and m["redis"]["keys"]["db0"] == 50
+    finally:
+        srv.stop()
+
+
+def _rewrite_rdb(cli: Any, cfg: Path, store: Path, age_key: AgeKey, edit: Any, **details: Any) -> None:
+    """Replace the stored RDB of the one backup in ``store`` by ``edit(rdb)``, as if it had been written so
+    (object and manifest agree; ``details`` go into the manifest's redis section)."""
+    import hashlib
+
+    from .conftest import rewrite_manifest
+
+    [obj] = list(store.rglob("dump.rdb.zst.age"))
+    def run(argv: list[str], data: bytes | None = None) -> bytes:
+        return subprocess.run(argv, input=data, check=True, capture_output=True).stdout
+
+    raw = edit(run(["zstd", "-dc"], run(["age", "-d", "-i", str(age_key.identity), str(obj)])))
+    enc = run(["age", "-r", age_key.recipient], run(["zstd", "-qc"], raw))
+    obj.write_bytes(enc)
+    mpath = obj.parent / "manifest.json"
+    m = json.loads(mpath.read_text())
+    [rec] = m["objects"]
+    rec.update(size=len(enc), sha256=hashlib.sha256(enc).hexdigest(), raw_size=len(raw))
+    m["redis"].update(details)
+    rewrite_manifest(cli, cfg, mpath, m)
+
+
+def test_verify_of_an_rdb_newer_than_redis_check_rdb_is_not_checked_rather_than_failed(
+        cli: Any, make_config: Any, tmp_path: Path, redis_clean: RedisServer, age_key: AgeKey) -> None:
+    """A backup of a newer Redis (RDB format 11, from Redis 7.2) verified on a host whose redis-check-rdb is
+    older: that is this host's setup, named with both versions — the backup is not marked verify-failed."""
+    redis_clean.client().set("k", "v")
+    cfg = _config(make_config, tmp_path, redis_clean, age_key, "network")
+    r = cli(["--config", cfg, "run", "cache-backup", "--json"])
+    assert r.code == 0, r.output
+    bid = r.json()[0]["artifacts"][0]["id"]
+    _rewrite_rdb(cli, cfg, tmp_path / "store", age_key, lambda rdb: b"REDIS0011" + rdb[9:], redis_version="7.2.4")
+    r = cli(["--config", cfg, "run", "cache-verify", "--json"])
+    run = r.json()[0]
+    assert run["status"] != "ok", run
+    [f] = run["findings"]
+    assert f["check"] == "backup.verify_not_run", f
+    assert "cannot read RDB format version 11" in f["message"] and "Redis 7.2.4" in f["message"], f
+    assert "redis-check-rdb 7." in f["message"], f
+    [row] = cli(["--config", cfg, "backups", "list", "--json"]).json()
+    assert row["id"] == bid and row["status"] == "complete", row
+
+
+def test_a_damaged_rdb_is_named_by_its_error_not_by_redis_check_rdbs_counters(
+        cli: Any, make_config: Any, tmp_path: Path, redis_clean: RedisServer, age_key: AgeKey) -> None:
+    """An RDB that redis-check-rdb rejects (here: cut short, as stored by an older upkeeper) fails verification
+    with redis-check-rdb's error ("Unexpected EOF ..."), not its closing counters ("[info] 0 expires")."""
+    c = redis_clean.client()
+    for i in range(300):
+        c.set(f"k:{i}", f"value-{i}" * 3)
+    cfg = _config(make_config, tmp_path, redis_clean, age_key, "network")
+    r = cli(["--config", cfg, "run", "cache-backup", "--json"])
+    assert r.code == 0, r.output
+    _rewrite_rdb(cli, cfg, tmp_path / "store", age_key, lambda rdb: rdb[: len(rdb) // 2])
+    run = cli(["--config", cfg, "run", "cache-verify", "--json"]).json()[0]
+    [f] = run["findings"]
+    assert f["check"] == "backup.verify_failed", f
+    assert "Unexpected EOF" in f["message"] and "[info]" not in f["message"], f
+    [row] = cli(["--config", cfg, "backups", "list", "--json"]).json()
+    assert row["status"] == "verify-failed", row
+
+
+def test_check_rdb_names_both_versions_when_the_rdb_is_newer_than_redis_check_rdb(
+        tmp_path: Path, redis_clean: RedisServer) -> None:
+    """What redis.backup runs on each snapshot: a format this redis-check-rdb cannot read is a SetupError naming
+    the server's Redis and this host's redis-check-rdb, not a damaged snapshot."""
+    from upkeeper.backup.rdb import check_rdb
+    from upkeeper.errors import SetupError
+
+    c = redis_clean.client()
+    c.set("k", "v")
+    c.save()
+    rdb = (Path(c.config_get("dir")["dir"]) / "dump.rdb").read_bytes()
+    newer = tmp_path / "newer.rdb"
+    newer.write_bytes(b"REDIS0012" + rdb[9:])
+    with pytest.raises(SetupError) as exc:
+        check_rdb(str(newer), "the snapshot", "7.4.1")
+    assert "redis-check-rdb 7." in exc.value.message and "RDB format version 12" in exc.value.message
+    assert "Redis 7.4.1" in exc.value.message and "Redis tools" in (exc.value.hint or "")
+
+
+def test_restore_replaces_a_file_only_with_a_checked_rdb(cli: Any, make_config: Any, tmp_path: Path,
+                                                         redis_clean: RedisServer, age_key: AgeKey) -> None:
+    """A stored RDB that redis-check-rdb rejects (its object intact: checksums agree) never replaces the file at
+    --to, even with --force: the error names redis-check-rdb's finding, and nothing is left beside the file."""
+    c = redis_clean.client()
+    for i in range(300):
+        c.set(f"k:{i}", f"value-{i}" * 3)
+    cfg = _config(make_config, tmp_path, redis_clean, age_key, "network")
+    r = cli(["--config", cfg, "run", "cache-backup", "--json"])
+    assert r.code == 0, r.output
+    bid = r.json()[0]["artifacts"][0]["id"]
+    _rewrite_rdb(cli, cfg, tmp_path / "store", age_key, lambda rdb: rdb[: len(rdb) // 2])
+    live = tmp_path / "redis-dir" / "dump.rdb"
+    live.parent.mkdir()
+    live.write_bytes(b"REDIS0010 the server's current snapshot")
+    r = cli(["--config", cfg, "backups", "restore", bid, "--to", live, "--force", "--yes"])
+    assert r.code != 0 and "redis-check-rdb rejects" in r.output and "Unexpected EOF" in r.output, r.output
+    assert live.read_bytes() == b"REDIS0010 the server's current snapshot"
+    assert sorted(p.name for p in live.parent.iterdir()) == ["dump.rdb"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run Redis as the redis user")
+def test_restore_over_redis_dump_keeps_its_owner_so_redis_as_its_user_loads_it(
+        cli: Any, make_config: Any, tmp_path: Path, redis_clean: RedisServer, age_key: AgeKey) -> None:
+    """`backups restore ID --to /var/lib/redis/dump.rdb --force` as root: the restored file keeps the replaced
+    file's owner and mode, so a Redis running as `redis` loads it (a root-owned 0600 file stops it from
+    starting: "Fatal error loading the DB: Permission denied"); the output says how to load it."""
+    import pwd
+    import shutil
+    import tempfile
+
+    import redis
+
+    from upkeeper.sandbox._util import free_port, wait_for_port
+
+    try:
+        user = pwd.getpwnam("redis")
+    except KeyError:
+        pytest.skip("no redis user")
+    c = redis_clean.client()
+    for i in range(40):
+        c.set(f"k:{i}", "v")
+    cfg = _config(make_config, tmp_path, redis_clean, age_key, "network")
+    r = cli(["--config", cfg, "run", "cache-backup", "--json"])
+    assert r.code == 0, r.output
+    bid = r.json()[0]["artifacts"][0]["id"]
+    d = Path(tempfile.mkdtemp(prefix="upkeeper-test-redis-dir-", dir="/tmp"))  # tmp_path is root-only
+    try:
+        os.chmod(d, 0o750)
+        os.chown(d, user.pw_uid, user.pw_gid)
+        live = d / "dump.rdb"
+        live.write_bytes(b"")
+        os.chown(live, user.pw_uid, user.pw_gid)
+        os.chmod(live, 0o640)
+        r = cli(["--config", cfg, "backups", "restore", bid, "--to", live, "--force", "--yes"])
+        assert r.code == 0, r.output
+        assert "stop Redis" in r.output and "dir/dbfilename" in r.output, r.output
+        st = live.stat()
+        assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (user.pw_uid, user.pw_gid, 0o640)
+        port = free_port()
+        subprocess.run(["runuser", "-u", "redis", "--", shutil.which("redis-server") or "redis-server",
+                        "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                        "--daemonize", "yes", "--dir", str(d), "--logfile", str(d / "redis.log"),
+                        "--pidfile", str(d / "redis.pid")], check=True, capture_output=True)
+        try:
+            wait_for_port(port, timeout=5)
+            assert redis.Redis(port=port).dbsize() == 40
+        except Exception:
+            raise AssertionError((d / "redis.log").read_text()[-400:]) from None
+        finally:
+            subprocess.run(["redis-cli", "-p", str(port), "shutdown", "nosave"], capture_output=True)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def test_network_download_refused_by_the_acl_says_which_permissions_to_grant(
+        cli: Any, make_config: Any, tmp_path: Path, redis_clean: RedisServer, age_key: AgeKey) -> None:
+    """An ACL user that may read everything but not SYNC: the failure is redis-cli's NOPERM error (not its
+    "sending REPLCONF" chatter, not cut mid-word) and the remediation names the ACL rules to add."""
+    c = redis_clean.client()
+    c.set("k", "v")
+    c.acl_setuser("reader", enabled=True, passwords=["+rdpw"], keys=["*"], commands=["+@read", "+info"])
+    try:
+        target = {**redis_clean.target(), "username": "reader", "password": "rdpw"}
+        cfg = make_config({
+            "targets": {"cache": target},
+            "storages": {"local1": {"kind": "local", "path": str(tmp_path / "store"), "fsync": False}},
+            "backup": {"encryption": {"recipients": [age_key.recipient], "identity_file": str(age_key.identity)}},
+            "jobs": {"cache-backup": {"task": "redis.backup", "target": "cache", "options": {"method": "network"}}},
+        })
+        run = cli(["--config", cfg, "run", "cache-backup", "--json"]).json()[0]
+        assert run["status"] == "fail", run
+        [f] = run["findings"]
+        assert f["message"].startswith("downloading the RDB (redis-cli --rdb) exited with code 1: "), f
+        assert "NOPERM" in f["message"] and "sending" not in f["message"], f
+        assert "ACL SETUSER reader +sync" in f["remediation"], f
+        assert "rdpw" not in json.dumps(run)
+        assert not list((tmp_path / "store").rglob("manifest.json"))
+    finally:
+        c.acl_deluser("reader")
+
+
+def test_network_download_from_a_server_that_freezes_fails_instead_of_hanging(
+        cli: Any, make_config: Any, tmp_path: Path, age_key: AgeKey) -> None:
+    """redis-cli --rdb has no read timeout: a server that stops mid-transfer (here SIGSTOP; a host that drops
+    off the network alike) would block the run for ever.  After stall_timeout seconds without data, without
+    INFO answers, the download fails naming the stall, and nothing is stored."""
+    import signal
+    import threading
+    import time
+
+    srv = RedisServer(tmp_path / "srv")
+    srv.base.mkdir(parents=True)
+    srv.start()
+    c = srv.client()
+    pid = int(c.info("server")["process_id"])
+    done = threading.Event()
+    try:
+        with c.pipeline(transaction=False) as pipe:
+            for i in range(2000):
+                pipe.set(f"k:{i}", "v" * 100)
+            pipe.execute()
+        c.config_set("rdb-key-save-delay", "2000")  # 2000 keys x 2 ms: the snapshot streams for ~4 s
+
+        def freeze() -> None:
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and not c.info("replication").get("connected_slaves"):
+                time.sleep(0.05)
+            time.sleep(0.5)
+            os.kill(pid, signal.SIGSTOP)
+            done.wait(25)  # a download that hangs waits this out, then finishes
+            os.kill(pid, signal.SIGCONT)
+
+        cfg = make_config({
+            "targets": {"cache": srv.target()},
+            "storages": {"local1": {"kind": "local", "path": str(tmp_path / "store"), "fsync": False}},
+            "backup": {"encryption": {"recipients": [age_key.recipient], "identity_file": str(age_key.identity)}},
+            "jobs": {"cache-backup": {"task": "redis.backup", "target": "cache",
+                                      "options": {"method": "network", "stall_timeout": 3}}},
+        })
+        freezer = threading.Thread(target=freeze, daemon=True)
+        freezer.start()
+        t0 = time.monotonic()
+        run = cli(["--config", cfg, "run", "cache-backup", "--json"]).json()[0]
+        took = time.monotonic() - t0
+        assert run["status"] == "fail", (took, run["summary"])
+        [f] = run["findings"]
+        assert "stalled" in f["message"] and "nothing received for 3s" in f["message"], f
+        assert took < 20, took
+        assert not list((tmp_path / "store").rglob("manifest.json"))
+        done.set()
+        freezer.join()  # the server runs again
+    finally:
+        done.set()
+        os.kill(pid, signal.SIGCONT)
+        srv.stop()
+
+
+def test_documented_load_of_a_restored_rdb_into_an_appendonly_server(
+        cli: Any, make_config: Any, tmp_path: Path, redis_clean: RedisServer, age_key: AgeKey) -> None:
+    """What `backups restore` and docs/restore-without-upkeeper.md say about appendonly, done literally: a
+    Redis with appendonly yes ignores the restored dump.rdb (no AOF: it starts empty); started with appendonly
+    no, then `config set appendonly yes` and a restart with appendonly yes, it serves the restored data."""
+    import shutil
+    import time
+
+    c = redis_clean.client()
+    for i in range(30):
+        c.set(f"k:{i}", "v")
+    cfg = _config(make_config, tmp_path, redis_clean, age_key, "network")
+    r = cli(["--config", cfg, "run", "cache-backup", "--json"])
+    assert r.code == 0, r.output
+    bid = r.json()[0]["artifacts"][0]["id"]
+    d = tmp_path / "srv"
+    r = cli(["--config", cfg, "backups", "restore", bid, "--to", d / "dump.rdb"])
+    assert r.code == 0 and "appendonly no" in r.output and "never reads dump.rdb" in r.output, r.output
+
+    def server(appendonly: str) -> RedisServer:
+        return RedisServer(d, extra_args=["--appendonly", appendonly]).start()
+
+    srv = server("yes")
+    try:
+        assert srv.client().dbsize() == 0  # the trap the docs warn of
+    finally:
+        srv.stop()
+    shutil.rmtree(d / "appendonlydir")
+    srv = server("no")
+    try:
+        assert srv.client().dbsize() == 30
+        srv.client().config_set("appendonly", "yes")
+        deadline = time.monotonic() + 20
+        while srv.client().info("persistence")["aof_rewrite_in_progress"] or \
+                srv.client().info("persistence")["aof_rewrite_scheduled"]:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    finally:
+        srv.stop()
+    srv = server("yes")
+    try:
+        assert srv.client().dbsize() == 30
+    finally:
+        srv.stop()

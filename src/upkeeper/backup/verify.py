@@ -24,6 +24,7 @@ from upkeeper.backup import pg
 from upkeeper.backup.catalog import Catalog
 from upkeeper.backup.manifest import MANIFEST
 from upkeeper.backup.pipeline import ObjectRecord
+from upkeeper.backup.rdb import check_rdb
 from upkeeper.backup.restore import (
     Fetcher,
     Located,
@@ -43,7 +44,6 @@ from upkeeper.backup.restore import (
 )
 from upkeeper.config.backup import BackupSettings
 from upkeeper.config.targets import PostgresTarget
-from upkeeper.core import proc
 from upkeeper.errors import BackupError, ProcessError, SetupError, StorageError, TaskError, UpkeeperError
 from upkeeper.storage import Storage
 
@@ -544,8 +544,5 @@ def _verify_redis(fetcher: Fetcher, settings: BackupSettings, report: VerifyRepo
             else:
                 fetcher.check_only(rec)
         report.steps.append(f"{len(m.objects)} object(s) match their SHA-256, decrypt and decompress")
-        res = proc.run([pg.which_or_fail("redis-check-rdb", "redis-tools"), str(rdb)], check=False, timeout=3600)
-        if res.returncode != 0 or "RDB looks OK" not in res.text:
-            tail = (res.text + res.stderr).strip().splitlines()[-2:]
-            raise BackupError(f"redis-check-rdb rejects the RDB: {' '.join(tail)}")
+        check_rdb(str(rdb), "the RDB", str(m.details.get("redis_version") or "") or None)
         report.steps.append("redis-check-rdb: RDB looks OK")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import secrets
 import signal
 import sys
@@ -22,6 +23,7 @@ from upkeeper.backup.catalog import STATUSES, BackupRow, Catalog
 from upkeeper.backup.manifest import Manifest, safe_component
 from upkeeper.backup.pipeline import fault_pause
 from upkeeper.backup.prune import SeriesReport, clean_leftovers, index_sets, prune_series
+from upkeeper.backup.rdb import check_rdb
 from upkeeper.backup.restore import (
     Fetcher,
     FilesRestore,
@@ -319,13 +321,16 @@ def restore_cmd(
                 raise BackupError(f"cannot restore backups of kind {row.kind!r}")
     finally:
         close_storages(storages)
-    _env.history().audit("cli", "backup.restore", details={"backup": row.id, **result})
+    _env.history().audit("cli", "backup.restore",
+                         details={"backup": row.id, **{k: v for k, v in result.items() if k != "next"}})
     if as_json:
         print_json({"backup": row.id, **result})
     else:
         console.print(f"[green]restored[/green] {row.id} → {result['destination']}")
         if result.get("warning"):
             err_console.print(f"[warn]warning[/warn] {result['warning']}", highlight=False)
+        if result.get("next"):
+            console.print(result["next"], highlight=False, markup=False)
 
 
 def _restore_postgres(config: Config, row: BackupRow, fetcher: Fetcher, database: str | None, target_name: str | None,
@@ -592,15 +597,52 @@ def _make_dirs(to: Path) -> list[Path]:
 
 
 def _restore_redis(fetcher: Fetcher, row: BackupRow, to: Path) -> dict[str, Any]:
-    rec = next((o for o in fetcher.located.manifest.objects if o.role == "rdb"), None)
+    """Fetch the RDB beside ``to``, check it with redis-check-rdb, then rename it into place: a file already
+    there (``--force``) is replaced only by a checked RDB, and the new file takes its owner, group and mode
+    (a root-owned 0600 dump.rdb in Redis' dir would stop a Redis running as ``redis`` from starting)."""
+    m = fetcher.located.manifest
+    rec = next((o for o in m.objects if o.role == "rdb"), None)
     if rec is None:
         raise BackupError(f"backup {row.id} has no RDB object")
+    tmp = to.with_name(f".{to.name}.upkeeper-restore-{os.getpid()}")
     try:
-        size = fetcher.to_file(rec, to)
-    except OSError as exc:
-        raise BackupError(f"cannot write {to}: {exc.strerror or exc}",
-                          "Try: a path you can write to, with free space") from None
-    return {"destination": str(to), "bytes": size}
+        try:
+            size = fetcher.to_file(rec, tmp)
+            like = to if to.exists() else None
+        except OSError as exc:
+            raise BackupError(f"cannot write {to}: {exc.strerror or exc}",
+                              "Try: a path you can write to, with free space") from None
+        keys = check_rdb(str(tmp), f"the RDB of backup {row.id}", str(m.details.get("redis_version") or "") or None)
+        _take_ownership_of(tmp, like)
+        os.replace(tmp, to)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+    result: dict[str, Any] = {"destination": str(to), "bytes": size, "check": "redis-check-rdb: RDB looks OK",
+                              "next": REDIS_LOAD_STEPS}
+    if keys is not None:
+        result["keys"] = keys
+    return result
+
+
+#: how to load a restored RDB, printed after ``backups restore`` of a Redis backup
+REDIS_LOAD_STEPS = ("to load it: stop Redis (a running Redis writes its own dump.rdb over it on its next save or "
+                    "at shutdown), put this file at Redis' dir/dbfilename (redis-cli config get dir; config get "
+                    "dbfilename), start Redis. A Redis with appendonly yes never reads dump.rdb (without an AOF "
+                    "it starts empty): start it with appendonly no, then redis-cli config set appendonly yes "
+                    "(see docs/restore-without-upkeeper.md, Restore Redis)")
+
+
+def _take_ownership_of(path: Path, like: Path | None) -> None:
+    """Give ``path`` the owner, group and mode of the file it replaces; a new file, as root, the owner and group
+    of its directory (Redis' dir belongs to the user Redis runs as)."""
+    ref = like.stat() if like is not None else None
+    if ref is not None:
+        os.chmod(path, ref.st_mode & 0o7777)
+    if os.geteuid() != 0:
+        return
+    owner = ref if ref is not None else path.parent.stat()
+    os.chown(path, owner.st_uid, owner.st_gid)
 
 
 def policy_for(setup: Setup, target: str, database: str, kind: str) -> tuple[RetentionPolicy, str]:

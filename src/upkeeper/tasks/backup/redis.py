@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import shutil
+import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
 from pydantic import Field
 
 from upkeeper.backup.pipeline import upload_stream
+from upkeeper.backup.rdb import check_rdb
 from upkeeper.backup.sets import SetWriter
 from upkeeper.backup.workdir import work_dir
 from upkeeper.config.backup import REDIS_RETENTION, RetentionPolicy
@@ -34,6 +36,29 @@ class NotThisSave(Exception):
     """The RDB file at dir/dbfilename cannot be shown to be this server's BGSAVE just made."""
 
 
+class BgsaveRefused(Exception):
+    """The server refuses a command the BGSAVE method needs (BGSAVE, LASTSAVE, INFO): renamed or disabled
+    with ``rename-command``, or not granted to the ACL user."""
+
+
+def _refused(exc: BaseException) -> bool:
+    import redis
+
+    return isinstance(exc, redis.exceptions.NoPermissionError) or (
+        isinstance(exc, redis.exceptions.ResponseError) and str(exc).lower().startswith("unknown command"))
+
+
+@contextlib.contextmanager
+def _refusals() -> Iterator[None]:
+    """Turn a refused command into :class:`BgsaveRefused`."""
+    try:
+        yield
+    except Exception as exc:
+        if _refused(exc):
+            raise BgsaveRefused(str(exc).strip()) from None
+        raise
+
+
 def _key_total(keyspace: dict[str, Any]) -> int:
     return sum(int(v.get("keys", 0)) for db, v in keyspace.items() if db.startswith("db") and isinstance(v, dict))
 
@@ -48,10 +73,13 @@ class RedisBackupOptions(TaskOptions):
     method: Literal["auto", "network", "bgsave"] = Field(
         "auto", description="'network': download a fresh RDB over the replication protocol (redis-cli --rdb); "
         "'bgsave': BGSAVE and copy the RDB file (server on this host); 'auto': bgsave when the RDB file is "
-        "readable here, else network. Source: upkeeper default")
+        "readable here and the server lets it run BGSAVE, LASTSAVE and INFO, else network. Source: upkeeper default")
     bgsave_timeout: float = Field(600, gt=0, description="seconds to wait for BGSAVE to finish, including a save "
             "already running (a replica's sync) that must end first. "
             "Source: upkeeper default")
+    stall_timeout: float = Field(120, gt=0, description="seconds the network download may receive nothing while "
+            "the server does not answer INFO or runs no save (it prepares the snapshot); then it fails instead of "
+            "hanging (a frozen server, a network that drops everything). Source: upkeeper default")
     storages: list[str] | None = Field(None, description="storages to write to (default: backup.storages). "
             "Source: upkeeper (not set by default)")
     retention: RetentionPolicy = Field(
@@ -60,15 +88,21 @@ class RedisBackupOptions(TaskOptions):
         "maintenance procedures' 7-day Redis retention)")
 
 
-def _client(t: RedisTarget) -> Any:
+def _client(t: RedisTarget, *, retries: bool = True) -> Any:
+    """A client of the target; without ``retries`` a command that times out fails at once (redis-py otherwise
+    tries it again, three times: a frozen server would hold each command for four socket timeouts)."""
     import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
 
     pw = t.password.get_secret_value() if t.password else None
+    kw: dict[str, Any] = {"username": t.username, "password": pw, "db": t.db,
+                          "socket_timeout": t.socket_timeout.total_seconds()}
+    if not retries:
+        kw["retry"] = Retry(NoBackoff(), 0)
     if t.unix_socket:
-        return redis.Redis(unix_socket_path=t.unix_socket, username=t.username, password=pw, db=t.db,
-                           socket_timeout=t.socket_timeout.total_seconds())
-    return redis.Redis(host=t.host, port=t.port, username=t.username, password=pw, db=t.db, ssl=t.tls,
-                       socket_timeout=t.socket_timeout.total_seconds())
+        return redis.Redis(unix_socket_path=t.unix_socket, **kw)
+    return redis.Redis(host=t.host, port=t.port, ssl=t.tls, **kw)
 
 
 def _cli_argv(t: RedisTarget) -> tuple[list[str], dict[str, str]]:
@@ -83,6 +117,35 @@ def _cli_argv(t: RedisTarget) -> tuple[list[str], dict[str, str]]:
         argv.append("--tls")
     env = {"REDISCLI_AUTH": t.password.get_secret_value()} if t.password else {}
     return argv, env
+
+
+#: redis-cli --rdb's errors that the server's setup causes: how to fix each
+_SYNC_HINTS = (
+    ("NOPERM", "Try: let the ACL user {user} run the replication commands: ACL SETUSER {user} +sync +replconf "
+               "— or method: bgsave on the server's host"),
+    ("unknown command 'SYNC'", "Try: SYNC is renamed or disabled on the server (rename-command): method: "
+                               "bgsave on the server's host"),
+    ("NOMASTERLINK", "Try: this replica has lost its primary: back up the primary, or method: bgsave on this "
+                     "replica's host"),
+)
+
+
+def _saving(client: Any) -> bool:
+    """The server answers INFO and runs a save (RDB to disk or to replicas, or an AOF rewrite)."""
+    try:
+        p = client.info("persistence")
+    except Exception:
+        return False
+    return bool(p.get("rdb_bgsave_in_progress") or p.get("aof_rewrite_in_progress"))
+
+
+def _download_failed(code: int, output: str, target: RedisTarget) -> BackupError:
+    """redis-cli --rdb failed: its error lines (not its "sending REPLCONF ..." progress), with a hint."""
+    lines = [ln.strip() for ln in output.splitlines() if ln.strip() and not ln.startswith("sending ")]
+    errors = [ln for ln in lines if "error" in ln.lower() or "fail" in ln.lower()] or lines
+    text = "; ".join(dict.fromkeys(errors[-3:]))[-500:] or "no output"
+    hint = next((h.format(user=target.username or "default") for key, h in _SYNC_HINTS if key in output), None)
+    return BackupError(f"downloading the RDB (redis-cli --rdb) {proc.describe_exit(code)}: {text}", hint)
 
 
 @task
@@ -107,6 +170,7 @@ class RedisBackup(Task[RedisBackupOptions]):
         except Exception as exc:
             raise TaskError(f"cannot reach Redis {target.display()}: {exc}",
                             "Try: check host, port and password of the target") from None
+        made_by = str(info.get("redis_version") or "") or None
         keys = {db: int(v.get("keys", 0)) for db, v in info.items() if db.startswith("db") and isinstance(v, dict)}
         env = env_for(ctx, options.storages)
         out = Outcome("redis")
@@ -129,7 +193,17 @@ class RedisBackup(Task[RedisBackupOptions]):
                         assert rdb_path is not None
                         ctx.progress("BGSAVE", None)
                         try:
-                            fh, check_path = self._bgsave_copy(client, rdb_path, options.bgsave_timeout)
+                            with _refusals():
+                                fh, check_path = self._bgsave_copy(client, rdb_path, options.bgsave_timeout,
+                                                                    made_by)
+                        except BgsaveRefused as exc:
+                            if options.method == "bgsave":
+                                raise BackupError(f"the server refuses a command method 'bgsave' needs: {exc}",
+                                                  "Try: method: network, or let the ACL user run BGSAVE, "
+                                                  "LASTSAVE and INFO (+bgsave +lastsave +info)") from None
+                            ctx.log.warning("the server refuses a command of BGSAVE + copy (%s); downloading over "
+                                            "the network instead", exc)
+                            method = "network"
                         except NotThisSave as exc:
                             if options.method == "bgsave":
                                 raise BackupError(
@@ -146,17 +220,14 @@ class RedisBackup(Task[RedisBackupOptions]):
                         ctx.progress("downloading RDB (redis-cli --rdb)", None)
                         dest = tmp / "dump.rdb"
                         argv, cenv = _cli_argv(target)
-                        res = proc.run([*argv, "--rdb", str(dest)], extra_env=cenv, check=False, timeout=3600)
-                        if res.returncode != 0 or not dest.exists():
-                            raise BackupError(f"redis-cli --rdb {proc.describe_exit(res.returncode)}: "
-                                              f"{(res.stderr or res.text).strip()[-300:]}")
+                        self._download([*argv, "--rdb", str(dest)], cenv, dest, target, options.stall_timeout)
                         fh = stack.enter_context(open(dest, "rb"))
                         check_path = str(dest)
                     size = os.fstat(fh.fileno()).st_size
                     if size == 0:
                         raise BackupError("the RDB snapshot is empty")
                     if not checked:
-                        self._check(check_path)
+                        check_rdb(check_path, "the snapshot", made_by)
                     rec = upload_stream(writer.upload(object_name("dump.rdb", env), role="rdb"), fh)
                 writer.add(rec)
                 details = {"redis_version": info.get("redis_version"), "method": method, "keys": keys,
@@ -179,6 +250,30 @@ class RedisBackup(Task[RedisBackupOptions]):
         return out.result(time.monotonic() - t0)
 
     @staticmethod
+    def _download(argv: list[str], env: dict[str, str], dest: Path, target: RedisTarget, stall: float) -> None:
+        """``redis-cli --rdb DEST``, watched: it has no read timeout, so a server that freezes or a network
+        that drops everything mid-transfer would block it for ever.  The download is alive while DEST grows,
+        or while the server answers INFO with a save running (it prepares the snapshot, or waits for a save
+        or an AOF rewrite to end); ``stall`` seconds of neither kill it."""
+        probe = _client(target, retries=False)
+        with contextlib.closing(probe), proc.spawn(argv, stdout=subprocess.DEVNULL, extra_env=env) as p:
+            size, alive = -1, time.monotonic()
+            while p.popen.poll() is None:
+                time.sleep(0.5)
+                now_size = dest.stat().st_size if dest.exists() else 0
+                if now_size != size or _saving(probe):
+                    size, alive = now_size, time.monotonic()
+                elif time.monotonic() - alive > stall:
+                    p.kill()
+                    raise BackupError(
+                        f"the RDB download from {target.display()} stalled: nothing received for {stall:g}s "
+                        f"(after {human_bytes(max(size, 0))}) and the server answers no INFO or runs no save",
+                        "Try: check the server (frozen? restarted?) and the network; a larger stall_timeout")
+            res = p.wait(check=False)
+        if res.returncode != 0 or not dest.exists():
+            raise _download_failed(res.returncode, res.stderr, target)
+
+    @staticmethod
     def _local_rdb(client: Any, target: RedisTarget) -> Path | None:
         if not (target.unix_socket or target.host in LOCAL_HOSTS):
             return None
@@ -192,10 +287,12 @@ class RedisBackup(Task[RedisBackupOptions]):
         p = Path(d) / f
         return p if os.access(p.parent, os.R_OK | os.X_OK) and (not p.exists() or os.access(p, os.R_OK)) else None
 
-    def _bgsave_copy(self, client: Any, rdb_path: Path, timeout: float) -> tuple[BinaryIO, str]:
+    def _bgsave_copy(self, client: Any, rdb_path: Path, timeout: float,
+                     made_by: str | None) -> tuple[BinaryIO, str]:
         """BGSAVE, then open the RDB file and prove it is this server's save, just made: its mtime and the
         server's ``rdb_last_save_time`` are not older than the BGSAVE, and its key count is near the server's
-        (a file of another server or a stale one raises :class:`NotThisSave`).  Checked with redis-check-rdb."""
+        (a file of another server or a stale one raises :class:`NotThisSave`).  Checked with redis-check-rdb
+        (``made_by``: the server's Redis version)."""
         keys_before = _key_total(client.info("keyspace"))
         start = self._bgsave(client, timeout)
         keys_after = _key_total(client.info("keyspace"))
@@ -212,7 +309,7 @@ class RedisBackup(Task[RedisBackupOptions]):
                 raise NotThisSave(f"the server's rdb_last_save_time is {start - last:.0f}s before the BGSAVE")
             check_path = f"/proc/{os.getpid()}/fd/{fh.fileno()}"
             check_path = check_path if Path(check_path).exists() else str(rdb_path)
-            in_file = self._check(check_path)
+            in_file = check_rdb(check_path, "the snapshot", made_by)
             if in_file is not None and not any(_close(in_file, n) for n in (keys_before, keys_after)):
                 raise NotThisSave(f"it holds {in_file} key(s), the server {keys_after}")
         except BaseException:
@@ -236,6 +333,8 @@ class RedisBackup(Task[RedisBackupOptions]):
                 client.bgsave()
                 break
             except Exception as exc:
+                if _refused(exc):
+                    raise
                 if "in progress" not in str(exc) and "child process is active" not in str(exc):
                     raise BackupError(f"BGSAVE failed: {exc}") from None
             while True:
@@ -258,16 +357,3 @@ class RedisBackup(Task[RedisBackupOptions]):
                 return start
             time.sleep(0.05)
         raise BackupError(f"BGSAVE did not finish within {timeout:g}s")
-
-    @staticmethod
-    def _check(path: str) -> int | None:
-        """Run redis-check-rdb; the number of keys it read (None when it does not say)."""
-        checker = shutil.which("redis-check-rdb")
-        if not checker:
-            raise TaskError("redis-check-rdb not found", "Try: apt-get install redis-tools", permanent=True)
-        res = proc.run([checker, path], check=False, timeout=3600)
-        if res.returncode != 0 or "RDB looks OK" not in res.text:
-            tail = " ".join((res.text + res.stderr).strip().splitlines()[-2:])
-            raise BackupError(f"redis-check-rdb rejects the snapshot: {tail}")
-        m = re.search(r"(\d+) keys read", res.text)
-        return int(m.group(1)) if m else None
