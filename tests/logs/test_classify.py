@@ -292,8 +292,12 @@ AGENTS = [
     (b"Mozilla/5.0 zgrab/0.x", True, "zgrab"),
     (b"Mozilla/5.0 (compatible; Nuclei - Open-source project (github.com/projectdiscovery/nuclei))", True, "nuclei"),
     (b"WPScan v3.8.25 (https://wpscan.com/wordpress-security-scanner)", True, "wpscan"),
-    (b"Fuzz Faster U Fool v2.1.0 ffuf", True, "ffuf"),
-    (b"masscan/1.3", True, "nmap"),
+    (b"masscan/1.3", True, "masscan"),
+    # as a real nginx logged them: ffuf 1.1.0, wfuzz 3.1.0, gobuster 3.5, nmap 7.93's scripts (Debian 12)
+    (b"Fuzz Faster U Fool v1.1.0", True, "ffuf"),
+    (b"Wfuzz/3.1.0", True, "wfuzz"),
+    (b"gobuster/3.5", True, "gobuster"),
+    (b"Mozilla/5.0 (compatible; Nmap Scripting Engine; https://nmap.org/book/nse.html)", True, "nmap"),
 ]
 
 

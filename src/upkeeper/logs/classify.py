@@ -94,9 +94,10 @@ def request_method(raw: bytes) -> bytes:
 #: Tools that only ever probe for weaknesses.  Sources: fail2ban's apache-badbots list,
 #: CrowdSec's http-bad-user-agent scenario, OWASP CRS scanner-detection (rule 913100).
 SCANNER_AGENTS: tuple[tuple[str, str], ...] = (
-    ("sqlmap", r"sqlmap"), ("nikto", r"nikto"), ("nmap", r"nmap|masscan"), ("zgrab", r"zgrab"),
-    ("nuclei", r"nuclei"), ("wpscan", r"wpscan"), ("dirbuster", r"dirbuster|dirb\b|gobuster|feroxbuster"),
-    ("ffuf", r"\bffuf\b|wfuzz"), ("acunetix", r"acunetix|wvs"), ("nessus", r"nessus|openvas"),
+    ("sqlmap", r"sqlmap"), ("nikto", r"nikto"), ("nmap", r"nmap"), ("masscan", r"masscan"), ("zgrab", r"zgrab"),
+    ("nuclei", r"nuclei"), ("wpscan", r"wpscan"), ("dirbuster", r"dirbuster"), ("dirb", r"\bdirb\b"),
+    ("gobuster", r"gobuster"), ("feroxbuster", r"feroxbuster"), ("ffuf", r"\bffuf\b|fuzz faster u fool"),
+    ("wfuzz", r"wfuzz"), ("acunetix", r"acunetix|wvs"), ("nessus", r"nessus"), ("openvas", r"openvas"),
     ("w3af", r"w3af"), ("hydra", r"hydra"), ("zmeu", r"zmeu|morfeus"), ("jorgee", r"jorgee"),
     ("havij", r"havij"), ("commix", r"commix"), ("whatweb", r"whatweb"), ("arachni", r"arachni"),
     ("netsparker", r"netsparker"), ("appscan", r"appscan"), ("l9explore", r"l9explore|l9tcpid"),
