@@ -545,3 +545,14 @@ def test_real_attack_traffic_findings(cli: Any, make_config: Any, tmp_path: Path
     assert r["metrics"]["attacks"] == sum(want.values())
     assert {f["subject"] for f in by["logs.nginx.scanner_agent"]} == {"sqlmap", "wfuzz", "nmap", "shellshock"}
 
+
+def test_scanner_finding_counts_every_client(cli: Any, make_config: Any, tmp_path: Path) -> None:
+    """The finding names the number of clients, not the length of its list of the top ten."""
+    line = (CORPUS / "sql_injection.log").read_bytes().splitlines()[0]
+    assert b'"sqlmap/1.7.2#stable (https://sqlmap.org)"' in line
+    log = tmp_path / "access.log"
+    log.write_bytes(b"".join(b"203.0.113.%d" % i + line[line.index(b" "):] + b"\n" for i in range(1, 13)))
+    r = run(cli, file_config(make_config, log, tmp_path))
+    (f,) = checks(r)["logs.nginx.scanner_agent"]
+    assert f["subject"] == "sqlmap"
+    assert "12 request(s) with the sqlmap user agent from 12 client(s): 203.0.113." in f["message"], f["message"]
