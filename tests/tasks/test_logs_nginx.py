@@ -524,3 +524,35 @@ def test_report_of_a_log_without_requests_tells_why_there_is_no_latency(
     assert res.code == 0, res.output
     assert res.json()["latency"]["available"] is available
     assert (no_rt in (tmp_path / "cli.html").read_text()) is not available
+
+
+CORPUS = Path(__file__).parents[1] / "logs" / "corpus"  # real nginx lines of real tools (its README.md)
+
+
+def test_real_attack_traffic_findings(cli: Any, make_config: Any, tmp_path: Path) -> None:
+    """sqlmap, wfuzz and nmap requests as a real nginx logged them, among ordinary traffic: one finding per
+    category counting each attack line, none for the ordinary lines, each scanner under its own name."""
+    files = ("benign", "sql_injection", "path_traversal", "scanner_probe", "xss", "exploit_agents")
+    data = {f: (CORPUS / f"{f}.log").read_bytes() for f in files}
+    log = tmp_path / "access.log"
+    log.write_bytes(b"".join(data.values()))
+    r = run(cli, file_config(make_config, log, tmp_path))
+    by = checks(r)
+    want = {c: data[c].count(b"\n") for c in ("sql_injection", "path_traversal", "scanner_probe", "xss")}
+    want["scanner_probe"] += 1  # nmap's Shellshock probe asks for /cgi-bin/test.cgi
+    got = {k.rsplit(".", 1)[1]: f[0]["value"] for k, f in by.items() if k.startswith("logs.nginx.attack.")}
+    assert got == want
+    assert r["metrics"]["attacks"] == sum(want.values())
+    assert {f["subject"] for f in by["logs.nginx.scanner_agent"]} == {"sqlmap", "wfuzz", "nmap", "shellshock"}
+
+
+def test_scanner_finding_counts_every_client(cli: Any, make_config: Any, tmp_path: Path) -> None:
+    """The finding names the number of clients, not the length of its list of the top ten."""
+    line = (CORPUS / "sql_injection.log").read_bytes().splitlines()[0]
+    assert b'"sqlmap/1.7.2#stable (https://sqlmap.org)"' in line
+    log = tmp_path / "access.log"
+    log.write_bytes(b"".join(b"203.0.113.%d" % i + line[line.index(b" "):] + b"\n" for i in range(1, 13)))
+    r = run(cli, file_config(make_config, log, tmp_path))
+    (f,) = checks(r)["logs.nginx.scanner_agent"]
+    assert f["subject"] == "sqlmap"
+    assert "12 request(s) with the sqlmap user agent from 12 client(s): 203.0.113." in f["message"], f["message"]

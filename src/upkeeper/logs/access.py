@@ -1015,7 +1015,8 @@ def security_summary(p: AccessPartial, *, not_found_burst: int = 20, brute_force
     scanners: dict[str, Counter[bytes]] = {}
     for (name, ip), c in p.scanners.items():
         scanners.setdefault(name, Counter())[ip] += c
-    scan_list = [{"scanner": name, "hits": sum(ips.values()), "clients": [_s(ip) for ip, _ in top(ips, 10)]}
+    scan_list = [{"scanner": name, "hits": sum(ips.values()), "client_count": len(ips),
+                  "clients": [_s(ip) for ip, _ in top(ips, 10)]}
                  for name, ips in sorted(scanners.items(), key=lambda kv: -sum(kv[1].values()))]
     nf_by_ip = _periods([(ip, t, c, True) for (ip, t), c in p.nf_bursts.items()]
                         + [(ip, t, c, False) for (ip, t), c in earlier.nf_bursts.items()])

@@ -91,16 +91,20 @@ def request_method(raw: bytes) -> bytes:
 # Bots and scanners (by user agent)
 # ---------------------------------------------------------------------------------------------
 
-#: Tools that only ever probe for weaknesses.  Sources: fail2ban's apache-badbots list,
+#: Tools that only ever probe for weaknesses, and exploits sent as the user agent.  Sources: fail2ban's apache-badbots list,
 #: CrowdSec's http-bad-user-agent scenario, OWASP CRS scanner-detection (rule 913100).
 SCANNER_AGENTS: tuple[tuple[str, str], ...] = (
-    ("sqlmap", r"sqlmap"), ("nikto", r"nikto"), ("nmap", r"nmap|masscan"), ("zgrab", r"zgrab"),
-    ("nuclei", r"nuclei"), ("wpscan", r"wpscan"), ("dirbuster", r"dirbuster|dirb\b|gobuster|feroxbuster"),
-    ("ffuf", r"\bffuf\b|wfuzz"), ("acunetix", r"acunetix|wvs"), ("nessus", r"nessus|openvas"),
+    ("sqlmap", r"sqlmap"), ("nikto", r"nikto"), ("nmap", r"nmap"), ("masscan", r"masscan"), ("zgrab", r"zgrab"),
+    ("nuclei", r"nuclei"), ("wpscan", r"wpscan"), ("dirbuster", r"dirbuster"), ("dirb", r"\bdirb\b"),
+    ("gobuster", r"gobuster"), ("feroxbuster", r"feroxbuster"), ("ffuf", r"\bffuf\b|fuzz faster u fool"),
+    ("wfuzz", r"wfuzz"), ("acunetix", r"acunetix|wvs"), ("nessus", r"nessus"), ("openvas", r"openvas"),
     ("w3af", r"w3af"), ("hydra", r"hydra"), ("zmeu", r"zmeu|morfeus"), ("jorgee", r"jorgee"),
     ("havij", r"havij"), ("commix", r"commix"), ("whatweb", r"whatweb"), ("arachni", r"arachni"),
     ("netsparker", r"netsparker"), ("appscan", r"appscan"), ("l9explore", r"l9explore|l9tcpid"),
     ("censys", r"censysinspect"), ("expanse", r"expanse, a palo alto"), ("xpanse", r"xpanse"),
+    # an exploit sent as the user agent: Shellshock (nmap's http-shellshock), Log4Shell and its obfuscations
+    ("shellshock", r"\(\)\s*\{\s*:\s*;\s*\}\s*;"),
+    ("log4shell", r"\$\{\s*(?:jndi\s*:|[^}]{0,20}\$\{|(?:lower|upper|::-)[^}]{0,40}\})"),
 )  # fmt: skip
 _SCANNER_RX = re.compile("|".join(f"(?P<{n}>{rx})" for n, rx in SCANNER_AGENTS).encode(), re.I)
 
@@ -140,63 +144,96 @@ def is_bot(agent: bytes) -> bool:
 # Attack patterns (by request line)
 # ---------------------------------------------------------------------------------------------
 
-#: category → pattern over the percent-decoded, lower-cased request line.
-#: Sources: OWASP Core Rule Set (930 LFI, 932 RCE, 941 XSS, 942 SQLi), fail2ban nginx-botsearch.
+#: category → pattern over the decoded, lower-cased request line (see :func:`decode_request`).
+#: Sources: OWASP Core Rule Set (930 LFI, 932 RCE, 941 XSS, 942 SQLi), fail2ban nginx-botsearch, and the
+#: requests sqlmap, wfuzz's and nmap's payload lists send (tests/logs/test_classify.py has them as nginx
+#: logged them).  Words that are also everyday words (``select``, ``union``, ``drop``, ``update``) only count
+#: in SQL syntax: ``union select``, ``and 1=1``, ``' or 'a'='a``, ``(select``, ``order by 1--``.
 ATTACK_PATTERNS: dict[str, str] = {
     "sql_injection": (
-        r"union(?:\s|/\*.*?\*/|\+)+(?:all(?:\s|\+)+)?select|select.{1,80}\bfrom\b.{1,80}\bwhere\b|"
-        r"\bor\b\s*\+?['\"]?\s*\d+\s*['\"]?\s*=\s*['\"]?\s*\d+|'\s*(?:or|and)\s+'|"
-        r"\b(?:sleep|benchmark|pg_sleep)\s*\(|\bwaitfor\s+delay\b|information_schema|"
-        r"\bdrop\s+table\b|;\s*(?:drop|insert|update|delete)\s|'--|\bxp_cmdshell\b|load_file\s*\("
+        r"union(?:\s|/\*.*?\*/|\+|\()+(?:(?:all|distinct)(?:\s|/\*.*?\*/|\+)+)?\(?select\b|"
+        r"\bselect\s+(?:\*|[\w.]+(?:\s*,\s*[\w.]+)*)\s+from\s+[\w.$]+.{0,80}\bwhere\b|"
+        r"\b(?:x?or|and|having)\s+(?:not\s+)?\(*\s*-?\d+\s*\)*\s*(?:[=<>]|!=|between\s|r?like\s|in\s*\()|"
+        r"['\"]\)*\s*(?:(?:x?or|and|having)\b|\|\||&&)\s*(?:\(|['\"]?\w*['\"]?\s*(?:[=<>]|!=|r?like\s)|"
+        r"not\b|exists\b|select\b|\w+\s*\()|'\"|\"'|"
+        r"['\"]\s*\)*\s*(?:--|#|/\*)|\(\s*select\b|\border\s+by\s+\d+\s*(?:--|#|;|/\*)|"
+        r"\b(?:sleep|benchmark|pg_sleep|extractvalue|updatexml|xmltype|generate_series|randomblob|"
+        r"raise_error|load_file|group_concat|concat_ws|make_set|iif)\s*\(|\(\s*case\s+when\b|\bch(?:a)?r\s*\(\s*\d|\bconcat\s*\(\s*0x|"
+        r"\b(?:dbms_pipe|utl_inaddr|utl_http|ctxsys)\.|\bprocedure\s+analyse\s*\(|\brdb\$database\b|@@\w|"
+        r"\bwaitfor\s+delay\b|information_schema|\bexec(?:ute)?\s+(?:master\.)?(?:xp|sp)_\w|"
+        r";\s*(?:drop|insert|update|delete)\s|;\s*(?:(?:select|exec|declare|shutdown)\b|if\s*\()|"
+        r"\bxp_cmdshell\b"
     ),
     "path_traversal": (
-        r"\.\./|\.\.\\|\.\.%2f|%2e%2e|/etc/passwd|/etc/shadow|/proc/self/|c:\\windows|boot\.ini|win\.ini|"
-        r"\.\.;/"
+        r"\.\./|\.\.\\|\\\.\.|/etc/passwd|/etc/shadow|/proc/self/|c:\\windows|"
+        r"c:[\\/](?:windows|winnt|inetpub)[\\/]|boot\.ini|win\.ini|\.\.;/"
     ),
     "xss": r"<script|javascript:|onerror\s*=|onload\s*=|<svg[^>]*on\w+\s*=|alert\s*\(|document\.cookie",
     "command_injection": (
-        r";\s*(?:wget|curl|bash|sh|nc|cat|id|uname)\b|\|\s*(?:sh|bash)\b|`[^`]+`|\$\((?:[^)]+)\)|"
-        r"\$\{jndi:|\$\{\$\{|/bin/(?:sh|bash)|cmd\.exe|powershell"
+        r";\s*(?:wget|curl)\s+\S|;\s*(?:cat|nc|bash|sh)\s+[-/.~$'\"\d]|"
+        r";\s*(?:id|uname|whoami)\b(?:\s*[;|&`]|\s*$|\s+-a\b|\s+http/)|"
+        r"\|\s*(?:sh|bash)\b|`\s*(?:id|whoami|uname|cat|ls|wget|curl|sleep|ping|nslookup|echo|sh|bash)\b[^`]*`|"
+        r"\$\((?:[^)]+)\)|\$\{jndi:|\$\{\$\{|/bin/(?:sh|bash)|cmd\.exe|powershell"
     ),
     "scanner_probe": (
         r"/\.env\b|/\.git/|/\.svn/|/\.aws/|/\.ssh/|/\.ds_store|/wp-login\.php|/wp-admin|/xmlrpc\.php|"
         r"/wp-content/plugins|/wp-includes|/phpmyadmin|/pma/|/myadmin|/adminer|/cgi-bin/|/vendor/phpunit|"
-        r"/phpunit/|/eval-stdin\.php|/actuator|/server-status|/solr/admin|/hnap1|/boaform|/manager/html|"
-        r"/console/|/jmx-console|/invoker/|/\.well-known/security\.txt\.bak|/config\.json|/config\.php|"
+        r"/phpunit/|/eval-stdin\.php|/server-status|/solr/admin|/hnap1|/boaform|/manager/html|"
+        r"/actuator(?:\s|/(?:env|heapdump|gateway|mappings|configprops|beans|trace|httptrace|jolokia|logfile|"
+        r"loggers|threaddump|shutdown|restart|refresh|conditions|sessions|auditevents)\b)|"
+        r"\s/console/|/jmx-console|/invoker/|/\.well-known/security\.txt\.bak|/config\.php|"
         r"/setup\.php|/install\.php|/shell\.php|/cmd\.php|/owa/|/autodiscover|/remote/login|/sftp-config|"
-        r"\.(?:bak|old|swp|sql|tar\.gz|zip)(?:\?|$|\s)|/backup|/dump\.sql|/db\.sql|/_ignition/|/telescope"
+        r"\.(?:bak|old|swp|sql)(?:\?|$|\s)|\.[a-z0-9]{1,5}~(?:\?|$|\s)|"
+        r"\s/(?:backups?|www|wwwroot|htdocs|public_html|site|web|website|db|database|dump|data|archive|old|"
+        r"new|src|temp|tmp|test|files|admin|home|html|\d)\.(?:zip|rar|7z|tgz|tar|tar\.gz)(?:\?|$|\s)|"
+        r"\s/backups?(?:[/?\s]|$)|/dump\.sql|/db\.sql|/_ignition/|/telescope"
     ),
 }
 _ATTACK_RX = {k: re.compile(v.encode()) for k, v in ATTACK_PATTERNS.items()}
 _ANY_ATTACK = re.compile(b"|".join(f"(?:{v})".encode() for v in ATTACK_PATTERNS.values()))
-_DECODE_NEEDED = re.compile(rb"%[0-9a-fA-F]{2}|\+")
+#: nginx's escapes in a logged value: ``\xHH`` (``escape=default``: quotes, backslashes, control and
+#: non-ASCII bytes) and ``\"``, ``\\``, ``\u00HH`` (``escape=json``); both kinds never meet in one log
+_NGINX_ESC = re.compile(rb"\\(?:x([0-9a-fA-F]{2})|u00([0-9a-fA-F]{2})|([\"\\]))")
+#: percent-decodings at most: scanners encode payloads up to four times over (wfuzz's double_urlencode)
+_DECODINGS = 4
+#: IIS's ``%uHHHH`` (sqlmap's charunicodeencode tamper)
+_PCT_U = re.compile(rb"%u([0-9a-fA-F]{4})")
+#: overlong UTF-8 (``%c0%ae``, also the invalid ``%c0%2e``) and full-width forms of ``.``, ``/``, ``\``
+_LOOKALIKE = re.compile(rb"\xc0[\xae.]|\xe0\x80\xae|\xef\xbc\x8e|\xc0[\xaf/]|\xe0\x80\xaf|\xef\xbc\x8f|"
+                        rb"\xc1[\x9c\x1c]|\xef\xbc\xbc")
+_LOOKALIKE_OF = {b"\xc0\xae": b".", b"\xc0.": b".", b"\xe0\x80\xae": b".", b"\xef\xbc\x8e": b".",
+                 b"\xc0\xaf": b"/", b"\xc0/": b"/", b"\xe0\x80\xaf": b"/", b"\xef\xbc\x8f": b"/",
+                 b"\xc1\x9c": b"\\", b"\xc1\x1c": b"\\", b"\xef\xbc\xbc": b"\\"}
+#: an SQL comment stands for a blank (sqlmap's space2comment tamper: ``1/**/AND/**/2=2``)
+_SQL_COMMENT = re.compile(rb"/\*[^*]{0,60}\*/")
 
 
 #: The pre-filter: a line none of these finds cannot match :data:`ATTACK_PATTERNS`, so only the
 #: lines one of them finds are classified.  A cheap first pass over all distinct request lines
 #: joined together and lower-cased; literal searches run at memchr speed, unlike one big
 #: alternation.  It runs on the raw line, where the patterns see the decoded one: every line with
-#: a ``%`` is kept (anything may be encoded), so it is enough that each alternative of each
-#: pattern needs, in a line without ``%`` whose ``+`` became spaces, a character or word below
-#: without blanks in it (``+`` and blanks differ between both forms).  ``_PREFILTER_OR`` is the one
-#: alternative without such a literal: ``or 1=1`` (``=``, blanks and ``or`` alone would let most
-#: lines through).  The pattern texts must stay valid RE2 too (arrowscan runs them as one pattern,
-#: case-insensitive, on the raw line), hence no ``\s`` (RE2's lacks ``\x0b``).  A hypothesis test
-#: checks all this against every alternative of every pattern.
-_PREFILTER_CHARS = re.compile(rb"[%'\"<>;$`(\\|]|\.\.|/\.")
-_PREFILTER_OR = re.compile(rb"or[\t\n\x0b\x0c\r +]+[0-9]+[\t\n\x0b\x0c\r +]*=")
+#: a ``%`` or a ``\\`` is kept (anything may be encoded or escaped), so it is enough that each
+#: alternative of each pattern needs, in a line without them whose ``+`` became spaces, a character
+#: or word below without blanks in it (``+`` and blanks differ between both forms).
+#: ``_PREFILTER_OR`` and ``_PREFILTER_ORDER`` are the alternatives without such a literal: ``or 1=1``,
+#: ``and 2>1``, ``order by 1--`` (``=``, blanks and ``or`` alone would let most lines through).  The
+#: pattern texts must stay valid RE2 too (arrowscan runs them as one pattern, case-insensitive, on
+#: the raw line), hence no ``\s`` (RE2's lacks ``\x0b``).  A hypothesis test checks all this
+#: against every alternative of every pattern.
+_PREFILTER_CHARS = re.compile(rb"[%'\"<>;$`(\\|~]|\.\.|/\.|/\*")
+_PREFILTER_OR = re.compile(rb"(?:or|and|having)[\t\n\x0b\x0c\r +]+(?:not[\t\n\x0b\x0c\r +]+)?-?[0-9]")
+_PREFILTER_ORDER = re.compile(rb"order[\t\n\x0b\x0c\r +]+by")
 _PREFILTER_WORDS = tuple(re.compile(re.escape(w)) for w in (
-    b"union", b"select", b"sleep", b"benchmark", b"waitfor", b"information_schema", b"drop", b"insert",
-    b"update", b"delete", b"load_file", b"xp_cmd", b"etc/", b"proc/self", b"boot.ini", b"win.ini",
-    b"javascript", b"onerror", b"onload", b"alert", b"cookie", b"jndi", b"/bin/", b"cmd.exe", b"powershell",
-    b"wp-", b"xmlrpc", b"phpmyadmin", b"pma/", b"myadmin", b"adminer", b"cgi-bin", b"phpunit", b"eval-stdin",
-    b"actuator", b"server-status", b"solr", b"hnap1", b"boaform", b"manager/html", b"console/", b"jmx-console",
-    b"invoker",
-    b"config.", b"setup.php", b"install.php", b"shell.php", b"cmd.php", b"owa/", b"autodiscover",
-    b"remote/login", b"sftp-config", b".bak", b".old", b".swp", b".sql", b".tar", b".zip", b"backup",
-    b"ignition", b"telescope",
+    b"union", b"select", b"sleep", b"benchmark", b"waitfor", b"information_schema", b"exec", b"@@",
+    b"load_file", b"xp_cmd", b"dbms_pipe", b"utl_", b"ctxsys", b"etc/", b"proc/self", b"boot.ini",
+    b"win.ini", b"c:/", b"javascript", b"onerror", b"onload", b"alert", b"cookie", b"jndi", b"/bin/", b"cmd.exe",
+    b"powershell", b"wp-", b"xmlrpc", b"phpmyadmin", b"pma/", b"myadmin", b"adminer", b"cgi-bin", b"phpunit",
+    b"eval-stdin", b"actuator", b"server-status", b"solr", b"hnap1", b"boaform", b"manager/html", b"console/",
+    b"jmx-console", b"invoker", b"config.php", b"setup.php", b"install.php", b"shell.php", b"cmd.php", b"owa/",
+    b"autodiscover", b"remote/login", b"sftp-config", b".bak", b".old", b".swp", b".sql", b".tar", b".zip",
+    b".rar", b".7z", b".tgz", b"backup", b"ignition", b"telescope",
 ))
-_PREFILTERS = (_PREFILTER_CHARS, _PREFILTER_OR, *_PREFILTER_WORDS)
+_PREFILTERS = (_PREFILTER_CHARS, _PREFILTER_OR, _PREFILTER_ORDER, *_PREFILTER_WORDS)
 
 
 def attack_categories(raws: list[bytes]) -> dict[int, str]:
@@ -226,13 +263,46 @@ def attack_categories(raws: list[bytes]) -> dict[int, str]:
     return out
 
 
+def decode_request(raw_request: bytes) -> bytes:
+    """The request line as the application sees it, lower-cased: nginx's log escapes undone, then ``+``
+    as a blank, ``%uHHHH`` and percent-encoding decoded until nothing changes (double encoding and deeper), overlong UTF-8 and
+    full-width ``.``/``/``/``\\`` as their ASCII form, SQL comments as blanks.
+
+    Only a line with ``%`` or ``\\`` needs more than ``+`` → blank and lower-casing; the pre-filter
+    keeps every such line."""
+    low = raw_request.lower()
+    if b"\\" in low:
+        low = _NGINX_ESC.sub(_unescape, low)
+    if b"%" in low or b"+" in low:
+        low = low.replace(b"+", b" ")
+        for _ in range(_DECODINGS):  # until nothing changes: double (and deeper) encoding
+            if b"%" not in low:
+                break
+            if b"%u" in low:
+                low = _PCT_U.sub(_unicode, low)
+            dec = unquote_to_bytes(low).lower()
+            if dec == low:
+                break
+            low = dec
+    if b"\xc0" in low or b"\xc1" in low or b"\xe0" in low or b"\xef" in low:
+        low = _LOOKALIKE.sub(lambda m: _LOOKALIKE_OF[m.group()], low)
+    if b"/*" in low:
+        low = _SQL_COMMENT.sub(b" ", low)
+    return low
+
+
+def _unescape(m: re.Match[bytes]) -> bytes:
+    hh = m.group(1) or m.group(2)
+    return bytes((int(hh, 16),)) if hh else m.group(3)
+
+
+def _unicode(m: re.Match[bytes]) -> bytes:
+    return chr(int(m.group(1), 16)).encode("utf-8", "surrogatepass")
+
+
 def attack_category(raw_request: bytes) -> str | None:
     """The first attack category a request line matches, or None."""
-    low = raw_request.lower()
-    if _DECODE_NEEDED.search(low):
-        dec = unquote_to_bytes(low.replace(b"+", b" "))
-        dec = unquote_to_bytes(dec) if b"%" in dec else dec  # double encoding
-        low = dec.lower()
+    low = decode_request(raw_request)
     if not _ANY_ATTACK.search(low):
         return None
     for name, rx in _ATTACK_RX.items():

@@ -336,7 +336,7 @@ class NginxLogs(Task[NginxLogsOptions]):
         for s in sec["scanners"]:
             out.append(Finding("logs.nginx.scanner_agent", Severity.INFO, s["scanner"],
                                f"{s['hits']:,} request(s) with the {s['scanner']} user agent from "
-                               f"{len(s['clients'])} client(s): {', '.join(s['clients'][:5])}",
+                               f"{s['client_count']} client(s): {', '.join(s['clients'][:5])}",
                                "known vulnerability scanners: block them or make sure you ordered the scan",
                                value=s["hits"], data={"clients": s["clients"]}))
         for b in sec["not_found_bursts"][:o.top]:
