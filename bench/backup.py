@@ -31,6 +31,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from _lib import pipeline
+
 from upkeeper.sandbox.postgres import PostgresCluster
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,25 +53,6 @@ FROM generate_series(1, {rows}) aid;
 def timed(argv: list[str], *, stdout: Any = subprocess.DEVNULL, env: dict[str, str] | None = None) -> float:
     t0 = time.monotonic()
     subprocess.run(argv, stdout=stdout, stderr=subprocess.PIPE, check=True, env=env)
-    return time.monotonic() - t0
-
-
-def pipeline(stages: list[list[str]], out: Path, env: dict[str, str]) -> float:
-    """a | b | c > out, wired in Python (no shell); every stage's exit status checked."""
-    t0 = time.monotonic()
-    procs: list[subprocess.Popen[bytes]] = []
-    prev = None
-    with open(out, "wb") as fh:
-        for i, argv in enumerate(stages):
-            last = i == len(stages) - 1
-            p = subprocess.Popen(argv, stdin=prev, stdout=fh if last else subprocess.PIPE, env=env)
-            if prev is not None:
-                prev.close()
-            prev = p.stdout
-            procs.append(p)
-        for p in procs:
-            if p.wait() != 0:
-                raise RuntimeError(f"{p.args!r} failed")
     return time.monotonic() - t0
 
 

@@ -33,6 +33,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _lib import pipeline
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "files_backup.json"
 PER_DIR = 100
@@ -66,25 +68,6 @@ def make_tree(tree: Path, n: int) -> dict[str, Any]:
     (tmp / ".bench-tree.json").write_text(json.dumps(info))
     tmp.rename(tree)
     return info
-
-
-def pipeline(stages: list[list[str]], out: Path) -> float:
-    """a | b | c > out, wired in Python (no shell); every stage's exit status checked."""
-    t0 = time.monotonic()
-    procs: list[subprocess.Popen[bytes]] = []
-    prev = None
-    with open(out, "wb") as fh:
-        for i, argv in enumerate(stages):
-            last = i == len(stages) - 1
-            p = subprocess.Popen(argv, stdin=prev, stdout=fh if last else subprocess.PIPE)
-            if prev is not None:
-                prev.close()
-            prev = p.stdout
-            procs.append(p)
-        for p in procs:
-            if p.wait() != 0:
-                raise RuntimeError(f"{p.args!r} failed")
-    return time.monotonic() - t0
 
 
 def timed_rss(argv: list[str], env: dict[str, str]) -> tuple[float, int, str]:
