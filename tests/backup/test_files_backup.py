@@ -994,6 +994,23 @@ def test_a_backup_without_a_single_file_warns(cli: Any, make_config: Any, tmp_pa
     assert "no file archived" in f["message"] and str(root) in f["message"], f
 
 
+def _many_uploads(make_config: Any, tmp_path: Path, n: int, *, nested: bool) -> Path:
+    """An uploads tree of ``n`` tiny files, 500 a directory (``nested``: in 10 subdirectories of 50 each), and an
+    unencrypted files.backup job 'app-backup' of it."""
+    root = tmp_path / "srv" / "uploads"
+    per_dir = 50 if nested else 500
+    for i in range(n):
+        d = root / f"{i // 500:03d}" / f"{i // 50 % 10}" if nested else root / f"{i // 500:03d}"
+        if i % per_dir == 0:
+            d.mkdir(parents=True)
+        (d / f"upload-{i:06d}.jpg").write_bytes(b"%06d" % i)
+    return Path(make_config({"targets": {"web": {"kind": "app", "root": str(root)}},
+                             "storages": {"local1": {"kind": "local", "path": str(tmp_path / "store"),
+                                                     "fsync": False}},
+                             "backup": {"encryption": "none"},
+                             "jobs": {"app-backup": {"task": "files.backup", "target": "web"}}}))
+
+
 def test_the_memory_of_a_backup_does_not_grow_by_kilobytes_a_file(make_config: Any, tmp_path: Path) -> None:
     """A backup of a tree of many small files (an uploads directory, node_modules) streams the walk into the
     archive and keeps each file's manifest line as compact text: it took about 3 KB a file (every entry with
@@ -1005,16 +1022,7 @@ def test_the_memory_of_a_backup_does_not_grow_by_kilobytes_a_file(make_config: A
     from upkeeper.tasks.backup.files import FilesBackup, FilesBackupOptions
 
     n = 6000
-    root = tmp_path / "srv" / "uploads"
-    for i in range(n):
-        d = root / f"{i // 500:03d}" / f"{i // 50 % 10}"
-        if i % 50 == 0:
-            d.mkdir(parents=True)
-        (d / f"upload-{i:06d}.jpg").write_bytes(b"%06d" % i)
-    cfg = make_config({"targets": {"web": {"kind": "app", "root": str(root)}},
-                       "storages": {"local1": {"kind": "local", "path": str(tmp_path / "store"), "fsync": False}},
-                       "backup": {"encryption": "none"},
-                       "jobs": {"app-backup": {"task": "files.backup", "target": "web"}}})
+    cfg = _many_uploads(make_config, tmp_path, n, nested=True)
     config = load_config(cfg)
     ctx = TaskContext(job="app-backup", task="files.backup", target_name="web", target=config.targets["web"],
                       config=config)
@@ -1038,16 +1046,7 @@ def test_verify_of_a_set_of_many_files_does_not_keep_a_table_of_its_members(cli:
     import tracemalloc
 
     n = 6000
-    root = tmp_path / "srv" / "uploads"
-    for i in range(n):
-        d = root / f"{i // 500:03d}"
-        if i % 500 == 0:
-            d.mkdir(parents=True)
-        (d / f"upload-{i:06d}.jpg").write_bytes(b"%06d" % i)
-    cfg = make_config({"targets": {"web": {"kind": "app", "root": str(root)}},
-                       "storages": {"local1": {"kind": "local", "path": str(tmp_path / "store"), "fsync": False}},
-                       "backup": {"encryption": "none"},
-                       "jobs": {"app-backup": {"task": "files.backup", "target": "web"}}})
+    cfg = _many_uploads(make_config, tmp_path, n, nested=False)
     r = cli(["--config", cfg, "run", "app-backup", "--json"])
     assert r.code == 0, r.output
     bid = r.json()[0]["artifacts"][0]["id"]
