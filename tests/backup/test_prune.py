@@ -523,3 +523,23 @@ def test_backup_verify_task_finds_backups_beyond_backup_storages(cli: Any, make_
     assert r.code == 1, r.output
     [run] = r.json() if isinstance(r.json(), list) else [r.json()]
     assert "data.zst" in json.dumps(run) and bid in json.dumps(run), run
+
+
+def test_list_says_when_its_limit_hides_backups_and_show_uses_the_config_timezone(cli: Any, make_config: Any,
+                                                                                   tmp_path: Path) -> None:
+    """'backups list' stopped at --limit (200) in silence; 'show' printed UTC while 'list' used the config's zone."""
+    store = tmp_path / "store"
+    now = datetime(2026, 1, 15, 12, 0, tzinfo=UTC)
+    ids = [fabricate(store, now - timedelta(days=d)) for d in range(3)]  # newest first
+    cfg = make_config({"timezone": "Europe/Berlin",
+                       "targets": {"db": {"kind": "postgres", "host": "127.0.0.1", "port": 1}},
+                       "storages": {"local1": {"kind": "local", "path": str(store), "fsync": False}}})
+    assert sync(cli, cfg)[0] == 0
+    r = cli(["--config", cfg, "backups", "list", "--limit", "2", "--json"])
+    assert r.code == 0 and [x["id"] for x in r.json()] == ids[:2], r.output
+    assert "showing the newest 2 backups; there are more" in " ".join(r.err.split()), r.err
+    r = cli(["--config", cfg, "backups", "list", "--limit", "3"])
+    assert r.code == 0 and "there are more" not in r.output, r.output
+    r = cli(["--config", cfg, "backups", "show", ids[0]])
+    assert r.code == 0, r.output
+    assert "taken 2026-01-15 13:00:00 CET" in r.output, r.output

@@ -134,7 +134,12 @@ def list_cmd(
         if s not in STATUSES:
             raise UsageError(f"unknown --status {s!r}", f"Try: one of {', '.join(STATUSES)}")
     config = _env.config()
-    rows = _catalog().list(target=target, database=database, kind=kind, statuses=status or None, limit=limit)
+    rows = _catalog().list(target=target, database=database, kind=kind, statuses=status or None, limit=limit + 1)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    if more:  # on stderr, so that --json stays a plain list
+        err_console.print(f"showing the newest {limit} backups; there are more (raise --limit, or filter with "
+                          "--target/--database/--kind/--status)", highlight=False)
     if as_json:
         print_json([r.to_dict() for r in rows])
         return
@@ -164,13 +169,14 @@ def show_cmd(
         print_json(row.to_dict(full=True))
         return
     m = Manifest.from_dict(row.manifest)
+    tz = _env.config().timezone  # as 'backups list' shows times
     console.print(f"[bold]{row.id}[/bold]  {row.kind} backup of {row.target}/{row.database}  {_status(row.status)}")
-    console.print(f"taken {row.started_at:%Y-%m-%d %H:%M:%S} UTC, took "
+    console.print(f"taken {local_time(row.started_at, tz, '%Y-%m-%d %H:%M:%S %Z')}, took "
                   f"{human_duration((row.finished_at - row.started_at).total_seconds())}; "
                   f"{human_bytes(row.size)} stored, {human_bytes(row.raw_size)} raw ({row.compression_ratio:.2f}×); "
                   f"encryption {row.encryption}; on {', '.join(row.storages or [])}")
     if row.verified_at:
-        console.print(f"verified {row.verified_at:%Y-%m-%d %H:%M} UTC: {row.verify_summary}")
+        console.print(f"verified {local_time(row.verified_at, tz)}: {row.verify_summary}")
     t = Table(title="Objects", title_justify="left")
     for col in ("name", "role", "size", "raw", "sha256"):
         t.add_column(col, overflow="fold")
