@@ -517,7 +517,7 @@ class PgAccumulator:
         code: bytes | str | None = r[self.g_sqlstate - 1] if self.g_sqlstate is not None else None
         # log_error_verbosity = verbose writes the SQLSTATE before every primary message, LOG ones too
         # ("LOG:  00000: checkpoint starting: time"): read it, and match the message after it
-        vm = _VERBOSE_CODE.match(msg)
+        vm = _VERBOSE_CODE.match(msg) if msg[5:7] == b": " else None  # the cheap test first: most entries are not
         if vm:
             code = vm.group(1)
             msg = msg[vm.end():]
