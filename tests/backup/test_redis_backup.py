@@ -516,3 +516,28 @@ def test_documented_load_of_a_restored_rdb_into_an_appendonly_server(
         assert srv.client().dbsize() == 30
     finally:
         srv.stop()
+
+
+def test_a_missing_redis_check_rdb_fails_before_any_snapshot_is_taken(
+        cli: Any, make_config: Any, tmp_path: Path, redis_clean: RedisServer, age_key: AgeKey,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without redis-check-rdb no snapshot can be checked: the run fails naming it before it downloads the whole
+    dataset from the server (which it did, to fail afterwards)."""
+    import shutil
+
+    redis_clean.client().set("k", "v")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("redis-cli", "zstd", "age"):
+        found = shutil.which(tool)
+        assert found, tool
+        (bin_dir / tool).symlink_to(found)
+    monkeypatch.setenv("PATH", str(bin_dir))
+    full_syncs = redis_clean.client().info("stats")["sync_full"]
+    cfg = _config(make_config, tmp_path, redis_clean, age_key, "network")
+    r = cli(["--config", cfg, "run", "cache-backup", "--json"])
+    run = r.json()[0]
+    assert r.code == 1 and run["status"] in ("fail", "error"), run
+    assert "redis-check-rdb not found" in run["summary"], run
+    assert redis_clean.client().info("stats")["sync_full"] == full_syncs, "a snapshot was downloaded first"
+    assert not list((tmp_path / "store").rglob("manifest.json"))

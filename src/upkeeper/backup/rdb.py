@@ -18,15 +18,22 @@ def checker_version(checker: str) -> str:
     return m.group(1) if m else "?"
 
 
+def require_checker() -> str:
+    """The path of ``redis-check-rdb``; a :class:`SetupError` when this host has none (checked before a snapshot is
+    taken, so that a missing tool costs no download)."""
+    checker = shutil.which("redis-check-rdb")
+    if not checker:
+        raise SetupError("redis-check-rdb not found", "Try: apt-get install redis-tools")
+    return checker
+
+
 def check_rdb(path: str, what: str = "the RDB", made_by: str | None = None) -> int | None:
     """Run redis-check-rdb on ``path``; the number of keys it read (None when it does not say).  ``made_by``
     is the version of the Redis that wrote it, when known.
 
     A redis-check-rdb older than the Redis that wrote the file cannot read its format version: that is this
     host's setup (:class:`SetupError`, naming both versions), not a damaged RDB (:class:`BackupError`)."""
-    checker = shutil.which("redis-check-rdb")
-    if not checker:
-        raise SetupError("redis-check-rdb not found", "Try: apt-get install redis-tools")
+    checker = require_checker()
     res = proc.run([checker, path], check=False, timeout=3600)
     out = res.text + res.stderr
     if res.returncode == 0 and "RDB looks OK" in res.text:

@@ -15,7 +15,7 @@ from typing import Any, BinaryIO, Literal
 from pydantic import Field
 
 from upkeeper.backup.pipeline import upload_stream
-from upkeeper.backup.rdb import check_rdb
+from upkeeper.backup.rdb import check_rdb, require_checker
 from upkeeper.backup.sets import SetWriter
 from upkeeper.backup.workdir import work_dir
 from upkeeper.config.backup import REDIS_RETENTION, RetentionPolicy
@@ -164,6 +164,7 @@ class RedisBackup(Task[RedisBackupOptions]):
         target = ctx.require_target()
         assert isinstance(target, RedisTarget)
         t0 = time.monotonic()
+        require_checker()  # every snapshot is checked with it: without it, taking one would only load the server
         client = _client(target)
         try:
             info = client.info()
