@@ -25,6 +25,18 @@ def _config(make_config: Any, tmp_path: Path, server: RedisServer, age_key: AgeK
     })
 
 
+def _backed_up(cli: Any, make_config: Any, tmp_path: Path, server: RedisServer, age_key: AgeKey, *,
+               keys: int) -> tuple[Path, str]:
+    """``keys`` keys in ``server``, backed up over the network: the config and the backup's id."""
+    c = server.client()
+    for i in range(keys):
+        c.set(f"k:{i}", "v")
+    cfg = _config(make_config, tmp_path, server, age_key, "network")
+    r = cli(["--config", cfg, "run", "cache-backup", "--json"])
+    assert r.code == 0, r.output
+    return cfg, r.json()[0]["artifacts"][0]["id"]
+
+
 @pytest.mark.parametrize("method", ["network", "bgsave"])
 def test_redis_backup_verify_restore(cli: Any, make_config: Any, tmp_path: Path, redis_clean: RedisServer,
                                      age_key: AgeKey, method: str) -> None:
@@ -353,13 +365,7 @@ def test_restore_over_redis_dump_keeps_its_owner_so_redis_as_its_user_loads_it(
         user = pwd.getpwnam("redis")
     except KeyError:
         pytest.skip("no redis user")
-    c = redis_clean.client()
-    for i in range(40):
-        c.set(f"k:{i}", "v")
-    cfg = _config(make_config, tmp_path, redis_clean, age_key, "network")
-    r = cli(["--config", cfg, "run", "cache-backup", "--json"])
-    assert r.code == 0, r.output
-    bid = r.json()[0]["artifacts"][0]["id"]
+    cfg, bid = _backed_up(cli, make_config, tmp_path, redis_clean, age_key, keys=40)
     d = Path(tempfile.mkdtemp(prefix="upkeeper-test-redis-dir-", dir="/tmp"))  # tmp_path is root-only
     try:
         os.chmod(d, 0o750)
@@ -480,13 +486,7 @@ def test_documented_load_of_a_restored_rdb_into_an_appendonly_server(
     import shutil
     import time
 
-    c = redis_clean.client()
-    for i in range(30):
-        c.set(f"k:{i}", "v")
-    cfg = _config(make_config, tmp_path, redis_clean, age_key, "network")
-    r = cli(["--config", cfg, "run", "cache-backup", "--json"])
-    assert r.code == 0, r.output
-    bid = r.json()[0]["artifacts"][0]["id"]
+    cfg, bid = _backed_up(cli, make_config, tmp_path, redis_clean, age_key, keys=30)
     d = tmp_path / "srv"
     r = cli(["--config", cfg, "backups", "restore", bid, "--to", d / "dump.rdb"])
     assert r.code == 0 and "appendonly no" in r.output and "never reads dump.rdb" in r.output, r.output
