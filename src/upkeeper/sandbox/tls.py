@@ -50,3 +50,41 @@ def self_signed(directory: Path, name: str = "localhost", *, days: float = 90, h
     os.chmod(key_path, 0o600)
     os.chmod(crt_path, 0o644)
     return Certificate(crt_path, key_path, end)
+
+
+def issued(directory: Path, ca: Certificate, name: str, *, stem: str, hosts: list[str] | None = None,
+           client: bool = False, days: float = 90) -> Certificate:
+    """Write ``<stem>.crt`` and ``<stem>.key``: a leaf certificate for ``name`` signed by ``ca`` (a
+    :func:`self_signed` one), for a server (subject alternative names ``hosts``) or, with ``client``, for
+    mutual TLS."""
+    directory.mkdir(parents=True, exist_ok=True)
+    ca_cert = x509.load_pem_x509_certificate(ca.cert.read_bytes())
+    ca_key = serialization.load_pem_private_key(ca.key.read_bytes(), password=None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey)
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.now(UTC)
+    end = now + timedelta(days=days)
+    alt: list[x509.GeneralName] = []
+    for h in hosts or [name]:
+        try:
+            alt.append(x509.IPAddress(ipaddress.ip_address(h)))
+        except ValueError:
+            alt.append(x509.DNSName(h))
+    usage = x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH if client else x509.oid.ExtendedKeyUsageOID.SERVER_AUTH
+    cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+            .issuer_name(ca_cert.subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(days=1))
+            .not_valid_after(end)
+            .add_extension(x509.SubjectAlternativeName(alt), critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    crt_path, key_path = directory / f"{stem}.crt", directory / f"{stem}.key"
+    crt_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    os.chmod(key_path, 0o600)
+    os.chmod(crt_path, 0o644)
+    return Certificate(crt_path, key_path, end)
