@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import quote
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from upkeeper.config.types import Duration, FileSecrets, StrictModel
 
@@ -87,10 +87,48 @@ class RedisTarget(FileSecrets):
     password_file: str | None = Field(None,
         description="file whose content is `password` (instead of giving it inline). Source: upkeeper (not set by default)")
     db: int = Field(0, ge=0, description="database number. Source: Redis (database 0 is selected by default)")
-    tls: bool = Field(False, description="connect with TLS. Source: upkeeper default")
+    tls: bool = Field(False, description="connect with TLS (the server's tls-port). Source: upkeeper default")
+    tls_ca_file: str | None = Field(
+        None, description="PEM file of the CA that signed the server's certificate, for a server behind a private "
+        "CA such as most managed Redis services (default: the system's CA bundle). Source: redis-cli --cacert")
+    tls_cert_file: str | None = Field(
+        None, description="PEM client certificate, for a server that checks clients (tls-auth-clients yes, "
+        "mutual TLS); needs tls_key_file. Source: redis-cli --cert")
+    tls_key_file: str | None = Field(
+        None, description="PEM file of the private key of tls_cert_file, unencrypted (keep it mode 0600: only the "
+        "path is configured; upkeeper never reads the key into its logs or history). Source: redis-cli --key")
+    tls_server_name: str | None = Field(
+        None, description="name sent in SNI and matched against the server's certificate (default: host), for a "
+        "server reached by IP address or through a tunnel. Source: redis-cli --sni")
+    tls_verify: bool = Field(
+        True, description="check the server's certificate: signed by a trusted CA (as redis-cli --tls does) and "
+        "naming host or tls_server_name (which redis-cli does not check; libpq's verify-full does). Never turn "
+        "off in production. Source: redis-cli --tls (verifies unless --insecure)")
     socket_timeout: Duration = Field(default="5s", validate_default=True,
         description="timeout of each socket operation. Source: upkeeper default")
     description: str | None = Field(None, description="free text for people. Source: upkeeper (not set by default)")
+
+    @model_validator(mode="after")
+    def _tls_settings_agree(self) -> RedisTarget:
+        tls_fields = ("tls_ca_file", "tls_cert_file", "tls_key_file", "tls_server_name")
+        if not self.tls:
+            given = [f for f in tls_fields if getattr(self, f) is not None] + ([] if self.tls_verify else ["tls_verify"])
+            if given:
+                raise ValueError(f"{', '.join(given)} {'is' if len(given) == 1 else 'are'} set but tls is false: "
+                                 "set tls: true (the server's tls-port), or remove them")
+            return self
+        if self.unix_socket:
+            raise ValueError("tls is true but unix_socket is set: Redis speaks TLS only on its TCP tls-port; give "
+                             "host and port, or set tls: false")
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            one, other = ("tls_cert_file", "tls_key_file") if self.tls_key_file is None else \
+                ("tls_key_file", "tls_cert_file")
+            raise ValueError(f"{one} is set without {other}: mutual TLS needs the client certificate "
+                             "(tls_cert_file) and its private key (tls_key_file)")
+        if self.tls_ca_file is not None and not self.tls_verify:
+            raise ValueError("tls_ca_file is set but tls_verify is false: the certificate would not be checked at "
+                             "all; remove one of them")
+        return self
 
     def url(self, with_password: bool = False) -> str:
         scheme = "rediss" if self.tls else "redis"

@@ -25,6 +25,7 @@ from upkeeper.core.task import Result, Task, TaskContext, TaskOptions, task
 from upkeeper.errors import BackupError, TaskError
 from upkeeper.fmt import human_bytes
 from upkeeper.tasks.backup._common import Outcome, apply_retention, env_for, object_name
+from upkeeper.tasks.redis._conn import cli_args, client_for, connection_error
 
 SET_NAME = "rdb"
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
@@ -88,35 +89,12 @@ class RedisBackupOptions(TaskOptions):
         "maintenance procedures' 7-day Redis retention)")
 
 
-def _client(t: RedisTarget, *, retries: bool = True) -> Any:
-    """A client of the target; without ``retries`` a command that times out fails at once (redis-py otherwise
-    tries it again, three times: a frozen server would hold each command for four socket timeouts)."""
-    import redis
-    from redis.backoff import NoBackoff
-    from redis.retry import Retry
-
-    pw = t.password.get_secret_value() if t.password else None
-    kw: dict[str, Any] = {"username": t.username, "password": pw, "db": t.db,
-                          "socket_timeout": t.socket_timeout.total_seconds()}
-    if not retries:
-        kw["retry"] = Retry(NoBackoff(), 0)
-    if t.unix_socket:
-        return redis.Redis(unix_socket_path=t.unix_socket, **kw)
-    return redis.Redis(host=t.host, port=t.port, ssl=t.tls, **kw)
-
-
 def _cli_argv(t: RedisTarget) -> tuple[list[str], dict[str, str]]:
     cli = shutil.which("redis-cli")
     if not cli:
         raise TaskError("redis-cli not found", "Try: apt-get install redis-tools", permanent=True)
-    argv = [cli, "--no-auth-warning"]
-    argv += ["-s", t.unix_socket] if t.unix_socket else ["-h", t.host, "-p", str(t.port)]
-    if t.username:
-        argv += ["--user", t.username]
-    if t.tls:
-        argv.append("--tls")
     env = {"REDISCLI_AUTH": t.password.get_secret_value()} if t.password else {}
-    return argv, env
+    return [cli, "--no-auth-warning", *cli_args(t)], env
 
 
 #: redis-cli --rdb's errors that the server's setup causes: how to fix each
@@ -165,12 +143,12 @@ class RedisBackup(Task[RedisBackupOptions]):
         assert isinstance(target, RedisTarget)
         t0 = time.monotonic()
         require_checker()  # every snapshot is checked with it: without it, taking one would only load the server
-        client = _client(target)
+        client = client_for(target, retries=True)
         try:
             info = client.info()
         except Exception as exc:
-            raise TaskError(f"cannot reach Redis {target.display()}: {exc}",
-                            "Try: check host, port and password of the target") from None
+            client.close()
+            raise connection_error(target, exc) from None
         made_by = str(info.get("redis_version") or "") or None
         keys = {db: int(v.get("keys", 0)) for db, v in info.items() if db.startswith("db") and isinstance(v, dict)}
         env = env_for(ctx, options.storages)
@@ -256,7 +234,7 @@ class RedisBackup(Task[RedisBackupOptions]):
         that drops everything mid-transfer would block it for ever.  The download is alive while DEST grows,
         or while the server answers INFO with a save running (it prepares the snapshot, or waits for a save
         or an AOF rewrite to end); ``stall`` seconds of neither kill it."""
-        probe = _client(target, retries=False)
+        probe = client_for(target)
         with contextlib.closing(probe), proc.spawn(argv, stdout=subprocess.DEVNULL, extra_env=env) as p:
             size, alive = -1, time.monotonic()
             while p.popen.poll() is None:

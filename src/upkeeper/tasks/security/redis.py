@@ -9,7 +9,7 @@ from pydantic import Field
 from upkeeper import lazy
 from upkeeper.config.targets import RedisTarget
 from upkeeper.core.task import Finding, Result, Severity, Task, TaskContext, TaskOptions, task
-from upkeeper.errors import TaskError
+from upkeeper.tasks.redis._conn import client_for, connection_error
 from upkeeper.tasks.security._common import CheckOutput, is_loopback
 
 if TYPE_CHECKING:
@@ -28,18 +28,6 @@ class RedisSecurityOptions(TaskOptions):
         "security documentation (rename-command / ACL -@dangerous)")
 
 
-def _client(target: RedisTarget) -> redis.Redis:
-    kw: dict[str, Any] = {"socket_timeout": target.socket_timeout.total_seconds(),
-                          "socket_connect_timeout": target.socket_timeout.total_seconds(), "db": target.db}
-    if target.username:
-        kw["username"] = target.username
-    if target.password is not None:
-        kw["password"] = target.password.get_secret_value()
-    if target.unix_socket:
-        return redis.Redis(unix_socket_path=target.unix_socket, **kw)
-    return redis.Redis(host=target.host, port=target.port, ssl=target.tls, **kw)
-
-
 def _config(c: redis.Redis, name: str) -> str | None:
     try:
         v = c.config_get(name)
@@ -52,13 +40,12 @@ def _config(c: redis.Redis, name: str) -> str | None:
 def check_redis(target: RedisTarget, options: RedisSecurityOptions, subject: str | None = None) -> CheckOutput:
     subject = subject or target.display()
     out = CheckOutput()
-    c = _client(target)
+    c = client_for(target)
     try:
         c.ping()
-    except redis.AuthenticationError as exc:
-        raise TaskError(f"Redis {subject} refused our credentials: {exc}", "Try: fix the target's password") from None
     except redis.RedisError as exc:
-        raise TaskError(f"cannot reach Redis {subject}: {exc}", "Try: check host and port") from None
+        c.close()
+        raise connection_error(target, exc) from None
     try:
         bind = _config(c, "bind")
         protected = _config(c, "protected-mode")

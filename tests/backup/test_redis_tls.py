@@ -1,0 +1,204 @@
+"""Redis over TLS against a real redis-server on its tls-port (private CA, mutual TLS): redis.backup (network
+download through redis-cli --rdb, and auto), redis.check and security.redis, and the errors of a wrong CA, a
+missing client certificate, a wrong server name."""
+
+from __future__ import annotations
+
+import json
+import re
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from pydantic import ValidationError
+
+from ops_support import checks, run_task
+from upkeeper.config.targets import RedisTarget
+from upkeeper.core.task import Status
+from upkeeper.errors import TaskError
+from upkeeper.sandbox.redis import RedisServer, RedisTls
+from upkeeper.sandbox.tls import Certificate, issued, self_signed
+
+from .conftest import AgeKey
+
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+
+
+@dataclass
+class Pki:
+    ca: Certificate
+    other_ca: Certificate  # trusted by nobody here
+    client: Certificate
+
+
+@pytest.fixture(scope="module")
+def pki(services_dir: Path) -> Pki:
+    d = Path(tempfile.mkdtemp(prefix="redis-pki-", dir=services_dir))
+    ca = self_signed(d, "upkeeper test CA", stem="ca", hosts=["ca.invalid"])
+    return Pki(ca, self_signed(d, "another CA", stem="other", hosts=["other.invalid"]),
+               issued(d, ca, "upkeeper", stem="client", client=True))
+
+
+@pytest.fixture(scope="module")
+def tls_redis(services_dir: Path, pki: Pki) -> Iterator[RedisServer]:
+    """One server for the module: TLS only (--port 0), a certificate of the private CA for 127.0.0.1 and
+    localhost, clients must show a certificate of that CA (tls-auth-clients yes)."""
+    base = Path(tempfile.mkdtemp(prefix="redis-tls-", dir=services_dir))
+    server_cert = issued(base / "pki", pki.ca, "localhost", stem="server", hosts=["localhost", "127.0.0.1"])
+    server = RedisServer(base, tls=RedisTls(server_cert, pki.ca.cert, pki.client, auth_clients=True))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def tls_clean(tls_redis: RedisServer) -> Iterator[RedisServer]:
+    tls_redis.client().flushall()
+    yield tls_redis
+    tls_redis.client().config_set("tls-auth-clients", "yes")
+
+
+def _without_client_cert(target: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in target.items() if k not in ("tls_cert_file", "tls_key_file")}
+
+
+def _config(make_config: Any, tmp_path: Path, target: dict[str, Any], age_key: AgeKey, method: str) -> Path:
+    return make_config({
+        "targets": {"cache": target},
+        "storages": {"local1": {"kind": "local", "path": str(tmp_path / "store"), "fsync": False}},
+        "backup": {"encryption": {"recipients": [age_key.recipient], "identity_file": str(age_key.identity)}},
+        "jobs": {"cache-backup": {"task": "redis.backup", "target": "cache", "options": {"method": method}},
+                 "cache-verify": {"task": "backup.verify", "target": "cache"},
+                 "cache-check": {"task": "redis.check", "target": "cache"}},
+    })
+
+
+@pytest.mark.parametrize(("method", "used"), [("network", "network"), ("auto", "bgsave")])
+def test_backup_over_mutual_tls_verifies(cli: Any, make_config: Any, tmp_path: Path, tls_clean: RedisServer,
+                                         age_key: AgeKey, method: str, used: str) -> None:
+    c = tls_clean.client()
+    for i in range(300):
+        c.set(f"session:{i}", f"user-{i}")
+    cfg = _config(make_config, tmp_path, tls_clean.target(), age_key, method)
+    r = cli(["--config", cfg, "run", "cache-backup", "--json"])
+    assert r.code == 0, r.output
+    assert r.json()[0]["status"] == "ok", r.json()
+    [mpath] = list((tmp_path / "store").rglob("manifest.json"))
+    m = json.loads(mpath.read_text())
+    assert m["redis"]["method"] == used and m["redis"]["keys"]["db0"] == 300
+    r = cli(["--config", cfg, "run", "cache-verify", "--json"])
+    assert r.code == 0, r.output
+    assert r.json()[0]["status"] == "ok"
+
+
+def test_health_and_security_tasks_over_mutual_tls(tls_clean: RedisServer) -> None:
+    tls_clean.client().set("k", "v")
+    res = run_task("redis.check", tls_clean.target())
+    assert res.final_status is Status.OK, res.findings
+    assert res.metrics["keys"] == 1
+    assert "redis.unreachable" not in checks(res)
+    sec = run_task("security.redis", tls_clean.target())
+    assert "security.redis.no_password" in checks(sec)  # it got in and looked
+
+
+def test_private_ca_without_client_certificates(tls_clean: RedisServer) -> None:
+    """The usual managed Redis: TLS with a private CA, no client certificates."""
+    tls_clean.client().config_set("tls-auth-clients", "no")
+    res = run_task("redis.check", _without_client_cert(tls_clean.target()))
+    assert res.final_status is Status.OK, res.findings
+
+
+def test_wrong_ca_is_one_clear_error(cli: Any, make_config: Any, tmp_path: Path, tls_clean: RedisServer,
+                                     pki: Pki, age_key: AgeKey) -> None:
+    target = {**tls_clean.target(), "tls_ca_file": str(pki.other_ca.cert)}
+    res = run_task("redis.check", target)
+    [f] = checks(res)["redis.unreachable"]
+    assert "rediss://127.0.0.1" in f.message and f"tls_ca_file {pki.other_ca.cert}" in f.message
+    assert "self-signed certificate in certificate chain" in f.message, f.message
+    assert "tls_ca_file" in (f.remediation or "")
+    cfg = _config(make_config, tmp_path, target, age_key, "network")
+    r = cli(["--config", cfg, "run", "cache-backup", "--json"])
+    assert r.code == 1 and "Traceback" not in r.output
+    [run] = r.json()
+    assert run["status"] == "error" and "certificate failed the check" in run["summary"], run
+    # the system's CAs do not know the private CA either
+    res = run_task("redis.check", {**_without_client_cert(target), "tls_ca_file": None})
+    assert "against the system's CA bundle" in checks(res)["redis.unreachable"][0].message
+
+
+def test_mutual_tls_needs_the_client_certificate(cli: Any, make_config: Any, tmp_path: Path,
+                                                 tls_clean: RedisServer, pki: Pki, age_key: AgeKey) -> None:
+    target = _without_client_cert(tls_clean.target())
+    [f] = checks(run_task("redis.check", target))["redis.unreachable"]
+    assert "requires a client certificate" in f.message, f.message
+    assert "tls_cert_file" in (f.remediation or "")
+    cfg = _config(make_config, tmp_path, target, age_key, "network")
+    r = cli(["--config", cfg, "run", "cache-backup", "--json"])
+    assert r.code == 1 and "requires a client certificate" in r.json()[0]["summary"], r.output
+    # a certificate of a CA the server does not trust
+    target = {**target, "tls_cert_file": str(pki.other_ca.cert), "tls_key_file": str(pki.other_ca.key)}
+    [f] = checks(run_task("redis.check", target))["redis.unreachable"]
+    assert "rejected the client certificate" in f.message, f.message
+
+
+def test_server_name(tls_clean: RedisServer) -> None:
+    """Reached by IP, the certificate is checked against tls_server_name."""
+    ok = run_task("redis.check", {**tls_clean.target(), "tls_server_name": "localhost"})
+    assert ok.final_status is Status.OK, ok.findings
+    [f] = checks(run_task("redis.check", {**tls_clean.target(), "tls_server_name": "redis.example"}))[
+        "redis.unreachable"]
+    assert "Hostname mismatch" in f.message and "tls_server_name" in (f.remediation or ""), f.message
+
+
+def test_unusable_key_files_are_named_and_never_shown(tls_clean: RedisServer, pki: Pki, tmp_path: Path) -> None:
+    from upkeeper.tasks.redis._conn import client_for
+
+    key = serialization.load_pem_private_key(pki.client.key.read_bytes(), password=None)
+    encrypted = tmp_path / "encrypted.key"
+    encrypted.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                            serialization.BestAvailableEncryption(b"passphrase")))
+    body = re.sub(r"-----[A-Z ]+-----|\s", "", encrypted.read_text())[:40]
+    for path, expected in ((encrypted, "unencrypted private key"), (pki.other_ca.key, "KEY_VALUES_MISMATCH"),
+                           (tmp_path / "missing.key", "cannot read tls_key_file")):
+        target = RedisTarget.model_validate({**tls_clean.target(), "tls_key_file": str(path)})
+        with pytest.raises(TaskError) as exc:  # at once, not a passphrase prompt
+            client_for(target)
+        assert expected in exc.value.message and str(path) in exc.value.message, exc.value.message
+        assert body not in exc.value.message
+        [f] = checks(run_task("redis.check", target.model_dump(mode="json")))["redis.unreachable"]
+        assert expected in f.message
+
+
+@pytest.mark.parametrize(("fields", "message"), [
+    ({"tls_ca_file": "/ca.pem"}, "tls_ca_file is set but tls is false"),
+    ({"tls_verify": False}, "tls_verify is set but tls is false"),
+    ({"tls": True, "tls_cert_file": "/c.pem"}, "tls_cert_file is set without tls_key_file"),
+    ({"tls": True, "tls_key_file": "/k.pem"}, "tls_key_file is set without tls_cert_file"),
+    ({"tls": True, "tls_ca_file": "/ca.pem", "tls_verify": False}, "tls_ca_file is set but tls_verify is false"),
+    ({"tls": True, "unix_socket": "/run/redis.sock"}, "Redis speaks TLS only on its TCP tls-port"),
+])
+def test_contradicting_tls_settings_are_config_errors(fields: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValidationError, match=re.escape(message)):
+        RedisTarget.model_validate({"kind": "redis", **fields})
+
+
+def test_docs_tls_example_runs(cli: Any, tmp_path: Path, tls_clean: RedisServer, pki: Pki) -> None:
+    [text] = [b for b in re.findall(r"```yaml\n(.*?)```", (DOCS / "redis.md").read_text(), re.S)
+              if "tls_ca_file" in b]
+    own = tls_clean.target()
+    for old, new in (("redis-prod.internal.example.com", "127.0.0.1"), ("6380", str(tls_clean.port)),
+                     ("/etc/upkeeper/redis-ca.pem", own["tls_ca_file"]),
+                     ("/etc/upkeeper/redis-client.crt", own["tls_cert_file"]),
+                     ("/etc/upkeeper/redis-client.key", own["tls_key_file"]),
+                     ("# tls_server_name", "tls_server_name")):
+        assert old in text
+        text = text.replace(old, new)
+    text = text.replace("redis-prod.example.com", "localhost")
+    config = tmp_path / "upkeeper.yaml"
+    config.write_text(f"history: {tmp_path / 'history.db'}\n" + text)
+    r = cli(["--config", config, "run", "sessions-check", "--json"])
+    assert r.code == 0 and r.json()[0]["status"] == "ok", r.output
