@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -202,3 +203,20 @@ def test_docs_tls_example_runs(cli: Any, tmp_path: Path, tls_clean: RedisServer,
     config.write_text(f"history: {tmp_path / 'history.db'}\n" + text)
     r = cli(["--config", config, "run", "sessions-check", "--json"])
     assert r.code == 0 and r.json()[0]["status"] == "ok", r.output
+
+
+def test_closing_a_tls_client_closes_its_connection(tls_clean: RedisServer) -> None:
+    from upkeeper.tasks.redis._conn import client_for
+
+    target = RedisTarget.model_validate(tls_clean.target())
+    probe = tls_clean.client()
+    before = len(probe.client_list())
+    c = client_for(target)
+    c.ping()
+    assert len(probe.client_list()) == before + 1
+    c.close()  # the object stays referenced: nothing but close() may drop the connection
+    deadline = time.monotonic() + 3
+    while len(probe.client_list()) != before and time.monotonic() < deadline:
+        time.sleep(0.05)  # the server sees the hang-up a moment later
+    assert len(probe.client_list()) == before
+    del c

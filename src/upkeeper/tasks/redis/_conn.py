@@ -132,7 +132,7 @@ def client_for(target: RedisTarget, *, timeout: float | None = None, retries: bo
         return redis.Redis(**kw)
     pool = redis.ConnectionPool(connection_class=_tls_connection_class(), tls_context=tls_context(target),
                                 server_name=target.tls_server_name or target.host, **kw)
-    return redis.Redis(connection_pool=pool)
+    return redis.Redis.from_pool(pool)  # the client owns the pool: close() disconnects it
 
 
 def cli_args(target: RedisTarget) -> list[str]:
