@@ -220,3 +220,14 @@ def test_closing_a_tls_client_closes_its_connection(tls_clean: RedisServer) -> N
         time.sleep(0.05)  # the server sees the hang-up a moment later
     assert len(probe.client_list()) == before
     del c
+
+
+def test_tls_verify_false_connects_unchecked_and_says_so(tls_clean: RedisServer,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
+    """tls_verify: false trusts any certificate (here: no CA given, the system's bundle does not know the
+    private CA) and warns that nothing was checked, as verify_tls: false does for S3."""
+    target = {**tls_clean.target(), "tls_ca_file": None, "tls_verify": False}
+    with caplog.at_level("WARNING", logger="upkeeper.tasks.redis._conn"):
+        res = run_task("redis.check", target)
+    assert res.final_status is Status.OK, res.findings
+    assert "TLS certificate is not checked (tls_verify: false)" in caplog.text

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
 from collections.abc import Callable, Iterator
 from functools import lru_cache
@@ -24,6 +25,8 @@ if TYPE_CHECKING:
     import redis.retry
 else:
     redis = lazy.module("redis", "backoff", "retry", "connection")
+
+log = logging.getLogger(__name__)
 
 
 @lru_cache(maxsize=1)
@@ -71,6 +74,7 @@ def tls_context(target: RedisTarget) -> ssl.SSLContext:
                         "Try: point tls_ca_file at the PEM file of the CA that signed the server's certificate "
                         "('-----BEGIN CERTIFICATE-----')", permanent=True) from None
     if not target.tls_verify:
+        log.warning("Redis %s: the server's TLS certificate is not checked (tls_verify: false)", target.display())
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
     if target.tls_cert_file and target.tls_key_file:
