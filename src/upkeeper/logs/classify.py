@@ -168,7 +168,14 @@ ATTACK_PATTERNS: dict[str, str] = {
         r"\.\./|\.\.\\|\\\.\.|/etc/passwd|/etc/shadow|/proc/self/|c:\\windows|"
         r"c:[\\/](?:windows|winnt|inetpub)[\\/]|boot\.ini|win\.ini|\.\.;/"
     ),
-    "xss": r"<script|javascript:|onerror\s*=|onload\s*=|<svg[^>]*on\w+\s*=|alert\s*\(|document\.cookie",
+    "xss": (
+        r"<\s*/?\s*script\b|(?:java|vb)script\s*:|data:\s*text/html|onerror\s*=|onload\s*=|"
+        r"<[^>]{0,200}?[\s/\"'`]on[a-z]{3,30}\s*=|[\"'`](?:[^<>&=\"'`]{0,40}[\s/])?on[a-z]{3,30}\s*=|"
+        r"<\s*(?:iframe|frame|object|embed|applet|svg|math|img|image|video|audio|source|base|meta|link|isindex|"
+        r"form|input|button)[\s/][^>]{0,200}?\b(?:src|href|data|srcdoc|action|formaction|content)\s*=|<xss\b|"
+        r"\b(?:alert|confirm|prompt)(?:\(|`)|\((?:alert|confirm|prompt)\)|\[[\"'`](?:alert|confirm|prompt)[\"'`]\]|"
+        r"\beval\(|fromcharcode\(|document\.(?:cookie|domain)"
+    ),
     "command_injection": (
         r";\s*(?:wget|curl)\s+\S|;\s*(?:cat|nc|bash|sh)\s+[-/.~$'\"\d]|"
         r";\s*(?:id|uname|whoami)\b(?:\s*[;|&`]|\s*$|\s+-a\b|\s+http/)|"
@@ -226,7 +233,8 @@ _PREFILTER_ORDER = re.compile(rb"order[\t\n\x0b\x0c\r +]+by")
 _PREFILTER_WORDS = tuple(re.compile(re.escape(w)) for w in (
     b"union", b"select", b"sleep", b"benchmark", b"waitfor", b"information_schema", b"exec", b"@@",
     b"load_file", b"xp_cmd", b"dbms_pipe", b"utl_", b"ctxsys", b"etc/", b"proc/self", b"boot.ini",
-    b"win.ini", b"c:/", b"javascript", b"onerror", b"onload", b"alert", b"cookie", b"jndi", b"/bin/", b"cmd.exe",
+    b"win.ini", b"c:/", b"javascript", b"vbscript", b"data:", b"onerror", b"onload", b"alert", b"cookie",
+    b"document.", b"jndi", b"/bin/", b"cmd.exe",
     b"powershell", b"wp-", b"xmlrpc", b"phpmyadmin", b"pma/", b"myadmin", b"adminer", b"cgi-bin", b"phpunit",
     b"eval-stdin", b"actuator", b"server-status", b"solr", b"hnap1", b"boaform", b"manager/html", b"console/",
     b"jmx-console", b"invoker", b"config.php", b"setup.php", b"install.php", b"shell.php", b"cmd.php", b"owa/",
