@@ -28,6 +28,7 @@ from upkeeper.logs.classify import (
     ATTACK_PATTERNS,
     attack_categories,
     attack_category,
+    counted_category,
     decode_request,
     is_bot,
     normalize_endpoints,
@@ -232,21 +233,21 @@ CATEGORIES = [
     (b"GET /x?cmd=/bin/bash HTTP/1.1", "command_injection"),
     (b"GET /x?run=cmd.exe HTTP/1.1", "command_injection"),
     (b"GET /x?run=PowerShell HTTP/1.1", "command_injection"),
-    # scanner probes
+    # scanner probes (software_probe: paths of software a site may run, a probe only when answered 4xx)
     (b"GET /.env HTTP/1.1", "scanner_probe"),
     (b"GET /.git/config HTTP/1.1", "scanner_probe"),
-    (b"GET /wp-login.php HTTP/1.1", "scanner_probe"),
-    (b"GET /wp-admin/setup-config.php HTTP/1.1", "scanner_probe"),
-    (b"GET /phpmyadmin/index.php HTTP/1.1", "scanner_probe"),
+    (b"GET /wp-login.php HTTP/1.1", "software_probe"),
+    (b"GET /wp-admin/setup-config.php HTTP/1.1", "software_probe"),
+    (b"GET /phpmyadmin/index.php HTTP/1.1", "software_probe"),
     (b"GET /vendor/phpunit/phpunit/src/Util/PHP/eval-stdin.php HTTP/1.1", "scanner_probe"),
     (b"GET /cgi-bin/luci HTTP/1.1", "scanner_probe"),
     (b"GET /actuator/env HTTP/1.1", "scanner_probe"),
     (b"GET /server-status HTTP/1.1", "scanner_probe"),
-    (b"GET /jmx-console HTTP/1.1", "scanner_probe"),
+    (b"GET /jmx-console HTTP/1.1", "software_probe"),
     (b"GET /backup.sql HTTP/1.1", "scanner_probe"),
     (b"GET /config.php.bak HTTP/1.1", "scanner_probe"),
     (b"GET /site.zip HTTP/1.1", "scanner_probe"),
-    (b"POST /xmlrpc.php HTTP/1.1", "scanner_probe"),
+    (b"POST /xmlrpc.php HTTP/1.1", "software_probe"),
     # nothing
     *((b, None) for b in BENIGN),
     (b"GET /api/v1/authors/12/orders?sort=price HTTP/1.1", None),
@@ -267,6 +268,17 @@ def test_attack_category(line: bytes, category: str | None) -> None:
     assert set(found) <= {len(BENIGN)}
     if category is not None:
         assert len(BENIGN) in re2_candidates(lines)  # and so does the pyarrow path's pre-filter
+
+
+@pytest.mark.parametrize(("category", "status", "counted"), [
+    ("software_probe", 404, "scanner_probe"), ("software_probe", 400, "scanner_probe"),
+    ("software_probe", 403, "scanner_probe"), ("software_probe", 499, "scanner_probe"),
+    ("software_probe", 200, None), ("software_probe", 302, None), ("software_probe", 500, None),
+    ("software_probe", None, None), ("scanner_probe", 200, "scanner_probe"), ("xss", 302, "xss"),
+])
+def test_software_paths_count_as_probes_only_when_answered_4xx(category: str, status: int | None,
+                                                                 counted: str | None) -> None:
+    assert counted_category(category, status) == counted
 
 
 # -- real traffic, as nginx logged it (tests/logs/corpus/README.md says who sent it) ------------------

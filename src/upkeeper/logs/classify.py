@@ -144,6 +144,12 @@ def is_bot(agent: bytes) -> bool:
 # Attack patterns (by request line)
 # ---------------------------------------------------------------------------------------------
 
+#: Paths of software a site may well run itself (WordPress, phpMyAdmin, Adminer, Solr, Tomcat's manager, JBoss,
+#: Exchange, FortiGate's VPN portal, Laravel Telescope): a request for one is a scanner probe only when the site
+#: answers it 4xx, i.e. does not serve it to that client (see :func:`counted_category`); on a WordPress site
+#: ``POST /wp-login.php`` answered 302 is a user logging in and ``/wp-includes/js/jquery.js`` a page's script.
+SOFTWARE_PROBE = "software_probe"
+
 #: category → pattern over the decoded, lower-cased request line (see :func:`decode_request`).
 #: Sources: OWASP Core Rule Set (930 LFI, 932 RCE, 941 XSS, 942 SQLi), fail2ban nginx-botsearch, and the
 #: requests sqlmap, wfuzz's and nmap's payload lists send (tests/logs/test_classify.py has them as nginx
@@ -183,17 +189,21 @@ ATTACK_PATTERNS: dict[str, str] = {
         r"\$\((?:[^)]+)\)|\$\{jndi:|\$\{\$\{|/bin/(?:sh|bash)|cmd\.exe|powershell"
     ),
     "scanner_probe": (
-        r"/\.env\b|/\.git/|/\.svn/|/\.aws/|/\.ssh/|/\.ds_store|/wp-login\.php|/wp-admin|/xmlrpc\.php|"
-        r"/wp-content/plugins|/wp-includes|/phpmyadmin|/pma/|/myadmin|/adminer|/cgi-bin/|/vendor/phpunit|"
-        r"/phpunit/|/eval-stdin\.php|/server-status|/solr/admin|/hnap1|/boaform|/manager/html|"
+        r"/\.env\b|/\.git/|/\.svn/|/\.aws/|/\.ssh/|/\.ds_store|/cgi-bin/|/vendor/phpunit|"
+        r"/phpunit/|/eval-stdin\.php|/server-status|/hnap1|/boaform|"
         r"/actuator(?:\s|/(?:env|heapdump|gateway|mappings|configprops|beans|trace|httptrace|jolokia|logfile|"
         r"loggers|threaddump|shutdown|restart|refresh|conditions|sessions|auditevents)\b)|"
-        r"\s/console/|/jmx-console|/invoker/|/\.well-known/security\.txt\.bak|/config\.php|"
-        r"/setup\.php|/install\.php|/shell\.php|/cmd\.php|/owa/|/autodiscover|/remote/login|/sftp-config|"
+        r"/\.well-known/security\.txt\.bak|/config\.php|"
+        r"/setup\.php|/install\.php|/shell\.php|/cmd\.php|/sftp-config|"
         r"\.(?:bak|old|swp|sql)(?:\?|$|\s)|\.[a-z0-9]{1,5}~(?:\?|$|\s)|"
         r"\s/(?:backups?|www|wwwroot|htdocs|public_html|site|web|website|db|database|dump|data|archive|old|"
         r"new|src|temp|tmp|test|files|admin|home|html|\d)\.(?:zip|rar|7z|tgz|tar|tar\.gz)(?:\?|$|\s)|"
-        r"\s/backups?(?:[/?\s]|$)|/dump\.sql|/db\.sql|/_ignition/|/telescope"
+        r"\s/backups?(?:[/?\s]|$)|/dump\.sql|/db\.sql|/_ignition/"
+    ),
+    SOFTWARE_PROBE: (
+        r"/wp-login\.php|/wp-admin|/xmlrpc\.php|/wp-content/plugins|/wp-includes|/phpmyadmin|/pma/|/myadmin|"
+        r"/adminer|/solr/admin|/manager/html|\s/console/|/jmx-console|/invoker/|/owa/|/autodiscover|"
+        r"/remote/login|/telescope"
     ),
 }
 _ATTACK_RX = {k: re.compile(v.encode()) for k, v in ATTACK_PATTERNS.items()}
@@ -317,6 +327,15 @@ def attack_category(raw_request: bytes) -> str | None:
         if rx.search(low):
             return name
     return None  # pragma: no cover - _ANY_ATTACK matched one of them
+
+
+def counted_category(category: str, status: int | None) -> str | None:
+    """The category an attack line counts under, given the status it was answered with: a request for a
+    path of software the site may run (:data:`SOFTWARE_PROBE`) counts as ``scanner_probe`` when answered
+    4xx and not at all otherwise; every other category counts whatever the answer."""
+    if category != SOFTWARE_PROBE:
+        return category
+    return "scanner_probe" if status is not None and 400 <= status < 500 else None
 
 
 def path_matcher(patterns: list[str] | tuple[str, ...]) -> re.Pattern[bytes]:
