@@ -248,6 +248,10 @@ CATEGORIES = [
     (b"GET /config.php.bak HTTP/1.1", "scanner_probe"),
     (b"GET /site.zip HTTP/1.1", "scanner_probe"),
     (b"POST /xmlrpc.php HTTP/1.1", "software_probe"),
+    # nuclei's blind SSRF/XXE templates: a callback host of interactsh's public servers in the request
+    (b"GET /proxy?url=http://cdq4e2o9a8b7c6d5e4f3g2h1i0j9k8l7m.oast.live HTTP/1.1", "scanner_probe"),
+    (b"GET /fetch?u=https%3A%2F%2Fcdq4e2o9a8b7c6d5e4f3g2h1i0j9k8l7m.oast.site%2Fx HTTP/1.1", "scanner_probe"),
+    (b"GET /redirect?to=abc.interact.sh HTTP/1.1", "scanner_probe"),
     # nothing
     *((b, None) for b in BENIGN),
     (b"GET /api/v1/authors/12/orders?sort=price HTTP/1.1", None),
@@ -256,6 +260,8 @@ CATEGORIES = [
     (b"GET /select HTTP/1.1", None),
     (b"GET /env HTTP/1.1", None),
     (b"GET /download/report.pdf HTTP/1.1", None),
+    (b"GET /scripts/interact.sh HTTP/1.1", None),
+    (b"GET /blog/toast.fun HTTP/1.1", None),
 ]
 
 
@@ -390,6 +396,18 @@ AGENTS = [
     (b"Mozilla/5.0 zgrab/0.x", True, "zgrab"),
     (b"Mozilla/5.0 (compatible; Nuclei - Open-source project (github.com/projectdiscovery/nuclei))", True, "nuclei"),
     (b"WPScan v3.8.25 (https://wpscan.com/wordpress-security-scanner)", True, "wpscan"),
+    # nikto's documented user agent (program/nikto.conf.default: "Mozilla/5.00 (Nikto/@VERSION) (Evasions:@EVASIONS)
+    # (Test:@TESTID)"); since 2.5 its default is a plain Chrome 74 one, a browser's, which names nobody
+    (b"Mozilla/5.00 (Nikto/2.1.6) (Evasions:None) (Test:map_codes)", True, "nikto"),
+    (b"Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/74.0.3729.169 "
+     b"Safari/537.36", False, None),
+    # nuclei sends a random browser's user agent; a payload in it calls back to interactsh's public servers
+    # (nuclei's README: -interactsh-server default oast.pro,oast.live,oast.site,oast.online,oast.fun,oast.me)
+    (b"Mozilla/5.0 (X11; Linux x86_64) () { :; }; curl http://cdq4e2o9a8b7c6d5e4f3g2h1i0j9k8l7m.oast.fun",
+     True, "shellshock"),
+    (b"Mozilla/5.0 http://cdq4e2o9a8b7c6d5e4f3g2h1i0j9k8l7m.oast.pro/ssrf", True, "interactsh"),
+    (b"Mozilla/5.0 (compatible; x.interact.sh)", True, "interactsh"),
+    (b"Mozilla/5.0 (X11; Linux x86_64; rv:125.0) Gecko/20100101 Firefox/125.0 toast.fun", False, None),
     (b"masscan/1.3", True, "masscan"),
     # as a real nginx logged them: ffuf 1.1.0, wfuzz 3.1.0, gobuster 3.5, nmap 7.93's scripts (Debian 12)
     (b"Fuzz Faster U Fool v1.1.0", True, "ffuf"),

@@ -102,6 +102,9 @@ SCANNER_AGENTS: tuple[tuple[str, str], ...] = (
     ("havij", r"havij"), ("commix", r"commix"), ("whatweb", r"whatweb"), ("arachni", r"arachni"),
     ("netsparker", r"netsparker"), ("appscan", r"appscan"), ("l9explore", r"l9explore|l9tcpid"),
     ("censys", r"censysinspect"), ("expanse", r"expanse, a palo alto"), ("xpanse", r"xpanse"),
+    # nuclei's out-of-band callback hosts (interactsh's public servers, its README's -interactsh-server
+    # default), in a payload sent as the user agent; nuclei itself sends a random browser's user agent
+    ("interactsh", r"\.oast\.(?:pro|live|site|online|fun|me)\b|\.interact\.sh\b"),
     # an exploit sent as the user agent: Shellshock (nmap's http-shellshock), Log4Shell and its obfuscations
     ("shellshock", r"\(\)\s*\{\s*:\s*;\s*\}\s*;"),
     ("log4shell", r"\$\{\s*(?:jndi\s*:|[^}]{0,20}\$\{|(?:lower|upper|::-)[^}]{0,40}\})"),
@@ -198,7 +201,9 @@ ATTACK_PATTERNS: dict[str, str] = {
         r"\.(?:bak|old|swp|sql)(?:\?|$|\s)|\.[a-z0-9]{1,5}~(?:\?|$|\s)|"
         r"\s/(?:backups?|www|wwwroot|htdocs|public_html|site|web|website|db|database|dump|data|archive|old|"
         r"new|src|temp|tmp|test|files|admin|home|html|\d)\.(?:zip|rar|7z|tgz|tar|tar\.gz)(?:\?|$|\s)|"
-        r"\s/backups?(?:[/?\s]|$)|/dump\.sql|/db\.sql|/_ignition/"
+        r"\s/backups?(?:[/?\s]|$)|/dump\.sql|/db\.sql|/_ignition/|"
+        # an out-of-band callback host of interactsh's public servers (nuclei's blind SSRF, XXE, RCE templates)
+        r"\.oast\.(?:pro|live|site|online|fun|me)\b|\.interact\.sh\b"
     ),
     SOFTWARE_PROBE: (
         r"/wp-login\.php|/wp-admin|/xmlrpc\.php|/wp-content/plugins|/wp-includes|/phpmyadmin|/pma/|/myadmin|"
@@ -249,7 +254,7 @@ _PREFILTER_WORDS = tuple(re.compile(re.escape(w)) for w in (
     b"eval-stdin", b"actuator", b"server-status", b"solr", b"hnap1", b"boaform", b"manager/html", b"console/",
     b"jmx-console", b"invoker", b"config.php", b"setup.php", b"install.php", b"shell.php", b"cmd.php", b"owa/",
     b"autodiscover", b"remote/login", b"sftp-config", b".bak", b".old", b".swp", b".sql", b".tar", b".zip",
-    b".rar", b".7z", b".tgz", b"backup", b"ignition", b"telescope",
+    b".rar", b".7z", b".tgz", b"backup", b"ignition", b"telescope", b"oast.", b"interact.sh",
 ))
 _PREFILTERS = (_PREFILTER_CHARS, _PREFILTER_OR, _PREFILTER_ORDER, *_PREFILTER_WORDS)
 
