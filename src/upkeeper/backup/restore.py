@@ -11,7 +11,7 @@ import stat
 import tarfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -315,10 +315,12 @@ def member_name(name: str) -> str:
     return name.rstrip("/")
 
 
-def listed_files(manifest: Manifest, rec: ObjectRecord) -> list[dict[str, Any]]:
-    """The manifest's entries (files, directories, symlinks) for the tar object ``rec`` of a files set."""
-    listed = rec.extra.get("files") or manifest.details.get("archives", {}).get(rec.name, {}).get("files", [])
-    return list(listed)
+def listed_files(manifest: Manifest, rec: ObjectRecord) -> Iterable[dict[str, Any]]:
+    """The manifest's entries (files, directories, symlinks) for the tar object ``rec`` of a files set, in the
+    archive's order (a :class:`~upkeeper.backup.files.FileList`, decoded anew each time it is iterated)."""
+    listed: Iterable[dict[str, Any]] = rec.extra.get("files") or manifest.details.get("archives", {}).get(
+        rec.name, {}).get("files", [])
+    return listed
 
 
 def _member_kind(ti: tarfile.TarInfo) -> str | None:
@@ -339,7 +341,7 @@ class _SafeExtract:
     (setuid/setgid only when run as root, which also restores owners).
     """
 
-    def __init__(self, object_name: str, root: Path, dest: Path, listed: Sequence[dict[str, Any]],
+    def __init__(self, object_name: str, root: Path, dest: Path, listed: Iterable[dict[str, Any]],
                  dirs: set[str]) -> None:
         self.object_name = object_name
         self.root = root
