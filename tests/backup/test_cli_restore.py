@@ -337,7 +337,7 @@ def test_prune_rejects_an_unknown_target(cli: Any, pg: PostgresCluster, app_db: 
 
 
 # ---------------------------------------------------------------------------------------------
-# Files restores are atomic: streamed into a private staging directory inside --to, moved into
+# Files restores are atomic: streamed into a private staging directory beside or inside --to, moved into
 # place only once every object matched its SHA-256 and every member passed the checks.
 # ---------------------------------------------------------------------------------------------
 
@@ -488,20 +488,91 @@ def test_a_restore_needs_no_second_copy_of_the_backup(cli: Any, make_config: Any
     _no_plaintext_left(small_fs)
 
 
-def _restore_paused(cfg: Path, bid: str, dest: Path, mark: Path) -> subprocess.Popen[bytes]:
-    """'backups restore' in a process of its own, paused once everything is extracted, before it is moved."""
-    env = {**os.environ, "UPKEEPER_FAULT_PAUSE": "restore-staged:60", "UPKEEPER_FAULT_MARK": str(mark),
+def _restore_paused(cfg: Path, bid: str, dest: Path, mark: Path, point: str = "restore-staged",
+                    force: bool = True) -> subprocess.Popen[bytes]:
+    """'backups restore' in a process of its own, paused at ``point``: once everything is extracted, before it
+    is moved (restore-staged), or once the first entry was moved into a non-empty --to (restore-moving)."""
+    env = {**os.environ, "UPKEEPER_FAULT_PAUSE": f"{point}:60", "UPKEEPER_FAULT_MARK": str(mark),
            "PYTHONPATH": os.pathsep.join(sys.path)}
     p = subprocess.Popen([sys.executable, "-m", "upkeeper", "--config", str(cfg), "backups", "restore", bid, "--to",
-                          str(dest), "--force"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+                          str(dest), *(["--force"] if force else [])], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         env=env)
     deadline = time.monotonic() + 60
     while not mark.exists() and p.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     if not mark.exists():
         p.kill()
         out, err = p.communicate()
-        pytest.fail(f"the restore never paused before moving into place: {out.decode()} {err.decode()}")
+        pytest.fail(f"the restore never paused at {point}: {out.decode()} {err.decode()}")
     return p
+
+
+def _kill(p: subprocess.Popen[bytes]) -> None:
+    p.send_signal(signal.SIGKILL)
+    p.communicate(timeout=60)
+    assert p.returncode == -signal.SIGKILL
+
+
+@pytest.mark.parametrize("into", ["new", "empty"])
+def test_a_restore_into_a_new_or_empty_directory_is_one_rename(cli: Any, make_config: Any, tmp_path: Path,
+                                                               age_key: AgeKey, into: str) -> None:
+    """Into a new or empty --to, the restore is staged beside it and the staging directory becomes --to in one
+    rename: a restore killed (SIGKILL) at any point before leaves --to as it was (not even created), never a
+    part of the backup; the next restore removes the leftover and needs no --force.  --to keeps its mode (a new
+    one gets the umask's), and holds nothing of upkeeper's."""
+    root = _app(tmp_path, big=1 << 16)
+    cfg = _files_config(make_config, tmp_path, root, age_key)
+    bid = _files_backup(cli, cfg)
+    dest = tmp_path / "out" / "restored"
+    if into == "empty":
+        dest.mkdir(parents=True)
+        dest.chmod(0o750)
+    p = _restore_paused(cfg, bid, dest, tmp_path / "mark", force=False)
+    try:
+        [staging] = list((tmp_path / "out").glob(".upkeeper-restore-staging-*"))
+        assert (staging / str(root).lstrip("/") / ".env").is_file()
+    finally:
+        _kill(p)
+    assert dest.exists() == (into == "empty") and (not dest.exists() or list(dest.iterdir()) == [])
+    r = cli(["--config", cfg, "backups", "restore", bid, "--to", dest])
+    assert r.code == 0, r.output
+    assert _tree(dest / str(root).lstrip("/")) == _tree(root)
+    assert sorted(q.name for q in dest.iterdir()) == [str(root).lstrip("/").split("/")[0]]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(dest.stat().st_mode) == (0o750 if into == "empty" else 0o777 & ~umask)
+    assert sorted(q.name for q in (tmp_path / "out").iterdir()) == ["restored"]
+
+
+def test_a_restore_killed_while_moving_into_a_directory_says_so_and_is_completed(
+        cli: Any, make_config: Any, tmp_path: Path, age_key: AgeKey) -> None:
+    """Into a non-empty --to (--force) the entries are renamed into place one by one: a restore killed
+    (SIGKILL) half-way leaves .upkeeper-restore-incomplete there, naming the backup and what to run; restoring
+    that backup again (no --force needed) completes it and removes the file, while another backup is refused
+    without --force, naming the interrupted one.  Nothing that was there and is not in the backup is lost."""
+    root = _app(tmp_path, big=1 << 16)
+    cfg = _files_config(make_config, tmp_path, root, age_key)
+    bid = _files_backup(cli, cfg)
+    dest = tmp_path / "restored"
+    old = dest / str(root).lstrip("/")
+    (old / "public").mkdir(parents=True)
+    (old / "app.js").write_text("old version\n")
+    (old / "public" / "big.bin").write_bytes(b"old")
+    (dest / "notes.txt").write_text("mine\n")
+    p = _restore_paused(cfg, bid, dest, tmp_path / "mark", point="restore-moving")
+    _kill(p)
+    note = (dest / ".upkeeper-restore-incomplete").read_text()
+    assert note.startswith(f"backup: {bid}\n") and f"upkeeper backups restore {bid} --to {dest}" in note
+    assert _tree(old) != _tree(root)  # part of it only
+    other = _files_backup(cli, cfg)
+    r = cli(["--config", cfg, "backups", "restore", other, "--to", dest])
+    assert r.code == 2, r.output
+    assert f"holds part of backup {bid}" in _flat(r.err) and f"backups restore {bid} --to {dest}" in _flat(r.err)
+    r = cli(["--config", cfg, "backups", "restore", bid, "--to", dest])
+    assert r.code == 0, r.output
+    assert _tree(old) == _tree(root)
+    assert sorted(q.name for q in dest.iterdir()) == sorted(["notes.txt", str(root).lstrip("/").split("/")[0]])
+    _no_plaintext_left(tmp_path)
 
 
 def test_secrets_are_staged_privately_inside_the_directory_and_removed_when_stopped(

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from upkeeper import __version__
-from upkeeper.backup.files import FileList
+from upkeeper.backup.files import ENTRY_KEYS, FileList, ReadFileList
 from upkeeper.backup.pipeline import ObjectRecord
 from upkeeper.errors import BackupError, StorageError
 from upkeeper.storage.base import ObjectInfo, Storage, delete_prefix, get_bytes
@@ -118,6 +118,8 @@ class Manifest:
             if isinstance(o, FileList):
                 lists.append(o)
                 return f"{mark}{len(lists) - 1}\0"
+            if isinstance(o, ReadFileList):  # a manifest that was read, written again
+                return list(o)
             raise TypeError(f"{type(o).__name__} in a manifest")
 
         text = json.dumps(self.to_dict(), indent=2, sort_keys=False, ensure_ascii=False, default=file_list)
@@ -152,17 +154,26 @@ class Manifest:
 
     @classmethod
     def from_json(cls, data: bytes, where: str = "manifest", *, file_lists: bool = True) -> Manifest:
-        """``file_lists=False``: a files set's per-file entries are dropped as they are parsed (each becomes
-        None), for readers of the set's header only: 200,000 entries parsed into dicts take some 150 MB.
-        (The whole document is still parsed: a manifest that is not valid JSON is unreadable either way.)"""
+        """A files set's per-file entries are kept as :class:`ReadFileList` (a tuple an entry, not a dict).
+        ``file_lists=False``: they are dropped as they are parsed (each becomes None), for readers of the set's
+        header only.  (The whole document is still parsed: a manifest that is not valid JSON is unreadable
+        either way.)"""
+        return cls.from_text(_text(data, where), hashlib.sha256(data).hexdigest(), where, file_lists=file_lists)
+
+    @classmethod
+    def from_text(cls, text: str, sha256: str, where: str = "manifest", *, file_lists: bool = True) -> Manifest:
+        """:meth:`from_json` of the decoded text, whose bytes' SHA-256 is ``sha256`` (so the bytes, as large,
+        need not be kept while it is parsed)."""
         try:
-            d = json.loads(data) if file_lists else json.loads(data, object_hook=_drop_file_entry)
+            d = json.loads(text, object_hook=_compact_file_entry if file_lists else _drop_file_entry)
         except ValueError as exc:
             raise BackupError(f"{where}: not valid JSON ({exc})") from None
         if not isinstance(d, dict):
             raise BackupError(f"{where}: not a JSON object")
+        if file_lists:
+            _file_lists(d)
         m = cls.from_dict(d)
-        m.sha256 = hashlib.sha256(data).hexdigest()
+        m.sha256 = sha256
         return m
 
     def object(self, name: str) -> ObjectRecord:
@@ -172,11 +183,33 @@ class Manifest:
         raise BackupError(f"backup {self.id} has no object {name!r}")
 
 
-_ENTRY_KEYS = frozenset(("path", "type", "mode", "size", "sha256", "target", "padded"))
+_ENTRY_KEYS = frozenset(ENTRY_KEYS)
+
+
+def _is_file_entry(d: dict[str, Any]) -> bool:
+    return "path" in d and "type" in d and d.keys() <= _ENTRY_KEYS
 
 
 def _drop_file_entry(d: dict[str, Any]) -> dict[str, Any] | None:
-    return None if "path" in d and "type" in d and d.keys() <= _ENTRY_KEYS else d
+    return None if _is_file_entry(d) else d
+
+
+def _compact_file_entry(d: dict[str, Any]) -> dict[str, Any] | tuple[Any, ...]:
+    return ReadFileList.entry(d) if _is_file_entry(d) else d
+
+
+def _file_lists(o: Any) -> None:
+    """Every list of entries :func:`_compact_file_entry` made tuples, in ``o``, made a :class:`ReadFileList`.
+    (JSON has no tuples: a list holding one holds entries.)"""
+    items = o.items() if isinstance(o, dict) else enumerate(o) if isinstance(o, list) else ()
+    for k, v in items:
+        if isinstance(v, list) and v and isinstance(v[0], tuple):
+            if all(isinstance(x, tuple) for x in v):
+                o[k] = ReadFileList(v)
+            else:  # entries and other things in one list: not a file list (a manifest edited by hand)
+                o[k] = [next(iter(ReadFileList([x]))) if isinstance(x, tuple) else x for x in v]
+        else:
+            _file_lists(v)
 
 
 def _json_array(listed: FileList, indent: bytes) -> Iterator[bytes]:
@@ -219,8 +252,19 @@ def write_manifest(storages: Iterable[Storage], manifest: Manifest) -> None:
 
 
 def read_manifest(storage: Storage, prefix: str, *, file_lists: bool = True) -> Manifest:
-    return Manifest.from_json(get_bytes(storage, prefix + MANIFEST), f"{storage.name}:{prefix}{MANIFEST}",
-                              file_lists=file_lists)
+    where = f"{storage.name}:{prefix}{MANIFEST}"
+    data = get_bytes(storage, prefix + MANIFEST)
+    sha256 = hashlib.sha256(data).hexdigest()
+    text = _text(data, where)
+    del data  # a files set's manifest can be hundreds of MB: not held twice while it is parsed
+    return Manifest.from_text(text, sha256, where, file_lists=file_lists)
+
+
+def _text(data: bytes, where: str) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BackupError(f"{where}: not valid JSON (not UTF-8: {exc})") from None
 
 
 @dataclass

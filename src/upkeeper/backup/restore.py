@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import queue
 import re
@@ -10,7 +11,7 @@ import stat
 import tarfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,8 +19,8 @@ from typing import Any
 from upkeeper.backup import pg
 from upkeeper.backup.crypto import decrypt_argv, identity_listed
 from upkeeper.backup.manifest import MANIFEST, Manifest, read_manifest, set_prefix
-from upkeeper.backup.pipeline import KeyRejected, ObjectRecord, read_object
-from upkeeper.backup.workdir import work_dir
+from upkeeper.backup.pipeline import KeyRejected, ObjectRecord, fault_pause, read_object
+from upkeeper.backup.workdir import MARKER, work_dir
 from upkeeper.config.backup import BackupSettings
 from upkeeper.config.targets import PostgresTarget
 from upkeeper.core import proc
@@ -27,6 +28,10 @@ from upkeeper.errors import BackupError, SetupError, StorageError, UpkeeperError
 from upkeeper.storage import Storage
 
 __all__ = ["work_dir"]  # re-exported: the CLI's restore uses it from here
+
+#: written into a files restore's destination while entries are moved into it, removed once all are there:
+#: a restore killed half-way leaves it, naming the backup (:meth:`FilesRestore.move_into_place`)
+INCOMPLETE = ".upkeeper-restore-incomplete"
 
 
 @dataclass
@@ -310,10 +315,12 @@ def member_name(name: str) -> str:
     return name.rstrip("/")
 
 
-def listed_files(manifest: Manifest, rec: ObjectRecord) -> list[dict[str, Any]]:
-    """The manifest's entries (files, directories, symlinks) for the tar object ``rec`` of a files set."""
-    listed = rec.extra.get("files") or manifest.details.get("archives", {}).get(rec.name, {}).get("files", [])
-    return list(listed)
+def listed_files(manifest: Manifest, rec: ObjectRecord) -> Iterable[dict[str, Any]]:
+    """The manifest's entries (files, directories, symlinks) for the tar object ``rec`` of a files set, in the
+    archive's order (a :class:`~upkeeper.backup.files.FileList`, decoded anew each time it is iterated)."""
+    listed: Iterable[dict[str, Any]] = rec.extra.get("files") or manifest.details.get("archives", {}).get(
+        rec.name, {}).get("files", [])
+    return listed
 
 
 def _member_kind(ti: tarfile.TarInfo) -> str | None:
@@ -334,7 +341,7 @@ class _SafeExtract:
     (setuid/setgid only when run as root, which also restores owners).
     """
 
-    def __init__(self, object_name: str, root: Path, dest: Path, listed: Sequence[dict[str, Any]],
+    def __init__(self, object_name: str, root: Path, dest: Path, listed: Iterable[dict[str, Any]],
                  dirs: set[str]) -> None:
         self.object_name = object_name
         self.root = root
@@ -501,13 +508,17 @@ class _Pipe:
 
 
 class FilesRestore:
-    """A files set restored into ``dest`` through ``staging``, a private directory inside it (:func:`staging_dir`).
+    """A files set restored into ``dest`` through ``staging``, a private directory (:func:`staging_dir`) on the
+    same file system: beside ``dest`` when ``dest`` is new or empty, else inside it.
 
     Each tar object streams from storage through SHA-256, age and zstd into :mod:`tarfile`'s stream mode,
     which extracts it into ``staging`` (nothing else is written: no plaintext temp file, no second copy).  Only
     once every object was read to its end, its size and SHA-256 matched the manifest and every member passed
-    the checks (:class:`_SafeExtract`), :meth:`move_into_place` renames the entries into ``dest`` — a file or
-    link already there is replaced (never written through), a directory there gets the backup's entries.
+    the checks (:class:`_SafeExtract`), the entries are put in place: :meth:`rename_into_place` makes the
+    staging directory ``dest`` in one rename (all or nothing, whatever kills the process); :meth:`move_into_place`
+    renames the entries into an existing ``dest`` — a file or link already there is replaced (never written
+    through), a directory there gets the backup's entries — with :data:`INCOMPLETE` in ``dest`` until the last
+    one is moved, so a restore killed half-way is plain to see and the next restore of the backup completes it.
     Until then ``dest`` is not touched; ``touched`` says whether the move began.
     """
 
@@ -569,17 +580,76 @@ class FilesRestore:
         self.tops.update(name.split("/", 1)[0] for name in guard.seen)
         return n
 
+    def rename_into_place(self) -> bool:
+        """The staging directory (beside ``dest``) becomes ``dest``, a new or empty directory, in one rename,
+        with the mode (as root, the owner) ``dest`` has or a new directory would get.  False when the rename is
+        not allowed (``dest`` is a mount point, or in a sticky directory and not ours): the entries are then
+        moved into ``dest`` one by one (:meth:`move_into_place`)."""
+        try:
+            old: os.stat_result | None = os.lstat(self.dest)
+        except FileNotFoundError:
+            old = None
+        if old is not None:
+            os.chmod(self.staging, stat.S_IMODE(old.st_mode))
+            if os.geteuid() == 0:
+                os.chown(self.staging, old.st_uid, old.st_gid)
+        else:
+            umask = os.umask(0o022)
+            os.umask(umask)
+            os.chmod(self.staging, 0o777 & ~umask)
+        try:
+            os.rename(self.staging, self.dest)
+        except OSError as exc:
+            if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                raise BackupError(f"{self.dest} is no longer empty: something was written there during the restore",
+                                  "Try: restore again (with --force to extract into what it holds)") from None
+            if old is None or exc.errno not in (errno.EBUSY, errno.EPERM, errno.EACCES, errno.EXDEV):
+                raise
+            os.chmod(self.staging, 0o700)
+            return False
+        self.touched = True
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.dest / MARKER)  # the staging directory's, whose lock (on the directory) is held still
+        return True
+
     def move_into_place(self) -> None:
-        """Rename what was extracted into ``dest`` (see the class)."""
+        """Rename what was extracted into the existing ``dest`` (see the class), between writing
+        :data:`INCOMPLETE` there and removing it."""
         src = os.open(self.staging, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
         try:
             dst = os.open(self.dest, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             try:
-                self._merge(src, dst, sorted(self.tops), "")
+                self._mark_incomplete(dst)
+                try:
+                    self._merge(src, dst, sorted(self.tops), "")
+                except BaseException:
+                    if not self.touched:
+                        os.unlink(INCOMPLETE, dir_fd=dst)
+                    raise
+                os.unlink(INCOMPLETE, dir_fd=dst)
+                os.fsync(dst)
             finally:
                 os.close(dst)
         finally:
             os.close(src)
+
+    def _mark_incomplete(self, dst: int) -> None:
+        """:data:`INCOMPLETE` in ``dest``, on disk before anything is moved: which backup, and how to finish."""
+        m = self.fetcher.located.manifest
+        text = (f"backup: {m.id}\n"
+                f"An 'upkeeper backups restore' of backup {m.id} ({m.kind} {m.target}/{m.database}) into this "
+                f"directory stopped while moving the restored entries into place (pid {os.getpid()}, "
+                f"{time.strftime('%Y-%m-%d %H:%M:%S %z')}): the directory holds only part of the backup.\n"
+                f"Run 'upkeeper backups restore {m.id} --to {self.dest}' again to complete it; this file is "
+                "removed once every entry is in place.\n")
+        fd = os.open(INCOMPLETE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644,
+                     dir_fd=dst)
+        try:
+            os.write(fd, text.encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.fsync(dst)
 
     def _merge(self, src: int, dst: int, names: Sequence[str], prefix: str) -> None:
         for name in names:
@@ -610,7 +680,10 @@ class FilesRestore:
                 finally:
                     os.close(sub_src)
                 continue
-            self.touched = True
             if old is not None and stat.S_ISDIR(st.st_mode):
+                self.touched = True
                 os.unlink(name, dir_fd=dst)  # a file or link where the backup has a directory
             os.rename(name, name, src_dir_fd=src, dst_dir_fd=dst)  # a file or link there is replaced at once
+            if not self.touched:
+                self.touched = True
+                fault_pause("restore-moving")  # (the crash tests: one entry moved, the others not yet)

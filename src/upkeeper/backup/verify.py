@@ -15,7 +15,7 @@ import tarfile
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -423,35 +423,58 @@ def _verify_files(fetcher: Fetcher, settings: BackupSettings, report: VerifyRepo
 
 class _Comparison:
     """Each member of a tar object compared with the manifest's entry as it passes (no table of the archive's
-    members is built: a set of millions of files is verified in the memory of its file list).  The first
-    problem of each kind is kept, reported once the object has been read to its end: a name that occurs
-    twice (extraction would keep the last copy), then a member the manifest does not list or lists as
-    another kind (a restore extracts the whole archive: what the manifest does not vouch for fails), then a
-    file or link that differs from its entry, then an entry missing from the archive."""
+    members is built).  files.backup writes the members in the order of the manifest's list, so each member
+    is matched with the next entry: nothing but the file list (:class:`~upkeeper.backup.files.FileList`,
+    compact) is held, whatever the number of files.  Only an archive that leaves that order (a member
+    added, repeated or missing) has its entries indexed by name from there on.  The first problem of each
+    kind is kept, reported once the object has been read to its end: a name that occurs twice (extraction
+    would keep the last copy), then a member the manifest does not list or lists as another kind (a restore
+    extracts the whole archive: what the manifest does not vouch for fails), then a file or link that
+    differs from its entry, then an entry missing from the archive."""
 
-    def __init__(self, rec: ObjectRecord, listed: Sequence[dict[str, Any]]) -> None:
+    def __init__(self, rec: ObjectRecord, listed: Iterable[dict[str, Any]]) -> None:
         self.rec = rec
         self.listed = listed
-        #: entry by member name; None once its member has passed
-        self.expected: dict[str, dict[str, Any] | None] = {member_name(str(f["path"])): f for f in listed}
+        #: the entries not yet matched, in the manifest's order
+        self.pending: Iterator[dict[str, Any]] = iter(listed)
+        #: how many entries were matched in order
+        self.in_order = 0
+        #: entry by member name, None once its member has passed: only once the archive left the order
+        self.expected: dict[str, dict[str, Any] | None] | None = None
         self.problems: dict[int, str] = {}
         self.checked = 0
 
     def note(self, rank: int, what: str) -> None:
         self.problems.setdefault(rank, f"object {self.rec.name}: {what}")
 
+    def _entry(self, name: str, kind: str) -> dict[str, Any] | None:
+        """The manifest's entry for the member ``name``, or None (the problem noted)."""
+        if self.expected is None:
+            f = next(self.pending, None)
+            if f is not None and member_name(str(f["path"])) == name:
+                self.in_order += 1
+                return f
+            # out of the manifest's order: every entry by name, those matched so far as passed
+            self.expected = {}
+            for i, g in enumerate(self.listed):
+                self.expected[member_name(str(g["path"]))] = None if i < self.in_order else g
+        if name not in self.expected:
+            self.note(1, f"the archive holds {name} ({kind}), which the manifest does not list")
+            return None
+        f = self.expected[name]
+        if f is None:
+            self.note(0, f"the archive holds {name} more than once")
+            return None
+        self.expected[name] = None
+        return f
+
     def member(self, tf: tarfile.TarFile, ti: tarfile.TarInfo) -> None:
         name = member_name(ti.name)
         kind = "file" if ti.isfile() else "symlink" if ti.issym() else _KINDS.get(ti.type, f"member of type "
                                                                                              f"{ti.type!r}")
-        if name not in self.expected:
-            self.note(1, f"the archive holds {name} ({kind}), which the manifest does not list")
-            return
-        f = self.expected[name]
+        f = self._entry(name, kind)
         if f is None:
-            self.note(0, f"the archive holds {name} more than once")
             return
-        self.expected[name] = None
         want = f.get("type", "file")
         if want != kind:
             self.note(1, f"{name} is a {kind} in the archive, the manifest says {want}")
@@ -476,9 +499,10 @@ class _Comparison:
         """The files compared; raises naming the first problem."""
         for rank in sorted(self.problems):
             raise BackupError(self.problems[rank])
-        for f in self.listed:
-            if self.expected.get(member_name(str(f["path"]))) is None:
-                continue
+        expected = self.expected
+        missing = self.pending if expected is None else (
+            f for f in self.listed if expected.get(member_name(str(f["path"]))) is not None)
+        for f in missing:
             kind = f.get("type", "file")
             if kind == "symlink" and "target" in f:
                 raise BackupError(f"object {self.rec.name}: symlink {f['path']} missing from the archive")
@@ -489,7 +513,7 @@ class _Comparison:
         return self.checked
 
 
-def _compare_archive(fetcher: Fetcher, rec: ObjectRecord, listed: Sequence[dict[str, Any]]) -> int:
+def _compare_archive(fetcher: Fetcher, rec: ObjectRecord, listed: Iterable[dict[str, Any]]) -> int:
     """Stream one tar object through :class:`_Comparison`; returns the files compared.  The object is
     decrypted in a thread into a pipe that tarfile reads in stream mode ('r|'), then drained to its end so the
     object's own size and SHA-256 are checked too."""

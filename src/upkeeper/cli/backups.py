@@ -6,6 +6,7 @@ import contextlib
 import os
 import secrets
 import signal
+import stat
 import sys
 import threading
 from collections.abc import Iterator
@@ -25,6 +26,7 @@ from upkeeper.backup.pipeline import fault_pause
 from upkeeper.backup.prune import SeriesReport, clean_leftovers, index_sets, prune_series
 from upkeeper.backup.rdb import check_rdb
 from upkeeper.backup.restore import (
+    INCOMPLETE,
     Fetcher,
     FilesRestore,
     check_restore_version,
@@ -304,7 +306,7 @@ def restore_cmd(
     config = _env.config()
     row = _one(_catalog(), backup_id)
     if row.kind == "files":
-        _check_files_destination(to, force)
+        _check_files_destination(to, force, row.id)
     elif row.kind == "redis":
         _check_redis_destination(to, force)
     storages = _open(config, _row_storages(config, [row], storage))
@@ -493,20 +495,29 @@ def _apply_globals(tgt: PostgresTarget, globals_sql: bytes, unchanged: str) -> i
     return len(existed)
 
 
-def _check_files_destination(to: Path | None, force: bool) -> None:
+def _check_files_destination(to: Path | None, force: bool, backup_id: str) -> None:
+    """``to`` must be a new or empty directory, or a non-empty one with ``force`` — or hold the part of this same
+    backup that a killed restore left (:data:`INCOMPLETE`): restoring it again completes it."""
     if to is None:
         raise UsageError("restoring a files backup needs --to DIR", "Try: --to a new or empty directory")
     if to.exists() and not to.is_dir():
         raise UsageError(f"--to {to} is not a directory (a files backup is extracted into a directory)",
                          "Try: --to a new or empty directory")
+    clean_stale(to.parent, (STAGING_PREFIX,))  # the staging directories of killed restores (plaintext) …
     if to.is_dir():
         try:
-            clean_stale(to, (STAGING_PREFIX,))  # the staging directory of a killed restore does not count
+            clean_stale(to, (STAGING_PREFIX,))  # … beside or inside it: the latter does not count as content
             nonempty = any(to.iterdir())
+            interrupted = _interrupted_restore(to)
         except OSError as exc:
             raise UsageError(f"cannot read directory {to}: {exc.strerror}",
                              "Try: a directory you can read and write") from None
-        if nonempty and not force:
+        if interrupted is not None and interrupted != backup_id and not force:
+            raise UsageError(f"{to} holds part of backup {interrupted}: a restore of it was stopped while moving "
+                             f"entries into place (see {to / INCOMPLETE})",
+                             f"Try: 'upkeeper backups restore {interrupted} --to {to}' to complete it, or --force "
+                             "to extract this backup into it")
+        if nonempty and not force and interrupted != backup_id:
             raise UsageError(f"{to} exists and is not empty", "Try: a new directory, or --force to extract into it")
         return
     blocker = next((p for p in to.parents if p.exists()), None)
@@ -529,18 +540,45 @@ def _check_redis_destination(to: Path | None, force: bool) -> None:
                          "Try: --to a path under an existing directory")
 
 
+def _interrupted_restore(to: Path) -> str | None:
+    """The backup whose restore into ``to`` was killed while moving entries into place (:data:`INCOMPLETE`)."""
+    try:
+        first = (to / INCOMPLETE).read_text(errors="replace").split("\n", 1)[0]
+    except FileNotFoundError:
+        return None
+    return first.removeprefix("backup: ").strip() or "(unknown)"
+
+
+def _stage_beside(to: Path) -> bool:
+    """Whether the restore can be staged beside ``to`` and renamed into place as a whole: ``to`` is new, or an
+    empty directory (not a link to one, not a mount point) in a parent directory we may write."""
+    if to.name in ("", ".."):  # '.', '/', 'a/..': no parent to stage in beside it
+        return False
+    try:
+        st = os.lstat(to)
+    except FileNotFoundError:
+        return True
+    if not stat.S_ISDIR(st.st_mode) or any(to.iterdir()):
+        return False
+    return st.st_dev == os.stat(to.parent).st_dev and os.access(to.parent, os.W_OK | os.X_OK)
+
+
 def _restore_files(fetcher: Fetcher, row: BackupRow, to: Path) -> dict[str, Any]:
-    """Every tar object streams into a private staging directory inside ``to`` (:class:`FilesRestore`): only
-    the members its manifest lists, all inside ``to``.  The entries are moved into place only once every
-    object was read to its end with its SHA-256 matching; any failure before (a corrupt object, a refused
-    member, a full disk, Ctrl-C) removes the staging directory and leaves ``to`` as it was."""
-    created = _make_dirs(to)
-    unchanged = f"{to} was not created" if created else f"{to} was not changed"
+    """Every tar object streams into a private staging directory (:class:`FilesRestore`): only the members its
+    manifest lists, all inside ``to``.  The entries are put in place only once every object was read to its
+    end with its SHA-256 matching; any failure before (a corrupt object, a refused member, a full disk, Ctrl-C)
+    removes the staging directory and leaves ``to`` as it was.  A new or empty ``to`` is the staging directory,
+    renamed (staged beside it): all or nothing.  Into a non-empty one (``--force``) entries are moved one by one,
+    with :data:`INCOMPLETE` there until the last is moved."""
+    existed = os.path.lexists(to)
+    beside = _stage_beside(to)
+    created = _make_dirs(to.parent if beside else to)
+    unchanged = f"{to} was not changed" if existed else f"{to} was not created"
     n = 0
     m = fetcher.located.manifest
     restore: FilesRestore | None = None
     try:
-        with staging_dir(to) as staging:
+        with staging_dir(to.parent if beside else to) as staging:
             restore = FilesRestore(fetcher, staging, to)
             with console.status(f"restoring {row.id}…"):
                 for rec in m.objects:
@@ -549,11 +587,12 @@ def _restore_files(fetcher: Fetcher, row: BackupRow, to: Path) -> dict[str, Any]
                     else:
                         fetcher.check_only(rec)
                 fault_pause("restore-staged")
-                restore.move_into_place()
+                if not (beside and restore.rename_into_place()):
+                    restore.move_into_place()
     except BaseException as exc:
         if restore is not None and restore.touched:
-            where = (f"{to} holds part of the restore (the rest was removed with the staging directory): restore "
-                     "again with --force")
+            where = (f"{to} holds part of the restore (the rest was removed with the staging directory; "
+                     f"{to / INCOMPLETE} says so): restore the backup again to complete it")
         else:
             where = unchanged
             for d in reversed(created):
