@@ -412,8 +412,17 @@ def test_lock_timeouts_and_nowait_are_lock_failures(cli: Any, make_config: Any, 
                     b.execute(sql)
             a.execute("COMMIT")
         r = run(cli, config(make_config, cluster, tmp_path, log_file=str(cluster.log)))
+        # an application that uses NOWAIT and lock_timeout on purpose sets how many failures are usual
+        within = run(cli, config(make_config, cluster, tmp_path, log_file=str(cluster.log), incremental=False,
+                                 lock_failures_warn=3))
+        over = run(cli, config(make_config, cluster, tmp_path, log_file=str(cluster.log), incremental=False,
+                               lock_failures_warn=2))
     finally:
         cluster.stop()
+    assert within["metrics"]["lock_failures"] == 3
+    assert [f for f in within["findings"] if f["check"] == "logs.postgres.lock_failures"] == []
+    (f,) = [f for f in over["findings"] if f["check"] == "logs.postgres.lock_failures"]
+    assert (f["value"], f["threshold"]) == (3, 2)
     text = cluster.log.read_text()
     assert text.count("ERROR:  canceling statement due to lock timeout") == 2
     assert 'ERROR:  could not obtain lock on row in relation "upk_lt"' in text
