@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -204,7 +205,9 @@ class PostgresLogs(Task[PostgresLogsOptions]):
     def _files(path: str, options: PostgresLogsOptions) -> list[LogFile]:
         if any(c in path for c in "*?["):
             out: list[LogFile] = []
-            for p in sorted(glob.glob(path), key=lambda p: (Path(p).stat().st_mtime, p))[-options.max_files:]:
+            # a match may be gone by now (removed by the rotation) or a dangling symlink: left out
+            found = [(m, p) for p in glob.glob(path) if (m := _mtime(p)) is not None]
+            for _m, p in sorted(found)[-options.max_files:]:
                 out += [f for f in discover(p, rotated=False) if f.path == p]
             if out:
                 # only the newest file is still being written
@@ -350,3 +353,11 @@ class PostgresLogs(Task[PostgresLogsOptions]):
                         f"frequently (as close as {cp['min_seconds_apart']} s apart)",
                         "raise max_wal_size so that checkpoints are triggered by checkpoint_timeout",
                         value=cp["too_frequent_warnings"])]
+
+
+def _mtime(path: str) -> float | None:
+    """When ``path`` was last written, or None if it cannot be stat'ed (gone, a dangling symlink)."""
+    try:
+        return os.stat(path).st_mtime
+    except OSError:
+        return None
