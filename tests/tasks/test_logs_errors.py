@@ -288,3 +288,19 @@ def test_an_error_line_dated_9999_does_not_fail_the_run(cli: Any, make_config: A
     assert r["status"] in ("ok", "warn") and r["metrics"]["nginx_errors"] == 2, r["summary"]
     page = Path(next(a["path"] for a in r["artifacts"] if a["format"] == "html")).read_text()
     assert "1 dated in the future left out" in page
+
+
+def test_a_glob_reads_a_dateext_rotated_file_once(cli: Any, make_config: Any, tmp_path: Path) -> None:
+    """app_logs: 'logs/*.log*' matched logrotate's dateext file (app.log-20240301, uncompressed with
+    delaycompress) as a log of its own and read it again as a rotated file of app.log: its exceptions
+    counted twice."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    write_app_log(logs / "app.log-20240301", [ValueError])
+    write_app_log(logs / "app.log.1", [ValueError])
+    write_app_log(logs / "app.log", [KeyError])
+    cfg = make_config({"targets": {"app": {"kind": "app", "root": str(tmp_path)}},
+                       "jobs": {"app-errors": {"task": "logs.errors", "target": "app", "options": {
+                           "report_dir": str(tmp_path / "r"), "app_logs": [str(logs / "*.log*")]}}}})
+    r = run(cli, cfg, "app-errors")
+    assert r["metrics"]["exceptions"] == 3, r["summary"]
