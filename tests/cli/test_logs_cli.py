@@ -175,3 +175,37 @@ def test_html_path_and_directories_are_usage_errors(cli: Any, tmp_path: Path) ->
         assert r.code == 2 and "internal error" not in r.err and "is a directory" in r.err, r.output
         r = cli(["logs", cmd, str(tmp_path)])
         assert r.code == 2 and "is a directory" in r.err and "no such file" not in r.err, r.output
+
+
+def test_nginx_reads_globs_and_rotated_files_as_the_task_does(cli: Any, make_config: Any, tmp_path: Path) -> None:
+    """``upkeeper logs nginx`` took each argument as one file: a quoted glob was 'no such file', and a log's
+    rotated files (read by the logs.nginx task) were left out.  Now every form reads what the task reads."""
+    line = '192.0.2.{i} - - [01/Mar/2024:10:00:00 +0000] "GET /{name} HTTP/1.1" 200 5 "-" "curl/8"\n'
+    for site in ("shop", "blog"):
+        (tmp_path / f"{site}.access.log").write_text(line.format(i=1, name=site) * 3)
+        (tmp_path / f"{site}.access.log.1").write_text(line.format(i=2, name=site) * 2)
+        (tmp_path / f"{site}.access.log.2.gz").write_bytes(gzip.compress(line.format(i=3, name=site).encode()))
+    (tmp_path / "error.log").write_text("not an access log\n")
+    pattern = str(tmp_path / "*.access.log")
+    cfg = make_config({"targets": {"web": {"kind": "nginx", "access_log": pattern}},
+                       "jobs": {"access": {"task": "logs.nginx", "target": "web",
+                                           "options": {"report_dir": str(tmp_path / "r"), "incremental": False}}}})
+    task = cli(["--config", str(cfg), "run", "access", "--json"])
+    assert task.code in (0, 1) and task.json()[0]["metrics"]["requests"] == 12, task.output
+
+    def requests(*args: str) -> int:
+        r = cli(["logs", "nginx", *args, "--json"])
+        assert r.code == 0, r.output
+        n: int = r.json()["requests"]
+        return n
+
+    everything = sorted(str(p) for p in tmp_path.glob("*.access.log*"))
+    assert requests(pattern) == 12  # quoted: upkeeper expands it
+    assert requests(str(tmp_path / "*.access.log*")) == 12  # a rotated match stands for its live log
+    assert requests(*everything) == 12  # what a shell makes of *.access.log*: each file once
+    assert requests(*sorted(str(p) for p in tmp_path.glob("*.access.log"))) == 12  # and of *.access.log
+    assert requests(str(tmp_path / "shop.access.log")) == 6
+    assert requests(str(tmp_path / "shop.access.log"), "--no-rotated") == 3
+    assert requests(str(tmp_path / "shop.access.log.1")) == 2  # a rotated file named alone: that file
+    r = cli(["logs", "nginx", str(tmp_path / "*.acess.log")])
+    assert r.code == 2 and "no file matches" in r.err, r.output

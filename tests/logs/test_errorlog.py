@@ -381,3 +381,19 @@ def test_a_ruby_logger_line_ending_in_a_parenthesized_word_is_no_exception_witho
     assert groups(a) == {("RecordNotFound", "Couldn't find User with 'id'=<n>"): 1,
                          ("PG::UniqueViolation", "duplicate key"): 1}
     assert a.levels == {"info": 1, "error": 2}
+
+
+def test_the_tags_of_a_ruby_logger_record_are_no_part_of_its_message_class() -> None:
+    """Rails logs with log_tags ([request-id]): the tag made each error's class unique to the request
+    ('[<uuid>] …' only grouped because UUIDs are masked, a tag such as [shop-12] split them), and a FATAL
+    record that is its tags alone, with no exception after it, keeps its tags as its message."""
+    text = (
+        "E, [2024-03-01T10:00:00.000001 #1234] ERROR -- : [shop-12] [9f0c] Payment declined for order 7\n"
+        "E, [2024-03-01T10:00:01.000001 #1234] ERROR -- : [shop-13] [9f0d] Payment declined for order 8\n"
+        "F, [2024-03-01T10:00:02.000001 #1234] FATAL -- : [shop-14]   \n"
+        "I, [2024-03-01T10:00:03.000001 #1234]  INFO -- : [shop-14] Completed 500\n"
+        "F, [2024-03-01T10:00:04.000001 #1234] FATAL -- : [shop-15]   \n"
+    )
+    a = feed_app(text)
+    assert dict(a.messages) == {("error", "Payment declined for order <n>"): 2, ("critical", "[shop-<n>]"): 2}
+    assert a.levels == {"error": 2, "critical": 2, "info": 1}

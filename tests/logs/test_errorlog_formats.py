@@ -73,6 +73,20 @@ CASES = [
          {("error", "dial tcp <ip>: connect: connection refused"):
           ("dial tcp 10.0.0.1:5432: connect: connection refused", "main.main", "\t/tmp/jl/go/src/gen/main.go:25")},
          json_lines=9),
+    # zerolog: the error in "error", pkgerrors' frames in "stack", a recovered panic's value in "panic" and
+    # debug.Stack() in "stack"; a record with no message (.Send()) is classed by its error
+    Case("go-zerolog.jsonl", {"info": 1, "error": 6, "warning": 1, "critical": 2},  # panic and fatal levels
+         {("error", "dial tcp <ip>: connect: connection refused"): 2, ("error", "cart <n>: no owner"): 2,
+          ("error", "sql: no rows in result set"): 1, ("error", "listen tcp :<n>: bind: address already in use"): 1,
+          ("panic", "invalid memory address or nil pointer dereference"): 1},
+         {("error", "cart <n>: no owner"): ("cart 7: no owner", "main", "\tmain.go:37"),
+          ("panic", "invalid memory address or nil pointer dereference"):
+          ("panic: invalid memory address or nil pointer dereference", "goroutine 1 [running]:",
+           "\t/tmp/jl/go/src/genzl/main.go:25 +0x88")},
+         json_lines=10,
+         messages={("error", "request failed"): 2, ("warning", "slow query <n> ms"): 1, ("error", "checkout failed"): 2,
+                   ("error", "sql: no rows in result set"): 1, ("error", "handler panicked"): 1,
+                   ("critical", "invoice <n> total is negative"): 1, ("critical", "cannot start"): 1}),
     Case("go-panic.txt", {"critical": 7},
          {("panic", "runtime error: invalid memory address or nil pointer dereference"): 2,
           ("panic", "order <n>: connection refused"): 1,
@@ -96,7 +110,10 @@ CASES = [
          {("RecordNotFound", "Couldn't find User with 'id'=<n>"): 2},
          {("RecordNotFound", "Couldn't find User with 'id'=<n>"):
           ("[4f1c2a9e-77b0-4c1e-9a3d-111111111111] RecordNotFound (Couldn't find User with 'id'=1):",
-           "[4f1c2a9e-77b0-4c1e-9a3d-111111111111] gen_rails.rb:13:in `block in <main>'")}),
+           "[4f1c2a9e-77b0-4c1e-9a3d-111111111111] gen_rails.rb:13:in `block in <main>'")},
+         # the FATAL record's own line is the request's tag alone: its class is the exception on the next
+         # line (it was "[<uuid>]", one class for every exception of every request)
+         messages={("critical", "RecordNotFound (Couldn't find User with 'id'=<n>)"): 2}),
     Case("ruby34-uncaught.txt", {},
          {("NoMethodError", "undefined method 'time' for an instance of Integer"): 1},
          {("NoMethodError", "undefined method 'time' for an instance of Integer"): ("\tfrom test.rb:2:in '<main>'",)}),

@@ -272,3 +272,35 @@ def test_exception_example_shows_where_it_was_raised_and_the_exception(cli: Any,
     assert res.code == 0, res.output
     (cli_group,) = [g for g in res.json()["app"]["exceptions"] if g["type"] == "ValueError"]
     assert cli_group["example"] == group["example"]
+
+
+def test_an_error_line_dated_9999_does_not_fail_the_run(cli: Any, make_config: Any, tmp_path: Path) -> None:
+    """A wrong clock or a forged line dated 9999: the report's chart of lines per hour was stretched to it
+    and failed the run with an OverflowError (the last hour Python knows plus one)."""
+    log = tmp_path / "error.log"
+    log.write_text('2024/03/01 10:00:00 [error] 12#12: *1 open() "/srv/a" failed (2: No such file or directory)\n'
+                   '9999/12/31 23:00:00 [error] 12#12: *2 open() "/srv/b" failed (2: No such file or directory)\n')
+    cfg = make_config({"targets": {"web": {"kind": "nginx", "access_log": str(tmp_path / "access.log"),
+                                           "error_log": str(log)}},
+                       "jobs": {"errors": {"task": "logs.errors", "target": "web",
+                                           "options": {"report_dir": str(tmp_path / "r")}}}})
+    r = run(cli, cfg, "errors")
+    assert r["status"] in ("ok", "warn") and r["metrics"]["nginx_errors"] == 2, r["summary"]
+    page = Path(next(a["path"] for a in r["artifacts"] if a["format"] == "html")).read_text()
+    assert "1 dated in the future left out" in page
+
+
+def test_a_glob_reads_a_dateext_rotated_file_once(cli: Any, make_config: Any, tmp_path: Path) -> None:
+    """app_logs: 'logs/*.log*' matched logrotate's dateext file (app.log-20240301, uncompressed with
+    delaycompress) as a log of its own and read it again as a rotated file of app.log: its exceptions
+    counted twice."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    write_app_log(logs / "app.log-20240301", [ValueError])
+    write_app_log(logs / "app.log.1", [ValueError])
+    write_app_log(logs / "app.log", [KeyError])
+    cfg = make_config({"targets": {"app": {"kind": "app", "root": str(tmp_path)}},
+                       "jobs": {"app-errors": {"task": "logs.errors", "target": "app", "options": {
+                           "report_dir": str(tmp_path / "r"), "app_logs": [str(logs / "*.log*")]}}}})
+    r = run(cli, cfg, "app-errors")
+    assert r["metrics"]["exceptions"] == 3, r["summary"]

@@ -416,6 +416,42 @@ def test_bursts_split_by_the_boundary_between_runs_are_counted_whole(cli: Any, m
     assert third["metrics"]["requests"] == 3 and checks(third) == {}, checks(third)
 
 
+
+def test_a_line_dated_in_the_future_does_not_cut_the_burst_kept_between_runs(cli: Any, make_config: Any,
+                                                                            tmp_path: Path) -> None:
+    """The 404s and failed logins kept for the next run were those of the last minutes before the newest log
+    time: one line dated 9999 (a wrong clock, a forged line) made that 9999 and dropped them all (and the
+    HTML chart of requests per hour, stretched to 9999, failed the run with an OverflowError)."""
+    def probes(k0: int, k1: int) -> str:
+        return "".join(f'198.51.100.9 - - [01/Mar/2024:10:{s // 60:02d}:{s % 60:02d} +0000] '
+                       f'"GET /probe{s}.php HTTP/1.1" 404 5 "-" "Mozilla/5.0" 0.010\n' for s in range(k0, k1, 3))
+
+    log = tmp_path / "access.log"
+    log.write_text(probes(30, 66) + '192.0.2.9 - - [31/Dec/9999:23:59:59 +0000] "GET / HTTP/1.1" 200 5 "-" '
+                   '"curl/8" 0.010\n')
+    cfg = file_config(make_config, log, tmp_path)
+    r = run(cli, cfg)
+    assert r["status"] == "warn", r["summary"]
+    first = checks(r)
+    assert "logs.nginx.not_found_burst" not in first, first
+    with open(log, "a") as fh:
+        fh.write(probes(66, 102))
+    (burst,) = checks(run(cli, cfg))["logs.nginx.not_found_burst"]
+    assert (burst["subject"], burst["value"]) == ("198.51.100.9", 24)
+    assert first["logs.nginx.future_lines"][0]["value"] == 1
+
+
+def test_a_first_run_over_more_days_than_are_kept_reports_them_all(cli: Any, make_config: Any,
+                                                                   tmp_path: Path) -> None:
+    """A first run over a log of 40 days failed with a KeyError: the hours older than the kept days were
+    dropped from the counts and then looked up."""
+    log = tmp_path / "access.log"
+    log.write_text("".join(timed_lines(datetime(2024, 1, 1, 12) + timedelta(days=d), 1, 2) for d in range(40)))
+    r = run(cli, file_config(make_config, log, tmp_path))
+    assert r["status"] in ("ok", "warn") and r["metrics"]["requests"] == 80, r
+    assert r["metrics"]["peak_hour_requests"] == 2
+
+
 # -- traffic spikes on sub-hourly schedules --------------------------------------------------------
 
 
@@ -469,10 +505,14 @@ def test_hour_counts_add_up_over_incremental_runs_and_are_replaced_by_full_reads
     from upkeeper.tasks.logs.nginx import HOURS_KEPT_DAYS, merge_hours
 
     earlier = {"2024-01-01 10:00": 5, "2024-03-01 10:00": 30}
-    assert merge_hours(earlier, {"2024-03-01 10:00": 12, "2024-03-01 11:00": 3}, incremental=True) == {
+    now = "2026-01-01 00:00"
+    assert merge_hours(earlier, {"2024-03-01 10:00": 12, "2024-03-01 11:00": 3}, incremental=True,
+                       not_after=now) == {
         "2024-03-01 10:00": 42, "2024-03-01 11:00": 3}  # January is more than HOURS_KEPT_DAYS old
     assert HOURS_KEPT_DAYS < 60
-    assert merge_hours(earlier, {"2024-03-01 10:00": 31}, incremental=False)["2024-03-01 10:00"] == 31
+    assert merge_hours(earlier, {"2024-03-01 10:00": 31}, incremental=False, not_after=now)["2024-03-01 10:00"] == 31
+    # an hour past not_after (a wrong clock) is not kept, and the kept days are counted back from the real ones
+    assert merge_hours(earlier, {"2099-01-01 00:00": 1}, incremental=True, not_after=now) == {"2024-03-01 10:00": 30}
 
 
 # -- access_log as a glob ---------------------------------------------------------------------------

@@ -412,8 +412,17 @@ def test_lock_timeouts_and_nowait_are_lock_failures(cli: Any, make_config: Any, 
                     b.execute(sql)
             a.execute("COMMIT")
         r = run(cli, config(make_config, cluster, tmp_path, log_file=str(cluster.log)))
+        # an application that uses NOWAIT and lock_timeout on purpose sets how many failures are usual
+        within = run(cli, config(make_config, cluster, tmp_path, log_file=str(cluster.log), incremental=False,
+                                 lock_failures_warn=3))
+        over = run(cli, config(make_config, cluster, tmp_path, log_file=str(cluster.log), incremental=False,
+                               lock_failures_warn=2))
     finally:
         cluster.stop()
+    assert within["metrics"]["lock_failures"] == 3
+    assert [f for f in within["findings"] if f["check"] == "logs.postgres.lock_failures"] == []
+    (f,) = [f for f in over["findings"] if f["check"] == "logs.postgres.lock_failures"]
+    assert (f["value"], f["threshold"]) == (3, 2)
     text = cluster.log.read_text()
     assert text.count("ERROR:  canceling statement due to lock timeout") == 2
     assert 'ERROR:  could not obtain lock on row in relation "upk_lt"' in text
@@ -464,3 +473,22 @@ def test_restartpoints_on_a_standby_are_checkpoints(services_dir: Path, tmp_path
     badger = pgbadger(log, pgworkload.LOG_LINE_PREFIX, tmp_path)
     assert cp["buffers"] == badger["checkpoint_info"]["wbuffer"]
     assert cp["reasons"] == badger["checkpoint_info"]["starting"]
+
+
+def test_a_glob_that_matches_a_dangling_symlink_reads_the_other_files(cli: Any, make_config: Any,
+                                                                      tmp_path: Path) -> None:
+    """log_file: a glob whose matches were sorted by a stat() that raised for a match gone since (removed by
+    the rotation, or a dangling symlink): the run failed with a bare FileNotFoundError."""
+    logs = tmp_path / "pglog"
+    logs.mkdir()
+    (logs / "postgresql-Mon.log").write_text(
+        "2024-03-01 10:00:00.002 UTC [11] ERROR:  relation \"x\" does not exist at character 15\n")
+    (logs / "postgresql-current.log").symlink_to(logs / "postgresql-Tue.log")  # not written yet
+    cfg = make_config({
+        "targets": {"db": {"kind": "postgres", "host": "127.0.0.1", "port": 1}},  # not asked: both options set
+        "jobs": {"pg-logs": {"task": "logs.postgres", "target": "db", "options": {
+            "report_dir": str(tmp_path / "reports"), "log_file": str(logs / "postgresql-*.log"),
+            "log_line_prefix": "%m [%p] "}}},
+    })
+    r = run(cli, cfg)
+    assert r["status"] in ("ok", "warn") and r["metrics"]["errors"] == 1, r["summary"]

@@ -49,3 +49,43 @@ def test_a_daily_peak_is_no_spike_but_a_peak_ten_times_higher_is(cli: Any, make_
         fh.write(_day(4, 600))
     [spike] = spikes(run())
     assert spike["value"] == 600 and "10.0x the usual 60 in the busiest hour" in spike["message"], spike
+
+
+def test_a_line_dated_in_the_far_future_neither_erases_the_hourly_counts_nor_breaks_the_next_runs(
+        cli: Any, make_config: Any, tmp_path: Path) -> None:
+    # a clock glitch or a forged line dated 2099: the hourly counts kept in the job's state were trimmed to
+    # the 35 days before the newest hour seen, so that one line dropped every real hour, and every later run
+    # failed with a KeyError on an hour it had just dropped
+    log = tmp_path / "access.log"
+    cfg = make_config({
+        "targets": {"web": {"kind": "nginx", "access_log": str(log), "error_log": str(tmp_path / "error.log")}},
+        "jobs": {"log-analysis": {"task": "logs.nginx", "target": "web", "options": {
+            "log_format": "combined_timed", "report_dir": str(tmp_path / "reports"), "spike_min_runs": 2}}},
+    })
+
+    def run() -> dict[str, Any]:
+        r = cli(["--config", cfg, "run", "log-analysis", "--json"])
+        assert r.code in (0, 1), r.output
+        out: dict[str, Any] = r.json()[0]
+        assert out["status"] in ("ok", "warn"), out
+        return out
+
+    def checks(r: dict[str, Any], name: str) -> list[dict[str, Any]]:
+        return [f for f in r["findings"] if f["check"] == name]
+
+    for day in (1, 2, 3):
+        with open(log, "a") as fh:
+            fh.write(_day(day, 60))
+        run()
+    with open(log, "a") as fh:
+        fh.write('203.0.113.9 - - [01/Jan/2099:00:00:00 +0000] "GET /x HTTP/1.1" 200 5 "-" "curl/8" 0.010\n')
+    r = run()
+    [future] = checks(r, "logs.nginx.future_lines")
+    assert future["value"] == 1 and "2099-01-01 00:00" in future["message"], future
+    assert checks(r, "logs.nginx.traffic_spike") == []
+    with open(log, "a") as fh:
+        fh.write(_day(4, 600))
+    r = run()
+    assert checks(r, "logs.nginx.check_failed") == [] and checks(r, "logs.nginx.future_lines") == [], r["findings"]
+    [spike] = checks(r, "logs.nginx.traffic_spike")
+    assert spike["value"] == 600 and "10.0x the usual 60 in the busiest hour" in spike["message"], spike

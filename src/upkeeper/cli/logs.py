@@ -25,15 +25,43 @@ app.add_typer(logs_app, name="logs")
 
 
 def _units(paths: list[Path], continuation: bytes, workers: int) -> list[Any]:
-    from upkeeper.logs import parallel
-    from upkeeper.logs.sources import ReadRange, discover
+    from upkeeper.logs.sources import discover
 
-    ranges = []
+    files = []
     for p in paths:
         _check_log(p)
-        for lf in discover(str(p), rotated=False):
-            ranges.append(ReadRange(lf, 0, None if lf.gz else lf.size, final=True))
+        files += discover(str(p), rotated=False)
+    return _units_of(files, continuation, workers)
+
+
+def _units_of(files: list[Any], continuation: bytes, workers: int) -> list[Any]:
+    from upkeeper.logs import parallel
+    from upkeeper.logs.sources import ReadRange
+
+    ranges = [ReadRange(lf, 0, None if lf.gz else lf.size, final=True) for lf in files]
     return parallel.units_for(ranges, continuation=continuation, workers=workers)
+
+
+def _access_logs(args: list[str], *, rotated: bool, max_files: int) -> list[Any]:
+    """The files the arguments name, found as logs.nginx finds its access_log: a path with its rotated files,
+    a glob (quoted, so that the shell leaves it alone) with those of each log it matches.  A file named twice
+    is read once: a shell that expands ``*.log*`` names the rotated files the live log brings along."""
+    from upkeeper.logs.sources import discover, discover_glob, is_glob
+
+    out: dict[str, Any] = {}
+    for arg in args:
+        if is_glob(arg) and not Path(arg).exists():
+            found = discover_glob(arg, rotated=rotated, max_files=max_files)
+            if not found:
+                raise UsageError(f"{arg}: no file matches", "Try: check the pattern, e.g. "
+                                 "'/var/log/nginx/*access.log' (quoted, so that upkeeper expands it)")
+        else:
+            _check_log(Path(arg))
+            found = discover(arg, rotated=rotated, max_files=max_files)
+        for lf in found:
+            _check_log(Path(lf.path))
+            out.setdefault(lf.path, lf)
+    return list(out.values())
 
 
 def _check_log(p: Path) -> None:
@@ -92,9 +120,15 @@ def _table(title: str, cols: list[str], rows: list[list[Any]], numeric: tuple[in
 
 @logs_app.command("nginx")
 def nginx_cmd(
-    files: list[Path] = typer.Argument(..., help="access log files (plain or .gz)"),
+    files: list[str] = typer.Argument(..., help="access logs (plain or .gz) or quoted globs such as "
+                                      "'/var/log/nginx/*access.log', each read with its rotated files "
+                                      "(access.log.1, .2.gz, -DATE) as the logs.nginx task reads its access_log"),
     log_format: str = typer.Option("combined", "--format", "-f",
                                    help="nginx log_format string, or combined | combined_timed | main"),
+    rotated: bool = typer.Option(True, "--rotated/--no-rotated",
+                                 help="also read the rotated files of each log (those named are always read)"),
+    max_files: int = typer.Option(30, "--max-files", min=1, max=1000,
+                                  help="at most this many files per log, newest first"),
     as_json: bool = typer.Option(False, "--json", help="the whole report as JSON"),
     html: Path | None = typer.Option(None, "--html", help="also write the offline HTML report here"),
     top: int = typer.Option(10, "--top", min=1, help="length of the top lists"),
@@ -110,23 +144,26 @@ def nginx_cmd(
     except LogFormatError as exc:
         raise UsageError(exc.message, exc.hint) from None
     _check_html(html)
+    found = _access_logs(files, rotated=rotated, max_files=max_files)
     notes: list[parallel.ReadNote] = []
     partial, _ = parallel.scan("upkeeper.logs.access", ScanOptions(log_format=log_format),
-                               _units(files, b"", workers), workers=workers, notes=notes)
+                               _units_of(found, b"", workers), workers=workers, notes=notes)
     rep = redact_obj(summarize(partial, top_n=top, log_format=log_format))  # tokens in query strings, credentials in samples
     rep["read_notes"] = _warn_read_notes(notes)
+    rep["files"] = [{"path": lf.path, "compressed": lf.gz} for lf in found]
     rep["goaccess"]["log_format_flags"] = to_goaccess(log_format).argv()
     if html is not None:
         from upkeeper.logs.report_html import access_report
 
-        _write_html(html, access_report(rep, [], title=f"Access log report — {files[0].name}",
-                                        subtitle=", ".join(map(str, files)), trends={}, objectives={}))
+        _write_html(html, access_report(rep, [], title=f"Access log report — {Path(files[0]).name}",
+                                        subtitle=", ".join(files), trends={}, objectives={}))
     if as_json:
         print_json(rep)
         return
     lat = rep["latency"]["overall"]
     console.print(f"[bold]{rep['requests']:,}[/] requests, [bold]{rep['visitors']:,}[/] unique visitors, "
-                  f"{human_bytes(rep['bandwidth'])}, {rep['first'] or '-'} → {rep['last'] or '-'}")
+                  f"{human_bytes(rep['bandwidth'])}, {rep['first'] or '-'} → {rep['last'] or '-'}, "
+                  f"{len(found)} file(s)")
     console.print(f"status 4xx {rep['rate_4xx_pct']:.2f} %, 5xx {rep['rate_5xx_pct']:.3f} %, bots "
                   f"{rep['bots']['bot_pct']:.1f} %, unparsed {rep['invalid']:,} ({rep['unparsed_pct']:.2f} %)"
                   + (f", p50/p95/p99 {lat['p50']:.0f}/{lat['p95']:.0f}/{lat['p99']:.0f} ms" if lat else ""))

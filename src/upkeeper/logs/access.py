@@ -30,7 +30,7 @@ import re
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from itertools import compress, repeat
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any
@@ -954,20 +954,25 @@ class SecurityTail:
         return out
 
 
-def security_tail(p: AccessPartial, earlier: SecurityTail | None = None) -> SecurityTail:
+def security_tail(p: AccessPartial, earlier: SecurityTail | None = None, *,
+                  not_after: datetime | None = None) -> SecurityTail:
     """What the next run needs of this one's 404s and failed logins (see :class:`SecurityTail`): those of
-    the last two minutes, and of the last two 10-minute periods, of the data (``earlier`` included)."""
+    the last two minutes, and of the last two 10-minute periods, of the data (``earlier`` included).  Log
+    times after ``not_after`` (a wrong clock, forged lines) do not count as the end of the data: a line
+    dated 2099 would otherwise drop the whole tail."""
     earlier = earlier or SecurityTail()
     nf = p.nf_bursts + earlier.nf_bursts
     auth = p.auth_failures + earlier.auth_failures
+    limit = None if not_after is None else _minute_number(
+        (not_after.year * 10000 + not_after.month * 100 + not_after.day, not_after.hour, not_after.minute))
     times = [n for n in map(_minute_number, [*p.minutes, *(t for _ip, t in nf), *(t for _i, _p, t in auth)])
-             if n is not None]
+             if n is not None and (limit is None or n <= limit)]
     if not times:
         return SecurityTail()
     last = max(times)
     return SecurityTail(
-        Counter({k: c for k, c in nf.items() if (_minute_number(k[1]) or 0) >= last - 1}),
-        Counter({k: c for k, c in auth.items() if (_minute_number(k[2]) or 0) >= last - last % 10 - 10}))
+        Counter({k: c for k, c in nf.items() if last - 1 <= (_minute_number(k[1]) or 0) <= last}),
+        Counter({k: c for k, c in auth.items() if last - last % 10 - 10 <= (_minute_number(k[2]) or 0) <= last}))
 
 
 def _periods(events: Iterable[tuple[bytes, TimeInfo, int, bool]]) -> dict[bytes, Periods]:

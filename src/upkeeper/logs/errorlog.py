@@ -263,6 +263,9 @@ _RUBY = re.compile(r":in [`'][^']*': (.*) \(([A-Z][\w:]*)\)$")
 #: Ruby's Logger prefix (``E, [2024-03-01T10:00:00.123456 #1234] ERROR -- progname: ``) and Rails' tags
 _RUBY_HEAD = r"(?:[A-Z], \[[^\]]*\]\s+[A-Z]+ -- [^:]*: )"
 _RUBY_TAGS = r"(?:\[[^\]]*\] )*"
+#: a line of Ruby's Logger, and the tags (``[request-id]``, Rails' log_tags) its message begins with
+_RUBY_HEAD_LINE = re.compile(_RUBY_HEAD)
+_RUBY_TAG_PREFIX = re.compile(r"^(?:\[[^\]]*\](?: |$))+")
 _RUBY_CLASS = r"[A-Z]\w*(?:::[A-Z]\w*)*"
 #: an exception logged by Ruby's Logger (``logger.error(e)``: ``E, [… #1234] ERROR -- : message (Class)`` then
 #: the backtrace), or by Rails (``ActiveRecord::RecordNotFound (Couldn't find User with 'id'=1):`` inside
@@ -319,6 +322,10 @@ class AppLogStats:
     #: the text record being read, when it started with a time stamp: (source, its warning+ message key or
     #: None, whether its example is this record's); a following line without a time stamp continues it
     _record: tuple[str, tuple[str, str] | None, bool] | None = None
+    #: a Ruby Logger record of warning or worse whose message is its tags alone, as Rails' FATAL record
+    #: of an exception is (the exception on the next line): (level, the line, its tags, source), counted
+    #: with the next line's exception as its message, or with its tags as the message when no such line follows
+    _tags_only: tuple[str, str, str, str] | None = None
 
     # -- input -------------------------------------------------------------------------------
 
@@ -332,7 +339,33 @@ class AppLogStats:
             self._line(line.rstrip("\r"), source)
 
     def finish(self) -> None:
+        self._count_tags_only("")
         self._flush()
+
+    def _count_message(self, level: str, msg: str, example: str) -> tuple[tuple[str, str], bool]:
+        """Count a warning-or-worse message in its class; the class, and whether ``example`` is its example."""
+        key = (level, normalize(msg))
+        self.messages[key] += 1
+        own = key not in self.message_examples
+        if own:
+            self.message_examples[key] = example[:500]
+        return key, own
+
+    def _count_tags_only(self, line: str, source: str = "") -> bool:
+        """Count the pending tags-only Ruby record (see ``_tags_only``): its message is ``line``'s exception
+        (``RecordNotFound (Couldn't find User with 'id'=1):``, tags and all) when ``line`` is Rails' line of
+        one in the same log; True then."""
+        if self._tags_only is None:
+            return False
+        level, head, tags, src = self._tags_only
+        self._tags_only = None
+        rails = (src == source and line.endswith("):") and not _TIME_HEAD.match(line)
+                 and _RUBY_LOGGED.match(line) is not None)
+        if rails:
+            self._count_message(level, _RUBY_TAG_PREFIX.sub("", line).strip().removesuffix(":"), head + "\n" + line)
+        else:  # nothing to name: the tags are the message
+            self._count_message(level, tags, head)
+        return rails
 
     def _keep(self, line: str) -> None:
         self._pending.append(line)
@@ -340,6 +373,8 @@ class AppLogStats:
             del self._pending[MAX_TRACE_LINES // 2]
 
     def _line(self, line: str, source: str) -> None:
+        if self._tags_only is not None:
+            self._count_tags_only(line, source)
         if self._pending:
             if self._pending_kind == "go":
                 if _GO_STACK.match(line) or line == self._pending[0]:  # "fatal error: …" is printed twice
@@ -408,11 +443,13 @@ class AppLogStats:
             self.levels[level] += 1
             if level in ("warning", "error", "critical"):
                 msg = line[m.end():].lstrip(" :-]|") if m else line
-                key = (level, normalize(msg))
-                self.messages[key] += 1
-                own = key not in self.message_examples
-                if own:
-                    self.message_examples[key] = line[:500]
+                ruby = _RUBY_HEAD_LINE.match(line)
+                if ruby:  # the request's tags are no part of the message: [<uuid>] made one class of all
+                    msg = _RUBY_TAG_PREFIX.sub("", line[ruby.end():]).strip()
+                if ruby and not msg and not rb and not go:
+                    self._tags_only = (level, line, line[ruby.end():], source)
+                else:
+                    key, own = self._count_message(level, msg, line)
         if stamped:
             self._record = (source, key, own)
         if (em and exc) or go or rb:
@@ -490,7 +527,8 @@ class AppLogStats:
     def _structured(self, obj: dict[str, Any], s: str, source: str) -> None:
         """A record of fields (a JSON line, a logfmt line): its level, message and exception."""
         level = _json_level(obj)
-        msg = _first_str(obj, ("message", "msg", "event", "@message", "text"))
+        # a record with no message (zerolog's log.Error().Err(err).Send()) is classed by its error
+        msg = _first_str(obj, ("message", "msg", "event", "@message", "text")) or _go_error(obj) or ""
         at = _trace_in_message(msg)
         trace, msg = (msg[at:], msg[:at].rstrip() or msg[at:].split("\n", 1)[0]) if at >= 0 else ("", msg)
         if level:
@@ -639,20 +677,49 @@ def _exc_text(obj: dict[str, Any]) -> _Exc | None:
     return None
 
 
+def _go_error(obj: dict[str, Any]) -> str | None:
+    """The error string a Go logger wrote in ``error`` (``err``), or None."""
+    err = obj.get("error")
+    err = err if isinstance(err, str) else obj.get("err")
+    return err if isinstance(err, str) and err.strip() else None
+
+
+def _go_stack(obj: dict[str, Any]) -> str:
+    """The stack a Go logger wrote with an error, as text: zap's ``stacktrace``, a ``stack`` of text
+    (``debug.Stack()``), or zerolog's ``stack`` of frames (``pkgerrors.MarshalStack``: func, source, line)."""
+    for k in ("stacktrace", "stack"):
+        st = obj.get(k)
+        if isinstance(st, str) and st.strip():
+            return st.rstrip()
+        if isinstance(st, list) and st and all(isinstance(fr, dict) for fr in st):
+            return "\n".join(f"{fr.get('func', '?')}\n\t{fr.get('source', '?')}:{fr.get('line', '?')}" for fr in st)
+    return ""
+
+
+def _exc_go_panic(obj: dict[str, Any]) -> _Exc | None:
+    """A Go handler's panic that a recover() logged (``Interface("panic", r)``, ``Bytes("stack",
+    debug.Stack())``): in a record at level error or worse, an exception of type ``panic``, as the crash
+    Go prints for one it did not recover is."""
+    value = obj.get("panic")
+    if not isinstance(value, str) or not value.strip() or _json_level(obj) not in ("error", "critical"):
+        return None
+    st = _go_stack(obj)
+    return "panic", value, f"panic: {value}\n\n{st}" if st else ""
+
+
 def _exc_error_string(obj: dict[str, Any]) -> _Exc | None:
     """Go loggers (zap, logrus, zerolog) write an error as its string — Go errors have no type — in
     ``error`` (``err``): in a record at level error or worse it is an exception of type ``error``, with
-    zap's ``stacktrace`` (the frames) in its example."""
-    err = obj.get("error")
-    err = err if isinstance(err, str) else obj.get("err")
-    if not isinstance(err, str) or not err.strip() or _json_level(obj) not in ("error", "critical"):
+    its stack (zap's ``stacktrace``, zerolog's ``stack``) in its example."""
+    err = _go_error(obj)
+    if err is None or _json_level(obj) not in ("error", "critical"):
         return None
-    st = obj.get("stacktrace")
-    return "error", err, f"{err}\n{st.rstrip()}" if isinstance(st, str) and st.strip() else ""
+    st = _go_stack(obj)
+    return "error", err, f"{err}\n{st}" if st else ""
 
 
 #: adapters from a JSON log record to its exception, tried in turn: one per way loggers write exceptions
-_JSON_EXC_ADAPTERS = (_exc_fields, _exc_structlog_dicts, _exc_text, _exc_error_string)
+_JSON_EXC_ADAPTERS = (_exc_fields, _exc_structlog_dicts, _exc_go_panic, _exc_text, _exc_error_string)
 
 
 def _json_exception(obj: dict[str, Any]) -> _Exc | None:

@@ -11,6 +11,8 @@ from upkeeper.logs.errorlog import trace_excerpt
 from upkeeper.logs.svg import PALETTE, bar_chart, line_chart, status_colors
 from upkeeper.redact import redact, redact_obj
 
+FUTURE_SLACK = timedelta(days=1)  # log time may run ahead of the clock here (another time zone)
+
 CSS = """
 :root{--fg:#0f172a;--mut:#64748b;--bd:#e2e8f0;--bg:#f8fafc;--warn:#d97706;--crit:#dc2626;--ok:#16a34a}
 *{box-sizing:border-box}body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;color:var(--fg);
@@ -134,8 +136,14 @@ def time_chart(counts: dict[str, int], *, what: str, color: str = PALETTE[0]) ->
         hours = sorted((datetime.strptime(k, "%Y-%m-%d %H:%M"), float(v)) for k, v in counts.items())
     except ValueError:  # not the hour keys the scanners write: the points as they are
         return line_chart([(k, float(v)) for k, v in counts.items()], title=f"{what} per hour", color=color)
+    # a line dated 2099 or 9999 (a wrong clock, a forged line) would stretch the chart over decades, or
+    # past the last date Python knows: such hours are left out, and the title says so
+    latest = datetime.now() + FUTURE_SLACK
+    future = sum(v for h, v in hours if h > latest)
+    hours = [(h, v) for h, v in hours if h <= latest]
+    note = f" ({future:,.0f} dated in the future left out)" if future else ""
     if not hours:
-        return line_chart([], title=f"{what} per hour")
+        return line_chart([], title=f"{what} per hour{note}")
     first, last = hours[0][0], hours[-1][0]
     daily = (last - first) // timedelta(hours=1) >= MAX_HOURLY_POINTS
     step = timedelta(days=1) if daily else timedelta(hours=1)
@@ -149,7 +157,7 @@ def time_chart(counts: dict[str, int], *, what: str, color: str = PALETTE[0]) ->
         filled[h.replace(hour=0) if daily else h] += v
     fmt = "%m/%d" if daily else "%m/%d %Hh"
     return line_chart([(t.strftime(fmt), v) for t, v in filled.items()],
-                      title=f"{what} per {'day' if daily else 'hour'}", color=color)
+                      title=f"{what} per {'day' if daily else 'hour'}{note}", color=color)
 
 
 def trend_charts(trends: dict[str, list[tuple[str, float]]], specs: Sequence[tuple[str, str, str, float | None]]

@@ -86,13 +86,19 @@ def is_glob(path: str) -> bool:
     return any(c in path for c in GLOB_CHARS)
 
 
+def live_log(path: str) -> str:
+    """The live log a rotated file belongs to (``x.log.1``, ``x.log.2.gz``, ``x.log-20240301`` → ``x.log``);
+    any other path as it is."""
+    return _ROTATED_SUFFIX.sub("", path) or path
+
+
 def discover_glob(pattern: str, *, rotated: bool = True, max_files: int = 30) -> list[LogFile]:
     """Each log ``pattern`` matches, with its rotated siblings (:func:`discover`, ``max_files`` per log), logs
     in name order.  A match that is itself a rotated file (``x.log.1``, ``x.log-20240301.gz``) stands for its
     live log ``x.log``, so ``*.log*`` reads every log once; with ``rotated`` false only live logs are read."""
     import glob
 
-    bases = sorted({_ROTATED_SUFFIX.sub("", p) or p for p in glob.glob(pattern)})
+    bases = sorted({live_log(p) for p in glob.glob(pattern)})
     out: list[LogFile] = []
     for base in bases:
         out += discover(base, rotated=rotated, max_files=max_files)

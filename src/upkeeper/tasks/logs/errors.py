@@ -15,7 +15,7 @@ from upkeeper.core.task import Finding, Result, Severity, Task, TaskContext, Tas
 from upkeeper.logs import parallel
 from upkeeper.logs.errorlog import AppLogStats, NginxErrorStats, is_upstream_failure, trace_excerpt
 from upkeeper.logs.report_html import errors_report
-from upkeeper.logs.sources import LogFile, PlanNote, ReadPlan, discover, finish_cursors, plan_reads
+from upkeeper.logs.sources import LogFile, PlanNote, ReadPlan, discover, finish_cursors, live_log, plan_reads
 from upkeeper.redact import redact, redact_obj
 from upkeeper.tasks.logs._common import (
     REPORT_KEEP_DEFAULT,
@@ -199,11 +199,11 @@ class ErrorLogs(Task[ErrorLogsOptions]):
 
     @staticmethod
     def _app_files(pattern: str, options: ErrorLogsOptions) -> list[tuple[str, list[LogFile]]]:
-        paths = sorted(glob.glob(pattern)) if any(c in pattern for c in "*?[") else [pattern]
+        # a rotated match (x.log.1, x.log-20240301: logrotate's dateext) stands for its live log, with which it
+        # is read: once, whatever else the pattern matches
+        paths = sorted({live_log(p) for p in glob.glob(pattern)}) if any(c in pattern for c in "*?[") else [pattern]
         out = []
         for p in paths:
-            if p.endswith(".gz") or any(p.endswith(f".{i}") for i in range(1, 100)):
-                continue  # rotated siblings are read with their live file
             files = discover(p, rotated=options.rotated, max_files=options.max_files)
             if files:
                 out.append((p, files))

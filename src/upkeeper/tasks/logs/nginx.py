@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from pydantic import Field, field_validator
@@ -46,6 +46,7 @@ TAIL_KEY = "access_security_tail"  # the last minutes' 404s and failed logins, f
 HOURS_KEY = "access_hours"  # requests per hour of log time over the runs, so an hour split between runs is whole
 HOURS_KEPT_DAYS = 35  # days of hourly counts kept in the job's state
 SPIKE_BASELINE_DAYS = 7  # a spike is judged against the busiest hours of this many earlier days
+FUTURE_SLACK = timedelta(days=1)  # log time may run ahead of UTC (a local time zone); more is a wrong clock
 TREND_METRICS = ["requests", "visitors", "latency_p95_ms", "failed_pct"]
 
 
@@ -182,6 +183,7 @@ class NginxLogs(Task[NginxLogsOptions]):
                             "Try: run upkeeper as a user that can read the nginx logs (group adm)") from None
         seconds = time.monotonic() - t0
         earlier = SecurityTail.from_json(ctx.state.get(TAIL_KEY)) if options.incremental else None
+        not_after = ctx.now() + FUTURE_SLACK  # later log times are a wrong clock or forged lines
         # redacted before anything is built from it: request lines and referrers carry ?token=…, and the
         # findings (history, --json), the HTML and the JSON report all show parts of them
         rep: dict[str, Any] = redact_obj(summarize(
@@ -191,8 +193,13 @@ class NginxLogs(Task[NginxLogsOptions]):
         rep["files"] = [{"path": r.file.path, "from": r.start, "to": r.end, "compressed": r.file.gz}
                         for r in plan.ranges]
         rep["scan_seconds"] = round(seconds, 3)
-        hours = merge_hours(ctx.state.get(HOURS_KEY, {}), rep["hourly"], incremental=options.incremental)
-        rep["hourly_whole"] = {h: hours[h] for h in rep["hourly"]}
+        latest = hour_key(not_after)
+        rep["future_hours"] = {h: c for h, c in rep["hourly"].items() if h > latest}
+        rep["future_after"] = latest
+        hours = merge_hours(ctx.state.get(HOURS_KEY, {}), rep["hourly"], incremental=options.incremental,
+                            not_after=latest)
+        # an hour older than the kept days (a first run over a long log) is whole as this run read it
+        rep["hourly_whole"] = {h: hours.get(h, c) for h, c in rep["hourly"].items() if h <= latest}
         rep["usual_peak_hour"] = usual_peak_hour(hours, rep["hourly_whole"])
         rep["log_format"] = options.log_format
         rep["goaccess"]["log_format_flags"] = to_goaccess(options.log_format).argv()
@@ -216,7 +223,7 @@ class NginxLogs(Task[NginxLogsOptions]):
                                       options.keep_reports)
             if options.incremental:
                 ctx.state.set(CURSORS_KEY, finish_cursors(plan, gz_read))
-                ctx.state.set(TAIL_KEY, security_tail(partial, earlier).to_json())
+                ctx.state.set(TAIL_KEY, security_tail(partial, earlier, not_after=not_after).to_json())
             ctx.state.set(HOURS_KEY, hours)
         return Result(summary=self._summary(rep, artifacts), findings=findings, metrics=metrics,
                       artifacts=artifacts)
@@ -253,6 +260,7 @@ class NginxLogs(Task[NginxLogsOptions]):
         }
         if hours:
             m["requests_per_hour"] = round(sum(hours) / len(hours), 2)
+        if whole:
             m["peak_hour_requests"] = float(max(whole))
         for p in ("p50", "p95", "p99"):
             if p in lat:
@@ -264,7 +272,7 @@ class NginxLogs(Task[NginxLogsOptions]):
         out = plan_findings("nginx", notes)
         if not rep["lines"]:
             return out
-        checks = (self._unparsed, self._failed, self._latency, self._security, self._spike)
+        checks = (self._unparsed, self._failed, self._latency, self._security, self._future, self._spike)
         for check in checks:
             try:
                 out += check(ctx, o, rep, subject)
@@ -354,6 +362,18 @@ class NginxLogs(Task[NginxLogsOptions]):
         return out
 
     @staticmethod
+    def _future(ctx: TaskContext, o: NginxLogsOptions, rep: dict[str, Any], subject: str) -> list[Finding]:
+        future = rep["future_hours"]
+        if not future:
+            return []
+        n = sum(future.values())
+        return [Finding("logs.nginx.future_lines", Severity.WARNING, subject,
+                        f"{n:,} line(s) dated after {rep['future_after']} (a day past this run's clock), up to "
+                        f"{max(future)}: left out of the hourly counts and the spike check",
+                        "a wrong clock on the web server, or forged log lines: check the server's time (NTP) "
+                        "and who can write to the log", value=float(n), data={"hours": future})]
+
+    @staticmethod
     def _spike(ctx: TaskContext, o: NginxLogsOptions, rep: dict[str, Any], subject: str) -> list[Finding]:
         # the busiest hour this run read, counted whole (with the earlier runs' lines of that hour), against
         # the usual busiest hour of a day: like for like whatever the schedule — a job every 15 minutes
@@ -379,12 +399,21 @@ class NginxLogs(Task[NginxLogsOptions]):
                         value=float(peak), threshold=round(o.spike_factor * usual, 1))]
 
 
-def merge_hours(earlier: dict[str, int], now: dict[str, int], *, incremental: bool) -> dict[str, int]:
+def hour_key(when: datetime) -> str:
+    """The ``YYYY-MM-DD HH:00`` key of the hour holding ``when``."""
+    return f"{when:%Y-%m-%d %H}:00"
+
+
+def merge_hours(earlier: dict[str, int], now: dict[str, int], *, incremental: bool,
+                not_after: str) -> dict[str, int]:
     """Requests per hour (``YYYY-MM-DD HH:00``, log time) over the runs: an incremental run adds its lines
-    to the hour's count, a run that read everything replaces it; the last :data:`HOURS_KEPT_DAYS` days kept."""
+    to the hour's count, a run that read everything replaces it; the last :data:`HOURS_KEPT_DAYS` days
+    before the newest hour kept.  Hours after ``not_after`` (a wrong clock, forged lines) are never kept:
+    one line dated 2099 would otherwise push every real hour out."""
     out = {str(h): int(c) for h, c in earlier.items()} if isinstance(earlier, dict) else {}
     for h, c in now.items():
         out[h] = out.get(h, 0) + c if incremental else c
+    out = {h: c for h, c in out.items() if h <= not_after}
     if not out:
         return out
     oldest = (date.fromisoformat(max(out)[:10]) - timedelta(days=HOURS_KEPT_DAYS)).isoformat()

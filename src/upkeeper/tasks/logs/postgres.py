@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -71,6 +72,11 @@ class PostgresLogsOptions(TaskOptions):
     slow_query_mean_ms: float = Field(
         100, gt=0, description="report queries whose mean duration exceeds this (the top ones by total time). "
                 "Source: upkeeper default (the value of the 100 ms query objective)")
+    lock_failures_warn: int = Field(
+        0, ge=0, description="warn when more than this many statements of the lines a run read failed for a "
+        "lock they could not get (SQLSTATE 55P03: lock_timeout expired, or NOWAIT); raise it when the "
+        "application uses NOWAIT or a short lock_timeout on purpose and retries. Source: upkeeper default "
+        "(any such failure, as for deadlocks and lock waits)")
     unparsed_warn_pct: float = Field(1.0, ge=0, description="warn when more than this % of lines cannot be "
                                      "parsed (wrong log_line_prefix?). Source: Netdata web_log (warn > 1 %)")
     top: int = Field(20, ge=1, le=500, description="length of the query and error lists. "
@@ -199,7 +205,9 @@ class PostgresLogs(Task[PostgresLogsOptions]):
     def _files(path: str, options: PostgresLogsOptions) -> list[LogFile]:
         if any(c in path for c in "*?["):
             out: list[LogFile] = []
-            for p in sorted(glob.glob(path), key=lambda p: (Path(p).stat().st_mtime, p))[-options.max_files:]:
+            # a match may be gone by now (removed by the rotation) or a dangling symlink: left out
+            found = [(m, p) for p in glob.glob(path) if (m := _mtime(p)) is not None]
+            for _m, p in sorted(found)[-options.max_files:]:
                 out += [f for f in discover(p, rotated=False) if f.path == p]
             if out:
                 # only the newest file is still being written
@@ -311,7 +319,7 @@ class PostgresLogs(Task[PostgresLogsOptions]):
                                f"ms; mostly {', '.join(list(lk['types'])[:3])}",
                                "shorten the transactions that hold these locks; look at the waiting queries",
                                value=lk["waits"], data={"queries": lk["queries"][:5]}))
-        if lk["failures"]:
+        if lk["failures"] > o.lock_failures_warn:
             q = lk["failed_queries"]
             out.append(Finding("logs.postgres.lock_failures", Severity.WARNING, path,
                                f"{lk['failures']} statement(s) failed for a lock they could not get (SQLSTATE 55P03: "
@@ -319,7 +327,7 @@ class PostgresLogs(Task[PostgresLogsOptions]):
                                                                    f"({q[0]['count']})" if q else ""),
                                "find what holds these locks (long transactions, migrations) and shorten it; retry "
                                "the statements that use lock_timeout or NOWAIT",
-                               value=lk["failures"], data={"queries": q[:5]}))
+                               value=lk["failures"], threshold=o.lock_failures_warn, data={"queries": q[:5]}))
         return out
 
     @staticmethod
@@ -345,3 +353,11 @@ class PostgresLogs(Task[PostgresLogsOptions]):
                         f"frequently (as close as {cp['min_seconds_apart']} s apart)",
                         "raise max_wal_size so that checkpoints are triggered by checkpoint_timeout",
                         value=cp["too_frequent_warnings"])]
+
+
+def _mtime(path: str) -> float | None:
+    """When ``path`` was last written, or None if it cannot be stat'ed (gone, a dangling symlink)."""
+    try:
+        return os.stat(path).st_mtime
+    except OSError:
+        return None
