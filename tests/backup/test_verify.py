@@ -450,6 +450,45 @@ def test_a_pg_restore_older_than_the_backups_pg_dump_leaves_it_unjudged(
     assert not [d for (d,) in pg.execute("SELECT datname FROM pg_database") if "restore" in d]
 
 
+def test_a_scratch_server_older_than_the_backups_source_leaves_it_unjudged(
+        cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], backup_config: Any,
+        tmp_path: Path) -> None:
+    """The backup was taken from PostgreSQL 16 and the scratch server runs 15: a restore there may fail on
+    newer syntax, which says nothing about the backup — NOT CHECKED, naming both versions and scratch_target;
+    the backup stays complete.  Only PostgreSQL 15 is installed here, so the manifest records a 16.4 source.
+    A manifest that records no server version (older upkeeper) verifies as before; 'backups restore' into the
+    older server warns and goes ahead (a failed attempt would change nothing)."""
+    db, _ = app_db
+    cfg = backup_config(db, verify={"jobs": 1})
+    bid = _backup(cli, cfg)
+    mpath = _stored_set(tmp_path / "store1") / "manifest.json"
+    m = json.loads(mpath.read_text())
+    assert str(m["postgres"]["server_version"]).startswith("15.") and m["postgres"]["server_version_num"] > 150000
+    m["postgres"]["server_version"], m["postgres"]["server_version_num"] = "16.4", 160004
+    rewrite_manifest(cli, cfg, mpath, m)
+    r = cli(["--config", cfg, "run", "backup-verify", "--json"])
+    assert r.code == 1, r.output
+    run = r.json()[0]
+    assert "NOT CHECKED" in run["summary"], run
+    [finding] = run["findings"]
+    assert finding["check"] == "backup.verify_not_run", finding
+    msg = finding["message"]
+    assert "PostgreSQL 16.4" in msg and "PostgreSQL 15." in msg and "scratch_target" in msg, msg
+    assert "PostgreSQL 16 or newer" in msg, msg
+    assert cli(["--config", cfg, "backups", "show", bid, "--json"]).json()["status"] == "complete"
+    assert _scratch_dbs(pg) == []
+    r = cli(["--config", cfg, "backups", "verify", bid, "--no-restore", "--json"])  # no scratch server involved
+    assert r.code == 0 and r.json()[0]["ok"], r.output
+    r = cli(["--config", cfg, "backups", "restore", bid, "--database", f"{db}_older", "--json"])
+    assert r.code == 0, r.output
+    assert "PostgreSQL 16.4" in r.json()["server_version_warning"] and "older major" in r.err, r.output
+    pg.execute(f'DROP DATABASE "{db}_older"')
+    del m["postgres"]["server_version"], m["postgres"]["server_version_num"]
+    rewrite_manifest(cli, cfg, mpath, m)
+    r = cli(["--config", cfg, "run", "backup-verify", "--json"])
+    assert r.code == 0 and r.json()[0]["status"] == "ok", r.output
+
+
 def test_a_scratch_role_that_may_not_create_databases_leaves_the_backup_unjudged(
         cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], backup_config: Any, make_config: Any
         ) -> None:

@@ -212,6 +212,28 @@ def check_restore_version(target: PostgresTarget, manifest: Manifest) -> None:
             f"target restored into ({target.display()}) at them, or verify/restore on a host that has them")
 
 
+def source_server_major(manifest: Manifest) -> tuple[str, int] | None:
+    """The version of the server the backup was taken from, as its manifest records it ("16.4", 16), or None
+    (an old manifest that does not record it)."""
+    num = manifest.details.get("server_version_num")
+    ver = str(manifest.details.get("server_version") or "")
+    if isinstance(num, int) and num > 0:
+        return ver or str(num // 10000), num // 10000
+    major = re.match(r"(\d+)", ver)
+    return (ver, int(major.group(1))) if major else None
+
+
+def older_server(manifest: Manifest, server_num: int) -> tuple[str, int] | None:
+    """The source server's (version, major) when the server restored into (``server_num``, as
+    ``server_version_num``) runs an older major version than the one the backup was taken from, else None.
+    PostgreSQL does not support loading a dump into an older major version: it may use syntax or features
+    that one lacks."""
+    source = source_server_major(manifest)
+    if source is None or server_num // 10000 >= source[1]:
+        return None
+    return source
+
+
 def pg_restore_list(target: PostgresTarget, archive: PgArchive) -> int:
     """``pg_restore --list``: the archive's table of contents must be readable.  Returns its entry count."""
     res = proc.run([pg.tool(target, "pg_restore"), "--list", str(archive.path)], check=False, timeout=600)

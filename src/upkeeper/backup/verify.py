@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from upkeeper import lazy
 from upkeeper.backup import pg
 from upkeeper.backup.catalog import Catalog
-from upkeeper.backup.manifest import MANIFEST
+from upkeeper.backup.manifest import MANIFEST, Manifest
 from upkeeper.backup.pipeline import ObjectRecord
 from upkeeper.backup.rdb import check_rdb
 from upkeeper.backup.restore import (
@@ -36,6 +36,7 @@ from upkeeper.backup.restore import (
     listed_files,
     locate,
     member_name,
+    older_server,
     pg_restore,
     pg_restore_list,
     scratch_name,
@@ -234,6 +235,8 @@ def _verify_postgres(fetcher: Fetcher, settings: BackupSettings, source: Any, op
     check_restore_version(scratch, m)
     name = scratch_name(m.id)
     admin = pg.admin_db(scratch, name)
+    if opts.restore:
+        _check_scratch_version(scratch, admin, m, default=opts.scratch is None)
     expected = dict(m.details.get("row_counts") or {})
     db_objects = [o for o in m.objects if o.role == "database"]
     streaming = opts.restore and len(db_objects) == 1 and _stream_restore_wanted(expected, opts.jobs)
@@ -275,6 +278,23 @@ def _verify_postgres(fetcher: Fetcher, settings: BackupSettings, source: Any, op
                         pg.drop_database(conn, name)
                 except UpkeeperError as exc:
                     log.error("could not drop the scratch database %s: %s", name, exc.message)
+
+
+def _check_scratch_version(scratch: PostgresTarget, admin: str, m: Manifest, *, default: bool) -> None:
+    """A scratch server of an older major version than the backup's source may reject its dump (newer syntax,
+    features it lacks; PostgreSQL does not support loading a dump into an older major version): such a
+    failure would say nothing about the backup, so the verify does not run (a :class:`SetupError`)."""
+    with pg.connect(scratch, admin) as conn:
+        ver, num = pg.server_version(conn)
+    source = older_server(m, num)
+    if source is None:
+        return
+    which = "the backed-up server (the default scratch server)" if default else "the scratch server"
+    raise SetupError(
+        f"backup {m.id} was taken from PostgreSQL {source[0]}; {which} {scratch.display()} runs PostgreSQL "
+        f"{ver}, an older major version, which need not load its dump (PostgreSQL supports restoring only into "
+        "the same or a newer major version)",
+        f"Try: set the verify job's scratch_target to a postgres target running PostgreSQL {source[1]} or newer")
 
 
 def _create_scratch(guard: psycopg.Connection[Any], scratch: PostgresTarget, name: str, backup_id: str) -> None:

@@ -30,6 +30,7 @@ from upkeeper.backup.restore import (
     check_restore_version,
     fetch_pg_archive,
     locate,
+    older_server,
     pg_restore,
     work_dir,
 )
@@ -358,6 +359,10 @@ def _restore_postgres(config: Config, row: BackupRow, fetcher: Fetcher, database
     admin = pg.admin_db(tgt, name)
     with pg.connect(tgt, admin) as conn:
         exists = pg.database_exists(conn, name)
+        server_ver, server_num = pg.server_version(conn)
+    older = _older_server_warning(fetcher.located.manifest, server, server_ver, server_num)
+    if older:
+        err_console.print(f"[warn]warning[/warn] {older}", highlight=False)
     if exists:
         # any existing database, however empty it looks: large objects, functions, types, schemas and
         # extensions hold data too, and a database can be in use before it holds anything
@@ -406,8 +411,8 @@ def _restore_postgres(config: Config, row: BackupRow, fetcher: Fetcher, database
                         f"the temporary database {temp!r} could not be dropped ({dropped}): drop it with "
                         f"DROP DATABASE \"{temp}\"")
             if isinstance(exc, UpkeeperError):
-                raise BackupError(f"restore of backup {row.id} failed: {exc.message}; {unchanged}, {leftover}",
-                                  exc.hint) from None
+                raise BackupError(f"restore of backup {row.id} failed: {exc.message}; {unchanged}, {leftover}"
+                                  + (f" (note: {older})" if older else ""), exc.hint) from None
             if isinstance(exc, psycopg.Error):
                 raise BackupError(f"restore of backup {row.id} failed: {pg.pg_error(exc)}; {unchanged}, "
                                   f"{leftover}") from None
@@ -415,8 +420,22 @@ def _restore_postgres(config: Config, row: BackupRow, fetcher: Fetcher, database
             raise
     if result["warning"] is None:
         del result["warning"]
+    if older:
+        result["server_version_warning"] = older
     result["restore_seconds"] = round(seconds, 3)
     return result
+
+
+def _older_server_warning(manifest: Manifest, server: str, server_ver: str, server_num: int) -> str | None:
+    """The warning for a restore into a server of an older major version than the backup's source: PostgreSQL
+    does not support it, but it often works, and a failed attempt changes nothing (the temporary database is
+    dropped), so it is tried — a downgrade may have no other way back."""
+    source = older_server(manifest, server_num)
+    if source is None:
+        return None
+    return (f"backup {manifest.id} was taken from PostgreSQL {source[0]}; {server} runs PostgreSQL {server_ver}, "
+            "an older major version, into which PostgreSQL does not support restoring a dump: it may fail on "
+            "newer syntax (nothing is replaced unless the whole restore succeeds)")
 
 
 class _SwapIncomplete(BackupError):
