@@ -515,3 +515,35 @@ def test_a_scratch_role_that_may_not_create_databases_leaves_the_backup_unjudged
     assert "permission denied to create database" in finding["message"] and "CREATEDB" in finding["message"]
     assert cli(["--config", cfg, "backups", "show", bid, "--json"]).json()["status"] == "complete"
     assert _scratch_dbs(pg) == []
+
+
+def test_rows_hidden_by_forced_row_level_security_from_a_non_superuser_scratch_role_are_counted(
+        cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], backup_config: Any, make_config: Any
+        ) -> None:
+    """A table with FORCE ROW LEVEL SECURITY, restored by a scratch role that is not a superuser (it owns the
+    restored tables, so their policies apply to it): its rows are all restored and counted — not "0 rows
+    restored" and a good backup marked verify-failed."""
+    import yaml
+
+    db, _ = app_db
+    role = f"scratch_{db}"[:63]
+    pg.execute("DROP EXTENSION pg_stat_statements", db)  # a non-superuser may not create it in the scratch database
+    pg.execute("CREATE TABLE tenant_notes (id int PRIMARY KEY, tenant text NOT NULL);"
+               "INSERT INTO tenant_notes SELECT g, 'acme' FROM generate_series(1, 50) g;"
+               "ALTER TABLE tenant_notes ENABLE ROW LEVEL SECURITY; ALTER TABLE tenant_notes FORCE ROW LEVEL SECURITY;"
+               "CREATE POLICY own_tenant ON tenant_notes USING (tenant = current_user)", db)
+    pg.execute(f'CREATE ROLE "{role}" LOGIN CREATEDB')
+    try:
+        cfg = backup_config(db, verify={"scratch_target": "scratch", "jobs": 1})
+        data = yaml.safe_load(cfg.read_text())
+        data["targets"]["scratch"] = {**pg.target("postgres"), "user": role}
+        cfg = make_config(data)
+        bid = _backup(cli, cfg)
+        r = cli(["--config", cfg, "run", "backup-verify", "--json"])
+    finally:
+        pg.execute(f'DROP ROLE "{role}"')
+    assert r.code == 0, r.output
+    run = r.json()[0]
+    assert run["status"] == "ok" and run["artifacts"][0]["tables"] == len(SMALL) + 1, run
+    assert cli(["--config", cfg, "backups", "show", bid, "--json"]).json()["status"] == "verified"
+    assert _scratch_dbs(pg) == []
