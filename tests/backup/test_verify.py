@@ -547,3 +547,35 @@ def test_rows_hidden_by_forced_row_level_security_from_a_non_superuser_scratch_r
     assert run["status"] == "ok" and run["artifacts"][0]["tables"] == len(SMALL) + 1, run
     assert cli(["--config", cfg, "backups", "show", bid, "--json"]).json()["status"] == "verified"
     assert _scratch_dbs(pg) == []
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_scratch_role_that_may_not_create_an_extension_of_the_dump_leaves_the_backup_unjudged(
+        cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], backup_config: Any, make_config: Any,
+        jobs: int) -> None:
+    """The scratch role may create databases but is no superuser, and the dump holds an extension only a
+    superuser may create (pg_stat_statements): pg_restore fails on the scratch server's setup, not on the
+    backup — NOT CHECKED naming the error, the backup stays complete (streamed or fetched)."""
+    import yaml
+
+    db, _ = app_db
+    role = f"scratch_{db}"[:63]
+    pg.execute(f'CREATE ROLE "{role}" LOGIN CREATEDB')
+    try:
+        cfg = backup_config(db, verify={"scratch_target": "scratch", "jobs": jobs})
+        data = yaml.safe_load(cfg.read_text())
+        data["targets"]["scratch"] = {**pg.target("postgres"), "user": role}
+        cfg = make_config(data)
+        bid = _backup(cli, cfg)
+        r = cli(["--config", cfg, "run", "backup-verify", "--json"])
+    finally:
+        pg.execute(f'DROP ROLE "{role}"')
+    assert r.code == 1, r.output
+    run = r.json()[0]
+    assert "NOT CHECKED" in run["summary"], run
+    [finding] = run["findings"]
+    assert finding["check"] == "backup.verify_not_run", finding
+    assert 'permission denied to create extension "pg_stat_statements"' in finding["message"], finding
+    assert "scratch_target" in finding["message"], finding
+    assert cli(["--config", cfg, "backups", "show", bid, "--json"]).json()["status"] == "complete"
+    assert _scratch_dbs(pg) == []

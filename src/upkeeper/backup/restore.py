@@ -254,8 +254,35 @@ def pg_restore(target: PostgresTarget, archive: PgArchive, dbname: str, *, jobs:
     argv.append(str(archive.path))
     t0 = time.monotonic()
     res = proc.run(argv, extra_env=target.libpq_env(dbname), check=False, timeout=None)
-    pg.check_stage(res, f"restoring into {dbname}")
+    check_restore(res, target, dbname)
     return time.monotonic() - t0
+
+
+# What the server restored into, or its role, lacks — not what the archive holds: the same dump restores where
+# the role may create what it holds and the extensions, roles and tablespaces of the backed-up server exist.
+_RESTORE_SETUP_ERRORS = re.compile(
+    r"ERROR:\s+(permission denied|must be superuser|must be owner of|could not open extension control file"
+    r"|extension \"[^\"]*\" is not available|could not access file|role \"[^\"]*\" does not exist"
+    r"|tablespace \"[^\"]*\" does not exist|invalid value for parameter \"default_tablespace\")")
+
+
+def check_restore(res: proc.ProcResult, target: PostgresTarget, dbname: str) -> None:
+    """pg_restore's exit code and stderr (:func:`pg.check_stage`); an error of the server restored into — a
+    privilege its role lacks, an extension, role or tablespace it does not have — is this host's setup
+    (:class:`SetupError`), not a fault of the backup."""
+    try:
+        pg.check_stage(res, f"restoring into {dbname}")
+    except BackupError as exc:
+        setup = next((ln for ln in res.stderr.splitlines() if _RESTORE_SETUP_ERRORS.search(ln)), None)
+        if setup is None:
+            raise
+        error = setup[setup.index("ERROR:"):]
+        raise SetupError(
+            f"pg_restore could not restore into {dbname} on {target.display()}, which lacks what the dump needs: "
+            f"{error}",
+            "Try: restore as a role that may create what the backup holds (a superuser), on a server with the "
+            "backed-up server's extensions, roles (globals.sql) and tablespaces (for backup.verify: its "
+            "scratch_target)") from exc
 
 
 def compare_row_counts(target: PostgresTarget, dbname: str, expected: dict[str, Any]) -> list[str]:
@@ -326,7 +353,7 @@ def stream_restore(fetcher: Fetcher, rec: ObjectRecord, target: PostgresTarget, 
                if ln and not ln.startswith(";")]
     if not entries:
         raise BackupError("pg_restore --list shows an empty archive")
-    pg.check_stage(res_restore, f"restoring into {dbname}")
+    check_restore(res_restore, target, dbname)
     return time.monotonic() - t0, len(entries)
 
 
