@@ -579,3 +579,29 @@ def test_a_scratch_role_that_may_not_create_an_extension_of_the_dump_leaves_the_
     assert "scratch_target" in finding["message"], finding
     assert cli(["--config", cfg, "backups", "show", bid, "--json"]).json()["status"] == "complete"
     assert _scratch_dbs(pg) == []
+
+
+def test_row_counts_of_a_schema_whose_name_holds_a_dot_are_compared(
+        cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], backup_config: Any, tmp_path: Path) -> None:
+    """The manifest keys row counts as "schema.table", unquoted: a schema named "My.App" (with a mixed-case,
+    quoted table) is matched with the restored table, not split at its first dot ('relation "My.App.…" does
+    not exist' marked a good backup verify-failed).  A table the manifest lists that the restore lacks fails,
+    naming it."""
+    db, _ = app_db
+    pg.execute('CREATE SCHEMA "My.App"; CREATE TABLE "My.App"."Odd ""Name""" (id int);'
+               'INSERT INTO "My.App"."Odd ""Name""" SELECT generate_series(1, 7)', db)
+    cfg = backup_config(db, verify={"jobs": 1})
+    bid = _backup(cli, cfg)
+    r = cli(["--config", cfg, "backups", "verify", bid, "--json"])
+    assert r.code == 0, r.output
+    [rep] = r.json()
+    assert rep["ok"] and rep["tables"] == len(SMALL) + 1, rep
+    mpath = _stored_set(tmp_path / "store1") / "manifest.json"
+    m = json.loads(mpath.read_text())
+    assert m["postgres"]["row_counts"]['My.App.Odd "Name"'] == 7
+    m["postgres"]["row_counts"]["public.ghost"] = 5
+    rewrite_manifest(cli, cfg, mpath, m)
+    r = cli(["--config", cfg, "backups", "verify", bid, "--json"])
+    assert r.code == 1, r.output
+    [rep] = r.json()
+    assert not rep["ok"] and "table public.ghost: missing from the restore" in rep["error"], rep

@@ -290,20 +290,21 @@ def compare_row_counts(target: PostgresTarget, dbname: str, expected: dict[str, 
     rolled back, in which row-level security cannot hide rows (:func:`pg.lift_forced_row_security`)."""
     problems = []
     with pg.connect(target, dbname, autocommit=False) as conn:
-        tables = []
-        for key in expected:
-            schema, _, table = key.partition(".")
-            tables.append((schema, table))
         try:
             pg.lift_forced_row_security(conn)
-            got = pg.count_rows(conn, tables)
+            # the manifest's keys are "schema.table", unquoted: matched with the restored tables, not split
+            # at a dot (a schema or table name may hold one)
+            restored = {f"{schema}.{table}": (schema, table) for schema, table in pg.list_tables(conn)}
+            got = pg.count_rows(conn, [restored[key] for key in expected if key in restored])
         except Exception as exc:
             return [f"counting rows: {pg.pg_error(exc)}"]
         finally:
             with contextlib.suppress(Exception):  # a lost connection: the failure above is the one to report
                 conn.rollback()
     for key, n in expected.items():
-        if got.get(key) != int(n):
+        if key not in restored:
+            problems.append(f"table {key}: missing from the restore, manifest says {n} rows")
+        elif got.get(key) != int(n):
             problems.append(f"table {key}: {got.get(key)} rows restored, manifest says {n}")
     return problems
 
