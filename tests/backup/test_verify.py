@@ -379,6 +379,18 @@ def test_a_wrong_passphrase_leaves_the_backup_unjudged(
     assert "incorrect horse" not in r.output
     assert cli(["--config", bad, "backups", "show", bid, "--json"]).json()["status"] == "complete"
     assert _scratch_dbs(pg) == []
+    # one byte of the scrypt stanza corrupted on storage: its SHA-256 is checked before age's answer is judged,
+    # so it is the backup's fault whichever passphrase the host has — verify-failed, naming the object
+    name = f"{db}.dump.zst.age"
+    obj = _stored_set(tmp_path / "store1") / name
+    data = bytearray(obj.read_bytes())
+    data[data.index(b"\n", data.index(b"-> scrypt")) + 3] ^= 0x01
+    obj.write_bytes(bytes(data))
+    r = cli(["--config", bad, "backups", "verify", bid, "--json"])
+    assert r.code == 1, r.output
+    [rep] = r.json()
+    assert not rep["inconclusive"] and rep["failed_object"] == name and "corrupt" in rep["error"], rep
+    assert cli(["--config", cfg, "backups", "show", bid, "--json"]).json()["status"] == "verify-failed"
 
 
 @pytest.mark.parametrize("where", ["header", "payload"])
