@@ -261,7 +261,8 @@ def pg_restore(target: PostgresTarget, archive: PgArchive, dbname: str, *, jobs:
 # What the server restored into, or its role, lacks — not what the archive holds: the same dump restores where
 # the role may create what it holds and the extensions, roles and tablespaces of the backed-up server exist.
 _RESTORE_SETUP_ERRORS = re.compile(
-    r"ERROR:\s+(permission denied|must be superuser|must be owner of|could not open extension control file"
+    r"ERROR:\s+(permission denied|must be superuser|must be owner of|must be member of"
+    r"|could not open extension control file"
     r"|extension \"[^\"]*\" is not available|could not access file|role \"[^\"]*\" does not exist"
     r"|tablespace \"[^\"]*\" does not exist|invalid value for parameter \"default_tablespace\")")
 

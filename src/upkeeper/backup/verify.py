@@ -294,7 +294,8 @@ def _check_scratch_version(scratch: PostgresTarget, admin: str, m: Manifest, *, 
         f"backup {m.id} was taken from PostgreSQL {source[0]}; {which} {scratch.display()} runs PostgreSQL "
         f"{ver}, an older major version, which need not load its dump (PostgreSQL supports restoring only into "
         "the same or a newer major version)",
-        f"Try: set the verify job's scratch_target to a postgres target running PostgreSQL {source[1]} or newer")
+        f"Try: set the verify job's scratch_target (backups verify --scratch-target) to a postgres target "
+        f"running PostgreSQL {source[1]} or newer")
 
 
 def _create_scratch(guard: psycopg.Connection[Any], scratch: PostgresTarget, name: str, backup_id: str) -> None:

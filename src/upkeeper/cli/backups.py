@@ -44,7 +44,7 @@ from upkeeper.config.models import Config
 from upkeeper.config.targets import PostgresTarget
 from upkeeper.core.history import History, history_url
 from upkeeper.core.jobs import Setup
-from upkeeper.errors import BackupError, TaskError, UpkeeperError, UsageError
+from upkeeper.errors import BackupError, SetupError, TaskError, UpkeeperError, UsageError
 from upkeeper.fmt import human_bytes, human_duration, local_time
 from upkeeper.storage import Storage
 
@@ -297,6 +297,9 @@ def restore_cmd(
     jobs: int = typer.Option(2, "--jobs", "-j", min=1, max=64, help="pg_restore parallel jobs"),
     globals_: bool = typer.Option(False, "--globals", help="also apply the backup's roles/tablespaces SQL first "
                                   "(roles that already exist are skipped; any other error fails the restore)"),
+    no_owner: bool = typer.Option(False, "--no-owner", help="every object owned by the restoring user, without the "
+                                  "backup's GRANTs (pg_restore --no-owner --no-privileges): for a server that lacks "
+                                  "the backup's roles"),
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
 ) -> None:
     """Restore a backup — into a NEW database by default.  Replacing an existing database (even an empty one)
@@ -317,7 +320,8 @@ def restore_cmd(
         fetcher = Fetcher(located, config.backup)
         with _sigterm_unwinds():  # a stopped restore cleans up as after Ctrl-C (temporary database, staging dir)
             if row.kind == "postgres":
-                result = _restore_postgres(config, row, fetcher, database, target, force, yes, jobs, globals_)
+                result = _restore_postgres(config, row, fetcher, database, target, force, yes, jobs, globals_,
+                                           no_owner)
             elif row.kind == "files":
                 assert to is not None
                 result = _restore_files(fetcher, row, to)
@@ -341,7 +345,7 @@ def restore_cmd(
 
 
 def _restore_postgres(config: Config, row: BackupRow, fetcher: Fetcher, database: str | None, target_name: str | None,
-                      force: bool, yes: bool, jobs: int, apply_globals: bool) -> dict[str, Any]:
+                      force: bool, yes: bool, jobs: int, apply_globals: bool, no_owner: bool) -> dict[str, Any]:
     """Restore into a temporary database ``<db>_upkeeper_restore_<token>`` on the same server, then rename it
     into place.  An existing database is renamed aside first and dropped only after the new one took its name;
     until then every failure (pg_restore, a lost connection, Ctrl-C) drops the temporary database and leaves
@@ -401,7 +405,7 @@ def _restore_postgres(config: Config, row: BackupRow, fetcher: Fetcher, database
                               f"{unchanged}") from None
         try:
             with console.status(f"restoring into {temp}…"):
-                seconds = pg_restore(tgt, archive, temp, jobs=jobs, no_owner=not apply_globals)
+                seconds = pg_restore(tgt, archive, temp, jobs=jobs, no_owner=no_owner)
             result["warning"] = _swap_in(tgt, admin, temp, name, aside if exists else None)
         except _SwapIncomplete:
             raise
@@ -411,8 +415,12 @@ def _restore_postgres(config: Config, row: BackupRow, fetcher: Fetcher, database
                         f"the temporary database {temp!r} could not be dropped ({dropped}): drop it with "
                         f"DROP DATABASE \"{temp}\"")
             if isinstance(exc, UpkeeperError):
+                hint = exc.hint
+                if isinstance(exc, SetupError) and not no_owner:  # a role missing, or not ours to give objects to
+                    hint = ("Try: --globals to create the backup's roles first, or --no-owner to restore every "
+                            "object owned by you, without the backup's GRANTs")
                 raise BackupError(f"restore of backup {row.id} failed: {exc.message}; {unchanged}, {leftover}"
-                                  + (f" (note: {older})" if older else ""), exc.hint) from None
+                                  + (f" (note: {older})" if older else ""), hint) from None
             if isinstance(exc, psycopg.Error):
                 raise BackupError(f"restore of backup {row.id} failed: {pg.pg_error(exc)}; {unchanged}, "
                                   f"{leftover}") from None
@@ -508,7 +516,7 @@ def _apply_globals(tgt: PostgresTarget, globals_sql: bytes, unchanged: str) -> i
                           + (f": {detail}" if detail else "")
                           + ("; its other statements ran, " if res.returncode == 0 else "; ") + unchanged,
                           "Try: fix what the error names (e.g. create the tablespace's directory), or restore "
-                          "without --globals (objects then belong to the restoring user)")
+                          "without --globals (with --no-owner where the backup's roles do not exist)")
     return len(existed)
 
 
