@@ -321,6 +321,24 @@ def test_files_restore_to_a_file_is_a_usage_error(cli: Any, make_config: Any, tm
         assert a_file.read_text() == "keep me\n"
     r = cli(["--config", cfg, "backups", "restore", files_id, "--to", a_file / "sub"])
     assert r.code == 2 and f"{a_file} is not a directory" in _flat(r.err), r.output
+    r = cli(["--config", cfg, "backups", "restore", files_id, "--to", tmp_path / "out", "--database", "app"])
+    assert r.code == 2 and "--database is for PostgreSQL backups" in _flat(r.err), r.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_postgres_restore_refuses_to_instead_of_creating_a_database(
+        cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], backup_config: Any, tmp_path: Path) -> None:
+    """--to FILE (for files and Redis backups) given for a PostgreSQL backup is refused, not ignored: it created
+    a new database on the server while the user looked for a file."""
+    db, _ = app_db
+    cfg = backup_config(db)
+    bid = _backup(cli, cfg)
+    before = sorted(r[0] for r in pg.execute("SELECT datname FROM pg_database"))
+    r = cli(["--config", cfg, "backups", "restore", bid, "--to", tmp_path / "app.dump"])
+    assert r.code == 2, r.output
+    assert "--to is for files and Redis backups" in _flat(r.err) and "--database" in _flat(r.err), r.output
+    assert sorted(r[0] for r in pg.execute("SELECT datname FROM pg_database")) == before
+    assert not (tmp_path / "app.dump").exists()
 
 
 def test_redis_restore_to_a_directory_is_a_usage_error(cli: Any, make_config: Any, tmp_path: Path, age_key: AgeKey,

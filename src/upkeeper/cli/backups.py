@@ -307,6 +307,8 @@ def restore_cmd(
     existing one is replaced only once that succeeded, and stays untouched when it fails."""
     config = _env.config()
     row = _one(_catalog(), backup_id)
+    _check_restore_options(row, {"--to": to is not None}, {"--database": database is not None,
+                           "--target": target is not None, "--globals": globals_, "--no-owner": no_owner})
     if row.kind == "files":
         _check_files_destination(to, force)
     elif row.kind == "redis":
@@ -518,6 +520,19 @@ def _apply_globals(tgt: PostgresTarget, globals_sql: bytes, unchanged: str) -> i
                           "Try: fix what the error names (e.g. create the tablespace's directory), or restore "
                           "without --globals (with --no-owner where the backup's roles do not exist)")
     return len(existed)
+
+
+def _check_restore_options(row: BackupRow, files_redis: dict[str, bool], postgres: dict[str, bool]) -> None:
+    """An option of the other kind of restore is refused, never ignored (``--to FILE`` for a PostgreSQL backup
+    would otherwise create a database on the server)."""
+    given = [name for name, on in (postgres if row.kind != "postgres" else files_redis).items() if on]
+    if not given:
+        return
+    if row.kind == "postgres":
+        raise UsageError(f"{given[0]} is for files and Redis backups; backup {row.id} is a PostgreSQL backup, "
+                         "restored into a database", "Try: --database NAME (default: a new database), --target T")
+    raise UsageError(f"{given[0]} is for PostgreSQL backups; backup {row.id} is a {row.kind} backup",
+                     "Try: --to " + ("DIR" if row.kind == "files" else "FILE"))
 
 
 def _check_files_destination(to: Path | None, force: bool) -> None:
