@@ -7,6 +7,7 @@ import hashlib
 import json
 import re
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -617,3 +618,56 @@ def test_row_counts_of_a_schema_whose_name_holds_a_dot_are_compared(
     assert r.code == 1, r.output
     [rep] = r.json()
     assert not rep["ok"] and "table public.ghost: missing from the restore" in rep["error"], rep
+
+
+def test_a_standby_or_a_read_only_role_as_scratch_server_leaves_the_backup_unjudged(
+        cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], backup_config: Any, make_config: Any,
+        pg_primary_replica: tuple[PostgresCluster, PostgresCluster]) -> None:
+    """A backup taken from a streaming replica is verified on that replica by default, which is read-only; so is
+    every session of a role with default_transaction_read_only.  Neither says anything about the backup: NOT
+    CHECKED naming the cause and scratch_target, the backup stays complete (the read-only error of the
+    scratch database's cleanup replaced the verify's own and marked the backup verify-failed)."""
+    import yaml
+
+    primary, replica = pg_primary_replica
+    src = f"standby_{app_db[0]}"
+    primary.create_database(src)
+    with primary.connect(src) as conn:
+        seed(conn, SMALL)
+        lsn = conn.execute("SELECT pg_current_wal_lsn()").fetchone()[0]
+    with replica.connect() as conn:
+        for _ in range(100):
+            if conn.execute("SELECT pg_last_wal_replay_lsn() >= %s", (lsn,)).fetchone()[0]:
+                break
+            time.sleep(0.1)
+    cfg = backup_config(src)
+    data = yaml.safe_load(cfg.read_text())
+    data["targets"]["db"] = replica.target(src)
+    cfg = make_config(data, "standby.yaml")
+    bid = _backup(cli, cfg)
+    r = cli(["--config", cfg, "run", "backup-verify", "--json"])
+    assert r.code == 1, r.output
+    [finding] = r.json()[0]["findings"]
+    assert finding["check"] == "backup.verify_not_run", finding
+    assert "is a standby" in finding["message"] and "scratch_target" in finding["message"], finding
+    assert cli(["--config", cfg, "backups", "show", bid, "--json"]).json()["status"] == "complete"
+
+    db, _ = app_db
+    role = f"readonly_{db}"[:63]
+    pg.execute(f'CREATE ROLE "{role}" LOGIN CREATEDB IN ROLE pg_read_all_data')
+    pg.execute(f'ALTER ROLE "{role}" SET default_transaction_read_only = on')
+    try:
+        cfg = backup_config(db)
+        data = yaml.safe_load(cfg.read_text())
+        data["targets"]["db"]["user"] = role
+        cfg = make_config(data, "read-only-role.yaml")
+        bid = _backup(cli, cfg)
+        r = cli(["--config", cfg, "backups", "verify", bid, "--json"])
+    finally:
+        pg.execute(f'DROP ROLE "{role}"')
+    assert r.code == 1, r.output
+    [rep] = r.json()
+    assert rep["inconclusive"] and "read-only transaction" in rep["error"], rep
+    assert "default_transaction_read_only" in rep["error"], rep
+    assert cli(["--config", cfg, "backups", "show", bid, "--json"]).json()["status"] == "complete"
+    assert _scratch_dbs(pg) == []
