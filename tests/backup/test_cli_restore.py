@@ -106,6 +106,47 @@ def _drop(pg: PostgresCluster, *names: str) -> None:
             conn.execute(f'DROP DATABASE IF EXISTS "{n}" WITH (FORCE)')
 
 
+def test_restore_keeps_owners_and_grants_and_no_owner_drops_them(
+        cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], backup_config: Any) -> None:
+    """A restore gives the app's role back its tables and grants, as pg_restore does (it restored every object
+    owned by the restoring user without a GRANT: the app got "permission denied").  Where the backup's roles do
+    not exist, the restore fails naming the role and pointing at --globals or --no-owner, and creates nothing;
+    --no-owner restores every object owned by the restoring user, without the backup's GRANTs."""
+    db, counts = app_db
+    role = f"app_{db}"[:63]
+    pg.execute(f'CREATE ROLE "{role}" LOGIN')
+    kept, stripped = f"{db}_kept", f"{db}_stripped"
+    privileges = ("SELECT (SELECT coalesce(relacl::text, '') FROM pg_class WHERE oid = 'public.users'::regclass), "
+                  "(SELECT tableowner FROM pg_tables WHERE tablename = 'app_owned')")
+    try:
+        pg.execute(f'GRANT SELECT ON users TO "{role}"; CREATE TABLE app_owned (id int); '
+                   f'ALTER TABLE app_owned OWNER TO "{role}"', db)
+        cfg = backup_config(db)
+        bid = _backup(cli, cfg)
+        r = cli(["--config", cfg, "backups", "restore", bid, "--database", kept, "--json"])
+        assert r.code == 0, r.output
+        [(acl, owner)] = pg.execute(privileges, kept)
+        assert f"{role}=r/" in acl and owner == role, (acl, owner)
+        pg.execute(f'DROP OWNED BY "{role}"', db)
+        pg.execute(f'DROP OWNED BY "{role}"', kept)
+        pg.execute(f'DROP ROLE "{role}"')
+        r = cli(["--config", cfg, "backups", "restore", bid, "--database", stripped])
+        assert r.code == 1, r.output
+        err = _flat(r.err)
+        assert f'role "{role}" does not exist' in err and "--globals" in err and "--no-owner" in err, err
+        assert "was not created" in err and _scratch_databases(pg) == [], err
+        r = cli(["--config", cfg, "backups", "restore", bid, "--database", stripped, "--no-owner", "--json"])
+        assert r.code == 0, r.output
+        [(acl, owner)] = pg.execute(privileges, stripped)
+        assert role not in acl and owner == "postgres", (acl, owner)
+        assert _count(pg, stripped) == counts["users"]
+    finally:
+        _drop(pg, kept, stripped)
+        if pg.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", params=[role]):
+            pg.execute(f'DROP OWNED BY "{role}"', db)
+            pg.execute(f'DROP ROLE "{role}"')
+
+
 def test_an_existing_database_without_tables_is_replaced_only_with_force(
         cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], backup_config: Any) -> None:
     """Large objects, functions, types and schemas are data too: a database holding only those (or nothing at
@@ -280,6 +321,24 @@ def test_files_restore_to_a_file_is_a_usage_error(cli: Any, make_config: Any, tm
         assert a_file.read_text() == "keep me\n"
     r = cli(["--config", cfg, "backups", "restore", files_id, "--to", a_file / "sub"])
     assert r.code == 2 and f"{a_file} is not a directory" in _flat(r.err), r.output
+    r = cli(["--config", cfg, "backups", "restore", files_id, "--to", tmp_path / "out", "--database", "app"])
+    assert r.code == 2 and "--database is for PostgreSQL backups" in _flat(r.err), r.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_postgres_restore_refuses_to_instead_of_creating_a_database(
+        cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], backup_config: Any, tmp_path: Path) -> None:
+    """--to FILE (for files and Redis backups) given for a PostgreSQL backup is refused, not ignored: it created
+    a new database on the server while the user looked for a file."""
+    db, _ = app_db
+    cfg = backup_config(db)
+    bid = _backup(cli, cfg)
+    before = sorted(r[0] for r in pg.execute("SELECT datname FROM pg_database"))
+    r = cli(["--config", cfg, "backups", "restore", bid, "--to", tmp_path / "app.dump"])
+    assert r.code == 2, r.output
+    assert "--to is for files and Redis backups" in _flat(r.err) and "--database" in _flat(r.err), r.output
+    assert sorted(r[0] for r in pg.execute("SELECT datname FROM pg_database")) == before
+    assert not (tmp_path / "app.dump").exists()
 
 
 def test_redis_restore_to_a_directory_is_a_usage_error(cli: Any, make_config: Any, tmp_path: Path, age_key: AgeKey,

@@ -7,6 +7,7 @@ import hashlib
 import json
 import re
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -379,6 +380,18 @@ def test_a_wrong_passphrase_leaves_the_backup_unjudged(
     assert "incorrect horse" not in r.output
     assert cli(["--config", bad, "backups", "show", bid, "--json"]).json()["status"] == "complete"
     assert _scratch_dbs(pg) == []
+    # one byte of the scrypt stanza corrupted on storage: its SHA-256 is checked before age's answer is judged,
+    # so it is the backup's fault whichever passphrase the host has — verify-failed, naming the object
+    name = f"{db}.dump.zst.age"
+    obj = _stored_set(tmp_path / "store1") / name
+    data = bytearray(obj.read_bytes())
+    data[data.index(b"\n", data.index(b"-> scrypt")) + 3] ^= 0x01
+    obj.write_bytes(bytes(data))
+    r = cli(["--config", bad, "backups", "verify", bid, "--json"])
+    assert r.code == 1, r.output
+    [rep] = r.json()
+    assert not rep["inconclusive"] and rep["failed_object"] == name and "corrupt" in rep["error"], rep
+    assert cli(["--config", cfg, "backups", "show", bid, "--json"]).json()["status"] == "verify-failed"
 
 
 @pytest.mark.parametrize("where", ["header", "payload"])
@@ -450,6 +463,45 @@ def test_a_pg_restore_older_than_the_backups_pg_dump_leaves_it_unjudged(
     assert not [d for (d,) in pg.execute("SELECT datname FROM pg_database") if "restore" in d]
 
 
+def test_a_scratch_server_older_than_the_backups_source_leaves_it_unjudged(
+        cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], backup_config: Any,
+        tmp_path: Path) -> None:
+    """The backup was taken from PostgreSQL 16 and the scratch server runs 15: a restore there may fail on
+    newer syntax, which says nothing about the backup — NOT CHECKED, naming both versions and scratch_target;
+    the backup stays complete.  Only PostgreSQL 15 is installed here, so the manifest records a 16.4 source.
+    A manifest that records no server version (older upkeeper) verifies as before; 'backups restore' into the
+    older server warns and goes ahead (a failed attempt would change nothing)."""
+    db, _ = app_db
+    cfg = backup_config(db, verify={"jobs": 1})
+    bid = _backup(cli, cfg)
+    mpath = _stored_set(tmp_path / "store1") / "manifest.json"
+    m = json.loads(mpath.read_text())
+    assert str(m["postgres"]["server_version"]).startswith("15.") and m["postgres"]["server_version_num"] > 150000
+    m["postgres"]["server_version"], m["postgres"]["server_version_num"] = "16.4", 160004
+    rewrite_manifest(cli, cfg, mpath, m)
+    r = cli(["--config", cfg, "run", "backup-verify", "--json"])
+    assert r.code == 1, r.output
+    run = r.json()[0]
+    assert "NOT CHECKED" in run["summary"], run
+    [finding] = run["findings"]
+    assert finding["check"] == "backup.verify_not_run", finding
+    msg = finding["message"]
+    assert "PostgreSQL 16.4" in msg and "PostgreSQL 15." in msg and "scratch_target" in msg, msg
+    assert "PostgreSQL 16 or newer" in msg, msg
+    assert cli(["--config", cfg, "backups", "show", bid, "--json"]).json()["status"] == "complete"
+    assert _scratch_dbs(pg) == []
+    r = cli(["--config", cfg, "backups", "verify", bid, "--no-restore", "--json"])  # no scratch server involved
+    assert r.code == 0 and r.json()[0]["ok"], r.output
+    r = cli(["--config", cfg, "backups", "restore", bid, "--database", f"{db}_older", "--json"])
+    assert r.code == 0, r.output
+    assert "PostgreSQL 16.4" in r.json()["server_version_warning"] and "older major" in r.err, r.output
+    pg.execute(f'DROP DATABASE "{db}_older"')
+    del m["postgres"]["server_version"], m["postgres"]["server_version_num"]
+    rewrite_manifest(cli, cfg, mpath, m)
+    r = cli(["--config", cfg, "run", "backup-verify", "--json"])
+    assert r.code == 0 and r.json()[0]["status"] == "ok", r.output
+
+
 def test_a_scratch_role_that_may_not_create_databases_leaves_the_backup_unjudged(
         cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], backup_config: Any, make_config: Any
         ) -> None:
@@ -474,5 +526,148 @@ def test_a_scratch_role_that_may_not_create_databases_leaves_the_backup_unjudged
     [finding] = run["findings"]
     assert finding["check"] == "backup.verify_not_run", finding
     assert "permission denied to create database" in finding["message"] and "CREATEDB" in finding["message"]
+    assert cli(["--config", cfg, "backups", "show", bid, "--json"]).json()["status"] == "complete"
+    assert _scratch_dbs(pg) == []
+
+
+def test_rows_hidden_by_forced_row_level_security_from_a_non_superuser_scratch_role_are_counted(
+        cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], backup_config: Any, make_config: Any
+        ) -> None:
+    """A table with FORCE ROW LEVEL SECURITY, restored by a scratch role that is not a superuser (it owns the
+    restored tables, so their policies apply to it): its rows are all restored and counted — not "0 rows
+    restored" and a good backup marked verify-failed."""
+    import yaml
+
+    db, _ = app_db
+    role = f"scratch_{db}"[:63]
+    pg.execute("DROP EXTENSION pg_stat_statements", db)  # a non-superuser may not create it in the scratch database
+    pg.execute("CREATE TABLE tenant_notes (id int PRIMARY KEY, tenant text NOT NULL);"
+               "INSERT INTO tenant_notes SELECT g, 'acme' FROM generate_series(1, 50) g;"
+               "ALTER TABLE tenant_notes ENABLE ROW LEVEL SECURITY; ALTER TABLE tenant_notes FORCE ROW LEVEL SECURITY;"
+               "CREATE POLICY own_tenant ON tenant_notes USING (tenant = current_user)", db)
+    pg.execute(f'CREATE ROLE "{role}" LOGIN CREATEDB')
+    try:
+        cfg = backup_config(db, verify={"scratch_target": "scratch", "jobs": 1})
+        data = yaml.safe_load(cfg.read_text())
+        data["targets"]["scratch"] = {**pg.target("postgres"), "user": role}
+        cfg = make_config(data)
+        bid = _backup(cli, cfg)
+        r = cli(["--config", cfg, "run", "backup-verify", "--json"])
+    finally:
+        pg.execute(f'DROP ROLE "{role}"')
+    assert r.code == 0, r.output
+    run = r.json()[0]
+    assert run["status"] == "ok" and run["artifacts"][0]["tables"] == len(SMALL) + 1, run
+    assert cli(["--config", cfg, "backups", "show", bid, "--json"]).json()["status"] == "verified"
+    assert _scratch_dbs(pg) == []
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_scratch_role_that_may_not_create_an_extension_of_the_dump_leaves_the_backup_unjudged(
+        cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], backup_config: Any, make_config: Any,
+        jobs: int) -> None:
+    """The scratch role may create databases but is no superuser, and the dump holds an extension only a
+    superuser may create (pg_stat_statements): pg_restore fails on the scratch server's setup, not on the
+    backup — NOT CHECKED naming the error, the backup stays complete (streamed or fetched)."""
+    import yaml
+
+    db, _ = app_db
+    role = f"scratch_{db}"[:63]
+    pg.execute(f'CREATE ROLE "{role}" LOGIN CREATEDB')
+    try:
+        cfg = backup_config(db, verify={"scratch_target": "scratch", "jobs": jobs})
+        data = yaml.safe_load(cfg.read_text())
+        data["targets"]["scratch"] = {**pg.target("postgres"), "user": role}
+        cfg = make_config(data)
+        bid = _backup(cli, cfg)
+        r = cli(["--config", cfg, "run", "backup-verify", "--json"])
+    finally:
+        pg.execute(f'DROP ROLE "{role}"')
+    assert r.code == 1, r.output
+    run = r.json()[0]
+    assert "NOT CHECKED" in run["summary"], run
+    [finding] = run["findings"]
+    assert finding["check"] == "backup.verify_not_run", finding
+    assert 'permission denied to create extension "pg_stat_statements"' in finding["message"], finding
+    assert "scratch_target" in finding["message"], finding
+    assert cli(["--config", cfg, "backups", "show", bid, "--json"]).json()["status"] == "complete"
+    assert _scratch_dbs(pg) == []
+
+
+def test_row_counts_of_a_schema_whose_name_holds_a_dot_are_compared(
+        cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], backup_config: Any, tmp_path: Path) -> None:
+    """The manifest keys row counts as "schema.table", unquoted: a schema named "My.App" (with a mixed-case,
+    quoted table) is matched with the restored table, not split at its first dot ('relation "My.App.…" does
+    not exist' marked a good backup verify-failed).  A table the manifest lists that the restore lacks fails,
+    naming it."""
+    db, _ = app_db
+    pg.execute('CREATE SCHEMA "My.App"; CREATE TABLE "My.App"."Odd ""Name""" (id int);'
+               'INSERT INTO "My.App"."Odd ""Name""" SELECT generate_series(1, 7)', db)
+    cfg = backup_config(db, verify={"jobs": 1})
+    bid = _backup(cli, cfg)
+    r = cli(["--config", cfg, "backups", "verify", bid, "--json"])
+    assert r.code == 0, r.output
+    [rep] = r.json()
+    assert rep["ok"] and rep["tables"] == len(SMALL) + 1, rep
+    mpath = _stored_set(tmp_path / "store1") / "manifest.json"
+    m = json.loads(mpath.read_text())
+    assert m["postgres"]["row_counts"]['My.App.Odd "Name"'] == 7
+    m["postgres"]["row_counts"]["public.ghost"] = 5
+    rewrite_manifest(cli, cfg, mpath, m)
+    r = cli(["--config", cfg, "backups", "verify", bid, "--json"])
+    assert r.code == 1, r.output
+    [rep] = r.json()
+    assert not rep["ok"] and "table public.ghost: missing from the restore" in rep["error"], rep
+
+
+def test_a_standby_or_a_read_only_role_as_scratch_server_leaves_the_backup_unjudged(
+        cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], backup_config: Any, make_config: Any,
+        pg_primary_replica: tuple[PostgresCluster, PostgresCluster]) -> None:
+    """A backup taken from a streaming replica is verified on that replica by default, which is read-only; so is
+    every session of a role with default_transaction_read_only.  Neither says anything about the backup: NOT
+    CHECKED naming the cause and scratch_target, the backup stays complete (the read-only error of the
+    scratch database's cleanup replaced the verify's own and marked the backup verify-failed)."""
+    import yaml
+
+    primary, replica = pg_primary_replica
+    src = f"standby_{app_db[0]}"
+    primary.create_database(src)
+    with primary.connect(src) as conn:
+        seed(conn, SMALL)
+        lsn = conn.execute("SELECT pg_current_wal_lsn()").fetchone()[0]
+    with replica.connect() as conn:
+        for _ in range(100):
+            if conn.execute("SELECT pg_last_wal_replay_lsn() >= %s", (lsn,)).fetchone()[0]:
+                break
+            time.sleep(0.1)
+    cfg = backup_config(src)
+    data = yaml.safe_load(cfg.read_text())
+    data["targets"]["db"] = replica.target(src)
+    cfg = make_config(data, "standby.yaml")
+    bid = _backup(cli, cfg)
+    r = cli(["--config", cfg, "run", "backup-verify", "--json"])
+    assert r.code == 1, r.output
+    [finding] = r.json()[0]["findings"]
+    assert finding["check"] == "backup.verify_not_run", finding
+    assert "is a standby" in finding["message"] and "scratch_target" in finding["message"], finding
+    assert cli(["--config", cfg, "backups", "show", bid, "--json"]).json()["status"] == "complete"
+
+    db, _ = app_db
+    role = f"readonly_{db}"[:63]
+    pg.execute(f'CREATE ROLE "{role}" LOGIN CREATEDB IN ROLE pg_read_all_data')
+    pg.execute(f'ALTER ROLE "{role}" SET default_transaction_read_only = on')
+    try:
+        cfg = backup_config(db)
+        data = yaml.safe_load(cfg.read_text())
+        data["targets"]["db"]["user"] = role
+        cfg = make_config(data, "read-only-role.yaml")
+        bid = _backup(cli, cfg)
+        r = cli(["--config", cfg, "backups", "verify", bid, "--json"])
+    finally:
+        pg.execute(f'DROP ROLE "{role}"')
+    assert r.code == 1, r.output
+    [rep] = r.json()
+    assert rep["inconclusive"] and "read-only transaction" in rep["error"], rep
+    assert "default_transaction_read_only" in rep["error"], rep
     assert cli(["--config", cfg, "backups", "show", bid, "--json"]).json()["status"] == "complete"
     assert _scratch_dbs(pg) == []

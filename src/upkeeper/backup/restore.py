@@ -217,6 +217,28 @@ def check_restore_version(target: PostgresTarget, manifest: Manifest) -> None:
             f"target restored into ({target.display()}) at them, or verify/restore on a host that has them")
 
 
+def source_server_major(manifest: Manifest) -> tuple[str, int] | None:
+    """The version of the server the backup was taken from, as its manifest records it ("16.4", 16), or None
+    (an old manifest that does not record it)."""
+    num = manifest.details.get("server_version_num")
+    ver = str(manifest.details.get("server_version") or "")
+    if isinstance(num, int) and num > 0:
+        return ver or str(num // 10000), num // 10000
+    major = re.match(r"(\d+)", ver)
+    return (ver, int(major.group(1))) if major else None
+
+
+def older_server(manifest: Manifest, server_num: int) -> tuple[str, int] | None:
+    """The source server's (version, major) when the server restored into (``server_num``, as
+    ``server_version_num``) runs an older major version than the one the backup was taken from, else None.
+    PostgreSQL does not support loading a dump into an older major version: it may use syntax or features
+    that one lacks."""
+    source = source_server_major(manifest)
+    if source is None or server_num // 10000 >= source[1]:
+        return None
+    return source
+
+
 def pg_restore_list(target: PostgresTarget, archive: PgArchive) -> int:
     """``pg_restore --list``: the archive's table of contents must be readable.  Returns its entry count."""
     res = proc.run([pg.tool(target, "pg_restore"), "--list", str(archive.path)], check=False, timeout=600)
@@ -237,24 +259,58 @@ def pg_restore(target: PostgresTarget, archive: PgArchive, dbname: str, *, jobs:
     argv.append(str(archive.path))
     t0 = time.monotonic()
     res = proc.run(argv, extra_env=target.libpq_env(dbname), check=False, timeout=None)
-    pg.check_stage(res, f"restoring into {dbname}")
+    check_restore(res, target, dbname)
     return time.monotonic() - t0
 
 
+# What the server restored into, or its role, lacks — not what the archive holds: the same dump restores where
+# the role may create what it holds and the extensions, roles and tablespaces of the backed-up server exist.
+_RESTORE_SETUP_ERRORS = re.compile(
+    r"ERROR:\s+(permission denied|must be superuser|must be owner of|must be member of"
+    r"|could not open extension control file"
+    r"|extension \"[^\"]*\" is not available|could not access file|role \"[^\"]*\" does not exist"
+    r"|tablespace \"[^\"]*\" does not exist|invalid value for parameter \"default_tablespace\")")
+
+
+def check_restore(res: proc.ProcResult, target: PostgresTarget, dbname: str) -> None:
+    """pg_restore's exit code and stderr (:func:`pg.check_stage`); an error of the server restored into — a
+    privilege its role lacks, an extension, role or tablespace it does not have — is this host's setup
+    (:class:`SetupError`), not a fault of the backup."""
+    try:
+        pg.check_stage(res, f"restoring into {dbname}")
+    except BackupError as exc:
+        setup = next((ln for ln in res.stderr.splitlines() if _RESTORE_SETUP_ERRORS.search(ln)), None)
+        if setup is None:
+            raise
+        error = setup[setup.index("ERROR:"):]
+        raise SetupError(
+            f"pg_restore could not restore into {dbname} on {target.display()}, which lacks what the dump needs: "
+            f"{error}",
+            "Try: restore as a role that may create what the backup holds (a superuser), on a server with the "
+            "backed-up server's extensions, roles (globals.sql) and tablespaces (for backup.verify: its "
+            "scratch_target)") from exc
+
+
 def compare_row_counts(target: PostgresTarget, dbname: str, expected: dict[str, Any]) -> list[str]:
-    """Problems found comparing every table's row count with the manifest's."""
+    """Problems found comparing every table's row count with the manifest's.  Counted in one transaction,
+    rolled back, in which row-level security cannot hide rows (:func:`pg.lift_forced_row_security`)."""
     problems = []
-    with pg.connect(target, dbname) as conn:
-        tables = []
-        for key in expected:
-            schema, _, table = key.partition(".")
-            tables.append((schema, table))
+    with pg.connect(target, dbname, autocommit=False) as conn:
         try:
-            got = pg.count_rows(conn, tables)
+            pg.lift_forced_row_security(conn)
+            # the manifest's keys are "schema.table", unquoted: matched with the restored tables, not split
+            # at a dot (a schema or table name may hold one)
+            restored = {f"{schema}.{table}": (schema, table) for schema, table in pg.list_tables(conn)}
+            got = pg.count_rows(conn, [restored[key] for key in expected if key in restored])
         except Exception as exc:
             return [f"counting rows: {pg.pg_error(exc)}"]
+        finally:
+            with contextlib.suppress(Exception):  # a lost connection: the failure above is the one to report
+                conn.rollback()
     for key, n in expected.items():
-        if got.get(key) != int(n):
+        if key not in restored:
+            problems.append(f"table {key}: missing from the restore, manifest says {n} rows")
+        elif got.get(key) != int(n):
             problems.append(f"table {key}: {got.get(key)} rows restored, manifest says {n}")
     return problems
 
@@ -304,7 +360,7 @@ def stream_restore(fetcher: Fetcher, rec: ObjectRecord, target: PostgresTarget, 
                if ln and not ln.startswith(";")]
     if not entries:
         raise BackupError("pg_restore --list shows an empty archive")
-    pg.check_stage(res_restore, f"restoring into {dbname}")
+    check_restore(res_restore, target, dbname)
     return time.monotonic() - t0, len(entries)
 
 

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from upkeeper import lazy
 from upkeeper.backup import pg
 from upkeeper.backup.catalog import Catalog
-from upkeeper.backup.manifest import MANIFEST
+from upkeeper.backup.manifest import MANIFEST, Manifest
 from upkeeper.backup.pipeline import ObjectRecord
 from upkeeper.backup.rdb import check_rdb
 from upkeeper.backup.restore import (
@@ -36,6 +36,7 @@ from upkeeper.backup.restore import (
     listed_files,
     locate,
     member_name,
+    older_server,
     pg_restore,
     pg_restore_list,
     scratch_name,
@@ -84,6 +85,7 @@ OTHER_GUARDS_SQL = ("SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE applica
 LOCK_SQL = "SELECT pg_advisory_lock(%s, %s)"
 TRY_LOCK_SQL = "SELECT pg_try_advisory_lock(%s, %s)"
 UNLOCK_SQL = "SELECT pg_advisory_unlock(%s, %s)"
+IN_RECOVERY_SQL = "SELECT pg_is_in_recovery()"
 SCRATCH_COMMENT = ("upkeeper: scratch restore of backup {id} by backup.verify; dropped when that verify ends, "
                    "or by the next verify on this server if it was killed")
 
@@ -234,6 +236,8 @@ def _verify_postgres(fetcher: Fetcher, settings: BackupSettings, source: Any, op
     check_restore_version(scratch, m)
     name = scratch_name(m.id)
     admin = pg.admin_db(scratch, name)
+    if opts.restore:
+        _check_scratch_server(scratch, admin, m, default=opts.scratch is None)
     expected = dict(m.details.get("row_counts") or {})
     db_objects = [o for o in m.objects if o.role == "database"]
     streaming = opts.restore and len(db_objects) == 1 and _stream_restore_wanted(expected, opts.jobs)
@@ -275,6 +279,35 @@ def _verify_postgres(fetcher: Fetcher, settings: BackupSettings, source: Any, op
                         pg.drop_database(conn, name)
                 except UpkeeperError as exc:
                     log.error("could not drop the scratch database %s: %s", name, exc.message)
+                except psycopg.Error as exc:  # never in place of the verify's own result
+                    log.error("could not drop the scratch database %s: %s", name, pg.pg_error(exc))
+
+
+def _check_scratch_server(scratch: PostgresTarget, admin: str, m: Manifest, *, default: bool) -> None:
+    """The scratch server can take the restore, else the verify does not run (a :class:`SetupError`): not a
+    standby (read-only: a backup taken from a replica is verified on the replica by default), and not of an
+    older major version than the backup's source, which may reject its dump (newer syntax, features it lacks;
+    PostgreSQL does not support loading a dump into an older major version) — a failure that would say
+    nothing about the backup."""
+    with pg.connect(scratch, admin) as conn:
+        ver, num = pg.server_version(conn)
+        row = conn.execute(IN_RECOVERY_SQL).fetchone()
+    which = "the backed-up server (the default scratch server)" if default else "the scratch server"
+    if row and row[0]:
+        raise SetupError(
+            f"{which} {scratch.display()} is a standby (in recovery, read-only): it cannot hold the scratch "
+            f"database the backup is restored into",
+            "Try: set the verify job's scratch_target (backups verify --scratch-target) to a writable server, "
+            "e.g. the primary or a PostgreSQL kept for test restores")
+    source = older_server(m, num)
+    if source is None:
+        return
+    raise SetupError(
+        f"backup {m.id} was taken from PostgreSQL {source[0]}; {which} {scratch.display()} runs PostgreSQL "
+        f"{ver}, an older major version, which need not load its dump (PostgreSQL supports restoring only into "
+        "the same or a newer major version)",
+        f"Try: set the verify job's scratch_target (backups verify --scratch-target) to a postgres target "
+        f"running PostgreSQL {source[1]} or newer")
 
 
 def _create_scratch(guard: psycopg.Connection[Any], scratch: PostgresTarget, name: str, backup_id: str) -> None:
@@ -285,6 +318,10 @@ def _create_scratch(guard: psycopg.Connection[Any], scratch: PostgresTarget, nam
         pg.create_database(guard, name)
         guard.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(
             sql.Identifier(name), sql.Literal(SCRATCH_COMMENT.format(id=backup_id))))
+    except psycopg.errors.ReadOnlySqlTransaction as exc:
+        raise TaskError(f"cannot create the scratch database {name} on {scratch.display()}: {pg.pg_error(exc)}",
+                        "Try: the role's sessions are read-only (default_transaction_read_only): set the verify "
+                        "job's scratch_target to a target whose role may write") from None
     except psycopg.Error as exc:
         raise TaskError(f"cannot create the scratch database {name} on {scratch.display()}: {pg.pg_error(exc)}",
                         "Try: let the target's role create databases (ALTER ROLE … CREATEDB), or set the "

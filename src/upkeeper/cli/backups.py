@@ -32,6 +32,7 @@ from upkeeper.backup.restore import (
     check_restore_version,
     fetch_pg_archive,
     locate,
+    older_server,
     pg_restore,
     work_dir,
 )
@@ -45,7 +46,7 @@ from upkeeper.config.models import Config
 from upkeeper.config.targets import PostgresTarget
 from upkeeper.core.history import History, history_url
 from upkeeper.core.jobs import Setup
-from upkeeper.errors import BackupError, TaskError, UpkeeperError, UsageError
+from upkeeper.errors import BackupError, SetupError, TaskError, UpkeeperError, UsageError
 from upkeeper.fmt import human_bytes, human_duration, local_time
 from upkeeper.storage import Storage
 
@@ -298,6 +299,9 @@ def restore_cmd(
     jobs: int = typer.Option(2, "--jobs", "-j", min=1, max=64, help="pg_restore parallel jobs"),
     globals_: bool = typer.Option(False, "--globals", help="also apply the backup's roles/tablespaces SQL first "
                                   "(roles that already exist are skipped; any other error fails the restore)"),
+    no_owner: bool = typer.Option(False, "--no-owner", help="every object owned by the restoring user, without the "
+                                  "backup's GRANTs (pg_restore --no-owner --no-privileges): for a server that lacks "
+                                  "the backup's roles"),
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
 ) -> None:
     """Restore a backup — into a NEW database by default.  Replacing an existing database (even an empty one)
@@ -305,6 +309,8 @@ def restore_cmd(
     existing one is replaced only once that succeeded, and stays untouched when it fails."""
     config = _env.config()
     row = _one(_catalog(), backup_id)
+    _check_restore_options(row, {"--to": to is not None}, {"--database": database is not None,
+                           "--target": target is not None, "--globals": globals_, "--no-owner": no_owner})
     if row.kind == "files":
         _check_files_destination(to, force, row.id)
     elif row.kind == "redis":
@@ -318,7 +324,8 @@ def restore_cmd(
         fetcher = Fetcher(located, config.backup)
         with _sigterm_unwinds():  # a stopped restore cleans up as after Ctrl-C (temporary database, staging dir)
             if row.kind == "postgres":
-                result = _restore_postgres(config, row, fetcher, database, target, force, yes, jobs, globals_)
+                result = _restore_postgres(config, row, fetcher, database, target, force, yes, jobs, globals_,
+                                           no_owner)
             elif row.kind == "files":
                 assert to is not None
                 result = _restore_files(fetcher, row, to)
@@ -342,7 +349,7 @@ def restore_cmd(
 
 
 def _restore_postgres(config: Config, row: BackupRow, fetcher: Fetcher, database: str | None, target_name: str | None,
-                      force: bool, yes: bool, jobs: int, apply_globals: bool) -> dict[str, Any]:
+                      force: bool, yes: bool, jobs: int, apply_globals: bool, no_owner: bool) -> dict[str, Any]:
     """Restore into a temporary database ``<db>_upkeeper_restore_<token>`` on the same server, then rename it
     into place.  An existing database is renamed aside first and dropped only after the new one took its name;
     until then every failure (pg_restore, a lost connection, Ctrl-C) drops the temporary database and leaves
@@ -360,6 +367,10 @@ def _restore_postgres(config: Config, row: BackupRow, fetcher: Fetcher, database
     admin = pg.admin_db(tgt, name)
     with pg.connect(tgt, admin) as conn:
         exists = pg.database_exists(conn, name)
+        server_ver, server_num = pg.server_version(conn)
+    older = _older_server_warning(fetcher.located.manifest, server, server_ver, server_num)
+    if older:
+        err_console.print(f"[warn]warning[/warn] {older}", highlight=False)
     if exists:
         # any existing database, however empty it looks: large objects, functions, types, schemas and
         # extensions hold data too, and a database can be in use before it holds anything
@@ -398,7 +409,7 @@ def _restore_postgres(config: Config, row: BackupRow, fetcher: Fetcher, database
                               f"{unchanged}") from None
         try:
             with console.status(f"restoring into {temp}…"):
-                seconds = pg_restore(tgt, archive, temp, jobs=jobs, no_owner=not apply_globals)
+                seconds = pg_restore(tgt, archive, temp, jobs=jobs, no_owner=no_owner)
             result["warning"] = _swap_in(tgt, admin, temp, name, aside if exists else None)
         except _SwapIncomplete:
             raise
@@ -408,8 +419,12 @@ def _restore_postgres(config: Config, row: BackupRow, fetcher: Fetcher, database
                         f"the temporary database {temp!r} could not be dropped ({dropped}): drop it with "
                         f"DROP DATABASE \"{temp}\"")
             if isinstance(exc, UpkeeperError):
-                raise BackupError(f"restore of backup {row.id} failed: {exc.message}; {unchanged}, {leftover}",
-                                  exc.hint) from None
+                hint = exc.hint
+                if isinstance(exc, SetupError) and not no_owner:  # a role missing, or not ours to give objects to
+                    hint = ("Try: --globals to create the backup's roles first, or --no-owner to restore every "
+                            "object owned by you, without the backup's GRANTs")
+                raise BackupError(f"restore of backup {row.id} failed: {exc.message}; {unchanged}, {leftover}"
+                                  + (f" (note: {older})" if older else ""), hint) from None
             if isinstance(exc, psycopg.Error):
                 raise BackupError(f"restore of backup {row.id} failed: {pg.pg_error(exc)}; {unchanged}, "
                                   f"{leftover}") from None
@@ -417,8 +432,22 @@ def _restore_postgres(config: Config, row: BackupRow, fetcher: Fetcher, database
             raise
     if result["warning"] is None:
         del result["warning"]
+    if older:
+        result["server_version_warning"] = older
     result["restore_seconds"] = round(seconds, 3)
     return result
+
+
+def _older_server_warning(manifest: Manifest, server: str, server_ver: str, server_num: int) -> str | None:
+    """The warning for a restore into a server of an older major version than the backup's source: PostgreSQL
+    does not support it, but it often works, and a failed attempt changes nothing (the temporary database is
+    dropped), so it is tried — a downgrade may have no other way back."""
+    source = older_server(manifest, server_num)
+    if source is None:
+        return None
+    return (f"backup {manifest.id} was taken from PostgreSQL {source[0]}; {server} runs PostgreSQL {server_ver}, "
+            "an older major version, into which PostgreSQL does not support restoring a dump: it may fail on "
+            "newer syntax (nothing is replaced unless the whole restore succeeds)")
 
 
 class _SwapIncomplete(BackupError):
@@ -491,8 +520,21 @@ def _apply_globals(tgt: PostgresTarget, globals_sql: bytes, unchanged: str) -> i
                           + (f": {detail}" if detail else "")
                           + ("; its other statements ran, " if res.returncode == 0 else "; ") + unchanged,
                           "Try: fix what the error names (e.g. create the tablespace's directory), or restore "
-                          "without --globals (objects then belong to the restoring user)")
+                          "without --globals (with --no-owner where the backup's roles do not exist)")
     return len(existed)
+
+
+def _check_restore_options(row: BackupRow, files_redis: dict[str, bool], postgres: dict[str, bool]) -> None:
+    """An option of the other kind of restore is refused, never ignored (``--to FILE`` for a PostgreSQL backup
+    would otherwise create a database on the server)."""
+    given = [name for name, on in (postgres if row.kind != "postgres" else files_redis).items() if on]
+    if not given:
+        return
+    if row.kind == "postgres":
+        raise UsageError(f"{given[0]} is for files and Redis backups; backup {row.id} is a PostgreSQL backup, "
+                         "restored into a database", "Try: --database NAME (default: a new database), --target T")
+    raise UsageError(f"{given[0]} is for PostgreSQL backups; backup {row.id} is a {row.kind} backup",
+                     "Try: --to " + ("DIR" if row.kind == "files" else "FILE"))
 
 
 def _check_files_destination(to: Path | None, force: bool, backup_id: str) -> None:

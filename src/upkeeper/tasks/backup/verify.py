@@ -28,8 +28,9 @@ class BackupVerifyOptions(TaskOptions):
     restore: bool = Field(True, description="restore into a scratch database (PostgreSQL); off: checksums, "
                           "decryption, decompression and pg_restore --list only. Source: upkeeper default")
     scratch_target: str | None = Field(
-        None, description="postgres target to restore into as upkeeper_verify_<id> (default: the backed-up server). "
-                "Source: upkeeper (not set by default)")
+        None, description="postgres target to restore into as upkeeper_verify_<id> (default: the backed-up server); "
+                "it must run the backed-up server's PostgreSQL major version or a newer one, else the verify does "
+                "not run. Source: upkeeper (not set by default)")
     jobs: int | None = Field(
         None, ge=1, le=64, description="pg_restore jobs: 1 streams the dump straight from storage into the "
         "scratch database in one pass; N>1 fetches it to a temp file and restores with N jobs. Default: stream "
