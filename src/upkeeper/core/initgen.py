@@ -168,7 +168,7 @@ def render(detected: Detected, known_tasks: list[str] | None = None, timezone: s
             lines.append("    options:")
             lines += [f"      {k}: {_yaml_value(v)}" for k, v in r.options.items()]
         elif r.example:
-            lines.append(f"    # options: {{ {r.example} }}")
+            lines.append(_example_line(r.example))
         jobs += _block(lines, commented)
     out += _section("jobs", jobs)
     out += ["", *NOTIFY_EXAMPLE]
@@ -199,6 +199,12 @@ NOTIFY_EXAMPLE = [
     "# blackouts:",
     "#   business-hours: {days: [mon, tue, wed, thu, fri], hours: \"09:00-18:00\", timezone: Europe/Berlin}",
 ]
+
+
+def _example_line(example: str) -> str:
+    """``# options: {…}`` with the example's note after the closing brace, so the line works once uncommented."""
+    value, _, note = example.partition("   # ")
+    return f"    # options: {{ {value} }}" + (f"   # {note}" if note else "")
 
 
 def _section(key: str, lines: list[str]) -> list[str]:
