@@ -53,3 +53,20 @@ def test_config_example_is_valid(tmp_path: Path) -> None:
     text = text.replace("/etc/upkeeper/pg.pass", str(pw))
     setup = build_setup(load_text(text))
     assert set(setup.jobs) == {"vacuum", "disk"}
+
+
+def test_error_example_is_what_config_check_prints(tmp_path: Path, monkeypatch: Any) -> None:
+    """The README shows the error for 'lock_timout' in its own config example: file, line, field and hint as
+    'config check' prints them (it said line 17, and listed the vacuum options of an older version)."""
+    monkeypatch.chdir(tmp_path)
+    text = _block_after("## A config file", "yaml")
+    (tmp_path / "pg.pass").write_text("secret-password")
+    text = (text.replace("/var/lib/upkeeper/history.db", str(tmp_path / "h.db"))
+            .replace("/etc/upkeeper/pg.pass", str(tmp_path / "pg.pass")).replace("lock_timeout:", "lock_timout:"))
+    (tmp_path / "upkeeper.yaml").write_text(text)
+    shown = README.read_text().split("Mistakes get one clear message each", 1)[1]
+    example = re.search(r"```\n\$ (upkeeper .*?)\n(.*?)```", shown, re.S)
+    assert example, "no error example after 'Mistakes get one clear message each'"
+    res = invoke(shlex.split(example.group(1))[1:])
+    assert res.code == 2
+    assert " ".join(res.err.split()) == " ".join(example.group(2).split())

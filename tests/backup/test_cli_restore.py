@@ -395,6 +395,50 @@ def test_prune_rejects_an_unknown_target(cli: Any, pg: PostgresCluster, app_db: 
     assert r.code == 0 and len(r.json()) == 1, r.output
 
 
+def test_list_and_verify_reject_an_unknown_target_and_say_what_matched_nothing(
+        cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], backup_config: Any) -> None:
+    """'backups list --target dbb' printed "no backups in the catalog (run a backup job …)" with exit 0 while the
+    catalog held backups; 'verify --target dbb' said "no backups to verify".  As for prune: a usage error."""
+    db, _ = app_db
+    cfg = backup_config(db)
+    _backup(cli, cfg)
+    for cmd in (["list"], ["list", "--json"], ["verify"]):
+        r = cli(["--config", cfg, "backups", *cmd, "--target", "dbb"])
+        assert r.code == 2, r.output
+        assert "no target 'dbb' in the config or the backup catalog" in _flat(r.err) and "(db)" in _flat(r.err)
+    r = cli(["--config", cfg, "backups", "list", "--target", "db", "--kind", "files"])
+    assert r.code == 0 and r.out.strip() == "no backups match --target db --kind files.", r.output
+    assert len(cli(["--config", cfg, "backups", "list", "--target", "db", "--json"]).json()) == 1
+
+
+def test_restore_refuses_the_options_of_the_other_kind_of_backup(
+        cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], backup_config: Any, make_config: Any,
+        age_key: AgeKey, tmp_path: Path) -> None:
+    """'--to DIR' for a PostgreSQL backup was ignored: it restored into a new database on the server and said
+    so, exit 0.  '--database' for a files backup was ignored too.  Both are usage errors now, before anything
+    is read or written."""
+    db, _ = app_db
+    cfg = backup_config(db)
+    bid = _backup(cli, cfg)
+    before = {r[0] for r in pg.execute("SELECT datname FROM pg_database")}
+    r = cli(["--config", cfg, "backups", "restore", bid, "--to", tmp_path / "out"])
+    assert r.code == 2, r.output
+    assert f"--to is for files and Redis backups; {bid} is a PostgreSQL backup" in _flat(r.err), r.output
+    assert {r[0] for r in pg.execute("SELECT datname FROM pg_database")} == before
+    assert not (tmp_path / "out").exists()
+    root = tmp_path / "app"
+    root.mkdir()
+    (root / "index.html").write_text("<h1>hi</h1>\n")
+    (root / ".env").write_text("SECRET=1\n")
+    fcfg, run = run_app_files_backup(cli, make_config, age_key, tmp_path, root)
+    files_id = run["artifacts"][0]["id"]
+    r = cli(["--config", fcfg, "backups", "restore", files_id, "--to", tmp_path / "restored", "--database", "app"])
+    assert r.code == 2, r.output
+    assert f"--database is for PostgreSQL backups; {files_id} is a files backup, restored --to a directory" \
+        in _flat(r.err), r.output
+    assert not (tmp_path / "restored").exists()
+
+
 # ---------------------------------------------------------------------------------------------
 # Files restores are atomic: streamed into a private staging directory beside or inside --to, moved into
 # place only once every object matched its SHA-256 and every member passed the checks.

@@ -83,3 +83,41 @@ def test_an_empty_passphrase_file_is_refused(cli: Any, make_config: Any, tmp_pat
         r = cli(["--config", cfg, "config", "check"])
         assert r.code == 2, r.output
         assert "backup -> encryption" in r.err and "empty" in r.err, r.err
+
+
+def test_unknown_storage_names_and_verify_references_are_located_errors(cli: Any, make_config: Any,
+                                                                        tmp_path: Path) -> None:
+    """A misspelt storage (backup.storages, a backup job's storages, verify's storage), verify's scope 'id'
+    without backup_id and a scratch_target that is no postgres target: 'config check' said OK and every run
+    failed.  Now each is one located problem with a suggestion."""
+    cfg = make_config({
+        "targets": {"db": {"kind": "postgres", "host": "127.0.0.1"}, "cache": {"kind": "redis"},
+                    "app": {"kind": "app", "root": str(tmp_path)}},
+        "storages": {"local": {"kind": "local", "path": str(tmp_path)}},
+        "backup": {"storages": ["lcal"]},
+        "jobs": {"db-backup": {"task": "postgres.backup", "target": "db", "options": {"storages": ["offsite"]}},
+                 "cache-backup": {"task": "redis.backup", "target": "cache", "options": {"storages": ["locl"]}},
+                 "app-backup": {"task": "files.backup", "target": "app", "options": {"storages": ["locall"]}},
+                 "verify": {"task": "backup.verify", "target": "db",
+                            "options": {"scope": "id", "storage": "locl", "scratch_target": "cache"}}}})
+    r = cli(["--config", cfg, "config", "check"])
+    err = " ".join(r.err.split())
+    assert r.code == 2, r.output
+    assert "backup -> storages -> 0: unknown storage 'lcal' Try: 'local'" in err, err
+    assert "jobs -> db-backup -> options -> storages: unknown storage 'offsite' Try: one of the storages (local)" \
+        in err, err
+    assert "jobs -> cache-backup -> options -> storages: unknown storage 'locl' Try: 'local'" in err, err
+    assert "jobs -> app-backup -> options -> storages: unknown storage 'locall' Try: 'local'" in err, err
+    assert "jobs -> verify -> options -> storage: unknown storage 'locl' Try: 'local'" in err, err
+    assert "jobs -> verify -> options -> backup_id: scope 'id' needs backup_id" in err, err
+    assert "jobs -> verify -> options -> scratch_target: scratch_target 'cache' is not a postgres target " \
+        "Try: one of db" in err, err
+    fixed = make_config({"targets": {"db": {"kind": "postgres", "host": "127.0.0.1"}},
+                         "storages": {"local": {"kind": "local", "path": str(tmp_path)}},
+                         "backup": {"storages": ["local"]},
+                         "jobs": {"db-backup": {"task": "postgres.backup", "target": "db",
+                                                "options": {"storages": ["local"]}},
+                                  "verify": {"task": "backup.verify", "target": "db",
+                                             "options": {"scope": "id", "backup_id": "x", "storage": "local",
+                                                         "scratch_target": "db"}}}}, name="fixed.yaml")
+    assert cli(["--config", fixed, "config", "check"]).code == 0

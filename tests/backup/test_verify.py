@@ -51,6 +51,30 @@ def test_verify_job_restores_compares_row_counts_and_marks_verified(
     assert row["status"] == "verified" and row["restore_seconds"] > 0
 
 
+def test_the_backup_of_an_empty_database_verifies(cli: Any, pg: PostgresCluster, pg_db: str, backup_config: Any,
+                                                  tmp_path: Path) -> None:
+    """A database without tables (every server's fresh 'postgres', which a job without 'databases' backs up)
+    dumps to an archive whose table of contents is empty.  The backup succeeded, but every verify marked it
+    verify-failed ("pg_restore --list shows an empty archive").  It verifies, streamed or fetched first; an
+    empty archive whose manifest lists tables still fails."""
+    cfg = backup_config(pg_db)
+    bid = _backup(cli, cfg)
+    r = cli(["--config", cfg, "run", "backup-verify", "--json"])
+    assert r.code == 0, r.output
+    [art] = r.json()[0]["artifacts"]
+    assert art["ok"] and art["tables"] == 0 and "pg_restore --list: 0 entries" in art["steps"], art
+    r = cli(["--config", cfg, "backups", "verify", bid, "--jobs", "2", "--json"])
+    assert r.code == 0, r.output
+    assert cli(["--config", cfg, "backups", "show", bid, "--json"]).json()["status"] == "verified"
+    [mpath] = (tmp_path / "store1").rglob(f"{bid}/manifest.json")
+    manifest = json.loads(mpath.read_text())
+    manifest["postgres"].update(tables=1, row_counts={"public.users": 3})
+    rewrite_manifest(cli, cfg, mpath, manifest)
+    for argv in (["--jobs", "1"], ["--no-restore"]):
+        r = cli(["--config", cfg, "backups", "verify", bid, *argv])
+        assert r.code == 1 and "empty archive" in r.output, r.output
+
+
 def test_failing_smoke_check_fails_verify_and_drops_scratch(
         cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], backup_config: Any) -> None:
     db, _ = app_db

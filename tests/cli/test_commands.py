@@ -219,6 +219,42 @@ def test_init_without_postgres_comments_it_out(cli: Any, tmp_path: Path, monkeyp
     assert cli(["--config", out, "config", "check"]).code == 0
 
 
+def test_init_backup_dir_puts_the_local_storage_elsewhere(cli: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                          backup_dir: Path) -> None:
+    """init always wrote and created /var/backups/upkeeper: no way to try it, or to put backups on their own
+    volume, without editing the config and creating the directory by hand.  --backup-dir says where."""
+    monkeypatch.chdir(tmp_path)
+    res = cli(["init", "--output", "u.yaml", "--backup-dir", "my backups"])
+    assert res.code == 0, res.output
+    wanted = tmp_path / "my backups"
+    assert wanted.is_dir() and wanted.stat().st_mode & 0o777 == 0o700
+    assert f"created the backup storage directory {wanted}" in " ".join(res.out.split())
+    assert not backup_dir.exists()  # the default directory is left alone
+    setup = cli(["--config", "u.yaml", "storages", "list", "--json"]).json()
+    assert [s["where"] for s in setup] == [f"local:{wanted}"], setup
+    assert cli(["--config", "u.yaml", "storages", "check", "--json"]).code == 0
+
+
+def test_init_option_examples_work_once_uncommented() -> None:
+    """Each job's commented '# options: {…}' line is valid YAML and a valid option set once its '#' is removed:
+    the note that follows it stays outside the braces (inside, it swallowed the closing brace)."""
+    from upkeeper.config.loader import load_text
+    from upkeeper.core.initgen import Detected, render
+    from upkeeper.core.jobs import build_setup
+
+    detected = Detected(postgres={"host": "127.0.0.1", "port": 5432, "user": "postgres", "dbname": "postgres"},
+                        redis={"host": "127.0.0.1", "port": 6379},
+                        nginx={"config": "/etc/nginx/nginx.conf", "access_log": "/var/log/nginx/access.log"})
+    lines = render(detected).splitlines()
+    examples = [i for i, ln in enumerate(lines) if ln.startswith("    # options: {")]
+    assert len(examples) >= 6
+    for i in examples:
+        edited = [*lines[:i], lines[i].replace("# options:", "options:", 1), *lines[i + 1:]]
+        setup = build_setup(load_text("\n".join(edited), file="upkeeper.yaml"))
+        job = next(ln for ln in reversed(lines[:i]) if re.match(r"^  [\w-]+:", ln)).split(":")[0].strip()
+        assert setup.jobs[job].options.model_fields_set, lines[i]
+
+
 def test_secrets_never_reach_history_or_json(cli: Any, make_config: Any, tmp_path: Path,
                                              pg: PostgresCluster) -> None:
     secret = "Sup3r-Secret-Pw-42"

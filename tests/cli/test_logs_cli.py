@@ -209,3 +209,33 @@ def test_nginx_reads_globs_and_rotated_files_as_the_task_does(cli: Any, make_con
     assert requests(str(tmp_path / "shop.access.log.1")) == 2  # a rotated file named alone: that file
     r = cli(["logs", "nginx", str(tmp_path / "*.acess.log")])
     assert r.code == 2 and "no file matches" in r.err, r.output
+
+
+def test_a_wrong_format_or_prefix_is_said_with_a_sample_and_how_to_fix_it(cli: Any, tmp_path: Path) -> None:
+    """A log read with the wrong --format or --prefix came out as an empty report ('0 requests', 'unparsed 19
+    lines') with exit 0 and no word on why.  Over 1 % unparsed (the tasks' threshold), stderr says so, shows
+    the first line (masked) and names the option to fix; the JSON on stdout stays as it was."""
+    log = tmp_path / "access.log"
+    write_access_log(str(log), 20_000, seed=3)
+    with log.open("a") as fh:
+        fh.write('1.2.3.4 - - [04/Mar/2024:09:00:00 +0000] "GET /reset?token=Sup3rSecretT0ken HTTP/1.1" 200 5 "-" "x"\n')
+    wrong = '$remote_addr [$time_local] "$request" $status'
+    r = cli(["logs", "nginx", str(log), "--format", wrong, "--json"])
+    assert r.code == 0 and r.json()["requests"] == 0, r.output
+    err = " ".join(r.err.split())
+    assert f"Warning: 100.00 % of lines ({r.json()['invalid']:,}) could not be parsed with the log_format " \
+        f"'{wrong}'" in err and "the first: " in err, err
+    assert "Try: --format with your nginx.conf 'log_format'" in err, err
+    r = cli(["logs", "nginx", str(log), "--format", "combined_timed"])
+    assert r.code == 0 and "Warning" not in r.err, r.output
+    log.write_text('1.2.3.4 - - [04/Mar/2024:09:00:00 +0000] "GET /reset?token=Sup3rSecretT0ken HTTP/1.1" 200 5\n')
+    r = cli(["logs", "nginx", str(log), "--format", wrong + " $foo"])
+    assert "token=***" in r.err and "Sup3rSecretT0ken" not in r.output, r.output
+
+    pg = tmp_path / "pg.log"
+    pg.write_text("2024-03-01 10:00:00.001 UTC [10] LOG:  duration: 250.000 ms  statement: SELECT 1\n" * 19)
+    r = cli(["logs", "postgres", str(pg), "--prefix", "%t [%p]: "])
+    err = " ".join(r.err.split())
+    assert r.code == 0 and "Warning: 100.00 % of lines (19) do not start with the log_line_prefix '%t [%p]: '" \
+        in err and "Try: --prefix with the server's log_line_prefix (SHOW log_line_prefix)" in err, r.output
+    assert "Warning" not in cli(["logs", "postgres", str(pg)]).err

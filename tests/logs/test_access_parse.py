@@ -223,6 +223,33 @@ def test_log_formats_that_cannot_work_are_refused(given: str, message: str) -> N
     assert message in err.value.message
 
 
+@pytest.mark.parametrize(("given", "hint"), [
+    ("combinde", "Try: 'combined', or the format string"),
+    ("combined_timd", "Try: 'combined_timed', or the format string"),
+    ("myformat", "Try: the format string of your nginx.conf 'log_format' line"),
+])
+def test_a_misspelt_or_unknown_format_name_is_named_as_such(given: str, hint: str) -> None:
+    """A word without a variable is a format's name: it was refused as 'has no client address ($remote_addr)'."""
+    with pytest.raises(LogFormatError) as err:
+        parse_format(given)
+    assert err.value.message == f"unknown log_format name {given!r} (known names: combined, combined_timed, main)"
+    assert err.value.hint is not None and err.value.hint.startswith(hint), err.value.hint
+
+
+def test_a_misspelt_format_name_in_a_job_is_a_located_config_error() -> None:
+    from upkeeper.config.loader import load_text
+    from upkeeper.core.jobs import build_setup
+    from upkeeper.errors import ConfigError
+
+    text = ("targets:\n  web: {kind: nginx, access_log: /var/log/nginx/access.log}\njobs:\n  log-analysis:\n"
+            "    task: logs.nginx\n    target: web\n    options: {log_format: combined_timd}\n")
+    with pytest.raises(ConfigError) as err:
+        build_setup(load_text(text, file="upkeeper.yaml"))
+    text = str(err.value)
+    assert "upkeeper.yaml:7: jobs -> log-analysis -> options -> log_format: unknown log_format name " \
+        "'combined_timd'" in text and "'combined_timed'" in text, text
+
+
 def test_escape_json_lines_are_read_on_every_path() -> None:
     fmt = "escape=json '{\"ip\":\"$remote_addr\",\"t\":\"$time_local\",\"r\":\"$request\",\"s\":$status}'"
     data = b"".join(b'{"ip":"1.2.3.%d","t":"01/Mar/2024:10:00:00 +0000","r":"GET /a?q=\\"%d\\" HTTP/1.1","s":200}\n'

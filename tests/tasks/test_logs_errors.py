@@ -51,6 +51,11 @@ def test_new_exception_groups_are_findings(cli: Any, make_config: Any, tmp_path:
     first = run(cli, cfg, "app-errors")
     assert [f["check"] for f in first["findings"]] == ["logs.errors.exceptions_baseline"]
     assert first["metrics"]["exceptions"] == 3 and first["metrics"]["exception_groups"] == 2
+    # the baseline flags nothing as new: not in the summary, the metric or the report (it said "2 new")
+    assert first["metrics"]["new_exception_groups"] == 0, first["metrics"]
+    assert "3 exceptions in 2 groups (first run: recorded as known)" in first["summary"], first["summary"]
+    report = json.loads(next(Path(a["path"]) for a in first["artifacts"] if a.get("format") == "json").read_text())
+    assert report["app"]["baseline_groups"] == 2 and not any(g["new"] for g in report["app"]["exception_groups"])
     # more of the known ones, and one new kind
     write_app_log(log, [ValueError, TimeoutError, KeyError])
     second = run(cli, cfg, "app-errors")

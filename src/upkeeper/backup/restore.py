@@ -239,12 +239,14 @@ def older_server(manifest: Manifest, server_num: int) -> tuple[str, int] | None:
     return source
 
 
-def pg_restore_list(target: PostgresTarget, archive: PgArchive) -> int:
-    """``pg_restore --list``: the archive's table of contents must be readable.  Returns its entry count."""
+def pg_restore_list(target: PostgresTarget, archive: PgArchive, *, empty_ok: bool = False) -> int:
+    """``pg_restore --list``: the archive's table of contents must be readable, and hold entries unless
+    ``empty_ok`` (the dump of a database without any object, such as a fresh ``postgres``).  Returns its entry
+    count."""
     res = proc.run([pg.tool(target, "pg_restore"), "--list", str(archive.path)], check=False, timeout=600)
     pg.check_stage(res, "reading the archive's table of contents")
     entries = [ln for ln in res.text.splitlines() if ln and not ln.startswith(";")]
-    if not entries:
+    if not entries and not empty_ok:
         raise BackupError("pg_restore --list shows an empty archive")
     return len(entries)
 
@@ -319,9 +321,11 @@ def scratch_name(backup_id: str) -> str:
     return "upkeeper_verify_" + re.sub(r"[^a-z0-9]", "_", backup_id.lower())[:47]
 
 
-def stream_restore(fetcher: Fetcher, rec: ObjectRecord, target: PostgresTarget, dbname: str) -> tuple[float, int]:
+def stream_restore(fetcher: Fetcher, rec: ObjectRecord, target: PostgresTarget, dbname: str, *,
+                   empty_ok: bool = False) -> tuple[float, int]:
     """One pass from storage into the database: SHA-256 → age → zstd → ``pg_restore`` (one job,
-    ``--exit-on-error``), with ``pg_restore --list`` reading the same stream's table of contents.
+    ``--exit-on-error``), with ``pg_restore --list`` reading the same stream's table of contents (which must
+    hold entries unless ``empty_ok``).
 
     No plaintext file is written and decryption overlaps the restore.  Returns (seconds, TOC entries).
     The object's checksum is verified before the restore's own result is looked at.
@@ -358,7 +362,7 @@ def stream_restore(fetcher: Fetcher, rec: ObjectRecord, target: PostgresTarget, 
     pg.check_stage(res_list, "reading the archive's table of contents")
     entries = [ln for ln in b"".join(listing).decode("utf-8", "replace").splitlines()
                if ln and not ln.startswith(";")]
-    if not entries:
+    if not entries and not empty_ok:
         raise BackupError("pg_restore --list shows an empty archive")
     check_restore(res_restore, target, dbname)
     return time.monotonic() - t0, len(entries)

@@ -239,6 +239,8 @@ def _verify_postgres(fetcher: Fetcher, settings: BackupSettings, source: Any, op
     if opts.restore:
         _check_scratch_server(scratch, admin, m, default=opts.scratch is None)
     expected = dict(m.details.get("row_counts") or {})
+    # a database without tables (a fresh 'postgres') dumps to an archive with an empty table of contents
+    empty_ok = m.details.get("tables") == 0 and not expected
     db_objects = [o for o in m.objects if o.role == "database"]
     streaming = opts.restore and len(db_objects) == 1 and _stream_restore_wanted(expected, opts.jobs)
     with work_dir(settings, "upkeeper-verify-") as tmp:
@@ -247,7 +249,7 @@ def _verify_postgres(fetcher: Fetcher, settings: BackupSettings, source: Any, op
             progress("fetching objects (SHA-256, age, zstd)")
             archive = fetch_pg_archive(fetcher, tmp)
             report.steps.append(f"{len(m.objects)} object(s) match their SHA-256, decrypt and decompress")
-            n = pg_restore_list(scratch, archive)
+            n = pg_restore_list(scratch, archive, empty_ok=empty_ok)
             report.steps.append(f"pg_restore --list: {n} entries")
             if not opts.restore:
                 return
@@ -262,7 +264,7 @@ def _verify_postgres(fetcher: Fetcher, settings: BackupSettings, source: Any, op
                 _create_scratch(guard, scratch, name, m.id)
                 progress(f"restoring into {name}")
                 if archive is None:
-                    seconds, n = stream_restore(fetcher, db_objects[0], scratch, name)
+                    seconds, n = stream_restore(fetcher, db_objects[0], scratch, name, empty_ok=empty_ok)
                     report.steps.append(f"{len(m.objects)} object(s) match their SHA-256, decrypt and decompress")
                     report.steps.append(f"pg_restore --list: {n} entries")
                     report.restore_seconds = round(seconds, 3)

@@ -137,6 +137,7 @@ def list_cmd(
         if s not in STATUSES:
             raise UsageError(f"unknown --status {s!r}", f"Try: one of {', '.join(STATUSES)}")
     config = _env.config()
+    _check_target(config, target)
     rows = _catalog().list(target=target, database=database, kind=kind, statuses=status or None, limit=limit + 1)
     more = len(rows) > limit
     rows = rows[:limit]
@@ -147,7 +148,10 @@ def list_cmd(
         print_json([r.to_dict() for r in rows])
         return
     if not rows:
-        console.print("no backups in the catalog (run a backup job, or 'upkeeper backups sync').")
+        filters = " ".join(f"--{k} {v}" for k, v in (("target", target), ("database", database), ("kind", kind),
+                                                       *(("status", s) for s in status)) if v)
+        console.print(f"no backups match {filters}." if filters else
+                      "no backups in the catalog (run a backup job, or 'upkeeper backups sync').", markup=False)
         return
     tz = config.timezone
     table = Table(title="Backups", title_justify="left")
@@ -159,6 +163,14 @@ def list_cmd(
                       human_duration(r.restore_seconds) if r.restore_seconds is not None else "—",
                       ", ".join(r.storages or []))
     console.print(table)
+
+
+def _check_target(config: Config, target: str | None) -> None:
+    """A --target neither the config nor the catalog knows is a usage error: a typo would read as 'no backups'."""
+    if target is not None and target not in config.targets and not _catalog().list(target=target, limit=1):
+        raise UsageError(f"no target {target!r} in the config or the backup catalog",
+                         f"Try: a configured target ({', '.join(sorted(config.targets)) or 'none'}), or "
+                         "'upkeeper backups sync' first if the storages hold backups the catalog does not know yet")
 
 
 @backups_app.command("show")
@@ -224,6 +236,7 @@ def verify_cmd(
     missing: such a backup keeps its status and is tried again by --unverified)."""
     config = _env.config()
     catalog = _catalog()
+    _check_target(config, target)
     if backup_id:
         rows = [_one(catalog, backup_id)]
     else:
@@ -531,10 +544,13 @@ def _check_restore_options(row: BackupRow, files_redis: dict[str, bool], postgre
     if not given:
         return
     if row.kind == "postgres":
-        raise UsageError(f"{given[0]} is for files and Redis backups; backup {row.id} is a PostgreSQL backup, "
-                         "restored into a database", "Try: --database NAME (default: a new database), --target T")
-    raise UsageError(f"{given[0]} is for PostgreSQL backups; backup {row.id} is a {row.kind} backup",
-                     "Try: --to " + ("DIR" if row.kind == "files" else "FILE"))
+        raise UsageError(f"{given[0]} is for files and Redis backups; {row.id} is a PostgreSQL backup, restored "
+                         "into a database", "Try: omit --to (a new database '<db>_restored_<time>'), or "
+                         "--database NAME")
+    raise UsageError(f"{', '.join(given)} {'is' if len(given) == 1 else 'are'} for PostgreSQL backups; "
+                     f"{row.id} is a {row.kind} backup, restored --to a "
+                     f"{'directory' if row.kind == 'files' else 'file'}",
+                     f"Try: upkeeper backups restore {row.id} --to PATH")
 
 
 def _check_files_destination(to: Path | None, force: bool, backup_id: str) -> None:
@@ -802,10 +818,7 @@ def prune_cmd(
     incomplete leftovers.
     Prints every backup with the reasons it is kept."""
     setup = state.setup()
-    if target is not None and target not in setup.config.targets and not _catalog().list(target=target, limit=1):
-        raise UsageError(f"no target {target!r} in the config or the backup catalog",
-                         f"Try: a configured target ({', '.join(sorted(setup.config.targets)) or 'none'}), or "
-                         "'upkeeper backups sync' first if the storages hold backups the catalog does not know yet")
+    _check_target(setup.config, target)
     storages = _open(setup.config)
     try:
         reports = run_prune(setup, storages, _catalog(), target=target, dry_run=dry_run)

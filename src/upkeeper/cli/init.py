@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from upkeeper.cli._app import app, console
-from upkeeper.core.initgen import detect, make_backup_dir, render
+from upkeeper.core.initgen import BACKUP_DIR, detect, make_backup_dir, render
 from upkeeper.errors import UsageError
 
 
@@ -16,10 +16,14 @@ def init_cmd(
     output: Path = typer.Option(Path("upkeeper.yaml"), "--output", "-o", help="where to write the config"),
     force: bool = typer.Option(False, "--force", help="overwrite an existing file"),
     timezone: str = typer.Option("UTC", "--timezone", help="default timezone of the schedules"),
+    backup_dir: Path | None = typer.Option(None, "--backup-dir", show_default=BACKUP_DIR,
+                                           help="directory of the local backup storage the config names; init "
+                                           "creates it, mode 0700"),
 ) -> None:
     """Detect local PostgreSQL, Redis and nginx and write the standard maintenance schedule.
 
-    What cannot be found is written commented out, ready to fill in.
+    What cannot be found is written commented out, ready to fill in.  The local backup storage's directory
+    (--backup-dir) is created if missing: upkeeper itself never creates one.
     """
     if output.exists() and not force:
         raise UsageError(f"{output} already exists", "Try: --force to overwrite it, or --output OTHER.yaml")
@@ -30,10 +34,11 @@ def init_cmd(
     except ScheduleError as exc:
         raise UsageError(exc.args[0], exc.hint) from None
     detected = detect()
-    text = render(detected, timezone=timezone)
+    where = str(backup_dir.expanduser().absolute()) if backup_dir is not None else None
+    text = render(detected, timezone=timezone, backup_dir=where)
     output.write_text(text)
     console.print(f"wrote [bold]{output}[/bold]")
-    notes = [*detected.notes, make_backup_dir(text)]
+    notes = [*detected.notes, make_backup_dir(text, where)]
     for note in notes:
         if note:
             console.print(f"  {note}")

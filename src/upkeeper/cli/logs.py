@@ -108,6 +108,20 @@ def _warn_read_notes(notes: list[Any]) -> list[str]:
     return [n.message for n in notes]
 
 
+#: more unparsed lines than this (%) is worth a warning: Netdata's threshold, the tasks' unparsed_warn_pct default
+UNPARSED_WARN_PCT = 1.0
+
+
+def _warn_unparsed(pct: float, count: int, what: str, sample: str, hint: str) -> None:
+    """Say on stderr that many lines did not parse (a wrong --format/--prefix reads as an empty log), with the
+    first one and how to fix it."""
+    if pct <= UNPARSED_WARN_PCT:
+        return
+    err_console.print(f"Warning: {pct:.2f} % of lines ({count:,}) {what}" + (f"; the first: {sample}" if sample
+                      else ""), style="yellow", markup=False, soft_wrap=True)
+    err_console.print(hint, markup=False, soft_wrap=True)
+
+
 def _table(title: str, cols: list[str], rows: list[list[Any]], numeric: tuple[int, ...] = ()) -> Table:
     t = Table(title=title, title_justify="left")
     for i, c in enumerate(cols):
@@ -152,6 +166,11 @@ def nginx_cmd(
     rep["read_notes"] = _warn_read_notes(notes)
     rep["files"] = [{"path": lf.path, "compressed": lf.gz} for lf in found]
     rep["goaccess"]["log_format_flags"] = to_goaccess(log_format).argv()
+    _warn_unparsed(rep["unparsed_pct"], rep["invalid"], "could not be parsed with the log_format "
+                   f"{log_format!r} (" + ", ".join(f"{k}: {v:,}" for k, v in rep["invalid_reasons"].items()) + ")",
+                   rep["invalid_samples"][0]["line"] if rep["invalid_samples"] else "",
+                   "Try: --format with your nginx.conf 'log_format' (its format string, or combined, "
+                   "combined_timed, main)")
     if html is not None:
         from upkeeper.logs.report_html import access_report
 
@@ -212,6 +231,10 @@ def postgres_cmd(
     rep = redact_obj(summarize(partial, top_n=top))
     rep["read_notes"] = _warn_read_notes(notes)
     rep["log_line_prefix"] = prefix
+    _warn_unparsed(rep["unparsed_pct"], rep["unparsed"], f"do not start with the log_line_prefix {prefix!r}",
+                   rep["unparsed_samples"][0] if rep["unparsed_samples"] else "",
+                   "Try: --prefix with the server's log_line_prefix (SHOW log_line_prefix); only the stderr log "
+                   "format is read, not csvlog/jsonlog")
     if html is not None:
         from upkeeper.logs.report_html import postgres_report
 

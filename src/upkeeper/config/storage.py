@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -132,3 +134,17 @@ StorageConfig = Annotated[
     LocalStorageConfig | S3StorageConfig | SftpStorageConfig,
     Field(discriminator="kind"),
 ]
+
+
+def unknown_storages(names: Iterable[str] | None, known: Iterable[str]) -> list[tuple[int, str, str]]:
+    """``(index, message, hint)`` for each of ``names`` that is not an entry under ``storages:`` (``known``)."""
+    known = list(known)
+    problems: list[tuple[int, str, str]] = []
+    for i, name in enumerate(names or []):
+        if name in known:
+            continue
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f"Try: {close[0]!r}" if close else (
+            f"Try: one of the storages ({', '.join(known)})" if known else "Try: define it under 'storages'")
+        problems.append((i, f"unknown storage {name!r}", hint))
+    return problems

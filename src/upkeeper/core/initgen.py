@@ -95,7 +95,8 @@ def _block(lines: list[str], commented: bool) -> list[str]:
     return [("# " + ln if ln.strip() else ln) if commented else ln for ln in lines]
 
 
-def render(detected: Detected, known_tasks: list[str] | None = None, timezone: str = "UTC") -> str:
+def render(detected: Detected, known_tasks: list[str] | None = None, timezone: str = "UTC",
+           backup_dir: str | None = None) -> str:
     known = known_tasks if known_tasks is not None else REGISTRY.names()
     have = {"postgres": detected.postgres is not None, "redis": detected.redis is not None,
             "nginx": detected.nginx is not None, "host": True, "app": False, "http": False}
@@ -139,7 +140,7 @@ def render(detected: Detected, known_tasks: list[str] | None = None, timezone: s
             "storages:                # where backups go (several at once is fine: s3, sftp, local)",
             "  local:",
             "    kind: local",
-            f"    path: {BACKUP_DIR}",
+            f"    path: {_yaml_value(backup_dir or BACKUP_DIR)}",
             "",
             "backup:",
             "  # Encrypt every backup with age (required for s3/sftp storages). Make a key with 'age-keygen -o",
@@ -168,7 +169,7 @@ def render(detected: Detected, known_tasks: list[str] | None = None, timezone: s
             lines.append("    options:")
             lines += [f"      {k}: {_yaml_value(v)}" for k, v in r.options.items()]
         elif r.example:
-            lines.append(f"    # options: {{ {r.example} }}")
+            lines.append(_example_line(r.example))
         jobs += _block(lines, commented)
     out += _section("jobs", jobs)
     out += ["", *NOTIFY_EXAMPLE]
@@ -201,21 +202,28 @@ NOTIFY_EXAMPLE = [
 ]
 
 
+def _example_line(example: str) -> str:
+    """``# options: {…}`` with the example's note after the closing brace, so the line works once uncommented."""
+    value, _, note = example.partition("   # ")
+    return f"    # options: {{ {value} }}" + (f"   # {note}" if note else "")
+
+
 def _section(key: str, lines: list[str]) -> list[str]:
     """``key:`` with its lines; ``key: {}`` when every entry is commented out."""
     active = any(ln.strip() and not ln.lstrip().startswith("#") for ln in lines)
     return [f"{key}:" if active else f"{key}: {{}}", *lines]
 
 
-def make_backup_dir(text: str) -> str | None:
-    """Create the local storage directory ``text`` (a rendered config) points to, mode 0700.
+def make_backup_dir(text: str, backup_dir: str | None = None) -> str | None:
+    """Create the local storage directory ``text`` (a rendered config) points to (``backup_dir``, by default
+    :data:`BACKUP_DIR`), mode 0700.
 
     upkeeper never creates a storage's directory (an unmounted volume must not receive backups),
     so ``init`` — the explicit setup step — makes the one it writes.  Returns a note for the user.
     """
-    if f"path: {BACKUP_DIR}" not in text:
+    if f"path: {_yaml_value(backup_dir or BACKUP_DIR)}" not in text:
         return None
-    path = Path(BACKUP_DIR)
+    path = Path(backup_dir or BACKUP_DIR)
     if path.is_dir():
         return f"backup storage directory {path} exists"
     try:

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ValidationError
 from upkeeper.config.loader import find_config, lines_for, load_config, validation_problems
 from upkeeper.config.models import Config, HostTarget, TargetConfig
 from upkeeper.config.notify import check_references
+from upkeeper.config.storage import unknown_storages
 from upkeeper.core.schedule import Schedule, ScheduleError, jitter_offset, parse_schedule, validate_timezone
 from upkeeper.core.task import REGISTRY, TaskClass
 from upkeeper.errors import ConfigError, ConfigProblem, UnknownTaskError, UsageError
@@ -217,6 +218,8 @@ def build_setup(config: Config) -> Setup:
         )
     problems.extend(_shared_series(jobs, lines))
     problems.extend(check_references(config, lines))
+    problems.extend(lines.problem(("backup", "storages", i), message, hint)
+                    for i, message, hint in unknown_storages(config.backup.storages, config.storages))
     if problems:
         raise ConfigError.from_problems(problems)
     return Setup(config=config, jobs=jobs)

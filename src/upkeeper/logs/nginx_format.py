@@ -14,6 +14,7 @@ From it we derive
 
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import dataclass, field
 
@@ -90,6 +91,8 @@ TIME_FIELDS = ("time_local", "time_iso8601", "msec")
 ESCAPES = ("default", "json", "none")
 _DIRECTIVE = re.compile(r"log_format\s")
 _ESCAPE = re.compile(r"escape=(\S*)")
+#: a bare word without a variable: meant as a format's name
+_NAME = re.compile(r"[\w.-]+")
 #: nginx's configuration parser turns these backslash escapes into characters (other ones stay as written)
 _CONF_ESCAPES = {'"': '"', "'": "'", "\\": "\\", "t": "\t", "r": "\r", "n": "\n"}
 
@@ -130,6 +133,12 @@ def normalize_format(fmt: str) -> str:
     s = fmt.strip()
     if s in NAMED_FORMATS:
         return NAMED_FORMATS[s]
+    if _NAME.fullmatch(s):  # a word, no variable: meant as a name (a misspelt one, or nginx.conf's own)
+        close = difflib.get_close_matches(s, list(NAMED_FORMATS), n=1)
+        raise LogFormatError(
+            f"unknown log_format name {s!r} (known names: {', '.join(NAMED_FORMATS)})",
+            (f"Try: {close[0]!r}, or" if close else "Try:") + " the format string of your nginx.conf "
+            "'log_format' line (its name alone is not enough: upkeeper does not read nginx.conf)")
     if s.endswith(";"):
         s = s[:-1].rstrip()
     directive = bool(_DIRECTIVE.match(s))

@@ -11,9 +11,16 @@ from upkeeper.backup.manifest import Manifest
 from upkeeper.backup.prune import SeriesReport, clean_leftovers, prune_series
 from upkeeper.backup.sets import BackupEnv, open_env
 from upkeeper.config.backup import RetentionPolicy
+from upkeeper.config.storage import unknown_storages
 from upkeeper.core.task import Finding, Result, Severity, TaskContext
 from upkeeper.errors import TaskError, UpkeeperError
 from upkeeper.fmt import human_bytes
+
+
+def storage_problems(option: str, names: list[str] | None, config: Any) -> list[tuple[str, str, str]]:
+    """``config_problems`` entries for the names in a job's ``option`` that are not entries under ``storages:``
+    (every run would fail on them)."""
+    return [(option, message, hint) for _, message, hint in unknown_storages(names, config.storages)]
 
 
 def env_for(ctx: TaskContext, storages: list[str] | None) -> BackupEnv:

@@ -23,7 +23,7 @@ from upkeeper.config.targets import AppTarget
 from upkeeper.core.task import Finding, Result, Severity, Task, TaskContext, TaskOptions, task
 from upkeeper.errors import BackupError, TaskError
 from upkeeper.fmt import human_bytes
-from upkeeper.tasks.backup._common import Outcome, apply_retention, env_for, object_name
+from upkeeper.tasks.backup._common import Outcome, apply_retention, env_for, object_name, storage_problems
 
 #: Named configuration sets.  Source: where Debian's nginx, PM2 and systemd keep their configuration.
 PRESETS: dict[str, list[str]] = {
@@ -85,14 +85,16 @@ class FilesBackup(Task[FilesBackupOptions]):
 
     @classmethod
     def config_problems(cls, options: Any, config: Any) -> list[tuple[str, str, str]]:
-        if isinstance(options, FilesBackupOptions) and options.secret_paths and \
-                config.backup.encryption_settings() is None:
+        if not isinstance(options, FilesBackupOptions):
+            return []
+        problems = storage_problems("storages", options.storages, config)
+        if options.secret_paths and config.backup.encryption_settings() is None:
             how = "'none'" if config.backup.unencrypted_explicit else "not configured"
-            return [("secret_paths", f"secret_paths are always stored encrypted, but backup.encryption is {how}: "
-                     "every run would fail",
-                     "Try: set backup -> encryption -> recipients (age public keys), or list the files under "
-                     "'paths' instead")]
-        return []
+            problems.append(("secret_paths", f"secret_paths are always stored encrypted, but backup.encryption is "
+                             f"{how}: every run would fail",
+                             "Try: set backup -> encryption -> recipients (age public keys), or list the files "
+                             "under 'paths' instead"))
+        return problems
 
     def run(self, ctx: TaskContext, options: FilesBackupOptions) -> Result:
         target = ctx.require_target()

@@ -24,7 +24,7 @@ from upkeeper.core import proc
 from upkeeper.core.task import Finding, Result, Severity, Task, TaskContext, TaskOptions, task
 from upkeeper.errors import BackupError, TaskError
 from upkeeper.fmt import human_bytes
-from upkeeper.tasks.backup._common import Outcome, apply_retention, env_for, object_name
+from upkeeper.tasks.backup._common import Outcome, apply_retention, env_for, object_name, storage_problems
 
 if TYPE_CHECKING:
     import psycopg
@@ -74,6 +74,10 @@ class PostgresBackup(Task[PostgresBackupOptions]):
     Options = PostgresBackupOptions
     category = "backup"
     exclusive = True
+
+    @classmethod
+    def config_problems(cls, options: Any, config: Any) -> list[tuple[str, str, str]]:
+        return storage_problems("storages", options.storages, config) if isinstance(options, PostgresBackupOptions) else []
 
     def run(self, ctx: TaskContext, options: PostgresBackupOptions) -> Result:
         target = ctx.require_target()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -15,6 +15,7 @@ from upkeeper.config.targets import PostgresTarget
 from upkeeper.core.task import Finding, Result, Severity, Status, Task, TaskContext, TaskOptions, task
 from upkeeper.errors import TaskError
 from upkeeper.fmt import human_duration
+from upkeeper.tasks.backup._common import storage_problems
 
 
 class BackupVerifyOptions(TaskOptions):
@@ -55,6 +56,21 @@ class BackupVerify(Task[BackupVerifyOptions]):
     Options = BackupVerifyOptions
     category = "backup"
     exclusive = True
+
+    @classmethod
+    def config_problems(cls, options: Any, config: Any) -> list[tuple[str, str, str]]:
+        if not isinstance(options, BackupVerifyOptions):
+            return []
+        problems = storage_problems("storage", [options.storage] if options.storage else None, config)
+        if options.scope == "id" and not options.backup_id:
+            problems.append(("backup_id", "scope 'id' needs backup_id",
+                             "Try: backup_id: ID (from 'upkeeper backups list'), or scope: newest"))
+        if options.scratch_target and not isinstance(config.targets.get(options.scratch_target), PostgresTarget):
+            postgres = [n for n, t in config.targets.items() if isinstance(t, PostgresTarget)]
+            problems.append(("scratch_target", f"scratch_target {options.scratch_target!r} is not a postgres target",
+                             "Try: one of " + ", ".join(postgres) if postgres
+                             else "Try: add a target with 'kind: postgres' under 'targets'"))
+        return problems
 
     def run(self, ctx: TaskContext, options: BackupVerifyOptions) -> Result:
         target = ctx.require_target()

@@ -137,6 +137,10 @@ class ErrorLogs(Task[ErrorLogsOptions]):
             findings += self._nginx_findings(rep["nginx"], error_log or "")
         if app is not None:
             app_rep, new = self._app_report(app, options, known, ctx)
+            if first_run and new:  # the baseline: every group is recorded as known, none is flagged as new
+                app_rep["baseline_groups"], app_rep["new_groups"] = len(new), 0
+                for g in app_rep["exception_groups"]:
+                    g["new"] = False
             rep["app"] = redact_obj(app_rep)
             findings += self._app_findings(rep["app"], new, first_run, options)
         metrics = self._metrics(rep, seconds)
@@ -158,8 +162,9 @@ class ErrorLogs(Task[ErrorLogsOptions]):
         if ng is not None:
             parts.append(f"nginx: {sum(ng.levels.values()):,} error-log lines, {ng.upstream} upstream errors")
         if app is not None:
-            parts.append(f"app: {rep['app']['exceptions_total']:,} exceptions in {rep['app']['groups']} groups "
-                         f"({rep['app']['new_groups']} new)")
+            a = rep["app"]
+            parts.append(f"app: {a['exceptions_total']:,} exceptions in {a['groups']} groups "
+                         + ("(first run: recorded as known)" if a.get("baseline_groups") else f"({a['new_groups']} new)"))
         summary = "; ".join(parts) or "no logs to read"
         html_path = next((a["path"] for a in artifacts if a.get("format") == "html"), None)
         if html_path:

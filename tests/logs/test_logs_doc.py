@@ -1,0 +1,64 @@
+"""docs/logs.md: the jobs example is a valid config, and every command of "Try it" runs as written (with /tmp
+and /var/log moved into the test's directory)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from upkeeper.config.loader import load_text
+from upkeeper.core.jobs import build_setup
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "logs.md"
+BLOCK = re.compile(r"```(\w*)\n(.*?)```", re.S)
+ERROR_LINE = ('2024/03/01 10:00:00 [error] 1234#1234: *5 open() "/srv/www/favicon.ico" failed (2: No such file or '
+              'directory), client: 10.0.0.1, server: example.com, request: "GET /favicon.ico HTTP/1.1"\n')
+
+
+def test_jobs_example_is_a_valid_config() -> None:
+    (block,) = [b for k, b in BLOCK.findall(DOC.read_text().split("## Jobs", 1)[1].split("\n## ", 1)[0])
+                if k == "yaml"]
+    setup = build_setup(load_text(block, file=str(DOC)))
+    assert {"log-analysis", "error-log", "app-errors", "db-log-analysis"} == set(setup.jobs)
+
+
+def test_try_it_commands_run_as_written(cli: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    section = DOC.read_text().split("## Try it", 1)[1].split("\n## ", 1)[0]
+    (block,) = [b for k, b in BLOCK.findall(section) if k == "sh"]
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "error.log.2.gz").write_bytes(gzip.compress(ERROR_LINE.encode()))
+    (tmp_path / "app.log").write_text("2024-03-01 10:00:00 ERROR request failed\nTraceback (most recent call "
+                                      "last):\n  File \"a.py\", line 1, in f\nKeyError: 'id'\n")
+    ran = []
+    for line in block.splitlines():
+        line = line.split("  #", 1)[0].strip()
+        if not line or line.startswith("#"):
+            continue
+        line = line.replace("/tmp/", f"{tmp_path}/").replace("/var/log/nginx/", f"{tmp_path}/")
+        command, _, pipe = line.partition(" | ")
+        argv = shlex.split(command)
+        if argv[0] == "python":
+            subprocess.run([sys.executable, *argv[1:]], check=True)
+            ran.append("python")
+            continue
+        assert argv[0] == "upkeeper", line
+        res = cli(argv[1:])
+        assert res.code == 0, f"{line}\n{res.output}"
+        if "--json" in argv:
+            assert pipe.startswith("python -m json.tool") or not pipe, line
+            data = json.loads(res.out)
+            if argv[2] == "errors":  # the .gz nginx log and the text application log were both read
+                assert data["nginx"]["lines"] == 1 and data["app"]["exceptions"][0]["type"] == "KeyError", data
+            else:
+                assert data["requests"] > 50_000 and data["invalid"] == 0, line
+        ran.append(argv[2])
+    assert ran == ["python", "nginx", "nginx", "goaccess-format", "errors"], ran
+    assert "<svg" in (tmp_path / "access.html").read_text()
