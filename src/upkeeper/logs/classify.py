@@ -344,8 +344,10 @@ def counted_category(category: str, status: int | None) -> str | None:
 
 
 def path_matcher(patterns: list[str] | tuple[str, ...]) -> re.Pattern[bytes]:
-    """Login paths: exact paths, ``*`` wildcards (``/auth/*``); the query string is ignored."""
+    """Login paths: exact paths, ``*`` wildcards (``/auth/*``); the query string is ignored, and a trailing slash
+    does not matter (``/admin/login`` is Django's ``/admin/login/`` too, and the other way round)."""
     if not patterns:
         return re.compile(rb"(?!)")
-    alts = [re.escape(p).replace(r"\*", ".*") for p in patterns]
+    alts = [re.escape(p.rstrip("/") if p.rstrip("/") else p).replace(r"\*", ".*")
+            + ("/?" if p.rstrip("/") and not p.endswith("*") else "") for p in patterns]
     return re.compile(("(?:" + "|".join(alts) + ")").encode())
