@@ -322,7 +322,8 @@ def login_traffic() -> list[bytes]:
                 " HTTP/1.1", 200), line("10.0.1.2", k, "GET /app.css HTTP/1.1", 304 if k % 2 else 404)]
         out.append(line("203.0.113.5", k, "POST /wp-login.php?redirect_to=%2Fwp-admin%2F HTTP/1.1", 200))
         if k < 12:
-            out.append(line("203.0.113.6", k, "POST /admin/login/?next=/admin/ HTTP/1.1", 200))
+            target = ["/admin/login/?next=/admin/", "//admin/login/", "/admin/%6cogin/", "http://x.example/admin/login/"]
+            out.append(line("203.0.113.6", k, f"POST {target[k % 4]} HTTP/1.1", 200))  # nginx routes all four alike
             out.append(line("203.0.113.8", k, "POST /oauth/token HTTP/1.1", 400))
         out.append(line("203.0.113.9", k, "POST /api/login HTTP/1.1", 200))  # 401/403 only: these succeeded
     out += [line("192.0.2.7", 39, "POST /wp-login.php HTTP/1.1", 200), line("192.0.2.7", 39, "POST /wp-login.php "

@@ -42,6 +42,7 @@ from upkeeper.logs.classify import (
     counted_category,
     endpoints_and_paths,
     is_bot,
+    nginx_uri,
     path_matcher,
     request_method,
     request_path,
@@ -135,10 +136,11 @@ class LoginMatcher:
         return frozenset().union(*(codes for rx, codes in self.rules if rx.fullmatch(path)))
 
     def of_request(self, raw: bytes) -> tuple[bytes, frozenset[int]] | None:
-        """A ``POST`` to a login path: its path (without the query) and failure statuses; else None."""
+        """A ``POST`` to a login path (as nginx routes it: :func:`nginx_uri`): that path, without the query, and
+        its failure statuses; else None."""
         if request_method(raw) != b"POST":
             return None
-        path = request_path(raw)
+        path = nginx_uri(request_path(raw))
         codes = self.failure_codes(path)
         return None if codes is None else (path, codes)
 
