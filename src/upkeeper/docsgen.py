@@ -86,6 +86,8 @@ def _type_of(schema: dict[str, Any], defs: dict[str, Any]) -> str:
         return " \\| ".join(json.dumps(v) for v in schema["enum"])
     if "const" in schema:
         return json.dumps(schema["const"])
+    if "oneOf" in schema:  # a union told apart by a discriminator
+        return " \\| ".join(dict.fromkeys(_type_of(s, defs) for s in schema["oneOf"]))
     if "anyOf" in schema:
         if any("(ms|s|m|h|d|w)" in str(s.get("pattern", "")) for s in schema["anyOf"]):
             return "duration"

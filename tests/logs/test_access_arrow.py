@@ -16,7 +16,7 @@ from logs.goaccess_helpers import assert_same_as_goaccess, goaccess, goaccess_nu
 from logs.test_access_parse import GOOD, comparable, feed_in_chunks, mutated_log
 from logs.test_goaccess_exact import EDGE_CASES
 from upkeeper.logs import parallel
-from upkeeper.logs.access import Accumulator, ScanOptions, summarize
+from upkeeper.logs.access import Accumulator, LoginPath, ScanOptions, SecurityTail, security_tail, summarize
 from upkeeper.logs.arrowscan import arrow_plan
 from upkeeper.logs.nginx_format import COMBINED, COMBINED_TIMED, MAIN
 from upkeeper.logs.synth import write_access_log
@@ -75,6 +75,11 @@ ODD = [
     b'6.6.6.6 - - [01/Mar/2024:10:00:00 +0000] "GET /../../etc/passwd HTTP/1.1" 404 1 "-" "sqlmap/1.8" 0.1',
     b'6.6.6.6 - - [01/Mar/2024:10:00:00 +0000] "POST /login HTTP/1.1" 401 1 "-" "Nikto" 0.1',
     b'6.6.6.6 - - [01/Mar/2024:10:00:00 +0000] "POST /wp-login.php HTTP/1.1" 403 1 "-" "x" 0.1',
+    # form logins: a failure shows the form again (200), a success redirects (302)
+    b'6.6.6.7 - - [01/Mar/2024:10:00:00 +0000] "POST /wp-login.php?redirect_to=%2F HTTP/1.1" 200 1 "-" "x" 0.1',
+    b'6.6.6.7 - - [01/Mar/2024:10:00:00 +0000] "POST /admin/login/?next=/admin/ HTTP/1.1" 200 1 "-" "x" 0.1',
+    b'6.6.6.7 - - [01/Mar/2024:10:00:00 +0000] "POST /wp-login.php HTTP/1.1" 302 0 "-" "x" 0.1',
+    b'6.6.6.7 - - [01/Mar/2024:10:00:00 +0000] "POST /oauth/token HTTP/1.1" 400 1 "-" "x" 0.1',
     b"# a comment",
     b"",
     b"garbage",
@@ -301,3 +306,76 @@ def test_fuzz_upstream_lists_agree_on_every_path(lines: list[bytes], chunk: int)
     timed = {e["endpoint"]: e["timed"] for e in fast["endpoints"]}
     for line, endpoint in zip(UPSTREAM_LISTS, ("GET /retry", "GET /redirect", "GET /both"), strict=True):
         assert timed.get(endpoint, 0) == lines.count(line)
+
+
+def login_traffic() -> list[bytes]:
+    """Form-login brute force answered 200 (WordPress, Django admin), a token endpoint's 400s, a user who mistyped
+    once, and a JSON login whose successes are 200 (no failures), among ordinary lines, over 40 minutes."""
+
+    def line(ip: str, minute: int, request: str, status: int) -> bytes:
+        return (f'{ip} - - [01/Mar/2024:10:{minute:02d}:{minute % 60:02d} +0000] "{request}" {status} 5 "-" '
+                f'"Mozilla/5.0" 0.050').encode()
+
+    out: list[bytes] = []
+    for k in range(40):
+        out += [line(f"10.0.0.{k % 7}", k, f"GET /a/{k}?x={k % 3} HTTP/1.1", 200), line("10.0.1.1", k, "GET /wp-login.php"
+                " HTTP/1.1", 200), line("10.0.1.2", k, "GET /app.css HTTP/1.1", 304 if k % 2 else 404)]
+        out.append(line("203.0.113.5", k, "POST /wp-login.php?redirect_to=%2Fwp-admin%2F HTTP/1.1", 200))
+        if k < 12:
+            target = ["/admin/login/?next=/admin/", "//admin/login/", "/admin/%6cogin/", "http://x.example/admin/login/"]
+            out.append(line("203.0.113.6", k, f"POST {target[k % 4]} HTTP/1.1", 200))  # nginx routes all four alike
+            out.append(line("203.0.113.8", k, "POST /oauth/token HTTP/1.1", 400))
+        out.append(line("203.0.113.9", k, "POST /api/login HTTP/1.1", 200))  # 401/403 only: these succeeded
+    out += [line("192.0.2.7", 39, "POST /wp-login.php HTTP/1.1", 200), line("192.0.2.7", 39, "POST /wp-login.php "
+                                                                                "HTTP/1.1", 302)]
+    return out
+
+
+def test_form_login_brute_force_is_the_same_on_every_path() -> None:
+    """Failed logins answered 200/400 count the same on the line parser, the Python fast path and pyarrow."""
+    data = b"\n".join(login_traffic()) + b"\n"
+    for chunk in (1 << 20, 2000, 300):
+        rep, arrow_lines = assert_equivalent(data, chunk=chunk)
+        assert arrow_lines > 0
+        brute = {b["ip"]: b for b in rep["security"]["brute_force"]}
+        assert set(brute) == {"203.0.113.5", "203.0.113.6", "203.0.113.8"}
+        assert brute["203.0.113.5"]["total"] == 40 and brute["203.0.113.5"]["paths"] == ["/wp-login.php"]
+        assert brute["203.0.113.6"]["paths"] == ["/admin/login/"]
+        assert rep["security"]["failed_logins"] == 40 + 12 + 12 + 1
+
+
+def test_failure_statuses_per_login_path_are_the_same_on_every_path() -> None:
+    data = b"\n".join(login_traffic()) + b"\n"
+    paths = (LoginPath("/api/login", "2xx"), "/wp-login.php", LoginPath("/admin/*", "401"))
+    reps = [scan(data, chunk=2000, login_paths=paths, **kw)[0] for kw in ({}, {"arrow": False}, {"fast": False})]
+    assert reps[0] == reps[1] == reps[2]
+    assert {b["ip"] for b in reps[0]["security"]["brute_force"]} == {"203.0.113.5", "203.0.113.9"}
+
+
+def test_brute_force_across_runs_and_workers_is_the_same_on_every_path(tmp_path: Path) -> None:
+    """Incremental runs: the first reads up to 10:14 (the SecurityTail carries its last two 10-minute periods),
+    the second the rest; both scan paths, one or two workers, give the same findings as one run over all."""
+    lines = login_traffic()
+    cut = next(i for i, x in enumerate(lines) if b"10:15:" in x)
+    first, second = (b"\n".join(part) + b"\n" for part in (lines[:cut], lines[cut:]))
+    log = tmp_path / "second.log"
+    log.write_bytes(second)
+    units = parallel.split_units(str(log), 0, len(second), final=True, unit=1500)
+    results = []
+    for kw in ({}, {"arrow": False}, {"fast": False}):
+        acc = Accumulator(ScanOptions(log_format=COMBINED_TIMED, arrow_min_buffer=0, **kw))
+        feed_in_chunks(acc, first, 1000)
+        part = acc.partial()
+        tail = SecurityTail.from_json(security_tail(part).to_json())  # as the job state keeps it
+        for workers in (1, 2):
+            p2, _ = parallel.scan("upkeeper.logs.access", ScanOptions(log_format=COMBINED_TIMED, arrow_min_buffer=0,
+                                                                      **kw), units, workers=workers, min_parallel=0)
+            results.append((summarize(part)["security"], comparable(summarize(p2, earlier=tail))["security"]))
+    assert all(r == results[0] for r in results), results
+    sec1, sec2 = results[0]
+    assert {b["ip"] for b in sec1["brute_force"]} == {"203.0.113.5", "203.0.113.6", "203.0.113.8"}
+    # still going on: reported again, 20 in the worst 20 minutes (10:00-10:19, across the runs), 25 in the lines the
+    # second run read; the attacks that ended before the first run are not reported again
+    (brute,) = sec2["brute_force"]
+    assert (brute["ip"], brute["max_per_window"], brute["total"]) == ("203.0.113.5", 20, 25)
+    assert sec2["failed_logins"] == 25 + 1

@@ -31,6 +31,7 @@ from upkeeper.logs.classify import (
     counted_category,
     decode_request,
     is_bot,
+    nginx_uri,
     normalize_endpoints,
     request_paths,
     scanner_name,
@@ -523,3 +524,19 @@ def test_request_paths() -> None:
     assert request_paths([b"GET /a/b?x=1 HTTP/1.1", b"/bare?x", b"-", b"GET /p#frag HTTP/1.1"]) == [
         b"/a/b", b"/bare", b"-", b"/p"]
     assert request_paths([]) == []
+
+
+@pytest.mark.parametrize(("path", "uri"), [
+    (b"/wp-login.php", b"/wp-login.php"),
+    (b"//wp-login.php", b"/wp-login.php"),
+    (b"/wp-login%2ephp", b"/wp-login.php"),
+    (b"http://blog.example/wp-login.php", b"/wp-login.php"),
+    (b"HTTPS://blog.example:8443/admin/login/", b"/admin/login/"),
+    (b"/./wp-admin/../wp-login.php", b"/wp-login.php"),
+    (b"/a/b/..", b"/a/"),
+    (b"/a/./", b"/a/"),
+    (b"/../login", b"/login"),
+    (b"/.well-known/x", b"/.well-known/x"),
+])
+def test_nginx_uri_is_the_path_nginx_routes(path: bytes, uri: bytes) -> None:
+    assert nginx_uri(path) == uri

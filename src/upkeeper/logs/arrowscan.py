@@ -391,18 +391,15 @@ class ArrowScanner:
             for (ip, t), c in self._pair_counts(h.filter(m), tk.filter(m)):
                 bursts[(ip, tinfo[t])] += c
             p.nf_bursts.update(bursts)
-        # failed logins (401/403 on a POST to a login path): rare, per row
-        auth = [x for x in statuses if code_of[x] in (401, 403)]
-        if auth:
-            m = self._mask_in(s, auth)
-            login_of = acc.login_of
-            for ip, ri, t in zip(h.filter(m).to_pylist(), ridx.filter(m).to_pylist(), tk.filter(m).to_pylist(),
-                                 strict=True):
-                raw = rdict[ri]
-                path = login_of.get(raw, b"")
-                if path == b"":
-                    path = login_of[raw] = acc._login_path(raw)
-                if path is not None:
+        # failed logins (a POST to a login path answered one of its failure statuses): rare, per row
+        login_of = acc.login_of
+        lg = [i for i, x in enumerate(rdict) if x in login_of] if login_of else []
+        if lg:
+            m = pc.is_in(ridx, value_set=pa.array(lg, ridx.type))
+            for ip, ri, t, st in zip(h.filter(m).to_pylist(), ridx.filter(m).to_pylist(), tk.filter(m).to_pylist(),
+                                     s.filter(m).to_pylist(), strict=True):
+                path, fails = login_of[rdict[ri]]
+                if code_of[st] in fails:
                     d, hh, mm = tinfo[t]
                     p.auth_failures[(ip, path, (d, hh, mm - mm % 10))] += 1
         # attacks: per row, in order (samples keep the first ones seen)

@@ -83,6 +83,33 @@ def request_path(raw: bytes) -> bytes:
     return request_paths([raw])[0]
 
 
+_ABSOLUTE_URI = re.compile(rb"^[A-Za-z][A-Za-z0-9+.-]*://[^/]*")
+_SLASH_RUN = re.compile(rb"/{2,}")
+
+
+def nginx_uri(path: bytes) -> bytes:
+    """A request path as nginx matches it against its locations (ngx_http_parse_complex_uri): the scheme and host
+    of an absolute request line dropped, percent-encoding decoded, runs of slashes merged (``merge_slashes``
+    on, the default), ``.`` and ``..`` segments resolved.  ``//wp-login.php``, ``/wp-login%2ephp`` and
+    ``http://host/wp-login.php`` all reach ``/wp-login.php``."""
+    path = _ABSOLUTE_URI.sub(b"", path, count=1) or b"/"
+    if b"%" in path:
+        path = unquote_to_bytes(path)
+    path = _SLASH_RUN.sub(b"/", path)
+    if b"/." in path:
+        segments: list[bytes] = []
+        parts = path.split(b"/")
+        for seg in parts[1:]:
+            if seg == b"..":
+                if segments:
+                    segments.pop()
+            elif seg not in (b".", b""):  # b"": the end of a path ending with a slash
+                segments.append(seg)
+        trailing = parts[-1] in (b"", b".", b"..") and bool(segments)
+        path = b"/" + b"/".join(segments) + (b"/" if trailing else b"")
+    return path
+
+
 def request_method(raw: bytes) -> bytes:
     return raw.strip().split(b" ", 1)[0].upper()
 
@@ -344,8 +371,10 @@ def counted_category(category: str, status: int | None) -> str | None:
 
 
 def path_matcher(patterns: list[str] | tuple[str, ...]) -> re.Pattern[bytes]:
-    """Login paths: exact paths, ``*`` wildcards (``/auth/*``); the query string is ignored."""
+    """Login paths: exact paths, ``*`` wildcards (``/auth/*``); the query string is ignored, and a trailing slash
+    does not matter (``/admin/login`` is Django's ``/admin/login/`` too, and the other way round)."""
     if not patterns:
         return re.compile(rb"(?!)")
-    alts = [re.escape(p).replace(r"\*", ".*") for p in patterns]
+    alts = [re.escape(p.rstrip("/") if p.rstrip("/") else p).replace(r"\*", ".*")
+            + ("/?" if p.rstrip("/") and not p.endswith("*") else "") for p in patterns]
     return re.compile(("(?:" + "|".join(alts) + ")").encode())

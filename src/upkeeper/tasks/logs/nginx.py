@@ -5,9 +5,9 @@ from __future__ import annotations
 import statistics
 import time
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import Field, field_validator
+from pydantic import Discriminator, Field, Tag, field_validator
 
 from upkeeper.config.targets import NginxTarget
 from upkeeper.core.task import Finding, Result, Severity, Status, Task, TaskContext, TaskOptions, task
@@ -16,6 +16,8 @@ from upkeeper.fmt import human_bytes
 from upkeeper.logs import parallel
 from upkeeper.logs.access import (
     DEFAULT_LOGIN_PATHS,
+    LoginMatcher,
+    LoginPath,
     ScanOptions,
     SecurityTail,
     parse_statuses,
@@ -48,6 +50,48 @@ HOURS_KEPT_DAYS = 35  # days of hourly counts kept in the job's state
 SPIKE_BASELINE_DAYS = 7  # a spike is judged against the busiest hours of this many earlier days
 FUTURE_SLACK = timedelta(days=1)  # log time may run ahead of UTC (a local time zone); more is a wrong clock
 TREND_METRICS = ["requests", "visitors", "latency_p95_ms", "failed_pct"]
+
+
+class LoginPathOption(TaskOptions):
+    path: str = Field(description="the login path: exact, or with '*' wildcards (/auth/*); the query string is "
+                      "ignored. Source: upkeeper (required)")
+    failure_status: str | None = Field(
+        None, description="which answers to a POST there mean a failed login: codes (200), classes (4xx), ranges "
+        "(401-403) or a comma-separated list of these; not set: those of a bare path (401/403, or the known "
+        "application's). A form login that shows the form again on a failure and redirects on a success: '200'. "
+        "Source: issue 7 (401/403)")
+
+    @field_validator("path")
+    @classmethod
+    def _check_path(cls, v: str) -> str:
+        if not v.startswith(("/", "*")):
+            raise ValueError(f"{v!r} is no URL path: a login path begins with / (or a '*' wildcard)")
+        return v
+
+    @field_validator("failure_status", mode="before")
+    @classmethod
+    def _check_statuses(cls, v: Any) -> str | None:
+        return None if v is None else _status_spec(v)
+
+    def login_path(self) -> LoginPath:
+        default = LoginPath.of(self.path)
+        return default if self.failure_status is None else LoginPath(self.path, self.failure_status)
+
+
+def _status_spec(v: Any) -> str:
+    """A status spec from YAML (text, or one number) checked and normalised by :func:`parse_statuses`."""
+    if isinstance(v, int) and not isinstance(v, bool):  # failure_status: 200 in YAML
+        v = str(v)
+    if not isinstance(v, str):
+        raise ValueError(f"expected text such as '5xx' or '500,502-504', got {type(v).__name__}")
+    return parse_statuses(v)  # its ValueError names the bad part and the accepted forms
+
+
+#: a login path, or a mapping with its failure statuses (told apart by type, so a bad mapping's error is its own)
+LoginPathEntry = Annotated[
+    Annotated[str, Tag("path")] | Annotated[LoginPathOption, Tag("entry")],
+    Discriminator(lambda v: "path" if isinstance(v, str) else "entry"),
+]
 
 
 class NginxLogsOptions(TaskOptions):
@@ -94,12 +138,16 @@ class NginxLogsOptions(TaskOptions):
         "Source: upkeeper default; fail2ban's nginx-botsearch is stricter (2 probes)")
     brute_force_threshold: int = Field(
         10, ge=1, description="flag a client with at least this many failed logins (POSTs to any login path "
-        "answered 401/403) within two consecutive 10-minute periods. Source: fail2ban nginx-http-auth uses 5 in "
-        "10 minutes")
-    login_paths: list[str] = Field(
-        default_factory=lambda: list(DEFAULT_LOGIN_PATHS),
-        description="paths of login forms and token endpoints ('*' wildcards allowed), for brute-force detection. "
-                "Source: upkeeper default")
+        "answered one of that path's failure statuses) within two consecutive 10-minute periods. Source: fail2ban "
+        "nginx-http-auth uses 5 in 10 minutes")
+    login_paths: list[LoginPathEntry] = Field(
+        default_factory=lambda: list[LoginPathEntry](DEFAULT_LOGIN_PATHS),
+        description="paths of login forms and token endpoints ('*' wildcards allowed; a trailing slash does not "
+        "matter), for brute-force detection: a path, or {path, failure_status} to say which statuses mean a failed "
+        "login there. A bare path's failed logins are those answered 401/403, except on the known applications' "
+        "paths (docs/logs.md): /wp-login.php, /admin/login, /accounts/login, /user/login 200/401/403 (the form "
+        "shown again), /users/sign_in 200/401/403/422, /oauth/token and /api/token 400/401/403. Source: issue 7 "
+        "(401/403); WordPress, Django, Drupal, Devise and RFC 6749 for the known paths")
     static_extensions: list[str] = Field(
         default_factory=lambda: list(STATIC_EXTENSIONS),
         description="extensions of static files, left out of GoAccess's 'requested files' list. Source: "
@@ -127,11 +175,16 @@ class NginxLogsOptions(TaskOptions):
     @field_validator("failed_statuses", mode="before")
     @classmethod
     def _check_statuses(cls, v: Any) -> str:
-        if isinstance(v, int) and not isinstance(v, bool):  # failed_statuses: 500 in YAML
-            v = str(v)
-        if not isinstance(v, str):
-            raise ValueError(f"expected text such as '5xx' or '500,502-504', got {type(v).__name__}")
-        return parse_statuses(v)  # its ValueError names the bad part and the accepted forms
+        return _status_spec(v)
+
+    def login_entries(self) -> tuple[str | LoginPath, ...]:
+        return tuple(p if isinstance(p, str) else p.login_path() for p in self.login_paths)
+
+
+def _either(codes: set[int]) -> str:
+    """``{200, 401, 403}`` → "200, 401 or 403"."""
+    words = [str(c) for c in sorted(codes)] or ["a failure status"]
+    return ", ".join(words[:-1]) + " or " + words[-1] if len(words) > 1 else words[0]
 
 
 @task
@@ -164,7 +217,7 @@ class NginxLogs(Task[NginxLogsOptions]):
         plan = plan_reads(files, cursors, incremental=options.incremental)
         units = parallel.units_for(plan.ranges, workers=options.workers)
         opts = ScanOptions(log_format=options.log_format, static_extensions=tuple(options.static_extensions),
-                           login_paths=tuple(options.login_paths))
+                           login_paths=options.login_entries())
         ctx.log.info("reading %s from %d file(s)", human_bytes(plan.bytes_planned), len(plan.ranges))
         t0 = time.monotonic()
 
@@ -353,10 +406,13 @@ class NginxLogs(Task[NginxLogsOptions]):
                                f"{b['from']}), {b['total']} in the lines this run read — probing for files",
                                "block the client (fail2ban nginx-botsearch, nginx deny)",
                                value=b["max_in_window"], threshold=o.not_found_burst))
+        logins = LoginMatcher(o.login_entries())
         for b in sec["brute_force"][:o.top]:
+            answered = _either(set().union(*(logins.failure_codes(x.encode()) or () for x in b["paths"])))
             out.append(Finding("logs.nginx.brute_force", Severity.WARNING, b["ip"],
                                f"{b['max_per_window']} failed logins (POST {', '.join(b['paths'])} answered "
-                               f"401/403) within 20 minutes (from {b['from']}), {b['total']} in the lines this run read",
+                               f"{answered}) within 20 minutes (from {b['from']}), {b['total']} in the lines this "
+                               "run read",
                                "rate-limit the login (nginx limit_req), ban the client (fail2ban), check the "
                                "accounts it tried", value=b["max_per_window"], threshold=o.brute_force_threshold))
         return out
