@@ -236,8 +236,6 @@ def _verify_postgres(fetcher: Fetcher, settings: BackupSettings, source: Any, op
     check_restore_version(scratch, m)
     name = scratch_name(m.id)
     admin = pg.admin_db(scratch, name)
-    if opts.restore:
-        _check_scratch_server(scratch, admin, m, default=opts.scratch is None)
     expected = dict(m.details.get("row_counts") or {})
     # a database without tables (a fresh 'postgres') dumps to an archive with an empty table of contents
     empty_ok = m.details.get("tables") == 0 and not expected
@@ -258,6 +256,9 @@ def _verify_postgres(fetcher: Fetcher, settings: BackupSettings, source: Any, op
                 if rec.role != "database":
                     progress(f"checking {rec.name}")
                     fetcher.check_only(rec)
+        # after the objects' own checks, which need no server: a corrupt object fails the backup even while
+        # the scratch server is down or unfit
+        _check_scratch_server(scratch, admin, m, default=opts.scratch is None)
         with _scratch_guard(scratch, admin, name) as guard:
             _drop_stale_scratch(guard, name, report)
             try:
