@@ -239,13 +239,21 @@ def older_server(manifest: Manifest, server_num: int) -> tuple[str, int] | None:
     return source
 
 
-def pg_restore_list(target: PostgresTarget, archive: PgArchive) -> int:
-    """``pg_restore --list``: the archive's table of contents must be readable.  Returns its entry count."""
+def pg_restore_list(target: PostgresTarget, archive: PgArchive, tables: int) -> int:
+    """``pg_restore --list``: the archive's table of contents must be readable, and hold entries when the
+    manifest says the database had ``tables`` tables.  Returns its entry count."""
     res = proc.run([pg.tool(target, "pg_restore"), "--list", str(archive.path)], check=False, timeout=600)
     pg.check_stage(res, "reading the archive's table of contents")
-    entries = [ln for ln in res.text.splitlines() if ln and not ln.startswith(";")]
-    if not entries:
-        raise BackupError("pg_restore --list shows an empty archive")
+    return _toc_entries(res.text, tables)
+
+
+def _toc_entries(listing: str, tables: int) -> int:
+    """The entry count of a ``pg_restore --list`` listing.  A database without any object (the usual
+    ``postgres`` database) dumps to an archive whose list is empty: a true copy of it, not a failure.  An empty
+    list is a broken backup only when the manifest's row counts name tables the dump should hold."""
+    entries = [ln for ln in listing.splitlines() if ln and not ln.startswith(";")]
+    if not entries and tables:
+        raise BackupError(f"pg_restore --list shows an empty archive, but the manifest lists {tables} table(s)")
     return len(entries)
 
 
@@ -319,7 +327,8 @@ def scratch_name(backup_id: str) -> str:
     return "upkeeper_verify_" + re.sub(r"[^a-z0-9]", "_", backup_id.lower())[:47]
 
 
-def stream_restore(fetcher: Fetcher, rec: ObjectRecord, target: PostgresTarget, dbname: str) -> tuple[float, int]:
+def stream_restore(fetcher: Fetcher, rec: ObjectRecord, target: PostgresTarget, dbname: str, tables: int
+                   ) -> tuple[float, int]:
     """One pass from storage into the database: SHA-256 → age → zstd → ``pg_restore`` (one job,
     ``--exit-on-error``), with ``pg_restore --list`` reading the same stream's table of contents.
 
@@ -356,12 +365,9 @@ def stream_restore(fetcher: Fetcher, rec: ObjectRecord, target: PostgresTarget, 
         lister.__exit__(None, None, None)
         restorer.__exit__(None, None, None)
     pg.check_stage(res_list, "reading the archive's table of contents")
-    entries = [ln for ln in b"".join(listing).decode("utf-8", "replace").splitlines()
-               if ln and not ln.startswith(";")]
-    if not entries:
-        raise BackupError("pg_restore --list shows an empty archive")
+    entries = _toc_entries(b"".join(listing).decode("utf-8", "replace"), tables)
     check_restore(res_restore, target, dbname)
-    return time.monotonic() - t0, len(entries)
+    return time.monotonic() - t0, entries
 
 
 def member_name(name: str) -> str:

@@ -247,7 +247,7 @@ def _verify_postgres(fetcher: Fetcher, settings: BackupSettings, source: Any, op
             progress("fetching objects (SHA-256, age, zstd)")
             archive = fetch_pg_archive(fetcher, tmp)
             report.steps.append(f"{len(m.objects)} object(s) match their SHA-256, decrypt and decompress")
-            n = pg_restore_list(scratch, archive)
+            n = pg_restore_list(scratch, archive, len(expected))
             report.steps.append(f"pg_restore --list: {n} entries")
             if not opts.restore:
                 return
@@ -262,7 +262,7 @@ def _verify_postgres(fetcher: Fetcher, settings: BackupSettings, source: Any, op
                 _create_scratch(guard, scratch, name, m.id)
                 progress(f"restoring into {name}")
                 if archive is None:
-                    seconds, n = stream_restore(fetcher, db_objects[0], scratch, name)
+                    seconds, n = stream_restore(fetcher, db_objects[0], scratch, name, len(expected))
                     report.steps.append(f"{len(m.objects)} object(s) match their SHA-256, decrypt and decompress")
                     report.steps.append(f"pg_restore --list: {n} entries")
                     report.restore_seconds = round(seconds, 3)
