@@ -122,7 +122,7 @@ class Fetcher:
             if self._identity_listed:
                 raise BackupError(f"{exc.message} — identity_file holds one of the backup's recipients, so the "
                                   "object's age header is corrupt") from None
-            ident = enc.identity_file if enc else None
+            ident = ", ".join(enc.identity_files) if enc else None
             raise SetupError(f"{exc.message} — identity_file {ident} does not open this backup's age header",
                              "Try: set backup -> encryption -> identity_file to the private key of one of the "
                              "recipients in the backup's manifest.json") from None
