@@ -716,3 +716,36 @@ def test_after_a_key_rotation_a_list_of_identity_files_reads_old_and_new_backups
     only_new = _reconfigure(cfg, make_config, {"recipients": [new_pub], "identity_file": [str(new_key)]})
     r = cli(["--config", only_new, "backups", "verify", old_bid, "--json"])
     assert r.code == 1 and str(new_key) in r.output and age_key.recipient in r.output, r.output
+
+
+def test_a_set_copied_to_another_storage_is_synced_and_verifies_there(
+        cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], backup_config: Any, make_config: Any,
+        tmp_path: Path) -> None:
+    """docs/storage.md, moving backups to another storage: a set copied byte for byte (manifest last) under the
+    same keys is the same backup there — sync records the new storage, verify reads it from there, and once the
+    old storage is gone from the config the row keeps its status and names only the new one."""
+    import shutil
+
+    import yaml
+
+    db, _ = app_db
+    cfg = backup_config(db)
+    bid = _backup(cli, cfg)
+    old, new = tmp_path / "store1", tmp_path / "moved"
+    new.mkdir()
+    manifests = sorted(old.rglob("manifest.json"))
+    for f in sorted(p for p in old.rglob("*") if p.is_file() and p not in manifests) + manifests:
+        (new / f.relative_to(old)).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(f, new / f.relative_to(old))
+    data = yaml.safe_load(cfg.read_text())
+    data["storages"]["moved"] = {"kind": "local", "path": str(new), "fsync": False}
+    both = make_config(data, "both.yaml")
+    assert cli(["--config", both, "backups", "sync"]).code == 0
+    assert cli(["--config", both, "backups", "show", bid, "--json"]).json()["storages"] == ["local1", "moved"]
+    r = cli(["--config", both, "backups", "verify", bid, "--storage", "moved", "--json"])
+    assert r.code == 0, r.output
+    del data["storages"]["local1"]
+    moved = make_config(data, "moved.yaml")
+    assert cli(["--config", moved, "backups", "sync"]).code == 0
+    row = cli(["--config", moved, "backups", "show", bid, "--json"]).json()
+    assert row["storages"] == ["moved"] and row["status"] == "verified", row
