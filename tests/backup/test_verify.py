@@ -249,6 +249,10 @@ def test_scope_unverified_checks_each_backup_once(cli: Any, pg: PostgresCluster,
     assert sorted(a["backup_id"] for a in r.json()[0]["artifacts"]) == sorted([first, second])
     r = cli(["--config", cfg, "run", "backup-verify", "--json"])
     assert r.code == 0 and r.json()[0]["summary"].startswith("no unverified backups")
+    # the command too: once it has caught up, nothing to do is no error (it was a usage error, exit code 2)
+    r = cli(["--config", cfg, "backups", "verify", "--unverified", "--no-restore"])
+    assert r.code == 0 and "no unverified backups" in r.out, r.output
+    assert cli(["--config", cfg, "backups", "verify", "--unverified", "--json"]).json() == []
 
 
 def test_verify_cut_by_its_timeout_drops_the_scratch_database(

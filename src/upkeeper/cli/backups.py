@@ -235,6 +235,15 @@ def verify_cmd(
             for r in rows:
                 newest.setdefault(r.series(), r)
             rows = list(newest.values())
+    if not rows and unverified and catalog.list(target=target, limit=1):
+        # nothing left to do is success, as for the backup.verify task with scope 'unverified' (a cron line
+        # 'backups verify --unverified' must not fail once it has caught up)
+        if as_json:
+            print_json([])
+        else:
+            console.print("no unverified backups: every backup in the catalog is verified or verify-failed",
+                          highlight=False)
+        raise typer.Exit(0)
     if not rows:
         raise UsageError("no backups to verify", "Try: 'upkeeper backups list' (or 'upkeeper backups sync')")
     scratch: PostgresTarget | None = None
