@@ -147,6 +147,55 @@ def test_restore_keeps_owners_and_grants_and_no_owner_drops_them(
             pg.execute(f'DROP ROLE "{role}"')
 
 
+_DATABASE_LEVEL = ("SELECT pg_get_userbyid(datdba), coalesce(datacl::text, ''), shobj_description(oid, 'pg_database'), "
+                   "(SELECT string_agg(coalesce(r.rolname, '-') || ':' || array_to_string(s.setconfig, ','), ' ' "
+                   "ORDER BY r.rolname NULLS FIRST) FROM pg_db_role_setting s LEFT JOIN pg_roles r "
+                   "ON r.oid = s.setrole WHERE s.setdatabase = d.oid) FROM pg_database d WHERE datname = %s")
+
+
+def test_restore_gives_the_database_its_owner_privileges_comment_and_settings(
+        cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], backup_config: Any) -> None:
+    """The database itself comes back as it was backed up — its owner (the app's role, which needs it to create
+    schemas in its migrations), its CONNECT privileges (a database closed to PUBLIC stays closed), its comment
+    and its settings (ALTER DATABASE … SET, ALTER ROLE … IN DATABASE … SET) — as pg_restore --create gives them,
+    also when it replaces an existing database.  --no-owner keeps only the comment and the database's own
+    settings.  (They came back owned by the restoring user, open to PUBLIC, without settings.)"""
+    db, counts = app_db
+    role = f"own_{db}"[:63]
+    pg.execute(f'CREATE ROLE "{role}" LOGIN')
+    copy, stripped = f"{db}_copy", f"{db}_stripped"
+    try:
+        pg.execute(f'ALTER DATABASE "{db}" OWNER TO "{role}"; REVOKE ALL ON DATABASE "{db}" FROM PUBLIC; '
+                   f'ALTER DATABASE "{db}" SET work_mem = \'8MB\'; '
+                   f'ALTER ROLE "{role}" IN DATABASE "{db}" SET statement_timeout = \'5s\'; '
+                   f"COMMENT ON DATABASE \"{db}\" IS 'the app''s data'")
+        [before] = pg.execute(_DATABASE_LEVEL, params=[db])
+        assert before[:2] == (role, f"{{{role}=CTc/{role}}}"), before  # closed to PUBLIC
+        cfg = backup_config(db)
+        bid = _backup(cli, cfg)
+        r = cli(["--config", cfg, "backups", "restore", bid, "--database", copy, "--json"])
+        assert r.code == 0, r.output
+        [restored] = pg.execute(_DATABASE_LEVEL, params=[copy])
+        assert restored == before, (restored, before)
+        assert _count(pg, copy) == counts["users"]
+        # replacing the database itself (the roll-back of production) keeps them too
+        pg.execute(f'ALTER DATABASE "{db}" OWNER TO postgres; GRANT ALL ON DATABASE "{db}" TO PUBLIC')
+        r = cli(["--config", cfg, "backups", "restore", bid, "--database", db, "--force", "--yes", "--json"])
+        assert r.code == 0, r.output
+        [replaced] = pg.execute(_DATABASE_LEVEL, params=[db])
+        assert replaced == before, (replaced, before)
+        r = cli(["--config", cfg, "backups", "restore", bid, "--database", stripped, "--no-owner", "--json"])
+        assert r.code == 0, r.output
+        [(owner, acl, comment, settings)] = pg.execute(_DATABASE_LEVEL, params=[stripped])
+        assert (owner, acl, comment, settings) == ("postgres", "", "the app's data", "-:work_mem=8MB")
+        assert _scratch_databases(pg) == []
+    finally:
+        _drop(pg, copy, stripped)
+        pg.execute(f'ALTER DATABASE "{db}" OWNER TO postgres')
+        pg.execute(f'DROP OWNED BY "{role}"', db)
+        pg.execute(f'DROP ROLE "{role}"')
+
+
 def test_an_existing_database_without_tables_is_replaced_only_with_force(
         cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], backup_config: Any) -> None:
     """Large objects, functions, types and schemas are data too: a database holding only those (or nothing at

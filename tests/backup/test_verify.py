@@ -273,6 +273,10 @@ def test_scope_unverified_checks_each_backup_once(cli: Any, pg: PostgresCluster,
     assert sorted(a["backup_id"] for a in r.json()[0]["artifacts"]) == sorted([first, second])
     r = cli(["--config", cfg, "run", "backup-verify", "--json"])
     assert r.code == 0 and r.json()[0]["summary"].startswith("no unverified backups")
+    # the command too: once it has caught up, nothing to do is no error (it was a usage error, exit code 2)
+    r = cli(["--config", cfg, "backups", "verify", "--unverified", "--no-restore"])
+    assert r.code == 0 and "no unverified backups" in r.out, r.output
+    assert cli(["--config", cfg, "backups", "verify", "--unverified", "--json"]).json() == []
 
 
 def test_verify_cut_by_its_timeout_drops_the_scratch_database(
@@ -695,3 +699,81 @@ def test_a_standby_or_a_read_only_role_as_scratch_server_leaves_the_backup_unjud
     assert "default_transaction_read_only" in rep["error"], rep
     assert cli(["--config", cfg, "backups", "show", bid, "--json"]).json()["status"] == "complete"
     assert _scratch_dbs(pg) == []
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_database_without_tables_verifies(cli: Any, pg: PostgresCluster, pg_db: str, backup_config: Any,
+                                            jobs: int) -> None:
+    """An empty database (the usual 'postgres' one, backed up by default) dumps to an archive whose table of
+    contents lists nothing: a true copy, verified as such — not 'verify-failed' at every run."""
+    cfg = backup_config(pg_db)
+    bid = _backup(cli, cfg)
+    r = cli(["--config", cfg, "backups", "verify", bid, "--jobs", str(jobs), "--json"])
+    assert r.code == 0, r.output
+    assert any("one pass" in s for s in r.json()[0]["steps"]) == (jobs == 1), r.output  # both ways checked
+    assert cli(["--config", cfg, "backups", "show", bid, "--json"]).json()["status"] == "verified"
+    assert _scratch_dbs(pg) == []
+
+
+def test_after_a_key_rotation_a_list_of_identity_files_reads_old_and_new_backups(
+        cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], backup_config: Any, make_config: Any,
+        age_key: AgeKey, tmp_path: Path) -> None:
+    """The team replaces the age key: new backups go to the new recipient, and 'identity_file' lists the new key
+    and the old one, so verify and restore still read the backups made before the rotation."""
+    db, counts = app_db
+    cfg = backup_config(db)
+    old_bid = _backup(cli, cfg)
+    new_key = tmp_path / "new-key.txt"
+    subprocess.run(["age-keygen", "-o", str(new_key)], check=True, capture_output=True)
+    new_pub = subprocess.run(["age-keygen", "-y", str(new_key)], check=True, capture_output=True,
+                             text=True).stdout.strip()
+    rotated = _reconfigure(cfg, make_config, {"recipients": [new_pub],
+                                              "identity_file": [str(new_key), str(age_key.identity)]})
+    new_bid = _backup(cli, rotated)
+    manifest = cli(["--config", rotated, "backups", "show", new_bid, "--json"]).json()
+    assert manifest["manifest"]["encryption"]["recipients"] == [new_pub], manifest
+    for bid in (old_bid, new_bid):
+        for jobs in ("1", "2"):
+            r = cli(["--config", rotated, "backups", "verify", bid, "--jobs", jobs, "--json"])
+            assert r.code == 0, r.output
+    r = cli(["--config", rotated, "backups", "restore", old_bid, "--database", f"{db}_old_key", "--json"])
+    assert r.code == 0, r.output
+    assert pg.execute("select count(*) from users", dbname=f"{db}_old_key")[0][0] == counts["users"]
+    pg.execute(f'DROP DATABASE "{db}_old_key"')
+    # the new key alone does not open the old backup: not checked, naming the file and the recipients
+    only_new = _reconfigure(cfg, make_config, {"recipients": [new_pub], "identity_file": [str(new_key)]})
+    r = cli(["--config", only_new, "backups", "verify", old_bid, "--json"])
+    assert r.code == 1 and str(new_key) in r.output and age_key.recipient in r.output, r.output
+
+
+def test_a_set_copied_to_another_storage_is_synced_and_verifies_there(
+        cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], backup_config: Any, make_config: Any,
+        tmp_path: Path) -> None:
+    """docs/storage.md, moving backups to another storage: a set copied byte for byte (manifest last) under the
+    same keys is the same backup there — sync records the new storage, verify reads it from there, and once the
+    old storage is gone from the config the row keeps its status and names only the new one."""
+    import shutil
+
+    import yaml
+
+    db, _ = app_db
+    cfg = backup_config(db)
+    bid = _backup(cli, cfg)
+    old, new = tmp_path / "store1", tmp_path / "moved"
+    new.mkdir()
+    manifests = sorted(old.rglob("manifest.json"))
+    for f in sorted(p for p in old.rglob("*") if p.is_file() and p not in manifests) + manifests:
+        (new / f.relative_to(old)).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(f, new / f.relative_to(old))
+    data = yaml.safe_load(cfg.read_text())
+    data["storages"]["moved"] = {"kind": "local", "path": str(new), "fsync": False}
+    both = make_config(data, "both.yaml")
+    assert cli(["--config", both, "backups", "sync"]).code == 0
+    assert cli(["--config", both, "backups", "show", bid, "--json"]).json()["storages"] == ["local1", "moved"]
+    r = cli(["--config", both, "backups", "verify", bid, "--storage", "moved", "--json"])
+    assert r.code == 0, r.output
+    del data["storages"]["local1"]
+    moved = make_config(data, "moved.yaml")
+    assert cli(["--config", moved, "backups", "sync"]).code == 0
+    row = cli(["--config", moved, "backups", "show", bid, "--json"]).json()
+    assert row["storages"] == ["moved"] and row["status"] == "verified", row

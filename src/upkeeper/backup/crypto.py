@@ -103,13 +103,16 @@ def decrypt_argv(enc: EncryptionSettings | None, mode: str) -> tuple[list[str], 
             raise SetupError("this backup is passphrase-encrypted but no passphrase is configured",
                               "Try: set backup -> encryption -> passphrase_file")
         return [age_binary(), "--decrypt"], pw
-    if not enc.identity_file:
+    if not enc.identity_files:
         raise SetupError("cannot decrypt: no age identity (private key) configured",
                           "Try: set backup -> encryption -> identity_file to the key made by age-keygen")
-    if not Path(enc.identity_file).expanduser().is_file():
-        raise SetupError(f"identity_file {enc.identity_file} does not exist",
-                          "Try: check backup -> encryption -> identity_file")
-    return [age_binary(), "--decrypt", "-i", str(Path(enc.identity_file).expanduser())], None
+    argv = [age_binary(), "--decrypt"]
+    for ident in enc.identity_files:
+        if not Path(ident).expanduser().is_file():
+            raise SetupError(f"identity_file {ident} does not exist",
+                              "Try: check backup -> encryption -> identity_file")
+        argv += ["-i", str(Path(ident).expanduser())]
+    return argv, None
 
 
 AGE_SECRET_KEY = re.compile(r"^AGE-SECRET-KEY-1[0-9A-Z]+$")
@@ -151,16 +154,21 @@ def identity_listed(enc: EncryptionSettings | None, recorded: dict[str, Any], ba
     nothing about the backup itself.
     """
     recipients = [str(r) for r in recorded.get("recipients") or []]
-    if enc is None or not enc.identity_file or not recipients:
+    if enc is None or not enc.identity_files or not recipients:
         return None
-    ours = identity_public_keys(enc.identity_file)
-    if ours is None:
-        return None
+    ours: list[str] = []
+    for ident in enc.identity_files:
+        keys = identity_public_keys(ident)
+        if keys is None:
+            return None
+        ours += keys
     if set(ours) & set(recipients):
         return True
+    files = ", ".join(enc.identity_files)
     raise SetupError(
-        f"backup {backup_id} is encrypted to {', '.join(recipients)}; identity_file {enc.identity_file} holds "
-        f"the key of {', '.join(ours)}, which is not among them, so it cannot decrypt the backup",
+        f"backup {backup_id} is encrypted to {', '.join(recipients)}; identity_file {files} holds "
+        f"the key{'s' if len(ours) > 1 else ''} of {', '.join(ours)}, which {'are' if len(ours) > 1 else 'is'} "
+        "not among them, so it cannot decrypt the backup",
         f"Try: set backup -> encryption -> identity_file to the private key of one of "
         f"{', '.join(_short(r) for r in recipients)} (age-keygen -y KEYFILE prints a key's public key)")
 

@@ -122,7 +122,7 @@ class Fetcher:
             if self._identity_listed:
                 raise BackupError(f"{exc.message} — identity_file holds one of the backup's recipients, so the "
                                   "object's age header is corrupt") from None
-            ident = enc.identity_file if enc else None
+            ident = ", ".join(enc.identity_files) if enc else None
             raise SetupError(f"{exc.message} — identity_file {ident} does not open this backup's age header",
                              "Try: set backup -> encryption -> identity_file to the private key of one of the "
                              "recipients in the backup's manifest.json") from None
@@ -263,6 +263,48 @@ def pg_restore(target: PostgresTarget, archive: PgArchive, dbname: str, *, jobs:
     res = proc.run(argv, extra_env=target.libpq_env(dbname), check=False, timeout=None)
     check_restore(res, target, dbname)
     return time.monotonic() - t0
+
+
+# The database's own entries, which pg_restore emits only with --create (that is, into the database's original
+# name): its owner (in the DATABASE entry, after CREATE DATABASE), COMMENT, ACL (GRANT/REVOKE CONNECT …) and
+# properties (ALTER DATABASE … SET, ALTER ROLE … IN DATABASE … SET).
+_DATABASE_ENTRY = re.compile(r"^\d+; \d+ \d+ (DATABASE|COMMENT - DATABASE|ACL - DATABASE|DATABASE PROPERTIES) ")
+
+
+def database_level_sql(target: PostgresTarget, archive: PgArchive, database: str, dbname: str, *,
+                       no_owner: bool) -> str:
+    """The SQL that gives ``dbname`` (restored from ``archive``, a dump of ``database``) the backed-up database's
+    owner, comment, privileges and settings, written for ``dbname``; "" when the dump has none.  With
+    ``no_owner`` the owner, the privileges and per-role settings (roles the server may lack) are left out."""
+    tool = pg.tool(target, "pg_restore")
+    res = proc.run([tool, "--create", "--list", str(archive.path)], check=False, timeout=600)
+    pg.check_stage(res, "reading the archive's table of contents")
+    entries = [ln for ln in res.text.splitlines() if _DATABASE_ENTRY.match(ln)]
+    if not entries:
+        return ""
+    listing = archive.path.parent / "database-entries.list"
+    listing.write_text("\n".join(entries) + "\n", encoding="utf-8")
+    argv = [tool, "--create", "--schema-only", "--use-list", str(listing), "--file", "-"]
+    if no_owner:
+        argv += ["--no-owner", "--no-privileges"]
+    res = proc.run([*argv, str(archive.path)], check=False, timeout=600)
+    pg.check_stage(res, "reading the database's own settings from the archive")
+    ident = re.escape(database)
+    named = re.compile(rf'(DATABASE )(?:"{re.escape(database.replace(chr(34), chr(34) * 2))}"|{ident})(?=[ ;])')
+    quoted = '"' + dbname.replace('"', '""') + '"'
+    out = []
+    for line in res.text.splitlines():
+        if line.startswith(("\\", "CREATE DATABASE ")) or (no_owner and line.startswith("ALTER ROLE ")):
+            continue  # psql meta-commands (\connect, \restrict), and the database already exists
+        out.append(named.sub(lambda m: m.group(1) + quoted, line))
+    return "\n".join(out) + "\n"
+
+
+def apply_database_level(target: PostgresTarget, sql: str, dbname: str) -> None:
+    """Run :func:`database_level_sql`'s SQL in ``dbname``, stopping on the first error."""
+    res = proc.run([pg.tool(target, "psql"), "--no-password", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", "-"],
+                   input=sql.encode(), extra_env=target.libpq_env(dbname), check=False, timeout=600)
+    check_restore(res, target, dbname)
 
 
 # What the server restored into, or its role, lacks — not what the archive holds: the same dump restores where

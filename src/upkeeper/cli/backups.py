@@ -29,7 +29,9 @@ from upkeeper.backup.restore import (
     INCOMPLETE,
     Fetcher,
     FilesRestore,
+    apply_database_level,
     check_restore_version,
+    database_level_sql,
     fetch_pg_archive,
     locate,
     older_server,
@@ -246,6 +248,15 @@ def verify_cmd(
             for r in rows:
                 newest.setdefault(r.series(), r)
             rows = list(newest.values())
+    if not rows and unverified and catalog.list(target=target, limit=1):
+        # nothing left to do is success, as for the backup.verify task with scope 'unverified' (a cron line
+        # 'backups verify --unverified' must not fail once it has caught up)
+        if as_json:
+            print_json([])
+        else:
+            console.print("no unverified backups: every backup in the catalog is verified or verify-failed",
+                          highlight=False)
+        raise typer.Exit(0)
     if not rows:
         raise UsageError("no backups to verify", "Try: 'upkeeper backups list' (or 'upkeeper backups sync')")
     scratch: PostgresTarget | None = None
@@ -423,6 +434,10 @@ def _restore_postgres(config: Config, row: BackupRow, fetcher: Fetcher, database
         try:
             with console.status(f"restoring into {temp}…"):
                 seconds = pg_restore(tgt, archive, temp, jobs=jobs, no_owner=no_owner)
+                # pg_restore gives the database itself its owner, comment, privileges and settings only with
+                # --create, under the dump's own name: applied here to the temporary one, they move with it
+                apply_database_level(tgt, database_level_sql(tgt, archive, row.database, temp, no_owner=no_owner),
+                                     temp)
             result["warning"] = _swap_in(tgt, admin, temp, name, aside if exists else None)
         except _SwapIncomplete:
             raise

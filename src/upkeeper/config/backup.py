@@ -152,9 +152,11 @@ class EncryptionSettings(FileSecrets):
                                          "Source: upkeeper (not set by default)")
     passphrase_file: str | None = Field(None, description="file whose content is the passphrase. "
             "Source: upkeeper (not set by default)")
-    identity_file: str | None = Field(
-        None, description="age identity (private key) file used by verify and restore; keep it off the backup "
-        "host if you can, and give it only where test restores run. Source: upkeeper (not set by default)")
+    identity_file: str | list[str] | None = Field(
+        None, description="age identity (private key) file used by verify and restore, or a list of them (after "
+        "a key rotation: the new key and the old ones that still open older backups; one file may also hold "
+        "several keys, as 'age -i' reads it); keep it off the backup host if you can, and give it only where "
+        "test restores run. Source: upkeeper (not set by default)")
 
     @field_validator("recipients")
     @classmethod
@@ -179,6 +181,13 @@ class EncryptionSettings(FileSecrets):
                              "nothing)" if self.passphrase_file else "") + "; put the passphrase in it, or use "
                              "'recipients' (age public keys)")
         return self
+
+    @property
+    def identity_files(self) -> list[str]:
+        """Every configured identity file (``identity_file`` may be one path or a list)."""
+        if self.identity_file is None:
+            return []
+        return [self.identity_file] if isinstance(self.identity_file, str) else list(self.identity_file)
 
     @property
     def mode(self) -> Literal["x25519", "passphrase"]:
