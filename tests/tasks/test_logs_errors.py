@@ -309,3 +309,24 @@ def test_a_glob_reads_a_dateext_rotated_file_once(cli: Any, make_config: Any, tm
                            "report_dir": str(tmp_path / "r"), "app_logs": [str(logs / "*.log*")]}}}})
     r = run(cli, cfg, "app-errors")
     assert r["metrics"]["exceptions"] == 3, r["summary"]
+
+
+def test_new_groups_do_not_hide_the_biggest_known_ones(cli: Any, make_config: Any, tmp_path: Path) -> None:
+    """A run with at least ``top`` new exception groups listed only those: a report of 230 exceptions showed
+    30 new groups of one each and left out the known group of 200 that outnumbered them all."""
+    log = tmp_path / "app.log"
+    cfg = make_config({"targets": {"app": {"kind": "app", "root": str(tmp_path)}},
+                       "jobs": {"app-errors": {"task": "logs.errors", "target": "app", "options": {
+                           "app_logs": [str(log)], "top": 20, "report_dir": str(tmp_path / "r")}}}})
+    services.write_app_log(log, [KeyError("session")] * 5)
+    run(cli, cfg, "app-errors")
+    kinds = [type(f"Route{a}{b}Error", (LookupError,), {}) for a in "BCDFGHJK" for b in "aeiou"][:30]
+    services.write_app_log(log, [KeyError("session")] * 200 + [kind("no route") for kind in kinds])
+    r = run(cli, cfg, "app-errors")
+    rep = json.loads(Path(next(a["path"] for a in r["artifacts"] if a["format"] == "json")).read_text())["app"]
+    assert rep["exceptions_total"] == 230 and rep["new_groups"] == 30
+    listed = {(g["type"], g["count"], g["new"]) for g in rep["exception_groups"]}
+    assert ("KeyError", 200, False) in listed
+    assert sum(1 for g in rep["exception_groups"] if g["new"]) == 30  # every new group is still listed
+    page = Path(next(a["path"] for a in r["artifacts"] if a["format"] == "html")).read_text()
+    assert "KeyError" in page

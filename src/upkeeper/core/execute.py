@@ -52,16 +52,23 @@ class _SendHandler(logging.Handler):
 
 
 class HistoryState:
-    """StateStore backed by the history database's job_state table."""
+    """StateStore backed by the history database's job_state table.
 
-    def __init__(self, history: Any, job: str) -> None:
+    ``before_set`` runs before each write: a worker whose parent died stops there (see
+    :func:`upkeeper.core.worker.main`), so a run whose figures will never be recorded does not record
+    its cursors either — the next run reads those lines again instead of skipping them."""
+
+    def __init__(self, history: Any, job: str, before_set: Callable[[], None] | None = None) -> None:
         self.history = history
         self.job = job
+        self.before_set = before_set
 
     def get(self, key: str, default: Any = None) -> Any:
         return self.history.get_state(self.job, key, default)
 
     def set(self, key: str, value: Any) -> None:
+        if self.before_set is not None:
+            self.before_set()
         self.history.set_state(self.job, key, value)
 
 
@@ -110,8 +117,10 @@ def execute_request(
     *,
     clock: Callable[[], datetime] | None = None,
     history: Any = None,
+    before_state_set: Callable[[], None] | None = None,
 ) -> Result:
-    """Run the request's task and return its Result; never raises."""
+    """Run the request's task and return its Result; never raises (``before_state_set``: see
+    :class:`HistoryState`)."""
     job = req.job
     # A logger of its own, outside logging's registry: getLogger() with a per-run name would keep one
     # Logger per run alive for the worker's whole life (a slow leak in a daemon's long-lived workers).
@@ -127,7 +136,8 @@ def execute_request(
         state: StateStore
         metrics: MetricsReader
         if hist is not None:
-            state, metrics = HistoryState(hist, job.name), HistoryMetrics(hist, job.name, job.target_name)
+            state = HistoryState(hist, job.name, before_state_set)
+            metrics = HistoryMetrics(hist, job.name, job.target_name)
         else:
             from upkeeper.core.task import MemoryState
 

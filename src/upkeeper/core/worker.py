@@ -21,12 +21,20 @@ from typing import Any
 def _watch_parent(parent: int) -> None:
     while True:
         time.sleep(0.5)
-        if os.getppid() != parent:
-            # Our parent died: take the task and all its subprocesses down with us.
-            try:
-                os.killpg(os.getpgid(0), signal.SIGKILL)
-            finally:
-                os._exit(137)
+        _exit_if_orphaned(parent)
+
+
+def _exit_if_orphaned(parent: int) -> None:
+    """If our parent died, take the task and all its subprocesses down with us.
+
+    Also called before the task writes its state: the parent records the run's result, so a task
+    must not record its cursors (log offsets, counters) once nobody is left to record its figures —
+    within the watch's half second, a fast task would otherwise skip those log lines for good."""
+    if os.getppid() != parent:
+        try:
+            os.killpg(os.getpgid(0), signal.SIGKILL)
+        finally:
+            os._exit(137)
 
 
 def _on_term(signum: int, frame: Any) -> None:
@@ -112,7 +120,7 @@ def main(argv: list[str]) -> int:
                 jobs[msg[3]] = pickle.loads(msg[4])  # first run of this job here: it comes pickled
             if len(msg) > 3 and msg[3] is not None:
                 req.job = jobs[msg[3]]
-            result = execute_request(req, send)
+            result = execute_request(req, send, before_state_set=lambda: _exit_if_orphaned(parent))
             send(("result", result.to_dict()))
 
 

@@ -51,7 +51,8 @@ class ErrorLogsOptions(TaskOptions):
             "Source: upkeeper default")
     max_new_findings: int = Field(20, ge=1, description="findings for at most this many new exception groups per run. "
             "Source: upkeeper default")
-    top: int = Field(20, ge=1, le=500, description="length of the message and exception lists. "
+    top: int = Field(20, ge=1, le=500, description="length of the message and exception lists (the exception list "
+            "also shows every new group). "
             "Source: upkeeper default")
     report_dir: ReportDir = None
     keep_reports: KeepReports = REPORT_KEEP_DEFAULT
@@ -264,7 +265,11 @@ class ErrorLogs(Task[ErrorLogsOptions]):
         if len(known) > o.remember_groups:  # forget the groups seen longest ago
             for gid in sorted(known, key=lambda g: known[g].get("last_seen", ""))[: len(known) - o.remember_groups]:
                 del known[gid]
-        groups = sorted(app.exceptions.items(), key=lambda kv: (kv[0] not in new, -kv[1].count, kv[1].kind))
+        # the ``top`` biggest groups and every new one (each may be a finding), new ones first: many new
+        # groups must not crowd the biggest known ones out of the report
+        biggest = {gid for gid, _g in sorted(app.exceptions.items(), key=lambda kv: (-kv[1].count, kv[1].kind))[:o.top]}
+        groups = sorted(((gid, g) for gid, g in app.exceptions.items() if gid in biggest or gid in new),
+                        key=lambda kv: (kv[0] not in new, -kv[1].count, kv[1].kind))
         order = {"critical": 0, "error": 1, "warning": 2}
         msgs = sorted(app.messages.items(), key=lambda kv: (order.get(kv[0][0], 3), -kv[1]))
         return {
@@ -273,7 +278,7 @@ class ErrorLogs(Task[ErrorLogsOptions]):
             "new_groups": len(new),
             "exception_groups": [{"id": gid, "type": g.kind, "message": g.message, "count": g.count,
                                   "new": gid in new, "example": g.example, "sources": sorted(g.sources)}
-                                 for gid, g in groups[: max(o.top, len(new))]],
+                                 for gid, g in groups],
             "messages": [{"level": lv, "message": m, "count": c, "example": app.message_examples[(lv, m)]}
                          for (lv, m), c in msgs[: o.top]],
         }, new
