@@ -17,6 +17,7 @@ from upkeeper.core.history import (
     history_url,
     process_identity,
 )
+from upkeeper.core.task import Result
 from upkeeper.errors import HistoryError
 from upkeeper.sandbox.postgres import PostgresCluster
 
@@ -80,6 +81,17 @@ def test_state_and_metrics(history: History) -> None:
     history.set_state("j", "offsets", {"a.log": [1, 2]})
     assert history.get_state("j", "offsets") == {"a.log": [1, 2]}
     assert history.get_state("j", "missing", 5) == 5
+
+
+def test_finish_run_saves_the_runs_job_state_in_its_transaction(history: History) -> None:
+    history.set_state("j", "cursors", {"a.log": 1})
+    rid = history.create_run(NewRun("j", "debug.noop", None, T, status="running"), process_identity(), "n")
+    assert rid is not None
+    history.finish_run(rid, status="ok", result=Result(summary="read"), finished_at=T, started_at=T,
+                       state={"cursors": {"a.log": 2, "b.log": (3, 4)}, "known": ["x"]})
+    assert history.get_state("j", "cursors") == {"a.log": 2, "b.log": [3, 4]}  # replaced, as JSON
+    assert history.get_state("j", "known") == ["x"]
+    assert history.get_run(rid).status == "ok"  # type: ignore[union-attr]
 
 
 def test_sqlite_uses_wal(tmp_path: Path) -> None:

@@ -65,6 +65,26 @@ def test_timeout_kills_task_and_its_subprocesses(make_config: Any, cli: Any, tmp
     assert row is not None and row.status == "error" and row.details.get("timed_out") is True
 
 
+def test_job_state_is_recorded_with_the_result_and_not_by_a_killed_run(make_config: Any, cli: Any,
+                                                                      tmp_path: Path) -> None:
+    """A task's job state (a log task's cursors) reached the database the moment the task wrote it, so a run
+    killed afterwards (timeout, kill -9 of its parent) moved the cursors on while its figures were never
+    recorded: the next run skipped those lines.  The state is now saved in the transaction that records the
+    result, and a killed run leaves it as it was."""
+    cfg = make_config({"jobs": {
+        "slow": {"task": "debug.sleep", "timeout": "2s", "options": {"seconds": 600, "record_state": True}},
+        "quick": {"task": "debug.sleep", "options": {"seconds": 0, "record_state": True}}}})
+    res = cli(["--config", cfg, "run", "slow", "quick", "--json"])
+    assert res.code == 1, res.output
+    by_job = {r["job"]: r for r in res.json()}
+    assert by_job["slow"]["status"] == "error" and "timed out" in by_job["slow"]["summary"], res.output
+    assert by_job["quick"]["status"] == "ok", res.output
+    history = History(f"sqlite:///{tmp_path / 'history.db'}")
+    assert history.get_state("slow", "slept_at") is None
+    quick = history.get_state("quick", "slept_at")
+    assert isinstance(quick, str) and datetime.fromisoformat(quick).tzinfo is not None
+
+
 def test_worker_crash_is_an_error_not_a_crash(make_config: Any, cli: Any) -> None:
     cfg = make_config({"jobs": {"boom": {"task": "debug.fail", "options": {"mode": "crash"}},
                                 "after": {"task": "debug.noop"}}})

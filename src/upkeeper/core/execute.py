@@ -54,21 +54,33 @@ class _SendHandler(logging.Handler):
 class HistoryState:
     """StateStore backed by the history database's job_state table.
 
-    ``before_set`` runs before each write: a worker whose parent died stops there (see
-    :func:`upkeeper.core.worker.main`), so a run whose figures will never be recorded does not record
-    its cursors either — the next run reads those lines again instead of skipping them."""
+    With ``staged`` (a dict), writes go there and are read back from there instead of reaching the
+    database during the run: the runner saves them in the transaction that records the run's result
+    (:meth:`upkeeper.core.history.History.finish_run`).  A run whose result is never recorded (its process
+    killed, a timeout) then leaves the state as it was, so the next run reads those log lines again instead
+    of skipping lines whose figures were never recorded.  ``before_set`` runs before each write: a worker
+    whose parent died stops there (see :func:`upkeeper.core.worker.main`)."""
 
-    def __init__(self, history: Any, job: str, before_set: Callable[[], None] | None = None) -> None:
+    def __init__(self, history: Any, job: str, before_set: Callable[[], None] | None = None,
+                 staged: dict[str, Any] | None = None) -> None:
         self.history = history
         self.job = job
         self.before_set = before_set
+        self.staged = staged
 
     def get(self, key: str, default: Any = None) -> Any:
+        if self.staged is not None and key in self.staged:
+            return self.staged[key]
         return self.history.get_state(self.job, key, default)
 
     def set(self, key: str, value: Any) -> None:
         if self.before_set is not None:
             self.before_set()
+        if self.staged is not None:
+            from upkeeper.core.history import jsonable
+
+            self.staged[key] = jsonable(value)  # as the database would hand it back
+            return
         self.history.set_state(self.job, key, value)
 
 
@@ -118,9 +130,11 @@ def execute_request(
     clock: Callable[[], datetime] | None = None,
     history: Any = None,
     before_state_set: Callable[[], None] | None = None,
+    staged_state: dict[str, Any] | None = None,
 ) -> Result:
-    """Run the request's task and return its Result; never raises (``before_state_set``: see
-    :class:`HistoryState`)."""
+    """Run the request's task and return its Result; never raises (``before_state_set`` and
+    ``staged_state``: see :class:`HistoryState`; the caller hands the staged state to the runner, which
+    records it with the result)."""
     job = req.job
     # A logger of its own, outside logging's registry: getLogger() with a per-run name would keep one
     # Logger per run alive for the worker's whole life (a slow leak in a daemon's long-lived workers).
@@ -136,7 +150,7 @@ def execute_request(
         state: StateStore
         metrics: MetricsReader
         if hist is not None:
-            state = HistoryState(hist, job.name, before_state_set)
+            state = HistoryState(hist, job.name, before_state_set, staged_state)
             metrics = HistoryMetrics(hist, job.name, job.target_name)
         else:
             from upkeeper.core.task import MemoryState

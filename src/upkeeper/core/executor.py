@@ -47,6 +47,8 @@ class Outcome:
     crashed: bool = False
     interrupted: bool = False
     worker_pid: int | None = None
+    #: the job state the task wrote, for the runner to record with the result (None: nothing staged)
+    state: dict[str, Any] | None = None
 
     @property
     def status(self) -> str:
@@ -96,8 +98,9 @@ class InlineExecutor:
                 on_progress(msg[1], msg[2])
 
         started = self.clock()
-        result = execute_request(req, send, clock=self.clock, history=self.history)
-        return Outcome(result=result, started_at=started, finished_at=self.clock())
+        staged: dict[str, Any] = {}
+        result = execute_request(req, send, clock=self.clock, history=self.history, staged_state=staged)
+        return Outcome(result=result, started_at=started, finished_at=self.clock(), state=staged)
 
     def shutdown(self) -> None:
         pass
@@ -416,7 +419,8 @@ class WorkerPool:
                             on_progress(msg[1], msg[2])
                     elif kind == "result":
                         reusable = True
-                        return Outcome(Result.from_dict(msg[1]), started, _now(), worker_pid=w.pid)
+                        return Outcome(Result.from_dict(msg[1]), started, _now(), worker_pid=w.pid,
+                                       state=msg[2] if len(msg) > 2 else None)
                     continue
                 if cancel is not None and cancel.is_set():
                     self._kill(w)

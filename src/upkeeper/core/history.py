@@ -388,11 +388,14 @@ class History:
         release_locks_of: str | None = None,
         job: str | None = None,
         target: str | None = None,
+        state: dict[str, Any] | None = None,
     ) -> None:
         """Record a run's outcome with its findings and metric samples, atomically.
 
         ``release_locks_of``: also release every lock this holder has, in the same transaction.
         ``job`` and ``target``: the run's, when the caller knows them (saves reading the row back).
+        ``state``: the job state the run wrote (key -> value), saved in the same transaction, so that
+        cursors never move on without the figures of the lines they passed.
         """
         summary = result.summary if result else ""
         st = self._prepared()
@@ -419,6 +422,10 @@ class History:
                 values["artifacts"] = redact_obj(list(result.artifacts))
             if conn.execute(st["update"], {"rid": run_id, **values}).rowcount != 1:
                 raise HistoryError(f"run {run_id} vanished from history")
+            if state:
+                now = datetime.now(UTC)
+                conn.execute(st["state"], [{"job": job, "key": k, "value": jsonable(v), "updated_at": now}
+                                           for k, v in state.items()])
             if result is None:
                 return
             if result.findings:
@@ -426,7 +433,7 @@ class History:
                     {"run_id": run_id, "job": job, "check": f.check, "severity": f.severity.value,
                      "subject": redact(str(f.subject)), "message": redact(f.message),
                      "remediation": redact(f.remediation), "value": f.value, "threshold": f.threshold,
-                     "data": redact_obj(_jsonable(f.data)), "ts": finished_at}
+                     "data": redact_obj(jsonable(f.data)), "ts": finished_at}
                     for f in result.findings
                 ])
             if result.metrics:
@@ -465,6 +472,7 @@ class History:
                 "get": select(runs.c.job, runs.c.target, runs.c.details).where(runs.c.id == bindparam("rid")),
                 "update": update(runs).where(runs.c.id == bindparam("rid")),
                 "finding": insert(_table(FindingRow)),
+                "state": _upsert_state(dialect_insert(_table(StateRow))),
                 "metric": insert(_table(MetricRow)),
             }
         return self._stmts
@@ -655,9 +663,9 @@ class History:
         with self.session() as s:
             row = s.get(StateRow, (job, key))
             if row is None:
-                s.add(StateRow(job=job, key=key, value=_jsonable(value), updated_at=now))
+                s.add(StateRow(job=job, key=key, value=jsonable(value), updated_at=now))
             else:
-                row.value = _jsonable(value)
+                row.value = jsonable(value)
                 row.updated_at = now
 
     # -- locks ----------------------------------------------------------------------------
@@ -733,7 +741,7 @@ class History:
               details: dict[str, Any] | None = None) -> None:
         with self.session() as s:
             s.add(AuditRow(ts=datetime.now(UTC), actor=actor, action=action, job=job, node=node,
-                           details=redact_obj(_jsonable(details or {}))))
+                           details=redact_obj(jsonable(details or {}))))
 
     def audit_entries(self, limit: int = 100) -> list[AuditRow]:
         with self.session() as s:
@@ -760,12 +768,18 @@ class History:
             return list(s.scalars(select(DaemonRow).order_by(DaemonRow.last_seen.desc())))
 
 
-def _jsonable(value: Any) -> Any:
+def _upsert_state(stmt: Any) -> Any:
+    """INSERT … ON CONFLICT (job, key) DO UPDATE: a job state row written or replaced."""
+    return stmt.on_conflict_do_update(index_elements=["job", "key"],
+                                      set_={"value": stmt.excluded.value, "updated_at": stmt.excluded.updated_at})
+
+
+def jsonable(value: Any) -> Any:
     """Make a value JSON-serializable (datetimes → ISO strings, sets → lists …)."""
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, datetime):
         return value.isoformat()
     if isinstance(value, timedelta):

@@ -253,7 +253,7 @@ class Runner:
             self.history.finish_run(
                 run_id, status=status, result=outcome.result, finished_at=finished, started_at=started,
                 log_excerpt=logbuf.text(), details=details, release_locks_of=holder, job=job.name,
-                target=job.target_name,
+                target=job.target_name, state=outcome.state,
             )
             released = True
             if retry_at is not None:

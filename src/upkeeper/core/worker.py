@@ -120,8 +120,10 @@ def main(argv: list[str]) -> int:
                 jobs[msg[3]] = pickle.loads(msg[4])  # first run of this job here: it comes pickled
             if len(msg) > 3 and msg[3] is not None:
                 req.job = jobs[msg[3]]
-            result = execute_request(req, send, before_state_set=lambda: _exit_if_orphaned(parent))
-            send(("result", result.to_dict()))
+            staged: dict[str, Any] = {}  # recorded by the parent with the result, in one transaction
+            result = execute_request(req, send, before_state_set=lambda: _exit_if_orphaned(parent),
+                                     staged_state=staged)
+            send(("result", result.to_dict(), staged))
 
 
 if __name__ == "__main__":

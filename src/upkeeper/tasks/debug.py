@@ -44,6 +44,9 @@ class SleepOptions(TaskOptions):
     )
     pid_file: str | None = Field(None, description="write the task's PID (and its child's) to this file. "
             "Source: upkeeper (not set by default)")
+    record_state: bool = Field(False, description="before sleeping, write the job state key `slept_at` (shows "
+            "that job state is recorded with the run's result: a run killed by its timeout leaves it as it was). "
+            "Source: upkeeper default")
 
 
 @task
@@ -57,6 +60,8 @@ class DebugSleep(Task[SleepOptions]):
 
     def run(self, ctx: TaskContext, options: SleepOptions) -> Result:
         ctx.log.info("sleeping %.1fs%s", options.seconds, " in a subprocess" if options.subprocess else "")
+        if options.record_state:
+            ctx.state.set("slept_at", ctx.now().isoformat())
         if options.subprocess:
             sp = proc.spawn(["sleep", str(options.seconds)], stdout=proc.DEVNULL)
             if options.pid_file:
