@@ -31,6 +31,8 @@ def _slow_start_pg_dump(tmp_path: Path, pg: PostgresCluster, mark: Path, delay: 
     w.write_text(f'#!/bin/sh\ncase "$1" in --version) exec "{pg.bin}/pg_dump" "$@";; esac\n'
                  f'touch "{mark}"\nsleep {delay}\nexec "{pg.bin}/pg_dump" "$@"\n')
     w.chmod(0o755)
+    for tool in ("pg_dumpall", "pg_restore", "psql"):  # a bin_dir is the only place the others are looked for
+        (d / tool).symlink_to(pg.bin / tool)
     return d
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import os
 import re
 import shutil
 import time
@@ -124,7 +125,16 @@ def bin_dir(target: PostgresTarget) -> Path | None:
 
 
 def tool(target: PostgresTarget, name: str) -> str:
+    """A client program: from the target's bin_dir only when one is configured (a program missing there is an
+    error, not a silent fall back to another version on PATH); else the newest /usr/lib/postgresql/*/bin, then
+    PATH."""
     d = bin_dir(target)
+    if target.bin_dir:
+        p = Path(target.bin_dir) / name
+        if p.is_file() and os.access(p, os.X_OK):
+            return str(p)
+        raise TaskError(f"{name} not found in {target.bin_dir} (the target's bin_dir)",
+                        "Try: fix the target's bin_dir, or install the PostgreSQL client tools there", permanent=True)
     found = proc.which(name, [d] if d else [])
     if not found:
         raise TaskError(f"{name} not found" + (f" in {d}" if d else ""),
@@ -143,11 +153,13 @@ def tool_version(path: str) -> tuple[str, int]:
     return f"{major}.{minor}", major * 10000 + minor
 
 
-def check_dump_version(tool_name: str, tool_ver: str, tool_num: int, server_ver: str, server_num: int) -> None:
-    """A pg_dump older (major) than the server cannot dump it faithfully: refuse, naming both versions."""
+def check_dump_version(path: str, tool_ver: str, tool_num: int, server_ver: str, server_num: int) -> None:
+    """A pg_dump older (major) than the server cannot dump it faithfully: refuse, naming both versions and the
+    program that was found (the target's bin_dir, the newest /usr/lib/postgresql/*/bin or PATH)."""
     if tool_num // 10000 < server_num // 10000:
         raise TaskError(
-            f"{tool_name} {tool_ver} is older than the server (PostgreSQL {server_ver}); it cannot dump it reliably",
+            f"{Path(path).name} {tool_ver} ({path}) is older than the server (PostgreSQL {server_ver}); it cannot "
+            "dump it reliably",
             f"Try: install the PostgreSQL {server_num // 10000} client tools and point the target's bin_dir at them",
             permanent=True)
 

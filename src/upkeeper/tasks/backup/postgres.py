@@ -104,7 +104,7 @@ class PostgresBackup(Task[PostgresBackupOptions]):
         dump_ver, dump_num = pg.tool_version(pg_dump)
         with pg.connect(target) as conn:
             server_ver, server_num = pg.server_version(conn)
-            pg.check_dump_version("pg_dump", dump_ver, dump_num, server_ver, server_num)
+            pg.check_dump_version(pg_dump, dump_ver, dump_num, server_ver, server_num)
             existing = pg.list_databases(conn)
         if options.databases:
             missing = [d for d in options.databases if d not in existing]
