@@ -257,3 +257,43 @@ def test_a_standby_ending_the_snapshot_session_after_the_counts_does_not_fail_a_
     else:
         assert run["status"] == "ok", run
 
+
+
+def test_a_parallel_jobs_refused_lock_names_the_waiting_migration_and_what_it_waits_behind(
+        cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], backup_config: Any,
+        tmp_path: Path) -> None:
+    """pg_dump --jobs workers lock tables NOWAIT: an ALTER TABLE requested during the dump fails the dump at
+    once (pg_dump's own message is fault-injected here, the sessions are real: an app transaction reading the
+    table and a migration queued behind it).  The failure says a parallel job cannot wait — not that
+    lock_wait_timeout ran out — and names the migration and the session it waits behind."""
+    db, _ = app_db
+    body = ('echo "pg_dump: error: could not obtain lock on relation \\"public.reviews\\"" >&2\n'
+            'echo "This usually means that someone requested an ACCESS EXCLUSIVE lock on the table after the '
+            'pg_dump parent process had gotten the initial ACCESS SHARE lock on the table." >&2\nexit 1')
+    cfg = backup_config(db, options={"format": "directory", "jobs": 2},
+                        target_extra={"bin_dir": str(_wrapped_pg_dump(tmp_path, pg, body))})
+    reader = pg.connect(db, autocommit=False)
+    reader.execute("SELECT count(*) FROM reviews")
+    reader_pid = reader.info.backend_pid
+    migration = pg.connect(db)
+    migration.execute("SET application_name = 'migration'")
+    t = threading.Thread(target=lambda: migration.execute("ALTER TABLE reviews ADD COLUMN note text"), daemon=True)
+    t.start()
+    try:
+        for _ in range(100):
+            if pg.execute("SELECT count(*) FROM pg_locks WHERE NOT granted AND mode = 'AccessExclusiveLock'",
+                          db)[0][0]:
+                break
+            time.sleep(0.05)
+        r = cli(["--config", cfg, "run", "db-backup", "--json"])
+    finally:
+        reader.rollback()
+        reader.close()
+        t.join(10)
+        migration.close()
+    assert r.code == 1, r.output
+    summary = r.json()[0]["summary"]
+    assert "pg_dump could not lock table public.reviews" in summary and "for a parallel job" in summary, summary
+    assert "lock_wait_timeout" not in summary, summary
+    assert "application 'migration'" in summary and f"waits for an ACCESS EXCLUSIVE lock on public.reviews behind " \
+        f"pid {reader_pid}" in summary, summary

@@ -296,13 +296,16 @@ def count_in_snapshot(conn: psycopg.Connection[Any], tables: list[SnapshotTable]
     return count_rows(conn, [(t.schema, t.name) for t in present])
 
 
-def lock_conflicts(conn: psycopg.Connection[Any], oids: list[int]) -> list[str]:
-    """The sessions that hold or queue for an ACCESS EXCLUSIVE lock on any of ``oids``, described."""
+def lock_conflicts(conn: psycopg.Connection[Any], oids: list[int], ours: tuple[int, ...] = ()) -> list[str]:
+    """The sessions that hold or queue for an ACCESS EXCLUSIVE lock on any of ``oids``, described; ``ours``
+    are the backup's own sessions (named as "the backup" among those a waiting session queues behind)."""
     out: list[str] = []
     for rel, pid, granted, user, app, state, age, cmd, blockers in conn.execute(LOCK_CONFLICTS_SQL, (oids,)):
         parts = [f"user {user}" if user else "", f"application {app!r}" if app else "", str(state),
                  f"transaction open {human_duration(int(age))}" if age else "", f"statement {cmd}" if cmd else ""]
-        behind = f" behind pid {', '.join(str(b) for b in blockers)}" if not granted and blockers else ""
+        others = [str(b) for b in blockers or () if b not in ours]
+        behind = ("" if granted or not blockers else f" behind pid {', '.join(others)}" if others
+                  else " behind the backup's own locks")
         out.append(f"pid {pid} ({', '.join(p for p in parts if p)}) "
                    f"{'holds' if granted else 'waits for'} an ACCESS EXCLUSIVE lock on {rel}{behind}")
     return out
@@ -338,14 +341,15 @@ def vanished_table(stderr: str) -> bool:
     return _LOCK_QUERY_RE.search(stderr) is not None and _NO_RELATION_RE.search(stderr) is not None
 
 
-def locked_table(stderr: str) -> str | None:
-    """The table pg_dump gave up waiting for (--lock-wait-timeout, or a parallel worker's NOWAIT lock), if that
-    is why it failed."""
+def locked_table(stderr: str) -> tuple[str, bool] | None:
+    """(table, by a parallel worker) when pg_dump failed for a table lock it could not have: waited for in vain
+    (--lock-wait-timeout), or refused to a worker of ``--jobs`` (it asks NOWAIT, since an ACCESS EXCLUSIVE
+    request queued after the leader's lock would otherwise deadlock it)."""
     nowait = _NOWAIT_RE.search(stderr)
     if nowait:
-        return nowait.group(1)
+        return nowait.group(1), True
     query = _LOCK_QUERY_RE.search(stderr)
-    return query.group(1) if query and _LOCK_TIMED_OUT_RE.search(stderr) else None
+    return (query.group(1), False) if query and _LOCK_TIMED_OUT_RE.search(stderr) else None
 
 
 def database_exists(conn: psycopg.Connection[Any], name: str) -> bool:

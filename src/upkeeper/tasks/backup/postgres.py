@@ -192,6 +192,7 @@ class PostgresBackup(Task[PostgresBackupOptions]):
             assert row is not None
             snapshot = str(row[0])
             tables = pg.snapshot_tables(snap)
+            snap_pid = snap.info.backend_pid
             counter = _RowCounter(snap, tables)
             counter.start()
             dump_argv = [pg_dump, f"--snapshot={snapshot}", "--no-password"]
@@ -209,7 +210,7 @@ class PostgresBackup(Task[PostgresBackupOptions]):
                     self._dump_directory(ctx, env, writer, target, db, options, dump_argv, base, counter.locked)
                 dumped = True
             except BackupError as exc:
-                raise _explain_dump_failure(exc, target, db, tables, wait) from None
+                raise _explain_dump_failure(exc, target, db, tables, wait, (snap_pid,)) from None
             finally:
                 counter.finish(dumped)
             with contextlib.suppress(psycopg.Error):
@@ -217,7 +218,7 @@ class PostgresBackup(Task[PostgresBackupOptions]):
                 # recovery over the locks it held), which does not touch the dump or the counts already taken
                 snap.rollback()
         if counter.error is not None:
-            raise _count_failure(counter.error, target, db, tables, wait)
+            raise _count_failure(counter.error, target, db, tables, wait, (snap_pid,))
         dump_seconds = time.monotonic() - t_dump
         if globals_sql is not None:
             writer.add(upload_bytes(writer.upload(object_name("globals.sql", env), role="globals"), globals_sql))
@@ -318,11 +319,11 @@ class _RowCounter(threading.Thread):
         self.join()
 
 
-def _conflicts(target: PostgresTarget, db: str, oids: list[int]) -> list[str]:
+def _conflicts(target: PostgresTarget, db: str, oids: list[int], ours: tuple[int, ...]) -> list[str]:
     """The sessions in the way of our table locks, described; none when they cannot be looked up."""
     try:
         with pg.connect(target, db) as conn:
-            return pg.lock_conflicts(conn, oids)
+            return pg.lock_conflicts(conn, oids, ours)
     except (TaskError, psycopg.Error):
         return []
 
@@ -333,7 +334,7 @@ def _lock_wait_hint(wait: float) -> str:
 
 
 def _explain_dump_failure(exc: BackupError, target: PostgresTarget, db: str, tables: list[pg.SnapshotTable],
-                          wait: float) -> BackupError:
+                          wait: float, ours: tuple[int, ...]) -> BackupError:
     """pg_dump's failure, with the sessions holding the table it could not lock, or a hint for a standby."""
     text = exc.message
     if pg.RECOVERY_CONFLICT in text:
@@ -341,23 +342,29 @@ def _explain_dump_failure(exc: BackupError, target: PostgresTarget, db: str, tab
     if pg.vanished_table(text):
         return BackupError(text, "Try: run the backup again: the table was dropped or renamed after the backup's "
                                  "snapshot was taken, before pg_dump could lock it (a migration ran as it started)")
-    table = pg.locked_table(text)
-    if table is None:
+    locked = pg.locked_table(text)
+    if locked is None:
         return exc
+    table, by_worker = locked
     oids = [t.oid for t in tables if t.key == table.replace('"', "")] or [t.oid for t in tables]
-    conflicts = _conflicts(target, db, oids)
+    conflicts = _conflicts(target, db, oids, ours)
     why = ("; ".join(conflicts) if conflicts else "no session holds it any more")
+    if by_worker:
+        return BackupError(f"pg_dump could not lock table {table} of {db} for a parallel job: an ACCESS EXCLUSIVE "
+                           f"lock was requested on it during the dump, which jobs > 1 cannot wait for: {why}",
+                           "Try: run the backup again once the migration is over, or schedule migrations outside "
+                           "the backup's hours")
     return BackupError(f"pg_dump could not lock table {table} of {db}"
                        + (f" within {human_duration(wait)} (lock_wait_timeout)" if wait else "") + f": {why}",
                        _lock_wait_hint(wait))
 
 
 def _count_failure(exc: BaseException, target: PostgresTarget, db: str, tables: list[pg.SnapshotTable],
-                   wait: float) -> BackupError:
+                   wait: float, ours: tuple[int, ...]) -> BackupError:
     if isinstance(exc, BackupError):
         return exc
     if isinstance(exc, psycopg.errors.LockNotAvailable):
-        conflicts = _conflicts(target, db, [t.oid for t in tables])
+        conflicts = _conflicts(target, db, [t.oid for t in tables], ours)
         return BackupError(f"counting rows in {db}: could not lock its tables within {human_duration(wait)} "
                            "(lock_wait_timeout)" + (": " + "; ".join(conflicts) if conflicts else ""),
                            _lock_wait_hint(wait))
