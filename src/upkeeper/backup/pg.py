@@ -272,27 +272,30 @@ def _current_filenodes(conn: psycopg.Connection[Any], tables: list[SnapshotTable
 
 
 def count_in_snapshot(conn: psycopg.Connection[Any], tables: list[SnapshotTable]) -> dict[str, int]:
-    """Row counts of ``tables`` in the snapshot session ``conn``, once pg_dump holds its table locks.  A table
-    dropped since the snapshot was taken is left out: pg_dump could not lock it either (and failed).
+    """Row counts of ``tables`` in the snapshot session ``conn``, once pg_dump holds its table locks.
 
-    The tables are locked in one statement first, so no DDL can slip in between counts.  A table truncated or
-    rewritten since the snapshot reads as empty in it (TRUNCATE and rewriting ALTER TABLEs are not MVCC-safe) —
-    in pg_dump's session too when that happened before pg_dump locked it: the backup fails, naming the table,
-    instead of recording a count (or storing a copy) of an empty table."""
+    The tables are locked in one statement first, so no DDL can slip in between counts.  Every table of the
+    snapshot is counted, or the backup fails naming it: one dropped since cannot be counted (pg_dump fails on it
+    when that happened before its lock), and one truncated or rewritten since reads as empty in the snapshot
+    (TRUNCATE and rewriting ALTER TABLEs are not MVCC-safe) — in pg_dump's session too when that happened before
+    pg_dump locked it — so neither an empty count nor an empty copy is recorded as the table's."""
     now = _current_filenodes(conn, tables)
     present = [t for t in tables if now.get(t.oid) is not None]
     if present:
         conn.execute(sql.SQL("LOCK TABLE {} IN ACCESS SHARE MODE").format(sql.SQL(", ").join(
             sql.SQL("ONLY {}").format(sql.Identifier(t.schema, t.name)) for t in present)))
         now = _current_filenodes(conn, present)
-    changed = [t.key for t in present if now.get(t.oid) != t.filenode]
-    if changed:
-        raise BackupError(
-            f"table {changed[0]}" + (f" (and {len(changed) - 1} more)" if len(changed) > 1 else "")
-            + " was truncated or rewritten (TRUNCATE, VACUUM FULL, CLUSTER or an ALTER TABLE that rewrites it) "
-            "while the backup started: the dump's snapshot no longer sees its rows (pg_dump reads such a table as "
-            "empty when this happens before it locks it), so the backup cannot vouch for them",
-            "Try: run the backup again once the maintenance or migration is over")
+    for what, why, found in (
+            ("dropped", "its rows can no longer be counted in the dump's snapshot",
+             [t.key for t in tables if now.get(t.oid) is None]),
+            ("truncated or rewritten (TRUNCATE, VACUUM FULL, CLUSTER or an ALTER TABLE that rewrites it)",
+             "the dump's snapshot no longer sees its rows (pg_dump stores such a table empty when this happens "
+             "before it locks it)", [t.key for t in tables if now.get(t.oid) not in (None, t.filenode)])):
+        if found:
+            raise BackupError(
+                f"table {found[0]}" + (f" (and {len(found) - 1} more)" if len(found) > 1 else "")
+                + f" was {what} during the backup: {why}, so the backup cannot vouch for them",
+                "Try: run the backup again once the maintenance or migration is over")
     return count_rows(conn, [(t.schema, t.name) for t in present])
 
 
