@@ -4,6 +4,7 @@ and restores with pg_restore; failures are failed runs with nothing listed."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -129,7 +130,24 @@ def test_pg_dump_older_than_server_is_refused(cli: Any, app_db: tuple[str, dict[
     r = cli(["--config", cfg, "run", "db-backup", "--json"])
     assert r.code == 1, r.output
     summary = r.json()[0]["summary"]
-    assert "pg_dump 13.11 is older than the server (PostgreSQL 15." in summary, summary
+    assert f"pg_dump 13.11 ({fake}) is older than the server (PostgreSQL 15." in summary, summary
+    assert list((tmp_path / "store1").rglob("*")) == []
+
+
+def test_a_bin_dir_without_pg_dump_is_an_error_not_a_fall_back_to_path(
+        cli: Any, app_db: tuple[str, dict[str, int]], backup_config: Any, tmp_path: Path) -> None:
+    """The target's bin_dir names the client tools to use (say, PostgreSQL 16's for a 16 server): a pg_dump
+    missing there was silently replaced by whichever pg_dump PATH had, and a version error then blamed a
+    program the config never named."""
+    empty = tmp_path / "pg16bin"
+    empty.mkdir()
+    assert shutil.which("pg_dump"), "the test needs a pg_dump on PATH"
+    db, _ = app_db
+    cfg = backup_config(db, target_extra={"bin_dir": str(empty)})
+    r = cli(["--config", cfg, "run", "db-backup", "--json"])
+    assert r.code == 1, r.output
+    summary = r.json()[0]["summary"]
+    assert f"pg_dump not found in {empty} (the target's bin_dir)" in summary, summary
     assert list((tmp_path / "store1").rglob("*")) == []
 
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import os
 import re
 import shutil
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +17,7 @@ from upkeeper import lazy
 from upkeeper.config.targets import PostgresTarget
 from upkeeper.core import proc
 from upkeeper.errors import BackupError, SetupError, TaskError
+from upkeeper.fmt import human_duration
 from upkeeper.redact import redact
 
 if TYPE_CHECKING:
@@ -31,8 +34,7 @@ SELECT datname FROM pg_database WHERE NOT datistemplate AND datallowconn ORDER B
 """
 
 # Ordinary tables (partitions included; partitioned parents hold no rows of their own) whose data pg_dump dumps.
-LIST_TABLES_SQL = """
-SELECT n.nspname, c.relname
+_DUMPED_TABLES = """
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind = 'r'
   AND n.nspname NOT IN ('pg_catalog', 'information_schema')
@@ -41,13 +43,37 @@ WHERE c.relkind = 'r'
                   AND d.deptype = 'e')
 ORDER BY n.nspname, c.relname
 """
+LIST_TABLES_SQL = "SELECT n.nspname, c.relname" + _DUMPED_TABLES
+
+# The tables whose rows the manifest counts, as the dump's snapshot sees them: LIST_TABLES_SQL plus each
+# table's OID and data file, to tell afterwards whether it was dropped, truncated or rewritten since.
+LIST_SNAPSHOT_TABLES_SQL = "SELECT c.oid, n.nspname, c.relname, c.relfilenode" + _DUMPED_TABLES
+# pg_relation_filenode() reads the catalog as it is now (not as the snapshot saw it): NULL once a table is
+# dropped, a new file once TRUNCATE, VACUUM FULL, CLUSTER or a rewriting ALTER TABLE committed.
+CURRENT_FILENODES_SQL = "SELECT o, pg_relation_filenode(o) FROM unnest(%s::oid[]) AS o"
 
 EXPORT_SNAPSHOT_SQL = "SELECT pg_export_snapshot()"
 # The session that exports the dump's snapshot counts rows, then sits idle in its transaction until pg_dump is
 # done: the server's (or role's, or database's) timeouts must not end it — pg_dump turns the same three off for
-# its own sessions.
-SNAPSHOT_SESSION_SQL = ("SET statement_timeout = 0", "SET lock_timeout = 0",
-                        "SET idle_in_transaction_session_timeout = 0")
+# its own sessions.  Its waits for table locks are bounded like pg_dump's (--lock-wait-timeout): SET_LOCK_TIMEOUT.
+SNAPSHOT_SESSION_SQL = ("SET statement_timeout = 0", "SET idle_in_transaction_session_timeout = 0")
+SET_LOCK_TIMEOUT_SQL = "SET lock_timeout = {}"
+
+# Who keeps a table's ACCESS SHARE lock from being granted: only ACCESS EXCLUSIVE conflicts with it — held (a
+# migration's ALTER TABLE, a LOCK TABLE, TRUNCATE, VACUUM FULL) or queued ahead (an ALTER TABLE that itself
+# waits).  No query text: it may hold data or secrets; its first word says what the session does.
+LOCK_CONFLICTS_SQL = """
+SELECT format('%%I.%%I', n.nspname, c.relname), a.pid, l.granted, coalesce(a.usename, ''),
+       coalesce(a.application_name, ''), coalesce(a.state, ''),
+       coalesce(extract(epoch FROM now() - a.xact_start)::bigint, 0),
+       upper(split_part(ltrim(coalesce(a.query, '')), ' ', 1)), pg_blocking_pids(a.pid)
+FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+JOIN pg_class c ON c.oid = l.relation JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE l.locktype = 'relation' AND l.mode = 'AccessExclusiveLock'
+  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+  AND l.relation = ANY(%s::oid[]) AND a.pid <> pg_backend_pid()
+ORDER BY l.granted DESC, a.xact_start
+"""
 
 # What an existing database holds, for the message that names it before a restore may replace it (the
 # rule itself is simpler: any existing database is replaced only with --force).  Objects that belong to an
@@ -99,7 +125,16 @@ def bin_dir(target: PostgresTarget) -> Path | None:
 
 
 def tool(target: PostgresTarget, name: str) -> str:
+    """A client program: from the target's bin_dir only when one is configured (a program missing there is an
+    error, not a silent fall back to another version on PATH); else the newest /usr/lib/postgresql/*/bin, then
+    PATH."""
     d = bin_dir(target)
+    if target.bin_dir:
+        p = Path(target.bin_dir) / name
+        if p.is_file() and os.access(p, os.X_OK):
+            return str(p)
+        raise TaskError(f"{name} not found in {target.bin_dir} (the target's bin_dir)",
+                        "Try: fix the target's bin_dir, or install the PostgreSQL client tools there", permanent=True)
     found = proc.which(name, [d] if d else [])
     if not found:
         raise TaskError(f"{name} not found" + (f" in {d}" if d else ""),
@@ -118,11 +153,13 @@ def tool_version(path: str) -> tuple[str, int]:
     return f"{major}.{minor}", major * 10000 + minor
 
 
-def check_dump_version(tool_name: str, tool_ver: str, tool_num: int, server_ver: str, server_num: int) -> None:
-    """A pg_dump older (major) than the server cannot dump it faithfully: refuse, naming both versions."""
+def check_dump_version(path: str, tool_ver: str, tool_num: int, server_ver: str, server_num: int) -> None:
+    """A pg_dump older (major) than the server cannot dump it faithfully: refuse, naming both versions and the
+    program that was found (the target's bin_dir, the newest /usr/lib/postgresql/*/bin or PATH)."""
     if tool_num // 10000 < server_num // 10000:
         raise TaskError(
-            f"{tool_name} {tool_ver} is older than the server (PostgreSQL {server_ver}); it cannot dump it reliably",
+            f"{Path(path).name} {tool_ver} ({path}) is older than the server (PostgreSQL {server_ver}); it cannot "
+            "dump it reliably",
             f"Try: install the PostgreSQL {server_num // 10000} client tools and point the target's bin_dir at them",
             permanent=True)
 
@@ -206,6 +243,77 @@ def count_rows(conn: psycopg.Connection[Any], tables: list[tuple[str, str]]) -> 
     return counts
 
 
+@dataclass(frozen=True)
+class SnapshotTable:
+    """A table as the dump's snapshot sees it."""
+
+    oid: int
+    schema: str
+    name: str
+    filenode: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.schema}.{self.name}"
+
+
+def snapshot_tables(conn: psycopg.Connection[Any]) -> list[SnapshotTable]:
+    return [SnapshotTable(int(r[0]), str(r[1]), str(r[2]), int(r[3])) for r in conn.execute(LIST_SNAPSHOT_TABLES_SQL)]
+
+
+def set_lock_timeout(conn: psycopg.Connection[Any], seconds: float) -> None:
+    """``lock_timeout`` of the session (0: wait as long as it takes)."""
+    conn.execute(sql.SQL(SET_LOCK_TIMEOUT_SQL).format(sql.Literal(int(seconds * 1000))))
+
+
+def _current_filenodes(conn: psycopg.Connection[Any], tables: list[SnapshotTable]) -> dict[int, int | None]:
+    rows = conn.execute(CURRENT_FILENODES_SQL, ([t.oid for t in tables],))
+    return {int(r[0]): None if r[1] is None else int(r[1]) for r in rows}
+
+
+def count_in_snapshot(conn: psycopg.Connection[Any], tables: list[SnapshotTable]) -> dict[str, int]:
+    """Row counts of ``tables`` in the snapshot session ``conn``, once pg_dump holds its table locks.
+
+    The tables are locked in one statement first, so no DDL can slip in between counts.  Every table of the
+    snapshot is counted, or the backup fails naming it: one dropped since cannot be counted (pg_dump fails on it
+    when that happened before its lock), and one truncated or rewritten since reads as empty in the snapshot
+    (TRUNCATE and rewriting ALTER TABLEs are not MVCC-safe) — in pg_dump's session too when that happened before
+    pg_dump locked it — so neither an empty count nor an empty copy is recorded as the table's."""
+    now = _current_filenodes(conn, tables)
+    present = [t for t in tables if now.get(t.oid) is not None]
+    if present:
+        conn.execute(sql.SQL("LOCK TABLE {} IN ACCESS SHARE MODE").format(sql.SQL(", ").join(
+            sql.SQL("ONLY {}").format(sql.Identifier(t.schema, t.name)) for t in present)))
+        now = _current_filenodes(conn, present)
+    for what, why, found in (
+            ("dropped", "its rows can no longer be counted in the dump's snapshot",
+             [t.key for t in tables if now.get(t.oid) is None]),
+            ("truncated or rewritten (TRUNCATE, VACUUM FULL, CLUSTER or an ALTER TABLE that rewrites it)",
+             "the dump's snapshot no longer sees its rows (pg_dump stores such a table empty when this happens "
+             "before it locks it)", [t.key for t in tables if now.get(t.oid) not in (None, t.filenode)])):
+        if found:
+            raise BackupError(
+                f"table {found[0]}" + (f" (and {len(found) - 1} more)" if len(found) > 1 else "")
+                + f" was {what} during the backup: {why}, so the backup cannot vouch for them",
+                "Try: run the backup again once the maintenance or migration is over")
+    return count_rows(conn, [(t.schema, t.name) for t in present])
+
+
+def lock_conflicts(conn: psycopg.Connection[Any], oids: list[int], ours: tuple[int, ...] = ()) -> list[str]:
+    """The sessions that hold or queue for an ACCESS EXCLUSIVE lock on any of ``oids``, described; ``ours``
+    are the backup's own sessions (named as "the backup" among those a waiting session queues behind)."""
+    out: list[str] = []
+    for rel, pid, granted, user, app, state, age, cmd, blockers in conn.execute(LOCK_CONFLICTS_SQL, (oids,)):
+        parts = [f"user {user}" if user else "", f"application {app!r}" if app else "", str(state),
+                 f"transaction open {human_duration(int(age))}" if age else "", f"statement {cmd}" if cmd else ""]
+        others = [str(b) for b in blockers or () if b not in ours]
+        behind = ("" if granted or not blockers else f" behind pid {', '.join(others)}" if others
+                  else " behind the backup's own locks")
+        out.append(f"pid {pid} ({', '.join(p for p in parts if p)}) "
+                   f"{'holds' if granted else 'waits for'} an ACCESS EXCLUSIVE lock on {rel}{behind}")
+    return out
+
+
 def stderr_errors(stderr: str) -> list[str]:
     """Lines that report an error even when the exit code says success."""
     return [ln for ln in stderr.splitlines() if re.search(r"(^|[\s:])(error|ERROR|FATAL|PANIC):", ln)]
@@ -220,6 +328,31 @@ def check_stage(result: proc.ProcResult, what: str) -> None:
     errs = stderr_errors(result.stderr)
     if errs:
         raise BackupError(f"{name} reported an error while {what}: {errs[-1]}")
+
+
+_LOCK_TIMED_OUT_RE = re.compile(r"canceling statement due to (?:statement|lock) timeout")
+_LOCK_QUERY_RE = re.compile(r"LOCK TABLE (.+?) IN ACCESS SHARE MODE")
+_NO_RELATION_RE = re.compile(r'relation ".+?" does not exist')
+_NOWAIT_RE = re.compile(r'could not obtain lock on relation "(.+?)"')
+RECOVERY_CONFLICT = "conflict with recovery"
+RECOVERY_CONFLICT_HINT = ("Try: on the standby, let queries wait for replay longer (max_standby_streaming_delay, "
+                          "e.g. -1 while backups run) and set hot_standby_feedback = on; or back up from the primary")
+
+
+def vanished_table(stderr: str) -> bool:
+    """pg_dump failed to lock a table its snapshot lists because it was dropped or renamed since."""
+    return _LOCK_QUERY_RE.search(stderr) is not None and _NO_RELATION_RE.search(stderr) is not None
+
+
+def locked_table(stderr: str) -> tuple[str, bool] | None:
+    """(table, by a parallel worker) when pg_dump failed for a table lock it could not have: waited for in vain
+    (--lock-wait-timeout), or refused to a worker of ``--jobs`` (it asks NOWAIT, since an ACCESS EXCLUSIVE
+    request queued after the leader's lock would otherwise deadlock it)."""
+    nowait = _NOWAIT_RE.search(stderr)
+    if nowait:
+        return nowait.group(1), True
+    query = _LOCK_QUERY_RE.search(stderr)
+    return (query.group(1), False) if query and _LOCK_TIMED_OUT_RE.search(stderr) else None
 
 
 def database_exists(conn: psycopg.Connection[Any], name: str) -> bool:

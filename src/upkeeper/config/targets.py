@@ -35,7 +35,8 @@ class PostgresTarget(FileSecrets):
     connect_timeout: int = Field(10, ge=1, description="seconds to wait for a connection. "
             "Source: upkeeper default")
     bin_dir: str | None = Field(
-        None, description="directory holding pg_dump/pg_restore (default: newest /usr/lib/postgresql/*/bin, then PATH). "
+        None, description="directory holding pg_dump/pg_restore; when set, the client programs come from there only "
+                "(default: newest /usr/lib/postgresql/*/bin, then PATH). "
                 "Source: upkeeper (not set by default)"
     )
     description: str | None = Field(None, description="free text for people. Source: upkeeper (not set by default)")

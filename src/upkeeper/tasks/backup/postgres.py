@@ -6,8 +6,11 @@ snapshot, count inside it and hand it to ``pg_dump --snapshot``.
 
 from __future__ import annotations
 
+import contextlib
+import subprocess
 import threading
 import time
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
@@ -20,10 +23,11 @@ from upkeeper.backup.sets import BackupEnv, SetWriter
 from upkeeper.backup.workdir import work_dir
 from upkeeper.config.backup import RetentionPolicy
 from upkeeper.config.targets import PostgresTarget
+from upkeeper.config.types import Duration
 from upkeeper.core import proc
 from upkeeper.core.task import Finding, Result, Severity, Task, TaskContext, TaskOptions, task
 from upkeeper.errors import BackupError, TaskError
-from upkeeper.fmt import human_bytes
+from upkeeper.fmt import human_bytes, human_duration
 from upkeeper.tasks.backup._common import Outcome, apply_retention, env_for, object_name, storage_problems
 
 if TYPE_CHECKING:
@@ -32,6 +36,7 @@ else:
     psycopg = lazy.module("psycopg")
 
 PROGRESS_EVERY = 64 << 20
+DUMP_POLL_SECONDS = 0.05
 
 # what a set's manifest records about the server's globals (postgres -> globals)
 GLOBALS_COMPLETE = "complete"  # globals.sql: roles with their passwords, tablespaces
@@ -55,6 +60,13 @@ class PostgresBackupOptions(TaskOptions):
     globals: bool = Field(True, description="add 'pg_dumpall --globals-only' (roles, tablespaces) to every set; "
                           "a role that may not read pg_authid (not a superuser) gets the roles without their "
                           "passwords (--no-role-passwords) and a warning. Source: upkeeper default")
+    lock_wait_timeout: Duration = Field(
+        default=timedelta(minutes=1),
+        description="how long pg_dump (--lock-wait-timeout) and the session counting rows wait for a table's "
+        "lock, held or queued for by a migration (ALTER TABLE, TRUNCATE, LOCK TABLE), before the backup fails "
+        "naming the table and the sessions in the way; while it waits, the tables it already locked block new "
+        "DDL and every query queued behind that DDL. 0 waits as long as it takes. Source: pg_dump "
+        "--lock-wait-timeout (pg_dump itself waits forever); the value is an upkeeper default")
     storages: list[str] | None = Field(None, description="storages to write to (default: backup.storages). "
             "Source: upkeeper (not set by default)")
     retention: RetentionPolicy | None = Field(None, description="retention for these backups "
@@ -96,7 +108,7 @@ class PostgresBackup(Task[PostgresBackupOptions]):
         dump_ver, dump_num = pg.tool_version(pg_dump)
         with pg.connect(target) as conn:
             server_ver, server_num = pg.server_version(conn)
-            pg.check_dump_version("pg_dump", dump_ver, dump_num, server_ver, server_num)
+            pg.check_dump_version(pg_dump, dump_ver, dump_num, server_ver, server_num)
             existing = pg.list_databases(conn)
         if options.databases:
             missing = [d for d in options.databases if d not in existing]
@@ -173,52 +185,53 @@ class PostgresBackup(Task[PostgresBackupOptions]):
                    info: dict[str, Any]) -> Manifest:
         base = safe_component(db)
         t_dump = time.monotonic()
+        wait = options.lock_wait_timeout.total_seconds()
         with pg.connect(target, db, autocommit=False) as snap:
             snap.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
             snap.read_only = True
             for stmt in pg.SNAPSHOT_SESSION_SQL:
                 snap.execute(stmt)
+            pg.set_lock_timeout(snap, wait)
             row = snap.execute(pg.EXPORT_SNAPSHOT_SQL).fetchone()
             assert row is not None
             snapshot = str(row[0])
-            tables = pg.list_tables(snap)
-            counts: dict[str, int] = {}
-            count_error: list[BaseException] = []
-
-            def count() -> None:
-                try:
-                    counts.update(pg.count_rows(snap, tables))
-                except BaseException as exc:
-                    count_error.append(exc)
-
-            counter = threading.Thread(target=count, daemon=True, name="row-counts")
-            if options.format == "custom":
-                argv = [pg_dump, "--format=custom", "--compress=0", f"--snapshot={snapshot}", "--no-password"]
-                sp = proc.spawn(argv, extra_env=target.libpq_env(db))
-                counter.start()
-                try:
-                    self._stream_custom(ctx, env, writer, sp, db, object_name(f"{base}.dump", env))
-                finally:
-                    sp.__exit__(None, None, None)
-                    counter.join()
-            else:
-                counter.start()
-                try:
-                    self._dump_directory(ctx, env, writer, target, db, options, pg_dump, snapshot, base)
-                finally:
-                    counter.join()
-            snap.rollback()
-        if count_error:
-            raise BackupError(f"counting rows in {db}: {pg.pg_error(count_error[0])}")
+            tables = pg.snapshot_tables(snap)
+            snap_pid = snap.info.backend_pid
+            counter = _RowCounter(snap, tables)
+            counter.start()
+            dump_argv = [pg_dump, f"--snapshot={snapshot}", "--no-password"]
+            if wait:
+                dump_argv.append(f"--lock-wait-timeout={max(1, int(wait * 1000))}")
+            dumped = False
+            try:
+                if options.format == "custom":
+                    sp = proc.spawn([*dump_argv, "--format=custom", "--compress=0"], extra_env=target.libpq_env(db))
+                    try:
+                        self._stream_custom(ctx, env, writer, sp, db, object_name(f"{base}.dump", env), counter.locked)
+                    finally:
+                        sp.__exit__(None, None, None)
+                else:
+                    self._dump_directory(ctx, env, writer, target, db, options, dump_argv, base, counter.locked)
+                dumped = True
+            except BackupError as exc:
+                raise _explain_dump_failure(exc, target, db, tables, wait, (snap_pid,)) from None
+            finally:
+                counter.finish(dumped)
+            with contextlib.suppress(psycopg.Error):
+                # the snapshot's work is done; a standby may have ended the session meanwhile (a conflict with
+                # recovery over the locks it held), which does not touch the dump or the counts already taken
+                snap.rollback()
+        if counter.error is not None:
+            raise _count_failure(counter.error, target, db, tables, wait, (snap_pid,))
         dump_seconds = time.monotonic() - t_dump
         if globals_sql is not None:
             writer.add(upload_bytes(writer.upload(object_name("globals.sql", env), role="globals"), globals_sql))
         details = {**info, "snapshot": snapshot, "dump_seconds": round(dump_seconds, 3),
-                   "tables": len(counts), "row_counts": counts}
+                   "tables": len(counter.counts), "row_counts": counter.counts}
         return writer.commit(details)
 
     def _stream_custom(self, ctx: TaskContext, env: BackupEnv, writer: SetWriter, sp: proc.Spawned, db: str,
-                       name: str) -> None:
+                       name: str, locked: threading.Event) -> None:
         upload = writer.upload(name, role="database")
         try:
             first = True
@@ -226,6 +239,7 @@ class PostgresBackup(Task[PostgresBackupOptions]):
             for chunk in sp.iter_chunks():
                 if first:
                     first = False
+                    locked.set()  # pg_dump writes its archive once it has read the catalog and locked every table
                     if not chunk.startswith(b"PGDMP"):
                         raise BackupError(f"pg_dump output for {db} is not a custom-format archive")
                 upload.write(chunk)
@@ -243,12 +257,18 @@ class PostgresBackup(Task[PostgresBackupOptions]):
         writer.add(upload.finish())
 
     def _dump_directory(self, ctx: TaskContext, env: BackupEnv, writer: SetWriter, target: PostgresTarget,
-                        db: str, options: PostgresBackupOptions, pg_dump: str, snapshot: str, base: str) -> None:
+                        db: str, options: PostgresBackupOptions, dump_argv: list[str], base: str,
+                        locked: threading.Event) -> None:
         with work_dir(env.settings, "upkeeper-dump-") as tmp:
             out_dir = tmp / "dump"
-            argv = [pg_dump, "--format=directory", "--compress=0", f"--jobs={options.jobs}",
-                    f"--snapshot={snapshot}", "--no-password", "--file", str(out_dir)]
-            res = proc.run(argv, extra_env=target.libpq_env(db), check=False, timeout=None)
+            argv = [*dump_argv, "--format=directory", "--compress=0", f"--jobs={options.jobs}", "--file", str(out_dir)]
+            with proc.spawn(argv, stdout=subprocess.DEVNULL, extra_env=target.libpq_env(db)) as sp:
+                # pg_dump writes toc.dat first once it has read the catalog and locked every table, then the data
+                while sp.popen.poll() is None:
+                    if not locked.is_set() and (out_dir / "toc.dat").exists():
+                        locked.set()
+                    time.sleep(DUMP_POLL_SECONDS)
+                res = sp.wait(check=False)
             pg.check_stage(res, f"dumping {db}")
             files = sorted(p for p in out_dir.iterdir() if p.is_file()) if out_dir.is_dir() else []
             if not any(p.name == "toc.dat" for p in files):
@@ -265,3 +285,92 @@ class PostgresBackup(Task[PostgresBackupOptions]):
                     raise
                 writer.add(upload.finish())
                 f.unlink()  # plaintext leaves the disk as soon as it is stored
+
+
+class _RowCounter(threading.Thread):
+    """Counts every table's rows in the snapshot session once pg_dump holds its table locks (``locked`` set).
+
+    Never before: a lock of ours taken first lets a migration's ALTER TABLE queue behind it, pg_dump's lock
+    queue behind the ALTER, and us wait for pg_dump — a deadlock the server cannot see, with every query of the
+    app on that table queued behind it."""
+
+    def __init__(self, conn: psycopg.Connection[Any], tables: list[pg.SnapshotTable]) -> None:
+        super().__init__(daemon=True, name="row-counts")
+        self.conn = conn
+        self.tables = tables
+        self.locked = threading.Event()
+        self.counts: dict[str, int] = {}
+        self.error: BaseException | None = None
+        self._cancelled = False
+
+    def run(self) -> None:
+        self.locked.wait()
+        if self._cancelled:
+            return
+        try:
+            self.counts = pg.count_in_snapshot(self.conn, self.tables)
+        except BaseException as exc:
+            self.error = exc
+
+    def finish(self, dumped: bool) -> None:
+        """pg_dump is done: count now if not yet begun; when the dump failed, stop counting instead."""
+        if not dumped:
+            self._cancelled = True
+            if self.locked.is_set():
+                with contextlib.suppress(Exception):
+                    self.conn.cancel()
+        self.locked.set()
+        self.join()
+
+
+def _conflicts(target: PostgresTarget, db: str, oids: list[int], ours: tuple[int, ...]) -> list[str]:
+    """The sessions in the way of our table locks, described; none when they cannot be looked up."""
+    try:
+        with pg.connect(target, db) as conn:
+            return pg.lock_conflicts(conn, oids, ours)
+    except (TaskError, psycopg.Error):
+        return []
+
+
+def _lock_wait_hint(wait: float) -> str:
+    return ("Try: let the migration or transaction holding the table finish (or end it), then run the backup "
+            "again" + (f"; or raise the job's lock_wait_timeout (now {human_duration(wait)})" if wait else ""))
+
+
+def _explain_dump_failure(exc: BackupError, target: PostgresTarget, db: str, tables: list[pg.SnapshotTable],
+                          wait: float, ours: tuple[int, ...]) -> BackupError:
+    """pg_dump's failure, with the sessions holding the table it could not lock, or a hint for a standby."""
+    text = exc.message
+    if pg.RECOVERY_CONFLICT in text:
+        return BackupError(text, pg.RECOVERY_CONFLICT_HINT)
+    if pg.vanished_table(text):
+        return BackupError(text, "Try: run the backup again: the table was dropped or renamed after the backup's "
+                                 "snapshot was taken, before pg_dump could lock it (a migration ran as it started)")
+    locked = pg.locked_table(text)
+    if locked is None:
+        return exc
+    table, by_worker = locked
+    oids = [t.oid for t in tables if t.key == table.replace('"', "")] or [t.oid for t in tables]
+    conflicts = _conflicts(target, db, oids, ours)
+    why = ("; ".join(conflicts) if conflicts else "no session holds it any more")
+    if by_worker:
+        return BackupError(f"pg_dump could not lock table {table} of {db} for a parallel job: an ACCESS EXCLUSIVE "
+                           f"lock was requested on it during the dump, which jobs > 1 cannot wait for: {why}",
+                           "Try: run the backup again once the migration is over, or schedule migrations outside "
+                           "the backup's hours")
+    return BackupError(f"pg_dump could not lock table {table} of {db}"
+                       + (f" within {human_duration(wait)} (lock_wait_timeout)" if wait else "") + f": {why}",
+                       _lock_wait_hint(wait))
+
+
+def _count_failure(exc: BaseException, target: PostgresTarget, db: str, tables: list[pg.SnapshotTable],
+                   wait: float, ours: tuple[int, ...]) -> BackupError:
+    if isinstance(exc, BackupError):
+        return exc
+    if isinstance(exc, psycopg.errors.LockNotAvailable):
+        conflicts = _conflicts(target, db, [t.oid for t in tables], ours)
+        return BackupError(f"counting rows in {db}: could not lock its tables within {human_duration(wait)} "
+                           "(lock_wait_timeout)" + (": " + "; ".join(conflicts) if conflicts else ""),
+                           _lock_wait_hint(wait))
+    msg = f"counting rows in {db}: {pg.pg_error(exc)}"
+    return BackupError(msg, pg.RECOVERY_CONFLICT_HINT if pg.RECOVERY_CONFLICT in msg else None)
