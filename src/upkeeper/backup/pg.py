@@ -75,6 +75,41 @@ WHERE l.locktype = 'relation' AND l.mode = 'AccessExclusiveLock'
 ORDER BY l.granted DESC, a.xact_start
 """
 
+# The sessions that wait for a lock the backup holds (the backup's sessions: pg_dump's, named by their
+# application_name, and the snapshot session), while the dump runs.  Cheap enough to run every second: only
+# sessions waiting for a lock (pg_locks, visible to every role) are asked for pg_blocking_pids(), none when none
+# waits.  waitstart is PostgreSQL 14+ (read through to_jsonb so the query runs on older servers too; the caller
+# then counts from when it first saw the wait).  No query text: its first word says what the session does.
+BLOCKED_BY_BACKUP_SQL = """
+WITH ours AS (
+  SELECT coalesce(array_agg(pid), '{}') AS pids FROM pg_stat_activity
+  WHERE application_name = %(app)s OR pid = ANY(%(pids)s::int[])
+), waiting AS MATERIALIZED (
+  SELECT DISTINCT ON (l.pid) l.pid, l.mode, l.locktype, l.relation, l.database,
+         (to_jsonb(l) ->> 'waitstart')::timestamptz AS waitstart
+  FROM pg_locks l WHERE NOT l.granted AND l.pid <> pg_backend_pid()
+), blocked AS MATERIALIZED (
+  SELECT w.*, pg_blocking_pids(w.pid) AS blockers FROM waiting w
+)
+SELECT b.pid, coalesce(a.usename, ''), coalesce(a.application_name, ''), b.mode,
+       CASE WHEN c.oid IS NOT NULL THEN format('%%I.%%I', n.nspname, c.relname) ELSE b.locktype END,
+       coalesce(extract(epoch FROM now() - coalesce(b.waitstart, a.query_start)), 0)::float8,
+       CASE WHEN a.query LIKE '<%%' THEN '' ELSE upper(split_part(ltrim(coalesce(a.query, '')), ' ', 1)) END,
+       (SELECT count(*) FROM blocked q WHERE b.pid = ANY(q.blockers))::int
+FROM blocked b CROSS JOIN ours
+LEFT JOIN pg_stat_activity a ON a.pid = b.pid
+LEFT JOIN pg_class c ON c.oid = b.relation AND b.locktype = 'relation'
+     AND b.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+LEFT JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE b.blockers && ours.pids AND NOT b.pid = ANY(ours.pids)
+ORDER BY b.pid
+"""
+# Ends the backup's sessions (same role: no privilege needed) so that their locks go at once.
+TERMINATE_BACKUP_SESSIONS_SQL = """
+SELECT pid, pg_terminate_backend(pid) FROM pg_stat_activity
+WHERE (application_name = %(app)s OR pid = ANY(%(pids)s::int[])) AND pid <> pg_backend_pid()
+"""
+
 # What an existing database holds, for the message that names it before a restore may replace it (the
 # rule itself is simpler: any existing database is replaced only with --force).  Objects that belong to an
 # extension count as the extension; implicit types (a table's row type, array and multirange types) not at all.
@@ -312,6 +347,46 @@ def lock_conflicts(conn: psycopg.Connection[Any], oids: list[int], ours: tuple[i
         out.append(f"pid {pid} ({', '.join(p for p in parts if p)}) "
                    f"{'holds' if granted else 'waits for'} an ACCESS EXCLUSIVE lock on {rel}{behind}")
     return out
+
+
+@dataclass(frozen=True)
+class BlockedSession:
+    """A session waiting for a lock the backup holds."""
+
+    pid: int
+    user: str
+    application: str
+    mode: str  # as pg_locks says it: AccessExclusiveLock
+    relation: str  # schema.table, or the kind of lock object
+    waited: float  # seconds
+    statement: str  # the first word of its query, upper-cased ('' when not visible to the backup's role)
+    queued: int  # sessions waiting behind it
+
+    @property
+    def lock(self) -> str:
+        """``ACCESS EXCLUSIVE`` from ``AccessExclusiveLock``."""
+        return " ".join(re.findall(r"[A-Z][a-z]*", self.mode.removesuffix("Lock"))).upper() or self.mode
+
+    def describe(self) -> str:
+        who = [f"user {self.user}" if self.user else "", f"application {self.application!r}" if self.application
+               else "", f"statement {self.statement}" if self.statement else ""]
+        known = ", ".join(w for w in who if w)
+        return (f"pid {self.pid}{f' ({known})' if known else ''} has waited {human_duration(self.waited)} for "
+                f"{'an' if self.lock[:1] in 'AEIOU' else 'a'} {self.lock} lock on {self.relation} held by the backup, with {self.queued} session"
+                f"{'' if self.queued == 1 else 's'} queued behind it")
+
+
+def blocked_by_backup(conn: psycopg.Connection[Any], app: str, pids: tuple[int, ...]) -> list[BlockedSession]:
+    """The sessions waiting for a lock held by the backup's sessions: pg_dump's (application_name ``app``) and
+    ``pids``."""
+    return [BlockedSession(int(r[0]), str(r[1]), str(r[2]), str(r[3]), str(r[4]), float(r[5]), str(r[6]),
+                           int(r[7]))
+            for r in conn.execute(BLOCKED_BY_BACKUP_SQL, {"app": app, "pids": list(pids)})]
+
+
+def terminate_backup_sessions(conn: psycopg.Connection[Any], app: str, pids: tuple[int, ...]) -> list[int]:
+    """Ends pg_dump's sessions (application_name ``app``) and ``pids``: the pids ended."""
+    return [int(r[0]) for r in conn.execute(TERMINATE_BACKUP_SESSIONS_SQL, {"app": app, "pids": list(pids)}) if r[1]]
 
 
 def stderr_errors(stderr: str) -> list[str]:

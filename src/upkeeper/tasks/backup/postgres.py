@@ -7,6 +7,7 @@ snapshot, count inside it and hand it to ``pg_dump --snapshot``.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import subprocess
 import threading
 import time
@@ -37,6 +38,10 @@ else:
 
 PROGRESS_EVERY = 64 << 20
 DUMP_POLL_SECONDS = 0.05
+BLOCKING_POLL_SECONDS = 1.0  # how often the dump's watch looks for sessions waiting on the backup's locks
+BLOCKING_REPORT_AFTER = 1.0  # seconds a session must have waited to be reported (not a passing queue)
+BLOCKING_REPORT_MAX = 10  # findings about blocked sessions per database, beyond: one that counts the rest
+WATCH_SESSION_SQL = ("SET statement_timeout = '5s'", "SET lock_timeout = '1s'")
 
 # what a set's manifest records about the server's globals (postgres -> globals)
 GLOBALS_COMPLETE = "complete"  # globals.sql: roles with their passwords, tablespaces
@@ -45,6 +50,8 @@ GLOBALS_FAILED = "failed"  # no globals.sql: pg_dumpall failed (the run failed)
 GLOBALS_OFF = "off"  # option globals: false
 PG_AUTHID_DENIED = "permission denied for table pg_authid"
 NO_ROLE_PASSWORDS = "--no-role-passwords"
+DUMP_APPLICATION_NAME = "upkeeper pg_dump {}"  # + the snapshot's id; what pg_stat_activity shows for the dump
+WATCH_APPLICATION_NAME = "upkeeper backup watch"
 
 
 class PostgresBackupOptions(TaskOptions):
@@ -67,6 +74,18 @@ class PostgresBackupOptions(TaskOptions):
         "naming the table and the sessions in the way; while it waits, the tables it already locked block new "
         "DDL and every query queued behind that DDL. 0 waits as long as it takes. Source: pg_dump "
         "--lock-wait-timeout (pg_dump itself waits forever); the value is an upkeeper default")
+    on_blocking: Literal["warn", "abort"] = Field(
+        "warn", description="what to do about a session that queues for a lock the backup holds (a migration's "
+        "ALTER TABLE waiting for pg_dump, with the app's queries on that table queued behind it), watched every "
+        "second during the dump: 'warn' reports it (backup.blocking_sessions) and the backup goes on; 'abort' "
+        "also ends the backup once such a session has waited blocking_grace, so the migration and the app go on "
+        "(the run fails, nothing is stored, the next run or retry backs up again). Source: upkeeper default — "
+        "warn, since aborting gives up a backup (every night, if migrations always collide with it)")
+    blocking_grace: Duration = Field(
+        default=timedelta(seconds=30),
+        description="with on_blocking 'abort': how long a session may wait for the backup's locks before the "
+        "backup yields to it. Source: upkeeper default, after the 30 s request timeout of common app servers "
+        "(gunicorn --timeout, Heroku's router): past it, the app's requests queued behind the migration fail")
     storages: list[str] | None = Field(None, description="storages to write to (default: backup.storages). "
             "Source: upkeeper (not set by default)")
     retention: RetentionPolicy | None = Field(None, description="retention for these backups "
@@ -131,7 +150,8 @@ class PostgresBackup(Task[PostgresBackupOptions]):
             ctx.progress(f"dumping {db}", i / max(1, len(databases)))
             writer = SetWriter(env, "postgres", target_name, safe_component(db))
             try:
-                manifest = self._backup_db(ctx, env, writer, target, db, options, pg_dump, globals_sql, info)
+                manifest = self._backup_db(ctx, env, writer, target, db, options, pg_dump, globals_sql, info,
+                                           out.findings)
             except Exception as exc:
                 writer.abort()
                 ctx.log.error("backup of %s failed: %s", db, getattr(exc, "message", exc))
@@ -182,7 +202,9 @@ class PostgresBackup(Task[PostgresBackupOptions]):
 
     def _backup_db(self, ctx: TaskContext, env: BackupEnv, writer: SetWriter, target: PostgresTarget, db: str,
                    options: PostgresBackupOptions, pg_dump: str, globals_sql: bytes | None,
-                   info: dict[str, Any]) -> Manifest:
+                   info: dict[str, Any], findings: list[Finding]) -> Manifest:
+        """One database's set.  While pg_dump runs, a watch reports the sessions queued behind its locks (into
+        ``findings``) and, with on_blocking 'abort', ends the dump for them."""
         base = safe_component(db)
         t_dump = time.monotonic()
         wait = options.lock_wait_timeout.total_seconds()
@@ -197,31 +219,50 @@ class PostgresBackup(Task[PostgresBackupOptions]):
             snapshot = str(row[0])
             tables = pg.snapshot_tables(snap)
             snap_pid = snap.info.backend_pid
-            counter = _RowCounter(snap, tables)
-            counter.start()
-            dump_argv = [pg_dump, f"--snapshot={snapshot}", "--no-password"]
-            if wait:
-                dump_argv.append(f"--lock-wait-timeout={max(1, int(wait * 1000))}")
-            dumped = False
+            # pg_dump's sessions carry a name of their own (its default is plain 'pg_dump'), unique on the server
+            # as the snapshot is, so that the watch knows them from any other dump
+            app = DUMP_APPLICATION_NAME.format(snapshot)
+            dump_env = {**target.libpq_env(db), "PGAPPNAME": app}
+            watch = _BlockingWatch(ctx, target, db, app, (snap_pid,), options)
+            watch.start()
             try:
-                if options.format == "custom":
-                    sp = proc.spawn([*dump_argv, "--format=custom", "--compress=0"], extra_env=target.libpq_env(db))
-                    try:
-                        self._stream_custom(ctx, env, writer, sp, db, object_name(f"{base}.dump", env), counter.locked)
-                    finally:
-                        sp.__exit__(None, None, None)
-                else:
-                    self._dump_directory(ctx, env, writer, target, db, options, dump_argv, base, counter.locked)
-                dumped = True
-            except BackupError as exc:
-                raise _explain_dump_failure(exc, target, db, tables, wait, (snap_pid,)) from None
+                counter = _RowCounter(snap, tables)
+                counter.start()
+                dump_argv = [pg_dump, f"--snapshot={snapshot}", "--no-password"]
+                if wait:
+                    dump_argv.append(f"--lock-wait-timeout={max(1, int(wait * 1000))}")
+                dumped = False
+                try:
+                    if options.format == "custom":
+                        sp = proc.spawn([*dump_argv, "--format=custom", "--compress=0"], extra_env=dump_env)
+                        watch.attach(sp)
+                        try:
+                            self._stream_custom(ctx, env, writer, sp, db, object_name(f"{base}.dump", env),
+                                                counter.locked)
+                        finally:
+                            sp.__exit__(None, None, None)
+                    else:
+                        self._dump_directory(ctx, env, writer, db, options, dump_argv, dump_env, base,
+                                             counter.locked, watch)
+                    dumped = True
+                except Exception as exc:
+                    if watch.yielded is not None:
+                        raise watch.yield_error() from None
+                    if isinstance(exc, BackupError):
+                        raise _explain_dump_failure(exc, target, db, tables, wait, (snap_pid,)) from None
+                    raise
+                finally:
+                    counter.finish(dumped)
+                with contextlib.suppress(psycopg.Error):
+                    # the snapshot's work is done; a standby may have ended the session meanwhile (a conflict with
+                    # recovery over the locks it held), which does not touch the dump or the counts already taken
+                    snap.rollback()
             finally:
-                counter.finish(dumped)
-            with contextlib.suppress(psycopg.Error):
-                # the snapshot's work is done; a standby may have ended the session meanwhile (a conflict with
-                # recovery over the locks it held), which does not touch the dump or the counts already taken
-                snap.rollback()
+                watch.stop()
+                findings.extend(watch.report())
         if counter.error is not None:
+            if watch.yielded is not None:
+                raise watch.yield_error()
             raise _count_failure(counter.error, target, db, tables, wait, (snap_pid,))
         dump_seconds = time.monotonic() - t_dump
         if globals_sql is not None:
@@ -256,13 +297,14 @@ class PostgresBackup(Task[PostgresBackupOptions]):
             raise
         writer.add(upload.finish())
 
-    def _dump_directory(self, ctx: TaskContext, env: BackupEnv, writer: SetWriter, target: PostgresTarget,
-                        db: str, options: PostgresBackupOptions, dump_argv: list[str], base: str,
-                        locked: threading.Event) -> None:
+    def _dump_directory(self, ctx: TaskContext, env: BackupEnv, writer: SetWriter, db: str,
+                        options: PostgresBackupOptions, dump_argv: list[str], dump_env: dict[str, str], base: str,
+                        locked: threading.Event, watch: _BlockingWatch) -> None:
         with work_dir(env.settings, "upkeeper-dump-") as tmp:
             out_dir = tmp / "dump"
             argv = [*dump_argv, "--format=directory", "--compress=0", f"--jobs={options.jobs}", "--file", str(out_dir)]
-            with proc.spawn(argv, stdout=subprocess.DEVNULL, extra_env=target.libpq_env(db)) as sp:
+            with proc.spawn(argv, stdout=subprocess.DEVNULL, extra_env=dump_env) as sp:
+                watch.attach(sp)
                 # pg_dump writes toc.dat first once it has read the catalog and locked every table, then the data
                 while sp.popen.poll() is None:
                     if not locked.is_set() and (out_dir / "toc.dat").exists():
@@ -321,6 +363,126 @@ class _RowCounter(threading.Thread):
                     self.conn.cancel()
         self.locked.set()
         self.join()
+
+
+class _BlockingWatch(threading.Thread):
+    """Looks every second, from a short session of its own, for sessions queued behind the locks of the backup
+    (pg_dump's sessions, known by their application_name, and the snapshot session): a migration's ALTER TABLE
+    waiting for pg_dump, with the app's queries on that table queued behind it, for as long as the dump runs.
+    Each is logged and reported once (:meth:`report`); with on_blocking 'abort', the first that has waited
+    blocking_grace makes the backup yield: pg_dump is killed and the backup's sessions are ended, so their locks
+    go at once, and the dump fails with :meth:`yield_error`."""
+
+    def __init__(self, ctx: TaskContext, target: PostgresTarget, db: str, app: str, ours: tuple[int, ...],
+                 options: PostgresBackupOptions) -> None:
+        super().__init__(daemon=True, name="blocking-watch")
+        self.ctx, self.target, self.db, self.app, self.ours = ctx, target, db, app, ours
+        self.abort = options.on_blocking == "abort"
+        self.grace = options.blocking_grace.total_seconds()
+        self.seen: dict[int, pg.BlockedSession] = {}
+        self.yielded: pg.BlockedSession | None = None
+        self.error: str | None = None
+        self._first_seen: dict[int, float] = {}
+        self._process: proc.Spawned | None = None
+        self._stopping = threading.Event()
+
+    def attach(self, sp: proc.Spawned) -> None:
+        """pg_dump, to kill when the backup yields (at once when it already has)."""
+        self._process = sp
+        if self.yielded is not None:
+            sp.kill()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self.join(timeout=30)  # a look takes at most its statement_timeout; connecting, the target's timeout
+
+    def run(self) -> None:
+        # connects at its first look only: a dump over within a second costs nothing, and pg_dump's sessions
+        # (one per job) are opened first where max_connections is tight
+        if self._stopping.wait(BLOCKING_POLL_SECONDS):
+            return
+        try:
+            with pg.connect(self.target, self.db, application_name=WATCH_APPLICATION_NAME) as conn:
+                for stmt in WATCH_SESSION_SQL:
+                    conn.execute(stmt)
+                while not self._poll(conn):
+                    if self._stopping.wait(BLOCKING_POLL_SECONDS):
+                        return
+        except (TaskError, psycopg.Error) as exc:
+            self.error = exc.message if isinstance(exc, TaskError) else pg.pg_error(exc)
+            self.ctx.log.warning("%s: cannot watch for sessions waiting on the backup's locks: %s", self.db,
+                                 self.error)
+
+    def _poll(self, conn: psycopg.Connection[Any]) -> bool:
+        """One look; True once the backup yielded."""
+        now = time.monotonic()
+        for found in pg.blocked_by_backup(conn, self.app, self.ours):
+            before = self.seen.get(found.pid)
+            waited = max(found.waited, now - self._first_seen.setdefault(found.pid, now))
+            if waited < BLOCKING_REPORT_AFTER:
+                continue
+            session = dataclasses.replace(found, waited=waited, queued=max(found.queued, before.queued if before
+                                                                             else 0))
+            self.seen[found.pid] = session
+            if before is None:
+                self.ctx.log.warning("%s: %s", self.db, session.describe())
+            if self.abort and waited >= self.grace:
+                self._yield_to(conn, session)
+                return True
+        return False
+
+    def _yield_to(self, conn: psycopg.Connection[Any], session: pg.BlockedSession) -> None:
+        self.yielded = session
+        self.ctx.log.error("%s: ending the backup for pid %d (on_blocking: abort)", self.db, session.pid)
+        if self._process is not None:
+            self._process.kill()
+        try:  # pg_dump's sessions end when it dies, but perhaps not at once: their locks must go now
+            pg.terminate_backup_sessions(conn, self.app, self.ours)
+        except psycopg.Error as exc:
+            self.ctx.log.warning("%s: could not end the backup's sessions: %s", self.db, pg.pg_error(exc))
+
+    def yield_error(self) -> BackupError:
+        s = self.yielded
+        assert s is not None
+        return BackupError(
+            f"the backup of {self.db} yielded to a session waiting for its locks (on_blocking: abort, "
+            f"blocking_grace {human_duration(self.grace)}): {s.describe()}; pg_dump was stopped and nothing was "
+            "stored",
+            "Try: run the backup again once the migration is over (the job's retries do), or schedule migrations "
+            "outside the backup's hours; with 'on_blocking: warn' the backup finishes instead")
+
+    def report(self) -> list[Finding]:
+        """A warning per session seen waiting on the backup (the longest waits first, at most
+        BLOCKING_REPORT_MAX, then one for the rest), and one when the watch could not run."""
+        out: list[Finding] = []
+        sessions = sorted(list(self.seen.values()), key=lambda s: -s.waited)
+        for s in sessions[:BLOCKING_REPORT_MAX]:
+            out.append(Finding(
+                "backup.blocking_sessions", Severity.WARNING, self.db, s.describe(), BLOCKING_REMEDIATION,
+                value=round(s.waited, 1), threshold=round(self.grace, 1) if self.abort else None,
+                data={"pid": s.pid, "user": s.user, "application": s.application, "mode": s.lock,
+                 "relation": s.relation, "waited_seconds": round(s.waited, 1), "statement": s.statement,
+                 "queued_behind": s.queued, "backup_yielded": s is self.yielded}))
+        rest = sessions[BLOCKING_REPORT_MAX:]
+        if rest:
+            out.append(Finding(
+                "backup.blocking_sessions", Severity.WARNING, self.db,
+                f"{len(rest)} more sessions waited for locks held by the backup (pids "
+                + ", ".join(str(s.pid) for s in rest[:20]) + ("…" if len(rest) > 20 else "") + ")",
+                BLOCKING_REMEDIATION, data={"sessions": len(rest)}))
+        if self.error is not None:
+            out.append(Finding(
+                "backup.blocking_watch_failed", Severity.WARNING, self.db,
+                f"sessions waiting on the backup's locks were not watched for: {self.error}",
+                "check that the server accepts one more connection of the backup's role during the dump "
+                "(max_connections, the role's CONNECTION LIMIT)" + ("; on_blocking 'abort' could not act"
+                                                                    if self.abort else "")))
+        return out
+
+
+BLOCKING_REMEDIATION = ("give migrations a lock_timeout (e.g. SET lock_timeout = '5s', and retry) so that they "
+                        "never queue the app's queries behind a backup, or run them outside the backup's hours; "
+                        "'on_blocking: abort' makes the backup give way instead")
 
 
 def _conflicts(target: PostgresTarget, db: str, oids: list[int], ours: tuple[int, ...]) -> list[str]:
