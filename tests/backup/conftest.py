@@ -18,6 +18,30 @@ SMALL = {"users": 120, "listings": 80, "bookings": 300, "messages": 400, "review
          "audit_log": 400}
 
 
+def standby_backup_config(primary: PostgresCluster, replica: PostgresCluster, name: str, backup_config: Any,
+                          make_config: Any) -> Path:
+    """Database ``name`` made and seeded on the primary, waited for on the replica (its WAL replayed), and a
+    copy of ``backup_config(name)``'s config whose target ``db`` is the replica."""
+    import time
+
+    import yaml
+
+    primary.create_database(name)
+    with primary.connect(name) as conn:
+        seed(conn, SMALL)
+        lsn = conn.execute("SELECT pg_current_wal_lsn()").fetchone()[0]
+    with replica.connect() as conn:
+        for _ in range(100):
+            if conn.execute("SELECT pg_last_wal_replay_lsn() >= %s", (lsn,)).fetchone()[0]:
+                break
+            time.sleep(0.1)
+    cfg = backup_config(name)
+    data = yaml.safe_load(cfg.read_text())
+    data["targets"]["db"] = replica.target(name)
+    path: Path = make_config(data, "standby.yaml")
+    return path
+
+
 @dataclass
 class AgeKey:
     identity: Path

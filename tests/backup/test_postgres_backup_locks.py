@@ -9,12 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from upkeeper.sandbox.postgres import PostgresCluster
-from upkeeper.sandbox.seed import seed
 
-from .conftest import SMALL
+from .conftest import standby_backup_config
 
 
 def _sets(store: Path) -> list[Path]:
@@ -216,19 +214,7 @@ def test_a_standby_ending_the_snapshot_session_after_the_counts_does_not_fail_a_
     a raw 'SerializationFailure' from closing the finished snapshot session."""
     primary, replica = pg_primary_replica
     src = f"conflict_{app_db[0]}"
-    primary.create_database(src)
-    with primary.connect(src) as conn:
-        seed(conn, SMALL)
-        lsn = conn.execute("SELECT pg_current_wal_lsn()").fetchone()[0]
-    with replica.connect() as conn:
-        for _ in range(100):
-            if conn.execute("SELECT pg_last_wal_replay_lsn() >= %s", (lsn,)).fetchone()[0]:
-                break
-            time.sleep(0.1)
-    cfg = backup_config(src)
-    data = yaml.safe_load(cfg.read_text())
-    data["targets"]["db"] = replica.target(src)
-    cfg = make_config(data, "standby.yaml")
+    cfg = standby_backup_config(primary, replica, src, backup_config, make_config)
     mark = cfg.parent / "fault-mark"
     replica.execute("ALTER SYSTEM SET max_standby_streaming_delay = '500ms'")
     replica.execute("SELECT pg_reload_conf()")

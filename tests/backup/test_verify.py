@@ -7,7 +7,6 @@ import hashlib
 import json
 import re
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ from upkeeper.sandbox.postgres import PostgresCluster
 from upkeeper.sandbox.redis import RedisServer
 from upkeeper.sandbox.seed import seed
 
-from .conftest import SMALL, AgeKey, rewrite_manifest, run_app_files_backup
+from .conftest import SMALL, AgeKey, rewrite_manifest, run_app_files_backup, standby_backup_config
 
 
 def _backup(cli: Any, cfg: Path) -> str:
@@ -659,19 +658,7 @@ def test_a_standby_or_a_read_only_role_as_scratch_server_leaves_the_backup_unjud
 
     primary, replica = pg_primary_replica
     src = f"standby_{app_db[0]}"
-    primary.create_database(src)
-    with primary.connect(src) as conn:
-        seed(conn, SMALL)
-        lsn = conn.execute("SELECT pg_current_wal_lsn()").fetchone()[0]
-    with replica.connect() as conn:
-        for _ in range(100):
-            if conn.execute("SELECT pg_last_wal_replay_lsn() >= %s", (lsn,)).fetchone()[0]:
-                break
-            time.sleep(0.1)
-    cfg = backup_config(src)
-    data = yaml.safe_load(cfg.read_text())
-    data["targets"]["db"] = replica.target(src)
-    cfg = make_config(data, "standby.yaml")
+    cfg = standby_backup_config(primary, replica, src, backup_config, make_config)
     bid = _backup(cli, cfg)
     r = cli(["--config", cfg, "run", "backup-verify", "--json"])
     assert r.code == 1, r.output
