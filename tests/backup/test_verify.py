@@ -557,13 +557,29 @@ def test_a_scratch_role_that_may_not_create_databases_leaves_the_backup_unjudged
     assert _scratch_dbs(pg) == []
 
 
+def _verify_as_createdb_role(cli: Any, pg: PostgresCluster, role: str, cfg: Path, make_config: Any
+                             ) -> tuple[Path, str, Any]:
+    """Back up with ``cfg`` and verify on scratch target ``scratch``: the same server, as ``role``, a LOGIN
+    CREATEDB role that is not a superuser (made here, dropped after).  Returns (config, backup id, verify run)."""
+    import yaml
+
+    pg.execute(f'CREATE ROLE "{role}" LOGIN CREATEDB')
+    try:
+        data = yaml.safe_load(cfg.read_text())
+        data["targets"]["scratch"] = {**pg.target("postgres"), "user": role}
+        cfg = make_config(data)
+        bid = _backup(cli, cfg)
+        return cfg, bid, cli(["--config", cfg, "run", "backup-verify", "--json"])
+    finally:
+        pg.execute(f'DROP ROLE "{role}"')
+
+
 def test_rows_hidden_by_forced_row_level_security_from_a_non_superuser_scratch_role_are_counted(
         cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], backup_config: Any, make_config: Any
         ) -> None:
     """A table with FORCE ROW LEVEL SECURITY, restored by a scratch role that is not a superuser (it owns the
     restored tables, so their policies apply to it): its rows are all restored and counted — not "0 rows
     restored" and a good backup marked verify-failed."""
-    import yaml
 
     db, _ = app_db
     role = f"scratch_{db}"[:63]
@@ -572,16 +588,8 @@ def test_rows_hidden_by_forced_row_level_security_from_a_non_superuser_scratch_r
                "INSERT INTO tenant_notes SELECT g, 'acme' FROM generate_series(1, 50) g;"
                "ALTER TABLE tenant_notes ENABLE ROW LEVEL SECURITY; ALTER TABLE tenant_notes FORCE ROW LEVEL SECURITY;"
                "CREATE POLICY own_tenant ON tenant_notes USING (tenant = current_user)", db)
-    pg.execute(f'CREATE ROLE "{role}" LOGIN CREATEDB')
-    try:
-        cfg = backup_config(db, verify={"scratch_target": "scratch", "jobs": 1})
-        data = yaml.safe_load(cfg.read_text())
-        data["targets"]["scratch"] = {**pg.target("postgres"), "user": role}
-        cfg = make_config(data)
-        bid = _backup(cli, cfg)
-        r = cli(["--config", cfg, "run", "backup-verify", "--json"])
-    finally:
-        pg.execute(f'DROP ROLE "{role}"')
+    cfg, bid, r = _verify_as_createdb_role(cli, pg, role, backup_config(db, verify={"scratch_target": "scratch",
+                                                                                    "jobs": 1}), make_config)
     assert r.code == 0, r.output
     run = r.json()[0]
     assert run["status"] == "ok" and run["artifacts"][0]["tables"] == len(SMALL) + 1, run
@@ -596,20 +604,11 @@ def test_a_scratch_role_that_may_not_create_an_extension_of_the_dump_leaves_the_
     """The scratch role may create databases but is no superuser, and the dump holds an extension only a
     superuser may create (pg_stat_statements): pg_restore fails on the scratch server's setup, not on the
     backup — NOT CHECKED naming the error, the backup stays complete (streamed or fetched)."""
-    import yaml
 
     db, _ = app_db
     role = f"scratch_{db}"[:63]
-    pg.execute(f'CREATE ROLE "{role}" LOGIN CREATEDB')
-    try:
-        cfg = backup_config(db, verify={"scratch_target": "scratch", "jobs": jobs})
-        data = yaml.safe_load(cfg.read_text())
-        data["targets"]["scratch"] = {**pg.target("postgres"), "user": role}
-        cfg = make_config(data)
-        bid = _backup(cli, cfg)
-        r = cli(["--config", cfg, "run", "backup-verify", "--json"])
-    finally:
-        pg.execute(f'DROP ROLE "{role}"')
+    cfg, bid, r = _verify_as_createdb_role(cli, pg, role, backup_config(db, verify={"scratch_target": "scratch",
+                                                                                    "jobs": jobs}), make_config)
     assert r.code == 1, r.output
     run = r.json()[0]
     assert "NOT CHECKED" in run["summary"], run
