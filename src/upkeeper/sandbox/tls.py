@@ -32,24 +32,13 @@ def self_signed(directory: Path, name: str = "localhost", *, days: float = 90, h
     end = now + timedelta(days=days)
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name),
                          x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization)])
-    alt: list[x509.GeneralName] = []
-    for h in hosts or [name, "127.0.0.1"]:
-        try:
-            alt.append(x509.IPAddress(ipaddress.ip_address(h)))
-        except ValueError:
-            alt.append(x509.DNSName(h))
+    alt = _alt_names(hosts or [name, "127.0.0.1"])
     cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
             .serial_number(x509.random_serial_number()).not_valid_before(start).not_valid_after(end)
             .add_extension(x509.SubjectAlternativeName(alt), critical=False)
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
             .sign(key, hashes.SHA256()))
-    crt_path, key_path = directory / f"{stem}.crt", directory / f"{stem}.key"
-    crt_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    os.chmod(key_path, 0o600)
-    os.chmod(crt_path, 0o644)
-    return Certificate(crt_path, key_path, end)
+    return _write(directory, stem, cert, key, end)
 
 
 def issued(directory: Path, ca: Certificate, name: str, *, stem: str, hosts: list[str] | None = None,
@@ -64,12 +53,7 @@ def issued(directory: Path, ca: Certificate, name: str, *, stem: str, hosts: lis
     key = ec.generate_private_key(ec.SECP256R1())
     now = datetime.now(UTC)
     end = now + timedelta(days=days)
-    alt: list[x509.GeneralName] = []
-    for h in hosts or [name]:
-        try:
-            alt.append(x509.IPAddress(ipaddress.ip_address(h)))
-        except ValueError:
-            alt.append(x509.DNSName(h))
+    alt = _alt_names(hosts or [name])
     usage = x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH if client else x509.oid.ExtendedKeyUsageOID.SERVER_AUTH
     cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
             .issuer_name(ca_cert.subject).public_key(key.public_key())
@@ -81,6 +65,23 @@ def issued(directory: Path, ca: Certificate, name: str, *, stem: str, hosts: lis
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
             .sign(ca_key, hashes.SHA256()))
+    return _write(directory, stem, cert, key, end)
+
+
+def _alt_names(hosts: list[str]) -> list[x509.GeneralName]:
+    """Subject alternative names: an IP address entry for each address, a DNS name for the rest."""
+    alt: list[x509.GeneralName] = []
+    for h in hosts:
+        try:
+            alt.append(x509.IPAddress(ipaddress.ip_address(h)))
+        except ValueError:
+            alt.append(x509.DNSName(h))
+    return alt
+
+
+def _write(directory: Path, stem: str, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey, end: datetime
+           ) -> Certificate:
+    """``<stem>.crt`` (0644) and ``<stem>.key`` (0600, PKCS8 PEM, unencrypted) in ``directory``."""
     crt_path, key_path = directory / f"{stem}.crt", directory / f"{stem}.key"
     crt_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
