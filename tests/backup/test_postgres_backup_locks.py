@@ -74,6 +74,17 @@ class _DDL(threading.Thread):
                 done.set()
 
 
+def _backup_during(cli: Any, cfg: Path, ddl: _DDL) -> Any:
+    """Run db-backup while ``ddl`` waits for its mark and then runs its statement: the statement must neither
+    have been ended by the watchdog nor have waited 5 s (held up by the backup).  Returns the CLI result."""
+    ddl.start()
+    r = cli(["--config", cfg, "run", "db-backup", "--json"])
+    ddl.join(30)
+    assert not ddl.terminated and ddl.error is None, (ddl.error, r.output)
+    assert ddl.seconds is not None and ddl.seconds < 5, (ddl.seconds, r.output)
+    return r
+
+
 @pytest.mark.parametrize("fmt", ["custom", "directory"])
 def test_a_table_held_by_a_migration_fails_the_backup_naming_the_holder_and_the_next_run_works(
         cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], backup_config: Any, tmp_path: Path,
@@ -119,12 +130,7 @@ def test_a_migration_arriving_as_pg_dump_starts_neither_deadlocks_nor_blocks_the
     mark = tmp_path / "pg_dump-started"
     cfg = backup_config(db, options={"format": fmt},
                         target_extra={"bin_dir": str(_slow_start_pg_dump(tmp_path, pg, mark))})
-    ddl = _DDL(pg, db, mark, "ALTER TABLE reviews ADD COLUMN note text")
-    ddl.start()
-    r = cli(["--config", cfg, "run", "db-backup", "--json"])
-    ddl.join(30)
-    assert not ddl.terminated and ddl.error is None, (ddl.error, r.output)
-    assert ddl.seconds is not None and ddl.seconds < 5, ddl.seconds
+    r = _backup_during(cli, cfg, _DDL(pg, db, mark, "ALTER TABLE reviews ADD COLUMN note text"))
     assert r.code == 0 and r.json()[0]["status"] == "ok", r.output
     bid = r.json()[0]["artifacts"][0]["id"]
     show = cli(["--config", cfg, "backups", "show", bid, "--json"]).json()
@@ -143,11 +149,7 @@ def test_a_table_dropped_as_pg_dump_starts_fails_the_backup_clearly_without_bloc
     pg.execute("CREATE TABLE old_sessions AS SELECT g AS id FROM generate_series(1, 25) g", db)
     mark = tmp_path / "pg_dump-started"
     cfg = backup_config(db, target_extra={"bin_dir": str(_slow_start_pg_dump(tmp_path, pg, mark))})
-    ddl = _DDL(pg, db, mark, "DROP TABLE old_sessions")
-    ddl.start()
-    r = cli(["--config", cfg, "run", "db-backup", "--json"])
-    ddl.join(30)
-    assert not ddl.terminated and ddl.error is None and ddl.seconds is not None and ddl.seconds < 5, ddl.error
+    r = _backup_during(cli, cfg, _DDL(pg, db, mark, "DROP TABLE old_sessions"))
     assert r.code == 1, r.output
     run = r.json()[0]
     assert 'relation "public.old_sessions" does not exist' in run["summary"], run
@@ -166,11 +168,7 @@ def test_a_table_truncated_as_pg_dump_starts_fails_the_backup_naming_it(
     db, _ = app_db
     mark = tmp_path / "pg_dump-started"
     cfg = backup_config(db, target_extra={"bin_dir": str(_slow_start_pg_dump(tmp_path, pg, mark))})
-    ddl = _DDL(pg, db, mark, "TRUNCATE reviews")
-    ddl.start()
-    r = cli(["--config", cfg, "run", "db-backup", "--json"])
-    ddl.join(30)
-    assert not ddl.terminated and ddl.error is None and ddl.seconds is not None and ddl.seconds < 5, ddl.error
+    r = _backup_during(cli, cfg, _DDL(pg, db, mark, "TRUNCATE reviews"))
     assert r.code == 1, r.output
     run = r.json()[0]
     assert run["status"] == "fail" and "table public.reviews was truncated or rewritten" in run["summary"], run
@@ -298,11 +296,7 @@ def test_a_table_dropped_after_pg_dump_released_its_locks_and_before_the_counts_
     body = (f'out="{tmp_path}/held.dump"\n"{pg.bin}/pg_dump" "$@" > "$out"\nrc=$?\ntouch "{mark}"\nsleep 1.5\n'
             'cat "$out"\nrm -f "$out"\nexit $rc')
     cfg = backup_config(db, target_extra={"bin_dir": str(_wrapped_pg_dump(tmp_path, pg, body))})
-    ddl = _DDL(pg, db, mark, "DROP TABLE old_sessions")
-    ddl.start()
-    r = cli(["--config", cfg, "run", "db-backup", "--json"])
-    ddl.join(30)
-    assert not ddl.terminated and ddl.error is None and ddl.seconds is not None and ddl.seconds < 5, ddl.error
+    r = _backup_during(cli, cfg, _DDL(pg, db, mark, "DROP TABLE old_sessions"))
     assert r.code == 1, r.output
     run = r.json()[0]
     assert run["status"] == "fail" and "table public.old_sessions was dropped during the backup" in run["summary"]
