@@ -371,11 +371,7 @@ def test_a_verify_host_with_another_age_key_leaves_the_backup_unjudged(
                                text=True).stdout.strip()
     wrong = _reconfigure(cfg, make_config, {"recipients": [age_key.recipient], "identity_file": str(other)})
     r = cli(["--config", wrong, "run", "backup-verify", "--json"])
-    assert r.code == 1, r.output
-    run = r.json()[0]
-    assert "NOT CHECKED" in run["summary"], run
-    [finding] = run["findings"]
-    assert finding["check"] == "backup.verify_not_run", finding
+    finding = _not_checked(r)
     msg = finding["message"]
     assert str(other) in msg and other_pub in msg and age_key.recipient in msg, msg
     assert cli(["--config", wrong, "backups", "show", bid, "--json"]).json()["status"] == "complete"
@@ -399,11 +395,8 @@ def test_a_wrong_passphrase_leaves_the_backup_unjudged(
     bid = _backup(cli, cfg)
     bad = _reconfigure(cfg, make_config, {"passphrase_file": str(wrong)})
     r = cli(["--config", bad, "run", "backup-verify", "--json"])
-    assert r.code == 1, r.output
-    run = r.json()[0]
-    assert "NOT CHECKED" in run["summary"], run
-    [finding] = run["findings"]
-    assert finding["check"] == "backup.verify_not_run" and "passphrase" in finding["message"], finding
+    finding = _not_checked(r)
+    assert "passphrase" in finding["message"], finding
     assert "incorrect horse" not in r.output
     assert cli(["--config", bad, "backups", "show", bid, "--json"]).json()["status"] == "complete"
     assert _scratch_dbs(pg) == []
@@ -477,11 +470,7 @@ def test_a_pg_restore_older_than_the_backups_pg_dump_leaves_it_unjudged(
     m["postgres"]["pg_dump_version"] = "16.4"
     rewrite_manifest(cli, cfg, set_dir / "manifest.json", m)
     r = cli(["--config", cfg, "run", "backup-verify", "--json"])
-    assert r.code == 1, r.output
-    run = r.json()[0]
-    assert "NOT CHECKED" in run["summary"], run
-    [finding] = run["findings"]
-    assert finding["check"] == "backup.verify_not_run", finding
+    finding = _not_checked(r)
     assert "pg_dump 16.4" in finding["message"] and "pg_restore 15." in finding["message"], finding
     assert cli(["--config", cfg, "backups", "show", bid, "--json"]).json()["status"] == "complete"
     assert _scratch_dbs(pg) == []
@@ -507,11 +496,7 @@ def test_a_scratch_server_older_than_the_backups_source_leaves_it_unjudged(
     m["postgres"]["server_version"], m["postgres"]["server_version_num"] = "16.4", 160004
     rewrite_manifest(cli, cfg, mpath, m)
     r = cli(["--config", cfg, "run", "backup-verify", "--json"])
-    assert r.code == 1, r.output
-    run = r.json()[0]
-    assert "NOT CHECKED" in run["summary"], run
-    [finding] = run["findings"]
-    assert finding["check"] == "backup.verify_not_run", finding
+    finding = _not_checked(r)
     msg = finding["message"]
     assert "PostgreSQL 16.4" in msg and "PostgreSQL 15." in msg and "scratch_target" in msg, msg
     assert "PostgreSQL 16 or newer" in msg, msg
@@ -547,14 +532,20 @@ def test_a_scratch_role_that_may_not_create_databases_leaves_the_backup_unjudged
         r = cli(["--config", make_config(data, "verify-host.yaml"), "run", "backup-verify", "--json"])
     finally:
         pg.execute(f'DROP ROLE "{role}"')
+    finding = _not_checked(r)
+    assert "permission denied to create database" in finding["message"] and "CREATEDB" in finding["message"]
+    assert cli(["--config", cfg, "backups", "show", bid, "--json"]).json()["status"] == "complete"
+    assert _scratch_dbs(pg) == []
+
+
+def _not_checked(r: Any) -> dict[str, Any]:
+    """The one finding of a backup-verify run that could not judge its backup (NOT CHECKED, exit 1)."""
     assert r.code == 1, r.output
     run = r.json()[0]
     assert "NOT CHECKED" in run["summary"], run
     [finding] = run["findings"]
     assert finding["check"] == "backup.verify_not_run", finding
-    assert "permission denied to create database" in finding["message"] and "CREATEDB" in finding["message"]
-    assert cli(["--config", cfg, "backups", "show", bid, "--json"]).json()["status"] == "complete"
-    assert _scratch_dbs(pg) == []
+    return dict(finding)
 
 
 def _verify_as_createdb_role(cli: Any, pg: PostgresCluster, role: str, cfg: Path, make_config: Any
@@ -609,11 +600,7 @@ def test_a_scratch_role_that_may_not_create_an_extension_of_the_dump_leaves_the_
     role = f"scratch_{db}"[:63]
     cfg, bid, r = _verify_as_createdb_role(cli, pg, role, backup_config(db, verify={"scratch_target": "scratch",
                                                                                     "jobs": jobs}), make_config)
-    assert r.code == 1, r.output
-    run = r.json()[0]
-    assert "NOT CHECKED" in run["summary"], run
-    [finding] = run["findings"]
-    assert finding["check"] == "backup.verify_not_run", finding
+    finding = _not_checked(r)
     assert 'permission denied to create extension "pg_stat_statements"' in finding["message"], finding
     assert "scratch_target" in finding["message"], finding
     assert cli(["--config", cfg, "backups", "show", bid, "--json"]).json()["status"] == "complete"
