@@ -18,6 +18,17 @@ SMALL = {"users": 120, "listings": 80, "bookings": 300, "messages": 400, "review
          "audit_log": 400}
 
 
+def wrapped_pg_dump(tmp_path: Path, pg: PostgresCluster, body: str) -> Path:
+    """A bin_dir whose pg_dump runs the real one (--version passes through) and then misbehaves as ``body`` says:
+    fault injection around the real tool, for failures a healthy server will not produce on demand."""
+    d = tmp_path / "faultbin"
+    d.mkdir()
+    w = d / "pg_dump"
+    w.write_text(f'#!/bin/sh\ncase "$1" in --version) exec "{pg.bin}/pg_dump" "$@";; esac\n{body}\n')
+    w.chmod(0o755)
+    return d
+
+
 def standby_backup_config(primary: PostgresCluster, replica: PostgresCluster, name: str, backup_config: Any,
                           make_config: Any) -> Path:
     """Database ``name`` made and seeded on the primary, waited for on the replica (its WAL replayed), and a

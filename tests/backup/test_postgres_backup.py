@@ -13,7 +13,7 @@ import pytest
 
 from upkeeper.sandbox.postgres import PostgresCluster
 
-from .conftest import AgeKey
+from .conftest import AgeKey, wrapped_pg_dump
 
 
 def _sets(store: Path) -> list[Path]:
@@ -220,22 +220,11 @@ def test_row_counts_are_taken_in_the_dumps_snapshot(cli: Any, pg: PostgresCluste
     assert r.json()[0]["status"] == "ok", r.json()[0]  # every table's restored count equals the manifest's
 
 
-def _wrapped_pg_dump(tmp_path: Path, pg: PostgresCluster, body: str) -> Path:
-    """A bin_dir whose pg_dump runs the real one (--version passes through) and then misbehaves as ``body`` says:
-    fault injection around the real tool, for failures a healthy server will not produce on demand."""
-    d = tmp_path / "faultbin"
-    d.mkdir()
-    w = d / "pg_dump"
-    w.write_text(f'#!/bin/sh\ncase "$1" in --version) exec "{pg.bin}/pg_dump" "$@";; esac\n{body}\n')
-    w.chmod(0o755)
-    return d
-
-
 def test_pg_dump_error_on_stderr_with_exit_zero_fails_the_backup(
         cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], backup_config: Any,
         tmp_path: Path) -> None:
     db, _ = app_db
-    bin_dir = _wrapped_pg_dump(tmp_path, pg, f'"{pg.bin}/pg_dump" "$@"\necho "pg_dump: error: query failed: '
+    bin_dir = wrapped_pg_dump(tmp_path, pg, f'"{pg.bin}/pg_dump" "$@"\necho "pg_dump: error: query failed: '
                                              f'injected" >&2\nexit 0')
     cfg = backup_config(db, target_extra={"bin_dir": str(bin_dir)})
     r = cli(["--config", cfg, "run", "db-backup", "--json"])
@@ -250,7 +239,7 @@ def test_pg_dump_that_writes_nothing_fails_the_backup(
         cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], backup_config: Any,
         tmp_path: Path) -> None:
     db, _ = app_db
-    cfg = backup_config(db, target_extra={"bin_dir": str(_wrapped_pg_dump(tmp_path, pg, "exit 0"))})
+    cfg = backup_config(db, target_extra={"bin_dir": str(wrapped_pg_dump(tmp_path, pg, "exit 0"))})
     r = cli(["--config", cfg, "run", "db-backup", "--json"])
     assert r.code == 1, r.output
     run = r.json()[0]

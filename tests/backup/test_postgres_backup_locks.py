@@ -12,7 +12,7 @@ import pytest
 
 from upkeeper.sandbox.postgres import PostgresCluster
 
-from .conftest import standby_backup_config
+from .conftest import standby_backup_config, wrapped_pg_dump
 
 
 def _sets(store: Path) -> list[Path]:
@@ -175,15 +175,6 @@ def test_a_table_truncated_as_pg_dump_starts_fails_the_backup_naming_it(
     assert _sets(tmp_path / "store1") == [] and cli(["--config", cfg, "backups", "list", "--json"]).json() == []
 
 
-def _wrapped_pg_dump(tmp_path: Path, pg: PostgresCluster, body: str) -> Path:
-    d = tmp_path / "faultbin"
-    d.mkdir()
-    w = d / "pg_dump"
-    w.write_text(f'#!/bin/sh\ncase "$1" in --version) exec "{pg.bin}/pg_dump" "$@";; esac\n{body}\n')
-    w.chmod(0o755)
-    return d
-
-
 def test_pg_dump_cancelled_by_a_standby_replay_conflict_fails_with_the_settings_to_change(
         cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], backup_config: Any,
         tmp_path: Path) -> None:
@@ -193,7 +184,7 @@ def test_pg_dump_cancelled_by_a_standby_replay_conflict_fails_with_the_settings_
     body = ('echo "pg_dump: error: Dumping the contents of table \\"reviews\\" failed: PQgetResult() failed." >&2\n'
             'echo "pg_dump: detail: Error message from server: ERROR:  canceling statement due to conflict with '
             'recovery" >&2\nexit 1')
-    cfg = backup_config(db, target_extra={"bin_dir": str(_wrapped_pg_dump(tmp_path, pg, body))})
+    cfg = backup_config(db, target_extra={"bin_dir": str(wrapped_pg_dump(tmp_path, pg, body))})
     r = cli(["--config", cfg, "run", "db-backup", "--json"])
     assert r.code == 1, r.output
     run = r.json()[0]
@@ -255,7 +246,7 @@ def test_a_parallel_jobs_refused_lock_names_the_waiting_migration_and_what_it_wa
             'echo "This usually means that someone requested an ACCESS EXCLUSIVE lock on the table after the '
             'pg_dump parent process had gotten the initial ACCESS SHARE lock on the table." >&2\nexit 1')
     cfg = backup_config(db, options={"format": "directory", "jobs": 2},
-                        target_extra={"bin_dir": str(_wrapped_pg_dump(tmp_path, pg, body))})
+                        target_extra={"bin_dir": str(wrapped_pg_dump(tmp_path, pg, body))})
     reader = pg.connect(db, autocommit=False)
     reader.execute("SELECT count(*) FROM reviews")
     reader_pid = reader.info.backend_pid
@@ -295,7 +286,7 @@ def test_a_table_dropped_after_pg_dump_released_its_locks_and_before_the_counts_
     mark = tmp_path / "pg_dump-finished"
     body = (f'out="{tmp_path}/held.dump"\n"{pg.bin}/pg_dump" "$@" > "$out"\nrc=$?\ntouch "{mark}"\nsleep 1.5\n'
             'cat "$out"\nrm -f "$out"\nexit $rc')
-    cfg = backup_config(db, target_extra={"bin_dir": str(_wrapped_pg_dump(tmp_path, pg, body))})
+    cfg = backup_config(db, target_extra={"bin_dir": str(wrapped_pg_dump(tmp_path, pg, body))})
     r = _backup_during(cli, cfg, _DDL(pg, db, mark, "DROP TABLE old_sessions"))
     assert r.code == 1, r.output
     run = r.json()[0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,9 @@ def _day(day: int, busy: int, quiet: int = 2) -> str:
     return "".join(lines)
 
 
-def test_a_daily_peak_is_no_spike_but_a_peak_ten_times_higher_is(cli: Any, make_config: Any, tmp_path: Path) -> None:
+def _spike_job(cli: Any, make_config: Any, tmp_path: Path) -> tuple[Path, Callable[[], dict[str, Any]]]:
+    """An access log (empty yet) and a function running the logs.nginx job on it (spikes judged after 2 runs)
+    that returns the run's JSON."""
     log = tmp_path / "access.log"
     cfg = make_config({
         "targets": {"web": {"kind": "nginx", "access_log": str(log), "error_log": str(tmp_path / "error.log")}},
@@ -32,6 +35,12 @@ def test_a_daily_peak_is_no_spike_but_a_peak_ten_times_higher_is(cli: Any, make_
         assert r.code in (0, 1), r.output
         out: dict[str, Any] = r.json()[0]
         return out
+
+    return log, run
+
+
+def test_a_daily_peak_is_no_spike_but_a_peak_ten_times_higher_is(cli: Any, make_config: Any, tmp_path: Path) -> None:
+    log, run = _spike_job(cli, make_config, tmp_path)
 
     def spikes(r: dict[str, Any]) -> list[dict[str, Any]]:
         return [f for f in r["findings"] if f["check"] == "logs.nginx.traffic_spike"]
@@ -56,17 +65,10 @@ def test_a_line_dated_in_the_far_future_neither_erases_the_hourly_counts_nor_bre
     # a clock glitch or a forged line dated 2099: the hourly counts kept in the job's state were trimmed to
     # the 35 days before the newest hour seen, so that one line dropped every real hour, and every later run
     # failed with a KeyError on an hour it had just dropped
-    log = tmp_path / "access.log"
-    cfg = make_config({
-        "targets": {"web": {"kind": "nginx", "access_log": str(log), "error_log": str(tmp_path / "error.log")}},
-        "jobs": {"log-analysis": {"task": "logs.nginx", "target": "web", "options": {
-            "log_format": "combined_timed", "report_dir": str(tmp_path / "reports"), "spike_min_runs": 2}}},
-    })
+    log, run_ = _spike_job(cli, make_config, tmp_path)
 
     def run() -> dict[str, Any]:
-        r = cli(["--config", cfg, "run", "log-analysis", "--json"])
-        assert r.code in (0, 1), r.output
-        out: dict[str, Any] = r.json()[0]
+        out = run_()
         assert out["status"] in ("ok", "warn"), out
         return out
 
