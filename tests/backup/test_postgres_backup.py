@@ -11,6 +11,9 @@ from typing import Any
 
 import pytest
 
+from upkeeper.backup.sets import check_encryption
+from upkeeper.config.loader import load_text
+from upkeeper.errors import TaskError
 from upkeeper.sandbox.postgres import PostgresCluster
 
 from .conftest import AgeKey, wrapped_pg_dump
@@ -151,16 +154,40 @@ def test_a_bin_dir_without_pg_dump_is_an_error_not_a_fall_back_to_path(
     assert list((tmp_path / "store1").rglob("*")) == []
 
 
+@pytest.mark.parametrize("named_by", ["job", "backup.storages", "default"])
 def test_remote_storage_without_encryption_is_refused(cli: Any, app_db: tuple[str, dict[str, int]],
-                                                     backup_config: Any, tmp_path: Path) -> None:
+                                                     backup_config: Any, tmp_path: Path, named_by: str) -> None:
+    """A job sending backups unencrypted to remote storage (no backup.encryption, no explicit 'encryption: none')
+    is a config error that 'config check' reports at the job's storages, whichever way the job gets them — not
+    a run refused every night after the config was called fine."""
     db, _ = app_db
     sftp = {"kind": "sftp", "host": "127.0.0.1", "port": 2, "user": "x", "key_file": str(tmp_path / "k"),
             "path": "/backups"}
-    cfg = backup_config(db, encrypt=False, storages={"offsite": sftp})
+    local = {"kind": "local", "path": str(tmp_path / "store1"), "fsync": False}
+    options = {"storages": ["local1", "offsite"]} if named_by == "job" else None
+    backup = {"storages": ["offsite"]} if named_by == "backup.storages" else None
+    cfg = backup_config(db, encrypt=False, storages={"local1": local, "offsite": sftp}, options=options,
+                        backup=backup)
+    r = cli(["--config", cfg, "config", "check"])
+    assert r.code == 2, r.output
+    flat = " ".join(r.output.split())
+    assert "jobs -> db-backup -> options -> storages" in flat, r.output
+    assert "unencrypted to remote storage offsite" in flat and "encryption: none" in flat, r.output
+    assert "local1," not in flat  # only the remote one is named
     r = cli(["--config", cfg, "run", "db-backup", "--json"])
-    assert r.code == 1
-    run = r.json()[0]
-    assert "refusing to send unencrypted backups to remote storage offsite" in run["summary"]
+    assert r.code == 2 and "unencrypted to remote storage offsite" in " ".join(r.output.split()), r.output
+    assert list((tmp_path / "store1").rglob("*")) == []
+
+
+def test_the_run_time_guard_still_refuses_unencrypted_remote_storage(tmp_path: Path) -> None:
+    """Config load catches jobs; the pipeline still refuses on its own for any other way in."""
+    config = load_text(json.dumps({"storages": {"offsite": {
+        "kind": "sftp", "host": "127.0.0.1", "port": 2, "user": "x", "key_file": str(tmp_path / "k"),
+        "path": "/backups"}}}))
+    with pytest.raises(TaskError, match="refusing to send unencrypted backups to remote storage offsite"):
+        check_encryption(config, ["offsite"])
+    config.backup.encryption = "none"
+    assert check_encryption(config, ["offsite"]) is None
 
 
 def test_every_database_but_the_excluded_ones(cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]],

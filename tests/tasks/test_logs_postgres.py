@@ -61,6 +61,19 @@ def test_report_from_the_server_log(cli: Any, make_config: Any, logging_pg: tupl
     # and the logging collector may or may not have written the second run's before that run read the log
     again = run(cli, config(make_config, cluster, tmp_path))
     assert 1 <= again["metrics"]["statements"] <= 2 < done["statements"]
+    # an application that retries deadlocks and lives with some lock waits sets how many are usual
+    waits = m["lock_waits"]
+    within = run(cli, config(make_config, cluster, tmp_path, incremental=False, deadlocks_warn=1,
+                             lock_waits_warn=waits))
+    over = run(cli, config(make_config, cluster, tmp_path, incremental=False, deadlocks_warn=0,
+                           lock_waits_warn=waits - 1))
+    assert (within["metrics"]["deadlocks"], within["metrics"]["lock_waits"]) == (1, waits)
+    assert not {"logs.postgres.deadlocks", "logs.postgres.lock_waits"} & {f["check"] for f in within["findings"]}
+    over_checks = {f["check"]: f for f in over["findings"]}
+    assert (over_checks["logs.postgres.deadlocks"]["value"], over_checks["logs.postgres.deadlocks"]["threshold"]) \
+        == (1, 0)
+    assert (over_checks["logs.postgres.lock_waits"]["value"], over_checks["logs.postgres.lock_waits"]["threshold"]) \
+        == (waits, waits - 1)
 
 
 def test_slow_queries_against_the_objective(cli: Any, make_config: Any, services_dir: Path, tmp_path: Path) -> None:

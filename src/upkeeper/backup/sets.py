@@ -53,17 +53,26 @@ def close_storages(storages: Sequence[Storage]) -> None:
             s.close()
 
 
+UNENCRYPTED_REMOTE_HINT = ("Try: set backup -> encryption -> recipients (age public keys from 'age-keygen'), "
+                           "or write 'encryption: none' under 'backup' to accept unencrypted copies")
+
+
+def unencrypted_remote(config: Config, names: Sequence[str]) -> list[str]:
+    """The remote (non-local) storages among ``names`` that backups would reach unencrypted because
+    ``backup.encryption`` is not configured at all (``encryption: none`` written out accepts that)."""
+    if config.backup.encryption is not None:
+        return []
+    return [n for n in names if n in config.storages and config.storages[n].kind != "local"]
+
+
 def check_encryption(config: Config, names: Sequence[str]) -> Encryption | None:
-    """age settings for the pipeline; refuse remote storage without encryption unless ``encryption: none``."""
-    settings = config.backup
-    enc = encryption_from(settings)
-    if enc is None and not settings.unencrypted_explicit:
-        remote = [n for n in names if config.storages[n].kind != "local"]
-        if remote:
-            raise TaskError(
-                f"refusing to send unencrypted backups to remote storage {', '.join(remote)}",
-                "Try: set backup -> encryption -> recipients (age public keys from 'age-keygen'), "
-                "or write 'encryption: none' under 'backup' to accept unencrypted copies", permanent=True)
+    """age settings for the pipeline; refuse remote storage without encryption unless ``encryption: none``.
+    Config load already refuses such jobs (``config_problems``); this guards every other way in."""
+    enc = encryption_from(config.backup)
+    remote = unencrypted_remote(config, names) if enc is None else []
+    if remote:
+        raise TaskError(f"refusing to send unencrypted backups to remote storage {', '.join(remote)}",
+                        UNENCRYPTED_REMOTE_HINT, permanent=True)
     return enc
 
 

@@ -9,7 +9,7 @@ from typing import Any
 from upkeeper.backup.catalog import catalog_for
 from upkeeper.backup.manifest import Manifest
 from upkeeper.backup.prune import SeriesReport, clean_leftovers, prune_series
-from upkeeper.backup.sets import BackupEnv, open_env
+from upkeeper.backup.sets import UNENCRYPTED_REMOTE_HINT, BackupEnv, open_env, unencrypted_remote
 from upkeeper.config.backup import RetentionPolicy
 from upkeeper.config.storage import unknown_storages
 from upkeeper.core.task import Finding, Result, Severity, TaskContext
@@ -21,6 +21,22 @@ def storage_problems(option: str, names: list[str] | None, config: Any) -> list[
     """``config_problems`` entries for the names in a job's ``option`` that are not entries under ``storages:``
     (every run would fail on them)."""
     return [(option, message, hint) for _, message, hint in unknown_storages(names, config.storages)]
+
+
+def write_storage_problems(names: list[str] | None, config: Any) -> list[tuple[str, str, str]]:
+    """``config_problems`` entries for the ``storages`` option of a job that writes backups: unknown names,
+    and remote storages the backups would reach unencrypted (refused unless ``encryption: none`` is written
+    out; every run would fail on them)."""
+    problems = storage_problems("storages", names, config)
+    wanted = names or config.backup.storages or list(config.storages)
+    remote = unencrypted_remote(config, wanted)
+    if remote:
+        origin = ("" if names else " (from backup -> storages)" if config.backup.storages
+                  else " (every storage under 'storages', as neither the job nor backup -> storages names them)")
+        problems.append(("storages", f"backups would go unencrypted to remote storage {', '.join(remote)}"
+                         f"{origin}, and backup.encryption is not configured: every run would be refused",
+                         UNENCRYPTED_REMOTE_HINT))
+    return problems
 
 
 def env_for(ctx: TaskContext, storages: list[str] | None) -> BackupEnv:

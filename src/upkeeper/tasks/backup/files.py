@@ -23,7 +23,13 @@ from upkeeper.config.targets import AppTarget
 from upkeeper.core.task import Finding, Result, Severity, Task, TaskContext, TaskOptions, task
 from upkeeper.errors import BackupError, TaskError
 from upkeeper.fmt import human_bytes
-from upkeeper.tasks.backup._common import Outcome, apply_retention, env_for, object_name, storage_problems
+from upkeeper.tasks.backup._common import (
+    Outcome,
+    apply_retention,
+    env_for,
+    object_name,
+    write_storage_problems,
+)
 
 #: Named configuration sets.  Source: where Debian's nginx, PM2 and systemd keep their configuration.
 PRESETS: dict[str, list[str]] = {
@@ -87,7 +93,7 @@ class FilesBackup(Task[FilesBackupOptions]):
     def config_problems(cls, options: Any, config: Any) -> list[tuple[str, str, str]]:
         if not isinstance(options, FilesBackupOptions):
             return []
-        problems = storage_problems("storages", options.storages, config)
+        problems = write_storage_problems(options.storages, config)
         if options.secret_paths and config.backup.encryption_settings() is None:
             how = "'none'" if config.backup.unencrypted_explicit else "not configured"
             problems.append(("secret_paths", f"secret_paths are always stored encrypted, but backup.encryption is "

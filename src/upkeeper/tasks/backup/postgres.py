@@ -29,7 +29,13 @@ from upkeeper.core import proc
 from upkeeper.core.task import Finding, Result, Severity, Task, TaskContext, TaskOptions, task
 from upkeeper.errors import BackupError, TaskError
 from upkeeper.fmt import human_bytes, human_duration
-from upkeeper.tasks.backup._common import Outcome, apply_retention, env_for, object_name, storage_problems
+from upkeeper.tasks.backup._common import (
+    Outcome,
+    apply_retention,
+    env_for,
+    object_name,
+    write_storage_problems,
+)
 
 if TYPE_CHECKING:
     import psycopg
@@ -108,7 +114,7 @@ class PostgresBackup(Task[PostgresBackupOptions]):
 
     @classmethod
     def config_problems(cls, options: Any, config: Any) -> list[tuple[str, str, str]]:
-        return storage_problems("storages", options.storages, config) if isinstance(options, PostgresBackupOptions) else []
+        return write_storage_problems(options.storages, config) if isinstance(options, PostgresBackupOptions) else []
 
     def run(self, ctx: TaskContext, options: PostgresBackupOptions) -> Result:
         target = ctx.require_target()

@@ -24,7 +24,13 @@ from upkeeper.core import proc
 from upkeeper.core.task import Result, Task, TaskContext, TaskOptions, task
 from upkeeper.errors import BackupError, TaskError
 from upkeeper.fmt import human_bytes
-from upkeeper.tasks.backup._common import Outcome, apply_retention, env_for, object_name, storage_problems
+from upkeeper.tasks.backup._common import (
+    Outcome,
+    apply_retention,
+    env_for,
+    object_name,
+    write_storage_problems,
+)
 from upkeeper.tasks.redis._conn import cli_args, client_for, connection_error
 
 SET_NAME = "rdb"
@@ -140,7 +146,7 @@ class RedisBackup(Task[RedisBackupOptions]):
 
     @classmethod
     def config_problems(cls, options: Any, config: Any) -> list[tuple[str, str, str]]:
-        return storage_problems("storages", options.storages, config) if isinstance(options, RedisBackupOptions) else []
+        return write_storage_problems(options.storages, config) if isinstance(options, RedisBackupOptions) else []
 
     def run(self, ctx: TaskContext, options: RedisBackupOptions) -> Result:
         target = ctx.require_target()

@@ -72,6 +72,14 @@ class PostgresLogsOptions(TaskOptions):
     slow_query_mean_ms: float = Field(
         100, gt=0, description="report queries whose mean duration exceeds this (the top ones by total time). "
                 "Source: upkeeper default (the value of the 100 ms query objective)")
+    deadlocks_warn: int = Field(
+        0, ge=0, description="warn when the lines a run read hold more than this many deadlocks (SQLSTATE "
+        "40P01, 'deadlock detected'); raise it when the application retries the aborted transactions and a "
+        "few a day are known. Source: upkeeper default (any deadlock: PostgreSQL aborted a transaction)")
+    lock_waits_warn: int = Field(
+        0, ge=0, description="warn when the lines a run read hold more than this many lock waits longer than "
+        "deadlock_timeout (the server's 'still waiting for … Lock' lines, logged with log_lock_waits = on). "
+        "Source: upkeeper default (any such wait, as pgBadger lists every one)")
     lock_failures_warn: int = Field(
         0, ge=0, description="warn when more than this many statements of the lines a run read failed for a "
         "lock they could not get (SQLSTATE 55P03: lock_timeout expired, or NOWAIT); raise it when the "
@@ -306,19 +314,19 @@ class PostgresLogs(Task[PostgresLogsOptions]):
     def _locks(o: PostgresLogsOptions, rep: dict[str, Any], server: dict[str, str], path: str) -> list[Finding]:
         out = []
         dl = rep["deadlocks"]
-        if dl["count"]:
+        if dl["count"] > o.deadlocks_warn:
             out.append(Finding("logs.postgres.deadlocks", Severity.WARNING, path,
                                f"{dl['count']} deadlock(s): " + (dl["details"][0].replace("\n", " ")[:300]
                                                                  if dl["details"] else ""),
                                "make transactions take row locks in the same order (e.g. ORDER BY id FOR UPDATE)",
-                               value=dl["count"]))
+                               value=dl["count"], threshold=o.deadlocks_warn))
         lk = rep["locks"]
-        if lk["waits"]:
+        if lk["waits"] > o.lock_waits_warn:
             out.append(Finding("logs.postgres.lock_waits", Severity.WARNING, path,
                                f"{lk['waits']} lock wait(s) longer than deadlock_timeout, longest {lk['max_wait_ms']:.0f} "
                                f"ms; mostly {', '.join(list(lk['types'])[:3])}",
                                "shorten the transactions that hold these locks; look at the waiting queries",
-                               value=lk["waits"], data={"queries": lk["queries"][:5]}))
+                               value=lk["waits"], threshold=o.lock_waits_warn, data={"queries": lk["queries"][:5]}))
         if lk["failures"] > o.lock_failures_warn:
             q = lk["failed_queries"]
             out.append(Finding("logs.postgres.lock_failures", Severity.WARNING, path,
