@@ -26,11 +26,12 @@ def _config(make_config: Any, tmp_path: Path, server: RedisServer, age_key: AgeK
 
 
 def _backed_up(cli: Any, make_config: Any, tmp_path: Path, server: RedisServer, age_key: AgeKey, *,
-               keys: int) -> tuple[Path, str]:
-    """``keys`` keys in ``server``, backed up over the network: the config and the backup's id."""
+               keys: int, long_values: bool = False) -> tuple[Path, str]:
+    """``keys`` keys in ``server`` (values of ~25 bytes with ``long_values``, else "v"), backed up over the
+    network: the config and the backup's id."""
     c = server.client()
     for i in range(keys):
-        c.set(f"k:{i}", "v")
+        c.set(f"k:{i}", f"value-{i}" * 3 if long_values else "v")
     cfg = _config(make_config, tmp_path, server, age_key, "network")
     r = cli(["--config", cfg, "run", "cache-backup", "--json"])
     assert r.code == 0, r.output
@@ -292,12 +293,7 @@ def test_a_damaged_rdb_is_named_by_its_error_not_by_redis_check_rdbs_counters(
         cli: Any, make_config: Any, tmp_path: Path, redis_clean: RedisServer, age_key: AgeKey) -> None:
     """An RDB that redis-check-rdb rejects (here: cut short, as stored by an older upkeeper) fails verification
     with redis-check-rdb's error ("Unexpected EOF ..."), not its closing counters ("[info] 0 expires")."""
-    c = redis_clean.client()
-    for i in range(300):
-        c.set(f"k:{i}", f"value-{i}" * 3)
-    cfg = _config(make_config, tmp_path, redis_clean, age_key, "network")
-    r = cli(["--config", cfg, "run", "cache-backup", "--json"])
-    assert r.code == 0, r.output
+    cfg, _ = _backed_up(cli, make_config, tmp_path, redis_clean, age_key, keys=300, long_values=True)
     _rewrite_rdb(cli, cfg, tmp_path / "store", age_key, lambda rdb: rdb[: len(rdb) // 2])
     run = cli(["--config", cfg, "run", "cache-verify", "--json"]).json()[0]
     [f] = run["findings"]
@@ -330,13 +326,7 @@ def test_restore_replaces_a_file_only_with_a_checked_rdb(cli: Any, make_config: 
                                                          redis_clean: RedisServer, age_key: AgeKey) -> None:
     """A stored RDB that redis-check-rdb rejects (its object intact: checksums agree) never replaces the file at
     --to, even with --force: the error names redis-check-rdb's finding, and nothing is left beside the file."""
-    c = redis_clean.client()
-    for i in range(300):
-        c.set(f"k:{i}", f"value-{i}" * 3)
-    cfg = _config(make_config, tmp_path, redis_clean, age_key, "network")
-    r = cli(["--config", cfg, "run", "cache-backup", "--json"])
-    assert r.code == 0, r.output
-    bid = r.json()[0]["artifacts"][0]["id"]
+    cfg, bid = _backed_up(cli, make_config, tmp_path, redis_clean, age_key, keys=300, long_values=True)
     _rewrite_rdb(cli, cfg, tmp_path / "store", age_key, lambda rdb: rdb[: len(rdb) // 2])
     live = tmp_path / "redis-dir" / "dump.rdb"
     live.parent.mkdir()
