@@ -180,6 +180,13 @@ class Catalog:
         with self.history.session() as s:
             s.execute(delete(BackupRow).where(BackupRow.id == backup_id))
 
+    def add_storage(self, backup_id: str, storage: str) -> None:
+        """A storage holds this set now too (``backups copy``)."""
+        with self.history.session() as s:
+            row = s.get(BackupRow, backup_id)
+            if row is not None:
+                row.storages = sorted(set(row.storages or []) | {storage})
+
     def remove_storage(self, backup_id: str, storage: str) -> None:
         """A storage lost this set; the row goes when no storage holds it any more."""
         with self.history.session() as s:

@@ -366,7 +366,7 @@ def read_object(
         finally:
             if age is not None:
                 age.close()
-    _check_digest(record, sha.hexdigest(), size)
+    check_digest(record, sha.hexdigest(), size)
     if failure:
         raise failure[0]
     if isinstance(decoder, zstandard.ZstdDecompressionWriter):
@@ -382,7 +382,7 @@ def _decryption_failed(name: str, detail: str) -> BackupError:
     return BackupError(f"object {name}: decryption failed: {detail}")
 
 
-def _check_digest(record: ObjectRecord, digest: str, size: int) -> None:
+def check_digest(record: ObjectRecord, digest: str, size: int) -> None:
     if size != record.size:
         raise ChecksumMismatch(record.name, f"size {size} bytes, manifest says {record.size}")
     if digest != record.sha256:

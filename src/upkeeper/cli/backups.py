@@ -1,4 +1,4 @@
-"""``upkeeper backups list|show|verify|restore|prune|sync``: the backup catalog and what to do with it."""
+"""``upkeeper backups list|show|verify|restore|copy|prune|sync``: the backup catalog and what to do with it."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from rich.table import Table
 from upkeeper import lazy
 from upkeeper.backup import pg
 from upkeeper.backup.catalog import STATUSES, BackupRow, Catalog
+from upkeeper.backup.copy import COPIED, FAILED, PRESENT, REPAIRED, CopyReport, copy_set
 from upkeeper.backup.manifest import Manifest, safe_component
 from upkeeper.backup.pipeline import fault_pause
 from upkeeper.backup.prune import SeriesReport, clean_leftovers, index_sets, prune_series
@@ -57,7 +58,7 @@ if TYPE_CHECKING:
 else:
     psycopg = lazy.module("psycopg")
 
-backups_app = typer.Typer(help="Backups: list, show, verify, restore, prune, sync (the catalog).",
+backups_app = typer.Typer(help="Backups: list, show, verify, restore, copy, prune, sync (the catalog).",
                           no_args_is_help=True)
 app.add_typer(backups_app, name="backups")
 
@@ -761,6 +762,130 @@ def _take_ownership_of(path: Path, like: Path | None) -> None:
         return
     owner = ref if ref is not None else path.parent.stat()
     os.chown(path, owner.st_uid, owner.st_gid)
+
+
+@backups_app.command("copy")
+def copy_cmd(
+    backup_ids: list[str] = typer.Argument(None, help="backup ids (unique prefixes are enough); or --target / --all",
+                                           show_default=False),
+    to: str = typer.Option(..., "--to", help="the storage to copy to (a name under 'storages:')"),
+    target: str | None = typer.Option(None, "--target", "-t", help="every backup of this target"),
+    all_: bool = typer.Option(False, "--all", help="every backup in the catalog"),
+    from_: str | None = typer.Option(None, "--from", help="read only from this storage (default: any storage the "
+                                     "catalog says holds the backup, the next one when a copy there is damaged)"),
+    dry_run: bool = typer.Option(False, "--dry-run", "-n", help="only say what would be copied (reads, never "
+                                 "writes)"),
+    as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+) -> None:
+    """Copy complete backups to another storage, as they are stored (encrypted objects stay encrypted).
+
+    Each object streams from a storage holding the backup, its size and SHA-256 checked against the manifest;
+    manifest.json is written last, so an interrupted copy is never listed on --to.  A backup already complete
+    there (the same manifest, every object intact) is skipped.  Exit code 1 when any backup failed."""
+    config = _env.config()
+    catalog = _catalog()
+    rows = _copy_selection(config, catalog, backup_ids or [], target, all_)
+    names = sorted(config.storages)
+    for flag, name in (("--to", to), ("--from", from_)):
+        if name is not None and name not in config.storages:
+            raise UsageError(f"{flag} {name!r} is not a storage in the config", "Try: one of " + (", ".join(names) or
+                             "(none defined under 'storages')"))
+    if from_ == to:
+        raise UsageError(f"--from and --to are both {to!r}", "Try: --to another storage")
+    sources = {r.id: _copy_sources(config, r, to, from_) for r in rows}
+    storages = _open(config, sorted({to, *(n for ss in sources.values() for n in ss)}))
+    by_name = {s.name: s for s in storages}
+    reports: list[CopyReport] = []
+    try:
+        with _sigterm_unwinds():  # a stopped copy removes what it wrote, as after Ctrl-C
+            for r in rows:
+                with console.status(f"{'checking' if dry_run else 'copying'} {r.id} to {to}…") as st:
+
+                    def progress(msg: str, st: Any = st, bid: str = r.id) -> None:
+                        st.update(f"{bid} → {to}: {msg}")
+
+                    rep = copy_set([by_name[n] for n in sources[r.id]], by_name[to], r.target, r.database, r.id,
+                                   recorded_sha256=r.manifest_sha256,
+                                   allow_unencrypted_remote=config.backup.unencrypted_explicit, dry_run=dry_run,
+                                   progress=progress)
+                if rep.action in (COPIED, PRESENT, REPAIRED):
+                    catalog.add_storage(r.id, to)
+                reports.append(rep)
+                if not as_json:
+                    _print_copy(rep)
+    finally:
+        close_storages(storages)
+    written = [rep for rep in reports if rep.action in (COPIED, REPAIRED)]
+    if written:
+        _env.history().audit("cli", "backup.copy", details={"to": to, "backups": [rep.id for rep in written],
+                                                            "bytes": sum(rep.bytes for rep in written)})
+    if as_json:
+        print_json([rep.to_dict() for rep in reports])
+    else:
+        counts: dict[str, int] = {}
+        for rep in reports:
+            counts[rep.action] = counts.get(rep.action, 0) + 1
+        console.print(f"{len(reports)} backup(s) → {to}: " + ", ".join(f"{n} {a}" for a, n in counts.items())
+                      + (f"; {human_bytes(sum(rep.bytes for rep in written))} written" if written else ""),
+                      highlight=False, markup=False)
+    raise typer.Exit(1 if any(rep.action == FAILED for rep in reports) else 0)
+
+
+def _copy_selection(config: Config, catalog: Catalog, ids: list[str], target: str | None,
+                    all_: bool) -> list[BackupRow]:
+    """The backups to copy: the ids given, else every backup of --target, else (--all) every one, newest first.
+    Nothing is copied without saying which: a bare 'copy --to X' could start a transfer of every backup."""
+    if ids and (target or all_):
+        raise UsageError("give backup ids, or --target / --all, not both",
+                         "Try: 'upkeeper backups copy ID… --to NAME', or 'upkeeper backups copy --all --to NAME'")
+    if ids:
+        return list({r.id: r for r in (_one(catalog, i) for i in ids)}.values())
+    if not (target or all_):
+        raise UsageError("which backups? give backup ids, --target T, or --all",
+                         "Try: 'upkeeper backups list' for the ids; 'upkeeper backups copy --all --to NAME'")
+    _check_target(config, target)
+    rows = catalog.list(target=target)
+    if not rows:
+        raise UsageError("no backups in the catalog" + (f" for target {target!r}" if target else ""),
+                         "Try: 'upkeeper backups sync' to read the storages first")
+    # rows only on storages this config does not have (another config's, or one removed) cannot be read here
+    elsewhere = [r for r in rows if not set(r.storages or []) & set(config.storages)]
+    if elsewhere:
+        names = sorted(set().union(*(r.storages or [] for r in elsewhere)))
+        err_console.print(f"{len(elsewhere)} backup(s) in the catalog are only on storages not in this config "
+                          f"({', '.join(names) or 'none'}): not copied", highlight=False, markup=False)
+    return [r for r in rows if r not in elsewhere]
+
+
+def _copy_sources(config: Config, row: BackupRow, to: str, from_: str | None) -> list[str]:
+    """Where to read a backup: --from, else the configured storages the catalog says hold it (else every other
+    configured storage: the catalog may not know yet).  Only on --to: read there, to check it."""
+    if from_:
+        return [from_]
+    held = [n for n in (row.storages or []) if n in config.storages and n != to]
+    if held:
+        return held
+    if to in (row.storages or []):
+        return [to]
+    return [n for n in sorted(config.storages) if n != to]
+
+
+def _print_copy(rep: CopyReport) -> None:
+    label = {COPIED: "[green]copied[/green]", PRESENT: "[cyan]already there[/cyan]",
+             REPAIRED: "[yellow]repaired[/yellow]", FAILED: "[bold red]FAILED[/bold red]"}.get(rep.action, rep.action)
+    what = f"{escape(rep.id)} ({escape(rep.target)}/{escape(rep.database)})"
+    detail = ""
+    if rep.action == FAILED:
+        detail = f": {escape(rep.error or '')}"
+    elif rep.bytes:
+        detail = f": {human_bytes(rep.bytes)}" + (f" from {escape(rep.source or '')}" if rep.source else "")
+    if rep.reused and rep.action == COPIED:
+        detail += f" ({rep.reused} object(s) a stopped copy left, checked and kept)"
+    console.print(f"{label} {what}{detail}", highlight=False)
+    for note in rep.notes:
+        console.print(f"  {escape(note)}", highlight=False)
+    if rep.action == FAILED and rep.hint:
+        err_console.print(f"  {escape(rep.hint)}", highlight=False)
 
 
 def policy_for(setup: Setup, target: str, database: str, kind: str) -> tuple[RetentionPolicy, str]:
