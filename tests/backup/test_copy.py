@@ -259,16 +259,10 @@ def _wait_for(cond: Callable[[], bool], what: str, timeout: float = 60) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
-@pytest.mark.parametrize(("point", "sig"), [("during-upload", signal.SIGKILL), ("before-manifest", signal.SIGKILL),
-                                            ("before-manifest", signal.SIGTERM)])
-def test_a_killed_copy_lists_no_partial_backup_there_and_the_next_copy_completes(
-        cli: Any, make_config: Any, tmp_path: Path, age_key: AgeKey, dest: Dest, point: str,
-        sig: signal.Signals) -> None:
-    if dest.kind == "local" and point == "during-upload":
-        pytest.skip("covered on the remote storages")
-    cfg = _config(make_config, tmp_path, age_key, dest)
-    bid = _backup(cli, cfg)
+def _stopped_copy(cfg: Path, tmp_path: Path, point: str, sig: signal.Signals) -> str:
+    """``backups copy --all --to offsite`` in a child process, sent ``sig`` at ``point``; its stderr."""
     mark = tmp_path / "at-fault-point"
+    mark.unlink(missing_ok=True)
     env = {**os.environ, "UPKEEPER_FAULT_PAUSE": f"{point}:60", "UPKEEPER_FAULT_MARK": str(mark),
            "PYTHONPATH": os.pathsep.join(sys.path)}
     p = subprocess.Popen([sys.executable, "-m", "upkeeper", "--config", str(cfg), "backups", "copy", "--all",
@@ -282,6 +276,19 @@ def test_a_killed_copy_lists_no_partial_backup_there_and_the_next_copy_completes
         if p.poll() is None:
             p.kill()
     assert p.returncode != 0
+    return err.decode()
+
+
+@pytest.mark.parametrize(("point", "sig"), [("during-upload", signal.SIGKILL), ("before-manifest", signal.SIGKILL),
+                                            ("before-manifest", signal.SIGTERM)])
+def test_a_killed_copy_lists_no_partial_backup_there_and_the_next_copy_completes(
+        cli: Any, make_config: Any, tmp_path: Path, age_key: AgeKey, dest: Dest, point: str,
+        sig: signal.Signals) -> None:
+    if dest.kind == "local" and point == "during-upload":
+        pytest.skip("covered on the remote storages")
+    cfg = _config(make_config, tmp_path, age_key, dest)
+    bid = _backup(cli, cfg)
+    err = _stopped_copy(cfg, tmp_path, point, sig)
     assert not any(k.endswith("manifest.json") for k in dest.residue())
     if sig == signal.SIGTERM:  # stopped, not killed: it removed what it wrote
         assert [k for k in dest.residue() if not k.startswith("upload:")] == [], err
@@ -424,3 +431,22 @@ def test_copy_all_leaves_out_backups_only_on_storages_this_config_lacks(cli: Any
     r = cli(["--config", other, "backups", "copy", bid, "--to", "offsite", "--json"])  # asked for by id: tried
     assert r.code == 1 and "no storage holds a readable copy" in r.json()[0]["error"], r.output
     assert _files_under(root) == []
+
+
+def test_prune_removes_a_killed_copy_from_the_destination_only(cli: Any, make_config: Any, tmp_path: Path,
+                                                               age_key: AgeKey) -> None:
+    root = tmp_path / "dest"
+    root.mkdir()
+    d = Dest("local", {"kind": "local", "path": str(root), "fsync": False}, lambda: _files_under(root))
+    cfg = _config(make_config, tmp_path, age_key, d, backup={"incomplete_after": "1s"})
+    bid = _backup(cli, cfg)
+    _stopped_copy(cfg, tmp_path, "before-manifest", signal.SIGKILL)
+    assert len(_files_under(root)) == 2 and not list(root.rglob("manifest.json"))  # the objects, no manifest
+    time.sleep(1.5)
+    r = cli(["--config", cfg, "backups", "prune", "--json"])
+    assert r.code == 0, r.output
+    assert [x["incomplete_deleted"] for x in r.json()] == [[bid]]
+    assert _files_under(root) == []  # the leftover copy is gone from the destination …
+    assert len(list((tmp_path / "store1").rglob("manifest.json"))) == 1  # … the backup stays where it is whole
+    assert [(x["id"], x["storages"]) for x in cli(["--config", cfg, "backups", "list", "--json"]).json()] == \
+        [(bid, ["local1"])]
