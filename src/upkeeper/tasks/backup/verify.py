@@ -26,8 +26,9 @@ class BackupVerifyOptions(TaskOptions):
             "Source: upkeeper (not set by default)")
     storage: str | None = Field(None, description="storage to read from (default: the first that holds the set). "
             "Source: upkeeper (not set by default)")
-    restore: bool = Field(True, description="restore into a scratch database (PostgreSQL); off: checksums, "
-                          "decryption, decompression and pg_restore --list only. Source: upkeeper default")
+    restore: bool = Field(True, description="restore into a scratch database (PostgreSQL), or load the RDB into a "
+                          "throw-away redis-server (Redis); off: checksums, decryption, decompression and "
+                          "pg_restore --list (redis-check-rdb) only. Source: upkeeper default")
     scratch_target: str | None = Field(
         None, description="postgres target to restore into as upkeeper_verify_<id> (default: the backed-up server); "
                 "it must run the backed-up server's PostgreSQL major version or a newer one, else the verify does "
@@ -41,6 +42,9 @@ class BackupVerifyOptions(TaskOptions):
                               "Source: upkeeper (not set by default)")
     amcheck: bool = Field(False, description="run amcheck's bt_index_check on every B-tree index of the restore. "
             "Source: upkeeper default")
+    redis_checks: list[str] = Field(default_factory=list, description="Redis backups: commands run in order on "
+            "one connection to the test-restored data; each must reply true (non-zero, non-empty, OK), e.g. "
+            "'EXISTS config:site', or 'SELECT 3' then 'DBSIZE'. Source: upkeeper (not set by default)")
 
 
 @task
@@ -132,7 +136,8 @@ class BackupVerify(Task[BackupVerifyOptions]):
                                 f"{', '.join(s.name for s in storages)}",
                                 "Try: run the backup job first ('upkeeper run db-backup')")
             vopts = VerifyOptions(restore=options.restore, scratch=scratch, jobs=options.jobs,
-                                  checks=options.checks, amcheck=options.amcheck)
+                                  checks=options.checks, amcheck=options.amcheck,
+                                  redis_checks=options.redis_checks)
             reports: list[VerifyReport] = []
             findings: list[Finding] = []
             for db, bid, _kind in sorted(candidates):
