@@ -626,3 +626,24 @@ def test_verify_without_redis_server_says_the_backup_was_not_test_restored(
     [art] = run["artifacts"]
     assert art["test_restored"] is False, art
     assert any(s.startswith("not test-restored: no redis-server") for s in art["steps"]), art
+
+
+def test_verify_test_restores_a_server_with_more_than_16_databases(
+        cli: Any, make_config: Any, tmp_path: Path, age_key: AgeKey) -> None:
+    """A Redis configured with `databases 32` and data in db 20: the scratch server gets enough databases (a
+    default one exits: "Data file was created with a Redis server configured to handle more than 16
+    databases"), so the backup verifies."""
+    srv = RedisServer(tmp_path / "srv", extra_args=["--databases", "32"])
+    srv.base.mkdir(parents=True)
+    srv.start()
+    try:
+        srv.client(db=20).set("high", "v")
+        srv.client().set("low", "v")
+        cfg = _config(make_config, tmp_path, srv, age_key, "network")
+        assert cli(["--config", cfg, "run", "cache-backup", "--json"]).code == 0
+        run = cli(["--config", cfg, "run", "cache-verify", "--json"]).json()[0]
+        assert run["status"] == "ok", run
+        [art] = run["artifacts"]
+        assert art["test_restored"] is True and art["keys_loaded"] == 2, art
+    finally:
+        srv.stop()

@@ -92,6 +92,7 @@ def load_rdb(binary: str, rdb: Path, databases: int, timeout: float = 3600.0) ->
     with the error from its log, or :class:`SetupError` when it cannot read the RDB's format version."""
     work = rdb.parent
     log_path = work / "redis-server.log"
+    log_path.unlink(missing_ok=True)  # its lines explain a failed load: only this server's
     with _socket_dir(work) as sock_dir:
         sock = str(Path(sock_dir) / "redis.sock")
         argv = [binary, "--port", "0", "--unixsocket", sock, "--unixsocketperm", "700", "--save", "",

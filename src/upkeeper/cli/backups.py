@@ -751,7 +751,8 @@ def _restore_redis(fetcher: Fetcher, row: BackupRow, to: Path) -> dict[str, Any]
 #: how to load a restored RDB, printed after ``backups restore`` of a Redis backup
 REDIS_LOAD_STEPS = ("to load it: stop Redis (a running Redis writes its own dump.rdb over it on its next save or "
                     "at shutdown), put this file at Redis' dir/dbfilename (redis-cli config get dir; config get "
-                    "dbfilename), start Redis. A Redis with appendonly yes never reads dump.rdb (without an AOF "
+                    "dbfilename; with CONFIG renamed, its redis.conf), start Redis. A Redis with appendonly yes never "
+                    "reads dump.rdb (without an AOF "
                     "it starts empty): start it with appendonly no, then redis-cli config set appendonly yes "
                     "(see docs/restore-without-upkeeper.md, Restore Redis)")
 
