@@ -647,3 +647,21 @@ def test_verify_test_restores_a_server_with_more_than_16_databases(
         assert art["test_restored"] is True and art["keys_loaded"] == 2, art
     finally:
         srv.stop()
+
+
+def test_a_redis_verify_job_with_sql_checks_fails_instead_of_skipping_them(
+        cli: Any, make_config: Any, tmp_path: Path, redis_clean: RedisServer, age_key: AgeKey) -> None:
+    """`checks` (SQL) on the verify job of a Redis target were skipped in silence and the backup marked
+    verified: the job now fails naming redis_checks."""
+    cfg, _ = _backed_up(cli, make_config, tmp_path, redis_clean, age_key, keys=3)
+    import yaml
+
+    data = yaml.safe_load(cfg.read_text())
+    data["jobs"]["cache-verify"]["options"] = {"checks": ["select count(*) > 0 from users"]}
+    cfg.write_text(yaml.safe_dump(data))
+    run = cli(["--config", cfg, "run", "cache-verify", "--json"]).json()[0]
+    assert run["status"] == "error" and "redis_checks" in json.dumps(run), run
+    data["jobs"]["cache-verify"]["options"] = {"redis_checks": ["EXISTS k:2"]}
+    cfg.write_text(yaml.safe_dump(data))
+    run = cli(["--config", cfg, "run", "cache-verify", "--json"]).json()[0]
+    assert run["status"] == "ok" and "1 smoke check(s) passed" in run["artifacts"][0]["steps"], run
