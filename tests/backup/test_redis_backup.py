@@ -531,3 +531,137 @@ def test_a_missing_redis_check_rdb_fails_before_any_snapshot_is_taken(
     assert "redis-check-rdb not found" in run["summary"], run
     assert redis_clean.client().info("stats")["sync_full"] == full_syncs, "a snapshot was downloaded first"
     assert not list((tmp_path / "store").rglob("manifest.json"))
+
+
+def _scratch_servers() -> set[int]:
+    """PIDs of redis-server processes listening on a unix socket of a verify's temp dir."""
+    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
+    return {int(ln.split()[0]) for ln in out.splitlines()[1:]
+            if "redis-server" in ln and "upkeeper-verify-" in ln}
+
+
+def test_verify_test_restores_the_rdb_into_a_throw_away_redis_server(
+        cli: Any, make_config: Any, tmp_path: Path, redis_clean: RedisServer, age_key: AgeKey) -> None:
+    """Verify loads the RDB into a redis-server of its own (unix socket, no TCP port) and compares each
+    database's keys with the counts the backup recorded of its RDB; keys whose TTL ran out since the snapshot
+    are dropped while loading and accounted for, not reported as lost.  Smoke checks run on the restored data,
+    and the server is gone afterwards, also when a check fails."""
+    import time
+
+    for db, n in ((0, 20), (3, 7), (15, 2)):
+        c = redis_clean.client(db=db)
+        for i in range(n):
+            c.set(f"k:{i}", "v")
+    redis_clean.client(db=3).set("soon-gone", "v", px=5000)
+    gone_at = time.monotonic() + 5.1
+    cfg = _config(make_config, tmp_path, redis_clean, age_key, "network")
+    r = cli(["--config", cfg, "run", "cache-backup", "--json"])
+    assert r.code == 0, r.output
+    bid = r.json()[0]["artifacts"][0]["id"]
+    [mpath] = list((tmp_path / "store").rglob("manifest.json"))
+    m = json.loads(mpath.read_text())["redis"]
+    assert m["rdb_keys"] == 30 and m["rdb_db_keys"] == {"db0": 20, "db3": 8, "db15": 2}, m
+    assert m["rdb_version"] >= 10, m
+    time.sleep(max(0.0, gone_at - time.monotonic()))  # the TTL runs out before the verify
+    before = _scratch_servers()
+    r = cli(["--config", cfg, "backups", "verify", bid, "--json", "--redis-check", "SELECT 15",
+             "--redis-check", "EXISTS k:1"])
+    assert r.code == 0, r.output
+    [rep] = r.json()
+    assert rep["test_restored"] is True and rep["keys_loaded"] == 29 and rep["keys_expired"] == 1, rep
+    assert any("test-restored into a scratch redis-server" in s for s in rep["steps"]), rep
+    assert "2 smoke check(s) passed" in rep["steps"], rep
+    assert rep["restore_seconds"] is not None
+    r = cli(["--config", cfg, "backups", "verify", bid, "--json", "--redis-check", "EXISTS k:1"])  # db 0: k:1
+    assert r.code == 0, r.output
+    r = cli(["--config", cfg, "backups", "verify", bid, "--json", "--redis-check", "SELECT 15",
+             "--redis-check", "EXISTS k:2"])  # db 15 holds k:0 and k:1 only
+    [rep] = r.json()
+    assert r.code == 1 and "smoke check 'EXISTS k:2' returned 0" in rep["error"], rep
+    assert _scratch_servers() == before
+
+
+def test_verify_fails_when_the_restored_keys_differ_from_the_backups_record(
+        cli: Any, make_config: Any, tmp_path: Path, redis_clean: RedisServer, age_key: AgeKey) -> None:
+    """A restored database holding fewer keys than the backup recorded of its RDB (none expired) fails the
+    verification naming the database."""
+    cfg, _ = _backed_up(cli, make_config, tmp_path, redis_clean, age_key, keys=40)
+    _rewrite_rdb(cli, cfg, tmp_path / "store", age_key, lambda rdb: rdb, rdb_keys=45, rdb_db_keys={"db0": 45})
+    run = cli(["--config", cfg, "run", "cache-verify", "--json"]).json()[0]
+    [f] = run["findings"]
+    assert f["check"] == "backup.verify_failed", f
+    assert "key counts differ" in f["message"] and "db0: 40 of 45" in f["message"], f
+
+
+def test_verify_with_a_redis_server_older_than_the_backups_source_is_not_checked(
+        cli: Any, make_config: Any, tmp_path: Path, redis_clean: RedisServer, age_key: AgeKey) -> None:
+    """A backup of a newer Redis than this host's redis-server is not test-restored (an older server need not
+    load its RDB): 'not checked', naming both versions, with a hint; the backup keeps its status."""
+    cfg, bid = _backed_up(cli, make_config, tmp_path, redis_clean, age_key, keys=5)
+    _rewrite_rdb(cli, cfg, tmp_path / "store", age_key, lambda rdb: rdb, redis_version="99.1.0")
+    run = cli(["--config", cfg, "run", "cache-verify", "--json"]).json()[0]
+    [f] = run["findings"]
+    assert f["check"] == "backup.verify_not_run", f
+    assert "redis-server 7." in f["message"] and "Redis 99.1.0" in f["message"], f
+    assert "install redis-server" in f["message"], f
+    [row] = cli(["--config", cfg, "backups", "list", "--json"]).json()
+    assert row["id"] == bid and row["status"] == "complete", row
+
+
+def test_verify_without_redis_server_says_the_backup_was_not_test_restored(
+        cli: Any, make_config: Any, tmp_path: Path, redis_clean: RedisServer, age_key: AgeKey,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    cfg, _ = _backed_up(cli, make_config, tmp_path, redis_clean, age_key, keys=5)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("redis-check-rdb", "redis-cli", "zstd", "age"):
+        found = shutil.which(tool)
+        assert found, tool
+        (bin_dir / tool).symlink_to(found)
+    monkeypatch.setenv("PATH", str(bin_dir))
+    run = cli(["--config", cfg, "run", "cache-verify", "--json"]).json()[0]
+    assert run["status"] == "ok", run
+    [art] = run["artifacts"]
+    assert art["test_restored"] is False, art
+    assert any(s.startswith("not test-restored: no redis-server") for s in art["steps"]), art
+
+
+def test_verify_test_restores_a_server_with_more_than_16_databases(
+        cli: Any, make_config: Any, tmp_path: Path, age_key: AgeKey) -> None:
+    """A Redis configured with `databases 32` and data in db 20: the scratch server gets enough databases (a
+    default one exits: "Data file was created with a Redis server configured to handle more than 16
+    databases"), so the backup verifies."""
+    srv = RedisServer(tmp_path / "srv", extra_args=["--databases", "32"])
+    srv.base.mkdir(parents=True)
+    srv.start()
+    try:
+        srv.client(db=20).set("high", "v")
+        srv.client().set("low", "v")
+        cfg = _config(make_config, tmp_path, srv, age_key, "network")
+        assert cli(["--config", cfg, "run", "cache-backup", "--json"]).code == 0
+        run = cli(["--config", cfg, "run", "cache-verify", "--json"]).json()[0]
+        assert run["status"] == "ok", run
+        [art] = run["artifacts"]
+        assert art["test_restored"] is True and art["keys_loaded"] == 2, art
+    finally:
+        srv.stop()
+
+
+def test_a_redis_verify_job_with_sql_checks_fails_instead_of_skipping_them(
+        cli: Any, make_config: Any, tmp_path: Path, redis_clean: RedisServer, age_key: AgeKey) -> None:
+    """`checks` (SQL) on the verify job of a Redis target were skipped in silence and the backup marked
+    verified: the job now fails naming redis_checks."""
+    cfg, _ = _backed_up(cli, make_config, tmp_path, redis_clean, age_key, keys=3)
+    import yaml
+
+    data = yaml.safe_load(cfg.read_text())
+    data["jobs"]["cache-verify"]["options"] = {"checks": ["select count(*) > 0 from users"]}
+    cfg.write_text(yaml.safe_dump(data))
+    run = cli(["--config", cfg, "run", "cache-verify", "--json"]).json()[0]
+    assert run["status"] == "error" and "redis_checks" in json.dumps(run), run
+    data["jobs"]["cache-verify"]["options"] = {"redis_checks": ["EXISTS k:2"]}
+    cfg.write_text(yaml.safe_dump(data))
+    run = cli(["--config", cfg, "run", "cache-verify", "--json"]).json()[0]
+    assert run["status"] == "ok" and "1 smoke check(s) passed" in run["artifacts"][0]["steps"], run

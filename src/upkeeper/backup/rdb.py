@@ -4,11 +4,25 @@ from __future__ import annotations
 
 import re
 import shutil
+from dataclasses import dataclass, field
+from typing import BinaryIO
 
 from upkeeper.core import proc
 from upkeeper.errors import BackupError, SetupError
 
 _TOO_NEW = re.compile(r"Can't handle RDB format version (\d+)")
+_SELECT_DB = re.compile(r"^\[offset (\d+)\] Selecting DB ID (\d+)$", re.MULTILINE)
+RDB_OPCODE_RESIZEDB = 0xFB
+
+
+@dataclass
+class RdbCheck:
+    """What redis-check-rdb read: the keys of the file (already expired ones included), and per database the
+    key count the RDB's RESIZEDB record gives (the size of that database when it was saved), when it has one."""
+
+    keys: int | None = None
+    db_keys: dict[str, int] = field(default_factory=dict)
+    rdb_version: int | None = None
 
 
 def checker_version(checker: str) -> str:
@@ -27,9 +41,9 @@ def require_checker() -> str:
     return checker
 
 
-def check_rdb(path: str, what: str = "the RDB", made_by: str | None = None) -> int | None:
-    """Run redis-check-rdb on ``path``; the number of keys it read (None when it does not say).  ``made_by``
-    is the version of the Redis that wrote it, when known.
+def check_rdb(path: str, what: str = "the RDB", made_by: str | None = None) -> RdbCheck:
+    """Run redis-check-rdb on ``path``: the number of keys it read (None when it does not say) and the key count
+    of each database.  ``made_by`` is the version of the Redis that wrote it, when known.
 
     A redis-check-rdb older than the Redis that wrote the file cannot read its format version: that is this
     host's setup (:class:`SetupError`, naming both versions), not a damaged RDB (:class:`BackupError`)."""
@@ -38,7 +52,7 @@ def check_rdb(path: str, what: str = "the RDB", made_by: str | None = None) -> i
     out = res.text + res.stderr
     if res.returncode == 0 and "RDB looks OK" in res.text:
         m = re.search(r"(\d+) keys read", res.text)
-        return int(m.group(1)) if m else None
+        return RdbCheck(int(m.group(1)) if m else None, _db_keys(path, res.text), rdb_version(path))
     too_new = _TOO_NEW.search(out)
     if too_new:
         raise SetupError(
@@ -59,3 +73,44 @@ def _error_of(out: str) -> str:
         if found:
             return "; ".join(found)
     return " ".join(lines[-2:]) or "no output"
+
+
+def rdb_version(path: str) -> int | None:
+    """The RDB format version in the file's header ("REDIS0010" → 10), None when it has none."""
+    with open(path, "rb") as f:
+        head = f.read(9)
+    return int(head[5:]) if head[:5] == b"REDIS" and head[5:].isdigit() else None
+
+
+def _db_keys(path: str, out: str) -> dict[str, int]:
+    """Per database ("db3"), the size the RDB's RESIZEDB record gives; redis-check-rdb names the offset just
+    after each SELECTDB, where Redis writes that record.  Empty when a database has none (RDBs of Redis < 3.2)."""
+    found: dict[str, int] = {}
+    with open(path, "rb") as f:
+        for m in _SELECT_DB.finditer(out):
+            f.seek(int(m.group(1)))
+            if f.read(1) != bytes([RDB_OPCODE_RESIZEDB]):
+                return {}
+            size = _read_length(f)
+            if size is None:
+                return {}
+            found[f"db{m.group(2)}"] = found.get(f"db{m.group(2)}", 0) + size
+    return found
+
+
+def _read_length(f: BinaryIO) -> int | None:
+    """One RDB length (6, 14, 32 or 64 bits), None for an encoded value or a cut file."""
+    first = f.read(1)
+    if not first:
+        return None
+    kind, low = first[0] >> 6, first[0] & 0x3F
+    if kind == 0:
+        return low
+    if kind == 1:
+        nxt = f.read(1)
+        return (low << 8) | nxt[0] if nxt else None
+    if first[0] in (0x80, 0x81):
+        width = 4 if first[0] == 0x80 else 8
+        raw = f.read(width)
+        return int.from_bytes(raw, "big") if len(raw) == width else None
+    return None

@@ -1,5 +1,6 @@
 """Verification of one backup set: every object's size and SHA-256, decryption, decompression, and a real
-restore (PostgreSQL into a scratch database, files into a temp dir, Redis through redis-check-rdb).
+restore (PostgreSQL into a scratch database, files read from their archives, Redis loaded by a throw-away
+redis-server after redis-check-rdb).
 
 Stops at the first error; the scratch database is dropped even on failure.
 """
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from upkeeper import lazy
-from upkeeper.backup import pg
+from upkeeper.backup import pg, rdb_load
 from upkeeper.backup.catalog import Catalog
 from upkeeper.backup.manifest import MANIFEST, Manifest
 from upkeeper.backup.pipeline import ObjectRecord
@@ -97,6 +98,8 @@ class VerifyOptions:
     jobs: int | None = None
     checks: Sequence[str] = ()
     amcheck: bool = False
+    #: Redis command lines run on a test-restored Redis backup; each must reply true
+    redis_checks: Sequence[str] = ()
 
 
 @dataclass
@@ -158,7 +161,7 @@ def verify_set(located: Located, settings: BackupSettings, source: Any, opts: Ve
         elif m.kind == "files":
             _verify_files(fetcher, settings, report, progress)
         elif m.kind == "redis":
-            _verify_redis(fetcher, settings, report, progress)
+            _verify_redis(fetcher, settings, opts, report, progress)
         else:
             raise BackupError(f"unknown backup kind {m.kind!r}")
         report.ok = True
@@ -596,9 +599,14 @@ _KINDS = {tarfile.DIRTYPE: "dir", tarfile.LNKTYPE: "hard link", tarfile.CHRTYPE:
           tarfile.BLKTYPE: "block device", tarfile.FIFOTYPE: "fifo"}
 
 
-def _verify_redis(fetcher: Fetcher, settings: BackupSettings, report: VerifyReport,
+def _verify_redis(fetcher: Fetcher, settings: BackupSettings, opts: VerifyOptions, report: VerifyReport,
                   progress: Callable[[str], None]) -> None:
+    """Every object checked, redis-check-rdb on the RDB, then a test restore: a throw-away redis-server loads it
+    and its keys are compared with those the backup recorded of its RDB (see :func:`rdb_load.compare_keys`),
+    then the smoke checks run on it.  Without redis-server on this host the verify says the backup was not
+    test-restored (redis-check-rdb only)."""
     m = fetcher.located.manifest
+    made_by = str(m.details.get("redis_version") or "") or None
     with work_dir(settings, "upkeeper-verify-") as tmp:
         rdb = tmp / "dump.rdb"
         for rec in m.objects:
@@ -608,5 +616,34 @@ def _verify_redis(fetcher: Fetcher, settings: BackupSettings, report: VerifyRepo
             else:
                 fetcher.check_only(rec)
         report.steps.append(f"{len(m.objects)} object(s) match their SHA-256, decrypt and decompress")
-        check_rdb(str(rdb), "the RDB", str(m.details.get("redis_version") or "") or None)
-        report.steps.append("redis-check-rdb: RDB looks OK")
+        checked = check_rdb(str(rdb), "the RDB", made_by)
+        report.steps.append("redis-check-rdb: RDB looks OK" +
+                            (f" ({checked.keys} key(s))" if checked.keys is not None else ""))
+        report.details["test_restored"] = False
+        if not opts.restore:
+            report.steps.append("not test-restored (restore off)")
+            return
+        binary = rdb_load.server_binary()
+        if binary is None:
+            report.steps.append("not test-restored: no redis-server on this host (apt-get install redis-server)")
+            return
+        version = rdb_load.check_server_version(binary, made_by)
+        expected = {str(k): int(v) for k, v in (m.details.get("rdb_db_keys") or {}).items()} or checked.db_keys
+        total = m.details.get("rdb_keys", checked.keys)
+        ids = [int(db[2:]) for db in (*expected, *checked.db_keys) if db[2:].isdigit()]
+        progress(f"loading the RDB into a scratch redis-server {version}")
+        with rdb_load.load_rdb(binary, rdb, max(ids, default=0) + 1) as (client, loaded):
+            report.restore_seconds = round(loaded.seconds, 3)
+            report.details["test_restored"] = True
+            report.details["keys_loaded"] = loaded.keys_loaded
+            report.details["keys_expired"] = loaded.keys_expired
+            problems = rdb_load.compare_keys(loaded, expected, int(total) if total is not None else None)
+            if problems:
+                raise BackupError("key counts differ: " + "; ".join(problems))
+            report.steps.append(
+                f"test-restored into a scratch redis-server {version} in {report.restore_seconds:.1f}s: "
+                f"{loaded.keys_loaded} key(s) in {len(loaded.db_keys)} database(s) match the backup's RDB"
+                + (f" ({loaded.keys_expired} expired since the snapshot)" if loaded.keys_expired else ""))
+            if opts.redis_checks:
+                rdb_load.smoke(client, opts.redis_checks)
+                report.steps.append(f"{len(opts.redis_checks)} smoke check(s) passed")

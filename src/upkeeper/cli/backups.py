@@ -232,6 +232,9 @@ def verify_cmd(
                                     "pass; default: stream when one table dominates, else 2)"),
     check: list[str] = typer.Option([], "--check", help="smoke SQL that must return true (repeatable)"),
     amcheck: bool = typer.Option(False, "--amcheck", help="run amcheck on every B-tree index"),
+    redis_check: list[str] = typer.Option([], "--redis-check", help="Redis backups: a command that must reply "
+                                          "true on the test-restored data, e.g. 'EXISTS config:site' "
+                                          "(repeatable; run in order on one connection)"),
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
 ) -> None:
     """Verify backups: sizes and SHA-256, decrypt, decompress, restore into a scratch database, compare row
@@ -270,7 +273,8 @@ def verify_cmd(
         if not isinstance(found, PostgresTarget):
             raise UsageError(f"--scratch-target {scratch_target!r} is not a postgres target")
         scratch = found
-    opts = VerifyOptions(restore=not no_restore, scratch=scratch, jobs=jobs, checks=check, amcheck=amcheck)
+    opts = VerifyOptions(restore=not no_restore, scratch=scratch, jobs=jobs, checks=check, amcheck=amcheck,
+                         redis_checks=redis_check)
     storages = _open(config, _row_storages(config, rows, storage))
     reports: list[VerifyReport] = []
     try:
@@ -731,7 +735,8 @@ def _restore_redis(fetcher: Fetcher, row: BackupRow, to: Path) -> dict[str, Any]
         except OSError as exc:
             raise BackupError(f"cannot write {to}: {exc.strerror or exc}",
                               "Try: a path you can write to, with free space") from None
-        keys = check_rdb(str(tmp), f"the RDB of backup {row.id}", str(m.details.get("redis_version") or "") or None)
+        keys = check_rdb(str(tmp), f"the RDB of backup {row.id}",
+                         str(m.details.get("redis_version") or "") or None).keys
         _take_ownership_of(tmp, like)
         os.replace(tmp, to)
     finally:
@@ -747,7 +752,8 @@ def _restore_redis(fetcher: Fetcher, row: BackupRow, to: Path) -> dict[str, Any]
 #: how to load a restored RDB, printed after ``backups restore`` of a Redis backup
 REDIS_LOAD_STEPS = ("to load it: stop Redis (a running Redis writes its own dump.rdb over it on its next save or "
                     "at shutdown), put this file at Redis' dir/dbfilename (redis-cli config get dir; config get "
-                    "dbfilename), start Redis. A Redis with appendonly yes never reads dump.rdb (without an AOF "
+                    "dbfilename; with CONFIG renamed, its redis.conf), start Redis. A Redis with appendonly yes never "
+                    "reads dump.rdb (without an AOF "
                     "it starts empty): start it with appendonly no, then redis-cli config set appendonly yes "
                     "(see docs/restore-without-upkeeper.md, Restore Redis)")
 

@@ -15,7 +15,7 @@ from typing import Any, BinaryIO, Literal
 from pydantic import Field
 
 from upkeeper.backup.pipeline import upload_stream
-from upkeeper.backup.rdb import check_rdb, require_checker
+from upkeeper.backup.rdb import RdbCheck, check_rdb, require_checker
 from upkeeper.backup.sets import SetWriter
 from upkeeper.backup.workdir import work_dir
 from upkeeper.config.backup import REDIS_RETENTION, RetentionPolicy
@@ -177,14 +177,14 @@ class RedisBackup(Task[RedisBackupOptions]):
             writer = SetWriter(env, "redis", ctx.target_name or "redis", SET_NAME)
             try:
                 with contextlib.ExitStack() as stack:
-                    checked = False
+                    checked: RdbCheck | None = None
                     if method == "bgsave":
                         assert rdb_path is not None
                         ctx.progress("BGSAVE", None)
                         try:
                             with _refusals():
-                                fh, check_path = self._bgsave_copy(client, rdb_path, options.bgsave_timeout,
-                                                                    made_by)
+                                fh, check_path, checked = self._bgsave_copy(client, rdb_path,
+                                                                             options.bgsave_timeout, made_by)
                         except BgsaveRefused as exc:
                             if options.method == "bgsave":
                                 raise BackupError(f"the server refuses a command method 'bgsave' needs: {exc}",
@@ -204,7 +204,6 @@ class RedisBackup(Task[RedisBackupOptions]):
                             method = "network"
                         else:
                             stack.enter_context(fh)
-                            checked = True
                     if method == "network":
                         ctx.progress("downloading RDB (redis-cli --rdb)", None)
                         dest = tmp / "dump.rdb"
@@ -215,12 +214,13 @@ class RedisBackup(Task[RedisBackupOptions]):
                     size = os.fstat(fh.fileno()).st_size
                     if size == 0:
                         raise BackupError("the RDB snapshot is empty")
-                    if not checked:
-                        check_rdb(check_path, "the snapshot", made_by)
+                    if checked is None:
+                        checked = check_rdb(check_path, "the snapshot", made_by)
                     rec = upload_stream(writer.upload(object_name("dump.rdb", env), role="rdb"), fh)
                 writer.add(rec)
                 details = {"redis_version": info.get("redis_version"), "method": method, "keys": keys,
-                           "rdb_size": size, "check": "redis-check-rdb: RDB looks OK"}
+                           "rdb_size": size, "rdb_version": checked.rdb_version, "rdb_keys": checked.keys,
+                           "rdb_db_keys": checked.db_keys, "check": "redis-check-rdb: RDB looks OK"}
                 manifest = writer.commit(details)
             except Exception as exc:
                 writer.abort()
@@ -277,7 +277,7 @@ class RedisBackup(Task[RedisBackupOptions]):
         return p if os.access(p.parent, os.R_OK | os.X_OK) and (not p.exists() or os.access(p, os.R_OK)) else None
 
     def _bgsave_copy(self, client: Any, rdb_path: Path, timeout: float,
-                     made_by: str | None) -> tuple[BinaryIO, str]:
+                     made_by: str | None) -> tuple[BinaryIO, str, RdbCheck]:
         """BGSAVE, then open the RDB file and prove it is this server's save, just made: its mtime and the
         server's ``rdb_last_save_time`` are not older than the BGSAVE, and its key count is near the server's
         (a file of another server or a stale one raises :class:`NotThisSave`).  Checked with redis-check-rdb
@@ -298,13 +298,14 @@ class RedisBackup(Task[RedisBackupOptions]):
                 raise NotThisSave(f"the server's rdb_last_save_time is {start - last:.0f}s before the BGSAVE")
             check_path = f"/proc/{os.getpid()}/fd/{fh.fileno()}"
             check_path = check_path if Path(check_path).exists() else str(rdb_path)
-            in_file = check_rdb(check_path, "the snapshot", made_by)
+            checked = check_rdb(check_path, "the snapshot", made_by)
+            in_file = checked.keys
             if in_file is not None and not any(_close(in_file, n) for n in (keys_before, keys_after)):
                 raise NotThisSave(f"it holds {in_file} key(s), the server {keys_after}")
         except BaseException:
             fh.close()
             raise
-        return fh, check_path
+        return fh, check_path, checked
 
     @staticmethod
     def _bgsave(client: Any, timeout: float) -> float:

@@ -11,7 +11,7 @@ from upkeeper.backup.manifest import id_time
 from upkeeper.backup.prune import index_sets
 from upkeeper.backup.sets import close_storages, open_storages
 from upkeeper.backup.verify import VerifyOptions, VerifyReport, verify_stored
-from upkeeper.config.targets import PostgresTarget
+from upkeeper.config.targets import PostgresTarget, RedisTarget
 from upkeeper.core.task import Finding, Result, Severity, Status, Task, TaskContext, TaskOptions, task
 from upkeeper.errors import TaskError
 from upkeeper.fmt import human_duration
@@ -26,8 +26,9 @@ class BackupVerifyOptions(TaskOptions):
             "Source: upkeeper (not set by default)")
     storage: str | None = Field(None, description="storage to read from (default: the first that holds the set). "
             "Source: upkeeper (not set by default)")
-    restore: bool = Field(True, description="restore into a scratch database (PostgreSQL); off: checksums, "
-                          "decryption, decompression and pg_restore --list only. Source: upkeeper default")
+    restore: bool = Field(True, description="restore into a scratch database (PostgreSQL), or load the RDB into a "
+                          "throw-away redis-server (Redis); off: checksums, decryption, decompression and "
+                          "pg_restore --list (redis-check-rdb) only. Source: upkeeper default")
     scratch_target: str | None = Field(
         None, description="postgres target to restore into as upkeeper_verify_<id> (default: the backed-up server); "
                 "it must run the backed-up server's PostgreSQL major version or a newer one, else the verify does "
@@ -36,11 +37,15 @@ class BackupVerifyOptions(TaskOptions):
         None, ge=1, le=64, description="pg_restore jobs: 1 streams the dump straight from storage into the "
         "scratch database in one pass; N>1 fetches it to a temp file and restores with N jobs. Default: stream "
         "when one table holds most rows (parallelism cannot help), else 2 jobs. Source: pg_restore -j")
-    checks: list[str] = Field(default_factory=list, description="smoke SQL run in the restored database; each "
+    checks: list[str] = Field(default_factory=list, description="smoke SQL run in the restored database "
+                              "(PostgreSQL backups; the job of a redis target refuses it: redis_checks); each "
                               "must return true, e.g. 'select count(*) > 0 from users'. "
                               "Source: upkeeper (not set by default)")
     amcheck: bool = Field(False, description="run amcheck's bt_index_check on every B-tree index of the restore. "
             "Source: upkeeper default")
+    redis_checks: list[str] = Field(default_factory=list, description="Redis backups: commands run in order on "
+            "one connection to the test-restored data; each must reply true (non-zero, non-empty, OK), e.g. "
+            "'EXISTS config:site', or 'SELECT 3' then 'DBSIZE'. Source: upkeeper (not set by default)")
 
 
 @task
@@ -79,6 +84,7 @@ class BackupVerify(Task[BackupVerifyOptions]):
             raise TaskError("backup.verify needs the configuration and a target")
         if options.scope == "id" and not options.backup_id:
             raise TaskError("scope 'id' needs backup_id", "Try: set options.backup_id", permanent=True)
+        _check_kind_options(target, options)
         scratch: PostgresTarget | None = None
         if options.scratch_target:
             found = config.targets.get(options.scratch_target)
@@ -132,7 +138,8 @@ class BackupVerify(Task[BackupVerifyOptions]):
                                 f"{', '.join(s.name for s in storages)}",
                                 "Try: run the backup job first ('upkeeper run db-backup')")
             vopts = VerifyOptions(restore=options.restore, scratch=scratch, jobs=options.jobs,
-                                  checks=options.checks, amcheck=options.amcheck)
+                                  checks=options.checks, amcheck=options.amcheck,
+                                  redis_checks=options.redis_checks)
             reports: list[VerifyReport] = []
             findings: list[Finding] = []
             for db, bid, _kind in sorted(candidates):
@@ -177,6 +184,20 @@ class BackupVerify(Task[BackupVerifyOptions]):
         return Result(summary="; ".join(parts), findings=findings, metrics=metrics,
                       artifacts=[{"type": "verification", **r.to_dict()} for r in reports])
 
+
+
+def _check_kind_options(target: Any, options: BackupVerifyOptions) -> None:
+    """Smoke checks of the other kind would be skipped in silence: a Redis target's backups run no SQL, the
+    others no Redis commands."""
+    redis_target = isinstance(target, RedisTarget)
+    if redis_target and (options.checks or options.amcheck):
+        raise TaskError("checks and amcheck are for PostgreSQL backups (SQL, B-tree indexes); this job verifies "
+                        "the Redis backups of its target: use redis_checks", "Try: redis_checks: ['EXISTS some:key'] (Redis "
+                        "commands run on the test-restored data)", permanent=True)
+    if not redis_target and options.redis_checks:
+        raise TaskError("redis_checks are for Redis backups; this job's target is not a redis target",
+                        "Try: checks (SQL) for PostgreSQL backups, or move redis_checks to the verify job "
+                        "of the redis target", permanent=True)
 
 
 def _scratch_findings(rep: VerifyReport) -> list[Finding]:
