@@ -609,10 +609,10 @@ def test_a_scratch_role_that_may_not_create_an_extension_of_the_dump_leaves_the_
 
 def test_row_counts_of_a_schema_whose_name_holds_a_dot_are_compared(
         cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], backup_config: Any, tmp_path: Path) -> None:
-    """The manifest keys row counts as "schema.table", unquoted: a schema named "My.App" (with a mixed-case,
-    quoted table) is matched with the restored table, not split at its first dot ('relation "My.App.…" does
-    not exist' marked a good backup verify-failed).  A table the manifest lists that the restore lacks fails,
-    naming it."""
+    """The manifest keys row counts as "schema.table", each name quoted as SQL does when it is not plain
+    lowercase: a schema named "My.App" (with a mixed-case, quoted table) is matched with the restored table, not
+    split at its first dot ('relation "My.App.…" does not exist' marked a good backup verify-failed).  A table
+    the manifest lists that the restore lacks fails, naming it."""
     db, _ = app_db
     pg.execute('CREATE SCHEMA "My.App"; CREATE TABLE "My.App"."Odd ""Name""" (id int);'
                'INSERT INTO "My.App"."Odd ""Name""" SELECT generate_series(1, 7)', db)
@@ -624,13 +624,42 @@ def test_row_counts_of_a_schema_whose_name_holds_a_dot_are_compared(
     assert rep["ok"] and rep["tables"] == len(SMALL) + 1, rep
     mpath = _stored_set(tmp_path / "store1") / "manifest.json"
     m = json.loads(mpath.read_text())
-    assert m["postgres"]["row_counts"]['My.App.Odd "Name"'] == 7
+    assert m["postgres"]["row_counts"]['"My.App"."Odd ""Name"""'] == 7
+    assert pg.execute('select count(*) from "My.App"."Odd ""Name"""', db)[0][0] == 7  # the key is SQL as is
     m["postgres"]["row_counts"]["public.ghost"] = 5
     rewrite_manifest(cli, cfg, mpath, m)
     r = cli(["--config", cfg, "backups", "verify", bid, "--json"])
     assert r.code == 1, r.output
     [rep] = r.json()
     assert not rep["ok"] and "table public.ghost: missing from the restore" in rep["error"], rep
+
+
+def test_tables_whose_dotted_names_join_alike_are_counted_apart(
+        cli: Any, pg: PostgresCluster, pg_db: str, backup_config: Any, tmp_path: Path) -> None:
+    """Schema "a.b" with table "c" and schema "a" with table "b.c" were both "a.b.c" in the manifest: one count
+    overwrote the other (the manifest said 1 table), and the other table's rows were never compared.  Each has
+    its own key now, and each is compared; a manifest of an older upkeeper (unquoted keys, no
+    row_count_keys) still verifies as it did."""
+    pg.execute('CREATE SCHEMA "a.b"; CREATE SCHEMA a; CREATE TABLE "a.b".c (id int); CREATE TABLE a."b.c" (id int);'
+               'INSERT INTO "a.b".c SELECT generate_series(1, 3); INSERT INTO a."b.c" SELECT generate_series(1, 5)',
+               pg_db)
+    cfg = backup_config(pg_db, verify={"jobs": 1})
+    bid = _backup(cli, cfg)
+    mpath = _stored_set(tmp_path / "store1") / "manifest.json"
+    m = json.loads(mpath.read_text())
+    assert m["postgres"]["row_counts"] == {'"a.b".c': 3, 'a."b.c"': 5} and m["postgres"]["tables"] == 2, m
+    r = cli(["--config", cfg, "backups", "verify", bid, "--json"])
+    assert r.code == 0 and r.json()[0]["tables"] == 2, r.output
+    m["postgres"]["row_counts"]['a."b.c"'] = 4  # as a dump that lost a row of a."b.c" would say
+    rewrite_manifest(cli, cfg, mpath, m)
+    r = cli(["--config", cfg, "backups", "verify", bid, "--json"])
+    assert r.code == 1, r.output
+    assert 'table a."b.c": 5 rows restored, manifest says 4' in r.json()[0]["error"], r.output
+    del m["postgres"]["row_count_keys"]
+    m["postgres"]["row_counts"] = {"a.b.c": 3}  # what the older upkeeper wrote: the last table counted
+    rewrite_manifest(cli, cfg, mpath, m)
+    r = cli(["--config", cfg, "backups", "verify", bid, "--json"])
+    assert r.code == 0 and r.json()[0]["ok"], r.output
 
 
 def test_a_standby_or_a_read_only_role_as_scratch_server_leaves_the_backup_unjudged(

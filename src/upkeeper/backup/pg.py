@@ -265,7 +265,22 @@ def lift_forced_row_security(conn: psycopg.Connection[Any]) -> int:
     return len(forced)
 
 
+_BARE_IDENTIFIER = re.compile(r"[a-z_][a-z0-9_$]*")
+# what a manifest records about its keys ("row_count_keys"): "schema.table" with each name quoted as SQL quotes it
+# when it is not plain lowercase (qualified()); a manifest without it (older upkeeper) joined the names unquoted,
+# so that a schema "a.b" with a table "c" and a schema "a" with a table "b.c" shared one key
+QUOTED_KEYS = "quoted"
+
+
+def qualified(schema: str, name: str) -> str:
+    """``schema.name`` as a manifest key: a name that is not plain lowercase letters, digits and underscores in
+    double quotes (doubled inside), as SQL writes it — one key per table, whatever dots its names hold, and
+    usable as is in a query (``select count(*) from <key>``)."""
+    return ".".join(n if _BARE_IDENTIFIER.fullmatch(n) else '"' + n.replace('"', '""') + '"' for n in (schema, name))
+
+
 def count_rows(conn: psycopg.Connection[Any], tables: list[tuple[str, str]]) -> dict[str, int]:
+    """Row counts keyed by :func:`qualified` names."""
     counts: dict[str, int] = {}
     conn.execute(NO_STATEMENT_TIMEOUT_SQL)  # counting a large table may take longer than the server allows
     if not conn.autocommit:
@@ -274,7 +289,7 @@ def count_rows(conn: psycopg.Connection[Any], tables: list[tuple[str, str]]) -> 
     for schema, table in tables:
         row = conn.execute(sql.SQL("SELECT count(*) FROM ONLY {}.{}").format(
             sql.Identifier(schema), sql.Identifier(table))).fetchone()
-        counts[f"{schema}.{table}"] = int(row[0]) if row else 0
+        counts[qualified(schema, table)] = int(row[0]) if row else 0
     return counts
 
 
@@ -289,7 +304,7 @@ class SnapshotTable:
 
     @property
     def key(self) -> str:
-        return f"{self.schema}.{self.name}"
+        return qualified(self.schema, self.name)
 
 
 def snapshot_tables(conn: psycopg.Connection[Any]) -> list[SnapshotTable]:

@@ -335,17 +335,22 @@ def check_restore(res: proc.ProcResult, target: PostgresTarget, dbname: str) -> 
             "scratch_target)") from exc
 
 
-def compare_row_counts(target: PostgresTarget, dbname: str, expected: dict[str, Any]) -> list[str]:
+def compare_row_counts(target: PostgresTarget, dbname: str, expected: dict[str, Any], *,
+                       quoted_keys: bool = True) -> list[str]:
     """Problems found comparing every table's row count with the manifest's.  Counted in one transaction,
-    rolled back, in which row-level security cannot hide rows (:func:`pg.lift_forced_row_security`)."""
+    rolled back, in which row-level security cannot hide rows (:func:`pg.lift_forced_row_security`).
+    ``quoted_keys``: the manifest's keys are :func:`pg.qualified` names; else (a manifest of an older upkeeper)
+    "schema.table" unquoted."""
     problems = []
     with pg.connect(target, dbname, autocommit=False) as conn:
         try:
             pg.lift_forced_row_security(conn)
-            # the manifest's keys are "schema.table", unquoted: matched with the restored tables, not split
-            # at a dot (a schema or table name may hold one)
-            restored = {f"{schema}.{table}": (schema, table) for schema, table in pg.list_tables(conn)}
-            got = pg.count_rows(conn, [restored[key] for key in expected if key in restored])
+            # matched with the restored tables' names made into keys the manifest's way, never split at a dot (a
+            # schema or table name may hold one)
+            restored = {(pg.qualified(schema, table) if quoted_keys else f"{schema}.{table}"): (schema, table)
+                        for schema, table in pg.list_tables(conn)}
+            counted = pg.count_rows(conn, [restored[key] for key in expected if key in restored])
+            got = {key: counted.get(pg.qualified(*restored[key])) for key in expected if key in restored}
         except Exception as exc:
             return [f"counting rows: {pg.pg_error(exc)}"]
         finally:

@@ -275,7 +275,8 @@ def _verify_postgres(fetcher: Fetcher, settings: BackupSettings, source: Any, op
                     report.restore_seconds = round(pg_restore(scratch, archive, name, jobs=opts.jobs or 2), 3)
                     report.steps.append(f"restored into {name} with {opts.jobs or 2} jobs in "
                                         f"{report.restore_seconds:.1f}s")
-                _check_restored(scratch, name, expected, opts, report)
+                _check_restored(scratch, name, expected, opts, report,
+                                quoted_keys=m.details.get("row_count_keys") == pg.QUOTED_KEYS)
             finally:
                 try:
                     with pg.connect(scratch, admin) as conn:
@@ -332,9 +333,9 @@ def _create_scratch(guard: psycopg.Connection[Any], scratch: PostgresTarget, nam
 
 
 def _check_restored(scratch: PostgresTarget, name: str, expected: dict[str, Any], opts: VerifyOptions,
-                    report: VerifyReport) -> None:
+                    report: VerifyReport, *, quoted_keys: bool) -> None:
     """Row counts against the manifest, then the smoke checks and amcheck."""
-    problems = compare_row_counts(scratch, name, expected)
+    problems = compare_row_counts(scratch, name, expected, quoted_keys=quoted_keys)
     if problems:
         raise BackupError(f"row counts differ: {problems[0]}" +
                           (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))

@@ -274,7 +274,8 @@ class PostgresBackup(Task[PostgresBackupOptions]):
         if globals_sql is not None:
             writer.add(upload_bytes(writer.upload(object_name("globals.sql", env), role="globals"), globals_sql))
         details = {**info, "snapshot": snapshot, "dump_seconds": round(dump_seconds, 3),
-                   "tables": len(counter.counts), "row_counts": counter.counts}
+                   "tables": len(counter.counts), "row_counts": counter.counts,
+                   "row_count_keys": pg.QUOTED_KEYS}
         return writer.commit(details)
 
     def _stream_custom(self, ctx: TaskContext, env: BackupEnv, writer: SetWriter, sp: proc.Spawned, db: str,
@@ -518,7 +519,7 @@ def _explain_dump_failure(exc: BackupError, target: PostgresTarget, db: str, tab
     if locked is None:
         return exc
     table, by_worker = locked
-    oids = [t.oid for t in tables if t.key == table.replace('"', "")] or [t.oid for t in tables]
+    oids = [t.oid for t in tables if t.key.replace('"', "") == table.replace('"', "")] or [t.oid for t in tables]
     conflicts = _conflicts(target, db, oids, ours)
     why = ("; ".join(conflicts) if conflicts else "no session holds it any more")
     if by_worker:
