@@ -187,6 +187,90 @@ def test_on_blocking_abort_gives_way_to_the_migration_and_stores_nothing(
     assert r.code == 0 and r.json()[0]["status"] == "ok", r.output
 
 
+def _pausing_pg_dump(tmp_path: Path, pg: PostgresCluster) -> Path:
+    """A bin_dir whose pg_dump is the real one (exec'd: the process upkeeper started), stopped (SIGSTOP) for
+    $UPKEEPER_TEST_STALL seconds once it has written toc.dat to its --file directory — when it holds every table
+    lock and its parallel workers start — so that a directory-format dump keeps its locks that long."""
+    d = tmp_path / "pausebin"
+    d.mkdir()
+    w = d / "pg_dump"
+    w.write_text(
+        f'#!/bin/bash\ncase "$1" in --version) exec "{pg.bin}/pg_dump" "$@";; esac\n'
+        'dir=; prev=; for a in "$@"; do [ "$prev" = --file ] && dir=$a; prev=$a; done\n'
+        f'( while [ ! -e "$dir/toc.dat" ]; do kill -0 $$ 2>/dev/null || exit 0; sleep 0.02; done\n'
+        f'  kill -STOP $$; for _ in $(seq $(( ${{{STALL}:-0}} * 10 ))); do kill -0 $$ 2>/dev/null || exit 0; '
+        'sleep 0.1; done; kill -CONT $$ ) &\n'
+        f'exec "{pg.bin}/pg_dump" "$@"\n')
+    w.chmod(0o755)
+    for tool in ("pg_dumpall", "pg_restore", "psql"):
+        (d / tool).symlink_to(pg.bin / tool)
+    return d
+
+
+def test_on_blocking_abort_with_a_directory_dump_and_parallel_jobs(
+        cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], backup_config: Any,
+        tmp_path: Path) -> None:
+    """format 'directory' with jobs 2: pg_dump's leader holds the table locks while its workers (sessions of
+    their own, named as the leader is) dump the data.  The watch sees the migration queued behind them and, with
+    on_blocking 'abort', ends the dump — leader, workers and all their sessions — so the migration goes on at
+    once; nothing is stored, no session of the backup is left, no plaintext dump directory stays behind."""
+    db = _setup(pg, app_db)
+    work = tmp_path / "work"
+    work.mkdir()
+    cfg = backup_config(db, options={"on_blocking": "abort", "blocking_grace": "1s", "format": "directory",
+                                     "jobs": 2},
+                        backup={"work_dir": str(work)},
+                        target_extra={"bin_dir": str(_pausing_pg_dump(tmp_path, pg))})
+    migration = _Migration(pg, db)
+    migration.start()
+    t0 = time.monotonic()
+    r = cli(["--config", cfg, "run", "db-backup", "--json"], env={STALL: "30"})
+    took = time.monotonic() - t0
+    migration.join(30)
+    assert migration.error is None and migration.seconds is not None, (migration.error, r.output)
+    assert migration.seconds < 5, migration.seconds  # the paused dump would have held it for 30 s
+    assert migration.readers_done == 2
+    assert took < 15, took
+    assert r.code == 1, r.output
+    run = r.json()[0]
+    assert run["status"] == "fail", run
+    assert f"pid {migration.pid} (user postgres, application 'migration', statement ALTER)" in run["summary"], run
+    assert "yielded to a session waiting for its locks" in run["summary"], run
+    warned = [f for f in run["findings"] if f["check"] == "backup.blocking_sessions"]
+    assert warned and warned[0]["data"]["backup_yielded"] is True, run["findings"]
+    assert _sets(tmp_path / "store1") == [] and cli(["--config", cfg, "backups", "list", "--json"]).json() == []
+    assert not pg.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'upkeeper%%'",
+                          db)[0][0]
+    assert [p.name for p in work.iterdir()] == [], list(work.iterdir())
+    r = cli(["--config", cfg, "run", "db-backup", "--json"])
+    assert r.code == 0 and r.json()[0]["status"] == "ok", r.output
+    r = cli(["--config", cfg, "run", "backup-verify", "--json"])
+    assert r.code == 0 and r.json()[0]["status"] == "ok", r.output
+
+
+def test_on_blocking_warn_with_parallel_jobs_fails_the_backup_when_a_worker_meets_the_queued_lock(
+        cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], backup_config: Any,
+        tmp_path: Path) -> None:
+    """format 'directory' with jobs 2 and on_blocking 'warn': a worker of pg_dump asks for its table's lock
+    NOWAIT (waiting behind the queued ALTER TABLE would deadlock it with its leader), so once it reaches the
+    table the migration queues for, pg_dump fails: the migration goes on, the run fails naming the table and
+    the parallel job (and warns about the session it blocked), and nothing is stored."""
+    db = _setup(pg, app_db)
+    cfg = backup_config(db, options={"format": "directory", "jobs": 2},
+                        target_extra={"bin_dir": str(_pausing_pg_dump(tmp_path, pg))})
+    migration = _Migration(pg, db)
+    migration.start()
+    r = cli(["--config", cfg, "run", "db-backup", "--json"], env={STALL: "3"})
+    migration.join(30)
+    assert migration.error is None and migration.seconds is not None, (migration.error, r.output)
+    assert r.code == 1, r.output
+    run = r.json()[0]
+    assert f"pg_dump could not lock table public.reviews of {db} for a parallel job" in run["summary"], run
+    checks = {f["check"] for f in run["findings"]}
+    assert {"backup.failed", "backup.blocking_sessions"} <= checks, run["findings"]
+    assert _sets(tmp_path / "store1") == []
+
+
 def test_a_watch_that_cannot_connect_warns_and_the_backup_goes_on(
         cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], backup_config: Any,
         tmp_path: Path) -> None:

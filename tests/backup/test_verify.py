@@ -609,10 +609,10 @@ def test_a_scratch_role_that_may_not_create_an_extension_of_the_dump_leaves_the_
 
 def test_row_counts_of_a_schema_whose_name_holds_a_dot_are_compared(
         cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], backup_config: Any, tmp_path: Path) -> None:
-    """The manifest keys row counts as "schema.table", unquoted: a schema named "My.App" (with a mixed-case,
-    quoted table) is matched with the restored table, not split at its first dot ('relation "My.App.…" does
-    not exist' marked a good backup verify-failed).  A table the manifest lists that the restore lacks fails,
-    naming it."""
+    """The manifest keys row counts as "schema.table", each name quoted as SQL does when it is not plain
+    lowercase: a schema named "My.App" (with a mixed-case, quoted table) is matched with the restored table, not
+    split at its first dot ('relation "My.App.…" does not exist' marked a good backup verify-failed).  A table
+    the manifest lists that the restore lacks fails, naming it."""
     db, _ = app_db
     pg.execute('CREATE SCHEMA "My.App"; CREATE TABLE "My.App"."Odd ""Name""" (id int);'
                'INSERT INTO "My.App"."Odd ""Name""" SELECT generate_series(1, 7)', db)
@@ -624,13 +624,42 @@ def test_row_counts_of_a_schema_whose_name_holds_a_dot_are_compared(
     assert rep["ok"] and rep["tables"] == len(SMALL) + 1, rep
     mpath = _stored_set(tmp_path / "store1") / "manifest.json"
     m = json.loads(mpath.read_text())
-    assert m["postgres"]["row_counts"]['My.App.Odd "Name"'] == 7
+    assert m["postgres"]["row_counts"]['"My.App"."Odd ""Name"""'] == 7
+    assert pg.execute('select count(*) from "My.App"."Odd ""Name"""', db)[0][0] == 7  # the key is SQL as is
     m["postgres"]["row_counts"]["public.ghost"] = 5
     rewrite_manifest(cli, cfg, mpath, m)
     r = cli(["--config", cfg, "backups", "verify", bid, "--json"])
     assert r.code == 1, r.output
     [rep] = r.json()
     assert not rep["ok"] and "table public.ghost: missing from the restore" in rep["error"], rep
+
+
+def test_tables_whose_dotted_names_join_alike_are_counted_apart(
+        cli: Any, pg: PostgresCluster, pg_db: str, backup_config: Any, tmp_path: Path) -> None:
+    """Schema "a.b" with table "c" and schema "a" with table "b.c" were both "a.b.c" in the manifest: one count
+    overwrote the other (the manifest said 1 table), and the other table's rows were never compared.  Each has
+    its own key now, and each is compared; a manifest of an older upkeeper (unquoted keys, no
+    row_count_keys) still verifies as it did."""
+    pg.execute('CREATE SCHEMA "a.b"; CREATE SCHEMA a; CREATE TABLE "a.b".c (id int); CREATE TABLE a."b.c" (id int);'
+               'INSERT INTO "a.b".c SELECT generate_series(1, 3); INSERT INTO a."b.c" SELECT generate_series(1, 5)',
+               pg_db)
+    cfg = backup_config(pg_db, verify={"jobs": 1})
+    bid = _backup(cli, cfg)
+    mpath = _stored_set(tmp_path / "store1") / "manifest.json"
+    m = json.loads(mpath.read_text())
+    assert m["postgres"]["row_counts"] == {'"a.b".c': 3, 'a."b.c"': 5} and m["postgres"]["tables"] == 2, m
+    r = cli(["--config", cfg, "backups", "verify", bid, "--json"])
+    assert r.code == 0 and r.json()[0]["tables"] == 2, r.output
+    m["postgres"]["row_counts"]['a."b.c"'] = 4  # as a dump that lost a row of a."b.c" would say
+    rewrite_manifest(cli, cfg, mpath, m)
+    r = cli(["--config", cfg, "backups", "verify", bid, "--json"])
+    assert r.code == 1, r.output
+    assert 'table a."b.c": 5 rows restored, manifest says 4' in r.json()[0]["error"], r.output
+    del m["postgres"]["row_count_keys"]
+    m["postgres"]["row_counts"] = {"a.b.c": 3}  # what the older upkeeper wrote: the last table counted
+    rewrite_manifest(cli, cfg, mpath, m)
+    r = cli(["--config", cfg, "backups", "verify", bid, "--json"])
+    assert r.code == 0 and r.json()[0]["ok"], r.output
 
 
 def test_a_standby_or_a_read_only_role_as_scratch_server_leaves_the_backup_unjudged(
@@ -750,3 +779,89 @@ def test_a_set_copied_to_another_storage_is_synced_and_verifies_there(
     assert cli(["--config", moved, "backups", "sync"]).code == 0
     row = cli(["--config", moved, "backups", "show", bid, "--json"]).json()
     assert row["storages"] == ["moved"] and row["status"] == "verified", row
+
+
+def test_sequences_and_large_objects_are_recorded_and_compared(
+        cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], backup_config: Any, tmp_path: Path) -> None:
+    """Verify compared table rows only: a restore whose sequences came back behind the data (new rows then fail
+    with duplicate keys) or that lost large objects passed.  The manifest records every sequence's state (read
+    after the dump's snapshot, before pg_dump reads it) and the number of large objects; verify fails naming the
+    sequence restored behind it, or when the large objects differ.  A manifest without them (an older upkeeper)
+    still verifies, saying they were not compared."""
+    db, _ = app_db
+    pg.execute("CREATE SEQUENCE invoice_no START 500; SELECT setval('invoice_no', 1000, false);"
+               "CREATE SEQUENCE countdown INCREMENT -1 MINVALUE 1 MAXVALUE 100 START 100; SELECT nextval('countdown'), nextval('countdown');"
+               "SELECT lo_from_bytea(0, 'scanned contract')", db)
+    max_user = pg.execute("SELECT max(id) FROM users", db)[0][0]
+    cfg = backup_config(db, verify={"jobs": 1})
+    bid = _backup(cli, cfg)
+    mpath = _stored_set(tmp_path / "store1") / "manifest.json"
+    m = json.loads(mpath.read_text())
+    seqs = m["postgres"]["sequences"]
+    assert seqs["public.users_id_seq"] == {"last_value": max_user, "is_called": True, "increment": 1,
+                                           "cycle": False}, seqs
+    assert seqs["public.invoice_no"]["last_value"] == 1000 and seqs["public.invoice_no"]["is_called"] is False
+    assert seqs["public.countdown"]["last_value"] == 99 and seqs["public.countdown"]["increment"] == -1
+    assert m["postgres"]["large_objects"] == 1
+    r = cli(["--config", cfg, "backups", "verify", bid, "--json"])
+    assert r.code == 0, r.output
+    [rep] = r.json()
+    assert rep["sequences"] == len(seqs) and rep["large_objects"] == 1, rep
+    assert f"{len(seqs)} sequence(s) restored at or past their recorded values" in rep["steps"], rep
+
+    def verify_with(edit: Any) -> dict[str, Any]:
+        changed = json.loads(json.dumps(m))
+        edit(changed["postgres"])
+        rewrite_manifest(cli, cfg, mpath, changed)
+        r = cli(["--config", cfg, "backups", "verify", bid, "--json"])
+        assert r.code in (0, 1), r.output
+        out: dict[str, Any] = r.json()[0]
+        return out
+
+    # the dump set users_id_seq behind the rows the backup holds (as a lost setval leaves it at its start)
+    rep = verify_with(lambda p: p["sequences"]["public.users_id_seq"].update(last_value=max_user + 10))
+    assert not rep["ok"] and "sequence public.users_id_seq: restored with last_value" in rep["error"], rep
+    assert "duplicate key" in rep["error"], rep
+    rep = verify_with(lambda p: p["sequences"]["public.invoice_no"].update(is_called=True))  # 1001 is next
+    assert not rep["ok"] and "sequence public.invoice_no" in rep["error"], rep
+    rep = verify_with(lambda p: p["sequences"]["public.countdown"].update(last_value=98))  # descending: 97 next
+    assert not rep["ok"] and "sequence public.countdown" in rep["error"], rep
+    rep = verify_with(lambda p: p["sequences"].update(ghost_seq={"last_value": 1, "is_called": False}))
+    assert not rep["ok"] and "sequence ghost_seq: missing from the restore" in rep["error"], rep
+    rep = verify_with(lambda p: p.update(large_objects=2))
+    assert not rep["ok"] and "large objects differ: 1 restored, manifest says 2" in rep["error"], rep
+    # behind the dump's value is fine: the sequence moved on between upkeeper's read and pg_dump's
+    rep = verify_with(lambda p: p["sequences"]["public.users_id_seq"].update(last_value=max_user - 5))
+    assert rep["ok"], rep
+
+    def older(p: dict[str, Any]) -> None:
+        del p["sequences"], p["large_objects"]
+    rep = verify_with(older)
+    assert rep["ok"], rep
+    assert "sequences: not recorded in this backup's manifest (an older upkeeper), not compared" in rep["steps"]
+
+
+def test_sequences_moving_during_the_backup_still_verify(
+        cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], backup_config: Any) -> None:
+    """The app takes ids while the dump runs: pg_dump reads the sequence after upkeeper did, so the restored
+    sequence is at or past the manifest's value, never a false verify-failed."""
+    import threading
+
+    db, _ = app_db
+    stop = threading.Event()
+
+    def take_ids() -> None:
+        with pg.connect(db) as conn:
+            while not stop.is_set():
+                conn.execute("SELECT nextval('users_id_seq'), nextval('bookings_id_seq')")
+
+    t = threading.Thread(target=take_ids, daemon=True)
+    t.start()
+    try:
+        cfg = backup_config(db, options={"format": "directory"}, verify={"jobs": 2})
+        bid = _backup(cli, cfg)
+    finally:
+        stop.set()
+        t.join(10)
+    r = cli(["--config", cfg, "backups", "verify", bid, "--json"])
+    assert r.code == 0 and r.json()[0]["ok"], r.output

@@ -265,7 +265,22 @@ def lift_forced_row_security(conn: psycopg.Connection[Any]) -> int:
     return len(forced)
 
 
+_BARE_IDENTIFIER = re.compile(r"[a-z_][a-z0-9_$]*")
+# what a manifest records about its keys ("row_count_keys"): "schema.table" with each name quoted as SQL quotes it
+# when it is not plain lowercase (qualified()); a manifest without it (older upkeeper) joined the names unquoted,
+# so that a schema "a.b" with a table "c" and a schema "a" with a table "b.c" shared one key
+QUOTED_KEYS = "quoted"
+
+
+def qualified(schema: str, name: str) -> str:
+    """``schema.name`` as a manifest key: a name that is not plain lowercase letters, digits and underscores in
+    double quotes (doubled inside), as SQL writes it — one key per table, whatever dots its names hold, and
+    usable as is in a query (``select count(*) from <key>``)."""
+    return ".".join(n if _BARE_IDENTIFIER.fullmatch(n) else '"' + n.replace('"', '""') + '"' for n in (schema, name))
+
+
 def count_rows(conn: psycopg.Connection[Any], tables: list[tuple[str, str]]) -> dict[str, int]:
+    """Row counts keyed by :func:`qualified` names."""
     counts: dict[str, int] = {}
     conn.execute(NO_STATEMENT_TIMEOUT_SQL)  # counting a large table may take longer than the server allows
     if not conn.autocommit:
@@ -274,7 +289,7 @@ def count_rows(conn: psycopg.Connection[Any], tables: list[tuple[str, str]]) -> 
     for schema, table in tables:
         row = conn.execute(sql.SQL("SELECT count(*) FROM ONLY {}.{}").format(
             sql.Identifier(schema), sql.Identifier(table))).fetchone()
-        counts[f"{schema}.{table}"] = int(row[0]) if row else 0
+        counts[qualified(schema, table)] = int(row[0]) if row else 0
     return counts
 
 
@@ -289,7 +304,7 @@ class SnapshotTable:
 
     @property
     def key(self) -> str:
-        return f"{self.schema}.{self.name}"
+        return qualified(self.schema, self.name)
 
 
 def snapshot_tables(conn: psycopg.Connection[Any]) -> list[SnapshotTable]:
@@ -332,6 +347,76 @@ def count_in_snapshot(conn: psycopg.Connection[Any], tables: list[SnapshotTable]
                 + f" was {what} during the backup: {why}, so the backup cannot vouch for them",
                 "Try: run the backup again once the maintenance or migration is over")
     return count_rows(conn, [(t.schema, t.name) for t in present])
+
+
+# The sequences whose state pg_dump dumps (SEQUENCE SET: setval(…, last_value, is_called)): permanent ones outside
+# the system schemas and extensions (unlogged ones cannot be read on a standby and restart after a crash anyway).
+LIST_SEQUENCES_SQL = """
+SELECT n.nspname, c.relname, s.seqincrement, s.seqcycle
+FROM pg_sequence s JOIN pg_class c ON c.oid = s.seqrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relpersistence = 'p' AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'
+  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
+                  AND d.deptype = 'e')
+ORDER BY n.nspname, c.relname
+"""
+SEQUENCES_PER_QUERY = 500
+LARGE_OBJECTS_SQL = "SELECT count(*) FROM pg_largeobject_metadata"
+
+
+@dataclass(frozen=True)
+class SequenceState:
+    """A sequence's state as ``SELECT last_value, is_called FROM seq`` reads it — what pg_dump dumps.  Not MVCC:
+    a read in any transaction (the dump's snapshot too) sees the sequence as it is at that moment."""
+
+    last_value: int
+    is_called: bool
+    increment: int
+    cycle: bool
+
+    @property
+    def next_value(self) -> int:
+        """What nextval() returns next (ignoring the end of its range)."""
+        return self.last_value + self.increment if self.is_called else self.last_value
+
+    def behind(self, other: SequenceState) -> bool:
+        """Would this sequence hand out a value ``other`` has handed out already (in its direction)?  Never for
+        a cycling sequence (it goes back by design)."""
+        if self.cycle or other.cycle:
+            return False
+        step = self.increment or other.increment
+        return self.next_value < other.next_value if step > 0 else self.next_value > other.next_value
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"last_value": self.last_value, "is_called": self.is_called, "increment": self.increment,
+                "cycle": self.cycle}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SequenceState:
+        return cls(int(d["last_value"]), bool(d["is_called"]), int(d.get("increment", 1)), bool(d.get("cycle")))
+
+
+def sequence_states(conn: psycopg.Connection[Any]) -> dict[str, SequenceState]:
+    """Every dumped sequence's state (:data:`LIST_SEQUENCES_SQL`), keyed by :func:`qualified` name; read a few
+    hundred sequences per statement."""
+    seqs = [(str(r[0]), str(r[1]), int(r[2]), bool(r[3])) for r in conn.execute(LIST_SEQUENCES_SQL)]
+    out: dict[str, SequenceState] = {}
+    for start in range(0, len(seqs), SEQUENCES_PER_QUERY):
+        chunk = seqs[start:start + SEQUENCES_PER_QUERY]
+        query = sql.SQL(" UNION ALL ").join(
+            sql.SQL("SELECT {}::int, last_value, is_called FROM {}").format(sql.Literal(i), sql.Identifier(sch, name))
+            for i, (sch, name, _inc, _cyc) in enumerate(chunk))
+        for i, last, called in conn.execute(query):
+            sch, name, inc, cyc = chunk[int(i)]
+            out[qualified(sch, name)] = SequenceState(int(last), bool(called), inc, cyc)
+    return out
+
+
+def large_objects(conn: psycopg.Connection[Any]) -> int:
+    """How many large objects the database holds (as the session's snapshot sees them: pg_largeobject_metadata
+    is an ordinary catalog)."""
+    row = conn.execute(LARGE_OBJECTS_SQL).fetchone()
+    return int(row[0]) if row else 0
 
 
 def lock_conflicts(conn: psycopg.Connection[Any], oids: list[int], ours: tuple[int, ...] = ()) -> list[str]:

@@ -14,8 +14,9 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from upkeeper import lazy
 from upkeeper.backup import pg
 from upkeeper.backup.crypto import decrypt_argv, identity_listed
 from upkeeper.backup.manifest import MANIFEST, Manifest, read_manifest, set_prefix
@@ -26,6 +27,11 @@ from upkeeper.config.targets import PostgresTarget
 from upkeeper.core import proc
 from upkeeper.errors import BackupError, SetupError, StorageError, UpkeeperError
 from upkeeper.storage import Storage
+
+if TYPE_CHECKING:
+    import psycopg
+else:
+    psycopg = lazy.module("psycopg")
 
 __all__ = ["work_dir"]  # re-exported: the CLI's restore uses it from here
 
@@ -335,17 +341,22 @@ def check_restore(res: proc.ProcResult, target: PostgresTarget, dbname: str) -> 
             "scratch_target)") from exc
 
 
-def compare_row_counts(target: PostgresTarget, dbname: str, expected: dict[str, Any]) -> list[str]:
+def compare_row_counts(target: PostgresTarget, dbname: str, expected: dict[str, Any], *,
+                       quoted_keys: bool = True) -> list[str]:
     """Problems found comparing every table's row count with the manifest's.  Counted in one transaction,
-    rolled back, in which row-level security cannot hide rows (:func:`pg.lift_forced_row_security`)."""
+    rolled back, in which row-level security cannot hide rows (:func:`pg.lift_forced_row_security`).
+    ``quoted_keys``: the manifest's keys are :func:`pg.qualified` names; else (a manifest of an older upkeeper)
+    "schema.table" unquoted."""
     problems = []
     with pg.connect(target, dbname, autocommit=False) as conn:
         try:
             pg.lift_forced_row_security(conn)
-            # the manifest's keys are "schema.table", unquoted: matched with the restored tables, not split
-            # at a dot (a schema or table name may hold one)
-            restored = {f"{schema}.{table}": (schema, table) for schema, table in pg.list_tables(conn)}
-            got = pg.count_rows(conn, [restored[key] for key in expected if key in restored])
+            # matched with the restored tables' names made into keys the manifest's way, never split at a dot (a
+            # schema or table name may hold one)
+            restored = {(pg.qualified(schema, table) if quoted_keys else f"{schema}.{table}"): (schema, table)
+                        for schema, table in pg.list_tables(conn)}
+            counted = pg.count_rows(conn, [restored[key] for key in expected if key in restored])
+            got = {key: counted.get(pg.qualified(*restored[key])) for key in expected if key in restored}
         except Exception as exc:
             return [f"counting rows: {pg.pg_error(exc)}"]
         finally:
@@ -357,6 +368,37 @@ def compare_row_counts(target: PostgresTarget, dbname: str, expected: dict[str, 
         elif got.get(key) != int(n):
             problems.append(f"table {key}: {got.get(key)} rows restored, manifest says {n}")
     return problems
+
+
+def compare_sequences(target: PostgresTarget, dbname: str, expected: dict[str, Any]) -> list[str]:
+    """Problems found comparing the restored sequences with the states the manifest recorded (read after the
+    dump's snapshot was taken, before pg_dump read them: see postgres.backup): each must be there and not behind
+    (:meth:`pg.SequenceState.behind`) — a sequence behind hands out ids the restored rows already hold."""
+    with pg.connect(target, dbname) as conn:
+        try:
+            got = pg.sequence_states(conn)
+        except psycopg.Error as exc:
+            return [f"reading the restored sequences: {pg.pg_error(exc)}"]
+    problems = []
+    for key, d in expected.items():
+        want = pg.SequenceState.from_dict(d)
+        have = got.get(key)
+        if have is None:
+            problems.append(f"sequence {key}: missing from the restore")
+        elif have.behind(want):
+            problems.append(
+                f"sequence {key}: restored with last_value {have.last_value} (is_called {have.is_called}), behind "
+                f"the {want.last_value} (is_called {want.is_called}) the backup recorded: new rows would take ids "
+                "that restored rows hold (duplicate key)")
+    return problems
+
+
+def count_large_objects(target: PostgresTarget, dbname: str) -> int:
+    with pg.connect(target, dbname) as conn:
+        try:
+            return pg.large_objects(conn)
+        except psycopg.Error as exc:
+            raise BackupError(f"counting the restored large objects: {pg.pg_error(exc)}") from None
 
 
 def scratch_name(backup_id: str) -> str:

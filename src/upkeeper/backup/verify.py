@@ -33,6 +33,8 @@ from upkeeper.backup.restore import (
     SetUnreadable,
     check_restore_version,
     compare_row_counts,
+    compare_sequences,
+    count_large_objects,
     fetch_pg_archive,
     listed_files,
     locate,
@@ -278,7 +280,10 @@ def _verify_postgres(fetcher: Fetcher, settings: BackupSettings, source: Any, op
                     report.restore_seconds = round(pg_restore(scratch, archive, name, jobs=opts.jobs or 2), 3)
                     report.steps.append(f"restored into {name} with {opts.jobs or 2} jobs in "
                                         f"{report.restore_seconds:.1f}s")
-                _check_restored(scratch, name, expected, opts, report)
+                _check_restored(scratch, name, expected, opts, report,
+                                quoted_keys=m.details.get("row_count_keys") == pg.QUOTED_KEYS)
+                _check_sequences_and_large_objects(scratch, name, m.details, report)
+                _check_extras(scratch, name, opts, report)
             finally:
                 try:
                     with pg.connect(scratch, admin) as conn:
@@ -335,14 +340,44 @@ def _create_scratch(guard: psycopg.Connection[Any], scratch: PostgresTarget, nam
 
 
 def _check_restored(scratch: PostgresTarget, name: str, expected: dict[str, Any], opts: VerifyOptions,
-                    report: VerifyReport) -> None:
-    """Row counts against the manifest, then the smoke checks and amcheck."""
-    problems = compare_row_counts(scratch, name, expected)
+                    report: VerifyReport, *, quoted_keys: bool) -> None:
+    """Row counts against the manifest."""
+    problems = compare_row_counts(scratch, name, expected, quoted_keys=quoted_keys)
     if problems:
         raise BackupError(f"row counts differ: {problems[0]}" +
                           (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
     report.steps.append(f"row counts of {len(expected)} table(s) match")
     report.details["tables"] = len(expected)
+
+
+def _check_sequences_and_large_objects(scratch: PostgresTarget, name: str, details: dict[str, Any],
+                                       report: VerifyReport) -> None:
+    """Every sequence at least where the manifest recorded it, and as many large objects.  A manifest of an
+    older upkeeper records neither: nothing to compare, and the steps say so."""
+    sequences = details.get("sequences")
+    if not isinstance(sequences, dict):
+        report.steps.append("sequences: not recorded in this backup's manifest (an older upkeeper), not compared")
+    else:
+        problems = compare_sequences(scratch, name, sequences)
+        if problems:
+            raise BackupError(f"sequences differ: {problems[0]}" +
+                              (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
+        report.steps.append(f"{len(sequences)} sequence(s) restored at or past their recorded values")
+        report.details["sequences"] = len(sequences)
+    lobs = details.get("large_objects")
+    if not isinstance(lobs, int):
+        report.steps.append("large objects: not recorded in this backup's manifest (an older upkeeper), not "
+                            "compared")
+        return
+    restored = count_large_objects(scratch, name)
+    if restored != lobs:
+        raise BackupError(f"large objects differ: {restored} restored, manifest says {lobs}")
+    report.steps.append(f"{lobs} large object(s) restored, as the manifest says")
+    report.details["large_objects"] = lobs
+
+
+def _check_extras(scratch: PostgresTarget, name: str, opts: VerifyOptions, report: VerifyReport) -> None:
+    """The smoke checks and amcheck."""
     if opts.checks:
         _smoke(scratch, name, opts.checks)
         report.steps.append(f"{len(opts.checks)} smoke check(s) passed")

@@ -224,6 +224,7 @@ class PostgresBackup(Task[PostgresBackupOptions]):
             assert row is not None
             snapshot = str(row[0])
             tables = pg.snapshot_tables(snap)
+            sequences = _read_sequences(target, db)
             snap_pid = snap.info.backend_pid
             # pg_dump's sessions carry a name of their own (its default is plain 'pg_dump'), unique on the server
             # as the snapshot is, so that the watch knows them from any other dump
@@ -274,7 +275,9 @@ class PostgresBackup(Task[PostgresBackupOptions]):
         if globals_sql is not None:
             writer.add(upload_bytes(writer.upload(object_name("globals.sql", env), role="globals"), globals_sql))
         details = {**info, "snapshot": snapshot, "dump_seconds": round(dump_seconds, 3),
-                   "tables": len(counter.counts), "row_counts": counter.counts}
+                   "tables": len(counter.counts), "row_counts": counter.counts,
+                   "row_count_keys": pg.QUOTED_KEYS, "large_objects": counter.large_objects,
+                   "sequences": {k: v.to_dict() for k, v in sequences.items()}}
         return writer.commit(details)
 
     def _stream_custom(self, ctx: TaskContext, env: BackupEnv, writer: SetWriter, sp: proc.Spawned, db: str,
@@ -348,6 +351,7 @@ class _RowCounter(threading.Thread):
         self.tables = tables
         self.locked = threading.Event()
         self.counts: dict[str, int] = {}
+        self.large_objects = 0
         self.error: BaseException | None = None
         self._cancelled = False
 
@@ -357,6 +361,7 @@ class _RowCounter(threading.Thread):
             return
         try:
             self.counts = pg.count_in_snapshot(self.conn, self.tables)
+            self.large_objects = pg.large_objects(self.conn)
         except BaseException as exc:
             self.error = exc
 
@@ -518,7 +523,7 @@ def _explain_dump_failure(exc: BackupError, target: PostgresTarget, db: str, tab
     if locked is None:
         return exc
     table, by_worker = locked
-    oids = [t.oid for t in tables if t.key == table.replace('"', "")] or [t.oid for t in tables]
+    oids = [t.oid for t in tables if t.key.replace('"', "") == table.replace('"', "")] or [t.oid for t in tables]
     conflicts = _conflicts(target, db, oids, ours)
     why = ("; ".join(conflicts) if conflicts else "no session holds it any more")
     if by_worker:
@@ -529,6 +534,22 @@ def _explain_dump_failure(exc: BackupError, target: PostgresTarget, db: str, tab
     return BackupError(f"pg_dump could not lock table {table} of {db}"
                        + (f" within {human_duration(wait)} (lock_wait_timeout)" if wait else "") + f": {why}",
                        _lock_wait_hint(wait))
+
+
+def _read_sequences(target: PostgresTarget, db: str) -> dict[str, pg.SequenceState]:
+    """Every sequence's state, for the manifest, read once the dump's snapshot is exported and before pg_dump
+    starts.  A sequence is not MVCC: the snapshot does not apply to it, and every read (pg_dump's own, in the
+    snapshot, too) sees its state of that moment.  Read after the snapshot, the state is past every value the
+    snapshot's rows hold; read before pg_dump's, it is at most what the dump sets (sequences only move on, but
+    for a setval() back, ALTER SEQUENCE RESTART or a cycling sequence): verify requires the restored sequence to
+    be at least there.  In a short session of its own, so that no lock on a sequence is held through the dump."""
+    try:
+        with pg.connect(target, db) as conn:
+            return pg.sequence_states(conn)
+    except psycopg.Error as exc:
+        raise BackupError(f"reading the sequences of {db}: {pg.pg_error(exc)}",
+                          "Try: let the backup role read every sequence (GRANT SELECT ON ALL SEQUENCES IN SCHEMA …), "
+                          "as pg_dump must") from None
 
 
 def _count_failure(exc: BaseException, target: PostgresTarget, db: str, tables: list[pg.SnapshotTable],

@@ -52,8 +52,9 @@ class BackupVerifyOptions(TaskOptions):
 class BackupVerify(Task[BackupVerifyOptions]):
     """Check every object's size and SHA-256 against the manifest, decrypt, decompress, run
     pg_restore --list, restore into a scratch database (dropped afterwards, even on failure), compare every
-    table's row count with the manifest, run optional smoke SQL and amcheck.  Records the restore time and marks
-    the backup verified or verify-failed."""
+    table's row count, every sequence's value (restored at or past the recorded one) and the number of large
+    objects with the manifest, run optional smoke SQL and amcheck.  Records the restore time and marks the backup
+    verified or verify-failed."""
 
     name = "backup.verify"
     summary = "test-restore backups: checksums, decrypt, decompress, restore, row counts"
