@@ -379,3 +379,39 @@ def test_brute_force_across_runs_and_workers_is_the_same_on_every_path(tmp_path:
     (brute,) = sec2["brute_force"]
     assert (brute["ip"], brute["max_per_window"], brute["total"]) == ("203.0.113.5", 20, 25)
     assert sec2["failed_logins"] == 25 + 1
+
+
+def exposure_traffic() -> list[bytes]:
+    """Sensitive files answered 200 (a leak), 404 (a probe), by a catch-all (the front page's size) and to HEAD."""
+
+    def line(ip: str, minute: int, request: str, status: int, size: int) -> bytes:
+        return (f'{ip} - - [01/Mar/2024:10:{minute:02d}:00 +0000] "{request}" {status} {size} "-" '
+                f'"Mozilla/5.0" 0.010').encode()
+
+    out: list[bytes] = []
+    for k in range(30):
+        out += [line(f"10.0.0.{k % 5}", k, f"GET /?utm={k % 4} HTTP/1.1", 200, 5120),
+                line(f"10.0.0.{k % 5}", k, f"GET /a/{k} HTTP/1.1", 200, 300)]
+    out += [line("198.51.100.7", 3, "GET /.env HTTP/1.1", 200, 1432),
+            line("198.51.100.8", 9, "GET //%2eenv?x HTTP/1.1", 200, 1432),
+            line("198.51.100.7", 4, "GET /.git/config HTTP/1.1", 200, 92),
+            line("198.51.100.7", 4, "GET /backup.sql HTTP/1.1", 404, 150),
+            line("198.51.100.7", 5, "GET /.aws/credentials HTTP/1.1", 200, 5120),
+            line("198.51.100.7", 5, "HEAD /.DS_Store HTTP/1.1", 200, 6148)]
+    return out
+
+
+def test_exposed_files_are_the_same_on_every_path() -> None:
+    """A sensitive file answered 2xx with a body is counted alike by the line parser, the Python fast path and
+    pyarrow; the catch-all's answer (the size of GET /) and HEAD are not."""
+    data = b"\n".join(exposure_traffic()) + b"\n"
+    for chunk in (1 << 20, 2000, 300):
+        rep, arrow_lines = assert_equivalent(data, chunk=chunk)
+        assert arrow_lines > 0
+        exposed = {e["path"]: e for e in rep["security"]["exposed"]}
+        assert set(exposed) == {"/.env", "/.git/config"}
+        env = exposed["/.env"]
+        assert (env["hits"], env["statuses"], env["bytes"]) == (2, [200], [1432])
+        assert env["clients"] == ["198.51.100.7", "198.51.100.8"] and env["first"] == "2024-03-01 10:03"
+        assert env["secret"] and env["file"] == "dotenv"
+        assert 5120 in rep["security"]["catch_all_sizes"]

@@ -35,6 +35,8 @@ from upkeeper.logs.classify import (
     normalize_endpoints,
     request_paths,
     scanner_name,
+    sensitive_file,
+    sensitive_requests,
 )
 from upkeeper.logs.nginx_format import COMBINED_TIMED
 
@@ -540,3 +542,32 @@ def test_request_paths() -> None:
 ])
 def test_nginx_uri_is_the_path_nginx_routes(path: bytes, uri: bytes) -> None:
     assert nginx_uri(path) == uri
+
+
+@pytest.mark.parametrize(("request_line", "found"), [
+    ("GET /.env HTTP/1.1", ("/.env", "dotenv", True)),
+    ("GET /api/.env.production HTTP/1.1", ("/api/.env.production", "dotenv", True)),
+    ("GET //%2eenv?x=1 HTTP/1.1", ("/.env", "dotenv", True)),
+    ("GET /.git/config HTTP/1.1", ("/.git/config", "vcs", True)),
+    ("GET /.aws/credentials HTTP/1.1", ("/.aws/credentials", "credentials", True)),
+    ("GET /id_rsa HTTP/1.1", ("/id_rsa", "credentials", True)),
+    ("GET /.htpasswd HTTP/1.1", ("/.htpasswd", "credentials", True)),
+    ("GET /backup.sql HTTP/1.1", ("/backup.sql", "database_dump", True)),
+    ("GET /wp-config.php.bak HTTP/1.1", ("/wp-config.php.bak", "config_source", True)),
+    ("GET /wp-content/.DS_Store HTTP/1.1", ("/wp-content/.ds_store", "ds_store", False)),
+    ("GET /phpinfo.php HTTP/1.1", ("/phpinfo.php", "phpinfo", False)),
+    ("GET /server-status HTTP/1.1", ("/server-status", "server_status", False)),
+    # ordinary paths that look alike
+    ("GET /id_rsa.pub HTTP/1.1", None), ("GET /environment HTTP/1.1", None), ("GET /.envelope HTTP/1.1", None),
+    ("GET /.well-known/security.txt HTTP/1.1", None), ("GET /config.json HTTP/1.1", None),
+    ("GET /wp-config-sample.php HTTP/1.1", None), ("GET /package.json HTTP/1.1", None),
+    ("GET /downloads/site.zip HTTP/1.1", None), ("GET /docs/server-status HTTP/1.1", None),
+    ("GET /backup HTTP/1.1", None), ("GET /index.php HTTP/1.1", None),
+])
+def test_sensitive_files(request_line: str, found: tuple[str, str, bool] | None) -> None:
+    got = sensitive_requests([request_line.encode()])
+    if found is None:
+        assert got == {}
+        return
+    uri = got[0]
+    assert (uri.decode(), *(sensitive_file(uri) or ("", False))) == found

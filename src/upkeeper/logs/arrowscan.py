@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from upkeeper.logs.classify import SOFTWARE_PROBE, counted_category
-from upkeeper.logs.goaccess import status_code
+from upkeeper.logs.goaccess import parse_size, status_code
 from upkeeper.logs.nginx_format import (
     LISTS,
     SPACELESS,
@@ -337,6 +337,7 @@ class ArrowScanner:
             if len(ep_of) + fresh.count(True) > _cache_max():
                 ep_of.clear()
                 acc.static_of.clear()
+                acc.page_of.clear()
                 new = rdict
             else:
                 new = [x for x, f in zip(rdict, fresh, strict=True) if f]
@@ -420,6 +421,20 @@ class ArrowScanner:
                 lst = samples.setdefault(cat, [])
                 if len(lst) < acc.opts.samples and raw not in lst:
                     lst.append(raw)
+        # sensitive files answered 2xx (rare, per row), and the body sizes of the front page's 2xx answers
+        ok2 = [x for x in statuses if 200 <= (code_of[x] or 0) < 300]
+        sens = [i for i, x in enumerate(rdict) if x in acc.sensitive_of] if ok2 else []
+        if sens:
+            m = pc.and_(pc.is_in(ridx, value_set=pa.array(sens, ridx.type)), self._mask_in(s, ok2))
+            bs = b.filter(m).to_pylist() if b is not None else None
+            for k, (ri, ip, st, t) in enumerate(zip(ridx.filter(m).to_pylist(), h.filter(m).to_pylist(),
+                                                    s.filter(m).to_pylist(), tk.filter(m).to_pylist(), strict=True)):
+                acc._exposure(rdict[ri], ip, code_of[st] or 0, bs[k] if bs is not None else 0, tinfo[t])
+        pages = [i for i, x in enumerate(rdict) if x in acc.page_of] if ok2 and b is not None else []
+        if pages and b is not None:
+            m = pc.and_(pc.is_in(ridx, value_set=pa.array(pages, ridx.type)), self._mask_in(s, ok2))
+            for size, c in self._counts(b.filter(m)):
+                p.page_sizes[size if isinstance(size, int) else parse_size(size)] += c
         # scanner user agents
         if ua is not None:
             ua_scanner = acc.ua_scanner

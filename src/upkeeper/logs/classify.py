@@ -370,6 +370,102 @@ def counted_category(category: str, status: int | None) -> str | None:
     return "scanner_probe" if status is not None and 400 <= status < 500 else None
 
 
+# ---------------------------------------------------------------------------------------------
+# Sensitive files: a request for one answered 2xx with a body has likely handed out a secret
+# ---------------------------------------------------------------------------------------------
+
+#: name → (pattern over the path as nginx resolves it (:func:`nginx_uri`), lower-cased, without the query;
+#: whether it holds secrets).  A curated subset of the OWASP Core Rule Set's restricted-files.data (rule
+#: 930130) and of the files nuclei-templates' http/exposures probe for: files that are never meant to be
+#: served and whose content is credentials or source (``secret``: a critical finding) or that disclose the
+#: server's inside (a warning).  Files many sites publish on purpose (``package.json``, ``composer.lock``,
+#: ``robots.txt``, release archives) are not in it, nor paths a site names as it likes (``/backup``).
+SENSITIVE_FILES: dict[str, tuple[str, bool]] = {
+    "dotenv": (r"/\.env(?:\.[a-z0-9_.-]+)?", True),  # .env, .env.local, .env.production, .env.bak
+    "vcs": (r"/\.git/.*|/\.svn/(?:entries|wc\.db|.*\.svn-base)|/\.hg/.*|/\.bzr/.*", True),
+    "credentials": (
+        r"/\.git-credentials|/\.aws/.*|/\.s3cfg|/\.boto|/\.ssh/.*|/id_(?:rsa|dsa|ecdsa|ed25519)|/\.htpasswd|"
+        r"/\.htdigest|/\.npmrc|/\.pypirc|/\.pgpass|/\.my\.cnf|/\.netrc|/\.docker/config\.json|/\.dockercfg|"
+        r"/\.kube/config|/(?:credentials|secrets)\.json|/secrets\.ya?ml|/\.vscode/sftp\.json|/sftp-config\.json|"
+        r"/\.ftpconfig|/\.remote-sync\.json|/\.(?:bash|zsh|sh|mysql|psql|php|python|rediscli)_history|"
+        r"/config/(?:master\.key|database\.ya?ml|secrets\.ya?ml|credentials\.yml\.enc)", True),
+    "database_dump": (r"/[^/]*\.(?:sql(?:\.(?:gz|bz2|xz|zst|zip|7z|rar|tar|tgz))?|sqlite3?)|/(?:dump|db|database)\.(?:db|dump)",
+                      True),
+    "site_backup": (r"/(?:backups?|www|wwwroot|htdocs|public_html|site|website|web|db|database|dump)"
+                    r"\.(?:zip|rar|7z|tgz|tar|tar\.gz|tar\.bz2|tar\.xz)", True),
+    # an application's configuration: executed by PHP it answers an empty body, so a body is its source
+    "config_source": (r"/wp-config\.php(?:[._~-].*)?|/\.wp-config\.php\.swp|/app/etc/env\.php|/app/etc/local\.xml|"
+                      r"/sites/default/settings\.php|/configuration\.php|"
+                      r"/[a-z0-9_.-]+\.(?:php|inc|py|rb|conf|cnf|ini|ya?ml|json)(?:\.(?:bak|old|orig|save|swp|backup|"
+                      r"tmp)|~)", True),
+    "spring_actuator": (r"/actuator/(?:env|heapdump)", True),
+    # disclosures: the server's or the application's inside, not secrets as such
+    "ds_store": (r"/\.ds_store", False),
+    "htaccess": (r"/\.htaccess", False),
+    "phpinfo": (r"/phpinfo\.php", False),
+    "server_status": (r"/server-(?:status|info)", False),  # Apache's mod_status/mod_info behind nginx
+    "error_log": (r"/(?:error|debug|php_errors?)\.log|/storage/logs/laravel\.log", False),
+}  # fmt: skip
+#: the entries matched at the site's root only; every other one in any directory too (``/api/.env``,
+#: ``/laravel/.env``, ``/wp-content/.git/config`` are probed as often as ``/.env``)
+SENSITIVE_AT_ROOT = frozenset({"site_backup", "server_status"})
+_SENSITIVE_RX = re.compile(b"|".join(
+    f"(?P<{n}>{'' if n in SENSITIVE_AT_ROOT else '(?:/.*)?'}(?:{rx}))".encode() for n, (rx, _s) in SENSITIVE_FILES.items()))
+#: every pattern above needs one of these in the lower-cased raw line (or a ``%`` or ``\\``: anything may be
+#: encoded or escaped); literal searches over all lines joined run at memchr speed
+_SENSITIVE_WORDS = (
+    b"/.", b".sql", b"id_", b"wp-config", b"phpinfo", b"env.php", b"settings.php", b"configuration.php", b"local.xml",
+    b"credentials", b"secrets.", b"sftp", b"master.key", b"database.y", b"actuator/", b"server-", b".log", b"~",
+    b".bak", b".old", b".orig", b".save", b".swp", b".backup", b".tmp", b".zip", b".rar", b".7z", b".tgz", b".tar",
+    b".db", b".dump",
+)
+_SENSITIVE_HINTS = tuple(re.compile(re.escape(w)) for w in (b"%", b"\\", *_SENSITIVE_WORDS))
+_SENSITIVE_URI_HINTS = _SENSITIVE_HINTS[2:]  # the resolved path: decoded already
+#: status pages a monitoring agent on the same host reads on purpose: answered to a loopback client, no finding
+LOCAL_STATUS_FILES = frozenset({"server_status"})
+
+
+def sensitive_file(uri: bytes) -> tuple[str, bool] | None:
+    """(name, holds secrets) of the :data:`SENSITIVE_FILES` entry a resolved request path is, or None."""
+    m = _SENSITIVE_RX.fullmatch(uri.lower())
+    if m is None or m.lastgroup is None:
+        return None
+    return m.lastgroup, SENSITIVE_FILES[m.lastgroup][1]
+
+
+def sensitive_requests(raws: list[bytes]) -> dict[int, bytes]:
+    """index → resolved path (:func:`nginx_uri`, lower-cased) of the request lines that ask for a sensitive file."""
+    if not raws:
+        return {}
+    cands = sorted(_lines_with(raws, _SENSITIVE_HINTS))
+    uris = [nginx_uri(path).lower() for path in request_paths([raws[i] for i in cands])]
+    return {cands[k]: uris[k] for k in sorted(_lines_with(uris, _SENSITIVE_URI_HINTS))
+            if _SENSITIVE_RX.fullmatch(uris[k])}
+
+
+def _lines_with(raws: list[bytes], patterns: tuple[re.Pattern[bytes], ...]) -> set[int]:
+    """The indexes of the lines (lower-cased) in which one of ``patterns`` is found, in one pass per pattern over
+    all of them joined (a line found is skipped by the rest of that pass)."""
+    buf = b"\n".join(raws).lower()
+    starts = [0]
+    for r in raws:
+        starts.append(starts[-1] + len(r) + 1)
+    found: set[int] = set()
+    for rx in patterns:
+        pos = 0
+        search = rx.search
+        while (m := search(buf, pos)) is not None:
+            i = bisect_right(starts, m.start()) - 1
+            found.add(i)
+            pos = starts[i + 1]
+    return found
+
+
+#: the paths of a site's front page: a catch-all (a single-page app's ``try_files $uri /index.html``) answers
+#: every other path with the same body, so a sensitive path answered with that many bytes is no leak
+FRONT_PAGES = frozenset({b"/", b"/index.html", b"/index.htm"})
+
+
 def path_matcher(patterns: list[str] | tuple[str, ...]) -> re.Pattern[bytes]:
     """Login paths: exact paths, ``*`` wildcards (``/auth/*``); the query string is ignored, and a trailing slash
     does not matter (``/admin/login`` is Django's ``/admin/login/`` too, and the other way round)."""

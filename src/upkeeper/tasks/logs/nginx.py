@@ -20,6 +20,7 @@ from upkeeper.logs.access import (
     LoginPath,
     ScanOptions,
     SecurityTail,
+    attempts_only,
     parse_statuses,
     security_tail,
     summarize,
@@ -45,6 +46,8 @@ from upkeeper.tasks.logs._common import (
 
 CURSORS_KEY = "access_cursors"
 TAIL_KEY = "access_security_tail"  # the last minutes' 404s and failed logins, for bursts across runs
+PAGES_KEY = "access_page_sizes"  # body sizes of a catch-all's answers (GET /), for the runs that read no GET /
+PAGES_KEPT = 50
 HOURS_KEY = "access_hours"  # requests per hour of log time over the runs, so an hour split between runs is whole
 HOURS_KEPT_DAYS = 35  # days of hourly counts kept in the job's state
 SPIKE_BASELINE_DAYS = 7  # a spike is judged against the busiest hours of this many earlier days
@@ -138,16 +141,21 @@ class NginxLogsOptions(TaskOptions):
         "Source: upkeeper default; fail2ban's nginx-botsearch is stricter (2 probes)")
     brute_force_threshold: int = Field(
         10, ge=1, description="flag a client with at least this many failed logins (POSTs to any login path "
-        "answered one of that path's failure statuses) within two consecutive 10-minute periods. Source: fail2ban "
+        "answered one of that path's failure statuses; on /xmlrpc.php every POST, an attempt) within two "
+        "consecutive 10-minute periods. Source: fail2ban "
         "nginx-http-auth uses 5 in 10 minutes")
     login_paths: list[LoginPathEntry] = Field(
         default_factory=lambda: list[LoginPathEntry](DEFAULT_LOGIN_PATHS),
         description="paths of login forms and token endpoints ('*' wildcards allowed; a trailing slash does not "
         "matter), for brute-force detection: a path, or {path, failure_status} to say which statuses mean a failed "
         "login there. A bare path's failed logins are those answered 401/403, except on the known applications' "
-        "paths (docs/logs.md): /wp-login.php, /admin/login, /accounts/login, /user/login 200/401/403 (the form "
-        "shown again), /users/sign_in 200/401/403/422, /oauth/token and /api/token 400/401/403. Source: issue 7 "
+        "paths (docs/logs.md): /xmlrpc.php 200 (every POST counts: XML-RPC answers a failure 200 too), "
+        "/wp-login.php, /admin/login, /accounts/login, /user/login 200/401/403 (the form shown again), /users/sign_in 200/401/403/422, /oauth/token and /api/token 400/401/403. Source: issue 7 "
         "(401/403); WordPress, Django, Drupal, Devise and RFC 6749 for the known paths")
+    public_paths: list[str] = Field(
+        default_factory=list,
+        description="paths of sensitive-looking files the site serves on purpose ('*' wildcards allowed), e.g. "
+        "/downloads/*.sql: no logs.nginx.exposed_file finding for them. Source: upkeeper (none by default)")
     static_extensions: list[str] = Field(
         default_factory=lambda: list(STATIC_EXTENSIONS),
         description="extensions of static files, left out of GoAccess's 'requested files' list. Source: "
@@ -236,13 +244,15 @@ class NginxLogs(Task[NginxLogsOptions]):
                             "Try: run upkeeper as a user that can read the nginx logs (group adm)") from None
         seconds = time.monotonic() - t0
         earlier = SecurityTail.from_json(ctx.state.get(TAIL_KEY)) if options.incremental else None
+        page_sizes = _sizes(ctx.state.get(PAGES_KEY)) if options.incremental else []
         not_after = ctx.now() + FUTURE_SLACK  # later log times are a wrong clock or forged lines
         # redacted before anything is built from it: request lines and referrers carry ?token=…, and the
         # findings (history, --json), the HTML and the JSON report all show parts of them
         rep: dict[str, Any] = redact_obj(summarize(
             partial, top_n=options.top, failed_statuses=options.failed_statuses,
             min_endpoint_requests=options.min_endpoint_requests, not_found_burst=options.not_found_burst,
-            brute_force=options.brute_force_threshold, earlier=earlier, log_format=options.log_format))
+            brute_force=options.brute_force_threshold, earlier=earlier, log_format=options.log_format,
+            page_sizes=page_sizes, public_paths=options.public_paths))
         rep["files"] = [{"path": r.file.path, "from": r.start, "to": r.end, "compressed": r.file.gz}
                         for r in plan.ranges]
         rep["scan_seconds"] = round(seconds, 3)
@@ -277,6 +287,8 @@ class NginxLogs(Task[NginxLogsOptions]):
             if options.incremental:
                 ctx.state.set(CURSORS_KEY, finish_cursors(plan, gz_read))
                 ctx.state.set(TAIL_KEY, security_tail(partial, earlier, not_after=not_after).to_json())
+                fresh = [sz for sz, _c in partial.page_sizes.most_common(PAGES_KEPT)]
+                ctx.state.set(PAGES_KEY, list(dict.fromkeys(fresh + page_sizes))[:PAGES_KEPT])
             ctx.state.set(HOURS_KEY, hours)
         return Result(summary=self._summary(rep, artifacts), findings=findings, metrics=metrics,
                       artifacts=artifacts)
@@ -325,7 +337,8 @@ class NginxLogs(Task[NginxLogsOptions]):
         out = plan_findings("nginx", notes)
         if not rep["lines"]:
             return out
-        checks = (self._unparsed, self._failed, self._latency, self._security, self._future, self._spike)
+        checks = (self._unparsed, self._failed, self._latency, self._security, self._exposed, self._future,
+                  self._spike)
         for check in checks:
             try:
                 out += check(ctx, o, rep, subject)
@@ -409,12 +422,41 @@ class NginxLogs(Task[NginxLogsOptions]):
         logins = LoginMatcher(o.login_entries())
         for b in sec["brute_force"][:o.top]:
             answered = _either(set().union(*(logins.failure_codes(x.encode()) or () for x in b["paths"])))
+            attempts = [x for x in b["paths"] if attempts_only(x)]
+            noun = ("login attempts" if len(attempts) == len(b["paths"]) else
+                    "failed logins and login attempts" if attempts else "failed logins")
+            why = ("; XML-RPC answers a wrong password 200 as it does a right one, and one system.multicall POST "
+                   "can try hundreds of passwords" if attempts else "")
             out.append(Finding("logs.nginx.brute_force", Severity.WARNING, b["ip"],
-                               f"{b['max_per_window']} failed logins (POST {', '.join(b['paths'])} answered "
-                               f"{answered}) within 20 minutes (from {b['from']}), {b['total']} in the lines this "
-                               "run read",
+                               f"{b['max_per_window']} {noun} (POST {', '.join(b['paths'])} answered "
+                               f"{answered}{why}) within 20 minutes (from {b['from']}), {b['total']} in the lines "
+                               "this run read",
                                "rate-limit the login (nginx limit_req), ban the client (fail2ban), check the "
                                "accounts it tried", value=b["max_per_window"], threshold=o.brute_force_threshold))
+        return out
+
+    @staticmethod
+    def _exposed(ctx: TaskContext, o: NginxLogsOptions, rep: dict[str, Any], subject: str) -> list[Finding]:
+        out = []
+        for e in rep["security"]["exposed"]:
+            clients = ", ".join(e["clients"][:5]) + (" …" if e["client_count"] > 5 else "")
+            statuses = _either(set(e["statuses"]))
+            sizes = " or ".join(f"{b:,}" for b in e["bytes"][:3]) + (" …" if len(e["bytes"]) > 3 else "")
+            what = ("the file was likely handed out: treat every secret in it as leaked" if e["secret"] else
+                    "it discloses the server's or the application's inside")
+            fix = (f"deny it in nginx (location ~ /\\. {{ deny all; }} for dotfiles, or location = {e['path']} "
+                   "{ deny all; }) and move it out of the docroot; then rotate every secret it holds (passwords, "
+                   "API keys, tokens) and check the clients' other requests"
+                   if e["secret"] else
+                   f"deny it in nginx (location = {e['path']} {{ deny all; }}, or allow only 127.0.0.1) or remove "
+                   "the file; if it is public on purpose, list it in public_paths")
+            out.append(Finding(
+                "logs.nginx.exposed_file", Severity.CRITICAL if e["secret"] else Severity.WARNING, e["path"],
+                f"{e['path']} ({e['file'].replace('_', ' ')}) answered {statuses} with {sizes} bytes, {e['hits']:,} "
+                f"time(s) to {e['client_count']} client(s) ({clients}), first at {e['first']}: {what}",
+                fix, value=float(e["hits"]),
+                data={"file": e["file"], "statuses": e["statuses"], "bytes": e["bytes"], "clients": e["clients"],
+                      "client_count": e["client_count"], "first": e["first"]}))
         return out
 
     @staticmethod
@@ -453,6 +495,13 @@ class NginxLogs(Task[NginxLogsOptions]):
                         f"the busiest hour of a day (median of the {days} day(s) before)",
                         "check the top clients and paths of that hour: a crawler, an attack or a campaign?",
                         value=float(peak), threshold=round(o.spike_factor * usual, 1))]
+
+
+def _sizes(data: Any) -> list[int]:
+    """The catch-all body sizes kept in the job's state; anything else (no state yet, another shape) is none."""
+    if not isinstance(data, list):
+        return []
+    return [int(x) for x in data if isinstance(x, int) and not isinstance(x, bool)][:PAGES_KEPT]
 
 
 def hour_key(when: datetime) -> str:

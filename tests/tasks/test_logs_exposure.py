@@ -1,0 +1,169 @@
+"""logs.nginx: sensitive files answered 2xx (a leaked .env, .git/config …) and XML-RPC brute force, on a real nginx."""
+
+from __future__ import annotations
+
+import http.client
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from services import wait_for_log_lines
+from upkeeper.logs.access import LoginPath
+from upkeeper.sandbox.nginx import NginxServer
+from upkeeper.sandbox.traffic import SITE_EXTRA
+
+from .test_logs_nginx import checks, config, run
+
+LEAKY_ENV = "APP_KEY=base64:0123456789abcdef\nDB_PASSWORD=hunter2-but-longer\nAWS_SECRET_ACCESS_KEY=abc/def\n" * 20
+SPA_EXTRA = """\
+        set_real_ip_from 127.0.0.1;
+        real_ip_header X-Forwarded-For;
+        location / { try_files $uri /index.html; }
+"""
+
+
+def send(server: NginxServer, reqs: list[tuple[str, str, str]], body: bytes | None = None) -> None:
+    """(method, path, client address) requests, each on its own connection; waits for their log lines."""
+    before = server.access_log.read_bytes().count(b"\n") if server.access_log.exists() else 0
+    for method, path, ip in reqs:
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+        conn.request(method, path, body=body if method == "POST" else None,
+                     headers={"X-Forwarded-For": ip, "User-Agent": "Mozilla/5.0 (X11; Linux x86_64) Firefox/125.0"})
+        conn.getresponse().read()
+        conn.close()
+    wait_for_log_lines(server.access_log, before + len(reqs))
+
+
+@pytest.fixture
+def leaky_nginx(services_dir: Path, tmp_path: Path) -> Any:
+    """A site whose docroot holds a real .env and a .git/config, served as static files (the misconfiguration)."""
+    server = NginxServer(services_dir / f"leaky-{tmp_path.name}", server_extra=SITE_EXTRA)
+    server.docroot.mkdir(parents=True)
+    (server.docroot / ".env").write_text(LEAKY_ENV)
+    (server.docroot / ".git").mkdir(mode=0o755)
+    (server.docroot / ".git" / "config").write_text("[remote \"origin\"]\n\turl = https://tok:x@git.example/app\n")
+    for f in (server.docroot / ".env", server.docroot / ".git" / "config"):
+        f.chmod(0o644)
+    with server:
+        yield server
+
+
+@pytest.fixture
+def spa_nginx(services_dir: Path, tmp_path: Path) -> Any:
+    """A single-page app: every unknown path answered 200 with index.html (try_files … /index.html)."""
+    server = NginxServer(services_dir / f"spa-{tmp_path.name}", server_extra=SPA_EXTRA)
+    server.docroot.mkdir(parents=True)
+    (server.docroot / "index.html").write_text("<html><body><div id=app></div><script src=/app.js></script>"
+                                               "</body></html>\n")
+    with server:
+        yield server
+
+
+def test_a_served_env_file_is_a_critical_finding_and_fails_the_run(cli: Any, make_config: Any,
+                                                                    leaky_nginx: NginxServer, tmp_path: Path) -> None:
+    send(leaky_nginx, [("GET", "/", "192.0.2.10"), ("GET", "/.env", "198.51.100.7"),
+                       ("GET", "/.env", "198.51.100.8"), ("GET", "/.git/config", "198.51.100.7"),
+                       ("GET", "/.aws/credentials", "198.51.100.7"), ("GET", "/backup.sql", "198.51.100.7")])
+    r = run(cli, config(make_config, leaky_nginx, tmp_path))
+    assert r["status"] == "fail", r["summary"]
+    by = checks(r)
+    exposed = {f["subject"]: f for f in by["logs.nginx.exposed_file"]}
+    assert set(exposed) == {"/.env", "/.git/config"}  # the others were answered 404: probed, not leaked
+    env = exposed["/.env"]
+    assert env["severity"] == "critical"
+    size = len(LEAKY_ENV.encode())
+    assert f"answered 200 with {size:,} bytes" in env["message"], env["message"]
+    assert "198.51.100.7" in env["message"] and "198.51.100.8" in env["message"]
+    assert env["data"]["clients"] == ["198.51.100.7", "198.51.100.8"]
+    assert env["data"]["first"] and env["data"]["bytes"] == [size]
+    assert "deny" in env["remediation"] and "rotate" in env["remediation"], env
+    # the probes stay counted as probes too
+    assert by["logs.nginx.attack.scanner_probe"][0]["value"] == 5
+
+
+def test_a_single_page_app_answering_every_path_200_is_no_leak(cli: Any, make_config: Any,
+                                                                spa_nginx: NginxServer, tmp_path: Path) -> None:
+    """Its /.env is index.html: the same bytes as its / — no exposed file, the run is not failed."""
+    send(spa_nginx, [("GET", "/", "192.0.2.10"), ("GET", "/.env", "198.51.100.7"),
+                     ("GET", "/wp-config.php.bak", "198.51.100.7")])
+    r = run(cli, config(make_config, spa_nginx, tmp_path))
+    assert "logs.nginx.exposed_file" not in checks(r), r["findings"]
+    assert r["status"] != "fail"
+
+
+def test_a_catch_all_answering_many_sensitive_paths_with_one_size_is_no_leak(
+        cli: Any, make_config: Any, spa_nginx: NginxServer, tmp_path: Path) -> None:
+    """Without a request for / in the lines read (an incremental run), the same body for three different sensitive
+    paths is a catch-all's (or a soft 404's) page, not three files."""
+    send(spa_nginx, [("GET", "/.env", "198.51.100.7"), ("GET", "/.git/config", "198.51.100.7"),
+                     ("GET", "/.aws/credentials", "198.51.100.7")])
+    r = run(cli, config(make_config, spa_nginx, tmp_path))
+    assert "logs.nginx.exposed_file" not in checks(r), r["findings"]
+
+
+def test_a_catch_all_is_recognised_from_an_earlier_runs_front_page(cli: Any, make_config: Any,
+                                                                   spa_nginx: NginxServer, tmp_path: Path) -> None:
+    """An incremental run that read no GET / judges the catch-all by the front page's size an earlier run saw;
+    a path listed in public_paths is never a finding."""
+    cfg = config(make_config, spa_nginx, tmp_path)
+    send(spa_nginx, [("GET", "/", "192.0.2.10")])
+    run(cli, cfg)
+    send(spa_nginx, [("GET", "/.env", "198.51.100.7")])
+    r = run(cli, cfg)
+    assert "logs.nginx.exposed_file" not in checks(r), r["findings"]
+    (spa_nginx.docroot / "dump.sql").write_text("INSERT INTO users VALUES ('a', 'hash');\n")
+    (spa_nginx.docroot / "dump.sql").chmod(0o644)
+    send(spa_nginx, [("GET", "/dump.sql", "198.51.100.7")])
+    assert checks(run(cli, cfg))["logs.nginx.exposed_file"][0]["subject"] == "/dump.sql"
+    send(spa_nginx, [("GET", "/dump.sql", "198.51.100.7")])
+    r = run(cli, config(make_config, spa_nginx, tmp_path, public_paths=["/dump.*"]))
+    assert "logs.nginx.exposed_file" not in checks(r), r["findings"]
+
+
+# -- WordPress XML-RPC brute force: system.multicall, answered 200 whatever the passwords ----------------------
+
+MULTICALL = ("<?xml version=\"1.0\"?><methodCall><methodName>system.multicall</methodName><params><param><value>"
+             "<array><data>" + "".join(
+                 "<value><struct><member><name>methodName</name><value><string>wp.getUsersBlogs</string></value>"
+                 f"</member><member><name>params</name><value><array><data><value><string>admin</string></value>"
+                 f"<value><string>guess{k}</string></value></data></array></value></member></struct></value>"
+                 for k in range(200)) + "</data></array></value></param></params></methodCall>").encode()
+XMLRPC_EXTRA = SITE_EXTRA + """\
+        location = /xmlrpc.php {
+            if ($request_method != POST) { return 405 "XML-RPC server accepts POST requests only.\\n"; }
+            return 200 "<?xml version=\\"1.0\\"?><methodResponse><params><param><value><array><data><value><struct>
+<member><name>faultCode</name><value><int>403</int></value></member><member><name>faultString</name>
+<value><string>Incorrect username or password.</string></value></member></struct></value></data></array>
+</value></param></params></methodResponse>\\n";
+        }
+"""
+
+
+@pytest.fixture
+def wordpress_nginx(services_dir: Path, tmp_path: Path) -> Any:
+    server = NginxServer(services_dir / f"wp-{tmp_path.name}", server_extra=XMLRPC_EXTRA)
+    with server:
+        yield server
+
+
+def test_xmlrpc_multicall_brute_force_is_flagged_as_login_attempts(cli: Any, make_config: Any,
+                                                                     wordpress_nginx: NginxServer,
+                                                                     tmp_path: Path) -> None:
+    """12 system.multicall POSTs of 200 passwords each, all answered 200, from one client: a brute force of login
+    attempts; a pingback (one POST) from another client is not."""
+    send(wordpress_nginx, [("POST", "/xmlrpc.php", "203.0.113.77")] * 12 + [("POST", "/xmlrpc.php", "192.0.2.44")],
+         body=MULTICALL)
+    r = run(cli, config(make_config, wordpress_nginx, tmp_path))
+    (f,) = checks(r)["logs.nginx.brute_force"]
+    assert f["subject"] == "203.0.113.77" and f["value"] == 12
+    assert "12 login attempts (POST /xmlrpc.php answered 200" in f["message"], f["message"]
+    assert "system.multicall" in f["message"]
+    assert r["metrics"]["failed_logins"] == 13
+    assert r["status"] == "warn"
+
+
+def test_an_xmlrpc_login_path_in_a_sub_directory_counts_every_post() -> None:
+    assert LoginPath.of("/blog/xmlrpc.php").codes() == {200}
+    assert LoginPath.of("/xmlrpc.php").codes() == {200}
+    assert LoginPath.of("/login").codes() == {401, 403}
