@@ -147,25 +147,50 @@ def nginx_cmd(
     html: Path | None = typer.Option(None, "--html", help="also write the offline HTML report here"),
     top: int = typer.Option(10, "--top", min=1, help="length of the top lists"),
     workers: int = typer.Option(0, "--workers", min=0, help="processes (0: one per CPU, at most 2)"),
+    client_ip: str = typer.Option("remote_addr", "--client-ip",
+                                  help="remote_addr, or x_forwarded_for behind a load balancer (needs "
+                                  "$http_x_forwarded_for in the format): as the logs.nginx option"),
+    trusted_proxies: list[str] = typer.Option(None, "--trusted-proxy",
+                                              help="with --client-ip x_forwarded_for: a proxy's address or CIDR "
+                                              "network, repeatable (default: the private and loopback ranges)"),
 ) -> None:
     """Traffic, status codes, latency and security signals of access logs (GoAccess-identical counts)."""
+    from pydantic import ValidationError
+
     from upkeeper.logs import parallel
     from upkeeper.logs.access import ScanOptions, summarize
     from upkeeper.logs.nginx_format import LogFormatError, parse_format, to_goaccess
+    from upkeeper.tasks.logs.nginx import NginxLogsOptions, proxy_finding
 
     try:
         parse_format(log_format)
     except LogFormatError as exc:
         raise UsageError(exc.message, exc.hint) from None
+    try:
+        task_opts = NginxLogsOptions(log_format=log_format, client_ip=client_ip, **(
+            {"trusted_proxies": trusted_proxies} if trusted_proxies else {}))
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise UsageError(f"--client-ip/--trusted-proxy: {err['msg'].removeprefix('Value error, ')}",
+                         "Try: --client-ip remote_addr, or x_forwarded_for with --format holding "
+                         "$http_x_forwarded_for and --trusted-proxy 10.0.0.0/8") from None
     _check_html(html)
     found = _access_logs(files, rotated=rotated, max_files=max_files)
     notes: list[parallel.ReadNote] = []
-    partial, _ = parallel.scan("upkeeper.logs.access", ScanOptions(log_format=log_format),
-                               _units_of(found, b"", workers), workers=workers, notes=notes)
-    rep = redact_obj(summarize(partial, top_n=top, log_format=log_format))  # tokens in query strings, credentials in samples
+    opts = ScanOptions(log_format=log_format, client_ip=task_opts.client_ip,
+                       trusted_proxies=tuple(task_opts.trusted_proxies))
+    partial, _ = parallel.scan("upkeeper.logs.access", opts, _units_of(found, b"", workers), workers=workers,
+                               notes=notes)
+    # tokens in query strings, credentials in samples
+    rep = redact_obj(summarize(partial, top_n=top, log_format=log_format, client_ip=task_opts.client_ip))
     rep["read_notes"] = _warn_read_notes(notes)
     rep["files"] = [{"path": lf.path, "compressed": lf.gz} for lf in found]
-    rep["goaccess"]["log_format_flags"] = to_goaccess(log_format).argv()
+    rep["goaccess"]["log_format_flags"] = to_goaccess(log_format, client_ip=task_opts.client_ip).argv()
+    if rep["clients"]["proxy"] is not None:
+        f = proxy_finding(rep["clients"]["proxy"], task_opts.client_ip, "")
+        err_console.print(f"{'Warning' if f.severity.value == 'warning' else 'Note'}: {f.message}", style="yellow",
+                          markup=False, soft_wrap=True)
+        err_console.print(f"Try: {f.remediation}", markup=False, soft_wrap=True)
     _warn_unparsed(rep["unparsed_pct"], rep["invalid"], "could not be parsed with the log_format "
                    f"{log_format!r} (" + ", ".join(f"{k}: {v:,}" for k, v in rep["invalid_reasons"].items()) + ")",
                    rep["invalid_samples"][0]["line"] if rep["invalid_samples"] else "",

@@ -25,10 +25,11 @@ report dictionary.
 from __future__ import annotations
 
 import heapq
+import ipaddress
 import math
 import re
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from itertools import compress, repeat
@@ -48,6 +49,7 @@ from upkeeper.logs.classify import (
     request_path,
     scanner_name,
 )
+from upkeeper.logs.clientip import DEFAULT_TRUSTED_PROXIES, ClientResolver
 from upkeeper.logs.goaccess import (
     STATIC_EXTENSIONS,
     ULL_MAX,
@@ -78,6 +80,7 @@ if TYPE_CHECKING:
 NL = b"\n"
 ARROW_MIN_BUFFER = 256 << 10  # buffers this large go to the pyarrow path when the format allows
 SLOW_BLOCK_LINES = 48  # below this many lines a failing buffer is parsed line by line
+FORWARDED_KEEP = 100  # distinct $http_x_forwarded_for values kept: enough to tell a proxy's log
 CACHE_MAX = 50_000  # request lines whose endpoint and path are remembered (then the cache starts over)
 DEFAULT_LOGIN_PATHS = ("/login", "/signin", "/sign_in", "/users/sign_in", "/user/login", "/auth/login",
                        "/api/login", "/api/auth/login", "/api/token", "/oauth/token", "/wp-login.php",
@@ -156,6 +159,9 @@ class ScanOptions:
     fast: bool = True  # False forces the line-by-line parser (tests compare both)
     arrow: bool = True  # False keeps large buffers off the pyarrow path (upkeeper.logs.arrowscan)
     arrow_min_buffer: int = ARROW_MIN_BUFFER  # smaller buffers stay in Python (tests lower it)
+    #: where the client address comes from: $remote_addr, or $http_x_forwarded_for behind trusted proxies
+    client_ip: str = "remote_addr"
+    trusted_proxies: tuple[str, ...] = DEFAULT_TRUSTED_PROXIES
 
 
 TimeInfo = tuple[int, int, int]  # (YYYYMMDD, hour, minute)
@@ -196,6 +202,8 @@ class AccessPartial:
     scanners: Counter[tuple[str, bytes]] = field(default_factory=Counter)  # (scanner, ip)
     has_latency: bool = False
     has_upstream: bool = False
+    #: some distinct $http_x_forwarded_for values (at most FORWARDED_KEEP): does the header vary?
+    forwarded: set[bytes] = field(default_factory=set)
 
 
 class Accumulator:
@@ -213,6 +221,9 @@ class Accumulator:
         self.sample_mask = quote_mask(opts.log_format)  # credential fields to hide in unparsed-line samples
         self.static_ext = tuple(e.lower().encode() for e in opts.static_extensions)
         self.logins = LoginMatcher(opts.login_paths)
+        self.has_xff = has_variable(opts.log_format, "http_x_forwarded_for")
+        self.resolver = (ClientResolver(opts.trusted_proxies)
+                         if opts.client_ip == "x_forwarded_for" and self.has_xff else None)
         self.p = AccessPartial()
         self.c_req: Counter[bytes] = Counter()
         self.c_req404: Counter[bytes] = Counter()
@@ -469,6 +480,7 @@ class Accumulator:
         rt, rtspec = self._field(cols, "T")
         urt, urtspec = self._field(cols, "P")
         h, hspec = self._field(cols, "h")
+        xff, _ = self._field(cols, "X")
         assert h is not None
         # strip literal prefixes/suffixes (rare formats such as "rt=$request_time")
         h = _strip_col(h, hspec)
@@ -482,13 +494,28 @@ class Accumulator:
             size = (sum(map(int, b)) if joined.isdigit() and max(map(len, b)) <= 19
                     else sum(map(parse_size, b)))
         assert h is not None
-        self._aggregate(h, tk, {k: v for k, v in tinfo.items() if v is not None}, r, s, size, ref, ua, rt, urt)
+        self._aggregate(h, tk, {k: v for k, v in tinfo.items() if v is not None}, r, s, size, ref, ua, rt, urt,
+                        xff)
+
+    def forwarded(self, values: Iterable[bytes | None]) -> None:
+        """Remember a few distinct X-Forwarded-For values (enough to see whether the header varies)."""
+        seen = self.p.forwarded
+        if len(seen) < FORWARDED_KEEP:
+            for v in set(values):
+                if v and v != b"-":
+                    seen.add(v)
+                    if len(seen) >= FORWARDED_KEEP:
+                        break
 
     def _aggregate(self, h: list[bytes], tk: list[Any], tinfo: dict[Any, TimeInfo], r: list[bytes],
                    s: list[Any] | None, size: int, ref: list[bytes] | None, ua: list[bytes] | None,
-                   rt: list[Any] | None, urt: list[Any] | None) -> None:
+                   rt: list[Any] | None, urt: list[Any] | None, xff: Sequence[bytes | None] | None = None) -> None:
         n = len(h)
         p = self.p
+        if xff is not None:
+            self.forwarded(xff)
+            if self.resolver is not None:  # the client behind the trusted proxies, as nginx's realip finds it
+                h = self.resolver.column(h, xff)
         p.valid += n
         p.bandwidth += size
         p.hosts.update(h)
@@ -645,7 +672,8 @@ class Accumulator:
         ua = [x.agent for x in rows]
         rt = [x.rt for x in rows] if any(x.rt is not None for x in rows) else None
         urt = [x.urt for x in rows] if any(x.urt is not None for x in rows) else None
-        self._aggregate(h, tk, tinfo, r, s, size, ref, ua, rt, urt)
+        xff = [x.xff for x in rows] if self.has_xff else None
+        self._aggregate(h, tk, tinfo, r, s, size, ref, ua, rt, urt, xff)
 
     def _invalid(self, line: bytes, reason: str, kind: str, source: str, offset: int | None) -> None:
         p = self.p
@@ -917,6 +945,7 @@ def merge(parts: list[AccessPartial]) -> AccessPartial:
             mine += [x for x in lst if x not in mine][: max(0, 10 - len(mine))]
         out.has_latency |= p.has_latency
         out.has_upstream |= p.has_upstream
+        out.forwarded.update(list(p.forwarded)[:max(0, FORWARDED_KEEP - len(out.forwarded))])
     return out
 
 
@@ -1118,9 +1147,10 @@ def security_summary(p: AccessPartial, *, not_found_burst: int = 20, brute_force
 def summarize(p: AccessPartial, *, top_n: int = 10, failed_statuses: str = "5xx",
               min_endpoint_requests: int = 20, max_endpoints: int = 50, not_found_burst: int = 20,
               brute_force: int = 10, earlier: SecurityTail | None = None,
-              log_format: str | None = None) -> dict[str, Any]:
+              log_format: str | None = None, client_ip: str = "remote_addr") -> dict[str, Any]:
     """The access report as plain JSON-able data (``earlier``: see :func:`security_summary`; ``log_format``:
-    the format read, which says whether latency is available even when no line was read)."""
+    the format read, which says whether latency is available even when no line was read; ``client_ip``: where
+    the client addresses came from, see :class:`ScanOptions`)."""
     valid = p.valid
     status: Counter[str] = Counter()
     for raw, v in p.status.items():
@@ -1221,6 +1251,8 @@ def summarize(p: AccessPartial, *, top_n: int = 10, failed_statuses: str = "5xx"
         },
         "security": security_summary(p, not_found_burst=not_found_burst, brute_force=brute_force, top_n=top_n,
                                      earlier=earlier),
+        "clients": clients_summary(p, client_ip=client_ip, xff_logged=(
+            has_variable(log_format, "http_x_forwarded_for") if log_format else bool(p.forwarded))),
         "goaccess": {
             "total_requests": lines,
             "valid_requests": valid,
@@ -1232,6 +1264,31 @@ def summarize(p: AccessPartial, *, top_n: int = 10, failed_statuses: str = "5xx"
                           "hits": c} for (u, m, pr), c in ((k.split(b"\0"), c) for k, c in top(p.ga_requests, top_n))],
         },
     }
+
+
+#: one address with this share of the requests (or more) is a proxy's when the X-Forwarded-For header varies
+PROXY_SHARE_PCT = 90.0
+PROXY_MIN_REQUESTS = 20
+
+
+def clients_summary(p: AccessPartial, *, client_ip: str, xff_logged: bool) -> dict[str, Any]:
+    """Where the client addresses come from, and ``proxy``: set when nearly every request (at least
+    :data:`PROXY_SHARE_PCT` %) comes from one private address — a load balancer or reverse proxy in front of
+    nginx, so visitors, top clients, 404 bursts and brute force would all count the proxy — with how many
+    distinct X-Forwarded-For values the log holds (at most :data:`FORWARDED_KEEP` are counted)."""
+    out: dict[str, Any] = {"client_ip": client_ip, "forwarded_for_logged": xff_logged,
+                           "forwarded_for_distinct": len(p.forwarded), "proxy": None}
+    if p.valid < PROXY_MIN_REQUESTS or not p.hosts:
+        return out
+    (ip, hits), = top(p.hosts, 1)
+    share = 100.0 * hits / p.valid
+    try:
+        private = ipaddress.ip_address(ip.decode("ascii").strip("[]")).is_private
+    except (UnicodeDecodeError, ValueError):
+        private = False
+    if share >= PROXY_SHARE_PCT and private and (not xff_logged or len(p.forwarded) > 1):
+        out["proxy"] = {"ip": _s(ip), "share_pct": round(share, 2), "forwarded_for_distinct": len(p.forwarded)}
+    return out
 
 
 def all_paths(p: AccessPartial) -> Counter[bytes]:

@@ -284,6 +284,16 @@ class ArrowScanner:
     def _aggregate(self, cols: dict[str, Any]) -> None:
         pa, pc, acc = self.pa, self.pc, self.acc
         p = acc.p
+        xff = cols.get("X")
+        if xff is not None:
+            acc.forwarded(pc.unique(xff).to_pylist())
+            if acc.resolver is not None:  # the client behind the trusted proxies, per distinct (address, header)
+                pair = pc.binary_join_element_wise(cols["h"], xff, pa.scalar(b"\n", xff.type))  # no newline in either
+                enc = pc.dictionary_encode(pair)
+                hx = [v.split(b"\n", 1) for v in enc.dictionary.to_pylist()]
+                clients = acc.resolver.column([a for a, _x in hx], [x for _a, x in hx])
+                cols["h"] = pc.take(pa.array(clients, cols["h"].type), enc.indices)
+                del pair, enc, hx
         h, tk, r, s = cols["h"], cols["time"], cols["r"], cols["s"]
         ua, ref, b, rt, urt = cols.get("u"), cols.get("R"), cols.get("b"), cols.get("T"), cols.get("P")
         tinfo = self.tinfo
