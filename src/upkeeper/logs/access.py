@@ -559,6 +559,12 @@ class Accumulator:
         if any(sp):  # static files (all statuses but 404) are counted here; the rest comes from GoAccess's keys
             p.static_paths.update(x for x, st in zip(sp, s, strict=True)
                                   if x is not None and (st is None or st[:3] != b"404"))
+        if rt is not None or urt is not None:
+            # a 101 (a WebSocket) is timed until the connection closes, minutes or hours: no response time
+            upgraded = {x for x in ss if status_code(x) == 101}
+            if upgraded:
+                rt = _untimed(rt, s, upgraded)
+                urt = _untimed(urt, s, upgraded)
         if rt is not None:
             self.has_rt = True
             self.c_lat.update(zip(map(ep.__getitem__, r), rt, strict=True))
@@ -757,6 +763,13 @@ class Accumulator:
 # ---------------------------------------------------------------------------------------------
 # helpers for token prefixes/suffixes and times
 # ---------------------------------------------------------------------------------------------
+
+
+def _untimed(col: list[Any] | None, statuses: list[Any], upgraded: set[Any]) -> list[Any] | None:
+    """``col`` (request or upstream times) with ``-`` (no time) for the rows answered with a status in ``upgraded``."""
+    if col is None:
+        return None
+    return [b"-" if st in upgraded else t for t, st in zip(col, statuses, strict=True)]
 
 
 def _has_list(line: bytes, marks: tuple[bytes, ...]) -> bool:
@@ -1237,7 +1250,8 @@ def summarize(p: AccessPartial, *, top_n: int = 10, failed_statuses: str = "5xx"
         "failed_pct": pct(failed),
         "hourly": dict(sorted(hourly.items())),
         "latency": {"overall": percentiles(lat_all.items()), "upstream": percentiles(ups_all.items()),
-                    "available": has_variable(log_format, "request_time") if log_format else p.has_latency},
+                    "available": has_variable(log_format, "request_time") if log_format else p.has_latency,
+                    "untimed_upgrades": status.get("101", 0)},  # WebSockets: timed until closed, left out
         "endpoints": endpoints,
         "slowest_endpoints": slow[:top_n],
         "failing_endpoints": failing,

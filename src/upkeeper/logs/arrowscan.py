@@ -380,7 +380,14 @@ class ArrowScanner:
                 p.endpoint_errors[(ep_of[rdict[ri]], st)] += c
             if nf:
                 acc.c_req404[rdict[ri]] += c
-        # latency per endpoint
+        # latency per endpoint; a 101 (a WebSocket) is timed until the connection closes: no response time
+        upgraded = [x for x in statuses if code_of[x] == 101]
+        if upgraded and (rt is not None or urt is not None):
+            m = self._mask_in(s, upgraded)
+            if rt is not None:
+                rt = pc.if_else(m, pa.scalar(b"-", rt.type), rt)
+            if urt is not None:
+                urt = pc.if_else(m, pa.scalar(b"-", urt.type), urt)
         if rt is not None:
             acc.has_rt = True
             for (e, tok), c in self._pair_counts(row_ep, rt):
