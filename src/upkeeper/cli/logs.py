@@ -24,16 +24,6 @@ logs_app = typer.Typer(help="Analyze nginx access logs, PostgreSQL logs and erro
 app.add_typer(logs_app, name="logs")
 
 
-def _units(paths: list[Path], continuation: bytes, workers: int) -> list[Any]:
-    from upkeeper.logs.sources import discover
-
-    files = []
-    for p in paths:
-        _check_log(p)
-        files += discover(str(p), rotated=False)
-    return _units_of(files, continuation, workers)
-
-
 def _units_of(files: list[Any], continuation: bytes, workers: int) -> list[Any]:
     from upkeeper.logs import parallel
     from upkeeper.logs.sources import ReadRange
@@ -42,19 +32,21 @@ def _units_of(files: list[Any], continuation: bytes, workers: int) -> list[Any]:
     return parallel.units_for(ranges, continuation=continuation, workers=workers)
 
 
-def _access_logs(args: list[str], *, rotated: bool, max_files: int) -> list[Any]:
-    """The files the arguments name, found as logs.nginx finds its access_log: a path with its rotated files,
-    a glob (quoted, so that the shell leaves it alone) with those of each log it matches.  A file named twice
-    is read once: a shell that expands ``*.log*`` names the rotated files the live log brings along."""
+def _find_logs(args: list[str], *, rotated: bool, max_files: int, example: str = "'/var/log/nginx/*access.log'",
+               expand: Callable[[str], list[Any]] | None = None) -> list[Any]:
+    """The files the arguments name, found as the logs.* tasks find theirs: a path with its rotated files,
+    a glob (quoted, so that the shell leaves it alone) with those of each log it matches (``expand``: the
+    task's own way to expand one).  A file named twice is read once: a shell that expands ``*.log*`` names
+    the rotated files the live log brings along."""
     from upkeeper.logs.sources import discover, discover_glob, is_glob
 
     out: dict[str, Any] = {}
     for arg in args:
         if is_glob(arg) and not Path(arg).exists():
-            found = discover_glob(arg, rotated=rotated, max_files=max_files)
+            found = (expand or (lambda g: discover_glob(g, rotated=rotated, max_files=max_files)))(arg)
             if not found:
-                raise UsageError(f"{arg}: no file matches", "Try: check the pattern, e.g. "
-                                 "'/var/log/nginx/*access.log' (quoted, so that upkeeper expands it)")
+                raise UsageError(f"{arg}: no file matches", f"Try: check the pattern, e.g. {example} (quoted, "
+                                 "so that upkeeper expands it)")
         else:
             _check_log(Path(arg))
             found = discover(arg, rotated=rotated, max_files=max_files)
@@ -175,7 +167,7 @@ def nginx_cmd(
                          "Try: --client-ip remote_addr, or x_forwarded_for with --format holding "
                          "$http_x_forwarded_for and --trusted-proxy 10.0.0.0/8") from None
     _check_html(html)
-    found = _access_logs(files, rotated=rotated, max_files=max_files)
+    found = _find_logs(files, rotated=rotated, max_files=max_files)
     notes: list[parallel.ReadNote] = []
     opts = ScanOptions(log_format=log_format, client_ip=task_opts.client_ip,
                        trusted_proxies=tuple(task_opts.trusted_proxies))
@@ -233,8 +225,15 @@ def nginx_cmd(
 
 @logs_app.command("postgres")
 def postgres_cmd(
-    files: list[Path] = typer.Argument(..., help="PostgreSQL server log files (stderr format, plain or .gz)"),
+    files: list[str] = typer.Argument(..., help="PostgreSQL server logs (stderr format, plain or .gz) or quoted "
+                                      "globs such as '/var/log/postgresql/postgresql-*.log', as the logs.postgres "
+                                      "task reads its log_file: a path with its rotated files (postgresql.log.1, "
+                                      ".2.gz), a glob's newest --max-files matches"),
     prefix: str = typer.Option("%m [%p] ", "--prefix", "-p", help="the server's log_line_prefix"),
+    rotated: bool = typer.Option(True, "--rotated/--no-rotated",
+                                 help="also read the rotated files of each log (those named are always read)"),
+    max_files: int = typer.Option(30, "--max-files", min=1, max=1000,
+                                  help="at most this many files per log (of a glob's matches), newest first"),
     as_json: bool = typer.Option(False, "--json", help="the whole report as JSON"),
     html: Path | None = typer.Option(None, "--html", help="also write the offline HTML report here"),
     top: int = typer.Option(10, "--top", min=1, help="length of the query and error lists"),
@@ -243,19 +242,25 @@ def postgres_cmd(
     """Slow statements by fingerprint, errors by SQLSTATE, locks, temp files, checkpoints (pgBadger's core)."""
     from upkeeper.logs import parallel
     from upkeeper.logs.pglog import MIN_PARALLEL, PgScanOptions, PrefixError, compile_prefix, summarize
+    from upkeeper.tasks.logs.postgres import PostgresLogs, PostgresLogsOptions
 
     try:
         compile_prefix(prefix)
     except PrefixError as exc:
         raise UsageError(exc.message, exc.hint) from None
     _check_html(html)
+    task_opts = PostgresLogsOptions(rotated=rotated, max_files=max_files)
+    found = _find_logs(files, rotated=rotated, max_files=max_files,
+                       example="'/var/log/postgresql/postgresql-*.log'",
+                       expand=lambda g: PostgresLogs._files(g, task_opts))
     notes: list[parallel.ReadNote] = []
     partial, _ = parallel.scan("upkeeper.logs.pglog", PgScanOptions(log_line_prefix=prefix),
-                               _units(files, b"\t", workers), workers=workers, continuation=b"\t",
+                               _units_of(found, b"\t", workers), workers=workers, continuation=b"\t",
                                min_parallel=MIN_PARALLEL, notes=notes)
     rep = redact_obj(summarize(partial, top_n=top))
     rep["read_notes"] = _warn_read_notes(notes)
     rep["log_line_prefix"] = prefix
+    rep["files"] = [{"path": lf.path, "compressed": lf.gz} for lf in found]
     _warn_unparsed(rep["unparsed_pct"], rep["unparsed"], f"do not start with the log_line_prefix {prefix!r}",
                    rep["unparsed_samples"][0] if rep["unparsed_samples"] else "",
                    "Try: --prefix with the server's log_line_prefix (SHOW log_line_prefix); only the stderr log "
@@ -263,8 +268,8 @@ def postgres_cmd(
     if html is not None:
         from upkeeper.logs.report_html import postgres_report
 
-        _write_html(html, postgres_report(rep, [], title=f"PostgreSQL log report — {files[0].name}",
-                                          subtitle=", ".join(map(str, files)), trends={}, objectives={}))
+        _write_html(html, postgres_report(rep, [], title=f"PostgreSQL log report — {Path(files[0]).name}",
+                                          subtitle=", ".join(files), trends={}, objectives={}))
     if as_json:
         print_json(rep)
         return
@@ -290,8 +295,14 @@ def postgres_cmd(
 
 @logs_app.command("errors")
 def errors_cmd(
-    nginx_error_log: Path | None = typer.Option(None, "--nginx", help="an nginx error.log"),
-    app_logs: list[Path] = typer.Argument(None, help="application logs (JSON lines or text)"),
+    nginx_error_log: str | None = typer.Option(None, "--nginx", help="an nginx error.log (with its rotated files)"),
+    app_logs: list[str] = typer.Argument(None, help="application logs (JSON lines or text) or quoted globs such as "
+                                         "'/srv/shop/log/*.log', each read with its rotated files (app.log.1, "
+                                         ".2.gz, -DATE) as the logs.errors task reads its app_logs"),
+    rotated: bool = typer.Option(True, "--rotated/--no-rotated",
+                                 help="also read the rotated files of each log (those named are always read)"),
+    max_files: int = typer.Option(30, "--max-files", min=1, max=1000,
+                                  help="at most this many files per log, newest first"),
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
 ) -> None:
     """nginx error-log classes and application exceptions grouped by type and message (plain or .gz)."""
@@ -300,25 +311,29 @@ def errors_cmd(
 
     if nginx_error_log is None and not app_logs:
         raise UsageError("which logs?", "Try: upkeeper logs errors --nginx /var/log/nginx/error.log app.log")
-    for p in ([nginx_error_log] if nginx_error_log is not None else []) + list(app_logs or []):
-        _check_log(p)
+    ng_files = (_find_logs([nginx_error_log], rotated=rotated, max_files=max_files,
+                           example="'/var/log/nginx/*error.log'") if nginx_error_log is not None else [])
+    app_files = _find_logs(list(app_logs), rotated=rotated, max_files=max_files,
+                           example="'/srv/shop/log/*.log'") if app_logs else []
     notes: list[parallel.ReadNote] = []
     out: dict[str, Any] = {}
     if nginx_error_log is not None:
         ng = NginxErrorStats()
-        _feed_file(nginx_error_log, ng.feed, notes)
+        for lf in ng_files:
+            _feed_file(lf, ng.feed, notes)
         out["nginx"] = {"lines": ng.lines, "unparsed": ng.unparsed, "levels": dict(ng.levels),
                         "upstream": ng.upstream,
                         "classes": [{"level": lv, "class": c, "count": n} for (lv, c), n in ng.classes.most_common(20)]}
     if app_logs:
         app_stats = AppLogStats()
-        for p in app_logs:
-            _feed_file(p, app_stats.feed, notes)  # streamed: an application log can be gigabytes
+        for lf in app_files:
+            _feed_file(lf, app_stats.feed, notes)  # streamed: an application log can be gigabytes
             app_stats.finish()
         out["app"] = {"lines": app_stats.lines, "levels": dict(app_stats.levels), "exceptions": [
             {"type": g.kind, "message": g.message, "count": g.count, "example": g.example}
             for g in sorted(app_stats.exceptions.values(), key=lambda g: -g.count)]}
     out["read_notes"] = _warn_read_notes(notes)
+    out["files"] = [{"path": lf.path, "compressed": lf.gz} for lf in ng_files + app_files]
     out = redact_obj(out)  # exception messages can hold DSNs and tokens
     if as_json:
         print_json(out)
@@ -333,17 +348,15 @@ def errors_cmd(
                              [[g["type"], g["message"], g["count"]] for g in out["app"]["exceptions"]], (2,)))
 
 
-def _feed_file(path: Path, feed: Callable[[bytes, str], Any], notes: list[Any]) -> None:
-    """Hand ``feed`` the whole file in buffers of complete lines, as the scheduled tasks read it: a .gz
-    decompressed (as zcat does: damage is noted in ``notes``), a big file streamed."""
+def _feed_file(lf: Any, feed: Callable[[bytes, str], Any], notes: list[Any]) -> None:
+    """Hand ``feed`` the whole file (a LogFile) in buffers of complete lines, as the scheduled tasks read it: a
+    .gz decompressed (as zcat does: damage is noted in ``notes``), a big file streamed."""
     from upkeeper.logs import parallel
-    from upkeeper.logs.sources import discover
 
-    for lf in discover(str(path), rotated=False):
-        reader = parallel.read_unit(parallel.Unit(lf.path, 0, None if lf.gz else lf.size, lf.gz, True, lf.path),
-                                    notes=notes)
-        for _off, buf in reader:
-            feed(buf, str(path))
+    reader = parallel.read_unit(parallel.Unit(lf.path, 0, None if lf.gz else lf.size, lf.gz, True, lf.path),
+                                notes=notes)
+    for _off, buf in reader:
+        feed(buf, lf.path)
 
 
 @logs_app.command("goaccess-format")
