@@ -204,7 +204,12 @@ def nginx_cmd(
                   f"{rep['bots']['bot_pct']:.1f} %, unparsed {rep['invalid']:,} ({rep['unparsed_pct']:.2f} %)"
                   + (f", p50/p95/p99 {lat['p50']:.0f}/{lat['p95']:.0f}/{lat['p99']:.0f} ms" if lat else ""))
     console.print(_table("status codes", ["code", "hits"], [[k, v] for k, v in rep["status"].items()], (1,)))
-    console.print(_table("top paths", ["path", "hits"], [[x["path"], x["hits"]] for x in rep["top"]["paths"]], (1,)))
+    if len(rep["vhosts"]) > 1:
+        console.print(_table("sites", ["host", "requests", "4xx", "5xx", "failed %", "p95 ms"],
+                             [[v["host"], v["requests"], v["4xx"], v["5xx"], v["failed_pct"], v.get("p95", "-")]
+                              for v in rep["vhosts"]], (1, 2, 3, 4, 5)))
+    console.print(_table("top paths", ["path", "hits"], [[x.get("host", "") + x["path"], x["hits"]]
+                                                         for x in rep["top"]["paths"]], (1,)))
     if lat:
         console.print(_table("slowest endpoints (p95)", ["endpoint", "hits", "p50 ms", "p95 ms", "p99 ms"],
                              [[e["endpoint"], e["hits"], e["p50"], e["p95"], e["p99"]]

@@ -72,7 +72,16 @@ from upkeeper.logs.goaccess import (
     valid_status,
 )
 from upkeeper.logs.masking import mask_line, quote_mask
-from upkeeper.logs.nginx_format import COMBINED, SplitPlan, TokenSpec, has_variable, split_plan, to_goaccess
+from upkeeper.logs.nginx_format import (
+    COMBINED,
+    SplitPlan,
+    TokenSpec,
+    Var,
+    has_variable,
+    parse_format,
+    split_plan,
+    to_goaccess,
+)
 
 if TYPE_CHECKING:
     from upkeeper.logs.arrowscan import ArrowScanner
@@ -204,6 +213,12 @@ class AccessPartial:
     has_upstream: bool = False
     #: some distinct $http_x_forwarded_for values (at most FORWARDED_KEEP): does the header vary?
     forwarded: set[bytes] = field(default_factory=set)
+    #: per site, when the format logs $host, $server_name or $http_host: requests, (host, path) hits,
+    #: (host, status) and (host, ms) of the timed requests
+    vhosts: Counter[bytes] = field(default_factory=Counter)
+    vhost_paths: Counter[tuple[bytes, bytes]] = field(default_factory=Counter)
+    vhost_status: Counter[tuple[bytes, bytes | None]] = field(default_factory=Counter)
+    vhost_latency: Counter[tuple[bytes, float]] = field(default_factory=Counter)
 
 
 class Accumulator:
@@ -222,6 +237,9 @@ class Accumulator:
         self.static_ext = tuple(e.lower().encode() for e in opts.static_extensions)
         self.logins = LoginMatcher(opts.login_paths)
         self.has_xff = has_variable(opts.log_format, "http_x_forwarded_for")
+        self.has_vhost = any(isinstance(it, Var) and it.field == "v" for it in parse_format(opts.log_format))
+        self.c_vreq: Counter[tuple[bytes, bytes]] = Counter()  # (host, request line)
+        self.c_vlat: Counter[tuple[bytes, bytes]] = Counter()  # (host, request time token)
         self.resolver = (ClientResolver(opts.trusted_proxies)
                          if opts.client_ip == "x_forwarded_for" and self.has_xff else None)
         self.p = AccessPartial()
@@ -481,6 +499,8 @@ class Accumulator:
         urt, urtspec = self._field(cols, "P")
         h, hspec = self._field(cols, "h")
         xff, _ = self._field(cols, "X")
+        vh, vhspec = self._field(cols, "v")
+        vh = _strip_col(vh, vhspec)
         assert h is not None
         # strip literal prefixes/suffixes (rare formats such as "rt=$request_time")
         h = _strip_col(h, hspec)
@@ -495,7 +515,7 @@ class Accumulator:
                     else sum(map(parse_size, b)))
         assert h is not None
         self._aggregate(h, tk, {k: v for k, v in tinfo.items() if v is not None}, r, s, size, ref, ua, rt, urt,
-                        xff)
+                        xff, vh)
 
     def forwarded(self, values: Iterable[bytes | None]) -> None:
         """Remember a few distinct X-Forwarded-For values (enough to see whether the header varies)."""
@@ -509,7 +529,8 @@ class Accumulator:
 
     def _aggregate(self, h: list[bytes], tk: list[Any], tinfo: dict[Any, TimeInfo], r: list[bytes],
                    s: list[Any] | None, size: int, ref: list[bytes] | None, ua: list[bytes] | None,
-                   rt: list[Any] | None, urt: list[Any] | None, xff: Sequence[bytes | None] | None = None) -> None:
+                   rt: list[Any] | None, urt: list[Any] | None, xff: Sequence[bytes | None] | None = None,
+                   vh: list[bytes] | None = None) -> None:
         n = len(h)
         p = self.p
         if xff is not None:
@@ -573,6 +594,12 @@ class Accumulator:
         if urt is not None:
             self.has_urt = True
             self.c_ulat.update(zip(map(ep.__getitem__, r), urt, strict=True))
+        if vh is not None:  # per site: the same path of two sites is two paths
+            p.vhosts.update(vh)
+            self.c_vreq.update(zip(vh, r, strict=True))
+            p.vhost_status.update(zip(vh, s, strict=True))
+            if rt is not None:
+                self.c_vlat.update(zip(vh, rt, strict=True))
         # upkeeper's own views read the status as a number, as the status distribution does ('+503' is
         # 503); GoAccess's not-found panel (and so its requested files) looks at the text ('404' only)
         code = {x: status_code(x) for x in ss}
@@ -679,7 +706,8 @@ class Accumulator:
         rt = [x.rt for x in rows] if any(x.rt is not None for x in rows) else None
         urt = [x.urt for x in rows] if any(x.urt is not None for x in rows) else None
         xff = [x.xff for x in rows] if self.has_xff else None
-        self._aggregate(h, tk, tinfo, r, s, size, ref, ua, rt, urt, xff)
+        vh = [x.vhost or b"-" for x in rows] if self.has_vhost else None
+        self._aggregate(h, tk, tinfo, r, s, size, ref, ua, rt, urt, xff, vh)
 
     def _invalid(self, line: bytes, reason: str, kind: str, source: str, offset: int | None) -> None:
         p = self.p
@@ -724,6 +752,20 @@ class Accumulator:
                     continue
                 ga[url + b"\0" + (meth or b"") + b"\0" + (proto or b"")] += c
             del batch
+        vreq = list(self.c_vreq.items())
+        self.c_vreq.clear()
+        for ((host, _raw), c), (url, _m, _p) in zip(vreq, parse_requests([raw for (_h, raw), _c in vreq]),
+                                                    strict=True):
+            p.vhost_paths[(host, url.split(b"?", 1)[0])] += c
+        del vreq
+        vms: dict[bytes, float | None] = {}
+        for (host, tok), c in self.c_vlat.items():
+            if tok not in vms:
+                v = parse_seconds(tok)
+                vms[tok] = round(v * 1000.0, 3) if v is not None else None
+            if (ms := vms[tok]) is not None:
+                p.vhost_latency[(host, ms)] += c
+        self.c_vlat.clear()
         norm_ua: dict[bytes, bytes] = {}
         for a, c in self.c_ua.items():
             na = norm_ua[a] = normalize_agent(a)
@@ -948,7 +990,8 @@ def merge(parts: list[AccessPartial]) -> AccessPartial:
             setattr(out, name, getattr(out, name) + getattr(p, name))
         for name in ("invalid_reasons", "status", "hosts", "agents", "referers", "static_paths", "not_found",
                      "ga_requests", "minutes", "latency", "upstream", "endpoint_hits", "endpoint_errors",
-                     "nf_bursts", "auth_failures", "attacks", "scanners"):
+                     "nf_bursts", "auth_failures", "attacks", "scanners", "vhosts", "vhost_paths", "vhost_status",
+                     "vhost_latency"):
             getattr(out, name).update(getattr(p, name))
         out.visitors |= p.visitors
         room = max(0, 20 - len(out.invalid_samples))
@@ -1255,8 +1298,11 @@ def summarize(p: AccessPartial, *, top_n: int = 10, failed_statuses: str = "5xx"
         "endpoints": endpoints,
         "slowest_endpoints": slow[:top_n],
         "failing_endpoints": failing,
+        "vhosts": vhost_summary(p, top_n=top_n, failed_spec=failed_spec),
         "top": {
-            "paths": [{"path": _s(k), "hits": v} for k, v in top(all_paths(p), top_n)],
+            # two sites' "/" are two paths: with several hosts in the log, each path is a host's
+            "paths": ([{"host": _s(h), "path": _s(k), "hits": v} for (h, k), v in top(p.vhost_paths, top_n)]
+                      if len(p.vhosts) > 1 else [{"path": _s(k), "hits": v} for k, v in top(all_paths(p), top_n)]),
             "not_found": [{"path": _s(k), "hits": v} for k, v in top(p.not_found, top_n)],
             "hosts": [{"ip": _s(k), "hits": v} for k, v in top(p.hosts, top_n)],
             "agents": [{"agent": _s(k), "hits": v, "bot": is_bot(k)} for k, v in top(p.agents, top_n)],
@@ -1278,6 +1324,37 @@ def summarize(p: AccessPartial, *, top_n: int = 10, failed_statuses: str = "5xx"
                           "hits": c} for (u, m, pr), c in ((k.split(b"\0"), c) for k, c in top(p.ga_requests, top_n))],
         },
     }
+
+
+def vhost_summary(p: AccessPartial, *, top_n: int, failed_spec: str) -> list[dict[str, Any]]:
+    """Per site (``$host``, ``$server_name`` or ``$http_host`` in the format), the busiest ``top_n``: requests,
+    4xx, 5xx and failed counts, the failed rate, latency percentiles and the top paths."""
+    if not p.vhosts:
+        return []
+    status: dict[bytes, Counter[str]] = {}
+    for (host, st), c in p.vhost_status.items():
+        code = status_code(st)
+        if code is None:
+            continue
+        counts = status.setdefault(host, Counter())
+        counts[f"{code // 100}xx"] += c
+        if _status_in(str(code), failed_spec):
+            counts["failed"] += c
+    lat: dict[bytes, Counter[float]] = {}
+    for (host, ms), c in p.vhost_latency.items():
+        lat.setdefault(host, Counter())[ms] += c
+    paths: dict[bytes, Counter[bytes]] = {}
+    for (host, path), c in p.vhost_paths.items():
+        paths.setdefault(host, Counter())[path] += c
+    out = []
+    for host, n in top(p.vhosts, top_n):
+        counts = status.get(host, Counter())
+        pst = percentiles(lat.get(host, Counter()).items())
+        out.append({"host": _s(host), "requests": n, "4xx": counts["4xx"], "5xx": counts["5xx"],
+                    "failed": counts["failed"], "failed_pct": round(100.0 * counts["failed"] / n, 4) if n else 0.0,
+                    **{k: v for k, v in pst.items() if k in ("p50", "p95", "p99")}, "timed": int(pst.get("count", 0)),
+                    "paths": [{"path": _s(k), "hits": v} for k, v in top(paths.get(host, Counter()), 5)]})
+    return out
 
 
 #: one address with this share of the requests (or more) is a proxy's when the X-Forwarded-For header varies

@@ -400,6 +400,14 @@ class ArrowScanner:
             for (e, tok), c in self._pair_counts(row_ep, urt):
                 acc.c_ulat[(ep_list[e], tok)] += c
         del row_ep
+        vh = cols.get("v")
+        if vh is not None:  # per site: the same path of two sites is two paths
+            p.vhosts.update(dict(self._counts(vh)))
+            for (host, ri), c in self._pair_counts(vh, ridx):
+                acc.c_vreq[(host, rdict[ri])] += c
+            p.vhost_status.update(dict(self._pair_counts(vh, s)))
+            if rt is not None:
+                acc.c_vlat.update(dict(self._pair_counts(vh, rt)))
         # 404 bursts per (client, minute)
         nfs = [x for x in statuses if code_of[x] == 404]
         if nfs:

@@ -142,7 +142,8 @@ class NginxLogsOptions(TaskOptions):
         1.0, ge=0, description="warn when more than this % of lines cannot be parsed. Source: Netdata "
         "web_log_1m_unmatched (warn > 1 %)")
     min_endpoint_requests: int = Field(
-        20, ge=1, description="an endpoint needs this many timed requests before its p95 is judged. "
+        20, ge=1, description="an endpoint needs this many timed requests before its p95 is judged (a site of a "
+                "multi-site log this many requests before its failed rate and p95 are). "
                 "Source: upkeeper default")
     top: int = Field(10, ge=1, le=1000, description="length of the top lists. Source: upkeeper default")
     not_found_burst: int = Field(
@@ -356,8 +357,8 @@ class NginxLogs(Task[NginxLogsOptions]):
         out = plan_findings("nginx", notes)
         if not rep["lines"]:
             return out
-        checks = (self._unparsed, self._failed, self._latency, self._security, self._future, self._spike,
-                  self._proxy)
+        checks = (self._unparsed, self._failed, self._latency, self._sites, self._security, self._future,
+                  self._spike, self._proxy)
         for check in checks:
             try:
                 out += check(ctx, o, rep, subject)
@@ -412,6 +413,30 @@ class NginxLogs(Task[NginxLogsOptions]):
                                f"{e['max']:.0f}), objective < {o.latency_p95_ms:g} ms",
                                "profile this endpoint; cache or move slow work to a background job",
                                value=e["p95"], threshold=o.latency_p95_ms))
+        return out
+
+    @staticmethod
+    def _sites(ctx: TaskContext, o: NginxLogsOptions, rep: dict[str, Any], subject: str) -> list[Finding]:
+        """With several sites in one log, each is held to the objectives on its own: a small site that fails
+        disappears in the figures of a busy one."""
+        sites = rep["vhosts"]
+        if len(sites) < 2:
+            return []
+        out = []
+        for v in sites:
+            if v["requests"] < o.min_endpoint_requests:
+                continue
+            missed = []
+            if v["failed_pct"] > o.failed_rate_pct:
+                missed.append(f"{v['failed_pct']:.3f} % failed ({v['failed']:,}), objective < {o.failed_rate_pct:g} %")
+            if v.get("p95", 0.0) > o.latency_p95_ms and v["timed"] >= o.min_endpoint_requests:
+                missed.append(f"p95 {v['p95']:.0f} ms, objective < {o.latency_p95_ms:g} ms")
+            if missed:
+                out.append(Finding("logs.nginx.site_objectives", Severity.WARNING, v["host"],
+                                   f"site {v['host']} ({v['requests']:,} requests): " + "; ".join(missed),
+                                   "see the site's paths in the report; check its application and upstream logs",
+                                   data={k: v[k] for k in ("requests", "failed", "failed_pct") if k in v}
+                                   | {k: v[k] for k in ("p50", "p95", "p99") if k in v}))
         return out
 
     @staticmethod
