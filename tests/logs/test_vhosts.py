@@ -128,7 +128,8 @@ def test_job_holds_each_site_to_the_objectives(cli: Any, make_config: Any, vhost
     out = res.json()[0]
     sites = [f for f in out["findings"] if f["check"] == "logs.nginx.site_objectives"]
     assert [f["subject"] for f in sites] == ["shop.example"], out["findings"]
-    assert "18.182 % failed (10)" in sites[0]["message"] and "p95 3" in sites[0]["message"]
+    assert "18.182 % failed (10), objective < 0.1 %; p95 " in sites[0]["message"]
+    assert sites[0]["message"].endswith(" ms, objective < 200 ms") and sites[0]["data"]["p95"] >= 300
     assert not [f for f in out["findings"] if f["check"] == "logs.nginx.latency_p95"]
     html = (tmp_path / "reports" / "log-analysis" / "latest.html").read_text()
     assert "<h3>Sites</h3>" in html and "shop.example/api/cart" in html
