@@ -239,3 +239,37 @@ def test_a_wrong_format_or_prefix_is_said_with_a_sample_and_how_to_fix_it(cli: A
     assert r.code == 0 and "Warning: 100.00 % of lines (19) do not start with the log_line_prefix '%t [%p]: '" \
         in err and "Try: --prefix with the server's log_line_prefix (SHOW log_line_prefix)" in err, r.output
     assert "Warning" not in cli(["logs", "postgres", str(pg)]).err
+
+
+def test_postgres_and_errors_find_their_files_as_nginx_does(cli: Any, tmp_path: Path) -> None:
+    """`logs postgres` and `logs errors` took literal files only: a quoted glob was 'no such file' (exit 2) and
+    a log's rotated files were left out, where `logs nginx` (and the tasks) read both."""
+    import gzip
+
+    d = tmp_path / "pg"
+    d.mkdir()
+    (d / "postgresql.log").write_text("2024-03-01 10:00:00.000 UTC [12] LOG:  duration: 5.000 ms  statement: select 1\n")
+    (d / "postgresql.log.1.gz").write_bytes(gzip.compress(
+        b"2024-02-29 10:00:00.000 UTC [12] LOG:  duration: 7.000 ms  statement: select 2\n"))
+    r = cli(["logs", "postgres", str(d / "postgresql.log"), "--json"])
+    assert r.code == 0 and r.json()["statements"]["count"] == 2, r.output
+    assert [f["path"] for f in r.json()["files"]] == [str(d / "postgresql.log.1.gz"), str(d / "postgresql.log")]
+    r = cli(["logs", "postgres", str(d / "postgresql.log"), "--no-rotated", "--json"])
+    assert r.json()["statements"]["count"] == 1
+    r = cli(["logs", "postgres", str(d / "postgresql*.log"), "--json"])  # as logs.postgres reads a glob
+    assert r.code == 0 and r.json()["statements"]["count"] == 1, r.output
+
+    a = tmp_path / "app"
+    a.mkdir()
+    trace = 'Traceback (most recent call last):\n  File "a.py", line 1, in <module>\n{}\n'
+    (a / "shop.log").write_text(trace.format("ValueError: bad"))
+    (a / "shop.log.1").write_text(trace.format("KeyError: 'x'"))
+    (a / "other.log").write_text(trace.format("TypeError: no"))
+    r = cli(["logs", "errors", str(a / "*.log"), "--json"])
+    assert r.code == 0, r.output
+    assert sorted(g["type"] for g in r.json()["app"]["exceptions"]) == ["KeyError", "TypeError", "ValueError"]
+    assert len(r.json()["files"]) == 3
+    r = cli(["logs", "errors", str(a / "shop.log"), "--no-rotated", "--json"])
+    assert [g["type"] for g in r.json()["app"]["exceptions"]] == ["ValueError"]
+    r = cli(["logs", "errors", str(a / "*.nope")])
+    assert r.code == 2 and "no file matches" in r.err

@@ -24,16 +24,6 @@ logs_app = typer.Typer(help="Analyze nginx access logs, PostgreSQL logs and erro
 app.add_typer(logs_app, name="logs")
 
 
-def _units(paths: list[Path], continuation: bytes, workers: int) -> list[Any]:
-    from upkeeper.logs.sources import discover
-
-    files = []
-    for p in paths:
-        _check_log(p)
-        files += discover(str(p), rotated=False)
-    return _units_of(files, continuation, workers)
-
-
 def _units_of(files: list[Any], continuation: bytes, workers: int) -> list[Any]:
     from upkeeper.logs import parallel
     from upkeeper.logs.sources import ReadRange
@@ -42,19 +32,21 @@ def _units_of(files: list[Any], continuation: bytes, workers: int) -> list[Any]:
     return parallel.units_for(ranges, continuation=continuation, workers=workers)
 
 
-def _access_logs(args: list[str], *, rotated: bool, max_files: int) -> list[Any]:
-    """The files the arguments name, found as logs.nginx finds its access_log: a path with its rotated files,
-    a glob (quoted, so that the shell leaves it alone) with those of each log it matches.  A file named twice
-    is read once: a shell that expands ``*.log*`` names the rotated files the live log brings along."""
+def _find_logs(args: list[str], *, rotated: bool, max_files: int, example: str = "'/var/log/nginx/*access.log'",
+               expand: Callable[[str], list[Any]] | None = None) -> list[Any]:
+    """The files the arguments name, found as the logs.* tasks find theirs: a path with its rotated files,
+    a glob (quoted, so that the shell leaves it alone) with those of each log it matches (``expand``: the
+    task's own way to expand one).  A file named twice is read once: a shell that expands ``*.log*`` names
+    the rotated files the live log brings along."""
     from upkeeper.logs.sources import discover, discover_glob, is_glob
 
     out: dict[str, Any] = {}
     for arg in args:
         if is_glob(arg) and not Path(arg).exists():
-            found = discover_glob(arg, rotated=rotated, max_files=max_files)
+            found = (expand or (lambda g: discover_glob(g, rotated=rotated, max_files=max_files)))(arg)
             if not found:
-                raise UsageError(f"{arg}: no file matches", "Try: check the pattern, e.g. "
-                                 "'/var/log/nginx/*access.log' (quoted, so that upkeeper expands it)")
+                raise UsageError(f"{arg}: no file matches", f"Try: check the pattern, e.g. {example} (quoted, "
+                                 "so that upkeeper expands it)")
         else:
             _check_log(Path(arg))
             found = discover(arg, rotated=rotated, max_files=max_files)
@@ -147,25 +139,50 @@ def nginx_cmd(
     html: Path | None = typer.Option(None, "--html", help="also write the offline HTML report here"),
     top: int = typer.Option(10, "--top", min=1, help="length of the top lists"),
     workers: int = typer.Option(0, "--workers", min=0, help="processes (0: one per CPU, at most 2)"),
+    client_ip: str = typer.Option("remote_addr", "--client-ip",
+                                  help="remote_addr, or x_forwarded_for behind a load balancer (needs "
+                                  "$http_x_forwarded_for in the format): as the logs.nginx option"),
+    trusted_proxies: list[str] = typer.Option(None, "--trusted-proxy",
+                                              help="with --client-ip x_forwarded_for: a proxy's address or CIDR "
+                                              "network, repeatable (default: the private and loopback ranges)"),
 ) -> None:
     """Traffic, status codes, latency and security signals of access logs (GoAccess-identical counts)."""
+    from pydantic import ValidationError
+
     from upkeeper.logs import parallel
     from upkeeper.logs.access import ScanOptions, summarize
     from upkeeper.logs.nginx_format import LogFormatError, parse_format, to_goaccess
+    from upkeeper.tasks.logs.nginx import NginxLogsOptions, proxy_finding
 
     try:
         parse_format(log_format)
     except LogFormatError as exc:
         raise UsageError(exc.message, exc.hint) from None
+    try:
+        task_opts = NginxLogsOptions(log_format=log_format, client_ip=client_ip, **(
+            {"trusted_proxies": trusted_proxies} if trusted_proxies else {}))
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise UsageError(f"--client-ip/--trusted-proxy: {err['msg'].removeprefix('Value error, ')}",
+                         "Try: --client-ip remote_addr, or x_forwarded_for with --format holding "
+                         "$http_x_forwarded_for and --trusted-proxy 10.0.0.0/8") from None
     _check_html(html)
-    found = _access_logs(files, rotated=rotated, max_files=max_files)
+    found = _find_logs(files, rotated=rotated, max_files=max_files)
     notes: list[parallel.ReadNote] = []
-    partial, _ = parallel.scan("upkeeper.logs.access", ScanOptions(log_format=log_format),
-                               _units_of(found, b"", workers), workers=workers, notes=notes)
-    rep = redact_obj(summarize(partial, top_n=top, log_format=log_format))  # tokens in query strings, credentials in samples
+    opts = ScanOptions(log_format=log_format, client_ip=task_opts.client_ip,
+                       trusted_proxies=tuple(task_opts.trusted_proxies))
+    partial, _ = parallel.scan("upkeeper.logs.access", opts, _units_of(found, b"", workers), workers=workers,
+                               notes=notes)
+    # tokens in query strings, credentials in samples
+    rep = redact_obj(summarize(partial, top_n=top, log_format=log_format, client_ip=task_opts.client_ip))
     rep["read_notes"] = _warn_read_notes(notes)
     rep["files"] = [{"path": lf.path, "compressed": lf.gz} for lf in found]
-    rep["goaccess"]["log_format_flags"] = to_goaccess(log_format).argv()
+    rep["goaccess"]["log_format_flags"] = to_goaccess(log_format, client_ip=task_opts.client_ip).argv()
+    if rep["clients"]["proxy"] is not None:
+        f = proxy_finding(rep["clients"]["proxy"], task_opts.client_ip, "")
+        err_console.print(f"{'Warning' if f.severity.value == 'warning' else 'Note'}: {f.message}", style="yellow",
+                          markup=False, soft_wrap=True)
+        err_console.print(f"Try: {f.remediation}", markup=False, soft_wrap=True)
     _warn_unparsed(rep["unparsed_pct"], rep["invalid"], "could not be parsed with the log_format "
                    f"{log_format!r} (" + ", ".join(f"{k}: {v:,}" for k, v in rep["invalid_reasons"].items()) + ")",
                    rep["invalid_samples"][0]["line"] if rep["invalid_samples"] else "",
@@ -187,7 +204,12 @@ def nginx_cmd(
                   f"{rep['bots']['bot_pct']:.1f} %, unparsed {rep['invalid']:,} ({rep['unparsed_pct']:.2f} %)"
                   + (f", p50/p95/p99 {lat['p50']:.0f}/{lat['p95']:.0f}/{lat['p99']:.0f} ms" if lat else ""))
     console.print(_table("status codes", ["code", "hits"], [[k, v] for k, v in rep["status"].items()], (1,)))
-    console.print(_table("top paths", ["path", "hits"], [[x["path"], x["hits"]] for x in rep["top"]["paths"]], (1,)))
+    if len(rep["vhosts"]) > 1:
+        console.print(_table("sites", ["host", "requests", "4xx", "5xx", "failed %", "p95 ms"],
+                             [[v["host"], v["requests"], v["4xx"], v["5xx"], v["failed_pct"], v.get("p95", "-")]
+                              for v in rep["vhosts"]], (1, 2, 3, 4, 5)))
+    console.print(_table("top paths", ["path", "hits"], [[x.get("host", "") + x["path"], x["hits"]]
+                                                         for x in rep["top"]["paths"]], (1,)))
     if lat:
         console.print(_table("slowest endpoints (p95)", ["endpoint", "hits", "p50 ms", "p95 ms", "p99 ms"],
                              [[e["endpoint"], e["hits"], e["p50"], e["p95"], e["p99"]]
@@ -208,8 +230,15 @@ def nginx_cmd(
 
 @logs_app.command("postgres")
 def postgres_cmd(
-    files: list[Path] = typer.Argument(..., help="PostgreSQL server log files (stderr format, plain or .gz)"),
+    files: list[str] = typer.Argument(..., help="PostgreSQL server logs (stderr format, plain or .gz) or quoted "
+                                      "globs such as '/var/log/postgresql/postgresql-*.log', as the logs.postgres "
+                                      "task reads its log_file: a path with its rotated files (postgresql.log.1, "
+                                      ".2.gz), a glob's newest --max-files matches"),
     prefix: str = typer.Option("%m [%p] ", "--prefix", "-p", help="the server's log_line_prefix"),
+    rotated: bool = typer.Option(True, "--rotated/--no-rotated",
+                                 help="also read the rotated files of each log (those named are always read)"),
+    max_files: int = typer.Option(30, "--max-files", min=1, max=1000,
+                                  help="at most this many files per log (of a glob's matches), newest first"),
     as_json: bool = typer.Option(False, "--json", help="the whole report as JSON"),
     html: Path | None = typer.Option(None, "--html", help="also write the offline HTML report here"),
     top: int = typer.Option(10, "--top", min=1, help="length of the query and error lists"),
@@ -218,19 +247,25 @@ def postgres_cmd(
     """Slow statements by fingerprint, errors by SQLSTATE, locks, temp files, checkpoints (pgBadger's core)."""
     from upkeeper.logs import parallel
     from upkeeper.logs.pglog import MIN_PARALLEL, PgScanOptions, PrefixError, compile_prefix, summarize
+    from upkeeper.tasks.logs.postgres import PostgresLogs, PostgresLogsOptions
 
     try:
         compile_prefix(prefix)
     except PrefixError as exc:
         raise UsageError(exc.message, exc.hint) from None
     _check_html(html)
+    task_opts = PostgresLogsOptions(rotated=rotated, max_files=max_files)
+    found = _find_logs(files, rotated=rotated, max_files=max_files,
+                       example="'/var/log/postgresql/postgresql-*.log'",
+                       expand=lambda g: PostgresLogs._files(g, task_opts))
     notes: list[parallel.ReadNote] = []
     partial, _ = parallel.scan("upkeeper.logs.pglog", PgScanOptions(log_line_prefix=prefix),
-                               _units(files, b"\t", workers), workers=workers, continuation=b"\t",
+                               _units_of(found, b"\t", workers), workers=workers, continuation=b"\t",
                                min_parallel=MIN_PARALLEL, notes=notes)
     rep = redact_obj(summarize(partial, top_n=top))
     rep["read_notes"] = _warn_read_notes(notes)
     rep["log_line_prefix"] = prefix
+    rep["files"] = [{"path": lf.path, "compressed": lf.gz} for lf in found]
     _warn_unparsed(rep["unparsed_pct"], rep["unparsed"], f"do not start with the log_line_prefix {prefix!r}",
                    rep["unparsed_samples"][0] if rep["unparsed_samples"] else "",
                    "Try: --prefix with the server's log_line_prefix (SHOW log_line_prefix); only the stderr log "
@@ -238,8 +273,8 @@ def postgres_cmd(
     if html is not None:
         from upkeeper.logs.report_html import postgres_report
 
-        _write_html(html, postgres_report(rep, [], title=f"PostgreSQL log report — {files[0].name}",
-                                          subtitle=", ".join(map(str, files)), trends={}, objectives={}))
+        _write_html(html, postgres_report(rep, [], title=f"PostgreSQL log report — {Path(files[0]).name}",
+                                          subtitle=", ".join(files), trends={}, objectives={}))
     if as_json:
         print_json(rep)
         return
@@ -265,8 +300,14 @@ def postgres_cmd(
 
 @logs_app.command("errors")
 def errors_cmd(
-    nginx_error_log: Path | None = typer.Option(None, "--nginx", help="an nginx error.log"),
-    app_logs: list[Path] = typer.Argument(None, help="application logs (JSON lines or text)"),
+    nginx_error_log: str | None = typer.Option(None, "--nginx", help="an nginx error.log (with its rotated files)"),
+    app_logs: list[str] = typer.Argument(None, help="application logs (JSON lines or text) or quoted globs such as "
+                                         "'/srv/shop/log/*.log', each read with its rotated files (app.log.1, "
+                                         ".2.gz, -DATE) as the logs.errors task reads its app_logs"),
+    rotated: bool = typer.Option(True, "--rotated/--no-rotated",
+                                 help="also read the rotated files of each log (those named are always read)"),
+    max_files: int = typer.Option(30, "--max-files", min=1, max=1000,
+                                  help="at most this many files per log, newest first"),
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
 ) -> None:
     """nginx error-log classes and application exceptions grouped by type and message (plain or .gz)."""
@@ -275,25 +316,29 @@ def errors_cmd(
 
     if nginx_error_log is None and not app_logs:
         raise UsageError("which logs?", "Try: upkeeper logs errors --nginx /var/log/nginx/error.log app.log")
-    for p in ([nginx_error_log] if nginx_error_log is not None else []) + list(app_logs or []):
-        _check_log(p)
+    ng_files = (_find_logs([nginx_error_log], rotated=rotated, max_files=max_files,
+                           example="'/var/log/nginx/*error.log'") if nginx_error_log is not None else [])
+    app_files = _find_logs(list(app_logs), rotated=rotated, max_files=max_files,
+                           example="'/srv/shop/log/*.log'") if app_logs else []
     notes: list[parallel.ReadNote] = []
     out: dict[str, Any] = {}
     if nginx_error_log is not None:
         ng = NginxErrorStats()
-        _feed_file(nginx_error_log, ng.feed, notes)
+        for lf in ng_files:
+            _feed_file(lf, ng.feed, notes)
         out["nginx"] = {"lines": ng.lines, "unparsed": ng.unparsed, "levels": dict(ng.levels),
                         "upstream": ng.upstream,
                         "classes": [{"level": lv, "class": c, "count": n} for (lv, c), n in ng.classes.most_common(20)]}
     if app_logs:
         app_stats = AppLogStats()
-        for p in app_logs:
-            _feed_file(p, app_stats.feed, notes)  # streamed: an application log can be gigabytes
+        for lf in app_files:
+            _feed_file(lf, app_stats.feed, notes)  # streamed: an application log can be gigabytes
             app_stats.finish()
         out["app"] = {"lines": app_stats.lines, "levels": dict(app_stats.levels), "exceptions": [
             {"type": g.kind, "message": g.message, "count": g.count, "example": g.example}
             for g in sorted(app_stats.exceptions.values(), key=lambda g: -g.count)]}
     out["read_notes"] = _warn_read_notes(notes)
+    out["files"] = [{"path": lf.path, "compressed": lf.gz} for lf in ng_files + app_files]
     out = redact_obj(out)  # exception messages can hold DSNs and tokens
     if as_json:
         print_json(out)
@@ -308,17 +353,15 @@ def errors_cmd(
                              [[g["type"], g["message"], g["count"]] for g in out["app"]["exceptions"]], (2,)))
 
 
-def _feed_file(path: Path, feed: Callable[[bytes, str], Any], notes: list[Any]) -> None:
-    """Hand ``feed`` the whole file in buffers of complete lines, as the scheduled tasks read it: a .gz
-    decompressed (as zcat does: damage is noted in ``notes``), a big file streamed."""
+def _feed_file(lf: Any, feed: Callable[[bytes, str], Any], notes: list[Any]) -> None:
+    """Hand ``feed`` the whole file (a LogFile) in buffers of complete lines, as the scheduled tasks read it: a
+    .gz decompressed (as zcat does: damage is noted in ``notes``), a big file streamed."""
     from upkeeper.logs import parallel
-    from upkeeper.logs.sources import discover
 
-    for lf in discover(str(path), rotated=False):
-        reader = parallel.read_unit(parallel.Unit(lf.path, 0, None if lf.gz else lf.size, lf.gz, True, lf.path),
-                                    notes=notes)
-        for _off, buf in reader:
-            feed(buf, str(path))
+    reader = parallel.read_unit(parallel.Unit(lf.path, 0, None if lf.gz else lf.size, lf.gz, True, lf.path),
+                                notes=notes)
+    for _off, buf in reader:
+        feed(buf, lf.path)
 
 
 @logs_app.command("goaccess-format")

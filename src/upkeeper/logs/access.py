@@ -29,7 +29,7 @@ import ipaddress
 import math
 import re
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from itertools import compress, repeat
@@ -53,6 +53,7 @@ from upkeeper.logs.classify import (
     sensitive_file,
     sensitive_requests,
 )
+from upkeeper.logs.clientip import DEFAULT_TRUSTED_PROXIES, ClientResolver
 from upkeeper.logs.goaccess import (
     STATIC_EXTENSIONS,
     ULL_MAX,
@@ -75,7 +76,16 @@ from upkeeper.logs.goaccess import (
     valid_status,
 )
 from upkeeper.logs.masking import mask_line, quote_mask
-from upkeeper.logs.nginx_format import COMBINED, SplitPlan, TokenSpec, has_variable, split_plan, to_goaccess
+from upkeeper.logs.nginx_format import (
+    COMBINED,
+    SplitPlan,
+    TokenSpec,
+    Var,
+    has_variable,
+    parse_format,
+    split_plan,
+    to_goaccess,
+)
 
 if TYPE_CHECKING:
     from upkeeper.logs.arrowscan import ArrowScanner
@@ -83,6 +93,7 @@ if TYPE_CHECKING:
 NL = b"\n"
 ARROW_MIN_BUFFER = 256 << 10  # buffers this large go to the pyarrow path when the format allows
 SLOW_BLOCK_LINES = 48  # below this many lines a failing buffer is parsed line by line
+FORWARDED_KEEP = 100  # distinct $http_x_forwarded_for values kept: enough to tell a proxy's log
 CACHE_MAX = 50_000  # request lines whose endpoint and path are remembered (then the cache starts over)
 DEFAULT_LOGIN_PATHS = ("/login", "/signin", "/sign_in", "/users/sign_in", "/user/login", "/auth/login",
                        "/api/login", "/api/auth/login", "/api/token", "/oauth/token", "/wp-login.php",
@@ -177,6 +188,9 @@ class ScanOptions:
     fast: bool = True  # False forces the line-by-line parser (tests compare both)
     arrow: bool = True  # False keeps large buffers off the pyarrow path (upkeeper.logs.arrowscan)
     arrow_min_buffer: int = ARROW_MIN_BUFFER  # smaller buffers stay in Python (tests lower it)
+    #: where the client address comes from: $remote_addr, or $http_x_forwarded_for behind trusted proxies
+    client_ip: str = "remote_addr"
+    trusted_proxies: tuple[str, ...] = DEFAULT_TRUSTED_PROXIES
 
 
 TimeInfo = tuple[int, int, int]  # (YYYYMMDD, hour, minute)
@@ -220,6 +234,14 @@ class AccessPartial:
     page_sizes: Counter[int] = field(default_factory=Counter)  # body sizes of the 2xx answers to GET / (catch-alls)
     has_latency: bool = False
     has_upstream: bool = False
+    #: some distinct $http_x_forwarded_for values (at most FORWARDED_KEEP): does the header vary?
+    forwarded: set[bytes] = field(default_factory=set)
+    #: per site, when the format logs $host, $server_name or $http_host: requests, (host, path) hits,
+    #: (host, status) and (host, ms) of the timed requests
+    vhosts: Counter[bytes] = field(default_factory=Counter)
+    vhost_paths: Counter[tuple[bytes, bytes]] = field(default_factory=Counter)
+    vhost_status: Counter[tuple[bytes, bytes | None]] = field(default_factory=Counter)
+    vhost_latency: Counter[tuple[bytes, float]] = field(default_factory=Counter)
 
 
 class Accumulator:
@@ -237,6 +259,12 @@ class Accumulator:
         self.sample_mask = quote_mask(opts.log_format)  # credential fields to hide in unparsed-line samples
         self.static_ext = tuple(e.lower().encode() for e in opts.static_extensions)
         self.logins = LoginMatcher(opts.login_paths)
+        self.has_xff = has_variable(opts.log_format, "http_x_forwarded_for")
+        self.has_vhost = any(isinstance(it, Var) and it.field == "v" for it in parse_format(opts.log_format))
+        self.c_vreq: Counter[tuple[bytes, bytes]] = Counter()  # (host, request line)
+        self.c_vlat: Counter[tuple[bytes, bytes]] = Counter()  # (host, request time token)
+        self.resolver = (ClientResolver(opts.trusted_proxies)
+                         if opts.client_ip == "x_forwarded_for" and self.has_xff else None)
         self.p = AccessPartial()
         self.c_req: Counter[bytes] = Counter()
         self.c_req404: Counter[bytes] = Counter()
@@ -495,6 +523,9 @@ class Accumulator:
         rt, rtspec = self._field(cols, "T")
         urt, urtspec = self._field(cols, "P")
         h, hspec = self._field(cols, "h")
+        xff, _ = self._field(cols, "X")
+        vh, vhspec = self._field(cols, "v")
+        vh = _strip_col(vh, vhspec)
         assert h is not None
         # strip literal prefixes/suffixes (rare formats such as "rt=$request_time")
         h = _strip_col(h, hspec)
@@ -508,14 +539,30 @@ class Accumulator:
             size = (sum(map(int, b)) if joined.isdigit() and max(map(len, b)) <= 19
                     else sum(map(parse_size, b)))
         assert h is not None
-        self._aggregate(h, tk, {k: v for k, v in tinfo.items() if v is not None}, r, s, size, ref, ua, rt, urt, b)
+        self._aggregate(h, tk, {k: v for k, v in tinfo.items() if v is not None}, r, s, size, ref, ua, rt, urt, b,
+                        xff, vh)
+
+    def forwarded(self, values: Iterable[bytes | None]) -> None:
+        """Remember a few distinct X-Forwarded-For values (enough to see whether the header varies)."""
+        seen = self.p.forwarded
+        if len(seen) < FORWARDED_KEEP:
+            for v in set(values):
+                if v and v != b"-":
+                    seen.add(v)
+                    if len(seen) >= FORWARDED_KEEP:
+                        break
 
     def _aggregate(self, h: list[bytes], tk: list[Any], tinfo: dict[Any, TimeInfo], r: list[bytes],
                    s: list[Any] | None, size: int, ref: list[bytes] | None, ua: list[bytes] | None,
-                   rt: list[Any] | None, urt: list[Any] | None, sizes: list[Any] | None = None) -> None:
+                   rt: list[Any] | None, urt: list[Any] | None, sizes: list[Any] | None = None,
+                   xff: Sequence[bytes | None] | None = None, vh: list[bytes] | None = None) -> None:
         """``size``: the bytes of all lines; ``sizes``: each line's (``$body_bytes_sent`` as read, or a number)."""
         n = len(h)
         p = self.p
+        if xff is not None:
+            self.forwarded(xff)
+            if self.resolver is not None:  # the client behind the trusted proxies, as nginx's realip finds it
+                h = self.resolver.column(h, xff)
         p.valid += n
         p.bandwidth += size
         p.hosts.update(h)
@@ -560,6 +607,12 @@ class Accumulator:
         if any(sp):  # static files (all statuses but 404) are counted here; the rest comes from GoAccess's keys
             p.static_paths.update(x for x, st in zip(sp, s, strict=True)
                                   if x is not None and (st is None or st[:3] != b"404"))
+        if rt is not None or urt is not None:
+            # a 101 (a WebSocket) is timed until the connection closes, minutes or hours: no response time
+            upgraded = {x for x in ss if status_code(x) == 101}
+            if upgraded:
+                rt = _untimed(rt, s, upgraded)
+                urt = _untimed(urt, s, upgraded)
         if rt is not None:
             self.has_rt = True
             self.c_lat.update(zip(map(ep.__getitem__, r), rt, strict=True))
@@ -568,6 +621,12 @@ class Accumulator:
         if urt is not None:
             self.has_urt = True
             self.c_ulat.update(zip(map(ep.__getitem__, r), urt, strict=True))
+        if vh is not None:  # per site: the same path of two sites is two paths
+            p.vhosts.update(vh)
+            self.c_vreq.update(zip(vh, r, strict=True))
+            p.vhost_status.update(zip(vh, s, strict=True))
+            if rt is not None:
+                self.c_vlat.update(zip(vh, rt, strict=True))
         # upkeeper's own views read the status as a number, as the status distribution does ('+503' is
         # 503); GoAccess's not-found panel (and so its requested files) looks at the text ('404' only)
         code = {x: status_code(x) for x in ss}
@@ -693,7 +752,9 @@ class Accumulator:
         ua = [x.agent for x in rows]
         rt = [x.rt for x in rows] if any(x.rt is not None for x in rows) else None
         urt = [x.urt for x in rows] if any(x.urt is not None for x in rows) else None
-        self._aggregate(h, tk, tinfo, r, s, sum(sizes), ref, ua, rt, urt, sizes)
+        xff = [x.xff for x in rows] if self.has_xff else None
+        vh = [x.vhost or b"-" for x in rows] if self.has_vhost else None
+        self._aggregate(h, tk, tinfo, r, s, sum(sizes), ref, ua, rt, urt, sizes, xff, vh)
 
     def _invalid(self, line: bytes, reason: str, kind: str, source: str, offset: int | None) -> None:
         p = self.p
@@ -738,6 +799,20 @@ class Accumulator:
                     continue
                 ga[url + b"\0" + (meth or b"") + b"\0" + (proto or b"")] += c
             del batch
+        vreq = list(self.c_vreq.items())
+        self.c_vreq.clear()
+        for ((host, _raw), c), (url, _m, _p) in zip(vreq, parse_requests([raw for (_h, raw), _c in vreq]),
+                                                    strict=True):
+            p.vhost_paths[(host, url.split(b"?", 1)[0])] += c
+        del vreq
+        vms: dict[bytes, float | None] = {}
+        for (host, tok), c in self.c_vlat.items():
+            if tok not in vms:
+                v = parse_seconds(tok)
+                vms[tok] = round(v * 1000.0, 3) if v is not None else None
+            if (ms := vms[tok]) is not None:
+                p.vhost_latency[(host, ms)] += c
+        self.c_vlat.clear()
         norm_ua: dict[bytes, bytes] = {}
         for a, c in self.c_ua.items():
             na = norm_ua[a] = normalize_agent(a)
@@ -777,6 +852,13 @@ class Accumulator:
 # ---------------------------------------------------------------------------------------------
 # helpers for token prefixes/suffixes and times
 # ---------------------------------------------------------------------------------------------
+
+
+def _untimed(col: list[Any] | None, statuses: list[Any], upgraded: set[Any]) -> list[Any] | None:
+    """``col`` (request or upstream times) with ``-`` (no time) for the rows answered with a status in ``upgraded``."""
+    if col is None:
+        return None
+    return [b"-" if st in upgraded else t for t, st in zip(col, statuses, strict=True)]
 
 
 def _has_list(line: bytes, marks: tuple[bytes, ...]) -> bool:
@@ -960,7 +1042,8 @@ def merge(parts: list[AccessPartial]) -> AccessPartial:
             setattr(out, name, getattr(out, name) + getattr(p, name))
         for name in ("invalid_reasons", "status", "hosts", "agents", "referers", "static_paths", "not_found",
                      "ga_requests", "minutes", "latency", "upstream", "endpoint_hits", "endpoint_errors",
-                     "nf_bursts", "auth_failures", "attacks", "scanners", "exposures", "page_sizes"):
+                     "nf_bursts", "auth_failures", "attacks", "scanners", "exposures", "page_sizes", "vhosts",
+                     "vhost_paths", "vhost_status", "vhost_latency"):
             getattr(out, name).update(getattr(p, name))
         out.visitors |= p.visitors
         room = max(0, 20 - len(out.invalid_samples))
@@ -970,6 +1053,7 @@ def merge(parts: list[AccessPartial]) -> AccessPartial:
             mine += [x for x in lst if x not in mine][: max(0, 10 - len(mine))]
         out.has_latency |= p.has_latency
         out.has_upstream |= p.has_upstream
+        out.forwarded.update(list(p.forwarded)[:max(0, FORWARDED_KEEP - len(out.forwarded))])
     return out
 
 
@@ -1220,10 +1304,10 @@ def summarize(p: AccessPartial, *, top_n: int = 10, failed_statuses: str = "5xx"
               min_endpoint_requests: int = 20, max_endpoints: int = 50, not_found_burst: int = 20,
               brute_force: int = 10, earlier: SecurityTail | None = None,
               log_format: str | None = None, page_sizes: Iterable[int] = (),
-              public_paths: Iterable[str] = ()) -> dict[str, Any]:
+              public_paths: Iterable[str] = (), client_ip: str = "remote_addr") -> dict[str, Any]:
     """The access report as plain JSON-able data (``earlier``, ``page_sizes``, ``public_paths``: see
     :func:`security_summary`; ``log_format``: the format read, which says whether latency is available even when
-    no line was read)."""
+    no line was read; ``client_ip``: where the client addresses came from, see :class:`ScanOptions`)."""
     valid = p.valid
     status: Counter[str] = Counter()
     for raw, v in p.status.items():
@@ -1310,12 +1394,16 @@ def summarize(p: AccessPartial, *, top_n: int = 10, failed_statuses: str = "5xx"
         "failed_pct": pct(failed),
         "hourly": dict(sorted(hourly.items())),
         "latency": {"overall": percentiles(lat_all.items()), "upstream": percentiles(ups_all.items()),
-                    "available": has_variable(log_format, "request_time") if log_format else p.has_latency},
+                    "available": has_variable(log_format, "request_time") if log_format else p.has_latency,
+                    "untimed_upgrades": status.get("101", 0)},  # WebSockets: timed until closed, left out
         "endpoints": endpoints,
         "slowest_endpoints": slow[:top_n],
         "failing_endpoints": failing,
+        "vhosts": vhost_summary(p, top_n=top_n, failed_spec=failed_spec),
         "top": {
-            "paths": [{"path": _s(k), "hits": v} for k, v in top(all_paths(p), top_n)],
+            # two sites' "/" are two paths: with several hosts in the log, each path is a host's
+            "paths": ([{"host": _s(h), "path": _s(k), "hits": v} for (h, k), v in top(p.vhost_paths, top_n)]
+                      if len(p.vhosts) > 1 else [{"path": _s(k), "hits": v} for k, v in top(all_paths(p), top_n)]),
             "not_found": [{"path": _s(k), "hits": v} for k, v in top(p.not_found, top_n)],
             "hosts": [{"ip": _s(k), "hits": v} for k, v in top(p.hosts, top_n)],
             "agents": [{"agent": _s(k), "hits": v, "bot": is_bot(k)} for k, v in top(p.agents, top_n)],
@@ -1324,6 +1412,8 @@ def summarize(p: AccessPartial, *, top_n: int = 10, failed_statuses: str = "5xx"
         },
         "security": security_summary(p, not_found_burst=not_found_burst, brute_force=brute_force, top_n=top_n,
                                      earlier=earlier, page_sizes=page_sizes, public_paths=public_paths),
+        "clients": clients_summary(p, client_ip=client_ip, xff_logged=(
+            has_variable(log_format, "http_x_forwarded_for") if log_format else bool(p.forwarded))),
         "goaccess": {
             "total_requests": lines,
             "valid_requests": valid,
@@ -1335,6 +1425,62 @@ def summarize(p: AccessPartial, *, top_n: int = 10, failed_statuses: str = "5xx"
                           "hits": c} for (u, m, pr), c in ((k.split(b"\0"), c) for k, c in top(p.ga_requests, top_n))],
         },
     }
+
+
+def vhost_summary(p: AccessPartial, *, top_n: int, failed_spec: str) -> list[dict[str, Any]]:
+    """Per site (``$host``, ``$server_name`` or ``$http_host`` in the format), the busiest ``top_n``: requests,
+    4xx, 5xx and failed counts, the failed rate, latency percentiles and the top paths."""
+    if not p.vhosts:
+        return []
+    status: dict[bytes, Counter[str]] = {}
+    for (host, st), c in p.vhost_status.items():
+        code = status_code(st)
+        if code is None:
+            continue
+        counts = status.setdefault(host, Counter())
+        counts[f"{code // 100}xx"] += c
+        if _status_in(str(code), failed_spec):
+            counts["failed"] += c
+    lat: dict[bytes, Counter[float]] = {}
+    for (host, ms), c in p.vhost_latency.items():
+        lat.setdefault(host, Counter())[ms] += c
+    paths: dict[bytes, Counter[bytes]] = {}
+    for (host, path), c in p.vhost_paths.items():
+        paths.setdefault(host, Counter())[path] += c
+    out = []
+    for host, n in top(p.vhosts, top_n):
+        counts = status.get(host, Counter())
+        pst = percentiles(lat.get(host, Counter()).items())
+        out.append({"host": _s(host), "requests": n, "4xx": counts["4xx"], "5xx": counts["5xx"],
+                    "failed": counts["failed"], "failed_pct": round(100.0 * counts["failed"] / n, 4) if n else 0.0,
+                    **{k: v for k, v in pst.items() if k in ("p50", "p95", "p99")}, "timed": int(pst.get("count", 0)),
+                    "paths": [{"path": _s(k), "hits": v} for k, v in top(paths.get(host, Counter()), 5)]})
+    return out
+
+
+#: one address with this share of the requests (or more) is a proxy's when the X-Forwarded-For header varies
+PROXY_SHARE_PCT = 90.0
+PROXY_MIN_REQUESTS = 20
+
+
+def clients_summary(p: AccessPartial, *, client_ip: str, xff_logged: bool) -> dict[str, Any]:
+    """Where the client addresses come from, and ``proxy``: set when nearly every request (at least
+    :data:`PROXY_SHARE_PCT` %) comes from one private address — a load balancer or reverse proxy in front of
+    nginx, so visitors, top clients, 404 bursts and brute force would all count the proxy — with how many
+    distinct X-Forwarded-For values the log holds (at most :data:`FORWARDED_KEEP` are counted)."""
+    out: dict[str, Any] = {"client_ip": client_ip, "forwarded_for_logged": xff_logged,
+                           "forwarded_for_distinct": len(p.forwarded), "proxy": None}
+    if p.valid < PROXY_MIN_REQUESTS or not p.hosts:
+        return out
+    (ip, hits), = top(p.hosts, 1)
+    share = 100.0 * hits / p.valid
+    try:
+        private = ipaddress.ip_address(ip.decode("ascii").strip("[]")).is_private
+    except (UnicodeDecodeError, ValueError):
+        private = False
+    if share >= PROXY_SHARE_PCT and private and (not xff_logged or len(p.forwarded) > 1):
+        out["proxy"] = {"ip": _s(ip), "share_pct": round(share, 2), "forwarded_for_distinct": len(p.forwarded)}
+    return out
 
 
 def all_paths(p: AccessPartial) -> Counter[bytes]:

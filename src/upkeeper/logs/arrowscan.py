@@ -284,6 +284,16 @@ class ArrowScanner:
     def _aggregate(self, cols: dict[str, Any]) -> None:
         pa, pc, acc = self.pa, self.pc, self.acc
         p = acc.p
+        xff = cols.get("X")
+        if xff is not None:
+            acc.forwarded(pc.unique(xff).to_pylist())
+            if acc.resolver is not None:  # the client behind the trusted proxies, per distinct (address, header)
+                pair = pc.binary_join_element_wise(cols["h"], xff, pa.scalar(b"\n", xff.type))  # no newline in either
+                enc = pc.dictionary_encode(pair)
+                hx = [v.split(b"\n", 1) for v in enc.dictionary.to_pylist()]
+                clients = acc.resolver.column([a for a, _x in hx], [x for _a, x in hx])
+                cols["h"] = pc.take(pa.array(clients, cols["h"].type), enc.indices)
+                del pair, enc, hx
         h, tk, r, s = cols["h"], cols["time"], cols["r"], cols["s"]
         ua, ref, b, rt, urt = cols.get("u"), cols.get("R"), cols.get("b"), cols.get("T"), cols.get("P")
         tinfo = self.tinfo
@@ -371,7 +381,14 @@ class ArrowScanner:
                 p.endpoint_errors[(ep_of[rdict[ri]], st)] += c
             if nf:
                 acc.c_req404[rdict[ri]] += c
-        # latency per endpoint
+        # latency per endpoint; a 101 (a WebSocket) is timed until the connection closes: no response time
+        upgraded = [x for x in statuses if code_of[x] == 101]
+        if upgraded and (rt is not None or urt is not None):
+            m = self._mask_in(s, upgraded)
+            if rt is not None:
+                rt = pc.if_else(m, pa.scalar(b"-", rt.type), rt)
+            if urt is not None:
+                urt = pc.if_else(m, pa.scalar(b"-", urt.type), urt)
         if rt is not None:
             acc.has_rt = True
             for (e, tok), c in self._pair_counts(row_ep, rt):
@@ -384,6 +401,14 @@ class ArrowScanner:
             for (e, tok), c in self._pair_counts(row_ep, urt):
                 acc.c_ulat[(ep_list[e], tok)] += c
         del row_ep
+        vh = cols.get("v")
+        if vh is not None:  # per site: the same path of two sites is two paths
+            p.vhosts.update(dict(self._counts(vh)))
+            for (host, ri), c in self._pair_counts(vh, ridx):
+                acc.c_vreq[(host, rdict[ri])] += c
+            p.vhost_status.update(dict(self._pair_counts(vh, s)))
+            if rt is not None:
+                acc.c_vlat.update(dict(self._pair_counts(vh, rt)))
         # 404 bursts per (client, minute)
         nfs = [x for x in statuses if code_of[x] == 404]
         if nfs:

@@ -370,6 +370,7 @@ class ParsedLine:
     rt: bytes | None = None  # raw %T token
     urt: bytes | None = None  # raw upstream time token (upkeeper extension, letter 'P')
     vhost: bytes | None = None
+    xff: bytes | None = None  # raw $http_x_forwarded_for (upkeeper extension, letter 'X')
 
 
 class LineError(ValueError):
@@ -389,9 +390,10 @@ class GoAccessLineParser:
     """GoAccess 1.7's ``parse_format`` for one ``--log-format``, with its date and time formats.
 
     Supported specifiers: ``%h %d %t %x %r %m %U %H %s %b %R %u %T %D %L %v %e %^`` and the upkeeper
-    extensions ``%P`` (``$upstream_response_time``) and ``%Y`` (another upstream variable, skipped),
-    which GoAccess would skip with ``%^``: their value may be a list ("0.800, 0.100", "0.004 : 0.010",
-    one per upstream server contacted), read as one value even where the delimiter is a blank.
+    extensions ``%P`` (``$upstream_response_time``), ``%X`` (``$http_x_forwarded_for``) and ``%Y``
+    (another upstream variable, skipped), which GoAccess would skip with ``%^``: their value may be a list
+    ("0.800, 0.100", "0.004 : 0.010", one per upstream server contacted; "203.0.113.7, 10.0.0.2"), read
+    as one value even where the delimiter is a blank.
     """
 
     def __init__(self, log_format: str, date_format: str = "%d/%b/%Y", time_format: str = "%T") -> None:
@@ -485,12 +487,14 @@ class GoAccessLineParser:
         if spec == "h" and s[pos:pos + 1] == b"[" and pos + 1 < len(s):
             pos += 1
             delim = b"]"  # [IPv6]
-        if spec in ("P", "Y") and delim == b" ":
+        if spec in ("P", "Y", "X") and delim == b" ":
             # " : " written by the format itself right after the value is no list separator
             m = (_VALUE_LIST_COMMAS if after == b" : " else _VALUE_LIST).match(s, pos)
             if m and s[m.end():m.end() + 1] == b" ":  # a list of values, then the blank that ends it
                 if spec == "P":
                     item.urt = trim(m.group())
+                elif spec == "X":
+                    item.xff = trim(m.group())
                 return m.end()
         tok, pos = self._token(s, pos, delim, cnt)
         if spec == "R":
@@ -499,7 +503,7 @@ class GoAccessLineParser:
         if spec == "u":
             item.agent = tok if tok else b"-"
             return pos
-        if spec in ("P", "Y") and tok is None:
+        if spec in ("P", "Y", "X") and tok is None:
             return pos
         if tok is None:
             raise LineError(f"Token for '%{spec}' specifier is NULL.", f"line ends before %{spec}")
@@ -563,6 +567,8 @@ class GoAccessLineParser:
             item.urt = tok
         elif spec == "v":
             item.vhost = tok
+        elif spec == "X":
+            item.xff = tok
         # %e (remote user) and unknown specifiers: the token is consumed and ignored
         return pos
 

@@ -40,6 +40,7 @@ VARIABLES: dict[str, str] = {
     "request_time": "T", "upstream_response_time": "P",
     "host": "v", "server_name": "v", "http_host": "v",
     "remote_user": "e",
+    "http_x_forwarded_for": "X",  # upkeeper's letter: read for client_ip (GoAccess's ~h), else skipped
 }  # fmt: skip
 #: variables whose value never contains a space (safe as one token of the fast split)
 SPACELESS = frozenset({
@@ -226,12 +227,14 @@ class GoAccessFormat:
                 f"--time-format={self.time_format}"]
 
 
-def to_goaccess(fmt: str, *, internal: bool = False) -> GoAccessFormat:
+def to_goaccess(fmt: str, *, internal: bool = False, client_ip: str = "remote_addr") -> GoAccessFormat:
     """The GoAccess ``--log-format`` equivalent of an nginx format.
 
     ``internal=True`` keeps upkeeper's extension specifiers that the exported format spells ``%^``:
-    ``%P`` (upstream time), ``%e`` (remote user) and ``%Y`` (another variable of :data:`LISTS`,
-    skipped); the line parser reads ``%P`` and ``%Y`` as a list of values (which GoAccess cannot).
+    ``%P`` (upstream time), ``%e`` (remote user), ``%X`` (``$http_x_forwarded_for``) and ``%Y`` (another
+    variable of :data:`LISTS`, skipped); the line parser reads ``%P``, ``%X`` and ``%Y`` as a list of values
+    (which GoAccess cannot).  ``client_ip="x_forwarded_for"``: the exported format takes the client from
+    ``$http_x_forwarded_for`` (GoAccess's ``~h{, }``) and skips ``$remote_addr``.
     """
     items = parse_format(fmt)
     out: list[str] = []
@@ -259,7 +262,11 @@ def to_goaccess(fmt: str, *, internal: bool = False) -> GoAccessFormat:
         elif f == "msec":  # 1709287200.123: strptime's %s takes the seconds (local time), the rest is skipped
             out.append("%x.%^")
             date_fmt = time_fmt = "%s"
-        elif f in ("P", "e", "Y"):
+        elif f == "X" and client_ip == "x_forwarded_for" and not internal:
+            out.append("~h{, }")
+        elif f == "h" and client_ip == "x_forwarded_for" and not internal and has_variable(fmt, "http_x_forwarded_for"):
+            out.append("%^")
+        elif f in ("P", "e", "Y", "X"):
             out.append("%" + f if internal else "%^")
         else:
             out.append("%" + f)

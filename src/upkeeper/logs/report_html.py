@@ -230,8 +230,15 @@ def access_report(rep: dict[str, Any], findings: Sequence[dict[str, Any]], *, ti
         body.append('<p class="muted">The log format has no $request_time: add it to measure latency.</p>')
     top = rep.get("top", {})
     body.append("<h2>Top lists</h2>")
-    body.append("<h3>Paths</h3>" + table(["path", "hits"], [(x["path"], x["hits"]) for x in top.get("paths", [])],
-                                         numeric=(1,), code=(0,)))
+    vhosts = rep.get("vhosts") or []
+    if len(vhosts) > 1:
+        body.append("<h3>Sites</h3>" + table(
+            ["host", "requests", "4xx", "5xx", "failed %", "p50 ms", "p95 ms", "p99 ms", "top paths"],
+            [(v["host"], v["requests"], v["4xx"], v["5xx"], v["failed_pct"], v.get("p50"), v.get("p95"), v.get("p99"),
+              ", ".join(f"{x['path']} ({x['hits']:,})" for x in v["paths"][:3])) for v in vhosts],
+            numeric=(1, 2, 3, 4, 5, 6, 7), code=(0,)))
+    body.append("<h3>Paths</h3>" + table(["path", "hits"], [(x.get("host", "") + x["path"], x["hits"])
+                                                            for x in top.get("paths", [])], numeric=(1,), code=(0,)))
     body.append("<h3>Not found (404)</h3>" + table(["path", "hits"], [(x["path"], x["hits"])
                                                                       for x in top.get("not_found", [])],
                                                    numeric=(1,), code=(0,)))

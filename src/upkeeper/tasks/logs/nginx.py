@@ -5,9 +5,9 @@ from __future__ import annotations
 import statistics
 import time
 from datetime import date, datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import Discriminator, Field, Tag, field_validator
+from pydantic import Discriminator, Field, Tag, field_validator, model_validator
 
 from upkeeper.config.targets import NginxTarget
 from upkeeper.core.task import Finding, Result, Severity, Status, Task, TaskContext, TaskOptions, task
@@ -16,6 +16,7 @@ from upkeeper.fmt import human_bytes
 from upkeeper.logs import parallel
 from upkeeper.logs.access import (
     DEFAULT_LOGIN_PATHS,
+    FORWARDED_KEEP,
     LoginMatcher,
     LoginPath,
     ScanOptions,
@@ -25,8 +26,9 @@ from upkeeper.logs.access import (
     security_tail,
     summarize,
 )
+from upkeeper.logs.clientip import DEFAULT_TRUSTED_PROXIES, check_networks
 from upkeeper.logs.goaccess import STATIC_EXTENSIONS
-from upkeeper.logs.nginx_format import LogFormatError, parse_format, to_goaccess
+from upkeeper.logs.nginx_format import LogFormatError, has_variable, parse_format, to_goaccess
 from upkeeper.logs.report_html import access_report
 from upkeeper.logs.sources import PlanNote, discover, discover_glob, finish_cursors, is_glob, plan_reads
 from upkeeper.redact import redact_obj
@@ -108,6 +110,17 @@ class NginxLogsOptions(TaskOptions):
         "main. $request_time and $upstream_response_time give latency. Source: nginx's predefined 'combined' "
         "format",
     )
+    client_ip: Literal["remote_addr", "x_forwarded_for"] = Field(
+        "remote_addr", description="where the client address comes from: remote_addr ($remote_addr: right when "
+        "nginx faces the clients, or uses the realip module behind a proxy), or x_forwarded_for (behind a load "
+        "balancer or CDN, with $http_x_forwarded_for in the log_format: when $remote_addr is one of "
+        "trusted_proxies, the client is the right-most address of the header that is not, as nginx's "
+        "real_ip_recursive finds it). Source: nginx ngx_http_realip_module")
+    trusted_proxies: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_TRUSTED_PROXIES),
+        description="with client_ip: x_forwarded_for, the addresses or CIDR networks of your proxies (nginx's "
+        "set_real_ip_from; add your CDN's ranges). Source: the private and loopback ranges (RFC 1918, RFC 4193), "
+        "where load balancers usually are")
     rotated: bool = Field(True, description="also read rotated files: access.log.1, access.log.2.gz, access.log-DATE. "
             "Source: upkeeper default")
     max_files: int = Field(30, ge=1, le=1000, description="at most this many files per log (newest first). "
@@ -132,7 +145,8 @@ class NginxLogsOptions(TaskOptions):
         1.0, ge=0, description="warn when more than this % of lines cannot be parsed. Source: Netdata "
         "web_log_1m_unmatched (warn > 1 %)")
     min_endpoint_requests: int = Field(
-        20, ge=1, description="an endpoint needs this many timed requests before its p95 is judged. "
+        20, ge=1, description="an endpoint needs this many timed requests before its p95 is judged (a site of a "
+                "multi-site log this many requests before its failed rate and p95 are). "
                 "Source: upkeeper default")
     top: int = Field(10, ge=1, le=1000, description="length of the top lists. Source: upkeeper default")
     not_found_burst: int = Field(
@@ -185,6 +199,24 @@ class NginxLogsOptions(TaskOptions):
     def _check_statuses(cls, v: Any) -> str:
         return _status_spec(v)
 
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_proxies(cls, v: list[str]) -> list[str]:
+        return check_networks(v)
+
+    @model_validator(mode="after")
+    def _check_client_ip(self) -> NginxLogsOptions:
+        if self.client_ip == "x_forwarded_for" and not has_variable(self.log_format, "http_x_forwarded_for"):
+            raise ValueError("client_ip: x_forwarded_for needs $http_x_forwarded_for in the log_format (as in nginx's "
+                             "'main' format); add \"$http_x_forwarded_for\" to the nginx log_format and to log_format "
+                             "here, or use nginx's realip module and client_ip: remote_addr")
+        return self
+
+    def scan_options(self) -> ScanOptions:
+        return ScanOptions(log_format=self.log_format, static_extensions=tuple(self.static_extensions),
+                           login_paths=self.login_entries(), client_ip=self.client_ip,
+                           trusted_proxies=tuple(self.trusted_proxies))
+
     def login_entries(self) -> tuple[str | LoginPath, ...]:
         return tuple(p if isinstance(p, str) else p.login_path() for p in self.login_paths)
 
@@ -224,8 +256,7 @@ class NginxLogs(Task[NginxLogsOptions]):
         cursors = ctx.state.get(CURSORS_KEY, []) if options.incremental else []
         plan = plan_reads(files, cursors, incremental=options.incremental)
         units = parallel.units_for(plan.ranges, workers=options.workers)
-        opts = ScanOptions(log_format=options.log_format, static_extensions=tuple(options.static_extensions),
-                           login_paths=options.login_entries())
+        opts = options.scan_options()
         ctx.log.info("reading %s from %d file(s)", human_bytes(plan.bytes_planned), len(plan.ranges))
         t0 = time.monotonic()
 
@@ -252,7 +283,7 @@ class NginxLogs(Task[NginxLogsOptions]):
             partial, top_n=options.top, failed_statuses=options.failed_statuses,
             min_endpoint_requests=options.min_endpoint_requests, not_found_burst=options.not_found_burst,
             brute_force=options.brute_force_threshold, earlier=earlier, log_format=options.log_format,
-            page_sizes=page_sizes, public_paths=options.public_paths))
+            page_sizes=page_sizes, public_paths=options.public_paths, client_ip=options.client_ip))
         rep["files"] = [{"path": r.file.path, "from": r.start, "to": r.end, "compressed": r.file.gz}
                         for r in plan.ranges]
         rep["scan_seconds"] = round(seconds, 3)
@@ -265,7 +296,7 @@ class NginxLogs(Task[NginxLogsOptions]):
         rep["hourly_whole"] = {h: hours.get(h, c) for h, c in rep["hourly"].items() if h <= latest}
         rep["usual_peak_hour"] = usual_peak_hour(hours, rep["hourly_whole"])
         rep["log_format"] = options.log_format
-        rep["goaccess"]["log_format_flags"] = to_goaccess(options.log_format).argv()
+        rep["goaccess"]["log_format_flags"] = to_goaccess(options.log_format, client_ip=options.client_ip).argv()
         findings = read_findings("nginx", read_notes) + self._findings(ctx, options, rep, plan.notes, path)
         metrics = self._metrics(rep, seconds)
         rep["findings"] = [f.to_dict() for f in findings]
@@ -337,8 +368,8 @@ class NginxLogs(Task[NginxLogsOptions]):
         out = plan_findings("nginx", notes)
         if not rep["lines"]:
             return out
-        checks = (self._unparsed, self._failed, self._latency, self._security, self._exposed, self._future,
-                  self._spike)
+        checks = (self._unparsed, self._failed, self._latency, self._sites, self._security, self._exposed,
+                  self._future, self._spike, self._proxy)
         for check in checks:
             try:
                 out += check(ctx, o, rep, subject)
@@ -393,6 +424,30 @@ class NginxLogs(Task[NginxLogsOptions]):
                                f"{e['max']:.0f}), objective < {o.latency_p95_ms:g} ms",
                                "profile this endpoint; cache or move slow work to a background job",
                                value=e["p95"], threshold=o.latency_p95_ms))
+        return out
+
+    @staticmethod
+    def _sites(ctx: TaskContext, o: NginxLogsOptions, rep: dict[str, Any], subject: str) -> list[Finding]:
+        """With several sites in one log, each is held to the objectives on its own: a small site that fails
+        disappears in the figures of a busy one."""
+        sites = rep["vhosts"]
+        if len(sites) < 2:
+            return []
+        out = []
+        for v in sites:
+            if v["requests"] < o.min_endpoint_requests:
+                continue
+            missed = []
+            if v["failed_pct"] > o.failed_rate_pct:
+                missed.append(f"{v['failed_pct']:.3f} % failed ({v['failed']:,}), objective < {o.failed_rate_pct:g} %")
+            if v.get("p95", 0.0) > o.latency_p95_ms and v["timed"] >= o.min_endpoint_requests:
+                missed.append(f"p95 {v['p95']:.0f} ms, objective < {o.latency_p95_ms:g} ms")
+            if missed:
+                out.append(Finding("logs.nginx.site_objectives", Severity.WARNING, v["host"],
+                                   f"site {v['host']} ({v['requests']:,} requests): " + "; ".join(missed),
+                                   "see the site's paths in the report; check its application and upstream logs",
+                                   data={k: v[k] for k in ("requests", "failed", "failed_pct") if k in v}
+                                   | {k: v[k] for k in ("p50", "p95", "p99") if k in v}))
         return out
 
     @staticmethod
@@ -497,11 +552,43 @@ class NginxLogs(Task[NginxLogsOptions]):
                         value=float(peak), threshold=round(o.spike_factor * usual, 1))]
 
 
+    @staticmethod
+    def _proxy(ctx: TaskContext, o: NginxLogsOptions, rep: dict[str, Any], subject: str) -> list[Finding]:
+        proxy = rep["clients"]["proxy"]
+        if proxy is None:
+            return []
+        return [proxy_finding(proxy, o.client_ip, subject)]
+
+
 def _sizes(data: Any) -> list[int]:
     """The catch-all body sizes kept in the job's state; anything else (no state yet, another shape) is none."""
     if not isinstance(data, list):
         return []
     return [int(x) for x in data if isinstance(x, int) and not isinstance(x, bool)][:PAGES_KEPT]
+
+
+def proxy_finding(proxy: dict[str, Any], client_ip: str, subject: str) -> Finding:
+    """``logs.nginx.proxy_address``: nearly every request comes from one private address (see clients_summary)."""
+    what = (f"{proxy['share_pct']:.1f} % of requests come from {proxy['ip']}, a private address — a load balancer or "
+            "reverse proxy in front of nginx")
+    wrong = "so unique visitors, top clients, 404 bursts and brute force count the proxy, not the clients"
+    if client_ip == "x_forwarded_for":
+        return Finding("logs.nginx.proxy_address", Severity.WARNING, subject,
+                       f"{what}, even after reading X-Forwarded-For: {proxy['ip']} is not in trusted_proxies, {wrong}",
+                       f"add {proxy['ip']} (or its network) to trusted_proxies", data=proxy)
+    if proxy["forwarded_for_distinct"] > 1:
+        return Finding("logs.nginx.proxy_address", Severity.WARNING, subject,
+                       f"{what}, while $http_x_forwarded_for holds {proxy['forwarded_for_distinct']}"
+                       f"{'+' if proxy['forwarded_for_distinct'] >= FORWARDED_KEEP else ''} different values: {wrong}",
+                       "set client_ip: x_forwarded_for (and trusted_proxies to the proxies' addresses), or make nginx "
+                       "log the client: set_real_ip_from <proxy network>; real_ip_header X-Forwarded-For; "
+                       "real_ip_recursive on;", data=proxy)
+    return Finding("logs.nginx.proxy_address", Severity.INFO, subject,
+                   f"{proxy['share_pct']:.1f} % of requests come from {proxy['ip']}, a private address, and the log "
+                   "has no $http_x_forwarded_for: if that is a load balancer or reverse proxy in front of nginx, "
+                   "unique visitors, top clients, 404 bursts and brute force count it, not the clients",
+                   "behind a proxy, use nginx's realip module (set_real_ip_from, real_ip_header X-Forwarded-For), or "
+                   "log \"$http_x_forwarded_for\" and set client_ip: x_forwarded_for", data=proxy)
 
 
 def hour_key(when: datetime) -> str:

@@ -1,0 +1,95 @@
+"""The client behind proxies: the address nginx's realip module would take from ``X-Forwarded-For``.
+
+Behind a load balancer or a CDN every ``$remote_addr`` is the proxy's.  nginx fixes that itself with
+``set_real_ip_from`` + ``real_ip_header X-Forwarded-For`` (+ ``real_ip_recursive on``); a log that writes
+``$http_x_forwarded_for`` instead can be read the same way here (``client_ip: x_forwarded_for``): when
+``$remote_addr`` is a trusted proxy, the client is the right-most address of the header that is not one
+(each proxy appends the address it got the request from, so only the right-hand part is trustworthy: a
+client can send any header it likes, and that ends up on the left).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Sequence
+
+from upkeeper.logs.goaccess import valid_ip
+
+#: the private and loopback ranges, where load balancers and reverse proxies usually live
+DEFAULT_TRUSTED_PROXIES = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "127.0.0.0/8", "::1/128", "fc00::/7")
+CLIENT_IP_MODES = ("remote_addr", "x_forwarded_for")
+_CACHE_MAX = 200_000
+
+
+def check_networks(entries: Iterable[str]) -> list[str]:
+    """The entries as CIDR networks (``10.0.0.0/8``, ``203.0.113.7``, ``2001:db8::/32``); ValueError naming a bad one."""
+    out = []
+    for e in entries:
+        try:
+            out.append(str(ipaddress.ip_network(str(e).strip(), strict=False)))
+        except ValueError:
+            raise ValueError(f"{e!r} is no address or CIDR network (such as 10.0.0.0/8 or 2001:db8::/32)") from None
+    return out
+
+
+def _address(entry: bytes) -> bytes:
+    """An X-Forwarded-For entry without a port (``[2001:db8::1]:443``, ``203.0.113.7:5000``), as nginx accepts it."""
+    if entry[:1] == b"[":
+        end = entry.find(b"]")
+        return entry[1:end] if end > 0 else entry
+    if entry.count(b":") == 1:
+        return entry.split(b":", 1)[0]
+    return entry
+
+
+class ClientResolver:
+    """nginx's ``real_ip_header X-Forwarded-For; real_ip_recursive on;`` with ``set_real_ip_from`` = ``trusted``."""
+
+    def __init__(self, trusted: Iterable[str]) -> None:
+        self.networks = [ipaddress.ip_network(t, strict=False) for t in trusted]
+        self._trusted: dict[bytes, bool] = {}
+        self._pairs: dict[tuple[bytes, bytes | None], bytes] = {}
+
+    def trusted(self, addr: bytes) -> bool:
+        known = self._trusted.get(addr)
+        if known is None:
+            if len(self._trusted) > _CACHE_MAX:
+                self._trusted.clear()
+            try:
+                ip = ipaddress.ip_address(addr.decode("ascii"))
+            except (UnicodeDecodeError, ValueError):
+                known = False
+            else:
+                known = any(ip in net for net in self.networks)
+            self._trusted[addr] = known
+        return known
+
+    def __call__(self, remote: bytes, xff: bytes | None) -> bytes:
+        """The client: ``remote`` unless it is a trusted proxy, else the right-most address of ``xff`` that is not
+        trusted (the left-most one when all are; a malformed entry stops the walk, as in nginx)."""
+        if not xff or xff == b"-" or not self.trusted(remote):
+            return remote
+        addr = remote
+        for entry in reversed(xff.split(b",")):
+            e = _address(entry.strip(b" \t"))
+            if not e:
+                continue
+            if not valid_ip(e):
+                break
+            addr = e
+            if not self.trusted(e):
+                break
+        return addr
+
+    def column(self, hosts: Sequence[bytes], xffs: Sequence[bytes | None]) -> list[bytes]:
+        """:meth:`__call__` for each row, computed once per distinct (address, header) pair."""
+        pairs = self._pairs
+        if len(pairs) > _CACHE_MAX:
+            pairs.clear()
+        out = []
+        for key in zip(hosts, xffs, strict=True):
+            got = pairs.get(key)
+            if got is None:
+                got = pairs[key] = self(*key)
+            out.append(got)
+        return out
