@@ -24,22 +24,22 @@ logs_app = typer.Typer(help="Analyze nginx access logs, PostgreSQL logs and erro
 app.add_typer(logs_app, name="logs")
 
 
-def _units(paths: list[Path], continuation: bytes, workers: int) -> list[Any]:
+def _units(paths: list[Path], continuation: bytes, workers: int, record_start: Any = None) -> list[Any]:
     from upkeeper.logs.sources import discover
 
     files = []
     for p in paths:
         _check_log(p)
         files += discover(str(p), rotated=False)
-    return _units_of(files, continuation, workers)
+    return _units_of(files, continuation, workers, record_start)
 
 
-def _units_of(files: list[Any], continuation: bytes, workers: int) -> list[Any]:
+def _units_of(files: list[Any], continuation: bytes, workers: int, record_start: Any = None) -> list[Any]:
     from upkeeper.logs import parallel
     from upkeeper.logs.sources import ReadRange
 
     ranges = [ReadRange(lf, 0, None if lf.gz else lf.size, final=True) for lf in files]
-    return parallel.units_for(ranges, continuation=continuation, workers=workers)
+    return parallel.units_for(ranges, continuation=continuation, workers=workers, record_start=record_start)
 
 
 def _access_logs(args: list[str], *, rotated: bool, max_files: int) -> list[Any]:
@@ -208,33 +208,53 @@ def nginx_cmd(
 
 @logs_app.command("postgres")
 def postgres_cmd(
-    files: list[Path] = typer.Argument(..., help="PostgreSQL server log files (stderr format, plain or .gz)"),
-    prefix: str = typer.Option("%m [%p] ", "--prefix", "-p", help="the server's log_line_prefix"),
+    files: list[Path] = typer.Argument(..., help="PostgreSQL server log files (plain or .gz)"),
+    prefix: str = typer.Option("%m [%p] ", "--prefix", "-p", help="the server's log_line_prefix (stderr format)"),
+    fmt: str = typer.Option("auto", "--format", "-f", help="stderr, csvlog or jsonlog (auto: from the first "
+                            "file's name — .csv is csvlog, .json jsonlog, any other stderr)"),
     as_json: bool = typer.Option(False, "--json", help="the whole report as JSON"),
     html: Path | None = typer.Option(None, "--html", help="also write the offline HTML report here"),
     top: int = typer.Option(10, "--top", min=1, help="length of the query and error lists"),
     workers: int = typer.Option(0, "--workers", min=0, help="processes (0: one per CPU, at most 2)"),
 ) -> None:
     """Slow statements by fingerprint, errors by SQLSTATE, locks, temp files, checkpoints (pgBadger's core)."""
-    from upkeeper.logs import parallel
+    from upkeeper.logs import parallel, pgstruct
     from upkeeper.logs.pglog import MIN_PARALLEL, PgScanOptions, PrefixError, compile_prefix, summarize
+    from upkeeper.tasks.logs.postgres import format_of
 
-    try:
-        compile_prefix(prefix)
-    except PrefixError as exc:
-        raise UsageError(exc.message, exc.hint) from None
+    if fmt not in ("auto", "stderr", "csvlog", "jsonlog"):
+        raise UsageError(f"--format {fmt}: unknown format", "Try: --format stderr, csvlog or jsonlog")
+    if fmt == "auto":
+        fmt = format_of(str(files[0]))
+    if fmt == "stderr":
+        try:
+            compile_prefix(prefix)
+        except PrefixError as exc:
+            raise UsageError(exc.message, exc.hint) from None
     _check_html(html)
     notes: list[parallel.ReadNote] = []
-    partial, _ = parallel.scan("upkeeper.logs.pglog", PgScanOptions(log_line_prefix=prefix),
-                               _units(files, b"\t", workers), workers=workers, continuation=b"\t",
-                               min_parallel=MIN_PARALLEL, notes=notes)
+    if fmt == "stderr":
+        partial, _ = parallel.scan("upkeeper.logs.pglog", PgScanOptions(log_line_prefix=prefix),
+                                   _units(files, b"\t", workers), workers=workers, continuation=b"\t",
+                                   min_parallel=MIN_PARALLEL, notes=notes)
+    else:
+        partial, _ = parallel.scan(
+            "upkeeper.logs.pgstruct", pgstruct.PgStructOptions(format="csvlog" if fmt == "csvlog" else "jsonlog"),
+            _units(files, b"", workers, pgstruct.RECORD_START if fmt == "csvlog" else None), workers=workers,
+            min_parallel=pgstruct.MIN_PARALLEL, notes=notes)
     rep = redact_obj(summarize(partial, top_n=top))
     rep["read_notes"] = _warn_read_notes(notes)
-    rep["log_line_prefix"] = prefix
-    _warn_unparsed(rep["unparsed_pct"], rep["unparsed"], f"do not start with the log_line_prefix {prefix!r}",
-                   rep["unparsed_samples"][0] if rep["unparsed_samples"] else "",
-                   "Try: --prefix with the server's log_line_prefix (SHOW log_line_prefix); only the stderr log "
-                   "format is read, not csvlog/jsonlog")
+    rep["format"] = fmt
+    rep["log_line_prefix"] = prefix if fmt == "stderr" else None
+    if fmt == "stderr":
+        _warn_unparsed(rep["unparsed_pct"], rep["unparsed"], f"do not start with the log_line_prefix {prefix!r}",
+                       rep["unparsed_samples"][0] if rep["unparsed_samples"] else "",
+                       "Try: --prefix with the server's log_line_prefix (SHOW log_line_prefix); for a csvlog or "
+                       "jsonlog file, --format csvlog or jsonlog")
+    else:
+        _warn_unparsed(rep["unparsed_pct"], rep["unparsed"], f"are not {fmt} records",
+                       rep["unparsed_samples"][0] if rep["unparsed_samples"] else "",
+                       "Try: --format with the file's format (stderr, csvlog or jsonlog)")
     if html is not None:
         from upkeeper.logs.report_html import postgres_report
 
