@@ -238,3 +238,31 @@ def test_csv_writer_agrees_with_the_hand_written_records() -> None:
     r = sample_log()[1]
     (row,) = list(csv.reader(io.StringIO(csv_line(r), newline="")))
     assert row[13] == r.message and len(row) == 26
+
+
+def test_parallel_scan_cuts_a_csvlog_between_records(tmp_path: Any) -> None:
+    """Helper processes and many units: pieces begin at record starts, never inside a multi-line field."""
+    from upkeeper.logs import parallel
+
+    rnd = random.Random(5)
+    recs = []
+    for i in range(6000):
+        q = "SELECT *\n" + "\n".join(f"  -- line {k}\n  AND c{k} = {rnd.randint(0, 9)}" for k in range(rnd.randint(0, 6)))
+        recs.append(Rec("LOG", f"duration: {rnd.random():.3f} ms  statement: {q}", pid=i % 50))
+        if i % 100 == 0:
+            recs.append(Rec("ERROR", "division by zero", "22012", statement="SELECT 1/0\n-- from the job", pid=i % 50))
+    buf = "".join(csv_line(r) for r in recs).encode()
+    log = tmp_path / "postgresql.csv"
+    log.write_bytes(buf)
+    units = parallel.split_units(str(log), 0, len(buf), final=True, label=str(log), unit=len(buf) // 9,
+                                 record_start=pgstruct.RECORD_START)
+    assert len(units) >= 8
+    assert all(pgstruct.RECORD_START.match(buf, u.start) for u in units)
+    part, _ = parallel.scan("upkeeper.logs.pgstruct", PgStructOptions(format="csvlog"), units, workers=2,
+                            min_parallel=0)
+    got = summarize(part, top_n=1000)
+    want = report("csvlog", [buf])
+    assert got["unparsed"] == 0 and got["lines"] == len(recs)
+    assert got["statements"]["count"] == want["statements"]["count"] == 6000
+    assert got["statements"]["fingerprints"] == want["statements"]["fingerprints"]
+    assert got["errors"]["by_sqlstate"] == want["errors"]["by_sqlstate"] == {"22012": 60}

@@ -675,3 +675,26 @@ def test_a_csvlog_record_half_written_waits_for_the_next_run(cli: Any, make_conf
     second = report_of(run(cli, cfg))
     assert second["unparsed"] == 0, second["unparsed_samples"]
     assert [(q["fingerprint"], q["count"]) for q in second["most_frequent"]] == [("select * from upk_half where id = ?", 1)]
+
+
+def test_format_told_by_the_file_names(cli: Any, make_config: Any, three_logs: Any, tmp_path: Path) -> None:
+    import gzip
+
+    from upkeeper.tasks.logs.postgres import format_of
+
+    assert [format_of(p) for p in ("/l/postgresql.csv", "/l/postgresql.csv.1", "/l/postgresql-2024-03-01.csv.gz",
+                                    "/l/postgresql.json.2.gz", "/l/postgresql.log", "/l/postgresql-Mon.log")] == [
+        "csvlog", "csvlog", "csvlog", "jsonlog", "stderr", "stderr"]
+    cluster, copies, done = three_logs
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    # a rotated, compressed csvlog and its live file: read together, as csvlog
+    (logs / "postgresql.csv.1.gz").write_bytes(gzip.compress((copies / "postgresql.csv").read_bytes()))
+    (logs / "postgresql.csv").write_bytes(b"")
+    r = run(cli, config(make_config, cluster, tmp_path, log_file=str(logs / "postgresql.csv")))
+    rep = report_of(r)
+    assert rep["format"] == "csvlog" and rep["unparsed"] == 0 and rep["statements"]["count"] >= done["statements"]
+    # a glob over logs of two formats would count every statement twice: refused
+    shutil.copy(copies / "postgresql.log", logs / "postgresql.log")
+    r = run(cli, config(make_config, cluster, tmp_path, log_file=str(logs / "postgresql.*")))
+    assert r["status"] == "error" and "several formats: csvlog, stderr" in r["summary"], r["summary"]

@@ -253,8 +253,8 @@ class PostgresLogs(Task[PostgresLogsOptions]):
             return option
         found = sorted({format_of(f.path) for f in files})
         if len(found) > 1:
-            raise TaskError(f"{path} matches logs of several formats ({', '.join(found)}: told by the files' "
-                            "suffixes .csv, .json or other)",
+            raise TaskError(f"{path} matches logs of several formats: {', '.join(found)} (told by the file names: "
+                            ".csv is csvlog, .json jsonlog, any other stderr)",
                             "Try: narrow log_file to one format's files (e.g. postgresql-*.csv), or set format")
         return found[0]
 
