@@ -266,3 +266,12 @@ def test_parallel_scan_cuts_a_csvlog_between_records(tmp_path: Any) -> None:
     assert got["statements"]["count"] == want["statements"]["count"] == 6000
     assert got["statements"]["fingerprints"] == want["statements"]["fingerprints"]
     assert got["errors"]["by_sqlstate"] == want["errors"]["by_sqlstate"] == {"22012": 60}
+
+
+def test_bytes_of_another_encoding_are_kept() -> None:
+    """A LATIN1 or SQL_ASCII database logs its statements' bytes as they are, not UTF-8: still records."""
+    r = Rec("LOG", "duration: 2.000 ms  statement: SELECT 'caf\udce9' AS x")  # b"caf\xe9": latin-1 e acute
+    for fmt, line in (("csvlog", csv_line(r)), ("jsonlog", json_line(r).replace("\\udce9", "\udce9"))):
+        rep = report(fmt, [line.encode("utf-8", "surrogateescape")])
+        assert rep["unparsed"] == 0 and rep["statements"]["count"] == 1, fmt
+        assert rep["slowest_total"][0]["example"] == "SELECT 'caf\ufffd' AS x", fmt

@@ -210,8 +210,8 @@ def nginx_cmd(
 def postgres_cmd(
     files: list[Path] = typer.Argument(..., help="PostgreSQL server log files (plain or .gz)"),
     prefix: str = typer.Option("%m [%p] ", "--prefix", "-p", help="the server's log_line_prefix (stderr format)"),
-    fmt: str = typer.Option("auto", "--format", "-f", help="stderr, csvlog or jsonlog (auto: from the first "
-                            "file's name — .csv is csvlog, .json jsonlog, any other stderr)"),
+    fmt: str = typer.Option("auto", "--format", "-f", help="stderr, csvlog or jsonlog (auto: from the files' "
+                            "names — .csv is csvlog, .json jsonlog, any other stderr)"),
     as_json: bool = typer.Option(False, "--json", help="the whole report as JSON"),
     html: Path | None = typer.Option(None, "--html", help="also write the offline HTML report here"),
     top: int = typer.Option(10, "--top", min=1, help="length of the query and error lists"),
@@ -225,7 +225,12 @@ def postgres_cmd(
     if fmt not in ("auto", "stderr", "csvlog", "jsonlog"):
         raise UsageError(f"--format {fmt}: unknown format", "Try: --format stderr, csvlog or jsonlog")
     if fmt == "auto":
-        fmt = format_of(str(files[0]))
+        found = sorted({format_of(str(f)) for f in files})
+        if len(found) > 1:
+            raise UsageError(f"the files are logs of several formats: {', '.join(found)} (told by their names: .csv "
+                             "is csvlog, .json jsonlog, any other stderr)",
+                             "Try: one format per command, or --format to read them all as one")
+        fmt = found[0]
     if fmt == "stderr":
         try:
             compile_prefix(prefix)

@@ -179,8 +179,8 @@ class PgStructAccumulator:
         for line in buf.split(b"\n"):
             if not line.strip():
                 continue
-            try:
-                obj = json.loads(line)
+            try:  # (a database in another encoding than UTF-8 logs its bytes as they are: kept as they are)
+                obj = json.loads(line.decode("utf-8", "surrogateescape"))
             except ValueError:
                 obj = None
             rec = _from_json(obj) if isinstance(obj, dict) else None
