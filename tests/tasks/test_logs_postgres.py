@@ -100,6 +100,34 @@ def test_log_file_needed_when_the_server_cannot_tell(cli: Any, make_config: Any,
     assert out["status"] == "error" and "logging collector is off" in out["summary"]
 
 
+def test_a_server_that_cannot_be_asked_is_not_said_to_have_its_collector_off(cli: Any, make_config: Any,
+                                                                             pg: PostgresCluster, tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    for fmt in ("auto", "csvlog"):
+        path: Path = make_config({
+            "targets": {"db": {**pg.target("postgres"), "port": port}},
+            "jobs": {"pg-logs": {"task": "logs.postgres", "target": "db",
+                                 "options": {"report_dir": str(tmp_path / "reports"), "format": fmt}}}})
+        out = cli(["--config", str(path), "run", "pg-logs", "--json"]).json()[0]
+        assert out["status"] == "error", out
+        assert "cannot ask" in out["summary"] and "refused" in out["summary"], out["summary"]
+        assert "collector" not in out["summary"], out["summary"]
+
+
+def test_csvlog_needed_in_log_destination(cli: Any, make_config: Any,
+                                          logging_pg: tuple[PostgresCluster, dict[str, int]], tmp_path: Path) -> None:
+    """format: csvlog on a server whose logging collector writes only the stderr log: said so, not "collector off"."""
+    cluster, _ = logging_pg
+    r = cli(["--config", str(config(make_config, cluster, tmp_path, format="csvlog")), "run", "pg-logs", "--json"])
+    out = r.json()[0]
+    assert out["status"] == "error", out["summary"]
+    assert "pg_current_logfile('csvlog') is empty: csvlog is not in log_destination" in out["summary"]
+
+
 def pgbadger(log: Path, prefix: str, tmp_path: Path, fmt: str = "") -> dict[str, Any]:
     """pgBadger's JSON report (``-x json`` by the .json extension) of ``log`` (``fmt``: csv or jsonlog, else a
     stderr log with ``prefix``)."""

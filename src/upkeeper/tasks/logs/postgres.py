@@ -140,6 +140,16 @@ class PostgresLogs(Task[PostgresLogsOptions]):
         need_server = not options.log_file or not (options.log_line_prefix or structured)
         server = self._server_settings(ctx, target, options.format) if need_server else {}
         path = options.log_file or server.get("logfile")
+        if not path and "error" in server:
+            raise TaskError(f"cannot ask {target.display()} where it writes its log: {server['error']}",
+                            "Try: check the target's connection settings, or set the job's log_file option")
+        if not path and structured:
+            raise TaskError(
+                f"cannot tell where {target.display()} writes its {options.format} (pg_current_logfile('"
+                f"{options.format}') is empty: {options.format} is not in log_destination, or the logging "
+                "collector is off)",
+                f"Try: log_destination = 'stderr,{options.format}' and logging_collector = on in postgresql.conf, "
+                f"or set the job's log_file option to the {options.format} file")
         if not path:
             raise TaskError(
                 f"cannot tell where {target.display()} writes its log (pg_current_logfile() is empty: "
@@ -230,7 +240,8 @@ class PostgresLogs(Task[PostgresLogsOptions]):
     @staticmethod
     def _server_settings(ctx: TaskContext, target: PostgresTarget, fmt: str = "auto") -> dict[str, str]:
         """The server's log_line_prefix, data directory, log_min_duration_statement and current log file (of
-        ``fmt`` when it is csvlog or jsonlog: pg_current_logfile(fmt), empty when the server does not write it)."""
+        ``fmt`` when it is csvlog or jsonlog: pg_current_logfile(fmt), empty when the server does not write it);
+        only ``error`` (the first line of the reason) when they cannot be read."""
         import psycopg
 
         try:
@@ -240,8 +251,9 @@ class PostgresLogs(Task[PostgresLogsOptions]):
                     got = conn.execute(LOGFILE_SQL, (fmt,)).fetchone()
                     row = (row[0], got[0] if got else None, *row[2:])
         except psycopg.Error as exc:
-            ctx.log.warning("cannot read the server's log settings: %s", str(exc).splitlines()[0] if str(exc) else exc)
-            return {}
+            why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            ctx.log.warning("cannot read the server's log settings: %s", why)
+            return {"error": why}
         if row is None:
             return {}
         return {"prefix": row[0], "logfile": row[1] or "", "datadir": row[2], "min_duration": row[3]}
