@@ -173,7 +173,10 @@ def bench_postgres(work: Path, transactions: int, repeat: int) -> dict[str, Any]
         shutil.rmtree(base)
     base.mkdir(parents=True)
     base.chmod(0o755)
-    cluster = PostgresCluster(base, extra_conf=pgworkload.LOGGING_CONF)
+    # the same statements in the stderr log and in the csvlog (the logging collector writes both)
+    cluster = PostgresCluster(base, extra_conf=pgworkload.LOGGING_CONF + (
+        "log_destination = 'stderr,csvlog'\nlogging_collector = on\nlog_directory = 'log'\n"
+        "log_filename = 'postgresql.log'\nlog_rotation_size = 0\n"))
     cluster.start()
     print(f"pgbench: {transactions} transactions x 4 clients with every statement logged…", flush=True)
     try:
@@ -186,11 +189,13 @@ def bench_postgres(work: Path, transactions: int, repeat: int) -> dict[str, Any]
     finally:
         cluster.stop()
     log = work / "postgresql.log"
-    shutil.copy(cluster.log, log)
-    size = log.stat().st_size
+    shutil.copy(cluster.data / "log" / "postgresql.log", log)
+    csvlog = work / "postgresql.csv"
+    shutil.copy(cluster.data / "log" / "postgresql.csv", csvlog)
+    size, csv_size = log.stat().st_size, csvlog.stat().st_size
     badger = shutil.which("pgbadger")
     assert badger, "pgbadger is not installed"
-    b_runs, u_runs = [], []
+    b_runs, u_runs, bc_runs, uc_runs = [], [], [], []
     bjson = work / "pgbadger.json"
     for i in range(repeat):
         print(f"pgbadger -j 2 run {i + 1}/{repeat}…", flush=True)
@@ -203,6 +208,14 @@ def bench_postgres(work: Path, transactions: int, repeat: int) -> dict[str, Any]
                                "incremental": False, "report_dir": str(work / "reports")}}})
         print(f"upkeeper run pg-log-analysis {i + 1}/{repeat}…", flush=True)
         u_runs.append(timed([*UPKEEPER, "--config", str(cfg), "run", "pg-log-analysis", "--json"]))
+        print(f"pgbadger -j 2 and upkeeper on the csvlog {i + 1}/{repeat}…", flush=True)
+        bc_runs.append(timed([badger, "-j", "2", "--pid-dir", str(work), "-f", "csv", "-o", str(work / "pgbadger-csv.json"),
+                              "-q", str(csvlog)]))
+        cfg = write_config(work / "pg-csv.yaml", work / f"history-pg-csv-{i}.db", {"db": cluster.target("postgres")},
+                           {"pg-log-analysis": {"task": "logs.postgres", "target": "db", "options": {
+                               "log_file": str(csvlog), "format": "csvlog", "incremental": False,
+                               "report_dir": str(work / "reports")}}})
+        uc_runs.append(timed([*UPKEEPER, "--config", str(cfg), "run", "pg-log-analysis", "--json"]))
     # the floor: the same job on an empty log (CLI start, config, history, worker process, report)
     empty = work / "empty-pg.log"
     empty.write_bytes(b"")
@@ -216,7 +229,11 @@ def bench_postgres(work: Path, transactions: int, repeat: int) -> dict[str, Any]
     m = json.loads(u_runs[-1]["stdout"])[0]["metrics"]
     if int(m["statements"]) != theirs:
         raise SystemExit(f"upkeeper counted {m['statements']} statements, pgBadger {theirs}")
-    b, u = best(b_runs), best(u_runs)
+    mc = json.loads(uc_runs[-1]["stdout"])[0]["metrics"]
+    if mc["statements"] != m["statements"]:
+        raise SystemExit(f"upkeeper counted {mc['statements']} statements in the csvlog, {m['statements']} in the "
+                         "stderr log")
+    b, u, bc, uc = best(b_runs), best(u_runs), best(bc_runs), best(uc_runs)
     return {
         "log_bytes": size, "statements": int(m["statements"]), "fingerprints": int(m["fingerprints"]),
         "log_generation": "real PostgreSQL 15 cluster, log_min_duration_statement=0, pgbench -c 4 -j 2 -t "
@@ -228,6 +245,14 @@ def bench_postgres(work: Path, transactions: int, repeat: int) -> dict[str, Any]
         "scan_speedup_vs_pgbadger_j2": round(b["seconds"] / m["scan_seconds"], 2),
         "cpu_ratio_vs_pgbadger_j2": round(b["cpu_seconds"] / u["cpu_seconds"], 2),
         "goals": {"speedup": 10},
+        "csvlog": {
+            "log_bytes": csv_size, "statements": int(mc["statements"]),
+            "pgbadger_j2": bc | {"mb_per_s": round(csv_size / 1e6 / bc["seconds"], 2)},
+            "upkeeper": uc | {"mb_per_s": round(csv_size / 1e6 / uc["seconds"], 2), "scan_seconds": mc["scan_seconds"],
+                              "scan_mb_per_s": round(csv_size / 1e6 / mc["scan_seconds"], 2)},
+            "speedup_vs_pgbadger_j2": round(bc["seconds"] / uc["seconds"], 2),
+            "scan_seconds_vs_stderr": round(mc["scan_seconds"] / m["scan_seconds"], 2),
+        },
     }
 
 
@@ -290,6 +315,11 @@ def main() -> None:
               f"{p['pgbadger_j2']['seconds']}s, upkeeper {p['upkeeper']['seconds']}s (scan "
               f"{p['upkeeper']['scan_seconds']}s) -> {p['speedup_vs_pgbadger_j2']}x wall, "
               f"{p['cpu_ratio_vs_pgbadger_j2']}x CPU")
+        c = p["csvlog"]
+        print(f"the same as csvlog, {c['log_bytes'] / 1e6:.0f} MB: pgBadger -j2 {c['pgbadger_j2']['seconds']}s, "
+              f"upkeeper {c['upkeeper']['seconds']}s (scan {c['upkeeper']['scan_seconds']}s, "
+              f"{c['upkeeper']['scan_mb_per_s']} MB/s) -> {c['speedup_vs_pgbadger_j2']}x wall; csvlog scan "
+              f"{c['scan_seconds_vs_stderr']}x the stderr scan's time")
     if "memory" in result:
         mm = result["memory"]
         print(f"{mm['log_bytes'] / 1e9:.1f} GB access log: {mm['seconds']}s, peak RSS {mm['peak_rss_mb']} MB")

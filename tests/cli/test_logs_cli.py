@@ -273,3 +273,23 @@ def test_postgres_and_errors_find_their_files_as_nginx_does(cli: Any, tmp_path: 
     assert [g["type"] for g in r.json()["app"]["exceptions"]] == ["ValueError"]
     r = cli(["logs", "errors", str(a / "*.nope")])
     assert r.code == 2 and "no file matches" in r.err
+
+
+def test_postgres_csvlog_and_jsonlog(cli: Any, tmp_path: Path) -> None:
+    """--format auto tells csvlog and jsonlog from the file names; files of two formats are refused."""
+    csv_ = tmp_path / "pg.csv"
+    csv_.write_text('2024-03-01 10:00:00.001 UTC,"app","shop",10,,65e1.a,1,"SELECT",2024-03-01 09:00:00 UTC,3/1,0,'
+                    'ERROR,42P01,"relation ""x"" does not exist",,,,,,"SELECT * FROM x",15,,"",'
+                    '"client backend",,0\n')
+    js = tmp_path / "pg.json"
+    js.write_text('{"timestamp":"2024-03-01 10:00:00.001 UTC","pid":10,"error_severity":"LOG",'
+                  '"message":"duration: 250.000 ms  statement: SELECT 1"}\n')
+    r = cli(["logs", "postgres", str(csv_), "--json"])
+    assert r.code == 0, r.output
+    assert (r.json()["format"], r.json()["errors"]["by_sqlstate"]) == ("csvlog", {"42P01": 1})
+    r = cli(["logs", "postgres", str(js), "--json"])
+    assert r.code == 0 and (r.json()["format"], r.json()["statements"]["count"]) == ("jsonlog", 1)
+    r = cli(["logs", "postgres", str(csv_), str(js)])
+    assert r.code == 2 and "several formats: csvlog, jsonlog" in r.err
+    r = cli(["logs", "postgres", str(js), "--format", "csvlog"])  # the wrong format: said, with a hint
+    assert r.code == 0 and "are not csvlog records" in r.err and "--format" in r.err

@@ -62,3 +62,37 @@ def test_try_it_commands_run_as_written(cli: Any, tmp_path: Path, monkeypatch: p
         ran.append(argv[2])
     assert ran == ["python", "nginx", "nginx", "goaccess-format", "errors"], ran
     assert "<svg" in (tmp_path / "access.html").read_text()
+
+
+def test_csvlog_example_runs_as_written(cli: Any, tmp_path: Path) -> None:
+    """The csvlog section's shell block: the here-document is the file, each upkeeper line runs and reads it."""
+    section = DOC.read_text().split("### csvlog and jsonlog", 1)[1].split("\n## ", 1)[0]
+    (yaml_block,) = [b for k, b in BLOCK.findall(section) if k == "yaml"]
+    config = ("targets:\n  db: {kind: postgres, host: 127.0.0.1}\n" + yaml_block)
+    assert build_setup(load_text(config, file=str(DOC))).jobs["db-log-analysis"].options.format == "csvlog"
+    (block,) = [b for k, b in BLOCK.findall(section) if k == "sh"]
+    head, body = block.split("\n", 1)
+    assert head == "cat > /tmp/postgresql.csv <<'EOF'", head
+    data, rest = body.split("\nEOF\n", 1)
+    log = tmp_path / "postgresql.csv"
+    log.write_text(data + "\n")
+    ran = 0
+    for line in rest.splitlines():
+        line = line.split("  #", 1)[0].strip()
+        if not line:
+            continue
+        command, _, _pipe = line.partition(" | ")
+        argv = [a.replace("/tmp/", f"{tmp_path}/") for a in shlex.split(command)]
+        assert argv[0] == "upkeeper", line
+        res = cli(argv[1:])
+        assert res.code == 0, f"{line}\n{res.output}"
+        if "--json" in argv:
+            rep = json.loads(res.out)
+            assert rep["format"] == "csvlog" and rep["lines"] == 2 and rep["unparsed"] == 0
+            assert [(q["fingerprint"], q["max_ms"]) for q in rep["slowest_total"]] == [
+                ("select * from orders where id = ?", 12.5)]
+            (err,) = rep["errors"]["classes"]
+            assert (err["sqlstate"], err["message"], err["statements"]) == (
+                "42P01", 'relation "?" does not exist at character ?', ["SELECT * FROM ordres"])
+        ran += 1
+    assert ran == 2

@@ -100,14 +100,44 @@ def test_log_file_needed_when_the_server_cannot_tell(cli: Any, make_config: Any,
     assert out["status"] == "error" and "logging collector is off" in out["summary"]
 
 
-def pgbadger(log: Path, prefix: str, tmp_path: Path) -> dict[str, Any]:
-    """pgBadger's JSON report (``-x json`` by the .json extension) of ``log``."""
+def test_a_server_that_cannot_be_asked_is_not_said_to_have_its_collector_off(cli: Any, make_config: Any,
+                                                                             pg: PostgresCluster, tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    for fmt in ("auto", "csvlog"):
+        path: Path = make_config({
+            "targets": {"db": {**pg.target("postgres"), "port": port}},
+            "jobs": {"pg-logs": {"task": "logs.postgres", "target": "db",
+                                 "options": {"report_dir": str(tmp_path / "reports"), "format": fmt}}}})
+        out = cli(["--config", str(path), "run", "pg-logs", "--json"]).json()[0]
+        assert out["status"] == "error", out
+        assert "cannot ask" in out["summary"] and "refused" in out["summary"], out["summary"]
+        assert "collector" not in out["summary"], out["summary"]
+
+
+def test_csvlog_needed_in_log_destination(cli: Any, make_config: Any,
+                                          logging_pg: tuple[PostgresCluster, dict[str, int]], tmp_path: Path) -> None:
+    """format: csvlog on a server whose logging collector writes only the stderr log: said so, not "collector off"."""
+    cluster, _ = logging_pg
+    r = cli(["--config", str(config(make_config, cluster, tmp_path, format="csvlog")), "run", "pg-logs", "--json"])
+    out = r.json()[0]
+    assert out["status"] == "error", out["summary"]
+    assert "pg_current_logfile('csvlog') is empty: csvlog is not in log_destination" in out["summary"]
+
+
+def pgbadger(log: Path, prefix: str, tmp_path: Path, fmt: str = "") -> dict[str, Any]:
+    """pgBadger's JSON report (``-x json`` by the .json extension) of ``log`` (``fmt``: csv or jsonlog, else a
+    stderr log with ``prefix``)."""
     exe = shutil.which("pgbadger")
     if exe is None:
         pytest.fail("pgbadger is not installed (scripts/ensure-system-deps.sh installs it)")
-    out = tmp_path / f"{log.stem}.badger.json"
+    out = tmp_path / f"{log.stem}{log.suffix}.badger.json"
+    how = ["-f", fmt] if fmt else ["--prefix", prefix]
     res = subprocess.run([exe, "--pid-dir", str(tmp_path),  # not /tmp/pgbadger.pid: other runs may hold it
-                          "--prefix", prefix, "-x", "json", "-o", str(out), str(log)],
+                          *how, "-x", "json", "-o", str(out), str(log)],
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
     data: dict[str, Any] = json.loads(out.read_text())
@@ -136,7 +166,8 @@ def as_badger_class(e: dict[str, Any]) -> str:
     return f"ERROR:  {msg}"
 
 
-def assert_locks_and_deadlocks_agree(mine: dict[str, Any], badger: dict[str, Any]) -> None:
+def assert_locks_and_deadlocks_agree(mine: dict[str, Any], badger: dict[str, Any], longest: bool = True) -> None:
+    """``longest``: pgBadger lists each wait with its duration (its jsonlog reader, in 12.0, does not)."""
     # lock waits: pgBadger lists each "still waiting" line as an event, and sums the "acquired ... after"
     # lines per lock type and object in lock_info (its top_locked_info keeps each wait's duration)
     events = badger["error_info"]["postgres"]
@@ -156,8 +187,9 @@ def assert_locks_and_deadlocks_agree(mine: dict[str, Any], badger: dict[str, Any
         acquired += by_object["count"]
     assert locks["acquired_after_wait"] == acquired >= 1
     assert locks["total_wait_ms"] == pytest.approx(total_ms, abs=1e-3)
-    longest = max(float(row[0]) for row in badger["top_locked_info"]["postgres"])
-    assert locks["max_wait_ms"] == pytest.approx(longest, abs=1e-3)
+    if longest:
+        most = max(float(row[0]) for row in badger["top_locked_info"]["postgres"])
+        assert locks["max_wait_ms"] == pytest.approx(most, abs=1e-3)
     # deadlocks: pgBadger counts the "deadlock detected" errors
     assert mine["deadlocks"]["count"] == events["ERROR:  deadlock detected"]["count"] == 1
 
@@ -505,3 +537,192 @@ def test_a_glob_that_matches_a_dangling_symlink_reads_the_other_files(cli: Any, 
     })
     r = run(cli, cfg)
     assert r["status"] in ("ok", "warn") and r["metrics"]["errors"] == 1, r["summary"]
+
+
+# ---------------------------------------------------------------------------------------------
+# csvlog and jsonlog: the same workload logged in the three formats at once
+# ---------------------------------------------------------------------------------------------
+
+THREE_PREFIX = "%m [%p] %e %q%u@%d "
+THREE_CONF = pgworkload.LOGGING_CONF + (
+    f"log_line_prefix = '{THREE_PREFIX}'\nlog_destination = 'stderr,csvlog,jsonlog'\nlogging_collector = on\n"
+    "log_directory = 'log'\nlog_filename = 'postgresql.log'\nlog_rotation_size = 0\n")
+THREE = ("postgresql.log", "postgresql.csv", "postgresql.json")
+#: report keys about the input itself (lines, bytes, where it was read, how long it took), not what it holds
+INPUT_KEYS = ("lines", "entries", "bytes_read", "unparsed_pct", "files", "scan_seconds", "format", "log_line_prefix",
+              "findings", "metrics")
+INPUT_METRICS = ("lines", "bytes_read", "scan_seconds", "unparsed_pct")
+
+
+@pytest.fixture(scope="module")
+def three_logs(services_dir: Path, tmp_path_factory: pytest.TempPathFactory
+               ) -> Any:
+    """A cluster with log_destination = 'stderr,csvlog,jsonlog' after the workload, and copies of its three logs
+    taken while it was stopped (so they hold the same records); the cluster runs again for the tests."""
+    cluster = PostgresCluster(services_dir / "pg-three-formats", extra_conf=THREE_CONF)
+    cluster.start()
+    try:
+        done = pgworkload.run(lambda: cluster.connect())
+    finally:
+        cluster.stop()
+    copies = tmp_path_factory.mktemp("three-formats")
+    for name in THREE:
+        shutil.copy(cluster.data / "log" / name, copies / name)
+    cluster.start()
+    yield cluster, copies, done
+    cluster.stop()
+
+
+def report_of(r: dict[str, Any]) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(Path(next(a["path"] for a in r["artifacts"] if a["format"] == "json"))
+                                      .read_text())
+    return data
+
+
+def test_stderr_csvlog_and_jsonlog_give_the_same_figures(cli: Any, make_config: Any, three_logs: Any,
+                                                         tmp_path: Path) -> None:
+    cluster, copies, done = three_logs
+    reports, results = {}, {}
+    for name in THREE:  # the format from the file name (auto), the stderr prefix from the server
+        r = run(cli, config(make_config, cluster, tmp_path / name, log_file=str(copies / name), incremental=False))
+        results[name], reports[name] = r, report_of(r)
+    assert [reports[n]["format"] for n in THREE] == ["stderr", "csvlog", "jsonlog"]
+    want = reports["postgresql.log"]
+    assert want["unparsed"] == 0 and want["errors"]["inferred_sqlstates"] == 0
+    assert want["statements"]["count"] >= done["statements"] and want["deadlocks"]["count"] == 1
+    assert want["locks"]["waits"] >= 1 and want["temp_files"]["count"] >= 1 and want["checkpoints"]["count"] >= 1
+    assert set(want["errors"]["by_sqlstate"]) >= {code for _sql, code in pgworkload.ERRORS} | {"40P01"}
+    for name in THREE[1:]:
+        got = reports[name]
+        assert got["unparsed"] == 0, got["unparsed_samples"]
+        for key in want:
+            if key not in INPUT_KEYS:
+                assert got[key] == want[key], (name, key)
+        assert {k: v for k, v in results[name]["metrics"].items() if k not in INPUT_METRICS} == \
+            {k: v for k, v in results["postgresql.log"]["metrics"].items() if k not in INPUT_METRICS}
+        assert [(f["check"], f["severity"], f["message"]) for f in results[name]["findings"]] == \
+            [(f["check"], f["severity"], f["message"]) for f in results["postgresql.log"]["findings"]]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonlog"])
+def test_csvlog_and_jsonlog_agree_with_pgbadger(three_logs: Any, tmp_path: Path, fmt: str) -> None:
+    from upkeeper.logs import pgstruct
+
+    _cluster, copies, _done = three_logs
+    log = copies / ("postgresql.csv" if fmt == "csv" else "postgresql.json")
+    badger = pgbadger(log, "", tmp_path, fmt=fmt)
+    acc = pgstruct.make_accumulator(pgstruct.PgStructOptions(format="csvlog" if fmt == "csv" else "jsonlog"))
+    acc.feed(log.read_bytes())
+    mine = summarize(acc.partial(), top_n=1000)
+    overall = badger["overall_stat"]
+    assert mine["statements"]["count"] == overall["queries_number"]
+    assert abs(mine["statements"]["total_ms"] - overall["postgres"]["queries_duration"]["execute"]) < 1.0
+    theirs = {k.rstrip(";").replace("?.?", "?"): v["count"] for k, v in badger["normalyzed_info"]["postgres"].items()}
+    assert {q["fingerprint"]: q["count"] for q in mine["most_frequent"]} == theirs
+    temp = badger["tempfile_info"]["postgres"]
+    assert (mine["temp_files"]["count"], mine["temp_files"]["total_bytes"]) == (temp["count"], temp["size"])
+    assert mine["checkpoints"]["buffers"] == badger["checkpoint_info"]["wbuffer"]
+    # errors by message class (pgBadger 12 leaves the SQLSTATE of csvlog/jsonlog records out of its report)
+    theirs_err = {k: v["count"] for k, v in badger_errors(badger).items()}
+    mine_err: dict[str, int] = {}
+    for e in mine["errors"]["classes"]:
+        mine_err[as_badger_class(e)] = mine_err.get(as_badger_class(e), 0) + e["count"]
+    assert mine_err == theirs_err and len(theirs_err) >= len(pgworkload.ERRORS) + 1
+    # ours come from the records' SQLSTATE column, none guessed from the message
+    assert set(mine["errors"]["by_sqlstate"]) == {code for _sql, code in pgworkload.ERRORS} | {"40P01"}
+    assert mine["errors"]["inferred_sqlstates"] == 0
+    assert_locks_and_deadlocks_agree(mine, badger, longest=fmt == "csv")
+
+
+def test_csvlog_from_the_server_read_incrementally_and_after_rotation(cli: Any, make_config: Any, three_logs: Any,
+                                                                     tmp_path: Path) -> None:
+    """format: csvlog and no log_file: the server tells its csvlog (pg_current_logfile('csvlog')); the next run
+    reads only the new records, and a rotated file (renamed .1) is read on where the last run stopped."""
+    cluster, _copies, _done = three_logs
+    csvlog = cluster.data / "log" / "postgresql.csv"
+    cfg = config(make_config, cluster, tmp_path, format="csvlog", unparsed_warn_pct=0)
+    first = run(cli, cfg)
+    assert report_of(first)["files"][-1]["path"] == str(csvlog)
+    assert first["metrics"]["statements"] >= 400 and first["metrics"]["unparsed_pct"] == 0
+
+    def wait_for(text: str) -> None:
+        deadline = time.monotonic() + 10
+        while text.encode() not in csvlog.read_bytes():
+            assert time.monotonic() < deadline, f"{text} never reached {csvlog}"
+            time.sleep(0.05)
+
+    with cluster.connect() as c:
+        for i in range(7):
+            c.execute(f"SELECT 'new\nline', {i} AS upk_new")
+    wait_for("6 AS upk_new")
+    again = report_of(run(cli, cfg))
+    fps = {q["fingerprint"]: q["count"] for q in again["most_frequent"]}
+    assert fps["select ?, ? as upk_new"] == 7 and again["unparsed"] == 0
+    # logrotate-style rotation: the file is renamed; the server keeps writing the renamed file until told to
+    # reopen (pg_rotate_logfile), then writes a new one under the old name
+    with cluster.connect() as c:
+        c.execute("SELECT 'before rotation' AS upk_rot_1")
+        wait_for("upk_rot_1")
+        csvlog.rename(csvlog.with_name("postgresql.csv.1"))
+        c.execute("SELECT 'renamed, not reopened' AS upk_rot_2")
+        c.execute("SELECT pg_rotate_logfile()")
+        deadline = time.monotonic() + 10
+        while not csvlog.exists():
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        c.execute("SELECT 'after rotation' AS upk_rot_3")
+    wait_for("upk_rot_3")
+    third = report_of(run(cli, cfg))
+    fps = {q["fingerprint"]: q["count"] for q in third["most_frequent"]}
+    assert third["unparsed"] == 0
+    assert {fp: n for fp, n in fps.items() if "upk_rot" in fp} == {  # each once: none lost, none read twice
+        "select ? as upk_rot_1": 1, "select ? as upk_rot_2": 1, "select ? as upk_rot_3": 1}, fps
+    assert "select ?, ? as upk_new" not in fps
+
+
+def test_a_csvlog_record_half_written_waits_for_the_next_run(cli: Any, make_config: Any, three_logs: Any,
+                                                             tmp_path: Path) -> None:
+    """The server writes a long record in pieces: a newline inside its statement can be the last byte written
+    when the job reads.  That record is left for the next run, which reads it whole: never two bad halves."""
+    cluster, copies, _done = three_logs
+    records = (copies / "postgresql.csv").read_bytes()
+    log = tmp_path / "live" / "postgresql.csv"
+    log.parent.mkdir()
+    whole = (b'2024-03-01 10:00:00.123 UTC,"app","shop",42,"10.0.0.5:51000",65e1a2b3.2a,7,"SELECT",'
+             b'2024-03-01 09:59:00 UTC,3/7,0,LOG,00000,"duration: 1.500 ms  statement: SELECT *\n'
+             b'  FROM upk_half\n WHERE id = 1",,,,,,,,,"psql","client backend",,0\n')
+    cut = whole.index(b"\n") + 1  # up to the first newline inside the statement
+    log.write_bytes(records + whole[:cut])
+    cfg = config(make_config, cluster, tmp_path, log_file=str(log))
+    first = report_of(run(cli, cfg))
+    assert first["format"] == "csvlog" and first["unparsed"] == 0, first["unparsed_samples"]
+    assert first["files"][0]["to"] == len(records)
+    assert "select * from upk_half where id = ?" not in {q["fingerprint"] for q in first["most_frequent"]}
+    with log.open("ab") as fh:
+        fh.write(whole[cut:])
+    second = report_of(run(cli, cfg))
+    assert second["unparsed"] == 0, second["unparsed_samples"]
+    assert [(q["fingerprint"], q["count"]) for q in second["most_frequent"]] == [("select * from upk_half where id = ?", 1)]
+
+
+def test_format_told_by_the_file_names(cli: Any, make_config: Any, three_logs: Any, tmp_path: Path) -> None:
+    import gzip
+
+    from upkeeper.tasks.logs.postgres import format_of
+
+    assert [format_of(p) for p in ("/l/postgresql.csv", "/l/postgresql.csv.1", "/l/postgresql-2024-03-01.csv.gz",
+                                    "/l/postgresql.json.2.gz", "/l/postgresql.log", "/l/postgresql-Mon.log")] == [
+        "csvlog", "csvlog", "csvlog", "jsonlog", "stderr", "stderr"]
+    cluster, copies, done = three_logs
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    # a rotated, compressed csvlog and its live file: read together, as csvlog
+    (logs / "postgresql.csv.1.gz").write_bytes(gzip.compress((copies / "postgresql.csv").read_bytes()))
+    (logs / "postgresql.csv").write_bytes(b"")
+    r = run(cli, config(make_config, cluster, tmp_path, log_file=str(logs / "postgresql.csv")))
+    rep = report_of(r)
+    assert rep["format"] == "csvlog" and rep["unparsed"] == 0 and rep["statements"]["count"] >= done["statements"]
+    # a glob over logs of two formats would count every statement twice: refused
+    shutil.copy(copies / "postgresql.log", logs / "postgresql.log")
+    r = run(cli, config(make_config, cluster, tmp_path, log_file=str(logs / "postgresql.*")))
+    assert r["status"] == "error" and "several formats: csvlog, stderr" in r["summary"], r["summary"]

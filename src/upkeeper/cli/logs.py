@@ -24,12 +24,12 @@ logs_app = typer.Typer(help="Analyze nginx access logs, PostgreSQL logs and erro
 app.add_typer(logs_app, name="logs")
 
 
-def _units_of(files: list[Any], continuation: bytes, workers: int) -> list[Any]:
+def _units_of(files: list[Any], continuation: bytes, workers: int, record_start: Any = None) -> list[Any]:
     from upkeeper.logs import parallel
     from upkeeper.logs.sources import ReadRange
 
     ranges = [ReadRange(lf, 0, None if lf.gz else lf.size, final=True) for lf in files]
-    return parallel.units_for(ranges, continuation=continuation, workers=workers)
+    return parallel.units_for(ranges, continuation=continuation, workers=workers, record_start=record_start)
 
 
 def _find_logs(args: list[str], *, rotated: bool, max_files: int, example: str = "'/var/log/nginx/*access.log'",
@@ -230,46 +230,75 @@ def nginx_cmd(
 
 @logs_app.command("postgres")
 def postgres_cmd(
-    files: list[str] = typer.Argument(..., help="PostgreSQL server logs (stderr format, plain or .gz) or quoted "
-                                      "globs such as '/var/log/postgresql/postgresql-*.log', as the logs.postgres "
+    files: list[str] = typer.Argument(..., help="PostgreSQL server logs (stderr, csvlog or jsonlog; plain or "
+                                      ".gz) or quoted globs such as '/var/log/postgresql/postgresql-*.log', as the logs.postgres "
                                       "task reads its log_file: a path with its rotated files (postgresql.log.1, "
                                       ".2.gz), a glob's newest --max-files matches"),
-    prefix: str = typer.Option("%m [%p] ", "--prefix", "-p", help="the server's log_line_prefix"),
+    prefix: str = typer.Option("%m [%p] ", "--prefix", "-p", help="the server's log_line_prefix (stderr format)"),
     rotated: bool = typer.Option(True, "--rotated/--no-rotated",
                                  help="also read the rotated files of each log (those named are always read)"),
     max_files: int = typer.Option(30, "--max-files", min=1, max=1000,
                                   help="at most this many files per log (of a glob's matches), newest first"),
+    fmt: str = typer.Option("auto", "--format", "-f", help="stderr, csvlog or jsonlog (auto: from the files' "
+                            "names — .csv is csvlog, .json jsonlog, any other stderr)"),
     as_json: bool = typer.Option(False, "--json", help="the whole report as JSON"),
     html: Path | None = typer.Option(None, "--html", help="also write the offline HTML report here"),
     top: int = typer.Option(10, "--top", min=1, help="length of the query and error lists"),
     workers: int = typer.Option(0, "--workers", min=0, help="processes (0: one per CPU, at most 2)"),
 ) -> None:
     """Slow statements by fingerprint, errors by SQLSTATE, locks, temp files, checkpoints (pgBadger's core)."""
-    from upkeeper.logs import parallel
+    from upkeeper.logs import parallel, pgstruct
     from upkeeper.logs.pglog import MIN_PARALLEL, PgScanOptions, PrefixError, compile_prefix, summarize
-    from upkeeper.tasks.logs.postgres import PostgresLogs, PostgresLogsOptions
+    from upkeeper.tasks.logs.postgres import PostgresLogs, PostgresLogsOptions, format_of
 
-    try:
-        compile_prefix(prefix)
-    except PrefixError as exc:
-        raise UsageError(exc.message, exc.hint) from None
+    if fmt not in ("auto", "stderr", "csvlog", "jsonlog"):
+        raise UsageError(f"--format {fmt}: unknown format", "Try: --format stderr, csvlog or jsonlog")
+    def check_prefix() -> None:
+        try:
+            compile_prefix(prefix)
+        except PrefixError as exc:
+            raise UsageError(exc.message, exc.hint) from None
+
+    if fmt == "stderr" or (fmt == "auto" and all(format_of(f) == "stderr" for f in files)):
+        check_prefix()  # before the files are looked for: a bad option is said first
     _check_html(html)
     task_opts = PostgresLogsOptions(rotated=rotated, max_files=max_files)
     found = _find_logs(files, rotated=rotated, max_files=max_files,
                        example="'/var/log/postgresql/postgresql-*.log'",
                        expand=lambda g: PostgresLogs._files(g, task_opts))
+    if fmt == "auto":
+        formats = sorted({format_of(lf.path) for lf in found})
+        if len(formats) > 1:
+            raise UsageError(f"the files are logs of several formats: {', '.join(formats)} (told by their names: "
+                             ".csv is csvlog, .json jsonlog, any other stderr)",
+                             "Try: one format per command, or --format to read them all as one")
+        fmt = formats[0] if formats else "stderr"
+    if fmt == "stderr":
+        check_prefix()
     notes: list[parallel.ReadNote] = []
-    partial, _ = parallel.scan("upkeeper.logs.pglog", PgScanOptions(log_line_prefix=prefix),
-                               _units_of(found, b"\t", workers), workers=workers, continuation=b"\t",
-                               min_parallel=MIN_PARALLEL, notes=notes)
+    if fmt == "stderr":
+        partial, _ = parallel.scan("upkeeper.logs.pglog", PgScanOptions(log_line_prefix=prefix),
+                                   _units_of(found, b"\t", workers), workers=workers, continuation=b"\t",
+                                   min_parallel=MIN_PARALLEL, notes=notes)
+    else:
+        partial, _ = parallel.scan(
+            "upkeeper.logs.pgstruct", pgstruct.PgStructOptions(format="csvlog" if fmt == "csvlog" else "jsonlog"),
+            _units_of(found, b"", workers, pgstruct.RECORD_START if fmt == "csvlog" else None), workers=workers,
+            min_parallel=pgstruct.MIN_PARALLEL, notes=notes)
     rep = redact_obj(summarize(partial, top_n=top))
     rep["read_notes"] = _warn_read_notes(notes)
-    rep["log_line_prefix"] = prefix
+    rep["format"] = fmt
+    rep["log_line_prefix"] = prefix if fmt == "stderr" else None
     rep["files"] = [{"path": lf.path, "compressed": lf.gz} for lf in found]
-    _warn_unparsed(rep["unparsed_pct"], rep["unparsed"], f"do not start with the log_line_prefix {prefix!r}",
-                   rep["unparsed_samples"][0] if rep["unparsed_samples"] else "",
-                   "Try: --prefix with the server's log_line_prefix (SHOW log_line_prefix); only the stderr log "
-                   "format is read, not csvlog/jsonlog")
+    if fmt == "stderr":
+        _warn_unparsed(rep["unparsed_pct"], rep["unparsed"], f"do not start with the log_line_prefix {prefix!r}",
+                       rep["unparsed_samples"][0] if rep["unparsed_samples"] else "",
+                       "Try: --prefix with the server's log_line_prefix (SHOW log_line_prefix); for a csvlog or "
+                       "jsonlog file, --format csvlog or jsonlog")
+    else:
+        _warn_unparsed(rep["unparsed_pct"], rep["unparsed"], f"are not {fmt} records",
+                       rep["unparsed_samples"][0] if rep["unparsed_samples"] else "",
+                       "Try: --format with the file's format (stderr, csvlog or jsonlog)")
     if html is not None:
         from upkeeper.logs.report_html import postgres_report
 

@@ -19,6 +19,7 @@ import importlib
 import os
 import pickle
 import queue
+import re
 import sys
 import tempfile
 import threading
@@ -93,21 +94,26 @@ class Unit:
             return 0
 
 
-def entry_start(buf: bytes, pos: int, continuation: bytes) -> int:
-    """First offset ≥ ``pos`` that starts a line (and, with ``continuation``, a new entry)."""
+def entry_start(buf: bytes, pos: int, continuation: bytes, record_start: re.Pattern[bytes] | None = None) -> int:
+    """First offset ≥ ``pos`` that starts a line (and, with ``continuation``, a new entry; with
+    ``record_start``, a line that it matches: a record that may span lines, such as a csvlog one)."""
     while True:
         nl = buf.find(b"\n", pos)
         if nl < 0:
             return -1
         nxt = nl + 1
-        if not continuation or buf[nxt:nxt + len(continuation)] != continuation or nxt >= len(buf):
+        if record_start is not None:
+            if nxt < len(buf) and record_start.match(buf, nxt):
+                return nxt
+        elif not continuation or buf[nxt:nxt + len(continuation)] != continuation or nxt >= len(buf):
             return nxt
         pos = nxt
 
 
 def split_units(path: str, start: int, end: int, *, final: bool, label: str = "",
-                continuation: bytes = b"", unit: int = UNIT, ident: tuple[int, int] | None = None) -> list[Unit]:
-    """Cut [start, end) of a plain file into units that begin at line/entry starts."""
+                continuation: bytes = b"", unit: int = UNIT, ident: tuple[int, int] | None = None,
+                record_start: re.Pattern[bytes] | None = None) -> list[Unit]:
+    """Cut [start, end) of a plain file into units that begin at line/entry starts (see :func:`entry_start`)."""
     if end - start <= unit * 1.5:
         return [Unit(path, start, end, False, final, label, ident)]
     cuts = [start]
@@ -116,7 +122,7 @@ def split_units(path: str, start: int, end: int, *, final: bool, label: str = ""
         while pos < end - unit // 2:
             fh.seek(pos)
             window = fh.read(1 << 16)
-            i = entry_start(window, 0, continuation) if window else -1
+            i = entry_start(window, 0, continuation, record_start) if window else -1
             if i < 0:
                 pos += 1 << 16
                 continue
@@ -402,7 +408,8 @@ def _drive_helper(kind: str, opts: Any, todo: queue.Queue[Unit],
                 errors.append(RuntimeError(f"{exc}{': ' + ' / '.join(tail) if tail else ''}"))
 
 
-def units_for(ranges: list[Any], continuation: bytes = b"", workers: int = 0) -> list[Unit]:
+def units_for(ranges: list[Any], continuation: bytes = b"", workers: int = 0,
+              record_start: re.Pattern[bytes] | None = None) -> list[Unit]:
     """Units for :class:`~upkeeper.logs.sources.ReadRange` items (plain files are cut into pieces).
 
     Pieces are sized so that every process gets a few of them (balance) but not so small that
@@ -419,5 +426,5 @@ def units_for(ranges: list[Any], continuation: bytes = b"", workers: int = 0) ->
             units.append(Unit(lf.path, r.start, None, True, True, lf.path, ident))
         else:
             units += split_units(lf.path, r.start, r.end, final=r.final, label=lf.path, continuation=continuation,
-                                 unit=unit, ident=ident)
+                                 unit=unit, ident=ident, record_start=record_start)
     return units

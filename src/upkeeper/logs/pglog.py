@@ -370,18 +370,36 @@ class PgAccumulator:
         if not buf:
             return
         p = self.p
-        # buffers usually come in log order; one that comes before an earlier-fed one (parallel.scan
-        # hands out pieces biggest first) must compare positions to keep the earliest examples
-        in_order = self._last_fed is None or (source, offset) > self._last_fed
-        if in_order:
-            self._last_fed = (source, offset)
-        self._src, self._off = source, offset
-        self._bound_state()
+        in_order = self.begin(source, offset)
         p.bytes_read += len(buf)
         nlines = buf.count(b"\n") + (0 if buf.endswith(b"\n") else 1)
         cont = buf.count(b"\n\t") + (1 if buf.startswith(b"\t") else 0)
         p.lines += nlines
         rows = self.entry_rx.findall(buf)
+        self.consume(rows, multiline=cont > 0, in_order=in_order)
+        unparsed = nlines - cont - len(rows)
+        if unparsed > 0:
+            p.unparsed += unparsed
+            if len(p.unparsed_samples) < p.samples or (p.unparsed_pos and (source, offset, 0) < p.unparsed_pos[-1]):
+                self._sample_unparsed(buf, source, offset)
+
+    def begin(self, source: str, offset: int) -> bool:
+        """Start a buffer (at ``offset`` of ``source``); True when it comes after every buffer fed so far.
+
+        Buffers usually come in log order; one that comes before an earlier-fed one (parallel.scan
+        hands out pieces biggest first) must compare positions to keep the earliest examples."""
+        in_order = self._last_fed is None or (source, offset) > self._last_fed
+        if in_order:
+            self._last_fed = (source, offset)
+        self._src, self._off = source, offset
+        self._bound_state()
+        return in_order
+
+    def consume(self, rows: list[tuple[bytes, ...]], *, multiline: bool, in_order: bool) -> None:
+        """Aggregate entries as ``entry_rx.findall`` returns them (one tuple of its groups each), in log order:
+        the stderr parser's and the csvlog/jsonlog readers' (:mod:`upkeeper.logs.pgstruct`) common path.
+        ``multiline``: a text may hold continuation lines ("\\n\\t")."""
+        p = self.p
         gms = self.g_ms - 1
         is_dur = list(map(itemgetter(gms), rows))
         dur = list(compress(rows, is_dur))
@@ -389,7 +407,7 @@ class PgAccumulator:
         nother = len(rows) - ndur
         if dur:
             idx = list(compress(range(len(rows)), is_dur)) if nother else range(ndur)
-            self._durations(dur, idx, cont > 0, in_order)
+            self._durations(dur, idx, multiline, in_order)
         if nother:
             for i, r in enumerate(rows):
                 if r[gms]:
@@ -399,11 +417,6 @@ class PgAccumulator:
                 except (ValueError, IndexError):  # a malformed number in a message: count it, never crash
                     p.unparsed += 1
         p.entries += ndur + nother
-        unparsed = nlines - cont - ndur - nother
-        if unparsed > 0:
-            p.unparsed += unparsed
-            if len(p.unparsed_samples) < p.samples or (p.unparsed_pos and (source, offset, 0) < p.unparsed_pos[-1]):
-                self._sample_unparsed(buf, source, offset)
 
     def _sample_unparsed(self, buf: bytes, source: str, offset: int) -> None:
         p = self.p

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
@@ -14,7 +15,7 @@ from upkeeper.config.targets import PostgresTarget
 from upkeeper.core.task import Finding, Result, Severity, Status, Task, TaskContext, TaskOptions, task
 from upkeeper.errors import TaskError
 from upkeeper.fmt import human_bytes
-from upkeeper.logs import parallel
+from upkeeper.logs import parallel, pgstruct
 from upkeeper.logs.pglog import (
     DEFAULT_PREFIX,
     MIN_PARALLEL,
@@ -24,7 +25,7 @@ from upkeeper.logs.pglog import (
     summarize,
 )
 from upkeeper.logs.report_html import postgres_report
-from upkeeper.logs.sources import LogFile, discover, finish_cursors, plan_reads
+from upkeeper.logs.sources import LogFile, ReadPlan, discover, finish_cursors, live_log, plan_reads
 from upkeeper.tasks.logs._common import (
     REPORT_KEEP_DEFAULT,
     HtmlReport,
@@ -49,6 +50,17 @@ SELECT current_setting('log_line_prefix') AS prefix,
        current_setting('log_min_duration_statement') AS min_duration
 """
 
+LOGFILE_SQL = "SELECT pg_current_logfile(%s)"
+LogFormat = Literal["auto", "stderr", "csvlog", "jsonlog"]
+#: the format a log file's name tells (after its rotation suffix): PostgreSQL names csvlog and jsonlog files
+#: after log_filename with .csv and .json for .log (or added)
+SUFFIX_FORMATS = {".csv": "csvlog", ".json": "jsonlog"}
+
+
+def format_of(path: str) -> str:
+    """csvlog, jsonlog or stderr, from the name of a log file (``postgresql.csv.1.gz`` is csvlog)."""
+    return SUFFIX_FORMATS.get(Path(live_log(path)).suffix, "stderr")
+
 
 class PostgresLogsOptions(TaskOptions):
     log_file: str | None = Field(
@@ -57,6 +69,11 @@ class PostgresLogsOptions(TaskOptions):
     log_line_prefix: str | None = Field(
         None, description="the server's log_line_prefix (default: read from the server with SHOW, else "
         "PostgreSQL's default '%m [%p] '). Source: PostgreSQL (the server's setting, else its default)")
+    format: LogFormat = Field(
+        "auto", description="the log's format: stderr (with log_line_prefix), csvlog or jsonlog "
+        "(log_destination). auto: from the file name, as pgBadger does — .csv is csvlog, .json jsonlog, any "
+        "other stderr; with csvlog or jsonlog and no log_file, the server is asked for that log "
+        "(pg_current_logfile('csvlog')). Source: PostgreSQL (log_destination), pgBadger (--format, auto-detected)")
     rotated: bool = Field(True, description="also read rotated files: postgresql.log.1, .2.gz … "
             "Source: upkeeper default")
     max_files: int = Field(30, ge=1, le=1000, description="at most this many files per log path. "
@@ -119,13 +136,20 @@ class PostgresLogs(Task[PostgresLogsOptions]):
     def run(self, ctx: TaskContext, options: PostgresLogsOptions) -> Result:
         target = ctx.require_target()
         assert isinstance(target, PostgresTarget)
-        server = self._server_settings(ctx, target) if not (options.log_file and options.log_line_prefix) else {}
-        prefix = options.log_line_prefix or server.get("prefix") or DEFAULT_PREFIX
-        try:
-            compile_prefix(prefix)
-        except PrefixError as exc:
-            raise TaskError(exc.message, exc.hint) from None
+        structured = options.format in ("csvlog", "jsonlog")
+        need_server = not options.log_file or not (options.log_line_prefix or structured)
+        server = self._server_settings(ctx, target, options.format) if need_server else {}
         path = options.log_file or server.get("logfile")
+        if not path and "error" in server:
+            raise TaskError(f"cannot ask {target.display()} where it writes its log: {server['error']}",
+                            "Try: check the target's connection settings, or set the job's log_file option")
+        if not path and structured:
+            raise TaskError(
+                f"cannot tell where {target.display()} writes its {options.format} (pg_current_logfile('"
+                f"{options.format}') is empty: {options.format} is not in log_destination, or the logging "
+                "collector is off)",
+                f"Try: log_destination = 'stderr,{options.format}' and logging_collector = on in postgresql.conf, "
+                f"or set the job's log_file option to the {options.format} file")
         if not path:
             raise TaskError(
                 f"cannot tell where {target.display()} writes its log (pg_current_logfile() is empty: "
@@ -141,9 +165,20 @@ class PostgresLogs(Task[PostgresLogsOptions]):
             return Result(status=Status.FAIL, summary=f"no PostgreSQL log at {path}", findings=[Finding(
                 "logs.postgres.missing", Severity.CRITICAL, path, why,
                 "set log_file to the file (or glob) the server writes; a non-root reader needs log_file_mode=0640")])
+        fmt = self._format(options.format, files, path)
+        prefix = options.log_line_prefix or server.get("prefix") or DEFAULT_PREFIX
+        if fmt == "stderr":
+            try:
+                compile_prefix(prefix)
+            except PrefixError as exc:
+                raise TaskError(exc.message, exc.hint) from None
         cursors = ctx.state.get(CURSORS_KEY, []) if options.incremental else []
         plan = plan_reads(files, cursors, incremental=options.incremental)
-        units = parallel.units_for(plan.ranges, continuation=b"\t", workers=options.workers)
+        if fmt == "csvlog":
+            _hold_back_open_record(plan)
+        cont = b"\t" if fmt == "stderr" else b""
+        units = parallel.units_for(plan.ranges, continuation=cont, workers=options.workers,
+                                   record_start=pgstruct.RECORD_START if fmt == "csvlog" else None)
         t0 = time.monotonic()
 
         def progress(done: int, total: int) -> None:
@@ -151,9 +186,14 @@ class PostgresLogs(Task[PostgresLogsOptions]):
 
         read_notes: list[parallel.ReadNote] = []
         try:
-            partial, gz_read = parallel.scan("upkeeper.logs.pglog", PgScanOptions(log_line_prefix=prefix), units,
-                                             workers=options.workers, progress=progress, continuation=b"\t",
-                                             min_parallel=MIN_PARALLEL, notes=read_notes)
+            if fmt == "stderr":
+                partial, gz_read = parallel.scan("upkeeper.logs.pglog", PgScanOptions(log_line_prefix=prefix), units,
+                                                 workers=options.workers, progress=progress, continuation=cont,
+                                                 min_parallel=MIN_PARALLEL, notes=read_notes)
+            else:
+                partial, gz_read = parallel.scan("upkeeper.logs.pgstruct", pgstruct.PgStructOptions(format="csvlog" if fmt == "csvlog" else "jsonlog"),
+                                                 units, workers=options.workers, progress=progress,
+                                                 min_parallel=pgstruct.MIN_PARALLEL, notes=read_notes)
         except parallel.FileChanged as exc:
             raise TaskError(f"{exc}; nothing of this run was recorded",
                             "Try: run the job again: it reads the rotated file where the last run left off") from None
@@ -163,7 +203,8 @@ class PostgresLogs(Task[PostgresLogsOptions]):
                             ) from None
         seconds = time.monotonic() - t0
         rep = summarize(partial, top_n=options.top)
-        rep["log_line_prefix"] = prefix
+        rep["format"] = fmt
+        rep["log_line_prefix"] = prefix if fmt == "stderr" else None
         rep["files"] = [{"path": r.file.path, "from": r.start, "to": r.end} for r in plan.ranges]
         rep["scan_seconds"] = round(seconds, 3)
         findings = (plan_findings("postgres", plan.notes) + read_findings("postgres", read_notes)
@@ -175,7 +216,8 @@ class PostgresLogs(Task[PostgresLogsOptions]):
         if not ctx.dry_run:
             html = postgres_report(
                 rep, rep["findings"], title=f"PostgreSQL log report — {ctx.target_name or target.display()}",
-                subtitle=f"{path} · {rep['first'] or '—'} → {rep['last'] or '—'} · prefix '{prefix}' · job {ctx.job}",
+                subtitle=f"{path} · {rep['first'] or '—'} → {rep['last'] or '—'} · "
+                         + (f"prefix '{prefix}'" if fmt == "stderr" else fmt) + f" · job {ctx.job}",
                 trends=with_current(trends(ctx, TREND_METRICS), metrics, ctx.now()),
                 objectives={"query_p95_ms": options.query_p95_ms},
                 footer=f"upkeeper logs.postgres · {rep['bytes_read']:,} bytes in {seconds:.2f}s") if options.html else None
@@ -196,18 +238,37 @@ class PostgresLogs(Task[PostgresLogsOptions]):
         return Result(summary=summary, findings=findings, metrics=metrics, artifacts=artifacts)
 
     @staticmethod
-    def _server_settings(ctx: TaskContext, target: PostgresTarget) -> dict[str, str]:
+    def _server_settings(ctx: TaskContext, target: PostgresTarget, fmt: str = "auto") -> dict[str, str]:
+        """The server's log_line_prefix, data directory, log_min_duration_statement and current log file (of
+        ``fmt`` when it is csvlog or jsonlog: pg_current_logfile(fmt), empty when the server does not write it);
+        only ``error`` (the first line of the reason) when they cannot be read."""
         import psycopg
 
         try:
             with psycopg.connect(**target.libpq_params(), autocommit=True) as conn:  # type: ignore[arg-type]
                 row = conn.execute(SETTINGS_SQL).fetchone()
+                if row is not None and fmt in ("csvlog", "jsonlog"):
+                    got = conn.execute(LOGFILE_SQL, (fmt,)).fetchone()
+                    row = (row[0], got[0] if got else None, *row[2:])
         except psycopg.Error as exc:
-            ctx.log.warning("cannot read the server's log settings: %s", str(exc).splitlines()[0] if str(exc) else exc)
-            return {}
+            why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            ctx.log.warning("cannot read the server's log settings: %s", why)
+            return {"error": why}
         if row is None:
             return {}
         return {"prefix": row[0], "logfile": row[1] or "", "datadir": row[2], "min_duration": row[3]}
+
+    @staticmethod
+    def _format(option: str, files: list[LogFile], path: str) -> str:
+        """The format to read ``files`` in: the option's, or (auto) the one their names tell — one for all."""
+        if option != "auto":
+            return option
+        found = sorted({format_of(f.path) for f in files})
+        if len(found) > 1:
+            raise TaskError(f"{path} matches logs of several formats: {', '.join(found)} (told by the file names: "
+                            ".csv is csvlog, .json jsonlog, any other stderr)",
+                            "Try: narrow log_file to one format's files (e.g. postgresql-*.csv), or set format")
+        return found[0]
 
     @staticmethod
     def _files(path: str, options: PostgresLogsOptions) -> list[LogFile]:
@@ -257,10 +318,17 @@ class PostgresLogs(Task[PostgresLogsOptions]):
     def _unparsed(o: PostgresLogsOptions, rep: dict[str, Any], server: dict[str, str], path: str) -> list[Finding]:
         if rep["unparsed_pct"] <= o.unparsed_warn_pct:
             return []
+        if rep["format"] != "stderr":
+            return [Finding("logs.postgres.unparsed", Severity.WARNING, path,
+                            f"{rep['unparsed_pct']:.2f} % of records ({rep['unparsed']:,}) are not {rep['format']} "
+                            "records", "check that the file is the server's " + rep["format"] + " log (log_destination);"
+                            " for a stderr log set format: stderr", value=rep["unparsed_pct"],
+                            threshold=o.unparsed_warn_pct, data={"samples": rep["unparsed_samples"][:3]})]
         return [Finding("logs.postgres.unparsed", Severity.WARNING, path,
                         f"{rep['unparsed_pct']:.2f} % of lines ({rep['unparsed']:,}) do not start with the "
                         f"log_line_prefix '{rep['log_line_prefix']}'",
-                        "set log_line_prefix to the server's (SHOW log_line_prefix); csvlog/jsonlog are not read",
+                        "set log_line_prefix to the server's (SHOW log_line_prefix); for a csvlog or jsonlog file "
+                        "set format (a .csv or .json file name tells it)",
                         value=rep["unparsed_pct"], threshold=o.unparsed_warn_pct,
                         data={"samples": rep["unparsed_samples"][:3]})]
 
@@ -361,6 +429,22 @@ class PostgresLogs(Task[PostgresLogsOptions]):
                         f"frequently (as close as {cp['min_seconds_apart']} s apart)",
                         "raise max_wal_size so that checkpoints are triggered by checkpoint_timeout",
                         value=cp["too_frequent_warnings"])]
+
+
+def _hold_back_open_record(plan: ReadPlan) -> None:
+    """A live csvlog's last record may not be whole yet (a newline inside a field was the last byte written):
+    leave it for the next run, whose read starts there (the range and the cursor end before it)."""
+    for i, r in enumerate(plan.ranges):
+        if r.end is None or r.final or r.file.gz:
+            continue
+        end = pgstruct.complete_end(r.file.path, r.start, r.end)
+        if end == r.end:
+            continue
+        plan.ranges[i] = dataclasses.replace(r, end=end)
+        for c in plan.cursors:
+            if c["path"] == r.file.path and c["offset"] == r.end:
+                c["offset"] = end
+    plan.ranges[:] = [r for r in plan.ranges if r.end is None or r.end > r.start]
 
 
 def _mtime(path: str) -> float | None:
