@@ -885,6 +885,7 @@ def sync_cmd(
         rows = {r.id: r for r in catalog.list()}
         found: dict[str, int] = {s.name: 0 for s in storages}  # sets with a manifest, readable or not
         unreadable: dict[str, set[str]] = {}  # set id -> storages where its manifest could not be read
+        damaged: dict[str, set[str]] = {}  # set id -> storages whose copy lacks an object: they do not hold it
         for idx in index.values():
             for _kind, _when, where in idx.complete.values():
                 for st in where:
@@ -892,6 +893,10 @@ def sync_cmd(
             for bid, where in idx.unreadable.items():
                 unreadable.setdefault(bid, set()).update(st.name for st in where)
                 for st in where:
+                    found[st.name] += 1
+            for bid, copies in idx.damaged.items():
+                for st, _why in copies:
+                    damaged.setdefault(bid, set()).add(st.name)
                     found[st.name] += 1
         # A storage that lists nothing while the catalog has backups there is more likely unmounted or
         # misconfigured than emptied: its rows stay unless --force says they really are gone.
@@ -930,8 +935,13 @@ def sync_cmd(
             if bid in seen:
                 continue
             where_row = set(row.storages or [])
-            if bid in unreadable or where_row & unknown or (not where_row and unknown):
+            if bid in unreadable or where_row & unknown or (not where_row and unknown) or bid in damaged:
                 kept += 1  # unreachable is not gone: the row, its verification and manifest hash stay as they are
+                if where_row & damaged.get(bid, set()):  # but a copy that lost an object is no copy
+                    with catalog.history.session() as s:
+                        r = s.get(BackupRow, bid)
+                        if r is not None:
+                            r.storages = sorted(where_row - damaged[bid])
                 continue
             catalog.remove(bid)
             removed += 1

@@ -106,10 +106,11 @@ class BackupVerify(Task[BackupVerifyOptions]):
                         candidates += [(db, bid, kind) for _w, bid in items if bid.startswith(options.backup_id or "")]
                     else:
                         candidates += [(db, bid, kind) for _w, bid in items if status.get(bid, COMPLETE) == COMPLETE]
-                # a set whose manifest cannot be read is not skipped in silence: verifying it fails, naming
-                # manifest.json ('newest': when it is newer than every readable set of the database)
+                # a set whose manifest cannot be read, or whose every copy lost an object, is not skipped in
+                # silence: verifying it fails, naming manifest.json or the object ('newest': when it is newer
+                # than every complete set of the database)
                 newest_ok = max((w for _k, w, _s in idx.complete.values()), default=None)
-                for bid in idx.unreadable:
+                for bid in dict.fromkeys([*idx.unreadable, *idx.damaged]):
                     if bid in idx.complete:
                         continue  # another storage has a readable copy (verified above)
                     made = id_time(bid)

@@ -1,0 +1,89 @@
+"""One backup job writing to local, S3 (SeaweedFS) and SFTP (sshd) at once, and the storages disagreeing:
+a copy that lost an object, a corrupt copy, a storage that is down."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from services import sftp_storage_config
+
+from upkeeper.sandbox.postgres import PostgresCluster
+from upkeeper.sandbox.s3 import SeaweedS3
+from upkeeper.sandbox.sshd import SshServer
+
+from .conftest import AgeKey
+
+KEEP_LAST_1 = {"keep_last": 1, "keep_daily": 0, "keep_weekly": 0, "keep_monthly": 0}
+
+
+def _config(make_config: Any, pg: PostgresCluster, db: str, tmp_path: Path, s3: SeaweedS3, bucket: str,
+            sftp: SshServer, age_key: AgeKey, retention: dict[str, Any] | None = None) -> Path:
+    """Storages local1 (a directory), offsite (S3) and vault (SFTP), in that order; one postgres.backup job."""
+    options: dict[str, Any] = {"databases": [db], "globals": False}
+    if retention:
+        options["retention"] = retention
+    return make_config({
+        "targets": {"db": pg.target(db)},
+        "storages": {"local1": {"kind": "local", "path": str(tmp_path / "store1"), "fsync": False},
+                     "offsite": s3.storage_config(bucket, prefix="backups"),
+                     "vault": sftp_storage_config(sftp).model_dump(mode="json", exclude_none=True)},
+        "backup": {"encryption": {"recipients": [age_key.recipient], "identity_file": str(age_key.identity)}},
+        "jobs": {"db-backup": {"task": "postgres.backup", "target": "db", "options": options}},
+    })
+
+
+def _backup(cli: Any, cfg: Path) -> str:
+    r = cli(["--config", cfg, "run", "db-backup", "--json"])
+    assert r.code == 0, r.output
+    bid: str = r.json()[0]["artifacts"][0]["id"]
+    return bid
+
+
+def _vault_set(cfg: Path, db: str, bid: str) -> Path:
+    return Path(yaml.safe_load(cfg.read_text())["storages"]["vault"]["path"]) / "db" / db / bid
+
+
+def test_a_copy_that_lost_an_object_is_no_copy_for_sync_and_prune(
+        cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], tmp_path: Path, s3_server: SeaweedS3,
+        s3_bucket: str, sftp_server: SshServer, age_key: AgeKey, make_config: Any) -> None:
+    db, _ = app_db
+    cfg = _config(make_config, pg, db, tmp_path, s3_server, s3_bucket, sftp_server, age_key)
+    old = _backup(cli, cfg)
+    new = _backup(cli, cfg)
+    (_vault_set(cfg, db, new) / f"{db}.dump.zst.age").unlink()  # the SFTP copy of the newest lost its dump
+    r = cli(["--config", cfg, "backups", "sync", "--json"])
+    assert r.code == 1, r.output
+    assert any(e.startswith("vault: ") and f"{db}.dump.zst.age" in e and "missing" in e for e in r.json()["errors"])
+    # the catalog says where the backup really is
+    assert cli(["--config", cfg, "backups", "show", new, "--json"]).json()["storages"] == ["local1", "offsite"]
+    assert cli(["--config", cfg, "backups", "show", old, "--json"]).json()["storages"] == ["local1", "offsite",
+                                                                                          "vault"]
+    # keep_last 1 deletes the older backup on local1 and offsite, but the older one is the newest complete copy
+    # on vault: it stays there
+    data = yaml.safe_load(cfg.read_text())
+    data["jobs"]["db-backup"]["options"]["retention"] = KEEP_LAST_1
+    cfg = make_config(data, "keep-last.yaml")
+    r = cli(["--config", cfg, "backups", "prune", "--json"])
+    assert r.code == 1, r.output  # the damaged copy is reported
+    (series,) = r.json()
+    assert series["deleted"] == []
+    assert any("newest on vault" in b["reasons"] for b in series["backups"] if b["id"] == old)
+    assert (_vault_set(cfg, db, old) / "manifest.json").exists()
+    assert any(f"{db}.dump.zst.age" in e for e in series["errors"])
+
+
+def test_verify_job_fails_on_a_newest_set_that_lost_an_object_everywhere(
+        cli: Any, app_db: tuple[str, dict[str, int]], backup_config: Any, tmp_path: Path) -> None:
+    """Such a set is no complete backup, but it is not skipped in silence for an older one: verify names it."""
+    db, _ = app_db
+    cfg = backup_config(db, verify={"restore": False})
+    _backup(cli, cfg)
+    new = _backup(cli, cfg)
+    next((tmp_path / "store1").rglob(f"{new}/{db}.dump.zst.age")).unlink()
+    r = cli(["--config", cfg, "run", "backup-verify", "--json"])
+    assert r.code == 1, r.output
+    art = next(a for a in r.json()[0]["artifacts"] if a["backup_id"] == new)
+    assert not art["ok"] and not art["inconclusive"], art
+    assert f"{db}.dump.zst.age" in art["error"], art
