@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from services import sftp_storage_config
 
+from services import sftp_storage_config
 from upkeeper.sandbox.postgres import PostgresCluster
 from upkeeper.sandbox.s3 import SeaweedS3
 from upkeeper.sandbox.sshd import SshServer
@@ -87,3 +87,73 @@ def test_verify_job_fails_on_a_newest_set_that_lost_an_object_everywhere(
     art = next(a for a in r.json()[0]["artifacts"] if a["backup_id"] == new)
     assert not art["ok"] and not art["inconclusive"], art
     assert f"{db}.dump.zst.age" in art["error"], art
+
+
+def _flip_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def test_restore_reads_the_next_storage_when_a_copy_is_corrupt_or_lost_an_object(
+        cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], tmp_path: Path, s3_server: SeaweedS3,
+        s3_bucket: str, sftp_server: SshServer, age_key: AgeKey, make_config: Any) -> None:
+    db, counts = app_db
+    cfg = _config(make_config, pg, db, tmp_path, s3_server, s3_bucket, sftp_server, age_key)
+    bid = _backup(cli, cfg)
+    dump = f"{db}.dump.zst.age"
+    _flip_byte(next((tmp_path / "store1").rglob(f"{bid}/{dump}")))  # local1: corrupt
+    s3_server.client().delete_object(Bucket=s3_bucket, Key=f"backups/db/{db}/{bid}/{dump}")  # offsite: lost it
+    r = cli(["--config", cfg, "backups", "restore", bid, "--database", f"{db}_back", "--json"])
+    assert r.code == 0, r.output
+    res = r.json()
+    assert res["storage"] == "vault", res
+    skipped = res["copies_skipped"]
+    assert skipped[0].startswith(f"local1: object {dump} is corrupt on storage local1"), skipped
+    assert skipped[1].startswith("offsite: ") and dump in skipped[1], skipped
+    with pg.connect(f"{db}_back") as conn:
+        assert conn.execute("SELECT count(*) FROM users").fetchone()[0] == counts["users"]
+    # the copy asked for is the one read: its own error, naming the storage
+    r = cli(["--config", cfg, "backups", "restore", bid, "--database", f"{db}_again", "--storage", "local1"])
+    assert r.code == 1 and f"object {dump} is corrupt on storage local1" in " ".join(r.output.split()), r.output
+    # verify reads one copy (the first) and says which one failed
+    r = cli(["--config", cfg, "backups", "verify", bid, "--no-restore", "--json"])
+    assert r.code == 1 and "on storage local1" in r.json()[0]["error"], r.output
+    r = cli(["--config", cfg, "backups", "verify", bid, "--no-restore", "--storage", "vault", "--json"])
+    assert r.code == 0 and r.json()[0]["storage"] == "vault", r.output
+    assert "read from storage vault" in cli(["--config", cfg, "backups", "show", bid, "--json"]).json()[
+        "verify_summary"]
+    # no good copy anywhere: every copy is named
+    _flip_byte(_vault_set(cfg, db, bid) / dump)
+    r = cli(["--config", cfg, "backups", "restore", bid, "--database", f"{db}_third"])
+    flat = " ".join(r.output.split())
+    assert r.code == 1 and "no storage has a good copy" in flat, r.output
+    assert all(f"{name}: " in flat for name in ("local1", "offsite", "vault")), flat
+    with pg.connect() as conn:
+        assert conn.execute("SELECT count(*) FROM pg_database WHERE datname LIKE %s",
+                            (f"{db}_third%",)).fetchone()[0] == 0
+
+
+def test_files_restore_reads_the_next_storage_when_an_archive_is_corrupt(
+        cli: Any, tmp_path: Path, sftp_server: SshServer, age_key: AgeKey, make_config: Any) -> None:
+    root = tmp_path / "app"
+    (root / "src").mkdir(parents=True)
+    (root / "src" / "app.py").write_text("print('hello')\n" * 200)
+    cfg = make_config({
+        "targets": {"web": {"kind": "app", "root": str(root)}},
+        "storages": {"local1": {"kind": "local", "path": str(tmp_path / "store1"), "fsync": False},
+                     "vault": sftp_storage_config(sftp_server).model_dump(mode="json", exclude_none=True)},
+        "backup": {"encryption": {"recipients": [age_key.recipient], "identity_file": str(age_key.identity)}},
+        "jobs": {"app-backup": {"task": "files.backup", "target": "web"}},
+    })
+    r = cli(["--config", cfg, "run", "app-backup", "--json"])
+    assert r.code == 0, r.output
+    bid = r.json()[0]["artifacts"][0]["id"]
+    archive = next(p for p in (tmp_path / "store1").rglob(f"{bid}/*") if p.name != "manifest.json")
+    _flip_byte(archive)
+    dest = tmp_path / "restored"
+    r = cli(["--config", cfg, "backups", "restore", bid, "--to", dest, "--json"])
+    assert r.code == 0, r.output
+    assert r.json()["storage"] == "vault" and "is corrupt on storage local1" in r.json()["copies_skipped"][0]
+    assert (dest / str(root).lstrip("/") / "src" / "app.py").read_text() == "print('hello')\n" * 200
+    assert not (dest / ".upkeeper-restore-incomplete").exists()

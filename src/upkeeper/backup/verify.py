@@ -147,7 +147,8 @@ def verify_set(located: Located, settings: BackupSettings, source: Any, opts: Ve
                progress: Callable[[str], None] = lambda m: None, catalog: Catalog | None = None) -> VerifyReport:
     """Verify one set; the result is recorded in the catalog when one is given."""
     m = located.manifest
-    report = VerifyReport(m.id)
+    report = VerifyReport(m.id, steps=[f"read from storage {located.storage.name}"],
+                          details={"storage": located.storage.name})
     t0 = time.monotonic()
     try:
         if catalog is not None:

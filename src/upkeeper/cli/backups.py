@@ -104,10 +104,12 @@ def _open(config: Config, names: list[str] | None = None) -> list[Storage]:
 
 
 def _row_storages(config: Config, rows: list[BackupRow], storage: str | None) -> list[str] | None:
-    """``--storage``, else the configured storages the catalog says hold ``rows`` (None: all of them)."""
+    """``--storage``, else the configured storages the catalog says hold ``rows``, in the order of ``storages:``
+    (None: all of them)."""
     if storage:
         return [storage]
-    return sorted(set().union(*(r.storages or [] for r in rows)) & set(config.storages)) or None
+    held = set().union(*(r.storages or [] for r in rows))
+    return [n for n in config.storages if n in held] or None
 
 
 def _one(catalog: Catalog, backup_id: str) -> BackupRow:
@@ -341,18 +343,14 @@ def restore_cmd(
         _check_redis_destination(to, force)
     storages = _open(config, _row_storages(config, [row], storage))
     try:
-        located = locate(storages, row.target, row.database, row.id, storage)
-        if row.manifest_sha256 is not None and located.manifest.sha256 != row.manifest_sha256:
-            # the manifest names the objects and their hashes: restore nothing that a changed one vouches for
-            raise ManifestChanged(row.id, located.storage.name, located.manifest.sha256, row.manifest_sha256)
-        fetcher = Fetcher(located, config.backup)
+        fetcher = _restore_fetcher(config, row, storages, storage)
         with _sigterm_unwinds():  # a stopped restore cleans up as after Ctrl-C (temporary database, staging dir)
             if row.kind == "postgres":
                 result = _restore_postgres(config, row, fetcher, database, target, force, yes, jobs, globals_,
                                            no_owner)
             elif row.kind == "files":
                 assert to is not None
-                result = _restore_files(fetcher, row, to)
+                result = _restore_files_from_any_copy(fetcher, row, to)
             elif row.kind == "redis":
                 assert to is not None
                 result = _restore_redis(fetcher, row, to)
@@ -360,16 +358,64 @@ def restore_cmd(
                 raise BackupError(f"cannot restore backups of kind {row.kind!r}")
     finally:
         close_storages(storages)
+    result["storage"] = fetcher.located.storage.name
+    if fetcher.copy_faults:
+        result["copies_skipped"] = list(fetcher.copy_faults)
     _env.history().audit("cli", "backup.restore",
                          details={"backup": row.id, **{k: v for k, v in result.items() if k != "next"}})
     if as_json:
         print_json({"backup": row.id, **result})
     else:
-        console.print(f"[green]restored[/green] {row.id} → {result['destination']}")
+        console.print(f"[green]restored[/green] {row.id} → {result['destination']} (from storage "
+                      f"{result['storage']})", highlight=False)
+        for fault in fetcher.copy_faults:
+            err_console.print(f"[warn]warning[/warn] copy skipped: {escape(fault)}", highlight=False)
         if result.get("warning"):
             err_console.print(f"[warn]warning[/warn] {result['warning']}", highlight=False)
         if result.get("next"):
             console.print(result["next"], highlight=False, markup=False)
+
+
+def _restore_fetcher(config: Config, row: BackupRow, storages: list[Storage], storage: str | None) -> Fetcher:
+    """The first copy of ``row`` (in the order of ``storages:``) whose manifest.json is the one the catalog
+    recorded, with the storages after it to fall back on when one of its objects is corrupt or missing, or the
+    storage fails.  ``--storage`` (or a single storage): that copy only, its own error when it is not good."""
+    if storage or len(storages) == 1:
+        located = locate(storages, row.target, row.database, row.id, storage)
+        if row.manifest_sha256 is not None and located.manifest.sha256 != row.manifest_sha256:
+            # the manifest names the objects and their hashes: restore nothing that a changed one vouches for
+            raise ManifestChanged(row.id, located.storage.name, located.manifest.sha256, row.manifest_sha256)
+        return Fetcher(located, config.backup)
+    faults: list[str] = []
+    for i, s in enumerate(storages):
+        try:
+            located = locate([s], row.target, row.database, row.id)
+        except UpkeeperError as exc:
+            faults.append(f"{s.name}: {exc.message}")
+            continue
+        if row.manifest_sha256 is not None and located.manifest.sha256 != row.manifest_sha256:
+            changed = ManifestChanged(row.id, s.name, located.manifest.sha256, row.manifest_sha256)
+            faults.append(f"{s.name}: {changed.message}")
+            continue
+        return Fetcher(located, config.backup, fallback=storages[i + 1:], copy_faults=faults)
+    raise BackupError(f"no storage has a good copy of backup {row.id}: " + "; ".join(faults),
+                      "Try: 'upkeeper backups sync' then 'upkeeper backups list', or restore an older backup")
+
+
+def _restore_files_from_any_copy(fetcher: Fetcher, row: BackupRow, to: Path) -> dict[str, Any]:
+    """:func:`_restore_files`, started over from the next copy when an archive of the one read was corrupt or
+    missing there (that happens while extracting into the staging directory: ``to`` is as it was)."""
+    while True:
+        fetcher.stream_fault = None
+        try:
+            return _restore_files(fetcher, row, to)
+        except BackupError as exc:
+            fault = fetcher.stream_fault
+            if fault is None or not (fetcher.can_fall_back or fetcher.copy_faults):
+                raise
+            if not fetcher.next_copy(fault):
+                raise BackupError(f"{exc.message}; no storage has a good copy: " + "; ".join(fetcher.copy_faults),
+                                  exc.hint) from None
 
 
 def _restore_postgres(config: Config, row: BackupRow, fetcher: Fetcher, database: str | None, target_name: str | None,
