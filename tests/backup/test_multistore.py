@@ -157,3 +157,50 @@ def test_files_restore_reads_the_next_storage_when_an_archive_is_corrupt(
     assert r.json()["storage"] == "vault" and "is corrupt on storage local1" in r.json()["copies_skipped"][0]
     assert (dest / str(root).lstrip("/") / "src" / "app.py").read_text() == "print('hello')\n" * 200
     assert not (dest / ".upkeeper-restore-incomplete").exists()
+
+
+def test_verify_checks_every_copy_and_names_a_corrupt_one(
+        cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], tmp_path: Path, s3_server: SeaweedS3,
+        s3_bucket: str, sftp_server: SshServer, age_key: AgeKey, make_config: Any) -> None:
+    """The copy read first (local1) is fine; one byte of the S3 copy is not: verify fails naming both."""
+    db, _ = app_db
+    cfg = _config(make_config, pg, db, tmp_path, s3_server, s3_bucket, sftp_server, age_key)
+    bid = _backup(cli, cfg)
+    r = cli(["--config", cfg, "backups", "verify", bid, "--no-restore", "--json"])
+    assert r.code == 0, r.output
+    assert r.json()[0]["storage"] == "local1" and r.json()[0]["copies_checked"] == ["offsite", "vault"], r.output
+    dump = f"{db}.dump.zst.age"
+    c = s3_server.client()
+    key = f"backups/db/{db}/{bid}/{dump}"
+    body = bytearray(c.get_object(Bucket=s3_bucket, Key=key)["Body"].read())
+    body[len(body) // 2] ^= 0x01
+    c.put_object(Bucket=s3_bucket, Key=key, Body=bytes(body))
+    r = cli(["--config", cfg, "backups", "verify", bid, "--no-restore", "--json"])
+    assert r.code == 1, r.output
+    (rep,) = r.json()
+    assert not rep["inconclusive"] and rep["failed_object"] == dump, rep
+    assert f"object {dump} is corrupt on storage offsite" in rep["error"], rep
+    assert cli(["--config", cfg, "backups", "show", bid, "--json"]).json()["status"] == "verify-failed"
+    # --storage judges that copy alone
+    r = cli(["--config", cfg, "backups", "verify", bid, "--no-restore", "--storage", "vault", "--json"])
+    assert r.code == 0 and r.json()[0]["copies_checked"] == [], r.output
+
+
+def test_verify_job_warns_about_a_copy_it_cannot_reach(
+        cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], tmp_path: Path, s3_server: SeaweedS3,
+        s3_bucket: str, sftp_server: SshServer, age_key: AgeKey, make_config: Any) -> None:
+    db, _ = app_db
+    cfg = _config(make_config, pg, db, tmp_path, s3_server, s3_bucket, sftp_server, age_key)
+    bid = _backup(cli, cfg)
+    data = yaml.safe_load(cfg.read_text())
+    data["storages"]["vault"]["port"] = 1  # the SFTP server is out of reach
+    data["jobs"]["backup-verify"] = {"task": "backup.verify", "target": "db", "options": {"restore": False}}
+    down = make_config(data, "vault-down.yaml")
+    r = cli(["--config", down, "run", "backup-verify", "--json"])
+    assert r.code == 0, r.output
+    run = r.json()[0]
+    assert run["status"] == "warn", run
+    (art,) = run["artifacts"]
+    assert art["ok"] and art["copies_checked"] == ["offsite"] and art["copies_not_checked"][0].startswith("vault: ")
+    assert [f["check"] for f in run["findings"]] == ["backup.verify_copy_not_checked"], run["findings"]
+    assert cli(["--config", cfg, "backups", "show", bid, "--json"]).json()["status"] == "verified"

@@ -379,6 +379,22 @@ def read_object(
     return written
 
 
+def check_stored(storage: Storage, key: str, record: ObjectRecord) -> None:
+    """The stored bytes of one object have the manifest's size and SHA-256 (read, not decrypted: bytes equal
+    to those of a copy that decrypted and restored need no second decryption).  Raises
+    :class:`ChecksumMismatch` naming the object and the storage."""
+    sha = hashlib.sha256()
+    size = 0
+    with storage.open_read(key) as fh:
+        while True:
+            chunk = fh.read(CHUNK)
+            if not chunk:
+                break
+            sha.update(chunk)
+            size += len(chunk)
+    _check_digest(record, sha.hexdigest(), size, storage.name)
+
+
 def _decryption_failed(name: str, detail: str) -> BackupError:
     return BackupError(f"object {name}: decryption failed: {detail}")
 

@@ -225,7 +225,8 @@ def verify_cmd(
     backup_id: str | None = typer.Argument(None, help="backup id (default: the newest of each series)"),
     target: str | None = typer.Option(None, "--target", "-t", help="only backups of this target"),
     unverified: bool = typer.Option(False, "--unverified", help="every backup not verified yet"),
-    storage: str | None = typer.Option(None, "--storage", help="read from this storage"),
+    storage: str | None = typer.Option(None, "--storage", help="verify this storage's copy only (default: restore "
+                                       "the first copy, check every other copy's SHA-256)"),
     no_restore: bool = typer.Option(False, "--no-restore", help="checksums, decryption and --list only"),
     scratch_target: str | None = typer.Option(None, "--scratch-target", help="postgres target for the scratch "
                                               "restore (default: the backed-up server)"),
@@ -321,7 +322,8 @@ def restore_cmd(
     force: bool = typer.Option(False, "--force", help="allow replacing an existing database (empty or not), "
                                "extracting into a non-empty directory, or overwriting an RDB file"),
     yes: bool = typer.Option(False, "--yes", "-y", help="do not ask for confirmation (with --force)"),
-    storage: str | None = typer.Option(None, "--storage", help="read from this storage"),
+    storage: str | None = typer.Option(None, "--storage", help="read this storage's copy only (default: the first "
+                                       "good copy, object by object)"),
     jobs: int = typer.Option(2, "--jobs", "-j", min=1, max=64, help="pg_restore parallel jobs"),
     globals_: bool = typer.Option(False, "--globals", help="also apply the backup's roles/tablespaces SQL first "
                                   "(roles that already exist are skipped; any other error fails the restore)"),

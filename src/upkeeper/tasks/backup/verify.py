@@ -24,7 +24,8 @@ class BackupVerifyOptions(TaskOptions):
         "verified yet; 'id': the one given as backup_id. Source: upkeeper default")
     backup_id: str | None = Field(None, description="backup to verify when scope is 'id'. "
             "Source: upkeeper (not set by default)")
-    storage: str | None = Field(None, description="storage to read from (default: the first that holds the set). "
+    storage: str | None = Field(None, description="storage whose copy alone is verified (default: the first that "
+            "holds the set is restored, and every other storage's copy is checked against the manifest's SHA-256). "
             "Source: upkeeper (not set by default)")
     restore: bool = Field(True, description="restore into a scratch database (PostgreSQL); off: checksums, "
                           "decryption, decompression and pg_restore --list only. Source: upkeeper default")
@@ -145,6 +146,11 @@ class BackupVerify(Task[BackupVerifyOptions]):
                 subject = f"{db} {bid}" + (f" {rep.failed_object}" if rep.failed_object else "")
                 if rep.ok:
                     ctx.log.info("%s", rep.summary)
+                    for copy in rep.details.get("copies_not_checked", []):
+                        findings.append(Finding("backup.verify_copy_not_checked", Severity.WARNING, subject,
+                                                f"copy not checked: {copy}", "check that the storage is reachable; the "
+                                                "next verification of the backup checks its copy there",
+                                                data=rep.to_dict()))
                 elif rep.inconclusive:
                     ctx.log.error("%s", rep.summary)
                     findings.append(Finding("backup.verify_not_run", Severity.CRITICAL, subject,
