@@ -204,3 +204,39 @@ def test_verify_job_warns_about_a_copy_it_cannot_reach(
     assert art["ok"] and art["copies_checked"] == ["offsite"] and art["copies_not_checked"][0].startswith("vault: ")
     assert [f["check"] for f in run["findings"]] == ["backup.verify_copy_not_checked"], run["findings"]
     assert cli(["--config", cfg, "backups", "show", bid, "--json"]).json()["status"] == "verified"
+
+
+def test_prune_with_a_storage_down_keeps_the_catalog_true_and_finishes_when_it_is_back(
+        cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], tmp_path: Path, s3_server: SeaweedS3,
+        s3_bucket: str, sftp_server: SshServer, age_key: AgeKey, make_config: Any) -> None:
+    db, _ = app_db
+    cfg = _config(make_config, pg, db, tmp_path, s3_server, s3_bucket, sftp_server, age_key)
+    first, newest = _backup(cli, cfg), _backup(cli, cfg)
+    data = yaml.safe_load(cfg.read_text())
+    data["jobs"]["db-backup"]["options"]["retention"] = KEEP_LAST_1
+    up = make_config(data, "keep-last.yaml")
+    data["storages"]["vault"]["port"] = 1  # sshd out of reach
+    down = make_config(data, "vault-down.yaml")
+    r = cli(["--config", down, "backups", "prune", "--json"])
+    assert r.code == 1, r.output
+    (series,) = r.json()
+    assert series["deleted"] == [first], series["backups"]
+    assert any(e.startswith("vault: ") for e in series["errors"]), series["errors"]
+
+    def storages(bid: str) -> list[str] | None:
+        rows = {x["id"]: x for x in cli(["--config", up, "backups", "list", "--json"]).json()}
+        return rows[bid]["storages"] if bid in rows else None
+
+    # deleted where reachable; still on vault, and the catalog says so
+    assert storages(first) == ["vault"]
+    assert storages(newest) == ["local1", "offsite", "vault"]
+    assert (_vault_set(up, db, first) / "manifest.json").exists()
+    # a restore of a pruned backup reads the copy that is left
+    r = cli(["--config", up, "backups", "restore", first, "--database", f"{db}_first", "--json"])
+    assert r.code == 0 and r.json()["storage"] == "vault", r.output
+    # sshd reachable again: prune finishes the job there, the catalog follows
+    r = cli(["--config", up, "backups", "prune", "--json"])
+    assert r.code == 0, r.output
+    assert storages(first) is None
+    assert not _vault_set(up, db, first).exists()
+    assert cli(["--config", up, "backups", "sync", "--json"]).json()["removed"] == 0
