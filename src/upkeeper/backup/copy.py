@@ -217,7 +217,7 @@ def _stream(source: Storage, dest: Storage, key: str, rec: ObjectRecord, progres
                 sha.update(chunk)
                 size += len(chunk)
                 if size > rec.size:  # no need to read the rest of a wrong object
-                    raise ChecksumMismatch(rec.name, f"more than the manifest's {rec.size} bytes")
+                    raise ChecksumMismatch(rec.name, f"more than the manifest's {rec.size} bytes", source.name)
                 try:
                     w.write(chunk)
                 except StorageError as exc:
@@ -227,7 +227,7 @@ def _stream(source: Storage, dest: Storage, key: str, rec: ObjectRecord, progres
                     fault_pause("during-upload")
                 if size // PROGRESS_EVERY != (size - len(chunk)) // PROGRESS_EVERY:
                     progress(f"{rec.name} from {source.name}: {human_bytes(size)} of {human_bytes(rec.size)}")
-        check_digest(rec, sha.hexdigest(), size)
+        check_digest(rec, sha.hexdigest(), size, source.name)
         try:
             w.commit()
         except StorageError as exc:

@@ -259,8 +259,9 @@ AGE_KEY_REJECTED = ("no identity matched any of the recipients", "incorrect pass
 
 
 class ChecksumMismatch(BackupError):
-    def __init__(self, name: str, detail: str) -> None:
-        super().__init__(f"object {name} is corrupt: {detail}",
+    def __init__(self, name: str, detail: str, storage: str | None = None) -> None:
+        where = f" on storage {storage}" if storage else ""
+        super().__init__(f"object {name} is corrupt{where}: {detail}",
                          "Try: verify the other storages ('upkeeper backups verify ID --storage NAME'); restore "
                          "from an older backup")
         self.object_name = name
@@ -366,7 +367,7 @@ def read_object(
         finally:
             if age is not None:
                 age.close()
-    check_digest(record, sha.hexdigest(), size)
+    check_digest(record, sha.hexdigest(), size, storage.name)
     if failure:
         raise failure[0]
     if isinstance(decoder, zstandard.ZstdDecompressionWriter):
@@ -378,12 +379,29 @@ def read_object(
     return written
 
 
+def check_stored(storage: Storage, key: str, record: ObjectRecord) -> None:
+    """The stored bytes of one object have the manifest's size and SHA-256 (read, not decrypted: bytes equal
+    to those of a copy that decrypted and restored need no second decryption).  Raises
+    :class:`ChecksumMismatch` naming the object and the storage."""
+    sha = hashlib.sha256()
+    size = 0
+    with storage.open_read(key) as fh:
+        while True:
+            chunk = fh.read(CHUNK)
+            if not chunk:
+                break
+            sha.update(chunk)
+            size += len(chunk)
+    check_digest(record, sha.hexdigest(), size, storage.name)
+
+
 def _decryption_failed(name: str, detail: str) -> BackupError:
     return BackupError(f"object {name}: decryption failed: {detail}")
 
 
-def check_digest(record: ObjectRecord, digest: str, size: int) -> None:
+def check_digest(record: ObjectRecord, digest: str, size: int, storage: str | None = None) -> None:
     if size != record.size:
-        raise ChecksumMismatch(record.name, f"size {size} bytes, manifest says {record.size}")
+        raise ChecksumMismatch(record.name, f"size {size} bytes, manifest says {record.size}", storage)
     if digest != record.sha256:
-        raise ChecksumMismatch(record.name, f"SHA-256 {digest[:16]}…, manifest says {record.sha256[:16]}…")
+        raise ChecksumMismatch(record.name, f"SHA-256 {digest[:16]}…, manifest says {record.sha256[:16]}…",
+                               storage)

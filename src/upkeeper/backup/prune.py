@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from upkeeper.backup.catalog import VERIFIED, Catalog
-from upkeeper.backup.manifest import MANIFEST, StoredSet, delete_set, read_manifest, scan_sets
+from upkeeper.backup.manifest import MANIFEST, Manifest, StoredSet, delete_set, read_manifest, scan_sets
 from upkeeper.backup.retention import Decision, Item, apply_policy
 from upkeeper.config.backup import RetentionPolicy
 from upkeeper.errors import UpkeeperError
@@ -49,6 +49,10 @@ class SetIndex:
     #: sets with a manifest.json that could not be read (missing, corrupt) by id: where (reported in ``errors``);
     #: never pruned, never counted as complete; verify reports them
     unreadable: dict[str, list[Storage]] = field(default_factory=dict)
+    #: sets whose manifest lists objects the storage does not hold, or holds with another size (a copy that lost
+    #: an object), by id: where, and what is wrong (reported in ``errors``).  Not a copy: never counted as
+    #: complete there; deleted with the set when retention deletes it, else left for you to look at
+    damaged: dict[str, list[tuple[Storage, str]]] = field(default_factory=dict)
 
 
 def index_sets(storages: Sequence[Storage], target: str | None = None, database: str | None = None,
@@ -78,6 +82,13 @@ def index_sets(storages: Sequence[Storage], target: str | None = None, database:
                         errors.append(f"{storage.name}: {path}: {msg}")
                     idx.unreadable.setdefault(st.id, []).append(storage)
                     continue
+                missing = missing_objects(st, m)
+                if missing:
+                    problem = f"{storage.name}: {st.prefix}: not a complete copy: {missing}"
+                    if errors is not None:
+                        errors.append(problem)
+                    idx.damaged.setdefault(st.id, []).append((storage, problem))
+                    continue
                 kind, t, where = idx.complete.get(st.id, (m.kind, m.started_at, []))
                 idx.complete[st.id] = (kind, t, [*where, storage])
             else:
@@ -86,6 +97,22 @@ def index_sets(storages: Sequence[Storage], target: str | None = None, database:
                     active = st.last_activity  # the latest activity on any storage
                 idx.incomplete[st.id] = (active, [*where2, storage])
     return out
+
+
+def missing_objects(st: StoredSet, manifest: Manifest) -> str | None:
+    """What of the objects ``manifest`` lists the storage's listing of the set lacks (or lists with another
+    size), in words; None when every one is there with its size."""
+    listed = {o.key.removeprefix(st.prefix): o.size for o in st.objects}
+    gone = [o.name for o in manifest.objects if o.name not in listed]
+    resized = [f"{o.name} ({listed[o.name]} bytes, the manifest says {o.size})" for o in manifest.objects
+               if o.name in listed and listed[o.name] != o.size]
+    parts = []
+    if gone:
+        parts.append("missing " + ", ".join(gone[:5]) + (f" and {len(gone) - 5} more" if len(gone) > 5 else ""))
+    if resized:
+        parts.append("wrong size " + ", ".join(resized[:5]) + (f" and {len(resized) - 5} more"
+                                                              if len(resized) > 5 else ""))
+    return "; ".join(parts) or None
 
 
 def clean_leftovers(storages: Sequence[Storage], older_than: timedelta, errors: list[str],
@@ -149,7 +176,8 @@ def prune_series(
         report.deleted.append(d.item.id)
         if dry_run:
             continue
-        for storage in sets[d.item.id][2]:
+        # with the copies that lost an object: retention is done with the set, they go with it
+        for storage in [*sets[d.item.id][2], *(s for s, _why in idx.damaged.get(d.item.id, []))]:
             try:
                 delete_set(storage, target, database, d.item.id)
             except UpkeeperError as exc:

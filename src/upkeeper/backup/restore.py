@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
 import queue
 import re
@@ -20,7 +21,7 @@ from upkeeper import lazy
 from upkeeper.backup import pg
 from upkeeper.backup.crypto import decrypt_argv, identity_listed
 from upkeeper.backup.manifest import MANIFEST, Manifest, read_manifest, set_prefix
-from upkeeper.backup.pipeline import KeyRejected, ObjectRecord, fault_pause, read_object
+from upkeeper.backup.pipeline import ChecksumMismatch, KeyRejected, ObjectRecord, fault_pause, read_object
 from upkeeper.backup.workdir import MARKER, work_dir
 from upkeeper.config.backup import BackupSettings
 from upkeeper.config.targets import PostgresTarget
@@ -34,6 +35,8 @@ else:
     psycopg = lazy.module("psycopg")
 
 __all__ = ["work_dir"]  # re-exported: the CLI's restore uses it from here
+
+log = logging.getLogger(__name__)
 
 #: written into a files restore's destination while entries are moved into it, removed once all are there:
 #: a restore killed half-way leaves it, naming the backup (:meth:`FilesRestore.move_into_place`)
@@ -88,15 +91,73 @@ class SetUnreadable(BackupError):
         self.transient = transient
 
 
-class Fetcher:
-    """Reads objects of one set with the configured decryption key."""
+#: what says that one storage's copy of a set is bad or out of reach (an object corrupt or missing there, the
+#: storage down, its manifest.json unreadable or changed), not the backup itself: another copy may be good
+COPY_FAULTS: tuple[type[UpkeeperError], ...] = (ChecksumMismatch, StorageError)
 
-    def __init__(self, located: Located, settings: BackupSettings) -> None:
+
+class Fetcher:
+    """Reads objects of one set with the configured decryption key.
+
+    With ``fallback`` storages (a restore that may read any copy), an object that cannot be read from the copy
+    in use (:data:`COPY_FAULTS`) is read from the next of them whose manifest.json is the same, byte for byte;
+    the copies given up on are in ``copy_faults``.  Only the methods that can start over do so (``to_file``,
+    ``to_bytes``, ``check_only``); ``write_to`` streams into its consumer, whose caller starts over with
+    :meth:`next_copy`.  Verification reads one copy, without fallback: it judges that copy.
+    """
+
+    def __init__(self, located: Located, settings: BackupSettings, fallback: Sequence[Storage] = (),
+                 copy_faults: Sequence[str] = ()) -> None:
         self.located = located
         self.settings = settings
         #: is our identity among the set's recipients (None: not known, or not looked at yet)
         self._identity_listed: bool | None = None
         self._identity_checked = False
+        self._fallback = [s for s in fallback if s.name != located.storage.name]
+        #: the copies given up on, "storage: why"
+        self.copy_faults: list[str] = list(copy_faults)
+        #: the copy fault that stopped the last :meth:`write_to`
+        self.stream_fault: UpkeeperError | None = None
+
+    @property
+    def can_fall_back(self) -> bool:
+        """Is there a storage left to read a copy from when the one in use fails?"""
+        return bool(self._fallback)
+
+    def next_copy(self, exc: UpkeeperError) -> bool:
+        """Give up on the copy in use because of ``exc``, for the next fallback storage whose copy has the same
+        manifest.json.  False when none is left."""
+        self.copy_faults.append(f"{self.located.storage.name}: {exc.message}")
+        m = self.located.manifest
+        while self._fallback:
+            other = self._fallback.pop(0)
+            try:
+                found = locate([other], m.target, m.database, m.id)
+            except UpkeeperError as err:
+                self.copy_faults.append(f"{other.name}: {err.message}")
+                continue
+            if found.manifest.sha256 != m.sha256:
+                self.copy_faults.append(f"{other.name}: its {MANIFEST} is not the one of "
+                                        f"{self.located.storage.name} (SHA-256 differs)")
+                continue
+            log.warning("backup %s: %s; reading from storage %s instead", m.id, self.copy_faults[-1], other.name)
+            self.located = found
+            return True
+        return False
+
+    def _any_copy(self, rec: ObjectRecord, read: Any) -> Any:
+        """``read()``, from the next copy while the one in use fails it with a copy fault (when there are
+        fallbacks); the error names every copy tried when none was good."""
+        while True:
+            try:
+                return read()
+            except COPY_FAULTS as exc:
+                if not self._fallback and not self.copy_faults:
+                    raise  # one copy only: its own error, as it was
+                if not self.next_copy(exc):
+                    raise BackupError(f"object {rec.name} of backup {self.located.manifest.id}: no storage has a "
+                                      "good copy: " + "; ".join(self.copy_faults),
+                                      "Try: restore an older backup ('upkeeper backups list')") from None
 
     def _decrypt(self, rec: ObjectRecord) -> tuple[list[str] | None, str | None]:
         if rec.encryption == "none":
@@ -146,12 +207,17 @@ class Fetcher:
         argv, pw = self._decrypt(rec)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.upkeeper-partial-{os.getpid()}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
+
+        def read() -> int:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "wb") as fh:
                 n = self._read(rec, fh, argv, pw)
                 fh.flush()
                 os.fsync(fh.fileno())
+            return n
+
+        try:
+            n: int = self._any_copy(rec, read)
             os.replace(tmp, path)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
@@ -160,19 +226,31 @@ class Fetcher:
         return n
 
     def to_bytes(self, rec: ObjectRecord) -> bytes:
-        buf = bytearray()
         argv, pw = self._decrypt(rec)
-        self._read(rec, buf.extend, argv, pw)
-        return bytes(buf)
+
+        def read() -> bytes:
+            buf = bytearray()
+            self._read(rec, buf.extend, argv, pw)
+            return bytes(buf)
+
+        data: bytes = self._any_copy(rec, read)
+        return data
 
     def write_to(self, rec: ObjectRecord, out: Any) -> int:
+        """Stream the object into ``out``; no fallback (``out`` has the bytes read so far), but a copy fault is
+        kept in ``stream_fault`` for the caller to start over with :meth:`next_copy`."""
         argv, pw = self._decrypt(rec)
-        return self._read(rec, out, argv, pw)
+        try:
+            return self._read(rec, out, argv, pw)
+        except COPY_FAULTS as exc:
+            self.stream_fault = exc
+            raise
 
     def check_only(self, rec: ObjectRecord) -> int:
         """Size, SHA-256, decryption and decompression, discarding the plaintext."""
         argv, pw = self._decrypt(rec)
-        return self._read(rec, lambda b: None, argv, pw)
+        n: int = self._any_copy(rec, lambda: self._read(rec, lambda b: None, argv, pw))
+        return n
 
 
 @dataclass

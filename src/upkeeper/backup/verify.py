@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any
 from upkeeper import lazy
 from upkeeper.backup import pg, rdb_load
 from upkeeper.backup.catalog import Catalog
-from upkeeper.backup.manifest import MANIFEST, Manifest
-from upkeeper.backup.pipeline import ObjectRecord
+from upkeeper.backup.manifest import MANIFEST, Manifest, read_manifest
+from upkeeper.backup.pipeline import ObjectRecord, check_stored
 from upkeeper.backup.rdb import check_rdb
 from upkeeper.backup.restore import (
     Fetcher,
@@ -149,10 +149,13 @@ def is_inconclusive(exc: BaseException) -> bool:
 
 
 def verify_set(located: Located, settings: BackupSettings, source: Any, opts: VerifyOptions,
-               progress: Callable[[str], None] = lambda m: None, catalog: Catalog | None = None) -> VerifyReport:
-    """Verify one set; the result is recorded in the catalog when one is given."""
+               progress: Callable[[str], None] = lambda m: None, catalog: Catalog | None = None,
+               others: Sequence[Storage] = ()) -> VerifyReport:
+    """Verify one set, then its copies on the ``others`` storages (:func:`_check_copies`); the result is
+    recorded in the catalog when one is given."""
     m = located.manifest
-    report = VerifyReport(m.id)
+    report = VerifyReport(m.id, steps=[f"read from storage {located.storage.name}"],
+                          details={"storage": located.storage.name})
     t0 = time.monotonic()
     try:
         if catalog is not None:
@@ -166,6 +169,7 @@ def verify_set(located: Located, settings: BackupSettings, source: Any, opts: Ve
             _verify_redis(fetcher, settings, opts, report, progress)
         else:
             raise BackupError(f"unknown backup kind {m.kind!r}")
+        _check_copies(located, others, report, progress)
         report.ok = True
     except UpkeeperError as exc:
         report.error = exc.message + (f" ({exc.hint.removeprefix('Try: ')})" if exc.hint else "")
@@ -198,7 +202,56 @@ def verify_stored(storages: Sequence[Storage], target: str, database: str, backu
         report = VerifyReport(backup_id, error=exc.message, failed_object=MANIFEST, inconclusive=is_inconclusive(exc))
         _record(report, catalog)
         return report
-    return verify_set(located, settings, source, opts, progress=progress, catalog=catalog)
+    # without a storage asked for, every copy is checked: one corrupt copy is a corrupt stored object
+    others = [s for s in storages if s.name != located.storage.name] if prefer is None else []
+    return verify_set(located, settings, source, opts, progress=progress, catalog=catalog, others=others)
+
+
+class CopyMissing(BackupError):
+    def __init__(self, name: str, storage: str, detail: str) -> None:
+        super().__init__(f"object {name} is missing on storage {storage}: {detail}",
+                         "Try: 'upkeeper backups sync' (the catalog then no longer names that storage for the "
+                         "backup); take a new backup")
+        self.object_name = name
+
+
+def _check_copies(located: Located, others: Sequence[Storage], report: VerifyReport,
+                  progress: Callable[[str], None]) -> None:
+    """The set's copies on the ``others`` storages, once the copy on ``located.storage`` was verified: the same
+    manifest.json, byte for byte, and every object with the size and SHA-256 it lists (the bytes are those that
+    decrypted and restored, so they are not decrypted again).  A storage without the set holds no copy (a job
+    may write to some storages only); one that cannot be reached is reported as not checked (``steps``,
+    ``copies_not_checked``) and leaves the verdict to the copies checked."""
+    m = located.manifest
+    checked: list[str] = []
+    unchecked: list[str] = []
+    for s in others:
+        try:
+            if s.stat(m.prefix + MANIFEST) is None:
+                continue
+            copy = read_manifest(s, m.prefix, file_lists=False)
+            if copy.sha256 != m.sha256:
+                raise ManifestChanged(m.id, s.name, copy.sha256, m.sha256 or "?")
+            for rec in m.objects:
+                progress(f"checking {rec.name} on {s.name}")
+                try:
+                    check_stored(s, m.prefix + rec.name, rec)
+                except StorageError as exc:
+                    if exc.permanent:
+                        raise CopyMissing(rec.name, s.name, exc.message) from None
+                    raise
+        except StorageError as exc:
+            if exc.permanent:
+                raise
+            unchecked.append(f"{s.name}: {exc.message}")
+            continue
+        checked.append(s.name)
+    if checked:
+        report.steps.append(f"the copies on {', '.join(checked)}: {MANIFEST} and {len(m.objects)} object(s) match "
+                            "their SHA-256")
+    report.steps += [f"copy NOT CHECKED: {u}" for u in unchecked]
+    report.details["copies_checked"] = checked
+    report.details["copies_not_checked"] = unchecked
 
 
 class ManifestChanged(BackupError):

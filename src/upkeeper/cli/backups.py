@@ -105,10 +105,12 @@ def _open(config: Config, names: list[str] | None = None) -> list[Storage]:
 
 
 def _row_storages(config: Config, rows: list[BackupRow], storage: str | None) -> list[str] | None:
-    """``--storage``, else the configured storages the catalog says hold ``rows`` (None: all of them)."""
+    """``--storage``, else the configured storages the catalog says hold ``rows``, in the order of ``storages:``
+    (None: all of them)."""
     if storage:
         return [storage]
-    return sorted(set().union(*(r.storages or [] for r in rows)) & set(config.storages)) or None
+    held = set().union(*(r.storages or [] for r in rows))
+    return [n for n in config.storages if n in held] or None
 
 
 def _one(catalog: Catalog, backup_id: str) -> BackupRow:
@@ -224,7 +226,8 @@ def verify_cmd(
     backup_id: str | None = typer.Argument(None, help="backup id (default: the newest of each series)"),
     target: str | None = typer.Option(None, "--target", "-t", help="only backups of this target"),
     unverified: bool = typer.Option(False, "--unverified", help="every backup not verified yet"),
-    storage: str | None = typer.Option(None, "--storage", help="read from this storage"),
+    storage: str | None = typer.Option(None, "--storage", help="verify this storage's copy only (default: restore "
+                                       "the first copy, check every other copy's SHA-256)"),
     no_restore: bool = typer.Option(False, "--no-restore", help="checksums, decryption and --list only"),
     scratch_target: str | None = typer.Option(None, "--scratch-target", help="postgres target for the scratch "
                                               "restore (default: the backed-up server)"),
@@ -324,7 +327,8 @@ def restore_cmd(
     force: bool = typer.Option(False, "--force", help="allow replacing an existing database (empty or not), "
                                "extracting into a non-empty directory, or overwriting an RDB file"),
     yes: bool = typer.Option(False, "--yes", "-y", help="do not ask for confirmation (with --force)"),
-    storage: str | None = typer.Option(None, "--storage", help="read from this storage"),
+    storage: str | None = typer.Option(None, "--storage", help="read this storage's copy only (default: the first "
+                                       "good copy, object by object)"),
     jobs: int = typer.Option(2, "--jobs", "-j", min=1, max=64, help="pg_restore parallel jobs"),
     globals_: bool = typer.Option(False, "--globals", help="also apply the backup's roles/tablespaces SQL first "
                                   "(roles that already exist are skipped; any other error fails the restore)"),
@@ -346,18 +350,14 @@ def restore_cmd(
         _check_redis_destination(to, force)
     storages = _open(config, _row_storages(config, [row], storage))
     try:
-        located = locate(storages, row.target, row.database, row.id, storage)
-        if row.manifest_sha256 is not None and located.manifest.sha256 != row.manifest_sha256:
-            # the manifest names the objects and their hashes: restore nothing that a changed one vouches for
-            raise ManifestChanged(row.id, located.storage.name, located.manifest.sha256, row.manifest_sha256)
-        fetcher = Fetcher(located, config.backup)
+        fetcher = _restore_fetcher(config, row, storages, storage)
         with _sigterm_unwinds():  # a stopped restore cleans up as after Ctrl-C (temporary database, staging dir)
             if row.kind == "postgres":
                 result = _restore_postgres(config, row, fetcher, database, target, force, yes, jobs, globals_,
                                            no_owner)
             elif row.kind == "files":
                 assert to is not None
-                result = _restore_files(fetcher, row, to)
+                result = _restore_files_from_any_copy(fetcher, row, to)
             elif row.kind == "redis":
                 assert to is not None
                 result = _restore_redis(fetcher, row, to)
@@ -365,16 +365,64 @@ def restore_cmd(
                 raise BackupError(f"cannot restore backups of kind {row.kind!r}")
     finally:
         close_storages(storages)
+    result["storage"] = fetcher.located.storage.name
+    if fetcher.copy_faults:
+        result["copies_skipped"] = list(fetcher.copy_faults)
     _env.history().audit("cli", "backup.restore",
                          details={"backup": row.id, **{k: v for k, v in result.items() if k != "next"}})
     if as_json:
         print_json({"backup": row.id, **result})
     else:
-        console.print(f"[green]restored[/green] {row.id} → {result['destination']}")
+        console.print(f"[green]restored[/green] {row.id} → {result['destination']} (from storage "
+                      f"{result['storage']})", highlight=False)
+        for fault in fetcher.copy_faults:
+            err_console.print(f"[warn]warning[/warn] copy skipped: {escape(fault)}", highlight=False)
         if result.get("warning"):
             err_console.print(f"[warn]warning[/warn] {result['warning']}", highlight=False)
         if result.get("next"):
             console.print(result["next"], highlight=False, markup=False)
+
+
+def _restore_fetcher(config: Config, row: BackupRow, storages: list[Storage], storage: str | None) -> Fetcher:
+    """The first copy of ``row`` (in the order of ``storages:``) whose manifest.json is the one the catalog
+    recorded, with the storages after it to fall back on when one of its objects is corrupt or missing, or the
+    storage fails.  ``--storage`` (or a single storage): that copy only, its own error when it is not good."""
+    if storage or len(storages) == 1:
+        located = locate(storages, row.target, row.database, row.id, storage)
+        if row.manifest_sha256 is not None and located.manifest.sha256 != row.manifest_sha256:
+            # the manifest names the objects and their hashes: restore nothing that a changed one vouches for
+            raise ManifestChanged(row.id, located.storage.name, located.manifest.sha256, row.manifest_sha256)
+        return Fetcher(located, config.backup)
+    faults: list[str] = []
+    for i, s in enumerate(storages):
+        try:
+            located = locate([s], row.target, row.database, row.id)
+        except UpkeeperError as exc:
+            faults.append(f"{s.name}: {exc.message}")
+            continue
+        if row.manifest_sha256 is not None and located.manifest.sha256 != row.manifest_sha256:
+            changed = ManifestChanged(row.id, s.name, located.manifest.sha256, row.manifest_sha256)
+            faults.append(f"{s.name}: {changed.message}")
+            continue
+        return Fetcher(located, config.backup, fallback=storages[i + 1:], copy_faults=faults)
+    raise BackupError(f"no storage has a good copy of backup {row.id}: " + "; ".join(faults),
+                      "Try: 'upkeeper backups sync' then 'upkeeper backups list', or restore an older backup")
+
+
+def _restore_files_from_any_copy(fetcher: Fetcher, row: BackupRow, to: Path) -> dict[str, Any]:
+    """:func:`_restore_files`, started over from the next copy when an archive of the one read was corrupt or
+    missing there (that happens while extracting into the staging directory: ``to`` is as it was)."""
+    while True:
+        fetcher.stream_fault = None
+        try:
+            return _restore_files(fetcher, row, to)
+        except BackupError as exc:
+            fault = fetcher.stream_fault
+            if fault is None or not (fetcher.can_fall_back or fetcher.copy_faults):
+                raise
+            if not fetcher.next_copy(fault):
+                raise BackupError(f"{exc.message}; no storage has a good copy: " + "; ".join(fetcher.copy_faults),
+                                  exc.hint) from None
 
 
 def _restore_postgres(config: Config, row: BackupRow, fetcher: Fetcher, database: str | None, target_name: str | None,
@@ -1016,6 +1064,7 @@ def sync_cmd(
         rows = {r.id: r for r in catalog.list()}
         found: dict[str, int] = {s.name: 0 for s in storages}  # sets with a manifest, readable or not
         unreadable: dict[str, set[str]] = {}  # set id -> storages where its manifest could not be read
+        damaged: dict[str, set[str]] = {}  # set id -> storages whose copy lacks an object: they do not hold it
         for idx in index.values():
             for _kind, _when, where in idx.complete.values():
                 for st in where:
@@ -1023,6 +1072,10 @@ def sync_cmd(
             for bid, where in idx.unreadable.items():
                 unreadable.setdefault(bid, set()).update(st.name for st in where)
                 for st in where:
+                    found[st.name] += 1
+            for bid, copies in idx.damaged.items():
+                for st, _why in copies:
+                    damaged.setdefault(bid, set()).add(st.name)
                     found[st.name] += 1
         # A storage that lists nothing while the catalog has backups there is more likely unmounted or
         # misconfigured than emptied: its rows stay unless --force says they really are gone.
@@ -1061,8 +1114,13 @@ def sync_cmd(
             if bid in seen:
                 continue
             where_row = set(row.storages or [])
-            if bid in unreadable or where_row & unknown or (not where_row and unknown):
+            if bid in unreadable or where_row & unknown or (not where_row and unknown) or bid in damaged:
                 kept += 1  # unreachable is not gone: the row, its verification and manifest hash stay as they are
+                if where_row & damaged.get(bid, set()):  # but a copy that lost an object is no copy
+                    with catalog.history.session() as s:
+                        r = s.get(BackupRow, bid)
+                        if r is not None:
+                            r.storages = sorted(where_row - damaged[bid])
                 continue
             catalog.remove(bid)
             removed += 1

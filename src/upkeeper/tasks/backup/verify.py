@@ -24,7 +24,8 @@ class BackupVerifyOptions(TaskOptions):
         "verified yet; 'id': the one given as backup_id. Source: upkeeper default")
     backup_id: str | None = Field(None, description="backup to verify when scope is 'id'. "
             "Source: upkeeper (not set by default)")
-    storage: str | None = Field(None, description="storage to read from (default: the first that holds the set). "
+    storage: str | None = Field(None, description="storage whose copy alone is verified (default: the first that "
+            "holds the set is restored, and every other storage's copy is checked against the manifest's SHA-256). "
             "Source: upkeeper (not set by default)")
     restore: bool = Field(True, description="restore into a scratch database (PostgreSQL), or load the RDB into a "
                           "throw-away redis-server (Redis); off: checksums, decryption, decompression and "
@@ -113,10 +114,11 @@ class BackupVerify(Task[BackupVerifyOptions]):
                         candidates += [(db, bid, kind) for _w, bid in items if bid.startswith(options.backup_id or "")]
                     else:
                         candidates += [(db, bid, kind) for _w, bid in items if status.get(bid, COMPLETE) == COMPLETE]
-                # a set whose manifest cannot be read is not skipped in silence: verifying it fails, naming
-                # manifest.json ('newest': when it is newer than every readable set of the database)
+                # a set whose manifest cannot be read, or whose every copy lost an object, is not skipped in
+                # silence: verifying it fails, naming manifest.json or the object ('newest': when it is newer
+                # than every complete set of the database)
                 newest_ok = max((w for _k, w, _s in idx.complete.values()), default=None)
-                for bid in idx.unreadable:
+                for bid in dict.fromkeys([*idx.unreadable, *idx.damaged]):
                     if bid in idx.complete:
                         continue  # another storage has a readable copy (verified above)
                     made = id_time(bid)
@@ -152,6 +154,11 @@ class BackupVerify(Task[BackupVerifyOptions]):
                 subject = f"{db} {bid}" + (f" {rep.failed_object}" if rep.failed_object else "")
                 if rep.ok:
                     ctx.log.info("%s", rep.summary)
+                    for copy in rep.details.get("copies_not_checked", []):
+                        findings.append(Finding("backup.verify_copy_not_checked", Severity.WARNING, subject,
+                                                f"copy not checked: {copy}", "check that the storage is reachable; the "
+                                                "next verification of the backup checks its copy there",
+                                                data=rep.to_dict()))
                 elif rep.inconclusive:
                     ctx.log.error("%s", rep.summary)
                     findings.append(Finding("backup.verify_not_run", Severity.CRITICAL, subject,
