@@ -434,3 +434,12 @@ def test_a_line_after_a_path_is_read_when_no_caret_follows() -> None:
     assert a.levels == {"error": 1, "info": 1} and ("error", "db down") in a.messages
     b = feed_app("/srv/app.js:1\nERROR last")
     assert b.levels == {"error": 1} and ("error", "last") in b.messages
+
+
+def test_the_values_of_a_query_string_are_data() -> None:
+    """``…?token=abc`` and ``…?token=xyz`` made two groups: an HTTP client's error for each request."""
+    a = normalize("500 Server Error: Internal Server Error for url: https://api.x.io/v2/users/12?token=abc&page=2")
+    b = normalize("500 Server Error: Internal Server Error for url: https://api.x.io/v2/users/97?token=Zq9&page=30")
+    assert a == b == "<n> Server Error: Internal Server Error for url: https://api.x.io/v2/users/<n>?token=…&page=…"
+    assert normalize("https://api.x.io/v2/users?page=2") != normalize("https://api.x.io/v2/orders?page=2")
+    assert normalize("is it ok? a=b") == "is it ok? a=b"

@@ -189,6 +189,19 @@ CASES = [
          {("PDOException", "PDO::__construct(): php_network_getaddresses: getaddrinfo failed: No address"): 1,
           ("PDOException", "PDO::__construct(): php_network_getaddresses: getaddrinfo failed: No address associated "
                            "with hostname"): 1}),
+    # Celery's "[… ERROR/MainProcess] …": the level word before a slash and the process name
+    Case("celery-worker.log", {"warning": 3, "info": 7, "error": 3},
+         {("KeyError", "'…'"): 2, ("ConnectionError", "gateway <ip> unreachable"): 1},
+         {("ConnectionError", "gateway <ip> unreachable"):
+          ("Traceback (most recent call last):", "ConnectionError: gateway 10.0.0.3 unreachable")},
+         messages={("warning", "No hostname was supplied. Reverting to default 'localhost'"): 3,
+                   ("error", "Task tasks.charge[<uuid>] raised unexpected: KeyError('…')"): 2,
+                   ("error", "Task tasks.charge[<uuid>] raised unexpected: ConnectionError('…')"): 1}),
+    Case("django-verbose.log", {"error": 3, "warning": 1},
+         {("KeyError", "'…'"): 2, ("KeyError", "None"): 1},
+         {("KeyError", "'…'"): ("Traceback (most recent call last):", "KeyError: 'order-5'")},
+         messages={("error", "<time> log <n> <n> Internal Server Error: /orders/<n>"): 3,
+                   ("warning", "<time> log <n> <n> Not Found: /missing"): 1}),
     Case("gunicorn-error.log", {"info": 8, "error": 2},
          {("KeyError", "'…'"): 2},
          {("KeyError", "'…'"): ("Traceback (most recent call last):", '  File "/tmp/jl/wsgiapp.py", line 3, in app',

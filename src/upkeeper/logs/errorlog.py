@@ -95,6 +95,8 @@ _NORM: tuple[tuple[re.Pattern[str], Any, Any], ...] = (
     (re.compile(r"\b0x[0-9a-fA-F]+\b"), "<hex>", lambda m: "0x" in m),
     (re.compile(r"\b[0-9a-fA-F]{8,}\b"), _hex, _always),
     (re.compile(r"\b\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?\b"), "<ip>", lambda m: "." in m),
+    # the values of a URL's query string (``…/users?token=abc&page=2``): data; the names are kept
+    (re.compile(r"(?<=[?&])([\w.\[\]%-]+=)[^&\s#\"'<>]+"), r"\1…", lambda m: "?" in m and "=" in m),
     # quoted values that are data wherever they look like names: the value a message ends with after a
     # colon (``invalid literal for int() with base 10: 'abc'``, ``Unknown currency: 'XYZ'``), and the one
     # after a word naming a record (``user 'alice' not found``, ``tenant "acme" suspended``)
@@ -242,8 +244,12 @@ LEVEL_WORDS = {
     "emergency": "critical", "panic": "critical", "dpanic": "critical",
 }  # fmt: skip
 _PINO_LEVELS = {10: "debug", 20: "debug", 30: "info", 40: "warning", 50: "error", 60: "critical"}
+#: a level word: not part of a word or a path (``/error/``), but Celery's ``ERROR/MainProcess``,
+#: ``WARNING/ForkPoolWorker-1`` is one (a slash then a capital letter)
 _TEXT_LEVEL = re.compile(r"(?<![\w/])(TRACE|DEBUG|INFO|NOTICE|WARN(?:ING)?|ERROR|ERR|SEVERE|CRIT(?:ICAL)?|FATAL|"
-                         r"ALERT|EMERG|PANIC)(?![\w/])", re.I)
+                         r"ALERT|EMERG|PANIC)(?!\w)(?!/(?-i:[^A-Z]))", re.I)
+#: what follows the level word in Celery's ``[… ERROR/ForkPoolWorker-1] message``: the process, no part of the message
+_LEVEL_PROCESS = re.compile(r"^/[\w-]+")
 _PY_TRACEBACK = "Traceback (most recent call last):"
 _PY_GROUP_TRACEBACK = "Exception Group Traceback (most recent call last):"  # printed as "  + Exception Group …"
 #: the sentences that join the tracebacks of a chained exception (``raise … from …``, or raised while handling)
@@ -495,7 +501,7 @@ class AppLogStats:
         if level:
             self.levels[level] += 1
             if level in ("warning", "error", "critical"):
-                msg = line[m.end():].lstrip(" :-]|") if m else line
+                msg = _LEVEL_PROCESS.sub("", line[m.end():], 1).lstrip(" :-]|") if m else line
                 ruby = _RUBY_HEAD_LINE.match(line)
                 if ruby:  # the request's tags are no part of the message: [<uuid>] made one class of all
                     msg = _RUBY_TAG_PREFIX.sub("", line[ruby.end():]).strip()
