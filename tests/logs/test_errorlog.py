@@ -397,3 +397,49 @@ def test_the_tags_of_a_ruby_logger_record_are_no_part_of_its_message_class() -> 
     a = feed_app(text)
     assert dict(a.messages) == {("error", "Payment declined for order <n>"): 2, ("critical", "[shop-<n>]"): 2}
     assert a.levels == {"error": 2, "critical": 2, "info": 1}
+
+
+PHP_FPM_LOG = r"""[05-Dec-2026 00:04:52 UTC] PHP Fatal error:  Uncaught PDOException: PDO::__construct(): php_network_getaddresses: getaddrinfo failed: Temporary failure in name resolution in /app/inc/DB.php:45
+Stack trace:
+#0 /app/inc/DB.php(45): PDO->__construct('mysql:host=mari...', 'user', 'password', Array)
+#1 {main}
+
+Next PDOException: SQLSTATE[HY000] [2002] php_network_getaddresses: getaddrinfo failed: Temporary failure in name resolution in /app/inc/DB.php:45
+Stack trace:
+#0 {main}
+  thrown in /app/inc/DB.php on line {line}
+[05-Dec-2026 00:04:53 UTC] PHP Warning:  Division by zero in /app/src/Calculator.php on line 17
+[05-Dec-2026 00:04:55 UTC] PHP Fatal error:  Allowed memory size of 134217728 bytes exhausted (tried to allocate 20480 bytes) in /app/src/Report.php on line {line}
+"""
+
+
+def test_php_fatal_errors_are_exceptions_wherever_they_happened() -> None:
+    """PHP's uncaught exceptions and fatal errors (its error_log, php-fpm's) were no exceptions at all;
+    the place in the message must not split a group after a deploy moves the line."""
+    a = feed_app(PHP_FPM_LOG.replace("{line}", "45") + PHP_FPM_LOG.replace("{line}", "46").replace(":45", ":46"))
+    assert groups(a) == {
+        ("PDOException", "PDO::__construct(): php_network_getaddresses: getaddrinfo failed: Temporary failure in "
+                         "name resolution"): 2,
+        ("PHP Fatal error", "Allowed memory size of <n> bytes exhausted (tried to allocate <n> bytes)"): 2}
+    g = next(g for g in a.exceptions.values() if g.kind == "PDOException")
+    assert g.example.startswith("[05-Dec-2026") and g.example.endswith("  thrown in /app/inc/DB.php on line 45")
+    assert "Next PDOException: SQLSTATE[HY000] [2002] php_network_getaddresses" in g.example
+    assert a.levels == {"critical": 4, "warning": 2}  # "Stack trace:" is no TRACE line
+
+
+def test_a_line_after_a_path_is_read_when_no_caret_follows() -> None:
+    """The line after ``/path:12`` is held to see whether it is Node's source excerpt: when it is not, it
+    is read as itself, at the end of the file too."""
+    a = feed_app("/run/app.sock:3\n2024-03-01 10:00:00 ERROR db down\n2024-03-01 10:00:01 INFO ok\n")
+    assert a.levels == {"error": 1, "info": 1} and ("error", "db down") in a.messages
+    b = feed_app("/srv/app.js:1\nERROR last")
+    assert b.levels == {"error": 1} and ("error", "last") in b.messages
+
+
+def test_the_values_of_a_query_string_are_data() -> None:
+    """``…?token=abc`` and ``…?token=xyz`` made two groups: an HTTP client's error for each request."""
+    a = normalize("500 Server Error: Internal Server Error for url: https://api.x.io/v2/users/12?token=abc&page=2")
+    b = normalize("500 Server Error: Internal Server Error for url: https://api.x.io/v2/users/97?token=Zq9&page=30")
+    assert a == b == "<n> Server Error: Internal Server Error for url: https://api.x.io/v2/users/<n>?token=…&page=…"
+    assert normalize("https://api.x.io/v2/users?page=2") != normalize("https://api.x.io/v2/orders?page=2")
+    assert normalize("is it ok? a=b") == "is it ok? a=b"

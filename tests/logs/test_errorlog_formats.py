@@ -132,10 +132,76 @@ CASES = [
           ("java.lang.RuntimeException: request 1 failed", "\tat App.load(App.java:4)")}),
     Case("java-uncaught.txt", {},
          {("java.lang.IllegalStateException", "order <n> not found in shard <hex>"): 3,
-          ("java.lang.NullPointerException", 'Cannot invoke "…" because "…" is null'): 1},
+          ("java.lang.NullPointerException", 'Cannot invoke "Object.toString()" because "…" is null'): 1},
          {("java.lang.IllegalStateException", "order <n> not found in shard <hex>"):
           ("java.lang.RuntimeException: request failed", "\tat Main.handle(Main.java:4)",
            "Caused by: java.lang.IllegalStateException: order 1 not found in shard 0x7f3a")}),
+    # logging.exception: a message of several lines, tracebacks chained both ways, exception groups whose
+    # sub-exceptions have tracebacks of their own (their "| Traceback" headers are no chain), an uncaught one
+    *(Case(f"python3{v}-chained-groups.log", {"error": 8},
+           {("RuntimeError", "lookup failed for user <n> at <hex>"): 3,
+            ("ValueError", "invalid literal for int() with base <n>: '…'"): 2,
+            ("ExceptionGroup", "batch <n> failed (<n> sub-exceptions)"): 4},
+           {("ExceptionGroup", "batch <n> failed (<n> sub-exceptions)"):
+            ("  | ExceptionGroup: batch 1 failed (2 sub-exceptions)", "    | ValueError: bad item 2"),
+            ("ValueError", "invalid literal for int() with base <n>: '…'"):
+            ("KeyError: 'user-1'", "During handling of the above exception, another exception occurred:",
+             "ValueError: invalid literal for int() with base 10: 'abc1'")},
+           messages={("error", "[shop.orders] request <uuid> failed"): 2,
+                     ("error", "[shop.orders] handler failed for user <n>"): 2,
+                     ("error", "[shop.orders] batch <n> failed"): 2, ("error", "[shop.orders] rest of batch <n>"): 2})
+      for v in ("11", "13")),
+    # Node's own report of an uncaught exception: the place, the source line and its caret are no log
+    # lines; an unhandled rejection is grouped by what the promise was rejected with
+    Case("node20-uncaught.txt", {"error": 6},
+         {("TypeError", "Cannot read properties of undefined (reading 'id')"): 4,
+          ("Error", "order <n> not found"): 2, ("UnhandledPromiseRejection", "oops <n>"): 2,
+          ("RangeError", "bad offset <n>"): 2, ("Error", "connect ECONNREFUSED <ip>"): 2,
+          ("DbError", "query failed for tenant <n>"): 2,
+          ("SyntaxError", "Expected property name or '…' in JSON at position <n>"): 2},
+         {("Error", "connect ECONNREFUSED <ip>"):
+          ("Error: connect ECONNREFUSED 127.0.0.1:1", "Emitted 'error' event on Socket instance at:",
+           "    at process.processTicksAndRejections (node:internal/process/task_queues:82:21) {")},
+         messages={("error", "order <n> not found"): 2, ("error", "connect ECONNREFUSED <ip>"): 2,
+                   ("error", 'originated either by throwing inside of an async function without a catch block, or by '
+                             'rejecting a promise which was not handled with .catch(). The promise rejected with the '
+                             'reason "…".'): 2}),
+    # PM2 (--time, --log-date-format) writes a time stamp before every line of the program's output
+    Case("pm2-time-error.log", {},
+         {("TypeError", "Cannot read properties of undefined (reading 'id')"): 3, ("RangeError", "offset <n> out of range"): 2},
+         {("RangeError", "offset <n> out of range"):
+          ("RangeError: offset 276 out of range", "    at Timeout._onTimeout (/tmp/drill/pm2/app.js:8:35)")}),
+    Case("pm2-date-format-error.log", {},
+         {("TypeError", "Cannot read properties of undefined (reading 'id')"): 1, ("RangeError", "offset <n> out of range"): 1}),
+    Case("pm2-time-out.log", {"error": 6},
+         {("TypeError", "Cannot read properties of undefined (reading 'id')"): 3, ("Error", "connect ECONNREFUSED <ip>"): 3},
+         messages={("error", "order <n> failed"): 3, ("error", "connect ECONNREFUSED <ip>"): 3}),
+    # java.util.logging's SimpleFormatter, a Suppressed exception, a message of two lines, a cause chain
+    Case("java17-jul.txt", {"error": 8, "warning": 4},
+         {("java.lang.IllegalStateException", "order <n> not found in shard <hex>"): 8,
+          ("java.sql.SQLException", 'ERROR: duplicate key value violates unique constraint "users_email_key"'): 4,
+          ("java.lang.NullPointerException", 'Cannot invoke "Object.toString()" because "…" is null'): 4,
+          ("java.lang.ArrayIndexOutOfBoundsException", "Index <n> out of bounds for length <n>"): 2},
+         {("java.sql.SQLException", 'ERROR: duplicate key value violates unique constraint "users_email_key"'):
+          ("  Detail: Key (email)=(u1@x.org) already exists.", "\tSuppressed: java.io.IOException: close failed for conn 1")}),
+    # Apache's error log: PHP writes an uncaught exception and its stack on one line (copied, see the README)
+    Case("php-apache-error.log", {"error": 2},
+         {("PDOException", "PDO::__construct(): php_network_getaddresses: getaddrinfo failed: No address"): 1,
+          ("PDOException", "PDO::__construct(): php_network_getaddresses: getaddrinfo failed: No address associated "
+                           "with hostname"): 1}),
+    # Celery's "[… ERROR/MainProcess] …": the level word before a slash and the process name
+    Case("celery-worker.log", {"warning": 3, "info": 7, "error": 3},
+         {("KeyError", "'…'"): 2, ("ConnectionError", "gateway <ip> unreachable"): 1},
+         {("ConnectionError", "gateway <ip> unreachable"):
+          ("Traceback (most recent call last):", "ConnectionError: gateway 10.0.0.3 unreachable")},
+         messages={("warning", "No hostname was supplied. Reverting to default 'localhost'"): 3,
+                   ("error", "Task tasks.charge[<uuid>] raised unexpected: KeyError('…')"): 2,
+                   ("error", "Task tasks.charge[<uuid>] raised unexpected: ConnectionError('…')"): 1}),
+    Case("django-verbose.log", {"error": 3, "warning": 1},
+         {("KeyError", "'…'"): 2, ("KeyError", "None"): 1},
+         {("KeyError", "'…'"): ("Traceback (most recent call last):", "KeyError: 'order-5'")},
+         messages={("error", "<time> log <n> <n> Internal Server Error: /orders/<n>"): 3,
+                   ("warning", "<time> log <n> <n> Not Found: /missing"): 1}),
     Case("gunicorn-error.log", {"info": 8, "error": 2},
          {("KeyError", "'…'"): 2},
          {("KeyError", "'…'"): ("Traceback (most recent call last):", '  File "/tmp/jl/wsgiapp.py", line 3, in app',

@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import json
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -330,3 +331,26 @@ def test_new_groups_do_not_hide_the_biggest_known_ones(cli: Any, make_config: An
     assert sum(1 for g in rep["exception_groups"] if g["new"]) == 30  # every new group is still listed
     page = Path(next(a["path"] for a in r["artifacts"] if a["format"] == "html")).read_text()
     assert "KeyError" in page
+
+
+def test_pm2_log_after_a_deploy_and_a_rotation_flags_no_known_group(cli: Any, make_config: Any, tmp_path: Path) -> None:
+    """A Node app under PM2 with ``--time``: every line starts with PM2's time stamp, and no exception was
+    found at all. After a deploy (other line numbers in every frame) and a
+    rotation, the same exceptions are known groups, not new ones."""
+    corpus = (Path(__file__).parents[1] / "logs" / "applogs" / "pm2-time-error.log").read_text()
+    log = tmp_path / "pm2" / "app-error.log"
+    log.parent.mkdir()
+    log.write_text(corpus)
+    cfg = make_config({"targets": {"app": {"kind": "app", "root": str(tmp_path)}},
+                       "jobs": {"errs": {"task": "logs.errors", "target": "app",
+                                         "options": {"app_logs": [str(log)], "report_dir": str(tmp_path / "r")}}}})
+    first = run(cli, cfg, "errs")
+    assert first["metrics"]["exceptions"] == 5 and first["metrics"]["exception_groups"] == 2, first["metrics"]
+    deployed = re.sub(r":(\d+):(\d+)\)", lambda m: f":{int(m[1]) + 40}:{int(m[2]) + 3})", corpus)
+    deployed = deployed.replace("2026-12-05T00:04", "2026-12-06T09:31").replace("offset 276", "offset 9")
+    assert deployed != corpus
+    log.rename(log.with_name("app-error.log.1"))
+    log.write_text(deployed)
+    second = run(cli, cfg, "errs")
+    assert second["metrics"]["exceptions"] == 5 and second["metrics"]["new_exception_groups"] == 0, second["metrics"]
+    assert not [f for f in second["findings"] if f["check"] == "logs.errors.new_exception"], second["findings"]

@@ -23,7 +23,9 @@
     Go crashes (``panic: …``/``fatal error: …`` then ``goroutine 1 [running]:``; net/http's ``http: panic
     serving …``),
     Ruby (``…:in `m': message (NoMethodError)``; Logger's ``E, [… #1234] ERROR -- : message (Class)`` and
-    Rails' ``Class (message):``, then the backtrace).
+    Rails' ``Class (message):``, then the backtrace), PHP (``PHP Fatal error:  Uncaught PDOException: … in
+    /app/db.php:22`` then ``Stack trace:``);
+  - a process manager's time stamp before every line (PM2's ``2024-03-01T10:00:00: ``) is taken off first.
 
   Exceptions are grouped by (type, normalized message); the task reports groups not
   seen in earlier runs.
@@ -43,8 +45,9 @@ from typing import Any
 # ---------------------------------------------------------------------------------------------
 
 #: a quoted value that names the problem (an attribute, a module, a key, a column, a constraint):
-#: dotted identifiers whose parts end in at most two digits (``psycopg2``, ``utf8``, ``db.users``)
-_NAME = re.compile(r"[A-Za-z_][A-Za-z_]*\d{0,2}(?:\.[A-Za-z_][A-Za-z_]*\d{0,2})*")
+#: dotted identifiers whose parts end in at most two digits (``psycopg2``, ``utf8``, ``db.users``), or a call
+#: (``Object.toString()``: the JVM's "Cannot invoke …")
+_NAME = re.compile(r"[A-Za-z_][A-Za-z_]*\d{0,2}(?:\.[A-Za-z_][A-Za-z_]*\d{0,2})*(?:\(\))?")
 
 
 #: the extension of a file name ('logo.png', 'report.csv'): data, however much it looks like a dotted name
@@ -92,6 +95,8 @@ _NORM: tuple[tuple[re.Pattern[str], Any, Any], ...] = (
     (re.compile(r"\b0x[0-9a-fA-F]+\b"), "<hex>", lambda m: "0x" in m),
     (re.compile(r"\b[0-9a-fA-F]{8,}\b"), _hex, _always),
     (re.compile(r"\b\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?\b"), "<ip>", lambda m: "." in m),
+    # the values of a URL's query string (``…/users?token=abc&page=2``): data; the names are kept
+    (re.compile(r"(?<=[?&])([\w.\[\]%-]+=)[^&\s#\"'<>]+"), r"\1…", lambda m: "?" in m and "=" in m),
     # quoted values that are data wherever they look like names: the value a message ends with after a
     # colon (``invalid literal for int() with base 10: 'abc'``, ``Unknown currency: 'XYZ'``), and the one
     # after a word naming a record (``user 'alice' not found``, ``tenant "acme" suspended``)
@@ -239,15 +244,19 @@ LEVEL_WORDS = {
     "emergency": "critical", "panic": "critical", "dpanic": "critical",
 }  # fmt: skip
 _PINO_LEVELS = {10: "debug", 20: "debug", 30: "info", 40: "warning", 50: "error", 60: "critical"}
+#: a level word: not part of a word or a path (``/error/``), but Celery's ``ERROR/MainProcess``,
+#: ``WARNING/ForkPoolWorker-1`` is one (a slash then a capital letter)
 _TEXT_LEVEL = re.compile(r"(?<![\w/])(TRACE|DEBUG|INFO|NOTICE|WARN(?:ING)?|ERROR|ERR|SEVERE|CRIT(?:ICAL)?|FATAL|"
-                         r"ALERT|EMERG|PANIC)(?![\w/])", re.I)
+                         r"ALERT|EMERG|PANIC)(?!\w)(?!/(?-i:[^A-Z]))", re.I)
+#: what follows the level word in Celery's ``[… ERROR/ForkPoolWorker-1] message``: the process, no part of the message
+_LEVEL_PROCESS = re.compile(r"^/[\w-]+")
 _PY_TRACEBACK = "Traceback (most recent call last):"
 _PY_GROUP_TRACEBACK = "Exception Group Traceback (most recent call last):"  # printed as "  + Exception Group …"
 #: the sentences that join the tracebacks of a chained exception (``raise … from …``, or raised while handling)
 _PY_CHAIN = ("During handling of the above exception, another exception occurred:",
              "The above exception was the direct cause of the following exception:")
 _PY_EXC = re.compile(r"^([\w.]+)(?:: (.*))?$")
-_EXC_SUFFIX = r"(?:Error|Exception|Exit|Interrupt|Warning|Fault|Throwable|Failure|Timeout|NotFound|Invalid\w*|Denied)"
+_EXC_SUFFIX = r"(?:Error|Exception|Exit|Interrupt|Warning|Fault|Throwable|Failure|Timeout|NotFound|Invalid\w*|Denied|Rejection)"
 #: an exception line: a (dotted) type name ending in one of the suffixes — the name may be the suffix
 #: alone, as in Node's ``Error: connect ECONNREFUSED …`` and ``java.lang.Exception: …``
 _EXC_LINE = re.compile(rf"^((?:[A-Za-z_$][\w$]*\.)*(?:[A-Za-z_$][\w$]*)?{_EXC_SUFFIX})(?:: ?(.*))?$")
@@ -287,7 +296,28 @@ _GO_PANIC = re.compile(r"^(?:(panic|fatal error): |.*?\bhttp: (panic) serving \S
 #: (``main.main()``, ``net/http.(*conn).serve(0xc000…)``) and file (tab-indented), ``created by …``, blank
 #: lines between goroutines, ``exit status 2`` (go run)
 _GO_STACK = re.compile(r"^(?:\s*$|\[signal |goroutine \d+ |\t|created by |exit status \d+$|[\w./*()\[\]{}-]+\(.*\)$)")
-_STACK_FRAME = re.compile(r"^(?:\s+at |\s+File \"|\t|\s{2,}\S|Caused by: |\s*\.\.\. \d+ more)")
+#: the time stamp a process manager writes before every line of a program's output, a colon after it: PM2's
+#: ``--time`` (``2024-03-01T10:00:00: ``) and ``--log-date-format`` (``2024-03-01 10:00:00.123 +00:00: ``);
+#: the line after it is the program's own
+_MANAGER_STAMP = re.compile(r"^\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:[.,]\d+)?(?: ?(?:Z|[+-]\d\d:?\d\d))?: ")
+#: the first two lines of Node's report of an uncaught exception: where it was thrown (``/app/server.js:12``,
+#: ``node:internal/process/promises:389``, ``file:///app/server.mjs:3``, ``<anonymous_script>:1``), then the
+#: source line there, then a line of carets under it
+_NODE_PLACE = re.compile(r"^(?:/|file://|node:|[A-Za-z]:\\|<anonymous)\S*:\d+$")
+_NODE_CARET = re.compile(r"^\s*\^+\s*$")
+#: what an unhandled rejection's promise was rejected with, in Node's message of it (Node 15 and later)
+_NODE_REJECTED = re.compile(r'The promise rejected with the reason "(.*)"\.$')
+#: a PHP fatal error (its error_log, php-fpm's, Apache's): ``PHP Fatal error:  Uncaught PDOException: …
+#: in /app/db.php:22`` (an exception: its class and message) or ``PHP Fatal error:  Allowed memory size …
+#: in /app/report.php on line 88``; where it happened is no part of the message (Apache writes the stack
+#: on the same line, ``\nStack trace:\n#0 …``)
+_PHP_FATAL = re.compile(r"\bPHP (?P<what>Fatal error|Parse error|Catchable fatal error):\s+(?:Uncaught "
+                        r"(?P<cls>[A-Za-z_\\][\w\\]*): )?(?P<msg>.*?)(?: in \S+?(?::\d+| on line \d+))?"
+                        r"(?:\\nStack trace:.*)?(?:, referer: \S+)?$")
+#: the further lines of a PHP uncaught exception: ``Stack trace:``, ``#0 /app/x.php(22): f()``, ``  thrown in …``
+#: and the exceptions chained to it (``Next RuntimeException: …``, each with its stack), blank lines between them
+_PHP_FRAME = re.compile(r"^(?:Stack trace:$|#\d+ |\s+thrown in |Next [A-Za-z_\\][\w\\]*: |$)")
+_STACK_FRAME = re.compile(r"^(?:\s+at |Emitted '[\w-]+' event |\s+File \"|\t|\s{2,}\S|Caused by: |\s*\.\.\. \d+ more)")
 
 
 @dataclass
@@ -326,6 +356,11 @@ class AppLogStats:
     #: of an exception is (the exception on the next line): (level, the line, its tags, source), counted
     #: with the next line's exception as its message, or with its tags as the message when no such line follows
     _tags_only: tuple[str, str, str, str] | None = None
+    #: Node's crash report starts with the place (``/app/server.js:12``, ``node:events:502``), the source
+    #: line there and a caret under it: the line after a place is held (source, line) until the next one
+    #: shows whether it is that source line — code, no log line of its own
+    _after_place: bool = False
+    _held: tuple[str, str] | None = None
 
     # -- input -------------------------------------------------------------------------------
 
@@ -339,6 +374,10 @@ class AppLogStats:
             self._line(line.rstrip("\r"), source)
 
     def finish(self) -> None:
+        if self._held is not None:
+            held, self._held = self._held, None
+            self._read_line(held[1], held[0])
+        self._after_place = False
         self._count_tags_only("")
         self._flush()
 
@@ -373,6 +412,21 @@ class AppLogStats:
             del self._pending[MAX_TRACE_LINES // 2]
 
     def _line(self, line: str, source: str) -> None:
+        if line[:1].isdigit():
+            line = _MANAGER_STAMP.sub("", line, 1)
+        if self._held is not None:
+            held, self._held = self._held, None
+            if held[0] == source and _NODE_CARET.match(line):  # Node's source excerpt and its caret
+                return
+            self._read_line(held[1], held[0])
+        elif self._after_place and line.strip() and not self._pending:
+            self._after_place = False
+            self._held = (source, line)
+            return
+        self._after_place = bool(_NODE_PLACE.match(line))
+        self._read_line(line, source)
+
+    def _read_line(self, line: str, source: str) -> None:
         if self._tags_only is not None:
             self._count_tags_only(line, source)
         if self._pending:
@@ -382,6 +436,10 @@ class AppLogStats:
                     return
             elif self._pending_kind == "ruby":
                 if _RUBY_FRAME.match(line):
+                    self._keep(line)
+                    return
+            elif self._pending_kind == "php":
+                if _PHP_FRAME.match(line):
                     self._keep(line)
                     return
             elif self._pending_py == 2:
@@ -420,8 +478,9 @@ class AppLogStats:
             return
         rb = _RUBY.search(line) or (_RUBY_LOGGED.match(line) if line.endswith(")") or line.endswith("):") else None)
         go = _GO_PANIC.match(line) if "panic" in line or line.startswith("fatal error: ") else None
-        em = None if rb or go else _exc_line(s)
-        exc = bool(rb or go) or bool(em and (em.group(2) is not None or "." in em.group(1)))
+        php = _PHP_FATAL.search(line) if "PHP " in line and not (rb or go) else None
+        em = None if rb or go or php else _exc_line(s)
+        exc = bool(rb or go or php) or bool(em and (em.group(2) is not None or "." in em.group(1)))
         stamped = bool(_TIME_HEAD.match(line))
         if rb and not stamped and rb.re is not _RUBY:
             # Rails' exception line inside its FATAL record: no log line of its own
@@ -442,7 +501,7 @@ class AppLogStats:
         if level:
             self.levels[level] += 1
             if level in ("warning", "error", "critical"):
-                msg = line[m.end():].lstrip(" :-]|") if m else line
+                msg = _LEVEL_PROCESS.sub("", line[m.end():], 1).lstrip(" :-]|") if m else line
                 ruby = _RUBY_HEAD_LINE.match(line)
                 if ruby:  # the request's tags are no part of the message: [<uuid>] made one class of all
                     msg = _RUBY_TAG_PREFIX.sub("", line[ruby.end():]).strip()
@@ -452,10 +511,10 @@ class AppLogStats:
                     key, own = self._count_message(level, msg, line)
         if stamped:
             self._record = (source, key, own)
-        if (em and exc) or go or rb:
-            self._pending = [line if rb else s]
+        if (em and exc) or go or rb or php:
+            self._pending = [line if rb or php else s]
             self._pending_source = source
-            self._pending_kind = "go" if go else "ruby" if rb else ""
+            self._pending_kind = "go" if go else "ruby" if rb else "php" if php else ""
 
     def _flush(self) -> None:
         block, self._pending = self._pending, []
@@ -465,6 +524,12 @@ class AppLogStats:
             return
         if kind == "ruby":
             self._ruby_exception(block)
+            return
+        if kind == "php":
+            m = _PHP_FATAL.search(block[0])
+            if m:
+                self._exception(m.group("cls") or f"PHP {m.group('what')}", m.group("msg"),
+                                "\n".join(block).rstrip(), self._pending_source)
             return
         if kind == "go":
             while block and not block[-1].strip():
@@ -546,6 +611,11 @@ class AppLogStats:
             self._exception(kind, emsg, trace or s[:2000], source)
 
     def _exception(self, kind: str, message: str, example: str, source: str) -> None:
+        if kind == "UnhandledPromiseRejection":  # Node's sentence around what the promise was rejected with
+            reason = _NODE_REJECTED.search(message)
+            message = reason.group(1) if reason else message
+        elif kind.endswith("ExceptionGroup"):  # "(1 sub-exception)" and "(2 sub-exceptions)": one group
+            message = message.replace(" sub-exception)", " sub-exceptions)")
         nm = normalize(message)
         gid = group_id(kind, nm)
         g = self.exceptions.get(gid)
@@ -765,7 +835,9 @@ def _py_exception(s: str) -> tuple[str, str] | None:
 def _py_final_exception(lines: list[str]) -> tuple[str, str] | None:
     """The exception a Python traceback ends with — of a chain, the last one (the one raised); of an
     exception group, the group (``  | ExceptionGroup: many (2 sub-exceptions)``)."""
-    start = max((i for i, ln in enumerate(lines) if _py_header(ln)), default=0)
+    # the last traceback of the chain: a header inside an exception group's box (``    | Traceback …``, a
+    # sub-exception's) is none
+    start = max((i for i, ln in enumerate(lines) if _py_header(ln) and not ln.lstrip().startswith("|")), default=0)
     seg = lines[start:]
     if seg and _py_header(seg[0]) == _PY_GROUP_TRACEBACK:
         for ln in seg[1:]:
