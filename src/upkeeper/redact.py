@@ -11,7 +11,9 @@ import base64
 import binascii
 import logging
 import re
+import shlex
 import threading
+from collections.abc import Sequence
 from typing import Any
 
 MASK = "***"
@@ -72,6 +74,42 @@ _AUTH_WORDS = ("basic", "bearer", "token", "apikey", "negotiate", "ntlm", "autho
 # masked where it is a cookie — the start of the text or of a quoted field, after "; " or "Cookie: ",
 # or followed by ";" — so "tests pass=3 fail=0" stays as it is
 _COOKIE_PAIR = re.compile(r"(?<![^\s\"';:])(?P<name>[A-Za-z0-9_.\-\[\]]{1,80})=(?P<pw>\"[^\"]*\"|[^;\s\"',&]+)")
+
+
+# Redis commands whose arguments hold a password: AUTH [user] pass, HELLO v AUTH user pass, MIGRATE … AUTH pass /
+# AUTH2 user pass, CONFIG SET requirepass|masterauth|tls-*-pass value, ACL SETUSER name >pass / <pass / #hash
+_REDIS_SECRET_CONFIG = frozenset({"requirepass", "masterauth", "tls-key-file-pass", "tls-client-key-file-pass"})
+
+
+def redis_command_secrets(argv: Sequence[str]) -> list[str]:
+    """The arguments of the Redis command ``argv`` that are passwords (or password hashes)."""
+    if not argv:
+        return []
+    cmd, args = argv[0].upper(), list(argv[1:])
+    if cmd == "AUTH":
+        return args[-1:]
+    out: list[str] = []
+    if cmd in ("HELLO", "MIGRATE"):
+        for i, a in enumerate(args):
+            if a.upper() == "AUTH":
+                out += args[i + 1 + (cmd == "HELLO"):i + 2 + (cmd == "HELLO")]
+            elif a.upper() == "AUTH2" and cmd == "MIGRATE":
+                out += args[i + 2:i + 3]
+    elif cmd == "CONFIG" and args[:1] and args[0].upper() == "SET":
+        pairs = args[1:]
+        out += [pairs[i + 1] for i in range(0, len(pairs) - 1, 2) if pairs[i].lower() in _REDIS_SECRET_CONFIG]
+    elif cmd == "ACL" and args[:1] and args[0].upper() == "SETUSER":
+        out += [r for r in args[2:] if r[:1] in "><#!" and len(r) > 1]
+    return out
+
+
+def redact_redis_command(argv: Sequence[str]) -> str:
+    """``argv`` as a command line (shell-quoted) with its password arguments masked (``AUTH user ***``,
+    ``ACL SETUSER bob on >***``), and what :func:`redact` masks."""
+    hidden = set(redis_command_secrets(argv))
+    acl = bool(argv) and argv[0].upper() == "ACL"
+    return redact(" ".join((a[0] + MASK if acl and a[:1] in "><#!" else MASK) if a in hidden else shlex.quote(a)
+                           for a in argv))
 
 
 def register_secret(value: str | None) -> None:

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from upkeeper.redact import redact, sensitive_param
+from upkeeper.redact import redact, redact_redis_command, redis_command_secrets, sensitive_param
 
 
 @pytest.mark.parametrize(("text", "expected"), [
@@ -142,3 +142,30 @@ def test_a_url_cut_in_its_password_is_masked_but_a_port_is_not() -> None:
     assert redact("could not connect to postgresql://app:s3cr") == "could not connect to postgresql://app:***"
     assert redact("upstream: http://127.0.0.1:8080") == "upstream: http://127.0.0.1:8080"
     assert redact("see https://example.com:443") == "see https://example.com:443"
+
+
+@pytest.mark.parametrize(("argv", "shown"), [
+    (["AUTH", "pw-1"], "AUTH ***"),
+    (["auth", "app", "pw-1"], "auth app ***"),
+    (["HELLO", "3", "AUTH", "app", "pw-1", "SETNAME", "x"], "HELLO 3 AUTH app *** SETNAME x"),
+    (["MIGRATE", "h", "6379", "", "0", "5000", "AUTH2", "app", "pw-1", "KEYS", "k"],
+     "MIGRATE h 6379 '' 0 5000 AUTH2 app *** KEYS k"),
+    (["CONFIG", "SET", "maxmemory", "1gb", "requirepass", "pw-1"], "CONFIG SET maxmemory 1gb requirepass ***"),
+    (["ACL", "SETUSER", "bob", "on", ">pw-1", "~*", "+@all"], "ACL SETUSER bob on >*** '~*' +@all"),
+    (["EXISTS", "config:site"], "EXISTS config:site"),
+    (["CONFIG", "GET", "requirepass"], "CONFIG GET requirepass"),
+])
+def test_redis_command_passwords_are_masked(argv: list[str], shown: str) -> None:
+    assert redact_redis_command(argv) == shown
+
+
+@settings(max_examples=200, deadline=None)
+@given(password=st.text(alphabet=st.characters(blacklist_categories=("Cs",)), min_size=6, max_size=30),
+       form=st.sampled_from(["AUTH {}", "AUTH app {}", "HELLO 3 AUTH app {} SETNAME c", "CONFIG SET requirepass {}",
+                             "CONFIG SET masterauth {}", "ACL SETUSER app on >{} ~* +@all",
+                             "MIGRATE h 1 k 0 9 AUTH {}"]))
+def test_any_redis_command_password_is_masked(password: str, form: str) -> None:
+    argv = [password if w == "{}" else (w.replace("{}", password)) for w in form.split()]
+    assume(password not in " ".join(w for w in argv if password not in w))
+    assert len(redis_command_secrets(argv)) == 1
+    assert password not in redact_redis_command(argv)
