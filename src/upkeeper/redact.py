@@ -33,9 +33,11 @@ _KV_PASSWORD = re.compile(
     r"(?P<pw>'[^']*'|\"[^\"]*\"|(?!(?:\?|\$\d+)(?:[\s&,;)]|$))[^\s&,;]+)",
     re.IGNORECASE,
 )
-# SQL: CREATE/ALTER ROLE … PASSWORD 'literal' (also E'…'; a literal cut short masks the rest)
+# SQL: CREATE/ALTER ROLE … PASSWORD 'literal' (also E'…', U&'…' and dollar-quoted $$…$$ / $tag$…$tag$, all of
+# them string constants PostgreSQL takes as the password; a literal cut short masks the rest)
 _SQL_PASSWORD = re.compile(
-    r"(?P<pre>\bPASSWORD\s+)(?P<pw>(?:E'(?:[^'\\]|\\[\s\S]|'')*|'(?:[^']|'')*)(?:'|$))", re.IGNORECASE)
+    r"(?P<pre>\bPASSWORD\s+)(?P<pw>(?:E'(?:[^'\\]|\\[\s\S]|'')*\\?|(?:U&)?'(?:[^']|'')*)(?:'|$)"
+    r"|(?P<tag>\$(?:[A-Za-z_\x80-\uffff][A-Za-z0-9_\x80-\uffff]*)?\$)[\s\S]*?(?:(?P=tag)|$))", re.IGNORECASE)
 # a URL's query parameter whose name looks like a credential: ?access_token=…, &X-Amz-Signature=…
 _QUERY_PARAM = re.compile(r"(?P<pre>[?&;](?P<name>[A-Za-z0-9_.\-\[\]]{1,80})=)(?P<pw>[^&#\s\"'<>;]+)")
 # the same inside a percent-encoded URL (a redirect target: ?next=%2Freset%3Ftoken%3D…)
@@ -158,7 +160,7 @@ def redact(text: str) -> str:
         text = _DIGEST_RESPONSE.sub(lambda m: m.group("pre") + MASK, text)
     if "%3" in text:
         text = _QUERY_PARAM_ENCODED.sub(_query_param, text)
-    if "'" in text:
+    if "'" in text or "$" in text:
         text = _SQL_PASSWORD.sub(lambda m: m.group("pre") + MASK, text)
     return text
 

@@ -25,6 +25,10 @@ from upkeeper.redact import redact, redact_redis_command, redis_command_secrets,
     ("ALTER ROLE app PASSWORD 's3cr''et' VALID UNTIL 'infinity'", "ALTER ROLE app PASSWORD *** VALID UNTIL 'infinity'"),
     ("create user u with encrypted password E'x\\'y'", "create user u with encrypted password ***"),
     ("CREATE ROLE r PASSWORD 'cut sho", "CREATE ROLE r PASSWORD ***"),  # an example cut off mid-literal
+    ("CREATE ROLE r PASSWORD E'cut\\", "CREATE ROLE r PASSWORD ***"),  # … just after a backslash
+    ("ALTER ROLE r PASSWORD $$s3cr'et$$ LOGIN", "ALTER ROLE r PASSWORD *** LOGIN"),
+    ("ALTER ROLE r PASSWORD $pw$s3$cret$pw$;", "ALTER ROLE r PASSWORD ***;"),
+    ("ALTER ROLE r PASSWORD U&'s3\\0063ret'", "ALTER ROLE r PASSWORD ***"),
     ("could not connect postgresql://u:pw@h/db", "could not connect postgresql://u:***@h/db"),
     # OAuth 2.0 authorization codes (RFC 6749 4.1.2) are credentials until redeemed
     ("GET /auth/callback?code=4/0AX4XfWhQ9p1Zk2bLm&state=af0ifjsldkj HTTP/1.1",
@@ -63,6 +67,8 @@ def test_masks(text: str, expected: str) -> None:
     "select * from t where token = ? and password = $1 and secret = ?",
     'password authentication failed for user "bob"',
     "alter role upk password ?",
+    "alter role upk password $1",  # a bind parameter, no dollar quote
+    "costs $5 or $10: the password is on the $PATH",
     "/cgi-bin/luci/;stok=/locale",
     "/shipping?country_code=US&code=404&promo_code=SPRING24&zip_code=10115",  # short codes are no credential
     # prose about authentication, tokens and cookies; cookies that are no credential
@@ -169,3 +175,28 @@ def test_any_redis_command_password_is_masked(password: str, form: str) -> None:
     assume(password not in " ".join(w for w in argv if password not in w))
     assert len(redis_command_secrets(argv)) == 1
     assert password not in redact_redis_command(argv)
+
+
+@settings(max_examples=300, deadline=None)
+@given(password=st.text(alphabet=st.characters(blacklist_categories=("Cs",)), min_size=4, max_size=30),
+       form=st.sampled_from(["plain", "escape", "unicode", "dollar", "tag"]), tail=st.sampled_from(["", " LOGIN", ";"]),
+       cut=st.booleans())
+def test_any_sql_password_literal_is_masked(password: str, form: str, tail: str, cut: bool) -> None:
+    """Each string constant PostgreSQL takes after PASSWORD — '…', E'…', U&'…', $$…$$, $tag$…$tag$ — is masked,
+    also when the statement is cut inside it (a log example cut at a few hundred characters)."""
+    if form == "plain":
+        lit = "'" + password.replace("'", "''") + "'"
+    elif form == "escape":
+        lit = "E'" + password.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    elif form == "unicode":
+        lit = "U&'" + password.replace("'", "''") + "'"
+    else:
+        tag = "$pw$" if form == "tag" else "$$"
+        assume(tag not in password)
+        lit = tag + password + tag
+    text = f"ALTER ROLE app PASSWORD {lit}{tail}"
+    if cut:
+        text, tail = text[:len(text) - len(tail) - 2], ""
+    assume(password[:3] not in "ALTER ROLE app PASSWORD ")
+    out = redact(text)
+    assert out == f"ALTER ROLE app PASSWORD ***{tail}", out
