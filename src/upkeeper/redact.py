@@ -38,6 +38,11 @@ _KV_PASSWORD = re.compile(
 _SQL_PASSWORD = re.compile(
     r"(?P<pre>\bPASSWORD\s+)(?P<pw>(?:E'(?:[^'\\]|\\[\s\S]|'')*\\?|(?:U&)?'(?:[^']|'')*)(?:'|$)"
     r"|(?P<tag>\$(?:[A-Za-z_\x80-\uffff][A-Za-z0-9_\x80-\uffff]*)?\$)[\s\S]*?(?:(?P=tag)|$))", re.IGNORECASE)
+# an age identity (X25519 "AGE-SECRET-KEY-1…", a plugin's "AGE-PLUGIN-YUBIKEY-1…") pasted where a public key
+# belongs, and a PEM private key block (an SSH or TLS key pasted into a path field): the kind stays, the key goes
+_AGE_IDENTITY = re.compile(r"(?P<pre>\bAGE-(?:SECRET-KEY|PLUGIN-[A-Z0-9]+)-1)(?P<pw>[0-9A-Za-z]+)")
+_PEM_PRIVATE = re.compile(r"(?P<pre>-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----)(?P<pw>[\s\S]*?)"
+                          r"(?P<post>-----END [A-Z0-9 ]*PRIVATE KEY-----|$)")
 # a URL's query parameter whose name looks like a credential: ?access_token=…, &X-Amz-Signature=…
 _QUERY_PARAM = re.compile(r"(?P<pre>[?&;](?P<name>[A-Za-z0-9_.\-\[\]]{1,80})=)(?P<pw>[^&#\s\"'<>;]+)")
 # the same inside a percent-encoded URL (a redirect target: ?next=%2Freset%3Ftoken%3D…)
@@ -138,14 +143,18 @@ def clear_secrets() -> None:
 def redact(text: str) -> str:
     """Mask registered secrets, URL passwords, ``password=…`` pairs, the values of credential-like URL
     query parameters (``?access_token=…``, ``&sig=…``) and cookies (``sessionid=…``), HTTP credentials
-    (``Basic …``, ``Bearer …``, Digest responses, ``Authorization: …``) and SQL ``PASSWORD '…'`` literals
-    in ``text``."""
+    (``Basic …``, ``Bearer …``, Digest responses, ``Authorization: …``), SQL ``PASSWORD '…'`` literals, age
+    identities (``AGE-SECRET-KEY-1…``) and PEM private keys in ``text``."""
     if not text:
         return text
     pat = _pattern
     if pat is not None:
         text = pat.sub(MASK, text)
     text = _URL_PASSWORD.sub(lambda m: m.group("pre") + MASK + m.group("post"), text)
+    if "AGE-" in text:
+        text = _AGE_IDENTITY.sub(lambda m: m.group("pre") + MASK, text)
+    if "PRIVATE KEY-----" in text:
+        text = _PEM_PRIVATE.sub(lambda m: m.group("pre") + MASK + m.group("post"), text)
     if "://" in text:
         text = _URL_PASSWORD_CUT.sub(lambda m: m.group("pre") + MASK, text)
     low = text.lower()
