@@ -687,3 +687,18 @@ def test_smoke_checks_that_carry_a_password_never_show_it(
         shown.append(r.json()[0]["error"])
     assert shown[0].startswith("smoke check 'AUTH appuser ***' failed: "), shown
     assert shown[4].startswith("smoke check 'ACL SETUSER bob on >*** badrule' failed: "), shown
+    import sqlite3
+
+    import yaml
+
+    data = yaml.safe_load(cfg.read_text())
+    data["jobs"]["cache-verify"]["options"] = {"redis_checks": ["AUTH appuser Sm0keSecretF"]}
+    cfg.write_text(yaml.safe_dump(data))
+    r = cli(["--config", cfg, "run", "cache-verify", "--json"])
+    assert r.code == 1 and "smoke check 'AUTH appuser ***' failed" in r.output, r.output
+    con = sqlite3.connect(tmp_path / "history.db")
+    try:
+        rows = [repr(row) for t in ("runs", "findings") for row in con.execute(f"SELECT * FROM {t}")]
+    finally:
+        con.close()
+    assert rows and not [row for row in rows if "Sm0keSecret" in row], rows
