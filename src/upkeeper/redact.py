@@ -11,7 +11,9 @@ import base64
 import binascii
 import logging
 import re
+import shlex
 import threading
+from collections.abc import Sequence
 from typing import Any
 
 MASK = "***"
@@ -31,9 +33,16 @@ _KV_PASSWORD = re.compile(
     r"(?P<pw>'[^']*'|\"[^\"]*\"|(?!(?:\?|\$\d+)(?:[\s&,;)]|$))[^\s&,;]+)",
     re.IGNORECASE,
 )
-# SQL: CREATE/ALTER ROLE … PASSWORD 'literal' (also E'…'; a literal cut short masks the rest)
+# SQL: CREATE/ALTER ROLE … PASSWORD 'literal' (also E'…', U&'…' and dollar-quoted $$…$$ / $tag$…$tag$, all of
+# them string constants PostgreSQL takes as the password; a literal cut short masks the rest)
 _SQL_PASSWORD = re.compile(
-    r"(?P<pre>\bPASSWORD\s+)(?P<pw>(?:E'(?:[^'\\]|\\[\s\S]|'')*|'(?:[^']|'')*)(?:'|$))", re.IGNORECASE)
+    r"(?P<pre>\bPASSWORD\s+)(?P<pw>(?:E'(?:[^'\\]|\\[\s\S]|'')*\\?|(?:U&)?'(?:[^']|'')*)(?:'|$)"
+    r"|(?P<tag>\$(?:[A-Za-z_\x80-\uffff][A-Za-z0-9_\x80-\uffff]*)?\$)[\s\S]*?(?:(?P=tag)|$))", re.IGNORECASE)
+# an age identity (X25519 "AGE-SECRET-KEY-1…", a plugin's "AGE-PLUGIN-YUBIKEY-1…") pasted where a public key
+# belongs, and a PEM private key block (an SSH or TLS key pasted into a path field): the kind stays, the key goes
+_AGE_IDENTITY = re.compile(r"(?P<pre>\bAGE-(?:SECRET-KEY|PLUGIN-[A-Z0-9]+)-1)(?P<pw>[0-9A-Za-z]+)")
+_PEM_PRIVATE = re.compile(r"(?P<pre>-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----)(?P<pw>[\s\S]*?)"
+                          r"(?P<post>-----END [A-Z0-9 ]*PRIVATE KEY-----|$)")
 # a URL's query parameter whose name looks like a credential: ?access_token=…, &X-Amz-Signature=…
 _QUERY_PARAM = re.compile(r"(?P<pre>[?&;](?P<name>[A-Za-z0-9_.\-\[\]]{1,80})=)(?P<pw>[^&#\s\"'<>;]+)")
 # the same inside a percent-encoded URL (a redirect target: ?next=%2Freset%3Ftoken%3D…)
@@ -74,6 +83,42 @@ _AUTH_WORDS = ("basic", "bearer", "token", "apikey", "negotiate", "ntlm", "autho
 _COOKIE_PAIR = re.compile(r"(?<![^\s\"';:])(?P<name>[A-Za-z0-9_.\-\[\]]{1,80})=(?P<pw>\"[^\"]*\"|[^;\s\"',&]+)")
 
 
+# Redis commands whose arguments hold a password: AUTH [user] pass, HELLO v AUTH user pass, MIGRATE … AUTH pass /
+# AUTH2 user pass, CONFIG SET requirepass|masterauth|tls-*-pass value, ACL SETUSER name >pass / <pass / #hash
+_REDIS_SECRET_CONFIG = frozenset({"requirepass", "masterauth", "tls-key-file-pass", "tls-client-key-file-pass"})
+
+
+def redis_command_secrets(argv: Sequence[str]) -> list[str]:
+    """The arguments of the Redis command ``argv`` that are passwords (or password hashes)."""
+    if not argv:
+        return []
+    cmd, args = argv[0].upper(), list(argv[1:])
+    if cmd == "AUTH":
+        return args[-1:]
+    out: list[str] = []
+    if cmd in ("HELLO", "MIGRATE"):
+        for i, a in enumerate(args):
+            if a.upper() == "AUTH":
+                out += args[i + 1 + (cmd == "HELLO"):i + 2 + (cmd == "HELLO")]
+            elif a.upper() == "AUTH2" and cmd == "MIGRATE":
+                out += args[i + 2:i + 3]
+    elif cmd == "CONFIG" and args[:1] and args[0].upper() == "SET":
+        pairs = args[1:]
+        out += [pairs[i + 1] for i in range(0, len(pairs) - 1, 2) if pairs[i].lower() in _REDIS_SECRET_CONFIG]
+    elif cmd == "ACL" and args[:1] and args[0].upper() == "SETUSER":
+        out += [r for r in args[2:] if r[:1] in "><#!" and len(r) > 1]
+    return out
+
+
+def redact_redis_command(argv: Sequence[str]) -> str:
+    """``argv`` as a command line (shell-quoted) with its password arguments masked (``AUTH user ***``,
+    ``ACL SETUSER bob on >***``), and what :func:`redact` masks."""
+    hidden = set(redis_command_secrets(argv))
+    acl = bool(argv) and argv[0].upper() == "ACL"
+    return redact(" ".join((a[0] + MASK if acl and a[:1] in "><#!" else MASK) if a in hidden else shlex.quote(a)
+                           for a in argv))
+
+
 def register_secret(value: str | None) -> None:
     """Remember a secret so that :func:`redact` masks it wherever it appears."""
     global _pattern
@@ -98,14 +143,18 @@ def clear_secrets() -> None:
 def redact(text: str) -> str:
     """Mask registered secrets, URL passwords, ``password=…`` pairs, the values of credential-like URL
     query parameters (``?access_token=…``, ``&sig=…``) and cookies (``sessionid=…``), HTTP credentials
-    (``Basic …``, ``Bearer …``, Digest responses, ``Authorization: …``) and SQL ``PASSWORD '…'`` literals
-    in ``text``."""
+    (``Basic …``, ``Bearer …``, Digest responses, ``Authorization: …``), SQL ``PASSWORD '…'`` literals, age
+    identities (``AGE-SECRET-KEY-1…``) and PEM private keys in ``text``."""
     if not text:
         return text
     pat = _pattern
     if pat is not None:
         text = pat.sub(MASK, text)
     text = _URL_PASSWORD.sub(lambda m: m.group("pre") + MASK + m.group("post"), text)
+    if "AGE-" in text:
+        text = _AGE_IDENTITY.sub(lambda m: m.group("pre") + MASK, text)
+    if "PRIVATE KEY-----" in text:
+        text = _PEM_PRIVATE.sub(lambda m: m.group("pre") + MASK + m.group("post"), text)
     if "://" in text:
         text = _URL_PASSWORD_CUT.sub(lambda m: m.group("pre") + MASK, text)
     low = text.lower()
@@ -120,7 +169,7 @@ def redact(text: str) -> str:
         text = _DIGEST_RESPONSE.sub(lambda m: m.group("pre") + MASK, text)
     if "%3" in text:
         text = _QUERY_PARAM_ENCODED.sub(_query_param, text)
-    if "'" in text:
+    if "'" in text or "$" in text:
         text = _SQL_PASSWORD.sub(lambda m: m.group("pre") + MASK, text)
     return text
 

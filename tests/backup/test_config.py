@@ -121,3 +121,31 @@ def test_unknown_storage_names_and_verify_references_are_located_errors(cli: Any
                                              "options": {"scope": "id", "backup_id": "x", "storage": "local",
                                                          "scratch_target": "db"}}}}, name="fixed.yaml")
     assert cli(["--config", fixed, "config", "check"]).code == 0
+
+
+def test_an_age_secret_key_given_as_recipient_is_refused_without_printing_it(cli: Any, make_config: Any,
+                                                                            tmp_path: Path) -> None:
+    """Pasting the identity (AGE-SECRET-KEY-1…) where the public key belongs is a common slip: the error says so
+    and never prints the key — nor does any other message that quotes one (redact masks the shape)."""
+    import subprocess
+
+    from upkeeper.backup.crypto import load_recipients_file
+    from upkeeper.errors import BackupError
+    from upkeeper.redact import redact
+
+    subprocess.run(["age-keygen", "-o", str(tmp_path / "key.txt")], check=True, capture_output=True)
+    identity = next(ln for ln in (tmp_path / "key.txt").read_text().splitlines() if ln.startswith("AGE-SECRET-KEY-"))
+    data = identity.removeprefix("AGE-SECRET-KEY-1")
+    cfg = make_config({"backup": {"encryption": {"recipients": [identity]}}})
+    for extra in ([], ["--json"]):
+        r = cli(["--config", cfg, "config", "check", *extra])
+        assert r.code == 2 and "age secret key" in r.output and "age-keygen -y" in r.output, r.output
+        assert data[:8] not in r.output, r.output
+    (tmp_path / "recipients.txt").write_text(identity + "\n")
+    try:
+        load_recipients_file(str(tmp_path / "recipients.txt"))
+    except BackupError as exc:
+        assert "age secret key" in exc.message and data[:4] not in exc.message + str(exc.hint), exc.message
+    else:
+        raise AssertionError("a secret key was taken as a recipient")
+    assert redact(f"bad recipient {identity!r}") == "bad recipient 'AGE-SECRET-KEY-1***'"

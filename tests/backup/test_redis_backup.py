@@ -665,3 +665,40 @@ def test_a_redis_verify_job_with_sql_checks_fails_instead_of_skipping_them(
     cfg.write_text(yaml.safe_dump(data))
     run = cli(["--config", cfg, "run", "cache-verify", "--json"]).json()[0]
     assert run["status"] == "ok" and "1 smoke check(s) passed" in run["artifacts"][0]["steps"], run
+
+
+def test_smoke_checks_that_carry_a_password_never_show_it(
+        cli: Any, make_config: Any, tmp_path: Path, redis_clean: RedisServer, age_key: AgeKey) -> None:
+    """A smoke check's password (AUTH, HELLO … AUTH, CONFIG SET requirepass, ACL SETUSER >…) is masked in the
+    error of a failed check: in --json, in the run's history and in its log."""
+    cfg, bid = _backed_up(cli, make_config, tmp_path, redis_clean, age_key, keys=3)
+    shown: list[str] = []
+    for checks, secret in ((["AUTH appuser Sm0keSecretA"], "Sm0keSecretA"),  # ACL users are not in the RDB
+                           (["AUTH Sm0keSecretB"], "Sm0keSecretB"),
+                           (["HELLO 3 AUTH appuser Sm0keSecretC"], "Sm0keSecretC"),
+                           (["CONFIG SET requirepass Sm0keSecretD oops"], "Sm0keSecretD"),
+                           (["ACL SETUSER bob on >Sm0keSecretE badrule"], "Sm0keSecretE")):
+        argv = ["--config", cfg, "backups", "verify", bid, "--json"]
+        for c in checks:
+            argv += ["--redis-check", c]
+        r = cli(argv)
+        assert r.code == 1 and "smoke check" in r.output, r.output
+        assert secret not in r.output, r.output
+        shown.append(r.json()[0]["error"])
+    assert shown[0].startswith("smoke check 'AUTH appuser ***' failed: "), shown
+    assert shown[4].startswith("smoke check 'ACL SETUSER bob on >*** badrule' failed: "), shown
+    import sqlite3
+
+    import yaml
+
+    data = yaml.safe_load(cfg.read_text())
+    data["jobs"]["cache-verify"]["options"] = {"redis_checks": ["AUTH appuser Sm0keSecretF"]}
+    cfg.write_text(yaml.safe_dump(data))
+    r = cli(["--config", cfg, "run", "cache-verify", "--json"])
+    assert r.code == 1 and "smoke check 'AUTH appuser ***' failed" in r.output, r.output
+    con = sqlite3.connect(tmp_path / "history.db")
+    try:
+        rows = [repr(row) for t in ("runs", "findings") for row in con.execute(f"SELECT * FROM {t}")]
+    finally:
+        con.close()
+    assert rows and not [row for row in rows if "Sm0keSecret" in row], rows

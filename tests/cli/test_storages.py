@@ -54,3 +54,19 @@ def test_unknown_storage_name_is_a_usage_error(cli: Any, make_config: Any, tmp_p
     cfg = make_config({"storages": {"disk": {"kind": "local", "path": str(tmp_path)}}})
     res = cli(["--config", cfg, "storages", "check", "nope"])
     assert res.code == 2 and "unknown storage 'nope'" in res.err and "disk" in res.err
+
+
+def test_a_private_key_pasted_as_key_file_is_not_printed(cli: Any, make_config: Any, tmp_path: Path) -> None:
+    """key_file holds a path; a private key pasted there instead (YAML block scalar) is named in the error — its
+    body masked, in the text and in --json."""
+    import subprocess
+
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "k")], check=True)
+    pem = (tmp_path / "k").read_text()
+    body = pem.splitlines()[1]
+    cfg = make_config({"storages": {"nas": {"kind": "sftp", "host": "127.0.0.1", "port": 1, "user": "u",
+                                            "path": "/srv/backups", "key_file": pem}}})
+    for extra in ([], ["--json"]):
+        res = cli(["--config", cfg, "storages", "check", *extra])
+        assert res.code == 1 and "key_file -----BEGIN OPENSSH PRIVATE KEY-----***" in res.output, res.output
+        assert body[:16] not in res.output, res.output

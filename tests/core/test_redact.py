@@ -10,7 +10,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from upkeeper.redact import redact, sensitive_param
+from upkeeper.redact import redact, redact_redis_command, redis_command_secrets, sensitive_param
 
 
 @pytest.mark.parametrize(("text", "expected"), [
@@ -25,6 +25,15 @@ from upkeeper.redact import redact, sensitive_param
     ("ALTER ROLE app PASSWORD 's3cr''et' VALID UNTIL 'infinity'", "ALTER ROLE app PASSWORD *** VALID UNTIL 'infinity'"),
     ("create user u with encrypted password E'x\\'y'", "create user u with encrypted password ***"),
     ("CREATE ROLE r PASSWORD 'cut sho", "CREATE ROLE r PASSWORD ***"),  # an example cut off mid-literal
+    ("CREATE ROLE r PASSWORD E'cut\\", "CREATE ROLE r PASSWORD ***"),  # … just after a backslash
+    ("recipient 'AGE-SECRET-KEY-1QQQQQ7XQZG4AH5W8SP7VRTM2XQVH6ZK' is not", "recipient 'AGE-SECRET-KEY-1***' is not"),
+    ("AGE-PLUGIN-YUBIKEY-1QQQQQ7XQZG4AH5W8SP7VRT", "AGE-PLUGIN-YUBIKEY-1***"),
+    ("key_file -----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXk\nQAAAAtzc2g\n-----END OPENSSH PRIVATE KEY-----\n x",
+     "key_file -----BEGIN OPENSSH PRIVATE KEY-----***-----END OPENSSH PRIVATE KEY-----\n x"),
+    ("-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA", "-----BEGIN RSA PRIVATE KEY-----***"),  # cut short
+    ("ALTER ROLE r PASSWORD $$s3cr'et$$ LOGIN", "ALTER ROLE r PASSWORD *** LOGIN"),
+    ("ALTER ROLE r PASSWORD $pw$s3$cret$pw$;", "ALTER ROLE r PASSWORD ***;"),
+    ("ALTER ROLE r PASSWORD U&'s3\\0063ret'", "ALTER ROLE r PASSWORD ***"),
     ("could not connect postgresql://u:pw@h/db", "could not connect postgresql://u:***@h/db"),
     # OAuth 2.0 authorization codes (RFC 6749 4.1.2) are credentials until redeemed
     ("GET /auth/callback?code=4/0AX4XfWhQ9p1Zk2bLm&state=af0ifjsldkj HTTP/1.1",
@@ -63,6 +72,10 @@ def test_masks(text: str, expected: str) -> None:
     "select * from t where token = ? and password = $1 and secret = ?",
     'password authentication failed for user "bob"',
     "alter role upk password ?",
+    "alter role upk password $1",  # a bind parameter, no dollar quote
+    "-----BEGIN PUBLIC KEY-----\nMFkwEwYHKoZIzj0CAQ\n-----END PUBLIC KEY-----",
+    "recipient age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p (AGE-SECRET-KEY-1… is the identity)",
+    "costs $5 or $10: the password is on the $PATH",
     "/cgi-bin/luci/;stok=/locale",
     "/shipping?country_code=US&code=404&promo_code=SPRING24&zip_code=10115",  # short codes are no credential
     # prose about authentication, tokens and cookies; cookies that are no credential
@@ -142,3 +155,55 @@ def test_a_url_cut_in_its_password_is_masked_but_a_port_is_not() -> None:
     assert redact("could not connect to postgresql://app:s3cr") == "could not connect to postgresql://app:***"
     assert redact("upstream: http://127.0.0.1:8080") == "upstream: http://127.0.0.1:8080"
     assert redact("see https://example.com:443") == "see https://example.com:443"
+
+
+@pytest.mark.parametrize(("argv", "shown"), [
+    (["AUTH", "pw-1"], "AUTH ***"),
+    (["auth", "app", "pw-1"], "auth app ***"),
+    (["HELLO", "3", "AUTH", "app", "pw-1", "SETNAME", "x"], "HELLO 3 AUTH app *** SETNAME x"),
+    (["MIGRATE", "h", "6379", "", "0", "5000", "AUTH2", "app", "pw-1", "KEYS", "k"],
+     "MIGRATE h 6379 '' 0 5000 AUTH2 app *** KEYS k"),
+    (["CONFIG", "SET", "maxmemory", "1gb", "requirepass", "pw-1"], "CONFIG SET maxmemory 1gb requirepass ***"),
+    (["ACL", "SETUSER", "bob", "on", ">pw-1", "~*", "+@all"], "ACL SETUSER bob on >*** '~*' +@all"),
+    (["EXISTS", "config:site"], "EXISTS config:site"),
+    (["CONFIG", "GET", "requirepass"], "CONFIG GET requirepass"),
+])
+def test_redis_command_passwords_are_masked(argv: list[str], shown: str) -> None:
+    assert redact_redis_command(argv) == shown
+
+
+@settings(max_examples=200, deadline=None)
+@given(password=st.text(alphabet=st.characters(blacklist_categories=("Cs",)), min_size=6, max_size=30),
+       form=st.sampled_from(["AUTH {}", "AUTH app {}", "HELLO 3 AUTH app {} SETNAME c", "CONFIG SET requirepass {}",
+                             "CONFIG SET masterauth {}", "ACL SETUSER app on >{} ~* +@all",
+                             "MIGRATE h 1 k 0 9 AUTH {}"]))
+def test_any_redis_command_password_is_masked(password: str, form: str) -> None:
+    argv = [password if w == "{}" else (w.replace("{}", password)) for w in form.split()]
+    assume(password not in " ".join(w for w in argv if password not in w))
+    assert len(redis_command_secrets(argv)) == 1
+    assert password not in redact_redis_command(argv)
+
+
+@settings(max_examples=300, deadline=None)
+@given(password=st.text(alphabet=st.characters(blacklist_categories=("Cs",)), min_size=4, max_size=30),
+       form=st.sampled_from(["plain", "escape", "unicode", "dollar", "tag"]), tail=st.sampled_from(["", " LOGIN", ";"]),
+       cut=st.booleans())
+def test_any_sql_password_literal_is_masked(password: str, form: str, tail: str, cut: bool) -> None:
+    """Each string constant PostgreSQL takes after PASSWORD — '…', E'…', U&'…', $$…$$, $tag$…$tag$ — is masked,
+    also when the statement is cut inside it (a log example cut at a few hundred characters)."""
+    if form == "plain":
+        lit = "'" + password.replace("'", "''") + "'"
+    elif form == "escape":
+        lit = "E'" + password.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    elif form == "unicode":
+        lit = "U&'" + password.replace("'", "''") + "'"
+    else:
+        tag = "$pw$" if form == "tag" else "$$"
+        assume(tag not in password and not password.endswith("$"))  # (else the literal ends earlier)
+        lit = tag + password + tag
+    text = f"ALTER ROLE app PASSWORD {lit}{tail}"
+    if cut:
+        text, tail = text[:len(text) - len(tail) - 2], ""
+    assume(password[:3] not in "ALTER ROLE app PASSWORD ")
+    out = redact(text)
+    assert out == f"ALTER ROLE app PASSWORD ***{tail}", out

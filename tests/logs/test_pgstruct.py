@@ -275,3 +275,31 @@ def test_bytes_of_another_encoding_are_kept() -> None:
         rep = report(fmt, [line.encode("utf-8", "surrogateescape")])
         assert rep["unparsed"] == 0 and rep["statements"]["count"] == 1, fmt
         assert rep["slowest_total"][0]["example"] == "SELECT 'caf\ufffd' AS x", fmt
+
+
+_pw = st.text(alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7e, blacklist_characters="'$\\"),
+              min_size=3, max_size=20)
+
+
+@settings(max_examples=150, deadline=None)
+@given(pw=_pw, form=st.sampled_from(["'{}'", "E'{}'", "U&'{}'", "$${}$$", "$pw${}$pw$"]),
+       place=st.sampled_from(["duration", "error", "detail", "context"]), fmt=st.sampled_from(["csvlog", "jsonlog"]),
+       cut=st.booleans())
+def test_fuzz_a_password_in_a_record_never_reaches_the_report(pw: str, form: str, place: str, fmt: str,
+                                                              cut: bool) -> None:
+    """A role's password, in whichever string-constant form, wherever the record holds the statement (a
+    duration line, an error's STATEMENT, DETAIL or CONTEXT) or in a damaged record kept as a sample, is not in
+    the report (redact_obj: what the task and the CLI apply to it)."""
+    from upkeeper.redact import redact_obj
+
+    pw = "Zq#" + pw  # (no text of the record holds "Zq#")
+    stmt = f"ALTER ROLE app PASSWORD {form.format(pw)} VALID UNTIL 'infinity'"
+    rec = {"duration": Rec("LOG", f"duration: 1.5 ms  statement: {stmt}"),
+           "error": Rec("ERROR", "role \"app\" does not exist", "42704", statement=stmt),
+           "detail": Rec("ERROR", "x", "XX000", detail=stmt),
+           "context": Rec("ERROR", "x", "XX000", context=f"SQL statement \"{stmt}\"")}[place]
+    line = csv_line(rec) if fmt == "csvlog" else json_line(rec)
+    if cut:  # the record cut short inside the literal: unparsed, kept as a sample
+        line = line[:line.index("Zq#") + 4]
+    rep = redact_obj(report(fmt, [line.encode()]))
+    assert "Zq#" not in json.dumps(rep), rep

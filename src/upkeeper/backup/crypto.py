@@ -71,6 +71,10 @@ def load_recipients_file(path: str) -> list[str]:
         line = line.strip()
         if not line or line.startswith("#"):
             continue
+        if line.upper().startswith("AGE-SECRET-KEY-"):
+            raise BackupError(f"{path}:{n}: an age secret key (AGE-SECRET-KEY-1…), not a public key",
+                              "Try: replace it with its public key, as 'age-keygen -y KEYFILE' prints it, and keep "
+                              "the secret key off the backup host")
         if not AGE_RECIPIENT.match(line):
             raise BackupError(f"{path}:{n}: {line[:20]!r}… is not an age X25519 public key",
                               "Try: one 'age1…' key per line, as 'age-keygen -y' prints it")

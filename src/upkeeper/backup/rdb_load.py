@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from upkeeper import lazy
 from upkeeper.core import proc
 from upkeeper.errors import BackupError, SetupError
+from upkeeper.redact import redact, redact_redis_command, redis_command_secrets, register_secret
 
 if TYPE_CHECKING:
     import redis
@@ -189,17 +190,24 @@ def compare_keys(loaded: Loaded, expected: dict[str, int], total: int | None) ->
 
 def smoke(client: Any, checks: Sequence[str]) -> None:
     """Each check is a Redis command line ("EXISTS config:site", "SELECT 3"), run in order on one connection
-    to the restored data; its reply must be true: a non-zero number, a non-empty string or list, OK."""
+    to the restored data; its reply must be true: a non-zero number, a non-empty string or list, OK.  A check's
+    password (``AUTH user pass``, ``CONFIG SET requirepass …``) is registered as a secret and never shown."""
     for check in checks:
         try:
             argv = shlex.split(check)
         except ValueError as exc:
-            raise BackupError(f"smoke check {check!r} cannot be parsed: {exc}") from None
+            words = check.split()
+            for secret in redis_command_secrets(words):
+                register_secret(secret)
+            raise BackupError(f"smoke check {redact_redis_command(words)!r} cannot be parsed: {exc}") from None
         if not argv:
             continue
+        for secret in redis_command_secrets(argv):
+            register_secret(secret)
+        shown = redact_redis_command(argv)
         try:
             reply = client.execute_command(*argv)
-        except redis.exceptions.ResponseError as exc:
-            raise BackupError(f"smoke check {check!r} failed: {exc}") from None
+        except redis.exceptions.RedisError as exc:  # also AUTH's AuthenticationError, a server gone (SHUTDOWN)
+            raise BackupError(f"smoke check {shown!r} failed: {redact(str(exc) or type(exc).__name__)}") from None
         if not reply or reply in (b"0", "0"):
-            raise BackupError(f"smoke check {check!r} returned {reply!r}, expected a true reply")
+            raise BackupError(f"smoke check {shown!r} returned {reply!r}, expected a true reply")

@@ -162,6 +162,10 @@ class EncryptionSettings(FileSecrets):
     @classmethod
     def _valid_recipients(cls, v: list[str]) -> list[str]:
         for r in v:
+            if r.strip().upper().startswith("AGE-SECRET-KEY-"):
+                raise ValueError("an age secret key (AGE-SECRET-KEY-1…) is given where its public key belongs: "
+                                 "put its public key here ('age-keygen -y KEYFILE' prints it), and keep the secret "
+                                 "key out of the config (identity_file, on the hosts that restore)")
             if not AGE_RECIPIENT.match(r.strip()):
                 raise ValueError(f"{r!r} is not an age X25519 public key (age1… , 62 characters); "
                                  "create one with 'age-keygen'")
