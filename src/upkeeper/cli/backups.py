@@ -9,7 +9,8 @@ import signal
 import stat
 import sys
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -47,8 +48,9 @@ from upkeeper.config.backup import REDIS_RETENTION, RetentionPolicy
 from upkeeper.config.loader import find_config, load_config
 from upkeeper.config.models import Config
 from upkeeper.config.targets import PostgresTarget
-from upkeeper.core.history import History, history_url
+from upkeeper.core.history import History, history_url, process_identity
 from upkeeper.core.jobs import Setup
+from upkeeper.core.runner import LOCK_TTL, LockKeeper
 from upkeeper.errors import BackupError, SetupError, TaskError, UpkeeperError, UsageError
 from upkeeper.fmt import human_bytes, human_duration, local_time
 from upkeeper.storage import Storage
@@ -770,6 +772,44 @@ def _take_ownership_of(path: Path, like: Path | None) -> None:
     os.chown(path, owner.st_uid, owner.st_gid)
 
 
+LOCK_POLL = 1.0  # seconds between attempts to take a backup lock held by another upkeeper
+
+
+def backup_lock(backup_id: str, storage: str) -> str:
+    """The lock of one backup on one storage: a copy to that storage, and a rekey on every storage, hold it, so
+    two commands never write (or clean up) the same set at once — a failing copy's cleanup must never remove
+    what a concurrent copy completed, while the catalog names the storage."""
+    return f"backup:{backup_id}@{storage}"
+
+
+@contextlib.contextmanager
+def _backup_locks(names: list[str], purpose: str, waiting: Callable[[str], None]) -> Iterator[None]:
+    """Hold ``names`` (history locks, as the runner's job and target locks: taken over when their holder died)
+    for the block, waiting while another process holds one (``waiting`` says who)."""
+    history = _env.history()
+    owner = process_identity()
+    node = owner.rsplit(":", 2)[0]
+    keeper = LockKeeper(history, owner)
+    taken: list[str] = []
+    try:
+        for name in sorted(set(names)):  # one order everywhere: two commands never wait on each other
+            while not history.acquire_lock(name, owner, node, LOCK_TTL, purpose=purpose):
+                holder = history.lock_holder(name)
+                waiting(f"waiting for {holder.purpose or 'another upkeeper'} (pid {holder.owner.split(':')[-2]} "
+                        f"on {holder.node})" if holder is not None else "waiting for another upkeeper")
+                time.sleep(LOCK_POLL)
+            taken.append(name)
+            keeper.hold()
+        yield
+    finally:
+        keeper.stop()
+        for name in taken:
+            try:
+                history.release_lock(name, owner)
+            except Exception as exc:  # its lease runs out, and a dead owner's lock is taken over anyway
+                err_console.print(f"could not release lock {escape(name)}: {escape(str(exc))}", highlight=False)
+
+
 @backups_app.command("copy")
 def copy_cmd(
     backup_ids: list[str] = typer.Argument(None, help="backup ids (unique prefixes are enough); or --target / --all",
@@ -810,10 +850,12 @@ def copy_cmd(
                     def progress(msg: str, st: Any = st, bid: str = r.id) -> None:
                         st.update(f"{bid} → {to}: {msg}")
 
-                    rep = copy_set([by_name[n] for n in sources[r.id]], by_name[to], r.target, r.database, r.id,
-                                   recorded_sha256=r.manifest_sha256,
-                                   allow_unencrypted_remote=config.backup.unencrypted_explicit, dry_run=dry_run,
-                                   progress=progress)
+                    with _backup_locks([] if dry_run else [backup_lock(r.id, to)],
+                                       f"backups copy {r.id} --to {to}", progress):
+                        rep = copy_set([by_name[n] for n in sources[r.id]], by_name[to], r.target, r.database,
+                                       r.id, recorded_sha256=r.manifest_sha256,
+                                       allow_unencrypted_remote=config.backup.unencrypted_explicit,
+                                       dry_run=dry_run, progress=progress)
                 if rep.action in (COPIED, PRESENT, REPAIRED):
                     catalog.add_storage(r.id, to)
                 reports.append(rep)
