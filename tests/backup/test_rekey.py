@@ -245,3 +245,25 @@ def test_an_unencrypted_backup_is_encrypted_and_rekey_never_decrypts(cli: Any, m
     assert _opens_with(cfg, "local1", new, key)
     r = cli(["--config", cfg, "backups", "verify", new])
     assert r.code == 0, r.output
+
+
+def test_a_rekeyed_postgres_backup_restores_with_the_new_key_and_its_row_counts(
+        cli: Any, app_db: tuple[str, dict[str, int]], backup_config: Any, make_config: Any, tmp_path: Path,
+        age_key: AgeKey) -> None:
+    import yaml
+
+    db, _counts = app_db
+    cfg = backup_config(db, storages=2)
+    r = cli(["--config", cfg, "run", "db-backup", "--json"])
+    assert r.code == 0, r.output
+    old = str(r.json()[0]["artifacts"][0]["id"])
+    key = _new_key(tmp_path, "new")
+    data = yaml.safe_load(cfg.read_text())
+    data["backup"]["encryption"] = _keys(key)  # the new key only: the old one is gone from this host
+    cfg = make_config(data, "rotated.yaml")
+    r = cli(["--config", cfg, "backups", "rekey", old, "--identity", str(age_key.identity), "--json"])
+    assert r.code == 0 and r.json()[0]["action"] == "rekeyed", r.output
+    new = r.json()[0]["new_id"]
+    r = cli(["--config", cfg, "backups", "verify", new, "--json"])  # a real restore, row counts compared
+    assert r.code == 0 and r.json()[0]["ok"], r.output
+    assert [x["id"] for x in cli(["--config", cfg, "backups", "list", "--json"]).json()] == [new]
