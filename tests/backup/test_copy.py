@@ -450,3 +450,44 @@ def test_prune_removes_a_killed_copy_from_the_destination_only(cli: Any, make_co
     assert len(list((tmp_path / "store1").rglob("manifest.json"))) == 1  # … the backup stays where it is whole
     assert [(x["id"], x["storages"]) for x in cli(["--config", cfg, "backups", "list", "--json"]).json()] == \
         [(bid, ["local1"])]
+
+
+def _copy_process(cfg: Path, mark: Path, pause: str) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "UPKEEPER_FAULT_PAUSE": pause, "UPKEEPER_FAULT_MARK": str(mark),
+           "PYTHONPATH": os.pathsep.join(sys.path)}
+    return subprocess.Popen([sys.executable, "-m", "upkeeper", "--config", str(cfg), "backups", "copy", "--all",
+                             "--to", "offsite"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+                            start_new_session=True)
+
+
+def test_two_copies_at_once_one_stopped_never_undoes_the_other(cli: Any, make_config: Any, tmp_path: Path,
+                                                                age_key: AgeKey) -> None:
+    """cron and a person copy the same backup to the same storage at once, and one of them is stopped: its
+    cleanup must not remove what the other wrote (the other then either failed, or — worse — wrote its manifest
+    over a set emptied under it while the catalog names the storage).  The second waits for the first."""
+    root = tmp_path / "dest"
+    root.mkdir()
+    cfg = _config(make_config, tmp_path, age_key, Dest("local", {"kind": "local", "path": str(root), "fsync": False},
+                                                        lambda: _files_under(root)))
+    bid = _backup(cli, cfg)
+    first_mark, second_mark = tmp_path / "first-at-manifest", tmp_path / "second-at-manifest"
+    first = _copy_process(cfg, first_mark, "before-manifest:6")  # every object written, the manifest next
+    second: subprocess.Popen[bytes] | None = None
+    try:
+        _wait_for(first_mark.exists, "the first copy to write its objects")
+        second = _copy_process(cfg, second_mark, "before-manifest:60")
+        time.sleep(3)  # time to reach its manifest too, had it not waited for the first
+        os.killpg(second.pid, signal.SIGTERM)  # stopped: it cleans up what it thinks it wrote
+        second.communicate(timeout=60)
+        assert second.returncode != 0
+        out, err = first.communicate(timeout=60)
+        assert first.returncode == 0, (out + err).decode()
+        assert not second_mark.exists()  # it waited for the first, and never started copying
+    finally:
+        for p in (first, second):
+            if p is not None and p.poll() is None:
+                p.kill()
+    assert _files_under(root) == _files_under(tmp_path / "store1")  # the whole set, nothing else
+    assert _row(cli, cfg, bid)["storages"] == ["local1", "offsite"]
+    r = cli(["--config", cfg, "backups", "verify", bid, "--storage", "offsite", "--no-restore"])
+    assert r.code == 0, r.output

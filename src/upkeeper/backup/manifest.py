@@ -64,6 +64,8 @@ class Manifest:
     encryption: dict[str, Any] = field(default_factory=lambda: {"method": "none"})
     details: dict[str, Any] = field(default_factory=dict)  # kind-specific: versions, row counts, files …
     tool_version: str = __version__
+    #: the id of the set this one re-encrypts (``backups rekey``): the same data, encrypted to other keys
+    rekeyed_from: str | None = None
     #: SHA-256 of the manifest.json bytes this manifest was read from or written as (not part of the manifest
     #: itself: the catalog records it, and verification compares it)
     sha256: str | None = field(default=None, compare=False, repr=False)
@@ -103,6 +105,7 @@ class Manifest:
             "encryption": self.encryption,
             "objects": [o.to_dict() for o in self.objects],
             **{self.kind: self.details},
+            **({"rekeyed_from": self.rekeyed_from} if self.rekeyed_from else {}),
         }
 
     def to_json(self) -> bytes:
@@ -148,6 +151,7 @@ class Manifest:
                 objects=[ObjectRecord.from_dict(o) for o in d["objects"]],
                 job=d.get("job"), node=d.get("node"), encryption=dict(d.get("encryption") or {"method": "none"}),
                 details=dict(d.get(kind) or {}), tool_version=str(d.get("tool_version", "")),
+                rekeyed_from=str(d["rekeyed_from"]) if d.get("rekeyed_from") else None,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise BackupError(f"malformed manifest: {exc}") from None

@@ -53,6 +53,8 @@ class SetIndex:
     #: an object), by id: where, and what is wrong (reported in ``errors``).  Not a copy: never counted as
     #: complete there; deleted with the set when retention deletes it, else left for you to look at
     damaged: dict[str, list[tuple[Storage, str]]] = field(default_factory=dict)
+    #: complete sets that re-encrypt another (``backups rekey``): their id -> the id of the set they replace
+    rekeyed_from: dict[str, str] = field(default_factory=dict)
 
 
 def index_sets(storages: Sequence[Storage], target: str | None = None, database: str | None = None,
@@ -90,6 +92,8 @@ def index_sets(storages: Sequence[Storage], target: str | None = None, database:
                     idx.damaged.setdefault(st.id, []).append((storage, problem))
                     continue
                 kind, t, where = idx.complete.get(st.id, (m.kind, m.started_at, []))
+                if m.rekeyed_from:
+                    idx.rekeyed_from[st.id] = m.rekeyed_from
                 idx.complete[st.id] = (kind, t, [*where, storage])
             else:
                 active, where2 = idx.incomplete.get(st.id, (st.last_activity, []))
@@ -147,7 +151,11 @@ def prune_series(
         index = index_sets(storages, target, database, report.errors)
     idx = index.get((target, database), SetIndex())
     sets = {i: v for i, v in idx.complete.items() if v[0] == kind}
-    items = [Item(i, t) for i, (_k, t, _w) in sets.items()]
+    # A set being re-encrypted ('backups rekey') and its complete re-encryption hold the same data at the same
+    # time: the policy sees the new one only, so it never deletes that in favour of the old one (which rekey then
+    # deletes), and the old one stays until rekey — or rekey run again after a crash — removes it.
+    replaced = {old: new for new, old in idx.rekeyed_from.items() if new in sets and old in sets}
+    items = [Item(i, t) for i, (_k, t, _w) in sets.items() if i not in replaced]
     decisions = apply_policy(items, policy, default_tz, now)
     # Never delete the newest verified backup either: a string of failed verifications must not cost
     # the last copy known to restore.
@@ -162,13 +170,17 @@ def prune_series(
     # Nor a storage's newest copy: the policy decides on what all the storages hold together, and a storage
     # that missed the newest backups (an upload that failed there, a copy lost) must not be emptied by it.
     newest_on: dict[str, str] = {}
-    for bid, (_k, _t, where) in sorted(sets.items(), key=lambda kv: (kv[1][1], kv[0])):  # oldest first
+    for bid, (_k, _t, where) in sorted(((i, v) for i, v in sets.items() if i not in replaced),
+                                       key=lambda kv: (kv[1][1], kv[0])):  # oldest first
         for storage in where:
             newest_on[storage.name] = bid
     for d in decisions:
         if not d.keep and d.item.id in newest_on.values():
             d.keep = True
             d.reasons.append("newest on " + ", ".join(sorted(n for n, b in newest_on.items() if b == d.item.id)))
+    for old, new in sorted(replaced.items()):
+        decisions.append(Decision(Item(old, sets[old][1]), True,
+                                  [f"being re-encrypted as {new} ('upkeeper backups rekey {old}' finishes it)"]))
     report.decisions = decisions
     for d in decisions:
         if d.keep:

@@ -1,4 +1,4 @@
-"""``upkeeper backups list|show|verify|restore|copy|prune|sync``: the backup catalog and what to do with it."""
+"""``upkeeper backups list|show|verify|restore|copy|rekey|prune|sync``: the backup catalog and what to do with it."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import signal
 import stat
 import sys
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,10 +23,12 @@ from upkeeper import lazy
 from upkeeper.backup import pg
 from upkeeper.backup.catalog import STATUSES, BackupRow, Catalog
 from upkeeper.backup.copy import COPIED, FAILED, PRESENT, REPAIRED, CopyReport, copy_set
+from upkeeper.backup.crypto import age_binary, encryption_from
 from upkeeper.backup.manifest import Manifest, safe_component
 from upkeeper.backup.pipeline import fault_pause
 from upkeeper.backup.prune import SeriesReport, clean_leftovers, index_sets, prune_series
 from upkeeper.backup.rdb import check_rdb
+from upkeeper.backup.rekey import CURRENT, FINISHED, REKEYED, OldKey, RekeyReport, rekey_set, rekeyed_id
 from upkeeper.backup.restore import (
     INCOMPLETE,
     Fetcher,
@@ -47,8 +50,9 @@ from upkeeper.config.backup import REDIS_RETENTION, RetentionPolicy
 from upkeeper.config.loader import find_config, load_config
 from upkeeper.config.models import Config
 from upkeeper.config.targets import PostgresTarget
-from upkeeper.core.history import History, history_url
+from upkeeper.core.history import History, history_url, process_identity
 from upkeeper.core.jobs import Setup
+from upkeeper.core.runner import LOCK_TTL, LockKeeper
 from upkeeper.errors import BackupError, SetupError, TaskError, UpkeeperError, UsageError
 from upkeeper.fmt import human_bytes, human_duration, local_time
 from upkeeper.storage import Storage
@@ -58,7 +62,7 @@ if TYPE_CHECKING:
 else:
     psycopg = lazy.module("psycopg")
 
-backups_app = typer.Typer(help="Backups: list, show, verify, restore, copy, prune, sync (the catalog).",
+backups_app = typer.Typer(help="Backups: list, show, verify, restore, copy, rekey, prune, sync (the catalog).",
                           no_args_is_help=True)
 app.add_typer(backups_app, name="backups")
 
@@ -818,6 +822,44 @@ def _take_ownership_of(path: Path, like: Path | None) -> None:
     os.chown(path, owner.st_uid, owner.st_gid)
 
 
+LOCK_POLL = 1.0  # seconds between attempts to take a backup lock held by another upkeeper
+
+
+def backup_lock(backup_id: str, storage: str) -> str:
+    """The lock of one backup on one storage: a copy to that storage, and a rekey on every storage, hold it, so
+    two commands never write (or clean up) the same set at once — a failing copy's cleanup must never remove
+    what a concurrent copy completed, while the catalog names the storage."""
+    return f"backup:{backup_id}@{storage}"
+
+
+@contextlib.contextmanager
+def _backup_locks(names: list[str], purpose: str, waiting: Callable[[str], None]) -> Iterator[None]:
+    """Hold ``names`` (history locks, as the runner's job and target locks: taken over when their holder died)
+    for the block, waiting while another process holds one (``waiting`` says who)."""
+    history = _env.history()
+    owner = process_identity()
+    node = owner.rsplit(":", 2)[0]
+    keeper = LockKeeper(history, owner)
+    taken: list[str] = []
+    try:
+        for name in sorted(set(names)):  # one order everywhere: two commands never wait on each other
+            while not history.acquire_lock(name, owner, node, LOCK_TTL, purpose=purpose):
+                holder = history.lock_holder(name)
+                waiting(f"waiting for {holder.purpose or 'another upkeeper'} (pid {holder.owner.split(':')[-2]} "
+                        f"on {holder.node})" if holder is not None else "waiting for another upkeeper")
+                time.sleep(LOCK_POLL)
+            taken.append(name)
+            keeper.hold()
+        yield
+    finally:
+        keeper.stop()
+        for name in taken:
+            try:
+                history.release_lock(name, owner)
+            except Exception as exc:  # its lease runs out, and a dead owner's lock is taken over anyway
+                err_console.print(f"could not release lock {escape(name)}: {escape(str(exc))}", highlight=False)
+
+
 @backups_app.command("copy")
 def copy_cmd(
     backup_ids: list[str] = typer.Argument(None, help="backup ids (unique prefixes are enough); or --target / --all",
@@ -858,10 +900,12 @@ def copy_cmd(
                     def progress(msg: str, st: Any = st, bid: str = r.id) -> None:
                         st.update(f"{bid} → {to}: {msg}")
 
-                    rep = copy_set([by_name[n] for n in sources[r.id]], by_name[to], r.target, r.database, r.id,
-                                   recorded_sha256=r.manifest_sha256,
-                                   allow_unencrypted_remote=config.backup.unencrypted_explicit, dry_run=dry_run,
-                                   progress=progress)
+                    with _backup_locks([] if dry_run else [backup_lock(r.id, to)],
+                                       f"backups copy {r.id} --to {to}", progress):
+                        rep = copy_set([by_name[n] for n in sources[r.id]], by_name[to], r.target, r.database,
+                                       r.id, recorded_sha256=r.manifest_sha256,
+                                       allow_unencrypted_remote=config.backup.unencrypted_explicit,
+                                       dry_run=dry_run, progress=progress)
                 if rep.action in (COPIED, PRESENT, REPAIRED):
                     catalog.add_storage(r.id, to)
                 reports.append(rep)
@@ -939,6 +983,130 @@ def _print_copy(rep: CopyReport) -> None:
     for note in rep.notes:
         console.print(f"  {escape(note)}", highlight=False)
     if rep.action == FAILED and rep.hint:
+        err_console.print(f"  {escape(rep.hint)}", highlight=False)
+
+
+@backups_app.command("rekey")
+def rekey_cmd(
+    backup_ids: list[str] = typer.Argument(None, help="backup ids (unique prefixes are enough); or --target / --all",
+                                           show_default=False),
+    target: str | None = typer.Option(None, "--target", "-t", help="every backup of this target"),
+    all_: bool = typer.Option(False, "--all", help="every backup in the catalog"),
+    identity: list[str] = typer.Option([], "--identity", "-i", help="age identity (private key) file the backups "
+                                       "were encrypted for (repeatable; default: backup -> encryption -> "
+                                       "identity_file)"),
+    passphrase_file: str | None = typer.Option(None, "--passphrase-file", help="file holding the passphrase "
+                                               "passphrase-encrypted backups were made with"),
+    dry_run: bool = typer.Option(False, "--dry-run", "-n", help="only say what would be re-encrypted (reads "
+                                 "manifests, writes nothing)"),
+    as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+) -> None:
+    """Re-encrypt backups to the recipients (or passphrase) configured now, so that an old key can be destroyed.
+
+    Each object streams through age --decrypt (the old key) into age --encrypt (the new one) and to every storage
+    holding the backup, SHA-256 checked against the manifest on the way; nothing is decompressed and no
+    plaintext touches the disk.  The result is a new backup id (same time); the old backup is deleted only once
+    the new one is complete and recorded, so a crash leaves one of them complete, and running rekey again
+    finishes the job.  Exit code 1 when any backup failed."""
+    config = _env.config()
+    catalog = _catalog()
+    rows = _rekey_selection(config, catalog, backup_ids or [], target, all_)
+    try:
+        new = encryption_from(config.backup)
+    except UpkeeperError as exc:
+        raise UsageError(exc.message, exc.hint) from None
+    if new is None:
+        raise UsageError("backup -> encryption is not configured: rekey encrypts backups to its recipients (or "
+                         "passphrase) and never stores them decrypted",
+                         "Try: set backup -> encryption -> recipients to the new age public key(s)")
+    old_key = _old_key(config, identity, passphrase_file)
+    age = age_binary()
+    storages = _open(config)
+    reports: list[RekeyReport] = []
+    try:
+        with _sigterm_unwinds():  # a stopped rekey removes the partial new set, as after Ctrl-C
+            for r in rows:
+                with console.status(f"{'checking' if dry_run else 're-encrypting'} {r.id}…") as st:
+
+                    def progress(msg: str, st: Any = st, bid: str = r.id) -> None:
+                        st.update(f"{bid}: {msg}")
+
+                    locks = [] if dry_run else [backup_lock(i, n) for i in (r.id, rekeyed_id(r.id, new))
+                                                for n in config.storages]
+                    with _backup_locks(locks, f"backups rekey {r.id}", progress):
+                        rep = rekey_set(storages, r.target, r.database, r.id, recorded_sha256=r.manifest_sha256,
+                                        catalog_storages=r.storages or [], old_key=old_key, new=new, age=age,
+                                        catalog=catalog, dry_run=dry_run, progress=progress)
+                reports.append(rep)
+                if not as_json:
+                    _print_rekey(rep)
+    finally:
+        close_storages(storages)
+    done = [rep for rep in reports if rep.action in (REKEYED, FINISHED)]
+    if done:
+        _env.history().audit("cli", "backup.rekey", details={"encryption": new.label, "backups": {
+            rep.id: rep.new_id for rep in done}})
+    if as_json:
+        print_json([rep.to_dict() for rep in reports])
+    else:
+        counts: dict[str, int] = {}
+        for rep in reports:
+            counts[rep.action] = counts.get(rep.action, 0) + 1
+        console.print(f"{len(reports)} backup(s): " + ", ".join(f"{n} {a}" for a, n in counts.items())
+                      + ("; run 'upkeeper backups verify --unverified' with the new key" if done else ""),
+                      highlight=False, markup=False)
+    raise typer.Exit(1 if any(not rep.ok for rep in reports) else 0)
+
+
+def _old_key(config: Config, identity: list[str], passphrase_file: str | None) -> OldKey:
+    """The key the backups were made for: --identity files, else the configured identity_file; and the
+    passphrase of --passphrase-file."""
+    enc = config.backup.encryption_settings()
+    files = identity or (enc.identity_files if enc is not None else [])
+    for f in files:
+        if not Path(f).expanduser().is_file():
+            raise UsageError(f"identity file {f} does not exist", "Try: --identity with the old age key file")
+    passphrase = None
+    if passphrase_file:
+        try:
+            passphrase = Path(passphrase_file).expanduser().read_text(encoding="utf-8").rstrip("\r\n")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"cannot read --passphrase-file {passphrase_file}: {getattr(exc, 'strerror', exc)}",
+                             "Try: a file holding the passphrase the backups were made with") from None
+        if not passphrase:
+            raise UsageError(f"--passphrase-file {passphrase_file} is empty")
+    return OldKey(tuple(str(Path(f).expanduser()) for f in files), passphrase)
+
+
+def _rekey_selection(config: Config, catalog: Catalog, ids: list[str], target: str | None,
+                     all_: bool) -> list[BackupRow]:
+    """The ids given, else every backup of --target, else (--all) every one; never all without saying so."""
+    if ids and (target or all_):
+        raise UsageError("give backup ids, or --target / --all, not both", "Try: 'upkeeper backups rekey --all'")
+    if ids:
+        return list({r.id: r for r in (_one(catalog, i) for i in ids)}.values())
+    if not (target or all_):
+        raise UsageError("which backups? give backup ids, --target T, or --all",
+                         "Try: 'upkeeper backups rekey --all --identity OLD_KEY_FILE'")
+    _check_target(config, target)
+    rows = catalog.list(target=target)
+    if not rows:
+        raise UsageError("no backups in the catalog" + (f" for target {target!r}" if target else ""),
+                         "Try: 'upkeeper backups sync' to read the storages first")
+    return rows
+
+
+def _print_rekey(rep: RekeyReport) -> None:
+    label = {REKEYED: "[green]rekeyed[/green]", FINISHED: "[green]finished[/green]",
+             CURRENT: "[cyan]already current[/cyan]", "failed": "[bold red]FAILED[/bold red]"}.get(rep.action,
+                                                                                                  rep.action)
+    what = f"{escape(rep.id)} ({escape(rep.target)}/{escape(rep.database)})"
+    if rep.action in (REKEYED, FINISHED):
+        what += f" → {escape(rep.new_id or '')} on {escape(', '.join(rep.storages))}"
+    detail = f": {escape(rep.error or '')}" if not rep.ok else (f": {human_bytes(rep.bytes)} written"
+                                                              if rep.bytes else "")
+    console.print(f"{label} {what}{detail}", highlight=False)
+    if not rep.ok and rep.hint:
         err_console.print(f"  {escape(rep.hint)}", highlight=False)
 
 

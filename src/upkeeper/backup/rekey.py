@@ -1,0 +1,415 @@
+"""Re-encrypting complete backups to the keys configured now (``upkeeper backups rekey``).
+
+After a key is compromised or its holder leaves, every backup made for it must be encrypted again so that
+the old key can be destroyed.  Each object streams from storage through its SHA-256 check into
+``age --decrypt`` (the old key), whose output goes straight into ``age --encrypt`` (the configured recipients
+or passphrase) by an OS pipe — no decompression, no plaintext on disk or in this process — and on to every
+storage that holds the backup.
+
+The re-encrypted data is a **new set** with an id of its own (the old id's time, a suffix derived from the
+old id and the new recipients, so a second run finds the first run's work), written as a backup is: objects,
+then ``manifest.json`` (recording ``rekeyed_from``) as the commit marker, then its catalog row; only then is
+the old set deleted (its manifest first) from every storage and its catalog row removed.  A crash at any
+point leaves the old set complete, or the new one, or both — never neither — and running ``rekey`` again
+finishes the job.  While both exist, retention never deletes the old set in favour of the new one's
+duplicate (:func:`upkeeper.backup.prune.prune_series` keeps it, saying why).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from upkeeper.backup.catalog import Catalog
+from upkeeper.backup.crypto import AgeProcess, Encryption, identity_public_keys
+from upkeeper.backup.manifest import (
+    ID_RE,
+    MANIFEST,
+    Manifest,
+    delete_set,
+    read_manifest,
+    set_prefix,
+    write_manifest,
+)
+from upkeeper.backup.pipeline import (
+    AGE_KEY_REJECTED,
+    CHUNK,
+    FanOut,
+    ObjectRecord,
+    check_digest,
+    fault_pause,
+)
+from upkeeper.errors import BackupError, UpkeeperError
+from upkeeper.storage import Storage
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str], None]
+
+REKEYED = "rekeyed"
+CURRENT = "already current"
+WOULD_REKEY = "would rekey"
+FINISHED = "finished"  # a stopped rekey's new set was complete: only the old one's removal was left
+FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class OldKey:
+    """How the backups to re-encrypt are opened: age identity files, or the passphrase they were made with."""
+
+    identity_files: tuple[str, ...] = ()
+    passphrase: str | None = field(default=None, repr=False)
+
+    def argv(self, age: str, method: str) -> tuple[list[str], str | None]:
+        """``age --decrypt`` for an object encrypted with ``method``, and the passphrase to type (age refuses
+        identities for a passphrase-encrypted file)."""
+        if method == "age-scrypt":
+            return [age, "--decrypt"], self.passphrase
+        argv = [age, "--decrypt"]
+        for ident in self.identity_files:
+            argv += ["-i", ident]
+        return argv, None
+
+
+@dataclass
+class RekeyReport:
+    id: str
+    target: str
+    database: str
+    action: str = FAILED
+    new_id: str | None = None
+    storages: list[str] = field(default_factory=list)
+    objects: int = 0
+    bytes: int = 0
+    error: str | None = None
+    hint: str | None = None
+    object: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.action != FAILED
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "new_id": self.new_id, "target": self.target, "database": self.database,
+                "action": self.action, "ok": self.ok, "storages": self.storages, "objects": self.objects,
+                "bytes": self.bytes, "error": self.error, "hint": self.hint, "object": self.object,
+                "notes": self.notes}
+
+
+class RekeyFailed(BackupError):
+    def __init__(self, message: str, hint: str | None = None, object_name: str | None = None) -> None:
+        super().__init__(message, hint)
+        self.object_name = object_name
+
+
+def rekeyed_id(old_id: str, new: Encryption) -> str:
+    """The id of ``old_id`` re-encrypted for ``new``: the old id's time (retention and listings order it as the
+    original), and a suffix both runs of an interrupted rekey agree on."""
+    m = ID_RE.match(old_id)
+    stamp = m.group(1) if m else old_id
+    salt = 0
+    while True:
+        basis = "\0".join(["upkeeper-rekey", old_id, new.mode, *sorted(new.recipients), str(salt)])
+        candidate = f"{stamp}-{hashlib.sha256(basis.encode()).hexdigest()[:6]}"
+        if candidate != old_id:
+            return candidate
+        salt += 1
+
+
+def encryption_info(enc: Encryption) -> dict[str, Any]:
+    info: dict[str, Any] = {"method": enc.label, "tool": "age"}
+    if enc.recipients:
+        info["recipients"] = list(enc.recipients)
+    return info
+
+
+def is_current(manifest: Manifest, new: Encryption) -> bool:
+    """Is the set encrypted to exactly the configured recipients already?  (A passphrase cannot be told from
+    the manifest: passphrase sets are always re-encrypted when asked.)"""
+    if new.mode != "x25519" or manifest.encryption.get("method") != new.label:
+        return False
+    if any(o.encryption != new.label for o in manifest.objects):
+        return False
+    return set(map(str, manifest.encryption.get("recipients") or [])) == set(new.recipients)
+
+
+def rekey_set(storages: Sequence[Storage], target: str, database: str, backup_id: str, *,
+              recorded_sha256: str | None, catalog_storages: Sequence[str], old_key: OldKey, new: Encryption,
+              age: str, catalog: Catalog | None, dry_run: bool = False,
+              progress: Progress | None = None) -> RekeyReport:
+    """Re-encrypt one set on every storage of ``storages`` that holds it.  Never raises for a problem of this set
+    (the report says ``failed``, naming the object)."""
+    report = RekeyReport(backup_id, target, database)
+    try:
+        _rekey(report, storages, recorded_sha256, catalog_storages, old_key, new, age, catalog, dry_run,
+               progress or (lambda _msg: None))
+    except UpkeeperError as exc:
+        report.action = FAILED
+        report.error = exc.message
+        report.hint = exc.hint
+        report.object = getattr(exc, "object_name", None)
+    return report
+
+
+def _rekey(report: RekeyReport, storages: Sequence[Storage], recorded: str | None, catalog_storages: Sequence[str],
+           old_key: OldKey, new: Encryption, age: str, catalog: Catalog | None, dry_run: bool,
+           progress: Progress) -> None:
+    target, database, old_id = report.target, report.database, report.id
+    missing = sorted(set(catalog_storages) - {s.name for s in storages})
+    if missing:
+        raise RekeyFailed(f"backup {old_id} is also on {', '.join(missing)}, which this config does not have: "
+                          "re-encrypting it elsewhere would leave a copy for the old key there",
+                          "Try: add that storage under 'storages:' (or run rekey with the config that has it)")
+    old_prefix = set_prefix(target, database, old_id)
+    holders = _holding(storages, old_prefix)
+    new_id = rekeyed_id(old_id, new)
+    report.new_id = new_id
+    new_prefix = set_prefix(target, database, new_id)
+    if not holders:  # a stopped rekey deleted the old set everywhere: its catalog row may remain
+        done = _holding(storages, new_prefix)
+        if not done:
+            raise RekeyFailed(f"no storage holds backup {old_id}", "Try: 'upkeeper backups sync'", MANIFEST)
+        new_manifest = _read_rekeyed(done[0], new_prefix, old_id)
+        report.storages = [s.name for s in done]
+        if not dry_run:
+            _finish(report, done, [], new_manifest, catalog)
+        report.action = FINISHED if not dry_run else WOULD_REKEY
+        return
+    manifest = _old_manifest(holders, old_prefix, recorded, old_id)
+    report.storages = [s.name for s in holders]
+    if is_current(manifest, new):
+        report.action = CURRENT
+        report.new_id = None
+        return
+    _check_key(manifest, old_key)
+    done = _holding(holders, new_prefix)
+    if len(done) == len(holders):  # a stopped run wrote it everywhere: only the rest is left
+        new_manifest = _read_rekeyed(done[0], new_prefix, old_id)
+        if not _matches(new_manifest, new):
+            raise RekeyFailed(f"backup {new_id}, a re-encryption of {old_id} a stopped rekey left, is encrypted "
+                              "to other recipients than those configured now",
+                              f"Try: check backup -> encryption -> recipients; to start over, delete {new_prefix} "
+                              "from each storage (the original is complete beside it)", MANIFEST)
+        if dry_run:
+            report.action = WOULD_REKEY
+            return
+        _finish(report, holders, holders, new_manifest, catalog)
+        report.action = FINISHED
+        return
+    if dry_run:
+        report.action = WOULD_REKEY
+        report.bytes = manifest.size
+        return
+    for s in holders:  # a stopped run's partial (or, where complete, unused) new set: the original is complete
+        delete_set(s, target, database, new_id)
+    if done and catalog is not None:
+        catalog.remove(new_id)  # its row, if a stopped run got that far, records the manifest deleted just now
+    objects: list[ObjectRecord] = []
+    try:
+        for rec in manifest.objects:
+            progress(f"{rec.name}: re-encrypting")
+            objects.append(_rekey_object(holders, old_prefix + rec.name, new_prefix + rec.name, rec, old_key, new,
+                                         age))
+            report.objects += 1
+            report.bytes += objects[-1].size
+        new_manifest = replace(manifest, id=new_id, objects=objects, encryption=encryption_info(new),
+                               rekeyed_from=old_id, sha256=None)
+        fault_pause("before-manifest")
+        write_manifest(holders, new_manifest)
+    except BaseException:
+        for s in holders:
+            try:
+                if s.stat(new_prefix + MANIFEST) is None:
+                    delete_set(s, target, database, new_id)
+            except Exception as exc:  # an incomplete set is never listed; prune cleans it later
+                log.warning("could not remove the partial re-encryption of %s from %s: %s", old_id, s.name, exc)
+        raise
+    _finish(report, holders, holders, new_manifest, catalog)
+    report.action = REKEYED
+
+
+def _finish(report: RekeyReport, new_on: Sequence[Storage], old_on: Sequence[Storage], new_manifest: Manifest,
+            catalog: Catalog | None) -> None:
+    """The new set is complete on ``new_on``: record it, then delete the old one (manifest first), then its row."""
+    if catalog is not None:
+        catalog.record(new_manifest, [s.name for s in new_on])
+    fault_pause("before-delete")
+    for s in old_on:
+        delete_set(s, report.target, report.database, report.id)
+    if catalog is not None:
+        catalog.remove(report.id)
+
+
+def _holding(storages: Sequence[Storage], prefix: str) -> list[Storage]:
+    """The storages with ``prefix``'s manifest (a storage that cannot be asked fails the set: it may hold one)."""
+    out = []
+    for s in storages:
+        try:
+            if s.stat(prefix + MANIFEST) is not None:
+                out.append(s)
+        except UpkeeperError as exc:
+            raise RekeyFailed(f"storage {s.name}: {exc.message}", exc.hint) from None
+    return out
+
+
+def _old_manifest(holders: Sequence[Storage], prefix: str, recorded: str | None, backup_id: str) -> Manifest:
+    """The set's manifest, the same on every storage holding it and the one the catalog recorded."""
+    found: Manifest | None = None
+    for s in holders:
+        m = read_manifest(s, prefix)
+        if recorded and m.sha256 != recorded:
+            raise RekeyFailed(f"{s.name}: {MANIFEST} of backup {backup_id} is not the one recorded when it was "
+                              f"written (SHA-256 {(m.sha256 or '')[:16]}…, recorded {recorded[:16]}…); left as it is",
+                              f"Try: 'upkeeper backups verify {backup_id} --storage {s.name}'", MANIFEST)
+        if found is not None and m.sha256 != found.sha256:
+            raise RekeyFailed(f"backup {backup_id} has different {MANIFEST} files on {holders[0].name} and "
+                              f"{s.name}; left as it is", f"Try: 'upkeeper backups verify {backup_id}' on each",
+                              MANIFEST)
+        found = found or m
+    assert found is not None
+    return found
+
+
+def _read_rekeyed(storage: Storage, prefix: str, old_id: str) -> Manifest:
+    m = read_manifest(storage, prefix)
+    if m.rekeyed_from != old_id:
+        raise RekeyFailed(f"{storage.name}: {prefix}{MANIFEST} exists but is not a re-encryption of {old_id}; "
+                          "nothing was changed", f"Try: 'upkeeper backups show {m.id}'", MANIFEST)
+    return m
+
+
+def _matches(m: Manifest, new: Encryption) -> bool:
+    return m.encryption.get("method") == new.label and (
+        new.mode != "x25519" or set(map(str, m.encryption.get("recipients") or [])) == set(new.recipients))
+
+
+def _check_key(manifest: Manifest, old_key: OldKey) -> None:
+    """The old key must open the set: said before anything is written (age would say it on the first object)."""
+    methods = {o.encryption for o in manifest.objects} - {"none"}
+    if "age-scrypt" in methods and old_key.passphrase is None:
+        raise RekeyFailed(f"backup {manifest.id} was made with a passphrase, and no old passphrase is given",
+                          "Try: --passphrase-file FILE holding the passphrase it was made with")
+    if "age-x25519" in methods:
+        if not old_key.identity_files:
+            raise RekeyFailed(f"backup {manifest.id} is encrypted to age keys, and no identity is given",
+                              "Try: --identity OLD_KEY_FILE (or backup -> encryption -> identity_file)")
+        recipients = {str(r) for r in manifest.encryption.get("recipients") or []}
+        ours: set[str] = set()
+        for ident in old_key.identity_files:
+            keys = identity_public_keys(ident)
+            if keys is None:
+                return  # SSH or plugin identities: age will tell
+            ours |= set(keys)
+        if recipients and not ours & recipients:
+            raise RekeyFailed(f"backup {manifest.id} is encrypted to {', '.join(sorted(recipients))}; the identity "
+                              f"given ({', '.join(old_key.identity_files)}) holds none of their keys",
+                              "Try: --identity with the private key the backup was made for")
+
+
+def _rekey_object(holders: Sequence[Storage], old_key_name: str, new_key_name: str, rec: ObjectRecord,
+                  old_key: OldKey, new: Encryption, age: str) -> ObjectRecord:
+    """One object, from the first holder whose copy matches the manifest, re-encrypted onto every holder."""
+    problems: list[str] = []
+    for source in holders:
+        try:
+            size, sha = _stream(source, holders, old_key_name, new_key_name, rec, old_key, new, age)
+        except _SourceBad as exc:
+            problems.append(f"{source.name}: {exc.message}")
+            continue
+        return ObjectRecord(name=rec.name, size=size, sha256=sha, raw_size=rec.raw_size,
+                            compression=rec.compression, encryption=new.label, role=rec.role, extra=dict(rec.extra))
+    raise RekeyFailed(f"object {rec.name} could not be read intact from any storage ({'; '.join(problems)}); "
+                      "nothing was changed", f"Try: 'upkeeper backups verify {old_key_name.split('/')[2]}'",
+                      rec.name)
+
+
+class _SourceBad(BackupError):
+    """This storage's copy of the object is damaged or unreadable: another storage's may do."""
+
+
+def _stream(source: Storage, holders: Sequence[Storage], old_name: str, new_name: str, rec: ObjectRecord,
+            old_key: OldKey, new: Encryption, age: str) -> tuple[int, str]:
+    """storage → SHA-256 check → age --decrypt → (pipe) → age --encrypt → every holder, committed only when the
+    source matched the manifest and both age processes succeeded."""
+    sink = FanOut(holders, new_name)
+    dec: AgeProcess | None = None
+    enc: AgeProcess | None = None
+    sha = hashlib.sha256()
+    size = 0
+    feed_error: list[BaseException] = []
+    abandoned = threading.Event()
+    try:
+        if rec.encryption != "none":
+            dec = AgeProcess(*old_key.argv(age, rec.encryption))
+            enc = AgeProcess(new.argv(), new.passphrase, confirm=True, stdin=dec.stdout)
+            dec.stdout.close()  # age --encrypt holds the pipe now: its death must break age --decrypt's output
+            into = dec.stdin
+        else:
+            enc = AgeProcess(new.argv(), new.passphrase, confirm=True)
+            into = enc.stdin
+
+        def feed() -> None:
+            nonlocal size
+            broken = False
+            try:
+                with source.open_read(old_name) as fh:
+                    while chunk := fh.read(CHUNK):
+                        if abandoned.is_set():
+                            return
+                        sha.update(chunk)
+                        size += len(chunk)
+                        if not broken:
+                            try:
+                                into.write(chunk)
+                            except (BrokenPipeError, OSError):
+                                broken = True  # keep hashing: a damaged object is named as such
+            except BaseException as exc:
+                feed_error.append(exc)
+            finally:
+                with contextlib.suppress(OSError):
+                    into.close()
+
+        t = threading.Thread(target=feed, daemon=True, name="rekey-feed")
+        t.start()
+        try:
+            while chunk := enc.stdout.read(CHUNK):
+                sink.write(chunk)
+        except BaseException:
+            abandoned.set()
+            for p in (dec, enc):
+                if p is not None:
+                    p.kill()
+            raise
+        finally:
+            t.join()
+        if feed_error:
+            exc = feed_error[0]
+            raise _SourceBad(exc.message if isinstance(exc, UpkeeperError) else f"cannot read {old_name}: {exc}")
+        try:
+            check_digest(rec, sha.hexdigest(), size)
+        except BackupError as exc:
+            raise _SourceBad(exc.message) from None
+        if dec is not None:
+            try:
+                dec.wait()
+            except UpkeeperError as exc:
+                rejected = any(m in getattr(exc, "stderr", "") for m in AGE_KEY_REJECTED)
+                raise RekeyFailed(f"object {rec.name}: decryption failed: {exc.message}",
+                                  "Try: --identity (or --passphrase-file) with the key the backup was made with"
+                                  if rejected else None, rec.name) from None
+        enc.wait()
+        sink.commit()
+    except BaseException:
+        sink.abort()
+        raise
+    finally:
+        for p in (dec, enc):
+            if p is not None:
+                p.close()
+    return sink.size, sink.sha.hexdigest()
