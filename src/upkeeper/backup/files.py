@@ -179,6 +179,14 @@ def iter_walk(roots: Sequence[Path], exclude: Sequence[str], skip: Callable[[str
         finally:
             os.close(fd)
 
+    # for each directory being walked (depth first), its path, its path relative to the root and its entries left
+    stack: list[tuple[Path, str, Iterator[tuple[str, os.stat_result, str | None]]]] = []
+
+    def enter(d: Path, drel: str, dst: os.stat_result) -> None:
+        items = listing(d, dst)
+        if items is not None:  # files and links first, then subdirectories
+            stack.append((d, drel, iter(sorted(items, key=lambda i: (stat.S_ISDIR(i[1].st_mode), i[0])))))
+
     for k, real_root in enumerate(reals):
         given_root = given[k]  # (read by add(), as real_root is)
         root = Path(real_root)  # the walk below never follows links, so entries extend it
@@ -188,23 +196,25 @@ def iter_walk(roots: Sequence[Path], exclude: Sequence[str], skip: Callable[[str
         yield top
         if top.kind != "dir":
             continue
-        # (directory, its path relative to the root, its lstat)
-        stack: list[tuple[Path, str, os.stat_result]] = [(root, "", top.st or os.lstat(root))]
-        while stack:  # depth first, a directory's entries before its subdirectories' (as os.walk top-down)
-            d, drel, dst = stack.pop()
-            items = listing(d, dst)
-            if items is None:
+        # Depth first in pre-order, as GNU tar writes: each directory's entries (files and links first, then
+        # subdirectories) right after it, so nothing below a directory comes after another directory.  GNU tar
+        # sets a directory's mode and mtime once a member outside it is extracted: one that came later would
+        # move its mtime, or fail to be written into a read-only (0555) directory when not extracting as root.
+        enter(root, "", top.st or os.lstat(root))
+        while stack:
+            d, drel, it = stack[-1]
+            item = next(it, None)
+            if item is None:
+                stack.pop()
                 continue
-            subdirs: list[tuple[Path, str, os.stat_result]] = []
-            for name, est, target in sorted(items, key=lambda i: (not stat.S_ISDIR(i[1].st_mode), i[0])):
-                rel = f"{drel}/{name}" if drel else name
-                e = add(d / name, rel, est, target)
-                if e is None:
-                    continue
-                yield e
-                if e.kind == "dir":
-                    subdirs.append((e.path, rel, est))  # real directories only: a symlinked dir is stored as a link
-            stack.extend(reversed(subdirs))
+            name, est, target = item
+            rel = f"{drel}/{name}" if drel else name
+            e = add(d / name, rel, est, target)
+            if e is None:
+                continue
+            yield e
+            if e.kind == "dir":  # real directories only: a symlinked dir is stored as a link
+                enter(e.path, rel, est)
 
 
 def _walk_error(p: Path, exc: OSError, what: str = "cannot read") -> BackupError:
