@@ -750,8 +750,8 @@ def test_restore_never_writes_outside_the_directory(cli: Any, make_config: Any, 
 def test_restore_keeps_modes_mtimes_and_symlinks(cli: Any, make_config: Any, tmp_path: Path, age_key: AgeKey
                                                  ) -> None:
     """What was backed up comes back as it was: a group-writable upload directory stays group-writable (the app's
-    workers write there), a private key stays 0600, mtimes of files and directories are kept, symlinks (relative
-    and absolute) point where they pointed, empty directories exist."""
+    workers write there), a private key stays 0600, mtimes of files, directories (also one holding a secret) and
+    symlinks are kept, symlinks (relative and absolute) point where they pointed, empty directories exist."""
     root = tmp_path / "srv" / "app"
     (root / "storage" / "uploads").mkdir(parents=True)
     (root / "empty").mkdir()
@@ -766,7 +766,11 @@ def test_restore_keeps_modes_mtimes_and_symlinks(cli: Any, make_config: Any, tmp
     os.chmod(root / "storage", 0o775)
     os.utime(root / "key.pem", (1_600_000_000, 1_600_000_000))
     os.utime(root / "storage" / "uploads", (1_500_000_000, 1_500_000_000))
-    cfg = _config(make_config, tmp_path, root, age_key, {})
+    (root / "config").mkdir()
+    (root / "config" / ".env").write_text("SECRET=1\n")
+    os.utime(root / "config", (1_400_000_000, 1_400_000_000))
+    os.utime(root / "current", (1_300_000_000, 1_300_000_000), follow_symlinks=False)
+    cfg = _config(make_config, tmp_path, root, age_key, {"secret_paths": ["config/.env"]})
     _, _, dest = _backup_verify_restore(cli, cfg, tmp_path)
     got = dest / str(root).lstrip("/")
     setgid = 0o2000 if os.geteuid() == 0 else 0
@@ -774,6 +778,10 @@ def test_restore_keeps_modes_mtimes_and_symlinks(cli: Any, make_config: Any, tmp
     assert stat_mode(got / "key.pem") == 0o600 and stat_mode(got / "bin.sh") == 0o750
     assert (got / "key.pem").stat().st_mtime == 1_600_000_000
     assert (got / "storage" / "uploads").stat().st_mtime == 1_500_000_000
+    # the secrets archive's .env does not move the mtime of its directory; a link's own mtime comes back
+    assert (got / "config" / ".env").read_text() == "SECRET=1\n"
+    assert (got / "config").stat().st_mtime == 1_400_000_000
+    assert (got / "current").lstat().st_mtime == 1_300_000_000
     assert os.readlink(got / "current") == "storage" and os.readlink(got / "abs") == "/etc/hostname"
     assert (got / "empty").is_dir() and (got / "storage" / "uploads" / "a.jpg").read_bytes() == b"\xff\xd8jpeg"
 

@@ -455,6 +455,8 @@ class _SafeExtract:
         self.seen: set[str] = set()
         self.links: set[str] = set()
         self.mtimes: dict[str, float] = {}
+        #: symlinks' mtimes, which tarfile does not set (GNU tar does)
+        self.link_mtimes: dict[str, float] = {}
         self.mode_mask = 0o7777 if os.geteuid() == 0 else 0o1777
 
     def refuse(self, ti: tarfile.TarInfo, why: str) -> BackupError:
@@ -486,6 +488,7 @@ class _SafeExtract:
             raise self.refuse(ti, f"{name} is a directory in another archive of the backup")
         if kind == "symlink":
             self.links.add(name)
+            self.link_mtimes[name] = ti.mtime
         elif kind == "file":
             self.mtimes[name] = ti.mtime
         else:
@@ -514,6 +517,12 @@ class _SafeExtract:
             if stat.S_ISLNK(st.st_mode):
                 raise self.refuse(ti, f"{self.dest / rel} is a symlink: it would be written through it")
             raise self.refuse(ti, f"{self.dest / rel} is not a directory")
+
+    def set_link_mtimes(self) -> None:
+        """Each extracted symlink's own mtime (never its target's), as GNU tar restores it."""
+        for name, mtime in self.link_mtimes.items():
+            with contextlib.suppress(FileNotFoundError):
+                os.utime(self.root / name, (mtime, mtime), follow_symlinks=False)
 
     def trim_padding(self) -> None:
         """A file that shrank while it was archived is stored padded with zeros (its manifest line says how many
@@ -673,6 +682,7 @@ class FilesRestore:
             if failed:
                 raise failed[0]
             guard.trim_padding()
+            guard.set_link_mtimes()
         except (OSError, tarfile.TarError, EOFError) as exc:
             detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             where = f" ({exc.filename})" if isinstance(exc, OSError) and exc.filename else ""

@@ -654,7 +654,8 @@ def _restore_files(fetcher: Fetcher, row: BackupRow, to: Path) -> dict[str, Any]
         with staging_dir(to.parent if beside else to) as staging:
             restore = FilesRestore(fetcher, staging, to)
             with console.status(f"restoring {row.id}…"):
-                for rec in m.objects:
+                # secrets first: the main archive's directories then get their mtimes after what lands in them
+                for rec in sorted(m.objects, key=lambda o: o.role != "secrets"):
                     if rec.role in ("files", "secrets"):
                         n += restore.extract(rec)
                     else:
