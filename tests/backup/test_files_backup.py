@@ -546,6 +546,36 @@ def test_a_directory_swapped_for_a_symlink_during_the_walk_is_not_walked_into(tm
     assert [p for p, _ in w.changed + changed] == [expect]
 
 
+def test_a_file_or_directory_removed_during_the_backup_is_named(tmp_path: Path) -> None:
+    """A file removed between the walk and its read, and a directory removed between its parent's listing and
+    its own, are named as changed (the run warns, as GNU tar's "File removed before we read it"); the manifest
+    lists only what the archive holds."""
+    from upkeeper.backup.files import Walk, iter_walk
+
+    root = tmp_path / "app"
+    (root / "gone-dir").mkdir(parents=True)
+    (root / "gone-dir" / "x.txt").write_text("x\n")
+    (root / "late.txt").write_text("soon gone\n")  # read after kept.txt
+    (root / "kept.txt").write_text("kept\n")
+
+    def hook(real: str) -> bool:  # called as the walk reaches each entry, after its directory was listed
+        if real.endswith("/gone-dir"):
+            shutil.rmtree(root / "gone-dir")
+        if real.endswith("/kept.txt"):
+            (root / "late.txt").unlink()
+        return False
+
+    out = Walk()
+    changed: list[tuple[str, str]] = []
+    listed, members = _tar_of(iter_walk([root], [], hook, out), changed=changed)
+    assert sorted(f["path"] for f in listed) == sorted(str(p).lstrip("/") for p in (root, root / "gone-dir",
+                                                                                     root / "kept.txt"))
+    assert set(members) == {f["path"] for f in listed}
+    assert sorted(out.changed + changed) == [
+        (str(root / "gone-dir"), "removed during the backup; its contents not archived"),
+        (str(root / "late.txt"), "removed during the backup; not archived")]
+
+
 def test_files_changed_during_the_archive_become_warnings_of_the_run(tmp_path: Path) -> None:
     """What write_tar names as changed reaches the run as backup.file_changed warnings (the run is 'warn')."""
     from upkeeper.backup.files import walk

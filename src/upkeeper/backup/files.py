@@ -145,8 +145,9 @@ def iter_walk(roots: Sequence[Path], exclude: Sequence[str], skip: Callable[[str
     def listing(d: Path, expect: os.stat_result) -> list[tuple[str, os.stat_result, str | None]] | None:
         try:
             fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-        except FileNotFoundError:
-            return None  # removed since it was listed: recorded as it was
+        except FileNotFoundError:  # removed since its parent was listed: archived as found then, empty
+            out.changed.append((str(d), "removed during the backup; its contents not archived"))
+            return None
         except OSError as exc:
             if exc.errno in (errno.ENOTDIR, errno.ELOOP):  # O_NOFOLLOW|O_DIRECTORY on a symlink: ENOTDIR
                 out.changed.append((str(d), "replaced while being listed; its contents not archived"))
@@ -454,8 +455,9 @@ def _file_item(out: _Buffered, e: Entry, hashes: bool, changed: list[tuple[str, 
     try:
         # never through a symlink put in its place, never blocking on a FIFO put in its place
         fd = os.open(e.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return None  # vanished since the walk (a rotated log, a pruned release)
+    except FileNotFoundError:  # vanished since the walk (a rotated log, a pruned release): as GNU tar's
+        _changed(changed, e, "removed during the backup; not archived")  # "File removed before we read it"
+        return None
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             _changed(changed, e, "replaced by a symlink during the backup; not archived")
