@@ -356,8 +356,10 @@ def _tar_of(entries: Any, **kw: Any) -> tuple[list[dict[str, Any]], dict[str, by
 
 @pytest.mark.parametrize("how", ["file-symlink", "parent-symlink", "other-file", "fifo"])
 def test_a_file_replaced_after_the_walk_is_never_read(tmp_path: Path, how: str) -> None:
-    """A file swapped, between walk and read, for a symlink (or its directory for a symlinked one), another file
-    or a FIFO is left out and named as changed: nothing outside the tree is archived, a FIFO does not block."""
+    """A file swapped, between walk and read, for a symlink (or its directory for a symlinked one) or a FIFO is
+    left out and named as changed: nothing outside the tree is archived, a FIFO does not block.  Another file
+    renamed over it in its directory (an atomic save) is archived, with its own size and hash, and named (it
+    was left out: the file missing from the backup altogether)."""
     import threading
 
     from upkeeper.backup.files import walk
@@ -379,7 +381,8 @@ def test_a_file_replaced_after_the_walk_is_never_read(tmp_path: Path, how: str) 
         (root / "conf").symlink_to(outside)
     elif how == "other-file":
         victim.rename(root / "conf" / "app.json.old")  # kept, so the new file cannot reuse its inode number
-        victim.write_text("TOP-SECRET-OUTSIDE\n")  # not the file the walk listed
+        (root / "conf" / "app.json.tmp").write_text("NEW-VERSION\n")
+        (root / "conf" / "app.json.tmp").rename(victim)  # not the file the walk listed, but the tree's now
     else:
         victim.unlink()
         os.mkfifo(victim)
@@ -394,10 +397,16 @@ def test_a_file_replaced_after_the_walk_is_never_read(tmp_path: Path, how: str) 
         pytest.fail("write_tar blocked on a FIFO")
     [(listed, members)] = got
     rel = str(victim).lstrip("/")
+    assert members[str(root / "app.js").lstrip("/")] == b"ok\n"
+    if how == "other-file":  # renamed over it in its directory (an atomic save): the tree's file, archived
+        [entry] = [f for f in listed if f["path"] == rel]
+        assert members[rel] == b"NEW-VERSION\n" and entry["size"] == len(b"NEW-VERSION\n")
+        assert entry["sha256"] == hashlib.sha256(b"NEW-VERSION\n").hexdigest()
+        assert changed == [(str(victim), "replaced (renamed over) during the backup; the new file archived")]
+        return
     assert not any(f["path"] == rel for f in listed), listed
     assert not any(v and b"TOP-SECRET" in v for v in members.values())
     assert [p for p, _ in changed] == [str(victim)] and "not archived" in changed[0][1]
-    assert members[str(root / "app.js").lstrip("/")] == b"ok\n"
 
 
 @pytest.mark.parametrize("kind", ["symlink", "dir"])
