@@ -809,6 +809,10 @@ def test_restore_keeps_modes_mtimes_and_symlinks(cli: Any, make_config: Any, tmp
     (root / "config" / ".env").write_text("SECRET=1\n")
     os.utime(root / "config", (1_400_000_000, 1_400_000_000))
     os.utime(root / "current", (1_300_000_000, 1_300_000_000), follow_symlinks=False)
+    owners = {"key.pem": (1234, 5678), "bin.sh": (65534, 65534), "current": (42, 43)}  # (ids without a name, too)
+    if os.geteuid() == 0:
+        for name, (uid, gid) in owners.items():
+            os.lchown(root / name, uid, gid)
     cfg = _config(make_config, tmp_path, root, age_key, {"secret_paths": ["config/.env"]})
     _, _, dest = _backup_verify_restore(cli, cfg, tmp_path)
     got = dest / str(root).lstrip("/")
@@ -821,6 +825,8 @@ def test_restore_keeps_modes_mtimes_and_symlinks(cli: Any, make_config: Any, tmp
     assert (got / "config" / ".env").read_text() == "SECRET=1\n"
     assert (got / "config").stat().st_mtime == 1_400_000_000
     assert (got / "current").lstat().st_mtime == 1_300_000_000
+    if os.geteuid() == 0:  # owners and groups, by name where the name exists here, else by id; links' own
+        assert {n: ((st := (got / n).lstat()).st_uid, st.st_gid) for n in owners} == owners
     assert os.readlink(got / "current") == "storage" and os.readlink(got / "abs") == "/etc/hostname"
     assert (got / "empty").is_dir() and (got / "storage" / "uploads" / "a.jpg").read_bytes() == b"\xff\xd8jpeg"
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import grp
 import os
+import pwd
 import queue
 import re
 import stat
@@ -454,6 +456,8 @@ class _SafeExtract:
         self.dirs = dirs
         self.seen: set[str] = set()
         self.links: set[str] = set()
+        #: directories above members, found to be real directories in the staging directory
+        self.real_dirs: set[str] = set()
         self.mtimes: dict[str, float] = {}
         #: symlinks' mtimes, which tarfile does not set (GNU tar does)
         self.link_mtimes: dict[str, float] = {}
@@ -478,13 +482,22 @@ class _SafeExtract:
         self.seen.add(name)
         for i in range(1, len(parts)):
             above = "/".join(parts[:i])
+            if above in self.real_dirs:
+                continue
             if above in self.links or (self.root / above).is_symlink():
                 raise self.refuse(ti, f"{above} is a symlink: it would be written through it")
+            # the staging directory is private, and a directory in it is never replaced (a member that would
+            # is refused just below): checked once, not for each member below it
+            self.real_dirs.add(above)
         self._check_dest(ti, parts, kind)
         target = self.root / name
-        if target.is_symlink() or (target.exists() and not target.is_dir()):
-            target.unlink()  # an earlier archive's: replaced, as GNU tar does, never written through
-        elif target.is_dir() and kind != "dir":
+        try:
+            tst: os.stat_result | None = os.lstat(target)
+        except FileNotFoundError:
+            tst = None
+        if tst is not None and not stat.S_ISDIR(tst.st_mode):
+            target.unlink()  # an earlier archive's file or link: replaced, as GNU tar does, never written through
+        elif tst is not None and kind != "dir":
             raise self.refuse(ti, f"{name} is a directory in another archive of the backup")
         if kind == "symlink":
             self.links.add(name)
@@ -546,6 +559,24 @@ class _HoleTarFile(tarfile.TarFile):
     """Writes each all-zero 64 KiB block of a file as a hole: a sparse file (a VM image, /var/log/lastlog with
     large UIDs), archived with its zeros, comes back sparse instead of filling the disk."""
 
+    def chown(self, tarinfo: tarfile.TarInfo, targetpath: str | bytes | os.PathLike[str] | os.PathLike[bytes],
+              numeric_owner: bool) -> None:
+        """As tarfile does (the owner and group by name where this host has the name, else by id), with each
+        name looked up once: tarfile reads /etc/passwd and /etc/group anew for every member."""
+        if not numeric_owner:
+            ids = self.__dict__.setdefault("_ids", {})
+            for kind, name in (("u", tarinfo.uname), ("g", tarinfo.gname)):
+                if name and (kind, name) not in ids:
+                    try:
+                        ids[kind, name] = (pwd.getpwnam(name).pw_uid if kind == "u" else grp.getgrnam(name).gr_gid)
+                    except KeyError:
+                        ids[kind, name] = None
+            uid = ids.get(("u", tarinfo.uname)) if tarinfo.uname else None
+            gid = ids.get(("g", tarinfo.gname)) if tarinfo.gname else None
+            tarinfo = tarinfo.replace(uid=tarinfo.uid if uid is None else uid,
+                                      gid=tarinfo.gid if gid is None else gid, deep=False)
+        super().chown(tarinfo, targetpath, True)
+
     def makefile(self, tarinfo: tarfile.TarInfo, targetpath: str | bytes | os.PathLike[str] | os.PathLike[bytes]
                  ) -> None:
         source = self.fileobj
@@ -553,16 +584,19 @@ class _HoleTarFile(tarfile.TarFile):
         source.seek(tarinfo.offset_data)
         with open(targetpath, "wb") as target:
             left = tarinfo.size
+            hole = False
             while left:
                 buf = source.read(min(_BLOCK, left))
                 if not buf:
                     raise tarfile.ReadError("unexpected end of data")
-                if buf == _ZEROS[:len(buf)]:
+                hole = buf == _ZEROS[:len(buf)]
+                if hole:
                     target.seek(len(buf), os.SEEK_CUR)
                 else:
                     target.write(buf)
                 left -= len(buf)
-            target.truncate()  # the file's size, when it ends in a hole
+            if hole:
+                target.truncate()  # the file's size, as it ends in a hole
 
 
 class _Cancelled(Exception):
