@@ -682,7 +682,7 @@ def test_a_restore_into_a_new_or_empty_directory_is_one_rename(cli: Any, make_co
     p = _restore_paused(cfg, bid, dest, tmp_path / "mark", force=False)
     try:
         [staging] = list((tmp_path / "out").glob(".upkeeper-restore-staging-*"))
-        assert (staging / str(root).lstrip("/") / ".env").is_file()
+        assert (staging / "tree" / str(root).lstrip("/") / ".env").is_file()
     finally:
         _kill(p)
     assert dest.exists() == (into == "empty") and (not dest.exists() or list(dest.iterdir()) == [])
@@ -694,6 +694,27 @@ def test_a_restore_into_a_new_or_empty_directory_is_one_rename(cli: Any, make_co
     os.umask(umask)
     assert stat.S_IMODE(dest.stat().st_mode) == (0o750 if into == "empty" else 0o777 & ~umask)
     assert sorted(q.name for q in (tmp_path / "out").iterdir()) == ["restored"]
+
+
+def test_a_restore_killed_just_after_its_rename_into_place_leaves_nothing_of_upkeepers_there(
+        cli: Any, make_config: Any, tmp_path: Path, age_key: AgeKey) -> None:
+    """Killed (SIGKILL) right after the staged tree became --to: --to holds the whole backup and nothing else (the
+    staging directory's lock marker stayed in it until the next step: a stray '.upkeeper-work-dir' that made
+    --to need --force and went into the next files backup of it); the empty staging directory left beside it
+    is removed by the next restore there."""
+    root = _app(tmp_path, big=1 << 16)
+    cfg = _files_config(make_config, tmp_path, root, age_key)
+    bid = _files_backup(cli, cfg)
+    dest = tmp_path / "out" / "restored"
+    _kill(_restore_paused(cfg, bid, dest, tmp_path / "mark", point="restore-renamed", force=False))
+    assert sorted(q.name for q in dest.iterdir()) == [str(root).lstrip("/").split("/")[0]]
+    assert _tree(dest / str(root).lstrip("/")) == _tree(root)
+    [left] = [q for q in (tmp_path / "out").iterdir() if q.name != "restored"]
+    assert left.name.startswith(".upkeeper-restore-staging-") and [q.name for q in left.iterdir()] == [
+        ".upkeeper-work-dir"]
+    r = cli(["--config", cfg, "backups", "restore", bid, "--to", tmp_path / "out" / "again"])
+    assert r.code == 0, r.output
+    assert sorted(q.name for q in (tmp_path / "out").iterdir()) == ["again", "restored"]
 
 
 def test_a_restore_killed_while_moving_into_a_directory_says_so_and_is_completed(
@@ -749,11 +770,11 @@ def test_secrets_are_staged_privately_inside_the_directory_and_removed_when_stop
         try:
             [staging] = list(dest.glob(".upkeeper-restore-staging-*"))
             assert stat.S_IMODE(staging.stat().st_mode) == 0o700 and staging.stat().st_uid == os.geteuid()
-            assert (staging / str(root).lstrip("/") / ".env").read_bytes() == secret
+            assert (staging / "tree" / str(root).lstrip("/") / ".env").read_bytes() == secret
             assert sorted(p.name for p in dest.iterdir()) == sorted(["notes.txt", staging.name])
             assert list(work.iterdir()) == []
             holders = [f for f in tmp_path.rglob(".env") if f.is_file() and f.read_bytes() == secret]
-            assert sorted(holders) == sorted([root / ".env", staging / str(root).lstrip("/") / ".env"])
+            assert sorted(holders) == sorted([root / ".env", staging / "tree" / str(root).lstrip("/") / ".env"])
             p.send_signal(sig)
             _out, err = p.communicate(timeout=60)
         finally:

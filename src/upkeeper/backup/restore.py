@@ -22,7 +22,7 @@ from upkeeper.backup import pg
 from upkeeper.backup.crypto import decrypt_argv, identity_listed
 from upkeeper.backup.manifest import MANIFEST, Manifest, read_manifest, set_prefix
 from upkeeper.backup.pipeline import KeyRejected, ObjectRecord, fault_pause, read_object
-from upkeeper.backup.workdir import MARKER, work_dir
+from upkeeper.backup.workdir import work_dir
 from upkeeper.config.backup import BackupSettings
 from upkeeper.config.targets import PostgresTarget
 from upkeeper.core import proc
@@ -657,10 +657,10 @@ class FilesRestore:
     same file system: beside ``dest`` when ``dest`` is new or empty, else inside it.
 
     Each tar object streams from storage through SHA-256, age and zstd into :mod:`tarfile`'s stream mode,
-    which extracts it into ``staging`` (nothing else is written: no plaintext temp file, no second copy).  Only
-    once every object was read to its end, its size and SHA-256 matched the manifest and every member passed
-    the checks (:class:`_SafeExtract`), the entries are put in place: :meth:`rename_into_place` makes the
-    staging directory ``dest`` in one rename (all or nothing, whatever kills the process); :meth:`move_into_place`
+    which extracts it into ``staging/tree`` (nothing else is written: no plaintext temp file, no second copy).
+    Only once every object was read to its end, its size and SHA-256 matched the manifest and every member
+    passed the checks (:class:`_SafeExtract`), the entries are put in place: :meth:`rename_into_place` makes
+    ``staging/tree`` ``dest`` in one rename (all or nothing, whatever kills the process); :meth:`move_into_place`
     renames the entries into an existing ``dest`` — a file or link already there is replaced (never written
     through), a directory there gets the backup's entries — with :data:`INCOMPLETE` in ``dest`` until the last
     one is moved, so a restore killed half-way is plain to see and the next restore of the backup completes it.
@@ -670,6 +670,10 @@ class FilesRestore:
     def __init__(self, fetcher: Fetcher, staging: Path, dest: Path) -> None:
         self.fetcher = fetcher
         self.staging = staging
+        #: where the archives are extracted: a directory of its own in the staging one, which keeps its lock and
+        #: marker (so a restore killed just after the rename into place leaves no '.upkeeper-work-dir' in dest)
+        self.tree = staging / "tree"
+        self.tree.mkdir(mode=0o700)
         self.dest = dest
         self.dirs: set[str] = set()
         self.tops: set[str] = set()
@@ -677,7 +681,7 @@ class FilesRestore:
 
     def extract(self, rec: ObjectRecord) -> int:
         """Stream the tar object ``rec`` into the staging directory.  Returns its member count."""
-        guard = _SafeExtract(rec.name, self.staging, self.dest, listed_files(self.fetcher.located.manifest, rec),
+        guard = _SafeExtract(rec.name, self.tree, self.dest, listed_files(self.fetcher.located.manifest, rec),
                              self.dirs)
         pipe = _Pipe()
         failed: list[BaseException] = []
@@ -695,7 +699,7 @@ class FilesRestore:
         try:
             try:
                 with _HoleTarFile.open(fileobj=pipe, mode="r|", bufsize=_BLOCK) as tf:  # type: ignore[call-overload]
-                    tf.extractall(self.staging, filter=guard)
+                    tf.extractall(self.tree, filter=guard)
                     n = len(tf.getmembers())
                 while pipe.read(_BLOCK):
                     pass  # the end of the stream, where its size and SHA-256 are checked
@@ -727,7 +731,7 @@ class FilesRestore:
         return n
 
     def rename_into_place(self) -> bool:
-        """The staging directory (beside ``dest``) becomes ``dest``, a new or empty directory, in one rename,
+        """``staging/tree`` (beside ``dest``) becomes ``dest``, a new or empty directory, in one rename,
         with the mode (as root, the owner) ``dest`` has or a new directory would get.  False when the rename is
         not allowed (``dest`` is a mount point, or in a sticky directory and not ours): the entries are then
         moved into ``dest`` one by one (:meth:`move_into_place`)."""
@@ -736,32 +740,31 @@ class FilesRestore:
         except FileNotFoundError:
             old = None
         if old is not None:
-            os.chmod(self.staging, stat.S_IMODE(old.st_mode))
+            os.chmod(self.tree, stat.S_IMODE(old.st_mode))
             if os.geteuid() == 0:
-                os.chown(self.staging, old.st_uid, old.st_gid)
+                os.chown(self.tree, old.st_uid, old.st_gid)
         else:
             umask = os.umask(0o022)
             os.umask(umask)
-            os.chmod(self.staging, 0o777 & ~umask)
+            os.chmod(self.tree, 0o777 & ~umask)
         try:
-            os.rename(self.staging, self.dest)
+            os.rename(self.tree, self.dest)
         except OSError as exc:
             if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
                 raise BackupError(f"{self.dest} is no longer empty: something was written there during the restore",
                                   "Try: restore again (with --force to extract into what it holds)") from None
             if old is None or exc.errno not in (errno.EBUSY, errno.EPERM, errno.EACCES, errno.EXDEV):
                 raise
-            os.chmod(self.staging, 0o700)
+            os.chmod(self.tree, 0o700)
             return False
         self.touched = True
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.dest / MARKER)  # the staging directory's, whose lock (on the directory) is held still
+        fault_pause("restore-renamed")  # (the crash tests: in place, the staging directory not yet removed)
         return True
 
     def move_into_place(self) -> None:
         """Rename what was extracted into the existing ``dest`` (see the class), between writing
         :data:`INCOMPLETE` there and removing it."""
-        src = os.open(self.staging, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        src = os.open(self.tree, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
         try:
             dst = os.open(self.dest, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             try:
