@@ -6,12 +6,14 @@ list/prune values are usage errors.  Also directory format and passphrase encryp
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import signal
 import stat
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -715,6 +717,74 @@ def test_a_restore_killed_just_after_its_rename_into_place_leaves_nothing_of_upk
     r = cli(["--config", cfg, "backups", "restore", bid, "--to", tmp_path / "out" / "again"])
     assert r.code == 0, r.output
     assert sorted(q.name for q in (tmp_path / "out").iterdir()) == ["again", "restored"]
+
+
+@pytest.fixture
+def bind_mounted(tmp_path: Path) -> Iterator[Path]:
+    """An empty directory that is a bind mount of itself (as a container's volume is): the device of its parent,
+    another mount."""
+    if os.geteuid() != 0:
+        pytest.skip("a bind mount needs root")
+    d = tmp_path / "volume"
+    d.mkdir()
+    d.chmod(0o750)
+    res = subprocess.run(["mount", "--bind", str(d), str(d)], capture_output=True, text=True)
+    if res.returncode != 0:
+        pytest.skip(f"cannot bind-mount here: {res.stderr.strip()}")
+    try:
+        yield d
+    finally:
+        subprocess.run(["umount", "-l", str(d)], check=True)
+
+
+def test_a_restore_into_an_empty_bind_mount_is_moved_into_it(cli: Any, make_config: Any, tmp_path: Path,
+                                                             age_key: AgeKey, bind_mounted: Path) -> None:
+    """An empty --to that is a bind mount has its parent's st_dev, so the restore was staged beside it, and
+    neither the rename into place nor the entry-by-entry fallback can cross into another mount: the restore
+    failed ('Invalid cross-device link').  It is staged inside it, moved into place, and keeps its mode."""
+    root = _app(tmp_path, big=1 << 16)
+    cfg = _files_config(make_config, tmp_path, root, age_key)
+    bid = _files_backup(cli, cfg)
+    r = cli(["--config", cfg, "backups", "restore", bid, "--to", bind_mounted])
+    assert r.code == 0, r.output
+    assert _tree(bind_mounted / str(root).lstrip("/")) == _tree(root)
+    assert sorted(q.name for q in bind_mounted.iterdir()) == [str(root).lstrip("/").split("/")[0]]
+    assert stat.S_IMODE(bind_mounted.stat().st_mode) == 0o750
+    _no_plaintext_left(tmp_path)
+
+
+def test_a_restore_that_may_not_be_renamed_into_place_is_moved_entry_by_entry(
+        make_config: Any, tmp_path: Path, age_key: AgeKey, cli: Any) -> None:
+    """An empty --to owned by another user in a sticky directory of another user (a shared /srv/restore): the
+    staged tree may not be renamed over it (EPERM), so its entries are moved into it one by one, with the
+    backup's modes and mtimes; nothing is left beside it.  Root is run without CAP_FOWNER, which would let it."""
+    setpriv = shutil.which("setpriv")
+    if setpriv is None or os.geteuid() != 0:
+        pytest.skip("needs root and setpriv")
+    root = _app(tmp_path, big=1 << 16)
+    (root / "public").chmod(0o750)
+    os.utime(root / "public", (1_500_000_000, 1_500_000_000))
+    cfg = _files_config(make_config, tmp_path, root, age_key)
+    bid = _files_backup(cli, cfg)
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    dest = shared / "restore"
+    dest.mkdir()
+    for d in (shared, dest):
+        shutil.chown(d, "nobody")
+    shared.chmod(0o1777)
+    dest.chmod(0o777)
+    res = subprocess.run([setpriv, "--bounding-set=-fowner", "--inh-caps=-fowner", sys.executable, "-m", "upkeeper",
+                          "--config", str(cfg), "backups", "restore", bid, "--to", str(dest)],
+                         capture_output=True, text=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert res.returncode == 0, res.stdout + res.stderr
+    got = dest / str(root).lstrip("/")
+    assert _tree(got) == _tree(root)
+    assert stat.S_IMODE((got / "public").stat().st_mode) == 0o750
+    assert (got / "public").stat().st_mtime == 1_500_000_000
+    assert dest.stat().st_uid == pwd.getpwnam("nobody").pw_uid and stat.S_IMODE(dest.stat().st_mode) == 0o777
+    assert sorted(q.name for q in shared.iterdir()) == ["restore"]
+    assert sorted(q.name for q in dest.iterdir()) == [str(root).lstrip("/").split("/")[0]]
 
 
 def test_a_restore_killed_while_moving_into_a_directory_says_so_and_is_completed(

@@ -755,7 +755,9 @@ class FilesRestore:
                                   "Try: restore again (with --force to extract into what it holds)") from None
             if old is None or exc.errno not in (errno.EBUSY, errno.EPERM, errno.EACCES, errno.EXDEV):
                 raise
-            os.chmod(self.tree, 0o700)
+            if os.geteuid() == 0:  # ours again first: chmod needs the owner (or CAP_FOWNER)
+                os.chown(self.tree, os.geteuid(), os.getegid())
+            os.chmod(self.tree, 0o700)  # its entries are moved out of it
             return False
         self.touched = True
         fault_pause("restore-renamed")  # (the crash tests: in place, the staging directory not yet removed)
