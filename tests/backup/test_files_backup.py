@@ -744,7 +744,7 @@ def test_verify_fails_on_a_listed_directory_missing_from_the_archive(
 
 
 @pytest.mark.parametrize("trick", ["dotdot", "absolute", "symlink-then-file", "symlink-then-dir", "link-to-dotdot",
-                                   "unlisted"])
+                                   "unlisted", "twice"])
 def test_restore_never_writes_outside_the_directory(cli: Any, make_config: Any, tmp_path: Path, app_tree: Path,
                                                     age_key: AgeKey, trick: str) -> None:
     """A set planted on the storage (anyone who may write there can encrypt to the public recipient, and
@@ -767,11 +767,12 @@ def test_restore_never_writes_outside_the_directory(cli: Any, make_config: Any, 
         "link-to-dotdot": [_member(f"{rel}/lnk", link="../../../../../../../../../../.." + str(victim)),
                            _member(f"{rel}/lnk/pwned", b"pwned\n")],
         "unlisted": [_member(f"{rel}/pwned.js", b"pwned\n")],
+        "twice": [_member(f"{rel}/app.js", b"pwned\n")],  # a second copy of a listed file
     }[trick]
     [mpath] = list((tmp_path / "store").rglob("manifest.json"))
     m = json.loads(mpath.read_text())
     files = m["files"]["archives"]["files.tar.zst.age"]["files"]
-    if trick != "unlisted":  # the planter writes a manifest that lists what they add
+    if trick not in ("unlisted", "twice"):  # the planter writes a manifest that lists what they add
         for ti, data in planted:
             files.append({"path": ti.name, "type": "symlink" if ti.issym() else "dir" if ti.isdir() else "file",
                           "mode": 0o644, **({"target": ti.linkname} if ti.issym() else {}),
@@ -784,6 +785,8 @@ def test_restore_never_writes_outside_the_directory(cli: Any, make_config: Any, 
     assert "Traceback" not in r.output and "files.tar.zst.age" in r.output, r.output
     assert list(victim.iterdir()) == [], r.output
     assert not list(tmp_path.glob("**/pwned*")) or all(dest in p.parents for p in tmp_path.glob("**/pwned*"))
+    if trick == "twice":
+        assert "the archive holds it twice" in " ".join(r.output.split()) and not dest.exists(), r.output
 
 
 def test_restore_keeps_modes_mtimes_and_symlinks(cli: Any, make_config: Any, tmp_path: Path, age_key: AgeKey

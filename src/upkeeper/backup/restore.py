@@ -427,6 +427,9 @@ def listed_files(manifest: Manifest, rec: ObjectRecord) -> Iterable[dict[str, An
     return listed
 
 
+_KINDS = {k: k for k in ("file", "dir", "symlink")}
+
+
 def _member_kind(ti: tarfile.TarInfo) -> str | None:
     return "file" if ti.isfile() else "symlink" if ti.issym() else "dir" if ti.isdir() else None
 
@@ -450,15 +453,25 @@ class _SafeExtract:
         self.object_name = object_name
         self.root = root
         self.dest = dest
-        self.kinds = {member_name(str(f["path"])): str(f.get("type", "file")) for f in listed}
-        self.padded = {member_name(str(f["path"])): int(f["padded"]) for f in listed if f.get("padded")}
+        #: what the manifest lists and is not extracted yet, name → kind (one pass over the list; an entry
+        #: leaves as its member is extracted, so the table shrinks as the restore goes)
+        self.kinds: dict[str, str] = {}
+        #: the files that shrank while archived, name → zero bytes to cut off (and their mtimes, once extracted)
+        self.padded: dict[str, int] = {}
+        for f in listed:
+            name = member_name(str(f["path"]))
+            kind = str(f.get("type", "file"))
+            self.kinds[name] = _KINDS.get(kind, kind)  # one str for each kind, not one an entry
+            if f.get("padded"):
+                self.padded[name] = int(f["padded"])
         #: the directory members of every archive of the restore so far (shared)
         self.dirs = dirs
-        self.seen: set[str] = set()
+        #: the first components of the names extracted
+        self.tops: set[str] = set()
         self.links: set[str] = set()
         #: directories above members, found to be real directories in the staging directory
         self.real_dirs: set[str] = set()
-        self.mtimes: dict[str, float] = {}
+        self.mtimes: dict[str, float] = {}  # of the padded files
         #: symlinks' mtimes, which tarfile does not set (GNU tar does)
         self.link_mtimes: dict[str, float] = {}
         self.mode_mask = 0o7777 if os.geteuid() == 0 else 0o1777
@@ -475,11 +488,9 @@ class _SafeExtract:
         kind = _member_kind(ti)
         if kind is None:
             raise self.refuse(ti, "files backups hold only files, directories and symlinks")
-        if self.kinds.get(name) != kind:
-            raise self.refuse(ti, f"the manifest does not list this {kind}")
-        if name in self.seen:
-            raise self.refuse(ti, "it occurs twice in the archive")
-        self.seen.add(name)
+        if self.kinds.pop(name, None) != kind:
+            raise self.refuse(ti, f"the manifest does not list this {kind}, or the archive holds it twice")
+        self.tops.add(parts[0])
         for i in range(1, len(parts)):
             above = "/".join(parts[:i])
             if above in self.real_dirs:
@@ -502,7 +513,7 @@ class _SafeExtract:
         if kind == "symlink":
             self.links.add(name)
             self.link_mtimes[name] = ti.mtime
-        elif kind == "file":
+        elif kind == "file" and name in self.padded:
             self.mtimes[name] = ti.mtime
         else:
             self.dirs.add(name)
@@ -727,7 +738,7 @@ class FilesRestore:
             raise BackupError(f"extracting {rec.name} failed: {detail}{where}",
                               f"Try: check that {self.dest} is writable and has free space for the restored "
                               "files") from None
-        self.tops.update(name.split("/", 1)[0] for name in guard.seen)
+        self.tops.update(guard.tops)
         return n
 
     def rename_into_place(self) -> bool:
