@@ -120,14 +120,16 @@ def rewrite_manifest(cli: Any, cfg: Path, mpath: Path, manifest: dict[str, Any])
     assert r.code == 0 and r.json()["added"] == 1, r.output
 
 
-def run_app_files_backup(cli: Any, make_config: Any, age_key: AgeKey, tmp_path: Path, root: Path
-                         ) -> tuple[Path, dict[str, Any]]:
-    """Back up the app at ``root`` (target 'web', '.env' as a secret) to tmp_path/store1: the config and the run."""
+def run_app_files_backup(cli: Any, make_config: Any, age_key: AgeKey, tmp_path: Path, root: Path, *,
+                         secrets: list[str] | None = None) -> tuple[Path, dict[str, Any]]:
+    """Back up the app at ``root`` (target 'web', ``secrets``, by default '.env', as secret paths) to
+    tmp_path/store1: the config and the run."""
     cfg: Path = make_config({
         "targets": {"web": {"kind": "app", "root": str(root)}},
         "storages": {"local1": {"kind": "local", "path": str(tmp_path / "store1"), "fsync": False}},
         "backup": {"encryption": {"recipients": [age_key.recipient], "identity_file": str(age_key.identity)}},
-        "jobs": {"app-backup": {"task": "files.backup", "target": "web", "options": {"secret_paths": [".env"]}}},
+        "jobs": {"app-backup": {"task": "files.backup", "target": "web",
+                                "options": {"secret_paths": secrets or [".env"]}}},
     })
     r = cli(["--config", cfg, "run", "app-backup", "--json"])
     assert r.code == 0, r.output

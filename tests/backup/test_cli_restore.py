@@ -6,12 +6,14 @@ list/prune values are usage errors.  Also directory format and passphrase encryp
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import signal
 import stat
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -682,7 +684,7 @@ def test_a_restore_into_a_new_or_empty_directory_is_one_rename(cli: Any, make_co
     p = _restore_paused(cfg, bid, dest, tmp_path / "mark", force=False)
     try:
         [staging] = list((tmp_path / "out").glob(".upkeeper-restore-staging-*"))
-        assert (staging / str(root).lstrip("/") / ".env").is_file()
+        assert (staging / "tree" / str(root).lstrip("/") / ".env").is_file()
     finally:
         _kill(p)
     assert dest.exists() == (into == "empty") and (not dest.exists() or list(dest.iterdir()) == [])
@@ -694,6 +696,95 @@ def test_a_restore_into_a_new_or_empty_directory_is_one_rename(cli: Any, make_co
     os.umask(umask)
     assert stat.S_IMODE(dest.stat().st_mode) == (0o750 if into == "empty" else 0o777 & ~umask)
     assert sorted(q.name for q in (tmp_path / "out").iterdir()) == ["restored"]
+
+
+def test_a_restore_killed_just_after_its_rename_into_place_leaves_nothing_of_upkeepers_there(
+        cli: Any, make_config: Any, tmp_path: Path, age_key: AgeKey) -> None:
+    """Killed (SIGKILL) right after the staged tree became --to: --to holds the whole backup and nothing else (the
+    staging directory's lock marker stayed in it until the next step: a stray '.upkeeper-work-dir' that made
+    --to need --force and went into the next files backup of it); the empty staging directory left beside it
+    is removed by the next restore there."""
+    root = _app(tmp_path, big=1 << 16)
+    cfg = _files_config(make_config, tmp_path, root, age_key)
+    bid = _files_backup(cli, cfg)
+    dest = tmp_path / "out" / "restored"
+    _kill(_restore_paused(cfg, bid, dest, tmp_path / "mark", point="restore-renamed", force=False))
+    assert sorted(q.name for q in dest.iterdir()) == [str(root).lstrip("/").split("/")[0]]
+    assert _tree(dest / str(root).lstrip("/")) == _tree(root)
+    [left] = [q for q in (tmp_path / "out").iterdir() if q.name != "restored"]
+    assert left.name.startswith(".upkeeper-restore-staging-") and [q.name for q in left.iterdir()] == [
+        ".upkeeper-work-dir"]
+    r = cli(["--config", cfg, "backups", "restore", bid, "--to", tmp_path / "out" / "again"])
+    assert r.code == 0, r.output
+    assert sorted(q.name for q in (tmp_path / "out").iterdir()) == ["again", "restored"]
+
+
+@pytest.fixture
+def bind_mounted(tmp_path: Path) -> Iterator[Path]:
+    """An empty directory that is a bind mount of itself (as a container's volume is): the device of its parent,
+    another mount."""
+    if os.geteuid() != 0:
+        pytest.skip("a bind mount needs root")
+    d = tmp_path / "volume"
+    d.mkdir()
+    d.chmod(0o750)
+    res = subprocess.run(["mount", "--bind", str(d), str(d)], capture_output=True, text=True)
+    if res.returncode != 0:
+        pytest.skip(f"cannot bind-mount here: {res.stderr.strip()}")
+    try:
+        yield d
+    finally:
+        subprocess.run(["umount", "-l", str(d)], check=True)
+
+
+def test_a_restore_into_an_empty_bind_mount_is_moved_into_it(cli: Any, make_config: Any, tmp_path: Path,
+                                                             age_key: AgeKey, bind_mounted: Path) -> None:
+    """An empty --to that is a bind mount has its parent's st_dev, so the restore was staged beside it, and
+    neither the rename into place nor the entry-by-entry fallback can cross into another mount: the restore
+    failed ('Invalid cross-device link').  It is staged inside it, moved into place, and keeps its mode."""
+    root = _app(tmp_path, big=1 << 16)
+    cfg = _files_config(make_config, tmp_path, root, age_key)
+    bid = _files_backup(cli, cfg)
+    r = cli(["--config", cfg, "backups", "restore", bid, "--to", bind_mounted])
+    assert r.code == 0, r.output
+    assert _tree(bind_mounted / str(root).lstrip("/")) == _tree(root)
+    assert sorted(q.name for q in bind_mounted.iterdir()) == [str(root).lstrip("/").split("/")[0]]
+    assert stat.S_IMODE(bind_mounted.stat().st_mode) == 0o750
+    _no_plaintext_left(tmp_path)
+
+
+def test_a_restore_that_may_not_be_renamed_into_place_is_moved_entry_by_entry(
+        make_config: Any, tmp_path: Path, age_key: AgeKey, cli: Any) -> None:
+    """An empty --to owned by another user in a sticky directory of another user (a shared /srv/restore): the
+    staged tree may not be renamed over it (EPERM), so its entries are moved into it one by one, with the
+    backup's modes and mtimes; nothing is left beside it.  Root is run without CAP_FOWNER, which would let it."""
+    setpriv = shutil.which("setpriv")
+    if setpriv is None or os.geteuid() != 0:
+        pytest.skip("needs root and setpriv")
+    root = _app(tmp_path, big=1 << 16)
+    (root / "public").chmod(0o750)
+    os.utime(root / "public", (1_500_000_000, 1_500_000_000))
+    cfg = _files_config(make_config, tmp_path, root, age_key)
+    bid = _files_backup(cli, cfg)
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    dest = shared / "restore"
+    dest.mkdir()
+    for d in (shared, dest):
+        shutil.chown(d, "nobody")
+    shared.chmod(0o1777)
+    dest.chmod(0o777)
+    res = subprocess.run([setpriv, "--bounding-set=-fowner", "--inh-caps=-fowner", sys.executable, "-m", "upkeeper",
+                          "--config", str(cfg), "backups", "restore", bid, "--to", str(dest)],
+                         capture_output=True, text=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert res.returncode == 0, res.stdout + res.stderr
+    got = dest / str(root).lstrip("/")
+    assert _tree(got) == _tree(root)
+    assert stat.S_IMODE((got / "public").stat().st_mode) == 0o750
+    assert (got / "public").stat().st_mtime == 1_500_000_000
+    assert dest.stat().st_uid == pwd.getpwnam("nobody").pw_uid and stat.S_IMODE(dest.stat().st_mode) == 0o777
+    assert sorted(q.name for q in shared.iterdir()) == ["restore"]
+    assert sorted(q.name for q in dest.iterdir()) == [str(root).lstrip("/").split("/")[0]]
 
 
 def test_a_restore_killed_while_moving_into_a_directory_says_so_and_is_completed(
@@ -749,11 +840,11 @@ def test_secrets_are_staged_privately_inside_the_directory_and_removed_when_stop
         try:
             [staging] = list(dest.glob(".upkeeper-restore-staging-*"))
             assert stat.S_IMODE(staging.stat().st_mode) == 0o700 and staging.stat().st_uid == os.geteuid()
-            assert (staging / str(root).lstrip("/") / ".env").read_bytes() == secret
+            assert (staging / "tree" / str(root).lstrip("/") / ".env").read_bytes() == secret
             assert sorted(p.name for p in dest.iterdir()) == sorted(["notes.txt", staging.name])
             assert list(work.iterdir()) == []
             holders = [f for f in tmp_path.rglob(".env") if f.is_file() and f.read_bytes() == secret]
-            assert sorted(holders) == sorted([root / ".env", staging / str(root).lstrip("/") / ".env"])
+            assert sorted(holders) == sorted([root / ".env", staging / "tree" / str(root).lstrip("/") / ".env"])
             p.send_signal(sig)
             _out, err = p.communicate(timeout=60)
         finally:

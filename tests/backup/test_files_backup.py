@@ -356,8 +356,10 @@ def _tar_of(entries: Any, **kw: Any) -> tuple[list[dict[str, Any]], dict[str, by
 
 @pytest.mark.parametrize("how", ["file-symlink", "parent-symlink", "other-file", "fifo"])
 def test_a_file_replaced_after_the_walk_is_never_read(tmp_path: Path, how: str) -> None:
-    """A file swapped, between walk and read, for a symlink (or its directory for a symlinked one), another file
-    or a FIFO is left out and named as changed: nothing outside the tree is archived, a FIFO does not block."""
+    """A file swapped, between walk and read, for a symlink (or its directory for a symlinked one) or a FIFO is
+    left out and named as changed: nothing outside the tree is archived, a FIFO does not block.  Another file
+    renamed over it in its directory (an atomic save) is archived, with its own size and hash, and named (it
+    was left out: the file missing from the backup altogether)."""
     import threading
 
     from upkeeper.backup.files import walk
@@ -379,7 +381,8 @@ def test_a_file_replaced_after_the_walk_is_never_read(tmp_path: Path, how: str) 
         (root / "conf").symlink_to(outside)
     elif how == "other-file":
         victim.rename(root / "conf" / "app.json.old")  # kept, so the new file cannot reuse its inode number
-        victim.write_text("TOP-SECRET-OUTSIDE\n")  # not the file the walk listed
+        (root / "conf" / "app.json.tmp").write_text("NEW-VERSION\n")
+        (root / "conf" / "app.json.tmp").rename(victim)  # not the file the walk listed, but the tree's now
     else:
         victim.unlink()
         os.mkfifo(victim)
@@ -394,10 +397,16 @@ def test_a_file_replaced_after_the_walk_is_never_read(tmp_path: Path, how: str) 
         pytest.fail("write_tar blocked on a FIFO")
     [(listed, members)] = got
     rel = str(victim).lstrip("/")
+    assert members[str(root / "app.js").lstrip("/")] == b"ok\n"
+    if how == "other-file":  # renamed over it in its directory (an atomic save): the tree's file, archived
+        [entry] = [f for f in listed if f["path"] == rel]
+        assert members[rel] == b"NEW-VERSION\n" and entry["size"] == len(b"NEW-VERSION\n")
+        assert entry["sha256"] == hashlib.sha256(b"NEW-VERSION\n").hexdigest()
+        assert changed == [(str(victim), "replaced (renamed over) during the backup; the new file archived")]
+        return
     assert not any(f["path"] == rel for f in listed), listed
     assert not any(v and b"TOP-SECRET" in v for v in members.values())
     assert [p for p, _ in changed] == [str(victim)] and "not archived" in changed[0][1]
-    assert members[str(root / "app.js").lstrip("/")] == b"ok\n"
 
 
 @pytest.mark.parametrize("kind", ["symlink", "dir"])
@@ -544,6 +553,36 @@ def test_a_directory_swapped_for_a_symlink_during_the_walk_is_not_walked_into(tm
     assert not any(f["path"].endswith("b/app.json") for f in listed), listed
     expect = str(root / "b") if when == "before-listing" else str(root / "b" / "app.json")
     assert [p for p, _ in w.changed + changed] == [expect]
+
+
+def test_a_file_or_directory_removed_during_the_backup_is_named(tmp_path: Path) -> None:
+    """A file removed between the walk and its read, and a directory removed between its parent's listing and
+    its own, are named as changed (the run warns, as GNU tar's "File removed before we read it"); the manifest
+    lists only what the archive holds."""
+    from upkeeper.backup.files import Walk, iter_walk
+
+    root = tmp_path / "app"
+    (root / "gone-dir").mkdir(parents=True)
+    (root / "gone-dir" / "x.txt").write_text("x\n")
+    (root / "late.txt").write_text("soon gone\n")  # read after kept.txt
+    (root / "kept.txt").write_text("kept\n")
+
+    def hook(real: str) -> bool:  # called as the walk reaches each entry, after its directory was listed
+        if real.endswith("/gone-dir"):
+            shutil.rmtree(root / "gone-dir")
+        if real.endswith("/kept.txt"):
+            (root / "late.txt").unlink()
+        return False
+
+    out = Walk()
+    changed: list[tuple[str, str]] = []
+    listed, members = _tar_of(iter_walk([root], [], hook, out), changed=changed)
+    assert sorted(f["path"] for f in listed) == sorted(str(p).lstrip("/") for p in (root, root / "gone-dir",
+                                                                                     root / "kept.txt"))
+    assert set(members) == {f["path"] for f in listed}
+    assert sorted(out.changed + changed) == [
+        (str(root / "gone-dir"), "removed during the backup; its contents not archived"),
+        (str(root / "late.txt"), "removed during the backup; not archived")]
 
 
 def test_files_changed_during_the_archive_become_warnings_of_the_run(tmp_path: Path) -> None:
@@ -705,7 +744,7 @@ def test_verify_fails_on_a_listed_directory_missing_from_the_archive(
 
 
 @pytest.mark.parametrize("trick", ["dotdot", "absolute", "symlink-then-file", "symlink-then-dir", "link-to-dotdot",
-                                   "unlisted"])
+                                   "unlisted", "twice"])
 def test_restore_never_writes_outside_the_directory(cli: Any, make_config: Any, tmp_path: Path, app_tree: Path,
                                                     age_key: AgeKey, trick: str) -> None:
     """A set planted on the storage (anyone who may write there can encrypt to the public recipient, and
@@ -728,11 +767,12 @@ def test_restore_never_writes_outside_the_directory(cli: Any, make_config: Any, 
         "link-to-dotdot": [_member(f"{rel}/lnk", link="../../../../../../../../../../.." + str(victim)),
                            _member(f"{rel}/lnk/pwned", b"pwned\n")],
         "unlisted": [_member(f"{rel}/pwned.js", b"pwned\n")],
+        "twice": [_member(f"{rel}/app.js", b"pwned\n")],  # a second copy of a listed file
     }[trick]
     [mpath] = list((tmp_path / "store").rglob("manifest.json"))
     m = json.loads(mpath.read_text())
     files = m["files"]["archives"]["files.tar.zst.age"]["files"]
-    if trick != "unlisted":  # the planter writes a manifest that lists what they add
+    if trick not in ("unlisted", "twice"):  # the planter writes a manifest that lists what they add
         for ti, data in planted:
             files.append({"path": ti.name, "type": "symlink" if ti.issym() else "dir" if ti.isdir() else "file",
                           "mode": 0o644, **({"target": ti.linkname} if ti.issym() else {}),
@@ -745,13 +785,15 @@ def test_restore_never_writes_outside_the_directory(cli: Any, make_config: Any, 
     assert "Traceback" not in r.output and "files.tar.zst.age" in r.output, r.output
     assert list(victim.iterdir()) == [], r.output
     assert not list(tmp_path.glob("**/pwned*")) or all(dest in p.parents for p in tmp_path.glob("**/pwned*"))
+    if trick == "twice":
+        assert "the archive holds it twice" in " ".join(r.output.split()) and not dest.exists(), r.output
 
 
 def test_restore_keeps_modes_mtimes_and_symlinks(cli: Any, make_config: Any, tmp_path: Path, age_key: AgeKey
                                                  ) -> None:
     """What was backed up comes back as it was: a group-writable upload directory stays group-writable (the app's
-    workers write there), a private key stays 0600, mtimes of files and directories are kept, symlinks (relative
-    and absolute) point where they pointed, empty directories exist."""
+    workers write there), a private key stays 0600, mtimes of files, directories (also one holding a secret) and
+    symlinks are kept, symlinks (relative and absolute) point where they pointed, empty directories exist."""
     root = tmp_path / "srv" / "app"
     (root / "storage" / "uploads").mkdir(parents=True)
     (root / "empty").mkdir()
@@ -766,7 +808,15 @@ def test_restore_keeps_modes_mtimes_and_symlinks(cli: Any, make_config: Any, tmp
     os.chmod(root / "storage", 0o775)
     os.utime(root / "key.pem", (1_600_000_000, 1_600_000_000))
     os.utime(root / "storage" / "uploads", (1_500_000_000, 1_500_000_000))
-    cfg = _config(make_config, tmp_path, root, age_key, {})
+    (root / "config").mkdir()
+    (root / "config" / ".env").write_text("SECRET=1\n")
+    os.utime(root / "config", (1_400_000_000, 1_400_000_000))
+    os.utime(root / "current", (1_300_000_000, 1_300_000_000), follow_symlinks=False)
+    owners = {"key.pem": (1234, 5678), "bin.sh": (65534, 65534), "current": (42, 43)}  # (ids without a name, too)
+    if os.geteuid() == 0:
+        for name, (uid, gid) in owners.items():
+            os.lchown(root / name, uid, gid)
+    cfg = _config(make_config, tmp_path, root, age_key, {"secret_paths": ["config/.env"]})
     _, _, dest = _backup_verify_restore(cli, cfg, tmp_path)
     got = dest / str(root).lstrip("/")
     setgid = 0o2000 if os.geteuid() == 0 else 0
@@ -774,6 +824,12 @@ def test_restore_keeps_modes_mtimes_and_symlinks(cli: Any, make_config: Any, tmp
     assert stat_mode(got / "key.pem") == 0o600 and stat_mode(got / "bin.sh") == 0o750
     assert (got / "key.pem").stat().st_mtime == 1_600_000_000
     assert (got / "storage" / "uploads").stat().st_mtime == 1_500_000_000
+    # the secrets archive's .env does not move the mtime of its directory; a link's own mtime comes back
+    assert (got / "config" / ".env").read_text() == "SECRET=1\n"
+    assert (got / "config").stat().st_mtime == 1_400_000_000
+    assert (got / "current").lstat().st_mtime == 1_300_000_000
+    if os.geteuid() == 0:  # owners and groups, by name where the name exists here, else by id; links' own
+        assert {n: ((st := (got / n).lstat()).st_uid, st.st_gid) for n in owners} == owners
     assert os.readlink(got / "current") == "storage" and os.readlink(got / "abs") == "/etc/hostname"
     assert (got / "empty").is_dir() and (got / "storage" / "uploads" / "a.jpg").read_bytes() == b"\xff\xd8jpeg"
 

@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shutil
+import stat
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -57,13 +60,14 @@ def tools_dir(base: Path) -> Path:
     return d
 
 
-def follow(section: str, env: dict[str, str], tmp_path: Path) -> str:
-    """Run one section's commands as written; every command must succeed.  Returns their stdout."""
+def follow(section: str, env: dict[str, str], tmp_path: Path, *, user: str | None = None) -> str:
+    """Run one section's commands as written (as ``user``, when given); every command must succeed.  Returns
+    their stdout."""
     script = section_script(SECTIONS[section])
     assert script.strip(), f"no sh block under {SECTIONS[section]!r}"
     full_env = {"PATH": str(tools_dir(tmp_path)), "HOME": str(tmp_path), "LC_ALL": "C.UTF-8", **env}
     res = subprocess.run(["/bin/bash", "-e", "-u", "-o", "pipefail", "-c", script], cwd=tmp_path, env=full_env,
-                         capture_output=True, timeout=300)
+                         capture_output=True, timeout=300, user=user)
     out, err = res.stdout.decode(errors="replace"), res.stderr.decode(errors="replace")
     assert res.returncode == 0, f"{SECTIONS[section]}: exited {res.returncode}\n{script}\nstderr: {err}"
     return out
@@ -168,6 +172,53 @@ def test_files_section_followed_literally(cli: Any, make_config: Any, age_key: A
             assert f.get("sha256", hashlib.sha256(data).hexdigest()) == hashlib.sha256(data).hexdigest()
             checked += 1
     assert checked == 3  # app.js, logo.png, .env
+
+
+def test_files_section_restores_directory_modes_and_mtimes_also_as_another_user(cli: Any, make_config: Any,
+                                                                             age_key: AgeKey, tmp_path: Path) -> None:
+    """GNU tar sets a directory's mode and mtime once it extracts a member outside it: the archive must hold
+    each directory's entries right after it (as tar writes), or a member extracted later moves its mtime, and
+    one below a read-only directory cannot be written when the page is followed as a user other than root (it
+    failed with 'Cannot open: Permission denied').  The secrets archive, extracted after the main one, must not
+    move the mtime of the directory that holds .env either."""
+    root = tmp_path / "srv" / "app"
+    for d in ("a-readonly", "b", "config"):
+        (root / d).mkdir(parents=True)
+    (root / "a-readonly" / "f.txt").write_text("in a read-only directory\n")
+    (root / "b" / "g.txt").write_text("g\n")
+    (root / "config" / "app.yaml").write_text("port: 80\n")
+    (root / "config" / ".env").write_text("DATABASE_URL=postgres://app:s3cr3t@db/app\n")
+    for d, when in (("a-readonly", 1_000_000_000), ("b", 1_100_000_000), ("config", 1_200_000_000)):
+        os.utime(root / d, (when, when))
+    (root / "a-readonly").chmod(0o555)
+    run_app_files_backup(cli, make_config, age_key, tmp_path, root, secrets=["config/.env"])
+    [newest] = list((tmp_path / "store1").rglob("manifest.json"))
+    # a place another user can reach (pytest's tmp_path is private to root)
+    base = Path(tempfile.mkdtemp(prefix="upkeeper-doc-"))
+    try:
+        base.chmod(0o755)
+        work = base / "restore-here"
+        shutil.copytree(newest.parent, work)
+        key = base / "key.txt"
+        shutil.copy(age_key.identity, key)
+        dest = base / "restored"
+        user = None
+        if os.geteuid() == 0:
+            user = "nobody"
+            for p in (work, key, *work.iterdir()):
+                p.chmod(0o755 if p.is_dir() else 0o644)
+            shutil.chown(base, user)
+        out = follow("files", {"BACKUP": str(work), "KEY": str(key), "DEST": str(dest)}, base, user=user)
+        assert_hashes_match(out, json.loads(newest.read_text()))
+        rel = dest / str(root).lstrip("/")
+        assert (rel / "a-readonly" / "f.txt").read_text() == "in a read-only directory\n"
+        assert (rel / "config" / ".env").read_text().startswith("DATABASE_URL=")
+        assert stat.S_IMODE(os.stat(rel / "a-readonly").st_mode) == 0o555
+        got = {d: int(os.stat(rel / d).st_mtime) for d in ("a-readonly", "b", "config")}
+        assert got == {"a-readonly": 1_000_000_000, "b": 1_100_000_000, "config": 1_200_000_000}
+    finally:
+        subprocess.run(["chmod", "-R", "u+rwx", str(base)], check=False)
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def test_redis_section_followed_literally(cli: Any, make_config: Any, age_key: AgeKey, tmp_path: Path,

@@ -41,6 +41,9 @@ class Entry:
     st: os.stat_result | None = None
     #: a symlink's target, read by the walk
     target: str | None = None
+    #: (st_dev, st_ino) of the directory the walk listed the entry in (None for a configured path): a file is
+    #: opened through that directory, checked to be still the one listed
+    parent: tuple[int, int] | None = None
 
 
 @dataclass
@@ -107,8 +110,8 @@ def iter_walk(roots: Sequence[Path], exclude: Sequence[str], skip: Callable[[str
         for i, a in enumerate(reals) for j, b in enumerate(reals)) else None
     real_root = given_root = ""
 
-    def add(p: Path, rel_for_exclude: str, st: os.stat_result | None = None, target: str | None = None
-            ) -> Entry | None:
+    def add(p: Path, rel_for_exclude: str, st: os.stat_result | None = None, target: str | None = None,
+            parent: tuple[int, int] | None = None) -> Entry | None:
         arc = str(p).lstrip("/")
         real = os.path.join(real_root, rel_for_exclude) if rel_for_exclude else real_root
         if (seen is not None and arc in seen) or skip(real) or (rel_for_exclude and exclude and excluded(
@@ -140,13 +143,14 @@ def iter_walk(roots: Sequence[Path], exclude: Sequence[str], skip: Callable[[str
                 return None
         if seen is not None:
             seen.add(arc)
-        return Entry(p, arc, kind, real, st, target)
+        return Entry(p, arc, kind, real, st, target, parent)
 
     def listing(d: Path, expect: os.stat_result) -> list[tuple[str, os.stat_result, str | None]] | None:
         try:
             fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-        except FileNotFoundError:
-            return None  # removed since it was listed: recorded as it was
+        except FileNotFoundError:  # removed since its parent was listed: archived as found then, empty
+            out.changed.append((str(d), "removed during the backup; its contents not archived"))
+            return None
         except OSError as exc:
             if exc.errno in (errno.ENOTDIR, errno.ELOOP):  # O_NOFOLLOW|O_DIRECTORY on a symlink: ENOTDIR
                 out.changed.append((str(d), "replaced while being listed; its contents not archived"))
@@ -179,6 +183,14 @@ def iter_walk(roots: Sequence[Path], exclude: Sequence[str], skip: Callable[[str
         finally:
             os.close(fd)
 
+    # for each directory being walked (depth first): its path, relative path, (st_dev, st_ino) and entries left
+    stack: list[tuple[Path, str, tuple[int, int], Iterator[tuple[str, os.stat_result, str | None]]]] = []
+
+    def enter(d: Path, drel: str, dst: os.stat_result) -> None:
+        items = listing(d, dst)
+        if items is not None:  # files and links first, then subdirectories
+            stack.append((d, drel, (dst.st_dev, dst.st_ino), iter(sorted(items, key=lambda i: (stat.S_ISDIR(i[1].st_mode), i[0])))))
+
     for k, real_root in enumerate(reals):
         given_root = given[k]  # (read by add(), as real_root is)
         root = Path(real_root)  # the walk below never follows links, so entries extend it
@@ -188,23 +200,25 @@ def iter_walk(roots: Sequence[Path], exclude: Sequence[str], skip: Callable[[str
         yield top
         if top.kind != "dir":
             continue
-        # (directory, its path relative to the root, its lstat)
-        stack: list[tuple[Path, str, os.stat_result]] = [(root, "", top.st or os.lstat(root))]
-        while stack:  # depth first, a directory's entries before its subdirectories' (as os.walk top-down)
-            d, drel, dst = stack.pop()
-            items = listing(d, dst)
-            if items is None:
+        # Depth first in pre-order, as GNU tar writes: each directory's entries (files and links first, then
+        # subdirectories) right after it, so nothing below a directory comes after another directory.  GNU tar
+        # sets a directory's mode and mtime once a member outside it is extracted: one that came later would
+        # move its mtime, or fail to be written into a read-only (0555) directory when not extracting as root.
+        enter(root, "", top.st or os.lstat(root))
+        while stack:
+            d, drel, ident, it = stack[-1]
+            item = next(it, None)
+            if item is None:
+                stack.pop()
                 continue
-            subdirs: list[tuple[Path, str, os.stat_result]] = []
-            for name, est, target in sorted(items, key=lambda i: (not stat.S_ISDIR(i[1].st_mode), i[0])):
-                rel = f"{drel}/{name}" if drel else name
-                e = add(d / name, rel, est, target)
-                if e is None:
-                    continue
-                yield e
-                if e.kind == "dir":
-                    subdirs.append((e.path, rel, est))  # real directories only: a symlinked dir is stored as a link
-            stack.extend(reversed(subdirs))
+            name, est, target = item
+            rel = f"{drel}/{name}" if drel else name
+            e = add(d / name, rel, est, target, ident)
+            if e is None:
+                continue
+            yield e
+            if e.kind == "dir":  # real directories only: a symlinked dir is stored as a link
+                enter(e.path, rel, est)
 
 
 def _walk_error(p: Path, exc: OSError, what: str = "cannot read") -> BackupError:
@@ -439,13 +453,53 @@ def _add_file(out: _Buffered, e: Entry, fd: int, st: os.stat_result, hashes: boo
     return item
 
 
-def _file_item(out: _Buffered, e: Entry, hashes: bool, changed: list[tuple[str, str]] | None
-               ) -> dict[str, Any] | None:
+class _Parents:
+    """The directory of the files being read (they come grouped by directory), opened once and checked to be
+    the directory the walk listed them in: a file opened relative to it is inside the tree, whatever was
+    renamed or swapped along its path since."""
+
+    def __init__(self) -> None:
+        self.path: Path | None = None
+        self.fd: int | None = None
+
+    def fd_for(self, e: Entry) -> int | None:
+        """A descriptor of ``e``'s directory as the walk listed it; None if that directory is gone or replaced."""
+        if e.path.parent != self.path:
+            self.close()
+            self.path = e.path.parent
+            try:
+                fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            except OSError:
+                return None
+            st = os.fstat(fd)
+            if (st.st_dev, st.st_ino) != e.parent:
+                os.close(fd)
+                return None
+            self.fd = fd
+        return self.fd
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+        self.path = self.fd = None
+
+
+def _file_item(out: _Buffered, e: Entry, hashes: bool, changed: list[tuple[str, str]] | None,
+               parents: _Parents) -> dict[str, Any] | None:
+    dir_fd = parents.fd_for(e) if e.parent is not None else None
+    if e.parent is not None and dir_fd is None:
+        if os.path.lexists(e.path.parent):
+            _changed(changed, e, "a directory above it was replaced during the backup; not archived")
+        else:
+            _changed(changed, e, "removed during the backup; not archived")
+        return None
     try:
         # never through a symlink put in its place, never blocking on a FIFO put in its place
-        fd = os.open(e.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return None  # vanished since the walk (a rotated log, a pruned release)
+        fd = os.open(e.path.name if dir_fd is not None else e.path,
+                     os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
+    except FileNotFoundError:  # vanished since the walk (a rotated log, a pruned release): as GNU tar's
+        _changed(changed, e, "removed during the backup; not archived")  # "File removed before we read it"
+        return None
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             _changed(changed, e, "replaced by a symlink during the backup; not archived")
@@ -458,9 +512,12 @@ def _file_item(out: _Buffered, e: Entry, hashes: bool, changed: list[tuple[str, 
             _changed(changed, e, "replaced by a special file during the backup; not archived")
             return None
         if e.st is not None and (st.st_dev, st.st_ino) != (e.st.st_dev, e.st.st_ino):
-            # replaced, or a directory above it was: what was opened is not what the walk found
-            _changed(changed, e, "replaced during the backup; not archived")
-            return None
+            if dir_fd is None:  # a configured path: replaced, or a directory above it was
+                _changed(changed, e, "replaced during the backup; not archived")
+                return None
+            # another file renamed over it (an atomic save), in the very directory the walk listed: the tree's
+            # file now, archived as found when it was opened (its header from that file's fstat)
+            _changed(changed, e, "replaced (renamed over) during the backup; the new file archived")
         return _add_file(out, e, fd, st, hashes, changed)
     finally:
         os.close(fd)
@@ -499,18 +556,24 @@ def write_tar(entries: Iterable[Entry], write: Callable[[bytes], Any], *, hashes
     """Stream a tar of ``entries`` (a list, or :func:`iter_walk` as it goes) into ``write``; returns the file
     list for the manifest.
 
-    A file that is no longer the regular file the walk found (replaced by a symlink, a FIFO, another file, or
-    reached through a directory swapped since) is not read: it is left out and named in ``changed`` as
-    ``(path, what happened)``, for a warning.  A file modified while it was read is archived as read and
+    Each file is opened relative to the directory the walk listed it in, checked to be still that directory.
+    A file replaced since by a symlink or a FIFO, reached through a directory swapped since, or removed, is
+    not read: it is left out and named in ``changed`` as ``(path, what happened)``, for a warning.  A regular
+    file renamed over it in that directory (an atomic save) is the tree's file now: it is archived (with its
+    own stat) and named there.  A file modified while it was read is archived as read and
     named there too; one that shrank is padded with zeros to its size at the start (its manifest line says
     how many bytes in ``padded``, which a restore cuts off).
     """
     out = _Buffered(write)
     listed = FileList()
-    for e in entries:
-        item = _file_item(out, e, hashes, changed) if e.kind == "file" else _other_item(out, e, changed)
-        if item is not None:
-            listed.append(item)
+    parents = _Parents()
+    try:
+        for e in entries:
+            item = _file_item(out, e, hashes, changed, parents) if e.kind == "file" else _other_item(out, e, changed)
+            if item is not None:
+                listed.append(item)
+    finally:
+        parents.close()
     out.write(_NUL * 2)  # the end of the archive, padded to whole 10 KiB records as tar writes it
     if out.offset % tarfile.RECORDSIZE:
         out.write(bytes(tarfile.RECORDSIZE - out.offset % tarfile.RECORDSIZE))

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import grp
 import logging
 import os
+import pwd
 import queue
 import re
 import stat
@@ -22,7 +24,7 @@ from upkeeper.backup import pg
 from upkeeper.backup.crypto import decrypt_argv, identity_listed
 from upkeeper.backup.manifest import MANIFEST, Manifest, read_manifest, set_prefix
 from upkeeper.backup.pipeline import ChecksumMismatch, KeyRejected, ObjectRecord, fault_pause, read_object
-from upkeeper.backup.workdir import MARKER, work_dir
+from upkeeper.backup.workdir import work_dir
 from upkeeper.config.backup import BackupSettings
 from upkeeper.config.targets import PostgresTarget
 from upkeeper.core import proc
@@ -545,6 +547,9 @@ def listed_files(manifest: Manifest, rec: ObjectRecord) -> Iterable[dict[str, An
     return listed
 
 
+_KINDS = {k: k for k in ("file", "dir", "symlink")}
+
+
 def _member_kind(ti: tarfile.TarInfo) -> str | None:
     return "file" if ti.isfile() else "symlink" if ti.issym() else "dir" if ti.isdir() else None
 
@@ -568,13 +573,27 @@ class _SafeExtract:
         self.object_name = object_name
         self.root = root
         self.dest = dest
-        self.kinds = {member_name(str(f["path"])): str(f.get("type", "file")) for f in listed}
-        self.padded = {member_name(str(f["path"])): int(f["padded"]) for f in listed if f.get("padded")}
+        #: what the manifest lists and is not extracted yet, name → kind (one pass over the list; an entry
+        #: leaves as its member is extracted, so the table shrinks as the restore goes)
+        self.kinds: dict[str, str] = {}
+        #: the files that shrank while archived, name → zero bytes to cut off (and their mtimes, once extracted)
+        self.padded: dict[str, int] = {}
+        for f in listed:
+            name = member_name(str(f["path"]))
+            kind = str(f.get("type", "file"))
+            self.kinds[name] = _KINDS.get(kind, kind)  # one str for each kind, not one an entry
+            if f.get("padded"):
+                self.padded[name] = int(f["padded"])
         #: the directory members of every archive of the restore so far (shared)
         self.dirs = dirs
-        self.seen: set[str] = set()
+        #: the first components of the names extracted
+        self.tops: set[str] = set()
         self.links: set[str] = set()
-        self.mtimes: dict[str, float] = {}
+        #: directories above members, found to be real directories in the staging directory
+        self.real_dirs: set[str] = set()
+        self.mtimes: dict[str, float] = {}  # of the padded files
+        #: symlinks' mtimes, which tarfile does not set (GNU tar does)
+        self.link_mtimes: dict[str, float] = {}
         self.mode_mask = 0o7777 if os.geteuid() == 0 else 0o1777
 
     def refuse(self, ti: tarfile.TarInfo, why: str) -> BackupError:
@@ -589,24 +608,32 @@ class _SafeExtract:
         kind = _member_kind(ti)
         if kind is None:
             raise self.refuse(ti, "files backups hold only files, directories and symlinks")
-        if self.kinds.get(name) != kind:
-            raise self.refuse(ti, f"the manifest does not list this {kind}")
-        if name in self.seen:
-            raise self.refuse(ti, "it occurs twice in the archive")
-        self.seen.add(name)
+        if self.kinds.pop(name, None) != kind:
+            raise self.refuse(ti, f"the manifest does not list this {kind}, or the archive holds it twice")
+        self.tops.add(parts[0])
         for i in range(1, len(parts)):
             above = "/".join(parts[:i])
+            if above in self.real_dirs:
+                continue
             if above in self.links or (self.root / above).is_symlink():
                 raise self.refuse(ti, f"{above} is a symlink: it would be written through it")
+            # the staging directory is private, and a directory in it is never replaced (a member that would
+            # is refused just below): checked once, not for each member below it
+            self.real_dirs.add(above)
         self._check_dest(ti, parts, kind)
         target = self.root / name
-        if target.is_symlink() or (target.exists() and not target.is_dir()):
-            target.unlink()  # an earlier archive's: replaced, as GNU tar does, never written through
-        elif target.is_dir() and kind != "dir":
+        try:
+            tst: os.stat_result | None = os.lstat(target)
+        except FileNotFoundError:
+            tst = None
+        if tst is not None and not stat.S_ISDIR(tst.st_mode):
+            target.unlink()  # an earlier archive's file or link: replaced, as GNU tar does, never written through
+        elif tst is not None and kind != "dir":
             raise self.refuse(ti, f"{name} is a directory in another archive of the backup")
         if kind == "symlink":
             self.links.add(name)
-        elif kind == "file":
+            self.link_mtimes[name] = ti.mtime
+        elif kind == "file" and name in self.padded:
             self.mtimes[name] = ti.mtime
         else:
             self.dirs.add(name)
@@ -635,6 +662,12 @@ class _SafeExtract:
                 raise self.refuse(ti, f"{self.dest / rel} is a symlink: it would be written through it")
             raise self.refuse(ti, f"{self.dest / rel} is not a directory")
 
+    def set_link_mtimes(self) -> None:
+        """Each extracted symlink's own mtime (never its target's), as GNU tar restores it."""
+        for name, mtime in self.link_mtimes.items():
+            with contextlib.suppress(FileNotFoundError):
+                os.utime(self.root / name, (mtime, mtime), follow_symlinks=False)
+
     def trim_padding(self) -> None:
         """A file that shrank while it was archived is stored padded with zeros (its manifest line says how many
         bytes): cut them off, so the restored file is what was read."""
@@ -657,6 +690,24 @@ class _HoleTarFile(tarfile.TarFile):
     """Writes each all-zero 64 KiB block of a file as a hole: a sparse file (a VM image, /var/log/lastlog with
     large UIDs), archived with its zeros, comes back sparse instead of filling the disk."""
 
+    def chown(self, tarinfo: tarfile.TarInfo, targetpath: str | bytes | os.PathLike[str] | os.PathLike[bytes],
+              numeric_owner: bool) -> None:
+        """As tarfile does (the owner and group by name where this host has the name, else by id), with each
+        name looked up once: tarfile reads /etc/passwd and /etc/group anew for every member."""
+        if not numeric_owner:
+            ids = self.__dict__.setdefault("_ids", {})
+            for kind, name in (("u", tarinfo.uname), ("g", tarinfo.gname)):
+                if name and (kind, name) not in ids:
+                    try:
+                        ids[kind, name] = (pwd.getpwnam(name).pw_uid if kind == "u" else grp.getgrnam(name).gr_gid)
+                    except KeyError:
+                        ids[kind, name] = None
+            uid = ids.get(("u", tarinfo.uname)) if tarinfo.uname else None
+            gid = ids.get(("g", tarinfo.gname)) if tarinfo.gname else None
+            tarinfo = tarinfo.replace(uid=tarinfo.uid if uid is None else uid,
+                                      gid=tarinfo.gid if gid is None else gid, deep=False)
+        super().chown(tarinfo, targetpath, True)
+
     def makefile(self, tarinfo: tarfile.TarInfo, targetpath: str | bytes | os.PathLike[str] | os.PathLike[bytes]
                  ) -> None:
         source = self.fileobj
@@ -664,16 +715,19 @@ class _HoleTarFile(tarfile.TarFile):
         source.seek(tarinfo.offset_data)
         with open(targetpath, "wb") as target:
             left = tarinfo.size
+            hole = False
             while left:
                 buf = source.read(min(_BLOCK, left))
                 if not buf:
                     raise tarfile.ReadError("unexpected end of data")
-                if buf == _ZEROS[:len(buf)]:
+                hole = buf == _ZEROS[:len(buf)]
+                if hole:
                     target.seek(len(buf), os.SEEK_CUR)
                 else:
                     target.write(buf)
                 left -= len(buf)
-            target.truncate()  # the file's size, when it ends in a hole
+            if hole:
+                target.truncate()  # the file's size, as it ends in a hole
 
 
 class _Cancelled(Exception):
@@ -734,10 +788,10 @@ class FilesRestore:
     same file system: beside ``dest`` when ``dest`` is new or empty, else inside it.
 
     Each tar object streams from storage through SHA-256, age and zstd into :mod:`tarfile`'s stream mode,
-    which extracts it into ``staging`` (nothing else is written: no plaintext temp file, no second copy).  Only
-    once every object was read to its end, its size and SHA-256 matched the manifest and every member passed
-    the checks (:class:`_SafeExtract`), the entries are put in place: :meth:`rename_into_place` makes the
-    staging directory ``dest`` in one rename (all or nothing, whatever kills the process); :meth:`move_into_place`
+    which extracts it into ``staging/tree`` (nothing else is written: no plaintext temp file, no second copy).
+    Only once every object was read to its end, its size and SHA-256 matched the manifest and every member
+    passed the checks (:class:`_SafeExtract`), the entries are put in place: :meth:`rename_into_place` makes
+    ``staging/tree`` ``dest`` in one rename (all or nothing, whatever kills the process); :meth:`move_into_place`
     renames the entries into an existing ``dest`` — a file or link already there is replaced (never written
     through), a directory there gets the backup's entries — with :data:`INCOMPLETE` in ``dest`` until the last
     one is moved, so a restore killed half-way is plain to see and the next restore of the backup completes it.
@@ -747,6 +801,10 @@ class FilesRestore:
     def __init__(self, fetcher: Fetcher, staging: Path, dest: Path) -> None:
         self.fetcher = fetcher
         self.staging = staging
+        #: where the archives are extracted: a directory of its own in the staging one, which keeps its lock and
+        #: marker (so a restore killed just after the rename into place leaves no '.upkeeper-work-dir' in dest)
+        self.tree = staging / "tree"
+        self.tree.mkdir(mode=0o700)
         self.dest = dest
         self.dirs: set[str] = set()
         self.tops: set[str] = set()
@@ -754,7 +812,7 @@ class FilesRestore:
 
     def extract(self, rec: ObjectRecord) -> int:
         """Stream the tar object ``rec`` into the staging directory.  Returns its member count."""
-        guard = _SafeExtract(rec.name, self.staging, self.dest, listed_files(self.fetcher.located.manifest, rec),
+        guard = _SafeExtract(rec.name, self.tree, self.dest, listed_files(self.fetcher.located.manifest, rec),
                              self.dirs)
         pipe = _Pipe()
         failed: list[BaseException] = []
@@ -772,7 +830,7 @@ class FilesRestore:
         try:
             try:
                 with _HoleTarFile.open(fileobj=pipe, mode="r|", bufsize=_BLOCK) as tf:  # type: ignore[call-overload]
-                    tf.extractall(self.staging, filter=guard)
+                    tf.extractall(self.tree, filter=guard)
                     n = len(tf.getmembers())
                 while pipe.read(_BLOCK):
                     pass  # the end of the stream, where its size and SHA-256 are checked
@@ -793,17 +851,18 @@ class FilesRestore:
             if failed:
                 raise failed[0]
             guard.trim_padding()
+            guard.set_link_mtimes()
         except (OSError, tarfile.TarError, EOFError) as exc:
             detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             where = f" ({exc.filename})" if isinstance(exc, OSError) and exc.filename else ""
             raise BackupError(f"extracting {rec.name} failed: {detail}{where}",
                               f"Try: check that {self.dest} is writable and has free space for the restored "
                               "files") from None
-        self.tops.update(name.split("/", 1)[0] for name in guard.seen)
+        self.tops.update(guard.tops)
         return n
 
     def rename_into_place(self) -> bool:
-        """The staging directory (beside ``dest``) becomes ``dest``, a new or empty directory, in one rename,
+        """``staging/tree`` (beside ``dest``) becomes ``dest``, a new or empty directory, in one rename,
         with the mode (as root, the owner) ``dest`` has or a new directory would get.  False when the rename is
         not allowed (``dest`` is a mount point, or in a sticky directory and not ours): the entries are then
         moved into ``dest`` one by one (:meth:`move_into_place`)."""
@@ -812,32 +871,33 @@ class FilesRestore:
         except FileNotFoundError:
             old = None
         if old is not None:
-            os.chmod(self.staging, stat.S_IMODE(old.st_mode))
+            os.chmod(self.tree, stat.S_IMODE(old.st_mode))
             if os.geteuid() == 0:
-                os.chown(self.staging, old.st_uid, old.st_gid)
+                os.chown(self.tree, old.st_uid, old.st_gid)
         else:
             umask = os.umask(0o022)
             os.umask(umask)
-            os.chmod(self.staging, 0o777 & ~umask)
+            os.chmod(self.tree, 0o777 & ~umask)
         try:
-            os.rename(self.staging, self.dest)
+            os.rename(self.tree, self.dest)
         except OSError as exc:
             if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
                 raise BackupError(f"{self.dest} is no longer empty: something was written there during the restore",
                                   "Try: restore again (with --force to extract into what it holds)") from None
             if old is None or exc.errno not in (errno.EBUSY, errno.EPERM, errno.EACCES, errno.EXDEV):
                 raise
-            os.chmod(self.staging, 0o700)
+            if os.geteuid() == 0:  # ours again first: chmod needs the owner (or CAP_FOWNER)
+                os.chown(self.tree, os.geteuid(), os.getegid())
+            os.chmod(self.tree, 0o700)  # its entries are moved out of it
             return False
         self.touched = True
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.dest / MARKER)  # the staging directory's, whose lock (on the directory) is held still
+        fault_pause("restore-renamed")  # (the crash tests: in place, the staging directory not yet removed)
         return True
 
     def move_into_place(self) -> None:
         """Rename what was extracted into the existing ``dest`` (see the class), between writing
         :data:`INCOMPLETE` there and removing it."""
-        src = os.open(self.staging, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        src = os.open(self.tree, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
         try:
             dst = os.open(self.dest, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             try:

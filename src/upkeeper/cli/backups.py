@@ -690,7 +690,31 @@ def _stage_beside(to: Path) -> bool:
         return True
     if not stat.S_ISDIR(st.st_mode) or any(to.iterdir()):
         return False
-    return st.st_dev == os.stat(to.parent).st_dev and os.access(to.parent, os.W_OK | os.X_OK)
+    if st.st_dev != os.stat(to.parent).st_dev or not os.access(to.parent, os.W_OK | os.X_OK):
+        return False
+    # a bind mount (a container's volume) has the device of its parent, but nothing is renamed into it from
+    # there (EXDEV): the restore would fail
+    mount, parent_mount = _mount_id(to), _mount_id(to.parent)
+    return mount is None or mount == parent_mount
+
+
+def _mount_id(path: Path) -> int | None:
+    """The id of the mount ``path`` is on (``mnt_id`` in /proc/self/fdinfo: each bind mount has its own), or
+    None where that is not known."""
+    try:
+        fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        with open(f"/proc/self/fdinfo/{fd}") as fh:
+            for line in fh:
+                if line.startswith("mnt_id:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    finally:
+        os.close(fd)
+    return None
 
 
 def _restore_files(fetcher: Fetcher, row: BackupRow, to: Path) -> dict[str, Any]:
@@ -711,7 +735,8 @@ def _restore_files(fetcher: Fetcher, row: BackupRow, to: Path) -> dict[str, Any]
         with staging_dir(to.parent if beside else to) as staging:
             restore = FilesRestore(fetcher, staging, to)
             with console.status(f"restoring {row.id}…"):
-                for rec in m.objects:
+                # secrets first: the main archive's directories then get their mtimes after what lands in them
+                for rec in sorted(m.objects, key=lambda o: o.role != "secrets"):
                     if rec.role in ("files", "secrets"):
                         n += restore.extract(rec)
                     else:
