@@ -6,6 +6,7 @@ configuration) or 1; tracebacks only with ``--debug``.
 
 from __future__ import annotations
 
+import gc
 import importlib
 import os
 import pkgutil
@@ -52,6 +53,31 @@ def _start_worker_early(argv: list[str]) -> None:
     start_early()
 
 
+
+_gc_paused: list[bool] = []
+
+
+def _pause_gc(argv: list[str]) -> None:
+    """Hold the cyclic garbage collector while the command's modules are imported (~5-10% of start-up).
+
+    Importing creates some 80,000 long-lived objects and no garbage, yet trips ~200 collections
+    that traverse them all; :func:`_resume_gc` turns it back on once the command is loaded.
+    """
+    if _is_console_script(argv) and gc.isenabled():
+        gc.disable()
+        _gc_paused.append(True)
+
+
+def _resume_gc() -> None:
+    """Move the imported modules' objects out of the collector's sight (they live as long as the
+    process) and turn it back on."""
+    if _gc_paused:
+        _gc_paused.clear()
+        gc.freeze()
+        gc.enable()
+
+
+_pause_gc(sys.argv)
 _start_worker_early(sys.argv)
 
 import upkeeper.cli as _pkg  # noqa: E402 - after the early worker start, on purpose
@@ -150,6 +176,7 @@ def _main(argv: list[str] | None) -> None:
     debug = "--debug" in (argv if argv is not None else sys.argv)
     try:
         load_commands(argv)
+        _resume_gc()
         app(args=argv, prog_name="upkeeper")
     except UpkeeperError as exc:
         if debug or state.debug:

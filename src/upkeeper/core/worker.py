@@ -8,6 +8,7 @@ if its parent dies (``kill -9`` of the daemon), so no task outlives it.
 
 from __future__ import annotations
 
+import gc
 import os
 import pickle
 import signal
@@ -64,7 +65,18 @@ def warm(modules: list[str], history_url: str | None) -> None:
             pass
 
 
+def _resume_gc() -> None:
+    """Turn the garbage collector back on, the modules imported so far moved out of its sight (they
+    live as long as the worker)."""
+    if not gc.isenabled():
+        gc.freeze()
+        gc.enable()
+
+
 def main(argv: list[str]) -> int:
+    # No cyclic garbage collection while the worker starts: its imports create some 80,000 long-lived
+    # objects and no garbage, yet trip ~200 collections (5-10% of its start-up).
+    gc.disable()
     fd = int(argv[1])
     parent = int(argv[2]) if len(argv) > 2 else os.getppid()
     conn = Connection(fd)
@@ -91,6 +103,8 @@ def main(argv: list[str]) -> int:
     # Warm up while the parent is still loading its config: every run opens the history database
     # (task state, metric series), so import SQLAlchemy and the models now, not after the first request.
     import upkeeper.core.history  # noqa: F401
+
+    _resume_gc()
 
     jobs: dict[str, Any] = {}  # the jobs of that config, each sent with its first run here
     configs: dict[int, Any] = {}  # the pool sends each config once per worker, then refers to it by token
