@@ -79,6 +79,17 @@ def test_the_command_exits_at_once_with_its_status_and_output_flushed() -> None:
     assert out.stdout == "from a pool thread\nbuffered, no newlineatexit ran\n"
 
 
+def test_run_hint_names_the_config_and_the_jobs() -> None:
+    from upkeeper.cli.main import run_hint
+
+    assert run_hint(["run", "db-backup"]) == ["", "db-backup"]
+    assert run_hint(["--config", "run", "--debug", "run", "a", "-q", "b"]) == ["run", "a", "b"]
+    assert run_hint(["-c", "x.yaml", "run", "--json", "a"]) == ["x.yaml", "a"]
+    assert run_hint(["--config=y.yaml", "run", "-p", "2", "a", "--reason", "r", "--approved-by", "me", "b"]) == [
+        "y.yaml", "a", "b"]
+    assert run_hint(["run", "--all"]) == [""]
+
+
 def test_the_garbage_collector_is_paused_only_while_the_console_script_imports() -> None:
     import gc
 

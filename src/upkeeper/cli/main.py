@@ -50,8 +50,36 @@ def _start_worker_early(argv: list[str]) -> None:
         return
     from upkeeper.core.spawn import start_early
 
-    start_early()
+    start_early(run_hint(args))
 
+
+#: Options of ``upkeeper run`` that take a value (not a job name).
+_RUN_VALUE_OPTIONS = ("--parallel", "-p", "--reason", "--approved-by")
+
+
+def run_hint(args: list[str]) -> list[str]:
+    """``[config, job…]`` named on an ``upkeeper run`` command line (config "" when not given), so the
+    early worker can import those jobs' task modules while this process does its own imports."""
+    config = ""
+    jobs: list[str] = []
+    skip: str | None = None
+    seen_command = False
+    for arg in args:
+        if skip is not None:
+            if skip in _VALUE_OPTIONS:
+                config = arg
+            skip = None
+        elif arg in _VALUE_OPTIONS or arg in _RUN_VALUE_OPTIONS:
+            skip = arg
+        elif arg.startswith("--config="):
+            config = arg.split("=", 1)[1]
+        elif arg.startswith("-"):
+            continue
+        elif not seen_command:
+            seen_command = True  # "run"
+        else:
+            jobs.append(arg)
+    return [config, *jobs]
 
 
 _gc_paused: list[bool] = []

@@ -65,6 +65,25 @@ def warm(modules: list[str], history_url: str | None) -> None:
             pass
 
 
+def hinted_modules(config: str, jobs: list[str]) -> list[str]:
+    """The modules of the built-in tasks that ``jobs`` of the config file run (``config`` "": the file
+    the CLI finds by default).  Only a head start, so anything unclear is left out: the CLI, which
+    validates the config, sends the full list with :meth:`~upkeeper.core.executor.WorkerPool.warm`."""
+    try:
+        from upkeeper.config.loader import find_config, parse_yaml
+        from upkeeper.tasks._index import TASK_MODULES
+
+        path = find_config(config or None)
+        if not path.is_file():  # a pipe (--config <(…), a FIFO) is the CLI's to read, once
+            return []
+        root, _ = parse_yaml(path.read_text(encoding="utf-8"), str(path), locate=False)
+        defined = root["jobs"]
+        tasks = {defined[j].get("task") for j in jobs if isinstance(defined.get(j), dict)}
+    except Exception:
+        return []
+    return sorted({TASK_MODULES[t] for t in tasks if isinstance(t, str) and t in TASK_MODULES})
+
+
 def _resume_gc() -> None:
     """Turn the garbage collector back on, the modules imported so far moved out of its sight (they
     live as long as the worker)."""
@@ -104,6 +123,8 @@ def main(argv: list[str]) -> int:
     # (task state, metric series), so import SQLAlchemy and the models now, not after the first request.
     import upkeeper.core.history  # noqa: F401
 
+    if len(argv) > 4:  # started by 'upkeeper run JOB…': those jobs' task modules (and psycopg…) too
+        warm(hinted_modules(argv[3], argv[4:]), None)
     _resume_gc()
 
     jobs: dict[str, Any] = {}  # the jobs of that config, each sent with its first run here
