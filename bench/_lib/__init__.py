@@ -2,9 +2,27 @@
 
 from __future__ import annotations
 
+import compileall
+import os
 import subprocess
 import time
 from pathlib import Path
+
+SRC = Path(__file__).resolve().parents[2] / "src"
+
+
+def upkeeper_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment in which ``python -m upkeeper`` runs this checkout's upkeeper, as installed.
+
+    Its ``src`` goes first on PYTHONPATH (the venv's editable install may point at another checkout),
+    and its modules are byte-compiled now, as an installed package's are: with PYTHONDONTWRITEBYTECODE
+    set, a stale ``.pyc`` (any module changed since the last compile) is recompiled in every process,
+    the CLI's and the worker's: ~60 ms of each run's fixed cost after a merge.
+    """
+    compileall.compile_dir(str(SRC), quiet=1)
+    out = dict(os.environ if env is None else env)
+    out["PYTHONPATH"] = str(SRC) + (os.pathsep + out["PYTHONPATH"] if out.get("PYTHONPATH") else "")
+    return out
 
 
 def pipeline(stages: list[list[str]], out: Path, env: dict[str, str] | None = None) -> float:

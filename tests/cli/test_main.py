@@ -77,3 +77,47 @@ def test_the_command_exits_at_once_with_its_status_and_output_flushed() -> None:
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=30)
     assert out.returncode == 3, out.stderr
     assert out.stdout == "from a pool thread\nbuffered, no newlineatexit ran\n"
+
+
+def test_run_hint_names_the_config_and_the_jobs() -> None:
+    from upkeeper.cli.main import run_hint
+
+    assert run_hint(["run", "db-backup"]) == ["", "db-backup"]
+    assert run_hint(["--config", "run", "--debug", "run", "a", "-q", "b"]) == ["run", "a", "b"]
+    assert run_hint(["-c", "x.yaml", "run", "--json", "a"]) == ["x.yaml", "a"]
+    assert run_hint(["--config=y.yaml", "run", "-p", "2", "a", "--reason", "r", "--approved-by", "me", "b"]) == [
+        "y.yaml", "a", "b"]
+    assert run_hint(["run", "--all"]) == [""]
+
+
+def test_the_garbage_collector_is_paused_only_while_the_console_script_imports() -> None:
+    import gc
+
+    from upkeeper.cli import main
+
+    assert gc.isenabled()
+    main._pause_gc(["/usr/bin/pytest", "run"])  # imported by another program: its collector is left alone
+    assert gc.isenabled()
+    main._resume_gc()
+    assert gc.isenabled()
+    try:
+        main._pause_gc(["/venv/bin/upkeeper", "run", "x"])
+        assert not gc.isenabled()
+        main._resume_gc()
+        assert gc.isenabled()
+    finally:
+        gc.unfreeze()
+        gc.enable()
+
+
+def test_the_console_script_runs_its_command_with_the_garbage_collector_on(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """``upkeeper`` pauses the collector for its imports only: a command (a daemon, a long run) has it."""
+    probe = tmp_path / "probe.py"
+    probe.write_text("import gc, sys\n"
+                     "sys.argv = ['/venv/bin/upkeeper', '--version']\n"
+                     "import upkeeper.cli.main as m\n"
+                     "print('importing', gc.isenabled())\n"
+                     "m.app = lambda **kw: print('command', gc.isenabled())\n"
+                     "m._main(None)\n")
+    out = subprocess.run([sys.executable, str(probe)], capture_output=True, text=True, check=True).stdout
+    assert out.split("\n")[:2] == ["importing False", "command True"]

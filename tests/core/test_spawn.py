@@ -5,11 +5,12 @@ from __future__ import annotations
 import os
 import pickle
 import signal
+import threading
 from datetime import UTC, datetime
 
 from upkeeper.cli.main import _start_worker_early
 from upkeeper.config.loader import load_text
-from upkeeper.core import spawn
+from upkeeper.core import spawn, worker
 from upkeeper.core.execute import WorkRequest
 from upkeeper.core.executor import WorkerPool
 from upkeeper.core.jobs import build_setup
@@ -113,3 +114,35 @@ def test_warm_makes_an_idle_worker_import_the_task_modules_and_their_libraries(t
         assert out.worker_pid == w.pid
     finally:
         pool.shutdown()
+
+
+def test_an_early_worker_imports_the_named_jobs_task_modules_before_it_is_asked(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """``upkeeper run JOB`` names the config and the jobs to the worker it starts first: it imports their task
+    modules (and psycopg) on its own core while the CLI is still importing, not after the CLI sent ``warm``."""
+    import time
+
+    cfg = tmp_path / "upkeeper.yaml"
+    cfg.write_text("targets:\n  db: {kind: postgres, host: localhost}\n"
+                   "jobs:\n  vac:\n    task: postgres.vacuum\n    target: db\n  nop:\n    task: debug.noop\n")
+    assert worker.hinted_modules(str(cfg), ["vac", "nop", "missing"]) == ["upkeeper.tasks.debug",
+                                                                          "upkeeper.tasks.postgres.vacuum"]
+    assert worker.hinted_modules(str(tmp_path / "nowhere.yaml"), ["vac"]) == []
+    fifo = tmp_path / "fifo.yaml"  # never opened: whatever comes through it is the CLI's
+    os.mkfifo(fifo)
+    got: list[list[str]] = []
+    reader = threading.Thread(target=lambda: got.append(worker.hinted_modules(str(fifo), ["vac"])), daemon=True)
+    reader.start()
+    reader.join(10)
+    if reader.is_alive():  # blocked opening the pipe: unblock it before failing
+        with open(fifo, "w"):
+            pass
+    assert got == [[]]
+    try:
+        spawn.start_early([str(cfg), "vac"])
+        pid = spawn._early[0][0].pid
+        deadline = time.monotonic() + 60
+        while "psycopg_binary" not in _maps(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "psycopg_binary" in _maps(pid)
+    finally:
+        _discard_early()

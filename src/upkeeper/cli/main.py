@@ -6,6 +6,7 @@ configuration) or 1; tracebacks only with ``--debug``.
 
 from __future__ import annotations
 
+import gc
 import importlib
 import os
 import pkgutil
@@ -49,9 +50,62 @@ def _start_worker_early(argv: list[str]) -> None:
         return
     from upkeeper.core.spawn import start_early
 
-    start_early()
+    start_early(run_hint(args))
 
 
+#: Options of ``upkeeper run`` that take a value (not a job name).
+_RUN_VALUE_OPTIONS = ("--parallel", "-p", "--reason", "--approved-by")
+
+
+def run_hint(args: list[str]) -> list[str]:
+    """``[config, job…]`` named on an ``upkeeper run`` command line (config "" when not given), so the
+    early worker can import those jobs' task modules while this process does its own imports."""
+    config = ""
+    jobs: list[str] = []
+    skip: str | None = None
+    seen_command = False
+    for arg in args:
+        if skip is not None:
+            if skip in _VALUE_OPTIONS:
+                config = arg
+            skip = None
+        elif arg in _VALUE_OPTIONS or arg in _RUN_VALUE_OPTIONS:
+            skip = arg
+        elif arg.startswith("--config="):
+            config = arg.split("=", 1)[1]
+        elif arg.startswith("-"):
+            continue
+        elif not seen_command:
+            seen_command = True  # "run"
+        else:
+            jobs.append(arg)
+    return [config, *jobs]
+
+
+_gc_paused: list[bool] = []
+
+
+def _pause_gc(argv: list[str]) -> None:
+    """Hold the cyclic garbage collector while the command's modules are imported (~5-10% of start-up).
+
+    Importing creates some 80,000 long-lived objects and no garbage, yet trips ~200 collections
+    that traverse them all; :func:`_resume_gc` turns it back on once the command is loaded.
+    """
+    if _is_console_script(argv) and gc.isenabled():
+        gc.disable()
+        _gc_paused.append(True)
+
+
+def _resume_gc() -> None:
+    """Move the imported modules' objects out of the collector's sight (they live as long as the
+    process) and turn it back on."""
+    if _gc_paused:
+        _gc_paused.clear()
+        gc.freeze()
+        gc.enable()
+
+
+_pause_gc(sys.argv)
 _start_worker_early(sys.argv)
 
 import upkeeper.cli as _pkg  # noqa: E402 - after the early worker start, on purpose
@@ -150,6 +204,7 @@ def _main(argv: list[str] | None) -> None:
     debug = "--debug" in (argv if argv is not None else sys.argv)
     try:
         load_commands(argv)
+        _resume_gc()
         app(args=argv, prog_name="upkeeper")
     except UpkeeperError as exc:
         if debug or state.debug:

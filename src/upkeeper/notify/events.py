@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from upkeeper.config.notify import SEVERITY_RANK
 
@@ -78,6 +78,9 @@ class Event:
 
 
 class FindingPayload(BaseModel):
+    # built when a notification is first sent, not by every command that imports the engine (~5 ms)
+    model_config = ConfigDict(defer_build=True)
+
     check: str
     severity: Literal["info", "warning", "critical"]
     subject: str = ""
@@ -87,6 +90,8 @@ class FindingPayload(BaseModel):
 
 class EventPayload(BaseModel):
     """One event.  ``(job, check)`` names the condition; ``dedup_key`` is stable for it."""
+
+    model_config = ConfigDict(defer_build=True)
 
     id: int | None = Field(None, description="event id in upkeeper's history ('upkeeper notify log')")
     topic: Literal["run", "finding", "missed", "backup.size", "backup.success_rate", "escalation", "window",
@@ -120,6 +125,8 @@ class EventPayload(BaseModel):
 
 class Payload(BaseModel):
     """What a ``webhook`` channel POSTs (Content-Type: application/json)."""
+
+    model_config = ConfigDict(defer_build=True)
 
     version: Literal[1] = 1
     source: Literal["upkeeper"] = "upkeeper"
