@@ -36,13 +36,13 @@ _KV_PASSWORD = re.compile(
 # SQL: CREATE/ALTER ROLE … PASSWORD 'literal' (also E'…', U&'…' and dollar-quoted $$…$$ / $tag$…$tag$, all of
 # them string constants PostgreSQL takes as the password; a literal cut short masks the rest)
 _SQL_PASSWORD = re.compile(
-    r"(?P<pre>\bPASSWORD\s+)(?P<pw>(?:E'(?:[^'\\]|\\[\s\S]|'')*\\?|(?:U&)?'(?:[^']|'')*)(?:'|$)"
-    r"|(?P<tag>\$(?:[A-Za-z_\x80-\uffff][A-Za-z0-9_\x80-\uffff]*)?\$)[\s\S]*?(?:(?P=tag)|$))", re.IGNORECASE)
+    r"(?P<pre>\bPASSWORD\s+)(?P<pw>(?:E'(?:[^'\\]|\\[\s\S]|'')*\\?|(?:U&)?'(?:[^']|'')*)(?:'|\Z)"
+    r"|(?P<tag>\$(?:[A-Za-z_\x80-\uffff][A-Za-z0-9_\x80-\uffff]*)?\$)[\s\S]*?(?:(?P=tag)|\Z))", re.IGNORECASE)
 # an age identity (X25519 "AGE-SECRET-KEY-1…", a plugin's "AGE-PLUGIN-YUBIKEY-1…") pasted where a public key
 # belongs, and a PEM private key block (an SSH or TLS key pasted into a path field): the kind stays, the key goes
 _AGE_IDENTITY = re.compile(r"(?P<pre>\bAGE-(?:SECRET-KEY|PLUGIN-[A-Z0-9]+)-1)(?P<pw>[0-9A-Za-z]+)")
 _PEM_PRIVATE = re.compile(r"(?P<pre>-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----)(?P<pw>[\s\S]*?)"
-                          r"(?P<post>-----END [A-Z0-9 ]*PRIVATE KEY-----|$)")
+                          r"(?P<post>-----END [A-Z0-9 ]*PRIVATE KEY-----|\Z)")
 # a URL's query parameter whose name looks like a credential: ?access_token=…, &X-Amz-Signature=…
 _QUERY_PARAM = re.compile(r"(?P<pre>[?&;](?P<name>[A-Za-z0-9_.\-\[\]]{1,80})=)(?P<pw>[^&#\s\"'<>;]+)")
 # the same inside a percent-encoded URL (a redirect target: ?next=%2Freset%3Ftoken%3D…)
