@@ -690,11 +690,14 @@ class Accumulator:
         """Count a request for a sensitive file answered 2xx (``size`` as read, or a number)."""
         self.p.exposures[(self.sensitive_of[raw], ip, status, _size(size), when)] += 1
 
-    def _learn(self, new: Iterable[bytes], candidates: Iterable[int] | None = None) -> None:
-        """Endpoint, static path and attack category of new distinct request lines.
+    def _learn(self, new: Iterable[bytes], candidates: Iterable[int] | None = None,
+               sensitive: Iterable[int] | None = None) -> None:
+        """Endpoint, static path, attack category and sensitive file of new distinct request lines.
 
         ``candidates``: the indexes (into ``new``) that may be attacks, when the caller has
-        already run the prefilter of :func:`~upkeeper.logs.classify.attack_categories`.
+        already run the prefilter of :func:`~upkeeper.logs.classify.attack_categories`;
+        ``sensitive``: those that may ask for a sensitive file, when it has run the one of
+        :func:`~upkeeper.logs.classify.sensitive_requests`.
         """
         lst = list(new)
         intern = self.ep_intern
@@ -708,7 +711,7 @@ class Accumulator:
                 self.login_of[raw] = login
             if e[:4] == b"GET " and e[4:] in FRONT_PAGES:
                 self.page_of.add(raw)
-        for i, uri in sensitive_requests(lst).items():
+        for i, uri in sensitive_requests(lst, sensitive).items():
             if request_method(lst[i]) != b"HEAD":  # no body: nothing handed out (and $bytes_sent counts headers)
                 self.sensitive_of[lst[i]] = uri
         if candidates is None:
