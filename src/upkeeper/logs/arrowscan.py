@@ -31,8 +31,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from upkeeper.logs.classify import SOFTWARE_PROBE, counted_category
-from upkeeper.logs.goaccess import parse_size, status_code
+from upkeeper.logs.classify import FRONT_PAGES, SOFTWARE_PROBE, counted_category
+from upkeeper.logs.goaccess import status_code
 from upkeeper.logs.nginx_format import (
     LISTS,
     SPACELESS,
@@ -50,6 +50,8 @@ if TYPE_CHECKING:
     from upkeeper.logs.access import Accumulator, TimeInfo
 
 MIN_BUFFER = 256 << 10  # smaller buffers are cheaper in plain Python
+#: the endpoints of the front page (a request line is in Accumulator.page_of when its endpoint is one of these)
+FRONT_ENDPOINTS = tuple(b"GET " + x for x in sorted(FRONT_PAGES))
 NL = b"\n"
 
 #: an unquoted value: no blank, quote, bracket, backslash or control character
@@ -302,8 +304,9 @@ class ArrowScanner:
         p.lines += n
         p.fast_lines += n
         p.valid += n
-        if b is not None:
-            total = pc.sum(pc.cast(b, pa.int64())).as_py()
+        bi = pc.cast(b, pa.int64()) if b is not None else None  # all digits: the pattern says so
+        if bi is not None:
+            total = pc.sum(bi).as_py()
             p.bandwidth += int(total or 0)
         one_ip = self.ips.setdefault
         p.hosts.update({one_ip(ip, ip): c for ip, c in self._counts(h)})
@@ -402,7 +405,6 @@ class ArrowScanner:
             acc.has_urt = True
             for (e, tok), c in self._pair_counts(row_ep, urt):
                 acc.c_ulat[(ep_list[e], tok)] += c
-        del row_ep
         vh = cols.get("v")
         if vh is not None:  # per site: the same path of two sites is two paths
             p.vhosts.update(dict(self._counts(vh)))
@@ -453,15 +455,17 @@ class ArrowScanner:
         sens = [i for i, x in enumerate(rdict) if x in acc.sensitive_of] if ok2 and acc.sensitive_of else []
         if sens:
             m = pc.and_(pc.is_in(ridx, value_set=pa.array(sens, ridx.type)), self._mask_in(s, ok2))
-            bs = b.filter(m).to_pylist() if b is not None else None
+            bs = bi.filter(m).to_pylist() if bi is not None else None
             for k, (ri, ip, st, t) in enumerate(zip(ridx.filter(m).to_pylist(), h.filter(m).to_pylist(),
                                                     s.filter(m).to_pylist(), tk.filter(m).to_pylist(), strict=True)):
                 acc._exposure(rdict[ri], ip, code_of[st] or 0, bs[k] if bs is not None else 0, tinfo[t])
-        pages = [i for i, x in enumerate(rdict) if x in acc.page_of] if ok2 and b is not None else []
-        if pages and b is not None:
-            m = pc.and_(pc.is_in(ridx, value_set=pa.array(pages, ridx.type)), self._mask_in(s, ok2))
-            for size, c in self._counts(b.filter(m)):
-                p.page_sizes[size if isinstance(size, int) else parse_size(size)] += c
+        # the front page's request lines (Accumulator.page_of) are those of its endpoints: found by endpoint id
+        front = [i for e in FRONT_ENDPOINTS if (i := self.ep_ids.get(e)) is not None] if ok2 and bi is not None else []
+        if front and bi is not None:
+            m = pc.and_(pc.is_in(row_ep, value_set=pa.array(front, row_ep.type)), self._mask_in(s, ok2))
+            for size, c in self._counts(bi.filter(m)):
+                p.page_sizes[size] += c
+        del row_ep
         # scanner user agents
         if ua is not None:
             ua_scanner = acc.ua_scanner
