@@ -415,3 +415,25 @@ def test_exposed_files_are_the_same_on_every_path() -> None:
         assert env["clients"] == ["198.51.100.7", "198.51.100.8"] and env["first"] == "2024-03-01 10:03"
         assert env["secret"] and env["file"] == "dotenv"
         assert 5120 in rep["security"]["catch_all_sizes"]
+
+
+def test_sensitive_prefilter_picks_every_line_classify_would() -> None:
+    """The pyarrow path looks for sensitive files only in the new request lines its one RE2 pass picks: it must
+    pick every line classify's own hints pick (any case, percent-encoded or escaped paths, bytes not UTF-8)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from upkeeper.logs.arrowscan import _sensitive_prefilter
+    from upkeeper.logs.classify import _SENSITIVE_HINTS, _lines_with
+
+    raws = [b"GET /.env HTTP/1.1", b"GET /.ENV.Local HTTP/1.1", b"GET //%2eenv?x HTTP/1.1", b"GET /a\\b HTTP/1.1",
+            b"GET /Backup.SQL.GZ HTTP/1.1", b"GET /ID_RSA HTTP/1.1", b"GET /WP-Config.php~ HTTP/1.1",
+            b"GET /server-status HTTP/1.1", b"GET /x.tar HTTP/1.1", b"GET /db.DUMP HTTP/1.1", b"GET /\xff\xfe/.git/HEAD",
+            b"GET /\xc3\xa9t\xc3\xa9.log HTTP/1.1", b"GET /actuator/env HTTP/1.1", b"GET /a/b?c=d HTTP/1.1",
+            b"GET / HTTP/1.1", b"POST /api/v1/users/42 HTTP/2.0", b"GET /static/app.js HTTP/1.1", b"-",
+            b"GET /\xe2\x84\xaa HTTP/1.1", b"GET /caf\xe9 HTTP/1.1"]
+    arr = pa.array(raws, pa.large_binary())
+    picked = set(pc.indices_nonzero(pc.match_substring_regex(arr, _sensitive_prefilter(), ignore_case=True)).to_pylist())
+    expected = _lines_with(raws, _SENSITIVE_HINTS)
+    assert expected == set(range(13))  # the first 13 lines hold a hint, the others none
+    assert picked == expected

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from upkeeper.logs.access import Accumulator, ScanOptions, all_paths, merge, summarize
+from upkeeper.logs.access import Accumulator, ScanOptions, all_paths, merge, summarize, top
 from upkeeper.logs.nginx_format import (
     COMBINED,
     COMBINED_TIMED,
@@ -294,3 +294,14 @@ def test_any_format_is_refused_clearly_or_scans(parts: tuple[str, str, str, str,
         acc = Accumulator(ScanOptions(log_format=fmt, **kw))
         acc.feed(line * 3 + b"garbage\n" + extra.encode() + b"\n")
         summarize(acc.partial())
+
+
+@settings(max_examples=300, deadline=None)
+@given(counts=st.lists(st.integers(1, 6), max_size=300), n=st.integers(0, 12))
+def test_top_is_the_first_n_by_count_then_key(counts: list[int], n: int) -> None:
+    """The report's top lists: the n entries of highest count, ties (many, with small counts) broken by key,
+    also on counters far larger than n (where top first finds the n-th highest count)."""
+    from collections import Counter
+
+    counter = Counter({f"/p/{i:03d}".encode()[::-1]: c for i, c in enumerate(counts)})
+    assert top(counter, n) == sorted(counter.items(), key=lambda kv: (-kv[1], kv[0]))[:n]

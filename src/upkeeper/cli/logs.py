@@ -24,12 +24,14 @@ logs_app = typer.Typer(help="Analyze nginx access logs, PostgreSQL logs and erro
 app.add_typer(logs_app, name="logs")
 
 
-def _units_of(files: list[Any], continuation: bytes, workers: int, record_start: Any = None) -> list[Any]:
+def _units_of(files: list[Any], continuation: bytes, workers: int, record_start: Any = None,
+              per_process: int = 3) -> list[Any]:
     from upkeeper.logs import parallel
     from upkeeper.logs.sources import ReadRange
 
     ranges = [ReadRange(lf, 0, None if lf.gz else lf.size, final=True) for lf in files]
-    return parallel.units_for(ranges, continuation=continuation, workers=workers, record_start=record_start)
+    return parallel.units_for(ranges, continuation=continuation, workers=workers, record_start=record_start,
+                              per_process=per_process)
 
 
 def _find_logs(args: list[str], *, rotated: bool, max_files: int, example: str = "'/var/log/nginx/*access.log'",
@@ -171,8 +173,8 @@ def nginx_cmd(
     notes: list[parallel.ReadNote] = []
     opts = ScanOptions(log_format=log_format, client_ip=task_opts.client_ip,
                        trusted_proxies=tuple(task_opts.trusted_proxies))
-    partial, _ = parallel.scan("upkeeper.logs.access", opts, _units_of(found, b"", workers), workers=workers,
-                               notes=notes)
+    units = _units_of(found, b"", workers, per_process=parallel.ACCESS_PIECES)
+    partial, _ = parallel.scan("upkeeper.logs.access", opts, units, workers=workers, notes=notes)
     # tokens in query strings, credentials in samples
     rep = redact_obj(summarize(partial, top_n=top, log_format=log_format, client_ip=task_opts.client_ip))
     rep["read_notes"] = _warn_read_notes(notes)

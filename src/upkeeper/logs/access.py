@@ -690,11 +690,14 @@ class Accumulator:
         """Count a request for a sensitive file answered 2xx (``size`` as read, or a number)."""
         self.p.exposures[(self.sensitive_of[raw], ip, status, _size(size), when)] += 1
 
-    def _learn(self, new: Iterable[bytes], candidates: Iterable[int] | None = None) -> None:
-        """Endpoint, static path and attack category of new distinct request lines.
+    def _learn(self, new: Iterable[bytes], candidates: Iterable[int] | None = None,
+               sensitive: Iterable[int] | None = None) -> None:
+        """Endpoint, static path, attack category and sensitive file of new distinct request lines.
 
         ``candidates``: the indexes (into ``new``) that may be attacks, when the caller has
-        already run the prefilter of :func:`~upkeeper.logs.classify.attack_categories`.
+        already run the prefilter of :func:`~upkeeper.logs.classify.attack_categories`;
+        ``sensitive``: those that may ask for a sensitive file, when it has run the one of
+        :func:`~upkeeper.logs.classify.sensitive_requests`.
         """
         lst = list(new)
         intern = self.ep_intern
@@ -708,7 +711,7 @@ class Accumulator:
                 self.login_of[raw] = login
             if e[:4] == b"GET " and e[4:] in FRONT_PAGES:
                 self.page_of.add(raw)
-        for i, uri in sensitive_requests(lst).items():
+        for i, uri in sensitive_requests(lst, sensitive).items():
             if request_method(lst[i]) != b"HEAD":  # no body: nothing handed out (and $bytes_sent counts headers)
                 self.sensitive_of[lst[i]] = uri
         if candidates is None:
@@ -1083,7 +1086,17 @@ def _s(b: bytes | None) -> str:
 
 def top(counter: Counter[Any], n: int, key: Any = None) -> list[tuple[Any, int]]:
     """The ``n`` most frequent entries, ties broken by key (deterministic)."""
-    return heapq.nsmallest(n, counter.items(), key=key or (lambda kv: (-kv[1], kv[0])))
+    items: Iterable[tuple[Any, int]] = counter.items()
+    if key is None and n > 0 and len(counter) > 4 * n:
+        # a large counter (paths, clients, agents): the n-th highest count first, comparing plain integers, so
+        # that only the entries that reach it are ordered by (count, key) (the same n entries, fewer key calls)
+        floor = heapq.nlargest(n, counter.values())[-1]
+        items = [kv for kv in items if kv[1] >= floor]
+    return heapq.nsmallest(n, items, key=key or _by_count)
+
+
+def _by_count(kv: tuple[Any, int]) -> tuple[int, Any]:
+    return -kv[1], kv[0]
 
 
 STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
@@ -1487,8 +1500,10 @@ def all_paths(p: AccessPartial) -> Counter[bytes]:
     """Hits per path (decoded, without query) over every request: GoAccess's requested files, the static
     files and the 404s (disjoint sets, so nothing is counted twice)."""
     out: Counter[bytes] = Counter()
+    get = out.get
     for k, c in p.ga_requests.items():
-        out[k.split(b"\0", 1)[0].split(b"?", 1)[0]] += c
+        path = k.partition(b"\0")[0].partition(b"?")[0]
+        out[path] = get(path, 0) + c
     out.update(p.static_paths)
     out.update(p.not_found)
     return out

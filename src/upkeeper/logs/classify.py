@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_right
+from collections.abc import Iterable
 from urllib.parse import unquote_to_bytes
 
 # ---------------------------------------------------------------------------------------------
@@ -433,11 +434,13 @@ def sensitive_file(uri: bytes) -> tuple[str, bool] | None:
     return m.lastgroup, SENSITIVE_FILES[m.lastgroup][1]
 
 
-def sensitive_requests(raws: list[bytes]) -> dict[int, bytes]:
-    """index → resolved path (:func:`nginx_uri`, lower-cased) of the request lines that ask for a sensitive file."""
+def sensitive_requests(raws: list[bytes], candidates: Iterable[int] | None = None) -> dict[int, bytes]:
+    """index → resolved path (:func:`nginx_uri`, lower-cased) of the request lines that ask for a sensitive file
+    (``candidates``: the indexes where one of :data:`_SENSITIVE_HINTS` is found, when the caller has searched
+    for them already, as the pyarrow path does in one RE2 pass)."""
     if not raws:
         return {}
-    cands = sorted(_lines_with(raws, _SENSITIVE_HINTS))
+    cands = sorted(_lines_with(raws, _SENSITIVE_HINTS) if candidates is None else candidates)
     uris = [nginx_uri(path).lower() for path in request_paths([raws[i] for i in cands])]
     return {cands[k]: uris[k] for k in sorted(_lines_with(uris, _SENSITIVE_URI_HINTS))
             if _SENSITIVE_RX.fullmatch(uris[k])}

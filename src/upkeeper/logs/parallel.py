@@ -32,6 +32,8 @@ from upkeeper.logs.sources import GzipReader
 CHUNK = 4 << 20  # bytes per buffer handed to an accumulator
 UNIT = 24 << 20  # bytes per unit of work for plain files
 MIN_PARALLEL = 16 << 20  # below this, helpers cost more than they save
+#: pieces per process of an access log (its lines are independent): see :func:`units_for`
+ACCESS_PIECES = 8
 #: processes that scan when a task says ``workers: 0``: one per CPU, but at most this many.  Each
 #: scanning process holds about 150 MB at its peak on a big access log, so the default keeps a 1 GB
 #: log under 500 MB for the whole process tree on any machine; ``workers`` raises it for speed.
@@ -409,15 +411,19 @@ def _drive_helper(kind: str, opts: Any, todo: queue.Queue[Unit],
 
 
 def units_for(ranges: list[Any], continuation: bytes = b"", workers: int = 0,
-              record_start: re.Pattern[bytes] | None = None) -> list[Unit]:
+              record_start: re.Pattern[bytes] | None = None, per_process: int = 3) -> list[Unit]:
     """Units for :class:`~upkeeper.logs.sources.ReadRange` items (plain files are cut into pieces).
 
-    Pieces are sized so that every process gets a few of them (balance) but not so small that
-    per-unit overhead shows: total / (3 x processes), between 4 MB and 64 MB.
+    Pieces are sized so that every process gets a few of them (balance): total / (``per_process`` x
+    processes), between 4 MB and 64 MB.  The processes do not finish together (a helper starts a few
+    tenths of a second late) and the last one scans its last piece alone, so smaller pieces shorten that
+    tail; a piece costs next to nothing beyond its bytes (the accumulator carries over), but where entries
+    pair across lines (PostgreSQL's statement and duration) each cut may split a pair: those logs keep
+    few pieces, access logs (:data:`ACCESS_PIECES`) take more.
     """
     total = sum((r.end if r.end is not None else r.start) - r.start for r in ranges if not r.file.gz)
     procs = workers if workers > 0 else default_workers()
-    unit = min(64 << 20, max(4 << 20, total // max(1, 3 * procs)))
+    unit = min(64 << 20, max(4 << 20, total // max(1, per_process * procs)))
     units: list[Unit] = []
     for r in ranges:
         lf = r.file

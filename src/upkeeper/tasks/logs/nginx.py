@@ -255,7 +255,7 @@ class NginxLogs(Task[NginxLogsOptions]):
                 "a glob such as /var/log/nginx/*access.log")])
         cursors = ctx.state.get(CURSORS_KEY, []) if options.incremental else []
         plan = plan_reads(files, cursors, incremental=options.incremental)
-        units = parallel.units_for(plan.ranges, workers=options.workers)
+        units = parallel.units_for(plan.ranges, workers=options.workers, per_process=parallel.ACCESS_PIECES)
         opts = options.scan_options()
         ctx.log.info("reading %s from %d file(s)", human_bytes(plan.bytes_planned), len(plan.ranges))
         t0 = time.monotonic()
