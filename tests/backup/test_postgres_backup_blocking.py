@@ -254,7 +254,8 @@ def test_on_blocking_warn_with_parallel_jobs_fails_the_backup_when_a_worker_meet
     """format 'directory' with jobs 2 and on_blocking 'warn': a worker of pg_dump asks for its table's lock
     NOWAIT (waiting behind the queued ALTER TABLE would deadlock it with its leader), so once it reaches the
     table the migration queues for, pg_dump fails: the migration goes on, the run fails naming the table and
-    the parallel job (and warns about the session it blocked), and nothing is stored."""
+    the parallel job (and, when the watch saw it in time, warns about the session it blocked), and nothing
+    is stored."""
     db = _setup(pg, app_db)
     cfg = backup_config(db, options={"format": "directory", "jobs": 2},
                         target_extra={"bin_dir": str(_pausing_pg_dump(tmp_path, pg))})
@@ -267,7 +268,9 @@ def test_on_blocking_warn_with_parallel_jobs_fails_the_backup_when_a_worker_meet
     run = r.json()[0]
     assert f"pg_dump could not lock table public.reviews of {db} for a parallel job" in run["summary"], run
     checks = {f["check"] for f in run["findings"]}
-    assert {"backup.failed", "backup.blocking_sessions"} <= checks, run["findings"]
+    # the blocking_sessions warning depends on the watch's once-a-second look coming before the worker meets
+    # the queued lock (not so on a loaded machine): the failure itself, naming the table, is what must be there
+    assert "backup.failed" in checks and checks <= {"backup.failed", "backup.blocking_sessions"}, run["findings"]
     assert _sets(tmp_path / "store1") == []
 
 
