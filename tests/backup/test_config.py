@@ -149,3 +149,28 @@ def test_an_age_secret_key_given_as_recipient_is_refused_without_printing_it(cli
     else:
         raise AssertionError("a secret key was taken as a recipient")
     assert redact(f"bad recipient {identity!r}") == "bad recipient 'AGE-SECRET-KEY-1***'"
+
+
+def test_smoke_checks_of_the_wrong_kind_or_shape_are_located_config_errors(cli: Any, make_config: Any) -> None:
+    """`config check` said OK to a verify job that every run then refused (SQL checks on a redis target,
+    redis_checks on a postgres one), and to redis_checks that are no command (empty: counted as 'passed' while
+    nothing ran; unclosed quotes: the backup marked verify-failed for a typo)."""
+    targets = {"cache": {"kind": "redis", "host": "127.0.0.1", "port": 6379},
+               "db": {"kind": "postgres", "host": "127.0.0.1"}}
+    cases = (("cache", {"checks": ["select 1"]}, "options -> checks: checks and amcheck are for PostgreSQL"),
+             ("cache", {"amcheck": True}, "options -> amcheck: checks and amcheck are for PostgreSQL"),
+             ("db", {"redis_checks": ["EXISTS k"]}, "options -> redis_checks: redis_checks are for Redis backups"),
+             ("cache", {"redis_checks": ["EXISTS k", " "]}, "options -> redis_checks: an empty check runs nothing"),
+             ("cache", {"redis_checks": ['AUTH app "Sm0keSecret']}, "redis_checks: 'AUTH app ***' is no Redis "
+              "command line: No closing quotation"))
+    for target, options, said in cases:
+        cfg = make_config({"targets": targets,
+                           "jobs": {"v": {"task": "backup.verify", "target": target, "options": options}}})
+        r = cli(["--config", cfg, "config", "check"])
+        assert r.code == 2 and said in " ".join(r.err.split()), (options, r.output)
+        assert "jobs -> v -> options" in r.err and "Sm0keSecret" not in r.output, r.output
+    cfg = make_config({"targets": targets, "jobs": {
+        "v": {"task": "backup.verify", "target": "cache", "options": {"redis_checks": ["SELECT 3", "DBSIZE"]}},
+        "w": {"task": "backup.verify", "target": "db", "options": {"checks": ["select true"], "amcheck": True}}}})
+    r = cli(["--config", cfg, "config", "check"])
+    assert r.code == 0, r.output

@@ -659,12 +659,32 @@ def test_a_redis_verify_job_with_sql_checks_fails_instead_of_skipping_them(
     data = yaml.safe_load(cfg.read_text())
     data["jobs"]["cache-verify"]["options"] = {"checks": ["select count(*) > 0 from users"]}
     cfg.write_text(yaml.safe_dump(data))
-    run = cli(["--config", cfg, "run", "cache-verify", "--json"]).json()[0]
-    assert run["status"] == "error" and "redis_checks" in json.dumps(run), run
+    r = cli(["--config", cfg, "run", "cache-verify", "--json"])
+    assert r.code == 2 and "cache-verify -> options -> checks" in r.err and "use redis_checks" in r.err, r.output
     data["jobs"]["cache-verify"]["options"] = {"redis_checks": ["EXISTS k:2"]}
     cfg.write_text(yaml.safe_dump(data))
     run = cli(["--config", cfg, "run", "cache-verify", "--json"]).json()[0]
     assert run["status"] == "ok" and "1 smoke check(s) passed" in run["artifacts"][0]["steps"], run
+
+
+def test_backups_verify_refuses_smoke_checks_it_would_not_run(
+        cli: Any, make_config: Any, tmp_path: Path, redis_clean: RedisServer, age_key: AgeKey) -> None:
+    """`backups verify ID --check SQL` on a Redis backup said 'ok verified' with the check never run; a
+    --redis-check that is no command line ('AUTH "pw', unclosed) marked a good backup verify-failed. Both are
+    usage errors now (exit 2, the password masked), and the backup keeps its status."""
+    cfg, bid = _backed_up(cli, make_config, tmp_path, redis_clean, age_key, keys=3)
+    for argv, said in ((["--check", "select count(*) > 0 from users"], "--check and --amcheck are for PostgreSQL"),
+                       (["--amcheck"], "--check and --amcheck are for PostgreSQL backups; the backups to verify "
+                        "are redis backups"),
+                       (["--redis-check", 'AUTH app "Sm0keSecret'], "'AUTH app ***' is no Redis command line"),
+                       (["--redis-check", ""], "an empty check runs nothing")):
+        r = cli(["--config", cfg, "backups", "verify", bid, *argv])
+        assert r.code == 2 and said in " ".join(r.err.split()), (argv, r.output)
+        assert "Sm0keSecret" not in r.output, r.output
+    [row] = cli(["--config", cfg, "backups", "list", "--json"]).json()
+    assert row["status"] == "complete", row
+    r = cli(["--config", cfg, "backups", "verify", "--redis-check", "EXISTS k:1"])
+    assert r.code == 0 and "1 smoke check(s) passed" in r.out, r.output
 
 
 def test_smoke_checks_that_carry_a_password_never_show_it(

@@ -188,6 +188,21 @@ def compare_keys(loaded: Loaded, expected: dict[str, int], total: int | None) ->
     return problems
 
 
+def redis_check_problem(check: str) -> str | None:
+    """Why ``check`` is no Redis command line (empty, or quotes that do not close), its password masked; None
+    when it is one.  Said by config check and the CLI, so a typo is not taken for a broken backup."""
+    try:
+        argv = shlex.split(check)
+    except ValueError as exc:
+        words = check.split()
+        for secret in redis_command_secrets(words):
+            register_secret(secret)
+        return f"{redact_redis_command(words)!r} is no Redis command line: {exc}"
+    if not argv:
+        return "an empty check runs nothing: give a Redis command such as 'EXISTS config:site'"
+    return None
+
+
 def smoke(client: Any, checks: Sequence[str]) -> None:
     """Each check is a Redis command line ("EXISTS config:site", "SELECT 3"), run in order on one connection
     to the restored data; its reply must be true: a non-zero number, a non-empty string or list, OK.  A check's

@@ -28,6 +28,7 @@ from upkeeper.backup.manifest import Manifest, safe_component
 from upkeeper.backup.pipeline import fault_pause
 from upkeeper.backup.prune import SeriesReport, clean_leftovers, index_sets, prune_series
 from upkeeper.backup.rdb import check_rdb
+from upkeeper.backup.rdb_load import redis_check_problem
 from upkeeper.backup.rekey import CURRENT, FINISHED, REKEYED, OldKey, RekeyReport, rekey_set, rekeyed_id
 from upkeeper.backup.restore import (
     INCOMPLETE,
@@ -270,6 +271,7 @@ def verify_cmd(
         raise typer.Exit(0)
     if not rows:
         raise UsageError("no backups to verify", "Try: 'upkeeper backups list' (or 'upkeeper backups sync')")
+    _check_smoke_options(rows, check, amcheck, redis_check)
     scratch: PostgresTarget | None = None
     if scratch_target:
         found = config.targets.get(scratch_target)
@@ -304,6 +306,22 @@ def verify_cmd(
     if as_json:
         print_json([r.to_dict() for r in reports])
     raise typer.Exit(0 if all(r.ok for r in reports) else 1)
+
+
+def _check_smoke_options(rows: list[BackupRow], check: list[str], amcheck: bool, redis_check: list[str]) -> None:
+    """Smoke checks that none of the backups to verify would run are refused: 'ok verified' must not stand for
+    a check that was asked for and skipped (SQL on a Redis or files backup, a Redis command on a dump)."""
+    kinds = {r.kind for r in rows}
+    for c in redis_check:
+        problem = redis_check_problem(c)
+        if problem:
+            raise UsageError(f"--redis-check: {problem}")
+    if (check or amcheck) and "postgres" not in kinds:
+        raise UsageError(f"--check and --amcheck are for PostgreSQL backups; the backups to verify are "
+                         f"{', '.join(sorted(kinds))} backups", "Try: --redis-check CMD for a Redis backup")
+    if redis_check and "redis" not in kinds:
+        raise UsageError(f"--redis-check is for Redis backups; the backups to verify are "
+                         f"{', '.join(sorted(kinds))} backups", "Try: --check SQL for a PostgreSQL backup")
 
 
 PG_NAME_MAX = 63  # bytes: PostgreSQL truncates longer identifiers (NAMEDATALEN - 1)

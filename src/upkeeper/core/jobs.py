@@ -169,6 +169,9 @@ def build_setup(config: Config) -> Setup:
         else:
             for option, message, hint in cls.config_problems(options, config):
                 problems.append(lines.problem((*base, "options", option), message, hint))
+            if target is not None:
+                for option, message, hint in cls.target_problems(options, target):
+                    problems.append(lines.problem((*base, "options", option), message, hint))
 
         # schedule
         tz = jc.timezone or config.timezone

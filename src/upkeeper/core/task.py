@@ -275,6 +275,12 @@ class Task(Generic[O_contra]):
         (``config``), reported by config load and ``config check`` instead of failing every run."""
         return []
 
+    @classmethod
+    def target_problems(cls, options: Any, target: Any) -> list[tuple[str, str, str]]:
+        """``(option, message, hint)`` for valid options that cannot work on the job's ``target`` (its config),
+        reported by config load and ``config check`` instead of failing every run."""
+        return []
+
     def run(self, ctx: TaskContext, options: O_contra) -> Result:  # pragma: no cover - abstract
         raise NotImplementedError
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from upkeeper.backup.catalog import COMPLETE, catalog_for
 from upkeeper.backup.manifest import id_time
 from upkeeper.backup.prune import index_sets
+from upkeeper.backup.rdb_load import redis_check_problem
 from upkeeper.backup.sets import close_storages, open_storages
 from upkeeper.backup.verify import VerifyOptions, VerifyReport, verify_stored
 from upkeeper.config.targets import PostgresTarget, RedisTarget
@@ -48,6 +49,15 @@ class BackupVerifyOptions(TaskOptions):
             "one connection to the test-restored data; each must reply true (non-zero, non-empty, OK), e.g. "
             "'EXISTS config:site', or 'SELECT 3' then 'DBSIZE'. Source: upkeeper (not set by default)")
 
+    @field_validator("redis_checks")
+    @classmethod
+    def _check_redis_commands(cls, v: list[str]) -> list[str]:
+        for check in v:
+            problem = redis_check_problem(check)
+            if problem:
+                raise ValueError(problem)
+        return v
+
 
 @task
 class BackupVerify(Task[BackupVerifyOptions]):
@@ -78,6 +88,10 @@ class BackupVerify(Task[BackupVerifyOptions]):
                              "Try: one of " + ", ".join(postgres) if postgres
                              else "Try: add a target with 'kind: postgres' under 'targets'"))
         return problems
+
+    @classmethod
+    def target_problems(cls, options: Any, target: Any) -> list[tuple[str, str, str]]:
+        return _kind_problems(target, options) if isinstance(options, BackupVerifyOptions) else []
 
     def run(self, ctx: TaskContext, options: BackupVerifyOptions) -> Result:
         target = ctx.require_target()
@@ -197,15 +211,23 @@ class BackupVerify(Task[BackupVerifyOptions]):
 def _check_kind_options(target: Any, options: BackupVerifyOptions) -> None:
     """Smoke checks of the other kind would be skipped in silence: a Redis target's backups run no SQL, the
     others no Redis commands."""
+    for _option, message, hint in _kind_problems(target, options):
+        raise TaskError(message, hint, permanent=True)
+
+
+def _kind_problems(target: Any, options: BackupVerifyOptions) -> list[tuple[str, str, str]]:
+    """``(option, message, hint)`` for smoke checks of the other kind than the target's backups."""
     redis_target = isinstance(target, RedisTarget)
     if redis_target and (options.checks or options.amcheck):
-        raise TaskError("checks and amcheck are for PostgreSQL backups (SQL, B-tree indexes); this job verifies "
-                        "the Redis backups of its target: use redis_checks", "Try: redis_checks: ['EXISTS some:key'] (Redis "
-                        "commands run on the test-restored data)", permanent=True)
+        return [("checks" if options.checks else "amcheck",
+                 "checks and amcheck are for PostgreSQL backups (SQL, B-tree indexes); this job verifies the Redis "
+                 "backups of its target: use redis_checks",
+                 "Try: redis_checks: ['EXISTS some:key'] (Redis commands run on the test-restored data)")]
     if not redis_target and options.redis_checks:
-        raise TaskError("redis_checks are for Redis backups; this job's target is not a redis target",
-                        "Try: checks (SQL) for PostgreSQL backups, or move redis_checks to the verify job "
-                        "of the redis target", permanent=True)
+        return [("redis_checks", "redis_checks are for Redis backups; this job's target is not a redis target",
+                 "Try: checks (SQL) for PostgreSQL backups, or move redis_checks to the verify job of the redis "
+                 "target")]
+    return []
 
 
 def _scratch_findings(rep: VerifyReport) -> list[Finding]:
