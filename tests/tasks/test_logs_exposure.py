@@ -167,3 +167,22 @@ def test_an_xmlrpc_login_path_in_a_sub_directory_counts_every_post() -> None:
     assert LoginPath.of("/blog/xmlrpc.php").codes() == {200}
     assert LoginPath.of("/xmlrpc.php").codes() == {200}
     assert LoginPath.of("/login").codes() == {401, 403}
+
+
+def test_public_and_login_paths_without_a_leading_slash_are_config_errors(cli: Any, make_config: Any) -> None:
+    """`public_paths: [downloads/*.sql]` and a bare `login_paths: [login]` were accepted and never matched a
+    request (paths are matched from their leading /): the exposed-file finding stayed, the brute force went
+    unseen. They are located config errors now, with the path to write instead."""
+    for options, field, fix in (({"public_paths": ["/ok.sql", "downloads/*.sql"]}, "public_paths -> 1", "/downloads/*.sql"),
+                                ({"public_paths": [".env.example"]}, "public_paths -> 0", "/.env.example"),
+                                ({"login_paths": ["login"]}, "login_paths -> 0", "/login")):
+        cfg = make_config({"targets": {"web": {"kind": "nginx", "access_log": "/tmp/none.log"}},
+                           "jobs": {"la": {"task": "logs.nginx", "target": "web", "options": options}}})
+        r = cli(["--config", cfg, "config", "check"])
+        err = " ".join(r.err.split())
+        assert r.code == 2 and f"jobs -> la -> options -> {field}" in err, r.output
+        assert "is no URL path" in err and f"e.g. {fix}" in err, r.output
+    cfg = make_config({"targets": {"web": {"kind": "nginx", "access_log": "/tmp/none.log"}},
+                       "jobs": {"la": {"task": "logs.nginx", "target": "web", "options": {
+                           "public_paths": ["/downloads/*.sql", "*.bak"], "login_paths": ["/login", "*/signin"]}}}})
+    assert cli(["--config", cfg, "config", "check"]).code == 0

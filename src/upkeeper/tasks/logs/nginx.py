@@ -7,7 +7,7 @@ import time
 from datetime import date, datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import Discriminator, Field, Tag, field_validator, model_validator
+from pydantic import AfterValidator, Discriminator, Field, Tag, field_validator, model_validator
 
 from upkeeper.config.targets import NginxTarget
 from upkeeper.core.task import Finding, Result, Severity, Status, Task, TaskContext, TaskOptions, task
@@ -69,9 +69,7 @@ class LoginPathOption(TaskOptions):
     @field_validator("path")
     @classmethod
     def _check_path(cls, v: str) -> str:
-        if not v.startswith(("/", "*")):
-            raise ValueError(f"{v!r} is no URL path: a login path begins with / (or a '*' wildcard)")
-        return v
+        return _url_path(v)
 
     @field_validator("failure_status", mode="before")
     @classmethod
@@ -81,6 +79,18 @@ class LoginPathOption(TaskOptions):
     def login_path(self) -> LoginPath:
         default = LoginPath.of(self.path)
         return default if self.failure_status is None else LoginPath(self.path, self.failure_status)
+
+
+def _url_path(v: str) -> str:
+    """A login or public path as requests are matched: one without its leading / would never match any."""
+    if not v.startswith(("/", "*")):
+        raise ValueError(f"{v!r} is no URL path, so no request would match it: a path begins with / (or a '*' "
+                         f"wildcard), e.g. /{v}")
+    return v
+
+
+#: a path requests are matched against, checked to begin with / (or *)
+UrlPath = Annotated[str, AfterValidator(_url_path)]
 
 
 def _status_spec(v: Any) -> str:
@@ -94,7 +104,7 @@ def _status_spec(v: Any) -> str:
 
 #: a login path, or a mapping with its failure statuses (told apart by type, so a bad mapping's error is its own)
 LoginPathEntry = Annotated[
-    Annotated[str, Tag("path")] | Annotated[LoginPathOption, Tag("entry")],
+    Annotated[UrlPath, Tag("path")] | Annotated[LoginPathOption, Tag("entry")],
     Discriminator(lambda v: "path" if isinstance(v, str) else "entry"),
 ]
 
@@ -166,7 +176,7 @@ class NginxLogsOptions(TaskOptions):
         "paths (docs/logs.md): /xmlrpc.php 200 (every POST counts: XML-RPC answers a failure 200 too), "
         "/wp-login.php, /admin/login, /accounts/login, /user/login 200/401/403 (the form shown again), /users/sign_in 200/401/403/422, /oauth/token and /api/token 400/401/403. Source: issue 7 "
         "(401/403); WordPress, Django, Drupal, Devise and RFC 6749 for the known paths")
-    public_paths: list[str] = Field(
+    public_paths: list[UrlPath] = Field(
         default_factory=list,
         description="paths of sensitive-looking files the site serves on purpose ('*' wildcards allowed), e.g. "
         "/downloads/*.sql: no logs.nginx.exposed_file finding for them. Source: upkeeper (none by default)")
