@@ -7,6 +7,7 @@ import os
 import re
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from upkeeper.core.task import TaskContext
 from upkeeper.logs.report_html import time_chart
@@ -56,3 +57,31 @@ def test_time_chart_over_a_long_span_counts_per_day() -> None:
     days = re.findall(r"<title>([^<]*)</title>", svg)
     assert days[:3] == ["01/01: 7", "01/02: 0", "01/03: 1"] and days[-1] == "02/20: 2"
     assert len(days) == 31 + 20  # every day from January 1st to February 20th
+
+
+MARKUP_LOG = (  # request paths and user agents are the client's text: Rich markup in them stays text
+    '127.0.0.1 - - [04/Dec/2026:19:39:12 +0000] "GET /a[/b]?id=1%27%20or%201=1-- HTTP/1.1" 200 20 "-" '
+    '"sqlmap/1.7 [bold red]x[/]" 0.001\n'
+    '127.0.0.1 - - [04/Dec/2026:19:39:13 +0000] "GET /[link=https://evil.example]click[/link] HTTP/1.1" 200 20 '
+    '"-" "Mozilla/5.0" 0.001\n')
+
+
+def test_rich_markup_in_log_lines_is_shown_as_text(cli: Any, make_config: Any, tmp_path: Path) -> None:
+    """A request path holding '[/b]' made 'upkeeper logs nginx', the results table of 'upkeeper run' and
+    'upkeeper show' raise MarkupError (a traceback after the run was recorded); '[link=…]' made a link."""
+    log = tmp_path / "access.log"
+    log.write_text(MARKUP_LOG)
+    res = cli(["logs", "nginx", str(log), "--format", "combined_timed"])
+    assert res.code == 0, res.output
+    assert "/a[/b]" in res.out and "/[link=https://evil.example]click[/link]" in res.out
+    cfg = make_config({"targets": {"web": {"kind": "nginx", "access_log": str(log)}},
+                       "jobs": {"la": {"task": "logs.nginx", "target": "web", "options": {
+                           "log_format": "combined_timed", "report_dir": str(tmp_path / "reports")}}}})
+    res = cli(["--config", str(cfg), "run", "la"])
+    assert res.code in (0, 1) and "MarkupError" not in res.output, res.output
+    assert "/a[/b]" in res.out  # the top finding: the SQL injection, with its sample
+    res = cli(["--config", str(cfg), "show", "1"])
+    assert res.code == 0, res.output
+    assert "/a[/b]" in res.out
+    res = cli(["--config", str(cfg), "history"])
+    assert res.code == 0, res.output

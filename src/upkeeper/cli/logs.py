@@ -13,6 +13,7 @@ from typing import Any
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from upkeeper.cli._app import app, console, err_console, print_json
 from upkeeper.errors import UsageError
@@ -120,8 +121,8 @@ def _table(title: str, cols: list[str], rows: list[list[Any]], numeric: tuple[in
     t = Table(title=title, title_justify="left")
     for i, c in enumerate(cols):
         t.add_column(c, justify="right" if i in numeric else "left", overflow="fold")
-    for r in rows:
-        t.add_row(*[f"{v:,}" if isinstance(v, int) else (f"{v:,.1f}" if isinstance(v, float) else str(v))
+    for r in rows:  # cells quote log lines (paths, user agents): text, never Rich markup
+        t.add_row(*[Text(f"{v:,}" if isinstance(v, int) else (f"{v:,.1f}" if isinstance(v, float) else str(v)))
                     for v in r])
     return t
 
