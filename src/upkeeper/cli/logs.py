@@ -180,6 +180,7 @@ def nginx_cmd(
     rep = redact_obj(summarize(partial, top_n=top, log_format=log_format, client_ip=task_opts.client_ip))
     rep["read_notes"] = _warn_read_notes(notes)
     rep["files"] = [{"path": lf.path, "compressed": lf.gz} for lf in found]
+    rep["log_format"] = log_format
     rep["goaccess"]["log_format_flags"] = to_goaccess(log_format, client_ip=task_opts.client_ip).argv()
     if rep["clients"]["proxy"] is not None:
         f = proxy_finding(rep["clients"]["proxy"], task_opts.client_ip, "")
@@ -223,7 +224,11 @@ def nginx_cmd(
     rows += [[f"scanner: {s['scanner']}", s["hits"], len(s["clients"]), ""] for s in sec["scanners"]]
     rows += [[f"404 burst: {b['ip']}", b["total"], 1, f"{b['max_in_window']} in 2 min from {b['from']}"]
              for b in sec["not_found_bursts"]]
-    rows += [[f"brute force: {b['ip']}", b["total"], 1, b["path"]] for b in sec["brute_force"]]
+    rows += [[f"brute force: {b['ip']}", b["total"], 1, ", ".join(b["paths"])] for b in sec["brute_force"]]
+    rows += [[f"exposed file ({'critical' if e['secret'] else 'warning'}): {e['path']}", e["hits"], e["client_count"],
+              f"{e['file'].replace('_', ' ')} answered {', '.join(map(str, e['statuses']))} with "
+              f"{' or '.join(f'{b:,}' for b in e['bytes'][:3])} bytes, first at {e['first']}"]
+             for e in sec["exposed"]]
     console.print(_table("security signals", ["signal", "requests", "clients", "example"], rows, (1, 2)))
     console.print("GoAccess-identical numbers: goaccess FILE " + " ".join(
         shlex.quote(a) for a in rep["goaccess"]["log_format_flags"]), style="dim", markup=False, soft_wrap=True)
