@@ -180,3 +180,22 @@ def test_attack_corpus_stays_text_in_the_html_report(cli: Any, tmp_path: Path) -
                          "span", "code", "pre", "table", "thead", "tbody", "tr", "th", "td", "footer", "svg", "text",
                          "line", "rect", "circle", "polygon", "polyline"}, page.tags
     assert "<script>" in page.text and "onerror=" in page.text  # the payloads are there, as text
+
+
+def test_postgres_reports_say_which_format_was_read(cli: Any, tmp_path: Path) -> None:
+    """'upkeeper logs postgres' read a jsonlog file (told by its name) without saying so, in the terminal and
+    in its HTML: a .json file of another format reads as an empty log, and nothing told why."""
+    log, html = tmp_path / "postgresql.json", tmp_path / "pg.html"
+    log.write_text("".join(json.dumps({"timestamp": f"2026-12-04 10:00:0{i}.000 UTC", "user": "app", "dbname": "app",
+                                       "pid": 7, "error_severity": "LOG",
+                                       "message": f"duration: {i + 1}.5 ms  statement: SELECT {i}"}) + "\n"
+                           for i in range(3)))
+    res = cli(["logs", "postgres", str(log), "--html", str(html)])
+    assert res.code == 0, res.output
+    assert "3 statements" in res.out and "read as jsonlog, 1 file(s)" in res.out
+    assert "|Read as |jsonlog|" in parse_html(html).text
+    stderr_log = tmp_path / "postgresql.log"
+    stderr_log.write_text("2026-12-04 10:00:00.000 UTC [7] LOG:  duration: 1.5 ms  statement: SELECT 1\n")
+    res = cli(["logs", "postgres", str(stderr_log), "--html", str(html)])
+    assert "read as stderr with the log_line_prefix '%m [%p] '" in res.out
+    assert "|Read as |stderr| with the log_line_prefix |%m [%p] |" in parse_html(html).text

@@ -325,6 +325,8 @@ def postgres_cmd(
                   f"({human_bytes(rep['temp_files']['total_bytes'])}), {rep['checkpoints']['count']} checkpoints "
                   f"({rep['checkpoints']['restartpoints']} restartpoints), "
                   f"unparsed {rep['unparsed']:,} lines")
+    console.print(f"read as {fmt}" + (f" with the log_line_prefix {prefix!r}" if fmt == "stderr" else "") + ", "
+                  f"{len(found)} file(s)", markup=False)
     console.print(_table("most time-consuming queries", ["query", "count", "total ms", "mean ms", "max ms"],
                          [[q["fingerprint"][:120], q["count"], q["total_ms"], q["mean_ms"], q["max_ms"]]
                           for q in rep["slowest_total"]], (1, 2, 3, 4)))

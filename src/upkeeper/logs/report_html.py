@@ -338,6 +338,10 @@ def postgres_report(rep: dict[str, Any], findings: Sequence[dict[str, Any]], *, 
         (fmt_bytes(rep["temp_files"]["total_bytes"]), f"temp files ({rep['temp_files']['count']})", ""),
         (fmt_num(rep["checkpoints"]["count"]), "checkpoints", ""),
     ])]
+    if rep.get("format"):
+        body.append(f'<p class="muted">Read as <code>{escape(str(rep["format"]))}</code>'
+                    + (f' with the log_line_prefix <code>{escape(str(rep["log_line_prefix"]))}</code>'
+                       if rep.get("log_line_prefix") is not None else "") + "</p>")
     body.append("<h2>Findings</h2>" + findings_table(findings))
     body.append("<h2>Statements</h2>")
     body.append(time_chart(rep["by_hour"], what="statements"))
