@@ -199,3 +199,16 @@ def test_postgres_reports_say_which_format_was_read(cli: Any, tmp_path: Path) ->
     res = cli(["logs", "postgres", str(stderr_log), "--html", str(html)])
     assert "read as stderr with the log_line_prefix '%m [%p] '" in res.out
     assert "|Read as |stderr| with the log_line_prefix |%m [%p] |" in parse_html(html).text
+
+
+def test_an_empty_first_run_is_not_said_to_follow_a_last_run(cli: Any, make_config: Any, tmp_path: Path) -> None:
+    """The first run over an empty log (a new site) said 'no new log lines since the last run': there was none."""
+    log = tmp_path / "access.log"
+    log.write_text("")
+    cfg = make_config({"targets": {"web": {"kind": "nginx", "access_log": str(log)}},
+                       "jobs": {"la": {"task": "logs.nginx", "target": "web", "options": {
+                           "report_dir": str(tmp_path / "reports")}}}})
+    first = cli(["--config", str(cfg), "run", "la", "--json"]).json()[0]
+    assert first["summary"].startswith("no log lines in 1 file(s) — report: "), first["summary"]
+    second = cli(["--config", str(cfg), "run", "la", "--json"]).json()[0]
+    assert second["summary"].startswith("no new log lines since the last run"), second["summary"]
