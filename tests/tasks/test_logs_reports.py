@@ -6,7 +6,9 @@ import json
 import os
 import re
 from datetime import UTC, datetime
+from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
 from upkeeper.core.task import TaskContext
 from upkeeper.logs.report_html import time_chart
@@ -56,3 +58,157 @@ def test_time_chart_over_a_long_span_counts_per_day() -> None:
     days = re.findall(r"<title>([^<]*)</title>", svg)
     assert days[:3] == ["01/01: 7", "01/02: 0", "01/03: 1"] and days[-1] == "02/20: 2"
     assert len(days) == 31 + 20  # every day from January 1st to February 20th
+
+
+MARKUP_LOG = (  # request paths and user agents are the client's text: Rich markup in them stays text
+    '127.0.0.1 - - [04/Dec/2026:19:39:12 +0000] "GET /a[/b]?id=1%27%20or%201=1-- HTTP/1.1" 200 20 "-" '
+    '"sqlmap/1.7 [bold red]x[/]" 0.001\n'
+    '127.0.0.1 - - [04/Dec/2026:19:39:13 +0000] "GET /[link=https://evil.example]click[/link] HTTP/1.1" 200 20 '
+    '"-" "Mozilla/5.0" 0.001\n')
+
+
+def test_rich_markup_in_log_lines_is_shown_as_text(cli: Any, make_config: Any, tmp_path: Path) -> None:
+    """A request path holding '[/b]' made 'upkeeper logs nginx', the results table of 'upkeeper run' and
+    'upkeeper show' raise MarkupError (a traceback after the run was recorded); '[link=…]' made a link."""
+    log = tmp_path / "access.log"
+    log.write_text(MARKUP_LOG)
+    res = cli(["logs", "nginx", str(log), "--format", "combined_timed"])
+    assert res.code == 0, res.output
+    assert "/a[/b]" in res.out and "/[link=https://evil.example]click[/link]" in res.out
+    cfg = make_config({"targets": {"web": {"kind": "nginx", "access_log": str(log)}},
+                       "jobs": {"la": {"task": "logs.nginx", "target": "web", "options": {
+                           "log_format": "combined_timed", "report_dir": str(tmp_path / "reports")}}}})
+    res = cli(["--config", str(cfg), "run", "la"])
+    assert res.code in (0, 1) and "MarkupError" not in res.output, res.output
+    assert "/a[/b]" in res.out  # the top finding: the SQL injection, with its sample
+    res = cli(["--config", str(cfg), "show", "1"])
+    assert res.code == 0, res.output
+    assert "/a[/b]" in res.out
+    res = cli(["--config", str(cfg), "history"])
+    assert res.code == 0, res.output
+
+
+class _Html(HTMLParser):
+    """The elements and attributes of a page, and its text."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: set[str] = set()
+        self.active: list[tuple[str, str, str | None]] = []  # attributes that run script or load something
+        self.chunks: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.add(tag)
+        self.active += [(tag, k, v) for k, v in attrs
+                        if k.startswith("on") or k in ("src", "href", "xlink:href", "srcdoc", "action", "style")]
+
+    def handle_data(self, data: str) -> None:
+        self.chunks.append(data)
+
+    @property
+    def text(self) -> str:
+        return "|".join(c for c in self.chunks if c.strip())  # a cell or element per |
+
+
+def parse_html(path: Path) -> _Html:
+    p = _Html()
+    p.feed(path.read_text(encoding="utf-8"))
+    return p
+
+
+VHOST_FORMAT = ('$host $remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent "$http_referer" '
+                '"$http_user_agent" "$http_x_forwarded_for" $request_time')
+XSS = "<script>alert(1)</script>"
+
+
+def proxied_vhost_log() -> str:
+    """Two sites behind a load balancer (every $remote_addr 10.0.0.5, X-Forwarded-For varies), script in paths,
+    user agents, referrers and a site name; a .env and /server-status answered 200; XML-RPC brute force."""
+    def line(host: str, minute: int, req: str, st: int, size: int, ref: str, ua: str, xff: str, rt: float) -> str:
+        return (f'{host} 10.0.0.5 - - [04/Dec/2026:{10 + minute // 60:02d}:{minute % 60:02d}:00 +0000] "{req}" {st} '
+                f'{size} "{ref}" "{ua}" "{xff}" {rt:.3f}')
+    hosts = ["shop.example", "blog.example", r"x\x22><svg\x09onload=alert(3)>"]  # nginx writes " as \x22
+    out = [line(hosts[i % 3], i, f"GET /p/{i % 9}" + (f"?q={XSS}" if i % 11 == 0 else "") + " HTTP/1.1", 200,
+                1000 + i, 'https://r.example/\\x22><img src=x onerror=alert(2)>', f"Mozilla/5.0 {XSS}",
+                f"203.0.113.{i % 50}", 0.01) for i in range(120)]
+    out += [line("shop.example", 200 + i, "GET /.env HTTP/1.1", 200, 777, "-", "curl/8", "198.51.100.9", 0.001)
+            for i in range(3)]
+    out.append(line("shop.example", 205, "GET /server-status HTTP/1.1", 200, 555, "-", "curl/8", "198.51.100.9", 0.001))
+    out += [line("blog.example", 210, "POST /xmlrpc.php HTTP/1.1", 200, 400, "-", "python", "198.51.100.7", 0.05)
+            for _ in range(12)]
+    return "\n".join(out) + "\n"
+
+
+def test_html_and_rich_summary_show_sites_exposed_files_proxy_and_format(cli: Any, tmp_path: Path) -> None:
+    """The HTML of 'upkeeper logs nginx --html' left out the exposed files (a leaked .env: the worst finding of
+    the log) and the proxy warning, which were findings only, and neither report said which log_format read the
+    log; the Rich summary listed no exposed file either. Script in a path, user agent, referrer or site name
+    stays text."""
+    log, html = tmp_path / "access.log", tmp_path / "r.html"
+    log.write_text(proxied_vhost_log())
+    res = cli(["logs", "nginx", str(log), "--format", VHOST_FORMAT, "--html", str(html)])
+    assert res.code == 0, res.output
+    assert "exposed file (critical): /.env" in res.out and "exposed file (warning): /server-status" in res.out
+    data = json.loads(cli(["logs", "nginx", str(log), "--format", VHOST_FORMAT, "--json"]).out)
+    assert [e["path"] for e in data["security"]["exposed"]] == ["/.env", "/server-status"]
+    assert data["log_format"] == VHOST_FORMAT and data["clients"]["proxy"]["ip"] == "10.0.0.5"
+    page = parse_html(html)
+    assert not page.active and "script" not in page.tags, page.active
+    text = page.text
+    assert "|Sites|host|requests|" in text and "|shop.example|" in text and "|blog.example|" in text
+    assert "|Sensitive files answered 2xx|" in text
+    assert "|critical|/.env|dotenv|200|777|3|10.0.0.5|2026-12-04 13:20|" in text
+    assert "|warning|/server-status|server status|200|555|1|10.0.0.5|" in text
+    assert "10.0.0.5, a private address" in text
+    assert f"log format |{VHOST_FORMAT}|" in text
+    # shown as nginx wrote them (its \xHH escapes kept), as text
+    assert f"|Mozilla/5.0 {XSS}|" in text and r"|https://r.example/\x22><img src=x onerror=alert(2)>|" in text
+    assert r"|x\x22><svg\x09onload=alert(3)>|" in text
+
+
+def test_attack_corpus_stays_text_in_the_html_report(cli: Any, tmp_path: Path) -> None:
+    """Every line of the real attack corpus (XSS payloads of wfuzz, wapiti and PayloadsAllTheThings in paths, user
+    agents and referrers) ends up as text in the report: no element or attribute of theirs."""
+    corpus = Path(__file__).parent.parent / "logs" / "corpus"
+    html = tmp_path / "corpus.html"
+    res = cli(["logs", "nginx", *sorted(str(p) for p in corpus.glob("*.log")), "--format", "combined_timed",
+               "--top", "1000", "--html", str(html)])
+    assert res.code == 0, res.output
+    page = parse_html(html)
+    assert not page.active, page.active[:5]
+    assert page.tags <= {"html", "head", "meta", "title", "style", "body", "main", "h1", "h2", "h3", "div", "p", "b",
+                         "span", "code", "pre", "table", "thead", "tbody", "tr", "th", "td", "footer", "svg", "text",
+                         "line", "rect", "circle", "polygon", "polyline"}, page.tags
+    assert "<script>" in page.text and "onerror=" in page.text  # the payloads are there, as text
+
+
+def test_postgres_reports_say_which_format_was_read(cli: Any, tmp_path: Path) -> None:
+    """'upkeeper logs postgres' read a jsonlog file (told by its name) without saying so, in the terminal and
+    in its HTML: a .json file of another format reads as an empty log, and nothing told why."""
+    log, html = tmp_path / "postgresql.json", tmp_path / "pg.html"
+    log.write_text("".join(json.dumps({"timestamp": f"2026-12-04 10:00:0{i}.000 UTC", "user": "app", "dbname": "app",
+                                       "pid": 7, "error_severity": "LOG",
+                                       "message": f"duration: {i + 1}.5 ms  statement: SELECT {i}"}) + "\n"
+                           for i in range(3)))
+    res = cli(["logs", "postgres", str(log), "--html", str(html)])
+    assert res.code == 0, res.output
+    assert "3 statements" in res.out and "read as jsonlog, 1 file(s)" in res.out
+    assert "|Read as |jsonlog|" in parse_html(html).text
+    stderr_log = tmp_path / "postgresql.log"
+    stderr_log.write_text("2026-12-04 10:00:00.000 UTC [7] LOG:  duration: 1.5 ms  statement: SELECT 1\n")
+    res = cli(["logs", "postgres", str(stderr_log), "--html", str(html)])
+    assert "read as stderr with the log_line_prefix '%m [%p] '" in res.out
+    assert "|Read as |stderr| with the log_line_prefix |%m [%p] |" in parse_html(html).text
+
+
+def test_an_empty_first_run_is_not_said_to_follow_a_last_run(cli: Any, make_config: Any, tmp_path: Path) -> None:
+    """The first run over an empty log (a new site) said 'no new log lines since the last run': there was none."""
+    log = tmp_path / "access.log"
+    log.write_text("")
+    cfg = make_config({"targets": {"web": {"kind": "nginx", "access_log": str(log)}},
+                       "jobs": {"la": {"task": "logs.nginx", "target": "web", "options": {
+                           "report_dir": str(tmp_path / "reports")}}}})
+    first = cli(["--config", str(cfg), "run", "la", "--json"]).json()[0]
+    assert first["summary"].startswith("no log lines in 1 file(s) — report: "), first["summary"]
+    second = cli(["--config", str(cfg), "run", "la", "--json"]).json()[0]
+    assert second["summary"].startswith("no new log lines since the last run"), second["summary"]

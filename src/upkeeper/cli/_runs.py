@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -148,8 +149,10 @@ def summary_table(results: list[RunSummary], title: str = "Results") -> Table:
         table.add_column(col, overflow="fold")
     for r in results:
         top = r.top_finding()
-        text = (f"{severity_text(top.severity.value)} {top.subject}: {top.message}" if top
-                else r.summary)
-        table.add_row(str(r.run_id or "-"), f"[bold]{r.job}[/bold]", r.task, status_text(r.status),
-                      human_duration(r.duration), text[:160])
+        # subjects, messages and summaries quote log lines and paths: never read as Rich markup ("[/b]" in a
+        # request path made the table raise after the run; "[link=…]" made a link)
+        text = (f"{severity_text(top.severity.value)} {escape(top.subject)}: {escape(top.message[:160])}" if top
+                else escape(r.summary[:160]))
+        table.add_row(str(r.run_id or "-"), f"[bold]{escape(r.job)}[/bold]", escape(r.task), status_text(r.status),
+                      human_duration(r.duration), text)
     return table

@@ -7,8 +7,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import typer
+from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
+from rich.text import Text
 
 from upkeeper.cli._app import app, console, print_json, severity_text, state, status_text
 from upkeeper.config.types import parse_duration
@@ -84,7 +86,7 @@ def history_cmd(
         table.add_column(col, overflow="fold")
     for r in rows:
         table.add_row(str(r.id), r.job, local_time(r.scheduled_for, "UTC", "%Y-%m-%d %H:%M:%S"), r.trigger,
-                      status_text(r.status), human_duration(r.duration), (r.summary or "")[:140])
+                      status_text(r.status), human_duration(r.duration), escape((r.summary or "")[:140]))
     console.print(table)
 
 
@@ -109,13 +111,14 @@ def show_cmd(
             f"scheduled {local_time(row.scheduled_for, 'UTC', '%Y-%m-%d %H:%M:%S %Z')}   "
             f"started {local_time(row.started_at, 'UTC', '%H:%M:%S')}   "
             f"took {human_duration(row.duration)}")
-    console.print(Panel(head + (f"\n\n{row.summary}" if row.summary else ""), expand=False))
+    console.print(Panel(head + (f"\n\n{escape(row.summary)}" if row.summary else ""), expand=False))
     if findings:
         t = Table(title="Findings", title_justify="left")
         for col in ("severity", "check", "subject", "message", "remediation"):
             t.add_column(col, overflow="fold")
         for f in sorted(findings, key=lambda f: {"critical": 0, "warning": 1, "info": 2}.get(f.severity, 3)):
-            t.add_row(severity_text(f.severity), f.check, f.subject, f.message, f.remediation)
+            # findings quote log lines and paths: text, never Rich markup
+            t.add_row(severity_text(f.severity), *(Text(x) for x in (f.check, f.subject, f.message, f.remediation)))
         console.print(t)
     if row.metrics:
         t = Table(title="Metrics", title_justify="left")

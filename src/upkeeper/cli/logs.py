@@ -13,6 +13,7 @@ from typing import Any
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from upkeeper.cli._app import app, console, err_console, print_json
 from upkeeper.errors import UsageError
@@ -120,8 +121,8 @@ def _table(title: str, cols: list[str], rows: list[list[Any]], numeric: tuple[in
     t = Table(title=title, title_justify="left")
     for i, c in enumerate(cols):
         t.add_column(c, justify="right" if i in numeric else "left", overflow="fold")
-    for r in rows:
-        t.add_row(*[f"{v:,}" if isinstance(v, int) else (f"{v:,.1f}" if isinstance(v, float) else str(v))
+    for r in rows:  # cells quote log lines (paths, user agents): text, never Rich markup
+        t.add_row(*[Text(f"{v:,}" if isinstance(v, int) else (f"{v:,.1f}" if isinstance(v, float) else str(v)))
                     for v in r])
     return t
 
@@ -179,6 +180,7 @@ def nginx_cmd(
     rep = redact_obj(summarize(partial, top_n=top, log_format=log_format, client_ip=task_opts.client_ip))
     rep["read_notes"] = _warn_read_notes(notes)
     rep["files"] = [{"path": lf.path, "compressed": lf.gz} for lf in found]
+    rep["log_format"] = log_format
     rep["goaccess"]["log_format_flags"] = to_goaccess(log_format, client_ip=task_opts.client_ip).argv()
     if rep["clients"]["proxy"] is not None:
         f = proxy_finding(rep["clients"]["proxy"], task_opts.client_ip, "")
@@ -222,7 +224,11 @@ def nginx_cmd(
     rows += [[f"scanner: {s['scanner']}", s["hits"], len(s["clients"]), ""] for s in sec["scanners"]]
     rows += [[f"404 burst: {b['ip']}", b["total"], 1, f"{b['max_in_window']} in 2 min from {b['from']}"]
              for b in sec["not_found_bursts"]]
-    rows += [[f"brute force: {b['ip']}", b["total"], 1, b["path"]] for b in sec["brute_force"]]
+    rows += [[f"brute force: {b['ip']}", b["total"], 1, ", ".join(b["paths"])] for b in sec["brute_force"]]
+    rows += [[f"exposed file ({'critical' if e['secret'] else 'warning'}): {e['path']}", e["hits"], e["client_count"],
+              f"{e['file'].replace('_', ' ')} answered {', '.join(map(str, e['statuses']))} with "
+              f"{' or '.join(f'{b:,}' for b in e['bytes'][:3])} bytes, first at {e['first']}"]
+             for e in sec["exposed"]]
     console.print(_table("security signals", ["signal", "requests", "clients", "example"], rows, (1, 2)))
     console.print("GoAccess-identical numbers: goaccess FILE " + " ".join(
         shlex.quote(a) for a in rep["goaccess"]["log_format_flags"]), style="dim", markup=False, soft_wrap=True)
@@ -319,6 +325,8 @@ def postgres_cmd(
                   f"({human_bytes(rep['temp_files']['total_bytes'])}), {rep['checkpoints']['count']} checkpoints "
                   f"({rep['checkpoints']['restartpoints']} restartpoints), "
                   f"unparsed {rep['unparsed']:,} lines")
+    console.print(f"read as {fmt}" + (f" with the log_line_prefix {prefix!r}" if fmt == "stderr" else "") + ", "
+                  f"{len(found)} file(s)", markup=False)
     console.print(_table("most time-consuming queries", ["query", "count", "total ms", "mean ms", "max ms"],
                          [[q["fingerprint"][:120], q["count"], q["total_ms"], q["mean_ms"], q["max_ms"]]
                           for q in rep["slowest_total"]], (1, 2, 3, 4)))

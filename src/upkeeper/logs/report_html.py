@@ -200,6 +200,7 @@ def access_report(rep: dict[str, Any], findings: Sequence[dict[str, Any]], *, ti
         (f"{rep['unparsed_pct']:.2f} %", f"unparsed lines ({fmt_num(rep['invalid'])})",
          "warn" if rep["unparsed_pct"] > objectives.get("unparsed_pct", 1.0) else ""),
     ])]
+    body.append(_read_with(rep))
     body.append("<h2>Findings</h2>" + findings_table(findings))
     body.append("<h2>Traffic</h2>" + time_chart(rep.get("hourly", {}), what="requests"))
     st = rep.get("status", {})
@@ -242,7 +243,7 @@ def access_report(rep: dict[str, Any], findings: Sequence[dict[str, Any]], *, ti
     body.append("<h3>Not found (404)</h3>" + table(["path", "hits"], [(x["path"], x["hits"])
                                                                       for x in top.get("not_found", [])],
                                                    numeric=(1,), code=(0,)))
-    body.append("<h3>Client addresses</h3>" + table(["IP", "hits"], [(x["ip"], x["hits"])
+    body.append("<h3>Client addresses</h3>" + _proxy_note(rep) + table(["IP", "hits"], [(x["ip"], x["hits"])
                                                                     for x in top.get("hosts", [])],
                                                    numeric=(1,), code=(0,)))
     body.append("<h3>User agents</h3>" + table(["user agent", "bot", "hits"],
@@ -261,6 +262,12 @@ def access_report(rep: dict[str, Any], findings: Sequence[dict[str, Any]], *, ti
         ["category", "requests", "clients", "answered 2xx", "top client", "sample"],
         [(a["category"], a["hits"], a["clients"], a["ok"], a["top_client"], a["samples"][0] if a["samples"] else "")
          for a in sec.get("attacks", [])], numeric=(1, 2, 3), code=(5,), empty="none seen"))
+    body.append("<h3>Sensitive files answered 2xx</h3>" + table(
+        ["severity", "path", "file", "statuses", "bytes", "hits", "clients", "first"],
+        [("critical" if e["secret"] else "warning", e["path"], e["file"].replace("_", " "),
+          ", ".join(str(x) for x in e["statuses"]), ", ".join(f"{b:,}" for b in e["bytes"]), e["hits"],
+          ", ".join(e["clients"][:5]) + (" …" if e["client_count"] > 5 else ""), e["first"])
+         for e in sec.get("exposed", [])], numeric=(5,), code=(1,), empty="none"))
     body.append("<h3>Scanner user agents</h3>" + table(
         ["scanner", "requests", "clients"], [(s["scanner"], s["hits"], ", ".join(s["clients"][:5]))
                                              for s in sec.get("scanners", [])], numeric=(1,), empty="none seen"))
@@ -283,6 +290,28 @@ def access_report(rep: dict[str, Any], findings: Sequence[dict[str, Any]], *, ti
                                                     s["reason"], s["line"]) for s in rep["invalid_samples"]],
             code=(3,)))
     return page(title, subtitle, "".join(body), footer)
+
+
+def _read_with(rep: dict[str, Any]) -> str:
+    """How the log was read: its log_format and where the client address came from."""
+    parts = []
+    if rep.get("log_format"):
+        parts.append(f"log format <code>{escape(str(rep['log_format']))}</code>")
+    clients = rep.get("clients") or {}
+    if clients.get("client_ip"):
+        parts.append(f"client address from <code>{escape(str(clients['client_ip']))}</code>")
+    return f'<p class="muted">Read with {" · ".join(parts)}</p>' if parts else ""
+
+
+def _proxy_note(rep: dict[str, Any]) -> str:
+    """The proxy warning (logs.nginx.proxy_address) by the client table it makes wrong."""
+    proxy = (rep.get("clients") or {}).get("proxy")
+    if not proxy:
+        return ""
+    return (f'<p class="sev warning">{fmt_num(proxy["share_pct"])} % of requests come from '
+            f'{escape(str(proxy["ip"]))}, a private address: a load balancer or reverse proxy in front of nginx, so '
+            "unique visitors, these clients, 404 bursts and brute force count the proxy, not the clients (see "
+            "client_ip and trusted_proxies)</p>")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -309,6 +338,10 @@ def postgres_report(rep: dict[str, Any], findings: Sequence[dict[str, Any]], *, 
         (fmt_bytes(rep["temp_files"]["total_bytes"]), f"temp files ({rep['temp_files']['count']})", ""),
         (fmt_num(rep["checkpoints"]["count"]), "checkpoints", ""),
     ])]
+    if rep.get("format"):
+        body.append(f'<p class="muted">Read as <code>{escape(str(rep["format"]))}</code>'
+                    + (f' with the log_line_prefix <code>{escape(str(rep["log_line_prefix"]))}</code>'
+                       if rep.get("log_line_prefix") is not None else "") + "</p>")
     body.append("<h2>Findings</h2>" + findings_table(findings))
     body.append("<h2>Statements</h2>")
     body.append(time_chart(rep["by_hour"], what="statements"))

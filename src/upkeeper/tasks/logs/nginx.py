@@ -331,15 +331,16 @@ class NginxLogs(Task[NginxLogsOptions]):
                 fresh = [sz for sz, _c in partial.page_sizes.most_common(PAGES_KEPT)]
                 ctx.state.set(PAGES_KEY, list(dict.fromkeys(fresh + page_sizes))[:PAGES_KEPT])
             ctx.state.set(HOURS_KEY, hours)
-        return Result(summary=self._summary(rep, artifacts), findings=findings, metrics=metrics,
-                      artifacts=artifacts)
+        return Result(summary=self._summary(rep, artifacts, since_last=bool(cursors), files=len(files)),
+                      findings=findings, metrics=metrics, artifacts=artifacts)
 
     # -- pieces --------------------------------------------------------------------------------
 
     @staticmethod
-    def _summary(rep: dict[str, Any], artifacts: list[dict[str, Any]]) -> str:
+    def _summary(rep: dict[str, Any], artifacts: list[dict[str, Any]], *, since_last: bool, files: int) -> str:
+        """``since_last``: this run read on from an earlier run's cursors (else it read the ``files`` whole)."""
         if not rep["lines"]:
-            text = "no new log lines since the last run"
+            text = "no new log lines since the last run" if since_last else f"no log lines in {files} file(s)"
         else:
             p95 = rep["latency"]["overall"].get("p95")
             text = (f"{rep['requests']:,} requests, {rep['visitors']:,} visitors, "
