@@ -87,6 +87,19 @@ def test_failing_smoke_check_fails_verify_and_drops_scratch(
     assert cli(["--config", cfg, "backups", "show", bid, "--json"]).json()["status"] == "verify-failed"
 
 
+def test_a_verify_summary_holding_rich_markup_is_printed_as_text(
+        cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], backup_config: Any) -> None:
+    """`backups verify` printed its summary as Rich markup: a smoke check (or any error text) holding '[/b]'
+    crashed the command with a MarkupError traceback after the verify was recorded."""
+    db, _ = app_db
+    cfg = backup_config(db)
+    bid = _backup(cli, cfg)
+    r = cli(["--config", cfg, "backups", "verify", bid, "--check", "select 1 = 0 as \"[/b]\""])
+    assert r.code == 1, r.output
+    assert "Traceback" not in r.output and "MarkupError" not in r.output, r.output
+    assert '"[/b]"' in r.output.replace("\n", ""), r.output
+
+
 def test_row_count_mismatch_fails_verify(cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]],
                                          backup_config: Any, tmp_path: Path) -> None:
     """A manifest whose row counts disagree with the restored data (as a dump that lost rows would) fails."""

@@ -300,7 +300,7 @@ def verify_cmd(
             if not as_json:
                 label = ("[green]ok[/green] " if rep.ok else "[bold yellow]NOT CHECKED[/bold yellow] "
                          if rep.inconclusive else "[bold red]FAILED[/bold red] ")
-                console.print(label + rep.summary, markup=True, highlight=False)
+                console.print(label + escape(rep.summary), markup=True, highlight=False)
     finally:
         close_storages(storages)
     if as_json:

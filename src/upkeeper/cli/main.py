@@ -143,7 +143,8 @@ def load_commands(argv: list[str] | None = None) -> None:
 
 def render_error(exc: UpkeeperError) -> None:
     if isinstance(exc, ConfigError) and len(exc.problems) > 1:
-        err_console.print(f"[bold red]Error:[/] {redact(exc.message)}", markup=True)
+        err_console.print("[bold red]Error:[/] ", end="")
+        err_console.print(redact(exc.message), markup=False)
         for p in exc.problems:
             err_console.print(f"  - {redact(p.render())}", markup=False)
             if p.hint:
