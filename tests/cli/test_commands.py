@@ -255,6 +255,75 @@ def test_init_option_examples_work_once_uncommented() -> None:
         assert setup.jobs[job].options.model_fields_set, lines[i]
 
 
+NGINX_CONF = """\
+events { worker_connections 768; }
+http {
+    # nginx.org's packages log the proxy's X-Forwarded-For in 'main'
+    log_format main '$remote_addr - $remote_user [$time_local] "$request" '
+                    '$status $body_bytes_sent "$http_referer" '
+                    '"$http_user_agent" "$http_x_forwarded_for" $request_time';
+    access_log /var/log/nginx/access.log main buffer=32k;
+    include sites/*;
+}
+"""
+
+
+def test_init_reads_the_access_logs_format_from_nginx_conf(cli: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                            backup_dir: Path) -> None:
+    """init found nginx and wrote log-analysis without its log_format: a log in nginx.org's 'main' format (or any
+    custom one) was read as 'combined', every line unparsed.  It reads the access_log's log_format from nginx.conf
+    (and its includes), and when the format logs $http_x_forwarded_for, hints client_ip and trusted_proxies."""
+    from upkeeper.core import initgen
+
+    conf = tmp_path / "nginx" / "nginx.conf"
+    (conf.parent / "sites").mkdir(parents=True)
+    conf.write_text(NGINX_CONF)
+    (conf.parent / "sites" / "shop").write_text("server { listen 80; access_log /var/log/nginx/shop.log; }\n")
+    monkeypatch.setattr(initgen, "NGINX_CONF", str(conf))
+    out = tmp_path / "u.yaml"
+    res = cli(["init", "--output", out])
+    assert res.code == 0, res.output
+    text = out.read_text()
+    assert "in log_format main (logs $http_x_forwarded_for)" in text
+    setup = cli(["--config", out, "jobs", "--json"])
+    assert setup.code == 0, setup.output
+    job = re.search(r"^  log-analysis:.*?(?=^  \S)", text, re.M | re.S)
+    assert job is not None, text
+    assert '"$http_user_agent\\" \\"$http_x_forwarded_for\\" $request_time"' in job.group(0), job.group(0)
+    assert "      # client_ip: x_forwarded_for" in job.group(0)
+    assert cli(["--config", out, "config", "check"]).code == 0
+    # the hints are valid options once uncommented
+    out.write_text(text.replace("      # client_ip:", "      client_ip:").replace("      # trusted_proxies:",
+                                                                                  "      trusted_proxies:"))
+    check = cli(["--config", out, "config", "check"])
+    assert check.code == 0, check.output
+    # a plain 'combined' log: no option, no hint
+    conf.write_text("http { access_log /var/log/nginx/access.log; }\n")
+    assert cli(["init", "--output", out, "--force"]).code == 0
+    text = out.read_text()
+    assert "client_ip" not in text and "access log /var/log/nginx/access.log in log_format combined" in text
+
+
+def test_init_verifies_redis_backups_too(tmp_path: Path) -> None:
+    """init wrote a nightly Redis backup that no job ever test-restored (backup-verify targets the database):
+    a cache-verify job verifies the Redis target's backups, with a commented redis_checks example."""
+    from upkeeper.config.loader import load_text
+    from upkeeper.core.initgen import Detected, render
+    from upkeeper.core.jobs import build_setup
+
+    text = render(Detected(postgres={"host": "127.0.0.1", "port": 5432, "user": "postgres", "dbname": "postgres"},
+                           redis={"host": "127.0.0.1", "port": 6379}))
+    setup = build_setup(load_text(text, file="upkeeper.yaml"))
+    job = setup.jobs["cache-verify"]
+    assert job.task_name == "backup.verify" and job.target_name == "cache"
+    assert "backup-verify" in setup.jobs  # the database's stays
+    edited = text.replace("      # redis_checks:", "      redis_checks:")
+    assert edited != text
+    assert build_setup(load_text(edited, file="upkeeper.yaml")).jobs["cache-verify"].options.model_dump()["redis_checks"]
+    edited = text.replace("      # checks:", "      checks:")
+    assert build_setup(load_text(edited, file="upkeeper.yaml")).jobs["backup-verify"].options.model_dump()["checks"]
+
+
 def test_secrets_never_reach_history_or_json(cli: Any, make_config: Any, tmp_path: Path,
                                              pg: PostgresCluster) -> None:
     secret = "Sup3r-Secret-Pw-42"

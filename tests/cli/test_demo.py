@@ -32,6 +32,11 @@ def test_demo_runs_every_job_and_leaves_queryable_history() -> None:
     last = {j["job"]: j["last_run"] for j in status.json()["jobs"]}
     assert set(last) == set(jobs)
     assert all(r is not None and r["status"] in ("ok", "warn") for r in last.values()), last
+    # every backup is test-restored: the database's into a scratch database, Redis's into a throw-away
+    # redis-server with smoke commands (the demo took a Redis backup and never verified it)
+    assert jobs["cache-verify"]["task"] == "backup.verify" and jobs["cache-verify"]["target"] == "cache"
+    assert jobs["cache-verify"]["options"]["redis_checks"], jobs["cache-verify"]
+    assert last["cache-verify"]["status"] == "ok" and "verified" in last["cache-verify"]["summary"], last
     hist = invoke(["--config", cfg, "history", "--json"]).json()
     assert len(hist) >= len(jobs)
     # the services were stopped and their data removed; config and history stay

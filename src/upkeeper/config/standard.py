@@ -70,6 +70,11 @@ EXTRA_JOBS: tuple[StandardJob, ...] = (
     StandardJob("error-log", "logs.errors", "30 2 * * 5", "nginx",
                 "weekly: nginx error-log classes and new application exception groups",
                 example="app_logs: [/srv/app/shared/log/*.log]   # JSON lines or text"),
+    # backup.verify's standard row proves the database backups; Redis backups are test-restored too
+    StandardJob("cache-verify", "backup.verify", "30 4 * * 1", "redis", "weekly test restore of the newest Redis backup",
+                options={"scope": "newest", "restore": True},
+                example="redis_checks: ['EXISTS config:site']   # Redis commands on the restored data, each must "
+                        "reply true"),
     StandardJob("db-log-analysis", "logs.postgres", "0 5 * * 1", "postgres",
                 "weekly PostgreSQL log report: slow statements, errors, locks, query p95",
                 example="log_file: /var/log/postgresql/postgresql-15-main.log   # default: pg_current_logfile()"),
@@ -77,9 +82,10 @@ EXTRA_JOBS: tuple[StandardJob, ...] = (
 
 
 def standard_jobs(known_tasks: set[str] | list[str]) -> list[StandardJob]:
-    """Rows whose task exists, standard table first.  An extra whose task a standard row covers is dropped."""
+    """Rows whose task exists, standard table first.  An extra whose task and target kind a standard row covers
+    is dropped (the verify of Redis backups stays beside the standard verify of the database's)."""
     known = set(known_tasks)
     rows = [r for r in STANDARD_SCHEDULE if r.task in known]
-    covered = {r.task for r in rows}
-    rows += [r for r in EXTRA_JOBS if r.task in known and r.task not in covered]
+    covered = {(r.task, r.target_kind) for r in rows}
+    rows += [r for r in EXTRA_JOBS if r.task in known and (r.task, r.target_kind) not in covered]
     return rows

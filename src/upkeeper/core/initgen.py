@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import glob
+import json
 import os
 import shutil
 import socket
@@ -11,10 +13,13 @@ from pathlib import Path
 
 from upkeeper.config.standard import StandardJob, standard_jobs
 from upkeeper.core.task import REGISTRY
+from upkeeper.logs.nginx_format import NAMED_FORMATS, LogFormatError, has_variable
 
 PG_SOCKET_DIRS = ("/var/run/postgresql", "/run/postgresql", "/tmp")
 #: the local backup storage's directory in the written config (``init`` creates it: upkeeper itself never does)
 BACKUP_DIR = "/var/backups/upkeeper"
+NGINX_CONF = "/etc/nginx/nginx.conf"
+NGINX_ACCESS_LOG = "/var/log/nginx/access.log"
 REDIS_SOCKETS = ("/var/run/redis/redis-server.sock", "/run/redis/redis-server.sock", "/run/redis/redis.sock")
 
 
@@ -24,6 +29,10 @@ class Detected:
     redis: dict[str, object] | None = None
     nginx: dict[str, object] | None = None
     notes: list[str] = field(default_factory=list)
+    #: options found for a job (e.g. the nginx log_format of the access log), written active
+    job_options: dict[str, dict[str, object]] = field(default_factory=dict)
+    #: commented option lines for a job, with why (e.g. client_ip when the log_format logs X-Forwarded-For)
+    job_hints: dict[str, list[str]] = field(default_factory=dict)
 
 
 def _tcp_open(host: str, port: int, timeout: float = 0.3) -> bool:
@@ -69,13 +78,109 @@ def detect(env: dict[str, str] | None = None) -> Detected:
         else:
             d.notes.append("Redis: not found")
     # nginx
-    if Path("/etc/nginx/nginx.conf").exists() or shutil.which("nginx"):
-        d.nginx = {"config": "/etc/nginx/nginx.conf", "access_log": "/var/log/nginx/access.log",
-                   "error_log": "/var/log/nginx/error.log"}
-        d.notes.append("nginx: found")
+    if Path(NGINX_CONF).exists() or shutil.which("nginx"):
+        d.nginx = {"config": NGINX_CONF, "access_log": NGINX_ACCESS_LOG, "error_log": "/var/log/nginx/error.log"}
+        d.notes.append("nginx: found" + _detect_log_format(d))
     else:
         d.notes.append("nginx: not found")
     return d
+
+
+def _nginx_statements(conf: Path) -> list[str]:
+    """The directives of ``conf`` and of the files its ``include`` lines name (nginx's syntax: ``;``, ``{`` and
+    ``}`` end a directive outside quotes, ``#`` starts a comment); empty when nothing can be read."""
+    statements: list[str] = []
+    todo: list[Path] = [conf]
+    seen: set[Path] = set()
+    while todo:
+        path = todo.pop(0)
+        if path in seen or len(seen) > 200:
+            continue
+        seen.add(path)
+        try:
+            text = path.read_text(errors="replace")
+        except OSError:
+            continue
+        for stmt in _split_directives(text):
+            if stmt.startswith("include ") or stmt.startswith("include\t"):
+                pattern = stmt.split(None, 1)[1].strip().strip("'\"")
+                full = pattern if os.path.isabs(pattern) else str(conf.parent / pattern)
+                todo += [Path(p) for p in sorted(glob.glob(full))]
+            statements.append(stmt)
+    return statements
+
+
+def _split_directives(text: str) -> list[str]:
+    out: list[str] = []
+    cur: list[str] = []
+    quote = ""
+    i = 0
+    while i < len(text):
+        c = text[i]
+        if quote:
+            cur.append(c)
+            if c == "\\" and i + 1 < len(text):
+                cur.append(text[i + 1])
+                i += 1
+            elif c == quote:
+                quote = ""
+        elif c in "'\"":
+            quote = c
+            cur.append(c)
+        elif c == "#":
+            while i < len(text) and text[i] != "\n":
+                i += 1
+            continue
+        elif c in ";{}":
+            stmt = "".join(cur).strip()
+            if stmt and c == ";":
+                out.append(stmt)
+            cur = []
+        else:
+            cur.append(c)
+        i += 1
+    return out
+
+
+def _detect_log_format(d: Detected) -> str:
+    """Find the access log's ``log_format`` in nginx.conf: logs.nginx reads the log with it (a custom format
+    read as 'combined' is a log of unparsed lines).  Returns a note for the user."""
+    from upkeeper.logs.nginx_format import _conf_args
+
+    formats: dict[str, str] = {}
+    logs: list[tuple[str, str]] = []
+    for stmt in _nginx_statements(Path(NGINX_CONF)):
+        args = _conf_args(stmt)
+        if not args or len(args) < 2:
+            continue
+        words = [a for a, _q in args]
+        if words[0] == "log_format" and len(words) >= 3:
+            escape = words[2] if words[2].startswith("escape=") and not args[2][1] else ""
+            fmt = "".join(words[3:] if escape else words[2:])
+            formats[words[1]] = f"{escape} {fmt}" if escape else fmt
+        elif words[0] == "access_log" and words[1] != "off" and not words[1].startswith("syslog:"):
+            logs.append((words[1], words[2] if len(words) > 2 and "=" not in words[2] else "combined"))
+    if not logs:
+        return ""
+    path, name = next((log for log in logs if log[0] == NGINX_ACCESS_LOG), logs[0])
+    if d.nginx is not None and "$" not in path:
+        d.nginx["access_log"] = path
+    found = formats.get(name) or NAMED_FORMATS.get(name)
+    if found is None:
+        return f"; access log {path} (log_format {name} not found: set log-analysis's log_format)"
+    try:
+        forwarded = has_variable(found, "http_x_forwarded_for")
+    except LogFormatError:
+        return f"; access log {path} (log_format {name} not readable: set log-analysis's log_format)"
+    if name != "combined":
+        d.job_options["log-analysis"] = {"log_format": found}
+    if forwarded:
+        d.job_hints["log-analysis"] = [
+            "client_ip: x_forwarded_for   # behind a load balancer or CDN ($remote_addr is the proxy): clients "
+            "from $http_x_forwarded_for",
+            "trusted_proxies: [10.0.0.0/8, 203.0.113.0/24]   # your proxies and CDN (default: the private and loopback "
+            "ranges; nginx's set_real_ip_from)"]
+    return f"; access log {path} in log_format {name}" + (" (logs $http_x_forwarded_for)" if forwarded else "")
 
 
 def _yaml_value(v: object) -> str:
@@ -89,6 +194,13 @@ def _yaml_value(v: object) -> str:
     if s.startswith(("*", ".", "-")) or not s:
         return '"' + s + '"'
     return s if s.replace("/", "").replace(".", "").replace("-", "").replace("_", "").isalnum() else f'"{s}"'
+
+
+def _option_value(v: object) -> str:
+    """A job option's value: a string that is not a plain word (a log_format) double-quoted, escapes and all."""
+    if isinstance(v, str) and _yaml_value(v) != v:
+        return json.dumps(v)
+    return _yaml_value(v)
 
 
 def _block(lines: list[str], commented: bool) -> list[str]:
@@ -165,10 +277,15 @@ def render(detected: Detected, known_tasks: list[str] | None = None, timezone: s
         tname = target_name.get(r.target_kind or "host")
         if tname:
             lines.append(f"    target: {tname}")
-        if r.options:
+        options = {**r.options, **(detected.job_options.get(r.job, {}) if not commented else {})}
+        hints = detected.job_hints.get(r.job, []) if not commented else []
+        example = r.example if r.example.split(":")[0] not in options else ""
+        if options or hints:
             lines.append("    options:")
-            lines += [f"      {k}: {_yaml_value(v)}" for k, v in r.options.items()]
-        elif r.example:
+            lines += [f"      {k}: {_option_value(v)}" for k, v in options.items()]
+            # more options, commented: each works once its '#' is removed
+            lines += [f"      # {h}" for h in [*hints, *([example] if example else [])]]
+        elif example:
             lines.append(_example_line(r.example))
         jobs += _block(lines, commented)
     out += _section("jobs", jobs)

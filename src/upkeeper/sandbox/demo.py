@@ -266,7 +266,9 @@ def setup_backups(sb: Sandbox, say: Say) -> None:
     if "db" in sb.targets:
         sb.job_options["db-backup"] = {"databases": ["app"]}
         sb.job_options["backup-verify"] = {"checks": ["select count(*) > 0 from users"]}
-    sb.late_jobs.add("backup-verify")
+    if "cache" in sb.targets:  # the Redis backup is test-restored into a throw-away redis-server
+        sb.job_options["cache-verify"] = {"redis_checks": ["EXISTS session:1", "DBSIZE"]}
+    sb.late_jobs |= {"backup-verify", "cache-verify"}
 
 
 #: Service providers, started in order.
