@@ -994,3 +994,16 @@ def test_a_restore_that_brings_the_free_space_below_the_reserve_is_stopped_and_d
     assert str(mnt) in f["message"], f
     assert _scratch_dbs(scratch) == []
     assert cli(["--config", cfg, "backups", "show", bid, "--json"]).json()["status"] == "complete"
+
+
+def test_the_free_space_of_a_directory_this_user_cannot_reach_is_read_at_its_mount_point(tmp_path: Path) -> None:
+    """A data directory is 0700 postgres: a verify running as another user measures its file system at the
+    longest mount point it lies under (/proc/self/mounts, octal escapes decoded)."""
+    from upkeeper.backup import room
+
+    mounts = tmp_path / "mounts"
+    mounts.write_text("/dev/sda1 / ext4 rw 0 0\n/dev/sdb1 /var/lib/postgresql ext4 rw 0 0\n"
+                      "tmpfs /srv/pg\\040data tmpfs rw 0 0\n")
+    assert room.mount_point(Path("/var/lib/postgresql/15/main/base"), mounts) == Path("/var/lib/postgresql")
+    assert room.mount_point(Path("/srv/pg data/base"), mounts) == Path("/srv/pg data")
+    assert room.mount_point(Path("/var/lib/postgresqlx/base"), mounts) == Path("/")

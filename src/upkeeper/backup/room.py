@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -57,12 +58,39 @@ class NoRoom(SetupError):
 
 
 def free_bytes(path: Path) -> int | None:
-    """Bytes an unprivileged writer may still use on ``path``'s file system; None when it cannot be read."""
+    """Bytes an unprivileged writer may still use on ``path``'s file system; None when it cannot be read.
+    A path this user may not reach (a data directory is 0700 postgres) is measured at the mount point it is
+    under, which is the same file system (``path`` must then be free of symlinks: the server names it so)."""
     try:
         st = os.statvfs(path)
+    except PermissionError:
+        mount = mount_point(path)
+        if mount is None:
+            return None
+        try:
+            st = os.statvfs(mount)
+        except OSError:
+            return None
     except OSError:
         return None
     return st.f_bavail * st.f_frsize
+
+
+def mount_point(path: Path, mounts: Path = Path("/proc/self/mounts")) -> Path | None:
+    """The longest mount point that ``path`` (absolute) lies under, from ``mounts``; None when unknown."""
+    try:
+        lines = mounts.read_text().splitlines()
+    except OSError:
+        return None
+    best: Path | None = None
+    for line in lines:
+        fields = line.split()
+        if len(fields) < 2:
+            continue
+        mnt = Path(re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[1]))
+        if (mnt == path or mnt in path.parents) and (best is None or len(mnt.parts) > len(best.parts)):
+            best = mnt
+    return best
 
 
 def check_room(path: Path, needed: int, reserve: int, what: str, hint: str) -> str:

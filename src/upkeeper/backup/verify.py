@@ -338,7 +338,7 @@ def _verify_postgres(fetcher: Fetcher, settings: BackupSettings, source: Any, op
                         progress(f"restoring into {name}")
                         _restore(fetcher, db_objects[0] if streaming else None, archive, scratch, name, opts, report, empty_ok=empty_ok)
                         watch.check()  # a restore that ended below the reserve is stopped too
-                except UpkeeperError:
+                except Exception:
                     if not watch.check():  # the restore failed with room left: its own error is the verdict
                         raise
                 if watch.tripped is not None:
