@@ -722,3 +722,65 @@ def test_smoke_checks_that_carry_a_password_never_show_it(
     finally:
         con.close()
     assert rows and not [row for row in rows if "Sm0keSecret" in row], rows
+
+
+def test_verify_does_not_test_restore_an_rdb_this_host_lacks_the_memory_for(
+        cli: Any, make_config: Any, tmp_path: Path, redis_clean: RedisServer, age_key: AgeKey) -> None:
+    """The scratch redis-server loaded any RDB next to the production Redis, whatever its size: a 20 GB dataset
+    drove the host into the OOM killer.  The backup records the server's used_memory; the verify compares it
+    (else the RDB's size × 3) plus min_free_memory with MemAvailable: short → not test-restored, saying why,
+    the RDB still checked with redis-check-rdb."""
+    import psutil
+
+    cfg, bid = _backed_up(cli, make_config, tmp_path, redis_clean, age_key, keys=5)
+    [mpath] = list((tmp_path / "store").rglob("manifest.json"))
+    used = json.loads(mpath.read_text())["redis"]["used_memory"]
+    assert isinstance(used, int) and used > 0
+    huge = psutil.virtual_memory().total * 4
+    _rewrite_rdb(cli, cfg, tmp_path / "store", age_key, lambda rdb: rdb, used_memory=huge)
+    run = cli(["--config", cfg, "run", "cache-verify", "--json"]).json()[0]
+    assert run["status"] == "ok", run
+    [art] = run["artifacts"]
+    assert art["test_restored"] is False, art
+    [step] = [s for s in art["steps"] if s.startswith("not test-restored: needs ~")]
+    assert "used_memory at backup time" in step and "available" in step and "redis-check-rdb" in step, step
+    assert any(s.startswith("redis-check-rdb: RDB looks OK") for s in art["steps"]), art
+    assert not _scratch_servers()
+    # an older backup without used_memory: the RDB's size × 3; min_free_memory is the job's to set
+    _rewrite_rdb(cli, cfg, tmp_path / "store", age_key, lambda rdb: rdb, used_memory=None)
+    import yaml
+
+    data = yaml.safe_load(cfg.read_text())
+    data["jobs"]["cache-verify"]["options"] = {"min_free_memory": huge}
+    cfg.write_text(yaml.safe_dump(data))
+    run = cli(["--config", cfg, "run", "cache-verify", "--json"]).json()[0]
+    [art] = run["artifacts"]
+    assert art["ok"] and art["test_restored"] is False, art
+    assert any("the RDB's size × 3" in s for s in art["steps"]), art
+    data["jobs"]["cache-verify"]["options"] = {}
+    cfg.write_text(yaml.safe_dump(data))
+    [art] = cli(["--config", cfg, "run", "cache-verify", "--json"]).json()[0]["artifacts"]
+    assert art["ok"] and art["test_restored"] is True, art
+    assert cli(["--config", cfg, "backups", "show", bid, "--json"]).json()["status"] == "verified"
+
+
+def test_verify_does_not_fetch_an_rdb_into_a_work_dir_without_room(
+        cli: Any, make_config: Any, tmp_path: Path, redis_clean: RedisServer, age_key: AgeKey,
+        small_fs: Path) -> None:
+    """The RDB is fetched to the work directory before redis-check-rdb: one bigger than its free space filled the
+    disk and the verify marked a good backup verify-failed.  Now it is not started: NOT CHECKED, naming the
+    sizes and backup.work_dir; the backup keeps its status."""
+    import yaml
+
+    c = redis_clean.client()
+    c.set("big", os.urandom(3 * 1024 * 1024))  # 3 MiB, incompressible: more than the 2 MiB file system
+    cfg, bid = _backed_up(cli, make_config, tmp_path, redis_clean, age_key, keys=1)
+    data = yaml.safe_load(cfg.read_text())
+    data["backup"]["work_dir"] = str(small_fs)
+    cfg.write_text(yaml.safe_dump(data))
+    run = cli(["--config", cfg, "run", "cache-verify", "--json"]).json()[0]
+    [f] = run["findings"]
+    assert f["check"] == "backup.verify_not_run", f
+    assert "not enough disk space for the RDB" in f["message"] and "work_dir" in f["message"], f
+    assert cli(["--config", cfg, "backups", "show", bid, "--json"]).json()["status"] == "complete"
+    assert [p.name for p in small_fs.iterdir()] == []

@@ -878,3 +878,132 @@ def test_sequences_moving_during_the_backup_still_verify(
         t.join(10)
     r = cli(["--config", cfg, "backups", "verify", bid, "--json"])
     assert r.code == 0 and r.json()[0]["ok"], r.output
+
+
+def _manifest(tmp_path: Path, bid: str) -> tuple[Path, dict[str, Any]]:
+    [mpath] = (tmp_path / "store1").rglob(f"{bid}/manifest.json")
+    return mpath, json.loads(mpath.read_text())
+
+
+def test_a_restore_that_does_not_fit_on_the_scratch_servers_disk_is_not_started(
+        cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], backup_config: Any,
+        tmp_path: Path) -> None:
+    """The scratch restore ran on the production server whatever the database's size: a 100 GB database filled
+    its disk.  The backup records pg_database_size; before the scratch database is created the verify compares
+    it × space_margin plus min_free_space with the free space of the server's data directory: short → NOT
+    CHECKED (the backup keeps its status), naming the sizes and scratch_target, nothing created."""
+    db, _ = app_db
+    cfg = backup_config(db)
+    bid = _backup(cli, cfg)
+    mpath, m = _manifest(tmp_path, bid)
+    size = pg.execute(f"SELECT pg_database_size('{db}')")[0][0]
+    assert 0 < m["postgres"]["database_size"] <= size * 2, m["postgres"]
+    r = cli(["--config", cfg, "backups", "verify", bid, "--json"])
+    assert r.code == 0, r.output
+    [rep] = r.json()
+    assert any(s.startswith("disk space for the restore (the database's size at backup time × 1.25)")
+               for s in rep["steps"]), rep
+    m["postgres"]["database_size"] = 1 << 50  # 1 PiB
+    rewrite_manifest(cli, cfg, mpath, m)
+    r = cli(["--config", cfg, "run", "backup-verify", "--json"])
+    assert r.code == 1, r.output
+    run = r.json()[0]
+    [f] = [f for f in run["findings"] if f["check"] == "backup.verify_not_run"]
+    assert "not enough disk space for the restore" in f["message"] and "1.2 PiB" in f["message"], f
+    assert "scratch_target" in f["message"] and "not started" in f["message"], f
+    assert _scratch_dbs(pg) == []
+    assert cli(["--config", cfg, "backups", "show", bid, "--json"]).json()["status"] == "complete"
+    # a manifest of an older upkeeper: estimated from the dump's size
+    del m["postgres"]["database_size"]
+    rewrite_manifest(cli, cfg, mpath, m)
+    r = cli(["--config", cfg, "backups", "verify", bid, "--json"])
+    assert r.code == 0, r.output
+    assert any("its dump's size × 2" in s for s in r.json()[0]["steps"]), r.output
+
+
+@pytest.fixture
+def tmpfs_cluster(services_dir: Path) -> Any:
+    """A PostgreSQL cluster whose data directory is on a fresh 160 MiB tmpfs (a small real disk).  Needs root."""
+    import os
+    import shutil
+    import tempfile
+
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mnt = Path(tempfile.mkdtemp(prefix="upk-pgfs-", dir="/tmp"))
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=160m,mode=0755", "tmpfs", str(mnt)],
+                         capture_output=True, text=True)
+    if res.returncode != 0:
+        mnt.rmdir()
+        pytest.skip(f"cannot mount a tmpfs: {res.stderr.strip()}")
+    cluster = PostgresCluster(mnt / "pg")
+    try:
+        cluster.start()
+        yield cluster, mnt
+    finally:
+        cluster.stop()
+        if subprocess.run(["umount", str(mnt)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+        shutil.rmtree(mnt, ignore_errors=True)
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_restore_that_brings_the_free_space_below_the_reserve_is_stopped_and_dropped(
+        cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], backup_config: Any, tmp_path: Path,
+        tmpfs_cluster: Any, jobs: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """While the scratch restore runs, a watch keeps min_free_space free on the scratch server's disk: once the
+    free space falls below it, the restore is stopped and the scratch database dropped — NOT CHECKED, naming
+    the reason; the backup keeps its status.  (Here the estimate is wrong — a manifest saying 0 bytes — so the
+    check before the restore lets it start.)"""
+    import os
+
+    import yaml
+
+    from upkeeper.backup import room
+
+    monkeypatch.setattr(room, "WATCH_INTERVAL", 0.01)  # the restore here takes a fraction of a second
+    scratch, mnt = tmpfs_cluster
+    db, _ = app_db
+    with pg.connect(db) as conn:  # ~40 MiB to restore
+        conn.execute("CREATE TABLE filler AS SELECT g AS id, repeat(md5(g::text), 6) AS t "
+                     "FROM generate_series(1, 200000) g")
+    cfg = backup_config(db)
+    data = yaml.safe_load(cfg.read_text())
+    data["targets"]["scratch"] = scratch.target()
+    free = os.statvfs(mnt).f_bavail * os.statvfs(mnt).f_frsize
+    reserve = free - 20 * 1024 * 1024
+    data["jobs"]["backup-verify"]["options"] = {"scratch_target": "scratch", "jobs": jobs, "min_free_space": reserve}
+    cfg.write_text(yaml.safe_dump(data))
+    bid = _backup(cli, cfg)
+    mpath, m = _manifest(tmp_path, bid)
+    m["postgres"]["database_size"] = 0
+    rewrite_manifest(cli, cfg, mpath, m)
+    # in this process (a job runs in a worker): the watch looks every 10 ms, and stops the restore midway
+    r = cli(["--config", cfg, "backups", "verify", bid, "--scratch-target", "scratch", "--jobs", jobs,
+             "--min-free-space", reserve, "--json"])
+    assert r.code == 1, r.output
+    [rep] = r.json()
+    assert rep["inconclusive"] and "test restore stopped" in rep["error"], rep
+    assert not any(" into upkeeper_verify_" in s for s in rep["steps"]), rep  # it did not finish
+    assert _scratch_dbs(scratch) == []
+    r = cli(["--config", cfg, "run", "backup-verify", "--json"])
+    assert r.code == 1, r.output
+    run = r.json()[0]
+    [f] = [f for f in run["findings"] if f["check"] == "backup.verify_not_run"]
+    assert "test restore stopped" in f["message"] and "min_free_space" in f["message"], f
+    assert str(mnt) in f["message"], f
+    assert _scratch_dbs(scratch) == []
+    assert cli(["--config", cfg, "backups", "show", bid, "--json"]).json()["status"] == "complete"
+
+
+def test_the_free_space_of_a_directory_this_user_cannot_reach_is_read_at_its_mount_point(tmp_path: Path) -> None:
+    """A data directory is 0700 postgres: a verify running as another user measures its file system at the
+    longest mount point it lies under (/proc/self/mounts, octal escapes decoded)."""
+    from upkeeper.backup import room
+
+    mounts = tmp_path / "mounts"
+    mounts.write_text("/dev/sda1 / ext4 rw 0 0\n/dev/sdb1 /var/lib/postgresql ext4 rw 0 0\n"
+                      "tmpfs /srv/pg\\040data tmpfs rw 0 0\n")
+    assert room.mount_point(Path("/var/lib/postgresql/15/main/base"), mounts) == Path("/var/lib/postgresql")
+    assert room.mount_point(Path("/srv/pg data/base"), mounts) == Path("/srv/pg data")
+    assert room.mount_point(Path("/var/lib/postgresqlx/base"), mounts) == Path("/")

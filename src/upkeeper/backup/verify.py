@@ -18,10 +18,11 @@ import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from upkeeper import lazy
-from upkeeper.backup import pg, rdb_load
+from upkeeper.backup import pg, rdb_load, room
 from upkeeper.backup.catalog import Catalog
 from upkeeper.backup.manifest import MANIFEST, Manifest, read_manifest
 from upkeeper.backup.pipeline import ObjectRecord, check_stored
@@ -49,6 +50,7 @@ from upkeeper.backup.restore import (
 from upkeeper.config.backup import BackupSettings
 from upkeeper.config.targets import PostgresTarget
 from upkeeper.errors import BackupError, ProcessError, SetupError, StorageError, TaskError, UpkeeperError
+from upkeeper.fmt import human_bytes
 from upkeeper.storage import Storage
 
 if TYPE_CHECKING:
@@ -102,6 +104,12 @@ class VerifyOptions:
     amcheck: bool = False
     #: Redis command lines run on a test-restored Redis backup; each must reply true
     redis_checks: Sequence[str] = ()
+    #: bytes a test restore always leaves free on the disks it writes to (see :mod:`upkeeper.backup.room`)
+    min_free_space: int = room.DEFAULT_MIN_FREE_SPACE
+    #: the database's size at backup time × this is the space its restore needs
+    space_margin: float = room.DEFAULT_SPACE_MARGIN
+    #: bytes of MemAvailable a scratch redis-server leaves to the host's other processes
+    min_free_memory: int = room.DEFAULT_MIN_FREE_MEMORY
 
 
 @dataclass
@@ -299,9 +307,11 @@ def _verify_postgres(fetcher: Fetcher, settings: BackupSettings, source: Any, op
     empty_ok = m.details.get("tables") == 0 and not expected
     db_objects = [o for o in m.objects if o.role == "database"]
     streaming = opts.restore and len(db_objects) == 1 and _stream_restore_wanted(expected, opts.jobs)
+    dump_bytes = sum(o.raw_size for o in m.objects if o.role in ("database", "database-dir"))
     with work_dir(settings, "upkeeper-verify-") as tmp:
         archive: PgArchive | None = None
         if not streaming:
+            _check_work_room(tmp, dump_bytes, "the dump fetched for a parallel restore", opts, report)
             progress("fetching objects (SHA-256, age, zstd)")
             archive = fetch_pg_archive(fetcher, tmp)
             report.steps.append(f"{len(m.objects)} object(s) match their SHA-256, decrypt and decompress")
@@ -317,34 +327,97 @@ def _verify_postgres(fetcher: Fetcher, settings: BackupSettings, source: Any, op
         # after the objects' own checks, which need no server: a corrupt object fails the backup even while
         # the scratch server is down or unfit
         _check_scratch_server(scratch, admin, m, default=opts.scratch is None)
+        watched = _check_scratch_room(scratch, admin, m, dump_bytes, opts, report)
         with _scratch_guard(scratch, admin, name) as guard:
             _drop_stale_scratch(guard, name, report)
             try:
-                _create_scratch(guard, scratch, name, m.id)
-                progress(f"restoring into {name}")
-                if archive is None:
-                    seconds, n = stream_restore(fetcher, db_objects[0], scratch, name, empty_ok=empty_ok)
-                    report.steps.append(f"{len(m.objects)} object(s) match their SHA-256, decrypt and decompress")
-                    report.steps.append(f"pg_restore --list: {n} entries")
-                    report.restore_seconds = round(seconds, 3)
-                    report.steps.append(f"streamed into {name} in {report.restore_seconds:.1f}s (one pass: "
-                                        "storage, SHA-256, age, zstd, pg_restore)")
-                else:
-                    report.restore_seconds = round(pg_restore(scratch, archive, name, jobs=opts.jobs or 2), 3)
-                    report.steps.append(f"restored into {name} with {opts.jobs or 2} jobs in "
-                                        f"{report.restore_seconds:.1f}s")
+                watch = room.SpaceWatch(watched, opts.min_free_space, lambda: _drop_scratch(scratch, admin, name))
+                try:
+                    with watch:
+                        _create_scratch(guard, scratch, name, m.id)
+                        progress(f"restoring into {name}")
+                        _restore(fetcher, db_objects[0] if streaming else None, archive, scratch, name, opts, report, empty_ok=empty_ok)
+                        watch.check()  # a restore that ended below the reserve is stopped too
+                except Exception:
+                    if not watch.check():  # the restore failed with room left: its own error is the verdict
+                        raise
+                if watch.tripped is not None:
+                    raise room.NoRoom(f"test restore stopped and {name} dropped: {watch.tripped}",
+                                      "Try: set the verify job's scratch_target to a server with room for the "
+                                      "restore, or lower min_free_space") from None
                 _check_restored(scratch, name, expected, opts, report,
                                 quoted_keys=m.details.get("row_count_keys") == pg.QUOTED_KEYS)
                 _check_sequences_and_large_objects(scratch, name, m.details, report)
                 _check_extras(scratch, name, opts, report)
             finally:
-                try:
-                    with pg.connect(scratch, admin) as conn:
-                        pg.drop_database(conn, name)
-                except UpkeeperError as exc:
-                    log.error("could not drop the scratch database %s: %s", name, exc.message)
-                except psycopg.Error as exc:  # never in place of the verify's own result
-                    log.error("could not drop the scratch database %s: %s", name, pg.pg_error(exc))
+                _drop_scratch(scratch, admin, name)
+
+
+def _drop_scratch(scratch: PostgresTarget, admin: str, name: str) -> None:
+    """Drop the scratch database (its sessions ended: a restore still running fails); errors are logged, never
+    in place of the verify's own result."""
+    try:
+        with pg.connect(scratch, admin) as conn:
+            pg.drop_database(conn, name)
+    except UpkeeperError as exc:
+        log.error("could not drop the scratch database %s: %s", name, exc.message)
+    except psycopg.Error as exc:
+        log.error("could not drop the scratch database %s: %s", name, pg.pg_error(exc))
+
+
+def _restore(fetcher: Fetcher, rec: ObjectRecord | None, archive: PgArchive | None, scratch: PostgresTarget, name: str,
+             opts: VerifyOptions, report: VerifyReport, *, empty_ok: bool) -> None:
+    """Streamed from storage (``archive`` None) or from the fetched archive with several jobs."""
+    m = fetcher.located.manifest
+    if archive is None:
+        assert rec is not None
+        seconds, n = stream_restore(fetcher, rec, scratch, name, empty_ok=empty_ok)
+        report.steps.append(f"{len(m.objects)} object(s) match their SHA-256, decrypt and decompress")
+        report.steps.append(f"pg_restore --list: {n} entries")
+        report.restore_seconds = round(seconds, 3)
+        report.steps.append(f"streamed into {name} in {report.restore_seconds:.1f}s (one pass: "
+                            "storage, SHA-256, age, zstd, pg_restore)")
+    else:
+        report.restore_seconds = round(pg_restore(scratch, archive, name, jobs=opts.jobs or 2), 3)
+        report.steps.append(f"restored into {name} with {opts.jobs or 2} jobs in {report.restore_seconds:.1f}s")
+
+
+def _check_work_room(tmp: Path, needed: int, what: str, opts: VerifyOptions, report: VerifyReport) -> None:
+    """``needed`` bytes of plaintext fit in the verify's work directory, with min_free_space left."""
+    step = room.check_room(tmp, needed, opts.min_free_space, what,
+                           "Try: point backup.work_dir (or TMPDIR) at a file system with room, or lower "
+                           "min_free_space")
+    if step:
+        report.steps.append(step)
+
+
+def _check_scratch_room(scratch: PostgresTarget, admin: str, m: Manifest, dump_bytes: int, opts: VerifyOptions,
+                        report: VerifyReport) -> list[Path]:
+    """Before the scratch database is created: the restore fits on the scratch server's disk, with
+    min_free_space left (else :class:`room.NoRoom`).  Known only for a server on this host whose data directory
+    this role may see; otherwise the steps say the space could not be checked.  Returns the paths to watch
+    while the restore runs (none when unknown)."""
+    needed, source = room.postgres_needed(m.details, dump_bytes, opts.space_margin)
+    report.details["restore_space_needed"] = needed
+    unknown = f"disk space on the scratch server not checked ({{}}): the restore needs ~{human_bytes(needed)}"
+    if not room.is_local(scratch.host):
+        report.steps.append(unknown.format(f"{scratch.display()} is not on this host"))
+        return []
+    try:
+        with pg.connect(scratch, admin) as conn:
+            base, wal = room.scratch_paths(conn)
+    except (UpkeeperError, psycopg.Error) as exc:
+        log.warning("could not read the scratch server's data directory: %s", exc)
+        base, wal = None, None
+    if base is None or room.free_bytes(base) is None:
+        report.steps.append(unknown.format("its data directory cannot be read here (the role needs "
+                                           "pg_read_all_settings, and this user access to the directory)"))
+        return []
+    step = room.check_room(base, needed, opts.min_free_space, f"the restore ({source} × {opts.space_margin:g})",
+                           "Try: set the verify job's scratch_target to a server with room for the restore "
+                           "(e.g. a PostgreSQL kept for test restores), or lower min_free_space")
+    report.steps.append(step)
+    return [p for p in (base, wal) if p is not None and room.free_bytes(p) is not None]
 
 
 def _check_scratch_server(scratch: PostgresTarget, admin: str, m: Manifest, *, default: bool) -> None:
@@ -695,8 +768,10 @@ def _verify_redis(fetcher: Fetcher, settings: BackupSettings, opts: VerifyOption
     test-restored (redis-check-rdb only)."""
     m = fetcher.located.manifest
     made_by = str(m.details.get("redis_version") or "") or None
+    rdb_bytes = sum(o.raw_size for o in m.objects if o.role == "rdb")
     with work_dir(settings, "upkeeper-verify-") as tmp:
         rdb = tmp / "dump.rdb"
+        _check_work_room(tmp, rdb_bytes, "the RDB fetched for redis-check-rdb", opts, report)
         for rec in m.objects:
             progress(f"fetching {rec.name}")
             if rec.role == "rdb":
@@ -716,6 +791,10 @@ def _verify_redis(fetcher: Fetcher, settings: BackupSettings, opts: VerifyOption
             report.steps.append("not test-restored: no redis-server on this host (apt-get install redis-server)")
             return
         version = rdb_load.check_server_version(binary, made_by)
+        short = _memory_short(m.details, rdb_bytes, opts, report)
+        if short:
+            report.steps.append(f"not test-restored: {short}")
+            return
         expected = {str(k): int(v) for k, v in (m.details.get("rdb_db_keys") or {}).items()} or checked.db_keys
         total = m.details.get("rdb_keys", checked.keys)
         ids = [int(db[2:]) for db in (*expected, *checked.db_keys) if db[2:].isdigit()]
@@ -735,3 +814,17 @@ def _verify_redis(fetcher: Fetcher, settings: BackupSettings, opts: VerifyOption
             if opts.redis_checks:
                 rdb_load.smoke(client, opts.redis_checks)
                 report.steps.append(f"{len(opts.redis_checks)} smoke check(s) passed")
+
+
+def _memory_short(details: dict[str, Any], rdb_bytes: int, opts: VerifyOptions, report: VerifyReport) -> str:
+    """Why this host lacks the memory for a scratch redis-server holding the RDB ("" when it has it): the
+    memory the backed-up server used (else an estimate from the RDB's size) and min_free_memory must fit in
+    MemAvailable, so the test load never drives the host (and its production Redis) into the OOM killer."""
+    needed, source = room.redis_needed(details, rdb_bytes)
+    available = room.available_memory()
+    report.details["test_restore_memory_needed"] = needed
+    if needed + opts.min_free_memory <= available:
+        return ""
+    return (f"needs ~{human_bytes(needed)} of memory ({source}) plus {human_bytes(opts.min_free_memory)} kept "
+            f"free (min_free_memory), {human_bytes(available)} available on this host (checked with "
+            "redis-check-rdb only; verify on a host with more memory to test-restore it)")

@@ -51,6 +51,7 @@ from upkeeper.config.backup import REDIS_RETENTION, RetentionPolicy
 from upkeeper.config.loader import find_config, load_config
 from upkeeper.config.models import Config
 from upkeeper.config.targets import PostgresTarget
+from upkeeper.config.types import parse_size
 from upkeeper.core.history import History, history_url, process_identity
 from upkeeper.core.jobs import Setup
 from upkeeper.core.runner import LOCK_TTL, LockKeeper
@@ -243,6 +244,11 @@ def verify_cmd(
     redis_check: list[str] = typer.Option([], "--redis-check", help="Redis backups: a command that must reply "
                                           "true on the test-restored data, e.g. 'EXISTS config:site' "
                                           "(repeatable; run in order on one connection)"),
+    min_free_space: str = typer.Option("1GiB", "--min-free-space", help="disk space a test restore always "
+                                       "leaves free on the scratch server and in the work dir (see the "
+                                       "backup.verify option)"),
+    min_free_memory: str = typer.Option("256MiB", "--min-free-memory", help="Redis backups: MemAvailable a "
+                                        "scratch redis-server leaves free, else it is not test-restored"),
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
 ) -> None:
     """Verify backups: sizes and SHA-256, decrypt, decompress, restore into a scratch database, compare row
@@ -283,7 +289,8 @@ def verify_cmd(
             raise UsageError(f"--scratch-target {scratch_target!r} is not a postgres target")
         scratch = found
     opts = VerifyOptions(restore=not no_restore, scratch=scratch, jobs=jobs, checks=check, amcheck=amcheck,
-                         redis_checks=redis_check)
+                         redis_checks=redis_check, min_free_space=_size("--min-free-space", min_free_space),
+                         min_free_memory=_size("--min-free-memory", min_free_memory))
     storages = _open(config, _row_storages(config, rows, storage))
     reports: list[VerifyReport] = []
     try:
@@ -306,6 +313,13 @@ def verify_cmd(
     if as_json:
         print_json([r.to_dict() for r in reports])
     raise typer.Exit(0 if all(r.ok for r in reports) else 1)
+
+
+def _size(flag: str, value: str) -> int:
+    try:
+        return parse_size(value)
+    except ValueError as exc:
+        raise UsageError(f"{flag}: {exc}") from None
 
 
 def _check_smoke_options(rows: list[BackupRow], check: list[str], amcheck: bool, redis_check: list[str]) -> None:

@@ -47,6 +47,7 @@ DUMP_POLL_SECONDS = 0.05
 BLOCKING_POLL_SECONDS = 1.0  # how often the dump's watch looks for sessions waiting on the backup's locks
 BLOCKING_REPORT_AFTER = 1.0  # seconds a session must have waited to be reported (not a passing queue)
 BLOCKING_REPORT_MAX = 10  # findings about blocked sessions per database, beyond: one that counts the rest
+DATABASE_SIZE_SQL = "SELECT pg_database_size(current_database())"  # manifest: the space a restore needs
 WATCH_SESSION_SQL = ("SET statement_timeout = '5s'", "SET lock_timeout = '1s'")
 
 # what a set's manifest records about the server's globals (postgres -> globals)
@@ -224,6 +225,7 @@ class PostgresBackup(Task[PostgresBackupOptions]):
             assert row is not None
             snapshot = str(row[0])
             tables = pg.snapshot_tables(snap)
+            size_row = snap.execute(DATABASE_SIZE_SQL).fetchone()
             sequences = _read_sequences(target, db)
             snap_pid = snap.info.backend_pid
             # pg_dump's sessions carry a name of their own (its default is plain 'pg_dump'), unique on the server
@@ -277,6 +279,7 @@ class PostgresBackup(Task[PostgresBackupOptions]):
         details = {**info, "snapshot": snapshot, "dump_seconds": round(dump_seconds, 3),
                    "tables": len(counter.counts), "row_counts": counter.counts,
                    "row_count_keys": pg.QUOTED_KEYS, "large_objects": counter.large_objects,
+                   "database_size": int(size_row[0]) if size_row and size_row[0] is not None else None,
                    "sequences": {k: v.to_dict() for k, v in sequences.items()}}
         return writer.commit(details)
 

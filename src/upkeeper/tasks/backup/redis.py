@@ -219,6 +219,7 @@ class RedisBackup(Task[RedisBackupOptions]):
                     rec = upload_stream(writer.upload(object_name("dump.rdb", env), role="rdb"), fh)
                 writer.add(rec)
                 details = {"redis_version": info.get("redis_version"), "method": method, "keys": keys,
+                           "used_memory": info.get("used_memory"),
                            "rdb_size": size, "rdb_version": checked.rdb_version, "rdb_keys": checked.keys,
                            "rdb_db_keys": checked.db_keys, "check": "redis-check-rdb: RDB looks OK"}
                 manifest = writer.commit(details)

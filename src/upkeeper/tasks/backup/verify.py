@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
+from upkeeper.backup import room
 from upkeeper.backup.catalog import COMPLETE, catalog_for
 from upkeeper.backup.manifest import id_time
 from upkeeper.backup.prune import index_sets
@@ -13,6 +14,7 @@ from upkeeper.backup.rdb_load import redis_check_problem
 from upkeeper.backup.sets import close_storages, open_storages
 from upkeeper.backup.verify import VerifyOptions, VerifyReport, verify_stored
 from upkeeper.config.targets import PostgresTarget, RedisTarget
+from upkeeper.config.types import ByteSize
 from upkeeper.core.task import Finding, Result, Severity, Status, Task, TaskContext, TaskOptions, task
 from upkeeper.errors import TaskError
 from upkeeper.fmt import human_duration
@@ -48,6 +50,24 @@ class BackupVerifyOptions(TaskOptions):
     redis_checks: list[str] = Field(default_factory=list, description="Redis backups: commands run in order on "
             "one connection to the test-restored data; each must reply true (non-zero, non-empty, OK), e.g. "
             "'EXISTS config:site', or 'SELECT 3' then 'DBSIZE'. Source: upkeeper (not set by default)")
+
+    min_free_space: ByteSize = Field(
+        room.DEFAULT_MIN_FREE_SPACE, description="disk space a test restore always leaves free where it writes: "
+        "the scratch server's data directory (checked before the restore, which is not started without room for "
+        "the database's size at backup time × space_margin plus this, and watched while it runs: below this the "
+        "restore is stopped and the scratch database dropped) and the work directory (backup.work_dir) an RDB or "
+        "a dump for a parallel restore is fetched to. Known for a scratch server on this host only. The verify "
+        "then did not run (NOT CHECKED), the backup keeps its status. Source: PostgreSQL's max_wal_size "
+        "default (1GB), the WAL a server must be able to write")
+    space_margin: float = Field(
+        room.DEFAULT_SPACE_MARGIN, ge=1, le=10, description="the source database's size at backup time "
+        "(pg_database_size; for an older backup: its dump's size × 2) times this is the space its restore needs. "
+        "Source: upkeeper default (a fresh restore is about the source's size; +25% for WAL and index builds)")
+    min_free_memory: ByteSize = Field(
+        room.DEFAULT_MIN_FREE_MEMORY, description="Redis backups: MemAvailable a scratch redis-server leaves to "
+        "the host; when the memory the backed-up server used (used_memory at backup time; for an older backup: "
+        "the RDB's size × 3) plus this is more than MemAvailable, the backup is not test-restored (still checked "
+        "with redis-check-rdb) and the steps say why. Source: upkeeper default")
 
     @field_validator("redis_checks")
     @classmethod
@@ -156,7 +176,8 @@ class BackupVerify(Task[BackupVerifyOptions]):
                                 "Try: run the backup job first ('upkeeper run db-backup')")
             vopts = VerifyOptions(restore=options.restore, scratch=scratch, jobs=options.jobs,
                                   checks=options.checks, amcheck=options.amcheck,
-                                  redis_checks=options.redis_checks)
+                                  redis_checks=options.redis_checks, min_free_space=options.min_free_space,
+                                  space_margin=options.space_margin, min_free_memory=options.min_free_memory)
             reports: list[VerifyReport] = []
             findings: list[Finding] = []
             for db, bid, _kind in sorted(candidates):
