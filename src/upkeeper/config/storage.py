@@ -77,7 +77,12 @@ class S3StorageConfig(FileSecrets):
                     "jitter on throttling, 5xx and connection errors). Source: AWS SDK retry guide (default 3; "
                     "5 rides out a store's restart)",
     )
-    timeout: float = Field(60, gt=0, description="connect and read timeout per request (seconds). Source: botocore")
+    timeout: float = Field(
+        60, gt=0,
+        description="seconds to wait for the endpoint to accept a connection, to take more of an upload, or to send "
+                    "more of an answer; a stalled request is retried (max_attempts), so a stalled store fails an "
+                    "operation after about max_attempts × timeout, while a slow but moving transfer is never cut. "
+                    "Source: botocore (connect_timeout and read_timeout, 60 s each)")
     checksums: Literal["when_supported", "when_required"] = Field(
         "when_supported",
         description="send CRC checksums with uploads ('when_supported', botocore's default); 'when_required' for "
@@ -123,8 +128,14 @@ class SftpStorageConfig(FileSecrets):
     )
     host_key_check: bool = Field(True, description="refuse unknown host keys (never turn off in production). "
             "Source: upkeeper default")
-    timeout: float = Field(30, gt=0, description="connect and per-operation timeout (seconds). "
-            "Source: upkeeper default")
+    timeout: float = Field(
+        30, gt=0,
+        description="seconds to wait for the TCP connection, the SSH handshake and the answer to each SFTP "
+                    "request, and the longest silence of a connected server: it is probed with keepalives after "
+                    "a third of it (at most 30 s) and the connection is dropped as stalled when nothing at all came back for this long, so a hung "
+                    "server or a stalled network fails the operation instead of hanging it; a slow but live link "
+                    "is never cut. Source: OpenSSH's ServerAliveInterval with its ServerAliveCountMax (3 unanswered "
+                    "probes, ssh_config); 30 s is upkeeper's default")
     fsync: bool = Field(True, description="ask the server to fsync each file before it is renamed into place "
                                           "(OpenSSH's fsync@openssh.com; skipped when the server lacks it). "
                                           "Source: upkeeper default")

@@ -32,10 +32,12 @@ from botocore.config import Config as BotoConfig
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
+    ConnectTimeoutError,
     HTTPClientError,
     NoCredentialsError,
     ParamValidationError,
     PartialCredentialsError,
+    ReadTimeoutError,
 )
 from botocore.exceptions import (
     ConnectionError as BotoConnectionError,
@@ -594,6 +596,10 @@ def translate(storage: S3Storage, action: str, key: str | None, exc: BaseExcepti
         return StorageError(f"{head}: TLS check of the endpoint failed against {ca}: {storage.redact(str(exc))}",
                             "Try: set ca_file to the PEM file of the CA that signed the endpoint's certificate, "
                             "and check that the certificate names the endpoint's host", permanent=True)
+    if isinstance(exc, ReadTimeoutError | ConnectTimeoutError):  # botocore's text names no URL mid-stream
+        return StorageError(f"{head}: no answer from the endpoint within timeout ({storage.config.timeout:g} s)",
+                            "Try: check the network and that the S3 endpoint is up; the next run retries (raise "
+                            "'timeout' of the storage for a store that is slow but alive)", permanent=False)
     if isinstance(exc, BotoConnectionError | HTTPClientError):
         return StorageError(f"{head}: cannot reach the endpoint: {storage.redact(str(exc))}",
                             "Try: check that the S3 endpoint is up and reachable; the next run retries",

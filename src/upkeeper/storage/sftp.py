@@ -28,6 +28,7 @@ import posixpath
 import shlex
 import socket
 import stat as statmod
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -48,7 +49,8 @@ TMP_SUFFIX = ".upkeeper-partial"
 READ_WINDOW = 4 * 1024 * 1024  # bytes requested ahead per read round
 REQUEST_SIZE = 32768  # bytes per SFTP read request (paramiko's and OpenSSH's usual maximum)
 DEFAULT_KNOWN_HOSTS = "~/.ssh/known_hosts"
-KEEPALIVE = 30  # seconds between SSH keepalives, so idle NAT/firewall state does not expire mid-backup
+KEEPALIVE = 30  # at most this many seconds of silence before a probe, so idle NAT/firewall state does not expire
+PROBES = 3  # unanswered probes before a silent server counts as gone: OpenSSH's ServerAliveCountMax
 
 T = TypeVar("T")
 
@@ -89,6 +91,76 @@ class _AcceptUnknownHost(paramiko.MissingHostKeyPolicy):
     def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
         log.warning("sftp: accepting the unverified host key of %s (%s %s) because host_key_check is off",
                     hostname, key.get_name(), fingerprint(key))
+
+
+class _WatchedSocket(socket.socket):
+    """A TCP socket that notes when it last received anything (the watchdog's measure of a live server)."""
+
+    last_recv: float
+
+    def recv(self, bufsize: int, flags: int = 0) -> bytes:
+        data = super().recv(bufsize, flags)
+        self.last_recv = time.monotonic()
+        return data
+
+
+def _watched_connection(host: str, port: int, timeout: float) -> _WatchedSocket:
+    raw = socket.create_connection((host, port), timeout=timeout)
+    sock = _WatchedSocket(raw.family, raw.type, raw.proto, fileno=raw.detach())
+    sock.last_recv = time.monotonic()
+    return sock
+
+
+class _Watchdog(threading.Thread):
+    """OpenSSH's ServerAliveInterval/ServerAliveCountMax for a paramiko connection.
+
+    A stalled network (a NAT or firewall that dropped its state, a hung server, a half-open
+    connection) sends no RST and no data, and paramiko waits for it without limit in places
+    (opening a session, a write into a full socket).  When the server has sent nothing for a
+    third of ``timeout`` (at most ``KEEPALIVE`` s) it is probed with ``keepalive@openssh.com``,
+    which sshd answers even while its SFTP process is busy; after ``timeout`` s of silence the
+    connection is closed, which wakes every operation waiting on it with an error.  A slow but
+    live link keeps sending acknowledgements and data, so it is never cut.
+    """
+
+    def __init__(self, transport: paramiko.Transport, sock: _WatchedSocket, timeout: float, label: str) -> None:
+        super().__init__(daemon=True, name="upkeeper-sftp-watchdog")
+        self.label = label
+        self.transport = transport
+        self.sock = sock
+        self.timeout = timeout
+        self.stopped = threading.Event()
+        self.stalled: float | None = None  # seconds of silence that closed the connection
+        self.prober: threading.Thread | None = None
+
+    def run(self) -> None:
+        probe_every = min(KEEPALIVE, self.timeout / PROBES)
+        tick = min(1.0, probe_every / 2)
+        last_probe = 0.0
+        while not self.stopped.wait(tick) and self.transport.is_active():
+            now = time.monotonic()
+            silent = now - self.sock.last_recv
+            if silent >= self.timeout:
+                self.stalled = silent
+                log.warning("%s: the server sent nothing for %.0f s (timeout); closing the connection", self.label,
+                            silent)
+                self.transport.close()
+                return
+            if silent >= probe_every and now - last_probe >= probe_every and not (
+                    self.prober is not None and self.prober.is_alive()):
+                last_probe = now
+                # sent from a thread of its own: on a stalled link the send itself may block until the close
+                self.prober = threading.Thread(target=self._probe, daemon=True, name="upkeeper-sftp-probe")
+                self.prober.start()
+
+    def _probe(self) -> None:
+        # wait=True asks for a reply (sshd answers this unknown request with a failure, which is enough) and
+        # returns when it arrives or the connection closes; wait=False would ask for none
+        with contextlib.suppress(Exception):
+            self.transport.global_request("keepalive@openssh.com", wait=True)
+
+    def stop(self) -> None:
+        self.stopped.set()
 
 
 def _status_error(action: str, where: str, exc: BaseException) -> StorageError:
@@ -348,6 +420,7 @@ class SftpStorage:
         self._sftp: paramiko.SFTPClient | None = None
         self._dirs: set[str] = set()
         self._fsync_supported: bool | None = None
+        self._watchdog: _Watchdog | None = None
 
     # --- connection -----------------------------------------------------------------------------
 
@@ -395,12 +468,14 @@ class SftpStorage:
                 client.set_missing_host_key_policy(_RejectUnknownHost(self, self.known_hosts))
             else:
                 client.set_missing_host_key_policy(_AcceptUnknownHost())
+            sock = _watched_connection(c.host, c.port, c.timeout)
             client.connect(c.host, port=c.port, username=c.user, pkey=pkey, timeout=c.timeout,
                            banner_timeout=c.timeout, auth_timeout=c.timeout, allow_agent=False,
-                           look_for_keys=False)
+                           look_for_keys=False, sock=sock)
             transport = client.get_transport()
-            if transport is not None:
-                transport.set_keepalive(KEEPALIVE)
+            assert transport is not None
+            self._watchdog = _Watchdog(transport, sock, c.timeout, self.describe())
+            self._watchdog.start()
             sftp = client.open_sftp()
             sftp.get_channel().settimeout(c.timeout)  # type: ignore[union-attr]
         except StorageError:
@@ -422,7 +497,14 @@ class SftpStorage:
                 permanent=True) from None
         except (OSError, EOFError, paramiko.SSHException) as exc:
             client.close()
-            text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+            text = self._stall_text() or getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+            if isinstance(exc, TimeoutError) or "banner" in text or text == "No existing session":
+                # the TCP connection opened but the SSH handshake did not finish in time (paramiko says
+                # "Error reading SSH protocol banner" or, when its negotiation wait ran out first, "No existing
+                # session"): a hung server or a stalled network
+                text = (f"no SSH handshake from the server within timeout ({c.timeout:g} s): the server or the "
+                        f"network stalled ({text})")
+            self._stop_watchdog()
             raise StorageError(f"{self.describe()}: cannot connect to {c.host}:{c.port}: {text}",
                                "Try: check host, port and that sshd runs; the next run retries",
                                permanent=False) from None
@@ -485,6 +567,7 @@ class SftpStorage:
                 self._sftp = self._connect()
 
     def _reset(self) -> None:
+        self._stop_watchdog()
         for thing in (self._sftp, self._ssh):
             if thing is not None:
                 with contextlib.suppress(Exception):
@@ -492,17 +575,37 @@ class SftpStorage:
         self._sftp = None
         self._ssh = None
 
+    def _stop_watchdog(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.stop()
+            self._watchdog = None
+
+    def _stall_text(self) -> str | None:
+        """Why the watchdog closed the connection, if it did."""
+        w = self._watchdog
+        if w is None or w.stalled is None:
+            return None
+        return (f"the server sent nothing for {w.stalled:.0f} s, not even an answer to keepalives (timeout: "
+                f"{self.config.timeout:g} s); the network or the server stalled")
+
     def translate(self, action: str, path: str, exc: BaseException) -> StorageError:
         if isinstance(exc, StorageError):
             return exc
         where = f"{self.config.user}@{self.config.host}:{path}"
         if not self._alive() and isinstance(exc, _CONNECTION_ERRORS + (OSError,)):
+            reason = self._stall_text() or str(exc) or type(exc).__name__
             self._reset()
-            return StorageError(f"{action} {where}: connection lost ({exc or type(exc).__name__})",
+            return StorageError(f"{action} {where}: connection lost ({reason})",
                                 "Try: check the network and the SSH server; the next operation reconnects",
                                 permanent=False)
-        if isinstance(exc, _CONNECTION_ERRORS):  # this channel broke (timeout …); the connection is still up
-            return StorageError(f"{action} {where}: {exc or type(exc).__name__}",
+        if isinstance(exc, TimeoutError):  # this channel got no answer; the connection is still up
+            return StorageError(f"{action} {where}: no answer from the server within timeout "
+                                f"({self.config.timeout:g} s)",
+                                "Try: check the network and the SSH server's load and logs; the next run retries "
+                                "(raise 'timeout' of the storage for a server that is slow but alive)",
+                                permanent=False)
+        if isinstance(exc, _CONNECTION_ERRORS):  # this channel broke; the connection is still up
+            return StorageError(f"{action} {where}: {str(exc) or type(exc).__name__}",
                                 "Try: check the SSH server's load and logs; the next run retries",
                                 permanent=False)
         if isinstance(exc, OSError):
