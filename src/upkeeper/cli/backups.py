@@ -986,23 +986,34 @@ def copy_cmd(
     raise typer.Exit(1 if any(rep.action == FAILED for rep in reports) else 0)
 
 
-def _copy_selection(config: Config, catalog: Catalog, ids: list[str], target: str | None,
-                    all_: bool) -> list[BackupRow]:
-    """The backups to copy: the ids given, else every backup of --target, else (--all) every one, newest first.
-    Nothing is copied without saying which: a bare 'copy --to X' could start a transfer of every backup."""
+def _selection(config: Config, catalog: Catalog, ids: list[str], target: str | None, all_: bool, *,
+               both_hint: str, which_hint: str) -> tuple[list[BackupRow], bool]:
+    """The backups a bulk command (copy, rekey) works on: the ids given, else every backup of --target, else
+    (--all) every one, newest first; and whether they were named by id.  Never all of them without saying so:
+    a bare 'copy --to X' could start a transfer of every backup."""
     if ids and (target or all_):
-        raise UsageError("give backup ids, or --target / --all, not both",
-                         "Try: 'upkeeper backups copy ID… --to NAME', or 'upkeeper backups copy --all --to NAME'")
+        raise UsageError("give backup ids, or --target / --all, not both", both_hint)
     if ids:
-        return list({r.id: r for r in (_one(catalog, i) for i in ids)}.values())
+        return list({r.id: r for r in (_one(catalog, i) for i in ids)}.values()), True
     if not (target or all_):
-        raise UsageError("which backups? give backup ids, --target T, or --all",
-                         "Try: 'upkeeper backups list' for the ids; 'upkeeper backups copy --all --to NAME'")
+        raise UsageError("which backups? give backup ids, --target T, or --all", which_hint)
     _check_target(config, target)
     rows = catalog.list(target=target)
     if not rows:
         raise UsageError("no backups in the catalog" + (f" for target {target!r}" if target else ""),
                          "Try: 'upkeeper backups sync' to read the storages first")
+    return rows, False
+
+
+def _copy_selection(config: Config, catalog: Catalog, ids: list[str], target: str | None,
+                    all_: bool) -> list[BackupRow]:
+    """The backups to copy (:func:`_selection`), less those only on storages this config does not have."""
+    rows, named = _selection(
+        config, catalog, ids, target, all_,
+        both_hint="Try: 'upkeeper backups copy ID… --to NAME', or 'upkeeper backups copy --all --to NAME'",
+        which_hint="Try: 'upkeeper backups list' for the ids; 'upkeeper backups copy --all --to NAME'")
+    if named:
+        return rows
     # rows only on storages this config does not have (another config's, or one removed) cannot be read here
     elsewhere = [r for r in rows if not set(r.storages or []) & set(config.storages)]
     if elsewhere:
@@ -1137,20 +1148,9 @@ def _old_key(config: Config, identity: list[str], passphrase_file: str | None) -
 
 def _rekey_selection(config: Config, catalog: Catalog, ids: list[str], target: str | None,
                      all_: bool) -> list[BackupRow]:
-    """The ids given, else every backup of --target, else (--all) every one; never all without saying so."""
-    if ids and (target or all_):
-        raise UsageError("give backup ids, or --target / --all, not both", "Try: 'upkeeper backups rekey --all'")
-    if ids:
-        return list({r.id: r for r in (_one(catalog, i) for i in ids)}.values())
-    if not (target or all_):
-        raise UsageError("which backups? give backup ids, --target T, or --all",
-                         "Try: 'upkeeper backups rekey --all --identity OLD_KEY_FILE'")
-    _check_target(config, target)
-    rows = catalog.list(target=target)
-    if not rows:
-        raise UsageError("no backups in the catalog" + (f" for target {target!r}" if target else ""),
-                         "Try: 'upkeeper backups sync' to read the storages first")
-    return rows
+    """The backups to re-encrypt (:func:`_selection`)."""
+    return _selection(config, catalog, ids, target, all_, both_hint="Try: 'upkeeper backups rekey --all'",
+                      which_hint="Try: 'upkeeper backups rekey --all --identity OLD_KEY_FILE'")[0]
 
 
 def _print_rekey(rep: RekeyReport) -> None:
