@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import signal
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -14,6 +15,12 @@ import pytest
 from ruamel.yaml import YAML
 
 from services import *  # noqa: F403 - fixtures
+
+# A suite started in the background by a non-interactive shell ('make test &') inherits SIGINT ignored
+# (POSIX), and passes that on to every CLI it starts: the tests that stop one with Ctrl-C (SIGINT) would see it
+# ignored.  Give it back its default, as in a terminal (a handled signal is reset to default in a child).
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 os.environ.setdefault("COLUMNS", "200")
 

@@ -39,9 +39,20 @@ def fails_within(op: Callable[[], object], bound: float) -> StorageError:
     return exc.value
 
 
+#: the threads alive when this module's tests start: earlier tests of the same process may leave some
+_EARLIER: set[threading.Thread] = set()
+
+
+@pytest.fixture(autouse=True)
+def _threads_before() -> None:
+    _EARLIER.clear()
+    _EARLIER.update(threading.enumerate())
+
+
 def blocking_threads() -> list[str]:
-    """Threads that would keep the process from exiting (non-daemon, besides the main one)."""
-    return [t.name for t in threading.enumerate() if not t.daemon and t is not threading.main_thread()]
+    """Threads started since the test began that would keep the process from exiting (non-daemon)."""
+    return [t.name for t in threading.enumerate()
+            if not t.daemon and t is not threading.main_thread() and t not in _EARLIER]
 
 
 def read_all_then_stall(storage: Storage, key: str, proxy: StallProxy) -> None:
