@@ -5,6 +5,7 @@ missing client certificate, a wrong server name."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import tempfile
 import time
@@ -181,6 +182,9 @@ def test_unusable_key_files_are_named_and_never_shown(tls_clean: RedisServer, pk
     ({"tls": True, "tls_key_file": "/k.pem"}, "tls_key_file is set without tls_cert_file"),
     ({"tls": True, "tls_ca_file": "/ca.pem", "tls_verify": False}, "tls_ca_file is set but tls_verify is false"),
     ({"tls": True, "unix_socket": "/run/redis.sock"}, "Redis speaks TLS only on its TCP tls-port"),
+    ({"tls_ca_dir": "/etc/ssl/certs"}, "tls_ca_dir is set but tls is false"),
+    ({"tls": True, "tls_ca_dir": "/etc/ssl/certs", "tls_verify": False}, "tls_ca_dir is set but tls_verify is false"),
+    ({"tls": True, "tls_key_password_file": "/k.pass"}, "tls_key_password_file is set without tls_key_file"),
 ])
 def test_contradicting_tls_settings_are_config_errors(fields: dict[str, Any], message: str) -> None:
     with pytest.raises(ValidationError, match=re.escape(message)):
@@ -231,3 +235,88 @@ def test_tls_verify_false_connects_unchecked_and_says_so(tls_clean: RedisServer,
         res = run_task("redis.check", target)
     assert res.final_status is Status.OK, res.findings
     assert "TLS certificate is not checked (tls_verify: false)" in caplog.text
+
+
+def _hashed_dir(directory: Path, *certs: Path) -> Path:
+    """A CA directory as `openssl rehash` makes it: each certificate under ``<subject hash>.0``."""
+    import subprocess
+
+    directory.mkdir()
+    for cert in certs:
+        digest = subprocess.run(["openssl", "x509", "-hash", "-noout", "-in", str(cert)], check=True,
+                                capture_output=True, text=True).stdout.strip()
+        (directory / f"{digest}.0").symlink_to(cert)
+    return directory
+
+
+def test_ca_directory(cli: Any, make_config: Any, tmp_path: Path, tls_clean: RedisServer, pki: Pki,
+                      age_key: AgeKey) -> None:
+    """tls_ca_dir (redis-cli --cacertdir, capath): alone, beside tls_ca_file, and its three ways to fail."""
+    tls_clean.client().set("k", "v")
+    good = _hashed_dir(tmp_path / "certs", pki.other_ca.cert, pki.ca.cert)
+    target = {**tls_clean.target(), "tls_ca_file": None, "tls_ca_dir": str(good)}
+    # the download goes through redis-cli --cacertdir
+    cfg = _config(make_config, tmp_path, target, age_key, "network")
+    r = cli(["--config", cfg, "run", "cache-backup", "--json"])
+    assert r.code == 0 and r.json()[0]["status"] == "ok", r.output
+    both = {**target, "tls_ca_file": str(pki.other_ca.cert)}  # either may hold the server's CA
+    assert run_task("redis.check", both).final_status is Status.OK
+
+    wrong = _hashed_dir(tmp_path / "other", pki.other_ca.cert)
+    [f] = checks(run_task("redis.check", {**target, "tls_ca_dir": str(wrong)}))["redis.unreachable"]
+    assert f"the check against tls_ca_dir {wrong}:" in f.message, f.message
+    assert "tls_ca_dir" in (f.remediation or "") and "openssl rehash" in (f.remediation or "")
+    unhashed = tmp_path / "unhashed"
+    unhashed.mkdir()
+    (unhashed / "ca.crt").symlink_to(pki.ca.cert)
+    for path, expected in ((unhashed, f"tls_ca_dir {unhashed} holds no CA certificate under a hashed name"),
+                           (tmp_path / "missing", f"cannot read tls_ca_dir {tmp_path / 'missing'}")):
+        [f] = checks(run_task("redis.check", {**target, "tls_ca_dir": str(path)}))["redis.unreachable"]
+        assert expected in f.message and "openssl rehash" in (f.remediation or ""), f.message
+
+
+def test_key_with_passphrase(cli: Any, make_config: Any, tmp_path: Path, tls_clean: RedisServer, pki: Pki,
+                             age_key: AgeKey) -> None:
+    """An encrypted client key with tls_key_password_file: the checks connect with it, and the network
+    download (redis-cli, which cannot take a passphrase) goes through upkeeper's own TLS connection; the
+    passphrase is in no argv, output or history."""
+    import shutil
+
+    passphrase = "correct horse battery staple"
+    key = serialization.load_pem_private_key(pki.client.key.read_bytes(), password=None)
+    encrypted = tmp_path / "client.key"
+    encrypted.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                            serialization.BestAvailableEncryption(passphrase.encode())))
+    secret = tmp_path / "key.pass"
+    secret.write_text(passphrase + "\n")
+    target = {**tls_clean.target(), "tls_key_file": str(encrypted), "tls_key_password_file": str(secret)}
+    c = tls_clean.client()
+    for i in range(200):
+        c.set(f"session:{i}", f"user-{i}")
+    assert run_task("redis.check", target).final_status is Status.OK
+
+    # the real redis-cli, behind a script that writes down its arguments
+    bindir, argv_log = tmp_path / "bin", tmp_path / "redis-cli.argv"
+    bindir.mkdir()
+    (bindir / "redis-cli").write_text(f"#!/bin/sh\nprintf '%s\\n' \"$@\" >> {argv_log}\n"
+                                      f"exec {shutil.which('redis-cli')} \"$@\"\n")
+    (bindir / "redis-cli").chmod(0o755)
+    env = {"PATH": f"{bindir}:{os.environ['PATH']}"}
+    cfg = _config(make_config, tmp_path, target, age_key, "network")
+    r = cli(["--config", cfg, "run", "cache-backup", "--json"], env=env)
+    assert r.code == 0 and r.json()[0]["status"] == "ok", r.output
+    download = argv_log.read_text().splitlines()
+    assert "--rdb" in download and "-s" in download, download
+    assert "--key" not in download and "--tls" not in download and str(encrypted) not in download
+    [mpath] = list((tmp_path / "store").rglob("manifest.json"))
+    assert json.loads(mpath.read_text())["redis"]["keys"]["db0"] == 200  # checked by redis-check-rdb too
+
+    secret.write_text("not the passphrase")
+    [f] = checks(run_task("redis.check", target))["redis.unreachable"]
+    assert f"tls_key_password_file {secret} does not decrypt tls_key_file {encrypted}" in f.message, f.message
+    r = cli(["--config", cfg, "run", "cache-backup", "--json"], env=env)
+    assert r.code == 1 and "does not decrypt" in r.json()[0]["summary"], r.output
+    history = (tmp_path / "history.db").read_bytes()
+    for text in (r.output, f.message, argv_log.read_text()):
+        assert passphrase not in text and "not the passphrase" not in text
+    assert passphrase.encode() not in history and b"not the passphrase" not in history

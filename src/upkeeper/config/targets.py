@@ -91,13 +91,24 @@ class RedisTarget(FileSecrets):
     tls: bool = Field(False, description="connect with TLS (the server's tls-port). Source: upkeeper default")
     tls_ca_file: str | None = Field(
         None, description="PEM file of the CA that signed the server's certificate, for a server behind a private "
-        "CA such as most managed Redis services (default: the system's CA bundle). Source: redis-cli --cacert")
+        "CA such as most managed Redis services (default: the system's CA bundle, unless tls_ca_dir is set). "
+        "Source: redis-cli --cacert")
+    tls_ca_dir: str | None = Field(
+        None, description="directory of trusted CA certificates under OpenSSL's hashed names (<hash>.0, as "
+        "`openssl rehash` or c_rehash make them, e.g. /etc/ssl/certs), alone or beside tls_ca_file (both are "
+        "then trusted; default: the system's CA bundle). Source: redis-cli --cacertdir")
     tls_cert_file: str | None = Field(
         None, description="PEM client certificate, for a server that checks clients (tls-auth-clients yes, "
         "mutual TLS); needs tls_key_file. Source: redis-cli --cert")
     tls_key_file: str | None = Field(
-        None, description="PEM file of the private key of tls_cert_file, unencrypted (keep it mode 0600: only the "
-        "path is configured; upkeeper never reads the key into its logs or history). Source: redis-cli --key")
+        None, description="PEM file of the private key of tls_cert_file, unencrypted unless "
+        "tls_key_password_file is set (keep it mode 0600: only the path is configured; upkeeper never reads the "
+        "key into its logs or history). Source: redis-cli --key")
+    tls_key_password_file: str | None = Field(
+        None, description="file holding the passphrase of an encrypted tls_key_file (its content without the "
+        "trailing newline; mode 0600). Read when connecting, never shown or passed on a command line; redis-cli "
+        "cannot take a key passphrase, so redis.backup's network download then goes through a TLS connection "
+        "upkeeper makes itself. Source: upkeeper (not set by default; redis-cli has no such option)")
     tls_server_name: str | None = Field(
         None, description="name sent in SNI and matched against the server's certificate (default: host), for a "
         "server reached by IP address or through a tunnel. Source: redis-cli --sni")
@@ -111,7 +122,8 @@ class RedisTarget(FileSecrets):
 
     @model_validator(mode="after")
     def _tls_settings_agree(self) -> RedisTarget:
-        tls_fields = ("tls_ca_file", "tls_cert_file", "tls_key_file", "tls_server_name")
+        tls_fields = ("tls_ca_file", "tls_ca_dir", "tls_cert_file", "tls_key_file", "tls_key_password_file",
+                      "tls_server_name")
         if not self.tls:
             given = [f for f in tls_fields if getattr(self, f) is not None] + ([] if self.tls_verify else ["tls_verify"])
             if given:
@@ -126,9 +138,13 @@ class RedisTarget(FileSecrets):
                 ("tls_key_file", "tls_cert_file")
             raise ValueError(f"{one} is set without {other}: mutual TLS needs the client certificate "
                              "(tls_cert_file) and its private key (tls_key_file)")
-        if self.tls_ca_file is not None and not self.tls_verify:
-            raise ValueError("tls_ca_file is set but tls_verify is false: the certificate would not be checked at "
-                             "all; remove one of them")
+        if self.tls_key_password_file is not None and self.tls_key_file is None:
+            raise ValueError("tls_key_password_file is set without tls_key_file: it is the passphrase of the "
+                             "client certificate's encrypted key; give tls_cert_file and tls_key_file, or remove it")
+        for field in ("tls_ca_file", "tls_ca_dir"):
+            if getattr(self, field) is not None and not self.tls_verify:
+                raise ValueError(f"{field} is set but tls_verify is false: the certificate would not be checked "
+                                 "at all; remove one of them")
         return self
 
     def url(self, with_password: bool = False) -> str:

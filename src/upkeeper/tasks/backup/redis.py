@@ -31,7 +31,7 @@ from upkeeper.tasks.backup._common import (
     object_name,
     write_storage_problems,
 )
-from upkeeper.tasks.redis._conn import cli_args, client_for, connection_error
+from upkeeper.tasks.redis._conn import cli_args, client_for, connection_error, tls_relay
 
 SET_NAME = "rdb"
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
@@ -95,12 +95,12 @@ class RedisBackupOptions(TaskOptions):
         "maintenance procedures' 7-day Redis retention)")
 
 
-def _cli_argv(t: RedisTarget) -> tuple[list[str], dict[str, str]]:
+def _cli_argv(t: RedisTarget, relay: str | None = None) -> tuple[list[str], dict[str, str]]:
     cli = shutil.which("redis-cli")
     if not cli:
         raise TaskError("redis-cli not found", "Try: apt-get install redis-tools", permanent=True)
     env = {"REDISCLI_AUTH": t.password.get_secret_value()} if t.password else {}
-    return [cli, "--no-auth-warning", *cli_args(t)], env
+    return [cli, "--no-auth-warning", *cli_args(t, relay=relay)], env
 
 
 #: redis-cli --rdb's errors that the server's setup causes: how to fix each
@@ -207,8 +207,13 @@ class RedisBackup(Task[RedisBackupOptions]):
                     if method == "network":
                         ctx.progress("downloading RDB (redis-cli --rdb)", None)
                         dest = tmp / "dump.rdb"
-                        argv, cenv = _cli_argv(target)
-                        self._download([*argv, "--rdb", str(dest)], cenv, dest, target, options.stall_timeout)
+                        # redis-cli cannot take a key passphrase: it then talks to a relay whose TLS
+                        # connection this process makes (tls_context decrypts the key in memory)
+                        with (tls_relay(target) if target.tls_key_password_file
+                              else contextlib.nullcontext()) as relay:
+                            argv, cenv = _cli_argv(target, relay)
+                            self._download([*argv, "--rdb", str(dest)], cenv, dest, target,
+                                           options.stall_timeout)
                         fh = stack.enter_context(open(dest, "rb"))
                         check_path = str(dest)
                     size = os.fstat(fh.fileno()).st_size

@@ -39,7 +39,7 @@ def _driver() -> dict[str, Any]:
     return {"driver_info": DriverInfo()}
 
 
-def _readable(target: RedisTarget, field: str, path: str) -> str:
+def _readable(target: RedisTarget, field: str, path: str, what: str = "a readable PEM file") -> str:
     """``path`` (of the target's ``field``) with ~ expanded, checked readable now: a typo must not read
     as an unreachable server."""
     import os
@@ -50,25 +50,78 @@ def _readable(target: RedisTarget, field: str, path: str) -> str:
             fh.read(1)
     except OSError as exc:
         raise TaskError(f"Redis {target.display()}: cannot read {field} {full}: {exc.strerror or exc}",
-                        f"Try: point {field} at a readable PEM file", permanent=True) from None
+                        f"Try: point {field} at {what}", permanent=True) from None
     return full
 
 
-def _no_passphrase() -> bytes:
-    # an encrypted key would otherwise make OpenSSL ask for its passphrase on the terminal (a hang under the
-    # daemon); redis-cli --rdb cannot take one either
-    return b""
+#: OpenSSL's names in a CA directory: the subject hash, a dot, a counter (``.r0``: a CRL, not a CA)
+_HASHED = re.compile(r"[0-9a-f]{8}\.\d+")
+
+
+def _ca_dir(target: RedisTarget, path: str) -> str:
+    """``tls_ca_dir`` with ~ expanded, checked now: a readable directory holding at least one certificate
+    under OpenSSL's hashed name (``<hash>.0``).  OpenSSL itself skips a missing or unhashed directory
+    silently, and the handshake would then fail as if the server's CA were unknown."""
+    import os
+
+    full = os.path.expanduser(path)
+    fix = ("Try: point tls_ca_dir at a directory of PEM CA certificates and run `openssl rehash DIR` (or "
+           "c_rehash) on it, which names them <subject hash>.0; or give the CA's PEM file as tls_ca_file")
+    try:
+        names = os.listdir(full)
+    except OSError as exc:
+        raise TaskError(f"Redis {target.display()}: cannot read tls_ca_dir {full}: {exc.strerror or exc}", fix,
+                        permanent=True) from None
+    if not any(_HASHED.fullmatch(n) for n in names):
+        raise TaskError(f"Redis {target.display()}: tls_ca_dir {full} holds no CA certificate under a hashed "
+                        f"name (<hash>.0), the only names OpenSSL looks up there ({len(names)} other entries)",
+                        fix, permanent=True)
+    return full
+
+
+def _key_password(target: RedisTarget) -> Callable[[], bytes]:
+    """The passphrase of the client key, as ``load_cert_chain`` takes it: the content of
+    ``tls_key_password_file`` without its trailing newline, read now.  Without that field, an empty one: an
+    encrypted key must fail at once, not make OpenSSL ask for a passphrase on the terminal (a hang under the
+    daemon).  The passphrase is never shown: errors name the file only."""
+    from upkeeper.redact import register_secret
+
+    if not target.tls_key_password_file:
+        return lambda: b""
+    full = _readable(target, "tls_key_password_file", target.tls_key_password_file,
+                     "a readable file holding the key's passphrase")
+    with open(full, "rb") as fh:
+        secret = fh.read().rstrip(b"\r\n")
+    if not secret:
+        raise TaskError(f"Redis {target.display()}: tls_key_password_file {full} is empty",
+                        "Try: write the passphrase of tls_key_file into it, or remove tls_key_password_file if "
+                        "the key is not encrypted", permanent=True)
+    register_secret(secret.decode("utf-8", errors="surrogateescape"))
+    return lambda: secret
+
+
+def _encrypted_pem(path: str) -> bool:
+    """The PEM key file is encrypted (PKCS#8 ``ENCRYPTED PRIVATE KEY``, or a traditional key with
+    ``Proc-Type: 4,ENCRYPTED``): only its headers are looked at."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(1 << 16)
+    except OSError:
+        return False
+    return b"-----BEGIN ENCRYPTED PRIVATE KEY-----" in head or b"Proc-Type: 4,ENCRYPTED" in head
 
 
 def tls_context(target: RedisTarget) -> ssl.SSLContext:
-    """The target's TLS settings as an SSL context: its CA (default: the system's CA bundle), its client
-    certificate, the certificate and the host name checked unless ``tls_verify`` is false.  A missing or
-    malformed file is a permanent TaskError naming the field; the key's content is never shown."""
+    """The target's TLS settings as an SSL context: its CAs (``tls_ca_file`` and/or ``tls_ca_dir``; default:
+    the system's CA bundle), its client certificate (its key decrypted with ``tls_key_password_file``), the
+    certificate and the host name checked unless ``tls_verify`` is false.  A missing or malformed file is a
+    permanent TaskError naming the field; the key's content and its passphrase are never shown."""
     import ssl
 
     ca = _readable(target, "tls_ca_file", target.tls_ca_file) if target.tls_ca_file else None
+    ca_dir = _ca_dir(target, target.tls_ca_dir) if target.tls_ca_dir else None
     try:
-        ctx = ssl.create_default_context(cafile=ca)
+        ctx = ssl.create_default_context(cafile=ca, capath=ca_dir)
     except ssl.SSLError as exc:
         raise TaskError(f"Redis {target.display()}: tls_ca_file {ca} holds no PEM certificate ({exc.reason})",
                         "Try: point tls_ca_file at the PEM file of the CA that signed the server's certificate "
@@ -80,15 +133,26 @@ def tls_context(target: RedisTarget) -> ssl.SSLContext:
     if target.tls_cert_file and target.tls_key_file:
         cert = _readable(target, "tls_cert_file", target.tls_cert_file)
         key = _readable(target, "tls_key_file", target.tls_key_file)
+        password = _key_password(target)
         try:
-            ctx.load_cert_chain(cert, key, password=_no_passphrase)
-        except ssl.SSLError as exc:
+            ctx.load_cert_chain(cert, key, password=password)
+        except (ssl.SSLError, ValueError) as exc:
+            reason = exc.reason if isinstance(exc, ssl.SSLError) else None
+            fix = ("Try: give the client certificate and the key it was issued for, both PEM; for a key that has "
+                   "a passphrase, set tls_key_password_file to a file holding it (mode 0600)")
+            if reason is None and _encrypted_pem(key):  # OpenSSL 3 gives a wrong passphrase no reason
+                if target.tls_key_password_file:
+                    raise TaskError(
+                        f"Redis {target.display()}: the passphrase in tls_key_password_file "
+                        f"{target.tls_key_password_file} does not decrypt tls_key_file {key}",
+                        "Try: write the key's passphrase into tls_key_password_file (one line), or point "
+                        "tls_key_file at the key it protects", permanent=True) from None
+                raise TaskError(f"Redis {target.display()}: tls_key_file {key} is encrypted (has a passphrase) and "
+                                "no tls_key_password_file is set: it is not an unencrypted private key", fix,
+                                permanent=True) from None
             raise TaskError(
                 f"Redis {target.display()}: tls_cert_file {cert} and tls_key_file {key} are not a PEM certificate "
-                f"and its unencrypted private key ({exc.reason or 'unreadable'})",
-                "Try: give the client certificate and the key it was issued for, both PEM; decrypt a key that "
-                "has a passphrase (openssl pkey -in KEY -out KEY.plain), keeping it mode 0600", permanent=True,
-            ) from None
+                f"and its private key ({reason or 'unreadable'})", fix, permanent=True) from None
     return ctx
 
 
@@ -139,8 +203,16 @@ def client_for(target: RedisTarget, *, timeout: float | None = None, retries: bo
     return redis.Redis.from_pool(pool)  # the client owns the pool: close() disconnects it
 
 
-def cli_args(target: RedisTarget) -> list[str]:
-    """redis-cli's arguments that reach the target, TLS included (not the password: REDISCLI_AUTH)."""
+def cli_args(target: RedisTarget, *, relay: str | None = None) -> list[str]:
+    """redis-cli's arguments that reach the target, TLS included (not the password: REDISCLI_AUTH).  With
+    ``relay`` (the unix socket of :func:`tls_relay`), redis-cli talks plain text to that socket instead: the
+    way for a key with a passphrase, which redis-cli cannot take (it would ask on the terminal)."""
+    if relay is not None:
+        return ["-s", relay, *(["--user", target.username] if target.username else [])]
+    if target.tls_key_password_file:
+        raise TaskError(f"Redis {target.display()}: redis-cli cannot use tls_key_file with a passphrase "
+                        "(tls_key_password_file): it has no option for one",
+                        "Try: this path must go through tls_relay", permanent=True)
     argv = ["-s", target.unix_socket] if target.unix_socket else ["-h", target.host, "-p", str(target.port)]
     if target.username:
         argv += ["--user", target.username]
@@ -150,12 +222,104 @@ def cli_args(target: RedisTarget) -> list[str]:
             path = getattr(target, field)
             if path:
                 argv += [flag, _readable(target, field, path)]
+        if target.tls_ca_dir:
+            argv += ["--cacertdir", _ca_dir(target, target.tls_ca_dir)]
         name = target.tls_server_name or (None if _is_ip(target.host) else target.host)
         if name:
             argv += ["--sni", name]  # as Python's ssl does: an IP address is never sent as a server name
         if not target.tls_verify:
             argv.append("--insecure")
     return argv
+
+
+@contextlib.contextmanager
+def tls_relay(target: RedisTarget) -> Iterator[str]:
+    """A unix socket, in a private (0700) temp directory, whose first connection is forwarded to the target
+    over a TLS connection made here with :func:`tls_context` — for redis-cli, which cannot decrypt a key with
+    a passphrase: the passphrase and the decrypted key stay in this process, never on disk or in an argv.
+    The TLS connection is made (and the server's certificate checked, name included) before this yields, so
+    that its failure is the same TaskError as a client's.  Yields the socket's path; at the end, the relay
+    and both connections are closed."""
+    import os
+    import select
+    import shutil
+    import socket
+    import ssl
+    import tempfile
+    import threading
+
+    context = tls_context(target)
+    timeout = target.socket_timeout.total_seconds()
+    try:
+        raw = socket.create_connection((target.host, target.port), timeout=timeout)
+    except OSError as exc:
+        raise connection_error(target, exc) from None
+    try:
+        upstream = context.wrap_socket(raw, server_hostname=target.tls_server_name or target.host)
+    except (OSError, ssl.SSLError) as exc:
+        raw.close()
+        raise connection_error(target, exc) from None
+    directory = tempfile.mkdtemp(prefix="upkeeper-tls-relay-")
+    path = os.path.join(directory, "redis.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stop = threading.Event()
+    failed: list[str] = []
+
+    def pump() -> None:
+        conn: socket.socket | None = None
+        try:
+            while conn is None and not stop.is_set():
+                try:
+                    conn, _ = listener.accept()
+                except TimeoutError:
+                    continue
+            if conn is None:
+                return
+            conn.settimeout(None)
+            while not stop.is_set():
+                ready = [upstream] if upstream.pending() else \
+                    select.select([conn, upstream], [], [], 0.5)[0]
+                if upstream in ready:
+                    # not blocking: what made the socket readable may be no data (a TLS 1.3 session ticket,
+                    # part of a record), and redis-cli's next command must not wait for the server meanwhile
+                    upstream.setblocking(False)
+                    try:
+                        data: bytes | None = upstream.recv(1 << 16)
+                    except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                        data = None
+                    finally:
+                        upstream.settimeout(timeout)
+                    if data == b"":
+                        return  # the server hung up: redis-cli sees the end of its connection
+                    if data:
+                        conn.sendall(data)
+                if conn in ready:
+                    data = conn.recv(1 << 16)
+                    if not data:
+                        return  # redis-cli is done (or was killed)
+                    upstream.sendall(data)
+        except (OSError, ssl.SSLError) as exc:
+            failed.append(describe_redis_error(exc))
+        finally:
+            if conn is not None:
+                conn.close()
+
+    thread = threading.Thread(target=pump, name="redis-tls-relay", daemon=True)
+    try:
+        listener.bind(path)
+        listener.listen(1)
+        listener.settimeout(0.5)
+        thread.start()
+        yield path
+    finally:
+        stop.set()
+        if thread.is_alive():
+            thread.join(timeout=5)
+        listener.close()
+        upstream.close()
+        shutil.rmtree(directory, ignore_errors=True)
+        if failed:
+            log.warning("Redis %s: the TLS relay of redis-cli ended on an error: %s", target.display(), failed[0])
 
 
 def _is_ip(host: str) -> bool:
@@ -183,12 +347,17 @@ def _tls_problem(target: RedisTarget, exc: BaseException) -> TaskError | None:
     text = str(cause) if cause is not None else str(exc)
     where = f"Redis {target.display()}"
     if isinstance(cause, ssl.SSLCertVerificationError):
-        against = f"tls_ca_file {target.tls_ca_file}" if target.tls_ca_file else "the system's CA bundle"
+        cas = [f"{f} {getattr(target, f)}" for f in ("tls_ca_file", "tls_ca_dir") if getattr(target, f)]
+        against = " and ".join(cas) or "the system's CA bundle"
+        fix = ("put the certificate of the CA that signed the server's certificate into tls_ca_dir and run "
+               "`openssl rehash` on it (OpenSSL finds a CA there only under its <subject hash>.0 name), or set "
+               "tls_ca_file to its PEM file") if target.tls_ca_dir else \
+            "set tls_ca_file to the PEM file of the CA that signed the server's certificate (or tls_ca_dir)"
         return TaskError(
             f"{where}: the server's TLS certificate failed the check against {against}: "
             f"{cause.verify_message or cause.reason}",
-            "Try: set tls_ca_file to the PEM file of the CA that signed the server's certificate; if it names "
-            "another host than the one configured, set tls_server_name to that name", permanent=True)
+            f"Try: {fix}; if it names another host than the one configured, set tls_server_name to that name",
+            permanent=True)
     # TLS 1.3: the server checks the client after the handshake and hangs up; the client sees it as an EOF
     # on its first write (the alert, CERTIFICATE_REQUIRED, only when it reads first)
     cut = isinstance(cause, ssl.SSLEOFError) or "EOF occurred in violation of protocol" in text
