@@ -304,6 +304,39 @@ def test_init_reads_the_access_logs_format_from_nginx_conf(cli: Any, tmp_path: P
     assert "client_ip" not in text and "access log /var/log/nginx/access.log in log_format combined" in text
 
 
+@pytest.mark.parametrize(("fmt", "extra", "client_ip"), [
+    ('$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent "$http_x_real_ip"', "",
+     "x_real_ip"),
+    ('$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent $proxy_protocol_addr', "",
+     "proxy_protocol"),
+    # nginx's realip module already puts the client in $remote_addr; without it the PROXY address is the client
+    ('$remote_addr - $remote_user [$time_local] "$request" $status "$http_x_real_ip"', "real_ip_header X-Real-IP;",
+     None),
+    ('$proxy_protocol_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent', "", None),
+])
+def test_init_picks_the_client_ip_of_the_log_format(cli: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     backup_dir: Path, fmt: str, extra: str,
+                                                     client_ip: str | None) -> None:
+    """A format logging $http_x_real_ip or $proxy_protocol_addr (a balancer in front) got no client_ip: every
+    per-client figure counted the balancer."""
+    from upkeeper.core import initgen
+
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(f"http {{ {extra} log_format lb '{fmt}'; access_log /var/log/nginx/access.log lb; }}\n")
+    monkeypatch.setattr(initgen, "NGINX_CONF", str(conf))
+    out = tmp_path / "u.yaml"
+    assert cli(["init", "--output", out]).code == 0
+    text = out.read_text()
+    job = re.search(r"^  log-analysis:.*?(?=^  \S)", text, re.M | re.S)
+    assert job is not None, text
+    if client_ip is None:
+        assert "client_ip" not in job.group(0)
+    else:
+        assert f"\n      client_ip: {client_ip}\n" in job.group(0) and "      # trusted_proxies:" in job.group(0)
+    check = cli(["--config", out, "config", "check"])
+    assert check.code == 0, check.output
+
+
 def test_init_verifies_redis_backups_too(tmp_path: Path) -> None:
     """init wrote a nightly Redis backup that no job ever test-restored (backup-verify targets the database):
     a cache-verify job verifies the Redis target's backups, with a commented redis_checks example."""

@@ -73,7 +73,7 @@ def ours(log: Path, *, workers: int = 1, fast: bool = True, fmt: str = COMBINED_
     units = parallel.split_units(str(log), 0, os.path.getsize(log), final=True, unit=1 << 20)
     partial, _ = parallel.scan("upkeeper.logs.access", ScanOptions(log_format=fmt, fast=fast, **kw), units,
                                workers=workers)
-    return summarize(partial, top_n=10)
+    return summarize(partial, top_n=10, log_format=fmt, client_ip=kw.get("client_ip", "remote_addr"))
 
 
 #: the three ways a buffer can be scanned: pyarrow (even small buffers), the Python columnar split,

@@ -20,6 +20,7 @@ from upkeeper.logs.clientip import DEFAULT_TRUSTED_PROXIES, ClientResolver
 from upkeeper.logs.nginx_format import to_goaccess
 from upkeeper.sandbox._util import free_port
 from upkeeper.sandbox.nginx import NginxServer
+from upkeeper.tasks.logs.nginx import proxy_finding
 
 MAIN_TIMED = ('$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent "$http_referer" '
               '"$http_user_agent" "$http_x_forwarded_for" $request_time')
@@ -43,12 +44,15 @@ LB_SERVERS = """
 """
 
 
-def _request(port: int, path: str, xff: str | None = None, method: str = "GET", agent: str = "Mozilla/5.0") -> None:
+def _request(port: int, path: str, xff: str | None = None, method: str = "GET", agent: str = "Mozilla/5.0",
+             client: str | None = None) -> None:
     req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method,
                                  data=b"user=a&password=b" if method == "POST" else None)
     req.add_header("User-Agent", agent)
     if xff is not None:
         req.add_header("X-Forwarded-For", xff)
+    if client is not None:
+        req.add_header("X-Test-Client", client)
     try:
         urllib.request.urlopen(req, timeout=10).read()
     except urllib.error.HTTPError as exc:
@@ -176,7 +180,8 @@ def test_job_with_client_ip_counts_the_clients(cli: Any, make_config: Any, balan
 
 @pytest.mark.parametrize(("options", "message"), [
     ({"client_ip": "x_forwarded_for", "log_format": "combined"}, "needs $http_x_forwarded_for in the log_format"),
-    ({"client_ip": "xff"}, "'remote_addr' or 'x_forwarded_for'"),
+    ({"client_ip": "xff"}, "'remote_addr', 'x_forwarded_for', 'x_real_ip' or 'proxy_protocol'"),
+    ({"client_ip": "proxy_protocol"}, "needs $proxy_protocol_addr in the log_format"),
     ({"client_ip": "x_forwarded_for", "trusted_proxies": ["10.0.0.0/33"]}, "'10.0.0.0/33' is no address or CIDR"),
 ])
 def test_bad_client_ip_options_are_config_errors(cli: Any, make_config: Any, tmp_path: Path,
@@ -192,3 +197,150 @@ def test_cli_takes_client_ip_and_warns_about_the_balancer(cli: Any, balanced_log
              "--trusted-proxy", "127.0.0.1", "--json"])
     assert r.code == 0 and "Warning" not in r.err
     assert r.json()["visitors"] == 40 and "~h{, }" in r.json()["goaccess"]["log_format_flags"][0]
+
+
+# -- X-Real-IP and the PROXY protocol ------------------------------------------------------------
+# One nginx: a balancer that sets X-Real-IP (the client's address reaches it in X-Test-Client, which its own
+# realip module takes, so each request has its client address), the site behind it logging $http_x_real_ip,
+# and a site listening with proxy_protocol (the test plays HAProxy: it writes the PROXY header itself),
+# logging nginx's documented '$proxy_protocol_addr - …' format and one with both addresses.
+
+XRI_TIMED = ('$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent "$http_referer" '
+             '"$http_user_agent" "$http_x_real_ip" $request_time')
+PP_ONLY = ('$proxy_protocol_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent '
+           '"$http_referer" "$http_user_agent"')
+PP_BOTH = ('$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent "$http_referer" '
+           '"$http_user_agent" $proxy_protocol_addr $request_time')
+
+REALIP_SERVERS = """
+    log_format xri '{xri}';
+    log_format pp_only '{pp_only}';
+    log_format pp_both '{pp_both}';
+    server {{
+        listen 127.0.0.1:{lb};
+        access_log off;
+        set_real_ip_from 127.0.0.1;
+        real_ip_header X-Test-Client;
+        location / {{
+            proxy_pass http://127.0.0.1:{site};
+            proxy_set_header X-Real-IP $remote_addr;
+        }}
+    }}
+    server {{
+        listen 127.0.0.1:{site};
+        root {base}/www;
+        access_log {base}/xri.log xri;
+        location = /login {{ return 401; }}
+    }}
+    server {{
+        listen 127.0.0.1:{pp} proxy_protocol;
+        root {base}/www;
+        access_log {base}/pp_only.log pp_only;
+        access_log {base}/pp_both.log pp_both;
+        location = /login {{ return 401; }}
+    }}
+"""
+#: PROXY protocol v2 with the LOCAL command and no address: a balancer's health check
+PP2_LOCAL = b"\r\n\r\n\x00\r\nQUIT\n" + bytes([0x20, 0x00, 0x00, 0x00])
+
+
+def _proxied(port: int, client: str, path: str = "/", method: str = "GET", header: bytes | None = None) -> None:
+    """One request to a proxy_protocol listener, as HAProxy sends it: the PROXY line, then HTTP."""
+    import socket
+
+    family = "TCP6" if ":" in client else "TCP4"
+    local = "::1" if ":" in client else "127.0.0.1"
+    head = header if header is not None else f"PROXY {family} {client} {local} 40000 {port}\r\n".encode()
+    body = b"user=a&password=b" if method == "POST" else b""
+    req = (f"{method} {path} HTTP/1.1\r\nHost: localhost\r\nUser-Agent: Mozilla/5.0\r\nConnection: close\r\n"
+           f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(head + req)
+        while s.recv(65536):
+            pass
+
+
+@pytest.fixture(scope="module")
+def realip_logs(services_dir: Path) -> Iterator[dict[str, Path]]:
+    """The logs of the X-Real-IP site and of the PROXY protocol site after the same traffic: 30 visitors (one of
+    them over IPv6 on the PROXY protocol site), a client probing for files, one guessing passwords, and a
+    health check that carries no client (straight to the site; PROXY v2 LOCAL)."""
+    base = services_dir / "realip-nginx"
+    lb, site, pp = free_port(), free_port(), free_port()
+    server = NginxServer(base, port=lb, servers=REALIP_SERVERS.format(
+        xri=XRI_TIMED, pp_only=PP_ONLY, pp_both=PP_BOTH, lb=lb, site=site, pp=pp, base=base))
+    server.start()
+    clients = [f"203.0.113.{i}" for i in range(29)] + ["2001:db8::7"]
+    traffic = [(c, "/", "GET") for c in clients] + [("198.51.100.7", f"/backup{i}.zip", "GET") for i in range(22)]
+    traffic += [("198.51.100.8", "/login", "POST")] * 11
+    try:
+        for client, path, method in traffic:
+            _request(lb, path, method=method, client=client)
+            _proxied(pp, client, path, method)
+        _request(site, "/")  # the health check: no X-Real-IP
+        _proxied(pp, "", header=PP2_LOCAL)
+        logs = {name: base / f"{name}.log" for name in ("xri", "pp_only", "pp_both")}
+        for log in logs.values():
+            wait_for_log_lines(log, 64)
+    finally:
+        server.stop()
+    yield logs
+
+
+def _same_on_every_path(log: Path, **kw: Any) -> dict[str, Any]:
+    """The report of ``log``, the same from the pyarrow, the Python columnar and the line-by-line path."""
+    reports = [ours(log, **kw, **extra) for extra in SCAN_PATHS.values()]
+    same = [{k: v for k, v in rep.items() if k not in ("fast_path_lines", "invalid_samples")} for rep in reports]
+    assert same[0] == same[1] == same[2]
+    assert reports[0]["fast_path_lines"] > 0 and reports[1]["fast_path_lines"] > 0
+    return reports[0]
+
+
+def _real_clients(rep: dict[str, Any], requests: int = 64) -> None:
+    assert rep["requests"] == requests and rep["visitors"] == 30 + (requests - 63)
+    assert rep["top"]["hosts"][:2] == [{"ip": "198.51.100.7", "hits": 22}, {"ip": "198.51.100.8", "hits": 11}]
+    assert "2001:db8::7" in _clients(rep)
+    assert [b["ip"] for b in rep["security"]["not_found_bursts"]] == ["198.51.100.7"]
+    assert [b["ip"] for b in rep["security"]["brute_force"]] == ["198.51.100.8"]
+    assert rep["clients"]["proxy"] is None
+
+
+@pytest.mark.parametrize(("log", "fmt", "client_ip"), [
+    ("xri", XRI_TIMED, "x_real_ip"), ("pp_both", PP_BOTH, "proxy_protocol")])
+def test_x_real_ip_and_proxy_protocol_give_the_real_clients(realip_logs: dict[str, Path], log: str, fmt: str,
+                                                            client_ip: str) -> None:
+    """The health check without a client keeps $remote_addr (127.0.0.1), as nginx's realip module does."""
+    rep = _same_on_every_path(realip_logs[log], fmt=fmt, client_ip=client_ip)
+    _real_clients(rep)
+    assert "127.0.0.1" in _clients(rep) and rep["invalid"] == 0
+    # by default the balancer is every client, and the report names the variable and the mode to set
+    rep = _same_on_every_path(realip_logs[log], fmt=fmt)
+    assert _clients(rep) == {"127.0.0.1"} and rep["visitors"] == 1
+    proxy = rep["clients"]["proxy"]
+    assert proxy["forwarded_variable"] == fmt.split("$")[-2].split()[0].strip('"')
+    f = proxy_finding(proxy, "remote_addr", "")
+    assert f"client_ip: {client_ip}" in f.remediation and f"${proxy['forwarded_variable']} holds" in f.message
+    # a balancer outside trusted_proxies is the client, whatever it passes on
+    rep = _same_on_every_path(realip_logs[log], fmt=fmt, client_ip=client_ip, trusted_proxies=("10.0.0.0/8",))
+    assert _clients(rep) == {"127.0.0.1"}
+
+
+def test_proxy_protocol_address_alone_is_the_client(realip_logs: dict[str, Path], tmp_path: Path) -> None:
+    """nginx's documented PROXY protocol format has no $remote_addr: $proxy_protocol_addr is the client (it
+    was a configuration error), and the health check's '-' is an unparsed line, as GoAccess counts it."""
+    flags = to_goaccess(PP_ONLY, client_ip="proxy_protocol").argv()
+    assert flags[0].startswith("--log-format=%h %^[")
+    ga = goaccess_numbers(goaccess(realip_logs["pp_only"], tmp_path, flags))
+    assert ga["failed"] == 1
+    for client_ip in ("remote_addr", "proxy_protocol"):
+        rep = _same_on_every_path(realip_logs["pp_only"], fmt=PP_ONLY, client_ip=client_ip)
+        _real_clients(rep, requests=63)
+        assert rep["invalid"] == 1 and "127.0.0.1" not in _clients(rep)
+        assert_same_as_goaccess(rep, ga)
+
+
+def test_realip_goaccess_flags_take_the_passed_on_client() -> None:
+    assert to_goaccess(XRI_TIMED, client_ip="x_real_ip").log_format.startswith('%^ - %^ [')
+    assert '"%h" %T' in to_goaccess(XRI_TIMED, client_ip="x_real_ip").log_format
+    assert '"%u" %h %T' in to_goaccess(PP_BOTH, client_ip="proxy_protocol").log_format
+    assert '"%u" %^ %T' in to_goaccess(PP_BOTH).log_format

@@ -143,10 +143,11 @@ def nginx_cmd(
     top: int = typer.Option(10, "--top", min=1, help="length of the top lists"),
     workers: int = typer.Option(0, "--workers", min=0, help="processes (0: one per CPU, at most 2)"),
     client_ip: str = typer.Option("remote_addr", "--client-ip",
-                                  help="remote_addr, or x_forwarded_for behind a load balancer (needs "
-                                  "$http_x_forwarded_for in the format): as the logs.nginx option"),
+                                  help="remote_addr, or behind a load balancer x_forwarded_for, x_real_ip or "
+                                  "proxy_protocol (needs $http_x_forwarded_for, $http_x_real_ip or "
+                                  "$proxy_protocol_addr in the format): as the logs.nginx option"),
     trusted_proxies: list[str] = typer.Option(None, "--trusted-proxy",
-                                              help="with --client-ip x_forwarded_for: a proxy's address or CIDR "
+                                              help="with --client-ip other than remote_addr: a proxy's address or CIDR "
                                               "network, repeatable (default: the private and loopback ranges)"),
 ) -> None:
     """Traffic, status codes, latency and security signals of access logs (GoAccess-identical counts)."""
@@ -168,7 +169,8 @@ def nginx_cmd(
         err = exc.errors()[0]
         raise UsageError(f"--client-ip/--trusted-proxy: {err['msg'].removeprefix('Value error, ')}",
                          "Try: --client-ip remote_addr, or x_forwarded_for with --format holding "
-                         "$http_x_forwarded_for and --trusted-proxy 10.0.0.0/8") from None
+                         "$http_x_forwarded_for (x_real_ip: $http_x_real_ip, proxy_protocol: $proxy_protocol_addr) "
+                         "and --trusted-proxy 10.0.0.0/8") from None
     _check_html(html)
     found = _find_logs(files, rotated=rotated, max_files=max_files)
     notes: list[parallel.ReadNote] = []

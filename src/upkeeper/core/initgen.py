@@ -13,7 +13,13 @@ from pathlib import Path
 
 from upkeeper.config.standard import StandardJob, standard_jobs
 from upkeeper.core.task import REGISTRY
-from upkeeper.logs.nginx_format import NAMED_FORMATS, LogFormatError, has_variable
+from upkeeper.logs.nginx_format import (
+    CLIENT_HEADERS,
+    NAMED_FORMATS,
+    LogFormatError,
+    client_variables,
+    format_variables,
+)
 
 PG_SOCKET_DIRS = ("/var/run/postgresql", "/run/postgresql", "/tmp")
 #: the local backup storage's directory in the written config (``init`` creates it: upkeeper itself never does)
@@ -149,11 +155,13 @@ def _detect_log_format(d: Detected) -> str:
 
     formats: dict[str, str] = {}
     logs: list[tuple[str, str]] = []
+    realip = False  # real_ip_header: nginx's realip module already puts the client in $remote_addr
     for stmt in _nginx_statements(Path(NGINX_CONF)):
         args = _conf_args(stmt)
         if not args or len(args) < 2:
             continue
         words = [a for a, _q in args]
+        realip = realip or words[0] == "real_ip_header"
         if words[0] == "log_format" and len(words) >= 3:
             escape = words[2] if words[2].startswith("escape=") and not args[2][1] else ""
             fmt = "".join(words[3:] if escape else words[2:])
@@ -169,18 +177,27 @@ def _detect_log_format(d: Detected) -> str:
     if found is None:
         return f"; access log {path} (log_format {name} not found: set log-analysis's log_format)"
     try:
-        forwarded = has_variable(found, "http_x_forwarded_for")
+        names = format_variables(found)
     except LogFormatError:
         return f"; access log {path} (log_format {name} not readable: set log-analysis's log_format)"
-    if name != "combined":
-        d.job_options["log-analysis"] = {"log_format": found}
-    if forwarded:
+    options: dict[str, object] = {"log_format": found} if name != "combined" else {}
+    address, _passed = client_variables(names)
+    logged = [v for v in CLIENT_HEADERS.values() if v in names and v != address]
+    trusted = ("trusted_proxies: [10.0.0.0/8, 203.0.113.0/24]   # your proxies and CDN (default: the private and "
+               "loopback ranges; nginx's set_real_ip_from)")
+    if realip or address != "remote_addr" or not logged:
+        pass  # $remote_addr is the client already (realip module), or the format has no other client to take
+    elif logged[0] == "http_x_forwarded_for":  # nginx.org's 'main' logs it, proxy or not: a hint
         d.job_hints["log-analysis"] = [
             "client_ip: x_forwarded_for   # behind a load balancer or CDN ($remote_addr is the proxy): clients "
-            "from $http_x_forwarded_for",
-            "trusted_proxies: [10.0.0.0/8, 203.0.113.0/24]   # your proxies and CDN (default: the private and loopback "
-            "ranges; nginx's set_real_ip_from)"]
-    return f"; access log {path} in log_format {name}" + (" (logs $http_x_forwarded_for)" if forwarded else "")
+            "from $http_x_forwarded_for", trusted]
+    else:  # no browser sends X-Real-IP, and $proxy_protocol_addr is set on a proxy_protocol listener only
+        options["client_ip"] = next(m for m, v in CLIENT_HEADERS.items() if v == logged[0])
+        d.job_hints["log-analysis"] = [trusted]
+    if options:
+        d.job_options["log-analysis"] = options
+    return (f"; access log {path} in log_format {name}" + "".join(f" (logs ${v})" for v in logged)
+            + (" (nginx's realip module sets $remote_addr)" if realip and logged else ""))
 
 
 def _yaml_value(v: object) -> str:

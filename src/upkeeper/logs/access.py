@@ -77,10 +77,13 @@ from upkeeper.logs.goaccess import (
 )
 from upkeeper.logs.masking import mask_line, quote_mask
 from upkeeper.logs.nginx_format import (
+    CLIENT_HEADERS,
     COMBINED,
     SplitPlan,
     TokenSpec,
     Var,
+    client_variables,
+    format_variables,
     has_variable,
     parse_format,
     split_plan,
@@ -93,7 +96,7 @@ if TYPE_CHECKING:
 NL = b"\n"
 ARROW_MIN_BUFFER = 256 << 10  # buffers this large go to the pyarrow path when the format allows
 SLOW_BLOCK_LINES = 48  # below this many lines a failing buffer is parsed line by line
-FORWARDED_KEEP = 100  # distinct $http_x_forwarded_for values kept: enough to tell a proxy's log
+FORWARDED_KEEP = 100  # distinct values of the passed-on client (X-Forwarded-For…) kept: enough to tell a proxy's log
 CACHE_MAX = 50_000  # request lines whose endpoint and path are remembered (then the cache starts over)
 DEFAULT_LOGIN_PATHS = ("/login", "/signin", "/sign_in", "/users/sign_in", "/user/login", "/auth/login",
                        "/api/login", "/api/auth/login", "/api/token", "/oauth/token", "/wp-login.php",
@@ -188,7 +191,8 @@ class ScanOptions:
     fast: bool = True  # False forces the line-by-line parser (tests compare both)
     arrow: bool = True  # False keeps large buffers off the pyarrow path (upkeeper.logs.arrowscan)
     arrow_min_buffer: int = ARROW_MIN_BUFFER  # smaller buffers stay in Python (tests lower it)
-    #: where the client address comes from: $remote_addr, or $http_x_forwarded_for behind trusted proxies
+    #: where the client address comes from: $remote_addr, or (behind trusted proxies) $http_x_forwarded_for,
+    #: $http_x_real_ip or $proxy_protocol_addr: see nginx_format.CLIENT_HEADERS
     client_ip: str = "remote_addr"
     trusted_proxies: tuple[str, ...] = DEFAULT_TRUSTED_PROXIES
 
@@ -234,7 +238,8 @@ class AccessPartial:
     page_sizes: Counter[int] = field(default_factory=Counter)  # body sizes of the 2xx answers to GET / (catch-alls)
     has_latency: bool = False
     has_upstream: bool = False
-    #: some distinct $http_x_forwarded_for values (at most FORWARDED_KEEP): does the header vary?
+    #: some distinct values (at most FORWARDED_KEEP) of the variable holding the client a proxy passed on
+    #: ($http_x_forwarded_for, $http_x_real_ip, $proxy_protocol_addr): does it vary?
     forwarded: set[bytes] = field(default_factory=set)
     #: per site, when the format logs $host, $server_name or $http_host: requests, (host, path) hits,
     #: (host, status) and (host, ms) of the timed requests
@@ -253,18 +258,21 @@ class Accumulator:
 
     def __init__(self, opts: ScanOptions) -> None:
         self.opts = opts
-        ga = to_goaccess(opts.log_format, internal=True)
+        ga = to_goaccess(opts.log_format, internal=True, client_ip=opts.client_ip)
         self.parser = GoAccessLineParser(ga.log_format, ga.date_format, ga.time_format)
-        self.plan: SplitPlan | None = split_plan(opts.log_format) if opts.fast else None
+        self.plan: SplitPlan | None = split_plan(opts.log_format, opts.client_ip) if opts.fast else None
         self.sample_mask = quote_mask(opts.log_format)  # credential fields to hide in unparsed-line samples
         self.static_ext = tuple(e.lower().encode() for e in opts.static_extensions)
         self.logins = LoginMatcher(opts.login_paths)
-        self.has_xff = has_variable(opts.log_format, "http_x_forwarded_for")
         self.has_vhost = any(isinstance(it, Var) and it.field == "v" for it in parse_format(opts.log_format))
         self.c_vreq: Counter[tuple[bytes, bytes]] = Counter()  # (host, request line)
         self.c_vlat: Counter[tuple[bytes, bytes]] = Counter()  # (host, request time token)
+        # the client a proxy passed on ($http_x_forwarded_for, $http_x_real_ip, $proxy_protocol_addr), read as
+        # nginx's realip module would when the format also logs the connection's address ($remote_addr)
+        _address, passed = client_variables(format_variables(opts.log_format), opts.client_ip)
+        self.has_passed = passed is not None
         self.resolver = (ClientResolver(opts.trusted_proxies)
-                         if opts.client_ip == "x_forwarded_for" and self.has_xff else None)
+                         if passed is not None and passed == CLIENT_HEADERS.get(opts.client_ip) else None)
         self.p = AccessPartial()
         self.c_req: Counter[bytes] = Counter()
         self.c_req404: Counter[bytes] = Counter()
@@ -495,7 +503,7 @@ class Accumulator:
         if b is not None and max(map(len, b)) > 19:
             mark(b, {v for v in set(b) if size_out_of_range(_strip(v, bspec))})
         # fields whose prefix/suffix literal must be present
-        for name in ("b", "T", "P", "v"):
+        for name in ("b", "T", "P", "v", "X"):
             col, spec = self._field(cols, name)
             if col is not None and spec is not None and (spec.prefix or spec.suffix):
                 mark(col, {v for v in set(col) if not _strip_ok(v, spec)})
@@ -523,7 +531,8 @@ class Accumulator:
         rt, rtspec = self._field(cols, "T")
         urt, urtspec = self._field(cols, "P")
         h, hspec = self._field(cols, "h")
-        xff, _ = self._field(cols, "X")
+        xff, xspec = self._field(cols, "X")
+        xff = _strip_col(xff, xspec)
         vh, vhspec = self._field(cols, "v")
         vh = _strip_col(vh, vhspec)
         assert h is not None
@@ -543,7 +552,7 @@ class Accumulator:
                         xff, vh)
 
     def forwarded(self, values: Iterable[bytes | None]) -> None:
-        """Remember a few distinct X-Forwarded-For values (enough to see whether the header varies)."""
+        """Remember a few distinct passed-on client values (enough to see whether they vary)."""
         seen = self.p.forwarded
         if len(seen) < FORWARDED_KEEP:
             for v in set(values):
@@ -755,7 +764,7 @@ class Accumulator:
         ua = [x.agent for x in rows]
         rt = [x.rt for x in rows] if any(x.rt is not None for x in rows) else None
         urt = [x.urt for x in rows] if any(x.urt is not None for x in rows) else None
-        xff = [x.xff for x in rows] if self.has_xff else None
+        xff = [x.xff for x in rows] if self.has_passed else None
         vh = [x.vhost or b"-" for x in rows] if self.has_vhost else None
         self._aggregate(h, tk, tinfo, r, s, sum(sizes), ref, ua, rt, urt, sizes, xff, vh)
 
@@ -1425,8 +1434,9 @@ def summarize(p: AccessPartial, *, top_n: int = 10, failed_statuses: str = "5xx"
         },
         "security": security_summary(p, not_found_burst=not_found_burst, brute_force=brute_force, top_n=top_n,
                                      earlier=earlier, page_sizes=page_sizes, public_paths=public_paths),
-        "clients": clients_summary(p, client_ip=client_ip, xff_logged=(
-            has_variable(log_format, "http_x_forwarded_for") if log_format else bool(p.forwarded))),
+        "clients": clients_summary(p, client_ip=client_ip, forwarded=(
+            client_variables(format_variables(log_format), client_ip)[1] if log_format else None),
+            xff_logged=bool(p.forwarded) if log_format is None else None),
         "goaccess": {
             "total_requests": lines,
             "valid_requests": valid,
@@ -1471,17 +1481,21 @@ def vhost_summary(p: AccessPartial, *, top_n: int, failed_spec: str) -> list[dic
     return out
 
 
-#: one address with this share of the requests (or more) is a proxy's when the X-Forwarded-For header varies
+#: one address with this share of the requests (or more) is a proxy's when the passed-on client varies
 PROXY_SHARE_PCT = 90.0
 PROXY_MIN_REQUESTS = 20
 
 
-def clients_summary(p: AccessPartial, *, client_ip: str, xff_logged: bool) -> dict[str, Any]:
+def clients_summary(p: AccessPartial, *, client_ip: str, forwarded: str | None,
+                    xff_logged: bool | None = None) -> dict[str, Any]:
     """Where the client addresses come from, and ``proxy``: set when nearly every request (at least
     :data:`PROXY_SHARE_PCT` %) comes from one private address — a load balancer or reverse proxy in front of
     nginx, so visitors, top clients, 404 bursts and brute force would all count the proxy — with how many
-    distinct X-Forwarded-For values the log holds (at most :data:`FORWARDED_KEEP` are counted)."""
-    out: dict[str, Any] = {"client_ip": client_ip, "forwarded_for_logged": xff_logged,
+    distinct values the variable holding the client a proxy passed on has (``forwarded``:
+    ``http_x_forwarded_for``, ``http_x_real_ip`` or ``proxy_protocol_addr``, None when the format has none;
+    at most :data:`FORWARDED_KEEP` are counted).  ``xff_logged`` overrides whether it is logged (no format known)."""
+    logged = forwarded is not None if xff_logged is None else xff_logged
+    out: dict[str, Any] = {"client_ip": client_ip, "forwarded_for_logged": logged, "forwarded_variable": forwarded,
                            "forwarded_for_distinct": len(p.forwarded), "proxy": None}
     if p.valid < PROXY_MIN_REQUESTS or not p.hosts:
         return out
@@ -1491,8 +1505,9 @@ def clients_summary(p: AccessPartial, *, client_ip: str, xff_logged: bool) -> di
         private = ipaddress.ip_address(ip.decode("ascii").strip("[]")).is_private
     except (UnicodeDecodeError, ValueError):
         private = False
-    if share >= PROXY_SHARE_PCT and private and (not xff_logged or len(p.forwarded) > 1):
-        out["proxy"] = {"ip": _s(ip), "share_pct": round(share, 2), "forwarded_for_distinct": len(p.forwarded)}
+    if share >= PROXY_SHARE_PCT and private and (not logged or len(p.forwarded) > 1):
+        out["proxy"] = {"ip": _s(ip), "share_pct": round(share, 2), "forwarded_for_distinct": len(p.forwarded),
+                        "forwarded_variable": forwarded}
     return out
 
 

@@ -82,14 +82,13 @@ class ArrowPlan:
     time_var: str
 
 
-def arrow_plan(fmt: str) -> ArrowPlan | None:
-    """The vectorized plan for ``fmt``, or None when it must stay on the Python path."""
-    from upkeeper.logs.nginx_format import VARIABLES
-
-    plan = split_plan(fmt)
+def arrow_plan(fmt: str, client_ip: str = "remote_addr") -> ArrowPlan | None:
+    """The vectorized plan for ``fmt`` (read with ``client_ip``), or None when it must stay on the Python path."""
+    plan = split_plan(fmt, client_ip)
     if plan is None or plan.time_var not in ("time_local", "time_iso8601"):
         return None
-    items = parse_format(fmt)
+    items = parse_format(fmt, client_ip)
+    field_of = {it.name: it.field for it in items if isinstance(it, Var)}
     seen: set[str] = set()
     rx: list[str] = []
     inside = False
@@ -98,7 +97,7 @@ def arrow_plan(fmt: str) -> ArrowPlan | None:
             rx.append(_lit(it.text))
             inside = (inside + it.text.count('"')) % 2 == 1
             continue
-        f = VARIABLES.get(it.name, "^")
+        f = it.field
         if f not in ("^", "e"):
             if f in seen:
                 return None  # GoAccess keeps the first of a repeated field: leave that to the parser
@@ -125,7 +124,7 @@ def arrow_plan(fmt: str) -> ArrowPlan | None:
         if si % 2:
             var = seg[0]
             assert isinstance(var, Var)
-            f = VARIABLES.get(var.name, "^")
+            f = var.field
             if f not in ("^", "e"):
                 fields[f] = (si, -1)
             continue
@@ -135,7 +134,7 @@ def arrow_plan(fmt: str) -> ArrowPlan | None:
         for ti, spec in enumerate(toks):
             if spec.kind != "var":
                 continue
-            f = _FIELD_OF.get(spec.var, VARIABLES.get(spec.var, "^"))
+            f = _FIELD_OF.get(spec.var, field_of.get(spec.var, "^"))
             if f in ("^", "e"):
                 continue
             if f == "time":
@@ -583,7 +582,7 @@ def _scanner_name(a: bytes) -> str | None:
 
 def make_scanner(acc: Accumulator) -> ArrowScanner | None:
     """A scanner for ``acc``'s format, or None (unsupported format, or pyarrow missing)."""
-    plan = arrow_plan(acc.opts.log_format)
+    plan = arrow_plan(acc.opts.log_format, acc.opts.client_ip)
     if plan is None:
         return None
     try:

@@ -1,11 +1,16 @@
-"""The client behind proxies: the address nginx's realip module would take from ``X-Forwarded-For``.
+"""The client behind proxies: the address nginx's realip module would take from ``X-Forwarded-For``,
+``X-Real-IP`` or the PROXY protocol header.
 
 Behind a load balancer or a CDN every ``$remote_addr`` is the proxy's.  nginx fixes that itself with
-``set_real_ip_from`` + ``real_ip_header X-Forwarded-For`` (+ ``real_ip_recursive on``); a log that writes
-``$http_x_forwarded_for`` instead can be read the same way here (``client_ip: x_forwarded_for``): when
-``$remote_addr`` is a trusted proxy, the client is the right-most address of the header that is not one
-(each proxy appends the address it got the request from, so only the right-hand part is trustworthy: a
-client can send any header it likes, and that ends up on the left).
+``set_real_ip_from`` + ``real_ip_header X-Forwarded-For`` (+ ``real_ip_recursive on``), ``real_ip_header
+X-Real-IP`` or ``real_ip_header proxy_protocol``; a log that writes ``$http_x_forwarded_for``,
+``$http_x_real_ip`` or ``$proxy_protocol_addr`` instead can be read the same way here (``client_ip:
+x_forwarded_for``, ``x_real_ip``, ``proxy_protocol``): when ``$remote_addr`` is a trusted proxy, the client is
+the right-most address of the value that is not one (each proxy appends the address it got the request from,
+so only the right-hand part is trustworthy: a client can send any header it likes, and that ends up on the
+left).  nginx walks the three the same way (``ngx_http_get_forwarded_addr``); X-Real-IP and the PROXY
+protocol address hold one address, so the walk takes it.  A value that is missing (``-``) or no address
+leaves ``$remote_addr``, as nginx's realip module leaves the connection's address.
 """
 
 from __future__ import annotations
@@ -17,7 +22,6 @@ from upkeeper.logs.goaccess import valid_ip
 
 #: the private and loopback ranges, where load balancers and reverse proxies usually live
 DEFAULT_TRUSTED_PROXIES = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "127.0.0.0/8", "::1/128", "fc00::/7")
-CLIENT_IP_MODES = ("remote_addr", "x_forwarded_for")
 _CACHE_MAX = 200_000
 
 
@@ -43,7 +47,8 @@ def _address(entry: bytes) -> bytes:
 
 
 class ClientResolver:
-    """nginx's ``real_ip_header X-Forwarded-For; real_ip_recursive on;`` with ``set_real_ip_from`` = ``trusted``."""
+    """nginx's ``real_ip_header X-Forwarded-For; real_ip_recursive on;`` (or ``X-Real-IP``, ``proxy_protocol``)
+    with ``set_real_ip_from`` = ``trusted``."""
 
     def __init__(self, trusted: Iterable[str]) -> None:
         self.networks = [ipaddress.ip_network(t, strict=False) for t in trusted]

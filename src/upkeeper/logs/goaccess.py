@@ -370,7 +370,7 @@ class ParsedLine:
     rt: bytes | None = None  # raw %T token
     urt: bytes | None = None  # raw upstream time token (upkeeper extension, letter 'P')
     vhost: bytes | None = None
-    xff: bytes | None = None  # raw $http_x_forwarded_for (upkeeper extension, letter 'X')
+    xff: bytes | None = None  # raw passed-on client, e.g. $http_x_forwarded_for (upkeeper extension, letter 'X')
 
 
 class LineError(ValueError):
@@ -390,7 +390,7 @@ class GoAccessLineParser:
     """GoAccess 1.7's ``parse_format`` for one ``--log-format``, with its date and time formats.
 
     Supported specifiers: ``%h %d %t %x %r %m %U %H %s %b %R %u %T %D %L %v %e %^`` and the upkeeper
-    extensions ``%P`` (``$upstream_response_time``), ``%X`` (``$http_x_forwarded_for``) and ``%Y``
+    extensions ``%P`` (``$upstream_response_time``), ``%X`` (``$http_x_forwarded_for`` or another passed-on client) and ``%Y``
     (another upstream variable, skipped), which GoAccess would skip with ``%^``: their value may be a list
     ("0.800, 0.100", "0.004 : 0.010", one per upstream server contacted; "203.0.113.7, 10.0.0.2"), read
     as one value even where the delimiter is a blank.

@@ -30,9 +30,10 @@ MAIN = ('$remote_addr - $remote_user [$time_local] "$request" $status $body_byte
 
 NAMED_FORMATS = {"combined": COMBINED, "combined_timed": COMBINED_TIMED, "main": MAIN}
 
-#: nginx variable → upkeeper field (which is also the GoAccess specifier letter)
+#: nginx variable → upkeeper field (which is also the GoAccess specifier letter); the client address
+#: variables (:data:`ADDRESS_VARIABLES`, :data:`CLIENT_HEADERS`) get theirs from :func:`client_variables`
 VARIABLES: dict[str, str] = {
-    "remote_addr": "h", "realip_remote_addr": "h", "http_x_real_ip": "h",
+    "remote_addr": "h",
     "time_local": "time_local", "time_iso8601": "time_iso8601", "msec": "msec",
     "request": "r", "request_method": "m", "request_uri": "U", "server_protocol": "H",
     "status": "s", "body_bytes_sent": "b", "bytes_sent": "b",
@@ -40,11 +41,19 @@ VARIABLES: dict[str, str] = {
     "request_time": "T", "upstream_response_time": "P",
     "host": "v", "server_name": "v", "http_host": "v",
     "remote_user": "e",
-    "http_x_forwarded_for": "X",  # upkeeper's letter: read for client_ip (GoAccess's ~h), else skipped
 }  # fmt: skip
+#: ``client_ip`` mode → the variable holding the client a proxy passed on: what nginx's realip module reads
+#: with ``real_ip_header X-Forwarded-For``, ``real_ip_header X-Real-IP`` and ``real_ip_header proxy_protocol``
+CLIENT_HEADERS: dict[str, str] = {
+    "x_forwarded_for": "http_x_forwarded_for", "x_real_ip": "http_x_real_ip", "proxy_protocol": "proxy_protocol_addr",
+}
+CLIENT_IP_MODES = ("remote_addr", *CLIENT_HEADERS)
+#: variables that can be the address of a line (field ``h``): $remote_addr, else the first of the others
+ADDRESS_VARIABLES = ("remote_addr", "realip_remote_addr", "http_x_real_ip", "proxy_protocol_addr")
 #: variables whose value never contains a space (safe as one token of the fast split)
 SPACELESS = frozenset({
-    "remote_addr", "realip_remote_addr", "http_x_real_ip", "remote_user", "time_iso8601", "msec", "status",
+    "remote_addr", "realip_remote_addr", "http_x_real_ip", "proxy_protocol_addr", "remote_user", "time_iso8601",
+    "msec", "status",
     "body_bytes_sent", "bytes_sent", "request_time", "host", "server_name", "http_host", "request_length",
     "connection", "connection_requests", "pipe", "request_method", "server_protocol", "server_port",
     "remote_port", "scheme", "https", "request_id", "upstream_cache_status",
@@ -76,10 +85,12 @@ class Lit:
 @dataclass(frozen=True)
 class Var:
     name: str
+    #: the field of a client address variable in this format (see :func:`client_variables`)
+    role: str = ""
 
     @property
     def field(self) -> str:
-        return VARIABLES.get(self.name, "^")
+        return self.role or VARIABLES.get(self.name, "^")
 
 
 Item = Lit | Var
@@ -176,7 +187,29 @@ def _check_escape(value: str) -> None:
                              "Try: escape=default, escape=json or escape=none, as in the nginx log_format line")
 
 
-def parse_format(fmt: str) -> list[Item]:
+def client_variables(names: list[str], client_ip: str = "remote_addr") -> tuple[str | None, str | None]:
+    """Of a format's variable ``names``: the one read as each line's address (field ``h``) and the one holding
+    the client a proxy passed on (field ``X``), each None when the format has none.
+
+    The address is ``$remote_addr``; a format without it has its client in another variable
+    (``'$proxy_protocol_addr - $remote_user …'``, nginx's PROXY protocol example): the ``client_ip`` one,
+    else the first of :data:`ADDRESS_VARIABLES`.  The passed-on client is the ``client_ip`` variable when it
+    is not the address; with ``client_ip: remote_addr`` the first of :data:`CLIENT_HEADERS` that the format
+    logs (read only to see whether a proxy stands for every client)."""
+    header = CLIENT_HEADERS.get(client_ip)
+    if "remote_addr" in names:
+        address: str | None = "remote_addr"
+    elif header in names:
+        address = header
+    else:
+        address = next((n for n in names if n in ADDRESS_VARIABLES), None)
+    candidates = [header] if header else list(CLIENT_HEADERS.values())
+    return address, next((c for c in candidates if c in names and c != address), None)
+
+
+def parse_format(fmt: str, client_ip: str = "remote_addr") -> list[Item]:
+    """The items of ``fmt``; ``client_ip`` (a :data:`CLIENT_IP_MODES` mode) decides which variable is the
+    address (field ``h``) and which the client passed on by a proxy (``X``): see :func:`client_variables`."""
     s = normalize_format(fmt)
     if not s:
         raise LogFormatError("the log_format is empty", "Try: log_format: combined")
@@ -189,6 +222,10 @@ def parse_format(fmt: str) -> list[Item]:
         pos = m.end()
     if pos < len(s):
         items.append(Lit(s[pos:]))
+    clients = {*ADDRESS_VARIABLES, *CLIENT_HEADERS.values()}
+    address, passed = client_variables([it.name for it in items if isinstance(it, Var)], client_ip)
+    items = [Var(it.name, "h" if it.name == address else "X" if it.name == passed else "^")
+             if isinstance(it, Var) and it.name in clients else it for it in items]
     for k, it in enumerate(items):
         nxt = items[k + 1] if k + 1 < len(items) else None
         if isinstance(it, Var) and it.name == "request" and isinstance(nxt, Lit) and nxt.text[:1].isspace():
@@ -199,7 +236,8 @@ def parse_format(fmt: str) -> list[Item]:
     fields = [it.field for it in items if isinstance(it, Var)]
     if "h" not in fields:
         raise LogFormatError(
-            f"the log_format {s!r} has no client address ($remote_addr)",
+            f"the log_format {s!r} has no client address ($remote_addr, or $proxy_protocol_addr, "
+            "$http_x_real_ip)",
             "Try: the format from your nginx.conf 'log_format' line, e.g. 'combined'")
     if not any(f in fields for f in TIME_FIELDS):
         raise LogFormatError(f"the log_format {s!r} has no time ($time_local, $time_iso8601 or $msec)",
@@ -208,6 +246,11 @@ def parse_format(fmt: str) -> list[Item]:
         raise LogFormatError(f"the log_format {s!r} has no request ($request or $request_uri)",
                              "Try: add \"$request\" to the nginx log_format")
     return items
+
+
+def format_variables(fmt: str) -> list[str]:
+    """The nginx variables (without their ``$``) the log format writes, in order."""
+    return [it.name for it in parse_format(fmt) if isinstance(it, Var)]
 
 
 def has_variable(fmt: str, name: str) -> bool:
@@ -231,12 +274,16 @@ def to_goaccess(fmt: str, *, internal: bool = False, client_ip: str = "remote_ad
     """The GoAccess ``--log-format`` equivalent of an nginx format.
 
     ``internal=True`` keeps upkeeper's extension specifiers that the exported format spells ``%^``:
-    ``%P`` (upstream time), ``%e`` (remote user), ``%X`` (``$http_x_forwarded_for``) and ``%Y`` (another
+    ``%P`` (upstream time), ``%e`` (remote user), ``%X`` (the client passed on by a proxy:
+    ``$http_x_forwarded_for`` or the ``client_ip`` variable, see :func:`client_variables`) and ``%Y`` (another
     variable of :data:`LISTS`, skipped); the line parser reads ``%P``, ``%X`` and ``%Y`` as a list of values
     (which GoAccess cannot).  ``client_ip="x_forwarded_for"``: the exported format takes the client from
-    ``$http_x_forwarded_for`` (GoAccess's ``~h{, }``) and skips ``$remote_addr``.
+    ``$http_x_forwarded_for`` (GoAccess's ``~h{, }``) and skips ``$remote_addr``; ``x_real_ip`` and
+    ``proxy_protocol`` take it with ``%h`` from ``$http_x_real_ip`` or ``$proxy_protocol_addr``.
     """
-    items = parse_format(fmt)
+    items = parse_format(fmt, client_ip)
+    passed = not internal and client_ip in CLIENT_HEADERS and any(
+        isinstance(it, Var) and it.field == "X" for it in items)
     out: list[str] = []
     date_fmt, time_fmt = "%d/%b/%Y", "%T"
     used: set[str] = set()
@@ -262,9 +309,9 @@ def to_goaccess(fmt: str, *, internal: bool = False, client_ip: str = "remote_ad
         elif f == "msec":  # 1709287200.123: strptime's %s takes the seconds (local time), the rest is skipped
             out.append("%x.%^")
             date_fmt = time_fmt = "%s"
-        elif f == "X" and client_ip == "x_forwarded_for" and not internal:
-            out.append("~h{, }")
-        elif f == "h" and client_ip == "x_forwarded_for" and not internal and has_variable(fmt, "http_x_forwarded_for"):
+        elif f == "X" and passed:
+            out.append("~h{, }" if client_ip == "x_forwarded_for" else "%h")
+        elif f == "h" and passed:
             out.append("%^")
         elif f in ("P", "e", "Y", "X"):
             out.append("%" + f if internal else "%^")
@@ -382,9 +429,11 @@ def split_on_quotes(items: list[Item]) -> list[list[Item]]:
     return segs
 
 
-def split_plan(fmt: str) -> SplitPlan | None:
-    """The fast plan for ``fmt``, or None when lines must be parsed one by one."""
-    items = _expand(parse_format(fmt))
+def split_plan(fmt: str, client_ip: str = "remote_addr") -> SplitPlan | None:
+    """The fast plan for ``fmt`` (read with ``client_ip``), or None when lines must be parsed one by one."""
+    parsed = parse_format(fmt, client_ip)
+    field_of = {it.name: it.field for it in parsed if isinstance(it, Var)}
+    items = _expand(parsed)
     segs = split_on_quotes(items)
     if len(segs) % 2 == 0:
         return None  # unbalanced quotes
@@ -415,7 +464,7 @@ def split_plan(fmt: str) -> SplitPlan | None:
 
     def claim(name: str, where: str, seg: int, tok: int) -> None:
         f = {"time_local_dt": "time", "time_local_tz": "tz", "time_iso8601": "time", "msec": "time"}.get(
-            name, VARIABLES.get(name, "^"))
+            name, field_of.get(name, "^"))
         if f in ("e", "^") or f in fields:
             if where == "g":
                 skipped.append(tok)
@@ -433,7 +482,7 @@ def split_plan(fmt: str) -> SplitPlan | None:
                 claim(spec.var, "m", j, t)
     if "time" not in fields or "h" not in fields or "r" not in fields:
         return None
-    times = [it.field for it in parse_format(fmt) if isinstance(it, Var) and it.field in TIME_FIELDS]
+    times = [it.field for it in parsed if isinstance(it, Var) and it.field in TIME_FIELDS]
     if len(times) != 1:
         return None  # two time variables: the first one counts, which the line parser sorts out
     time_var = times[0]

@@ -28,7 +28,7 @@ from upkeeper.logs.access import (
 )
 from upkeeper.logs.clientip import DEFAULT_TRUSTED_PROXIES, check_networks
 from upkeeper.logs.goaccess import STATIC_EXTENSIONS
-from upkeeper.logs.nginx_format import LogFormatError, has_variable, parse_format, to_goaccess
+from upkeeper.logs.nginx_format import CLIENT_HEADERS, LogFormatError, has_variable, parse_format, to_goaccess
 from upkeeper.logs.report_html import access_report
 from upkeeper.logs.sources import PlanNote, discover, discover_glob, finish_cursors, is_glob, plan_reads
 from upkeeper.redact import redact_obj
@@ -120,15 +120,19 @@ class NginxLogsOptions(TaskOptions):
         "main. $request_time and $upstream_response_time give latency. Source: nginx's predefined 'combined' "
         "format",
     )
-    client_ip: Literal["remote_addr", "x_forwarded_for"] = Field(
+    client_ip: Literal["remote_addr", "x_forwarded_for", "x_real_ip", "proxy_protocol"] = Field(
         "remote_addr", description="where the client address comes from: remote_addr ($remote_addr: right when "
-        "nginx faces the clients, or uses the realip module behind a proxy), or x_forwarded_for (behind a load "
-        "balancer or CDN, with $http_x_forwarded_for in the log_format: when $remote_addr is one of "
-        "trusted_proxies, the client is the right-most address of the header that is not, as nginx's "
-        "real_ip_recursive finds it). Source: nginx ngx_http_realip_module")
+        "nginx faces the clients, or uses the realip module behind a proxy), or, behind a load balancer or CDN, "
+        "the variable of the log_format holding the client it passed on: x_forwarded_for "
+        "($http_x_forwarded_for: when $remote_addr is one of trusted_proxies, the client is the right-most "
+        "address of the header that is not, as nginx's real_ip_recursive finds it), x_real_ip ($http_x_real_ip, "
+        "set by proxy_set_header X-Real-IP $remote_addr) or proxy_protocol ($proxy_protocol_addr, with listen "
+        "… proxy_protocol behind HAProxy or a network load balancer): the same rule; a line whose value is '-' "
+        "or no address keeps $remote_addr (a format without $remote_addr: the variable is the client, and a "
+        "line without one is unparsed). Source: nginx ngx_http_realip_module (real_ip_header)")
     trusted_proxies: list[str] = Field(
         default_factory=lambda: list(DEFAULT_TRUSTED_PROXIES),
-        description="with client_ip: x_forwarded_for, the addresses or CIDR networks of your proxies (nginx's "
+        description="with client_ip other than remote_addr, the addresses or CIDR networks of your proxies (nginx's "
         "set_real_ip_from; add your CDN's ranges). Source: the private and loopback ranges (RFC 1918, RFC 4193), "
         "where load balancers usually are")
     rotated: bool = Field(True, description="also read rotated files: access.log.1, access.log.2.gz, access.log-DATE. "
@@ -216,10 +220,12 @@ class NginxLogsOptions(TaskOptions):
 
     @model_validator(mode="after")
     def _check_client_ip(self) -> NginxLogsOptions:
-        if self.client_ip == "x_forwarded_for" and not has_variable(self.log_format, "http_x_forwarded_for"):
-            raise ValueError("client_ip: x_forwarded_for needs $http_x_forwarded_for in the log_format (as in nginx's "
-                             "'main' format); add \"$http_x_forwarded_for\" to the nginx log_format and to log_format "
-                             "here, or use nginx's realip module and client_ip: remote_addr")
+        var = CLIENT_HEADERS.get(self.client_ip)
+        if var is not None and not has_variable(self.log_format, var):
+            raise ValueError(f"client_ip: {self.client_ip} needs ${var} in the log_format"
+                             + (" (as in nginx's 'main' format)" if var == "http_x_forwarded_for" else "")
+                             + f"; add \"${var}\" to the nginx log_format and to log_format here, or use nginx's "
+                             "realip module and client_ip: remote_addr")
         return self
 
     def scan_options(self) -> ScanOptions:
@@ -578,28 +584,36 @@ def _sizes(data: Any) -> list[int]:
     return [int(x) for x in data if isinstance(x, int) and not isinstance(x, bool)][:PAGES_KEPT]
 
 
+#: the realip directives that make nginx log the client passed on in each variable as $remote_addr
+REALIP_HEADER = {"http_x_forwarded_for": "real_ip_header X-Forwarded-For; real_ip_recursive on;",
+                 "http_x_real_ip": "real_ip_header X-Real-IP;", "proxy_protocol_addr": "real_ip_header proxy_protocol;"}
+
+
 def proxy_finding(proxy: dict[str, Any], client_ip: str, subject: str) -> Finding:
     """``logs.nginx.proxy_address``: nearly every request comes from one private address (see clients_summary)."""
     what = (f"{proxy['share_pct']:.1f} % of requests come from {proxy['ip']}, a private address — a load balancer or "
             "reverse proxy in front of nginx")
     wrong = "so unique visitors, top clients, 404 bursts and brute force count the proxy, not the clients"
-    if client_ip == "x_forwarded_for":
+    var = proxy.get("forwarded_variable") or CLIENT_HEADERS.get(client_ip) or "http_x_forwarded_for"
+    if client_ip in CLIENT_HEADERS:
         return Finding("logs.nginx.proxy_address", Severity.WARNING, subject,
-                       f"{what}, even after reading X-Forwarded-For: {proxy['ip']} is not in trusted_proxies, {wrong}",
+                       f"{what}, even after reading ${var}: {proxy['ip']} is not in trusted_proxies, {wrong}",
                        f"add {proxy['ip']} (or its network) to trusted_proxies", data=proxy)
     if proxy["forwarded_for_distinct"] > 1:
+        mode = next(m for m, v in CLIENT_HEADERS.items() if v == var)
         return Finding("logs.nginx.proxy_address", Severity.WARNING, subject,
-                       f"{what}, while $http_x_forwarded_for holds {proxy['forwarded_for_distinct']}"
+                       f"{what}, while ${var} holds {proxy['forwarded_for_distinct']}"
                        f"{'+' if proxy['forwarded_for_distinct'] >= FORWARDED_KEEP else ''} different values: {wrong}",
-                       "set client_ip: x_forwarded_for (and trusted_proxies to the proxies' addresses), or make nginx "
-                       "log the client: set_real_ip_from <proxy network>; real_ip_header X-Forwarded-For; "
-                       "real_ip_recursive on;", data=proxy)
+                       f"set client_ip: {mode} (and trusted_proxies to the proxies' addresses), or make nginx "
+                       f"log the client: set_real_ip_from <proxy network>; {REALIP_HEADER[var]}", data=proxy)
     return Finding("logs.nginx.proxy_address", Severity.INFO, subject,
                    f"{proxy['share_pct']:.1f} % of requests come from {proxy['ip']}, a private address, and the log "
-                   "has no $http_x_forwarded_for: if that is a load balancer or reverse proxy in front of nginx, "
-                   "unique visitors, top clients, 404 bursts and brute force count it, not the clients",
-                   "behind a proxy, use nginx's realip module (set_real_ip_from, real_ip_header X-Forwarded-For), or "
-                   "log \"$http_x_forwarded_for\" and set client_ip: x_forwarded_for", data=proxy)
+                   "has no $http_x_forwarded_for, $http_x_real_ip or $proxy_protocol_addr: if that is a load balancer "
+                   "or reverse proxy in front of nginx, unique visitors, top clients, 404 bursts and brute force "
+                   "count it, not the clients",
+                   "behind a proxy, use nginx's realip module (set_real_ip_from, real_ip_header X-Forwarded-For, "
+                   "X-Real-IP or proxy_protocol), or log the header (\"$http_x_forwarded_for\") and set client_ip: "
+                   "x_forwarded_for (x_real_ip, proxy_protocol)", data=proxy)
 
 
 def hour_key(when: datetime) -> str:
