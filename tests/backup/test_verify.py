@@ -1007,3 +1007,107 @@ def test_the_free_space_of_a_directory_this_user_cannot_reach_is_read_at_its_mou
     assert room.mount_point(Path("/var/lib/postgresql/15/main/base"), mounts) == Path("/var/lib/postgresql")
     assert room.mount_point(Path("/srv/pg data/base"), mounts) == Path("/srv/pg data")
     assert room.mount_point(Path("/var/lib/postgresqlx/base"), mounts) == Path("/")
+
+
+def _with_sequence_moved_back_during_the_dump(cli: Any, pg: PostgresCluster, db: str, cfg: Path,
+                                              moves: str) -> tuple[str, dict[str, Any]]:
+    """A backup during which ``moves`` (SQL moving sequences) runs after upkeeper read the sequences and
+    before pg_dump does: a session holds a lock on users, so pg_dump waits for it once upkeeper's read is
+    done; the session runs ``moves`` and lets go.  Returns the backup's id and the run's result."""
+    import threading
+    import time
+
+    ready = threading.Event()
+    errors: list[BaseException] = []
+
+    def hold_and_move() -> None:
+        try:
+            with pg.connect(db, autocommit=False) as conn, pg.connect(db) as look:
+                conn.execute("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
+                ready.set()
+                deadline = time.monotonic() + 30
+                while not look.execute(
+                        "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE application_name LIKE "
+                        "'upkeeper pg_dump%%' AND wait_event_type = 'Lock')").fetchone()[0]:
+                    assert time.monotonic() < deadline, "pg_dump never waited for the lock"
+                    time.sleep(0.02)
+                conn.execute(moves)
+                conn.commit()
+        except BaseException as exc:
+            errors.append(exc)
+            ready.set()
+
+    t = threading.Thread(target=hold_and_move, daemon=True)
+    t.start()
+    ready.wait(10)
+    r = cli(["--config", cfg, "run", "db-backup", "--json"])
+    t.join(30)
+    assert not errors, errors
+    assert r.code == 0, r.output
+    run: dict[str, Any] = r.json()[0]
+    return str(run["artifacts"][0]["id"]), run
+
+
+@pytest.mark.parametrize("fmt", ["custom", "directory"])
+def test_a_sequence_moved_back_during_the_dump_verifies(
+        cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], backup_config: Any, tmp_path: Path,
+        fmt: str) -> None:
+    """Sequences are not transactional: an app resetting a counter (setval back, ALTER SEQUENCE RESTART) after
+    upkeeper read the sequences and before pg_dump did leaves a dump that holds the lower value — a true copy
+    of the database at pg_dump's read.  Verify required the restore to be at least at upkeeper's earlier read
+    and marked the backup verify-failed.  The manifest now records the value the dump holds (and the one read
+    before, saying it moved back), the copy verifies, and a restore behind the dump's value still fails."""
+    db, _ = app_db
+    max_user = pg.execute("SELECT max(id) FROM users", db)[0][0]
+    pg.execute("CREATE SEQUENCE counter START 50; SELECT setval('counter', 900)", db)
+    cfg = backup_config(db, options={"format": fmt})
+    bid, _ = _with_sequence_moved_back_during_the_dump(
+        cli, pg, db, cfg, "SELECT setval('counter', 7); ALTER SEQUENCE users_id_seq RESTART WITH 3")
+    mpath, m = _manifest(tmp_path, bid)
+    seqs = m["postgres"]["sequences"]
+    assert seqs["public.counter"]["last_value"] == 7 and seqs["public.counter"]["is_called"] is True, seqs
+    assert seqs["public.counter"]["read_before_dump"] == {"last_value": 900, "is_called": True}, seqs
+    assert seqs["public.users_id_seq"]["last_value"] == 3 and seqs["public.users_id_seq"]["is_called"] is False
+    assert seqs["public.users_id_seq"]["read_before_dump"]["last_value"] == max_user, seqs
+    assert "read_before_dump" not in seqs["public.bookings_id_seq"], seqs
+    r = cli(["--config", cfg, "backups", "verify", bid, "--json"])
+    assert r.code == 0, r.output
+    [rep] = r.json()
+    assert "2 sequence(s) moved back during the dump (setval, ALTER SEQUENCE RESTART): compared with the " \
+           "dump's values" in rep["steps"], rep
+    # a restore behind what the dump holds is a loss: the manifest saying the dump held one more than restored
+    m["postgres"]["sequences"]["public.counter"]["last_value"] = 8
+    rewrite_manifest(cli, cfg, mpath, m)
+    r = cli(["--config", cfg, "backups", "verify", bid, "--json"])
+    assert r.code == 1 and "sequence public.counter: restored with last_value 7" in r.output, r.output
+
+
+def test_a_sequence_created_after_the_dumps_snapshot_is_not_recorded(
+        cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], backup_config: Any, tmp_path: Path) -> None:
+    """upkeeper listed the sequences in a session of its own, outside the dump's snapshot: one created after the
+    snapshot was exported (a migration) was recorded but is not in the dump (pg_dump reads the snapshot's
+    catalog), and verify failed it as 'missing from the restore'.  Only the snapshot's sequences are recorded."""
+    import threading
+    import time
+
+    db, _ = app_db
+    mark = tmp_path / "fault-mark"
+
+    def create_when_paused() -> None:
+        deadline = time.monotonic() + 20
+        while not mark.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        pg.execute("CREATE SEQUENCE late_seq START 40", db)
+
+    t = threading.Thread(target=create_when_paused, daemon=True)
+    t.start()
+    cfg = backup_config(db)
+    r = cli(["--config", cfg, "run", "db-backup", "--json"],
+            env={"UPKEEPER_FAULT_PAUSE": "before-sequences:1", "UPKEEPER_FAULT_MARK": str(mark)})
+    t.join(30)
+    assert r.code == 0, r.output
+    bid = str(r.json()[0]["artifacts"][0]["id"])
+    _, m = _manifest(tmp_path, bid)
+    assert "public.late_seq" not in m["postgres"]["sequences"] and "public.users_id_seq" in m["postgres"]["sequences"]
+    r = cli(["--config", cfg, "backups", "verify", bid, "--json"])
+    assert r.code == 0, r.output

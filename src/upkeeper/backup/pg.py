@@ -7,6 +7,7 @@ import glob
 import os
 import re
 import shutil
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -396,10 +397,16 @@ class SequenceState:
         return cls(int(d["last_value"]), bool(d["is_called"]), int(d.get("increment", 1)), bool(d.get("cycle")))
 
 
+def list_sequences(conn: psycopg.Connection[Any]) -> list[tuple[str, str, int, bool]]:
+    """(schema, name, increment, cycle) of every sequence pg_dump dumps the state of (:data:`LIST_SEQUENCES_SQL`),
+    as the session's snapshot sees the catalog."""
+    return [(str(r[0]), str(r[1]), int(r[2]), bool(r[3])) for r in conn.execute(LIST_SEQUENCES_SQL)]
+
+
 def sequence_states(conn: psycopg.Connection[Any]) -> dict[str, SequenceState]:
     """Every dumped sequence's state (:data:`LIST_SEQUENCES_SQL`), keyed by :func:`qualified` name; read a few
     hundred sequences per statement."""
-    seqs = [(str(r[0]), str(r[1]), int(r[2]), bool(r[3])) for r in conn.execute(LIST_SEQUENCES_SQL)]
+    seqs = list_sequences(conn)
     out: dict[str, SequenceState] = {}
     for start in range(0, len(seqs), SEQUENCES_PER_QUERY):
         chunk = seqs[start:start + SEQUENCES_PER_QUERY]
@@ -410,6 +417,113 @@ def sequence_states(conn: psycopg.Connection[Any]) -> dict[str, SequenceState]:
             sch, name, inc, cyc = chunk[int(i)]
             out[qualified(sch, name)] = SequenceState(int(last), bool(called), inc, cyc)
     return out
+
+
+# a SEQUENCE SET entry of an archive, as pg_restore prints it: SELECT pg_catalog.setval('<name>', <value>, <called>);
+# (E'' when the dump was made with standard_conforming_strings off: backslashes doubled too)
+_SETVAL_RE = re.compile(r"SELECT pg_catalog\.setval\((E?)'((?:[^']|'')*)', (-?\d+), (true|false)\);")
+
+
+def parse_setval(line: str) -> tuple[str, int, bool] | None:
+    """(:func:`qualified` key, last_value, is_called) of a SEQUENCE SET line; None for any other line."""
+    m = _SETVAL_RE.fullmatch(line)
+    if m is None:
+        return None
+    text = m.group(2).replace("''", "'")
+    if m.group(1):
+        text = text.replace("\\\\", "\\")
+    names = split_qualified(text)
+    if names is None or len(names) != 2:
+        return None
+    return qualified(*names), int(m.group(3)), m.group(4) == "true"
+
+
+def split_qualified(text: str) -> list[str] | None:
+    """``schema.name`` as SQL writes it (a part in double quotes, doubled inside, where it needs them) split into
+    its parts; None when it is not one."""
+    parts: list[str] = []
+    i = 0
+    while True:
+        if text.startswith('"', i):
+            buf, j = [], i + 1
+            while True:
+                k = text.find('"', j)
+                if k < 0:
+                    return None
+                buf.append(text[j:k])
+                if text.startswith('""', k):
+                    buf.append('"')
+                    j = k + 2
+                    continue
+                i = k + 1
+                break
+            parts.append("".join(buf))
+        else:
+            k = text.find(".", i)
+            k = len(text) if k < 0 else k
+            if k == i:
+                return None
+            parts.append(text[i:k])
+            i = k
+        if i == len(text):
+            return parts
+        if text[i] != ".":
+            return None
+        i += 1
+
+
+class DumpedSequences:
+    """The sequence states an archive of pg_dump holds (its SEQUENCE SET entries), read by ``pg_restore
+    --data-only --table NAME…`` from a directory-format dump (``source``) or from a custom-format stream fed to
+    it chunk by chunk (:meth:`feed`).  The entries are in the table of contents, which pg_restore reads first:
+    it stops reading there unless a table has a sequence's name (its COPY data is then passed over).  Keyed by
+    :func:`qualified` name."""
+
+    def __init__(self, pg_restore: str, names: list[str], source: Path | None = None) -> None:
+        argv = [pg_restore, "--data-only", "--file=-", *sorted({f"--table={n}" for n in names})]
+        if source is not None:
+            argv.append(str(source))
+        self.states: dict[str, tuple[int, bool]] = {}
+        self._feeding = source is None
+        self._sp = proc.spawn(argv, stdin=proc.PIPE if source is None else proc.DEVNULL)
+        self._reader = threading.Thread(target=self._read, daemon=True, name="sequence-set-reader")
+        self._reader.start()
+
+    def _read(self) -> None:
+        in_copy = False  # COPY data of a table named like a sequence: never taken for a setval
+        for raw in self._sp.stdout:
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            if in_copy:
+                in_copy = line != "\\."
+            elif line.startswith("COPY ") and line.endswith(" FROM stdin;"):
+                in_copy = True
+            elif (found := parse_setval(line)) is not None:
+                self.states[found[0]] = found[1:]
+
+    def feed(self, chunk: bytes) -> None:
+        """The next bytes of the custom-format stream (ignored once pg_restore has read what it needs)."""
+        if not self._feeding:
+            return
+        try:
+            self._sp.stdin.write(chunk)
+        except (BrokenPipeError, OSError, ValueError):
+            self._feeding = False  # it stopped after the table of contents; its exit status is judged in finish
+
+    def finish(self) -> dict[str, tuple[int, bool]]:
+        """The states read; raises :class:`~upkeeper.errors.BackupError` when pg_restore failed."""
+        try:
+            if self._sp.popen.stdin is not None:
+                with contextlib.suppress(OSError):
+                    self._sp.popen.stdin.close()
+            res = self._sp.wait(check=False, timeout=600)
+            self._reader.join(timeout=30)
+        finally:
+            self._sp.__exit__(None, None, None)
+        check_stage(res, "reading the dump's sequence values")
+        return self.states
+
+    def abort(self) -> None:
+        self._sp.__exit__(None, None, None)
 
 
 def large_objects(conn: psycopg.Connection[Any]) -> int:

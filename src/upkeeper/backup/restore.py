@@ -451,8 +451,8 @@ def compare_row_counts(target: PostgresTarget, dbname: str, expected: dict[str, 
 
 
 def compare_sequences(target: PostgresTarget, dbname: str, expected: dict[str, Any]) -> list[str]:
-    """Problems found comparing the restored sequences with the states the manifest recorded (read after the
-    dump's snapshot was taken, before pg_dump read them: see postgres.backup): each must be there and not behind
+    """Problems found comparing the restored sequences with the states the manifest recorded (the values the dump
+    holds; in older manifests, read before pg_dump read them: see postgres.backup): each must be there and not behind
     (:meth:`pg.SequenceState.behind`) — a sequence behind hands out ids the restored rows already hold."""
     with pg.connect(target, dbname) as conn:
         try:

@@ -478,8 +478,9 @@ def _check_restored(scratch: PostgresTarget, name: str, expected: dict[str, Any]
 
 def _check_sequences_and_large_objects(scratch: PostgresTarget, name: str, details: dict[str, Any],
                                        report: VerifyReport) -> None:
-    """Every sequence at least where the manifest recorded it, and as many large objects.  A manifest of an
-    older upkeeper records neither: nothing to compare, and the steps say so."""
+    """Every sequence at least where the manifest recorded it (the value the dump holds; in older
+    manifests, the value read just before pg_dump), and as many large objects.  A manifest of an older upkeeper
+    records neither: nothing to compare, and the steps say so."""
     sequences = details.get("sequences")
     if not isinstance(sequences, dict):
         report.steps.append("sequences: not recorded in this backup's manifest (an older upkeeper), not compared")
@@ -489,6 +490,10 @@ def _check_sequences_and_large_objects(scratch: PostgresTarget, name: str, detai
             raise BackupError(f"sequences differ: {problems[0]}" +
                               (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
         report.steps.append(f"{len(sequences)} sequence(s) restored at or past their recorded values")
+        moved = sum(1 for d in sequences.values() if isinstance(d, dict) and "read_before_dump" in d)
+        if moved:
+            report.steps.append(f"{moved} sequence(s) moved back during the dump (setval, ALTER SEQUENCE RESTART): "
+                                "compared with the dump's values")
         report.details["sequences"] = len(sequences)
     lobs = details.get("large_objects")
     if not isinstance(lobs, int):

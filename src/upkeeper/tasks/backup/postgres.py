@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
@@ -19,7 +22,7 @@ from pydantic import Field
 from upkeeper import lazy
 from upkeeper.backup import pg
 from upkeeper.backup.manifest import Manifest, safe_component
-from upkeeper.backup.pipeline import upload_bytes
+from upkeeper.backup.pipeline import fault_pause, upload_bytes
 from upkeeper.backup.sets import BackupEnv, SetWriter
 from upkeeper.backup.workdir import work_dir
 from upkeeper.config.backup import RetentionPolicy
@@ -27,7 +30,7 @@ from upkeeper.config.targets import PostgresTarget
 from upkeeper.config.types import Duration
 from upkeeper.core import proc
 from upkeeper.core.task import Finding, Result, Severity, Task, TaskContext, TaskOptions, task
-from upkeeper.errors import BackupError, TaskError
+from upkeeper.errors import BackupError, TaskError, UpkeeperError
 from upkeeper.fmt import human_bytes, human_duration
 from upkeeper.tasks.backup._common import (
     Outcome,
@@ -226,7 +229,11 @@ class PostgresBackup(Task[PostgresBackupOptions]):
             snapshot = str(row[0])
             tables = pg.snapshot_tables(snap)
             size_row = snap.execute(DATABASE_SIZE_SQL).fetchone()
-            sequences = _read_sequences(target, db)
+            fault_pause("before-sequences")  # (the tests: a sequence created after the snapshot was exported)
+            listed = pg.list_sequences(snap)  # those the dump's snapshot holds: pg_dump dumps these
+            sequences = _read_sequences(target, db, listed)
+            seq_names = [name for _schema, name, _inc, _cyc in listed]
+            restore_tool = _restore_tool(ctx, target, pg_dump) if listed else None
             snap_pid = snap.info.backend_pid
             # pg_dump's sessions carry a name of their own (its default is plain 'pg_dump'), unique on the server
             # as the snapshot is, so that the watch knows them from any other dump
@@ -245,14 +252,18 @@ class PostgresBackup(Task[PostgresBackupOptions]):
                     if options.format == "custom":
                         sp = proc.spawn([*dump_argv, "--format=custom", "--compress=0"], extra_env=dump_env)
                         watch.attach(sp)
+                        reader = pg.DumpedSequences(restore_tool, seq_names) if restore_tool else None
                         try:
                             self._stream_custom(ctx, env, writer, sp, db, object_name(f"{base}.dump", env),
-                                                counter.locked)
+                                                counter.locked, reader.feed if reader is not None else None)
+                            in_dump = _dumped_sequences(ctx, db, reader)
                         finally:
                             sp.__exit__(None, None, None)
+                            if reader is not None:
+                                reader.abort()
                     else:
-                        self._dump_directory(ctx, env, writer, db, options, dump_argv, dump_env, base,
-                                             counter.locked, watch)
+                        in_dump = self._dump_directory(ctx, env, writer, db, options, dump_argv, dump_env, base,
+                                                       counter.locked, watch, restore_tool, seq_names)
                     dumped = True
                 except Exception as exc:
                     if watch.yielded is not None:
@@ -280,11 +291,11 @@ class PostgresBackup(Task[PostgresBackupOptions]):
                    "tables": len(counter.counts), "row_counts": counter.counts,
                    "row_count_keys": pg.QUOTED_KEYS, "large_objects": counter.large_objects,
                    "database_size": int(size_row[0]) if size_row and size_row[0] is not None else None,
-                   "sequences": {k: v.to_dict() for k, v in sequences.items()}}
+                   "sequences": _recorded_sequences(ctx, db, sequences, in_dump)}
         return writer.commit(details)
 
     def _stream_custom(self, ctx: TaskContext, env: BackupEnv, writer: SetWriter, sp: proc.Spawned, db: str,
-                       name: str, locked: threading.Event) -> None:
+                       name: str, locked: threading.Event, tee: Callable[[bytes], None] | None) -> None:
         upload = writer.upload(name, role="database")
         try:
             first = True
@@ -296,6 +307,8 @@ class PostgresBackup(Task[PostgresBackupOptions]):
                     if not chunk.startswith(b"PGDMP"):
                         raise BackupError(f"pg_dump output for {db} is not a custom-format archive")
                 upload.write(chunk)
+                if tee is not None:
+                    tee(chunk)
                 if upload.raw_size >= next_report:
                     next_report += PROGRESS_EVERY
                     ctx.progress(f"{db}: {human_bytes(upload.raw_size)} dumped", None)
@@ -311,7 +324,9 @@ class PostgresBackup(Task[PostgresBackupOptions]):
 
     def _dump_directory(self, ctx: TaskContext, env: BackupEnv, writer: SetWriter, db: str,
                         options: PostgresBackupOptions, dump_argv: list[str], dump_env: dict[str, str], base: str,
-                        locked: threading.Event, watch: _BlockingWatch) -> None:
+                        locked: threading.Event, watch: _BlockingWatch, restore_tool: str | None,
+                        seq_names: list[str]) -> dict[str, tuple[int, bool]] | None:
+        """Returns the sequence values the dump holds (see :func:`_dumped_sequences`)."""
         with work_dir(env.settings, "upkeeper-dump-") as tmp:
             out_dir = tmp / "dump"
             argv = [*dump_argv, "--format=directory", "--compress=0", f"--jobs={options.jobs}", "--file", str(out_dir)]
@@ -327,6 +342,8 @@ class PostgresBackup(Task[PostgresBackupOptions]):
             files = sorted(p for p in out_dir.iterdir() if p.is_file()) if out_dir.is_dir() else []
             if not any(p.name == "toc.dat" for p in files):
                 raise BackupError(f"pg_dump wrote no toc.dat for {db}")
+            in_dump = _dumped_sequences(ctx, db, pg.DumpedSequences(restore_tool, seq_names, out_dir)
+                                        if restore_tool else None)
             for i, f in enumerate(files):
                 ctx.progress(f"{db}: storing {f.name}", i / len(files))
                 upload = writer.upload(object_name(f"{base}.dir/{f.name}", env), role="database-dir")
@@ -339,6 +356,7 @@ class PostgresBackup(Task[PostgresBackupOptions]):
                     raise
                 writer.add(upload.finish())
                 f.unlink()  # plaintext leaves the disk as soon as it is stored
+        return in_dump
 
 
 class _RowCounter(threading.Thread):
@@ -539,20 +557,82 @@ def _explain_dump_failure(exc: BackupError, target: PostgresTarget, db: str, tab
                        _lock_wait_hint(wait))
 
 
-def _read_sequences(target: PostgresTarget, db: str) -> dict[str, pg.SequenceState]:
-    """Every sequence's state, for the manifest, read once the dump's snapshot is exported and before pg_dump
-    starts.  A sequence is not MVCC: the snapshot does not apply to it, and every read (pg_dump's own, in the
-    snapshot, too) sees its state of that moment.  Read after the snapshot, the state is past every value the
-    snapshot's rows hold; read before pg_dump's, it is at most what the dump sets (sequences only move on, but
-    for a setval() back, ALTER SEQUENCE RESTART or a cycling sequence): verify requires the restored sequence to
-    be at least there.  In a short session of its own, so that no lock on a sequence is held through the dump."""
+def _read_sequences(target: PostgresTarget, db: str, listed: list[tuple[str, str, int, bool]]
+                    ) -> dict[str, pg.SequenceState]:
+    """The state of every sequence ``listed`` (those the dump's snapshot holds: one created since is not in the
+    dump), read once the dump's snapshot is exported and before pg_dump starts.  A sequence is not MVCC: the
+    snapshot does not apply to it, and every read (pg_dump's own, in the snapshot, too) sees its state of that
+    moment.  Read after the snapshot, the state is past every value the snapshot's rows hold; read before
+    pg_dump's, it is at most what the dump sets — unless the sequence moved back in between (a setval() back,
+    ALTER SEQUENCE RESTART, TRUNCATE … RESTART IDENTITY, a cycling sequence), which :func:`_recorded_sequences`
+    tells from the value the dump holds.  In a short session of its own, so that no lock on a sequence is held
+    through the dump."""
+    keys = {pg.qualified(schema, name) for schema, name, _inc, _cyc in listed}
     try:
         with pg.connect(target, db) as conn:
-            return pg.sequence_states(conn)
+            return {k: v for k, v in pg.sequence_states(conn).items() if k in keys}
     except psycopg.Error as exc:
         raise BackupError(f"reading the sequences of {db}: {pg.pg_error(exc)}",
                           "Try: let the backup role read every sequence (GRANT SELECT ON ALL SEQUENCES IN SCHEMA …), "
                           "as pg_dump must") from None
+
+
+def _restore_tool(ctx: TaskContext, target: PostgresTarget, pg_dump: str) -> str | None:
+    """The pg_restore of pg_dump's installation (it reads every archive that pg_dump writes), else the target's;
+    None, with a warning, when there is none: the manifest then records the sequence values read before pg_dump
+    (:func:`_recorded_sequences`) and the backup goes on."""
+    beside = Path(pg_dump).with_name("pg_restore")
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    try:
+        return pg.tool(target, "pg_restore")
+    except TaskError as exc:
+        ctx.log.warning("%s; the sequence values the dump holds are not read, the manifest records those read "
+                        "before pg_dump", exc.message)
+        return None
+
+
+def _dumped_sequences(ctx: TaskContext, db: str, reader: pg.DumpedSequences | None
+                      ) -> dict[str, tuple[int, bool]] | None:
+    """The sequence values the dump holds; None when they were not read (no sequences, no pg_restore) or, with a
+    warning, pg_restore could not read them: the manifest then records the values read before pg_dump
+    (:func:`_recorded_sequences`)."""
+    if reader is None:
+        return None
+    try:
+        return reader.finish()
+    except UpkeeperError as exc:
+        ctx.log.warning("%s: could not read the sequence values the dump holds (%s); the manifest records those "
+                        "read before pg_dump", db, exc.message)
+        return None
+
+
+def _recorded_sequences(ctx: TaskContext, db: str, before: dict[str, pg.SequenceState],
+                        in_dump: dict[str, tuple[int, bool]] | None) -> dict[str, dict[str, Any]]:
+    """What the manifest records of each sequence, which verify requires the restored sequence to reach: the
+    value the dump holds (SEQUENCE SET), which pg_dump read after ``before`` was read.  Where that is behind
+    ``before``, the sequence moved back in between (a setval() back, ALTER SEQUENCE RESTART, TRUNCATE …
+    RESTART IDENTITY): the dump is a true copy of it at pg_dump's read, and ``before`` is kept as
+    ``read_before_dump``.  A sequence the dump holds no value for keeps ``before`` (its restore starts over,
+    behind it, and verify says so); so does every sequence when the dump's values could not be read."""
+    out: dict[str, dict[str, Any]] = {}
+    moved: list[str] = []
+    for key, b in before.items():
+        found = in_dump.get(key) if in_dump is not None else None
+        if found is None:
+            if in_dump is not None:
+                ctx.log.warning("%s: the dump holds no value (SEQUENCE SET) for sequence %s", db, key)
+            out[key] = b.to_dict()
+            continue
+        dumped = pg.SequenceState(found[0], found[1], b.increment, b.cycle)
+        out[key] = dumped.to_dict()
+        if dumped.behind(b):
+            out[key]["read_before_dump"] = {"last_value": b.last_value, "is_called": b.is_called}
+            moved.append(key)
+    if moved:
+        ctx.log.info("%s: %d sequence(s) moved back during the dump (setval, ALTER SEQUENCE RESTART): %s; the "
+                     "manifest records the values the dump holds", db, len(moved), ", ".join(moved[:10]))
+    return out
 
 
 def _count_failure(exc: BaseException, target: PostgresTarget, db: str, tables: list[pg.SnapshotTable],
