@@ -1198,3 +1198,46 @@ def test_a_backup_written_by_the_earlier_tar_writer_still_verifies_and_restores(
     assert (app / "café.txt").read_text() == "accent\n" and os.readlink(app / "current.js") == "app.js"
     long = app / "public" / ("long-directory-name-" * 4) / ("a-file-with-a-long-name-" * 3 + ".txt")
     assert long.read_text() == "long name\n" and (app / "public" / "empty.bin").read_bytes() == b""
+
+
+def _everything(root: Path) -> list[str]:
+    """Every file and directory under ``root`` (empty directories too)."""
+    return sorted(str(p.relative_to(root)) + ("/" if p.is_dir() else "") for p in root.rglob("*"))
+
+
+def test_a_failed_backup_leaves_nothing_on_local_storage(cli: Any, make_config: Any, tmp_path: Path) -> None:
+    """A file the job cannot read fails the backup after its objects were opened on both storages: each is left
+    exactly as before — no empty ``web/files/<id>/`` (nor ``web/files/``, ``web/`` it made), and an earlier
+    backup beside it untouched.  Run without the capabilities that let root read anything."""
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("setpriv is not installed")
+    root = tmp_path / "site"
+    (root / "app").mkdir(parents=True)
+    (root / "app" / "main.py").write_text("print('hi')\n")
+    (root / "app" / "z-private.key").write_text("secret\n")
+    (root / "app" / "z-private.key").chmod(0o000)  # root reads it; the job below cannot
+    stores = [tmp_path / "store1", tmp_path / "store2"]
+
+    def config(storages: list[str]) -> Path:
+        return Path(make_config({
+            "targets": {"web": {"kind": "app", "root": str(root)}},
+            "storages": {f"local{i + 1}": {"kind": "local", "path": str(s), "fsync": False}
+                         for i, s in enumerate(stores)},
+            "backup": {"storages": storages, "encryption": "none"},
+            "jobs": {"app-backup": {"task": "files.backup", "target": "web"}},
+        }))
+
+    r = cli(["--config", config(["local1"]), "run", "app-backup", "--json"])  # an earlier backup, on local1
+    assert r.code == 0, r.output
+    before = _everything(stores[0])
+    assert len(before) == 5, before  # web/, web/files/, the set, its manifest and archive
+    cfg = config(["local1", "local2"])
+    caps = "-dac_override,-dac_read_search"
+    p = subprocess.run([setpriv, f"--bounding-set={caps}", f"--inh-caps={caps}", sys.executable, "-m", "upkeeper",
+                        "--config", str(cfg), "run", "app-backup", "--json"], capture_output=True, text=True,
+                       env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert p.returncode == 1, p.stdout + p.stderr
+    run = json.loads(p.stdout)[0]
+    assert run["status"] == "fail" and "z-private.key" in run["summary"], run
+    assert _everything(stores[0]) == before and _everything(stores[1]) == []

@@ -260,6 +260,7 @@ def test_pg_dump_error_on_stderr_with_exit_zero_fails_the_backup(
     assert run["status"] == "fail" and "pg_dump reported an error" in run["summary"], run
     assert "injected" in run["summary"]
     assert _sets(tmp_path / "store1") == [] and cli(["--config", cfg, "backups", "list", "--json"]).json() == []
+    assert list((tmp_path / "store1").iterdir()) == []
 
 
 def test_pg_dump_that_writes_nothing_fails_the_backup(
@@ -272,6 +273,7 @@ def test_pg_dump_that_writes_nothing_fails_the_backup(
     run = r.json()[0]
     assert run["status"] == "fail" and "no output" in run["summary"], run
     assert _sets(tmp_path / "store1") == [] and cli(["--config", cfg, "backups", "list", "--json"]).json() == []
+    assert list((tmp_path / "store1").iterdir()) == []  # nor the empty directories of the set it began
 
 
 def test_every_recipient_can_decrypt(cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]],

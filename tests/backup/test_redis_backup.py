@@ -784,3 +784,22 @@ def test_verify_does_not_fetch_an_rdb_into_a_work_dir_without_room(
     assert "not enough disk space for the RDB" in f["message"] and "work_dir" in f["message"], f
     assert cli(["--config", cfg, "backups", "show", bid, "--json"]).json()["status"] == "complete"
     assert [p.name for p in small_fs.iterdir()] == []
+
+
+def test_a_backup_that_fills_the_local_storage_leaves_nothing_there(
+        cli: Any, make_config: Any, tmp_path: Path, redis_clean: RedisServer, age_key: AgeKey,
+        small_fs: Path) -> None:
+    """An RDB larger than the 2 MiB volume: the upload fails with ENOSPC, and the storage is left empty (no
+    partial object, no empty directory of the set)."""
+    c = redis_clean.client()
+    for i in range(30):
+        c.set(f"blob:{i}", os.urandom(100_000))  # incompressible: ~3 MB stored
+    cfg = make_config({
+        "targets": {"cache": redis_clean.target()},
+        "storages": {"local1": {"kind": "local", "path": str(small_fs), "fsync": False}},
+        "backup": {"encryption": {"recipients": [age_key.recipient]}},
+        "jobs": {"cache-backup": {"task": "redis.backup", "target": "cache", "options": {"method": "network"}}},
+    })
+    run = cli(["--config", cfg, "run", "cache-backup", "--json"]).json()[0]
+    assert run["status"] in ("fail", "error") and "no space left on device" in run["summary"], run
+    assert list(small_fs.rglob("*")) == []

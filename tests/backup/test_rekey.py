@@ -32,7 +32,7 @@ def _keys(key: AgeKey) -> dict[str, Any]:
 
 
 def _config(make_config: Any, tmp_path: Path, encryption: dict[str, Any] | str, s3: dict[str, Any] | None = None,
-            retention: dict[str, Any] | None = None) -> Path:
+            retention: dict[str, Any] | None = None, *, secrets: bool = True) -> Path:
     storages: dict[str, Any] = {n: {"kind": "local", "path": str(tmp_path / n), "fsync": False}
                                 for n in ("local1", "local2")}
     if s3 is not None:
@@ -41,7 +41,7 @@ def _config(make_config: Any, tmp_path: Path, encryption: dict[str, Any] | str, 
         "targets": {"web": {"kind": "app", "root": str(_site(tmp_path))}},
         "storages": storages, "backup": {"storages": sorted(storages), "encryption": encryption,
                                          **({"retention": retention} if retention else {})},
-        "jobs": {"app-backup": {"task": "files.backup", "target": "web", "options": {"secret_paths": [".env"] if encryption != "none" else []}}},
+        "jobs": {"app-backup": {"task": "files.backup", "target": "web", "options": {"secret_paths": [".env"] if encryption != "none" and secrets else []}}},
     }))
 
 
@@ -267,3 +267,92 @@ def test_a_rekeyed_postgres_backup_restores_with_the_new_key_and_its_row_counts(
     r = cli(["--config", cfg, "backups", "verify", new, "--json"])  # a real restore, row counts compared
     assert r.code == 0 and r.json()[0]["ok"], r.output
     assert [x["id"] for x in cli(["--config", cfg, "backups", "list", "--json"]).json()] == [new]
+
+
+def test_a_leaked_passphrase_rotated_to_a_new_one(cli: Any, make_config: Any, tmp_path: Path) -> None:
+    old_pw, new_pw = "leaked horse battery staple", "fresh otter kettle 42"
+    old_file, new_file = tmp_path / "old.pass", tmp_path / "new.pass"
+    old_file.write_text(old_pw + "\n")
+    new_file.write_text(new_pw + "\n")
+    # one object per set (no secrets archive): each age scrypt costs ~0.6 s
+    cfg = _config(make_config, tmp_path, {"passphrase_file": str(old_file)}, secrets=False)
+    old = _backup(cli, cfg)
+    backed_up = (tmp_path / "site" / "app" / "main.py").read_bytes()
+    cfg = _config(make_config, tmp_path, {"passphrase_file": str(new_file)}, secrets=False)  # the rotated config
+    r = cli(["--config", cfg, "backups", "rekey", "--all", "--passphrase-file", str(old_file), "--json"])
+    assert r.code == 0, r.output
+    (rep,) = r.json()
+    assert rep["action"] == "rekeyed" and rep["storages"] == ["local1", "local2"] and rep["objects"] == 1, rep
+    new = rep["new_id"]
+    assert _all_sets(cfg, ["local1", "local2"]) == {"local1": {new: True}, "local2": {new: True}}
+    rows = cli(["--config", cfg, "backups", "list", "--json"]).json()
+    assert [(x["id"], x["storages"]) for x in rows] == [(new, ["local1", "local2"])]
+    m, sha = _manifest(cfg, "local1", new)
+    assert rows[0]["manifest_sha256"] == sha and m["rekeyed_from"] == old
+    assert m["encryption"]["method"] == "age-scrypt" and {o["encryption"] for o in m["objects"]} == {"age-scrypt"}
+    # run again (as after a partly failed rotation): the new passphrase opens it, so it is current, not "failed"
+    r = cli(["--config", cfg, "backups", "rekey", "--all", "--passphrase-file", str(old_file), "--json"])
+    assert r.code == 0 and [x["action"] for x in r.json()] == ["already current"], r.output
+    # the new passphrase alone restores it (a real restore, files compared); the old one opens no object of it
+    r = cli(["--config", cfg, "backups", "restore", new, "--to", str(tmp_path / "restored")])
+    assert r.code == 0, r.output
+    site = tmp_path / "site"
+    assert (tmp_path / "restored" / site.relative_to("/") / "app" / "main.py").read_bytes() == backed_up
+    s = _storage(cfg, "local1")
+    try:
+        with s.open_read(f"web/files/{new}/{m['objects'][0]['name']}") as fh:
+            assert not _age_passphrase_opens(fh.read(), old_pw)
+    finally:
+        s.close()
+    # neither passphrase in the history (the audit record) nor in what rekey printed
+    assert old_pw.encode() not in (tmp_path / "history.db").read_bytes() and new_pw.encode() not in (
+        tmp_path / "history.db").read_bytes()
+
+
+def _age_passphrase_opens(data: bytes, passphrase: str) -> bool:
+    """Does the age CLI decrypt ``data`` whole with ``passphrase`` (typed on a terminal, as age wants)?"""
+    from upkeeper.backup.crypto import AgeProcess
+    from upkeeper.errors import ProcessError
+
+    p = AgeProcess(["age", "--decrypt"], passphrase, stdout=subprocess.DEVNULL)
+    try:
+        p.stdin.write(data)
+        p.stdin.close()
+        p.wait()
+        return True
+    except (ProcessError, BrokenPipeError):
+        return False
+    finally:
+        p.close()
+
+
+def test_rekey_on_sftp_storage_leaves_only_the_new_set(cli: Any, make_config: Any, tmp_path: Path,
+                                                         age_key: AgeKey, sftp_server: Any) -> None:
+    from services import sftp_storage_config
+
+    sftp = sftp_storage_config(sftp_server)
+    cfg = _config(make_config, tmp_path, _keys(age_key), sftp.model_dump(mode="json", exclude_none=True))
+    names = ["local1", "local2", "offsite"]
+    old = _backup(cli, cfg)
+    new_key = _new_key(tmp_path, "new")
+    cfg = _config(make_config, tmp_path, _keys(new_key), sftp.model_dump(mode="json", exclude_none=True))
+    r = cli(["--config", cfg, "backups", "rekey", "--all", "--identity", str(age_key.identity), "--json"])
+    assert r.code == 0, r.output
+    (rep,) = r.json()
+    assert rep["action"] == "rekeyed" and rep["storages"] == names, rep
+    new = rep["new_id"]
+    assert _all_sets(cfg, names) == {n: {new: True} for n in names}
+    # on the SFTP server itself: the new set's files alone (no temp file, no empty directory of the old set)
+    root = Path(sftp.path)
+    left = sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+    assert left == ["web", "web/files", f"web/files/{new}", *sorted(
+        f"web/files/{new}/{f}" for f in ("files.tar.zst.age", "manifest.json", "secrets.tar.zst.age"))], left
+    rows = cli(["--config", cfg, "backups", "list", "--json"]).json()
+    assert [(x["id"], x["storages"]) for x in rows] == [(new, names)]
+    m, sha = _manifest(cfg, "offsite", new)
+    assert rows[0]["manifest_sha256"] == sha and m["rekeyed_from"] == old
+    assert _opens_with(cfg, "offsite", new, new_key) and not _opens_with(cfg, "offsite", new, age_key)
+    r = cli(["--config", cfg, "backups", "verify", new, "--storage", "offsite", "--no-restore", "--json"])
+    assert r.code == 0, r.output
+    r = cli(["--config", cfg, "backups", "sync", "--json"])
+    assert r.code == 0 and (r.json()["added"], r.json()["removed"]) == (0, 0), r.output

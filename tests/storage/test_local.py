@@ -188,3 +188,24 @@ def test_new_directories_are_fsynced_in_their_parents(tmp_path: Path, monkeypatc
     synced.clear()
     put_bytes(storage, "db/app/2/manifest.json", b"{}")
     assert set(synced) == {inode(sets), inode(sets / "2"), inode(sets / "2" / "manifest.json")}
+
+
+def test_an_aborted_write_removes_only_the_directories_it_made_while_empty(tmp_path: Path) -> None:
+    """A failed backup leaves no empty ``<target>/<database>/<id>/``; a directory another writer uses (or made)
+    stays, and that writer commits."""
+    base = tmp_path / "store"
+    base.mkdir()
+    storage = open_storage("disk", local_storage_config(base))
+    put_bytes(storage, "db/app/old/manifest.json", b"{}")  # an earlier backup: db/app/ is not this run's
+    first = storage.open_write("db/app/new/a.zst")  # makes db/app/new/
+    second = storage.open_write("db/app/new/b.zst")  # in the same directory, made by the first
+    first.write(b"x")
+    first.abort()
+    assert (base / "db" / "app" / "new").is_dir()  # the second writer's file is in it
+    second.write(b"y")
+    second.commit()
+    assert [o.key for o in storage.list()] == ["db/app/new/b.zst", "db/app/old/manifest.json"]
+    third = storage.open_write("db/app/newer/dir/c.zst")
+    third.abort()
+    assert sorted(str(p.relative_to(base)) for p in base.rglob("*")) == [
+        "db", "db/app", "db/app/new", "db/app/new/b.zst", "db/app/old", "db/app/old/manifest.json"]

@@ -20,10 +20,11 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import subprocess
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import IO, Any
 
 from upkeeper.backup.catalog import Catalog
 from upkeeper.backup.crypto import AgeProcess, Encryption, identity_public_keys
@@ -44,7 +45,7 @@ from upkeeper.backup.pipeline import (
     check_digest,
     fault_pause,
 )
-from upkeeper.errors import BackupError, UpkeeperError
+from upkeeper.errors import BackupError, ProcessError, UpkeeperError
 from upkeeper.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -129,14 +130,61 @@ def encryption_info(enc: Encryption) -> dict[str, Any]:
     return info
 
 
-def is_current(manifest: Manifest, new: Encryption) -> bool:
-    """Is the set encrypted to exactly the configured recipients already?  (A passphrase cannot be told from
-    the manifest: passphrase sets are always re-encrypted when asked.)"""
-    if new.mode != "x25519" or manifest.encryption.get("method") != new.label:
+def is_current(manifest: Manifest, new: Encryption, storage: Storage | None = None, age: str = "age") -> bool:
+    """Is the set encrypted to exactly the configured recipients already?  A passphrase cannot be told from
+    the manifest: a passphrase set is current when the configured passphrase opens the header of each of its
+    objects on ``storage`` (one scrypt each, no payload read; without ``storage`` it is never current)."""
+    if manifest.encryption.get("method") != new.label or any(o.encryption != new.label for o in manifest.objects):
         return False
-    if any(o.encryption != new.label for o in manifest.objects):
-        return False
+    if new.mode == "passphrase":
+        return storage is not None and new.passphrase is not None and all(
+            _passphrase_opens(storage, set_prefix(manifest.target, manifest.database, manifest.id) + o.name,
+                              new.passphrase, age) for o in manifest.objects)
     return set(map(str, manifest.encryption.get("recipients") or [])) == set(new.recipients)
+
+
+AGE_HEADER_MAX = 64 * 1024
+
+
+def _age_header(fh: IO[bytes]) -> bytes | None:
+    """The age header at the start of ``fh``: up to and including its ``--- MAC`` line."""
+    buf = b""
+    while len(buf) <= AGE_HEADER_MAX:
+        start = buf.find(b"\n--- ")
+        end = buf.find(b"\n", start + 1) if start >= 0 else -1
+        if end >= 0:
+            return buf[: end + 1]
+        chunk = fh.read(4096)
+        if not chunk:
+            return None
+        buf += chunk
+    return None
+
+
+def _passphrase_opens(storage: Storage, key: str, passphrase: str, age: str) -> bool:
+    """Does ``passphrase`` open the age header of object ``key``?  Only the header goes to ``age --decrypt``
+    (the passphrase typed on its terminal, never in argv), so it stops at the payload's nonce when the
+    passphrase is right, and no plaintext is ever produced.  False whenever it cannot be told."""
+    try:
+        with storage.open_read(key) as fh:
+            header = _age_header(fh)
+    except UpkeeperError:
+        return False
+    if header is None:
+        return False
+    proc = AgeProcess([age, "--decrypt"], passphrase, stdout=subprocess.DEVNULL)
+    try:
+        with contextlib.suppress(OSError):
+            proc.stdin.write(header)
+            proc.stdin.close()
+        try:
+            proc.wait()
+        except ProcessError as exc:
+            # past the header (its MAC checked with the file key the passphrase unwrapped), age wants the payload
+            return not any(m in exc.stderr for m in AGE_KEY_REJECTED) and "nonce" in exc.stderr
+        return False  # a header alone is not a whole file: age succeeding on it is not understood
+    finally:
+        proc.close()
 
 
 def rekey_set(storages: Sequence[Storage], target: str, database: str, backup_id: str, *,
@@ -183,7 +231,7 @@ def _rekey(report: RekeyReport, storages: Sequence[Storage], recorded: str | Non
         return
     manifest = _old_manifest(holders, old_prefix, recorded, old_id)
     report.storages = [s.name for s in holders]
-    if is_current(manifest, new):
+    if is_current(manifest, new, holders[0], age):
         report.action = CURRENT
         report.new_id = None
         return
@@ -191,10 +239,11 @@ def _rekey(report: RekeyReport, storages: Sequence[Storage], recorded: str | Non
     done = _holding(holders, new_prefix)
     if len(done) == len(holders):  # a stopped run wrote it everywhere: only the rest is left
         new_manifest = _read_rekeyed(done[0], new_prefix, old_id)
-        if not _matches(new_manifest, new):
+        if not _matches(new_manifest, new) or (new.mode == "passphrase"
+                                                and not is_current(new_manifest, new, done[0], age)):
             raise RekeyFailed(f"backup {new_id}, a re-encryption of {old_id} a stopped rekey left, is encrypted "
-                              "to other recipients than those configured now",
-                              f"Try: check backup -> encryption -> recipients; to start over, delete {new_prefix} "
+                              "to other recipients (or another passphrase) than those configured now",
+                              f"Try: check backup -> encryption; to start over, delete {new_prefix} "
                               "from each storage (the original is complete beside it)", MANIFEST)
         if dry_run:
             report.action = WOULD_REKEY

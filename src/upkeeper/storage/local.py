@@ -46,14 +46,23 @@ class LocalWriter:
         self.key = key
         self.final = storage.path_for(key)
         self.tmp = self.final.with_name(f".{self.final.name}.{uuid.uuid4().hex[:8]}{TMP_SUFFIX}")
+        #: the directories this writer made (outermost first): an abort removes them again while empty, so a
+        #: failed backup leaves no empty ``<target>/<database>/<id>/`` behind
+        self.created: list[Path] = []
+        self.fh: BinaryIO | None = None
         storage.check_path()
-        try:
-            storage.makedirs(self.final.parent)
-            self.fh: BinaryIO | None = open(self.tmp, "wb")  # noqa: SIM115 - closed in commit/abort
-        except OSError as exc:
-            if isinstance(exc, FileNotFoundError):
-                storage.check_path()  # the storage directory vanished (unmounted) since we looked: say so
-            raise _oserror("cannot create", self.tmp, exc) from None
+        for attempt in range(3):
+            try:
+                self.created += storage.makedirs(self.final.parent)
+                self.fh = open(self.tmp, "wb")  # noqa: SIM115 - closed in commit/abort
+                break
+            except OSError as exc:
+                if isinstance(exc, FileNotFoundError):
+                    storage.check_path()  # the storage directory vanished (unmounted) since we looked: say so
+                    if attempt < 2:  # another writer's abort, or a delete, removed an empty directory of our
+                        continue     # path between our mkdir and open: make it again
+                self._remove_created()
+                raise _oserror("cannot create", self.tmp, exc) from None
         self.size = 0
 
     def write(self, data: bytes) -> int:
@@ -91,6 +100,20 @@ class LocalWriter:
             self.fh = None
         with contextlib.suppress(FileNotFoundError):
             self.tmp.unlink()
+        self._remove_created()
+
+    def _remove_created(self) -> None:
+        """rmdir the directories this writer made, innermost first, stopping at one that is not empty: another
+        object (of this set or another) written there meanwhile keeps it, and anything older is never touched."""
+        while self.created:
+            try:
+                self.created[-1].rmdir()
+            except FileNotFoundError:
+                pass
+            except OSError:
+                self.created.clear()
+                return
+            self.created.pop()
 
 
 def _unescape_fstab(field: str) -> str:
@@ -276,22 +299,26 @@ class LocalStorage:
                     raise _oserror("cannot remove", p, exc) from None
         return n
 
-    def makedirs(self, directory: Path) -> None:
-        """Create ``directory`` and its missing parents below the storage directory (never that one itself).
+    def makedirs(self, directory: Path) -> tuple[Path, ...]:
+        """Create ``directory`` and its missing parents below the storage directory (never that one itself);
+        return the directories created, outermost first.
 
         With ``fsync``, the parent of each directory created is fsynced too: a commit fsyncs only the
         object's own directory, and a power cut could otherwise lose a new set's directory (and the
         manifest in it) from its parent.
         """
         d = self.base
+        created: tuple[Path, ...] = ()
         for part in directory.relative_to(self.base).parts:
             d = d / part
             try:
                 d.mkdir()
             except FileExistsError:
                 continue
+            created += (d,)
             if self.config.fsync:
                 _fsync_dir(d.parent)
+        return created
 
     def describe(self) -> str:
         return f"local:{self.root}"
