@@ -14,6 +14,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
+import services
 from upkeeper.core.task import MemoryState, TaskContext
 from upkeeper.logs.report_html import time_chart
 from upkeeper.tasks.logs._common import write_reports
@@ -98,11 +99,14 @@ class _Html(HTMLParser):
     def __init__(self) -> None:
         super().__init__()
         self.tags: set[str] = set()
+        self.charts: list[str] = []  # the titles of the SVG charts
         self.active: list[tuple[str, str, str | None]] = []  # attributes that run script or load something
         self.chunks: list[str] = []
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         self.tags.add(tag)
+        if tag == "svg":
+            self.charts.append(dict(attrs).get("aria-label") or "")
         self.active += [(tag, k, v) for k, v in attrs
                         if k.startswith("on") or k in ("src", "href", "xlink:href", "srcdoc", "action", "style")]
 
@@ -184,6 +188,34 @@ def test_attack_corpus_stays_text_in_the_html_report(cli: Any, tmp_path: Path) -
                          "span", "code", "pre", "table", "thead", "tbody", "tr", "th", "td", "footer", "svg", "text",
                          "line", "rect", "circle", "polygon", "polyline"}, page.tags
     assert "<script>" in page.text and "onerror=" in page.text  # the payloads are there, as text
+
+
+def test_errors_html_report_has_the_figures_offline(cli: Any, tmp_path: Path) -> None:
+    """'upkeeper logs errors' had no --html, unlike 'logs nginx' and 'logs postgres'. Its report is the logs.errors
+    task's (by level, by type and class, nginx findings), self-contained, without what only history knows (new
+    groups, trends)."""
+    app, err, html = tmp_path / "app.log", tmp_path / "error.log", tmp_path / "errors.html"
+    services.write_app_log(app, [ValueError("order 1 failed"), ValueError("order 2 failed"),
+                                 ValueError("order 3 failed"), KeyError("sku 9")])
+    err.write_text('2024/03/01 10:00:00 [error] 11#11: *1 upstream timed out (110: Connection timed out) while '
+                   'reading response header from upstream, client: 192.0.2.1\n'
+                   '2024/03/01 10:00:01 [crit] 11#11: *2 open() "/srv/x" failed (13: Permission denied)\n'
+                   '2024/03/01 11:00:00 [crit] 11#11: *3 open() "/srv/y" failed (13: Permission denied)\n')
+    res = cli(["logs", "errors", "--nginx", str(err), str(app), "--html", str(html)])
+    assert res.code == 0, res.output
+    assert f"report: {html}" in res.out
+    page = parse_html(html)
+    assert not page.active and not page.tags & {"script", "link", "img", "iframe", "object"}, page.active
+    assert "url(" not in html.read_text() and "@import" not in html.read_text()
+    assert page.charts == ["exceptions by type", "lines by level", "error-log lines per hour", "lines by level",
+                           "biggest message classes"], page.charts
+    text = page.text
+    assert "|ValueError: 3|" in text and "|KeyError: 1|" in text  # the bars' values
+    assert "|ValueError|order <n> failed|3|" in text
+    assert "|crit: 2|" in text and "|error: 1|" in text and "|03/01 10h: 2|" in text and "|03/01 11h: 1|" in text
+    assert '|open() "…" failed (<n>: Permission denied): 2|' in text
+    assert "|critical|logs.errors.nginx_critical|" in text and "|warning|logs.errors.nginx_upstream|" in text
+    assert "NEW" not in text and "New since the last run" not in text and "Trends" not in text
 
 
 def test_postgres_reports_say_which_format_was_read(cli: Any, tmp_path: Path) -> None:
