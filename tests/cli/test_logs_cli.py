@@ -167,7 +167,9 @@ def test_html_path_and_directories_are_usage_errors(cli: Any, tmp_path: Path) ->
     log.write_text('192.0.2.1 - - [01/Mar/2024:10:00:00 +0000] "GET / HTTP/1.1" 200 5 "-" "curl/8"\n')
     pg = tmp_path / "pg.log"
     pg.write_text("2024-03-01 10:00:00.001 UTC [10] LOG:  duration: 1.000 ms  statement: SELECT 1\n")
-    for cmd, f in (("nginx", log), ("postgres", pg)):
+    app = tmp_path / "app.log"
+    app.write_text("2024-03-01 10:00:00,000 ERROR shop: x\n")
+    for cmd, f in (("nginx", log), ("postgres", pg), ("errors", app)):
         r = cli(["logs", cmd, str(f), "--html", str(tmp_path / "nonexistdir" / "x.html")])
         assert r.code == 2 and "internal error" not in r.err, r.output
         assert "nonexistdir" in r.err and "does not exist" in r.err

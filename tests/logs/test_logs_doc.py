@@ -60,8 +60,9 @@ def test_try_it_commands_run_as_written(cli: Any, tmp_path: Path, monkeypatch: p
             else:
                 assert data["requests"] > 50_000 and data["invalid"] == 0, line
         ran.append(argv[2])
-    assert ran == ["python", "nginx", "nginx", "goaccess-format", "errors"], ran
+    assert ran == ["python", "nginx", "nginx", "goaccess-format", "errors", "errors"], ran
     assert "<svg" in (tmp_path / "access.html").read_text()
+    assert 'aria-label="exceptions by type"' in (tmp_path / "errors.html").read_text()
 
 
 def test_csvlog_example_runs_as_written(cli: Any, tmp_path: Path) -> None:

@@ -66,6 +66,10 @@ def test_new_exception_groups_are_findings(cli: Any, make_config: Any, tmp_path:
     assert "Traceback (most recent call last)" in new[0]["data"]["example"]
     assert second["status"] == "warn"
     assert second["metrics"]["exceptions"] == 3  # only the new lines were read
+    page = Path(next(a["path"] for a in second["artifacts"] if a["format"] == "html")).read_text()
+    new_chart = page[page.index("<h3>New since the last run</h3>"):page.index("<h3>Exception groups</h3>")]
+    assert 'aria-label="new exception groups"' in new_chart
+    assert "TimeoutError: order &lt;n&gt; failed: 1" in new_chart and "ValueError" not in new_chart
     third = run(cli, cfg, "app-errors")
     assert third["metrics"]["exceptions"] == 0 and third["status"] == "ok"
 

@@ -5,12 +5,17 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
+import subprocess
+import sys
+import time
 from datetime import UTC, datetime
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
-from upkeeper.core.task import TaskContext
+import services
+from upkeeper.core.task import MemoryState, TaskContext
 from upkeeper.logs.report_html import time_chart
 from upkeeper.tasks.logs._common import write_reports
 
@@ -94,11 +99,14 @@ class _Html(HTMLParser):
     def __init__(self) -> None:
         super().__init__()
         self.tags: set[str] = set()
+        self.charts: list[str] = []  # the titles of the SVG charts
         self.active: list[tuple[str, str, str | None]] = []  # attributes that run script or load something
         self.chunks: list[str] = []
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         self.tags.add(tag)
+        if tag == "svg":
+            self.charts.append(dict(attrs).get("aria-label") or "")
         self.active += [(tag, k, v) for k, v in attrs
                         if k.startswith("on") or k in ("src", "href", "xlink:href", "srcdoc", "action", "style")]
 
@@ -182,6 +190,34 @@ def test_attack_corpus_stays_text_in_the_html_report(cli: Any, tmp_path: Path) -
     assert "<script>" in page.text and "onerror=" in page.text  # the payloads are there, as text
 
 
+def test_errors_html_report_has_the_figures_offline(cli: Any, tmp_path: Path) -> None:
+    """'upkeeper logs errors' had no --html, unlike 'logs nginx' and 'logs postgres'. Its report is the logs.errors
+    task's (by level, by type and class, nginx findings), self-contained, without what only history knows (new
+    groups, trends)."""
+    app, err, html = tmp_path / "app.log", tmp_path / "error.log", tmp_path / "errors.html"
+    services.write_app_log(app, [ValueError("order 1 failed"), ValueError("order 2 failed"),
+                                 ValueError("order 3 failed"), KeyError("sku 9")])
+    err.write_text('2024/03/01 10:00:00 [error] 11#11: *1 upstream timed out (110: Connection timed out) while '
+                   'reading response header from upstream, client: 192.0.2.1\n'
+                   '2024/03/01 10:00:01 [crit] 11#11: *2 open() "/srv/x" failed (13: Permission denied)\n'
+                   '2024/03/01 11:00:00 [crit] 11#11: *3 open() "/srv/y" failed (13: Permission denied)\n')
+    res = cli(["logs", "errors", "--nginx", str(err), str(app), "--html", str(html)])
+    assert res.code == 0, res.output
+    assert f"report: {html}" in res.out
+    page = parse_html(html)
+    assert not page.active and not page.tags & {"script", "link", "img", "iframe", "object"}, page.active
+    assert "url(" not in html.read_text() and "@import" not in html.read_text()
+    assert page.charts == ["exceptions by type", "lines by level", "error-log lines per hour", "lines by level",
+                           "biggest message classes"], page.charts
+    text = page.text
+    assert "|ValueError: 3|" in text and "|KeyError: 1|" in text  # the bars' values
+    assert "|ValueError|order <n> failed|3|" in text
+    assert "|crit: 2|" in text and "|error: 1|" in text and "|03/01 10h: 2|" in text and "|03/01 11h: 1|" in text
+    assert '|open() "…" failed (<n>: Permission denied): 2|' in text
+    assert "|critical|logs.errors.nginx_critical|" in text and "|warning|logs.errors.nginx_upstream|" in text
+    assert "NEW" not in text and "New since the last run" not in text and "Trends" not in text
+
+
 def test_postgres_reports_say_which_format_was_read(cli: Any, tmp_path: Path) -> None:
     """'upkeeper logs postgres' read a jsonlog file (told by its name) without saying so, in the terminal and
     in its HTML: a .json file of another format reads as an empty log, and nothing told why."""
@@ -212,3 +248,80 @@ def test_an_empty_first_run_is_not_said_to_follow_a_last_run(cli: Any, make_conf
     assert first["summary"].startswith("no log lines in 1 file(s) — report: "), first["summary"]
     second = cli(["--config", str(cfg), "run", "la", "--json"]).json()[0]
     assert second["summary"].startswith("no new log lines since the last run"), second["summary"]
+
+
+def _worker_with(parent: int, path: Path) -> int | None:
+    """The pid of ``parent``'s worker process once it has ``path`` open, else None."""
+    try:
+        children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
+    except OSError:
+        return None
+    for pid in children:
+        try:
+            if any(os.readlink(fd) == str(path) for fd in Path(f"/proc/{pid}/fd").iterdir()):
+                return int(pid)
+        except OSError:
+            continue
+    return None
+
+
+def _settled(directory: Path, quiet: float = 0.5, timeout: float = 30.0) -> list[str]:
+    """The names in ``directory`` once some exist and none changed for ``quiet`` seconds."""
+    seen: list[str] | None = None
+    since = deadline = time.monotonic()
+    deadline += timeout
+    while time.monotonic() < deadline:
+        now = sorted(p.name for p in directory.iterdir()) if directory.is_dir() else []
+        if now != seen:
+            seen, since = now, time.monotonic()
+        elif now and time.monotonic() - since > quiet:
+            return now
+        time.sleep(0.02)
+    raise AssertionError(f"{directory}: no report appeared ({seen})")
+
+
+def test_a_report_appears_only_for_a_run_whose_result_was_recorded(make_config: Any, tmp_path: Path) -> None:
+    """A real 'upkeeper run' killed (kill -9) after its worker wrote the report but before the result and
+    the cursors were recorded left errors-<time>.html/.json and latest.* in place: a report history never
+    heard of, whose lines the next run read again into a second report.  The report is now staged under a
+    hidden name and renamed into place only once the run is recorded; the next run removes what a killed
+    run staged, and publishes what a recorded run's dead runner did not."""
+    log = tmp_path / "app.log"
+    log.write_text("".join(f"2030-01-01 10:00:{i % 60:02d},000 ERROR shop: order {i} failed\nTraceback (most "
+                           f"recent call last):\n  File \"x.py\", line 1, in f\nValueError: order {i} failed\n"
+                           for i in range(50)))
+    reports = tmp_path / "r" / "errs"
+    cfg = make_config({"targets": {"app": {"kind": "app", "root": str(tmp_path)}},
+                       "jobs": {"errs": {"task": "logs.errors", "target": "app", "options": {
+                           "app_logs": [str(log)], "report_dir": str(tmp_path / "r")}}}})
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    argv = [sys.executable, "-m", "upkeeper", "--config", str(cfg), "run", "errs", "--json"]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    try:
+        deadline = time.monotonic() + 30
+        while (worker := _worker_with(proc.pid, tmp_path / "history.db")) is None:  # it got the run
+            assert proc.poll() is None and time.monotonic() < deadline, "the worker never opened the history"
+            time.sleep(0.002)
+        os.kill(proc.pid, signal.SIGSTOP)  # the worker finishes the task; nobody records its result
+        _settled(reports)
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    while Path(f"/proc/{worker}").exists() and time.monotonic() < deadline:  # it follows its parent
+        time.sleep(0.02)
+    assert [p.name for p in reports.iterdir() if not p.name.startswith(".")] == []
+    res = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=60)
+    run = json.loads(res.stdout)[0]
+    assert run["metrics"]["exceptions"] == 50, res.stdout  # the killed run's cursors were not recorded
+    paths = sorted(Path(a["path"]) for a in run["artifacts"])
+    assert sorted(reports.iterdir()) == sorted([*paths, reports / "latest.html", reports / "latest.json"])
+    html = next(p for p in paths if p.suffix == ".html")
+    assert html.read_text() == (reports / "latest.html").read_text()
+    # a run recorded, its runner killed before the rename: the next run publishes its report
+    lost = reports / "errors-20300101T000000.000000Z.html"
+    pending = reports / f".{lost.name}.pending"
+    pending.write_text("<p>recorded</p>")
+    state = MemoryState()
+    state.set("staged_reports", [pending.name])
+    write_reports(TaskContext(job="errs", task="logs.errors", state=state), reports, "errors", {}, None, keep=0)
+    assert lost.read_text() == "<p>recorded</p>" and not pending.exists()

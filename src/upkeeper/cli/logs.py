@@ -6,6 +6,7 @@ incremental reading and findings; these commands are for a look at any file.
 
 from __future__ import annotations
 
+import os
 import shlex
 from collections.abc import Callable
 from pathlib import Path
@@ -89,8 +90,16 @@ def _check_html(html: Path | None) -> None:
 
 
 def _write_html(html: Path, text: str) -> None:
+    """Write the report whole or not at all (a file beside it, renamed over it): an interrupted run never
+    leaves a half-written report under the name asked for.  A device or a pipe (/dev/stdout) is written
+    as it is."""
+    from upkeeper.core.artifacts import atomic_write_bytes
+
     try:
-        html.write_text(text, encoding="utf-8")
+        if html.exists() and not html.is_file():
+            html.write_text(text, encoding="utf-8")
+        else:  # through a symbolic link to the file it names, as a plain write would
+            atomic_write_bytes(Path(os.path.realpath(html)), text.encode("utf-8"))
     except OSError as exc:
         raise UsageError(f"--html {html}: cannot write ({exc.strerror or exc})",
                          "Try: write the report to a directory you can write to") from None
@@ -350,6 +359,7 @@ def errors_cmd(
     max_files: int = typer.Option(30, "--max-files", min=1, max=1000,
                                   help="at most this many files per log, newest first"),
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+    html: Path | None = typer.Option(None, "--html", help="also write the offline HTML report here"),
 ) -> None:
     """nginx error-log classes and application exceptions grouped by type and message (plain or .gz)."""
     from upkeeper.logs import parallel
@@ -357,12 +367,15 @@ def errors_cmd(
 
     if nginx_error_log is None and not app_logs:
         raise UsageError("which logs?", "Try: upkeeper logs errors --nginx /var/log/nginx/error.log app.log")
+    _check_html(html)
     ng_files = (_find_logs([nginx_error_log], rotated=rotated, max_files=max_files,
                            example="'/var/log/nginx/*error.log'") if nginx_error_log is not None else [])
     app_files = _find_logs(list(app_logs), rotated=rotated, max_files=max_files,
                            example="'/srv/shop/log/*.log'") if app_logs else []
     notes: list[parallel.ReadNote] = []
     out: dict[str, Any] = {}
+    ng: NginxErrorStats | None = None
+    app_stats: AppLogStats | None = None
     if nginx_error_log is not None:
         ng = NginxErrorStats()
         for lf in ng_files:
@@ -381,6 +394,8 @@ def errors_cmd(
     out["read_notes"] = _warn_read_notes(notes)
     out["files"] = [{"path": lf.path, "compressed": lf.gz} for lf in ng_files + app_files]
     out = redact_obj(out)  # exception messages can hold DSNs and tokens
+    if html is not None:
+        _write_html(html, _errors_html(ng, app_stats, out["files"], [nginx_error_log or "", *(app_logs or [])]))
     if as_json:
         print_json(out)
         return
@@ -392,6 +407,32 @@ def errors_cmd(
     if "app" in out:
         console.print(_table("application exceptions", ["type", "message", "count"],
                              [[g["type"], g["message"], g["count"]] for g in out["app"]["exceptions"]], (2,)))
+    if html is not None:
+        console.print(f"report: {html}", markup=False)
+
+
+def _errors_html(ng: Any, app: Any, files: list[dict[str, Any]], args: list[str]) -> str:
+    """The logs.errors task's HTML report of these figures, with its findings on the nginx error log (``args[0]``;
+    those on new exception groups need earlier runs: here no group is new)."""
+    from datetime import UTC, datetime
+
+    from upkeeper.logs.report_html import errors_report
+    from upkeeper.tasks.logs.errors import ErrorLogs, ErrorLogsOptions
+
+    opts = ErrorLogsOptions()
+    rep: dict[str, Any] = {"files": [f["path"] for f in files]}
+    findings: list[dict[str, Any]] = []
+    if ng is not None:
+        rep["nginx"] = redact_obj(ErrorLogs.nginx_report(ng, opts))
+        findings += [f.to_dict() for f in ErrorLogs.nginx_findings(rep["nginx"], args[0])]
+    if app is not None:
+        rep["app"], _new = ErrorLogs.app_report(app, opts, {}, datetime.now(UTC))
+        rep["app"]["new_groups"] = 0
+        for g in rep["app"]["exception_groups"]:
+            g["new"] = False
+    named = [a for a in args if a]
+    return errors_report(redact_obj(rep), findings, title=f"Error log report — {Path(named[0]).name}",
+                         subtitle=", ".join(named), trends={}, history=False)
 
 
 def _feed_file(lf: Any, feed: Callable[[bytes, str], Any], notes: list[Any]) -> None:

@@ -134,7 +134,7 @@ def execute_request(
 ) -> Result:
     """Run the request's task and return its Result; never raises (``before_state_set`` and
     ``staged_state``: see :class:`HistoryState`; the caller hands the staged state to the runner, which
-    records it with the result)."""
+    records it with the result, then publishes the files the task staged: :mod:`upkeeper.core.artifacts`)."""
     job = req.job
     # A logger of its own, outside logging's registry: getLogger() with a per-run name would keep one
     # Logger per run alive for the worker's whole life (a slow leak in a daemon's long-lived workers).
@@ -171,6 +171,8 @@ def execute_request(
             metrics=metrics,
             clock=clock or (lambda: datetime.now(UTC)),
             progress=lambda message, fraction: send(("progress", redact(message), fraction)),
+            # the runner records the staged state with the result, then publishes the staged files
+            stage_files=hist is not None and staged_state is not None,
         )
         task = job.task_cls()
         result = task.run(ctx, job.options)

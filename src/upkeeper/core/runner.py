@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
+from upkeeper.core.artifacts import publish, take_staged
 from upkeeper.core.execute import WorkRequest
 from upkeeper.core.executor import Executor, LogFn, Outcome, ProgressFn
 from upkeeper.core.history import History, NewRun
@@ -245,6 +246,9 @@ class Runner:
             if (schedule_retry and status in ("fail", "error") and attempt <= job.retries
                     and not outcome.interrupted):
                 retry_at = finished + job.retry_delay_for(attempt + 1)
+            # reports the task wrote under pending names: recorded by their final paths, renamed into
+            # place once the result (and the job state naming them) is recorded
+            staged = take_staged(outcome.result)
             details: dict[str, Any] = {}
             if outcome.timed_out:
                 details["timed_out"] = True
@@ -256,6 +260,7 @@ class Runner:
                 target=job.target_name, state=outcome.state,
             )
             released = True
+            publish(staged, log)
             if retry_at is not None:
                 self.history.create_run(
                     NewRun(job=job.name, task=job.task_name, target=job.target_name, scheduled_for=retry_at,

@@ -220,6 +220,10 @@ class TaskContext:
     metrics: MetricsReader = field(default_factory=NoMetrics)
     clock: Callable[[], datetime] = _utcnow
     progress: Callable[[str, float | None], None] = lambda message, fraction: None
+    #: the runner records the result and then publishes the files the task staged (see
+    #: :mod:`upkeeper.core.artifacts`): a task writes its reports under pending names and stages them.
+    #: False (a task called directly, no history): nothing publishes them later, so the task does.
+    stage_files: bool = False
 
     def now(self) -> datetime:
         return self.clock()

@@ -407,8 +407,19 @@ def postgres_report(rep: dict[str, Any], findings: Sequence[dict[str, Any]], *, 
 # ---------------------------------------------------------------------------------------------
 
 
+#: bar colours of log levels: the severe ones red, warnings amber, the rest grey
+LEVEL_COLORS = {"emerg": "#7f1d1d", "alert": "#991b1b", "crit": "#b91c1c", "critical": "#b91c1c",
+                "error": "#dc2626", "err": "#dc2626", "warn": "#d97706", "warning": "#d97706"}
+
+
+def level_colors(levels: Sequence[str]) -> list[str]:
+    return [LEVEL_COLORS.get(lv.lower(), "#94a3b8") for lv in levels]
+
+
 def errors_report(rep: dict[str, Any], findings: Sequence[dict[str, Any]], *, title: str, subtitle: str,
-                  trends: dict[str, list[tuple[str, float]]], footer: str = "") -> str:
+                  trends: dict[str, list[tuple[str, float]]], footer: str = "", history: bool = True) -> str:
+    """The error-log report of the ``logs.errors`` task, or of ``upkeeper logs errors --html`` (``history``
+    False: no earlier run, so no group is new and there are no trends)."""
     rep, findings = _redacted(rep, findings)
     ng = rep.get("nginx")
     app = rep.get("app")
@@ -420,18 +431,39 @@ def errors_report(rep: dict[str, Any], findings: Sequence[dict[str, Any]], *, ti
                    "crit" if any(lv.get(k) for k in ("crit", "alert", "emerg")) else ""),
                   (fmt_num(ng["upstream"]), "upstream errors", "warn" if ng["upstream"] else "")]
     if app:
-        cards += [(fmt_num(app["exceptions_total"]), f"exceptions in {app['groups']} groups",
-                   "warn" if app["exceptions_total"] else ""),
-                  (fmt_num(app["new_groups"]), "new exception groups", "warn" if app["new_groups"] else ""),
-                  (fmt_num(app["levels"].get("error", 0) + app["levels"].get("critical", 0)), "error lines", "")]
+        cards.append((fmt_num(app["exceptions_total"]), f"exceptions in {app['groups']} groups",
+                      "warn" if app["exceptions_total"] else ""))
+        if history:
+            cards.append((fmt_num(app["new_groups"]), "new exception groups", "warn" if app["new_groups"] else ""))
+        cards.append((fmt_num(app["levels"].get("error", 0) + app["levels"].get("critical", 0)), "error lines", ""))
     body = [kpis(cards), "<h2>Findings</h2>" + findings_table(findings)]
     if app:
-        body.append("<h2>Application exceptions</h2>" + table(
-            ["new", "type", "message", "count", "example (a long trace: its first and last lines)"],
-            [("NEW" if g["new"] else "", g["type"], g["message"], g["count"], trace_excerpt(g["example"]))
-             for g in app["exception_groups"]], numeric=(3,), code=(1, 4), empty="no exceptions"))
-        body.append(bar_chart([(k, float(v)) for k, v in app["levels"].items()], width=520, title="lines by level",
-                              label_width=80))
+        levels = list(app["levels"])
+        body.append("<h2>Application exceptions</h2>" + '<div class="grid2">'
+                    + bar_chart([(k, float(v)) for k, v in app.get("by_type", {}).items()], width=520,
+                                title="exceptions by type", colors=["#dc2626"], label_width=180)
+                    + bar_chart([(k, float(app["levels"][k])) for k in levels], width=520, title="lines by level",
+                                colors=level_colors(levels), label_width=80) + "</div>")
+        groups = app["exception_groups"]
+        if history:
+            new = [g for g in groups if g["new"]]
+            body.append("<h3>New since the last run</h3>")
+            if new:
+                body.append(bar_chart([(f"{g['type']}: {g['message']}", float(g["count"])) for g in new],
+                                      title="new exception groups", colors=["#dc2626"], label_width=320))
+            elif app.get("baseline_groups"):
+                body.append(f'<p class="muted">First run: its {fmt_num(app["baseline_groups"])} exception '
+                            "group(s) are recorded as known; later runs show the groups not seen before here.</p>")
+            else:
+                body.append('<p class="muted">No exception group that earlier runs had not seen.</p>')
+        cols = ["type", "message", "count", "example (a long trace: its first and last lines)"]
+        rows: list[tuple[Any, ...]] = [(g["type"], g["message"], g["count"], trace_excerpt(g["example"]))
+                                       for g in groups]
+        if history:
+            cols, rows = ["new", *cols], [("NEW" if g["new"] else "", *r) for g, r in zip(groups, rows, strict=True)]
+        off = 1 if history else 0
+        body.append("<h3>Exception groups</h3>" + table(cols, rows, numeric=(2 + off,), code=(off, 3 + off),
+                                                         empty="no exceptions"))
         body.append("<h3>Warning and error messages</h3>" + table(
             ["level", "message (normalized)", "count", "example (all its lines)"],
             [(m["level"], m["message"], m["count"], m.get("example", "")[:500]) for m in app["messages"]],
@@ -439,11 +471,18 @@ def errors_report(rep: dict[str, Any], findings: Sequence[dict[str, Any]], *, ti
     if ng:
         body.append("<h2>nginx error log</h2>")
         body.append(time_chart(ng["by_hour"], what="error-log lines", color="#dc2626"))
-        body.append(bar_chart([(k, float(v)) for k, v in ng["levels"].items()], width=520, title="lines by level",
-                              label_width=80, colors=["#dc2626"]))
+        levels = list(ng["levels"])
+        body.append('<div class="grid2">'
+                    + bar_chart([(k, float(ng["levels"][k])) for k in levels], width=520, title="lines by level",
+                                label_width=80, colors=level_colors(levels))
+                    + bar_chart([(c["class"], float(c["count"])) for c in ng["classes"][:10]], width=520,
+                                title="biggest message classes", label_width=250,
+                                colors=level_colors([c["level"] for c in ng["classes"][:10]]))
+                    + "</div>")
         body.append(table(["level", "message class", "count", "example"],
                           [(c["level"], c["class"], c["count"], c["example"]) for c in ng["classes"]],
                           numeric=(2,), code=(1, 3)))
-    body.append("<h2>Trends across runs</h2>" + trend_charts(trends, (
-        ("exceptions", "exceptions per run", "", None), ("nginx_errors", "nginx errors per run", "", None))))
+    if history:
+        body.append("<h2>Trends across runs</h2>" + trend_charts(trends, (
+            ("exceptions", "exceptions per run", "", None), ("nginx_errors", "nginx errors per run", "", None))))
     return page(title, subtitle, "".join(body), footer)

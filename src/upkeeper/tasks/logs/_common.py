@@ -6,12 +6,14 @@ import json
 import os
 import re
 import stat
+import time
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import Field
 
+from upkeeper.core.artifacts import PENDING_SUFFIX, STAGED, atomic_write_bytes, final_name, pending_name
 from upkeeper.core.task import Finding, Severity, TaskContext
 from upkeeper.logs.parallel import ReadNote
 from upkeeper.logs.sources import PlanNote
@@ -48,6 +50,14 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
 
 
+#: job state: the pending names of the reports a run staged — recorded with its result, so the next run
+#: tells a report whose run was recorded (published late: its runner died after recording it) from one of
+#: a run that was not (removed)
+REPORTS_KEY = "staged_reports"
+#: a temporary file of an atomic write older than this was left by a killed process
+STALE_TMP_SECONDS = 3600
+
+
 def write_reports(ctx: TaskContext, directory: Path, stem: str, data: dict[str, Any], html: str | None,
                   keep: int) -> list[dict[str, Any]]:
     """Write ``<stem>-<time>.json`` (and ``.html``), refresh ``latest.*``, prune old ones; return artifacts.
@@ -56,50 +66,96 @@ def write_reports(ctx: TaskContext, directory: Path, stem: str, data: dict[str, 
     there already (two runs in the same instant, or a fixed clock): a run never overwrites another's
     report, so each run's recorded artifact keeps its own data.
 
+    Under the runner (``ctx.stage_files``) the files are written whole under hidden pending names
+    (:mod:`upkeeper.core.artifacts`) and the runner renames them into place and refreshes ``latest.*``
+    once the run's result is recorded: a run killed before that (whose cursors were not recorded either,
+    so the next run reads its lines again) leaves no report, and no report is ever seen half-written.
+    The pending files such a run left are removed here, by the job's next run.
+
     ``data`` is redacted here (log lines, paths and examples carry tokens and passwords); the tasks
     redact it before they build findings and the HTML, so this is the last line of defence."""
     data = redact_obj(data)
     directory.mkdir(parents=True, exist_ok=True)
-    suffixes = [".json"] + ([".html"] if html is not None else [])
-    base = _reserve(directory, f"{_safe(stem)}-{ctx.now().strftime('%Y%m%dT%H%M%S.%fZ')}", suffixes)
-    artifacts: list[dict[str, Any]] = []
-    jpath = base.with_name(base.name + ".json")
-    _atomic_write(jpath, json.dumps(data, indent=1, default=str, ensure_ascii=False) + "\n")
-    artifacts.append({"kind": "report", "format": "json", "path": str(jpath)})
+    _recover(ctx, directory, stem)
+    texts = [("json", json.dumps(data, indent=1, default=str, ensure_ascii=False) + "\n")]
     if html is not None:
-        hpath = base.with_name(base.name + ".html")
-        _atomic_write(hpath, html)
-        artifacts.append({"kind": "report", "format": "html", "path": str(hpath)})
-    for a in artifacts:
-        latest = directory / f"latest.{a['format']}"
-        _atomic_write(latest, Path(a["path"]).read_text(encoding="utf-8"))
+        texts.append(("html", html))
+    base = _reserve(directory, f"{_safe(stem)}-{ctx.now().strftime('%Y%m%dT%H%M%S.%fZ')}",
+                    [f".{fmt}" for fmt, _ in texts])
+    artifacts: list[dict[str, Any]] = []
+    pendings = [pending_name(base.with_name(f"{base.name}.{fmt}")) for fmt, _ in texts]
+    try:
+        for (fmt, text), pending in zip(texts, pendings, strict=True):
+            final = base.with_name(f"{base.name}.{fmt}")
+            with open(pending, "w", encoding="utf-8") as fh:
+                fh.write(text)
+                fh.flush()
+                os.fsync(fh.fileno())
+            latest = directory / f"latest.{fmt}"
+            art: dict[str, Any] = {"kind": "report", "format": fmt, "path": str(final)}
+            if ctx.stage_files:
+                art[STAGED] = {"from": str(pending), "copies": [str(latest)]}
+            else:  # nobody publishes it later: now
+                os.replace(pending, final)
+                atomic_write_bytes(latest, text.encode("utf-8"))
+            artifacts.append(art)
+        if ctx.stage_files:
+            ctx.state.set(REPORTS_KEY, [p.name for p in pendings])
+    except BaseException:  # an error, or the SIGTERM of a timeout: no half-written file stays behind
+        for p in pendings:
+            p.unlink(missing_ok=True)
+        raise
     _prune(directory, stem, keep, {Path(a["path"]) for a in artifacts})
     return artifacts
 
 
+def _recover(ctx: TaskContext, directory: Path, stem: str) -> None:
+    """The pending reports of earlier runs of this job (none runs now: runs of a job take turns): the
+    recorded run's (its runner died between recording and renaming) are published, the others (a run
+    killed before its result was recorded) removed, as are temporary files of killed writes."""
+    recorded = ctx.state.get(REPORTS_KEY) or []
+    for p in directory.glob(f".{_safe(stem)}-*{PENDING_SUFFIX}"):
+        final = final_name(p)
+        try:
+            if final is not None and p.name in recorded:
+                os.replace(p, final)
+            else:
+                p.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            ctx.log.warning("cannot tidy the left-over report %s: %s", p, exc.strerror or exc)
+    old = time.time() - STALE_TMP_SECONDS
+    for p in directory.glob(".*.tmp-*"):
+        try:
+            if p.stat().st_mtime < old:
+                p.unlink()
+        except OSError:
+            pass
+
+
 def _reserve(directory: Path, name: str, suffixes: list[str]) -> Path:
-    """``directory/name`` (or ``name-2`` …) with each of ``suffixes`` created empty and exclusively: a
-    name no other run has, nor will take (O_EXCL) while this one writes its reports."""
+    """``directory/name`` (or ``name-2`` …) whose files (``name`` + each of ``suffixes``) no other run has
+    nor will take while this one writes them: their pending names are created empty and exclusively
+    (O_EXCL), then the final names checked free (a run renames its pending file to its final name, so
+    one of the two exists from the reservation on)."""
     for n in range(1, 10_000):
         base = directory / (name if n == 1 else f"{name}-{n}")
         made: list[Path] = []
         try:
             for suffix in suffixes:
-                p = base.with_name(base.name + suffix)
+                final = base.with_name(base.name + suffix)
+                p = pending_name(final)
                 os.close(os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
                 made.append(p)
+                if os.path.lexists(final):
+                    raise FileExistsError(final)
         except FileExistsError:
             for p in made:
                 p.unlink(missing_ok=True)
             continue
         return base
     raise FileExistsError(f"{directory / name}: 10,000 reports of that name exist")
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def _prune(directory: Path, stem: str, keep: int, written: set[Path]) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import glob
 import time
+from collections import Counter
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -134,10 +136,10 @@ class ErrorLogs(Task[ErrorLogsOptions]):
         # the report is redacted before findings, HTML and JSON are made of it: exception messages and
         # error-log lines carry DSNs with passwords and request lines with ?token=…
         if ng is not None:
-            rep["nginx"] = redact_obj(self._nginx_report(ng, options))
-            findings += self._nginx_findings(rep["nginx"], error_log or "")
+            rep["nginx"] = redact_obj(self.nginx_report(ng, options))
+            findings += self.nginx_findings(rep["nginx"], error_log or "")
         if app is not None:
-            app_rep, new = self._app_report(app, options, known, ctx)
+            app_rep, new = self.app_report(app, options, known, ctx.now())
             if first_run and new:  # the baseline: every group is recorded as known, none is flagged as new
                 app_rep["baseline_groups"], app_rep["new_groups"] = len(new), 0
                 for g in app_rep["exception_groups"]:
@@ -218,7 +220,7 @@ class ErrorLogs(Task[ErrorLogsOptions]):
     # -- report and findings -------------------------------------------------------------------
 
     @staticmethod
-    def _nginx_report(ng: NginxErrorStats, o: ErrorLogsOptions) -> dict[str, Any]:
+    def nginx_report(ng: NginxErrorStats, o: ErrorLogsOptions) -> dict[str, Any]:
         order = {lv: i for i, lv in enumerate(("emerg", "alert", "crit", "error", "warn", "notice", "info", "debug"))}
         classes = sorted(ng.classes.items(), key=lambda kv: (order.get(kv[0][0], 9), -kv[1], kv[0][1]))
         return {
@@ -231,7 +233,7 @@ class ErrorLogs(Task[ErrorLogsOptions]):
         }
 
     @staticmethod
-    def _nginx_findings(r: dict[str, Any], path: str) -> list[Finding]:
+    def nginx_findings(r: dict[str, Any], path: str) -> list[Finding]:
         out = []
         severe = {k: v for k, v in r["levels"].items() if k in ("crit", "alert", "emerg")}
         if severe:
@@ -254,9 +256,11 @@ class ErrorLogs(Task[ErrorLogsOptions]):
         return out
 
     @staticmethod
-    def _app_report(app: AppLogStats, o: ErrorLogsOptions, known: dict[str, dict[str, Any]], ctx: TaskContext
-                    ) -> tuple[dict[str, Any], list[str]]:
-        now = ctx.now().isoformat(timespec="seconds")
+    def app_report(app: AppLogStats, o: ErrorLogsOptions, known: dict[str, dict[str, Any]], when: datetime
+                   ) -> tuple[dict[str, Any], list[str]]:
+        """The application part of the report, and the ids of the groups not in ``known`` (which it
+        updates: seen at ``when``)."""
+        now = when.isoformat(timespec="seconds")
         new = [gid for gid in app.exceptions if gid not in known]
         for gid, g in app.exceptions.items():
             k = known.setdefault(gid, {"type": g.kind, "message": redact(g.message), "first_seen": now, "count": 0})
@@ -270,12 +274,17 @@ class ErrorLogs(Task[ErrorLogsOptions]):
         biggest = {gid for gid, _g in sorted(app.exceptions.items(), key=lambda kv: (-kv[1].count, kv[1].kind))[:o.top]}
         groups = sorted(((gid, g) for gid, g in app.exceptions.items() if gid in biggest or gid in new),
                         key=lambda kv: (kv[0] not in new, -kv[1].count, kv[1].kind))
+        by_type: Counter[str] = Counter()
+        for g in app.exceptions.values():
+            by_type[g.kind] += g.count
         order = {"critical": 0, "error": 1, "warning": 2}
         msgs = sorted(app.messages.items(), key=lambda kv: (order.get(kv[0][0], 3), -kv[1]))
         return {
             "lines": app.lines, "json_lines": app.json_lines, "levels": dict(app.levels.most_common()),
             "exceptions_total": sum(g.count for g in app.exceptions.values()), "groups": len(app.exceptions),
             "new_groups": len(new),
+            # every group's exceptions by type (the list below has only the biggest groups and the new ones)
+            "by_type": dict(by_type.most_common(o.top)),
             "exception_groups": [{"id": gid, "type": g.kind, "message": g.message, "count": g.count,
                                   "new": gid in new, "example": g.example, "sources": sorted(g.sources)}
                                  for gid, g in groups],

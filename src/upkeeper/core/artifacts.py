@@ -1,0 +1,95 @@
+"""Files a run writes that must appear only once its result is recorded (a log task's reports).
+
+A task that runs under the runner (:attr:`upkeeper.core.task.TaskContext.stage_files`) writes such a file
+complete under a hidden *pending* name beside its final one (:func:`pending_name`), and says in the
+artifact where it goes: ``artifact["staged"] = {"from": PENDING, "copies": [PATH, …]}``.  The runner takes
+that entry out (:func:`take_staged`), records the result (and the job state) in one transaction, and only
+then renames the file into place and refreshes its copies (a report's ``latest.html``): :func:`publish`.
+
+So a run killed before its result is recorded (kill -9, a timeout, a history that cannot be written)
+leaves no file under a final name — a report history knows nothing about, counting lines the next run
+reads again — only its hidden pending file, which the task's next run removes; and no file is ever seen
+half-written under its final name.  A run recorded but killed before the rename has its pending file
+named in its recorded job state, so the next run publishes it (see
+:func:`upkeeper.tasks.logs._common.write_reports`): the artifact path in history then exists.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from upkeeper.core.task import Result
+
+STAGED = "staged"
+PENDING_SUFFIX = ".pending"
+
+
+@dataclass
+class Staged:
+    source: Path  # the complete file, under its pending name
+    target: Path  # where it goes once the run is recorded (the artifact's path)
+    copies: list[Path] = field(default_factory=list)  # files to refresh with its content then (latest.html)
+
+
+def pending_name(final: Path) -> Path:
+    """``dir/.NAME.pending`` for ``dir/NAME``: hidden, and never matched by a glob of final names."""
+    return final.with_name(f".{final.name}{PENDING_SUFFIX}")
+
+
+def final_name(pending: Path) -> Path | None:
+    """The final name of a :func:`pending_name` (None for any other name)."""
+    n = pending.name
+    if not (n.startswith(".") and n.endswith(PENDING_SUFFIX)) or len(n) <= 1 + len(PENDING_SUFFIX):
+        return None
+    return pending.with_name(n[1:-len(PENDING_SUFFIX)])
+
+
+def take_staged(result: Result) -> list[Staged]:
+    """Take the staged files out of ``result``'s artifacts (history records only the final paths)."""
+    out: list[Staged] = []
+    for a in result.artifacts:
+        st: Any = a.pop(STAGED, None) if isinstance(a, dict) else None
+        if isinstance(st, dict) and st.get("from") and a.get("path"):
+            out.append(Staged(Path(st["from"]), Path(a["path"]), [Path(c) for c in st.get("copies") or []]))
+    return out
+
+
+def publish(staged: list[Staged], log: logging.Logger) -> list[str]:
+    """Move each staged file into place, then refresh its copies; the problems (logged as warnings)."""
+    problems: list[str] = []
+    for s in staged:
+        try:
+            os.replace(s.source, s.target)
+        except FileNotFoundError:
+            if not s.target.exists():  # else the job's next run published it already
+                problems.append(f"{s.source}: gone before it could be renamed to {s.target}")
+                continue
+        except OSError as exc:
+            problems.append(f"{s.source}: cannot rename to {s.target} ({exc.strerror or exc})")
+            continue
+        for c in s.copies:
+            try:
+                atomic_write_bytes(c, s.target.read_bytes())
+            except OSError as exc:
+                problems.append(f"{c}: cannot refresh from {s.target} ({exc.strerror or exc})")
+    for p in problems:
+        log.warning("%s", p)
+    return problems
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``path`` whole or not at all: a temporary file beside it, flushed to disk, renamed over it."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
