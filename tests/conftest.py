@@ -6,6 +6,7 @@ import io
 import os
 import signal
 import sys
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,21 @@ if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
 os.environ.setdefault("COLUMNS", "200")
+
+
+@pytest.fixture(autouse=True)
+def _no_s3_upload_thread_left() -> Iterator[None]:
+    """Every path that writes to S3 (tasks, in-process CLI commands, storages check…) ends its uploads: a writer
+    neither committed nor aborted keeps its pool's thread ('upkeeper-s3_N') and its multipart upload, which add up
+    in a long-lived process (the daemon's workers, a CLI run over many backups)."""
+    before = set(threading.enumerate())
+    yield
+    left = [t for t in threading.enumerate() if t not in before and t.name.startswith("upkeeper-s3")]
+    for t in left:
+        t.join(timeout=2)  # a pool being shut down right now
+    alive = sorted(t.name for t in left if t.is_alive())
+    assert not alive, f"S3 upload threads left running by this test (an S3 writer neither committed nor aborted, " \
+                      f"or its storage not closed): {alive}"
 
 
 @dataclass

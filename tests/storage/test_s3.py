@@ -6,6 +6,7 @@ import hashlib
 import io
 import logging
 import os
+import threading
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -159,12 +160,58 @@ def test_multipart_upload_in_order_at_any_concurrency(s3_server: SeaweedS3, s3_b
 def test_abort_stale_uploads(s3_server: SeaweedS3, s3_bucket: str) -> None:
     storage = open_storage("s", s3_storage_config(s3_server, s3_bucket, part_size="5MiB"))
     assert isinstance(storage, S3Storage)
-    w = storage.open_write("left/over")
-    w.write(b"x" * (5 * MiB + 1))  # starts a multipart upload, as a run killed here would leave it
-    assert w.upload_id is not None
-    assert storage.abort_stale_uploads(older_than=timedelta(hours=1)) == 0  # too young
-    assert storage.abort_stale_uploads(older_than=timedelta(0)) == 1
+    try:
+        w = storage.open_write("left/over")
+        w.write(b"x" * (5 * MiB + 1))  # starts a multipart upload, as a run killed here would leave it
+        assert w.upload_id is not None
+        assert storage.abort_stale_uploads(older_than=timedelta(hours=1)) == 0  # too young
+        assert storage.abort_stale_uploads(older_than=timedelta(0)) == 1
+        assert s3_server.client().list_multipart_uploads(Bucket=s3_bucket).get("Uploads", []) == []
+    finally:
+        storage.close()  # this process lives on: the writer's upload thread must not (a killed run's dies with it)
+
+
+def test_closing_the_storage_ends_an_upload_left_open(s3_server: SeaweedS3, s3_bucket: str,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    """A writer neither committed nor aborted (an error path that misses its abort) must not keep its upload
+    threads, nor its invisible multipart upload, for the rest of a long-lived process (the daemon's workers, a CLI
+    run over many backups): every path closes its storages, and closing ends such an upload."""
+    before = set(threading.enumerate())
+    storage = open_storage("s", s3_storage_config(s3_server, s3_bucket, part_size="5MiB", upload_concurrency=2))
+    w = storage.open_write("left/open")
+    w.write(b"x" * (10 * MiB + 1))  # two parts in flight on the writer's pool
+    pool = [t for t in threading.enumerate() if t not in before and t.name.startswith("upkeeper-s3")]
+    assert pool
+    storage.close()
+    assert [t.name for t in pool if t.is_alive()] == []
     assert s3_server.client().list_multipart_uploads(Bucket=s3_bucket).get("Uploads", []) == []
+    assert "closing the storage aborts an upload still open" in caplog.text and "left/open" in caplog.text
+    with pytest.raises(StorageError, match="after commit/abort"):
+        w.commit()  # ended for good: nothing of it ever becomes visible
+    assert list(storage.list()) == []
+    storage.close()
+
+
+def test_an_upload_aborted_from_another_thread_starts_nothing_more(s3_server: SeaweedS3, s3_bucket: str) -> None:
+    """An encrypted backup writes from its age-drain thread; a task giving up on it (ObjectUpload.abort after its
+    join timeout, the storage closed) aborts the writer from another thread meanwhile.  The writer must then start
+    no multipart upload and no upload pool, which nothing would ever end."""
+    storage = open_storage("s", s3_storage_config(s3_server, s3_bucket, part_size="5MiB", upload_concurrency=2))
+    assert isinstance(storage, S3Storage)
+    before = set(threading.enumerate())
+    w = storage.open_write("aborted/meanwhile")
+
+    def abort_meanwhile(**_: Any) -> None:  # the other thread's abort lands while this one waits on the store
+        w.abort()
+
+    storage.client.meta.events.register("before-call.s3.CreateMultipartUpload", abort_meanwhile)
+    try:
+        with pytest.raises(StorageError, match="aborted"):
+            w.write(b"x" * (5 * MiB + 1))
+        assert [t.name for t in threading.enumerate() if t not in before and t.name.startswith("upkeeper-s3")] == []
+        assert s3_server.client().list_multipart_uploads(Bucket=s3_bucket).get("Uploads", []) == []
+    finally:
+        storage.close()
 
 
 def test_stale_upload_cleanup_reads_every_page_of_parts(s3_server: SeaweedS3, s3_bucket: str) -> None:

@@ -19,7 +19,9 @@ import logging
 import os
 import re
 import ssl
+import threading
 import warnings
+import weakref
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -142,6 +144,7 @@ class S3Writer:
         self.pending: deque[Future[dict[str, Any]]] = deque()
         self.pool: ThreadPoolExecutor | None = None
         self.done = False
+        storage._opened(self)
 
     def _next_part_size(self) -> int:
         return part_size_for(self.next_number, self.storage.config.part_size)
@@ -168,6 +171,7 @@ class S3Writer:
 
     def _submit(self, chunk: bytes | bytearray) -> None:
         s = self.storage
+        self._check_open()
         if self.upload_id is None:
             with s.errors("cannot start the multipart upload of", self.key):
                 resp = s.client.create_multipart_upload(Bucket=s.bucket, Key=self.object_key, **s.put_args())
@@ -180,9 +184,16 @@ class S3Writer:
             return
         while len(self.pending) >= concurrency:  # wait for a free slot: memory stays bounded
             self._collect()
+        self._check_open()
         if self.pool is None:
             self.pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="upkeeper-s3")
         self.pending.append(self.pool.submit(self._upload_part, self.upload_id, number, chunk))
+
+    def _check_open(self) -> None:
+        """Aborted by another thread (a task giving up on a stalled upload, the storage closed) while this one
+        waited: start no new multipart upload and no new pool, which nothing would end."""
+        if self.done:
+            raise StorageError(f"{self.storage.where(self.key)}: the upload was aborted", permanent=True)
 
     def _collect(self) -> None:
         """Wait for the oldest part in flight; its StorageError is raised here."""
@@ -226,6 +237,7 @@ class S3Writer:
         self._stop_pool()
         self.buffer = bytearray()
         self.done = True
+        s._finished(self)
         return ObjectInfo(self.key, self.size, datetime.now(UTC))
 
     def _stop_pool(self) -> None:
@@ -244,11 +256,12 @@ class S3Writer:
         """Drop the buffer and the pending multipart upload (best effort: the store may be down)."""
         self.done = True
         self.buffer = bytearray()
+        s = self.storage
+        s._finished(self)
         self._stop_pool()
         if self.upload_id is None:
             return
         upload_id, self.upload_id = self.upload_id, None
-        s = self.storage
         try:
             s.client.abort_multipart_upload(Bucket=s.bucket, Key=self.object_key, UploadId=upload_id)
         except (BotoCoreError, ClientError) as exc:
@@ -313,6 +326,8 @@ class S3Storage:
         self._secret = self._credentials()[1]
         self._client: S3Client | None = None
         self._bucket_ok = False
+        self._writers: weakref.WeakSet[S3Writer] = weakref.WeakSet()  # neither committed nor aborted yet
+        self._writers_lock = threading.Lock()
 
     # --- plumbing -------------------------------------------------------------------------------
 
@@ -455,7 +470,26 @@ class S3Storage:
     def describe(self) -> str:
         return f"s3://{self.bucket}/{self.prefix} at {self.endpoint}"
 
+    def _opened(self, writer: S3Writer) -> None:
+        with self._writers_lock:
+            self._writers.add(writer)
+
+    def _finished(self, writer: S3Writer) -> None:
+        with self._writers_lock:
+            self._writers.discard(writer)
+
     def close(self) -> None:
+        """End the writers still open (aborted: their upload pools and multipart uploads go), then the client.
+
+        Every path closes its storages when done; a writer it left open (an error path that missed its abort)
+        would otherwise keep its pool's threads, and the invisible multipart upload, for the rest of a
+        long-lived process."""
+        with self._writers_lock:
+            left = list(self._writers)
+        for w in left:
+            log.warning("%s: closing the storage aborts an upload still open", self.where(w.key))
+            with contextlib.suppress(Exception):
+                w.abort()
         if self._client is not None:
             self._client.close()
             self._client = None
