@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 
+from services import sftp_storage_config
+
 from .conftest import AgeKey, rewrite_manifest
 
 
@@ -1205,10 +1207,12 @@ def _everything(root: Path) -> list[str]:
     return sorted(str(p.relative_to(root)) + ("/" if p.is_dir() else "") for p in root.rglob("*"))
 
 
-def test_a_failed_backup_leaves_nothing_on_local_storage(cli: Any, make_config: Any, tmp_path: Path) -> None:
-    """A file the job cannot read fails the backup after its objects were opened on both storages: each is left
-    exactly as before — no empty ``web/files/<id>/`` (nor ``web/files/``, ``web/`` it made), and an earlier
-    backup beside it untouched.  Run without the capabilities that let root read anything."""
+def test_a_failed_backup_leaves_nothing_on_local_or_sftp_storage(cli: Any, make_config: Any, tmp_path: Path,
+                                                                 sftp_server: Any) -> None:
+    """A file the job cannot read fails the backup after its objects were opened on every storage: each is left
+    exactly as before — no empty ``web/files/<id>/`` (nor ``web/files/``, ``web/`` it made), on a local disk or an
+    SFTP server, and an earlier backup beside it untouched.  Run without the capabilities that let root read
+    anything."""
     setpriv = shutil.which("setpriv")
     if setpriv is None:
         pytest.skip("setpriv is not installed")
@@ -1217,13 +1221,15 @@ def test_a_failed_backup_leaves_nothing_on_local_storage(cli: Any, make_config: 
     (root / "app" / "main.py").write_text("print('hi')\n")
     (root / "app" / "z-private.key").write_text("secret\n")
     (root / "app" / "z-private.key").chmod(0o000)  # root reads it; the job below cannot
-    stores = [tmp_path / "store1", tmp_path / "store2"]
+    vault = sftp_storage_config(sftp_server)
+    stores = [tmp_path / "store1", tmp_path / "store2", Path(vault.path)]  # the SFTP server's disk is this machine's
 
     def config(storages: list[str]) -> Path:
         return Path(make_config({
             "targets": {"web": {"kind": "app", "root": str(root)}},
-            "storages": {f"local{i + 1}": {"kind": "local", "path": str(s), "fsync": False}
-                         for i, s in enumerate(stores)},
+            "storages": {**{f"local{i + 1}": {"kind": "local", "path": str(s), "fsync": False}
+                            for i, s in enumerate(stores[:2])},
+                         "vault": vault.model_dump(mode="json", exclude_none=True)},
             "backup": {"storages": storages, "encryption": "none"},
             "jobs": {"app-backup": {"task": "files.backup", "target": "web"}},
         }))
@@ -1232,7 +1238,7 @@ def test_a_failed_backup_leaves_nothing_on_local_storage(cli: Any, make_config: 
     assert r.code == 0, r.output
     before = _everything(stores[0])
     assert len(before) == 5, before  # web/, web/files/, the set, its manifest and archive
-    cfg = config(["local1", "local2"])
+    cfg = config(["local1", "local2", "vault"])
     caps = "-dac_override,-dac_read_search"
     p = subprocess.run([setpriv, f"--bounding-set={caps}", f"--inh-caps={caps}", sys.executable, "-m", "upkeeper",
                         "--config", str(cfg), "run", "app-backup", "--json"], capture_output=True, text=True,
@@ -1240,4 +1246,6 @@ def test_a_failed_backup_leaves_nothing_on_local_storage(cli: Any, make_config: 
     assert p.returncode == 1, p.stdout + p.stderr
     run = json.loads(p.stdout)[0]
     assert run["status"] == "fail" and "z-private.key" in run["summary"], run
-    assert _everything(stores[0]) == before and _everything(stores[1]) == []
+    assert _everything(stores[0]) == before
+    assert _everything(stores[1]) == []
+    assert _everything(stores[2]) == []  # the SFTP server's

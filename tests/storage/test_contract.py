@@ -2,8 +2,9 @@
 
 local: a directory; s3: SeaweedFS; s3-tls: SeaweedFS behind nginx terminating TLS with a
 private CA (``ca_file``); sftp: OpenSSH.  Each test gets a fresh, empty storage.
-``residue()`` looks behind the interface (the directory, the bucket's pending multipart
-uploads) to prove that aborted or failed writes leave nothing behind.
+``residue()`` looks behind the interface (every file and directory under the storage's
+directory, the bucket's objects and pending multipart uploads) to prove that aborted or failed
+writes leave nothing behind — no partial file, no upload, and no empty directory made for them.
 """
 
 from __future__ import annotations
@@ -38,14 +39,16 @@ PART = 5 * MiB  # S3's minimum part size: multipart kicks in for anything bigger
 class Backend:
     kind: str
     storage: Storage
-    residue: Callable[[], list[str]]  # everything physically present, including hidden temp files and uploads
+    residue: Callable[[], list[str]]  # everything physically present: hidden temp files, uploads, directories
     config: dict[str, Any]  # the storage's config as plain data (secrets included), for a child process
 
 
-def _files_under(root: Path) -> list[str]:
+def _entries_under(root: Path) -> list[str]:
+    """Every file and directory below ``root`` (directories with a trailing ``/``): an empty ``set/1/`` left by a
+    failed write is residue too."""
     if not root.exists():
         return []
-    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+    return sorted(str(p.relative_to(root)) + ("/" if p.is_dir() else "") for p in root.rglob("*"))
 
 
 @pytest.fixture(params=["local", "s3", "s3-tls", "sftp"])
@@ -57,7 +60,7 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]
         storage: Storage = open_storage("contract", local_storage_config(root))
 
         def residue() -> list[str]:
-            return _files_under(root)
+            return _entries_under(root)
     elif kind in ("s3", "s3-tls"):
         server = request.getfixturevalue("s3_server")
         bucket = request.getfixturevalue("s3_bucket")
@@ -79,7 +82,7 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]
         root = Path(config.path)  # the server runs on this machine: look at its disk directly
 
         def residue() -> list[str]:
-            return _files_under(root)
+            return _entries_under(root)
     yield Backend(kind, storage, residue, data)
     storage.close()
 

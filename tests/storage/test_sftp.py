@@ -253,7 +253,8 @@ def test_server_disk_full_fails_the_write_and_leaves_nothing(sftp_server: SshSer
     assert not exc.value.permanent
     assert "the server reported a failure (disk full or quota exceeded?)" in exc.value.message
     assert "free space" in (exc.value.hint or "")
-    assert sorted(str(p.relative_to(small_fs)) for p in small_fs.rglob("*") if p.is_file()) == ["backups/small"]
+    # no partial file, and no empty set/ made for it
+    assert sorted(str(p.relative_to(small_fs)) for p in small_fs.rglob("*")) == ["backups", "backups/small"]
     assert [o.key for o in storage.list()] == ["small"]
     assert get_bytes(storage, "small") == b"fits"
     storage.close()
@@ -312,4 +313,62 @@ def test_the_storage_directory_is_never_created(sftp_server: SshServer) -> None:
             put_bytes(storage, key, b"y")
         assert exc.value.permanent
         assert not root.exists()
+    storage.close()
+
+
+def _everything(root: Path) -> list[str]:
+    """Every file and directory under ``root`` on the server's disk (directories with a trailing ``/``)."""
+    return sorted(str(p.relative_to(root)) + ("/" if p.is_dir() else "") for p in root.rglob("*"))
+
+
+def test_an_aborted_write_removes_only_the_directories_it_made_while_empty(sftp_server: SshServer) -> None:
+    """A failed backup leaves no empty ``<target>/<database>/<id>/`` on the server; a directory another writer uses
+    (or made) stays, and that writer commits; the storage does not remember a removed directory as existing."""
+    config = sftp_storage_config(sftp_server)
+    root = Path(config.path)
+    storage = open_storage("s", config)
+    assert isinstance(storage, SftpStorage)
+    put_bytes(storage, "db/app/old/manifest.json", b"{}")  # an earlier backup: db/app/ is not this run's
+    first = storage.open_write("db/app/new/a.zst")  # makes db/app/new/
+    second = storage.open_write("db/app/new/b.zst")  # in the same directory, made by the first
+    first.write(b"x")
+    first.abort()
+    assert (root / "db" / "app" / "new").is_dir()  # the second writer's partial file is in it
+    second.write(b"y")
+    second.commit()
+    assert [o.key for o in storage.list()] == ["db/app/new/b.zst", "db/app/old/manifest.json"]
+    third = storage.open_write("db/app/newer/dir/c.zst")
+    third.write(b"z")
+    third.abort()
+    assert _everything(root) == ["db/", "db/app/", "db/app/new/", "db/app/new/b.zst", "db/app/old/",
+                                 "db/app/old/manifest.json"]
+    assert not {f"{root}/db/app/newer", f"{root}/db/app/newer/dir"} & storage._dirs  # forgotten, not "known"
+
+    # another client removes directories this one remembers (a prune deleting the last object of a set): the next
+    # write makes them again, and its abort removes them again
+    other = open_storage("other", config)
+    other.delete("db/app/new/b.zst")
+    other.delete("db/app/old/manifest.json")
+    assert _everything(root) == []
+    w = storage.open_write("db/app/new/d.zst")
+    w.write(b"d")
+    assert (root / "db" / "app" / "new").is_dir()
+    w.abort()
+    assert _everything(root) == []
+    put_bytes(storage, "db/app/new/e.zst", b"e")
+    assert [o.key for o in other.list()] == ["db/app/new/e.zst"]
+    other.close()
+    storage.close()
+
+
+def test_a_writer_failing_to_open_removes_the_directories_it_made(sftp_server: SshServer) -> None:
+    """The directories are made, then the server refuses the partial file itself: nothing stays behind."""
+    config = sftp_storage_config(sftp_server)
+    root = Path(config.path)
+    storage = open_storage("s", config)
+    put_bytes(storage, "db/keep", b"k")
+    name = "x" * 255  # the longest file name: the partial file's (".x…x.<random>.upkeeper-partial") is too long,
+    with pytest.raises(StorageError):  # so the open fails after db/app/ and db/app/1/ were made
+        put_bytes(storage, f"db/app/1/{name}", b"x")
+    assert _everything(root) == ["db/", "db/keep"]
     storage.close()

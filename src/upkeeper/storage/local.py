@@ -267,17 +267,23 @@ class LocalStorage:
             return
         except OSError as exc:
             raise _oserror("cannot delete", p, exc) from None
-        # remove empty parent directories up to the root
+        self._remove_empty_parents(p)
+
+    def _remove_empty_parents(self, p: Path) -> None:
+        """rmdir the directories above ``p`` while they are empty, up to the root (never that one)."""
         parent = p.parent
         while parent != self.root and self.root in parent.parents:
             try:
                 parent.rmdir()
+            except FileNotFoundError:
+                pass
             except OSError:
                 break
             parent = parent.parent
 
     def clean_partials(self, older_than: timedelta = timedelta(hours=24), prefix: str = "") -> int:
-        """Remove temporary files of crashed writers under ``prefix`` not modified for ``older_than``."""
+        """Remove temporary files of crashed writers under ``prefix`` not modified for ``older_than``, and the
+        directories above them left empty."""
         self.check_path()
         top = self.root / prefix if prefix else self.root
         if not top.is_dir():
@@ -290,13 +296,15 @@ class LocalStorage:
                     continue
                 p = Path(dirpath) / f
                 try:
-                    if p.stat().st_mtime <= cutoff:
-                        p.unlink()
-                        n += 1
+                    if p.stat().st_mtime > cutoff:
+                        continue
+                    p.unlink()
+                    n += 1
                 except FileNotFoundError:
                     continue
                 except OSError as exc:
                     raise _oserror("cannot remove", p, exc) from None
+                self._remove_empty_parents(p)  # the directories made for it, now empty
         return n
 
     def makedirs(self, directory: Path) -> tuple[Path, ...]:

@@ -4,7 +4,9 @@ A write goes to a temporary name beside the final one (``.NAME.<random>.upkeeper
 never listed), is drained (every pipelined write acknowledged), fsynced when the server
 supports ``fsync@openssh.com``, size-checked, then moved into place with
 ``posix-rename@openssh.com`` — atomic, replacing an older object.  ``abort()`` removes
-the temporary file; a crash leaves only a temporary file that ``list`` ignores.
+the temporary file and the directories its write made, while empty; a crash leaves only a
+temporary file that ``list`` ignores (``clean_partials`` removes it and the directories it
+leaves empty).
 
 The configured ``path`` is never created (like a local storage's): it must exist on the
 server, so a volume not mounted there or a typo is an error instead of backups written onto
@@ -190,24 +192,30 @@ class SftpWriter:
         self.size = 0
         self.sftp: paramiko.SFTPClient | None = None
         self.fh: paramiko.SFTPFile | None = None
+        #: the directories this writer made (outermost first): an abort removes them again while empty, so a
+        #: failed backup leaves no empty ``<target>/<database>/<id>/`` on the server
+        self.created: list[str] = []
         self.sftp = storage.open_channel()
         try:
-            for attempt in (1, 2):
+            for attempt in range(3):
                 try:
-                    storage.makedirs(self.sftp, directory)
+                    storage.makedirs(self.sftp, directory, self.created)
                     self.fh = self.sftp.open(self.tmp, "wb")
                     break
                 except FileNotFoundError:
                     if attempt == 2:
                         raise
-                    storage.forget_dirs()  # someone removed a directory we had created: create it again
+                    # another writer's abort (here or in another process), a delete or a clean removed an empty
+                    # directory of our path, perhaps between our mkdir and open: forget what we knew, make it again
+                    storage.forget_dirs()
             assert self.fh is not None
             self.fh.set_pipelined(True)
         except Exception as exc:
-            self._close_channel()
-            raise storage.translate("cannot create", self.tmp, exc) from None
+            err = storage.translate("cannot create", self.tmp, exc)
+            self.abort()
+            raise err from None
         except BaseException:
-            self._close_channel()
+            self.abort()
             raise
 
     def write(self, data: bytes) -> int:
@@ -255,7 +263,8 @@ class SftpWriter:
         return ObjectInfo(self.key, self.size, datetime.now(UTC))
 
     def abort(self) -> None:
-        """Close and remove the temporary file (on a fresh connection if this one dropped)."""
+        """Close and remove the temporary file, then the directories this writer made while they are empty (on a
+        fresh connection if this one dropped)."""
         if self.fh is not None:
             with contextlib.suppress(Exception):
                 self.fh.close()
@@ -263,22 +272,63 @@ class SftpWriter:
         if self.sftp is None:
             return
         try:
-            self.sftp.remove(self.tmp)
-        except FileNotFoundError:
-            pass
+            self._clean(self.sftp)
         except Exception:
             try:
-                self.storage.call(lambda s: _remove_quietly(s, self.tmp))
+                self.storage.call(self._clean)
             except StorageError as exc:
-                log.warning("%s: could not remove the partial file %s (list ignores it): %s",
-                            self.storage.describe(), self.tmp, exc)
+                log.warning("%s: could not remove the partial file %s (list ignores it) or the directories made "
+                            "for it: %s", self.storage.describe(), self.tmp, exc)
         self._close_channel()
+
+    def _clean(self, sftp: paramiko.SFTPClient) -> None:
+        """Remove the partial file, then the directories made for it; a broken channel raises before the end."""
+        refused: OSError | None = None
+        try:
+            _remove_quietly(sftp, self.tmp)
+        except OSError as exc:
+            if _broken(sftp, exc):
+                raise
+            refused = exc  # the server's answer (the name is too long …): its directories may still go
+        self._remove_created(sftp)
+        if refused is not None:
+            raise refused
+
+    def _remove_created(self, sftp: paramiko.SFTPClient) -> None:
+        """rmdir the directories this writer made, innermost first, stopping at one the server refuses to remove
+        (not empty: another object, of this set or another, or another writer's partial file is in it); anything
+        older is never touched.  A lost connection raises, so that the caller tries again on a fresh one."""
+        while self.created:
+            path = self.created[-1]
+            self.storage.forget_dir(path)  # before the rmdir: no writer of this storage may count on it meanwhile
+            try:
+                sftp.rmdir(path)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                if _broken(sftp, exc):
+                    raise
+                self.created.clear()
+                return
+            self.storage.forget_dir(path)  # and after: a writer that saw it just before the rmdir may have noted it
+            self.created.pop()
 
     def _close_channel(self) -> None:
         if self.sftp is not None:
             with contextlib.suppress(Exception):
                 self.sftp.close()
             self.sftp = None
+
+
+def _broken(sftp: paramiko.SFTPClient, exc: BaseException) -> bool:
+    """Did ``exc`` come from a lost connection or a closed channel, rather than from the server's answer?"""
+    if isinstance(exc, _CONNECTION_ERRORS):
+        return True
+    channel = sftp.get_channel()
+    if channel is None or channel.closed:
+        return True
+    transport = channel.get_transport()
+    return transport is None or not transport.is_active()
 
 
 def _remove_quietly(sftp: paramiko.SFTPClient, path: str) -> None:
@@ -642,6 +692,10 @@ class SftpStorage:
     def forget_dirs(self) -> None:
         self._dirs.clear()
 
+    def forget_dir(self, path: str) -> None:
+        """``path`` may be removed: the next write below it checks (and makes) it again."""
+        self._dirs.discard(path)
+
     def missing_root(self) -> StorageError:
         c = self.config
         port = f"-p {c.port} " if c.port != 22 else ""
@@ -662,8 +716,9 @@ class SftpStorage:
             raise StorageError(f"{self.describe()}: the storage path is not a directory",
                                f"Try: point 'path' of storage {self.name!r} at a directory", permanent=True)
 
-    def makedirs(self, sftp: paramiko.SFTPClient, path: str) -> None:
-        """Create ``path`` and its missing parents below the storage directory (never that one itself)."""
+    def makedirs(self, sftp: paramiko.SFTPClient, path: str, created: builtins.list[str] | None = None) -> None:
+        """Create ``path`` and its missing parents below the storage directory (never that one itself), appending
+        each directory made here to ``created`` (outermost first; also when a deeper one then fails)."""
         if path in self._dirs:
             return
         if path == self.root:
@@ -675,9 +730,11 @@ class SftpStorage:
         try:
             st = sftp.stat(path)
         except FileNotFoundError:
-            self.makedirs(sftp, posixpath.dirname(path))
+            self.makedirs(sftp, posixpath.dirname(path), created)
             try:
                 sftp.mkdir(path)
+                if created is not None:
+                    created.append(path)
             except OSError as refused:
                 try:
                     st = sftp.stat(path)  # created meanwhile by someone else? then fine
@@ -786,7 +843,8 @@ class SftpStorage:
         return out
 
     def clean_partials(self, older_than: timedelta = timedelta(hours=24), prefix: str = "") -> int:
-        """Remove temporary files of crashed writers under ``prefix`` not modified for ``older_than``."""
+        """Remove temporary files of crashed writers under ``prefix`` not modified for ``older_than``, and the
+        directories above them left empty."""
         cutoff = time.time() - older_than.total_seconds()
 
         def op(sftp: paramiko.SFTPClient) -> int:
@@ -806,6 +864,7 @@ class SftpStorage:
                         with contextlib.suppress(FileNotFoundError):
                             sftp.remove(path)
                             n += 1
+                        self._remove_empty_parents(sftp, path)  # the directories made for it, now empty
 
             self.check_root(sftp)
             walk(top)
@@ -822,16 +881,23 @@ class SftpStorage:
                 sftp.remove(path)
             except FileNotFoundError:
                 return
-            parent = posixpath.dirname(path)
-            while parent != self.root and parent.startswith(self.root.rstrip("/") + "/"):
-                try:
-                    sftp.rmdir(parent)
-                except OSError:
-                    break
-                self._dirs.discard(parent)
-                parent = posixpath.dirname(parent)
+            self._remove_empty_parents(sftp, path)
 
         self.call(op, "cannot delete", path)
+
+    def _remove_empty_parents(self, sftp: paramiko.SFTPClient, path: str) -> None:
+        """rmdir the directories above ``path`` while they are empty, up to the storage directory (never that one)."""
+        parent = posixpath.dirname(path)
+        while parent != self.root and parent.startswith(self.root.rstrip("/") + "/"):
+            self._dirs.discard(parent)
+            try:
+                sftp.rmdir(parent)
+            except FileNotFoundError:
+                pass
+            except OSError:
+                break
+            self._dirs.discard(parent)
+            parent = posixpath.dirname(parent)
 
     def describe(self) -> str:
         c = self.config
