@@ -59,9 +59,10 @@ class SetIndex:
 
 def index_sets(storages: Sequence[Storage], target: str | None = None, database: str | None = None,
                errors: list[str] | None = None, unlisted: dict[str, UpkeeperError] | None = None,
-               ) -> dict[tuple[str, str], SetIndex]:
+               known: Manifest | None = None) -> dict[tuple[str, str], SetIndex]:
     """What the storages hold.  A storage that cannot be listed is left out (never taken for an empty one):
-    its error goes to ``errors`` and, by storage name, to ``unlisted``."""
+    its error goes to ``errors`` and, by storage name, to ``unlisted``.  ``known``: a manifest this process
+    just wrote, not parsed again where the stored one has its very bytes (see :func:`read_manifest`)."""
     out: dict[tuple[str, str], SetIndex] = {}
     for storage in storages:
         try:
@@ -76,7 +77,7 @@ def index_sets(storages: Sequence[Storage], target: str | None = None, database:
             idx = out.setdefault((st.target, st.database), SetIndex())
             if st.complete:
                 try:
-                    m = read_manifest(storage, st.prefix, file_lists=False)  # its kind and time only
+                    m = read_manifest(storage, st.prefix, file_lists=False, known=known)  # its kind and time only
                 except UpkeeperError as exc:
                     if errors is not None:
                         path = f"{st.prefix}{MANIFEST}"
@@ -145,10 +146,11 @@ def prune_series(
     catalog: Catalog | None = None,
     dry_run: bool = False,
     index: dict[tuple[str, str], SetIndex] | None = None,
+    known: Manifest | None = None,
 ) -> SeriesReport:
     report = SeriesReport(target, database, kind)
     if index is None:
-        index = index_sets(storages, target, database, report.errors)
+        index = index_sets(storages, target, database, report.errors, known=known)
     idx = index.get((target, database), SetIndex())
     sets = {i: v for i, v in idx.complete.items() if v[0] == kind}
     # A set being re-encrypted ('backups rekey') and its complete re-encryption hold the same data at the same
