@@ -1249,3 +1249,40 @@ def test_a_failed_backup_leaves_nothing_on_local_or_sftp_storage(cli: Any, make_
     assert _everything(stores[0]) == before
     assert _everything(stores[1]) == []
     assert _everything(stores[2]) == []  # the SFTP server's
+
+
+def test_tar_headers_have_the_right_checksum_at_every_name_length(tmp_path: Path) -> None:
+    """Headers are made from cached fields with a checksum summed in parts: each one, for names up to the longest
+    ustar can split (with the largest ASCII bytes), links up to 100 bytes, sizes and times up to 11 octal digits,
+    reads back (tarfile checks the checksum) with its fields; what does not fit ustar gets a pax header."""
+    import random
+
+    from upkeeper.backup.files import _header
+
+    f = tmp_path / "f"
+    f.write_bytes(b"x")
+    st = f.stat()
+    rnd = random.Random(7)
+    cases: list[tuple[str, bytes, str]] = [("~" * 100, tarfile.REGTYPE, ""), ("~" * 155 + "/" + "~" * 100,
+                                           tarfile.REGTYPE, ""), ("a/" + "~" * 99, tarfile.SYMTYPE, "~" * 100),
+                                           ("d" * 154, tarfile.DIRTYPE, "")]
+    for _ in range(300):
+        parts = ["".join(rnd.choice("abc~_.-") for _ in range(rnd.randint(1, 60))) for _ in range(rnd.randint(1, 6))]
+        kind = rnd.choice([tarfile.REGTYPE, tarfile.SYMTYPE, tarfile.DIRTYPE])
+        cases.append(("/".join(parts) + ("é" if rnd.random() < 0.1 else ""),  # (not ASCII: pax)
+                      kind, "~" * rnd.randint(1, 120) if kind == tarfile.SYMTYPE else ""))
+    ustar = 0
+    for name, kind, link in cases:
+        size = rnd.randint(0, 5000) if kind == tarfile.REGTYPE else 0
+        buf = _header(name, st, kind, size, link)
+        with tarfile.open(fileobj=io.BytesIO(buf + bytes(size + -size % 512 + 1024)), mode="r:") as tf:
+            [m] = tf.getmembers()  # a bad checksum fails here
+        assert (m.name, m.type, m.size, m.linkname, m.mtime) == (name, kind, size, link, int(st.st_mtime)), name
+        assert m.mode == st.st_mode & 0o7777 and (m.uid, m.gid) == (st.st_uid, st.st_gid)
+        if len(buf) == 512:
+            ustar += 1
+            if kind == tarfile.REGTYPE:  # the largest sizes ustar holds (its header alone)
+                for big in (rnd.randint(1 << 30, 1 << 33), 0o77777777776):
+                    m = tarfile.TarInfo.frombuf(_header(name, st, kind, big), "utf-8", "surrogateescape")
+                    assert (m.name, m.size) == (name, big)
+    assert ustar > 100  # most of them plain ustar headers

@@ -543,3 +543,40 @@ def test_list_says_when_its_limit_hides_backups_and_show_uses_the_config_timezon
     r = cli(["--config", cfg, "backups", "show", ids[0]])
     assert r.code == 0, r.output
     assert "taken 2026-01-15 13:00:00 CET" in r.output, r.output
+
+
+def test_retention_takes_the_catalog_copy_of_a_manifest_only_while_the_stored_bytes_are_those(
+        tmp_path: Path) -> None:
+    """Retention reads each set's manifest for its kind, time and objects; one the catalog recorded (with the
+    SHA-256 of manifest.json as written) is not parsed again while the storage holds those very bytes (a files
+    set's manifest lists every file: 39 MB for 200,000 files).  One changed since counts as stored: here no
+    longer valid JSON, so named and never pruned, whatever the catalog's copy says."""
+    from upkeeper.backup.prune import prune_series
+    from upkeeper.config.backup import RetentionPolicy
+
+    store = tmp_path / "store"
+    store.mkdir()
+    s = LocalStorage("local1", LocalStorageConfig(path=str(store), fsync=False))
+    now = datetime.now(UTC)
+    sets = [put_set(s, now - timedelta(days=d)) for d in (3, 2, 1, 0)]  # oldest first
+    h = History(f"sqlite:///{tmp_path / 'history.db'}")
+    try:
+        cat = Catalog(h)
+        for m in sets:
+            cat.record(m, ["local1"])
+        edited, gone_wrong = sets[1], sets[2]
+        (store / edited.prefix / "manifest.json").write_bytes(b'{"id": "truncated')
+        # valid, but another kind than recorded: not this series' any more, so not pruned with it
+        d = json.loads((store / gone_wrong.prefix / "manifest.json").read_bytes())
+        (store / gone_wrong.prefix / "manifest.json").write_text(json.dumps({**d, "kind": "redis"}))
+        report = prune_series([s], "db", "app", "postgres",
+                              RetentionPolicy(keep_last=1, keep_daily=0, keep_weekly=0, keep_monthly=0),
+                              default_tz="UTC", now=now, incomplete_after=timedelta(hours=24), catalog=cat,
+                              known=sets[3])
+    finally:
+        h.close()
+    assert report.deleted == [sets[0].id]
+    assert [d.item.id for d in report.decisions] == [sets[3].id, sets[0].id]
+    assert report.errors == [f"local1: db/app/{edited.id}/manifest.json: not valid JSON (Unterminated string "
+                             "starting at: line 1 column 8 (char 7))"]
+    assert all((store / m.prefix / "manifest.json").exists() for m in sets[1:])

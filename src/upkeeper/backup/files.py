@@ -19,6 +19,7 @@ import re
 import stat
 import struct
 import tarfile
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,9 +30,9 @@ from upkeeper.errors import BackupError
 BUFFER = 1 << 20
 
 
-@dataclass
+@dataclass(slots=True)
 class Entry:
-    path: Path  # absolute, on disk
+    path: str  # absolute, on disk
     arcname: str
     kind: str  # file | dir | symlink
     #: the path with every symlinked directory above the entry resolved (the entry itself is not):
@@ -44,6 +45,10 @@ class Entry:
     #: (st_dev, st_ino) of the directory the walk listed the entry in (None for a configured path): a file is
     #: opened through that directory, checked to be still the one listed
     parent: tuple[int, int] | None = None
+    #: the path of that directory (one str for all its entries) and the entry's name in it ("" for a
+    #: configured path)
+    dir: str = ""
+    name: str = ""
 
 
 @dataclass
@@ -58,22 +63,55 @@ def excluded(rel: str, patterns: Sequence[str], absolute: Sequence[str] = ()) ->
     """``node_modules`` matches that name anywhere; ``*.log`` any file name; ``a/b/*`` or ``/cache`` a path from
     the root; an absolute path (``/srv/app/storage/cache``) that path, by any of the names in ``absolute``
     (the entry's path as configured, as walked, and with symlinks resolved).  A trailing ``/`` is ignored."""
-    name = rel.rsplit("/", 1)[-1]
-    for pat in patterns:
-        anchored = pat.startswith("/")
-        pat = pat.strip("/")
-        if not pat:
-            continue
-        if anchored or "/" in pat:
-            if _path_match(rel, pat) or (anchored and any(_path_match(a.lstrip("/"), pat) for a in absolute)):
-                return True
-        elif fnmatch.fnmatchcase(name, pat):
+    return _Excluder(patterns)(rel, lambda: absolute)
+
+
+class _Excluder:
+    """:func:`excluded` for one list of patterns, compiled once for a walk: one regular expression for the
+    name patterns, one (and literal prefixes) for the path patterns, one for the absolute ones."""
+
+    def __init__(self, patterns: Sequence[str]) -> None:
+        names: list[str] = []
+        paths: list[str] = []
+        anchored: list[str] = []
+        for pat in patterns:
+            is_anchored = pat.startswith("/")
+            pat = pat.strip("/")
+            if not pat:
+                continue
+            if is_anchored:
+                anchored.append(pat)
+            elif "/" in pat:
+                paths.append(pat)
+            else:
+                names.append(pat)
+        self.names = _any_glob(names)
+        # a path pattern matches the path, or is a prefix of it (literally, up to a "/")
+        self.paths = _any_glob(paths + anchored)
+        self.prefixes = tuple(p + "/" for p in paths + anchored)
+        self.anchored = _any_glob(anchored)
+        self.anchored_prefixes = tuple(p + "/" for p in anchored)
+        self.active = bool(names or paths or anchored)
+
+    def __call__(self, rel: str, absolute: Callable[[], Iterable[str]]) -> bool:
+        if self.names is not None and self.names(rel[rel.rfind("/") + 1:]) is not None:
             return True
-    return False
+        if self.paths is not None and (self.paths(rel) is not None or rel.startswith(self.prefixes)):
+            return True
+        if self.anchored is not None:
+            for a in absolute():
+                a = a.lstrip("/")
+                if self.anchored(a) is not None or a.startswith(self.anchored_prefixes):
+                    return True
+        return False
 
 
-def _path_match(path: str, pat: str) -> bool:
-    return fnmatch.fnmatchcase(path, pat) or path.startswith(pat + "/")
+def _any_glob(patterns: Sequence[str]) -> Callable[[str], re.Match[str] | None] | None:
+    """The ``match`` of one expression that matches what any of the shell patterns does (as
+    :func:`fnmatch.fnmatchcase`); None without patterns."""
+    if not patterns:
+        return None
+    return re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in patterns)).match
 
 
 def walk(roots: Sequence[Path], exclude: Sequence[str], skip: Callable[[str], bool] = lambda real: False) -> Walk:
@@ -109,13 +147,16 @@ def iter_walk(roots: Sequence[Path], exclude: Sequence[str], skip: Callable[[str
         i != j and (a == b or b.startswith(a.rstrip("/") + "/"))
         for i, a in enumerate(reals) for j, b in enumerate(reals)) else None
     real_root = given_root = ""
+    excl = _Excluder(exclude) if exclude else None
+    if excl is not None and not excl.active:
+        excl = None
 
-    def add(p: Path, rel_for_exclude: str, st: os.stat_result | None = None, target: str | None = None,
-            parent: tuple[int, int] | None = None) -> Entry | None:
-        arc = str(p).lstrip("/")
-        real = os.path.join(real_root, rel_for_exclude) if rel_for_exclude else real_root
-        if (seen is not None and arc in seen) or skip(real) or (rel_for_exclude and exclude and excluded(
-                rel_for_exclude, exclude, (os.path.join(given_root, rel_for_exclude), str(p), real))):
+    def add(p: str, rel_for_exclude: str, st: os.stat_result | None = None, target: str | None = None,
+            parent: tuple[int, int] | None = None, dpath: str = "", name: str = "") -> Entry | None:
+        # p is its real path too: the walk starts at a real path and never follows a link
+        arc = p.lstrip("/")
+        if (seen is not None and arc in seen) or skip(p) or (rel_for_exclude and excl is not None and excl(
+                rel_for_exclude, lambda: (os.path.join(given_root, rel_for_exclude), p))):
             return None
         if st is None:
             try:
@@ -124,42 +165,43 @@ def iter_walk(roots: Sequence[Path], exclude: Sequence[str], skip: Callable[[str
                 return None
             except OSError as exc:
                 raise _walk_error(p, exc) from None
-        if stat.S_ISLNK(st.st_mode):
-            kind = "symlink"
-        elif stat.S_ISDIR(st.st_mode):
-            kind = "dir"
-        elif stat.S_ISREG(st.st_mode):
+        mode = st.st_mode
+        if stat.S_ISREG(mode):
             kind = "file"
+        elif stat.S_ISDIR(mode):
+            kind = "dir"
+        elif stat.S_ISLNK(mode):
+            kind = "symlink"
+            if target is None:
+                try:
+                    target = os.readlink(p)
+                except FileNotFoundError:
+                    return None
+                except OSError:  # replaced since the lstat: the archive takes it as found then, or not at all
+                    out.changed.append((p, "replaced while being listed; not archived"))
+                    return None
         else:
             out.skipped.append(f"{p} (not a regular file)")
             return None
-        if kind == "symlink" and target is None:
-            try:
-                target = os.readlink(p)
-            except FileNotFoundError:
-                return None
-            except OSError:  # replaced since the lstat: the archive takes it as found then, or not at all
-                out.changed.append((str(p), "replaced while being listed; not archived"))
-                return None
         if seen is not None:
             seen.add(arc)
-        return Entry(p, arc, kind, real, st, target, parent)
+        return Entry(p, arc, kind, p, st, target, parent, dpath, name)
 
-    def listing(d: Path, expect: os.stat_result) -> list[tuple[str, os.stat_result, str | None]] | None:
+    def listing(d: str, prefix: str, expect: os.stat_result) -> list[tuple[str, os.stat_result, str | None]] | None:
         try:
             fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
         except FileNotFoundError:  # removed since its parent was listed: archived as found then, empty
-            out.changed.append((str(d), "removed during the backup; its contents not archived"))
+            out.changed.append((d, "removed during the backup; its contents not archived"))
             return None
         except OSError as exc:
             if exc.errno in (errno.ENOTDIR, errno.ELOOP):  # O_NOFOLLOW|O_DIRECTORY on a symlink: ENOTDIR
-                out.changed.append((str(d), "replaced while being listed; its contents not archived"))
+                out.changed.append((d, "replaced while being listed; its contents not archived"))
                 return None
             raise _walk_error(d, exc, "cannot list") from None  # not backed up as empty
         try:
             st = os.fstat(fd)
             if (st.st_dev, st.st_ino) != (expect.st_dev, expect.st_ino):  # it, or a directory above, swapped
-                out.changed.append((str(d), "replaced while being listed; its contents not archived"))
+                out.changed.append((d, "replaced while being listed; its contents not archived"))
                 return None
             items: list[tuple[str, os.stat_result, str | None]] = []
             try:
@@ -167,34 +209,37 @@ def iter_walk(roots: Sequence[Path], exclude: Sequence[str], skip: Callable[[str
                     names = [de.name for de in it]
             except OSError as exc:
                 raise _walk_error(d, exc, "cannot list") from None
+            lstat, readlink, islink = os.lstat, os.readlink, stat.S_ISLNK
             for name in names:
                 try:
-                    est = os.stat(name, dir_fd=fd, follow_symlinks=False)
-                    target = os.readlink(name, dir_fd=fd) if stat.S_ISLNK(est.st_mode) else None
+                    est = lstat(name, dir_fd=fd)
+                    target = readlink(name, dir_fd=fd) if islink(est.st_mode) else None
                 except FileNotFoundError:
                     continue  # vanished since the listing
                 except OSError as exc:
                     if exc.errno == errno.EINVAL:  # no longer a symlink
-                        out.changed.append((str(d / name), "replaced while being listed; not archived"))
+                        out.changed.append((prefix + name, "replaced while being listed; not archived"))
                         continue
-                    raise _walk_error(d / name, exc) from None
+                    raise _walk_error(prefix + name, exc) from None
                 items.append((name, est, target))
             return items
         finally:
             os.close(fd)
 
-    # for each directory being walked (depth first): its path, relative path, (st_dev, st_ino) and entries left
-    stack: list[tuple[Path, str, tuple[int, int], Iterator[tuple[str, os.stat_result, str | None]]]] = []
+    # for each directory being walked (depth first): its path, its path and its relative path each ending in
+    # "/" (to put names after), (st_dev, st_ino) and entries left
+    stack: list[tuple[str, str, str, tuple[int, int], Iterator[tuple[str, os.stat_result, str | None]]]] = []
 
-    def enter(d: Path, drel: str, dst: os.stat_result) -> None:
-        items = listing(d, dst)
+    def enter(d: str, drel: str, dst: os.stat_result) -> None:
+        prefix = d if d.endswith("/") else d + "/"
+        items = listing(d, prefix, dst)
         if items is not None:  # files and links first, then subdirectories
-            stack.append((d, drel, (dst.st_dev, dst.st_ino), iter(sorted(items, key=lambda i: (stat.S_ISDIR(i[1].st_mode), i[0])))))
+            items.sort(key=lambda i: (stat.S_ISDIR(i[1].st_mode), i[0]))
+            stack.append((d, prefix, f"{drel}/" if drel else "", (dst.st_dev, dst.st_ino), iter(items)))
 
     for k, real_root in enumerate(reals):
         given_root = given[k]  # (read by add(), as real_root is)
-        root = Path(real_root)  # the walk below never follows links, so entries extend it
-        top = add(root, "")
+        top = add(real_root, "")  # the walk below never follows links, so entries extend it
         if top is None:
             continue
         yield top
@@ -204,24 +249,23 @@ def iter_walk(roots: Sequence[Path], exclude: Sequence[str], skip: Callable[[str
         # subdirectories) right after it, so nothing below a directory comes after another directory.  GNU tar
         # sets a directory's mode and mtime once a member outside it is extracted: one that came later would
         # move its mtime, or fail to be written into a read-only (0555) directory when not extracting as root.
-        enter(root, "", top.st or os.lstat(root))
+        enter(real_root, "", top.st or os.lstat(real_root))
         while stack:
-            d, drel, ident, it = stack[-1]
-            item = next(it, None)
-            if item is None:
+            d, prefix, rprefix, ident, it = stack[-1]
+            for name, est, target in it:
+                rel = rprefix + name
+                e = add(prefix + name, rel, est, target, ident, d, name)
+                if e is None:
+                    continue
+                yield e
+                if e.kind == "dir":  # real directories only: a symlinked dir is stored as a link
+                    enter(e.path, rel, est)
+                    break  # its entries next; then on with the rest of this one's (the iterator keeps its place)
+            else:
                 stack.pop()
-                continue
-            name, est, target = item
-            rel = f"{drel}/{name}" if drel else name
-            e = add(d / name, rel, est, target, ident)
-            if e is None:
-                continue
-            yield e
-            if e.kind == "dir":  # real directories only: a symlinked dir is stored as a link
-                enter(e.path, rel, est)
 
 
-def _walk_error(p: Path, exc: OSError, what: str = "cannot read") -> BackupError:
+def _walk_error(p: str, exc: OSError, what: str = "cannot read") -> BackupError:
     if exc.errno == errno.ENAMETOOLONG:
         hint = "Try: exclude it, or shorten the path (it is longer than the system allows)"
     else:
@@ -244,9 +288,13 @@ class FileList:
             self.append(item)
 
     def append(self, item: dict[str, Any]) -> None:
-        self._chunk += json_line(item)
+        self.append_line(json_line(item), item.get("type") == "file")
+
+    def append_line(self, line: bytes, is_file: bool) -> None:
+        """An entry already made a line of JSON (:func:`json_line`, or the same bytes made faster)."""
+        self._chunk += line
         self.count += 1
-        if item.get("type") == "file":
+        if is_file:
             self.files += 1
         if len(self._chunk) >= BUFFER:
             self._lines.append(bytes(self._chunk))
@@ -305,6 +353,12 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 _ENCODE = json.JSONEncoder(ensure_ascii=False).encode  # made once: json.dumps(ensure_ascii=False) makes one a call
+#: a str as a JSON string, as _ENCODE writes it (the C encoder's, when there is one)
+_encode_str: Callable[[str], str] = json.encoder.encode_basestring
+
+
+def _escape_surrogates(m: re.Match[str]) -> str:
+    return f"\\u{ord(m.group()):04x}"
 
 
 def json_line(item: Any) -> bytes:
@@ -312,8 +366,16 @@ def json_line(item: Any) -> bytes:
     (surrogateescape): written as \\udcXX escapes, which json.loads reads back to the same str."""
     text = _ENCODE(item)
     if not text.isascii():
-        text = _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+        text = _SURROGATE.sub(_escape_surrogates, text)
     return text.encode() + b"\n"
+
+
+def _json_str(s: str) -> bytes:
+    """``s`` as :func:`json_line` writes a str (surrogates escaped), encoded."""
+    text = _encode_str(s)
+    if not text.isascii():
+        text = _SURROGATE.sub(_escape_surrogates, text)
+    return text.encode()
 
 
 class _Buffered:
@@ -322,17 +384,21 @@ class _Buffered:
     def __init__(self, write: Callable[[bytes], Any]) -> None:
         self._write = write
         self.buf = bytearray()
-        self.offset = 0
+        self.flushed = 0  # bytes written out
+
+    @property
+    def offset(self) -> int:
+        return self.flushed + len(self.buf)
 
     def write(self, b: bytes | bytearray | memoryview) -> None:
         self.buf += b
-        self.offset += len(b)
         if len(self.buf) >= BUFFER:
             self.flush()
 
     def flush(self) -> None:
         if self.buf:
             self._write(bytes(self.buf))
+            self.flushed += len(self.buf)
             self.buf.clear()
 
 
@@ -352,9 +418,11 @@ def _owner(kind: str, ident: int) -> str:
 BLOCK = tarfile.BLOCKSIZE
 _NUL = bytes(BLOCK)
 _USTAR = b"ustar\x0000"
-#: name, mode, uid, gid, size, mtime, checksum, type, linkname, magic+version, uname, gname, devmajor, devminor,
-#: prefix, padding: every string NUL-padded (numbers in octal, NUL-terminated)
-_USTAR_HEADER = struct.Struct("100s8s8s8s12s12s8sc100s8s32s32s8s8s155s12s")
+#: name, mode+uid+gid, size+mtime, checksum, type, linkname, magic+version+uname+gname+devmajor+devminor,
+#: prefix, padding (every string NUL-padded; numbers in octal, NUL-terminated): the fields that go together
+#: packed together
+_USTAR_HEADER = struct.Struct("100s24s24s8sc100s88s155s12s")
+_OCTAL_11 = 0o77777777777
 
 
 def _split_name(name: bytes) -> tuple[bytes, bytes] | None:
@@ -365,6 +433,31 @@ def _split_name(name: bytes) -> tuple[bytes, bytes] | None:
     if 0 < i <= 155 and 0 < len(name) - i - 1 <= 100:
         return name[:i], name[i + 1:]
     return None
+
+
+#: the fields of a ustar header set by (mode, uid, gid, type): mode, uid and gid as they are packed; magic,
+#: version, uname and gname (devmajor, devminor empty); the sum of their bytes, the type's and the checksum
+#: field's as spaces.  None when they do not fit ustar (the header is a pax one)
+_Fixed = tuple[bytes, bytes, int] | None
+_FIXED: dict[tuple[int, int, int, bytes], _Fixed] = {}
+
+
+def _fixed(mode: int, uid: int, gid: int, type_: bytes) -> _Fixed:
+    key = (mode, uid, gid, type_)
+    try:
+        return _FIXED[key]
+    except KeyError:
+        pass
+    uname, gname = _owner("u", uid), _owner("g", gid)
+    fixed: _Fixed = None
+    if uname.isascii() and gname.isascii() and len(uname) <= 32 and len(gname) <= 32 and uid < 0o7777777 \
+            and gid < 0o7777777:
+        ids = b"%07o\0%07o\0%07o\0" % (mode, uid, gid)
+        tail = _USTAR + uname.encode().ljust(32, b"\0") + gname.encode().ljust(32, b"\0") + bytes(16)
+        fixed = (ids, tail, sum(ids) + sum(type_) + sum(tail) + 8 * ord(" "))
+    if len(_FIXED) < 4096:
+        _FIXED[key] = fixed
+    return fixed
 
 
 def _header(arcname: str, st: os.stat_result, type_: bytes, size: int = 0, linkname: str = "") -> bytes:
@@ -378,23 +471,27 @@ def _header(arcname: str, st: os.stat_result, type_: bytes, size: int = 0, linkn
     """
     if type_ == tarfile.DIRTYPE:
         arcname += "/"
-    mode = stat.S_IMODE(st.st_mode)
-    uid, gid = st.st_uid, st.st_gid
-    uname, gname = _owner("u", uid), _owner("g", gid)
+    mode = st.st_mode & 0o7777
     mtime = st.st_mtime_ns // 1_000_000_000
-    if arcname.isascii() and linkname.isascii() and uname.isascii() and gname.isascii() and len(linkname) <= 100 \
-            and len(uname) <= 32 and len(gname) <= 32 and uid < 0o7777777 and gid < 0o7777777 \
-            and size < 0o77777777777 and 0 <= mtime < 0o77777777777:
-        split = _split_name(arcname.encode())
+    fixed = _fixed(mode, st.st_uid, st.st_gid, type_)
+    if fixed is not None and arcname.isascii() and linkname.isascii() and len(linkname) <= 100 \
+            and size < _OCTAL_11 and 0 <= mtime < _OCTAL_11:
+        full = arcname.encode()
+        split = _split_name(full)
         if split is not None:
-            buf = bytearray(_USTAR_HEADER.pack(
-                split[1], b"%07o" % mode, b"%07o" % uid, b"%07o" % gid, b"%011o" % size, b"%011o" % mtime,
-                b"        ", type_, linkname.encode(), _USTAR, uname.encode(), gname.encode(), b"", b"", split[0], b""))
-            buf[148:155] = b"%06o\0" % sum(buf)  # the checksum, over the header with its field as spaces
-            return bytes(buf)
+            prefix, name = split
+            times = b"%011o\0%011o" % (size, mtime)
+            link = linkname.encode()
+            # the checksum: the sum of the header's bytes (its own field as spaces), the variable part's taken
+            # by adler32 (its low half is 1 + the sum of the bytes, modulo 65521: never reached by at most 378
+            # ASCII bytes); the "/" between prefix and name is not in the header
+            chksum = fixed[2] + (zlib.adler32(link, zlib.adler32(times, zlib.adler32(full))) & 0xFFFF) - 1 \
+                - (47 if prefix else 0)
+            return _USTAR_HEADER.pack(name, fixed[0], times, b"%06o\0 " % chksum, type_, link, fixed[1], prefix, b"")
+    uid, gid = st.st_uid, st.st_gid
     ti = tarfile.TarInfo(arcname)
     ti.type = type_
-    ti.mode, ti.uid, ti.gid, ti.uname, ti.gname = mode, uid, gid, uname, gname
+    ti.mode, ti.uid, ti.gid, ti.uname, ti.gname = mode, uid, gid, _owner("u", uid), _owner("g", gid)
     ti.mtime = mtime
     ti.size = size
     ti.linkname = linkname
@@ -403,7 +500,7 @@ def _header(arcname: str, st: os.stat_result, type_: bytes, size: int = 0, linkn
 
 def _changed(changed: list[tuple[str, str]] | None, e: Entry, what: str) -> None:
     if changed is not None:
-        changed.append((str(e.path), what))
+        changed.append((e.path, what))
 
 
 def _read_error(e: Entry, exc: OSError) -> BackupError:
@@ -412,45 +509,78 @@ def _read_error(e: Entry, exc: OSError) -> BackupError:
 
 
 def _add_file(out: _Buffered, e: Entry, fd: int, st: os.stat_result, hashes: bool,
-              changed: list[tuple[str, str]] | None) -> dict[str, Any]:
-    """The header and exactly ``st.st_size`` bytes of data read from ``fd`` (hashed on the way).  A file that
-    ends before that size (it shrank while being read: a log truncated by logrotate) is padded with zeros to
-    it, as GNU tar does ("File shrank by N bytes; padding with zeros"): the archive stays sound and the hash
-    is of what it holds."""
+              changed: list[tuple[str, str]] | None) -> bytes:
+    """The header and exactly ``st.st_size`` bytes of data read from ``fd`` (hashed on the way): returns the
+    manifest's line.  A file that ends before that size (it shrank while being read: a log truncated by
+    logrotate) is padded with zeros to it, as GNU tar does ("File shrank by N bytes; padding with zeros"):
+    the archive stays sound and the hash is of what it holds."""
     size = st.st_size
-    out.write(_header(e.arcname, st, tarfile.REGTYPE, size))
-    sha = hashlib.sha256() if hashes else None
-    left = size
+    header = _header(e.arcname, st, tarfile.REGTYPE, size)
     padded = 0
-    while left:
+    if size <= BUFFER:  # (most files) in one read, one hash call, one write of header, data and padding
         try:
-            b = os.read(fd, min(left, BUFFER))
+            b = os.read(fd, size) if size else b""
         except OSError as exc:
             raise _read_error(e, exc) from None
-        if not b:  # shrank
-            padded = left
-            b = bytes(left)
-        if sha is not None:
-            sha.update(b)
-        out.write(b)
-        left -= len(b)
-    if size % BLOCK:
-        out.write(_NUL[size % BLOCK:])
+        if len(b) < size:  # shrank, or a short read: read on
+            b = _read_rest(e, fd, b, size)
+        padded = size - len(b)
+        if padded:
+            b += bytes(padded)
+        digest = hashlib.sha256(b).hexdigest() if hashes else None
+        out.write(header + b + _NUL[size % BLOCK:] if size % BLOCK else header + b)
+    else:
+        out.write(header)
+        sha = hashlib.sha256() if hashes else None
+        left = size
+        while left:
+            try:
+                b = os.read(fd, min(left, BUFFER))
+            except OSError as exc:
+                raise _read_error(e, exc) from None
+            if not b:  # shrank
+                padded = left
+                b = bytes(left)
+            if sha is not None:
+                sha.update(b)
+            out.write(b)
+            left -= len(b)
+        if size % BLOCK:
+            out.write(_NUL[size % BLOCK:])
+        digest = sha.hexdigest() if sha is not None else None
     after = os.fstat(fd)
     if padded:
         _changed(changed, e, f"shrank by {padded} bytes while being read (truncated, e.g. by logrotate); "
                              f"archived as read ({size - padded} bytes), padded with zeros to its size at the "
                              f"start ({size} bytes)")
-    elif (after.st_size, after.st_mtime_ns, after.st_ctime_ns) != (st.st_size, st.st_mtime_ns, st.st_ctime_ns):
+    elif (after.st_size, after.st_mtime_ns, after.st_ctime_ns) != (size, st.st_mtime_ns, st.st_ctime_ns):
         # as GNU tar's "file changed as we read it": the manifest's hash is of what was archived, which may be
         # neither the old nor the new content
         _changed(changed, e, "changed while being read; archived as read, possibly inconsistent")
-    item: dict[str, Any] = {"path": e.arcname, "type": "file", "mode": stat.S_IMODE(st.st_mode), "size": size}
-    if sha is not None:
-        item["sha256"] = sha.hexdigest()
+    # {"path", "type": "file", "mode", "size"[, "sha256"][, "padded"]}, as json_line writes that dict
+    line = b'{"path": %s, "type": "file", "mode": %d, "size": %d' % (_json_str(e.arcname), stat.S_IMODE(st.st_mode),
+                                                                     size)
+    if digest is not None:
+        line += b', "sha256": "%s"' % digest.encode()
     if padded:  # size and hash are of the member; its last `padded` bytes are not the file's
-        item["padded"] = padded
-    return item
+        line += b', "padded": %d' % padded
+    return line + b"}\n"
+
+
+def _read_rest(e: Entry, fd: int, b: bytes, size: int) -> bytes:
+    """``b``, the start of a file of ``size`` bytes, and what more can be read of it, up to that size."""
+    parts = [b]
+    left = size - len(b)
+    while left:
+        try:
+            more = os.read(fd, left)
+        except OSError as exc:
+            raise _read_error(e, exc) from None
+        if not more:
+            break
+        parts.append(more)
+        left -= len(more)
+    return b"".join(parts)
 
 
 class _Parents:
@@ -459,16 +589,16 @@ class _Parents:
     renamed or swapped along its path since."""
 
     def __init__(self) -> None:
-        self.path: Path | None = None
+        self.path: str | None = None
         self.fd: int | None = None
 
     def fd_for(self, e: Entry) -> int | None:
         """A descriptor of ``e``'s directory as the walk listed it; None if that directory is gone or replaced."""
-        if e.path.parent != self.path:
+        if e.dir != self.path:
             self.close()
-            self.path = e.path.parent
+            self.path = e.dir
             try:
-                fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+                fd = os.open(e.dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
             except OSError:
                 return None
             st = os.fstat(fd)
@@ -484,19 +614,24 @@ class _Parents:
         self.path = self.fd = None
 
 
+_OPEN_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+
 def _file_item(out: _Buffered, e: Entry, hashes: bool, changed: list[tuple[str, str]] | None,
-               parents: _Parents) -> dict[str, Any] | None:
-    dir_fd = parents.fd_for(e) if e.parent is not None else None
-    if e.parent is not None and dir_fd is None:
-        if os.path.lexists(e.path.parent):
-            _changed(changed, e, "a directory above it was replaced during the backup; not archived")
-        else:
-            _changed(changed, e, "removed during the backup; not archived")
-        return None
+               parents: _Parents) -> bytes | None:
+    if e.parent is not None:
+        dir_fd = parents.fd_for(e)
+        if dir_fd is None:
+            if os.path.lexists(e.dir):
+                _changed(changed, e, "a directory above it was replaced during the backup; not archived")
+            else:
+                _changed(changed, e, "removed during the backup; not archived")
+            return None
+    else:
+        dir_fd = None
     try:
         # never through a symlink put in its place, never blocking on a FIFO put in its place
-        fd = os.open(e.path.name if dir_fd is not None else e.path,
-                     os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
+        fd = os.open(e.name if dir_fd is not None else e.path, _OPEN_FILE, dir_fd=dir_fd)
     except FileNotFoundError:  # vanished since the walk (a rotated log, a pruned release): as GNU tar's
         _changed(changed, e, "removed during the backup; not archived")  # "File removed before we read it"
         return None
@@ -511,7 +646,7 @@ def _file_item(out: _Buffered, e: Entry, hashes: bool, changed: list[tuple[str, 
         if not stat.S_ISREG(st.st_mode):
             _changed(changed, e, "replaced by a special file during the backup; not archived")
             return None
-        if e.st is not None and (st.st_dev, st.st_ino) != (e.st.st_dev, e.st.st_ino):
+        if e.st is not None and (st.st_ino != e.st.st_ino or st.st_dev != e.st.st_dev):
             if dir_fd is None:  # a configured path: replaced, or a directory above it was
                 _changed(changed, e, "replaced during the backup; not archived")
                 return None
@@ -569,9 +704,14 @@ def write_tar(entries: Iterable[Entry], write: Callable[[bytes], Any], *, hashes
     parents = _Parents()
     try:
         for e in entries:
-            item = _file_item(out, e, hashes, changed, parents) if e.kind == "file" else _other_item(out, e, changed)
-            if item is not None:
-                listed.append(item)
+            if e.kind == "file":
+                line = _file_item(out, e, hashes, changed, parents)
+                if line is not None:
+                    listed.append_line(line, True)
+            else:
+                item = _other_item(out, e, changed)
+                if item is not None:
+                    listed.append(item)
     finally:
         parents.close()
     out.write(_NUL * 2)  # the end of the archive, padded to whole 10 KiB records as tar writes it

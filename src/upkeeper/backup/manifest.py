@@ -255,8 +255,19 @@ def write_manifest(storages: Iterable[Storage], manifest: Manifest) -> None:
             raise StorageError(f"storage {s.name}: writing the manifest: {exc.message}", exc.hint) from None
 
 
-def read_manifest(storage: Storage, prefix: str, *, file_lists: bool = True) -> Manifest:
+def read_manifest(storage: Storage, prefix: str, *, file_lists: bool = True, known: Manifest | None = None
+                  ) -> Manifest:
+    """The set's manifest.  ``known``: the manifest of that set as this process wrote it (its ``sha256`` set by
+    :func:`write_manifest`), returned as it is when the stored bytes are exactly those (hashed as they are read,
+    never parsed: a files set's manifest can be hundreds of MB); else the stored one is parsed as usual."""
     where = f"{storage.name}:{prefix}{MANIFEST}"
+    if known is not None and known.sha256 and known.prefix == prefix:
+        sha = hashlib.sha256()
+        with storage.open_read(prefix + MANIFEST) as fh:
+            while chunk := fh.read(1 << 20):
+                sha.update(chunk)
+        if sha.hexdigest() == known.sha256:
+            return known
     data = get_bytes(storage, prefix + MANIFEST)
     sha256 = hashlib.sha256(data).hexdigest()
     text = _text(data, where)

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from upkeeper.backup.catalog import VERIFIED, Catalog
+from upkeeper.backup.catalog import MANIFEST_SHA256, VERIFIED, Catalog
 from upkeeper.backup.manifest import MANIFEST, Manifest, StoredSet, delete_set, read_manifest, scan_sets
 from upkeeper.backup.retention import Decision, Item, apply_policy
 from upkeeper.config.backup import RetentionPolicy
@@ -59,9 +59,12 @@ class SetIndex:
 
 def index_sets(storages: Sequence[Storage], target: str | None = None, database: str | None = None,
                errors: list[str] | None = None, unlisted: dict[str, UpkeeperError] | None = None,
-               ) -> dict[tuple[str, str], SetIndex]:
+               known: Mapping[str, Manifest] | None = None) -> dict[tuple[str, str], SetIndex]:
     """What the storages hold.  A storage that cannot be listed is left out (never taken for an empty one):
-    its error goes to ``errors`` and, by storage name, to ``unlisted``."""
+    its error goes to ``errors`` and, by storage name, to ``unlisted``.  ``known``: manifests by set id (with
+    the SHA-256 of their manifest.json), not parsed again where the stored one has those very bytes (see
+    :func:`read_manifest`): a files set's manifest lists every file, and only its kind, time and objects
+    matter here."""
     out: dict[tuple[str, str], SetIndex] = {}
     for storage in storages:
         try:
@@ -76,7 +79,8 @@ def index_sets(storages: Sequence[Storage], target: str | None = None, database:
             idx = out.setdefault((st.target, st.database), SetIndex())
             if st.complete:
                 try:
-                    m = read_manifest(storage, st.prefix, file_lists=False)  # its kind and time only
+                    # its kind and time only
+                    m = read_manifest(storage, st.prefix, file_lists=False, known=known.get(st.id) if known else None)
                 except UpkeeperError as exc:
                     if errors is not None:
                         path = f"{st.prefix}{MANIFEST}"
@@ -100,6 +104,26 @@ def index_sets(storages: Sequence[Storage], target: str | None = None, database:
                 if active is None or (st.last_activity is not None and st.last_activity > active):
                     active = st.last_activity  # the latest activity on any storage
                 idx.incomplete[st.id] = (active, [*where2, storage])
+    return out
+
+
+def recorded_manifests(catalog: Catalog | None, target: str, database: str) -> dict[str, Manifest]:
+    """The manifests of (target, database) as the catalog recorded them (without file lists), by set id, each with
+    the SHA-256 of its manifest.json as written (rows without one are left out)."""
+    out: dict[str, Manifest] = {}
+    if catalog is None:
+        return out
+    for row in catalog.list(target=target, database=database):
+        sha = row.manifest_sha256
+        if not sha:
+            continue
+        try:
+            m = Manifest.from_dict({k: v for k, v in (row.manifest or {}).items() if k != MANIFEST_SHA256})
+        except UpkeeperError:
+            continue  # read from the storage instead
+        if m.id == row.id:
+            m.sha256 = sha
+            out[m.id] = m
     return out
 
 
@@ -145,10 +169,16 @@ def prune_series(
     catalog: Catalog | None = None,
     dry_run: bool = False,
     index: dict[tuple[str, str], SetIndex] | None = None,
+    known: Manifest | None = None,
 ) -> SeriesReport:
+    """``known``: the manifest of the set just written (with its ``sha256``), which, like those the catalog
+    recorded, is not parsed again if the storages hold it as written."""
     report = SeriesReport(target, database, kind)
     if index is None:
-        index = index_sets(storages, target, database, report.errors)
+        manifests = recorded_manifests(catalog, target, database)
+        if known is not None and known.sha256:
+            manifests[known.id] = known
+        index = index_sets(storages, target, database, report.errors, known=manifests)
     idx = index.get((target, database), SetIndex())
     sets = {i: v for i, v in idx.complete.items() if v[0] == kind}
     # A set being re-encrypted ('backups rekey') and its complete re-encryption hold the same data at the same

@@ -51,7 +51,8 @@ def apply_retention(ctx: TaskContext, env: BackupEnv, manifest: Manifest, policy
     try:
         report = prune_series(env.storages, manifest.target, manifest.database, manifest.kind, policy,
                               default_tz=env.config.timezone, now=datetime.now(UTC),
-                              incomplete_after=env.settings.incomplete_after, catalog=env.catalog)
+                              incomplete_after=env.settings.incomplete_after, catalog=env.catalog,
+                              known=manifest)
     except Exception as exc:  # the backup is stored and listed: nothing here may turn that into a failure
         msg = exc.message if isinstance(exc, UpkeeperError) else f"{type(exc).__name__}: {exc}"
         ctx.log.warning("retention for %s/%s could not run: %s", manifest.target, manifest.database, msg)
