@@ -9,7 +9,7 @@ import re
 import shutil
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,6 +34,10 @@ LIST_DATABASES_SQL = """
 SELECT datname FROM pg_database WHERE NOT datistemplate AND datallowconn ORDER BY datname
 """
 
+_NOT_SYSTEM_REL = ("n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_(toast|temp)' "
+                   "AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass "
+                   "AND d.objid = c.oid AND d.deptype = 'e')")
+
 # Ordinary tables (partitions included; partitioned parents hold no rows of their own) whose data pg_dump dumps.
 _DUMPED_TABLES = """
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -44,14 +48,31 @@ WHERE c.relkind = 'r'
                   AND d.deptype = 'e')
 ORDER BY n.nspname, c.relname
 """
-LIST_TABLES_SQL = "SELECT n.nspname, c.relname" + _DUMPED_TABLES
+# with each table's index count: counting its rows locks the table and, while planning, every index of it
+_INDEXES = "(SELECT count(*) FROM pg_index i WHERE i.indrelid = c.oid)::int"
+LIST_TABLES_SQL = f"SELECT n.nspname, c.relname, {_INDEXES}" + _DUMPED_TABLES
 
 # The tables whose rows the manifest counts, as the dump's snapshot sees them: LIST_TABLES_SQL plus each
 # table's OID and data file, to tell afterwards whether it was dropped, truncated or rewritten since.
-LIST_SNAPSHOT_TABLES_SQL = "SELECT c.oid, n.nspname, c.relname, c.relfilenode" + _DUMPED_TABLES
+LIST_SNAPSHOT_TABLES_SQL = f"SELECT c.oid, n.nspname, c.relname, c.relfilenode, {_INDEXES}" + _DUMPED_TABLES
+
 # pg_relation_filenode() reads the catalog as it is now (not as the snapshot saw it): NULL once a table is
 # dropped, a new file once TRUNCATE, VACUUM FULL, CLUSTER or a rewriting ALTER TABLE committed.
 CURRENT_FILENODES_SQL = "SELECT o, pg_relation_filenode(o) FROM unnest(%s::oid[]) AS o"
+
+# The server's lock table: every lock any session holds takes a slot of it, a table's lock held until its
+# transaction ends; it holds max_locks_per_transaction × (max_connections + max_prepared_transactions) locks
+# (PostgreSQL's documentation; a little more fits in spare shared memory) and is sized at server start only.
+# pg_dump locks every table it dumps, and every sequence it reads (PostgreSQL 15's does), in one transaction
+# until it ends: with thousands of tables it fails "out of shared memory … increase max_locks_per_transaction".
+LOCK_TABLE_SQL = f"""
+SELECT current_setting('max_locks_per_transaction')::int, current_setting('max_connections')::int,
+       current_setting('max_prepared_transactions')::int,
+       count(*) FILTER (WHERE c.relkind IN ('r', 'p'))::int, count(*) FILTER (WHERE c.relkind = 'S')::int
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p', 'S') AND {_NOT_SYSTEM_REL}
+"""
+OUT_OF_LOCKS = "out of shared memory"
 
 EXPORT_SNAPSHOT_SQL = "SELECT pg_export_snapshot()"
 # The session that exports the dump's snapshot counts rows, then sits idle in its transaction until pg_dump is
@@ -233,8 +254,9 @@ def list_databases(conn: psycopg.Connection[Any]) -> list[str]:
     return [str(r[0]) for r in conn.execute(LIST_DATABASES_SQL)]
 
 
-def list_tables(conn: psycopg.Connection[Any]) -> list[tuple[str, str]]:
-    return [(str(r[0]), str(r[1])) for r in conn.execute(LIST_TABLES_SQL)]
+def list_tables(conn: psycopg.Connection[Any]) -> list[tuple[str, str, int]]:
+    """(schema, name, indexes) of every table whose rows are counted."""
+    return [(str(r[0]), str(r[1]), int(r[2])) for r in conn.execute(LIST_TABLES_SQL)]
 
 
 # Counting runs beside the dump on the same CPUs: one backend per scan (no parallel workers) and no JIT
@@ -280,17 +302,59 @@ def qualified(schema: str, name: str) -> str:
     return ".".join(n if _BARE_IDENTIFIER.fullmatch(n) else '"' + n.replace('"', '""') + '"' for n in (schema, name))
 
 
-def count_rows(conn: psycopg.Connection[Any], tables: list[tuple[str, str]]) -> dict[str, int]:
-    """Row counts keyed by :func:`qualified` names."""
+# A count holds a lock on its table, and (taken while planning it) on each of the table's indexes, until its
+# transaction ends.  Counting the thousands of tables of a schema-per-tenant database in one transaction filled
+# the server's lock table (LOCK_TABLE_SQL) — on top of pg_dump's own locks, which already fill most of it — and
+# failed "out of shared memory" where pg_dump alone succeeds.  A transaction's snapshot cannot be kept across
+# transactions, but a rolled-back subtransaction releases the locks taken in it and keeps the snapshot: the
+# counts run in batches of at most max_locks_per_transaction locks (the share of the lock table the server is
+# sized to give each transaction), each in a savepoint rolled back after it, one statement per batch.
+COUNT_SAVEPOINT = "upkeeper_counts"
+MAX_LOCKS_SQL = "SELECT current_setting('max_locks_per_transaction')::int"
+
+
+def count_batches(weights: list[int], budget: int) -> list[range]:
+    """Consecutive ranges of indexes into ``weights`` (locks per table: 1 + its indexes), each holding at most
+    ``budget`` locks (a table heavier than that alone)."""
+    out: list[range] = []
+    start, load = 0, 0
+    for i, w in enumerate(weights):
+        if i > start and load + w > budget:
+            out.append(range(start, i))
+            start, load = i, 0
+        load += w
+    if start < len(weights):
+        out.append(range(start, len(weights)))
+    return out
+
+
+def count_rows(conn: psycopg.Connection[Any], tables: list[tuple[str, str, int]],
+               before_batch: Callable[[range], None] | None = None) -> dict[str, int]:
+    """Row counts of ``tables`` ((schema, name, indexes)) keyed by :func:`qualified` names.  In a transaction,
+    batch by batch, each holding at most max_locks_per_transaction locks in a savepoint rolled back after it,
+    with ``before_batch`` (given the batch's indexes into ``tables``) run first in the batch's savepoint."""
     counts: dict[str, int] = {}
     conn.execute(NO_STATEMENT_TIMEOUT_SQL)  # counting a large table may take longer than the server allows
-    if not conn.autocommit:
+    in_tx = not conn.autocommit
+    if in_tx:
         for stmt in COUNT_SESSION_SQL:
             conn.execute(stmt)
-    for schema, table in tables:
-        row = conn.execute(sql.SQL("SELECT count(*) FROM ONLY {}.{}").format(
-            sql.Identifier(schema), sql.Identifier(table))).fetchone()
-        counts[qualified(schema, table)] = int(row[0]) if row else 0
+    row = conn.execute(MAX_LOCKS_SQL).fetchone()
+    budget = int(row[0]) if row else 64
+    for batch in count_batches([1 + max(0, t[2]) for t in tables], budget):
+        if in_tx:
+            conn.execute(sql.SQL("SAVEPOINT {}").format(sql.Identifier(COUNT_SAVEPOINT)))
+        if before_batch is not None:
+            before_batch(batch)
+        query = sql.SQL(" UNION ALL ").join(
+            sql.SQL("SELECT {}::int, count(*) FROM ONLY {}").format(sql.Literal(i), sql.Identifier(*tables[i][:2]))
+            for i in batch)
+        for i, n in conn.execute(query):
+            schema, name, _indexes = tables[int(i)]
+            counts[qualified(schema, name)] = int(n)
+        if in_tx:  # the batch's locks go; the transaction's snapshot and settings stay
+            conn.execute(sql.SQL("ROLLBACK TO SAVEPOINT {}").format(sql.Identifier(COUNT_SAVEPOINT)))
+            conn.execute(sql.SQL("RELEASE SAVEPOINT {}").format(sql.Identifier(COUNT_SAVEPOINT)))
     return counts
 
 
@@ -302,14 +366,67 @@ class SnapshotTable:
     schema: str
     name: str
     filenode: int
+    indexes: int = 0
 
     @property
     def key(self) -> str:
         return qualified(self.schema, self.name)
 
 
+@dataclass(frozen=True)
+class LockTable:
+    """The server's lock table (:data:`LOCK_TABLE_SQL`) and what a dump of the database needs of it."""
+
+    max_locks_per_transaction: int
+    max_connections: int
+    max_prepared_transactions: int
+    tables: int  # pg_dump locks each (partitioned parents too) until it ends
+    sequences: int  # pg_dump reads each, which locks it until it ends (PostgreSQL 15's does; counted always)
+
+    @property
+    def capacity(self) -> int:
+        """Locks the lock table holds, as PostgreSQL's documentation says."""
+        return self.max_locks_per_transaction * (self.max_connections + self.max_prepared_transactions)
+
+    @property
+    def needed(self) -> int:
+        """Locks the backup holds at once: pg_dump's, and a batch of row counts (:func:`count_rows`)."""
+        return self.tables + self.sequences + self.max_locks_per_transaction
+
+    def advised(self) -> int:
+        """The max_locks_per_transaction that leaves a quarter of the lock table to the other sessions; twice
+        the current value when the dump's own locks already fit (other sessions held the rest)."""
+        slots = max(1, self.max_connections + self.max_prepared_transactions)
+        value = -(-self.needed * 5 // (4 * slots))
+        return value if value > self.max_locks_per_transaction else 2 * self.max_locks_per_transaction
+
+    def describe(self, db: str) -> str:
+        return (f"a dump of {db} holds a lock on each of its {self.tables:,} tables and {self.sequences:,} sequences "
+                f"until it ends ({self.needed:,} locks with the backup's row counts), in the server's lock table "
+                f"that every session shares and that holds max_locks_per_transaction ({self.max_locks_per_transaction})"
+                f" × (max_connections ({self.max_connections}) + max_prepared_transactions "
+                f"({self.max_prepared_transactions})) = {self.capacity:,} locks")
+
+    def hint(self) -> str:
+        return (f"Try: set max_locks_per_transaction = {self.advised()} (or more) in the server's postgresql.conf "
+                f"(or ALTER SYSTEM SET max_locks_per_transaction = {self.advised()}) and restart PostgreSQL: the "
+                "setting takes effect only at a restart (each lock slot costs a few hundred bytes of shared memory)")
+
+
+def lock_table(conn: psycopg.Connection[Any]) -> LockTable:
+    row = conn.execute(LOCK_TABLE_SQL).fetchone()
+    assert row is not None
+    return LockTable(*(int(v) for v in row))
+
+
+def out_of_locks(text: str) -> bool:
+    """PostgreSQL's error when its lock table is full."""
+    return OUT_OF_LOCKS in text
+
+
 def snapshot_tables(conn: psycopg.Connection[Any]) -> list[SnapshotTable]:
-    return [SnapshotTable(int(r[0]), str(r[1]), str(r[2]), int(r[3])) for r in conn.execute(LIST_SNAPSHOT_TABLES_SQL)]
+    return [SnapshotTable(int(r[0]), str(r[1]), str(r[2]), int(r[3]), int(r[4]))
+            for r in conn.execute(LIST_SNAPSHOT_TABLES_SQL)]
 
 
 def set_lock_timeout(conn: psycopg.Connection[Any], seconds: float) -> None:
@@ -325,17 +442,27 @@ def _current_filenodes(conn: psycopg.Connection[Any], tables: list[SnapshotTable
 def count_in_snapshot(conn: psycopg.Connection[Any], tables: list[SnapshotTable]) -> dict[str, int]:
     """Row counts of ``tables`` in the snapshot session ``conn``, once pg_dump holds its table locks.
 
-    The tables are locked in one statement first, so no DDL can slip in between counts.  Every table of the
-    snapshot is counted, or the backup fails naming it: one dropped since cannot be counted (pg_dump fails on it
-    when that happened before its lock), and one truncated or rewritten since reads as empty in the snapshot
-    (TRUNCATE and rewriting ALTER TABLEs are not MVCC-safe) — in pg_dump's session too when that happened before
-    pg_dump locked it — so neither an empty count nor an empty copy is recorded as the table's."""
+    The tables are counted batch by batch (:func:`count_rows`), each batch's tables locked in one statement
+    first and checked, so no DDL can slip in between the check and the counts.  Every table of the snapshot is
+    counted, or the backup fails naming it: one dropped since cannot be counted (pg_dump fails on it when that
+    happened before its lock), and one truncated or rewritten since reads as empty in the snapshot (TRUNCATE and
+    rewriting ALTER TABLEs are not MVCC-safe) — in pg_dump's session too when that happened before pg_dump locked
+    it — so neither an empty count nor an empty copy is recorded as the table's."""
     now = _current_filenodes(conn, tables)
-    present = [t for t in tables if now.get(t.oid) is not None]
-    if present:
+    _check_unchanged(tables, now)
+
+    def lock_and_check(batch: range) -> None:
+        mine = [tables[i] for i in batch]
         conn.execute(sql.SQL("LOCK TABLE {} IN ACCESS SHARE MODE").format(sql.SQL(", ").join(
-            sql.SQL("ONLY {}").format(sql.Identifier(t.schema, t.name)) for t in present)))
-        now = _current_filenodes(conn, present)
+            sql.SQL("ONLY {}").format(sql.Identifier(t.schema, t.name)) for t in mine)))
+        _check_unchanged(mine, _current_filenodes(conn, mine))
+
+    return count_rows(conn, [(t.schema, t.name, t.indexes) for t in tables], lock_and_check)
+
+
+def _check_unchanged(tables: list[SnapshotTable], now: dict[int, int | None]) -> None:
+    """Fails naming the tables dropped, truncated or rewritten since the snapshot (``now``: their current data
+    files, :func:`_current_filenodes`)."""
     for what, why, found in (
             ("dropped", "its rows can no longer be counted in the dump's snapshot",
              [t.key for t in tables if now.get(t.oid) is None]),
@@ -347,7 +474,6 @@ def count_in_snapshot(conn: psycopg.Connection[Any], tables: list[SnapshotTable]
                 f"table {found[0]}" + (f" (and {len(found) - 1} more)" if len(found) > 1 else "")
                 + f" was {what} during the backup: {why}, so the backup cannot vouch for them",
                 "Try: run the backup again once the maintenance or migration is over")
-    return count_rows(conn, [(t.schema, t.name) for t in present])
 
 
 # The sequences whose state pg_dump dumps (SEQUENCE SET: setval(…, last_value, is_called)): permanent ones outside
@@ -597,7 +723,12 @@ def check_stage(result: proc.ProcResult, what: str) -> None:
     """Exit code and stderr of one pipeline stage: any ERROR line fails it."""
     name = Path(result.argv[0]).name
     if result.returncode != 0:
-        tail = "\n".join(result.stderr.strip().splitlines()[-4:])
+        lines = result.stderr.strip().splitlines()
+        tail = "\n".join(lines[-4:])
+        # the error itself, when the tail is only its detail (pg_dump's "Query was:" may run to many lines)
+        first = next((ln for ln in lines if re.search(r"(^|[\s:])(error|ERROR|FATAL|PANIC):", ln)), None)
+        if first is not None and first not in lines[-4:]:
+            tail = f"{first}\n…\n{tail}"
         raise BackupError(f"{name} {proc.describe_exit(result.returncode)} while {what}" + (f": {tail}" if tail else ""))
     errs = stderr_errors(result.stderr)
     if errs:

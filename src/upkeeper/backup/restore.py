@@ -402,6 +402,22 @@ _RESTORE_SETUP_ERRORS = re.compile(
     r"|tablespace \"[^\"]*\" does not exist|invalid value for parameter \"default_tablespace\")")
 
 
+def _lock_table_full(target: PostgresTarget, dbname: str, what: str) -> SetupError:
+    """The server restored into ran out of its lock table: its setting, not the backup."""
+    try:
+        with pg.connect(target, dbname) as conn:
+            row = conn.execute(pg.LOCK_TABLE_SQL).fetchone()
+        now = f" (now {row[0]}, with max_connections {row[1]})" if row else ""
+    except Exception:  # the message below is the one to give
+        now = ""
+    return SetupError(
+        f"{what} in {dbname} on {target.display()}: the server's lock table is full (out of shared memory), "
+        "which says nothing about the backup",
+        f"Try: raise max_locks_per_transaction{now} on {target.display()} and restart it (the setting takes effect "
+        "only at a restart), or restore where fewer sessions hold locks at the same time (for backup.verify: its "
+        "scratch_target)")
+
+
 def check_restore(res: proc.ProcResult, target: PostgresTarget, dbname: str) -> None:
     """pg_restore's exit code and stderr (:func:`pg.check_stage`); an error of the server restored into — a
     privilege its role lacks, an extension, role or tablespace it does not have — is this host's setup
@@ -409,6 +425,8 @@ def check_restore(res: proc.ProcResult, target: PostgresTarget, dbname: str) -> 
     try:
         pg.check_stage(res, f"restoring into {dbname}")
     except BackupError as exc:
+        if pg.out_of_locks(res.stderr):
+            raise _lock_table_full(target, dbname, "pg_restore") from exc
         setup = next((ln for ln in res.stderr.splitlines() if _RESTORE_SETUP_ERRORS.search(ln)), None)
         if setup is None:
             raise
@@ -433,11 +451,13 @@ def compare_row_counts(target: PostgresTarget, dbname: str, expected: dict[str, 
             pg.lift_forced_row_security(conn)
             # matched with the restored tables' names made into keys the manifest's way, never split at a dot (a
             # schema or table name may hold one)
-            restored = {(pg.qualified(schema, table) if quoted_keys else f"{schema}.{table}"): (schema, table)
-                        for schema, table in pg.list_tables(conn)}
+            restored = {(pg.qualified(schema, table) if quoted_keys else f"{schema}.{table}"): (schema, table, idx)
+                        for schema, table, idx in pg.list_tables(conn)}
             counted = pg.count_rows(conn, [restored[key] for key in expected if key in restored])
-            got = {key: counted.get(pg.qualified(*restored[key])) for key in expected if key in restored}
+            got = {key: counted.get(pg.qualified(*restored[key][:2])) for key in expected if key in restored}
         except Exception as exc:
+            if pg.out_of_locks(pg.pg_error(exc)):
+                raise _lock_table_full(target, dbname, "counting the restored rows") from None
             return [f"counting rows: {pg.pg_error(exc)}"]
         finally:
             with contextlib.suppress(Exception):  # a lost connection: the failure above is the one to report

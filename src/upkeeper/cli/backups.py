@@ -184,6 +184,9 @@ def _check_target(config: Config, target: str | None) -> None:
                          "'upkeeper backups sync' first if the storages hold backups the catalog does not know yet")
 
 
+SHOW_ROW_COUNTS = 50  # tables whose row counts 'backups show' lists; beyond, the largest
+
+
 @backups_app.command("show")
 def show_cmd(
     backup_id: str = typer.Argument(..., help="backup id (a unique prefix is enough)"),
@@ -211,10 +214,17 @@ def show_cmd(
     console.print(t)
     counts = m.details.get("row_counts")
     if counts:
-        t = Table(title="Row counts (in the dump's snapshot)", title_justify="left")
+        # a schema-per-tenant database has thousands of tables: the largest only (every one is in --json)
+        title = "Row counts (in the dump's snapshot)"
+        shown = sorted(counts.items())
+        if len(counts) > SHOW_ROW_COUNTS:
+            shown = sorted(counts.items(), key=lambda kv: (-int(kv[1]), kv[0]))[:SHOW_ROW_COUNTS]
+            title += (f": the {SHOW_ROW_COUNTS} largest of {len(counts):,} tables, "
+                      f"{sum(int(v) for v in counts.values()):,} rows in all (--json lists every table)")
+        t = Table(title=title, title_justify="left")
         t.add_column("table")
         t.add_column("rows", justify="right")
-        for k, v in sorted(counts.items()):
+        for k, v in shown:
             t.add_row(k, f"{v:,}")
         console.print(t)
 

@@ -228,6 +228,7 @@ class PostgresBackup(Task[PostgresBackupOptions]):
             assert row is not None
             snapshot = str(row[0])
             tables = pg.snapshot_tables(snap)
+            locks = pg.lock_table(snap)
             size_row = snap.execute(DATABASE_SIZE_SQL).fetchone()
             fault_pause("before-sequences")  # (the tests: a sequence created after the snapshot was exported)
             listed = pg.list_sequences(snap)  # those the dump's snapshot holds: pg_dump dumps these
@@ -269,7 +270,7 @@ class PostgresBackup(Task[PostgresBackupOptions]):
                     if watch.yielded is not None:
                         raise watch.yield_error() from None
                     if isinstance(exc, BackupError):
-                        raise _explain_dump_failure(exc, target, db, tables, wait, (snap_pid,)) from None
+                        raise _explain_dump_failure(exc, target, db, tables, wait, (snap_pid,), locks) from None
                     raise
                 finally:
                     counter.finish(dumped)
@@ -283,7 +284,7 @@ class PostgresBackup(Task[PostgresBackupOptions]):
         if counter.error is not None:
             if watch.yielded is not None:
                 raise watch.yield_error()
-            raise _count_failure(counter.error, target, db, tables, wait, (snap_pid,))
+            raise _count_failure(counter.error, target, db, tables, wait, (snap_pid,), locks)
         dump_seconds = time.monotonic() - t_dump
         if globals_sql is not None:
             writer.add(upload_bytes(writer.upload(object_name("globals.sql", env), role="globals"), globals_sql))
@@ -292,7 +293,15 @@ class PostgresBackup(Task[PostgresBackupOptions]):
                    "row_count_keys": pg.QUOTED_KEYS, "large_objects": counter.large_objects,
                    "database_size": int(size_row[0]) if size_row and size_row[0] is not None else None,
                    "sequences": _recorded_sequences(ctx, db, sequences, in_dump)}
-        return writer.commit(details)
+        manifest = writer.commit(details)
+        if locks.needed > locks.capacity:  # it worked, on the lock table's spare room: say so before it fails
+            ctx.log.warning("%s: %s", db, locks.describe(db))
+            findings.append(Finding(
+                "backup.lock_table", Severity.WARNING, db,
+                f"{locks.describe(db)}: more than it is sized for; the dump fails 'out of shared memory' once the "
+                "spare shared memory the lock table borrows runs out (more tables, or other sessions' locks)",
+                locks.hint().removeprefix("Try: "), value=locks.needed, threshold=locks.capacity))
+        return manifest
 
     def _stream_custom(self, ctx: TaskContext, env: BackupEnv, writer: SetWriter, sp: proc.Spawned, db: str,
                        name: str, locked: threading.Event, tee: Callable[[bytes], None] | None) -> None:
@@ -532,9 +541,13 @@ def _lock_wait_hint(wait: float) -> str:
 
 
 def _explain_dump_failure(exc: BackupError, target: PostgresTarget, db: str, tables: list[pg.SnapshotTable],
-                          wait: float, ours: tuple[int, ...]) -> BackupError:
-    """pg_dump's failure, with the sessions holding the table it could not lock, or a hint for a standby."""
+                          wait: float, ours: tuple[int, ...], locks: pg.LockTable) -> BackupError:
+    """pg_dump's failure, with the sessions holding the table it could not lock, the max_locks_per_transaction
+    it needs, or a hint for a standby."""
     text = exc.message
+    if pg.out_of_locks(text):
+        return BackupError(f"pg_dump ran out of the server's lock table (out of shared memory): {locks.describe(db)}",
+                           locks.hint())
     if pg.RECOVERY_CONFLICT in text:
         return BackupError(text, pg.RECOVERY_CONFLICT_HINT)
     if pg.vanished_table(text):
@@ -636,9 +649,12 @@ def _recorded_sequences(ctx: TaskContext, db: str, before: dict[str, pg.Sequence
 
 
 def _count_failure(exc: BaseException, target: PostgresTarget, db: str, tables: list[pg.SnapshotTable],
-                   wait: float, ours: tuple[int, ...]) -> BackupError:
+                   wait: float, ours: tuple[int, ...], locks: pg.LockTable) -> BackupError:
     if isinstance(exc, BackupError):
         return exc
+    if pg.out_of_locks(pg.pg_error(exc)):
+        return BackupError(f"counting rows in {db}: the server's lock table is full (out of shared memory): "
+                           f"{locks.describe(db)}", locks.hint())
     if isinstance(exc, psycopg.errors.LockNotAvailable):
         conflicts = _conflicts(target, db, [t.oid for t in tables], ours)
         return BackupError(f"counting rows in {db}: could not lock its tables within {human_duration(wait)} "
