@@ -269,8 +269,8 @@ def test_a_failed_pg_restore_leaves_the_existing_database_untouched(
     bin_dir = _faulty_pg_restore(tmp_path, pg, '"$REAL" "$@" || exit\n'
                                  'echo "pg_restore: error: could not write to file: No space left on device" >&2\n'
                                  'exit 1')
+    bid = _backup(cli, backup_config(db))  # the real tools back up (a backup reads its sequences with pg_restore)
     cfg = backup_config(db, target_extra={"bin_dir": str(bin_dir)})
-    bid = _backup(cli, cfg)
     _mark(pg, db)
     r = cli(["--config", cfg, "backups", "restore", bid, "--database", db, "--force", "--yes"])
     assert r.code == 1, r.output
@@ -300,8 +300,8 @@ def test_an_interrupted_restore_leaves_the_existing_database_untouched(
     db, counts = app_db
     # the real pg_restore runs, then upkeeper (its parent) gets the signal while it waits
     bin_dir = _faulty_pg_restore(tmp_path, pg, f'"$REAL" "$@" || exit\nkill -{sig} $PPID\nexec sleep 30')
+    bid = _backup(cli, backup_config(db))  # the real tools back up (a backup reads its sequences with pg_restore)
     cfg = backup_config(db, target_extra={"bin_dir": str(bin_dir)})
-    bid = _backup(cli, cfg)
     _mark(pg, db)
     # its own process: the signal must not reach the test runner
     res = subprocess.run([sys.executable, "-c", "from upkeeper.cli.main import main; main()", "--config", str(cfg),
