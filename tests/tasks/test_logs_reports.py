@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import services
+from proc_support import worker_with_open
 from upkeeper.core.task import MemoryState, TaskContext
 from upkeeper.logs.report_html import time_chart
 from upkeeper.tasks.logs._common import write_reports
@@ -250,21 +251,6 @@ def test_an_empty_first_run_is_not_said_to_follow_a_last_run(cli: Any, make_conf
     assert second["summary"].startswith("no new log lines since the last run"), second["summary"]
 
 
-def _worker_with(parent: int, path: Path) -> int | None:
-    """The pid of ``parent``'s worker process once it has ``path`` open, else None."""
-    try:
-        children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
-    except OSError:
-        return None
-    for pid in children:
-        try:
-            if any(os.readlink(fd) == str(path) for fd in Path(f"/proc/{pid}/fd").iterdir()):
-                return int(pid)
-        except OSError:
-            continue
-    return None
-
-
 def _settled(directory: Path, quiet: float = 0.5, timeout: float = 30.0) -> list[str]:
     """The names in ``directory`` once some exist and none changed for ``quiet`` seconds."""
     seen: list[str] | None = None
@@ -299,7 +285,7 @@ def test_a_report_appears_only_for_a_run_whose_result_was_recorded(make_config: 
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     try:
         deadline = time.monotonic() + 30
-        while (worker := _worker_with(proc.pid, tmp_path / "history.db")) is None:  # it got the run
+        while (worker := worker_with_open(proc.pid, tmp_path / "history.db")) is None:  # it got the run
             assert proc.poll() is None and time.monotonic() < deadline, "the worker never opened the history"
             time.sleep(0.002)
         os.kill(proc.pid, signal.SIGSTOP)  # the worker finishes the task; nobody records its result

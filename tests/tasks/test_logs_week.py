@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from logs.goaccess_helpers import goaccess, goaccess_numbers
+from proc_support import worker_with_open
 from tasks.logweek import Week
 from upkeeper.logs.svg import _fmt
 
@@ -91,21 +92,6 @@ class Figures:
             self.counts.update({f"pghour {k}": v for k, v in rep["by_hour"].items()})
 
 
-def worker_reading(parent: int, log: Path) -> int | None:
-    """The pid of ``parent``'s worker process while it has ``log`` open (reading it), else None."""
-    try:
-        children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
-    except OSError:
-        return None
-    for pid in children:
-        try:
-            if any(os.readlink(fd) == str(log) for fd in Path(f"/proc/{pid}/fd").iterdir()):
-                return int(pid)
-        except OSError:
-            continue
-    return None
-
-
 def kill_while_reading(cfg: Path, job: str, log: Path) -> None:
     """Start a real ``upkeeper run job`` and SIGKILL it while its worker reads ``log``; wait for the worker
     to be gone too."""
@@ -117,7 +103,7 @@ def kill_while_reading(cfg: Path, job: str, log: Path) -> None:
     while worker is None:
         assert proc.poll() is None, "the run ended before it read the log: make the log bigger"
         assert time.monotonic() < deadline, "the run never read the log"
-        worker = worker_reading(proc.pid, log)
+        worker = worker_with_open(proc.pid, log)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     while alive(worker) and time.monotonic() < deadline:
