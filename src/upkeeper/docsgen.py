@@ -17,7 +17,7 @@ from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
 from upkeeper.config.backup import BackupSettings, EncryptionSettings, RetentionPolicy
-from upkeeper.config.models import Config, DaemonSettings, Defaults, JobConfig
+from upkeeper.config.models import Config, DaemonSettings, Defaults, HistoryRetention, JobConfig
 from upkeeper.config.notify import (
     AppriseChannel,
     BackupAlerts,
@@ -242,6 +242,12 @@ def config_markdown() -> str:
         "## `daemon`",
         "",
         options_table(DaemonSettings).rstrip(),
+        "",
+        "## `history_retention`",
+        "",
+        " ".join((HistoryRetention.__doc__ or "").split()),
+        "",
+        options_table(HistoryRetention).rstrip(),
         "",
         "## `jobs -> NAME`",
         "",

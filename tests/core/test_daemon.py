@@ -281,3 +281,19 @@ def test_target_lock_serializes_exclusive_jobs(tmp_path: Path) -> None:
     assert len(spans) == 2
     (_, s1, e1), (_, s2, e2) = sorted(spans, key=lambda s: s[1])
     assert s2 >= e1  # the second started only after the first finished
+
+
+def test_daemon_applies_history_retention(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'h.db'}"
+    setup = make_setup(url, "history_retention:\n  runs: 30d\n")
+    history = History(url)
+    now = datetime(2026, 3, 28, 12, 0, tzinfo=UTC)
+    old, kept = (history.create_run(NewRun(job="manual", task="debug.noop", target=None, scheduled_for=t,
+                                           trigger="manual", status="ok"), "o:1:1", "o")
+                 for t in (now - timedelta(days=40), now - timedelta(days=35)))
+    d = make_daemon(setup, url, SimClock(now), "n")
+    d.prepare()
+    d.tick()
+    assert d.wait_pruned() and d.wait_idle()
+    ids = {r.id for r in history.runs(job="manual")}
+    assert old not in ids and kept in ids  # older than 30 days, but the job's latest run: kept

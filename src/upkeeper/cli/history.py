@@ -1,4 +1,5 @@
-"""``upkeeper history`` and ``upkeeper show``: what ran, when, with what result."""
+"""``upkeeper history`` and ``upkeeper show``: what ran, when, with what result; ``upkeeper history prune``:
+history retention now."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from upkeeper.cli._app import app, console, print_json, severity_text, state, st
 from upkeeper.config.types import parse_duration
 from upkeeper.core.models import FindingRow, RunRow
 from upkeeper.errors import UsageError
-from upkeeper.fmt import human_duration, local_time
+from upkeeper.fmt import human_bytes, human_duration, local_time
 
 
 def parse_since(text: str | None) -> datetime | None:
@@ -62,7 +63,21 @@ def run_dict(r: RunRow, findings: list[FindingRow] | None = None, full: bool = F
     return d
 
 
-@app.command("history")
+class _ListByDefault(typer.core.TyperGroup):
+    """``upkeeper history [JOB] [options]`` lists runs (``history list``); ``history prune`` prunes."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:  # (typer's own vendored click Context)
+        if not args or (args[0] not in self.commands and args[0] not in ctx.help_option_names):
+            args = ["list", *args]
+        return super().parse_args(ctx, args)
+
+
+history_app = typer.Typer(cls=_ListByDefault, help="Recorded runs, newest first ('history list', the default); "
+                          "'history prune' applies history retention now.")
+app.add_typer(history_app, name="history")
+
+
+@history_app.command("list")
 def history_cmd(
     job: str | None = typer.Argument(None, help="only this job"),
     since: str | None = typer.Option(None, "--since", help="'7d', '12h' or an ISO date"),
@@ -70,7 +85,7 @@ def history_cmd(
     status: list[str] = typer.Option([], "--status", help="only runs with this status (repeatable)"),
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
 ) -> None:
-    """Recorded runs, newest first."""
+    """Recorded runs, newest first (also 'upkeeper history [JOB]')."""
     setup = state.setup()
     if job is not None and job not in setup.jobs:
         setup.job(job)  # raises a UsageError with a suggestion
@@ -132,3 +147,47 @@ def show_cmd(
         console.print(t)
     if row.log_excerpt:
         console.print(Panel(row.log_excerpt, title="log", title_align="left", expand=False), markup=False)
+
+
+@history_app.command("prune")
+def prune_cmd(
+    dry_run: bool = typer.Option(False, "--dry-run", help="count what would be deleted; delete nothing"),
+    vacuum: bool = typer.Option(False, "--vacuum", help="SQLite: rewrite the file once (VACUUM) so it shrinks, and "
+                                "turn on incremental vacuum; holds the write lock while it runs"),
+    as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+) -> None:
+    """Apply history retention now (the daemon does it hourly): delete old runs with their findings and
+    logs, old notification events and deliveries, old audit entries and expired metric samples."""
+    from upkeeper.core.retention import prune_history
+
+    setup = state.setup()
+    keep = setup.config.history_retention
+    now = datetime.now(UTC)
+    rep = prune_history(
+        state.history(), runs_before=now - keep.runs if keep.runs else None,
+        audit_before=now - keep.audit if keep.audit else None,
+        metric_cutoffs={j.name: now - j.metrics_retention for j in setup.jobs.values()},
+        dry_run=dry_run, vacuum=vacuum)
+    if as_json:
+        print_json(rep.to_dict())
+        return
+    verb = "would delete" if dry_run else "deleted"
+
+    def when(t: datetime | None) -> str:
+        return local_time(t, "UTC", "%Y-%m-%d %H:%M UTC") if t else "never (kept forever)"
+
+    console.print(f"runs, findings, logs and notifications finished before: {when(rep.runs_before)}")
+    console.print(f"audit trail and emergency runs before: {when(rep.audit_before)}")
+    table = Table(title=f"History prune{' (dry run)' if dry_run else ''}", title_justify="left")
+    table.add_column("what")
+    table.add_column(verb, justify="right")
+    for what, n in (("runs (with their log excerpts)", rep.runs), ("findings", rep.findings),
+                    ("notification events", rep.notify_events), ("notification deliveries", rep.notify_deliveries),
+                    ("audit entries", rep.audit), ("metric samples", rep.metric_samples)):
+        table.add_row(what, f"{n:,}")
+    console.print(table)
+    for reason, n in sorted(rep.kept.items()):
+        console.print(f"kept {n:,} old run(s): {reason}")
+    if rep.file_bytes_before is not None:
+        console.print(f"SQLite file: {human_bytes(rep.file_bytes_before)} -> {human_bytes(rep.file_bytes_after or 0)}"
+                      f"; {rep.free_pages or 0:,} free page(s) left for new rows; vacuum: {rep.vacuum or '-'}")

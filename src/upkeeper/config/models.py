@@ -37,6 +37,7 @@ __all__ = [
     "Config",
     "DaemonSettings",
     "Defaults",
+    "HistoryRetention",
     "HostTarget",
     "HttpTarget",
     "JobConfig",
@@ -96,6 +97,32 @@ class DaemonSettings(StrictModel):
     )
     worker_max_runs: int = Field(200, ge=1, description="recycle a worker process after this many runs. "
             "Source: upkeeper default")
+
+
+class HistoryRetention(StrictModel):
+    """How long the history database keeps what it records.
+
+    Applied hourly by the daemon and by ``upkeeper history prune``.  Whatever its age, pruning never
+    deletes runs still pending, queued or running, nor each job's latest run, latest successful run,
+    latest finished run and latest scheduled occurrence (``status``, the missed-run alarm and catch-up
+    read them), nor the run that made a backup still in the catalog; the backup catalog, job state,
+    notification state and undelivered notifications are never pruned.  Metric samples have their own
+    retention (``jobs -> NAME -> metrics_retention``).
+    """
+
+    runs: Duration | None = Field(
+        default=timedelta(days=90),
+        description="runs that finished longer ago than this are deleted with their findings and log "
+        "excerpts, and so are notification events and sent or abandoned deliveries older than this; "
+        "null keeps them forever. 90 days also covers the compliance report's previous month and the "
+        "30-day backup success rate. Source: GitHub Actions (workflow run logs are kept 90 days by default)",
+    )
+    audit: Duration | None = Field(
+        default=timedelta(days=365),
+        description="the audit trail of manual actions (restores, copies, rekeys, planned and emergency "
+        "runs), and the runs and notices of emergency runs, are kept this long; null keeps them forever. "
+        "Source: PCI DSS v4.0 requirement 10.5.1 (audit log history kept at least 12 months)",
+    )
 
 
 class JobConfig(StrictModel):
@@ -158,6 +185,10 @@ class Config(StrictModel):
         None,
         description="history database: a SQLite path or sqlite:/// URL (default: the platform data dir), "
         "or postgresql://… to share history between nodes. Source: upkeeper (not set by default)",
+    )
+    history_retention: HistoryRetention = Field(
+        default_factory=HistoryRetention, description="how long runs, notifications and the audit trail "
+        "stay in the history database (see 'history_retention'). Source: see its own options"
     )
     defaults: Defaults = Field(default_factory=Defaults,
         description="policies every job inherits (see 'defaults'). Source: see its own options")

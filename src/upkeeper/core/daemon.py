@@ -171,6 +171,7 @@ class Daemon:
         self._next_pending = datetime.min.replace(tzinfo=UTC)
         self._next_housekeeping = datetime.min.replace(tzinfo=UTC)
         self._next_prune = datetime.min.replace(tzinfo=UTC)
+        self._pruner: threading.Thread | None = None
         self._started_at = self.clock.now()
         self._prepared = False
         self.on_event = on_event or (lambda kind, data: None)
@@ -376,8 +377,44 @@ class Daemon:
                 self._next_prune = now + METRIC_PRUNE_EVERY
                 self.history.prune_metrics_bulk(
                     {job.name: now - job.metrics_retention for job in self.all_jobs.values()})
+                self._start_history_prune(now)
         except Exception as exc:
             log.warning("housekeeping failed: %s", exc)
+
+    def _start_history_prune(self, now: datetime) -> None:
+        """History retention, in a thread: a first prune of a large history takes minutes of short
+        batches, and the scheduler must not wait for it."""
+        if self._pruner is not None and self._pruner.is_alive():
+            return
+        keep = self.setup.config.history_retention
+        if keep.runs is None and keep.audit is None:
+            return
+
+        def prune() -> None:
+            from upkeeper.core.retention import prune_history
+
+            try:
+                rep = prune_history(self.history, runs_before=now - keep.runs if keep.runs else None,
+                                    audit_before=now - keep.audit if keep.audit else None,
+                                    stop=self._stopping.is_set)
+                if rep.runs or rep.notify_events or rep.notify_deliveries or rep.audit:
+                    log.info("history retention: deleted %d run(s), %d finding(s), %d notification event(s), "
+                             "%d delivery(ies), %d audit entry(ies)", rep.runs, rep.findings, rep.notify_events,
+                             rep.notify_deliveries, rep.audit)
+                self.on_event("history-pruned", rep.to_dict())
+            except Exception as exc:
+                log.warning("history retention failed: %s", exc)
+
+        self._pruner = threading.Thread(target=prune, name="history-prune", daemon=True)
+        self._pruner.start()
+
+    def wait_pruned(self, timeout: float = 30) -> bool:
+        """Wait for a history prune in progress (tests, shutdown)."""
+        t = self._pruner
+        if t is not None:
+            t.join(timeout)
+            return not t.is_alive()
+        return True
 
     # -- loop -----------------------------------------------------------------------------
 
@@ -419,6 +456,7 @@ class Daemon:
     def drain(self, grace: timedelta) -> list[int]:
         """Let running runs finish within ``grace``; kill and mark the rest interrupted."""
         self.stop()
+        self.wait_pruned(timeout=30)  # it stops at its next batch
         with self._lock:
             futures = dict(self._inflight)
         import concurrent.futures as cf

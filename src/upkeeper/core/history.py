@@ -48,7 +48,7 @@ FINAL_STATES = ("ok", "warn", "fail", "error", "skipped", "interrupted")
 LOG_EXCERPT_MAX = 32 * 1024
 #: The migration heads of this version (tests/core/test_history.py checks them against Alembic's
 #: script directory).  A database already at these heads opens without importing Alembic.
-SCHEMA_HEADS = frozenset({"backup_catalog", "notify_state"})
+SCHEMA_HEADS = frozenset({"backup_catalog", "history_retention", "notify_state"})
 
 
 def default_history_path() -> Path:
@@ -188,6 +188,9 @@ class History:
             def _on_connect(dbapi_conn: Any, _rec: Any) -> None:
                 dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (below)
                 cur = dbapi_conn.cursor()
+                # before anything writes the file's header: a new database frees the pages of pruned
+                # history back to the file system (core/retention.py); on an existing one this is a no-op
+                cur.execute("PRAGMA auto_vacuum=INCREMENTAL")
                 cur.execute("PRAGMA journal_mode=WAL")
                 cur.execute("PRAGMA synchronous=NORMAL")
                 cur.execute("PRAGMA foreign_keys=ON")

@@ -80,6 +80,7 @@ class RunRow(Base):
         UniqueConstraint("job", "scheduled_for", name="uq_runs_occurrence"),
         Index("ix_runs_status", "status"),
         Index("ix_runs_job_finished", "job", "finished_at"),
+        Index("ix_runs_finished", "finished_at"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -126,6 +127,7 @@ class MetricRow(Base):
     __table_args__ = (
         Index("ix_metrics_job_name_ts", "job", "name", "ts"),
         Index("ix_metrics_target_name_ts", "target", "name", "ts"),
+        Index("ix_metrics_run", "run_id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)

@@ -1,0 +1,168 @@
+"""History retention on SQLite and PostgreSQL: what is deleted, what must stay, dry runs, file size."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from upkeeper.backup.catalog import BackupRow
+from upkeeper.core.history import History, NewRun
+from upkeeper.core.models import AuditRow, FindingRow, MetricRow, RunRow
+from upkeeper.core.retention import prune_history
+from upkeeper.core.task import Finding, Result, Severity
+from upkeeper.notify.store import NotifyDeliveryRow, NotifyEventRow, NotifyStore
+
+NOW = datetime.now(UTC).replace(microsecond=0)
+OLD = NOW - timedelta(days=200)  # past the 90-day run retention, inside the 365-day audit retention
+ANCIENT = NOW - timedelta(days=400)  # past both
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def history(request: pytest.FixtureRequest, tmp_path: Path) -> History:
+    if request.param == "sqlite":
+        return History(f"sqlite:///{tmp_path / 'h.db'}")
+    pg = request.getfixturevalue("pg")
+    db: str = request.getfixturevalue("pg_db")
+    h = History(f"postgresql+psycopg://postgres@127.0.0.1:{pg.port}/{db}")
+    request.addfinalizer(h.close)
+    return h
+
+
+def run(h: History, job: str, at: datetime, status: str = "ok", *, trigger: str = "schedule",
+        log: str = "log line\n", findings: int = 1) -> int:
+    rid = h.create_run(NewRun(job, "debug.noop", None, at, trigger=trigger, status="running"), "o:1:1", "n")
+    assert rid is not None
+    res = Result(summary=status, metrics={"m": 1.0},
+                 findings=[Finding("c", Severity.WARNING, f"s{i}", "msg") for i in range(findings)])
+    h.finish_run(rid, status=status, result=res, finished_at=at + timedelta(seconds=5), started_at=at,
+                 log_excerpt=log)
+    return rid
+
+
+def count(h: History, model: type[Any], *where: Any) -> int:
+    with h.session() as s:
+        return int(s.scalar(select(func.count()).select_from(model).where(*where)) or 0)
+
+
+def test_old_history_goes_and_what_readers_need_stays(history: History) -> None:
+    h = history
+    store = NotifyStore(h)
+    day = timedelta(days=1)
+    # "busy": old runs, then a recent one — the old ones go with their findings
+    busy_old = [run(h, "busy", OLD + i * day) for i in range(3)]
+    busy_new = run(h, "busy", NOW - day)
+    # "quiet": ran long ago only — its latest successful/finished/scheduled run (ok) and its latest run
+    # (a manual run that was skipped: kept only as "the latest run of its job") stay; the rest goes
+    quiet_gone = run(h, "quiet", OLD - 2 * day)
+    quiet_ok = run(h, "quiet", OLD - day)
+    quiet_last = h.record_skip("quiet", "debug.noop", None, OLD, "blackout", trigger="manual", owner="o:1:1",
+                               node="n")
+    # a planned run still pending, created long ago, stays
+    planned = h.create_run(NewRun("busy", "debug.noop", None, OLD - 5 * day, trigger="planned",
+                                  status="pending", due_at=NOW + day), "o:1:1", "n")
+    # emergency runs follow the audit retention
+    emerg_kept = run(h, "busy", OLD + 10 * day, trigger="emergency")
+    emerg_gone = run(h, "busy", ANCIENT, trigger="emergency")
+    # the run that made a backup still in the catalog stays
+    backup_run = run(h, "busy", OLD + 20 * day)
+    with h.session() as s:
+        s.add(BackupRow(id="b1", kind="postgres", target="db", database="app", run_id=backup_run, status="complete",
+                        started_at=OLD, finished_at=OLD, size=1, raw_size=1, compression_ratio=1.0, storages=[],
+                        encryption="none", verify_summary="", manifest={}))
+        s.add(AuditRow(ts=OLD, actor="me", action="backup.restore", details={}))
+        s.add(AuditRow(ts=ANCIENT, actor="me", action="emergency-run", details={}))
+    store.add_event(ts=OLD, topic="run", state="problem", severity="critical", title="t", text="x", data={},
+                    job="busy", check="run")
+    store.update("open", "disk", "finding", problem=True, severity="critical", now=OLD)  # still open
+    store.add_event(ts=OLD, topic="finding", state="problem", severity="critical", title="t", text="x", data={},
+                    job="open", check="disk")
+    sent = store.add_delivery("mail", [], {}, OLD, timedelta(minutes=1))
+    store.mark_sent(sent, OLD)
+    failing = store.add_delivery("mail", [], {}, OLD, timedelta(minutes=1))
+    store.mark_failed(failing, "refused", NOW + day)
+    before = {m: count(h, m) for m in (RunRow, FindingRow, MetricRow, NotifyEventRow, NotifyDeliveryRow, AuditRow)}
+
+    cut = {"runs_before": NOW - timedelta(days=90), "audit_before": NOW - timedelta(days=365)}
+    dry = prune_history(h, dry_run=True, **cut)
+    assert (dry.runs, dry.findings, dry.notify_events, dry.notify_deliveries, dry.audit) == (5, 5, 1, 1, 1)
+    assert before == {m: count(h, m) for m in before}  # a dry run deletes nothing
+
+    rep = prune_history(h, **cut)
+    assert (rep.runs, rep.findings, rep.notify_events, rep.notify_deliveries, rep.audit) == (5, 5, 1, 1, 1)
+    left = {r.id for r in h.runs(limit=1000)}
+    gone = {*busy_old, quiet_gone, emerg_gone}
+    assert not gone & left
+    assert {busy_new, quiet_ok, quiet_last, planned, emerg_kept, backup_run} <= left
+    assert count(h, FindingRow, FindingRow.run_id.in_(gone)) == 0
+    # metric samples have their own retention: they stay, detached from the deleted runs
+    assert count(h, MetricRow) == before[MetricRow]
+    assert count(h, MetricRow, MetricRow.run_id.is_(None)) == 5
+    # what status, the missed-run alarm and catch-up read is unchanged
+    assert h.last_runs()["quiet"].id == quiet_last
+    assert h.last_success("quiet").id == quiet_ok  # type: ignore[union-attr]
+    assert h.last_scheduled()["quiet"] == OLD - day
+    assert [e.job for e in store.events(limit=10)] == ["open"]  # the open problem's event stays
+    assert [d.id for d in store.deliveries(limit=10)] == [failing]  # undelivered: kept
+    assert [a.action for a in h.audit_entries()] == ["backup.restore"]
+    assert count(h, BackupRow) == 1
+    assert prune_history(h, **cut).runs == 0  # nothing left to do
+
+
+def test_a_new_sqlite_history_shrinks_after_a_prune(tmp_path: Path) -> None:
+    path = tmp_path / "h.db"
+    h = History(f"sqlite:///{path}")
+    for i in range(120):
+        run(h, "big", OLD + timedelta(hours=i), log="a log line of some words\n" * 1200, findings=0)
+    run(h, "big", NOW)
+    rep = prune_history(h, runs_before=NOW - timedelta(days=90), audit_before=None)
+    assert rep.runs == 120
+    assert rep.file_bytes_before is not None and rep.file_bytes_before > 3_000_000
+    assert path.stat().st_size < rep.file_bytes_before / 3, rep.to_dict()
+    assert rep.free_pages == 0 and rep.vacuum and rep.vacuum.startswith("incremental")
+
+
+def test_an_older_sqlite_history_gets_the_indexes_and_vacuum_switches_it(tmp_path: Path) -> None:
+    path = tmp_path / "h.db"
+    with sqlite3.connect(path) as conn:  # as an older upkeeper created it: no auto-vacuum
+        conn.execute("PRAGMA journal_mode=WAL")
+    h = History(f"sqlite:///{path}")
+    h.close()
+    with sqlite3.connect(path) as conn:  # and before the history_retention migration
+        conn.execute("DROP INDEX ix_runs_finished")
+        conn.execute("DROP INDEX ix_metrics_run")
+        conn.execute("DELETE FROM alembic_version WHERE version_num = 'history_retention'")
+        assert conn.execute("PRAGMA auto_vacuum").fetchone()[0] == 0
+    h = History(f"sqlite:///{path}")
+    with sqlite3.connect(path) as conn:
+        names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    assert {"ix_runs_finished", "ix_metrics_run"} <= names
+    run(h, "j", OLD, log="a log line of some words\n" * 1200)
+    run(h, "j", NOW)
+    rep = prune_history(h, runs_before=NOW - timedelta(days=90), audit_before=None)
+    assert rep.runs == 1 and rep.vacuum and rep.vacuum.startswith("none") and rep.free_pages
+    rep = prune_history(h, runs_before=NOW - timedelta(days=90), audit_before=None, vacuum=True)
+    assert rep.free_pages == 0
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA auto_vacuum").fetchone()[0] == 2
+
+
+def test_history_prune_command(make_config: Any, cli: Any, tmp_path: Path) -> None:
+    cfg = make_config({"history_retention": {"runs": "30d", "audit": None},
+                       "jobs": {"j": {"task": "debug.noop", "schedule": "@daily"}}})
+    h = History(f"sqlite:///{tmp_path / 'history.db'}")
+    old = run(h, "j", NOW - timedelta(days=40))
+    new = run(h, "j", NOW - timedelta(days=1))
+    h.close()
+    dry = cli(["--config", str(cfg), "history", "prune", "--dry-run", "--json"]).json()
+    assert dry["would_delete"]["runs"] == 1 and dry["audit_before"] is None
+    out = cli(["--config", str(cfg), "history", "prune"]).out
+    assert "runs (with their log excerpts)" in out and "deleted" in out
+    listed = cli(["--config", str(cfg), "history", "j", "--json"]).json()  # 'history JOB' still lists
+    assert [r["id"] for r in listed] == [new] and old != new
+    assert json.loads(cli(["--config", str(cfg), "history", "list", "--json"]).out)[0]["id"] == new
