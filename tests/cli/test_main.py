@@ -121,3 +121,38 @@ def test_the_console_script_runs_its_command_with_the_garbage_collector_on(tmp_p
                      "m._main(None)\n")
     out = subprocess.run([sys.executable, str(probe)], capture_output=True, text=True, check=True).stdout
     assert out.split("\n")[:2] == ["importing False", "command True"]
+
+
+
+def test_help_paragraphs_are_not_cut_at_the_source_lines() -> None:
+    """Every command's --help shows each paragraph of its docstring as one flowing text (Rich wraps it to the
+    terminal), not cut where the source lines end (Typer's rich mode keeps a docstring's line breaks)."""
+    import inspect
+
+    import typer
+
+    from upkeeper.cli._app import reflow_help
+
+    for name in command_modules():
+        importlib.import_module(f"upkeeper.cli.{name}")
+    reflow_help()
+    seen = 0
+
+    def check(t: typer.Typer) -> None:
+        nonlocal seen
+        for c in t.registered_commands:
+            assert c.help and all("\n" not in p for p in c.help.split("\n\n")), (c.name, c.help)
+            seen += 1
+        for g in t.registered_groups:
+            assert g.typer_instance is not None
+            check(g.typer_instance)
+
+    check(app)
+    assert seen > 30
+    # and the console script applies it: 'run --help' shows the second paragraph of run's docstring unbroken
+    doc = inspect.cleandoc(importlib.import_module("upkeeper.cli.run").run_cmd.__doc__ or "")
+    assert "\n" in doc.split("\n\n")[1]  # (the source does break it)
+    out = subprocess.run([sys.executable, "-m", "upkeeper", "run", "--help"], capture_output=True, text=True,
+                         env={"COLUMNS": "400", "PATH": "/usr/bin:/bin", "PYTHONPATH": ":".join(sys.path)},
+                         timeout=60).stdout
+    assert " ".join(doc.split("\n\n")[1].split()) in out, out

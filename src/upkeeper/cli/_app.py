@@ -113,3 +113,31 @@ def status_text(status: str) -> str:
 
 def severity_text(sev: str) -> str:
     return f"[{sev}]{sev}[/{sev}]"
+
+
+def reflow_help(typer_app: typer.Typer | None = None) -> None:
+    """Join the lines of each paragraph of every command's help (its docstring), as ``--help`` shows it.
+
+    Typer's rich mode keeps a docstring's line breaks, so ``--help`` showed lines cut where the source is
+    (mid-sentence, at the source's width) inside the lines Rich wraps.  Paragraphs (blank lines) stay."""
+    import inspect
+
+    def flow(text: str | None) -> str | None:
+        if not text:
+            return text
+        return "\n\n".join(" ".join(line.strip() for line in p.splitlines() if line.strip())
+                           for p in inspect.cleandoc(text).split("\n\n"))
+
+    t = app if typer_app is None else typer_app
+    for c in t.registered_commands:
+        c.help = flow(c.help if c.help is not None else inspect.getdoc(c.callback))
+    for g in t.registered_groups:
+        sub = g.typer_instance
+        if sub is None:
+            continue
+        info = sub.info
+        if isinstance(info.help, str):
+            info.help = flow(info.help)
+        elif info.callback is not None:
+            info.help = flow(inspect.getdoc(info.callback))
+        reflow_help(sub)

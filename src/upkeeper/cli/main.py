@@ -109,7 +109,7 @@ _pause_gc(sys.argv)
 _start_worker_early(sys.argv)
 
 import upkeeper.cli as _pkg  # noqa: E402 - after the early worker start, on purpose
-from upkeeper.cli._app import app, err_console, state  # noqa: E402
+from upkeeper.cli._app import app, err_console, reflow_help, state  # noqa: E402
 from upkeeper.errors import ConfigError, UpkeeperError  # noqa: E402
 from upkeeper.redact import redact  # noqa: E402
 
@@ -205,6 +205,7 @@ def _main(argv: list[str] | None) -> None:
     debug = "--debug" in (argv if argv is not None else sys.argv)
     try:
         load_commands(argv)
+        reflow_help()
         _resume_gc()
         app(args=argv, prog_name="upkeeper")
     except UpkeeperError as exc:
