@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -222,6 +224,64 @@ def test_admission_decision_point_defers_and_skips(tmp_path: Path) -> None:
     assert "still running" in next(r for r in five if r.scheduled_for == opening).summary
     seven = history.runs(job="seven")
     assert seven and all(r.status == "skipped" and "blackout" in r.summary for r in seven)
+
+
+class _DoneAfterSubmitReturns(ThreadPoolExecutor):
+    """Each work item runs on a thread of its own, to its end, before ``submit`` returns; its future is marked done
+    only when ``release`` is set.  The ordering a loaded machine can give a real pool: the run's thread leaves the
+    work function, the daemon's thread records the future (not done yet), then the pool's thread marks it done."""
+
+    def __init__(self) -> None:
+        super().__init__(max_workers=1)
+        self.release = threading.Event()
+        self.threads: list[threading.Thread] = []
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        fut: Future[Any] = Future()
+        returned = threading.Event()
+
+        def run() -> None:
+            fut.set_running_or_notify_cancel()
+            try:
+                result = fn(*args, **kwargs)
+            except BaseException as exc:  # pragma: no cover - surfaced by the future
+                returned.set()
+                self.release.wait(10)
+                fut.set_exception(exc)
+                return
+            returned.set()
+            self.release.wait(10)
+            fut.set_result(result)
+
+        t = threading.Thread(target=run, daemon=True)
+        t.start()
+        self.threads.append(t)
+        assert returned.wait(10), "the run did not finish"
+        return fut
+
+
+def test_a_run_finishing_before_its_future_is_recorded_leaves_nothing_in_flight(tmp_path: Path) -> None:
+    """A run whose work returned before ``_submit`` recorded its future (done only later) left its entry in
+    ``_inflight`` for good: the daemon grew by one entry each time, and at stop ``drain`` reported the finished
+    run as interrupted ('1 run(s) marked interrupted')."""
+    url = f"sqlite:///{tmp_path / 'h.db'}"
+    setup = make_setup(url)
+    clock = SimClock(START)
+    d = make_daemon(setup, url, clock, "n")
+    pool = _DoneAfterSubmitReturns()
+    d.pool = pool
+    d.prepare()
+    clock.set(START + timedelta(minutes=5))
+    claimed = d.tick().claimed
+    assert claimed
+    pool.release.set()
+    for t in pool.threads:
+        t.join(10)
+    assert d._inflight == {}
+    assert d.drain(timedelta(seconds=1)) == []
+    runs = History(url).runs(limit=100)
+    assert {r.id for r in runs} >= {rid for _j, _s, rid in claimed}
+    assert {r.status for r in runs if r.id in {rid for _j, _s, rid in claimed}} == {"ok"}
 
 
 def test_failed_run_schedules_a_retry_with_backoff(tmp_path: Path) -> None:

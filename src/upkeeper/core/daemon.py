@@ -355,13 +355,21 @@ class Daemon:
             finally:
                 with self._lock:
                     self._running_jobs.discard(job.name)
-                    self._inflight.pop(run_id, None)
                 self._wake.set()
+
+        def forget(done: Future[object]) -> None:
+            with self._lock:
+                if self._inflight.get(run_id) is done:
+                    del self._inflight[run_id]
 
         fut = self.pool.submit(work)
         with self._lock:
-            if not fut.done():
-                self._inflight[run_id] = fut
+            self._inflight[run_id] = fut
+        # Forgotten when the future is done, after it was recorded: a run may finish (and its thread leave
+        # ``work``) before this thread records its future, and the future is done only after ``work`` returns,
+        # so neither "pop in work" nor "record unless done" can tell; a done callback added to a future that is
+        # already done runs right here.
+        fut.add_done_callback(forget)
 
     def _heartbeat(self) -> None:
         try:
@@ -465,7 +473,8 @@ class Daemon:
             cf.wait(list(futures.values()), timeout=grace.total_seconds())
         self._cancel.set()  # executors kill what is still running; the runner records "interrupted"
         with self._lock:
-            left = dict(self._inflight)
+            # a done future's callback may not have forgotten it yet: it finished, it was not interrupted
+            left = {rid: f for rid, f in self._inflight.items() if not f.done()}
         if left:
             cf.wait(list(left.values()), timeout=30)
         self.pool.shutdown(wait=False, cancel_futures=True)
