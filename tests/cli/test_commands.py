@@ -337,6 +337,25 @@ def test_init_picks_the_client_ip_of_the_log_format(cli: Any, tmp_path: Path, mo
     assert check.code == 0, check.output
 
 
+def test_init_hints_the_cdn_header_the_log_format_logs(cli: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                         backup_dir: Path) -> None:
+    """A format logging $http_cf_connecting_ip (behind Cloudflare) gets the client_ip hint, valid once uncommented."""
+    from upkeeper.core import initgen
+
+    fmt = '$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent "$http_cf_connecting_ip"'
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(f"http {{ log_format cdn '{fmt}'; access_log /var/log/nginx/access.log cdn; }}\n")
+    monkeypatch.setattr(initgen, "NGINX_CONF", str(conf))
+    out = tmp_path / "u.yaml"
+    assert cli(["init", "--output", out]).code == 0
+    text = out.read_text()
+    assert "      # client_ip: header:CF-Connecting-IP" in text and "(logs $http_cf_connecting_ip)" in text
+    out.write_text(text.replace("      # client_ip:", "      client_ip:").replace("      # trusted_proxies:",
+                                                                                  "      trusted_proxies:"))
+    check = cli(["--config", out, "config", "check"])
+    assert check.code == 0, check.output
+
+
 def test_init_verifies_redis_backups_too(tmp_path: Path) -> None:
     """init wrote a nightly Redis backup that no job ever test-restored (backup-verify targets the database):
     a cache-verify job verifies the Redis target's backups, with a commented redis_checks example."""

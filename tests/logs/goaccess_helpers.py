@@ -67,13 +67,14 @@ def goaccess_numbers(data: dict[str, Any]) -> dict[str, Any]:
             "hosts": hosts, "not_found": not_found}
 
 
-def ours(log: Path, *, workers: int = 1, fast: bool = True, fmt: str = COMBINED_TIMED, **kw: Any) -> dict[str, Any]:
+def ours(log: Path, *, workers: int = 1, fast: bool = True, fmt: str = COMBINED_TIMED, top_n: int = 10,
+         **kw: Any) -> dict[str, Any]:
     import os
 
     units = parallel.split_units(str(log), 0, os.path.getsize(log), final=True, unit=1 << 20)
     partial, _ = parallel.scan("upkeeper.logs.access", ScanOptions(log_format=fmt, fast=fast, **kw), units,
                                workers=workers)
-    return summarize(partial, top_n=10, log_format=fmt, client_ip=kw.get("client_ip", "remote_addr"))
+    return summarize(partial, top_n=top_n, log_format=fmt, client_ip=kw.get("client_ip", "remote_addr"))
 
 
 #: the three ways a buffer can be scanned: pyarrow (even small buffers), the Python columnar split,

@@ -6,6 +6,8 @@ A real nginx plays both parts: a balancer server that appends the address it got
 
 from __future__ import annotations
 
+import re
+import shlex
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -20,7 +22,7 @@ from upkeeper.logs.clientip import DEFAULT_TRUSTED_PROXIES, ClientResolver
 from upkeeper.logs.nginx_format import to_goaccess
 from upkeeper.sandbox._util import free_port
 from upkeeper.sandbox.nginx import NginxServer
-from upkeeper.tasks.logs.nginx import proxy_finding
+from upkeeper.tasks.logs.nginx import passed_on_findings, proxy_finding
 
 MAIN_TIMED = ('$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent "$http_referer" '
               '"$http_user_agent" "$http_x_forwarded_for" $request_time')
@@ -180,7 +182,11 @@ def test_job_with_client_ip_counts_the_clients(cli: Any, make_config: Any, balan
 
 @pytest.mark.parametrize(("options", "message"), [
     ({"client_ip": "x_forwarded_for", "log_format": "combined"}, "needs $http_x_forwarded_for in the log_format"),
-    ({"client_ip": "xff"}, "'remote_addr', 'x_forwarded_for', 'x_real_ip' or 'proxy_protocol'"),
+    ({"client_ip": "xff"}, "'remote_addr', 'x_forwarded_for', 'x_real_ip', 'proxy_protocol' or 'header:NAME'"),
+    ({"client_ip": "header:CF-Connecting-IP"},
+     "needs $http_cf_connecting_ip in the log_format; add \"$http_cf_connecting_ip\" to the nginx log_format"),
+    ({"client_ip": "header:$http_cf_connecting_ip"}, "header:CF-Connecting-IP for $http_cf_connecting_ip"),
+    ({"client_ip": "header:"}, "has no request header name"),
     ({"client_ip": "proxy_protocol"}, "needs $proxy_protocol_addr in the log_format"),
     ({"client_ip": "x_forwarded_for", "trusted_proxies": ["10.0.0.0/33"]}, "'10.0.0.0/33' is no address or CIDR"),
 ])
@@ -344,3 +350,123 @@ def test_realip_goaccess_flags_take_the_passed_on_client() -> None:
     assert '"%h" %T' in to_goaccess(XRI_TIMED, client_ip="x_real_ip").log_format
     assert '"%u" %h %T' in to_goaccess(PP_BOTH, client_ip="proxy_protocol").log_format
     assert '"%u" %^ %T' in to_goaccess(PP_BOTH).log_format
+
+
+# -- any request header: CF-Connecting-IP behind a CDN ----------------------------------------------------
+# One nginx: an edge that takes the client from X-Test-Client with its own realip module (set_real_ip_from
+# 127.0.0.1; real_ip_header X-Test-Client; real_ip_recursive on) and logs the result as $remote_addr — nginx's
+# answer — and passes the header's raw value on as CF-Connecting-IP to the origin, which logs it.  Reading the
+# origin's log with client_ip: header:CF-Connecting-IP must find nginx's clients, whatever the value.
+
+CDN_FMT = ('$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent "$http_referer" '
+           '"$http_user_agent" "$http_cf_connecting_ip" $request_time')
+CDN_SERVERS = """
+    log_format cdn '{fmt}';
+    server {{
+        listen 127.0.0.1:{edge};
+        access_log {base}/edge.log combined;
+        set_real_ip_from 127.0.0.1;
+        real_ip_header X-Test-Client;
+        real_ip_recursive on;
+        location / {{
+            proxy_pass http://127.0.0.1:{origin};
+            proxy_set_header CF-Connecting-IP $http_x_test_client;
+        }}
+    }}
+    server {{
+        listen 127.0.0.1:{origin};
+        root {base}/www;
+        access_log {base}/origin.log cdn;
+        location = /login {{ return 401; }}
+    }}
+"""
+#: header values that are no plain address: nginx (and upkeeper) read a port, a list, and fall back on the rest
+ODD_CLIENTS = ["unknown", "unknown", "not an address", "203.0.113.60, 127.0.0.1", "garbage, 127.0.0.1"]
+
+
+@pytest.fixture(scope="module")
+def cdn_logs(services_dir: Path) -> Iterator[dict[str, Path]]:
+    """The edge's and the origin's logs of 20 visitors, a client probing for files (its address with a port),
+    one guessing passwords (IPv6 in brackets, with a port), odd header values and two requests without one."""
+    base = services_dir / "cdn-nginx"
+    edge, origin = free_port(), free_port()
+    server = NginxServer(base, port=edge, servers=CDN_SERVERS.format(fmt=CDN_FMT, edge=edge, origin=origin,
+                                                                     base=base))
+    server.start()
+    traffic = [(f"203.0.113.{i}", "/", "GET") for i in range(20)]
+    traffic += [("198.51.100.7:5000", f"/backup{i}.zip", "GET") for i in range(22)]
+    traffic += [("[2001:db8::8]:443", "/login", "POST")] * 11
+    traffic += [(c, "/", "GET") for c in ODD_CLIENTS] + [(None, "/", "GET")] * 2
+    try:
+        for client, path, method in traffic:
+            _request(edge, path, method=method, client=client)
+        logs = {name: base / f"{name}.log" for name in ("edge", "origin")}
+        for log in logs.values():
+            wait_for_log_lines(log, len(traffic))
+    finally:
+        server.stop()
+    yield logs
+
+
+def test_header_mode_finds_the_clients_nginx_realip_finds(cdn_logs: dict[str, Path]) -> None:
+    """client_ip: header:CF-Connecting-IP gives, on every path, the clients nginx's own realip module took
+    from the same values (ports, brackets, lists, garbage and a missing header included)."""
+    kw = {"fmt": CDN_FMT, "client_ip": "header:CF-Connecting-IP", "trusted_proxies": ("127.0.0.1",)}
+    rep = _same_on_every_path(cdn_logs["origin"], **kw)
+    nginx = ours(cdn_logs["edge"], fmt="combined", top_n=100)
+    mine = ours(cdn_logs["origin"], top_n=100, **kw)
+    assert mine["top"]["hosts"] == nginx["top"]["hosts"] and mine["visitors"] == nginx["visitors"]
+    assert rep["top"]["hosts"][:2] == [{"ip": "198.51.100.7", "hits": 22}, {"ip": "2001:db8::8", "hits": 11}]
+    assert [b["ip"] for b in rep["security"]["not_found_bursts"]] == ["198.51.100.7"]
+    assert [b["ip"] for b in rep["security"]["brute_force"]] == ["2001:db8::8"]
+    # the values that were no address are counted, and kept $remote_addr as nginx did
+    po = rep["clients"]["passed_on"]
+    assert (po["used"], po["invalid"], po["absent"], po["untrusted"]) == (55, 3, 2, 0), po
+    assert sorted(po["invalid_examples"]) == ["not an address", "unknown"]
+    assert {"ip": "127.0.0.1", "hits": 6} in mine["top"]["hosts"]  # 3 invalid, 2 absent, 1 list ending trusted
+    f, = passed_on_findings(rep["clients"], "header:CF-Connecting-IP", "", invalid_warn_pct=1.0)
+    assert f.check == "logs.nginx.client_ip_invalid" and "3 requests (5.00 %)" in f.message
+    assert "$http_cf_connecting_ip" in f.message and "'unknown'" in f.message and "CF-Connecting-IP" in f.remediation
+
+
+def test_header_mode_numbers_equal_goaccess_with_the_cli_flags(cli: Any, cdn_logs: dict[str, Path],
+                                                                tmp_path: Path) -> None:
+    """GoAccess has no trusted proxies and fails a line without an address in the header, so it can express the
+    mode on the lines of a trusted proxy with a plain address there: on those, the flags ``upkeeper logs
+    goaccess-format --client-ip header:CF-Connecting-IP`` prints (the job's own) give the same numbers."""
+    r = cli(["logs", "goaccess-format", "-f", CDN_FMT, "--client-ip", "header:CF-Connecting-IP",
+             "--trusted-proxy", "127.0.0.1"])
+    assert r.code == 0 and "no trusted proxies" in r.err
+    flags = shlex.split(r.out)
+    assert flags == to_goaccess(CDN_FMT, client_ip="header:CF-Connecting-IP").argv()
+    assert flags[0].startswith("--log-format=%^ - %^ [") and '"%u" "%h" %T' in flags[0]
+    plain = tmp_path / "plain.log"
+    plain.write_bytes(b"".join(line for line in cdn_logs["origin"].read_bytes().splitlines(keepends=True)
+                               if re.search(rb'"203\.0\.113\.\d+" ', line)))
+    ga = goaccess_numbers(goaccess(plain, tmp_path, flags))
+    assert ga["visitors"] == 20 and ga["failed"] == 0
+    for kw in SCAN_PATHS.values():
+        assert_same_as_goaccess(ours(plain, fmt=CDN_FMT, client_ip="header:CF-Connecting-IP", **kw), ga)
+    # without --client-ip, the flags read $remote_addr; a header the format does not log is the task's error
+    r = cli(["logs", "goaccess-format", "-f", CDN_FMT])
+    assert r.code == 0 and shlex.split(r.out) == to_goaccess(CDN_FMT).argv() and not r.err
+    r = cli(["logs", "goaccess-format", "-f", "combined", "--client-ip", "header:True-Client-IP"])
+    assert r.code == 2 and "needs $http_true_client_ip in the log_format" in " ".join(r.err.split())
+
+
+def test_cdn_outside_trusted_proxies_is_reported(cli: Any, make_config: Any, tmp_path: Path) -> None:
+    """Cloudflare's edges are public addresses, not in the default trusted_proxies: nginx (and upkeeper) ignore
+    CF-Connecting-IP from them, and the job says so, naming the edges; with their range trusted, the clients."""
+    log = tmp_path / "access.log"
+    log.write_text("".join(
+        f'162.158.{i % 3}.{i % 7} - - [01/Mar/2024:10:{i:02d}:00 +0000] "GET / HTTP/1.1" 200 5 "-" "Mozilla/5.0" '
+        f'"198.51.100.{i}" 0.010\n' for i in range(30)))
+    cfg = _job(make_config, log, tmp_path, log_format=CDN_FMT, client_ip="header:CF-Connecting-IP")
+    out, (f,) = _findings(cli, cfg, "logs.nginx.client_ip_untrusted")
+    assert out["metrics"]["visitors"] == 21 and f["severity"] == "warning"
+    assert "$http_cf_connecting_ip was ignored on 30 of the 30 requests" in f["message"]
+    assert "162.158.0.0" in f["message"] and "https://www.cloudflare.com/ips/" in f["remediation"]
+    cfg = _job(make_config, log, tmp_path, log_format=CDN_FMT, client_ip="header:CF-Connecting-IP",
+               trusted_proxies=["162.158.0.0/15"], incremental=False)
+    out, found = _findings(cli, cfg, "logs.nginx.client_ip_untrusted")
+    assert not found and out["metrics"]["visitors"] == 30

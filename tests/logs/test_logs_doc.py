@@ -97,3 +97,17 @@ def test_csvlog_example_runs_as_written(cli: Any, tmp_path: Path) -> None:
                 "42P01", 'relation "?" does not exist at character ?', ["SELECT * FROM ordres"])
         ran += 1
     assert ran == 2
+
+
+def test_cdn_example_options_are_valid() -> None:
+    """The CDN example (client_ip: header:CF-Connecting-IP) is a valid logs.nginx job whose format logs the header."""
+    from ruamel.yaml import YAML
+
+    from upkeeper.logs.nginx_format import client_header, has_variable
+    from upkeeper.tasks.logs.nginx import NginxLogsOptions
+
+    section = DOC.read_text().split("**Behind a CDN", 1)[1].split("\n**", 1)[0]
+    (block,) = [b for k, b in BLOCK.findall(section) if k == "yaml"]
+    opts = NginxLogsOptions(**YAML(typ="safe").load(block)["jobs"]["log-analysis"]["options"])
+    assert opts.client_ip == "header:CF-Connecting-IP" and len(opts.trusted_proxies) == 3
+    assert has_variable(opts.log_format, str(client_header(opts.client_ip)))

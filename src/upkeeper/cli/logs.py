@@ -126,6 +126,30 @@ def _warn_unparsed(pct: float, count: int, what: str, sample: str, hint: str) ->
     err_console.print(hint, markup=False, soft_wrap=True)
 
 
+CLIENT_IP_HELP = ("remote_addr, or behind a load balancer or CDN x_forwarded_for, x_real_ip, proxy_protocol or "
+                  "header:NAME (needs $http_x_forwarded_for, $http_x_real_ip, $proxy_protocol_addr or $http_name in "
+                  "the format; header:CF-Connecting-IP reads $http_cf_connecting_ip): as the logs.nginx option")
+TRUSTED_PROXY_HELP = ("with --client-ip other than remote_addr: a proxy's address or CIDR network, repeatable "
+                      "(default: the private and loopback ranges)")
+
+
+def _client_options(log_format: str, client_ip: str, trusted_proxies: list[str] | None) -> Any:
+    """The logs.nginx options for these (validated as the task validates them: the same errors)."""
+    from pydantic import ValidationError
+
+    from upkeeper.tasks.logs.nginx import NginxLogsOptions
+
+    try:
+        return NginxLogsOptions(log_format=log_format, client_ip=client_ip, **(
+            {"trusted_proxies": trusted_proxies} if trusted_proxies else {}))
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise UsageError(f"--client-ip/--trusted-proxy: {err['msg'].removeprefix('Value error, ')}",
+                         "Try: --client-ip remote_addr, or x_forwarded_for with --format holding "
+                         "$http_x_forwarded_for (x_real_ip: $http_x_real_ip, proxy_protocol: $proxy_protocol_addr, "
+                         "header:CF-Connecting-IP: $http_cf_connecting_ip) and --trusted-proxy 10.0.0.0/8") from None
+
+
 def _table(title: str, cols: list[str], rows: list[list[Any]], numeric: tuple[int, ...] = ()) -> Table:
     t = Table(title=title, title_justify="left")
     for i, c in enumerate(cols):
@@ -151,35 +175,20 @@ def nginx_cmd(
     html: Path | None = typer.Option(None, "--html", help="also write the offline HTML report here"),
     top: int = typer.Option(10, "--top", min=1, help="length of the top lists"),
     workers: int = typer.Option(0, "--workers", min=0, help="processes (0: one per CPU, at most 2)"),
-    client_ip: str = typer.Option("remote_addr", "--client-ip",
-                                  help="remote_addr, or behind a load balancer x_forwarded_for, x_real_ip or "
-                                  "proxy_protocol (needs $http_x_forwarded_for, $http_x_real_ip or "
-                                  "$proxy_protocol_addr in the format): as the logs.nginx option"),
-    trusted_proxies: list[str] = typer.Option(None, "--trusted-proxy",
-                                              help="with --client-ip other than remote_addr: a proxy's address or CIDR "
-                                              "network, repeatable (default: the private and loopback ranges)"),
+    client_ip: str = typer.Option("remote_addr", "--client-ip", help=CLIENT_IP_HELP),
+    trusted_proxies: list[str] = typer.Option(None, "--trusted-proxy", help=TRUSTED_PROXY_HELP),
 ) -> None:
     """Traffic, status codes, latency and security signals of access logs (GoAccess-identical counts)."""
-    from pydantic import ValidationError
-
     from upkeeper.logs import parallel
     from upkeeper.logs.access import ScanOptions, summarize
     from upkeeper.logs.nginx_format import LogFormatError, parse_format, to_goaccess
-    from upkeeper.tasks.logs.nginx import NginxLogsOptions, proxy_finding
+    from upkeeper.tasks.logs.nginx import passed_on_findings, proxy_finding
 
     try:
         parse_format(log_format)
     except LogFormatError as exc:
         raise UsageError(exc.message, exc.hint) from None
-    try:
-        task_opts = NginxLogsOptions(log_format=log_format, client_ip=client_ip, **(
-            {"trusted_proxies": trusted_proxies} if trusted_proxies else {}))
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        raise UsageError(f"--client-ip/--trusted-proxy: {err['msg'].removeprefix('Value error, ')}",
-                         "Try: --client-ip remote_addr, or x_forwarded_for with --format holding "
-                         "$http_x_forwarded_for (x_real_ip: $http_x_real_ip, proxy_protocol: $proxy_protocol_addr) "
-                         "and --trusted-proxy 10.0.0.0/8") from None
+    task_opts = _client_options(log_format, client_ip, trusted_proxies)
     _check_html(html)
     found = _find_logs(files, rotated=rotated, max_files=max_files)
     notes: list[parallel.ReadNote] = []
@@ -193,8 +202,9 @@ def nginx_cmd(
     rep["files"] = [{"path": lf.path, "compressed": lf.gz} for lf in found]
     rep["log_format"] = log_format
     rep["goaccess"]["log_format_flags"] = to_goaccess(log_format, client_ip=task_opts.client_ip).argv()
-    if rep["clients"]["proxy"] is not None:
-        f = proxy_finding(rep["clients"]["proxy"], task_opts.client_ip, "")
+    said = [proxy_finding(rep["clients"]["proxy"], task_opts.client_ip, "")] if rep["clients"]["proxy"] else []
+    said += passed_on_findings(rep["clients"], task_opts.client_ip, "", invalid_warn_pct=task_opts.unparsed_warn_pct)
+    for f in said:
         err_console.print(f"{'Warning' if f.severity.value == 'warning' else 'Note'}: {f.message}", style="yellow",
                           markup=False, soft_wrap=True)
         err_console.print(f"Try: {f.remediation}", markup=False, soft_wrap=True)
@@ -449,13 +459,24 @@ def _feed_file(lf: Any, feed: Callable[[bytes, str], Any], notes: list[Any]) -> 
 @logs_app.command("goaccess-format")
 def goaccess_format_cmd(
     log_format: str = typer.Option("combined", "--format", "-f", help="nginx log_format string or name"),
+    client_ip: str = typer.Option("remote_addr", "--client-ip", help=CLIENT_IP_HELP),
+    trusted_proxies: list[str] = typer.Option(None, "--trusted-proxy", help=TRUSTED_PROXY_HELP + "; checked "
+                                              "only: GoAccess has no trusted proxies"),
 ) -> None:
-    """Print the GoAccess flags that read this nginx log_format (to compare numbers with GoAccess)."""
-    from upkeeper.logs.nginx_format import LogFormatError, to_goaccess
+    """Print the GoAccess flags that read this nginx log_format (to compare numbers with GoAccess), with the
+    client taken where the logs.nginx job's client_ip takes it."""
+    from upkeeper.logs.nginx_format import LogFormatError, client_header, parse_format, to_goaccess
 
     try:
-        flags = to_goaccess(log_format).argv()
+        parse_format(log_format)
     except LogFormatError as exc:
         raise UsageError(exc.message, exc.hint) from None
+    opts = _client_options(log_format, client_ip, trusted_proxies)
+    flags = to_goaccess(log_format, client_ip=opts.client_ip).argv()
     console.print(" ".join(shlex.quote(f) for f in flags), markup=False, soft_wrap=True)
-
+    var = client_header(opts.client_ip)
+    if var is not None:
+        err_console.print(f"Note: GoAccess takes the client from ${var} on every line: it has no trusted proxies, "
+                          "and counts a line whose value is '-' or no address as failed, where upkeeper (as nginx's "
+                          "realip module) counts $remote_addr; its numbers equal upkeeper's when every line comes "
+                          "from a trusted proxy with an address there", markup=False, soft_wrap=True)

@@ -14,6 +14,7 @@ from pathlib import Path
 from upkeeper.config.standard import StandardJob, standard_jobs
 from upkeeper.core.task import REGISTRY
 from upkeeper.logs.nginx_format import (
+    CDN_HEADERS,
     CLIENT_HEADERS,
     NAMED_FORMATS,
     LogFormatError,
@@ -182,7 +183,7 @@ def _detect_log_format(d: Detected) -> str:
         return f"; access log {path} (log_format {name} not readable: set log-analysis's log_format)"
     options: dict[str, object] = {"log_format": found} if name != "combined" else {}
     address, _passed = client_variables(names)
-    logged = [v for v in CLIENT_HEADERS.values() if v in names and v != address]
+    logged = [v for v in (*CLIENT_HEADERS.values(), *CDN_HEADERS) if v in names and v != address]
     trusted = ("trusted_proxies: [10.0.0.0/8, 203.0.113.0/24]   # your proxies and CDN (default: the private and "
                "loopback ranges; nginx's set_real_ip_from)")
     if realip or address != "remote_addr" or not logged:
@@ -191,6 +192,10 @@ def _detect_log_format(d: Detected) -> str:
         d.job_hints["log-analysis"] = [
             "client_ip: x_forwarded_for   # behind a load balancer or CDN ($remote_addr is the proxy): clients "
             "from $http_x_forwarded_for", trusted]
+    elif logged[0] in CDN_HEADERS:  # a CDN's header: useless until its ranges are in trusted_proxies
+        d.job_hints["log-analysis"] = [
+            f"client_ip: header:{CDN_HEADERS[logged[0]]}   # behind the CDN ($remote_addr is its edge): clients "
+            f"from ${logged[0]}", trusted]
     else:  # no browser sends X-Real-IP, and $proxy_protocol_addr is set on a proxy_protocol listener only
         options["client_ip"] = next(m for m, v in CLIENT_HEADERS.items() if v == logged[0])
         d.job_hints["log-analysis"] = [trusted]

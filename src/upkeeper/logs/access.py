@@ -53,7 +53,7 @@ from upkeeper.logs.classify import (
     sensitive_file,
     sensitive_requests,
 )
-from upkeeper.logs.clientip import DEFAULT_TRUSTED_PROXIES, ClientResolver
+from upkeeper.logs.clientip import DEFAULT_TRUSTED_PROXIES, EXAMPLES_KEPT, OUTCOMES, ClientResolver
 from upkeeper.logs.goaccess import (
     STATIC_EXTENSIONS,
     ULL_MAX,
@@ -77,11 +77,11 @@ from upkeeper.logs.goaccess import (
 )
 from upkeeper.logs.masking import mask_line, quote_mask
 from upkeeper.logs.nginx_format import (
-    CLIENT_HEADERS,
     COMBINED,
     SplitPlan,
     TokenSpec,
     Var,
+    client_header,
     client_variables,
     format_variables,
     has_variable,
@@ -192,7 +192,7 @@ class ScanOptions:
     arrow: bool = True  # False keeps large buffers off the pyarrow path (upkeeper.logs.arrowscan)
     arrow_min_buffer: int = ARROW_MIN_BUFFER  # smaller buffers stay in Python (tests lower it)
     #: where the client address comes from: $remote_addr, or (behind trusted proxies) $http_x_forwarded_for,
-    #: $http_x_real_ip or $proxy_protocol_addr: see nginx_format.CLIENT_HEADERS
+    #: $http_x_real_ip, $proxy_protocol_addr or a header's $http_name: see nginx_format.client_header
     client_ip: str = "remote_addr"
     trusted_proxies: tuple[str, ...] = DEFAULT_TRUSTED_PROXIES
 
@@ -241,6 +241,10 @@ class AccessPartial:
     #: some distinct values (at most FORWARDED_KEEP) of the variable holding the client a proxy passed on
     #: ($http_x_forwarded_for, $http_x_real_ip, $proxy_protocol_addr): does it vary?
     forwarded: set[bytes] = field(default_factory=set)
+    #: with client_ip other than remote_addr: lines per outcome of reading the passed-on client
+    #: (clientip.OUTCOMES), and a few examples of the untrusted $remote_addr and the invalid values
+    client_outcomes: Counter[str] = field(default_factory=Counter)
+    client_examples: dict[str, list[bytes]] = field(default_factory=dict)
     #: per site, when the format logs $host, $server_name or $http_host: requests, (host, path) hits,
     #: (host, status) and (host, ms) of the timed requests
     vhosts: Counter[bytes] = field(default_factory=Counter)
@@ -272,7 +276,7 @@ class Accumulator:
         _address, passed = client_variables(format_variables(opts.log_format), opts.client_ip)
         self.has_passed = passed is not None
         self.resolver = (ClientResolver(opts.trusted_proxies)
-                         if passed is not None and passed == CLIENT_HEADERS.get(opts.client_ip) else None)
+                         if passed is not None and passed == client_header(opts.client_ip) else None)
         self.p = AccessPartial()
         self.c_req: Counter[bytes] = Counter()
         self.c_req404: Counter[bytes] = Counter()
@@ -858,6 +862,9 @@ class Accumulator:
                     dst[(e, ms)] += c
         p.has_latency = self.has_rt
         p.has_upstream = self.has_urt
+        if self.resolver is not None:
+            p.client_outcomes = Counter(self.resolver.outcomes)
+            p.client_examples = {k: list(v) for k, v in self.resolver.examples.items()}
         return p
 
 
@@ -1055,8 +1062,11 @@ def merge(parts: list[AccessPartial]) -> AccessPartial:
         for name in ("invalid_reasons", "status", "hosts", "agents", "referers", "static_paths", "not_found",
                      "ga_requests", "minutes", "latency", "upstream", "endpoint_hits", "endpoint_errors",
                      "nf_bursts", "auth_failures", "attacks", "scanners", "exposures", "page_sizes", "vhosts",
-                     "vhost_paths", "vhost_status", "vhost_latency"):
+                     "vhost_paths", "vhost_status", "vhost_latency", "client_outcomes"):
             getattr(out, name).update(getattr(p, name))
+        for kind, lst in p.client_examples.items():
+            mine = out.client_examples.setdefault(kind, [])
+            mine += [x for x in lst if x not in mine][: max(0, EXAMPLES_KEPT - len(mine))]
         out.visitors |= p.visitors
         room = max(0, 20 - len(out.invalid_samples))
         out.invalid_samples += p.invalid_samples[:room]
@@ -1492,11 +1502,17 @@ def clients_summary(p: AccessPartial, *, client_ip: str, forwarded: str | None,
     :data:`PROXY_SHARE_PCT` %) comes from one private address — a load balancer or reverse proxy in front of
     nginx, so visitors, top clients, 404 bursts and brute force would all count the proxy — with how many
     distinct values the variable holding the client a proxy passed on has (``forwarded``:
-    ``http_x_forwarded_for``, ``http_x_real_ip`` or ``proxy_protocol_addr``, None when the format has none;
+    ``http_x_forwarded_for``, ``http_x_real_ip``, ``proxy_protocol_addr`` or a header's ``http_name``, None when
+    the format has none; ``passed_on``: with ``client_ip`` other than remote_addr, the lines per outcome of
+    reading it, see :data:`~upkeeper.logs.clientip.OUTCOMES`;
     at most :data:`FORWARDED_KEEP` are counted).  ``xff_logged`` overrides whether it is logged (no format known)."""
     logged = forwarded is not None if xff_logged is None else xff_logged
     out: dict[str, Any] = {"client_ip": client_ip, "forwarded_for_logged": logged, "forwarded_variable": forwarded,
-                           "forwarded_for_distinct": len(p.forwarded), "proxy": None}
+                           "forwarded_for_distinct": len(p.forwarded), "proxy": None, "passed_on": None}
+    if p.client_outcomes:  # lines per outcome of reading the passed-on client (clientip.OUTCOMES)
+        out["passed_on"] = {**{k: p.client_outcomes.get(k, 0) for k in OUTCOMES},
+                            "untrusted_examples": [_s(x) for x in p.client_examples.get("untrusted", [])],
+                            "invalid_examples": [_s(x) for x in p.client_examples.get("invalid", [])]}
     if p.valid < PROXY_MIN_REQUESTS or not p.hosts:
         return out
     (ip, hits), = top(p.hosts, 1)

@@ -292,7 +292,11 @@ class ArrowScanner:
                 pair = pc.binary_join_element_wise(cols["h"], xff, pa.scalar(b"\n", xff.type))  # no newline in either
                 enc = pc.dictionary_encode(pair)
                 hx = [v.split(b"\n", 1) for v in enc.dictionary.to_pylist()]
-                clients = acc.resolver.column([a for a, _x in hx], [x for _a, x in hx])
+                weights = [0] * len(hx)  # the lines of each distinct pair, for the resolver's outcome counts
+                vc = pc.value_counts(enc.indices)
+                for i, c in zip(vc.field("values").to_pylist(), vc.field("counts").to_pylist(), strict=True):
+                    weights[i] = c
+                clients = acc.resolver.column([a for a, _x in hx], [x for _a, x in hx], weights)
                 cols["h"] = pc.take(pa.array(clients, cols["h"].type), enc.indices)
                 del pair, enc, hx
         h, tk, r, s = cols["h"], cols["time"], cols["r"], cols["s"]

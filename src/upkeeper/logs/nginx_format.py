@@ -48,6 +48,70 @@ CLIENT_HEADERS: dict[str, str] = {
     "x_forwarded_for": "http_x_forwarded_for", "x_real_ip": "http_x_real_ip", "proxy_protocol": "proxy_protocol_addr",
 }
 CLIENT_IP_MODES = ("remote_addr", *CLIENT_HEADERS)
+#: ``client_ip: header:NAME``: the client in any request header NAME, logged as ``$http_name`` — nginx's
+#: ``real_ip_header NAME`` (CF-Connecting-IP behind Cloudflare, True-Client-IP behind Akamai or Cloudflare
+#: Enterprise, Fastly-Client-IP behind Fastly)
+HEADER_MODE = "header:"
+#: a request header name nginx can make a ``$http_`` variable of (dashes become underscores)
+_HEADER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+#: the CDN headers that carry the client, by variable: a format that logs one has a passed-on client too
+CDN_HEADERS: dict[str, str] = {
+    "http_cf_connecting_ip": "CF-Connecting-IP", "http_true_client_ip": "True-Client-IP",
+    "http_fastly_client_ip": "Fastly-Client-IP",
+}
+
+
+def header_variable(name: str) -> str:
+    """The nginx variable of request header ``name``: ``CF-Connecting-IP`` → ``http_cf_connecting_ip``."""
+    return "http_" + name.lower().replace("-", "_")
+
+
+def client_header(client_ip: str) -> str | None:
+    """The variable holding the client a proxy passed on in mode ``client_ip`` (``x_forwarded_for`` →
+    ``http_x_forwarded_for``, ``header:CF-Connecting-IP`` → ``http_cf_connecting_ip``); None for
+    ``remote_addr``."""
+    if client_ip.startswith(HEADER_MODE):
+        return header_variable(client_ip[len(HEADER_MODE):])
+    return CLIENT_HEADERS.get(client_ip)
+
+
+def client_mode(variable: str) -> str:
+    """The ``client_ip`` mode that reads ``variable``: ``http_x_real_ip`` → ``x_real_ip``,
+    ``http_cf_connecting_ip`` → ``header:CF-Connecting-IP``."""
+    for mode, var in CLIENT_HEADERS.items():
+        if var == variable:
+            return mode
+    return HEADER_MODE + header_name(variable)
+
+
+def header_name(variable: str) -> str:
+    """The request header of a ``$http_`` variable, as it is usually spelt (``CF-Connecting-IP``)."""
+    known = CDN_HEADERS.get(variable)
+    if known is not None:
+        return known
+    return "-".join(w.upper() if w in ("ip", "cf") else w.capitalize()
+                    for w in variable.removeprefix("http_").split("_"))
+
+
+def check_client_ip(value: str) -> str:
+    """``value`` as a ``client_ip`` mode (see :data:`CLIENT_IP_MODES`, :data:`HEADER_MODE`); ValueError saying
+    what is accepted."""
+    v = value.strip()
+    if v in CLIENT_IP_MODES:
+        return v
+    if v.lower().startswith(HEADER_MODE):
+        name = v[len(HEADER_MODE):].strip()
+        if name.lower().startswith(("$", "http_")):
+            bare = header_name(name.lstrip("$").lower())
+            raise ValueError(f"client_ip: {value!r} names a variable; header: takes the request header as in nginx's "
+                             f"real_ip_header (header:{bare} for ${name.lstrip('$').lower()})")
+        if not _HEADER_NAME.fullmatch(name):
+            raise ValueError(f"client_ip: {value!r} has no request header name (letters, digits, '-'), such as "
+                             "header:CF-Connecting-IP")
+        return HEADER_MODE + name
+    raise ValueError(f"client_ip: {value!r} is not 'remote_addr', 'x_forwarded_for', 'x_real_ip', 'proxy_protocol' "
+                     "or 'header:NAME' (any request header the log_format logs as $http_name, e.g. "
+                     "header:CF-Connecting-IP)")
 #: variables that can be the address of a line (field ``h``): $remote_addr, else the first of the others
 ADDRESS_VARIABLES = ("remote_addr", "realip_remote_addr", "http_x_real_ip", "proxy_protocol_addr")
 #: variables whose value never contains a space (safe as one token of the fast split)
@@ -194,16 +258,17 @@ def client_variables(names: list[str], client_ip: str = "remote_addr") -> tuple[
     The address is ``$remote_addr``; a format without it has its client in another variable
     (``'$proxy_protocol_addr - $remote_user …'``, nginx's PROXY protocol example): the ``client_ip`` one,
     else the first of :data:`ADDRESS_VARIABLES`.  The passed-on client is the ``client_ip`` variable when it
-    is not the address; with ``client_ip: remote_addr`` the first of :data:`CLIENT_HEADERS` that the format
+    is not the address; with ``client_ip: remote_addr`` the first of :data:`CLIENT_HEADERS` (then of
+    :data:`CDN_HEADERS`) that the format
     logs (read only to see whether a proxy stands for every client)."""
-    header = CLIENT_HEADERS.get(client_ip)
+    header = client_header(client_ip)
     if "remote_addr" in names:
         address: str | None = "remote_addr"
     elif header in names:
         address = header
     else:
         address = next((n for n in names if n in ADDRESS_VARIABLES), None)
-    candidates = [header] if header else list(CLIENT_HEADERS.values())
+    candidates = [header] if header else [*CLIENT_HEADERS.values(), *CDN_HEADERS]
     return address, next((c for c in candidates if c in names and c != address), None)
 
 
@@ -222,7 +287,7 @@ def parse_format(fmt: str, client_ip: str = "remote_addr") -> list[Item]:
         pos = m.end()
     if pos < len(s):
         items.append(Lit(s[pos:]))
-    clients = {*ADDRESS_VARIABLES, *CLIENT_HEADERS.values()}
+    clients = {*ADDRESS_VARIABLES, *CLIENT_HEADERS.values(), *CDN_HEADERS, client_header(client_ip)}
     address, passed = client_variables([it.name for it in items if isinstance(it, Var)], client_ip)
     items = [Var(it.name, "h" if it.name == address else "X" if it.name == passed else "^")
              if isinstance(it, Var) and it.name in clients else it for it in items]
@@ -278,11 +343,14 @@ def to_goaccess(fmt: str, *, internal: bool = False, client_ip: str = "remote_ad
     ``$http_x_forwarded_for`` or the ``client_ip`` variable, see :func:`client_variables`) and ``%Y`` (another
     variable of :data:`LISTS`, skipped); the line parser reads ``%P``, ``%X`` and ``%Y`` as a list of values
     (which GoAccess cannot).  ``client_ip="x_forwarded_for"``: the exported format takes the client from
-    ``$http_x_forwarded_for`` (GoAccess's ``~h{, }``) and skips ``$remote_addr``; ``x_real_ip`` and
-    ``proxy_protocol`` take it with ``%h`` from ``$http_x_real_ip`` or ``$proxy_protocol_addr``.
+    ``$http_x_forwarded_for`` (GoAccess's ``~h{, }``) and skips ``$remote_addr``; ``x_real_ip``,
+    ``proxy_protocol`` and ``header:NAME`` take it with ``%h`` from ``$http_x_real_ip``,
+    ``$proxy_protocol_addr`` or ``$http_name``.  GoAccess has no trusted proxies: its numbers equal ours when
+    every line comes from a trusted proxy with an address in that variable.
     """
     items = parse_format(fmt, client_ip)
-    passed = not internal and client_ip in CLIENT_HEADERS and any(
+    header = client_header(client_ip)
+    passed = not internal and header is not None and any(
         isinstance(it, Var) and it.field == "X" for it in items)
     out: list[str] = []
     date_fmt, time_fmt = "%d/%b/%Y", "%T"
@@ -310,7 +378,7 @@ def to_goaccess(fmt: str, *, internal: bool = False, client_ip: str = "remote_ad
             out.append("%x.%^")
             date_fmt = time_fmt = "%s"
         elif f == "X" and passed:
-            out.append("~h{, }" if client_ip == "x_forwarded_for" else "%h")
+            out.append("~h{, }" if header == "http_x_forwarded_for" else "%h")
         elif f == "h" and passed:
             out.append("%^")
         elif f in ("P", "e", "Y", "X"):

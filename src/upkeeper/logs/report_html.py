@@ -300,6 +300,13 @@ def _read_with(rep: dict[str, Any]) -> str:
     clients = rep.get("clients") or {}
     if clients.get("client_ip"):
         parts.append(f"client address from <code>{escape(str(clients['client_ip']))}</code>")
+    po = clients.get("passed_on")
+    if po:  # how often the passed-on client was taken, and why not otherwise ($remote_addr kept)
+        kept = [f"{fmt_num(po[k])} {what}" for k, what in (
+            ("absent", "without one"), ("invalid", "with no address in it"),
+            ("untrusted", "from addresses not in trusted_proxies")) if po[k]]
+        parts.append(f"taken on {fmt_num(po['used'])} requests"
+                     + (f"; $remote_addr kept on {', '.join(kept)}" if kept else ""))
     return f'<p class="muted">Read with {" · ".join(parts)}</p>' if parts else ""
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import statistics
 import time
 from datetime import date, datetime, timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import AfterValidator, Discriminator, Field, Tag, field_validator, model_validator
 
@@ -17,6 +17,7 @@ from upkeeper.logs import parallel
 from upkeeper.logs.access import (
     DEFAULT_LOGIN_PATHS,
     FORWARDED_KEEP,
+    PROXY_MIN_REQUESTS,
     LoginMatcher,
     LoginPath,
     ScanOptions,
@@ -28,7 +29,16 @@ from upkeeper.logs.access import (
 )
 from upkeeper.logs.clientip import DEFAULT_TRUSTED_PROXIES, check_networks
 from upkeeper.logs.goaccess import STATIC_EXTENSIONS
-from upkeeper.logs.nginx_format import CLIENT_HEADERS, LogFormatError, has_variable, parse_format, to_goaccess
+from upkeeper.logs.nginx_format import (
+    LogFormatError,
+    check_client_ip,
+    client_header,
+    client_mode,
+    has_variable,
+    header_name,
+    parse_format,
+    to_goaccess,
+)
 from upkeeper.logs.report_html import access_report
 from upkeeper.logs.sources import PlanNote, discover, discover_glob, finish_cursors, is_glob, plan_reads
 from upkeeper.redact import redact_obj
@@ -120,20 +130,23 @@ class NginxLogsOptions(TaskOptions):
         "main. $request_time and $upstream_response_time give latency. Source: nginx's predefined 'combined' "
         "format",
     )
-    client_ip: Literal["remote_addr", "x_forwarded_for", "x_real_ip", "proxy_protocol"] = Field(
+    client_ip: str = Field(
         "remote_addr", description="where the client address comes from: remote_addr ($remote_addr: right when "
         "nginx faces the clients, or uses the realip module behind a proxy), or, behind a load balancer or CDN, "
         "the variable of the log_format holding the client it passed on: x_forwarded_for "
         "($http_x_forwarded_for: when $remote_addr is one of trusted_proxies, the client is the right-most "
         "address of the header that is not, as nginx's real_ip_recursive finds it), x_real_ip ($http_x_real_ip, "
-        "set by proxy_set_header X-Real-IP $remote_addr) or proxy_protocol ($proxy_protocol_addr, with listen "
-        "… proxy_protocol behind HAProxy or a network load balancer): the same rule; a line whose value is '-' "
-        "or no address keeps $remote_addr (a format without $remote_addr: the variable is the client, and a "
-        "line without one is unparsed). Source: nginx ngx_http_realip_module (real_ip_header)")
+        "set by proxy_set_header X-Real-IP $remote_addr), proxy_protocol ($proxy_protocol_addr, with listen "
+        "… proxy_protocol behind HAProxy or a network load balancer) or header:NAME, any request header logged "
+        "as $http_name (header:CF-Connecting-IP for $http_cf_connecting_ip behind Cloudflare, "
+        "header:True-Client-IP behind Akamai, header:Fastly-Client-IP behind Fastly: nginx's real_ip_header "
+        "NAME): the same rule; a line whose value is '-' or no address keeps $remote_addr, and the report "
+        "counts such lines (a format without $remote_addr: the variable is the client, and a line without one "
+        "is unparsed). Source: nginx ngx_http_realip_module (real_ip_header)")
     trusted_proxies: list[str] = Field(
         default_factory=lambda: list(DEFAULT_TRUSTED_PROXIES),
         description="with client_ip other than remote_addr, the addresses or CIDR networks of your proxies (nginx's "
-        "set_real_ip_from; add your CDN's ranges). Source: the private and loopback ranges (RFC 1918, RFC 4193), "
+        "set_real_ip_from; add your CDN's ranges, e.g. Cloudflare's from https://www.cloudflare.com/ips/). Source: the private and loopback ranges (RFC 1918, RFC 4193), "
         "where load balancers usually are")
     rotated: bool = Field(True, description="also read rotated files: access.log.1, access.log.2.gz, access.log-DATE. "
             "Source: upkeeper default")
@@ -213,6 +226,11 @@ class NginxLogsOptions(TaskOptions):
     def _check_statuses(cls, v: Any) -> str:
         return _status_spec(v)
 
+    @field_validator("client_ip")
+    @classmethod
+    def _check_client_ip_mode(cls, v: str) -> str:
+        return check_client_ip(v)
+
     @field_validator("trusted_proxies")
     @classmethod
     def _check_proxies(cls, v: list[str]) -> list[str]:
@@ -220,12 +238,12 @@ class NginxLogsOptions(TaskOptions):
 
     @model_validator(mode="after")
     def _check_client_ip(self) -> NginxLogsOptions:
-        var = CLIENT_HEADERS.get(self.client_ip)
+        var = client_header(self.client_ip)
         if var is not None and not has_variable(self.log_format, var):
             raise ValueError(f"client_ip: {self.client_ip} needs ${var} in the log_format"
                              + (" (as in nginx's 'main' format)" if var == "http_x_forwarded_for" else "")
                              + f"; add \"${var}\" to the nginx log_format and to log_format here, or use nginx's "
-                             "realip module and client_ip: remote_addr")
+                             f"realip module ({realip_directives(var)}) and client_ip: remote_addr")
         return self
 
     def scan_options(self) -> ScanOptions:
@@ -386,7 +404,7 @@ class NginxLogs(Task[NginxLogsOptions]):
         if not rep["lines"]:
             return out
         checks = (self._unparsed, self._failed, self._latency, self._sites, self._security, self._exposed,
-                  self._future, self._spike, self._proxy)
+                  self._future, self._spike, self._proxy, self._passed_on)
         for check in checks:
             try:
                 out += check(ctx, o, rep, subject)
@@ -576,6 +594,10 @@ class NginxLogs(Task[NginxLogsOptions]):
             return []
         return [proxy_finding(proxy, o.client_ip, subject)]
 
+    @staticmethod
+    def _passed_on(ctx: TaskContext, o: NginxLogsOptions, rep: dict[str, Any], subject: str) -> list[Finding]:
+        return passed_on_findings(rep["clients"], o.client_ip, subject, invalid_warn_pct=o.unparsed_warn_pct)
+
 
 def _sizes(data: Any) -> list[int]:
     """The catch-all body sizes kept in the job's state; anything else (no state yet, another shape) is none."""
@@ -589,23 +611,68 @@ REALIP_HEADER = {"http_x_forwarded_for": "real_ip_header X-Forwarded-For; real_i
                  "http_x_real_ip": "real_ip_header X-Real-IP;", "proxy_protocol_addr": "real_ip_header proxy_protocol;"}
 
 
+def realip_directives(var: str) -> str:
+    """The ``real_ip_header`` directive(s) that make nginx take the client from ``var`` itself."""
+    return REALIP_HEADER.get(var) or f"real_ip_header {header_name(var)};"
+
+
+def passed_on_findings(clients: dict[str, Any], client_ip: str, subject: str, *,
+                       invalid_warn_pct: float) -> list[Finding]:
+    """With ``client_ip`` other than remote_addr: ``logs.nginx.client_ip_untrusted`` when the passed-on client
+    was ignored on most requests that carry one because ``$remote_addr`` is not in trusted_proxies (a CDN whose
+    ranges are missing: nothing changed, silently), ``logs.nginx.client_ip_invalid`` when more than
+    ``invalid_warn_pct`` % of requests came from a trusted proxy with no address in it (both fall back to
+    ``$remote_addr``, as nginx's realip module does).  ``clients``: the report's ``clients`` part."""
+    po, var = clients.get("passed_on"), client_header(client_ip)
+    if not po or var is None:
+        return []
+    out = []
+    carried = po["used"] + po["untrusted"] + po["invalid"]
+    total = carried + po["absent"]
+    # a private balancer that is every client: proxy_finding says it already
+    if clients.get("proxy") is None and po["untrusted"] >= PROXY_MIN_REQUESTS and 2 * po["untrusted"] >= carried:
+        examples = ", ".join(po["untrusted_examples"][:3])
+        ranges = (" (Cloudflare's are at https://www.cloudflare.com/ips/)" if var == "http_cf_connecting_ip"
+                  else "")
+        out.append(Finding(
+            "logs.nginx.client_ip_untrusted", Severity.WARNING, subject,
+            f"${var} was ignored on {po['untrusted']:,} of the {carried:,} requests that carry it "
+            f"({100.0 * po['untrusted'] / carried:.1f} %): they came from addresses that are not in trusted_proxies "
+            f"(such as {examples}), so unique visitors, top clients, 404 bursts and brute force count those "
+            "addresses, not the clients",
+            f"if they are your CDN's or proxies' addresses, add their networks to trusted_proxies{ranges} (nginx: "
+            f"set_real_ip_from); if not, clients reach nginx without the proxy and can write any ${var}",
+            value=float(po["untrusted"]), data=po))
+    pct = 100.0 * po["invalid"] / total if total else 0.0
+    if po["invalid"] and pct > invalid_warn_pct:
+        examples = ", ".join(repr(x) for x in po["invalid_examples"][:3])
+        out.append(Finding(
+            "logs.nginx.client_ip_invalid", Severity.WARNING, subject,
+            f"{po['invalid']:,} requests ({pct:.2f} %) came from a trusted proxy with no address in ${var} (such as "
+            f"{examples}): each is counted under the proxy's $remote_addr, as nginx's realip module does",
+            f"check what the proxy writes in {header_name(var) if var.startswith('http_') else '$' + var}: an "
+            "address, optionally with a port ('203.0.113.7', '[2001:db8::7]:443'), or a list ending with one",
+            value=round(pct, 3), threshold=invalid_warn_pct, data=po))
+    return out
+
+
 def proxy_finding(proxy: dict[str, Any], client_ip: str, subject: str) -> Finding:
     """``logs.nginx.proxy_address``: nearly every request comes from one private address (see clients_summary)."""
     what = (f"{proxy['share_pct']:.1f} % of requests come from {proxy['ip']}, a private address — a load balancer or "
             "reverse proxy in front of nginx")
     wrong = "so unique visitors, top clients, 404 bursts and brute force count the proxy, not the clients"
-    var = proxy.get("forwarded_variable") or CLIENT_HEADERS.get(client_ip) or "http_x_forwarded_for"
-    if client_ip in CLIENT_HEADERS:
+    var = proxy.get("forwarded_variable") or client_header(client_ip) or "http_x_forwarded_for"
+    if client_header(client_ip) is not None:
         return Finding("logs.nginx.proxy_address", Severity.WARNING, subject,
                        f"{what}, even after reading ${var}: {proxy['ip']} is not in trusted_proxies, {wrong}",
                        f"add {proxy['ip']} (or its network) to trusted_proxies", data=proxy)
     if proxy["forwarded_for_distinct"] > 1:
-        mode = next(m for m, v in CLIENT_HEADERS.items() if v == var)
+        mode = client_mode(var)
         return Finding("logs.nginx.proxy_address", Severity.WARNING, subject,
                        f"{what}, while ${var} holds {proxy['forwarded_for_distinct']}"
                        f"{'+' if proxy['forwarded_for_distinct'] >= FORWARDED_KEEP else ''} different values: {wrong}",
                        f"set client_ip: {mode} (and trusted_proxies to the proxies' addresses), or make nginx "
-                       f"log the client: set_real_ip_from <proxy network>; {REALIP_HEADER[var]}", data=proxy)
+                       f"log the client: set_real_ip_from <proxy network>; {realip_directives(var)}", data=proxy)
     return Finding("logs.nginx.proxy_address", Severity.INFO, subject,
                    f"{proxy['share_pct']:.1f} % of requests come from {proxy['ip']}, a private address, and the log "
                    "has no $http_x_forwarded_for, $http_x_real_ip or $proxy_protocol_addr: if that is a load balancer "
