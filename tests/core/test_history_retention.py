@@ -133,15 +133,17 @@ def test_an_older_sqlite_history_gets_the_indexes_and_vacuum_switches_it(tmp_pat
         conn.execute("PRAGMA journal_mode=WAL")
     h = History(f"sqlite:///{path}")
     h.close()
-    with sqlite3.connect(path) as conn:  # and before the history_retention migration
+    with sqlite3.connect(path) as conn:  # and before the history_retention migration (and run_streaks after it)
         conn.execute("DROP INDEX ix_runs_finished")
         conn.execute("DROP INDEX ix_metrics_run")
-        conn.execute("DELETE FROM alembic_version WHERE version_num = 'history_retention'")
+        conn.execute("DROP TABLE run_streaks")
+        conn.execute("DELETE FROM alembic_version WHERE version_num = 'run_streaks'")
         assert conn.execute("PRAGMA auto_vacuum").fetchone()[0] == 0
     h = History(f"sqlite:///{path}")
     with sqlite3.connect(path) as conn:
         names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
-    assert {"ix_runs_finished", "ix_metrics_run"} <= names
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert {"ix_runs_finished", "ix_metrics_run"} <= names and "run_streaks" in tables
     run(h, "j", OLD, log="a log line of some words\n" * 1200)
     run(h, "j", NOW)
     rep = prune_history(h, runs_before=NOW - timedelta(days=90), audit_before=None)
@@ -166,3 +168,62 @@ def test_history_prune_command(make_config: Any, cli: Any, tmp_path: Path) -> No
     listed = cli(["--config", str(cfg), "history", "j", "--json"]).json()  # 'history JOB' still lists
     assert [r["id"] for r in listed] == [new] and old != new
     assert json.loads(cli(["--config", str(cfg), "history", "list", "--json"]).out)[0]["id"] == new
+
+
+def occurrences(h: History, job: str, *runs: tuple[datetime, str]) -> None:
+    """Finished runs of ``job`` in one INSERT (a run claimed in a final state finishes when scheduled)."""
+    assert len(h.claim([NewRun(job, "debug.noop", None, at, status=st) for at, st in runs], "o:1:1", "n")) == len(runs)
+
+
+def test_failure_streaks_stay_exact_when_retention_deletes_their_runs(history: History) -> None:
+    h = history
+    day = timedelta(days=1)
+    # "streak": last success 130 days ago, then a failure every 10 days for 120 days (12 failures, 3 past 90 days)
+    occurrences(h, "streak", (NOW - 130 * day, "ok"), *((NOW - (120 - 10 * i) * day, "fail") for i in range(12)))
+    # "never": no success at all, failures old and new; "healed": old failures, a success, then one failure
+    occurrences(h, "never", (NOW - 200 * day, "error"), (NOW - 150 * day, "interrupted"), (NOW - day, "fail"))
+    occurrences(h, "healed", (NOW - 150 * day, "fail"), (NOW - 100 * day, "fail"), (NOW - 10 * day, "warn"),
+                (NOW - day, "fail"))
+    # "busy": more failures than one page of history (the old count stopped at 100), none of them old
+    occurrences(h, "busy", *((NOW - timedelta(minutes=i + 1), "fail") for i in range(130)))
+    jobs = ["streak", "never", "healed", "busy", "idle"]
+    want = {"streak": (12, NOW - 120 * day, NOW - 130 * day), "never": (3, NOW - 200 * day, None),
+            "healed": (1, NOW - day, NOW - 10 * day), "busy": (130, NOW - timedelta(minutes=130), None),
+            "idle": (0, None, None)}
+    got = {j: (s.failures, s.since, s.last_success) for j, s in h.failure_streaks(jobs).items()}
+    assert got == want
+
+    dry = prune_history(h, runs_before=NOW - 90 * day, audit_before=None, dry_run=True)
+    rep = prune_history(h, runs_before=NOW - 90 * day, audit_before=None)
+    # deleted: 3 of "streak" (its success stays), 2 of "never", 2 of "healed" (before its success: no streak)
+    assert (rep.runs, rep.streak_runs) == (7, 5) and (dry.runs, dry.streak_runs) == (7, 5)
+    got = {j: (s.failures, s.since, s.last_success) for j, s in h.failure_streaks(jobs).items()}
+    assert got == want
+    assert h.consecutive_failures("streak") == 12 and h.failure_streaks(["streak"])["streak"].pruned == 3
+    # a later prune adds to the count; a shorter retention too
+    rep = prune_history(h, runs_before=NOW - 5 * day, audit_before=None)
+    # "streak": its failures 90..20 days ago (the one 10 days ago is its latest run); the others' are recent
+    assert rep.streak_runs == 8 and h.failure_streaks(["streak"])["streak"].pruned == 11
+    assert {j: (s.failures, s.since) for j, s in h.failure_streaks(jobs).items()} == {
+        j: w[:2] for j, w in want.items()}
+    # a success ends the streak (the carried count is then ignored), a new failure starts a new one
+    occurrences(h, "streak", (NOW - timedelta(hours=2), "ok"), (NOW - timedelta(hours=1), "fail"))
+    s = h.failure_streaks(["streak"])["streak"]
+    assert (s.failures, s.since, s.last_success) == (1, NOW - timedelta(hours=1), NOW - timedelta(hours=2))
+    assert prune_history(h, runs_before=NOW - 90 * day, audit_before=None).streak_runs == 0
+    assert h.consecutive_failures("streak") == 1
+
+
+def test_status_counts_the_failures_retention_deleted(make_config: Any, cli: Any, tmp_path: Path) -> None:
+    cfg = make_config({"jobs": {"j": {"task": "debug.noop", "schedule": "@daily"}}})
+    h = History(f"sqlite:///{tmp_path / 'history.db'}")
+    day = timedelta(days=1)
+    occurrences(h, "j", (NOW - 121 * day, "ok"), *((NOW - i * day, "fail") for i in range(120, 0, -1)))
+    h.close()
+    out = cli(["--config", str(cfg), "history", "prune", "--dry-run"]).out
+    assert "31 of these runs failed after their job's latest success: they would stay counted" in out
+    assert cli(["--config", str(cfg), "history", "prune", "--json"]).json()["streak_runs"] == 31
+    job = cli(["--config", str(cfg), "status", "--json"]).json()["jobs"][0]
+    assert job["consecutive_failures"] == 120
+    assert job["failing_since"] == (NOW - 120 * day).isoformat()
+    assert job["last_success"] == (NOW - 121 * day).isoformat()

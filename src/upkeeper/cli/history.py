@@ -186,6 +186,10 @@ def prune_cmd(
                     ("audit entries", rep.audit), ("metric samples", rep.metric_samples)):
         table.add_row(what, f"{n:,}")
     console.print(table)
+    if rep.streak_runs:
+        console.print(f"{rep.streak_runs:,} of these runs failed after their job's latest success: "
+                      f"{'they would stay' if dry_run else 'they stay'} counted in its consecutive failures "
+                      "('upkeeper status')")
     for reason, n in sorted(rep.kept.items()):
         console.print(f"kept {n:,} old run(s): {reason}")
     if rep.file_bytes_before is not None:

@@ -18,9 +18,11 @@ def collect_status() -> dict[str, Any]:
     history = state.history()
     now = datetime.now(UTC)
     last = history.last_runs()
+    streaks = history.failure_streaks(list(setup.jobs))
     jobs = []
     for job in setup.jobs.values():
         run = last.get(job.name)
+        streak = streaks[job.name]
         nxt = job.schedule.next_after(now) + job.jitter_offset if (job.schedule and job.enabled) else None
         jobs.append(
             {
@@ -37,7 +39,10 @@ def collect_status() -> dict[str, Any]:
                 },
                 "next_run": nxt.isoformat() if nxt else None,
                 "timezone": job.timezone,
-                "consecutive_failures": history.consecutive_failures(job.name),
+                # exact, also when history retention has deleted the older runs of the streak
+                "consecutive_failures": streak.failures,
+                "failing_since": streak.since.isoformat() if streak.since else None,
+                "last_success": streak.last_success.isoformat() if streak.last_success else None,
             }
         )
     daemons = []

@@ -106,8 +106,10 @@ class HistoryRetention(StrictModel):
     deletes runs still pending, queued or running, nor each job's latest run, latest successful run,
     latest finished run and latest scheduled occurrence (``status``, the missed-run alarm and catch-up
     read them), nor the run that made a backup still in the catalog; the backup catalog, job state,
-    notification state and undelivered notifications are never pruned.  Metric samples have their own
-    retention (``jobs -> NAME -> metrics_retention``).
+    notification state and undelivered notifications are never pruned.  The failed runs of a job's current
+    failure streak that it deletes are counted in a per-job row, so ``status`` still shows every
+    consecutive failure and since when.  Metric samples have their own retention
+    (``jobs -> NAME -> metrics_retention``).
     """
 
     runs: Duration | None = Field(

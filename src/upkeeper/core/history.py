@@ -23,7 +23,21 @@ from typing import Any, cast
 
 import platformdirs
 import psutil
-from sqlalchemy import Connection, Engine, Table, create_engine, delete, event, func, select, text, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Table,
+    and_,
+    bindparam,
+    create_engine,
+    delete,
+    event,
+    func,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -35,6 +49,7 @@ from upkeeper.core.models import (
     MetricRow,
     RunRow,
     StateRow,
+    StreakRow,
 )
 from upkeeper.core.task import Result
 from upkeeper.errors import HistoryError
@@ -45,10 +60,12 @@ log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).parent / "migrations"
 ACTIVE_STATES = ("queued", "running")
 FINAL_STATES = ("ok", "warn", "fail", "error", "skipped", "interrupted")
+SUCCESS_STATES = ("ok", "warn")
+FAILURE_STATES = ("fail", "error", "interrupted")
 LOG_EXCERPT_MAX = 32 * 1024
 #: The migration heads of this version (tests/core/test_history.py checks them against Alembic's
 #: script directory).  A database already at these heads opens without importing Alembic.
-SCHEMA_HEADS = frozenset({"backup_catalog", "history_retention", "notify_state"})
+SCHEMA_HEADS = frozenset({"backup_catalog", "notify_state", "run_streaks"})
 
 
 def default_history_path() -> Path:
@@ -103,6 +120,25 @@ def owner_alive(owner: str | None, node: str) -> bool | None:
         return int(p.create_time()) == ctime and p.status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
         return False
+
+
+@dataclass(frozen=True)
+class Streak:
+    """A job's current failure streak (:meth:`History.failure_streaks`)."""
+
+    failures: int  # failed runs (fail, error, interrupted) since the latest successful one
+    since: datetime | None  # when the first of them finished (None: not failing)
+    last_success: datetime | None  # when the latest successful run finished (None: none recorded)
+    pruned: int = 0  # how many of ``failures`` history retention deleted (counted in ``run_streaks``)
+
+
+def _utc(ts: datetime | None) -> datetime | None:
+    """A timestamp from a raw Core select (SQLite's ``min()`` returns text) as an aware UTC datetime."""
+    if ts is None:
+        return None
+    if isinstance(ts, str):
+        ts = datetime.fromisoformat(ts)
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
 
 
 @dataclass
@@ -453,7 +489,7 @@ class History:
         1 ms each; a daemon's burst of 1,000 due runs made that seconds of lateness.
         """
         if self._stmts is None:
-            from sqlalchemy import bindparam, insert
+            from sqlalchemy import insert
 
             # only this history's dialect: importing sqlalchemy.dialects.postgresql (and the driver
             # modules its package imports) costs a SQLite history's CLI ~45 ms
@@ -544,22 +580,59 @@ class History:
                     out[job] = ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
             return out
 
-    def consecutive_failures(self, job: str, limit: int = 100) -> int:
-        with self.session() as s:
-            statuses = s.scalars(
-                select(RunRow.status)
-                .where(RunRow.job == job, RunRow.status.in_(list(FINAL_STATES)))
-                .where(RunRow.status != "skipped")
-                .order_by(RunRow.id.desc())
-                .limit(limit)
-            ).all()
-        n = 0
-        for st in statuses:
-            if st in ("fail", "error", "interrupted"):
-                n += 1
-            else:
-                break
-        return n
+    def consecutive_failures(self, job: str) -> int:
+        return self.failure_streaks([job])[job].failures
+
+    def failure_streaks(self, jobs: Sequence[str]) -> dict[str, Streak]:
+        """Per job: its failed runs since its latest successful run, with when that streak began.
+
+        Exact whatever their number, and whatever history retention deleted: the deleted failures of a
+        streak are counted in ``run_streaks`` (:func:`upkeeper.core.retention.prune_history`), valid while
+        the success they follow is still the job's latest.  One snapshot (on PostgreSQL, REPEATABLE READ),
+        so a prune committing meanwhile is seen wholly or not at all: never counted twice, never lost.
+        """
+        runs, streaks = _table(RunRow), _table(StreakRow)
+        # built once, run per job (building a statement costs more than running it)
+        job_is = runs.c.job == bindparam("job")
+        last_ok = (select(runs.c.id, runs.c.finished_at)
+                   .where(job_is, runs.c.status.in_(SUCCESS_STATES), runs.c.finished_at.is_not(None))
+                   .order_by(runs.c.finished_at.desc(), runs.c.id.desc()).limit(1))
+        all_fails = select(func.count(), func.min(runs.c.finished_at)).where(
+            job_is, runs.c.status.in_(FAILURE_STATES), runs.c.finished_at.is_not(None))
+        at = bindparam("at", type_=runs.c.finished_at.type)
+        fails_after = all_fails.where(or_(runs.c.finished_at > at,
+                                          and_(runs.c.finished_at == at, runs.c.id > bindparam("rid"))))
+        out: dict[str, Streak] = {}
+        with self._snapshot() as conn:
+            carried_all = {r.job: r for r in conn.execute(select(streaks)).all()}  # a row per job at most
+            for job in jobs:
+                ok = conn.execute(last_ok, {"job": job}).first()
+                n, first = conn.execute(all_fails, {"job": job}).one() if ok is None else conn.execute(
+                    fails_after, {"job": job, "at": ok.finished_at, "rid": ok.id}).one()
+                carried = carried_all.get(job)
+                if carried is not None and carried.after_run_id != (ok.id if ok is not None else 0):
+                    carried = None  # counted after a success that is no longer the latest: a finished streak
+                since = _utc(first)
+                if carried is not None and carried.failures > 0:
+                    n += carried.failures
+                    old = _utc(carried.since)
+                    since = old if since is None or (old is not None and old < since) else since
+                out[job] = Streak(failures=int(n), since=since if n else None,
+                                  last_success=_utc(ok.finished_at) if ok is not None else None,
+                                  pruned=int(carried.failures) if carried is not None else 0)
+        return out
+
+    @contextlib.contextmanager
+    def _snapshot(self) -> Iterator[Connection]:
+        """A read-only transaction that sees one state of the database throughout."""
+        if self.dialect == "sqlite":  # transactions are serialized (BEGIN IMMEDIATE): one state anyway
+            with self._core() as conn:
+                yield conn
+            return
+        with self.engine.connect() as conn:
+            conn = conn.execution_options(isolation_level="REPEATABLE READ")
+            with conn.begin():
+                yield conn
 
     def last_success(self, job: str) -> RunRow | None:
         with self.session() as s:
@@ -806,6 +879,7 @@ __all__ = [
     "History",
     "NewRun",
     "OperationalError",
+    "Streak",
     "default_history_path",
     "history_url",
     "open_history",

@@ -104,6 +104,25 @@ class RunRow(Base):
     details: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
 
 
+class StreakRow(Base):
+    """Per job, the failed runs of its current failure streak that history retention deleted.
+
+    ``upkeeper status`` counts a job's consecutive failures as the failed runs that finished after its
+    latest successful run: those still in ``runs`` plus, while that success is still the latest
+    (``after_run_id``; 0 when the job has none), the ones counted here.  Retention always keeps the latest
+    successful run, so a newer success makes this row stale (ignored, replaced by the next prune): nothing
+    on the per-run path writes it.
+    """
+
+    __tablename__ = "run_streaks"
+
+    job: Mapped[str] = mapped_column(String(100), primary_key=True)
+    after_run_id: Mapped[int] = mapped_column(Integer, nullable=False)
+    failures: Mapped[int] = mapped_column(Integer, nullable=False)
+    since: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)  # the earliest deleted failure's end
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+
+
 class FindingRow(Base):
     __tablename__ = "findings"
     __table_args__ = (Index("ix_findings_job_check", "job", "check"), Index("ix_findings_run", "run_id"))

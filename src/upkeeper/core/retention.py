@@ -11,6 +11,9 @@ Kept whatever its age (each reason mirrors a reader):
   restart: :meth:`History.last_scheduled` — without it a daemon would take the job for a new one);
 * the run that made each backup still in the catalog (the catalog itself, job state, notification state
   and undelivered notifications are never touched);
+* a job's current failure streak survives as a count: deleted failed runs that finished after the job's
+  latest successful run are counted in ``run_streaks`` (one row per job, in the deleting transaction), which
+  :meth:`History.failure_streaks` adds to the failures still in ``runs`` while that success is the latest;
 * emergency runs, and notification events of open problems or of emergency runs, follow the audit
   retention (the audit trail says who ran them and why; the run says what happened).
 
@@ -27,15 +30,15 @@ by this version uses ``auto_vacuum=INCREMENTAL``: pruning also hands the free pa
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, cast
 
 from sqlalchemy import ColumnElement, Connection, Table, and_, delete, func, or_, select, update
 
 from upkeeper.core.history import History
-from upkeeper.core.models import AuditRow, FindingRow, MetricRow, RunRow
+from upkeeper.core.models import AuditRow, FindingRow, MetricRow, RunRow, StreakRow
 
 #: runs per delete transaction (with their findings): ~0.06 s of write lock on SQLite (measured, 20,000-run
 #: history), short enough for a running job's writes to wait
@@ -44,6 +47,7 @@ BATCH = 500
 VACUUM_PAGES = 2048
 FINAL = ("ok", "warn", "fail", "error", "skipped", "interrupted")
 SUCCESS = ("ok", "warn")
+FAILURE = ("fail", "error", "interrupted")
 FINISHED = ("ok", "warn", "fail", "error", "interrupted")
 SCHEDULED = ("schedule", "catch-up", "deferred")
 EMERGENCY = "emergency"
@@ -62,6 +66,8 @@ class PruneReport:
     notify_deliveries: int = 0
     audit: int = 0
     metric_samples: int = 0
+    #: of the deleted runs, failed ones of their job's current failure streak, now counted in ``run_streaks``
+    streak_runs: int = 0
     #: old runs kept, by reason
     kept: dict[str, int] = field(default_factory=dict)
     #: SQLite only: file size before and after, pages freed back to the file system, free pages left
@@ -83,6 +89,7 @@ class PruneReport:
                 "metric_samples": self.metric_samples,
             },
             "kept": dict(sorted(self.kept.items())),
+            "streak_runs": self.streak_runs,
             "sqlite": None if self.file_bytes_before is None else {
                 "file_bytes_before": self.file_bytes_before, "file_bytes_after": self.file_bytes_after,
                 "free_pages": self.free_pages, "vacuum": self.vacuum,
@@ -191,11 +198,17 @@ def prune_history(history: History, *, runs_before: datetime | None, audit_befor
                     rep.findings += int(conn.execute(select(func.count()).select_from(findings)
                                                      .where(findings.c.run_id.in_(doomed))).scalar_one())
                     rep.runs += len(doomed)
+                    rows = conn.execute(select(runs.c.id, runs.c.job, runs.c.status, runs.c.finished_at)
+                                        .where(runs.c.id.in_(doomed))).all()
+                    rep.streak_runs += sum(len(m) for _a, m in _streak_failures(conn, rows).values())
                     continue
                 rep.findings += _count(conn.execute(delete(findings).where(findings.c.run_id.in_(doomed))))
                 # the samples stay (they have their own retention), detached from the run
                 conn.execute(update(metrics).where(metrics.c.run_id.in_(doomed)).values(run_id=None))
-                rep.runs += _count(conn.execute(delete(runs).where(runs.c.id.in_(doomed))))
+                gone = conn.execute(delete(runs).where(runs.c.id.in_(doomed))
+                                    .returning(runs.c.id, runs.c.job, runs.c.status, runs.c.finished_at)).all()
+                rep.runs += len(gone)
+                rep.streak_runs += _carry_streaks(conn, gone)
     if runs_before is not None:
         events = _t(NotifyEventRow)
         ev_cond = and_(events.c.ts < runs_before, events.c.topic != EMERGENCY)
@@ -217,6 +230,61 @@ def prune_history(history: History, *, runs_before: datetime | None, audit_befor
         _sqlite_space(history, rep, vacuum and not dry_run)
         rep.file_bytes_after = _file_bytes(path)
     return rep
+
+
+def _streak_failures(conn: Connection, rows: Sequence[Any]) -> dict[str, tuple[int, list[tuple[datetime, int]]]]:
+    """Of ``rows`` (id, job, status, finished_at), per job the failed runs that finished after its latest
+    successful run, with that run's id (0: none)."""
+    runs = _t(RunRow)
+    by_job: dict[str, list[tuple[datetime, int]]] = {}
+    for rid, job, status, finished in rows:
+        if status in FAILURE and finished is not None:
+            by_job.setdefault(job, []).append((finished, int(rid)))
+    out: dict[str, tuple[int, list[tuple[datetime, int]]]] = {}
+    for job, fails in by_job.items():
+        ok = conn.execute(
+            select(runs.c.id, runs.c.finished_at)
+            .where(runs.c.job == job, runs.c.status.in_(SUCCESS), runs.c.finished_at.is_not(None))
+            .order_by(runs.c.finished_at.desc(), runs.c.id.desc()).limit(1)
+        ).first()
+        after = 0 if ok is None else int(ok.id)
+        mine = [f for f in fails if ok is None or f > (ok.finished_at, after)]
+        if mine:
+            out[job] = (after, mine)
+    return out
+
+
+def _carry_streaks(conn: Connection, gone: Sequence[Any]) -> int:
+    """Count the deleted failed runs that belong to their job's current failure streak in ``run_streaks``.
+
+    Part of the deleting transaction, and from the rows it deleted (``RETURNING``): two prunes at once
+    (daemons sharing a PostgreSQL history) never count a run twice.  A streak is the failed runs that
+    finished after the job's latest successful run (which retention keeps); its row names that run, and a
+    row naming an older success is replaced, not added to.  Returns how many runs were counted.
+    """
+    streaks = _t(StreakRow)
+    n = 0
+    now = datetime.now(UTC)
+    for job, (after, mine) in _streak_failures(conn, gone).items():
+        since = min(f[0] for f in mine)
+        # the row exists (a prune of another daemon may be creating it now: no duplicate-key error), then
+        # locked, so a concurrent prune's addition waits for this one's
+        ins: Any
+        if conn.dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as ins
+        else:
+            from sqlalchemy.dialects.sqlite import insert as ins
+        conn.execute(ins(streaks).values(job=job, after_run_id=after, failures=0, since=since, updated_at=now)
+                     .on_conflict_do_nothing(index_elements=["job"]))
+        row = conn.execute(select(streaks.c.after_run_id, streaks.c.failures, streaks.c.since)
+                           .where(streaks.c.job == job).with_for_update()).one()
+        if row.after_run_id == after:
+            values = {"failures": row.failures + len(mine), "since": min(row.since, since)}
+        else:  # counted after a success that is no longer the latest: a new streak
+            values = {"after_run_id": after, "failures": len(mine), "since": since}
+        conn.execute(update(streaks).where(streaks.c.job == job).values(**values, updated_at=now))
+        n += len(mine)
+    return n
 
 
 def _count(result: Any) -> int:
