@@ -23,6 +23,10 @@ log = logging.getLogger(__name__)
 #: where a row keeps the SHA-256 of the set's manifest.json (in its ``manifest`` JSON, beside the manifest's
 #: own keys, which never use this name)
 MANIFEST_SHA256 = "manifest_sha256"
+#: and the size in bytes of that manifest.json (rows recorded before upkeeper kept it have none)
+MANIFEST_SIZE = "manifest_size"
+#: row keys that are not the manifest's own
+ROW_KEYS = frozenset({MANIFEST_SHA256, MANIFEST_SIZE})
 
 COMPLETE = "complete"
 VERIFIED = "verified"
@@ -66,6 +70,12 @@ class BackupRow(Base):
         v = (self.manifest or {}).get(MANIFEST_SHA256)
         return str(v) if v else None
 
+    @property
+    def manifest_size(self) -> int | None:
+        """Size in bytes of the manifest.json whose SHA-256 is :attr:`manifest_sha256` (None when not known)."""
+        v = (self.manifest or {}).get(MANIFEST_SIZE)
+        return v if isinstance(v, int) and not isinstance(v, bool) else None
+
     def to_dict(self, full: bool = False) -> dict[str, Any]:
         d: dict[str, Any] = {
             "id": self.id, "kind": self.kind, "target": self.target, "database": self.database,
@@ -78,7 +88,7 @@ class BackupRow(Base):
             "manifest_sha256": self.manifest_sha256,
         }
         if full:
-            d["manifest"] = {k: v for k, v in (self.manifest or {}).items() if k != MANIFEST_SHA256}
+            d["manifest"] = {k: v for k, v in (self.manifest or {}).items() if k not in ROW_KEYS}
         return d
 
 
@@ -137,7 +147,9 @@ class Catalog:
             row.compression_ratio = manifest.compression_ratio
             row.storages = sorted(set(storages) | set(row.storages or []))
             row.encryption = str(manifest.encryption.get("method", "none"))
-            row.manifest = {**without_file_lists(manifest.to_dict()), MANIFEST_SHA256: manifest.sha256 or recorded}
+            size = manifest.json_size if manifest.sha256 else row.manifest_size
+            row.manifest = {**without_file_lists(manifest.to_dict()), MANIFEST_SHA256: manifest.sha256 or recorded,
+                            **({MANIFEST_SIZE: size} if size is not None else {})}
 
     def get(self, backup_id: str) -> BackupRow | None:
         with self.history.session() as s:

@@ -26,7 +26,7 @@ from upkeeper.backup.copy import COPIED, FAILED, PRESENT, REPAIRED, CopyReport, 
 from upkeeper.backup.crypto import age_binary, encryption_from
 from upkeeper.backup.manifest import Manifest, safe_component
 from upkeeper.backup.pipeline import fault_pause
-from upkeeper.backup.prune import SeriesReport, clean_leftovers, index_sets, prune_series
+from upkeeper.backup.prune import SeriesReport, clean_leftovers, index_sets, prune_series, recorded_manifests
 from upkeeper.backup.rdb import check_rdb
 from upkeeper.backup.rdb_load import redis_check_problem
 from upkeeper.backup.rekey import CURRENT, FINISHED, REKEYED, OldKey, RekeyReport, rekey_set, rekeyed_id
@@ -1216,7 +1216,8 @@ def run_prune(setup: Setup, storages: list[Storage], catalog: Catalog, *, target
               now: datetime | None = None) -> list[SeriesReport]:
     errors: list[str] = []
     unlisted: dict[str, UpkeeperError] = {}
-    index = index_sets(storages, target, None, errors, unlisted)
+    # the listing says what exists; the catalog's copies of the manifests spare reading them (see usable_copy)
+    index = index_sets(storages, target, None, errors, unlisted, known=recorded_manifests(catalog, target))
     reports = []
     for (t, db), idx in sorted(index.items()):
         kinds = sorted({k for k, _w, _s in idx.complete.values()}) or ["postgres"]

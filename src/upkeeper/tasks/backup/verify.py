@@ -9,7 +9,7 @@ from pydantic import Field, field_validator
 from upkeeper.backup import room
 from upkeeper.backup.catalog import COMPLETE, catalog_for
 from upkeeper.backup.manifest import id_time
-from upkeeper.backup.prune import index_sets
+from upkeeper.backup.prune import index_sets, recorded_manifests
 from upkeeper.backup.rdb_load import redis_check_problem
 from upkeeper.backup.sets import close_storages, open_storages
 from upkeeper.backup.verify import VerifyOptions, VerifyReport, verify_stored
@@ -133,7 +133,8 @@ class BackupVerify(Task[BackupVerifyOptions]):
         storages = open_storages(config, [options.storage] if options.storage else list(config.storages))
         try:
             errors: list[str] = []
-            index = index_sets(storages, ctx.target_name, None, errors)
+            index = index_sets(storages, ctx.target_name, None, errors,
+                               known=recorded_manifests(catalog, ctx.target_name))
             candidates: list[tuple[str, str, str]] = []  # (database, id, kind)
             status = {r.id: r.status for r in catalog.list(target=ctx.target_name)} if catalog else {}
             for (_t, db), idx in index.items():
