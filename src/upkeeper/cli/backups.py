@@ -938,13 +938,19 @@ def copy_cmd(
                                      "catalog says holds the backup, the next one when a copy there is damaged)"),
     dry_run: bool = typer.Option(False, "--dry-run", "-n", help="only say what would be copied (reads, never "
                                  "writes)"),
+    check_present: bool = typer.Option(False, "--check-present", help="read back every object of a backup "
+                                       "already complete on a remote --to and check its SHA-256, repairing any "
+                                       "damaged (default: its manifest.json and the objects' listed sizes; a "
+                                       "local --to is always read back)"),
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
 ) -> None:
     """Copy complete backups to another storage, as they are stored (encrypted objects stay encrypted).
 
     Each object streams from a storage holding the backup, its size and SHA-256 checked against the manifest;
     manifest.json is written last, so an interrupted copy is never listed on --to.  A backup already complete
-    there (the same manifest, every object intact) is skipped.  Exit code 1 when any backup failed."""
+    there (the recorded manifest.json, every object there at its size; on a local --to or with --check-present
+    every object's SHA-256 read back) is skipped, damaged objects repaired.  Exit code 1 when any backup
+    failed."""
     config = _env.config()
     catalog = _catalog()
     rows = _copy_selection(config, catalog, backup_ids or [], target, all_)
@@ -972,7 +978,7 @@ def copy_cmd(
                         rep = copy_set([by_name[n] for n in sources[r.id]], by_name[to], r.target, r.database,
                                        r.id, recorded_sha256=r.manifest_sha256,
                                        allow_unencrypted_remote=config.backup.unencrypted_explicit,
-                                       dry_run=dry_run, progress=progress)
+                                       dry_run=dry_run, progress=progress, check_present=check_present)
                 if rep.action in (COPIED, PRESENT, REPAIRED):
                     catalog.add_storage(r.id, to)
                 reports.append(rep)
