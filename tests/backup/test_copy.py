@@ -21,6 +21,7 @@ from services import sftp_storage_config
 from upkeeper.backup.manifest import delete_set
 from upkeeper.config.loader import load_config
 from upkeeper.storage import Storage, open_storage
+from upkeeper.storage.base import put_bytes
 
 from .conftest import AgeKey
 
@@ -142,7 +143,8 @@ def test_copy_to_each_real_storage_then_again_skips(cli: Any, make_config: Any, 
     assert _row(cli, cfg, bid)["storages"] == ["local1", "offsite"]
     r = cli(["--config", cfg, "backups", "verify", bid, "--storage", "offsite", "--json"])
     assert r.code == 0 and r.json()[0]["ok"], r.output
-    # idempotent: the complete copy is checked (size and SHA-256 of every object) and skipped
+    # idempotent: the complete copy is checked (its manifest.json; every object's size, and on a local one its
+    # SHA-256) and skipped
     before = dest.residue()
     r = cli(["--config", cfg, "backups", "copy", "--target", "web", "--to", "offsite", "--json"])
     assert r.code == 0, r.output
@@ -491,3 +493,53 @@ def test_two_copies_at_once_one_stopped_never_undoes_the_other(cli: Any, make_co
     assert _row(cli, cfg, bid)["storages"] == ["local1", "offsite"]
     r = cli(["--config", cfg, "backups", "verify", bid, "--storage", "offsite", "--no-restore"])
     assert r.code == 0, r.output
+
+
+def test_copy_again_to_s3_reads_back_only_the_manifest_unless_asked(
+        cli: Any, make_config: Any, tmp_path: Path, age_key: AgeKey, s3_server: Any, s3_bucket: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """'copy --all' run again does not download every backup already on a remote --to: its manifest.json is read
+    (the recorded one?) and the objects' sizes listed; nothing is read from the source.  --check-present reads
+    every object back (and so finds damage of the same size); an object gone is found from the listing."""
+    from upkeeper.storage.s3 import S3Storage
+
+    d = Dest("s3", s3_server.storage_config(s3_bucket, prefix="backups"), lambda: [])
+    cfg = _config(make_config, tmp_path, age_key, d)
+    bid = _backup(cli, cfg)
+    assert cli(["--config", cfg, "backups", "copy", bid, "--to", "offsite"]).code == 0
+    reads: list[str] = []
+    real_open_read = S3Storage.open_read
+
+    def counted(self: S3Storage, key: str) -> Any:
+        reads.append(key.rsplit("/", 1)[-1])
+        return real_open_read(self, key)
+
+    monkeypatch.setattr(S3Storage, "open_read", counted)
+    r = cli(["--config", cfg, "backups", "copy", "--all", "--to", "offsite", "--json"])
+    assert r.code == 0 and r.json()[0]["action"] == "already there" and r.json()[0]["reused"] == 2, r.output
+    assert reads == ["manifest.json"]
+    # an object there damaged in place (same size): found only by reading it back, then repaired
+    st = _storage(cfg, "offsite")
+    try:
+        (key,) = [o.key for o in st.list() if o.key.endswith("files.tar.zst.age")]
+        with st.open_read(key) as fh:
+            data = bytearray(fh.read())
+        data[len(data) // 2] ^= 0x01
+        put_bytes(st, key, bytes(data))
+        reads.clear()
+        r = cli(["--config", cfg, "backups", "copy", "--all", "--to", "offsite", "--json"])
+        assert r.code == 0 and r.json()[0]["action"] == "already there", r.output
+        r = cli(["--config", cfg, "backups", "copy", "--all", "--to", "offsite", "--check-present", "--json"])
+        assert r.code == 0 and r.json()[0]["action"] == "repaired" and r.json()[0]["objects"] == 1, r.output
+        # the default run read manifest.json; --check-present read it and both objects back
+        assert sorted(reads) == ["files.tar.zst.age", "manifest.json", "manifest.json", "secrets.tar.zst.age"]
+        # an object gone: the listing says so, the copy repairs it
+        st.delete(key)
+        r = cli(["--config", cfg, "backups", "copy", "--all", "--to", "offsite", "--json"])
+        assert r.code == 0 and r.json()[0]["action"] == "repaired" and r.json()[0]["objects"] == 1, r.output
+        with st.open_read(key) as fh:
+            assert fh.read() != bytes(data)
+    finally:
+        st.close()
+    r = cli(["--config", cfg, "backups", "verify", bid, "--storage", "offsite", "--no-restore", "--json"])
+    assert r.code == 0 and r.json()[0]["ok"], r.output

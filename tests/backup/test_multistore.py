@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from services import sftp_storage_config
@@ -159,23 +160,53 @@ def test_files_restore_reads_the_next_storage_when_an_archive_is_corrupt(
     assert not (dest / ".upkeeper-restore-incomplete").exists()
 
 
-def test_verify_checks_every_copy_and_names_a_corrupt_one(
+def test_verify_rotates_the_copy_read_in_full_and_all_copies_reads_every_one(
         cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], tmp_path: Path, s3_server: SeaweedS3,
-        s3_bucket: str, sftp_server: SshServer, age_key: AgeKey, make_config: Any) -> None:
-    """The copy read first (local1) is fine; one byte of the S3 copy is not: verify fails naming both."""
+        s3_bucket: str, sftp_server: SshServer, age_key: AgeKey, make_config: Any,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """By default a verification reads one copy in full (the one proven least recently, local first), hashes
+    the other local copies and checks the remote ones by listing (S3: only manifest.json is downloaded); the
+    remote copies are read in full in turn.  --all-copies reads every copy: one byte of the S3 copy is wrong,
+    and verify fails naming it."""
+    from upkeeper.storage.s3 import S3Storage
+
     db, _ = app_db
     cfg = _config(make_config, pg, db, tmp_path, s3_server, s3_bucket, sftp_server, age_key)
     bid = _backup(cli, cfg)
-    r = cli(["--config", cfg, "backups", "verify", bid, "--no-restore", "--json"])
+    dump = f"{db}.dump.zst.age"
+    reads: list[str] = []
+    real_open_read = S3Storage.open_read
+
+    def counted(self: S3Storage, key: str) -> Any:
+        reads.append(key.rsplit("/", 1)[-1])
+        return real_open_read(self, key)
+
+    monkeypatch.setattr(S3Storage, "open_read", counted)
+    order = []
+    for _ in range(3):
+        reads.clear()
+        r = cli(["--config", cfg, "backups", "verify", bid, "--no-restore", "--json"])
+        assert r.code == 0, r.output
+        (rep,) = r.json()
+        order.append(rep["storage"])
+        assert sorted([*rep["copies_checked"], *rep["copies_listed"], rep["storage"]]) == ["local1", "offsite",
+                                                                                             "vault"], rep
+        assert "local1" not in rep["copies_listed"], rep  # a local copy costs no transfer: always hashed
+        assert (dump in reads) == ("offsite" not in rep["copies_listed"]), (reads, rep)
+        if "offsite" in rep["copies_listed"]:
+            assert reads == ["manifest.json"], reads
+    assert order == ["local1", "offsite", "vault"], order
+    proven = cli(["--config", cfg, "backups", "show", bid, "--json"]).json()["copies_proven"]
+    assert sorted(proven) == ["local1", "offsite", "vault"], proven
+    r = cli(["--config", cfg, "backups", "verify", bid, "--no-restore", "--all-copies", "--json"])
     assert r.code == 0, r.output
     assert r.json()[0]["storage"] == "local1" and r.json()[0]["copies_checked"] == ["offsite", "vault"], r.output
-    dump = f"{db}.dump.zst.age"
     c = s3_server.client()
     key = f"backups/db/{db}/{bid}/{dump}"
     body = bytearray(c.get_object(Bucket=s3_bucket, Key=key)["Body"].read())
     body[len(body) // 2] ^= 0x01
     c.put_object(Bucket=s3_bucket, Key=key, Body=bytes(body))
-    r = cli(["--config", cfg, "backups", "verify", bid, "--no-restore", "--json"])
+    r = cli(["--config", cfg, "backups", "verify", bid, "--no-restore", "--all-copies", "--json"])
     assert r.code == 1, r.output
     (rep,) = r.json()
     assert not rep["inconclusive"] and rep["failed_object"] == dump, rep
@@ -201,7 +232,7 @@ def test_verify_job_warns_about_a_copy_it_cannot_reach(
     run = r.json()[0]
     assert run["status"] == "warn", run
     (art,) = run["artifacts"]
-    assert art["ok"] and art["copies_checked"] == ["offsite"] and art["copies_not_checked"][0].startswith("vault: ")
+    assert art["ok"] and art["copies_listed"] == ["offsite"] and art["copies_not_checked"][0].startswith("vault: ")
     assert [f["check"] for f in run["findings"]] == ["backup.verify_copy_not_checked"], run["findings"]
     assert cli(["--config", cfg, "backups", "show", bid, "--json"]).json()["status"] == "verified"
 

@@ -23,6 +23,13 @@ log = logging.getLogger(__name__)
 #: where a row keeps the SHA-256 of the set's manifest.json (in its ``manifest`` JSON, beside the manifest's
 #: own keys, which never use this name)
 MANIFEST_SHA256 = "manifest_sha256"
+#: and the size in bytes of that manifest.json (rows recorded before upkeeper kept it have none)
+MANIFEST_SIZE = "manifest_size"
+#: and when each storage's copy of the set was last proven in full by a verification (every object read and its
+#: SHA-256 checked, or restored from), by storage name (ISO times): ``backups verify`` rotates on it
+COPIES_PROVEN = "copies_proven"
+#: row keys that are not the manifest's own
+ROW_KEYS = frozenset({MANIFEST_SHA256, MANIFEST_SIZE, COPIES_PROVEN})
 
 COMPLETE = "complete"
 VERIFIED = "verified"
@@ -66,6 +73,24 @@ class BackupRow(Base):
         v = (self.manifest or {}).get(MANIFEST_SHA256)
         return str(v) if v else None
 
+    @property
+    def manifest_size(self) -> int | None:
+        """Size in bytes of the manifest.json whose SHA-256 is :attr:`manifest_sha256` (None when not known)."""
+        v = (self.manifest or {}).get(MANIFEST_SIZE)
+        return v if isinstance(v, int) and not isinstance(v, bool) else None
+
+    @property
+    def copies_proven(self) -> dict[str, datetime]:
+        """When each storage's copy was last proven in full (see :data:`COPIES_PROVEN`)."""
+        out: dict[str, datetime] = {}
+        v = (self.manifest or {}).get(COPIES_PROVEN)
+        for name, when in (v.items() if isinstance(v, dict) else ()):
+            try:
+                out[str(name)] = datetime.fromisoformat(str(when))
+            except ValueError:
+                continue
+        return out
+
     def to_dict(self, full: bool = False) -> dict[str, Any]:
         d: dict[str, Any] = {
             "id": self.id, "kind": self.kind, "target": self.target, "database": self.database,
@@ -76,9 +101,10 @@ class BackupRow(Base):
             "verified_at": self.verified_at.isoformat() if self.verified_at else None,
             "restore_seconds": self.restore_seconds, "verify_summary": self.verify_summary,
             "manifest_sha256": self.manifest_sha256,
+            "copies_proven": {k: v.isoformat() for k, v in sorted(self.copies_proven.items())},
         }
         if full:
-            d["manifest"] = {k: v for k, v in (self.manifest or {}).items() if k != MANIFEST_SHA256}
+            d["manifest"] = {k: v for k, v in (self.manifest or {}).items() if k not in ROW_KEYS}
         return d
 
 
@@ -137,7 +163,11 @@ class Catalog:
             row.compression_ratio = manifest.compression_ratio
             row.storages = sorted(set(storages) | set(row.storages or []))
             row.encryption = str(manifest.encryption.get("method", "none"))
-            row.manifest = {**without_file_lists(manifest.to_dict()), MANIFEST_SHA256: manifest.sha256 or recorded}
+            size = manifest.json_size if manifest.sha256 else row.manifest_size
+            proven = (row.manifest or {}).get(COPIES_PROVEN)
+            row.manifest = {**without_file_lists(manifest.to_dict()), MANIFEST_SHA256: manifest.sha256 or recorded,
+                            **({MANIFEST_SIZE: size} if size is not None else {}),
+                            **({COPIES_PROVEN: proven} if proven else {})}
 
     def get(self, backup_id: str) -> BackupRow | None:
         with self.history.session() as s:
@@ -175,6 +205,25 @@ class Catalog:
             row.verify_summary = summary[:2000]
             if restore_seconds is not None:
                 row.restore_seconds = restore_seconds
+
+    def mark_copies_proven(self, backup_id: str, storages: Iterable[str], when: datetime) -> None:
+        """The copies of the set on ``storages`` were proven in full at ``when`` (a verification passed)."""
+        with self.history.session() as s:
+            row = s.get(BackupRow, backup_id)
+            if row is None:
+                return
+            proven = {k: v.isoformat() for k, v in row.copies_proven.items()}
+            proven.update({name: when.isoformat() for name in storages})
+            row.manifest = {**(row.manifest or {}), COPIES_PROVEN: proven}  # a new dict: the JSON column sees it
+
+    def last_proven(self, target: str, database: str, kind: str | None = None) -> dict[str, datetime]:
+        """When each storage's copy of any backup of the series was last proven in full."""
+        out: dict[str, datetime] = {}
+        for row in self.list(target=target, database=database, kind=kind):
+            for name, when in row.copies_proven.items():
+                if name not in out or when > out[name]:
+                    out[name] = when
+        return out
 
     def remove(self, backup_id: str) -> None:
         with self.history.session() as s:

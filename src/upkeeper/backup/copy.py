@@ -6,6 +6,12 @@ is never committed there.  ``manifest.json`` — the commit marker — is copied
 SHA-256 is the one the catalog recorded), so a copy that fails or is killed leaves an incomplete set on the
 destination, which nothing lists or restores and retention cleans as any other leftover.  A failed copy
 removes what it wrote; a copy killed outright leaves its objects, which the next copy checks and reuses.
+
+Hashing as the bytes stream through is what proves the copy (and costs no extra read).  A set already complete
+on the destination is not read back in full every time (``backups copy --all`` run again would download every
+backup there): on a remote destination its manifest.json is read (the one recorded?) and its objects' sizes
+listed; a local destination, which costs no transfer, has every object hashed as before, and so does any
+destination with ``check_present``.  Proving the stored bytes of a copy is ``backups verify``'s job.
 """
 
 from __future__ import annotations
@@ -84,14 +90,16 @@ class CopyFailed(BackupError):
 
 def copy_set(sources: Sequence[Storage], dest: Storage, target: str, database: str, backup_id: str, *,
              recorded_sha256: str | None, allow_unencrypted_remote: bool, dry_run: bool = False,
-             progress: Progress | None = None) -> CopyReport:
+             progress: Progress | None = None, check_present: bool = False) -> CopyReport:
     """Copy one complete set to ``dest`` from the first of ``sources`` that has it (per object, the next one
     when a source's copy is unreadable or does not match the manifest).  Never raises for a problem of this
-    set (the report says ``failed``, naming the object); Ctrl-C and SIGTERM remove what was written."""
+    set (the report says ``failed``, naming the object); Ctrl-C and SIGTERM remove what was written.
+    ``check_present``: read back every object of a set already complete on a remote ``dest`` (see above)."""
     report = CopyReport(backup_id, target, database, dest.name)
     try:
         _copy(report, sources, dest, set_prefix(target, database, backup_id), recorded_sha256,
-              allow_unencrypted_remote, dry_run, progress or (lambda _msg: None))
+              allow_unencrypted_remote, dry_run, progress or (lambda _msg: None),
+              check_present or dest.kind == "local")
     except UpkeeperError as exc:
         report.action = FAILED
         report.error = exc.message
@@ -101,7 +109,9 @@ def copy_set(sources: Sequence[Storage], dest: Storage, target: str, database: s
 
 
 def _copy(report: CopyReport, sources: Sequence[Storage], dest: Storage, prefix: str, recorded: str | None,
-          allow_unencrypted: bool, dry_run: bool, progress: Progress) -> None:
+          allow_unencrypted: bool, dry_run: bool, progress: Progress, read_back: bool) -> None:
+    if recorded and not read_back and _listed_complete(report, dest, prefix, recorded):
+        return  # no source read at all
     source, manifest = _source_manifest(sources, prefix, recorded, report.id)
     report.source = source.name
     expected = manifest.sha256
@@ -112,7 +122,7 @@ def _copy(report: CopyReport, sources: Sequence[Storage], dest: Storage, prefix:
                          f"({dest.kind}): object {plain[0]} is not encrypted", UNENCRYPTED_COPY_HINT, plain[0])
     ordered = [source, *(s for s in sources if s is not source)]
     if dest.stat(prefix + MANIFEST) is not None:
-        _complete_there(report, ordered, dest, prefix, manifest, expected, dry_run, progress)
+        _complete_there(report, ordered, dest, prefix, manifest, expected, dry_run, progress, read_back)
         return
     if dry_run:
         report.action = WOULD_COPY
@@ -157,17 +167,44 @@ def _source_manifest(sources: Sequence[Storage], prefix: str, recorded: str | No
                      MANIFEST)
 
 
+def _listed_complete(report: CopyReport, dest: Storage, prefix: str, recorded: str) -> bool:
+    """Is the set complete on ``dest`` with the recorded manifest.json and every object it lists at its size
+    (listed, not read)?  Then the report says so.  Anything else (no set there, another manifest, an object
+    missing or of another size, a storage error) is left to the full path, which says what and repairs."""
+    try:
+        if dest.stat(prefix + MANIFEST) is None:
+            return False
+        there = read_manifest(dest, prefix, file_lists=False)
+        if there.sha256 != recorded:
+            return False
+        listed = {o.key: o.size for o in dest.list(prefix)}
+    except UpkeeperError:
+        return False
+    if any(listed.get(prefix + rec.name) != rec.size for rec in there.objects):
+        return False
+    report.action = PRESENT
+    report.reused = len(there.objects)
+    report.notes.append(f"{MANIFEST} as recorded, {len(there.objects)} object(s) listed at their size (not read "
+                        "back: --check-present reads them)")
+    return True
+
+
 def _complete_there(report: CopyReport, sources: Sequence[Storage], dest: Storage, prefix: str,
-                    manifest: Manifest, expected: str, dry_run: bool, progress: Progress) -> None:
-    """The set is complete on ``dest`` already: the same manifest?  Every object intact?  Damaged objects are
-    copied again (each replaced in one step)."""
+                    manifest: Manifest, expected: str, dry_run: bool, progress: Progress, read_back: bool) -> None:
+    """The set is complete on ``dest`` already: the same manifest?  Every object intact (``read_back``: its
+    SHA-256 read through, else its listed size)?  Damaged objects are copied again (each replaced in one
+    step)."""
     there = _sha256(dest, prefix + MANIFEST)
     if there != expected:
         raise CopyFailed(f"{dest.name} already holds a backup {report.id} whose {MANIFEST} differs from the one "
                          f"recorded (SHA-256 {there[:16]}…, expected {expected[:16]}…); it was left as it is",
                          f"Try: 'upkeeper backups verify {report.id} --storage {dest.name}', and delete that set "
                          f"from {dest.name} by hand if it is not the backup you want there", MANIFEST)
-    damaged = [rec for rec in manifest.objects if not _intact(dest, prefix + rec.name, rec)]
+    if read_back:
+        damaged = [rec for rec in manifest.objects if not _intact(dest, prefix + rec.name, rec)]
+    else:
+        listed = {o.key: o.size for o in dest.list(prefix)}
+        damaged = [rec for rec in manifest.objects if listed.get(prefix + rec.name) != rec.size]
     report.reused = len(manifest.objects) - len(damaged)
     if not damaged:
         report.action = PRESENT

@@ -69,6 +69,8 @@ class Manifest:
     #: SHA-256 of the manifest.json bytes this manifest was read from or written as (not part of the manifest
     #: itself: the catalog records it, and verification compares it)
     sha256: str | None = field(default=None, compare=False, repr=False)
+    #: the size in bytes of that manifest.json (set with ``sha256``)
+    json_size: int | None = field(default=None, compare=False, repr=False)
 
     @property
     def prefix(self) -> str:
@@ -162,7 +164,9 @@ class Manifest:
         ``file_lists=False``: they are dropped as they are parsed (each becomes None), for readers of the set's
         header only.  (The whole document is still parsed: a manifest that is not valid JSON is unreadable
         either way.)"""
-        return cls.from_text(_text(data, where), hashlib.sha256(data).hexdigest(), where, file_lists=file_lists)
+        m = cls.from_text(_text(data, where), hashlib.sha256(data).hexdigest(), where, file_lists=file_lists)
+        m.json_size = len(data)
+        return m
 
     @classmethod
     def from_text(cls, text: str, sha256: str, where: str = "manifest", *, file_lists: bool = True) -> Manifest:
@@ -238,9 +242,12 @@ def write_manifest(storages: Iterable[Storage], manifest: Manifest) -> None:
 
     Written as it is made (:meth:`Manifest.json_chunks`): a files set's manifest can be hundreds of MB."""
     sha = hashlib.sha256()
+    size = 0
     for chunk in manifest.json_chunks():
         sha.update(chunk)
+        size += len(chunk)
     manifest.sha256 = sha.hexdigest()
+    manifest.json_size = size
     for s in storages:
         try:
             w = s.open_write(manifest.prefix + MANIFEST)
@@ -270,9 +277,12 @@ def read_manifest(storage: Storage, prefix: str, *, file_lists: bool = True, kno
             return known
     data = get_bytes(storage, prefix + MANIFEST)
     sha256 = hashlib.sha256(data).hexdigest()
+    size = len(data)
     text = _text(data, where)
     del data  # a files set's manifest can be hundreds of MB: not held twice while it is parsed
-    return Manifest.from_text(text, sha256, where, file_lists=file_lists)
+    m = Manifest.from_text(text, sha256, where, file_lists=file_lists)
+    m.json_size = size
+    return m
 
 
 def _text(data: bytes, where: str) -> str:

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from upkeeper.backup.catalog import MANIFEST_SHA256, VERIFIED, Catalog
+from upkeeper.backup.catalog import ROW_KEYS, VERIFIED, Catalog
 from upkeeper.backup.manifest import MANIFEST, Manifest, StoredSet, delete_set, read_manifest, scan_sets
 from upkeeper.backup.retention import Decision, Item, apply_policy
 from upkeeper.config.backup import RetentionPolicy
@@ -62,9 +62,13 @@ def index_sets(storages: Sequence[Storage], target: str | None = None, database:
                known: Mapping[str, Manifest] | None = None) -> dict[tuple[str, str], SetIndex]:
     """What the storages hold.  A storage that cannot be listed is left out (never taken for an empty one):
     its error goes to ``errors`` and, by storage name, to ``unlisted``.  ``known``: manifests by set id (with
-    the SHA-256 of their manifest.json), not parsed again where the stored one has those very bytes (see
-    :func:`read_manifest`): a files set's manifest lists every file, and only its kind, time and objects
-    matter here."""
+    the SHA-256 of their manifest.json, as the catalog recorded them or as this process wrote them): only their
+    kind, time, objects and ``rekeyed_from`` matter here (a files set's manifest lists every file).  One whose
+    size is known (:attr:`Manifest.json_size`) is taken as it is, without reading the stored manifest.json,
+    where the listing shows that file with that very size (see :func:`usable_copy`); one without a size is
+    hashed as it is read and not parsed again when it has those very bytes (:func:`read_manifest`); any other
+    manifest.json is read and parsed.  Which sets exist, complete or not, and with which objects, always comes
+    from the listing."""
     out: dict[tuple[str, str], SetIndex] = {}
     for storage in storages:
         try:
@@ -78,9 +82,11 @@ def index_sets(storages: Sequence[Storage], target: str | None = None, database:
         for st in sets:
             idx = out.setdefault((st.target, st.database), SetIndex())
             if st.complete:
+                mine = known.get(st.id) if known else None
                 try:
-                    # its kind and time only
-                    m = read_manifest(storage, st.prefix, file_lists=False, known=known.get(st.id) if known else None)
+                    m = usable_copy(st, mine) or read_manifest(
+                        storage, st.prefix, file_lists=False,
+                        known=mine if mine is not None and mine.json_size is None else None)  # another size: not it
                 except UpkeeperError as exc:
                     if errors is not None:
                         path = f"{st.prefix}{MANIFEST}"
@@ -107,9 +113,26 @@ def index_sets(storages: Sequence[Storage], target: str | None = None, database:
     return out
 
 
-def recorded_manifests(catalog: Catalog | None, target: str, database: str) -> dict[str, Manifest]:
-    """The manifests of (target, database) as the catalog recorded them (without file lists), by set id, each with
-    the SHA-256 of its manifest.json as written (rows without one are left out)."""
+def usable_copy(st: StoredSet, known: Manifest | None) -> Manifest | None:
+    """``known`` (the catalog's copy of the set's manifest, or the one this process just wrote) when the storage
+    lists the set's manifest.json with the size recorded for it, else None (read it from the storage).
+
+    Safe for retention, which reads of a manifest only its kind, time, objects (checked against the listing)
+    and ``rekeyed_from``: the catalog's copy is the manifest as written (it never takes other bytes found later,
+    see :meth:`Catalog.record`), and a manifest.json changed since is read as before whenever its size differs
+    (truncated, rewritten, another set's).  One changed in place to the very same size is not noticed here — as
+    retention never notices an object changed to the same size either; ``backups verify`` hashes both."""
+    if known is None or not known.sha256 or known.json_size is None or known.prefix != st.prefix:
+        return None
+    listed = next((o.size for o in st.objects if o.key == st.prefix + MANIFEST), None)
+    return known if listed == known.json_size else None
+
+
+def recorded_manifests(catalog: Catalog | None, target: str | None, database: str | None = None
+                       ) -> dict[str, Manifest]:
+    """The manifests of ``target`` (every one when None; of ``database`` only when given) as the catalog recorded
+    them (without file lists), by set id, each with the SHA-256 and size of its manifest.json as written (rows
+    without a SHA-256 are left out)."""
     out: dict[str, Manifest] = {}
     if catalog is None:
         return out
@@ -118,11 +141,12 @@ def recorded_manifests(catalog: Catalog | None, target: str, database: str) -> d
         if not sha:
             continue
         try:
-            m = Manifest.from_dict({k: v for k, v in (row.manifest or {}).items() if k != MANIFEST_SHA256})
+            m = Manifest.from_dict({k: v for k, v in (row.manifest or {}).items() if k not in ROW_KEYS})
         except UpkeeperError:
             continue  # read from the storage instead
-        if m.id == row.id:
+        if m.id == row.id and m.target == row.target and m.database == row.database:
             m.sha256 = sha
+            m.json_size = row.manifest_size
             out[m.id] = m
     return out
 

@@ -18,6 +18,7 @@ import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +26,7 @@ from upkeeper import lazy
 from upkeeper.backup import pg, rdb_load, room
 from upkeeper.backup.catalog import Catalog
 from upkeeper.backup.manifest import MANIFEST, Manifest, read_manifest
-from upkeeper.backup.pipeline import ObjectRecord, check_stored
+from upkeeper.backup.pipeline import ChecksumMismatch, ObjectRecord, check_stored
 from upkeeper.backup.rdb import check_rdb
 from upkeeper.backup.restore import (
     Fetcher,
@@ -110,6 +111,9 @@ class VerifyOptions:
     space_margin: float = room.DEFAULT_SPACE_MARGIN
     #: bytes of MemAvailable a scratch redis-server leaves to the host's other processes
     min_free_memory: int = room.DEFAULT_MIN_FREE_MEMORY
+    #: the copies on the other storages: "rotate" (restore the least recently proven copy; hash the others
+    #: on local storages, list the others on remote ones) or "all" (read every copy in full)
+    copies: str = "rotate"
 
 
 @dataclass
@@ -160,7 +164,7 @@ def verify_set(located: Located, settings: BackupSettings, source: Any, opts: Ve
                progress: Callable[[str], None] = lambda m: None, catalog: Catalog | None = None,
                others: Sequence[Storage] = ()) -> VerifyReport:
     """Verify one set, then its copies on the ``others`` storages (:func:`_check_copies`); the result is
-    recorded in the catalog when one is given."""
+    recorded in the catalog when one is given, with the copies proven in full (that restored, those hashed)."""
     m = located.manifest
     report = VerifyReport(m.id, steps=[f"read from storage {located.storage.name}"],
                           details={"storage": located.storage.name})
@@ -177,7 +181,7 @@ def verify_set(located: Located, settings: BackupSettings, source: Any, opts: Ve
             _verify_redis(fetcher, settings, opts, report, progress)
         else:
             raise BackupError(f"unknown backup kind {m.kind!r}")
-        _check_copies(located, others, report, progress)
+        _check_copies(located, others, report, progress, read_all=opts.copies == "all")
         report.ok = True
     except UpkeeperError as exc:
         report.error = exc.message + (f" ({exc.hint.removeprefix('Try: ')})" if exc.hint else "")
@@ -187,6 +191,12 @@ def verify_set(located: Located, settings: BackupSettings, source: Any, opts: Ve
         report.error = f"{type(exc).__name__}: {exc}"
     report.seconds = time.monotonic() - t0
     _record(report, catalog)
+    if report.ok and catalog is not None:
+        try:
+            catalog.mark_copies_proven(m.id, [located.storage.name, *report.details.get("copies_checked", [])],
+                                       datetime.now(UTC))
+        except Exception as exc:
+            log.warning("could not record the copies verified of %s: %s", m.id, exc)
     return report
 
 
@@ -204,6 +214,8 @@ def verify_stored(storages: Sequence[Storage], target: str, database: str, backu
                   progress: Callable[[str], None] = lambda m: None, catalog: Catalog | None = None) -> VerifyReport:
     """Find the set on the storages and verify it.  A manifest that is there but cannot be read fails the
     verification (naming manifest.json); storages that could not be reached leave it inconclusive."""
+    if prefer is None and opts.copies == "rotate":
+        storages = rotation(storages, catalog, target, database, backup_id)
     try:
         located = locate(storages, target, database, backup_id, prefer)
     except SetUnreadable as exc:
@@ -215,6 +227,25 @@ def verify_stored(storages: Sequence[Storage], target: str, database: str, backu
     return verify_set(located, settings, source, opts, progress=progress, catalog=catalog, others=others)
 
 
+def rotation(storages: Sequence[Storage], catalog: Catalog | None, target: str, database: str, backup_id: str
+             ) -> list[Storage]:
+    """The order in which to look for the copy to restore: the storage whose copies of the series were proven
+    in full least recently (never: first), then local storages (no transfer), then the order of ``storages``.
+    Each verification restores (reads in full) one copy and hashes the other local ones, so with remote
+    storages each remote storage's copy is read in full every few verifications, in turn, instead of every
+    remote copy every time."""
+    last: dict[str, datetime] = {}
+    if catalog is not None:
+        try:
+            row = catalog.get(backup_id)
+            last = catalog.last_proven(target, database, row.kind if row is not None else None)
+        except Exception as exc:  # the order is an optimisation: never a reason not to verify
+            log.warning("could not read when the copies of %s/%s were last verified: %s", target, database, exc)
+    never = datetime.min.replace(tzinfo=UTC)
+    ranked = sorted(enumerate(storages), key=lambda p: (last.get(p[1].name, never), p[1].kind != "local", p[0]))
+    return [s for _i, s in ranked]
+
+
 class CopyMissing(BackupError):
     def __init__(self, name: str, storage: str, detail: str) -> None:
         super().__init__(f"object {name} is missing on storage {storage}: {detail}",
@@ -224,14 +255,17 @@ class CopyMissing(BackupError):
 
 
 def _check_copies(located: Located, others: Sequence[Storage], report: VerifyReport,
-                  progress: Callable[[str], None]) -> None:
+                  progress: Callable[[str], None], *, read_all: bool = True) -> None:
     """The set's copies on the ``others`` storages, once the copy on ``located.storage`` was verified: the same
     manifest.json, byte for byte, and every object with the size and SHA-256 it lists (the bytes are those that
-    decrypted and restored, so they are not decrypted again).  A storage without the set holds no copy (a job
+    decrypted and restored, so they are not decrypted again) — on a remote storage without ``read_all``, every
+    object listed with the size it lists, not read (``copies_listed``: present, not proven; S3's ETag is no
+    SHA-256, and no MD5 is recorded to compare it with).  A storage without the set holds no copy (a job
     may write to some storages only); one that cannot be reached is reported as not checked (``steps``,
     ``copies_not_checked``) and leaves the verdict to the copies checked."""
     m = located.manifest
     checked: list[str] = []
+    listed: list[str] = []
     unchecked: list[str] = []
     for s in others:
         try:
@@ -240,6 +274,17 @@ def _check_copies(located: Located, others: Sequence[Storage], report: VerifyRep
             copy = read_manifest(s, m.prefix, file_lists=False)
             if copy.sha256 != m.sha256:
                 raise ManifestChanged(m.id, s.name, copy.sha256, m.sha256 or "?")
+            if not read_all and s.kind != "local":
+                progress(f"listing the copy on {s.name}")
+                sizes = {o.key: o.size for o in s.list(m.prefix)}
+                for rec in m.objects:
+                    there = sizes.get(m.prefix + rec.name)
+                    if there is None:
+                        raise CopyMissing(rec.name, s.name, "not listed")
+                    if there != rec.size:
+                        raise ChecksumMismatch(rec.name, f"size {there} bytes, manifest says {rec.size}", s.name)
+                listed.append(s.name)
+                continue
             for rec in m.objects:
                 progress(f"checking {rec.name} on {s.name}")
                 try:
@@ -257,8 +302,12 @@ def _check_copies(located: Located, others: Sequence[Storage], report: VerifyRep
     if checked:
         report.steps.append(f"the copies on {', '.join(checked)}: {MANIFEST} and {len(m.objects)} object(s) match "
                             "their SHA-256")
+    if listed:
+        report.steps.append(f"the copies on {', '.join(listed)}: {MANIFEST} matches, {len(m.objects)} object(s) "
+                            "there with their size (not read: read in full in turn, or with copies: all)")
     report.steps += [f"copy NOT CHECKED: {u}" for u in unchecked]
     report.details["copies_checked"] = checked
+    report.details["copies_listed"] = listed
     report.details["copies_not_checked"] = unchecked
 
 

@@ -26,7 +26,7 @@ from upkeeper.backup.copy import COPIED, FAILED, PRESENT, REPAIRED, CopyReport, 
 from upkeeper.backup.crypto import age_binary, encryption_from
 from upkeeper.backup.manifest import Manifest, safe_component
 from upkeeper.backup.pipeline import fault_pause
-from upkeeper.backup.prune import SeriesReport, clean_leftovers, index_sets, prune_series
+from upkeeper.backup.prune import SeriesReport, clean_leftovers, index_sets, prune_series, recorded_manifests
 from upkeeper.backup.rdb import check_rdb
 from upkeeper.backup.rdb_load import redis_check_problem
 from upkeeper.backup.rekey import CURRENT, FINISHED, REKEYED, OldKey, RekeyReport, rekey_set, rekeyed_id
@@ -242,8 +242,11 @@ def verify_cmd(
     backup_id: str | None = typer.Argument(None, help="backup id (default: the newest of each series)"),
     target: str | None = typer.Option(None, "--target", "-t", help="only backups of this target"),
     unverified: bool = typer.Option(False, "--unverified", help="every backup not verified yet"),
-    storage: str | None = typer.Option(None, "--storage", help="verify this storage's copy only (default: restore "
-                                       "the first copy, check every other copy's SHA-256)"),
+    storage: str | None = typer.Option(None, "--storage", help="verify this storage's copy only (default: every "
+                                       "copy, see --all-copies)"),
+    all_copies: bool = typer.Option(False, "--all-copies", help="read every other copy in full and check its "
+                                    "SHA-256 (default: restore the copy proven least recently, hash the other "
+                                    "local copies, check the other remote ones by listing: no download)"),
     no_restore: bool = typer.Option(False, "--no-restore", help="checksums, decryption and --list only"),
     scratch_target: str | None = typer.Option(None, "--scratch-target", help="postgres target for the scratch "
                                               "restore (default: the backed-up server)"),
@@ -300,7 +303,8 @@ def verify_cmd(
         scratch = found
     opts = VerifyOptions(restore=not no_restore, scratch=scratch, jobs=jobs, checks=check, amcheck=amcheck,
                          redis_checks=redis_check, min_free_space=_size("--min-free-space", min_free_space),
-                         min_free_memory=_size("--min-free-memory", min_free_memory))
+                         min_free_memory=_size("--min-free-memory", min_free_memory),
+                         copies="all" if all_copies else "rotate")
     storages = _open(config, _row_storages(config, rows, storage))
     reports: list[VerifyReport] = []
     try:
@@ -938,13 +942,19 @@ def copy_cmd(
                                      "catalog says holds the backup, the next one when a copy there is damaged)"),
     dry_run: bool = typer.Option(False, "--dry-run", "-n", help="only say what would be copied (reads, never "
                                  "writes)"),
+    check_present: bool = typer.Option(False, "--check-present", help="read back every object of a backup "
+                                       "already complete on a remote --to and check its SHA-256, repairing any "
+                                       "damaged (default: its manifest.json and the objects' listed sizes; a "
+                                       "local --to is always read back)"),
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
 ) -> None:
     """Copy complete backups to another storage, as they are stored (encrypted objects stay encrypted).
 
     Each object streams from a storage holding the backup, its size and SHA-256 checked against the manifest;
     manifest.json is written last, so an interrupted copy is never listed on --to.  A backup already complete
-    there (the same manifest, every object intact) is skipped.  Exit code 1 when any backup failed."""
+    there (the recorded manifest.json, every object there at its size; on a local --to or with --check-present
+    every object's SHA-256 read back) is skipped, damaged objects repaired.  Exit code 1 when any backup
+    failed."""
     config = _env.config()
     catalog = _catalog()
     rows = _copy_selection(config, catalog, backup_ids or [], target, all_)
@@ -972,7 +982,7 @@ def copy_cmd(
                         rep = copy_set([by_name[n] for n in sources[r.id]], by_name[to], r.target, r.database,
                                        r.id, recorded_sha256=r.manifest_sha256,
                                        allow_unencrypted_remote=config.backup.unencrypted_explicit,
-                                       dry_run=dry_run, progress=progress)
+                                       dry_run=dry_run, progress=progress, check_present=check_present)
                 if rep.action in (COPIED, PRESENT, REPAIRED):
                     catalog.add_storage(r.id, to)
                 reports.append(rep)
@@ -1216,7 +1226,8 @@ def run_prune(setup: Setup, storages: list[Storage], catalog: Catalog, *, target
               now: datetime | None = None) -> list[SeriesReport]:
     errors: list[str] = []
     unlisted: dict[str, UpkeeperError] = {}
-    index = index_sets(storages, target, None, errors, unlisted)
+    # the listing says what exists; the catalog's copies of the manifests spare reading them (see usable_copy)
+    index = index_sets(storages, target, None, errors, unlisted, known=recorded_manifests(catalog, target))
     reports = []
     for (t, db), idx in sorted(index.items()):
         kinds = sorted({k for k, _w, _s in idx.complete.values()}) or ["postgres"]

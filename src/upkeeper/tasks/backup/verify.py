@@ -9,7 +9,7 @@ from pydantic import Field, field_validator
 from upkeeper.backup import room
 from upkeeper.backup.catalog import COMPLETE, catalog_for
 from upkeeper.backup.manifest import id_time
-from upkeeper.backup.prune import index_sets
+from upkeeper.backup.prune import index_sets, recorded_manifests
 from upkeeper.backup.rdb_load import redis_check_problem
 from upkeeper.backup.sets import close_storages, open_storages
 from upkeeper.backup.verify import VerifyOptions, VerifyReport, verify_stored
@@ -27,9 +27,15 @@ class BackupVerifyOptions(TaskOptions):
         "verified yet; 'id': the one given as backup_id. Source: upkeeper default")
     backup_id: str | None = Field(None, description="backup to verify when scope is 'id'. "
             "Source: upkeeper (not set by default)")
-    storage: str | None = Field(None, description="storage whose copy alone is verified (default: the first that "
-            "holds the set is restored, and every other storage's copy is checked against the manifest's SHA-256). "
-            "Source: upkeeper (not set by default)")
+    storage: str | None = Field(None, description="storage whose copy alone is verified (default: every storage "
+            "that holds the set; see copies). Source: upkeeper (not set by default)")
+    copies: Literal["rotate", "all"] = Field(
+        "rotate", description="the copies of a backup on several storages: 'rotate' restores the copy whose "
+        "storage was proven in full least recently for the series (local first on a tie), reads every other "
+        "local copy and checks its SHA-256, and checks each other remote copy's manifest.json and the listed "
+        "size of every object without downloading it, so each remote storage's copy is read in full in turn "
+        "rather than every one every time (egress); 'all' restores one copy and reads every other in full "
+        "and checks its SHA-256. Source: upkeeper default")
     restore: bool = Field(True, description="restore into a scratch database (PostgreSQL), or load the RDB into a "
                           "throw-away redis-server (Redis); off: checksums, decryption, decompression and "
                           "pg_restore --list (redis-check-rdb) only. Source: upkeeper default")
@@ -133,7 +139,8 @@ class BackupVerify(Task[BackupVerifyOptions]):
         storages = open_storages(config, [options.storage] if options.storage else list(config.storages))
         try:
             errors: list[str] = []
-            index = index_sets(storages, ctx.target_name, None, errors)
+            index = index_sets(storages, ctx.target_name, None, errors,
+                               known=recorded_manifests(catalog, ctx.target_name))
             candidates: list[tuple[str, str, str]] = []  # (database, id, kind)
             status = {r.id: r.status for r in catalog.list(target=ctx.target_name)} if catalog else {}
             for (_t, db), idx in index.items():
@@ -177,7 +184,8 @@ class BackupVerify(Task[BackupVerifyOptions]):
             vopts = VerifyOptions(restore=options.restore, scratch=scratch, jobs=options.jobs,
                                   checks=options.checks, amcheck=options.amcheck,
                                   redis_checks=options.redis_checks, min_free_space=options.min_free_space,
-                                  space_margin=options.space_margin, min_free_memory=options.min_free_memory)
+                                  space_margin=options.space_margin, min_free_memory=options.min_free_memory,
+                                  copies=options.copies)
             reports: list[VerifyReport] = []
             findings: list[Finding] = []
             for db, bid, _kind in sorted(candidates):
