@@ -405,3 +405,30 @@ def test_many_tables_forcing_row_level_security_verify_on_a_scratch_server_with_
     assert r.code == 0, r.output
     run = r.json()[0]
     assert run["status"] == "ok" and run["artifacts"][0]["tables"] == n, run
+
+
+def test_sequences_are_read_a_few_at_a_time_where_the_lock_table_has_little_room(
+        small_lock_pg: PostgresCluster) -> None:
+    """A read of a sequence locks it until its statement ends: the sequences (of the source before pg_dump, of
+    verify's restore) were read 500 per statement, which failed 'out of shared memory' where the lock table had
+    less room than that — in verify, 'sequences differ', a good backup marked verify-failed.  They are now read at
+    most max_locks_per_transaction (here 10) per statement: the read goes through with room for a few dozen
+    locks left (the rest held by another session's advisory locks)."""
+    from upkeeper.backup.pg import qualified, sequence_states
+
+    p = small_lock_pg
+    p.create_database("seqs200")
+    p.execute("; ".join(f"CREATE SEQUENCE s{i} START {i + 1}" for i in range(200)), "seqs200")
+    with p.connect() as filler:
+        key = 0
+        try:
+            while True:  # session-level advisory locks, held whatever the statement that took them did
+                filler.execute(f"SELECT pg_advisory_lock(g) FROM generate_series({key + 1}, {key + 10}) g")
+                key += 10
+        except Exception as exc:
+            assert "out of shared memory" in str(exc), exc
+        filler.execute("SELECT pg_advisory_unlock(g) FROM generate_series(1, 40) g")  # room for 40 locks
+        with p.connect("seqs200") as conn:
+            states = sequence_states(conn)
+        filler.execute("SELECT pg_advisory_unlock_all()")
+    assert {k: s.last_value for k, s in states.items()} == {qualified("public", f"s{i}"): i + 1 for i in range(200)}

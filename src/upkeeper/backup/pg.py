@@ -543,11 +543,15 @@ def list_sequences(conn: psycopg.Connection[Any]) -> list[tuple[str, str, int, b
 
 def sequence_states(conn: psycopg.Connection[Any]) -> dict[str, SequenceState]:
     """Every dumped sequence's state (:data:`LIST_SEQUENCES_SQL`), keyed by :func:`qualified` name; read a few
-    hundred sequences per statement."""
+    hundred sequences per statement, at most max_locks_per_transaction (a read locks its sequence until the
+    statement's transaction ends: a statement reading more than the server's lock table had room for failed "out
+    of shared memory").  ``conn`` in autocommit, so that each statement's locks go with it."""
     seqs = list_sequences(conn)
     out: dict[str, SequenceState] = {}
-    for start in range(0, len(seqs), SEQUENCES_PER_QUERY):
-        chunk = seqs[start:start + SEQUENCES_PER_QUERY]
+    row = conn.execute(MAX_LOCKS_SQL).fetchone() if seqs else None
+    per_query = max(1, min(SEQUENCES_PER_QUERY, int(row[0]) if row else SEQUENCES_PER_QUERY))
+    for start in range(0, len(seqs), per_query):
+        chunk = seqs[start:start + per_query]
         query = sql.SQL(" UNION ALL ").join(
             sql.SQL("SELECT {}::int, last_value, is_called FROM {}").format(sql.Literal(i), sql.Identifier(sch, name))
             for i, (sch, name, _inc, _cyc) in enumerate(chunk))

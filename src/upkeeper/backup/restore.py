@@ -479,6 +479,8 @@ def compare_sequences(target: PostgresTarget, dbname: str, expected: dict[str, A
         try:
             got = pg.sequence_states(conn)
         except psycopg.Error as exc:
+            if pg.out_of_locks(pg.pg_error(exc)):
+                raise _lock_table_full(target, dbname, "reading the restored sequences") from None
             return [f"reading the restored sequences: {pg.pg_error(exc)}"]
     problems = []
     for key, d in expected.items():
