@@ -4,9 +4,11 @@ missing client certificate, a wrong server name."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import socket
 import tempfile
 import time
 from collections.abc import Iterator
@@ -320,3 +322,165 @@ def test_key_with_passphrase(cli: Any, make_config: Any, tmp_path: Path, tls_cle
     for text in (r.output, f.message, argv_log.read_text()):
         assert passphrase not in text and "not the passphrase" not in text
     assert passphrase.encode() not in history and b"not the passphrase" not in history
+
+
+# --- the TLS relay of redis-cli (a client key with a passphrase) and its failures --------------------------------
+
+def _passphrase_target(tmp_path: Path, server: RedisServer, pki: Pki, passphrase: str = "relay pass"
+                       ) -> dict[str, Any]:
+    """The server's target with the client key encrypted and tls_key_password_file holding ``passphrase``:
+    redis.backup's network download then goes through the relay (tls_relay)."""
+    key = serialization.load_pem_private_key(pki.client.key.read_bytes(), password=None)
+    encrypted = tmp_path / "relay-client.key"
+    encrypted.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                            serialization.BestAvailableEncryption(b"relay pass")))
+    secret = tmp_path / "relay-key.pass"
+    secret.write_text(passphrase + "\n")
+    return {**server.target(), "tls_key_file": str(encrypted), "tls_key_password_file": str(secret)}
+
+
+@dataclass(frozen=True)
+class _Held:
+    """What this process holds that a relay could leave behind: its threads, sockets, temp directories and child
+    processes, and the server's client connections."""
+
+    threads: tuple[str, ...]
+    sockets: int
+    relay_dirs: tuple[str, ...]
+    children: tuple[int, ...]
+    server_clients: int
+
+    @staticmethod
+    def now(probe: Any) -> _Held:
+        import threading
+
+        me = str(os.getpid())
+        sockets = 0
+        for fd in os.listdir("/proc/self/fd"):
+            with contextlib.suppress(OSError):
+                sockets += os.readlink(f"/proc/self/fd/{fd}").startswith("socket:")
+        children = []
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            with contextlib.suppress(OSError):
+                stat = Path(f"/proc/{pid}/stat").read_text()
+                if stat[stat.rindex(")") + 2:].split()[1] == me:
+                    children.append(int(pid))
+        return _Held(tuple(sorted(t.name for t in threading.enumerate() if "relay" in t.name)), sockets,
+                     tuple(sorted(p.name for p in Path(tempfile.gettempdir()).glob("upkeeper-tls-relay-*"))),
+                     tuple(sorted(children)), len(probe.client_list()))
+
+
+def _nothing_left(probe: Any, before: _Held) -> None:
+    """Back to ``before`` (``probe``: a client of the server) within a few seconds (the server sees a hang-up a
+    moment later)."""
+    deadline = time.monotonic() + 5
+    while (now := _Held.now(probe)) != before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert now == before
+
+
+def _failed_run(cli: Any, cfg: Path, tmp_path: Path, status: str = "fail") -> dict[str, Any]:
+    r = cli(["--config", cfg, "run", "cache-backup", "--json"])
+    assert r.code == 1 and "Traceback" not in r.output, r.output
+    [run] = r.json()
+    assert run["status"] == status, run
+    assert not list((tmp_path / "store").rglob("manifest.json"))
+    assert cli(["--config", cfg, "backups", "list", "--json"]).json() == []
+    return dict(run)
+
+
+def test_relay_failures_before_the_download_end_clearly_and_leave_nothing(
+        cli: Any, make_config: Any, tmp_path: Path, tls_clean: RedisServer, pki: Pki, age_key: AgeKey) -> None:
+    """The relay's own TLS connection fails — the server's certificate not signed by a CA of tls_ca_dir, the
+    passphrase wrong, nothing listening: a TaskError naming the cause, and neither its thread, socket nor temp
+    directory is left, nor a connection to the server.  A backup run fails the same way (at its client's first
+    round trip, before the relay), listing no backup."""
+    from upkeeper.tasks.redis._conn import tls_relay
+
+    target = _passphrase_target(tmp_path, tls_clean, pki)
+    free = socket.socket()
+    free.bind(("127.0.0.1", 0))
+    closed_port = free.getsockname()[1]
+    free.close()
+    (tmp_path / "wrong.pass").write_text("not it\n")
+    cases = [
+        ({"tls_ca_file": None, "tls_ca_dir": str(_hashed_dir(tmp_path / "other", pki.other_ca.cert))},
+         "the server's TLS certificate failed the check against tls_ca_dir", True),
+        ({"tls_key_password_file": str(tmp_path / "wrong.pass")}, "does not decrypt tls_key_file", False),
+        ({"port": closed_port}, f"cannot connect to Redis rediss://127.0.0.1:{closed_port}", True),
+    ]
+    probe = tls_clean.client()
+    probe.ping()
+    before = _Held.now(probe)
+    for fields, cause, as_run in cases:  # (a wrong passphrase's run: test_key_with_passphrase)
+        with pytest.raises(TaskError) as exc, tls_relay(RedisTarget.model_validate({**target, **fields})):
+            pytest.fail("the relay yielded")
+        assert cause in exc.value.message, exc.value.message
+        _nothing_left(probe, before)
+        if as_run:
+            run = _failed_run(cli, _config(make_config, tmp_path, {**target, **fields}, age_key, "network"),
+                              tmp_path, "error")
+            assert cause in run["summary"], run
+
+
+def test_relay_server_ending_or_refusing_the_transfer_fails_the_run_and_ends_the_relay(
+        cli: Any, make_config: Any, tmp_path: Path, tls_clean: RedisServer, pki: Pki, age_key: AgeKey) -> None:
+    """Through the relay, the server ends the download's connection once the transfer is under way (CLIENT KILL
+    of the replica redis-cli --rdb is to it, while the server waits repl-diskless-sync-delay), or refuses SYNC
+    (ACL): the download fails naming the cause, the relay's thread ends, its socket, temp directory and the
+    server's connection are gone, redis-cli has exited; the run fails listing no backup."""
+    import threading
+
+    from upkeeper.errors import BackupError
+    from upkeeper.tasks.backup.redis import RedisBackup, _cli_argv
+    from upkeeper.tasks.redis._conn import tls_relay
+
+    target = _passphrase_target(tmp_path, tls_clean, pki)
+    probe = tls_clean.client()
+    probe.set("k", "v")
+    before = _Held.now(probe)
+    killed: list[int] = []
+
+    def kill_the_transfer() -> None:
+        deadline = time.monotonic() + 10
+        while not killed and time.monotonic() < deadline:
+            if probe.client_list(_type="replica"):
+                killed.append(probe.client_kill_filter(_type="replica"))
+            time.sleep(0.05)
+
+    probe.config_set("repl-diskless-sync-delay", 3)
+    try:
+        killer = threading.Thread(target=kill_the_transfer)
+        killer.start()
+        t = RedisTarget.model_validate(target)
+        dest = tmp_path / "dump.rdb"
+        t0 = time.monotonic()
+        with pytest.raises(BackupError) as exc, tls_relay(t) as relay:
+            argv, env = _cli_argv(t, relay.path)
+            try:
+                RedisBackup._download([*argv, "--rdb", str(dest)], env, dest, t, 10)
+            except BackupError as failed:
+                raise relay.explain(failed) from None
+        killer.join()
+        assert killed == [1] and time.monotonic() - t0 < 3, killed
+        cause = "exited with code 1: Error reading bulk length while SYNCing (the server closed the connection, seen by " \
+                "upkeeper's TLS relay)"
+        assert cause in exc.value.message, exc.value.message
+        _nothing_left(probe, before)
+
+        killed.clear()
+        killer = threading.Thread(target=kill_the_transfer)
+        killer.start()
+        cfg = _config(make_config, tmp_path, target, age_key, "network")
+        run = _failed_run(cli, cfg, tmp_path)
+        killer.join()
+        assert killed == [1] and cause in run["summary"], run
+    finally:
+        probe.config_set("repl-diskless-sync-delay", 0)
+    probe.execute_command("ACL", "SETUSER", "default", "-sync", "-psync")
+    try:
+        run = _failed_run(cli, cfg, tmp_path)
+    finally:
+        probe.execute_command("ACL", "SETUSER", "default", "+@all")
+    assert "NOPERM" in run["summary"] and "+sync" in run["findings"][0]["remediation"], run
+    _nothing_left(probe, before)

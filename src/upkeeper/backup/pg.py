@@ -267,8 +267,12 @@ NO_STATEMENT_TIMEOUT_SQL = "SET statement_timeout = 0"
 
 # A restore by a role that is not a superuser (--no-owner: it owns every table) is subject to the row-level
 # security of tables with FORCE ROW LEVEL SECURITY: count(*) would see only the rows its policies let it see.
-# The counts of a restore are taken with that lifted (in a transaction rolled back afterwards) and with
-# row_security off, so a table whose policies still apply fails the count instead of counting too few rows.
+# The counts of a restore are taken with that lifted and with row_security off, so a table whose policies still
+# apply fails the count instead of counting too few rows.  ALTER TABLE … NO FORCE ROW LEVEL SECURITY locks its
+# table ACCESS EXCLUSIVE until the transaction ends: lifted on every table at once, a database with more such
+# tables than the server's lock table holds failed "out of shared memory" (where the restore itself fits, as it
+# commits table by table).  It is lifted batch by batch with the counts (count_rows), in each batch's savepoint,
+# whose rollback undoes the change and releases its locks: nothing of it is ever committed.
 FORCED_RLS_TABLES_SQL = """
 SELECT n.nspname, c.relname
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -277,15 +281,23 @@ WHERE c.relrowsecurity AND c.relforcerowsecurity AND c.relkind IN ('r', 'p')
 ROW_SECURITY_OFF_SQL = "SET LOCAL row_security = off"
 
 
-def lift_forced_row_security(conn: psycopg.Connection[Any]) -> int:
-    """``ALTER TABLE … NO FORCE ROW LEVEL SECURITY`` on every table that forces it, inside the caller's
-    transaction (which the caller rolls back), and row_security off.  Returns the tables changed."""
-    forced = [(str(r[0]), str(r[1])) for r in conn.execute(FORCED_RLS_TABLES_SQL)]
-    for schema, table in forced:
-        conn.execute(sql.SQL("ALTER TABLE {}.{} NO FORCE ROW LEVEL SECURITY").format(
-            sql.Identifier(schema), sql.Identifier(table)))
+def lift_forced_row_security(conn: psycopg.Connection[Any], tables: list[tuple[str, str, int]]
+                             ) -> Callable[[range], None]:
+    """row_security off in the caller's transaction (which the caller rolls back), and the ``before_batch`` of
+    :func:`count_rows` that runs ``ALTER TABLE … NO FORCE ROW LEVEL SECURITY`` on the batch's ``tables`` that
+    force it, in the batch's savepoint (rolled back after its counts)."""
+    if conn.autocommit:  # the ALTERs would be committed
+        raise ValueError("row-level security is lifted only inside a transaction")
+    forced = {(str(r[0]), str(r[1])) for r in conn.execute(FORCED_RLS_TABLES_SQL)}
     conn.execute(ROW_SECURITY_OFF_SQL)
-    return len(forced)
+
+    def lift(batch: range) -> None:
+        for schema, table, _indexes in (tables[i] for i in batch):
+            if (schema, table) in forced:
+                conn.execute(sql.SQL("ALTER TABLE {}.{} NO FORCE ROW LEVEL SECURITY").format(
+                    sql.Identifier(schema), sql.Identifier(table)))
+
+    return lift
 
 
 _BARE_IDENTIFIER = re.compile(r"[a-z_][a-z0-9_$]*")
@@ -531,11 +543,15 @@ def list_sequences(conn: psycopg.Connection[Any]) -> list[tuple[str, str, int, b
 
 def sequence_states(conn: psycopg.Connection[Any]) -> dict[str, SequenceState]:
     """Every dumped sequence's state (:data:`LIST_SEQUENCES_SQL`), keyed by :func:`qualified` name; read a few
-    hundred sequences per statement."""
+    hundred sequences per statement, at most max_locks_per_transaction (a read locks its sequence until the
+    statement's transaction ends: a statement reading more than the server's lock table had room for failed "out
+    of shared memory").  ``conn`` in autocommit, so that each statement's locks go with it."""
     seqs = list_sequences(conn)
     out: dict[str, SequenceState] = {}
-    for start in range(0, len(seqs), SEQUENCES_PER_QUERY):
-        chunk = seqs[start:start + SEQUENCES_PER_QUERY]
+    row = conn.execute(MAX_LOCKS_SQL).fetchone() if seqs else None
+    per_query = max(1, min(SEQUENCES_PER_QUERY, int(row[0]) if row else SEQUENCES_PER_QUERY))
+    for start in range(0, len(seqs), per_query):
+        chunk = seqs[start:start + per_query]
         query = sql.SQL(" UNION ALL ").join(
             sql.SQL("SELECT {}::int, last_value, is_called FROM {}").format(sql.Literal(i), sql.Identifier(sch, name))
             for i, (sch, name, _inc, _cyc) in enumerate(chunk))

@@ -442,18 +442,19 @@ def check_restore(res: proc.ProcResult, target: PostgresTarget, dbname: str) -> 
 def compare_row_counts(target: PostgresTarget, dbname: str, expected: dict[str, Any], *,
                        quoted_keys: bool = True) -> list[str]:
     """Problems found comparing every table's row count with the manifest's.  Counted in one transaction,
-    rolled back, in which row-level security cannot hide rows (:func:`pg.lift_forced_row_security`).
+    rolled back, in which row-level security cannot hide rows (:func:`pg.lift_forced_row_security`, batch by
+    batch with the counts).
     ``quoted_keys``: the manifest's keys are :func:`pg.qualified` names; else (a manifest of an older upkeeper)
     "schema.table" unquoted."""
     problems = []
     with pg.connect(target, dbname, autocommit=False) as conn:
         try:
-            pg.lift_forced_row_security(conn)
             # matched with the restored tables' names made into keys the manifest's way, never split at a dot (a
             # schema or table name may hold one)
             restored = {(pg.qualified(schema, table) if quoted_keys else f"{schema}.{table}"): (schema, table, idx)
                         for schema, table, idx in pg.list_tables(conn)}
-            counted = pg.count_rows(conn, [restored[key] for key in expected if key in restored])
+            tables = [restored[key] for key in expected if key in restored]
+            counted = pg.count_rows(conn, tables, pg.lift_forced_row_security(conn, tables))
             got = {key: counted.get(pg.qualified(*restored[key][:2])) for key in expected if key in restored}
         except Exception as exc:
             if pg.out_of_locks(pg.pg_error(exc)):
@@ -478,6 +479,8 @@ def compare_sequences(target: PostgresTarget, dbname: str, expected: dict[str, A
         try:
             got = pg.sequence_states(conn)
         except psycopg.Error as exc:
+            if pg.out_of_locks(pg.pg_error(exc)):
+                raise _lock_table_full(target, dbname, "reading the restored sequences") from None
             return [f"reading the restored sequences: {pg.pg_error(exc)}"]
     problems = []
     for key, d in expected.items():

@@ -211,9 +211,12 @@ class RedisBackup(Task[RedisBackupOptions]):
                         # connection this process makes (tls_context decrypts the key in memory)
                         with (tls_relay(target) if target.tls_key_password_file
                               else contextlib.nullcontext()) as relay:
-                            argv, cenv = _cli_argv(target, relay)
-                            self._download([*argv, "--rdb", str(dest)], cenv, dest, target,
-                                           options.stall_timeout)
+                            argv, cenv = _cli_argv(target, relay.path if relay else None)
+                            try:
+                                self._download([*argv, "--rdb", str(dest)], cenv, dest, target,
+                                               options.stall_timeout)
+                            except BackupError as exc:
+                                raise (relay.explain(exc) if relay else exc) from None
                         fh = stack.enter_context(open(dest, "rb"))
                         check_path = str(dest)
                     size = os.fstat(fh.fileno()).st_size

@@ -7,12 +7,13 @@ import contextlib
 import logging
 import re
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from upkeeper import lazy
 from upkeeper.config.targets import RedisTarget
-from upkeeper.errors import TaskError
+from upkeeper.errors import BackupError, TaskError
 from upkeeper.redact import redact
 
 if TYPE_CHECKING:
@@ -232,14 +233,29 @@ def cli_args(target: RedisTarget, *, relay: str | None = None) -> list[str]:
     return argv
 
 
+@dataclass
+class TlsRelay:
+    """The unix socket of :func:`tls_relay` (``path``) and, once the server's side ended first, how
+    (``server_end``): a client of the relay (redis-cli) sees only that its connection ended."""
+
+    path: str
+    server_end: str | None = None
+
+    def explain(self, exc: BackupError) -> BackupError:
+        """``exc`` (the relay's client failed) with how the server's side ended, when it did first."""
+        if self.server_end is None:
+            return exc
+        return BackupError(f"{exc.message} ({self.server_end}, seen by upkeeper's TLS relay)", exc.hint)
+
+
 @contextlib.contextmanager
-def tls_relay(target: RedisTarget) -> Iterator[str]:
+def tls_relay(target: RedisTarget) -> Iterator[TlsRelay]:
     """A unix socket, in a private (0700) temp directory, whose first connection is forwarded to the target
     over a TLS connection made here with :func:`tls_context` — for redis-cli, which cannot decrypt a key with
     a passphrase: the passphrase and the decrypted key stay in this process, never on disk or in an argv.
     The TLS connection is made (and the server's certificate checked, name included) before this yields, so
-    that its failure is the same TaskError as a client's.  Yields the socket's path; at the end, the relay
-    and both connections are closed."""
+    that its failure is the same TaskError as a client's.  Yields the :class:`TlsRelay` (the socket's path); at
+    the end, the relay's thread and both connections are closed."""
     import os
     import select
     import shutil
@@ -264,6 +280,7 @@ def tls_relay(target: RedisTarget) -> Iterator[str]:
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     stop = threading.Event()
     failed: list[str] = []
+    relay = TlsRelay(path)
 
     def pump() -> None:
         conn: socket.socket | None = None
@@ -287,17 +304,25 @@ def tls_relay(target: RedisTarget) -> Iterator[str]:
                         data: bytes | None = upstream.recv(1 << 16)
                     except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
                         data = None
+                    except (OSError, ssl.SSLError) as exc:
+                        relay.server_end = f"the TLS connection to the server failed: {describe_redis_error(exc)}"
+                        raise
                     finally:
                         upstream.settimeout(timeout)
-                    if data == b"":
-                        return  # the server hung up: redis-cli sees the end of its connection
+                    if data == b"":  # redis-cli sees the end of its connection
+                        relay.server_end = "the server closed the connection"
+                        return
                     if data:
                         conn.sendall(data)
                 if conn in ready:
                     data = conn.recv(1 << 16)
                     if not data:
                         return  # redis-cli is done (or was killed)
-                    upstream.sendall(data)
+                    try:
+                        upstream.sendall(data)
+                    except (OSError, ssl.SSLError) as exc:
+                        relay.server_end = f"the TLS connection to the server failed: {describe_redis_error(exc)}"
+                        raise
         except (OSError, ssl.SSLError) as exc:
             failed.append(describe_redis_error(exc))
         finally:
@@ -310,7 +335,7 @@ def tls_relay(target: RedisTarget) -> Iterator[str]:
         listener.listen(1)
         listener.settimeout(0.5)
         thread.start()
-        yield path
+        yield relay
     finally:
         stop.set()
         if thread.is_alive():
