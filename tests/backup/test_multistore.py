@@ -164,10 +164,10 @@ def test_verify_rotates_the_copy_read_in_full_and_all_copies_reads_every_one(
         cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], tmp_path: Path, s3_server: SeaweedS3,
         s3_bucket: str, sftp_server: SshServer, age_key: AgeKey, make_config: Any,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    """By default a verification reads one copy in full (the one proven least recently, local first), hashes
-    the other local copies and checks the remote ones by listing (S3: only manifest.json is downloaded); the
-    remote copies are read in full in turn.  --all-copies reads every copy: one byte of the S3 copy is wrong,
-    and verify fails naming it."""
+    """With --rotate-copies a verification reads one copy in full (the one proven least recently, local first),
+    hashes the other local copies and checks the remote ones by listing (S3: only manifest.json is downloaded);
+    the remote copies are read in full in turn.  By default verify reads every copy: one byte of the S3 copy
+    is wrong, and verify fails naming it."""
     from upkeeper.storage.s3 import S3Storage
 
     db, _ = app_db
@@ -185,7 +185,7 @@ def test_verify_rotates_the_copy_read_in_full_and_all_copies_reads_every_one(
     order = []
     for _ in range(3):
         reads.clear()
-        r = cli(["--config", cfg, "backups", "verify", bid, "--no-restore", "--json"])
+        r = cli(["--config", cfg, "backups", "verify", bid, "--no-restore", "--rotate-copies", "--json"])
         assert r.code == 0, r.output
         (rep,) = r.json()
         order.append(rep["storage"])
@@ -198,7 +198,7 @@ def test_verify_rotates_the_copy_read_in_full_and_all_copies_reads_every_one(
     assert order == ["local1", "offsite", "vault"], order
     proven = cli(["--config", cfg, "backups", "show", bid, "--json"]).json()["copies_proven"]
     assert sorted(proven) == ["local1", "offsite", "vault"], proven
-    r = cli(["--config", cfg, "backups", "verify", bid, "--no-restore", "--all-copies", "--json"])
+    r = cli(["--config", cfg, "backups", "verify", bid, "--no-restore", "--json"])
     assert r.code == 0, r.output
     assert r.json()[0]["storage"] == "local1" and r.json()[0]["copies_checked"] == ["offsite", "vault"], r.output
     c = s3_server.client()
@@ -206,7 +206,7 @@ def test_verify_rotates_the_copy_read_in_full_and_all_copies_reads_every_one(
     body = bytearray(c.get_object(Bucket=s3_bucket, Key=key)["Body"].read())
     body[len(body) // 2] ^= 0x01
     c.put_object(Bucket=s3_bucket, Key=key, Body=bytes(body))
-    r = cli(["--config", cfg, "backups", "verify", bid, "--no-restore", "--all-copies", "--json"])
+    r = cli(["--config", cfg, "backups", "verify", bid, "--no-restore", "--json"])
     assert r.code == 1, r.output
     (rep,) = r.json()
     assert not rep["inconclusive"] and rep["failed_object"] == dump, rep
@@ -232,7 +232,7 @@ def test_verify_job_warns_about_a_copy_it_cannot_reach(
     run = r.json()[0]
     assert run["status"] == "warn", run
     (art,) = run["artifacts"]
-    assert art["ok"] and art["copies_listed"] == ["offsite"] and art["copies_not_checked"][0].startswith("vault: ")
+    assert art["ok"] and art["copies_checked"] == ["offsite"] and art["copies_not_checked"][0].startswith("vault: ")
     assert [f["check"] for f in run["findings"]] == ["backup.verify_copy_not_checked"], run["findings"]
     assert cli(["--config", cfg, "backups", "show", bid, "--json"]).json()["status"] == "verified"
 

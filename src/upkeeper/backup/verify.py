@@ -113,7 +113,7 @@ class VerifyOptions:
     min_free_memory: int = room.DEFAULT_MIN_FREE_MEMORY
     #: the copies on the other storages: "rotate" (restore the least recently proven copy; hash the others
     #: on local storages, list the others on remote ones) or "all" (read every copy in full)
-    copies: str = "rotate"
+    copies: str = "all"
 
 
 @dataclass

@@ -243,10 +243,11 @@ def verify_cmd(
     target: str | None = typer.Option(None, "--target", "-t", help="only backups of this target"),
     unverified: bool = typer.Option(False, "--unverified", help="every backup not verified yet"),
     storage: str | None = typer.Option(None, "--storage", help="verify this storage's copy only (default: every "
-                                       "copy, see --all-copies)"),
-    all_copies: bool = typer.Option(False, "--all-copies", help="read every other copy in full and check its "
-                                    "SHA-256 (default: restore the copy proven least recently, hash the other "
-                                    "local copies, check the other remote ones by listing: no download)"),
+                                       "copy, see --rotate-copies)"),
+    rotate_copies: bool = typer.Option(False, "--rotate-copies", help="save egress: restore the copy proven "
+                                       "least recently, hash the other local copies and check the other remote "
+                                       "ones by listing, without download (default: every copy read in full and "
+                                       "hashed)"),
     no_restore: bool = typer.Option(False, "--no-restore", help="checksums, decryption and --list only"),
     scratch_target: str | None = typer.Option(None, "--scratch-target", help="postgres target for the scratch "
                                               "restore (default: the backed-up server)"),
@@ -304,7 +305,7 @@ def verify_cmd(
     opts = VerifyOptions(restore=not no_restore, scratch=scratch, jobs=jobs, checks=check, amcheck=amcheck,
                          redis_checks=redis_check, min_free_space=_size("--min-free-space", min_free_space),
                          min_free_memory=_size("--min-free-memory", min_free_memory),
-                         copies="all" if all_copies else "rotate")
+                         copies="rotate" if rotate_copies else "all")
     storages = _open(config, _row_storages(config, rows, storage))
     reports: list[VerifyReport] = []
     try:

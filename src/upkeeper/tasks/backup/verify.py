@@ -29,13 +29,15 @@ class BackupVerifyOptions(TaskOptions):
             "Source: upkeeper (not set by default)")
     storage: str | None = Field(None, description="storage whose copy alone is verified (default: every storage "
             "that holds the set; see copies). Source: upkeeper (not set by default)")
-    copies: Literal["rotate", "all"] = Field(
-        "rotate", description="the copies of a backup on several storages: 'rotate' restores the copy whose "
-        "storage was proven in full least recently for the series (local first on a tie), reads every other "
-        "local copy and checks its SHA-256, and checks each other remote copy's manifest.json and the listed "
-        "size of every object without downloading it, so each remote storage's copy is read in full in turn "
-        "rather than every one every time (egress); 'all' restores one copy and reads every other in full "
-        "and checks its SHA-256. Source: upkeeper default")
+    copies: Literal["all", "rotate"] = Field(
+        "all", description="the copies of a backup on several storages: 'all' restores one copy (the first in the "
+        "order of storages:) and reads every other in full and checks every object's SHA-256, so one wrong byte "
+        "on any storage fails the verification; 'rotate' (to save egress) restores the copy whose storage was "
+        "proven in full least recently for the series (local first on a tie), reads every other local copy and "
+        "checks its SHA-256, and checks each other remote copy's manifest.json and the listed size of every "
+        "object without downloading it, so each remote storage's copy is read in full in turn rather than every "
+        "one every time — a damaged remote copy of the right size is only found on its turn. "
+        "Source: upkeeper default (the issue: every object's size and SHA-256 checked)")
     restore: bool = Field(True, description="restore into a scratch database (PostgreSQL), or load the RDB into a "
                           "throw-away redis-server (Redis); off: checksums, decryption, decompression and "
                           "pg_restore --list (redis-check-rdb) only. Source: upkeeper default")
