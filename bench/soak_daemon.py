@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from _lib import upkeeper_env  # noqa: E402
+from _lib import start_daemon  # noqa: E402
 
 from upkeeper.sandbox.nginx import NginxServer  # noqa: E402
 from upkeeper.sandbox.postgres import PostgresCluster  # noqa: E402
@@ -246,20 +246,9 @@ def main() -> int:
         config, receiver = start_services(work, services, stop_traffic, args.worker_max_runs)
         cfg = work / "upkeeper.yaml"
         cfg.write_text(json.dumps(config, indent=1))
-        env = upkeeper_env()
-        env["TMPDIR"] = str(work / "tmp")
-        check = subprocess.run([sys.executable, "-m", "upkeeper", "--config", str(cfg), "config", "check"],
-                               capture_output=True, text=True, env=env)
-        if check.returncode != 0:
-            print(check.stdout, check.stderr)
+        daemon_proc = start_daemon(cfg, work, args.concurrency)
+        if daemon_proc is None:
             return 2
-        log_fd = os.open(work / "daemon.log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            daemon_proc = subprocess.Popen([sys.executable, "-m", "upkeeper", "--config", str(cfg), "daemon",
-                                            "--concurrency", str(args.concurrency)],
-                                           stdout=log_fd, stderr=subprocess.STDOUT, env=env)
-        finally:
-            os.close(log_fd)  # the daemon has its own copy
         daemon = psutil.Process(daemon_proc.pid)
         t0 = time.monotonic()
         end = t0 + args.minutes * 60

@@ -43,3 +43,24 @@ def pipeline(stages: list[list[str]], out: Path, env: dict[str, str] | None = No
             if p.wait() != 0:
                 raise RuntimeError(f"{p.args!r} failed")
     return time.monotonic() - t0
+
+
+def start_daemon(cfg: Path, work: Path, concurrency: int) -> subprocess.Popen[bytes] | None:
+    """``upkeeper daemon`` on ``cfg`` after ``config check``, its output in ``work/daemon.log`` and its temp
+    files in ``work/tmp``; None when the config does not check (the reason is printed)."""
+    import sys
+
+    env = upkeeper_env()
+    env["TMPDIR"] = str(work / "tmp")
+    upk = [sys.executable, "-m", "upkeeper", "--config", str(cfg)]
+    check = subprocess.run([*upk, "config", "check"], capture_output=True, text=True, env=env)
+    if check.returncode != 0:
+        print(check.stdout, check.stderr)
+        return None
+    log_fd = os.open(work / "daemon.log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        proc = subprocess.Popen([*upk, "daemon", "--concurrency", str(concurrency)],
+                                stdout=log_fd, stderr=subprocess.STDOUT, env=env)
+    finally:
+        os.close(log_fd)  # the daemon has its own copy
+    return proc
