@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -227,3 +228,5 @@ def test_status_counts_the_failures_retention_deleted(make_config: Any, cli: Any
     assert job["consecutive_failures"] == 120
     assert job["failing_since"] == (NOW - 120 * day).isoformat()
     assert job["last_success"] == (NOW - 121 * day).isoformat()
+    table = " ".join(cli(["--config", str(cfg), "status"]).out.split())
+    assert re.search(r"│ 120 \(since 1[12]\dd [^)]*ago\) │", table), table

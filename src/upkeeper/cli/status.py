@@ -111,9 +111,12 @@ def status_cmd(
             ts = datetime.fromisoformat(lr["finished_at"] or lr["scheduled_for"])
             when, res, summ = ago(ts, now), status_text(lr["status"]), lr["summary"]
         nxt = "-" if j["next_run"] is None else local_time(datetime.fromisoformat(j["next_run"]), j["timezone"])
-        fails = str(j["consecutive_failures"]) if j["consecutive_failures"] else ""
-        if fails:
-            fails = f"[fail]{fails}[/fail]"
+        fails = ""
+        if j["consecutive_failures"]:
+            notes = [f"since {ago(datetime.fromisoformat(j['failing_since']), now)}"] if j["failing_since"] else []
+            if j["last_success"] is None:
+                notes.append("never ok")
+            fails = f"[fail]{j['consecutive_failures']}[/fail]" + (f" ({', '.join(notes)})" if notes else "")
         table.add_row(f"[bold]{j['job']}[/bold]" if j["enabled"] else f"[dim]{j['job']}[/dim]",
                       when, res, summ[:120], nxt, fails)
     console.print(table)
