@@ -538,14 +538,21 @@ class History:
         *,
         job: str | None = None,
         since: datetime | None = None,
+        before: datetime | None = None,
         limit: int = 50,
         statuses: Sequence[str] | None = None,
     ) -> list[RunRow]:
+        """Runs, newest occurrence first: of ``job``, scheduled at or after ``since`` and before ``before``.
+
+        ``limit`` keeps the newest: a period in the past needs ``before``, or the runs after it fill the limit
+        (with ``job``, both bounds are read through the ``(job, scheduled_for)`` unique index)."""
         q = select(RunRow)
         if job:
             q = q.where(RunRow.job == job)
         if since:
             q = q.where(RunRow.scheduled_for >= since)
+        if before:
+            q = q.where(RunRow.scheduled_for < before)
         if statuses:
             q = q.where(RunRow.status.in_(list(statuses)))
         q = q.order_by(RunRow.scheduled_for.desc(), RunRow.id.desc()).limit(limit)

@@ -115,3 +115,27 @@ def test_compliance_report_from_history(cli, make_config, pg: PostgresCluster, t
             "security.compliance.window_not_kept"} <= checks
     late = next(f for f in run["findings"] if f["check"] == "security.compliance.window_not_kept")
     assert late["value"] == 1 and f"{start + timedelta(days=4, hours=12):%Y-%m-%d} 12:00" in late["message"]
+
+
+def test_compliance_findings_of_a_past_period_start_from_the_run_before_it(cli, make_config, tmp_path: Path) -> None:
+    """The findings open when the period starts are those of the job's newest run *before* the period, not of its
+    newest run overall (the job kept running after the period: a previous month's report)."""
+    out_dir = tmp_path / "evidence"
+    cfg = make_config({"jobs": {
+        "vacuum": {"task": "debug.noop", "category": "maintenance", "schedule": "0 3 * * *"},
+        "compliance": {"task": "security.compliance", "options": {"output_dir": str(out_dir),
+                                                                  "access_review": False}}}})
+    start, end = period_bounds("previous_month", datetime.now(UTC))
+    x = Finding("postgres.dead_tuples", Severity.WARNING, "public.bookings", "bloat")
+    y = Finding("postgres.unused_index", Severity.WARNING, "idx_old", "unused")
+    h = History(history_url(str(tmp_path / "history.db")))
+    _run(h, "vacuum", "debug.noop", start - timedelta(days=2), "warn", [y])  # older: not the baseline
+    _run(h, "vacuum", "debug.noop", start - timedelta(days=1), "warn", [x])  # open when the period starts
+    _run(h, "vacuum", "debug.noop", start + timedelta(days=1), "warn", [x])
+    _run(h, "vacuum", "debug.noop", start + timedelta(days=2), "warn", [x, y])  # y opened
+    _run(h, "vacuum", "debug.noop", end + timedelta(hours=1), "ok")  # after the period: neither baseline nor counted
+    h.close()
+    res = cli(["--config", cfg, "run", "compliance", "--json"])
+    md = Path(next(a["path"] for a in res.json()[0]["artifacts"] if a["format"] == "markdown")).read_text()
+    assert "| vacuum | 2 | 1 | 0 | 2 |" in md, md  # 2 runs in the period, y opened, none closed, x and y open
+    assert "1 finding(s) opened and 0 closed in the period; 2 open at its end" in md

@@ -87,7 +87,9 @@ def _category(ctx: TaskContext, job: str) -> str:
 
 
 def _runs(hist: History, job: str, start: datetime, end: datetime) -> list[Any]:
-    return [r for r in hist.runs(job=job, since=start, limit=MAX_RUNS) if r.scheduled_for < end]
+    """The job's runs scheduled in [start, end): bounded on both sides in the query, so the runs after a past
+    period never take the places of its own."""
+    return hist.runs(job=job, since=start, before=end, limit=MAX_RUNS)
 
 
 def backups_section(ctx: TaskContext, hist: History, start: datetime, end: datetime) -> tuple[Section, list[Finding]]:
@@ -181,8 +183,9 @@ def findings_section(ctx: TaskContext, hist: History, start: datetime, end: date
     rows = []
     totals = Counter[str]()
     for job in ctx.config.jobs:
-        before = [r for r in hist.runs(job=job, limit=1, statuses=["ok", "warn", "fail", "error"])
-                  if r.scheduled_for < start]
+        # what was open when the period started: the newest run scheduled before it (not the newest overall:
+        # a past period's job kept running after it)
+        before = hist.runs(job=job, before=start, limit=1, statuses=["ok", "warn", "fail", "error"])
         runs = sorted([r for r in _runs(hist, job, start, end) if r.status in ("ok", "warn", "fail", "error")],
                       key=lambda r: r.scheduled_for)
         if not runs:
