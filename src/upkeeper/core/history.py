@@ -66,6 +66,9 @@ LOG_EXCERPT_MAX = 32 * 1024
 #: The migration heads of this version (tests/core/test_history.py checks them against Alembic's
 #: script directory).  A database already at these heads opens without importing Alembic.
 SCHEMA_HEADS = frozenset({"backup_catalog", "notify_state", "run_streaks"})
+#: the job_state row where history retention records the newest end of a run it deleted (job names start with
+#: a letter or digit: no job's state)
+RETENTION_STATE = ("_history", "runs_deleted_through")
 
 
 def default_history_path() -> Path:
@@ -558,6 +561,15 @@ class History:
         q = q.order_by(RunRow.scheduled_for.desc(), RunRow.id.desc()).limit(limit)
         with self.session() as s:
             return list(s.scalars(q))
+
+    def runs_deleted_through(self) -> datetime | None:
+        """The newest ``finished_at`` of a run history retention deleted (None: it never deleted one).
+
+        Runs that finished after it are all still here; before it, some may be gone (pruning keeps a few).
+        Readers of a window of runs (reports, rates) say so instead of taking gone runs for runs that never
+        happened."""
+        raw = self.get_state(*RETENTION_STATE)
+        return _utc(datetime.fromisoformat(raw)) if isinstance(raw, str) else None
 
     def last_runs(self) -> dict[str, RunRow]:
         """The newest finished (or running) run of every job."""
