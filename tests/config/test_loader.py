@@ -87,11 +87,27 @@ def test_valid_config_loads_and_resolves() -> None:
         ("jobs:\n  a:\n    task: host.disk\n  a:\n    task: host.disk\n", r"u\.yaml:4: YAML syntax error: duplicate key"),
         ("jobs:\n  a: [\n", r"u\.yaml:\d+: YAML syntax error"),
         ("- just\n- a list\n", r"the file must be a mapping"),
+        # windows of runs read back longer than history retention keeps runs: both fields named, with the fix
+        ("history_retention: {runs: 45d}\njobs:\n  c:\n    task: security.compliance\n",
+         r"u\.yaml:\d+: jobs -> c -> options -> period: period 'previous_month' reads up to 62 days of runs back, "
+         r"but history_retention -> runs keeps them 45d.* \| Try: history_retention -> runs: 62d"),
+        ("history_retention: {runs: 14d}\njobs:\n  b:\n    task: host.disk\n    category: backup\n",
+         r"notifications -> backup -> success_rate_window: the backup success rate is computed over notifications "
+         r"-> backup -> success_rate_window \(30d\), but history_retention -> runs keeps runs 14d.* \| "
+         r"Try: history_retention -> runs: 30d \(or longer\), or success_rate_window: 14d \(or shorter\)"),
     ],
 )
 def test_errors_name_file_line_and_field(text: str, expected: str) -> None:
     found = problems(text)
     assert any(re.search(expected, p) for p in found), found
+
+
+def test_retention_long_enough_for_the_windows_read_back_is_fine() -> None:
+    assert problems("history_retention: {runs: 30d}\njobs:\n  c:\n    task: security.compliance\n"
+                    "    options: {period: last_30_days}\n  b:\n    task: host.disk\n    category: backup\n") == []
+    assert problems("history_retention: {runs: null}\njobs:\n  c:\n    task: security.compliance\n") == []
+    # no backup job: no success rate is computed
+    assert problems("history_retention: {runs: 14d}\njobs:\n  d:\n    task: host.disk\n") == []
 
 
 def test_env_interpolation_and_missing_variable(monkeypatch: pytest.MonkeyPatch) -> None:

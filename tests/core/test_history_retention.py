@@ -93,6 +93,7 @@ def test_old_history_goes_and_what_readers_need_stays(history: History) -> None:
     dry = prune_history(h, dry_run=True, **cut)
     assert (dry.runs, dry.findings, dry.notify_events, dry.notify_deliveries, dry.audit) == (5, 5, 1, 1, 1)
     assert before == {m: count(h, m) for m in before}  # a dry run deletes nothing
+    assert h.runs_deleted_through() is None
 
     rep = prune_history(h, **cut)
     assert (rep.runs, rep.findings, rep.notify_events, rep.notify_deliveries, rep.audit) == (5, 5, 1, 1, 1)
@@ -113,6 +114,12 @@ def test_old_history_goes_and_what_readers_need_stays(history: History) -> None:
     assert [a.action for a in h.audit_entries()] == ["backup.restore"]
     assert count(h, BackupRow) == 1
     assert prune_history(h, **cut).runs == 0  # nothing left to do
+    # readers of a window of runs learn where complete history begins: the newest end of a deleted run
+    assert h.runs_deleted_through() == OLD + 2 * day + timedelta(seconds=5)
+    older = run(h, "late", OLD - 50 * day)  # an older run deleted later never moves it back
+    run(h, "late", NOW)
+    assert prune_history(h, **cut).runs == 1 and h.get_run(older) is None
+    assert h.runs_deleted_through() == OLD + 2 * day + timedelta(seconds=5)
 
 
 def test_a_new_sqlite_history_shrinks_after_a_prune(tmp_path: Path) -> None:

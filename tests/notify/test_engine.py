@@ -224,6 +224,29 @@ def test_backup_size_change_and_success_rate(make_env, webhook_receiver) -> None
     assert resolved and resolved[0]["state"] == "resolved"
 
 
+def test_backup_success_rate_says_when_retention_deleted_runs_of_its_window(make_env, webhook_receiver) -> None:
+    """Runs history retention deleted are not counted as if the rate covered the whole window: the alert says
+    from when it counts."""
+    from upkeeper.core.retention import prune_history
+
+    env = make_env(config(channels(webhook_receiver), {"db-backup": {"task": "testing.backup",
+                                                                     "schedule": "0 0 * * *"}}))
+    script("db-backup", ok(), ok(), ok(), fail("pg_dump exited 1"))
+    for _ in range(3):
+        env.run("db-backup")
+        env.now[0] += timedelta(days=1)
+    # a retention shorter than the 30-day window (an earlier config, another node's) deleted the first two runs
+    assert prune_history(env.history, runs_before=env.now[0] - timedelta(days=1, hours=12), audit_before=None).runs == 2
+    kept_since = env.history.runs_deleted_through()
+    assert kept_since is not None
+    env.run("db-backup")  # 1 of the 2 runs kept failed
+    [rate] = events_of(webhook_receiver.wait_for(1), "backup.success_rate")
+    assert rate["details"] == {"rate_pct": 50.0, "succeeded": 1, "total": 2, "counted_since": kept_since.isoformat()}
+    assert "30d" not in rate["title"] and "over 2d 0h" in rate["title"], rate["title"]
+    assert f"runs that finished before {kept_since:%Y-%m-%d %H:%M} UTC, inside the 30d 0h success_rate_window, " \
+           "were deleted by history retention" in rate["text"], rate["text"]
+
+
 def test_background_sending_never_holds_the_run_on_a_slow_channel(make_env, webhook_receiver) -> None:
     env = make_env(config(channels(webhook_receiver)))
     env.engine.start_background_sending()

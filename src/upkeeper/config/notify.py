@@ -238,7 +238,8 @@ class BackupAlerts(StrictModel):
         99.9, gt=0, le=100, description="alert when fewer backups than this percentage succeeded over "
         "success_rate_window. Source: the maintenance procedures",
     )
-    success_rate_window: Duration = Field(default=timedelta(days=30), description="window of the success rate. "
+    success_rate_window: Duration = Field(default=timedelta(days=30), description="window of the success rate; "
+            "history_retention -> runs must keep runs at least this long (config check error otherwise). "
             "Source: upkeeper default")
 
 

@@ -66,6 +66,9 @@ LOG_EXCERPT_MAX = 32 * 1024
 #: The migration heads of this version (tests/core/test_history.py checks them against Alembic's
 #: script directory).  A database already at these heads opens without importing Alembic.
 SCHEMA_HEADS = frozenset({"backup_catalog", "notify_state", "run_streaks"})
+#: the job_state row where history retention records the newest end of a run it deleted (job names start with
+#: a letter or digit: no job's state)
+RETENTION_STATE = ("_history", "runs_deleted_through")
 
 
 def default_history_path() -> Path:
@@ -538,19 +541,35 @@ class History:
         *,
         job: str | None = None,
         since: datetime | None = None,
+        before: datetime | None = None,
         limit: int = 50,
         statuses: Sequence[str] | None = None,
     ) -> list[RunRow]:
+        """Runs, newest occurrence first: of ``job``, scheduled at or after ``since`` and before ``before``.
+
+        ``limit`` keeps the newest: a period in the past needs ``before``, or the runs after it fill the limit
+        (with ``job``, both bounds are read through the ``(job, scheduled_for)`` unique index)."""
         q = select(RunRow)
         if job:
             q = q.where(RunRow.job == job)
         if since:
             q = q.where(RunRow.scheduled_for >= since)
+        if before:
+            q = q.where(RunRow.scheduled_for < before)
         if statuses:
             q = q.where(RunRow.status.in_(list(statuses)))
         q = q.order_by(RunRow.scheduled_for.desc(), RunRow.id.desc()).limit(limit)
         with self.session() as s:
             return list(s.scalars(q))
+
+    def runs_deleted_through(self) -> datetime | None:
+        """The newest ``finished_at`` of a run history retention deleted (None: it never deleted one).
+
+        Runs that finished after it are all still here; before it, some may be gone (pruning keeps a few).
+        Readers of a window of runs (reports, rates) say so instead of taking gone runs for runs that never
+        happened."""
+        raw = self.get_state(*RETENTION_STATE)
+        return _utc(datetime.fromisoformat(raw)) if isinstance(raw, str) else None
 
     def last_runs(self) -> dict[str, RunRow]:
         """The newest finished (or running) run of every job."""

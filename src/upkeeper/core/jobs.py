@@ -19,6 +19,7 @@ from upkeeper.config.loader import find_config, lines_for, load_config, validati
 from upkeeper.config.models import Config, HostTarget, TargetConfig
 from upkeeper.config.notify import check_references
 from upkeeper.config.storage import unknown_storages
+from upkeeper.config.types import format_duration
 from upkeeper.core.schedule import Schedule, ScheduleError, jitter_offset, parse_schedule, validate_timezone
 from upkeeper.core.task import REGISTRY, TaskClass
 from upkeeper.errors import ConfigError, ConfigProblem, UnknownTaskError, UsageError
@@ -220,6 +221,7 @@ def build_setup(config: Config) -> Setup:
             missed_grace=jc.missed_grace,
         )
     problems.extend(_shared_series(jobs, lines))
+    problems.extend(_retention_problems(config, jobs, lines))
     problems.extend(check_references(config, lines))
     problems.extend(lines.problem(("backup", "storages", i), message, hint)
                     for i, message, hint in unknown_storages(config.backup.storages, config.storages))
@@ -249,6 +251,22 @@ def _shared_series(jobs: dict[str, Job], lines: Any) -> list[ConfigProblem]:
             f"set {series!r} with different options; each run's retention would delete the other job's backups",
             f"Try: give each job a distinct '{option}' (e.g. {option}: {job.name})"))
     return problems
+
+
+def _retention_problems(config: Config, jobs: dict[str, Job], lines: Any) -> list[ConfigProblem]:
+    """Windows of runs read back from history that run retention would cut short (the compliance report's
+    period is checked by its task).  The backup success rate would claim a window it has not got."""
+    keep = config.history_retention.runs
+    window = config.notifications.backup.success_rate_window
+    if keep is None or keep >= window or not any(j.category == "backup" for j in jobs.values()):
+        return []
+    return [lines.problem(
+        ("notifications", "backup", "success_rate_window"),
+        f"the backup success rate is computed over notifications -> backup -> success_rate_window "
+        f"({format_duration(window)}), but history_retention -> runs keeps runs {format_duration(keep)}: the rate "
+        "would count only the runs still kept while claiming the whole window",
+        f"Try: history_retention -> runs: {format_duration(window)} (or longer), or success_rate_window: "
+        f"{format_duration(keep)} (or shorter)")]
 
 
 def _suggest_targets(config: Config, kinds: tuple[str, ...]) -> str:

@@ -37,8 +37,8 @@ from typing import Any, cast
 
 from sqlalchemy import ColumnElement, Connection, Table, and_, delete, func, or_, select, update
 
-from upkeeper.core.history import History
-from upkeeper.core.models import AuditRow, FindingRow, MetricRow, RunRow, StreakRow
+from upkeeper.core.history import RETENTION_STATE, History
+from upkeeper.core.models import AuditRow, FindingRow, MetricRow, RunRow, StateRow, StreakRow
 
 #: runs per delete transaction (with their findings): ~0.06 s of write lock on SQLite (measured, 20,000-run
 #: history), short enough for a running job's writes to wait
@@ -209,6 +209,7 @@ def prune_history(history: History, *, runs_before: datetime | None, audit_befor
                                     .returning(runs.c.id, runs.c.job, runs.c.status, runs.c.finished_at)).all()
                 rep.runs += len(gone)
                 rep.streak_runs += _carry_streaks(conn, gone)
+                _note_deleted_through(conn, [r.finished_at for r in gone if r.finished_at is not None])
     if runs_before is not None:
         events = _t(NotifyEventRow)
         ev_cond = and_(events.c.ts < runs_before, events.c.topic != EMERGENCY)
@@ -285,6 +286,29 @@ def _carry_streaks(conn: Connection, gone: Sequence[Any]) -> int:
         conn.execute(update(streaks).where(streaks.c.job == job).values(**values, updated_at=now))
         n += len(mine)
     return n
+
+
+def _note_deleted_through(conn: Connection, finished: Sequence[datetime]) -> None:
+    """Record the newest end of a deleted run (:meth:`History.runs_deleted_through`), in the deleting
+    transaction, never moving it back (the row locked: a concurrent prune of another daemon waits)."""
+    if not finished:
+        return
+    latest = max(finished).astimezone(UTC)
+    state = _t(StateRow)
+    job, key = RETENTION_STATE
+    ins: Any
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as ins
+    else:
+        from sqlalchemy.dialects.sqlite import insert as ins
+    now = datetime.now(UTC)
+    conn.execute(ins(state).values(job=job, key=key, value=None, updated_at=now)
+                 .on_conflict_do_nothing(index_elements=["job", "key"]))
+    old = conn.execute(select(state.c.value).where(state.c.job == job, state.c.key == key).with_for_update()).scalar()
+    if isinstance(old, str) and datetime.fromisoformat(old) >= latest:
+        return
+    conn.execute(update(state).where(state.c.job == job, state.c.key == key)
+                 .values(value=latest.isoformat(), updated_at=now))
 
 
 def _count(result: Any) -> int:

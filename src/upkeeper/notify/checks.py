@@ -142,12 +142,23 @@ class SuccessRate:
     succeeded: int
     total: int
     window: timedelta
+    #: set when history retention deleted runs inside the window: the rate covers the runs that finished after
+    #: this instant only (the end of the newest deleted run)
+    kept_since: datetime | None = None
 
 
 def success_rate(history: History, job: str, now: datetime, window: timedelta) -> SuccessRate | None:
-    """Share of occurrences whose final attempt succeeded, over ``window`` (None when nothing ran)."""
-    rows = [r for r in history.runs(job=job, since=now - window - timedelta(days=1), limit=100000)
-            if r.status in SUCCESS + FAILURE and (r.finished_at or r.scheduled_for) >= now - window]
+    """Share of occurrences whose final attempt succeeded, over ``window`` (None when nothing ran).
+
+    When history retention deleted runs inside the window, only the runs that finished after the newest
+    deleted one count (all of them are kept), and ``kept_since`` says from when: never a rate over a part of
+    the window's runs presented as the whole window's."""
+    start = now - window
+    deleted = history.runs_deleted_through()
+    kept_since = deleted if deleted is not None and deleted >= start else None
+    rows = [r for r in history.runs(job=job, since=start - timedelta(days=1), limit=100000)
+            if r.status in SUCCESS + FAILURE and (r.finished_at or r.scheduled_for) >= start
+            and (kept_since is None or (r.finished_at or r.scheduled_for) > kept_since)]
     rows.sort(key=lambda r: (r.started_at or r.scheduled_for, r.id))
     outcomes: list[bool] = []
     for r in rows:
@@ -159,4 +170,4 @@ def success_rate(history: History, job: str, now: datetime, window: timedelta) -
     if not outcomes:
         return None
     good = sum(outcomes)
-    return SuccessRate(good / len(outcomes) * 100.0, good, len(outcomes), window)
+    return SuccessRate(good / len(outcomes) * 100.0, good, len(outcomes), window, kept_since)

@@ -311,7 +311,13 @@ class NotificationEngine:
         if rate is not None:
             problem = rate.pct < bcfg.success_rate_pct
             window = human_duration(bcfg.success_rate_window)
-            text = (f"{rate.succeeded} of {rate.total} backups succeeded over the last {window}: "
+            over = f"the last {window}"
+            if rate.kept_since is not None:  # retention deleted runs inside the window: say what is counted
+                window = human_duration(now - rate.kept_since)
+                over = (f"the last {window} (runs that finished before {rate.kept_since:%Y-%m-%d %H:%M} UTC, inside "
+                        f"the {human_duration(bcfg.success_rate_window)} success_rate_window, were deleted by history "
+                        "retention)")
+            text = (f"{rate.succeeded} of {rate.total} backups succeeded over {over}: "
                     f"{rate.pct:.2f}% (target {bcfg.success_rate_pct:g}%)")
             change = self.store.update(job.name, RATE_CHECK, "backup.success_rate", problem=problem,
                                        severity="warning", now=now, summary=text, run_id=run.run_id,
@@ -320,7 +326,9 @@ class NotificationEngine:
                 ev = self._base(job, RATE_CHECK, "backup.success_rate", change, now, run_id=run.run_id,
                                 status=run.status, command=f"upkeeper history --job {job.name}",
                                 details={"rate_pct": round(rate.pct, 3), "succeeded": rate.succeeded,
-                                         "total": rate.total})
+                                         "total": rate.total,
+                                         **({"counted_since": rate.kept_since.isoformat()}
+                                            if rate.kept_since is not None else {})})
                 ev.title = (f"{job.name} backup success rate back to {rate.pct:.2f}%" if change.kind == "resolved"
                             else f"{job.name} backup success rate {rate.pct:.2f}% over {window} "
                                  f"(below {bcfg.success_rate_pct:g}%)")

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from upkeeper.core.history import History, NewRun, history_url
+from upkeeper.core.retention import prune_history
 from upkeeper.core.task import Finding, Result, Severity
 from upkeeper.sandbox._util import free_port
 from upkeeper.sandbox.nginx import NginxServer
@@ -115,3 +116,52 @@ def test_compliance_report_from_history(cli, make_config, pg: PostgresCluster, t
             "security.compliance.window_not_kept"} <= checks
     late = next(f for f in run["findings"] if f["check"] == "security.compliance.window_not_kept")
     assert late["value"] == 1 and f"{start + timedelta(days=4, hours=12):%Y-%m-%d} 12:00" in late["message"]
+
+
+def test_compliance_findings_of_a_past_period_start_from_the_run_before_it(cli, make_config, tmp_path: Path) -> None:
+    """The findings open when the period starts are those of the job's newest run *before* the period, not of its
+    newest run overall (the job kept running after the period: a previous month's report)."""
+    out_dir = tmp_path / "evidence"
+    cfg = make_config({"jobs": {
+        "vacuum": {"task": "debug.noop", "category": "maintenance", "schedule": "0 3 * * *"},
+        "db-backup": {"task": "debug.noop", "category": "backup", "schedule": "0 0 * * *"},
+        "compliance": {"task": "security.compliance", "options": {"output_dir": str(out_dir),
+                                                                  "access_review": False}}}})
+    start, end = period_bounds("previous_month", datetime.now(UTC))
+    x = Finding("postgres.dead_tuples", Severity.WARNING, "public.bookings", "bloat")
+    y = Finding("postgres.unused_index", Severity.WARNING, "idx_old", "unused")
+    h = History(history_url(str(tmp_path / "history.db")))
+    _run(h, "vacuum", "debug.noop", start - timedelta(days=2), "warn", [y])  # older: not the baseline
+    _run(h, "vacuum", "debug.noop", start - timedelta(days=1), "warn", [x])  # open when the period starts
+    _run(h, "vacuum", "debug.noop", start + timedelta(days=1), "warn", [x])
+    _run(h, "vacuum", "debug.noop", start + timedelta(days=2), "warn", [x, y])  # y opened
+    _run(h, "vacuum", "debug.noop", end + timedelta(hours=1), "ok")  # after the period: neither baseline nor counted
+    _run(h, "db-backup", "debug.noop", start + timedelta(days=1), "ok")
+    _run(h, "db-backup", "debug.noop", end + timedelta(hours=1), "ok")
+    h.close()
+
+    def report() -> tuple[str, set[str], list[dict[str, str]]]:
+        run = cli(["--config", cfg, "run", "compliance", "--json"]).json()[0]
+        md = Path(next(a["path"] for a in run["artifacts"] if a["format"] == "markdown")).read_text()
+        return md, {f["check"] for f in run["findings"]}, run["findings"]
+
+    md, checks, _ = report()
+    assert "| vacuum | 2 | 1 | 0 | 2 |" in md, md  # 2 runs in the period, y opened, none closed, x and y open
+    assert "1 finding(s) opened and 0 closed in the period; 2 open at its end" in md
+    assert "Incomplete" not in md and "security.compliance.history_incomplete" not in checks
+
+    # a shorter retention (an earlier config, another node's) deleted the period's first runs: the report says
+    # so instead of taking them for runs that never happened
+    h = History(history_url(str(tmp_path / "history.db")))
+    assert prune_history(h, runs_before=start + timedelta(days=1, hours=1), audit_before=None).runs == 4
+    h.close()
+    md, checks, findings = report()
+    deleted = f"{start + timedelta(days=1, minutes=2):%Y-%m-%d %H:%M} UTC"
+    assert "security.compliance.history_incomplete" in checks
+    gap = next(f for f in findings if f["check"] == "security.compliance.history_incomplete")
+    assert f"deleted runs that finished up to {deleted}" in gap["message"]
+    assert "history_retention -> runs: 62d" in gap["remediation"]
+    assert f"Incomplete: history retention deleted runs that finished up to {deleted}" in md
+    missing = next(f for f in findings if f["check"] == "security.compliance.backup_missing")
+    assert missing["message"] == f"no backup run recorded after {deleted} (runs before were deleted by history retention)"
+    assert "no backup run in the period" not in md

@@ -27,6 +27,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from upkeeper.config.targets import PostgresTarget
+from upkeeper.config.types import format_duration
 from upkeeper.core.history import History, history_url
 from upkeeper.core.task import REGISTRY, Finding, Result, Severity, Task, TaskContext, TaskOptions, task
 from upkeeper.errors import TaskError, UnknownTaskError
@@ -37,12 +38,17 @@ from upkeeper.tasks.security.sla import SlaOptions
 from upkeeper.tasks.security.sla import compliance as sla_compliance
 
 MAX_RUNS = 5000
+#: how far back each period can reach from the day the report is made (the previous month, made on the last
+#: day of a 31-day month that follows a 31-day month: 62 days): history retention must keep runs this long
+LOOKBACK = {"previous_month": timedelta(days=62), "current_month": timedelta(days=31),
+            "last_30_days": timedelta(days=30)}
 
 
 class ComplianceOptions(TaskOptions):
     period: Literal["previous_month", "last_30_days", "current_month"] = Field(
-        "previous_month", description="the period reported on (run it on the 1st for the month just ended). "
-        "Source: upkeeper default")
+        "previous_month", description="the period reported on (run it on the 1st for the month just ended); it reaches "
+        "back up to 62 days (previous_month), 31 (current_month) or 30 (last_30_days), and history_retention -> runs "
+        "must keep runs that long (config check error otherwise). Source: upkeeper default")
     output_dir: str | None = Field(
         None, description="where the report files go (default: 'reports' beside the config file). "
                 "Source: upkeeper (not set by default)")
@@ -52,6 +58,18 @@ class ComplianceOptions(TaskOptions):
             "Source: upkeeper default (the audits upkeeper's design names)")
     access_review: bool = Field(True, description="list the roles of every PostgreSQL target (live). "
             "Source: upkeeper default")
+
+
+def retention_problem(period: str, runs: timedelta | None) -> tuple[str, str] | None:
+    """``(message, hint)`` when ``history_retention -> runs`` deletes runs the period can reach back to."""
+    need = LOOKBACK[period]
+    if runs is None or runs >= need:
+        return None
+    return (f"period {period!r} reads up to {need.days} days of runs back, but history_retention -> runs "
+            f"keeps them {format_duration(runs)}: the report would take the deleted runs for runs that never "
+            "happened (backups missing, findings opened)",
+            f"Try: history_retention -> runs: {need.days}d (or longer; null keeps runs forever)"
+            + "".join(f", or period: {p} (needs {d.days} days)" for p, d in LOOKBACK.items() if d <= runs))
 
 
 def period_bounds(kind: str, now: datetime) -> tuple[datetime, datetime]:
@@ -87,12 +105,27 @@ def _category(ctx: TaskContext, job: str) -> str:
 
 
 def _runs(hist: History, job: str, start: datetime, end: datetime) -> list[Any]:
-    return [r for r in hist.runs(job=job, since=start, limit=MAX_RUNS) if r.scheduled_for < end]
+    """The job's runs scheduled in [start, end): bounded on both sides in the query, so the runs after a past
+    period never take the places of its own."""
+    return hist.runs(job=job, since=start, before=end, limit=MAX_RUNS)
 
 
-def backups_section(ctx: TaskContext, hist: History, start: datetime, end: datetime) -> tuple[Section, list[Finding]]:
+def _pruned_note(pruned: datetime | None) -> list[str]:
+    """The paragraph a section reading runs opens with when retention deleted some of the period's."""
+    if pruned is None:
+        return []
+    return [f"Incomplete: history retention deleted runs that finished up to {pruned:%Y-%m-%d %H:%M} UTC, inside "
+            f"this period; the figures below count only the runs recorded after that."]
+
+
+def backups_section(ctx: TaskContext, hist: History, start: datetime, end: datetime,
+                    pruned: datetime | None = None) -> tuple[Section, list[Finding]]:
+    """``pruned``: the end of the newest run retention deleted, when inside the period (its runs before then
+    may be gone: never reported as "no run")."""
     assert ctx.config is not None
     findings: list[Finding] = []
+    since = f" after {pruned:%Y-%m-%d %H:%M} UTC (runs before were deleted by history retention)" if pruned else ""
+    whole_period_gone = pruned is not None and pruned >= end
     rows, verify_rows = [], []
     taken = failed = verified = 0
     for job, jc in ctx.config.jobs.items():
@@ -120,21 +153,24 @@ def backups_section(ctx: TaskContext, hist: History, start: datetime, end: datet
         if bad:
             findings.append(Finding("security.compliance.backup_failures", Severity.WARNING, job,
                                     f"{bad} failed backup run(s) in the period", "see 'upkeeper history " + job + "'"))
-        if not runs:
+        if not runs and not whole_period_gone:
             findings.append(Finding("security.compliance.backup_missing", Severity.WARNING, job,
-                                    "no backup run in the period", "check the job's schedule and the daemon"))
+                                    "no backup run " + (f"recorded{since}" if pruned else "in the period"),
+                                    "check the job's schedule and the daemon"))
     sec = Section("Backups taken and verified",
-                  [f"{taken} successful backup run(s), {failed} failed; {verified} successful restore "
+                  [*_pruned_note(pruned),
+                   f"{taken} successful backup run(s), {failed} failed; {verified} successful restore "
                    "verification(s). Restore time is the verification's measured restore (seconds)."])
     sec.tables.append(Table(["job", "target", "runs", "ok", "failed", "skipped", "last success", "largest"], rows))
     if verify_rows:
         sec.tables.append(Table(["verification job", "when (UTC)", "status", "restore time (s)", "summary"],
                                 verify_rows))
     else:
-        sec.paragraphs.append("No restore verification ran in the period.")
-        if rows:
+        sec.paragraphs.append("No restore verification " + (f"recorded{since}." if pruned else "ran in the period."))
+        if rows and not whole_period_gone:
             findings.append(Finding("security.compliance.no_restore_test", Severity.WARNING, "backups",
-                                    "backups were taken but none was test-restored in the period",
+                                    "backups were taken but none was test-restored "
+                                    + (f"in the period{since}" if pruned else "in the period"),
                                     "schedule backup.verify (weekly)"))
     sec.verdict = "attention" if findings else ("ok" if rows else None)
     if not rows:
@@ -176,13 +212,15 @@ def patch_section(ctx: TaskContext, hist: History, start: datetime, end: datetim
     return sec, findings
 
 
-def findings_section(ctx: TaskContext, hist: History, start: datetime, end: datetime) -> Section:
+def findings_section(ctx: TaskContext, hist: History, start: datetime, end: datetime,
+                     pruned: datetime | None = None) -> Section:
     assert ctx.config is not None
     rows = []
     totals = Counter[str]()
     for job in ctx.config.jobs:
-        before = [r for r in hist.runs(job=job, limit=1, statuses=["ok", "warn", "fail", "error"])
-                  if r.scheduled_for < start]
+        # what was open when the period started: the newest run scheduled before it (not the newest overall:
+        # a past period's job kept running after it)
+        before = hist.runs(job=job, before=start, limit=1, statuses=["ok", "warn", "fail", "error"])
         runs = sorted([r for r in _runs(hist, job, start, end) if r.status in ("ok", "warn", "fail", "error")],
                       key=lambda r: r.scheduled_for)
         if not runs:
@@ -199,7 +237,7 @@ def findings_section(ctx: TaskContext, hist: History, start: datetime, end: date
         totals.update(opened=opened, closed=closed, still_open=len(prev))
         if opened or closed or prev:
             rows.append([job, len(runs), opened, closed, len(prev)])
-    sec = Section("Findings opened and closed", [
+    sec = Section("Findings opened and closed", [*_pruned_note(pruned),
         f"{totals['opened']} finding(s) opened and {totals['closed']} closed in the period; {totals['still_open']} "
         "open at its end (warnings and critical findings, by check and subject)."])
     sec.tables.append(Table(["job", "runs", "opened", "closed", "open at end"], rows))
@@ -231,8 +269,8 @@ def access_section(ctx: TaskContext) -> tuple[Section, list[Finding]]:
     return sec, findings
 
 
-def windows_section(ctx: TaskContext, hist: History, start: datetime, end: datetime
-                    ) -> tuple[Section, list[Finding]]:
+def windows_section(ctx: TaskContext, hist: History, start: datetime, end: datetime,
+                    pruned: datetime | None = None) -> tuple[Section, list[Finding]]:
     """Maintenance runs by trigger and status; for jobs bound to a window, whether each run started inside it."""
     assert ctx.config is not None
     rows = []
@@ -272,7 +310,7 @@ def windows_section(ctx: TaskContext, hist: History, start: datetime, end: datet
                 f"{len(outside_scheduled)} run(s) of {job} started outside window {jc.window}: "
                 + ", ".join(outside_scheduled[:10]), "check the job's window and the daemon's clock",
                 value=len(outside_scheduled)))
-    sec = Section("Maintenance windows kept", [
+    sec = Section("Maintenance windows kept", [*_pruned_note(pruned),
         f"{total['runs']} maintenance run(s): {total['ok']} succeeded, {total['deferred']} were deferred to their "
         f"maintenance window, {total['skipped']} skipped (blackouts, overlap), {total['failed']} failed. "
         + (f"Of the runs of the {bound} window-bound job(s), {total['inside']} started inside the window and "
@@ -291,23 +329,40 @@ def build(ctx: TaskContext, options: ComplianceOptions, hist: History) -> tuple[
     start, end = period_bounds(options.period, now)
     findings: list[Finding] = []
     sections = []
-    for fn in (backups_section, patch_section):
-        sec, f = fn(ctx, hist, start, end)
-        sections.append(sec)
-        findings += f
-    sections.append(findings_section(ctx, hist, start, end))
+    assert ctx.config is not None
+    # runs retention deleted are not runs that never happened: when it reached into the period, say so
+    deleted = hist.runs_deleted_through()
+    pruned = deleted if deleted is not None and deleted >= start else None
+    if pruned is not None:
+        need = LOOKBACK[options.period]
+        findings.append(Finding(
+            "security.compliance.history_incomplete", Severity.WARNING, "history",
+            f"the period starts {start:%Y-%m-%d} but history retention deleted runs that finished up to "
+            f"{pruned:%Y-%m-%d %H:%M} UTC: backups, verifications, findings and maintenance runs before then "
+            "are missing from this report",
+            f"keep runs at least {need.days} days (history_retention -> runs: {need.days}d) for period "
+            f"{options.period!r}; runs already deleted cannot be reported on",
+            data={"period_start": start.isoformat(), "runs_deleted_through": pruned.isoformat()}))
+    sec, f = backups_section(ctx, hist, start, end, pruned)
+    sections.append(sec)
+    findings += f
+    sec, f = patch_section(ctx, hist, start, end)
+    sections.append(sec)
+    findings += f
+    sections.append(findings_section(ctx, hist, start, end, pruned))
     if options.access_review:
         sec, f = access_section(ctx)
         sections.append(sec)
         findings += f
-    sec, f = windows_section(ctx, hist, start, end)
+    sec, f = windows_section(ctx, hist, start, end, pruned)
     sections.append(sec)
     findings += f
-    assert ctx.config is not None
     meta = [("Organization", options.organization or "—"), ("Node", ctx.config.node),
             ("Period", f"{start:%Y-%m-%d} to {(end - timedelta(seconds=1)):%Y-%m-%d} (UTC)"),
             ("Generated", now.strftime("%Y-%m-%d %H:%M UTC")), ("Frameworks", ", ".join(options.frameworks)),
-            ("Source", "upkeeper run history (every run recorded with findings and metrics)")]
+            ("Source", "upkeeper run history (every run recorded with findings and metrics)"
+             + (f"; incomplete: runs that finished up to {pruned:%Y-%m-%d %H:%M} UTC were deleted by history "
+                "retention" if pruned is not None else ""))]
     label = f"{start:%Y-%m}" if options.period != "last_30_days" else f"{start:%Y-%m-%d}"
     return Document(f"Maintenance and security evidence — {label}", meta, sections), findings
 
@@ -324,6 +379,13 @@ class SecurityCompliance(Task[ComplianceOptions]):
     Options = ComplianceOptions
     category = "security"
     default_timeout = 600
+
+    @classmethod
+    def config_problems(cls, options: Any, config: Any) -> list[tuple[str, str, str]]:
+        if not isinstance(options, ComplianceOptions):
+            return []
+        problem = retention_problem(options.period, config.history_retention.runs)
+        return [("period", *problem)] if problem else []
 
     def run(self, ctx: TaskContext, options: ComplianceOptions) -> Result:
         hist = open_history(ctx)
