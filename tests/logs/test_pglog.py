@@ -116,6 +116,49 @@ def test_errors_by_sqlstate_from_prefix_verbose_and_inference() -> None:
     assert infer_sqlstate(b"canceling statement due to statement timeout") == "57014"
 
 
+def test_autovacuum_runs_of_every_kind_and_operator_errors() -> None:
+    """Lines as PostgreSQL 15 wrote them (an aggressive run happened on template1 after a pgbench load): every
+    autovacuum run counts, as pgBadger counts them ("automatic (aggressive )?vacuum (to prevent wraparound )?of
+    table"; the wraparound wording is PostgreSQL's own, vacuumlazy.c)."""
+    log = (
+        '2026-12-05 06:22:18.899 UTC [8005] LOG:  automatic vacuum of table "postgres.public.t": index scans: 1\n'
+        "\tpages: 0 removed, 11 remain, 11 scanned (100.00% of total)\n"
+        '2026-12-05 06:22:19.530 UTC [8017] LOG:  automatic aggressive vacuum of table "template1.pg_catalog.pg_proc":'
+        " index scans: 0\n"
+        '2026-12-05 06:22:19.531 UTC [8017] LOG:  automatic aggressive vacuum to prevent wraparound of table '
+        '"template1.pg_catalog.pg_class": index scans: 0\n'
+        '2026-12-05 06:22:19.532 UTC [8017] LOG:  automatic vacuum to prevent wraparound of table "x.public.y": '
+        "index scans: 0\n"
+        '2026-12-05 06:22:19.533 UTC [8017] LOG:  automatic analyze of table "postgres.public.t"\n'
+        "2026-12-05 06:22:19.534 UTC [8017] ERROR:  operator does not exist: text = smallint at character 32\n"
+    )
+    rep = scan(log)
+    assert rep["autovacuum"] == {"vacuums": 4, "analyzes": 1} and rep["unparsed"] == 0
+    assert rep["errors"]["by_sqlstate"] == {"42883": 1}
+
+
+def test_messages_in_another_language_are_counted_not_ignored() -> None:
+    """lc_messages = 'fr_FR.UTF-8' (lines as PostgreSQL 15 wrote them): neither we nor pgBadger understand
+    them; the durations are counted as translated (the task says so) and the translated severities unparsed."""
+    log = (
+        "2026-12-05 06:24:41.072 UTC [10741] postgres@postgres LOG:  durée : 0.065 ms  exécute <unnamed>: "
+        "UPDATE t SET v = $1 WHERE id = $2\n"
+        "2026-12-05 06:24:41.072 UTC [10741] postgres@postgres DÉTAIL:  paramètres : $1 = 'x\n"
+        "\ty', $2 = '0'\n"
+        "2026-12-05 06:24:41.195 UTC [10741] postgres@postgres LOG:  durée : 121.324 ms, instruction : "
+        "SELECT pg_sleep(0.12)\n"
+        "2026-12-05 06:24:41.195 UTC [10741] postgres@postgres ERREUR:  division par zéro\n"
+        "2026-12-05 06:24:41.195 UTC [10741] postgres@postgres INSTRUCTION :  SELECT 1/0\n"
+        "2026-12-05 06:24:41.195 UTC [10741] postgres@postgres LOG:  Dauer: 0.036 ms  Anweisung: SELECT 1\n"
+    )
+    rep = scan(log, "%m [%p] %q%u@%d ")
+    assert rep["statements"]["count"] == 0
+    assert rep["translated_durations"] == 3 and rep["unparsed"] == 3
+    english = scan("2026-12-05 06:24:41.195 UTC [1] LOG:  duration: 0.008 ms  plan:\n\tQuery Text: SELECT 1\n"
+                   "2026-12-05 06:24:41.195 UTC [1] LOG:  duration: 0.010 ms  statement: SELECT 1\n")
+    assert english["translated_durations"] == 0 and english["statements"]["count"] == 1
+
+
 def test_locks_deadlocks_temp_files_checkpoints() -> None:
     log = (
         "2024-03-01 10:00:00.1 UTC [5] LOG:  process 5 still waiting for ShareLock on transaction 9 after 1000.5 ms\n"

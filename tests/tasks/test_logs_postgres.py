@@ -250,6 +250,8 @@ def test_errors_by_sqlstate_agree_with_pgbadger(services_dir: Path, tmp_path: Pa
 LOG_DURATION_CONF = f"""
 log_duration = on
 log_statement = 'all'
+session_preload_libraries = 'auto_explain'
+auto_explain.log_min_duration = 0
 lc_messages = 'C'
 log_line_prefix = '{pgworkload.LOG_LINE_PREFIX}'
 """
@@ -259,7 +261,10 @@ def test_log_duration_pairs_with_extended_protocol_executes(services_dir: Path, 
     """log_duration + log_statement = 'all' (no log_min_duration_statement): a statement sent with the extended
     protocol (pgbench -M extended/prepared, psycopg with and without prepared statements, in a pipeline) is
     logged as "execute <name>: …" and its duration on a bare "duration:" line after it; its Parse and Bind
-    each log a bare duration before it.  Every statement that ran is counted once, with its own duration."""
+    each log a bare duration before it.  Every statement that ran is counted once, with its own duration.
+    auto_explain logs each plan (text, then JSON) as "duration: X ms  plan:" between a statement and its bare
+    duration: not a statement, and the statement still gets its duration (pgBadger 12 counts each plan as a
+    query of its own: it is not the reference here)."""
     cluster = PostgresCluster(services_dir / "pg-log-duration", extra_conf=LOG_DURATION_CONF)
     cluster.start()
     try:
@@ -271,6 +276,7 @@ def test_log_duration_pairs_with_extended_protocol_executes(services_dir: Path, 
             subprocess.run([pgbench, "-n", "-M", mode, "-t", "20", "postgres"], env=env, check=True,
                            capture_output=True)
         with cluster.connect() as c:
+            c.execute("SET auto_explain.log_format = 'json'")
             c.execute("CREATE TABLE upk_ext (id int PRIMARY KEY, v text)")  # no parameters: simple protocol
             for i in range(10):
                 c.execute("INSERT INTO upk_ext VALUES (%s, %s)", (i, f"v{i}"), prepare=True)  # named: Bind only
@@ -288,6 +294,7 @@ def test_log_duration_pairs_with_extended_protocol_executes(services_dir: Path, 
     log.write_bytes(cluster.log.read_bytes()[start:])
     text = log.read_text()
     assert "LOG:  execute <unnamed>: UPDATE pgbench_accounts" in text and "LOG:  execute P_1: UPDATE" in text
+    assert "plan:\n\tQuery Text: UPDATE pgbench_accounts" in text and 'plan:\n\t{\n\t  "Query Text": "SELECT v' in text
     mine = ours(log, pgworkload.LOG_LINE_PREFIX)
     fps = {q["fingerprint"]: q for q in mine["most_frequent"]}
     counts = {fp: q["count"] for fp, q in fps.items()}
@@ -343,6 +350,30 @@ def test_padded_log_line_prefix_read_from_the_server(cli: Any, make_config: Any,
     assert data["errors"]["inferred_sqlstates"] == 0  # every SQLSTATE read from %e, none guessed
     fps = {q["fingerprint"]: q for q in data["most_frequent"]}
     assert fps["update upk_items set qty = qty + ? where id = ?"]["count"] == done["statements"] // 3
+
+def test_a_log_in_another_language_says_so(cli: Any, make_config: Any, tmp_path: Path) -> None:
+    """lc_messages = 'fr_FR.UTF-8' (lines as PostgreSQL 15 wrote them in this audit's run): nothing is understood
+    (neither by pgBadger), so the finding names lc_messages instead of blaming log_line_prefix, and the report does
+    not pass for a quiet server."""
+    log = tmp_path / "postgresql.log"
+    log.write_text(
+        "2026-12-05 06:24:41.071 UTC [10741] postgres@postgres LOG:  durée : 0.040 ms, instruction : SELECT 1\n"
+        "2026-12-05 06:24:41.072 UTC [10741] postgres@postgres LOG:  durée : 0.065 ms  exécute <unnamed>: "
+        "UPDATE t SET v = $1 WHERE id = $2\n"
+        "2026-12-05 06:24:41.072 UTC [10741] postgres@postgres DÉTAIL:  paramètres : $1 = 'x', $2 = '0'\n"
+        "2026-12-05 06:24:41.195 UTC [10741] postgres@postgres ERREUR:  division par zéro\n"
+        "2026-12-05 06:24:41.195 UTC [10741] postgres@postgres INSTRUCTION :  SELECT 1/0\n")
+    cfg = make_config({
+        "targets": {"db": {"kind": "postgres", "host": "127.0.0.1", "port": 1}},  # never contacted
+        "jobs": {"pg-logs": {"task": "logs.postgres", "target": "db", "options": {
+            "log_file": str(log), "log_line_prefix": "%m [%p] %q%u@%d ", "report_dir": str(tmp_path / "r")}}},
+    })
+    out = run(cli, cfg)
+    checks = {f["check"]: f for f in out["findings"]}
+    assert "logs.postgres.unparsed" not in checks
+    f = checks["logs.postgres.lc_messages"]
+    assert f["severity"] == "warning" and "2 durations" in f["message"] and "lc_messages = 'C'" in f["remediation"]
+
 
 def test_truncated_rotated_server_log_is_read_up_to_the_damage(cli: Any, make_config: Any, tmp_path: Path) -> None:
     """A truncated postgresql.log.1.gz failed every run ('cannot read …: None', the cursor never saved);

@@ -14,7 +14,8 @@ Understood entries (``log_line_prefix`` configurable, PostgreSQL's default ``%m 
 * lock waits (``log_lock_waits``), statements that failed for a lock (SQLSTATE 55P03:
   ``lock_timeout``, ``NOWAIT``), deadlocks, temporary files (``log_temp_files``),
   checkpoints and a standby's restartpoints (``log_checkpoints``: reasons, buffers,
-  write/sync time, "occurring too frequently"), autovacuum/autoanalyze runs, connections.
+  write/sync time, "occurring too frequently"), autovacuum/autoanalyze runs (aggressive and wraparound
+  ones too), connections.  auto_explain plans ("duration: … plan:") are no statements and break no pairing.
 
 Duration entries — the bulk of a busy log — are extracted for a whole buffer with
 one ``findall``; their statements are fingerprinted together (see
@@ -149,7 +150,7 @@ _SQLSTATE_PATTERNS: tuple[tuple[str, str], ...] = (
     ("3D000", r"^database \".*\" does not exist"),
     ("42P01", r"^relation \".*\" does not exist|^missing FROM-clause entry"),
     ("42703", r"^column \".*\" (?:of relation \".*\" )?does not exist"),
-    ("42883", r"^(?:function|operator) .* does not exist"),
+    ("42883", r"^(?:function|operator) (?:.* )?does not exist"),
     ("42601", r"^syntax error at|^unterminated quoted string|^zero-length delimited identifier"),
     ("42501", r"^permission denied|^must be owner of"),
     ("42P07", r"^relation \".*\" already exists"),
@@ -227,6 +228,12 @@ _STATEMENT = re.compile(rb"statement: ")
 _EXECUTE = re.compile(rb"execute (?:fetch from )?[^:\n]*: ")
 #: bare durations of a backend kept until its "execute …:" line tells they were its Parse and Bind
 MAX_UNPAIRED = 2
+#: an autovacuum run's report: PostgreSQL 14+ also writes "automatic aggressive vacuum …" (a freezing scan) and
+#: "automatic [aggressive ]vacuum to prevent wraparound of table …" (as pgBadger reads them)
+_AUTOVACUUM = re.compile(rb"automatic (?:aggressive )?vacuum (?:to prevent wraparound )?of table ")
+#: a duration in another language than English (lc_messages: "durée : 0.036 ms, instruction : …", "Dauer: 0.036 ms
+#: Anweisung: …"): nothing of such a log is recognized but its SQLSTATEs, so it is counted to say so
+_TRANSLATED_DURATION = re.compile(rb"[^\s:\d][^:\n]{0,40}?: \d+(?:[.,]\d+)? ms(?:[ ,]|$)")
 _TOO_FREQUENT = re.compile(rb"checkpoints are occurring too frequently \((\d+) seconds? apart\)")
 
 
@@ -290,6 +297,8 @@ class PgPartial:
     autovacuum: int = 0
     autoanalyze: int = 0
     connections: int = 0
+    #: LOG entries with a duration in another language (lc_messages other than English): not understood
+    translated: int = 0
     first: bytes | None = None
     last: bytes | None = None
 
@@ -588,10 +597,14 @@ class PgAccumulator:
         p = self.p
         if msg.startswith(b"duration: "):
             bm = _BARE_DURATION.match(msg)
+            if bm is None:
+                # auto_explain's "duration: X ms  plan:" (logged at the executor's end, before the statement's own
+                # log_duration line): not a statement, and the statement waiting for its duration still waits
+                return
             prev = self.last_statement.pop(pid, None)
-            if bm and prev is not None:  # log_duration + log_statement: pair them
+            if prev is not None:  # log_duration + log_statement: pair them
                 self._durations_bare(bm.group(1), prev[0], prev[1], ts)
-            elif bm:
+            else:
                 # no statement waits: with the extended protocol, a Parse or Bind (logged before the Execute's
                 # "execute …:" line), else a statement log_statement does not log (left out, as always)
                 seen = self.unpaired.pop(pid, [])
@@ -667,12 +680,14 @@ class PgAccumulator:
                 p.temp_max = max(p.temp_max, size)
                 self.pending[pid] = ("temp", size)
             return
-        if msg.startswith(b"automatic vacuum"):
+        if msg.startswith(b"automatic ") and _AUTOVACUUM.match(msg):
             p.autovacuum += 1
         elif msg.startswith(b"automatic analyze"):
             p.autoanalyze += 1
         elif msg.startswith(b"connection authorized"):
             p.connections += 1
+        elif _TRANSLATED_DURATION.match(msg):
+            p.translated += 1
 
     def _durations_bare(self, ms_b: bytes, q: bytes, pos: Pos, ts: bytes | None) -> None:
         p = self.p
@@ -697,7 +712,8 @@ def merge(parts: list[PgPartial]) -> PgPartial:
         for name in ("lines", "entries", "unparsed", "bytes_read", "prepare_ms", "prepare_count", "inferred_codes",
                      "lock_waits", "lock_acquired", "lock_failures", "restartpoints", "deadlocks", "temp_files", "temp_bytes", "checkpoints",
                      "checkpoint_buffers", "checkpoint_write_s", "checkpoint_sync_s", "checkpoint_total_s",
-                     "checkpoint_distance_kb", "checkpoint_warnings", "autovacuum", "autoanalyze", "connections"):
+                     "checkpoint_distance_kb", "checkpoint_warnings", "autovacuum", "autoanalyze", "connections",
+                     "translated"):
             setattr(out, name, getattr(out, name) + getattr(p, name))
         for name in ("durations", "by_hour", "by_db", "by_user", "errors", "errors_by_hour", "lock_types",
                      "lock_queries", "lock_failure_queries", "temp_queries", "temp_query_bytes", "checkpoint_reasons"):
@@ -780,6 +796,7 @@ def summarize(p: PgPartial, *, top_n: int = 20) -> dict[str, Any]:
         "lines": p.lines, "entries": p.entries, "unparsed": p.unparsed,
         "unparsed_pct": round(100.0 * p.unparsed / p.lines, 4) if p.lines else 0.0,
         "unparsed_samples": [redact(x) for x in p.unparsed_samples], "bytes_read": p.bytes_read,
+        "translated_durations": p.translated,
         "first": _s(p.first) or None, "last": _s(p.last) or None,
         "statements": {"count": total_n, "total_ms": round(total_ms, 3), "fingerprints": len(p.queries),
                        "percentiles": percentiles(hist.items(), (50, 90, 95, 99)),

@@ -119,7 +119,7 @@ _SQLSTATE_PATTERNS: tuple[tuple[str, str], ...] = (
     ("3D000", r"^database \".*\" does not exist"),
     ("42P01", r"^relation \".*\" does not exist|^missing FROM-clause entry"),
     ("42703", r"^column \".*\" (?:of relation \".*\" )?does not exist"),
-    ("42883", r"^(?:function|operator) .* does not exist"),
+    ("42883", r"^(?:function|operator) (?:.* )?does not exist"),  # CHANGED: "operator does not exist: …"
     ("42601", r"^syntax error at|^unterminated quoted string|^zero-length delimited identifier"),
     ("42501", r"^permission denied|^must be owner of"),
     ("42P07", r"^relation \".*\" already exists"),
@@ -191,6 +191,8 @@ _LOCK_WAIT = re.compile(
 _TEMP_FILE = re.compile(rb'temporary file: path "([^"]*)", size (\d+)')
 _BARE_DURATION = re.compile(rb"duration: ([\d.]+) ms$")
 _STATEMENT = re.compile(rb"statement: ")
+_AUTOVACUUM = re.compile(rb"automatic (?:aggressive )?vacuum (?:to prevent wraparound )?of table ")  # CHANGED
+_TRANSLATED_DURATION = re.compile(rb"[^\s:\d][^:\n]{0,40}?: \d+(?:[.,]\d+)? ms(?:[ ,]|$)")  # CHANGED
 _TOO_FREQUENT = re.compile(rb"checkpoints are occurring too frequently \((\d+) seconds? apart\)")
 
 
@@ -241,6 +243,7 @@ class PgPartial:
     autovacuum: int = 0
     autoanalyze: int = 0
     connections: int = 0
+    translated: int = 0  # CHANGED after freezing, as in upkeeper.logs.pglog: durations in another language
     first: bytes | None = None
     last: bytes | None = None
 
@@ -423,8 +426,10 @@ class PgAccumulator:
         p = self.p
         if msg.startswith(b"duration: "):
             bm = _BARE_DURATION.match(msg)
+            if bm is None:  # CHANGED: auto_explain's "duration: X ms  plan:" leaves the statement waiting
+                return
             q = self.last_statement.pop(pid, None)
-            if bm and q is not None:  # log_duration + log_statement: pair them
+            if q is not None:  # log_duration + log_statement: pair them
                 self._durations_bare(bm.group(1), q, ts)
             return
         if msg.startswith(b"statement: "):
@@ -486,12 +491,14 @@ class PgAccumulator:
                 p.temp_max = max(p.temp_max, size)
                 self.pending[pid] = ("temp", size)
             return
-        if msg.startswith(b"automatic vacuum"):
+        if _AUTOVACUUM.match(msg):  # CHANGED: aggressive and wraparound runs too
             p.autovacuum += 1
         elif msg.startswith(b"automatic analyze"):
             p.autoanalyze += 1
         elif msg.startswith(b"connection authorized"):
             p.connections += 1
+        elif _TRANSLATED_DURATION.match(msg):  # CHANGED: durations in another language than English, counted
+            p.translated += 1
 
     def _durations_bare(self, ms_b: bytes, q: bytes, ts: bytes | None) -> None:
         p = self.p
@@ -525,7 +532,7 @@ def merge(parts: list[PgPartial]) -> PgPartial:
         for name in ("lines", "entries", "unparsed", "bytes_read", "prepare_ms", "prepare_count", "inferred_codes",
                      "lock_waits", "lock_acquired", "lock_failures", "restartpoints", "deadlocks", "temp_files", "temp_bytes", "checkpoints",
                      "checkpoint_buffers", "checkpoint_write_s", "checkpoint_sync_s", "checkpoint_total_s",
-                     "checkpoint_distance_kb", "checkpoint_warnings", "autovacuum", "autoanalyze", "connections"):
+                     "checkpoint_distance_kb", "checkpoint_warnings", "autovacuum", "autoanalyze", "connections", "translated"):  # CHANGED
             setattr(out, name, getattr(out, name) + getattr(p, name))
         for name in ("durations", "by_hour", "by_db", "by_user", "errors", "errors_by_hour", "lock_types",
                      "lock_queries", "lock_failure_queries", "temp_queries", "temp_query_bytes", "checkpoint_reasons"):
@@ -597,6 +604,7 @@ def summarize(p: PgPartial, *, top_n: int = 20) -> dict[str, Any]:
         "lines": p.lines, "entries": p.entries, "unparsed": p.unparsed,
         "unparsed_pct": round(100.0 * p.unparsed / p.lines, 4) if p.lines else 0.0,
         "unparsed_samples": p.unparsed_samples, "bytes_read": p.bytes_read,
+        "translated_durations": p.translated,  # CHANGED
         "first": _s(p.first) or None, "last": _s(p.last) or None,
         "statements": {"count": total_n, "total_ms": round(total_ms, 3), "fingerprints": len(p.queries),
                        "percentiles": percentiles(hist.items(), (50, 90, 95, 99)),

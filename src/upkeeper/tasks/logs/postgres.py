@@ -316,6 +316,16 @@ class PostgresLogs(Task[PostgresLogsOptions]):
 
     @staticmethod
     def _unparsed(o: PostgresLogsOptions, rep: dict[str, Any], server: dict[str, str], path: str) -> list[Finding]:
+        translated = rep.get("translated_durations", 0)
+        # more durations in another language than in English (an application's own RAISE LOG 'took: 5 ms' looks
+        # like one): the prefix matched, so the unparsed lines are translated severities (ERREUR, DÉTAIL …)
+        if translated > rep["statements"]["count"]:
+            return [Finding("logs.postgres.lc_messages", Severity.WARNING, path,
+                            f"the server logs in another language than English: {translated:,} durations (and "
+                            f"{rep['unparsed']:,} unparsed lines) not understood, so statements, lock waits, "
+                            "checkpoints, temporary files and autovacuum runs are missing from the report",
+                            "set lc_messages = 'C' in postgresql.conf and reload (pgBadger needs it too)",
+                            value=translated, data={"samples": rep["unparsed_samples"][:3]})]
         if rep["unparsed_pct"] <= o.unparsed_warn_pct:
             return []
         if rep["format"] != "stderr":
