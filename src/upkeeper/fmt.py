@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 
 
@@ -55,3 +56,14 @@ def local_time(ts: datetime | None, tz: str = "UTC", fmt: str = "%Y-%m-%d %H:%M 
     from zoneinfo import ZoneInfo
 
     return ts.astimezone(ZoneInfo(tz)).strftime(fmt)
+
+
+#: C0 and C1 control characters (ESC, BEL, NUL, CR, newline …): shown escaped, never sent to a terminal
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """``text`` with its control characters written as nginx escapes them (``\\x1B``): a log line, path or
+    user agent shown on a terminal cannot move the cursor, recolour, retitle or clear it (a client can
+    send ``GET /%1B[2J``, which is percent-decoded to ESC), and a sample stays on one line."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m[0]):02X}", text)

@@ -18,7 +18,7 @@ from rich.text import Text
 
 from upkeeper.cli._app import app, console, err_console, print_json
 from upkeeper.errors import UsageError
-from upkeeper.fmt import human_bytes
+from upkeeper.fmt import human_bytes, printable
 from upkeeper.redact import redact_obj
 
 logs_app = typer.Typer(help="Analyze nginx access logs, PostgreSQL logs and error logs now (no config needed).",
@@ -121,8 +121,8 @@ def _warn_unparsed(pct: float, count: int, what: str, sample: str, hint: str) ->
     first one and how to fix it."""
     if pct <= UNPARSED_WARN_PCT:
         return
-    err_console.print(f"Warning: {pct:.2f} % of lines ({count:,}) {what}" + (f"; the first: {sample}" if sample
-                      else ""), style="yellow", markup=False, soft_wrap=True)
+    err_console.print(f"Warning: {pct:.2f} % of lines ({count:,}) {what}" + (f"; the first: {printable(sample)}"
+                      if sample else ""), style="yellow", markup=False, soft_wrap=True)
     err_console.print(hint, markup=False, soft_wrap=True)
 
 
@@ -154,8 +154,8 @@ def _table(title: str, cols: list[str], rows: list[list[Any]], numeric: tuple[in
     t = Table(title=title, title_justify="left")
     for i, c in enumerate(cols):
         t.add_column(c, justify="right" if i in numeric else "left", overflow="fold")
-    for r in rows:  # cells quote log lines (paths, user agents): text, never Rich markup
-        t.add_row(*[Text(f"{v:,}" if isinstance(v, int) else (f"{v:,.1f}" if isinstance(v, float) else str(v)))
+    for r in rows:  # cells quote log lines (paths, user agents): text, never Rich markup nor terminal controls
+        t.add_row(*[Text(f"{v:,}" if isinstance(v, int) else (f"{v:,.1f}" if isinstance(v, float) else printable(str(v))))
                     for v in r])
     return t
 

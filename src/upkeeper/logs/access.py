@@ -36,6 +36,7 @@ from itertools import compress, repeat
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
+from upkeeper.fmt import printable
 from upkeeper.logs.classify import (
     FRONT_PAGES,
     LOCAL_STATUS_FILES,
@@ -779,9 +780,10 @@ class Accumulator:
         if len(p.invalid_samples) < self.opts.samples:
             # the format's credential fields ($http_authorization, $http_cookie …) masked before the
             # line is cut and kept; redact() then masks what is left (tasks/logs/nginx.py)
+            # (control characters escaped as nginx escapes them: NUL padding, a raw ESC of escape=none)
             sample = mask_line(line, self.sample_mask)[:500]
             p.invalid_samples.append({"source": source, "offset": offset, "reason": reason,
-                                      "line": sample.decode("utf-8", errors="replace")})
+                                      "line": printable(sample.decode("utf-8", errors="replace"))[:500]})
 
     # -- output --------------------------------------------------------------------------------
 

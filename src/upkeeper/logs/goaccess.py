@@ -410,6 +410,9 @@ class GoAccessLineParser:
         """
         if b"\0" in line:
             line = line.split(b"\0", 1)[0]
+            if not line:  # GoAccess 1.7 skips it as an empty line, the request after the NULs with it
+                raise LineError("the line starts with NUL bytes (the padding a crash leaves in a log file)",
+                                "starts with NUL")
         s = line
         n = len(s)
         if n == 0:
