@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -534,10 +535,42 @@ def test_a_missing_redis_check_rdb_fails_before_any_snapshot_is_taken(
 
 
 def _scratch_servers() -> set[int]:
-    """PIDs of redis-server processes listening on a unix socket of a verify's temp dir."""
-    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
-    return {int(ln.split()[0]) for ln in out.splitlines()[1:]
-            if "redis-server" in ln and "upkeeper-verify-" in ln}
+    """PIDs of scratch redis-servers (a socket in a verify's temp dir) this test process started: its own
+    descendants only, never those of a test running in another xdist worker at the same time."""
+    import psutil
+
+    found = set()
+    for child in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            args = " ".join(child.cmdline())
+            if "redis-server" in args and "upkeeper-verify-" in args:
+                found.add(child.pid)
+    return found
+
+
+@pytest.fixture
+def scratch_starts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Record every scratch redis-server this test's runs start: ``redis-server`` on PATH becomes a script in
+    tmp_path that writes its arguments to a file of this test, then execs the real binary.  Returns a function
+    giving the recorded command lines of servers started on an RDB (not ``--version``)."""
+    import shutil
+
+    real = shutil.which("redis-server")
+    if real is None:
+        pytest.skip("no redis-server on this host")
+    bin_dir = tmp_path / "shim-bin"
+    bin_dir.mkdir()
+    log = tmp_path / "redis-server-starts.log"
+    shim = bin_dir / "redis-server"
+    shim.write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" >> "{log}"\nexec "{real}" "$@"\n')
+    shim.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
+
+    def starts() -> list[str]:
+        lines = log.read_text().splitlines() if log.exists() else []
+        return [ln for ln in lines if "--dbfilename" in ln]
+
+    return starts
 
 
 def test_verify_test_restores_the_rdb_into_a_throw_away_redis_server(
@@ -725,7 +758,8 @@ def test_smoke_checks_that_carry_a_password_never_show_it(
 
 
 def test_verify_does_not_test_restore_an_rdb_this_host_lacks_the_memory_for(
-        cli: Any, make_config: Any, tmp_path: Path, redis_clean: RedisServer, age_key: AgeKey) -> None:
+        cli: Any, make_config: Any, tmp_path: Path, redis_clean: RedisServer, age_key: AgeKey,
+        scratch_starts: Any) -> None:
     """The scratch redis-server loaded any RDB next to the production Redis, whatever its size: a 20 GB dataset
     drove the host into the OOM killer.  The backup records the server's used_memory; the verify compares it
     (else the RDB's size × 3) plus min_free_memory with MemAvailable: short → not test-restored, saying why,
@@ -745,7 +779,7 @@ def test_verify_does_not_test_restore_an_rdb_this_host_lacks_the_memory_for(
     [step] = [s for s in art["steps"] if s.startswith("not test-restored: needs ~")]
     assert "used_memory at backup time" in step and "available" in step and "redis-check-rdb" in step, step
     assert any(s.startswith("redis-check-rdb: RDB looks OK") for s in art["steps"]), art
-    assert not _scratch_servers()
+    assert scratch_starts() == [], "a scratch redis-server was started"
     # an older backup without used_memory: the RDB's size × 3; min_free_memory is the job's to set
     _rewrite_rdb(cli, cfg, tmp_path / "store", age_key, lambda rdb: rdb, used_memory=None)
     import yaml
@@ -757,10 +791,13 @@ def test_verify_does_not_test_restore_an_rdb_this_host_lacks_the_memory_for(
     [art] = run["artifacts"]
     assert art["ok"] and art["test_restored"] is False, art
     assert any("the RDB's size × 3" in s for s in art["steps"]), art
+    assert scratch_starts() == [], "a scratch redis-server was started"
     data["jobs"]["cache-verify"]["options"] = {}
     cfg.write_text(yaml.safe_dump(data))
     [art] = cli(["--config", cfg, "run", "cache-verify", "--json"]).json()[0]["artifacts"]
     assert art["ok"] and art["test_restored"] is True, art
+    assert len(scratch_starts()) == 1, scratch_starts()  # the record sees a start when there is one
+    assert not _scratch_servers()
     assert cli(["--config", cfg, "backups", "show", bid, "--json"]).json()["status"] == "verified"
 
 

@@ -61,9 +61,23 @@ def tls_redis(services_dir: Path, pki: Pki) -> Iterator[RedisServer]:
 
 @pytest.fixture
 def tls_clean(tls_redis: RedisServer) -> Iterator[RedisServer]:
-    tls_redis.client().flushall()
+    with tls_redis.client() as c:  # closed now: a dropped client's connection may last until the cyclic GC
+        c.flushall()
     yield tls_redis
-    tls_redis.client().config_set("tls-auth-clients", "yes")
+    with tls_redis.client() as c:
+        c.config_set("tls-auth-clients", "yes")
+
+
+@pytest.fixture
+def tls_probe(tls_clean: RedisServer) -> Iterator[Any]:
+    """A client of the server that watches its connections; closed at the end of the test (a test's locals can
+    outlive it in a reference cycle — a traceback of pytest.raises — and its connection with them)."""
+    with tls_clean.client() as probe:
+        yield probe
+
+
+def _client_ids(probe: Any) -> set[int]:
+    return {int(c["id"]) for c in probe.client_list()}
 
 
 def _without_client_cert(target: dict[str, Any]) -> dict[str, Any]:
@@ -211,20 +225,19 @@ def test_docs_tls_example_runs(cli: Any, tmp_path: Path, tls_clean: RedisServer,
     assert r.code == 0 and r.json()[0]["status"] == "ok", r.output
 
 
-def test_closing_a_tls_client_closes_its_connection(tls_clean: RedisServer) -> None:
+def test_closing_a_tls_client_closes_its_connection(tls_clean: RedisServer, tls_probe: Any) -> None:
     from upkeeper.tasks.redis._conn import client_for
 
     target = RedisTarget.model_validate(tls_clean.target())
-    probe = tls_clean.client()
-    before = len(probe.client_list())
+    before = _client_ids(tls_probe)
     c = client_for(target)
     c.ping()
-    assert len(probe.client_list()) == before + 1
+    assert len(_client_ids(tls_probe) - before) == 1
     c.close()  # the object stays referenced: nothing but close() may drop the connection
     deadline = time.monotonic() + 3
-    while len(probe.client_list()) != before and time.monotonic() < deadline:
+    while _client_ids(tls_probe) - before and time.monotonic() < deadline:
         time.sleep(0.05)  # the server sees the hang-up a moment later
-    assert len(probe.client_list()) == before
+    assert not _client_ids(tls_probe) - before
     del c
 
 
@@ -342,41 +355,56 @@ def _passphrase_target(tmp_path: Path, server: RedisServer, pki: Pki, passphrase
 @dataclass(frozen=True)
 class _Held:
     """What this process holds that a relay could leave behind: its threads, sockets, temp directories and child
-    processes, and the server's client connections."""
+    processes, and the server's client connections (by id).  Compared as "nothing new": a connection or socket of
+    an earlier test that ends meanwhile (a client the cyclic GC closes late) is no leak of this one."""
 
     threads: tuple[str, ...]
-    sockets: int
-    relay_dirs: tuple[str, ...]
-    children: tuple[int, ...]
-    server_clients: int
+    sockets: frozenset[str]
+    relay_dirs: frozenset[str]
+    children: frozenset[int]
+    server_clients: frozenset[int]
 
     @staticmethod
     def now(probe: Any) -> _Held:
         import threading
 
         me = str(os.getpid())
-        sockets = 0
+        sockets = set()
         for fd in os.listdir("/proc/self/fd"):
             with contextlib.suppress(OSError):
-                sockets += os.readlink(f"/proc/self/fd/{fd}").startswith("socket:")
-        children = []
+                link = os.readlink(f"/proc/self/fd/{fd}")
+                if link.startswith("socket:"):
+                    sockets.add(link)
+        children = set()
         for pid in filter(str.isdigit, os.listdir("/proc")):
             with contextlib.suppress(OSError):
                 stat = Path(f"/proc/{pid}/stat").read_text()
                 if stat[stat.rindex(")") + 2:].split()[1] == me:
-                    children.append(int(pid))
-        return _Held(tuple(sorted(t.name for t in threading.enumerate() if "relay" in t.name)), sockets,
-                     tuple(sorted(p.name for p in Path(tempfile.gettempdir()).glob("upkeeper-tls-relay-*"))),
-                     tuple(sorted(children)), len(probe.client_list()))
+                    children.add(int(pid))
+        return _Held(tuple(sorted(t.name for t in threading.enumerate() if "relay" in t.name)), frozenset(sockets),
+                     frozenset(p.name for p in Path(tempfile.gettempdir()).glob("upkeeper-tls-relay-*")),
+                     frozenset(children), frozenset(_client_ids(probe)))
+
+    def new_since(self, before: _Held) -> dict[str, Any]:
+        """What is held now that ``before`` did not hold (empty: nothing left behind)."""
+        from collections import Counter
+
+        new = {"threads": sorted((Counter(self.threads) - Counter(before.threads)).elements()),
+               "sockets": sorted(self.sockets - before.sockets),
+               "relay_dirs": sorted(self.relay_dirs - before.relay_dirs),
+               "children": sorted(self.children - before.children),
+               "server_clients": sorted(self.server_clients - before.server_clients)}
+        return {k: v for k, v in new.items() if v}
 
 
 def _nothing_left(probe: Any, before: _Held) -> None:
-    """Back to ``before`` (``probe``: a client of the server) within a few seconds (the server sees a hang-up a
-    moment later)."""
+    """Nothing held that ``before`` did not (``probe``: a client of the server) within a few seconds (the server
+    sees a hang-up a moment later)."""
     deadline = time.monotonic() + 15  # generous: under a loaded machine a worker process ends slowly
-    while (now := _Held.now(probe)) != before and time.monotonic() < deadline:
+    while (new := _Held.now(probe).new_since(before)) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert now == before, [(c.get("addr"), c.get("name"), c.get("cmd"), c.get("age")) for c in probe.client_list()]
+    assert not new, (new, [(c.get("id"), c.get("addr"), c.get("name"), c.get("cmd"), c.get("age"))
+                           for c in probe.client_list()])
 
 
 def _failed_run(cli: Any, cfg: Path, tmp_path: Path, status: str = "fail") -> dict[str, Any]:
@@ -390,7 +418,8 @@ def _failed_run(cli: Any, cfg: Path, tmp_path: Path, status: str = "fail") -> di
 
 
 def test_relay_failures_before_the_download_end_clearly_and_leave_nothing(
-        cli: Any, make_config: Any, tmp_path: Path, tls_clean: RedisServer, pki: Pki, age_key: AgeKey) -> None:
+        cli: Any, make_config: Any, tmp_path: Path, tls_clean: RedisServer, pki: Pki, age_key: AgeKey,
+        tls_probe: Any) -> None:
     """The relay's own TLS connection fails — the server's certificate not signed by a CA of tls_ca_dir, the
     passphrase wrong, nothing listening: a TaskError naming the cause, and neither its thread, socket nor temp
     directory is left, nor a connection to the server.  A backup run fails the same way (at its client's first
@@ -409,7 +438,7 @@ def test_relay_failures_before_the_download_end_clearly_and_leave_nothing(
         ({"tls_key_password_file": str(tmp_path / "wrong.pass")}, "does not decrypt tls_key_file", False),
         ({"port": closed_port}, f"cannot connect to Redis rediss://127.0.0.1:{closed_port}", True),
     ]
-    probe = tls_clean.client()
+    probe = tls_probe
     probe.ping()
     before = _Held.now(probe)
     for fields, cause, as_run in cases:  # (a wrong passphrase's run: test_key_with_passphrase)
@@ -424,7 +453,8 @@ def test_relay_failures_before_the_download_end_clearly_and_leave_nothing(
 
 
 def test_relay_server_ending_or_refusing_the_transfer_fails_the_run_and_ends_the_relay(
-        cli: Any, make_config: Any, tmp_path: Path, tls_clean: RedisServer, pki: Pki, age_key: AgeKey) -> None:
+        cli: Any, make_config: Any, tmp_path: Path, tls_clean: RedisServer, pki: Pki, age_key: AgeKey,
+        tls_probe: Any) -> None:
     """Through the relay, the server ends the download's connection once the transfer is under way (CLIENT KILL
     of the replica redis-cli --rdb is to it, while the server waits repl-diskless-sync-delay), or refuses SYNC
     (ACL): the download fails naming the cause, the relay's thread ends, its socket, temp directory and the
@@ -436,7 +466,7 @@ def test_relay_server_ending_or_refusing_the_transfer_fails_the_run_and_ends_the
     from upkeeper.tasks.redis._conn import tls_relay
 
     target = _passphrase_target(tmp_path, tls_clean, pki)
-    probe = tls_clean.client()
+    probe = tls_probe
     probe.set("k", "v")
     before = _Held.now(probe)
     killed: list[int] = []

@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from upkeeper.sandbox.postgres import PostgresCluster
 from upkeeper.sandbox.s3 import SeaweedS3
 
@@ -117,3 +119,49 @@ def test_backup_to_sftp_and_verify_from_it(cli: Any, pg: PostgresCluster, app_db
     r = cli(["--config", cfg, "run", "backup-verify", "--json"])
     assert r.code == 0, r.output
     assert r.json()[0]["artifacts"][0]["tables"] == len(counts)
+
+
+def test_sync_reads_each_manifest_from_s3_once(cli: Any, make_config: Any, tmp_path: Path, s3_server: SeaweedS3,
+                                               s3_bucket: str, age_key: AgeKey,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """`backups sync` read every manifest.json twice from each storage (listing the sets, then once more to
+    record it) and asked S3 for its size in between: the requests it sends are counted, and each manifest is
+    fetched once, never HEAD-ed; the catalog it rebuilds is the one the backups wrote."""
+    from collections import Counter
+
+    import upkeeper.storage.s3 as s3mod
+
+    root = tmp_path / "site"
+    root.mkdir()
+    (root / "index.html").write_text("<h1>hi</h1>\n")
+    cfg = make_config({
+        "targets": {"web": {"kind": "app", "root": str(root)}},
+        "storages": {"offsite": s3_server.storage_config(s3_bucket, prefix="backups")},
+        "backup": {"encryption": {"recipients": [age_key.recipient]}},
+        "jobs": {"site-backup": {"task": "files.backup", "target": "web", "options": {"paths": ["index.html"]}}},
+    })
+    for _ in range(2):
+        assert cli(["--config", cfg, "run", "site-backup", "--json"]).code == 0
+    written = {row["id"]: cli(["--config", cfg, "backups", "show", row["id"], "--json"]).json()
+               for row in cli(["--config", cfg, "backups", "list", "--json"]).json()}
+    assert len(written) == 2, written
+    (tmp_path / "history.db").unlink()  # a lost catalog, rebuilt from storage
+    requests: Counter[tuple[str, str]] = Counter()
+    real_session = s3mod._botocore_session
+
+    def counting_session() -> Any:
+        session = real_session()
+        session.register("before-parameter-build.s3", lambda model, params, **_: requests.update(
+            [(model.name, str(params.get("Key", "")))]))
+        return session
+
+    monkeypatch.setattr(s3mod, "_botocore_session", counting_session)
+    r = cli(["--config", cfg, "backups", "sync", "--json"])
+    assert r.code == 0 and r.json()["added"] == 2, r.output
+    manifests = {k: n for (op, k), n in requests.items() if k.endswith("/manifest.json")}
+    assert len(manifests) == 2 and all(k.startswith("backups/web/") for k in manifests), requests
+    assert {(op, k): n for (op, k), n in requests.items() if k in manifests} == \
+        {("GetObject", k): 1 for k in manifests}, requests
+    for bid, row in written.items():  # as the backup recorded it, but for the run that made it
+        shown = cli(["--config", cfg, "backups", "show", bid, "--json"]).json()
+        assert {**shown, "run_id": None} == {**row, "run_id": None}, (shown, row)

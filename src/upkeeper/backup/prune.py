@@ -59,7 +59,8 @@ class SetIndex:
 
 def index_sets(storages: Sequence[Storage], target: str | None = None, database: str | None = None,
                errors: list[str] | None = None, unlisted: dict[str, UpkeeperError] | None = None,
-               known: Mapping[str, Manifest] | None = None) -> dict[tuple[str, str], SetIndex]:
+               known: Mapping[str, Manifest] | None = None,
+               read: dict[tuple[str, str], Manifest] | None = None) -> dict[tuple[str, str], SetIndex]:
     """What the storages hold.  A storage that cannot be listed is left out (never taken for an empty one):
     its error goes to ``errors`` and, by storage name, to ``unlisted``.  ``known``: manifests by set id (with
     the SHA-256 of their manifest.json, as the catalog recorded them or as this process wrote them): only their
@@ -68,7 +69,8 @@ def index_sets(storages: Sequence[Storage], target: str | None = None, database:
     where the listing shows that file with that very size (see :func:`usable_copy`); one without a size is
     hashed as it is read and not parsed again when it has those very bytes (:func:`read_manifest`); any other
     manifest.json is read and parsed.  Which sets exist, complete or not, and with which objects, always comes
-    from the listing."""
+    from the listing.  ``read``, when given, receives the manifest of each complete set by (storage name, set id)
+    — without its file lists — for a caller that needs them (``backups sync``) not to read them again."""
     out: dict[tuple[str, str], SetIndex] = {}
     for storage in storages:
         try:
@@ -101,6 +103,8 @@ def index_sets(storages: Sequence[Storage], target: str | None = None, database:
                         errors.append(problem)
                     idx.damaged.setdefault(st.id, []).append((storage, problem))
                     continue
+                if read is not None:
+                    read[(storage.name, st.id)] = m
                 kind, t, where = idx.complete.get(st.id, (m.kind, m.started_at, []))
                 if m.rekeyed_from:
                     idx.rekeyed_from[st.id] = m.rekeyed_from

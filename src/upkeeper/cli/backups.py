@@ -1307,7 +1307,8 @@ def sync_cmd(
     errors: list[str] = []
     try:
         unlisted: dict[str, UpkeeperError] = {}
-        index = index_sets(storages, None, None, errors, unlisted)
+        manifests: dict[tuple[str, str], Manifest] = {}  # each read once, while listing: recorded as read
+        index = index_sets(storages, None, None, errors, unlisted, read=manifests)
         rows = {r.id: r for r in catalog.list()}
         found: dict[str, int] = {s.name: 0 for s in storages}  # sets with a manifest, readable or not
         unreadable: dict[str, set[str]] = {}  # set id -> storages where its manifest could not be read
@@ -1336,20 +1337,15 @@ def sync_cmd(
                               "gone: 'upkeeper backups sync --force'")
         unknown = set(unlisted) | empty  # storages whose contents we could not see
         seen: set[str] = set()
-        for (t, db), idx in sorted(index.items()):
+        for _t_db, idx in sorted(index.items()):
             for bid, (_kind, _when, where) in sorted(idx.complete.items()):
-                try:
-                    located = locate(where, t, db, bid)
-                except UpkeeperError as exc:  # gone or changed since it was listed
-                    errors.append(exc.message)
-                    unreadable.setdefault(bid, set()).update(st.name for st in where)
-                    continue
+                manifest = manifests[(where[0].name, bid)]  # the first storage's copy, as a restore reads it
                 row = rows.get(bid)
                 # the storages listed are those holding it now, and those we could not look into
                 holders = {st.name for st in where}
                 if row is not None:
                     holders |= {n for n in (row.storages or []) if n in unknown | unreadable.get(bid, set())}
-                catalog.record(located.manifest, sorted(holders))
+                catalog.record(manifest, sorted(holders))
                 with catalog.history.session() as s:
                     r = s.get(BackupRow, bid)
                     if r is not None:
