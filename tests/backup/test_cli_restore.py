@@ -198,6 +198,40 @@ def test_restore_gives_the_database_its_owner_privileges_comment_and_settings(
         pg.execute(f'DROP ROLE "{role}"')
 
 
+_LOCALE = ("SELECT pg_encoding_to_char(encoding), datcollate, datctype, datlocprovider, daticulocale FROM pg_database "
+           "WHERE datname = %s")
+
+
+def test_restore_keeps_the_databases_encoding_and_collation(
+        cli: Any, pg: PostgresCluster, pg_db: str, backup_config: Any) -> None:
+    """The database comes back with its encoding, locale provider, collation and ctype, as pg_restore --create
+    gives them, under any name and when it replaces one: text sorts and compares as it did.  (It came back with
+    the server's defaults: UTF8, libc C.UTF-8, sorting 'B' before 'a'.)"""
+    db = pg_db
+    pg.execute(f'DROP DATABASE "{db}"')
+    pg.execute(f"CREATE DATABASE \"{db}\" ENCODING 'LATIN1' LOCALE_PROVIDER icu ICU_LOCALE 'de' LOCALE 'C' "
+               "TEMPLATE template0")
+    pg.execute("CREATE TABLE words (w text); INSERT INTO words VALUES ('B'), ('a'), ('ä')", db)
+    sort = "SELECT string_agg(w, ',' ORDER BY w) FROM words"
+    assert pg.execute(sort, db)[0][0] == "a,ä,B"
+    [before] = pg.execute(_LOCALE, params=[db])
+    assert before == ("LATIN1", "C", "C", "i", "de"), before
+    cfg = backup_config(db)
+    bid = _backup(cli, cfg)
+    copy = f"{db}_Copy"  # a name that needs quoting
+    try:
+        r = cli(["--config", cfg, "backups", "restore", bid, "--database", copy, "--json"])
+        assert r.code == 0, r.output
+        assert pg.execute(_LOCALE, params=[copy])[0] == before
+        assert pg.execute(sort, copy)[0][0] == "a,ä,B"
+        r = cli(["--config", cfg, "backups", "restore", bid, "--database", copy, "--force", "--yes", "--json"])
+        assert r.code == 0 and r.json()["replaced"], r.output
+        assert pg.execute(_LOCALE, params=[copy])[0] == before
+        assert _scratch_databases(pg) == []
+    finally:
+        _drop(pg, copy)
+
+
 def test_an_existing_database_without_tables_is_replaced_only_with_force(
         cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], backup_config: Any) -> None:
     """Large objects, functions, types and schemas are data too: a database holding only those (or nothing at
@@ -239,14 +273,15 @@ def test_an_existing_database_without_tables_is_replaced_only_with_force(
 def _faulty_pg_restore(tmp_path: Path, pg: PostgresCluster, body: str) -> Path:
     """A bin_dir with the real PostgreSQL tools, except a pg_restore that does what ``body`` says (``$REAL`` runs
     the real one): fault injection around the real tool, for failures a healthy server will not produce on
-    demand.  ``pg_restore --version`` (asked before a restore) is always the real one's answer."""
+    demand.  ``pg_restore --version`` (asked before a restore) and the calls that only read the archive (without
+    ``--dbname``: its table of contents, the database's own entries) are always the real one's."""
     d = tmp_path / "faultbin"
     d.mkdir()
     for tool in pg.bin.iterdir():
         if tool.name != "pg_restore":
             (d / tool.name).symlink_to(tool)
     w = d / "pg_restore"
-    w.write_text(f'#!/bin/sh\nREAL="{pg.bin}/pg_restore"\n[ "$1" = --version ] && exec "$REAL" --version\n{body}\n')
+    w.write_text(f'#!/bin/sh\nREAL="{pg.bin}/pg_restore"\ncase " $* " in *" --dbname "*) ;; *) exec "$REAL" "$@";; esac\n{body}\n')
     w.chmod(0o755)
     return d
 

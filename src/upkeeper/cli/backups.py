@@ -36,7 +36,7 @@ from upkeeper.backup.restore import (
     FilesRestore,
     apply_database_level,
     check_restore_version,
-    database_level_sql,
+    database_entries,
     fetch_pg_archive,
     locate,
     older_server,
@@ -529,19 +529,36 @@ def _restore_postgres(config: Config, row: BackupRow, fetcher: Fetcher, database
         unchanged = f"{where} was not changed" if exists else f"{where} was not created"
         if apply_globals and archive.globals_sql:
             result["globals_already_existed"] = _apply_globals(tgt, archive.globals_sql, unchanged)
+        # the dump's CREATE DATABASE, for the temporary name: its encoding, collation, ctype and locale provider
+        # come back as backed up (a database made from template0 with the server's defaults sorts and compares
+        # text otherwise)
+        try:
+            entries = database_entries(tgt, archive, row.database, temp, no_owner=no_owner)
+        except UpkeeperError as exc:
+            raise BackupError(f"restore of backup {row.id} failed: {exc.message}; {unchanged}", exc.hint) from None
+        except BaseException:
+            err_console.print(f"restore of backup {row.id} stopped: {unchanged}", highlight=False)
+            raise
         try:
             with pg.connect(tgt, admin) as conn:
-                pg.create_database(conn, temp)
+                if entries.create is None:
+                    pg.create_database(conn, temp)
+                else:
+                    conn.execute(entries.create.encode())
         except psycopg.Error as exc:
-            raise BackupError(f"cannot create the temporary database {temp!r} on {server}: {pg.pg_error(exc)}; "
-                              f"{unchanged}") from None
+            settings = (f" with the backup's settings ({entries.create.split(' WITH ', 1)[-1].rstrip(';')})"
+                        if entries.create else "")
+            raise SetupError(f"cannot create the temporary database {temp!r} on {server}{settings}: "
+                             f"{pg.pg_error(exc)}; {unchanged}",
+                             "Try: give this server what the error names (a locale: locale-gen or an OS package; "
+                             "a tablespace: --globals, or create it), or restore where it exists" if entries.create
+                             else None) from None
         try:
             with console.status(f"restoring into {temp}…"):
                 seconds = pg_restore(tgt, archive, temp, jobs=jobs, no_owner=no_owner)
                 # pg_restore gives the database itself its owner, comment, privileges and settings only with
                 # --create, under the dump's own name: applied here to the temporary one, they move with it
-                apply_database_level(tgt, database_level_sql(tgt, archive, row.database, temp, no_owner=no_owner),
-                                     temp)
+                apply_database_level(tgt, entries.settings, temp)
             result["warning"] = _swap_in(tgt, admin, temp, name, aside if exists else None)
         except _SwapIncomplete:
             raise
