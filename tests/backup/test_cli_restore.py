@@ -348,6 +348,49 @@ def test_an_interrupted_restore_leaves_the_existing_database_untouched(
     assert f"database '{db}' on " in _flat(res.stderr) and "was not changed" in _flat(res.stderr), res.stderr
 
 
+def test_a_restore_killed_outright_leaves_a_database_marked_incomplete_and_the_next_one_says_so(
+        cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], backup_config: Any,
+        tmp_path: Path) -> None:
+    """kill -9 while pg_restore fills the temporary database: nothing can clean up, and pg_restore (not killed
+    with upkeeper) may even finish.  The temporary database says in its comment that it is an incomplete restore
+    (which backup, into which name), and the next restore on that server warns about it, naming the DROP that
+    removes it — nothing is dropped for the operator.  (It was left unmarked, and no later run mentioned it.)"""
+    db, _ = app_db
+    mark = tmp_path / "restoring"
+    bin_dir = _faulty_pg_restore(tmp_path, pg, f'touch "{mark}"\nexec sleep 30')
+    bid = _backup(cli, backup_config(db))
+    cfg = backup_config(db, target_extra={"bin_dir": str(bin_dir)})
+    new = f"{db}_new"
+    p = subprocess.Popen([sys.executable, "-c", "from upkeeper.cli.main import main; main()", "--config", str(cfg),
+                          "backups", "restore", bid, "--database", new], stdin=subprocess.DEVNULL,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        for _ in range(300):
+            if mark.exists() or p.poll() is not None:
+                break
+            time.sleep(0.05)
+        assert mark.exists(), "pg_restore never started"
+    finally:
+        os.killpg(p.pid, signal.SIGKILL)  # upkeeper and its pg_restore
+        p.wait()
+    try:
+        [(temp, comment)] = pg.execute(r"SELECT datname, shobj_description(oid, 'pg_database') FROM pg_database "
+                                       r"WHERE datname LIKE '%\_upkeeper\_restore\_%'")
+        assert temp.startswith(f"{new}_upkeeper_restore_"), temp
+        assert comment.startswith(f"INCOMPLETE: upkeeper restore of backup {bid} into '{new}'"), comment
+        r = cli(["--config", backup_config(db), "backups", "restore", bid, "--database", new, "--json"])
+        assert r.code == 0, r.output
+        [left] = r.json()["leftover_databases"]
+        assert left["database"] == temp and left["comment"] == comment, left
+        assert f'DROP DATABASE "{temp}"' in _flat(r.err), r.err
+        assert _scratch_databases(pg) == [temp]  # still there: the operator drops it
+        [(restored_comment,)] = pg.execute("SELECT shobj_description(oid, 'pg_database') FROM pg_database "
+                                           "WHERE datname = %s", params=[new])
+        assert restored_comment is None  # the finished restore carries no mark
+    finally:
+        _drop(pg, new, *_scratch_databases(pg))
+
+
 def test_globals_errors_other_than_existing_roles_fail_the_restore(
         cli: Any, make_config: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], backup_config: Any,
         tmp_path: Path) -> None:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 import signal
+import socket
 import stat
 import sys
 import threading
@@ -499,6 +501,9 @@ def _restore_postgres(config: Config, row: BackupRow, fetcher: Fetcher, database
     older = _older_server_warning(fetcher.located.manifest, server, server_ver, server_num)
     if older:
         err_console.print(f"[warn]warning[/warn] {older}", highlight=False)
+    leftovers = _restore_leftovers(tgt, admin)
+    for left in leftovers:
+        err_console.print(f"[warn]warning[/warn] {escape(left['warning'])}", highlight=False)
     if exists:
         # any existing database, however empty it looks: large objects, functions, types, schemas and
         # extensions hold data too, and a database can be in use before it holds anything
@@ -523,6 +528,8 @@ def _restore_postgres(config: Config, row: BackupRow, fetcher: Fetcher, database
     temp = _fit(name, f"_upkeeper_restore_{token}")
     aside = _fit(name, f"_upkeeper_old_{token}")
     result: dict[str, Any] = {"destination": f"{server}/{name}", "database": name, "replaced": exists}
+    if leftovers:
+        result["leftover_databases"] = leftovers
     with work_dir(config.backup, "upkeeper-restore-") as tmp:
         with console.status(f"fetching {row.id}…"):
             archive = fetch_pg_archive(fetcher, tmp)
@@ -545,6 +552,9 @@ def _restore_postgres(config: Config, row: BackupRow, fetcher: Fetcher, database
                     pg.create_database(conn, temp)
                 else:
                     conn.execute(entries.create.encode())
+                # until it takes its name, the temporary database says what it is: a restore killed outright
+                # (SIGKILL, power loss) leaves it, and pg_restore may go on filling it after upkeeper is gone
+                pg.comment_database(conn, temp, _incomplete_comment(row.id, name))
         except psycopg.Error as exc:
             settings = (f" with the backup's settings ({entries.create.split(' WITH ', 1)[-1].rstrip(';')})"
                         if entries.create else "")
@@ -556,6 +566,8 @@ def _restore_postgres(config: Config, row: BackupRow, fetcher: Fetcher, database
         try:
             with console.status(f"restoring into {temp}…"):
                 seconds = pg_restore(tgt, archive, temp, jobs=jobs, no_owner=no_owner)
+                with pg.connect(tgt, admin) as conn:
+                    pg.comment_database(conn, temp, None)  # the backup's own comment, if any, follows
                 # pg_restore gives the database itself its owner, comment, privileges and settings only with
                 # --create, under the dump's own name: applied here to the temporary one, they move with it
                 apply_database_level(tgt, entries.settings, temp)
@@ -585,6 +597,36 @@ def _restore_postgres(config: Config, row: BackupRow, fetcher: Fetcher, database
         result["server_version_warning"] = older
     result["restore_seconds"] = round(seconds, 3)
     return result
+
+
+#: marks the temporary database of a restore until it takes its name (:func:`_restore_leftovers` reads it)
+INCOMPLETE_RESTORE = "INCOMPLETE: upkeeper restore"
+
+
+def _incomplete_comment(backup_id: str, name: str) -> str:
+    return (f"{INCOMPLETE_RESTORE} of backup {backup_id} into {name!r} (pid {os.getpid()} on {socket.gethostname()}, "
+            f"started {datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC): not a finished restore until it is renamed to "
+            f"{name!r}")
+
+
+def _restore_leftovers(tgt: PostgresTarget, admin: str) -> list[dict[str, str]]:
+    """The databases on the server that restores leave only when killed outright: a temporary
+    ``…_upkeeper_restore_<token>`` (part of a backup, or all of it not yet in place) and a set-aside
+    ``…_upkeeper_old_<token>`` (the database a restore was replacing).  Nothing is dropped: the operator decides."""
+    with pg.connect(tgt, admin) as conn:
+        rows = conn.execute("SELECT datname, coalesce(shobj_description(oid, 'pg_database'), '') FROM pg_database "
+                            "WHERE datname ~ '_upkeeper_(restore|old)_[0-9a-f]{8}$' ORDER BY datname").fetchall()
+    found = []
+    for datname, comment in rows:
+        if re.search(r"_upkeeper_restore_[0-9a-f]{8}$", datname):
+            what = (f"temporary database {datname!r} of a restore that was killed (or is still running): "
+                    + (f"{comment}" if comment else "it may hold only part of a backup")
+                    + f"; once no restore runs, drop it: DROP DATABASE \"{datname}\"")
+        else:
+            what = (f"database {datname!r} was set aside by a restore killed while replacing a database: it holds "
+                    f"that database as it was before; rename it back or drop it once you have checked")
+        found.append({"database": datname, "comment": comment, "warning": what})
+    return found
 
 
 def _older_server_warning(manifest: Manifest, server: str, server_ver: str, server_num: int) -> str | None:
