@@ -391,6 +391,41 @@ def test_a_restore_killed_outright_leaves_a_database_marked_incomplete_and_the_n
         _drop(pg, new, *_scratch_databases(pg))
 
 
+@pytest.mark.parametrize("dropped", [True, False])
+def test_ctrl_c_while_the_replaced_database_is_dropped_reports_what_is_there(
+        pg: PostgresCluster, pg_db: str, monkeypatch: pytest.MonkeyPatch, dropped: bool) -> None:
+    """Ctrl-C at the last step of a replacing restore, the drop of the set-aside original: when the server
+    completed the drop, the restore is complete and says so; when not, the error names the database still
+    there.  (It said 'still there as …_upkeeper_old_…' of a database already gone.)"""
+    from upkeeper.backup import pg as pgmod
+    from upkeeper.cli import backups
+    from upkeeper.config.targets import PostgresTarget
+
+    name, temp, aside = pg_db, f"{pg_db}_upkeeper_restore_0000abcd", f"{pg_db}_upkeeper_old_0000abcd"
+    pg.create_database(temp)
+    real_drop = pgmod.drop_database
+
+    def interrupted_drop(conn: Any, db: str) -> None:
+        if dropped:
+            real_drop(conn, db)  # the server is done, then the signal comes
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pgmod, "drop_database", interrupted_drop)
+    tgt = PostgresTarget.model_validate(pg.target(name))
+    try:
+        if dropped:
+            assert backups._swap_in(tgt, "postgres", temp, name, aside) is None
+            assert _scratch_databases(pg) == []
+        else:
+            with pytest.raises(backups._SwapIncomplete, match=f"still there as '{aside}'"):
+                backups._swap_in(tgt, "postgres", temp, name, aside)
+            assert _scratch_databases(pg) == [aside]
+        assert pg.execute("SELECT count(*) FROM pg_database WHERE datname = %s", params=[name])[0][0] == 1
+    finally:
+        monkeypatch.undo()
+        _drop(pg, temp, aside)
+
+
 def test_globals_errors_other_than_existing_roles_fail_the_restore(
         cli: Any, make_config: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], backup_config: Any,
         tmp_path: Path) -> None:

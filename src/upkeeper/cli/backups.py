@@ -657,8 +657,14 @@ def _swap_in(tgt: PostgresTarget, admin: str, temp: str, name: str, aside: str |
         try:
             pg.rename_database(conn, temp, name)
         except BaseException as exc:
+            # Ctrl-C may come as the server completes the rename: what is where is read anew, never assumed
+            if _existing(tgt, admin, temp, name) == {name}:
+                raise _SwapIncomplete(f"backup restored into {name!r} on {server}, but stopped before dropping the "
+                                      f"replaced database, which is still there as {aside!r}",
+                                      f'Try: DROP DATABASE "{aside}" once you no longer need it') from None
             try:
-                pg.rename_database(conn, aside, name, evict=True)
+                with pg.connect(tgt, admin) as undo_conn:
+                    pg.rename_database(undo_conn, aside, name, evict=True)
             except BaseException as undo:
                 cause = pg.pg_error(exc) if isinstance(exc, psycopg.Error) else type(exc).__name__
                 raise _SwapIncomplete(
@@ -674,10 +680,23 @@ def _swap_in(tgt: PostgresTarget, admin: str, temp: str, name: str, aside: str |
             return (f"the replaced database was kept as {aside!r} on {server}: dropping it failed: "
                     f"{pg.pg_error(exc)}; drop it with DROP DATABASE \"{aside}\"")
         except BaseException:
+            # Ctrl-C may come as the server completes the drop: then the restore is complete, and says so
+            if aside not in _existing(tgt, admin, aside):
+                return None
             raise _SwapIncomplete(f"backup restored into {name!r} on {server}, but stopped while dropping the "
                                   f"replaced database, which is still there as {aside!r}",
                                   f'Try: DROP DATABASE "{aside}" once you no longer need it') from None
     return None
+
+
+def _existing(tgt: PostgresTarget, admin: str, *names: str) -> set[str]:
+    """Which of ``names`` exist on the server, read on a new connection (the one in use may be cancelled); all
+    of them when that cannot be read (nothing is claimed gone that may be there)."""
+    try:
+        with pg.connect(tgt, admin) as conn:
+            return {n for n in names if pg.database_exists(conn, n)}
+    except Exception:
+        return set(names)
 
 
 def _drop_quietly(tgt: PostgresTarget, admin: str, name: str) -> str | None:
