@@ -64,6 +64,34 @@ def test_restore_defaults_to_a_new_database_and_guards_overwrites(
             conn.execute(f'DROP DATABASE IF EXISTS "{new}" WITH (FORCE)')
 
 
+def test_the_confirmation_is_asked_on_stderr_not_in_the_json_on_stdout(
+        cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], backup_config: Any) -> None:
+    """--force without --yes at a terminal asks before dropping — on stderr, with the explanation: stdout is
+    --json, or piped (where the question was unseen, and the restore seemed to hang).  Declined, nothing
+    changes, and it says so."""
+    import pty
+
+    db, counts = app_db
+    cfg = backup_config(db)
+    bid = _backup(cli, cfg)
+    pg.execute("DELETE FROM reviews", db)
+    master, slave = pty.openpty()
+    p = subprocess.Popen([sys.executable, "-c", "from upkeeper.cli.main import main; main()", "--config", str(cfg),
+                          "backups", "restore", bid, "--database", db, "--force", "--json"],
+                         stdin=slave, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    os.close(slave)
+    try:
+        os.write(master, b"n\n")  # read once the question is asked
+        out, err = p.communicate(timeout=60)
+    finally:
+        os.close(master)
+    assert p.returncode == 1, (out, err)
+    assert out == b"", out
+    flat = _flat(err.decode())
+    assert f"Replace database '{db}'? [y/N]" in flat and "not confirmed" in flat and "was not changed" in flat, flat
+    assert _count(pg, db, "reviews") == 0 and _count(pg, db) == counts["users"]
+
+
 def test_directory_format_with_parallel_jobs(cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]],
                                              backup_config: Any, tmp_path: Path) -> None:
     db, counts = app_db

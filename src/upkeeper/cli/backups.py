@@ -522,7 +522,11 @@ def _restore_postgres(config: Config, row: BackupRow, fetcher: Fetcher, database
             err_console.print(f"This DROPS database [bold]{name}[/bold] on {server} ({holds}) and replaces it "
                               f"with backup {row.id} (once the backup has been restored into a temporary database).",
                               highlight=False)
-            if not typer.confirm(f"Replace database {name!r}?", default=False):
+            # the question goes where the explanation went, all of it (click's prompt writes a space to stdout):
+            # stdout may be --json, or piped
+            err_console.print(f"Replace database {name!r}? [y/N]: ", end="", highlight=False, markup=False)
+            if sys.stdin.readline().strip().lower() not in ("y", "yes"):
+                err_console.print(f"not confirmed: {where} was not changed", highlight=False)
                 raise typer.Exit(1)
     token = secrets.token_hex(4)
     temp = _fit(name, f"_upkeeper_restore_{token}")
