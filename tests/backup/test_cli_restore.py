@@ -64,6 +64,34 @@ def test_restore_defaults_to_a_new_database_and_guards_overwrites(
             conn.execute(f'DROP DATABASE IF EXISTS "{new}" WITH (FORCE)')
 
 
+def test_the_confirmation_is_asked_on_stderr_not_in_the_json_on_stdout(
+        cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], backup_config: Any) -> None:
+    """--force without --yes at a terminal asks before dropping — on stderr, with the explanation: stdout is
+    --json, or piped (where the question was unseen, and the restore seemed to hang).  Declined, nothing
+    changes, and it says so."""
+    import pty
+
+    db, counts = app_db
+    cfg = backup_config(db)
+    bid = _backup(cli, cfg)
+    pg.execute("DELETE FROM reviews", db)
+    master, slave = pty.openpty()
+    p = subprocess.Popen([sys.executable, "-c", "from upkeeper.cli.main import main; main()", "--config", str(cfg),
+                          "backups", "restore", bid, "--database", db, "--force", "--json"],
+                         stdin=slave, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    os.close(slave)
+    try:
+        os.write(master, b"n\n")  # read once the question is asked
+        out, err = p.communicate(timeout=60)
+    finally:
+        os.close(master)
+    assert p.returncode == 1, (out, err)
+    assert out == b"", out
+    flat = _flat(err.decode())
+    assert f"Replace database '{db}'? [y/N]" in flat and "not confirmed" in flat and "was not changed" in flat, flat
+    assert _count(pg, db, "reviews") == 0 and _count(pg, db) == counts["users"]
+
+
 def test_directory_format_with_parallel_jobs(cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]],
                                              backup_config: Any, tmp_path: Path) -> None:
     db, counts = app_db
@@ -198,6 +226,40 @@ def test_restore_gives_the_database_its_owner_privileges_comment_and_settings(
         pg.execute(f'DROP ROLE "{role}"')
 
 
+_LOCALE = ("SELECT pg_encoding_to_char(encoding), datcollate, datctype, datlocprovider, daticulocale FROM pg_database "
+           "WHERE datname = %s")
+
+
+def test_restore_keeps_the_databases_encoding_and_collation(
+        cli: Any, pg: PostgresCluster, pg_db: str, backup_config: Any) -> None:
+    """The database comes back with its encoding, locale provider, collation and ctype, as pg_restore --create
+    gives them, under any name and when it replaces one: text sorts and compares as it did.  (It came back with
+    the server's defaults: UTF8, libc C.UTF-8, sorting 'B' before 'a'.)"""
+    db = pg_db
+    pg.execute(f'DROP DATABASE "{db}"')
+    pg.execute(f"CREATE DATABASE \"{db}\" ENCODING 'LATIN1' LOCALE_PROVIDER icu ICU_LOCALE 'de' LOCALE 'C' "
+               "TEMPLATE template0")
+    pg.execute("CREATE TABLE words (w text); INSERT INTO words VALUES ('B'), ('a'), ('ä')", db)
+    sort = "SELECT string_agg(w, ',' ORDER BY w) FROM words"
+    assert pg.execute(sort, db)[0][0] == "a,ä,B"
+    [before] = pg.execute(_LOCALE, params=[db])
+    assert before == ("LATIN1", "C", "C", "i", "de"), before
+    cfg = backup_config(db)
+    bid = _backup(cli, cfg)
+    copy = f"{db}_Copy"  # a name that needs quoting
+    try:
+        r = cli(["--config", cfg, "backups", "restore", bid, "--database", copy, "--json"])
+        assert r.code == 0, r.output
+        assert pg.execute(_LOCALE, params=[copy])[0] == before
+        assert pg.execute(sort, copy)[0][0] == "a,ä,B"
+        r = cli(["--config", cfg, "backups", "restore", bid, "--database", copy, "--force", "--yes", "--json"])
+        assert r.code == 0 and r.json()["replaced"], r.output
+        assert pg.execute(_LOCALE, params=[copy])[0] == before
+        assert _scratch_databases(pg) == []
+    finally:
+        _drop(pg, copy)
+
+
 def test_an_existing_database_without_tables_is_replaced_only_with_force(
         cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], backup_config: Any) -> None:
     """Large objects, functions, types and schemas are data too: a database holding only those (or nothing at
@@ -239,14 +301,15 @@ def test_an_existing_database_without_tables_is_replaced_only_with_force(
 def _faulty_pg_restore(tmp_path: Path, pg: PostgresCluster, body: str) -> Path:
     """A bin_dir with the real PostgreSQL tools, except a pg_restore that does what ``body`` says (``$REAL`` runs
     the real one): fault injection around the real tool, for failures a healthy server will not produce on
-    demand.  ``pg_restore --version`` (asked before a restore) is always the real one's answer."""
+    demand.  ``pg_restore --version`` (asked before a restore) and the calls that only read the archive (without
+    ``--dbname``: its table of contents, the database's own entries) are always the real one's."""
     d = tmp_path / "faultbin"
     d.mkdir()
     for tool in pg.bin.iterdir():
         if tool.name != "pg_restore":
             (d / tool.name).symlink_to(tool)
     w = d / "pg_restore"
-    w.write_text(f'#!/bin/sh\nREAL="{pg.bin}/pg_restore"\n[ "$1" = --version ] && exec "$REAL" --version\n{body}\n')
+    w.write_text(f'#!/bin/sh\nREAL="{pg.bin}/pg_restore"\ncase " $* " in *" --dbname "*) ;; *) exec "$REAL" "$@";; esac\n{body}\n')
     w.chmod(0o755)
     return d
 
@@ -311,6 +374,84 @@ def test_an_interrupted_restore_leaves_the_existing_database_untouched(
     assert _marked(pg, db) and _count(pg, db) == counts["users"]
     assert _scratch_databases(pg) == []
     assert f"database '{db}' on " in _flat(res.stderr) and "was not changed" in _flat(res.stderr), res.stderr
+
+
+def test_a_restore_killed_outright_leaves_a_database_marked_incomplete_and_the_next_one_says_so(
+        cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], backup_config: Any,
+        tmp_path: Path) -> None:
+    """kill -9 while pg_restore fills the temporary database: nothing can clean up, and pg_restore (not killed
+    with upkeeper) may even finish.  The temporary database says in its comment that it is an incomplete restore
+    (which backup, into which name), and the next restore on that server warns about it, naming the DROP that
+    removes it — nothing is dropped for the operator.  (It was left unmarked, and no later run mentioned it.)"""
+    db, _ = app_db
+    mark = tmp_path / "restoring"
+    bin_dir = _faulty_pg_restore(tmp_path, pg, f'touch "{mark}"\nexec sleep 30')
+    bid = _backup(cli, backup_config(db))
+    cfg = backup_config(db, target_extra={"bin_dir": str(bin_dir)})
+    new = f"{db}_new"
+    p = subprocess.Popen([sys.executable, "-c", "from upkeeper.cli.main import main; main()", "--config", str(cfg),
+                          "backups", "restore", bid, "--database", new], stdin=subprocess.DEVNULL,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        for _ in range(300):
+            if mark.exists() or p.poll() is not None:
+                break
+            time.sleep(0.05)
+        assert mark.exists(), "pg_restore never started"
+    finally:
+        os.killpg(p.pid, signal.SIGKILL)  # upkeeper and its pg_restore
+        p.wait()
+    try:
+        [(temp, comment)] = pg.execute(r"SELECT datname, shobj_description(oid, 'pg_database') FROM pg_database "
+                                       r"WHERE datname LIKE '%\_upkeeper\_restore\_%'")
+        assert temp.startswith(f"{new}_upkeeper_restore_"), temp
+        assert comment.startswith(f"INCOMPLETE: upkeeper restore of backup {bid} into '{new}'"), comment
+        r = cli(["--config", backup_config(db), "backups", "restore", bid, "--database", new, "--json"])
+        assert r.code == 0, r.output
+        [left] = r.json()["leftover_databases"]
+        assert left["database"] == temp and left["comment"] == comment, left
+        assert f'DROP DATABASE "{temp}"' in _flat(r.err), r.err
+        assert _scratch_databases(pg) == [temp]  # still there: the operator drops it
+        [(restored_comment,)] = pg.execute("SELECT shobj_description(oid, 'pg_database') FROM pg_database "
+                                           "WHERE datname = %s", params=[new])
+        assert restored_comment is None  # the finished restore carries no mark
+    finally:
+        _drop(pg, new, *_scratch_databases(pg))
+
+
+@pytest.mark.parametrize("dropped", [True, False])
+def test_ctrl_c_while_the_replaced_database_is_dropped_reports_what_is_there(
+        pg: PostgresCluster, pg_db: str, monkeypatch: pytest.MonkeyPatch, dropped: bool) -> None:
+    """Ctrl-C at the last step of a replacing restore, the drop of the set-aside original: when the server
+    completed the drop, the restore is complete and says so; when not, the error names the database still
+    there.  (It said 'still there as …_upkeeper_old_…' of a database already gone.)"""
+    from upkeeper.backup import pg as pgmod
+    from upkeeper.cli import backups
+    from upkeeper.config.targets import PostgresTarget
+
+    name, temp, aside = pg_db, f"{pg_db}_upkeeper_restore_0000abcd", f"{pg_db}_upkeeper_old_0000abcd"
+    pg.create_database(temp)
+    real_drop = pgmod.drop_database
+
+    def interrupted_drop(conn: Any, db: str) -> None:
+        if dropped:
+            real_drop(conn, db)  # the server is done, then the signal comes
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pgmod, "drop_database", interrupted_drop)
+    tgt = PostgresTarget.model_validate(pg.target(name))
+    try:
+        if dropped:
+            assert backups._swap_in(tgt, "postgres", temp, name, aside) is None
+            assert _scratch_databases(pg) == []
+        else:
+            with pytest.raises(backups._SwapIncomplete, match=f"still there as '{aside}'"):
+                backups._swap_in(tgt, "postgres", temp, name, aside)
+            assert _scratch_databases(pg) == [aside]
+        assert pg.execute("SELECT count(*) FROM pg_database WHERE datname = %s", params=[name])[0][0] == 1
+    finally:
+        monkeypatch.undo()
+        _drop(pg, temp, aside)
 
 
 def test_globals_errors_other_than_existing_roles_fail_the_restore(

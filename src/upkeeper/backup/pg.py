@@ -819,6 +819,11 @@ def create_database(conn: psycopg.Connection[Any], name: str) -> None:
     conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name)))
 
 
+def comment_database(conn: psycopg.Connection[Any], name: str, comment: str | None) -> None:
+    """``COMMENT ON DATABASE name IS comment`` (None removes it)."""
+    conn.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(sql.Identifier(name), sql.Literal(comment)))
+
+
 def drop_database(conn: psycopg.Connection[Any], name: str) -> None:
     conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 

@@ -357,17 +357,29 @@ def pg_restore(target: PostgresTarget, archive: PgArchive, dbname: str, *, jobs:
 _DATABASE_ENTRY = re.compile(r"^\d+; \d+ \d+ (DATABASE|COMMENT - DATABASE|ACL - DATABASE|DATABASE PROPERTIES) ")
 
 
-def database_level_sql(target: PostgresTarget, archive: PgArchive, database: str, dbname: str, *,
-                       no_owner: bool) -> str:
-    """The SQL that gives ``dbname`` (restored from ``archive``, a dump of ``database``) the backed-up database's
-    owner, comment, privileges and settings, written for ``dbname``; "" when the dump has none.  With
-    ``no_owner`` the owner, the privileges and per-role settings (roles the server may lack) are left out."""
+@dataclass
+class DatabaseEntries:
+    """The dump's entries for the database itself, written for the name it is restored under."""
+
+    #: its CREATE DATABASE (encoding, locale provider, collation and ctype, ICU locale, tablespace, as backed up),
+    #: or None for a dump without it
+    create: str | None
+    #: the SQL that gives it the backed-up database's owner, comment, privileges and settings ("" when none)
+    settings: str
+
+
+def database_entries(target: PostgresTarget, archive: PgArchive, database: str, dbname: str, *,
+                     no_owner: bool) -> DatabaseEntries:
+    """The dump's CREATE DATABASE and the SQL giving ``dbname`` (restored from ``archive``, a dump of
+    ``database``) the backed-up database's owner, comment, privileges and settings, written for ``dbname``.
+    pg_restore emits them only with --create, under the dump's own name.  With ``no_owner`` the owner, the
+    privileges and per-role settings (roles the server may lack) are left out."""
     tool = pg.tool(target, "pg_restore")
     res = proc.run([tool, "--create", "--list", str(archive.path)], check=False, timeout=600)
     pg.check_stage(res, "reading the archive's table of contents")
     entries = [ln for ln in res.text.splitlines() if _DATABASE_ENTRY.match(ln)]
     if not entries:
-        return ""
+        return DatabaseEntries(None, "")
     listing = archive.path.parent / "database-entries.list"
     listing.write_text("\n".join(entries) + "\n", encoding="utf-8")
     argv = [tool, "--create", "--schema-only", "--use-list", str(listing), "--file", "-"]
@@ -379,15 +391,22 @@ def database_level_sql(target: PostgresTarget, archive: PgArchive, database: str
     named = re.compile(rf'(DATABASE )(?:"{re.escape(database.replace(chr(34), chr(34) * 2))}"|{ident})(?=[ ;])')
     quoted = '"' + dbname.replace('"', '""') + '"'
     out = []
+    create: str | None = None
     for line in res.text.splitlines():
-        if line.startswith(("\\", "CREATE DATABASE ")) or (no_owner and line.startswith("ALTER ROLE ")):
-            continue  # psql meta-commands (\connect, \restrict), and the database already exists
+        if line.startswith("CREATE DATABASE "):
+            create, n = named.subn(lambda m: m.group(1) + quoted, line, count=1)
+            if n != 1:  # never run the dump's own CREATE DATABASE: it would create the backed-up name
+                raise BackupError(f"cannot find the database's name {database!r} in the archive's CREATE DATABASE "
+                                  f"statement: {line[:200]}")
+            continue
+        if line.startswith("\\") or (no_owner and line.startswith("ALTER ROLE ")):
+            continue  # psql meta-commands (\connect, \restrict)
         out.append(named.sub(lambda m: m.group(1) + quoted, line))
-    return "\n".join(out) + "\n"
+    return DatabaseEntries(create, "\n".join(out) + "\n")
 
 
 def apply_database_level(target: PostgresTarget, sql: str, dbname: str) -> None:
-    """Run :func:`database_level_sql`'s SQL in ``dbname``, stopping on the first error."""
+    """Run :func:`database_entries`' settings SQL in ``dbname``, stopping on the first error."""
     res = proc.run([pg.tool(target, "psql"), "--no-password", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", "-"],
                    input=sql.encode(), extra_env=target.libpq_env(dbname), check=False, timeout=600)
     check_restore(res, target, dbname)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 import signal
+import socket
 import stat
 import sys
 import threading
@@ -36,7 +38,7 @@ from upkeeper.backup.restore import (
     FilesRestore,
     apply_database_level,
     check_restore_version,
-    database_level_sql,
+    database_entries,
     fetch_pg_archive,
     locate,
     older_server,
@@ -499,6 +501,9 @@ def _restore_postgres(config: Config, row: BackupRow, fetcher: Fetcher, database
     older = _older_server_warning(fetcher.located.manifest, server, server_ver, server_num)
     if older:
         err_console.print(f"[warn]warning[/warn] {older}", highlight=False)
+    leftovers = _restore_leftovers(tgt, admin)
+    for left in leftovers:
+        err_console.print(f"[warn]warning[/warn] {escape(left['warning'])}", highlight=False)
     if exists:
         # any existing database, however empty it looks: large objects, functions, types, schemas and
         # extensions hold data too, and a database can be in use before it holds anything
@@ -517,31 +522,59 @@ def _restore_postgres(config: Config, row: BackupRow, fetcher: Fetcher, database
             err_console.print(f"This DROPS database [bold]{name}[/bold] on {server} ({holds}) and replaces it "
                               f"with backup {row.id} (once the backup has been restored into a temporary database).",
                               highlight=False)
-            if not typer.confirm(f"Replace database {name!r}?", default=False):
+            # the question goes where the explanation went, all of it (click's prompt writes a space to stdout):
+            # stdout may be --json, or piped
+            err_console.print(f"Replace database {name!r}? [y/N]: ", end="", highlight=False, markup=False)
+            if sys.stdin.readline().strip().lower() not in ("y", "yes"):
+                err_console.print(f"not confirmed: {where} was not changed", highlight=False)
                 raise typer.Exit(1)
     token = secrets.token_hex(4)
     temp = _fit(name, f"_upkeeper_restore_{token}")
     aside = _fit(name, f"_upkeeper_old_{token}")
     result: dict[str, Any] = {"destination": f"{server}/{name}", "database": name, "replaced": exists}
+    if leftovers:
+        result["leftover_databases"] = leftovers
     with work_dir(config.backup, "upkeeper-restore-") as tmp:
         with console.status(f"fetching {row.id}…"):
             archive = fetch_pg_archive(fetcher, tmp)
         unchanged = f"{where} was not changed" if exists else f"{where} was not created"
         if apply_globals and archive.globals_sql:
             result["globals_already_existed"] = _apply_globals(tgt, archive.globals_sql, unchanged)
+        # the dump's CREATE DATABASE, for the temporary name: its encoding, collation, ctype and locale provider
+        # come back as backed up (a database made from template0 with the server's defaults sorts and compares
+        # text otherwise)
+        try:
+            entries = database_entries(tgt, archive, row.database, temp, no_owner=no_owner)
+        except UpkeeperError as exc:
+            raise BackupError(f"restore of backup {row.id} failed: {exc.message}; {unchanged}", exc.hint) from None
+        except BaseException:
+            err_console.print(f"restore of backup {row.id} stopped: {unchanged}", highlight=False)
+            raise
         try:
             with pg.connect(tgt, admin) as conn:
-                pg.create_database(conn, temp)
+                if entries.create is None:
+                    pg.create_database(conn, temp)
+                else:
+                    conn.execute(entries.create.encode())
+                # until it takes its name, the temporary database says what it is: a restore killed outright
+                # (SIGKILL, power loss) leaves it, and pg_restore may go on filling it after upkeeper is gone
+                pg.comment_database(conn, temp, _incomplete_comment(row.id, name))
         except psycopg.Error as exc:
-            raise BackupError(f"cannot create the temporary database {temp!r} on {server}: {pg.pg_error(exc)}; "
-                              f"{unchanged}") from None
+            settings = (f" with the backup's settings ({entries.create.split(' WITH ', 1)[-1].rstrip(';')})"
+                        if entries.create else "")
+            raise SetupError(f"cannot create the temporary database {temp!r} on {server}{settings}: "
+                             f"{pg.pg_error(exc)}; {unchanged}",
+                             "Try: give this server what the error names (a locale: locale-gen or an OS package; "
+                             "a tablespace: --globals, or create it), or restore where it exists" if entries.create
+                             else None) from None
         try:
             with console.status(f"restoring into {temp}…"):
                 seconds = pg_restore(tgt, archive, temp, jobs=jobs, no_owner=no_owner)
+                with pg.connect(tgt, admin) as conn:
+                    pg.comment_database(conn, temp, None)  # the backup's own comment, if any, follows
                 # pg_restore gives the database itself its owner, comment, privileges and settings only with
                 # --create, under the dump's own name: applied here to the temporary one, they move with it
-                apply_database_level(tgt, database_level_sql(tgt, archive, row.database, temp, no_owner=no_owner),
-                                     temp)
+                apply_database_level(tgt, entries.settings, temp)
             result["warning"] = _swap_in(tgt, admin, temp, name, aside if exists else None)
         except _SwapIncomplete:
             raise
@@ -568,6 +601,36 @@ def _restore_postgres(config: Config, row: BackupRow, fetcher: Fetcher, database
         result["server_version_warning"] = older
     result["restore_seconds"] = round(seconds, 3)
     return result
+
+
+#: marks the temporary database of a restore until it takes its name (:func:`_restore_leftovers` reads it)
+INCOMPLETE_RESTORE = "INCOMPLETE: upkeeper restore"
+
+
+def _incomplete_comment(backup_id: str, name: str) -> str:
+    return (f"{INCOMPLETE_RESTORE} of backup {backup_id} into {name!r} (pid {os.getpid()} on {socket.gethostname()}, "
+            f"started {datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC): not a finished restore until it is renamed to "
+            f"{name!r}")
+
+
+def _restore_leftovers(tgt: PostgresTarget, admin: str) -> list[dict[str, str]]:
+    """The databases on the server that restores leave only when killed outright: a temporary
+    ``…_upkeeper_restore_<token>`` (part of a backup, or all of it not yet in place) and a set-aside
+    ``…_upkeeper_old_<token>`` (the database a restore was replacing).  Nothing is dropped: the operator decides."""
+    with pg.connect(tgt, admin) as conn:
+        rows = conn.execute("SELECT datname, coalesce(shobj_description(oid, 'pg_database'), '') FROM pg_database "
+                            "WHERE datname ~ '_upkeeper_(restore|old)_[0-9a-f]{8}$' ORDER BY datname").fetchall()
+    found = []
+    for datname, comment in rows:
+        if re.search(r"_upkeeper_restore_[0-9a-f]{8}$", datname):
+            what = (f"temporary database {datname!r} of a restore that was killed (or is still running): "
+                    + (f"{comment}" if comment else "it may hold only part of a backup")
+                    + f"; once no restore runs, drop it: DROP DATABASE \"{datname}\"")
+        else:
+            what = (f"database {datname!r} was set aside by a restore killed while replacing a database: it holds "
+                    f"that database as it was before; rename it back or drop it once you have checked")
+        found.append({"database": datname, "comment": comment, "warning": what})
+    return found
 
 
 def _older_server_warning(manifest: Manifest, server: str, server_ver: str, server_num: int) -> str | None:
@@ -598,8 +661,14 @@ def _swap_in(tgt: PostgresTarget, admin: str, temp: str, name: str, aside: str |
         try:
             pg.rename_database(conn, temp, name)
         except BaseException as exc:
+            # Ctrl-C may come as the server completes the rename: what is where is read anew, never assumed
+            if _existing(tgt, admin, temp, name) == {name}:
+                raise _SwapIncomplete(f"backup restored into {name!r} on {server}, but stopped before dropping the "
+                                      f"replaced database, which is still there as {aside!r}",
+                                      f'Try: DROP DATABASE "{aside}" once you no longer need it') from None
             try:
-                pg.rename_database(conn, aside, name, evict=True)
+                with pg.connect(tgt, admin) as undo_conn:
+                    pg.rename_database(undo_conn, aside, name, evict=True)
             except BaseException as undo:
                 cause = pg.pg_error(exc) if isinstance(exc, psycopg.Error) else type(exc).__name__
                 raise _SwapIncomplete(
@@ -615,10 +684,23 @@ def _swap_in(tgt: PostgresTarget, admin: str, temp: str, name: str, aside: str |
             return (f"the replaced database was kept as {aside!r} on {server}: dropping it failed: "
                     f"{pg.pg_error(exc)}; drop it with DROP DATABASE \"{aside}\"")
         except BaseException:
+            # Ctrl-C may come as the server completes the drop: then the restore is complete, and says so
+            if aside not in _existing(tgt, admin, aside):
+                return None
             raise _SwapIncomplete(f"backup restored into {name!r} on {server}, but stopped while dropping the "
                                   f"replaced database, which is still there as {aside!r}",
                                   f'Try: DROP DATABASE "{aside}" once you no longer need it') from None
     return None
+
+
+def _existing(tgt: PostgresTarget, admin: str, *names: str) -> set[str]:
+    """Which of ``names`` exist on the server, read on a new connection (the one in use may be cancelled); all
+    of them when that cannot be read (nothing is claimed gone that may be there)."""
+    try:
+        with pg.connect(tgt, admin) as conn:
+            return {n for n in names if pg.database_exists(conn, n)}
+    except Exception:
+        return set(names)
 
 
 def _drop_quietly(tgt: PostgresTarget, admin: str, name: str) -> str | None:
