@@ -69,6 +69,28 @@ def age_key(tmp_path_factory: pytest.TempPathFactory) -> AgeKey:
 
 
 @pytest.fixture
+def s3_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The keys upkeeper opens for reading on any S3 storage from now on, in order (the real reads still
+    happen, against the real server)."""
+    from upkeeper.storage.s3 import S3Storage
+
+    reads: list[str] = []
+    real_open_read = S3Storage.open_read
+
+    def counted(self: S3Storage, key: str) -> Any:
+        reads.append(key)
+        return real_open_read(self, key)
+
+    monkeypatch.setattr(S3Storage, "open_read", counted)
+    return reads
+
+
+def names(keys: list[str]) -> list[str]:
+    """The object names (last path part) of storage keys."""
+    return [k.rsplit("/", 1)[-1] for k in keys]
+
+
+@pytest.fixture
 def app_db(pg: PostgresCluster, pg_db: str) -> tuple[str, dict[str, int]]:
     """A database with the app schema and a few hundred rows per table."""
     with pg.connect(pg_db) as conn:

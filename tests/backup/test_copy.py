@@ -23,7 +23,7 @@ from upkeeper.config.loader import load_config
 from upkeeper.storage import Storage, open_storage
 from upkeeper.storage.base import put_bytes
 
-from .conftest import AgeKey
+from .conftest import AgeKey, names
 
 
 @dataclass
@@ -497,27 +497,18 @@ def test_two_copies_at_once_one_stopped_never_undoes_the_other(cli: Any, make_co
 
 def test_copy_again_to_s3_reads_back_only_the_manifest_unless_asked(
         cli: Any, make_config: Any, tmp_path: Path, age_key: AgeKey, s3_server: Any, s3_bucket: str,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        s3_reads: list[str]) -> None:
     """'copy --all' run again does not download every backup already on a remote --to: its manifest.json is read
     (the recorded one?) and the objects' sizes listed; nothing is read from the source.  --check-present reads
     every object back (and so finds damage of the same size); an object gone is found from the listing."""
-    from upkeeper.storage.s3 import S3Storage
-
     d = Dest("s3", s3_server.storage_config(s3_bucket, prefix="backups"), lambda: [])
     cfg = _config(make_config, tmp_path, age_key, d)
     bid = _backup(cli, cfg)
     assert cli(["--config", cfg, "backups", "copy", bid, "--to", "offsite"]).code == 0
-    reads: list[str] = []
-    real_open_read = S3Storage.open_read
-
-    def counted(self: S3Storage, key: str) -> Any:
-        reads.append(key.rsplit("/", 1)[-1])
-        return real_open_read(self, key)
-
-    monkeypatch.setattr(S3Storage, "open_read", counted)
+    s3_reads.clear()  # count from here
     r = cli(["--config", cfg, "backups", "copy", "--all", "--to", "offsite", "--json"])
     assert r.code == 0 and r.json()[0]["action"] == "already there" and r.json()[0]["reused"] == 2, r.output
-    assert reads == ["manifest.json"]
+    assert names(s3_reads) == ["manifest.json"]
     # an object there damaged in place (same size): found only by reading it back, then repaired
     st = _storage(cfg, "offsite")
     try:
@@ -526,13 +517,13 @@ def test_copy_again_to_s3_reads_back_only_the_manifest_unless_asked(
             data = bytearray(fh.read())
         data[len(data) // 2] ^= 0x01
         put_bytes(st, key, bytes(data))
-        reads.clear()
+        s3_reads.clear()
         r = cli(["--config", cfg, "backups", "copy", "--all", "--to", "offsite", "--json"])
         assert r.code == 0 and r.json()[0]["action"] == "already there", r.output
         r = cli(["--config", cfg, "backups", "copy", "--all", "--to", "offsite", "--check-present", "--json"])
         assert r.code == 0 and r.json()[0]["action"] == "repaired" and r.json()[0]["objects"] == 1, r.output
         # the default run read manifest.json; --check-present read it and both objects back
-        assert sorted(reads) == ["files.tar.zst.age", "manifest.json", "manifest.json", "secrets.tar.zst.age"]
+        assert sorted(names(s3_reads)) == ["files.tar.zst.age", "manifest.json", "manifest.json", "secrets.tar.zst.age"]
         # an object gone: the listing says so, the copy repairs it
         st.delete(key)
         r = cli(["--config", cfg, "backups", "copy", "--all", "--to", "offsite", "--json"])

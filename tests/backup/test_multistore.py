@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
 from services import sftp_storage_config
@@ -14,7 +13,7 @@ from upkeeper.sandbox.postgres import PostgresCluster
 from upkeeper.sandbox.s3 import SeaweedS3
 from upkeeper.sandbox.sshd import SshServer
 
-from .conftest import AgeKey
+from .conftest import AgeKey, names
 
 KEEP_LAST_1 = {"keep_last": 1, "keep_daily": 0, "keep_weekly": 0, "keep_monthly": 0}
 
@@ -162,29 +161,19 @@ def test_files_restore_reads_the_next_storage_when_an_archive_is_corrupt(
 
 def test_verify_rotates_the_copy_read_in_full_and_all_copies_reads_every_one(
         cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], tmp_path: Path, s3_server: SeaweedS3,
-        s3_bucket: str, sftp_server: SshServer, age_key: AgeKey, make_config: Any,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        s3_bucket: str, sftp_server: SshServer, age_key: AgeKey, make_config: Any, s3_reads: list[str]) -> None:
     """With --rotate-copies a verification reads one copy in full (the one proven least recently, local first),
     hashes the other local copies and checks the remote ones by listing (S3: only manifest.json is downloaded);
     the remote copies are read in full in turn.  By default verify reads every copy: one byte of the S3 copy
     is wrong, and verify fails naming it."""
-    from upkeeper.storage.s3 import S3Storage
 
     db, _ = app_db
     cfg = _config(make_config, pg, db, tmp_path, s3_server, s3_bucket, sftp_server, age_key)
     bid = _backup(cli, cfg)
     dump = f"{db}.dump.zst.age"
-    reads: list[str] = []
-    real_open_read = S3Storage.open_read
-
-    def counted(self: S3Storage, key: str) -> Any:
-        reads.append(key.rsplit("/", 1)[-1])
-        return real_open_read(self, key)
-
-    monkeypatch.setattr(S3Storage, "open_read", counted)
     order = []
     for _ in range(3):
-        reads.clear()
+        s3_reads.clear()
         r = cli(["--config", cfg, "backups", "verify", bid, "--no-restore", "--rotate-copies", "--json"])
         assert r.code == 0, r.output
         (rep,) = r.json()
@@ -192,9 +181,9 @@ def test_verify_rotates_the_copy_read_in_full_and_all_copies_reads_every_one(
         assert sorted([*rep["copies_checked"], *rep["copies_listed"], rep["storage"]]) == ["local1", "offsite",
                                                                                              "vault"], rep
         assert "local1" not in rep["copies_listed"], rep  # a local copy costs no transfer: always hashed
-        assert (dump in reads) == ("offsite" not in rep["copies_listed"]), (reads, rep)
+        assert (dump in names(s3_reads)) == ("offsite" not in rep["copies_listed"]), (names(s3_reads), rep)
         if "offsite" in rep["copies_listed"]:
-            assert reads == ["manifest.json"], reads
+            assert names(s3_reads) == ["manifest.json"], names(s3_reads)
     assert order == ["local1", "offsite", "vault"], order
     proven = cli(["--config", cfg, "backups", "show", bid, "--json"]).json()["copies_proven"]
     assert sorted(proven) == ["local1", "offsite", "vault"], proven

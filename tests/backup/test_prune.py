@@ -584,13 +584,12 @@ def test_retention_takes_the_catalog_copy_of_a_manifest_only_while_the_stored_by
 
 def test_cli_prune_reads_no_manifest_the_catalog_holds_as_stored(
         cli: Any, make_config: Any, tmp_path: Path, s3_server: Any, s3_bucket: str, age_key: Any,
-        monkeypatch: Any) -> None:
+        s3_reads: list[str]) -> None:
     """'backups prune' lists the storage (which sets exist, with which objects) but takes each set's manifest
     from the catalog while the listing shows manifest.json at the size recorded for it: no GET of an
     unchanged manifest (the automatic retention after a backup does the same).  One rewritten since (another
     size) is read again, and its stored content counts."""
     from upkeeper.config.storage import S3StorageConfig
-    from upkeeper.storage.s3 import S3Storage
 
     entry = s3_server.storage_config(s3_bucket, prefix="bk")
     s3 = open_storage("offsite", S3StorageConfig.model_validate(entry))
@@ -606,18 +605,11 @@ def test_cli_prune_reads_no_manifest_the_catalog_holds_as_stored(
                        "jobs": {"db-backup": {"task": "postgres.backup", "target": "db", "options": {"retention": {
                            "keep_last": 2, "keep_daily": 0, "keep_weekly": 0, "keep_monthly": 0}}}}})
     assert cli(["--config", cfg, "backups", "sync"]).code == 0
-    reads: list[str] = []
-    real_open_read = S3Storage.open_read
-
-    def counted(self: S3Storage, key: str) -> Any:
-        reads.append(key)
-        return real_open_read(self, key)
-
-    monkeypatch.setattr(S3Storage, "open_read", counted)
+    s3_reads.clear()  # count from here
     r = cli(["--config", cfg, "backups", "prune", "--dry-run", "--json"])
     assert r.code == 0, r.output
     assert [b["id"] for b in r.json()[0]["backups"] if not b["keep"]] == [sets[1].id, sets[0].id]
-    assert reads == []
+    assert s3_reads == []
     # rewritten (another size, another kind): read, and no longer in the series
     s3 = open_storage("offsite", S3StorageConfig.model_validate(entry))
     try:
@@ -625,10 +617,10 @@ def test_cli_prune_reads_no_manifest_the_catalog_holds_as_stored(
         put_bytes(s3, sets[2].prefix + "manifest.json", json.dumps({**d, "kind": "redis"}).encode())
     finally:
         s3.close()
-    reads.clear()
+    s3_reads.clear()
     r = cli(["--config", cfg, "backups", "prune", "--dry-run", "--json"])
     assert r.code == 0, r.output
-    assert reads == [sets[2].prefix + "manifest.json"]
+    assert s3_reads == [sets[2].prefix + "manifest.json"]
     series = {s["kind"]: s for s in r.json()}
     assert [b["id"] for b in series["postgres"]["backups"] if not b["keep"]] == [sets[0].id]
     assert [b["id"] for b in series["redis"]["backups"]] == [sets[2].id]
