@@ -66,4 +66,18 @@ def printable(text: str) -> str:
     """``text`` with its control characters written as nginx escapes them (``\\x1B``): a log line, path or
     user agent shown on a terminal cannot move the cursor, recolour, retitle or clear it (a client can
     send ``GET /%1B[2J``, which is percent-decoded to ESC), and a sample stays on one line."""
-    return _CONTROL.sub(lambda m: f"\\x{ord(m[0]):02X}", text)
+    return _CONTROL.sub(_hex, text)
+
+
+#: the control characters of :data:`_CONTROL` but newline and tab, which lay text out and move nothing else
+_CONTROL_INLINE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable_lines(text: str) -> str:
+    """:func:`printable` that keeps newlines and tabs: for text that may span lines (a message body, what
+    the CLI prints), where a log line quoted in it still cannot send an escape sequence."""
+    return _CONTROL_INLINE.sub(_hex, text)
+
+
+def _hex(m: re.Match[str]) -> str:
+    return f"\\x{ord(m[0]):02X}"

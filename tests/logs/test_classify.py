@@ -571,3 +571,29 @@ def test_sensitive_files(request_line: str, found: tuple[str, str, bool] | None)
         return
     uri = got[0]
     assert (uri.decode(), *(sensitive_file(uri) or ("", False))) == found
+
+
+def test_a_huge_user_agent_is_classified_on_its_first_bytes_fast(tmp_path: Path) -> None:
+    """A client may send a 300 KB user agent (a server with raised header limits logs it): it cost about 2 s
+    to classify each such agent; only the first AGENT_CLASSIFIED_BYTES are read now, where a robot's name and
+    an exploit sent as the agent are."""
+    import time
+
+    from logs.goaccess_helpers import ours
+    from upkeeper.logs.classify import AGENT_CLASSIFIED_BYTES
+
+    pad = b" Mozilla/5.0 (X11; Linux x86_64) Gecko/20100101 Firefox/125.0" * 5000  # 310 KB, neither bot nor tool
+    agents = [b"Googlebot/2.1" + pad, b"sqlmap/1.7.2" + pad, b"Firefox" + pad + b" sqlmap/1.7.2", b"A" + pad]
+    assert len(pad) > 30 * AGENT_CLASSIFIED_BYTES
+    log = tmp_path / "access.log"
+    log.write_bytes(b"".join(b'10.0.0.%d - - [01/Mar/2024:10:00:00 +0000] "GET / HTTP/1.1" 200 5 "-" "%s" 0.010\n'
+                             % (i, a) for i, a in enumerate(agents)))
+    times = []
+    for _ in range(2):
+        t0 = time.perf_counter()
+        rep = ours(log)
+        times.append(time.perf_counter() - t0)
+    assert min(times) < 1.5, times  # 9 s before (four agents)
+    assert rep["bots"]["requests"] == 2  # Googlebot and sqlmap; the sqlmap after 300 KB is past the bytes read
+    assert [s["scanner"] for s in rep["security"]["scanners"]] == ["sqlmap"]
+    assert rep["visitors"] == 4 and rep["requests"] == 4  # the agents themselves count whole

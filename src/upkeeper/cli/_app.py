@@ -6,18 +6,24 @@ Command modules stay thin: parse arguments, call core, render.
 from __future__ import annotations
 
 import json
+import re
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
+from rich.console import Console, ConsoleOptions, RenderableType
+from rich.segment import Segment
+from rich.style import Style
+from rich.text import Text
 from rich.theme import Theme
 
 from upkeeper import __version__
 from upkeeper.core.history import History, history_url
 from upkeeper.core.jobs import Setup, load_setup
+from upkeeper.fmt import printable_lines
 from upkeeper.redact import redact_obj
 
 THEME = Theme(
@@ -37,8 +43,39 @@ THEME = Theme(
     }
 )
 
-console = Console(theme=THEME, highlight=False)
-err_console = Console(theme=THEME, stderr=True, highlight=False)
+
+
+class SafeConsole(Console):
+    """The CLI's console: it never writes a control character it did not make itself.
+
+    What upkeeper prints quotes text it does not control: request paths and user agents (a client's
+    ``GET /%1B[2J`` is percent-decoded to ESC), error-log and PostgreSQL messages, file and table names,
+    what a mail server or webhook answered.  Every string printed (a markup string, a table cell, a
+    panel's body) has its control characters but newlines and tabs written as ``\\x1B`` before Rich lays
+    it out (so tables keep their width), and every segment of text that reaches the output is checked
+    again (a ``Text`` built elsewhere, a progress description): no escape sequence from a log can clear,
+    recolour or retitle the terminal.  Rich's own styles and cursor moves are not text segments and stay.
+
+    Square brackets are still Rich markup: a caller that puts such text into a markup string
+    escapes it (``rich.markup.escape``) or prints it with ``markup=False``.  Emoji codes are off:
+    ``:fire:`` in a request path is shown as written."""
+
+    def render_str(self, text: str, *, style: str | Style = "", justify: Any = None, overflow: Any = None,
+                   emoji: bool | None = None, markup: bool | None = None, highlight: bool | None = None,
+                   highlighter: Any = None) -> Text:
+        return super().render_str(printable_lines(text), style=style, justify=justify, overflow=overflow,
+                                  emoji=emoji, markup=markup, highlight=highlight, highlighter=highlighter)
+
+    def render(self, renderable: RenderableType, options: ConsoleOptions | None = None) -> Iterable[Segment]:
+        for seg in super().render(renderable, options):
+            if seg.control or seg.text.isprintable() or seg.text == "\n":
+                yield seg
+            else:
+                yield Segment(printable_lines(seg.text), seg.style, seg.control)
+
+
+console = SafeConsole(theme=THEME, highlight=False, emoji=False)
+err_console = SafeConsole(theme=THEME, stderr=True, highlight=False, emoji=False)
 
 app = typer.Typer(
     name="upkeeper",
@@ -101,9 +138,15 @@ def _main(
     state._history = None
 
 
+#: DEL and the C1 controls, which JSON may carry raw (it escapes only U+0000–U+001F); U+009B is a CSI
+_JSON_RAW_CONTROL = re.compile("[\x7f-\x9f]")
+
+
 def print_json(data: Any) -> None:
-    """Machine output: plain JSON on stdout, secrets redacted."""
-    sys.stdout.write(json.dumps(redact_obj(data), indent=2, default=str, ensure_ascii=False) + "\n")
+    """Machine output: plain JSON on stdout, secrets redacted.  The values are exact; no control character
+    reaches the terminal raw (JSON escapes U+0000–U+001F itself, and DEL and C1 are written ``\\u009b``)."""
+    text = json.dumps(redact_obj(data), indent=2, default=str, ensure_ascii=False)
+    sys.stdout.write(_JSON_RAW_CONTROL.sub(lambda m: f"\\u{ord(m[0]):04x}", text) + "\n")
     sys.stdout.flush()
 
 

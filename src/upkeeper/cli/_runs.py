@@ -94,15 +94,17 @@ def run_jobs(
         progress.update(tid, description="running")
         t0 = time.monotonic()
 
+        # the description column is Rich markup (the final status is coloured): a task's log message or
+        # progress quotes log lines and server errors, escaped ("[/]" in one stopped the live display)
         def on_log(level: str, message: str) -> None:
             if level in ("INFO", "WARNING", "ERROR") and message:
-                progress.update(tid, description=message.splitlines()[0][:70])
+                progress.update(tid, description=escape(message.splitlines()[0][:70]))
 
         def on_progress(message: str, fraction: float | None) -> None:
             if fraction is not None:
-                progress.update(tid, total=1.0, completed=fraction, description=message[:70])
+                progress.update(tid, total=1.0, completed=fraction, description=escape(message[:70]))
             else:
-                progress.update(tid, description=message[:70])
+                progress.update(tid, description=escape(message[:70]))
 
         def on_retry(attempt: int, delay: float) -> None:
             progress.update(tid, description=f"attempt {attempt} in {human_duration(delay)}")

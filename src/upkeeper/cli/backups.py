@@ -201,18 +201,19 @@ def show_cmd(
         return
     m = Manifest.from_dict(row.manifest)
     tz = _env.config().timezone  # as 'backups list' shows times
-    console.print(f"[bold]{row.id}[/bold]  {row.kind} backup of {row.target}/{row.database}  {_status(row.status)}")
+    console.print(f"[bold]{row.id}[/bold]  {row.kind} backup of {escape(row.target)}/{escape(row.database)}  "
+                  f"{_status(row.status)}")
     console.print(f"taken {local_time(row.started_at, tz, '%Y-%m-%d %H:%M:%S %Z')}, took "
                   f"{human_duration((row.finished_at - row.started_at).total_seconds())}; "
                   f"{human_bytes(row.size)} stored, {human_bytes(row.raw_size)} raw ({row.compression_ratio:.2f}×); "
                   f"encryption {row.encryption}; on {', '.join(row.storages or [])}")
     if row.verified_at:
-        console.print(f"verified {local_time(row.verified_at, tz)}: {row.verify_summary}")
+        console.print(f"verified {local_time(row.verified_at, tz)}: {escape(row.verify_summary or '')}")
     t = Table(title="Objects", title_justify="left")
     for col in ("name", "role", "size", "raw", "sha256"):
         t.add_column(col, overflow="fold")
     for o in m.objects:
-        t.add_row(o.name, o.role, human_bytes(o.size), human_bytes(o.raw_size), o.sha256[:16] + "…")
+        t.add_row(escape(o.name), o.role, human_bytes(o.size), human_bytes(o.raw_size), o.sha256[:16] + "…")
     console.print(t)
     counts = m.details.get("row_counts")
     if counts:
@@ -227,7 +228,7 @@ def show_cmd(
         t.add_column("table")
         t.add_column("rows", justify="right")
         for k, v in shown:
-            t.add_row(k, f"{v:,}")
+            t.add_row(escape(k), f"{v:,}")  # a table may be named "a[/]b"
         console.print(t)
 
 
@@ -426,12 +427,12 @@ def restore_cmd(
     if as_json:
         print_json({"backup": row.id, **result})
     else:
-        console.print(f"[green]restored[/green] {row.id} → {result['destination']} (from storage "
+        console.print(f"[green]restored[/green] {row.id} → {escape(result['destination'])} (from storage "
                       f"{result['storage']})", highlight=False)
         for fault in fetcher.copy_faults:
             err_console.print(f"[warn]warning[/warn] copy skipped: {escape(fault)}", highlight=False)
         if result.get("warning"):
-            err_console.print(f"[warn]warning[/warn] {result['warning']}", highlight=False)
+            err_console.print(f"[warn]warning[/warn] {escape(result['warning'])}", highlight=False)
         if result.get("next"):
             console.print(result["next"], highlight=False, markup=False)
 
@@ -500,7 +501,7 @@ def _restore_postgres(config: Config, row: BackupRow, fetcher: Fetcher, database
         server_ver, server_num = pg.server_version(conn)
     older = _older_server_warning(fetcher.located.manifest, server, server_ver, server_num)
     if older:
-        err_console.print(f"[warn]warning[/warn] {older}", highlight=False)
+        err_console.print(f"[warn]warning[/warn] {escape(older)}", highlight=False)
     leftovers = _restore_leftovers(tgt, admin)
     for left in leftovers:
         err_console.print(f"[warn]warning[/warn] {escape(left['warning'])}", highlight=False)
@@ -593,7 +594,8 @@ def _restore_postgres(config: Config, row: BackupRow, fetcher: Fetcher, database
             if isinstance(exc, psycopg.Error):
                 raise BackupError(f"restore of backup {row.id} failed: {pg.pg_error(exc)}; {unchanged}, "
                                   f"{leftover}") from None
-            err_console.print(f"restore of backup {row.id} stopped: {unchanged}, {leftover}", highlight=False)
+            err_console.print(f"restore of backup {row.id} stopped: {escape(unchanged)}, {escape(leftover)}",
+                              highlight=False)
             raise
     if result["warning"] is None:
         del result["warning"]
@@ -888,7 +890,7 @@ def _restore_files(fetcher: Fetcher, row: BackupRow, to: Path) -> dict[str, Any]
             what = f"{exc.strerror or exc}" + (f" ({exc.filename})" if exc.filename else "")
             raise BackupError(f"restore of backup {row.id} failed: {what}; {where}",
                               "Try: --to a directory you can write to, with free space") from None
-        err_console.print(f"restore of backup {row.id} stopped: {where}", highlight=False)
+        err_console.print(f"restore of backup {row.id} stopped: {escape(where)}", highlight=False)
         raise
     return {"destination": str(to), "entries": n}
 
@@ -1364,7 +1366,7 @@ def prune_cmd(
                 t.add_row(bid, "—", "keep", "incomplete, may still be running")
             console.print(t)
             for e in r.errors:
-                err_console.print(f"[fail]error[/fail] {e}")
+                err_console.print(f"[fail]error[/fail] {escape(e)}", highlight=False)
         if not reports:
             console.print("no backups on the storages.")
     if any(r.errors for r in reports):

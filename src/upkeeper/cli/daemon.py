@@ -15,8 +15,16 @@ from upkeeper.core.daemon import Daemon
 from upkeeper.core.executor import WorkerPool
 from upkeeper.core.history import process_identity
 from upkeeper.core.runner import Runner
-from upkeeper.fmt import human_duration
+from upkeeper.fmt import human_duration, printable_lines
 from upkeeper.redact import RedactingFilter
+
+
+class _PrintableFormatter(logging.Formatter):
+    """Log records quote log lines and server errors: their control characters (but newlines and tabs) are
+    written ``\\x1B``, as the other commands print them, for whoever tails the daemon's output."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return printable_lines(super().format(record))
 
 
 @app.command("daemon")
@@ -35,7 +43,7 @@ def daemon_cmd(
     history = state.history()
     handler = logging.StreamHandler()
     handler.addFilter(RedactingFilter())
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(_PrintableFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger("upkeeper")
     root.addHandler(handler)
     root.setLevel(log_level.upper())

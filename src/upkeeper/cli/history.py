@@ -11,7 +11,6 @@ import typer
 from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
-from rich.text import Text
 
 from upkeeper.cli._app import app, console, print_json, severity_text, state, status_text
 from upkeeper.config.types import parse_duration
@@ -100,7 +99,7 @@ def history_cmd(
     for col in ("id", "job", "scheduled (UTC)", "trigger", "status", "took", "summary"):
         table.add_column(col, overflow="fold")
     for r in rows:
-        table.add_row(str(r.id), r.job, local_time(r.scheduled_for, "UTC", "%Y-%m-%d %H:%M:%S"), r.trigger,
+        table.add_row(str(r.id), escape(r.job), local_time(r.scheduled_for, "UTC", "%Y-%m-%d %H:%M:%S"), r.trigger,
                       status_text(r.status), human_duration(r.duration), escape((r.summary or "")[:140]))
     console.print(table)
 
@@ -120,9 +119,10 @@ def show_cmd(
     if as_json:
         print_json(data)
         return
-    head = (f"[bold]run {row.id}[/bold]  job [bold]{row.job}[/bold] ({row.task}"
-            f"{' on ' + row.target if row.target else ''})\n"
-            f"status {status_text(row.status)}   trigger {row.trigger}   attempt {row.attempt}   node {row.node}\n"
+    head = (f"[bold]run {row.id}[/bold]  job [bold]{escape(row.job)}[/bold] ({escape(row.task)}"
+            f"{' on ' + escape(row.target) if row.target else ''})\n"
+            f"status {status_text(row.status)}   trigger {escape(row.trigger)}   attempt {row.attempt}   "
+            f"node {escape(row.node or '-')}\n"
             f"scheduled {local_time(row.scheduled_for, 'UTC', '%Y-%m-%d %H:%M:%S %Z')}   "
             f"started {local_time(row.started_at, 'UTC', '%H:%M:%S')}   "
             f"took {human_duration(row.duration)}")
@@ -132,8 +132,8 @@ def show_cmd(
         for col in ("severity", "check", "subject", "message", "remediation"):
             t.add_column(col, overflow="fold")
         for f in sorted(findings, key=lambda f: {"critical": 0, "warning": 1, "info": 2}.get(f.severity, 3)):
-            # findings quote log lines and paths: text, never Rich markup
-            t.add_row(severity_text(f.severity), *(Text(x) for x in (f.check, f.subject, f.message, f.remediation)))
+            # findings quote log lines and paths: text, never Rich markup (the console escapes control characters)
+            t.add_row(severity_text(f.severity), *(escape(x) for x in (f.check, f.subject, f.message, f.remediation)))
         console.print(t)
     if row.metrics:
         t = Table(title="Metrics", title_justify="left")

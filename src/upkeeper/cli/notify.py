@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from upkeeper.cli._app import app, console, err_console, print_json, state
@@ -38,9 +39,9 @@ def test_cmd(channel: str = typer.Argument(..., help="a channel name from notifi
         print_json({"channel": channel, "ok": ok, "detail": res.detail if res else "not sent",
                     "delivery_id": res.delivery_id if res else None})
     elif ok and res is not None:
-        console.print(f"[ok]sent[/ok] to {channel}: {res.detail}")
+        console.print(f"[ok]sent[/ok] to {channel}: {escape(res.detail)}")
     else:
-        err_console.print(f"[fail]failed[/fail] to send to {channel}: {res.detail if res else 'not sent'}")
+        err_console.print(f"[fail]failed[/fail] to send to {channel}: {escape(res.detail) if res else 'not sent'}")
         err_console.print("It will be retried with backoff; see 'upkeeper notify log'.", style="dim")
     raise typer.Exit(0 if ok else 1)
 
@@ -71,7 +72,7 @@ def log_cmd(limit: int = typer.Option(30, "--limit", "-n", min=1, max=10000),
         ds = ", ".join(f"{d.channel}:[{'ok' if d.status == 'sent' else 'fail'}]{d.status}[/]"
                        for d in deliveries.get(e.id, [])) or "[dim]-[/dim]"
         what = f"{e.topic}/{e.state}" + (f" L{e.level}" if e.level else "")
-        table.add_row(str(e.id), ago(e.ts, now), what, e.title[:140], ds)
+        table.add_row(str(e.id), ago(e.ts, now), what, escape(e.title[:140]), ds)
     console.print(table)
 
 
@@ -87,7 +88,7 @@ def retry_cmd(as_json: bool = typer.Option(False, "--json", help="machine-readab
                     for r in results])
     else:
         for r in results:
-            console.print(f"{r.channel}: " + ("[ok]sent[/ok]" if r.ok else f"[fail]failed[/fail] {r.detail}"))
+            console.print(f"{r.channel}: " + ("[ok]sent[/ok]" if r.ok else f"[fail]failed[/fail] {escape(r.detail)}"))
         if not results:
             console.print("nothing to retry")
     raise typer.Exit(1 if any(not r.ok for r in results) else 0)

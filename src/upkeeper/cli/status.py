@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from upkeeper.cli._app import app, console, print_json, state, status_text
@@ -109,7 +110,8 @@ def status_cmd(
             when, res, summ = "never", "-", ""
         else:
             ts = datetime.fromisoformat(lr["finished_at"] or lr["scheduled_for"])
-            when, res, summ = ago(ts, now), status_text(lr["status"]), lr["summary"]
+            # a summary quotes log lines, paths and server errors: never Rich markup
+            when, res, summ = ago(ts, now), status_text(lr["status"]), escape(lr["summary"][:120])
         nxt = "-" if j["next_run"] is None else local_time(datetime.fromisoformat(j["next_run"]), j["timezone"])
         fails = ""
         if j["consecutive_failures"]:
@@ -118,7 +120,7 @@ def status_cmd(
                 notes.append("never ok")
             fails = f"[fail]{j['consecutive_failures']}[/fail]" + (f" ({', '.join(notes)})" if notes else "")
         table.add_row(f"[bold]{j['job']}[/bold]" if j["enabled"] else f"[dim]{j['job']}[/dim]",
-                      when, res, summ[:120], nxt, fails)
+                      when, res, summ, nxt, fails)
     console.print(table)
     alive = [d for d in data["daemons"] if d["alive"]]
     if alive:
@@ -142,6 +144,6 @@ def status_cmd(
         dead = sum(1 for d in bad if d["status"] == "dead")
         console.print(f"notifications: [fail]{len(bad)} delivery failure(s)[/fail] in the last 7 days"
                       + (f" ({dead} gave up)" if dead else "") + f"; latest: {bad[0]['channel']}: "
-                      f"{bad[0]['last_error'][:160]} — see 'upkeeper notify log', retry with 'upkeeper notify retry'")
+                      f"{escape(bad[0]['last_error'][:160])} — see 'upkeeper notify log', retry with 'upkeeper notify retry'")
     if check and missed:
         raise typer.Exit(1)

@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from upkeeper.config.notify import SEVERITY_RANK
+from upkeeper.fmt import printable, printable_lines
 
 PAYLOAD_VERSION = 1
 MAX_FINDINGS = 3
@@ -148,7 +149,7 @@ def headline(events: list[Event]) -> str:
     """One line for a message carrying ``events`` (the most important first)."""
     top = events[0]
     more = f" (+{len(events) - 1} more)" if len(events) > 1 else ""
-    return f"{top.title}{more}"
+    return printable(f"{top.title}{more}")  # one line, whatever it quotes (a mail's Subject)
 
 
 def order(events: list[Event]) -> list[Event]:
@@ -158,6 +159,9 @@ def order(events: list[Event]) -> list[Event]:
 
 
 def render_text(events: list[Event]) -> str:
+    """The human message: its control characters but newlines and tabs escaped (``\\x1B``), as the CLI shows
+    them (finding messages quote log lines; a mail read in a terminal is a terminal).  The events' fields
+    (``summary``, ``findings``) carry the exact values."""
     blocks = []
     for e in events:
         icon = RESOLVED_ICON if e.state == "resolved" else ICON.get(e.severity, "")
@@ -165,7 +169,7 @@ def render_text(events: list[Event]) -> str:
         if e.text:
             lines.append(e.text)
         blocks.append("\n".join(lines))
-    return "\n\n".join(blocks)
+    return printable_lines("\n\n".join(blocks))
 
 
 def worst(events: list[Event]) -> str:

@@ -24,6 +24,7 @@ from upkeeper.config.notify import (
     WebhookChannel,
 )
 from upkeeper.errors import UpkeeperError
+from upkeeper.fmt import printable_lines
 from upkeeper.redact import redact
 
 if TYPE_CHECKING:
@@ -100,6 +101,14 @@ SLACK_COLORS = {"critical": "#d40e0d", "error": "#d40e0d", "warning": "#f2c744",
 SLACK_RESOLVED = "#2eb886"
 
 
+def slack_text(text: str) -> str:
+    """``text`` as Slack shows it literally: ``&``, ``<`` and ``>`` escaped as Slack asks
+    (https://api.slack.com/reference/surfaces/formatting#escaping), so a request path ``/<!channel>`` or
+    ``<https://evil|login>`` quoted in a finding neither notifies everyone nor becomes a disguised link;
+    control characters escaped (``\\x1B``)."""
+    return printable_lines(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 class Slack(Transport):
     """Slack incoming webhook: ``text`` for notifications, one attachment per event for the channel."""
 
@@ -117,11 +126,11 @@ class Slack(Transport):
             fields = [{"title": k, "value": str(e[k]), "short": True} for k in ("job", "target", "status")
                       if e.get(k)]
             attachments.append({
-                "fallback": e["title"], "color": color, "title": e["title"], "text": e["text"],
+                "fallback": e["title"], "color": color, "title": e["title"], "text": slack_text(e["text"]),
                 "fields": fields, "footer": f"upkeeper on {payload['node']}",
                 "ts": int(datetime.fromisoformat(e["ts"]).timestamp()) if e.get("ts") else None,
             })
-        return {"text": payload["title"], "attachments": attachments}
+        return {"text": slack_text(payload["title"]), "attachments": attachments}
 
     def send(self, payload: dict[str, Any]) -> str:
         url = self.cfg.secret("webhook_url") or ""
