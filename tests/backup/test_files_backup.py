@@ -873,6 +873,13 @@ def test_restore_with_force_never_writes_through_links_in_the_directory(
     assert (dest / rel / "public").is_dir() and not (dest / rel / "public").is_symlink()
     assert (dest / rel / "public" / "img" / "logo.png").stat().st_size == 256 * 40
 
+    (dest / rel / "app.js").unlink()
+    (dest / rel / "app.js" / "keep").mkdir(parents=True)  # a directory where the backup has a file: refused,
+    r = cli(["--config", cfg, "backups", "restore", bid, "--to", dest, "--force"])  # for the directory, not
+    assert r.code == 1 and "app.js is a directory" in r.output, r.output  # the backup
+    assert "move it out of the way" in r.output and "restore an older one" not in r.output, r.output
+    assert (dest / rel / "app.js" / "keep").is_dir()
+
 
 def test_a_shrunk_file_restores_as_read(cli: Any, make_config: Any, tmp_path: Path, age_key: AgeKey) -> None:
     """A real run during which logrotate (copytruncate) empties a log: the run warns naming it instead of
@@ -1058,8 +1065,8 @@ def test_a_backup_without_a_single_file_warns(cli: Any, make_config: Any, tmp_pa
 def test_a_local_storage_inside_the_tree_is_left_out_of_its_own_backups(cli: Any, make_config: Any,
                                                                         tmp_path: Path) -> None:
     """Root /srv, storage /srv/backups: as tar leaves out the archive it writes, each backup does not hold the
-    ones before it (nor its own partial upload), and says so; a path inside the storage is refused, as is a path
-    that is only a FIFO (named as such, not called excluded)."""
+    ones before it (nor its own partial upload), and says so; a path in the storage's part for this target is
+    refused, as is a path that is only a FIFO (named as such, not called excluded)."""
     root = tmp_path / "srv"
     (root / "app").mkdir(parents=True)
     (root / "app" / "data.bin").write_bytes(b"x" * 1000)
@@ -1084,7 +1091,7 @@ def test_a_local_storage_inside_the_tree_is_left_out_of_its_own_backups(cli: Any
     assert f"{str(root).lstrip('/')}/app/data.bin" in paths
     assert not any("backups" in p for p in paths), paths
 
-    r = cli(["--config", config({"paths": [str(store / "web")]}), "run", "app-backup", "--json"])
+    r = cli(["--config", config({"paths": [str(store / "web" / "files")]}), "run", "app-backup", "--json"])
     assert r.code == 1, r.output
     assert "is in the directory of storage 'local1'" in r.json()[0]["summary"], r.output
     r = cli(["--config", config({"paths": ["app/fifo"]}), "run", "app-backup", "--json"])

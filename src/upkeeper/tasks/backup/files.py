@@ -134,7 +134,7 @@ class FilesBackup(Task[FilesBackupOptions]):
             # as tar leaves out the archive it writes: a local storage inside the tree (root /srv, storage
             # /srv/backups) would put every earlier backup, and this one's partial upload, into each new one
             own = _storage_dirs(env)
-            _refuse_paths_in_storages(paths, own)
+            _refuse_paths_in_storages(paths, own, target_name)
         except BaseException:
             env.close()
             raise
@@ -269,13 +269,17 @@ def _storage_dirs(env: BackupEnv) -> dict[str, str]:
     return {os.path.realpath(s.root): s.name for s in env.storages if isinstance(s, LocalStorage)}
 
 
-def _refuse_paths_in_storages(paths: list[Path], own: dict[str, str]) -> None:
+def _refuse_paths_in_storages(paths: list[Path], own: dict[str, str], target: str) -> None:
+    """A configured path that is such a storage's directory, or lies in the part of it this target's backups
+    go to, would archive the backups before it (a path elsewhere in it, say /data/uploads beside a storage's
+    /data/web, is the admin's choice)."""
     for p in paths:
         real = os.path.realpath(p)
         for d, name in own.items():
-            if real == d or real.startswith(d.rstrip("/") + "/"):
-                raise TaskError(f"paths: {p} is in the directory of storage {name!r} ({d}), which this job writes "
-                                "its backups to: each backup would hold the ones before it",
+            mine = os.path.realpath(os.path.join(d, target))
+            if real in (d, mine) or real.startswith(mine.rstrip("/") + "/"):
+                raise TaskError(f"paths: {p} is in the directory of storage {name!r} ({d}) this job writes its "
+                                "backups to: each backup would hold the ones before it",
                                 "Try: remove it from the job's paths, or write this job to another storage "
                                 "(its 'storages' option)", permanent=True)
 
