@@ -873,6 +873,13 @@ def test_restore_with_force_never_writes_through_links_in_the_directory(
     assert (dest / rel / "public").is_dir() and not (dest / rel / "public").is_symlink()
     assert (dest / rel / "public" / "img" / "logo.png").stat().st_size == 256 * 40
 
+    (dest / rel / "app.js").unlink()
+    (dest / rel / "app.js" / "keep").mkdir(parents=True)  # a directory where the backup has a file: refused,
+    r = cli(["--config", cfg, "backups", "restore", bid, "--to", dest, "--force"])  # for the directory, not
+    assert r.code == 1 and "app.js is a directory" in r.output, r.output  # the backup
+    assert "move it out of the way" in r.output and "restore an older one" not in r.output, r.output
+    assert (dest / rel / "app.js" / "keep").is_dir()
+
 
 def test_a_shrunk_file_restores_as_read(cli: Any, make_config: Any, tmp_path: Path, age_key: AgeKey) -> None:
     """A real run during which logrotate (copytruncate) empties a log: the run warns naming it instead of
@@ -1053,6 +1060,75 @@ def test_a_backup_without_a_single_file_warns(cli: Any, make_config: Any, tmp_pa
     assert run["status"] == "warn", run
     [f] = [f for f in run["findings"] if f["check"] == "backup.empty"]
     assert "no file archived" in f["message"] and str(root) in f["message"], f
+
+
+def test_a_local_storage_inside_the_tree_is_left_out_of_its_own_backups(cli: Any, make_config: Any,
+                                                                        tmp_path: Path) -> None:
+    """Root /srv, storage /srv/backups: as tar leaves out the archive it writes, each backup does not hold the
+    ones before it (nor its own partial upload), and says so; a path in the storage's part for this target is
+    refused, as is a path that is only a FIFO (named as such, not called excluded)."""
+    root = tmp_path / "srv"
+    (root / "app").mkdir(parents=True)
+    (root / "app" / "data.bin").write_bytes(b"x" * 1000)
+    store = root / "backups"
+    os.mkfifo(root / "app" / "fifo")
+
+    def config(options: dict[str, Any]) -> Path:
+        return Path(make_config({"targets": {"web": {"kind": "app", "root": str(root)}},
+                                 "storages": {"local1": {"kind": "local", "path": str(store), "fsync": False}},
+                                 "backup": {"encryption": "none"},
+                                 "jobs": {"app-backup": {"task": "files.backup", "target": "web",
+                                                         "options": options}}}))
+    store.mkdir()
+    r = cli(["--config", config({}), "run", "app-backup", "--json"])  # (it would hold its own partial upload)
+    assert r.code == 0, r.output
+    run = r.json()[0]
+    assert any(f["check"] == "backup.file_skipped" and f["subject"] == str(store) and "'local1'" in f["message"]
+               for f in run["findings"]), run["findings"]
+    [mpath] = store.rglob("manifest.json")
+    [archive] = json.loads(mpath.read_text())["files"]["archives"].values()
+    paths = [f["path"] for f in archive["files"]]
+    assert f"{str(root).lstrip('/')}/app/data.bin" in paths
+    assert not any("backups" in p for p in paths), paths
+
+    r = cli(["--config", config({"paths": [str(store / "web" / "files")]}), "run", "app-backup", "--json"])
+    assert r.code == 1, r.output
+    assert "is in the directory of storage 'local1'" in r.json()[0]["summary"], r.output
+    r = cli(["--config", config({"paths": ["app/fifo"]}), "run", "app-backup", "--json"])
+    assert r.code == 1, r.output
+    summary = r.json()[0]["summary"]
+    assert "no configured path is a regular file, directory or symlink" in summary and "excluded" not in summary
+
+
+def test_acls_and_extended_attributes_are_named_as_not_archived(tmp_path: Path) -> None:
+    """A default ACL on an uploads directory, a user attribute on a file: the archive does not hold them, and
+    the run says so (one info finding, counted, a few named), rather than a restore losing them in silence."""
+    import struct
+
+    from upkeeper.backup.files import Walk, iter_walk, write_tar
+    from upkeeper.core.task import Finding
+    from upkeeper.tasks.backup.files import _walk_findings
+
+    root = tmp_path / "app"
+    (root / "uploads").mkdir(parents=True)
+    (root / "plain.txt").write_text("x\n")
+    (root / "tagged.txt").write_text("y\n")
+    # user::rwx user:33:r-x group::r-x mask::r-x other::r-x (the format setfacl writes)
+    acl = struct.pack("<I", 2) + b"".join(struct.pack("<HHI", tag, perm, ident) for tag, perm, ident in (
+        (1, 7, 0xFFFFFFFF), (2, 5, 33), (4, 5, 0xFFFFFFFF), (0x10, 5, 0xFFFFFFFF), (0x20, 5, 0xFFFFFFFF)))
+    try:
+        os.setxattr(root / "uploads", "system.posix_acl_default", acl)
+        os.setxattr(root / "tagged.txt", "user.origin", b"import")
+    except OSError as exc:
+        pytest.skip(f"no ACLs or user attributes here: {exc}")
+    w = Walk()
+    write_tar(iter_walk([root], [], out=w), io.BytesIO().write, attrs=w.attrs)
+    findings: list[Finding] = []
+    _walk_findings(findings, w)
+    [f] = [f for f in findings if f.check == "backup.attrs_not_archived"]
+    assert f.value == 2 and f.severity.value == "info", f
+    assert f"{root / 'uploads'}: system.posix_acl_default" in f.message and "tagged.txt: user.origin" in f.message
+    assert "plain.txt" not in f.message and "setfacl" in f.remediation
 
 
 def _many_uploads(make_config: Any, tmp_path: Path, n: int, *, nested: bool) -> Path:

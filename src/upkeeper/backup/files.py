@@ -51,12 +51,40 @@ class Entry:
     name: str = ""
 
 
+#: the extended attributes an admin sets on purpose, which the archive does not hold: POSIX ACLs, file
+#: capabilities (setcap), user attributes.  (SELinux labels, on every file of such a system, are restorecon's.)
+_NOTED_XATTRS = ("system.posix_acl_", "security.capability", "user.")
+
+
+@dataclass
+class Unarchived:
+    """Directories and files that have ACLs or extended attributes (which tar members here do not hold):
+    counted, and the first few named, for a note that a restore gives them back without."""
+
+    count: int = 0
+    examples: list[tuple[str, list[str]]] = field(default_factory=list)
+
+    def check(self, fd: int, path: str) -> None:
+        try:
+            names = os.listxattr(fd)
+        except OSError:  # a file system without extended attributes
+            return
+        if names:
+            noted = sorted(n for n in names if n.startswith(_NOTED_XATTRS))
+            if noted:
+                self.count += 1
+                if len(self.examples) < 3:
+                    self.examples.append((path, noted))
+
+
 @dataclass
 class Walk:
     entries: list[Entry] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     #: (path, what happened) for entries that changed while the tree was listed: warnings
     changed: list[tuple[str, str]] = field(default_factory=list)
+    #: directories listed (and, given to :func:`write_tar`, files read) with ACLs or extended attributes
+    attrs: Unarchived = field(default_factory=Unarchived)
 
 
 def excluded(rel: str, patterns: Sequence[str], absolute: Sequence[str] = ()) -> bool:
@@ -203,6 +231,7 @@ def iter_walk(roots: Sequence[Path], exclude: Sequence[str], skip: Callable[[str
             if (st.st_dev, st.st_ino) != (expect.st_dev, expect.st_ino):  # it, or a directory above, swapped
                 out.changed.append((d, "replaced while being listed; its contents not archived"))
                 return None
+            out.attrs.check(fd, d)
             items: list[tuple[str, os.stat_result, str | None]] = []
             try:
                 with os.scandir(fd) as it:
@@ -618,7 +647,7 @@ _OPEN_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
 def _file_item(out: _Buffered, e: Entry, hashes: bool, changed: list[tuple[str, str]] | None,
-               parents: _Parents) -> bytes | None:
+               parents: _Parents, attrs: Unarchived | None) -> bytes | None:
     if e.parent is not None:
         dir_fd = parents.fd_for(e)
         if dir_fd is None:
@@ -653,6 +682,8 @@ def _file_item(out: _Buffered, e: Entry, hashes: bool, changed: list[tuple[str, 
             # another file renamed over it (an atomic save), in the very directory the walk listed: the tree's
             # file now, archived as found when it was opened (its header from that file's fstat)
             _changed(changed, e, "replaced (renamed over) during the backup; the new file archived")
+        if attrs is not None:
+            attrs.check(fd, e.path)
         return _add_file(out, e, fd, st, hashes, changed)
     finally:
         os.close(fd)
@@ -687,7 +718,7 @@ def _other_item(out: _Buffered, e: Entry, changed: list[tuple[str, str]] | None)
 
 
 def write_tar(entries: Iterable[Entry], write: Callable[[bytes], Any], *, hashes: bool = True,
-              changed: list[tuple[str, str]] | None = None) -> FileList:
+              changed: list[tuple[str, str]] | None = None, attrs: Unarchived | None = None) -> FileList:
     """Stream a tar of ``entries`` (a list, or :func:`iter_walk` as it goes) into ``write``; returns the file
     list for the manifest.
 
@@ -697,7 +728,8 @@ def write_tar(entries: Iterable[Entry], write: Callable[[bytes], Any], *, hashes
     file renamed over it in that directory (an atomic save) is the tree's file now: it is archived (with its
     own stat) and named there.  A file modified while it was read is archived as read and
     named there too; one that shrank is padded with zeros to its size at the start (its manifest line says
-    how many bytes in ``padded``, which a restore cuts off).
+    how many bytes in ``padded``, which a restore cuts off).  Files with ACLs or extended attributes (not
+    archived) are counted in ``attrs``.
     """
     out = _Buffered(write)
     listed = FileList()
@@ -705,7 +737,7 @@ def write_tar(entries: Iterable[Entry], write: Callable[[bytes], Any], *, hashes
     try:
         for e in entries:
             if e.kind == "file":
-                line = _file_item(out, e, hashes, changed, parents)
+                line = _file_item(out, e, hashes, changed, parents, attrs)
                 if line is not None:
                     listed.append_line(line, True)
             else:

@@ -638,9 +638,11 @@ class _SafeExtract:
         self.link_mtimes: dict[str, float] = {}
         self.mode_mask = 0o7777 if os.geteuid() == 0 else 0o1777
 
-    def refuse(self, ti: tarfile.TarInfo, why: str) -> BackupError:
-        return BackupError(f"object {self.object_name}: refusing member {ti.name!r}: {why}",
-                           "Try: verify the backup ('upkeeper backups verify ID'); restore an older one")
+    def refuse(self, ti: tarfile.TarInfo, why: str, *, in_dest: bool = False) -> BackupError:
+        """``in_dest``: refused for what the directory restored into holds, not for the backup."""
+        hint = ("Try: move it out of the way, or restore into a new directory" if in_dest else
+                "Try: verify the backup ('upkeeper backups verify ID'); restore an older one")
+        return BackupError(f"object {self.object_name}: refusing member {ti.name!r}: {why}", hint)
 
     def __call__(self, ti: tarfile.TarInfo, _path: str) -> tarfile.TarInfo:
         name = member_name(ti.name)
@@ -694,15 +696,15 @@ class _SafeExtract:
                 return  # nothing there, nor below
             if i == len(parts):
                 if stat.S_ISDIR(st.st_mode) and kind != "dir":
-                    raise self.refuse(ti, f"{self.dest / rel} is a directory")
+                    raise self.refuse(ti, f"{self.dest / rel} is a directory", in_dest=True)
                 return
             if stat.S_ISDIR(st.st_mode):
                 continue
             if rel in self.dirs or self.kinds.get(rel) == "dir":
                 return  # replaced as a whole by the backup's directory
             if stat.S_ISLNK(st.st_mode):
-                raise self.refuse(ti, f"{self.dest / rel} is a symlink: it would be written through it")
-            raise self.refuse(ti, f"{self.dest / rel} is not a directory")
+                raise self.refuse(ti, f"{self.dest / rel} is a symlink: it would be written through it", in_dest=True)
+            raise self.refuse(ti, f"{self.dest / rel} is not a directory", in_dest=True)
 
     def set_link_mtimes(self) -> None:
         """Each extracted symlink's own mtime (never its target's), as GNU tar restores it."""

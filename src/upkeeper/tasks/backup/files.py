@@ -15,9 +15,9 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from upkeeper.backup.files import Entry, FileList, Walk, iter_walk, walk, write_tar
+from upkeeper.backup.files import Entry, FileList, Unarchived, Walk, iter_walk, walk, write_tar
 from upkeeper.backup.manifest import safe_component
-from upkeeper.backup.sets import SetWriter
+from upkeeper.backup.sets import BackupEnv, SetWriter
 from upkeeper.config.backup import RetentionPolicy
 from upkeeper.config.targets import AppTarget
 from upkeeper.core.task import Finding, Result, Severity, Task, TaskContext, TaskOptions, task
@@ -128,11 +128,29 @@ class FilesBackup(Task[FilesBackupOptions]):
         # by real path: through an app root that is a symlink, the main walk reaches .env by another name
         secret_set = {e.real for e in secret_walk.entries}
         main_walk = Walk()  # what the main walk skipped or saw change; its entries are streamed, not kept
-        main_entries = _without_secret_links(
-            iter_walk(paths, options.exclude, skip=lambda real: real in secret_set, out=main_walk),
-            secret_walk.entries)
 
         env = env_for(ctx, options.storages)
+        try:
+            # as tar leaves out the archive it writes: a local storage inside the tree (root /srv, storage
+            # /srv/backups) would put every earlier backup, and this one's partial upload, into each new one
+            own = _storage_dirs(env)
+            _refuse_paths_in_storages(paths, own, target_name)
+        except BaseException:
+            env.close()
+            raise
+
+        def skip(real: str) -> bool:
+            if real in secret_set:
+                return True
+            if real in own:
+                findings.append(Finding(
+                    "backup.file_skipped", Severity.INFO, real,
+                    f"not archived: the directory of storage {own[real]!r}, which this backup is written to"))
+                return True
+            return False
+
+        main_entries = _without_secret_links(iter_walk(paths, options.exclude, skip=skip, out=main_walk),
+                                             secret_walk.entries)
         out = Outcome("files", findings=findings)
         try:
             if secret_walk.entries and env.encryption is None:
@@ -146,15 +164,18 @@ class FilesBackup(Task[FilesBackupOptions]):
                     name = object_name("files.tar", env)
                     archives[name] = {"files": self._archive(ctx, writer, name, "files",
                                                              itertools.chain([first], main_entries), True,
-                                                             findings)}
+                                                             findings, main_walk)}
                 if secret_walk.entries:
                     name = object_name("secrets.tar", env)
                     # sizes only: plaintext hashes of secrets in a readable manifest would leak guessable values
                     archives[name] = {"files": self._archive(ctx, writer, name, "secrets", secret_walk.entries,
-                                                             False, findings)}
+                                                             False, findings, secret_walk)}
                 _walk_findings(findings, main_walk, secret_walk)
                 if not archives:
-                    raise BackupError("nothing to archive: every path was excluded")
+                    # (excludes never apply to a configured path itself): each is a socket, FIFO or device
+                    raise BackupError("nothing to archive: no configured path is a regular file, directory or "
+                                      f"symlink ({', '.join(map(str, paths + secrets))}); sockets, FIFOs and "
+                                      "devices are never archived", "Try: fix the job's paths")
                 n_files = sum(a["files"].files for a in archives.values())
                 if n_files == 0:  # like an empty dump: most likely a wrong path or an exclude that takes all
                     findings.append(Finding(
@@ -225,12 +246,13 @@ class FilesBackup(Task[FilesBackupOptions]):
 
     @staticmethod
     def _archive(ctx: TaskContext, writer: SetWriter, name: str, role: str, entries: Iterable[Entry], hashes: bool,
-                 findings: list[Finding]) -> FileList:
+                 findings: list[Finding], walked: Walk | None = None) -> FileList:
         ctx.progress(f"archiving into {name}", None)
         upload = writer.upload(name, role=role, always_encrypt=role == "secrets")
         try:
             changed: list[tuple[str, str]] = []
-            listed = write_tar(entries, upload.write, hashes=hashes, changed=changed)
+            listed = write_tar(entries, upload.write, hashes=hashes, changed=changed,
+                               attrs=walked.attrs if walked is not None else None)
         except BaseException:
             upload.abort()
             raise
@@ -240,14 +262,47 @@ class FilesBackup(Task[FilesBackupOptions]):
         return listed
 
 
+def _storage_dirs(env: BackupEnv) -> dict[str, str]:
+    """{real path: storage name} of the local storages the backup is written to."""
+    from upkeeper.storage.local import LocalStorage
+
+    return {os.path.realpath(s.root): s.name for s in env.storages if isinstance(s, LocalStorage)}
+
+
+def _refuse_paths_in_storages(paths: list[Path], own: dict[str, str], target: str) -> None:
+    """A configured path that is such a storage's directory, or lies in the part of it this target's backups
+    go to, would archive the backups before it (a path elsewhere in it, say /data/uploads beside a storage's
+    /data/web, is the admin's choice)."""
+    for p in paths:
+        real = os.path.realpath(p)
+        for d, name in own.items():
+            mine = os.path.realpath(os.path.join(d, target))
+            if real in (d, mine) or real.startswith(mine.rstrip("/") + "/"):
+                raise TaskError(f"paths: {p} is in the directory of storage {name!r} ({d}) this job writes its "
+                                "backups to: each backup would hold the ones before it",
+                                "Try: remove it from the job's paths, or write this job to another storage "
+                                "(its 'storages' option)", permanent=True)
+
+
 def _walk_findings(findings: list[Finding], *walks: Walk) -> None:
     """What the walks skipped or saw change (once: after the archives, or when they failed)."""
+    attrs = Unarchived()
     for w in walks:
         for s in w.skipped:
             findings.append(Finding("backup.file_skipped", Severity.INFO, s, "not archived (special file)"))
+        attrs.count += w.attrs.count
+        attrs.examples += w.attrs.examples
+        w.attrs = Unarchived()
         for path, what in w.changed:
             findings.append(Finding("backup.file_changed", Severity.WARNING, path, what))
         w.skipped, w.changed = [], []
+    if attrs.count:
+        named = "; ".join(f"{p}: {', '.join(names)}" for p, names in attrs.examples[:3])
+        findings.append(Finding(
+            "backup.attrs_not_archived", Severity.INFO, f"{attrs.count} file(s) or directories",
+            f"ACLs and extended attributes are not archived: a restore gives these back without them (e.g. "
+            f"{named})", "after a restore, set them again (setfacl, setcap); see docs/backups.md",
+            value=float(attrs.count)))
 
 
 def _without_secret_links(main: Iterator[Entry], secrets: list[Entry]) -> Iterator[Entry]:
