@@ -845,13 +845,14 @@ def test_a_backup_that_fills_the_local_storage_leaves_nothing_there(
 
 def _backup_config(make_config: Any, tmp_path: Path, target: dict[str, Any], age_key: AgeKey) -> Path:
     """One job per method (auto, network, bgsave) backing up ``target``."""
-    return make_config({
+    cfg: Path = make_config({
         "targets": {"cache": target},
         "storages": {"local1": {"kind": "local", "path": str(tmp_path / "store"), "fsync": False}},
         "backup": {"encryption": {"recipients": [age_key.recipient], "identity_file": str(age_key.identity)}},
         "jobs": {m: {"task": "redis.backup", "target": "cache", "options": {"method": m}}
                  for m in ("auto", "network", "bgsave")},
     })
+    return cfg
 
 
 def test_bgsave_without_config_get_names_the_refused_command(
