@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -840,3 +841,109 @@ def test_a_backup_that_fills_the_local_storage_leaves_nothing_there(
     run = cli(["--config", cfg, "run", "cache-backup", "--json"]).json()[0]
     assert run["status"] in ("fail", "error") and "no space left on device" in run["summary"], run
     assert list(small_fs.rglob("*")) == []
+
+
+def _backup_config(make_config: Any, tmp_path: Path, target: dict[str, Any], age_key: AgeKey) -> Path:
+    """One job per method (auto, network, bgsave) backing up ``target``."""
+    cfg: Path = make_config({
+        "targets": {"cache": target},
+        "storages": {"local1": {"kind": "local", "path": str(tmp_path / "store"), "fsync": False}},
+        "backup": {"encryption": {"recipients": [age_key.recipient], "identity_file": str(age_key.identity)}},
+        "jobs": {m: {"task": "redis.backup", "target": "cache", "options": {"method": m}}
+                 for m in ("auto", "network", "bgsave")},
+    })
+    return cfg
+
+
+def test_bgsave_without_config_get_names_the_refused_command(
+        cli: Any, make_config: Any, tmp_path: Path, redis_clean: RedisServer, age_key: AgeKey) -> None:
+    """An ACL user without CONFIG GET (where the RDB file is): method bgsave said only "needs the server's RDB
+    file readable on this host"; it names CONFIG GET and the ACL rule.  A user refused SYNC too: auto's
+    network failure says why BGSAVE + copy was not used.  Nothing is stored."""
+    c = redis_clean.client()
+    c.set("k", "v")
+    c.acl_setuser("noconf", enabled=True, passwords=["+pw"], keys=["*"], commands=["+@all", "-config", "-sync"])
+    try:
+        cfg = _backup_config(make_config, tmp_path, {**redis_clean.target(), "username": "noconf", "password": "pw"},
+                             age_key)
+        run = cli(["--config", cfg, "run", "bgsave", "--json"]).json()[0]
+        assert run["status"] != "ok", run
+        assert "CONFIG GET" in run["summary"] and "'config|get'" in run["summary"], run
+        run = cli(["--config", cfg, "run", "auto", "--json"]).json()[0]
+        [f] = run["findings"]
+        assert "NOPERM" in f["message"] and "auto downloads because the server refuses CONFIG GET" in f["message"], f
+        assert not list((tmp_path / "store").rglob("manifest.json"))
+    finally:
+        c.acl_deluser("noconf")
+
+
+def test_a_bgsave_that_cannot_write_its_file_fails_naming_it(
+        cli: Any, make_config: Any, tmp_path: Path, age_key: AgeKey) -> None:
+    """The server's BGSAVE fails (rdb_last_bgsave_status:err: here its dbfilename is a directory, so the
+    rename of the finished temp file fails, as an unwritable dir does): bgsave names the file and the dir to
+    fix; the network download with repl-diskless-sync no (the server saves to disk first, then drops the
+    connection) says the server closed it, why, and names client-output-buffer-limit replica among the
+    causes.  Nothing is stored, nothing is left in the server's dir."""
+    srv = RedisServer(tmp_path / "srv", extra_args=["--dbfilename", "blocked.rdb", "--repl-diskless-sync", "no"])
+    srv.start()
+    try:
+        srv.client().set("k", "v")
+        (srv.base / "blocked.rdb").mkdir()
+        (srv.base / "blocked.rdb" / "x").write_text("")
+        cfg = _backup_config(make_config, tmp_path, srv.target(), age_key)
+        [f] = cli(["--config", cfg, "run", "bgsave", "--json"]).json()[0]["findings"]
+        assert f"could not write its RDB file {srv.base / 'blocked.rdb'}" in f["message"], f
+        assert f"write {srv.base} (CONFIG GET dir)" in f["remediation"], f
+        [f] = cli(["--config", cfg, "run", "network", "--json"]).json()[0]["findings"]
+        assert "the server closed the connection" in f["message"], f
+        assert "rdb_last_bgsave_status: err" in f["message"], f
+        assert "client-output-buffer-limit replica" in f["remediation"], f
+        assert not list((tmp_path / "store").rglob("manifest.json"))
+        assert not list(srv.base.glob("temp-*.rdb"))
+    finally:
+        srv.stop()
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv") or not shutil.which("prlimit"),
+                    reason="needs root, setpriv and prlimit to run Redis under a process limit")
+def test_a_server_that_cannot_fork_fails_the_backup_saying_why(
+        cli: Any, make_config: Any, tmp_path: Path, redis_clean: RedisServer, age_key: AgeKey) -> None:
+    """BGSAVE's fork failing (maxmemory near the host's memory without vm.overcommit_memory: "Can't save in
+    background: fork: Cannot allocate memory"; simulated with an unused uid and RLIMIT_NPROC at the server's
+    own thread count) is answered by a bare "-ERR": the run said only "BGSAVE failed: ".  It says the server
+    could not fork and names vm.overcommit_memory; the network download's "BGSAVE failed, replication can't
+    continue" the same."""
+    import tempfile
+
+    import redis
+
+    from upkeeper.sandbox._util import free_port, wait_for_port
+
+    threads = len(os.listdir(f"/proc/{redis_clean.client().info('server')['process_id']}/task"))
+    uid = 61000 + os.getpid() % 4000  # no process runs as it: the limit counts only this server's threads
+    d = Path(tempfile.mkdtemp(prefix="upkeeper-test-nofork-", dir="/tmp"))  # tmp_path is root-only
+    os.chown(d, uid, uid)
+    port = free_port()
+    srv = subprocess.Popen(
+        ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "prlimit", f"--nproc={threads}",
+         shutil.which("redis-server") or "redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--dir", str(d), "--logfile", str(d / "redis.log"),
+         "--repl-diskless-sync-delay", "0"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_port(port, timeout=5)
+        redis.Redis(port=port).set("k", "v")
+        cfg = _backup_config(make_config, tmp_path, {"kind": "redis", "host": "127.0.0.1", "port": port}, age_key)
+        for job in ("bgsave", "network"):
+            run = cli(["--config", cfg, "run", job, "--json"]).json()[0]
+            [f] = run["findings"]
+            assert "Can't save in background: fork" in (d / "redis.log").read_text()
+            assert "fork" in f["message"] + f["remediation"] and "vm.overcommit_memory" in f["remediation"], f
+        assert not list((tmp_path / "store").rglob("manifest.json"))
+    finally:
+        subprocess.run(["redis-cli", "-p", str(port), "shutdown", "nosave"], capture_output=True)
+        try:
+            srv.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            srv.kill()
+            srv.wait()
+        shutil.rmtree(d, ignore_errors=True)

@@ -111,7 +111,17 @@ _SYNC_HINTS = (
                                "bgsave on the server's host"),
     ("NOMASTERLINK", "Try: this replica has lost its primary: back up the primary, or method: bgsave on this "
                      "replica's host"),
+    ("BGSAVE failed", "Try: the server could not fork for the snapshot, most often for lack of memory (its log: "
+                      "\"Can't save in background: fork: Cannot allocate memory\"): set vm.overcommit_memory = 1 "
+                      "on its host (sysctl), or give it more memory"),
 )
+#: redis-cli --rdb's errors when the server ended the connection before the whole RDB arrived
+_CUT = ("Error reading bulk length", "I/O Error reading RDB payload", "Unexpected EOF", "I/O error")
+_CUT_HINT = ("Try: see the server's log for why it dropped the connection: a Redis before 7.0 counts this "
+             "download against client-output-buffer-limit replica (the writes made during the snapshot) and "
+             "disconnects it at that limit: raise it (CONFIG SET client-output-buffer-limit \"replica 0 0 0\" "
+             "removes it), or method: bgsave on the server's host; otherwise its snapshot failed (BGSAVE to a "
+             "dir it cannot write), repl-timeout, a CLIENT KILL or a restart")
 
 
 def _saving(client: Any) -> bool:
@@ -123,12 +133,25 @@ def _saving(client: Any) -> bool:
     return bool(p.get("rdb_bgsave_in_progress") or p.get("aof_rewrite_in_progress"))
 
 
-def _download_failed(code: int, output: str, target: RedisTarget) -> BackupError:
-    """redis-cli --rdb failed: its error lines (not its "sending REPLCONF ..." progress), with a hint."""
+def _download_failed(code: int, output: str, target: RedisTarget, made_by: str | None = None,
+                     failed_save: bool = False) -> BackupError:
+    """redis-cli --rdb failed: its error lines (not its "sending REPLCONF ..." progress), with a hint.  A
+    connection the server ended mid-transfer is said so, with the likely cause: its snapshot failed
+    (``failed_save``: the server's rdb_last_bgsave_status is err), or, on a Redis before 7.0 (``made_by``: the
+    server's version), client-output-buffer-limit replica."""
     lines = [ln.strip() for ln in output.splitlines() if ln.strip() and not ln.startswith("sending ")]
     errors = [ln for ln in lines if "error" in ln.lower() or "fail" in ln.lower()] or lines
     text = "; ".join(dict.fromkeys(errors[-3:]))[-500:] or "no output"
     hint = next((h.format(user=target.username or "default") for key, h in _SYNC_HINTS if key in output), None)
+    if hint is None and any(cut in output for cut in _CUT):
+        major = made_by.split(".")[0] if made_by else ""
+        why = (f" (Redis {made_by} disconnects this download at client-output-buffer-limit replica)"
+               if major.isdigit() and int(major) < 7 else "")
+        if failed_save:
+            why = ("; its last background save failed (rdb_last_bgsave_status: err): with repl-diskless-sync no "
+                   "it writes the snapshot to its dir first")
+        text += f" — the server closed the connection before the whole RDB arrived{why}"
+        hint = _CUT_HINT
     return BackupError(f"downloading the RDB (redis-cli --rdb) {proc.describe_exit(code)}: {text}", hint)
 
 
@@ -168,8 +191,21 @@ class RedisBackup(Task[RedisBackupOptions]):
             tmp = work.enter_context(work_dir(env.settings, "upkeeper-redis-"))
             method = options.method
             rdb_path: Path | None = None
+            fallback: str | None = None  # why method auto downloads over the network
             if method in ("auto", "bgsave"):
-                rdb_path = self._local_rdb(client, target)
+                try:
+                    with _refusals():
+                        rdb_path = self._local_rdb(client, target)
+                except BgsaveRefused as exc:
+                    if method == "bgsave":
+                        raise TaskError(
+                            f"method 'bgsave' needs CONFIG GET dir and dbfilename (where the RDB file is), which "
+                            f"the server refuses: {exc}",
+                            f"Try: let the ACL user run it (ACL SETUSER {target.username or 'default'} "
+                            "+config|get), or method: network (the only way when CONFIG is renamed with "
+                            "rename-command)", permanent=True) from None
+                    fallback = f"the server refuses CONFIG GET: {exc}"
+                    ctx.log.warning("%s; downloading over the network instead", fallback)
                 if rdb_path is None and method == "bgsave":
                     raise TaskError("method 'bgsave' needs the server's RDB file readable on this host",
                                     "Try: method: network", permanent=True)
@@ -190,8 +226,8 @@ class RedisBackup(Task[RedisBackupOptions]):
                                 raise BackupError(f"the server refuses a command method 'bgsave' needs: {exc}",
                                                   "Try: method: network, or let the ACL user run BGSAVE, "
                                                   "LASTSAVE and INFO (+bgsave +lastsave +info)") from None
-                            ctx.log.warning("the server refuses a command of BGSAVE + copy (%s); downloading over "
-                                            "the network instead", exc)
+                            fallback = f"the server refuses a command of BGSAVE + copy: {exc}"
+                            ctx.log.warning("%s; downloading over the network instead", fallback)
                             method = "network"
                         except NotThisSave as exc:
                             if options.method == "bgsave":
@@ -199,8 +235,8 @@ class RedisBackup(Task[RedisBackupOptions]):
                                     f"the RDB file {rdb_path} is not this server's fresh BGSAVE: {exc}",
                                     "Try: method: network (the file at CONFIG GET dir/dbfilename on this "
                                     "host belongs to another server or is stale)") from None
-                            ctx.log.warning("RDB file %s is not this server's fresh BGSAVE (%s); downloading "
-                                            "over the network instead", rdb_path, exc)
+                            fallback = f"the RDB file {rdb_path} is not this server's fresh BGSAVE: {exc}"
+                            ctx.log.warning("%s; downloading over the network instead", fallback)
                             method = "network"
                         else:
                             stack.enter_context(fh)
@@ -214,9 +250,13 @@ class RedisBackup(Task[RedisBackupOptions]):
                             argv, cenv = _cli_argv(target, relay.path if relay else None)
                             try:
                                 self._download([*argv, "--rdb", str(dest)], cenv, dest, target,
-                                               options.stall_timeout)
+                                               options.stall_timeout, made_by)
                             except BackupError as exc:
-                                raise (relay.explain(exc) if relay else exc) from None
+                                err = relay.explain(exc) if relay else exc
+                                if fallback is not None:  # auto tried BGSAVE + copy first: say why not
+                                    err = BackupError(f"{err.message} (method auto downloads because {fallback})",
+                                                      err.hint)
+                                raise err from None
                         fh = stack.enter_context(open(dest, "rb"))
                         check_path = str(dest)
                     size = os.fstat(fh.fileno()).st_size
@@ -248,7 +288,8 @@ class RedisBackup(Task[RedisBackupOptions]):
         return out.result(time.monotonic() - t0)
 
     @staticmethod
-    def _download(argv: list[str], env: dict[str, str], dest: Path, target: RedisTarget, stall: float) -> None:
+    def _download(argv: list[str], env: dict[str, str], dest: Path, target: RedisTarget, stall: float,
+                  made_by: str | None = None) -> None:
         """``redis-cli --rdb DEST``, watched: it has no read timeout, so a server that freezes or a network
         that drops everything mid-transfer would block it for ever.  The download is alive while DEST grows,
         or while the server answers INFO with a save running (it prepares the snapshot, or waits for a save
@@ -268,8 +309,12 @@ class RedisBackup(Task[RedisBackupOptions]):
                         f"(after {human_bytes(max(size, 0))}) and the server answers no INFO or runs no save",
                         "Try: check the server (frozen? restarted?) and the network; a larger stall_timeout")
             res = p.wait(check=False)
+            failed_save = False
+            if res.returncode != 0 or not dest.exists():
+                with contextlib.suppress(Exception):
+                    failed_save = probe.info("persistence").get("rdb_last_bgsave_status") == "err"
         if res.returncode != 0 or not dest.exists():
-            raise _download_failed(res.returncode, res.stderr, target)
+            raise _download_failed(res.returncode, res.stderr, target, made_by, failed_save)
 
     @staticmethod
     def _local_rdb(client: Any, target: RedisTarget) -> Path | None:
@@ -278,8 +323,10 @@ class RedisBackup(Task[RedisBackupOptions]):
         try:
             d = client.config_get("dir").get("dir")
             f = client.config_get("dbfilename").get("dbfilename")
-        except Exception:
-            return None  # CONFIG may be renamed/disabled
+        except Exception as exc:
+            if _refused(exc):
+                raise  # CONFIG renamed/disabled or not granted: the caller says so
+            return None
         if not d or not f:
             return None
         p = Path(d) / f
@@ -292,7 +339,7 @@ class RedisBackup(Task[RedisBackupOptions]):
         (a file of another server or a stale one raises :class:`NotThisSave`).  Checked with redis-check-rdb
         (``made_by``: the server's Redis version)."""
         keys_before = _key_total(client.info("keyspace"))
-        start = self._bgsave(client, timeout)
+        start = self._bgsave(client, timeout, rdb_path)
         keys_after = _key_total(client.info("keyspace"))
         last = client.info("persistence").get("rdb_last_save_time")
         try:
@@ -317,7 +364,7 @@ class RedisBackup(Task[RedisBackupOptions]):
         return fh, check_path, checked
 
     @staticmethod
-    def _bgsave(client: Any, timeout: float) -> float:
+    def _bgsave(client: Any, timeout: float, rdb_path: Path | None = None) -> float:
         """BGSAVE and wait for it; the wall-clock time just before it started.
 
         Another save in progress — a diskless replication sync or ``redis-cli --rdb`` (saves to a socket,
@@ -335,7 +382,15 @@ class RedisBackup(Task[RedisBackupOptions]):
                 if _refused(exc):
                     raise
                 if "in progress" not in str(exc) and "child process is active" not in str(exc):
-                    raise BackupError(f"BGSAVE failed: {exc}") from None
+                    if str(exc).strip():
+                        raise BackupError(f"BGSAVE failed: {exc}") from None
+                    # a bare "-ERR": rdbSaveBackground could not fork (its log: "Can't save in background: fork:
+                    # Cannot allocate memory"), the usual cause a large dataset without memory overcommit
+                    raise BackupError(
+                        "BGSAVE failed: the server could not start the background save (it could not fork, "
+                        "most often for lack of memory: its log says \"Can't save in background: fork: ...\")",
+                        "Try: set vm.overcommit_memory = 1 on the server's host (sysctl), as Redis advises, or "
+                        "give it more memory; see the Redis log") from None
             while True:
                 p = client.info("persistence")
                 if not p.get("rdb_bgsave_in_progress") and not p.get("aof_rewrite_in_progress"):
@@ -351,8 +406,14 @@ class RedisBackup(Task[RedisBackupOptions]):
                 client.lastsave() != before
             if not p.get("rdb_bgsave_in_progress") and done:
                 if p.get("rdb_last_bgsave_status") != "ok":
-                    raise BackupError("BGSAVE failed: rdb_last_bgsave_status is "
-                                      f"{p.get('rdb_last_bgsave_status')} (see the Redis log)")
+                    where = f" {rdb_path}" if rdb_path is not None else ""
+                    raise BackupError(
+                        f"BGSAVE failed: the server could not write its RDB file{where} "
+                        f"(rdb_last_bgsave_status: {p.get('rdb_last_bgsave_status')})",
+                        "Try: see the Redis log (\"Failed opening the temp RDB file\", \"No space left on "
+                        "device\", a fork or child error); the Redis user must be able to write "
+                        f"{f'{rdb_path.parent} (CONFIG GET dir)' if rdb_path is not None else 'its dir'}, "
+                        "with room for a whole snapshot")
                 return start
             time.sleep(0.05)
         raise BackupError(f"BGSAVE did not finish within {timeout:g}s")
