@@ -1111,3 +1111,90 @@ def test_a_sequence_created_after_the_dumps_snapshot_is_not_recorded(
     assert "public.late_seq" not in m["postgres"]["sequences"] and "public.users_id_seq" in m["postgres"]["sequences"]
     r = cli(["--config", cfg, "backups", "verify", bid, "--json"])
     assert r.code == 0, r.output
+
+
+@pytest.mark.parametrize("case", ["sql_ascii", "icu"])
+def test_the_scratch_database_has_the_dumps_encoding_and_collation(
+        cli: Any, pg: PostgresCluster, pg_db: str, backup_config: Any, case: str) -> None:
+    """The scratch database is created with the dump's own encoding, locale provider, collation and ctype (its
+    CREATE DATABASE), streamed or fetched first.  It was created with the scratch server's defaults (UTF8,
+    C.UTF-8): a SQL_ASCII database holding bytes that are not UTF-8 failed verify ("invalid byte sequence for
+    encoding "UTF8"") although the backup was good, and a smoke check relying on the collation's order failed."""
+    db = pg_db
+    pg.execute(f'DROP DATABASE "{db}"')
+    if case == "sql_ascii":
+        pg.execute(f"CREATE DATABASE \"{db}\" ENCODING 'SQL_ASCII' LOCALE 'C' TEMPLATE template0")
+        pg.execute("CREATE TABLE words (w text PRIMARY KEY); INSERT INTO words VALUES ('B'), ('a'), (E'\\xe4');"
+                   "COMMENT ON TABLE words IS E'caf\\xe9'", db)  # in the dump's SQL, not only in its COPY data
+        check, jobs = "select count(*) = 1 from words where octet_length(w) = 1 and w > 'z'", 1
+    else:
+        pg.execute(f"CREATE DATABASE \"{db}\" ENCODING 'LATIN1' LOCALE_PROVIDER icu ICU_LOCALE 'de' LOCALE 'C' "
+                   "TEMPLATE template0")
+        pg.execute("CREATE TABLE words (w text PRIMARY KEY); INSERT INTO words VALUES ('B'), ('a'), ('ä')", db)
+        check, jobs = "select string_agg(w, ',' order by w) = 'a,ä,B' from words", 2
+    assert pg.execute(check, db)[0][0] is True
+    cfg = backup_config(db, verify={"checks": [check], "amcheck": True, "jobs": jobs})
+    bid = _backup(cli, cfg)
+    r = cli(["--config", cfg, "run", "backup-verify", "--json"])
+    assert r.code == 0, r.output
+    [art] = r.json()[0]["artifacts"]
+    assert art["ok"] and art["tables"] == 1, art
+    assert any(("one pass" if jobs == 1 else "2 jobs") in s for s in art["steps"]), art
+    assert cli(["--config", cfg, "backups", "show", bid, "--json"]).json()["status"] == "verified"
+    assert _scratch_dbs(pg) == []
+
+
+#: a libc locale the session's cluster lacks: compiled here, found only by a server whose LOCPATH names it
+OWN_LOCALE = "upkeeper_TEST.ISO-8859-1"
+
+
+@pytest.fixture(scope="module")
+def locale_cluster(services_dir: Path) -> Any:
+    """A PostgreSQL cluster with a libc locale (OWN_LOCALE) that the session's cluster (``pg``) does not have:
+    compiled by localedef from the POSIX rules (milliseconds) into a directory only this server's LOCPATH
+    names."""
+    locales = services_dir / "locales"
+    locales.mkdir(exist_ok=True)
+    res = subprocess.run(["localedef", "-i", "POSIX", "-f", "ISO-8859-1", str(locales / OWN_LOCALE)],
+                         capture_output=True, text=True)  # exits 1 for its warnings (categories POSIX lacks)
+    if not (locales / OWN_LOCALE / "LC_COLLATE").exists():
+        pytest.skip(f"localedef cannot compile a locale here: {res.stderr.strip()}")
+    cluster = PostgresCluster(services_dir / "pg-locale", extra_env={"LOCPATH": str(locales)})
+    cluster.start()
+    yield cluster
+    cluster.stop()
+
+
+def test_a_scratch_server_without_the_dumps_locale_leaves_the_backup_unjudged(
+        cli: Any, pg: PostgresCluster, locale_cluster: PostgresCluster, backup_config: Any, make_config: Any) -> None:
+    """The backed-up database uses a libc locale the scratch server lacks: its scratch database cannot be
+    created with the dump's settings, which says nothing about the backup — NOT CHECKED (streamed or fetched),
+    naming the setting, the error and the fix; the backup stays complete, and verifies on a server that has the
+    locale.  'backups restore' into that server fails the same way and changes nothing."""
+    import yaml
+
+    src, db = locale_cluster, "latin1_app"
+    src.execute(f"DROP DATABASE IF EXISTS {db}")
+    src.execute(f"CREATE DATABASE {db} ENCODING 'LATIN1' LOCALE '{OWN_LOCALE}' TEMPLATE template0")
+    src.execute("CREATE TABLE t (w text); INSERT INTO t VALUES ('ä')", db)
+    data = yaml.safe_load(backup_config(db, target_extra=src.target(db), verify={"scratch_target": "scratch",
+                                                                                 "jobs": 1}).read_text())
+    data["targets"]["scratch"] = pg.target("postgres")
+    cfg = make_config(data)
+    bid = _backup(cli, cfg)
+    finding = _not_checked(cli(["--config", cfg, "run", "backup-verify", "--json"]))
+    msg = finding["message"]
+    assert f"LOCALE = '{OWN_LOCALE}'" in msg and "invalid locale name" in msg, msg
+    assert "locale-gen" in msg and "scratch_target" in msg, msg
+    r = cli(["--config", cfg, "backups", "verify", bid, "--scratch-target", "scratch", "--jobs", "2", "--json"])
+    assert r.code == 1 and r.json()[0]["inconclusive"] and "invalid locale name" in r.json()[0]["error"], r.output
+    assert _scratch_dbs(pg) == []
+    assert cli(["--config", cfg, "backups", "show", bid, "--json"]).json()["status"] == "complete"
+    r = cli(["--config", cfg, "backups", "restore", bid, "--target", "scratch", "--database", "latin1_copy"])
+    assert r.code != 0, r.output
+    err = " ".join(r.err.split())
+    assert "invalid locale name" in err and f"LOCALE = '{OWN_LOCALE}'" in err and "was not created" in err, err
+    assert "locale-gen" in err, err
+    assert pg.execute("SELECT datname FROM pg_database WHERE datname ~ 'latin1'") == []
+    r = cli(["--config", cfg, "backups", "verify", bid, "--scratch-target", "db", "--json"])
+    assert r.code == 0 and r.json()[0]["ok"], r.output

@@ -232,6 +232,9 @@ def connect(target: PostgresTarget, dbname: str | None = None, *, autocommit: bo
     params = target.libpq_params(dbname)
     if application_name is not None:
         params["application_name"] = application_name
+    # text as str whatever the database's encoding: libpq's default is the database's own, and psycopg hands
+    # out bytes for SQL_ASCII (a table's name became "b'users'"); the server converts LATIN1 & co.
+    params["client_encoding"] = "UTF8"
     try:
         conn = psycopg.connect(**params, autocommit=autocommit)  # type: ignore[arg-type]
     except psycopg.OperationalError as exc:

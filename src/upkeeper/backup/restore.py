@@ -14,7 +14,7 @@ import stat
 import tarfile
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -368,12 +368,38 @@ class DatabaseEntries:
     settings: str
 
 
-def database_entries(target: PostgresTarget, archive: PgArchive, database: str, dbname: str, *,
-                     no_owner: bool) -> DatabaseEntries:
-    """The dump's CREATE DATABASE and the SQL giving ``dbname`` (restored from ``archive``, a dump of
-    ``database``) the backed-up database's owner, comment, privileges and settings, written for ``dbname``.
-    pg_restore emits them only with --create, under the dump's own name.  With ``no_owner`` the owner, the
-    privileges and per-role settings (roles the server may lack) are left out."""
+# The dump's CREATE DATABASE as pg_restore --create writes it: the database's name as an identifier (quoted
+# when it must be), then its settings.
+_CREATE_DATABASE = re.compile(r'^CREATE DATABASE ("(?:[^"]|"")*"|[^ ";]+)(?= WITH |;)')
+
+
+def create_database_sql(script: str, dbname: str) -> tuple[str, str] | None:
+    """The first CREATE DATABASE of ``script`` (what ``pg_restore --create`` writes) rewritten to create
+    ``dbname`` with the dump's settings (encoding, locale provider, collation and ctype, ICU locale, tablespace),
+    and the backed-up database's name as the script writes it (an identifier, quoted when it must be); None for a
+    script without one.  The dump's own CREATE DATABASE is never run: it would create the backed-up name."""
+    for line in script.splitlines():
+        if line.startswith("CREATE DATABASE "):
+            m = _CREATE_DATABASE.match(line)
+            if m is None:
+                raise BackupError(f"cannot read the archive's CREATE DATABASE statement: {line[:200]}")
+            quoted = '"' + dbname.replace('"', '""') + '"'
+            return f"CREATE DATABASE {quoted}{line[m.end():]}", m.group(1)
+    return None
+
+
+def create_settings(create: str) -> str:
+    """The settings of a :func:`create_database_sql` statement, for a message: "TEMPLATE = template0 ENCODING =
+    'LATIN1' LOCALE_PROVIDER = libc LOCALE = 'de_DE'"."""
+    return create.split(" WITH ", 1)[-1].rstrip(";")
+
+
+def database_entries(target: PostgresTarget, archive: PgArchive, dbname: str, *, no_owner: bool) -> DatabaseEntries:
+    """The dump's CREATE DATABASE and the SQL giving ``dbname`` (restored from ``archive``) the backed-up
+    database's owner, comment, privileges and settings, written for ``dbname``.  pg_restore emits them only with
+    --create, under the dump's own name (which the manifest may not hold as is: it names the set with
+    :func:`manifest.safe_component`).  With ``no_owner`` the owner, the privileges and per-role settings (roles
+    the server may lack) are left out."""
     tool = pg.tool(target, "pg_restore")
     res = proc.run([tool, "--create", "--list", str(archive.path)], check=False, timeout=600)
     pg.check_stage(res, "reading the archive's table of contents")
@@ -387,17 +413,17 @@ def database_entries(target: PostgresTarget, archive: PgArchive, database: str, 
         argv += ["--no-owner", "--no-privileges"]
     res = proc.run([*argv, str(archive.path)], check=False, timeout=600)
     pg.check_stage(res, "reading the database's own settings from the archive")
-    ident = re.escape(database)
-    named = re.compile(rf'(DATABASE )(?:"{re.escape(database.replace(chr(34), chr(34) * 2))}"|{ident})(?=[ ;])')
+    found = create_database_sql(res.text, dbname)
+    if found is None:
+        return DatabaseEntries(None, "")
+    create, ident = found
+    named = re.compile(rf"(DATABASE ){re.escape(ident)}(?=[ ;])")
     quoted = '"' + dbname.replace('"', '""') + '"'
     out = []
-    create: str | None = None
+    seen_create = False
     for line in res.text.splitlines():
-        if line.startswith("CREATE DATABASE "):
-            create, n = named.subn(lambda m: m.group(1) + quoted, line, count=1)
-            if n != 1:  # never run the dump's own CREATE DATABASE: it would create the backed-up name
-                raise BackupError(f"cannot find the database's name {database!r} in the archive's CREATE DATABASE "
-                                  f"statement: {line[:200]}")
+        if line.startswith("CREATE DATABASE ") and not seen_create:
+            seen_create = True  # the first only: a comment's text may hold such a line
             continue
         if line.startswith("\\") or (no_owner and line.startswith("ALTER ROLE ")):
             continue  # psql meta-commands (\connect, \restrict)
@@ -527,49 +553,99 @@ def scratch_name(backup_id: str) -> str:
     return "upkeeper_verify_" + re.sub(r"[^a-z0-9]", "_", backup_id.lower())[:47]
 
 
-def stream_restore(fetcher: Fetcher, rec: ObjectRecord, target: PostgresTarget, dbname: str, *,
-                   empty_ok: bool = False) -> tuple[float, int]:
+def stream_restore(fetcher: Fetcher, rec: ObjectRecord, target: PostgresTarget, dbname: str,
+                   create: Callable[[str | None], None], *, empty_ok: bool = False) -> tuple[float, int]:
     """One pass from storage into the database: SHA-256 → age → zstd → ``pg_restore`` (one job,
     ``--exit-on-error``), with ``pg_restore --list`` reading the same stream's table of contents (which must
     hold entries unless ``empty_ok``).
+
+    The database is created by ``create``, given the dump's CREATE DATABASE for ``dbname``
+    (:func:`create_database_sql`; None for an archive without one), once ``pg_restore --create --schema-only``
+    has read it from the start of the stream (the archive's table of contents: it reads no further); the
+    stream up to there is held in memory, then restored.
 
     No plaintext file is written and decryption overlaps the restore.  Returns (seconds, TOC entries).
     The object's checksum is verified before the restore's own result is looked at.
     """
     restore_tool = pg.tool(target, "pg_restore")
     t0 = time.monotonic()
+    # the order of the finally below: a process left running is killed
+    head = proc.spawn([restore_tool, "--create", "--schema-only", "--file", "-"], stdin=proc.PIPE)
     lister = proc.spawn([restore_tool, "--list"], stdin=proc.PIPE)
-    restorer = proc.spawn([restore_tool, "--exit-on-error", "--no-password", "--no-owner", "--no-privileges",
-                           "--dbname", dbname], stdin=proc.PIPE, stdout=proc.DEVNULL,
-                          extra_env=target.libpq_env(dbname))
-    sinks = {"list": lister.stdin, "restore": restorer.stdin}
+    restorer: proc.Spawned | None = None
+    sinks = {"head": head.stdin, "list": lister.stdin}
+    script: list[bytes] = []
     listing: list[bytes] = []
-    reader = threading.Thread(target=lambda: listing.append(lister.stdout.read()), daemon=True)
-    reader.start()
+    readers = [threading.Thread(target=lambda: script.append(head.stdout.read()), daemon=True),
+               threading.Thread(target=lambda: listing.append(lister.stdout.read()), daemon=True)]
+    for t in readers:
+        t.start()
+    held: list[bytes] | None = []  # the stream until the database is created
+    failed: list[Exception] = []  # judged after the stream's checksum: a corrupt object is the verdict
+
+    def feed(chunk: bytes, names: Iterable[str]) -> None:
+        for name in names:
+            try:
+                sinks[name].write(chunk)
+            except (BrokenPipeError, OSError, ValueError):
+                sinks.pop(name)  # --list and the head stop after the TOC; a failed restore is judged below
+
+    def start_restore() -> None:
+        nonlocal restorer, held
+        assert held is not None
+        chunks, held = held, None
+        if "head" in sinks:
+            with contextlib.suppress(OSError):
+                sinks.pop("head").close()
+        res_head = head.wait(check=False)
+        readers[0].join()
+        pg.check_stage(res_head, "reading the database's settings from the archive")
+        found = create_database_sql(b"".join(script).decode("utf-8", "replace"), dbname)
+        create(found[0] if found else None)
+        restorer = proc.spawn([restore_tool, "--exit-on-error", "--no-password", "--no-owner", "--no-privileges",
+                               "--dbname", dbname], stdin=proc.PIPE, stdout=proc.DEVNULL,
+                              extra_env=target.libpq_env(dbname))
+        sinks["restore"] = restorer.stdin
+        for chunk in chunks:
+            feed(chunk, [n for n in ("restore",) if n in sinks])
 
     def out(chunk: bytes) -> None:
-        for name, fh in list(sinks.items()):
+        if failed:
+            return  # read on to the end: the checksum is checked
+        if held is not None:
+            held.append(chunk)
+        feed(chunk, list(sinks))
+        if held is not None and "head" not in sinks:
             try:
-                fh.write(chunk)
-            except (BrokenPipeError, OSError, ValueError):
-                sinks.pop(name)  # --list stops after the TOC; a failed restore is judged below
+                start_restore()
+            except Exception as exc:
+                failed.append(exc)
 
     try:
         fetcher.write_to(rec, out)
+        if held is not None and not failed:  # the whole stream was shorter than what the head read
+            try:
+                start_restore()
+            except Exception as exc:
+                failed.append(exc)
         for fh in sinks.values():
             with contextlib.suppress(OSError):
                 fh.close()
         res_list = lister.wait(check=False)
-        reader.join()
-        res_restore = restorer.wait(check=False)
+        readers[1].join()
+        res_restore = restorer.wait(check=False) if restorer is not None else None
     finally:
-        lister.__exit__(None, None, None)
-        restorer.__exit__(None, None, None)
+        for sp in (head, lister, restorer):
+            if sp is not None:
+                sp.__exit__(None, None, None)
     pg.check_stage(res_list, "reading the archive's table of contents")
     entries = [ln for ln in b"".join(listing).decode("utf-8", "replace").splitlines()
                if ln and not ln.startswith(";")]
     if not entries and not empty_ok:
         raise BackupError("pg_restore --list shows an empty archive")
+    if failed:
+        raise failed[0]
+    assert res_restore is not None
     check_restore(res_restore, target, dbname)
     return time.monotonic() - t0, len(entries)
 

@@ -37,6 +37,8 @@ from upkeeper.backup.restore import (
     compare_row_counts,
     compare_sequences,
     count_large_objects,
+    create_settings,
+    database_entries,
     fetch_pg_archive,
     listed_files,
     locate,
@@ -383,9 +385,16 @@ def _verify_postgres(fetcher: Fetcher, settings: BackupSettings, source: Any, op
                 watch = room.SpaceWatch(watched, opts.min_free_space, lambda: _drop_scratch(scratch, admin, name))
                 try:
                     with watch:
-                        _create_scratch(guard, scratch, name, m.id)
+                        # with the dump's encoding, collation, ctype and locale provider: text compares, sorts
+                        # (smoke checks, amcheck) and converts as it does in the backed-up database
+                        def create(statement: str | None) -> None:
+                            _create_scratch(guard, scratch, name, m.id, statement)
+
+                        if archive is not None:
+                            create(database_entries(scratch, archive, name, no_owner=True).create)
                         progress(f"restoring into {name}")
-                        _restore(fetcher, db_objects[0] if streaming else None, archive, scratch, name, opts, report, empty_ok=empty_ok)
+                        _restore(fetcher, db_objects[0] if streaming else None, archive, scratch, name, opts, report,
+                                 create, empty_ok=empty_ok)
                         watch.check()  # a restore that ended below the reserve is stopped too
                 except Exception:
                     if not watch.check():  # the restore failed with room left: its own error is the verdict
@@ -415,12 +424,14 @@ def _drop_scratch(scratch: PostgresTarget, admin: str, name: str) -> None:
 
 
 def _restore(fetcher: Fetcher, rec: ObjectRecord | None, archive: PgArchive | None, scratch: PostgresTarget, name: str,
-             opts: VerifyOptions, report: VerifyReport, *, empty_ok: bool) -> None:
-    """Streamed from storage (``archive`` None) or from the fetched archive with several jobs."""
+             opts: VerifyOptions, report: VerifyReport, create: Callable[[str | None], None], *,
+             empty_ok: bool) -> None:
+    """Streamed from storage (``archive`` None; ``create`` makes the scratch database once the stream has
+    given its CREATE DATABASE) or from the fetched archive with several jobs (the database already made)."""
     m = fetcher.located.manifest
     if archive is None:
         assert rec is not None
-        seconds, n = stream_restore(fetcher, rec, scratch, name, empty_ok=empty_ok)
+        seconds, n = stream_restore(fetcher, rec, scratch, name, create, empty_ok=empty_ok)
         report.steps.append(f"{len(m.objects)} object(s) match their SHA-256, decrypt and decompress")
         report.steps.append(f"pg_restore --list: {n} entries")
         report.restore_seconds = round(seconds, 3)
@@ -496,12 +507,25 @@ def _check_scratch_server(scratch: PostgresTarget, admin: str, m: Manifest, *, d
         f"running PostgreSQL {source[1]} or newer")
 
 
-def _create_scratch(guard: psycopg.Connection[Any], scratch: PostgresTarget, name: str, backup_id: str) -> None:
-    """(Re)create the empty scratch database.  A server or role that does not allow it (no CREATEDB, a full
-    disk, too many databases) is this host's setup, not the backup's fault: a :class:`TaskError`."""
+# pg_dump writes the tablespace last.  Where the scratch database lies says nothing about the backup; in the
+# scratch server's default tablespace, it is where the room check looks.
+_TABLESPACE_CLAUSE = re.compile(r' TABLESPACE = (?:"(?:[^"]|"")*"|[^ ";]+)(?=;$)')
+
+
+def _create_scratch(guard: psycopg.Connection[Any], scratch: PostgresTarget, name: str, backup_id: str,
+                    statement: str | None) -> None:
+    """(Re)create the empty scratch database: with ``statement``, the dump's CREATE DATABASE for ``name``
+    (:func:`create_database_sql`) less its tablespace, else with the server's defaults.  A server or role that
+    does not allow it (no CREATEDB, a full disk, too many databases, a locale of the dump the scratch server lacks)
+    is this host's setup, not the backup's fault: a :class:`TaskError`."""
+    if statement is not None:
+        statement = _TABLESPACE_CLAUSE.sub("", statement)
     try:
         pg.drop_database(guard, name)
-        pg.create_database(guard, name)
+        if statement is None:
+            pg.create_database(guard, name)
+        else:
+            guard.execute(statement.encode())
         guard.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(
             sql.Identifier(name), sql.Literal(SCRATCH_COMMENT.format(id=backup_id))))
     except psycopg.errors.ReadOnlySqlTransaction as exc:
@@ -509,9 +533,16 @@ def _create_scratch(guard: psycopg.Connection[Any], scratch: PostgresTarget, nam
                         "Try: the role's sessions are read-only (default_transaction_read_only): set the verify "
                         "job's scratch_target to a target whose role may write") from None
     except psycopg.Error as exc:
-        raise TaskError(f"cannot create the scratch database {name} on {scratch.display()}: {pg.pg_error(exc)}",
-                        "Try: let the target's role create databases (ALTER ROLE … CREATEDB), or set the "
-                        "verify job's scratch_target to a server where it may") from None
+        if statement is None or isinstance(exc, psycopg.errors.InsufficientPrivilege):
+            raise TaskError(f"cannot create the scratch database {name} on {scratch.display()}: "
+                            f"{pg.pg_error(exc)}",
+                            "Try: let the target's role create databases (ALTER ROLE … CREATEDB), or set the "
+                            "verify job's scratch_target to a server where it may") from None
+        raise TaskError(f"cannot create the scratch database {name} on {scratch.display()} with the backup's "
+                        f"settings ({create_settings(statement)}): {pg.pg_error(exc)}",
+                        "Try: give the scratch server what the error names (a locale: locale-gen or an OS "
+                        "package, then restart it; an ICU locale: a newer ICU), or set the verify job's "
+                        "scratch_target (backups verify --scratch-target) to a server that has it") from None
 
 
 def _check_restored(scratch: PostgresTarget, name: str, expected: dict[str, Any], opts: VerifyOptions,

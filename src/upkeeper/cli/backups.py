@@ -38,6 +38,7 @@ from upkeeper.backup.restore import (
     FilesRestore,
     apply_database_level,
     check_restore_version,
+    create_settings,
     database_entries,
     fetch_pg_archive,
     locate,
@@ -545,7 +546,7 @@ def _restore_postgres(config: Config, row: BackupRow, fetcher: Fetcher, database
         # come back as backed up (a database made from template0 with the server's defaults sorts and compares
         # text otherwise)
         try:
-            entries = database_entries(tgt, archive, row.database, temp, no_owner=no_owner)
+            entries = database_entries(tgt, archive, temp, no_owner=no_owner)
         except UpkeeperError as exc:
             raise BackupError(f"restore of backup {row.id} failed: {exc.message}; {unchanged}", exc.hint) from None
         except BaseException:
@@ -561,8 +562,7 @@ def _restore_postgres(config: Config, row: BackupRow, fetcher: Fetcher, database
                 # (SIGKILL, power loss) leaves it, and pg_restore may go on filling it after upkeeper is gone
                 pg.comment_database(conn, temp, _incomplete_comment(row.id, name))
         except psycopg.Error as exc:
-            settings = (f" with the backup's settings ({entries.create.split(' WITH ', 1)[-1].rstrip(';')})"
-                        if entries.create else "")
+            settings = f" with the backup's settings ({create_settings(entries.create)})" if entries.create else ""
             raise SetupError(f"cannot create the temporary database {temp!r} on {server}{settings}: "
                              f"{pg.pg_error(exc)}; {unchanged}",
                              "Try: give this server what the error names (a locale: locale-gen or an OS package; "

@@ -48,8 +48,11 @@ def pg_bin_dir() -> Path:
 class PostgresCluster:
     """A real PostgreSQL server in ``base_dir``, as the ``postgres`` OS user when we are root."""
 
-    def __init__(self, base_dir: Path, port: int | None = None, extra_conf: str = "") -> None:
+    def __init__(self, base_dir: Path, port: int | None = None, extra_conf: str = "",
+                 extra_env: dict[str, str] | None = None) -> None:
         self.base = Path(base_dir)
+        #: environment of its programs (initdb, the server), e.g. LOCPATH: libc locales only this server has
+        self.extra_env = dict(extra_env or {})
         self.primary: PostgresCluster | None = None
         self.data = self.base / "data"
         self.port = port or free_port()
@@ -67,7 +70,8 @@ class PostgresCluster:
         return argv
 
     def _run(self, tool: str, *args: str) -> subprocess.CompletedProcess[str]:
-        res = subprocess.run(self._argv(tool, *args), capture_output=True, text=True, cwd="/")
+        res = subprocess.run(self._argv(tool, *args), capture_output=True, text=True, cwd="/",
+                             env={**os.environ, **self.extra_env})
         if res.returncode != 0:
             raise RuntimeError(f"{tool} failed ({res.returncode}): {res.stderr.strip() or res.stdout.strip()}")
         return res
