@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from upkeeper import lazy
+from upkeeper.backup.source import SourceState
 from upkeeper.config.targets import PostgresTarget
 from upkeeper.core import proc
 from upkeeper.errors import BackupError, SetupError, TaskError
@@ -251,6 +252,52 @@ def server_version(conn: psycopg.Connection[Any]) -> tuple[str, int]:
     row = conn.execute(SERVER_VERSION_SQL).fetchone()
     assert row is not None
     return str(row[0]).split()[0], int(row[1])
+
+
+# a standby's replay lag as postgres_exporter (queries.yaml, pg_replication_lag) and Neon's sql_exporter compute it:
+# 0 while every WAL received is replayed (an idle primary sends none: the last replayed commit ages without any
+# lag), else the age of the last replayed commit; and its WAL receiver (no row while it does not run: the primary
+# is unreachable, and receive = replay then too)
+STANDBY_SQL = """
+SELECT pg_is_in_recovery(),
+       pg_wal_lsn_diff(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())::float8,
+       CASE WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0
+            ELSE extract(epoch FROM now() - pg_last_xact_replay_timestamp()) END::float8,
+       extract(epoch FROM now() - pg_last_xact_replay_timestamp())::float8,
+       r.pid, r.status, r.sender_host, r.sender_port
+FROM (SELECT 1) one LEFT JOIN pg_stat_wal_receiver r ON true
+"""
+
+
+def source_state(conn: psycopg.Connection[Any]) -> SourceState:
+    """The server's role; for a standby, its WAL receiver (``link`` up while it streams), its replay lag and
+    primary (the receiver's sender, else primary_conninfo's host and port — never the rest of it, which may hold a
+    password).  A role without pg_read_all_stats sees the receiver's pid only: its link is then taken as up and
+    ``link_status`` is None.  ``conn`` in autocommit."""
+    row = conn.execute(STANDBY_SQL).fetchone()
+    assert row is not None
+    in_recovery, lag_bytes, lag_s, replay_age, pid, status, host, port = row
+    if not in_recovery:
+        return SourceState("primary")
+    up = pid is not None and status in ("streaming", None)
+    primary = f"{host}:{port}" if host else _conninfo_primary(conn)
+    return SourceState(
+        "replica", primary=primary, link="up" if up else "down",
+        link_status=str(status) if status is not None else (None if pid is not None else "no WAL receiver"),
+        lag_seconds=max(0.0, float(lag_s)) if up and lag_s is not None else None,
+        lag_bytes=float(lag_bytes) if lag_bytes else None,
+        last_replay_seconds=max(0.0, float(replay_age)) if replay_age is not None else None)
+
+
+def _conninfo_primary(conn: psycopg.Connection[Any]) -> str | None:
+    """host:port of primary_conninfo (readable by superusers and pg_read_all_settings only); None if not."""
+    try:
+        row = conn.execute("SELECT current_setting('primary_conninfo')").fetchone()
+        params = psycopg.conninfo.conninfo_to_dict(str(row[0])) if row and row[0] else {}
+    except psycopg.Error:
+        return None
+    host = params.get("host") or params.get("hostaddr")
+    return f"{host}:{params.get('port') or 5432}" if host else None
 
 
 def list_databases(conn: psycopg.Connection[Any]) -> list[str]:

@@ -50,6 +50,8 @@ from upkeeper.backup.restore import (
     stream_restore,
     work_dir,
 )
+from upkeeper.backup.source import MANIFEST_KEY as SOURCE_KEY
+from upkeeper.backup.source import SourceState
 from upkeeper.config.backup import BackupSettings
 from upkeeper.config.targets import PostgresTarget
 from upkeeper.errors import BackupError, ProcessError, SetupError, StorageError, TaskError, UpkeeperError
@@ -174,6 +176,7 @@ def verify_set(located: Located, settings: BackupSettings, source: Any, opts: Ve
     try:
         if catalog is not None:
             _check_manifest(located, catalog, report)
+        _note_source(m, report)
         fetcher = Fetcher(located, settings)
         if m.kind == "postgres":
             _verify_postgres(fetcher, settings, source, opts, report, progress)
@@ -333,6 +336,18 @@ def _check_manifest(located: Located, catalog: Catalog, report: VerifyReport) ->
     if m.sha256 != recorded:
         raise ManifestChanged(m.id, located.storage.name, m.sha256, recorded)
     report.steps.append(f"{MANIFEST} matches the SHA-256 recorded when the backup was written")
+
+
+def _note_source(m: Manifest, report: VerifyReport) -> None:
+    """A backup taken from a replica: a step naming it, its primary, link and lag (details: ``source``), so that
+    a report on a backup of stale data says so; nothing for one from a primary or without the record."""
+    source = SourceState.from_dict(m.details.get(SOURCE_KEY))
+    if source is None:
+        return
+    report.details["source"] = source.to_dict()
+    if source.role == "replica":
+        stale = "" if source.link == "up" else " (its data as of the lost link: STALE)"
+        report.steps.append(f"taken from {source.describe()}{stale}")
 
 
 def _check_objects(fetcher: Fetcher, report: VerifyReport, progress: Callable[[str], None], skip_roles: set[str]

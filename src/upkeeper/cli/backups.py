@@ -47,6 +47,7 @@ from upkeeper.backup.restore import (
     work_dir,
 )
 from upkeeper.backup.sets import close_storages, open_storages, storage_names
+from upkeeper.backup.source import MANIFEST_KEY, SourceState
 from upkeeper.backup.verify import ManifestChanged, VerifyOptions, VerifyReport, verify_stored
 from upkeeper.backup.workdir import STAGING_PREFIX, clean_stale, staging_dir
 from upkeeper.cli._app import app, console, err_console, print_json, state
@@ -210,6 +211,10 @@ def show_cmd(
                   f"encryption {row.encryption}; on {', '.join(row.storages or [])}")
     if row.verified_at:
         console.print(f"verified {local_time(row.verified_at, tz)}: {escape(row.verify_summary or '')}")
+    source = SourceState.from_dict(m.details.get(MANIFEST_KEY))
+    if source is not None:  # not recorded by an upkeeper before 'source' was
+        style = "yellow" if source.role == "replica" and source.link != "up" else ""
+        console.print(f"taken from {escape(source.describe())}", style=style, highlight=False)
     t = Table(title="Objects", title_justify="left")
     for col in ("name", "role", "size", "raw", "sha256"):
         t.add_column(col, overflow="fold")

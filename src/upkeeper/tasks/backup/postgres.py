@@ -24,6 +24,7 @@ from upkeeper.backup import pg
 from upkeeper.backup.manifest import Manifest, safe_component
 from upkeeper.backup.pipeline import fault_pause, upload_bytes
 from upkeeper.backup.sets import BackupEnv, SetWriter
+from upkeeper.backup.source import MANIFEST_KEY, MAX_REPLICA_LAG_DESCRIPTION, stale_source_finding
 from upkeeper.backup.workdir import work_dir
 from upkeeper.config.backup import RetentionPolicy
 from upkeeper.config.targets import PostgresTarget
@@ -96,6 +97,7 @@ class PostgresBackupOptions(TaskOptions):
         description="with on_blocking 'abort': how long a session may wait for the backup's locks before the "
         "backup yields to it. Source: upkeeper default, after the 30 s request timeout of common app servers "
         "(gunicorn --timeout, Heroku's router): past it, the app's requests queued behind the migration fail")
+    max_replica_lag: Duration = Field(default=timedelta(hours=1), description=MAX_REPLICA_LAG_DESCRIPTION)
     storages: list[str] | None = Field(None, description="storages to write to (default: backup.storages). "
             "Source: upkeeper (not set by default)")
     retention: RetentionPolicy | None = Field(None, description="retention for these backups "
@@ -139,6 +141,7 @@ class PostgresBackup(Task[PostgresBackupOptions]):
             server_ver, server_num = pg.server_version(conn)
             pg.check_dump_version(pg_dump, dump_ver, dump_num, server_ver, server_num)
             existing = pg.list_databases(conn)
+            source = pg.source_state(conn)
         if options.databases:
             missing = [d for d in options.databases if d not in existing]
             if missing:
@@ -149,7 +152,7 @@ class PostgresBackup(Task[PostgresBackupOptions]):
             databases = existing
         databases = [d for d in databases if d not in options.exclude_databases]
         info = {"server_version": server_ver, "server_version_num": server_num, "pg_dump_version": dump_ver,
-                "format": options.format}
+                "format": options.format, MANIFEST_KEY: source.to_dict()}
         out = Outcome("postgres")
         globals_sql: bytes | None = None
         info["globals"] = GLOBALS_OFF
@@ -173,6 +176,10 @@ class PostgresBackup(Task[PostgresBackupOptions]):
             report = apply_retention(ctx, env, manifest, policy, out.findings)
             if report is not None:
                 out.pruned += len(report.deleted)
+        stale = stale_source_finding(target.display(), source, options.max_replica_lag.total_seconds(), "PostgreSQL")
+        if stale is not None and out.manifests:  # stored all the same: a standby's data beats none without primary
+            ctx.log.warning("%s", stale.message)
+            out.findings.append(stale)
         return out.result(time.monotonic() - t0)
 
     def _dump_globals(self, ctx: TaskContext, target: PostgresTarget, out: Outcome) -> tuple[bytes | None, str]:

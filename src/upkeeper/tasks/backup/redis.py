@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
@@ -17,9 +18,16 @@ from pydantic import Field
 from upkeeper.backup.pipeline import upload_stream
 from upkeeper.backup.rdb import RdbCheck, check_rdb, require_checker
 from upkeeper.backup.sets import SetWriter
+from upkeeper.backup.source import (
+    MANIFEST_KEY,
+    MAX_REPLICA_LAG_DESCRIPTION,
+    SourceState,
+    stale_source_finding,
+)
 from upkeeper.backup.workdir import work_dir
 from upkeeper.config.backup import REDIS_RETENTION, RetentionPolicy
 from upkeeper.config.targets import RedisTarget
+from upkeeper.config.types import Duration
 from upkeeper.core import proc
 from upkeeper.core.task import Result, Task, TaskContext, TaskOptions, task
 from upkeeper.errors import BackupError, TaskError
@@ -87,6 +95,7 @@ class RedisBackupOptions(TaskOptions):
     stall_timeout: float = Field(120, gt=0, description="seconds the network download may receive nothing while "
             "the server does not answer INFO or runs no save (it prepares the snapshot); then it fails instead of "
             "hanging (a frozen server, a network that drops everything). Source: upkeeper default")
+    max_replica_lag: Duration = Field(default=timedelta(hours=1), description=MAX_REPLICA_LAG_DESCRIPTION)
     storages: list[str] | None = Field(None, description="storages to write to (default: backup.storages). "
             "Source: upkeeper (not set by default)")
     retention: RetentionPolicy = Field(
@@ -122,6 +131,23 @@ _CUT_HINT = ("Try: see the server's log for why it dropped the connection: a Red
              "disconnects it at that limit: raise it (CONFIG SET client-output-buffer-limit \"replica 0 0 0\" "
              "removes it), or method: bgsave on the server's host; otherwise its snapshot failed (BGSAVE to a "
              "dir it cannot write), repl-timeout, a CLIENT KILL or a restart")
+
+
+def source_state(info: dict[str, Any]) -> SourceState:
+    """The server's role from INFO (replication): a replica's primary, link (master_link_status), how long it
+    has been down (master_link_down_since_seconds: -1 when it never linked since it started) and, linked, its
+    lag (master_last_io_seconds_ago: the primary pings its replicas every repl-ping-replica-period, 10 s)."""
+    if info.get("role") != "slave":
+        return SourceState("primary")
+    host, port = info.get("master_host"), info.get("master_port")
+    status = str(info.get("master_link_status") or "down")
+    up = status == "up"
+    down = info.get("master_link_down_since_seconds")
+    io = info.get("master_last_io_seconds_ago")
+    return SourceState(
+        "replica", primary=f"{host}:{port}" if host else None, link="up" if up else "down", link_status=status,
+        link_down_seconds=float(down) if not up and isinstance(down, int) and down >= 0 else None,
+        lag_seconds=float(io) if up and isinstance(io, int) and io >= 0 else None)
 
 
 def _saving(client: Any) -> bool:
@@ -184,6 +210,7 @@ class RedisBackup(Task[RedisBackupOptions]):
             raise connection_error(target, exc) from None
         made_by = str(info.get("redis_version") or "") or None
         keys = {db: int(v.get("keys", 0)) for db, v in info.items() if db.startswith("db") and isinstance(v, dict)}
+        source = source_state(info)
         env = env_for(ctx, options.storages)
         out = Outcome("redis")
         work = contextlib.ExitStack()
@@ -269,7 +296,8 @@ class RedisBackup(Task[RedisBackupOptions]):
                 details = {"redis_version": info.get("redis_version"), "method": method, "keys": keys,
                            "used_memory": info.get("used_memory"),
                            "rdb_size": size, "rdb_version": checked.rdb_version, "rdb_keys": checked.keys,
-                           "rdb_db_keys": checked.db_keys, "check": "redis-check-rdb: RDB looks OK"}
+                           "rdb_db_keys": checked.db_keys, "check": "redis-check-rdb: RDB looks OK",
+                           MANIFEST_KEY: source.to_dict()}
                 manifest = writer.commit(details)
             except Exception as exc:
                 writer.abort()
@@ -278,6 +306,11 @@ class RedisBackup(Task[RedisBackupOptions]):
                 out.manifests.append(manifest)
                 ctx.log.info("backup %s: RDB %s (%s), %s stored", manifest.id, human_bytes(size), method,
                              human_bytes(manifest.size))
+                stale = stale_source_finding(target.display(), source, options.max_replica_lag.total_seconds(),
+                                             "Redis")
+                if stale is not None:  # stored all the same: a replica's data beats none when the primary is gone
+                    ctx.log.warning("%s", stale.message)
+                    out.findings.append(stale)
                 report = apply_retention(ctx, env, manifest, options.retention, out.findings)
                 if report is not None:
                     out.pruned += len(report.deleted)
