@@ -1362,3 +1362,106 @@ def test_tar_headers_have_the_right_checksum_at_every_name_length(tmp_path: Path
                     m = tarfile.TarInfo.frombuf(_header(name, st, kind, big), "utf-8", "surrogateescape")
                     assert (m.name, m.size) == (name, big)
     assert ustar > 100  # most of them plain ustar headers
+
+
+_SQLITE_WRITER = """
+import os, sqlite3, sys, time
+c = sqlite3.connect(sys.argv[1], isolation_level=None)
+c.execute("PRAGMA wal_autocheckpoint=20")
+c.execute("PRAGMA synchronous=OFF")
+n = c.execute("SELECT max(id) FROM t").fetchone()[0]
+open(sys.argv[2] + ".tmp", "w").close(); os.replace(sys.argv[2] + ".tmp", sys.argv[2])
+while not os.path.exists(sys.argv[3]):
+    n += 1
+    c.execute("INSERT INTO t(id, v, k) VALUES (?, randomblob(200), hex(randomblob(8)))", (n,))
+    time.sleep(0.0005)  # (a busy app, leaving the backup some of the machine's 2 cores)
+"""
+
+
+def test_a_live_sqlite_database_is_archived_as_a_consistent_snapshot(cli: Any, make_config: Any, tmp_path: Path,
+                                                                    age_key: AgeKey) -> None:
+    """A database in WAL mode written all through the backup (copied byte by byte it restored torn: 'database
+    disk image is malformed') is archived as a copy made with SQLite's backup API, without its -wal and -shm:
+    the restored file passes integrity_check and holds every row committed before the backup; verify checks
+    it against the copy's hash.  A WAL database no process has open is copied without a -wal or -shm being
+    left beside it."""
+    import sqlite3
+
+    root = tmp_path / "srv" / "app"
+    (root / "db").mkdir(parents=True)
+    live, idle = root / "db" / "production.sqlite3", root / "db" / "idle.db"
+    for db in (live, idle):
+        c = sqlite3.connect(db)
+        c.execute("PRAGMA journal_mode=WAL")
+        c.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB, k TEXT)")
+        c.execute("CREATE INDEX tk ON t(k)")
+        c.executemany("INSERT INTO t(id, v, k) VALUES (?, randomblob(200), hex(randomblob(8)))",
+                      ((i,) for i in range(1, 5001)))
+        c.commit()
+        c.close()
+    assert sorted(p.name for p in idle.parent.iterdir()) == ["idle.db", "production.sqlite3"]
+    ready, stop = tmp_path / "ready", tmp_path / "stop"
+    writer = subprocess.Popen([sys.executable, "-c", _SQLITE_WRITER, str(live), str(ready), str(stop)])
+    try:
+        while not ready.exists():
+            assert writer.poll() is None, "the writer died"
+        c = sqlite3.connect(live)
+        committed = c.execute("SELECT count(*) FROM t").fetchone()[0]  # before the backup: all must be in it
+        c.close()
+        cfg = _config(make_config, tmp_path, root, age_key, {}, encrypt="none")
+        r = cli(["--config", cfg, "run", "app-backup", "--json"])
+    finally:
+        stop.touch()
+        writer.wait(10)
+    assert writer.returncode == 0
+    assert r.code == 0, r.output
+    run = r.json()[0]
+    assert run["status"] == "ok", run["findings"]
+    snaps = {f["subject"]: f["message"] for f in run["findings"] if f["check"] == "backup.sqlite_snapshot"}
+    assert "online backup API" in snaps[str(live)] and "production.sqlite3-wal" in snaps[str(live)], snaps
+    assert "not in use" in snaps[str(idle)], snaps
+    assert sorted(p.name for p in idle.parent.iterdir() if p.name.startswith("idle")) == ["idle.db"]
+    [mpath] = (tmp_path / "store").rglob("manifest.json")
+    listed = {f["path"].rsplit("/", 1)[1]: f for f in
+              json.loads(mpath.read_text())["files"]["archives"]["files.tar.zst"]["files"]}
+    assert listed["production.sqlite3"]["snapshot"] == "sqlite" and listed["idle.db"]["snapshot"] == "sqlite"
+    assert not any(n.endswith(("-wal", "-shm")) for n in listed), sorted(listed)
+    r = cli(["--config", cfg, "run", "app-verify", "--json"])
+    assert r.code == 0 and r.json()[0]["status"] == "ok", r.output
+
+    dest = tmp_path / "restored"
+    r = cli(["--config", cfg, "backups", "restore", run["artifacts"][0]["id"], "--to", dest])
+    assert r.code == 0, r.output
+    rel = str(root / "db").lstrip("/")
+    assert sorted(p.name for p in (dest / rel).iterdir()) == ["idle.db", "production.sqlite3"]
+    for name, least in (("production.sqlite3", committed), ("idle.db", 5000)):
+        c = sqlite3.connect(f"file:{dest / rel / name}?mode=ro", uri=True)
+        assert c.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        n, top = c.execute("SELECT count(*), max(id) FROM t").fetchone()
+        c.close()
+        assert n == top and n >= least, (name, n, top, least)  # no row lost, none missing in between
+
+
+def test_config_check_names_a_storage_and_the_history_inside_a_backed_up_tree(cli: Any, make_config: Any,
+                                                                            tmp_path: Path) -> None:
+    root = tmp_path / "srv"
+    root.mkdir()
+    cfg = make_config({"history": str(root / "var" / "history.db"),
+                       "targets": {"web": {"kind": "app", "root": str(root)}},
+                       "storages": {"local1": {"kind": "local", "path": str(root / "backups"), "fsync": False},
+                                    "elsewhere": {"kind": "local", "path": str(tmp_path / "store"),
+                                                  "fsync": False}},
+                       "backup": {"encryption": "none"},
+                       "jobs": {"all": {"task": "files.backup", "target": "web"},
+                                "raw": {"task": "files.backup", "target": "web",
+                                        "options": {"set": "raw", "paths": ["var"], "sqlite_snapshot": False,
+                                                    "storages": ["elsewhere"]}}}})
+    r = cli(["--config", cfg, "config", "check", "--json"])
+    assert r.code == 0, r.output
+    notes = {(n["path"][1], n["message"]) for n in r.json()["notes"]}
+    assert any(job == "all" and "storage 'local1'" in m and "left out of each backup" in m for job, m in notes)
+    assert any(job == "all" and "history database" in m and "consistent copy" in m for job, m in notes)
+    assert any(job == "raw" and "history database" in m and "archived as read" in m for job, m in notes)
+    assert not any(job == "raw" and "storage" in m for job, m in notes), notes
+    r = cli(["--config", cfg, "config", "check"])
+    assert r.code == 0 and "storage 'local1'" in r.output, r.output

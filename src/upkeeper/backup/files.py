@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from upkeeper.backup.sqlite import MAGIC as SQLITE_MAGIC
+from upkeeper.backup.sqlite import Snapshots
 from upkeeper.errors import BackupError
 
 BUFFER = 1 << 20
@@ -348,7 +350,7 @@ class FileList:
 
 
 #: the keys of a file list's entry, in the order :class:`ReadFileList` keeps their values
-ENTRY_KEYS = ("path", "type", "mode", "size", "sha256", "target", "padded")
+ENTRY_KEYS = ("path", "type", "mode", "size", "sha256", "target", "padded", "snapshot")
 _KINDS = {k: k for k in ("file", "dir", "symlink")}
 _MODES: dict[int, int] = {}
 
@@ -368,7 +370,7 @@ class ReadFileList:
         # (one str for each kind, one int for each mode: not one an entry)
         return (d.get("path"), _KINDS.get(kind, kind) if isinstance(kind, str) else kind,
                 _MODES.setdefault(mode, mode) if type(mode) is int and len(_MODES) < 4096 else mode,
-                d.get("size"), d.get("sha256"), d.get("target"), d.get("padded"))
+                d.get("size"), d.get("sha256"), d.get("target"), d.get("padded"), d.get("snapshot"))
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         for t in self._entries:
@@ -537,14 +539,36 @@ def _read_error(e: Entry, exc: OSError) -> BackupError:
                        "Try: check the disk (dmesg), or exclude the file")
 
 
+class _SQLite(Exception):
+    """Raised by :func:`_add_file` for a SQLite database, before anything is written: ``head`` is what it
+    read of its start."""
+
+    def __init__(self, head: bytes) -> None:
+        self.head = head
+
+
 def _add_file(out: _Buffered, e: Entry, fd: int, st: os.stat_result, hashes: bool,
-              changed: list[tuple[str, str]] | None) -> bytes:
+              changed: list[tuple[str, str]] | None, *, sqlite: bool = False, meta: os.stat_result | None = None,
+              snapshot: str | None = None) -> bytes:
     """The header and exactly ``st.st_size`` bytes of data read from ``fd`` (hashed on the way): returns the
     manifest's line.  A file that ends before that size (it shrank while being read: a log truncated by
     logrotate) is padded with zeros to it, as GNU tar does ("File shrank by N bytes; padding with zeros"):
-    the archive stays sound and the hash is of what it holds."""
+    the archive stays sound and the hash is of what it holds.
+
+    With ``sqlite``, a file that starts with SQLite's header raises :class:`_SQLite` before anything is
+    written (the data of a file of up to :data:`BUFFER` bytes is read anyway: checked in it; 100 bytes read
+    of a larger one).  ``fd`` is then a copy of the file: ``meta`` the file's stat (the member's mode, owner,
+    mtime), ``snapshot`` how it was made (in the manifest's line)."""
     size = st.st_size
-    header = _header(e.arcname, st, tarfile.REGTYPE, size)
+    if sqlite and size > BUFFER:
+        try:
+            head = os.pread(fd, 100, 0)
+        except OSError as exc:
+            raise _read_error(e, exc) from None
+        if head.startswith(SQLITE_MAGIC):
+            raise _SQLite(head)
+    info = st if meta is None else meta
+    header = _header(e.arcname, info, tarfile.REGTYPE, size)
     padded = 0
     if size <= BUFFER:  # (most files) in one read, one hash call, one write of header, data and padding
         try:
@@ -553,6 +577,8 @@ def _add_file(out: _Buffered, e: Entry, fd: int, st: os.stat_result, hashes: boo
             raise _read_error(e, exc) from None
         if len(b) < size:  # shrank, or a short read: read on
             b = _read_rest(e, fd, b, size)
+        if sqlite and b.startswith(SQLITE_MAGIC):
+            raise _SQLite(b[:100])
         padded = size - len(b)
         if padded:
             b += bytes(padded)
@@ -586,13 +612,15 @@ def _add_file(out: _Buffered, e: Entry, fd: int, st: os.stat_result, hashes: boo
         # as GNU tar's "file changed as we read it": the manifest's hash is of what was archived, which may be
         # neither the old nor the new content
         _changed(changed, e, "changed while being read; archived as read, possibly inconsistent")
-    # {"path", "type": "file", "mode", "size"[, "sha256"][, "padded"]}, as json_line writes that dict
-    line = b'{"path": %s, "type": "file", "mode": %d, "size": %d' % (_json_str(e.arcname), stat.S_IMODE(st.st_mode),
-                                                                     size)
+    # {"path", "type": "file", "mode", "size"[, "sha256"][, "padded"][, "snapshot"]}, as json_line writes it
+    line = b'{"path": %s, "type": "file", "mode": %d, "size": %d' % (_json_str(e.arcname),
+                                                                     stat.S_IMODE(info.st_mode), size)
     if digest is not None:
         line += b', "sha256": "%s"' % digest.encode()
     if padded:  # size and hash are of the member; its last `padded` bytes are not the file's
         line += b', "padded": %d' % padded
+    if snapshot is not None:  # size and hash are of the copy archived, not of the file as it is now
+        line += b', "snapshot": %s' % _json_str(snapshot)
     return line + b"}\n"
 
 
@@ -647,7 +675,7 @@ _OPEN_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
 def _file_item(out: _Buffered, e: Entry, hashes: bool, changed: list[tuple[str, str]] | None,
-               parents: _Parents, attrs: Unarchived | None) -> bytes | None:
+               parents: _Parents, attrs: Unarchived | None, sqlite: Snapshots | None = None) -> bytes | None:
     if e.parent is not None:
         dir_fd = parents.fd_for(e)
         if dir_fd is None:
@@ -684,9 +712,29 @@ def _file_item(out: _Buffered, e: Entry, hashes: bool, changed: list[tuple[str, 
             _changed(changed, e, "replaced (renamed over) during the backup; the new file archived")
         if attrs is not None:
             attrs.check(fd, e.path)
-        return _add_file(out, e, fd, st, hashes, changed)
+        if sqlite is None:
+            return _add_file(out, e, fd, st, hashes, changed)
+        try:
+            return _add_file(out, e, fd, st, hashes, changed, sqlite=True)
+        except _SQLite as db:
+            return _sqlite_item(out, e, fd, st, dir_fd, db.head, hashes, changed, sqlite)
     finally:
         os.close(fd)
+
+
+def _sqlite_item(out: _Buffered, e: Entry, fd: int, st: os.stat_result, dir_fd: int | None, head: bytes,
+                 hashes: bool, changed: list[tuple[str, str]] | None, sqlite: Snapshots) -> bytes:
+    """A SQLite database: a consistent copy of it archived under its name; the file as read when none can be
+    made (:attr:`Snapshots.failed` says why)."""
+    made = sqlite.snapshot(e.path, fd, st, dir_fd, e.name, head)
+    if made is None:
+        os.lseek(fd, 0, os.SEEK_SET)
+        return _add_file(out, e, fd, st, hashes, changed)
+    copy, _ = made
+    try:
+        return _add_file(out, e, copy, os.fstat(copy), hashes, None, meta=st, snapshot="sqlite")
+    finally:
+        os.close(copy)
 
 
 def _other_item(out: _Buffered, e: Entry, changed: list[tuple[str, str]] | None) -> dict[str, Any] | None:
@@ -718,7 +766,8 @@ def _other_item(out: _Buffered, e: Entry, changed: list[tuple[str, str]] | None)
 
 
 def write_tar(entries: Iterable[Entry], write: Callable[[bytes], Any], *, hashes: bool = True,
-              changed: list[tuple[str, str]] | None = None, attrs: Unarchived | None = None) -> FileList:
+              changed: list[tuple[str, str]] | None = None, attrs: Unarchived | None = None,
+              sqlite: Snapshots | None = None) -> FileList:
     """Stream a tar of ``entries`` (a list, or :func:`iter_walk` as it goes) into ``write``; returns the file
     list for the manifest.
 
@@ -729,15 +778,19 @@ def write_tar(entries: Iterable[Entry], write: Callable[[bytes], Any], *, hashes
     own stat) and named there.  A file modified while it was read is archived as read and
     named there too; one that shrank is padded with zeros to its size at the start (its manifest line says
     how many bytes in ``padded``, which a restore cuts off).  Files with ACLs or extended attributes (not
-    archived) are counted in ``attrs``.
+    archived) are counted in ``attrs``.  With ``sqlite``, a SQLite database is archived as a consistent copy
+    (see :mod:`upkeeper.backup.sqlite`), its ``-wal``, ``-shm`` and ``-journal`` left out.
     """
     out = _Buffered(write)
     listed = FileList()
     parents = _Parents()
     try:
         for e in entries:
+            if sqlite is not None and sqlite.skip and e.path in sqlite.skip:
+                sqlite.skipped.append(e.path)
+                continue
             if e.kind == "file":
-                line = _file_item(out, e, hashes, changed, parents, attrs)
+                line = _file_item(out, e, hashes, changed, parents, attrs, sqlite)
                 if line is not None:
                     listed.append_line(line, True)
             else:

@@ -23,7 +23,7 @@ from upkeeper.config.backup import BackupSettings
 
 log = logging.getLogger(__name__)
 
-PREFIXES = ("upkeeper-dump-", "upkeeper-verify-", "upkeeper-redis-", "upkeeper-restore-")
+PREFIXES = ("upkeeper-dump-", "upkeeper-verify-", "upkeeper-redis-", "upkeeper-restore-", "upkeeper-sqlite-")
 #: a files restore's staging directory, inside the directory restored into (:func:`staging_dir`)
 STAGING_PREFIX = ".upkeeper-restore-staging-"
 #: created before the directory gets its final name, while its lock is already held: only a directory with

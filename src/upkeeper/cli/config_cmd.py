@@ -6,6 +6,7 @@ import json
 import sys
 
 import typer
+from rich.markup import escape
 
 from upkeeper.cli._app import app, console, print_json, state
 from upkeeper.core.schema import config_schema
@@ -46,13 +47,21 @@ def check(
         "targets": len(setup.config.targets),
         "scheduled": sum(1 for j in setup.jobs.values() if j.schedule and j.enabled),
     }
+    notes = [{"file": p.file, "line": p.line, "path": list(p.path), "message": p.message, "hint": p.hint}
+             for p in setup.notes]
     if as_json:
-        print_json(info)
+        print_json({**info, "notes": notes})
         return
     console.print(
         f"[ok]OK[/ok] {info['file']}: {info['jobs']} job(s) ({info['scheduled']} scheduled), "
         f"{info['targets']} target(s)"
     )
+    for n in setup.notes:
+        where = f"{n.file}:{n.line}: " if n.file and n.line else ""
+        text = escape(f"{where}{' -> '.join(map(str, n.path))}: {n.message}")
+        console.print(f"[warn]note[/warn] {text}", highlight=False)
+        if n.hint:
+            console.print(f"  {n.hint}", markup=False, highlight=False)
 
 
 @config_app.command("schema")

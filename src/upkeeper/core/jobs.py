@@ -84,6 +84,8 @@ class Setup:
 
     config: Config
     jobs: dict[str, Job]
+    #: what ``config check`` points out about a valid configuration (:meth:`Task.config_notes`)
+    notes: list[ConfigProblem] = field(default_factory=list)
 
     @property
     def source(self) -> Path | None:
@@ -114,6 +116,7 @@ def build_setup(config: Config) -> Setup:
     except ScheduleError as exc:
         problems.append(lines.problem(("timezone",), exc.args[0], exc.hint))
     jobs: dict[str, Job] = {}
+    notes: list[ConfigProblem] = []
     for name, jc in config.jobs.items():
         base = ("jobs", name)
         before = len(problems)
@@ -173,6 +176,8 @@ def build_setup(config: Config) -> Setup:
             if target is not None:
                 for option, message, hint in cls.target_problems(options, target):
                     problems.append(lines.problem((*base, "options", option), message, hint))
+                for option, message, hint in cls.config_notes(options, config, jc.target, target):
+                    notes.append(lines.problem((*base, "options", option), message, hint))
 
         # schedule
         tz = jc.timezone or config.timezone
@@ -227,7 +232,7 @@ def build_setup(config: Config) -> Setup:
                     for i, message, hint in unknown_storages(config.backup.storages, config.storages))
     if problems:
         raise ConfigError.from_problems(problems)
-    return Setup(config=config, jobs=jobs)
+    return Setup(config=config, jobs=jobs, notes=notes)
 
 
 def _shared_series(jobs: dict[str, Job], lines: Any) -> list[ConfigProblem]:

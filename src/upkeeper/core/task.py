@@ -280,6 +280,13 @@ class Task(Generic[O_contra]):
         return []
 
     @classmethod
+    def config_notes(cls, options: Any, config: Any, target_name: str | None, target: Any
+                     ) -> list[tuple[str, str, str]]:
+        """``(option, message, hint)`` for valid options that work, but differently from what the
+        configuration may suggest (a run handles the case and says so): shown by ``config check``."""
+        return []
+
+    @classmethod
     def target_problems(cls, options: Any, target: Any) -> list[tuple[str, str, str]]:
         """``(option, message, hint)`` for valid options that cannot work on the job's ``target`` (its config),
         reported by config load and ``config check`` instead of failing every run."""

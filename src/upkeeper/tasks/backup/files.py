@@ -6,6 +6,7 @@ Secrets (``secret_paths``, e.g. ``.env``) go to a separate archive that is alway
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import time
@@ -18,6 +19,8 @@ from pydantic import Field, model_validator
 from upkeeper.backup.files import Entry, FileList, Unarchived, Walk, iter_walk, walk, write_tar
 from upkeeper.backup.manifest import safe_component
 from upkeeper.backup.sets import BackupEnv, SetWriter
+from upkeeper.backup.sqlite import Snapshots
+from upkeeper.backup.workdir import work_dir
 from upkeeper.config.backup import RetentionPolicy
 from upkeeper.config.targets import AppTarget
 from upkeeper.core.task import Finding, Result, Severity, Task, TaskContext, TaskOptions, task
@@ -57,6 +60,11 @@ class FilesBackupOptions(TaskOptions):
                                     "a separate archive that is always encrypted (a config error without backup.encryption), and left out "
                                     "of the main one. "
                                     "Source: upkeeper (not set by default)")
+    sqlite_snapshot: bool = Field(
+        True, description="archive each SQLite database found (a file starting with SQLite's header) as a "
+        "consistent copy made in backup.work_dir with SQLite's online backup API, without its -wal, -shm and "
+        "-journal; false archives it as read, torn if it is written meanwhile. Source: upkeeper default "
+        "(sqlite.org: copying a database file in use can give a corrupt copy; its backup API does not)")
     storages: list[str] | None = Field(None, description="storages to write to (default: backup.storages). "
             "Source: upkeeper (not set by default)")
     retention: RetentionPolicy | None = Field(None, description="retention (default: backup.retention). "
@@ -102,6 +110,44 @@ class FilesBackup(Task[FilesBackupOptions]):
                              "under 'paths' instead"))
         return problems
 
+    @classmethod
+    def config_notes(cls, options: Any, config: Any, target_name: str | None, target: Any
+                     ) -> list[tuple[str, str, str]]:
+        """A backed-up path that holds a local storage this job writes to (left out of each backup at run
+        time), or upkeeper's own SQLite history database (written during the backup)."""
+        if not isinstance(options, FilesBackupOptions):
+            return []
+        root = Path(target.root) if isinstance(target, AppTarget) else None
+        trees: list[tuple[str, str]] = []  # (option, real path)
+        for field, items in (("paths", options.paths), ("preset", PRESETS[options.preset] if options.preset else [])):
+            for item in items:
+                p = Path(os.path.expanduser(item))
+                if p.is_absolute() or root is not None:
+                    trees.append((field, os.path.realpath(root / p if root is not None else p)))
+        if not options.paths and not options.preset and root is not None:
+            trees.append(("paths", os.path.realpath(root)))
+        notes: list[tuple[str, str, str]] = []
+        names = options.storages if options.storages is not None else config.backup.storages
+        storages = {n: os.path.realpath(os.path.expanduser(st.path)) for n, st in config.storages.items()
+                    if (names is None or n in names) and getattr(st, "kind", None) == "local"}  # None: all
+        history = _history_file(config)
+        for field, tree in trees:
+            for n, d in storages.items():
+                if _inside(d, tree) and not _inside(tree, d):  # (a path in the storage: refused at run time)
+                    notes.append((field, f"{tree} holds the directory of storage {n!r} ({d}), which this job "
+                                  "writes its backups to: it is left out of each backup",
+                                  "exclude it to say so, or move the storage out of the tree"))
+            if history is not None and _inside(history, tree):
+                if options.sqlite_snapshot:
+                    notes.append((field, f"{tree} holds upkeeper's history database ({history}), written during "
+                                  "the backup: it is archived as a consistent copy (sqlite_snapshot)",
+                                  "exclude it if it need not be in this backup"))
+                else:
+                    notes.append((field, f"{tree} holds upkeeper's history database ({history}), written during "
+                                  "the backup, and sqlite_snapshot is false: it is archived as read, possibly torn",
+                                  "set sqlite_snapshot: true, or exclude it"))
+        return notes
+
     def run(self, ctx: TaskContext, options: FilesBackupOptions) -> Result:
         target = ctx.require_target()
         target_name = ctx.target_name or "host"
@@ -130,17 +176,27 @@ class FilesBackup(Task[FilesBackupOptions]):
         main_walk = Walk()  # what the main walk skipped or saw change; its entries are streamed, not kept
 
         env = env_for(ctx, options.storages)
+        work = contextlib.ExitStack()
         try:
             # as tar leaves out the archive it writes: a local storage inside the tree (root /srv, storage
             # /srv/backups) would put every earlier backup, and this one's partial upload, into each new one
             own = _storage_dirs(env)
             _refuse_paths_in_storages(paths, own, target_name)
+            sqlite: Snapshots | None = None
+            own_tmp = ""
+            if options.sqlite_snapshot:
+                tmp = work.enter_context(work_dir(env.settings, "upkeeper-sqlite-"))
+                sqlite = Snapshots(tmp)
+                own_tmp = os.path.realpath(tmp)  # (a work_dir inside the tree: its copies are not archived)
         except BaseException:
+            work.close()
             env.close()
             raise
 
         def skip(real: str) -> bool:
             if real in secret_set:
+                return True
+            if sqlite is not None and real == own_tmp:
                 return True
             if real in own:
                 findings.append(Finding(
@@ -164,13 +220,14 @@ class FilesBackup(Task[FilesBackupOptions]):
                     name = object_name("files.tar", env)
                     archives[name] = {"files": self._archive(ctx, writer, name, "files",
                                                              itertools.chain([first], main_entries), True,
-                                                             findings, main_walk)}
+                                                             findings, main_walk, sqlite)}
                 if secret_walk.entries:
                     name = object_name("secrets.tar", env)
                     # sizes only: plaintext hashes of secrets in a readable manifest would leak guessable values
                     archives[name] = {"files": self._archive(ctx, writer, name, "secrets", secret_walk.entries,
-                                                             False, findings, secret_walk)}
+                                                             False, findings, secret_walk, sqlite)}
                 _walk_findings(findings, main_walk, secret_walk)
+                _sqlite_findings(findings, sqlite)
                 if not archives:
                     # (excludes never apply to a configured path itself): each is a socket, FIFO or device
                     raise BackupError("nothing to archive: no configured path is a regular file, directory or "
@@ -193,6 +250,7 @@ class FilesBackup(Task[FilesBackupOptions]):
                 del archives
             except Exception as exc:
                 _walk_findings(findings, main_walk, secret_walk)
+                _sqlite_findings(findings, sqlite)
                 writer.abort()
                 out.fail(options.set_name, exc, "backup.failed")
             else:
@@ -204,6 +262,7 @@ class FilesBackup(Task[FilesBackupOptions]):
                 if report is not None:
                     out.pruned += len(report.deleted)
         finally:
+            work.close()
             env.close()
         return out.result(time.monotonic() - t0)
 
@@ -246,13 +305,13 @@ class FilesBackup(Task[FilesBackupOptions]):
 
     @staticmethod
     def _archive(ctx: TaskContext, writer: SetWriter, name: str, role: str, entries: Iterable[Entry], hashes: bool,
-                 findings: list[Finding], walked: Walk | None = None) -> FileList:
+                 findings: list[Finding], walked: Walk | None = None, sqlite: Snapshots | None = None) -> FileList:
         ctx.progress(f"archiving into {name}", None)
         upload = writer.upload(name, role=role, always_encrypt=role == "secrets")
         try:
             changed: list[tuple[str, str]] = []
             listed = write_tar(entries, upload.write, hashes=hashes, changed=changed,
-                               attrs=walked.attrs if walked is not None else None)
+                               attrs=walked.attrs if walked is not None else None, sqlite=sqlite)
         except BaseException:
             upload.abort()
             raise
@@ -260,6 +319,30 @@ class FilesBackup(Task[FilesBackupOptions]):
             findings.append(Finding("backup.file_changed", Severity.WARNING, path, what))
         writer.add(upload.finish())
         return listed
+
+
+def _inside(path: str, tree: str) -> bool:
+    return path == tree or path.startswith(tree.rstrip("/") + "/")
+
+
+def _history_file(config: Any) -> str | None:
+    """The real path of upkeeper's history database if it is a SQLite file (as :func:`history_url` reads the
+    setting)."""
+    from upkeeper.core.history import default_history_path
+
+    setting = config.history
+    if not setting:
+        return os.path.realpath(default_history_path())
+    if setting.startswith(("postgres", "postgresql")):
+        return None
+    if setting.startswith("sqlite:"):
+        if not setting.startswith("sqlite:///"):
+            return None
+        setting = setting.removeprefix("sqlite:///")
+    p = Path(setting).expanduser()
+    if not p.is_absolute() and config.source is not None:
+        p = config.source.parent / p
+    return os.path.realpath(p)
 
 
 def _storage_dirs(env: BackupEnv) -> dict[str, str]:
@@ -303,6 +386,31 @@ def _walk_findings(findings: list[Finding], *walks: Walk) -> None:
             f"ACLs and extended attributes are not archived: a restore gives these back without them (e.g. "
             f"{named})", "after a restore, set them again (setfacl, setcap); see docs/backups.md",
             value=float(attrs.count)))
+
+
+def _sqlite_findings(findings: list[Finding], sqlite: Snapshots | None) -> None:
+    """The SQLite databases archived as consistent copies (a note each), and those no copy could be made of (a
+    warning each): once, after the archives or when they failed."""
+    if sqlite is None:
+        return
+    left_out: dict[str, list[str]] = {}
+    for p in sqlite.skipped:
+        left_out.setdefault(p.rsplit("-", 1)[0], []).append(os.path.basename(p))
+    for path, how in sqlite.taken:
+        siblings = left_out.get(path)
+        findings.append(Finding(
+            "backup.sqlite_snapshot", Severity.INFO, path,
+            f"a SQLite database: archived as a consistent copy ({how})"
+            + (f"; {', '.join(siblings)} not archived (the copy holds every transaction committed in them)"
+               if siblings else "")))
+    for path, why in sqlite.failed:
+        findings.append(Finding(
+            "backup.sqlite_not_snapshotted", Severity.WARNING, path,
+            f"a SQLite database no consistent copy could be made of ({why}): archived as read, with its -wal or "
+            "-journal, torn if it was written meanwhile",
+            "run the job as a user that can open it with SQLite (for a database in WAL mode: write its -shm), "
+            "or stop its writers during the backup; see docs/backups.md"))
+    sqlite.taken, sqlite.failed, sqlite.skipped = [], [], []
 
 
 def _without_secret_links(main: Iterator[Entry], secrets: list[Entry]) -> Iterator[Entry]:
