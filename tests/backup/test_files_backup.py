@@ -1173,9 +1173,9 @@ print(json.dumps(skipped.to_dict()))
     assert res.returncode == 0, res.stderr
     [skipped] = json.loads(res.stdout)
     assert skipped["attributes"] == ["security.capability"] and skipped["entries"] == 2, skipped
-    for p, mode in (("ro-file", 0o444), ("ro-dir", 0o555)):
-        assert os.getxattr(base / p, "user.origin") == b"v" and stat_mode(base / p) == mode
-        assert "security.capability" not in os.listxattr(base / p)
+    for name, mode in (("ro-file", 0o444), ("ro-dir", 0o555)):
+        assert os.getxattr(base / name, "user.origin") == b"v" and stat_mode(base / name) == mode
+        assert "security.capability" not in os.listxattr(base / name)
 
 
 def _many_uploads(make_config: Any, tmp_path: Path, n: int, *, nested: bool) -> Path:

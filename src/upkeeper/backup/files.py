@@ -3,7 +3,8 @@
 Symlinks are stored as symlinks and never followed, so nothing outside the
 configured trees is read; sockets, FIFOs and devices are skipped.  Entry names
 are the real absolute paths (symlinked directories above a configured path resolved) without the leading
-``/`` (as GNU tar writes them).
+``/`` (as GNU tar writes them).  POSIX ACLs, file capabilities and ``user.*`` attributes are archived as GNU
+tar's ``--xattrs --acls`` writes them (:data:`ARCHIVED_XATTRS`).
 """
 
 from __future__ import annotations
