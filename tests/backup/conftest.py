@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import struct
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -157,3 +159,61 @@ def run_app_files_backup(cli: Any, make_config: Any, age_key: AgeKey, tmp_path: 
     assert r.code == 0, r.output
     run: dict[str, Any] = r.json()[0]
     return cfg, run
+
+
+def _acl(*entries: tuple[int, int, int]) -> bytes:
+    """A POSIX ACL in the kernel's binary form, as setfacl sets it: (tag, permissions, id) entries."""
+    return struct.pack("<I", 2) + b"".join(struct.pack("<HHI", *e) for e in entries)
+
+
+_NO_ID = 0xFFFFFFFF
+#: user::rwx user:33:r-x group::r-x mask::r-x other::r-x (setfacl -d -m u:33:rx on an uploads directory)
+UPLOADS_ACL = _acl((1, 7, _NO_ID), (2, 5, 33), (4, 5, _NO_ID), (0x10, 5, _NO_ID), (0x20, 5, _NO_ID))
+#: user::rw- user:33:rw- group::r-- mask::rw- other::r--
+FILE_ACL = _acl((1, 6, _NO_ID), (2, 6, 33), (4, 4, _NO_ID), (0x10, 6, _NO_ID), (0x20, 4, _NO_ID))
+#: cap_net_bind_service=ep, as setcap sets it (VFS_CAP_REVISION_2)
+NET_BIND_CAP = bytes.fromhex("01000002" "00040000" + "00" * 12)
+
+
+def make_attributes(root: Path) -> dict[str, dict[str, bytes]]:
+    """An app tree at ``root`` whose files and directories have the extended attributes files.backup archives:
+    an uploads directory with a default and an access ACL, a file with user attributes (a binary value, an
+    empty one, a name with '=' and '%'), a binary with a file capability (as root only) and an ACL, and a plain
+    file.  Returns each entry's attributes by its path relative to ``root`` ("" for it); skips the test where
+    the file system has no ACLs or user attributes."""
+    (root / "uploads").mkdir(parents=True)
+    (root / "bin").mkdir()
+    (root / "uploads" / "a.jpg").write_bytes(b"\xff\xd8jpeg")
+    (root / "tagged.txt").write_text("tagged\n")
+    (root / "plain.txt").write_text("plain\n")
+    (root / "bin" / "serve").write_bytes(b"#!/bin/sh\nexit 0\n")
+    (root / "bin" / "serve").chmod(0o755)
+    want: dict[str, dict[str, bytes]] = {
+        "uploads": {"system.posix_acl_default": UPLOADS_ACL, "system.posix_acl_access": UPLOADS_ACL},
+        "tagged.txt": {"user.origin": b"import\x00\xff", "user.empty": b"", "user.k=v%25": b"x"},
+        "bin/serve": {"system.posix_acl_access": _acl((1, 7, _NO_ID), (2, 5, 33), (4, 5, _NO_ID),
+                                                      (0x10, 5, _NO_ID), (0x20, 5, _NO_ID))},
+    }
+    if os.geteuid() == 0:
+        want["bin/serve"]["security.capability"] = NET_BIND_CAP
+    try:
+        for rel, attrs in want.items():
+            for name, value in attrs.items():
+                os.setxattr(root / rel, name, value)
+    except OSError as exc:
+        pytest.skip(f"no ACLs or user attributes here: {exc}")
+    return want
+
+
+def read_attributes(root: Path, names: Any = ("user.", "security.capability", "system.posix_acl_")
+                    ) -> dict[str, dict[str, bytes]]:
+    """The attributes (those starting with one of ``names``) of every file and directory under ``root`` that
+    has some, by relative path, as :func:`make_attributes` returns them."""
+    out: dict[str, dict[str, bytes]] = {}
+    for p in [root, *sorted(root.rglob("*"))]:
+        if p.is_symlink():
+            continue
+        attrs = {n: os.getxattr(p, n) for n in os.listxattr(p) if n.startswith(tuple(names))}
+        if attrs:
+            out["" if p == root else str(p.relative_to(root))] = attrs
+    return out

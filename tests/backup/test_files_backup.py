@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ import pytest
 
 from services import sftp_storage_config
 
-from .conftest import AgeKey, rewrite_manifest
+from .conftest import AgeKey, make_attributes, read_attributes, rewrite_manifest
 
 
 @pytest.fixture
@@ -1100,35 +1101,81 @@ def test_a_local_storage_inside_the_tree_is_left_out_of_its_own_backups(cli: Any
     assert "no configured path is a regular file, directory or symlink" in summary and "excluded" not in summary
 
 
-def test_acls_and_extended_attributes_are_named_as_not_archived(tmp_path: Path) -> None:
-    """A default ACL on an uploads directory, a user attribute on a file: the archive does not hold them, and
-    the run says so (one info finding, counted, a few named), rather than a restore losing them in silence."""
-    import struct
+def test_acls_capabilities_and_user_attributes_are_archived_verified_and_restored(
+        cli: Any, make_config: Any, tmp_path: Path, age_key: AgeKey, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A default ACL on an uploads directory, cap_net_bind_service on a binary, user attributes on a file come
+    back with a restore (they were lost before: an info finding said so); the manifest records each
+    attribute's SHA-256, which verify compares.  An attribute no archive keeps (trusted.*) is still noted.
+    Restored as a user other than root, only the user attributes are set, and the restore says what it left
+    out.  (GNU tar reading them back: tests/backup/test_restore_doc.py.)"""
+    root = tmp_path / "srv" / "app"
+    want = make_attributes(root)
+    if os.geteuid() == 0:
+        os.setxattr(root / "plain.txt", "trusted.note", b"kept by no archive")
+    cfg = _config(make_config, tmp_path, root, age_key, {})
+    run, files, dest = _backup_verify_restore(cli, cfg, tmp_path)
+    rel = str(root).lstrip("/")
+    recorded = {p[len(rel) + 1:]: f["xattrs"] for p, f in files.items() if "xattrs" in f}
+    assert recorded == {p: {n: hashlib.sha256(v).hexdigest() for n, v in a.items()} for p, a in want.items()}
+    noted = [f for f in run["findings"] if f["check"] == "backup.attrs_not_archived"]
+    if os.geteuid() == 0:
+        [f] = noted
+        assert f["value"] == 1 and "plain.txt: trusted.note" in f["message"] and "user.*" in f["message"], f
+    else:
+        assert noted == []
+    assert read_attributes(dest / rel) == want
 
-    from upkeeper.backup.files import Walk, iter_walk, write_tar
-    from upkeeper.core.task import Finding
-    from upkeeper.tasks.backup.files import _walk_findings
+    # verify compares them with the manifest (a manifest whose record of an attribute differs)
+    [mpath] = list((tmp_path / "store").rglob("manifest.json"))
+    m = json.loads(mpath.read_text())
+    listed = m["files"]["archives"]["files.tar.zst.age"]["files"]
+    [entry] = [f for f in listed if f["path"] == f"{rel}/tagged.txt"]
+    entry["xattrs"]["user.origin"] = hashlib.sha256(b"import").hexdigest()
+    rewrite_manifest(cli, cfg, mpath, m)
+    v = cli(["--config", cfg, "run", "app-verify", "--json"])
+    assert v.code == 1 and "tagged.txt: its extended attribute user.origin does not match" in v.output, v.output
 
-    root = tmp_path / "app"
-    (root / "uploads").mkdir(parents=True)
-    (root / "plain.txt").write_text("x\n")
-    (root / "tagged.txt").write_text("y\n")
-    # user::rwx user:33:r-x group::r-x mask::r-x other::r-x (the format setfacl writes)
-    acl = struct.pack("<I", 2) + b"".join(struct.pack("<HHI", tag, perm, ident) for tag, perm, ident in (
-        (1, 7, 0xFFFFFFFF), (2, 5, 33), (4, 5, 0xFFFFFFFF), (0x10, 5, 0xFFFFFFFF), (0x20, 5, 0xFFFFFFFF)))
-    try:
-        os.setxattr(root / "uploads", "system.posix_acl_default", acl)
-        os.setxattr(root / "tagged.txt", "user.origin", b"import")
-    except OSError as exc:
-        pytest.skip(f"no ACLs or user attributes here: {exc}")
-    w = Walk()
-    write_tar(iter_walk([root], [], out=w), io.BytesIO().write, attrs=w.attrs)
-    findings: list[Finding] = []
-    _walk_findings(findings, w)
-    [f] = [f for f in findings if f.check == "backup.attrs_not_archived"]
-    assert f.value == 2 and f.severity.value == "info", f
-    assert f"{root / 'uploads'}: system.posix_acl_default" in f.message and "tagged.txt: user.origin" in f.message
-    assert "plain.txt" not in f.message and "setfacl" in f.remediation
+    # restored by another user: user.* only (os.geteuid as a user's: the restore leaves out what only root sets)
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    r = cli(["--config", cfg, "backups", "restore", run["artifacts"][0]["id"], "--to", tmp_path / "mine", "--json"])
+    assert r.code == 0, r.output
+    out = r.json()
+    [skipped] = out["xattrs_skipped"]
+    assert skipped["attributes"] == sorted({n for a in want.values() for n in a if not n.startswith("user.")})
+    assert skipped["entries"] == 2 and "restore as root" in out["warning"], out
+    assert read_attributes(tmp_path / "mine" / rel) == {"tagged.txt": want["tagged.txt"]}
+
+
+def test_user_attributes_restore_on_read_only_files_as_another_user(request: pytest.FixtureRequest) -> None:
+    """Not as root, a user attribute cannot be set on a read-only file (0444) or directory (0555), even one's own:
+    the restore makes it writable for the moment it takes; ACLs and capabilities are skipped, and said so."""
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root (to run as nobody) and setpriv")
+    base = Path(tempfile.mkdtemp(prefix="upkeeper-xattrs-"))  # a place nobody reaches (tmp_path is root's)
+    request.addfinalizer(lambda: shutil.rmtree(base, ignore_errors=True))
+    (base / "ro-dir").mkdir()
+    (base / "ro-file").write_text("x\n")
+    for p in (base, base / "ro-dir", base / "ro-file"):
+        shutil.chown(p, "nobody")
+    script = f"""
+import json, os
+from upkeeper.backup.restore import SkippedXattrs, set_xattrs
+skipped = SkippedXattrs()
+os.chmod({str(base / "ro-file")!r}, 0o444)
+os.chmod({str(base / "ro-dir")!r}, 0o555)
+for p in ("ro-file", "ro-dir"):
+    set_xattrs(os.path.join({str(base)!r}, p), {{"user.origin": b"v", "security.capability": b"c"}}, p, skipped)
+print(json.dumps(skipped.to_dict()))
+"""
+    res = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", sys.executable, "-c",
+                          script], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(
+                              sys.path)}, timeout=60)
+    assert res.returncode == 0, res.stderr
+    [skipped] = json.loads(res.stdout)
+    assert skipped["attributes"] == ["security.capability"] and skipped["entries"] == 2, skipped
+    for name, mode in (("ro-file", 0o444), ("ro-dir", 0o555)):
+        assert os.getxattr(base / name, "user.origin") == b"v" and stat_mode(base / name) == mode
+        assert "security.capability" not in os.listxattr(base / name)
 
 
 def _many_uploads(make_config: Any, tmp_path: Path, n: int, *, nested: bool) -> Path:

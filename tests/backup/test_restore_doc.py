@@ -22,7 +22,7 @@ from upkeeper.sandbox.postgres import PostgresCluster, pg_bin_dir
 from upkeeper.sandbox.redis import RedisServer
 from upkeeper.sandbox.seed import seed
 
-from .conftest import SMALL, AgeKey, run_app_files_backup
+from .conftest import SMALL, AgeKey, make_attributes, read_attributes, run_app_files_backup
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "restore-without-upkeeper.md"
 # every section with commands, and the test below that follows it
@@ -152,12 +152,22 @@ def test_files_section_followed_literally(cli: Any, make_config: Any, age_key: A
     (root / "public" / "img" / "logo.png").write_bytes(bytes(range(256)) * 40)
     (root / ".env").write_text("DATABASE_URL=postgres://app:s3cr3t@db/app\n")
     (root / "current.js").symlink_to(root / "app.js")
+    attributes = make_attributes(root)  # ACLs, a file capability, user attributes: GNU tar reads them back
     run_app_files_backup(cli, make_config, age_key, tmp_path, root)
     work, manifest = fetch_set(tmp_path / "store1", tmp_path)
     dest = tmp_path / "restored"
     out = follow("files", {"BACKUP": str(work), "KEY": str(age_key.identity), "DEST": str(dest)}, tmp_path)
     assert_hashes_match(out, manifest)
     rel = str(root).lstrip("/")
+    assert read_attributes(dest / rel) == attributes
+    # the ACLs' text form too, which `tar --acls` alone reads (SCHILY.acl.access / .default)
+    acls_only = tmp_path / "acls-only"
+    acls_only.mkdir()
+    subprocess.run(["/bin/bash", "-e", "-o", "pipefail", "-c", 'age --decrypt -i "$1" "$2" | zstd -d | tar -x --acls '
+                    '-C "$3"', "-", str(age_key.identity), str(work / "files.tar.zst.age"), str(acls_only)], check=True,
+                   timeout=60)
+    assert read_attributes(acls_only / rel, ("system.posix_acl_",)) == {
+        p: acl for p, a in attributes.items() if (acl := {n: v for n, v in a.items() if n.startswith("system.")})}
     assert (dest / rel / "app.js").read_text() == "console.log('hi')\n"
     assert (dest / rel / ".env").read_text() == "DATABASE_URL=postgres://app:s3cr3t@db/app\n"
     assert (dest / rel / "current.js").is_symlink()
@@ -171,7 +181,7 @@ def test_files_section_followed_literally(cli: Any, make_config: Any, age_key: A
             assert len(data) == f["size"]
             assert f.get("sha256", hashlib.sha256(data).hexdigest()) == hashlib.sha256(data).hexdigest()
             checked += 1
-    assert checked == 3  # app.js, logo.png, .env
+    assert checked == 7  # app.js, logo.png, .env and make_attributes' 4 files
 
 
 def test_files_section_restores_directory_modes_and_mtimes_also_as_another_user(cli: Any, make_config: Any,

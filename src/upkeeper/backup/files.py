@@ -3,7 +3,8 @@
 Symlinks are stored as symlinks and never followed, so nothing outside the
 configured trees is read; sockets, FIFOs and devices are skipped.  Entry names
 are the real absolute paths (symlinked directories above a configured path resolved) without the leading
-``/`` (as GNU tar writes them).
+``/`` (as GNU tar writes them).  POSIX ACLs, file capabilities and ``user.*`` attributes are archived as GNU
+tar's ``--xattrs --acls`` writes them (:data:`ARCHIVED_XATTRS`).
 """
 
 from __future__ import annotations
@@ -32,6 +33,10 @@ from upkeeper.errors import BackupError
 BUFFER = 1 << 20
 
 
+#: one file's archived extended attributes: (name, value), sorted by name
+Xattrs = tuple[tuple[str, bytes], ...]
+
+
 @dataclass(slots=True)
 class Entry:
     path: str  # absolute, on disk
@@ -51,32 +56,63 @@ class Entry:
     #: configured path)
     dir: str = ""
     name: str = ""
+    #: a directory's archived extended attributes, read when the walk listed it
+    xattrs: Xattrs = ()
 
 
-#: the extended attributes an admin sets on purpose, which the archive does not hold: POSIX ACLs, file
-#: capabilities (setcap), user attributes.  (SELinux labels, on every file of such a system, are restorecon's.)
-_NOTED_XATTRS = ("system.posix_acl_", "security.capability", "user.")
+#: the extended attributes archived, as GNU tar's ``--xattrs --acls`` writes them (pax records
+#: ``SCHILY.xattr.<name>``, the ACLs also as ``SCHILY.acl.access``/``SCHILY.acl.default`` text): user attributes,
+#: file capabilities (setcap), POSIX ACLs
+ARCHIVED_XATTRS = ("user.", "security.capability", "system.posix_acl_access", "system.posix_acl_default")
+#: attributes neither archived nor noted: labels the system's security policy sets on every file (restorecon's)
+_POLICY_XATTRS = ("security.selinux", "security.SMACK64", "security.apparmor")
+
+
+def archived_xattr(name: str) -> bool:
+    """Whether the backup archives the extended attribute ``name`` (and a restore sets it)."""
+    return name.startswith("user.") or name in ARCHIVED_XATTRS
 
 
 @dataclass
 class Unarchived:
-    """Directories and files that have ACLs or extended attributes (which tar members here do not hold):
-    counted, and the first few named, for a note that a restore gives them back without."""
+    """Directories and files that have extended attributes the archive does not hold (``trusted.*``, other
+    ``security.*`` than capabilities, NFSv4 ACLs…; never the security policy's labels): counted, and the first
+    few named, for a note that a restore gives them back without."""
 
     count: int = 0
     examples: list[tuple[str, list[str]]] = field(default_factory=list)
 
-    def check(self, fd: int, path: str) -> None:
-        try:
-            names = os.listxattr(fd)
-        except OSError:  # a file system without extended attributes
-            return
-        if names:
-            noted = sorted(n for n in names if n.startswith(_NOTED_XATTRS))
-            if noted:
-                self.count += 1
-                if len(self.examples) < 3:
-                    self.examples.append((path, noted))
+    def note(self, path: str, names: list[str]) -> None:
+        self.count += 1
+        if len(self.examples) < 3:
+            self.examples.append((path, names))
+
+
+def read_xattrs(fd: int, path: str, unarchived: Unarchived | None) -> Xattrs:
+    """The attributes of the open file ``fd`` that are archived (one listxattr; a getxattr for each only when
+    it has some); those it has that are not are noted in ``unarchived``."""
+    try:
+        names = os.listxattr(fd)
+    except OSError:  # a file system without extended attributes
+        return ()
+    if not names:
+        return ()
+    out: list[tuple[str, bytes]] = []
+    left: list[str] = []
+    for name in sorted(names):
+        if archived_xattr(name):
+            try:
+                out.append((name, os.getxattr(fd, name)))
+                continue
+            except OSError as exc:
+                if exc.errno == errno.ENODATA:  # removed since it was listed
+                    continue
+                left.append(f"{name} (unreadable: {exc.strerror or exc})")
+        elif not name.startswith(_POLICY_XATTRS):
+            left.append(name)
+    if left and unarchived is not None:
+        unarchived.note(path, left)
+    return tuple(out)
 
 
 @dataclass
@@ -85,7 +121,7 @@ class Walk:
     skipped: list[str] = field(default_factory=list)
     #: (path, what happened) for entries that changed while the tree was listed: warnings
     changed: list[tuple[str, str]] = field(default_factory=list)
-    #: directories listed (and, given to :func:`write_tar`, files read) with ACLs or extended attributes
+    #: directories listed (and, given to :func:`write_tar`, files read) with extended attributes not archived
     attrs: Unarchived = field(default_factory=Unarchived)
 
 
@@ -217,7 +253,8 @@ def iter_walk(roots: Sequence[Path], exclude: Sequence[str], skip: Callable[[str
             seen.add(arc)
         return Entry(p, arc, kind, p, st, target, parent, dpath, name)
 
-    def listing(d: str, prefix: str, expect: os.stat_result) -> list[tuple[str, os.stat_result, str | None]] | None:
+    def listing(d: str, prefix: str, expect: os.stat_result, e: Entry
+                ) -> list[tuple[str, os.stat_result, str | None]] | None:
         try:
             fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
         except FileNotFoundError:  # removed since its parent was listed: archived as found then, empty
@@ -233,7 +270,7 @@ def iter_walk(roots: Sequence[Path], exclude: Sequence[str], skip: Callable[[str
             if (st.st_dev, st.st_ino) != (expect.st_dev, expect.st_ino):  # it, or a directory above, swapped
                 out.changed.append((d, "replaced while being listed; its contents not archived"))
                 return None
-            out.attrs.check(fd, d)
+            e.xattrs = read_xattrs(fd, d, out.attrs)
             items: list[tuple[str, os.stat_result, str | None]] = []
             try:
                 with os.scandir(fd) as it:
@@ -261,9 +298,10 @@ def iter_walk(roots: Sequence[Path], exclude: Sequence[str], skip: Callable[[str
     # "/" (to put names after), (st_dev, st_ino) and entries left
     stack: list[tuple[str, str, str, tuple[int, int], Iterator[tuple[str, os.stat_result, str | None]]]] = []
 
-    def enter(d: str, drel: str, dst: os.stat_result) -> None:
+    def enter(d: str, drel: str, dst: os.stat_result, e: Entry) -> None:
+        """List the directory ``e`` (reading its attributes, before its member is written)."""
         prefix = d if d.endswith("/") else d + "/"
-        items = listing(d, prefix, dst)
+        items = listing(d, prefix, dst, e)
         if items is not None:  # files and links first, then subdirectories
             items.sort(key=lambda i: (stat.S_ISDIR(i[1].st_mode), i[0]))
             stack.append((d, prefix, f"{drel}/" if drel else "", (dst.st_dev, dst.st_ino), iter(items)))
@@ -273,14 +311,15 @@ def iter_walk(roots: Sequence[Path], exclude: Sequence[str], skip: Callable[[str
         top = add(real_root, "")  # the walk below never follows links, so entries extend it
         if top is None:
             continue
-        yield top
         if top.kind != "dir":
+            yield top
             continue
         # Depth first in pre-order, as GNU tar writes: each directory's entries (files and links first, then
         # subdirectories) right after it, so nothing below a directory comes after another directory.  GNU tar
         # sets a directory's mode and mtime once a member outside it is extracted: one that came later would
         # move its mtime, or fail to be written into a read-only (0555) directory when not extracting as root.
-        enter(real_root, "", top.st or os.lstat(real_root))
+        enter(real_root, "", top.st or os.lstat(real_root), top)
+        yield top
         while stack:
             d, prefix, rprefix, ident, it = stack[-1]
             for name, est, target in it:
@@ -288,10 +327,11 @@ def iter_walk(roots: Sequence[Path], exclude: Sequence[str], skip: Callable[[str
                 e = add(prefix + name, rel, est, target, ident, d, name)
                 if e is None:
                     continue
-                yield e
                 if e.kind == "dir":  # real directories only: a symlinked dir is stored as a link
-                    enter(e.path, rel, est)
+                    enter(e.path, rel, est, e)  # (listed first: its member holds its attributes)
+                    yield e
                     break  # its entries next; then on with the rest of this one's (the iterator keeps its place)
+                yield e
             else:
                 stack.pop()
 
@@ -350,7 +390,7 @@ class FileList:
 
 
 #: the keys of a file list's entry, in the order :class:`ReadFileList` keeps their values
-ENTRY_KEYS = ("path", "type", "mode", "size", "sha256", "target", "padded", "snapshot")
+ENTRY_KEYS = ("path", "type", "mode", "size", "sha256", "target", "padded", "snapshot", "xattrs")
 _KINDS = {k: k for k in ("file", "dir", "symlink")}
 _MODES: dict[int, int] = {}
 
@@ -370,7 +410,8 @@ class ReadFileList:
         # (one str for each kind, one int for each mode: not one an entry)
         return (d.get("path"), _KINDS.get(kind, kind) if isinstance(kind, str) else kind,
                 _MODES.setdefault(mode, mode) if type(mode) is int and len(_MODES) < 4096 else mode,
-                d.get("size"), d.get("sha256"), d.get("target"), d.get("padded"), d.get("snapshot"))
+                d.get("size"), d.get("sha256"), d.get("target"), d.get("padded"), d.get("snapshot"),
+                d.get("xattrs"))
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         for t in self._entries:
@@ -491,12 +532,14 @@ def _fixed(mode: int, uid: int, gid: int, type_: bytes) -> _Fixed:
     return fixed
 
 
-def _header(arcname: str, st: os.stat_result, type_: bytes, size: int = 0, linkname: str = "") -> bytes:
+def _header(arcname: str, st: os.stat_result, type_: bytes, size: int = 0, linkname: str = "",
+            xattrs: Xattrs = ()) -> bytes:
     """A tar header from stat data already taken (never a fresh lstat of the path, which may have changed since).
 
     A plain ustar header (mtime in whole seconds, as GNU tar writes by default) when every field fits it; a
     pax extended header (as tarfile writes them) only for what does not: names longer than ustar can split
-    or not ASCII, sizes of 8 GiB and more, large ids.  Every name of a hard-linked file is a regular member
+    or not ASCII, sizes of 8 GiB and more, large ids; and for extended attributes (:func:`_xattr_records`).
+    Every name of a hard-linked file is a regular member
     with its own data: the manifest lists each name with its size and hash, and a restore of any subset of
     the names gets the content.
     """
@@ -518,7 +561,9 @@ def _header(arcname: str, st: os.stat_result, type_: bytes, size: int = 0, linkn
             # ASCII bytes); the "/" between prefix and name is not in the header
             chksum = fixed[2] + (zlib.adler32(link, zlib.adler32(times, zlib.adler32(full))) & 0xFFFF) - 1 \
                 - (47 if prefix else 0)
-            return _USTAR_HEADER.pack(name, fixed[0], times, b"%06o\0 " % chksum, type_, link, fixed[1], prefix, b"")
+            header = _USTAR_HEADER.pack(name, fixed[0], times, b"%06o\0 " % chksum, type_, link, fixed[1], prefix,
+                                        b"")
+            return _pax_header(_xattr_records(xattrs)) + header if xattrs else header
     uid, gid = st.st_uid, st.st_gid
     ti = tarfile.TarInfo(arcname)
     ti.type = type_
@@ -526,7 +571,100 @@ def _header(arcname: str, st: os.stat_result, type_: bytes, size: int = 0, linkn
     ti.mtime = mtime
     ti.size = size
     ti.linkname = linkname
-    return ti.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+    buf = ti.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+    if not xattrs:
+        return buf
+    # one pax header: tarfile's records (between its header block and the member's), then the attributes'
+    return _pax_header(buf[BLOCK:-BLOCK].rstrip(b"\0") + _xattr_records(xattrs)) + buf[-BLOCK:]
+
+
+def _pax_record(key: bytes, value: bytes) -> bytes:
+    """``"<length> <key>=<value>\n"``, the length (in decimal) counting itself."""
+    body = b" %s=%s\n" % (key, value)
+    n = len(body) + 1
+    while n != len(body) + len(b"%d" % n):
+        n = len(body) + len(b"%d" % n)
+    return b"%d%s" % (n, body)
+
+
+def _pax_header(records: bytes) -> bytes:
+    """A pax extended header ('x') holding ``records``, padded to whole blocks."""
+    ti = tarfile.TarInfo("././@PaxHeader")
+    ti.type = tarfile.XHDTYPE
+    ti.size = len(records)
+    pad = _NUL[len(records) % BLOCK:] if len(records) % BLOCK else b""
+    return ti.tobuf(tarfile.USTAR_FORMAT, "ascii", "replace") + records + pad
+
+
+#: a POSIX ACL entry's tag (ACL_USER_OBJ, ACL_USER, ACL_GROUP_OBJ, ACL_GROUP, ACL_MASK, ACL_OTHER) as its text
+_ACL_TAGS = {1: "user", 2: "user", 4: "group", 8: "group", 0x10: "mask", 0x20: "other"}
+
+
+def acl_text(value: bytes) -> bytes | None:
+    """A ``system.posix_acl_*`` attribute (the kernel's binary form, as setfacl sets it) as the text GNU tar
+    writes with ``--acls`` (as ``getfacl`` shows it, a user or group by name where it has one): None if it is
+    not a version 2 ACL."""
+    if len(value) < 4 or (len(value) - 4) % 8 or struct.unpack_from("<I", value)[0] != 2:
+        return None
+    lines = []
+    for tag, perm, ident in struct.iter_unpack("<HHI", value[4:]):
+        kind = _ACL_TAGS.get(tag)
+        if kind is None:
+            return None
+        who = (_owner("u" if tag == 2 else "g", ident) or str(ident)) if tag in (2, 8) else ""
+        lines.append(f"{kind}:{who}:{'r' if perm & 4 else '-'}{'w' if perm & 2 else '-'}{'x' if perm & 1 else '-'}")
+    return ("\n".join(lines) + "\n").encode()
+
+
+def xattr_keyword(name: str) -> bytes:
+    """An attribute's name in its pax keyword ``SCHILY.xattr.<name>``, as GNU tar encodes it ('%' and '='
+    escaped)."""
+    return name.encode("utf-8", "surrogateescape").replace(b"%", b"%25").replace(b"=", b"%3D")
+
+
+def xattr_name(keyword: str) -> str:
+    """The attribute's name in a ``SCHILY.xattr.`` keyword (as :mod:`tarfile` decodes it)."""
+    return keyword.replace("%3D", "=").replace("%25", "%")
+
+
+def _xattr_records(xattrs: Xattrs) -> bytes:
+    """The pax records of a member's attributes, as GNU tar writes them with ``--xattrs --acls``: each as
+    ``SCHILY.xattr.<name>`` (its value as it is), the ACLs also as text (``SCHILY.acl.access``,
+    ``SCHILY.acl.default``), which ``tar --acls -x`` reads."""
+    out = bytearray()
+    for name, value in xattrs:
+        if name in ("system.posix_acl_access", "system.posix_acl_default"):
+            text = acl_text(value)
+            if text is not None:
+                out += _pax_record(b"SCHILY.acl." + name[len("system.posix_acl_"):].encode(), text)
+    for name, value in xattrs:
+        out += _pax_record(b"SCHILY.xattr." + xattr_keyword(name), value)
+    return bytes(out)
+
+
+def member_xattrs(ti: tarfile.TarInfo) -> dict[str, bytes]:
+    """A tar member's extended attributes (its ``SCHILY.xattr.*`` pax records, as :mod:`tarfile` decoded
+    them): name → value."""
+    return {xattr_name(k[13:]): v.encode("utf-8", "surrogateescape") for k, v in ti.pax_headers.items()
+            if k.startswith("SCHILY.xattr.")}
+
+
+def xattrs_problem(path: str, got: dict[str, bytes], listed: Any) -> str | None:
+    """What differs between a member's attributes and the manifest's record of them (:func:`xattrs_entry`;
+    an entry without one, as every entry of a backup made before attributes were archived, has none)."""
+    want: dict[str, Any] = listed if isinstance(listed, dict) else {}
+    if got.keys() != want.keys():
+        return (f"{path} has extended attributes {', '.join(sorted(got)) or 'none'} in the archive, the manifest "
+                f"lists {', '.join(sorted(want)) or 'none'}")
+    for name, digest in want.items():
+        if digest is not None and hashlib.sha256(got[name]).hexdigest() != digest:
+            return f"{path}: its extended attribute {name} does not match its SHA-256"
+    return None
+
+
+def xattrs_entry(xattrs: Xattrs, hashes: bool) -> dict[str, str | None]:
+    """The manifest's record of a member's attributes: name → SHA-256 of the value (None without ``hashes``)."""
+    return {name: hashlib.sha256(value).hexdigest() if hashes else None for name, value in xattrs}
 
 
 def _changed(changed: list[tuple[str, str]] | None, e: Entry, what: str) -> None:
@@ -548,8 +686,8 @@ class _SQLite(Exception):
 
 
 def _add_file(out: _Buffered, e: Entry, fd: int, st: os.stat_result, hashes: bool,
-              changed: list[tuple[str, str]] | None, *, sqlite: bool = False, meta: os.stat_result | None = None,
-              snapshot: str | None = None) -> bytes:
+              changed: list[tuple[str, str]] | None, xattrs: Xattrs = (), *, sqlite: bool = False,
+              meta: os.stat_result | None = None, snapshot: str | None = None) -> bytes:
     """The header and exactly ``st.st_size`` bytes of data read from ``fd`` (hashed on the way): returns the
     manifest's line.  A file that ends before that size (it shrank while being read: a log truncated by
     logrotate) is padded with zeros to it, as GNU tar does ("File shrank by N bytes; padding with zeros"):
@@ -568,7 +706,7 @@ def _add_file(out: _Buffered, e: Entry, fd: int, st: os.stat_result, hashes: boo
         if head.startswith(SQLITE_MAGIC):
             raise _SQLite(head)
     info = st if meta is None else meta
-    header = _header(e.arcname, info, tarfile.REGTYPE, size)
+    header = _header(e.arcname, info, tarfile.REGTYPE, size, xattrs=xattrs)
     padded = 0
     if size <= BUFFER:  # (most files) in one read, one hash call, one write of header, data and padding
         try:
@@ -621,6 +759,8 @@ def _add_file(out: _Buffered, e: Entry, fd: int, st: os.stat_result, hashes: boo
         line += b', "padded": %d' % padded
     if snapshot is not None:  # size and hash are of the copy archived, not of the file as it is now
         line += b', "snapshot": %s' % _json_str(snapshot)
+    if xattrs:
+        line += b', "xattrs": ' + json_line(xattrs_entry(xattrs, hashes))[:-1]
     return line + b"}\n"
 
 
@@ -710,34 +850,35 @@ def _file_item(out: _Buffered, e: Entry, hashes: bool, changed: list[tuple[str, 
             # another file renamed over it (an atomic save), in the very directory the walk listed: the tree's
             # file now, archived as found when it was opened (its header from that file's fstat)
             _changed(changed, e, "replaced (renamed over) during the backup; the new file archived")
-        if attrs is not None:
-            attrs.check(fd, e.path)
+        xattrs = read_xattrs(fd, e.path, attrs)
         if sqlite is None:
-            return _add_file(out, e, fd, st, hashes, changed)
+            return _add_file(out, e, fd, st, hashes, changed, xattrs)
         try:
-            return _add_file(out, e, fd, st, hashes, changed, sqlite=True)
+            return _add_file(out, e, fd, st, hashes, changed, xattrs, sqlite=True)
         except _SQLite as db:
-            return _sqlite_item(out, e, fd, st, dir_fd, db.head, hashes, changed, sqlite)
+            return _sqlite_item(out, e, fd, st, dir_fd, db.head, hashes, changed, sqlite, xattrs)
     finally:
         os.close(fd)
 
 
 def _sqlite_item(out: _Buffered, e: Entry, fd: int, st: os.stat_result, dir_fd: int | None, head: bytes,
-                 hashes: bool, changed: list[tuple[str, str]] | None, sqlite: Snapshots) -> bytes:
-    """A SQLite database: a consistent copy of it archived under its name; the file as read when none can be
-    made (:attr:`Snapshots.failed` says why)."""
+                 hashes: bool, changed: list[tuple[str, str]] | None, sqlite: Snapshots, xattrs: Xattrs
+                 ) -> bytes:
+    """A SQLite database: a consistent copy of it archived under its name (with the file's own attributes);
+    the file as read when none can be made (:attr:`Snapshots.failed` says why)."""
     made = sqlite.snapshot(e.path, fd, st, dir_fd, e.name, head)
     if made is None:
         os.lseek(fd, 0, os.SEEK_SET)
-        return _add_file(out, e, fd, st, hashes, changed)
+        return _add_file(out, e, fd, st, hashes, changed, xattrs)
     copy, _ = made
     try:
-        return _add_file(out, e, copy, os.fstat(copy), hashes, None, meta=st, snapshot="sqlite")
+        return _add_file(out, e, copy, os.fstat(copy), hashes, None, xattrs, meta=st, snapshot="sqlite")
     finally:
         os.close(copy)
 
 
-def _other_item(out: _Buffered, e: Entry, changed: list[tuple[str, str]] | None) -> dict[str, Any] | None:
+def _other_item(out: _Buffered, e: Entry, hashes: bool, changed: list[tuple[str, str]] | None
+                ) -> dict[str, Any] | None:
     # a directory or symlink as the walk found it: a fresh lstat could find a regular file put in its
     # place since, and a header with a size but no data is a corrupt archive
     lst = e.st
@@ -761,7 +902,9 @@ def _other_item(out: _Buffered, e: Entry, changed: list[tuple[str, str]] | None)
         out.write(_header(e.arcname, lst, tarfile.SYMTYPE, linkname=target))
         item["target"] = target
     else:
-        out.write(_header(e.arcname, lst, tarfile.DIRTYPE))
+        out.write(_header(e.arcname, lst, tarfile.DIRTYPE, xattrs=e.xattrs))
+        if e.xattrs:
+            item["xattrs"] = xattrs_entry(e.xattrs, hashes)
     return item
 
 
@@ -777,9 +920,11 @@ def write_tar(entries: Iterable[Entry], write: Callable[[bytes], Any], *, hashes
     file renamed over it in that directory (an atomic save) is the tree's file now: it is archived (with its
     own stat) and named there.  A file modified while it was read is archived as read and
     named there too; one that shrank is padded with zeros to its size at the start (its manifest line says
-    how many bytes in ``padded``, which a restore cuts off).  Files with ACLs or extended attributes (not
-    archived) are counted in ``attrs``.  With ``sqlite``, a SQLite database is archived as a consistent copy
-    (see :mod:`upkeeper.backup.sqlite`), its ``-wal``, ``-shm`` and ``-journal`` left out.
+    how many bytes in ``padded``, which a restore cuts off).  Files' and directories' extended attributes
+    (:data:`ARCHIVED_XATTRS`: user attributes, capabilities, POSIX ACLs) are archived as GNU tar's ``--xattrs
+    --acls`` does (the manifest's ``xattrs``: name → SHA-256 of the value); files with others (not archived)
+    are counted in ``attrs``, as the walk counts directories.  With ``sqlite``, a SQLite database is archived
+    as a consistent copy (see :mod:`upkeeper.backup.sqlite`), its ``-wal``, ``-shm`` and ``-journal`` left out.
     """
     out = _Buffered(write)
     listed = FileList()
@@ -794,7 +939,7 @@ def write_tar(entries: Iterable[Entry], write: Callable[[bytes], Any], *, hashes
                 if line is not None:
                     listed.append_line(line, True)
             else:
-                item = _other_item(out, e, changed)
+                item = _other_item(out, e, hashes, changed)
                 if item is not None:
                     listed.append(item)
     finally:

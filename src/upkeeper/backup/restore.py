@@ -15,13 +15,14 @@ import tarfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from upkeeper import lazy
 from upkeeper.backup import pg
 from upkeeper.backup.crypto import decrypt_argv, identity_listed
+from upkeeper.backup.files import archived_xattr, member_xattrs
 from upkeeper.backup.manifest import MANIFEST, Manifest, read_manifest, set_prefix
 from upkeeper.backup.pipeline import ChecksumMismatch, KeyRejected, ObjectRecord, fault_pause, read_object
 from upkeeper.backup.workdir import work_dir
@@ -672,6 +673,73 @@ def _member_kind(ti: tarfile.TarInfo) -> str | None:
     return "file" if ti.isfile() else "symlink" if ti.issym() else "dir" if ti.isdir() else None
 
 
+@dataclass
+class SkippedXattrs:
+    """Extended attributes a restore did not set, by why: the entries (counted), the attributes' names, and
+    the first entry named."""
+
+    #: why → [entries, names, first entry]
+    by_reason: dict[str, tuple[int, set[str], str]] = field(default_factory=dict)
+
+    def note(self, entry: str, names: Iterable[str], why: str) -> None:
+        n, seen, first = self.by_reason.get(why, (0, set(), entry))
+        seen.update(names)
+        self.by_reason[why] = (n + 1, seen, first)
+
+    def summary(self) -> str | None:
+        """One sentence a reason, for the restore's warning; None when every attribute was set."""
+        if not self.by_reason:
+            return None
+        return "; ".join(
+            f"extended attributes not restored on {n} file(s) or directories ({', '.join(sorted(names))}; e.g. "
+            f"{first}): {why}" for why, (n, names, first) in self.by_reason.items())
+
+    def to_dict(self) -> list[dict[str, Any]]:
+        return [{"reason": why, "entries": n, "attributes": sorted(names), "example": first}
+                for why, (n, names, first) in self.by_reason.items()]
+
+
+_NOT_ROOT = ("as a user other than root only user.* attributes can be set: restore as root to keep file "
+             "capabilities and ACLs")
+
+
+def set_xattrs(path: str | int, attrs: dict[str, bytes], entry: str, skipped: SkippedXattrs) -> None:
+    """Set ``attrs`` (as archived) on ``path`` (never through a symlink); what cannot be set is noted in
+    ``skipped``.  File capabilities last (writing to the file or changing its owner clears them).  Not as root,
+    only ``user.*``; a read-only file or directory of ours is made writable for the moment it takes."""
+    root = os.geteuid() == 0
+    follow = isinstance(path, int)
+    bad = [k for k in attrs if not archived_xattr(k)]
+    if bad:  # (not written by files.backup)
+        skipped.note(entry, bad, "files.backup does not archive these; not set")
+    if not root:
+        others = [k for k in attrs if archived_xattr(k) and not k.startswith("user.")]
+        if others:
+            skipped.note(entry, others, _NOT_ROOT)
+    failed: dict[str, list[str]] = {}
+    for key in sorted((k for k in attrs if archived_xattr(k) and (root or k.startswith("user."))),
+                      key=lambda k: k == "security.capability"):
+        try:
+            try:
+                os.setxattr(path, key, attrs[key], follow_symlinks=follow)
+            except PermissionError:
+                if root:
+                    raise
+                # (a file or directory the restore made, never a symlink: attributes are set on no symlink)
+                mode = stat.S_IMODE(os.stat(path).st_mode)
+                os.chmod(path, mode | stat.S_IWUSR)
+                try:
+                    os.setxattr(path, key, attrs[key], follow_symlinks=follow)
+                finally:
+                    os.chmod(path, mode)
+        except OSError as exc:
+            why = ("the file system here does not support them" if exc.errno == errno.ENOTSUP
+                   else exc.strerror or str(exc))
+            failed.setdefault(why, []).append(key)
+    for why, keys in failed.items():
+        skipped.note(entry, keys, why)
+
+
 class _SafeExtract:
     """The ``filter`` of :meth:`tarfile.TarFile.extractall` for a files set: only what the manifest lists, and
     nothing written outside the destination, whatever the archive holds.
@@ -687,7 +755,7 @@ class _SafeExtract:
     """
 
     def __init__(self, object_name: str, root: Path, dest: Path, listed: Iterable[dict[str, Any]],
-                 dirs: set[str]) -> None:
+                 dirs: set[str], xattrs: dict[str, dict[str, bytes]] | None = None) -> None:
         self.object_name = object_name
         self.root = root
         self.dest = dest
@@ -712,6 +780,8 @@ class _SafeExtract:
         self.mtimes: dict[str, float] = {}  # of the padded files
         #: symlinks' mtimes, which tarfile does not set (GNU tar does)
         self.link_mtimes: dict[str, float] = {}
+        #: the extended attributes of the files and directories extracted, set once they are (shared)
+        self.xattrs: dict[str, dict[str, bytes]] = {} if xattrs is None else xattrs
         self.mode_mask = 0o7777 if os.geteuid() == 0 else 0o1777
 
     def refuse(self, ti: tarfile.TarInfo, why: str, *, in_dest: bool = False) -> BackupError:
@@ -757,6 +827,12 @@ class _SafeExtract:
             self.mtimes[name] = ti.mtime
         else:
             self.dirs.add(name)
+        if kind != "symlink" and ti.pax_headers:
+            attrs = member_xattrs(ti)
+            if attrs:
+                self.xattrs[name] = attrs
+            else:
+                self.xattrs.pop(name, None)  # an earlier archive's, replaced
         return ti.replace(name=name, mode=ti.mode & self.mode_mask, deep=False)
 
     def _check_dest(self, ti: tarfile.TarInfo, parts: list[str], kind: str) -> None:
@@ -781,6 +857,12 @@ class _SafeExtract:
             if stat.S_ISLNK(st.st_mode):
                 raise self.refuse(ti, f"{self.dest / rel} is a symlink: it would be written through it", in_dest=True)
             raise self.refuse(ti, f"{self.dest / rel} is not a directory", in_dest=True)
+
+    def set_xattrs(self, skipped: SkippedXattrs) -> None:
+        """The extended attributes of what was extracted (after tarfile set owners, modes and mtimes, and the
+        padding was cut off: either clears file capabilities)."""
+        for name, attrs in self.xattrs.items():
+            set_xattrs(str(self.root / name), attrs, name, skipped)
 
     def set_link_mtimes(self) -> None:
         """Each extracted symlink's own mtime (never its target's), as GNU tar restores it."""
@@ -929,11 +1011,14 @@ class FilesRestore:
         self.dirs: set[str] = set()
         self.tops: set[str] = set()
         self.touched = False
+        #: the extended attributes that could not be set (not restoring as root, a file system without them)
+        self.skipped_xattrs = SkippedXattrs()
 
     def extract(self, rec: ObjectRecord) -> int:
         """Stream the tar object ``rec`` into the staging directory.  Returns its member count."""
+        xattrs: dict[str, dict[str, bytes]] = {}
         guard = _SafeExtract(rec.name, self.tree, self.dest, listed_files(self.fetcher.located.manifest, rec),
-                             self.dirs)
+                             self.dirs, xattrs)
         pipe = _Pipe()
         failed: list[BaseException] = []
 
@@ -972,6 +1057,7 @@ class FilesRestore:
                 raise failed[0]
             guard.trim_padding()
             guard.set_link_mtimes()
+            guard.set_xattrs(self.skipped_xattrs)
         except (OSError, tarfile.TarError, EOFError) as exc:
             detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             where = f" ({exc.filename})" if isinstance(exc, OSError) and exc.filename else ""
@@ -1035,6 +1121,20 @@ class FilesRestore:
         finally:
             os.close(src)
 
+    def _copy_xattrs(self, src: int, dst: int, rel: str) -> None:
+        """The backup's directory's extended attributes (as extracted into the staging directory) set on the one
+        that ``dest`` already has."""
+        try:
+            names = [n for n in os.listxattr(src) if archived_xattr(n)]
+        except OSError:
+            return
+        attrs = {}
+        for n in names:
+            with contextlib.suppress(OSError):
+                attrs[n] = os.getxattr(src, n)
+        if attrs:
+            set_xattrs(dst, attrs, rel, self.skipped_xattrs)
+
     def _mark_incomplete(self, dst: int) -> None:
         """:data:`INCOMPLETE` in ``dest``, on disk before anything is moved: which backup, and how to finish."""
         m = self.fetcher.located.manifest
@@ -1076,6 +1176,7 @@ class FilesRestore:
                             if os.geteuid() == 0:
                                 os.chown(sub_dst, st.st_uid, st.st_gid)
                             os.chmod(sub_dst, stat.S_IMODE(st.st_mode))
+                            self._copy_xattrs(sub_src, sub_dst, rel)
                             os.utime(sub_dst, ns=(st.st_atime_ns, st.st_mtime_ns))
                     finally:
                         os.close(sub_dst)

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from upkeeper import lazy
 from upkeeper.backup import pg, rdb_load, room
 from upkeeper.backup.catalog import Catalog
+from upkeeper.backup.files import member_xattrs, xattrs_problem
 from upkeeper.backup.manifest import MANIFEST, Manifest, read_manifest
 from upkeeper.backup.pipeline import ChecksumMismatch, ObjectRecord, check_stored
 from upkeeper.backup.rdb import check_rdb
@@ -782,7 +783,11 @@ class _Comparison:
         want = f.get("type", "file")
         if want != kind:
             self.note(1, f"{name} is a {kind} in the archive, the manifest says {want}")
-        elif kind == "file":
+            return
+        problem = xattrs_problem(str(f["path"]), member_xattrs(ti), f.get("xattrs"))
+        if problem is not None:
+            self.note(2, problem)
+        if kind == "file":
             src = tf.extractfile(ti)
             assert src is not None
             h = hashlib.sha256()

@@ -897,7 +897,13 @@ def _restore_files(fetcher: Fetcher, row: BackupRow, to: Path) -> dict[str, Any]
                               "Try: --to a directory you can write to, with free space") from None
         err_console.print(f"restore of backup {row.id} stopped: {escape(where)}", highlight=False)
         raise
-    return {"destination": str(to), "entries": n}
+    out: dict[str, Any] = {"destination": str(to), "entries": n}
+    assert restore is not None
+    skipped = restore.skipped_xattrs.summary()
+    if skipped:  # (not restoring as root, a file system without extended attributes)
+        out["warning"] = skipped
+        out["xattrs_skipped"] = restore.skipped_xattrs.to_dict()
+    return out
 
 
 @contextlib.contextmanager

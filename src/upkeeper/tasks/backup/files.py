@@ -383,8 +383,9 @@ def _walk_findings(findings: list[Finding], *walks: Walk) -> None:
         named = "; ".join(f"{p}: {', '.join(names)}" for p, names in attrs.examples[:3])
         findings.append(Finding(
             "backup.attrs_not_archived", Severity.INFO, f"{attrs.count} file(s) or directories",
-            f"ACLs and extended attributes are not archived: a restore gives these back without them (e.g. "
-            f"{named})", "after a restore, set them again (setfacl, setcap); see docs/backups.md",
+            f"extended attributes other than user.*, file capabilities and POSIX ACLs (which are archived) are "
+            f"not: a restore gives these back without them (e.g. {named})",
+            "after a restore, set them again (setfattr); see docs/backups.md",
             value=float(attrs.count)))
 
 
