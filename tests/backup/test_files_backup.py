@@ -1447,6 +1447,10 @@ def test_a_live_sqlite_database_is_archived_as_a_consistent_snapshot(cli: Any, m
         c.commit()
         c.close()
     assert sorted(p.name for p in idle.parent.iterdir()) == ["idle.db", "production.sqlite3"]
+    try:  # the copy archived carries the database file's own attributes
+        os.setxattr(live, "user.app", b"db")
+    except OSError:
+        pytest.skip("this file system has no user attributes")
     ready, stop = tmp_path / "ready", tmp_path / "stop"
     writer = subprocess.Popen([sys.executable, "-c", _SQLITE_WRITER, str(live), str(ready), str(stop)])
     try:
@@ -1487,6 +1491,7 @@ def test_a_live_sqlite_database_is_archived_as_a_consistent_snapshot(cli: Any, m
         n, top = c.execute("SELECT count(*), max(id) FROM t").fetchone()
         c.close()
         assert n == top and n >= least, (name, n, top, least)  # no row lost, none missing in between
+    assert os.getxattr(dest / rel / "production.sqlite3", "user.app") == b"db"
 
 
 def test_config_check_names_a_storage_and_the_history_inside_a_backed_up_tree(cli: Any, make_config: Any,
