@@ -111,7 +111,8 @@ def test_jvm_node_ruby_traces() -> None:
     )
     a = feed_app(text)
     assert groups(a) == {
-        ("java.sql.SQLTimeoutException", "query timed out after <n> ms"): 1,
+        # the outermost exception, its chain's root cause apart (AppLogStats._exception)
+        ("java.lang.IllegalStateException", "Order <n> not found"): 1,
         ("TypeError", "Cannot read properties of undefined (reading 'id')"): 1,
         ("NoMethodError", "undefined method `price' for nil:NilClass"): 1,
     }
@@ -418,7 +419,8 @@ def test_php_fatal_errors_are_exceptions_wherever_they_happened() -> None:
     the place in the message must not split a group after a deploy moves the line."""
     a = feed_app(PHP_FPM_LOG.replace("{line}", "45") + PHP_FPM_LOG.replace("{line}", "46").replace(":45", ":46"))
     assert groups(a) == {
-        ("PDOException", "PDO::__construct(): php_network_getaddresses: getaddrinfo failed: Temporary failure in "
+        # the outermost exception: the last "Next" (its cause, the first PDOException, apart)
+        ("PDOException", "SQLSTATE[HY000] [<n>] php_network_getaddresses: getaddrinfo failed: Temporary failure in "
                          "name resolution"): 2,
         ("PHP Fatal error", "Allowed memory size of <n> bytes exhausted (tried to allocate <n> bytes)"): 2}
     g = next(g for g in a.exceptions.values() if g.kind == "PDOException")

@@ -5,6 +5,7 @@ must make one group."""
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +27,9 @@ class Case:
     json_lines: int | None = None
     #: the warning-or-worse message classes, when the case checks them: (level, normalized) → count
     messages: dict[tuple[str, str], int] | None = None
+    #: the type each group's chain starts with (its root cause), for the groups that have one; the causes when
+    #: the same (type, message) is several groups, one per cause
+    causes: dict[tuple[str, str], str | tuple[str, ...]] = field(default_factory=dict)
 
 
 CASES = [
@@ -43,7 +47,7 @@ CASES = [
           ("ValueError", "invalid literal for int() with base <n>: '…'"): 1},
          {("RuntimeError", "lookup failed for user <n> at <hex>"):
           ("KeyError: 'user-1'", "RuntimeError: lookup failed for user 1 at 0x7f3a2b1c")},
-         json_lines=5),
+         json_lines=5, causes={("RuntimeError", "lookup failed for user <n> at <hex>"): "KeyError"}),
     Case("structlog-dict-tracebacks.jsonl", {"info": 1, "error": 3, "warning": 1},
          {("RuntimeError", "lookup failed for user <n> at <hex>"): 2,
           ("ValueError", "invalid literal for int() with base <n>: '…'"): 1},
@@ -51,12 +55,12 @@ CASES = [
           ("Traceback (most recent call last):", '  File "/tmp/jl/gen_py.py", line 5, in boom',
            "KeyError: 'user-1'", "The above exception was the direct cause of the following exception:",
            "RuntimeError: lookup failed for user 1 at 0x7f3a2b1c")},
-         json_lines=5),
+         json_lines=5, causes={("RuntimeError", "lookup failed for user <n> at <hex>"): "KeyError"}),
     Case("python-json-logger.jsonl", {"info": 1, "error": 2, "warning": 1},
          {("RuntimeError", "lookup failed for user <n> at <hex>"): 2},
          {("RuntimeError", "lookup failed for user <n> at <hex>"):
           ("Traceback (most recent call last):", "RuntimeError: lookup failed for user 1 at 0x7f3a2b1c")},
-         json_lines=4),
+         json_lines=4, causes={("RuntimeError", "lookup failed for user <n> at <hex>"): "KeyError"}),
     Case("ecs-logging-python.jsonl", {"info": 1, "error": 2, "warning": 1},
          {("RuntimeError", "lookup failed for user <n> at <hex>"): 2},
          {("RuntimeError", "lookup failed for user <n> at <hex>"):
@@ -121,21 +125,23 @@ CASES = [
          {("error", "dial tcp <ip>: connect: connection refused"): 2, ("error", 'parse "…": invalid URI'): 1},
          messages={("error", "request failed"): 2, ("warning", "slow query"): 1, ("error", 'bad "callback" URL'): 1}),
     Case("logback-logstash-encoder.jsonl", {"info": 1, "error": 2, "warning": 1},
-         {("java.lang.IllegalStateException", "order <n> not found"): 2},
-         {("java.lang.IllegalStateException", "order <n> not found"):
+         {("java.lang.RuntimeException", "request <n> failed"): 2},
+         {("java.lang.RuntimeException", "request <n> failed"):
           ("java.lang.RuntimeException: request 1 failed", "\tat App.main(App.java:8)",
            "Caused by: java.lang.IllegalStateException: order 1 not found")},
-         json_lines=4),
+         json_lines=4, causes={("java.lang.RuntimeException", "request <n> failed"): "java.lang.IllegalStateException"}),
     Case("logback-text.log", {"info": 1, "error": 2, "warning": 1},
-         {("java.lang.IllegalStateException", "order <n> not found"): 2},
-         {("java.lang.IllegalStateException", "order <n> not found"):
-          ("java.lang.RuntimeException: request 1 failed", "\tat App.load(App.java:4)")}),
+         {("java.lang.RuntimeException", "request <n> failed"): 2},
+         {("java.lang.RuntimeException", "request <n> failed"):
+          ("java.lang.RuntimeException: request 1 failed", "\tat App.load(App.java:4)")},
+         causes={("java.lang.RuntimeException", "request <n> failed"): "java.lang.IllegalStateException"}),
     Case("java-uncaught.txt", {},
-         {("java.lang.IllegalStateException", "order <n> not found in shard <hex>"): 3,
+         {("java.lang.RuntimeException", "request failed"): 3,
           ("java.lang.NullPointerException", 'Cannot invoke "Object.toString()" because "…" is null'): 1},
-         {("java.lang.IllegalStateException", "order <n> not found in shard <hex>"):
+         {("java.lang.RuntimeException", "request failed"):
           ("java.lang.RuntimeException: request failed", "\tat Main.handle(Main.java:4)",
-           "Caused by: java.lang.IllegalStateException: order 1 not found in shard 0x7f3a")}),
+           "Caused by: java.lang.IllegalStateException: order 1 not found in shard 0x7f3a")},
+         causes={("java.lang.RuntimeException", "request failed"): "java.lang.IllegalStateException"}),
     # logging.exception: a message of several lines, tracebacks chained both ways, exception groups whose
     # sub-exceptions have tracebacks of their own (their "| Traceback" headers are no chain), an uncaught one
     *(Case(f"python3{v}-chained-groups.log", {"error": 8},
@@ -149,7 +155,9 @@ CASES = [
              "ValueError: invalid literal for int() with base 10: 'abc1'")},
            messages={("error", "[shop.orders] request <uuid> failed"): 2,
                      ("error", "[shop.orders] handler failed for user <n>"): 2,
-                     ("error", "[shop.orders] batch <n> failed"): 2, ("error", "[shop.orders] rest of batch <n>"): 2})
+                     ("error", "[shop.orders] batch <n> failed"): 2, ("error", "[shop.orders] rest of batch <n>"): 2},
+           causes={("RuntimeError", "lookup failed for user <n> at <hex>"): "KeyError",
+                   ("ValueError", "invalid literal for int() with base <n>: '…'"): "KeyError"})
       for v in ("11", "13")),
     # Node's own report of an uncaught exception: the place, the source line and its caret are no log
     # lines; an unhandled rejection is grouped by what the promise was rejected with
@@ -178,12 +186,16 @@ CASES = [
          messages={("error", "order <n> failed"): 3, ("error", "connect ECONNREFUSED <ip>"): 3}),
     # java.util.logging's SimpleFormatter, a Suppressed exception, a message of two lines, a cause chain
     Case("java17-jul.txt", {"error": 8, "warning": 4},
-         {("java.lang.IllegalStateException", "order <n> not found in shard <hex>"): 8,
+         {("java.lang.RuntimeException", "request <n> failed"): 4,
+          ("java.util.concurrent.CompletionException", "java.lang.RuntimeException: request <n> failed"): 4,
           ("java.sql.SQLException", 'ERROR: duplicate key value violates unique constraint "users_email_key"'): 4,
           ("java.lang.NullPointerException", 'Cannot invoke "Object.toString()" because "…" is null'): 4,
           ("java.lang.ArrayIndexOutOfBoundsException", "Index <n> out of bounds for length <n>"): 2},
          {("java.sql.SQLException", 'ERROR: duplicate key value violates unique constraint "users_email_key"'):
-          ("  Detail: Key (email)=(u1@x.org) already exists.", "\tSuppressed: java.io.IOException: close failed for conn 1")}),
+          ("  Detail: Key (email)=(u1@x.org) already exists.", "\tSuppressed: java.io.IOException: close failed for conn 1")},
+         causes={("java.lang.RuntimeException", "request <n> failed"): "java.lang.IllegalStateException",
+                 ("java.util.concurrent.CompletionException", "java.lang.RuntimeException: request <n> failed"):
+                 "java.lang.IllegalStateException"}),
     # Apache's error log: PHP writes an uncaught exception and its stack on one line (copied, see the README)
     Case("php-apache-error.log", {"error": 2},
          {("PDOException", "PDO::__construct(): php_network_getaddresses: getaddrinfo failed: No address"): 1,
@@ -206,6 +218,32 @@ CASES = [
          {("KeyError", "'…'"): 2},
          {("KeyError", "'…'"): ("Traceback (most recent call last):", '  File "/tmp/jl/wsgiapp.py", line 3, in app',
                                  "KeyError: 'user-1'")}),
+    # JVM chains: a group is the outermost exception (what was thrown), split by its root cause (the last
+    # "Caused by:" at the start of a line; the indented one is a Suppressed exception's cause)
+    Case("java17-chain-suppressed.txt", {},
+         {("java.lang.RuntimeException", "request <n> failed"): 4},
+         causes={("java.lang.RuntimeException", "request <n> failed"):
+                 ("java.lang.IllegalStateException", "java.sql.SQLTimeoutException")}),
+    # Monolog's LineFormatter (Laravel: the stack on the lines after; Symfony: on one line), composed after
+    # the documented output (see the README): the exception in the context, its message class without it
+    Case("laravel-monolog.log", {"error": 3, "info": 1, "warning": 1},
+         {("Illuminate\\Database\\QueryException", "SQLSTATE[HY000] [<n>] Connection refused (SQL: select * from "
+           "`users` where `id` = <n> limit <n>)"): 2, ("ErrorException", "Undefined variable $order"): 1},
+         {("ErrorException", "Undefined variable $order"):
+          ("[stacktrace]", "#1 {main}", '"} ')},
+         messages={("error", "SQLSTATE[HY000] [<n>] Connection refused (SQL: select * from `users` where `id` = <n> "
+                             "limit <n>)"): 2, ("error", "Undefined variable $order"): 1,
+                   ("warning", "slow request <n> ms"): 1},
+         causes={("Illuminate\\Database\\QueryException", "SQLSTATE[HY000] [<n>] Connection refused (SQL: select * "
+                  "from `users` where `id` = <n> limit <n>)"): ("", "PDOException")}),
+    # PHP prints an uncaught chain from its first exception; "Next …" is the one raised after it (composed)
+    Case("php-next-chain.log", {"critical": 1},
+         {("RuntimeException", "cannot load order <n>"): 1},
+         causes={("RuntimeException", "cannot load order <n>"): "PDOException"}),
+    Case("symfony-monolog.log", {"error": 1, "info": 1},
+         {("Symfony\\Component\\HttpKernel\\Exception\\HttpException", "This value should not be blank."): 1},
+         causes={("Symfony\\Component\\HttpKernel\\Exception\\HttpException", "This value should not be blank."):
+                 "Symfony\\Component\\Validator\\Exception\\ValidationFailedException"}),
     Case("uvicorn.log", {"info": 10, "error": 2},
          {("ValueError", "bad path /x/<n>"): 2},
          {("ValueError", "bad path /x/<n>"): ("Traceback (most recent call last):", "ValueError: bad path /x/1")}),
@@ -218,7 +256,15 @@ def test_real_library_output_is_read(case: Case) -> None:
     a.feed((LOGS / case.file).read_bytes(), case.file)
     a.finish()
     assert dict(a.levels) == case.levels
-    assert {(g.kind, g.message): g.count for g in a.exceptions.values()} == case.groups
+    counts: Counter[tuple[str, str]] = Counter()
+    causes: dict[tuple[str, str], list[str]] = {}
+    for g in a.exceptions.values():
+        counts[(g.kind, g.message)] += g.count
+        causes.setdefault((g.kind, g.message), []).append(g.cause)
+    assert dict(counts) == case.groups
+    expected = {key: case.causes.get(key, "") for key in case.groups}
+    assert {key: tuple(sorted(c)) for key, c in causes.items()} == \
+        {key: (c,) if isinstance(c, str) else tuple(sorted(c)) for key, c in expected.items()}
     if case.messages is not None:
         assert dict(a.messages) == case.messages
     if case.json_lines is not None:

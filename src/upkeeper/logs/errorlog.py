@@ -27,8 +27,11 @@
     /app/db.php:22`` then ``Stack trace:``);
   - a process manager's time stamp before every line (PM2's ``2024-03-01T10:00:00: ``) is taken off first.
 
-  Exceptions are grouped by (type, normalized message); the task reports groups not
-  seen in earlier runs.
+  - Monolog (Laravel, Symfony): an exception in the context (``{"exception":"[object] (Class(code: 0): …``),
+    Laravel's ``[stacktrace]`` and ``[previous exception]`` lines after it.
+
+  Exceptions are grouped by (type, normalized message) of the outermost exception of a chain and the type of
+  its first (root cause); the task reports groups not seen in earlier runs.
 """
 
 from __future__ import annotations
@@ -121,8 +124,11 @@ def normalize(msg: str, limit: int = 240) -> str:
     return m[:limit]
 
 
-def group_id(kind: str, message: str) -> str:
-    return hashlib.sha1(f"{kind}\0{message}".encode()).hexdigest()[:16]
+def group_id(kind: str, message: str, cause: str = "") -> str:
+    """A group's id: its type, normalized message and the type its chain starts with (``cause``, "" for an
+    exception raised alone: the id it always had)."""
+    key = f"{kind}\0{message}" + (f"\0{cause}" if cause else "")
+    return hashlib.sha1(key.encode()).hexdigest()[:16]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -317,6 +323,14 @@ _PHP_FATAL = re.compile(r"\bPHP (?P<what>Fatal error|Parse error|Catchable fatal
 #: the further lines of a PHP uncaught exception: ``Stack trace:``, ``#0 /app/x.php(22): f()``, ``  thrown in …``
 #: and the exceptions chained to it (``Next RuntimeException: …``, each with its stack), blank lines between them
 _PHP_FRAME = re.compile(r"^(?:Stack trace:$|#\d+ |\s+thrown in |Next [A-Za-z_\\][\w\\]*: |$)")
+#: an exception in the context of a Monolog line (Laravel's log, Symfony's): ``[2024-03-01 10:00:00]
+#: production.ERROR: message {"exception":"[object] (Illuminate\\\\Database\\\\QueryException(code: 2002): message
+#: at /app/x.php:712)`` — the class and message of the exception logged, then (Laravel) its ``[stacktrace]``
+#: and ``[previous exception]`` on the lines after, up to the ``"}`` that closes the context
+_MONOLOG_EXC = re.compile(r' \{.*?"exception":"\[object\] \(([\w\\]+)\(code: [^)]*\): (.*?)'
+                          r'(?: at (?:[A-Za-z]:)?[^ ]*:\d+\)(?:\\n|"|$)|$)')
+_MONOLOG_FRAME = re.compile(r'^(?:\[stacktrace\]$|#\d+ |\[previous exception\] |"\}|\s*$)')
+_PHP_NEXT = re.compile(r"^Next ([A-Za-z_\\][\w\\]*): (.*?)(?: in \S+?:\d+)?$")
 _STACK_FRAME = re.compile(r"^(?:\s+at |Emitted '[\w-]+' event |\s+File \"|\t|\s{2,}\S|Caused by: |\s*\.\.\. \d+ more)")
 
 
@@ -327,6 +341,8 @@ class ExceptionGroup:
     count: int = 0
     example: str = ""
     sources: set[str] = field(default_factory=set)
+    #: the type of the first exception of its chain (its root cause), "" for an exception raised alone
+    cause: str = ""
 
 
 #: lines of one stack trace kept while it is read (its first and last half; the middle is dropped)
@@ -438,6 +454,10 @@ class AppLogStats:
                 if _RUBY_FRAME.match(line):
                     self._keep(line)
                     return
+            elif self._pending_kind == "monolog":
+                if _MONOLOG_FRAME.match(line):
+                    self._keep(line)
+                    return
             elif self._pending_kind == "php":
                 if _PHP_FRAME.match(line):
                     self._keep(line)
@@ -479,8 +499,9 @@ class AppLogStats:
         rb = _RUBY.search(line) or (_RUBY_LOGGED.match(line) if line.endswith(")") or line.endswith("):") else None)
         go = _GO_PANIC.match(line) if "panic" in line or line.startswith("fatal error: ") else None
         php = _PHP_FATAL.search(line) if "PHP " in line and not (rb or go) else None
-        em = None if rb or go or php else _exc_line(s)
-        exc = bool(rb or go or php) or bool(em and (em.group(2) is not None or "." in em.group(1)))
+        mono = _MONOLOG_EXC.search(line) if '"exception":"[object] (' in line and not (rb or go or php) else None
+        em = None if rb or go or php or mono else _exc_line(s)
+        exc = bool(rb or go or php or mono) or bool(em and (em.group(2) is not None or "." in em.group(1)))
         stamped = bool(_TIME_HEAD.match(line))
         if rb and not stamped and rb.re is not _RUBY:
             # Rails' exception line inside its FATAL record: no log line of its own
@@ -501,7 +522,7 @@ class AppLogStats:
         if level:
             self.levels[level] += 1
             if level in ("warning", "error", "critical"):
-                msg = _LEVEL_PROCESS.sub("", line[m.end():], 1).lstrip(" :-]|") if m else line
+                msg = _LEVEL_PROCESS.sub("", line[m.end():mono.start() if mono else None], 1).lstrip(" :-]|") if m else line
                 ruby = _RUBY_HEAD_LINE.match(line)
                 if ruby:  # the request's tags are no part of the message: [<uuid>] made one class of all
                     msg = _RUBY_TAG_PREFIX.sub("", line[ruby.end():]).strip()
@@ -511,10 +532,10 @@ class AppLogStats:
                     key, own = self._count_message(level, msg, line)
         if stamped:
             self._record = (source, key, own)
-        if (em and exc) or go or rb or php:
-            self._pending = [line if rb or php else s]
+        if (em and exc) or go or rb or php or mono:
+            self._pending = [line if rb or php or mono else s]
             self._pending_source = source
-            self._pending_kind = "go" if go else "ruby" if rb else "php" if php else ""
+            self._pending_kind = "go" if go else "ruby" if rb else "php" if php else "monolog" if mono else ""
 
     def _flush(self) -> None:
         block, self._pending = self._pending, []
@@ -525,11 +546,24 @@ class AppLogStats:
         if kind == "ruby":
             self._ruby_exception(block)
             return
+        if kind == "monolog":
+            while block and not block[-1].strip():
+                block.pop()
+            mono = _MONOLOG_EXC.search(block[0])
+            if mono:
+                cls = mono.group(1).replace("\\\\", "\\")
+                self._exception(cls, mono.group(2), "\n".join(block), self._pending_source, _chain_root(block, cls))
+            return
         if kind == "php":
             m = _PHP_FATAL.search(block[0])
             if m:
-                self._exception(m.group("cls") or f"PHP {m.group('what')}", m.group("msg"),
-                                "\n".join(block).rstrip(), self._pending_source)
+                kind, msg, cause = m.group("cls") or f"PHP {m.group('what')}", m.group("msg"), ""
+                # PHP prints the chain from its first exception: each "Next …" is the one raised after it
+                for ln in block[1:]:
+                    nxt = _PHP_NEXT.match(ln)
+                    if nxt:
+                        kind, msg, cause = nxt.group(1), nxt.group(2), cause or m.group("cls") or ""
+                self._exception(kind, msg, "\n".join(block).rstrip(), self._pending_source, cause)
             return
         if kind == "go":
             while block and not block[-1].strip():
@@ -546,19 +580,14 @@ class AppLogStats:
                 example = "\n".join(block)
                 if len(example) > 3000:  # a long chain: its start and the final exception
                     example = example[:1000] + "\n…\n" + example[-1990:]
-                self._exception(exc[0], exc[1], example, self._pending_source)
+                self._exception(exc[0], exc[1], example, self._pending_source, _chain_root(block, exc[0]))
             return
         head = block[0].strip()
         em = _exc_line(head)
         # a bare "Error: …" (no package, no name before the suffix) is an exception only with a stack
         if em and (len(block) > 1 or (em.group(2) is not None and not _BARE_EXC.fullmatch(em.group(1)))):
-            # the root cause of a JVM trace is the last "Caused by:"
             kind, msg = em.group(1), em.group(2) or ""
-            for ln in block[1:]:
-                c = re.match(r"^\s*Caused by: ([\w.$]+)(?:: (.*))?$", ln)
-                if c:
-                    kind, msg = c.group(1), c.group(2) or ""
-            self._exception(kind, msg, "\n".join(block), self._pending_source)
+            self._exception(kind, msg, "\n".join(block), self._pending_source, _chain_root(block, kind))
 
     def _ruby_exception(self, block: list[str]) -> None:
         """A Ruby exception line and the backtrace after it. One logged by Logger or Rails is an exception
@@ -608,19 +637,23 @@ class AppLogStats:
             exc = (kind, emsg, trace.rstrip()) if kind else None
         if exc is not None:
             kind, emsg, trace = exc
-            self._exception(kind, emsg, trace or s[:2000], source)
+            self._exception(kind, emsg, trace or s[:2000], source, _chain_root(trace.split("\n"), kind))
 
-    def _exception(self, kind: str, message: str, example: str, source: str) -> None:
+    def _exception(self, kind: str, message: str, example: str, source: str, cause: str = "") -> None:
+        """Count an exception in its group: the outermost exception's ``kind`` and ``message`` (the one raised
+        last, that the log is about: Sentry's issue title) and ``cause``, the type of the first exception of
+        its chain (a JVM's last ``Caused by:``, Python's first traceback, PHP's first ``previous``), "" for
+        none: a wrapper (``RuntimeException: request failed``) around two causes makes two groups."""
         if kind == "UnhandledPromiseRejection":  # Node's sentence around what the promise was rejected with
             reason = _NODE_REJECTED.search(message)
             message = reason.group(1) if reason else message
         elif kind.endswith("ExceptionGroup"):  # "(1 sub-exception)" and "(2 sub-exceptions)": one group
             message = message.replace(" sub-exception)", " sub-exceptions)")
         nm = normalize(message)
-        gid = group_id(kind, nm)
+        gid = group_id(kind, nm, cause)
         g = self.exceptions.get(gid)
         if g is None:
-            g = self.exceptions[gid] = ExceptionGroup(kind, nm, example=example[:3000])
+            g = self.exceptions[gid] = ExceptionGroup(kind, nm, example=example[:3000], cause=cause)
         g.count += 1
         if source:
             g.sources.add(source)
@@ -861,9 +894,32 @@ def _exception_from_text(text: str) -> tuple[str, str]:
         return _py_final_exception(lines) or ("", "")
     first = _JVM_THREAD.sub("", lines[0].strip(), 1)
     m = _EXC_LINE.match(first) or re.match(r"^([\w.$]+): (.*)$", first)
-    kind, msg = (m.group(1), m.group(2) or "") if m else ("", "")
-    for ln in lines[1:]:
-        c = re.match(r"^\s*Caused by: ([\w.$]+)(?:: (.*))?$", ln)
+    return (m.group(1), m.group(2) or "") if m else ("", "")
+
+
+#: a JVM cause of the trace itself (``Caused by:`` at the start of a line; an indented one is the cause of a
+#: ``Suppressed:`` exception); Monolog's (Laravel, Symfony) ``[previous exception] [object] (PDOException(code: …``
+_JVM_CAUSE = re.compile(r"^Caused by: ([\w.$]+)")
+_MONOLOG_PREVIOUS = re.compile(r"\[previous exception\] \[object\] \(([\w\\]+)\(code: ")
+
+
+def _chain_root(lines: list[str], kind: str) -> str:
+    """The type of the first exception of the chain an exception's stack shows (see ``_exception``), or ""
+    when it has none: a JVM's last ``Caused by:``, Monolog's last ``[previous exception]``, a Python
+    traceback's first (chained by ``raise … from`` or raised while handling it; an exception group's
+    sub-exceptions are no chain)."""
+    root = ""
+    for ln in lines:
+        c = _JVM_CAUSE.match(ln)
         if c:
-            kind, msg = c.group(1), c.group(2) or ""
-    return kind, msg
+            root = c.group(1)
+        elif "[previous exception]" in ln:
+            for p in _MONOLOG_PREVIOUS.findall(ln):
+                root = p.replace("\\\\", "\\")  # a JSON string's escaped backslashes
+    if root:
+        return root
+    first_chain = next((i for i, ln in enumerate(lines) if ln.strip() in _PY_CHAIN and not ln[:1].isspace()), -1)
+    if first_chain > 0:
+        exc = _py_final_exception(lines[:first_chain])
+        return exc[0] if exc else ""
+    return ""

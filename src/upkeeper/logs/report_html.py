@@ -464,7 +464,8 @@ def errors_report(rep: dict[str, Any], findings: Sequence[dict[str, Any]], *, ti
             else:
                 body.append('<p class="muted">No exception group that earlier runs had not seen.</p>')
         cols = ["type", "message", "count", "example (a long trace: its first and last lines)"]
-        rows: list[tuple[Any, ...]] = [(g["type"], g["message"], g["count"], trace_excerpt(g["example"]))
+        rows: list[tuple[Any, ...]] = [(g["type"] + (f" (caused by {g['cause']})" if g.get("cause") else ""), g["message"],
+                                        g["count"], trace_excerpt(g["example"]))
                                        for g in groups]
         if history:
             cols, rows = ["new", *cols], [("NEW" if g["new"] else "", *r) for g, r in zip(groups, rows, strict=True)]

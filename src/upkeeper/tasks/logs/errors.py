@@ -263,7 +263,8 @@ class ErrorLogs(Task[ErrorLogsOptions]):
         now = when.isoformat(timespec="seconds")
         new = [gid for gid in app.exceptions if gid not in known]
         for gid, g in app.exceptions.items():
-            k = known.setdefault(gid, {"type": g.kind, "message": redact(g.message), "first_seen": now, "count": 0})
+            k = known.setdefault(gid, {"type": g.kind, "message": redact(g.message), "first_seen": now, "count": 0,
+                                       **({"cause": g.cause} if g.cause else {})})
             k["last_seen"] = now
             k["count"] = int(k.get("count", 0)) + g.count
         if len(known) > o.remember_groups:  # forget the groups seen longest ago
@@ -285,7 +286,7 @@ class ErrorLogs(Task[ErrorLogsOptions]):
             "new_groups": len(new),
             # every group's exceptions by type (the list below has only the biggest groups and the new ones)
             "by_type": dict(by_type.most_common(o.top)),
-            "exception_groups": [{"id": gid, "type": g.kind, "message": g.message, "count": g.count,
+            "exception_groups": [{"id": gid, "type": g.kind, "message": g.message, "cause": g.cause, "count": g.count,
                                   "new": gid in new, "example": g.example, "sources": sorted(g.sources)}
                                  for gid, g in groups],
             "messages": [{"level": lv, "message": m, "count": c, "example": app.message_examples[(lv, m)]}
@@ -307,7 +308,8 @@ class ErrorLogs(Task[ErrorLogsOptions]):
             if g is None:
                 continue
             out.append(Finding("logs.errors.new_exception", Severity.WARNING, g["type"],
-                               f"new exception: {g['type']}: {g['message']} ({g['count']}x, in "
+                               f"new exception: {g['type']}: {g['message']}"
+                               + (f" (caused by {g['cause']})" if g.get("cause") else "") + f" ({g['count']}x, in "
                                f"{', '.join(Path(s).name for s in g['sources'][:3])})",
                                "a new kind of failure since the last run: look at the example in the report",
                                value=g["count"], data={"example": trace_excerpt(g["example"]), "id": gid}))
