@@ -12,7 +12,7 @@ declare -A NEED=(
   [zstd]=zstd
   [goaccess]=goaccess
   [pgbadger]=pgbadger
-  [/usr/sbin/logrotate]=logrotate   # the anchor of bench/app_rotation.py
+  [/usr/sbin/logrotate]=logrotate   # the anchor of bench/app_rotation.py; the logs.nginx rotation test
   [npm]=npm                         # security.dependencies runs npm audit (its tests too); pulls in nodejs
 )
 

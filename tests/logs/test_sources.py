@@ -316,3 +316,69 @@ def test_a_file_rotated_between_planning_and_reading_records_nothing(tmp_path: P
         fh.write(line(100))
     got, _ = read_plan(files, [])
     assert got.count(b"\n") == 150
+
+
+def test_a_live_file_rotated_away_and_deleted_is_reported_lost(tmp_path: Path) -> None:
+    log = tmp_path / "access.log"
+    log.write_bytes(b"".join(line(i) for i in range(5)))
+    _, cur = read_plan(discover(str(log)), [])
+    # logrotate 'rotate 1', twice before the next run: the file the last run read (and the lines written to
+    # it since) is deleted by the second rotation
+    with open(log, "ab") as fh:
+        fh.write(line(5))
+    log.rename(tmp_path / "access.log.1")
+    log.write_bytes(line(6))
+    (tmp_path / "access.log.1").unlink()
+    log.rename(tmp_path / "access.log.1")
+    log.write_bytes(line(7))
+    plan = plan_reads(discover(str(log)), cur, incremental=True)
+    lost = [n for n in plan.notes if n.kind == "lost"]
+    assert [n.path for n in lost] == [str(log)]
+    assert "35 bytes read" in lost[0].message and "is gone" in lost[0].message
+    got, cur = read_plan(discover(str(log)), cur)
+    assert got == line(6) + line(7)
+    # the oldest rotated file going (read to its end by the last run) is logrotate's 'rotate N': no note
+    (tmp_path / "access.log.1").unlink()
+    assert [n.kind for n in plan_reads(discover(str(log)), cur, incremental=True).notes] == []
+
+
+def test_dateext_names_with_a_dateformat_to_the_second(tmp_path: Path) -> None:
+    log = tmp_path / "access.log"
+    log.write_bytes(line(2))
+    (tmp_path / "access.log-20261205070926").write_bytes(line(1))
+    (tmp_path / "access.log-20261205065900.gz").write_bytes(gzip.compress(line(0)))
+    assert [Path(f.path).name for f in discover(str(log))] == [
+        "access.log-20261205065900.gz", "access.log-20261205070926", "access.log"]
+
+
+def test_refilled_past_the_old_offset_with_the_same_first_lines_is_read_from_the_start(tmp_path: Path) -> None:
+    # copytruncate under steady traffic: the same requests again (the same first 4 KiB), then others, and
+    # the file is past the old offset before the next run: resuming there would skip the new file's middle
+    log = tmp_path / "access.log"
+    same = b"".join(line(0) for _ in range(1000))
+    log.write_bytes(same)
+    _, cur = read_plan(discover(str(log)), [])
+    with open(log, "r+b") as fh:
+        fh.truncate(0)
+    refill = same[:5000] + b"".join(line(i) for i in range(1, 2000))
+    with open(log, "ab") as fh:
+        fh.write(refill)
+    got, _ = read_plan(discover(str(log)), cur)
+    assert got == refill
+
+
+def test_a_reused_inode_of_a_file_that_moved_is_no_replacement(tmp_path: Path) -> None:
+    # delaycompress: access.log.1 is compressed to access.log.2.gz and deleted, and the new access.log gets
+    # its freed inode number (ext4 and tmpfs hand them out again)
+    log = tmp_path / "access.log"
+    log.write_bytes(b"".join(line(i) for i in range(5)))
+    _, cur = read_plan(discover(str(log)), [])
+    with gzip.open(tmp_path / "access.log.2.gz", "wb") as fh:
+        fh.write(log.read_bytes() + line(5))
+    log.unlink()
+    log.write_bytes(line(6))
+    cur = [{**c, "inode": os.stat(log).st_ino} for c in cur]  # the reuse, which cannot be forced
+    plan = plan_reads(discover(str(log)), cur, incremental=True)
+    assert plan.notes == []
+    got, _ = read_plan(discover(str(log)), cur)
+    assert got == line(5) + line(6)

@@ -105,6 +105,60 @@ def test_incremental_runs_and_rotation(cli: Any, make_config: Any, fresh_site_lo
     assert run(cli, cfg)["metrics"]["requests"] == 0
 
 
+def logrotate(server: NginxServer, tmp_path: Path, directives: str) -> None:
+    """Run the real logrotate (forced) on the server's access log, reopening nginx as its postrotate."""
+    import shutil
+    import subprocess
+
+    binary = shutil.which("logrotate") or "/usr/sbin/logrotate"
+    if not Path(binary).exists():
+        pytest.skip("logrotate is not installed (scripts/ensure-system-deps.sh installs it)")
+    reopen = f"{server.binary} -c {server.conf} -p {server.base}/ -e {server.error_log} -s reopen"
+    conf = tmp_path / "logrotate.conf"
+    conf.write_text(f"{server.access_log} {{\n{directives}\n sharedscripts\n postrotate\n  {reopen}\n endscript\n}}\n")
+    res = subprocess.run([binary, "-f", "-s", str(tmp_path / "logrotate.state"), str(conf)],
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+
+
+def test_real_logrotate_counts_each_request_once_and_says_when_lines_are_lost(
+        cli: Any, make_config: Any, fresh_site_log: NginxServer, tmp_path: Path) -> None:
+    cfg = config(make_config, fresh_site_log, tmp_path)
+    log = fresh_site_log.access_log
+    reqs = [Request("GET", f"/api/v1/listings/{i}", "192.0.2.9", "Mozilla/5.0") for i in range(20)]
+
+    def send(n: int) -> None:
+        assert drive(fresh_site_log.url, TrafficPlan(reqs[:n])).sent == n
+
+    send(20)
+    wait_for_log_lines(log, 20)
+    assert run(cli, cfg)["metrics"]["requests"] == 20
+    # compress + delaycompress, rotated twice between two runs: every line once, none lost
+    keep = " rotate 3\n create\n compress\n delaycompress"
+    send(4)
+    logrotate(fresh_site_log, tmp_path, keep)
+    send(3)
+    logrotate(fresh_site_log, tmp_path, keep)  # access.log.1 → access.log.2.gz
+    send(2)
+    wait_for_log_lines(log, 2)
+    assert (log.parent / "access.log.2.gz").exists()
+    r = run(cli, cfg)
+    assert r["metrics"]["requests"] == 9 and "logs.nginx.lost_lines" not in checks(r)
+    # 'rotate 1', twice between two runs: the file holding the last run's end (and 5 lines more) is deleted
+    send(5)
+    logrotate(fresh_site_log, tmp_path, " rotate 1\n create")
+    send(6)
+    logrotate(fresh_site_log, tmp_path, " rotate 1\n create")
+    send(7)
+    wait_for_log_lines(log, 7)
+    r = run(cli, cfg)
+    assert r["metrics"]["requests"] == 13, r["summary"]
+    lost = checks(r)["logs.nginx.lost_lines"]
+    assert [(f["severity"], f["subject"]) for f in lost] == [("warning", str(log))]
+    assert "is gone" in lost[0]["message"] and "rotate" in lost[0]["message"]
+    assert run(cli, cfg)["metrics"]["requests"] == 0
+
+
 def test_unparsed_lines_warn_with_samples(cli: Any, make_config: Any, fresh_site_log: NginxServer,
                                           tmp_path: Path) -> None:
     drive(fresh_site_log.url, TrafficPlan([Request("GET", "/", "192.0.2.1", "ua")] * 50))

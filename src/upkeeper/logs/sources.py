@@ -1,14 +1,16 @@
 """Log files on disk: the live file and its rotated siblings, and where to resume reading.
 
 Rotation schemes understood (logrotate's): ``access.log.1``, ``access.log.2.gz``…
-and ``dateext`` (``access.log-20240301``, ``access.log-20240301.gz``).  Files are
+and ``dateext`` (``access.log-20240301``, ``access.log-20240301.gz``; a ``dateformat`` of
+``-%Y%m%d`` with ``%H``, ``%H%M`` or ``%H%M%S`` after it, or ``-%s``).  Files are
 returned oldest first, the live file last.
 
 Incremental reading keeps one *cursor* per file: device and inode, the offset
-read up to, and a SHA-1 of the file's first bytes (``head``).  A cursor follows
+read up to, a SHA-1 of the file's first bytes (``head``) and, past them, of the bytes
+just before the offset (``tail``).  A cursor follows
 its file through a rename (same inode) and through compression (same head,
 offsets counted in uncompressed bytes); a file whose inode matches but whose
-head does not (inode reuse, ``copytruncate`` then refill) or which got shorter
+head or tail does not (inode reuse, ``copytruncate`` then refill) or which got shorter
 than the cursor (truncation) is read from the start.  The live file is read up
 to its last complete line; a half-written line waits for the next run.
 
@@ -29,7 +31,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
 HEAD_BYTES = 4096
-_ROTATED = re.compile(r"^(?:\.(?P<num>\d+)|-(?P<date>\d{8}(?:\d{2})?))(?P<gz>\.gz)?$")
+_ROTATED = re.compile(r"^(?:\.(?P<num>\d+)|-(?P<date>\d{8}(?:\d{2}){0,3}))(?P<gz>\.gz)?$")
 
 
 @dataclass(frozen=True)
@@ -56,11 +58,12 @@ class ReadRange:
 
 @dataclass(frozen=True)
 class PlanNote:
-    """What planning noticed about one file: it cannot be read (``unreadable``), or it got shorter or was
-    replaced since the last run and is read from the start (``rotated``)."""
+    """What planning noticed about one file: it cannot be read (``unreadable``), it got shorter or was
+    replaced since the last run and is read from the start (``rotated``), or the live file the last run read
+    is gone, with what was written to it since (``lost``)."""
 
     path: str
-    kind: Literal["unreadable", "rotated"]
+    kind: Literal["unreadable", "rotated", "lost"]
     message: str
 
     def __str__(self) -> str:
@@ -78,7 +81,7 @@ class ReadPlan:
         return sum((r.end if r.end is not None else r.file.size) - r.start for r in self.ranges)
 
 
-_ROTATED_SUFFIX = re.compile(r"(?:\.\d+|-\d{8}(?:\d{2})?)(?:\.gz)?$|\.gz$")
+_ROTATED_SUFFIX = re.compile(r"(?:\.\d+|-\d{8}(?:\d{2}){0,3})(?:\.gz)?$|\.gz$")
 GLOB_CHARS = "*?["
 
 
@@ -256,25 +259,35 @@ def last_newline_end(path: str, size: int) -> int:
 
 
 def plan_reads(files: list[LogFile], cursors: list[dict[str, Any]] | None, *, incremental: bool) -> ReadPlan:
-    """What to read of each file, and the cursors to remember once it has been read."""
+    """What to read of each file, and the cursors to remember once it has been read.
+
+    A cursor of the last run that no file matches any more, and whose file was the live log then, is a
+    ``lost`` note: that file was rotated away and deleted (or moved where it is not looked for) before this
+    run, so whatever was written to it after the last run is missing."""
     plan = ReadPlan()
     cursors = list(cursors or []) if incremental else []
+    heads: list[tuple[LogFile, str, int, dict[str, Any] | None]] = []
     for lf in files:
         try:
             head, head_len = head_digest(lf)
         except OSError as exc:
             plan.notes.append(PlanNote(lf.path, "unreadable", f"{lf.path}: cannot read ({exc})"))
             continue
+        heads.append((lf, head, head_len, _match(lf, head, head_len, cursors) if incremental else None))
+    matched = {id(cur) for _lf, _h, _n, cur in heads if cur is not None}
+    for lf, head, head_len, cur in heads:
         start = 0
         note = ""
-        cur = _match(lf, head, head_len, cursors) if incremental else None
         if cur is not None:
             start = int(cur.get("offset", 0))
             if not lf.gz and lf.size < start:
                 note = f"{lf.path} is shorter than last time (truncated): read from the start"
                 start = 0
-        elif incremental and any(c.get("dev") == lf.dev and c.get("inode") == lf.inode and not c.get("gz")
-                                 for c in cursors) and not lf.gz:
+        elif incremental and not lf.gz and any(
+                c.get("dev") == lf.dev and c.get("inode") == lf.inode and not c.get("gz") and id(c) not in matched
+                for c in cursors):
+            # (a cursor of this inode that another file matched by content moved there: this file is a new one
+            # that got the old inode number, as ext4 and tmpfs hand out freed inodes again — nothing to say)
             note = f"{lf.path} was replaced or truncated (its first bytes changed): read from the start"
         if note:
             plan.notes.append(PlanNote(lf.path, "rotated", note))
@@ -295,12 +308,58 @@ def plan_reads(files: list[LogFile], cursors: list[dict[str, Any]] | None, *, in
         if end > start:
             plan.ranges.append(ReadRange(lf, start, end, final=not lf.live, note=note))
         plan.cursors.append(_cursor(lf, head, head_len, end))
+    plan.notes += _lost(cursors, matched, read_whole=any(cur is None for *_x, cur in heads))
     return plan
 
 
+def _lost(cursors: list[dict[str, Any]], matched: set[int], *, read_whole: bool) -> list[PlanNote]:
+    """``lost`` notes for the last run's live files that no file matches now.
+
+    A rotated file the last run read to its end may go (logrotate's ``rotate N`` deletes the oldest); the
+    live one may not: nginx went on writing to it after the last run, and those lines are gone with it.
+    A live file that was empty at the last run has no first bytes to be recognised by: if some file is read
+    whole this run, it may be that one (renamed and compressed), and nothing is said."""
+    out: list[PlanNote] = []
+    for c in cursors:
+        if id(c) in matched or not c.get("live"):
+            continue
+        offset = int(c.get("offset", 0))
+        if offset <= 0 and read_whole:
+            continue
+        path = str(c.get("path", "?"))
+        out.append(PlanNote(path, "lost", (
+            f"{path} as the last run read it (the live log then: inode {c.get('inode')}, {offset:,} bytes read) "
+            "is gone: no file here has its inode and first bytes any more. It was rotated away and deleted (or "
+            "truncated) before this run — rotated more times between two runs than rotated files are kept "
+            "(logrotate's 'rotate'), or its rotated copy is where it is not looked for (logrotate's olddir, a "
+            "dateformat other than -YYYYMMDD[HH[MM[SS]]]); whatever was written to it after the last run is "
+            "missing from this analysis")))
+    return out
+
+
 def _cursor(lf: LogFile, head: str, head_len: int, offset: int) -> dict[str, Any]:
-    return {"path": lf.path, "dev": lf.dev, "inode": lf.inode, "gz": lf.gz, "head": head, "head_len": head_len,
-            "offset": offset, "size": lf.size}
+    c = {"path": lf.path, "dev": lf.dev, "inode": lf.inode, "gz": lf.gz, "head": head, "head_len": head_len,
+         "offset": offset, "size": lf.size, "live": lf.live}
+    if not lf.gz and offset > head_len:
+        c["tail"] = tail_digest(lf.path, offset)
+    return c
+
+
+def move_cursor(c: dict[str, Any], offset: int) -> None:
+    """Make a plain file's cursor end at ``offset`` instead (its ``tail`` follows)."""
+    c["offset"] = offset
+    c.pop("tail", None)
+    if not c.get("gz") and offset > int(c.get("head_len", 0)):
+        c["tail"] = tail_digest(str(c["path"]), offset)
+
+
+def tail_digest(path: str, offset: int, length: int = HEAD_BYTES) -> str | None:
+    """SHA-1 of the ``length`` bytes before ``offset`` (None when the file is shorter than ``offset``)."""
+    start = max(0, offset - length)
+    with open(path, "rb") as fh:
+        fh.seek(start)
+        data = fh.read(offset - start)
+    return hashlib.sha1(data).hexdigest() if len(data) == offset - start else None
 
 
 def _match(lf: LogFile, head: str, head_len: int, cursors: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -315,13 +374,23 @@ def _match(lf: LogFile, head: str, head_len: int, cursors: list[dict[str, Any]])
         h, got = head_digest(lf, n)
         return got == n and h == c.get("head")
 
+    def same_tail(c: dict[str, Any]) -> bool:
+        """The bytes the last run read last are still there (only checked where the first bytes do not
+        cover them): a file truncated and refilled past the old offset with the same first lines is not."""
+        offset = int(c.get("offset", 0))
+        if lf.gz or not c.get("tail") or offset > lf.size:
+            return True  # a shorter file is handled as truncated
+        return tail_digest(lf.path, offset) == c.get("tail")
+
     if not lf.gz:
         for c in cursors:
-            if c.get("dev") == lf.dev and c.get("inode") == lf.inode and not c.get("gz") and same_head(c):
+            # (a cursor of a file that was empty has no first bytes to compare: the file read from its start)
+            if c.get("dev") == lf.dev and c.get("inode") == lf.inode and not c.get("gz") and (
+                    int(c.get("head_len", 0)) == 0 or same_head(c)) and same_tail(c):
                 return c
     # compressed (or copied) since: recognise it by its content
     for c in cursors:
-        if same_head(c) and int(c.get("offset", 0)) > 0:
+        if same_head(c) and int(c.get("offset", 0)) > 0 and same_tail(c):
             return c
     return None
 

@@ -194,13 +194,19 @@ def plan_findings(task: str, notes: list[PlanNote]) -> list[Finding]:
     """What planning the reads noticed, as findings: a file that cannot be read is a
     ``logs.<task>.unreadable`` warning (its lines are missing from the analysis, and it is tried again
     next run); a file that got shorter or was replaced since the last run is a ``logs.<task>.rotation``
-    info finding (it was read from the start)."""
+    info finding (it was read from the start); the last run's live file gone with no rotated copy found is a
+    ``logs.<task>.lost_lines`` warning (what was written to it since the last run is missing)."""
     out: list[Finding] = []
     for n in notes:
         if n.kind == "unreadable":
             out.append(Finding(f"logs.{task}.unreadable", Severity.WARNING, n.path, n.message,
                                "its lines are missing from this analysis: let the user upkeeper runs as read it "
                                "(e.g. the adm group for /var/log), or remove the file"))
+        elif n.kind == "lost":
+            out.append(Finding(f"logs.{task}.lost_lines", Severity.WARNING, n.path, n.message,
+                               "run the job more often than the log rotates, keep more rotated files (logrotate's "
+                               "'rotate'), or keep them next to the log under a name of the form log.N[.gz] or "
+                               "log-YYYYMMDD[.gz]"))
         else:
             out.append(Finding(f"logs.{task}.rotation", Severity.INFO, n.path, n.message))
     return out

@@ -25,7 +25,15 @@ from upkeeper.logs.pglog import (
     summarize,
 )
 from upkeeper.logs.report_html import postgres_report
-from upkeeper.logs.sources import LogFile, ReadPlan, discover, finish_cursors, live_log, plan_reads
+from upkeeper.logs.sources import (
+    LogFile,
+    ReadPlan,
+    discover,
+    finish_cursors,
+    live_log,
+    move_cursor,
+    plan_reads,
+)
 from upkeeper.tasks.logs._common import (
     REPORT_KEEP_DEFAULT,
     HtmlReport,
@@ -453,7 +461,7 @@ def _hold_back_open_record(plan: ReadPlan) -> None:
         plan.ranges[i] = dataclasses.replace(r, end=end)
         for c in plan.cursors:
             if c["path"] == r.file.path and c["offset"] == r.end:
-                c["offset"] = end
+                move_cursor(c, end)
     plan.ranges[:] = [r for r in plan.ranges if r.end is None or r.end > r.start]
 
 
