@@ -5,6 +5,7 @@ must make one group."""
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -244,6 +245,30 @@ CASES = [
          {("Symfony\\Component\\HttpKernel\\Exception\\HttpException", "This value should not be blank."): 1},
          causes={("Symfony\\Component\\HttpKernel\\Exception\\HttpException", "This value should not be blank."):
                  "Symfony\\Component\\Validator\\Exception\\ValidationFailedException"}),
+    # Node's Error.cause (util.inspect: "[cause]: …" two spaces deeper per link) and AggregateError ("[errors]: [",
+    # Promise.any's "[AggregateError: …] {" without frames): grouped by the outermost error, apart by the
+    # innermost cause, an AggregateError without one by its first error; a cause that is no error is none
+    Case("node20-error-chains.txt", {"error": 8},
+         {("Error", "request <n> failed"): 6, ("Error", "job <n> failed"): 2,
+          ("AggregateError", "All promises were rejected"): 2, ("AggregateError", "all <n> replicas failed"): 2},
+         {("AggregateError", "All promises were rejected"):
+          ("[AggregateError: All promises were rejected] {", "    RangeError: offset 1 out of range", "}"),
+          ("Error", "job <n> failed"): ("    at Object.<anonymous> (/tmp/ncdrill/node_chains.js:11:40)",
+                                        "  [cause]: 'timeout'", "}")},
+         causes={("Error", "request <n> failed"): ("DbError", "SyntaxError"),
+                 ("AggregateError", "All promises were rejected"): "TypeError",
+                 ("AggregateError", "all <n> replicas failed"): "DbError"}),
+    # two processes' traces line by line in one file, each line with its writer's prefix (syslog's "app[101]: ",
+    # pm2 logs' "0|api | "): each trace read whole, none cut by the other's lines
+    Case("syslog-pm2-interleaved.log", {"error": 4},
+         {("KeyError", "'…'"): 1, ("ValueError", "invalid order id 'x7'"): 1, ("Error", "request <n> failed"): 2},
+         {("KeyError", "'…'"): ("Traceback (most recent call last):", '    {}["user-1"]', "KeyError: 'user-1'"),
+          ("ValueError", "invalid order id 'x7'"):
+          ("KeyError: 'order-7'", "", "The above exception was the direct cause of the following exception:")},
+         messages={("error", "request failed"): 1, ("error", "order import failed"): 1,
+                   ("error", "request <n> failed"): 2},
+         causes={("ValueError", "invalid order id 'x7'"): "KeyError",
+                 ("Error", "request <n> failed"): ("DbError", "SyntaxError")}),
     Case("uvicorn.log", {"info": 10, "error": 2},
          {("ValueError", "bad path /x/<n>"): 2},
          {("ValueError", "bad path /x/<n>"): ("Traceback (most recent call last):", "ValueError: bad path /x/1")}),
@@ -274,3 +299,29 @@ def test_real_library_output_is_read(case: Case) -> None:
         for line in needed:
             assert line in examples[key], (key, line)
         assert examples[key][-1].strip(), "an example does not end with a blank line"
+
+
+def _groups(a: AppLogStats) -> dict[tuple[str, str, str], tuple[int, str]]:
+    return {(g.kind, g.message, g.cause): (g.count, g.example) for g in a.exceptions.values()}
+
+
+#: a frame of a trace (JVM, Node, Python, under a process's prefix too): a line inside one
+_FRAME = re.compile(rb"^(?:.*?(?:\| |\]: ))?(?:[ \t]+at |  File \")", re.M)
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if _FRAME.search((LOGS / c.file).read_bytes())],
+                         ids=lambda c: c.file)
+def test_trace_cut_by_rotation_is_read_whole(case: Case) -> None:
+    """A log rotated inside a trace (its head at the end of app.log.1, its frames in app.log): the files of a log
+    are fed oldest first into one reader, which joins the trace, as if the file was never cut."""
+    data = (LOGS / case.file).read_bytes()
+    cut = _FRAME.search(data).start()  # type: ignore[union-attr]
+    whole, rotated = AppLogStats(), AppLogStats()
+    whole.feed(data, "app.log")
+    rotated.feed(data[:cut], "app.log.1")
+    rotated.feed(data[cut:], "app.log")
+    whole.finish()
+    rotated.finish()
+    assert _groups(rotated) == _groups(whole)
+    assert (rotated.lines, dict(rotated.levels), dict(rotated.messages)) == \
+        (whole.lines, dict(whole.levels), dict(whole.messages))

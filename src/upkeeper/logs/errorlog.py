@@ -25,13 +25,16 @@
     Ruby (``…:in `m': message (NoMethodError)``; Logger's ``E, [… #1234] ERROR -- : message (Class)`` and
     Rails' ``Class (message):``, then the backtrace), PHP (``PHP Fatal error:  Uncaught PDOException: … in
     /app/db.php:22`` then ``Stack trace:``);
-  - a process manager's time stamp before every line (PM2's ``2024-03-01T10:00:00: ``) is taken off first.
+  - a process manager's time stamp before every line (PM2's ``2024-03-01T10:00:00: ``) is taken off first;
+    lines whose prefix names their process (syslog's ``app[1234]: ``, ``pm2 logs``' ``0|api | ``) are read per
+    process, so that processes writing one file line by line do not cut each other's traces.
 
   - Monolog (Laravel, Symfony): an exception in the context (``{"exception":"[object] (Class(code: 0): …``),
     Laravel's ``[stacktrace]`` and ``[previous exception]`` lines after it.
 
   Exceptions are grouped by (type, normalized message) of the outermost exception of a chain and the type of
-  its first (root cause); the task reports groups not seen in earlier runs.
+  its first (root cause; Node's innermost ``[cause]:``, an ``AggregateError``'s first error); the task reports
+  groups not seen in earlier runs.
 """
 
 from __future__ import annotations
@@ -271,7 +274,14 @@ _BARE_EXC = re.compile(_EXC_SUFFIX)
 _JVM_THREAD = re.compile(r'^Exception in thread "[^"]*" ')
 
 
+#: Node's ``util.inspect`` of an error whose stack has no frames, with properties after it: ``[AggregateError: All
+#: promises were rejected] {`` (``Promise.any``), then ``  [errors]: [`` …
+_NODE_BRACKET = re.compile(rf"^\[((?:[A-Za-z_$][\w$]*\.)*(?:[A-Za-z_$][\w$]*)?{_EXC_SUFFIX})(?:: (.*?))?\] \{{$")
+
+
 def _exc_line(s: str) -> re.Match[str] | None:
+    if s.startswith("["):
+        return _NODE_BRACKET.match(s)
     return _EXC_LINE.match(_JVM_THREAD.sub("", s, 1))
 #: an uncaught Ruby exception: ``app.rb:12:in `m': message (NoMethodError)`` (Ruby 3.4: ``in 'C#m'``)
 _RUBY = re.compile(r":in [`'][^']*': (.*) \(([A-Z][\w:]*)\)$")
@@ -306,6 +316,12 @@ _GO_STACK = re.compile(r"^(?:\s*$|\[signal |goroutine \d+ |\t|created by |exit s
 #: ``--time`` (``2024-03-01T10:00:00: ``) and ``--log-date-format`` (``2024-03-01 10:00:00.123 +00:00: ``);
 #: the line after it is the program's own
 _MANAGER_STAMP = re.compile(r"^\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:[.,]\d+)?(?: ?(?:Z|[+-]\d\d:?\d\d))?: ")
+#: a prefix naming the process that wrote the line, on every line (so one process's trace can be told from the
+#: lines another writes between its lines): syslog's and ``journalctl``'s (``Mar  1 10:00:00 host app[1234]: ``,
+#: ``-o short-iso``: ``2024-03-01T10:00:00+0000 host app[1234]: ``), ``pm2 logs``' (``0|api      | ``)
+_PROC_PREFIX = re.compile(r"^(?:(?:[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d|\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:[.,]\d+)?"
+                          r"(?:Z|[+-]\d\d:?\d\d)?) \S+ ([\w.@/-]+\[\d+\]):(?: |$)|(\d+\|[\w.@-]+)\s*\| )")
+_MAX_PROCS = 256
 #: the first two lines of Node's report of an uncaught exception: where it was thrown (``/app/server.js:12``,
 #: ``node:internal/process/promises:389``, ``file:///app/server.mjs:3``, ``<anonymous_script>:1``), then the
 #: source line there, then a line of carets under it
@@ -377,6 +393,9 @@ class AppLogStats:
     #: shows whether it is that source line — code, no log line of its own
     _after_place: bool = False
     _held: tuple[str, str] | None = None
+    #: lines that name the process that wrote them (see ``_PROC_PREFIX``) are read by a reader of their own per
+    #: (source, process), counting into this one's groups: one process's trace is not cut by another's lines
+    _procs: dict[str, AppLogStats] = field(default_factory=dict)
 
     # -- input -------------------------------------------------------------------------------
 
@@ -390,6 +409,10 @@ class AppLogStats:
             self._line(line.rstrip("\r"), source)
 
     def finish(self) -> None:
+        for proc in self._procs.values():
+            proc.finish()
+            self.json_lines += proc.json_lines
+        self._procs.clear()
         if self._held is not None:
             held, self._held = self._held, None
             self._read_line(held[1], held[0])
@@ -427,7 +450,28 @@ class AppLogStats:
         if len(self._pending) > MAX_TRACE_LINES:  # a runaway trace: keep its head and its end
             del self._pending[MAX_TRACE_LINES // 2]
 
+    def _proc(self, line: str, source: str) -> bool:
+        """Read a line whose prefix names the process that wrote it with that process's reader; True then."""
+        p = _PROC_PREFIX.match(line)
+        if p is None:
+            return False
+        key = p.group(1) or p.group(2)  # not by source: a trace goes on from a rotated file into the next
+        proc = self._procs.get(key)
+        if proc is None:
+            if len(self._procs) >= _MAX_PROCS:  # pids come and go: the idle readers are dropped
+                for k in [k for k, r in self._procs.items() if not (r._pending or r._held or r._tags_only)]:
+                    self._procs.pop(k).finish()
+            proc = self._procs[key] = AppLogStats(levels=self.levels, messages=self.messages,
+                                                  message_examples=self.message_examples, exceptions=self.exceptions)
+        before = proc.json_lines
+        proc._line(line[p.end():], source)
+        self.json_lines += proc.json_lines - before
+        proc.json_lines = 0
+        return True
+
     def _line(self, line: str, source: str) -> None:
+        if (line[:1].isdigit() or line[:1].isupper()) and self._proc(line, source):
+            return
         if line[:1].isdigit():
             line = _MANAGER_STAMP.sub("", line, 1)
         if self._held is not None:
@@ -474,6 +518,11 @@ class AppLogStats:
                     return
             elif _STACK_FRAME.match(line) or (self._pending_py and line.startswith(" ")):
                 self._keep(line)
+                return
+            elif line == "}" and not self._pending_py and self._pending[-1].startswith(" "):
+                # the brace that closes the properties Node prints after an error's frames (``{`` … ``[cause]:``)
+                self._keep(line)
+                self._flush()
                 return
             elif self._pending_py and _py_exception(line.strip()):
                 # the exception line ends a Python traceback (a chained one may follow)
@@ -900,6 +949,13 @@ def _exception_from_text(text: str) -> tuple[str, str]:
 #: a JVM cause of the trace itself (``Caused by:`` at the start of a line; an indented one is the cause of a
 #: ``Suppressed:`` exception); Monolog's (Laravel, Symfony) ``[previous exception] [object] (PDOException(code: …``
 _JVM_CAUSE = re.compile(r"^Caused by: ([\w.$]+)")
+#: Node's ``util.inspect`` of an error's ``cause`` (Node 16.9 and later; ``console.error(e)``, an uncaught error):
+#: ``  [cause]: DbError: …`` after the error's frames, two spaces deeper for each cause of a cause; an error with
+#: no frames is in brackets (``[cause]: [Error: …]``); a cause that is no error (``[cause]: 'timeout'``) is none
+_NODE_CAUSE = re.compile(r"^( *)\[cause\]: \[?([A-Za-z_$][\w$.]*)(?::|\]| \{|$)")
+#: an ``AggregateError``'s errors (``Promise.any``): ``  [errors]: [`` then each error four spaces in
+_NODE_ERRORS = "  [errors]: ["
+_NODE_ERRORS_FIRST = re.compile(r"^    \[?([A-Za-z_$][\w$.]*)(?::|\]| \{|,?$)")
 _MONOLOG_PREVIOUS = re.compile(r"\[previous exception\] \[object\] \(([\w\\]+)\(code: ")
 
 
@@ -907,7 +963,10 @@ def _chain_root(lines: list[str], kind: str) -> str:
     """The type of the first exception of the chain an exception's stack shows (see ``_exception``), or ""
     when it has none: a JVM's last ``Caused by:``, Monolog's last ``[previous exception]``, a Python
     traceback's first (chained by ``raise … from`` or raised while handling it; an exception group's
-    sub-exceptions are no chain)."""
+    sub-exceptions are no chain); Node's innermost ``[cause]:``, or for an ``AggregateError`` without one the
+    type of its first error (``[errors]: [``)."""
+    if any("[cause]: " in ln or ln == _NODE_ERRORS for ln in lines):
+        return _node_chain_root(lines)
     root = ""
     for ln in lines:
         c = _JVM_CAUSE.match(ln)
@@ -922,4 +981,23 @@ def _chain_root(lines: list[str], kind: str) -> str:
     if first_chain > 0:
         exc = _py_final_exception(lines[:first_chain])
         return exc[0] if exc else ""
+    return ""
+
+
+def _node_chain_root(lines: list[str]) -> str:
+    """The root of a Node error chain as ``util.inspect`` prints it (see ``_NODE_CAUSE``): the ``[cause]:``
+    two spaces deeper than the one before it, down to the last (a ``[cause]:`` deeper still is the cause of
+    an error inside ``[errors]``, no link of this chain); an ``AggregateError`` without a cause: its first error."""
+    root, depth = "", 2
+    for ln in lines:
+        c = _NODE_CAUSE.match(ln) if "[cause]: " in ln else None
+        # a value (``[cause]: null``, ``[cause]: 42``) is no error: a bare name must be named like one
+        if c and len(c.group(1)) == depth and (not c.group(0).endswith(c.group(2)) or _BARE_EXC.search(c.group(2))):
+            root, depth = c.group(2), depth + 2
+    if root:
+        return root
+    if _NODE_ERRORS in lines:
+        i = lines.index(_NODE_ERRORS)
+        first = _NODE_ERRORS_FIRST.match(lines[i + 1]) if i + 1 < len(lines) else None
+        return first.group(1) if first else ""
     return ""
