@@ -107,7 +107,7 @@ def main() -> int:
         store = base / "store"
         store.mkdir()
         cfg = base / "upkeeper.yaml"
-        cfg.write_text(json.dumps({
+        config = {
             "history": str(base / "history.db"),
             "storages": {"local": {"kind": "local", "path": str(store), "fsync": False}},
             "backup": {"encryption": {"recipients": [recipient], "identity_file": str(base / "key.txt")},
@@ -116,10 +116,18 @@ def main() -> int:
                      # a series of its own: the retention of one never reads or deletes the other's sets
                      "files-backup-b": {"task": "files.backup", "options": {"paths": [str(tree)], "set": "baseline"}},
                      "noop": {"task": "debug.noop"}},
-        }))
+        }
+        cfg.write_text(json.dumps(config))
         env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
         upk = [sys.executable, "-m", "upkeeper", "--config", str(cfg)]
         subprocess.run([*upk, "run", "noop"], check=True, capture_output=True, env=env)  # creates the history
+        # the baseline has a history of its own: an older upkeeper refuses a database a newer one migrated
+        cfg_b = base / "upkeeper-baseline.yaml"
+        cfg_b.write_text(json.dumps({**config, "history": str(base / "history-baseline.db")}))
+        upk_b = [sys.executable, "-m", "upkeeper", "--config", str(cfg_b)]
+        env_b = {**env, "PYTHONPATH": str(args.baseline_src)}
+        if args.baseline_src:
+            subprocess.run([*upk_b, "run", "noop"], check=True, capture_output=True, env=env_b)
         anchor = [["tar", "-cf", "-", "-C", str(tree.parent), tree.name], ["zstd", "-3", "-T0", "-q"],
                   ["age", "-r", recipient]]
         a_file = base / "a.tar.zst.age"
@@ -139,8 +147,7 @@ def main() -> int:
             print(f"   (a) {samples['a'][-1]:.1f}s   (c) {wall:.1f}s, peak RSS {rss / 1024:.0f} MiB", flush=True)
             if args.baseline_src:
                 print(f"== (b) upkeeper run files-backup from {args.baseline_src}   [{i + 1}/{args.repeat}]", flush=True)
-                wall, rss, out = timed_rss([*upk, "run", "files-backup-b", "--json"],
-                                           {**env, "PYTHONPATH": str(args.baseline_src)})
+                wall, rss, out = timed_rss([*upk_b, "run", "files-backup-b", "--json"], env_b)
                 assert json.loads(out)[0]["status"] == "ok", out
                 samples["b"].append(wall)
                 samples["b_rss_kib"].append(rss)
