@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from _lib import start_daemon  # noqa: E402
+from _lib import drill_options, start_daemon, teardown  # noqa: E402
 
 from upkeeper.sandbox.nginx import NginxServer  # noqa: E402
 from upkeeper.sandbox.postgres import PostgresCluster  # noqa: E402
@@ -223,14 +223,10 @@ def start_services(work: Path, services: list[Any], stop_traffic: threading.Even
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--minutes", type=float, default=6.0, help="how long the daemon runs (default 6)")
-    ap.add_argument("--sample", type=float, default=10.0, help="seconds between samples")
-    ap.add_argument("--concurrency", type=int, default=3)
+    drill_options(ap, 6.0, ROOT / "bench" / "results" / "soak_daemon.json")
     ap.add_argument("--worker-max-runs", type=int, default=1000,
                     help="daemon.worker_max_runs (default 1000: workers live through the drill, so a leak in them "
                          "shows; a small number exercises worker replacement instead)")
-    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "soak_daemon.json"))
-    ap.add_argument("--keep", action="store_true", help="keep the work directory")
     args = ap.parse_args()
     if args.minutes > 8:
         ap.error("--minutes is at most 8 (a bounded drill)")
@@ -313,16 +309,7 @@ def main() -> int:
         return 0
     finally:
         stop_traffic.set()
-        if daemon_proc is not None and daemon_proc.poll() is None:
-            daemon_proc.kill()
-            daemon_proc.wait()
-        for svc in reversed(services):
-            try:
-                svc.stop()
-            except Exception:
-                pass
-        if not args.keep:
-            subprocess.run(["rm", "-rf", str(work)], check=False)
+        teardown(daemon_proc, services, work, args.keep)
 
 
 if __name__ == "__main__":

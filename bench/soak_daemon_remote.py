@@ -56,7 +56,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from _lib import start_daemon  # noqa: E402
+from _lib import drill_options, start_daemon, teardown  # noqa: E402
 from soak_daemon import fd_kinds, proc_info, tree_entries  # noqa: E402
 
 from upkeeper.sandbox.postgres import PostgresCluster  # noqa: E402
@@ -335,15 +335,11 @@ def brief(s: dict[str, Any]) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--minutes", type=float, default=7.0, help="how long the daemon runs (default 7, at most 8)")
-    ap.add_argument("--sample", type=float, default=10.0, help="seconds between samples")
-    ap.add_argument("--concurrency", type=int, default=3)
+    drill_options(ap, 7.0, ROOT / "bench" / "results" / "soak_daemon_remote.json")
     ap.add_argument("--jobs", default="", help="comma-separated: keep only these jobs (to find which one grows)")
     ap.add_argument("--interval", type=int, default=0,
                     help="run every kept job 'every N s' instead of its own schedule (with --concurrency 1 one worker "
                          "runs everything: its RSS per run is the jobs' own)")
-    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "soak_daemon_remote.json"))
-    ap.add_argument("--keep", action="store_true", help="keep the work directory")
     args = ap.parse_args()
     if args.minutes > 8:
         ap.error("--minutes is at most 8 (a bounded drill)")
@@ -443,16 +439,7 @@ def main() -> int:
         print(f"results: {args.out}")
         return 0
     finally:
-        if daemon_proc is not None and daemon_proc.poll() is None:
-            daemon_proc.kill()
-            daemon_proc.wait()
-        for svc in reversed(services):
-            try:
-                svc.stop()
-            except Exception:
-                pass
-        if not args.keep:
-            subprocess.run(["rm", "-rf", str(work)], check=False)
+        teardown(daemon_proc, services, work, args.keep)
 
 
 if __name__ == "__main__":

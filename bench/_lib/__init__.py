@@ -7,6 +7,7 @@ import os
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 
@@ -64,3 +65,29 @@ def start_daemon(cfg: Path, work: Path, concurrency: int) -> subprocess.Popen[by
     finally:
         os.close(log_fd)  # the daemon has its own copy
     return proc
+
+
+def teardown(daemon: subprocess.Popen[bytes] | None, services: list[Any], work: Path, keep: bool) -> None:
+    """End a drill: kill the daemon if it still runs, stop the services (newest first, each whatever the
+    others do) and remove the work directory unless ``keep``."""
+    if daemon is not None and daemon.poll() is None:
+        daemon.kill()
+        daemon.wait()
+    for svc in reversed(services):
+        try:
+            svc.stop()
+        except Exception:
+            pass
+    if not keep:
+        subprocess.run(["rm", "-rf", str(work)], check=False)
+
+
+def drill_options(ap: Any, minutes: float, out: Path) -> None:
+    """The options every soak drill takes: --minutes (at most 8: a bounded drill), --sample, --concurrency,
+    --out and --keep."""
+    ap.add_argument("--minutes", type=float, default=minutes,
+                    help=f"how long the daemon runs (default {minutes:g}, at most 8)")
+    ap.add_argument("--sample", type=float, default=10.0, help="seconds between samples")
+    ap.add_argument("--concurrency", type=int, default=3)
+    ap.add_argument("--out", default=str(out))
+    ap.add_argument("--keep", action="store_true", help="keep the work directory")
