@@ -3,7 +3,9 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
-PYTEST_ARGS ?=
+# two workers (each starts its own services), a test file's tests in one worker (module fixtures start once);
+# PYTEST_ARGS="-n 0" runs the suite in one process
+PYTEST_ARGS ?= -n 2 --dist loadfile
 
 .PHONY: all bootstrap system-deps venv demo test lint docs bench clean
 

@@ -493,8 +493,8 @@ def test_relay_server_ending_or_refusing_the_transfer_fails_the_run_and_ends_the
                 raise relay.explain(failed) from None
         killer.join()
         assert killed == [1] and time.monotonic() - t0 < 3, killed
-        cause = "exited with code 1: Error reading bulk length while SYNCing (the server closed the connection, seen by " \
-                "upkeeper's TLS relay)"
+        cause = "exited with code 1: Error reading bulk length while SYNCing — the server closed the connection " \
+                "before the whole RDB arrived (confirmed by upkeeper's TLS relay)"
         assert cause in exc.value.message, exc.value.message
         _nothing_left(probe, before)
 

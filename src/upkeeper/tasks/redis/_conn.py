@@ -245,6 +245,8 @@ class TlsRelay:
         """``exc`` (the relay's client failed) with how the server's side ended, when it did first."""
         if self.server_end is None:
             return exc
+        if self.server_end in exc.message:  # said already (from redis-cli's own words): confirmed, not repeated
+            return BackupError(f"{exc.message} (confirmed by upkeeper's TLS relay)", exc.hint)
         return BackupError(f"{exc.message} ({self.server_end}, seen by upkeeper's TLS relay)", exc.hint)
 
 
