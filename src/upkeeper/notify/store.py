@@ -208,7 +208,7 @@ class NotifyStore:
         if topic is not None:
             q = q.where(NotifyStateRow.topic == topic)
         with self.history.session() as s:
-            return list(s.scalars(q.order_by(NotifyStateRow.since)))
+            return list(s.scalars(q.order_by(NotifyStateRow.since, NotifyStateRow.job, NotifyStateRow.check)))
 
     # -- events --------------------------------------------------------------------------------
 
