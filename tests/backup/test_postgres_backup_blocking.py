@@ -234,15 +234,19 @@ def test_on_blocking_abort_with_a_directory_dump_and_parallel_jobs(
     assert migration.error is None and migration.seconds is not None, (migration.error, r.output)
     assert migration.seconds < 5, migration.seconds  # the paused dump would have held it for 30 s
     assert migration.readers_done == 2
-    assert took < 15, took
     assert r.code == 1, r.output
     run = r.json()[0]
     assert run["status"] == "fail", run
     if "for a parallel job" in run["summary"]:
         # a worker handed reviews after the ALTER queued asked for its lock NOWAIT and failed before the watch's
-        # once-a-second look could act (the next test's outcome): the dump ended at once all the same
+        # once-a-second look could act (the next test's outcome): the dump ended all the same, its sessions gone
+        # at once (the migration's time above).  How long the run took is not the backup's doing here: on a
+        # loaded machine the pausing wrapper's SIGSTOP can land after the leader's own failure, while it exits,
+        # and holds it there for the whole stall (31.5 s once in CI)
         assert f"pg_dump could not lock table public.reviews of {db}" in run["summary"], run
+        assert took < 45, (took, run["summary"])
     else:
+        assert took < 15, (took, run["summary"])
         assert f"pid {migration.pid} (user postgres, application 'migration', statement ALTER)" in run["summary"], run
         assert "yielded to a session waiting for its locks" in run["summary"], run
         warned = [f for f in run["findings"] if f["check"] == "backup.blocking_sessions"]
