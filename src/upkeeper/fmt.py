@@ -58,8 +58,13 @@ def local_time(ts: datetime | None, tz: str = "UTC", fmt: str = "%Y-%m-%d %H:%M 
     return ts.astimezone(ZoneInfo(tz)).strftime(fmt)
 
 
-#: C0 and C1 control characters (ESC, BEL, NUL, CR, newline …): shown escaped, never sent to a terminal
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+#: the Unicode bidirectional controls (embeddings, overrides, isolates, marks): invisible, they reorder the
+#: text around them, so a request path or file name can show something other than what it is ("Trojan
+#: Source", CVE-2021-42574): shown escaped like the control characters
+_BIDI = "\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
+#: C0 and C1 control characters (ESC, BEL, NUL, CR, newline …) and the bidi controls: shown escaped, never sent
+#: to a terminal
+_CONTROL = re.compile(f"[\x00-\x1f\x7f-\x9f{_BIDI}]")
 
 
 def printable(text: str) -> str:
@@ -70,7 +75,7 @@ def printable(text: str) -> str:
 
 
 #: the control characters of :data:`_CONTROL` but newline and tab, which lay text out and move nothing else
-_CONTROL_INLINE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_CONTROL_INLINE = re.compile(f"[\x00-\x08\x0b-\x1f\x7f-\x9f{_BIDI}]")
 
 
 def printable_lines(text: str) -> str:
@@ -80,4 +85,5 @@ def printable_lines(text: str) -> str:
 
 
 def _hex(m: re.Match[str]) -> str:
-    return f"\\x{ord(m[0]):02X}"
+    c = ord(m[0])
+    return f"\\x{c:02X}" if c < 0x100 else f"\\u{c:04X}"

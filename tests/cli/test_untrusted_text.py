@@ -63,3 +63,18 @@ def test_slack_shows_quoted_text_literally() -> None:
     msg = Slack.message({"title": "leak critical", "node": "n", "events": [event]})
     text = msg["attachments"][0]["text"]
     assert text == r"• /&lt;!channel&gt;/&lt;https://evil.example|login&gt; &amp; \x1B[2J: answered 200"
+
+
+def test_bidi_controls_are_shown_escaped_in_terminal_text_and_html_cells() -> None:
+    """A right-to-left override in a request path ("Trojan Source", CVE-2021-42574) reorders what follows it:
+    ``/invoice\\u202Efdp.exe`` reads as ``/invoiceexe.pdf``.  Terminal text and the HTML report show it escaped."""
+    from upkeeper.fmt import printable, printable_lines
+    from upkeeper.logs.report_html import findings_table, table
+
+    path = "/invoice\u202efdp.exe\u2066x\u2069\u200f"
+    assert printable(path) == r"/invoice\u202Efdp.exe\u2066x\u2069\u200F"
+    assert printable_lines(path + "\n\tend\x1b") == r"/invoice\u202Efdp.exe\u2066x\u2069\u200F" + "\n\tend\\x1B"
+    assert printable("plain é ü ✓ 日本 \u200d") == "plain é ü ✓ 日本 \u200d"  # letters, symbols, ZWJ (emoji) stay
+    html = table(["path"], [[path]]) + findings_table([{"severity": "warning", "check": "c", "subject": path,
+                                                         "message": f"requests to {path}", "remediation": "r"}])
+    assert "\u202e" not in html and "\u2066" not in html and html.count(r"/invoice\u202Efdp.exe") == 3, html

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from html import escape
 from typing import Any
 
+from upkeeper.fmt import printable_lines
 from upkeeper.logs.errorlog import trace_excerpt
 from upkeeper.logs.svg import PALETTE, bar_chart, line_chart, status_colors
 from upkeeper.redact import redact, redact_obj
@@ -61,6 +62,13 @@ def fmt_bytes(n: float) -> str:
     return f"{n:.1f} TiB"
 
 
+def _cell(value: Any) -> str:
+    """Text from a log (a path, an agent, a message) for a cell: control characters and bidi controls written
+    as escapes (:func:`upkeeper.fmt.printable_lines`), so a right-to-left override in a request path cannot
+    make a cell read as something else, then HTML-escaped."""
+    return escape(printable_lines(str(value)))
+
+
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], *, numeric: Sequence[int] = (),
           code: Sequence[int] = (), empty: str = "nothing to show") -> str:
     if not rows:
@@ -72,7 +80,7 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], *, numeric: Seq
     for r in rows:
         out.append("<tr>")
         for i, v in enumerate(r):
-            text = escape(fmt_num(v)) if i in numeric else escape(str(v))
+            text = escape(fmt_num(v)) if i in numeric else _cell(v)
             if i in numeric:
                 out.append(f'<td class="n">{text}</td>')
             elif i in code:
@@ -101,8 +109,8 @@ def findings_table(findings: Sequence[dict[str, Any]]) -> str:
     for f in rows:
         sev = escape(str(f.get("severity", "")))
         out.append(f'<tr><td class="sev {sev}">{sev}</td><td><code>{escape(str(f.get("check", "")))}</code></td>'
-                   f'<td class="code">{escape(str(f.get("subject", "")))}</td>'
-                   f'<td>{escape(str(f.get("message", "")))}</td><td>{escape(str(f.get("remediation", "")))}</td>'
+                   f'<td class="code">{_cell(f.get("subject", ""))}</td>'
+                   f'<td>{_cell(f.get("message", ""))}</td><td>{escape(str(f.get("remediation", "")))}</td>'
                    "</tr>")
     out.append("</tbody></table>")
     return "".join(out)
