@@ -445,3 +445,19 @@ def test_the_values_of_a_query_string_are_data() -> None:
     assert a == b == "<n> Server Error: Internal Server Error for url: https://api.x.io/v2/users/<n>?token=…&page=…"
     assert normalize("https://api.x.io/v2/users?page=2") != normalize("https://api.x.io/v2/orders?page=2")
     assert normalize("is it ok? a=b") == "is it ok? a=b"
+
+
+def test_compose_prefix_with_colours_or_a_replica_number() -> None:
+    """``docker compose logs --ansi always``: a prefix in colour is a container's whatever its name
+    (``container_name: shop``), its lines read apart from another's; without colour only a name ending in its replica
+    number (``web-1``) is one — ``ERROR | …`` (a ``LEVEL | message`` format) and ``shop | …`` are read as they are."""
+    shop = ["Error: stock 1 gone", "    at take (/app/stock.js:3:9)", "    at main (/app/main.js:8:3)"]
+    mail = ["Error: smtp 2 down", "    at send (/app/mail.js:5:11)"]
+    text = "".join(f"\x1b[36mshop    | \x1b[0m{x}\n" + (f"\x1b[33mmailer  | \x1b[0m{mail[i]}\n" if i < len(mail) else "")
+                   for i, x in enumerate(shop))
+    a = feed_app(text + "ERROR | queue full\nshop | WARNING disk 91% full\n")
+    assert {(g.kind, g.message, g.count) for g in a.exceptions.values()} == \
+        {("Error", "stock <n> gone", 1), ("Error", "smtp <n> down", 1)}
+    assert next(g for g in a.exceptions.values() if "stock" in g.message).example == "\n".join(shop)
+    assert a.messages == {("error", "stock <n> gone"): 1, ("error", "smtp <n> down"): 1,
+                          ("error", "queue full"): 1, ("warning", "disk <n>% full"): 1}

@@ -163,7 +163,7 @@ CASES = [
     # Node's own report of an uncaught exception: the place, the source line and its caret are no log
     # lines; an unhandled rejection is grouped by what the promise was rejected with
     Case("node20-uncaught.txt", {"error": 6},
-         {("TypeError", "Cannot read properties of undefined (reading 'id')"): 4,
+         {("TypeError", "Cannot read properties of undefined (reading 'id')"): 6,
           ("Error", "order <n> not found"): 2, ("UnhandledPromiseRejection", "oops <n>"): 2,
           ("RangeError", "bad offset <n>"): 2, ("Error", "connect ECONNREFUSED <ip>"): 2,
           ("DbError", "query failed for tenant <n>"): 2,
@@ -269,6 +269,48 @@ CASES = [
                    ("error", "request <n> failed"): 2},
          causes={("ValueError", "invalid order id 'x7'"): "KeyError",
                  ("Error", "request <n> failed"): ("DbError", "SyntaxError")}),
+    # console.error('payment failed', err) (util.format: the message, then the error's stack on the same line), and
+    # console.error(err) with the error's properties after its frames (a system error's errno, code, syscall …):
+    # grouped as the error alone is, the properties part of its example
+    Case("node20-console-error.txt", {"error": 8},
+         {("TypeError", "Cannot read properties of undefined (reading 'id')"): 2,
+          ("CardError", "card declined for order <n>"): 4, ("Error", "order <n> not found"): 2,
+          ("TypeError", 'The "path" argument must be of type string or an instance of Buffer or URL. Received undefined'): 4,
+          ("Error", "upstream timeout"): 2, ("Error", "connect ECONNREFUSED <ip>"): 4},
+         {("CardError", "card declined for order <n>"):
+          ("payment failed: CardError: card declined for order 101", "  declineCode: 'insufficient_funds'", "}"),
+          ("Error", "upstream timeout"): ("sync failed Error: upstream timeout", "  [cause]: RangeError: offset 1 out of range"),
+          ("Error", "connect ECONNREFUSED <ip>"): ("  code: 'ECONNREFUSED',", "  port: 1", "}")},
+         messages={("error", "order <n> not found"): 2, ("error", "upstream timeout"): 2,
+                   ("error", "connect ECONNREFUSED <ip>"): 4},
+         causes={("Error", "upstream timeout"): "RangeError"}),
+    # docker compose logs (composed from real output, see the README): containers' lines alternating, each behind
+    # its prefix — read per container, the prefix, the colours and --timestamps' time stamp no part of a line
+    Case("compose-v2-ansi.log", {"info": 1, "error": 1},
+         {("TypeError", 'The "path" argument must be of type string or an instance of Buffer or URL. Received undefined'): 2,
+          ("CardError", "card declined for order <n>"): 2, ("KeyError", "'…'"): 1},
+         {("TypeError", 'The "path" argument must be of type string or an instance of Buffer or URL. Received undefined'):
+          ('TypeError [ERR_INVALID_ARG_TYPE]: The "path" argument must be of type string or an instance of Buffer or '
+           'URL. Received undefined', "    at Object.openSync (node:fs:571:10)",
+           "    at Object.<anonymous> (/tmp/apperr/node_console.js:19:12)", "  code: 'ERR_INVALID_ARG_TYPE'", "}"),
+          ("KeyError", "'…'"): ("Traceback (most recent call last):", '    {}["job-7"]', "KeyError: 'job-7'")},
+         messages={("error", "worker: job <n> failed"): 1}),
+    Case("compose-v2-timestamps.log", {"error": 4},
+         {("TypeError", "Cannot read properties of undefined (reading 'id')"): 2,
+          ("CardError", "card declined for order <n>"): 2, ("Error", "order <n> not found"): 2,
+          ("TypeError", 'The "path" argument must be of type string or an instance of Buffer or URL. Received undefined'): 2,
+          ("Error", "upstream timeout"): 2},
+         {("Error", "upstream timeout"):
+          ("sync failed Error: upstream timeout", "    ... 4 lines matching cause stack trace ...",
+           "  [cause]: RangeError: offset 1 out of range", "}")},
+         messages={("error", "order <n> not found"): 2, ("error", "upstream timeout"): 2},
+         causes={("Error", "upstream timeout"): "RangeError"}),
+    Case("compose-v1.log", {"error": 3, "info": 1},
+         {("Error", "connect ECONNREFUSED <ip>"): 2, ("KeyError", "'…'"): 1},
+         {("Error", "connect ECONNREFUSED <ip>"):
+          ("Error: connect ECONNREFUSED 127.0.0.1:1", "  errno: -111,", "  port: 1", "}"),
+          ("KeyError", "'…'"): ("Traceback (most recent call last):", "KeyError: 'job-7'")},
+         messages={("error", "connect ECONNREFUSED <ip>"): 2, ("error", "worker: job <n> failed"): 1}),
     Case("uvicorn.log", {"info": 10, "error": 2},
          {("ValueError", "bad path /x/<n>"): 2},
          {("ValueError", "bad path /x/<n>"): ("Traceback (most recent call last):", "ValueError: bad path /x/1")}),
@@ -294,6 +336,8 @@ def test_real_library_output_is_read(case: Case) -> None:
         assert dict(a.messages) == case.messages
     if case.json_lines is not None:
         assert a.json_lines == case.json_lines == a.lines
+    # a terminal's colours (Node's grey frames, Compose's prefixes) reach no group, message or example
+    assert "\x1b" not in repr((a.exceptions, a.messages, a.message_examples))
     examples = {(g.kind, g.message): g.example.split("\n") for g in a.exceptions.values()}
     for key, needed in case.example_has.items():
         for line in needed:

@@ -26,8 +26,11 @@
     Rails' ``Class (message):``, then the backtrace), PHP (``PHP Fatal error:  Uncaught PDOException: … in
     /app/db.php:22`` then ``Stack trace:``);
   - a process manager's time stamp before every line (PM2's ``2024-03-01T10:00:00: ``) is taken off first;
-    lines whose prefix names their process (syslog's ``app[1234]: ``, ``pm2 logs``' ``0|api | ``) are read per
-    process, so that processes writing one file line by line do not cut each other's traces.
+    lines whose prefix names their process (syslog's ``app[1234]: ``, ``pm2 logs``' ``0|api | ``, ``docker compose
+    logs``' ``web-1  | ``) are read per process, so that processes writing one file line by line do not cut each
+    other's traces; terminal colours are taken off every line;
+  - Node's ``console.error('payment failed', err)``: the message, then the error and its stack (an exception
+    after a message on a line, followed by frames).
 
   - Monolog (Laravel, Symfony): an exception in the context (``{"exception":"[object] (Class(code: 0): …``),
     Laravel's ``[stacktrace]`` and ``[previous exception]`` lines after it.
@@ -268,8 +271,34 @@ _PY_EXC = re.compile(r"^([\w.]+)(?:: (.*))?$")
 _EXC_SUFFIX = r"(?:Error|Exception|Exit|Interrupt|Warning|Fault|Throwable|Failure|Timeout|NotFound|Invalid\w*|Denied|Rejection)"
 #: an exception line: a (dotted) type name ending in one of the suffixes — the name may be the suffix
 #: alone, as in Node's ``Error: connect ECONNREFUSED …`` and ``java.lang.Exception: …``
-_EXC_LINE = re.compile(rf"^((?:[A-Za-z_$][\w$]*\.)*(?:[A-Za-z_$][\w$]*)?{_EXC_SUFFIX})(?:: ?(.*))?$")
+#: Node's system and internal errors carry their code after the name (``TypeError [ERR_INVALID_ARG_TYPE]: …``,
+#: ``SystemError [ERR_SYSTEM_ERROR]: …``): the type is the name, as for Node's JSON loggers (``err.type``)
+_EXC_LINE = re.compile(rf"^((?:[A-Za-z_$][\w$]*\.)*(?:[A-Za-z_$][\w$]*)?{_EXC_SUFFIX})(?: \[[A-Z][A-Z0-9_]*\])?"
+                       r"(?:: ?(.*))?$")
 _BARE_EXC = re.compile(_EXC_SUFFIX)
+#: an exception after a message on the same line, as ``console.error('payment failed', err)`` prints it (util.format:
+#: the message, a space, then the error's stack — ``payment failed TypeError: …``), or a logger's line that ends
+#: with the error (``… ERROR c.e.App - payment failed java.lang.IllegalStateException: …``): an exception only
+#: when a frame (``    at …``) follows; its type's name ends in Error or Exception
+_EMBEDDED_TAIL = re.compile(r"(?:Error|Exception)(?: \[[A-Z][A-Z0-9_]*\])?(?:: |$)")
+
+
+def _embedded_exc(s: str) -> re.Match[str] | None:
+    """The exception line (``_EXC_LINE``) that ends ``s`` after a message and a space, or None: the first word
+    whose type name ends in Error or Exception followed by ``: `` (or the line's end) and that starts an exception
+    line. (Found from the suffix back: one pattern searched from every word's start took 30 µs a line.)"""
+    for t in _EMBEDDED_TAIL.finditer(s):
+        start = max(s.rfind(" ", 0, t.start()), s.rfind("\t", 0, t.start())) + 1
+        if start > 0:
+            m = _EXC_LINE.match(s[start:])
+            if m:
+                return m
+    return None
+
+
+_AT_FRAME = re.compile(r"^\s+at \S")
+#: a link of a chain, inside a trace: read outside one (the trace cut before it), no exception of its own
+_CHAIN_LINK = re.compile(r"^(?:Caused by|Suppressed|\[cause\]): ")
 #: the JVM's prefix of an uncaught exception: ``Exception in thread "main" java.lang.…: …``
 _JVM_THREAD = re.compile(r'^Exception in thread "[^"]*" ')
 
@@ -318,9 +347,22 @@ _GO_STACK = re.compile(r"^(?:\s*$|\[signal |goroutine \d+ |\t|created by |exit s
 _MANAGER_STAMP = re.compile(r"^\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:[.,]\d+)?(?: ?(?:Z|[+-]\d\d:?\d\d))?: ")
 #: a prefix naming the process that wrote the line, on every line (so one process's trace can be told from the
 #: lines another writes between its lines): syslog's and ``journalctl``'s (``Mar  1 10:00:00 host app[1234]: ``,
-#: ``-o short-iso``: ``2024-03-01T10:00:00+0000 host app[1234]: ``), ``pm2 logs``' (``0|api      | ``)
+#: ``-o short-iso``: ``2024-03-01T10:00:00+0000 host app[1234]: ``), ``pm2 logs``' (``0|api      | ``), and
+#: ``docker compose logs``' (``web-1  | ``; docker-compose 1.x: ``web_1  | ``): the container's name padded, then
+#: `` | `` — a name ending in its replica's number, so that a ``LEVEL | message`` format's start is none
 _PROC_PREFIX = re.compile(r"^(?:(?:[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d|\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:[.,]\d+)?"
-                          r"(?:Z|[+-]\d\d:?\d\d)?) \S+ ([\w.@/-]+\[\d+\]):(?: |$)|(\d+\|[\w.@-]+)\s*\| )")
+                          r"(?:Z|[+-]\d\d:?\d\d)?) \S+ ([\w.@/-]+\[\d+\]):(?: |$)|(\d+\|[\w.@-]+)\s*\| |"
+                          r"([A-Za-z][\w.-]{0,100}[-_]\d+) +\|(?: |$))")
+#: ``docker compose logs`` with colours (a terminal, ``--ansi always``): the prefix in its service's colour, the
+#: colour reset after `` | `` (Compose 2) or after ``|`` (1.x) — coloured, any container name is one
+#: (``container_name: shop``)
+_COMPOSE_COLORED = re.compile(r"^\x1b\[[\d;]*m([\w.-]{1,128}) +\|(?: \x1b\[0m|\x1b\[0m(?: |$))")
+#: the time stamp ``docker compose logs --timestamps`` (and ``docker logs -t``) writes after the prefix
+#: (RFC 3339 with nanoseconds, always nine digits: Go's RFC3339NanoFixed)
+_DOCKER_STAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}(?:Z|[+-]\d\d:\d\d) ")
+#: terminal escape sequences (colours: Node's grey frames on a terminal, a pretty-printer's levels, Compose's
+#: prefixes): no part of a message
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
 _MAX_PROCS = 256
 #: the first two lines of Node's report of an uncaught exception: where it was thrown (``/app/server.js:12``,
 #: ``node:internal/process/promises:389``, ``file:///app/server.mjs:3``, ``<anonymous_script>:1``), then the
@@ -455,7 +497,15 @@ class AppLogStats:
         p = _PROC_PREFIX.match(line)
         if p is None:
             return False
-        key = p.group(1) or p.group(2)  # not by source: a trace goes on from a rotated file into the next
+        rest = line[p.end():]
+        if p.group(3):  # docker compose: the time stamp of --timestamps is no part of the line
+            rest = _DOCKER_STAMP.sub("", rest, 1) if rest[:1].isdigit() else rest
+        # not by source: a trace goes on from a rotated file into the next
+        self._to_proc(p.group(1) or p.group(2) or p.group(3), rest, source)
+        return True
+
+    def _to_proc(self, key: str, rest: str, source: str) -> None:
+        """Read ``rest``, a line without its prefix, with the reader of the process ``key`` named."""
         proc = self._procs.get(key)
         if proc is None:
             if len(self._procs) >= _MAX_PROCS:  # pids come and go: the idle readers are dropped
@@ -464,13 +514,19 @@ class AppLogStats:
             proc = self._procs[key] = AppLogStats(levels=self.levels, messages=self.messages,
                                                   message_examples=self.message_examples, exceptions=self.exceptions)
         before = proc.json_lines
-        proc._line(line[p.end():], source)
+        proc._line(rest, source)
         self.json_lines += proc.json_lines - before
         proc.json_lines = 0
-        return True
 
     def _line(self, line: str, source: str) -> None:
-        if (line[:1].isdigit() or line[:1].isupper()) and self._proc(line, source):
+        if "\x1b" in line:
+            colored = _COMPOSE_COLORED.match(line)
+            line = _ANSI.sub("", line[colored.end():] if colored else line)
+            if colored:
+                self._to_proc(colored.group(1), _DOCKER_STAMP.sub("", line, 1) if line[:1].isdigit() else line, source)
+                return
+        first = line[:1]
+        if (first.isdigit() or first.isupper() or (first.islower() and "| " in line)) and self._proc(line, source):
             return
         if line[:1].isdigit():
             line = _MANAGER_STAMP.sub("", line, 1)
@@ -551,6 +607,9 @@ class AppLogStats:
         mono = _MONOLOG_EXC.search(line) if '"exception":"[object] (' in line and not (rb or go or php) else None
         em = None if rb or go or php or mono else _exc_line(s)
         exc = bool(rb or go or php or mono) or bool(em and (em.group(2) is not None or "." in em.group(1)))
+        # an exception after a message on the line (see _embedded_exc): held until a frame shows it is one
+        emb = (_embedded_exc(s) if not exc and ("Error" in s or "Exception" in s) and not _CHAIN_LINK.match(s)
+               else None)
         stamped = bool(_TIME_HEAD.match(line))
         if rb and not stamped and rb.re is not _RUBY:
             # Rails' exception line inside its FATAL record: no log line of its own
@@ -563,6 +622,8 @@ class AppLogStats:
             if open_key is not None and open_own and len(self.message_examples[open_key]) < 2000:
                 self.message_examples[open_key] = (self.message_examples[open_key] + "\n" + line)[:2000]
             self._record = record
+            if emb:
+                self._pending, self._pending_source, self._pending_kind = [s], source, "embedded"
             return
         m = _TEXT_LEVEL.search(line[:120])
         level = LEVEL_WORDS.get(m.group(1).lower(), "info") if m else None
@@ -585,6 +646,8 @@ class AppLogStats:
             self._pending = [line if rb or php or mono else s]
             self._pending_source = source
             self._pending_kind = "go" if go else "ruby" if rb else "php" if php else "monolog" if mono else ""
+        elif emb:
+            self._pending, self._pending_source, self._pending_kind = [s], source, "embedded"
 
     def _flush(self) -> None:
         block, self._pending = self._pending, []
@@ -630,6 +693,12 @@ class AppLogStats:
                 if len(example) > 3000:  # a long chain: its start and the final exception
                     example = example[:1000] + "\n…\n" + example[-1990:]
                 self._exception(exc[0], exc[1], example, self._pending_source, _chain_root(block, exc[0]))
+            return
+        if kind == "embedded":
+            m = _embedded_exc(block[0])
+            if m and len(block) > 1 and _AT_FRAME.match(block[1]):
+                self._exception(m.group(1), m.group(2) or "", "\n".join(block), self._pending_source,
+                                _chain_root(block, m.group(1)))
             return
         head = block[0].strip()
         em = _exc_line(head)
@@ -952,7 +1021,7 @@ _JVM_CAUSE = re.compile(r"^Caused by: ([\w.$]+)")
 #: Node's ``util.inspect`` of an error's ``cause`` (Node 16.9 and later; ``console.error(e)``, an uncaught error):
 #: ``  [cause]: DbError: …`` after the error's frames, two spaces deeper for each cause of a cause; an error with
 #: no frames is in brackets (``[cause]: [Error: …]``); a cause that is no error (``[cause]: 'timeout'``) is none
-_NODE_CAUSE = re.compile(r"^( *)\[cause\]: \[?([A-Za-z_$][\w$.]*)(?::|\]| \{|$)")
+_NODE_CAUSE = re.compile(r"^( *)\[cause\]: \[?([A-Za-z_$][\w$.]*)(?::|\]| \{| \[[A-Z]|$)")
 #: an ``AggregateError``'s errors (``Promise.any``): ``  [errors]: [`` then each error four spaces in
 _NODE_ERRORS = "  [errors]: ["
 _NODE_ERRORS_FIRST = re.compile(r"^    \[?([A-Za-z_$][\w$.]*)(?::|\]| \{|,?$)")
