@@ -323,24 +323,74 @@ def _backup_verify_restore(cli: Any, cfg: Path, tmp_path: Path) -> tuple[dict[st
     return run, {f["path"]: f for f in files}, dest
 
 
-def test_every_name_of_a_hard_linked_file_is_archived_with_its_data(
-        cli: Any, make_config: Any, tmp_path: Path, age_key: AgeKey) -> None:
-    """cp -al / rsync --link-dest releases: the second name of an inode is not a size-0 link entry whose
-    manifest line claims the hash of empty data; verify passes and each name restores with its content."""
-    root = tmp_path / "srv" / "app"
-    (root / "releases" / "1").mkdir(parents=True)
-    data = b"shared content\n" * 100
-    (root / "releases" / "1" / "lib.js").write_bytes(data)
-    (root / "releases" / "2").mkdir()
-    os.link(root / "releases" / "1" / "lib.js", root / "releases" / "2" / "lib.js")
-    cfg = _config(make_config, tmp_path, root, age_key, {})
-    _, files, dest = _backup_verify_restore(cli, cfg, tmp_path)
-    rel = str(root).lstrip("/")
-    for n in ("1", "2"):
-        f = files[f"{rel}/releases/{n}/lib.js"]
-        assert f["size"] == len(data) and f["sha256"] == hashlib.sha256(data).hexdigest(), f
-        assert (dest / rel / "releases" / n / "lib.js").read_bytes() == data
+def _decrypted_tar(tmp_path: Path, age_key: AgeKey, name: str = "files.tar.zst.age") -> bytes:
+    [obj] = list((tmp_path / "store").rglob(name))
+    dec = subprocess.run(["age", "-d", "-i", str(age_key.identity), str(obj)], check=True, capture_output=True)
+    return subprocess.run(["zstd", "-d", "-c"], input=dec.stdout, check=True, capture_output=True).stdout
 
+
+def test_hard_links_are_archived_once_and_restored_as_links(
+        cli: Any, make_config: Any, tmp_path: Path, age_key: AgeKey) -> None:
+    """cp -al / rsync --link-dest releases, pnpm stores: a file with 3 names in the tree is archived once (the
+    archive is not 3 times its size), its later names as hard-link members to the first (as GNU tar writes
+    them); the manifest lists every name with the size and hash, the later ones with 'link'; verify passes, and
+    both upkeeper's restore and a plain 'tar -x' make one file with 3 names again.  A fourth name outside the
+    tree and a fifth excluded one are not in the archive."""
+    root = tmp_path / "srv" / "app"
+    for n in ("1", "2", "3"):
+        (root / "releases" / n).mkdir(parents=True)
+    data = os.urandom(256 << 10)  # incompressible: the stored size shows how often it is archived
+    first = root / "releases" / "1" / "lib.js"
+    first.write_bytes(data)
+    for other in (root / "releases" / "2" / "lib.js", root / "releases" / "3" / "lib.js", tmp_path / "outside.js",
+                  root / "releases" / "lib.js.bak"):
+        os.link(first, other)
+    (root / "app.js").write_text("console.log('hi')\n")
+    cfg = _config(make_config, tmp_path, root, age_key, {"exclude": ["*.bak"]})
+    _, files, dest = _backup_verify_restore(cli, cfg, tmp_path)
+    [obj] = list((tmp_path / "store").rglob("files.tar.zst.age"))
+    assert obj.stat().st_size < 1.5 * len(data), obj.stat().st_size
+    rel = str(root).lstrip("/")
+    names = [f"{rel}/releases/{n}/lib.js" for n in ("1", "2", "3")]
+    for name in names:
+        f = files[name]
+        assert f["type"] == "file" and f["size"] == len(data) and f["sha256"] == hashlib.sha256(data).hexdigest(), f
+        assert f.get("link") == (None if name == names[0] else names[0]), f
+    assert f"{rel}/releases/lib.js.bak" not in files
+    with tarfile.open(fileobj=io.BytesIO(_decrypted_tar(tmp_path, age_key))) as tf:
+        kinds = {m.name: (m.type, m.linkname, m.size) for m in tf.getmembers() if m.name in names}
+    assert kinds == {names[0]: (tarfile.REGTYPE, "", len(data)), names[1]: (tarfile.LNKTYPE, names[0], 0),
+                     names[2]: (tarfile.LNKTYPE, names[0], 0)}
+    plain = tmp_path / "tar-x"
+    plain.mkdir()
+    subprocess.run(["tar", "-x", "-C", str(plain)], input=_decrypted_tar(tmp_path, age_key), check=True)
+    for top in (dest, plain):
+        st = [os.stat(top / name) for name in names]
+        assert {(s.st_ino, s.st_nlink) for s in st} == {(st[0].st_ino, 3)}, top
+        assert (top / names[2]).read_bytes() == data
+        assert (top / rel / "app.js").read_text() == "console.log('hi')\n"
+
+
+def test_a_hard_linked_file_changed_after_its_first_name_was_archived_is_archived_again(tmp_path: Path) -> None:
+    """A later name of a file written (or linked again) after its first name was archived holds other data than
+    that member: it is archived with its own data, not as a link to stale content."""
+    from upkeeper.backup.files import iter_walk
+
+    (tmp_path / "a").write_bytes(b"old\n")
+    os.link(tmp_path / "a", tmp_path / "b")
+    os.link(tmp_path / "a", tmp_path / "c")
+
+    def entries() -> Any:
+        for e in iter_walk([tmp_path], []):
+            yield e
+            if e.name == "a":
+                (tmp_path / "a").write_bytes(b"new!\n")
+
+    listed, members = _tar_of(entries())
+    by = {f["path"].rsplit("/", 1)[-1]: f for f in listed}
+    assert members[by["a"]["path"]] == b"old\n" and members[by["b"]["path"]] == b"new!\n", members
+    assert "link" not in by["a"] and "link" not in by["b"] and by["c"]["link"] == by["b"]["path"], by
+    assert by["c"]["sha256"] == hashlib.sha256(b"new!\n").hexdigest()
 
 
 def _tar_of(entries: Any, **kw: Any) -> tuple[list[dict[str, Any]], dict[str, bytes | None]]:
@@ -731,6 +781,62 @@ def test_verify_fails_on_an_archive_member_the_manifest_does_not_list(
     assert "files.tar.zst.age" in summary and added[0].name in summary and want in summary, summary
 
 
+@pytest.mark.parametrize("listed_as", ["written", "read"])
+@pytest.mark.parametrize("damage", [None, "target-data", "link-elsewhere", "target-gone", "stored-as-file"])
+def test_verify_compares_a_hard_link_with_the_member_it_links_to(tmp_path: Path, damage: str | None,
+                                                                 listed_as: str) -> None:
+    """A hard-link member restores the data of the member it links to: verify's comparison (as the backup
+    wrote the file list, and as read back from manifest.json) fails when that member's data is not what the
+    manifest lists for the link's name, when the link points at another member, when there is no such member
+    before it, or when the name is not a link at all."""
+    from upkeeper.backup.files import ReadFileList, iter_walk, write_tar
+    from upkeeper.backup.pipeline import ObjectRecord
+    from upkeeper.backup.verify import _Comparison
+    from upkeeper.errors import BackupError
+
+    (tmp_path / "a.png").write_bytes(b"png data\n" * 50)
+    (tmp_path / "b.png").hardlink_to(tmp_path / "a.png")
+    (tmp_path / "c.js").write_text("c()\n")
+    buf = io.BytesIO()
+    written = write_tar(iter_walk([tmp_path], []), buf.write)
+    listed: Any = written if listed_as == "written" else ReadFileList(
+        [ReadFileList.entry(json.loads(line)) for line in written.lines()])
+    rel = str(tmp_path).lstrip("/")
+    target, link = f"{rel}/a.png", f"{rel}/b.png"
+    out = io.BytesIO()
+    with tarfile.open(fileobj=io.BytesIO(buf.getvalue())) as src, tarfile.open(fileobj=out, mode="w") as dst:
+        for m in src.getmembers():
+            data = src.extractfile(m).read() if m.isreg() else None  # type: ignore[union-attr]
+            if m.name == link:
+                assert m.islnk() and m.linkname == target, (m.name, m.type, m.linkname)
+                if damage == "link-elsewhere":
+                    m.linkname = f"{rel}/c.js"
+                elif damage == "stored-as-file":
+                    m.type, m.linkname, data = tarfile.REGTYPE, "", b"png data\n" * 50
+                    m.size = len(data)
+            elif m.name == target:
+                if damage == "target-gone":
+                    continue
+                if damage == "target-data":
+                    assert data is not None
+                    data = data.replace(b"png", b"gif")
+            dst.addfile(m, io.BytesIO(data) if data is not None else None)
+    cmp = _Comparison(ObjectRecord("files.tar.zst.age", 0, "", 0), listed)
+    with tarfile.open(fileobj=io.BytesIO(out.getvalue()), mode="r|") as tf:
+        while (ti := tf.next()) is not None:
+            cmp.member(tf, ti)
+    if damage is None:
+        assert cmp.result() == 3
+        return
+    with pytest.raises(BackupError) as exc:
+        cmp.result()
+    want = {"target-data": f"{target} does not match its SHA-256",
+            "link-elsewhere": f"hard link {link} links to '{rel}/c.js', manifest says '{target}'",
+            "target-gone": f"hard link {link}: {target}, which it links to, is not a file earlier in the archive",
+            "stored-as-file": f"{link} is a file in the archive, the manifest says hard link"}
+    assert want[damage] in str(exc.value), exc.value
+
+
 def test_verify_fails_on_a_listed_directory_missing_from_the_archive(
         cli: Any, make_config: Any, tmp_path: Path, app_tree: Path, age_key: AgeKey) -> None:
     """An empty directory the manifest lists (an uploads dir the app needs) but the archive lacks fails verify."""
@@ -747,7 +853,7 @@ def test_verify_fails_on_a_listed_directory_missing_from_the_archive(
 
 
 @pytest.mark.parametrize("trick", ["dotdot", "absolute", "symlink-then-file", "symlink-then-dir", "link-to-dotdot",
-                                   "unlisted", "twice"])
+                                   "unlisted", "twice", "hard-link-out"])
 def test_restore_never_writes_outside_the_directory(cli: Any, make_config: Any, tmp_path: Path, app_tree: Path,
                                                     age_key: AgeKey, trick: str) -> None:
     """A set planted on the storage (anyone who may write there can encrypt to the public recipient, and
@@ -771,7 +877,11 @@ def test_restore_never_writes_outside_the_directory(cli: Any, make_config: Any, 
                            _member(f"{rel}/lnk/pwned", b"pwned\n")],
         "unlisted": [_member(f"{rel}/pwned.js", b"pwned\n")],
         "twice": [_member(f"{rel}/app.js", b"pwned\n")],  # a second copy of a listed file
+        "hard-link-out": [_member(f"{rel}/pwned", kind=tarfile.LNKTYPE)],
     }[trick]
+    if trick == "hard-link-out":  # another name of a file outside: a link made to it would expose or alter it
+        (victim / "target").write_text("victim\n")
+        planted[0][0].linkname = "../../../../../../../../../../.." + str(victim / "target")
     [mpath] = list((tmp_path / "store").rglob("manifest.json"))
     m = json.loads(mpath.read_text())
     files = m["files"]["archives"]["files.tar.zst.age"]["files"]
@@ -779,6 +889,7 @@ def test_restore_never_writes_outside_the_directory(cli: Any, make_config: Any, 
         for ti, data in planted:
             files.append({"path": ti.name, "type": "symlink" if ti.issym() else "dir" if ti.isdir() else "file",
                           "mode": 0o644, **({"target": ti.linkname} if ti.issym() else {}),
+                          **({"link": ti.linkname, "size": 7} if ti.islnk() else {}),
                           **({"size": len(data), "sha256": hashlib.sha256(data).hexdigest()} if data else {})})
     mpath.write_text(json.dumps(m))
     _tamper_archive(cli, cfg, tmp_path, age_key, "files.tar.zst.age", lambda ms: [*ms, *planted])
@@ -786,7 +897,8 @@ def test_restore_never_writes_outside_the_directory(cli: Any, make_config: Any, 
     r = cli(["--config", cfg, "backups", "restore", bid, "--to", dest])
     assert r.code == 1, r.output
     assert "Traceback" not in r.output and "files.tar.zst.age" in r.output, r.output
-    assert list(victim.iterdir()) == [], r.output
+    assert list(victim.iterdir()) == ([victim / "target"] if trick == "hard-link-out" else []), r.output
+    assert trick != "hard-link-out" or os.stat(victim / "target").st_nlink == 1
     assert not list(tmp_path.glob("**/pwned*")) or all(dest in p.parents for p in tmp_path.glob("**/pwned*"))
     if trick == "twice":
         assert "the archive holds it twice" in " ".join(r.output.split()) and not dest.exists(), r.output
@@ -1034,8 +1146,10 @@ def test_another_name_of_a_secret_file_goes_into_the_secrets_archive(
     rel = str(app_tree).lstrip("/")
     assert f"{rel}/shared/.env.previous" not in main and f"{rel}/shared" in main
     secrets = json.loads(text)["files"]["archives"]["secrets.tar.zst.age"]["files"]
-    assert sorted(f["path"] for f in secrets) == [f"{rel}/.env", f"{rel}/shared/.env.previous"]
+    assert [(f["path"], f.get("link")) for f in secrets] == [(f"{rel}/.env", None),
+                                                             (f"{rel}/shared/.env.previous", f"{rel}/.env")]
     assert (dest / rel / "shared" / ".env.previous").read_text().startswith("DATABASE_URL")
+    assert os.stat(dest / rel / "shared" / ".env.previous").st_ino == os.stat(dest / rel / ".env").st_ino
 
 
 def test_a_missing_app_root_is_named_not_called_excluded(cli: Any, make_config: Any, tmp_path: Path,

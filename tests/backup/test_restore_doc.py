@@ -152,6 +152,7 @@ def test_files_section_followed_literally(cli: Any, make_config: Any, age_key: A
     (root / "public" / "img" / "logo.png").write_bytes(bytes(range(256)) * 40)
     (root / ".env").write_text("DATABASE_URL=postgres://app:s3cr3t@db/app\n")
     (root / "current.js").symlink_to(root / "app.js")
+    (root / "public" / "img" / "logo-2x.png").hardlink_to(root / "public" / "img" / "logo.png")
     attributes = make_attributes(root)  # ACLs, a file capability, user attributes: GNU tar reads them back
     run_app_files_backup(cli, make_config, age_key, tmp_path, root)
     work, manifest = fetch_set(tmp_path / "store1", tmp_path)
@@ -172,6 +173,9 @@ def test_files_section_followed_literally(cli: Any, make_config: Any, age_key: A
     assert (dest / rel / ".env").read_text() == "DATABASE_URL=postgres://app:s3cr3t@db/app\n"
     assert (dest / rel / "current.js").is_symlink()
     assert str((dest / rel / "current.js").readlink()) == str(root / "app.js")
+    # a hard link is archived as one (not a second copy of the data): tar makes the link again
+    assert os.stat(dest / rel / "public" / "img" / "logo-2x.png").st_ino == os.stat(
+        dest / rel / "public" / "img" / "logo.png").st_ino
     checked = 0
     for archive in manifest["files"]["archives"].values():
         for f in archive["files"]:
@@ -181,7 +185,7 @@ def test_files_section_followed_literally(cli: Any, make_config: Any, age_key: A
             assert len(data) == f["size"]
             assert f.get("sha256", hashlib.sha256(data).hexdigest()) == hashlib.sha256(data).hexdigest()
             checked += 1
-    assert checked == 7  # app.js, logo.png, .env and make_attributes' 4 files
+    assert checked == 8  # app.js, logo.png, logo-2x.png, .env and make_attributes' 4 files
 
 
 def test_files_section_restores_directory_modes_and_mtimes_also_as_another_user(cli: Any, make_config: Any,

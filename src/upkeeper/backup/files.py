@@ -4,7 +4,8 @@ Symlinks are stored as symlinks and never followed, so nothing outside the
 configured trees is read; sockets, FIFOs and devices are skipped.  Entry names
 are the real absolute paths (symlinked directories above a configured path resolved) without the leading
 ``/`` (as GNU tar writes them).  POSIX ACLs, file capabilities and ``user.*`` attributes are archived as GNU
-tar's ``--xattrs --acls`` writes them (:data:`ARCHIVED_XATTRS`).
+tar's ``--xattrs --acls`` writes them (:data:`ARCHIVED_XATTRS`).  A file with several names (hard links) is
+archived once: its later names are hard-link members to the first, as GNU tar writes them (:func:`write_tar`).
 """
 
 from __future__ import annotations
@@ -390,7 +391,7 @@ class FileList:
 
 
 #: the keys of a file list's entry, in the order :class:`ReadFileList` keeps their values
-ENTRY_KEYS = ("path", "type", "mode", "size", "sha256", "target", "padded", "snapshot", "xattrs")
+ENTRY_KEYS = ("path", "type", "mode", "size", "sha256", "target", "padded", "snapshot", "xattrs", "link")
 _KINDS = {k: k for k in ("file", "dir", "symlink")}
 _MODES: dict[int, int] = {}
 
@@ -411,7 +412,7 @@ class ReadFileList:
         return (d.get("path"), _KINDS.get(kind, kind) if isinstance(kind, str) else kind,
                 _MODES.setdefault(mode, mode) if type(mode) is int and len(_MODES) < 4096 else mode,
                 d.get("size"), d.get("sha256"), d.get("target"), d.get("padded"), d.get("snapshot"),
-                d.get("xattrs"))
+                d.get("xattrs"), d.get("link"))
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         for t in self._entries:
@@ -419,6 +420,26 @@ class ReadFileList:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    def hard_links(self) -> Iterator[tuple[str, str]]:
+        """(path, the path it links to) of each entry archived as a hard link (see :func:`hard_links`)."""
+        i = ENTRY_KEYS.index("link")
+        return ((t[0], t[i]) for t in self._entries if t[i] is not None)
+
+
+def hard_links(listed: Iterable[dict[str, Any]]) -> Iterator[tuple[str, str]]:
+    """(path, ``link``) of each entry of a file list that is archived as a hard link to an earlier member of
+    its archive (its ``link``), without decoding every entry of a :class:`FileList` or
+    :class:`ReadFileList`."""
+    if isinstance(listed, ReadFileList):
+        yield from listed.hard_links()
+        return
+    items: Iterable[dict[str, Any]] = listed
+    if isinstance(listed, FileList):
+        items = (json.loads(line) for line in listed.lines() if b'"link": ' in line)
+    for f in items:
+        if f.get("link") is not None:
+            yield str(f["path"]), str(f["link"])
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -539,9 +560,8 @@ def _header(arcname: str, st: os.stat_result, type_: bytes, size: int = 0, linkn
     A plain ustar header (mtime in whole seconds, as GNU tar writes by default) when every field fits it; a
     pax extended header (as tarfile writes them) only for what does not: names longer than ustar can split
     or not ASCII, sizes of 8 GiB and more, large ids; and for extended attributes (:func:`_xattr_records`).
-    Every name of a hard-linked file is a regular member
-    with its own data: the manifest lists each name with its size and hash, and a restore of any subset of
-    the names gets the content.
+    A hard link (``LNKTYPE``, as GNU tar writes the second and later names of a file) has size 0 and
+    ``linkname`` the name of the member that holds the data.
     """
     if type_ == tarfile.DIRTYPE:
         arcname += "/"
@@ -677,6 +697,60 @@ def _read_error(e: Entry, exc: OSError) -> BackupError:
                        "Try: check the disk (dmesg), or exclude the file")
 
 
+@dataclass(slots=True)
+class _Added:
+    """A file archived with its data: its manifest line, the member's size and SHA-256 (None without hashes),
+    and whether it was read whole and unchanged (only then may other names of it link to it)."""
+
+    line: bytes
+    size: int
+    digest: str | None
+    clean: bool
+
+
+@dataclass(slots=True)
+class _Linkable:
+    """A multiply-linked file archived with its data: the member's name, the stat it was archived by (a later
+    name must find the inode still so), the member's size and SHA-256, and how many of its names are not yet
+    archived."""
+
+    arcname: str
+    ctime_ns: int
+    mtime_ns: int
+    st_size: int
+    size: int
+    digest: str | None
+    left: int
+
+
+#: (st_dev, st_ino) → the member that holds the data of a file with other names (hard links) not yet archived
+Links = dict[tuple[int, int], _Linkable]
+
+
+def _link_item(out: _Buffered, e: Entry, st: os.stat_result, links: Links) -> bytes | None:
+    """Another name of a file already archived in this archive, unchanged since: a hard-link member (``LNKTYPE``,
+    no data, ``linkname`` the first name, as GNU tar writes it) and its manifest line (the first member's size
+    and hash, and ``link``: its path).  None when the file is not linked to (a first name; or it changed since
+    its first name was archived: then this name is archived with its data, and is the one linked to after)."""
+    key = (st.st_dev, st.st_ino)
+    first = links.get(key)
+    if first is None:
+        return None
+    if (first.ctime_ns, first.mtime_ns, first.st_size) != (st.st_ctime_ns, st.st_mtime_ns, st.st_size):
+        del links[key]
+        return None
+    first.left -= 1
+    if first.left <= 0:  # every name seen: forgotten (a tree of many links keeps only those still to come)
+        del links[key]
+    out.write(_header(e.arcname, st, tarfile.LNKTYPE, linkname=first.arcname))
+    item: dict[str, Any] = {"path": e.arcname, "type": "file", "mode": stat.S_IMODE(st.st_mode),
+                            "size": first.size}
+    if first.digest is not None:
+        item["sha256"] = first.digest
+    item["link"] = first.arcname
+    return json_line(item)
+
+
 class _SQLite(Exception):
     """Raised by :func:`_add_file` for a SQLite database, before anything is written: ``head`` is what it
     read of its start."""
@@ -687,11 +761,11 @@ class _SQLite(Exception):
 
 def _add_file(out: _Buffered, e: Entry, fd: int, st: os.stat_result, hashes: bool,
               changed: list[tuple[str, str]] | None, xattrs: Xattrs = (), *, sqlite: bool = False,
-              meta: os.stat_result | None = None, snapshot: str | None = None) -> bytes:
+              meta: os.stat_result | None = None, snapshot: str | None = None) -> _Added:
     """The header and exactly ``st.st_size`` bytes of data read from ``fd`` (hashed on the way): returns the
-    manifest's line.  A file that ends before that size (it shrank while being read: a log truncated by
-    logrotate) is padded with zeros to it, as GNU tar does ("File shrank by N bytes; padding with zeros"):
-    the archive stays sound and the hash is of what it holds.
+    manifest's line (and what a hard link to it needs).  A file that ends before that size (it shrank while
+    being read: a log truncated by logrotate) is padded with zeros to it, as GNU tar does ("File shrank by N
+    bytes; padding with zeros"): the archive stays sound and the hash is of what it holds.
 
     With ``sqlite``, a file that starts with SQLite's header raises :class:`_SQLite` before anything is
     written (the data of a file of up to :data:`BUFFER` bytes is read anyway: checked in it; 100 bytes read
@@ -742,6 +816,7 @@ def _add_file(out: _Buffered, e: Entry, fd: int, st: os.stat_result, hashes: boo
             out.write(_NUL[size % BLOCK:])
         digest = sha.hexdigest() if sha is not None else None
     after = os.fstat(fd)
+    clean = False
     if padded:
         _changed(changed, e, f"shrank by {padded} bytes while being read (truncated, e.g. by logrotate); "
                              f"archived as read ({size - padded} bytes), padded with zeros to its size at the "
@@ -750,6 +825,8 @@ def _add_file(out: _Buffered, e: Entry, fd: int, st: os.stat_result, hashes: boo
         # as GNU tar's "file changed as we read it": the manifest's hash is of what was archived, which may be
         # neither the old nor the new content
         _changed(changed, e, "changed while being read; archived as read, possibly inconsistent")
+    else:
+        clean = True
     # {"path", "type": "file", "mode", "size"[, "sha256"][, "padded"][, "snapshot"]}, as json_line writes it
     line = b'{"path": %s, "type": "file", "mode": %d, "size": %d' % (_json_str(e.arcname),
                                                                      stat.S_IMODE(info.st_mode), size)
@@ -761,7 +838,7 @@ def _add_file(out: _Buffered, e: Entry, fd: int, st: os.stat_result, hashes: boo
         line += b', "snapshot": %s' % _json_str(snapshot)
     if xattrs:
         line += b', "xattrs": ' + json_line(xattrs_entry(xattrs, hashes))[:-1]
-    return line + b"}\n"
+    return _Added(line + b"}\n", size, digest, clean)
 
 
 def _read_rest(e: Entry, fd: int, b: bytes, size: int) -> bytes:
@@ -815,7 +892,8 @@ _OPEN_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
 def _file_item(out: _Buffered, e: Entry, hashes: bool, changed: list[tuple[str, str]] | None,
-               parents: _Parents, attrs: Unarchived | None, sqlite: Snapshots | None = None) -> bytes | None:
+               parents: _Parents, attrs: Unarchived | None, sqlite: Snapshots | None = None,
+               links: Links | None = None) -> bytes | None:
     if e.parent is not None:
         dir_fd = parents.fd_for(e)
         if dir_fd is None:
@@ -850,20 +928,32 @@ def _file_item(out: _Buffered, e: Entry, hashes: bool, changed: list[tuple[str, 
             # another file renamed over it (an atomic save), in the very directory the walk listed: the tree's
             # file now, archived as found when it was opened (its header from that file's fstat)
             _changed(changed, e, "replaced (renamed over) during the backup; the new file archived")
+        linked = links is not None and st.st_nlink > 1
+        if linked:
+            assert links is not None
+            line = _link_item(out, e, st, links)
+            if line is not None:
+                return line
         xattrs = read_xattrs(fd, e.path, attrs)
         if sqlite is None:
-            return _add_file(out, e, fd, st, hashes, changed, xattrs)
-        try:
-            return _add_file(out, e, fd, st, hashes, changed, xattrs, sqlite=True)
-        except _SQLite as db:
-            return _sqlite_item(out, e, fd, st, dir_fd, db.head, hashes, changed, sqlite, xattrs)
+            added = _add_file(out, e, fd, st, hashes, changed, xattrs)
+        else:
+            try:
+                added = _add_file(out, e, fd, st, hashes, changed, xattrs, sqlite=True)
+            except _SQLite as db:
+                added = _sqlite_item(out, e, fd, st, dir_fd, db.head, hashes, changed, sqlite, xattrs)
+        if linked and added.clean:  # the member its other names in this archive will link to
+            assert links is not None
+            links[(st.st_dev, st.st_ino)] = _Linkable(e.arcname, st.st_ctime_ns, st.st_mtime_ns, st.st_size,
+                                                      added.size, added.digest, st.st_nlink - 1)
+        return added.line
     finally:
         os.close(fd)
 
 
 def _sqlite_item(out: _Buffered, e: Entry, fd: int, st: os.stat_result, dir_fd: int | None, head: bytes,
                  hashes: bool, changed: list[tuple[str, str]] | None, sqlite: Snapshots, xattrs: Xattrs
-                 ) -> bytes:
+                 ) -> _Added:
     """A SQLite database: a consistent copy of it archived under its name (with the file's own attributes);
     the file as read when none can be made (:attr:`Snapshots.failed` says why)."""
     made = sqlite.snapshot(e.path, fd, st, dir_fd, e.name, head)
@@ -925,17 +1015,24 @@ def write_tar(entries: Iterable[Entry], write: Callable[[bytes], Any], *, hashes
     --acls`` does (the manifest's ``xattrs``: name → SHA-256 of the value); files with others (not archived)
     are counted in ``attrs``, as the walk counts directories.  With ``sqlite``, a SQLite database is archived
     as a consistent copy (see :mod:`upkeeper.backup.sqlite`), its ``-wal``, ``-shm`` and ``-journal`` left out.
+
+    A file with several names in ``entries`` (hard links) is archived once, under the first: each later name is
+    a hard-link member to it (as GNU tar writes them; a ``tar -x`` makes the links again), listed in the manifest
+    with the first one's size and hash and ``link``, the first one's path.  A name whose other names are not
+    in ``entries`` (excluded, outside the tree, in the other archive) is archived with its data; so is one of a
+    file that changed after its first name was archived (which is then the one later names link to).
     """
     out = _Buffered(write)
     listed = FileList()
     parents = _Parents()
+    links: Links = {}
     try:
         for e in entries:
             if sqlite is not None and sqlite.skip and e.path in sqlite.skip:
                 sqlite.skipped.append(e.path)
                 continue
             if e.kind == "file":
-                line = _file_item(out, e, hashes, changed, parents, attrs, sqlite)
+                line = _file_item(out, e, hashes, changed, parents, attrs, sqlite, links)
                 if line is not None:
                     listed.append_line(line, True)
             else:

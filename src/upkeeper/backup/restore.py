@@ -10,6 +10,7 @@ import os
 import pwd
 import queue
 import re
+import shutil
 import stat
 import tarfile
 import threading
@@ -670,7 +671,8 @@ _KINDS = {k: k for k in ("file", "dir", "symlink")}
 
 
 def _member_kind(ti: tarfile.TarInfo) -> str | None:
-    return "file" if ti.isfile() else "symlink" if ti.issym() else "dir" if ti.isdir() else None
+    return ("file" if ti.isfile() else "symlink" if ti.issym() else "dir" if ti.isdir() else
+            "hard link" if ti.islnk() else None)
 
 
 @dataclass
@@ -747,7 +749,8 @@ class _SafeExtract:
     Members are extracted into ``root`` (the restore's staging directory); ``dest`` is where they are moved
     afterwards (:class:`FilesRestore`), and what it already holds (``--force``) is checked here, before anything
     is moved.  files.backup writes relative names, never ``..``, never a member under a symlink member, and only
-    files, directories and symlinks; anything else is refused naming the member.  This does not rest on
+    files, directories, symlinks and hard links (another name of a file extracted before it from the same
+    archive, as the manifest's ``link`` says); anything else is refused naming the member.  This does not rest on
     tarfile's own filters (whose path checks some Python releases let be bypassed): a member is refused when a
     directory above it is a symlink in the archive, or is one in ``dest`` which the backup does not replace by a
     directory, and when ``dest`` has a directory where the member is a file or link.  Modes are kept as archived
@@ -764,12 +767,20 @@ class _SafeExtract:
         self.kinds: dict[str, str] = {}
         #: the files that shrank while archived, name → zero bytes to cut off (and their mtimes, once extracted)
         self.padded: dict[str, int] = {}
+        #: the hard links listed, name → the name they link to (a file earlier in the archive)
+        self.link_to: dict[str, str] = {}
         for f in listed:
             name = member_name(str(f["path"]))
             kind = str(f.get("type", "file"))
+            if f.get("link") is not None:
+                kind = "hard link"
+                self.link_to[name] = member_name(str(f["link"]))
             self.kinds[name] = _KINDS.get(kind, kind)  # one str for each kind, not one an entry
             if f.get("padded"):
                 self.padded[name] = int(f["padded"])
+        #: the files hard links are listed to, and those of them extracted so far
+        self.link_targets = set(self.link_to.values())
+        self.linkable: set[str] = set()
         #: the directory members of every archive of the restore so far (shared)
         self.dirs = dirs
         #: the first components of the names extracted
@@ -797,9 +808,16 @@ class _SafeExtract:
             raise self.refuse(ti, "an absolute name or one with '..' would be written outside the directory")
         kind = _member_kind(ti)
         if kind is None:
-            raise self.refuse(ti, "files backups hold only files, directories and symlinks")
+            raise self.refuse(ti, "files backups hold only files, directories, symlinks and hard links")
         if self.kinds.pop(name, None) != kind:
             raise self.refuse(ti, f"the manifest does not list this {kind}, or the archive holds it twice")
+        linkname = ti.linkname
+        if kind == "hard link":
+            linkname = member_name(ti.linkname)
+            if self.link_to.get(name) != linkname:
+                raise self.refuse(ti, f"it links to {ti.linkname!r}, the manifest says {self.link_to.get(name)!r}")
+            if linkname not in self.linkable:  # (made in the private staging directory, by us: a file)
+                raise self.refuse(ti, f"it links to {ti.linkname!r}, not a file extracted before it")
         self.tops.add(parts[0])
         for i in range(1, len(parts)):
             above = "/".join(parts[:i])
@@ -823,17 +841,21 @@ class _SafeExtract:
         if kind == "symlink":
             self.links.add(name)
             self.link_mtimes[name] = ti.mtime
+        elif kind == "hard link":
+            pass
         elif kind == "file" and name in self.padded:
             self.mtimes[name] = ti.mtime
         else:
             self.dirs.add(name)
+        if kind == "file" and name in self.link_targets:
+            self.linkable.add(name)
         if kind != "symlink" and ti.pax_headers:
             attrs = member_xattrs(ti)
             if attrs:
                 self.xattrs[name] = attrs
             else:
                 self.xattrs.pop(name, None)  # an earlier archive's, replaced
-        return ti.replace(name=name, mode=ti.mode & self.mode_mask, deep=False)
+        return ti.replace(name=name, linkname=linkname, mode=ti.mode & self.mode_mask, deep=False)
 
     def _check_dest(self, ti: tarfile.TarInfo, parts: list[str], kind: str) -> None:
         """What ``dest`` already holds along the member's name, looked at without following links: a link or
@@ -909,6 +931,35 @@ class _HoleTarFile(tarfile.TarFile):
             tarinfo = tarinfo.replace(uid=tarinfo.uid if uid is None else uid,
                                       gid=tarinfo.gid if gid is None else gid, deep=False)
         super().chown(tarinfo, targetpath, True)
+
+    def makelink(self, tarinfo: tarfile.TarInfo, targetpath: str | bytes | os.PathLike[str] | os.PathLike[bytes]
+                 ) -> None:
+        if not tarinfo.islnk():
+            super().makelink(tarinfo, targetpath)
+            return
+        self._hard_link(tarinfo, targetpath)
+
+    def makelink_with_filter(self, tarinfo: tarfile.TarInfo, targetpath: Any, *args: Any) -> None:
+        """(Python releases with tarfile's 2025 link fixes call this instead of :meth:`makelink`.)"""
+        if not tarinfo.islnk():
+            super().makelink_with_filter(tarinfo, targetpath, *args)
+            return
+        self._hard_link(tarinfo, targetpath)
+
+    @staticmethod
+    def _hard_link(tarinfo: tarfile.TarInfo, targetpath: Any) -> None:
+        """Another name of a file already extracted (the filter checked it is one, extracted from this archive):
+        a link to it, never a copy read again from the stream (which cannot seek back).  A file that has as
+        many names as its file system allows (EMLINK) gets a copy instead."""
+        source = tarinfo._link_target  # type: ignore[attr-defined]
+        try:
+            os.link(source, targetpath, follow_symlinks=False)
+        except OSError as exc:
+            if exc.errno != errno.EMLINK:
+                raise
+            log.warning("%s: a copy of %s, which has as many hard links as its file system allows",
+                        tarinfo.name, tarinfo.linkname)
+            shutil.copyfile(source, targetpath, follow_symlinks=False)
 
     def makefile(self, tarinfo: tarfile.TarInfo, targetpath: str | bytes | os.PathLike[str] | os.PathLike[bytes]
                  ) -> None:

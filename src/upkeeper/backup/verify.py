@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from upkeeper import lazy
 from upkeeper.backup import pg, rdb_load, room
 from upkeeper.backup.catalog import Catalog
-from upkeeper.backup.files import member_xattrs, xattrs_problem
+from upkeeper.backup.files import hard_links, member_xattrs, xattrs_problem
 from upkeeper.backup.manifest import MANIFEST, Manifest, read_manifest
 from upkeeper.backup.pipeline import ChecksumMismatch, ObjectRecord, check_stored
 from upkeeper.backup.rdb import check_rdb
@@ -735,7 +735,11 @@ class _Comparison:
     kind is kept, reported once the object has been read to its end: a name that occurs twice (extraction
     would keep the last copy), then a member the manifest does not list or lists as another kind (a restore
     extracts the whole archive: what the manifest does not vouch for fails), then a file or link that
-    differs from its entry, then an entry missing from the archive."""
+    differs from its entry, then an entry missing from the archive.
+
+    An entry with ``link`` (another name of a file archived earlier in the same archive) must be a hard-link
+    member to that name, whose member passed before it with the entry's size and SHA-256: the data of the files
+    linked to (only those) is remembered by name as it is read."""
 
     def __init__(self, rec: ObjectRecord, listed: Iterable[dict[str, Any]]) -> None:
         self.rec = rec
@@ -748,6 +752,9 @@ class _Comparison:
         self.expected: dict[str, dict[str, Any] | None] | None = None
         self.problems: dict[int, str] = {}
         self.checked = 0
+        #: the members hard links are listed to, name → (size, SHA-256) once read (None until then)
+        self.link_targets: dict[str, tuple[int, str] | None] = {
+            member_name(target): None for _, target in hard_links(listed)}
 
     def note(self, rank: int, what: str) -> None:
         self.problems.setdefault(rank, f"object {self.rec.name}: {what}")
@@ -780,7 +787,7 @@ class _Comparison:
         f = self._entry(name, kind)
         if f is None:
             return
-        want = f.get("type", "file")
+        want = "hard link" if f.get("link") is not None else f.get("type", "file")
         if want != kind:
             self.note(1, f"{name} is a {kind} in the archive, the manifest says {want}")
             return
@@ -795,6 +802,8 @@ class _Comparison:
             while chunk := src.read(1 << 20):
                 h.update(chunk)
                 n += len(chunk)
+            if name in self.link_targets:
+                self.link_targets[name] = (n, h.hexdigest())
             if n != f["size"]:
                 self.note(2, f"{f['path']} is {n} bytes, manifest says {f['size']}")
             elif "sha256" in f and h.hexdigest() != f["sha256"]:
@@ -803,6 +812,24 @@ class _Comparison:
                 self.checked += 1
         elif kind == "symlink" and "target" in f and ti.linkname != f["target"]:
             self.note(2, f"symlink {f['path']} points to {ti.linkname!r}, manifest says {f['target']!r}")
+        elif kind == "hard link":
+            self._hard_link(ti, f)
+
+    def _hard_link(self, ti: tarfile.TarInfo, f: dict[str, Any]) -> None:
+        target = member_name(ti.linkname)
+        got = self.link_targets.get(target)
+        if target != member_name(str(f["link"])):
+            self.note(2, f"hard link {f['path']} links to {ti.linkname!r}, manifest says {f['link']!r}")
+        elif got is None:
+            self.note(2, f"hard link {f['path']}: {f['link']}, which it links to, is not a file earlier in the "
+                         "archive")
+        elif got[0] != f["size"]:
+            self.note(2, f"hard link {f['path']}: {f['link']}, which it links to, is {got[0]} bytes, manifest "
+                         f"says {f['size']}")
+        elif "sha256" in f and got[1] != f["sha256"]:
+            self.note(2, f"hard link {f['path']}: {f['link']}, which it links to, does not match its SHA-256")
+        else:
+            self.checked += 1
 
     def result(self) -> int:
         """The files compared; raises naming the first problem."""

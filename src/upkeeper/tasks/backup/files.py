@@ -83,8 +83,9 @@ class FilesBackupOptions(TaskOptions):
 
 @task
 class FilesBackup(Task[FilesBackupOptions]):
-    """Archive files with tar (symlinks stored, never followed; excludes applied) into zstd and age, with a
-    manifest listing every file's size and SHA-256.  Secret files go to their own always-encrypted archive."""
+    """Archive files with tar (symlinks stored, never followed; a file with several names archived once, its
+    other names as hard links; excludes applied) into zstd and age, with a manifest listing every file's size and
+    SHA-256.  Secret files go to their own always-encrypted archive."""
 
     name = "files.backup"
     summary = "tar configured paths → zstd → age → storage; secrets in an always-encrypted archive"
@@ -417,8 +418,8 @@ def _sqlite_findings(findings: list[Finding], sqlite: Snapshots | None) -> None:
 def _without_secret_links(main: Iterator[Entry], secrets: list[Entry]) -> Iterator[Entry]:
     """The main walk's entries but another name of a secret file (a hard link: ``.env.previous`` made with
     ``ln``, a bind mount), which holds the secret too: it goes into the secrets archive with it (appended to
-    ``secrets``, archived after the main one), never into the main one (whose manifest lists plaintext
-    hashes)."""
+    ``secrets``, archived after the main one, as a hard link to it), never into the main one (whose manifest
+    lists plaintext hashes, and which holds no member a hard link in the secrets archive could refer to)."""
     inodes = {(e.st.st_dev, e.st.st_ino) for e in secrets if e.kind == "file" and e.st is not None}
     for e in main:
         if inodes and e.kind == "file" and e.st is not None and (e.st.st_dev, e.st.st_ino) in inodes:
