@@ -379,8 +379,8 @@ def test_an_interrupted_restore_leaves_the_existing_database_untouched(
 def test_a_restore_killed_outright_leaves_a_database_marked_incomplete_and_the_next_one_says_so(
         cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], backup_config: Any,
         tmp_path: Path) -> None:
-    """kill -9 while pg_restore fills the temporary database: nothing can clean up, and pg_restore (not killed
-    with upkeeper) may even finish.  The temporary database says in its comment that it is an incomplete restore
+    """kill -9 while pg_restore fills the temporary database: nothing can clean up (and what pg_restore wrote
+    until it died with upkeeper, test_orphans.py, stays).  The temporary database says in its comment that it is an incomplete restore
     (which backup, into which name), and the next restore on that server warns about it, naming the DROP that
     removes it — nothing is dropped for the operator.  (It was left unmarked, and no later run mentioned it.)"""
     db, _ = app_db

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from upkeeper.config.backup import AGE_RECIPIENT, BackupSettings, EncryptionSettings
-from upkeeper.core.proc import _StderrCollector, describe_exit
+from upkeeper.core.proc import _StderrCollector, describe_exit, die_with_parent
 from upkeeper.errors import BackupError, ProcessError, SetupError
 
 
@@ -186,7 +186,8 @@ class AgeProcess:
         self._pty_master: int | None = None
         self._typist: threading.Thread | None = None
         if passphrase is None:
-            self.popen = subprocess.Popen(argv, stdin=stdin, stdout=stdout, stderr=subprocess.PIPE)
+            self.popen = subprocess.Popen(argv, stdin=stdin, stdout=stdout, stderr=subprocess.PIPE,
+                                          preexec_fn=die_with_parent())
         else:
             master, slave = os.openpty()
             self._pty_master = master
@@ -195,7 +196,7 @@ class AgeProcess:
                 fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
 
             self.popen = subprocess.Popen(argv, stdin=stdin, stdout=stdout, stderr=subprocess.PIPE,
-                                          start_new_session=True, preexec_fn=become_tty_owner,
+                                          start_new_session=True, preexec_fn=die_with_parent(become_tty_owner),
                                           pass_fds=(slave,))
             os.close(slave)
             self._typist = threading.Thread(target=self._type, args=(master, passphrase, 2 if confirm else 1),

@@ -237,15 +237,33 @@ def connect(target: PostgresTarget, dbname: str | None = None, *, autocommit: bo
     # out bytes for SQL_ASCII (a table's name became "b'users'"); the server converts LATIN1 & co.
     params["client_encoding"] = "UTF8"
     try:
-        conn = psycopg.connect(**params, autocommit=autocommit)  # type: ignore[arg-type]
+        conn = psycopg.connect(**params, autocommit=True)  # type: ignore[arg-type]
     except psycopg.OperationalError as exc:
         raise TaskError(f"cannot connect to PostgreSQL {target.display()} (database {params['dbname']}): "
                         f"{pg_error(exc)}",
                         "Try: check host, port, user and password of the target, and that the server runs") from None
     try:
+        _end_with_client(conn)
+        conn.autocommit = autocommit
         yield conn
     finally:
         conn.close()
+
+
+#: how often (ms) the server checks, while it runs a statement of ours, that we are still connected
+CLIENT_CHECK_MS = 1000
+
+
+def _end_with_client(conn: psycopg.Connection[Any]) -> None:
+    """Have the server stop a statement of this session once this process is gone (PostgreSQL 14+:
+    ``client_connection_check_interval``; committed at once, the connection in autocommit mode).
+
+    Otherwise a backend notices a client killed outright (kill -9) only when it next talks to it: a verify's
+    smoke check, amcheck or row count, killed with its upkeeper, ran on in the scratch database to its end."""
+    if conn.info.server_version >= 140000:
+        # only a safeguard: a server (or pooler) that refuses it still serves the run
+        with contextlib.suppress(psycopg.Error):
+            conn.execute(f"SET client_connection_check_interval = {CLIENT_CHECK_MS}")
 
 
 def server_version(conn: psycopg.Connection[Any]) -> tuple[str, int]:

@@ -4,17 +4,25 @@ Every helper here checks exit codes and keeps stderr, so that a failing
 ``pg_dump`` can never pass for a good one.  Processes stay in the caller's
 process group: when a run times out, the runner kills that whole group, which
 takes every child with it.
+
+A child also dies with the process that started it, however that one ends (``kill -9``, the OOM killer):
+on Linux it is started with a parent-death signal (SIGTERM, on which pg_dump and pg_restore send the server a
+cancel request for their running statements, then exit), see :func:`die_with_parent`.  Otherwise a
+``pg_restore`` of a killed ``upkeeper backups restore`` went on filling its temporary database for as long as
+the restore took, and a killed verify's on building indexes in its scratch database.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -38,6 +46,52 @@ class ProcResult:
     @property
     def text(self) -> str:
         return self.stdout.decode("utf-8", errors="replace")
+
+
+_PR_SET_PDEATHSIG = 1
+_prctl: Any = None
+
+
+def _load_prctl() -> Any:
+    """libc's ``prctl``, loaded in the parent (never between fork and exec); None where there is none."""
+    global _prctl
+    if _prctl is None:
+        _prctl = False
+        if sys.platform.startswith("linux"):
+            try:
+                fn = ctypes.CDLL(None, use_errno=True).prctl
+            except (OSError, AttributeError):
+                return None
+            fn.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+            fn.restype = ctypes.c_int
+            _prctl = fn
+    return _prctl or None
+
+
+def die_with_parent(then: Callable[[], None] | None = None) -> Callable[[], None] | None:
+    """A ``preexec_fn`` that has the child SIGTERMed when this process dies (``PR_SET_PDEATHSIG``), followed by
+    ``then`` if given; None (no ``preexec_fn``) off Linux.
+
+    The signal is armed between fork and exec and survives the exec; a child whose parent died before it was
+    armed exits at once.  The kernel sends it when the *thread* that started the child ends, so a child must be
+    started by a thread that outlives it (:func:`run` waits for its child; every :func:`spawn` caller waits for
+    its process before its thread returns).  Only this direct child is armed: its own children (pg_restore's
+    parallel workers) end when it does, and the runner's process-group kill remains the backstop.
+    """
+    prctl = _load_prctl()
+    if prctl is None:
+        return then
+    parent = os.getpid()
+    sig = int(signal.SIGTERM)
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
+        if os.getppid() != parent:  # our parent is already gone: nobody is left to read or reap us
+            os._exit(128 + sig)
+        if then is not None:
+            then()
+
+    return preexec
 
 
 def which(name: str, extra_dirs: Sequence[str | Path] = ()) -> str | None:
@@ -127,6 +181,7 @@ def run(
             stderr=PIPE,
             env=_env(env, extra_env),
             cwd=cwd,
+            preexec_fn=die_with_parent(),
         )
     except FileNotFoundError:
         raise ProcessError(argv[0], f"{argv[0]}: command not found", hint=f"Try: install {Path(argv[0]).name}") from None
@@ -254,7 +309,8 @@ def spawn(
     argv = [str(a) for a in argv]
     try:
         popen = subprocess.Popen(
-            argv, stdin=stdin, stdout=stdout, stderr=PIPE, env=_env(env, extra_env), cwd=cwd
+            argv, stdin=stdin, stdout=stdout, stderr=PIPE, env=_env(env, extra_env), cwd=cwd,
+            preexec_fn=die_with_parent(),
         )
     except FileNotFoundError:
         raise ProcessError(argv[0], f"{argv[0]}: command not found", hint=f"Try: install {Path(argv[0]).name}") from None

@@ -3,7 +3,9 @@
 Started by :class:`~upkeeper.core.executor.WorkerPool` in a new session, so the
 worker leads its own process group and every subprocess a task starts stays in
 that group.  The pool kills the group on timeout; the worker kills its own group
-if its parent dies (``kill -9`` of the daemon), so no task outlives it.
+if its parent dies (``kill -9`` of the daemon), so no task outlives it (:func:`_die`).
+Should the worker itself be killed, its subprocesses get SIGTERM from the kernel
+(:func:`upkeeper.core.proc.die_with_parent`).
 """
 
 from __future__ import annotations
@@ -16,7 +18,13 @@ import sys
 import threading
 import time
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import Any, NoReturn
+
+#: seconds the task's processes have to end on SIGTERM once the parent is gone, before the group's SIGKILL
+ORPHAN_GRACE = 1.0
+_dying = threading.Event()
+_dying_lock = threading.Lock()
+_dier: list[int] = []  # the thread running _die
 
 
 def _watch_parent(parent: int) -> None:
@@ -32,13 +40,43 @@ def _exit_if_orphaned(parent: int) -> None:
     must not record its cursors (log offsets, counters) once nobody is left to record its figures —
     within the watch's half second, a fast task would otherwise skip those log lines for good."""
     if os.getppid() != parent:
+        _die()
+
+
+def _die() -> NoReturn:
+    """SIGTERM our process group, SIGKILL it after :data:`ORPHAN_GRACE`, exit 137 — once, whichever thread
+    comes first (another thread that gets here waits for it).
+
+    SIGTERM first: on it pg_dump and pg_restore send the server a cancel request for their running statements
+    and exit; SIGKILLed outright they left a backend building an index (or holding a dump's locks) until the
+    statement ended on its own.  The task must not go on meanwhile: a verify whose pg_restore ends so would
+    record the backup as verify-failed.  So the SIGTERM stops this process's main thread where it is — in
+    :func:`_on_term`, until the SIGKILL — unless the main thread is the one running this."""
+    with _dying_lock:
+        first = not _dying.is_set()
+        if first:
+            _dier.append(threading.get_ident())
+        _dying.set()
+    if not first:
+        while True:
+            time.sleep(60)
+    try:
+        pgid = os.getpgid(0)
         try:
-            os.killpg(os.getpgid(0), signal.SIGKILL)
+            os.killpg(pgid, signal.SIGTERM)
+            time.sleep(ORPHAN_GRACE)
         finally:
-            os._exit(137)
+            os.killpg(pgid, signal.SIGKILL)
+    finally:
+        os._exit(137)
 
 
 def _on_term(signum: int, frame: Any) -> None:
+    if _dying.is_set():  # our own SIGTERM to the group, the parent gone (_die): the SIGKILL follows
+        if threading.get_ident() in _dier:
+            return
+        while True:  # the task goes no further (nor records anything) before it
+            time.sleep(60)
     raise SystemExit(128 + signum)
 
 
@@ -109,7 +147,7 @@ def main(argv: list[str]) -> int:
 
     # Task modules are imported on demand when a request is unpickled (pickle imports the
     # task class's module), so a worker only pays for the task families it actually runs.
-    from upkeeper.core.execute import WorkRequest, execute_request
+    from upkeeper.core.execute import execute_request
     from upkeeper.core.execute import register_secrets_once as register_secrets
 
     send_lock = threading.Lock()
@@ -126,6 +164,16 @@ def main(argv: list[str]) -> int:
     if len(argv) > 4:  # started by 'upkeeper run JOB…': those jobs' task modules (and psycopg…) too
         warm(hinted_modules(argv[3], argv[4:]), None)
     _resume_gc()
+
+    try:
+        return _serve(conn, send, parent, execute_request, register_secrets)
+    finally:
+        if _dying.is_set():
+            _die()  # the parent is gone and the watch kills the group: exiting now would cut its grace short
+
+
+def _serve(conn: Connection, send: Any, parent: int, execute_request: Any, register_secrets: Any) -> int:
+    from upkeeper.core.execute import WorkRequest
 
     jobs: dict[str, Any] = {}  # the jobs of that config, each sent with its first run here
     configs: dict[int, Any] = {}  # the pool sends each config once per worker, then refers to it by token
