@@ -189,7 +189,8 @@ def test_restore_gives_the_database_its_owner_privileges_comment_and_settings(
     schemas in its migrations), its CONNECT privileges (a database closed to PUBLIC stays closed), its comment
     and its settings (ALTER DATABASE … SET, ALTER ROLE … IN DATABASE … SET) — as pg_restore --create gives them,
     also when it replaces an existing database.  --no-owner keeps only the comment and the database's own
-    settings.  (They came back owned by the restoring user, open to PUBLIC, without settings.)"""
+    settings.  (They came back owned by the restoring user, open to PUBLIC, without settings; a comment whose text
+    named the database had that name replaced by the temporary one.)"""
     db, counts = app_db
     role = f"own_{db}"[:63]
     pg.execute(f'CREATE ROLE "{role}" LOGIN')
@@ -198,7 +199,7 @@ def test_restore_gives_the_database_its_owner_privileges_comment_and_settings(
         pg.execute(f'ALTER DATABASE "{db}" OWNER TO "{role}"; REVOKE ALL ON DATABASE "{db}" FROM PUBLIC; '
                    f'ALTER DATABASE "{db}" SET work_mem = \'8MB\'; '
                    f'ALTER ROLE "{role}" IN DATABASE "{db}" SET statement_timeout = \'5s\'; '
-                   f"COMMENT ON DATABASE \"{db}\" IS 'the app''s data'")
+                   f"COMMENT ON DATABASE \"{db}\" IS 'the app''s data (DATABASE {db} ; in production)'")
         [before] = pg.execute(_DATABASE_LEVEL, params=[db])
         assert before[:2] == (role, f"{{{role}=CTc/{role}}}"), before  # closed to PUBLIC
         cfg = backup_config(db)
@@ -217,7 +218,8 @@ def test_restore_gives_the_database_its_owner_privileges_comment_and_settings(
         r = cli(["--config", cfg, "backups", "restore", bid, "--database", stripped, "--no-owner", "--json"])
         assert r.code == 0, r.output
         [(owner, acl, comment, settings)] = pg.execute(_DATABASE_LEVEL, params=[stripped])
-        assert (owner, acl, comment, settings) == ("postgres", "", "the app's data", "-:work_mem=8MB")
+        assert (owner, acl, comment, settings) == ("postgres", "", f"the app's data (DATABASE {db} ; in production)",
+                                                   "-:work_mem=8MB")
         assert _scratch_databases(pg) == []
     finally:
         _drop(pg, copy, stripped)

@@ -58,3 +58,75 @@ def test_manifest_round_trip() -> None:
                  details={"row_counts": {"public.users": 3}})
     back = Manifest.from_json(m.to_json())
     assert back.to_dict() == m.to_dict() and back.compression_ratio == 4.0
+
+
+_CREATE_SCRIPT = """SET standard_conforming_strings = on;
+SELECT pg_catalog.set_config('search_path', '', false);
+--
+-- Name: {db}; Type: DATABASE; Schema: -; Owner: database
+--
+
+CREATE DATABASE {db} WITH TEMPLATE = template0 ENCODING = 'UTF8' LOCALE_PROVIDER = libc LOCALE = 'C';
+
+
+ALTER DATABASE {db} OWNER TO database;
+
+\\connect {db}
+
+--
+-- Name: DATABASE {db}; Type: COMMENT; Schema: -; Owner: database
+--
+
+COMMENT ON DATABASE {db} IS 'see DATABASE {db} ;
+DATABASE {db} in production';
+
+
+--
+-- Name: {db}; Type: DATABASE PROPERTIES; Schema: -; Owner: database
+--
+
+ALTER DATABASE {db} SET search_path TO 'shop', 'public';
+ALTER ROLE database IN DATABASE {db} SET statement_timeout TO '5s';
+ALTER ROLE {db} IN DATABASE {db} SET application_name TO 'ALTER DATABASE {db} SET x';
+
+\\connect {db}
+
+--
+-- Name: f(); Type: FUNCTION; Schema: public; Owner: database
+--
+
+CREATE FUNCTION public.f() RETURNS text LANGUAGE sql AS $_$ SELECT 'GRANT ALL ON DATABASE {db} TO x;' $_$;
+
+--
+-- Name: DATABASE {db}; Type: ACL; Schema: -; Owner: database
+--
+
+REVOKE CONNECT,TEMPORARY ON DATABASE {db} FROM PUBLIC;
+"""
+
+
+@pytest.mark.parametrize("db", ["app", '"My ""App"""'])
+def test_database_entries_are_renamed_where_they_name_the_database_never_in_a_literal(db: str) -> None:
+    """pg_restore --create's entries for the database itself, rewritten for the name restored into: the name
+    after DATABASE is replaced, a comment's text, a setting's value, a role named like a keyword and another
+    entry (a function's body) are not.  (Each line was rewritten by a regular expression, inside literals too: a
+    comment naming its database came back naming the restore's temporary database.)"""
+    from upkeeper.backup.restore import database_level
+
+    entries = database_level(_CREATE_SCRIPT.format(db=db), 'new"db', no_owner=False)
+    new = '"new""db"'
+    assert entries.create == (f"CREATE DATABASE {new} WITH TEMPLATE = template0 ENCODING = 'UTF8' "
+                              "LOCALE_PROVIDER = libc LOCALE = 'C';")
+    assert [s.text for s in entries.statements] == [
+        f"ALTER DATABASE {new} OWNER TO database;",
+        f"COMMENT ON DATABASE {new} IS 'see DATABASE {db} ;\nDATABASE {db} in production';",
+        f"ALTER DATABASE {new} SET search_path TO 'shop', 'public';",
+        f"ALTER ROLE database IN DATABASE {new} SET statement_timeout TO '5s';",
+        f"ALTER ROLE {db} IN DATABASE {new} SET application_name TO 'ALTER DATABASE {db} SET x';",
+        f"REVOKE CONNECT,TEMPORARY ON DATABASE {new} FROM PUBLIC;"]
+    assert entries.settings.startswith("SET standard_conforming_strings = on;\nSELECT pg_catalog.set_config(")
+    mine, others = entries.session_settings("database")
+    assert [entries.setting_name(s) for s in mine] == ["search_path", "statement_timeout of role database"]
+    assert others == ['My "App"' if db.startswith('"') else db]
+    stripped = database_level(_CREATE_SCRIPT.format(db=db), "n", no_owner=True)
+    assert not any(s.words(2) == ("ALTER", "ROLE") for s in stripped.statements)

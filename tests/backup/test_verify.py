@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from upkeeper.sandbox.postgres import PostgresCluster
 from upkeeper.sandbox.redis import RedisServer
@@ -1141,6 +1142,41 @@ def test_the_scratch_database_has_the_dumps_encoding_and_collation(
     assert art["ok"] and art["tables"] == 1, art
     assert any(("one pass" if jobs == 1 else "2 jobs") in s for s in art["steps"]), art
     assert cli(["--config", cfg, "backups", "show", bid, "--json"]).json()["status"] == "verified"
+    assert _scratch_dbs(pg) == []
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_the_scratch_database_has_the_databases_own_settings(
+        cli: Any, pg: PostgresCluster, pg_db: str, backup_config: Any, make_config: Any, jobs: int) -> None:
+    """The sessions that count rows and run the smoke checks in the scratch database get the backed-up
+    database's own settings (ALTER DATABASE … SET) and the scratch role's in it (ALTER ROLE … IN DATABASE … SET),
+    streamed or fetched first, as that role's sessions in the backed-up database do; not its comment or
+    privileges.  (A check naming a table of a schema in the database's search_path failed "relation "orders" does
+    not exist": a good backup marked verify-failed.)"""
+    db = pg_db
+    pg.execute("CREATE SCHEMA shop; CREATE TABLE shop.orders (id int PRIMARY KEY);"
+               "INSERT INTO shop.orders SELECT generate_series(1, 7)", db)
+    # read-only sessions, as an archive's may be: upkeeper's own (row counts, amcheck) are not; the scratch
+    # server's admin sessions go to its 'postgres' database
+    pg.execute(f'ALTER DATABASE "{db}" SET search_path = shop, public; '
+               f'ALTER DATABASE "{db}" SET default_transaction_read_only = on; '
+               f"ALTER ROLE postgres IN DATABASE \"{db}\" SET timezone = 'Asia/Tokyo'; "
+               f"COMMENT ON DATABASE \"{db}\" IS 'orders'; REVOKE ALL ON DATABASE \"{db}\" FROM PUBLIC")
+    checks = ["select count(*) = 7 from orders", "select current_setting('TimeZone') = 'Asia/Tokyo'",
+              "select current_setting('default_transaction_read_only') = 'on'"]
+    assert [pg.execute(c, db)[0][0] for c in checks] == [True, True, True]
+    cfg = backup_config(db, verify={"checks": checks, "jobs": jobs, "amcheck": True, "scratch_target": "scratch"})
+    data = yaml.safe_load(cfg.read_text())
+    data["targets"]["scratch"] = pg.target("postgres")
+    cfg = make_config(data)
+    _backup(cli, cfg)
+    r = cli(["--config", cfg, "run", "backup-verify", "--json"])
+    assert r.code == 0, r.output
+    [art] = r.json()[0]["artifacts"]
+    assert art["ok"] and "3 smoke check(s) passed" in art["steps"], art
+    assert any(s.startswith("3 setting(s) of the backed-up database") for s in art["steps"]), art
+    assert any(s.startswith("amcheck: ") for s in art["steps"]), art
+    assert any(("one pass" if jobs == 1 else "2 jobs") in s for s in art["steps"]), art
     assert _scratch_dbs(pg) == []
 
 

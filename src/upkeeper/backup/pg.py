@@ -227,12 +227,23 @@ def pg_error(exc: BaseException) -> str:
     return redact(lines[0] if lines else type(exc).__name__)
 
 
+# The settings of upkeeper's own sessions in a restored database (counting rows, reading sequences, amcheck),
+# whatever the database's (or its role's) settings say: a restored database gets the backed-up one's
+# (ALTER DATABASE … SET), which may make its sessions read-only or bound their statements' time.
+OWN_SESSION_OPTIONS = ("-c default_transaction_read_only=off -c statement_timeout=0 -c lock_timeout=0 "
+                       "-c idle_in_transaction_session_timeout=0")
+
+
 @contextlib.contextmanager
 def connect(target: PostgresTarget, dbname: str | None = None, *, autocommit: bool = True,
-            application_name: str | None = None) -> Iterator[psycopg.Connection[Any]]:
+            application_name: str | None = None, options: str | None = None) -> Iterator[psycopg.Connection[Any]]:
+    """A session of ``target`` in ``dbname``; ``options`` as libpq passes them (``-c name=value``, set before
+    the database's and role's settings would apply)."""
     params = target.libpq_params(dbname)
     if application_name is not None:
         params["application_name"] = application_name
+    if options is not None:
+        params["options"] = options
     # text as str whatever the database's encoding: libpq's default is the database's own, and psycopg hands
     # out bytes for SQL_ASCII (a table's name became "b'users'"); the server converts LATIN1 & co.
     params["client_encoding"] = "UTF8"

@@ -359,6 +359,105 @@ def pg_restore(target: PostgresTarget, archive: PgArchive, dbname: str, *, jobs:
 _DATABASE_ENTRY = re.compile(r"^\d+; \d+ \d+ (DATABASE|COMMENT - DATABASE|ACL - DATABASE|DATABASE PROPERTIES) ")
 
 
+# SQL as pg_dump writes it, token by token: what lies in a string literal (a comment's text, a setting's value) or
+# a quoted identifier is never taken for a keyword or a name.
+_SQL_TOKEN = re.compile(r"""
+   (?P<space>\s+)
+  |(?P<comment>--[^\n]*|/\*.*?\*/)
+  |(?P<literal>[eE]'(?:[^'\\]|\\.|'')*'|'(?:[^']|'')*'|\$(?P<tag>[A-Za-z_\x80-\U0010ffff][\w\x80-\U0010ffff]*)?\$.*?\$(?P=tag)\$)
+  |(?P<ident>"(?:[^"]|"")*")
+  |(?P<word>[\w\x80-\U0010ffff][\w$\x80-\U0010ffff]*)
+  |(?P<end>;)
+  |(?P<other>[^'"])
+""", re.S | re.X)
+
+
+@dataclass(frozen=True)
+class SqlToken:
+    kind: str  # word (a keyword or a name as written), ident (a quoted name), literal, other
+    text: str
+    at: int  # where it starts in its statement's text
+
+
+@dataclass(frozen=True)
+class SqlStatement:
+    """One statement of a script (with its ending ``;``), or one psql meta-command line (``\\connect``)."""
+
+    text: str
+    tokens: tuple[SqlToken, ...]
+
+    @property
+    def meta(self) -> bool:
+        return self.text.startswith("\\")
+
+    def words(self, n: int) -> tuple[str, ...]:
+        """The first ``n`` tokens' texts."""
+        return tuple(t.text for t in self.tokens[:n])
+
+
+def sql_statements(script: str) -> list[SqlStatement]:
+    """``script`` (what pg_restore writes) split into statements, each with its tokens; comments left out.
+    Raises :class:`~upkeeper.errors.BackupError` on a string or quoted name left open."""
+    out: list[SqlStatement] = []
+    tokens: list[SqlToken] = []
+    begin = None  # where the statement's first token starts
+    pos = 0
+    while pos < len(script):
+        if begin is None and script.startswith("\\", pos):  # a psql meta-command: the rest of its line
+            eol = script.find("\n", pos)
+            eol = len(script) if eol < 0 else eol
+            out.append(SqlStatement(script[pos:eol], ()))
+            pos = eol
+            continue
+        m = _SQL_TOKEN.match(script, pos)
+        if m is None:
+            raise BackupError(f"cannot read the archive's SQL: a string or quoted name left open: "
+                              f"{script[pos:pos + 100]!r}")
+        kind = m.lastgroup
+        pos = m.end()
+        if kind in ("space", "comment"):
+            continue
+        if begin is None:
+            begin = m.start()
+        if kind == "end":
+            out.append(SqlStatement(script[begin:pos], tuple(tokens)))
+            tokens, begin = [], None
+            continue
+        assert kind is not None
+        tokens.append(SqlToken(kind, m.group(), m.start() - begin))
+    if begin is not None:
+        out.append(SqlStatement(script[begin:], tuple(tokens)))
+    return out
+
+
+def sql_name(token: SqlToken) -> str:
+    """The name a word or quoted identifier token stands for (an unquoted one as written: pg_dump writes names
+    that need no quotes in lower case)."""
+    return token.text[1:-1].replace('""', '"') if token.kind == "ident" else token.text
+
+
+def _named_database(stmt: SqlStatement, ident: str) -> list[int]:
+    """The indexes of the tokens of ``stmt`` that name database ``ident`` (as written): the name after the
+    keyword DATABASE, never a literal's text."""
+    return [i for i in range(1, len(stmt.tokens))
+            if stmt.tokens[i].text == ident and stmt.tokens[i - 1].kind == "word" and stmt.tokens[i - 1].text == "DATABASE"]
+
+
+def _renamed(stmt: SqlStatement, at: list[int], quoted: str) -> SqlStatement:
+    """``stmt`` with the tokens at ``at`` (names) replaced by ``quoted``, its literals untouched."""
+    text, pos, tokens, shift = [], 0, [], 0
+    for i, tok in enumerate(stmt.tokens):
+        if i in at:
+            text.append(stmt.text[pos:tok.at] + quoted)
+            pos = tok.at + len(tok.text)
+            tokens.append(SqlToken("ident", quoted, tok.at + shift))
+            shift += len(quoted) - len(tok.text)
+        else:
+            tokens.append(SqlToken(tok.kind, tok.text, tok.at + shift))
+    text.append(stmt.text[pos:])
+    return SqlStatement("".join(text), tuple(tokens))
+
+
 @dataclass
 class DatabaseEntries:
     """The dump's entries for the database itself, written for the name it is restored under."""
@@ -366,8 +465,44 @@ class DatabaseEntries:
     #: its CREATE DATABASE (encoding, locale provider, collation and ctype, ICU locale, tablespace, as backed up),
     #: or None for a dump without it
     create: str | None
-    #: the SQL that gives it the backed-up database's owner, comment, privileges and settings ("" when none)
-    settings: str
+    #: the statements that give it the backed-up database's owner, comment, privileges and settings, for the name
+    #: restored into
+    statements: list[SqlStatement] = field(default_factory=list)
+    #: the session settings the script runs first (standard_conforming_strings …), for those statements' literals
+    prologue: list[SqlStatement] = field(default_factory=list)
+
+    @property
+    def settings(self) -> str:
+        """The SQL of :attr:`statements` ("" when none)."""
+        if not self.statements:
+            return ""
+        return "\n".join(s.text for s in self.prologue + self.statements) + "\n"
+
+    def session_settings(self, role: str) -> tuple[list[SqlStatement], list[str]]:
+        """What a session of ``role`` in the database gets: the database's own settings (``ALTER DATABASE … SET``)
+        and ``role``'s in it (``ALTER ROLE role IN DATABASE … SET``) — not its owner, comment, privileges, connection
+        limit or template flag.  Returns (those statements, the other roles that have settings in it)."""
+        mine: list[SqlStatement] = []
+        others: list[str] = []
+        for stmt in self.statements:
+            w = stmt.tokens
+            if stmt.words(2) == ("ALTER", "DATABASE") and len(w) > 3 and w[3].text in ("SET", "RESET"):
+                mine.append(stmt)
+            elif (stmt.words(2) == ("ALTER", "ROLE") and len(w) > 6 and stmt.words(5)[3:] == ("IN", "DATABASE")
+                  and w[6].text in ("SET", "RESET")):
+                if sql_name(w[2]) == role:
+                    mine.append(stmt)
+                elif sql_name(w[2]) not in others:
+                    others.append(sql_name(w[2]))
+        return mine, others
+
+    @staticmethod
+    def setting_name(stmt: SqlStatement) -> str:
+        """"search_path" or "statement_timeout of role app" for a :meth:`session_settings` statement."""
+        w = stmt.tokens
+        if stmt.words(2) == ("ALTER", "ROLE"):
+            return f"{sql_name(w[7]) if len(w) > 7 else '?'} of role {sql_name(w[2])}"
+        return sql_name(w[4]) if len(w) > 4 else "?"
 
 
 # The dump's CREATE DATABASE as pg_restore --create writes it: the database's name as an identifier (quoted
@@ -396,18 +531,68 @@ def create_settings(create: str) -> str:
     return create.split(" WITH ", 1)[-1].rstrip(";")
 
 
+# The comment pg_restore writes before each entry of the archive: "-- Name: app; Type: DATABASE PROPERTIES; Schema: -;
+# Owner: app"; a comment's or privileges' entry names its object: "Name: DATABASE app; Type: COMMENT".
+_ENTRY_HEADER = re.compile(r"^-- (?:Data for )?Name: (.*?); Type: (.*?); Schema: ", re.M)
+
+
+def _database_entries_text(script: str) -> str:
+    """The part of ``script`` that holds the database's own entries (its CREATE DATABASE, owner, settings,
+    comment, privileges), each up to the next entry's header: the rest (a whole schema) is never parsed."""
+    heads = list(_ENTRY_HEADER.finditer(script))
+    if not heads:
+        return script
+    parts = [script[:heads[0].start()]]
+    for i, head in enumerate(heads):
+        name, kind = head.group(1), head.group(2)
+        if kind in ("DATABASE", "DATABASE PROPERTIES") or (kind in ("COMMENT", "ACL", "SECURITY LABEL")
+                                                           and name.startswith("DATABASE ")):
+            parts.append(script[head.start():heads[i + 1].start() if i + 1 < len(heads) else len(script)])
+    return "".join(parts)
+
+
+def database_level(script: str, dbname: str, *, no_owner: bool) -> DatabaseEntries:
+    """The database's own entries in ``script`` (what ``pg_restore --create`` writes: only those entries, or the
+    whole schema), written for ``dbname``: its CREATE DATABASE (:func:`create_database_sql`) and every statement
+    about the database itself — ``ALTER DATABASE`` (owner, settings, connection limit), ``ALTER ROLE … IN
+    DATABASE … SET``, ``COMMENT ON``/``GRANT``/``REVOKE``/``SECURITY LABEL`` … ``ON DATABASE`` — with the
+    backed-up name, where it names the database, replaced by ``dbname`` (never inside a literal: a comment's text
+    stays as it was).  With ``no_owner`` per-role settings (roles the server may lack) are left out."""
+    found = create_database_sql(script, dbname)
+    if found is None:
+        return DatabaseEntries(None)
+    create, ident = found
+    quoted = '"' + dbname.replace('"', '""') + '"'
+    entries = DatabaseEntries(create)
+    seen_create = False
+    for stmt in sql_statements(_database_entries_text(script)):
+        if stmt.meta:
+            continue  # psql meta-commands (\connect, \restrict)
+        if not seen_create:
+            if stmt.words(2) == ("CREATE", "DATABASE"):
+                seen_create = True
+            elif stmt.words(1) == ("SET",) or stmt.words(3) == ("SELECT", "pg_catalog", "."):
+                entries.prologue.append(stmt)
+            continue
+        at = _named_database(stmt, ident)
+        if not at or (no_owner and stmt.words(2) == ("ALTER", "ROLE")):
+            continue
+        entries.statements.append(_renamed(stmt, at, quoted))
+    return entries
+
+
 def database_entries(target: PostgresTarget, archive: PgArchive, dbname: str, *, no_owner: bool) -> DatabaseEntries:
     """The dump's CREATE DATABASE and the SQL giving ``dbname`` (restored from ``archive``) the backed-up
-    database's owner, comment, privileges and settings, written for ``dbname``.  pg_restore emits them only with
-    --create, under the dump's own name (which the manifest may not hold as is: it names the set with
-    :func:`manifest.safe_component`).  With ``no_owner`` the owner, the privileges and per-role settings (roles
-    the server may lack) are left out."""
+    database's owner, comment, privileges and settings, written for ``dbname`` (:func:`database_level`).
+    pg_restore emits them only with --create, under the dump's own name (which the manifest may not hold as is:
+    it names the set with :func:`manifest.safe_component`).  With ``no_owner`` the owner, the privileges and
+    per-role settings (roles the server may lack) are left out."""
     tool = pg.tool(target, "pg_restore")
     res = proc.run([tool, "--create", "--list", str(archive.path)], check=False, timeout=600)
     pg.check_stage(res, "reading the archive's table of contents")
     entries = [ln for ln in res.text.splitlines() if _DATABASE_ENTRY.match(ln)]
     if not entries:
-        return DatabaseEntries(None, "")
+        return DatabaseEntries(None)
     listing = archive.path.parent / "database-entries.list"
     listing.write_text("\n".join(entries) + "\n", encoding="utf-8")
     argv = [tool, "--create", "--schema-only", "--use-list", str(listing), "--file", "-"]
@@ -415,22 +600,7 @@ def database_entries(target: PostgresTarget, archive: PgArchive, dbname: str, *,
         argv += ["--no-owner", "--no-privileges"]
     res = proc.run([*argv, str(archive.path)], check=False, timeout=600)
     pg.check_stage(res, "reading the database's own settings from the archive")
-    found = create_database_sql(res.text, dbname)
-    if found is None:
-        return DatabaseEntries(None, "")
-    create, ident = found
-    named = re.compile(rf"(DATABASE ){re.escape(ident)}(?=[ ;])")
-    quoted = '"' + dbname.replace('"', '""') + '"'
-    out = []
-    seen_create = False
-    for line in res.text.splitlines():
-        if line.startswith("CREATE DATABASE ") and not seen_create:
-            seen_create = True  # the first only: a comment's text may hold such a line
-            continue
-        if line.startswith("\\") or (no_owner and line.startswith("ALTER ROLE ")):
-            continue  # psql meta-commands (\connect, \restrict)
-        out.append(named.sub(lambda m: m.group(1) + quoted, line))
-    return DatabaseEntries(create, "\n".join(out) + "\n")
+    return database_level(res.text, dbname, no_owner=no_owner)
 
 
 def apply_database_level(target: PostgresTarget, sql: str, dbname: str) -> None:
@@ -494,7 +664,7 @@ def compare_row_counts(target: PostgresTarget, dbname: str, expected: dict[str, 
     ``quoted_keys``: the manifest's keys are :func:`pg.qualified` names; else (a manifest of an older upkeeper)
     "schema.table" unquoted."""
     problems = []
-    with pg.connect(target, dbname, autocommit=False) as conn:
+    with pg.connect(target, dbname, autocommit=False, options=pg.OWN_SESSION_OPTIONS) as conn:
         try:
             # matched with the restored tables' names made into keys the manifest's way, never split at a dot (a
             # schema or table name may hold one)
@@ -522,7 +692,7 @@ def compare_sequences(target: PostgresTarget, dbname: str, expected: dict[str, A
     """Problems found comparing the restored sequences with the states the manifest recorded (the values the dump
     holds; in older manifests, read before pg_dump read them: see postgres.backup): each must be there and not behind
     (:meth:`pg.SequenceState.behind`) — a sequence behind hands out ids the restored rows already hold."""
-    with pg.connect(target, dbname) as conn:
+    with pg.connect(target, dbname, options=pg.OWN_SESSION_OPTIONS) as conn:
         try:
             got = pg.sequence_states(conn)
         except psycopg.Error as exc:
@@ -544,7 +714,7 @@ def compare_sequences(target: PostgresTarget, dbname: str, expected: dict[str, A
 
 
 def count_large_objects(target: PostgresTarget, dbname: str) -> int:
-    with pg.connect(target, dbname) as conn:
+    with pg.connect(target, dbname, options=pg.OWN_SESSION_OPTIONS) as conn:
         try:
             return pg.large_objects(conn)
         except psycopg.Error as exc:
@@ -556,14 +726,15 @@ def scratch_name(backup_id: str) -> str:
 
 
 def stream_restore(fetcher: Fetcher, rec: ObjectRecord, target: PostgresTarget, dbname: str,
-                   create: Callable[[str | None], None], *, empty_ok: bool = False) -> tuple[float, int]:
+                   create: Callable[[DatabaseEntries], None], *, empty_ok: bool = False) -> tuple[float, int]:
     """One pass from storage into the database: SHA-256 → age → zstd → ``pg_restore`` (one job,
     ``--exit-on-error``), with ``pg_restore --list`` reading the same stream's table of contents (which must
     hold entries unless ``empty_ok``).
 
-    The database is created by ``create``, given the dump's CREATE DATABASE for ``dbname``
-    (:func:`create_database_sql`; None for an archive without one), once ``pg_restore --create --schema-only``
-    has read it from the start of the stream (the archive's table of contents: it reads no further); the
+    The database is created by ``create``, given the dump's entries for the database itself, written for
+    ``dbname`` (:func:`database_level`: its CREATE DATABASE, None for an archive without one, and its owner,
+    comment, privileges and settings), once ``pg_restore --create --schema-only`` has read them from the start of
+    the stream (the archive's table of contents: it reads no further); the
     stream up to there is held in memory, then restored.
 
     No plaintext file is written and decryption overlaps the restore.  Returns (seconds, TOC entries).
@@ -602,8 +773,7 @@ def stream_restore(fetcher: Fetcher, rec: ObjectRecord, target: PostgresTarget, 
         res_head = head.wait(check=False)
         readers[0].join()
         pg.check_stage(res_head, "reading the database's settings from the archive")
-        found = create_database_sql(b"".join(script).decode("utf-8", "replace"), dbname)
-        create(found[0] if found else None)
+        create(database_level(b"".join(script).decode("utf-8", "replace"), dbname, no_owner=False))
         restorer = proc.spawn([restore_tool, "--exit-on-error", "--no-password", "--no-owner", "--no-privileges",
                                "--dbname", dbname], stdin=proc.PIPE, stdout=proc.DEVNULL,
                               extra_env=target.libpq_env(dbname))

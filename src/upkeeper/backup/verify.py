@@ -30,6 +30,7 @@ from upkeeper.backup.manifest import MANIFEST, Manifest, read_manifest
 from upkeeper.backup.pipeline import ChecksumMismatch, ObjectRecord, check_stored
 from upkeeper.backup.rdb import check_rdb
 from upkeeper.backup.restore import (
+    DatabaseEntries,
     Fetcher,
     Located,
     PgArchive,
@@ -403,15 +404,20 @@ def _verify_postgres(fetcher: Fetcher, settings: BackupSettings, source: Any, op
                     with watch:
                         # with the dump's encoding, collation, ctype and locale provider: text compares, sorts
                         # (smoke checks, amcheck) and converts as it does in the backed-up database
-                        def create(statement: str | None) -> None:
-                            _create_scratch(guard, scratch, name, m.id, statement)
+                        entries: list[DatabaseEntries] = []
+
+                        def create(found: DatabaseEntries) -> None:
+                            entries.append(found)
+                            _create_scratch(guard, scratch, name, m.id, found.create)
 
                         if archive is not None:
-                            create(database_entries(scratch, archive, name, no_owner=True).create)
+                            create(database_entries(scratch, archive, name, no_owner=False))
                         progress(f"restoring into {name}")
                         _restore(fetcher, db_objects[0] if streaming else None, archive, scratch, name, opts, report,
                                  create, empty_ok=empty_ok)
                         watch.check()  # a restore that ended below the reserve is stopped too
+                        # the sessions that count rows and run the checks see what the backed-up database's did
+                        _apply_session_settings(scratch, name, entries[0] if entries else None, report)
                 except Exception:
                     if not watch.check():  # the restore failed with room left: its own error is the verdict
                         raise
@@ -440,7 +446,7 @@ def _drop_scratch(scratch: PostgresTarget, admin: str, name: str) -> None:
 
 
 def _restore(fetcher: Fetcher, rec: ObjectRecord | None, archive: PgArchive | None, scratch: PostgresTarget, name: str,
-             opts: VerifyOptions, report: VerifyReport, create: Callable[[str | None], None], *,
+             opts: VerifyOptions, report: VerifyReport, create: Callable[[DatabaseEntries], None], *,
              empty_ok: bool) -> None:
     """Streamed from storage (``archive`` None; ``create`` makes the scratch database once the stream has
     given its CREATE DATABASE) or from the fetched archive with several jobs (the database already made)."""
@@ -456,6 +462,39 @@ def _restore(fetcher: Fetcher, rec: ObjectRecord | None, archive: PgArchive | No
     else:
         report.restore_seconds = round(pg_restore(scratch, archive, name, jobs=opts.jobs or 2), 3)
         report.steps.append(f"restored into {name} with {opts.jobs or 2} jobs in {report.restore_seconds:.1f}s")
+
+
+def _apply_session_settings(scratch: PostgresTarget, name: str, entries: DatabaseEntries | None,
+                            report: VerifyReport) -> None:
+    """The backed-up database's own settings (``ALTER DATABASE … SET``: a search_path, a time zone) and the
+    scratch role's in it (``ALTER ROLE … IN DATABASE … SET``) given to the scratch database, which the sessions
+    that count rows and run the smoke checks then get, as that role's sessions in the backed-up database did (a
+    check naming tables of a schema in the database's search_path failed "relation … does not exist").  Its
+    owner, comment, privileges, connection limit and template flag are not (they are the scratch database's);
+    nor are other roles' settings (the checks run as the scratch role).  A setting this server or role does not
+    allow is left out, named in the steps (a check that depends on it fails on its own)."""
+    if entries is None or not entries.statements:
+        return
+    with pg.connect(scratch, name, options=pg.OWN_SESSION_OPTIONS) as conn:
+        row = conn.execute("SELECT current_user").fetchone()
+        role = str(row[0]) if row else ""
+        mine, others = entries.session_settings(role)
+        applied, skipped = 0, []
+        for stmt in mine:
+            try:
+                conn.execute(stmt.text.encode())
+                applied += 1
+            except psycopg.Error as exc:  # named, never with its value (a custom setting may hold a secret)
+                skipped.append(f"{entries.setting_name(stmt)}: {pg.pg_error(exc)}")
+    if applied:
+        report.steps.append(f"{applied} setting(s) of the backed-up database (ALTER DATABASE / ALTER ROLE {role} IN "
+                            "DATABASE … SET) given to the scratch database")
+    for what in skipped:
+        log.warning("setting of the backed-up database not given to the scratch database %s: %s", name, what)
+        report.steps.append(f"not given to the scratch database (this server or role does not allow it): {what}")
+    if others:
+        report.steps.append(f"settings in the database of role(s) {', '.join(others)} not applied: the checks run "
+                            f"as {role}")
 
 
 def _check_work_room(tmp: Path, needed: int, what: str, opts: VerifyOptions, report: VerifyReport) -> None:
@@ -700,7 +739,7 @@ def _smoke(target: PostgresTarget, dbname: str, checks: Sequence[str]) -> None:
 
 
 def _amcheck(target: PostgresTarget, dbname: str) -> int:
-    with pg.connect(target, dbname) as conn:
+    with pg.connect(target, dbname, options=pg.OWN_SESSION_OPTIONS) as conn:
         try:
             conn.execute("CREATE EXTENSION IF NOT EXISTS amcheck")
             rows = conn.execute(AMCHECK_SQL).fetchall()
