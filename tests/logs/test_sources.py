@@ -382,3 +382,26 @@ def test_a_reused_inode_of_a_file_that_moved_is_no_replacement(tmp_path: Path) -
     assert plan.notes == []
     got, _ = read_plan(discover(str(log)), cur)
     assert got == line(5) + line(6)
+
+
+def test_logrotate_olddir_hint(tmp_path: Path) -> None:
+    """The olddir logrotate's config gives a log — only a hint for the lost_lines finding: a stanza naming it
+    (globs, several paths, quotes), a relative olddir, the global one of logrotate.conf, and scripts skipped."""
+    from upkeeper.logs.logrotate_hint import olddir_for
+
+    main = tmp_path / "logrotate.conf"
+    main.write_text("weekly\nolddir /var/log/archive\n")
+    d = tmp_path / "logrotate.d"
+    d.mkdir()
+    (d / "nginx").write_text('# nginx\n"/var/log/nginx/*.log" /srv/x.log {\n daily\n postrotate\n'
+                             '  olddir /nope\n  }\n endscript\n olddir old # moved\n}\n')
+    (d / "app").write_text("/srv/app/app.log\n{\n rotate 4\n}\n/srv/other.log { noolddir\n}\n")
+    (d / "app.dpkg-old").write_text("/srv/app/app.log { olddir /wrong\n}\n")
+    configs = (str(main), str(d))
+    assert olddir_for("/var/log/nginx/access.log", configs).olddir == "/var/log/nginx/old"
+    assert olddir_for("/srv/x.log", configs).olddir == "/srv/old"
+    got = olddir_for("/srv/app/app.log", configs)
+    assert (got.olddir, got.source) == ("/var/log/archive", str(d / "app"))
+    assert olddir_for("/srv/other.log", configs).olddir is None
+    none = olddir_for("/elsewhere.log", configs)
+    assert none.olddir is None and none.source == f"{main}, {d}" and not none.problem

@@ -105,8 +105,9 @@ def test_incremental_runs_and_rotation(cli: Any, make_config: Any, fresh_site_lo
     assert run(cli, cfg)["metrics"]["requests"] == 0
 
 
-def logrotate(server: NginxServer, tmp_path: Path, directives: str) -> None:
-    """Run the real logrotate (forced) on the server's access log, reopening nginx as its postrotate."""
+def logrotate(server: NginxServer, tmp_path: Path, directives: str, olddir: Path | None = None) -> None:
+    """Run the real logrotate (forced) on the server's access log, reopening nginx as its postrotate
+    (``olddir``: the directory the directives move the rotated files to)."""
     import shutil
     import subprocess
 
@@ -132,7 +133,8 @@ def logrotate(server: NginxServer, tmp_path: Path, directives: str) -> None:
                 held.update(os.readlink(fd) for fd in fd_dir.iterdir())
             except OSError:
                 continue
-        old = {h for h in held if h.startswith(f"{server.access_log}.") or h == f"{server.access_log} (deleted)"}
+        old = {h for h in held if h.startswith(f"{server.access_log}.") or h == f"{server.access_log} (deleted)"
+               or (olddir is not None and h.startswith(f"{olddir / server.access_log.name}"))}
         if not old and str(server.access_log) in held:
             return
         time.sleep(0.02)
@@ -179,6 +181,96 @@ def test_real_logrotate_counts_each_request_once_and_says_when_lines_are_lost(
     assert [(f["severity"], f["subject"]) for f in lost] == [("warning", str(log))]
     assert "is gone" in lost[0]["message"] and "rotate" in lost[0]["message"]
     assert run(cli, cfg)["metrics"]["requests"] == 0
+
+
+def test_real_logrotate_olddir_counts_each_request_once(cli: Any, make_config: Any, fresh_site_log: NginxServer,
+                                                      tmp_path: Path) -> None:
+    """logrotate's olddir moves the rotated files away from the log: with rotated_dirs naming it, the lines
+    written between a run and a rotation are read (plain, compress + delaycompress rotated twice between two
+    runs, dateext + compress), each once, and no other file there; without it they are lost, and the warning
+    names the option (and, as a hint, the olddir of the logrotate config that rotated it)."""
+    import gzip
+    import os
+
+    from upkeeper.logs.logrotate_hint import olddir_for
+
+    log = fresh_site_log.access_log
+    olddir = fresh_site_log.base / f"old-{tmp_path.name}"  # logrotate wants the olddir on the log's device
+    olddir.mkdir()
+    # not the predecessor of anything: never read (an older numbered file, an older dated one)
+    (olddir / "access.log.9").write_text(crafted_log())
+    with gzip.open(olddir / "access.log-20200101.gz", "wt") as fh:
+        fh.write(crafted_log())
+    for decoy in olddir.iterdir():
+        os.utime(decoy, (0, 0))
+    cfg: Path = make_config({
+        "targets": {"web": fresh_site_log.target()},
+        "jobs": {name: {"task": "logs.nginx", "target": "web", "options": {
+            "log_format": "combined_timed", "report_dir": str(tmp_path / "reports"), "html": False, **extra}}
+            for name, extra in (("log-analysis", {"rotated_dirs": [olddir.name]}), ("no-olddir", {}))},
+    })
+    sent = [0]
+
+    def send(n: int) -> None:
+        reqs = [Request("GET", f"/api/v1/listings/{sent[0] + i}", "192.0.2.9", "Mozilla/5.0") for i in range(n)]
+        sent[0] += n
+        assert drive(fresh_site_log.url, TrafficPlan(reqs)).sent == n
+
+    def rotate(directives: str) -> None:
+        logrotate(fresh_site_log, tmp_path, f" rotate 3\n create\n olddir {olddir}\n{directives}", olddir)
+
+    def job(name: str = "log-analysis") -> dict[str, Any]:
+        res = cli(["--config", str(cfg), "run", name, "--json"])
+        assert res.code in (0, 1), res.output
+        out: dict[str, Any] = res.json()[0]
+        return out
+
+    try:
+        send(20)
+        wait_for_log_lines(log, 20)
+        assert job()["metrics"]["requests"] == 20  # the olddir's files are not the continuation of anything
+        assert job("no-olddir")["metrics"]["requests"] == 20
+        # plain rename into the olddir: lines written before the rotation are in old/access.log.1
+        send(4)
+        rotate("")
+        send(3)
+        wait_for_log_lines(log, 3)
+        r = job()
+        assert r["metrics"]["requests"] == 7 and "logs.nginx.lost_lines" not in checks(r), r["findings"]
+        r = job("no-olddir")
+        assert r["metrics"]["requests"] == 3
+        lost = checks(r)["logs.nginx.lost_lines"]
+        assert [(f["severity"], f["subject"]) for f in lost] == [("warning", str(log))]
+        assert "name that directory in the job's rotated_dirs option" in lost[0]["remediation"]
+        # the hint, from the config logrotate just ran (the job reads /etc/logrotate.d, which the test cannot write)
+        hint = olddir_for(str(log), (str(tmp_path / "logrotate.conf"),))
+        assert (hint.olddir, hint.source, hint.problem) == (str(olddir), str(tmp_path / "logrotate.conf"), "")
+        # compress + delaycompress, rotated twice between two runs: the last run's file is old/access.log.2.gz
+        send(4)
+        rotate(" compress\n delaycompress")
+        send(3)
+        rotate(" compress\n delaycompress")
+        send(2)
+        wait_for_log_lines(log, 2)
+        assert (olddir / "access.log.2.gz").exists()
+        r = job()
+        assert r["metrics"]["requests"] == 9 and "logs.nginx.lost_lines" not in checks(r), r["findings"]
+        # dateext + compress: old/access.log-<date>.gz
+        send(5)
+        rotate(" compress\n dateext\n dateformat -%Y%m%d%H%M%S")
+        send(6)
+        wait_for_log_lines(log, 6)
+        assert any(p.name.startswith("access.log-2") for p in olddir.iterdir() if p.name != "access.log-20200101.gz")
+        r = job()
+        assert r["metrics"]["requests"] == 11 and "logs.nginx.lost_lines" not in checks(r), r["findings"]
+        assert job()["metrics"]["requests"] == 0
+        files = {f["path"] for f in json.loads(Path(next(
+            a["path"] for a in r["artifacts"] if a["format"] == "json")).read_text())["files"]}
+        assert not {str(olddir / "access.log.9"), str(olddir / "access.log-20200101.gz")} & files
+    finally:
+        for p in olddir.iterdir():
+            p.unlink()
+        olddir.rmdir()
 
 
 def test_unparsed_lines_warn_with_samples(cli: Any, make_config: Any, fresh_site_log: NginxServer,

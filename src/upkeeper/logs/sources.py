@@ -14,6 +14,12 @@ head or tail does not (inode reuse, ``copytruncate`` then refill) or which got s
 than the cursor (truncation) is read from the start.  The live file is read up
 to its last complete line; a half-written line waits for the next run.
 
+Rotated files that logrotate moves to another directory (its ``olddir``) are found there when that
+directory is given (``rotated_dirs``), but read only as the continuation of what the last run read: the
+file the last run's cursor matches (recognised as above) and the files rotated after it (same naming
+scheme, later in it). Any other file there — older history, a file of another naming scheme, everything on
+a first run — is never read (see :func:`plan_reads`).
+
 Compressed files are decompressed as ``zcat`` does (:class:`GzipReader`): a truncated or
 damaged one gives the lines before the damage (and a note), and its cursor remembers the
 compressed size, so an unchanged damaged file is neither re-read nor reported again.
@@ -43,6 +49,10 @@ class LogFile:
     inode: int
     size: int
     mtime: float
+    #: for a rotated file found in one of ``rotated_dirs`` (logrotate's olddir): the live log it belongs to and
+    #: the directory and its naming scheme ("<live path>\0<dir>\0num" or "…\0date"): the files of one such
+    #: chain are in rotation order; empty for the files next to the log
+    elsewhere: str = ""
 
 
 @dataclass(frozen=True)
@@ -95,7 +105,8 @@ def live_log(path: str) -> str:
     return _ROTATED_SUFFIX.sub("", path) or path
 
 
-def discover_glob(pattern: str, *, rotated: bool = True, max_files: int = 30) -> list[LogFile]:
+def discover_glob(pattern: str, *, rotated: bool = True, max_files: int = 30,
+                  rotated_dirs: tuple[str, ...] | list[str] = ()) -> list[LogFile]:
     """Each log ``pattern`` matches, with its rotated siblings (:func:`discover`, ``max_files`` per log), logs
     in name order.  A match that is itself a rotated file (``x.log.1``, ``x.log-20240301.gz``) stands for its
     live log ``x.log``, so ``*.log*`` reads every log once; with ``rotated`` false only live logs are read."""
@@ -104,28 +115,46 @@ def discover_glob(pattern: str, *, rotated: bool = True, max_files: int = 30) ->
     bases = sorted({live_log(p) for p in glob.glob(pattern)})
     out: list[LogFile] = []
     for base in bases:
-        out += discover(base, rotated=rotated, max_files=max_files)
+        out += discover(base, rotated=rotated, max_files=max_files, rotated_dirs=rotated_dirs)
     return out
 
 
-def discover(path: str, *, rotated: bool = True, max_files: int = 30) -> list[LogFile]:
-    """``path`` and its rotated siblings that exist, oldest first (at most ``max_files``)."""
-    base = Path(path)
+def _rotated_in(directory: Path, name: str) -> list[tuple[tuple[int, str], Path, bool]]:
+    """The rotated files of the log ``name`` in ``directory`` (sort key, path, compressed), in no order."""
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return []
     found: list[tuple[tuple[int, str], Path, bool]] = []
-    if rotated and base.parent.is_dir():
-        try:
-            names = os.listdir(base.parent)
-        except OSError:
-            names = []
-        for name in names:
-            if not name.startswith(base.name) or name == base.name:
-                continue
-            m = _ROTATED.match(name[len(base.name):])
-            if not m:
-                continue
-            # order: higher numbers are older; dates sort ascending
-            key = (-int(m.group("num")), "") if m.group("num") else (-(10**9), m.group("date"))
-            found.append((key, base.parent / name, bool(m.group("gz"))))
+    for entry in names:
+        if not entry.startswith(name) or entry == name:
+            continue
+        m = _ROTATED.match(entry[len(name):])
+        if not m:
+            continue
+        # order: higher numbers are older; dates sort ascending
+        key = (-int(m.group("num")), "") if m.group("num") else (-(10**9), m.group("date"))
+        found.append((key, directory / entry, bool(m.group("gz"))))
+    return found
+
+
+def rotated_dir(log: str, directory: str) -> Path:
+    """Where a ``rotated_dirs`` entry points for ``log``: a relative one is relative to the log's own directory,
+    as logrotate takes a relative ``olddir``."""
+    d = Path(directory).expanduser()
+    return d if d.is_absolute() else Path(log).parent / d
+
+
+def discover(path: str, *, rotated: bool = True, max_files: int = 30,
+             rotated_dirs: tuple[str, ...] | list[str] = ()) -> list[LogFile]:
+    """``path`` and its rotated siblings that exist, oldest first (at most ``max_files``).
+
+    Before them, the rotated files of ``path`` in each of ``rotated_dirs`` (logrotate's ``olddir``; at most
+    ``max_files`` per directory), marked :attr:`LogFile.elsewhere`: :func:`plan_reads` reads only those that
+    continue what the last run read.  A file seen twice (the log's own directory named, a hard link) is
+    listed once."""
+    base = Path(path)
+    found = _rotated_in(base.parent, base.name) if rotated and base.parent.is_dir() else []
     found.sort(key=lambda x: x[0])
     out: list[LogFile] = []
     for _key, p, gz in found[-max(0, max_files - 1):] if max_files > 1 else []:
@@ -135,7 +164,18 @@ def discover(path: str, *, rotated: bool = True, max_files: int = 30) -> list[Lo
     live = _stat(base, base.name.endswith(".gz"), live=True)
     if live is not None:
         out.append(live)
-    return out
+    seen = {(f.dev, f.inode) for f in out}
+    moved: list[LogFile] = []
+    for d in rotated_dirs if rotated else ():
+        elsewhere = sorted(_rotated_in(rotated_dir(path, d), base.name), key=lambda x: x[0])
+        for key, p, gz in elsewhere[-max_files:]:
+            lf = _stat(p, gz, live=False)
+            if lf is None or (lf.dev, lf.inode) in seen:
+                continue
+            seen.add((lf.dev, lf.inode))
+            moved.append(LogFile(lf.path, gz, False, lf.dev, lf.inode, lf.size, lf.mtime,
+                                 elsewhere=f"{path}\0{d}\0{'num' if key[1] == '' else 'date'}"))
+    return moved + out
 
 
 def _stat(p: Path, gz: bool, live: bool) -> LogFile | None:
@@ -263,17 +303,26 @@ def plan_reads(files: list[LogFile], cursors: list[dict[str, Any]] | None, *, in
 
     A cursor of the last run that no file matches any more, and whose file was the live log then, is a
     ``lost`` note: that file was rotated away and deleted (or moved where it is not looked for) before this
-    run, so whatever was written to it after the last run is missing."""
+    run, so whatever was written to it after the last run is missing.
+
+    Files found in a ``rotated_dirs`` directory (:attr:`LogFile.elsewhere`) are read only from the oldest of
+    their chain that a cursor of the last run matches on: that one (from where the last run stopped) and those
+    rotated after it (written since the last run; read whole).  The others there — older ones, every one of a
+    chain no cursor matches, all of them without cursors (a first run, ``incremental`` off) — are left alone,
+    as is an unreadable one unless it may be the missing continuation."""
     plan = ReadPlan()
     cursors = list(cursors or []) if incremental else []
     heads: list[tuple[LogFile, str, int, dict[str, Any] | None]] = []
+    unreadable: list[tuple[LogFile, OSError]] = []
     for lf in files:
         try:
             head, head_len = head_digest(lf)
         except OSError as exc:
-            plan.notes.append(PlanNote(lf.path, "unreadable", f"{lf.path}: cannot read ({exc})"))
+            unreadable.append((lf, exc))
             continue
         heads.append((lf, head, head_len, _match(lf, head, head_len, cursors) if incremental else None))
+    heads, unreadable = _continuations(files, heads, unreadable, after_run=bool(cursors))
+    plan.notes += [PlanNote(lf.path, "unreadable", f"{lf.path}: cannot read ({exc})") for lf, exc in unreadable]
     matched = {id(cur) for _lf, _h, _n, cur in heads if cur is not None}
     for lf, head, head_len, cur in heads:
         start = 0
@@ -312,6 +361,26 @@ def plan_reads(files: list[LogFile], cursors: list[dict[str, Any]] | None, *, in
     return plan
 
 
+def _continuations(files: list[LogFile], heads: list[tuple[LogFile, str, int, dict[str, Any] | None]],
+                   unreadable: list[tuple[LogFile, OSError]], *, after_run: bool
+                   ) -> tuple[list[tuple[LogFile, str, int, dict[str, Any] | None]], list[tuple[LogFile, OSError]]]:
+    """``heads`` and ``unreadable`` without the files of a ``rotated_dirs`` chain before the oldest one a cursor
+    matched (all of the chain when none did): see :func:`plan_reads`."""
+    first: dict[str, int] = {}  # chain → index in files of its oldest matched file
+    order = {id(lf): i for i, lf in enumerate(files)}
+    for lf, _h, _n, cur in heads:
+        if lf.elsewhere and cur is not None:
+            first.setdefault(lf.elsewhere, order[id(lf)])
+
+    def keep(lf: LogFile) -> bool:
+        return not lf.elsewhere or (lf.elsewhere in first and order[id(lf)] >= first[lf.elsewhere])
+
+    # after a run, an unreadable file of a chain nothing matched may be the continuation: said, as it may
+    # hold the lines the last run's live file got since
+    return ([h for h in heads if keep(h[0])],
+            [u for u in unreadable if keep(u[0]) or (after_run and u[0].elsewhere not in first)])
+
+
 def _lost(cursors: list[dict[str, Any]], matched: set[int], *, read_whole: bool) -> list[PlanNote]:
     """``lost`` notes for the last run's live files that no file matches now.
 
@@ -331,8 +400,8 @@ def _lost(cursors: list[dict[str, Any]], matched: set[int], *, read_whole: bool)
             f"{path} as the last run read it (the live log then: inode {c.get('inode')}, {offset:,} bytes read) "
             "is gone: no file here has its inode and first bytes any more. It was rotated away and deleted (or "
             "truncated) before this run — rotated more times between two runs than rotated files are kept "
-            "(logrotate's 'rotate'), or its rotated copy is where it is not looked for (logrotate's olddir, a "
-            "dateformat other than -YYYYMMDD[HH[MM[SS]]]); whatever was written to it after the last run is "
+            "(logrotate's 'rotate'), or its rotated copy is where it is not looked for (logrotate's olddir not "
+            "named in the job's rotated_dirs option, a dateformat other than -YYYYMMDD[HH[MM[SS]]]); whatever was written to it after the last run is "
             "missing from this analysis")))
     return out
 

@@ -190,12 +190,56 @@ def read_findings(task: str, notes: list[ReadNote]) -> list[Finding]:
                     "or delete it" if n.damaged else "", data={"damaged": n.damaged}) for n in notes]
 
 
-def plan_findings(task: str, notes: list[PlanNote]) -> list[Finding]:
+#: the option of the log tasks that names logrotate's olddir, described once
+RotatedDirs = Annotated[list[Annotated[str, Field(min_length=1)]], Field(
+    description="directories where the rotated files of the log are moved (logrotate's olddir, e.g. "
+    "/var/log/nginx/old; a relative one is relative to the log's directory, as for logrotate): with incremental "
+    "reading, the rotated file holding what the last run did not read yet is looked for there too, and it and "
+    "the files rotated after it are read; nothing else there is read (not older files, nothing on a first "
+    "run). Without it, lines written between a run and a rotation into an olddir are lost (a lost_lines "
+    "warning). Source: upkeeper (none by default; logrotate's config is only used to suggest it)")]
+
+
+def lost_fix(path: str, rotated_dirs: list[str] | None = None) -> str:
+    """How to find a lost live file next time: ``rotated_dirs`` with the olddir logrotate's config gives (a hint,
+    :mod:`upkeeper.logs.logrotate_hint`), or the generic advice."""
+    from upkeeper.logs.logrotate_hint import olddir_for
+    from upkeeper.logs.sources import live_log
+
+    try:
+        hint = olddir_for(live_log(path))
+    except Exception as exc:  # a hint only: never the reason a run fails
+        hint = None
+        why = f"could not check logrotate's config for an olddir ({type(exc).__name__}: {exc})"
+    else:
+        why = ""
+    looked = f" (rotated_dirs looked in: {', '.join(rotated_dirs)})" if rotated_dirs else ""
+    if hint is not None and hint.olddir is not None:
+        if rotated_dirs and any(str(Path(path).parent / Path(d).expanduser()) == hint.olddir
+                                or Path(d).expanduser() == Path(hint.olddir) for d in rotated_dirs):
+            advice = (f"logrotate ({hint.source}) moves its rotated files to {hint.olddir} (olddir), which "
+                      "rotated_dirs names: the file was deleted there before this run")
+        else:
+            advice = (f"logrotate ({hint.source}) moves its rotated files to {hint.olddir} (olddir): add "
+                      f"{hint.olddir} to the job's rotated_dirs option{looked}")
+    else:
+        advice = ("if logrotate moves its rotated files to another directory (olddir), name that directory in "
+                  f"the job's rotated_dirs option{looked}")
+        if hint is not None:
+            why = (f"no olddir for it found in {hint.source} (checked only as a hint"
+                   + (f"; could not read {hint.problem}" if hint.problem else "") + ")")
+    return ("run the job more often than the log rotates, keep more rotated files (logrotate's 'rotate'), keep "
+            "them next to the log under a name of the form log.N[.gz] or log-YYYYMMDD[.gz], or " + advice
+            + (f" — {why}" if why else ""))
+
+
+def plan_findings(task: str, notes: list[PlanNote], rotated_dirs: list[str] | None = None) -> list[Finding]:
     """What planning the reads noticed, as findings: a file that cannot be read is a
     ``logs.<task>.unreadable`` warning (its lines are missing from the analysis, and it is tried again
     next run); a file that got shorter or was replaced since the last run is a ``logs.<task>.rotation``
     info finding (it was read from the start); the last run's live file gone with no rotated copy found is a
-    ``logs.<task>.lost_lines`` warning (what was written to it since the last run is missing)."""
+    ``logs.<task>.lost_lines`` warning (what was written to it since the last run is missing), whose fix names
+    the ``rotated_dirs`` option (:func:`lost_fix`)."""
     out: list[Finding] = []
     for n in notes:
         if n.kind == "unreadable":
@@ -204,9 +248,7 @@ def plan_findings(task: str, notes: list[PlanNote]) -> list[Finding]:
                                "(e.g. the adm group for /var/log), or remove the file"))
         elif n.kind == "lost":
             out.append(Finding(f"logs.{task}.lost_lines", Severity.WARNING, n.path, n.message,
-                               "run the job more often than the log rotates, keep more rotated files (logrotate's "
-                               "'rotate'), or keep them next to the log under a name of the form log.N[.gz] or "
-                               "log-YYYYMMDD[.gz]"))
+                               lost_fix(n.path, rotated_dirs)))
         else:
             out.append(Finding(f"logs.{task}.rotation", Severity.INFO, n.path, n.message))
     return out

@@ -24,6 +24,7 @@ from upkeeper.tasks.logs._common import (
     HtmlReport,
     KeepReports,
     ReportDir,
+    RotatedDirs,
     not_a_log,
     plan_findings,
     read_findings,
@@ -47,6 +48,7 @@ class ErrorLogsOptions(TaskOptions):
             "Source: upkeeper default")
     max_files: int = Field(30, ge=1, le=1000, description="at most this many files per log path. "
             "Source: upkeeper default")
+    rotated_dirs: RotatedDirs = []
     incremental: bool = Field(True, description="read only what is new since the last run. "
             "Source: upkeeper default")
     remember_groups: int = Field(5000, ge=10, description="exception groups remembered to tell new ones from known. "
@@ -89,7 +91,8 @@ class ErrorLogs(Task[ErrorLogsOptions]):
 
         ng: NginxErrorStats | None = None
         if error_log:
-            files = discover(error_log, rotated=options.rotated, max_files=options.max_files)
+            files = discover(error_log, rotated=options.rotated, max_files=options.max_files,
+                             rotated_dirs=options.rotated_dirs)
             if not files:
                 findings.append(Finding("logs.errors.missing", Severity.WARNING, error_log,
                                         f"the nginx error log: {not_a_log(error_log)}",
@@ -127,7 +130,7 @@ class ErrorLogs(Task[ErrorLogsOptions]):
                     findings.append(Finding("logs.errors.missing", Severity.WARNING, pat, self._no_match(pat),
                                             "set app_logs to the files your application writes"))
         seconds = time.monotonic() - t0
-        findings += plan_findings("errors", plan_notes) + read_findings("errors", read_notes)
+        findings += plan_findings("errors", plan_notes, options.rotated_dirs) + read_findings("errors", read_notes)
         saved = ctx.state.get(GROUPS_KEY)
         # "never read an application log" (no state: record a baseline) is not "read it, no exceptions"
         # (an empty dict: whatever appears next is new)
@@ -212,7 +215,8 @@ class ErrorLogs(Task[ErrorLogsOptions]):
         paths = sorted({live_log(p) for p in glob.glob(pattern)}) if any(c in pattern for c in "*?[") else [pattern]
         out = []
         for p in paths:
-            files = discover(p, rotated=options.rotated, max_files=options.max_files)
+            files = discover(p, rotated=options.rotated, max_files=options.max_files,
+                             rotated_dirs=options.rotated_dirs)
             if files:
                 out.append((p, files))
         return out

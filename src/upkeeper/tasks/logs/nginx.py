@@ -47,6 +47,7 @@ from upkeeper.tasks.logs._common import (
     HtmlReport,
     KeepReports,
     ReportDir,
+    RotatedDirs,
     not_a_log,
     plan_findings,
     read_findings,
@@ -152,6 +153,7 @@ class NginxLogsOptions(TaskOptions):
             "Source: upkeeper default")
     max_files: int = Field(30, ge=1, le=1000, description="at most this many files per log (newest first). "
             "Source: upkeeper default")
+    rotated_dirs: RotatedDirs = []
     incremental: bool = Field(
         True, description="read only what is new since the last run (a cursor per file: inode, offset, first bytes). "
                 "Source: upkeeper default"
@@ -278,9 +280,11 @@ class NginxLogs(Task[NginxLogsOptions]):
         assert isinstance(target, NginxTarget)
         path = options.access_log or target.access_log
         if is_glob(path):
-            files = discover_glob(path, rotated=options.rotated, max_files=options.max_files)
+            files = discover_glob(path, rotated=options.rotated, max_files=options.max_files,
+                                  rotated_dirs=options.rotated_dirs)
         else:
-            files = discover(path, rotated=options.rotated, max_files=options.max_files)
+            files = discover(path, rotated=options.rotated, max_files=options.max_files,
+                             rotated_dirs=options.rotated_dirs)
         if not files:
             why = f"no file matches {path}" if is_glob(path) else not_a_log(path)
             return Result(status=Status.FAIL, summary=f"no access log at {path}", findings=[Finding(
@@ -400,7 +404,7 @@ class NginxLogs(Task[NginxLogsOptions]):
 
     def _findings(self, ctx: TaskContext, o: NginxLogsOptions, rep: dict[str, Any], notes: list[PlanNote],
                   subject: str) -> list[Finding]:
-        out = plan_findings("nginx", notes)
+        out = plan_findings("nginx", notes, o.rotated_dirs)
         if not rep["lines"]:
             return out
         checks = (self._unparsed, self._failed, self._latency, self._sites, self._security, self._exposed,

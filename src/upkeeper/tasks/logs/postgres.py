@@ -39,6 +39,7 @@ from upkeeper.tasks.logs._common import (
     HtmlReport,
     KeepReports,
     ReportDir,
+    RotatedDirs,
     not_a_log,
     plan_findings,
     read_findings,
@@ -86,6 +87,7 @@ class PostgresLogsOptions(TaskOptions):
             "Source: upkeeper default")
     max_files: int = Field(30, ge=1, le=1000, description="at most this many files per log path. "
             "Source: upkeeper default")
+    rotated_dirs: RotatedDirs = []
     incremental: bool = Field(True, description="read only what is new since the last run. "
             "Source: upkeeper default")
     workers: int = Field(0, ge=0, le=64, description="processes that scan in parallel (0: one per CPU, at "
@@ -215,7 +217,7 @@ class PostgresLogs(Task[PostgresLogsOptions]):
         rep["log_line_prefix"] = prefix if fmt == "stderr" else None
         rep["files"] = [{"path": r.file.path, "from": r.start, "to": r.end} for r in plan.ranges]
         rep["scan_seconds"] = round(seconds, 3)
-        findings = (plan_findings("postgres", plan.notes) + read_findings("postgres", read_notes)
+        findings = (plan_findings("postgres", plan.notes, options.rotated_dirs) + read_findings("postgres", read_notes)
                     + self._findings(options, rep, server, path))
         metrics = self._metrics(rep, seconds)
         rep["findings"] = [f.to_dict() for f in findings]
@@ -291,7 +293,8 @@ class PostgresLogs(Task[PostgresLogsOptions]):
                 out = [LogFile(f.path, f.gz, i == len(out) - 1 and not f.gz, f.dev, f.inode, f.size, f.mtime)
                        for i, f in enumerate(out)]
             return out
-        return discover(path, rotated=options.rotated, max_files=options.max_files)
+        return discover(path, rotated=options.rotated, max_files=options.max_files,
+                        rotated_dirs=options.rotated_dirs)
 
     @staticmethod
     def _metrics(rep: dict[str, Any], seconds: float) -> dict[str, float]:
