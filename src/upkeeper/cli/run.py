@@ -6,7 +6,6 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import typer
-from rich.table import Table
 
 from upkeeper.cli._app import app, console, err_console, print_json, state
 from upkeeper.cli._gate import (
@@ -102,6 +101,8 @@ def run_cmd(
                 print_json([{"job": j.name, "run_id": rid, "status": "pending", "due_at": when.isoformat()}
                             for j, rid in planned])
             else:
+                from rich.table import Table
+
                 table = Table(title="Planned", title_justify="left")
                 for col in ("run", "job", "due"):
                     table.add_column(col)
