@@ -39,11 +39,16 @@ _KV_PASSWORD = re.compile(
     r"(?P<pw>'[^']*'|\"[^\"]*\"|(?!(?:\?|\$\d+)(?:[\s&,;)]|$))[^\s&,;]+)",
     re.IGNORECASE,
 )
+# a dollar quote's tag: [A-Za-z_\x80-\uffff][A-Za-z0-9_\x80-\uffff]*, written as the complement of each class
+# (the same characters, with or without IGNORECASE: checked for every code point in tests/core/test_redact.py);
+# a class with the range \x80-\uffff took re.compile ~40 ms, in every process at import
+_TAG_START = r"[^\x00-\x40\[-\^`{-\x7f\U00010000-\U0010ffff]"
+_TAG_CHAR = r"[^\x00-/:-@\[-\^`{-\x7f\U00010000-\U0010ffff]"
 # SQL: CREATE/ALTER ROLE … PASSWORD 'literal' (also E'…', U&'…' and dollar-quoted $$…$$ / $tag$…$tag$, all of
 # them string constants PostgreSQL takes as the password; a literal cut short masks the rest)
 _SQL_PASSWORD = re.compile(
     r"(?P<pre>\bPASSWORD\s+)(?P<pw>(?:E'(?:[^'\\]|\\[\s\S]|'')*\\?|(?:U&)?'(?:[^']|'')*)(?:'|\Z)"
-    r"|(?P<tag>\$(?:[A-Za-z_\x80-\uffff][A-Za-z0-9_\x80-\uffff]*)?\$)[\s\S]*?(?:(?P=tag)|\Z))", re.IGNORECASE)
+    r"|(?P<tag>\$(?:" + _TAG_START + _TAG_CHAR + r"*)?\$)[\s\S]*?(?:(?P=tag)|\Z))", re.IGNORECASE)
 # an age identity (X25519 "AGE-SECRET-KEY-1…", a plugin's "AGE-PLUGIN-YUBIKEY-1…") pasted where a public key
 # belongs, and a PEM private key block (an SSH or TLS key pasted into a path field): the kind stays, the key goes
 _AGE_IDENTITY = re.compile(r"(?P<pre>\bAGE-(?:SECRET-KEY|PLUGIN-[A-Z0-9]+)-1)(?P<pw>[0-9A-Za-z]+)")

@@ -41,6 +41,19 @@ def test_run_does_not_import_other_commands() -> None:
     assert out.strip() == "['upkeeper.cli.main', 'upkeeper.cli.run']"
 
 
+
+def test_run_imports_the_notification_engine_and_rich_progress_only_when_needed() -> None:
+    """``upkeeper run`` builds the notification engine for planned and emergency runs, and for the runner
+    when channels are configured; it shows a live progress display only on a terminal.  Loading the
+    command imports neither (nor the modules only they need)."""
+    code = ("import sys\nfrom upkeeper.cli.main import load_commands\nload_commands(['--config', 'x', 'run', 'j'])\n"
+            "import upkeeper.cli._runs\n"
+            "print(sorted(m for m in ('upkeeper.notify.engine', 'upkeeper.notify.store', 'upkeeper.notify.transports',"
+            " 'rich.progress', 'rich.table') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
 def test_help_lists_every_command() -> None:
     out = subprocess.run([sys.executable, "-m", "upkeeper", "--help"], capture_output=True, text=True,
                          check=True).stdout

@@ -7,8 +7,9 @@ import pickle
 import signal
 import threading
 from datetime import UTC, datetime
+from pathlib import Path
 
-from upkeeper.cli.main import _start_worker_early
+from upkeeper.cli.main import _early_worker_wanted
 from upkeeper.config.loader import load_text
 from upkeeper.core import spawn, worker
 from upkeeper.core.execute import WorkRequest
@@ -47,15 +48,50 @@ def test_the_pool_adopts_the_early_worker(tmp_path) -> None:  # type: ignore[no-
 
 
 def test_only_upkeeper_run_starts_a_worker_early() -> None:
+    for argv in (["/usr/bin/pytest", "run"], ["/venv/bin/upkeeper", "status"], ["/venv/bin/upkeeper", "--help"],
+                 ["/venv/bin/upkeeper", "run", "--help"], ["/venv/bin/upkeeper", "run", "j", "--at", "03:00"]):
+        assert not _early_worker_wanted(argv), argv
+    assert _early_worker_wanted(["/venv/bin/upkeeper", "--config", "run", "run", "nightly"])
+
+
+def test_upkeeper_run_forks_its_worker_after_its_imports(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The worker of ``upkeeper run`` is forked from the CLI once its modules are imported (not a new
+    interpreter importing them again): it runs the task in a session of its own, as a child of the CLI,
+    with none of the CLI's other files open, and the run is recorded as usual."""
+    import json
+    import subprocess
+    import sys
+    import time
+
+    pid_file = tmp_path / "pid"
+    cfg = tmp_path / "upkeeper.yaml"
+    cfg.write_text(f"history: {tmp_path / 'history.db'}\njobs:\n  nap:\n    task: debug.sleep\n"
+                   f"    options: {{seconds: 1.5, pid_file: '{pid_file}'}}\n")
+    extra_r, extra_w = os.pipe()  # a file the CLI inherits: its worker must not hold it
+    cli = subprocess.Popen([sys.executable, "-m", "upkeeper", "--config", str(cfg), "run", "nap", "--json"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, pass_fds=(extra_w,))
+    os.close(extra_w)
     try:
-        for argv in (["/usr/bin/pytest", "run"], ["/venv/bin/upkeeper", "status"], ["/venv/bin/upkeeper", "--help"],
-                     ["/venv/bin/upkeeper", "run", "--help"], ["/venv/bin/upkeeper", "run", "j", "--at", "03:00"]):
-            _start_worker_early(argv)
-            assert spawn._early == [], argv
-        _start_worker_early(["/venv/bin/upkeeper", "--config", "run", "run", "nightly"])
-        assert len(spawn._early) == 1
+        deadline = time.monotonic() + 60
+        while not (pid_file.exists() and pid_file.read_text().endswith("\n")) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        pid = int(pid_file.read_text().split()[0])
+        proc = Path(f"/proc/{pid}")
+        cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+        assert b"upkeeper.core.worker" not in cmdline and b"run" in cmdline, cmdline  # the CLI's own command line
+        assert (proc / "stat").read_text().rsplit(")", 1)[1].split()[1] == str(cli.pid)  # its parent
+        assert os.getpgid(pid) == pid and os.getsid(pid) == pid
+        inherited = os.readlink(f"/proc/{cli.pid}/fd/{extra_w}")
+        assert inherited not in {os.readlink(fd) for fd in (proc / "fd").iterdir()}
+        out, err = cli.communicate(timeout=60)
     finally:
-        _discard_early()
+        if cli.poll() is None:
+            cli.kill()
+            cli.wait()
+        os.close(extra_r)
+    assert cli.returncode == 0, err
+    run = json.loads(out)[0]
+    assert run["status"] == "ok" and run["summary"] == "slept 1.5s"
 
 
 def test_prestarted_workers_get_the_config_before_their_first_run() -> None:

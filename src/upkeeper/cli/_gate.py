@@ -6,6 +6,7 @@ import getpass
 import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from upkeeper.config.types import format_duration
@@ -13,8 +14,10 @@ from upkeeper.core.history import History, NewRun
 from upkeeper.core.jobs import Job, Setup
 from upkeeper.errors import UsageError
 from upkeeper.fmt import human_duration, local_time
-from upkeeper.notify.engine import NotificationEngine
 from upkeeper.notify.policy import Calendar, describe
+
+if TYPE_CHECKING:
+    from upkeeper.notify.engine import NotificationEngine
 
 PLANNED_TRIGGER = "planned"
 EMERGENCY_TRIGGER = "emergency"

@@ -6,12 +6,10 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from upkeeper.cli._app import severity_text, status_text
 from upkeeper.cli._wiring import build_listeners
@@ -21,6 +19,10 @@ from upkeeper.core.jobs import Job, Setup
 from upkeeper.core.runner import Runner
 from upkeeper.core.task import Finding
 from upkeeper.fmt import human_duration
+
+if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
+    from rich.table import Table
 
 
 @dataclass
@@ -63,6 +65,44 @@ def make_runner(setup: Setup, history: History, history_url: str, pool_size: int
                   listeners=build_listeners(setup, history))
 
 
+class _NoProgress:
+    """What :func:`run_jobs` asks of a Progress when none is shown (``--json``, ``--quiet``, not a
+    terminal): a disabled Progress prints nothing either, but importing rich.progress costs ~10 ms."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self._ids = 0
+
+    def add_task(self, description: str, **fields: Any) -> TaskID:
+        self._ids += 1
+        return cast("TaskID", self._ids)
+
+    def update(self, task_id: TaskID, **fields: Any) -> None:
+        pass
+
+    def __enter__(self) -> _NoProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+
+def _progress(console: Console, show: bool) -> Progress | _NoProgress:
+    if not show:
+        return _NoProgress(console)
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("[bold]{task.fields[job]}[/bold]", justify="left"),
+        BarColumn(bar_width=20),
+        TextColumn("{task.description}", justify="left"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    )
+
+
 def run_jobs(
     runner: Runner,
     jobs: list[Job],
@@ -77,16 +117,7 @@ def run_jobs(
     """Run ``jobs`` now (at most ``parallel`` at once) and return their summaries in job order."""
     cancel = threading.Event()
     results: dict[int, RunSummary] = {}  # by position: a job named twice is two runs, each with its own result
-    progress = Progress(
-        SpinnerColumn(),
-        TextColumn("[bold]{task.fields[job]}[/bold]", justify="left"),
-        BarColumn(bar_width=20),
-        TextColumn("{task.description}", justify="left"),
-        TimeElapsedColumn(),
-        console=console,
-        transient=False,
-        disable=not show_progress,
-    )
+    progress = _progress(console, show_progress)
     ids = [progress.add_task("waiting", job=job.name, total=None) for job in jobs]
 
     def one(i: int, job: Job) -> None:
@@ -146,6 +177,8 @@ def run_jobs(
 
 
 def summary_table(results: list[RunSummary], title: str = "Results") -> Table:
+    from rich.table import Table
+
     table = Table(title=title, title_justify="left")
     for col in ("run", "job", "task", "status", "took", "top finding / summary"):
         table.add_column(col, overflow="fold")

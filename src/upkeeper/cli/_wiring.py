@@ -13,7 +13,6 @@ from upkeeper.core.daemon import AdmissionPolicy, Periodic
 from upkeeper.core.history import History
 from upkeeper.core.jobs import Setup
 from upkeeper.core.runner import RunListener
-from upkeeper.notify.engine import NotificationEngine
 from upkeeper.notify.policy import build_policies as _window_policies
 
 
@@ -23,9 +22,11 @@ def build_listeners(setup: Setup, history: History, *, background: bool = False)
     ``background``: notifications are sent from a thread of their own (the daemon), so a
     slow channel never holds a run slot; call :func:`stop_listeners` before exiting.
     """
-    engine = NotificationEngine(setup, history)
-    if not engine.active:
+    if not setup.config.notifications.channels:  # no channel: no engine (nor its import, ~25 ms per command)
         return []
+    from upkeeper.notify.engine import NotificationEngine
+
+    engine = NotificationEngine(setup, history)
     if background:
         engine.start_background_sending()
     return [engine]
@@ -33,6 +34,8 @@ def build_listeners(setup: Setup, history: History, *, background: bool = False)
 
 def stop_listeners(listeners: Sequence[RunListener], timeout: float) -> None:
     """Let queued notifications go out (within ``timeout``); what is left is sent by the retry path."""
+    from upkeeper.notify.engine import NotificationEngine
+
     for lst in listeners:
         if isinstance(lst, NotificationEngine):
             lst.stop_background_sending(timeout)
@@ -45,5 +48,7 @@ def build_policies(setup: Setup, history: History) -> list[AdmissionPolicy]:
 
 def build_periodic(setup: Setup, history: History, listeners: Sequence[RunListener]) -> list[Periodic]:
     """The daemon's periodic callbacks: escalation timers, missed runs, window notices, delivery retries."""
+    from upkeeper.notify.engine import NotificationEngine
+
     every = setup.config.notifications.check_every
     return [Periodic("notifications", every, lst.tick) for lst in listeners if isinstance(lst, NotificationEngine)]

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import typer
-from rich.table import Table
 
 from upkeeper.cli._app import app, console, err_console, print_json, state
 from upkeeper.cli._gate import (
@@ -22,7 +22,18 @@ from upkeeper.core.executor import WorkerPool
 from upkeeper.core.runner import status_exit_code
 from upkeeper.errors import UsageError
 from upkeeper.fmt import local_time
-from upkeeper.notify.engine import NotificationEngine
+from upkeeper.notify.policy import Calendar
+
+if TYPE_CHECKING:
+    from upkeeper.core.history import History
+    from upkeeper.core.jobs import Setup
+    from upkeeper.notify.engine import NotificationEngine
+
+
+def _engine(setup: Setup, history: History) -> NotificationEngine:
+    from upkeeper.notify.engine import NotificationEngine
+
+    return NotificationEngine(setup, history)
 
 
 @app.command("run")
@@ -75,17 +86,23 @@ def run_cmd(
             pool.warm(config=setup.config, modules=sorted({j.task_cls.__module__ for j in selected}),
                       history_url=state.history_url())
         history = state.history()
-        engine = NotificationEngine(setup, history)
+        # the engine announces planned and emergency runs; the runner's own (notifications of the run's
+        # result) comes with the runner, when channels are configured
+        engine = _engine(setup, history) if (at is not None or emergency) else None
+        calendar = engine.calendar if engine is not None else Calendar(setup.config)
         now = datetime.now(UTC)
         who = actor()
 
         if at is not None:
+            assert engine is not None
             when = parse_at(at, setup.config.timezone, now)
             planned = plan_runs(setup, history, engine, selected, when, now, who)
             if as_json:
                 print_json([{"job": j.name, "run_id": rid, "status": "pending", "due_at": when.isoformat()}
                             for j, rid in planned])
             else:
+                from rich.table import Table
+
                 table = Table(title="Planned", title_justify="left")
                 for col in ("run", "job", "due"):
                     table.add_column(col)
@@ -100,12 +117,12 @@ def run_cmd(
         details = None
         trigger = "manual"
         if emergency:
-            assert reason is not None and approved_by is not None
+            assert reason is not None and approved_by is not None and engine is not None
             details = {"emergency": True, **announce_emergency(setup, history, engine, selected, reason, approved_by,
                                                                who, now)}
             trigger = EMERGENCY_TRIGGER
         else:
-            refused = [b for b in (blocked(engine.calendar, j, now) for j in selected) if b is not None]
+            refused = [b for b in (blocked(calendar, j, now) for j in selected) if b is not None]
             if refused and not all_jobs:
                 raise UsageError("; ".join(b.reason for b in refused), refused[0].hint)
             for b in refused:
@@ -121,7 +138,7 @@ def run_cmd(
                                details=details)
         finally:
             runner.close()
-        if emergency:
+        if engine is not None:  # an emergency run
             announce_emergency_done(engine, [(r.job, r.run_id, r.status, r.summary) for r in results], who,
                                     datetime.now(UTC))
         code = status_exit_code([r.status for r in results])

@@ -26,7 +26,7 @@ from typing import Any, Protocol, cast
 
 from upkeeper.core.execute import WorkRequest, execute_request
 from upkeeper.core.proc import describe_exit
-from upkeeper.core.spawn import spawn_worker, take_early
+from upkeeper.core.spawn import ForkedWorker, spawn_worker, take_early
 from upkeeper.core.task import Result, Status
 from upkeeper.redact import redact
 
@@ -108,7 +108,7 @@ class InlineExecutor:
 
 @dataclass
 class _Worker:
-    popen: subprocess.Popen[bytes]
+    popen: subprocess.Popen[bytes] | ForkedWorker
     conn: Connection
     runs: int = 0
     config_token: int | None = None

@@ -1,13 +1,14 @@
-"""Starting a worker process — standard library only, so the CLI can do it before its own imports.
+"""Starting a worker process — standard library only.
 
-``upkeeper run`` spends most of its fixed cost importing pydantic and SQLAlchemy, in
-the CLI process and again in the worker that runs the task.  Started first thing
-(:func:`start_early`), the worker does its imports on the second core while the CLI
-does its own; :class:`~upkeeper.core.executor.WorkerPool` then adopts it
-(:func:`take_early`) instead of starting a new one.  The CLI also names the config file and
-the jobs on the worker's command line, so the worker imports their task modules (and the
-client libraries those load lazily: psycopg, zstandard, pyrage…) right after its own imports,
-instead of when the CLI, its config validated, sends ``warm`` (~0.1 s later, on the run's path).
+A worker is normally a new interpreter (:func:`spawn_worker`: ``python -m upkeeper.core.worker``),
+which imports pydantic and SQLAlchemy before its first run.  ``upkeeper run`` has imported them
+already: it forks its worker once its command is loaded (:func:`fork_early`), so the worker starts
+with them instead of importing them a second time (that was ~40% of a short run's CPU time, and on
+a busy machine the two processes' imports competed for the cores).
+:class:`~upkeeper.core.executor.WorkerPool` then adopts it (:func:`take_early`) instead of starting
+a new one.  The CLI also names the config file and the jobs, so the worker imports their task modules
+(and the client libraries those load lazily: psycopg, zstandard, pyrage…) while the CLI loads the
+config and claims the runs, instead of when the CLI sends ``warm``.
 """
 
 from __future__ import annotations
@@ -16,9 +17,13 @@ import os
 import socket
 import subprocess
 import sys
+import threading
+import time
+import traceback
 from collections.abc import Sequence
+from typing import IO
 
-_early: list[tuple[subprocess.Popen[bytes], socket.socket]] = []
+_early: list[tuple[subprocess.Popen[bytes] | ForkedWorker, socket.socket]] = []
 
 
 def spawn_worker(hint: Sequence[str] = ()) -> tuple[subprocess.Popen[bytes], socket.socket]:
@@ -49,6 +54,92 @@ def spawn_worker(hint: Sequence[str] = ()) -> tuple[subprocess.Popen[bytes], soc
     return popen, parent_sock
 
 
+class ForkedWorker:
+    """What the pool uses of a :class:`subprocess.Popen`, for a worker forked from this process."""
+
+    def __init__(self, pid: int, stdout: IO[bytes]) -> None:
+        self.pid = pid
+        self.stdout: IO[bytes] | None = stdout
+        self.returncode: int | None = None
+        self._lock = threading.Lock()
+
+    def poll(self) -> int | None:
+        with self._lock:
+            if self.returncode is None:
+                try:
+                    pid, status = os.waitpid(self.pid, os.WNOHANG)
+                except ChildProcessError:  # reaped elsewhere (nothing here does): its status is lost
+                    pid, status = self.pid, 255 << 8
+                if pid:
+                    self.returncode = os.waitstatus_to_exitcode(status)
+            return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delay = 0.0005
+        while (rc := self.poll()) is None:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise subprocess.TimeoutExpired(["upkeeper worker"], timeout or 0.0)
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
+        return rc
+
+
+def fork_worker(hint: Sequence[str] = ()) -> tuple[ForkedWorker, socket.socket]:
+    """A worker forked from this process, in its own session, and our end of its socket.
+
+    For ``upkeeper run``, once the CLI has imported what the worker needs too (pydantic, SQLAlchemy, the
+    config models): the worker starts with them instead of importing them a second time.  Call it
+    before any thread is started (a fork copies only the calling thread)."""
+    parent_sock, child_sock = socket.socketpair()
+    read_fd, write_fd = os.pipe()
+    parent = os.getpid()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:  # the worker: never returns into the caller's code
+        code = 1
+        try:
+            os.setsid()  # its own process group: killpg(pid) takes every child along
+            parent_sock.close()
+            os.close(read_fd)
+            null = os.open(os.devnull, os.O_RDONLY)
+            os.dup2(null, 0)
+            os.close(null)
+            os.dup2(write_fd, 1)
+            os.dup2(write_fd, 2)
+            os.close(write_fd)
+            keep = child_sock.fileno()  # nothing else of this process's files (as close_fds=True does)
+            os.closerange(3, keep)
+            os.closerange(keep + 1, os.sysconf("SC_OPEN_MAX"))
+            from upkeeper.core.worker import main
+
+            code = main(["worker", str(child_sock.fileno()), str(parent), *hint])
+        except BaseException:
+            try:
+                traceback.print_exc()
+                sys.stderr.flush()
+            except BaseException:
+                pass
+        finally:
+            os._exit(code)
+    child_sock.close()
+    os.close(write_fd)
+    return ForkedWorker(pid, os.fdopen(read_fd, "rb")), parent_sock
+
+
+def fork_early(hint: Sequence[str] = ()) -> None:
+    """Fork one worker now, for the pool to adopt later; a new interpreter instead when this process
+    runs other threads (a fork would copy their locks, held or not, without the threads).
+    Never raises: the pool starts its own."""
+    if _early:
+        return
+    try:
+        _early.append(fork_worker(hint) if threading.active_count() == 1 else spawn_worker(hint))
+    except Exception:
+        pass
+
+
 def start_early(hint: Sequence[str] = ()) -> None:
     """Start one worker now, for the pool to adopt later.  Never raises: the pool starts its own."""
     if _early:
@@ -59,7 +150,7 @@ def start_early(hint: Sequence[str] = ()) -> None:
         pass
 
 
-def take_early() -> tuple[subprocess.Popen[bytes], socket.socket] | None:
+def take_early() -> tuple[subprocess.Popen[bytes] | ForkedWorker, socket.socket] | None:
     """The worker :func:`start_early` started, if it is still there (each is taken once)."""
     while _early:
         popen, sock = _early.pop()
