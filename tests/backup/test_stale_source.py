@@ -53,6 +53,48 @@ def _stale(run: dict[str, Any]) -> list[dict[str, Any]]:
     return [f for f in run["findings"] if f["check"] == "backup.stale_source"]
 
 
+def test_redis_acl_user_without_info_backs_up_and_says_what_to_grant(
+        cli: Any, make_config: Any, tmp_path: Path, age_key: AgeKey,
+        redis_pair: tuple[RedisServer, RedisServer]) -> None:
+    """An ACL user that may download the RDB but not run INFO (or only some of its sections): the backup is
+    stored, its role is recorded as unknown (not "a primary"), and the run warns backup.source_unchecked with the
+    ACL rule to add.  (Runs before the test that stops this pair's primary.)"""
+    primary, replica = redis_pair
+    primary.client().set("k", "v")
+    replica.wait_linked()
+    admin = replica.client()
+    sync = ["+sync", "+psync", "+replconf", "+ping"]
+    try:
+        for user, extra in (("noinfo", []), ("somesections", ["+info|server", "+info|keyspace"])):
+            admin.acl_setuser(user, enabled=True, passwords=["+pw"], keys=["*"], commands=sync + extra)
+            cfg = _redis_config(make_config, tmp_path, replica, age_key)
+            data = yaml.safe_load(cfg.read_text())
+            data["targets"]["cache"].update(username=user, password="pw")
+            data["jobs"]["cache-backup"]["options"]["method"] = "network"
+            cfg = make_config(data, f"{user}.yaml")
+            r = cli(["--config", cfg, "run", "cache-backup", "--json"])
+            assert r.code == 0, r.output
+            run = r.json()[0]
+            assert run["status"] == "warn" and not _stale(run), run
+            [f] = [f for f in run["findings"] if f["check"] == "backup.source_unchecked"]
+            assert f"ACL SETUSER {user} +info" in f["remediation"], f
+            assert "INFO replication" in f["message"] and "could not check" in f["message"], f
+            bid = run["artifacts"][0]["id"]
+            [mpath] = [p for p in (tmp_path / "store").rglob("manifest.json") if bid in str(p)]
+            m = json.loads(mpath.read_text())
+            src = m["redis"]["source"]
+            assert src["role"] == "unknown" and f"ACL SETUSER {user} +info" in src["grant"], src
+            assert "link" not in src and "primary" not in src, src
+            if user == "noinfo":
+                assert m["redis"]["keys"] is None and m["redis"]["redis_version"] is None, m["redis"]
+            else:  # the sections it may read are recorded
+                assert m["redis"]["keys"] == {"db0": 1}, m["redis"]
+                assert m["redis"]["redis_version"], m["redis"]
+            assert m["redis"]["rdb_keys"] == 1, m["redis"]
+    finally:
+        admin.acl_deluser("noinfo", "somesections")
+
+
 def test_redis_backup_of_a_replica_that_lost_its_primary_warns_and_records_it(
         cli: Any, make_config: Any, tmp_path: Path, age_key: AgeKey,
         redis_pair: tuple[RedisServer, RedisServer]) -> None:
@@ -166,3 +208,60 @@ def test_postgres_backup_of_a_standby_whose_primary_is_down_warns_and_records_it
     src = _manifest_source(tmp_path, run)
     assert src["role"] == "replica" and src["link"] == "down" and "lag_seconds" not in src, src
     assert src["last_replay_seconds"] >= 0, src
+
+
+def test_postgres_role_without_pg_read_all_stats_does_not_claim_the_link_and_says_what_to_grant(
+        cli: Any, make_config: Any, tmp_path: Path, backup_config: Any, pg_pair: tuple[PostgresCluster,
+                                                                                      PostgresCluster]) -> None:
+    """A backup role with pg_read_all_data only sees the standby's WAL receiver's pid, not its status: the backup
+    is stored, the manifest records the link as unknown (not "up"), and the run warns backup.source_unchecked
+    with the GRANT to run."""
+    primary, standby = pg_pair
+    primary.execute("CREATE ROLE plain_backup LOGIN IN ROLE pg_read_all_data")
+    try:
+        cfg = standby_backup_config(primary, standby, "plaindb", backup_config, make_config)
+        data = yaml.safe_load(cfg.read_text())
+        data["targets"]["db"]["user"] = "plain_backup"
+        cfg = make_config(data, "plain.yaml")
+        run = _pg_backup(cli, cfg)
+        assert run["status"] == "warn" and not _stale(run), run
+        [f] = [f for f in run["findings"] if f["check"] == "backup.source_unchecked"]
+        assert "GRANT pg_read_all_stats TO plain_backup" in f["remediation"], f
+        assert "pg_read_all_stats" in f["message"] and "could not check" in f["message"], f
+        src = _manifest_source(tmp_path, run)
+        assert src["role"] == "replica" and src["link"] == "unknown", src
+        assert "link_status" not in src and "pg_read_all_stats" in src["unchecked"], src
+        assert src["lag_seconds"] == 0, src  # the lag is still judged, by the WAL positions
+    finally:
+        primary.execute("DROP ROLE plain_backup")
+
+
+def test_postgres_paused_standby_that_replayed_no_commit_yet_is_judged_as_lagging(
+        cli: Any, make_config: Any, services_dir: Path, backup_config: Any, pg_pair: tuple[PostgresCluster,
+                                                                                      PostgresCluster]) -> None:
+    """A standby that has replayed no commit since it started (pg_last_xact_replay_timestamp() NULL), its replay
+    paused while the primary writes: its lag is at least its uptime — a warning once that exceeds
+    max_replica_lag, not silence."""
+    primary, _ = pg_pair
+    cfg = standby_backup_config(primary, _, "pausedb", backup_config, make_config)
+    fresh = primary.create_replica(services_dir / "stale-pg-fresh-standby")
+    try:
+        assert fresh.execute("SELECT pg_last_xact_replay_timestamp()")[0][0] is None
+        fresh.execute("SELECT pg_wal_replay_pause()")
+        primary.execute("CREATE TABLE paused_marker (x int)", dbname="pausedb")
+        lsn = primary.execute("SELECT pg_current_wal_lsn()")[0][0]
+        deadline = time.monotonic() + 10
+        while not fresh.execute("SELECT pg_last_wal_receive_lsn() >= %s::pg_lsn", params=(lsn,))[0][0]:
+            assert time.monotonic() < deadline, "the standby did not receive the WAL"
+            time.sleep(0.05)
+        time.sleep(1.1)
+        data = yaml.safe_load(cfg.read_text())
+        data["targets"]["db"] = fresh.target("pausedb")
+        data["jobs"]["db-backup"]["options"]["max_replica_lag"] = "1s"
+        run = _pg_backup(cli, make_config(data, "paused.yaml"))
+        assert fresh.execute("SELECT pg_last_xact_replay_timestamp()")[0][0] is None  # still none replayed
+    finally:
+        fresh.stop()
+    assert run["status"] == "warn", run
+    [f] = _stale(run)
+    assert "behind" in f["message"] and f["value"] > 1 and f["data"]["lag_bytes"] > 0, f

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from upkeeper import lazy
 from upkeeper.backup.source import SourceState
@@ -286,14 +286,17 @@ def server_version(conn: psycopg.Connection[Any]) -> tuple[str, int]:
 # a standby's replay lag as postgres_exporter (queries.yaml, pg_replication_lag) and Neon's sql_exporter compute it:
 # 0 while every WAL received is replayed (an idle primary sends none: the last replayed commit ages without any
 # lag), else the age of the last replayed commit; and its WAL receiver (no row while it does not run: the primary
-# is unreachable, and receive = replay then too)
+# is unreachable, and receive = replay then too).  A standby that has replayed no commit since it started (a new one,
+# paused or stuck before its first) has no replay timestamp: the commits it holds are older than its start, so its
+# lag is at least its uptime.  A role without pg_read_all_stats sees the receiver's pid only, no status
 STANDBY_SQL = """
 SELECT pg_is_in_recovery(),
        pg_wal_lsn_diff(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())::float8,
        CASE WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0
-            ELSE extract(epoch FROM now() - pg_last_xact_replay_timestamp()) END::float8,
+            ELSE extract(epoch FROM now() - coalesce(pg_last_xact_replay_timestamp(), pg_postmaster_start_time()))
+       END::float8,
        extract(epoch FROM now() - pg_last_xact_replay_timestamp())::float8,
-       r.pid, r.status, r.sender_host, r.sender_port
+       r.pid, r.status, r.sender_host, r.sender_port, current_user
 FROM (SELECT 1) one LEFT JOIN pg_stat_wal_receiver r ON true
 """
 
@@ -301,21 +304,35 @@ FROM (SELECT 1) one LEFT JOIN pg_stat_wal_receiver r ON true
 def source_state(conn: psycopg.Connection[Any]) -> SourceState:
     """The server's role; for a standby, its WAL receiver (``link`` up while it streams), its replay lag and
     primary (the receiver's sender, else primary_conninfo's host and port — never the rest of it, which may hold a
-    password).  A role without pg_read_all_stats sees the receiver's pid only: its link is then taken as up and
-    ``link_status`` is None.  ``conn`` in autocommit."""
+    password).  A role without pg_read_all_stats sees the receiver's pid only, not whether it streams or is
+    still connecting or waiting: its link is then ``unknown`` (``unchecked``, with the GRANT that shows it), and
+    its lag is still judged by the WAL positions.  ``conn`` in autocommit."""
     row = conn.execute(STANDBY_SQL).fetchone()
     assert row is not None
-    in_recovery, lag_bytes, lag_s, replay_age, pid, status, host, port = row
+    in_recovery, lag_bytes, lag_s, replay_age, pid, status, host, port, user = row
     if not in_recovery:
         return SourceState("primary")
-    up = pid is not None and status in ("streaming", None)
+    link: Literal["up", "down", "unknown"]
+    unchecked = grant = None
+    if pid is None:
+        link = "down"  # no receiver: a row every role sees while one runs
+    elif status is None:
+        link = "unknown"
+        role = str(user) if re.fullmatch(r"[a-z_][a-z0-9_$]*", str(user)) else sql.Identifier(str(user)).as_string(conn)
+        unchecked = (f"role {user} may not read the WAL receiver's status (pg_stat_wal_receiver: needs "
+                     "pg_read_all_stats)")
+        grant = (f"GRANT pg_read_all_stats TO {role}; — on the primary (the standby has it by replication); "
+                 "pg_monitor includes it, and pg_read_all_settings, which also shows primary_conninfo")
+    else:
+        link = "up" if status == "streaming" else "down"
     primary = f"{host}:{port}" if host else _conninfo_primary(conn)
     return SourceState(
-        "replica", primary=primary, link="up" if up else "down",
+        "replica", primary=primary, link=link,
         link_status=str(status) if status is not None else (None if pid is not None else "no WAL receiver"),
-        lag_seconds=max(0.0, float(lag_s)) if up and lag_s is not None else None,
+        lag_seconds=max(0.0, float(lag_s)) if link != "down" and lag_s is not None else None,
         lag_bytes=float(lag_bytes) if lag_bytes else None,
-        last_replay_seconds=max(0.0, float(replay_age)) if replay_age is not None else None)
+        last_replay_seconds=max(0.0, float(replay_age)) if replay_age is not None else None,
+        unchecked=unchecked, grant=grant)
 
 
 def _conninfo_primary(conn: psycopg.Connection[Any]) -> str | None:

@@ -342,13 +342,14 @@ def _check_manifest(located: Located, catalog: Catalog, report: VerifyReport) ->
 
 def _note_source(m: Manifest, report: VerifyReport) -> None:
     """A backup taken from a replica: a step naming it, its primary, link and lag (details: ``source``), so that
-    a report on a backup of stale data says so; nothing for one from a primary or without the record."""
+    a report on a backup of stale data says so, or that its role or link could not be read; nothing for one
+    from a primary or without the record."""
     source = SourceState.from_dict(m.details.get(SOURCE_KEY))
     if source is None:
         return
     report.details["source"] = source.to_dict()
-    if source.role == "replica":
-        stale = "" if source.link == "up" else " (its data as of the lost link: STALE)"
+    if source.role != "primary":
+        stale = " (its data as of the lost link: STALE)" if source.link == "down" else ""
         report.steps.append(f"taken from {source.describe()}{stale}")
 
 

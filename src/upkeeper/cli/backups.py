@@ -213,7 +213,7 @@ def show_cmd(
         console.print(f"verified {local_time(row.verified_at, tz)}: {escape(row.verify_summary or '')}")
     source = SourceState.from_dict(m.details.get(MANIFEST_KEY))
     if source is not None:  # not recorded by an upkeeper before 'source' was
-        style = "yellow" if source.role == "replica" and source.link != "up" else ""
+        style = "yellow" if source.unchecked or (source.role == "replica" and source.link != "up") else ""
         console.print(f"taken from {escape(source.describe())}", style=style, highlight=False)
     t = Table(title="Objects", title_justify="left")
     for col in ("name", "role", "size", "raw", "sha256"):

@@ -24,7 +24,12 @@ from upkeeper.backup import pg
 from upkeeper.backup.manifest import Manifest, safe_component
 from upkeeper.backup.pipeline import fault_pause, upload_bytes
 from upkeeper.backup.sets import BackupEnv, SetWriter
-from upkeeper.backup.source import MANIFEST_KEY, MAX_REPLICA_LAG_DESCRIPTION, stale_source_finding
+from upkeeper.backup.source import (
+    MANIFEST_KEY,
+    MAX_REPLICA_LAG_DESCRIPTION,
+    stale_source_finding,
+    unchecked_source_finding,
+)
 from upkeeper.backup.workdir import work_dir
 from upkeeper.config.backup import RetentionPolicy
 from upkeeper.config.targets import PostgresTarget
@@ -180,6 +185,10 @@ class PostgresBackup(Task[PostgresBackupOptions]):
         if stale is not None and out.manifests:  # stored all the same: a standby's data beats none without primary
             ctx.log.warning("%s", stale.message)
             out.findings.append(stale)
+        unchecked = unchecked_source_finding(target.display(), source, "PostgreSQL")
+        if unchecked is not None and out.manifests:
+            ctx.log.warning("%s", unchecked.message)
+            out.findings.append(unchecked)
         return out.result(time.monotonic() - t0)
 
     def _dump_globals(self, ctx: TaskContext, target: PostgresTarget, out: Outcome) -> tuple[bytes | None, str]:

@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, BinaryIO, Literal
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal
 
 from pydantic import Field
 
@@ -23,6 +23,7 @@ from upkeeper.backup.source import (
     MAX_REPLICA_LAG_DESCRIPTION,
     SourceState,
     stale_source_finding,
+    unchecked_source_finding,
 )
 from upkeeper.backup.workdir import work_dir
 from upkeeper.config.backup import REDIS_RETENTION, RetentionPolicy
@@ -40,6 +41,13 @@ from upkeeper.tasks.backup._common import (
     write_storage_problems,
 )
 from upkeeper.tasks.redis._conn import cli_args, client_for, connection_error, tls_relay
+
+if TYPE_CHECKING:
+    import redis
+else:
+    from upkeeper import lazy
+
+    redis = lazy.module("redis")
 
 SET_NAME = "rdb"
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
@@ -133,10 +141,38 @@ _CUT_HINT = ("Try: see the server's log for why it dropped the connection: a Red
              "dir it cannot write), repl-timeout, a CLIENT KILL or a restart")
 
 
-def source_state(info: dict[str, Any]) -> SourceState:
+#: the INFO sections the backup reads, one by one when the ACL user may not run INFO whole
+INFO_SECTIONS = ("server", "memory", "replication", "keyspace")
+
+
+def read_info(client: Any) -> tuple[dict[str, Any], list[str]]:
+    """INFO, and the sections of it the ACL user may not read: when INFO is refused (NOPERM: no +info, or only
+    some sections allowed, +info|keyspace), each section the backup uses is asked for on its own.  Any other
+    error is raised (the first round trip: a connection error)."""
+    try:
+        return client.info(), []
+    except redis.exceptions.NoPermissionError:
+        pass
+    info: dict[str, Any] = {}
+    refused: list[str] = []
+    for section in INFO_SECTIONS:
+        try:
+            info.update(client.info(section))
+        except redis.exceptions.NoPermissionError:
+            refused.append(section)
+    return info, refused
+
+
+def source_state(info: dict[str, Any], refused: list[str] | None = None, user: str = "default") -> SourceState:
     """The server's role from INFO (replication): a replica's primary, link (master_link_status), how long it
     has been down (master_link_down_since_seconds: -1 when it never linked since it started) and, linked, its
-    lag (master_last_io_seconds_ago: the primary pings its replicas every repl-ping-replica-period, 10 s)."""
+    lag (master_last_io_seconds_ago: the primary pings its replicas every repl-ping-replica-period, 10 s).
+    ``refused`` holding "replication" (the ACL user ``user`` may not read it): role unknown, with the ACL rule."""
+    if refused and "replication" in refused:
+        return SourceState(
+            "unknown", unchecked=f"ACL user {user} may not run INFO replication",
+            grant=(f"ACL SETUSER {user} +info — on this server (ACL rules are not replicated), and ACL SAVE or "
+                   "the config file so that it outlives a restart"))
     if info.get("role") != "slave":
         return SourceState("primary")
     host, port = info.get("master_host"), info.get("master_port")
@@ -204,13 +240,18 @@ class RedisBackup(Task[RedisBackupOptions]):
         require_checker()  # every snapshot is checked with it: without it, taking one would only load the server
         client = client_for(target, retries=True)
         try:
-            info = client.info()
+            info, refused = read_info(client)
         except Exception as exc:
             client.close()
             raise connection_error(target, exc) from None
+        if refused:
+            ctx.log.warning("ACL user %s may not run INFO %s: not recorded", target.username or "default",
+                            ", ".join(refused))
         made_by = str(info.get("redis_version") or "") or None
-        keys = {db: int(v.get("keys", 0)) for db, v in info.items() if db.startswith("db") and isinstance(v, dict)}
-        source = source_state(info)
+        keys: dict[str, int] | None = (
+            None if "keyspace" in refused  # not known: not an empty server
+            else {db: int(v.get("keys", 0)) for db, v in info.items() if db.startswith("db") and isinstance(v, dict)})
+        source = source_state(info, refused, target.username or "default")
         env = env_for(ctx, options.storages)
         out = Outcome("redis")
         work = contextlib.ExitStack()
@@ -311,6 +352,10 @@ class RedisBackup(Task[RedisBackupOptions]):
                 if stale is not None:  # stored all the same: a replica's data beats none when the primary is gone
                     ctx.log.warning("%s", stale.message)
                     out.findings.append(stale)
+                unchecked = unchecked_source_finding(target.display(), source, "Redis")
+                if unchecked is not None:
+                    ctx.log.warning("%s", unchecked.message)
+                    out.findings.append(unchecked)
                 report = apply_retention(ctx, env, manifest, options.retention, out.findings)
                 if report is not None:
                     out.pruned += len(report.deleted)
