@@ -53,6 +53,16 @@ def _stale(run: dict[str, Any]) -> list[dict[str, Any]]:
     return [f for f in run["findings"] if f["check"] == "backup.stale_source"]
 
 
+
+def _write_and_wait_for_receipt(primary: Any, standby: Any, table: str, db: str) -> None:
+    """A new table on the primary, and the standby has received its WAL (replayed or not)."""
+    primary.execute(f"CREATE TABLE {table} (x int)", dbname=db)
+    lsn = primary.execute("SELECT pg_current_wal_lsn()")[0][0]
+    deadline = time.monotonic() + 10
+    while not standby.execute("SELECT pg_last_wal_receive_lsn() >= %s::pg_lsn", params=(lsn,))[0][0]:
+        assert time.monotonic() < deadline, "the standby did not receive the WAL"
+        time.sleep(0.05)
+
 def test_redis_acl_user_without_info_backs_up_and_says_what_to_grant(
         cli: Any, make_config: Any, tmp_path: Path, age_key: AgeKey,
         redis_pair: tuple[RedisServer, RedisServer]) -> None:
@@ -63,6 +73,10 @@ def test_redis_acl_user_without_info_backs_up_and_says_what_to_grant(
     primary.client().set("k", "v")
     replica.wait_linked()
     admin = replica.client()
+    deadline = time.monotonic() + 10
+    while admin.get("k") is None:  # linked is not yet replicated: the RDB would hold 0 keys (seen once)
+        assert time.monotonic() < deadline, "the replica never received k"
+        time.sleep(0.02)
     sync = ["+sync", "+psync", "+replconf", "+ping"]
     try:
         for user, extra in (("noinfo", []), ("somesections", ["+info|server", "+info|keyspace"])):
@@ -169,12 +183,7 @@ def test_postgres_standby_lag_is_judged_by_unreplayed_wal_not_by_the_last_commit
 
     standby.execute("SELECT pg_wal_replay_pause()")
     try:
-        primary.execute("CREATE TABLE lag_marker (x int)", dbname="lagdb")
-        lsn = primary.execute("SELECT pg_current_wal_lsn()")[0][0]
-        deadline = time.monotonic() + 10
-        while not standby.execute("SELECT pg_last_wal_receive_lsn() >= %s::pg_lsn", params=(lsn,))[0][0]:
-            assert time.monotonic() < deadline, "the standby did not receive the WAL"
-            time.sleep(0.05)
+        _write_and_wait_for_receipt(primary, standby, "lag_marker", "lagdb")
         run = _pg_backup(cli, cfg)
     finally:
         standby.execute("SELECT pg_wal_replay_resume()")
@@ -248,12 +257,7 @@ def test_postgres_paused_standby_that_replayed_no_commit_yet_is_judged_as_laggin
     try:
         assert fresh.execute("SELECT pg_last_xact_replay_timestamp()")[0][0] is None
         fresh.execute("SELECT pg_wal_replay_pause()")
-        primary.execute("CREATE TABLE paused_marker (x int)", dbname="pausedb")
-        lsn = primary.execute("SELECT pg_current_wal_lsn()")[0][0]
-        deadline = time.monotonic() + 10
-        while not fresh.execute("SELECT pg_last_wal_receive_lsn() >= %s::pg_lsn", params=(lsn,))[0][0]:
-            assert time.monotonic() < deadline, "the standby did not receive the WAL"
-            time.sleep(0.05)
+        _write_and_wait_for_receipt(primary, fresh, "paused_marker", "pausedb")
         time.sleep(1.1)
         data = yaml.safe_load(cfg.read_text())
         data["targets"]["db"] = fresh.target("pausedb")
