@@ -182,3 +182,38 @@ def test_an_early_worker_imports_the_named_jobs_task_modules_before_it_is_asked(
         assert "psycopg_binary" in _maps(pid)
     finally:
         _discard_early()
+
+
+def test_a_forked_worker_stopped_mid_task_exits_quietly(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The pool SIGTERMs a worker's group on a timeout or Ctrl-C; the worker unwinds the task (SystemExit 143).
+    A forked worker must end as a new interpreter does: exit 143 and no 'Traceback … SystemExit: 143' in its
+    output, which the pool copies into the run's log."""
+    import time
+    from multiprocessing.connection import Connection
+
+    pid_file = tmp_path / "pid"
+    setup = build_setup(load_text(f"jobs:\n  nap:\n    task: debug.sleep\n"
+                                  f"    options: {{seconds: 60, pid_file: '{pid_file}'}}\n"))
+    popen, sock = spawn.fork_worker()
+    conn = Connection(sock.detach())
+    try:
+        assert conn.recv()[0] == "ready"
+        req = WorkRequest(run_id=None, job=setup.jobs["nap"], config=setup.config, history_url=None,
+                          scheduled_for=datetime.now(UTC))
+        conn.send_bytes(pickle.dumps(("run", req), pickle.HIGHEST_PROTOCOL))
+        deadline = time.monotonic() + 30
+        while not pid_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert int(pid_file.read_text().split()[0]) == popen.pid
+        os.killpg(popen.pid, signal.SIGTERM)
+        assert popen.wait(30) == 128 + signal.SIGTERM
+        assert popen.stdout is not None
+        out = popen.stdout.read().decode()
+        assert "Traceback" not in out and "SystemExit" not in out, out
+    finally:
+        if popen.poll() is None:
+            os.killpg(popen.pid, signal.SIGKILL)
+            popen.wait(10)
+        conn.close()
+        if popen.stdout is not None:
+            popen.stdout.close()

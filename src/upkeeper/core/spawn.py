@@ -115,13 +115,19 @@ def fork_worker(hint: Sequence[str] = ()) -> tuple[ForkedWorker, socket.socket]:
             from upkeeper.core.worker import main
 
             code = main(["worker", str(child_sock.fileno()), str(parent), *hint])
+        except SystemExit as exc:  # the pool's SIGTERM (a timeout, Ctrl-C): exit as the interpreter would, quietly
+            code = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
         except BaseException:
             try:
                 traceback.print_exc()
-                sys.stderr.flush()
             except BaseException:
                 pass
         finally:
+            for stream in (sys.stdout, sys.stderr):  # what the task printed last (os._exit flushes nothing)
+                try:
+                    stream.flush()
+                except BaseException:
+                    pass
             os._exit(code)
     child_sock.close()
     os.close(write_fd)
