@@ -1158,3 +1158,102 @@ def test_a_restore_into_a_server_without_the_dumps_tablespace_changes_nothing(
         _drop(pg, copy, db)
         pg.execute(f"DROP TABLESPACE IF EXISTS {ts}")
         shutil.rmtree(location, ignore_errors=True)
+
+
+_PROPERTIES = ("SELECT datistemplate, datallowconn, datconnlimit, (SELECT string_agg(coalesce(r.rolname, '-') || ':' "
+               "|| array_to_string(s.setconfig, ','), ' ' ORDER BY r.rolname NULLS FIRST) FROM pg_db_role_setting s "
+               "LEFT JOIN pg_roles r ON r.oid = s.setrole WHERE s.setdatabase = d.oid) FROM pg_database d "
+               "WHERE datname = %s")
+
+
+def _untemplate(pg: PostgresCluster, *names: str) -> None:
+    for n in names:
+        pg.execute("UPDATE pg_database SET datistemplate = false, datallowconn = true WHERE datname = %s",
+                   params=[n])
+
+
+def test_a_template_database_is_backed_up_restored_and_replaced_and_nothing_is_left_behind(
+        cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], backup_config: Any) -> None:
+    """A database marked IS_TEMPLATE (with a CONNECTION LIMIT) is backed up when named, and comes back a template
+    with its limit, under a new name and in place of itself; the replaced database and a failed restore's
+    temporary one are dropped although they are templates ("cannot drop a template database" kept them, with a
+    warning or an error saying to drop them by hand).  Named in 'databases', it was reported "does not exist";
+    one that allows no connections is named as such."""
+    db, counts = app_db
+    role = f"set_{db}"[:63]
+    copy, other = f"{db}_copy", f"{db}_other"
+    pg.execute(f'CREATE ROLE "{role}"')
+    try:
+        pg.execute(f'ALTER ROLE "{role}" IN DATABASE "{db}" SET work_mem = \'8MB\'; '
+                   f'ALTER DATABASE "{db}" CONNECTION LIMIT 1; ALTER DATABASE "{db}" IS_TEMPLATE true')
+        [before] = pg.execute(_PROPERTIES, params=[db])
+        assert before == (True, True, 1, f"{role}:work_mem=8MB"), before
+        cfg = backup_config(db)
+        bid = _backup(cli, cfg)
+        r = cli(["--config", cfg, "backups", "restore", bid, "--database", copy, "--json"])
+        assert r.code == 0, r.output
+        assert pg.execute(_PROPERTIES, params=[copy]) == [before] and _count(pg, copy) == counts["users"]
+        pg.execute("DELETE FROM reviews", db)
+        r = cli(["--config", cfg, "backups", "restore", bid, "--database", db, "--force", "--yes", "--json"])
+        assert r.code == 0 and "warning" not in r.json(), r.output
+        assert pg.execute(_PROPERTIES, params=[db]) == [before] and _count(pg, db, "reviews") == counts["reviews"]
+        assert _scratch_databases(pg) == []
+        r = cli(["--config", cfg, "backups", "verify", bid, "--json"])
+        assert r.code == 0 and r.json()[0]["ok"], r.output
+        # the temporary database is a template once the database's own entries ran: a failure after that
+        # (a role of the backup's settings gone) still drops it
+        pg.execute(f'DROP ROLE "{role}"')
+        r = cli(["--config", cfg, "backups", "restore", bid, "--database", other])
+        assert r.code == 1, r.output
+        err = _flat(r.err)
+        assert f'role "{role}" does not exist' in err and "temporary database" in err and "was dropped" in err, err
+        assert _scratch_databases(pg) == [] and pg.execute(_PROPERTIES, params=[other]) == []
+        pg.execute(f'ALTER DATABASE "{db}" ALLOW_CONNECTIONS false')
+        r = cli(["--config", backup_config(db, target_extra={"dbname": "postgres"}), "run", "db-backup", "--json"])
+        assert r.code != 0 and "does not allow connections (ALLOW_CONNECTIONS false)" in r.json()[0]["summary"], \
+            r.output
+    finally:
+        _untemplate(pg, db, copy, other, *_scratch_databases(pg))
+        _drop(pg, copy, other, *_scratch_databases(pg))
+        pg.execute(f'ALTER DATABASE "{db}" CONNECTION LIMIT -1')
+        pg.execute(f'DROP ROLE IF EXISTS "{role}"')
+
+
+def test_the_databases_read_only_and_timeout_settings_bind_neither_restore_nor_verify(
+        cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], backup_config: Any) -> None:
+    """A database whose sessions are read-only and bound by a statement and lock timeout (ALTER DATABASE … SET,
+    ALTER ROLE … IN DATABASE … SET), with a search_path naming a schema the restore creates, comes back with
+    them under a new name and in place of itself, and verifies: the sessions that create, rename and drop
+    databases from the target's database (here the backed-up one) are neither read-only nor timed out, nor is the
+    one looking at what a replaced database holds.  (A restore under a new name failed "cannot execute CREATE
+    DATABASE in a read-only transaction" or was cancelled, verify blamed a read-only role, and --force over a
+    database with a short statement_timeout stopped with "internal error: QueryCanceled".)"""
+    db, counts = app_db
+    copy = f"{db}_copy"
+    pg.execute("CREATE SCHEMA later; CREATE TABLE later.notes (n text); INSERT INTO later.notes VALUES ('x')", db)
+    pg.execute(f'ALTER DATABASE "{db}" SET default_transaction_read_only = on; '
+               f"ALTER DATABASE \"{db}\" SET statement_timeout = '1s'; "
+               f"ALTER ROLE postgres IN DATABASE \"{db}\" SET lock_timeout = '1s'; "
+               f'ALTER DATABASE "{db}" SET search_path = later, public')
+    [before] = pg.execute(_PROPERTIES, params=[db])
+    assert "default_transaction_read_only=on" in before[3] and "postgres:lock_timeout=1s" in before[3], before
+    try:
+        cfg = backup_config(db)
+        bid = _backup(cli, cfg)
+        # (set after the backup: pg_dump's own first statement would be cancelled) a timeout no statement of
+        # upkeeper's sessions in the database could keep to
+        pg.execute(f"ALTER DATABASE \"{db}\" SET statement_timeout = '1ms'")
+        r = cli(["--config", cfg, "backups", "restore", bid, "--database", copy, "--json"])
+        assert r.code == 0, r.output
+        assert pg.execute(_PROPERTIES, params=[copy]) == [before]
+        with psycopg.connect(pg.conninfo(copy)) as conn:
+            assert conn.execute("SELECT count(*) FROM notes").fetchone() == (1,)  # (the search_path)
+        r = cli(["--config", cfg, "backups", "verify", bid, "--json"])
+        assert r.code == 0 and r.json()[0]["ok"], r.output
+        r = cli(["--config", cfg, "backups", "restore", bid, "--database", db, "--force", "--yes", "--json"])
+        assert r.code == 0 and "warning" not in r.json(), r.output
+        assert pg.execute(_PROPERTIES, params=[db]) == [before] and _count(pg, db) == counts["users"]
+        assert _scratch_databases(pg) == []
+    finally:
+        _drop(pg, copy)
+        pg.execute(f'ALTER DATABASE "{db}" RESET ALL; ALTER ROLE postgres IN DATABASE "{db}" RESET ALL')

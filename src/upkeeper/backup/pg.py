@@ -32,7 +32,7 @@ else:
 SERVER_VERSION_SQL = "SELECT current_setting('server_version'), current_setting('server_version_num')::int"
 
 LIST_DATABASES_SQL = """
-SELECT datname FROM pg_database WHERE NOT datistemplate AND datallowconn ORDER BY datname
+SELECT datname, datistemplate, datallowconn FROM pg_database ORDER BY datname
 """
 
 _NOT_SYSTEM_REL = ("n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_(toast|temp)' "
@@ -347,7 +347,13 @@ def _conninfo_primary(conn: psycopg.Connection[Any]) -> str | None:
 
 
 def list_databases(conn: psycopg.Connection[Any]) -> list[str]:
-    return [str(r[0]) for r in conn.execute(LIST_DATABASES_SQL)]
+    """The databases backed up by default: every one that is no template and allows connections."""
+    return [name for name, (template, allow) in database_flags(conn).items() if allow and not template]
+
+
+def database_flags(conn: psycopg.Connection[Any]) -> dict[str, tuple[bool, bool]]:
+    """Every database of the server: name → (IS_TEMPLATE, ALLOW_CONNECTIONS)."""
+    return {str(r[0]): (bool(r[1]), bool(r[2])) for r in conn.execute(LIST_DATABASES_SQL)}
 
 
 def list_tables(conn: psycopg.Connection[Any]) -> list[tuple[str, str, int]]:
@@ -872,6 +878,33 @@ def locked_table(stderr: str) -> tuple[str, bool] | None:
     return (query.group(1), False) if query and _LOCK_TIMED_OUT_RE.search(stderr) else None
 
 
+#: the timeouts of the sessions that create, rename and drop databases: whatever the database they connect to
+#: (the target's own, which may be the one backed up and restored) or their role says, CREATE DATABASE, a rename
+#: waiting for its lock or DROP DATABASE of a large one is never cancelled half-way
+NO_TIMEOUT_OPTIONS = "-c statement_timeout=0 -c lock_timeout=0 -c idle_in_transaction_session_timeout=0"
+
+# where the session's default_transaction_read_only comes from: 'database' (ALTER DATABASE … SET) and 'database
+# user' (ALTER ROLE … IN DATABASE … SET) are the database connected to; 'user' is the role's own, meant for all
+# its sessions
+_READ_ONLY_SOURCE_SQL = ("SELECT source FROM pg_settings WHERE name = 'default_transaction_read_only' "
+                         "AND setting = 'on'")
+
+
+@contextlib.contextmanager
+def admin_connect(target: PostgresTarget, dbname: str, *, application_name: str | None = None
+                  ) -> Iterator[psycopg.Connection[Any]]:
+    """A session in ``dbname`` (:func:`admin_db`) that creates, renames and drops other databases: without
+    statement or lock timeouts (:data:`NO_TIMEOUT_OPTIONS`), and writable when only the database it is in
+    makes sessions read-only (the target's database, a read-only archive restored under another name: its
+    settings are about it, not about what the role may do on the server).  A role whose sessions are read-only
+    (``ALTER ROLE … SET default_transaction_read_only``), or a standby, stays read-only."""
+    with connect(target, dbname, application_name=application_name, options=NO_TIMEOUT_OPTIONS) as conn:
+        row = conn.execute(_READ_ONLY_SOURCE_SQL).fetchone()
+        if row and row[0] in ("database", "database user"):
+            conn.execute("SET default_transaction_read_only = off")
+        yield conn
+
+
 def database_exists(conn: psycopg.Connection[Any], name: str) -> bool:
     return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is not None
 
@@ -879,7 +912,7 @@ def database_exists(conn: psycopg.Connection[Any], name: str) -> bool:
 def database_contents(target: PostgresTarget, name: str) -> str:
     """What database ``name`` holds, e.g. "7 tables, 7 sequences, 1 large object" (or that it holds none of
     the kinds looked for)."""
-    with connect(target, name) as conn:
+    with connect(target, name, options=OWN_SESSION_OPTIONS) as conn:
         row = conn.execute(DATABASE_CONTENTS_SQL).fetchone()
     assert row is not None
     parts = [f"{n} {one if n == 1 else many}" for (one, many, _e), n in zip(DATABASE_CONTENTS, row, strict=True) if n]
@@ -921,6 +954,12 @@ def comment_database(conn: psycopg.Connection[Any], name: str, comment: str | No
 
 
 def drop_database(conn: psycopg.Connection[Any], name: str) -> None:
+    """Drop ``name`` (its sessions terminated), a template database too: the temporary, set-aside and scratch
+    databases of restores and verifies take the backed-up database's IS_TEMPLATE, and PostgreSQL drops no
+    template ("cannot drop a template database"); its flag is cleared first, as pg_restore --clean does."""
+    row = conn.execute("SELECT datistemplate FROM pg_database WHERE datname = %s", (name,)).fetchone()
+    if row and row[0]:
+        conn.execute(sql.SQL("ALTER DATABASE {} IS_TEMPLATE false").format(sql.Identifier(name)))
     conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 

@@ -438,7 +438,7 @@ def _drop_scratch(scratch: PostgresTarget, admin: str, name: str) -> None:
     """Drop the scratch database (its sessions ended: a restore still running fails); errors are logged, never
     in place of the verify's own result."""
     try:
-        with pg.connect(scratch, admin) as conn:
+        with pg.admin_connect(scratch, admin) as conn:
             pg.drop_database(conn, name)
     except UpkeeperError as exc:
         log.error("could not drop the scratch database %s: %s", name, exc.message)
@@ -520,7 +520,7 @@ def _check_scratch_room(scratch: PostgresTarget, admin: str, m: Manifest, dump_b
         report.steps.append(unknown.format(f"{scratch.display()} is not on this host"))
         return []
     try:
-        with pg.connect(scratch, admin) as conn:
+        with pg.admin_connect(scratch, admin) as conn:
             base, wal = room.scratch_paths(conn)
     except (UpkeeperError, psycopg.Error) as exc:
         log.warning("could not read the scratch server's data directory: %s", exc)
@@ -542,7 +542,7 @@ def _check_scratch_server(scratch: PostgresTarget, admin: str, m: Manifest, *, d
     older major version than the backup's source, which may reject its dump (newer syntax, features it lacks;
     PostgreSQL does not support loading a dump into an older major version) — a failure that would say
     nothing about the backup."""
-    with pg.connect(scratch, admin) as conn:
+    with pg.admin_connect(scratch, admin) as conn:
         ver, num = pg.server_version(conn)
         row = conn.execute(IN_RECOVERY_SQL).fetchone()
     which = "the backed-up server (the default scratch server)" if default else "the scratch server"
@@ -661,7 +661,7 @@ def _guard_key(name: str) -> tuple[int, int]:
 @contextlib.contextmanager
 def _scratch_guard(target: PostgresTarget, admin: str, name: str) -> Iterator[psycopg.Connection[Any]]:
     """The session that says the scratch database ``name`` is in use (see GUARD_APP); yields its connection."""
-    with pg.connect(target, admin, application_name=GUARD_APP + name) as conn:
+    with pg.admin_connect(target, admin, application_name=GUARD_APP + name) as conn:
         try:
             conn.execute(GUARD_SESSION_SQL)
             # waits while another verify of this backup (connected to the same database) or a sweep uses ``name``

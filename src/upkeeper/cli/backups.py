@@ -502,7 +502,7 @@ def _restore_postgres(config: Config, row: BackupRow, fetcher: Fetcher, database
     server = tgt.display().rsplit("/", 1)[0]
     where = f"database {name!r} on {server}"
     admin = pg.admin_db(tgt, name)
-    with pg.connect(tgt, admin) as conn:
+    with pg.admin_connect(tgt, admin) as conn:
         exists = pg.database_exists(conn, name)
         server_ver, server_num = pg.server_version(conn)
     older = _older_server_warning(fetcher.located.manifest, server, server_ver, server_num)
@@ -516,8 +516,10 @@ def _restore_postgres(config: Config, row: BackupRow, fetcher: Fetcher, database
         # extensions hold data too, and a database can be in use before it holds anything
         try:
             holds = pg.database_contents(tgt, name)
-        except UpkeeperError as exc:
+        except UpkeeperError as exc:  # (it may allow no connections, or none more)
             holds = f"cannot look inside: {exc.message}"
+        except psycopg.Error as exc:
+            holds = f"cannot look inside: {pg.pg_error(exc)}"
         if not force:
             raise UsageError(f"{where} already exists ({holds})",
                              "Try: restore into a new database (omit --database, or name a new one), or add --force "
@@ -558,7 +560,7 @@ def _restore_postgres(config: Config, row: BackupRow, fetcher: Fetcher, database
             err_console.print(f"restore of backup {row.id} stopped: {unchanged}", highlight=False)
             raise
         try:
-            with pg.connect(tgt, admin) as conn:
+            with pg.admin_connect(tgt, admin) as conn:
                 if entries.create is None:
                     pg.create_database(conn, temp)
                 else:
@@ -576,7 +578,7 @@ def _restore_postgres(config: Config, row: BackupRow, fetcher: Fetcher, database
         try:
             with console.status(f"restoring into {temp}…"):
                 seconds = pg_restore(tgt, archive, temp, jobs=jobs, no_owner=no_owner)
-                with pg.connect(tgt, admin) as conn:
+                with pg.admin_connect(tgt, admin) as conn:
                     pg.comment_database(conn, temp, None)  # the backup's own comment, if any, follows
                 # pg_restore gives the database itself its owner, comment, privileges and settings only with
                 # --create, under the dump's own name: applied here to the temporary one, they move with it
@@ -624,7 +626,7 @@ def _restore_leftovers(tgt: PostgresTarget, admin: str) -> list[dict[str, str]]:
     """The databases on the server that restores leave only when killed outright: a temporary
     ``…_upkeeper_restore_<token>`` (part of a backup, or all of it not yet in place) and a set-aside
     ``…_upkeeper_old_<token>`` (the database a restore was replacing).  Nothing is dropped: the operator decides."""
-    with pg.connect(tgt, admin) as conn:
+    with pg.admin_connect(tgt, admin) as conn:
         rows = conn.execute("SELECT datname, coalesce(shobj_description(oid, 'pg_database'), '') FROM pg_database "
                             "WHERE datname ~ '_upkeeper_(restore|old)_[0-9a-f]{8}$' ORDER BY datname").fetchall()
     found = []
@@ -660,7 +662,7 @@ def _swap_in(tgt: PostgresTarget, admin: str, temp: str, name: str, aside: str |
     """Rename the restored ``temp`` to ``name``; an existing ``name`` is renamed to ``aside`` first (its sessions
     terminated) and dropped last.  Returns a warning when that final drop failed (the restore stands)."""
     server = tgt.display().rsplit("/", 1)[0]
-    with pg.connect(tgt, admin) as conn:
+    with pg.admin_connect(tgt, admin) as conn:
         if aside is None:
             pg.rename_database(conn, temp, name)
             return None
@@ -674,7 +676,7 @@ def _swap_in(tgt: PostgresTarget, admin: str, temp: str, name: str, aside: str |
                                       f"replaced database, which is still there as {aside!r}",
                                       f'Try: DROP DATABASE "{aside}" once you no longer need it') from None
             try:
-                with pg.connect(tgt, admin) as undo_conn:
+                with pg.admin_connect(tgt, admin) as undo_conn:
                     pg.rename_database(undo_conn, aside, name, evict=True)
             except BaseException as undo:
                 cause = pg.pg_error(exc) if isinstance(exc, psycopg.Error) else type(exc).__name__
@@ -704,7 +706,7 @@ def _existing(tgt: PostgresTarget, admin: str, *names: str) -> set[str]:
     """Which of ``names`` exist on the server, read on a new connection (the one in use may be cancelled); all
     of them when that cannot be read (nothing is claimed gone that may be there)."""
     try:
-        with pg.connect(tgt, admin) as conn:
+        with pg.admin_connect(tgt, admin) as conn:
             return {n for n in names if pg.database_exists(conn, n)}
     except Exception:
         return set(names)
@@ -713,7 +715,7 @@ def _existing(tgt: PostgresTarget, admin: str, *names: str) -> set[str]:
 def _drop_quietly(tgt: PostgresTarget, admin: str, name: str) -> str | None:
     """Drop ``name``; the reason when that failed, else None."""
     try:
-        with pg.connect(tgt, admin) as conn:
+        with pg.admin_connect(tgt, admin) as conn:
             pg.drop_database(conn, name)
     except UpkeeperError as exc:
         return exc.message

@@ -26,7 +26,7 @@ class StandardJob:
 STANDARD_SCHEDULE: tuple[StandardJob, ...] = (
     StandardJob("db-backup", "postgres.backup", "0 0 * * *", "postgres", "nightly database backup",
                 options={"format": "custom", "globals": True},
-                example="databases: [app]   # default: every non-template database"),
+                example="databases: [app]   # default: every non-template database that allows connections"),
     StandardJob("app-backup", "files.backup", "0 1 * * *", "app", "nightly backup of application files",
                 options={"exclude": ["node_modules", ".git", "*.log", "tmp"], "secret_paths": [".env"]}),
     StandardJob("vacuum", "postgres.vacuum", "0 3 * * *", "postgres", "daily VACUUM (ANALYZE)",

@@ -72,7 +72,8 @@ WATCH_APPLICATION_NAME = "upkeeper backup watch"
 
 class PostgresBackupOptions(TaskOptions):
     databases: list[str] | None = Field(
-        None, description="databases to back up (default: every non-template database. Source: pg_back)")
+        None, description="databases to back up (default: every non-template database that allows "
+        "connections; a template database is backed up when named here. Source: pg_back)")
     exclude_databases: list[str] = Field(default_factory=list, description="databases to leave out. "
             "Source: upkeeper (not set by default)")
     format: Literal["custom", "directory"] = Field(
@@ -142,16 +143,25 @@ class PostgresBackup(Task[PostgresBackupOptions]):
              env: BackupEnv, t0: float) -> Result:
         pg_dump = pg.tool(target, "pg_dump")
         dump_ver, dump_num = pg.tool_version(pg_dump)
-        with pg.connect(target) as conn:
+        with pg.connect(target, options=pg.NO_TIMEOUT_OPTIONS) as conn:
             server_ver, server_num = pg.server_version(conn)
             pg.check_dump_version(pg_dump, dump_ver, dump_num, server_ver, server_num)
-            existing = pg.list_databases(conn)
+            flags = pg.database_flags(conn)
             source = pg.source_state(conn)
+        existing = [name for name, (template, allow) in flags.items() if allow and not template]
         if options.databases:
-            missing = [d for d in options.databases if d not in existing]
+            # a template database named here is backed up (pg_dump records its IS_TEMPLATE); one that allows
+            # no connections cannot be read by pg_dump
+            missing = [d for d in options.databases if d not in flags]
             if missing:
                 raise TaskError(f"database {missing[0]!r} does not exist on {target.display()}",
                                 "Try: fix the job's 'databases' option (existing: " + ", ".join(existing) + ")")
+            closed = [d for d in options.databases if not flags[d][1]]
+            if closed:
+                raise TaskError(f"database {closed[0]!r} on {target.display()} does not allow connections "
+                                "(ALLOW_CONNECTIONS false): pg_dump cannot read it",
+                                f"Try: ALTER DATABASE \"{closed[0]}\" ALLOW_CONNECTIONS true while it is backed up, "
+                                "or remove it from the job's 'databases' option")
             databases = list(options.databases)
         else:
             databases = existing
@@ -234,7 +244,9 @@ class PostgresBackup(Task[PostgresBackupOptions]):
         base = safe_component(db)
         t_dump = time.monotonic()
         wait = options.lock_wait_timeout.total_seconds()
-        with pg.connect(target, db, autocommit=False) as snap:
+        # (the database's own timeouts, set from the start: its idle_in_transaction_session_timeout would end the
+        # session between the statements that lift them)
+        with pg.connect(target, db, autocommit=False, options=pg.NO_TIMEOUT_OPTIONS) as snap:
             snap.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
             snap.read_only = True
             for stmt in pg.SNAPSHOT_SESSION_SQL:
@@ -597,8 +609,8 @@ def _read_sequences(target: PostgresTarget, db: str, listed: list[tuple[str, str
     tells from the value the dump holds.  In a short session of its own, so that no lock on a sequence is held
     through the dump."""
     keys = {pg.qualified(schema, name) for schema, name, _inc, _cyc in listed}
-    try:
-        with pg.connect(target, db) as conn:
+    try:  # (the database's own statement_timeout is for the app's sessions, not this one)
+        with pg.connect(target, db, options=pg.NO_TIMEOUT_OPTIONS) as conn:
             return {k: v for k, v in pg.sequence_states(conn).items() if k in keys}
     except psycopg.Error as exc:
         raise BackupError(f"reading the sequences of {db}: {pg.pg_error(exc)}",
