@@ -176,6 +176,16 @@ class ArrowScanner:
         vc = self.pc.value_counts(col)
         return list(zip(vc.field(0).to_pylist(), vc.field(1).to_pylist(), strict=True))
 
+    def _distinct(self, col: Any) -> list[Any]:
+        """The distinct values of ``col`` but null (a rejected row)."""
+        return self.pc.drop_null(self.pc.unique(col)).to_pylist()  # type: ignore[no-any-return]
+
+    def _any(self, masks: list[Any]) -> Any:
+        mask = masks[0]
+        for m in masks[1:]:
+            mask = self.pc.or_(mask, m)
+        return mask
+
     def _mask_in(self, col: Any, values: list[bytes] | set[bytes]) -> Any:
         return self.pc.is_in(col, value_set=self.pa.array(list(values), col.type))
 
@@ -197,14 +207,22 @@ class ArrowScanner:
         lines = lines.slice(0, len(lines) - 1)  # the empty text after the final newline
         ok = pc.match_substring_regex(lines, plan.regex)
         n_ok = ok.true_count
+        rejected = None
         if n_ok < len(lines):
-            self._fallback(lines.filter(pc.invert(ok)).to_pylist(), source, offset)
-            lines = lines.filter(ok)
-        del ok
-        if not n_ok:
-            return
+            rejected = pc.invert(ok)
+            self._fallback(lines.filter(rejected).to_pylist(), source, offset)
+            if not n_ok:
+                return
         parts = pc.split_pattern(lines, b'"')
         del lines
+        if rejected is not None:
+            # the rejected lines become null rows instead of a filtered copy of the lines (at this size a copy costs
+            # more in page faults than in copying, see _fixed_mmap_threshold): the cut passes them by, and
+            # _validate drops them with the rows whose values do not validate, in one filter
+            assert ok.offset == 0 and not ok.null_count
+            parts = pa.Array.from_buffers(parts.type, len(parts), [ok.buffers()[1], parts.buffers()[1]],
+                                          children=[parts.values])
+        del ok
         segs: dict[int, Any] = {}
         toks: dict[int, Any] = {}
         cols: dict[str, Any] = {}
@@ -218,7 +236,7 @@ class ArrowScanner:
                 toks[si] = pc.split_pattern(segs[si], b" ")
             cols[f] = pc.list_element(toks[si], ti)
         del segs, toks
-        good = self._validate(cols, parts, source, offset)
+        good = self._validate(cols, parts, rejected, source, offset)
         del parts, cols
         if good:
             self._aggregate(good)
@@ -227,8 +245,10 @@ class ArrowScanner:
         if rows:
             self.acc._slow(b"".join(x + NL for x in rows), source, offset, fallback=True)
 
-    def _validate(self, cols: dict[str, Any], parts: Any, source: str, offset: int) -> dict[str, Any] | None:
-        """Drop (to the reference parser) the rows whose address, time or status does not validate."""
+    def _validate(self, cols: dict[str, Any], parts: Any, rejected: Any, source: str, offset: int
+                  ) -> dict[str, Any] | None:
+        """Drop the ``rejected`` rows (null: the pattern sent them to the reference parser already) and, to the
+        reference parser, the rows whose address, time or status does not validate."""
         from upkeeper.logs.access import TimeTokens
         from upkeeper.logs.goaccess import valid_ip, valid_status
 
@@ -238,7 +258,7 @@ class ArrowScanner:
         ip_ok = acc.ip_ok
         badv = []
         one_ip = self.ips.setdefault
-        for ip in pc.unique(h).to_pylist():
+        for ip in self._distinct(h):
             okv = ip_ok.get(ip)
             if okv is None:
                 okv = ip_ok[one_ip(ip, ip)] = valid_ip(ip)
@@ -248,21 +268,20 @@ class ArrowScanner:
             bad.append(self._mask_in(h, badv))
         if acc.times is None:
             acc.times = TimeTokens(self.plan.time_spec, self.plan.time_var)
-        tinfo = acc.times.many(set(pc.unique(cols["time"]).to_pylist()))
+        tinfo = acc.times.many(set(self._distinct(cols["time"])))
         badv = [t for t, v in tinfo.items() if v is None]
         if badv:
             bad.append(self._mask_in(cols["time"], badv))
         self.tinfo: dict[bytes, TimeInfo] = {t: v for t, v in tinfo.items() if v is not None}
         tz = cols.get("tz")
         if tz is not None:
-            badv = [z for z in pc.unique(tz).to_pylist() if not (z.endswith(b"]") and z.count(b"]") == 1
-                                                                  and b"[" not in z)]
+            badv = [z for z in self._distinct(tz) if not (z.endswith(b"]") and z.count(b"]") == 1 and b"[" not in z)]
             if badv:
                 bad.append(self._mask_in(tz, badv))
         s = cols["s"]
         st_ok = acc.status_ok
         badv = []
-        for v in pc.unique(s).to_pylist():
+        for v in self._distinct(s):
             okv = st_ok.get(v)
             if okv is None:
                 okv = st_ok[v] = v.isdigit() and valid_status(v)
@@ -270,13 +289,13 @@ class ArrowScanner:
                 badv.append(v)
         if badv:
             bad.append(self._mask_in(s, badv))
+        if bad:
+            self._fallback([b'"'.join(x) for x in parts.filter(self._any(bad)).to_pylist()], source, offset)
+        if rejected is not None:
+            bad.append(rejected)
         if not bad:
             return cols
-        mask = bad[0]
-        for m in bad[1:]:
-            mask = pc.or_(mask, m)
-        self._fallback([b'"'.join(x) for x in parts.filter(mask).to_pylist()], source, offset)
-        keep = pc.invert(mask)
+        keep = pc.invert(self._any(bad))
         out = {k: v.filter(keep) for k, v in cols.items()}
         return out if len(out["h"]) else None
 
@@ -347,7 +366,7 @@ class ArrowScanner:
         ridx = renc.indices
         rdict: list[bytes] = renc.dictionary.to_pylist()
         ep_of = acc.ep_of
-        fresh = [x not in ep_of for x in rdict]
+        fresh = [not x for x in map(ep_of.__contains__, rdict)]  # (map: no Python-level call per line)
         if any(fresh):
             rdarr = renc.dictionary
             if len(ep_of) + fresh.count(True) > _cache_max():
@@ -369,26 +388,30 @@ class ArrowScanner:
                 acc._learn(new, cand.to_pylist(), hints.to_pylist())
             del rdarr
         del renc
-        ep_per = pa.array([self._ep_id(ep_of[x]) for x in rdict], pa.int32())
-        static_of = acc.static_of
-        static_per = [static_of[x] for x in rdict]
+        eps = list(map(ep_of.__getitem__, rdict))
+        for e in dict.fromkeys(eps):  # the endpoints in order of appearance
+            self._ep_id(e)
+        ep_per = pa.array(list(map(self.ep_ids.__getitem__, eps)), pa.int32())
+        del eps
         row_ep = pc.take(ep_per, ridx)
-        pairs = self._pair_counts(ridx, s)
-        c_req = acc.c_req
-        for ri, c in self._counts(ridx):
-            c_req[rdict[ri]] += c
         ep_list = self.ep_list
         code_of = {x: status_code(x) for x in statuses}  # '0503' is 503, as in the status distribution
-        for (ri, st), c in pairs:
-            sp = static_per[ri]
+        # hits per request line, and per (request line, status): static files, endpoint errors, 404s
+        static_of, c_req, c_req404 = acc.static_of, acc.c_req, acc.c_req404
+        hits_of = c_req.get  # (no Counter.__missing__ call per new line)
+        (ris, sts), counts = self._combos([ridx, s])
+        for ri, st, c in zip(ris, sts, counts, strict=True):
+            raw = rdict[ri]
+            c_req[raw] = hits_of(raw, 0) + c
+            sp = static_of[raw]
             nf = st[:3] == b"404"  # GoAccess's not-found panel reads the text
             if sp is not None and not nf:
                 p.static_paths[sp] += c
             code = code_of[st]
             if code is not None and not 200 <= code < 300:
-                p.endpoint_errors[(ep_of[rdict[ri]], st)] += c
+                p.endpoint_errors[(ep_of[raw], st)] += c
             if nf:
-                acc.c_req404[rdict[ri]] += c
+                c_req404[raw] += c
         # latency per endpoint; a 101 (a WebSocket) is timed until the connection closes: no response time
         upgraded = [x for x in statuses if code_of[x] == 101]
         if upgraded and (rt is not None or urt is not None):
@@ -399,15 +422,13 @@ class ArrowScanner:
                 urt = pc.if_else(m, pa.scalar(b"-", urt.type), urt)
         if rt is not None:
             acc.has_rt = True
-            for (e, tok), c in self._pair_counts(row_ep, rt):
-                acc.c_lat[(ep_list[e], tok)] += c
+            self._add_latency(acc.c_lat, row_ep, rt)
         else:
             for e, c in self._counts(row_ep):
                 p.endpoint_hits[ep_list[e]] += c
         if urt is not None:
             acc.has_urt = True
-            for (e, tok), c in self._pair_counts(row_ep, urt):
-                acc.c_ulat[(ep_list[e], tok)] += c
+            self._add_latency(acc.c_ulat, row_ep, urt)
         vh = cols.get("v")
         if vh is not None:  # per site: the same path of two sites is two paths
             p.vhosts.update(dict(self._counts(vh)))
@@ -481,6 +502,13 @@ class ArrowScanner:
                 if m.true_count:
                     for (a, ip), c in self._pair_counts(ua.filter(m), h.filter(m)):
                         p.scanners[(ua_scanner[a] or "", ip)] += c
+
+    def _add_latency(self, counter: Counter[tuple[bytes, bytes]], row_ep: Any, times: Any) -> None:
+        """Count the (endpoint, time token) pairs."""
+        (es, toks), counts = self._combos([row_ep, times])
+        get = counter.get  # (no Counter.__missing__ call per new pair)
+        for key, c in zip(zip(map(self.ep_list.__getitem__, es), toks, strict=True), counts, strict=True):
+            counter[key] = get(key, 0) + c
 
     def _pair_counts(self, a: Any, b: Any) -> list[tuple[tuple[Any, Any], int]]:
         (xs, ys), counts = self._combos([a, b])
