@@ -319,3 +319,14 @@ def test_health_metrics_kept_90_days_and_disk_task_still_works(make_config, tmp_
     assert setup.jobs["health"].metrics_retention == timedelta(days=90)
     res = run_task("host.disk", options={"mounts": [str(tmp_path)], "warning": 0.001})
     assert checks(res)["host.disk_space"][0].severity is Severity.WARNING
+
+
+def test_cpu_use_stays_within_0_and_100_percent() -> None:
+    """/proc/stat's idle counter can step backwards between two samples (NOHZ, VMs): a fully busy machine read
+    100.00001 % and crossed a critical threshold of 100 (seen in CI)."""
+    from upkeeper.tasks.host.health import _used_pct
+
+    assert _used_pct(200.00001, 200.0) == 100.0  # idle went back by a hair
+    assert _used_pct(-0.5, 200.0) == 0.0
+    assert _used_pct(50.0, 200.0) == 25.0
+    assert _used_pct(5.0, 0.0) == 0.0  # no time passed

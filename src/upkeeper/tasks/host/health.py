@@ -409,6 +409,15 @@ def _busy_total(t: Any) -> tuple[float, float]:
     return total - idle, total
 
 
+def _used_pct(busy_delta: float, total_delta: float) -> float:
+    """CPU use in % between two samples, within 0–100: the idle and iowait counters of /proc/stat can step
+    backwards (NOHZ accounting, more so in VMs), which made a fully busy machine read 100.00001 % — above a
+    threshold of 100, which nothing can cross."""
+    if total_delta <= 0:
+        return 0.0
+    return min(100.0, max(0.0, 100.0 * busy_delta / total_delta))
+
+
 def check_cpu(env: Env) -> CheckOutput:
     o = env.opts
     prev = env.ctx.state.get("cpu")
@@ -420,12 +429,12 @@ def check_cpu(env: Env) -> CheckOutput:
         dt_total = total - float(prev["total"])
         elapsed = env.now.timestamp() - float(prev.get("at", 0))
         if dt_total > 0 and 0 < elapsed <= CPU_MAX_INTERVAL_S:
-            pct = 100.0 * (busy - float(prev["busy"])) / dt_total
+            pct = _used_pct(busy - float(prev["busy"]), dt_total)
             window_s = elapsed
     if pct is None:
         time.sleep(o.cpu_sample.total_seconds())
         busy2, total2 = _busy_total(psutil.cpu_times())
-        pct = 100.0 * (busy2 - busy) / (total2 - total) if total2 > total else 0.0
+        pct = _used_pct(busy2 - busy, total2 - total)
         window_s = o.cpu_sample.total_seconds()
         busy, total = busy2, total2
     env.ctx.state.set("cpu", {"busy": busy, "total": total, "at": env.now.timestamp(), "boot": psutil.boot_time()})
