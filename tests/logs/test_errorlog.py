@@ -461,3 +461,27 @@ def test_compose_prefix_with_colours_or_a_replica_number() -> None:
     assert next(g for g in a.exceptions.values() if "stock" in g.message).example == "\n".join(shop)
     assert a.messages == {("error", "stock <n> gone"): 1, ("error", "smtp <n> down"): 1,
                           ("error", "queue full"): 1, ("warning", "disk <n>% full"): 1}
+
+
+def test_the_further_lines_of_a_message_end_where_a_log_line_starts() -> None:
+    """A message's further lines are held until a frame shows they are its own (none follows the JVM's here: the
+    line after it is read as the log line it is), and a Python message's go on to the next record: Django's
+    ``Internal Server Error: …`` and werkzeug's access line are none of it."""
+    a = AppLogStats()
+    a.feed(b"java.lang.OutOfMemoryError: Java heap space\n"
+           b"worker 3 ERROR lost job 7\n"
+           b"Traceback (most recent call last):\n"
+           b'  File "/app/views.py", line 3, in boom\n'
+           b"psycopg.errors.UniqueViolation: duplicate key value violates unique constraint \"u_pkey\"\n"
+           b"DETAIL:  Key (id)=(1) already exists.\n"
+           b"Internal Server Error: /orders/7\n"
+           b'127.0.0.1 - - [05/Dec/2026 12:09:43] "GET /orders/7 HTTP/1.1" 500 -\n', "app.log")
+    a.finish()
+    assert dict(a.levels) == {"error": 2}
+    assert dict(a.messages) == {("error", "lost job <n>"): 1, ("error", "/orders/<n>"): 1}
+    examples = {g.kind: g.example.split("\n") for g in a.exceptions.values()}
+    assert examples == {
+        "java.lang.OutOfMemoryError": ["java.lang.OutOfMemoryError: Java heap space"],
+        "psycopg.errors.UniqueViolation": ["Traceback (most recent call last):", '  File "/app/views.py", line 3, in boom',
+                                           'psycopg.errors.UniqueViolation: duplicate key value violates unique '
+                                           'constraint "u_pkey"', "DETAIL:  Key (id)=(1) already exists."]}

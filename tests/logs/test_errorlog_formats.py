@@ -311,6 +311,62 @@ CASES = [
           ("Error: connect ECONNREFUSED 127.0.0.1:1", "  errno: -111,", "  port: 1", "}"),
           ("KeyError", "'…'"): ("Traceback (most recent call last):", "KeyError: 'job-7'")},
          messages={("error", "connect ECONNREFUSED <ip>"): 2, ("error", "worker: job <n> failed"): 1}),
+    # messages of several lines: a JVM and Node print the further lines before the frames (a cause's too), Python after
+    # the exception's line and before the chain's next traceback — grouped by the first line, the rest in the example
+    Case("java17-multiline-message.txt", {},
+         {("java.lang.RuntimeException", "wrapper <n>"): 2, ("java.lang.IllegalStateException", "order <n> failed"): 2},
+         {("java.lang.RuntimeException", "wrapper <n>"):
+          ("java.lang.RuntimeException: wrapper 1", "more", "\tat MultiLine.g(MultiLine.java:10)",
+           "Caused by: java.lang.IllegalStateException: bad state 1", "second line", "", "after blank",
+           "\tat MultiLine.f(MultiLine.java:8)"),
+          ("java.lang.IllegalStateException", "order <n> failed"): ("line2 of order 1", "line3", "\tat MultiLine.main(MultiLine.java:6)")},
+         causes={("java.lang.RuntimeException", "wrapper <n>"): "java.lang.IllegalStateException"}),
+    # Node: the same, and errors whose name does not end in Error/Exception (a class with its name set, alone, after a
+    # message, uncaught), a name in brackets after the class (Timeout [Error], DOMException [AbortError]): by the class
+    Case("node20-multiline-named.txt", {"error": 4},
+         {("Error", "query <n> failed"): 2, ("TypeError", "bad <n>"): 2, ("RangeError", "uncaught <n>"): 2,
+          ("PaymentDeclined", "card declined for order <n>"): 6, ("Timeout", "timed out after <n> ms"): 2,
+          ("DOMException", "This operation was aborted"): 4},
+         {("Error", "query <n> failed"): ("Error: query 1 failed", "DETAIL: key 1", "HINT: retry"),
+          ("TypeError", "bad <n>"): ("job failed TypeError: bad 1", "line two"),
+          ("PaymentDeclined", "card declined for order <n>"):
+          ("payment failed PaymentDeclined: card declined for order 1", "  code: 'card_declined'", "}"),
+          ("DOMException", "This operation was aborted"):
+          ("fetch aborted DOMException [AbortError]: This operation was aborted",
+           "    at new DOMException (node:internal/per_context/domexception:53:5)")}),
+    # SQLAlchemy around psycopg: the DETAIL line of the cause does not cut the chain (it made the cause a group of
+    # its own), nor are "(Background on this error at: …)" lines error messages; logged as text and as JSON lines
+    # with the traceback in exc_info (whose exception was lost: the last line of the text was taken for it)
+    Case("python-multiline-sqlalchemy.log", {"error": 6, "info": 2},
+         {("sqlalchemy.exc.IntegrityError", '(psycopg.errors.UniqueViolation) duplicate key value violates unique '
+           'constraint "u_email_key"'): 2,
+          ("sqlalchemy.exc.OperationalError", '(psycopg.OperationalError) connection failed: connection to server at '
+           '"…", port <n> failed: Connection refused'): 2,
+          ("ValueError", "bad input <n>"): 2, ("ValueError", "uncaught <n>"): 2},
+         {("sqlalchemy.exc.IntegrityError", '(psycopg.errors.UniqueViolation) duplicate key value violates unique '
+           'constraint "u_email_key"'):
+          ("DETAIL:  Key (email)=(a@b.c) already exists.", "The above exception was the direct cause of the following "
+           "exception:", "[SQL: insert into u values (%(i)s, %(m)s)]",
+           "(Background on this error at: https://sqlalche.me/e/21/gkpj)"),
+          ("ValueError", "uncaught <n>"): ("ValueError: uncaught 1", "second line 1")},
+         messages={("error", "[app] signup failed for user <n>"): 2, ("error", "[app] db down"): 2,
+                   ("error", "[app] parse failed"): 2},
+         causes={("sqlalchemy.exc.IntegrityError", '(psycopg.errors.UniqueViolation) duplicate key value violates '
+                  'unique constraint "u_email_key"'): "psycopg.errors.UniqueViolation",
+                 ("sqlalchemy.exc.OperationalError", '(psycopg.OperationalError) connection failed: connection to '
+                  'server at "…", port <n> failed: Connection refused'): "psycopg.OperationalError"}),
+    Case("python-multiline-sqlalchemy.jsonl", {"error": 6, "info": 2},
+         {("sqlalchemy.exc.IntegrityError", '(psycopg.errors.UniqueViolation) duplicate key value violates unique '
+           'constraint "u_email_key"'): 2,
+          ("sqlalchemy.exc.OperationalError", '(psycopg.OperationalError) connection failed: connection to server at '
+           '"…", port <n> failed: Connection refused'): 2,
+          ("ValueError", "bad input <n>"): 2},
+         {("ValueError", "bad input <n>"): ("ValueError: bad input 1", "second line")},
+         json_lines=8,
+         causes={("sqlalchemy.exc.IntegrityError", '(psycopg.errors.UniqueViolation) duplicate key value violates '
+                  'unique constraint "u_email_key"'): "psycopg.errors.UniqueViolation",
+                 ("sqlalchemy.exc.OperationalError", '(psycopg.OperationalError) connection failed: connection to '
+                  'server at "…", port <n> failed: Connection refused'): "psycopg.OperationalError"}),
     Case("uvicorn.log", {"info": 10, "error": 2},
          {("ValueError", "bad path /x/<n>"): 2},
          {("ValueError", "bad path /x/<n>"): ("Traceback (most recent call last):", "ValueError: bad path /x/1")}),

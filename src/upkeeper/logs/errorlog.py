@@ -30,7 +30,10 @@
     logs``' ``web-1  | ``) are read per process, so that processes writing one file line by line do not cut each
     other's traces; terminal colours are taken off every line;
   - Node's ``console.error('payment failed', err)``: the message, then the error and its stack (an exception
-    after a message on a line, followed by frames).
+    after a message on a line, followed by frames); an error of any name (``PaymentDeclined: …``, ``DOMException
+    [AbortError]: …``) when a frame follows its line;
+  - an exception's message of several lines (before a JVM's or Node's frames, after Python's exception line):
+    grouped by its first line, the rest in the example.
 
   - Monolog (Laravel, Symfony): an exception in the context (``{"exception":"[object] (Class(code: 0): …``),
     Laravel's ``[stacktrace]`` and ``[previous exception]`` lines after it.
@@ -272,15 +275,33 @@ _EXC_SUFFIX = r"(?:Error|Exception|Exit|Interrupt|Warning|Fault|Throwable|Failur
 #: an exception line: a (dotted) type name ending in one of the suffixes — the name may be the suffix
 #: alone, as in Node's ``Error: connect ECONNREFUSED …`` and ``java.lang.Exception: …``
 #: Node's system and internal errors carry their code after the name (``TypeError [ERR_INVALID_ARG_TYPE]: …``,
-#: ``SystemError [ERR_SYSTEM_ERROR]: …``): the type is the name, as for Node's JSON loggers (``err.type``)
-_EXC_LINE = re.compile(rf"^((?:[A-Za-z_$][\w$]*\.)*(?:[A-Za-z_$][\w$]*)?{_EXC_SUFFIX})(?: \[[A-Z][A-Z0-9_]*\])?"
+#: ``SystemError [ERR_SYSTEM_ERROR]: …``), and an error whose ``name`` is not its class's carries the name
+#: (``DOMException [AbortError]: …``, ``class Timeout extends Error`` prints ``Timeout [Error]: …``): the type is
+#: the class, as for Node's JSON loggers (pino's ``err.type``) and a ``[cause]:``
+_EXC_LINE = re.compile(rf"^((?:[A-Za-z_$][\w$]*\.)*(?:[A-Za-z_$][\w$]*)?{_EXC_SUFFIX})(?: \[[A-Za-z_$][\w$]*\])?"
                        r"(?:: ?(.*))?$")
 _BARE_EXC = re.compile(_EXC_SUFFIX)
 #: an exception after a message on the same line, as ``console.error('payment failed', err)`` prints it (util.format:
 #: the message, a space, then the error's stack — ``payment failed TypeError: …``), or a logger's line that ends
 #: with the error (``… ERROR c.e.App - payment failed java.lang.IllegalStateException: …``): an exception only
 #: when a frame (``    at …``) follows; its type's name ends in Error or Exception
-_EMBEDDED_TAIL = re.compile(r"(?:Error|Exception)(?: \[[A-Z][A-Z0-9_]*\])?(?:: |$)")
+_EMBEDDED_TAIL = re.compile(r"(?:Error|Exception)(?: \[[A-Za-z_$][\w$]*\])?(?:: |$)")
+#: an error of any name, which only the frames (``    at …``) after it show to be one: Node's ``class PaymentDeclined
+#: extends Error`` with its ``name`` set, ``Timeout [Error]``; a JVM class named otherwise (``java.lang.ThreadDeath``)
+#: — at the start of a line (``console.error(e)``, uncaught), or after a message (``console.error('payment failed',
+#: e)``: the first capitalized word followed by ``: ``, its bracket between)
+_NAMED_HEAD = re.compile(r"^((?:[A-Za-z_$][\w$]*\.)*[A-Z][\w$]*)(?: \[[A-Za-z_$][\w$]*\])?(?:: (.*))?$")
+_NAMED_EMBEDDED = re.compile(r"(?<=[ \t])((?:[A-Za-z_$][\w$]*\.)*[A-Z][\w$]*)(?: \[[A-Za-z_$][\w$]*\])?: (.*)$")
+#: a level word used as a label (``ERROR:``, ``[WARN]``, ``Internal Server Error: /x``), or starting a line: a log
+#: line, no further line of an exception's message (SQLAlchemy's ``(Background on this error at: …)`` is one)
+_LEVEL_LABEL = re.compile(r"(?i)^\W{0,2}(?:TRACE|DEBUG|INFO|NOTICE|WARN(?:ING)?|ERROR|ERR|SEVERE|CRIT(?:ICAL)?|FATAL)"
+                          r"(?!\w)|(?<![\w/])(?:WARN(?:ING)?|ERROR|SEVERE|CRIT(?:ICAL)?|FATAL)\]?:(?:\s|$)")
+#: a time stamp a little into a line: an access log's (``127.0.0.1 - - [05/Dec/2026:12:00:00 +0000] "GET …``, werkzeug's
+#: ``[05/Dec/2026 12:00:00]``) or one after a host or a pid: a log record, no further line of a message
+_RECORD_TIME = re.compile(r"^.{0,60}?\[\d\d/[A-Z][a-z]{2}/\d{4}[: ]\d\d:\d\d|^.{0,24}?\b\d{4}-\d\d-\d\d[T ]\d\d:\d\d")
+#: the further lines of an exception's message kept before its frames (a JVM's or Node's) or after its line
+#: (Python's) — at most this many
+_MAX_MESSAGE_LINES = 100
 
 
 def _embedded_exc(s: str) -> re.Match[str] | None:
@@ -392,6 +413,35 @@ _PHP_NEXT = re.compile(r"^Next ([A-Za-z_\\][\w\\]*): (.*?)(?: in \S+?:\d+)?$")
 _STACK_FRAME = re.compile(r"^(?:\s+at |Emitted '[\w-]+' event |\s+File \"|\t|\s{2,}\S|Caused by: |\s*\.\.\. \d+ more)")
 
 
+def _named_exc(s: str) -> str | None:
+    """The kind of block (``_flush_block``) of an error of any name that ``s`` is, when a frame follows it: "named"
+    at the start of the line, "embedded" after a message; None when it is no error's line."""
+    if _CHAIN_LINK.match(s):
+        return None
+    m = _NAMED_HEAD.match(s) or (_NAMED_EMBEDDED.search(s) if ": " in s else None)
+    if m is None or (m.group(1).isupper() and m.group(1).lower() in LEVEL_WORDS):  # ``ERROR: …``: a label
+        return None
+    return "named" if m.start() == 0 else "embedded"
+
+
+def _continues_message(line: str) -> bool:
+    """Whether ``line`` may be a further line of an exception's message (a JVM's ``new
+    IllegalStateException("a\\nb")`` prints ``b`` before the frames, Python ``b`` after ``ValueError: a``;
+    psycopg's ``DETAIL:  Key (email)=(…) already exists.``, SQLAlchemy's ``[SQL: …]``): no line that starts
+    a record (a time stamp, a level label, a JSON object) or another exception or traceback."""
+    s = line.strip()
+    if not s or _TIME_HEAD.match(line) or (s[0] == "{" and s[-1] == "}") or _LEVEL_LABEL.search(s[:120]):
+        return False
+    if ("/" in s or "-" in s) and _RECORD_TIME.search(s):
+        return False
+    if _py_header(line) or s in _PY_CHAIN or s.startswith(("panic: ", "fatal error: ")) or "PHP " in s:
+        return False
+    em = _exc_line(s)
+    if em and (em.group(2) is not None or "." in em.group(1)):
+        return False
+    return not (("Error" in s or "Exception" in s) and _embedded_exc(s))
+
+
 @dataclass
 class ExceptionGroup:
     kind: str
@@ -421,8 +471,18 @@ class AppLogStats:
     #: was read (a chained traceback may still follow)
     _pending_py: int = 0
     #: the pending block is a Go crash (``panic: …`` then its goroutines' stacks): "go"; a Ruby exception
-    #: and its backtrace: "ruby"
+    #: and its backtrace: "ruby"; an exception after a message ("embedded") or of any name ("named"), which only
+    #: frames show to be one; "" for a JVM's or Node's exception line
     _pending_kind: str = ""
+    #: the last lines of the pending block that no frame has shown to be part of it yet (the further lines of a
+    #: message, before the frames): read again as the lines they are when no frame follows
+    _unconfirmed: int = 0
+    #: a frame (``at …``) was read since the pending exception's line or its last cause's (``Caused by: …``)
+    _framed: bool = False
+    #: the further lines of a Python exception's message read after its line
+    _py_message_lines: int = 0
+    #: the last line read as an ordinary line, when it started no block: an error of any name when a frame follows it
+    _prev: str | None = None
     #: the text record being read, when it started with a time stamp: (source, its warning+ message key or
     #: None, whether its example is this record's); a following line without a time stamp continues it
     _record: tuple[str, tuple[str, str] | None, bool] | None = None
@@ -563,24 +623,29 @@ class AppLogStats:
                     self._keep(line)
                     return
             elif self._pending_py == 2:
-                # after the exception line: the blank lines and the sentence of a chained exception,
-                # then the next traceback of the chain; anything else ends the traceback
+                # after the exception line: the further lines of its message, the blank lines and the sentence
+                # of a chained exception, then the next traceback of the chain; anything else ends the traceback
+                last = self._pending[-1].strip()
                 chained = next((ln for ln in reversed(self._pending) if ln.strip()), "").strip() in _PY_CHAIN
                 header = _py_header(line) if chained else ""
                 if header or not line.strip() or line.strip() in _PY_CHAIN:
                     self._keep(header or line)
+                    self._py_message_lines = 0
                     if header:
                         self._pending_py = 1
                     return
-            elif _STACK_FRAME.match(line) or (self._pending_py and line.startswith(" ")):
+                if (last and last not in _PY_CHAIN and self._py_message_lines < _MAX_MESSAGE_LINES
+                        and _continues_message(line)):
+                    self._keep(line)
+                    self._py_message_lines += 1
+                    return
+            elif not self._pending_py:
+                if self._trace_line(line):
+                    return
+            elif _STACK_FRAME.match(line) or line.startswith(" "):
                 self._keep(line)
                 return
-            elif line == "}" and not self._pending_py and self._pending[-1].startswith(" "):
-                # the brace that closes the properties Node prints after an error's frames (``{`` … ``[cause]:``)
-                self._keep(line)
-                self._flush()
-                return
-            elif self._pending_py and _py_exception(line.strip()):
+            elif _py_exception(line.strip()):
                 # the exception line ends a Python traceback (a chained one may follow)
                 self._keep(line)
                 self._pending_py = 2
@@ -588,6 +653,14 @@ class AppLogStats:
             # any other line ends the block, and is read as the ordinary line it is
             self._flush()
         s = line.lstrip()
+        prev, self._prev = self._prev, None
+        if prev is not None and line[:1] in " \t" and _AT_FRAME.match(line):  # across a rotation too
+            # a frame after a line read as no exception: an error of another name (see ``_NAMED_HEAD``)
+            named = _named_exc(prev)
+            if named is not None:
+                self._pending, self._pending_source, self._pending_kind = [prev, line], source, named
+                self._framed, self._record = True, None
+                return
         record, self._record = self._record, None
         if s.startswith("{") and s.endswith("}") and self._json(s, source):
             return
@@ -624,6 +697,8 @@ class AppLogStats:
             self._record = record
             if emb:
                 self._pending, self._pending_source, self._pending_kind = [s], source, "embedded"
+            else:
+                self._prev = s
             return
         m = _TEXT_LEVEL.search(line[:120])
         level = LEVEL_WORDS.get(m.group(1).lower(), "info") if m else None
@@ -648,8 +723,51 @@ class AppLogStats:
             self._pending_kind = "go" if go else "ruby" if rb else "php" if php else "monolog" if mono else ""
         elif emb:
             self._pending, self._pending_source, self._pending_kind = [s], source, "embedded"
+        else:
+            self._prev = s
+
+    def _trace_line(self, line: str) -> bool:
+        """Keep ``line`` in the pending JVM or Node trace if it is one of its lines (a frame, a cause, the further
+        lines of a message before the frames, held as unconfirmed until a frame follows); True then."""
+        if _AT_FRAME.match(line):
+            self._keep(line)
+            self._unconfirmed, self._framed = 0, True
+            return True
+        if _STACK_FRAME.match(line):
+            self._keep(line)
+            if self._unconfirmed or (not self._framed and self._pending_kind == "embedded"):
+                self._unconfirmed += 1
+            if _CHAIN_LINK.match(line.lstrip()):
+                self._framed = False  # its message may go on over lines too
+            return True
+        if line == "}" and self._pending[-1].startswith(" ") and not self._unconfirmed:
+            # the brace that closes the properties Node prints after an error's frames (``{`` … ``[cause]:``)
+            self._keep(line)
+            self._flush()
+            return True
+        if (not self._framed and self._unconfirmed < _MAX_MESSAGE_LINES
+                and (not line.strip() or _continues_message(line))):
+            self._keep(line)
+            self._unconfirmed += 1
+            return True
+        return False
 
     def _flush(self) -> None:
+        """Count the pending block; its unconfirmed lines (no frame followed them) are read again as the lines
+        they are."""
+        held: list[str] = []
+        if self._unconfirmed:
+            held = self._pending[-self._unconfirmed:]
+            del self._pending[-self._unconfirmed:]
+        self._unconfirmed, self._framed, self._py_message_lines = 0, False, 0
+        source = self._pending_source
+        self._flush_block()
+        for ln in held:
+            self._read_line(ln, source)
+        if held and self._pending:
+            self._flush()
+
+    def _flush_block(self) -> None:
         block, self._pending = self._pending, []
         py, self._pending_py = self._pending_py, 0
         kind, self._pending_kind = self._pending_kind, ""
@@ -694,9 +812,10 @@ class AppLogStats:
                     example = example[:1000] + "\n…\n" + example[-1990:]
                 self._exception(exc[0], exc[1], example, self._pending_source, _chain_root(block, exc[0]))
             return
-        if kind == "embedded":
-            m = _embedded_exc(block[0])
-            if m and len(block) > 1 and _AT_FRAME.match(block[1]):
+        if kind in ("embedded", "named"):
+            m = (_NAMED_HEAD.match(block[0]) if kind == "named"
+                 else _embedded_exc(block[0]) or _NAMED_EMBEDDED.search(block[0]))
+            if m and any(_AT_FRAME.match(ln) for ln in block[1:]):
                 self._exception(m.group(1), m.group(2) or "", "\n".join(block), self._pending_source,
                                 _chain_root(block, m.group(1)))
             return
@@ -998,7 +1117,8 @@ def _py_final_exception(lines: list[str]) -> tuple[str, str] | None:
                 if exc:
                     return exc
         return None
-    for ln in reversed(seg[1:]):
+    # the first line after the frames (its message, and a note, may go on over further lines)
+    for ln in seg[1:]:
         if ln.strip() and not ln[0].isspace() and ln.strip() not in _PY_CHAIN:
             return _py_exception(ln.strip())
     return None
