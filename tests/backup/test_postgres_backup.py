@@ -192,12 +192,16 @@ def test_the_run_time_guard_still_refuses_unencrypted_remote_storage(tmp_path: P
 
 def test_every_database_but_the_excluded_ones(cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]],
                                               backup_config: Any, tmp_path: Path) -> None:
-    """'databases' unset: every non-template database of the server gets its own set, except the excluded."""
+    """'databases' unset: every non-template database of the server gets its own set, except the excluded.  The
+    template databases left out besides template0 and template1 are named in the summary and in an info finding
+    (the run stays ok) saying how to include them; an excluded one is not."""
     db, _ = app_db
-    skip = f"{db}_skip"
+    skip, tpl, tpl_skip = f"{db}_skip", f"{db}_tpl", f"{db}_tpl_skip"
     pg.create_database(skip)
+    for name in (tpl, tpl_skip):
+        pg.execute(f'CREATE DATABASE "{name}" IS_TEMPLATE true')
     try:
-        cfg = backup_config(db, options={"databases": None, "exclude_databases": [skip]})
+        cfg = backup_config(db, options={"databases": None, "exclude_databases": [skip, tpl_skip]})
         r = cli(["--config", cfg, "run", "db-backup", "--json"])
         assert r.code == 0, r.output
         run = r.json()[0]
@@ -205,9 +209,15 @@ def test_every_database_but_the_excluded_ones(cli: Any, pg: PostgresCluster, app
         backed_up = {p.parent.name for p in _sets(tmp_path / "store1")}
         server = {row[0] for row in pg.execute("SELECT datname FROM pg_database WHERE NOT datistemplate")}
         assert backed_up == server - {skip} and db in backed_up and "postgres" in backed_up
+        [f] = [f for f in run["findings"] if f["check"] == "backup.databases_skipped"]
+        assert f["severity"] == "info" and tpl in f["data"]["templates"], f
+        assert not {tpl_skip, "template0", "template1"} & set(f["data"]["templates"]), f
+        assert "'databases' option" in f["remediation"], f
+        assert "not backed up: template database" in run["summary"] and tpl in run["summary"], run["summary"]
     finally:
-        with pg.connect() as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{skip}" WITH (FORCE)')
+        for name in (skip, tpl, tpl_skip):
+            pg.execute(f'ALTER DATABASE "{name}" IS_TEMPLATE false')
+            pg.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
 
 
 def test_row_counts_are_taken_in_the_dumps_snapshot(cli: Any, pg: PostgresCluster,

@@ -167,9 +167,11 @@ class PostgresBackup(Task[PostgresBackupOptions]):
         else:
             databases = existing
         databases = [d for d in databases if d not in options.exclude_databases]
+        out = Outcome("postgres")
+        if not options.databases:
+            _note_skipped(ctx, flags, options, out)
         info = {"server_version": server_ver, "server_version_num": server_num, "pg_dump_version": dump_ver,
                 "format": options.format, MANIFEST_KEY: source.to_dict()}
-        out = Outcome("postgres")
         globals_sql: bytes | None = None
         info["globals"] = GLOBALS_OFF
         if options.globals:
@@ -570,6 +572,35 @@ class _BlockingWatch(threading.Thread):
                  "dump (max_connections, the role's or the database's CONNECTION LIMIT)")
                 + ("; on_blocking 'abort' could not act" if self.abort else "")))
         return out
+
+
+SYSTEM_TEMPLATES = ("template0", "template1")  # PostgreSQL's own: never mentioned as skipped
+
+
+def _note_skipped(ctx: TaskContext, flags: dict[str, tuple[bool, bool]], options: PostgresBackupOptions,
+                  out: Outcome) -> None:
+    """The databases that ``databases`` unset leaves out besides template0 and template1 — templates, and those
+    that allow no connections — named in the run's summary and in an info finding with how to include them.
+    Not a warning: leaving them out is the documented default (a template is a blueprint for new databases,
+    not the app's data), and a warning every night for a deliberate setup teaches to ignore warnings."""
+    skipped = {name: template for name, (template, allow) in flags.items()
+               if (template or not allow) and name not in SYSTEM_TEMPLATES and name not in options.exclude_databases}
+    if not skipped:
+        return
+    templates = sorted(n for n, t in skipped.items() if t)
+    closed = sorted(n for n, t in skipped.items() if not t)
+    parts = ([f"template database{'s' if len(templates) > 1 else ''} {', '.join(templates)}"] if templates else []) \
+        + ([f"database{'s' if len(closed) > 1 else ''} {', '.join(closed)} (ALLOW_CONNECTIONS false)"] if closed
+           else [])
+    msg = "not backed up: " + " and ".join(parts) + " (the default leaves them out)"
+    ctx.log.info("%s", msg)
+    out.notes.append(msg)
+    out.findings.append(Finding(
+        "backup.databases_skipped", Severity.INFO, "databases", msg,
+        "name them in the job's 'databases' option, with every database to back up, to include them"
+        + ("; a database that allows no connections needs ALTER DATABASE … ALLOW_CONNECTIONS true too" if closed
+           else "") + "; 'exclude_databases' silences this",
+        data={"templates": templates, "no_connections": closed}))
 
 
 def dump_sessions(options: PostgresBackupOptions) -> int:
