@@ -1638,9 +1638,9 @@ def test_a_name_the_restore_file_system_will_not_link_gets_a_copy(
         cli: Any, make_config: Any, tmp_path: Path, age_key: AgeKey, monkeypatch: pytest.MonkeyPatch) -> None:
     """A file whose name count reaches what the restore's file system allows (EMLINK: 65000 on ext4, ext2 too
     on kernels that mount it with the ext4 driver) gets its further names as copies.  No file system here has a
-    limit a fast test reaches (a loop-mounted ext2 took 32005 names, past its own 32000: the ext4 driver mounts it; that test took 20 s), so os.link fails
-    EMLINK by injection, for the third name only: the restore goes on, the third name is a copy holding the
-    data, the first two stay one file; any other error of os.link still fails the restore."""
+    limit a fast test reaches (a loop-mounted ext2 took 32005 names, past its own 32000, in a test of 20 s), so
+    os.link fails EMLINK by injection, for the third name only: the restore goes on, the third name is a copy
+    holding the data, the first two stay one file; any other error of os.link still fails the restore."""
     import errno
 
     from upkeeper.backup import restore as restore_mod
