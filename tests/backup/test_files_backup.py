@@ -1631,3 +1631,45 @@ def test_config_check_names_a_storage_and_the_history_inside_a_backed_up_tree(cl
     assert not any(job == "raw" and "storage" in m for job, m in notes), notes
     r = cli(["--config", cfg, "config", "check"])
     assert r.code == 0 and "storage 'local1'" in r.output, r.output
+
+
+
+def test_a_name_the_restore_file_system_will_not_link_gets_a_copy(
+        cli: Any, make_config: Any, tmp_path: Path, age_key: AgeKey, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file whose name count reaches what the restore's file system allows (EMLINK: 65000 on ext4, ext2 too
+    on kernels that mount it with the ext4 driver) gets its further names as copies.  No file system here has a
+    limit a fast test reaches (a loop-mounted ext2 took 32005 names, past its own 32000, in a test of 20 s), so
+    os.link fails EMLINK by injection, for the third name only: the restore goes on, the third name is a copy
+    holding the data, the first two stay one file; any other error of os.link still fails the restore."""
+    import errno
+
+    from upkeeper.backup import restore as restore_mod
+
+    root = tmp_path / "app"
+    root.mkdir()
+    (root / "a").write_bytes(b"shared\n")
+    os.link(root / "a", root / "b")
+    os.link(root / "a", root / "c")
+    cfg = _config(make_config, tmp_path, root, age_key, {})
+    r = cli(["--config", cfg, "run", "app-backup", "--json"])
+    assert r.code == 0, r.output
+    bid = r.json()[0]["artifacts"][0]["id"]
+    real_link = os.link
+
+    def link(src: Any, dst: Any, *args: Any, **kw: Any) -> None:
+        if str(dst).endswith(f"/{refused}"):
+            raise OSError(fault, os.strerror(fault), str(dst))
+        real_link(src, dst, *args, **kw)
+
+    monkeypatch.setattr(restore_mod.os, "link", link)
+    refused, fault = "c", errno.EMLINK
+    dest = tmp_path / "restored"
+    r = cli(["--config", cfg, "backups", "restore", bid, "--to", dest])
+    assert r.code == 0, r.output
+    d = dest / str(root).lstrip("/")
+    a, b, c = (os.stat(d / n) for n in "abc")
+    assert a.st_ino == b.st_ino and a.st_nlink == 2 and c.st_ino != a.st_ino and c.st_nlink == 1
+    assert (d / "c").read_bytes() == b"shared\n"
+    refused, fault = "c", errno.EACCES  # not a limit of the file system: the restore fails, naming it
+    r = cli(["--config", cfg, "backups", "restore", bid, "--to", tmp_path / "again"])
+    assert r.code != 0 and "Permission denied" in r.output + r.err, r.output

@@ -192,12 +192,16 @@ def test_the_run_time_guard_still_refuses_unencrypted_remote_storage(tmp_path: P
 
 def test_every_database_but_the_excluded_ones(cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]],
                                               backup_config: Any, tmp_path: Path) -> None:
-    """'databases' unset: every non-template database of the server gets its own set, except the excluded."""
+    """'databases' unset: every non-template database of the server gets its own set, except the excluded.  The
+    template databases left out besides template0 and template1 are named in the summary and in an info finding
+    (the run stays ok) saying how to include them; an excluded one is not."""
     db, _ = app_db
-    skip = f"{db}_skip"
+    skip, tpl, tpl_skip = f"{db}_skip", f"{db}_tpl", f"{db}_tpl_skip"
     pg.create_database(skip)
+    for name in (tpl, tpl_skip):
+        pg.execute(f'CREATE DATABASE "{name}" IS_TEMPLATE true')
     try:
-        cfg = backup_config(db, options={"databases": None, "exclude_databases": [skip]})
+        cfg = backup_config(db, options={"databases": None, "exclude_databases": [skip, tpl_skip]})
         r = cli(["--config", cfg, "run", "db-backup", "--json"])
         assert r.code == 0, r.output
         run = r.json()[0]
@@ -205,9 +209,15 @@ def test_every_database_but_the_excluded_ones(cli: Any, pg: PostgresCluster, app
         backed_up = {p.parent.name for p in _sets(tmp_path / "store1")}
         server = {row[0] for row in pg.execute("SELECT datname FROM pg_database WHERE NOT datistemplate")}
         assert backed_up == server - {skip} and db in backed_up and "postgres" in backed_up
+        [f] = [f for f in run["findings"] if f["check"] == "backup.databases_skipped"]
+        assert f["severity"] == "info" and tpl in f["data"]["templates"], f
+        assert not {tpl_skip, "template0", "template1"} & set(f["data"]["templates"]), f
+        assert "'databases' option" in f["remediation"], f
+        assert "not backed up: template database" in run["summary"] and tpl in run["summary"], run["summary"]
     finally:
-        with pg.connect() as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{skip}" WITH (FORCE)')
+        for name in (skip, tpl, tpl_skip):
+            pg.execute(f'ALTER DATABASE "{name}" IS_TEMPLATE false')
+            pg.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
 
 
 def test_row_counts_are_taken_in_the_dumps_snapshot(cli: Any, pg: PostgresCluster,
@@ -394,3 +404,75 @@ def test_globals_that_cannot_be_dumped_at_all_still_back_up_every_database(
     assert manifest["postgres"]["globals"] == "failed", manifest["postgres"]
     assert not (set_dir / "globals.sql.zst.age").exists()
     assert [o["role"] for o in manifest["objects"]] == ["database"]
+
+
+@pytest.fixture
+def limited_role(pg: PostgresCluster, app_db: tuple[str, dict[str, int]]) -> Any:
+    """A backup role that is no superuser (connection limits do not apply to superusers) and reads every table;
+    its sessions are ended and it is dropped after the test."""
+    db, _ = app_db
+    role = f"lim_{db}"[:63]
+    pg.execute(f'CREATE ROLE "{role}" LOGIN IN ROLE pg_read_all_data')
+    yield role
+    pg.execute(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{role}'")
+    pg.execute(f'DROP ROLE "{role}"')
+
+
+@pytest.mark.parametrize("limited", ["database", "role", "role-in-use"])
+def test_a_connection_limit_the_backup_cannot_fit_fails_it_naming_the_limit_and_the_fix(
+        cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], limited_role: str, backup_config: Any,
+        tmp_path: Path, limited: str) -> None:
+    """The backup needs 2 sessions at once (the snapshot session and pg_dump's).  A database or role with
+    CONNECTION LIMIT 1 fails before anything is dumped, naming the limit, what the backup needs and the ALTER that
+    fixes it.  A role limit that fits, used up at the time by another session of the role (the app's), fails
+    when a session is refused, saying so.  Nothing is listed."""
+    db, _ = app_db
+    if limited == "database":
+        pg.execute(f'ALTER DATABASE "{db}" CONNECTION LIMIT 1')
+    else:
+        pg.execute(f'ALTER ROLE "{limited_role}" CONNECTION LIMIT {1 if limited == "role" else 2}')
+    cfg = backup_config(db, target_extra={"user": limited_role})
+    if limited == "role-in-use":
+        import psycopg
+
+        with psycopg.connect(pg.conninfo(db) + f" user={limited_role}"):  # the app's session, as the same role
+            r = cli(["--config", cfg, "run", "db-backup", "--json"])
+    else:
+        r = cli(["--config", cfg, "run", "db-backup", "--json"])
+    assert r.code == 1, r.output
+    [f] = r.json()[0]["findings"]
+    assert f["check"] == "backup.failed", f
+    name = db if limited == "database" else limited_role
+    kind = "database" if limited == "database" else "role"
+    if limited == "role-in-use":
+        assert f'too many connections for role "{limited_role}"' in f["message"], f
+        assert "1 other session counted against its CONNECTION LIMIT 2" in f["message"], f
+        assert f'ALTER ROLE "{limited_role}" CONNECTION LIMIT 4' in f["remediation"], f
+    else:
+        assert f["message"] == (f"{kind} {name} allows 1 connection (CONNECTION LIMIT 1); the backup of {db} needs 2 "
+                                "connections at once: the session holding the dump's snapshot (it counts the rows) "
+                                "and pg_dump's: nothing was dumped"), f
+        assert f'ALTER {kind.upper()} "{name}" CONNECTION LIMIT 3' in f["remediation"], f
+    assert "needs 2 connections" in f["message"]
+    assert _sets(tmp_path / "store1") == []
+    assert cli(["--config", cfg, "backups", "list", "--json"]).json() == []
+
+
+def test_a_role_limit_below_the_dumps_jobs_dumps_with_fewer_jobs_and_warns(
+        cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], limited_role: str, backup_config: Any,
+        tmp_path: Path) -> None:
+    """Format 'directory' with jobs 2 opens 3 sessions of pg_dump's beside the snapshot's; a role with CONNECTION
+    LIMIT 3 gets a backup with jobs 1 (and its watch), and a warning naming the limit and both fixes."""
+    db, counts = app_db
+    pg.execute(f'ALTER ROLE "{limited_role}" CONNECTION LIMIT 3')
+    cfg = backup_config(db, options={"format": "directory", "jobs": 2}, target_extra={"user": limited_role})
+    r = cli(["--config", cfg, "run", "db-backup", "--json"])
+    assert r.code == 0, r.output
+    run = r.json()[0]
+    [f] = run["findings"]
+    assert run["status"] == "warn" and f["check"] == "backup.connection_limit", run
+    assert "dumped with jobs 1" in f["message"] and "CONNECTION LIMIT" in f["message"], f
+    assert "'jobs' to 1" in f["remediation"] and f'ALTER ROLE "{limited_role}" CONNECTION LIMIT 5' in f["remediation"]
+    [set_dir] = _sets(tmp_path / "store1")
+    manifest = json.loads((set_dir / "manifest.json").read_text())
+    assert manifest["postgres"]["row_counts"]["public.bookings"] == counts["bookings"]

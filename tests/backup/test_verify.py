@@ -1234,3 +1234,33 @@ def test_a_scratch_server_without_the_dumps_locale_leaves_the_backup_unjudged(
     assert pg.execute("SELECT datname FROM pg_database WHERE datname ~ 'latin1'") == []
     r = cli(["--config", cfg, "backups", "verify", bid, "--scratch-target", "db", "--json"])
     assert r.code == 0 and r.json()[0]["ok"], r.output
+
+
+def test_a_scratch_role_at_its_connection_limit_leaves_the_backup_unjudged(
+        cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], backup_config: Any, make_config: Any
+        ) -> None:
+    """pg_restore with jobs 2 as a scratch role with CONNECTION LIMIT 2 is refused a connection: the scratch
+    server's setup, not the backup — NOT CHECKED naming the limit and its fix, never "verify failed"."""
+    import yaml
+
+    db, _ = app_db
+    role = f"scratch_{db}"[:63]
+    pg.execute("DROP EXTENSION pg_stat_statements", db)  # a non-superuser may not create it in the scratch database
+    pg.execute(f'CREATE ROLE "{role}" LOGIN CREATEDB CONNECTION LIMIT 2')
+    try:
+        cfg = backup_config(db, verify={"scratch_target": "scratch", "jobs": 2})
+        data = yaml.safe_load(cfg.read_text())
+        data["targets"]["scratch"] = {**pg.target("postgres"), "user": role}
+        cfg = make_config(data)
+        bid = _backup(cli, cfg)
+        r = cli(["--config", cfg, "run", "backup-verify", "--json"])
+    finally:
+        pg.execute(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{role}'")
+        for (name,) in pg.execute("SELECT datname FROM pg_database d JOIN pg_roles r ON r.oid = d.datdba "
+                                  "WHERE r.rolname = %s", params=[role]):
+            pg.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        pg.execute(f'DROP ROLE "{role}"')
+    finding = _not_checked(r)
+    assert f'too many connections for role "{role}"' in finding["message"], finding
+    assert f'ALTER ROLE "{role}" CONNECTION LIMIT' in finding["message"], finding  # the hint, in the message
+    assert cli(["--config", cfg, "backups", "show", bid, "--json"]).json()["status"] == "complete"

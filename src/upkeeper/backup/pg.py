@@ -250,9 +250,10 @@ def connect(target: PostgresTarget, dbname: str | None = None, *, autocommit: bo
     try:
         conn = psycopg.connect(**params, autocommit=True)  # type: ignore[arg-type]
     except psycopg.OperationalError as exc:
-        raise TaskError(f"cannot connect to PostgreSQL {target.display()} (database {params['dbname']}): "
-                        f"{pg_error(exc)}",
-                        "Try: check host, port, user and password of the target, and that the server runs") from None
+        text = pg_error(exc)
+        raise TaskError(f"cannot connect to PostgreSQL {target.display()} (database {params['dbname']}): {text}",
+                        too_many_connections_hint(text) or "Try: check host, port, user and password of the target, "
+                        "and that the server runs") from None
     try:
         _end_with_client(conn)
         conn.autocommit = autocommit
@@ -349,6 +350,88 @@ def _conninfo_primary(conn: psycopg.Connection[Any]) -> str | None:
 def list_databases(conn: psycopg.Connection[Any]) -> list[str]:
     """The databases backed up by default: every one that is no template and allows connections."""
     return [name for name, (template, allow) in database_flags(conn).items() if allow and not template]
+
+
+_TOO_MANY_RE = re.compile(r'too many connections for (database|role) "((?:[^"]|"")*)"')
+TOO_MANY_CLIENTS = "too many clients already"
+
+
+def too_many_connections_hint(text: str) -> str | None:
+    """The fix for a connection refused by a connection limit (the database's or the role's CONNECTION LIMIT,
+    or the server's max_connections), named in ``text``; None for any other failure."""
+    m = _TOO_MANY_RE.search(text)
+    if m:
+        kind, name = m.group(1), m.group(2).replace('""', '"')
+        return (f"Try: allow the {kind} more connections (ALTER {kind.upper()} {quote_ident(name)} CONNECTION LIMIT "
+                f"n, or -1 for none: SELECT {'datconnlimit FROM pg_database WHERE datname' if kind == 'database' else 'rolconnlimit FROM pg_roles WHERE rolname'}"
+                f" = {quote_literal(name)} shows it), or end the sessions that use them up (pg_stat_activity)")
+    if TOO_MANY_CLIENTS in text:
+        return ("Try: raise the server's max_connections (a restart), or end idle sessions (pg_stat_activity); "
+                "a pooler in front of the app keeps its connections few")
+    return None
+
+
+def quote_ident(name: str) -> str:
+    """``name`` as SQL writes an identifier, always in double quotes."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def quote_literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+# The connection limits a backup's sessions meet: the login role's (superusers are exempt from both), and each
+# database's, with the sessions that already count against them (this one left out).  pg_stat_activity lists
+# every session to every role; CountDBConnections and CountUserBackends count client backends.
+CONNECTION_LIMITS_SQL = """
+SELECT r.rolsuper, r.rolconnlimit,
+       (SELECT count(*) FROM pg_stat_activity a WHERE a.usesysid = r.oid AND a.backend_type = 'client backend'
+          AND a.pid <> pg_backend_pid())::int
+FROM pg_roles r WHERE r.rolname = session_user
+"""
+DATABASE_LIMITS_SQL = """
+SELECT d.datname, d.datconnlimit,
+       (SELECT count(*) FROM pg_stat_activity a WHERE a.datid = d.oid AND a.backend_type = 'client backend'
+          AND a.pid <> pg_backend_pid())::int
+FROM pg_database d
+"""
+
+
+@dataclass(frozen=True)
+class ConnectionLimit:
+    """A CONNECTION LIMIT a backup's sessions count against: the database's or the login role's."""
+
+    kind: Literal["database", "role"]
+    name: str
+    limit: int
+    in_use: int  # the sessions that counted against it when the backup started (other than upkeeper's own)
+
+    def alter(self, n: int) -> str:
+        return f"ALTER {self.kind.upper()} {quote_ident(self.name)} CONNECTION LIMIT {n}"
+
+
+@dataclass(frozen=True)
+class ConnectionLimits:
+    superuser: bool
+    role: ConnectionLimit | None
+    databases: dict[str, ConnectionLimit]
+
+    def for_database(self, db: str) -> list[ConnectionLimit]:
+        """The limits a session of the backup in ``db`` counts against (none for a superuser), tightest first."""
+        if self.superuser:
+            return []
+        found = [x for x in (self.databases.get(db), self.role) if x is not None]
+        return sorted(found, key=lambda x: x.limit)
+
+
+def connection_limits(conn: psycopg.Connection[Any]) -> ConnectionLimits:
+    row = conn.execute(CONNECTION_LIMITS_SQL).fetchone()
+    superuser, role_limit, role_used = (bool(row[0]), int(row[1]), int(row[2])) if row else (False, -1, 0)
+    user = str(conn.execute("SELECT session_user").fetchone()[0])  # type: ignore[index]
+    dbs = {str(r[0]): ConnectionLimit("database", str(r[0]), int(r[1]), int(r[2]))
+           for r in conn.execute(DATABASE_LIMITS_SQL) if int(r[1]) >= 0}
+    return ConnectionLimits(superuser, ConnectionLimit("role", user, role_limit, role_used) if role_limit >= 0
+                            else None, dbs)
 
 
 def database_flags(conn: psycopg.Connection[Any]) -> dict[str, tuple[bool, bool]]:

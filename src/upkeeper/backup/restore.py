@@ -644,6 +644,14 @@ def check_restore(res: proc.ProcResult, target: PostgresTarget, dbname: str) -> 
     except BackupError as exc:
         if pg.out_of_locks(res.stderr):
             raise _lock_table_full(target, dbname, "pg_restore") from exc
+        limit_hint = pg.too_many_connections_hint(res.stderr)
+        if limit_hint is not None:
+            refused = next(ln for ln in res.stderr.splitlines() if pg.too_many_connections_hint(ln))
+            raise SetupError(
+                f"pg_restore could not connect to {dbname} on {target.display()}, which says nothing about the "
+                f"backup: {refused[refused.find('FATAL:'):] if 'FATAL:' in refused else refused}",
+                f"{limit_hint}; pg_restore opens a connection per job (the verify job's 'jobs', backups restore "
+                "--jobs) besides upkeeper's own session") from exc
         setup = next((ln for ln in res.stderr.splitlines() if _RESTORE_SETUP_ERRORS.search(ln)), None)
         if setup is None:
             raise

@@ -83,6 +83,7 @@ class Outcome:
     findings: list[Finding] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
     pruned: int = 0
+    notes: list[str] = field(default_factory=list)  # appended to the summary
 
     def fail(self, subject: str, exc: BaseException, check: str) -> None:
         msg = exc.message if isinstance(exc, UpkeeperError) else f"{type(exc).__name__}: {exc}"
@@ -116,6 +117,8 @@ class Outcome:
                 summary += f" — completed: {done}"
         else:
             summary = f"{len(self.manifests)} backup(s): {done}" if self.manifests else "nothing to back up"
+        if self.notes:
+            summary += "; " + "; ".join(self.notes)
         return Result(summary=summary, findings=self.findings, metrics=metrics, artifacts=artifacts)
 
 

@@ -148,6 +148,7 @@ class PostgresBackup(Task[PostgresBackupOptions]):
             pg.check_dump_version(pg_dump, dump_ver, dump_num, server_ver, server_num)
             flags = pg.database_flags(conn)
             source = pg.source_state(conn)
+            limits = pg.connection_limits(conn)
         existing = [name for name, (template, allow) in flags.items() if allow and not template]
         if options.databases:
             # a template database named here is backed up (pg_dump records its IS_TEMPLATE); one that allows
@@ -166,9 +167,11 @@ class PostgresBackup(Task[PostgresBackupOptions]):
         else:
             databases = existing
         databases = [d for d in databases if d not in options.exclude_databases]
+        out = Outcome("postgres")
+        if not options.databases:
+            _note_skipped(ctx, flags, options, out)
         info = {"server_version": server_ver, "server_version_num": server_num, "pg_dump_version": dump_ver,
                 "format": options.format, MANIFEST_KEY: source.to_dict()}
-        out = Outcome("postgres")
         globals_sql: bytes | None = None
         info["globals"] = GLOBALS_OFF
         if options.globals:
@@ -179,7 +182,7 @@ class PostgresBackup(Task[PostgresBackupOptions]):
             writer = SetWriter(env, "postgres", target_name, safe_component(db))
             try:
                 manifest = self._backup_db(ctx, env, writer, target, db, options, pg_dump, globals_sql, info,
-                                           out.findings)
+                                           out.findings, limits.for_database(db))
             except Exception as exc:
                 writer.abort()
                 ctx.log.error("backup of %s failed: %s", db, getattr(exc, "message", exc))
@@ -238,9 +241,26 @@ class PostgresBackup(Task[PostgresBackupOptions]):
 
     def _backup_db(self, ctx: TaskContext, env: BackupEnv, writer: SetWriter, target: PostgresTarget, db: str,
                    options: PostgresBackupOptions, pg_dump: str, globals_sql: bytes | None,
-                   info: dict[str, Any], findings: list[Finding]) -> Manifest:
+                   info: dict[str, Any], findings: list[Finding], limits: list[pg.ConnectionLimit]) -> Manifest:
+        """One database's set, within the connection limits its sessions count against (:func:`_session_plan`)."""
+        jobs, unwatched = _session_plan(ctx, db, options, limits, findings)
+        if jobs != options.jobs:
+            options = options.model_copy(update={"jobs": jobs})
+        try:
+            return self._dump_db(ctx, env, writer, target, db, options, pg_dump, globals_sql, info, findings,
+                                 unwatched)
+        except (TaskError, BackupError) as exc:
+            explained = _too_many_connections(exc, db, options, limits)
+            if explained is None:
+                raise
+            raise explained from None
+
+    def _dump_db(self, ctx: TaskContext, env: BackupEnv, writer: SetWriter, target: PostgresTarget, db: str,
+                 options: PostgresBackupOptions, pg_dump: str, globals_sql: bytes | None,
+                 info: dict[str, Any], findings: list[Finding], unwatched: tuple[str, str] | None) -> Manifest:
         """One database's set.  While pg_dump runs, a watch reports the sessions queued behind its locks (into
-        ``findings``) and, with on_blocking 'abort', ends the dump for them."""
+        ``findings``) and, with on_blocking 'abort', ends the dump for them; ``unwatched`` (why, and the fix)
+        when a connection limit leaves it no session."""
         base = safe_component(db)
         t_dump = time.monotonic()
         wait = options.lock_wait_timeout.total_seconds()
@@ -268,7 +288,7 @@ class PostgresBackup(Task[PostgresBackupOptions]):
             # as the snapshot is, so that the watch knows them from any other dump
             app = DUMP_APPLICATION_NAME.format(snapshot)
             dump_env = {**target.libpq_env(db), "PGAPPNAME": app}
-            watch = _BlockingWatch(ctx, target, db, app, (snap_pid,), options)
+            watch = _BlockingWatch(ctx, target, db, app, (snap_pid,), options, unwatched)
             watch.start()
             try:
                 counter = _RowCounter(snap, tables)
@@ -443,14 +463,15 @@ class _BlockingWatch(threading.Thread):
     go at once, and the dump fails with :meth:`yield_error`."""
 
     def __init__(self, ctx: TaskContext, target: PostgresTarget, db: str, app: str, ours: tuple[int, ...],
-                 options: PostgresBackupOptions) -> None:
+                 options: PostgresBackupOptions, unwatched: tuple[str, str] | None = None) -> None:
         super().__init__(daemon=True, name="blocking-watch")
         self.ctx, self.target, self.db, self.app, self.ours = ctx, target, db, app, ours
         self.abort = options.on_blocking == "abort"
         self.grace = options.blocking_grace.total_seconds()
         self.seen: dict[int, pg.BlockedSession] = {}
         self.yielded: pg.BlockedSession | None = None
-        self.error: str | None = None
+        self.error: str | None = unwatched[0] if unwatched else None
+        self.fix: str | None = unwatched[1] if unwatched else None
         self._first_seen: dict[int, float] = {}
         self._process: proc.Spawned | None = None
         self._stopping = threading.Event()
@@ -468,6 +489,10 @@ class _BlockingWatch(threading.Thread):
     def run(self) -> None:
         # connects at its first look only: a dump over within a second costs nothing, and pg_dump's sessions
         # (one per job) are opened first where max_connections is tight
+        if self.error is not None:  # a connection limit leaves it none: not tried (a FATAL in the server's log)
+            self.ctx.log.warning("%s: not watching for sessions waiting on the backup's locks: %s", self.db,
+                                 self.error)
+            return
         if self._stopping.wait(BLOCKING_POLL_SECONDS):
             return
         try:
@@ -543,10 +568,114 @@ class _BlockingWatch(threading.Thread):
             out.append(Finding(
                 "backup.blocking_watch_failed", Severity.WARNING, self.db,
                 f"sessions waiting on the backup's locks were not watched for: {self.error}",
-                "check that the server accepts one more connection of the backup's role during the dump "
-                "(max_connections, the role's CONNECTION LIMIT)" + ("; on_blocking 'abort' could not act"
-                                                                    if self.abort else "")))
+                (self.fix or "check that the server accepts one more connection of the backup's role during the "
+                 "dump (max_connections, the role's or the database's CONNECTION LIMIT)")
+                + ("; on_blocking 'abort' could not act" if self.abort else "")))
         return out
+
+
+SYSTEM_TEMPLATES = ("template0", "template1")  # PostgreSQL's own: never mentioned as skipped
+
+
+def _note_skipped(ctx: TaskContext, flags: dict[str, tuple[bool, bool]], options: PostgresBackupOptions,
+                  out: Outcome) -> None:
+    """The databases that ``databases`` unset leaves out besides template0 and template1 — templates, and those
+    that allow no connections — named in the run's summary and in an info finding with how to include them.
+    Not a warning: leaving them out is the documented default (a template is a blueprint for new databases,
+    not the app's data), and a warning every night for a deliberate setup teaches to ignore warnings."""
+    skipped = {name: template for name, (template, allow) in flags.items()
+               if (template or not allow) and name not in SYSTEM_TEMPLATES and name not in options.exclude_databases}
+    if not skipped:
+        return
+    templates = sorted(n for n, t in skipped.items() if t)
+    closed = sorted(n for n, t in skipped.items() if not t)
+    parts = ([f"template database{'s' if len(templates) > 1 else ''} {', '.join(templates)}"] if templates else []) \
+        + ([f"database{'s' if len(closed) > 1 else ''} {', '.join(closed)} (ALLOW_CONNECTIONS false)"] if closed
+           else [])
+    msg = "not backed up: " + " and ".join(parts) + " (the default leaves them out)"
+    ctx.log.info("%s", msg)
+    out.notes.append(msg)
+    out.findings.append(Finding(
+        "backup.databases_skipped", Severity.INFO, "databases", msg,
+        "name them in the job's 'databases' option, with every database to back up, to include them"
+        + ("; a database that allows no connections needs ALTER DATABASE … ALLOW_CONNECTIONS true too" if closed
+           else "") + "; 'exclude_databases' silences this",
+        data={"templates": templates, "no_connections": closed}))
+
+
+def dump_sessions(options: PostgresBackupOptions) -> int:
+    """The sessions a database's backup holds at once, its watch left out: the snapshot session (it counts the
+    rows) and pg_dump's — one, or with format 'directory' and jobs > 1 a leader and one per job."""
+    return 2 if options.format == "custom" or options.jobs == 1 else 2 + options.jobs
+
+
+def _needs(options: PostgresBackupOptions) -> str:
+    n = dump_sessions(options)
+    dump = ("pg_dump's" if n == 2 else f"pg_dump's {n - 1} (a leader and one per job, format 'directory', jobs "
+            f"{options.jobs})")
+    return f"{n} connections at once: the session holding the dump's snapshot (it counts the rows) and {dump}"
+
+
+def _limit_fix(limit: pg.ConnectionLimit, n: int, why: str) -> str:
+    """``ALTER … CONNECTION LIMIT n`` (``why`` says what the n are for), or a superuser."""
+    who = "a superuser or the database's owner" if limit.kind == "database" else "a superuser or a CREATEROLE role"
+    others = (f"; the role's other sessions ({limit.in_use} connected as the backup started) count against it "
+              "too" if limit.kind == "role" and limit.in_use else "")
+    return (f"{limit.alter(n)} ({why}; run as {who}){others}; or back up as a superuser, to whom connection "
+            "limits do not apply")
+
+
+def _session_plan(ctx: TaskContext, db: str, options: PostgresBackupOptions, limits: list[pg.ConnectionLimit],
+                  findings: list[Finding]) -> tuple[int, tuple[str, str] | None]:
+    """(jobs, why and how to fix it when the watch gets no session) within the tightest CONNECTION LIMIT that
+    the backup's sessions count against (the database's or the login role's; none for a superuser).  A limit
+    below what the dump needs at once fails the database's backup before anything is dumped; format
+    'directory' runs fewer jobs when that fits (a warning); a limit that leaves the watch no session skips it
+    (:class:`_BlockingWatch` reports it).  Sessions of others that use up a limit at the time are not counted
+    here (they come and go): a refused connection is explained by :func:`_too_many_connections`."""
+    if not limits:
+        return options.jobs, None
+    tight = limits[0]
+    jobs = options.jobs
+    if dump_sessions(options) > tight.limit and options.format == "directory" and jobs > 1:
+        jobs = tight.limit - 2 if tight.limit >= 4 else 1
+        if jobs != options.jobs:
+            msg = (f"{tight.kind} {tight.name} allows {tight.limit} connections (CONNECTION LIMIT), fewer than the "
+                   f"{dump_sessions(options)} that jobs {options.jobs} needs: {db} dumped with jobs {jobs}")
+            ctx.log.warning("%s", msg)
+            findings.append(Finding(
+                "backup.connection_limit", Severity.WARNING, db, msg,
+                f"set the job's 'jobs' to {jobs}, or "
+                + _limit_fix(tight, dump_sessions(options) + 1, f"jobs {options.jobs} and the watch"),
+                value=tight.limit, threshold=dump_sessions(options),
+                data={"kind": tight.kind, "name": tight.name, "jobs": jobs}))
+        options = options.model_copy(update={"jobs": jobs})
+    need = dump_sessions(options)
+    if need > tight.limit:
+        raise BackupError(
+            f"{tight.kind} {tight.name} allows {tight.limit} connection{'' if tight.limit == 1 else 's'} "
+            f"(CONNECTION LIMIT {tight.limit}); the backup of {db} needs {_needs(options)}: nothing was dumped",
+            "Try: " + _limit_fix(tight, need + 1, f"the {need} it needs and one to watch for sessions its locks block"))
+    if need + 1 > tight.limit:
+        return jobs, (f"the {tight.kind} {tight.name}'s CONNECTION LIMIT {tight.limit} leaves no connection for the "
+                      f"watch beside the {need} the dump holds", _limit_fix(tight, need + 1, "one for the watch"))
+    return jobs, None
+
+
+def _too_many_connections(exc: UpkeeperError, db: str, options: PostgresBackupOptions,
+                          limits: list[pg.ConnectionLimit]) -> BackupError | None:
+    """A backup session refused by a connection limit (one of ``limits``, which the backup fit within when it
+    started, or the server's max_connections): what the backup needs and what used the limit up."""
+    hint = pg.too_many_connections_hint(exc.message)
+    if hint is None:
+        return None
+    limit = next((x for x in limits if f'too many connections for {x.kind} "' in exc.message), None)
+    used = (f"; {limit.in_use} other session{'' if limit.in_use == 1 else 's'} counted against its CONNECTION "
+            f"LIMIT {limit.limit} as the backup started" if limit is not None else "")
+    return BackupError(f"{exc.message} — the backup of {db} needs {_needs(options)}{used}; nothing was stored",
+                       "Try: " + _limit_fix(limit, dump_sessions(options) + limit.in_use + 1,
+                                            "what the backup needs, one for the watch and the other sessions")
+                       + ", or run the backup when fewer sessions are connected" if limit is not None else hint)
 
 
 BLOCKING_REMEDIATION = ("give migrations a lock_timeout (e.g. SET lock_timeout = '5s', and retry) so that they "
