@@ -11,7 +11,7 @@ compresses unrealistically well).  In one run:
   (e) upkeeper backups verify of backup (c)     — checksums, decrypt, decompress, restore -j2, row counts
 
 Goals: (c) ≤ 0.35 × (a) in time and no larger than (a); (c) ≤ 1.1 × (f); (e) ≤ 1.3 × (d).
-(f) and (c) alternate --repeat times (default 3); their medians are compared.
+(f) and (c) alternate --repeat times (default 3), then (d) and (e); their medians are compared.
 Writes bench/results/backup.json and prints the ratios.  Usage: python bench/backup.py [--scale N] [--repeat N]
 """
 
@@ -129,7 +129,7 @@ def main() -> int:
         # (f) and (c) alternate, --repeat times each, and the medians are compared: this 2-core VM's
         # speed drifts by up to a third from one minute to the next, so single samples mislead
         f_file = work / "f.dump.zst.age"
-        samples: dict[str, list[float]] = {"f": [], "c": [], "c_task": []}
+        samples: dict[str, list[float]] = {"f": [], "c": [], "c_task": [], "d": [], "e": [], "e_restore": []}
         for i in range(args.repeat):
             print(f"== (f) pg_dump -Fc -Z0 | zstd -3 -T0 | age -r KEY > file   [{i + 1}/{args.repeat}]", flush=True)
             samples["f"].append(pipeline([[pg_dump, "-Fc", "-Z0", DB], ["zstd", "-3", "-T0", "-q"],
@@ -143,28 +143,33 @@ def main() -> int:
             assert run["status"] == "ok", run
             samples["c_task"].append(run["metrics"]["backup.seconds"])
         results["f_bytes"] = f_file.stat().st_size
-        results["samples"] = {k: [round(v, 3) for v in vals] for k, vals in samples.items()}
         results["f_seconds"] = statistics.median(samples["f"])
         results["c_seconds"] = statistics.median(samples["c"])
         results["c_task_seconds"] = statistics.median(samples["c_task"])
         results["c_bytes"] = int(run["metrics"]["backup.size_bytes"])
         backup_id = run["artifacts"][0]["id"]
 
-        print("== (d) pg_restore -j2 of the -Fc file into a new database", flush=True)
-        cluster.create_database("restore_d")
-        results["d_seconds"] = timed([str(cluster.bin / "pg_restore"), "-j2", "--no-owner", "-d", "restore_d",
-                                      str(a_file)], env=env)
-        with cluster.connect() as conn:
-            conn.execute("DROP DATABASE restore_d")
+        # (d) and (e) alternate too, --repeat times each: their medians are compared
+        for i in range(args.repeat):
+            print(f"== (d) pg_restore -j2 of the -Fc file into a new database   [{i + 1}/{args.repeat}]", flush=True)
+            cluster.create_database("restore_d")
+            samples["d"].append(timed([str(cluster.bin / "pg_restore"), "-j2", "--no-owner", "-d", "restore_d",
+                                       str(a_file)], env=env))
+            with cluster.connect() as conn:
+                conn.execute("DROP DATABASE restore_d")
 
-        print("== (e) upkeeper backups verify of (c)", flush=True)
-        t0 = time.monotonic()
-        out = subprocess.run([*upk, "backups", "verify", backup_id, "--json"], check=True, capture_output=True,
-                             text=True, env=uenv).stdout
-        results["e_seconds"] = time.monotonic() - t0
-        rep = json.loads(out)[0]
-        assert rep["ok"], rep
-        results["e_restore_seconds"] = rep["restore_seconds"]
+            print(f"== (e) upkeeper backups verify of (c)   [{i + 1}/{args.repeat}]", flush=True)
+            t0 = time.monotonic()
+            out = subprocess.run([*upk, "backups", "verify", backup_id, "--json"], check=True, capture_output=True,
+                                 text=True, env=uenv).stdout
+            samples["e"].append(time.monotonic() - t0)
+            rep = json.loads(out)[0]
+            assert rep["ok"], rep
+            samples["e_restore"].append(rep["restore_seconds"])
+        results["samples"] = {k: [round(v, 3) for v in vals] for k, vals in samples.items()}
+        results["d_seconds"] = statistics.median(samples["d"])
+        results["e_seconds"] = statistics.median(samples["e"])
+        results["e_restore_seconds"] = statistics.median(samples["e_restore"])
 
         r = results
         r["machine"]["loadavg_end"] = os.getloadavg()[0]

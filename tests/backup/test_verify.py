@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -1264,3 +1265,38 @@ def test_a_scratch_role_at_its_connection_limit_leaves_the_backup_unjudged(
     assert f'too many connections for role "{role}"' in finding["message"], finding
     assert f'ALTER ROLE "{role}" CONNECTION LIMIT' in finding["message"], finding  # the hint, in the message
     assert cli(["--config", cfg, "backups", "show", bid, "--json"]).json()["status"] == "complete"
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_the_scratch_restore_sorts_in_more_memory_and_flushes_no_work_file(
+        cli: Any, pg: PostgresCluster, pg_db: str, backup_config: Any, monkeypatch: pytest.MonkeyPatch,
+        jobs: int) -> None:
+    """The scratch restore's sessions (a database thrown away once checked) get synchronous_commit off and a
+    maintenance_work_mem above the server's (index builds sort in memory), streamed or with several jobs; the
+    archive fetched for a parallel restore is a work file read once: never fsync'ed (the restore waited for the
+    disk).  Seen in the restore itself: a CHECK that holds only in a session with more maintenance_work_mem
+    than the server's is evaluated for every row pg_restore copies."""
+    db = pg_db
+    server_mem = int(pg.execute("SELECT pg_size_bytes(current_setting('maintenance_work_mem'))")[0][0])
+    pg.execute(f"SET maintenance_work_mem = '{2 * server_mem // 1024}kB'; CREATE TABLE t (id int PRIMARY KEY, "
+               f"CHECK (pg_size_bytes(current_setting('maintenance_work_mem')) > {server_mem}));"
+               "INSERT INTO t SELECT generate_series(1, 3)", db)
+    cfg = backup_config(db)
+    bid = _backup(cli, cfg)
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr("os.fsync", fsync)
+    r = cli(["--config", cfg, "backups", "verify", bid, "--jobs", str(jobs), "--json"])
+    monkeypatch.undo()
+    assert r.code == 0, r.output
+    [rep] = r.json()
+    assert rep["ok"] and rep["tables"] == 1, rep
+    assert "synchronous_commit=off" in rep["restore_options"], rep
+    assert any(("one pass" if jobs == 1 else "2 jobs") in s for s in rep["steps"]), rep
+    assert not [p for p in synced if "upkeeper-verify-" in p], synced
+    assert _scratch_dbs(pg) == []

@@ -201,12 +201,14 @@ class Fetcher:
     def key(self, rec: ObjectRecord) -> str:
         return self.located.manifest.prefix + rec.name
 
-    def to_file(self, rec: ObjectRecord, path: Path) -> int:
+    def to_file(self, rec: ObjectRecord, path: Path, *, durable: bool = True) -> int:
         """The object's plaintext at ``path``, which appears only once size and SHA-256 checked out.
 
         It is written under a temporary name beside ``path`` and renamed at the end, so a corrupt
         object or a failed decryption never leaves a half-written file there, nor destroys one
-        that was there before (``backups restore … --to FILE --force``).
+        that was there before (``backups restore … --to FILE --force``).  ``durable``: flushed to disk
+        (fsync) before the rename; not for a work file read once and deleted (the archive a restore or
+        verify reads: its fsync only made the restore wait for the disk).
         """
         argv, pw = self._decrypt(rec)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -216,8 +218,9 @@ class Fetcher:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "wb") as fh:
                 n = self._read(rec, fh, argv, pw)
-                fh.flush()
-                os.fsync(fh.fileno())
+                if durable:
+                    fh.flush()
+                    os.fsync(fh.fileno())
             return n
 
         try:
@@ -267,6 +270,7 @@ class PgArchive:
 
 
 def fetch_pg_archive(fetcher: Fetcher, into: Path) -> PgArchive:
+    """The set's archive fetched into the work directory ``into`` (not flushed to disk: read once, then deleted)."""
     m = fetcher.located.manifest
     fmt = str(m.details.get("format", "custom"))
     globals_sql = None
@@ -275,12 +279,12 @@ def fetch_pg_archive(fetcher: Fetcher, into: Path) -> PgArchive:
         if rec.role == "globals":
             globals_sql = fetcher.to_bytes(rec)
         elif rec.role == "database":
-            fetcher.to_file(rec, path)
+            fetcher.to_file(rec, path, durable=False)
         elif rec.role == "database-dir":
             # "<db>.dir/<file>.zst[.age]" → dump/<file>
             inner = rec.name.split("/", 1)[1]
             inner = re.sub(r"(\.zst)?(\.age)?$", "", inner)
-            fetcher.to_file(rec, path / inner)
+            fetcher.to_file(rec, path / inner, durable=False)
         else:
             fetcher.check_only(rec)
     if not path.exists():
@@ -340,15 +344,16 @@ def pg_restore_list(target: PostgresTarget, archive: PgArchive, *, empty_ok: boo
 
 
 def pg_restore(target: PostgresTarget, archive: PgArchive, dbname: str, *, jobs: int = 2,
-               no_owner: bool = True) -> float:
-    """Restore into an existing empty database, stopping on the first error.  Returns seconds taken."""
+               no_owner: bool = True, options: str | None = None) -> float:
+    """Restore into an existing empty database, stopping on the first error; ``options``: the sessions' libpq
+    options (:func:`pg.scratch_restore_options`).  Returns seconds taken."""
     argv = [pg.tool(target, "pg_restore"), "--exit-on-error", f"--jobs={max(1, jobs)}", "--no-password",
             "--dbname", dbname]
     if no_owner:
         argv += ["--no-owner", "--no-privileges"]
     argv.append(str(archive.path))
     t0 = time.monotonic()
-    res = proc.run(argv, extra_env=target.libpq_env(dbname), check=False, timeout=None)
+    res = proc.run(argv, extra_env=pg.with_options(target.libpq_env(dbname), options), check=False, timeout=None)
     check_restore(res, target, dbname)
     return time.monotonic() - t0
 
@@ -679,7 +684,7 @@ def compare_row_counts(target: PostgresTarget, dbname: str, expected: dict[str, 
             restored = {(pg.qualified(schema, table) if quoted_keys else f"{schema}.{table}"): (schema, table, idx)
                         for schema, table, idx in pg.list_tables(conn)}
             tables = [restored[key] for key in expected if key in restored]
-            counted = pg.count_rows(conn, tables, pg.lift_forced_row_security(conn, tables))
+            counted = pg.count_rows(conn, tables, pg.lift_forced_row_security(conn, tables), parallel=True)
             got = {key: counted.get(pg.qualified(*restored[key][:2])) for key in expected if key in restored}
         except Exception as exc:
             if pg.out_of_locks(pg.pg_error(exc)):
@@ -734,7 +739,8 @@ def scratch_name(backup_id: str) -> str:
 
 
 def stream_restore(fetcher: Fetcher, rec: ObjectRecord, target: PostgresTarget, dbname: str,
-                   create: Callable[[DatabaseEntries], None], *, empty_ok: bool = False) -> tuple[float, int]:
+                   create: Callable[[DatabaseEntries], None], *, empty_ok: bool = False,
+                   options: str | None = None) -> tuple[float, int]:
     """One pass from storage into the database: SHA-256 → age → zstd → ``pg_restore`` (one job,
     ``--exit-on-error``), with ``pg_restore --list`` reading the same stream's table of contents (which must
     hold entries unless ``empty_ok``).
@@ -745,7 +751,8 @@ def stream_restore(fetcher: Fetcher, rec: ObjectRecord, target: PostgresTarget, 
     the stream (the archive's table of contents: it reads no further); the
     stream up to there is held in memory, then restored.
 
-    No plaintext file is written and decryption overlaps the restore.  Returns (seconds, TOC entries).
+    No plaintext file is written and decryption overlaps the restore.  ``options``: the restore session's libpq
+    options (:func:`pg.scratch_restore_options`).  Returns (seconds, TOC entries).
     The object's checksum is verified before the restore's own result is looked at.
     """
     restore_tool = pg.tool(target, "pg_restore")
@@ -784,7 +791,7 @@ def stream_restore(fetcher: Fetcher, rec: ObjectRecord, target: PostgresTarget, 
         create(database_level(b"".join(script).decode("utf-8", "replace"), dbname, no_owner=False))
         restorer = proc.spawn([restore_tool, "--exit-on-error", "--no-password", "--no-owner", "--no-privileges",
                                "--dbname", dbname], stdin=proc.PIPE, stdout=proc.DEVNULL,
-                              extra_env=target.libpq_env(dbname))
+                              extra_env=pg.with_options(target.libpq_env(dbname), options))
         sinks["restore"] = restorer.stdin
         for chunk in chunks:
             feed(chunk, [n for n in ("restore",) if n in sinks])

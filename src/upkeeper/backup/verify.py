@@ -395,8 +395,11 @@ def _verify_postgres(fetcher: Fetcher, settings: BackupSettings, source: Any, op
                     fetcher.check_only(rec)
         # after the objects' own checks, which need no server: a corrupt object fails the backup even while
         # the scratch server is down or unfit
-        _check_scratch_server(scratch, admin, m, default=opts.scratch is None)
+        maintenance_mem = _check_scratch_server(scratch, admin, m, default=opts.scratch is None)
         watched = _check_scratch_room(scratch, admin, m, dump_bytes, opts, report)
+        options = pg.scratch_restore_options(maintenance_mem, 1 if streaming else opts.jobs or 2,
+                                             room.available_memory() if room.is_local(scratch.host) else None)
+        report.details["restore_options"] = options
         with _scratch_guard(scratch, admin, name) as guard:
             _drop_stale_scratch(guard, name, report)
             try:
@@ -415,7 +418,7 @@ def _verify_postgres(fetcher: Fetcher, settings: BackupSettings, source: Any, op
                             create(database_entries(scratch, archive, name, no_owner=False))
                         progress(f"restoring into {name}")
                         _restore(fetcher, db_objects[0] if streaming else None, archive, scratch, name, opts, report,
-                                 create, empty_ok=empty_ok)
+                                 create, empty_ok=empty_ok, options=options)
                         watch.check()  # a restore that ended below the reserve is stopped too
                         # the sessions that count rows and run the checks see what the backed-up database's did
                         _apply_session_settings(scratch, name, entries[0] if entries else None, report)
@@ -448,20 +451,21 @@ def _drop_scratch(scratch: PostgresTarget, admin: str, name: str) -> None:
 
 def _restore(fetcher: Fetcher, rec: ObjectRecord | None, archive: PgArchive | None, scratch: PostgresTarget, name: str,
              opts: VerifyOptions, report: VerifyReport, create: Callable[[DatabaseEntries], None], *,
-             empty_ok: bool) -> None:
+             empty_ok: bool, options: str) -> None:
     """Streamed from storage (``archive`` None; ``create`` makes the scratch database once the stream has
-    given its CREATE DATABASE) or from the fetched archive with several jobs (the database already made)."""
+    given its CREATE DATABASE) or from the fetched archive with several jobs (the database already made);
+    the restore's sessions with the libpq ``options`` of a scratch restore (:func:`pg.scratch_restore_options`)."""
     m = fetcher.located.manifest
     if archive is None:
         assert rec is not None
-        seconds, n = stream_restore(fetcher, rec, scratch, name, create, empty_ok=empty_ok)
+        seconds, n = stream_restore(fetcher, rec, scratch, name, create, empty_ok=empty_ok, options=options)
         report.steps.append(f"{len(m.objects)} object(s) match their SHA-256, decrypt and decompress")
         report.steps.append(f"pg_restore --list: {n} entries")
         report.restore_seconds = round(seconds, 3)
         report.steps.append(f"streamed into {name} in {report.restore_seconds:.1f}s (one pass: "
                             "storage, SHA-256, age, zstd, pg_restore)")
     else:
-        report.restore_seconds = round(pg_restore(scratch, archive, name, jobs=opts.jobs or 2), 3)
+        report.restore_seconds = round(pg_restore(scratch, archive, name, jobs=opts.jobs or 2, options=options), 3)
         report.steps.append(f"restored into {name} with {opts.jobs or 2} jobs in {report.restore_seconds:.1f}s")
 
 
@@ -536,15 +540,16 @@ def _check_scratch_room(scratch: PostgresTarget, admin: str, m: Manifest, dump_b
     return [p for p in (base, wal) if p is not None and room.free_bytes(p) is not None]
 
 
-def _check_scratch_server(scratch: PostgresTarget, admin: str, m: Manifest, *, default: bool) -> None:
+def _check_scratch_server(scratch: PostgresTarget, admin: str, m: Manifest, *, default: bool) -> int:
     """The scratch server can take the restore, else the verify does not run (a :class:`SetupError`): not a
     standby (read-only: a backup taken from a replica is verified on the replica by default), and not of an
     older major version than the backup's source, which may reject its dump (newer syntax, features it lacks;
     PostgreSQL does not support loading a dump into an older major version) — a failure that would say
-    nothing about the backup."""
+    nothing about the backup.  Returns the maintenance_work_mem (bytes) the server gives this role's sessions."""
     with pg.admin_connect(scratch, admin) as conn:
         ver, num = pg.server_version(conn)
         row = conn.execute(IN_RECOVERY_SQL).fetchone()
+        mem = conn.execute(pg.MAINTENANCE_MEM_SQL).fetchone()
     which = "the backed-up server (the default scratch server)" if default else "the scratch server"
     if row and row[0]:
         raise SetupError(
@@ -554,7 +559,7 @@ def _check_scratch_server(scratch: PostgresTarget, admin: str, m: Manifest, *, d
             "e.g. the primary or a PostgreSQL kept for test restores")
     source = older_server(m, num)
     if source is None:
-        return
+        return int(mem[0]) if mem else 0
     raise SetupError(
         f"backup {m.id} was taken from PostgreSQL {source[0]}; {which} {scratch.display()} runs PostgreSQL "
         f"{ver}, an older major version, which need not load its dump (PostgreSQL supports restoring only into "
@@ -947,7 +952,7 @@ def _verify_redis(fetcher: Fetcher, settings: BackupSettings, opts: VerifyOption
         for rec in m.objects:
             progress(f"fetching {rec.name}")
             if rec.role == "rdb":
-                fetcher.to_file(rec, rdb)
+                fetcher.to_file(rec, rdb, durable=False)
             else:
                 fetcher.check_only(rec)
         report.steps.append(f"{len(m.objects)} object(s) match their SHA-256, decrypt and decompress")
