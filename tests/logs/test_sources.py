@@ -405,3 +405,26 @@ def test_logrotate_olddir_hint(tmp_path: Path) -> None:
     assert olddir_for("/srv/other.log", configs).olddir is None
     none = olddir_for("/elsewhere.log", configs)
     assert none.olddir is None and none.source == f"{main}, {d}" and not none.problem
+
+
+def test_logrotate_olddir_hint_follows_include(tmp_path: Path) -> None:
+    """logrotate.conf's ``include`` of a directory and of a file is followed where it stands (the global olddir set
+    before it applies), each file once (include loops end), and an include of nothing is said."""
+    from upkeeper.logs.logrotate_hint import olddir_for
+
+    main = tmp_path / "logrotate.conf"
+    confd = tmp_path / "conf.d"
+    confd.mkdir()
+    extra = tmp_path / "extra.conf"
+    main.write_text(f"olddir /var/log/archive\ninclude {confd}\ninclude {extra}\ninclude {tmp_path / 'nope'}\n")
+    (confd / "app").write_text("/srv/app/app.log {\n rotate 4\n}\n")
+    (confd / "loop").write_text(f"include {confd}\ninclude {main}\n")  # loops back: read once
+    (confd / "web.rpmsave").write_text("/srv/web.log { olddir /wrong\n}\n")
+    extra.write_text(f"include {tmp_path}/logrotate.conf\n/srv/web.log {{\n olddir old\n}}\n")
+    configs = (str(main),)
+    got = olddir_for("/srv/app/app.log", configs)
+    assert (got.olddir, got.source) == ("/var/log/archive", str(confd / "app"))
+    got = olddir_for("/srv/web.log", configs)
+    assert (got.olddir, got.source) == ("/srv/old", str(extra))
+    none = olddir_for("/elsewhere.log", configs)
+    assert none.olddir is None and f"include {tmp_path / 'nope'}: no such file" in none.problem

@@ -358,3 +358,46 @@ def test_pm2_log_after_a_deploy_and_a_rotation_flags_no_known_group(cli: Any, ma
     second = run(cli, cfg, "errs")
     assert second["metrics"]["exceptions"] == 5 and second["metrics"]["new_exception_groups"] == 0, second["metrics"]
     assert not [f for f in second["findings"] if f["check"] == "logs.errors.new_exception"], second["findings"]
+
+
+def test_real_logrotate_olddir_counts_each_exception_once(cli: Any, make_config: Any, tmp_path: Path) -> None:
+    """The real logrotate moves the app log into an olddir (compress, no delaycompress), rotated_dirs naming it.
+    An empty log compressed there with no new live file (nocreate) was said to be lost, and the files rotated
+    after that empty one were never read (an empty compressed file was not recognised): lines silently missed."""
+    import shutil
+    import subprocess
+
+    import pytest
+
+    binary = shutil.which("logrotate") or "/usr/sbin/logrotate"
+    if not Path(binary).exists():
+        pytest.skip("logrotate is not installed (scripts/ensure-system-deps.sh installs it)")
+    logs = tmp_path / "logs"
+    (logs / "old").mkdir(parents=True)
+    log = logs / "production.log"
+    log.touch()
+    cfg = make_config({"targets": {"app": {"kind": "app", "root": str(tmp_path)}},
+                       "jobs": {"app-errors": {"task": "logs.errors", "target": "app", "options": {
+                           "report_dir": str(tmp_path / "r"), "html": False, "app_logs": [str(log)],
+                           "rotated_dirs": ["old"]}}}})
+
+    def rotate(create: str = "create") -> None:
+        conf = tmp_path / "logrotate.conf"
+        conf.write_text(f"{log} {{\n rotate 3\n missingok\n {create}\n olddir old\n compress\n}}\n")
+        res = subprocess.run([binary, "-f", "-s", str(tmp_path / "logrotate.state"), str(conf)],
+                             capture_output=True, text=True)
+        assert res.returncode == 0, res.stderr
+
+    def job() -> tuple[int, list[str]]:
+        r = run(cli, cfg, "app-errors")
+        return int(r["metrics"]["exceptions"]), [f["check"] for f in r["findings"] if "lost" in f["check"]]
+
+    assert job() == (0, [])
+    rotate("nocreate")  # the empty log compressed into old/ (the application writes a new one later)
+    assert job() == (0, [])  # nothing was written to it: nothing lost
+    write_app_log(log, [ValueError, KeyError])
+    rotate()
+    write_app_log(log, [TypeError])
+    rotate()  # twice between two runs: the last run's file is old/production.log.3.gz, the new log is empty
+    assert (logs / "old" / "production.log.3.gz").exists()
+    assert job() == (3, [])  # old/production.log.2.gz and .1.gz, all written after the last run

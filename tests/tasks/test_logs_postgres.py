@@ -757,3 +757,123 @@ def test_format_told_by_the_file_names(cli: Any, make_config: Any, three_logs: A
     shutil.copy(copies / "postgresql.log", logs / "postgresql.log")
     r = run(cli, config(make_config, cluster, tmp_path, log_file=str(logs / "postgresql.*")))
     assert r["status"] == "error" and "several formats: csvlog, stderr" in r["summary"], r["summary"]
+
+
+# ---------------------------------------------------------------------------------------------
+# rotation: the server's own (log_filename with %-escapes), and logrotate's into an olddir
+# ---------------------------------------------------------------------------------------------
+
+
+def test_rotations_by_the_server_and_by_logrotate_lose_nothing(cli: Any, make_config: Any, services_dir: Path,
+                                                               tmp_path: Path) -> None:
+    """The server's rotation (pg_rotate_logfile, as log_rotation_age/size do) with log_filename naming each file
+    after the time: the job asks pg_current_logfile(), which names the new file; what the server wrote to the
+    file before it since the last run was lost (and said to be).  Then logrotate into an olddir with compress
+    and delaycompress, rotated twice between two runs, with rotated_dirs naming it: each statement once."""
+    import gzip
+
+    logrotate = shutil.which("logrotate") or "/usr/sbin/logrotate"
+    if not Path(logrotate).exists():
+        pytest.skip("logrotate is not installed (scripts/ensure-system-deps.sh installs it)")
+    cluster = PostgresCluster(services_dir / "pg-rotation", extra_conf=(
+        "log_min_duration_statement = 0\nlogging_collector = on\nlog_directory = 'log'\n"
+        "log_filename = 'postgresql-%Y-%m-%d_%H%M%S.%%.log'\nlog_rotation_size = 0\nlog_rotation_age = 0\n"))
+    cluster.start()
+    try:
+        logs = cluster.data / "log"
+        # old history the server wrote before: never read (not the continuation of anything)
+        (logs / "postgresql-2020-01-01_000000.%.log").write_text(
+            "2020-01-01 00:00:00.000 UTC [1] LOG:  duration: 1.000 ms  statement: SELECT 1 AS upk_history\n")
+        os.utime(logs / "postgresql-2020-01-01_000000.%.log", (0, 0))
+        cfg = config(make_config, cluster, tmp_path, rotated_dirs=["old"], html=False)
+        counts: dict[str, int] = {}
+
+        def query(marker: str, n: int = 1) -> None:
+            with cluster.connect() as c:
+                for i in range(n):
+                    c.execute(f"SELECT {i} AS {marker}")
+            counts[f"select ? as {marker}"] = n
+
+        def current() -> Path:
+            with cluster.connect() as c:
+                row = c.execute("SELECT pg_current_logfile()").fetchone()
+            assert row is not None
+            return cluster.data / row[0]
+
+        def wait_for(marker: str) -> None:
+            deadline = time.monotonic() + 10
+            while marker.encode() not in current().read_bytes():
+                assert time.monotonic() < deadline, f"{marker} never reached {current()}"
+                time.sleep(0.05)
+
+        def rotate_server() -> None:
+            before = current()
+            deadline = time.monotonic() + 10
+            while current() == before:  # a new name each second: within the same one, the same file reopened
+                assert time.monotonic() < deadline, "the server did not rotate its log"
+                with cluster.connect() as c:
+                    c.execute("SELECT pg_rotate_logfile()")
+                time.sleep(0.1)
+
+        def job() -> tuple[dict[str, int], dict[str, Any]]:
+            r = run(cli, cfg)
+            rep = report_of(r)
+            seen = {q["fingerprint"]: q["count"] for q in rep["most_frequent"] if "upk_" in q["fingerprint"]}
+            return seen, r
+
+        query("upk_before")
+        wait_for("upk_before")
+        seen, r = job()
+        assert seen == counts, seen
+        counts.clear()
+        # the server's rotation twice between two runs: the file of the last run (and the lines it got since),
+        # the one after it, and the new one, each read once
+        query("upk_a", 2)
+        wait_for("upk_a")
+        rotate_server()
+        query("upk_b", 3)
+        wait_for("upk_b")
+        rotate_server()
+        query("upk_c", 4)
+        wait_for("upk_c")
+        seen, r = job()
+        assert seen == counts and not [f for f in r["findings"] if f["check"] == "logs.postgres.lost_lines"], (
+            seen, r["findings"])
+        counts.clear()
+        # logrotate: the log under one name, rotated into log/old (compress, delaycompress) twice between two runs
+        with cluster.connect() as c:
+            c.execute("ALTER SYSTEM SET log_filename = 'postgresql.log'")
+            c.execute("SELECT pg_reload_conf()")  # a new log_filename: the server rotates to it by itself
+        deadline = time.monotonic() + 10
+        while current() != logs / "postgresql.log":
+            assert time.monotonic() < deadline, "the server did not switch to the new log_filename"
+            time.sleep(0.05)
+        query("upk_d")
+        wait_for("upk_d")
+        job()  # (reads the file the escapes named since, too)
+        counts.clear()
+        (logs / "old").mkdir()
+        conf = tmp_path / "logrotate.conf"
+        conf.write_text(f"{logs / 'postgresql.log'} {{\n rotate 3\n create\n olddir {logs / 'old'}\n compress\n"
+                        " delaycompress\n}\n")
+
+        def rotate_logrotate() -> None:
+            res = subprocess.run([logrotate, "-f", "-s", str(tmp_path / "logrotate.state"), str(conf)],
+                                 capture_output=True, text=True)
+            assert res.returncode == 0, res.stderr
+            query(f"upk_after_rename_{len(counts)}")  # still to the renamed file: the server has not reopened
+            with cluster.connect() as c:
+                c.execute("SELECT pg_rotate_logfile()")  # logrotate's postrotate
+
+        query("upk_e", 2)
+        rotate_logrotate()
+        query("upk_f", 3)
+        rotate_logrotate()
+        query("upk_g", 4)
+        wait_for("upk_g")
+        assert gzip.decompress((logs / "old" / "postgresql.log.2.gz").read_bytes())
+        seen, r = job()
+        assert seen == counts and not [f for f in r["findings"] if f["check"] == "logs.postgres.lost_lines"], (
+            seen, r["findings"])
+    finally:
+        cluster.stop()

@@ -3,8 +3,9 @@
 Used only to word the ``lost_lines`` finding ("logrotate moves this log's rotated files to …: add it to
 rotated_dirs"); nothing is read from a directory found here.  The parser is deliberately small: the
 top-level ``olddir`` of ``/etc/logrotate.conf``, and the stanzas (``path [path…] { … }``) of it and of
-the files in ``/etc/logrotate.d``, whose paths (globs allowed, quotes removed) name the log.  ``include``
-of other places, ``tabooext`` and the like are not followed; when reading fails, the hint says so.
+the files in ``/etc/logrotate.d`` and of the files and directories they ``include`` (followed where it stands,
+each file once, bounded), whose paths (globs allowed, quotes removed) name the log.  ``tabooext`` and the like
+are not followed (the usual backup suffixes are skipped); when reading fails, the hint says so.
 """
 
 from __future__ import annotations
@@ -42,17 +43,34 @@ def _files(configs: tuple[str, ...]) -> tuple[list[Path], list[str]]:
     return out, problems
 
 
+#: how deep ``include`` is followed, and how many files are read at most (a hint: never a long walk)
+MAX_INCLUDE_DEPTH = 8
+MAX_FILES = 500
+
+
 def olddir_for(log: str, configs: tuple[str, ...] | None = None) -> OlddirHint:
     """The ``olddir`` logrotate's configuration gives ``log`` (relative ones made absolute as logrotate does:
-    relative to the log's directory)."""
-    files, problems = _files(CONFIGS if configs is None else configs)
-    default: str | None = None
-    for f in files:
+    relative to the log's directory).  ``configs``: the files and directories to read (default
+    :data:`CONFIGS`); an ``include`` of a file or directory is followed where it stands, as logrotate does
+    (each file read once, :data:`MAX_INCLUDE_DEPTH` deep, :data:`MAX_FILES` in all)."""
+    roots = CONFIGS if configs is None else configs
+    files, problems = _files(roots)
+    seen: set[str] = set()
+    default: list[str | None] = [None]
+
+    def scan(f: Path, depth: int) -> OlddirHint | None:
+        key = os.path.realpath(f)
+        if key in seen:
+            return None  # read already (an include loop, or a root that another one includes)
+        if len(seen) >= MAX_FILES:
+            problems.append(f"{f}: not read (more than {MAX_FILES} files)")
+            return None
+        seen.add(key)
         try:
             text = f.read_text(errors="replace")
         except OSError as exc:
             problems.append(f"{f}: {exc.strerror or exc}")
-            continue
+            return None
         words: list[str] = []  # the paths of the stanza being opened
         inside: list[str] | None = None
         olddir: str | None = None
@@ -69,7 +87,7 @@ def olddir_for(log: str, configs: tuple[str, ...] | None = None) -> OlddirHint:
             if inside is not None:
                 if line.startswith("}"):
                     if any(fnmatch.fnmatchcase(log, pat) for pat in inside):
-                        found = olddir if olddir is not None else default
+                        found = olddir if olddir is not None else default[0]
                         if found and found.lower() != "noolddir":
                             return OlddirHint(_absolute(log, found), str(f), "; ".join(problems))
                         return OlddirHint(None, str(f), "; ".join(problems))
@@ -90,14 +108,30 @@ def olddir_for(log: str, configs: tuple[str, ...] | None = None) -> OlddirHint:
                 pending.append(rest.strip())  # "path { daily" : what follows the brace is a directive
                 continue
             parts = line.split(None, 1)
-            if parts[0] == "olddir" and len(parts) == 2 and f.name == "logrotate.conf":
-                default = _word(parts[1])
+            if parts[0] == "include" and len(parts) == 2:
+                if depth >= MAX_INCLUDE_DEPTH:
+                    problems.append(f"{f}: include {parts[1]} not followed (more than {MAX_INCLUDE_DEPTH} deep)")
+                    continue
+                target = _word(parts[1])
+                included, why = _files((target,))
+                problems.extend(why or ([] if Path(target).exists() else [f"{f}: include {target}: no such file"]))
+                for g in included:
+                    got = scan(g, depth + 1)
+                    if got is not None:
+                        return got
+            elif parts[0] == "olddir" and len(parts) == 2 and f.name == "logrotate.conf":
+                default[0] = _word(parts[1])
             elif parts[0] == "noolddir" and f.name == "logrotate.conf":
-                default = None
+                default[0] = None
             elif parts[0].startswith(("/", '"', "'", "~")):
                 words += _split(line)
-    checked = ", ".join(CONFIGS if configs is None else configs)
-    return OlddirHint(None, checked, "; ".join(problems))
+        return None
+
+    for f in files:
+        got = scan(f, 0)
+        if got is not None:
+            return got
+    return OlddirHint(None, ", ".join(roots), "; ".join(problems))
 
 
 def _split(text: str) -> list[str]:

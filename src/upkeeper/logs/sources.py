@@ -321,7 +321,7 @@ def plan_reads(files: list[LogFile], cursors: list[dict[str, Any]] | None, *, in
             unreadable.append((lf, exc))
             continue
         heads.append((lf, head, head_len, _match(lf, head, head_len, cursors) if incremental else None))
-    heads, unreadable = _continuations(files, heads, unreadable, after_run=bool(cursors))
+    heads, unreadable = _continuations(files, heads, unreadable, cursors)
     plan.notes += [PlanNote(lf.path, "unreadable", f"{lf.path}: cannot read ({exc})") for lf, exc in unreadable]
     matched = {id(cur) for _lf, _h, _n, cur in heads if cur is not None}
     for lf, head, head_len, cur in heads:
@@ -362,15 +362,35 @@ def plan_reads(files: list[LogFile], cursors: list[dict[str, Any]] | None, *, in
 
 
 def _continuations(files: list[LogFile], heads: list[tuple[LogFile, str, int, dict[str, Any] | None]],
-                   unreadable: list[tuple[LogFile, OSError]], *, after_run: bool
+                   unreadable: list[tuple[LogFile, OSError]], cursors: list[dict[str, Any]]
                    ) -> tuple[list[tuple[LogFile, str, int, dict[str, Any] | None]], list[tuple[LogFile, OSError]]]:
     """``heads`` and ``unreadable`` without the files of a ``rotated_dirs`` chain before the oldest one a cursor
-    matched (all of the chain when none did): see :func:`plan_reads`."""
+    matched (all of the chain when none did): see :func:`plan_reads`.
+
+    A live file that was empty at the last run has no first bytes to be recognised by once compressed: when no
+    file of its chain matched, the chain is read from the oldest file modified no earlier than that empty file
+    was (logrotate keeps a file's time when it compresses it) — that file, with what was written to it since,
+    and those rotated after it."""
     first: dict[str, int] = {}  # chain → index in files of its oldest matched file
     order = {id(lf): i for i, lf in enumerate(files)}
     for lf, _h, _n, cur in heads:
         if lf.elsewhere and cur is not None:
             first.setdefault(lf.elsewhere, order[id(lf)])
+    matched = {id(cur) for *_x, cur in heads if cur is not None}
+    # the last run's empty live files that nothing matched: live path → the earliest time one was modified
+    empty: dict[str, float] = {}
+    for c in cursors:
+        if (id(c) not in matched and c.get("live") and int(c.get("offset", 0)) <= 0
+                and isinstance(c.get("mtime"), (int, float))):
+            path = str(c.get("path"))
+            empty[path] = min(float(c["mtime"]), empty.get(path, float(c["mtime"])))
+    if empty:
+        for lf in files:  # rotation order within a chain: the first one that qualifies
+            chain = lf.elsewhere
+            since = empty.get(chain.split("\0", 1)[0]) if chain else None
+            # (1 s of slack: a filesystem or a copy that keeps whole seconds only)
+            if since is not None and chain not in first and lf.mtime >= since - 1.0:
+                first[chain] = order[id(lf)]
 
     def keep(lf: LogFile) -> bool:
         return not lf.elsewhere or (lf.elsewhere in first and order[id(lf)] >= first[lf.elsewhere])
@@ -378,7 +398,7 @@ def _continuations(files: list[LogFile], heads: list[tuple[LogFile, str, int, di
     # after a run, an unreadable file of a chain nothing matched may be the continuation: said, as it may
     # hold the lines the last run's live file got since
     return ([h for h in heads if keep(h[0])],
-            [u for u in unreadable if keep(u[0]) or (after_run and u[0].elsewhere not in first)])
+            [u for u in unreadable if keep(u[0]) or (bool(cursors) and u[0].elsewhere not in first)])
 
 
 def _lost(cursors: list[dict[str, Any]], matched: set[int], *, read_whole: bool) -> list[PlanNote]:
@@ -408,7 +428,7 @@ def _lost(cursors: list[dict[str, Any]], matched: set[int], *, read_whole: bool)
 
 def _cursor(lf: LogFile, head: str, head_len: int, offset: int) -> dict[str, Any]:
     c = {"path": lf.path, "dev": lf.dev, "inode": lf.inode, "gz": lf.gz, "head": head, "head_len": head_len,
-         "offset": offset, "size": lf.size, "live": lf.live}
+         "offset": offset, "size": lf.size, "live": lf.live, "mtime": lf.mtime}
     if not lf.gz and offset > head_len:
         c["tail"] = tail_digest(lf.path, offset)
     return c
@@ -456,6 +476,12 @@ def _match(lf: LogFile, head: str, head_len: int, cursors: list[dict[str, Any]])
             # (a cursor of a file that was empty has no first bytes to compare: the file read from its start)
             if c.get("dev") == lf.dev and c.get("inode") == lf.inode and not c.get("gz") and (
                     int(c.get("head_len", 0)) == 0 or same_head(c)) and same_tail(c):
+                return c
+    else:
+        for c in cursors:
+            # the same compressed file, unchanged (renamed at most): an empty one has no content to be told by
+            if (c.get("gz") and c.get("dev") == lf.dev and c.get("inode") == lf.inode and c.get("size") == lf.size
+                    and int(c.get("head_len", 0)) == 0 and head_len == 0):
                 return c
     # compressed (or copied) since: recognise it by its content
     for c in cursors:

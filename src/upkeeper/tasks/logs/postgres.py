@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import glob
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any, Literal
@@ -56,7 +58,8 @@ SETTINGS_SQL = """
 SELECT current_setting('log_line_prefix') AS prefix,
        pg_current_logfile() AS logfile,
        current_setting('data_directory') AS datadir,
-       current_setting('log_min_duration_statement') AS min_duration
+       current_setting('log_min_duration_statement') AS min_duration,
+       current_setting('log_filename') AS log_filename
 """
 
 LOGFILE_SQL = "SELECT pg_current_logfile(%s)"
@@ -69,6 +72,46 @@ SUFFIX_FORMATS = {".csv": "csvlog", ".json": "jsonlog"}
 def format_of(path: str) -> str:
     """csvlog, jsonlog or stderr, from the name of a log file (``postgresql.csv.1.gz`` is csvlog)."""
     return SUFFIX_FORMATS.get(Path(live_log(path)).suffix, "stderr")
+
+
+def log_filename_glob(log_filename: str, current: str) -> str | None:
+    """The glob of the files the server names after ``log_filename`` (its %-escapes, strftime's, as ``*``) in
+    the format of ``current`` (.csv and .json replace a final .log, or are added, as the server does); None
+    when ``log_filename`` has no escape (the server reopens the same file) or ``current`` does not match it."""
+    if "%" not in log_filename.replace("%%", "") or "/" in log_filename:
+        return None
+    pattern = "".join("%" if part == "%%" else "*" if part.startswith("%") else glob.escape(part)
+                      for part in re.split(r"(%.?)", log_filename) if part)
+    suffix = Path(current).suffix
+    if suffix in SUFFIX_FORMATS:
+        pattern = (pattern[:-4] if pattern.endswith(".log") else pattern) + suffix
+    return pattern if fnmatch.fnmatchcase(Path(current).name, pattern) else None
+
+
+def server_rotated(path: str, log_filename: str, found: list[LogFile], options: PostgresLogsOptions
+                   ) -> list[LogFile]:
+    """The files the server itself rotated before ``path`` (the one it writes now) when ``log_filename`` has
+    %-escapes (``postgresql-%Y-%m-%d_%H%M%S.log``): the others next to it that ``log_filename`` names, oldest
+    first (by time of last write; at most ``max_files``), as a chain :func:`plan_reads` reads only from the one
+    the last run's cursor matches — what the server wrote to it after the last run, and the files after it.
+    Not on a first run, as for ``rotated_dirs``: older history there is not read."""
+    pattern = log_filename_glob(log_filename, path) if options.rotated else None
+    if pattern is None:
+        return []
+    seen = {(f.dev, f.inode) for f in found}
+    directory = Path(path).parent
+    out: list[LogFile] = []
+    for p in glob.glob(str(Path(glob.escape(str(directory))) / pattern)):
+        if p == path:
+            continue
+        lf = next((f for f in discover(p, rotated=False) if f.path == p), None)
+        if lf is None or (lf.dev, lf.inode) in seen:
+            continue
+        seen.add((lf.dev, lf.inode))
+        out.append(LogFile(lf.path, lf.gz, False, lf.dev, lf.inode, lf.size, lf.mtime,
+                           elsewhere=f"{path}\0{directory}\0log_filename"))
+    out.sort(key=lambda f: (f.mtime, f.path))
+    return out[-options.max_files:]
 
 
 class PostgresLogsOptions(TaskOptions):
@@ -169,6 +212,9 @@ class PostgresLogs(Task[PostgresLogsOptions]):
         if not Path(path).is_absolute() and server.get("datadir"):
             path = str(Path(server["datadir"]) / path)
         files = self._files(path, options)
+        if not options.log_file and files:
+            # the server's own rotation (log_filename with %-escapes): the files it wrote before this one
+            files = server_rotated(path, server.get("log_filename", ""), files, options) + files
         if not files:
             why = (f"no server log matches {path}" if any(c in path for c in "*?[")
                    else f"the server log: {not_a_log(path)}")
@@ -266,7 +312,8 @@ class PostgresLogs(Task[PostgresLogsOptions]):
             return {"error": why}
         if row is None:
             return {}
-        return {"prefix": row[0], "logfile": row[1] or "", "datadir": row[2], "min_duration": row[3]}
+        return {"prefix": row[0], "logfile": row[1] or "", "datadir": row[2], "min_duration": row[3],
+                "log_filename": row[4] or ""}
 
     @staticmethod
     def _format(option: str, files: list[LogFile], path: str) -> str:
