@@ -70,3 +70,21 @@ def test_error_example_is_what_config_check_prints(tmp_path: Path, monkeypatch: 
     res = invoke(shlex.split(example.group(1))[1:])
     assert res.code == 2
     assert " ".join(res.err.split()) == " ".join(example.group(2).split())
+
+
+def test_commands_table_names_every_backups_and_logs_subcommand() -> None:
+    """The commands table's 'upkeeper backups a|b|…' and 'upkeeper logs …' rows name every subcommand (copy and
+    rekey, and logs goaccess-format, were missing)."""
+    import typer.main
+
+    import upkeeper.cli.main  # noqa: F401  (registers every command)
+    from upkeeper.cli.backups import backups_app
+    from upkeeper.cli.logs import logs_app
+
+    text = README.read_text()
+    for name, typer_app in (("backups", backups_app), ("logs", logs_app)):
+        row = next(line for line in text.splitlines() if line.startswith(f"| `upkeeper {name} "))
+        cell = row.split(" | ", 1)[0]
+        named = set(re.findall(rf"`upkeeper {name} ([a-z|\\-]+)", cell)[0].replace("\\", "").split("|"))
+        named |= set(re.findall(rf"/ `{name} ([a-z-]+)", cell))
+        assert named == set(typer.main.get_group(typer_app).commands), row

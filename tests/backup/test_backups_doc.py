@@ -69,3 +69,46 @@ def test_minimal_setup_backs_up_and_verifies(cli: Any, pg: PostgresCluster, tmp_
             assert res.json()[0]["status"] == "ok", res.output
     finally:
         pg.execute("DROP DATABASE IF EXISTS app WITH (FORCE)")
+
+
+SRC = Path(__file__).resolve().parents[2] / "src" / "upkeeper"
+
+
+def test_commands_block_names_every_option_of_the_cli() -> None:
+    """The '## Commands' block lists each 'upkeeper backups' subcommand with exactly the options the CLI takes
+    (it lacked list's --database, verify's --target/--jobs/--scratch-target/--min-free-*/--json, restore's
+    --storage/--jobs/--json and prune's --json)."""
+    import typer.main
+
+    import upkeeper.cli.main  # noqa: F401  (registers every command)
+    from upkeeper.cli.backups import backups_app
+
+    section = DOC.read_text().split("\n## Commands\n", 1)[1].split("\n## ", 1)[0]
+    block = re.findall(r"```\n(.*?)```", section, re.S)[0]
+    documented: dict[str, set[str]] = {}
+    for line in block.splitlines():
+        argv = line.split("  #", 1)[0].split()
+        assert argv[:2] == ["upkeeper", "backups"], line
+        documented.setdefault(argv[2], set()).update(re.findall(r"--[a-z][a-z-]*", " ".join(argv[3:])))
+    group = typer.main.get_group(backups_app)
+    cli = {name: {o for p in cmd.params for o in (*p.opts, *p.secondary_opts) if o.startswith("--") and o != "--help"}
+           for name, cmd in group.commands.items()}
+    assert documented == cli
+
+
+def backup_finding_ids() -> set[str]:
+    """Every check id a backup task reports: literals 'backup.…' in the backup code that are neither a metric's
+    name (a dict key) nor a task's name."""
+    ids: set[str] = set()
+    for path in [*(SRC / "tasks" / "backup").glob("*.py"), *(SRC / "backup").glob("*.py")]:
+        ids.update(re.findall(r'(?<!name = )"(backup\.[a-z_]+)"(?![:\]])', path.read_text()))
+    return ids
+
+
+def test_every_finding_is_documented() -> None:
+    """docs/backups.md names every check id the backup tasks report (backup.verify_failed, backup.failed,
+    backup.retention_failed and backup.path_missing were nowhere: notification routes match on them)."""
+    ids = backup_finding_ids()
+    assert {"backup.failed", "backup.verify_failed", "backup.stale_source", "backup.connection_limit"} <= ids
+    text = DOC.read_text()
+    assert not sorted(i for i in ids if f"`{i}`" not in text)

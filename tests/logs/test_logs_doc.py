@@ -111,3 +111,19 @@ def test_cdn_example_options_are_valid() -> None:
     opts = NginxLogsOptions(**YAML(typ="safe").load(block)["jobs"]["log-analysis"]["options"])
     assert opts.client_ip == "header:CF-Connecting-IP" and len(opts.trusted_proxies) == 3
     assert has_variable(opts.log_format, str(client_header(opts.client_ip)))
+
+
+def test_every_finding_is_documented() -> None:
+    """docs/logs.md names every check id the logs tasks report, an f-string's placeholder as '<…>'
+    (logs.errors.exceptions_baseline and the check_failed findings were nowhere)."""
+    src = Path(__file__).resolve().parents[2] / "src" / "upkeeper" / "tasks" / "logs"
+    ids: set[str] = set()
+    for path in src.glob("*.py"):
+        for found in re.findall(r'Finding\(\s*f?"(logs\.[^"]+)"', path.read_text()):
+            ids.update(found.replace("{task}", t) for t in ("nginx", "errors", "postgres")) if "{task}" in found \
+                else ids.add(found)
+    assert {"logs.nginx.unparsed", "logs.errors.lost_lines", "logs.postgres.error.{e['sqlstate']}"} <= ids
+    text = DOC.read_text()
+    missing = sorted(i for i in ids if not re.search("`" + re.sub(r"\\\{[^}]*\\\}", "<[A-Za-z]+>", re.escape(i)) + "`",
+                                                   text))
+    assert not missing
