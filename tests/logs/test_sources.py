@@ -6,9 +6,13 @@ import gzip
 import os
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from upkeeper.config.loader import load_text
+from upkeeper.core.jobs import build_setup
+from upkeeper.errors import ConfigError
 from upkeeper.logs import parallel
 from upkeeper.logs.sources import GzipReader, discover, finish_cursors, plan_reads
 
@@ -428,3 +432,39 @@ def test_logrotate_olddir_hint_follows_include(tmp_path: Path) -> None:
     assert (got.olddir, got.source) == ("/srv/old", str(extra))
     none = olddir_for("/elsewhere.log", configs)
     assert none.olddir is None and f"include {tmp_path / 'nope'}: no such file" in none.problem
+
+
+ROTATED_DIRS_JOBS = """\
+targets:
+  db: {kind: postgres, host: 127.0.0.1}
+  web: {kind: nginx, access_log: /var/log/nginx/access.log, error_log: /var/log/nginx/error.log}
+jobs:
+  j:
+    task: %s
+    target: %s
+    options: %s
+"""
+
+
+@pytest.mark.parametrize(("task", "target", "options", "error"), [
+    ("logs.postgres", "db", "{log_file: /var/log/postgresql/postgresql-*.log, rotated_dirs: [old]}",
+     "rotated_dirs is not read with a glob log_file"),
+    ("logs.postgres", "db", "{rotated: false, rotated_dirs: [old]}", "rotated_dirs is not read with rotated: false"),
+    ("logs.nginx", "web", "{rotated: false, rotated_dirs: [old]}", "rotated_dirs is not read with rotated: false"),
+    ("logs.errors", "web", "{rotated: false, rotated_dirs: [old]}", "rotated_dirs is not read with rotated: false"),
+    ("logs.postgres", "db", "{log_file: /var/log/postgresql/postgresql.log, rotated_dirs: [old]}", None),
+    ("logs.nginx", "web", "{access_log: '/var/log/nginx/*.access.log', rotated_dirs: [old]}", None),
+])
+def test_rotated_dirs_where_it_would_be_ignored_is_a_config_error(task: str, target: str, options: str,
+                                                                  error: str | None) -> None:
+    """An olddir named where it is never read (a glob log_file of logs.postgres reads each match alone; rotated:
+    false reads no rotated file) was silently ignored, and with it the lines it was set to save: a config error
+    naming the job's options now.  (nginx's access_log glob reads each match with its rotated files: fine.)"""
+    text = ROTATED_DIRS_JOBS % (task, target, options)
+    if error is None:
+        assert build_setup(load_text(text)).jobs["j"].options.rotated_dirs == ["old"]
+        return
+    with pytest.raises(ConfigError) as exc:
+        build_setup(load_text(text))
+    found = " ".join(p.render() for p in exc.value.problems) or exc.value.message
+    assert "jobs -> j -> options" in found and error in found, found

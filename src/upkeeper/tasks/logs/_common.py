@@ -197,7 +197,22 @@ RotatedDirs = Annotated[list[Annotated[str, Field(min_length=1)]], Field(
     "reading, the rotated file holding what the last run did not read yet is looked for there too, and it and "
     "the files rotated after it are read; nothing else there is read (not older files, nothing on a first "
     "run). Without it, lines written between a run and a rotation into an olddir are lost (a lost_lines "
-    "warning). Source: upkeeper (none by default; logrotate's config is only used to suggest it)")]
+    "warning). Not with rotated: false, nor (logs.postgres) with a glob log_file, whose matches are read each "
+    "alone. Source: upkeeper (none by default; logrotate's config is only used to suggest it)")]
+
+
+def check_rotated_dirs(rotated_dirs: list[str], rotated: bool, glob_log: str | None = None) -> None:
+    """``rotated_dirs`` where it would be ignored is a configuration error, not an olddir silently left unread
+    (and the ``lost_lines`` warnings it was set to prevent): with ``rotated: false`` no rotated file is read, and
+    a glob ``glob_log`` (logs.postgres' ``log_file``) reads each match alone, without rotated files."""
+    if not rotated_dirs:
+        return
+    if not rotated:
+        raise ValueError("rotated_dirs is not read with rotated: false (no rotated file is); remove one of them")
+    if glob_log is not None:
+        raise ValueError(f"rotated_dirs is not read with a glob log_file ({glob_log!r}: each file it matches is "
+                         "read alone, without rotated files); name the live log file instead (rotated_dirs "
+                         "follows its rotations), or remove rotated_dirs")
 
 
 def lost_fix(path: str, rotated_dirs: list[str] | None = None) -> str:

@@ -10,7 +10,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from upkeeper.config.targets import AppTarget, NginxTarget
 from upkeeper.core.task import Finding, Result, Severity, Task, TaskContext, TaskOptions, task
@@ -25,6 +25,7 @@ from upkeeper.tasks.logs._common import (
     KeepReports,
     ReportDir,
     RotatedDirs,
+    check_rotated_dirs,
     not_a_log,
     plan_findings,
     read_findings,
@@ -61,6 +62,11 @@ class ErrorLogsOptions(TaskOptions):
     report_dir: ReportDir = None
     keep_reports: KeepReports = REPORT_KEEP_DEFAULT
     html: HtmlReport = True
+
+    @model_validator(mode="after")
+    def _check_rotated_dirs(self) -> ErrorLogsOptions:
+        check_rotated_dirs(self.rotated_dirs, self.rotated)
+        return self
 
 
 @task

@@ -48,6 +48,7 @@ from upkeeper.tasks.logs._common import (
     KeepReports,
     ReportDir,
     RotatedDirs,
+    check_rotated_dirs,
     not_a_log,
     plan_findings,
     read_findings,
@@ -213,6 +214,11 @@ class NginxLogsOptions(TaskOptions):
     report_dir: ReportDir = None
     keep_reports: KeepReports = REPORT_KEEP_DEFAULT
     html: HtmlReport = True
+
+    @model_validator(mode="after")
+    def _check_rotated_dirs(self) -> NginxLogsOptions:
+        check_rotated_dirs(self.rotated_dirs, self.rotated)
+        return self
 
     @field_validator("log_format")
     @classmethod

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from upkeeper.config.targets import PostgresTarget
 from upkeeper.core.task import Finding, Result, Severity, Status, Task, TaskContext, TaskOptions, task
@@ -32,6 +32,7 @@ from upkeeper.logs.sources import (
     ReadPlan,
     discover,
     finish_cursors,
+    is_glob,
     live_log,
     move_cursor,
     plan_reads,
@@ -42,6 +43,7 @@ from upkeeper.tasks.logs._common import (
     KeepReports,
     ReportDir,
     RotatedDirs,
+    check_rotated_dirs,
     not_a_log,
     plan_findings,
     read_findings,
@@ -162,6 +164,12 @@ class PostgresLogsOptions(TaskOptions):
     report_dir: ReportDir = None
     keep_reports: KeepReports = REPORT_KEEP_DEFAULT
     html: HtmlReport = True
+
+    @model_validator(mode="after")
+    def _check_rotated_dirs(self) -> PostgresLogsOptions:
+        check_rotated_dirs(self.rotated_dirs, self.rotated,
+                           self.log_file if self.log_file and is_glob(self.log_file) else None)
+        return self
 
     @field_validator("log_line_prefix")
     @classmethod
