@@ -19,7 +19,7 @@ import pytest
 
 from services import sftp_storage_config
 
-from .conftest import AgeKey, make_attributes, read_attributes, rewrite_manifest
+from .conftest import AgeKey, make_attributes, read_attributes, rewrite_manifest, run_app_files_backup
 
 
 @pytest.fixture
@@ -1673,3 +1673,16 @@ def test_a_name_the_restore_file_system_will_not_link_gets_a_copy(
     refused, fault = "c", errno.EACCES  # not a limit of the file system: the restore fails, naming it
     r = cli(["--config", cfg, "backups", "restore", bid, "--to", tmp_path / "again"])
     assert r.code != 0 and "Permission denied" in r.output + r.err, r.output
+
+
+def test_backups_verify_smoke_checks_on_a_files_backup_point_nowhere_wrong(
+        cli: Any, make_config: Any, tmp_path: Path, app_tree: Path, age_key: AgeKey) -> None:
+    """`backups verify --check SQL` (or --redis-check) of a files backup is refused, and the hint no longer sends
+    the user to --redis-check (or --check), which a files backup refuses all the same."""
+    cfg, _run = run_app_files_backup(cli, make_config, age_key, tmp_path, app_tree)
+    for argv, wrong in ((["--check", "select 1"], "--redis-check"), (["--amcheck"], "--redis-check"),
+                        (["--redis-check", "PING"], "--check")):
+        r = cli(["--config", cfg, "backups", "verify", *argv])
+        said = " ".join(r.err.split())
+        assert r.code == 2 and "the backups to verify are files backups" in said, r.output
+        assert "a files backup has no smoke checks" in said and f"Try: {wrong}" not in said, said

@@ -354,12 +354,16 @@ def _check_smoke_options(rows: list[BackupRow], check: list[str], amcheck: bool,
         problem = redis_check_problem(c)
         if problem:
             raise UsageError(f"--redis-check: {problem}")
+    files = ("leave it out: a files backup has no smoke checks (verify compares every file's size and SHA-256 "
+             "with the manifest)")
     if (check or amcheck) and "postgres" not in kinds:
         raise UsageError(f"--check and --amcheck are for PostgreSQL backups; the backups to verify are "
-                         f"{', '.join(sorted(kinds))} backups", "Try: --redis-check CMD for a Redis backup")
+                         f"{', '.join(sorted(kinds))} backups",
+                         "Try: " + ("--redis-check CMD for a Redis backup" if "redis" in kinds else files))
     if redis_check and "redis" not in kinds:
         raise UsageError(f"--redis-check is for Redis backups; the backups to verify are "
-                         f"{', '.join(sorted(kinds))} backups", "Try: --check SQL for a PostgreSQL backup")
+                         f"{', '.join(sorted(kinds))} backups",
+                         "Try: " + ("--check SQL for a PostgreSQL backup" if "postgres" in kinds else files))
 
 
 PG_NAME_MAX = 63  # bytes: PostgreSQL truncates longer identifiers (NAMEDATALEN - 1)
