@@ -219,8 +219,9 @@ class BackupSettings(StrictModel):
         description="a backup set without a manifest older than this is a leftover of a crashed run and is "
         "deleted. Source: upkeeper default (no backup runs 24 h)")
     work_dir: str | None = Field(
-        None, description="directory for the temporary files of directory-format dumps, Redis RDB checks and "
-        "verification restores (default: the system temp dir). Source: upkeeper (not set by default)")
+        None, description="directory for the temporary files of directory-format dumps, Redis RDB checks, "
+        "files.backup's SQLite snapshots, verification and `backups restore` (default: the system temp dir, $TMPDIR "
+        "else /tmp). Source: upkeeper (not set by default)")
 
     @property
     def unencrypted_explicit(self) -> bool:
