@@ -18,7 +18,9 @@ from urllib.parse import unquote_to_bytes
 _REQ_LINE = re.compile(rb"(?m)^[ \t\r\x0b\x0c]*(?:([A-Za-z][A-Za-z-]{0,19}) +([^ \t?#\n]*)|(/[^ \t?#\n]*))[^\n]*$|^[^\n]*$")
 _UUID = re.compile(rb"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _EMAIL = re.compile(rb"(?<=/)[^/@\s]+@[^/@\s]+(?=/|$)", re.M)
-_NUM = re.compile(rb"(?<=/)[0-9]+(?=[/.;,]|$)", re.M)
+#: a number that is a whole path segment (up to an extension or parameter), with its slash: the literal slash
+#: first lets ``re`` skip to the candidates (a look-behind tried at every byte cost 3 times as much)
+_NUM = re.compile(rb"/[0-9]+(?=[/.;,\n]|\Z)")
 # long words with a digit: content hashes (hex) or opaque tokens; decided by _word
 _WORD = re.compile(rb"(?<![A-Za-z0-9_-])(?=[A-Za-z_-]*[0-9])[A-Za-z0-9_-]{8,}(?![A-Za-z0-9_-])")
 _HEXRUN = re.compile(rb"[0-9a-fA-F]{8,}")
@@ -41,7 +43,7 @@ def _placeholders(paths: bytes) -> bytes:
         paths = _UUID.sub(b":uuid", paths)
     if b"@" in paths:
         paths = _EMAIL.sub(b":email", paths)
-    paths = _NUM.sub(b":id", paths)
+    paths = _NUM.sub(b"/:id", paths)
     return _WORD.sub(_word, paths)
 
 
