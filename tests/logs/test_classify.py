@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 from upkeeper.logs.access import ScanOptions, make_accumulator
 from upkeeper.logs.arrowscan import _prefilter
 from upkeeper.logs.classify import (
+    _NUM,
     ATTACK_PATTERNS,
     attack_categories,
     attack_category,
@@ -520,6 +521,19 @@ def test_endpoints_and_placeholders() -> None:
     assert normalize_endpoints(raws) == [e for _, e in ENDPOINTS]
     for raw, endpoint in ENDPOINTS:  # one at a time too (they are normalized joined together)
         assert normalize_endpoints([raw]) == [endpoint]
+
+
+#: the look-behind form of classify._NUM the faster one replaced (the reference of the test below)
+_NUM_LOOKBEHIND = re.compile(rb"(?<=/)[0-9]+(?=[/.;,]|$)", re.M)
+
+
+@given(st.lists(st.lists(st.sampled_from([b"/", b"1", b"23", b"a", b".", b";", b",", b"-", b"@", b"?", b" ", b":"]),
+                         max_size=14).map(b"".join), min_size=1, max_size=5))
+def test_numbers_become_ids_as_with_the_look_behind_pattern(paths: list[bytes]) -> None:
+    joined = b"\n".join(paths)
+    assert _NUM.sub(b"/:id", joined) == _NUM_LOOKBEHIND.sub(b":id", joined)
+    assert normalize_endpoints([b"GET " + p for p in paths]) == [
+        normalize_endpoints([b"GET " + p])[0] for p in paths]
 
 
 def test_request_paths() -> None:
