@@ -961,18 +961,23 @@ class TimeTokens:
                 return False
         return True
 
+    def regular(self, lst: list[bytes]) -> bool:
+        """Have all these tokens the fixed-width shape (width, separators, prefix, suffix, offset; the seconds
+        aside)?  Then a token reads as its minute (:meth:`_minute`) when its seconds are in :data:`_SECONDS`,
+        and is invalid otherwise (``__call__``)."""
+        return bool(lst and set(map(len, lst)) == {self.width}
+                    and all(set(map(itemgetter(m), lst)) == {c} for m, c in self.marks) and (not self.pre or set(
+                        map(itemgetter(slice(0, len(self.pre))), lst)) == {self.pre})
+                    and (not self.suf or set(map(itemgetter(slice(self.width - len(self.suf), None)), lst))
+                         == {self.suf})
+                    and (not self.iso or self._offsets_ok(set(map(itemgetter(self.zsl), lst)))))
+
     def many(self, toks: set[bytes]) -> dict[bytes, TimeInfo | None]:
         """Parse distinct tokens; the common shape is handled with C-level slicing and lookups."""
         lst = list(toks)
         if self.msec:
             return {t: self._msec(t) for t in lst}
-        if (lst and set(map(len, lst)) == {self.width}
-                and all(set(map(itemgetter(m), lst)) == {c} for m, c in self.marks) and (not self.pre or set(
-                    map(itemgetter(slice(0, len(self.pre))), lst)) == {self.pre})
-                and (not self.suf or set(map(itemgetter(slice(self.width - len(self.suf), None)), lst))
-                     == {self.suf})
-                and set(map(itemgetter(self.ssl), lst)) <= _SECONDS
-                and (not self.iso or self._offsets_ok(set(map(itemgetter(self.zsl), lst))))):
+        if self.regular(lst) and set(map(itemgetter(self.ssl), lst)) <= _SECONDS:
             minute = list(map(itemgetter(self.msl), lst))
             info = {k: self._minute(k) for k in set(minute)}
             return dict(zip(lst, map(info.__getitem__, minute), strict=True))

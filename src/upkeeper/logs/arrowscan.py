@@ -276,7 +276,7 @@ class ArrowScanner:
             bad.append(self._mask_in(h, badv))
         if acc.times is None:
             acc.times = TimeTokens(self.plan.time_spec, self.plan.time_var)
-        tinfo = acc.times.many(set(self._distinct(cols["time"])))
+        tinfo = self._minutes(cols, bad)
         badv = [t for t, v in tinfo.items() if v is None]
         if badv:
             bad.append(self._mask_in(cols["time"], badv))
@@ -304,8 +304,41 @@ class ArrowScanner:
         if rejected is not None:
             bad.append(rejected)
         keep = pc.invert(self._any(bad))
-        out = {k: v.filter(keep) for k, v in cols.items()}
-        return out if len(out["h"]) else None
+        if "X" in cols or keep.offset or keep.null_count or any(v.offset for v in cols.values()):
+            out = {k: v.filter(keep) for k, v in cols.items()}
+            return out if len(out["h"]) else None
+        if not keep.true_count:
+            return None
+        # the bad rows become null rows too: ``keep``'s bits (a rejected row is null in every column already) as
+        # the columns' validity, no copy
+        valid = keep.buffers()[1]
+        return {k: self.pa.Array.from_buffers(v.type, len(v), [valid, *v.buffers()[1:]]) for k, v in cols.items()}
+
+    def _minutes(self, cols: dict[str, Any], bad: list[Any]) -> dict[bytes, TimeInfo | None]:
+        """What each distinct time token means.
+
+        When every token has the fixed-width shape, a token reads as its minute or is invalid (its seconds not
+        00-61, see :meth:`TimeTokens.regular`): the time column becomes the tokens with ``00`` seconds (a few
+        distinct values a buffer instead of one per second) and the rows of odd seconds go to ``bad``.
+        """
+        from upkeeper.logs.access import _SECONDS
+
+        pc, times = self.pc, self.acc.times
+        assert times is not None
+        tk = cols["time"]
+        sl = times.ssl
+        lengths = pc.min_max(pc.binary_length(tk)).as_py()
+        if lengths["min"] == lengths["max"] == times.width and not times.msec:
+            tm = pc.binary_replace_slice(tk, sl.start, sl.stop, b"00")
+            mins = self._distinct(tm)
+            if times.regular(mins):
+                secs = pc.binary_slice(tk, sl.start, sl.stop)
+                odd = [x for x in self._distinct(secs) if x not in _SECONDS]
+                if odd:
+                    bad.append(self._mask_in(secs, odd))
+                cols["time"] = tm
+                return times.many(set(mins))
+        return times.many(set(self._distinct(tk)))
 
     # -- aggregation -------------------------------------------------------------------------
 
