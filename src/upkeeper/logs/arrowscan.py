@@ -10,7 +10,9 @@ of a supported format to :class:`ArrowScanner`.  The scanner
 2. cuts the matching lines into columns with two more ``split_pattern`` calls (on ``"`` and
    on spaces) and ``list_element``;
 3. validates addresses, times and status codes once per *distinct* value (the same checks as
-   the Python fast path, :meth:`Accumulator._columns`);
+   the Python fast path, :meth:`Accumulator._columns`); the rejected lines and the rows that do
+   not validate stay in the columns as null rows, which the aggregation passes by; times are keyed
+   by their minute (:meth:`ArrowScanner._minutes`);
 4. aggregates with hash kernels (``value_counts``, ``dictionary_encode``, combined int64 keys): only
    distinct values — and the rare rows that feed per-row detail such as attacks or failed
    logins — ever become Python objects.
