@@ -41,6 +41,7 @@ from upkeeper.logs.classify import (
     FRONT_PAGES,
     LOCAL_STATUS_FILES,
     SOFTWARE_PROBE,
+    WordFilter,
     attack_categories,
     attack_category,
     counted_category,
@@ -705,17 +706,18 @@ class Accumulator:
         self.p.exposures[(self.sensitive_of[raw], ip, status, _size(size), when)] += 1
 
     def _learn(self, new: Iterable[bytes], candidates: Iterable[int] | None = None,
-               sensitive: Iterable[int] | None = None) -> None:
+               sensitive: Iterable[int] | None = None, word_lines: WordFilter | None = None) -> None:
         """Endpoint, static path, attack category and sensitive file of new distinct request lines.
 
         ``candidates``: the indexes (into ``new``) that may be attacks, when the caller has
         already run the prefilter of :func:`~upkeeper.logs.classify.attack_categories`;
         ``sensitive``: those that may ask for a sensitive file, when it has run the one of
-        :func:`~upkeeper.logs.classify.sensitive_requests`.
+        :func:`~upkeeper.logs.classify.sensitive_requests`; ``word_lines``: see
+        :func:`~upkeeper.logs.classify.endpoints_and_paths`.
         """
         lst = list(new)
         intern = self.ep_intern
-        eps, _paths = endpoints_and_paths(lst)
+        eps, _paths = endpoints_and_paths(lst, word_lines)
         static = self.is_static
         for raw, e, (url, _m, _p) in zip(lst, eps, parse_requests(lst), strict=True):
             self.ep_of[raw] = intern.setdefault(e, e)

@@ -196,6 +196,13 @@ class ArrowScanner:
     def _mask_in(self, col: Any, values: list[bytes] | set[bytes]) -> Any:
         return self.pc.is_in(col, value_set=self.pa.array(list(values), col.type))
 
+    def _word_lines(self, lines: list[bytes]) -> list[int]:
+        """The indexes of the lines matching classify's :data:`~upkeeper.logs.classify.WORD_WINDOW`."""
+        from upkeeper.logs.classify import WORD_WINDOW
+
+        found = self.pc.match_substring_regex(self.pa.array(lines, self.pa.large_binary()), WORD_WINDOW)
+        return self.pc.indices_nonzero(found).to_pylist()  # type: ignore[no-any-return]
+
     def _ep_id(self, e: bytes) -> int:
         i = self.ep_ids.get(e)
         if i is None:
@@ -424,9 +431,9 @@ class ArrowScanner:
                 cand = pc.indices_nonzero(pc.match_substring_regex(rdarr, _prefilter(), ignore_case=True))
                 hints = pc.indices_nonzero(pc.match_substring_regex(rdarr, _sensitive_prefilter(), ignore_case=True))
             except pa.ArrowInvalid:  # a pattern RE2 cannot take: classify's own prefilters
-                acc._learn(new)
+                acc._learn(new, word_lines=self._word_lines)
             else:
-                acc._learn(new, cand.to_pylist(), hints.to_pylist())
+                acc._learn(new, cand.to_pylist(), hints.to_pylist(), self._word_lines)
             del rdarr
         del renc
         eps = list(map(ep_of.__getitem__, rdict))
