@@ -30,7 +30,10 @@ import ctypes
 import platform
 import struct
 from collections import Counter
+from collections.abc import Container
 from dataclasses import dataclass
+from itertools import compress
+from operator import not_
 from typing import TYPE_CHECKING, Any
 
 from upkeeper.logs.classify import FRONT_PAGES, SOFTWARE_PROBE, counted_category
@@ -416,7 +419,7 @@ class ArrowScanner:
         ridx = renc.indices
         rdict: list[bytes] = renc.dictionary.to_pylist()
         ep_of = acc.ep_of
-        fresh = [not x for x in map(ep_of.__contains__, rdict)]  # (map: no Python-level call per line)
+        fresh = list(map(not_, map(ep_of.__contains__, rdict)))  # (map: no Python-level step per line)
         if any(fresh):
             rdarr = renc.dictionary
             if len(ep_of) + fresh.count(True) > _cache_max():
@@ -495,7 +498,7 @@ class ArrowScanner:
             p.nf_bursts.update(bursts)
         # failed logins (a POST to a login path answered one of its failure statuses): rare, per row
         login_of = acc.login_of
-        lg = [i for i, x in enumerate(rdict) if x in login_of] if login_of else []
+        lg = _positions(rdict, login_of) if login_of else []
         if lg:
             m = pc.is_in(ridx, value_set=pa.array(lg, ridx.type))
             for ip, ri, t, st in zip(h.filter(m).to_pylist(), ridx.filter(m).to_pylist(), tk.filter(m).to_pylist(),
@@ -506,7 +509,7 @@ class ArrowScanner:
                     p.auth_failures[(ip, path, (d, hh, mm - mm % 10))] += 1
         # attacks: per row, in order (samples keep the first ones seen)
         attack_of = acc.attack_of
-        sus = [i for i, x in enumerate(rdict) if x in attack_of]
+        sus = _positions(rdict, attack_of) if attack_of else []
         if sus:
             m = pc.is_in(ridx, value_set=pa.array(sus, ridx.type))
             samples = p.attack_samples
@@ -524,7 +527,7 @@ class ArrowScanner:
                     lst.append(raw)
         # sensitive files answered 2xx (rare, per row), and the body sizes of the front page's 2xx answers
         ok2 = [x for x in statuses if 200 <= (code_of[x] or 0) < 300]
-        sens = [i for i, x in enumerate(rdict) if x in acc.sensitive_of] if ok2 and acc.sensitive_of else []
+        sens = _positions(rdict, acc.sensitive_of) if ok2 and acc.sensitive_of else []
         if sens:
             m = pc.and_(pc.is_in(ridx, value_set=pa.array(sens, ridx.type)), self._mask_in(s, ok2))
             bs = bi.filter(m).to_pylist() if bi is not None else None
@@ -651,6 +654,11 @@ def _sensitive_prefilter() -> str:
 
         _SENSITIVE.append("|".join(rx.pattern.decode() for rx in _SENSITIVE_HINTS))
     return _SENSITIVE[0]
+
+
+def _positions(values: list[bytes], known: Container[bytes]) -> list[int]:
+    """The indexes of the values in ``known`` (C-level maps: no Python-level step per value)."""
+    return list(compress(range(len(values)), map(known.__contains__, values)))
 
 
 def _retain(acc: Accumulator, known: list[bytes]) -> None:
