@@ -37,9 +37,10 @@ def _word(m: re.Match[bytes]) -> bytes:
     return w
 
 
-#: (RE2 syntax) 8 characters of a word holding a digit: a path without them has no match of _WORD (whose
-#: matches are the whole runs of word characters, 8 or more, with a digit)
-WORD_WINDOW = "|".join(f"[A-Za-z0-9_-]{{{k}}}[0-9][A-Za-z0-9_-]{{{7 - k}}}" for k in range(8))
+#: (RE2 syntax) 8 characters of a word holding a digit (its first digit after ``a`` other word characters): a
+#: path without them has no match of _WORD, whose matches are the whole runs of word characters, 8 or more,
+#: with a digit (written with the first digit, RE2's automaton is smaller and a third faster)
+WORD_WINDOW = "|".join(f"[A-Za-z_-]{{{a}}}[0-9][A-Za-z0-9_-]{{{7 - a}}}" for a in range(8))
 
 #: which of these lines match :data:`WORD_WINDOW` (their indexes)
 WordFilter = Callable[[list[bytes]], list[int]]
