@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from logs.goaccess_helpers import assert_same_as_goaccess, goaccess, goaccess_numbers
 from logs.test_access_parse import GOOD, comparable, feed_in_chunks, mutated_log
 from logs.test_goaccess_exact import EDGE_CASES
-from upkeeper.logs import parallel
+from upkeeper.logs import access, parallel
 from upkeeper.logs.access import Accumulator, LoginPath, ScanOptions, SecurityTail, security_tail, summarize
 from upkeeper.logs.arrowscan import arrow_plan
 from upkeeper.logs.nginx_format import COMBINED, COMBINED_TIMED, MAIN
@@ -103,6 +103,19 @@ def test_generated_log_is_exact_and_mostly_vectorized(tmp_path: Path) -> None:
     rep, arrow_lines = assert_equivalent(data, chunk=300_000)
     assert rep["invalid"] > 0
     assert arrow_lines >= 0.99 * rep["requests"]
+
+
+def test_request_line_cache_starting_over_is_exact(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """When the cache of request lines is full it starts over, keeping the entries of the buffer at hand."""
+    monkeypatch.setattr(access, "CACHE_MAX", 150)
+    log = tmp_path / "gen.log"
+    write_access_log(str(log), 400_000, seed=9, invalid_ratio=0.003)
+    acc = Accumulator(ScanOptions(log_format=COMBINED_TIMED, arrow_min_buffer=0))
+    feed_in_chunks(acc, log.read_bytes(), 40_000)  # ~140 lines, ~100 distinct request lines a buffer
+    assert len(acc.ep_of) <= 150 and acc.arrow is not None and acc.arrow.lines > 1000
+    rep = comparable(summarize(acc.partial(), top_n=50))
+    reference, _ = scan(log.read_bytes(), chunk=40_000, fast=False)
+    assert rep == reference
 
 
 @pytest.mark.parametrize("fmt", [COMBINED, MAIN])

@@ -25,7 +25,11 @@ from hypothesis import strategies as st
 from upkeeper.logs.access import ScanOptions, make_accumulator
 from upkeeper.logs.arrowscan import _prefilter
 from upkeeper.logs.classify import (
+    _NUM,
+    _WORD,
     ATTACK_PATTERNS,
+    WORD_WINDOW,
+    _placeholders,
     attack_categories,
     attack_category,
     counted_category,
@@ -520,6 +524,37 @@ def test_endpoints_and_placeholders() -> None:
     assert normalize_endpoints(raws) == [e for _, e in ENDPOINTS]
     for raw, endpoint in ENDPOINTS:  # one at a time too (they are normalized joined together)
         assert normalize_endpoints([raw]) == [endpoint]
+
+
+#: the look-behind form of classify._NUM the faster one replaced (the reference of the test below)
+_NUM_LOOKBEHIND = re.compile(rb"(?<=/)[0-9]+(?=[/.;,]|$)", re.M)
+
+
+@given(st.lists(st.lists(st.sampled_from([b"/", b"1", b"23", b"a", b".", b";", b",", b"-", b"@", b"?", b" ", b":"]),
+                         max_size=14).map(b"".join), min_size=1, max_size=5))
+def test_numbers_become_ids_as_with_the_look_behind_pattern(paths: list[bytes]) -> None:
+    joined = b"\n".join(paths)
+    assert _NUM.sub(b"/:id", joined) == _NUM_LOOKBEHIND.sub(b":id", joined)
+    assert normalize_endpoints([b"GET " + p for p in paths]) == [
+        normalize_endpoints([b"GET " + p])[0] for p in paths]
+
+
+def _re2_word_lines(lines: list[bytes]) -> list[int]:
+    found = pc.match_substring_regex(pa.array(lines, pa.large_binary()), WORD_WINDOW)
+    return pc.indices_nonzero(found).to_pylist()  # type: ignore[no-any-return]
+
+
+WORD_BITS = [b"/", b"-", b"_", b"a", b"F", b"z", b"Q", b"0", b"7", b"deadbeef", b"c0ffee", b"12345678", b"x" * 12,
+             b"Ab3", b".", b"@", b":", b"?", b" ", b"\xe9"]
+
+
+@given(st.lists(st.lists(st.sampled_from(WORD_BITS), max_size=16).map(b"".join), min_size=1, max_size=8))
+def test_words_picked_by_re2_are_every_line_with_a_hash_or_token(paths: list[bytes]) -> None:
+    """The pyarrow path runs _WORD only on the lines RE2 picks: the same placeholders as on every line."""
+    joined = b"\n".join(paths)
+    assert _placeholders(joined, _re2_word_lines) == _placeholders(joined)
+    picked = set(_re2_word_lines(paths))
+    assert {i for i, p in enumerate(paths) if _WORD.search(p)} <= picked
 
 
 def test_request_paths() -> None:

@@ -41,6 +41,7 @@ from upkeeper.logs.classify import (
     FRONT_PAGES,
     LOCAL_STATUS_FILES,
     SOFTWARE_PROBE,
+    WordFilter,
     attack_categories,
     attack_category,
     counted_category,
@@ -705,17 +706,18 @@ class Accumulator:
         self.p.exposures[(self.sensitive_of[raw], ip, status, _size(size), when)] += 1
 
     def _learn(self, new: Iterable[bytes], candidates: Iterable[int] | None = None,
-               sensitive: Iterable[int] | None = None) -> None:
+               sensitive: Iterable[int] | None = None, word_lines: WordFilter | None = None) -> None:
         """Endpoint, static path, attack category and sensitive file of new distinct request lines.
 
         ``candidates``: the indexes (into ``new``) that may be attacks, when the caller has
         already run the prefilter of :func:`~upkeeper.logs.classify.attack_categories`;
         ``sensitive``: those that may ask for a sensitive file, when it has run the one of
-        :func:`~upkeeper.logs.classify.sensitive_requests`.
+        :func:`~upkeeper.logs.classify.sensitive_requests`; ``word_lines``: see
+        :func:`~upkeeper.logs.classify.endpoints_and_paths`.
         """
         lst = list(new)
         intern = self.ep_intern
-        eps, _paths = endpoints_and_paths(lst)
+        eps, _paths = endpoints_and_paths(lst, word_lines)
         static = self.is_static
         for raw, e, (url, _m, _p) in zip(lst, eps, parse_requests(lst), strict=True):
             self.ep_of[raw] = intern.setdefault(e, e)
@@ -961,18 +963,23 @@ class TimeTokens:
                 return False
         return True
 
+    def regular(self, lst: list[bytes]) -> bool:
+        """Have all these tokens the fixed-width shape (width, separators, prefix, suffix, offset; the seconds
+        aside)?  Then a token reads as its minute (:meth:`_minute`) when its seconds are in :data:`_SECONDS`,
+        and is invalid otherwise (``__call__``)."""
+        return bool(lst and set(map(len, lst)) == {self.width}
+                    and all(set(map(itemgetter(m), lst)) == {c} for m, c in self.marks) and (not self.pre or set(
+                        map(itemgetter(slice(0, len(self.pre))), lst)) == {self.pre})
+                    and (not self.suf or set(map(itemgetter(slice(self.width - len(self.suf), None)), lst))
+                         == {self.suf})
+                    and (not self.iso or self._offsets_ok(set(map(itemgetter(self.zsl), lst)))))
+
     def many(self, toks: set[bytes]) -> dict[bytes, TimeInfo | None]:
         """Parse distinct tokens; the common shape is handled with C-level slicing and lookups."""
         lst = list(toks)
         if self.msec:
             return {t: self._msec(t) for t in lst}
-        if (lst and set(map(len, lst)) == {self.width}
-                and all(set(map(itemgetter(m), lst)) == {c} for m, c in self.marks) and (not self.pre or set(
-                    map(itemgetter(slice(0, len(self.pre))), lst)) == {self.pre})
-                and (not self.suf or set(map(itemgetter(slice(self.width - len(self.suf), None)), lst))
-                     == {self.suf})
-                and set(map(itemgetter(self.ssl), lst)) <= _SECONDS
-                and (not self.iso or self._offsets_ok(set(map(itemgetter(self.zsl), lst))))):
+        if self.regular(lst) and set(map(itemgetter(self.ssl), lst)) <= _SECONDS:
             minute = list(map(itemgetter(self.msl), lst))
             info = {k: self._minute(k) for k in set(minute)}
             return dict(zip(lst, map(info.__getitem__, minute), strict=True))

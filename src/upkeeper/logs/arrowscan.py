@@ -10,7 +10,9 @@ of a supported format to :class:`ArrowScanner`.  The scanner
 2. cuts the matching lines into columns with two more ``split_pattern`` calls (on ``"`` and
    on spaces) and ``list_element``;
 3. validates addresses, times and status codes once per *distinct* value (the same checks as
-   the Python fast path, :meth:`Accumulator._columns`);
+   the Python fast path, :meth:`Accumulator._columns`); the rejected lines and the rows that do
+   not validate stay in the columns as null rows, which the aggregation passes by; times are keyed
+   by their minute (:meth:`ArrowScanner._minutes`);
 4. aggregates with hash kernels (``value_counts``, ``dictionary_encode``, combined int64 keys): only
    distinct values — and the rare rows that feed per-row detail such as attacks or failed
    logins — ever become Python objects.
@@ -28,7 +30,10 @@ import ctypes
 import platform
 import struct
 from collections import Counter
+from collections.abc import Container
 from dataclasses import dataclass
+from itertools import compress
+from operator import not_
 from typing import TYPE_CHECKING, Any
 
 from upkeeper.logs.classify import FRONT_PAGES, SOFTWARE_PROBE, counted_category
@@ -173,8 +178,13 @@ class ArrowScanner:
     # -- helpers ---------------------------------------------------------------------------
 
     def _counts(self, col: Any) -> list[tuple[Any, int]]:
+        """The distinct values of ``col`` but null, and how often each occurs."""
         vc = self.pc.value_counts(col)
-        return list(zip(vc.field(0).to_pylist(), vc.field(1).to_pylist(), strict=True))
+        values, counts = vc.field(0).to_pylist(), vc.field(1).to_pylist()
+        if col.null_count:
+            i = values.index(None)
+            del values[i], counts[i]
+        return list(zip(values, counts, strict=True))
 
     def _distinct(self, col: Any) -> list[Any]:
         """The distinct values of ``col`` but null (a rejected row)."""
@@ -188,6 +198,13 @@ class ArrowScanner:
 
     def _mask_in(self, col: Any, values: list[bytes] | set[bytes]) -> Any:
         return self.pc.is_in(col, value_set=self.pa.array(list(values), col.type))
+
+    def _word_lines(self, lines: list[bytes]) -> list[int]:
+        """The indexes of the lines matching classify's :data:`~upkeeper.logs.classify.WORD_WINDOW`."""
+        from upkeeper.logs.classify import WORD_WINDOW
+
+        found = self.pc.match_substring_regex(self.pa.array(lines, self.pa.large_binary()), WORD_WINDOW)
+        return self.pc.indices_nonzero(found).to_pylist()  # type: ignore[no-any-return]
 
     def _ep_id(self, e: bytes) -> int:
         i = self.ep_ids.get(e)
@@ -247,8 +264,11 @@ class ArrowScanner:
 
     def _validate(self, cols: dict[str, Any], parts: Any, rejected: Any, source: str, offset: int
                   ) -> dict[str, Any] | None:
-        """Drop the ``rejected`` rows (null: the pattern sent them to the reference parser already) and, to the
-        reference parser, the rows whose address, time or status does not validate."""
+        """Send to the reference parser the rows whose address, time or status does not validate, and drop them
+        with the ``rejected`` rows (null: the pattern sent them to the reference parser already).
+
+        When only rejected rows are to go, they stay in as null rows (filtering every column cost ~4 % of the
+        scan): :meth:`_aggregate` passes them by."""
         from upkeeper.logs.access import TimeTokens
         from upkeeper.logs.goaccess import valid_ip, valid_status
 
@@ -268,7 +288,7 @@ class ArrowScanner:
             bad.append(self._mask_in(h, badv))
         if acc.times is None:
             acc.times = TimeTokens(self.plan.time_spec, self.plan.time_var)
-        tinfo = acc.times.many(set(self._distinct(cols["time"])))
+        tinfo = self._minutes(cols, bad)
         badv = [t for t, v in tinfo.items() if v is None]
         if badv:
             bad.append(self._mask_in(cols["time"], badv))
@@ -291,13 +311,46 @@ class ArrowScanner:
             bad.append(self._mask_in(s, badv))
         if bad:
             self._fallback([b'"'.join(x) for x in parts.filter(self._any(bad)).to_pylist()], source, offset)
+        if not bad and (rejected is None or "X" not in cols):  # (the client resolver wants no null rows)
+            return cols
         if rejected is not None:
             bad.append(rejected)
-        if not bad:
-            return cols
         keep = pc.invert(self._any(bad))
-        out = {k: v.filter(keep) for k, v in cols.items()}
-        return out if len(out["h"]) else None
+        if "X" in cols or keep.offset or keep.null_count or any(v.offset for v in cols.values()):
+            out = {k: v.filter(keep) for k, v in cols.items()}
+            return out if len(out["h"]) else None
+        if not keep.true_count:
+            return None
+        # the bad rows become null rows too: ``keep``'s bits (a rejected row is null in every column already) as
+        # the columns' validity, no copy
+        valid = keep.buffers()[1]
+        return {k: self.pa.Array.from_buffers(v.type, len(v), [valid, *v.buffers()[1:]]) for k, v in cols.items()}
+
+    def _minutes(self, cols: dict[str, Any], bad: list[Any]) -> dict[bytes, TimeInfo | None]:
+        """What each distinct time token means.
+
+        When every token has the fixed-width shape, a token reads as its minute or is invalid (its seconds not
+        00-61, see :meth:`TimeTokens.regular`): the time column becomes the tokens with ``00`` seconds (a few
+        distinct values a buffer instead of one per second) and the rows of odd seconds go to ``bad``.
+        """
+        from upkeeper.logs.access import _SECONDS
+
+        pc, times = self.pc, self.acc.times
+        assert times is not None
+        tk = cols["time"]
+        sl = times.ssl
+        lengths = pc.min_max(pc.binary_length(tk)).as_py()
+        if lengths["min"] == lengths["max"] == times.width and not times.msec:
+            tm = pc.binary_replace_slice(tk, sl.start, sl.stop, b"00")
+            mins = self._distinct(tm)
+            if times.regular(mins):
+                secs = pc.binary_slice(tk, sl.start, sl.stop)
+                odd = [x for x in self._distinct(secs) if x not in _SECONDS]
+                if odd:
+                    bad.append(self._mask_in(secs, odd))
+                cols["time"] = tm
+                return times.many(set(mins))
+        return times.many(set(self._distinct(tk)))
 
     # -- aggregation -------------------------------------------------------------------------
 
@@ -321,7 +374,7 @@ class ArrowScanner:
         h, tk, r, s = cols["h"], cols["time"], cols["r"], cols["s"]
         ua, ref, b, rt, urt = cols.get("u"), cols.get("R"), cols.get("b"), cols.get("T"), cols.get("P")
         tinfo = self.tinfo
-        n = len(h)
+        n = len(h) - h.null_count  # null rows: the reference parser's (_validate)
         self.lines += n
         p.lines += n
         p.fast_lines += n
@@ -366,26 +419,24 @@ class ArrowScanner:
         ridx = renc.indices
         rdict: list[bytes] = renc.dictionary.to_pylist()
         ep_of = acc.ep_of
-        fresh = [not x for x in map(ep_of.__contains__, rdict)]  # (map: no Python-level call per line)
+        fresh = list(map(not_, map(ep_of.__contains__, rdict)))  # (map: no Python-level step per line)
         if any(fresh):
             rdarr = renc.dictionary
             if len(ep_of) + fresh.count(True) > _cache_max():
-                ep_of.clear()
-                acc.static_of.clear()
-                acc.page_of.clear()
-                new = rdict
-            else:
-                new = [x for x, f in zip(rdict, fresh, strict=True) if f]
-                rdarr = rdarr.filter(pa.array(fresh))
+                # start over, keeping what this buffer's known lines need (learning them again cost ~15 %
+                # of the learning on a log of mostly distinct request lines)
+                _retain(acc, [x for x, f in zip(rdict, fresh, strict=True) if not f])
+            new = [x for x, f in zip(rdict, fresh, strict=True) if f]
+            rdarr = rdarr.filter(pa.array(fresh))
             # the attack and sensitive-file prefilters (supersets of classify's) in one RE2 pass each instead
             # of ~60 and ~30 searches
             try:
                 cand = pc.indices_nonzero(pc.match_substring_regex(rdarr, _prefilter(), ignore_case=True))
                 hints = pc.indices_nonzero(pc.match_substring_regex(rdarr, _sensitive_prefilter(), ignore_case=True))
             except pa.ArrowInvalid:  # a pattern RE2 cannot take: classify's own prefilters
-                acc._learn(new)
+                acc._learn(new, word_lines=self._word_lines)
             else:
-                acc._learn(new, cand.to_pylist(), hints.to_pylist())
+                acc._learn(new, cand.to_pylist(), hints.to_pylist(), self._word_lines)
             del rdarr
         del renc
         eps = list(map(ep_of.__getitem__, rdict))
@@ -447,7 +498,7 @@ class ArrowScanner:
             p.nf_bursts.update(bursts)
         # failed logins (a POST to a login path answered one of its failure statuses): rare, per row
         login_of = acc.login_of
-        lg = [i for i, x in enumerate(rdict) if x in login_of] if login_of else []
+        lg = _positions(rdict, login_of) if login_of else []
         if lg:
             m = pc.is_in(ridx, value_set=pa.array(lg, ridx.type))
             for ip, ri, t, st in zip(h.filter(m).to_pylist(), ridx.filter(m).to_pylist(), tk.filter(m).to_pylist(),
@@ -458,7 +509,7 @@ class ArrowScanner:
                     p.auth_failures[(ip, path, (d, hh, mm - mm % 10))] += 1
         # attacks: per row, in order (samples keep the first ones seen)
         attack_of = acc.attack_of
-        sus = [i for i, x in enumerate(rdict) if x in attack_of]
+        sus = _positions(rdict, attack_of) if attack_of else []
         if sus:
             m = pc.is_in(ridx, value_set=pa.array(sus, ridx.type))
             samples = p.attack_samples
@@ -476,7 +527,7 @@ class ArrowScanner:
                     lst.append(raw)
         # sensitive files answered 2xx (rare, per row), and the body sizes of the front page's 2xx answers
         ok2 = [x for x in statuses if 200 <= (code_of[x] or 0) < 300]
-        sens = [i for i, x in enumerate(rdict) if x in acc.sensitive_of] if ok2 and acc.sensitive_of else []
+        sens = _positions(rdict, acc.sensitive_of) if ok2 and acc.sensitive_of else []
         if sens:
             m = pc.and_(pc.is_in(ridx, value_set=pa.array(sens, ridx.type)), self._mask_in(s, ok2))
             bs = bi.filter(m).to_pylist() if bi is not None else None
@@ -493,7 +544,7 @@ class ArrowScanner:
         # scanner user agents
         if ua is not None:
             ua_scanner = acc.ua_scanner
-            for a in pc.unique(ua).to_pylist():
+            for a in self._distinct(ua):
                 if a not in ua_scanner:
                     ua_scanner[a] = _scanner_name(a)
             sc = [a for a, name in ua_scanner.items() if name] if ua_scanner else []
@@ -515,8 +566,8 @@ class ArrowScanner:
         return list(zip(zip(xs, ys, strict=True), counts, strict=True))
 
     def _combos(self, cols: list[Any], keep: Any = None, count: bool = True) -> tuple[list[list[Any]], list[int]]:
-        """Distinct combinations of the columns' values (rows where ``keep`` is true): one list per
-        column, and the count of each combination when ``count``.
+        """Distinct combinations of the columns' values (rows where ``keep`` is true, no value null): one list
+        per column, and the count of each combination when ``count``.
 
         Each column is dictionary-encoded and the codes are combined into one int64 key, so one
         hash pass finds the combinations and the keys are decoded with vector arithmetic (no Acero
@@ -526,15 +577,15 @@ class ArrowScanner:
         codes: list[Any] = []
         dicts: list[Any] = []
         for col in cols:
-            enc = pc.dictionary_encode(col if keep is None else col.filter(keep))
-            codes.append(pc.cast(enc.indices, pa.int64()))
+            enc = pc.dictionary_encode(col)  # (then the codes filtered: cheaper than a copy of the values)
+            codes.append(pc.cast(enc.indices if keep is None else enc.indices.filter(keep), pa.int64()))
             dicts.append(enc.dictionary)
         sizes = [max(1, len(d)) for d in dicts]
         total = 1
         for z in sizes:
             total *= z
         if total >= 1 << 62:  # cannot happen with buffers of a few MB; stay exact anyway
-            counted = Counter(zip(*(c.to_pylist() for c in codes), strict=True))
+            counted = Counter(k for k in zip(*(c.to_pylist() for c in codes), strict=True) if None not in k)
             values = [d.to_pylist() for d in dicts]
             found = list(counted)
             return ([[values[j][k[j]] for k in found] for j in range(len(cols))],
@@ -544,11 +595,16 @@ class ArrowScanner:
             key = pc.add(pc.multiply(key, z), c)
         del codes
         counts: list[int] = []
+        nulls = key.null_count
         if count:
             vc = pc.value_counts(key)
+            if nulls:
+                vc = vc.filter(pc.is_valid(vc.field(0)))
             key, counts = vc.field(0), vc.field(1).to_pylist()
         else:
             key = pc.unique(key)
+            if nulls:
+                key = pc.drop_null(key)
         out: list[list[Any]] = []
         for d, z in zip(reversed(dicts), reversed(sizes), strict=True):
             q = pc.divide(key, z)  # integer division
@@ -598,6 +654,25 @@ def _sensitive_prefilter() -> str:
 
         _SENSITIVE.append("|".join(rx.pattern.decode() for rx in _SENSITIVE_HINTS))
     return _SENSITIVE[0]
+
+
+def _positions(values: list[bytes], known: Container[bytes]) -> list[int]:
+    """The indexes of the values in ``known`` (C-level maps: no Python-level step per value)."""
+    return list(compress(range(len(values)), map(known.__contains__, values)))
+
+
+def _retain(acc: Accumulator, known: list[bytes]) -> None:
+    """Empty the accumulator's per-request-line caches but for the entries of ``known``."""
+    ep_of, static_of, page_of = acc.ep_of, acc.static_of, acc.page_of
+    eps = {x: ep_of[x] for x in known}
+    statics = {x: static_of[x] for x in known}
+    pages = page_of.intersection(known)
+    ep_of.clear()
+    static_of.clear()
+    page_of.clear()
+    ep_of.update(eps)
+    static_of.update(statics)
+    page_of.update(pages)
 
 
 def _cache_max() -> int:
