@@ -7,11 +7,13 @@ import hashlib
 import io
 import json
 import os
+import random
 import shutil
 import subprocess
 import sys
 import tarfile
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -1606,6 +1608,181 @@ def test_a_live_sqlite_database_is_archived_as_a_consistent_snapshot(cli: Any, m
         c.close()
         assert n == top and n >= least, (name, n, top, least)  # no row lost, none missing in between
     assert os.getxattr(dest / rel / "production.sqlite3", "user.app") == b"db"
+
+
+_STOPPED_WRITER = """
+import sqlite3, sys, time
+c = sqlite3.connect(sys.argv[1], isolation_level=None)
+c.execute("PRAGMA cache_size=10")  # a small cache: the transaction spills into the database file
+c.execute(sys.argv[3])
+c.execute("UPDATE t SET v = zeroblob(300), k = 'torn'")
+open(sys.argv[2], "w").close()
+time.sleep(60)
+"""
+
+
+def _sqlite_db(path: Path, rows: int = 3000, wal: bool = False) -> None:
+    import sqlite3
+
+    c = sqlite3.connect(path, isolation_level=None)
+    if wal:
+        c.execute("PRAGMA journal_mode=WAL")
+    c.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB, k TEXT)")
+    c.execute("CREATE INDEX tk ON t(k)")
+    c.execute("BEGIN")
+    c.executemany("INSERT INTO t VALUES (?, randomblob(300), hex(randomblob(8)))", ((i,) for i in range(1, rows + 1)))
+    c.execute("COMMIT")
+    c.close()
+
+
+def _stopped_writer(db: Path, ready: Path, begin: str = "BEGIN") -> subprocess.Popen[bytes]:
+    """A real writer process stopped mid-transaction (its pages spilled into the file, the -journal beside);
+    it touches ``ready`` (outside the tree) then."""
+    p = subprocess.Popen([sys.executable, "-c", _STOPPED_WRITER, str(db), str(ready), begin])
+    while not ready.exists():
+        assert p.poll() is None, "the writer died"
+    assert Path(f"{db}-journal").exists()
+    return p
+
+
+def _restored_rows(db: Path) -> tuple[list[Any], int, int]:
+    import sqlite3
+
+    c = sqlite3.connect(db, isolation_level=None)  # (read-write: a hot journal restored beside it is rolled back)
+    try:
+        return (c.execute("PRAGMA integrity_check").fetchall(), *c.execute(
+            "SELECT count(*), count(*) FILTER (WHERE k = 'torn') FROM t").fetchone())
+    finally:
+        c.close()
+
+
+def test_a_hot_journal_is_rolled_back_in_the_snapshot_and_uncheckpointed_wal_frames_kept(
+        cli: Any, make_config: Any, tmp_path: Path, age_key: AgeKey) -> None:
+    """A writer killed (-9) mid-transaction leaves the file half written and a hot -journal.  When the backup
+    cannot write the file (a backup user with read access; here: chattr +i), SQLite will not roll it back in
+    place (SQLITE_READONLY_ROLLBACK): the file and journal are copied under SQLite's SHARED lock and rolled
+    back in the copy; the archive holds the last commit, no -journal.  A WAL database open in a writer that
+    never checkpoints (every commit in its -wal only): the snapshot holds them all, without -wal or -shm."""
+    import sqlite3
+
+    root = tmp_path / "app"
+    (root / "db").mkdir(parents=True)
+    hot, wal = root / "db" / "hot.db", root / "db" / "wal.db"
+    _sqlite_db(hot)
+    _sqlite_db(wal, rows=0, wal=True)
+    w = sqlite3.connect(wal, isolation_level=None)
+    w.execute("PRAGMA wal_autocheckpoint=0")
+    w.execute("PRAGMA journal_mode=WAL")
+    for i in range(1, 301):
+        w.execute("INSERT INTO t VALUES (?, randomblob(300), 'k')", (i,))
+    writer = _stopped_writer(hot, tmp_path / "ready")
+    writer.kill()
+    writer.wait()
+    c = sqlite3.connect(f"file:{hot}?immutable=1", uri=True)  # (what the file alone holds: torn)
+    with pytest.raises(sqlite3.DatabaseError, match="malformed"):
+        c.execute("SELECT count(*) FILTER (WHERE k = 'torn') FROM t").fetchone()
+    c.close()
+    if subprocess.run(["chattr", "+i", hot], capture_output=True).returncode:
+        w.close()
+        pytest.skip("chattr +i does not work here")
+    try:
+        # the WAL writer's connection is left open: its commits are in wal.db-wal only
+        cfg = _config(make_config, tmp_path, root, age_key, {}, encrypt="none")
+        r = cli(["--config", cfg, "run", "app-backup", "--json"])
+        assert os.path.getsize(wal) < 300 * 300 < os.path.getsize(f"{wal}-wal")
+        assert Path(f"{hot}-journal").exists()  # the source left as it was
+    finally:
+        subprocess.run(["chattr", "-i", hot], check=True)
+        w.close()
+    assert r.code == 0, r.output
+    run = r.json()[0]
+    assert run["status"] == "ok", run["findings"]
+    snaps = {f["subject"]: f["message"] for f in run["findings"] if f["check"] == "backup.sqlite_snapshot"}
+    assert "hot -journal" in snaps[str(hot)] and "rolled back in the copy" in snaps[str(hot)], snaps
+    [mpath] = (tmp_path / "store").rglob("manifest.json")
+    listed = {f["path"].rsplit("/", 1)[1] for f in
+              json.loads(mpath.read_text())["files"]["archives"]["files.tar.zst"]["files"] if f["type"] == "file"}
+    assert listed == {"hot.db", "wal.db"}, listed
+    r = cli(["--config", cfg, "run", "app-verify", "--json"])
+    assert r.code == 0 and r.json()[0]["status"] == "ok", r.output
+    dest = tmp_path / "restored"
+    r = cli(["--config", cfg, "backups", "restore", run["artifacts"][0]["id"], "--to", dest])
+    assert r.code == 0, r.output
+    got = dest / str(root / "db").lstrip("/")
+    assert sorted(p.name for p in got.iterdir()) == ["hot.db", "wal.db"]
+    assert _restored_rows(got / "hot.db") == ([("ok",)], 3000, 0)
+    assert _restored_rows(got / "wal.db") == ([("ok",)], 300, 0)
+
+
+def test_a_database_locked_past_the_wait_is_archived_with_its_journal_and_a_warning_naming_the_writer(
+        cli: Any, make_config: Any, tmp_path: Path, age_key: AgeKey) -> None:
+    """A live writer holding EXCLUSIVE longer than the backup waits (sqlite_lock_wait): no consistent copy
+    can be made, so the file is archived as read with its -journal (restored together, SQLite rolls the
+    journal back: consistent if the writer did not write while they were read, as here), and the run warns,
+    naming the file and the process holding the lock."""
+    root = tmp_path / "app"
+    root.mkdir()
+    db = root / "app.db"
+    _sqlite_db(db)
+    writer = _stopped_writer(db, tmp_path / "ready", "BEGIN EXCLUSIVE")
+    try:
+        cfg = _config(make_config, tmp_path, root, age_key, {"sqlite_lock_wait": 0.5}, encrypt="none")
+        t0 = time.monotonic()
+        r = cli(["--config", cfg, "run", "app-backup", "--json"])
+        took = time.monotonic() - t0
+    finally:
+        writer.kill()
+        writer.wait()
+    assert r.code == 0, r.output
+    run = r.json()[0]
+    assert run["status"] == "warn", run["findings"]
+    [f] = [f for f in run["findings"] if f["check"] == "backup.sqlite_not_snapshotted"]
+    assert f["subject"] == str(db) and f["severity"] == "warning", f
+    assert "locked" in f["message"] and f"pid {writer.pid} (python" in f["message"], f["message"]
+    assert took < 10, took  # (Python's backup() retried a locked step for as long as the writer held it)
+    assert not [f for f in run["findings"] if f["check"] == "backup.sqlite_snapshot"]
+    dest = tmp_path / "restored"
+    r = cli(["--config", cfg, "backups", "restore", run["artifacts"][0]["id"], "--to", dest])
+    assert r.code == 0, r.output
+    got = dest / str(root).lstrip("/")
+    assert sorted(p.name for p in got.iterdir()) == ["app.db", "app.db-journal"]
+    assert _restored_rows(got / "app.db") == ([("ok",)], 3000, 0)
+
+
+def test_a_file_with_sqlites_header_but_no_well_formed_database_is_archived_byte_for_byte(
+        cli: Any, make_config: Any, tmp_path: Path, age_key: AgeKey) -> None:
+    """Files that start with SQLite's header but are no database SQLite reads whole: random bytes after it
+    (SQLite: 'file is not a database'), a database with bytes after its last page (SQLite's copy left them
+    out), are archived as read, byte for byte, with a warning saying so (not a hint about permissions); a
+    database whose header is damaged is no SQLite file: archived as read, no finding."""
+    root = tmp_path / "app"
+    root.mkdir()
+    _sqlite_db(root / "real.db", rows=20)
+    real = (root / "real.db").read_bytes()
+    files = {"garbage.sqlite": b"SQLite format 3\0" + random.Random(3).randbytes(6000),
+             "trailing.db": real + b"not a page",
+             "damaged.db": b"SQLite format 2" + real[15:]}
+    for name, data in files.items():
+        (root / name).write_bytes(data)
+    (root / "real.db").unlink()
+    cfg = _config(make_config, tmp_path, root, age_key, {}, encrypt="none")
+    r = cli(["--config", cfg, "run", "app-backup", "--json"])
+    assert r.code == 0, r.output
+    run = r.json()[0]
+    assert run["status"] == "warn", run["findings"]
+    warned = {f["subject"]: f["message"] for f in run["findings"] if f["check"] == "backup.sqlite_not_snapshotted"}
+    assert sorted(warned) == [str(root / "garbage.sqlite"), str(root / "trailing.db")], warned
+    assert "page size 64831 in its header" in warned[str(root / "garbage.sqlite")], warned
+    assert "not a whole number of its 4096-byte pages" in warned[str(root / "trailing.db")], warned
+    assert all("no well-formed SQLite database" in m and "byte for byte" in m for m in warned.values()), warned
+    assert not [f for f in run["findings"] if f["check"] == "backup.sqlite_snapshot"]
+    r = cli(["--config", cfg, "run", "app-verify", "--json"])
+    assert r.code == 0 and r.json()[0]["status"] == "ok", r.output
+    dest = tmp_path / "restored"
+    r = cli(["--config", cfg, "backups", "restore", run["artifacts"][0]["id"], "--to", dest])
+    assert r.code == 0, r.output
+    got = dest / str(root).lstrip("/")
+    assert {p.name: p.read_bytes() for p in got.iterdir()} == files
 
 
 def test_config_check_names_a_storage_and_the_history_inside_a_backed_up_tree(cli: Any, make_config: Any,

@@ -11,7 +11,17 @@ instead archived as a point-in-time copy made in the work directory:
   mode (a read-only connection creates no file there);
 * by copying the file, checked unchanged meanwhile, for a database in WAL mode that no process has open (no
   ``-wal``): a read-only SQLite connection would leave a ``-wal`` and ``-shm`` beside it; if the file changed
-  while it was copied, through the backup API as above.
+  while it was copied, through the backup API as above;
+* by copying the file and its hot ``-journal`` (a writer died mid-transaction: the file holds part of it),
+  both under SQLite's own SHARED lock (no process can write the file or roll the journal back meanwhile), and
+  rolling the journal back in the copy, as SQLite does on open: when this process cannot write the file, so
+  SQLite will not roll it back in place (``SQLITE_READONLY_ROLLBACK``: a backup user with read access, a
+  read-only mount).
+
+A database locked by a writer longer than :attr:`Snapshots.lock_wait`, or a file that starts with SQLite's header but
+is no well-formed database (SQLite could not read it, or would copy it short: its size is not a whole number
+of its pages), is archived as read instead, with a warning (:attr:`Snapshots.failed`) naming why (the
+processes holding a lock on it, from ``/proc/locks``).
 
 Its ``-wal``, ``-shm`` and ``-journal`` are then not archived: the copy holds every transaction committed
 before it was made, and a ``-journal`` restored beside it would roll it back to older pages.
@@ -19,10 +29,13 @@ before it was made, and a ``-journal`` restored beside it would roll it back to 
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import os
 import sqlite3
 import stat
 import tempfile
+import time
 import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,8 +44,22 @@ from pathlib import Path
 MAGIC = b"SQLite format 3\0"
 #: what the files of a snapshotted database next to it are called (https://sqlite.org/tempfiles.html)
 SIBLINGS = ("-wal", "-shm", "-journal")
-#: how long the snapshot waits for a writer's lock (rollback-journal mode) before giving up
+#: how long the snapshot waits for a writer's lock (rollback-journal mode) before giving up, by default
 BUSY_TIMEOUT = 30.0
+#: the bytes SQLite's unix VFS locks (https://sqlite.org/lockingv3.html; os_unix.c): a SHARED lock is a read
+#: lock of the SHARED range, taken under a read lock of PENDING; RESERVED a write lock of its byte
+PENDING_BYTE = 0x40000000
+RESERVED_BYTE = PENDING_BYTE + 1
+SHARED_FIRST = PENDING_BYTE + 2
+SHARED_SIZE = 510
+
+
+class NotADatabase(Exception):
+    """A file that starts with SQLite's header but is no well-formed database."""
+
+
+class Locked(Exception):
+    """A database a writer kept locked longer than the snapshot waits."""
 
 
 @dataclass
@@ -41,13 +68,18 @@ class Snapshots:
     (private) directory the copies are made in, and what it did."""
 
     tmpdir: Path
+    #: seconds to wait for a writer's lock before giving up (files.backup's sqlite_lock_wait)
+    lock_wait: float = BUSY_TIMEOUT
     #: the paths of the sibling files (``-wal``…) of the databases snapshotted, left out when the walk reaches
     #: them (it lists a directory's files in name order: ``app.db`` before ``app.db-wal``)
     skip: set[str] = field(default_factory=set)
     #: (database, how it was copied) for each snapshot
     taken: list[tuple[str, str]] = field(default_factory=list)
-    #: (database, why not) for each SQLite file archived as read instead
+    #: (database, why not) for each SQLite file archived as read instead: locked, unreadable for SQLite…
     failed: list[tuple[str, str]] = field(default_factory=list)
+    #: (file, why) for each file that starts with SQLite's header but is no well-formed database (archived
+    #: as read, byte for byte)
+    malformed: list[tuple[str, str]] = field(default_factory=list)
     #: sibling files left out
     skipped: list[str] = field(default_factory=list)
 
@@ -59,16 +91,21 @@ class Snapshots:
         fdesc, tmp = tempfile.mkstemp(prefix="snapshot-", suffix=".sqlite", dir=self.tmpdir)
         try:
             how = self._copy(path, fd, st, dir_fd, name, header, fdesc, tmp)
-        except (sqlite3.Error, OSError) as exc:
+        except NotADatabase as exc:
             os.close(fdesc)
-            _unlink(tmp)
-            self.failed.append((path, str(exc) if isinstance(exc, sqlite3.Error) else exc.strerror or str(exc)))
+            _unlink(tmp, tmp + "-journal")
+            self.malformed.append((path, str(exc)))
+            return None
+        except (sqlite3.Error, OSError, Locked) as exc:
+            os.close(fdesc)
+            _unlink(tmp, tmp + "-journal")
+            self.failed.append((path, exc.strerror or str(exc) if isinstance(exc, OSError) else str(exc)))
             return None
         except BaseException:
             os.close(fdesc)
-            _unlink(tmp)
+            _unlink(tmp, tmp + "-journal")
             raise
-        _unlink(tmp)
+        _unlink(tmp, tmp + "-journal")
         for suffix in SIBLINGS:
             self.skip.add(path + suffix)
         self.taken.append((path, how))
@@ -77,6 +114,7 @@ class Snapshots:
 
     def _copy(self, path: str, fd: int, st: os.stat_result, dir_fd: int | None, name: str, header: bytes,
               out: int, tmp: str) -> str:
+        _check_header(header, fd, st)
         wal_mode = header[18:20] == b"\2\2"
         if wal_mode and not _exists(name + "-wal", path + "-wal", dir_fd):
             # no process has it open: copied as it is, if it stays so (a -wal and -shm that a read-only
@@ -87,13 +125,25 @@ class Snapshots:
                 return "copied: not in use (no -wal)"
             os.ftruncate(out, 0)
             os.lseek(out, 0, os.SEEK_SET)
-        self._backup_api(path, fd, tmp)
+        try:
+            self._backup_api(path, fd, tmp, self.lock_wait)
+        except sqlite3.Error as exc:
+            code = getattr(exc, "sqlite_errorcode", None)
+            if code == sqlite3.SQLITE_READONLY_ROLLBACK:
+                os.ftruncate(out, 0)
+                os.lseek(out, 0, os.SEEK_SET)
+                return _rolled_back_copy(path, fd, dir_fd, name, out, tmp, self.lock_wait)
+            if code is not None and code & 0xff == sqlite3.SQLITE_BUSY:
+                raise Locked(_locked(st, self.lock_wait)) from None
+            if code is not None and code & 0xff == sqlite3.SQLITE_NOTADB:
+                raise NotADatabase(str(exc)) from None
+            raise
         return "SQLite's online backup API"
 
     @staticmethod
-    def _backup_api(path: str, fd: int, tmp: str) -> None:
+    def _backup_api(path: str, fd: int, tmp: str, wait: float) -> None:
         uri = "file:" + urllib.parse.quote(path) + "?mode=ro"
-        src = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT, isolation_level=None)
+        src = sqlite3.connect(uri, uri=True, timeout=wait, isolation_level=None)
         try:
             # the walk opened this file without following links; SQLite opens it by name: the same file, or
             # nothing is read (a symlink put in its place since would lead out of the tree)
@@ -103,13 +153,158 @@ class Snapshots:
             try:
                 dst.execute("PRAGMA journal_mode=OFF")
                 dst.execute("PRAGMA synchronous=OFF")
-                src.backup(dst)  # all pages in one step: one read transaction, a point in time
+                deadline = time.monotonic() + wait
+
+                def waited(status: int, remaining: int, total: int) -> None:
+                    # Python's backup() retries a step that found the database locked, every 0.25 s, forever
+                    # (a writer holding EXCLUSIVE for an hour held the backup as long): not past the deadline
+                    if status in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) and time.monotonic() > deadline:
+                        raise Locked(_locked(os.fstat(fd), wait))
+
+                # all pages in one step: one read transaction, a point in time
+                src.backup(dst, progress=waited, sleep=0.05)
             finally:
                 dst.close()
         finally:
             # (before the caller closes its descriptor of the file: closing any descriptor of a file drops
             # this process's POSIX locks on it, SQLite's included)
             src.close()
+
+
+def _check_header(header: bytes, fd: int, st: os.stat_result) -> None:
+    """Raises :class:`NotADatabase` unless ``header`` (the first 100 bytes of the file ``fd``, of stat ``st``) is
+    one of a database SQLite would copy whole (https://sqlite.org/fileformat.html#the_database_header): a
+    page size of 512 to 65536 (a power of two; 1 for 65536), file format versions 1 or 2, payload fractions
+    64, 32, 32, and a file of whole pages (SQLite's copy of one that is not leaves out its last bytes; unless
+    it is being written)."""
+    size = st.st_size
+    if len(header) < 100:
+        raise NotADatabase(f"{size} bytes: shorter than SQLite's 100-byte header")
+    page = int.from_bytes(header[16:18], "big")
+    page = 65536 if page == 1 else page
+    if page < 512 or page & (page - 1):
+        raise NotADatabase(f"page size {page} in its header: not a power of two from 512 to 65536")
+    if header[18] not in (1, 2) or header[19] not in (1, 2) or header[21:24] != b"\x40\x20\x20":
+        raise NotADatabase("its header's file format fields are not SQLite's")
+    if size % page:
+        time.sleep(0.01)  # (a writer extending it has, by now, written the page it was writing)
+        now = os.fstat(fd)
+        if (now.st_size, now.st_mtime_ns, now.st_ctime_ns) == (size, st.st_mtime_ns, st.st_ctime_ns):
+            raise NotADatabase(f"{size} bytes: not a whole number of its {page}-byte pages")
+
+
+def _rolled_back_copy(path: str, fd: int, dir_fd: int | None, name: str, out: int, tmp: str, wait: float) -> str:
+    """Copies the database ``fd`` to ``out`` (the file ``tmp``) and its hot journal to ``tmp``-journal under
+    SQLite's SHARED lock, then rolls the journal back in the copy; how it was made."""
+    _shared_lock(fd, path, wait)
+    try:
+        # a writer holding RESERVED has a live journal, not a hot one: it has not written the file yet (that
+        # takes EXCLUSIVE, which the SHARED lock held keeps off): the file alone is the last commit
+        if _try_lock(fd, fcntl.LOCK_SH, 1, RESERVED_BYTE):
+            try:
+                jfd = _open_sibling(name + "-journal", path + "-journal", dir_fd)
+            finally:
+                fcntl.lockf(fd, fcntl.LOCK_UN, 1, RESERVED_BYTE)
+        else:
+            jfd = None
+        try:
+            _copy_fd(fd, out)
+            if jfd is not None:
+                j = os.open(tmp + "-journal", os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+                try:
+                    _copy_fd(jfd, j)
+                finally:
+                    os.close(j)
+        finally:
+            if jfd is not None:
+                os.close(jfd)
+    finally:
+        fcntl.lockf(fd, fcntl.LOCK_UN, SHARED_SIZE, SHARED_FIRST)
+    if jfd is None:
+        return "copied under SQLite's SHARED lock: its -journal is no hot one"
+    # SQLite rolls the hot journal back on the first read of the copy, then deletes it
+    con = sqlite3.connect(tmp, isolation_level=None)
+    try:
+        con.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    finally:
+        con.close()
+    if os.path.lexists(tmp + "-journal"):
+        raise OSError(0, "SQLite did not roll back the copy of its hot journal")
+    return ("copied with its hot -journal (a writer stopped mid-transaction) under SQLite's SHARED lock, "
+            "the journal rolled back in the copy")
+
+
+def _try_lock(fd: int, kind: int, length: int, start: int) -> bool:
+    try:
+        fcntl.lockf(fd, kind | fcntl.LOCK_NB, length, start)
+    except OSError as exc:
+        if exc.errno in (errno.EAGAIN, errno.EACCES):
+            return False
+        raise
+    return True
+
+
+def _shared_lock(fd: int, path: str, wait: float) -> None:
+    """Takes SQLite's SHARED lock on the database ``fd`` as its unix VFS does, waiting up to ``wait`` seconds
+    for a writer's; raises :class:`Locked` past it.  (POSIX locks: any descriptor of the
+    file this process closes drops them, so no other may be open meanwhile.)"""
+    deadline = time.monotonic() + wait
+    while True:
+        if _try_lock(fd, fcntl.LOCK_SH, 1, PENDING_BYTE):
+            try:
+                if _try_lock(fd, fcntl.LOCK_SH, SHARED_SIZE, SHARED_FIRST):
+                    return
+            finally:
+                fcntl.lockf(fd, fcntl.LOCK_UN, 1, PENDING_BYTE)
+        if time.monotonic() > deadline:
+            raise Locked(_locked(os.fstat(fd), wait))
+        time.sleep(0.05)
+
+
+def _locked(st: os.stat_result, wait: float) -> str:
+    holders = lock_holders(st)
+    return (f"database is locked: a writer held its lock over the {wait:g} s the backup waits (sqlite_lock_wait)"
+            + (f" (locked by {', '.join(holders)})" if holders else ""))
+
+
+def lock_holders(st: os.stat_result) -> list[str]:
+    """'pid N (command)' for each other process holding a lock on the file of stat ``st``, from /proc/locks
+    (empty where it cannot be read)."""
+    want = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    pids: list[int] = []
+    try:
+        with open("/proc/locks", encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                f = line.split()
+                if "->" in f or len(f) < 6 or f[5] != want or not f[4].lstrip("-").isdigit():
+                    continue
+                pid = int(f[4])
+                if pid > 0 and pid != os.getpid() and pid not in pids:
+                    pids.append(pid)
+    except OSError:
+        return []
+    out = []
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/comm", encoding="utf-8", errors="replace") as fh:
+                comm = fh.read().strip()
+        except OSError:
+            comm = ""
+        out.append(f"pid {pid}" + (f" ({comm})" if comm else ""))
+    return out
+
+
+def _open_sibling(name: str, path: str, dir_fd: int | None) -> int | None:
+    """A descriptor of the regular file ``name`` in ``dir_fd`` (``path`` without it), None if there is none."""
+    try:
+        fd = os.open(name if dir_fd is not None else path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                     dir_fd=dir_fd)
+    except FileNotFoundError:
+        return None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(0, f"{path} is no regular file")
+    return fd
 
 
 def _open_elsewhere(fd: int) -> bool:
@@ -146,8 +341,9 @@ def _copy_fd(src: int, dst: int) -> None:
         offset += len(b)
 
 
-def _unlink(p: str) -> None:
-    try:
-        os.unlink(p)
-    except FileNotFoundError:
-        pass
+def _unlink(*paths: str) -> None:
+    for p in paths:
+        try:
+            os.unlink(p)
+        except FileNotFoundError:
+            pass

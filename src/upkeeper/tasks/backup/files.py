@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import shlex
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -65,6 +66,11 @@ class FilesBackupOptions(TaskOptions):
         "consistent copy made in backup.work_dir with SQLite's online backup API, without its -wal, -shm and "
         "-journal; false archives it as read, torn if it is written meanwhile. Source: upkeeper default "
         "(sqlite.org: copying a database file in use can give a corrupt copy; its backup API does not)")
+    sqlite_lock_wait: float = Field(
+        30.0, gt=0, le=3600, description="seconds the SQLite snapshot waits for a writer's lock (a transaction "
+        "in rollback-journal mode that holds the database locked); past it the database is archived as read, "
+        "with its -journal and a warning naming the process holding the lock. Source: upkeeper default "
+        "(SQLite's own busy timeout is the application's choice; 30 s lets most transactions end)")
     storages: list[str] | None = Field(None, description="storages to write to (default: backup.storages). "
             "Source: upkeeper (not set by default)")
     retention: RetentionPolicy | None = Field(None, description="retention (default: backup.retention). "
@@ -187,7 +193,7 @@ class FilesBackup(Task[FilesBackupOptions]):
             own_tmp = ""
             if options.sqlite_snapshot:
                 tmp = work.enter_context(work_dir(env.settings, "upkeeper-sqlite-"))
-                sqlite = Snapshots(tmp)
+                sqlite = Snapshots(tmp, options.sqlite_lock_wait)
                 own_tmp = os.path.realpath(tmp)  # (a work_dir inside the tree: its copies are not archived)
         except BaseException:
             work.close()
@@ -412,7 +418,14 @@ def _sqlite_findings(findings: list[Finding], sqlite: Snapshots | None) -> None:
             "-journal, torn if it was written meanwhile",
             "run the job as a user that can open it with SQLite (for a database in WAL mode: write its -shm), "
             "or stop its writers during the backup; see docs/backups.md"))
-    sqlite.taken, sqlite.failed, sqlite.skipped = [], [], []
+    for path, why in sqlite.malformed:
+        findings.append(Finding(
+            "backup.sqlite_not_snapshotted", Severity.WARNING, path,
+            f"starts with SQLite's header but is no well-formed SQLite database ({why}): archived as read, byte "
+            "for byte",
+            f"if it is a database, check it (sqlite3 {shlex.quote(path)} 'PRAGMA integrity_check') and restore it from an "
+            "earlier backup if it is damaged; see docs/backups.md"))
+    sqlite.taken, sqlite.failed, sqlite.skipped, sqlite.malformed = [], [], [], []
 
 
 def _without_secret_links(main: Iterator[Entry], secrets: list[Entry]) -> Iterator[Entry]:
