@@ -10,8 +10,10 @@ column (csvlog's ``sql_state_code``, jsonlog's ``state_code``), never from the m
 csvlog columns (PostgreSQL's "Using CSV-Format Log Output"): 23 up to PostgreSQL 12, 24 from 13
 (``backend_type``), 26 from 14 (``leader_pid``, ``query_id``); the columns read here are the first 21,
 the same in all of them.  A record may span lines (quoted fields keep their newlines); a record cut by
-a buffer boundary waits for the next buffer.  jsonlog (PostgreSQL 15+) writes one object per line and
-leaves out empty keys.
+a buffer boundary waits for the next buffer.  The records written as PostgreSQL writes them are read by
+one regex per buffer (:func:`csv_rows`); the csv module reads on from the first record it does not match
+(:meth:`PgStructAccumulator._csv_records`, the reference: both give the same rows).  jsonlog (PostgreSQL
+15+) writes one object per line and leaves out empty keys.
 
 A record that is not one — another column count, no timestamp or severity, a line that is not JSON —
 is counted as unparsed, with a sample, and never stops the scan.
@@ -32,7 +34,8 @@ from upkeeper.logs.pglog import PgAccumulator, PgPartial, PgScanOptions, _earlie
 from upkeeper.logs.pglog import merge as merge  # parallel.scan calls kind.merge
 
 Format = Literal["csvlog", "jsonlog"]
-# for parallel.scan: below this a helper process does not pay (the records cost more than stderr lines)
+# for parallel.scan: below this a helper process does not pay (measured when the csv module read every record,
+# which cost more per statement than a stderr line)
 MIN_PARALLEL = 8 << 20
 #: csvlog columns per PostgreSQL version: 23 (<= 12), 24 (13: backend_type), 26 (14+: leader_pid, query_id)
 CSV_COLUMNS = (23, 24, 26)
