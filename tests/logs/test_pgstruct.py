@@ -363,7 +363,7 @@ def _reference_rows(buf: bytes) -> tuple[Any, ...]:
     return rows, bad, multiline, len(recs)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(_csv_record(), max_size=12), st.one_of(st.none(), _garbage), st.integers(0, 12), st.integers(0, 400))
 def test_fuzz_fast_csvlog_reader_same_as_the_csv_module(parts: list[bytes], garbage: bytes | None, where: int,
                                                         cut: int) -> None:
