@@ -303,3 +303,115 @@ def test_fuzz_a_password_in_a_record_never_reaches_the_report(pw: str, form: str
         line = line[:line.index("Zq#") + 4]
     rep = redact_obj(report(fmt, [line.encode()]))
     assert "Zq#" not in json.dumps(rep), rep
+
+
+# ---------------------------------------------------------------------------------------------
+# the csvlog fast path (one regex per buffer) gives what the csv module gives, whatever the input
+# ---------------------------------------------------------------------------------------------
+
+_raw = st.lists(st.sampled_from([b"a", b" ", b",", b'"', b'""', b"\n", b"\r", b"\r\n", b"\t", b":", b"5",
+                                 b"\xe9", b"\xc3\xa9", b"\xff", b"duration: ", b"1.5 ms  ", b"statement: ",
+                                 b"execute S_1: ", b"execute a\"b: ", b"SELECT 1"]), max_size=12).map(b"".join)
+
+
+def _quoted(v: bytes) -> bytes:
+    return b'"' + v.replace(b'"', b'""') + b'"'
+
+
+_msg = st.one_of(
+    _raw.map(_quoted), st.just(b""),
+    st.builds(lambda ms, kind, name, q: _quoted(b"duration: " + ms + b" ms  " + kind + name + b": " + q),
+              st.sampled_from([b"0.5", b"12", b"1.", b"x"]),
+              st.sampled_from([b"statement", b"execute", b"parse", b"bind", b"plan"]),
+              st.sampled_from([b"", b" <unnamed>", b" S_1", b' a"b', b" a\nb"]), _raw))
+_text_col = st.one_of(st.just(b""), st.just(b'""'), _raw.map(_quoted), _raw.map(_quoted))
+_off_text = st.sampled_from([b'"a\x00b"', b"unquoted", b'"a"b', b'"a', b"a\x00"])
+_num_col = st.sampled_from([b"", b"0", b"15", b"x", b'"7"'])
+
+
+@st.composite
+def _csv_record(draw: st.DrawFn) -> bytes:
+    """A csvlog record as PostgreSQL writes it (random texts), or now and then one a little off: another column
+    count, a quoted field where PostgreSQL writes none, no severity, a bad time stamp, CR LF, no newline."""
+    def pick(good: list[Any], off: list[Any], rate: int = 30) -> Any:
+        return draw(st.sampled_from(good + off if draw(st.integers(0, rate)) == 0 else good))
+
+    def text(often_empty: bool = False) -> bytes:
+        if often_empty and draw(st.integers(0, 3)):
+            return b""
+        return draw(_off_text if draw(st.integers(0, 80)) == 0 else _text_col)
+
+    cols = [pick([b"2024-03-01 10:00:00.123 UTC", b"2024-03-01 10:00:01.5"],
+                 [b"2024-03-01 10:00", b"", b'"2024-03-01 10:00:00.123 UTC"', "２０２４-03-01 10:00:00".encode()]),
+            text(), text(), pick([b"100", b"101"], [b"", b'"100"', b"1 0", b"1\r0"]),
+            b'"127.0.0.1:5000"', b"65e1a2b3.64", b"7", text(), b"2024-03-01 09:00:00 UTC", b"3/7", b"0",
+            pick([b"LOG", b"LOG", b"ERROR", b"DETAIL"], [b"", b'"LOG"']),
+            pick([b"00000", b"42P01", b""], [b'"XX000"']), draw(_msg),
+            *(text(True) for _ in range(3)), pick([b"", b"", b"", b"15"], [b'"7"']), text(True),
+            text(True), pick([b"", b"", b"", b"3"], [b"x", b'"7"']), b"", text(), b'"client backend"', b"",
+            b"0"]
+    n: int = pick(list(pgstruct.CSV_COLUMNS), [21, 22, 25, 27], 8)
+    end: bytes = pick([b"\n"], [b"\r\n", b""])
+    return b",".join(cols[:n] + [b""] * (n - len(cols))) + end
+
+
+def _reference_rows(buf: bytes) -> tuple[Any, ...]:
+    rows: list[tuple[bytes, ...]] = []
+    bad: list[tuple[int, str]] = []
+    recs = pgstruct.PgStructAccumulator._csv_records(buf)
+    multiline = pgstruct._record_rows(recs, 0, rows, bad)
+    return rows, bad, multiline, len(recs)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(_csv_record(), max_size=12), st.one_of(st.none(), _garbage), st.integers(0, 12), st.integers(0, 400))
+def test_fuzz_fast_csvlog_reader_same_as_the_csv_module(parts: list[bytes], garbage: bytes | None, where: int,
+                                                        cut: int) -> None:
+    """Records as PostgreSQL writes them, now and then a little off, maybe garbage among them: the rows, bad
+    records and counts of the fast reader (regex) are those of the reference one (csv module)."""
+    if garbage is not None:
+        parts.insert(where, garbage)
+    buf = b"".join(parts)
+    assert pgstruct.csv_rows(buf) == _reference_rows(buf)
+    assert pgstruct.csv_rows(buf[:cut]) == _reference_rows(buf[:cut])  # (a record cut anywhere)
+
+
+def test_fast_csvlog_reader_reads_the_records_postgresql_writes() -> None:
+    """The regex reads every record of a log as PostgreSQL writes it (else the fast path would silently
+    never be taken), and stops at a damaged one, the csv module reading on from there."""
+    recs = [*sample_log(), *sample_log()]
+    for cols in pgstruct.CSV_COLUMNS:
+        buf = "".join(csv_line(r, cols) for r in recs).encode()
+        parts = pgstruct._FAST.split(buf)
+        assert len(parts) == len(recs) * pgstruct._K + 1 and not any(parts[::pgstruct._K])
+        assert pgstruct.csv_rows(buf) == _reference_rows(buf)
+        broken = buf.replace(b'"SELECT 1/0"', b'"SELECT 1/0"x', 1)
+        assert pgstruct.csv_rows(broken) == _reference_rows(broken)
+    one = csv_line(recs[0], 26).encode()
+    for cols in range(20, 28):  # another column count: a bad record, as the csv module reads it
+        rec = b",".join((one[:-1].split(b",") + [b""])[:cols]) + b"\n"
+        buf = one + rec + one
+        assert pgstruct.csv_rows(buf) == _reference_rows(buf)
+        assert len(pgstruct.csv_rows(buf)[1]) == (cols not in pgstruct.CSV_COLUMNS)
+    # a CR in an unquoted field or before the newline, NUL, a stray quote, bytes of another encoding, a doubled
+    # quote in a prepared statement's name, an empty message, a "duration" that is no LOG entry, a cut record: as
+    # the csv module reads them
+    for a, b in ((b",LOG,", b",ERROR,"), (b",100,", b",1\r0,"), (b"\n", b"\r\n"), (b"SELECT *", b"SELECT\x00*"), (b'"SELECT"', b'"SEL"ECT"'),
+                 (b"SELECT *", b"SELECT '\xe9\xff'"), (b"statement: ", b'execute a""b: '),
+                 (b'"duration: 1.500 ms  statement: SELECT * FROM t WHERE id = 1"', b""), (one, one[:50])):
+        buf = one + one.replace(a, b, 1) + one
+        assert pgstruct.csv_rows(buf) == _reference_rows(buf), b
+
+
+def test_bytes_of_another_encoding_in_any_column_do_not_crash() -> None:
+    """A damaged record can put any byte in the severity, pid, SQLSTATE or position column (and a jsonlog any
+    escaped code point): the record is read or counted unparsed, the scan goes on (it raised UnicodeEncodeError)."""
+    good = csv_line(sample_log()[0]).encode()
+    odd = (b'2024-03-01 10:00:00.123 UTC,,,1\xe9,,,,,,,,L\xe9,0\xe90,"x",,,,7\xe9,,,,\n'
+           b'2024-03-01 10:00:00.123 UTC,,,100,,,,,,,,ERROR,XX000,"y",,,,,,,\xff,\n')
+    rep = report("csvlog", [good + odd + good])
+    assert rep["statements"]["count"] == 2 and rep["lines"] == 4
+    jl = json_line(sample_log()[0])
+    rep = report("jsonlog", [(jl + '{"timestamp": "2024-03-01 10:00:00.123 UTC", "pid": 1, '
+                              '"error_severity": "\\udce9", "message": "x"}\n' + jl).encode()])
+    assert rep["statements"]["count"] == 2 and rep["lines"] == 3
