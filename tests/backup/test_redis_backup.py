@@ -470,6 +470,54 @@ def test_network_download_from_a_server_that_freezes_fails_instead_of_hanging(
         srv.stop()
 
 
+@pytest.mark.parametrize("diskless", ["yes", "no"])
+def test_network_rdb_is_stored_as_it_arrives_and_byte_for_byte(
+        cli: Any, make_config: Any, tmp_path: Path, redis_clean: RedisServer, age_key: AgeKey,
+        monkeypatch: pytest.MonkeyPatch, diskless: str) -> None:
+    """The download is compressed and encrypted while it still arrives, yet what is stored is the RDB exactly:
+    a diskless sync's 40-byte EOF mark, which redis-cli writes into its file and cuts off only at the end, is
+    never stored (the RDB ends with its EOF opcode and checksum)."""
+    from upkeeper.tasks.backup import redis as rb
+
+    c = redis_clean.client()
+    with c.pipeline(transaction=False) as pipe:
+        for i in range(400):
+            pipe.set(f"k:{i}", os.urandom(150).hex())  # 120 kB of RDB that LZF does not shrink
+        pipe.execute()
+    fed_while_downloading: list[int] = []
+    pump = rb._Follower.pump
+
+    def spy(self: Any, upto: int, budget: int | None = None) -> int:
+        n = pump(self, upto, budget)
+        if budget is not None and n:
+            fed_while_downloading.append(n)
+        return n
+
+    monkeypatch.setattr(rb._Follower, "pump", spy)
+    old = c.config_get("repl-diskless-sync")["repl-diskless-sync"]
+    c.config_set("repl-diskless-sync", diskless)
+    c.config_set("rdb-key-save-delay", "3000")  # 400 keys x 3 ms: the snapshot streams for ~1.2 s
+    try:
+        cfg = _config(make_config, tmp_path, redis_clean, age_key, "network")
+        result = _run_direct(cfg, "network")
+    finally:
+        c.config_set("rdb-key-save-delay", "0")
+        c.config_set("repl-diskless-sync", old)
+    assert result.final_status == "ok", (result.summary, result.findings)
+    if diskless == "yes":  # streamed as it is made (a disk-based sync sends the finished file at once)
+        assert fed_while_downloading, "nothing was stored before the download ended"
+    [mpath] = list((tmp_path / "store").rglob("manifest.json"))
+    details = json.loads(mpath.read_text())["redis"]
+    out = tmp_path / "restored.rdb"
+    assert cli(["--config", cfg, "backups", "sync"]).code == 0  # run here, not through the CLI: no catalog yet
+    r = cli(["--config", cfg, "backups", "restore", mpath.parent.name, "--to", out])
+    assert r.code == 0, r.output
+    data = out.read_bytes()
+    assert len(data) == details["rdb_size"] and data[-9] == 0xFF, data[-48:]
+    check = subprocess.run(["redis-check-rdb", str(out)], capture_output=True, text=True)
+    assert "RDB looks OK" in check.stdout and "400 keys read" in check.stdout, check.stdout
+
+
 def test_documented_load_of_a_restored_rdb_into_an_appendonly_server(
         cli: Any, make_config: Any, tmp_path: Path, redis_clean: RedisServer, age_key: AgeKey) -> None:
     """What `backups restore` and docs/restore-without-upkeeper.md say about appendonly, done literally: a

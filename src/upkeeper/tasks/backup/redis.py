@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Literal
 
 from pydantic import Field
 
-from upkeeper.backup.pipeline import upload_stream
+from upkeeper.backup.pipeline import CHUNK, ObjectUpload, upload_stream
 from upkeeper.backup.rdb import RdbCheck, check_rdb, require_checker
 from upkeeper.backup.sets import SetWriter
 from upkeeper.backup.source import (
@@ -217,6 +217,52 @@ def _download_failed(code: int, output: str, target: RedisTarget, made_by: str |
     return BackupError(f"downloading the RDB (redis-cli --rdb) {proc.describe_exit(code)}: {text}", hint)
 
 
+#: bytes of the RDB file fed to the upload between two looks at the download (stall, exit)
+FOLLOW_BUDGET = 32 << 20
+#: the EOF mark that ends an RDB sent by a diskless sync (repl-diskless-sync yes): redis-cli writes it into its
+#: file, then truncates the file to the payload when the mark is whole
+RDB_EOF_MARK_SIZE = 40
+
+
+class _Follower:
+    """Feeds a file that redis-cli is still writing into an upload, as it grows: the RDB is compressed and
+    encrypted while the rest is still arriving, not read again once the download has ended."""
+
+    def __init__(self, path: Path, upload: ObjectUpload) -> None:
+        self.path = path
+        self.upload = upload
+        self.fh: BinaryIO | None = None
+        self.pos = 0
+
+    def known_size(self) -> int:
+        if self.fh is None:
+            try:
+                self.fh = open(self.path, "rb", buffering=0)  # noqa: SIM115 - closed by close()
+            except FileNotFoundError:
+                return 0
+        return os.fstat(self.fh.fileno()).st_size
+
+    def pump(self, upto: int, budget: int | None = None) -> int:
+        """Feed the file up to byte ``upto`` (at most ``budget`` bytes of it); the number of bytes fed."""
+        if self.known_size() == 0 or self.fh is None:
+            return 0
+        fed = 0
+        while self.pos < upto and (budget is None or fed < budget):
+            chunk = os.pread(self.fh.fileno(), min(CHUNK, upto - self.pos), self.pos)
+            if not chunk:
+                if budget is None:  # the end, and the file is shorter than it was
+                    raise BackupError(f"the downloaded RDB shrank to {self.pos} bytes while being stored")
+                break
+            self.upload.write(chunk)
+            self.pos += len(chunk)
+            fed += len(chunk)
+        return fed
+
+    def close(self) -> None:
+        if self.fh is not None:
+            self.fh.close()
+
+
 @task
 class RedisBackup(Task[RedisBackupOptions]):
     """Take an RDB snapshot, check it with redis-check-rdb and store it through zstd and age, with a manifest
@@ -316,23 +362,38 @@ class RedisBackup(Task[RedisBackupOptions]):
                         with (tls_relay(target) if target.tls_key_password_file
                               else contextlib.nullcontext()) as relay:
                             argv, cenv = _cli_argv(target, relay.path if relay else None)
+                            upload = writer.upload(object_name("dump.rdb", env), role="rdb")
+                            follow = _Follower(dest, upload)
+                            stack.callback(follow.close)
                             try:
                                 self._download([*argv, "--rdb", str(dest)], cenv, dest, target,
-                                               options.stall_timeout, made_by)
+                                               options.stall_timeout, made_by, follow)
                             except BackupError as exc:
+                                upload.abort()
                                 err = relay.explain(exc) if relay else exc
                                 if fallback is not None:  # auto tried BGSAVE + copy first: say why not
                                     err = BackupError(f"{err.message} (method auto downloads because {fallback})",
                                                       err.hint)
                                 raise err from None
-                        fh = stack.enter_context(open(dest, "rb"))
-                        check_path = str(dest)
-                    size = os.fstat(fh.fileno()).st_size
-                    if size == 0:
-                        raise BackupError("the RDB snapshot is empty")
-                    if checked is None:
-                        checked = check_rdb(check_path, "the snapshot", made_by)
-                    rec = upload_stream(writer.upload(object_name("dump.rdb", env), role="rdb"), fh)
+                            except BaseException:
+                                upload.abort()
+                                raise
+                        size = follow.pos
+                        try:
+                            if size == 0:
+                                raise BackupError("the RDB snapshot is empty")
+                            # stored only once redis-check-rdb has read it whole
+                            checked = check_rdb(str(dest), "the snapshot", made_by)
+                        except BaseException:
+                            upload.abort()
+                            raise
+                        rec = upload.finish()
+                    else:
+                        size = os.fstat(fh.fileno()).st_size
+                        if size == 0:
+                            raise BackupError("the RDB snapshot is empty")
+                        assert checked is not None
+                        rec = upload_stream(writer.upload(object_name("dump.rdb", env), role="rdb"), fh)
                 writer.add(rec)
                 details = {"redis_version": info.get("redis_version"), "method": method, "keys": keys,
                            "used_memory": info.get("used_memory"),
@@ -367,16 +428,23 @@ class RedisBackup(Task[RedisBackupOptions]):
 
     @staticmethod
     def _download(argv: list[str], env: dict[str, str], dest: Path, target: RedisTarget, stall: float,
-                  made_by: str | None = None) -> None:
+                  made_by: str | None = None, follow: _Follower | None = None) -> None:
         """``redis-cli --rdb DEST``, watched: it has no read timeout, so a server that freezes or a network
         that drops everything mid-transfer would block it for ever.  The download is alive while DEST grows,
         or while the server answers INFO with a save running (it prepares the snapshot, or waits for a save
-        or an AOF rewrite to end); ``stall`` seconds of neither kill it."""
+        or an AOF rewrite to end); ``stall`` seconds of neither kill it.  ``follow`` is fed DEST as it grows
+        (compressed and encrypted while the rest is still arriving), then up to its final size."""
         probe = client_for(target)
         with contextlib.closing(probe), proc.spawn(argv, stdout=subprocess.DEVNULL, extra_env=env) as p:
-            size, alive = -1, time.monotonic()
+            size, alive, looked = -1, time.monotonic(), 0.0
             while p.popen.poll() is None:
-                time.sleep(0.5)
+                # a diskless sync ends with an EOF mark that redis-cli cuts off once it is whole: never fed
+                fed = follow.pump(follow.known_size() - RDB_EOF_MARK_SIZE, FOLLOW_BUDGET) if follow else 0
+                if fed == 0:
+                    time.sleep(0.1 if follow else 0.5)
+                if time.monotonic() - looked < 0.5:
+                    continue
+                looked = time.monotonic()
                 now_size = dest.stat().st_size if dest.exists() else 0
                 if now_size != size or _saving(probe):
                     size, alive = now_size, time.monotonic()
@@ -393,6 +461,8 @@ class RedisBackup(Task[RedisBackupOptions]):
                     failed_save = probe.info("persistence").get("rdb_last_bgsave_status") == "err"
         if res.returncode != 0 or not dest.exists():
             raise _download_failed(res.returncode, res.stderr, target, made_by, failed_save)
+        if follow is not None:
+            follow.pump(dest.stat().st_size)
 
     @staticmethod
     def _local_rdb(client: Any, target: RedisTarget) -> Path | None:
