@@ -144,16 +144,17 @@ class PostgresBackup(Task[PostgresBackupOptions]):
     def _run(self, ctx: TaskContext, options: PostgresBackupOptions, target: PostgresTarget, target_name: str,
              env: BackupEnv, t0: float) -> Result:
         pg_dump = pg.tool(target, "pg_dump")
-        # 'pg_dump --version' runs while the server is connected to and asked for its own
+        # 'pg_dump --version' (a process started from this large one: 10-30 ms) runs while the server is
+        # connected to and asked what the backup needs to know of it
         with ThreadPoolExecutor(1, thread_name_prefix="pg_dump-version") as pool:
             dump_version = pool.submit(pg.tool_version, pg_dump)
             with pg.connect(target, options=pg.NO_TIMEOUT_OPTIONS) as conn:
                 server_ver, server_num = pg.server_version(conn)
-                dump_ver, dump_num = dump_version.result()
-                pg.check_dump_version(pg_dump, dump_ver, dump_num, server_ver, server_num)
                 flags = pg.database_flags(conn)
                 source = pg.source_state(conn)
                 limits = pg.connection_limits(conn)
+            dump_ver, dump_num = dump_version.result()
+        pg.check_dump_version(pg_dump, dump_ver, dump_num, server_ver, server_num)
         existing = [name for name, (template, allow) in flags.items() if allow and not template]
         if options.databases:
             # a template database named here is backed up (pg_dump records its IS_TEMPLATE); one that allows
