@@ -173,7 +173,7 @@ class Catalog:
     def warm(self) -> None:
         """Look one row up, so that what SQLAlchemy does at its first query in a process (configuring the
         mappers, compiling the statements: ~15 ms, and more on a busy host) is done before :meth:`record`
-        (see :func:`upkeeper.backup.sets.open_env`).  Any error is left for the real queries to meet."""
+        (see :meth:`upkeeper.backup.sets.BackupEnv.warm_catalog`).  Any error is left for the real queries to meet."""
         with contextlib.suppress(Exception):
             self.get("")
 
