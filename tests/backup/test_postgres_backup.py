@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -284,6 +285,45 @@ def test_pg_dump_that_writes_nothing_fails_the_backup(
     assert run["status"] == "fail" and "no output" in run["summary"], run
     assert _sets(tmp_path / "store1") == [] and cli(["--config", cfg, "backups", "list", "--json"]).json() == []
     assert list((tmp_path / "store1").iterdir()) == []  # nor the empty directories of the set it began
+
+
+@pytest.mark.parametrize("case", ["split", "not-an-archive", "short"])
+def test_the_archive_is_checked_and_stored_whole_however_pg_dump_writes_it(
+        cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], backup_config: Any, age_key: AgeKey,
+        tmp_path: Path, case: str) -> None:
+    """The dump is read as it comes (one buffer, read into again): its first bytes alone, then the rest, make the
+    archive they make together, stored whole, and the pipe pg_dump writes into holds 1 MiB (where the system lets
+    it), so that pg_dump goes on while the task compresses; output that is not an archive (found out from
+    bytes split between reads), or shorter than an archive's magic, fails the backup with nothing stored."""
+    db, _ = app_db
+    probe = tmp_path / "pipe-size"
+    ask = f"import fcntl; open({str(probe)!r}, 'w').write(str(fcntl.fcntl(1, 1032)))"  # 1032: F_GETPIPE_SZ
+    body = {"split": f'"{pg.bin}/pg_dump" "$@" | {{ dd bs=1 count=3 2>/dev/null; sleep 0.3; '
+                     f'"{sys.executable}" -c "{ask}"; cat; }}',
+            "not-an-archive": "printf PG; sleep 0.3; printf 'DXnot an archive'",
+            "short": "printf PGD"}[case]
+    cfg = backup_config(db, target_extra={"bin_dir": str(wrapped_pg_dump(tmp_path, pg, body))})
+    r = cli(["--config", cfg, "run", "db-backup", "--json"])
+    run = r.json()[0]
+    if case != "split":
+        assert r.code == 1 and run["status"] == "fail", run
+        assert "is not a custom-format archive" in run["summary"], run
+        assert _sets(tmp_path / "store1") == [] and cli(["--config", cfg, "backups", "list", "--json"]).json() == []
+        return
+    assert r.code == 0 and run["status"] == "ok", run
+    if int(Path("/proc/sys/fs/pipe-max-size").read_text()) >= 1 << 20:
+        assert int(probe.read_text()) == 1 << 20
+    [set_dir] = _sets(tmp_path / "store1")
+    [obj] = [o for o in json.loads((set_dir / "manifest.json").read_text())["objects"] if o["role"] == "database"]
+    dec = subprocess.run(["age", "-d", "-i", str(age_key.identity), str(set_dir / obj["name"])], check=True,
+                         capture_output=True)
+    raw = subprocess.run(["zstd", "-d", "-c"], input=dec.stdout, check=True, capture_output=True).stdout
+    assert raw.startswith(b"PGDMP") and len(raw) == obj["raw_size"]
+    dump = tmp_path / "plain.dump"
+    dump.write_bytes(raw)
+    listing = subprocess.run([str(pg.bin / "pg_restore"), "--list", str(dump)], check=True, capture_output=True,
+                             text=True).stdout
+    assert "TABLE DATA public users" in listing
 
 
 def test_every_recipient_can_decrypt(cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]],

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from upkeeper.backup.crypto import AgeProcess, Encryption
 from upkeeper.backup.manifest import Manifest, id_time, new_backup_id, safe_component
 from upkeeper.backup.pg import check_stage, stderr_errors
 from upkeeper.backup.pipeline import ObjectRecord
 from upkeeper.core.proc import ProcResult
 from upkeeper.errors import BackupError
+
+from .conftest import AgeKey
 
 
 def test_error_on_stderr_fails_a_stage_even_with_exit_zero() -> None:
@@ -130,3 +135,15 @@ def test_database_entries_are_renamed_where_they_name_the_database_never_in_a_li
     assert others == ['My "App"' if db.startswith('"') else db]
     stripped = database_level(_CREATE_SCRIPT.format(db=db), "n", no_owner=True)
     assert not any(s.words(2) == ("ALTER", "ROLE") for s in stripped.statements)
+
+
+def test_the_pipes_to_and_from_age_hold_a_mebibyte(age_key: AgeKey) -> None:
+    """age's stdin and stdout carry the whole stream: at Linux's default 64 KiB, the task waits on them every
+    64 KiB (and age on the task); they are widened to 1 MiB where the system allows it (pipe-max-size)."""
+    if int(Path("/proc/sys/fs/pipe-max-size").read_text()) < 1 << 20:
+        pytest.skip("this system's pipe-max-size is below 1 MiB")
+    age = AgeProcess(Encryption("x25519", (age_key.recipient,)).argv())
+    try:
+        assert [fcntl.fcntl(f.fileno(), 1032) for f in (age.stdin, age.stdout)] == [1 << 20] * 2  # F_GETPIPE_SZ
+    finally:
+        age.close()

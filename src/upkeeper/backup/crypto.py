@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from upkeeper.config.backup import AGE_RECIPIENT, BackupSettings, EncryptionSettings
-from upkeeper.core.proc import _StderrCollector, describe_exit, die_with_parent
+from upkeeper.core.proc import _StderrCollector, describe_exit, die_with_parent, widen_pipe
 from upkeeper.errors import BackupError, ProcessError, SetupError
 
 
@@ -202,6 +202,8 @@ class AgeProcess:
             self._typist = threading.Thread(target=self._type, args=(master, passphrase, 2 if confirm else 1),
                                             daemon=True, name="age-passphrase")
             self._typist.start()
+        for f in (self.popen.stdin, self.popen.stdout):  # the data's pipes: see widen_pipe
+            widen_pipe(f)
         assert self.popen.stderr is not None
         self.collector = _StderrCollector(self.popen.stderr)
         self.collector.start()

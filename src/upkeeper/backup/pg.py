@@ -862,7 +862,7 @@ class DumpedSequences:
             elif (found := parse_setval(line)) is not None:
                 self.states[found[0]] = found[1:]
 
-    def feed(self, chunk: bytes) -> None:
+    def feed(self, chunk: bytes | memoryview) -> None:
         """The next bytes of the custom-format stream (ignored once pg_restore has read what it needs)."""
         if not self._feeding:
             return

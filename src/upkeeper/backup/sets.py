@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -87,12 +88,25 @@ class BackupEnv:
     node: str | None = None
     run_id: int | None = None
     leftovers_cleaned: bool = False
+    warming: threading.Thread | None = None  # Catalog.warm, see warm_catalog
 
     @property
     def storage_names(self) -> list[str]:
         return [s.name for s in self.storages]
 
+    def warm_catalog(self) -> None:
+        """Start :meth:`Catalog.warm` in a thread of its own, once: the catalog's first query in a process pays
+        for SQLAlchemy's set-up, which the set's commit would otherwise wait for after its data was stored.
+        Called as the first object's upload starts: the thread runs beside the stream, whose threads mostly
+        wait for data or work outside the GIL (started earlier, it slowed the task's own queries before the dump
+        starts as much as it saved at the commit)."""
+        if self.catalog is not None and self.warming is None:
+            self.warming = threading.Thread(target=self.catalog.warm, daemon=True, name="catalog-warm")
+            self.warming.start()
+
     def close(self) -> None:
+        if self.warming is not None:
+            self.warming.join(timeout=60)  # (a query of the history database: its busy_timeout bounds it)
         close_storages(self.storages)
 
     def encryption_info(self) -> dict[str, Any]:
@@ -140,6 +154,7 @@ class SetWriter:
                               "Try: set backup -> encryption -> recipients (age public keys)")
         if any(o.name == name for o in self.objects):
             raise BackupError(f"object {name} written twice in backup {self.id}")
+        self.env.warm_catalog()
         return ObjectUpload(self.env.storages, self.prefix + name, name, level=self.env.settings.compression_level,
                             threads=self.env.settings.compression_threads, encryption=self.env.encryption, role=role)
 

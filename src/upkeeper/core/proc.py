@@ -14,7 +14,9 @@ the restore took, and a killed verify's on building indexes in its scratch datab
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import fcntl
 import os
 import shutil
 import signal
@@ -33,6 +35,22 @@ from upkeeper.redact import redact
 STDERR_KEEP = 64 * 1024
 PIPE = subprocess.PIPE
 DEVNULL = subprocess.DEVNULL
+#: the capacity asked for the pipes a stream of data goes through (a dump's stdout, age's stdin and stdout):
+#: Linux's default of 64 KiB makes the writer stop whenever the reader is busy for longer than 64 KiB take
+#: (compressing a chunk, say) and wakes each side every 64 KiB; 1 MiB is the most an unprivileged process may ask
+#: for by default (/proc/sys/fs/pipe-max-size)
+STREAM_PIPE_SIZE = 1 << 20
+
+
+def widen_pipe(f: IO[bytes] | int | None, size: int = STREAM_PIPE_SIZE) -> None:
+    """Ask for a pipe of ``size`` bytes (``f``: either end, a file object or a descriptor).  Best effort: where
+    the system refuses (a lower pipe-max-size, the user's pipe-user-pages-soft used up, not Linux, not a pipe)
+    the pipe keeps its size and works as before."""
+    setsz = getattr(fcntl, "F_SETPIPE_SZ", None)
+    if f is None or setsz is None:
+        return
+    with contextlib.suppress(OSError, ValueError):
+        fcntl.fcntl(f if isinstance(f, int) else f.fileno(), setsz, size)
 
 
 @dataclass
@@ -249,6 +267,22 @@ class Spawned:
             if not chunk:
                 return
             yield chunk
+
+    def iter_views(self, size: int = 1 << 20) -> Iterator[memoryview]:
+        """stdout as it comes, in views of one buffer of ``size`` bytes read into again for the next one: each is
+        valid until the next is asked for (copy what must outlive it).  No new buffer per chunk (a fresh 1 MiB
+        is a fresh mapping, whose pages the kernel faults in and zeroes first), no copy beyond the kernel's.
+        Call it before anything reads ``stdout`` another way (it reads the pipe itself, past the file
+        object's buffer)."""
+        buf = bytearray(size)
+        view = memoryview(buf)
+        fd = self.stdout.fileno()
+        readv = os.readv
+        while True:
+            n = readv(fd, [buf])
+            if not n:
+                return
+            yield view[:n]
 
     def wait(self, timeout: float | None = None, check: bool = True) -> ProcResult:
         try:

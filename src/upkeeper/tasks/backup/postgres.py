@@ -13,6 +13,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -52,6 +53,7 @@ else:
     psycopg = lazy.module("psycopg")
 
 PROGRESS_EVERY = 64 << 20
+ARCHIVE_MAGIC = b"PGDMP"  # how a custom-format archive starts
 DUMP_POLL_SECONDS = 0.05
 BLOCKING_POLL_SECONDS = 1.0  # how often the dump's watch looks for sessions waiting on the backup's locks
 BLOCKING_REPORT_AFTER = 1.0  # seconds a session must have waited to be reported (not a passing queue)
@@ -142,13 +144,17 @@ class PostgresBackup(Task[PostgresBackupOptions]):
     def _run(self, ctx: TaskContext, options: PostgresBackupOptions, target: PostgresTarget, target_name: str,
              env: BackupEnv, t0: float) -> Result:
         pg_dump = pg.tool(target, "pg_dump")
-        dump_ver, dump_num = pg.tool_version(pg_dump)
-        with pg.connect(target, options=pg.NO_TIMEOUT_OPTIONS) as conn:
-            server_ver, server_num = pg.server_version(conn)
-            pg.check_dump_version(pg_dump, dump_ver, dump_num, server_ver, server_num)
-            flags = pg.database_flags(conn)
-            source = pg.source_state(conn)
-            limits = pg.connection_limits(conn)
+        # 'pg_dump --version' (a process started from this large one: 10-30 ms) runs while the server is
+        # connected to and asked what the backup needs to know of it
+        with ThreadPoolExecutor(1, thread_name_prefix="pg_dump-version") as pool:
+            dump_version = pool.submit(pg.tool_version, pg_dump)
+            with pg.connect(target, options=pg.NO_TIMEOUT_OPTIONS) as conn:
+                server_ver, server_num = pg.server_version(conn)
+                flags = pg.database_flags(conn)
+                source = pg.source_state(conn)
+                limits = pg.connection_limits(conn)
+            dump_ver, dump_num = dump_version.result()
+        pg.check_dump_version(pg_dump, dump_ver, dump_num, server_ver, server_num)
         existing = [name for name, (template, allow) in flags.items() if allow and not template]
         if options.databases:
             # a template database named here is backed up (pg_dump records its IS_TEMPLATE); one that allows
@@ -352,16 +358,18 @@ class PostgresBackup(Task[PostgresBackupOptions]):
         return manifest
 
     def _stream_custom(self, ctx: TaskContext, env: BackupEnv, writer: SetWriter, sp: proc.Spawned, db: str,
-                       name: str, locked: threading.Event, tee: Callable[[bytes], None] | None) -> None:
+                       name: str, locked: threading.Event, tee: Callable[[bytes | memoryview], None] | None) -> None:
         upload = writer.upload(name, role="database")
+        proc.widen_pipe(sp.popen.stdout)  # pg_dump goes on writing while this thread compresses
         try:
-            first = True
+            head = b""  # the archive's first bytes, until its magic can be checked
             next_report = PROGRESS_EVERY
-            for chunk in sp.iter_chunks():
-                if first:
-                    first = False
-                    locked.set()  # pg_dump writes its archive once it has read the catalog and locked every table
-                    if not chunk.startswith(b"PGDMP"):
+            for chunk in sp.iter_views():  # (a view of one buffer: consumed, never kept, before the next read)
+                if len(head) < len(ARCHIVE_MAGIC):
+                    if not head:
+                        locked.set()  # pg_dump writes its archive once it has read the catalog and locked every table
+                    head += bytes(chunk[:len(ARCHIVE_MAGIC) - len(head)])
+                    if not ARCHIVE_MAGIC.startswith(head):
                         raise BackupError(f"pg_dump output for {db} is not a custom-format archive")
                 upload.write(chunk)
                 if tee is not None:
@@ -373,6 +381,8 @@ class PostgresBackup(Task[PostgresBackupOptions]):
             pg.check_stage(res, f"dumping {db}")
             if upload.raw_size == 0:
                 raise BackupError(f"pg_dump produced no output for {db}")
+            if head != ARCHIVE_MAGIC:  # fewer bytes than the magic
+                raise BackupError(f"pg_dump output for {db} is not a custom-format archive")
         except BaseException:
             sp.kill()
             upload.abort()
@@ -738,6 +748,8 @@ def _read_sequences(target: PostgresTarget, db: str, listed: list[tuple[str, str
     tells from the value the dump holds.  In a short session of its own, so that no lock on a sequence is held
     through the dump."""
     keys = {pg.qualified(schema, name) for schema, name, _inc, _cyc in listed}
+    if not keys:  # none to read: no session of its own either
+        return {}
     try:  # (the database's own statement_timeout is for the app's sessions, not this one)
         with pg.connect(target, db, options=pg.NO_TIMEOUT_OPTIONS) as conn:
             return {k: v for k, v in pg.sequence_states(conn).items() if k in keys}
