@@ -1237,34 +1237,54 @@ def test_a_scratch_server_without_the_dumps_locale_leaves_the_backup_unjudged(
     assert r.code == 0 and r.json()[0]["ok"], r.output
 
 
-def test_a_scratch_role_at_its_connection_limit_leaves_the_backup_unjudged(
+def test_a_scratch_role_with_a_connection_limit_is_checked_before_anything_is_created(
         cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], backup_config: Any, make_config: Any
         ) -> None:
-    """pg_restore with jobs 2 as a scratch role with CONNECTION LIMIT 2 is refused a connection: the scratch
-    server's setup, not the backup — NOT CHECKED naming the limit and its fix, never "verify failed"."""
+    """The scratch role's CONNECTION LIMIT is read before the scratch database is made.  Limit 1 (the guard
+    session alone): NOT CHECKED up front, naming the limit, the need and the ALTER fix — no scratch database made
+    (before, pg_restore was refused and the drop, needing a second session, left it behind).  Limit 3 with jobs 2
+    (the guard, pg_restore's 2 workers and its leader, whose session still counts as they connect): pg_restore
+    runs 1 job, with a note, and the backup is verified; so does backups restore --jobs 2 with limit 2 (no guard
+    session there)."""
     import yaml
 
     db, _ = app_db
     role = f"scratch_{db}"[:63]
     pg.execute("DROP EXTENSION pg_stat_statements", db)  # a non-superuser may not create it in the scratch database
-    pg.execute(f'CREATE ROLE "{role}" LOGIN CREATEDB CONNECTION LIMIT 2')
+    pg.execute(f'CREATE ROLE "{role}" LOGIN CREATEDB CONNECTION LIMIT 1')
+    owned = ("SELECT datname FROM pg_database d JOIN pg_roles r ON r.oid = d.datdba WHERE r.rolname = %s")
     try:
         cfg = backup_config(db, verify={"scratch_target": "scratch", "jobs": 2})
         data = yaml.safe_load(cfg.read_text())
         data["targets"]["scratch"] = {**pg.target("postgres"), "user": role}
         cfg = make_config(data)
         bid = _backup(cli, cfg)
-        r = cli(["--config", cfg, "run", "backup-verify", "--json"])
+        refused = cli(["--config", cfg, "run", "backup-verify", "--json"])
+        left = pg.execute(owned, params=[role])
+        status = cli(["--config", cfg, "backups", "show", bid, "--json"]).json()["status"]
+        pg.execute(f'ALTER ROLE "{role}" CONNECTION LIMIT 3')
+        lowered = cli(["--config", cfg, "backups", "verify", bid, "--jobs", "2", "--scratch-target",
+                       "scratch", "--json"])
+        pg.execute(f'ALTER ROLE "{role}" CONNECTION LIMIT 2')  # backups restore holds no guard session
+        restored = cli(["--config", cfg, "backups", "restore", bid, "--target", "scratch", "--jobs", "2",
+                        "--no-owner", "--json"])
     finally:
         pg.execute(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{role}'")
-        for (name,) in pg.execute("SELECT datname FROM pg_database d JOIN pg_roles r ON r.oid = d.datdba "
-                                  "WHERE r.rolname = %s", params=[role]):
+        for (name,) in pg.execute(owned, params=[role]):
             pg.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
         pg.execute(f'DROP ROLE "{role}"')
-    finding = _not_checked(r)
-    assert f'too many connections for role "{role}"' in finding["message"], finding
-    assert f'ALTER ROLE "{role}" CONNECTION LIMIT' in finding["message"], finding  # the hint, in the message
-    assert cli(["--config", cfg, "backups", "show", bid, "--json"]).json()["status"] == "complete"
+    assert left == [], left
+    finding = _not_checked(refused)
+    assert f'role {role} allows 1 connection (CONNECTION LIMIT 1)' in finding["message"], finding
+    assert f'ALTER ROLE "{role}" CONNECTION LIMIT 4' in finding["message"], finding  # the hint, in the message
+    assert status == "complete"  # kept: unjudged
+    assert lowered.code == 0, lowered.output
+    [rep] = lowered.json()
+    assert rep["ok"], rep
+    assert any("CONNECTION LIMIT 3" in s and "1 job" in s for s in rep["steps"]), "\n".join(rep["steps"])
+    assert any("with 1 jobs" in s for s in rep["steps"]), rep["steps"]
+    assert restored.code == 0, restored.output
+    assert "pg_restore runs 1 job instead of 2" in restored.json()["jobs_warning"], restored.output
 
 
 @pytest.mark.parametrize("jobs", [1, 2])

@@ -277,13 +277,21 @@ def connect(target: PostgresTarget, dbname: str | None = None, *, autocommit: bo
     # text as str whatever the database's encoding: libpq's default is the database's own, and psycopg hands
     # out bytes for SQL_ASCII (a table's name became "b'users'"); the server converts LATIN1 & co.
     params["client_encoding"] = "UTF8"
-    try:
-        conn = psycopg.connect(**params, autocommit=True)  # type: ignore[arg-type]
-    except psycopg.OperationalError as exc:
-        text = pg_error(exc)
-        raise TaskError(f"cannot connect to PostgreSQL {target.display()} (database {params['dbname']}): {text}",
-                        too_many_connections_hint(text) or "Try: check host, port, user and password of the target, "
-                        "and that the server runs") from None
+    deadline = time.monotonic() + ENDING_SESSION_WAIT
+    while True:
+        try:
+            conn = psycopg.connect(**params, autocommit=True)  # type: ignore[arg-type]
+            break
+        except psycopg.OperationalError as exc:
+            text = pg_error(exc)
+            # a session of ours that just ended counts against a CONNECTION LIMIT until its server process
+            # has exited (the client does not wait for it): refused then, a moment later allowed
+            if _TOO_MANY_RE.search(text) and time.monotonic() < deadline:
+                time.sleep(0.02)
+                continue
+            raise TaskError(f"cannot connect to PostgreSQL {target.display()} (database {params['dbname']}): "
+                            f"{text}", too_many_connections_hint(text) or "Try: check host, port, user and password "
+                            "of the target, and that the server runs") from None
     try:
         _end_with_client(conn)
         conn.autocommit = autocommit
@@ -291,6 +299,9 @@ def connect(target: PostgresTarget, dbname: str | None = None, *, autocommit: bo
     finally:
         conn.close()
 
+
+#: seconds a connection refused by a CONNECTION LIMIT is tried again (see :func:`connect`)
+ENDING_SESSION_WAIT = 0.5
 
 #: how often (ms) the server checks, while it runs a statement of ours, that we are still connected
 CLIENT_CHECK_MS = 1000
@@ -438,6 +449,34 @@ class ConnectionLimit:
 
     def alter(self, n: int) -> str:
         return f"ALTER {self.kind.upper()} {quote_ident(self.name)} CONNECTION LIMIT {n}"
+
+    def allows(self) -> str:
+        """"role app allows 1 connection (CONNECTION LIMIT 1)"."""
+        return (f"{self.kind} {self.name} allows {self.limit} connection{'' if self.limit == 1 else 's'} "
+                f"(CONNECTION LIMIT {self.limit})")
+
+    def fix(self, n: int, why: str, instead: str) -> str:
+        """``ALTER … CONNECTION LIMIT n`` (``why`` says what the n are for), or ``instead`` as a superuser
+        ("back up": "or back up as a superuser")."""
+        who = "a superuser or the database's owner" if self.kind == "database" else "a superuser or a CREATEROLE role"
+        others = (f"; the role's other sessions ({self.in_use} connected as it started) count against it too"
+                  if self.kind == "role" and self.in_use else "")
+        return (f"{self.alter(n)} ({why}; run as {who}){others}; or {instead} as a superuser, to whom connection "
+                "limits do not apply")
+
+
+def restore_sessions(jobs: int) -> int:
+    """The sessions pg_restore holds at once with ``jobs``: one; with jobs > 1 one per worker, and its leader's,
+    which it ends as the workers start but which counts against a CONNECTION LIMIT until its server process
+    has exited (a limit of exactly ``jobs`` refuses a worker now and then)."""
+    return 1 if jobs <= 1 else jobs + 1
+
+
+def restore_jobs_within(limit: int, jobs: int, held: int) -> int:
+    """The most pg_restore jobs (at most ``jobs``) whose sessions (:func:`restore_sessions`) fit in ``limit``
+    beside the ``held`` sessions of upkeeper; 1 when none more do (the caller refuses what does not fit)."""
+    room = limit - held
+    return max(1, min(jobs, room - 1)) if room >= 3 else 1
 
 
 @dataclass(frozen=True)

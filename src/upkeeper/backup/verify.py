@@ -395,9 +395,10 @@ def _verify_postgres(fetcher: Fetcher, settings: BackupSettings, source: Any, op
                     fetcher.check_only(rec)
         # after the objects' own checks, which need no server: a corrupt object fails the backup even while
         # the scratch server is down or unfit
-        maintenance_mem = _check_scratch_server(scratch, admin, m, default=opts.scratch is None)
+        maintenance_mem, limits = _check_scratch_server(scratch, admin, m, default=opts.scratch is None)
+        jobs = _restore_jobs(limits, 1 if streaming else opts.jobs or 2, m.id, report)
         watched = _check_scratch_room(scratch, admin, m, dump_bytes, opts, report)
-        options = pg.scratch_restore_options(maintenance_mem, 1 if streaming else opts.jobs or 2,
+        options = pg.scratch_restore_options(maintenance_mem, jobs,
                                              room.available_memory() if room.is_local(scratch.host) else None)
         report.details["restore_options"] = options
         with _scratch_guard(scratch, admin, name) as guard:
@@ -417,8 +418,8 @@ def _verify_postgres(fetcher: Fetcher, settings: BackupSettings, source: Any, op
                         if archive is not None:
                             create(database_entries(scratch, archive, name, no_owner=False))
                         progress(f"restoring into {name}")
-                        _restore(fetcher, db_objects[0] if streaming else None, archive, scratch, name, opts, report,
-                                 create, empty_ok=empty_ok, options=options)
+                        _restore(fetcher, db_objects[0] if streaming else None, archive, scratch, name, jobs,
+                                 report, create, empty_ok=empty_ok, options=options)
                         watch.check()  # a restore that ended below the reserve is stopped too
                         # the sessions that count rows and run the checks see what the backed-up database's did
                         _apply_session_settings(scratch, name, entries[0] if entries else None, report)
@@ -434,12 +435,21 @@ def _verify_postgres(fetcher: Fetcher, settings: BackupSettings, source: Any, op
                 _check_sequences_and_large_objects(scratch, name, m.details, report)
                 _check_extras(scratch, name, opts, report)
             finally:
-                _drop_scratch(scratch, admin, name)
+                _drop_scratch(scratch, admin, name, guard)
 
 
-def _drop_scratch(scratch: PostgresTarget, admin: str, name: str) -> None:
+def _drop_scratch(scratch: PostgresTarget, admin: str, name: str,
+                  guard: psycopg.Connection[Any] | None = None) -> None:
     """Drop the scratch database (its sessions ended: a restore still running fails); errors are logged, never
-    in place of the verify's own result."""
+    in place of the verify's own result.  From the ``guard`` session when given, which needs no further
+    connection (a CONNECTION LIMIT may allow none), else — or when that session failed — from a new one."""
+    if guard is not None and not guard.closed:
+        try:
+            pg.drop_database(guard, name)
+            return
+        except psycopg.Error as exc:
+            log.warning("could not drop the scratch database %s from its guard session (%s): trying a new one",
+                        name, pg.pg_error(exc))
     try:
         with pg.admin_connect(scratch, admin) as conn:
             pg.drop_database(conn, name)
@@ -450,7 +460,7 @@ def _drop_scratch(scratch: PostgresTarget, admin: str, name: str) -> None:
 
 
 def _restore(fetcher: Fetcher, rec: ObjectRecord | None, archive: PgArchive | None, scratch: PostgresTarget, name: str,
-             opts: VerifyOptions, report: VerifyReport, create: Callable[[DatabaseEntries], None], *,
+             jobs: int, report: VerifyReport, create: Callable[[DatabaseEntries], None], *,
              empty_ok: bool, options: str) -> None:
     """Streamed from storage (``archive`` None; ``create`` makes the scratch database once the stream has
     given its CREATE DATABASE) or from the fetched archive with several jobs (the database already made);
@@ -465,8 +475,8 @@ def _restore(fetcher: Fetcher, rec: ObjectRecord | None, archive: PgArchive | No
         report.steps.append(f"streamed into {name} in {report.restore_seconds:.1f}s (one pass: "
                             "storage, SHA-256, age, zstd, pg_restore)")
     else:
-        report.restore_seconds = round(pg_restore(scratch, archive, name, jobs=opts.jobs or 2, options=options), 3)
-        report.steps.append(f"restored into {name} with {opts.jobs or 2} jobs in {report.restore_seconds:.1f}s")
+        report.restore_seconds = round(pg_restore(scratch, archive, name, jobs=jobs, options=options), 3)
+        report.steps.append(f"restored into {name} with {jobs} jobs in {report.restore_seconds:.1f}s")
 
 
 def _apply_session_settings(scratch: PostgresTarget, name: str, entries: DatabaseEntries | None,
@@ -540,16 +550,19 @@ def _check_scratch_room(scratch: PostgresTarget, admin: str, m: Manifest, dump_b
     return [p for p in (base, wal) if p is not None and room.free_bytes(p) is not None]
 
 
-def _check_scratch_server(scratch: PostgresTarget, admin: str, m: Manifest, *, default: bool) -> int:
+def _check_scratch_server(scratch: PostgresTarget, admin: str, m: Manifest, *, default: bool
+                          ) -> tuple[int, pg.ConnectionLimits]:
     """The scratch server can take the restore, else the verify does not run (a :class:`SetupError`): not a
     standby (read-only: a backup taken from a replica is verified on the replica by default), and not of an
     older major version than the backup's source, which may reject its dump (newer syntax, features it lacks;
     PostgreSQL does not support loading a dump into an older major version) — a failure that would say
-    nothing about the backup.  Returns the maintenance_work_mem (bytes) the server gives this role's sessions."""
+    nothing about the backup.  Returns the maintenance_work_mem (bytes) the server gives this role's sessions,
+    and the connection limits they count against (:func:`_restore_jobs`)."""
     with pg.admin_connect(scratch, admin) as conn:
         ver, num = pg.server_version(conn)
         row = conn.execute(IN_RECOVERY_SQL).fetchone()
         mem = conn.execute(pg.MAINTENANCE_MEM_SQL).fetchone()
+        limits = pg.connection_limits(conn)
     which = "the backed-up server (the default scratch server)" if default else "the scratch server"
     if row and row[0]:
         raise SetupError(
@@ -559,13 +572,41 @@ def _check_scratch_server(scratch: PostgresTarget, admin: str, m: Manifest, *, d
             "e.g. the primary or a PostgreSQL kept for test restores")
     source = older_server(m, num)
     if source is None:
-        return int(mem[0]) if mem else 0
+        return int(mem[0]) if mem else 0, limits
     raise SetupError(
         f"backup {m.id} was taken from PostgreSQL {source[0]}; {which} {scratch.display()} runs PostgreSQL "
         f"{ver}, an older major version, which need not load its dump (PostgreSQL supports restoring only into "
         "the same or a newer major version)",
         f"Try: set the verify job's scratch_target (backups verify --scratch-target) to a postgres target "
         f"running PostgreSQL {source[1]} or newer")
+
+
+def _restore_jobs(limits: pg.ConnectionLimits, jobs: int, backup_id: str, report: VerifyReport) -> int:
+    """pg_restore's jobs within the scratch role's CONNECTION LIMIT (none for a superuser), read before anything
+    is created: the test restore holds the session guarding the scratch database and pg_restore's
+    (:func:`pg.restore_sessions`); the sessions after it (row counts, checks, the drop) one at a time beside
+    the guard.  Fewer jobs when that fits (a step and a warning); a limit below 2 is the scratch server's
+    setup (:class:`SetupError`: NOT CHECKED) — nothing created, nothing left behind.  The scratch database is
+    new (no limit of its own); the sessions of others under the role are not counted (they come and go)."""
+    role = None if limits.superuser else limits.role
+    need = 1 + pg.restore_sessions(jobs)
+    if role is None or need <= role.limit:
+        return jobs
+    fewer = pg.restore_jobs_within(role.limit, jobs, 1)
+    if 1 + pg.restore_sessions(fewer) > role.limit:
+        raise SetupError(
+            f"{role.allows()}; the test restore of backup {backup_id} needs {need} connections at once: the "
+            f"session guarding its scratch database and pg_restore's {pg.restore_sessions(jobs)}"
+            + (f" (jobs {jobs}: one per job, and its leader's as they start)" if jobs > 1 else "")
+            + ": nothing was restored, which says nothing about the backup",
+            "Try: " + role.fix(need, f"{need} for jobs {jobs}, or 2 with the verify job's 'jobs: 1'", "verify"))
+    note = (f"pg_restore ran with {fewer} job{'' if fewer == 1 else 's'} instead of {jobs}: {role.allows()}, "
+            f"and jobs {jobs} need {need} at once (the guard session, one per job, pg_restore's leader)")
+    log.warning("%s; %s would allow jobs %d", note, role.alter(need), jobs)
+    report.steps.append(note)
+    report.details["connection_limit"] = {"kind": role.kind, "name": role.name, "limit": role.limit,
+                                          "jobs": fewer, "wanted_jobs": jobs, "fix": role.alter(need)}
+    return fewer
 
 
 # pg_dump writes the tablespace last.  Where the scratch database lies says nothing about the backup; in the

@@ -509,6 +509,10 @@ def _restore_postgres(config: Config, row: BackupRow, fetcher: Fetcher, database
     with pg.admin_connect(tgt, admin) as conn:
         exists = pg.database_exists(conn, name)
         server_ver, server_num = pg.server_version(conn)
+        limits = pg.connection_limits(conn)
+    jobs, fewer_jobs = _restore_jobs(limits, jobs)
+    if fewer_jobs:
+        err_console.print(f"[warn]warning[/warn] {escape(fewer_jobs)}", highlight=False)
     older = _older_server_warning(fetcher.located.manifest, server, server_ver, server_num)
     if older:
         err_console.print(f"[warn]warning[/warn] {escape(older)}", highlight=False)
@@ -545,6 +549,8 @@ def _restore_postgres(config: Config, row: BackupRow, fetcher: Fetcher, database
     temp = _fit(name, f"_upkeeper_restore_{token}")
     aside = _fit(name, f"_upkeeper_old_{token}")
     result: dict[str, Any] = {"destination": f"{server}/{name}", "database": name, "replaced": exists}
+    if fewer_jobs:
+        result["jobs_warning"] = fewer_jobs
     if leftovers:
         result["leftover_databases"] = leftovers
     with work_dir(config.backup, "upkeeper-restore-") as tmp:
@@ -614,6 +620,21 @@ def _restore_postgres(config: Config, row: BackupRow, fetcher: Fetcher, database
         result["server_version_warning"] = older
     result["restore_seconds"] = round(seconds, 3)
     return result
+
+
+def _restore_jobs(limits: pg.ConnectionLimits, jobs: int) -> tuple[int, str | None]:
+    """pg_restore's jobs within the restoring role's CONNECTION LIMIT (none for a superuser), and the note when
+    fewer than ``jobs``.  The restore's other sessions come one at a time, and the temporary database it
+    restores into is new (the backed-up database's limit is given to it after pg_restore), so the role's limit
+    is the one that counts; a role allowed no connection never got this far."""
+    role = None if limits.superuser else limits.role
+    need = pg.restore_sessions(jobs)
+    if role is None or need <= role.limit:
+        return jobs, None
+    fewer = pg.restore_jobs_within(role.limit, jobs, 0)
+    return fewer, (f"pg_restore runs {fewer} job{'' if fewer == 1 else 's'} instead of {jobs}: {role.allows()}, "
+                   f"and --jobs {jobs} needs {need} at once (one per job, and pg_restore's leader's as they start); "
+                   f"{role.alter(need)} allows them")
 
 
 #: marks the temporary database of a restore until it takes its name (:func:`_restore_leftovers` reads it)

@@ -628,11 +628,7 @@ def _needs(options: PostgresBackupOptions) -> str:
 
 def _limit_fix(limit: pg.ConnectionLimit, n: int, why: str) -> str:
     """``ALTER … CONNECTION LIMIT n`` (``why`` says what the n are for), or a superuser."""
-    who = "a superuser or the database's owner" if limit.kind == "database" else "a superuser or a CREATEROLE role"
-    others = (f"; the role's other sessions ({limit.in_use} connected as the backup started) count against it "
-              "too" if limit.kind == "role" and limit.in_use else "")
-    return (f"{limit.alter(n)} ({why}; run as {who}){others}; or back up as a superuser, to whom connection "
-            "limits do not apply")
+    return limit.fix(n, why, "back up")
 
 
 def _session_plan(ctx: TaskContext, db: str, options: PostgresBackupOptions, limits: list[pg.ConnectionLimit],
@@ -663,8 +659,7 @@ def _session_plan(ctx: TaskContext, db: str, options: PostgresBackupOptions, lim
     need = dump_sessions(options)
     if need > tight.limit:
         raise BackupError(
-            f"{tight.kind} {tight.name} allows {tight.limit} connection{'' if tight.limit == 1 else 's'} "
-            f"(CONNECTION LIMIT {tight.limit}); the backup of {db} needs {_needs(options)}: nothing was dumped",
+            f"{tight.allows()}; the backup of {db} needs {_needs(options)}: nothing was dumped",
             "Try: " + _limit_fix(tight, need + 1, f"the {need} it needs and one to watch for sessions its locks block"))
     if need + 1 > tight.limit:
         return jobs, (f"the {tight.kind} {tight.name}'s CONNECTION LIMIT {tight.limit} leaves no connection for the "

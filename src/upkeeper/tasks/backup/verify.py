@@ -196,6 +196,15 @@ class BackupVerify(Task[BackupVerifyOptions]):
                                     progress=lambda msg: ctx.progress(msg, None), catalog=catalog)
                 reports.append(rep)
                 findings += _scratch_findings(rep)
+                lowered = rep.details.get("connection_limit")
+                if lowered:  # pg_restore ran fewer jobs within the scratch role's CONNECTION LIMIT
+                    findings.append(Finding(
+                        "backup.connection_limit", Severity.WARNING, f"{db} {bid}",
+                        f"test restore ran pg_restore with {lowered['jobs']} job(s) instead of "
+                        f"{lowered['wanted_jobs']}: {lowered['kind']} {lowered['name']} allows {lowered['limit']} "
+                        "connections (CONNECTION LIMIT)",
+                        f"set the verify job's 'jobs' to {lowered['jobs']}, or {lowered['fix']}",
+                        value=lowered["limit"], data=dict(lowered)))
                 subject = f"{db} {bid}" + (f" {rep.failed_object}" if rep.failed_object else "")
                 if rep.ok:
                     ctx.log.info("%s", rep.summary)
