@@ -6,7 +6,10 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -995,3 +998,56 @@ def test_a_server_that_cannot_fork_fails_the_backup_saying_why(
             srv.kill()
             srv.wait()
         shutil.rmtree(d, ignore_errors=True)
+
+
+def test_a_backup_stopped_by_sigterm_removes_its_plaintext_dump_and_lists_nothing(
+        cli: Any, make_config: Any, tmp_path: Path, redis_clean: RedisServer, age_key: AgeKey) -> None:
+    """SIGTERM (``timeout``, ``kill``, systemd) to ``upkeeper run`` while the downloaded dump.rdb is being
+    uploaded: the run stops within seconds, exit 143, its worker and redis-cli/age are gone, the plaintext
+    dump.rdb is removed from backup.work_dir, no partial object or set is left or listed, and the run is
+    recorded as interrupted.  (SIGTERM used to kill the CLI outright: its orphaned worker was killed with no
+    cleanup, leaving the dump in the work dir and the run 'running'.)"""
+    import psutil
+
+    c = redis_clean.client()
+    for i in range(200):
+        c.set(f"session:{i}", f"secret-{i}")
+    work = tmp_path / "work"
+    work.mkdir()
+    cfg = make_config({
+        "targets": {"cache": redis_clean.target()},
+        "storages": {"local1": {"kind": "local", "path": str(tmp_path / "store"), "fsync": False}},
+        "backup": {"work_dir": str(work),
+                   "encryption": {"recipients": [age_key.recipient], "identity_file": str(age_key.identity)}},
+        "jobs": {"cache-backup": {"task": "redis.backup", "target": "cache", "options": {"method": "network"}}},
+    })
+    mark = tmp_path / "at-fault-point"
+    env = {**os.environ, "UPKEEPER_FAULT_PAUSE": "during-upload:60", "UPKEEPER_FAULT_MARK": str(mark),
+           "PYTHONPATH": os.pathsep.join(sys.path)}
+    p = subprocess.Popen([sys.executable, "-m", "upkeeper", "--config", str(cfg), "run", "cache-backup", "--json"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not mark.exists() and p.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert mark.exists(), p.communicate(timeout=5)
+        assert [f.name for f in work.rglob("dump.rdb")] == ["dump.rdb"]  # the plaintext is there now
+        procs = psutil.Process(p.pid).children(recursive=True)
+        assert procs  # the worker (and what it started)
+        t0 = time.monotonic()
+        p.send_signal(signal.SIGTERM)  # the CLI only, as `kill PID` and `timeout` do
+        _out, err = p.communicate(timeout=30)
+        took = time.monotonic() - t0
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+    assert p.returncode == 143, err.decode()
+    assert took < 10, took
+    _gone, alive = psutil.wait_procs(procs, timeout=5)
+    assert alive == [], alive
+    assert [str(f) for f in work.rglob("*")] == []  # no dump.rdb, no work dir
+    assert [str(f) for f in (tmp_path / "store").rglob("*") if f.is_file()] == []  # no partial object
+    [row] = cli(["--config", cfg, "history", "--json"]).json()
+    assert row["status"] == "interrupted", row
+    assert cli(["--config", cfg, "backups", "list", "--json"]).json() == []

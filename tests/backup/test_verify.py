@@ -7,7 +7,10 @@ import hashlib
 import json
 import os
 import re
+import signal
 import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -306,6 +309,44 @@ def test_verify_cut_by_its_timeout_drops_the_scratch_database(
     assert r.code == 1
     assert r.json()[0]["status"] in ("error", "fail") and "tim" in r.json()[0]["summary"].lower(), r.json()[0]
     assert _scratch_dbs(pg) == []
+    assert cli(["--config", cfg, "backups", "show", bid, "--json"]).json()["status"] == "complete"
+
+
+def test_backups_verify_stopped_by_sigterm_drops_its_scratch_database(
+        cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], backup_config: Any,
+        tmp_path: Path) -> None:
+    """SIGTERM (``timeout``, ``kill``, systemd) to ``backups verify`` while its smoke check runs on the scratch
+    database: exit 143 within seconds, the scratch database is dropped, backup.work_dir is left empty, and the
+    backup is not judged (it stays complete).  (SIGTERM used to end the command at once: the scratch database
+    was left behind, and so was the decrypted dump of a verify that fetches one to disk.)"""
+    db, _ = app_db
+    work = tmp_path / "work"
+    work.mkdir()
+    cfg = backup_config(db, backup={"work_dir": str(work)})
+    bid = _backup(cli, cfg)
+    p = subprocess.Popen([sys.executable, "-m", "upkeeper", "--config", str(cfg), "backups", "verify", bid,
+                          "--jobs", "1", "--check", "select pg_sleep(60) is not null"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    try:
+        deadline = time.monotonic() + 60
+        while p.poll() is None and time.monotonic() < deadline and not pg.execute(
+                "SELECT 1 FROM pg_stat_activity WHERE query LIKE 'select pg_sleep(60)%'"):
+            time.sleep(0.05)
+        assert p.poll() is None, p.communicate()
+        assert _scratch_dbs(pg)
+        t0 = time.monotonic()
+        p.send_signal(signal.SIGTERM)  # the command only, as `kill PID` and `timeout` do
+        _out, err = p.communicate(timeout=30)
+        took = time.monotonic() - t0
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+    assert p.returncode == 143, err.decode()
+    assert took < 10, took
+    assert _scratch_dbs(pg) == []
+    assert [str(f) for f in work.rglob("*")] == []
     assert cli(["--config", cfg, "backups", "show", bid, "--json"]).json()["status"] == "complete"
 
 

@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from upkeeper.cli._app import severity_text, status_text
+from upkeeper.cli._signals import Terminated
 from upkeeper.cli._wiring import build_listeners
 from upkeeper.core.executor import WorkerPool
 from upkeeper.core.history import History, process_identity
@@ -161,9 +162,10 @@ def run_jobs(
             try:
                 while wait(futures, timeout=0.5).not_done:  # wakes as soon as the last one ends
                     pass
-            except KeyboardInterrupt:
-                cancel.set()
-                progress.console.print("[warn]interrupted: stopping running tasks…[/warn]")
+            except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (cli._signals.Terminated)
+                cancel.set()  # each run's worker is SIGTERMed: its task unwinds (work files go), then it ends
+                what = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+                progress.console.print(f"[warn]{what}: stopping running tasks…[/warn]")
                 for f in futures:
                     f.cancel()
                 pool.shutdown(wait=True)

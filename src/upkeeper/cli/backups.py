@@ -6,11 +6,9 @@ import contextlib
 import os
 import re
 import secrets
-import signal
 import socket
 import stat
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -51,6 +49,7 @@ from upkeeper.backup.source import MANIFEST_KEY, SourceState
 from upkeeper.backup.verify import ManifestChanged, VerifyOptions, VerifyReport, verify_stored
 from upkeeper.backup.workdir import STAGING_PREFIX, clean_stale, staging_dir
 from upkeeper.cli._app import app, console, err_console, print_json, state
+from upkeeper.cli._signals import sigterm_unwinds
 from upkeeper.config.backup import REDIS_RETENTION, RetentionPolicy
 from upkeeper.config.loader import find_config, load_config
 from upkeeper.config.models import Config
@@ -415,7 +414,7 @@ def restore_cmd(
     storages = _open(config, _row_storages(config, [row], storage))
     try:
         fetcher = _restore_fetcher(config, row, storages, storage)
-        with _sigterm_unwinds():  # a stopped restore cleans up as after Ctrl-C (temporary database, staging dir)
+        with sigterm_unwinds():  # a stopped restore cleans up as after Ctrl-C (temporary database, staging dir)
             if row.kind == "postgres":
                 result = _restore_postgres(config, row, fetcher, database, target, force, yes, jobs, globals_,
                                            no_owner)
@@ -933,24 +932,6 @@ def _restore_files(fetcher: Fetcher, row: BackupRow, to: Path) -> dict[str, Any]
     return out
 
 
-@contextlib.contextmanager
-def _sigterm_unwinds() -> Iterator[None]:
-    """SIGTERM (systemd stopping the unit, ``timeout``) unwinds like Ctrl-C, so a stopped restore removes its
-    staging directory (decrypted files) or its temporary database instead of leaving it behind."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def on_term(_signum: int, _frame: Any) -> None:
-        raise KeyboardInterrupt("terminated")
-
-    old = signal.signal(signal.SIGTERM, on_term)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old)
-
-
 def _make_dirs(to: Path) -> list[Path]:
     """``to`` and the missing directories above it, created; returns those that were created, outermost first."""
     missing = [p for p in (to, *to.parents) if not p.exists()][::-1]
@@ -1093,7 +1074,7 @@ def copy_cmd(
     by_name = {s.name: s for s in storages}
     reports: list[CopyReport] = []
     try:
-        with _sigterm_unwinds():  # a stopped copy removes what it wrote, as after Ctrl-C
+        with sigterm_unwinds():  # a stopped copy removes what it wrote, as after Ctrl-C
             for r in rows:
                 with console.status(f"{'checking' if dry_run else 'copying'} {r.id} to {to}…") as st:
 
@@ -1235,7 +1216,7 @@ def rekey_cmd(
     storages = _open(config)
     reports: list[RekeyReport] = []
     try:
-        with _sigterm_unwinds():  # a stopped rekey removes the partial new set, as after Ctrl-C
+        with sigterm_unwinds():  # a stopped rekey removes the partial new set, as after Ctrl-C
             for r in rows:
                 with console.status(f"{'checking' if dry_run else 're-encrypting'} {r.id}…") as st:
 

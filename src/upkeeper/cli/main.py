@@ -120,6 +120,7 @@ if _early_worker_wanted(sys.argv):
 
 import upkeeper.cli as _pkg  # noqa: E402 - after the early worker's fork, on purpose
 from upkeeper.cli._app import app, err_console, reflow_help, state  # noqa: E402
+from upkeeper.cli._signals import TERMINATED_EXIT, Terminated, sigterm_unwinds  # noqa: E402
 from upkeeper.errors import ConfigError, UpkeeperError  # noqa: E402
 from upkeeper.redact import redact  # noqa: E402
 
@@ -213,6 +214,16 @@ def _exit_now(code: object) -> None:
 
 def _main(argv: list[str] | None) -> None:
     debug = "--debug" in (argv if argv is not None else sys.argv)
+    with sigterm_unwinds() as term:  # SIGTERM (timeout, kill, systemd) unwinds as Ctrl-C does: cleanup runs
+        try:
+            _run_app(argv, debug)
+        except SystemExit as exc:
+            if term.received and exc.code == 130:  # Typer's exit code for a KeyboardInterrupt (Terminated is one)
+                sys.exit(TERMINATED_EXIT)
+            raise
+
+
+def _run_app(argv: list[str] | None, debug: bool) -> None:
     try:
         load_commands(argv)
         reflow_help()
@@ -223,6 +234,9 @@ def _main(argv: list[str] | None) -> None:
             raise
         render_error(exc)
         sys.exit(exc.exit_code)
+    except Terminated:
+        err_console.print("terminated (SIGTERM)")
+        sys.exit(TERMINATED_EXIT)
     except KeyboardInterrupt:
         err_console.print("interrupted")
         sys.exit(130)

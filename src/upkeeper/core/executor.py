@@ -405,6 +405,16 @@ class WorkerPool:
                         msg = w.conn.recv()
                     except (EOFError, OSError):
                         rc = w.popen.wait()
+                        if rc in (128 + signal.SIGTERM, -signal.SIGTERM):
+                            # SIGTERM from outside (systemd stopping the unit, `kill`): the worker unwound
+                            # the task (its cleanup ran, see worker.main) and ended, as the pool's own
+                            # SIGTERM on Ctrl-C does: an interrupted run, not a crash
+                            return Outcome(
+                                Result(status=Status.ERROR,
+                                       summary="interrupted: the worker process running the task was stopped "
+                                               "by SIGTERM"),
+                                started, _now(), interrupted=True, worker_pid=w.pid,
+                            )
                         return Outcome(
                             Result(status=Status.ERROR,
                                    summary=f"the worker process running the task died ({describe_exit(rc)})"),

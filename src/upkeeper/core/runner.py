@@ -178,7 +178,11 @@ class Runner:
             delay = job.retry_delay_for(attempt).total_seconds()
             if on_retry:
                 on_retry(attempt, delay)
-            sleep(delay)
+            if cancel is not None and sleep is time.sleep:
+                if cancel.wait(delay):  # Ctrl-C or SIGTERM during the backoff: no further attempt
+                    return rid, outcome, status
+            else:
+                sleep(delay)
 
     # -- the core -------------------------------------------------------------------------
 
