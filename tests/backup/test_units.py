@@ -147,3 +147,18 @@ def test_the_pipes_to_and_from_age_hold_a_mebibyte(age_key: AgeKey) -> None:
         assert [fcntl.fcntl(f.fileno(), 1032) for f in (age.stdin, age.stdout)] == [1 << 20] * 2  # F_GETPIPE_SZ
     finally:
         age.close()
+
+
+def test_a_work_dir_that_cannot_be_made_is_a_setup_error_naming_the_setting(tmp_path: Path) -> None:
+    """A backup.work_dir that does not exist (or is not writable) fails with what to do, not FileNotFoundError."""
+    from upkeeper.backup.workdir import work_dir
+    from upkeeper.config.backup import BackupSettings
+    from upkeeper.errors import SetupError
+
+    missing = tmp_path / "no-such-dir"
+    with pytest.raises(SetupError, match=r"in .*no-such-dir \(backup\.work_dir\): .*create it"), \
+            work_dir(BackupSettings(work_dir=str(missing)), "upkeeper-dump-"):
+        pass
+    with work_dir(BackupSettings(work_dir=str(tmp_path)), "upkeeper-dump-") as d:
+        assert d.parent == tmp_path and d.is_dir()
+    assert not d.exists()

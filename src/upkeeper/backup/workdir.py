@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from upkeeper.config.backup import BackupSettings
+from upkeeper.errors import SetupError
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,14 @@ def work_dir(settings: BackupSettings, prefix: str) -> Iterator[Path]:
     assert prefix in PREFIXES, prefix
     base = Path(settings.work_dir) if settings.work_dir else Path(tempfile.gettempdir())
     clean_stale(base)
-    with _locked_dir(base, prefix) as d:
+    with contextlib.ExitStack() as stack:
+        try:
+            d = stack.enter_context(_locked_dir(base, prefix))
+        except OSError as exc:
+            where = "backup.work_dir" if settings.work_dir else "the system temp directory ($TMPDIR, else /tmp)"
+            raise SetupError(f"cannot make a work directory in {base} ({where}): {exc.strerror or exc}; create "
+                             "it or set backup.work_dir to a writable directory with room for the plaintext"
+                             ) from None
         yield d
 
 
