@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import struct
 import subprocess
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -217,3 +219,17 @@ def read_attributes(root: Path, names: Any = ("user.", "security.capability", "s
         if attrs:
             out["" if p == root else str(p.relative_to(root))] = attrs
     return out
+
+
+def terminate_and_wait(p: subprocess.Popen[bytes], timeout: float = 30) -> tuple[float, bytes]:
+    """SIGTERM to ``p`` alone (as ``kill PID``, ``timeout`` and systemd do); returns (seconds until it exited,
+    its stderr).  Its whole process group is SIGKILLed if it is still running when this returns or fails."""
+    try:
+        t0 = time.monotonic()
+        p.send_signal(signal.SIGTERM)
+        _out, err = p.communicate(timeout=timeout)
+        return time.monotonic() - t0, err
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()

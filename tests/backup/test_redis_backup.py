@@ -17,7 +17,7 @@ import pytest
 
 from upkeeper.sandbox.redis import RedisServer
 
-from .conftest import AgeKey
+from .conftest import AgeKey, terminate_and_wait
 
 
 def _config(make_config: Any, tmp_path: Path, server: RedisServer, age_key: AgeKey, method: str) -> Path:
@@ -422,7 +422,6 @@ def test_network_download_from_a_server_that_freezes_fails_instead_of_hanging(
     """redis-cli --rdb has no read timeout: a server that stops mid-transfer (here SIGSTOP; a host that drops
     off the network alike) would block the run for ever.  After stall_timeout seconds without data, without
     INFO answers, the download fails naming the stall, and nothing is stored."""
-    import signal
     import threading
     import time
 
@@ -1034,14 +1033,8 @@ def test_a_backup_stopped_by_sigterm_removes_its_plaintext_dump_and_lists_nothin
         assert [f.name for f in work.rglob("dump.rdb")] == ["dump.rdb"]  # the plaintext is there now
         procs = psutil.Process(p.pid).children(recursive=True)
         assert procs  # the worker (and what it started)
-        t0 = time.monotonic()
-        p.send_signal(signal.SIGTERM)  # the CLI only, as `kill PID` and `timeout` do
-        _out, err = p.communicate(timeout=30)
-        took = time.monotonic() - t0
     finally:
-        if p.poll() is None:
-            os.killpg(p.pid, signal.SIGKILL)
-            p.wait()
+        took, err = terminate_and_wait(p)  # the CLI only, as `kill PID` and `timeout` do
     assert p.returncode == 143, err.decode()
     assert took < 10, took
     _gone, alive = psutil.wait_procs(procs, timeout=5)

@@ -7,7 +7,6 @@ import hashlib
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -21,7 +20,14 @@ from upkeeper.sandbox.postgres import PostgresCluster
 from upkeeper.sandbox.redis import RedisServer
 from upkeeper.sandbox.seed import seed
 
-from .conftest import SMALL, AgeKey, rewrite_manifest, run_app_files_backup, standby_backup_config
+from .conftest import (
+    SMALL,
+    AgeKey,
+    rewrite_manifest,
+    run_app_files_backup,
+    standby_backup_config,
+    terminate_and_wait,
+)
 
 
 def _backup(cli: Any, cfg: Path) -> str:
@@ -335,14 +341,8 @@ def test_backups_verify_stopped_by_sigterm_drops_its_scratch_database(
             time.sleep(0.05)
         assert p.poll() is None, p.communicate()
         assert _scratch_dbs(pg)
-        t0 = time.monotonic()
-        p.send_signal(signal.SIGTERM)  # the command only, as `kill PID` and `timeout` do
-        _out, err = p.communicate(timeout=30)
-        took = time.monotonic() - t0
     finally:
-        if p.poll() is None:
-            os.killpg(p.pid, signal.SIGKILL)
-            p.wait()
+        took, err = terminate_and_wait(p)  # the command only, as `kill PID` and `timeout` do
     assert p.returncode == 143, err.decode()
     assert took < 10, took
     assert _scratch_dbs(pg) == []
