@@ -20,7 +20,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from pydantic import ValidationError
 
-from ops_support import checks, run_task
+from ops_support import checks
+from ops_support import run_task as _run_task
 from upkeeper.config.targets import RedisTarget
 from upkeeper.core.task import Status
 from upkeeper.errors import TaskError
@@ -30,6 +31,16 @@ from upkeeper.sandbox.tls import Certificate, issued, self_signed
 from .conftest import AgeKey
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
+
+#: these tests are about TLS, not latency: a loaded CI machine's PING p99 reached 315 ms and made
+#: redis.check warn (threshold 100 ms), so latency and slowlog thresholds are set out of the way
+_NOT_LATENCY = {"latency_warning_ms": 60_000, "slowlog_warning_ms": 60_000}
+
+
+def run_task(name: str, target: dict[str, Any] | None = None, options: dict[str, Any] | None = None) -> Any:
+    if name == "redis.check":
+        options = {**_NOT_LATENCY, **(options or {})}
+    return _run_task(name, target, options)
 
 
 @dataclass

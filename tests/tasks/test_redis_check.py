@@ -35,7 +35,8 @@ def test_healthy_server_reports_metrics_and_no_problems(redis_clean: RedisServer
     c = redis_clean.client()
     for i in range(50):
         c.set(f"k:{i}", "v")
-    res = run_task("redis.check", redis_clean.target())
+    # latency has its own test: a loaded CI machine's PING p99 can pass the 100 ms default on its own
+    res = run_task("redis.check", redis_clean.target(), {"latency_warning_ms": 60_000, "slowlog_warning_ms": 60_000})
     assert res.final_status is Status.OK, res.findings
     assert res.metrics["keys"] == 50
     assert res.metrics["ping_p99_ms"] >= res.metrics["ping_p50_ms"] > 0
