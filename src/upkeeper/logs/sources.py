@@ -11,7 +11,11 @@ just before the offset (``tail``).  A cursor follows
 its file through a rename (same inode) and through compression (same head,
 offsets counted in uncompressed bytes); a file whose inode matches but whose
 head or tail does not (inode reuse, ``copytruncate`` then refill) or which got shorter
-than the cursor (truncation) is read from the start.  The live file is read up
+than the cursor (truncation) is read from the start.  A cursor belongs to one file at
+most, the oldest that matches it (files are matched oldest first): once the rotated copy
+of the file it was left on (compressed, or ``copytruncate``'s copy) has it, a live file
+that got the old inode number back and begins with the same bytes (a log whose lines are
+all alike) is a new file, read from its start.  The live file is read up
 to its last complete line; a half-written line waits for the next run.
 
 Rotated files that logrotate moves to another directory (its ``olddir``) are found there when that
@@ -314,13 +318,17 @@ def plan_reads(files: list[LogFile], cursors: list[dict[str, Any]] | None, *, in
     cursors = list(cursors or []) if incremental else []
     heads: list[tuple[LogFile, str, int, dict[str, Any] | None]] = []
     unreadable: list[tuple[LogFile, OSError]] = []
+    claimed: set[int] = set()  # the cursors a file was matched to: each belongs to one file at most
     for lf in files:
         try:
             head, head_len = head_digest(lf)
         except OSError as exc:
             unreadable.append((lf, exc))
             continue
-        heads.append((lf, head, head_len, _match(lf, head, head_len, cursors) if incremental else None))
+        cur = _match(lf, head, head_len, [c for c in cursors if id(c) not in claimed]) if incremental else None
+        if cur is not None:
+            claimed.add(id(cur))
+        heads.append((lf, head, head_len, cur))
     heads, unreadable = _continuations(files, heads, unreadable, cursors)
     plan.notes += [PlanNote(lf.path, "unreadable", f"{lf.path}: cannot read ({exc})") for lf, exc in unreadable]
     matched = {id(cur) for _lf, _h, _n, cur in heads if cur is not None}
