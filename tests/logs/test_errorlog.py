@@ -84,15 +84,23 @@ def test_json_loggers() -> None:
         json.dumps({"log.level": "error", "message": "db", "error": {"type": "java.sql.SQLException",
                                                                      "message": "Connection is closed",
                                                                      "stack_trace": "java.sql.SQLException: ..."}}),
+        # log4j2 JsonTemplateLayout's LogstashJsonEventLayoutV1 template (composed after its documented output)
+        json.dumps({"level": "ERROR", "message": "db", "exception": {
+            "exception_class": "java.lang.RuntimeException", "exception_message": "pool exhausted",
+            "stacktrace": "java.lang.RuntimeException: pool exhausted\n\tat A.main(A.java:3)\n"
+                          "Caused by: java.sql.SQLTransientConnectionException: timeout\n\tat B.get(B.java:9)\n"}}),
         json.dumps({"level": "info", "msg": "hello"}),
         json.dumps({"severity": "WARNING", "message": "slow request 1234 ms"}),
         "{not json at all}",
     ]
     a = feed_app("\n".join(lines) + "\n")
     assert groups(a) == {("ValueError", "bad order <n>"): 1, ("TypeError", "x is undefined"): 1,
-                         ("java.sql.SQLException", "Connection is closed"): 1}
-    assert a.json_lines == 5
-    assert a.levels["error"] == 3 and a.levels["warning"] == 1 and a.levels["info"] == 1
+                         ("java.sql.SQLException", "Connection is closed"): 1,
+                         ("java.lang.RuntimeException", "pool exhausted"): 1}
+    assert {g.cause for g in a.exceptions.values() if g.kind == "java.lang.RuntimeException"} == \
+        {"java.sql.SQLTransientConnectionException"}
+    assert a.json_lines == 6
+    assert a.levels["error"] == 4 and a.levels["warning"] == 1 and a.levels["info"] == 1
 
 
 def test_jvm_node_ruby_traces() -> None:

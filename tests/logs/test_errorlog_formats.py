@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from upkeeper.logs.errorlog import AppLogStats
+from upkeeper.logs.errorlog import AppLogStats, trace_excerpt
 
 LOGS = Path(__file__).parent / "applogs"
 
@@ -219,6 +219,36 @@ CASES = [
          {("KeyError", "'…'"): 2},
          {("KeyError", "'…'"): ("Traceback (most recent call last):", '  File "/tmp/jl/wsgiapp.py", line 3, in app',
                                  "KeyError: 'user-1'")}),
+    # a program's output after a traceback (captured prints, a banner, a statement) is read as no message of its
+    # own; each traceback counts once, the one right after the next too
+    Case("gunicorn-capture-output.log", {"info": 18, "error": 4},
+         {("KeyError", "'…'"): 4}, {("KeyError", "'…'"): ("KeyError: '/a'", "row 3: /sql processed")},
+         messages={("error", f"Error handling request GET /{p}"): 1 for p in ("a", "sql", "b", "c")}),
+    Case("python311-print-after-traceback.log", {"error": 4},
+         {("KeyError", "'…'"): 3, ("ValueError", "invalid literal for int() with base <n>: '…'"): 1,
+          ("RuntimeError", "final crash"): 1},
+         {("KeyError", "'…'"): ("KeyError: 'user-0'",), ("RuntimeError", "final crash"): ("RuntimeError: final crash",)}),
+    # JVM exceptions in JSON: grouped by the outermost exception and its message's first line, split by the
+    # root cause — log4j2's "thrown" object, logstash-logback-encoder's stack_trace also printed root cause
+    # first ("Wrapped by:"), as logback's %rootException prints it in text: one group for all of them
+    Case("log4j2-jsonlayout.jsonl", {"error": 4}, {("java.lang.RuntimeException", "request <n> failed"): 4},
+         {("java.lang.RuntimeException", "request <n> failed"):
+          ("java.lang.RuntimeException: request 1 failed", "\tat Jvm.main(Jvm.java:9)",
+           "Caused by: java.lang.IllegalStateException: order 1 not found")},
+         json_lines=4, causes={("java.lang.RuntimeException", "request <n> failed"): "java.lang.IllegalStateException"}),
+    Case("logback-logstash-chains.jsonl", {"error": 4}, {("java.lang.RuntimeException", "request <n> failed"): 4},
+         json_lines=4, causes={("java.lang.RuntimeException", "request <n> failed"): "java.lang.IllegalStateException"}),
+    Case("logback-rootexception.log", {"error": 2}, {("java.lang.RuntimeException", "request <n> failed"): 2},
+         {("java.lang.RuntimeException", "request <n> failed"):
+          ("java.lang.IllegalStateException: order 1 not found", "Wrapped by: java.lang.RuntimeException: request 1 "
+           "failed", "\tat Jvm.main(Jvm.java:9)")},
+         causes={("java.lang.RuntimeException", "request <n> failed"): "java.lang.IllegalStateException"}),
+    # pino appends the causes' messages to an error's and writes "caused by:": the error's own message, its
+    # cause; bunyan writes no Error.cause (a group of its own, without cause), a VError's "Caused by:"
+    Case("pino-bunyan-causes.jsonl", {"error": 8},
+         {("Error", "request <n> failed"): 4, ("VError", "order <n> failed: connect ECONNREFUSED <ip>"): 4},
+         json_lines=8, causes={("Error", "request <n> failed"): ("DbError", ""),
+                               ("VError", "order <n> failed: connect ECONNREFUSED <ip>"): ("DbError",)}),
     # JVM chains: a group is the outermost exception (what was thrown), split by its root cause (the last
     # "Caused by:" at the start of a line; the indented one is a Suppressed exception's cause)
     Case("java17-chain-suppressed.txt", {},
@@ -425,3 +455,20 @@ def test_trace_cut_by_rotation_is_read_whole(case: Case) -> None:
     assert _groups(rotated) == _groups(whole)
     assert (rotated.lines, dict(rotated.levels), dict(rotated.messages)) == \
         (whole.lines, dict(whole.levels), dict(whole.messages))
+
+
+def test_output_after_a_python_traceback_does_not_take_the_exception_s_place() -> None:
+    """What a program printed after a traceback cannot be told from further lines of the exception's message: the
+    example keeps four of them and says how many followed, so that the excerpt a report shows ends with the
+    exception's line, not with a hundred printed lines (real gunicorn --capture-output and CPython 3.11 output)."""
+    for name, exc_line in (("gunicorn-capture-output.log", "KeyError: '/a'"),
+                           ("python311-print-after-traceback.log", "KeyError: 'user-0'")):
+        a = AppLogStats()
+        a.feed((LOGS / name).read_bytes(), "app.log")
+        a.finish()
+        g = next(g for g in a.exceptions.values() if g.kind == "KeyError")
+        excerpt = trace_excerpt(g.example).split("\n")
+        assert exc_line in excerpt, excerpt
+        after = excerpt[excerpt.index(exc_line) + 1:]
+        assert len(after) == 5 and after[-1] == "… 96 more lines after the exception (its message, or output " \
+            "written after it)", after

@@ -11,7 +11,8 @@
     pino/bunyan numbers), the message (``message``, ``msg``, ``event``) and an
     exception from structured fields (``exc_type``/``exc_info``, ``error.type``/
     ``error.message``/``error.stack_trace`` (ECS), ``err.type``/``err.name``/
-    ``err.message``/``err.stack`` (pino, bunyan), ``exception``/``stack``/``traceback``
+    ``err.message``/``err.stack`` (pino, bunyan; pino's message with its causes' appended: the stack's own),
+    log4j2's ``JsonLayout`` ``thrown`` object, ``exception``/``stack``/``traceback``
     text, structlog's ``dict_tracebacks`` list) — one adapter per way of writing it, ``_JSON_EXC_ADAPTERS``;
     a traceback inside a message of several lines (Google Cloud) is the exception too;
     a Go error string (``error``, zap, logrus) at level error or worse is an exception of type ``error``;
@@ -19,7 +20,7 @@
   - text: a level word near the start of the line, Python tracebacks
     (``Traceback (most recent call last):`` … ``KeyError: 'x'``), Java/JVM stack traces
     (``java.lang.IllegalStateException: …`` then ``\\tat …``, ``Caused by:``; ``java.lang.Exception``,
-    ``Exception in thread "main" …``), Node/JS (``TypeError: …`` or ``Error: …`` then ``    at …``),
+    ``Exception in thread "main" …``; root cause first, then ``Wrapped by:``), Node/JS (``TypeError: …`` or ``Error: …`` then ``    at …``),
     Go crashes (``panic: …``/``fatal error: …`` then ``goroutine 1 [running]:``; net/http's ``http: panic
     serving …``),
     Ruby (``…:in `m': message (NoMethodError)``; Logger's ``E, [… #1234] ERROR -- : message (Class)`` and
@@ -32,8 +33,9 @@
   - Node's ``console.error('payment failed', err)``: the message, then the error and its stack (an exception
     after a message on a line, followed by frames); an error of any name (``PaymentDeclined: …``, ``DOMException
     [AbortError]: …``) when a frame follows its line;
-  - an exception's message of several lines (before a JVM's or Node's frames, after Python's exception line):
-    grouped by its first line, the rest in the example.
+  - an exception's message of several lines (before a JVM's or Node's frames, after Python's exception line, in
+    a JSON field): grouped by its first line, the rest in the example (after Python's, only a few: what a
+    program printed after a traceback looks the same).
 
   - Monolog (Laravel, Symfony): an exception in the context (``{"exception":"[object] (Class(code: 0): …``),
     Laravel's ``[stacktrace]`` and ``[previous exception]`` lines after it.
@@ -302,6 +304,9 @@ _RECORD_TIME = re.compile(r"^.{0,60}?\[\d\d/[A-Z][a-z]{2}/\d{4}[: ]\d\d:\d\d|^.{
 #: the further lines of an exception's message kept before its frames (a JVM's or Node's) or after its line
 #: (Python's) — at most this many
 _MAX_MESSAGE_LINES = 100
+#: of the lines read after a Python exception's line as its message, those its example shows (SQLAlchemy's
+#: DETAIL, [SQL: …], [parameters: …] and "Background on this error" are four)
+_EXAMPLE_MESSAGE_LINES = 4
 
 
 def _embedded_exc(s: str) -> re.Match[str] | None:
@@ -319,7 +324,10 @@ def _embedded_exc(s: str) -> re.Match[str] | None:
 
 _AT_FRAME = re.compile(r"^\s+at \S")
 #: a link of a chain, inside a trace: read outside one (the trace cut before it), no exception of its own
-_CHAIN_LINK = re.compile(r"^(?:Caused by|Suppressed|\[cause\]): ")
+_CHAIN_LINK = re.compile(r"^(?:Caused by|Suppressed|\[cause\]|Wrapped by): ")
+#: a JVM trace printed root cause first (logback's ``%rootException``, logstash-logback-encoder's ``rootCauseFirst``):
+#: each exception that wrapped the one before, ``Wrapped by: java.lang.RuntimeException: …``, the last one outermost
+_WRAPPED = re.compile(r"^Wrapped by: ((?:[\w$]+\.)*[\w$]+)(?:: (.*))?$", re.M)
 #: the JVM's prefix of an uncaught exception: ``Exception in thread "main" java.lang.…: …``
 _JVM_THREAD = re.compile(r'^Exception in thread "[^"]*" ')
 
@@ -410,7 +418,8 @@ _MONOLOG_EXC = re.compile(r' \{.*?"exception":"\[object\] \(([\w\\]+)\(code: [^)
                           r'(?: at (?:[A-Za-z]:)?[^ ]*:\d+\)(?:\\n|"|$)|$)')
 _MONOLOG_FRAME = re.compile(r'^(?:\[stacktrace\]$|#\d+ |\[previous exception\] |"\}|\s*$)')
 _PHP_NEXT = re.compile(r"^Next ([A-Za-z_\\][\w\\]*): (.*?)(?: in \S+?:\d+)?$")
-_STACK_FRAME = re.compile(r"^(?:\s+at |Emitted '[\w-]+' event |\s+File \"|\t|\s{2,}\S|Caused by: |\s*\.\.\. \d+ more)")
+_STACK_FRAME = re.compile(r"^(?:\s+at |Emitted '[\w-]+' event |\s+File \"|\t|\s{2,}\S|Caused by: |Wrapped by: |"
+                          r"\s*\.\.\. \d+ more)")
 
 
 def _named_exc(s: str) -> str | None:
@@ -805,12 +814,10 @@ class AppLogStats:
         if py:
             while block and not block[-1].strip():
                 block.pop()
-            exc = _py_final_exception(block)
+            exc, at = _py_final(block)
             if exc:
-                example = "\n".join(block)
-                if len(example) > 3000:  # a long chain: its start and the final exception
-                    example = example[:1000] + "\n…\n" + example[-1990:]
-                self._exception(exc[0], exc[1], example, self._pending_source, _chain_root(block, exc[0]))
+                self._exception(exc[0], exc[1], _py_example(block, at), self._pending_source,
+                                _chain_root(block, exc[0]))
             return
         if kind in ("embedded", "named"):
             m = (_NAMED_HEAD.match(block[0]) if kind == "named"
@@ -881,6 +888,11 @@ class AppLogStats:
         last, that the log is about: Sentry's issue title) and ``cause``, the type of the first exception of
         its chain (a JVM's last ``Caused by:``, Python's first traceback, PHP's first ``previous``), "" for
         none: a wrapper (``RuntimeException: request failed``) around two causes makes two groups."""
+        if "\nWrapped by: " in example:  # printed root cause first: the last "Wrapped by:" is the one raised
+            cause, (kind, message) = kind, _WRAPPED.findall(example)[-1]
+        # a message of several lines (a JVM's, Python's, a JSON field's): grouped by its first line, as
+        # the text formats print it before the frames or after the exception's type
+        message = message.strip().split("\n", 1)[0]
         if kind == "UnhandledPromiseRejection":  # Node's sentence around what the promise was rejected with
             reason = _NODE_REJECTED.search(message)
             message = reason.group(1) if reason else message
@@ -962,6 +974,8 @@ _JSON_EXC_FIELDS = (
     ("err.type", "err.message", "err.stack"),  # pino
     ("err.name", "err.message", "err.stack"),  # bunyan
     ("exception.type", "exception.message", "exception.stacktrace"),  # OpenTelemetry
+    # log4j2 JsonTemplateLayout's LogstashJsonEventLayoutV1 template
+    ("exception.exception_class", "exception.exception_message", "exception.stacktrace"),
     ("exc_type", "exc_message", "exc_info"),
 )
 #: fields holding a stack trace or traceback as text (python-json-logger's exc_info, structlog's
@@ -978,8 +992,41 @@ def _exc_fields(obj: dict[str, Any]) -> _Exc | None:
         if isinstance(t, str) and t:
             m = _get(obj, mpath)
             st = _get(obj, spath)
-            return t, m if isinstance(m, str) else "", st.rstrip() if isinstance(st, str) else ""
+            m, st = m if isinstance(m, str) else "", st.rstrip() if isinstance(st, str) else ""
+            # pino (pino-std-serializers 7) writes an error's message followed by its causes' (``request 1 failed:
+            # connect ECONNREFUSED …``), and its causes in the stack (``caused by: DbError: …``): the error's own
+            # message is the one its stack starts with, as bunyan and Node's own print of it have it
+            own = st.split("\n", 1)[0].partition(": ")[2]
+            if own and m.startswith(own + ": "):
+                m = own
+            return t, m, st
     return None
+
+
+def _exc_log4j2_thrown(obj: dict[str, Any]) -> _Exc | None:
+    """log4j2's ``JsonLayout``: ``thrown`` is ``{name, message, extendedStackTrace, cause: {…}}``, the stack a
+    list of frames (``{class, method, file, line}``) or, with ``stacktraceAsString``, the text the JVM prints;
+    the example is that text, the frames and causes (``Caused by: …``) written as the JVM does."""
+    thrown = obj.get("thrown")
+    kind = thrown.get("name") if isinstance(thrown, dict) else None
+    if not isinstance(thrown, dict) or not isinstance(kind, str) or not kind:
+        return None
+    msg = thrown.get("message")
+    stack = thrown.get("extendedStackTrace")
+    if isinstance(stack, str) and stack.strip():
+        return kind, msg if isinstance(msg, str) else "", stack.rstrip()
+    parts: list[str] = []
+    cur: Any = thrown
+    while isinstance(cur, dict) and len(parts) < MAX_TRACE_LINES:
+        name, m = cur.get("name", "?"), cur.get("message")
+        parts.append(("Caused by: " if parts else "") + (f"{name}: {m}" if isinstance(m, str) else str(name)))
+        frames = cur.get("extendedStackTrace") or cur.get("stackTrace")
+        for fr in frames if isinstance(frames, list) else ():
+            if isinstance(fr, dict):
+                parts.append(f"\tat {fr.get('class', '?')}.{fr.get('method', '?')}({fr.get('file', '?')}:"
+                             f"{fr.get('line', '?')})")
+        cur = cur.get("cause")
+    return kind, msg if isinstance(msg, str) else "", "\n".join(parts)
 
 
 def _exc_structlog_dicts(obj: dict[str, Any]) -> _Exc | None:
@@ -1059,7 +1106,8 @@ def _exc_error_string(obj: dict[str, Any]) -> _Exc | None:
 
 
 #: adapters from a JSON log record to its exception, tried in turn: one per way loggers write exceptions
-_JSON_EXC_ADAPTERS = (_exc_fields, _exc_structlog_dicts, _exc_go_panic, _exc_text, _exc_error_string)
+_JSON_EXC_ADAPTERS = (_exc_fields, _exc_log4j2_thrown, _exc_structlog_dicts, _exc_go_panic, _exc_text,
+                      _exc_error_string)
 
 
 def _json_exception(obj: dict[str, Any]) -> _Exc | None:
@@ -1105,6 +1153,13 @@ def _py_exception(s: str) -> tuple[str, str] | None:
 def _py_final_exception(lines: list[str]) -> tuple[str, str] | None:
     """The exception a Python traceback ends with — of a chain, the last one (the one raised); of an
     exception group, the group (``  | ExceptionGroup: many (2 sub-exceptions)``)."""
+    exc, _at = _py_final(lines)
+    return exc
+
+
+def _py_final(lines: list[str]) -> tuple[tuple[str, str] | None, int]:
+    """The exception a Python traceback ends with (see ``_py_final_exception``) and the index of its line when
+    what follows that line is the further lines of its message (-1 for an exception group)."""
     # the last traceback of the chain: a header inside an exception group's box (``    | Traceback …``, a
     # sub-exception's) is none
     start = max((i for i, ln in enumerate(lines) if _py_header(ln) and not ln.lstrip().startswith("|")), default=0)
@@ -1115,13 +1170,30 @@ def _py_final_exception(lines: list[str]) -> tuple[str, str] | None:
             if s.startswith("| ") and not s[2:3].isspace():
                 exc = _py_exception(s[2:].rstrip())
                 if exc:
-                    return exc
-        return None
+                    return exc, -1
+        return None, -1
     # the first line after the frames (its message, and a note, may go on over further lines)
-    for ln in seg[1:]:
+    for i, ln in enumerate(seg[1:], start + 1):
         if ln.strip() and not ln[0].isspace() and ln.strip() not in _PY_CHAIN:
-            return _py_exception(ln.strip())
-    return None
+            return _py_exception(ln.strip()), i
+    return None, -1
+
+
+def _py_example(block: list[str], at: int) -> str:
+    """A Python traceback's example: the traceback (its start and its end when long) through its exception
+    line ``at``, and at most ``_EXAMPLE_MESSAGE_LINES`` of the lines read after it as its message, each cut at
+    300 characters — they may be output some program wrote after it (a ``print()``, a subprocess), which
+    cannot be told from a message of many lines: a hundred of them would take the exception's place."""
+    tail = block[at + 1:] if at >= 0 else []
+    trace = block[:at + 1] if at >= 0 else block
+    example = "\n".join(trace)
+    if len(example) > 3000:  # a long chain: its start and the final exception
+        example = example[:1000] + "\n…\n" + example[-1990:]
+    shown = [ln if len(ln) <= 300 else ln[:300] + "…" for ln in tail[:_EXAMPLE_MESSAGE_LINES]]
+    if len(tail) > len(shown):
+        shown.append(f"… {len(tail) - len(shown)} more lines after the exception (its message, or output "
+                     "written after it)")
+    return "\n".join([example, *shown])
 
 
 def _exception_from_text(text: str) -> tuple[str, str]:
@@ -1136,8 +1208,8 @@ def _exception_from_text(text: str) -> tuple[str, str]:
 
 
 #: a JVM cause of the trace itself (``Caused by:`` at the start of a line; an indented one is the cause of a
-#: ``Suppressed:`` exception); Monolog's (Laravel, Symfony) ``[previous exception] [object] (PDOException(code: …``
-_JVM_CAUSE = re.compile(r"^Caused by: ([\w.$]+)")
+#: ``Suppressed:`` exception; pino writes ``caused by:``); Monolog's (Laravel, Symfony) ``[previous exception] [object] (PDOException(code: …``
+_JVM_CAUSE = re.compile(r"^[Cc]aused by: ([\w.$]+)")
 #: Node's ``util.inspect`` of an error's ``cause`` (Node 16.9 and later; ``console.error(e)``, an uncaught error):
 #: ``  [cause]: DbError: …`` after the error's frames, two spaces deeper for each cause of a cause; an error with
 #: no frames is in brackets (``[cause]: [Error: …]``); a cause that is no error (``[cause]: 'timeout'``) is none
