@@ -6,14 +6,17 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
-from upkeeper.backup.catalog import ROW_KEYS, VERIFIED, Catalog
 from upkeeper.backup.manifest import MANIFEST, Manifest, StoredSet, delete_set, read_manifest, scan_sets
 from upkeeper.backup.retention import Decision, Item, apply_policy
 from upkeeper.config.backup import RetentionPolicy
 from upkeeper.errors import UpkeeperError
 from upkeeper.storage import Storage
 from upkeeper.storage.base import clean_partials
+
+if TYPE_CHECKING:  # the catalog imports the ORM: loaded by whoever opens one (see tasks/backup/_common.py)
+    from upkeeper.backup.catalog import Catalog
 
 log = logging.getLogger(__name__)
 
@@ -140,12 +143,14 @@ def recorded_manifests(catalog: Catalog | None, target: str | None, database: st
     out: dict[str, Manifest] = {}
     if catalog is None:
         return out
+    from upkeeper.backup.catalog import ROW_KEYS as catalog_keys
+
     for row in catalog.list(target=target, database=database):
         sha = row.manifest_sha256
         if not sha:
             continue
         try:
-            m = Manifest.from_dict({k: v for k, v in (row.manifest or {}).items() if k not in ROW_KEYS})
+            m = Manifest.from_dict({k: v for k, v in (row.manifest or {}).items() if k not in catalog_keys})
         except UpkeeperError:
             continue  # read from the storage instead
         if m.id == row.id and m.target == row.target and m.database == row.database:
@@ -218,6 +223,8 @@ def prune_series(
     # Never delete the newest verified backup either: a string of failed verifications must not cost
     # the last copy known to restore.
     if catalog is not None and decisions:
+        from upkeeper.backup.catalog import VERIFIED
+
         verified = {r.id for r in catalog.list(target=target, database=database, kind=kind, statuses=[VERIFIED])}
         for d in decisions:  # newest first
             if d.item.id in verified:

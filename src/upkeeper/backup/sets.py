@@ -8,9 +8,8 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from upkeeper.backup.catalog import Catalog
 from upkeeper.backup.crypto import Encryption, encryption_from
 from upkeeper.backup.manifest import Manifest, delete_set, new_backup_id, set_prefix, write_manifest
 from upkeeper.backup.pipeline import ObjectRecord, ObjectUpload, fault_pause
@@ -18,6 +17,9 @@ from upkeeper.config.backup import BackupSettings
 from upkeeper.config.models import Config
 from upkeeper.errors import BackupError, TaskError
 from upkeeper.storage import Storage, open_storage
+
+if TYPE_CHECKING:  # the catalog imports the ORM: only the tasks that open one load it
+    from upkeeper.backup.catalog import Catalog
 
 log = logging.getLogger(__name__)
 

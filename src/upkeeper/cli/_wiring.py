@@ -8,12 +8,15 @@ AdmissionPolicy protocol and periodic callbacks only as :class:`Periodic`.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from upkeeper.core.daemon import AdmissionPolicy, Periodic
 from upkeeper.core.history import History
 from upkeeper.core.jobs import Setup
 from upkeeper.core.runner import RunListener
 from upkeeper.notify.policy import build_policies as _window_policies
+
+if TYPE_CHECKING:  # the daemon's; 'upkeeper run' needs only build_listeners
+    from upkeeper.core.daemon import AdmissionPolicy, Periodic
 
 
 def build_listeners(setup: Setup, history: History, *, background: bool = False) -> list[RunListener]:
@@ -48,6 +51,7 @@ def build_policies(setup: Setup, history: History) -> list[AdmissionPolicy]:
 
 def build_periodic(setup: Setup, history: History, listeners: Sequence[RunListener]) -> list[Periodic]:
     """The daemon's periodic callbacks: escalation timers, missed runs, window notices, delivery retries."""
+    from upkeeper.core.daemon import Periodic
     from upkeeper.notify.engine import NotificationEngine
 
     every = setup.config.notifications.check_every

@@ -9,7 +9,6 @@ from __future__ import annotations
 import gc
 import importlib
 import os
-import pkgutil
 import sys
 
 #: Global options that take a value (the command word comes after them).
@@ -138,6 +137,8 @@ COMMANDS: dict[str, str] = {
 
 def command_modules() -> list[str]:
     """Every command module (one per command or group; names starting with "_" are helpers)."""
+    import pkgutil  # only here (--help, a typo): ~10 ms of every command's start otherwise
+
     return sorted(m.name for m in pkgutil.iter_modules(_pkg.__path__) if not m.name.startswith("_")
                   and m.name != "main")
 

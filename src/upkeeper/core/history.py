@@ -19,41 +19,35 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any
 
-import platformdirs
 import psutil
 from sqlalchemy import (
     Connection,
     Engine,
-    Table,
     and_,
     bindparam,
     create_engine,
     delete,
     event,
     func,
+    insert,
     or_,
     select,
     text,
     update,
 )
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
-from sqlalchemy.orm import Session, sessionmaker
 
-from upkeeper.core.models import (
-    AuditRow,
-    DaemonRow,
-    FindingRow,
-    LockRow,
-    MetricRow,
-    RunRow,
-    StateRow,
-    StreakRow,
-)
+from upkeeper.core import tables
 from upkeeper.core.task import Result
 from upkeeper.errors import HistoryError
 from upkeeper.redact import redact, redact_obj
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session, sessionmaker
+
+    from upkeeper.core.models import AuditRow, DaemonRow, FindingRow, LockRow, RunRow
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +66,8 @@ RETENTION_STATE = ("_history", "runs_deleted_through")
 
 
 def default_history_path() -> Path:
+    import platformdirs
+
     return Path(platformdirs.user_data_dir("upkeeper", appauthor=False)) / "history.db"
 
 
@@ -173,11 +169,6 @@ class _SQLiteFileLock:
         self.fh.close()
 
 
-def _table(model: type[Any]) -> Table:
-    """A mapped class's Table, for prepared Core statements on hot paths."""
-    return cast(Table, model.__table__)
-
-
 class History:
     """Access to the history database.  Thread-safe; one instance per process is enough."""
 
@@ -204,7 +195,7 @@ class History:
                 f"cannot open history database {redact(url)}: {exc}",
                 "Try: check the 'history' setting and the directory permissions",
             ) from None
-        self.Session = sessionmaker(self.engine, expire_on_commit=False)
+        self._sessionmaker: sessionmaker[Session] | None = None  # the ORM: imported on first use (see session)
         # One lock per History instance: the threads of one daemon take turns without SQLite's
         # sleeping busy handler; separate instances (daemons, processes) contend through SQLite.
         self._turn: contextlib.AbstractContextManager[Any] = (
@@ -309,8 +300,17 @@ class History:
 
         On SQLite, the threads sharing this instance take turns through a lock: SQLite's own busy
         handler would make them sleep in 1–100 ms steps instead.
+
+        The ORM (``sqlalchemy.orm`` and :mod:`upkeeper.core.models`, ~70 ms to import) is loaded here, on
+        first use: the per-run path (``upkeeper run``) records its runs with Core statements only.
         """
-        with self._turn, self.Session() as s, s.begin():
+        if self._sessionmaker is None:
+            from sqlalchemy.orm import sessionmaker
+
+            import upkeeper.core.models  # noqa: F401 - the mapped classes, before the first ORM query
+
+            self._sessionmaker = sessionmaker(self.engine, expire_on_commit=False)
+        with self._turn, self._sessionmaker() as s, s.begin():
             yield s
 
     @contextlib.contextmanager
@@ -376,6 +376,8 @@ class History:
 
     def claim_pending(self, now: datetime, owner: str, node: str, jobs: Sequence[str]) -> list[RunRow]:
         """Claim ``pending`` runs (retries, deferred and planned runs) that are due now."""
+        from upkeeper.core.models import RunRow
+
         if not jobs:
             return []
         known = set(jobs)
@@ -403,6 +405,8 @@ class History:
 
     def pending_run(self, job: str, trigger: str | None = None) -> RunRow | None:
         """The job's earliest pending run (optionally of one trigger), if any."""
+        from upkeeper.core.models import RunRow
+
         q = select(RunRow).where(RunRow.job == job, RunRow.status == "pending")
         if trigger:
             q = q.where(RunRow.trigger == trigger)
@@ -410,8 +414,9 @@ class History:
             return s.scalars(q.order_by(RunRow.due_at).limit(1)).first()
 
     def set_status(self, run_id: int, status: str, **values: Any) -> None:
-        with self.session() as s:
-            s.execute(update(RunRow).where(RunRow.id == run_id).values(status=status, **values))
+        runs = tables.runs
+        with self._core() as conn:
+            conn.execute(update(runs).where(runs.c.id == run_id).values(status=status, **values))
 
     def start_run(self, run_id: int, started_at: datetime, owner: str) -> None:
         self.set_status(run_id, "running", started_at=started_at, owner=owner)
@@ -492,8 +497,6 @@ class History:
         1 ms each; a daemon's burst of 1,000 due runs made that seconds of lateness.
         """
         if self._stmts is None:
-            from sqlalchemy import insert
-
             # only this history's dialect: importing sqlalchemy.dialects.postgresql (and the driver
             # modules its package imports) costs a SQLite history's CLI ~45 ms
             dialect_insert: Any
@@ -501,7 +504,7 @@ class History:
                 from sqlalchemy.dialects.sqlite import insert as dialect_insert
             else:
                 from sqlalchemy.dialects.postgresql import insert as dialect_insert
-            locks, runs = _table(LockRow), _table(RunRow)
+            locks, runs = tables.locks, tables.runs
             self._stmts = {
                 "claim": dialect_insert(runs).on_conflict_do_nothing(index_elements=["job", "scheduled_for"])
                 .returning(runs.c.id),
@@ -513,9 +516,9 @@ class History:
                 "release": delete(locks).where(locks.c.owner == bindparam("holder")),
                 "get": select(runs.c.job, runs.c.target, runs.c.details).where(runs.c.id == bindparam("rid")),
                 "update": update(runs).where(runs.c.id == bindparam("rid")),
-                "finding": insert(_table(FindingRow)),
-                "state": _upsert_state(dialect_insert(_table(StateRow))),
-                "metric": insert(_table(MetricRow)),
+                "finding": insert(tables.findings),
+                "state": _upsert_state(dialect_insert(tables.job_state)),
+                "metric": insert(tables.metric_samples),
             }
         return self._stmts
 
@@ -529,10 +532,14 @@ class History:
         return self.create_run(run, owner, node)
 
     def get_run(self, run_id: int) -> RunRow | None:
+        from upkeeper.core.models import RunRow
+
         with self.session() as s:
             return s.get(RunRow, run_id)
 
     def findings_for(self, run_id: int) -> list[FindingRow]:
+        from upkeeper.core.models import FindingRow
+
         with self.session() as s:
             return list(s.scalars(select(FindingRow).where(FindingRow.run_id == run_id).order_by(FindingRow.id)))
 
@@ -549,6 +556,8 @@ class History:
 
         ``limit`` keeps the newest: a period in the past needs ``before``, or the runs after it fill the limit
         (with ``job``, both bounds are read through the ``(job, scheduled_for)`` unique index)."""
+        from upkeeper.core.models import RunRow
+
         q = select(RunRow)
         if job:
             q = q.where(RunRow.job == job)
@@ -573,6 +582,8 @@ class History:
 
     def last_runs(self) -> dict[str, RunRow]:
         """The newest finished (or running) run of every job."""
+        from upkeeper.core.models import RunRow
+
         sub = (
             select(RunRow.job, func.max(RunRow.id).label("mid"))
             .where(RunRow.status.notin_(["pending"]))
@@ -585,6 +596,8 @@ class History:
 
     def last_scheduled(self) -> dict[str, datetime]:
         """Per job, the newest occurrence instant the scheduler has dealt with."""
+        from upkeeper.core.models import RunRow
+
         q = (
             select(RunRow.job, func.max(RunRow.scheduled_for))
             .where(RunRow.trigger.in_(["schedule", "catch-up", "deferred"]))
@@ -610,7 +623,7 @@ class History:
         the success they follow is still the job's latest.  One snapshot (on PostgreSQL, REPEATABLE READ),
         so a prune committing meanwhile is seen wholly or not at all: never counted twice, never lost.
         """
-        runs, streaks = _table(RunRow), _table(StreakRow)
+        runs, streaks = tables.runs, tables.run_streaks
         # built once, run per job (building a statement costs more than running it)
         job_is = runs.c.job == bindparam("job")
         last_ok = (select(runs.c.id, runs.c.finished_at)
@@ -654,6 +667,8 @@ class History:
                 yield conn
 
     def last_success(self, job: str) -> RunRow | None:
+        from upkeeper.core.models import RunRow
+
         with self.session() as s:
             return s.scalars(
                 select(RunRow)
@@ -670,10 +685,12 @@ class History:
         """
         now = datetime.now(UTC)
         fixed: list[int] = []
-        runs = _table(RunRow)
-        with self._core() as conn:  # the usual answer is "none": no ORM query (its first costs ~20 ms)
+        runs = tables.runs
+        with self._core() as conn:  # the usual answer is "none": no ORM (its import and first query: ~90 ms)
             if conn.execute(select(runs.c.id).where(runs.c.status.in_(ACTIVE_STATES)).limit(1)).first() is None:
                 return []
+        from upkeeper.core.models import DaemonRow, RunRow
+
         with self.session() as s:
             rows = s.scalars(select(RunRow).where(RunRow.status.in_(list(ACTIVE_STATES)))).all()
             if not rows:
@@ -700,6 +717,8 @@ class History:
 
     def interrupt_owned(self, owner: str, reason: str) -> list[int]:
         """Mark this owner's queued or running runs ``interrupted`` (daemon shutdown)."""
+        from upkeeper.core.models import RunRow
+
         now = datetime.now(UTC)
         with self.session() as s:
             rows = s.scalars(
@@ -722,22 +741,25 @@ class History:
         since: datetime | None = None,
         limit: int = 10000,
     ) -> list[tuple[datetime, float]]:
-        q = select(MetricRow.ts, MetricRow.value).where(MetricRow.name == name)
+        m = tables.metric_samples  # Core: tasks read series in the worker, which need not import the ORM
+        q = select(m.c.ts, m.c.value).where(m.c.name == name)
         if job:
-            q = q.where(MetricRow.job == job)
+            q = q.where(m.c.job == job)
         if target:
-            q = q.where(MetricRow.target == target)
+            q = q.where(m.c.target == target)
         if since:
-            q = q.where(MetricRow.ts >= since)
-        q = q.order_by(MetricRow.ts.desc()).limit(limit)
-        with self.session() as s:
-            return sorted((ts, float(v)) for ts, v in s.execute(q))
+            q = q.where(m.c.ts >= since)
+        q = q.order_by(m.c.ts.desc()).limit(limit)
+        with self._core() as conn:
+            return sorted((ts, float(v)) for ts, v in conn.execute(q))
 
     def prune_metrics(self, job: str, older_than: datetime) -> int:
         return self.prune_metrics_bulk({job: older_than})
 
     def prune_metrics_bulk(self, cutoffs: dict[str, datetime]) -> int:
         """Delete metric samples older than each job's cutoff: one statement per distinct cutoff."""
+        from upkeeper.core.models import MetricRow
+
         by_cutoff: dict[datetime, list[str]] = {}
         for job, cutoff in cutoffs.items():
             by_cutoff.setdefault(cutoff, []).append(job)
@@ -753,11 +775,14 @@ class History:
     # -- job state ------------------------------------------------------------------------
 
     def get_state(self, job: str, key: str, default: Any = None) -> Any:
-        with self.session() as s:
-            row = s.get(StateRow, (job, key))
-            return default if row is None else row.value
+        st = tables.job_state  # Core: tasks read their state in the worker, which need not import the ORM
+        with self._core() as conn:
+            row = conn.execute(select(st.c.value).where(st.c.job == job, st.c.key == key)).first()
+            return default if row is None else row[0]
 
     def set_state(self, job: str, key: str, value: Any) -> None:
+        from upkeeper.core.models import StateRow
+
         now = datetime.now(UTC)
         with self.session() as s:
             row = s.get(StateRow, (job, key))
@@ -772,26 +797,27 @@ class History:
     def acquire_lock(self, name: str, owner: str, node: str, ttl: timedelta, purpose: str = "") -> bool:
         """Take a named lock.  A lock whose owner died or whose lease expired is taken over."""
         try:
-            with self.session() as s:
-                return self._take_lock(s, name, owner, node, ttl, purpose)
+            with self._core() as conn:
+                return self._take_lock(conn, name, owner, node, ttl, purpose)
         except IntegrityError:
             return False
 
     @staticmethod
-    def _take_lock(s: Session, name: str, owner: str, node: str, ttl: timedelta, purpose: str) -> bool:
+    def _take_lock(conn: Connection, name: str, owner: str, node: str, ttl: timedelta, purpose: str) -> bool:
+        """In Core (exclusive tasks take their target's lock on the per-run path, which has no ORM)."""
+        locks = tables.locks
         now = datetime.now(UTC)
-        row = s.get(LockRow, name)
+        row = conn.execute(select(locks.c.owner, locks.c.expires_at).where(locks.c.name == name)).first()
         if row is not None:
             if row.owner == owner:
-                row.expires_at = now + ttl
+                conn.execute(update(locks).where(locks.c.name == name).values(expires_at=now + ttl))
                 return True
             alive = owner_alive(row.owner, node)
             if row.expires_at > now and alive is not False:
                 return False
-            s.delete(row)
-            s.flush()
-        s.add(LockRow(name=name, owner=owner, node=node, acquired_at=now, expires_at=now + ttl, purpose=purpose))
-        s.flush()
+            conn.execute(delete(locks).where(locks.c.name == name))
+        conn.execute(insert(locks).values(name=name, owner=owner, node=node, acquired_at=now, expires_at=now + ttl,
+                                          purpose=purpose))
         return True
 
     def start_run_locked(
@@ -808,46 +834,56 @@ class History:
                 if got.rowcount == 1:  # the common case: there was no lock row
                     conn.execute(st["run_start"], start)
                     return True
-            # a lock row exists: held by a live run, or stale (then taken over) — the ORM path
-            with self.session() as s:
-                if not self._take_lock(s, lock, holder, node, ttl, f"run {run_id}"):
+            # a lock row exists: held by a live run, or stale (then taken over)
+            with self._core() as conn:
+                if not self._take_lock(conn, lock, holder, node, ttl, f"run {run_id}"):
                     return False
-                s.connection().execute(st["run_start"], start)
+                conn.execute(st["run_start"], start)
             return True
         except IntegrityError:
             return False
 
     def lock_holder(self, name: str) -> LockRow | None:
+        from upkeeper.core.models import LockRow
+
         with self.session() as s:
             return s.get(LockRow, name)
 
     def refresh_locks(self, owner: str, ttl: timedelta) -> None:
         """Extend every lock held by this process (``owner``) or on behalf of its runs (``owner/…``)."""
-        with self.session() as s:
-            s.execute(
-                update(LockRow)
-                .where((LockRow.owner == owner) | LockRow.owner.startswith(owner + "/", autoescape=True))
+        locks = tables.locks
+        with self._core() as conn:
+            conn.execute(
+                update(locks)
+                .where((locks.c.owner == owner) | locks.c.owner.startswith(owner + "/", autoescape=True))
                 .values(expires_at=datetime.now(UTC) + ttl)
             )
 
     def release_lock(self, name: str, owner: str) -> None:
-        with self.session() as s:
-            s.execute(delete(LockRow).where(LockRow.name == name, LockRow.owner == owner))
+        locks = tables.locks
+        with self._core() as conn:
+            conn.execute(delete(locks).where(locks.c.name == name, locks.c.owner == owner))
 
     # -- audit & daemons ------------------------------------------------------------------
 
     def audit(self, actor: str, action: str, *, job: str | None = None, node: str | None = None,
               details: dict[str, Any] | None = None) -> None:
+        from upkeeper.core.models import AuditRow
+
         with self.session() as s:
             s.add(AuditRow(ts=datetime.now(UTC), actor=actor, action=action, job=job, node=node,
                            details=redact_obj(jsonable(details or {}))))
 
     def audit_entries(self, limit: int = 100) -> list[AuditRow]:
+        from upkeeper.core.models import AuditRow
+
         with self.session() as s:
             return list(s.scalars(select(AuditRow).order_by(AuditRow.id.desc()).limit(limit)))
 
     def daemon_heartbeat(self, instance: str, node: str, pid: int, started_at: datetime, jobs: int,
                          version: str) -> None:
+        from upkeeper.core.models import DaemonRow
+
         now = datetime.now(UTC)
         with self.session() as s:
             row = s.get(DaemonRow, instance)
@@ -859,10 +895,14 @@ class History:
                 row.jobs = jobs
 
     def daemon_stopped(self, instance: str) -> None:
+        from upkeeper.core.models import DaemonRow
+
         with self.session() as s:
             s.execute(update(DaemonRow).where(DaemonRow.instance == instance).values(stopped_at=datetime.now(UTC)))
 
     def daemons(self) -> list[DaemonRow]:
+        from upkeeper.core.models import DaemonRow
+
         with self.session() as s:
             return list(s.scalars(select(DaemonRow).order_by(DaemonRow.last_seen.desc())))
 

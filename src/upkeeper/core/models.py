@@ -1,107 +1,50 @@
-"""SQLAlchemy models of the history database (SQLite or PostgreSQL, one code path).
+"""SQLAlchemy ORM classes of the history database (SQLite or PostgreSQL, one code path).
 
-The schema is created and upgraded only by Alembic migrations
-(``core/migrations``); these classes describe it for queries.
+The schema is created and upgraded only by Alembic migrations (``core/migrations``); the tables are
+described once, in Core, by :mod:`upkeeper.core.tables` (what the per-run path uses, without the ORM);
+these classes map them for the queries that read whole rows.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import (
-    JSON,
-    DateTime,
-    Float,
-    ForeignKey,
-    Index,
-    Integer,
-    String,
-    Text,
-    UniqueConstraint,
-)
-from sqlalchemy.engine import Dialect
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
-from sqlalchemy.types import TypeDecorator, TypeEngine
+from sqlalchemy.orm import DeclarativeBase, Mapped
 
+from upkeeper.core import tables
+from upkeeper.core.tables import JSONType, UTCDateTime
 
-class _JSONDocument(TypeDecorator[Any]):
-    """JSON on SQLite, JSONB on PostgreSQL.
-
-    (``JSON().with_variant(JSONB(), "postgresql")`` would import the PostgreSQL dialect, and with it
-    asyncio and ssl, into every ``upkeeper`` command that opens an SQLite history: ~40 ms.)
-    """
-
-    impl = JSON
-    cache_ok = True
-
-    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
-        if dialect.name == "postgresql":
-            from sqlalchemy.dialects.postgresql import JSONB
-
-            return dialect.type_descriptor(JSONB())
-        return dialect.type_descriptor(JSON())
-
-
-JSONType = _JSONDocument()
-
-
-class UTCDateTime(TypeDecorator[datetime]):
-    """Aware UTC datetimes in, aware UTC datetimes out, on SQLite and PostgreSQL alike."""
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("naive datetime given to the history database; use UTC-aware datetimes")
-        value = value.astimezone(UTC)
-        if dialect.name == "sqlite":
-            return value.replace(tzinfo=None)
-        return value
-
-    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            return value.replace(tzinfo=UTC)
-        return value.astimezone(UTC)
+__all__ = ["AuditRow", "Base", "DaemonRow", "FindingRow", "JSONType", "LockRow", "MetricRow", "RunRow", "StateRow",
+           "StreakRow", "UTCDateTime"]
 
 
 class Base(DeclarativeBase):
-    pass
+    metadata = tables.metadata
 
 
 class RunRow(Base):
-    __tablename__ = "runs"
-    __table_args__ = (
-        UniqueConstraint("job", "scheduled_for", name="uq_runs_occurrence"),
-        Index("ix_runs_status", "status"),
-        Index("ix_runs_job_finished", "job", "finished_at"),
-        Index("ix_runs_finished", "finished_at"),
-    )
+    __table__ = tables.runs
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    job: Mapped[str] = mapped_column(String(100), nullable=False)
-    task: Mapped[str] = mapped_column(String(100), nullable=False)
-    target: Mapped[str | None] = mapped_column(String(100))
-    scheduled_for: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
-    due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    status: Mapped[str] = mapped_column(String(16), nullable=False)
-    summary: Mapped[str] = mapped_column(Text, default="")
-    node: Mapped[str | None] = mapped_column(String(255))
-    owner: Mapped[str | None] = mapped_column(String(255))
-    attempt: Mapped[int] = mapped_column(Integer, default=1)
-    trigger: Mapped[str] = mapped_column(String(16), default="schedule")
-    log_excerpt: Mapped[str] = mapped_column(Text, default="")
-    metrics: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
-    artifacts: Mapped[list[Any]] = mapped_column(JSONType, default=list)
-    duration: Mapped[float | None] = mapped_column(Float)
-    details: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    id: Mapped[int]
+    job: Mapped[str]
+    task: Mapped[str]
+    target: Mapped[str | None]
+    scheduled_for: Mapped[datetime]
+    due_at: Mapped[datetime | None]
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    status: Mapped[str]
+    summary: Mapped[str]
+    node: Mapped[str | None]
+    owner: Mapped[str | None]
+    attempt: Mapped[int]
+    trigger: Mapped[str]
+    log_excerpt: Mapped[str]
+    metrics: Mapped[dict[str, Any]]
+    artifacts: Mapped[list[Any]]
+    duration: Mapped[float | None]
+    details: Mapped[dict[str, Any]]
 
 
 class StreakRow(Base):
@@ -114,91 +57,84 @@ class StreakRow(Base):
     on the per-run path writes it.
     """
 
-    __tablename__ = "run_streaks"
+    __table__ = tables.run_streaks
 
-    job: Mapped[str] = mapped_column(String(100), primary_key=True)
-    after_run_id: Mapped[int] = mapped_column(Integer, nullable=False)
-    failures: Mapped[int] = mapped_column(Integer, nullable=False)
-    since: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)  # the earliest deleted failure's end
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    job: Mapped[str]
+    after_run_id: Mapped[int]
+    failures: Mapped[int]
+    since: Mapped[datetime]  # the earliest deleted failure's end
+    updated_at: Mapped[datetime]
 
 
 class FindingRow(Base):
-    __tablename__ = "findings"
-    __table_args__ = (Index("ix_findings_job_check", "job", "check"), Index("ix_findings_run", "run_id"))
+    __table__ = tables.findings
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), nullable=False)
-    job: Mapped[str] = mapped_column(String(100), nullable=False)
-    check: Mapped[str] = mapped_column(String(200), nullable=False)
-    severity: Mapped[str] = mapped_column(String(16), nullable=False)
-    subject: Mapped[str] = mapped_column(Text, default="")
-    message: Mapped[str] = mapped_column(Text, default="")
-    remediation: Mapped[str] = mapped_column(Text, default="")
-    value: Mapped[Any] = mapped_column(JSONType, nullable=True)
-    threshold: Mapped[Any] = mapped_column(JSONType, nullable=True)
-    data: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
-    ts: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    id: Mapped[int]
+    run_id: Mapped[int]
+    job: Mapped[str]
+    check: Mapped[str]
+    severity: Mapped[str]
+    subject: Mapped[str]
+    message: Mapped[str]
+    remediation: Mapped[str]
+    value: Mapped[Any]
+    threshold: Mapped[Any]
+    data: Mapped[dict[str, Any]]
+    ts: Mapped[datetime]
 
 
 class MetricRow(Base):
-    __tablename__ = "metric_samples"
-    __table_args__ = (
-        Index("ix_metrics_job_name_ts", "job", "name", "ts"),
-        Index("ix_metrics_target_name_ts", "target", "name", "ts"),
-        Index("ix_metrics_run", "run_id"),
-    )
+    __table__ = tables.metric_samples
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"))
-    job: Mapped[str] = mapped_column(String(100), nullable=False)
-    target: Mapped[str | None] = mapped_column(String(100))
-    name: Mapped[str] = mapped_column(String(200), nullable=False)
-    value: Mapped[float] = mapped_column(Float, nullable=False)
-    ts: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    id: Mapped[int]
+    run_id: Mapped[int | None]
+    job: Mapped[str]
+    target: Mapped[str | None]
+    name: Mapped[str]
+    value: Mapped[float]
+    ts: Mapped[datetime]
 
 
 class StateRow(Base):
-    __tablename__ = "job_state"
+    __table__ = tables.job_state
 
-    job: Mapped[str] = mapped_column(String(100), primary_key=True)
-    key: Mapped[str] = mapped_column(String(200), primary_key=True)
-    value: Mapped[Any] = mapped_column(JSONType, nullable=True)
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    job: Mapped[str]
+    key: Mapped[str]
+    value: Mapped[Any]
+    updated_at: Mapped[datetime]
 
 
 class LockRow(Base):
-    __tablename__ = "locks"
+    __table__ = tables.locks
 
-    name: Mapped[str] = mapped_column(String(255), primary_key=True)
-    owner: Mapped[str] = mapped_column(String(255), nullable=False)
-    node: Mapped[str] = mapped_column(String(255), nullable=False)
-    acquired_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
-    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
-    purpose: Mapped[str] = mapped_column(Text, default="")
+    name: Mapped[str]
+    owner: Mapped[str]
+    node: Mapped[str]
+    acquired_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    purpose: Mapped[str]
 
 
 class AuditRow(Base):
-    __tablename__ = "audit"
-    __table_args__ = (Index("ix_audit_ts", "ts"),)
+    __table__ = tables.audit
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    ts: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
-    actor: Mapped[str] = mapped_column(String(255), nullable=False)
-    action: Mapped[str] = mapped_column(String(100), nullable=False)
-    job: Mapped[str | None] = mapped_column(String(100))
-    node: Mapped[str | None] = mapped_column(String(255))
-    details: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    id: Mapped[int]
+    ts: Mapped[datetime]
+    actor: Mapped[str]
+    action: Mapped[str]
+    job: Mapped[str | None]
+    node: Mapped[str | None]
+    details: Mapped[dict[str, Any]]
 
 
 class DaemonRow(Base):
-    __tablename__ = "daemons"
+    __table__ = tables.daemons
 
-    instance: Mapped[str] = mapped_column(String(255), primary_key=True)
-    node: Mapped[str] = mapped_column(String(255), nullable=False)
-    pid: Mapped[int] = mapped_column(Integer, nullable=False)
-    started_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
-    last_seen: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
-    stopped_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    version: Mapped[str] = mapped_column(String(50), default="")
-    jobs: Mapped[int] = mapped_column(Integer, default=0)
+    instance: Mapped[str]
+    node: Mapped[str]
+    pid: Mapped[int]
+    started_at: Mapped[datetime]
+    last_seen: Mapped[datetime]
+    stopped_at: Mapped[datetime | None]
+    version: Mapped[str]
+    jobs: Mapped[int]

@@ -15,7 +15,6 @@ the restore took, and a killed verify's on building indexes in its scratch datab
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import fcntl
 import os
 import shutil
@@ -76,6 +75,8 @@ def _load_prctl() -> Any:
     if _prctl is None:
         _prctl = False
         if sys.platform.startswith("linux"):
+            import ctypes  # here, not at import: the CLI loads this module but starts no child itself
+
             try:
                 fn = ctypes.CDLL(None, use_errno=True).prctl
             except (OSError, AttributeError):

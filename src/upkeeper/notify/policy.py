@@ -13,14 +13,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from upkeeper.config.models import Config
 from upkeeper.config.windows import BlackoutConfig, WindowConfig
-from upkeeper.core.daemon import Decision
 from upkeeper.core.history import History
 from upkeeper.core.jobs import Job
 from upkeeper.fmt import local_time
 from upkeeper.notify.calendar import Period, Recurrence, recurrence
+
+if TYPE_CHECKING:  # the daemon imports it; 'upkeeper run' (the calendar, for refusals) does not need it
+    from upkeeper.core.daemon import Decision
 
 
 @dataclass
@@ -97,6 +100,8 @@ class WindowPolicy:
         self.history = history
 
     def decide(self, job: Job, occurrence: datetime, now: datetime, trigger: str) -> Decision:
+        from upkeeper.core.daemon import Decision
+
         window = self.calendar.window_of(job)
         if window is None:
             return Decision.admit()
@@ -116,6 +121,8 @@ class BlackoutPolicy:
         self.calendar = calendar
 
     def decide(self, job: Job, occurrence: datetime, now: datetime, trigger: str) -> Decision:
+        from upkeeper.core.daemon import Decision
+
         hit = self.calendar.blackout_at(job.category, now)
         if hit is None:
             return Decision.admit()

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from upkeeper.backup.catalog import catalog_for
+from upkeeper import lazy
 from upkeeper.backup.manifest import Manifest
 from upkeeper.backup.prune import SeriesReport, clean_leftovers, prune_series
 from upkeeper.backup.sets import UNENCRYPTED_REMOTE_HINT, BackupEnv, open_env, unencrypted_remote
@@ -15,6 +15,14 @@ from upkeeper.config.storage import unknown_storages
 from upkeeper.core.task import Finding, Result, Severity, TaskContext
 from upkeeper.errors import TaskError, UpkeeperError
 from upkeeper.fmt import human_bytes
+
+if TYPE_CHECKING:
+    from upkeeper.backup import catalog
+else:
+    # the catalog imports SQLAlchemy's ORM (~70 ms): 'upkeeper run' validates every job's options in the CLI,
+    # which imports this module, and records its runs without the ORM; the worker loads it before the run
+    # (lazy.load_all, when it imports the task modules it will run)
+    catalog = lazy.module("upkeeper.backup.catalog")
 
 
 def storage_problems(option: str, names: list[str] | None, config: Any) -> list[tuple[str, str, str]]:
@@ -42,7 +50,7 @@ def write_storage_problems(names: list[str] | None, config: Any) -> list[tuple[s
 def env_for(ctx: TaskContext, storages: list[str] | None) -> BackupEnv:
     if ctx.config is None:
         raise TaskError("backup tasks need the whole configuration (storages, encryption)")
-    return open_env(ctx.config, storages, catalog_for(ctx.state), job=ctx.job, run_id=ctx.run_id)
+    return open_env(ctx.config, storages, catalog.catalog_for(ctx.state), job=ctx.job, run_id=ctx.run_id)
 
 
 def apply_retention(ctx: TaskContext, env: BackupEnv, manifest: Manifest, policy: RetentionPolicy,
