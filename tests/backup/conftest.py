@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -219,6 +220,28 @@ def read_attributes(root: Path, names: Any = ("user.", "security.capability", "s
         if attrs:
             out["" if p == root else str(p.relative_to(root))] = attrs
     return out
+
+
+def stop_cgroup(p: subprocess.Popen[bytes], timeout: float = 30) -> tuple[float, bytes, bytes, list[Any]]:
+    """SIGTERM to ``p`` and to every process under it at once, as ``systemctl stop`` sends it to every process of
+    the unit's cgroup (KillMode=control-group) and ``kill -TERM -PGID`` to a group: the workers, in sessions of
+    their own, and pg_dump, age… get it directly.  The deepest first (pg_dump may die before its worker hears of
+    the stop).  Returns (seconds until ``p`` exited, its stdout, its stderr, the processes signalled); its whole
+    process group is SIGKILLed if it is still running when this returns or fails."""
+    import psutil
+
+    try:
+        procs = [psutil.Process(p.pid), *psutil.Process(p.pid).children(recursive=True)]
+        t0 = time.monotonic()
+        for q in reversed(procs):
+            with contextlib.suppress(psutil.NoSuchProcess):
+                q.send_signal(signal.SIGTERM)
+        out, err = p.communicate(timeout=timeout)
+        return time.monotonic() - t0, out, err, procs
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
 
 
 def terminate_and_wait(p: subprocess.Popen[bytes], timeout: float = 30) -> tuple[float, bytes]:

@@ -4,9 +4,11 @@ and restores with pg_restore; failures are failed runs with nothing listed."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,7 @@ from upkeeper.config.loader import load_text
 from upkeeper.errors import TaskError
 from upkeeper.sandbox.postgres import PostgresCluster
 
-from .conftest import AgeKey, wrapped_pg_dump
+from .conftest import AgeKey, stop_cgroup, wrapped_pg_dump
 
 
 def _sets(store: Path) -> list[Path]:
@@ -516,3 +518,69 @@ def test_a_role_limit_below_the_dumps_jobs_dumps_with_fewer_jobs_and_warns(
     [set_dir] = _sets(tmp_path / "store1")
     manifest = json.loads((set_dir / "manifest.json").read_text())
     assert manifest["postgres"]["row_counts"]["public.bookings"] == counts["bookings"]
+
+
+@pytest.mark.parametrize("how", ["run", "daemon"])
+def test_a_backup_stopped_with_its_whole_cgroup_is_interrupted_not_failed_and_not_notified(
+        how: str, cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], backup_config: Any,
+        tmp_path: Path, webhook_receiver: Any) -> None:
+    """``systemctl stop`` SIGTERMs every process of the unit at once: ``upkeeper run --json`` (or the daemon), its
+    worker and pg_dump (here waiting for a table a migration holds).  The run is recorded ``interrupted`` (said to
+    be a stop, not "pg_dump failed"), nothing is stored or listed, backup.work_dir stays empty, no process is
+    left, no failure is notified (a requested stop pages nobody), ``run --json`` still prints the run and exits
+    143, the daemon exits 0 naming the run it interrupted — and the next backup works.  (The run's JSON used to
+    be empty, and a 'db-backup was interrupted' error went to the channels on every stop.)"""
+    import psutil
+    import yaml
+
+    db, _ = app_db
+    work = tmp_path / "work"
+    work.mkdir()
+    cfg = backup_config(db, backup={"work_dir": str(work)}, options={"lock_wait_timeout": "0s"})
+    data = yaml.safe_load(cfg.read_text())
+    data["notifications"] = {"channels": {"team": {"kind": "webhook", "url": webhook_receiver.url + "/hook"}}}
+    cfg.write_text(yaml.safe_dump(data))
+    if how == "run":
+        argv = ["run", "db-backup", "--json"]
+    else:  # the daemon starts a planned run at once
+        assert cli(["--config", cfg, "run", "db-backup", "--at", "+1s"]).code == 0
+        webhook_receiver.requests.clear()  # its announcement
+        time.sleep(1.1)
+        argv = ["daemon"]
+    with pg.connect(db) as migration:
+        migration.execute("BEGIN")
+        migration.execute("LOCK TABLE reviews IN ACCESS EXCLUSIVE MODE")
+        p = subprocess.Popen([sys.executable, "-m", "upkeeper", "--config", str(cfg), *argv],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                             env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+        try:
+            deadline = time.monotonic() + 60
+            while p.poll() is None and time.monotonic() < deadline and not pg.execute(
+                    "SELECT 1 FROM pg_stat_activity WHERE application_name LIKE 'upkeeper pg_dump %' "
+                    "AND wait_event_type = 'Lock'"):
+                time.sleep(0.05)
+            assert p.poll() is None, p.communicate()
+            assert "pg_dump" in [q.name() for q in psutil.Process(p.pid).children(recursive=True)]
+        finally:
+            took, out, err, procs = stop_cgroup(p)
+        migration.execute("ROLLBACK")
+    assert took < 10, took
+    _gone, alive = psutil.wait_procs(procs, timeout=5)
+    assert alive == [], alive
+    [row] = cli(["--config", cfg, "history", "--json"]).json()
+    assert row["status"] == "interrupted", row
+    assert "asked to stop" in row["summary"] and "pg_dump" not in row["summary"], row
+    if how == "run":
+        assert p.returncode == 143, err.decode()
+        [shown] = json.loads(out)
+        assert (shown["run_id"], shown["status"], shown["summary"]) == (row["id"], "interrupted", row["summary"])
+    else:
+        assert p.returncode == 0, err.decode()
+        assert f"1 run(s) interrupted (runs {row['id']};" in err.decode(), err.decode()
+    assert [str(f) for f in work.rglob("*")] == []
+    assert [str(f) for f in (tmp_path / "store1").rglob("*") if f.is_file()] == []
+    assert cli(["--config", cfg, "backups", "list", "--json"]).json() == []
+    assert webhook_receiver.requests == []
+    r = cli(["--config", cfg, "run", "db-backup", "--json"])
+    assert r.code == 0 and r.json()[0]["status"] == "ok", r.output
+    assert webhook_receiver.requests == []  # no "recovered" either: nothing had failed

@@ -26,6 +26,7 @@ from .conftest import (
     rewrite_manifest,
     run_app_files_backup,
     standby_backup_config,
+    stop_cgroup,
     terminate_and_wait,
 )
 
@@ -348,6 +349,46 @@ def test_backups_verify_stopped_by_sigterm_drops_its_scratch_database(
     assert _scratch_dbs(pg) == []
     assert [str(f) for f in work.rglob("*")] == []
     assert cli(["--config", cfg, "backups", "show", bid, "--json"]).json()["status"] == "complete"
+
+
+@pytest.mark.parametrize("how", ["backups verify", "run backup-verify"])
+def test_a_verify_stopped_with_its_whole_cgroup_drops_its_scratch_database_and_judges_nothing(
+        how: str, cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], backup_config: Any,
+        tmp_path: Path) -> None:
+    """``systemctl stop`` SIGTERMs every process of the unit at once — the command, a job's worker, pg_restore —
+    while the smoke check runs on the scratch database, and the job's worker gets the CLI's own SIGTERM a moment
+    later: the scratch database is still dropped (its drop made slow here), the backup stays complete (not
+    verify-failed), a job's run is recorded interrupted, exit 143.  (The second SIGTERM raised in the worker
+    again, in the middle of its cleanup: the scratch database was left behind.)"""
+    db, _ = app_db
+    work = tmp_path / "work"
+    work.mkdir()
+    cfg = backup_config(db, backup={"work_dir": str(work)},
+                        verify={"checks": ["select pg_sleep(60) is not null"], "jobs": 1})
+    bid = _backup(cli, cfg)
+    argv = (["backups", "verify", bid, "--jobs", "1", "--check", "select pg_sleep(60) is not null"]
+            if how == "backups verify" else ["run", "backup-verify", "--json"])
+    p = subprocess.Popen([sys.executable, "-m", "upkeeper", "--config", str(cfg), *argv],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path),
+                              "UPKEEPER_FAULT_PAUSE": "before-scratch-drop:0.8"})
+    try:
+        deadline = time.monotonic() + 60
+        while p.poll() is None and time.monotonic() < deadline and not pg.execute(
+                "SELECT 1 FROM pg_stat_activity WHERE query LIKE 'select pg_sleep(60)%'"):
+            time.sleep(0.05)
+        assert p.poll() is None, p.communicate()
+        assert _scratch_dbs(pg)
+    finally:
+        took, out, err, _procs = stop_cgroup(p)
+    assert p.returncode == 143, err.decode()
+    assert took < 10, took
+    assert _scratch_dbs(pg) == []
+    assert [str(f) for f in work.rglob("*")] == []
+    assert cli(["--config", cfg, "backups", "show", bid, "--json"]).json()["status"] == "complete"
+    if how == "run backup-verify":
+        [run] = json.loads(out)
+        assert run["status"] == "interrupted" and "asked to stop" in run["summary"], run
 
 
 def test_an_unreadable_newest_manifest_fails_verify_and_the_others_are_still_checked(

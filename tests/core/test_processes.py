@@ -180,4 +180,5 @@ def test_sigterm_lets_short_runs_finish_and_interrupts_long_ones(make_config: An
     assert history.get_run(long).status == "interrupted"  # type: ignore[union-attr]
     assert _wait_gone([worker, child]) == []
     log = (tmp_path / "daemon.log").read_text()
-    assert "SIGTERM received" in log and "marked interrupted" in log
+    assert "SIGTERM received" in log and f"1 run(s) interrupted (runs {long};" in log, log
+    assert "asked to stop" in history.get_run(long).summary  # type: ignore[union-attr]

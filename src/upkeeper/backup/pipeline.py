@@ -62,7 +62,8 @@ class ObjectRecord:
 
 def fault_pause(point: str) -> None:
     """Fault injection for the crash tests: ``UPKEEPER_FAULT_PAUSE=point:seconds`` sleeps at ``point``
-    (``during-upload``, ``before-manifest``); ``UPKEEPER_FAULT_MARK=file`` is appended to on arrival."""
+    (``during-upload``, ``before-manifest``, ``before-scratch-drop``…); ``UPKEEPER_FAULT_MARK=file`` is appended
+    to on arrival."""
     spec = os.environ.get("UPKEEPER_FAULT_PAUSE", "")
     for item in spec.split(","):
         name, _, secs = item.partition(":")

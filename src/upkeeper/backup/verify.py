@@ -27,7 +27,7 @@ from upkeeper.backup import pg, rdb_load, room
 from upkeeper.backup.catalog import Catalog
 from upkeeper.backup.files import hard_links, member_xattrs, xattrs_problem
 from upkeeper.backup.manifest import MANIFEST, Manifest, read_manifest
-from upkeeper.backup.pipeline import ChecksumMismatch, ObjectRecord, check_stored
+from upkeeper.backup.pipeline import ChecksumMismatch, ObjectRecord, check_stored, fault_pause
 from upkeeper.backup.rdb import check_rdb
 from upkeeper.backup.restore import (
     DatabaseEntries,
@@ -443,6 +443,7 @@ def _drop_scratch(scratch: PostgresTarget, admin: str, name: str,
     """Drop the scratch database (its sessions ended: a restore still running fails); errors are logged, never
     in place of the verify's own result.  From the ``guard`` session when given, which needs no further
     connection (a CONNECTION LIMIT may allow none), else — or when that session failed — from a new one."""
+    fault_pause("before-scratch-drop")  # (the tests: a stop signalled again while the cleanup runs)
     if guard is not None and not guard.closed:
         try:
             pg.drop_database(guard, name)

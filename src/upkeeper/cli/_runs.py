@@ -57,6 +57,17 @@ class RunSummary:
         }
 
 
+class RunsStopped(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM stopped :func:`run_jobs`: ``results`` are the runs recorded by then (those it stopped
+    ``interrupted``; a job not started yet has none), ``cause`` the interrupt to raise again once they are
+    reported."""
+
+    def __init__(self, results: list[RunSummary], cause: KeyboardInterrupt) -> None:
+        super().__init__(*cause.args)
+        self.results = results
+        self.cause = cause
+
+
 def make_runner(setup: Setup, history: History, history_url: str, pool_size: int,
                 pool: WorkerPool | None = None) -> Runner:
     if pool is not None:
@@ -168,8 +179,8 @@ def run_jobs(
                 progress.console.print(f"[warn]{what}: stopping running tasks…[/warn]")
                 for f in futures:
                     f.cancel()
-                pool.shutdown(wait=True)
-                raise
+                pool.shutdown(wait=True)  # the runs under way end, recorded (interrupted)
+                raise RunsStopped([results[i] for i in range(len(jobs)) if i in results], exc) from None
             for f in futures:
                 f.result()
     finally:

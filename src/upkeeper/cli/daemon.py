@@ -81,7 +81,9 @@ def daemon_cmd(
         stop_listeners(listeners, 30.0)
         runner.close()
         if interrupted:
-            err_console.print(f"stopped; {len(interrupted)} run(s) marked interrupted after "
-                              f"{human_duration(grace)} grace")
+            # stopped with the daemon (a cgroup's SIGTERM reaches their workers too), or still running after
+            # daemon.shutdown_grace
+            err_console.print(f"stopped; {len(interrupted)} run(s) interrupted (runs "
+                              f"{', '.join(map(str, interrupted))}; shutdown grace {human_duration(grace)})")
         else:
             err_console.print("stopped cleanly")

@@ -17,7 +17,7 @@ from upkeeper.cli._gate import (
     parse_at,
     plan_runs,
 )
-from upkeeper.cli._runs import make_runner, run_jobs, summary_table
+from upkeeper.cli._runs import RunsStopped, make_runner, run_jobs, summary_table
 from upkeeper.core.executor import WorkerPool
 from upkeeper.core.runner import status_exit_code
 from upkeeper.errors import UsageError
@@ -136,6 +136,14 @@ def run_cmd(
             results = run_jobs(runner, selected, console=out, parallel=parallel, retries=not no_retry,
                                show_progress=not (as_json or quiet) and out.is_terminal, trigger=trigger,
                                details=details)
+        except RunsStopped as stop:
+            # Ctrl-C or SIGTERM (systemctl stop, timeout): the runs as recorded, those stopped 'interrupted',
+            # then exit 130 or 143 (cli.main) — a script reading --json learns what was left undone
+            if as_json:
+                print_json([r.to_dict() for r in stop.results])
+            elif not quiet and stop.results:
+                console.print(summary_table(stop.results))
+            raise stop.cause from None
         finally:
             runner.close()
         if engine is not None:  # an emergency run

@@ -166,6 +166,7 @@ class Daemon:
         self._stopping = threading.Event()
         self._cancel = threading.Event()
         self._inflight: dict[int, Future[object]] = {}
+        self._interrupted: list[int] = []  # runs that ended interrupted once the daemon was stopping
         self._running_jobs: set[str] = set()
         self._lock = threading.Lock()
         self._next_pending = datetime.min.replace(tzinfo=UTC)
@@ -350,8 +351,14 @@ class Daemon:
 
         def work() -> object:
             try:
-                return self.runner.execute(run_id, job, scheduled_for=scheduled_for, attempt=attempt,
-                                           trigger=trigger, cancel=self._cancel)
+                # stopping: a run interrupted once the daemon was asked to stop is no failure to notify (a stop of
+                # the whole cgroup, as systemctl stop sends, SIGTERMs its worker at the same moment)
+                got = self.runner.execute(run_id, job, scheduled_for=scheduled_for, attempt=attempt,
+                                          trigger=trigger, cancel=self._cancel, stopping=self._stopping)
+                if got[0] == "interrupted" and self._stopping.is_set():
+                    with self._lock:
+                        self._interrupted.append(run_id)
+                return got
             finally:
                 with self._lock:
                     self._running_jobs.discard(job.name)
@@ -462,7 +469,8 @@ class Daemon:
         self._wake.set()
 
     def drain(self, grace: timedelta) -> list[int]:
-        """Let running runs finish within ``grace``; kill and mark the rest interrupted."""
+        """Let running runs finish within ``grace``; kill and mark the rest interrupted.  Returns the runs that
+        ended interrupted: those, and those whose worker was stopped with the daemon (a stop of the cgroup)."""
         self.stop()
         self.wait_pruned(timeout=30)  # it stops at its next batch
         with self._lock:
@@ -486,7 +494,9 @@ class Daemon:
             self.history.daemon_stopped(self.owner)
         except Exception:
             pass
-        return list(left) + fixed
+        with self._lock:
+            ended = list(self._interrupted)
+        return sorted({*ended, *left, *fixed})
 
     def wait_idle(self, timeout: float = 30) -> bool:
         """Wait until no run is in flight (tests)."""

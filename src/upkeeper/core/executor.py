@@ -31,6 +31,9 @@ from upkeeper.core.task import Result, Status
 from upkeeper.redact import redact
 
 LogFn = Callable[[str, str], None]
+#: the summary of a run stopped because upkeeper was asked to stop (Ctrl-C, SIGTERM: ``systemctl stop``)
+STOPPED = "interrupted: upkeeper was asked to stop (SIGTERM or SIGINT) while the task ran"
+STOPPED_SUMMARY = f"{STOPPED}; the task was stopped and its cleanup ran"
 #: Pickled jobs kept for the next worker that needs one (a 10,000-job fleet would hold ~5 MB otherwise).
 JOB_BLOBS_KEPT = 2048
 ProgressFn = Callable[[str, float | None], None]
@@ -46,6 +49,8 @@ class Outcome:
     timed_out: bool = False
     crashed: bool = False
     interrupted: bool = False
+    #: the worker itself got SIGTERM from outside (``kill``, a stop of the whole cgroup), not from the pool
+    terminated: bool = False
     worker_pid: int | None = None
     #: the job state the task wrote, for the runner to record with the result (None: nothing staged)
     state: dict[str, Any] | None = None
@@ -328,17 +333,19 @@ class WorkerPool:
         with self._lock:
             self._count -= 1
 
-    def _kill(self, w: _Worker) -> None:
-        """SIGTERM the worker's whole process group, SIGKILL after the grace, reap."""
+    def _kill(self, w: _Worker) -> bool:
+        """SIGTERM the worker's whole process group, SIGKILL after the grace, reap.  True when the worker ended
+        within the grace (its task unwound: see :func:`upkeeper.core.worker._on_term`)."""
         pgid = w.pid
         try:
             os.killpg(pgid, signal.SIGTERM)
         except ProcessLookupError:
             pass
+        unwound = True
         try:
             w.popen.wait(timeout=self.kill_grace)
         except subprocess.TimeoutExpired:
-            pass
+            unwound = False
         try:
             os.killpg(pgid, signal.SIGKILL)  # also whatever children ignored SIGTERM
         except ProcessLookupError:
@@ -347,6 +354,7 @@ class WorkerPool:
             w.popen.wait(timeout=10)
         except subprocess.TimeoutExpired:
             pass
+        return unwound
 
     # -- the interface ----------------------------------------------------------------
 
@@ -413,7 +421,7 @@ class WorkerPool:
                                 Result(status=Status.ERROR,
                                        summary="interrupted: the worker process running the task was stopped "
                                                "by SIGTERM"),
-                                started, _now(), interrupted=True, worker_pid=w.pid,
+                                started, _now(), interrupted=True, terminated=True, worker_pid=w.pid,
                             )
                         return Outcome(
                             Result(status=Status.ERROR,
@@ -433,10 +441,12 @@ class WorkerPool:
                                        state=msg[2] if len(msg) > 2 else None)
                     continue
                 if cancel is not None and cancel.is_set():
-                    self._kill(w)
+                    unwound = self._kill(w)
                     return Outcome(
-                        Result(status=Status.ERROR, summary="interrupted: upkeeper was stopped while the task ran; "
-                                                            "its process group was killed"),
+                        Result(status=Status.ERROR,
+                               summary=STOPPED_SUMMARY if unwound else
+                               f"{STOPPED}; the task did not end within {self.kill_grace:g}s of SIGTERM and its "
+                               "processes were killed (SIGKILL)"),
                         started, _now(), interrupted=True, worker_pid=w.pid,
                     )
                 if deadline is not None and time.monotonic() >= deadline:

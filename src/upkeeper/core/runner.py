@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 from upkeeper.core.artifacts import publish, take_staged
 from upkeeper.core.execute import WorkRequest
-from upkeeper.core.executor import Executor, LogFn, Outcome, ProgressFn
+from upkeeper.core.executor import STOPPED_SUMMARY, Executor, LogFn, Outcome, ProgressFn
 from upkeeper.core.history import History, NewRun
 from upkeeper.core.jobs import Job, Setup
 from upkeeper.core.task import Result, Status
@@ -28,6 +28,10 @@ log = logging.getLogger(__name__)
 
 LOCK_TTL = timedelta(seconds=90)
 LOCK_REFRESH = 30.0
+#: a worker SIGTERMed from outside: how long to wait for this process's own stop to show.  A stop of the whole
+#: cgroup (``systemctl stop``) or process group signals every process at once, but this process's handler runs
+#: when its main thread next gets to it
+STOP_SIGNAL_WAIT = 0.5
 
 
 @dataclass
@@ -45,6 +49,9 @@ class FinishedRun:
     attempt: int
     retry_at: datetime | None = None
     log_excerpt: str = ""
+    #: interrupted because this process was asked to stop (SIGTERM/SIGINT of the daemon or of ``upkeeper run``):
+    #: an operator's (or systemd's) decision, not a failure of the job
+    stopped: bool = False
 
     @property
     def failed(self) -> bool:
@@ -170,7 +177,7 @@ class Runner:
             status, outcome = self.execute(rid, job, scheduled_for=now, attempt=attempt,
                                            trigger=trigger if attempt == 1 else "retry",
                                            on_log=on_log, on_progress=on_progress, cancel=cancel,
-                                           schedule_retry=False)
+                                           stopping=cancel, schedule_retry=False)
             failed = status in ("fail", "error")
             if not (retries and failed and attempt <= job.retries) or (cancel is not None and cancel.is_set()):
                 return rid, outcome, status
@@ -197,9 +204,14 @@ class Runner:
         on_log: LogFn | None = None,
         on_progress: ProgressFn | None = None,
         cancel: threading.Event | None = None,
+        stopping: threading.Event | None = None,
         schedule_retry: bool = True,
     ) -> tuple[str, Outcome | None]:
-        """Execute a claimed run (its row exists, status ``queued``).  Returns its final status."""
+        """Execute a claimed run (its row exists, status ``queued``).  Returns its final status.
+
+        ``cancel`` set: stop the task now.  ``stopping`` set: this process was asked to stop (a daemon's SIGTERM,
+        Ctrl-C of ``upkeeper run``); a run interrupted meanwhile is recorded ``interrupted`` with
+        ``details.stopped`` and is no failure to notify about (:attr:`FinishedRun.stopped`)."""
         job_lock = f"job:{job.name}"
         target_lock = f"target:{job.target_name}" if job.exclusive and job.target_name else None
         holder = f"{self.owner}/{run_id}"  # locks are held per run, so runs of one process exclude each other
@@ -245,6 +257,9 @@ class Runner:
             outcome = self.executor.execute(req, timeout=timeout, on_log=log_cb, on_progress=on_progress,
                                             cancel=cancel)
             status = outcome.status
+            stopped = _asked_to_stop(outcome, cancel, stopping)
+            if stopped and outcome.terminated:  # its worker got the stop's SIGTERM too: not a worker killed alone
+                outcome.result.summary = STOPPED_SUMMARY
             finished = self.clock()
             retry_at: datetime | None = None
             if (schedule_retry and status in ("fail", "error") and attempt <= job.retries
@@ -256,6 +271,8 @@ class Runner:
             details: dict[str, Any] = {}
             if outcome.timed_out:
                 details["timed_out"] = True
+            if stopped:
+                details["stopped"] = True
             if retry_at:
                 details["retry_at"] = retry_at.isoformat()
             self.history.finish_run(
@@ -273,7 +290,7 @@ class Runner:
                     self.owner, self.node,
                 )
             self._notify(FinishedRun(run_id, job, status, outcome.result, scheduled_for, started, finished,
-                                     trigger, attempt, retry_at, logbuf.text()))
+                                     trigger, attempt, retry_at, logbuf.text(), stopped=stopped))
             return status, outcome
         except Exception as exc:  # history hiccup: record what we can, never raise into the daemon
             log.exception("run %s of %s failed inside the runner", run_id, job.name)
@@ -318,6 +335,24 @@ class Runner:
 
     def close(self) -> None:
         self.keeper.stop()
+
+
+def _asked_to_stop(outcome: Outcome, cancel: threading.Event | None, stopping: threading.Event | None) -> bool:
+    """Was ``outcome``, an interrupted run, stopped because this process was asked to stop?"""
+    if not outcome.interrupted:
+        return False
+    events = [e for e in (stopping, cancel) if e is not None]
+    if any(e.is_set() for e in events):
+        return True
+    if not outcome.terminated or not events:
+        return False
+    # its worker got SIGTERM from outside: alone (a `kill` of the worker — a failure), or with this process (a
+    # stop of the cgroup or process group), whose own handler may not have run yet
+    deadline = time.monotonic() + STOP_SIGNAL_WAIT
+    while time.monotonic() < deadline:
+        if events[0].wait(0.05) or any(e.is_set() for e in events):
+            return True
+    return False
 
 
 def status_exit_code(statuses: Sequence[str]) -> int:

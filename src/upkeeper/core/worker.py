@@ -71,12 +71,25 @@ def _die() -> NoReturn:
         os._exit(137)
 
 
+_terminated = threading.Event()
+
+
 def _on_term(signum: int, frame: Any) -> None:
+    """SIGTERM unwinds the task (its cleanup runs: work files, partial uploads, a scratch database) — once.
+
+    A stop of the whole cgroup or process group (``systemctl stop``: KillMode=control-group) SIGTERMs this
+    worker directly, and its parent, stopped at the same moment, SIGTERMs the worker's group again a moment
+    later (:meth:`~upkeeper.core.executor.WorkerPool._kill`): raised again, that second SystemExit cut the
+    cleanup the first one started short (a scratch database left behind).  The SIGKILL after the parent's
+    grace is there for a cleanup that hangs."""
     if _dying.is_set():  # our own SIGTERM to the group, the parent gone (_die): the SIGKILL follows
         if threading.get_ident() in _dier:
             return
         while True:  # the task goes no further (nor records anything) before it
             time.sleep(60)
+    if _terminated.is_set():
+        return
+    _terminated.set()
     raise SystemExit(128 + signum)
 
 

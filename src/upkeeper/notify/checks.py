@@ -4,8 +4,10 @@
   a scheduled job whose last run *started* longer ago than one period plus a
   grace.  Every finished run counts, failed ones too: a job that runs and
   fails is already reported by its failure (and escalates), while "missed"
-  means nothing ran at all — typically a stopped daemon.  A window-bound job
-  is expected at the window's next opening; time inside a blackout that
+  means nothing ran at all — typically a stopped daemon.  A run interrupted
+  because upkeeper was asked to stop (``systemctl stop``) does not count: it
+  is not notified itself, so the work it left undone is reported here.  A
+  window-bound job is expected at the window's next opening; time inside a blackout that
   applies to the job does not count; a job that is running now is not late.
   A job that never ran counts from when upkeeper first watched it.
 * **Backup size change**: the size of a successful backup run against the
@@ -14,7 +16,8 @@
   of ``size`` over its artifacts.
 * **Backup success rate** over a window (30 days): per occurrence, the final
   attempt's outcome counts (a failure healed by its retry is a success);
-  skipped runs do not count.
+  skipped runs, and runs interrupted because upkeeper was asked to stop, do
+  not count.
 """
 
 from __future__ import annotations
@@ -88,10 +91,16 @@ def find_missed(jobs: Iterable[Job], history: History, now: datetime, default_gr
     return out
 
 
+def stopped_on_request(run: RunRow) -> bool:
+    """Interrupted because upkeeper was asked to stop (``details.stopped``, see
+    :class:`~upkeeper.core.runner.FinishedRun`): it neither ran to an outcome nor failed."""
+    return run.status == "interrupted" and bool((run.details or {}).get("stopped"))
+
+
 def last_run_start(history: History, job: str) -> datetime | None:
-    """When the newest finished run (any outcome but skipped) of ``job`` started."""
+    """When the newest finished run (any outcome but skipped, or a run stopped with upkeeper) of ``job`` started."""
     rows = history.runs(job=job, statuses=[*SUCCESS, *FAILURE], limit=10)
-    starts = [r.started_at or r.scheduled_for for r in rows]
+    starts = [r.started_at or r.scheduled_for for r in rows if not stopped_on_request(r)]
     return max(starts) if starts else None
 
 
@@ -157,7 +166,8 @@ def success_rate(history: History, job: str, now: datetime, window: timedelta) -
     deleted = history.runs_deleted_through()
     kept_since = deleted if deleted is not None and deleted >= start else None
     rows = [r for r in history.runs(job=job, since=start - timedelta(days=1), limit=100000)
-            if r.status in SUCCESS + FAILURE and (r.finished_at or r.scheduled_for) >= start
+            if r.status in SUCCESS + FAILURE and not stopped_on_request(r)
+            and (r.finished_at or r.scheduled_for) >= start
             and (kept_since is None or (r.finished_at or r.scheduled_for) > kept_since)]
     rows.sort(key=lambda r: (r.started_at or r.scheduled_for, r.id))
     outcomes: list[bool] = []

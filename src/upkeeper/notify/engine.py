@@ -163,6 +163,12 @@ class NotificationEngine:
     def run_finished(self, run: FinishedRun) -> None:
         if not self.active or run.status in ("skipped", "pending", "queued", "running"):
             return
+        if run.stopped:
+            # interrupted because upkeeper was asked to stop (systemctl stop, Ctrl-C): no failure to page anyone
+            # about, nor a recovery; the job's problems stay as they were, and a backup the stop left undone is
+            # reported by the missed-run alarm (checks.last_run_start does not count this run)
+            log.info("run %s of %s was stopped with upkeeper: not notified", run.run_id, run.job.name)
+            return
         now = run.finished_at
         job = run.job
         events: list[Event] = []
