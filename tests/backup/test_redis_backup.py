@@ -1229,3 +1229,73 @@ def test_a_backup_stopped_by_sigterm_removes_its_plaintext_dump_and_lists_nothin
     [row] = cli(["--config", cfg, "history", "--json"]).json()
     assert row["status"] == "interrupted", row
     assert cli(["--config", cfg, "backups", "list", "--json"]).json() == []
+
+
+def test_a_worker_killed_mid_backup_has_its_plaintext_work_files_removed_by_the_cli(
+        cli: Any, make_config: Any, tmp_path: Path, redis_clean: RedisServer, age_key: AgeKey) -> None:
+    """``kill -9`` of the worker process (the OOM killer, an admin) while redis-cli downloads the RDB into
+    backup.work_dir: no cleanup of its own runs.  The CLI, which sees its worker die, kills what the worker
+    started (redis-cli went on writing the plaintext dump.rdb), removes its work directory at once (not at
+    some later run's sweep), and records the run failed, saying the worker was killed and its work files
+    removed."""
+    import psutil
+
+    c = redis_clean.client()
+    with c.pipeline(transaction=False) as pipe:
+        for i in range(200):
+            pipe.set(f"session:{i}", os.urandom(1000).hex())  # (sent in pieces of 16 kB: every 8 keys)
+        pipe.execute()
+    old = {k: c.config_get(k)[k] for k in ("repl-diskless-sync", "repl-diskless-sync-delay")}
+    c.config_set("repl-diskless-sync", "yes")  # streamed as it is made, 200 keys x 20 ms: for some 4 s
+    c.config_set("repl-diskless-sync-delay", "0")
+    c.config_set("rdb-key-save-delay", "20000")
+    work = tmp_path / "work"
+    work.mkdir()
+    cfg = make_config({
+        "targets": {"cache": redis_clean.target()},
+        "storages": {"local1": {"kind": "local", "path": str(tmp_path / "store"), "fsync": False}},
+        "backup": {"work_dir": str(work),
+                   "encryption": {"recipients": [age_key.recipient], "identity_file": str(age_key.identity)}},
+        "jobs": {"cache-backup": {"task": "redis.backup", "target": "cache", "options": {"method": "network"}}},
+    })
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    p = subprocess.Popen([sys.executable, "-m", "upkeeper", "--config", str(cfg), "run", "cache-backup", "--json"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 30
+        while p.poll() is None and time.monotonic() < deadline:
+            dumps = [f for f in work.rglob("dump.rdb") if f.stat().st_size > 0]
+            if dumps:
+                break
+            time.sleep(0.05)
+        assert dumps, p.communicate(timeout=5)  # the plaintext is there now, still growing
+        [worker] = psutil.Process(p.pid).children()
+        started = worker.children(recursive=True)
+        assert "redis-cli" in [c.name() for c in started], started
+        worker.kill()  # SIGKILL to the worker alone
+        out, err = p.communicate(timeout=30)
+    finally:
+        c.config_set("rdb-key-save-delay", "0")
+        c.config_set("repl-diskless-sync", old["repl-diskless-sync"])
+        c.config_set("repl-diskless-sync-delay", old["repl-diskless-sync-delay"])
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+    _gone, alive = psutil.wait_procs(started, timeout=1)
+    running = []
+    for proc in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            if proc.status() != psutil.STATUS_ZOMBIE:  # (dead, not yet reaped by its new parent)
+                running.append(proc)
+    assert running == [], running
+    assert [str(f) for f in work.rglob("*")] == []  # no dump.rdb, no work dir
+    # (the encrypted partial upload stays until a later run removes crashed writers' leftovers: never listed)
+    stored = [f.name for f in (tmp_path / "store").rglob("*") if f.is_file()]
+    assert all(n.endswith(".upkeeper-partial") for n in stored), stored
+    assert p.returncode != 0, err.decode()
+    [run] = json.loads(out)
+    assert run["status"] == "error", run
+    assert "killed by SIGKILL" in run["summary"] and "work files were removed" in run["summary"], run["summary"]
+    [row] = cli(["--config", cfg, "history", "--json"]).json()
+    assert row["status"] == "error" and "work files were removed" in row["summary"], row
+    assert cli(["--config", cfg, "backups", "list", "--json"]).json() == []

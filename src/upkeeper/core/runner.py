@@ -244,6 +244,8 @@ class Runner:
             timeout = job.timeout.total_seconds() if job.timeout else None
             outcome = self.executor.execute(req, timeout=timeout, on_log=log_cb, on_progress=on_progress,
                                             cancel=cancel)
+            if outcome.crashed or outcome.timed_out:
+                self._remove_work_files(outcome, log_cb)
             status = outcome.status
             finished = self.clock()
             retry_at: datetime | None = None
@@ -291,6 +293,30 @@ class Runner:
                 except Exception as exc:
                     log.warning("could not release lock %s: %s", name, exc)
             self.keeper.unhold()
+
+    def _remove_work_files(self, outcome: Outcome, log_cb: LogFn) -> None:
+        """A worker that died, or was killed at its timeout, ran none of its cleanup: the work directories it
+        held (a downloaded dump.rdb, a directory-format dump, SQLite copies: plaintext) are removed now, with
+        those of any other dead process (:func:`~upkeeper.backup.workdir.clean_stale` removes none a live
+        process holds), not at some later run's sweep; the run's summary says so."""
+        import tempfile
+
+        from upkeeper.backup.workdir import clean_stale
+
+        settings = getattr(self.setup.config, "backup", None)
+        base = getattr(settings, "work_dir", None) or tempfile.gettempdir()
+        try:
+            from pathlib import Path
+
+            removed = clean_stale(Path(base))
+        except Exception as exc:  # never fails the recording of the run
+            log_cb("WARNING", f"could not remove the dead worker's work files in {base}: {exc}")
+            outcome.result.summary += f"; its work files in {base} could not be removed ({exc})"
+            return
+        if removed:
+            what = ", ".join(str(p) for p in removed)
+            log_cb("WARNING", f"removed the work files the dead worker left (they may hold plaintext): {what}")
+            outcome.result.summary += f"; its work files were removed ({what})"
 
     def _wait_target_lock(
         self, name: str, holder: str, job: Job, run_id: int, log_cb: LogFn, cancel: threading.Event | None
