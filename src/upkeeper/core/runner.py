@@ -8,12 +8,14 @@ logged and ignored.
 from __future__ import annotations
 
 import logging
+import tempfile
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, Protocol
 
 from upkeeper.core.artifacts import publish, take_staged
@@ -299,15 +301,11 @@ class Runner:
         held (a downloaded dump.rdb, a directory-format dump, SQLite copies: plaintext) are removed now, with
         those of any other dead process (:func:`~upkeeper.backup.workdir.clean_stale` removes none a live
         process holds), not at some later run's sweep; the run's summary says so."""
-        import tempfile
-
         from upkeeper.backup.workdir import clean_stale
 
         settings = getattr(self.setup.config, "backup", None)
         base = getattr(settings, "work_dir", None) or tempfile.gettempdir()
         try:
-            from pathlib import Path
-
             removed = clean_stale(Path(base))
         except Exception as exc:  # never fails the recording of the run
             log_cb("WARNING", f"could not remove the dead worker's work files in {base}: {exc}")
