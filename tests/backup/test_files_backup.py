@@ -1703,6 +1703,7 @@ def test_a_hot_journal_is_rolled_back_in_the_snapshot_and_uncheckpointed_wal_fra
     listed = {f["path"].rsplit("/", 1)[1] for f in
               json.loads(mpath.read_text())["files"]["archives"]["files.tar.zst"]["files"] if f["type"] == "file"}
     assert listed == {"hot.db", "wal.db"}, listed
+    assert json.loads(mpath.read_text())["files"]["sqlite_not_snapshotted"] == []  # both consistent copies
     r = cli(["--config", cfg, "run", "app-verify", "--json"])
     assert r.code == 0 and r.json()[0]["status"] == "ok", r.output
     dest = tmp_path / "restored"
@@ -1741,10 +1742,29 @@ def test_a_database_locked_past_the_wait_is_archived_with_its_journal_and_a_warn
     assert "locked" in f["message"] and f"pid {writer.pid} (python" in f["message"], f["message"]
     assert took < 10, took  # (Python's backup() retried a locked step for as long as the writer held it)
     assert not [f for f in run["findings"] if f["check"] == "backup.sqlite_snapshot"]
-    dest = tmp_path / "restored"
-    r = cli(["--config", cfg, "backups", "restore", run["artifacts"][0]["id"], "--to", dest])
+    # the manifest says which file is no consistent copy, and why; show, verify and restore say so later
+    bid = run["artifacts"][0]["id"]
+    [mpath] = (tmp_path / "store").rglob("manifest.json")
+    [as_read] = json.loads(mpath.read_text())["files"]["sqlite_not_snapshotted"]
+    rel = str(root).lstrip("/")
+    assert as_read["path"] == f"{rel}/app.db" and as_read["archive"] == "files.tar.zst", as_read
+    assert "locked" in as_read["reason"] and f"pid {writer.pid}" in as_read["reason"], as_read
+    shown = cli(["--config", cfg, "backups", "show", bid, "--json"]).json()
+    assert shown["manifest"]["files"]["sqlite_not_snapshotted"] == [as_read], shown
+    r = cli(["--config", cfg, "backups", "show", bid])
+    assert r.code == 0 and "NOT as consistent copies" in r.output and f"{rel}/app.db" in r.output.replace("\n", ""), \
+        r.output
+    r = cli(["--config", cfg, "backups", "verify", bid, "--json"])
     assert r.code == 0, r.output
-    got = dest / str(root).lstrip("/")
+    [rep] = r.json()
+    assert rep["ok"] and rep["sqlite_not_snapshotted"] == [as_read], rep
+    assert any(s.startswith("note: 1 SQLite file(s) archived as read") for s in rep["steps"]), rep["steps"]
+    dest = tmp_path / "restored"
+    r = cli(["--config", cfg, "backups", "restore", bid, "--to", dest, "--json"])
+    assert r.code == 0, r.output
+    restored = r.json()
+    assert restored["sqlite_not_snapshotted"] == [as_read] and "PRAGMA integrity_check" in restored["note"], restored
+    got = dest / rel
     assert sorted(p.name for p in got.iterdir()) == ["app.db", "app.db-journal"]
     assert _restored_rows(got / "app.db") == ([("ok",)], 3000, 0)
 
@@ -1776,11 +1796,17 @@ def test_a_file_with_sqlites_header_but_no_well_formed_database_is_archived_byte
     assert "not a whole number of its 4096-byte pages" in warned[str(root / "trailing.db")], warned
     assert all("no well-formed SQLite database" in m and "byte for byte" in m for m in warned.values()), warned
     assert not [f for f in run["findings"] if f["check"] == "backup.sqlite_snapshot"]
+    [mpath] = (tmp_path / "store").rglob("manifest.json")
+    as_read = {i["path"].rsplit("/", 1)[1]: i["reason"]
+               for i in json.loads(mpath.read_text())["files"]["sqlite_not_snapshotted"]}
+    assert sorted(as_read) == ["garbage.sqlite", "trailing.db"], as_read
+    assert all(why.startswith("no well-formed SQLite database") for why in as_read.values()), as_read
     r = cli(["--config", cfg, "run", "app-verify", "--json"])
     assert r.code == 0 and r.json()[0]["status"] == "ok", r.output
     dest = tmp_path / "restored"
     r = cli(["--config", cfg, "backups", "restore", run["artifacts"][0]["id"], "--to", dest])
     assert r.code == 0, r.output
+    assert "2 SQLite file(s) archived as read" in r.output.replace("\n", " "), r.output
     got = dest / str(root).lstrip("/")
     assert {p.name: p.read_bytes() for p in got.iterdir()} == files
 

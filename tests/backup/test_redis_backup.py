@@ -472,14 +472,140 @@ def test_network_download_from_a_server_that_freezes_fails_instead_of_hanging(
         srv.stop()
 
 
-@pytest.mark.parametrize("diskless", ["yes", "no"])
+def _keeping_redis_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """redis-cli first on PATH as a wrapper of the real one that, once it has exited, copies the file it was
+    given last (--rdb FILE) to the returned path: what redis-cli itself wrote, to compare the backup with."""
+    real = shutil.which("redis-cli")
+    assert real
+    bindir, kept = tmp_path / "bin", tmp_path / "redis-cli-wrote.rdb"
+    bindir.mkdir()
+    wrapper = bindir / "redis-cli"
+    wrapper.write_text(f'#!/bin/sh\n"{real}" "$@"\nrc=$?\nfor a; do last=$a; done\n'
+                       f'[ -f "$last" ] && cp -- "$last" "{kept}"\nexit $rc\n')
+    wrapper.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
+    return kept
+
+
+class _Via:
+    """A server's target, reached through a relay on ``port``."""
+
+    def __init__(self, server: RedisServer, port: int) -> None:
+        self.server, self.port = server, port
+
+    def target(self) -> dict[str, Any]:
+        return {**self.server.target(), "port": self.port}
+
+
+class _TailProxy:
+    """A TCP relay to a real Redis that passes every connection through, but for the one that carries the RDB
+    (its client sent SYNC): the last ``tail`` bytes of the RDB transfer (the end of a diskless sync's 40-byte
+    EOF mark, or of a length-prefixed bulk) are sent ``delay`` seconds after the rest (a slow network: redis-cli
+    has written the rest into its file meanwhile), or, with ``cut``, never: the connection is closed there."""
+
+    def __init__(self, port: int, *, tail: int = 20, delay: float = 1.0, cut: bool = False) -> None:
+        import socket
+        import threading
+
+        self.upstream, self.tail, self.delay, self.cut = port, tail, delay, cut
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.transfers: list[str] = []  # how each RDB transfer began ("$EOF:<mark>" or "$<length>")
+        self.held: list[bytes] = []  # the tail bytes held back
+        self.conns: list[socket.socket] = []
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self) -> None:
+        import socket
+        import threading
+
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(("127.0.0.1", self.upstream))
+            self.conns += [client, server]
+            sync = threading.Event()
+            threading.Thread(target=self._up, args=(client, server, sync), daemon=True).start()
+            threading.Thread(target=self._down, args=(server, client, sync), daemon=True).start()
+
+    @staticmethod
+    def _up(client: Any, server: Any, sync: Any) -> None:
+        with contextlib.suppress(OSError):
+            while data := client.recv(65536):
+                if b"SYNC" in data.upper():
+                    sync.set()
+                server.sendall(data)
+        with contextlib.suppress(OSError):
+            server.shutdown(1)
+
+    def _down(self, server: Any, client: Any, sync: Any) -> None:
+        pending, body, received, end, mark = b"", False, 0, -1, b""
+        with contextlib.suppress(OSError):
+            while data := server.recv(65536):
+                if not sync.is_set():
+                    client.sendall(data)
+                    continue
+                if body:
+                    received += len(data)
+                pending += data
+                while not body and pending:  # before the transfer: replies, a diskless sync's keepalive newlines
+                    if pending.startswith(b"\n"):
+                        client.sendall(b"\n")
+                        pending = pending[1:]
+                        continue
+                    if b"\r\n" not in pending:
+                        break
+                    line, pending = pending.split(b"\r\n", 1)
+                    client.sendall(line + b"\r\n")
+                    if line.startswith(b"$"):
+                        self.transfers.append(line.decode("ascii", "replace"))
+                        body, received = True, len(pending)
+                        mark, end = (line[5:], -1) if line.startswith(b"$EOF:") else (b"", int(line[1:]))
+                        break
+                if not body:
+                    continue
+                done = pending.endswith(mark) if mark else received >= end
+                keep = self.tail if done else self.tail + 40  # (40: never sends a mark's start as if it ended)
+                if len(pending) > keep:
+                    client.sendall(pending[:-keep])
+                    pending = pending[-keep:]
+                if done:
+                    self.held.append(pending)
+                    if self.cut:
+                        break
+                    time.sleep(self.delay)
+                    client.sendall(pending)
+                    pending, body = b"", False
+                    sync.clear()
+        for sock in (client, server):  # (shutdown: a close alone sends no FIN while _up still reads)
+            with contextlib.suppress(OSError):
+                sock.shutdown(2)
+            sock.close()
+
+    def close(self) -> None:
+        self.listener.close()
+        for c in self.conns:
+            with contextlib.suppress(OSError):
+                c.shutdown(2)
+            c.close()
+
+
+@pytest.mark.parametrize(("diskless", "held_back"), [("yes", 40), ("no", 40), ("yes", 0)])
 def test_network_rdb_is_stored_as_it_arrives_and_byte_for_byte(
         cli: Any, make_config: Any, tmp_path: Path, redis_clean: RedisServer, age_key: AgeKey,
-        monkeypatch: pytest.MonkeyPatch, diskless: str) -> None:
+        monkeypatch: pytest.MonkeyPatch, diskless: str, held_back: int) -> None:
     """The download is compressed and encrypted while it still arrives, yet what is stored is the RDB exactly:
-    a diskless sync's 40-byte EOF mark, which redis-cli writes into its file and cuts off only at the end, is
-    never stored (the RDB ends with its EOF opcode and checksum)."""
+    a diskless sync's 40-byte EOF mark (repl-diskless-sync yes), which redis-cli writes into its file and cuts
+    off only at the end, is never stored, nor is anything lost of a length-prefixed bulk (no): the restored
+    file is byte for byte the one redis-cli wrote, and a fresh redis-server loads it with every key.  Were less
+    held back than redis-cli cuts off (held_back 0), the backup fails rather than store the mark's bytes."""
     from upkeeper.tasks.backup import redis as rb
+
+    kept = _keeping_redis_cli(tmp_path, monkeypatch)
+    monkeypatch.setattr(rb, "RDB_EOF_MARK_SIZE", held_back)
 
     c = redis_clean.client()
     with c.pipeline(transaction=False) as pipe:
@@ -499,12 +625,23 @@ def test_network_rdb_is_stored_as_it_arrives_and_byte_for_byte(
     old = c.config_get("repl-diskless-sync")["repl-diskless-sync"]
     c.config_set("repl-diskless-sync", diskless)
     c.config_set("rdb-key-save-delay", "3000")  # 400 keys x 3 ms: the snapshot streams for ~1.2 s
+    # the transfer's last 20 bytes come 1 s after the rest: redis-cli's file meanwhile ends in a partial EOF
+    # mark (diskless), which it cuts off only once the mark is whole
+    proxy = _TailProxy(redis_clean.port, tail=20, delay=1.0)
     try:
-        cfg = _config(make_config, tmp_path, redis_clean, age_key, "network")
+        cfg = _config(make_config, tmp_path, _Via(redis_clean, proxy.port), age_key, "network")  # type: ignore[arg-type]
         result = _run_direct(cfg, "network")
     finally:
+        proxy.close()
         c.config_set("rdb-key-save-delay", "0")
         c.config_set("repl-diskless-sync", old)
+    [how] = proxy.transfers
+    assert how.startswith("$EOF:" if diskless == "yes" else "$") and len(proxy.held) == 1, proxy.transfers
+    if held_back < 40:
+        assert result.final_status == "fail", (result.summary, result.findings)
+        assert "were already stored" in result.findings[0].message, result.findings
+        assert not list((tmp_path / "store").rglob("manifest.json"))
+        return
     assert result.final_status == "ok", (result.summary, result.findings)
     if diskless == "yes":  # streamed as it is made (a disk-based sync sends the finished file at once)
         assert fed_while_downloading, "nothing was stored before the download ended"
@@ -516,8 +653,56 @@ def test_network_rdb_is_stored_as_it_arrives_and_byte_for_byte(
     assert r.code == 0, r.output
     data = out.read_bytes()
     assert len(data) == details["rdb_size"] and data[-9] == 0xFF, data[-48:]
+    assert data == kept.read_bytes(), (len(data), kept.stat().st_size)
     check = subprocess.run(["redis-check-rdb", str(out)], capture_output=True, text=True)
     assert "RDB looks OK" in check.stdout and "400 keys read" in check.stdout, check.stdout
+    srv = RedisServer(tmp_path / "loaded")
+    srv.base.mkdir(parents=True)
+    shutil.copyfile(out, srv.base / "dump.rdb")
+    srv.start()
+    try:
+        assert srv.client().dbsize() == 400
+        assert srv.client().get("k:399") == c.get("k:399")
+    finally:
+        srv.stop()
+
+
+@pytest.mark.parametrize("diskless", ["yes", "no"])
+def test_a_network_rdb_transfer_cut_short_fails_the_backup_and_stores_nothing(
+        make_config: Any, tmp_path: Path, redis_clean: RedisServer, age_key: AgeKey, diskless: str) -> None:
+    """The connection closed 20 bytes before the transfer's end: inside a diskless sync's EOF mark (the RDB
+    itself whole, already fed to the upload but for the held-back bytes), or before the end of a length-
+    prefixed bulk.  The backup fails saying the server closed the connection; no manifest, no object, no
+    plaintext RDB left in the work directory."""
+    c = redis_clean.client()
+    with c.pipeline(transaction=False) as pipe:
+        for i in range(300):
+            pipe.set(f"k:{i}", os.urandom(100).hex())
+        pipe.execute()
+    old = c.config_get("repl-diskless-sync")["repl-diskless-sync"]
+    c.config_set("repl-diskless-sync", diskless)
+    work = tmp_path / "work"
+    work.mkdir()
+    proxy = _TailProxy(redis_clean.port, tail=20, cut=True)
+    try:
+        cfg = make_config({
+            "targets": {"cache": _Via(redis_clean, proxy.port).target()},
+            "storages": {"local1": {"kind": "local", "path": str(tmp_path / "store"), "fsync": False}},
+            "backup": {"encryption": {"recipients": [age_key.recipient], "identity_file": str(age_key.identity)},
+                       "work_dir": str(work)},
+            "jobs": {"cache-backup": {"task": "redis.backup", "target": "cache", "options": {"method": "network"}}},
+        })
+        result = _run_direct(cfg, "network")
+    finally:
+        proxy.close()
+        c.config_set("repl-diskless-sync", old)
+    assert [len(h) for h in proxy.held] == [20], proxy.transfers
+    assert proxy.transfers[0].startswith("$EOF:" if diskless == "yes" else "$"), proxy.transfers
+    assert result.final_status == "fail", (result.summary, result.findings)
+    [f] = result.findings
+    assert "downloading the RDB (redis-cli --rdb)" in f.message and "closed the connection" in f.message, f.message
+    assert not [p for p in (tmp_path / "store").rglob("*") if p.is_file()]
+    assert not list(work.iterdir())
 
 
 def test_documented_load_of_a_restored_rdb_into_an_appendonly_server(
@@ -1043,4 +1228,74 @@ def test_a_backup_stopped_by_sigterm_removes_its_plaintext_dump_and_lists_nothin
     assert [str(f) for f in (tmp_path / "store").rglob("*") if f.is_file()] == []  # no partial object
     [row] = cli(["--config", cfg, "history", "--json"]).json()
     assert row["status"] == "interrupted", row
+    assert cli(["--config", cfg, "backups", "list", "--json"]).json() == []
+
+
+def test_a_worker_killed_mid_backup_has_its_plaintext_work_files_removed_by_the_cli(
+        cli: Any, make_config: Any, tmp_path: Path, redis_clean: RedisServer, age_key: AgeKey) -> None:
+    """``kill -9`` of the worker process (the OOM killer, an admin) while redis-cli downloads the RDB into
+    backup.work_dir: no cleanup of its own runs.  The CLI, which sees its worker die, kills what the worker
+    started (redis-cli went on writing the plaintext dump.rdb), removes its work directory at once (not at
+    some later run's sweep), and records the run failed, saying the worker was killed and its work files
+    removed."""
+    import psutil
+
+    c = redis_clean.client()
+    with c.pipeline(transaction=False) as pipe:
+        for i in range(200):
+            pipe.set(f"session:{i}", os.urandom(1000).hex())  # (sent in pieces of 16 kB: every 8 keys)
+        pipe.execute()
+    old = {k: c.config_get(k)[k] for k in ("repl-diskless-sync", "repl-diskless-sync-delay")}
+    c.config_set("repl-diskless-sync", "yes")  # streamed as it is made, 200 keys x 20 ms: for some 4 s
+    c.config_set("repl-diskless-sync-delay", "0")
+    c.config_set("rdb-key-save-delay", "20000")
+    work = tmp_path / "work"
+    work.mkdir()
+    cfg = make_config({
+        "targets": {"cache": redis_clean.target()},
+        "storages": {"local1": {"kind": "local", "path": str(tmp_path / "store"), "fsync": False}},
+        "backup": {"work_dir": str(work),
+                   "encryption": {"recipients": [age_key.recipient], "identity_file": str(age_key.identity)}},
+        "jobs": {"cache-backup": {"task": "redis.backup", "target": "cache", "options": {"method": "network"}}},
+    })
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    p = subprocess.Popen([sys.executable, "-m", "upkeeper", "--config", str(cfg), "run", "cache-backup", "--json"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 30
+        while p.poll() is None and time.monotonic() < deadline:
+            dumps = [f for f in work.rglob("dump.rdb") if f.stat().st_size > 0]
+            if dumps:
+                break
+            time.sleep(0.05)
+        assert dumps, p.communicate(timeout=5)  # the plaintext is there now, still growing
+        [worker] = psutil.Process(p.pid).children()
+        started = worker.children(recursive=True)
+        assert "redis-cli" in [c.name() for c in started], started
+        worker.kill()  # SIGKILL to the worker alone
+        out, err = p.communicate(timeout=30)
+    finally:
+        c.config_set("rdb-key-save-delay", "0")
+        c.config_set("repl-diskless-sync", old["repl-diskless-sync"])
+        c.config_set("repl-diskless-sync-delay", old["repl-diskless-sync-delay"])
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+    _gone, alive = psutil.wait_procs(started, timeout=1)
+    running = []
+    for proc in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            if proc.status() != psutil.STATUS_ZOMBIE:  # (dead, not yet reaped by its new parent)
+                running.append(proc)
+    assert running == [], running
+    assert [str(f) for f in work.rglob("*")] == []  # no dump.rdb, no work dir
+    # (the encrypted partial upload stays until a later run removes crashed writers' leftovers: never listed)
+    stored = [f.name for f in (tmp_path / "store").rglob("*") if f.is_file()]
+    assert all(n.endswith(".upkeeper-partial") for n in stored), stored
+    assert p.returncode != 0, err.decode()
+    [run] = json.loads(out)
+    assert run["status"] == "error", run
+    assert "killed by SIGKILL" in run["summary"] and "work files were removed" in run["summary"], run["summary"]
+    [row] = cli(["--config", cfg, "history", "--json"]).json()
+    assert row["status"] == "error" and "work files were removed" in row["summary"], row
     assert cli(["--config", cfg, "backups", "list", "--json"]).json() == []

@@ -162,3 +162,16 @@ def test_a_work_dir_that_cannot_be_made_is_a_setup_error_naming_the_setting(tmp_
     with work_dir(BackupSettings(work_dir=str(tmp_path)), "upkeeper-dump-") as d:
         assert d.parent == tmp_path and d.is_dir()
     assert not d.exists()
+
+
+def test_sqlite_files_archived_as_read_are_read_from_old_and_new_manifests() -> None:
+    """A manifest written before upkeeper recorded them (no key), or with a record edited out of shape, lists
+    none; a recorded one lists each file with its archive and reason."""
+    from upkeeper.backup.sqlite import as_read_note, recorded_as_read
+
+    item = {"archive": "files.tar.zst", "path": "srv/app/app.db", "reason": "no consistent copy could be made"}
+    assert recorded_as_read({"paths": ["/srv/app"], "archives": {}}) == []
+    assert recorded_as_read({"sqlite_not_snapshotted": "yes"}) == []
+    assert recorded_as_read({"sqlite_not_snapshotted": [item, "x", {"reason": "no path"}]}) == [item]
+    note = as_read_note([item] * 5)
+    assert note.startswith("5 SQLite file(s) archived as read") and "srv/app/app.db and 2 more" in note, note

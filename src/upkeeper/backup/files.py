@@ -956,7 +956,7 @@ def _sqlite_item(out: _Buffered, e: Entry, fd: int, st: os.stat_result, dir_fd: 
                  ) -> _Added:
     """A SQLite database: a consistent copy of it archived under its name (with the file's own attributes);
     the file as read when none can be made (:attr:`Snapshots.failed` says why)."""
-    made = sqlite.snapshot(e.path, fd, st, dir_fd, e.name, head)
+    made = sqlite.snapshot(e.path, fd, st, dir_fd, e.name, head, e.arcname)
     if made is None:
         os.lseek(fd, 0, os.SEEK_SET)
         return _add_file(out, e, fd, st, hashes, changed, xattrs)

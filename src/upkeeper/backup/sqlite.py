@@ -25,6 +25,11 @@ processes holding a lock on it, from ``/proc/locks``).
 
 Its ``-wal``, ``-shm`` and ``-journal`` are then not archived: the copy holds every transaction committed
 before it was made, and a ``-journal`` restored beside it would roll it back to older pages.
+
+The backup's manifest lists each file archived as read (:attr:`Snapshots.as_read`) under :data:`MANIFEST_KEY`
+in its ``files`` details (``{"archive", "path", "reason"}`` each), so that ``backups show``, verify and restore
+can tell a consistent copy from a possibly torn one later (:func:`recorded_as_read`; a manifest written before
+upkeeper recorded it has no such key: nothing is known of its files).
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ import time
 import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 #: the first 16 bytes of every SQLite 3 database file (https://sqlite.org/fileformat.html#the_database_header)
 MAGIC = b"SQLite format 3\0"
@@ -52,6 +58,8 @@ PENDING_BYTE = 0x40000000
 RESERVED_BYTE = PENDING_BYTE + 1
 SHARED_FIRST = PENDING_BYTE + 2
 SHARED_SIZE = 510
+#: the key of a files backup's details (in its manifest) listing the SQLite files archived as read
+MANIFEST_KEY = "sqlite_not_snapshotted"
 
 
 class NotADatabase(Exception):
@@ -82,12 +90,16 @@ class Snapshots:
     malformed: list[tuple[str, str]] = field(default_factory=list)
     #: sibling files left out
     skipped: list[str] = field(default_factory=list)
+    #: (name in the archive, why) for each file of :attr:`failed` and :attr:`malformed`: what the manifest
+    #: records (:data:`MANIFEST_KEY`); taken and emptied by the caller after each archive
+    as_read: list[tuple[str, str]] = field(default_factory=list)
 
     def snapshot(self, path: str, fd: int, st: os.stat_result, dir_fd: int | None, name: str,
-                 header: bytes) -> tuple[int, str] | None:
+                 header: bytes, arcname: str | None = None) -> tuple[int, str] | None:
         """A descriptor of a consistent copy of the database ``path`` (opened as ``fd``, whose stat ``st``
         and first bytes ``header`` were read; ``name`` in ``dir_fd`` when given), unlinked already, and how it
-        was made; None (the reason recorded in :attr:`failed`) when none could be made."""
+        was made; None (the reason recorded in :attr:`failed` or :attr:`malformed`, and with ``arcname``, its
+        name in the archive, in :attr:`as_read`) when none could be made."""
         fdesc, tmp = tempfile.mkstemp(prefix="snapshot-", suffix=".sqlite", dir=self.tmpdir)
         try:
             how = self._copy(path, fd, st, dir_fd, name, header, fdesc, tmp)
@@ -95,11 +107,14 @@ class Snapshots:
             os.close(fdesc)
             _unlink(tmp, tmp + "-journal")
             self.malformed.append((path, str(exc)))
+            self.as_read.append((arcname or path, f"no well-formed SQLite database: {exc}"))
             return None
         except (sqlite3.Error, OSError, Locked) as exc:
             os.close(fdesc)
             _unlink(tmp, tmp + "-journal")
-            self.failed.append((path, exc.strerror or str(exc) if isinstance(exc, OSError) else str(exc)))
+            why = exc.strerror or str(exc) if isinstance(exc, OSError) else str(exc)
+            self.failed.append((path, why))
+            self.as_read.append((arcname or path, f"no consistent copy could be made: {why}"))
             return None
         except BaseException:
             os.close(fdesc)
@@ -169,6 +184,26 @@ class Snapshots:
             # (before the caller closes its descriptor of the file: closing any descriptor of a file drops
             # this process's POSIX locks on it, SQLite's included)
             src.close()
+
+
+def recorded_as_read(details: dict[str, Any]) -> list[dict[str, str]]:
+    """The SQLite files a files backup's manifest (its ``files`` ``details``) records as archived as read, not
+    as consistent copies: ``{"archive", "path", "reason"}`` each; none for a manifest written before upkeeper
+    recorded them (or one whose record is not a list of such objects: nothing is made up)."""
+    listed = details.get(MANIFEST_KEY)
+    if not isinstance(listed, list):
+        return []
+    return [{k: str(item.get(k) or "") for k in ("archive", "path", "reason")}
+            for item in listed if isinstance(item, dict) and item.get("path")]
+
+
+def as_read_note(items: list[dict[str, str]], limit: int = 3) -> str:
+    """One line naming the files of :func:`recorded_as_read` (the first ``limit``), for verify and restore."""
+    named = ", ".join(i["path"] for i in items[:limit]) + (f" and {len(items) - limit} more" if len(items) > limit
+                                                           else "")
+    return (f"{len(items)} SQLite file(s) archived as read, not as consistent copies (possibly torn if written "
+            f"meanwhile; the backup's manifest says why): {named}; after a restore, check each with "
+            "sqlite3 FILE 'PRAGMA integrity_check'")
 
 
 def _check_header(header: bytes, fd: int, st: os.stat_result) -> None:

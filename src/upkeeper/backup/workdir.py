@@ -4,7 +4,8 @@ dump fetched for a parallel restore, a files restore staged inside its destinati
 Such a directory may hold a whole database in clear, so one left behind by a killed process (``kill -9``,
 OOM, a crash: no ``finally`` runs) must not stay forever.  The process that made it holds an exclusive
 ``flock`` on the directory for as long as it lives, and the kernel drops that lock when the process dies;
-the next upkeeper process that makes a work directory removes every marked one whose lock it can take.
+the next upkeeper process that makes a work directory removes every marked one whose lock it can take, and
+so does the CLI or daemon whose worker died, as soon as it sees it die (:mod:`upkeeper.core.runner`).
 """
 
 from __future__ import annotations

@@ -46,6 +46,7 @@ from upkeeper.backup.restore import (
 )
 from upkeeper.backup.sets import close_storages, open_storages, storage_names
 from upkeeper.backup.source import MANIFEST_KEY, SourceState
+from upkeeper.backup.sqlite import as_read_note, recorded_as_read
 from upkeeper.backup.verify import ManifestChanged, VerifyOptions, VerifyReport, verify_stored
 from upkeeper.backup.workdir import STAGING_PREFIX, clean_stale, staging_dir
 from upkeeper.cli._app import app, console, err_console, print_json, state
@@ -214,6 +215,8 @@ def show_cmd(
     if source is not None:  # not recorded by an upkeeper before 'source' was
         style = "yellow" if source.unchecked or (source.role == "replica" and source.link != "up") else ""
         console.print(f"taken from {escape(source.describe())}", style=style, highlight=False)
+    if m.kind == "files":
+        _show_sqlite_as_read(m)
     t = Table(title="Objects", title_justify="left")
     for col in ("name", "role", "size", "raw", "sha256"):
         t.add_column(col, overflow="fold")
@@ -235,6 +238,22 @@ def show_cmd(
         for k, v in shown:
             t.add_row(escape(k), f"{v:,}")  # a table may be named "a[/]b"
         console.print(t)
+
+
+def _show_sqlite_as_read(m: Manifest) -> None:
+    """The SQLite files a files backup archived as read, not as consistent copies (a manifest written before
+    upkeeper recorded them says nothing)."""
+    as_read = recorded_as_read(m.details)
+    if not as_read:
+        return
+    t = Table(title=f"SQLite files archived as read, NOT as consistent copies ({len(as_read)}): possibly torn if "
+              "written meanwhile; after a restore, check each with sqlite3 FILE 'PRAGMA integrity_check'",
+              title_justify="left", title_style="yellow")
+    for col in ("path", "archive", "why"):
+        t.add_column(col, overflow="fold")
+    for item in as_read:
+        t.add_row(escape(item["path"]), escape(item["archive"]), escape(item["reason"]))
+    console.print(t)
 
 
 def _target_for(config: Config, name: str) -> Any:
@@ -442,6 +461,8 @@ def restore_cmd(
             err_console.print(f"[warn]warning[/warn] copy skipped: {escape(fault)}", highlight=False)
         if result.get("warning"):
             err_console.print(f"[warn]warning[/warn] {escape(result['warning'])}", highlight=False)
+        if result.get("note"):
+            err_console.print(f"note: {escape(result['note'])}", highlight=False)
         if result.get("next"):
             console.print(result["next"], highlight=False, markup=False)
 
@@ -924,6 +945,10 @@ def _restore_files(fetcher: Fetcher, row: BackupRow, to: Path) -> dict[str, Any]
         err_console.print(f"restore of backup {row.id} stopped: {escape(where)}", highlight=False)
         raise
     out: dict[str, Any] = {"destination": str(to), "entries": n}
+    as_read = recorded_as_read(m.details)
+    if as_read:  # restored as archived; SQLite may find one torn: a note, the restore itself is whole
+        out["sqlite_not_snapshotted"] = as_read
+        out["note"] = as_read_note(as_read)
     assert restore is not None
     skipped = restore.skipped_xattrs.summary()
     if skipped:  # (not restoring as root, a file system without extended attributes)

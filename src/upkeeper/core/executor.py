@@ -356,6 +356,21 @@ class WorkerPool:
             pass
         return unwound
 
+    @staticmethod
+    def _kill_orphans(pgid: int, wait: float = 3.0) -> None:
+        """SIGKILL what a dead worker left running in its process group (its task's subprocesses: the direct
+        ones get SIGTERM from the kernel as their parent dies, see :func:`~upkeeper.core.proc.die_with_parent`,
+        theirs nothing), and wait up to ``wait`` seconds until none runs (zombies aside: their new parent reaps
+        them), so that none writes into the work directory removed next.  (The group's id stays taken while
+        any member lives: no other process can have it.)"""
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            return
+        deadline = time.monotonic() + wait
+        while _group_running(pgid) and time.monotonic() < deadline:
+            time.sleep(0.02)
+
     # -- the interface ----------------------------------------------------------------
 
     def execute(
@@ -423,6 +438,9 @@ class WorkerPool:
                                                "by SIGTERM"),
                                 started, _now(), interrupted=True, terminated=True, worker_pid=w.pid,
                             )
+                        # no cleanup of its own ran (kill -9, the OOM killer): what it started (redis-cli,
+                        # pg_dump, age) would go on writing into its work directory, which the runner removes
+                        self._kill_orphans(w.pid)
                         return Outcome(
                             Result(status=Status.ERROR,
                                    summary=f"the worker process running the task died ({describe_exit(rc)})"),
@@ -478,6 +496,29 @@ class WorkerPool:
             except (OSError, subprocess.TimeoutExpired):
                 self._kill(w)
             w.conn.close()
+
+
+def _group_running(pgid: int) -> bool:
+    """Whether a process of the process group ``pgid`` runs (is not a zombie), from /proc; off Linux whether
+    the group has any member."""
+    try:
+        pids = [n for n in os.listdir("/proc") if n.isdigit()]
+    except OSError:
+        try:
+            os.killpg(pgid, 0)
+        except (ProcessLookupError, PermissionError):
+            return False
+        return True
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as fh:
+                fields = fh.read().rsplit(b")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        # after the command: state, ppid, pgrp
+        if len(fields) > 2 and fields[2] == str(pgid).encode() and fields[0] not in (b"Z", b"X"):
+            return True
+    return False
 
 
 def summarize_exc(exc: BaseException) -> str:

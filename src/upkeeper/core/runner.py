@@ -8,12 +8,14 @@ logged and ignored.
 from __future__ import annotations
 
 import logging
+import tempfile
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, Protocol
 
 from upkeeper.core.artifacts import publish, take_staged
@@ -256,6 +258,8 @@ class Runner:
             timeout = job.timeout.total_seconds() if job.timeout else None
             outcome = self.executor.execute(req, timeout=timeout, on_log=log_cb, on_progress=on_progress,
                                             cancel=cancel)
+            if outcome.crashed or outcome.timed_out:
+                self._remove_work_files(outcome, log_cb)
             status = outcome.status
             stopped = _asked_to_stop(outcome, cancel, stopping)
             if stopped and outcome.terminated:  # its worker got the stop's SIGTERM too: not a worker killed alone
@@ -308,6 +312,26 @@ class Runner:
                 except Exception as exc:
                     log.warning("could not release lock %s: %s", name, exc)
             self.keeper.unhold()
+
+    def _remove_work_files(self, outcome: Outcome, log_cb: LogFn) -> None:
+        """A worker that died, or was killed at its timeout, ran none of its cleanup: the work directories it
+        held (a downloaded dump.rdb, a directory-format dump, SQLite copies: plaintext) are removed now, with
+        those of any other dead process (:func:`~upkeeper.backup.workdir.clean_stale` removes none a live
+        process holds), not at some later run's sweep; the run's summary says so."""
+        from upkeeper.backup.workdir import clean_stale
+
+        settings = getattr(self.setup.config, "backup", None)
+        base = getattr(settings, "work_dir", None) or tempfile.gettempdir()
+        try:
+            removed = clean_stale(Path(base))
+        except Exception as exc:  # never fails the recording of the run
+            log_cb("WARNING", f"could not remove the dead worker's work files in {base}: {exc}")
+            outcome.result.summary += f"; its work files in {base} could not be removed ({exc})"
+            return
+        if removed:
+            what = ", ".join(str(p) for p in removed)
+            log_cb("WARNING", f"removed the work files the dead worker left (they may hold plaintext): {what}")
+            outcome.result.summary += f"; its work files were removed ({what})"
 
     def _wait_target_lock(
         self, name: str, holder: str, job: Job, run_id: int, log_cb: LogFn, cancel: threading.Event | None

@@ -20,6 +20,7 @@ from pydantic import Field, model_validator
 from upkeeper.backup.files import Entry, FileList, Unarchived, Walk, iter_walk, walk, write_tar
 from upkeeper.backup.manifest import safe_component
 from upkeeper.backup.sets import BackupEnv, SetWriter
+from upkeeper.backup.sqlite import MANIFEST_KEY as SQLITE_AS_READ
 from upkeeper.backup.sqlite import Snapshots
 from upkeeper.backup.workdir import work_dir
 from upkeeper.config.backup import RetentionPolicy
@@ -222,17 +223,18 @@ class FilesBackup(Task[FilesBackupOptions]):
             writer = SetWriter(env, "files", target_name, safe_component(options.set_name))
             try:
                 archives: dict[str, dict[str, FileList]] = {}
+                as_read: list[dict[str, str]] = []  # the SQLite files archived as read, for the manifest
                 first = next(main_entries, None)
                 if first is not None:
                     name = object_name("files.tar", env)
                     archives[name] = {"files": self._archive(ctx, writer, name, "files",
                                                              itertools.chain([first], main_entries), True,
-                                                             findings, main_walk, sqlite)}
+                                                             findings, main_walk, sqlite, as_read)}
                 if secret_walk.entries:
                     name = object_name("secrets.tar", env)
                     # sizes only: plaintext hashes of secrets in a readable manifest would leak guessable values
                     archives[name] = {"files": self._archive(ctx, writer, name, "secrets", secret_walk.entries,
-                                                             False, findings, secret_walk, sqlite)}
+                                                             False, findings, secret_walk, sqlite, as_read)}
                 _walk_findings(findings, main_walk, secret_walk)
                 _sqlite_findings(findings, sqlite)
                 if not archives:
@@ -250,6 +252,10 @@ class FilesBackup(Task[FilesBackupOptions]):
                 details: dict[str, Any] = {"paths": [str(p) for p in paths], "secret_paths": [str(p) for p in secrets],
                            "exclude": options.exclude, "preset": options.preset, "files": n_files,
                            "archives": archives}
+                if sqlite is not None:
+                    # each SQLite file archived as read (possibly torn), so that show, verify and restore say so;
+                    # an empty list: every SQLite file found is a consistent copy (no list: none was looked for)
+                    details[SQLITE_AS_READ] = as_read
                 manifest = writer.commit(details)
                 # stored: from here the manifest in memory keeps the lists' lengths only (as the catalog does),
                 # not a line a file through the retention that reads the series' manifests
@@ -312,7 +318,8 @@ class FilesBackup(Task[FilesBackupOptions]):
 
     @staticmethod
     def _archive(ctx: TaskContext, writer: SetWriter, name: str, role: str, entries: Iterable[Entry], hashes: bool,
-                 findings: list[Finding], walked: Walk | None = None, sqlite: Snapshots | None = None) -> FileList:
+                 findings: list[Finding], walked: Walk | None = None, sqlite: Snapshots | None = None,
+                 as_read: list[dict[str, str]] | None = None) -> FileList:
         ctx.progress(f"archiving into {name}", None)
         upload = writer.upload(name, role=role, always_encrypt=role == "secrets")
         try:
@@ -324,6 +331,10 @@ class FilesBackup(Task[FilesBackupOptions]):
             raise
         for path, what in changed:
             findings.append(Finding("backup.file_changed", Severity.WARNING, path, what))
+        if sqlite is not None:
+            if as_read is not None:
+                as_read.extend({"archive": name, "path": p, "reason": why} for p, why in sqlite.as_read)
+            sqlite.as_read = []
         writer.add(upload.finish())
         return listed
 

@@ -462,7 +462,13 @@ class RedisBackup(Task[RedisBackupOptions]):
         if res.returncode != 0 or not dest.exists():
             raise _download_failed(res.returncode, res.stderr, target, made_by, failed_save)
         if follow is not None:
-            follow.pump(dest.stat().st_size)
+            final = dest.stat().st_size
+            follow.pump(final)
+            if follow.pos != final:  # bytes fed that redis-cli cut off since: the upload is not the file checked
+                raise BackupError(
+                    f"the downloaded RDB ends at {final} bytes, but {follow.pos} were already stored: redis-cli cut "
+                    f"off more than the {RDB_EOF_MARK_SIZE}-byte EOF mark held back; nothing stored",
+                    "Try: method: bgsave on the server's host, and report this (the redis-cli version)")
 
     @staticmethod
     def _local_rdb(client: Any, target: RedisTarget) -> Path | None:
