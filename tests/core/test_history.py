@@ -5,8 +5,10 @@ from __future__ import annotations
 import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
+from sqlalchemy import event
 
 from upkeeper.core.history import (
     MIGRATIONS,
@@ -149,3 +151,31 @@ def test_unreachable_postgres_history_is_a_clear_error() -> None:
     with pytest.raises(HistoryError, match="cannot open history database") as err:
         History("postgresql+psycopg://u:pw-secret@127.0.0.1:1/x?connect_timeout=2")
     assert "pw-secret" not in str(err.value)
+
+
+def test_a_stale_lock_is_taken_over_by_one_process_only(request: pytest.FixtureRequest) -> None:
+    """Two processes find the same stale lock: the second, whose DELETE runs after the first's takeover
+    committed, must not delete the first's fresh lock (PostgreSQL, read committed)."""
+    pg: PostgresCluster = request.getfixturevalue("pg")
+    db: str = request.getfixturevalue("pg_db")
+    url = f"postgresql+psycopg://postgres@127.0.0.1:{pg.port}/{db}"
+    first, second = History(url), History(url)
+    request.addfinalizer(first.close)
+    request.addfinalizer(second.close)
+    me = process_identity()
+    dead = f"{me.rsplit(':', 2)[0]}:999999:1/1"
+    assert first.acquire_lock("target:race", dead, "n", timedelta(hours=1))
+    took: list[bool] = []
+
+    def before(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.lstrip().upper().startswith("DELETE FROM LOCKS") and not took:
+            took.append(first.acquire_lock("target:race", f"{me}/2", "n", timedelta(minutes=1)))
+
+    event.listen(second.engine, "before_cursor_execute", before)
+    try:
+        assert not second.acquire_lock("target:race", f"{me}/3", "n", timedelta(minutes=1))
+    finally:
+        event.remove(second.engine, "before_cursor_execute", before)
+    assert took == [True]
+    holder = second.lock_holder("target:race")
+    assert holder is not None and holder.owner == f"{me}/2"

@@ -815,7 +815,12 @@ class History:
             alive = owner_alive(row.owner, node)
             if row.expires_at > now and alive is not False:
                 return False
-            conn.execute(delete(locks).where(locks.c.name == name))
+            # compare-and-delete: the stale row just read, not one another process put there since (read
+            # committed: two processes taking over the same stale lock would both succeed otherwise)
+            gone = conn.execute(delete(locks).where(locks.c.name == name, locks.c.owner == row.owner,
+                                                    locks.c.expires_at == row.expires_at))
+            if gone.rowcount != 1:
+                return False
         conn.execute(insert(locks).values(name=name, owner=owner, node=node, acquired_at=now, expires_at=now + ttl,
                                           purpose=purpose))
         return True
