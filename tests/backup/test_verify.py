@@ -391,6 +391,40 @@ def test_a_verify_stopped_with_its_whole_cgroup_drops_its_scratch_database_and_j
         assert run["status"] == "interrupted" and "asked to stop" in run["summary"], run
 
 
+@pytest.mark.parametrize("how", ["backups verify", "run backup-verify"])
+def test_a_sigterm_during_a_verify_s_own_cleanup_waits_for_it_to_end(
+        how: str, cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], backup_config: Any,
+        tmp_path: Path) -> None:
+    """A verify whose checks all passed is dropping its scratch database (that drop made slow here) when the
+    command gets its one SIGTERM (``kill PID``): the drop runs to its end, then the stop is acted on — exit 143,
+    no scratch database, backup.work_dir empty.  ``run backup-verify``: the command's SIGTERM to its worker is the
+    worker's first.  (The SIGTERM raised inside the cleanup: the scratch database, a full copy of the data,
+    stayed on the server.)"""
+    db, _ = app_db
+    work = tmp_path / "work"
+    work.mkdir()
+    mark = tmp_path / "mark"
+    cfg = backup_config(db, backup={"work_dir": str(work)}, verify={"jobs": 1})
+    bid = _backup(cli, cfg)
+    argv = (["backups", "verify", bid, "--jobs", "1"] if how == "backups verify" else ["run", "backup-verify"])
+    p = subprocess.Popen([sys.executable, "-m", "upkeeper", "--config", str(cfg), *argv],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path),
+                              "UPKEEPER_FAULT_PAUSE": "before-scratch-drop:1", "UPKEEPER_FAULT_MARK": str(mark)})
+    try:
+        deadline = time.monotonic() + 60
+        while p.poll() is None and time.monotonic() < deadline and not mark.exists():
+            time.sleep(0.02)
+        assert p.poll() is None, p.communicate()
+        assert _scratch_dbs(pg)
+    finally:
+        took, err = terminate_and_wait(p)
+    assert p.returncode == 143, err.decode()
+    assert took < 10, took
+    assert _scratch_dbs(pg) == [], err.decode()
+    assert [str(f) for f in work.rglob("*")] == []
+
+
 def test_an_unreadable_newest_manifest_fails_verify_and_the_others_are_still_checked(
         cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], backup_config: Any, tmp_path: Path) -> None:
     """The newest set's manifest.json is damaged: the verify job fails naming it (it used to verify the

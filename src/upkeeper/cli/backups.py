@@ -61,6 +61,7 @@ from upkeeper.core.jobs import Setup
 from upkeeper.core.runner import LOCK_TTL, LockKeeper
 from upkeeper.errors import BackupError, SetupError, TaskError, UpkeeperError, UsageError
 from upkeeper.fmt import human_bytes, human_duration, local_time
+from upkeeper.shield import shielded
 from upkeeper.storage import Storage
 
 if TYPE_CHECKING:
@@ -757,6 +758,7 @@ def _existing(tgt: PostgresTarget, admin: str, *names: str) -> set[str]:
         return set(names)
 
 
+@shielded()  # a stop arriving meanwhile waits for it (upkeeper.shield)
 def _drop_quietly(tgt: PostgresTarget, admin: str, name: str) -> str | None:
     """Drop ``name``; the reason when that failed, else None."""
     try:
