@@ -247,11 +247,17 @@ def stop_cgroup(p: subprocess.Popen[bytes], timeout: float = 30) -> tuple[float,
 def terminate_and_wait(p: subprocess.Popen[bytes], timeout: float = 30) -> tuple[float, bytes]:
     """SIGTERM to ``p`` alone (as ``kill PID``, ``timeout`` and systemd do); returns (seconds until it exited,
     its stderr).  Its whole process group is SIGKILLed if it is still running when this returns or fails."""
+    took, _out, err = terminate_and_read(p, timeout)
+    return took, err
+
+
+def terminate_and_read(p: subprocess.Popen[bytes], timeout: float = 30) -> tuple[float, bytes, bytes]:
+    """:func:`terminate_and_wait`, returning (seconds, stdout, stderr)."""
     try:
         t0 = time.monotonic()
         p.send_signal(signal.SIGTERM)
-        _out, err = p.communicate(timeout=timeout)
-        return time.monotonic() - t0, err
+        out, err = p.communicate(timeout=timeout)
+        return time.monotonic() - t0, out, err
     finally:
         if p.poll() is None:
             os.killpg(p.pid, signal.SIGKILL)

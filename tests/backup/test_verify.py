@@ -27,6 +27,7 @@ from .conftest import (
     run_app_files_backup,
     standby_backup_config,
     stop_cgroup,
+    terminate_and_read,
     terminate_and_wait,
 )
 
@@ -324,15 +325,16 @@ def test_backups_verify_stopped_by_sigterm_drops_its_scratch_database(
         tmp_path: Path) -> None:
     """SIGTERM (``timeout``, ``kill``, systemd) to ``backups verify`` while its smoke check runs on the scratch
     database: exit 143 within seconds, the scratch database is dropped, backup.work_dir is left empty, and the
-    backup is not judged (it stays complete).  (SIGTERM used to end the command at once: the scratch database
-    was left behind, and so was the decrypted dump of a verify that fetches one to disk.)"""
+    backup is not judged (it stays complete); --json says so.  (SIGTERM used to end the command at once: the
+    scratch database was left behind, and so was the decrypted dump of a verify that fetches one to disk; then
+    --json printed nothing.)"""
     db, _ = app_db
     work = tmp_path / "work"
     work.mkdir()
     cfg = backup_config(db, backup={"work_dir": str(work)})
     bid = _backup(cli, cfg)
     p = subprocess.Popen([sys.executable, "-m", "upkeeper", "--config", str(cfg), "backups", "verify", bid,
-                          "--jobs", "1", "--check", "select pg_sleep(60) is not null"],
+                          "--jobs", "1", "--check", "select pg_sleep(60) is not null", "--json"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
     try:
@@ -343,12 +345,15 @@ def test_backups_verify_stopped_by_sigterm_drops_its_scratch_database(
         assert p.poll() is None, p.communicate()
         assert _scratch_dbs(pg)
     finally:
-        took, err = terminate_and_wait(p)  # the command only, as `kill PID` and `timeout` do
+        took, out, err = terminate_and_read(p)  # the command only, as `kill PID` and `timeout` do
     assert p.returncode == 143, err.decode()
     assert took < 10, took
     assert _scratch_dbs(pg) == []
     assert [str(f) for f in work.rglob("*")] == []
     assert cli(["--config", cfg, "backups", "show", bid, "--json"]).json()["status"] == "complete"
+    [rep] = json.loads(out)
+    assert (rep["backup_id"], rep["ok"], rep["interrupted"]) == (bid, False, True), rep
+    assert "stopped" in rep["error"], rep
 
 
 @pytest.mark.parametrize("how", ["backups verify", "run backup-verify"])
@@ -389,6 +394,40 @@ def test_a_verify_stopped_with_its_whole_cgroup_drops_its_scratch_database_and_j
     if how == "run backup-verify":
         [run] = json.loads(out)
         assert run["status"] == "interrupted" and "asked to stop" in run["summary"], run
+
+
+@pytest.mark.parametrize("how", ["backups verify", "run backup-verify"])
+def test_a_sigterm_during_a_verify_s_own_cleanup_waits_for_it_to_end(
+        how: str, cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], backup_config: Any,
+        tmp_path: Path) -> None:
+    """A verify whose checks all passed is dropping its scratch database (that drop made slow here) when the
+    command gets its one SIGTERM (``kill PID``): the drop runs to its end, then the stop is acted on — exit 143,
+    no scratch database, backup.work_dir empty.  ``run backup-verify``: the command's SIGTERM to its worker is the
+    worker's first.  (The SIGTERM raised inside the cleanup: the scratch database, a full copy of the data,
+    stayed on the server.)"""
+    db, _ = app_db
+    work = tmp_path / "work"
+    work.mkdir()
+    mark = tmp_path / "mark"
+    cfg = backup_config(db, backup={"work_dir": str(work)}, verify={"jobs": 1})
+    bid = _backup(cli, cfg)
+    argv = (["backups", "verify", bid, "--jobs", "1"] if how == "backups verify" else ["run", "backup-verify"])
+    p = subprocess.Popen([sys.executable, "-m", "upkeeper", "--config", str(cfg), *argv],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path),
+                              "UPKEEPER_FAULT_PAUSE": "before-scratch-drop:1", "UPKEEPER_FAULT_MARK": str(mark)})
+    try:
+        deadline = time.monotonic() + 60
+        while p.poll() is None and time.monotonic() < deadline and not mark.exists():
+            time.sleep(0.02)
+        assert p.poll() is None, p.communicate()
+        assert _scratch_dbs(pg)
+    finally:
+        took, err = terminate_and_wait(p)
+    assert p.returncode == 143, err.decode()
+    assert took < 10, took
+    assert _scratch_dbs(pg) == [], err.decode()
+    assert [str(f) for f in work.rglob("*")] == []
 
 
 def test_an_unreadable_newest_manifest_fails_verify_and_the_others_are_still_checked(

@@ -196,3 +196,35 @@ def test_run_records_its_runs_without_the_orm(tmp_path: Path) -> None:
     report, modules = out.strip().rsplit("\n", 1)
     assert [(r["job"], r["status"]) for r in json.loads(report)] == [("noop", "ok")]
     assert json.loads(modules) == [0, []]
+
+
+def test_a_sigterm_during_a_shielded_cleanup_is_acted_on_when_it_ends() -> None:
+    """The command's SIGTERM handler (sigterm_unwinds) raises Terminated where the main thread is — but not
+    inside a shielded cleanup (nested too): there it waits for the cleanup to end; outside, it raises at once."""
+    import os
+    import signal
+    import time
+
+    from upkeeper.cli._signals import Terminated, sigterm_unwinds
+    from upkeeper.shield import shielded
+
+    done: list[str] = []
+    try:
+        with sigterm_unwinds():
+            with shielded():
+                with shielded():
+                    os.kill(os.getpid(), signal.SIGTERM)
+                    time.sleep(0.05)  # the handler runs here
+                    done.append("inner")
+                done.append("outer")
+            done.append("after")  # never: the stop is raised as the outermost section ends
+    except Terminated:
+        done.append("terminated")
+    assert done == ["inner", "outer", "terminated"]
+    with sigterm_unwinds():  # no cleanup under way: at once
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(1)
+            raise AssertionError("not stopped")
+        except Terminated:
+            pass

@@ -237,3 +237,45 @@ def test_status_counts_the_failures_retention_deleted(make_config: Any, cli: Any
     assert job["last_success"] == (NOW - 121 * day).isoformat()
     table = " ".join(cli(["--config", str(cfg), "status"]).out.split())
     assert re.search(r"│ 120 \(since 1[12]\dd [^)]*ago\) │", table), table
+
+
+def test_a_run_stopped_on_request_is_no_failure_of_its_job(history: History) -> None:
+    """An ``interrupted`` run with ``details.stopped`` (systemctl stop, Ctrl-C of 'upkeeper run') neither counts in
+    the job's failure streak nor ends it — nor does retention carry it as one; an interrupted run without it (its
+    worker killed alone, its owner dead) is a failure."""
+    h = history
+    day = timedelta(days=1)
+    stop = {"stopped": True}
+    assert len(h.claim([
+        NewRun("a", "debug.noop", None, NOW - 100 * day, status="ok"),
+        NewRun("a", "debug.noop", None, NOW - 99 * day, status="interrupted", details=stop),  # pruned below
+        NewRun("a", "debug.noop", None, NOW - 98 * day, status="fail"),
+        NewRun("a", "debug.noop", None, NOW - 3 * day, status="interrupted", details=stop),
+        NewRun("a", "debug.noop", None, NOW - 2 * day, status="interrupted"),
+        NewRun("a", "debug.noop", None, NOW - day, status="interrupted", details=stop),
+        NewRun("b", "debug.noop", None, NOW - 2 * day, status="interrupted", details=stop),
+    ], "o:1:1", "n")) == 7
+    got = {j: (s.failures, s.since) for j, s in h.failure_streaks(["a", "b"]).items()}
+    assert got == {"a": (2, NOW - 98 * day), "b": (0, None)}
+    rep = prune_history(h, runs_before=NOW - 50 * day, audit_before=None)
+    assert (rep.runs, rep.streak_runs) == (2, 1)  # the stopped run deleted, not counted (the success is kept)
+    assert {j: (s.failures, s.since) for j, s in h.failure_streaks(["a", "b"]).items()} == got
+
+
+def test_status_and_history_show_a_stopped_run_as_stopped_not_failing(
+        make_config: Any, cli: Any, tmp_path: Path) -> None:
+    cfg = make_config({"jobs": {"j": {"task": "debug.noop", "schedule": "@daily"}}})
+    h = History(f"sqlite:///{tmp_path / 'history.db'}")
+    day = timedelta(days=1)
+    h.claim([NewRun("j", "debug.noop", None, NOW - 2 * day, status="ok"),
+             NewRun("j", "debug.noop", None, NOW - day, status="interrupted",
+                    summary="interrupted: upkeeper was asked to stop", details={"stopped": True})], "o:1:1", "n")
+    h.close()
+    job = cli(["--config", str(cfg), "status", "--json"]).json()["jobs"][0]
+    assert job["consecutive_failures"] == 0 and job["failing_since"] is None
+    assert (job["last_run"]["status"], job["last_run"]["stopped"]) == ("interrupted", True)
+    table = cli(["--config", str(cfg), "status"]).out
+    assert "stopped" in table and "interrupted │" not in table, table
+    runs = cli(["--config", str(cfg), "history", "j", "--json"]).json()
+    assert [(r["status"], r["stopped"]) for r in runs] == [("interrupted", True), ("ok", False)]
+    assert "│ stopped" in cli(["--config", str(cfg), "history", "j"]).out

@@ -27,6 +27,7 @@ from upkeeper.backup.manifest import MANIFEST, Manifest, read_manifest, set_pref
 from upkeeper.backup.pipeline import CHUNK, ChecksumMismatch, ObjectRecord, check_digest, fault_pause
 from upkeeper.errors import BackupError, StorageError, UpkeeperError
 from upkeeper.fmt import human_bytes
+from upkeeper.shield import shielded
 from upkeeper.storage import Storage
 from upkeeper.storage.base import delete_prefix
 
@@ -328,6 +329,7 @@ def _sha256(storage: Storage, key: str) -> str:
     return sha.hexdigest()
 
 
+@shielded()  # a stop arriving meanwhile waits for it (upkeeper.shield)
 def _remove_partial(dest: Storage, prefix: str, backup_id: str) -> None:
     """What a failed or stopped copy wrote (and what a killed one left) — never a set that has its manifest."""
     try:

@@ -26,6 +26,7 @@ import zstandard
 
 from upkeeper.backup.crypto import AgeProcess, Encryption
 from upkeeper.errors import BackupError, SetupError, StorageError, UpkeeperError
+from upkeeper.shield import shielded
 from upkeeper.storage.base import Storage, Writer
 
 CHUNK = 1 << 20
@@ -118,6 +119,7 @@ class FanOut:
                 raise StorageError(f"storage {storage.name}: {exc.message}", exc.hint,
                                    permanent=exc.permanent) from None
 
+    @shielded()  # a stop arriving meanwhile waits for it (upkeeper.shield)
     def abort(self) -> None:
         for _s, w in self.writers:
             with contextlib.suppress(Exception):
@@ -209,6 +211,7 @@ class ObjectUpload:
                             raw_size=self.raw_size, encryption=self.encryption.label if self.encryption else "none",
                             role=self.role)
 
+    @shielded()  # a stop arriving meanwhile waits for it (upkeeper.shield)
     def abort(self) -> None:
         if self.age is not None:
             self.age.close()

@@ -46,6 +46,7 @@ from upkeeper.backup.pipeline import (
     fault_pause,
 )
 from upkeeper.errors import BackupError, ProcessError, UpkeeperError
+from upkeeper.shield import shielded
 from upkeeper.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -272,12 +273,14 @@ def _rekey(report: RekeyReport, storages: Sequence[Storage], recorded: str | Non
         fault_pause("before-manifest")
         write_manifest(holders, new_manifest)
     except BaseException:
-        for s in holders:
-            try:
-                if s.stat(new_prefix + MANIFEST) is None:
-                    delete_set(s, target, database, new_id)
-            except Exception as exc:  # an incomplete set is never listed; prune cleans it later
-                log.warning("could not remove the partial re-encryption of %s from %s: %s", old_id, s.name, exc)
+        with shielded():  # a stop arriving meanwhile waits for it (upkeeper.shield)
+            for s in holders:
+                try:
+                    if s.stat(new_prefix + MANIFEST) is None:
+                        delete_set(s, target, database, new_id)
+                except Exception as exc:  # an incomplete set is never listed; prune cleans it later
+                    log.warning("could not remove the partial re-encryption of %s from %s: %s", old_id, s.name,
+                                exc)
         raise
     _finish(report, holders, holders, new_manifest, catalog)
     report.action = REKEYED

@@ -16,6 +16,7 @@ from upkeeper.backup.pipeline import ObjectRecord, ObjectUpload, fault_pause
 from upkeeper.config.backup import BackupSettings
 from upkeeper.config.models import Config
 from upkeeper.errors import BackupError, TaskError
+from upkeeper.shield import shielded
 from upkeeper.storage import Storage, open_storage
 
 if TYPE_CHECKING:  # the catalog imports the ORM: only the tasks that open one load it
@@ -181,6 +182,7 @@ class SetWriter:
                             "(run 'upkeeper backups sync')", self.id, exc)
         return manifest
 
+    @shielded()  # a stop arriving meanwhile waits for it (upkeeper.shield)
     def abort(self) -> None:
         """Remove what this set wrote (best effort; leftovers are cleaned as incomplete sets later)."""
         if self.committed:

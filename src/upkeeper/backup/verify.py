@@ -59,6 +59,7 @@ from upkeeper.config.backup import BackupSettings
 from upkeeper.config.targets import PostgresTarget
 from upkeeper.errors import BackupError, ProcessError, SetupError, StorageError, TaskError, UpkeeperError
 from upkeeper.fmt import human_bytes
+from upkeeper.shield import shielded
 from upkeeper.storage import Storage
 
 if TYPE_CHECKING:
@@ -439,6 +440,7 @@ def _verify_postgres(fetcher: Fetcher, settings: BackupSettings, source: Any, op
                 _drop_scratch(scratch, admin, name, guard)
 
 
+@shielded()  # a stop arriving meanwhile waits for the drop (the scratch database is a full copy of the data)
 def _drop_scratch(scratch: PostgresTarget, admin: str, name: str,
                   guard: psycopg.Connection[Any] | None = None) -> None:
     """Drop the scratch database (its sessions ended: a restore still running fails); errors are logged, never

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from upkeeper.config.backup import BackupSettings
 from upkeeper.errors import SetupError
+from upkeeper.shield import shielded
 
 log = logging.getLogger(__name__)
 
@@ -73,9 +74,10 @@ def _locked_dir(base: Path, prefix: str) -> Iterator[Path]:
         os.rename(tmp, d)  # the lock is on the directory itself: it holds across the rename
         yield d
     finally:
-        remove_tree(d)
-        remove_tree(tmp)
-        os.close(fd)
+        with shielded():  # plaintext: a stop arriving now waits until it is gone
+            remove_tree(d)
+            remove_tree(tmp)
+            os.close(fd)
 
 
 def remove_tree(path: Path) -> None:

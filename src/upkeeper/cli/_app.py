@@ -34,6 +34,7 @@ THEME = Theme(
         "error": "bold red",
         "skipped": "dim",
         "interrupted": "magenta",
+        "stopped": "dim magenta",  # interrupted because upkeeper was asked to stop: no failure
         "running": "cyan",
         "queued": "cyan",
         "pending": "blue",
@@ -152,6 +153,12 @@ def print_json(data: Any) -> None:
 
 def status_text(status: str) -> str:
     return f"[{status}]{status}[/{status}]" if status in THEME.styles else status
+
+
+def run_status_text(status: str, stopped: bool) -> str:
+    """A run's status as ``status`` and ``history`` show it: ``stopped`` for one interrupted because upkeeper was
+    asked to stop (:func:`upkeeper.core.history.stopped_on_request`)."""
+    return status_text("stopped" if stopped else status)
 
 
 def severity_text(sev: str) -> str:

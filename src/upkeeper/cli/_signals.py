@@ -17,6 +17,8 @@ import threading
 from collections.abc import Iterator
 from types import FrameType
 
+from upkeeper.shield import stop_or_defer
+
 #: the exit code of a command stopped by SIGTERM, as a shell reports a process it ended
 TERMINATED_EXIT = 128 + signal.SIGTERM
 
@@ -52,7 +54,7 @@ def sigterm_unwinds() -> Iterator[TermState]:
         if _STATE.received:
             return
         _STATE.received = True
-        raise Terminated("terminated")
+        stop_or_defer(Terminated("terminated"))  # after the cleanup under way, if any (upkeeper.shield)
 
     # a Python-level handler, never SIG_IGN: the processes this one starts would inherit an ignored signal
     old = signal.signal(signal.SIGTERM, on_term)

@@ -61,6 +61,7 @@ from upkeeper.core.jobs import Setup
 from upkeeper.core.runner import LOCK_TTL, LockKeeper
 from upkeeper.errors import BackupError, SetupError, TaskError, UpkeeperError, UsageError
 from upkeeper.fmt import human_bytes, human_duration, local_time
+from upkeeper.shield import shielded
 from upkeeper.storage import Storage
 
 if TYPE_CHECKING:
@@ -264,6 +265,21 @@ def _target_for(config: Config, name: str) -> Any:
     return t
 
 
+#: what --json says of a backup a command was stopped on (SIGTERM, Ctrl-C) and of those it had not reached
+STOPPED_DURING = "interrupted: the command was stopped (SIGTERM or SIGINT) while it worked on this backup"
+STOPPED_BEFORE = "interrupted: the command was stopped (SIGTERM or SIGINT) before it reached this backup"
+
+
+def _stopped_json(done: list[dict[str, Any]], rows: list[BackupRow],
+                  entry: Callable[[BackupRow, str], dict[str, Any]]) -> None:
+    """``--json`` of a command stopped by SIGTERM or Ctrl-C (it then exits 143 or 130): the reports of the backups
+    it finished, then an ``"interrupted": true`` entry for the one it was working on and for each it had not
+    reached (``rows`` after the ``done``), so a script learns what was done and what was not."""
+    left = rows[len(done):]
+    print_json([*done, *(dict(entry(r, STOPPED_DURING if i == 0 else STOPPED_BEFORE), ok=False, interrupted=True)
+                         for i, r in enumerate(left))])
+
+
 @backups_app.command("verify")
 def verify_cmd(
     backup_id: str | None = typer.Argument(None, help="backup id (default: the newest of each series)"),
@@ -350,6 +366,11 @@ def verify_cmd(
                 label = ("[green]ok[/green] " if rep.ok else "[bold yellow]NOT CHECKED[/bold yellow] "
                          if rep.inconclusive else "[bold red]FAILED[/bold red] ")
                 console.print(label + escape(rep.summary), markup=True, highlight=False)
+    except KeyboardInterrupt:  # also SIGTERM (cli._signals): judged nothing, the backup keeps its status
+        if as_json:
+            _stopped_json([r.to_dict() for r in reports], rows, lambda row, why: VerifyReport(
+                row.id, ok=False, error=why, inconclusive=True).to_dict())
+        raise
     finally:
         close_storages(storages)
     if as_json:
@@ -445,6 +466,10 @@ def restore_cmd(
                 result = _restore_redis(fetcher, row, to)
             else:
                 raise BackupError(f"cannot restore backups of kind {row.kind!r}")
+    except KeyboardInterrupt:  # also SIGTERM: the restore cleaned up what it had started (exit 143 or 130)
+        if as_json:
+            print_json({"backup": row.id, "ok": False, "interrupted": True, "error": STOPPED_DURING})
+        raise
     finally:
         close_storages(storages)
     result["storage"] = fetcher.located.storage.name
@@ -757,6 +782,7 @@ def _existing(tgt: PostgresTarget, admin: str, *names: str) -> set[str]:
         return set(names)
 
 
+@shielded()  # a stop arriving meanwhile waits for it (upkeeper.shield)
 def _drop_quietly(tgt: PostgresTarget, admin: str, name: str) -> str | None:
     """Drop ``name``; the reason when that failed, else None."""
     try:
@@ -1117,12 +1143,15 @@ def copy_cmd(
                 reports.append(rep)
                 if not as_json:
                     _print_copy(rep)
+    except KeyboardInterrupt:  # also SIGTERM: what was copied stays copied (and audited), the rest is not
+        _audit_copies(reports, to)
+        if as_json:
+            _stopped_json([rep.to_dict() for rep in reports], rows, lambda row, why: CopyReport(
+                row.id, row.target, row.database, to, action="interrupted", error=why).to_dict())
+        raise
     finally:
         close_storages(storages)
-    written = [rep for rep in reports if rep.action in (COPIED, REPAIRED)]
-    if written:
-        _env.history().audit("cli", "backup.copy", details={"to": to, "backups": [rep.id for rep in written],
-                                                            "bytes": sum(rep.bytes for rep in written)})
+    written = _audit_copies(reports, to)
     if as_json:
         print_json([rep.to_dict() for rep in reports])
     else:
@@ -1133,6 +1162,15 @@ def copy_cmd(
                       + (f"; {human_bytes(sum(rep.bytes for rep in written))} written" if written else ""),
                       highlight=False, markup=False)
     raise typer.Exit(1 if any(rep.action == FAILED for rep in reports) else 0)
+
+
+def _audit_copies(reports: list[CopyReport], to: str) -> list[CopyReport]:
+    """Record the copies written in the audit trail; returns them."""
+    written = [rep for rep in reports if rep.action in (COPIED, REPAIRED)]
+    if written:
+        _env.history().audit("cli", "backup.copy", details={"to": to, "backups": [rep.id for rep in written],
+                                                            "bytes": sum(rep.bytes for rep in written)})
+    return written
 
 
 def _selection(config: Config, catalog: Catalog, ids: list[str], target: str | None, all_: bool, *,
@@ -1257,12 +1295,15 @@ def rekey_cmd(
                 reports.append(rep)
                 if not as_json:
                     _print_rekey(rep)
+    except KeyboardInterrupt:  # also SIGTERM: the backups re-encrypted so far stay so (and audited)
+        _audit_rekeys(reports, new.label)
+        if as_json:
+            _stopped_json([rep.to_dict() for rep in reports], rows, lambda row, why: RekeyReport(
+                row.id, row.target, row.database, action="interrupted", error=why).to_dict())
+        raise
     finally:
         close_storages(storages)
-    done = [rep for rep in reports if rep.action in (REKEYED, FINISHED)]
-    if done:
-        _env.history().audit("cli", "backup.rekey", details={"encryption": new.label, "backups": {
-            rep.id: rep.new_id for rep in done}})
+    done = _audit_rekeys(reports, new.label)
     if as_json:
         print_json([rep.to_dict() for rep in reports])
     else:
@@ -1273,6 +1314,15 @@ def rekey_cmd(
                       + ("; run 'upkeeper backups verify --unverified' with the new key" if done else ""),
                       highlight=False, markup=False)
     raise typer.Exit(1 if any(not rep.ok for rep in reports) else 0)
+
+
+def _audit_rekeys(reports: list[RekeyReport], label: str) -> list[RekeyReport]:
+    """Record the backups re-encrypted in the audit trail; returns them."""
+    done = [rep for rep in reports if rep.action in (REKEYED, FINISHED)]
+    if done:
+        _env.history().audit("cli", "backup.rekey", details={"encryption": label, "backups": {
+            rep.id: rep.new_id for rep in done}})
+    return done
 
 
 def _old_key(config: Config, identity: list[str], passphrase_file: str | None) -> OldKey:

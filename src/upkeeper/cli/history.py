@@ -12,8 +12,9 @@ from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
-from upkeeper.cli._app import app, console, print_json, severity_text, state, status_text
+from upkeeper.cli._app import app, console, print_json, run_status_text, severity_text, state
 from upkeeper.config.types import parse_duration
+from upkeeper.core.history import stopped_on_request
 from upkeeper.core.models import FindingRow, RunRow
 from upkeeper.errors import UsageError
 from upkeeper.fmt import human_bytes, human_duration, local_time
@@ -40,6 +41,7 @@ def run_dict(r: RunRow, findings: list[FindingRow] | None = None, full: bool = F
         "task": r.task,
         "target": r.target,
         "status": r.status,
+        "stopped": stopped_on_request(r.status, r.details),  # interrupted on request: no failure
         "summary": r.summary,
         "trigger": r.trigger,
         "attempt": r.attempt,
@@ -100,7 +102,7 @@ def history_cmd(
         table.add_column(col, overflow="fold")
     for r in rows:
         table.add_row(str(r.id), escape(r.job), local_time(r.scheduled_for, "UTC", "%Y-%m-%d %H:%M:%S"), r.trigger,
-                      status_text(r.status), human_duration(r.duration), escape((r.summary or "")[:140]))
+                      run_status_text(r.status, stopped_on_request(r.status, r.details)), human_duration(r.duration), escape((r.summary or "")[:140]))
     console.print(table)
 
 
@@ -121,7 +123,7 @@ def show_cmd(
         return
     head = (f"[bold]run {row.id}[/bold]  job [bold]{escape(row.job)}[/bold] ({escape(row.task)}"
             f"{' on ' + escape(row.target) if row.target else ''})\n"
-            f"status {status_text(row.status)}   trigger {escape(row.trigger)}   attempt {row.attempt}   "
+            f"status {run_status_text(row.status, data['stopped'])}   trigger {escape(row.trigger)}   attempt {row.attempt}   "
             f"node {escape(row.node or '-')}\n"
             f"scheduled {local_time(row.scheduled_for, 'UTC', '%Y-%m-%d %H:%M:%S %Z')}   "
             f"started {local_time(row.started_at, 'UTC', '%H:%M:%S')}   "

@@ -9,7 +9,8 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from upkeeper.cli._app import app, console, print_json, state, status_text
+from upkeeper.cli._app import app, console, print_json, run_status_text, state
+from upkeeper.core.history import stopped_on_request
 from upkeeper.errors import UsageError
 from upkeeper.fmt import ago, local_time
 
@@ -33,6 +34,8 @@ def collect_status() -> dict[str, Any]:
                 "last_run": None if run is None else {
                     "id": run.id,
                     "status": run.status,
+                    # interrupted because upkeeper was asked to stop: no failure (not in consecutive_failures)
+                    "stopped": stopped_on_request(run.status, run.details),
                     "summary": run.summary,
                     "scheduled_for": run.scheduled_for.isoformat(),
                     "finished_at": run.finished_at.isoformat() if run.finished_at else None,
@@ -111,7 +114,7 @@ def status_cmd(
         else:
             ts = datetime.fromisoformat(lr["finished_at"] or lr["scheduled_for"])
             # a summary quotes log lines, paths and server errors: never Rich markup
-            when, res, summ = ago(ts, now), status_text(lr["status"]), escape(lr["summary"][:120])
+            when, res, summ = ago(ts, now), run_status_text(lr["status"], lr["stopped"]), escape(lr["summary"][:120])
         nxt = "-" if j["next_run"] is None else local_time(datetime.fromisoformat(j["next_run"]), j["timezone"])
         fails = ""
         if j["consecutive_failures"]:

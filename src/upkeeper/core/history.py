@@ -121,11 +121,19 @@ def owner_alive(owner: str | None, node: str) -> bool | None:
         return False
 
 
+def stopped_on_request(status: str, details: dict[str, Any] | None) -> bool:
+    """A run interrupted because upkeeper was asked to stop (``details.stopped``: SIGTERM/SIGINT of the daemon or
+    of ``upkeeper run``, ``systemctl stop``; see :class:`~upkeeper.core.runner.FinishedRun`): an operator's
+    decision, neither an outcome nor a failure.  It counts in no failure streak, success rate or missed-run
+    check, and ends none; ``status`` and ``history`` show it as stopped."""
+    return status == "interrupted" and isinstance(details, dict) and bool(details.get("stopped"))
+
+
 @dataclass(frozen=True)
 class Streak:
     """A job's current failure streak (:meth:`History.failure_streaks`)."""
 
-    failures: int  # failed runs (fail, error, interrupted) since the latest successful one
+    failures: int  # failed runs (fail, error, interrupted — not stopped on request) since the latest successful one
     since: datetime | None  # when the first of them finished (None: not failing)
     last_success: datetime | None  # when the latest successful run finished (None: none recorded)
     pruned: int = 0  # how many of ``failures`` history retention deleted (counted in ``run_streaks``)
@@ -616,7 +624,8 @@ class History:
         return self.failure_streaks([job])[job].failures
 
     def failure_streaks(self, jobs: Sequence[str]) -> dict[str, Streak]:
-        """Per job: its failed runs since its latest successful run, with when that streak began.
+        """Per job: its failed runs since its latest successful run, with when that streak began.  A run stopped
+        on request (:func:`stopped_on_request`) is no failure, nor does it end a streak.
 
         Exact whatever their number, and whatever history retention deleted: the deleted failures of a
         streak are counted in ``run_streaks`` (:func:`upkeeper.core.retention.prune_history`), valid while
@@ -629,22 +638,33 @@ class History:
         last_ok = (select(runs.c.id, runs.c.finished_at)
                    .where(job_is, runs.c.status.in_(SUCCESS_STATES), runs.c.finished_at.is_not(None))
                    .order_by(runs.c.finished_at.desc(), runs.c.id.desc()).limit(1))
+        hard = [s for s in FAILURE_STATES if s != "interrupted"]
         all_fails = select(func.count(), func.min(runs.c.finished_at)).where(
-            job_is, runs.c.status.in_(FAILURE_STATES), runs.c.finished_at.is_not(None))
+            job_is, runs.c.status.in_(hard), runs.c.finished_at.is_not(None))
+        # interrupted runs (few) are read whole: those stopped on request (details.stopped) are no failures
+        all_cut = select(runs.c.finished_at, runs.c.details).where(
+            job_is, runs.c.status == "interrupted", runs.c.finished_at.is_not(None))
         at = bindparam("at", type_=runs.c.finished_at.type)
-        fails_after = all_fails.where(or_(runs.c.finished_at > at,
-                                          and_(runs.c.finished_at == at, runs.c.id > bindparam("rid"))))
+        after = or_(runs.c.finished_at > at, and_(runs.c.finished_at == at, runs.c.id > bindparam("rid")))
+        fails_after = all_fails.where(after)
+        cut_after = all_cut.where(after)
         out: dict[str, Streak] = {}
         with self._snapshot() as conn:
             carried_all = {r.job: r for r in conn.execute(select(streaks)).all()}  # a row per job at most
             for job in jobs:
                 ok = conn.execute(last_ok, {"job": job}).first()
-                n, first = conn.execute(all_fails, {"job": job}).one() if ok is None else conn.execute(
-                    fails_after, {"job": job, "at": ok.finished_at, "rid": ok.id}).one()
+                args = {"job": job} if ok is None else {"job": job, "at": ok.finished_at, "rid": ok.id}
+                n, first = conn.execute(all_fails if ok is None else fails_after, args).one()
+                cut = [_utc(r.finished_at) for r in conn.execute(all_cut if ok is None else cut_after, args)
+                       if not stopped_on_request("interrupted", r.details)]
+                first = _utc(first)
+                if cut:
+                    n += len(cut)
+                    first = min(t for t in (first, *cut) if t is not None)
                 carried = carried_all.get(job)
                 if carried is not None and carried.after_run_id != (ok.id if ok is not None else 0):
                     carried = None  # counted after a success that is no longer the latest: a finished streak
-                since = _utc(first)
+                since = first
                 if carried is not None and carried.failures > 0:
                     n += carried.failures
                     old = _utc(carried.since)
@@ -716,7 +736,8 @@ class History:
         return fixed
 
     def interrupt_owned(self, owner: str, reason: str) -> list[int]:
-        """Mark this owner's queued or running runs ``interrupted`` (daemon shutdown)."""
+        """Mark this owner's queued or running runs ``interrupted`` (daemon shutdown: a stop asked for,
+        ``details.stopped``, see :func:`stopped_on_request`)."""
         from upkeeper.core.models import RunRow
 
         now = datetime.now(UTC)
@@ -728,6 +749,7 @@ class History:
                 row.status = "interrupted"
                 row.finished_at = now
                 row.summary = reason
+                row.details = {**(row.details or {}), "stopped": True}
             return [r.id for r in rows]
 
     # -- metrics --------------------------------------------------------------------------

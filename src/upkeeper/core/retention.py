@@ -37,7 +37,7 @@ from typing import Any, cast
 
 from sqlalchemy import ColumnElement, Connection, Table, and_, delete, func, or_, select, update
 
-from upkeeper.core.history import RETENTION_STATE, History
+from upkeeper.core.history import RETENTION_STATE, History, stopped_on_request
 from upkeeper.core.models import AuditRow, FindingRow, MetricRow, RunRow, StateRow, StreakRow
 
 #: runs per delete transaction (with their findings): ~0.06 s of write lock on SQLite (measured, 20,000-run
@@ -198,15 +198,16 @@ def prune_history(history: History, *, runs_before: datetime | None, audit_befor
                     rep.findings += int(conn.execute(select(func.count()).select_from(findings)
                                                      .where(findings.c.run_id.in_(doomed))).scalar_one())
                     rep.runs += len(doomed)
-                    rows = conn.execute(select(runs.c.id, runs.c.job, runs.c.status, runs.c.finished_at)
-                                        .where(runs.c.id.in_(doomed))).all()
+                    rows = conn.execute(select(runs.c.id, runs.c.job, runs.c.status, runs.c.finished_at,
+                                               runs.c.details).where(runs.c.id.in_(doomed))).all()
                     rep.streak_runs += sum(len(m) for _a, m in _streak_failures(conn, rows).values())
                     continue
                 rep.findings += _count(conn.execute(delete(findings).where(findings.c.run_id.in_(doomed))))
                 # the samples stay (they have their own retention), detached from the run
                 conn.execute(update(metrics).where(metrics.c.run_id.in_(doomed)).values(run_id=None))
                 gone = conn.execute(delete(runs).where(runs.c.id.in_(doomed))
-                                    .returning(runs.c.id, runs.c.job, runs.c.status, runs.c.finished_at)).all()
+                                    .returning(runs.c.id, runs.c.job, runs.c.status, runs.c.finished_at,
+                                               runs.c.details)).all()
                 rep.runs += len(gone)
                 rep.streak_runs += _carry_streaks(conn, gone)
                 _note_deleted_through(conn, [r.finished_at for r in gone if r.finished_at is not None])
@@ -234,12 +235,12 @@ def prune_history(history: History, *, runs_before: datetime | None, audit_befor
 
 
 def _streak_failures(conn: Connection, rows: Sequence[Any]) -> dict[str, tuple[int, list[tuple[datetime, int]]]]:
-    """Of ``rows`` (id, job, status, finished_at), per job the failed runs that finished after its latest
-    successful run, with that run's id (0: none)."""
+    """Of ``rows`` (id, job, status, finished_at, details), per job the failed runs that finished after its latest
+    successful run, with that run's id (0: none).  A run stopped on request is no failure."""
     runs = _t(RunRow)
     by_job: dict[str, list[tuple[datetime, int]]] = {}
-    for rid, job, status, finished in rows:
-        if status in FAILURE and finished is not None:
+    for rid, job, status, finished, details in rows:
+        if status in FAILURE and finished is not None and not stopped_on_request(status, details):
             by_job.setdefault(job, []).append((finished, int(rid)))
     out: dict[str, tuple[int, list[tuple[datetime, int]]]] = {}
     for job, fails in by_job.items():

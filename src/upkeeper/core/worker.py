@@ -20,6 +20,8 @@ import time
 from multiprocessing.connection import Connection
 from typing import Any, NoReturn
 
+from upkeeper.shield import stop_or_defer
+
 #: seconds the task's processes have to end on SIGTERM once the parent is gone, before the group's SIGKILL
 ORPHAN_GRACE = 1.0
 _dying = threading.Event()
@@ -81,7 +83,10 @@ def _on_term(signum: int, frame: Any) -> None:
     worker directly, and its parent, stopped at the same moment, SIGTERMs the worker's group again a moment
     later (:meth:`~upkeeper.core.executor.WorkerPool._kill`): raised again, that second SystemExit cut the
     cleanup the first one started short (a scratch database left behind).  The SIGKILL after the parent's
-    grace is there for a cleanup that hangs."""
+    grace is there for a cleanup that hangs.
+
+    Arriving while a cleanup runs anyway (a verify dropping its scratch database after its checks, a failed
+    upload being aborted), the stop waits for it to end (:mod:`upkeeper.shield`)."""
     if _dying.is_set():  # our own SIGTERM to the group, the parent gone (_die): the SIGKILL follows
         if threading.get_ident() in _dier:
             return
@@ -90,7 +95,7 @@ def _on_term(signum: int, frame: Any) -> None:
     if _terminated.is_set():
         return
     _terminated.set()
-    raise SystemExit(128 + signum)
+    stop_or_defer(SystemExit(128 + signum))
 
 
 def warm(modules: list[str], history_url: str | None) -> None:

@@ -29,6 +29,7 @@ from typing import Any
 
 from upkeeper.config.notify import BackupAlerts
 from upkeeper.core.history import History
+from upkeeper.core.history import stopped_on_request as is_stopped
 from upkeeper.core.jobs import Job
 from upkeeper.core.models import RunRow
 from upkeeper.notify.policy import Calendar
@@ -93,8 +94,8 @@ def find_missed(jobs: Iterable[Job], history: History, now: datetime, default_gr
 
 def stopped_on_request(run: RunRow) -> bool:
     """Interrupted because upkeeper was asked to stop (``details.stopped``, see
-    :class:`~upkeeper.core.runner.FinishedRun`): it neither ran to an outcome nor failed."""
-    return run.status == "interrupted" and bool((run.details or {}).get("stopped"))
+    :func:`upkeeper.core.history.stopped_on_request`): it neither ran to an outcome nor failed."""
+    return is_stopped(run.status, run.details)
 
 
 def last_run_start(history: History, job: str) -> datetime | None:

@@ -598,13 +598,14 @@ class NotificationEngine:
         return out
 
     def outcomes_in(self, window: Window, period: Period) -> list[tuple[str, int, str, str]]:
-        """(job, run id, status, summary) for runs that started inside ``period``."""
+        """(job, run id, status, summary) for runs that started inside ``period``; a run stopped on request
+        (``systemctl stop``) has the status ``stopped``: no failure."""
         out = []
         bound = {j.name for j in self.setup.jobs.values() if j.window == window.name}
         for r in self.history.runs(since=period.start - timedelta(days=400), limit=2000):
             if r.started_at is not None and period.start <= r.started_at < period.end and (
                     r.job in bound or r.trigger in ("planned", "deferred")):
-                out.append((r.job, r.id, r.status, r.summary))
+                out.append((r.job, r.id, "stopped" if checks.stopped_on_request(r) else r.status, r.summary))
         return sorted(out, key=lambda t: t[1])
 
     def window_notices(self, now: datetime) -> list[Event]:

@@ -22,6 +22,7 @@ from typing import BinaryIO
 
 from upkeeper.config.storage import LocalStorageConfig
 from upkeeper.errors import StorageError
+from upkeeper.shield import shielded
 from upkeeper.storage.base import ObjectInfo, check_key
 
 TMP_SUFFIX = ".upkeeper-partial"
@@ -93,6 +94,7 @@ class LocalWriter:
             raise _oserror("cannot commit", self.final, exc) from None
         return ObjectInfo(self.key, self.size, datetime.now(UTC))
 
+    @shielded()  # a stop arriving meanwhile waits for it (upkeeper.shield)
     def abort(self) -> None:
         if self.fh is not None:
             with contextlib.suppress(OSError):

@@ -51,6 +51,7 @@ from urllib3.exceptions import InsecureRequestWarning
 
 from upkeeper.config.storage import MAX_PART_SIZE, S3StorageConfig
 from upkeeper.errors import StorageError
+from upkeeper.shield import shielded
 from upkeeper.storage.base import ObjectInfo, check_key
 
 if TYPE_CHECKING:
@@ -252,6 +253,7 @@ class S3Writer:
             self.pool.shutdown(wait=True)
             self.pool = None
 
+    @shielded()  # a stop arriving meanwhile waits for it (upkeeper.shield)
     def abort(self) -> None:
         """Drop the buffer and the pending multipart upload (best effort: the store may be down)."""
         self.done = True

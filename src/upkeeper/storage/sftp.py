@@ -43,6 +43,7 @@ from paramiko.sftp import CMD_DATA, CMD_EXTENDED, CMD_READ, CMD_STATUS, int64
 
 from upkeeper.config.storage import SftpStorageConfig
 from upkeeper.errors import StorageError
+from upkeeper.shield import shielded
 from upkeeper.storage.base import ObjectInfo, check_key
 
 log = logging.getLogger(__name__)
@@ -262,6 +263,7 @@ class SftpWriter:
         self._close_channel()
         return ObjectInfo(self.key, self.size, datetime.now(UTC))
 
+    @shielded()  # a stop arriving meanwhile waits for it (upkeeper.shield)
     def abort(self) -> None:
         """Close and remove the temporary file, then the directories this writer made while they are empty (on a
         fresh connection if this one dropped)."""

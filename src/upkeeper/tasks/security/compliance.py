@@ -28,7 +28,7 @@ from pydantic import Field
 
 from upkeeper.config.targets import PostgresTarget
 from upkeeper.config.types import format_duration
-from upkeeper.core.history import History, history_url
+from upkeeper.core.history import History, history_url, stopped_on_request
 from upkeeper.core.task import REGISTRY, Finding, Result, Severity, Task, TaskContext, TaskOptions, task
 from upkeeper.errors import TaskError, UnknownTaskError
 from upkeeper.notify.policy import window_open_at
@@ -142,7 +142,9 @@ def backups_section(ctx: TaskContext, hist: History, start: datetime, end: datet
                 verified += r.status in ("ok", "warn")
             continue
         ok = st.get("ok", 0) + st.get("warn", 0)
-        bad = st.get("fail", 0) + st.get("error", 0) + st.get("interrupted", 0)
+        # a run stopped with upkeeper (systemctl stop) is no failed backup
+        bad = sum(1 for r in runs if r.status in ("fail", "error", "interrupted")
+                  and not stopped_on_request(r.status, r.details))
         taken += ok
         failed += bad
         sizes = [v for r in runs for k, v in (r.metrics or {}).items() if k.endswith("size_bytes")]
