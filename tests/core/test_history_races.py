@@ -145,6 +145,27 @@ def test_interrupt_owned_leaves_a_run_finished_meanwhile(pair: tuple[History, Hi
     assert row is not None and (row.status, row.summary) == ("warn", "slow")
 
 
+def test_a_pending_run_is_claimed_by_one_daemon_only(pair: tuple[History, History]) -> None:
+    """Two daemons read the same due pending run; the first claims it and, its window being closed, defers it
+    again (pending, due later) before the second's claim: the second must not take it, due later as it is now."""
+    first, second = pair
+    job = unique("pending")
+    rid = first.create_run(NewRun(job, "debug.noop", None, T, trigger="deferred", status="pending"), "x:1:1", "x")
+    assert rid is not None
+    later = T + timedelta(hours=2)
+
+    def first_claims_and_defers() -> None:
+        got = first.claim_pending(T, "a:1:1", "a", [job])
+        assert [r.id for r in got] == [rid]
+        first.set_status(rid, "pending", due_at=later)
+
+    with before(second, "UPDATE runs", first_claims_and_defers):
+        assert second.claim_pending(T, "b:1:1", "b", [job]) == []
+    row = second.get_run(rid)
+    assert row is not None and (row.status, row.due_at) == ("pending", later)
+    assert [r.id for r in second.claim_pending(later, "b:1:1", "b", [job])] == [rid]
+
+
 def test_set_state_written_first_by_two_processes_at_once(pair: tuple[History, History]) -> None:
     """Both find no row and insert one: the second must replace the first's value, not fail on the key."""
     first, second = pair

@@ -393,9 +393,11 @@ class History:
             for row in rows:
                 if row.job not in known:
                     continue
+                # compare-and-set on the row as read: still pending, and still due then (another daemon may have
+                # claimed it and deferred it again since: pending, but due later)
                 res = s.execute(
                     update(RunRow)
-                    .where(RunRow.id == row.id, RunRow.status == "pending")
+                    .where(RunRow.id == row.id, RunRow.status == "pending", RunRow.due_at == row.due_at)
                     .values(status="queued", owner=owner, node=node)
                 )
                 if res.rowcount == 1:  # type: ignore[attr-defined]
