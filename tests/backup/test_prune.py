@@ -131,7 +131,7 @@ def test_sync_keeps_a_set_recorded_while_it_listed_storage(cli: Any, make_config
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """A backup finishes (manifest written, row recorded) just after sync listed storage: its row stays (sync read
     the catalog after listing, took the row for one whose set had vanished, and removed it)."""
-    import upkeeper.cli.backups as backups_cli
+    from upkeeper.backup.prune import index_sets
 
     store = tmp_path / "store"
     now = datetime.now(UTC)
@@ -139,10 +139,8 @@ def test_sync_keeps_a_set_recorded_while_it_listed_storage(cli: Any, make_config
     cfg = _config(make_config, store)
     assert cli(["--config", cfg, "backups", "sync"]).code == 0
     fresh: list[str] = []
-    real_index = backups_cli.index_sets
-
     def index_then_a_backup_finishes(*args: Any, **kwargs: Any) -> Any:
-        got = real_index(*args, **kwargs)
+        got = index_sets(*args, **kwargs)
         s = LocalStorage("local1", LocalStorageConfig(path=str(store), fsync=False))
         m = put_set(s, now)
         with catalog_of(tmp_path) as cat:
@@ -150,7 +148,7 @@ def test_sync_keeps_a_set_recorded_while_it_listed_storage(cli: Any, make_config
         fresh.append(m.id)
         return got
 
-    monkeypatch.setattr(backups_cli, "index_sets", index_then_a_backup_finishes)
+    monkeypatch.setattr("upkeeper.cli.backups.index_sets", index_then_a_backup_finishes)
     r = cli(["--config", cfg, "backups", "sync", "--json"])
     assert r.code == 0 and r.json()["removed"] == 0, r.output
     monkeypatch.undo()
