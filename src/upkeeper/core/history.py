@@ -229,8 +229,10 @@ class History:
 
             @event.listens_for(engine, "begin")
             def _on_begin(conn: Any) -> None:
-                # IMMEDIATE takes the write lock up front, so two daemons never deadlock
-                # upgrading a read transaction; WAL keeps readers unblocked.
+                # IMMEDIATE takes the write lock up front, so two daemons never deadlock upgrading a read
+                # transaction, and none is ever upgraded after another committed (no SQLITE_BUSY_SNAPSHOT): every
+                # transaction of this code, read-only ones too, is serialized, and waits up to busy_timeout for
+                # another's (WAL keeps other readers, such as the sqlite3 shell, unblocked).
                 # (straight to the driver: exec_driver_sql costs ~50 µs per transaction, at every run)
                 conn.connection.dbapi_connection.execute("BEGIN IMMEDIATE")
 
