@@ -13,6 +13,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from services import sftp_storage_config
 from upkeeper.backup.catalog import Catalog
 from upkeeper.backup.manifest import Manifest, new_backup_id, write_manifest
@@ -123,6 +125,34 @@ def test_sync_rebuilds_catalog_from_manifests_alone(cli: Any, make_config: Any, 
     r = cli(["--config", cfg, "backups", "sync", "--json"])
     assert r.json()["removed"] == 1
     assert {x["id"] for x in cli(["--config", cfg, "backups", "list", "--json"]).json()} == ids - {gone}
+
+
+def test_sync_keeps_a_set_recorded_while_it_listed_storage(cli: Any, make_config: Any, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A backup finishes (manifest written, row recorded) just after sync listed storage: its row stays (sync read
+    the catalog after listing, took the row for one whose set had vanished, and removed it)."""
+    from upkeeper.backup.prune import index_sets
+
+    store = tmp_path / "store"
+    now = datetime.now(UTC)
+    old = fabricate(store, now - timedelta(days=1))
+    cfg = _config(make_config, store)
+    assert cli(["--config", cfg, "backups", "sync"]).code == 0
+    fresh: list[str] = []
+    def index_then_a_backup_finishes(*args: Any, **kwargs: Any) -> Any:
+        got = index_sets(*args, **kwargs)
+        s = LocalStorage("local1", LocalStorageConfig(path=str(store), fsync=False))
+        m = put_set(s, now)
+        with catalog_of(tmp_path) as cat:
+            cat.record(m, ["local1"])
+        fresh.append(m.id)
+        return got
+
+    monkeypatch.setattr("upkeeper.cli.backups.index_sets", index_then_a_backup_finishes)
+    r = cli(["--config", cfg, "backups", "sync", "--json"])
+    assert r.code == 0 and r.json()["removed"] == 0, r.output
+    monkeypatch.undo()
+    assert {x["id"] for x in cli(["--config", cfg, "backups", "list", "--json"]).json()} == {old, *fresh}
 
 
 @contextmanager

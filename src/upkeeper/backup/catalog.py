@@ -16,7 +16,7 @@ from sqlalchemy import BigInteger, Float, Index, Integer, String, Text, delete, 
 from sqlalchemy.orm import Mapped, mapped_column
 
 from upkeeper.backup.manifest import Manifest
-from upkeeper.core.history import History
+from upkeeper.core.history import History, dialect_insert
 from upkeeper.core.models import Base, JSONType, UTCDateTime
 
 log = logging.getLogger(__name__)
@@ -139,10 +139,17 @@ class Catalog:
         (but for its storages), and ``backups verify`` fails naming manifest.json.
         """
         with self.history.session() as s:
-            row = s.get(BackupRow, manifest.id)
+            # the row locked as read (the backup run and 'backups sync' may record the same set at once, or
+            # verify, copy and prune change it meanwhile: read committed would lose one of the writes); when there
+            # is none, it is created first, unless another process has just done so
+            row = s.get(BackupRow, manifest.id, with_for_update=True)
             if row is None:
-                row = BackupRow(id=manifest.id, status=status, run_id=run_id)
-                s.add(row)
+                s.execute(dialect_insert(self.history.dialect)(BackupRow.__table__).values(
+                    id=manifest.id, status=status, run_id=run_id, kind=manifest.kind, target=manifest.target,
+                    database=manifest.database, started_at=manifest.started_at, finished_at=manifest.finished_at,
+                ).on_conflict_do_nothing(index_elements=["id"]))
+                row = s.get(BackupRow, manifest.id, with_for_update=True)
+                assert row is not None
             recorded = row.manifest_sha256
             if recorded and manifest.sha256 and manifest.sha256 != recorded:
                 log.warning("backup %s: manifest.json on storage (SHA-256 %s…) is not the one recorded when the "
@@ -205,7 +212,7 @@ class Catalog:
 
     def mark_verified(self, backup_id: str, ok: bool, summary: str, restore_seconds: float | None) -> None:
         with self.history.session() as s:
-            row = s.get(BackupRow, backup_id)
+            row = s.get(BackupRow, backup_id, with_for_update=True)  # see record()
             if row is None:
                 return
             row.status = VERIFIED if ok else VERIFY_FAILED
@@ -217,7 +224,7 @@ class Catalog:
     def mark_copies_proven(self, backup_id: str, storages: Iterable[str], when: datetime) -> None:
         """The copies of the set on ``storages`` were proven in full at ``when`` (a verification passed)."""
         with self.history.session() as s:
-            row = s.get(BackupRow, backup_id)
+            row = s.get(BackupRow, backup_id, with_for_update=True)  # see record()
             if row is None:
                 return
             proven = {k: v.isoformat() for k, v in row.copies_proven.items()}
@@ -240,14 +247,14 @@ class Catalog:
     def add_storage(self, backup_id: str, storage: str) -> None:
         """A storage holds this set now too (``backups copy``)."""
         with self.history.session() as s:
-            row = s.get(BackupRow, backup_id)
+            row = s.get(BackupRow, backup_id, with_for_update=True)  # see record()
             if row is not None:
                 row.storages = sorted(set(row.storages or []) | {storage})
 
     def remove_storage(self, backup_id: str, storage: str) -> None:
         """A storage lost this set; the row goes when no storage holds it any more."""
         with self.history.session() as s:
-            row = s.get(BackupRow, backup_id)
+            row = s.get(BackupRow, backup_id, with_for_update=True)  # see record()
             if row is None:
                 return
             left = [x for x in (row.storages or []) if x != storage]

@@ -1486,8 +1486,10 @@ def sync_cmd(
     try:
         unlisted: dict[str, UpkeeperError] = {}
         manifests: dict[tuple[str, str], Manifest] = {}  # each read once, while listing: recorded as read
-        index = index_sets(storages, None, None, errors, unlisted, read=manifests)
+        # the catalog read before storage is listed: a set recorded meanwhile (a backup finishing) is not in
+        # ``rows``, so it is never taken for a row whose set vanished from storage
         rows = {r.id: r for r in catalog.list()}
+        index = index_sets(storages, None, None, errors, unlisted, read=manifests)
         found: dict[str, int] = {s.name: 0 for s in storages}  # sets with a manifest, readable or not
         unreadable: dict[str, set[str]] = {}  # set id -> storages where its manifest could not be read
         damaged: dict[str, set[str]] = {}  # set id -> storages whose copy lacks an object: they do not hold it

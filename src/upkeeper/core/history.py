@@ -237,8 +237,10 @@ class History:
 
             @event.listens_for(engine, "begin")
             def _on_begin(conn: Any) -> None:
-                # IMMEDIATE takes the write lock up front, so two daemons never deadlock
-                # upgrading a read transaction; WAL keeps readers unblocked.
+                # IMMEDIATE takes the write lock up front, so two daemons never deadlock upgrading a read
+                # transaction, and none is ever upgraded after another committed (no SQLITE_BUSY_SNAPSHOT): every
+                # transaction of this code, read-only ones too, is serialized, and waits up to busy_timeout for
+                # another's (WAL keeps other readers, such as the sqlite3 shell, unblocked).
                 # (straight to the driver: exec_driver_sql costs ~50 µs per transaction, at every run)
                 conn.connection.dbapi_connection.execute("BEGIN IMMEDIATE")
 
@@ -401,9 +403,11 @@ class History:
             for row in rows:
                 if row.job not in known:
                     continue
+                # compare-and-set on the row as read: still pending, and still due then (another daemon may have
+                # claimed it and deferred it again since: pending, but due later)
                 res = s.execute(
                     update(RunRow)
-                    .where(RunRow.id == row.id, RunRow.status == "pending")
+                    .where(RunRow.id == row.id, RunRow.status == "pending", RunRow.due_at == row.due_at)
                     .values(status="queued", owner=owner, node=node)
                 )
                 if res.rowcount == 1:  # type: ignore[attr-defined]
@@ -507,25 +511,21 @@ class History:
         if self._stmts is None:
             # only this history's dialect: importing sqlalchemy.dialects.postgresql (and the driver
             # modules its package imports) costs a SQLite history's CLI ~45 ms
-            dialect_insert: Any
-            if self.dialect == "sqlite":
-                from sqlalchemy.dialects.sqlite import insert as dialect_insert
-            else:
-                from sqlalchemy.dialects.postgresql import insert as dialect_insert
+            ins = dialect_insert(self.dialect)
             locks, runs = tables.locks, tables.runs
             self._stmts = {
-                "claim": dialect_insert(runs).on_conflict_do_nothing(index_elements=["job", "scheduled_for"])
+                "claim": ins(runs).on_conflict_do_nothing(index_elements=["job", "scheduled_for"])
                 .returning(runs.c.id),
-                "claim_many": dialect_insert(runs).on_conflict_do_nothing(index_elements=["job", "scheduled_for"])
+                "claim_many": ins(runs).on_conflict_do_nothing(index_elements=["job", "scheduled_for"])
                 .returning(runs.c.id, runs.c.job, runs.c.scheduled_for),
-                "lock_insert": dialect_insert(locks).on_conflict_do_nothing(index_elements=["name"]),
+                "lock_insert": ins(locks).on_conflict_do_nothing(index_elements=["name"]),
                 "run_start": update(runs).where(runs.c.id == bindparam("rid")).values(
                     status=bindparam("status"), started_at=bindparam("started_at"), owner=bindparam("owner")),
                 "release": delete(locks).where(locks.c.owner == bindparam("holder")),
                 "get": select(runs.c.job, runs.c.target, runs.c.details).where(runs.c.id == bindparam("rid")),
                 "update": update(runs).where(runs.c.id == bindparam("rid")),
                 "finding": insert(tables.findings),
-                "state": _upsert_state(dialect_insert(tables.job_state)),
+                "state": _upsert_state(ins(tables.job_state)),
                 "metric": insert(tables.metric_samples),
             }
         return self._stmts
@@ -724,33 +724,43 @@ class History:
                 if alive is None:  # another node: trust its daemon heartbeat
                     last = seen.get(row.owner or "")
                     alive = last is not None and now - last < stale_after
-                if not alive:
-                    row.status = "interrupted"
-                    row.finished_at = now
-                    if row.started_at is not None:
-                        row.duration = (now - row.started_at).total_seconds()
-                    row.summary = (row.summary + "; " if row.summary else "") + (
-                        "interrupted: the process running it died before it finished"
-                    )
+                if alive:
+                    continue
+                # compare-and-set: the run as read, still unfinished and its owner's (read committed: the owner may
+                # have recorded its outcome and exited since, and its outcome stays)
+                values: dict[str, Any] = {
+                    "status": "interrupted", "finished_at": now,
+                    "summary": (row.summary + "; " if row.summary else "")
+                    + "interrupted: the process running it died before it finished"}
+                if row.started_at is not None:
+                    values["duration"] = (now - row.started_at).total_seconds()
+                got = s.execute(update(runs).values(**values).where(
+                    runs.c.id == row.id, runs.c.status.in_(ACTIVE_STATES), runs.c.owner.is_not_distinct_from(row.owner)))
+                if got.rowcount == 1:  # type: ignore[attr-defined]
                     fixed.append(row.id)
         return fixed
 
     def interrupt_owned(self, owner: str, reason: str) -> list[int]:
         """Mark this owner's queued or running runs ``interrupted`` (daemon shutdown: a stop asked for,
-        ``details.stopped``, see :func:`stopped_on_request`)."""
-        from upkeeper.core.models import RunRow
+        ``details.stopped``, see :func:`stopped_on_request`).
 
+        Compare-and-set per run: a run of this owner recording its outcome at the same moment keeps it."""
+        runs = tables.runs
         now = datetime.now(UTC)
-        with self.session() as s:
-            rows = s.scalars(
-                select(RunRow).where(RunRow.owner == owner, RunRow.status.in_(list(ACTIVE_STATES)))
+        done: list[int] = []
+        with self._core() as conn:
+            rows = conn.execute(
+                select(runs.c.id, runs.c.details).where(runs.c.owner == owner, runs.c.status.in_(ACTIVE_STATES))
             ).all()
-            for row in rows:
-                row.status = "interrupted"
-                row.finished_at = now
-                row.summary = reason
-                row.details = {**(row.details or {}), "stopped": True}
-            return [r.id for r in rows]
+            for rid, details in rows:
+                got = conn.execute(
+                    update(runs).where(runs.c.id == rid, runs.c.owner == owner, runs.c.status.in_(ACTIVE_STATES))
+                    .values(status="interrupted", finished_at=now, summary=reason,
+                            details={**(details or {}), "stopped": True})
+                )
+                if got.rowcount == 1:
+                    done.append(int(rid))
+        return sorted(done)
 
     # -- metrics --------------------------------------------------------------------------
 
@@ -803,16 +813,10 @@ class History:
             return default if row is None else row[0]
 
     def set_state(self, job: str, key: str, value: Any) -> None:
-        from upkeeper.core.models import StateRow
-
-        now = datetime.now(UTC)
-        with self.session() as s:
-            row = s.get(StateRow, (job, key))
-            if row is None:
-                s.add(StateRow(job=job, key=key, value=jsonable(value), updated_at=now))
-            else:
-                row.value = jsonable(value)
-                row.updated_at = now
+        # one upsert: two processes writing a key first at once must not fail on the duplicate key
+        with self._core() as conn:
+            conn.execute(self._prepared()["state"],
+                         {"job": job, "key": key, "value": jsonable(value), "updated_at": datetime.now(UTC)})
 
     # -- locks ----------------------------------------------------------------------------
 
@@ -934,6 +938,19 @@ class History:
             return list(s.scalars(select(DaemonRow).order_by(DaemonRow.last_seen.desc())))
 
 
+def dialect_insert(dialect: str) -> Any:
+    """The ``insert`` of ``dialect`` (``sqlite`` or ``postgresql``), which has ``on_conflict_do_nothing/update``.
+
+    Imported on use: the PostgreSQL dialect's package costs a SQLite history's CLI ~45 ms."""
+    if dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        return sqlite_insert
+    from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+    return pg_insert
+
+
 def _upsert_state(stmt: Any) -> Any:
     """INSERT … ON CONFLICT (job, key) DO UPDATE: a job state row written or replaced."""
     return stmt.on_conflict_do_update(index_elements=["job", "key"],
@@ -967,6 +984,7 @@ __all__ = [
     "OperationalError",
     "Streak",
     "default_history_path",
+    "dialect_insert",
     "history_url",
     "open_history",
     "owner_alive",

@@ -21,7 +21,7 @@ from sqlalchemy import Index, Integer, String, Text, UniqueConstraint, func, sel
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from upkeeper.core.history import History
+from upkeeper.core.history import History, dialect_insert
 from upkeeper.core.models import Base, JSONType, UTCDateTime
 from upkeeper.redact import redact, redact_obj
 
@@ -109,17 +109,23 @@ class NotifyStore:
 
     # -- (job, check) state ------------------------------------------------------------------
 
-    @staticmethod
-    def _row(s: Session, job: str, check: str, topic: str, now: datetime) -> NotifyStateRow:
-        row = s.execute(
-            select(NotifyStateRow).where(NotifyStateRow.job == job, NotifyStateRow.check == check).with_for_update()
-        ).scalar_one_or_none()
+    def _row(self, s: Session, job: str, check: str, topic: str, now: datetime) -> NotifyStateRow:
+        """The (job, check) row, locked; created (state ok) when missing."""
+        q = select(NotifyStateRow).where(NotifyStateRow.job == job, NotifyStateRow.check == check).with_for_update()
+        row = s.execute(q).scalar_one_or_none()
         if row is None:
-            row = NotifyStateRow(job=job, check=check, topic=topic, state="ok", severity="info", since=now, count=0,
-                                 suppressed=0, level=0, channels=[], summary="", updated_at=now)
-            s.add(row)
-            s.flush()
+            self._create(s, [job], check, topic, now)
+            row = s.execute(q).scalar_one()
         return row
+
+    def _create(self, s: Session, jobs: Sequence[str], check: str, topic: str, now: datetime) -> None:
+        """Rows (state ok, since ``now``) for these jobs' ``check``, unless another daemon has just created them
+        (two daemons see no row at once: the second must not fail on the key)."""
+        t = NotifyStateRow.__table__
+        s.execute(dialect_insert(self.history.dialect)(t).values([
+            {"job": job, "check": check, "topic": topic, "state": "ok", "severity": "info", "since": now, "count": 0,
+             "suppressed": 0, "level": 0, "channels": [], "summary": "", "updated_at": now} for job in jobs
+        ]).on_conflict_do_nothing(index_elements=["job", "check"]))
 
     def update(
         self, job: str, check: str, topic: str, *, problem: bool, severity: str, now: datetime,
@@ -167,7 +173,7 @@ class NotifyStore:
 
     def add_channels(self, job: str, check: str, channels: Sequence[str]) -> None:
         with self.history.session() as s:
-            row = s.get(NotifyStateRow, (job, check))
+            row = s.get(NotifyStateRow, (job, check), with_for_update=True)  # two daemons adding at once: both kept
             if row is not None:
                 row.channels = sorted(set(row.channels or []) | set(channels))
 
@@ -188,17 +194,14 @@ class NotifyStore:
 
     def first_seen(self, jobs: Sequence[str], check: str, topic: str, now: datetime) -> dict[str, datetime]:
         """Per job, ``since`` of its (job, check) row; rows are created (state ok, since now) when missing."""
-        out: dict[str, datetime] = {}
+        q = select(NotifyStateRow.job, NotifyStateRow.since).where(NotifyStateRow.check == check,
+                                                                   NotifyStateRow.job.in_(list(jobs)))
         with self.history.session() as s:
-            rows = s.scalars(select(NotifyStateRow).where(NotifyStateRow.check == check,
-                                                          NotifyStateRow.job.in_(list(jobs))))
-            for row in rows:
-                out[row.job] = row.since
-            for job in jobs:
-                if job not in out:
-                    s.add(NotifyStateRow(job=job, check=check, topic=topic, state="ok", severity="info", since=now,
-                                         count=0, suppressed=0, level=0, channels=[], summary="", updated_at=now))
-                    out[job] = now
+            out: dict[str, datetime] = {job: since for job, since in s.execute(q)}
+            missing = sorted(set(jobs) - set(out))
+            if missing:
+                self._create(s, missing, check, topic, now)
+                out.update({job: since for job, since in s.execute(q.where(NotifyStateRow.job.in_(missing)))})
         return out
 
     def problems(self, job: str | None = None, topic: str | None = None) -> list[NotifyStateRow]:
