@@ -79,6 +79,19 @@ def test_runs_of_dead_owner_become_interrupted(history: History) -> None:
     assert history.get_run(live).status == "running"  # type: ignore[union-attr]
 
 
+def test_a_run_on_another_node_holding_a_live_lease_is_not_taken_for_dead(history: History) -> None:
+    """An ``upkeeper run`` from cron on another node writes no daemon heartbeat; its job lock's lease (refreshed
+    while it runs) says it lives.  Once the lease has run out, its run is an orphan."""
+    owner = "othernode:4242:1700000000"
+    cron = history.create_run(NewRun("j", "debug.noop", None, T, status="running"), owner, "othernode")
+    gone = history.create_run(NewRun("k", "debug.noop", None, T, status="running"), "othernode:4343:1", "othernode")
+    assert cron is not None and gone is not None
+    assert history.acquire_lock("job:j", f"{owner}/{cron}", "othernode", timedelta(seconds=90))
+    assert history.acquire_lock("job:k", f"othernode:4343:1/{gone}", "othernode", timedelta(seconds=-1))
+    assert history.recover_orphans("n") == [gone]
+    assert history.get_run(cron).status == "running"  # type: ignore[union-attr]
+
+
 def test_state_and_metrics(history: History) -> None:
     history.set_state("j", "offsets", {"a.log": [1, 2]})
     assert history.get_state("j", "offsets") == {"a.log": [1, 2]}

@@ -719,11 +719,18 @@ class History:
                 d.instance: d.last_seen
                 for d in s.scalars(select(DaemonRow).where(DaemonRow.stopped_at.is_(None)))
             }
+            # every run holds its job's lock (``owner/run-id``), refreshed by its process's lock keeper: a
+            # lease still running means the process lives — an ``upkeeper run`` from cron on another node
+            # has no daemon heartbeat, and was taken for dead at once
+            leased = {
+                str(o).split("/", 1)[0]
+                for o in s.scalars(select(tables.locks.c.owner).where(tables.locks.c.expires_at > now))
+            }
             for row in rows:
                 alive = owner_alive(row.owner, node)
-                if alive is None:  # another node: trust its daemon heartbeat
+                if alive is None:  # another node: trust its daemon heartbeat or its runs' lock leases
                     last = seen.get(row.owner or "")
-                    alive = last is not None and now - last < stale_after
+                    alive = (last is not None and now - last < stale_after) or (row.owner or "") in leased
                 if alive:
                     continue
                 # compare-and-set: the run as read, still unfinished and its owner's (read committed: the owner may
