@@ -1196,15 +1196,7 @@ def test_a_backup_stopped_by_sigterm_removes_its_plaintext_dump_and_lists_nothin
     c = redis_clean.client()
     for i in range(200):
         c.set(f"session:{i}", f"secret-{i}")
-    work = tmp_path / "work"
-    work.mkdir()
-    cfg = make_config({
-        "targets": {"cache": redis_clean.target()},
-        "storages": {"local1": {"kind": "local", "path": str(tmp_path / "store"), "fsync": False}},
-        "backup": {"work_dir": str(work),
-                   "encryption": {"recipients": [age_key.recipient], "identity_file": str(age_key.identity)}},
-        "jobs": {"cache-backup": {"task": "redis.backup", "target": "cache", "options": {"method": "network"}}},
-    })
+    work, cfg = _network_backup_with_work_dir(make_config, tmp_path, redis_clean, age_key)
     mark = tmp_path / "at-fault-point"
     env = {**os.environ, "UPKEEPER_FAULT_PAUSE": "during-upload:60", "UPKEEPER_FAULT_MARK": str(mark),
            "PYTHONPATH": os.pathsep.join(sys.path)}
@@ -1249,15 +1241,7 @@ def test_a_worker_killed_mid_backup_has_its_plaintext_work_files_removed_by_the_
     c.config_set("repl-diskless-sync", "yes")  # streamed as it is made, 200 keys x 20 ms: for some 4 s
     c.config_set("repl-diskless-sync-delay", "0")
     c.config_set("rdb-key-save-delay", "20000")
-    work = tmp_path / "work"
-    work.mkdir()
-    cfg = make_config({
-        "targets": {"cache": redis_clean.target()},
-        "storages": {"local1": {"kind": "local", "path": str(tmp_path / "store"), "fsync": False}},
-        "backup": {"work_dir": str(work),
-                   "encryption": {"recipients": [age_key.recipient], "identity_file": str(age_key.identity)}},
-        "jobs": {"cache-backup": {"task": "redis.backup", "target": "cache", "options": {"method": "network"}}},
-    })
+    work, cfg = _network_backup_with_work_dir(make_config, tmp_path, redis_clean, age_key)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     p = subprocess.Popen([sys.executable, "-m", "upkeeper", "--config", str(cfg), "run", "cache-backup", "--json"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, start_new_session=True)
@@ -1299,3 +1283,18 @@ def test_a_worker_killed_mid_backup_has_its_plaintext_work_files_removed_by_the_
     [row] = cli(["--config", cfg, "history", "--json"]).json()
     assert row["status"] == "error" and "work files were removed" in row["summary"], row
     assert cli(["--config", cfg, "backups", "list", "--json"]).json() == []
+
+
+def _network_backup_with_work_dir(make_config: Any, tmp_path: Path, redis: RedisServer,
+                                  age_key: AgeKey) -> tuple[Path, Any]:
+    """A network redis.backup job (cache-backup) to local storage, with its own backup.work_dir (made here)."""
+    work = tmp_path / "work"
+    work.mkdir()
+    cfg = make_config({
+        "targets": {"cache": redis.target()},
+        "storages": {"local1": {"kind": "local", "path": str(tmp_path / "store"), "fsync": False}},
+        "backup": {"work_dir": str(work),
+                   "encryption": {"recipients": [age_key.recipient], "identity_file": str(age_key.identity)}},
+        "jobs": {"cache-backup": {"task": "redis.backup", "target": "cache", "options": {"method": "network"}}},
+    })
+    return work, cfg

@@ -338,12 +338,7 @@ def test_backups_verify_stopped_by_sigterm_drops_its_scratch_database(
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
     try:
-        deadline = time.monotonic() + 60
-        while p.poll() is None and time.monotonic() < deadline and not pg.execute(
-                "SELECT 1 FROM pg_stat_activity WHERE query LIKE 'select pg_sleep(60)%'"):
-            time.sleep(0.05)
-        assert p.poll() is None, p.communicate()
-        assert _scratch_dbs(pg)
+        _wait_for_the_smoke_check(p, pg)
     finally:
         took, out, err = terminate_and_read(p)  # the command only, as `kill PID` and `timeout` do
     assert p.returncode == 143, err.decode()
@@ -378,12 +373,7 @@ def test_a_verify_stopped_with_its_whole_cgroup_drops_its_scratch_database_and_j
                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path),
                               "UPKEEPER_FAULT_PAUSE": "before-scratch-drop:0.8"})
     try:
-        deadline = time.monotonic() + 60
-        while p.poll() is None and time.monotonic() < deadline and not pg.execute(
-                "SELECT 1 FROM pg_stat_activity WHERE query LIKE 'select pg_sleep(60)%'"):
-            time.sleep(0.05)
-        assert p.poll() is None, p.communicate()
-        assert _scratch_dbs(pg)
+        _wait_for_the_smoke_check(p, pg)
     finally:
         took, out, err, _procs = stop_cgroup(p)
     assert p.returncode == 143, err.decode()
@@ -1441,3 +1431,13 @@ def test_the_scratch_restore_sorts_in_more_memory_and_flushes_no_work_file(
     assert any(("one pass" if jobs == 1 else "2 jobs") in s for s in rep["steps"]), rep
     assert not [p for p in synced if "upkeeper-verify-" in p], synced
     assert _scratch_dbs(pg) == []
+
+
+def _wait_for_the_smoke_check(p: subprocess.Popen[bytes], pg: PostgresCluster) -> None:
+    """Until the command's smoke check ``select pg_sleep(60) …`` runs on its scratch database (60 s at most)."""
+    deadline = time.monotonic() + 60
+    while p.poll() is None and time.monotonic() < deadline and not pg.execute(
+            "SELECT 1 FROM pg_stat_activity WHERE query LIKE 'select pg_sleep(60)%'"):
+        time.sleep(0.05)
+    assert p.poll() is None, p.communicate()
+    assert _scratch_dbs(pg)
