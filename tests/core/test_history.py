@@ -53,6 +53,25 @@ def test_datetimes_round_trip_as_aware_utc(history: History) -> None:
     assert history.last_scheduled() == {"j": T}
 
 
+def test_stopped_occurrences_are_the_newest_occurrence_rows_stopped_on_request(history: History) -> None:
+    us = timedelta(microseconds=1)
+    stopped = {"stopped": True}
+    history.claim([
+        # stopped, then run again (a key a microsecond later) and stopped again: the newest counts
+        NewRun("again", "debug.noop", None, T, status="interrupted", details=stopped),
+        NewRun("again", "debug.noop", None, T + us, trigger="catch-up", status="interrupted", details=stopped),
+        NewRun("killed", "debug.noop", None, T, status="interrupted"),  # its worker killed alone: a failure
+        NewRun("later", "debug.noop", None, T, status="interrupted", details=stopped),
+        NewRun("later", "debug.noop", None, T + timedelta(days=1), status="ok"),  # a later occurrence ran
+        NewRun("retry", "debug.noop", None, T, status="fail"),
+        NewRun("retry", "debug.noop", None, T + timedelta(hours=1), trigger="retry", status="interrupted",
+               details=stopped),  # retries are not occurrences
+    ], "a:1:1", "a")
+    got = history.stopped_occurrences()
+    assert {job: r.scheduled_for for job, r in got.items()} == {"again": T + us}
+    assert history.last_scheduled()["again"] == T + us
+
+
 def test_locks_exclude_and_expire(history: History) -> None:
     me = process_identity()
     assert history.acquire_lock("target:db", f"{me}/1", "n", timedelta(minutes=1))

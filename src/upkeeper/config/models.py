@@ -68,8 +68,9 @@ class Defaults(StrictModel):
             "Source: upkeeper default")
     catch_up: CatchUpPolicy = Field(
         "latest",
-        description="after downtime: 'latest' runs the newest missed occurrence once (within catch_up_grace), "
-        "'skip' records it as skipped. Source: upkeeper default",
+        description="after downtime, or an occurrence whose run a stop of the daemon interrupted: 'latest' runs "
+        "the newest missed (or stopped) occurrence once (within catch_up_grace), 'skip' records it as skipped. "
+        "Source: upkeeper default",
     )
     catch_up_grace: Duration | None = Field(
         None, description="how old a missed occurrence may be and still be caught up (default: one period). "

@@ -7,6 +7,9 @@
   :class:`AdmissionPolicy` objects plugged in there.
 * A claim is an insert of the occurrence row ``unique(job, scheduled_for)``:
   two daemons sharing one history database never fire an occurrence twice.
+* An occurrence whose run a stop asked for interrupted (``systemctl restart``
+  during the nightly backup) runs again when a daemon starts, under the job's
+  catch-up policy (:meth:`Daemon._stopped_again`).
 * The clock is injectable: tests drive :class:`SimClock` instead of sleeping.
 """
 
@@ -20,7 +23,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from upkeeper import __version__
 from upkeeper.core.history import History, NewRun
@@ -28,12 +31,19 @@ from upkeeper.core.jobs import Job, Setup
 from upkeeper.core.runner import Runner
 from upkeeper.core.schedule import plan_catch_up
 
+if TYPE_CHECKING:
+    from upkeeper.core.models import RunRow
+
 log = logging.getLogger(__name__)
 
 PENDING_POLL = timedelta(seconds=5)
 HOUSEKEEPING = timedelta(seconds=60)
 ON_TIME_TOLERANCE = timedelta(seconds=60)
 METRIC_PRUNE_EVERY = timedelta(hours=1)
+#: How many times one occurrence is run again after a stop asked for interrupted it (the occurrence is tried at
+#: most 1 + this many times): a deploy that restarts the daemon twice during the nightly backup still gets its
+#: backup; a stop that keeps coming back (a job that restarts upkeeper itself, a restart loop) ends there.
+STOP_RERUNS = 2
 
 
 # -- clocks -------------------------------------------------------------------------------
@@ -123,6 +133,8 @@ class _Due:
     job: str = field(compare=False)
     scheduled_for: datetime = field(compare=False)
     trigger: str = field(compare=False, default="schedule")
+    summary: str = field(compare=False, default="")  # of the claimed row, until the run's own summary replaces it
+    details: dict[str, Any] | None = field(compare=False, default=None)
 
 
 @dataclass
@@ -190,6 +202,7 @@ class Daemon:
             self.on_event("recovered", {"runs": fixed})
         self._heartbeat()
         last = self.history.last_scheduled()
+        stopped = self.history.stopped_occurrences()
         now = self.clock.now()
         catch_up: list[_Due] = []
         for name, job in self.jobs.items():
@@ -207,11 +220,50 @@ class Daemon:
                                                trigger="catch-up", owner=self.owner, node=self.node)
                 if rid is not None:
                     report.skipped.append((name, plan.skipped, reason))
+            elif plan.fire is None and name in stopped:  # no later occurrence came due meanwhile
+                again = self._stopped_again(job, stopped[name], now, report)
+                if again is not None:
+                    catch_up.append(again)
             self._push(job, plan.next_due)
         if catch_up:
             self._dispatch_batch(catch_up, now, report)
         self._prepared = True
         return report
+
+    def _stopped_again(self, job: Job, row: RunRow, now: datetime, report: TickReport) -> _Due | None:
+        """The job's newest occurrence was interrupted by a stop asked for (``row``, ``details.stopped``) and no
+        later occurrence has come due: run it again once now, as a catch-up (policy ``latest``, the occurrence no
+        older than ``catch_up_grace``, at most :data:`STOP_RERUNS` times per occurrence); otherwise record why not
+        (a ``skipped`` catch-up row).  The row of the k-th run again is keyed ``occurrence + k µs``: an instant
+        every daemon computes alike from the history, so two daemons starting together claim it once, and the
+        occurrence's tries stay side by side (``history`` shows it scheduled at the occurrence's second)."""
+        details = row.details if isinstance(row.details, dict) else {}
+        tries = details.get("stop_rerun")
+        k = tries if isinstance(tries, int) and 0 <= tries <= STOP_RERUNS else 0
+        occurrence = row.scheduled_for - timedelta(microseconds=k)
+        key = occurrence + timedelta(microseconds=k + 1)
+        info = {"rerun_of": row.id, "stop_rerun": k + 1, "occurrence": occurrence.isoformat()}
+        why = f"run {row.id} (occurrence {occurrence.isoformat()}) was stopped when upkeeper was asked to stop"
+        grace = job.effective_grace()
+        reason: str | None = None
+        if k >= STOP_RERUNS:
+            reason = f"not run again: {why}, and it was already run again {k} time(s) after a stop (at most " \
+                     f"{STOP_RERUNS})"
+        elif job.catch_up != "latest":
+            reason = f"not run again: {why}; catch_up: {job.catch_up}"
+        elif now - occurrence > grace:
+            reason = f"not run again: {why}, longer ago than catch_up_grace {grace}"
+        if reason is not None:
+            rid = self.history.record_skip(job.name, job.task_name, job.target_name, key, reason,
+                                           trigger="catch-up", owner=self.owner, node=self.node,
+                                           details={"rerun_of": row.id, "occurrence": occurrence.isoformat()})
+            if rid is not None:
+                log.info("%s: %s", job.name, reason)
+                report.skipped.append((job.name, key, reason))
+            return None
+        log.info("%s: %s; running it again (catch-up %d of at most %d)", job.name, why, k + 1, STOP_RERUNS)
+        self.on_event("stopped-rerun", {"job": job.name, "run": row.id, "occurrence": occurrence.isoformat()})
+        return _Due(key, job.name, key, "catch-up", f"catch-up of the stopped run {row.id}: {why}", info)
 
     def _push(self, job: Job, scheduled_for: datetime) -> None:
         heapq.heappush(self._heap, _Due(scheduled_for + job.jitter_offset, job.name, scheduled_for))
@@ -279,7 +331,7 @@ class Daemon:
             if decision.action == "skip":
                 rid = self.history.record_skip(job.name, job.task_name, job.target_name, item.scheduled_for,
                                                decision.reason or "skipped by policy", trigger=item.trigger,
-                                               owner=self.owner, node=self.node)
+                                               owner=self.owner, node=self.node, details=item.details)
                 if rid is not None:
                     report.skipped.append((job.name, item.scheduled_for, decision.reason))
                     self.on_event("skipped", {"job": job.name, "reason": decision.reason})
@@ -292,13 +344,14 @@ class Daemon:
                     reason = (f"skipped: occurrence {earlier.scheduled_for.isoformat()} is already deferred "
                               f"({decision.reason}) and covers this one")
                     self.history.record_skip(job.name, job.task_name, job.target_name, item.scheduled_for,
-                                             reason, trigger=item.trigger, owner=self.owner, node=self.node)
+                                             reason, trigger=item.trigger, owner=self.owner, node=self.node,
+                                             details=item.details)
                     report.skipped.append((job.name, item.scheduled_for, reason))
                     continue
                 got = self.history.create_run(
                     NewRun(job=job.name, task=job.task_name, target=job.target_name,
                            scheduled_for=item.scheduled_for, due_at=until, trigger="deferred", status="pending",
-                           summary=f"deferred until {until.isoformat()}: {decision.reason}"),
+                           summary=f"deferred until {until.isoformat()}: {decision.reason}", details=item.details),
                     self.owner, self.node,
                 )
                 if got is not None:
@@ -312,13 +365,14 @@ class Daemon:
                 rid = self.history.record_skip(
                     job.name, job.task_name, job.target_name, item.scheduled_for,
                     "skipped: the previous run of this job is still running", trigger=item.trigger,
-                    owner=self.owner, node=self.node,
+                    owner=self.owner, node=self.node, details=item.details,
                 )
                 if rid is not None:
                     report.skipped.append((job.name, item.scheduled_for, "overlap"))
                 continue
             to_claim.append(NewRun(job=job.name, task=job.task_name, target=job.target_name,
-                                   scheduled_for=item.scheduled_for, due_at=item.due_at, trigger=item.trigger))
+                                   scheduled_for=item.scheduled_for, due_at=item.due_at, trigger=item.trigger,
+                                   summary=item.summary, details=item.details))
         won = self.history.claim(to_claim, self.owner, self.node)
         won_keys = {(r.job, r.scheduled_for) for r, _ in won}
         for r in to_claim:

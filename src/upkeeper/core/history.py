@@ -56,6 +56,8 @@ ACTIVE_STATES = ("queued", "running")
 FINAL_STATES = ("ok", "warn", "fail", "error", "skipped", "interrupted")
 SUCCESS_STATES = ("ok", "warn")
 FAILURE_STATES = ("fail", "error", "interrupted")
+#: Triggers of the rows that stand for a job's scheduled occurrences (what catch-up reads back after a restart)
+SCHEDULED_TRIGGERS = ("schedule", "catch-up", "deferred")
 LOG_EXCERPT_MAX = 32 * 1024
 #: The migration heads of this version (tests/core/test_history.py checks them against Alembic's
 #: script directory).  A database already at these heads opens without importing Alembic.
@@ -608,7 +610,7 @@ class History:
 
         q = (
             select(RunRow.job, func.max(RunRow.scheduled_for))
-            .where(RunRow.trigger.in_(["schedule", "catch-up", "deferred"]))
+            .where(RunRow.trigger.in_(SCHEDULED_TRIGGERS))
             .group_by(RunRow.job)
         )
         with self.session() as s:
@@ -619,6 +621,26 @@ class History:
                         ts = datetime.fromisoformat(ts)
                     out[job] = ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
             return out
+
+    def stopped_occurrences(self) -> dict[str, RunRow]:
+        """Per job whose newest scheduled occurrence row (the one :meth:`last_scheduled` reads) is a run
+        interrupted because upkeeper was asked to stop (:func:`stopped_on_request`): that run.  A daemon
+        starting runs it again (catch-up, see :meth:`upkeeper.core.daemon.Daemon.prepare`)."""
+        from upkeeper.core.models import RunRow
+
+        newest = (
+            select(RunRow.job, func.max(RunRow.scheduled_for).label("newest"))
+            .where(RunRow.trigger.in_(SCHEDULED_TRIGGERS))
+            .group_by(RunRow.job)
+            .subquery()
+        )
+        q = (
+            select(RunRow)
+            .join(newest, and_(RunRow.job == newest.c.job, RunRow.scheduled_for == newest.c.newest))
+            .where(RunRow.status == "interrupted", RunRow.trigger.in_(SCHEDULED_TRIGGERS))
+        )
+        with self.session() as s:
+            return {r.job: r for r in s.scalars(q) if stopped_on_request(r.status, r.details)}
 
     def consecutive_failures(self, job: str) -> int:
         return self.failure_streaks([job])[job].failures

@@ -37,7 +37,7 @@ from typing import Any, cast
 
 from sqlalchemy import ColumnElement, Connection, Table, and_, delete, func, or_, select, update
 
-from upkeeper.core.history import RETENTION_STATE, History, stopped_on_request
+from upkeeper.core.history import RETENTION_STATE, SCHEDULED_TRIGGERS, History, stopped_on_request
 from upkeeper.core.models import AuditRow, FindingRow, MetricRow, RunRow, StateRow, StreakRow
 
 #: runs per delete transaction (with their findings): ~0.06 s of write lock on SQLite (measured, 20,000-run
@@ -49,7 +49,7 @@ FINAL = ("ok", "warn", "fail", "error", "skipped", "interrupted")
 SUCCESS = ("ok", "warn")
 FAILURE = ("fail", "error", "interrupted")
 FINISHED = ("ok", "warn", "fail", "error", "interrupted")
-SCHEDULED = ("schedule", "catch-up", "deferred")
+SCHEDULED = SCHEDULED_TRIGGERS
 EMERGENCY = "emergency"
 
 
