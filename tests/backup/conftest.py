@@ -244,18 +244,20 @@ def stop_cgroup(p: subprocess.Popen[bytes], timeout: float = 30) -> tuple[float,
             p.wait()
 
 
-def terminate_and_wait(p: subprocess.Popen[bytes], timeout: float = 30) -> tuple[float, bytes]:
-    """SIGTERM to ``p`` alone (as ``kill PID``, ``timeout`` and systemd do); returns (seconds until it exited,
-    its stderr).  Its whole process group is SIGKILLed if it is still running when this returns or fails."""
-    took, _out, err = terminate_and_read(p, timeout)
+def terminate_and_wait(p: subprocess.Popen[bytes], timeout: float = 30,
+                       sig: signal.Signals = signal.SIGTERM) -> tuple[float, bytes]:
+    """SIGTERM (or ``sig``) to ``p`` alone (as ``kill PID``, ``timeout`` and systemd do); returns (seconds until it
+    exited, its stderr).  Its whole process group is SIGKILLed if it is still running when this returns or fails."""
+    took, _out, err = terminate_and_read(p, timeout, sig)
     return took, err
 
 
-def terminate_and_read(p: subprocess.Popen[bytes], timeout: float = 30) -> tuple[float, bytes, bytes]:
+def terminate_and_read(p: subprocess.Popen[bytes], timeout: float = 30,
+                       sig: signal.Signals = signal.SIGTERM) -> tuple[float, bytes, bytes]:
     """:func:`terminate_and_wait`, returning (seconds, stdout, stderr)."""
     try:
         t0 = time.monotonic()
-        p.send_signal(signal.SIGTERM)
+        p.send_signal(sig)
         out, err = p.communicate(timeout=timeout)
         return time.monotonic() - t0, out, err
     finally:

@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -386,15 +387,18 @@ def test_a_verify_stopped_with_its_whole_cgroup_drops_its_scratch_database_and_j
         assert run["status"] == "interrupted" and "asked to stop" in run["summary"], run
 
 
-@pytest.mark.parametrize("how", ["backups verify", "run backup-verify"])
+@pytest.mark.parametrize(("how", "sig"), [("backups verify", signal.SIGTERM), ("run backup-verify", signal.SIGTERM),
+                                         ("backups verify", signal.SIGINT)],
+                         ids=["backups verify", "run backup-verify", "backups verify ctrl-c"])
 def test_a_sigterm_during_a_verify_s_own_cleanup_waits_for_it_to_end(
-        how: str, cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], backup_config: Any,
+        how: str, sig: signal.Signals, cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], backup_config: Any,
         tmp_path: Path) -> None:
     """A verify whose checks all passed is dropping its scratch database (that drop made slow here) when the
     command gets its one SIGTERM (``kill PID``): the drop runs to its end, then the stop is acted on — exit 143,
     no scratch database, backup.work_dir empty.  ``run backup-verify``: the command's SIGTERM to its worker is the
     worker's first.  (The SIGTERM raised inside the cleanup: the scratch database, a full copy of the data,
-    stayed on the server.)"""
+    stayed on the server.)  Ctrl-C (SIGINT) of ``backups verify``, which verifies in its own process, likewise
+    (its KeyboardInterrupt cut the drop short)."""
     db, _ = app_db
     work = tmp_path / "work"
     work.mkdir()
@@ -413,8 +417,8 @@ def test_a_sigterm_during_a_verify_s_own_cleanup_waits_for_it_to_end(
         assert p.poll() is None, p.communicate()
         assert _scratch_dbs(pg)
     finally:
-        took, err = terminate_and_wait(p)
-    assert p.returncode == 143, err.decode()
+        took, err = terminate_and_wait(p, sig=sig)
+    assert p.returncode == 128 + sig, err.decode()
     assert took < 10, took
     assert _scratch_dbs(pg) == [], err.decode()
     assert [str(f) for f in work.rglob("*")] == []

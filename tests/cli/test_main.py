@@ -228,3 +228,44 @@ def test_a_sigterm_during_a_shielded_cleanup_is_acted_on_when_it_ends() -> None:
             raise AssertionError("not stopped")
         except Terminated:
             pass
+
+
+def test_ctrl_c_during_a_shielded_cleanup_waits_for_it_and_a_second_one_cuts_it_short() -> None:
+    """Ctrl-C (SIGINT) inside a shielded cleanup under sigterm_unwinds: KeyboardInterrupt once it ends (it used to
+    be raised inside, cutting the cleanup short); pressed again meanwhile, at once.  An ignored SIGINT (a command
+    started in the background) stays ignored."""
+    import os
+    import signal
+    import time
+
+    from upkeeper.cli._signals import sigterm_unwinds
+    from upkeeper.shield import deferred, shielded
+
+    done: list[str] = []
+    try:
+        with sigterm_unwinds(), shielded():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)  # the handler runs here
+            done.append("cleanup")
+    except KeyboardInterrupt:
+        done.append("interrupted")
+    assert done == ["cleanup", "interrupted"] and not deferred()
+    done.clear()
+    try:
+        with sigterm_unwinds(), shielded():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+            done.append("first")
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+            done.append("second")
+    except KeyboardInterrupt:
+        done.append("interrupted")
+    assert done == ["first", "interrupted"] and not deferred()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with sigterm_unwinds():
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, old)
