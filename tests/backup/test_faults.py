@@ -306,3 +306,78 @@ def test_two_verifies_of_one_backup_do_not_destroy_each_others_restore(
     assert r.code == 0, r.output
     assert cli(["--config", cfg, "backups", "show", bid, "--json"]).json()["status"] == "verified"
     assert _scratch_dbs(pg) == []
+
+
+def _start_json_run(cfg: Path, env_extra: dict[str, str]) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), **env_extra}
+    return subprocess.Popen([sys.executable, "-m", "upkeeper", "--config", str(cfg), "run", "db-backup", "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, start_new_session=True)
+
+
+def _assert_the_dead_runs_work_files_removed(cli: Any, cfg: Path, p: subprocess.Popen[bytes], out: bytes,
+                                             work: Path, store: Path, why: str, *, by_the_cli: bool) -> None:
+    """The run ended (the CLI lives on: not a crash) as an error saying ``why`` (and, ``by_the_cli``, that the
+    CLI removed its work files), none are left, and no set is listed (the partial objects keep their temp
+    names)."""
+    assert list(work.iterdir()) == []  # no plaintext dump directory, at once (not at a later run's sweep)
+    assert p.returncode != 0
+    [run] = json.loads(out)
+    assert run["status"] == "error", run
+    assert why in run["summary"], run["summary"]
+    assert ("work files were removed" in run["summary"]) == by_the_cli, run["summary"]
+    [row] = cli(["--config", cfg, "history", "db-backup", "--json"]).json()
+    assert row["status"] == "error" and row["summary"] == run["summary"], row
+    assert list(store.rglob("manifest.json")) == []
+    assert all(f.name.endswith(".upkeeper-partial") for f in store.rglob("*") if f.is_file())
+    assert cli(["--config", cfg, "backups", "list", "--json"]).json() == []
+
+
+def test_a_directory_format_backup_whose_worker_is_killed_has_its_plaintext_dump_removed_by_the_cli(
+        cli: Any, app_db: tuple[str, dict[str, int]], backup_config: Any, tmp_path: Path) -> None:
+    """``kill -9`` of the worker alone (the OOM killer) while it uploads a directory-format dump: the CLI sees
+    its worker die and removes the plaintext dump directory in backup.work_dir itself."""
+    db, _ = app_db
+    work = tmp_path / "work"
+    work.mkdir()
+    cfg = backup_config(db, options={"format": "directory", "jobs": 2}, backup={"work_dir": str(work)})
+    mark = tmp_path / "mark"
+    p = _start_json_run(cfg, {"UPKEEPER_FAULT_PAUSE": "during-upload:60", "UPKEEPER_FAULT_MARK": str(mark)})
+    try:
+        _wait_for(mark.exists, "the upload to begin", 30)
+        assert list(work.rglob("toc.dat")), "the plaintext dump is in the work directory"
+        [worker] = psutil.Process(p.pid).children()
+        worker.kill()
+        out, _ = p.communicate(timeout=30)
+    finally:
+        if p.poll() is None:
+            _kill9(p)
+    _assert_the_dead_runs_work_files_removed(cli, cfg, p, out, work, tmp_path / "store1", "killed by SIGKILL",
+                                             by_the_cli=True)
+
+
+def test_a_directory_format_backup_past_its_timeout_is_recorded_so_with_its_work_files_removed(
+        cli: Any, app_db: tuple[str, dict[str, int]], backup_config: Any, tmp_path: Path) -> None:
+    """The job's timeout expires mid-upload of a directory-format dump: the run is recorded as timed out,
+    the plaintext dump in backup.work_dir is gone when the run is recorded, and nothing is listed.  (The
+    worker's SIGTERM unwinds the task, whose own cleanup removes the dump; the CLI's removal is for a worker
+    that does not end within the grace — the same as a killed one, above.)"""
+    db, _ = app_db
+    work = tmp_path / "work"
+    work.mkdir()
+    cfg = backup_config(db, backup={"work_dir": str(work)}, extra_jobs={"db-backup": {
+        "task": "postgres.backup", "target": "db", "timeout": "2s",
+        "options": {"databases": [db], "globals": False, "format": "directory", "jobs": 2}}})
+    mark = tmp_path / "mark"
+    p = _start_json_run(cfg, {"UPKEEPER_FAULT_PAUSE": "during-upload:60", "UPKEEPER_FAULT_MARK": str(mark)})
+    try:
+        _wait_for(mark.exists, "the upload to begin", 30)
+        assert list(work.rglob("toc.dat")), "the plaintext dump is in the work directory"
+        out, _ = p.communicate(timeout=30)
+    finally:
+        if p.poll() is None:
+            _kill9(p)
+    _assert_the_dead_runs_work_files_removed(cli, cfg, p, out, work, tmp_path / "store1", "timed out after 2s",
+                                             by_the_cli=False)
+    [row] = cli(["--config", cfg, "history", "db-backup", "--json"]).json()
+    shown = cli(["--config", cfg, "show", str(row["id"]), "--json"]).json()
+    assert shown["details"].get("timed_out") is True, shown

@@ -7,6 +7,10 @@ import json
 import os
 import pwd
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -654,3 +658,71 @@ def test_cli_prune_reads_no_manifest_the_catalog_holds_as_stored(
     series = {s["kind"]: s for s in r.json()}
     assert [b["id"] for b in series["postgres"]["backups"] if not b["keep"]] == [sets[0].id]
     assert [b["id"] for b in series["redis"]["backups"]] == [sets[2].id]
+
+
+def _prune_stopped_at(cfg: Path, point: str, sig: int, tmp_path: Path) -> tuple[int, bytes]:
+    """``backups prune --json`` stopped with ``sig`` once it reaches the fault point ``point`` (paused 1 s)."""
+    mark = tmp_path / f"mark-{point}"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "UPKEEPER_FAULT_PAUSE": f"{point}:1",
+           "UPKEEPER_FAULT_MARK": str(mark)}
+    p = subprocess.Popen([sys.executable, "-m", "upkeeper", "--config", str(cfg), "backups", "prune", "--json"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    try:
+        deadline = time.monotonic() + 30
+        while not mark.exists() and p.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert mark.exists(), p.communicate(timeout=30)
+        p.send_signal(sig)
+        out, _err = p.communicate(timeout=30)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    return p.returncode, out
+
+
+def test_a_prune_stopped_by_sigterm_finishes_the_set_under_way_and_says_what_it_did_not_delete(
+        cli: Any, make_config: Any, tmp_path: Path) -> None:
+    """SIGTERM (``timeout``, systemd) while prune deletes the first of three sets: that set goes whole — from
+    the storage and from the catalog — then the command stops (exit 143) and --json says what it deleted and
+    what not (the two other sets, the series not reached).  It used to print nothing, and a stop between the
+    storage's deletion and the catalog's left 'backups list' listing a set no storage holds."""
+    store = tmp_path / "store"
+    now = datetime.now(UTC).replace(microsecond=0)
+    ids = [fabricate(store, now - timedelta(days=d, hours=1)) for d in range(4)]  # newest first
+    other = fabricate(store, now - timedelta(days=1), database="zother")  # pruned after 'app'
+    cfg = _config(make_config, store, {"keep_daily": 1, "keep_weekly": 0, "keep_monthly": 0})
+    assert cli(["--config", cfg, "backups", "sync"]).code == 0
+    code, out = _prune_stopped_at(cfg, "prune-set-deleted", signal.SIGTERM, tmp_path)
+    assert code == 143, out
+    app, rest = json.loads(out)
+    assert app["interrupted"] and rest["interrupted"], out
+    assert app["deleted"] == [ids[1]] and app["not_deleted"] == ids[2:], app
+    assert [b["id"] for b in app["backups"] if not b["keep"]] == ids[1:]
+    assert rest["database"] == "zother" and rest["deleted"] == [] and "before it reached" in rest["errors"][0]
+    on_storage = {p.parent.name for p in store.rglob("manifest.json")}
+    assert on_storage == {ids[0], *ids[2:], other}
+    assert not (store / "db" / "app" / ids[1]).exists()
+    assert {b["id"] for b in cli(["--config", cfg, "backups", "list", "--json"]).json()} == on_storage
+
+
+def test_the_next_prune_forgets_a_set_a_killed_prune_left_half_deleted(
+        cli: Any, make_config: Any, tmp_path: Path) -> None:
+    """kill -9 of prune just after it deleted a set's manifest (its objects and the catalog's row not yet): the
+    set is incomplete on storage.  The next prune deletes it as a leftover and the catalog's row with it — it
+    used to stay, 'backups list' showing a backup no storage holds until a 'backups sync'."""
+    store = tmp_path / "store"
+    now = datetime.now(UTC).replace(microsecond=0)
+    ids = [fabricate(store, now - timedelta(days=d, hours=1)) for d in range(2)]
+    cfg = _config(make_config, store, {"keep_daily": 1, "keep_weekly": 0, "keep_monthly": 0})
+    assert cli(["--config", cfg, "backups", "sync"]).code == 0
+    code, _out = _prune_stopped_at(cfg, "set-manifest-deleted", signal.SIGKILL, tmp_path)
+    assert code == -signal.SIGKILL
+    assert (store / "db" / "app" / ids[1] / "data.zst").exists()
+    assert not (store / "db" / "app" / ids[1] / "manifest.json").exists()
+    r = cli(["--config", cfg, "backups", "prune", "--json"])
+    assert r.code == 0, r.output
+    [series] = r.json()
+    assert series["incomplete_deleted"] == [ids[1]], series
+    assert not (store / "db" / "app" / ids[1]).exists()
+    assert [b["id"] for b in cli(["--config", cfg, "backups", "list", "--json"]).json()] == [ids[0]]

@@ -211,3 +211,57 @@ def test_a_stale_lock_is_taken_over_by_one_process_only(request: pytest.FixtureR
     assert took == [True]
     holder = second.lock_holder("target:race")
     assert holder is not None and holder.owner == f"{me}/2"
+
+
+def test_a_sqlite_history_locked_past_the_busy_timeout_is_a_clear_error(tmp_path: Path) -> None:
+    """Another process holds the SQLite history's write lock (here a real second connection in an EXCLUSIVE
+    transaction) for longer than the busy timeout (60 s; shortened here): every kind of transaction fails
+    with a HistoryError naming the file and how to find who holds it, not "internal error: OperationalError";
+    once the lock is released the same History works again."""
+    import time
+
+    path = tmp_path / "h.db"
+    h = History(f"sqlite:///{path}", busy_timeout=0.3)
+    try:
+        rid = h.create_run(NewRun("a", "debug.noop", None, T), "me", "n1")
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN EXCLUSIVE")
+        try:
+            for attempt in (lambda: h.create_run(NewRun("b", "debug.noop", None, T), "me", "n1"),  # Core path
+                            lambda: h.get_run(rid)):  # ORM session
+                started = time.monotonic()
+                with pytest.raises(HistoryError) as err:
+                    attempt()
+                assert time.monotonic() - started < 5  # the timeout given, not 60 s
+                assert str(path) in err.value.message and "is locked" in err.value.message, err.value.message
+                assert "another upkeeper process" in err.value.message and "0.3 s" in err.value.message
+                assert err.value.hint is not None and f"fuser -v {path}" in err.value.hint, err.value.hint
+        finally:
+            other.rollback()
+            other.close()
+        h.create_run(NewRun("b", "debug.noop", None, T), "me", "n1")
+        row = h.get_run(rid)
+        assert row is not None and row.job == "a"
+    finally:
+        h.close()
+
+
+def test_opening_a_sqlite_history_another_process_holds_locked_is_the_same_clear_error(tmp_path: Path) -> None:
+    """Opening (the schema check every command starts with) waits for the lock once, then says who to look
+    for — it waited twice (the schema check, then the migration) and said "cannot open history database"."""
+    import time
+
+    path = tmp_path / "h.db"
+    History(f"sqlite:///{path}").close()
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")
+    try:
+        started = time.monotonic()
+        with pytest.raises(HistoryError) as err:
+            History(f"sqlite:///{path}", busy_timeout=0.8)
+        assert time.monotonic() - started < 1.55  # one wait, not two (1.6 s)
+        assert err.value.message.startswith(f"history database {path} is locked"), err.value.message
+        assert err.value.hint is not None and "fuser" in err.value.hint
+    finally:
+        other.rollback()
+        other.close()

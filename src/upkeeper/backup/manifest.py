@@ -19,7 +19,7 @@ from typing import Any
 
 from upkeeper import __version__
 from upkeeper.backup.files import ENTRY_KEYS, FileList, ReadFileList
-from upkeeper.backup.pipeline import ObjectRecord
+from upkeeper.backup.pipeline import ObjectRecord, fault_pause
 from upkeeper.errors import BackupError, StorageError
 from upkeeper.storage.base import ObjectInfo, Storage, delete_prefix, get_bytes
 
@@ -354,4 +354,5 @@ def delete_set(storage: Storage, target: str, database: str, backup_id: str) -> 
     prefix = set_prefix(target, database, backup_id)
     if storage.stat(prefix + MANIFEST) is not None:
         storage.delete(prefix + MANIFEST)
+        fault_pause("set-manifest-deleted")  # (the crash tests: the set's objects not yet deleted)
     return delete_prefix(storage, prefix)

@@ -9,9 +9,11 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from upkeeper.backup.manifest import MANIFEST, Manifest, StoredSet, delete_set, read_manifest, scan_sets
+from upkeeper.backup.pipeline import fault_pause
 from upkeeper.backup.retention import Decision, Item, apply_policy
 from upkeeper.config.backup import RetentionPolicy
 from upkeeper.errors import UpkeeperError
+from upkeeper.shield import shielded
 from upkeeper.storage import Storage
 from upkeeper.storage.base import clean_partials
 
@@ -31,15 +33,30 @@ class SeriesReport:
     incomplete_deleted: list[str] = field(default_factory=list)
     incomplete_kept: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    #: stopped (SIGTERM, Ctrl-C) before it finished: ``not_deleted`` holds what it meant to delete and did not
+    #: (retention's deletions, then leftovers), ``deleted`` and ``incomplete_deleted`` only what it did
+    interrupted: bool = False
+    not_deleted: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, object]:
-        return {
+        d: dict[str, object] = {
             "target": self.target, "database": self.database, "kind": self.kind,
             "backups": [{"id": d.item.id, "time": d.item.time.isoformat(), "keep": d.keep, "reasons": d.reasons}
                         for d in self.decisions],
             "deleted": self.deleted, "incomplete_deleted": self.incomplete_deleted,
             "incomplete_kept": self.incomplete_kept, "errors": self.errors,
         }
+        if self.interrupted:
+            d.update(interrupted=True, not_deleted=self.not_deleted)
+        return d
+
+    def stopped(self, why: str) -> None:
+        """Mark the report of a prune stopped before it finished this series: what it decided to delete and
+        did not goes to ``not_deleted``."""
+        self.interrupted = True
+        self.errors.append(why)
+        done = {*self.deleted, *self.incomplete_deleted}
+        self.not_deleted = [d.item.id for d in self.decisions if not d.keep and d.item.id not in done]
 
 
 @dataclass
@@ -203,10 +220,12 @@ def prune_series(
     dry_run: bool = False,
     index: dict[tuple[str, str], SetIndex] | None = None,
     known: Manifest | None = None,
+    report: SeriesReport | None = None,
 ) -> SeriesReport:
     """``known``: the manifest of the set just written (with its ``sha256``), which, like those the catalog
-    recorded, is not parsed again if the storages hold it as written."""
-    report = SeriesReport(target, database, kind)
+    recorded, is not parsed again if the storages hold it as written.  ``report``: filled as the prune goes
+    (so that a caller stopped by a signal can say what was done), else a new one."""
+    report = report if report is not None else SeriesReport(target, database, kind)
     if index is None:
         manifests = recorded_manifests(catalog, target, database)
         if known is not None and known.sha256:
@@ -247,33 +266,46 @@ def prune_series(
         decisions.append(Decision(Item(old, sets[old][1]), True,
                                   [f"being re-encrypted as {new} ('upkeeper backups rekey {old}' finishes it)"]))
     report.decisions = decisions
+    # Each set is deleted whole — from every storage, then from the catalog — before a stop (SIGTERM; the
+    # worker's, the CLI's) is acted on (upkeeper.shield): a stop between its storage's deletion and the
+    # catalog's left the catalog listing as complete a set no storage holds (until 'backups sync').
     for d in decisions:
         if d.keep:
             continue
-        report.deleted.append(d.item.id)
         if dry_run:
+            report.deleted.append(d.item.id)
             continue
-        # with the copies that lost an object: retention is done with the set, they go with it
-        for storage in [*sets[d.item.id][2], *(s for s, _why in idx.damaged.get(d.item.id, []))]:
-            try:
-                delete_set(storage, target, database, d.item.id)
-            except UpkeeperError as exc:
-                report.errors.append(f"{storage.name}: deleting {d.item.id}: {exc.message}")
-                continue
-            if catalog is not None:
-                catalog.remove_storage(d.item.id, storage.name)
+        with shielded():
+            # with the copies that lost an object: retention is done with the set, they go with it
+            for storage in [*sets[d.item.id][2], *(s for s, _why in idx.damaged.get(d.item.id, []))]:
+                try:
+                    delete_set(storage, target, database, d.item.id)
+                except UpkeeperError as exc:
+                    report.errors.append(f"{storage.name}: deleting {d.item.id}: {exc.message}")
+                    continue
+                fault_pause("prune-set-deleted")  # (the tests: deleted from storage, the catalog not yet told)
+                if catalog is not None:
+                    catalog.remove_storage(d.item.id, storage.name)
+            report.deleted.append(d.item.id)
     for bid, (active, where) in sorted(idx.incomplete.items()):
         if bid in idx.complete and set(s.name for s in where) & set(s.name for s in idx.complete[bid][2]):
             continue
         if active is not None and now - active < incomplete_after:
             report.incomplete_kept.append(bid)
             continue
-        report.incomplete_deleted.append(bid)
         if dry_run:
+            report.incomplete_deleted.append(bid)
             continue
-        for storage in where:
-            try:
-                delete_set(storage, target, database, bid)
-            except UpkeeperError as exc:
-                report.errors.append(f"{storage.name}: deleting leftover {bid}: {exc.message}")
+        with shielded():
+            for storage in where:
+                try:
+                    delete_set(storage, target, database, bid)
+                except UpkeeperError as exc:
+                    report.errors.append(f"{storage.name}: deleting leftover {bid}: {exc.message}")
+                    continue
+                # a set whose manifest is gone there is not complete there, whatever the catalog says (a prune
+                # killed — SIGKILL, a crash — while it deleted the set left the catalog naming this storage)
+                if catalog is not None:
+                    catalog.remove_storage(bid, storage.name)
+            report.incomplete_deleted.append(bid)
     return report

@@ -6,13 +6,17 @@ import contextlib
 import os
 import re
 import secrets
+import signal
 import socket
 import stat
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 import typer
@@ -61,7 +65,7 @@ from upkeeper.core.jobs import Setup
 from upkeeper.core.runner import LOCK_TTL, LockKeeper
 from upkeeper.errors import BackupError, SetupError, TaskError, UpkeeperError, UsageError
 from upkeeper.fmt import human_bytes, human_duration, local_time
-from upkeeper.shield import shielded
+from upkeeper.shield import shielded, stop_or_defer
 from upkeeper.storage import Storage
 
 if TYPE_CHECKING:
@@ -1401,21 +1405,41 @@ def policy_for(setup: Setup, target: str, database: str, kind: str) -> tuple[Ret
     return setup.config.backup.retention, "backup.retention"
 
 
+@dataclass
+class PruneProgress:
+    """How far a prune got: the series it will prune (``plan``, as empty reports, filled as it goes) and how many
+    of them it ``finished``."""
+
+    plan: list[SeriesReport] = field(default_factory=list)
+    finished: int = 0
+
+    def stopped(self) -> list[SeriesReport]:
+        """The reports of a prune stopped by a signal: those finished, the one under way and those not reached
+        (both marked interrupted, with what they meant to delete and did not)."""
+        for i, r in enumerate(self.plan[self.finished:]):
+            r.stopped(PRUNE_STOPPED_DURING if i == 0 else PRUNE_STOPPED_BEFORE)
+        return self.plan
+
+
 def run_prune(setup: Setup, storages: list[Storage], catalog: Catalog, *, target: str | None, dry_run: bool,
-              now: datetime | None = None) -> list[SeriesReport]:
+              now: datetime | None = None, progress: PruneProgress | None = None) -> list[SeriesReport]:
+    """Prune every series (of ``target``); then, unless ``dry_run``, the storages' partial uploads.
+    ``progress``: filled as it goes, for a caller stopped by a signal to say what was done and what was not."""
+    progress = progress if progress is not None else PruneProgress()
     errors: list[str] = []
     unlisted: dict[str, UpkeeperError] = {}
     # the listing says what exists; the catalog's copies of the manifests spare reading them (see usable_copy)
     index = index_sets(storages, target, None, errors, unlisted, known=recorded_manifests(catalog, target))
-    reports = []
-    for (t, db), idx in sorted(index.items()):
-        kinds = sorted({k for k, _w, _s in idx.complete.values()}) or ["postgres"]
-        for kind in kinds:
-            policy, _src = policy_for(setup, t, db, kind)
-            reports.append(prune_series(storages, t, db, kind, policy, default_tz=setup.config.timezone,
-                                        now=now or datetime.now(UTC),
-                                        incomplete_after=setup.config.backup.incomplete_after, catalog=catalog,
-                                        dry_run=dry_run, index=index))
+    reports = progress.plan
+    reports.extend(SeriesReport(t, db, kind) for (t, db), idx in sorted(index.items())
+                   for kind in sorted({k for k, _w, _s in idx.complete.values()}) or ["postgres"])
+    for report in reports:
+        policy, _src = policy_for(setup, report.target, report.database, report.kind)
+        prune_series(storages, report.target, report.database, report.kind, policy,
+                     default_tz=setup.config.timezone, now=now or datetime.now(UTC),
+                     incomplete_after=setup.config.backup.incomplete_after, catalog=catalog, dry_run=dry_run,
+                     index=index, report=report)
+        progress.finished += 1
     if not dry_run:
         clean_leftovers(storages, setup.config.backup.incomplete_after, errors, target)
     if errors and reports:
@@ -1424,6 +1448,29 @@ def run_prune(setup: Setup, storages: list[Storage], catalog: Catalog, *, target
         hint = next((e.hint for e in unlisted.values() if e.hint), None)
         raise BackupError(f"cannot list backups: {errors[0]}", hint)
     return reports
+
+
+#: what ``backups prune`` says of the series it was stopped on, and of those it had not reached
+PRUNE_STOPPED_DURING = "interrupted: the command was stopped (SIGTERM or SIGINT) while it pruned this series"
+PRUNE_STOPPED_BEFORE = "interrupted: the command was stopped (SIGTERM or SIGINT) before it reached this series"
+
+
+@contextlib.contextmanager
+def _sigint_waits_for_shielded() -> Iterator[None]:
+    """Ctrl-C, like SIGTERM (cli._signals), waits for the shielded section under way (a set being deleted from
+    its storages and the catalog: upkeeper.shield) before it stops the command.  Main thread only."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_int(_signum: int, _frame: FrameType | None) -> None:
+        stop_or_defer(KeyboardInterrupt())
+
+    old = signal.signal(signal.SIGINT, on_int)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
 
 
 @backups_app.command("prune")
@@ -1439,32 +1486,42 @@ def prune_cmd(
     setup = state.setup()
     _check_target(setup.config, target)
     storages = _open(setup.config)
+    progress = PruneProgress()
     try:
-        reports = run_prune(setup, storages, _catalog(), target=target, dry_run=dry_run)
+        with _sigint_waits_for_shielded():
+            reports = run_prune(setup, storages, _catalog(), target=target, dry_run=dry_run, progress=progress)
+    except KeyboardInterrupt:  # also SIGTERM: each set was deleted whole (storages and catalog) or not at all
+        _print_prune(setup, progress.stopped(), dry_run, as_json)  # then exit 130 or 143
+        raise
     finally:
         close_storages(storages)
-    if as_json:
-        print_json([r.to_dict() for r in reports])
-    else:
-        tz = setup.config.timezone
-        for r in reports:
-            t = Table(title=f"{r.target}/{r.database} ({r.kind})", title_justify="left")
-            for col in ("id", "taken", "action", "kept because"):
-                t.add_column(col, overflow="fold")
-            for d in r.decisions:
-                action = "keep" if d.keep else ("[warn]would delete[/warn]" if dry_run else "[fail]deleted[/fail]")
-                t.add_row(d.item.id, local_time(d.item.time, tz, "%Y-%m-%d %H:%M %Z"), action, ", ".join(d.reasons))
-            for bid in r.incomplete_deleted:
-                t.add_row(bid, "—", "would delete" if dry_run else "deleted", "incomplete (no manifest), old")
-            for bid in r.incomplete_kept:
-                t.add_row(bid, "—", "keep", "incomplete, may still be running")
-            console.print(t)
-            for e in r.errors:
-                err_console.print(f"[fail]error[/fail] {escape(e)}", highlight=False)
-        if not reports:
-            console.print("no backups on the storages.")
+    _print_prune(setup, reports, dry_run, as_json)
     if any(r.errors for r in reports):
         raise typer.Exit(1)
+
+
+def _print_prune(setup: Setup, reports: list[SeriesReport], dry_run: bool, as_json: bool) -> None:
+    if as_json:
+        print_json([r.to_dict() for r in reports])
+        return
+    tz = setup.config.timezone
+    for r in reports:
+        t = Table(title=f"{r.target}/{r.database} ({r.kind})", title_justify="left")
+        for col in ("id", "taken", "action", "kept because"):
+            t.add_column(col, overflow="fold")
+        for d in r.decisions:
+            action = ("keep" if d.keep else "[warn]would delete[/warn]" if dry_run
+                      else "not deleted (interrupted)" if d.item.id in r.not_deleted else "[fail]deleted[/fail]")
+            t.add_row(d.item.id, local_time(d.item.time, tz, "%Y-%m-%d %H:%M %Z"), action, ", ".join(d.reasons))
+        for bid in r.incomplete_deleted:
+            t.add_row(bid, "—", "would delete" if dry_run else "deleted", "incomplete (no manifest), old")
+        for bid in r.incomplete_kept:
+            t.add_row(bid, "—", "keep", "incomplete, may still be running")
+        console.print(t)
+        for e in r.errors:
+            err_console.print(f"[fail]error[/fail] {escape(e)}", highlight=False)
+    if not reports:
+        console.print("no backups on the storages.")
 
 
 @backups_app.command("sync")

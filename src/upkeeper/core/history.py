@@ -14,6 +14,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -179,12 +180,22 @@ class _SQLiteFileLock:
         self.fh.close()
 
 
-class History:
-    """Access to the history database.  Thread-safe; one instance per process is enough."""
+#: SQLite: how long a transaction waits for another process's (BEGIN IMMEDIATE: every transaction takes the
+#: write lock) before it fails with :meth:`History.locked_error`
+SQLITE_BUSY_TIMEOUT = 60.0
 
-    def __init__(self, url: str, *, migrate: bool = True) -> None:
+
+class History:
+    """Access to the history database.  Thread-safe; one instance per process is enough.
+
+    ``busy_timeout``: SQLite only, the seconds a transaction waits for the lock another process holds
+    (:data:`SQLITE_BUSY_TIMEOUT`; the tests shorten it)."""
+
+    def __init__(self, url: str, *, migrate: bool = True, busy_timeout: float = SQLITE_BUSY_TIMEOUT) -> None:
         self.url = url
         self.dialect = "sqlite" if url.startswith("sqlite") else "postgresql"
+        self.busy_timeout = busy_timeout
+        self.sqlite_path: Path | None = None
         self._local = threading.local()
         self._stmts: dict[str, Any] | None = None  # prepared Core statements of the hot paths
         self._hot: Connection | None = None  # SQLite: the connection of the hot path (see _core)
@@ -195,6 +206,9 @@ class History:
         except HistoryError:
             raise
         except SQLAlchemyError as exc:
+            locked = self.locked_error(exc)
+            if locked is not None:
+                raise locked from None
             raise HistoryError(
                 f"cannot open history database {redact(url)}: "
                 f"{redact(str(getattr(exc, 'orig', None) or exc)).strip()}",
@@ -219,10 +233,11 @@ class History:
             path = url.split("sqlite:///", 1)[1] if "sqlite:///" in url else ""
             if path and path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
-                self.sqlite_path: Path | None = Path(path)
+                self.sqlite_path = Path(path)
             else:
                 self.sqlite_path = None
-            engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
+            busy_ms = round(self.busy_timeout * 1000)
+            engine = create_engine(url, connect_args={"timeout": self.busy_timeout, "check_same_thread": False})
 
             @event.listens_for(engine, "connect")
             def _on_connect(dbapi_conn: Any, _rec: Any) -> None:
@@ -234,7 +249,7 @@ class History:
                 cur.execute("PRAGMA journal_mode=WAL")
                 cur.execute("PRAGMA synchronous=NORMAL")
                 cur.execute("PRAGMA foreign_keys=ON")
-                cur.execute("PRAGMA busy_timeout=60000")
+                cur.execute(f"PRAGMA busy_timeout={busy_ms}")
                 cur.close()
 
             @event.listens_for(engine, "begin")
@@ -294,9 +309,39 @@ class History:
             with self.engine.connect() as conn:
                 rows = conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
                 conn.rollback()
-        except SQLAlchemyError:
+        except (SQLAlchemyError, sqlite3.OperationalError) as exc:
+            locked = self.locked_error(exc)
+            if locked is not None:  # not a missing table: another process holds the file (no second wait)
+                raise locked from None
             return None
         return frozenset(rows)
+
+    def locked_error(self, exc: BaseException) -> HistoryError | None:
+        """``exc`` as the error to show when it is SQLite's "database is locked" (another process held the
+        history's write lock for all of :attr:`busy_timeout`), else None.  It used to surface as "internal
+        error: OperationalError", naming neither the file nor who holds it."""
+        orig = getattr(exc, "orig", None) or exc
+        if not (self.dialect == "sqlite" and isinstance(orig, sqlite3.OperationalError)
+                and "database is locked" in str(orig)):
+            return None
+        path = str(self.sqlite_path) if self.sqlite_path is not None else redact(self.url)
+        return HistoryError(
+            f"history database {path} is locked: another upkeeper process (a daemon, an 'upkeeper run', a "
+            f"backups or history command) has held its write lock for over {self.busy_timeout:g} s",
+            f"Try: 'fuser -v {path}' (or 'lsof {path}') lists the processes that have it open; let the one "
+            "holding it finish, or stop it, then run this again",
+        )
+
+    @contextlib.contextmanager
+    def _unlocked(self) -> Iterator[None]:
+        """Raise SQLite's "database is locked" as :meth:`locked_error`."""
+        try:
+            yield
+        except (OperationalError, sqlite3.OperationalError) as exc:  # (the driver's own: raw connections)
+            locked = self.locked_error(exc)
+            if locked is None:
+                raise
+            raise locked from None
 
     def close(self) -> None:
         with self._turn:
@@ -322,7 +367,7 @@ class History:
             import upkeeper.core.models  # noqa: F401 - the mapped classes, before the first ORM query
 
             self._sessionmaker = sessionmaker(self.engine, expire_on_commit=False)
-        with self._turn, self._sessionmaker() as s, s.begin():
+        with self._unlocked(), self._turn, self._sessionmaker() as s, s.begin():
             yield s
 
     @contextlib.contextmanager
@@ -337,7 +382,7 @@ class History:
             with self.engine.begin() as conn:
                 yield conn
             return
-        with self._turn:
+        with self._unlocked(), self._turn:
             hot = self._hot
             if hot is None or hot.closed or hot.invalidated:
                 hot = self._hot = self.engine.connect()

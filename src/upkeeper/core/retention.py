@@ -361,7 +361,7 @@ def _file_bytes(path: os.PathLike[str]) -> int:
 def _sqlite_space(history: History, rep: PruneReport, vacuum: bool) -> None:
     """Hand free pages back to the file system (incremental auto-vacuum), or rewrite the file (``vacuum``)."""
     # the threads of this process take turns on the history (History.session); so does this
-    with history._turn, history.engine.connect() as conn:
+    with history._unlocked(), history._turn, history.engine.connect() as conn:
         raw = conn.connection.dbapi_connection
         assert raw is not None
         mode = int(raw.execute("PRAGMA auto_vacuum").fetchone()[0])
