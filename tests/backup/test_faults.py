@@ -250,11 +250,7 @@ def test_kill9_of_a_directory_format_backup_leaves_no_plaintext_dump_behind(
     """A directory-format dump is written in clear to a private temp dir, then uploaded file by file.  kill -9
     in the upload leaves that directory — the whole database in plaintext — where no 'finally' can remove it:
     the next run does, and lists only its own backup."""
-    db, _ = app_db
-    work = tmp_path / "work"
-    work.mkdir()
-    cfg = backup_config(db, options={"format": "directory", "jobs": 2}, backup={"work_dir": str(work)})
-    mark = tmp_path / "mark"
+    work, cfg, mark = _directory_backup_with_work_dir(app_db, backup_config, tmp_path)
     p = _start_run(cfg, {"UPKEEPER_FAULT_PAUSE": "during-upload:60", "UPKEEPER_FAULT_MARK": str(mark)})
     _wait_for(mark.exists, "the upload to begin")
     _kill9(p)
@@ -336,15 +332,9 @@ def test_a_directory_format_backup_whose_worker_is_killed_has_its_plaintext_dump
         cli: Any, app_db: tuple[str, dict[str, int]], backup_config: Any, tmp_path: Path) -> None:
     """``kill -9`` of the worker alone (the OOM killer) while it uploads a directory-format dump: the CLI sees
     its worker die and removes the plaintext dump directory in backup.work_dir itself."""
-    db, _ = app_db
-    work = tmp_path / "work"
-    work.mkdir()
-    cfg = backup_config(db, options={"format": "directory", "jobs": 2}, backup={"work_dir": str(work)})
-    mark = tmp_path / "mark"
-    p = _start_json_run(cfg, {"UPKEEPER_FAULT_PAUSE": "during-upload:60", "UPKEEPER_FAULT_MARK": str(mark)})
+    work, cfg, mark = _directory_backup_with_work_dir(app_db, backup_config, tmp_path)
+    p = _json_run_paused_in_the_upload(cfg, mark, work)
     try:
-        _wait_for(mark.exists, "the upload to begin", 30)
-        assert list(work.rglob("toc.dat")), "the plaintext dump is in the work directory"
         [worker] = psutil.Process(p.pid).children()
         worker.kill()
         out, _ = p.communicate(timeout=30)
@@ -368,10 +358,8 @@ def test_a_directory_format_backup_past_its_timeout_is_recorded_so_with_its_work
         "task": "postgres.backup", "target": "db", "timeout": "2s",
         "options": {"databases": [db], "globals": False, "format": "directory", "jobs": 2}}})
     mark = tmp_path / "mark"
-    p = _start_json_run(cfg, {"UPKEEPER_FAULT_PAUSE": "during-upload:60", "UPKEEPER_FAULT_MARK": str(mark)})
+    p = _json_run_paused_in_the_upload(cfg, mark, work)
     try:
-        _wait_for(mark.exists, "the upload to begin", 30)
-        assert list(work.rglob("toc.dat")), "the plaintext dump is in the work directory"
         out, _ = p.communicate(timeout=30)
     finally:
         if p.poll() is None:
@@ -381,3 +369,27 @@ def test_a_directory_format_backup_past_its_timeout_is_recorded_so_with_its_work
     [row] = cli(["--config", cfg, "history", "db-backup", "--json"]).json()
     shown = cli(["--config", cfg, "show", str(row["id"]), "--json"]).json()
     assert shown["details"].get("timed_out") is True, shown
+
+
+def _directory_backup_with_work_dir(app_db: tuple[str, dict[str, int]], backup_config: Any,
+                                    tmp_path: Path) -> tuple[Path, Any, Path]:
+    """A directory-format (jobs 2) backup config of the app database with its own backup.work_dir (made here),
+    and the path of a fault point's mark file."""
+    db, _ = app_db
+    work = tmp_path / "work"
+    work.mkdir()
+    return work, backup_config(db, options={"format": "directory", "jobs": 2},
+                               backup={"work_dir": str(work)}), tmp_path / "mark"
+
+
+def _json_run_paused_in_the_upload(cfg: Any, mark: Path, work: Path) -> subprocess.Popen[bytes]:
+    """``upkeeper run --json`` of the config's job, once it is paused in the upload with its plaintext
+    directory-format dump in ``work`` (killed if it does not get there)."""
+    p = _start_json_run(cfg, {"UPKEEPER_FAULT_PAUSE": "during-upload:60", "UPKEEPER_FAULT_MARK": str(mark)})
+    try:
+        _wait_for(mark.exists, "the upload to begin", 30)
+        assert list(work.rglob("toc.dat")), "the plaintext dump is in the work directory"
+    except BaseException:
+        _kill9(p)
+        raise
+    return p
