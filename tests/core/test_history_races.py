@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import event, text
+from sqlalchemy import event, select, text
 
 from upkeeper.backup.catalog import Catalog
 from upkeeper.backup.manifest import Manifest, new_backup_id
@@ -234,3 +234,34 @@ def test_notify_state_rows_created_by_two_daemons_at_once(pair: tuple[History, H
         change = NotifyStore(second).update(job, "run", "run", problem=True, severity="error",
                                             now=T + timedelta(minutes=1))
     assert change is not None and (change.kind, change.count, change.since) == ("quiet", 2, T)
+
+
+# -- history retention -----------------------------------------------------------------------------------------
+
+
+def test_two_prunes_counting_streaks_of_the_same_jobs_do_not_deadlock(pair: tuple[History, History]) -> None:
+    """Two daemons prune at once, each deleting other failed runs of the same two jobs (another batch, another
+    cutoff), which come back from the DELETE in another order: each counts them in the jobs' ``run_streaks`` rows,
+    locking one row per job.  In the order of the rows, the first locked x and then waited for y while the second
+    held y and waited for x: PostgreSQL aborted one ("deadlock detected") and its prune failed."""
+    from upkeeper.core.models import StreakRow
+    from upkeeper.core.retention import _carry_streaks
+
+    first, second = pair
+    x, y = unique("streak_a"), unique("streak_b")
+
+    def gone(*jobs: str) -> list[tuple[int, str, str, datetime, None]]:  # rows as the DELETE … RETURNING gives them
+        return [(next(_names), job, "fail", T + timedelta(minutes=next(_names)), None) for job in jobs]
+
+    def carry(history: History, rows: list[tuple[int, str, str, datetime, None]]) -> int:
+        with history.session() as s:
+            return _carry_streaks(s.connection(), rows)
+
+    # the first prune holds x's row when the second starts (y, then x: it waits, holding y on the old code)
+    with before(first, "UPDATE run_streaks", lambda: beside(second, lambda: carry(second, gone(y, x)))) as joins:
+        assert carry(first, gone(x, y)) == 2
+    assert joins[0]() == 2
+    with first.session() as s:
+        rows = s.execute(select(StreakRow.job, StreakRow.failures).where(StreakRow.job.in_([x, y])))
+        counted = {job: failures for job, failures in rows}
+    assert counted == {x: 2, y: 2}

@@ -84,9 +84,9 @@ def test_old_history_goes_and_what_readers_need_stays(history: History) -> None:
     store.add_event(ts=OLD, topic="finding", state="problem", severity="critical", title="t", text="x", data={},
                     job="open", check="disk")
     sent = store.add_delivery("mail", [], {}, OLD, timedelta(minutes=1))
-    store.mark_sent(sent, OLD)
+    assert store.mark_sent(sent, OLD, leased_until=OLD + timedelta(minutes=1))
     failing = store.add_delivery("mail", [], {}, OLD, timedelta(minutes=1))
-    store.mark_failed(failing, "refused", NOW + day)
+    assert store.mark_failed(failing, "refused", NOW + day, leased_until=OLD + timedelta(minutes=1))
     before = {m: count(h, m) for m in (RunRow, FindingRow, MetricRow, NotifyEventRow, NotifyDeliveryRow, AuditRow)}
 
     cut = {"runs_before": NOW - timedelta(days=90), "audit_before": NOW - timedelta(days=365)}

@@ -248,3 +248,31 @@ def test_catch_up_skip_does_not_run_a_stopped_occurrence_again_and_says_so(tmp_p
     missed = checks.find_missed([setup.jobs["nightly"]], history, T0 + timedelta(days=1) + grace + timedelta(minutes=1),
                                 grace, None, {"nightly": T0})
     assert [m.job for m in missed] == ["nightly"]
+
+
+def test_a_stopped_occurrence_a_successful_run_has_done_since_is_not_run_again(tmp_path: Path) -> None:
+    """The nightly backup stopped by a restart, then made by hand ('upkeeper run nightly') before the daemon was
+    back: the daemon made it a second time.  A successful run of the job started since the occurrence makes the
+    run again unnecessary (a skipped row says so); one started before the occurrence does not."""
+    for name, manual_at, rerun in (("before", T0 - timedelta(hours=1), True), ("after", T0 + timedelta(minutes=5),
+                                                                               False)):
+        url = f"sqlite:///{tmp_path / f'{name}.db'}"
+        setup = _setup(url)
+        history = History(url)
+        by_hand = _daemon_at(setup, url, manual_at, f"{name}-cli")
+        manual, _outcome, status = by_hand.runner.run_manual(setup.jobs["nightly"], retries=False)
+        assert status == "ok"
+        rid = _interrupted(history, T0, stopped=True)
+        d = _daemon_at(setup, url, T0 + timedelta(minutes=30), name)
+        claimed = [c[0] for c in d.prepare().claimed]
+        assert d.wait_idle()
+        after = _after(history, rid)
+        if rerun:
+            assert claimed == ["nightly"] and [(r.trigger, r.status) for r in after] == [("catch-up", "ok")]
+        else:
+            assert claimed == [] and [(r.trigger, r.status) for r in after] == [("catch-up", "skipped")]
+            assert after[0].details == {"rerun_of": rid, "occurrence": T0.isoformat(), "done_by": manual}
+            assert f"run {manual} (manual, ok)" in after[0].summary, after[0].summary
+            # and a later start leaves it at that
+            assert _daemon_at(setup, url, T0 + timedelta(hours=1), f"{name}-later").prepare().claimed == []
+            assert len(_after(history, rid)) == 1

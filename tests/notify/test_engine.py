@@ -280,3 +280,38 @@ def test_a_queued_delivery_taken_over_by_the_retry_path_is_sent_once(make_env, w
     assert len(webhook_receiver.requests) == 1
     [d] = env.engine.store.deliveries()
     assert d.status == "sent" and d.attempts == 1
+
+
+def test_a_late_outcome_of_an_attempt_whose_lease_ran_out_is_not_recorded(make_env, webhook_receiver,
+                                                                         caplog) -> None:
+    """A send slower than the delivery's lease (an endpoint answering 500 after minutes): meanwhile another daemon's
+    retry path claims the delivery and sends it.  The first attempt's failure, recorded after that, overwrote the
+    'sent' and scheduled a retry: the message went out twice.  Now it is logged, not recorded."""
+    import logging
+
+    from upkeeper.notify.engine import NotificationEngine
+
+    env = make_env(config(channels(webhook_receiver)))
+    other = NotificationEngine(env.setup, env.history, clock=env.clock)  # another daemon on the same history
+    transport = env.engine.transports["hook"]
+    send = transport.send
+    taken = []
+
+    def slow_send(payload):  # the endpoint answers 500, but only after the lease ran out and the other daemon sent
+        try:
+            return send(payload)
+        finally:
+            taken.extend(other.retry_due(env.now[0] + timedelta(minutes=3)))
+
+    transport.send = slow_send
+    webhook_receiver.fail_with = [500]
+    script("nightly", fail("disk full"))
+    with caplog.at_level(logging.WARNING, logger="upkeeper.notify.engine"):
+        assert env.run("nightly") == "fail"
+    assert [r.ok for r in taken] == [True] and len(webhook_receiver.wait_for(1)) == 1  # (the 500 is not counted)
+    [d] = env.engine.store.deliveries()
+    assert (d.status, d.attempts, d.next_attempt_at, d.last_error) == ("sent", 1, None, "")
+    assert any("not recorded: its lease ran out" in r.getMessage() for r in caplog.records), caplog.text
+    assert env.engine.retry_due(env.now[0] + timedelta(days=1)) == []  # nothing left to send again
+    time.sleep(0.2)
+    assert len(webhook_receiver.requests) == 1

@@ -233,8 +233,9 @@ class Daemon:
     def _stopped_again(self, job: Job, row: RunRow, now: datetime, report: TickReport) -> _Due | None:
         """The job's newest occurrence was interrupted by a stop asked for (``row``, ``details.stopped``) and no
         later occurrence has come due: run it again once now, as a catch-up (policy ``latest``, the occurrence no
-        older than ``catch_up_grace``, at most :data:`STOP_RERUNS` times per occurrence); otherwise record why not
-        (a ``skipped`` catch-up row).  The row of the k-th run again is keyed ``occurrence + k µs``: an instant
+        older than ``catch_up_grace``, at most :data:`STOP_RERUNS` times per occurrence, and no successful run of the
+        job started since the occurrence's instant — a manual one after the stop did its work); otherwise record
+        why not (a ``skipped`` catch-up row).  The row of the k-th run again is keyed ``occurrence + k µs``: an instant
         every daemon computes alike from the history, so two daemons starting together claim it once, and the
         occurrence's tries stay side by side (``history`` shows it scheduled at the occurrence's second)."""
         details = row.details if isinstance(row.details, dict) else {}
@@ -246,7 +247,14 @@ class Daemon:
         why = f"run {row.id} (occurrence {occurrence.isoformat()}) was stopped when upkeeper was asked to stop"
         grace = job.effective_grace()
         reason: str | None = None
-        if k >= STOP_RERUNS:
+        extra: dict[str, object] = {}
+        done = self.history.success_started_since(job.name, occurrence)
+        if done is not None:  # e.g. 'upkeeper run JOB' after the stop: the backup is made, making it again is waste
+            assert done.started_at is not None
+            reason = f"not run again: {why}, and run {done.id} ({done.trigger}, {done.status}) of {job.name} " \
+                     f"started since, at {done.started_at.isoformat()}"
+            extra = {"done_by": done.id}
+        elif k >= STOP_RERUNS:
             reason = f"not run again: {why}, and it was already run again {k} time(s) after a stop (at most " \
                      f"{STOP_RERUNS})"
         elif job.catch_up != "latest":
@@ -256,7 +264,8 @@ class Daemon:
         if reason is not None:
             rid = self.history.record_skip(job.name, job.task_name, job.target_name, key, reason,
                                            trigger="catch-up", owner=self.owner, node=self.node,
-                                           details={"rerun_of": row.id, "occurrence": occurrence.isoformat()})
+                                           details={"rerun_of": row.id, "occurrence": occurrence.isoformat(),
+                                                    **extra})
             if rid is not None:
                 log.info("%s: %s", job.name, reason)
                 report.skipped.append((job.name, key, reason))

@@ -764,6 +764,19 @@ class History:
                 .limit(1)
             ).first()
 
+    def success_started_since(self, job: str, since: datetime) -> RunRow | None:
+        """The first successful run (ok, warn) of ``job``, whatever its trigger, that started at or after ``since``
+        (None: none)."""
+        from upkeeper.core.models import RunRow
+
+        with self.session() as s:
+            return s.scalars(
+                select(RunRow)
+                .where(RunRow.job == job, RunRow.status.in_(["ok", "warn"]), RunRow.started_at >= since)
+                .order_by(RunRow.started_at, RunRow.id)
+                .limit(1)
+            ).first()
+
     def recover_orphans(self, node: str, stale_after: timedelta = timedelta(minutes=2)) -> list[int]:
         """Mark runs whose owner process died as ``interrupted``.  Returns their ids.
 

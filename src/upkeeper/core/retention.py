@@ -260,14 +260,16 @@ def _carry_streaks(conn: Connection, gone: Sequence[Any]) -> int:
     """Count the deleted failed runs that belong to their job's current failure streak in ``run_streaks``.
 
     Part of the deleting transaction, and from the rows it deleted (``RETURNING``): two prunes at once
-    (daemons sharing a PostgreSQL history) never count a run twice.  A streak is the failed runs that
+    (daemons sharing a PostgreSQL history) never count a run twice.  The jobs' rows are locked in the order of
+    their names, not of the deleted rows: two prunes deleting different runs of the same jobs wait for each
+    other instead of deadlocking (PostgreSQL aborted one).  A streak is the failed runs that
     finished after the job's latest successful run (which retention keeps); its row names that run, and a
     row naming an older success is replaced, not added to.  Returns how many runs were counted.
     """
     streaks = _t(StreakRow)
     n = 0
     now = datetime.now(UTC)
-    for job, (after, mine) in _streak_failures(conn, gone).items():
+    for job, (after, mine) in sorted(_streak_failures(conn, gone).items(), key=lambda kv: kv[0]):
         since = min(f[0] for f in mine)
         # the row exists (a prune of another daemon may be creating it now: no duplicate-key error), then
         # locked, so a concurrent prune's addition waits for this one's

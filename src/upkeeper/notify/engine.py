@@ -117,8 +117,10 @@ class NotificationEngine:
             did, channel, payload, created = item
             try:
                 # queued longer than the lease: a retry may have taken it; send only if it is still ours
-                if self.store.renew_lease(did, created + DELIVERY_LEASE, self.clock(), DELIVERY_LEASE):
-                    self._attempt(did, channel, payload, 0, created, self.clock())
+                now = self.clock()
+                until = self.store.renew_lease(did, created + DELIVERY_LEASE, now, DELIVERY_LEASE)
+                if until is not None:
+                    self._attempt(did, channel, payload, 0, created, now, until)
             except Exception as exc:  # history unavailable: the lease expires and a retry sends it
                 log.warning("notification %s to %s not sent: %s", did, channel, redact(str(exc)))
 
@@ -483,17 +485,21 @@ class NotificationEngine:
             if self._outbox is not None:
                 self._outbox.put((did, channel, payload, now))
             else:
-                self._attempt(did, channel, payload, 0, now, now)
+                self._attempt(did, channel, payload, 0, now, now, now + DELIVERY_LEASE)
         return recorded
 
     def deliver(self, delivery_id: int, now: datetime) -> DeliveryResult | None:
         row = self.store.claim_one(delivery_id, now, DELIVERY_LEASE)
-        if row is None:
+        if row is None or row.next_attempt_at is None:
             return None
-        return self._attempt(row.id, row.channel, row.payload, row.attempts, row.created_at, now)
+        return self._attempt(row.id, row.channel, row.payload, row.attempts, row.created_at, now,
+                             row.next_attempt_at)
 
     def _attempt(self, did: int, channel: str, payload: dict[str, Any], attempts: int, created: datetime,
-                 now: datetime) -> DeliveryResult:
+                 now: datetime, leased_until: datetime) -> DeliveryResult:
+        """Send a delivery we hold the lease of (until ``leased_until``) and record the outcome — unless the
+        lease ran out meanwhile (a slow channel, a stalled process) and another claim took the delivery: its
+        outcome is then the delivery's (it may have sent it), ours is only logged."""
         transport = self.transports.get(channel)
         try:
             if transport is None:
@@ -505,12 +511,17 @@ class NotificationEngine:
             d = self.cfg.delivery
             delay = min(d.retry_delay * (2 ** attempts), d.retry_max_delay)
             nxt = None if permanent or now + delay - created > d.give_up_after else now + delay
-            self.store.mark_failed(did, msg, nxt)
-            log.warning("notification to %s failed (%s): %s", channel,
-                        "giving up" if nxt is None else f"retry at {nxt.isoformat()}", redact(msg))
+            if self.store.mark_failed(did, msg, nxt, leased_until=leased_until):
+                log.warning("notification to %s failed (%s): %s", channel,
+                            "giving up" if nxt is None else f"retry at {nxt.isoformat()}", redact(msg))
+            else:
+                log.warning("notification %s to %s failed (%s), not recorded: its lease ran out meanwhile and "
+                            "another attempt took it over", did, channel, redact(msg))
             res = DeliveryResult(did, channel, False, redact(msg))
         else:
-            self.store.mark_sent(did, now)
+            if not self.store.mark_sent(did, now, leased_until=leased_until):
+                log.warning("notification %s to %s sent, not recorded: its lease ran out meanwhile and another "
+                            "attempt took it over (it may arrive twice)", did, channel)
             res = DeliveryResult(did, channel, True, receipt)
         self.last_results.append(res)
         del self.last_results[:-200]
@@ -519,7 +530,9 @@ class NotificationEngine:
     def retry_due(self, now: datetime) -> list[DeliveryResult]:
         out = []
         for row in self.store.claim_due(now, DELIVERY_LEASE):
-            out.append(self._attempt(row.id, row.channel, row.payload, row.attempts, row.created_at, now))
+            assert row.next_attempt_at is not None  # the claim: its lease's end
+            out.append(self._attempt(row.id, row.channel, row.payload, row.attempts, row.created_at, now,
+                                     row.next_attempt_at))
         return out
 
     # -- periodic ---------------------------------------------------------------------------

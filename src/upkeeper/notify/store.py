@@ -247,8 +247,11 @@ class NotifyStore:
 
     def add_delivery(self, channel: str, event_ids: list[int], payload: dict[str, Any], now: datetime,
                      lease: timedelta) -> int:
-        """A new delivery, leased to its creator (who sends it right away); if the creator dies, the
-        lease expires and whoever retries deliveries picks it up."""
+        """A new delivery, leased to its creator (who sends it right away) until ``now + lease``; if the creator
+        dies, the lease expires and whoever retries deliveries picks it up.
+
+        A lease is held by whoever set ``next_attempt_at`` to its end (the claim): every claim moves it, and
+        :meth:`mark_sent` / :meth:`mark_failed` record an attempt only while it is still the holder's."""
         with self.history.session() as s:
             row = NotifyDeliveryRow(created_at=now, channel=channel, status="pending", attempts=0,
                                     next_attempt_at=now + lease, event_ids=event_ids, payload=redact_obj(payload),
@@ -257,19 +260,25 @@ class NotifyStore:
             s.flush()
             return int(row.id)
 
-    def renew_lease(self, delivery_id: int, leased_until: datetime, now: datetime, lease: timedelta) -> bool:
-        """Keep a delivery we leased at creation, unless its lease ran out and a retry took it meanwhile."""
+    def renew_lease(self, delivery_id: int, leased_until: datetime, now: datetime,
+                    lease: timedelta) -> datetime | None:
+        """Keep a delivery we leased at creation, unless its lease ran out and a retry took it meanwhile.
+        Returns the renewed lease's end (None: no longer ours)."""
+        until = now + lease
         with self.history.session() as s:
             res = s.execute(
                 update(NotifyDeliveryRow)
                 .where(NotifyDeliveryRow.id == delivery_id, NotifyDeliveryRow.status == "pending",
                        NotifyDeliveryRow.attempts == 0, NotifyDeliveryRow.next_attempt_at == leased_until)
-                .values(next_attempt_at=now + lease)
+                .values(next_attempt_at=until)
             )
-            return res.rowcount == 1  # type: ignore[attr-defined,no-any-return]
+            return until if res.rowcount == 1 else None  # type: ignore[attr-defined]
 
     def claim_due(self, now: datetime, lease: timedelta, limit: int = 50) -> list[NotifyDeliveryRow]:
-        """Deliveries whose (next) attempt is due; each is leased so another daemon skips it."""
+        """Deliveries whose (next) attempt is due; each is leased so another daemon skips it.  A returned row's
+        ``next_attempt_at`` is its lease's end (the claim :meth:`mark_sent` / :meth:`mark_failed` check): later
+        than the due instant it replaced, so no two claims of a delivery are alike."""
+        until = now + lease
         with self.history.session() as s:
             rows = s.scalars(
                 select(NotifyDeliveryRow)
@@ -282,37 +291,61 @@ class NotifyStore:
                 res = s.execute(
                     update(NotifyDeliveryRow)
                     .where(NotifyDeliveryRow.id == row.id, NotifyDeliveryRow.next_attempt_at == row.next_attempt_at)
-                    .values(next_attempt_at=now + lease)
+                    .values(next_attempt_at=until)
                 )
                 if res.rowcount == 1:  # type: ignore[attr-defined]
                     out.append(row)
-            return out
+        for row in out:  # detached now: what the claim wrote
+            row.next_attempt_at = until
+        return out
 
     def claim_one(self, delivery_id: int, now: datetime, lease: timedelta) -> NotifyDeliveryRow | None:
-        """Take one unsent delivery now, whatever its schedule (compare-and-set: one taker wins)."""
+        """Take one unsent delivery now, whatever its schedule (compare-and-set: one taker wins).  The returned
+        row's ``next_attempt_at`` is the lease's end, never the one it replaced (the claim is told apart)."""
+        until = now + lease
         with self.history.session() as s:
             row = s.get(NotifyDeliveryRow, delivery_id)
             if row is None or row.status not in ("pending", "failed"):
                 return None
+            if row.next_attempt_at == until:  # taken from a holder who claimed it at this very instant
+                until += timedelta(microseconds=1)
             res = s.execute(
                 update(NotifyDeliveryRow)
                 .where(NotifyDeliveryRow.id == delivery_id, NotifyDeliveryRow.status == row.status,
                        NotifyDeliveryRow.next_attempt_at == row.next_attempt_at,
                        NotifyDeliveryRow.attempts == row.attempts)
-                .values(next_attempt_at=now + lease)
+                .values(next_attempt_at=until)
             )
-            return row if res.rowcount == 1 else None  # type: ignore[attr-defined]
+            if res.rowcount != 1:  # type: ignore[attr-defined]
+                return None
+        row.next_attempt_at = until
+        return row
 
-    def mark_sent(self, delivery_id: int, now: datetime) -> None:
+    def _attempted(self, delivery_id: int, leased_until: datetime, values: dict[str, Any]) -> bool:
+        """Record an attempt if the delivery is still claimed by whoever holds the lease ending ``leased_until``
+        (compare-and-set).  False: the lease ran out and another claim took the delivery meanwhile (it may
+        have sent it already): that claim's outcome is the delivery's, this attempt's is not recorded."""
         with self.history.session() as s:
-            s.execute(update(NotifyDeliveryRow).where(NotifyDeliveryRow.id == delivery_id).values(
-                status="sent", sent_at=now, next_attempt_at=None, attempts=NotifyDeliveryRow.attempts + 1))
+            res = s.execute(
+                update(NotifyDeliveryRow)
+                .where(NotifyDeliveryRow.id == delivery_id, NotifyDeliveryRow.status.in_(["pending", "failed"]),
+                       NotifyDeliveryRow.next_attempt_at == leased_until)
+                .values(**values, attempts=NotifyDeliveryRow.attempts + 1)
+            )
+            return res.rowcount == 1  # type: ignore[attr-defined,no-any-return]
 
-    def mark_failed(self, delivery_id: int, error: str, next_attempt_at: datetime | None) -> None:
-        with self.history.session() as s:
-            s.execute(update(NotifyDeliveryRow).where(NotifyDeliveryRow.id == delivery_id).values(
-                status="failed" if next_attempt_at is not None else "dead", last_error=redact(error)[:2000],
-                next_attempt_at=next_attempt_at, attempts=NotifyDeliveryRow.attempts + 1))
+    def mark_sent(self, delivery_id: int, now: datetime, *, leased_until: datetime) -> bool:
+        """Record a delivery sent by the holder of the lease ending ``leased_until``; False: not its holder
+        any more (see :meth:`_attempted`)."""
+        return self._attempted(delivery_id, leased_until, {"status": "sent", "sent_at": now, "next_attempt_at": None})
+
+    def mark_failed(self, delivery_id: int, error: str, next_attempt_at: datetime | None, *,
+                    leased_until: datetime) -> bool:
+        """Record a failed attempt (``next_attempt_at`` None: given up, ``dead``) by the holder of the lease
+        ending ``leased_until``; False: not its holder any more (see :meth:`_attempted`)."""
+        return self._attempted(delivery_id, leased_until, {
+            "status": "failed" if next_attempt_at is not None else "dead", "last_error": redact(error)[:2000],
+            "next_attempt_at": next_attempt_at})
 
     def deliveries(self, *, limit: int = 50, statuses: Sequence[str] | None = None,
                    since: datetime | None = None) -> list[NotifyDeliveryRow]:
