@@ -179,7 +179,10 @@ def test_two_daemons_starting_together_run_the_stopped_occurrence_once(tmp_path:
     assert all(d.wait_idle() for d in daemons)
     after = _after(history, rid)
     assert [(r.trigger, r.status, r.details["rerun_of"]) for r in after] == [("catch-up", "ok", rid)]
-    assert sorted((len(r.claimed), len(r.lost)) for r in reports) == [(0, 1), (1, 0)]
+    # one claims it; the other loses the claim, or — when the first's rerun has already ended ok by then —
+    # finds the occurrence done and records nothing (its skip row would take the same key)
+    assert sorted(len(r.claimed) for r in reports) == [0, 1]
+    assert sorted(len(r.lost) for r in reports) in ([0, 0], [0, 1])
 
 
 def test_a_worker_killed_alone_or_a_superseded_stop_is_not_run_again(tmp_path: Path) -> None:
