@@ -371,6 +371,33 @@ def test_a_directory_format_backup_past_its_timeout_is_recorded_so_with_its_work
     assert shown["details"].get("timed_out") is True, shown
 
 
+def test_a_backup_past_its_timeout_whose_cleanup_outlasts_the_kill_grace_is_killed_and_cleaned_by_the_cli(
+        cli: Any, app_db: tuple[str, dict[str, int]], backup_config: Any, tmp_path: Path) -> None:
+    """The timeout's SIGTERM unwinds the task, but its cleanup (the partial upload's abort) hangs: the worker is
+    SIGKILLed ``kill_grace`` after the SIGTERM (not after the hang), the CLI removes the plaintext dump directory
+    itself, the run is recorded as timed out, and the partial objects keep their temp names (never listed)."""
+    db, _ = app_db
+    work = tmp_path / "work"
+    work.mkdir()
+    cfg = backup_config(db, backup={"work_dir": str(work)}, extra_jobs={"db-backup": {
+        "task": "postgres.backup", "target": "db", "timeout": "2s", "kill_grace": "300ms",
+        "options": {"databases": [db], "globals": False, "format": "directory", "jobs": 2}}})
+    mark = tmp_path / "mark"
+    p = _start_json_run(cfg, {"UPKEEPER_FAULT_PAUSE": "during-upload:60,upload-abort:60",
+                              "UPKEEPER_FAULT_MARK": str(mark)})
+    try:
+        _wait_for(lambda: mark.exists() or p.poll() is not None, "the upload to begin", 30)
+        assert mark.exists(), p.communicate()
+        assert list(work.rglob("toc.dat")), "the plaintext dump is in the work directory"
+        out, _ = p.communicate(timeout=20)  # never waits for the hanging abort (60 s)
+    finally:
+        if p.poll() is None:
+            _kill9(p)
+    assert mark.read_text().split() == ["during-upload", "upload-abort"]  # the SIGTERM unwound it into the abort
+    _assert_the_dead_runs_work_files_removed(cli, cfg, p, out, work, tmp_path / "store1", "timed out after 2s",
+                                             by_the_cli=True)
+
+
 def _directory_backup_with_work_dir(app_db: tuple[str, dict[str, int]], backup_config: Any,
                                     tmp_path: Path) -> tuple[Path, Any, Path]:
     """A directory-format (jobs 2) backup config of the app database with its own backup.work_dir (made here),

@@ -63,8 +63,8 @@ class ObjectRecord:
 
 def fault_pause(point: str) -> None:
     """Fault injection for the crash tests: ``UPKEEPER_FAULT_PAUSE=point:seconds`` sleeps at ``point``
-    (``during-upload``, ``before-manifest``, ``before-scratch-drop``…); ``UPKEEPER_FAULT_MARK=file`` is appended
-    to on arrival."""
+    (``during-upload``, ``upload-abort``, ``before-manifest``, ``before-scratch-drop``…);
+    ``UPKEEPER_FAULT_MARK=file`` is appended to on arrival."""
     spec = os.environ.get("UPKEEPER_FAULT_PAUSE", "")
     for item in spec.split(","):
         name, _, secs = item.partition(":")
@@ -213,6 +213,7 @@ class ObjectUpload:
 
     @shielded()  # a stop arriving meanwhile waits for it (upkeeper.shield)
     def abort(self) -> None:
+        fault_pause("upload-abort")  # (the tests: a cleanup that outlasts the kill grace)
         if self.age is not None:
             self.age.close()
         if self._drain is not None:

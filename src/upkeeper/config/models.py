@@ -58,6 +58,14 @@ class Defaults(StrictModel):
         default=timedelta(hours=1), description="kill a run (its whole process group) after this long. "
                 "Source: upkeeper default"
     )
+    kill_grace: Duration = Field(
+        default=timedelta(seconds=5), description="a run stopped (its timeout, a stop of the daemon or of "
+        "'upkeeper run') gets SIGTERM: its task unwinds and its cleanup runs (work files removed, a partial "
+        "upload deleted, a verify's scratch database dropped); this long after, its whole process group is "
+        "SIGKILLed, cleanup done or not (what it left is removed later: docs/scheduling.md, 'Stopping and "
+        "crashing'). Raise it when a cleanup needs longer (dropping a very large scratch database). "
+        "Source: upkeeper default",
+    )
     retries: int = Field(0, ge=0, le=20, description="retries after a failed or errored run. "
             "Source: upkeeper default")
     retry_delay: Duration = Field(
@@ -153,6 +161,8 @@ class JobConfig(StrictModel):
         description="labels notification routes can match. Source: upkeeper (not set by default)")
     timeout: Duration | None = Field(None,
         description="overrides defaults.timeout. Source: upkeeper (not set by default)")
+    kill_grace: Duration | None = Field(None,
+        description="overrides defaults.kill_grace. Source: upkeeper (not set by default)")
     retries: int | None = Field(None, ge=0, le=20,
         description="overrides defaults.retries. Source: upkeeper (not set by default)")
     retry_delay: Duration | None = Field(None,

@@ -71,6 +71,7 @@ class Executor(Protocol):
         on_log: LogFn | None = None,
         on_progress: ProgressFn | None = None,
         cancel: threading.Event | None = None,
+        kill_grace: float | None = None,
     ) -> Outcome: ...
 
     def shutdown(self) -> None: ...
@@ -95,6 +96,7 @@ class InlineExecutor:
         on_log: LogFn | None = None,
         on_progress: ProgressFn | None = None,
         cancel: threading.Event | None = None,
+        kill_grace: float | None = None,
     ) -> Outcome:
         def send(msg: tuple[Any, ...]) -> None:
             if msg[0] == "log" and on_log:
@@ -333,8 +335,8 @@ class WorkerPool:
         with self._lock:
             self._count -= 1
 
-    def _kill(self, w: _Worker) -> bool:
-        """SIGTERM the worker's whole process group, SIGKILL after the grace, reap.  True when the worker ended
+    def _kill(self, w: _Worker, grace: float | None = None) -> bool:
+        """SIGTERM the worker's whole process group, SIGKILL after ``grace`` (default: the pool's), reap.  True when the worker ended
         within the grace (its task unwound: see :func:`upkeeper.core.worker._on_term`)."""
         pgid = w.pid
         try:
@@ -343,7 +345,7 @@ class WorkerPool:
             pass
         unwound = True
         try:
-            w.popen.wait(timeout=self.kill_grace)
+            w.popen.wait(timeout=self.kill_grace if grace is None else grace)
         except subprocess.TimeoutExpired:
             unwound = False
         try:
@@ -381,7 +383,11 @@ class WorkerPool:
         on_log: LogFn | None = None,
         on_progress: ProgressFn | None = None,
         cancel: threading.Event | None = None,
+        kill_grace: float | None = None,
     ) -> Outcome:
+        """Run ``req`` in a worker.  On ``timeout`` (seconds) or ``cancel``, its process group is SIGTERMed (the
+        task unwinds: its cleanup runs) and SIGKILLed ``kill_grace`` seconds later (default: the pool's)."""
+        grace = self.kill_grace if kill_grace is None else kill_grace
         try:
             w = self._acquire()
         except Exception as exc:
@@ -459,16 +465,16 @@ class WorkerPool:
                                        state=msg[2] if len(msg) > 2 else None)
                     continue
                 if cancel is not None and cancel.is_set():
-                    unwound = self._kill(w)
+                    unwound = self._kill(w, grace)
                     return Outcome(
                         Result(status=Status.ERROR,
                                summary=STOPPED_SUMMARY if unwound else
-                               f"{STOPPED}; the task did not end within {self.kill_grace:g}s of SIGTERM and its "
+                               f"{STOPPED}; the task did not end within {grace:g}s of SIGTERM and its "
                                "processes were killed (SIGKILL)"),
                         started, _now(), interrupted=True, worker_pid=w.pid,
                     )
                 if deadline is not None and time.monotonic() >= deadline:
-                    self._kill(w)
+                    self._kill(w, grace)
                     return Outcome(
                         Result(status=Status.ERROR,
                                summary=f"timed out after {timeout:g}s; the task and all its subprocesses were killed"),

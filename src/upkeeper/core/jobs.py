@@ -54,6 +54,8 @@ class Job:
     extra: dict[str, Any] = field(default_factory=dict)
     window: str | None = None
     missed_grace: timedelta | None = None
+    #: after a stop's or timeout's SIGTERM, until the run's process group is SIGKILLed (defaults.kill_grace)
+    kill_grace: timedelta = timedelta(seconds=5)
 
     @property
     def jitter_offset(self) -> timedelta:
@@ -224,6 +226,7 @@ def build_setup(config: Config) -> Setup:
             description=jc.description,
             window=jc.window,
             missed_grace=jc.missed_grace,
+            kill_grace=jc.kill_grace if jc.kill_grace is not None else d.kill_grace,
         )
     problems.extend(_shared_series(jobs, lines))
     problems.extend(_retention_problems(config, jobs, lines))

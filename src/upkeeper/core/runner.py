@@ -257,7 +257,7 @@ class Runner:
                               scheduled_for=scheduled_for, attempt=attempt)
             timeout = job.timeout.total_seconds() if job.timeout else None
             outcome = self.executor.execute(req, timeout=timeout, on_log=log_cb, on_progress=on_progress,
-                                            cancel=cancel)
+                                            cancel=cancel, kill_grace=job.kill_grace.total_seconds())
             if outcome.crashed or outcome.timed_out:
                 self._remove_work_files(outcome, log_cb)
             status = outcome.status
