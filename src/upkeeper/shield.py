@@ -9,7 +9,19 @@ after a failure — that exception cut the cleanup short and left what it was re
 Code inside :func:`shielded` (a context manager, or a decorator) is not interrupted: the handlers hand the
 exception to :func:`stop_or_defer`, which keeps it while any shielded section runs in the main thread and
 raises it once the outermost one ends.  What bounds a cleanup that hangs is the SIGKILL that follows the stop
-(the executor's after its grace, systemd's after TimeoutStopSec).
+(the executor's after the job's ``kill_grace``, systemd's after TimeoutStopSec).
+
+Only the main thread's sections count, on purpose: Python runs signal handlers in the main thread, so only it is
+ever interrupted by a stop, and it is the thread that runs the task.  A helper thread's section (an upload's
+drain, a verify's space watch dropping the scratch database) is never cut by the stop's exception, so it needs
+no shield; counted, it would delay the task's stop for as long as that helper works, and its end would raise the
+stop in the helper, where nothing unwinds the task.
+
+A stop is acted on at once until the section's first statement runs: a cleanup whose ``finally`` or ``except``
+had just begun when the stop arrived — a few bytecodes, no I/O, before the shield is entered — is skipped, and
+what it removes is left to the next sweep (work directories, partial uploads, scratch databases are all found and
+removed later).  A stop that is itself what started the unwinding is raised once only (the worker's
+:func:`~upkeeper.core.worker._on_term`, a command's SIGTERM), so it never cuts the cleanup it started.
 """
 
 from __future__ import annotations

@@ -269,3 +269,44 @@ def test_ctrl_c_during_a_shielded_cleanup_waits_for_it_and_a_second_one_cuts_it_
             assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
     finally:
         signal.signal(signal.SIGINT, old)
+
+
+def test_a_shielded_section_of_another_thread_neither_defers_nor_takes_the_main_threads_stop() -> None:
+    """Stop signals are handled in the main thread, which runs the task; helper threads (upload drains, a verify's
+    space watch) are never interrupted by them.  A helper's shielded section therefore neither delays the main
+    thread's stop, nor is the stop raised in the helper when its section ends, nor is a stop left pending."""
+    import os
+    import signal
+    import threading
+    import time
+
+    from upkeeper.cli._signals import Terminated, sigterm_unwinds
+    from upkeeper.shield import deferred, shielded
+
+    inside, leave = threading.Event(), threading.Event()
+    helper: list[str] = []
+
+    def cleanup() -> None:
+        try:
+            with shielded():
+                inside.set()
+                leave.wait(5)
+            helper.append("done")
+        except BaseException as exc:
+            helper.append(type(exc).__name__)
+
+    t = threading.Thread(target=cleanup)
+    t.start()
+    try:
+        assert inside.wait(5)
+        with sigterm_unwinds():
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(1)
+                raise AssertionError("the main thread's stop waited for another thread's cleanup")
+            except Terminated:
+                pass
+    finally:
+        leave.set()
+        t.join(5)
+    assert helper == ["done"] and not deferred()
