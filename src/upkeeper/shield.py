@@ -17,8 +17,8 @@ drain, a verify's space watch dropping the scratch database) is never cut by the
 no shield; counted, it would delay the task's stop for as long as that helper works, and its end would raise the
 stop in the helper, where nothing unwinds the task.
 
-A stop is acted on at once until the section's first statement runs: a cleanup whose ``finally`` or ``except``
-had just begun when the stop arrived — a few bytecodes, no I/O, before the shield is entered — is skipped, and
+A stop is acted on at once until the shield is entered: a cleanup whose ``finally`` or ``except``
+had just begun when the stop arrived (a few bytecodes earlier, no I/O between) is skipped, and
 what it removes is left to the next sweep (work directories, partial uploads, scratch databases are all found and
 removed later).  A stop that is itself what started the unwinding is raised once only (the worker's
 :func:`~upkeeper.core.worker._on_term`, a command's SIGTERM), so it never cuts the cleanup it started.

@@ -831,7 +831,10 @@ class History:
         """Mark this owner's queued or running runs ``interrupted`` (daemon shutdown: a stop asked for,
         ``details.stopped``, see :func:`stopped_on_request`).
 
-        Compare-and-set per run: a run of this owner recording its outcome at the same moment keeps it."""
+        Compare-and-set per run: a run of this owner recording its outcome at the same moment keeps it.  The
+        details written back are those read plus ``stopped``, and none is lost: while a run is queued or running
+        and this owner's, only :meth:`finish_run` changes its details, and it ends the run (the compare-and-set
+        then fails)."""
         runs = tables.runs
         now = datetime.now(UTC)
         done: list[int] = []
