@@ -420,3 +420,20 @@ def _json_run_paused_in_the_upload(cfg: Any, mark: Path, work: Path) -> subproce
         _kill9(p)
         raise
     return p
+
+
+def test_a_backup_stopped_just_before_its_manifest_removes_the_objects_it_stored(
+        cli: Any, app_db: tuple[str, dict[str, int]], backup_config: Any, tmp_path: Path) -> None:
+    """A stop (SIGTERM, as systemctl stop sends) once every object is stored: the set's objects are deleted by the
+    stopped run itself, not left for a prune a day later; the run is recorded as stopped."""
+    db, _ = app_db
+    cfg = backup_config(db, options={"globals": True})
+    store = tmp_path / "store1"
+    p = _start_run(cfg, {"UPKEEPER_FAULT_PAUSE": "before-manifest:60"})
+    _wait_for(lambda: bool(list(store.rglob("globals.sql.zst.age"))), "every object stored")
+    assert list(store.rglob(f"{db}.dump.zst.age"))
+    os.kill(p.pid, signal.SIGTERM)
+    assert p.wait(timeout=30) == 143
+    assert [f for f in store.rglob("*") if f.is_file()] == []
+    hist = cli(["--config", cfg, "history", "db-backup", "--json"]).json()
+    assert [(h["status"], h["stopped"]) for h in hist] == [("interrupted", True)], hist

@@ -266,6 +266,9 @@ class FilesBackup(Task[FilesBackupOptions]):
                 _sqlite_findings(findings, sqlite)
                 writer.abort()
                 out.fail(options.set_name, exc, "backup.failed")
+            except BaseException:  # a stop (SIGTERM, Ctrl-C): the objects already stored go now, not at a prune
+                writer.abort()
+                raise
             else:
                 out.manifests.append(manifest)
                 ctx.log.info("backup %s of %s: %d file(s), %s stored", manifest.id, options.set_name, n_files,

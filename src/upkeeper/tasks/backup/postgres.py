@@ -194,6 +194,9 @@ class PostgresBackup(Task[PostgresBackupOptions]):
                 ctx.log.error("backup of %s failed: %s", db, getattr(exc, "message", exc))
                 out.fail(db, exc, "backup.failed")
                 continue
+            except BaseException:  # a stop (SIGTERM, Ctrl-C): the objects already stored go now, not at a prune
+                writer.abort()
+                raise
             out.manifests.append(manifest)
             ctx.log.info("backup %s of %s complete: %s stored (%s raw)", manifest.id, db,
                          human_bytes(manifest.size), human_bytes(manifest.raw_size))

@@ -404,6 +404,9 @@ class RedisBackup(Task[RedisBackupOptions]):
             except Exception as exc:
                 writer.abort()
                 out.fail(SET_NAME, exc, "backup.failed")
+            except BaseException:  # a stop (SIGTERM, Ctrl-C): the objects already stored go now, not at a prune
+                writer.abort()
+                raise
             else:
                 out.manifests.append(manifest)
                 ctx.log.info("backup %s: RDB %s (%s), %s stored", manifest.id, human_bytes(size), method,
