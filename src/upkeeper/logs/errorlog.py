@@ -11,7 +11,8 @@
     pino/bunyan numbers), the message (``message``, ``msg``, ``event``) and an
     exception from structured fields (``exc_type``/``exc_info``, ``error.type``/
     ``error.message``/``error.stack_trace`` (ECS), ``err.type``/``err.name``/
-    ``err.message``/``err.stack`` (pino, bunyan; pino's message with its causes' appended: the stack's own),
+    ``err.message``/``err.stack`` (pino, bunyan; pino's message with its causes' appended: the stack's own;
+    causes as objects, ``err.cause``, written after the stack as ``Caused by:``),
     log4j2's ``JsonLayout`` ``thrown`` object, ``exception``/``stack``/``traceback``
     text, structlog's ``dict_tracebacks`` list) — one adapter per way of writing it, ``_JSON_EXC_ADAPTERS``;
     a traceback inside a message of several lines (Google Cloud) is the exception too;
@@ -35,7 +36,8 @@
     [AbortError]: …``) when a frame follows its line;
   - an exception's message of several lines (before a JVM's or Node's frames, after Python's exception line, in
     a JSON field): grouped by its first line, the rest in the example (after Python's, only a few: what a
-    program printed after a traceback looks the same).
+    program printed after a traceback looks the same; a Python traceback's chain is only what Python's own
+    sentences join, so a ``caused by: …`` printed after it is no cause).
 
   - Monolog (Laravel, Symfony): an exception in the context (``{"exception":"[object] (Class(code: 0): …``),
     Laravel's ``[stacktrace]`` and ``[previous exception]`` lines after it.
