@@ -7,7 +7,7 @@ import logging
 import traceback
 from pathlib import Path
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from upkeeper.logs.errorlog import AppLogStats, NginxErrorStats, normalize
@@ -493,3 +493,70 @@ def test_the_further_lines_of_a_message_end_where_a_log_line_starts() -> None:
         "psycopg.errors.UniqueViolation": ["Traceback (most recent call last):", '  File "/app/views.py", line 3, in boom',
                                            'psycopg.errors.UniqueViolation: duplicate key value violates unique '
                                            'constraint "u_pkey"', "DETAIL:  Key (id)=(1) already exists."]}
+
+
+_TB = 'Traceback (most recent call last):\n  File "/srv/app/a.py", line 8, in <module>\n    load(i)\nKeyError: \'user-1\'\n'
+
+
+def _ids(a: AppLogStats) -> dict[str, tuple[str, str, str]]:
+    return {gid: (g.kind, g.message, g.cause) for gid, g in a.exceptions.items()}
+
+
+def test_lines_printed_after_a_python_traceback_do_not_change_its_group() -> None:
+    # what a program prints after a traceback (a print(), a subprocess) is read as further lines of the exception's
+    # message, as log shippers join unstamped lines to the event before them (Filebeat's multiline, Datadog's
+    # auto multi-line); but only the traceback — its exception line and the chain Python's sentences join — makes
+    # the group (Sentry: type and frames): a "caused by:" or "Wrapped by:" among those lines made another group,
+    # a new one whenever the program printed something else
+    alone = _ids(feed_app(_TB))
+    assert list(alone.values()) == [("KeyError", "'…'", "")]
+    for after in ("caused by: timeout", "Wrapped by: RuntimeError: batch failed", "  [cause]: TypeError: x",
+                  "[previous exception] [object] (PDOException(code: 0): x"):
+        a = feed_app(_TB + "".join(f"row {i}: {after}\n" if i else f"{after}\n" for i in range(120)))
+        assert _ids(a) == alone, after
+    # a Python traceback in a JSON field, its message of several lines
+    tb = _TB.replace("'user-1'", "'user-1'\\ncaused by: timeout")
+    a = feed_app(json.dumps({"levelname": "ERROR", "message": "lookup failed", "exc_info": tb.replace("\\n", "\n")}))
+    assert list(_ids(a).values()) == [("KeyError", "'…'", "")]
+
+
+def test_the_nested_causes_of_a_json_error_are_its_chain() -> None:
+    # pino's errWithCause serializer (and a VError serialized as it is) writes the causes as objects, not in the
+    # stack: the root cause splits the group as a log4j2 "thrown" cause, a stack's "Caused by:" do
+    def rec(err: dict[str, object]) -> str:
+        return json.dumps({"level": 50, "msg": "request failed", "err": err})
+
+    db = {"type": "DbError", "message": "connect ECONNREFUSED 10.0.0.1:5432",
+          "stack": "DbError: connect ECONNREFUSED 10.0.0.1:5432\n    at load (/app/db.js:5:26)"}
+    outer = {"type": "Error", "message": "request 1 failed", "stack": "Error: request 1 failed\n    at h (/app/a.js:7:3)"}
+    a = feed_app("\n".join([
+        rec({**outer, "cause": db}),
+        rec({**outer, "cause": {"name": "WError", "message": "pool", "cause": {"name": "TimeoutError", "message": "t"}}}),
+        rec({**outer, "cause": "timeout"}),  # a cause that is no error
+        # pino's default serializer: the causes already in the stack, and a cause object too: not added twice
+        rec({**outer, "stack": outer["stack"] + "\ncaused by: " + str(db["stack"]), "cause": db})]))
+    causes = sorted((g.cause, g.count) for g in a.exceptions.values())
+    assert causes == [("", 1), ("DbError", 2), ("TimeoutError", 1)]
+    [g] = [g for g in a.exceptions.values() if g.cause == "DbError"]
+    assert g.example.count("DbError: connect") == 1 and "at load (/app/db.js:5:26)" in g.example
+
+
+_LINK = st.sampled_from(["Wrapped by: ", "Caused by: ", "caused by: ", "  [cause]: ", "  [errors]: [", "Error: ", "\tat ",
+                         "    at ", "Traceback (most recent call last):", "x.FooError: ", "[previous exception] [object] (",
+                         ""])
+
+
+@settings(max_examples=120, deadline=None)
+@given(st.lists(st.tuples(_LINK, st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\n\r"),
+                                         max_size=30)).map("".join), max_size=8))
+@example(["Error: ", "Wrapped by: "])  # a trace's "Wrapped by:" without a type: the whole run failed (IndexError)
+def test_lines_like_chain_links_after_a_traceback_never_crash_nor_lose_it(noise: list[str]) -> None:
+    a = feed_app(_TB + "".join(n + "\n" for n in noise))
+    assert set(_ids(feed_app(_TB))) <= set(_ids(a))
+
+
+def test_odd_structlog_dict_tracebacks_are_no_crash() -> None:
+    # "frames" that is no list: the whole run failed (TypeError)
+    a = feed_app(json.dumps({"event": "x", "level": "error",
+                             "exception": [{"exc_type": "ValueError", "exc_value": "bad", "frames": True}]}))
+    assert list(_ids(a).values()) == [("ValueError", "bad", "")]

@@ -14,7 +14,7 @@ from upkeeper.config.loader import load_text
 from upkeeper.core.jobs import build_setup
 from upkeeper.errors import ConfigError
 from upkeeper.logs import parallel
-from upkeeper.logs.sources import GzipReader, discover, finish_cursors, plan_reads
+from upkeeper.logs.sources import GzipReader, birth_time_ns, discover, finish_cursors, plan_reads
 
 
 def line(i: int) -> bytes:
@@ -430,6 +430,60 @@ def test_a_cursor_is_claimed_by_one_file_when_a_reused_inode_holds_the_same_byte
         fh.write(same * 300)
     got, _ = read_plan(discover(str(log)), cur)
     assert got == same * 300
+
+
+_CRASH = b"app 1.2 starting\nTraceback (most recent call last):\n  File \"/srv/a.py\", line 3, in <module>\nKeyError: 'x'\n"
+
+
+@pytest.mark.parametrize("inode", ["reused", "other"])
+def test_a_new_file_that_begins_as_the_old_one_did_is_read_from_its_start(tmp_path: Path, inode: str) -> None:
+    # a program that fails the same way each time it starts, its log deleted and created again (a deploy, logrotate
+    # with rotate 0): the new file begins with the old one's bytes, all of them (less than the 4 KiB compared), with
+    # the old inode number (ext4, tmpfs hand freed ones out again) or another. Resuming at the old offset skipped
+    # its first crash; its birth time tells it is a new file
+    log = tmp_path / "app.log"
+    log.write_bytes(_CRASH)
+    os.utime(log, (log.stat().st_mtime - 60,) * 2)  # the last run read it a minute before the new one was created
+    _, cur = read_plan(discover(str(log)), [])
+    old = os.stat(log).st_ino
+    log.unlink()
+    if inode == "reused":
+        if not _create_with_inode(log, old):
+            pytest.skip("the filesystem did not hand the inode number out again")
+        if birth_time_ns(log) is None:
+            pytest.skip("the filesystem does not tell when a file was created")
+        assert birth_time_ns(log) != cur[0]["btime_ns"]
+    else:
+        (tmp_path / "holder").write_bytes(b"")  # holds the freed number, if it is handed out at once
+        log.write_bytes(b"")
+    with open(log, "ab") as fh:
+        fh.write(_CRASH * 2)
+    plan = plan_reads(discover(str(log)), cur, incremental=True)
+    assert any(n.kind == "rotated" and "read from the start" in n.message for n in plan.notes), plan.notes
+    got, cur = read_plan(discover(str(log)), cur)
+    assert got == _CRASH * 2
+    with open(log, "ab") as fh:  # and the next run resumes in it, as in any file
+        fh.write(b"done\n")
+    got, _ = read_plan(discover(str(log)), cur)
+    assert got == b"done\n"
+
+
+def test_the_live_log_on_another_device_number_resumes_when_it_was_born_before(tmp_path: Path) -> None:
+    # the same file, another st_dev after a reboot (btrfs subvolumes, device-mapper numbers): its content and its
+    # birth time, before the last run, tell it is the file the last run read. Where the filesystem does not tell
+    # when a file was born, it cannot be told from a new file: read from the start, said
+    log = tmp_path / "app.log"
+    log.write_bytes(_CRASH)
+    _, cur = read_plan(discover(str(log)), [])
+    cur = [{**c, "dev": c["dev"] + 1} for c in cur]
+    with open(log, "ab") as fh:
+        fh.write(b"done\n")
+    plan = plan_reads(discover(str(log)), cur, incremental=True)
+    got, _ = read_plan(discover(str(log)), cur)
+    if birth_time_ns(log) is None:
+        assert got == _CRASH + b"done\n" and any("cannot be told" in n.message for n in plan.notes)
+    else:
+        assert got == b"done\n" and plan.notes == []
 
 
 def test_logrotate_olddir_hint(tmp_path: Path) -> None:

@@ -11,7 +11,8 @@
     pino/bunyan numbers), the message (``message``, ``msg``, ``event``) and an
     exception from structured fields (``exc_type``/``exc_info``, ``error.type``/
     ``error.message``/``error.stack_trace`` (ECS), ``err.type``/``err.name``/
-    ``err.message``/``err.stack`` (pino, bunyan; pino's message with its causes' appended: the stack's own),
+    ``err.message``/``err.stack`` (pino, bunyan; pino's message with its causes' appended: the stack's own;
+    causes as objects, ``err.cause``, written after the stack as ``Caused by:``),
     log4j2's ``JsonLayout`` ``thrown`` object, ``exception``/``stack``/``traceback``
     text, structlog's ``dict_tracebacks`` list) — one adapter per way of writing it, ``_JSON_EXC_ADAPTERS``;
     a traceback inside a message of several lines (Google Cloud) is the exception too;
@@ -35,7 +36,8 @@
     [AbortError]: …``) when a frame follows its line;
   - an exception's message of several lines (before a JVM's or Node's frames, after Python's exception line, in
     a JSON field): grouped by its first line, the rest in the example (after Python's, only a few: what a
-    program printed after a traceback looks the same).
+    program printed after a traceback looks the same; a Python traceback's chain is only what Python's own
+    sentences join, so a ``caused by: …`` printed after it is no cause).
 
   - Monolog (Laravel, Symfony): an exception in the context (``{"exception":"[object] (Class(code: 0): …``),
     Laravel's ``[stacktrace]`` and ``[previous exception]`` lines after it.
@@ -888,8 +890,13 @@ class AppLogStats:
         last, that the log is about: Sentry's issue title) and ``cause``, the type of the first exception of
         its chain (a JVM's last ``Caused by:``, Python's first traceback, PHP's first ``previous``), "" for
         none: a wrapper (``RuntimeException: request failed``) around two causes makes two groups."""
-        if "\nWrapped by: " in example:  # printed root cause first: the last "Wrapped by:" is the one raised
-            cause, (kind, message) = kind, _WRAPPED.findall(example)[-1]
+        # printed root cause first: the last "Wrapped by:" is the one raised (a JVM's trace; in a Python traceback
+        # it is a line of a message, or of what was printed after it)
+        # ("Wrapped by: " then no type — "Wrapped by: (see above)" — is no link)
+        wrapped = (_WRAPPED.findall(example) if "\nWrapped by: " in example
+                   and not _py_header(example.partition("\n")[0]) else None)
+        if wrapped:
+            cause, (kind, message) = kind, wrapped[-1]
         # a message of several lines (a JVM's, Python's, a JSON field's): grouped by its first line, as
         # the text formats print it before the frames or after the exception's type
         message = message.strip().split("\n", 1)[0]
@@ -999,8 +1006,33 @@ def _exc_fields(obj: dict[str, Any]) -> _Exc | None:
             own = st.split("\n", 1)[0].partition(": ")[2]
             if own and m.startswith(own + ": "):
                 m = own
-            return t, m, st
+            return t, m, _with_causes(st, _get(obj, tpath.rpartition(".")[0]) if "." in tpath else None)
     return None
+
+
+_TYPE_NAME = re.compile(r"[A-Za-z_$][\w$]*(?:\.[A-Za-z_$][\w$]*)*")
+
+
+def _with_causes(stack: str, err: Any) -> str:
+    """An error's stack with its causes written in fields of their own (``err.cause``: pino's ``errWithCause``
+    serializer, a VError serialized as it is; ``{type|name, message, stack, cause}`` each) after it, as bunyan
+    prints a VError's (``Caused by: DbError: …`` and its frames): the last is the chain's root, as for the
+    causes a stack already shows (pino's ``caused by:``, bunyan's ``Caused by:``), which are not added again.
+    A cause that is no error (``cause: 'timeout'``) is none."""
+    cur = err.get("cause") if isinstance(err, dict) else None
+    if not isinstance(cur, dict) or any(_JVM_CAUSE.match(ln) for ln in stack.split("\n")):
+        return stack
+    parts = [stack] if stack else []
+    while isinstance(cur, dict) and len(parts) < MAX_TRACE_LINES:
+        name = cur.get("type") or cur.get("name")
+        if not isinstance(name, str) or not _TYPE_NAME.fullmatch(name):
+            break
+        msg, st = cur.get("message"), cur.get("stack")
+        head = f"{name}: {msg}" if isinstance(msg, str) and msg else name
+        st = st.rstrip() if isinstance(st, str) and st.strip() else head
+        parts.append("Caused by: " + (st if st.split("\n", 1)[0].startswith(name) else head + "\n" + st))
+        cur = cur.get("cause")
+    return "\n".join(parts)
 
 
 def _exc_log4j2_thrown(obj: dict[str, Any]) -> _Exc | None:
@@ -1045,7 +1077,8 @@ def _exc_structlog_dicts(obj: dict[str, Any]) -> _Exc | None:
             parts.append("\n" + _PY_CHAIN[1 if prev_cause else 0] + "\n")
         prev_cause = bool(st.get("is_cause"))
         parts.append(_PY_TRACEBACK)
-        for fr in st.get("frames") or ():
+        frames = st.get("frames")
+        for fr in frames if isinstance(frames, list) else ():
             if isinstance(fr, dict):
                 parts.append(f'  File "{fr.get("filename", "?")}", line {fr.get("lineno", "?")}, '
                              f'in {fr.get("name", "?")}')
@@ -1226,6 +1259,10 @@ def _chain_root(lines: list[str], kind: str) -> str:
     traceback's first (chained by ``raise … from`` or raised while handling it; an exception group's
     sub-exceptions are no chain); Node's innermost ``[cause]:``, or for an ``AggregateError`` without one the
     type of its first error (``[errors]: [``)."""
+    if _py_header(next((ln for ln in lines if ln.strip()), "")):
+        # a Python traceback: its chain is what Python's sentences join; a "Caused by: …" or "[cause]: …" line is
+        # one of an exception's message (or, in a text log, of what a program printed after it), no link
+        return _py_chain_root(lines)
     if any("[cause]: " in ln or ln == _NODE_ERRORS for ln in lines):
         return _node_chain_root(lines)
     root = ""
@@ -1236,8 +1273,12 @@ def _chain_root(lines: list[str], kind: str) -> str:
         elif "[previous exception]" in ln:
             for p in _MONOLOG_PREVIOUS.findall(ln):
                 root = p.replace("\\\\", "\\")  # a JSON string's escaped backslashes
-    if root:
-        return root
+    return root or _py_chain_root(lines)
+
+
+def _py_chain_root(lines: list[str]) -> str:
+    """The type of the first exception of a chained Python traceback (the one its first sentence joining two
+    tracebacks follows), "" for a traceback of one exception."""
     first_chain = next((i for i, ln in enumerate(lines) if ln.strip() in _PY_CHAIN and not ln[:1].isspace()), -1)
     if first_chain > 0:
         exc = _py_final_exception(lines[:first_chain])

@@ -15,7 +15,11 @@ than the cursor (truncation) is read from the start.  A cursor belongs to one fi
 most, the oldest that matches it (files are matched oldest first): once the rotated copy
 of the file it was left on (compressed, or ``copytruncate``'s copy) has it, a live file
 that got the old inode number back and begins with the same bytes (a log whose lines are
-all alike) is a new file, read from its start.  The live file is read up
+all alike) is a new file, read from its start.  So is a plain file whose bytes match a cursor's but whose
+birth time (statx) tells it is a new one: the cursor's inode number born at another time (reused), or the live
+file under another inode born after the cursor's file was last seen modified (a log deleted and created again,
+beginning with the same start-up lines); where birth times are unknown, a live file under another inode is read
+from its start rather than resumed (:func:`_other_file`).  The live file is read up
 to its last complete line; a half-written line waits for the next run.
 
 Rotated files that logrotate moves to another directory (its ``olddir``) are found there when that
@@ -31,12 +35,14 @@ compressed size, so an unchanged damaged file is neither re-read nor reported ag
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import os
 import re
 import struct
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
@@ -57,6 +63,9 @@ class LogFile:
     #: the directory and its naming scheme ("<live path>\0<dir>\0num" or "…\0date"): the files of one such
     #: chain are in rotation order; empty for the files next to the log
     elsewhere: str = ""
+    #: when the file was created (statx's birth time, in ns), None where the system or filesystem does not tell:
+    #: a new file that got a freed inode number back, or begins with the same bytes, is told apart by it
+    btime_ns: int | None = None
 
 
 @dataclass(frozen=True)
@@ -177,8 +186,7 @@ def discover(path: str, *, rotated: bool = True, max_files: int = 30,
             if lf is None or (lf.dev, lf.inode) in seen:
                 continue
             seen.add((lf.dev, lf.inode))
-            moved.append(LogFile(lf.path, gz, False, lf.dev, lf.inode, lf.size, lf.mtime,
-                                 elsewhere=f"{path}\0{d}\0{'num' if key[1] == '' else 'date'}"))
+            moved.append(replace(lf, elsewhere=f"{path}\0{d}\0{'num' if key[1] == '' else 'date'}"))
     return moved + out
 
 
@@ -189,7 +197,39 @@ def _stat(p: Path, gz: bool, live: bool) -> LogFile | None:
         return None
     if not p.is_file():
         return None
-    return LogFile(str(p), gz, live, st.st_dev, st.st_ino, st.st_size, st.st_mtime)
+    return LogFile(str(p), gz, live, st.st_dev, st.st_ino, st.st_size, st.st_mtime, btime_ns=birth_time_ns(p, st))
+
+
+_STATX_BTIME = 0x800
+_AT_FDCWD = -100
+_libc: Any = None
+
+
+def birth_time_ns(path: Path | str, st: os.stat_result | None = None) -> int | None:
+    """When ``path`` was created, in ns since the epoch, or None when it cannot be told: Python's ``os.stat`` has
+    ``st_birthtime`` on BSD, macOS and Windows only (Linux: from Python 3.15's ``os.statx``), so on Linux it is
+    asked with statx(2) (glibc 2.28, Linux 4.11), which says whether the filesystem keeps it (ext4, XFS, btrfs,
+    tmpfs do; NFS, ext3 do not). Symbolic links are followed, as ``os.stat`` does."""
+    bt = getattr(st, "st_birthtime_ns", None) if st is not None else None
+    if isinstance(bt, int):
+        return bt
+    global _libc
+    if _libc is None:
+        try:
+            _libc = ctypes.CDLL(None, use_errno=True)
+            _libc.statx.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_uint, ctypes.c_void_p)
+        except (OSError, AttributeError, TypeError):  # not Linux, or a libc without statx
+            _libc = False
+    if _libc is False:
+        return None
+    buf = ctypes.create_string_buffer(256)  # struct statx
+    if _libc.statx(_AT_FDCWD, os.fsencode(path), 0, _STATX_BTIME, buf) != 0:
+        return None
+    mask, = struct.unpack_from("=I", buf.raw, 0)
+    if not mask & _STATX_BTIME:
+        return None
+    sec, nsec = struct.unpack_from("=qI", buf.raw, 80)  # stx_btime: {tv_sec, tv_nsec}
+    return int(sec) * 1_000_000_000 + int(nsec)
 
 
 GZIP_MAGIC = b"\x1f\x8b"
@@ -319,13 +359,15 @@ def plan_reads(files: list[LogFile], cursors: list[dict[str, Any]] | None, *, in
     heads: list[tuple[LogFile, str, int, dict[str, Any] | None]] = []
     unreadable: list[tuple[LogFile, OSError]] = []
     claimed: set[int] = set()  # the cursors a file was matched to: each belongs to one file at most
+    replaced: dict[str, str] = {}  # path → why a file whose bytes match a cursor is not that cursor's file
     for lf in files:
         try:
             head, head_len = head_digest(lf)
         except OSError as exc:
             unreadable.append((lf, exc))
             continue
-        cur = _match(lf, head, head_len, [c for c in cursors if id(c) not in claimed]) if incremental else None
+        cur = (_match(lf, head, head_len, [c for c in cursors if id(c) not in claimed], replaced)
+               if incremental else None)
         if cur is not None:
             claimed.add(id(cur))
         heads.append((lf, head, head_len, cur))
@@ -340,6 +382,8 @@ def plan_reads(files: list[LogFile], cursors: list[dict[str, Any]] | None, *, in
             if not lf.gz and lf.size < start:
                 note = f"{lf.path} is shorter than last time (truncated): read from the start"
                 start = 0
+        elif lf.path in replaced:
+            note = replaced[lf.path]
         elif incremental and not lf.gz and any(
                 c.get("dev") == lf.dev and c.get("inode") == lf.inode and not c.get("gz") and id(c) not in matched
                 for c in cursors):
@@ -437,6 +481,8 @@ def _lost(cursors: list[dict[str, Any]], matched: set[int], *, read_whole: bool)
 def _cursor(lf: LogFile, head: str, head_len: int, offset: int) -> dict[str, Any]:
     c = {"path": lf.path, "dev": lf.dev, "inode": lf.inode, "gz": lf.gz, "head": head, "head_len": head_len,
          "offset": offset, "size": lf.size, "live": lf.live, "mtime": lf.mtime}
+    if lf.btime_ns is not None:
+        c["btime_ns"] = lf.btime_ns
     if not lf.gz and offset > head_len:
         c["tail"] = tail_digest(lf.path, offset)
     return c
@@ -459,8 +505,53 @@ def tail_digest(path: str, offset: int, length: int = HEAD_BYTES) -> str | None:
     return hashlib.sha1(data).hexdigest() if len(data) == offset - start else None
 
 
-def _match(lf: LogFile, head: str, head_len: int, cursors: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The cursor that belongs to this file: same inode (plain files) and same first bytes."""
+def _other_file(lf: LogFile, c: dict[str, Any]) -> str:
+    """Why the plain file ``lf``, whose bytes match the cursor ``c``'s, is neither the file ``c`` was left on nor a
+    copy of it, or "": a new file that begins as the old one did (the same start-up lines; a program that fails
+    the same way each time it starts) — resuming at ``c``'s offset would skip its first lines.
+
+    * the same inode number, born at another time: a new file that got the freed number back (ext4, tmpfs);
+    * the live log, another inode, born after the last run saw ``c``'s file modified: a new file. (A copy holding
+      a cursor by its content is a rotated file: ``copytruncate``'s copy, a compressed one; the live log itself
+      is the file it always was — on another device number after a reboot, born before.) Where the filesystem
+      does not tell when a file was born, which of the two it is cannot be told: the file is read from its start,
+      counting again what the last run read rather than skipping what it did not."""
+    if lf.gz or c.get("gz"):
+        return ""
+    born, was_born, mtime = lf.btime_ns, c.get("btime_ns"), c.get("mtime")
+    if c.get("dev") == lf.dev and c.get("inode") == lf.inode:
+        if born is not None and isinstance(was_born, int) and born != was_born:
+            return (f"{lf.path} is a new file (created {_when(born)}) that got the inode number of the one the last "
+                    f"run read (created {_when(was_born)}) and begins with the same bytes: read from the start")
+        return ""
+    if not lf.live:
+        return ""
+    if born is None:
+        return (f"{lf.path} is not the file the last run read (inode {c.get('inode')}, now {lf.inode}) but begins with "
+                "the same bytes: whether it is that file moved or copied here or a new one cannot be told (this "
+                "filesystem does not say when a file was created): read from the start — what the last run read "
+                "of it, if it is that file, is counted again")
+    if isinstance(mtime, (int, float)) and born > mtime * 1e9 + 1e3:  # (1 µs: the float's rounding)
+        return (f"{lf.path} is a new file (created {_when(born)}, after the last run read the one it replaces) that "
+                "begins with the same bytes: read from the start")
+    return ""
+
+
+def _when(ns: int) -> str:
+    return datetime.fromtimestamp(ns / 1e9, UTC).isoformat(timespec="milliseconds")
+
+
+def _match(lf: LogFile, head: str, head_len: int, cursors: list[dict[str, Any]],
+           replaced: dict[str, str] | None = None) -> dict[str, Any] | None:
+    """The cursor that belongs to this file: same inode (plain files) and same first bytes; a plain file whose
+    bytes match a cursor's but that is another file (:func:`_other_file`) has none, and why is put in
+    ``replaced`` (by path)."""
+
+    def other(c: dict[str, Any]) -> bool:
+        why = _other_file(lf, c)
+        if why and replaced is not None:
+            replaced.setdefault(lf.path, why)
+        return bool(why)
 
     def same_head(c: dict[str, Any]) -> bool:
         n = int(c.get("head_len", 0))
@@ -483,7 +574,7 @@ def _match(lf: LogFile, head: str, head_len: int, cursors: list[dict[str, Any]])
         for c in cursors:
             # (a cursor of a file that was empty has no first bytes to compare: the file read from its start)
             if c.get("dev") == lf.dev and c.get("inode") == lf.inode and not c.get("gz") and (
-                    int(c.get("head_len", 0)) == 0 or same_head(c)) and same_tail(c):
+                    int(c.get("head_len", 0)) == 0 or same_head(c)) and same_tail(c) and not other(c):
                 return c
     else:
         for c in cursors:
@@ -493,7 +584,7 @@ def _match(lf: LogFile, head: str, head_len: int, cursors: list[dict[str, Any]])
                 return c
     # compressed (or copied) since: recognise it by its content
     for c in cursors:
-        if same_head(c) and int(c.get("offset", 0)) > 0 and same_tail(c):
+        if same_head(c) and int(c.get("offset", 0)) > 0 and same_tail(c) and not other(c):
             return c
     return None
 

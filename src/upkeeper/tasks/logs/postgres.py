@@ -110,8 +110,7 @@ def server_rotated(path: str, log_filename: str, found: list[LogFile], options: 
         if lf is None or (lf.dev, lf.inode) in seen:
             continue
         seen.add((lf.dev, lf.inode))
-        out.append(LogFile(lf.path, lf.gz, False, lf.dev, lf.inode, lf.size, lf.mtime,
-                           elsewhere=f"{path}\0{directory}\0log_filename"))
+        out.append(dataclasses.replace(lf, live=False, elsewhere=f"{path}\0{directory}\0log_filename"))
     out.sort(key=lambda f: (f.mtime, f.path))
     return out[-options.max_files:]
 
@@ -345,8 +344,7 @@ class PostgresLogs(Task[PostgresLogsOptions]):
                 out += [f for f in discover(p, rotated=False) if f.path == p]
             if out:
                 # only the newest file is still being written
-                out = [LogFile(f.path, f.gz, i == len(out) - 1 and not f.gz, f.dev, f.inode, f.size, f.mtime)
-                       for i, f in enumerate(out)]
+                out = [dataclasses.replace(f, live=i == len(out) - 1 and not f.gz) for i, f in enumerate(out)]
             return out
         return discover(path, rotated=options.rotated, max_files=options.max_files,
                         rotated_dirs=options.rotated_dirs)
