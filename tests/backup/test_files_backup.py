@@ -722,6 +722,44 @@ def test_a_file_that_shrinks_while_being_read_is_padded_and_named(tmp_path: Path
     assert item["sha256"] == hashlib.sha256(data).hexdigest()
 
 
+def test_a_large_file_emptied_while_being_read_is_padded_a_buffer_at_a_time(tmp_path: Path) -> None:
+    """A log of some GiB that logrotate's copytruncate empties half-way through its read is padded with zeros
+    to its size at the start without making those zeros in memory at once (a 256 MiB file here, sparse: the
+    padding allocated whole took over 256 MiB, twice)."""
+    import tracemalloc
+
+    from upkeeper.backup.files import walk, write_tar
+
+    root = tmp_path / "app"
+    root.mkdir()
+    log = root / "app.log"
+    with open(log, "wb") as fh:
+        fh.write(b"L" * (1 << 20))
+        fh.truncate(256 << 20)
+    w = walk([root], [])
+    sha = hashlib.sha256()
+    fired: list[int] = []
+
+    def sink(b: bytes) -> None:
+        sha.update(b)
+        if not fired:  # logrotate empties the log once the first MiB is archived
+            fired.append(1)
+            os.truncate(log, 0)
+
+    changed: list[tuple[str, str]] = []
+    tracemalloc.start()
+    try:
+        listed = write_tar(w.entries, sink, changed=changed)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert fired and peak < 32 << 20, peak
+    [item] = [f for f in listed if f["path"].endswith("app.log")]
+    assert item["size"] == 256 << 20 and 0 < item["padded"] < item["size"], item
+    [(path, what)] = changed
+    assert path == str(log) and "padded with zeros" in what, what
+
+
 def _tamper_archive(cli: Any, cfg: Path, tmp_path: Path, age_key: AgeKey, name: str, edit: Any) -> None:
     """Rewrite the stored tar object ``name`` through ``edit(members)`` (a list of ``(TarInfo, data)``), encrypted
     and with its manifest record updated, as if the backup had been written so (the catalog records it)."""

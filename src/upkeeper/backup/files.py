@@ -32,6 +32,8 @@ from upkeeper.backup.sqlite import Snapshots
 from upkeeper.errors import BackupError
 
 BUFFER = 1 << 20
+#: a buffer of zeros, to pad a file that shrank while it was read
+_ZEROS = bytes(BUFFER)
 
 
 #: one file's archived extended attributes: (name, value), sorted by name
@@ -801,13 +803,16 @@ def _add_file(out: _Buffered, e: Entry, fd: int, st: os.stat_result, hashes: boo
         sha = hashlib.sha256() if hashes else None
         left = size
         while left:
-            try:
-                b = os.read(fd, min(left, BUFFER))
-            except OSError as exc:
-                raise _read_error(e, exc) from None
-            if not b:  # shrank
-                padded = left
-                b = bytes(left)
+            if padded:  # shrank: zeros up to the size, a buffer at a time (a log of some GiB emptied by logrotate
+                b = _ZEROS[:min(left, BUFFER)]  # half-way is not padded with zeros made all at once in memory)
+            else:
+                try:
+                    b = os.read(fd, min(left, BUFFER))
+                except OSError as exc:
+                    raise _read_error(e, exc) from None
+                if not b:
+                    padded = left
+                    continue
             if sha is not None:
                 sha.update(b)
             out.write(b)
