@@ -1202,6 +1202,39 @@ def test_a_missing_app_root_is_named_not_called_excluded(cli: Any, make_config: 
     assert f"{tmp_path / 'srv' / 'gone'}, does not exist" in run["summary"], run["summary"]
 
 
+def test_a_configured_path_that_is_a_link_to_nothing_is_named_never_silently_left_out(
+        cli: Any, make_config: Any, tmp_path: Path, age_key: AgeKey) -> None:
+    """A deploy left 'storage' a link to a directory that is gone: the run fails naming it and its target (as
+    for a missing path), where it reported ok with nothing of it archived; a secret linked to nothing is
+    noted, as a missing one is; a configured path gone by the time the walk reaches it is a warning."""
+    from upkeeper.backup.files import walk
+    from upkeeper.core.task import Finding
+    from upkeeper.errors import TaskError
+    from upkeeper.tasks.backup.files import FilesBackup
+
+    root = tmp_path / "srv" / "app"
+    root.mkdir(parents=True)
+    (root / "app.js").write_text("ok\n")
+    (root / "storage").symlink_to("../shared/storage")
+    (root / ".env").symlink_to("../shared/.env")
+    (root / "loop").symlink_to("loop")
+    gone = tmp_path / "srv" / "shared" / "storage"
+    cfg = _config(make_config, tmp_path, root, age_key, {"paths": ["app.js", "storage"]})
+    r = cli(["--config", cfg, "run", "app-backup", "--json"])
+    assert r.code == 1, r.output
+    assert f"storage is a symlink to {gone}, which does not exist" in r.json()[0]["summary"], r.output
+    with pytest.raises(TaskError, match="loop is a symlink that never resolves"):
+        FilesBackup._resolve(["loop"], root, True, [], "paths")
+    notes: list[Finding] = []
+    assert FilesBackup._resolve([".env", "app.js"], root, False, notes, "secret_paths") == [root / "app.js"]
+    [note] = notes
+    assert note.check == "backup.path_missing" and note.subject == str(root / ".env"), note
+    assert "which does not exist" in note.message, note
+    w = walk([root / "storage"], [])
+    assert w.entries == [] and w.changed == [(f"{root / 'storage'} ({gone})",
+                                              "not found when the backup reached it; not archived")], w.changed
+
+
 def test_a_backup_without_a_single_file_warns(cli: Any, make_config: Any, tmp_path: Path, age_key: AgeKey) -> None:
     """Paths that hold only directories once excludes apply (an exclude that takes everything, an emptied
     uploads dir) give a set, but the run warns (backup.empty) as an empty dump would be suspicious."""

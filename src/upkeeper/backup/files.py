@@ -227,10 +227,12 @@ def iter_walk(roots: Sequence[Path], exclude: Sequence[str], skip: Callable[[str
         if (seen is not None and arc in seen) or skip(p) or (rel_for_exclude and excl is not None and excl(
                 rel_for_exclude, lambda: (os.path.join(given_root, rel_for_exclude), p))):
             return None
-        if st is None:
+        if st is None:  # (a configured path: the walk below passes each entry's lstat)
             try:
                 st = os.lstat(p)
-            except FileNotFoundError:
+            except FileNotFoundError:  # removed since the job looked, or (as the job refuses) a link to nothing
+                named = p if p == given_root else f"{given_root} ({p})"
+                out.changed.append((named, "not found when the backup reached it; not archived"))
                 return None
             except OSError as exc:
                 raise _walk_error(p, exc) from None

@@ -7,6 +7,7 @@ Secrets (``secret_paths``, e.g. ``.env``) go to a separate archive that is alway
 from __future__ import annotations
 
 import contextlib
+import errno
 import itertools
 import os
 import shlex
@@ -170,8 +171,9 @@ class FilesBackup(Task[FilesBackupOptions]):
             if root is None:
                 raise TaskError("files.backup on a host target needs 'paths' or a 'preset'",
                                 "Try: options: {preset: nginx} or {paths: [/etc/myapp]}", permanent=True)
-            if not os.path.lexists(root):
-                raise TaskError(f"the root of target {target_name!r}, {root}, does not exist",
+            if not os.path.exists(root):
+                what = _unresolved(root) if os.path.lexists(root) else "does not exist"
+                raise TaskError(f"the root of target {target_name!r}, {root}, {what}",
                                 "Try: fix the target's 'root', or give the job 'paths'", permanent=True)
             paths = [root]
         secrets = self._resolve(options.secret_paths, root, False, findings, "secret_paths")
@@ -313,6 +315,12 @@ class FilesBackup(Task[FilesBackupOptions]):
                     raise TaskError(f"{field}: {p} does not exist", "Try: fix the job's paths", permanent=True)
                 findings.append(Finding("backup.path_missing", Severity.INFO, str(p), "not present; skipped"))
                 continue
+            if not os.path.exists(p):  # a symlink (or one above it) to nothing, or a loop: nothing to archive
+                what = _unresolved(p)
+                if required:
+                    raise TaskError(f"{field}: {p} {what}", "Try: fix the link, or the job's paths", permanent=True)
+                findings.append(Finding("backup.path_missing", Severity.INFO, str(p), f"{what}; skipped"))
+                continue
             out.append(p)
         return out
 
@@ -337,6 +345,18 @@ class FilesBackup(Task[FilesBackupOptions]):
             sqlite.as_read = []
         writer.add(upload.finish())
         return listed
+
+
+def _unresolved(p: Path) -> str:
+    """Why ``p``, which :func:`os.path.lexists`, does not exist once its symlinks are followed."""
+    try:
+        os.stat(p)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "is a symlink that never resolves (a loop)"
+        if exc.errno not in (errno.ENOENT, errno.ENOTDIR):
+            return f"is a symlink to {os.path.realpath(p)}, which cannot be reached ({exc.strerror or exc})"
+    return f"is a symlink to {os.path.realpath(p)}, which does not exist"
 
 
 def _inside(path: str, tree: str) -> bool:
