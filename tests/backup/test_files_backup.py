@@ -1150,6 +1150,50 @@ def test_a_sparse_file_restores_sparse(cli: Any, make_config: Any, tmp_path: Pat
     assert files[str(sparse).lstrip("/")]["sha256"] == hashlib.sha256(sparse.read_bytes()).hexdigest()
 
 
+def _all_but(keep: Path) -> list[str]:
+    """Exclude patterns that leave, of a backup of '/', only ``keep`` and the directories above it: at each
+    level every name but the one on the way (shorter, longer, or differing at some character)."""
+    def glob(s: str) -> str:
+        return "".join(f"[{c}]" if c in "[]*?" else c for c in s)
+
+    out: list[str] = []
+    for above, name in zip(list(keep.parents)[::-1], keep.parts[1:], strict=True):
+        at = str(above).rstrip("/") + "/"
+        assert "]" not in name and "!" not in name, name
+        out += [f"{at}{glob(name[:i])}[!{name[i]}]*" for i in range(len(name))]
+        out += [f"{at}{glob(name[:i])}" for i in range(1, len(name))] + [f"{at}{glob(name)}[!/]*"]
+    return out
+
+
+def test_a_backup_of_the_root_directory_verifies_and_restores(
+        cli: Any, make_config: Any, tmp_path: Path, age_key: AgeKey) -> None:
+    """paths: ['/'] (a whole host, with excludes): '/' itself is the member './', as GNU tar names it (it was
+    '/', whose name is empty once its '/' is cut: every restore refused it as an absolute name, so the backup
+    verified but could not be restored); restored, it is the directory restored into."""
+    keep = tmp_path / "keep"
+    (keep / "etc").mkdir(parents=True)
+    (keep / "etc" / "app.conf").write_text("listen 80;\n")
+    cfg = make_config({
+        "storages": {"local1": {"kind": "local", "path": str(tmp_path / "store"), "fsync": False}},
+        "backup": {"encryption": {"recipients": [age_key.recipient], "identity_file": str(age_key.identity)}},
+        "jobs": {"app-backup": {"task": "files.backup", "options": {"paths": ["/"], "exclude": _all_but(keep)}}}})
+    r = cli(["--config", cfg, "run", "app-backup", "--json"])
+    assert r.code == 0, r.output
+    backup_id = r.json()[0]["artifacts"][0]["id"]
+    [mpath] = list((tmp_path / "store").rglob("manifest.json"))
+    files = {f["path"]: f for f in json.loads(mpath.read_text())["files"]["archives"]["files.tar.zst.age"]["files"]}
+    assert cli(["--config", cfg, "backups", "verify", backup_id]).code == 0
+    dest = tmp_path / "restored"
+    r = cli(["--config", cfg, "backups", "restore", backup_id, "--to", dest])
+    assert r.code == 0, r.output
+    assert files[""]["type"] == "dir" and str(keep / "etc" / "app.conf").lstrip("/") in files, files
+    assert len(files) == len(keep.parts) + 2, files  # "/", the directories down to keep, etc, app.conf
+    assert (dest / str(keep).lstrip("/") / "etc" / "app.conf").read_text() == "listen 80;\n"
+    assert sorted(p.name for p in dest.iterdir()) == [keep.parts[1]]
+    members = [m.name for m in tarfile.open(fileobj=io.BytesIO(_decrypted_tar(tmp_path, age_key)))]
+    assert members[:2] == [".", keep.parts[1]], members
+
+
 def test_paths_through_a_symlinked_directory_restore_beside_the_link(
         cli: Any, make_config: Any, tmp_path: Path, age_key: AgeKey) -> None:
     """/srv is backed up with its 'app → releases/42' link, and the secret is configured through the link

@@ -567,8 +567,8 @@ def _header(arcname: str, st: os.stat_result, type_: bytes, size: int = 0, linkn
     A hard link (``LNKTYPE``, as GNU tar writes the second and later names of a file) has size 0 and
     ``linkname`` the name of the member that holds the data.
     """
-    if type_ == tarfile.DIRTYPE:
-        arcname += "/"
+    if type_ == tarfile.DIRTYPE:  # "/" itself (its entry's path is ""): "./", as GNU tar names it
+        arcname = arcname + "/" if arcname else "./"
     mode = st.st_mode & 0o7777
     mtime = st.st_mtime_ns // 1_000_000_000
     fixed = _fixed(mode, st.st_uid, st.st_gid, type_)
