@@ -1102,6 +1102,18 @@ def test_exclude_patterns_match_as_documented(cli: Any, make_config: Any, tmp_pa
     assert kept == ["public/f.txt"], kept
 
 
+def test_exclude_patterns_starting_with_dot_slash_match_from_the_root() -> None:
+    """'./storage/cache' (tar's way of naming what is under '.') is a path with '/', from each root, as the
+    docs say; './cache' the root's cache only: both matched nothing, every such directory was archived."""
+    from upkeeper.backup.files import excluded
+
+    for pattern, rel, want in (("./storage/cache", "storage/cache", True), ("./storage/cache", "storage/cache/f", True),
+                               ("./cache", "cache", True), ("./cache/", "cache", True), ("./cache", "a/cache", False),
+                               (".//cache", "cache", True), ("./*.tmp", "x.tmp", True),
+                               ("./", "cache", False), ("cache", "a/cache", True)):
+        assert excluded(rel, [pattern]) is want, (pattern, rel)
+
+
 def test_the_catalog_keeps_file_counts_not_file_lists(cli: Any, make_config: Any, tmp_path: Path, age_key: AgeKey
                                                       ) -> None:
     """A set of many files: its manifest.json lists every file (verify and restore read it there), but the

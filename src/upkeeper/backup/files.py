@@ -129,8 +129,8 @@ class Walk:
 
 
 def excluded(rel: str, patterns: Sequence[str], absolute: Sequence[str] = ()) -> bool:
-    """``node_modules`` matches that name anywhere; ``*.log`` any file name; ``a/b/*`` or ``/cache`` a path from
-    the root; an absolute path (``/srv/app/storage/cache``) that path, by any of the names in ``absolute``
+    """``node_modules`` matches that name anywhere; ``*.log`` any file name; ``a/b/*``, ``./cache`` or ``/cache``
+    a path from the root; an absolute path (``/srv/app/storage/cache``) that path, by any of the names in ``absolute``
     (the entry's path as configured, as walked, and with symlinks resolved).  A trailing ``/`` is ignored."""
     return _Excluder(patterns)(rel, lambda: absolute)
 
@@ -145,12 +145,17 @@ class _Excluder:
         anchored: list[str] = []
         for pat in patterns:
             is_anchored = pat.startswith("/")
+            # "./storage/cache", "./cache": from each root, as "storage/cache" (tar's names when archiving "."
+            # start with "./"; ours never do, so the pattern matched nothing)
+            rooted = pat.startswith("./")
+            while pat.startswith("./"):
+                pat = pat[2:].lstrip("/")
             pat = pat.strip("/")
             if not pat:
                 continue
             if is_anchored:
                 anchored.append(pat)
-            elif "/" in pat:
+            elif "/" in pat or rooted:
                 paths.append(pat)
             else:
                 names.append(pat)

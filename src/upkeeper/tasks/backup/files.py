@@ -56,7 +56,7 @@ class FilesBackupOptions(TaskOptions):
                              "are under the app target's root (default: the whole root). "
                              "Source: upkeeper (not set by default)")
     exclude: list[str] = Field(default_factory=list, description="patterns left out: a name ('node_modules', "
-                               "'*.log') matches anywhere, a path with '/' ('storage/cache', '/tmp') from each "
+                               "'*.log') matches anywhere, a path with '/' ('storage/cache', './cache', '/tmp') from each "
                                "root, an absolute path ('/srv/app/storage/cache') that path. "
                                "Source: upkeeper (not set by default)")
     secret_paths: list[str] = Field(default_factory=list, description="files/directories (e.g. '.env') stored in "
