@@ -492,6 +492,23 @@ def test_a_link_or_directory_replaced_by_a_file_after_the_walk_gives_a_sound_arc
         assert next(f for f in listed if f["path"] == rel)["target"] == "app.js"
 
 
+def test_a_file_replaced_by_a_directory_after_the_walk_is_named_as_such(tmp_path: Path) -> None:
+    """(The warning said 'replaced by a special file'.)"""
+    from upkeeper.backup.files import walk
+
+    root = tmp_path / "app"
+    root.mkdir()
+    p = root / "thing"
+    p.write_text("x\n")
+    w = walk([root], [])
+    p.unlink()
+    (p / "new").mkdir(parents=True)
+    changed: list[tuple[str, str]] = []
+    listed, _ = _tar_of(w.entries, changed=changed)
+    assert changed == [(str(p), "replaced by a directory during the backup; not archived")]
+    assert [f["path"] for f in listed] == [str(root).lstrip("/")]
+
+
 def test_an_unreadable_directory_fails_the_backup_naming_it(tmp_path: Path) -> None:
     """Not backed up as empty, in silence: the walk fails naming the directory (as an unreadable file does).
     Run without the capabilities that let root read anything."""

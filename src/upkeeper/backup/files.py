@@ -931,7 +931,8 @@ def _file_item(out: _Buffered, e: Entry, hashes: bool, changed: list[tuple[str, 
     try:
         st = os.fstat(fd)  # of what we read: consistent
         if not stat.S_ISREG(st.st_mode):
-            _changed(changed, e, "replaced by a special file during the backup; not archived")
+            other = "a directory" if stat.S_ISDIR(st.st_mode) else "a special file"
+            _changed(changed, e, f"replaced by {other} during the backup; not archived")
             return None
         if e.st is not None and (st.st_ino != e.st.st_ino or st.st_dev != e.st.st_dev):
             if dir_fd is None:  # a configured path: replaced, or a directory above it was
