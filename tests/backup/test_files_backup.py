@@ -1219,7 +1219,8 @@ def test_a_backup_of_the_root_directory_verifies_and_restores(
     assert len(files) == len(keep.parts) + 2, files  # "/", the directories down to keep, etc, app.conf
     assert (dest / str(keep).lstrip("/") / "etc" / "app.conf").read_text() == "listen 80;\n"
     assert sorted(p.name for p in dest.iterdir()) == [keep.parts[1]]
-    members = [m.name for m in tarfile.open(fileobj=io.BytesIO(_decrypted_tar(tmp_path, age_key)))]
+    with tarfile.open(fileobj=io.BytesIO(_decrypted_tar(tmp_path, age_key))) as tf:
+        members = [m.name for m in tf]
     assert members[:2] == [".", keep.parts[1]], members
 
 

@@ -171,7 +171,7 @@ class FilesBackup(Task[FilesBackupOptions]):
             if root is None:
                 raise TaskError("files.backup on a host target needs 'paths' or a 'preset'",
                                 "Try: options: {preset: nginx} or {paths: [/etc/myapp]}", permanent=True)
-            if not os.path.exists(root):
+            if not root.exists():
                 what = _unresolved(root) if os.path.lexists(root) else "does not exist"
                 raise TaskError(f"the root of target {target_name!r}, {root}, {what}",
                                 "Try: fix the target's 'root', or give the job 'paths'", permanent=True)
@@ -315,7 +315,7 @@ class FilesBackup(Task[FilesBackupOptions]):
                     raise TaskError(f"{field}: {p} does not exist", "Try: fix the job's paths", permanent=True)
                 findings.append(Finding("backup.path_missing", Severity.INFO, str(p), "not present; skipped"))
                 continue
-            if not os.path.exists(p):  # a symlink (or one above it) to nothing, or a loop: nothing to archive
+            if not p.exists():  # a symlink (or one above it) to nothing, or a loop: nothing to archive
                 what = _unresolved(p)
                 if required:
                     raise TaskError(f"{field}: {p} {what}", "Try: fix the link, or the job's paths", permanent=True)
