@@ -492,6 +492,23 @@ def test_a_link_or_directory_replaced_by_a_file_after_the_walk_gives_a_sound_arc
         assert next(f for f in listed if f["path"] == rel)["target"] == "app.js"
 
 
+def test_a_file_replaced_by_a_directory_after_the_walk_is_named_as_such(tmp_path: Path) -> None:
+    """(The warning said 'replaced by a special file'.)"""
+    from upkeeper.backup.files import walk
+
+    root = tmp_path / "app"
+    root.mkdir()
+    p = root / "thing"
+    p.write_text("x\n")
+    w = walk([root], [])
+    p.unlink()
+    (p / "new").mkdir(parents=True)
+    changed: list[tuple[str, str]] = []
+    listed, _ = _tar_of(w.entries, changed=changed)
+    assert changed == [(str(p), "replaced by a directory during the backup; not archived")]
+    assert [f["path"] for f in listed] == [str(root).lstrip("/")]
+
+
 def test_an_unreadable_directory_fails_the_backup_naming_it(tmp_path: Path) -> None:
     """Not backed up as empty, in silence: the walk fails naming the directory (as an unreadable file does).
     Run without the capabilities that let root read anything."""
@@ -720,6 +737,44 @@ def test_a_file_that_shrinks_while_being_read_is_padded_and_named(tmp_path: Path
     assert len(data) == item["size"] == 4 << 20 and 0 < read < len(data)
     assert data[:read] == b"L" * read and data[read:] == bytes(item["padded"])
     assert item["sha256"] == hashlib.sha256(data).hexdigest()
+
+
+def test_a_large_file_emptied_while_being_read_is_padded_a_buffer_at_a_time(tmp_path: Path) -> None:
+    """A log of some GiB that logrotate's copytruncate empties half-way through its read is padded with zeros
+    to its size at the start without making those zeros in memory at once (a 256 MiB file here, sparse: the
+    padding allocated whole took over 256 MiB, twice)."""
+    import tracemalloc
+
+    from upkeeper.backup.files import walk, write_tar
+
+    root = tmp_path / "app"
+    root.mkdir()
+    log = root / "app.log"
+    with open(log, "wb") as fh:
+        fh.write(b"L" * (1 << 20))
+        fh.truncate(256 << 20)
+    w = walk([root], [])
+    sha = hashlib.sha256()
+    fired: list[int] = []
+
+    def sink(b: bytes) -> None:
+        sha.update(b)
+        if not fired:  # logrotate empties the log once the first MiB is archived
+            fired.append(1)
+            os.truncate(log, 0)
+
+    changed: list[tuple[str, str]] = []
+    tracemalloc.start()
+    try:
+        listed = write_tar(w.entries, sink, changed=changed)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert fired and peak < 32 << 20, peak
+    [item] = [f for f in listed if f["path"].endswith("app.log")]
+    assert item["size"] == 256 << 20 and 0 < item["padded"] < item["size"], item
+    [(path, what)] = changed
+    assert path == str(log) and "padded with zeros" in what, what
 
 
 def _tamper_archive(cli: Any, cfg: Path, tmp_path: Path, age_key: AgeKey, name: str, edit: Any) -> None:
@@ -1064,6 +1119,18 @@ def test_exclude_patterns_match_as_documented(cli: Any, make_config: Any, tmp_pa
     assert kept == ["public/f.txt"], kept
 
 
+def test_exclude_patterns_starting_with_dot_slash_match_from_the_root() -> None:
+    """'./storage/cache' (tar's way of naming what is under '.') is a path with '/', from each root, as the
+    docs say; './cache' the root's cache only: both matched nothing, every such directory was archived."""
+    from upkeeper.backup.files import excluded
+
+    for pattern, rel, want in (("./storage/cache", "storage/cache", True), ("./storage/cache", "storage/cache/f", True),
+                               ("./cache", "cache", True), ("./cache/", "cache", True), ("./cache", "a/cache", False),
+                               (".//cache", "cache", True), ("./*.tmp", "x.tmp", True),
+                               ("./", "cache", False), ("cache", "a/cache", True)):
+        assert excluded(rel, [pattern]) is want, (pattern, rel)
+
+
 def test_the_catalog_keeps_file_counts_not_file_lists(cli: Any, make_config: Any, tmp_path: Path, age_key: AgeKey
                                                       ) -> None:
     """A set of many files: its manifest.json lists every file (verify and restore read it there), but the
@@ -1110,6 +1177,51 @@ def test_a_sparse_file_restores_sparse(cli: Any, make_config: Any, tmp_path: Pat
         fh.seek(128 << 20)
         assert fh.read(6) == b"middle"
     assert files[str(sparse).lstrip("/")]["sha256"] == hashlib.sha256(sparse.read_bytes()).hexdigest()
+
+
+def _all_but(keep: Path) -> list[str]:
+    """Exclude patterns that leave, of a backup of '/', only ``keep`` and the directories above it: at each
+    level every name but the one on the way (shorter, longer, or differing at some character)."""
+    def glob(s: str) -> str:
+        return "".join(f"[{c}]" if c in "[]*?" else c for c in s)
+
+    out: list[str] = []
+    for above, name in zip(list(keep.parents)[::-1], keep.parts[1:], strict=True):
+        at = str(above).rstrip("/") + "/"
+        assert "]" not in name and "!" not in name, name
+        out += [f"{at}{glob(name[:i])}[!{name[i]}]*" for i in range(len(name))]
+        out += [f"{at}{glob(name[:i])}" for i in range(1, len(name))] + [f"{at}{glob(name)}[!/]*"]
+    return out
+
+
+def test_a_backup_of_the_root_directory_verifies_and_restores(
+        cli: Any, make_config: Any, tmp_path: Path, age_key: AgeKey) -> None:
+    """paths: ['/'] (a whole host, with excludes): '/' itself is the member './', as GNU tar names it (it was
+    '/', whose name is empty once its '/' is cut: every restore refused it as an absolute name, so the backup
+    verified but could not be restored); restored, it is the directory restored into."""
+    keep = tmp_path / "keep"
+    (keep / "etc").mkdir(parents=True)
+    (keep / "etc" / "app.conf").write_text("listen 80;\n")
+    cfg = make_config({
+        "storages": {"local1": {"kind": "local", "path": str(tmp_path / "store"), "fsync": False}},
+        "backup": {"encryption": {"recipients": [age_key.recipient], "identity_file": str(age_key.identity)}},
+        "jobs": {"app-backup": {"task": "files.backup", "options": {"paths": ["/"], "exclude": _all_but(keep)}}}})
+    r = cli(["--config", cfg, "run", "app-backup", "--json"])
+    assert r.code == 0, r.output
+    backup_id = r.json()[0]["artifacts"][0]["id"]
+    [mpath] = list((tmp_path / "store").rglob("manifest.json"))
+    files = {f["path"]: f for f in json.loads(mpath.read_text())["files"]["archives"]["files.tar.zst.age"]["files"]}
+    assert cli(["--config", cfg, "backups", "verify", backup_id]).code == 0
+    dest = tmp_path / "restored"
+    r = cli(["--config", cfg, "backups", "restore", backup_id, "--to", dest])
+    assert r.code == 0, r.output
+    assert files[""]["type"] == "dir" and str(keep / "etc" / "app.conf").lstrip("/") in files, files
+    assert len(files) == len(keep.parts) + 2, files  # "/", the directories down to keep, etc, app.conf
+    assert (dest / str(keep).lstrip("/") / "etc" / "app.conf").read_text() == "listen 80;\n"
+    assert sorted(p.name for p in dest.iterdir()) == [keep.parts[1]]
+    with tarfile.open(fileobj=io.BytesIO(_decrypted_tar(tmp_path, age_key))) as tf:
+        members = [m.name for m in tf]
+    assert members[:2] == [".", keep.parts[1]], members
 
 
 def test_paths_through_a_symlinked_directory_restore_beside_the_link(
@@ -1162,6 +1274,39 @@ def test_a_missing_app_root_is_named_not_called_excluded(cli: Any, make_config: 
     assert r.code == 1, r.output
     run = r.json()[0]
     assert f"{tmp_path / 'srv' / 'gone'}, does not exist" in run["summary"], run["summary"]
+
+
+def test_a_configured_path_that_is_a_link_to_nothing_is_named_never_silently_left_out(
+        cli: Any, make_config: Any, tmp_path: Path, age_key: AgeKey) -> None:
+    """A deploy left 'storage' a link to a directory that is gone: the run fails naming it and its target (as
+    for a missing path), where it reported ok with nothing of it archived; a secret linked to nothing is
+    noted, as a missing one is; a configured path gone by the time the walk reaches it is a warning."""
+    from upkeeper.backup.files import walk
+    from upkeeper.core.task import Finding
+    from upkeeper.errors import TaskError
+    from upkeeper.tasks.backup.files import FilesBackup
+
+    root = tmp_path / "srv" / "app"
+    root.mkdir(parents=True)
+    (root / "app.js").write_text("ok\n")
+    (root / "storage").symlink_to("../shared/storage")
+    (root / ".env").symlink_to("../shared/.env")
+    (root / "loop").symlink_to("loop")
+    gone = tmp_path / "srv" / "shared" / "storage"
+    cfg = _config(make_config, tmp_path, root, age_key, {"paths": ["app.js", "storage"]})
+    r = cli(["--config", cfg, "run", "app-backup", "--json"])
+    assert r.code == 1, r.output
+    assert f"storage is a symlink to {gone}, which does not exist" in r.json()[0]["summary"], r.output
+    with pytest.raises(TaskError, match="loop is a symlink that never resolves"):
+        FilesBackup._resolve(["loop"], root, True, [], "paths")
+    notes: list[Finding] = []
+    assert FilesBackup._resolve([".env", "app.js"], root, False, notes, "secret_paths") == [root / "app.js"]
+    [note] = notes
+    assert note.check == "backup.path_missing" and note.subject == str(root / ".env"), note
+    assert "which does not exist" in note.message, note
+    w = walk([root / "storage"], [])
+    assert w.entries == [] and w.changed == [(f"{root / 'storage'} ({gone})",
+                                              "not found when the backup reached it; not archived")], w.changed
 
 
 def test_a_backup_without_a_single_file_warns(cli: Any, make_config: Any, tmp_path: Path, age_key: AgeKey) -> None:

@@ -32,6 +32,8 @@ from upkeeper.backup.sqlite import Snapshots
 from upkeeper.errors import BackupError
 
 BUFFER = 1 << 20
+#: a buffer of zeros, to pad a file that shrank while it was read
+_ZEROS = bytes(BUFFER)
 
 
 #: one file's archived extended attributes: (name, value), sorted by name
@@ -127,8 +129,8 @@ class Walk:
 
 
 def excluded(rel: str, patterns: Sequence[str], absolute: Sequence[str] = ()) -> bool:
-    """``node_modules`` matches that name anywhere; ``*.log`` any file name; ``a/b/*`` or ``/cache`` a path from
-    the root; an absolute path (``/srv/app/storage/cache``) that path, by any of the names in ``absolute``
+    """``node_modules`` matches that name anywhere; ``*.log`` any file name; ``a/b/*``, ``./cache`` or ``/cache``
+    a path from the root; an absolute path (``/srv/app/storage/cache``) that path, by any of the names in ``absolute``
     (the entry's path as configured, as walked, and with symlinks resolved).  A trailing ``/`` is ignored."""
     return _Excluder(patterns)(rel, lambda: absolute)
 
@@ -143,12 +145,17 @@ class _Excluder:
         anchored: list[str] = []
         for pat in patterns:
             is_anchored = pat.startswith("/")
+            # "./storage/cache", "./cache": from each root, as "storage/cache" (tar's names when archiving "."
+            # start with "./"; ours never do, so the pattern matched nothing)
+            rooted = pat.startswith("./")
+            while pat.startswith("./"):
+                pat = pat[2:].lstrip("/")
             pat = pat.strip("/")
             if not pat:
                 continue
             if is_anchored:
                 anchored.append(pat)
-            elif "/" in pat:
+            elif "/" in pat or rooted:
                 paths.append(pat)
             else:
                 names.append(pat)
@@ -225,10 +232,12 @@ def iter_walk(roots: Sequence[Path], exclude: Sequence[str], skip: Callable[[str
         if (seen is not None and arc in seen) or skip(p) or (rel_for_exclude and excl is not None and excl(
                 rel_for_exclude, lambda: (os.path.join(given_root, rel_for_exclude), p))):
             return None
-        if st is None:
+        if st is None:  # (a configured path: the walk below passes each entry's lstat)
             try:
                 st = os.lstat(p)
-            except FileNotFoundError:
+            except FileNotFoundError:  # removed since the job looked, or (as the job refuses) a link to nothing
+                named = p if p == given_root else f"{given_root} ({p})"
+                out.changed.append((named, "not found when the backup reached it; not archived"))
                 return None
             except OSError as exc:
                 raise _walk_error(p, exc) from None
@@ -563,8 +572,8 @@ def _header(arcname: str, st: os.stat_result, type_: bytes, size: int = 0, linkn
     A hard link (``LNKTYPE``, as GNU tar writes the second and later names of a file) has size 0 and
     ``linkname`` the name of the member that holds the data.
     """
-    if type_ == tarfile.DIRTYPE:
-        arcname += "/"
+    if type_ == tarfile.DIRTYPE:  # "/" itself (its entry's path is ""): "./", as GNU tar names it
+        arcname = arcname + "/" if arcname else "./"
     mode = st.st_mode & 0o7777
     mtime = st.st_mtime_ns // 1_000_000_000
     fixed = _fixed(mode, st.st_uid, st.st_gid, type_)
@@ -801,13 +810,16 @@ def _add_file(out: _Buffered, e: Entry, fd: int, st: os.stat_result, hashes: boo
         sha = hashlib.sha256() if hashes else None
         left = size
         while left:
-            try:
-                b = os.read(fd, min(left, BUFFER))
-            except OSError as exc:
-                raise _read_error(e, exc) from None
-            if not b:  # shrank
-                padded = left
-                b = bytes(left)
+            if padded:  # shrank: zeros up to the size, a buffer at a time (a log of some GiB emptied by logrotate
+                b = _ZEROS[:min(left, BUFFER)]  # half-way is not padded with zeros made all at once in memory)
+            else:
+                try:
+                    b = os.read(fd, min(left, BUFFER))
+                except OSError as exc:
+                    raise _read_error(e, exc) from None
+                if not b:
+                    padded = left
+                    continue
             if sha is not None:
                 sha.update(b)
             out.write(b)
@@ -919,7 +931,8 @@ def _file_item(out: _Buffered, e: Entry, hashes: bool, changed: list[tuple[str, 
     try:
         st = os.fstat(fd)  # of what we read: consistent
         if not stat.S_ISREG(st.st_mode):
-            _changed(changed, e, "replaced by a special file during the backup; not archived")
+            other = "a directory" if stat.S_ISDIR(st.st_mode) else "a special file"
+            _changed(changed, e, f"replaced by {other} during the backup; not archived")
             return None
         if e.st is not None and (st.st_ino != e.st.st_ino or st.st_dev != e.st.st_dev):
             if dir_fd is None:  # a configured path: replaced, or a directory above it was

@@ -838,10 +838,12 @@ def stream_restore(fetcher: Fetcher, rec: ObjectRecord, target: PostgresTarget, 
 
 
 def member_name(name: str) -> str:
-    """A tar member's name as the manifest lists it: without leading ``./`` and a trailing ``/``."""
+    """A tar member's name as the manifest lists it: without leading ``./`` and a trailing ``/`` (``""`` for
+    the directory ``/`` of a backup of ``/``, ``./`` or ``/`` in the archive)."""
     while name.startswith("./"):
         name = name[2:]
-    return name.rstrip("/")
+    name = name.rstrip("/")
+    return "" if name == "." else name
 
 
 def listed_files(manifest: Manifest, rec: ObjectRecord) -> Iterable[dict[str, Any]]:
@@ -986,8 +988,12 @@ class _SafeExtract:
                 "Try: verify the backup ('upkeeper backups verify ID'); restore an older one")
         return BackupError(f"object {self.object_name}: refusing member {ti.name!r}: {why}", hint)
 
-    def __call__(self, ti: tarfile.TarInfo, _path: str) -> tarfile.TarInfo:
+    def __call__(self, ti: tarfile.TarInfo, _path: str) -> tarfile.TarInfo | None:
         name = member_name(ti.name)
+        if not name and ti.isdir() and self.kinds.get("") == "dir":
+            # the directory "/" of a backup of "/": the one restored into, which keeps its own owner and mode
+            del self.kinds[""]
+            return None
         parts = name.split("/")
         if not name or ti.name.startswith("/") or any(p in ("", ".", "..") for p in parts):
             raise self.refuse(ti, "an absolute name or one with '..' would be written outside the directory")

@@ -7,6 +7,7 @@ Secrets (``secret_paths``, e.g. ``.env``) go to a separate archive that is alway
 from __future__ import annotations
 
 import contextlib
+import errno
 import itertools
 import os
 import shlex
@@ -55,7 +56,7 @@ class FilesBackupOptions(TaskOptions):
                              "are under the app target's root (default: the whole root). "
                              "Source: upkeeper (not set by default)")
     exclude: list[str] = Field(default_factory=list, description="patterns left out: a name ('node_modules', "
-                               "'*.log') matches anywhere, a path with '/' ('storage/cache', '/tmp') from each "
+                               "'*.log') matches anywhere, a path with '/' ('storage/cache', './cache', '/tmp') from each "
                                "root, an absolute path ('/srv/app/storage/cache') that path. "
                                "Source: upkeeper (not set by default)")
     secret_paths: list[str] = Field(default_factory=list, description="files/directories (e.g. '.env') stored in "
@@ -170,8 +171,9 @@ class FilesBackup(Task[FilesBackupOptions]):
             if root is None:
                 raise TaskError("files.backup on a host target needs 'paths' or a 'preset'",
                                 "Try: options: {preset: nginx} or {paths: [/etc/myapp]}", permanent=True)
-            if not os.path.lexists(root):
-                raise TaskError(f"the root of target {target_name!r}, {root}, does not exist",
+            if not root.exists():
+                what = _unresolved(root) if os.path.lexists(root) else "does not exist"
+                raise TaskError(f"the root of target {target_name!r}, {root}, {what}",
                                 "Try: fix the target's 'root', or give the job 'paths'", permanent=True)
             paths = [root]
         secrets = self._resolve(options.secret_paths, root, False, findings, "secret_paths")
@@ -316,6 +318,12 @@ class FilesBackup(Task[FilesBackupOptions]):
                     raise TaskError(f"{field}: {p} does not exist", "Try: fix the job's paths", permanent=True)
                 findings.append(Finding("backup.path_missing", Severity.INFO, str(p), "not present; skipped"))
                 continue
+            if not p.exists():  # a symlink (or one above it) to nothing, or a loop: nothing to archive
+                what = _unresolved(p)
+                if required:
+                    raise TaskError(f"{field}: {p} {what}", "Try: fix the link, or the job's paths", permanent=True)
+                findings.append(Finding("backup.path_missing", Severity.INFO, str(p), f"{what}; skipped"))
+                continue
             out.append(p)
         return out
 
@@ -340,6 +348,18 @@ class FilesBackup(Task[FilesBackupOptions]):
             sqlite.as_read = []
         writer.add(upload.finish())
         return listed
+
+
+def _unresolved(p: Path) -> str:
+    """Why ``p``, which :func:`os.path.lexists`, does not exist once its symlinks are followed."""
+    try:
+        os.stat(p)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "is a symlink that never resolves (a loop)"
+        if exc.errno not in (errno.ENOENT, errno.ENOTDIR):
+            return f"is a symlink to {os.path.realpath(p)}, which cannot be reached ({exc.strerror or exc})"
+    return f"is a symlink to {os.path.realpath(p)}, which does not exist"
 
 
 def _inside(path: str, tree: str) -> bool:
