@@ -175,3 +175,72 @@ def test_sqlite_files_archived_as_read_are_read_from_old_and_new_manifests() -> 
     assert recorded_as_read({"sqlite_not_snapshotted": [item, "x", {"reason": "no path"}]}) == [item]
     note = as_read_note([item] * 5)
     assert note.startswith("5 SQLite file(s) archived as read") and "srv/app/app.db and 2 more" in note, note
+
+
+def test_a_backup_runs_catalog_needs_no_orm(tmp_path: Path) -> None:
+    """The worker's warm-up for backup and verify jobs, and every catalog call a backup, its retention and a
+    verification make, work in Core: SQLAlchemy's ORM and the mapped classes (~80 ms of the worker's start,
+    which pg_dump waited for) are never imported.  The rows read are those the ORM class reads."""
+    import subprocess
+    import sys
+
+    from upkeeper.backup.catalog import BackupRow, Catalog
+    from upkeeper.core.history import History
+
+    cfg = tmp_path / "upkeeper.yaml"
+    cfg.write_text(json.dumps({"jobs": {
+        "db": {"task": "postgres.backup", "target": "db"}, "app": {"task": "files.backup", "target": "web"},
+        "cache": {"task": "redis.backup", "target": "cache"}, "check": {"task": "backup.verify", "target": "db"}}}))
+    url = f"sqlite:///{tmp_path / 'history.db'}"
+    History(url).close()  # created (by Alembic) here
+    code = f"""
+import json, sys
+from datetime import UTC, datetime
+import upkeeper.core.history
+from upkeeper.core.worker import hinted_modules, warm
+modules = hinted_modules({str(cfg)!r}, ["db", "app", "cache", "check"])
+warm(modules, None)
+from upkeeper.backup.catalog import Catalog
+from upkeeper.backup.manifest import Manifest
+from upkeeper.backup.pipeline import ObjectRecord
+from upkeeper.core.history import History
+t = datetime(2026, 5, 1, 3, 0, tzinfo=UTC)
+ms = [Manifest(id=f"20260501T03000{{i}}Z-abcdef", kind="postgres", target="db", database="app", started_at=t,
+               finished_at=t, objects=[ObjectRecord(name="data.zst", size=5, sha256="0" * 64, raw_size=5)],
+               sha256=str(i) * 64, json_size=100) for i in range(3)]
+c = Catalog(History({url!r}))
+c.warm()
+for m in ms:
+    c.record(m, ["s1"], run_id=7)
+c.add_storage(ms[0].id, "s2")
+c.mark_copies_proven(ms[0].id, ["s2"], t)
+c.mark_verified(ms[0].id, True, "restored", 1.5)
+c.remove_storage(ms[1].id, "s1")  # its last copy: the row goes
+c.record(ms[2], ["s3"])  # found again (backups sync): storages merged, run kept
+out = {{"modules": modules, "listed": [r.id for r in c.list(target="db", database="app", statuses=["complete"])],
+       "proven": {{k: v.isoformat() for k, v in c.last_proven("db", "app").items()}},
+       "found": [r.id for r in c.find(ms[0].id[:16])], "ids": sorted(c.ids()),
+       "rows": [c.get(m.id).to_dict(full=True) for m in (ms[0], ms[2])],
+       "orm": sorted(m for m in ("sqlalchemy.orm", "upkeeper.core.models") if m in sys.modules)}}
+print(json.dumps(out))
+"""
+    out = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                                    timeout=60).stdout)
+    assert len(out["modules"]) == 4 and out["orm"] == []
+    ids = ["20260501T030000Z-abcdef", "20260501T030001Z-abcdef", "20260501T030002Z-abcdef"]
+    assert out["listed"] == [ids[2]] and out["found"] == [ids[0]] and out["ids"] == [ids[0], ids[2]]
+    assert out["proven"] == {"s2": "2026-05-01T03:00:00+00:00"}
+    first, third = out["rows"]
+    assert (first["status"], first["storages"], first["restore_seconds"], first["manifest_sha256"]) == (
+        "verified", ["s1", "s2"], 1.5, "0" * 64)
+    assert (third["storages"], third["run_id"], third["manifest"]["objects"][0]["name"]) == (
+        ["s1", "s3"], 7, "data.zst")
+    history = History(url)
+    try:
+        catalog = Catalog(history)
+        with history.session() as s:  # the ORM class maps the same table: the same rows, the same answers
+            orm = {r.id: r.to_dict(full=True) for r in s.query(BackupRow)}
+        assert orm == {ids[0]: first, ids[2]: third} == {i: catalog.get(i).to_dict(full=True)  # type: ignore[union-attr]
+                                                         for i in (ids[0], ids[2])}
+    finally:
+        history.close()

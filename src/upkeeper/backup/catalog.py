@@ -9,15 +9,18 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import BigInteger, Float, Index, Integer, String, Text, delete, select
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy import Connection, delete, select, update
 
 from upkeeper.backup.manifest import Manifest
+from upkeeper.core import tables
 from upkeeper.core.history import History, dialect_insert
-from upkeeper.core.models import Base, JSONType, UTCDateTime
+
+if TYPE_CHECKING:
+    from upkeeper.backup.catalog_orm import BackupRow  # noqa: F401 - re-exported (at run time by __getattr__)
 
 log = logging.getLogger(__name__)
 
@@ -37,32 +40,50 @@ VERIFIED = "verified"
 VERIFY_FAILED = "verify-failed"
 STATUSES = (COMPLETE, VERIFIED, VERIFY_FAILED)
 
+_backups = tables.backups
 
-class BackupRow(Base):
-    __tablename__ = "backups"
-    __table_args__ = (
-        Index("ix_backups_series", "target", "database", "kind", "started_at"),
-        Index("ix_backups_status", "status"),
-    )
 
-    id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    kind: Mapped[str] = mapped_column(String(32), nullable=False)
-    target: Mapped[str] = mapped_column(String(100), nullable=False)
-    database: Mapped[str] = mapped_column(String(255), nullable=False)
-    job: Mapped[str | None] = mapped_column(String(100))
-    run_id: Mapped[int | None] = mapped_column(Integer)
-    status: Mapped[str] = mapped_column(String(16), nullable=False)
-    started_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
-    finished_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
-    size: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
-    raw_size: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
-    compression_ratio: Mapped[float] = mapped_column(Float, nullable=False, default=0.0)
-    storages: Mapped[list[str]] = mapped_column(JSONType, default=list)
-    encryption: Mapped[str] = mapped_column(String(32), default="none")
-    verified_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    restore_seconds: Mapped[float | None] = mapped_column(Float)
-    verify_summary: Mapped[str] = mapped_column(Text, default="")
-    manifest: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+class RowView:
+    """What a catalog row tells beyond its columns: shared by :class:`CatalogRow` (what :class:`Catalog` reads)
+    and the ORM class :class:`~upkeeper.backup.catalog_orm.BackupRow`."""
+
+    if TYPE_CHECKING:  # the columns, as each subclass defines them
+        @property
+        def id(self) -> str: ...
+        @property
+        def kind(self) -> str: ...
+        @property
+        def target(self) -> str: ...
+        @property
+        def database(self) -> str: ...
+        @property
+        def job(self) -> str | None: ...
+        @property
+        def run_id(self) -> int | None: ...
+        @property
+        def status(self) -> str: ...
+        @property
+        def started_at(self) -> datetime: ...
+        @property
+        def finished_at(self) -> datetime: ...
+        @property
+        def size(self) -> int: ...
+        @property
+        def raw_size(self) -> int: ...
+        @property
+        def compression_ratio(self) -> float: ...
+        @property
+        def storages(self) -> list[str]: ...
+        @property
+        def encryption(self) -> str: ...
+        @property
+        def verified_at(self) -> datetime | None: ...
+        @property
+        def restore_seconds(self) -> float | None: ...
+        @property
+        def verify_summary(self) -> str: ...
+        @property
+        def manifest(self) -> dict[str, Any]: ...
 
     def series(self) -> tuple[str, str, str]:
         return (self.target, self.database, self.kind)
@@ -109,6 +130,40 @@ class BackupRow(Base):
         return d
 
 
+@dataclass(frozen=True, slots=True, eq=False)  # eq=False: compared (and hashed) by identity, as ORM rows were
+class CatalogRow(RowView):
+    """A row of the ``backups`` table as :class:`Catalog` reads it (in Core: the ORM, ~80 ms to import, stays out of
+    the backup runs).  A snapshot: changes go through the catalog's methods."""
+
+    id: str
+    kind: str
+    target: str
+    database: str
+    job: str | None
+    run_id: int | None
+    status: str
+    started_at: datetime
+    finished_at: datetime
+    size: int
+    raw_size: int
+    compression_ratio: float
+    storages: list[str]
+    encryption: str
+    verified_at: datetime | None
+    restore_seconds: float | None
+    verify_summary: str
+    manifest: dict[str, Any]
+
+
+def __getattr__(name: str) -> Any:
+    """``BackupRow``, the ORM class of the table, imported (with the ORM) on first use."""
+    if name == "BackupRow":
+        from upkeeper.backup.catalog_orm import BackupRow
+
+        return BackupRow
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def without_file_lists(manifest: dict[str, Any]) -> dict[str, Any]:
     """The manifest as the catalog keeps it: a files set's per-file lists (about 270 bytes a file: 54 MB for
     200,000 files, in every row of the series, all loaded by ``backups list``) become their length,
@@ -124,10 +179,23 @@ def without_file_lists(manifest: dict[str, Any]) -> dict[str, Any]:
 
 
 class Catalog:
-    """Reads and writes the ``backups`` table through a History store."""
+    """Reads and writes the ``backups`` table through a History store, in Core (:meth:`History.transaction`: on
+    SQLite every transaction takes the write lock, BEGIN IMMEDIATE; on PostgreSQL a row about to be changed is read
+    with SELECT … FOR UPDATE)."""
 
     def __init__(self, history: History) -> None:
         self.history = history
+
+    @staticmethod
+    def _locked(conn: Connection, backup_id: str) -> CatalogRow | None:
+        """The row, locked until the transaction ends (PostgreSQL: read committed would let two processes both read
+        it, then each write what it read: one of the writes lost)."""
+        got = conn.execute(select(_backups).where(_backups.c.id == backup_id).with_for_update()).first()
+        return None if got is None else CatalogRow(**got._mapping)
+
+    @staticmethod
+    def _update(conn: Connection, backup_id: str, **values: Any) -> None:
+        conn.execute(update(_backups).where(_backups.c.id == backup_id).values(**values))
 
     def record(self, manifest: Manifest, storages: Sequence[str], run_id: int | None = None,
                status: str = COMPLETE) -> None:
@@ -138,98 +206,96 @@ class Catalog:
         re-reading storage must not make an edited manifest pass verification: the row is left as it was
         (but for its storages), and ``backups verify`` fails naming manifest.json.
         """
-        with self.history.session() as s:
+        with self.history.transaction() as conn:
             # the row locked as read (the backup run and 'backups sync' may record the same set at once, or
             # verify, copy and prune change it meanwhile: read committed would lose one of the writes); when there
             # is none, it is created first, unless another process has just done so
-            row = s.get(BackupRow, manifest.id, with_for_update=True)
+            row = self._locked(conn, manifest.id)
             if row is None:
-                s.execute(dialect_insert(self.history.dialect)(BackupRow.__table__).values(
+                conn.execute(dialect_insert(self.history.dialect)(_backups).values(
                     id=manifest.id, status=status, run_id=run_id, kind=manifest.kind, target=manifest.target,
                     database=manifest.database, started_at=manifest.started_at, finished_at=manifest.finished_at,
                 ).on_conflict_do_nothing(index_elements=["id"]))
-                row = s.get(BackupRow, manifest.id, with_for_update=True)
+                row = self._locked(conn, manifest.id)
                 assert row is not None
             recorded = row.manifest_sha256
+            holders = sorted(set(storages) | set(row.storages or []))
             if recorded and manifest.sha256 and manifest.sha256 != recorded:
                 log.warning("backup %s: manifest.json on storage (SHA-256 %s…) is not the one recorded when the "
                             "backup was written (%s…); the catalog keeps the recorded one, and "
                             "'upkeeper backups verify %s' fails until the original is back",
                             manifest.id, manifest.sha256[:16], recorded[:16], manifest.id)
-                row.storages = sorted(set(storages) | set(row.storages or []))
+                self._update(conn, manifest.id, storages=holders)
                 return
-            row.kind = manifest.kind
-            row.target = manifest.target
-            row.database = manifest.database
-            row.job = manifest.job
-            if run_id is not None:
-                row.run_id = run_id
-            row.started_at = manifest.started_at
-            row.finished_at = manifest.finished_at
-            row.size = manifest.size
-            row.raw_size = manifest.raw_size
-            row.compression_ratio = manifest.compression_ratio
-            row.storages = sorted(set(storages) | set(row.storages or []))
-            row.encryption = str(manifest.encryption.get("method", "none"))
             size = manifest.json_size if manifest.sha256 else row.manifest_size
             proven = (row.manifest or {}).get(COPIES_PROVEN)
-            row.manifest = {**without_file_lists(manifest.to_dict()), MANIFEST_SHA256: manifest.sha256 or recorded,
-                            **({MANIFEST_SIZE: size} if size is not None else {}),
-                            **({COPIES_PROVEN: proven} if proven else {})}
+            self._update(
+                conn, manifest.id, kind=manifest.kind, target=manifest.target, database=manifest.database,
+                job=manifest.job, run_id=run_id if run_id is not None else row.run_id,
+                started_at=manifest.started_at, finished_at=manifest.finished_at, size=manifest.size,
+                raw_size=manifest.raw_size, compression_ratio=manifest.compression_ratio, storages=holders,
+                encryption=str(manifest.encryption.get("method", "none")),
+                manifest={**without_file_lists(manifest.to_dict()), MANIFEST_SHA256: manifest.sha256 or recorded,
+                          **({MANIFEST_SIZE: size} if size is not None else {}),
+                          **({COPIES_PROVEN: proven} if proven else {})})
 
     def warm(self) -> None:
-        """Look one row up, so that what SQLAlchemy does at its first query in a process (configuring the
-        mappers, compiling the statements: ~15 ms, and more on a busy host) is done before :meth:`record`
-        (see :meth:`upkeeper.backup.sets.BackupEnv.warm_catalog`).  Any error is left for the real queries to meet."""
-        with contextlib.suppress(Exception):
-            self.get("")
+        """Look one row up, so that what SQLAlchemy does at its first query in a process (compiling the
+        statements, opening the connection) is done before :meth:`record` (see
+        :meth:`upkeeper.backup.sets.BackupEnv.warm_catalog`).  Any error is left for the real queries to meet."""
+        with contextlib.suppress(Exception), self.history.transaction() as conn:
+            self._locked(conn, "")
 
-    def get(self, backup_id: str) -> BackupRow | None:
-        with self.history.session() as s:
-            return s.get(BackupRow, backup_id)
+    def get(self, backup_id: str) -> CatalogRow | None:
+        with self.history.transaction() as conn:
+            got = conn.execute(select(_backups).where(_backups.c.id == backup_id)).first()
+        return None if got is None else CatalogRow(**got._mapping)
 
-    def find(self, prefix: str) -> list[BackupRow]:
+    def _rows(self, q: Any) -> list[CatalogRow]:
+        with self.history.transaction() as conn:
+            return [CatalogRow(**r._mapping) for r in conn.execute(q)]
+
+    def find(self, prefix: str) -> list[CatalogRow]:
         """Rows whose id starts with ``prefix`` (ids are long; a unique prefix is enough)."""
-        with self.history.session() as s:
-            return list(s.scalars(select(BackupRow).where(BackupRow.id.startswith(prefix, autoescape=True))))
+        return self._rows(select(_backups).where(_backups.c.id.startswith(prefix, autoescape=True)))
 
     def list(self, *, target: str | None = None, database: str | None = None, kind: str | None = None,
-             statuses: Iterable[str] | None = None, limit: int | None = None) -> list[BackupRow]:
-        q = select(BackupRow)
+             statuses: Iterable[str] | None = None, limit: int | None = None) -> list[CatalogRow]:
+        b = _backups.c
+        q = select(_backups)
         if target:
-            q = q.where(BackupRow.target == target)
+            q = q.where(b.target == target)
         if database:
-            q = q.where(BackupRow.database == database)
+            q = q.where(b.database == database)
         if kind:
-            q = q.where(BackupRow.kind == kind)
+            q = q.where(b.kind == kind)
         if statuses:
-            q = q.where(BackupRow.status.in_(list(statuses)))
-        q = q.order_by(BackupRow.started_at.desc(), BackupRow.id.desc())
+            q = q.where(b.status.in_(list(statuses)))
+        q = q.order_by(b.started_at.desc(), b.id.desc())
         if limit:
             q = q.limit(limit)
-        with self.history.session() as s:
-            return list(s.scalars(q))
+        return self._rows(q)
 
     def mark_verified(self, backup_id: str, ok: bool, summary: str, restore_seconds: float | None) -> None:
-        with self.history.session() as s:
-            row = s.get(BackupRow, backup_id, with_for_update=True)  # see record()
+        with self.history.transaction() as conn:
+            row = self._locked(conn, backup_id)  # see record()
             if row is None:
                 return
-            row.status = VERIFIED if ok else VERIFY_FAILED
-            row.verified_at = datetime.now(UTC)
-            row.verify_summary = summary[:2000]
+            values: dict[str, Any] = {"status": VERIFIED if ok else VERIFY_FAILED, "verified_at": datetime.now(UTC),
+                                      "verify_summary": summary[:2000]}
             if restore_seconds is not None:
-                row.restore_seconds = restore_seconds
+                values["restore_seconds"] = restore_seconds
+            self._update(conn, backup_id, **values)
 
     def mark_copies_proven(self, backup_id: str, storages: Iterable[str], when: datetime) -> None:
         """The copies of the set on ``storages`` were proven in full at ``when`` (a verification passed)."""
-        with self.history.session() as s:
-            row = s.get(BackupRow, backup_id, with_for_update=True)  # see record()
+        with self.history.transaction() as conn:
+            row = self._locked(conn, backup_id)  # see record()
             if row is None:
                 return
             proven = {k: v.isoformat() for k, v in row.copies_proven.items()}
             proven.update({name: when.isoformat() for name in storages})
-            row.manifest = {**(row.manifest or {}), COPIES_PROVEN: proven}  # a new dict: the JSON column sees it
+            self._update(conn, backup_id, manifest={**(row.manifest or {}), COPIES_PROVEN: proven})
 
     def last_proven(self, target: str, database: str, kind: str | None = None) -> dict[str, datetime]:
         """When each storage's copy of any backup of the series was last proven in full."""
@@ -241,31 +307,36 @@ class Catalog:
         return out
 
     def remove(self, backup_id: str) -> None:
-        with self.history.session() as s:
-            s.execute(delete(BackupRow).where(BackupRow.id == backup_id))
+        with self.history.transaction() as conn:
+            conn.execute(delete(_backups).where(_backups.c.id == backup_id))
 
     def add_storage(self, backup_id: str, storage: str) -> None:
         """A storage holds this set now too (``backups copy``)."""
-        with self.history.session() as s:
-            row = s.get(BackupRow, backup_id, with_for_update=True)  # see record()
+        with self.history.transaction() as conn:
+            row = self._locked(conn, backup_id)  # see record()
             if row is not None:
-                row.storages = sorted(set(row.storages or []) | {storage})
+                self._update(conn, backup_id, storages=sorted(set(row.storages or []) | {storage}))
+
+    def set_storages(self, backup_id: str, storages: Sequence[str]) -> None:
+        """The storages holding this set are ``storages`` (``backups sync``, which has just looked)."""
+        with self.history.transaction() as conn:
+            self._update(conn, backup_id, storages=sorted(storages))
 
     def remove_storage(self, backup_id: str, storage: str) -> None:
         """A storage lost this set; the row goes when no storage holds it any more."""
-        with self.history.session() as s:
-            row = s.get(BackupRow, backup_id, with_for_update=True)  # see record()
+        with self.history.transaction() as conn:
+            row = self._locked(conn, backup_id)  # see record()
             if row is None:
                 return
             left = [x for x in (row.storages or []) if x != storage]
             if left:
-                row.storages = left
+                self._update(conn, backup_id, storages=left)
             else:
-                s.delete(row)
+                conn.execute(delete(_backups).where(_backups.c.id == backup_id))
 
     def ids(self) -> set[str]:
-        with self.history.session() as s:
-            return set(s.scalars(select(BackupRow.id)))
+        with self.history.transaction() as conn:
+            return set(conn.execute(select(_backups.c.id)).scalars())
 
 
 def catalog_for(ctx_state: Any) -> Catalog | None:

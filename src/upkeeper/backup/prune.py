@@ -17,7 +17,7 @@ from upkeeper.shield import shielded
 from upkeeper.storage import Storage
 from upkeeper.storage.base import clean_partials
 
-if TYPE_CHECKING:  # the catalog imports the ORM: loaded by whoever opens one (see tasks/backup/_common.py)
+if TYPE_CHECKING:  # the catalog is loaded by whoever opens one (see tasks/backup/_common.py)
     from upkeeper.backup.catalog import Catalog
 
 log = logging.getLogger(__name__)

@@ -19,7 +19,7 @@ from upkeeper.errors import BackupError, TaskError
 from upkeeper.shield import shielded
 from upkeeper.storage import Storage, open_storage
 
-if TYPE_CHECKING:  # the catalog imports the ORM: only the tasks that open one load it
+if TYPE_CHECKING:  # only the tasks that open a catalog load it
     from upkeeper.backup.catalog import Catalog
 
 log = logging.getLogger(__name__)

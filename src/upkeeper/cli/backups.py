@@ -25,7 +25,7 @@ from rich.table import Table
 
 from upkeeper import lazy
 from upkeeper.backup import pg
-from upkeeper.backup.catalog import STATUSES, BackupRow, Catalog
+from upkeeper.backup.catalog import STATUSES, Catalog, CatalogRow
 from upkeeper.backup.copy import COPIED, FAILED, PRESENT, REPAIRED, CopyReport, copy_set
 from upkeeper.backup.crypto import age_binary, encryption_from
 from upkeeper.backup.manifest import Manifest, safe_component
@@ -119,7 +119,7 @@ def _open(config: Config, names: list[str] | None = None) -> list[Storage]:
     return open_storages(config, wanted)
 
 
-def _row_storages(config: Config, rows: list[BackupRow], storage: str | None) -> list[str] | None:
+def _row_storages(config: Config, rows: list[CatalogRow], storage: str | None) -> list[str] | None:
     """``--storage``, else the configured storages the catalog says hold ``rows``, in the order of ``storages:``
     (None: all of them)."""
     if storage:
@@ -128,7 +128,7 @@ def _row_storages(config: Config, rows: list[BackupRow], storage: str | None) ->
     return [n for n in config.storages if n in held] or None
 
 
-def _one(catalog: Catalog, backup_id: str) -> BackupRow:
+def _one(catalog: Catalog, backup_id: str) -> CatalogRow:
     rows = catalog.find(backup_id)
     exact = [r for r in rows if r.id == backup_id]
     if exact:
@@ -274,8 +274,8 @@ STOPPED_DURING = "interrupted: the command was stopped (SIGTERM or SIGINT) while
 STOPPED_BEFORE = "interrupted: the command was stopped (SIGTERM or SIGINT) before it reached this backup"
 
 
-def _stopped_json(done: list[dict[str, Any]], rows: list[BackupRow],
-                  entry: Callable[[BackupRow, str], dict[str, Any]]) -> None:
+def _stopped_json(done: list[dict[str, Any]], rows: list[CatalogRow],
+                  entry: Callable[[CatalogRow, str], dict[str, Any]]) -> None:
     """``--json`` of a command stopped by SIGTERM or Ctrl-C (it then exits 143 or 130): the reports of the backups
     it finished, then an ``"interrupted": true`` entry for the one it was working on and for each it had not
     reached (``rows`` after the ``done``), so a script learns what was done and what was not."""
@@ -323,7 +323,7 @@ def verify_cmd(
     else:
         rows = catalog.list(target=target, statuses=["complete"] if unverified else None)
         if not unverified:
-            newest: dict[tuple[str, str, str], BackupRow] = {}
+            newest: dict[tuple[str, str, str], CatalogRow] = {}
             for r in rows:
                 newest.setdefault(r.series(), r)
             rows = list(newest.values())
@@ -389,7 +389,7 @@ def _size(flag: str, value: str) -> int:
         raise UsageError(f"{flag}: {exc}") from None
 
 
-def _check_smoke_options(rows: list[BackupRow], check: list[str], amcheck: bool, redis_check: list[str]) -> None:
+def _check_smoke_options(rows: list[CatalogRow], check: list[str], amcheck: bool, redis_check: list[str]) -> None:
     """Smoke checks that none of the backups to verify would run are refused: 'ok verified' must not stand for
     a check that was asked for and skipped (SQL on a Redis or files backup, a Redis command on a dump)."""
     kinds = {r.kind for r in rows}
@@ -496,7 +496,7 @@ def restore_cmd(
             console.print(result["next"], highlight=False, markup=False)
 
 
-def _restore_fetcher(config: Config, row: BackupRow, storages: list[Storage], storage: str | None) -> Fetcher:
+def _restore_fetcher(config: Config, row: CatalogRow, storages: list[Storage], storage: str | None) -> Fetcher:
     """The first copy of ``row`` (in the order of ``storages:``) whose manifest.json is the one the catalog
     recorded, with the storages after it to fall back on when one of its objects is corrupt or missing, or the
     storage fails.  ``--storage`` (or a single storage): that copy only, its own error when it is not good."""
@@ -522,7 +522,7 @@ def _restore_fetcher(config: Config, row: BackupRow, storages: list[Storage], st
                       "Try: 'upkeeper backups sync' then 'upkeeper backups list', or restore an older backup")
 
 
-def _restore_files_from_any_copy(fetcher: Fetcher, row: BackupRow, to: Path) -> dict[str, Any]:
+def _restore_files_from_any_copy(fetcher: Fetcher, row: CatalogRow, to: Path) -> dict[str, Any]:
     """:func:`_restore_files`, started over from the next copy when an archive of the one read was corrupt or
     missing there (that happens while extracting into the staging directory: ``to`` is as it was)."""
     while True:
@@ -538,7 +538,7 @@ def _restore_files_from_any_copy(fetcher: Fetcher, row: BackupRow, to: Path) -> 
                                   exc.hint) from None
 
 
-def _restore_postgres(config: Config, row: BackupRow, fetcher: Fetcher, database: str | None, target_name: str | None,
+def _restore_postgres(config: Config, row: CatalogRow, fetcher: Fetcher, database: str | None, target_name: str | None,
                       force: bool, yes: bool, jobs: int, apply_globals: bool, no_owner: bool) -> dict[str, Any]:
     """Restore into a temporary database ``<db>_upkeeper_restore_<token>`` on the same server, then rename it
     into place.  An existing database is renamed aside first and dropped only after the new one took its name;
@@ -822,7 +822,7 @@ def _apply_globals(tgt: PostgresTarget, globals_sql: bytes, unchanged: str) -> i
     return len(existed)
 
 
-def _check_restore_options(row: BackupRow, files_redis: dict[str, bool], postgres: dict[str, bool]) -> None:
+def _check_restore_options(row: CatalogRow, files_redis: dict[str, bool], postgres: dict[str, bool]) -> None:
     """An option of the other kind of restore is refused, never ignored (``--to FILE`` for a PostgreSQL backup
     would otherwise create a database on the server)."""
     given = [name for name, on in (postgres if row.kind != "postgres" else files_redis).items() if on]
@@ -930,7 +930,7 @@ def _mount_id(path: Path) -> int | None:
     return None
 
 
-def _restore_files(fetcher: Fetcher, row: BackupRow, to: Path) -> dict[str, Any]:
+def _restore_files(fetcher: Fetcher, row: CatalogRow, to: Path) -> dict[str, Any]:
     """Every tar object streams into a private staging directory (:class:`FilesRestore`): only the members its
     manifest lists, all inside ``to``.  The entries are put in place only once every object was read to its
     end with its SHA-256 matching; any failure before (a corrupt object, a refused member, a full disk, Ctrl-C)
@@ -1001,7 +1001,7 @@ def _make_dirs(to: Path) -> list[Path]:
     return missing
 
 
-def _restore_redis(fetcher: Fetcher, row: BackupRow, to: Path) -> dict[str, Any]:
+def _restore_redis(fetcher: Fetcher, row: CatalogRow, to: Path) -> dict[str, Any]:
     """Fetch the RDB beside ``to``, check it with redis-check-rdb, then rename it into place: a file already
     there (``--force``) is replaced only by a checked RDB, and the new file takes its owner, group and mode
     (a root-owned 0600 dump.rdb in Redis' dir would stop a Redis running as ``redis`` from starting)."""
@@ -1178,7 +1178,7 @@ def _audit_copies(reports: list[CopyReport], to: str) -> list[CopyReport]:
 
 
 def _selection(config: Config, catalog: Catalog, ids: list[str], target: str | None, all_: bool, *,
-               both_hint: str, which_hint: str) -> tuple[list[BackupRow], bool]:
+               both_hint: str, which_hint: str) -> tuple[list[CatalogRow], bool]:
     """The backups a bulk command (copy, rekey) works on: the ids given, else every backup of --target, else
     (--all) every one, newest first; and whether they were named by id.  Never all of them without saying so:
     a bare 'copy --to X' could start a transfer of every backup."""
@@ -1197,7 +1197,7 @@ def _selection(config: Config, catalog: Catalog, ids: list[str], target: str | N
 
 
 def _copy_selection(config: Config, catalog: Catalog, ids: list[str], target: str | None,
-                    all_: bool) -> list[BackupRow]:
+                    all_: bool) -> list[CatalogRow]:
     """The backups to copy (:func:`_selection`), less those only on storages this config does not have."""
     rows, named = _selection(
         config, catalog, ids, target, all_,
@@ -1214,7 +1214,7 @@ def _copy_selection(config: Config, catalog: Catalog, ids: list[str], target: st
     return [r for r in rows if r not in elsewhere]
 
 
-def _copy_sources(config: Config, row: BackupRow, to: str, from_: str | None) -> list[str]:
+def _copy_sources(config: Config, row: CatalogRow, to: str, from_: str | None) -> list[str]:
     """Where to read a backup: --from, else the configured storages the catalog says hold it (else every other
     configured storage: the catalog may not know yet).  Only on --to: read there, to check it."""
     if from_:
@@ -1350,7 +1350,7 @@ def _old_key(config: Config, identity: list[str], passphrase_file: str | None) -
 
 
 def _rekey_selection(config: Config, catalog: Catalog, ids: list[str], target: str | None,
-                     all_: bool) -> list[BackupRow]:
+                     all_: bool) -> list[CatalogRow]:
     """The backups to re-encrypt (:func:`_selection`)."""
     return _selection(config, catalog, ids, target, all_, both_hint="Try: 'upkeeper backups rekey --all'",
                       which_hint="Try: 'upkeeper backups rekey --all --identity OLD_KEY_FILE'")[0]
@@ -1583,10 +1583,7 @@ def sync_cmd(
                 if row is not None:
                     holders |= {n for n in (row.storages or []) if n in unknown | unreadable.get(bid, set())}
                 catalog.record(manifest, sorted(holders))
-                with catalog.history.session() as s:
-                    r = s.get(BackupRow, bid)
-                    if r is not None:
-                        r.storages = sorted(holders)
+                catalog.set_storages(bid, sorted(holders))
                 seen.add(bid)
                 added += row is None
                 updated += row is not None
@@ -1597,10 +1594,7 @@ def sync_cmd(
             if bid in unreadable or where_row & unknown or (not where_row and unknown) or bid in damaged:
                 kept += 1  # unreachable is not gone: the row, its verification and manifest hash stay as they are
                 if where_row & damaged.get(bid, set()):  # but a copy that lost an object is no copy
-                    with catalog.history.session() as s:
-                        r = s.get(BackupRow, bid)
-                        if r is not None:
-                            r.storages = sorted(where_row - damaged[bid])
+                    catalog.set_storages(bid, sorted(where_row - damaged[bid]))
                 continue
             catalog.remove(bid)
             removed += 1

@@ -396,6 +396,12 @@ class History:
                     conn.close()
                 raise
 
+    def transaction(self) -> contextlib.AbstractContextManager[Connection]:
+        """A Core transaction, as the per-run path's (:meth:`_core`), for the other stores of this database
+        that keep the ORM out of ``upkeeper run`` (the backup catalog): committed on success, rolled back on error;
+        on SQLite serialized with this instance's other transactions, and ``BEGIN IMMEDIATE``."""
+        return self._core()
+
     # -- runs -----------------------------------------------------------------------------
 
     def claim(self, runs: Sequence[NewRun], owner: str, node: str) -> list[tuple[NewRun, int]]:

@@ -2,7 +2,8 @@
 
 The schema is created and upgraded only by Alembic migrations (``core/migrations``); the tables are
 described once, in Core, by :mod:`upkeeper.core.tables` (what the per-run path uses, without the ORM);
-these classes map them for the queries that read whole rows.
+these classes map them for the queries that read whole rows.  (The backup catalog's, ``BackupRow``, is in
+:mod:`upkeeper.backup.catalog_orm`: the catalog itself works in Core.)
 """
 
 from __future__ import annotations

@@ -37,6 +37,7 @@ from typing import Any, cast
 
 from sqlalchemy import ColumnElement, Connection, Table, and_, delete, func, or_, select, update
 
+from upkeeper.core import tables
 from upkeeper.core.history import RETENTION_STATE, SCHEDULED_TRIGGERS, History, stopped_on_request
 from upkeeper.core.models import AuditRow, FindingRow, MetricRow, RunRow, StateRow, StreakRow
 
@@ -109,9 +110,8 @@ def _latest(runs: Table, col: Any, cond: ColumnElement[bool]) -> Any:
 
 def protected_runs(conn: Connection) -> dict[int, str]:
     """Run id → why it must stay, whatever its age."""
-    from upkeeper.backup.catalog import BackupRow
-
     runs = _t(RunRow)
+    backups = tables.backups
     queries: list[tuple[str, Any]] = [
         ("latest run of its job", select(func.max(runs.c.id)).where(runs.c.status != "pending")
          .group_by(runs.c.job)),
@@ -121,7 +121,7 @@ def protected_runs(conn: Connection) -> dict[int, str]:
         ("latest scheduled occurrence of its job (catch-up)",
          _latest(runs, runs.c.scheduled_for, runs.c.trigger.in_(SCHEDULED))),
         ("made a backup still in the catalog",
-         select(_t(BackupRow).c.run_id).where(_t(BackupRow).c.run_id.is_not(None))),
+         select(backups.c.run_id).where(backups.c.run_id.is_not(None))),
     ]
     out: dict[int, str] = {}
     for reason, q in queries:

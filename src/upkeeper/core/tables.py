@@ -2,7 +2,8 @@
 
 The schema is created and upgraded only by Alembic migrations (``core/migrations``); these describe it for
 queries.  Core only: ``upkeeper run`` records its runs through prepared Core statements
-(:mod:`upkeeper.core.history`) and never imports the ORM (``sqlalchemy.orm`` and the mapped classes cost
+(:mod:`upkeeper.core.history`), and its backups through :class:`upkeeper.backup.catalog.Catalog`, and never
+imports the ORM (``sqlalchemy.orm`` and the mapped classes cost
 ~70 ms of every command's start).  The ORM classes of :mod:`upkeeper.core.models` map these same tables.
 """
 
@@ -13,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Column,
     DateTime,
     Float,
@@ -187,4 +189,30 @@ daemons = Table(
     Column("stopped_at", UTCDateTime),
     Column("version", String(50), default="", nullable=False),
     Column("jobs", Integer, default=0, nullable=False),
+)
+
+#: The backup catalog: one row per complete backup set (read and written by :class:`upkeeper.backup.catalog.Catalog`;
+#: its ORM class, for code that wants one, is :class:`upkeeper.backup.catalog_orm.BackupRow`).
+backups = Table(
+    "backups", metadata,
+    Column("id", String(64), primary_key=True),
+    Column("kind", String(32), nullable=False),
+    Column("target", String(100), nullable=False),
+    Column("database", String(255), nullable=False),
+    Column("job", String(100)),
+    Column("run_id", Integer),
+    Column("status", String(16), nullable=False),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("finished_at", UTCDateTime, nullable=False),
+    Column("size", BigInteger, nullable=False, default=0),
+    Column("raw_size", BigInteger, nullable=False, default=0),
+    Column("compression_ratio", Float, nullable=False, default=0.0),
+    Column("storages", JSONType, nullable=False, default=list),
+    Column("encryption", String(32), nullable=False, default="none"),
+    Column("verified_at", UTCDateTime),
+    Column("restore_seconds", Float),
+    Column("verify_summary", Text, nullable=False, default=""),
+    Column("manifest", JSONType, nullable=False, default=dict),
+    Index("ix_backups_series", "target", "database", "kind", "started_at"),
+    Index("ix_backups_status", "status"),
 )

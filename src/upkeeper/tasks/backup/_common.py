@@ -19,9 +19,9 @@ from upkeeper.fmt import human_bytes
 if TYPE_CHECKING:
     from upkeeper.backup import catalog
 else:
-    # the catalog imports SQLAlchemy's ORM (~70 ms): 'upkeeper run' validates every job's options in the CLI,
-    # which imports this module, and records its runs without the ORM; the worker loads it before the run
-    # (lazy.load_all, when it imports the task modules it will run)
+    # the catalog (SQLAlchemy Core, no ORM) is the worker's: 'upkeeper run' validates every job's options in the
+    # CLI, which imports this module; the worker loads it before the run (lazy.load_all, when it imports the task
+    # modules it will run)
     catalog = lazy.module("upkeeper.backup.catalog")
 
 
