@@ -9,6 +9,7 @@ import json
 import os
 import random
 import shutil
+import stat
 import subprocess
 import sys
 import tarfile
@@ -2034,3 +2035,113 @@ def test_backups_verify_smoke_checks_on_a_files_backup_point_nowhere_wrong(
         said = " ".join(r.err.split())
         assert r.code == 2 and "the backups to verify are files backups" in said, r.output
         assert "a files backup has no smoke checks" in said and f"Try: {wrong}" not in said, said
+
+
+def _awkward_tree(root: Path) -> None:
+    """An app tree with the modes a restore by a user other than root trips over: read-only files (one whose
+    end is the padding of a file that shrank, one with a user attribute), a 0555 directory holding a symlink
+    and a secret (extracted from the other archive), a 0000 one holding a file and a symlink, setuid/setgid
+    files (one of another owner), and a 0555 directory above a writable one."""
+    (root / "ro-dir").mkdir(parents=True)
+    (root / "closed").mkdir()
+    (root / "deep" / "ro" / "sub").mkdir(parents=True)
+    (root / "shrunk.log").write_bytes(b"kept\n" + bytes(8))
+    (root / "ro-dir" / "f.txt").write_text("inside\n")
+    os.setxattr(root / "ro-dir" / "f.txt", "user.origin", b"web")
+    (root / "ro-dir" / ".env").write_text("SECRET=1\n")
+    (root / "ro-dir" / "link").symlink_to("f.txt")
+    (root / "closed" / "s.txt").write_text("closed\n")
+    os.setxattr(root / "closed" / "s.txt", "user.origin", b"closed")
+    (root / "closed" / "l").symlink_to("s.txt")
+    (root / "deep" / "ro" / "sub" / "x").write_text("x\n")
+    for name, mode in (("suid", 0o4755), ("sgid", 0o2755), ("suid-other", 0o6755)):
+        (root / name).write_text("#!/bin/sh\n")
+        if name == "suid-other":
+            os.chown(root / name, 1234, 5678)
+        os.chmod(root / name, mode)
+    for i, (p, mode) in enumerate(((root / "shrunk.log", 0o444), (root / "ro-dir" / "f.txt", 0o444),
+                                   (root / "ro-dir" / "link", None), (root / "closed" / "l", None),
+                                   (root / "closed" / "s.txt", 0o600), (root / "ro-dir", 0o555),
+                                   (root / "closed", 0o000), (root / "deep" / "ro", 0o555))):
+        os.utime(p, (1_500_000_000 + i, 1_500_000_000 + i), follow_symlinks=False)
+        if mode is not None:
+            os.chmod(p, mode)
+
+
+def _entries(root: Path) -> dict[str, tuple[Any, ...]]:
+    """Every entry under ``root``: (mode, mtime in whole seconds as archived, bytes or link target, user
+    attributes); read as root."""
+    out: dict[str, tuple[Any, ...]] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            p = Path(dirpath) / name
+            st = p.lstat()
+            what: Any = (os.readlink(p) if p.is_symlink() else None if p.is_dir() else p.read_bytes())
+            attrs = {} if p.is_symlink() else {n: os.getxattr(p, n) for n in os.listxattr(p) if n.startswith("user.")}
+            out[str(p.relative_to(root))] = (oct(stat.S_IMODE(st.st_mode)), int(st.st_mtime), what, attrs)
+    return out
+
+
+def _unprivileged(argv: list[str]) -> subprocess.CompletedProcess[str]:
+    """``argv`` run by this Python as a user other than root, who owns what it makes (a new user namespace, in
+    which this process is not root and has no power over files: 'setpriv --reuid=nobody' cannot be used, the
+    interpreter may be in a directory only root reaches)."""
+    return subprocess.run(["unshare", "--user", sys.executable, *argv], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}, timeout=120)
+
+
+def test_read_only_modes_restore_and_verify_as_a_user_other_than_root(
+        cli: Any, make_config: Any, tmp_path: Path, age_key: AgeKey) -> None:
+    """Restored as a user other than root (an app user restoring its uploads), and as root without the
+    capabilities to chown: the restore failed half-way on a symlink's mtime in a 0000 directory, on cutting the
+    padding off a 0444 file, and, into a directory holding an earlier restore's 0555 directory or where a
+    0555 directory is new, on moving entries; as root without CAP_CHOWN, every file whose owner could not be set
+    lost its mode and mtime in silence.  Now every name, byte, mode, mtime, link and user attribute comes back
+    (setuid/setgid only where the owner is restored, as GNU tar does), and unset owners are said."""
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root (to make files of another owner, and drop capabilities) and setpriv")
+    if subprocess.run(["unshare", "--user", "true"], capture_output=True).returncode != 0:
+        pytest.skip("cannot make a user namespace here (unshare --user), to restore as a user other than root")
+    root = tmp_path / "srv" / "app"
+    _awkward_tree(root)
+    cfg, run = run_app_files_backup(cli, make_config, age_key, tmp_path, root, secrets=["ro-dir/.env"])
+    bid = run["artifacts"][0]["id"]
+    [mpath] = list((tmp_path / "store1").rglob("manifest.json"))
+    manifest = json.loads(mpath.read_text())
+    [entry] = [f for f in manifest["files"]["archives"]["files.tar.zst.age"]["files"]
+               if f["path"].endswith("/shrunk.log")]
+    entry["padded"] = 8  # as files.backup writes it for a file that shrank by 8 bytes while it was read
+    rewrite_manifest(cli, cfg, mpath, manifest)
+    want = _entries(root)
+    want["shrunk.log"] = (want["shrunk.log"][0], want["shrunk.log"][1], b"kept\n", {})
+    for name in ("suid", "sgid", "suid-other"):  # not root: never setuid/setgid
+        want[name] = ("0o755", *want[name][1:])
+    rel = str(root).lstrip("/")
+
+    v = _unprivileged(["-m", "upkeeper", "--config", str(cfg), "backups", "verify", bid, "--json"])
+    assert v.returncode == 0 and json.loads(v.stdout)[0]["ok"], v.stdout + v.stderr
+
+    dest = tmp_path / "restored"
+    r = _unprivileged(["-m", "upkeeper", "--config", str(cfg), "backups", "restore", bid, "--to", str(dest), "--json"])
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert _entries(dest / rel) == want
+
+    again = tmp_path / "again"  # --force into one that has the app's directory, and a 0555 one of its own in it
+    (again / rel / "deep" / "ro").mkdir(parents=True)
+    (again / rel / "deep" / "ro").chmod(0o555)
+    r = _unprivileged(["-m", "upkeeper", "--config", str(cfg), "backups", "restore", bid, "--to", str(again),
+                       "--force", "--json"])
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert _entries(again / rel) == want
+
+    capless = tmp_path / "capless"  # root without CAP_CHOWN (nor the others): owners are not set, and said so
+    r2 = subprocess.run(["setpriv", "--inh-caps=-all", "--bounding-set=-all", sys.executable, "-m", "upkeeper",
+                         "--config", str(cfg), "backups", "restore", bid, "--to", str(capless), "--json"],
+                        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert r2.returncode == 0, r2.stdout + r2.stderr
+    out = json.loads(r2.stdout)
+    assert out["owners_not_restored"]["entries"] == 1 and out["owners_not_restored"]["example"] == f"{rel}/suid-other"
+    assert "owners and groups not restored" in out["warning"], out
+    want["suid"], want["sgid"] = ("0o4755", *want["suid"][1:]), ("0o2755", *want["sgid"][1:])  # root's, as archived
+    assert _entries(capless / rel) == want
+    assert (capless / rel / "suid-other").stat().st_uid == 0

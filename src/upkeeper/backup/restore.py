@@ -12,6 +12,7 @@ import queue
 import re
 import shutil
 import stat
+import sys
 import tarfile
 import threading
 import time
@@ -895,7 +896,8 @@ _NOT_ROOT = ("as a user other than root only user.* attributes can be set: resto
 def set_xattrs(path: str | int, attrs: dict[str, bytes], entry: str, skipped: SkippedXattrs) -> None:
     """Set ``attrs`` (as archived) on ``path`` (never through a symlink); what cannot be set is noted in
     ``skipped``.  File capabilities last (writing to the file or changing its owner clears them).  Not as root,
-    only ``user.*``; a read-only file or directory of ours is made writable for the moment it takes."""
+    only ``user.*``; a read-only file or directory of ours is made writable for the moment it takes (also as root
+    without CAP_DAC_OVERRIDE)."""
     root = os.geteuid() == 0
     follow = isinstance(path, int)
     bad = [k for k in attrs if not archived_xattr(k)]
@@ -912,9 +914,8 @@ def set_xattrs(path: str | int, attrs: dict[str, bytes], entry: str, skipped: Sk
             try:
                 os.setxattr(path, key, attrs[key], follow_symlinks=follow)
             except PermissionError:
-                if root:
-                    raise
-                # (a file or directory the restore made, never a symlink: attributes are set on no symlink)
+                # not as root (or root without CAP_DAC_OVERRIDE): a read-only file or directory the restore made,
+                # never a symlink (attributes are set on no symlink)
                 mode = stat.S_IMODE(os.stat(path).st_mode)
                 os.chmod(path, mode | stat.S_IWUSR)
                 try:
@@ -927,6 +928,65 @@ def set_xattrs(path: str | int, attrs: dict[str, bytes], entry: str, skipped: Sk
             failed.setdefault(why, []).append(key)
     for why, keys in failed.items():
         skipped.note(entry, keys, why)
+
+
+def restored_mode(ti: tarfile.TarInfo, *, owned: bool) -> int:
+    """The mode an entry is given: as archived (the filter took setuid/setgid away when not restoring as root),
+    without setuid/setgid when its owner could not be set (as GNU tar does: the entry is root's)."""
+    return ti.mode if owned else ti.mode & ~(stat.S_ISUID | stat.S_ISGID)
+
+
+@dataclass
+class Owners:
+    """Owners and groups of a restore as root (by name where this host has the name, else by id, each name
+    looked up once: tarfile reads /etc/passwd and /etc/group anew for every member), and the entries whose owner
+    could not be set.  Not as root, entries are the user's own, as GNU tar makes them (--no-same-owner)."""
+
+    ids: dict[tuple[str, str], int | None] = field(default_factory=dict)
+    #: entries whose owner could not be set: count, the first one, why
+    skipped: int = 0
+    example: str = ""
+    reasons: set[str] = field(default_factory=set)
+
+    def restore(self, path: str, ti: tarfile.TarInfo) -> bool:
+        """``path`` (never through a symlink) given ``ti``'s owner and group; False when that is not allowed (root
+        without CAP_CHOWN, an id a user namespace does not map): noted, the restore goes on."""
+        if os.geteuid() != 0:
+            return True
+        ids = [ti.uid, ti.gid]
+        for i, (kind, name) in enumerate((("u", ti.uname), ("g", ti.gname))):
+            if not name:
+                continue
+            if (kind, name) not in self.ids:
+                try:
+                    self.ids[kind, name] = (pwd.getpwnam(name).pw_uid if kind == "u" else grp.getgrnam(name).gr_gid)
+                except KeyError:
+                    self.ids[kind, name] = None
+            found = self.ids[kind, name]
+            if found is not None:
+                ids[i] = found
+        uid, gid = ids
+        try:
+            os.chown(path, uid, gid, follow_symlinks=False)
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.EINVAL):
+                raise
+            if not self.skipped:
+                self.example = ti.name
+            self.skipped += 1
+            self.reasons.add(exc.strerror or str(exc))
+            return False
+        return True
+
+    def summary(self) -> str | None:
+        if not self.skipped:
+            return None
+        return (f"owners and groups not restored on {self.skipped} file(s) or directories (e.g. {self.example}: "
+                f"{'; '.join(sorted(self.reasons))}): they are root's, without setuid/setgid; restore as root with "
+                "CAP_CHOWN (not in a user namespace that lacks their ids) to keep them")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"entries": self.skipped, "example": self.example, "reasons": sorted(self.reasons)}
 
 
 class _SafeExtract:
@@ -945,14 +1005,14 @@ class _SafeExtract:
     """
 
     def __init__(self, object_name: str, root: Path, dest: Path, listed: Iterable[dict[str, Any]],
-                 dirs: set[str], xattrs: dict[str, dict[str, bytes]] | None = None) -> None:
+                 dirs: dict[str, tarfile.TarInfo], xattrs: dict[str, dict[str, bytes]] | None = None) -> None:
         self.object_name = object_name
         self.root = root
         self.dest = dest
         #: what the manifest lists and is not extracted yet, name → kind (one pass over the list; an entry
         #: leaves as its member is extracted, so the table shrinks as the restore goes)
         self.kinds: dict[str, str] = {}
-        #: the files that shrank while archived, name → zero bytes to cut off (and their mtimes, once extracted)
+        #: the files that shrank while archived, name → zero bytes to cut off (:meth:`_HoleTarFile.makefile`)
         self.padded: dict[str, int] = {}
         #: the hard links listed, name → the name they link to (a file earlier in the archive)
         self.link_to: dict[str, str] = {}
@@ -968,14 +1028,14 @@ class _SafeExtract:
         #: the files hard links are listed to, and those of them extracted so far
         self.link_targets = set(self.link_to.values())
         self.linkable: set[str] = set()
-        #: the directory members of every archive of the restore so far (shared)
+        #: the directory members of every archive of the restore so far, as extracted (shared): their owners,
+        #: modes and mtimes are set once every archive is extracted (:meth:`FilesRestore.set_directory_attributes`)
         self.dirs = dirs
         #: the first components of the names extracted
         self.tops: set[str] = set()
         self.links: set[str] = set()
         #: directories above members, found to be real directories in the staging directory
         self.real_dirs: set[str] = set()
-        self.mtimes: dict[str, float] = {}  # of the padded files
         #: symlinks' mtimes, which tarfile does not set (GNU tar does)
         self.link_mtimes: dict[str, float] = {}
         #: the extended attributes of the files and directories extracted, set once they are (shared)
@@ -1032,12 +1092,6 @@ class _SafeExtract:
         if kind == "symlink":
             self.links.add(name)
             self.link_mtimes[name] = ti.mtime
-        elif kind == "hard link":
-            pass
-        elif kind == "file" and name in self.padded:
-            self.mtimes[name] = ti.mtime
-        else:
-            self.dirs.add(name)
         if kind == "file" and name in self.link_targets:
             self.linkable.add(name)
         if kind != "symlink" and ti.pax_headers:
@@ -1046,7 +1100,10 @@ class _SafeExtract:
                 self.xattrs[name] = attrs
             else:
                 self.xattrs.pop(name, None)  # an earlier archive's, replaced
-        return ti.replace(name=name, linkname=linkname, mode=ti.mode & self.mode_mask, deep=False)
+        out = ti.replace(name=name, linkname=linkname, mode=ti.mode & self.mode_mask, deep=False)
+        if kind == "dir":
+            self.dirs[name] = out  # (a later archive's directory replaces an earlier one's attributes)
+        return out
 
     def _check_dest(self, ti: tarfile.TarInfo, parts: list[str], kind: str) -> None:
         """What ``dest`` already holds along the member's name, looked at without following links: a link or
@@ -1072,8 +1129,8 @@ class _SafeExtract:
             raise self.refuse(ti, f"{self.dest / rel} is not a directory", in_dest=True)
 
     def set_xattrs(self, skipped: SkippedXattrs) -> None:
-        """The extended attributes of what was extracted (after tarfile set owners, modes and mtimes, and the
-        padding was cut off: either clears file capabilities)."""
+        """The extended attributes of what was extracted (after tarfile set the files' owners, modes and mtimes:
+        a change of owner clears file capabilities), while directories are still ours and writable."""
         for name, attrs in self.xattrs.items():
             set_xattrs(str(self.root / name), attrs, name, skipped)
 
@@ -1082,19 +1139,6 @@ class _SafeExtract:
         for name, mtime in self.link_mtimes.items():
             with contextlib.suppress(FileNotFoundError):
                 os.utime(self.root / name, (mtime, mtime), follow_symlinks=False)
-
-    def trim_padding(self) -> None:
-        """A file that shrank while it was archived is stored padded with zeros (its manifest line says how many
-        bytes): cut them off, so the restored file is what was read."""
-        for name, pad in self.padded.items():
-            if name not in self.mtimes:
-                continue
-            fd = os.open(self.root / name, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-            try:
-                os.ftruncate(fd, max(0, os.fstat(fd).st_size - pad))
-                os.utime(fd, (self.mtimes[name], self.mtimes[name]))
-            finally:
-                os.close(fd)
 
 
 _BLOCK = 1 << 16
@@ -1105,23 +1149,36 @@ class _HoleTarFile(tarfile.TarFile):
     """Writes each all-zero 64 KiB block of a file as a hole: a sparse file (a VM image, /var/log/lastlog with
     large UIDs), archived with its zeros, comes back sparse instead of filling the disk."""
 
+    #: set before extracting (:meth:`FilesRestore.extract`): the archive's filter, which knows the padded files,
+    #: and the restore's owners
+    guard: _SafeExtract
+    owners: Owners
+    #: the member whose owner could not be set just now (its mode is then set without setuid/setgid)
+    _unowned: str | None = None
+
+    # Owners, modes and mtimes: tarfile's own methods skip the mode and mtime when the owner cannot be set (root
+    # without CAP_CHOWN, in a user namespace) and let any failure pass in silence; here the owner is noted and
+    # skipped, the rest set or the extraction fails naming the file.  Directories get theirs once every archive
+    # is extracted (FilesRestore.set_directory_attributes): one made read-only (0555, 0000) could not take
+    # another archive's members, a link's mtime, an attribute or a padded file's end before.
+
     def chown(self, tarinfo: tarfile.TarInfo, targetpath: str | bytes | os.PathLike[str] | os.PathLike[bytes],
               numeric_owner: bool) -> None:
-        """As tarfile does (the owner and group by name where this host has the name, else by id), with each
-        name looked up once: tarfile reads /etc/passwd and /etc/group anew for every member."""
-        if not numeric_owner:
-            ids = self.__dict__.setdefault("_ids", {})
-            for kind, name in (("u", tarinfo.uname), ("g", tarinfo.gname)):
-                if name and (kind, name) not in ids:
-                    try:
-                        ids[kind, name] = (pwd.getpwnam(name).pw_uid if kind == "u" else grp.getgrnam(name).gr_gid)
-                    except KeyError:
-                        ids[kind, name] = None
-            uid = ids.get(("u", tarinfo.uname)) if tarinfo.uname else None
-            gid = ids.get(("g", tarinfo.gname)) if tarinfo.gname else None
-            tarinfo = tarinfo.replace(uid=tarinfo.uid if uid is None else uid,
-                                      gid=tarinfo.gid if gid is None else gid, deep=False)
-        super().chown(tarinfo, targetpath, True)
+        if tarinfo.isdir():
+            return
+        self._unowned = None if self.owners.restore(os.fsdecode(targetpath), tarinfo) else tarinfo.name
+
+    def chmod(self, tarinfo: tarfile.TarInfo, targetpath: str | bytes | os.PathLike[str] | os.PathLike[bytes]
+              ) -> None:
+        if tarinfo.isdir():
+            return
+        os.chmod(targetpath, restored_mode(tarinfo, owned=self._unowned != tarinfo.name))
+
+    def utime(self, tarinfo: tarfile.TarInfo, targetpath: str | bytes | os.PathLike[str] | os.PathLike[bytes]
+              ) -> None:
+        if tarinfo.isdir():
+            return
+        os.utime(targetpath, (tarinfo.mtime, tarinfo.mtime))
 
     def makelink(self, tarinfo: tarfile.TarInfo, targetpath: str | bytes | os.PathLike[str] | os.PathLike[bytes]
                  ) -> None:
@@ -1154,11 +1211,14 @@ class _HoleTarFile(tarfile.TarFile):
 
     def makefile(self, tarinfo: tarfile.TarInfo, targetpath: str | bytes | os.PathLike[str] | os.PathLike[bytes]
                  ) -> None:
+        """(A file that shrank while it was archived is stored padded with zeros, its manifest line says how many
+        bytes: they are not written, so the restored file is what was read.)"""
         source = self.fileobj
         assert source is not None
         source.seek(tarinfo.offset_data)
+        pad = self.guard.padded.get(tarinfo.name, 0)
         with open(targetpath, "wb") as target:
-            left = tarinfo.size
+            left = max(0, tarinfo.size - pad)
             hole = False
             while left:
                 buf = source.read(min(_BLOCK, left))
@@ -1170,7 +1230,7 @@ class _HoleTarFile(tarfile.TarFile):
                 else:
                     target.write(buf)
                 left -= len(buf)
-            if hole:
+            if hole or pad:
                 target.truncate()  # the file's size, as it ends in a hole
 
 
@@ -1227,6 +1287,29 @@ class _Pipe:
         return out
 
 
+def _rename_entry(name: str, src: int, dst: int, st: os.stat_result) -> None:
+    """``name`` renamed from the directory ``src`` into ``dst``.  A directory moved to another one has its '..'
+    changed, which takes write permission on it, not as root: one extracted read-only (0555, 0000) is made
+    writable for the moment it takes (it is ours: the restore made it)."""
+    try:
+        os.rename(name, name, src_dir_fd=src, dst_dir_fd=dst)
+        return
+    except PermissionError:
+        if not stat.S_ISDIR(st.st_mode) or st.st_mode & stat.S_IWUSR:
+            raise
+    mode = stat.S_IMODE(st.st_mode)
+    fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_PATH, dir_fd=src)
+    try:
+        inode = f"/proc/self/fd/{fd}"  # (chmod of the directory itself, whatever its name: no fchmod on O_PATH)
+        os.chmod(inode, mode | stat.S_IWUSR)
+        try:
+            os.rename(name, name, src_dir_fd=src, dst_dir_fd=dst)
+        finally:
+            os.chmod(inode, mode)
+    finally:
+        os.close(fd)
+
+
 class FilesRestore:
     """A files set restored into ``dest`` through ``staging``, a private directory (:func:`staging_dir`) on the
     same file system: beside ``dest`` when ``dest`` is new or empty, else inside it.
@@ -1250,14 +1333,22 @@ class FilesRestore:
         self.tree = staging / "tree"
         self.tree.mkdir(mode=0o700)
         self.dest = dest
-        self.dirs: set[str] = set()
+        #: the directory members extracted, name → as extracted (their owners, modes and mtimes set at the end)
+        self.dirs: dict[str, tarfile.TarInfo] = {}
+        self._dirs_set = False
         self.tops: set[str] = set()
         self.touched = False
         #: the extended attributes that could not be set (not restoring as root, a file system without them)
         self.skipped_xattrs = SkippedXattrs()
+        #: as root, the owners that could not be set (no CAP_CHOWN, ids a user namespace does not map)
+        self.owners = Owners()
 
     def extract(self, rec: ObjectRecord) -> int:
         """Stream the tar object ``rec`` into the staging directory.  Returns its member count."""
+        if not hasattr(tarfile, "data_filter"):  # (Python 3.11.4, 3.10.12…: extractall(filter=))
+            raise SetupError(f"this Python ({sys.version.split()[0]}, {sys.executable}) has no tarfile extraction "
+                             "filters, which a files restore needs",
+                             "Try: run upkeeper with Python 3.11.4 or newer")
         xattrs: dict[str, dict[str, bytes]] = {}
         guard = _SafeExtract(rec.name, self.tree, self.dest, listed_files(self.fetcher.located.manifest, rec),
                              self.dirs, xattrs)
@@ -1277,6 +1368,7 @@ class FilesRestore:
         try:
             try:
                 with _HoleTarFile.open(fileobj=pipe, mode="r|", bufsize=_BLOCK) as tf:  # type: ignore[call-overload]
+                    tf.guard, tf.owners = guard, self.owners
                     tf.extractall(self.tree, filter=guard)
                     n = len(tf.getmembers())
                 while pipe.read(_BLOCK):
@@ -1297,7 +1389,6 @@ class FilesRestore:
             t.join()
             if failed:
                 raise failed[0]
-            guard.trim_padding()
             guard.set_link_mtimes()
             guard.set_xattrs(self.skipped_xattrs)
         except (OSError, tarfile.TarError, EOFError) as exc:
@@ -1309,11 +1400,27 @@ class FilesRestore:
         self.tops.update(guard.tops)
         return n
 
+    def set_directory_attributes(self) -> None:
+        """Once every archive is extracted (and links' mtimes and attributes are set): each directory's owner
+        (as root), mtime and mode, the deepest first, as tar sets them at the end of an extraction — a read-only
+        one (0555, 0000) is never written into after it gets its mode, which as a user other than root (or root
+        without CAP_DAC_OVERRIDE) would fail."""
+        if self._dirs_set:
+            return
+        self._dirs_set = True
+        for name in sorted(self.dirs, reverse=True):  # 'a/b' before 'a'
+            ti = self.dirs[name]
+            path = os.path.join(self.tree, name)
+            owned = self.owners.restore(path, ti)
+            os.utime(path, (ti.mtime, ti.mtime))
+            os.chmod(path, restored_mode(ti, owned=owned))
+
     def rename_into_place(self) -> bool:
         """``staging/tree`` (beside ``dest``) becomes ``dest``, a new or empty directory, in one rename,
         with the mode (as root, the owner) ``dest`` has or a new directory would get.  False when the rename is
         not allowed (``dest`` is a mount point, or in a sticky directory and not ours): the entries are then
         moved into ``dest`` one by one (:meth:`move_into_place`)."""
+        self.set_directory_attributes()
         try:
             old: os.stat_result | None = os.lstat(self.dest)
         except FileNotFoundError:
@@ -1345,6 +1452,7 @@ class FilesRestore:
     def move_into_place(self) -> None:
         """Rename what was extracted into the existing ``dest`` (see the class), between writing
         :data:`INCOMPLETE` there and removing it."""
+        self.set_directory_attributes()
         src = os.open(self.tree, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
         try:
             dst = os.open(self.dest, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -1412,7 +1520,14 @@ class FilesRestore:
                     sub_dst = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dst)
                     try:
                         os.chmod(sub_src, stat.S_IMODE(st.st_mode) | stat.S_IRWXU)  # its entries move out
+                        if old.st_mode & 0o300 != 0o300 and old.st_uid == os.geteuid():
+                            # ours, read-only (an earlier restore's 0555): entries move in; its mode comes back
+                            os.chmod(sub_dst, stat.S_IMODE(old.st_mode) | 0o300)
+                            if rel not in self.dirs:
+                                self.touched = True
                         self._merge(sub_src, sub_dst, sorted(os.listdir(sub_src)), rel + "/")
+                        if rel not in self.dirs and old.st_mode & 0o300 != 0o300 and old.st_uid == os.geteuid():
+                            os.chmod(sub_dst, stat.S_IMODE(old.st_mode))
                         if rel in self.dirs:  # the backup's directory: its owner, mode and mtime, as tar sets them
                             self.touched = True
                             if os.geteuid() == 0:
@@ -1428,7 +1543,7 @@ class FilesRestore:
             if old is not None and stat.S_ISDIR(st.st_mode):
                 self.touched = True
                 os.unlink(name, dir_fd=dst)  # a file or link where the backup has a directory
-            os.rename(name, name, src_dir_fd=src, dst_dir_fd=dst)  # a file or link there is replaced at once
+            _rename_entry(name, src, dst, st)  # a file or link there is replaced at once
             if not self.touched:
                 self.touched = True
                 fault_pause("restore-moving")  # (the crash tests: one entry moved, the others not yet)

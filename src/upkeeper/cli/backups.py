@@ -980,10 +980,17 @@ def _restore_files(fetcher: Fetcher, row: CatalogRow, to: Path) -> dict[str, Any
         out["sqlite_not_snapshotted"] = as_read
         out["note"] = as_read_note(as_read)
     assert restore is not None
+    warnings = []
     skipped = restore.skipped_xattrs.summary()
     if skipped:  # (not restoring as root, a file system without extended attributes)
-        out["warning"] = skipped
+        warnings.append(skipped)
         out["xattrs_skipped"] = restore.skipped_xattrs.to_dict()
+    owners = restore.owners.summary()
+    if owners:  # (root without CAP_CHOWN, in a user namespace)
+        warnings.append(owners)
+        out["owners_not_restored"] = restore.owners.to_dict()
+    if warnings:
+        out["warning"] = "; ".join(warnings)
     return out
 
 
