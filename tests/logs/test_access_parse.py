@@ -216,6 +216,10 @@ def test_log_format_directive_and_escape_are_understood(given: str, format_strin
     ("log_format main;", "has no format string"),
     ('$remote_addr [$time_local] $request $status', "$request is followed by a blank, not by a quote"),
     ('$remote_addr [$time_local] "$request $status"', "$request is followed by a blank, not by a quote"),
+    # a '$' without a variable name, as nginx refuses it; the first was "has no client address"
+    ('${remote_addr [$time_local] "$request" $status', "the '$' of '${remote_add' begins no variable (its '{'"),
+    ('$remote_addr [$time_local] "$request" $status $', "the '$' of '$' begins no variable (no name"),
+    ('$remote_addr [$time_local] "$request" $status $ $request_time', "the '$' of '$ $request_t' begins no"),
 ])
 def test_log_formats_that_cannot_work_are_refused(given: str, message: str) -> None:
     with pytest.raises(LogFormatError) as err:

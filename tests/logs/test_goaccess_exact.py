@@ -340,3 +340,48 @@ def test_an_upstream_list_before_counted_fields_is_read_where_goaccess_fails(tmp
     for kw in SCAN_PATHS.values():
         mine = ours(log, fmt=fmt, **kw)
         assert (mine["requests"], mine["invalid"]) == (61, 0)
+
+
+#: an escape=json format whose every value is quoted: a JSON object as it stands, which GoAccess reads in its
+#: JSON mode unless the flags upkeeper prints say otherwise
+JSON_QUOTED = ("log_format j escape=json '{ \"time\": \"$time_iso8601\", \"ip\": \"$remote_addr\", "
+               "\"request\": \"$request\", \"status\": \"$status\", \"bytes\": \"$body_bytes_sent\", "
+               "\"agent\": \"$http_user_agent\", \"rt\": \"$request_time\" }';")
+
+
+def test_a_json_object_format_is_read_by_goaccess_as_upkeeper_reads_it(tmp_path: Path) -> None:
+    """With every value quoted, GoAccess took the flags for JSON and read the lines its own way: a
+    connection closed unanswered ("request":"") and a request with bytes that are not UTF-8 (escape=json
+    writes them raw) were failed lines to it and requests to upkeeper, as in every other format."""
+    line = ('{{ "time": "2024-03-01T10:00:0{s}+00:00", "ip": "1.1.1.{i}", "request": "{r}", "status": "{st}", '
+            '"bytes": "{i}0", "agent": "ua \\"{i}\\"", "rt": "0.0{i}0" }}\n')
+    good = [line.format(s=i % 10, i=i, r=f"GET /p{i % 4}?q=\\\"x\\\" HTTP/1.1", st=200) for i in range(40)]
+    odd = [line.format(s=1, i=50, r="", st=400), line.format(s=2, i=51, r="GET /\xff HTTP/1.1", st=404),
+           line.format(s=3, i=52, r="\\u0016\\u0003\\u0001", st=400)]
+    log = tmp_path / "json.log"
+    log.write_bytes("".join(good + odd + good).encode("latin-1"))
+    ga = assert_all_paths_same_as_goaccess(log, tmp_path, JSON_QUOTED)
+    assert (ga["valid"], ga["failed"]) == (83, 0)
+    assert to_goaccess(JSON_QUOTED).log_format.startswith("%^ ")  # its "{" skipped: no JSON object any more
+
+
+@pytest.mark.parametrize("fmt", [
+    '$remote_addr [$time_local] "$request" $status $body_bytes_sent "$http_user_agent" $request_time $bytes_sent',
+    '$remote_addr [$time_local] "$request" $status $body_bytes_sent $server_name "$http_user_agent" "$host"',
+])
+def test_the_first_of_two_variables_of_one_field_counts_on_every_path(tmp_path: Path, fmt: str) -> None:
+    """$body_bytes_sent and $bytes_sent (or $server_name and $host) both logged: GoAccess and the line parser
+    take the first, the fast split took the one at the end of the line (the bandwidth with headers) or the
+    quoted one."""
+    last = '"h{k}.example"' if "$host" in fmt else "0.0{k} {b}"
+    middle = "s{s}.example " if "$server_name" in fmt else ""
+    line = '1.1.1.{k} [01/Mar/2024:10:00:{i:02d} +0000] "GET /p{k} HTTP/1.1" 200 {i} ' + middle + '"ua" ' + last + "\n"
+    lines = [line.format(i=i, k=i % 7, s=i % 2, b=1000 + i) for i in range(60)]
+    log = tmp_path / "two.log"
+    log.write_text("".join(lines))
+    ga = assert_all_paths_same_as_goaccess(log, tmp_path, fmt)
+    assert ga["bandwidth"] == sum(range(60))
+    mine = ours(log, fmt=fmt)
+    assert mine["fast_path_lines"] == 60
+    if "$host" in fmt:
+        assert sorted(v["host"] for v in mine["vhosts"]) == ["s0.example", "s1.example"]

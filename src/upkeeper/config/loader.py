@@ -189,7 +189,8 @@ def interpolate(node: Any, lines: LineMap, problems: list[ConfigProblem], path: 
                     lines.problem(
                         path,
                         f"environment variable {name} is not set",
-                        f"Try: export {name}=… before running upkeeper, or write ${{{name}:-default}}",
+                        f"Try: export {name}=… before running upkeeper, or write ${{{name}:-default}}; for the "
+                        f"text ${{{name}}} itself (an nginx log_format's variable), write $${{{name}}}",
                     )
                 )
                 return ""

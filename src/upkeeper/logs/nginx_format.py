@@ -15,6 +15,7 @@ From it we derive
 from __future__ import annotations
 
 import difflib
+import json
 import re
 from dataclasses import dataclass, field
 
@@ -135,6 +136,8 @@ LISTS = frozenset({
 LIST_SEPARATORS = (", ", " : ")
 
 _VAR = re.compile(r"\$(?:\{(\w+)\}|(\w+))")
+#: a '$' nginx cannot read a variable name after (``$`` at the end, ``$ ``, ``${name`` without its ``}``)
+_NO_VAR = re.compile(r"\$(?!\{\w+\}|\w)")
 
 
 class LogFormatError(UpkeeperError):
@@ -278,6 +281,14 @@ def parse_format(fmt: str, client_ip: str = "remote_addr") -> list[Item]:
     s = normalize_format(fmt)
     if not s:
         raise LogFormatError("the log_format is empty", "Try: log_format: combined")
+    bad = _NO_VAR.search(s)
+    if bad:
+        at = s[bad.start():bad.start() + 12]
+        raise LogFormatError(
+            f"in the log_format {s!r}, the '$' of {at!r} begins no variable ("
+            + ("its '{' is not closed" if s[bad.start() + 1:bad.start() + 2] == "{" else "no name follows it")
+            + "): nginx refuses such a format ('invalid parameter')",
+            "Try: the format string of your nginx.conf 'log_format' line, its variables written $name or ${name}")
     items: list[Item] = []
     pos = 0
     for m in _VAR.finditer(s):
@@ -338,6 +349,9 @@ class GoAccessFormat:
 def to_goaccess(fmt: str, *, internal: bool = False, client_ip: str = "remote_addr") -> GoAccessFormat:
     """The GoAccess ``--log-format`` equivalent of an nginx format.
 
+    A format that is a JSON object as it stands has its ``{`` skipped with ``%^`` (unless ``internal``): GoAccess
+    would read it in its JSON mode otherwise (see :func:`_strict_json`'s caller).
+
     ``internal=True`` keeps upkeeper's extension specifiers that the exported format spells ``%^``:
     ``%P`` (upstream time), ``%e`` (remote user), ``%X`` (the client passed on by a proxy:
     ``$http_x_forwarded_for`` or the ``client_ip`` variable, see :func:`client_variables`) and ``%Y`` (another
@@ -390,7 +404,25 @@ def to_goaccess(fmt: str, *, internal: bool = False, client_ip: str = "remote_ad
     for head in ("%h - %e [", "%h - %^ ["):
         if ga.startswith(head):
             ga = "%h %^[" + ga[len(head):]
+    if not internal and _strict_json(ga):
+        # a format that is a JSON object as it stands ('{"ip":"%h","request":"%r","status":"%s"}') puts GoAccess
+        # in its JSON mode, which reads other lines than nginx writes and upkeeper reads: it drops lines with an
+        # empty value ("request":"" of a connection closed unanswered, "method":"") or bytes that are not UTF-8
+        # (escape=json writes them raw), takes "protocol":"" (HTTP/0.9) and undoes \" in URLs.  Its "{" skipped
+        # with %^ makes it text again, read as a line of any other format is, as upkeeper reads it.
+        ga = "%^" + ga[1:]
     return GoAccessFormat(ga, date_fmt, time_fmt)
+
+
+def _strict_json(text: str) -> bool:
+    """Whether ``text`` is one JSON object, which GoAccess (``is_json_log_format``) reads in its JSON mode."""
+    if not text.lstrip().startswith("{"):
+        return False
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    return True
 
 
 # --------------------------------------------------------------------------------------------
@@ -539,15 +571,16 @@ def split_plan(fmt: str, client_ip: str = "remote_addr") -> SplitPlan | None:
             return
         fields[f] = (where, seg, tok)
 
-    for k, name in enumerate(quoted):
-        claim(name, "q", k, 0)
-    for t, spec in enumerate(glue):
-        if spec.kind == "var":
-            claim(spec.var, "g", 0, t)
-    for j, toks in enumerate(middle):
-        for t, spec in enumerate(toks):
-            if spec.kind == "var":
-                claim(spec.var, "m", j, t)
+    # two variables of one field ($body_bytes_sent and $bytes_sent, $host and $server_name): the first in the
+    # format is the field, as in GoAccess and the line parser; the others are skipped
+    order = {it.name: k for k, it in reversed(list(enumerate(items))) if isinstance(it, Var)}
+    order["time_local_dt"] = order["time_local_tz"] = order.get("time_local_dt", -1)
+    places = [(name, "q", k, 0) for k, name in enumerate(quoted)]
+    places += [(spec.var, "g", 0, t) for t, spec in enumerate(glue) if spec.kind == "var"]
+    places += [(spec.var, "m", j, t) for j, toks in enumerate(middle) for t, spec in enumerate(toks)
+               if spec.kind == "var"]
+    for name, where, at, tok in sorted(places, key=lambda p: order.get(p[0], -1)):
+        claim(name, where, at, tok)
     if "time" not in fields or "h" not in fields or "r" not in fields:
         return None
     times = [it.field for it in parsed if isinstance(it, Var) and it.field in TIME_FIELDS]
