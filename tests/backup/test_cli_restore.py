@@ -896,6 +896,36 @@ def test_a_restore_into_an_empty_bind_mount_is_moved_into_it(cli: Any, make_conf
     _no_plaintext_left(tmp_path)
 
 
+def test_a_forced_restore_into_a_directory_with_a_mount_in_it_fails_before_moving_anything(
+        cli: Any, make_config: Any, tmp_path: Path, age_key: AgeKey) -> None:
+    """--force into a directory where one of the backup's directories is another mount (a bind mount: same
+    device): the entries before it were renamed into place, then the rename into the mount failed (EXDEV) and
+    the restore stopped half-way.  It is found before anything moves: the error names the mount, the directory
+    is as it was."""
+    if os.geteuid() != 0:
+        pytest.skip("a bind mount needs root")
+    root = _app(tmp_path, big=1 << 12)
+    cfg = _files_config(make_config, tmp_path, root, age_key)
+    bid = _files_backup(cli, cfg)
+    dest = tmp_path / "restored"
+    old = dest / str(root).lstrip("/")
+    (old / "public").mkdir(parents=True)
+    (old / "app.js").write_text("old version\n")
+    res = subprocess.run(["mount", "--bind", str(old / "public"), str(old / "public")], capture_output=True, text=True)
+    if res.returncode != 0:
+        pytest.skip(f"cannot bind-mount here: {res.stderr.strip()}")
+    try:
+        before = _tree(dest)
+        r = cli(["--config", cfg, "backups", "restore", bid, "--to", dest, "--force"])
+        assert r.code == 1, r.output
+        err = _flat(r.err)
+        assert f"{old / 'public'} is on another file system (mount)" in err and f"{dest} was not changed" in err, err
+        assert _tree(dest) == before
+    finally:
+        subprocess.run(["umount", "-l", str(old / "public")], check=True)
+    _no_plaintext_left(tmp_path)
+
+
 def test_a_restore_that_may_not_be_renamed_into_place_is_moved_entry_by_entry(
         make_config: Any, tmp_path: Path, age_key: AgeKey, cli: Any) -> None:
     """An empty --to owned by another user in a sticky directory of another user (a shared /srv/restore): the

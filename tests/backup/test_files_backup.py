@@ -9,6 +9,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import stat
 import subprocess
 import sys
@@ -2145,3 +2146,83 @@ def test_read_only_modes_restore_and_verify_as_a_user_other_than_root(
     want["suid"], want["sgid"] = ("0o4755", *want["suid"][1:]), ("0o2755", *want["sgid"][1:])  # root's, as archived
     assert _entries(capless / rel) == want
     assert (capless / rel / "suid-other").stat().st_uid == 0
+
+
+def _unprivileged_paused(argv: list[str], mark: Path, point: str) -> subprocess.Popen[str]:
+    """:func:`_unprivileged`, in a process of its own paused at the fault point ``point`` (the crash tests')."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "UPKEEPER_FAULT_PAUSE": f"{point}:60",
+           "UPKEEPER_FAULT_MARK": str(mark)}
+    p = subprocess.Popen(["unshare", "--user", sys.executable, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, env=env)
+    deadline = time.monotonic() + 60
+    while not mark.exists() and p.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if not mark.exists():
+        p.kill()
+        out, err = p.communicate()
+        pytest.fail(f"the restore never paused at {point}: {out} {err}")
+    return p
+
+
+def test_a_forced_restore_as_a_user_other_than_root_is_checked_before_anything_moves(
+        cli: Any, make_config: Any, tmp_path: Path, age_key: AgeKey) -> None:
+    """--force into a directory with a subdirectory of another user that this user may not write: the entries
+    sorted before it were replaced, then the restore stopped half-way.  Every directory that receives or loses
+    an entry is checked before the first move: the restore fails naming it, with a hint that fits (another
+    user's; a 0000 directory, where the hint said 'writable, free space'), and leaves the directory as it was.
+    Stopped (SIGTERM) while moving, it says the directory holds part of the restore, leaves
+    .upkeeper-restore-incomplete and no staging directory (its 0000 directory included)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root (to make a directory of another owner)")
+    if shutil.which("unshare") is None or subprocess.run(["unshare", "--user", "true"],
+                                                         capture_output=True).returncode != 0:
+        pytest.skip("cannot make a user namespace here (unshare --user), to restore as a user other than root")
+    root = tmp_path / "srv" / "app"
+    for d in ("b", "closed", "z"):
+        (root / d).mkdir(parents=True)
+    (root / "a.txt").write_text("new a\n")
+    (root / "b" / "f").write_text("new f\n")
+    (root / "closed" / "c").write_text("closed\n")
+    (root / "z" / "g").write_text("new g\n")
+    (root / "closed").chmod(0o000)
+    cfg, run = run_app_files_backup(cli, make_config, age_key, tmp_path, root)
+    bid = run["artifacts"][0]["id"]
+    rel = str(root).lstrip("/")
+    restore = ["-m", "upkeeper", "--config", str(cfg), "backups", "restore", bid, "--force"]
+
+    dest = tmp_path / "forced"  # z: another user's (nobody), which this one may not write
+    (dest / rel / "z").mkdir(parents=True)
+    (dest / rel / "a.txt").write_text("old a\n")
+    os.chown(dest / rel / "z", 65534, 65534)
+    before = _entries(dest)
+    r = _unprivileged([*restore, "--to", str(dest)])
+    assert r.returncode == 1, r.stdout + r.stderr
+    err = " ".join(r.stderr.split())
+    assert f"{dest / rel / 'z'} is not writable" in err and f"{dest} was not changed" in err, err
+    assert "owned by" in err and "free space" not in err, err
+    assert _entries(dest) == before
+
+    zero = tmp_path / "zero"  # an earlier restore's 0000 directory (this user's)
+    (zero / rel / "b").mkdir(parents=True)
+    (zero / rel / "b").chmod(0o000)
+    r = _unprivileged([*restore, "--to", str(zero)])
+    assert r.returncode == 1, r.stdout + r.stderr
+    err = " ".join(r.stderr.split())
+    assert f"{zero / rel / 'b'} is a directory of mode 0000" in err and f"chmod u+rwx {zero / rel / 'b'}" in err, err
+    assert "free space" not in err and f"{zero} was not changed" in err, err
+    assert [p.name for p in zero.iterdir()] == [rel.split("/")[0]]
+
+    part = tmp_path / "part"  # stopped while moving
+    (part / rel).mkdir(parents=True)
+    (part / "mine.txt").write_text("mine\n")
+    p = _unprivileged_paused([*restore, "--to", str(part)], tmp_path / "mark", "restore-moving")
+    p.send_signal(signal.SIGTERM)
+    _out, err = p.communicate(timeout=60)
+    assert p.returncode == 143, err
+    err = " ".join(err.split())
+    assert f"stopped: {part} holds part of the restore" in err, err
+    assert (part / ".upkeeper-restore-incomplete").read_text().startswith(f"backup: {bid}\n")
+    assert sorted(q.name for q in part.iterdir()) == sorted([".upkeeper-restore-incomplete", "mine.txt",
+                                                             rel.split("/")[0]])
+    assert not list(tmp_path.rglob(".upkeeper-restore-staging-*"))
+    # (that restoring it again completes it: test_a_restore_killed_while_moving_into_a_directory_says_so_and_is_…)

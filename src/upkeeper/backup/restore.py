@@ -1116,6 +1116,15 @@ class _SafeExtract:
                 st = os.lstat(self.dest / rel)
             except FileNotFoundError:
                 return  # nothing there, nor below
+            except PermissionError:  # the directory above may not be searched (an earlier restore's 0000)
+                above = self.dest.joinpath(*parts[:i - 1])
+                ast = os.lstat(above)
+                fd = os.open(above, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+                try:
+                    mine = _mine(f"/proc/self/fd/{fd}", ast)  # (no fchmod on O_PATH)
+                finally:
+                    os.close(fd)
+                raise closed_dir_error(above, ast, mine=mine) from None
             if i == len(parts):
                 if stat.S_ISDIR(st.st_mode) and kind != "dir":
                     raise self.refuse(ti, f"{self.dest / rel} is a directory", in_dest=True)
@@ -1287,6 +1296,71 @@ class _Pipe:
         return out
 
 
+def _owner_name(uid: int, *, mine: bool = True) -> str:
+    """``uid`` as 'name (uid N)'; ``mine=False`` for one this process was found not to have power over, though
+    it has its uid: an id its user namespace does not map (shown as the overflow uid, as this process is)."""
+    if not mine and uid == os.geteuid():
+        return f"another user (shown as uid {uid}, as this user is: an id this user namespace does not map)"
+    try:
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except KeyError:
+        return f"uid {uid}"
+
+
+def _mine(fd: int | str, st: os.stat_result) -> bool:
+    """Whether this process may change the mode of the directory ``fd`` (its owner, or root with
+    CAP_FOWNER).  Tried, not guessed from ``st_uid``: in a user namespace that does not map the ids, another
+    user's directory has the same (overflow) uid as this process.  The mode is set to what it is: nothing
+    changes but the ctime."""
+    if st.st_uid != os.geteuid() and os.geteuid() != 0:
+        return False
+    try:
+        os.chmod(fd, stat.S_IMODE(st.st_mode))
+    except OSError:
+        return False
+    return True
+
+
+def os_error_hint(exc: BaseException, dest: Path) -> str:
+    """The hint for an OSError of a files restore, fitting its cause."""
+    code = exc.errno if isinstance(exc, OSError) else None
+    if code in (errno.ENOSPC, errno.EDQUOT):
+        return f"Try: free space (or quota) on the file system of {dest}: the restored files need it once"
+    if code in (errno.EACCES, errno.EPERM):
+        return f"Try: restore as a user who may write where the error says, or into a new directory (not {dest})"
+    if code == errno.EROFS:
+        return "Try: remount it read-write, or restore into a new directory elsewhere"
+    if code == errno.EXDEV:
+        return "Try: restore into a new directory, then copy what you need into place"
+    return f"Try: check that {dest} is writable and has free space for the restored files"
+
+
+def closed_dir_error(path: Path, st: os.stat_result, *, mine: bool) -> BackupError:
+    """A directory already in the restored-into one that this user may not look into (an earlier restore's
+    0000 directory): what is wrong, and what to do."""
+    mode = stat.S_IMODE(st.st_mode)
+    owner = _owner_name(st.st_uid, mine=mine)
+    if mine:
+        hint = f"Try: chmod u+rwx {path} (or move it away), or restore into a new directory"
+    else:
+        hint = (f"Try: restore as {owner} or root, or into a new directory (a user other than its owner cannot "
+                "make it readable)")
+    return BackupError(f"{path} is a directory of mode {mode:04o} owned by {owner}: the restore cannot look into "
+                       "it (it needs read and search permission there)", hint)
+
+
+def _mount_of(fd: int) -> int | None:
+    """The mount id of what ``fd`` is open on (/proc/self/fdinfo), or None where not known."""
+    try:
+        with open(f"/proc/self/fdinfo/{fd}") as fh:
+            for line in fh:
+                if line.startswith("mnt_id:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
 def _rename_entry(name: str, src: int, dst: int, st: os.stat_result) -> None:
     """``name`` renamed from the directory ``src`` into ``dst``.  A directory moved to another one has its '..'
     changed, which takes write permission on it, not as root: one extracted read-only (0555, 0000) is made
@@ -1320,8 +1394,8 @@ class FilesRestore:
     passed the checks (:class:`_SafeExtract`), the entries are put in place: :meth:`rename_into_place` makes
     ``staging/tree`` ``dest`` in one rename (all or nothing, whatever kills the process); :meth:`move_into_place`
     renames the entries into an existing ``dest`` — a file or link already there is replaced (never written
-    through), a directory there gets the backup's entries — with :data:`INCOMPLETE` in ``dest`` until the last
-    one is moved, so a restore killed half-way is plain to see and the next restore of the backup completes it.
+    through), a directory there gets the backup's entries — once :meth:`_preflight` found nothing that would
+    stop it half-way, with :data:`INCOMPLETE` in ``dest`` until the last one is moved, so a restore killed half-way is plain to see and the next restore of the backup completes it.
     Until then ``dest`` is not touched; ``touched`` says whether the move began.
     """
 
@@ -1394,9 +1468,7 @@ class FilesRestore:
         except (OSError, tarfile.TarError, EOFError) as exc:
             detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             where = f" ({exc.filename})" if isinstance(exc, OSError) and exc.filename else ""
-            raise BackupError(f"extracting {rec.name} failed: {detail}{where}",
-                              f"Try: check that {self.dest} is writable and has free space for the restored "
-                              "files") from None
+            raise BackupError(f"extracting {rec.name} failed: {detail}{where}", os_error_hint(exc, self.dest)) from None
         self.tops.update(guard.tops)
         return n
 
@@ -1457,6 +1529,7 @@ class FilesRestore:
         try:
             dst = os.open(self.dest, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             try:
+                self._preflight(src, dst, sorted(self.tops), "", _mount_of(src), os.fstat(src).st_dev)
                 self._mark_incomplete(dst)
                 try:
                     self._merge(src, dst, sorted(self.tops), "")
@@ -1470,6 +1543,99 @@ class FilesRestore:
                 os.close(dst)
         finally:
             os.close(src)
+
+    def _preflight(self, src: int, dst: int, names: Sequence[str], prefix: str, mount: int | None,
+                   dev: int) -> None:
+        """What :meth:`_merge` is about to do, checked before it moves anything, in its order (so the error names
+        the path it would have stopped at, and ``dest`` is as it was): every directory of ``dest`` that receives
+        an entry, or loses one the backup replaces, may be written and searched by this user (or is ours and made
+        so, as :meth:`_merge` does for an earlier restore's 0555 directory), is on the staging directory's mount
+        (entries are renamed, never copied, so no more free space is needed), and in a sticky one the entry
+        replaced is ours; a directory the backup also has can be looked into, and given the backup's mode and
+        mtime (ours, or root's power).  What changes after this check (another process at work in ``dest``)
+        can still stop the move half-way: :data:`INCOMPLETE` then says so."""
+        here = self.dest / prefix.rstrip("/") if prefix else self.dest
+        here_st = os.fstat(dst)
+        checked = False
+        for name in names:
+            rel = prefix + name
+            st = os.stat(name, dir_fd=src, follow_symlinks=False)
+            try:
+                old: os.stat_result | None = os.stat(name, dir_fd=dst, follow_symlinks=False)
+            except FileNotFoundError:
+                old = None
+            if old is not None and stat.S_ISDIR(old.st_mode) and stat.S_ISDIR(st.st_mode):
+                self._preflight_dir(src, dst, name, rel, st, old, mount, dev)
+                continue
+            if not checked:
+                checked = True
+                self._check_receiving(dst, here, here_st, top=not prefix, mount=mount, dev=dev)
+            if (old is not None and here_st.st_mode & stat.S_ISVTX and os.geteuid() not in (0, here_st.st_uid)
+                    and old.st_uid != os.geteuid()):
+                raise BackupError(f"{self.dest / rel} is owned by {_owner_name(old.st_uid)}, in the sticky directory "
+                                  f"{here}: this user may not replace it", "Try: restore as its owner or root, or "
+                                  "into a new directory")
+
+    def _preflight_dir(self, src: int, dst: int, name: str, rel: str, st: os.stat_result, old: os.stat_result,
+                       mount: int | None, dev: int) -> None:
+        """:meth:`_preflight` of the directory ``name`` that both the backup and ``dest`` have."""
+        path = self.dest / rel
+        try:
+            sub_dst = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dst)
+        except PermissionError:  # (no read permission: an earlier restore's 0000 directory)
+            fd = os.open(name, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dst)
+            try:
+                closed_mine = _mine(f"/proc/self/fd/{fd}", old)  # (no fchmod on O_PATH)
+            finally:
+                os.close(fd)
+            raise closed_dir_error(path, old, mine=closed_mine) from None
+        try:
+            mine: bool | None = None  # (tried only where needed: the try changes its ctime)
+            if not os.access(".", os.X_OK, dir_fd=sub_dst):
+                mine = _mine(sub_dst, old)
+                if not (mine and old.st_uid == os.geteuid()):  # (_merge makes only ours searchable)
+                    raise closed_dir_error(path, old, mine=mine)
+            sub_src = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=src)
+            try:
+                os.chmod(sub_src, stat.S_IMODE(st.st_mode) | stat.S_IRWXU)  # (the staging's: listed, as _merge does)
+                try:
+                    self._preflight(sub_src, sub_dst, sorted(os.listdir(sub_src)), rel + "/", mount, dev)
+                finally:
+                    os.chmod(sub_src, stat.S_IMODE(st.st_mode))
+            finally:
+                os.close(sub_src)
+            if rel in self.dirs and not (_mine(sub_dst, old) if mine is None else mine):
+                owner = _owner_name(old.st_uid, mine=False)
+                raise BackupError(f"{path} is owned by {owner}: this user may not give it the backup's mode and "
+                                  "modification time", f"Try: restore as {owner} or root, or into a new directory")
+        finally:
+            os.close(sub_dst)
+
+    def _check_receiving(self, dst: int, here: Path, st: os.stat_result, *, top: bool, mount: int | None,
+                         dev: int) -> None:
+        """``here`` (open as ``dst``) is about to receive entries renamed from the staging directory, and lose those
+        they replace."""
+        there = _mount_of(dst)
+        if st.st_dev != dev or (mount is not None and there is not None and there != mount):
+            raise BackupError(f"{here} is on another file system (mount) than the staging directory in "
+                              f"{self.staging.parent}: the restored entries are renamed into place, never copied",
+                              "Try: restore into a new directory, then copy what you need into place")
+        if os.access(".", os.W_OK | os.X_OK, dir_fd=dst):
+            return
+        if os.fstatvfs(dst).f_flag & os.ST_RDONLY:
+            raise BackupError(f"{here} is on a read-only file system", "Try: remount it read-write, or restore "
+                              "into a new directory elsewhere")
+        if not top and st.st_mode & 0o300 != 0o300 and st.st_uid == os.geteuid() and _mine(dst, st):
+            return  # an earlier restore's read-only directory: made writable while entries move in (_merge)
+        mode = stat.S_IMODE(st.st_mode)
+        mine = st.st_uid == os.geteuid() and _mine(dst, st)
+        owner = _owner_name(st.st_uid, mine=mine)
+        if mine:
+            hint = f"Try: chmod u+rwx {here}, or restore into a new directory"
+        else:
+            hint = f"Try: restore as {owner} or root, let this user write there, or restore into a new directory"
+        raise BackupError(f"{here} is not writable by this user ({_owner_name(os.geteuid())}): it is owned by "
+                          f"{owner}, mode {mode:04o}", hint)
 
     def _copy_xattrs(self, src: int, dst: int, rel: str) -> None:
         """The backup's directory's extended attributes (as extracted into the staging directory) set on the one
@@ -1520,13 +1686,21 @@ class FilesRestore:
                     sub_dst = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dst)
                     try:
                         os.chmod(sub_src, stat.S_IMODE(st.st_mode) | stat.S_IRWXU)  # its entries move out
-                        if old.st_mode & 0o300 != 0o300 and old.st_uid == os.geteuid():
+                        opened = old.st_mode & 0o300 != 0o300 and old.st_uid == os.geteuid()
+                        if opened:
                             # ours, read-only (an earlier restore's 0555): entries move in; its mode comes back
+                            # (the backup's, or if the backup has no such directory, its own, even when stopped)
                             os.chmod(sub_dst, stat.S_IMODE(old.st_mode) | 0o300)
                             if rel not in self.dirs:
                                 self.touched = True
-                        self._merge(sub_src, sub_dst, sorted(os.listdir(sub_src)), rel + "/")
-                        if rel not in self.dirs and old.st_mode & 0o300 != 0o300 and old.st_uid == os.geteuid():
+                        try:
+                            self._merge(sub_src, sub_dst, sorted(os.listdir(sub_src)), rel + "/")
+                        except BaseException:
+                            if opened and rel not in self.dirs:
+                                with contextlib.suppress(OSError):
+                                    os.chmod(sub_dst, stat.S_IMODE(old.st_mode))
+                            raise
+                        if opened and rel not in self.dirs:
                             os.chmod(sub_dst, stat.S_IMODE(old.st_mode))
                         if rel in self.dirs:  # the backup's directory: its owner, mode and mtime, as tar sets them
                             self.touched = True
@@ -1540,10 +1714,13 @@ class FilesRestore:
                 finally:
                     os.close(sub_src)
                 continue
-            if old is not None and stat.S_ISDIR(st.st_mode):
-                self.touched = True
-                os.unlink(name, dir_fd=dst)  # a file or link where the backup has a directory
-            _rename_entry(name, src, dst, st)  # a file or link there is replaced at once
+            try:
+                if old is not None and stat.S_ISDIR(st.st_mode):
+                    self.touched = True
+                    os.unlink(name, dir_fd=dst)  # a file or link where the backup has a directory
+                _rename_entry(name, src, dst, st)  # a file or link there is replaced at once
+            except OSError as exc:  # (changed since _preflight): named in full, not by its last component
+                raise OSError(exc.errno, exc.strerror, str(self.dest / rel)) from None
             if not self.touched:
                 self.touched = True
                 fault_pause("restore-moving")  # (the crash tests: one entry moved, the others not yet)

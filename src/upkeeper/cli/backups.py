@@ -45,6 +45,7 @@ from upkeeper.backup.restore import (
     fetch_pg_archive,
     locate,
     older_server,
+    os_error_hint,
     pg_restore,
     work_dir,
 )
@@ -970,8 +971,7 @@ def _restore_files(fetcher: Fetcher, row: CatalogRow, to: Path) -> dict[str, Any
             raise BackupError(f"restore of backup {row.id} failed: {exc.message}; {where}", exc.hint) from None
         if isinstance(exc, OSError):  # making the staging directory, moving entries into place
             what = f"{exc.strerror or exc}" + (f" ({exc.filename})" if exc.filename else "")
-            raise BackupError(f"restore of backup {row.id} failed: {what}; {where}",
-                              "Try: --to a directory you can write to, with free space") from None
+            raise BackupError(f"restore of backup {row.id} failed: {what}; {where}", os_error_hint(exc, to)) from None
         err_console.print(f"restore of backup {row.id} stopped: {escape(where)}", highlight=False)
         raise
     out: dict[str, Any] = {"destination": str(to), "entries": n}
