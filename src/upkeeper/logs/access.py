@@ -505,9 +505,9 @@ class Accumulator:
         for loc in plan.skipped:  # the line parser's %^ stops at the first character that follows the value
             col = cols.get(loc)
             if col is not None:
-                spec = plan.glue[loc[2]] if loc[0] == "g" else plan.middle[loc[1]][loc[2]]
-                stop = spec.stop.encode()
-                mark(col, {v for v in set(col) if not _strip_ok(v, spec) or _stops_early(_strip(v, spec), stop)})
+                skip = plan.glue[loc[2]] if loc[0] == "g" else plan.middle[loc[1]][loc[2]]
+                stop = skip.stop.encode()
+                mark(col, {v for v in set(col) if not _strip_ok(v, skip) or _stops_early(_strip(v, skip), stop)})
         # status
         s, sspec = self._field(cols, "s")
         if s is not None:

@@ -136,8 +136,9 @@ def arrow_plan(fmt: str, client_ip: str = "remote_addr") -> ArrowPlan | None:
                 return None
             cls = _UNQ_CLASS + ("" if stop in ("", " ", '"', "[", "]", "\\") else
                                 stop if stop.isalnum() else "\\" + stop)
-            after_list = (k >= 2 and isinstance(items[k - 1], Lit) and items[k - 1].text == " "
-                          and isinstance(items[k - 2], Var) and items[k - 2].name in LISTS)
+            before, list_var = (items[k - 1], items[k - 2]) if k >= 2 else (None, None)
+            after_list = (isinstance(before, Lit) and before.text == " " and isinstance(list_var, Var)
+                          and list_var.name in LISTS)
             rx.append(f"(?:[{cls}:][{cls}]*|:[{cls}]+)?" if after_list else f"[{cls}]*")
         else:
             return None
