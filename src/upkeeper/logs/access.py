@@ -341,14 +341,16 @@ class Accumulator:
                 self.arrow = make_scanner(self)
         return self.arrow
 
-    def _fast(self, buf: bytes, source: str, offset: int, sifted: bool = False) -> None:
+    def _fast(self, buf: bytes, source: str, offset: int, sifted: int = 0) -> None:
         n = buf.count(NL)
         cols = self._split(buf, n) if n else None
         if cols is None:
             if n <= SLOW_BLOCK_LINES:
                 self._slow(buf, source, offset)
                 return
-            if not sifted and self._sift(buf, source, offset):
+            if sifted == 0 and self._sift(buf, source, offset):
+                return
+            if sifted < 2 and self._sift(buf, source, offset, blanks=True):
                 return
             cut = buf.find(NL, len(buf) // 2) + 1
             if cut <= 0 or cut >= len(buf):
@@ -358,8 +360,9 @@ class Accumulator:
             return
         self._columns(cols, n, buf, source, offset)
 
-    def _sift(self, buf: bytes, source: str, offset: int) -> bool:
-        """Set aside the lines whose quote count is not the format's, then retry the rest at once.
+    def _sift(self, buf: bytes, source: str, offset: int, blanks: bool = False) -> bool:
+        """Set aside the lines whose quote count is not the format's, then retry the rest at once; when that
+        was done already (``blanks``), the lines whose unquoted text has other numbers of blanks than the format's.
 
         Garbage and truncated lines almost always have the wrong number of quotes; finding them
         directly costs one pass, where bisecting would re-split the buffer at every level.
@@ -378,17 +381,17 @@ class Accumulator:
             skip = set(bad)
             bad += [i for i, ln in enumerate(lines) if i not in skip and _has_list(ln, plan.list_marks)]
             bad.sort()
-        # and those with blanks out of place (a value of a variable upkeeper knows nothing about, a truncated line)
-        skip = set(bad)
-        bad += [i for i, ln in enumerate(lines) if i not in skip and not _line_blanks_ok(ln, plan)]
-        bad.sort()
+        if blanks:  # blanks out of place (a value of a variable upkeeper knows nothing about, a truncated line)
+            skip = set(bad)
+            bad += [i for i, ln in enumerate(lines) if i not in skip and not _line_blanks_ok(ln, plan)]
+            bad.sort()
         if not bad or len(bad) > len(lines) // 2:
             return False
         badset = set(bad)
         self._slow(b"".join(lines[i] + NL for i in bad), source, offset, fallback=True)
         good = b"".join(ln + NL for i, ln in enumerate(lines) if i not in badset)
         if good:
-            self._fast(good, source, offset, sifted=True)
+            self._fast(good, source, offset, sifted=2 if blanks else 1)
         return True
 
     # -- the split ---------------------------------------------------------------------------
