@@ -321,6 +321,72 @@ def test_fuzz_upstream_lists_agree_on_every_path(lines: list[bytes], chunk: int)
         assert timed.get(endpoint, 0) == lines.count(line)
 
 
+#: ingress-nginx's default format: variables upkeeper does not know ($proxy_upstream_name, $req_id), in brackets
+#: or not, next to unquoted lists of upstream values
+UPSTREAMINFO = ('$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent "$http_referer" '
+                '"$http_user_agent" $request_length $request_time [$proxy_upstream_name] '
+                '[$proxy_alternative_upstream_name] $upstream_addr $upstream_response_length $upstream_response_time '
+                '$upstream_status $req_id')
+_HEAD = b'1.2.3.%d - - [01/Mar/2024:10:00:%02d +0000] "GET /p/%d HTTP/1.1" 200 5 "-" "Mozilla/5.0 (X11)" 310 '
+INGRESS_GOOD = [
+    _HEAD % (1, 1, 1) + b"0.020 [default-web-80] [] 10.0.0.1:80 5 0.019 200 5d41402abc4b2a76b9719d911017c592",
+    _HEAD % (2, 2, 2) + b"0.500 [default-api-8080] [default-api-canary-8080] 10.0.0.2:8080 5 0.499 200 0123abcd",
+    _HEAD % (3, 3, 3) + b"0.001 [upstream-default-backend] [] - - - - 9f86d081884c7d659a2feaa0c55ad015",
+]
+INGRESS_ODD = [
+    # a retry, an internal redirect: lists of values (the line parser reads them)
+    _HEAD % (4, 4, 4) + b"0.950 [default-web-80] [] 10.0.0.1:80, 10.0.0.2:80 0, 5 0.800, 0.100 502, 200 aa",
+    _HEAD % (5, 5, 5) + b"0.030 [default-web-80] [] 10.0.0.1:80 : 10.0.1.1:80 0 : 5 0.004 : 0.010 404 : 200 bb",
+    # values of the unknown variables with a blank, a bracket, empty, ':' alone after a list variable
+    _HEAD % (6, 6, 6) + b"0.040 [default web] [] 10.0.0.1:80 5 0.039 200 cc",
+    _HEAD % (7, 7, 7) + b"0.050 [default]web] [] 10.0.0.1:80 5 0.049 200 dd",
+    _HEAD % (8, 8, 8) + b"0.060 [] [] 10.0.0.1:80 5 0.059 200 ",
+    _HEAD % (9, 9, 9) + b"0.070 [default-web-80] [] 10.0.0.1:80 5 0.069 200 :",
+    _HEAD % (10, 10, 10) + b"0.080 [default-web-80] [] 10.0.0.1:80, 5 0.079 200 ee",
+    # a blank in one line's value and a token missing from the next line: no field may move across lines
+    _HEAD % (11, 11, 11) + b"0.090 [default-web-80] [] 10.0.0.1:80 5 0.089 200 ff 9.9.9.9",
+    b'- - [01/Mar/2024:10:00:12 +0000] "GET /p/12 HTTP/1.1" 200 5 "-" "Mozilla/5.0 (X11)" 310 0.100 '
+    b"[default-web-80] [] 10.0.0.1:80 5 0.099 200 gg",
+]
+
+
+def test_ingress_upstreaminfo_takes_the_fast_paths_and_agrees_with_the_line_parser() -> None:
+    """ingress-nginx's format was read line by line only (four times the CPU of combined): its unknown
+    variables are skipped as tokens now, and each line whose values do not fit goes to the line parser alone."""
+    data = b"\n".join(INGRESS_GOOD * 60 + INGRESS_ODD + INGRESS_GOOD * 60) + b"\n"
+    for chunk in (1 << 20, 700):
+        rep, arrow_lines = assert_equivalent(data, fmt=UPSTREAMINFO, chunk=chunk)
+        assert rep["requests"] == 360 + len(INGRESS_ODD) - 1 and rep["invalid"] == 1  # the line without address
+        assert arrow_lines == 361 or chunk == 700  # every line that fits (one with an empty $req_id), no more
+        assert rep["latency"]["overall"]["max"] == 950.0 and rep["latency"]["overall"]["count"] == 368
+        # ('10.0.0.1:80,' and the next value make a list for the line parser: 200 is its upstream time, in seconds)
+        assert rep["latency"]["upstream"]["max"] == 200000.0
+    acc = Accumulator(ScanOptions(log_format=UPSTREAMINFO, arrow=False))
+    feed_in_chunks(acc, data, 1 << 20)
+    assert acc.partial().fast_lines >= 360  # the Python split takes them too
+
+
+def test_an_unknown_value_holding_the_character_after_it_goes_to_the_line_parser() -> None:
+    """The line parser's %^ stops at the first '>' of '<a>bc>': the value must not hold it on the fast paths."""
+    fmt = '$remote_addr [$time_local] "$request" $status <$proxy_upstream_name> $request_time'
+    line = b'1.2.3.4 [01/Mar/2024:10:00:00 +0000] "GET /a HTTP/1.1" 200 <%s> 0.100'
+    data = b"\n".join([line % b"web"] * 60 + [line % b"a>bc"]) + b"\n"
+    for chunk in (1 << 20, 500):
+        rep, arrow_lines = assert_equivalent(data, fmt=fmt, chunk=chunk)
+        assert arrow_lines == 60 or chunk == 500
+        assert rep["latency"]["overall"]["count"] == 60  # 'c> 0.100' is no request time
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.sampled_from(INGRESS_GOOD + INGRESS_ODD + ODD), min_size=1, max_size=120),
+       st.sampled_from([150, 1 << 20]))
+def test_fuzz_upstreaminfo_agrees_on_every_path(lines: list[bytes], chunk: int) -> None:
+    data = b"\n".join(lines) + b"\n"
+    fast, _ = scan(data, chunk=chunk, fmt=UPSTREAMINFO)
+    assert fast == scan(data, chunk=chunk, fmt=UPSTREAMINFO, arrow=False)[0]
+    assert fast == scan(data, chunk=chunk, fmt=UPSTREAMINFO, fast=False)[0]
+
+
 def login_traffic() -> list[bytes]:
     """Form-login brute force answered 200 (WordPress, Django admin), a token endpoint's 400s, a user who mistyped
     once, and a JSON login whose successes are 200 (no failures), among ordinary lines, over 40 minutes."""

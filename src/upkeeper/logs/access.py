@@ -341,14 +341,16 @@ class Accumulator:
                 self.arrow = make_scanner(self)
         return self.arrow
 
-    def _fast(self, buf: bytes, source: str, offset: int, sifted: bool = False) -> None:
+    def _fast(self, buf: bytes, source: str, offset: int, sifted: int = 0) -> None:
         n = buf.count(NL)
         cols = self._split(buf, n) if n else None
         if cols is None:
             if n <= SLOW_BLOCK_LINES:
                 self._slow(buf, source, offset)
                 return
-            if not sifted and self._sift(buf, source, offset):
+            if sifted == 0 and self._sift(buf, source, offset):
+                return
+            if sifted < 2 and self._sift(buf, source, offset, blanks=True):
                 return
             cut = buf.find(NL, len(buf) // 2) + 1
             if cut <= 0 or cut >= len(buf):
@@ -358,8 +360,9 @@ class Accumulator:
             return
         self._columns(cols, n, buf, source, offset)
 
-    def _sift(self, buf: bytes, source: str, offset: int) -> bool:
-        """Set aside the lines whose quote count is not the format's, then retry the rest at once.
+    def _sift(self, buf: bytes, source: str, offset: int, blanks: bool = False) -> bool:
+        """Set aside the lines whose quote count is not the format's, then retry the rest at once; when that
+        was done already (``blanks``), the lines whose unquoted text has other numbers of blanks than the format's.
 
         Garbage and truncated lines almost always have the wrong number of quotes; finding them
         directly costs one pass, where bisecting would re-split the buffer at every level.
@@ -378,13 +381,17 @@ class Accumulator:
             skip = set(bad)
             bad += [i for i, ln in enumerate(lines) if i not in skip and _has_list(ln, plan.list_marks)]
             bad.sort()
+        if blanks:  # blanks out of place (a value of a variable upkeeper knows nothing about, a truncated line)
+            skip = set(bad)
+            bad += [i for i, ln in enumerate(lines) if i not in skip and not _line_blanks_ok(ln, plan)]
+            bad.sort()
         if not bad or len(bad) > len(lines) // 2:
             return False
         badset = set(bad)
         self._slow(b"".join(lines[i] + NL for i in bad), source, offset, fallback=True)
         good = b"".join(ln + NL for i, ln in enumerate(lines) if i not in badset)
         if good:
-            self._fast(good, source, offset, sifted=True)
+            self._fast(good, source, offset, sifted=2 if blanks else 1)
         return True
 
     # -- the split ---------------------------------------------------------------------------
@@ -404,7 +411,7 @@ class Accumulator:
                 if col.count(self.lit_b[spec.text]) != n:
                     return False
             else:
-                if not all(col):
+                if not spec.opaque and not all(col):
                     return False
                 out[(where, seg, t)] = col
         return True
@@ -430,6 +437,10 @@ class Accumulator:
             g = buf
         if b"\\" in g or any(mark in g for mark in plan.list_marks):
             return None
+        # each line's unquoted text has the format's number of blanks (a blank in one line's value cannot make up
+        # for a token missing in another's): then every token is in its place on every line
+        if not _blanks_ok(g.split(NL), plan.glue_blanks, n):
+            return None
         if not self._check(g.replace(NL, b" ").split(b" "), plan.glue, n, out, "g", 0):
             return None
         for j, tmpl in enumerate(plan.middle):
@@ -441,6 +452,8 @@ class Accumulator:
                 continue
             m = b" ".join(segs)
             if b"\\" in m or any(mark in m for mark in plan.list_marks):
+                return None
+            if not _blanks_ok(segs, plan.middle_blanks[j], n):
                 return None
             if not self._check((m + b" ").split(b" "), tmpl, n, out, "m", j):
                 return None
@@ -492,10 +505,12 @@ class Accumulator:
         tz, tzspec = self._field(cols, "tz")
         if tz is not None:
             mark(tz, {z for z in set(tz) if not (z.endswith(b"]") and z.count(b"]") == 1 and b"[" not in z)})
-        for pos in plan.skipped_glue:
-            col = cols.get(("g", 0, pos))
+        for loc in plan.skipped:  # the line parser's %^ stops at the first character that follows the value
+            col = cols.get(loc)
             if col is not None:
-                mark(col, {v for v in set(col) if b"[" in v or b"]" in v})
+                skip = plan.glue[loc[2]] if loc[0] == "g" else plan.middle[loc[1]][loc[2]]
+                stop = skip.stop.encode()
+                mark(col, {v for v in set(col) if not _strip_ok(v, skip) or _stops_early(_strip(v, skip), stop)})
         # status
         s, sspec = self._field(cols, "s")
         if s is not None:
@@ -882,6 +897,27 @@ def _untimed(col: list[Any] | None, statuses: list[Any], upgraded: set[Any]) -> 
     if col is None:
         return None
     return [b"-" if st in upgraded else t for t, st in zip(col, statuses, strict=True)]
+
+
+def _blanks_ok(pieces: list[bytes], blanks: int, n: int) -> bool:
+    """Whether the first ``n`` of ``pieces`` (one per line) each hold ``blanks`` blanks."""
+    counts = list(map(bytes.count, pieces[:n], repeat(b" ", n)))
+    return counts.count(blanks) == n
+
+
+def _line_blanks_ok(line: bytes, plan: SplitPlan) -> bool:
+    """Whether the unquoted parts of ``line`` (of the format's quote count) have the format's numbers of blanks."""
+    parts = line.split(b'"')
+    glue = parts[0].count(b" ") + (parts[-1].count(b" ") if plan.quotes else 0)
+    if glue != plan.glue_blanks:
+        return False
+    return all(parts[2 * j + 2].count(b" ") == k for j, k in enumerate(plan.middle_blanks))
+
+
+def _stops_early(v: bytes, stop: bytes) -> bool:
+    """Whether a skipped value holds a bracket (the combined format's ``%h %^[`` skips up to one) or the character
+    the line parser's ``%^`` stops at."""
+    return b"[" in v or b"]" in v or stop in v
 
 
 def _has_list(line: bytes, marks: tuple[bytes, ...]) -> bool:

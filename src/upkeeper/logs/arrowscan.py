@@ -46,6 +46,7 @@ from upkeeper.logs.nginx_format import (
     Var,
     _expand,
     _tokens,
+    opaque,
     parse_format,
     split_on_quotes,
     split_plan,
@@ -60,7 +61,10 @@ FRONT_ENDPOINTS = tuple(b"GET " + x for x in sorted(FRONT_PAGES))
 NL = b"\n"
 
 #: an unquoted value: no blank, quote, bracket, backslash or control character
-_UNQ = r'[^ "\[\]\\\x00-\x1f\x7f]+'
+_UNQ_CLASS = r'^ "\[\]\\\x00-\x1f\x7f'
+_UNQ = f"[{_UNQ_CLASS}]+"
+#: one value of a list variable ($upstream_addr): not ending with ',' either
+_UNQ_LIST = f"[{_UNQ_CLASS}]*[{_UNQ_CLASS},]"
 #: a quoted value: no quote or control character, no blank at either end, no trailing backslash
 _QCH = r'[^"\x00-\x1f\x7f]'
 _QEND = r'[^ "\\\x00-\x1f\x7f]'
@@ -94,10 +98,11 @@ def arrow_plan(fmt: str, client_ip: str = "remote_addr") -> ArrowPlan | None:
         return None
     items = parse_format(fmt, client_ip)
     field_of = {it.name: it.field for it in items if isinstance(it, Var)}
+    skippable = opaque(items)
     seen: set[str] = set()
     rx: list[str] = []
     inside = False
-    for it in items:
+    for k, it in enumerate(items):
         if isinstance(it, Lit):
             rx.append(_lit(it.text))
             inside = (inside + it.text.count('"')) % 2 == 1
@@ -115,8 +120,26 @@ def arrow_plan(fmt: str, client_ip: str = "remote_addr") -> ArrowPlan | None:
             rx.append(_TIME_ISO)
         elif it.name in ("body_bytes_sent", "bytes_sent") and f == "b":
             rx.append("[0-9]{1,15}")
-        elif it.name in SPACELESS or it.name in LISTS:
-            rx.append(_UNQ)  # a list of upstream values has blanks: the pattern sends it to the line parser
+        elif it.name in LISTS:
+            # a list of upstream values has blanks: the pattern sends it to the line parser; so does a value ending
+            # with ',' (the line parser would read ', ' and the next value as a list)
+            rx.append(_UNQ_LIST)
+        elif it.name in SPACELESS:
+            rx.append(_UNQ)
+        elif it.name in skippable:
+            # a value the report does not read, perhaps empty ('[]'); without the character that ends it in the
+            # format (where the line parser's %^ stops), nor, right after a list variable, ':' alone (' : ' would
+            # join them into a list for the line parser)
+            nxt = items[k + 1] if k + 1 < len(items) else None
+            stop = nxt.text[:1] if isinstance(nxt, Lit) else ""
+            if stop and not stop.isascii():
+                return None
+            cls = _UNQ_CLASS + ("" if stop in ("", " ", '"', "[", "]", "\\") else
+                                stop if stop.isalnum() else "\\" + stop)
+            before, list_var = (items[k - 1], items[k - 2]) if k >= 2 else (None, None)
+            after_list = (isinstance(before, Lit) and before.text == " " and isinstance(list_var, Var)
+                          and list_var.name in LISTS)
+            rx.append(f"(?:[{cls}:][{cls}]*|:[{cls}]+)?" if after_list else f"[{cls}]*")
         else:
             return None
     if "s" not in seen:
@@ -133,7 +156,7 @@ def arrow_plan(fmt: str, client_ip: str = "remote_addr") -> ArrowPlan | None:
             if f not in ("^", "e"):
                 fields[f] = (si, -1)
             continue
-        toks = _tokens(seg) if seg else ()
+        toks = _tokens(seg, skippable) if seg else ()
         if toks is None:
             return None
         for ti, spec in enumerate(toks):

@@ -439,6 +439,11 @@ class TokenSpec:
     var: str = ""  # nginx variable (kind var); time_local is split into time_local_dt / time_local_tz
     prefix: str = ""
     suffix: str = ""
+    #: the character after the value in the format (its suffix's first, else a blank or the end of the line):
+    #: where the line parser's ``%^`` stops, so a skipped value must not hold it
+    stop: str = " "
+    #: an :func:`opaque` variable: its value may be empty
+    opaque: bool = False
 
 
 @dataclass(frozen=True)
@@ -460,8 +465,14 @@ class SplitPlan:
     time_var: str
     #: field letter -> (where, segment index, token index); where ∈ {"q", "g", "m"}
     fields: dict[str, tuple[str, int, int]] = field(default_factory=dict)
-    #: glue token positions of variables GoAccess skips with ``%^`` (must not hold ``[`` or ``]``)
-    skipped_glue: tuple[int, ...] = ()
+    #: (where, segment, token) of the variables GoAccess skips with ``%^``: each must hold its literal prefix
+    #: and suffix, and between them no ``[``, ``]`` nor the character that ends it (:attr:`TokenSpec.stop`)
+    skipped: tuple[tuple[str, int, int], ...] = ()
+    #: the number of blanks in each line's unquoted text around the line break (head and tail of the line),
+    #: and in each text between quoted fields: the split checks them line by line, so a value with a blank
+    #: (an :func:`opaque` variable's) can never shift another line's fields
+    glue_blanks: int = 0
+    middle_blanks: tuple[int, ...] = ()
     #: when a :data:`LISTS` variable is unquoted: the separators that mark a line holding a list of
     #: values (which the split cannot take: it goes to the line parser)
     list_marks: tuple[bytes, ...] = ()
@@ -478,7 +489,16 @@ def _expand(items: list[Item]) -> list[Item]:
     return out
 
 
-def _tokens(items: list[Item]) -> tuple[TokenSpec, ...] | None:
+def opaque(items: list[Item]) -> frozenset[str]:
+    """The variables of ``items`` whose value the report does not read (GoAccess's ``%^``) and that upkeeper
+    knows nothing about (ingress-nginx's ``$proxy_upstream_name``, ``$req_id``): the fast paths take them
+    unquoted as a token that may be empty, and leave a line where one holds a blank (or a bracket, a quote,
+    the character after it in the format) to the line parser."""
+    return frozenset(it.name for it in items if isinstance(it, Var) and it.field == "^"
+                     and it.name not in SPACELESS and it.name not in LISTS)
+
+
+def _tokens(items: list[Item], opaque_vars: frozenset[str] = frozenset()) -> tuple[TokenSpec, ...] | None:
     """Template tokens of an unquoted segment (items) followed by one space; None if not splittable."""
     # Render with placeholders, split on single spaces.
     toks: list[list[Item]] = [[]]
@@ -491,8 +511,8 @@ def _tokens(items: list[Item]) -> tuple[TokenSpec, ...] | None:
                 if piece:
                     toks[-1].append(Lit(piece))
         else:
-            if it.name not in SPACELESS and it.name not in LISTS and it.name not in ("time_local_dt",
-                                                                                        "time_local_tz"):
+            if (it.name not in SPACELESS and it.name not in LISTS and it.name not in opaque_vars
+                    and it.name not in ("time_local_dt", "time_local_tz")):
                 return None
             toks[-1].append(it)
     toks = toks[:-1]  # the trailing space produces a final empty token shared with the next copy
@@ -509,7 +529,9 @@ def _tokens(items: list[Item]) -> tuple[TokenSpec, ...] | None:
             vi = t.index(vars_[0])
             pre = "".join(x.text for x in t[:vi] if isinstance(x, Lit))
             suf = "".join(x.text for x in t[vi + 1:] if isinstance(x, Lit))
-            specs.append(TokenSpec("var", var=vars_[0].name, prefix=pre, suffix=suf))
+            stop = suf[:1] or " "
+            specs.append(TokenSpec("var", var=vars_[0].name, prefix=pre, suffix=suf, stop=stop,
+                                   opaque=vars_[0].name in opaque_vars))
     return tuple(specs)
 
 
@@ -545,29 +567,31 @@ def split_plan(fmt: str, client_ip: str = "remote_addr") -> SplitPlan | None:
             return None
         quoted.append(seg[0].name)
     unq = [segs[2 * k] for k in range(q + 1)]
-    if any(isinstance(it, Lit) and ("\n" in it.text or "\\" in it.text) for seg in unq for it in seg):
-        return None
-    glue = _tokens(unq[0] + unq[-1]) if q else _tokens(unq[0])
+    if any(isinstance(it, Lit) and ("\n" in it.text or "\\" in it.text or "%" in it.text)
+           for seg in unq for it in seg):
+        return None  # ('%' is a blank in the line parser's format: it would not stop where the value ends)
+    skippable = opaque(parsed)
+    glue = _tokens(unq[0] + unq[-1], skippable) if q else _tokens(unq[0], skippable)
     if glue is None:
         return None
     middle: list[tuple[TokenSpec, ...]] = []
     middle_lit: list[str | None] = []
     for seg in unq[1:-1]:
-        toks = _tokens(seg)
+        toks = _tokens(seg, skippable)
         if toks is None:
             return None
         middle.append(toks)
         middle_lit.append("".join(it.text for it in seg if isinstance(it, Lit))
                           if all(isinstance(it, Lit) for it in seg) else None)
     fields: dict[str, tuple[str, int, int]] = {}
-    skipped: list[int] = []
+    skipped: list[tuple[str, int, int]] = []
 
     def claim(name: str, where: str, seg: int, tok: int) -> None:
         f = {"time_local_dt": "time", "time_local_tz": "tz", "time_iso8601": "time", "msec": "time"}.get(
             name, field_of.get(name, "^"))
         if f in ("e", "^") or f in fields:
-            if where == "g":
-                skipped.append(tok)
+            if where != "q":  # (a quoted value ends at its quote, which no value holds)
+                skipped.append((where, seg, tok))
             return
         fields[f] = (where, seg, tok)
 
@@ -595,4 +619,5 @@ def split_plan(fmt: str, client_ip: str = "remote_addr") -> SplitPlan | None:
         list_marks = tuple(sep.encode() for sep in LIST_SEPARATORS)
     return SplitPlan(quotes=q, quoted=tuple(quoted), glue=glue, middle=tuple(middle),
                      middle_literal=tuple(middle_lit), time_var=time_var, fields=fields,
-                     skipped_glue=tuple(skipped), list_marks=list_marks)
+                     skipped=tuple(sorted(skipped)), list_marks=list_marks, glue_blanks=len(glue) - 1,
+                     middle_blanks=tuple(len(m) - 1 for m in middle))
