@@ -28,11 +28,10 @@ from upkeeper.tasks.security._common import CheckOutput, guarded
 
 if TYPE_CHECKING:
     from cryptography import x509
-    from cryptography.hazmat.primitives.asymmetric import dsa, ec, rsa
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
     from cryptography.x509 import oid as x509_oid
 else:
     x509 = lazy.module("cryptography.x509")
-    dsa = lazy.module("cryptography.hazmat.primitives.asymmetric.dsa")
     ec = lazy.module("cryptography.hazmat.primitives.asymmetric.ec")
     rsa = lazy.module("cryptography.hazmat.primitives.asymmetric.rsa")
     x509_oid = lazy.module("cryptography.x509.oid")
@@ -219,7 +218,9 @@ def check_endpoint(ep: Endpoint, options: TlsOptions, now: datetime) -> CheckOut
     key = cert.public_key()
     bits = getattr(key, "key_size", 0)
     weak_key = (isinstance(key, rsa.RSAPublicKey) and bits < options.min_rsa_bits) or (
-        isinstance(key, ec.EllipticCurvePublicKey) and bits < options.min_ec_bits) or isinstance(key, dsa.DSAPublicKey)
+        isinstance(key, ec.EllipticCurvePublicKey) and bits < options.min_ec_bits) or (
+        # by the certificate's key algorithm: cryptography ≥ 51 warns (deprecated) at any use of its DSA classes
+        cert.public_key_algorithm_oid == x509_oid.PublicKeyAlgorithmOID.DSA)
     out.metrics[f"{ep}.key_bits"] = float(bits)
     if weak_key:
         out.findings.append(Finding(
