@@ -2,22 +2,23 @@
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
 # two workers (each starts its own services), a test file's tests in one worker (module fixtures start once);
 # PYTEST_ARGS="-n 0" runs the suite in one process
 PYTEST_ARGS ?= -n 2 --dist loadfile
 
-.PHONY: all bootstrap system-deps venv demo test lint docs bench clean
+.PHONY: all bootstrap system-deps venv demo test lint docs bench lock clean
 
 all: test
 
 system-deps:
 	@bash scripts/ensure-system-deps.sh
 
-$(STAMP): pyproject.toml
+# the versions in constraints.txt: a new release of a dependency never changes what CI tests unseen ('make lock')
+$(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	@$(BIN)/python -m pip install -q --upgrade pip
-	@$(BIN)/python -m pip install -q -e '.[dev]'
+	@$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
 	@rm -f $(VENV)/.installed-* && touch $(STAMP)
 
 venv: $(STAMP)
@@ -42,6 +43,16 @@ docs: venv
 
 bench: bootstrap
 	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+# constraints.txt from the newest releases pyproject.toml allows, resolved in a scratch venv; then run 'make test'
+lock:
+	@rm -rf .venv-lock && $(PY) -m venv .venv-lock
+	@.venv-lock/bin/python -m pip install -q --upgrade pip
+	@.venv-lock/bin/python -m pip install -q -e '.[dev]'
+	@head -3 constraints.txt > constraints.txt.new
+	@.venv-lock/bin/python -m pip freeze --exclude-editable | grep -v '^upkeeper' >> constraints.txt.new
+	@mv constraints.txt.new constraints.txt && rm -rf .venv-lock
+	@echo "constraints.txt updated: run 'make test' before committing it"
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
