@@ -63,6 +63,22 @@ def test_validating_every_task_family_imports_no_client_library() -> None:
     assert got == []
 
 
+def test_validating_a_postgres_backup_job_leaves_the_dump_to_the_worker() -> None:
+    """The CLI imports postgres.backup's module for the job's options and config_problems before it sends the
+    run: the dump's modules (pg_dump, the pipeline, storages, manifests, pruning: ~25 ms) are the worker's."""
+    got = _in_fresh_python(
+        "import sys, json\n"
+        "import upkeeper.tasks.backup.postgres as P\n"
+        "from upkeeper.config.models import Config\n"
+        "heavy = ('upkeeper.backup.pg', 'upkeeper.backup.manifest', 'upkeeper.backup.sets', 'upkeeper.backup.pipeline',"
+        " 'upkeeper.backup.prune', 'upkeeper.storage', 'zstandard')\n"
+        "cfg = Config.model_validate({'storages': {'s3': {'kind': 's3', 'bucket': 'b', 'endpoint_url': 'http://x'}}})\n"
+        "problems = P.PostgresBackup.config_problems(P.PostgresBackupOptions(), cfg)\n"
+        "print(json.dumps([sorted(n for n in heavy if n in sys.modules), [p[0] for p in problems]]))\n"
+    )
+    assert got == [[], ["storages"]]  # the check that refuses unencrypted remote copies still works
+
+
 def test_load_all_leaves_a_missing_library_for_its_first_use() -> None:
     got = _in_fresh_python(
         "import json\n"

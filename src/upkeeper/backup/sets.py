@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from upkeeper.backup.crypto import Encryption, encryption_from
 from upkeeper.backup.manifest import Manifest, delete_set, new_backup_id, set_prefix, write_manifest
 from upkeeper.backup.pipeline import ObjectRecord, ObjectUpload, fault_pause
-from upkeeper.config.backup import BackupSettings
+from upkeeper.config.backup import UNENCRYPTED_REMOTE_HINT, BackupSettings, unencrypted_remote
 from upkeeper.config.models import Config
 from upkeeper.errors import BackupError, TaskError
 from upkeeper.shield import shielded
@@ -55,18 +55,6 @@ def close_storages(storages: Sequence[Storage]) -> None:
     for s in storages:
         with contextlib.suppress(Exception):
             s.close()
-
-
-UNENCRYPTED_REMOTE_HINT = ("Try: set backup -> encryption -> recipients (age public keys from 'age-keygen'), "
-                           "or write 'encryption: none' under 'backup' to accept unencrypted copies")
-
-
-def unencrypted_remote(config: Config, names: Sequence[str]) -> list[str]:
-    """The remote (non-local) storages among ``names`` that backups would reach unencrypted because
-    ``backup.encryption`` is not configured at all (``encryption: none`` written out accepts that)."""
-    if config.backup.encryption is not None:
-        return []
-    return [n for n in names if n in config.storages and config.storages[n].kind != "local"]
 
 
 def check_encryption(config: Config, names: Sequence[str]) -> Encryption | None:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, tzinfo
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
     BeforeValidator,
@@ -18,6 +19,9 @@ from pydantic import (
 )
 
 from upkeeper.config.types import Duration, FileSecrets, StrictModel
+
+if TYPE_CHECKING:
+    from upkeeper.config.models import Config
 
 AGE_RECIPIENT = re.compile(r"^age1[02-9ac-hj-np-z]{58}$")
 _SPAN_PART = re.compile(r"\s*(\d+)\s*([a-z])\s*")
@@ -229,3 +233,15 @@ class BackupSettings(StrictModel):
 
     def encryption_settings(self) -> EncryptionSettings | None:
         return self.encryption if isinstance(self.encryption, EncryptionSettings) else None
+
+
+UNENCRYPTED_REMOTE_HINT = ("Try: set backup -> encryption -> recipients (age public keys from 'age-keygen'), "
+                           "or write 'encryption: none' under 'backup' to accept unencrypted copies")
+
+
+def unencrypted_remote(config: Config, names: Sequence[str]) -> list[str]:
+    """The remote (non-local) storages among ``names`` that backups would reach unencrypted because
+    ``backup.encryption`` is not configured at all (``encryption: none`` written out accepts that)."""
+    if config.backup.encryption is not None:
+        return []
+    return [n for n in names if n in config.storages and config.storages[n].kind != "local"]

@@ -7,22 +7,25 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from upkeeper import lazy
-from upkeeper.backup.manifest import Manifest
-from upkeeper.backup.prune import SeriesReport, clean_leftovers, prune_series
-from upkeeper.backup.sets import UNENCRYPTED_REMOTE_HINT, BackupEnv, open_env, unencrypted_remote
-from upkeeper.config.backup import RetentionPolicy
+from upkeeper.config.backup import UNENCRYPTED_REMOTE_HINT, RetentionPolicy, unencrypted_remote
 from upkeeper.config.storage import unknown_storages
 from upkeeper.core.task import Finding, Result, Severity, TaskContext
 from upkeeper.errors import TaskError, UpkeeperError
 from upkeeper.fmt import human_bytes
 
 if TYPE_CHECKING:
-    from upkeeper.backup import catalog
+    from upkeeper.backup import catalog, prune, sets
+    from upkeeper.backup.manifest import Manifest
+    from upkeeper.backup.prune import SeriesReport
+    from upkeeper.backup.sets import BackupEnv
 else:
-    # the catalog (SQLAlchemy Core, no ORM) is the worker's: 'upkeeper run' validates every job's options in the
-    # CLI, which imports this module; the worker loads it before the run (lazy.load_all, when it imports the task
-    # modules it will run)
+    # What the runs use (the catalog: SQLAlchemy Core; the storage and pipeline modules) is the worker's:
+    # 'upkeeper run' validates every job's options in the CLI, which imports this module for
+    # write_storage_problems (~15 ms of its start for these); the worker loads them before the run
+    # (lazy.load_all, when it imports the task modules it will run)
     catalog = lazy.module("upkeeper.backup.catalog")
+    prune = lazy.module("upkeeper.backup.prune")
+    sets = lazy.module("upkeeper.backup.sets")
 
 
 def storage_problems(option: str, names: list[str] | None, config: Any) -> list[tuple[str, str, str]]:
@@ -50,17 +53,17 @@ def write_storage_problems(names: list[str] | None, config: Any) -> list[tuple[s
 def env_for(ctx: TaskContext, storages: list[str] | None) -> BackupEnv:
     if ctx.config is None:
         raise TaskError("backup tasks need the whole configuration (storages, encryption)")
-    return open_env(ctx.config, storages, catalog.catalog_for(ctx.state), job=ctx.job, run_id=ctx.run_id)
+    return sets.open_env(ctx.config, storages, catalog.catalog_for(ctx.state), job=ctx.job, run_id=ctx.run_id)
 
 
 def apply_retention(ctx: TaskContext, env: BackupEnv, manifest: Manifest, policy: RetentionPolicy,
                     findings: list[Finding]) -> SeriesReport | None:
     """Retention for the set's series right after it was written; a failure is a warning, not a lost backup."""
     try:
-        report = prune_series(env.storages, manifest.target, manifest.database, manifest.kind, policy,
-                              default_tz=env.config.timezone, now=datetime.now(UTC),
-                              incomplete_after=env.settings.incomplete_after, catalog=env.catalog,
-                              known=manifest)
+        report = prune.prune_series(env.storages, manifest.target, manifest.database, manifest.kind, policy,
+                                    default_tz=env.config.timezone, now=datetime.now(UTC),
+                                    incomplete_after=env.settings.incomplete_after, catalog=env.catalog,
+                                    known=manifest)
     except Exception as exc:  # the backup is stored and listed: nothing here may turn that into a failure
         msg = exc.message if isinstance(exc, UpkeeperError) else f"{type(exc).__name__}: {exc}"
         ctx.log.warning("retention for %s/%s could not run: %s", manifest.target, manifest.database, msg)
@@ -69,7 +72,7 @@ def apply_retention(ctx: TaskContext, env: BackupEnv, manifest: Manifest, policy
         return None
     if not env.leftovers_cleaned:
         env.leftovers_cleaned = True
-        n = clean_leftovers(env.storages, env.settings.incomplete_after, report.errors)
+        n = prune.clean_leftovers(env.storages, env.settings.incomplete_after, report.errors)
         if n:
             ctx.log.info("removed %d partial upload(s) left by crashed runs", n)
     for err in report.errors:

@@ -21,10 +21,6 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field
 
 from upkeeper import lazy
-from upkeeper.backup import pg
-from upkeeper.backup.manifest import Manifest, safe_component
-from upkeeper.backup.pipeline import fault_pause, upload_bytes
-from upkeeper.backup.sets import BackupEnv, SetWriter
 from upkeeper.backup.source import (
     MANIFEST_KEY,
     MAX_REPLICA_LAG_DESCRIPTION,
@@ -49,8 +45,20 @@ from upkeeper.tasks.backup._common import (
 
 if TYPE_CHECKING:
     import psycopg
+
+    from upkeeper.backup import manifest as manifests
+    from upkeeper.backup import pg, pipeline, sets
+    from upkeeper.backup.manifest import Manifest
+    from upkeeper.backup.sets import BackupEnv, SetWriter
 else:
+    # The dump itself (pg_dump, the pipeline, the storages) is the worker's: 'upkeeper run' imports this module
+    # in the CLI for the job's options, and these modules would add ~25 ms to its start before the run is sent
+    # (the worker loads them while it waits for the run: lazy.load_all)
     psycopg = lazy.module("psycopg")
+    manifests = lazy.module("upkeeper.backup.manifest")
+    pg = lazy.module("upkeeper.backup.pg")
+    pipeline = lazy.module("upkeeper.backup.pipeline")
+    sets = lazy.module("upkeeper.backup.sets")
 
 PROGRESS_EVERY = 64 << 20
 ARCHIVE_MAGIC = b"PGDMP"  # how a custom-format archive starts
@@ -185,7 +193,7 @@ class PostgresBackup(Task[PostgresBackupOptions]):
         policy = options.retention or env.settings.retention
         for i, db in enumerate(databases):
             ctx.progress(f"dumping {db}", i / max(1, len(databases)))
-            writer = SetWriter(env, "postgres", target_name, safe_component(db))
+            writer = sets.SetWriter(env, "postgres", target_name, manifests.safe_component(db))
             try:
                 manifest = self._backup_db(ctx, env, writer, target, db, options, pg_dump, globals_sql, info,
                                            out.findings, limits.for_database(db))
@@ -270,7 +278,7 @@ class PostgresBackup(Task[PostgresBackupOptions]):
         """One database's set.  While pg_dump runs, a watch reports the sessions queued behind its locks (into
         ``findings``) and, with on_blocking 'abort', ends the dump for them; ``unwatched`` (why, and the fix)
         when a connection limit leaves it no session."""
-        base = safe_component(db)
+        base = manifests.safe_component(db)
         t_dump = time.monotonic()
         wait = options.lock_wait_timeout.total_seconds()
         # (the database's own timeouts, set from the start: its idle_in_transaction_session_timeout would end the
@@ -287,7 +295,7 @@ class PostgresBackup(Task[PostgresBackupOptions]):
             tables = pg.snapshot_tables(snap)
             locks = pg.lock_table(snap)
             size_row = snap.execute(DATABASE_SIZE_SQL).fetchone()
-            fault_pause("before-sequences")  # (the tests: a sequence created after the snapshot was exported)
+            pipeline.fault_pause("before-sequences")  # (the tests: a sequence created after the snapshot was exported)
             listed = pg.list_sequences(snap)  # those the dump's snapshot holds: pg_dump dumps these
             sequences = _read_sequences(target, db, listed)
             seq_names = [name for _schema, name, _inc, _cyc in listed]
@@ -344,7 +352,7 @@ class PostgresBackup(Task[PostgresBackupOptions]):
             raise _count_failure(counter.error, target, db, tables, wait, (snap_pid,), locks)
         dump_seconds = time.monotonic() - t_dump
         if globals_sql is not None:
-            writer.add(upload_bytes(writer.upload(object_name("globals.sql", env), role="globals"), globals_sql))
+            writer.add(pipeline.upload_bytes(writer.upload(object_name("globals.sql", env), role="globals"), globals_sql))
         details = {**info, "snapshot": snapshot, "dump_seconds": round(dump_seconds, 3),
                    "tables": len(counter.counts), "row_counts": counter.counts,
                    "row_count_keys": pg.QUOTED_KEYS, "large_objects": counter.large_objects,
