@@ -1445,3 +1445,34 @@ def _wait_for_the_smoke_check(p: subprocess.Popen[bytes], pg: PostgresCluster) -
         time.sleep(0.05)
     assert p.poll() is None, p.communicate()
     assert _scratch_dbs(pg)
+
+
+def test_a_scratch_guard_gives_way_only_to_a_guard_that_holds_its_lock(pg: PostgresCluster) -> None:
+    """Two verifies of one backup share upkeeper_verify_<id>.  After taking the guard's advisory lock, a verify
+    refuses when another guard session of that name holds the lock in another database (advisory locks are per
+    database) — but not for a guard session that no longer holds it: a finished verify's session still listed
+    in pg_stat_activity for a moment after its lock went (CI under load: the second verify failed
+    'another verify … is using the scratch database' although the first had finished)."""
+    import psycopg
+
+    from upkeeper.backup import verify as v
+    from upkeeper.config.targets import PostgresTarget
+    from upkeeper.errors import TaskError
+
+    target = PostgresTarget(**pg.target("postgres"))
+    name = "upkeeper_verify_guardtest"
+    pg.execute("DROP DATABASE IF EXISTS guard_other")
+    pg.execute("CREATE DATABASE guard_other")
+    # a guard session of that name without the lock: the leaving (or queued) session of another verify
+    leaving = psycopg.connect(pg.conninfo("postgres"), application_name=v.GUARD_APP + name, autocommit=True)
+    try:
+        with v._scratch_guard(target, "postgres", name):
+            pass  # entered: a guard without the lock is no reason to refuse
+        # and a guard holding the lock in another database keeps out one of ours
+        with v._scratch_guard(target, "guard_other", name), pytest.raises(
+                TaskError, match="another verify of this backup is using the scratch database"), \
+                v._scratch_guard(target, "postgres", name):
+            pass
+    finally:
+        leaving.close()
+        pg.execute("DROP DATABASE guard_other")

@@ -94,8 +94,18 @@ WHERE d.datname LIKE 'upkeeper\\_verify\\_%%'
 ORDER BY d.datname
 """
 GUARDED_SQL = "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE application_name = %s)"
-OTHER_GUARDS_SQL = ("SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE application_name = %s "
-                    "AND pid <> pg_backend_pid())")
+# Another verify's guard of the same name that holds its advisory lock (in its own database: advisory locks are
+# per database, so a guard connected to another one is not kept out by ours).  A guard session that no longer holds
+# it is leaving (a finished verify closes it: the lock goes before the session leaves pg_stat_activity) or is queued
+# behind us; one that has connected but not yet locked finds us when it has (so at least one of two gives way).
+# pg_locks shows an advisory lock's two int4 keys as the oids classid and objid (objsubid 2).
+OTHER_GUARDS_SQL = """
+SELECT EXISTS (
+  SELECT 1 FROM pg_stat_activity a JOIN pg_locks l ON l.pid = a.pid
+  WHERE a.application_name = %s AND a.pid <> pg_backend_pid()
+    AND l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
+    AND l.classid::bigint = %s AND l.objid::bigint = %s)
+"""
 LOCK_SQL = "SELECT pg_advisory_lock(%s, %s)"
 TRY_LOCK_SQL = "SELECT pg_try_advisory_lock(%s, %s)"
 UNLOCK_SQL = "SELECT pg_advisory_unlock(%s, %s)"
@@ -716,7 +726,9 @@ def _scratch_guard(target: PostgresTarget, admin: str, name: str) -> Iterator[ps
             conn.execute(GUARD_SESSION_SQL)
             # waits while another verify of this backup (connected to the same database) or a sweep uses ``name``
             conn.execute(LOCK_SQL, _guard_key(name))
-            row = conn.execute(OTHER_GUARDS_SQL, (GUARD_APP + name,)).fetchone()
+            key = _guard_key(name)
+            row = conn.execute(OTHER_GUARDS_SQL, (GUARD_APP + name, key[0] & 0xFFFFFFFF,
+                                                  key[1] & 0xFFFFFFFF)).fetchone()
         except psycopg.Error as exc:
             raise TaskError(f"cannot prepare the scratch database {name} on {target.display()}: "
                             f"{pg.pg_error(exc)}") from None
