@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from upkeeper import lazy
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -63,20 +65,52 @@ def test_validating_every_task_family_imports_no_client_library() -> None:
     assert got == []
 
 
-def test_validating_a_postgres_backup_job_leaves_the_dump_to_the_worker() -> None:
-    """The CLI imports postgres.backup's module for the job's options and config_problems before it sends the
-    run: the dump's modules (pg_dump, the pipeline, storages, manifests, pruning: ~25 ms) are the worker's."""
+#: the backup modules that only runs use (dump, archive, upload, catalog, verification)
+BACKUP_RUN_MODULES = ("upkeeper.backup.pg", "upkeeper.backup.manifest", "upkeeper.backup.sets",
+                      "upkeeper.backup.pipeline", "upkeeper.backup.prune", "upkeeper.backup.files",
+                      "upkeeper.backup.sqlite", "upkeeper.backup.rdb", "upkeeper.backup.catalog",
+                      "upkeeper.backup.verify", "upkeeper.storage", "zstandard")
+
+
+@pytest.mark.parametrize(("module", "cls", "options", "problems", "needed"), [
+    ("postgres", "PostgresBackup", {}, ["storages"],
+     ["upkeeper.backup.pg", "upkeeper.backup.pipeline", "upkeeper.backup.sets"]),
+    ("files", "FilesBackup", {"set": "site", "secret_paths": [".env"]}, ["storages", "secret_paths"],
+     ["upkeeper.backup.files", "upkeeper.backup.sets", "upkeeper.backup.sqlite"]),
+    ("redis", "RedisBackup", {}, ["storages"],
+     ["upkeeper.backup.pipeline", "upkeeper.backup.rdb", "upkeeper.backup.sets"]),
+    ("verify", "BackupVerify", {"storage": "nowhere"}, ["storage"],
+     ["upkeeper.backup.catalog", "upkeeper.backup.prune", "upkeeper.backup.verify"]),
+])
+def test_validating_a_backup_job_leaves_the_backup_to_the_worker(module: str, cls: str, options: dict[str, object],
+                                                               problems: list[str], needed: list[str]) -> None:
+    """The CLI imports each job's task module for its options and config_problems before it sends the run: the
+    modules of the backup itself (pg_dump, tar, the pipeline, storages, manifests, catalog, test restores: 15-40 ms
+    each task family) are the worker's, which loads them (lazy.load_all) before the run."""
     got = _in_fresh_python(
         "import sys, json\n"
-        "import upkeeper.tasks.backup.postgres as P\n"
+        f"import upkeeper.tasks.backup.{module} as M\n"
+        "from upkeeper import lazy\n"
         "from upkeeper.config.models import Config\n"
-        "heavy = ('upkeeper.backup.pg', 'upkeeper.backup.manifest', 'upkeeper.backup.sets', 'upkeeper.backup.pipeline',"
-        " 'upkeeper.backup.prune', 'upkeeper.storage', 'zstandard')\n"
+        f"heavy = {BACKUP_RUN_MODULES!r}\n"
         "cfg = Config.model_validate({'storages': {'s3': {'kind': 's3', 'bucket': 'b', 'endpoint_url': 'http://x'}}})\n"
-        "problems = P.PostgresBackup.config_problems(P.PostgresBackupOptions(), cfg)\n"
-        "print(json.dumps([sorted(n for n in heavy if n in sys.modules), [p[0] for p in problems]]))\n"
+        f"task = M.{cls}\n"
+        f"problems = task.config_problems(task.Options.model_validate({options!r}), cfg)\n"
+        "try:\n"
+        "    task.Options.model_validate({'set': 'a/b'})\n"  # files.backup: not one key component
+        "    refused = False\n"
+        "except ValueError as exc:\n"
+        "    refused = 'set name' in str(exc)\n"
+        "early = sorted(n for n in heavy if n in sys.modules)\n"
+        "lazy.load_all()\n"
+        "print(json.dumps([early, [p[0] for p in problems], refused, sorted(n for n in heavy if n in sys.modules)]))\n"
     )
-    assert got == [[], ["storages"]]  # the check that refuses unencrypted remote copies still works
+    assert isinstance(got, list)
+    early, found, refused, loaded = got
+    assert early == []
+    assert found == problems  # the checks still work (e.g. the one refusing unencrypted remote copies)
+    assert refused == (module == "files")  # files.backup's check of its set name still works
+    assert set(needed) <= set(loaded)  # what the run needs, loaded by the worker before it
 
 
 def test_load_all_leaves_a_missing_library_for_its_first_use() -> None:

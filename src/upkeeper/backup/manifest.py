@@ -20,6 +20,7 @@ from typing import Any
 from upkeeper import __version__
 from upkeeper.backup.files import ENTRY_KEYS, FileList, ReadFileList
 from upkeeper.backup.pipeline import ObjectRecord, fault_pause
+from upkeeper.config.backup import safe_component as safe_component  # (re-exported: its home is config)
 from upkeeper.errors import BackupError, StorageError
 from upkeeper.storage.base import ObjectInfo, Storage, delete_prefix, get_bytes
 
@@ -42,12 +43,6 @@ def id_time(backup_id: str) -> datetime | None:
 
 def set_prefix(target: str, database: str, backup_id: str) -> str:
     return f"{target}/{database}/{backup_id}/"
-
-
-def safe_component(name: str) -> str:
-    """A database or set name as one key component (no slashes, no dot-only names)."""
-    out = re.sub(r"[^A-Za-z0-9_.@+=-]", "_", name)
-    return out if out.strip(".") else "_" + out
 
 
 @dataclass

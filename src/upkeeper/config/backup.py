@@ -245,3 +245,12 @@ def unencrypted_remote(config: Config, names: Sequence[str]) -> list[str]:
     if config.backup.encryption is not None:
         return []
     return [n for n in names if n in config.storages and config.storages[n].kind != "local"]
+
+
+def safe_component(name: str) -> str:
+    """A database or set name as one key component of a backup's storage path (no slashes, no dot-only names).
+
+    Here, not in :mod:`upkeeper.backup.manifest` (which re-exports it), because validating a files.backup job's
+    ``set`` needs it and the CLI validates every job without importing the backup modules."""
+    out = re.sub(r"[^A-Za-z0-9_.@+=-]", "_", name)
+    return out if out.strip(".") else "_" + out

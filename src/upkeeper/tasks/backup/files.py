@@ -14,17 +14,13 @@ import shlex
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, model_validator
 
-from upkeeper.backup.files import Entry, FileList, Unarchived, Walk, iter_walk, walk, write_tar
-from upkeeper.backup.manifest import safe_component
-from upkeeper.backup.sets import BackupEnv, SetWriter
-from upkeeper.backup.sqlite import MANIFEST_KEY as SQLITE_AS_READ
-from upkeeper.backup.sqlite import Snapshots
+from upkeeper import lazy
 from upkeeper.backup.workdir import work_dir
-from upkeeper.config.backup import RetentionPolicy
+from upkeeper.config.backup import RetentionPolicy, safe_component
 from upkeeper.config.targets import AppTarget
 from upkeeper.core.task import Finding, Result, Severity, Task, TaskContext, TaskOptions, task
 from upkeeper.errors import BackupError, TaskError
@@ -36,6 +32,21 @@ from upkeeper.tasks.backup._common import (
     object_name,
     write_storage_problems,
 )
+
+if TYPE_CHECKING:
+    from upkeeper.backup import files as backup_files
+    from upkeeper.backup import sets
+    from upkeeper.backup import sqlite as sqlite_copies
+    from upkeeper.backup.files import Entry, FileList, Walk
+    from upkeeper.backup.sets import BackupEnv, SetWriter
+    from upkeeper.backup.sqlite import Snapshots
+else:
+    # The archive itself (tar, the SQLite copies, the pipeline, the storages) is the worker's: 'upkeeper run'
+    # imports this module in the CLI for the job's options, and these modules would add ~15 ms to its start
+    # before the run is sent (the worker loads them while it waits for the run: lazy.load_all)
+    backup_files = lazy.module("upkeeper.backup.files")
+    sets = lazy.module("upkeeper.backup.sets")
+    sqlite_copies = lazy.module("upkeeper.backup.sqlite")
 
 #: Named configuration sets.  Source: where Debian's nginx, PM2 and systemd keep their configuration.
 PRESETS: dict[str, list[str]] = {
@@ -180,10 +191,10 @@ class FilesBackup(Task[FilesBackupOptions]):
         if not paths and not secrets:
             raise TaskError("nothing to back up: none of the configured paths exists",
                             "Try: check the job's paths/preset", permanent=True)
-        secret_walk = walk(secrets, [])  # a few files, listed first: the main walk leaves them out
+        secret_walk = backup_files.walk(secrets, [])  # a few files, listed first: the main walk leaves them out
         # by real path: through an app root that is a symlink, the main walk reaches .env by another name
         secret_set = {e.real for e in secret_walk.entries}
-        main_walk = Walk()  # what the main walk skipped or saw change; its entries are streamed, not kept
+        main_walk = backup_files.Walk()  # what the main walk skipped or saw change; its entries are streamed, not kept
 
         env = env_for(ctx, options.storages)
         work = contextlib.ExitStack()
@@ -196,7 +207,7 @@ class FilesBackup(Task[FilesBackupOptions]):
             own_tmp = ""
             if options.sqlite_snapshot:
                 tmp = work.enter_context(work_dir(env.settings, "upkeeper-sqlite-"))
-                sqlite = Snapshots(tmp, options.sqlite_lock_wait)
+                sqlite = sqlite_copies.Snapshots(tmp, options.sqlite_lock_wait)
                 own_tmp = os.path.realpath(tmp)  # (a work_dir inside the tree: its copies are not archived)
         except BaseException:
             work.close()
@@ -215,14 +226,14 @@ class FilesBackup(Task[FilesBackupOptions]):
                 return True
             return False
 
-        main_entries = _without_secret_links(iter_walk(paths, options.exclude, skip=skip, out=main_walk),
+        main_entries = _without_secret_links(backup_files.iter_walk(paths, options.exclude, skip=skip, out=main_walk),
                                              secret_walk.entries)
         out = Outcome("files", findings=findings)
         try:
             if secret_walk.entries and env.encryption is None:
                 raise TaskError("secret_paths must be encrypted, but backup.encryption is not configured",
                                 "Try: set backup -> encryption -> recipients (age public keys)", permanent=True)
-            writer = SetWriter(env, "files", target_name, safe_component(options.set_name))
+            writer = sets.SetWriter(env, "files", target_name, safe_component(options.set_name))
             try:
                 archives: dict[str, dict[str, FileList]] = {}
                 as_read: list[dict[str, str]] = []  # the SQLite files archived as read, for the manifest
@@ -257,7 +268,7 @@ class FilesBackup(Task[FilesBackupOptions]):
                 if sqlite is not None:
                     # each SQLite file archived as read (possibly torn), so that show, verify and restore say so;
                     # an empty list: every SQLite file found is a consistent copy (no list: none was looked for)
-                    details[SQLITE_AS_READ] = as_read
+                    details[sqlite_copies.MANIFEST_KEY] = as_read
                 manifest = writer.commit(details)
                 # stored: from here the manifest in memory keeps the lists' lengths only (as the catalog does),
                 # not a line a file through the retention that reads the series' manifests
@@ -335,7 +346,7 @@ class FilesBackup(Task[FilesBackupOptions]):
         upload = writer.upload(name, role=role, always_encrypt=role == "secrets")
         try:
             changed: list[tuple[str, str]] = []
-            listed = write_tar(entries, upload.write, hashes=hashes, changed=changed,
+            listed = backup_files.write_tar(entries, upload.write, hashes=hashes, changed=changed,
                                attrs=walked.attrs if walked is not None else None, sqlite=sqlite)
         except BaseException:
             upload.abort()
@@ -410,13 +421,13 @@ def _refuse_paths_in_storages(paths: list[Path], own: dict[str, str], target: st
 
 def _walk_findings(findings: list[Finding], *walks: Walk) -> None:
     """What the walks skipped or saw change (once: after the archives, or when they failed)."""
-    attrs = Unarchived()
+    attrs = backup_files.Unarchived()
     for w in walks:
         for s in w.skipped:
             findings.append(Finding("backup.file_skipped", Severity.INFO, s, "not archived (special file)"))
         attrs.count += w.attrs.count
         attrs.examples += w.attrs.examples
-        w.attrs = Unarchived()
+        w.attrs = backup_files.Unarchived()
         for path, what in w.changed:
             findings.append(Finding("backup.file_changed", Severity.WARNING, path, what))
         w.skipped, w.changed = [], []

@@ -15,9 +15,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Literal
 
 from pydantic import Field
 
-from upkeeper.backup.pipeline import CHUNK, ObjectUpload, upload_stream
-from upkeeper.backup.rdb import RdbCheck, check_rdb, require_checker
-from upkeeper.backup.sets import SetWriter
+from upkeeper import lazy
 from upkeeper.backup.source import (
     MANIFEST_KEY,
     MAX_REPLICA_LAG_DESCRIPTION,
@@ -44,10 +42,18 @@ from upkeeper.tasks.redis._conn import cli_args, client_for, connection_error, t
 
 if TYPE_CHECKING:
     import redis
-else:
-    from upkeeper import lazy
 
+    from upkeeper.backup import pipeline, rdb, sets
+    from upkeeper.backup.pipeline import ObjectUpload
+    from upkeeper.backup.rdb import RdbCheck
+else:
     redis = lazy.module("redis")
+    # The snapshot's upload (the pipeline, the storages, redis-check-rdb) is the worker's: 'upkeeper run' imports
+    # this module in the CLI for the job's options, and these modules would add ~15 ms to its start before the run
+    # is sent (the worker loads them while it waits for the run: lazy.load_all)
+    pipeline = lazy.module("upkeeper.backup.pipeline")
+    rdb = lazy.module("upkeeper.backup.rdb")
+    sets = lazy.module("upkeeper.backup.sets")
 
 SET_NAME = "rdb"
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
@@ -248,7 +254,7 @@ class _Follower:
             return 0
         fed = 0
         while self.pos < upto and (budget is None or fed < budget):
-            chunk = os.pread(self.fh.fileno(), min(CHUNK, upto - self.pos), self.pos)
+            chunk = os.pread(self.fh.fileno(), min(pipeline.CHUNK, upto - self.pos), self.pos)
             if not chunk:
                 if budget is None:  # the end, and the file is shorter than it was
                     raise BackupError(f"the downloaded RDB shrank to {self.pos} bytes while being stored")
@@ -283,7 +289,7 @@ class RedisBackup(Task[RedisBackupOptions]):
         target = ctx.require_target()
         assert isinstance(target, RedisTarget)
         t0 = time.monotonic()
-        require_checker()  # every snapshot is checked with it: without it, taking one would only load the server
+        rdb.require_checker()  # every snapshot is checked with it: without it, taking one would only load the server
         client = client_for(target, retries=True)
         try:
             info, refused = read_info(client)
@@ -324,7 +330,7 @@ class RedisBackup(Task[RedisBackupOptions]):
                     raise TaskError("method 'bgsave' needs the server's RDB file readable on this host",
                                     "Try: method: network", permanent=True)
                 method = "bgsave" if rdb_path is not None else "network"
-            writer = SetWriter(env, "redis", ctx.target_name or "redis", SET_NAME)
+            writer = sets.SetWriter(env, "redis", ctx.target_name or "redis", SET_NAME)
             try:
                 with contextlib.ExitStack() as stack:
                     checked: RdbCheck | None = None
@@ -383,7 +389,7 @@ class RedisBackup(Task[RedisBackupOptions]):
                             if size == 0:
                                 raise BackupError("the RDB snapshot is empty")
                             # stored only once redis-check-rdb has read it whole
-                            checked = check_rdb(str(dest), "the snapshot", made_by)
+                            checked = rdb.check_rdb(str(dest), "the snapshot", made_by)
                         except BaseException:
                             upload.abort()
                             raise
@@ -393,7 +399,7 @@ class RedisBackup(Task[RedisBackupOptions]):
                         if size == 0:
                             raise BackupError("the RDB snapshot is empty")
                         assert checked is not None
-                        rec = upload_stream(writer.upload(object_name("dump.rdb", env), role="rdb"), fh)
+                        rec = pipeline.upload_stream(writer.upload(object_name("dump.rdb", env), role="rdb"), fh)
                 writer.add(rec)
                 details = {"redis_version": info.get("redis_version"), "method": method, "keys": keys,
                            "used_memory": info.get("used_memory"),
@@ -511,7 +517,7 @@ class RedisBackup(Task[RedisBackupOptions]):
                 raise NotThisSave(f"the server's rdb_last_save_time is {start - last:.0f}s before the BGSAVE")
             check_path = f"/proc/{os.getpid()}/fd/{fh.fileno()}"
             check_path = check_path if Path(check_path).exists() else str(rdb_path)
-            checked = check_rdb(check_path, "the snapshot", made_by)
+            checked = rdb.check_rdb(check_path, "the snapshot", made_by)
             in_file = checked.keys
             if in_file is not None and not any(_close(in_file, n) for n in (keys_before, keys_after)):
                 raise NotThisSave(f"it holds {in_file} key(s), the server {keys_after}")

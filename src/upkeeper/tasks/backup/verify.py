@@ -2,23 +2,34 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, field_validator
 
+from upkeeper import lazy
 from upkeeper.backup import room
-from upkeeper.backup.catalog import COMPLETE, catalog_for
-from upkeeper.backup.manifest import id_time
-from upkeeper.backup.prune import index_sets, recorded_manifests
 from upkeeper.backup.rdb_load import redis_check_problem
-from upkeeper.backup.sets import close_storages, open_storages
-from upkeeper.backup.verify import VerifyOptions, VerifyReport, verify_stored
 from upkeeper.config.targets import PostgresTarget, RedisTarget
 from upkeeper.config.types import ByteSize
 from upkeeper.core.task import Finding, Result, Severity, Status, Task, TaskContext, TaskOptions, task
 from upkeeper.errors import TaskError
 from upkeeper.fmt import human_duration
 from upkeeper.tasks.backup._common import storage_problems
+
+if TYPE_CHECKING:
+    from upkeeper.backup import catalog as catalogs
+    from upkeeper.backup import manifest as manifests
+    from upkeeper.backup import prune, sets, verify
+    from upkeeper.backup.verify import VerifyReport
+else:
+    # The verification itself (the catalog, the storages, manifests, pg_restore and redis-server drivers) is the
+    # worker's: 'upkeeper run' imports this module in the CLI for the job's options, and these modules would add
+    # ~30 ms to its start before the run is sent (the worker loads them while it waits for the run: lazy.load_all)
+    catalogs = lazy.module("upkeeper.backup.catalog")
+    manifests = lazy.module("upkeeper.backup.manifest")
+    prune = lazy.module("upkeeper.backup.prune")
+    sets = lazy.module("upkeeper.backup.sets")
+    verify = lazy.module("upkeeper.backup.verify")
 
 
 class BackupVerifyOptions(TaskOptions):
@@ -136,13 +147,13 @@ class BackupVerify(Task[BackupVerifyOptions]):
                 raise TaskError(f"scratch_target {options.scratch_target!r} is not a postgres target",
                                 permanent=True)
             scratch = found
-        catalog = catalog_for(ctx.state)
+        catalog = catalogs.catalog_for(ctx.state)
         # every configured storage: a backup job may write beyond backup.storages (its own storages option)
-        storages = open_storages(config, [options.storage] if options.storage else list(config.storages))
+        storages = sets.open_storages(config, [options.storage] if options.storage else list(config.storages))
         try:
             errors: list[str] = []
-            index = index_sets(storages, ctx.target_name, None, errors,
-                               known=recorded_manifests(catalog, ctx.target_name))
+            index = prune.index_sets(storages, ctx.target_name, None, errors,
+                               known=prune.recorded_manifests(catalog, ctx.target_name))
             candidates: list[tuple[str, str, str]] = []  # (database, id, kind)
             status = {r.id: r.status for r in catalog.list(target=ctx.target_name)} if catalog else {}
             for (_t, db), idx in index.items():
@@ -156,7 +167,7 @@ class BackupVerify(Task[BackupVerifyOptions]):
                     elif options.scope == "id":
                         candidates += [(db, bid, kind) for _w, bid in items if bid.startswith(options.backup_id or "")]
                     else:
-                        candidates += [(db, bid, kind) for _w, bid in items if status.get(bid, COMPLETE) == COMPLETE]
+                        candidates += [(db, bid, kind) for _w, bid in items if status.get(bid, catalogs.COMPLETE) == catalogs.COMPLETE]
                 # a set whose manifest cannot be read, or whose every copy lost an object, is not skipped in
                 # silence: verifying it fails, naming manifest.json or the object ('newest': when it is newer
                 # than every complete set of the database)
@@ -164,14 +175,14 @@ class BackupVerify(Task[BackupVerifyOptions]):
                 for bid in dict.fromkeys([*idx.unreadable, *idx.damaged]):
                     if bid in idx.complete:
                         continue  # another storage has a readable copy (verified above)
-                    made = id_time(bid)
+                    made = manifests.id_time(bid)
                     if options.scope == "newest":
                         # ids carry whole seconds: a set of the same second as the newest counts as newer
                         wanted = newest_ok is None or made is None or made >= newest_ok.replace(microsecond=0)
                     elif options.scope == "id":
                         wanted = bid.startswith(options.backup_id or "")
                     else:
-                        wanted = status.get(bid, COMPLETE) == COMPLETE
+                        wanted = status.get(bid, catalogs.COMPLETE) == catalogs.COMPLETE
                     if wanted:
                         candidates.append((db, bid, "?"))
             if not candidates:
@@ -183,7 +194,7 @@ class BackupVerify(Task[BackupVerifyOptions]):
                 raise TaskError(f"no {what} of target {ctx.target_name!r} on "
                                 f"{', '.join(s.name for s in storages)}",
                                 "Try: run the backup job first ('upkeeper run db-backup')")
-            vopts = VerifyOptions(restore=options.restore, scratch=scratch, jobs=options.jobs,
+            vopts = verify.VerifyOptions(restore=options.restore, scratch=scratch, jobs=options.jobs,
                                   checks=options.checks, amcheck=options.amcheck,
                                   redis_checks=options.redis_checks, min_free_space=options.min_free_space,
                                   space_margin=options.space_margin, min_free_memory=options.min_free_memory,
@@ -192,7 +203,7 @@ class BackupVerify(Task[BackupVerifyOptions]):
             findings: list[Finding] = []
             for db, bid, _kind in sorted(candidates):
                 ctx.log.info("verifying %s (%s/%s)", bid, ctx.target_name, db)
-                rep = verify_stored(storages, ctx.target_name, db, bid, options.storage, config.backup, target, vopts,
+                rep = verify.verify_stored(storages, ctx.target_name, db, bid, options.storage, config.backup, target, vopts,
                                     progress=lambda msg: ctx.progress(msg, None), catalog=catalog)
                 reports.append(rep)
                 findings += _scratch_findings(rep)
@@ -227,7 +238,7 @@ class BackupVerify(Task[BackupVerifyOptions]):
                                             "do not rely on this backup; check the storage and the backup job's "
                                             "log, take a new backup", data=rep.to_dict()))
         finally:
-            close_storages(storages)
+            sets.close_storages(storages)
         ok = [r for r in reports if r.ok]
         metrics: dict[str, float] = {"verify.checked": float(len(reports)), "verify.failed": float(len(reports) - len(ok))}
         restore_times = [r.restore_seconds for r in reports if r.restore_seconds is not None]
