@@ -134,14 +134,22 @@ def test_kill9_during_the_upload(cli: Any, app_db: tuple[str, dict[str, int]], b
     assert not partial() and len(list(store.rglob("manifest.json"))) == 1
 
 
-def test_kill9_just_before_the_manifest(cli: Any, app_db: tuple[str, dict[str, int]], backup_config: Any,
-                                        tmp_path: Path) -> None:
+def _run_paused_before_the_manifest(app_db: tuple[str, dict[str, int]], backup_config: Any, tmp_path: Path
+                                    ) -> tuple[Path, Path, subprocess.Popen[bytes]]:
+    """A backup (database and globals) started with a pause just before its manifest, once every object is
+    stored: (config, storage directory, the run's process)."""
     db, _ = app_db
     cfg = backup_config(db, options={"globals": True})
     store = tmp_path / "store1"
     p = _start_run(cfg, {"UPKEEPER_FAULT_PAUSE": "before-manifest:60"})
     _wait_for(lambda: bool(list(store.rglob("globals.sql.zst.age"))), "every object stored")
     assert list(store.rglob(f"{db}.dump.zst.age"))
+    return cfg, store, p
+
+
+def test_kill9_just_before_the_manifest(cli: Any, app_db: tuple[str, dict[str, int]], backup_config: Any,
+                                        tmp_path: Path) -> None:
+    cfg, store, p = _run_paused_before_the_manifest(app_db, backup_config, tmp_path)
     _kill9(p)
     _assert_nothing_listed_then_next_run_succeeds(cli, cfg, store)
 
@@ -426,12 +434,7 @@ def test_a_backup_stopped_just_before_its_manifest_removes_the_objects_it_stored
         cli: Any, app_db: tuple[str, dict[str, int]], backup_config: Any, tmp_path: Path) -> None:
     """A stop (SIGTERM, as systemctl stop sends) once every object is stored: the set's objects are deleted by the
     stopped run itself, not left for a prune a day later; the run is recorded as stopped."""
-    db, _ = app_db
-    cfg = backup_config(db, options={"globals": True})
-    store = tmp_path / "store1"
-    p = _start_run(cfg, {"UPKEEPER_FAULT_PAUSE": "before-manifest:60"})
-    _wait_for(lambda: bool(list(store.rglob("globals.sql.zst.age"))), "every object stored")
-    assert list(store.rglob(f"{db}.dump.zst.age"))
+    cfg, store, p = _run_paused_before_the_manifest(app_db, backup_config, tmp_path)
     os.kill(p.pid, signal.SIGTERM)
     assert p.wait(timeout=30) == 143
     assert [f for f in store.rglob("*") if f.is_file()] == []

@@ -1349,7 +1349,16 @@ def closed_dir_error(path: Path, st: os.stat_result, *, mine: bool) -> BackupErr
                        "it (it needs read and search permission there)", hint)
 
 
-def _mount_of(fd: int) -> int | None:
+def _staged_and_present(src: int, dst: int, name: str) -> tuple[os.stat_result, os.stat_result | None]:
+    """``name`` as staged in directory ``src``, and as present in ``dst`` (None: not there); links not followed."""
+    st = os.stat(name, dir_fd=src, follow_symlinks=False)
+    try:
+        return st, os.stat(name, dir_fd=dst, follow_symlinks=False)
+    except FileNotFoundError:
+        return st, None
+
+
+def mount_of(fd: int) -> int | None:
     """The mount id of what ``fd`` is open on (/proc/self/fdinfo), or None where not known."""
     try:
         with open(f"/proc/self/fdinfo/{fd}") as fh:
@@ -1529,7 +1538,7 @@ class FilesRestore:
         try:
             dst = os.open(self.dest, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             try:
-                self._preflight(src, dst, sorted(self.tops), "", _mount_of(src), os.fstat(src).st_dev)
+                self._preflight(src, dst, sorted(self.tops), "", mount_of(src), os.fstat(src).st_dev)
                 self._mark_incomplete(dst)
                 try:
                     self._merge(src, dst, sorted(self.tops), "")
@@ -1559,11 +1568,7 @@ class FilesRestore:
         checked = False
         for name in names:
             rel = prefix + name
-            st = os.stat(name, dir_fd=src, follow_symlinks=False)
-            try:
-                old: os.stat_result | None = os.stat(name, dir_fd=dst, follow_symlinks=False)
-            except FileNotFoundError:
-                old = None
+            st, old = _staged_and_present(src, dst, name)
             if old is not None and stat.S_ISDIR(old.st_mode) and stat.S_ISDIR(st.st_mode):
                 self._preflight_dir(src, dst, name, rel, st, old, mount, dev)
                 continue
@@ -1615,7 +1620,7 @@ class FilesRestore:
                          dev: int) -> None:
         """``here`` (open as ``dst``) is about to receive entries renamed from the staging directory, and lose those
         they replace."""
-        there = _mount_of(dst)
+        there = mount_of(dst)
         if st.st_dev != dev or (mount is not None and there is not None and there != mount):
             raise BackupError(f"{here} is on another file system (mount) than the staging directory in "
                               f"{self.staging.parent}: the restored entries are renamed into place, never copied",
@@ -1672,11 +1677,7 @@ class FilesRestore:
     def _merge(self, src: int, dst: int, names: Sequence[str], prefix: str) -> None:
         for name in names:
             rel = prefix + name
-            st = os.stat(name, dir_fd=src, follow_symlinks=False)
-            try:
-                old: os.stat_result | None = os.stat(name, dir_fd=dst, follow_symlinks=False)
-            except FileNotFoundError:
-                old = None
+            st, old = _staged_and_present(src, dst, name)
             if old is not None and stat.S_ISDIR(old.st_mode):
                 if not stat.S_ISDIR(st.st_mode):
                     raise BackupError(f"{self.dest / rel} became a directory during the restore; the backup has a "

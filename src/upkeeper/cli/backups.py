@@ -44,6 +44,7 @@ from upkeeper.backup.restore import (
     database_entries,
     fetch_pg_archive,
     locate,
+    mount_of,
     older_server,
     os_error_hint,
     pg_restore,
@@ -913,22 +914,15 @@ def _stage_beside(to: Path) -> bool:
 
 
 def _mount_id(path: Path) -> int | None:
-    """The id of the mount ``path`` is on (``mnt_id`` in /proc/self/fdinfo: each bind mount has its own), or
-    None where that is not known."""
+    """The id of the mount ``path`` is on (each bind mount has its own), or None where that is not known."""
     try:
         fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
     except OSError:
         return None
     try:
-        with open(f"/proc/self/fdinfo/{fd}") as fh:
-            for line in fh:
-                if line.startswith("mnt_id:"):
-                    return int(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        return None
+        return mount_of(fd)
     finally:
         os.close(fd)
-    return None
 
 
 def _restore_files(fetcher: Fetcher, row: CatalogRow, to: Path) -> dict[str, Any]:
