@@ -440,3 +440,36 @@ def test_a_backup_stopped_just_before_its_manifest_removes_the_objects_it_stored
     assert [f for f in store.rglob("*") if f.is_file()] == []
     hist = cli(["--config", cfg, "history", "db-backup", "--json"]).json()
     assert [(h["status"], h["stopped"]) for h in hist] == [("interrupted", True)], hist
+
+
+def test_a_stopped_backup_whose_cleanup_outlasts_the_kill_grace_has_its_work_files_removed_by_the_cli(
+        cli: Any, app_db: tuple[str, dict[str, int]], backup_config: Any, tmp_path: Path) -> None:
+    """A stop (SIGTERM of 'upkeeper run') whose cleanup hangs: the worker is SIGKILLed ``kill_grace`` after the
+    SIGTERM, and the CLI removes its plaintext dump directory itself (as after a timeout), not a later sweep; the
+    run is recorded stopped."""
+    db, _ = app_db
+    work = tmp_path / "work"
+    work.mkdir()
+    cfg = backup_config(db, backup={"work_dir": str(work)}, extra_jobs={"db-backup": {
+        "task": "postgres.backup", "target": "db", "kill_grace": "300ms",
+        "options": {"databases": [db], "globals": False, "format": "directory", "jobs": 2}}})
+    mark = tmp_path / "mark"
+    p = _start_json_run(cfg, {"UPKEEPER_FAULT_PAUSE": "during-upload:60,upload-abort:60",
+                              "UPKEEPER_FAULT_MARK": str(mark)})
+    try:
+        _wait_for(lambda: mark.exists() or p.poll() is not None, "the upload to begin", 30)
+        assert mark.exists(), p.communicate()
+        assert list(work.rglob("toc.dat")), "the plaintext dump is in the work directory"
+        os.kill(p.pid, signal.SIGTERM)
+        out, _ = p.communicate(timeout=20)  # never waits for the hanging abort (60 s)
+    finally:
+        if p.poll() is None:
+            _kill9(p)
+    assert p.returncode == 143
+    assert mark.read_text().split() == ["during-upload", "upload-abort"]  # the SIGTERM unwound it into the abort
+    assert list(work.iterdir()) == []  # no plaintext dump directory, at once
+    [run] = json.loads(out)
+    assert run["status"] == "interrupted" and "work files were removed" in run["summary"], run
+    [row] = cli(["--config", cfg, "history", "db-backup", "--json"]).json()
+    assert row["stopped"] and "SIGKILL" in row["summary"], row
+    assert cli(["--config", cfg, "backups", "list", "--json"]).json() == []

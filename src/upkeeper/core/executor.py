@@ -51,6 +51,9 @@ class Outcome:
     interrupted: bool = False
     #: the worker itself got SIGTERM from outside (``kill``, a stop of the whole cgroup), not from the pool
     terminated: bool = False
+    #: stopped (``interrupted``), the task did not end within the kill grace and was SIGKILLed: its cleanup did not
+    #: run to its end
+    killed: bool = False
     worker_pid: int | None = None
     #: the job state the task wrote, for the runner to record with the result (None: nothing staged)
     state: dict[str, Any] | None = None
@@ -471,7 +474,7 @@ class WorkerPool:
                                summary=STOPPED_SUMMARY if unwound else
                                f"{STOPPED}; the task did not end within {grace:g}s of SIGTERM and its "
                                "processes were killed (SIGKILL)"),
-                        started, _now(), interrupted=True, worker_pid=w.pid,
+                        started, _now(), interrupted=True, killed=not unwound, worker_pid=w.pid,
                     )
                 if deadline is not None and time.monotonic() >= deadline:
                     self._kill(w, grace)

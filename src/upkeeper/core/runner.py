@@ -258,7 +258,7 @@ class Runner:
             timeout = job.timeout.total_seconds() if job.timeout else None
             outcome = self.executor.execute(req, timeout=timeout, on_log=log_cb, on_progress=on_progress,
                                             cancel=cancel, kill_grace=job.kill_grace.total_seconds())
-            if outcome.crashed or outcome.timed_out:
+            if outcome.crashed or outcome.timed_out or outcome.killed:
                 self._remove_work_files(outcome, log_cb)
             status = outcome.status
             stopped = _asked_to_stop(outcome, cancel, stopping)
@@ -314,8 +314,9 @@ class Runner:
             self.keeper.unhold()
 
     def _remove_work_files(self, outcome: Outcome, log_cb: LogFn) -> None:
-        """A worker that died, or was killed at its timeout, ran none of its cleanup: the work directories it
-        held (a downloaded dump.rdb, a directory-format dump, SQLite copies: plaintext) are removed now, with
+        """A worker that died, or was killed at its timeout or after a stop's grace, ran none (or not all) of its
+        cleanup: the work directories it held (a downloaded dump.rdb, a directory-format dump, SQLite copies:
+        plaintext) are removed now, with
         those of any other dead process (:func:`~upkeeper.backup.workdir.clean_stale` removes none a live
         process holds), not at some later run's sweep; the run's summary says so."""
         from upkeeper.backup.workdir import clean_stale
