@@ -470,3 +470,37 @@ def test_cdn_outside_trusted_proxies_is_reported(cli: Any, make_config: Any, tmp
                trusted_proxies=["162.158.0.0/15"], incremental=False)
     out, found = _findings(cli, cfg, "logs.nginx.client_ip_untrusted")
     assert not found and out["metrics"]["visitors"] == 30
+
+
+#: IPv6 clients written in other forms than nginx prints them
+IPV6_FORMS = ["2001:DB8:0:0::8", "2001:0db8:0000:0000:0000:0000:0000:0008", "[2001:DB8::8]:443",
+              "2001:db8:0:1:1:1:1:1", "::FFFF:203.0.113.7"]
+
+
+def test_an_ipv6_client_is_written_as_nginx_realip_writes_it(services_dir: Path) -> None:
+    """nginx's realip module parses the address it takes from a header and logs it in one form (lower case, zero
+    groups compressed, IPv4-mapped dotted): so must the client taken from the same value here, or one client
+    written two ways counts as two visitors."""
+    port, base = free_port(), services_dir / "ipv6-nginx"
+    server = NginxServer(base, port=port, servers=f"""
+    server {{
+        listen 127.0.0.1:{port};
+        access_log {base}/realip.log combined;
+        set_real_ip_from 127.0.0.1;
+        real_ip_header X-Test-Client;
+        real_ip_recursive on;
+        location / {{ return 200; }}
+    }}
+""")
+    server.start()
+    try:
+        for form in IPV6_FORMS:
+            _request(port, "/", client=form)
+        log = base / "realip.log"
+        wait_for_log_lines(log, len(IPV6_FORMS))
+    finally:
+        server.stop()
+    nginx = [line.split(" ", 1)[0] for line in log.read_text().splitlines()]
+    assert nginx[:3] == ["2001:db8::8"] * 3  # (what nginx wrote, not an assumption)
+    resolve = ClientResolver(("127.0.0.1",))
+    assert [resolve(b"127.0.0.1", form.encode()).decode() for form in IPV6_FORMS] == nginx

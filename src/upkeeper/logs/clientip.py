@@ -56,6 +56,20 @@ def _address(entry: bytes) -> bytes:
     return entry
 
 
+def _canonical(addr: bytes) -> bytes:
+    """An IPv6 address as nginx writes ``$remote_addr`` once realip has taken it from a header (it parses the address
+    and prints it back: lower case, the longest run of zero groups as ``::``, an IPv4-mapped one as ``::ffff:a.b.c.d``),
+    so that ``2001:DB8::1`` and ``2001:db8:0:0::1`` are one client; an IPv4 address as it is."""
+    if b":" not in addr:
+        return addr
+    try:
+        ip = ipaddress.IPv6Address(addr.decode("ascii"))
+    except (UnicodeDecodeError, ValueError):
+        return addr
+    mapped = ip.ipv4_mapped
+    return (f"::ffff:{mapped}" if mapped is not None else ip.compressed).encode("ascii")
+
+
 class ClientResolver:
     """nginx's ``real_ip_header X-Forwarded-For; real_ip_recursive on;`` (or ``X-Real-IP``, ``proxy_protocol``)
     with ``set_real_ip_from`` = ``trusted``."""
@@ -100,7 +114,7 @@ class ClientResolver:
                 continue
             if not valid_ip(e):
                 break
-            addr, outcome = e, "used"
+            addr, outcome = _canonical(e), "used"
             if not self.trusted(e):
                 break
         return addr, outcome
