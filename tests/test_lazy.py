@@ -128,3 +128,51 @@ def test_load_all_leaves_a_missing_library_for_its_first_use() -> None:
         "print(json.dumps([err, ok.main.__name__]))\n"
     )
     assert got == ["upkeeper_no_such_library", "main"]
+
+
+#: the log modules that only runs use (parsers and their patterns, the parallel reader, the HTML reports)
+LOGS_RUN_MODULES = ("upkeeper.logs.access", "upkeeper.logs.classify", "upkeeper.logs.errorlog",
+                    "upkeeper.logs.parallel", "upkeeper.logs.sources", "upkeeper.logs.report_html",
+                    "upkeeper.logs.pglog", "upkeeper.logs.pgstruct", "upkeeper.logs.sqlfp")
+
+
+@pytest.mark.parametrize(("module", "cls", "options", "bad", "refusal", "needed"), [
+    ("nginx", "NginxLogs",
+     {"log_format": "main", "client_ip": "x_forwarded_for", "failed_statuses": "429,5xx",
+      "login_paths": ["/login", {"path": "/api/*", "failure_status": 200}], "public_paths": ["/dl/*"]},
+     {"failed_statuses": "5xx,60"}, "'60' (in '5xx,60') is not a status code",
+     ["upkeeper.logs.access", "upkeeper.logs.parallel", "upkeeper.logs.report_html", "upkeeper.logs.sources"]),
+    ("errors", "ErrorLogs", {"app_logs": ["/var/log/app/*.log"]}, {"rotated_dirs": ["/x"], "rotated": False},
+     "rotated_dirs is not read with rotated: false",
+     ["upkeeper.logs.errorlog", "upkeeper.logs.parallel", "upkeeper.logs.report_html", "upkeeper.logs.sources"]),
+    ("postgres", "PostgresLogs", {"format": "csvlog"}, {"log_line_prefix": "%m %q"}, "has no %p (process id)",
+     ["upkeeper.logs.pglog", "upkeeper.logs.pgstruct", "upkeeper.logs.parallel", "upkeeper.logs.report_html",
+      "upkeeper.logs.sources"]),
+])
+def test_validating_a_logs_job_leaves_the_reading_to_the_worker(module: str, cls: str, options: dict[str, object],
+                                                                bad: dict[str, object], refusal: str,
+                                                                needed: list[str]) -> None:
+    """The CLI imports each job's task module for its options before it sends the run: the log parsers (and their
+    compiled patterns), the parallel reader and the HTML reports (20-60 ms each log task) are the worker's, which
+    loads them (lazy.load_all) before the run; the options are still checked as before."""
+    got = _in_fresh_python(
+        "import sys, json\n"
+        f"import upkeeper.tasks.logs.{module} as M\n"
+        "from upkeeper import lazy\n"
+        f"heavy = {LOGS_RUN_MODULES!r}\n"
+        f"task = M.{cls}\n"
+        f"task.Options.model_validate({options!r})\n"
+        "early = sorted(n for n in heavy if n in sys.modules)\n"
+        "try:\n"
+        f"    task.Options.model_validate({bad!r})\n"
+        "    refused = ''\n"
+        "except ValueError as exc:\n"
+        "    refused = str(exc)\n"
+        "lazy.load_all()\n"
+        "print(json.dumps([early, refused, sorted(n for n in heavy if n in sys.modules)]))\n"
+    )
+    assert isinstance(got, list)
+    early, refused, loaded = got
+    assert early == []
+    assert refusal in refused  # the options' checks still work
+    assert set(needed) <= set(loaded)  # what the run needs, loaded by the worker before it

@@ -9,15 +9,17 @@ import stat
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import Field
 
 from upkeeper.core.artifacts import PENDING_SUFFIX, STAGED, atomic_write_bytes, final_name, pending_name
 from upkeeper.core.task import Finding, Severity, TaskContext
-from upkeeper.logs.parallel import ReadNote
-from upkeeper.logs.sources import PlanNote
 from upkeeper.redact import redact_obj
+
+if TYPE_CHECKING:  # the readers are the worker's (the CLI imports the log tasks for their options)
+    from upkeeper.logs.parallel import ReadNote
+    from upkeeper.logs.sources import PlanNote
 
 REPORT_KEEP_DEFAULT = 12
 

@@ -8,16 +8,13 @@ import time
 from collections import Counter
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, model_validator
 
+from upkeeper import lazy
 from upkeeper.config.targets import AppTarget, NginxTarget
 from upkeeper.core.task import Finding, Result, Severity, Task, TaskContext, TaskOptions, task
-from upkeeper.logs import parallel
-from upkeeper.logs.errorlog import AppLogStats, NginxErrorStats, is_upstream_failure, trace_excerpt
-from upkeeper.logs.report_html import errors_report
-from upkeeper.logs.sources import LogFile, PlanNote, ReadPlan, discover, finish_cursors, live_log, plan_reads
 from upkeeper.redact import redact, redact_obj
 from upkeeper.tasks.logs._common import (
     REPORT_KEEP_DEFAULT,
@@ -34,6 +31,19 @@ from upkeeper.tasks.logs._common import (
     with_current,
     write_reports,
 )
+
+if TYPE_CHECKING:
+    from upkeeper.logs import errorlog, parallel, report_html, sources
+    from upkeeper.logs.errorlog import AppLogStats, NginxErrorStats
+    from upkeeper.logs.sources import LogFile, PlanNote, ReadPlan
+else:
+    # the reading (the error-log and exception parsers, the parallel reader, the HTML report) is the worker's:
+    # 'upkeeper run' imports this module in the CLI for the job's options, and these modules would add ~20 ms to
+    # its start before the run is sent (the worker loads them while it waits for the run: lazy.load_all)
+    errorlog = lazy.module("upkeeper.logs.errorlog")
+    parallel = lazy.module("upkeeper.logs.parallel")
+    report_html = lazy.module("upkeeper.logs.report_html")
+    sources = lazy.module("upkeeper.logs.sources")
 
 GROUPS_KEY = "exception_groups"
 CURSORS_KEY = "error_cursors"
@@ -97,25 +107,25 @@ class ErrorLogs(Task[ErrorLogsOptions]):
 
         ng: NginxErrorStats | None = None
         if error_log:
-            files = discover(error_log, rotated=options.rotated, max_files=options.max_files,
-                             rotated_dirs=options.rotated_dirs)
+            files = sources.discover(error_log, rotated=options.rotated, max_files=options.max_files,
+                                     rotated_dirs=options.rotated_dirs)
             if not files:
                 findings.append(Finding("logs.errors.missing", Severity.WARNING, error_log,
                                         f"the nginx error log: {not_a_log(error_log)}",
                                         "set the target's error_log or the job's error_log option to the file "
                                         "nginx writes"))
             else:
-                ng = NginxErrorStats()
-                plan = plan_reads(files, cursors.get(error_log), incremental=options.incremental)
+                ng = errorlog.NginxErrorStats()
+                plan = sources.plan_reads(files, cursors.get(error_log), incremental=options.incremental)
                 plan_notes += plan.notes
                 gz = self._read(plan, lambda buf, src: ng.feed(buf, src) if ng else None, read_notes)
-                new_cursors[error_log] = finish_cursors(plan, gz)
+                new_cursors[error_log] = sources.finish_cursors(plan, gz)
                 rep["files"] += [r.file.path for r in plan.ranges]
 
         app: AppLogStats | None = None
         matched = False
         if patterns:
-            app = AppLogStats()
+            app = errorlog.AppLogStats()
             unmatched: list[str] = []
             for pat in patterns:
                 found = self._app_files(pat, options)
@@ -123,11 +133,11 @@ class ErrorLogs(Task[ErrorLogsOptions]):
                     unmatched.append(pat)
                 for path, files in found:
                     matched = True
-                    plan = plan_reads(files, cursors.get(path), incremental=options.incremental)
+                    plan = sources.plan_reads(files, cursors.get(path), incremental=options.incremental)
                     plan_notes += plan.notes
                     gz = self._read(plan, lambda buf, src: app.feed(buf, src) if app else None, read_notes)
                     app.finish()
-                    new_cursors[path] = finish_cursors(plan, gz)
+                    new_cursors[path] = sources.finish_cursors(plan, gz)
                     rep["files"] += [r.file.path for r in plan.ranges]
             # each pattern that finds nothing is named: one of several that does not match is a log
             # that is not read (the app target's default patterns may well find nothing)
@@ -160,7 +170,7 @@ class ErrorLogs(Task[ErrorLogsOptions]):
         rep["metrics"] = metrics
         artifacts: list[dict[str, Any]] = []
         if not ctx.dry_run:
-            html = errors_report(rep, rep["findings"], title=f"Error log report — {ctx.target_name or ''}",
+            html = report_html.errors_report(rep, rep["findings"], title=f"Error log report — {ctx.target_name or ''}",
                                  subtitle=f"{len(rep['files'])} file(s) · job {ctx.job}",
                                  trends=with_current(trends(ctx, ["exceptions", "nginx_errors"]), metrics, ctx.now()),
                                  footer="upkeeper logs.errors") if options.html else None
@@ -218,11 +228,11 @@ class ErrorLogs(Task[ErrorLogsOptions]):
     def _app_files(pattern: str, options: ErrorLogsOptions) -> list[tuple[str, list[LogFile]]]:
         # a rotated match (x.log.1, x.log-20240301: logrotate's dateext) stands for its live log, with which it
         # is read: once, whatever else the pattern matches
-        paths = sorted({live_log(p) for p in glob.glob(pattern)}) if any(c in pattern for c in "*?[") else [pattern]
+        paths = sorted({sources.live_log(p) for p in glob.glob(pattern)}) if any(c in pattern for c in "*?[") else [pattern]
         out = []
         for p in paths:
-            files = discover(p, rotated=options.rotated, max_files=options.max_files,
-                             rotated_dirs=options.rotated_dirs)
+            files = sources.discover(p, rotated=options.rotated, max_files=options.max_files,
+                                     rotated_dirs=options.rotated_dirs)
             if files:
                 out.append((p, files))
         return out
@@ -253,7 +263,7 @@ class ErrorLogs(Task[ErrorLogsOptions]):
                                "nginx reports a serious problem (out of files, disk, memory, or a crash)",
                                value=sum(severe.values())))
         if r["upstream"]:
-            up = [c for c in r["classes"] if is_upstream_failure(c["level"], c["class"])][:3]
+            up = [c for c in r["classes"] if errorlog.is_upstream_failure(c["level"], c["class"])][:3]
             out.append(Finding("logs.errors.nginx_upstream", Severity.WARNING, path,
                                f"{r['upstream']} upstream error(s): " + "; ".join(f"{c['class']} ({c['count']})" for c in up),
                                "the application behind nginx timed out, refused or crashed: check it and its logs",
@@ -322,7 +332,7 @@ class ErrorLogs(Task[ErrorLogsOptions]):
                                + (f" (caused by {g['cause']})" if g.get("cause") else "") + f" ({g['count']}x, in "
                                f"{', '.join(Path(s).name for s in g['sources'][:3])})",
                                "a new kind of failure since the last run: look at the example in the report",
-                               value=g["count"], data={"example": trace_excerpt(g["example"]), "id": gid}))
+                               value=g["count"], data={"example": errorlog.trace_excerpt(g["example"]), "id": gid}))
         if len(new) > o.max_new_findings:
             out.append(Finding("logs.errors.new_exception", Severity.WARNING, "more",
                                f"{len(new) - o.max_new_findings} more new exception group(s): see the report",

@@ -5,30 +5,18 @@ from __future__ import annotations
 import statistics
 import time
 from datetime import date, datetime, timedelta
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import AfterValidator, Discriminator, Field, Tag, field_validator, model_validator
 
+from upkeeper import lazy
 from upkeeper.config.targets import NginxTarget
 from upkeeper.core.task import Finding, Result, Severity, Status, Task, TaskContext, TaskOptions, task
 from upkeeper.errors import TaskError
 from upkeeper.fmt import human_bytes
-from upkeeper.logs import parallel
-from upkeeper.logs.access import (
-    DEFAULT_LOGIN_PATHS,
-    FORWARDED_KEEP,
-    PROXY_MIN_REQUESTS,
-    LoginMatcher,
-    LoginPath,
-    ScanOptions,
-    SecurityTail,
-    attempts_only,
-    parse_statuses,
-    security_tail,
-    summarize,
-)
 from upkeeper.logs.clientip import DEFAULT_TRUSTED_PROXIES, check_networks
 from upkeeper.logs.goaccess import STATIC_EXTENSIONS
+from upkeeper.logs.logins import DEFAULT_LOGIN_PATHS, LoginPath, attempts_only, parse_statuses
 from upkeeper.logs.nginx_format import (
     LogFormatError,
     check_client_ip,
@@ -39,8 +27,6 @@ from upkeeper.logs.nginx_format import (
     parse_format,
     to_goaccess,
 )
-from upkeeper.logs.report_html import access_report
-from upkeeper.logs.sources import PlanNote, discover, discover_glob, finish_cursors, is_glob, plan_reads
 from upkeeper.redact import redact_obj
 from upkeeper.tasks.logs._common import (
     REPORT_KEEP_DEFAULT,
@@ -57,6 +43,19 @@ from upkeeper.tasks.logs._common import (
     with_current,
     write_reports,
 )
+
+if TYPE_CHECKING:
+    from upkeeper.logs import access, parallel, report_html, sources
+    from upkeeper.logs.access import ScanOptions
+    from upkeeper.logs.sources import PlanNote
+else:
+    # the scan (the access-log parser and its request classes, the parallel reader, the HTML report) is the
+    # worker's: 'upkeeper run' imports this module in the CLI for the job's options, and these modules would add
+    # ~40 ms to its start before the run is sent (the worker loads them while it waits for the run: lazy.load_all)
+    access = lazy.module("upkeeper.logs.access")
+    parallel = lazy.module("upkeeper.logs.parallel")
+    report_html = lazy.module("upkeeper.logs.report_html")
+    sources = lazy.module("upkeeper.logs.sources")
 
 CURSORS_KEY = "access_cursors"
 TAIL_KEY = "access_security_tail"  # the last minutes' 404s and failed logins, for bursts across runs
@@ -255,7 +254,7 @@ class NginxLogsOptions(TaskOptions):
         return self
 
     def scan_options(self) -> ScanOptions:
-        return ScanOptions(log_format=self.log_format, static_extensions=tuple(self.static_extensions),
+        return access.ScanOptions(log_format=self.log_format, static_extensions=tuple(self.static_extensions),
                            login_paths=self.login_entries(), client_ip=self.client_ip,
                            trusted_proxies=tuple(self.trusted_proxies))
 
@@ -285,20 +284,20 @@ class NginxLogs(Task[NginxLogsOptions]):
         target = ctx.require_target()
         assert isinstance(target, NginxTarget)
         path = options.access_log or target.access_log
-        if is_glob(path):
-            files = discover_glob(path, rotated=options.rotated, max_files=options.max_files,
-                                  rotated_dirs=options.rotated_dirs)
+        if sources.is_glob(path):
+            files = sources.discover_glob(path, rotated=options.rotated, max_files=options.max_files,
+                                          rotated_dirs=options.rotated_dirs)
         else:
-            files = discover(path, rotated=options.rotated, max_files=options.max_files,
-                             rotated_dirs=options.rotated_dirs)
+            files = sources.discover(path, rotated=options.rotated, max_files=options.max_files,
+                                     rotated_dirs=options.rotated_dirs)
         if not files:
-            why = f"no file matches {path}" if is_glob(path) else not_a_log(path)
+            why = f"no file matches {path}" if sources.is_glob(path) else not_a_log(path)
             return Result(status=Status.FAIL, summary=f"no access log at {path}", findings=[Finding(
                 "logs.nginx.missing", Severity.CRITICAL, path, f"the access log: {why}",
                 "set the target's access_log (or the job's access_log option) to the file nginx writes, or to "
                 "a glob such as /var/log/nginx/*access.log")])
         cursors = ctx.state.get(CURSORS_KEY, []) if options.incremental else []
-        plan = plan_reads(files, cursors, incremental=options.incremental)
+        plan = sources.plan_reads(files, cursors, incremental=options.incremental)
         units = parallel.units_for(plan.ranges, workers=options.workers, per_process=parallel.ACCESS_PIECES)
         opts = options.scan_options()
         ctx.log.info("reading %s from %d file(s)", human_bytes(plan.bytes_planned), len(plan.ranges))
@@ -318,12 +317,12 @@ class NginxLogs(Task[NginxLogsOptions]):
             raise TaskError(f"cannot read {exc.filename or path}: {exc.strerror or exc}",
                             "Try: run upkeeper as a user that can read the nginx logs (group adm)") from None
         seconds = time.monotonic() - t0
-        earlier = SecurityTail.from_json(ctx.state.get(TAIL_KEY)) if options.incremental else None
+        earlier = access.SecurityTail.from_json(ctx.state.get(TAIL_KEY)) if options.incremental else None
         page_sizes = _sizes(ctx.state.get(PAGES_KEY)) if options.incremental else []
         not_after = ctx.now() + FUTURE_SLACK  # later log times are a wrong clock or forged lines
         # redacted before anything is built from it: request lines and referrers carry ?token=…, and the
         # findings (history, --json), the HTML and the JSON report all show parts of them
-        rep: dict[str, Any] = redact_obj(summarize(
+        rep: dict[str, Any] = redact_obj(access.summarize(
             partial, top_n=options.top, failed_statuses=options.failed_statuses,
             min_endpoint_requests=options.min_endpoint_requests, not_found_burst=options.not_found_burst,
             brute_force=options.brute_force_threshold, earlier=earlier, log_format=options.log_format,
@@ -349,7 +348,7 @@ class NginxLogs(Task[NginxLogsOptions]):
         artifacts: list[dict[str, Any]] = []
         if not ctx.dry_run:
             tr = with_current(trends(ctx, TREND_METRICS), metrics, ctx.now())
-            html = access_report(
+            html = report_html.access_report(
                 rep, rep["findings"], title=f"Access log report — {ctx.target_name or path}",
                 subtitle=f"{path} · {rep['first'] or '—'} → {rep['last'] or '—'} · job {ctx.job}",
                 trends=tr, objectives={"latency_p95_ms": options.latency_p95_ms,
@@ -360,8 +359,8 @@ class NginxLogs(Task[NginxLogsOptions]):
             artifacts = write_reports(ctx, report_dir(ctx, options.report_dir), "access", rep, html,
                                       options.keep_reports)
             if options.incremental:
-                ctx.state.set(CURSORS_KEY, finish_cursors(plan, gz_read))
-                ctx.state.set(TAIL_KEY, security_tail(partial, earlier, not_after=not_after).to_json())
+                ctx.state.set(CURSORS_KEY, sources.finish_cursors(plan, gz_read))
+                ctx.state.set(TAIL_KEY, access.security_tail(partial, earlier, not_after=not_after).to_json())
                 fresh = [sz for sz, _c in partial.page_sizes.most_common(PAGES_KEPT)]
                 ctx.state.set(PAGES_KEY, list(dict.fromkeys(fresh + page_sizes))[:PAGES_KEPT])
             ctx.state.set(HOURS_KEY, hours)
@@ -519,7 +518,7 @@ class NginxLogs(Task[NginxLogsOptions]):
                                f"{b['from']}), {b['total']} in the lines this run read — probing for files",
                                "block the client (fail2ban nginx-botsearch, nginx deny)",
                                value=b["max_in_window"], threshold=o.not_found_burst))
-        logins = LoginMatcher(o.login_entries())
+        logins = access.LoginMatcher(o.login_entries())
         for b in sec["brute_force"][:o.top]:
             answered = _either(set().union(*(logins.failure_codes(x.encode()) or () for x in b["paths"])))
             attempts = [x for x in b["paths"] if attempts_only(x)]
@@ -640,7 +639,7 @@ def passed_on_findings(clients: dict[str, Any], client_ip: str, subject: str, *,
     carried = po["used"] + po["untrusted"] + po["invalid"]
     total = carried + po["absent"]
     # a private balancer that is every client: proxy_finding says it already
-    if clients.get("proxy") is None and po["untrusted"] >= PROXY_MIN_REQUESTS and 2 * po["untrusted"] >= carried:
+    if clients.get("proxy") is None and po["untrusted"] >= access.PROXY_MIN_REQUESTS and 2 * po["untrusted"] >= carried:
         examples = ", ".join(po["untrusted_examples"][:3])
         ranges = (" (Cloudflare's are at https://www.cloudflare.com/ips/)" if var == "http_cf_connecting_ip"
                   else "")
@@ -680,7 +679,7 @@ def proxy_finding(proxy: dict[str, Any], client_ip: str, subject: str) -> Findin
         mode = client_mode(var)
         return Finding("logs.nginx.proxy_address", Severity.WARNING, subject,
                        f"{what}, while ${var} holds {proxy['forwarded_for_distinct']}"
-                       f"{'+' if proxy['forwarded_for_distinct'] >= FORWARDED_KEEP else ''} different values: {wrong}",
+                       f"{'+' if proxy['forwarded_for_distinct'] >= access.FORWARDED_KEEP else ''} different values: {wrong}",
                        f"set client_ip: {mode} (and trusted_proxies to the proxies' addresses), or make nginx "
                        f"log the client: set_real_ip_from <proxy network>; {realip_directives(var)}", data=proxy)
     return Finding("logs.nginx.proxy_address", Severity.INFO, subject,

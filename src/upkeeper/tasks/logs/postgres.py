@@ -9,34 +9,15 @@ import os
 import re
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from upkeeper import lazy
 from upkeeper.config.targets import PostgresTarget
 from upkeeper.core.task import Finding, Result, Severity, Status, Task, TaskContext, TaskOptions, task
 from upkeeper.errors import TaskError
 from upkeeper.fmt import human_bytes
-from upkeeper.logs import parallel, pgstruct
-from upkeeper.logs.pglog import (
-    DEFAULT_PREFIX,
-    MIN_PARALLEL,
-    PgScanOptions,
-    PrefixError,
-    compile_prefix,
-    summarize,
-)
-from upkeeper.logs.report_html import postgres_report
-from upkeeper.logs.sources import (
-    LogFile,
-    ReadPlan,
-    discover,
-    finish_cursors,
-    is_glob,
-    live_log,
-    move_cursor,
-    plan_reads,
-)
 from upkeeper.tasks.logs._common import (
     REPORT_KEEP_DEFAULT,
     HtmlReport,
@@ -52,6 +33,20 @@ from upkeeper.tasks.logs._common import (
     with_current,
     write_reports,
 )
+
+if TYPE_CHECKING:
+    from upkeeper.logs import parallel, pglog, pgstruct, report_html, sources
+    from upkeeper.logs.sources import LogFile, ReadPlan
+else:
+    # the reading (the server-log parsers, the parallel reader, the HTML report) is the worker's: 'upkeeper run'
+    # imports this module in the CLI for the job's options, and these modules would add ~25 ms to its start before
+    # the run is sent (the worker loads them while it waits for the run: lazy.load_all); the options' checks load
+    # what they need (a log_line_prefix set: pglog, a log_file: sources)
+    parallel = lazy.module("upkeeper.logs.parallel")
+    pglog = lazy.module("upkeeper.logs.pglog")
+    pgstruct = lazy.module("upkeeper.logs.pgstruct")
+    report_html = lazy.module("upkeeper.logs.report_html")
+    sources = lazy.module("upkeeper.logs.sources")
 
 CURSORS_KEY = "pg_cursors"
 TREND_METRICS = ["statements", "query_p95_ms", "errors", "temp_bytes"]
@@ -73,7 +68,7 @@ SUFFIX_FORMATS = {".csv": "csvlog", ".json": "jsonlog"}
 
 def format_of(path: str) -> str:
     """csvlog, jsonlog or stderr, from the name of a log file (``postgresql.csv.1.gz`` is csvlog)."""
-    return SUFFIX_FORMATS.get(Path(live_log(path)).suffix, "stderr")
+    return SUFFIX_FORMATS.get(Path(sources.live_log(path)).suffix, "stderr")
 
 
 def log_filename_glob(log_filename: str, current: str) -> str | None:
@@ -106,7 +101,7 @@ def server_rotated(path: str, log_filename: str, found: list[LogFile], options: 
     for p in glob.glob(str(Path(glob.escape(str(directory))) / pattern)):
         if p == path:
             continue
-        lf = next((f for f in discover(p, rotated=False) if f.path == p), None)
+        lf = next((f for f in sources.discover(p, rotated=False) if f.path == p), None)
         if lf is None or (lf.dev, lf.inode) in seen:
             continue
         seen.add((lf.dev, lf.inode))
@@ -167,7 +162,7 @@ class PostgresLogsOptions(TaskOptions):
     @model_validator(mode="after")
     def _check_rotated_dirs(self) -> PostgresLogsOptions:
         check_rotated_dirs(self.rotated_dirs, self.rotated,
-                           self.log_file if self.log_file and is_glob(self.log_file) else None)
+                           self.log_file if self.log_file and sources.is_glob(self.log_file) else None)
         return self
 
     @field_validator("log_line_prefix")
@@ -175,8 +170,8 @@ class PostgresLogsOptions(TaskOptions):
     def _check_prefix(cls, v: str | None) -> str | None:
         if v is not None:
             try:
-                compile_prefix(v)
-            except PrefixError as exc:
+                pglog.compile_prefix(v)
+            except pglog.PrefixError as exc:
                 raise ValueError(f"{exc.message}. {exc.hint or ''}".strip()) from None
         return v
 
@@ -229,14 +224,14 @@ class PostgresLogs(Task[PostgresLogsOptions]):
                 "logs.postgres.missing", Severity.CRITICAL, path, why,
                 "set log_file to the file (or glob) the server writes; a non-root reader needs log_file_mode=0640")])
         fmt = self._format(options.format, files, path)
-        prefix = options.log_line_prefix or server.get("prefix") or DEFAULT_PREFIX
+        prefix = options.log_line_prefix or server.get("prefix") or pglog.DEFAULT_PREFIX
         if fmt == "stderr":
             try:
-                compile_prefix(prefix)
-            except PrefixError as exc:
+                pglog.compile_prefix(prefix)
+            except pglog.PrefixError as exc:
                 raise TaskError(exc.message, exc.hint) from None
         cursors = ctx.state.get(CURSORS_KEY, []) if options.incremental else []
-        plan = plan_reads(files, cursors, incremental=options.incremental)
+        plan = sources.plan_reads(files, cursors, incremental=options.incremental)
         if fmt == "csvlog":
             _hold_back_open_record(plan)
         cont = b"\t" if fmt == "stderr" else b""
@@ -250,9 +245,9 @@ class PostgresLogs(Task[PostgresLogsOptions]):
         read_notes: list[parallel.ReadNote] = []
         try:
             if fmt == "stderr":
-                partial, gz_read = parallel.scan("upkeeper.logs.pglog", PgScanOptions(log_line_prefix=prefix), units,
+                partial, gz_read = parallel.scan("upkeeper.logs.pglog", pglog.PgScanOptions(log_line_prefix=prefix), units,
                                                  workers=options.workers, progress=progress, continuation=cont,
-                                                 min_parallel=MIN_PARALLEL, notes=read_notes)
+                                                 min_parallel=pglog.MIN_PARALLEL, notes=read_notes)
             else:
                 partial, gz_read = parallel.scan("upkeeper.logs.pgstruct", pgstruct.PgStructOptions(format="csvlog" if fmt == "csvlog" else "jsonlog"),
                                                  units, workers=options.workers, progress=progress,
@@ -265,7 +260,7 @@ class PostgresLogs(Task[PostgresLogsOptions]):
                             "Try: make the log readable (log_file_mode = 0640 and the reader in the postgres group)"
                             ) from None
         seconds = time.monotonic() - t0
-        rep = summarize(partial, top_n=options.top)
+        rep = pglog.summarize(partial, top_n=options.top)
         rep["format"] = fmt
         rep["log_line_prefix"] = prefix if fmt == "stderr" else None
         rep["files"] = [{"path": r.file.path, "from": r.start, "to": r.end} for r in plan.ranges]
@@ -277,7 +272,7 @@ class PostgresLogs(Task[PostgresLogsOptions]):
         rep["metrics"] = metrics
         artifacts: list[dict[str, Any]] = []
         if not ctx.dry_run:
-            html = postgres_report(
+            html = report_html.postgres_report(
                 rep, rep["findings"], title=f"PostgreSQL log report — {ctx.target_name or target.display()}",
                 subtitle=f"{path} · {rep['first'] or '—'} → {rep['last'] or '—'} · "
                          + (f"prefix '{prefix}'" if fmt == "stderr" else fmt) + f" · job {ctx.job}",
@@ -287,7 +282,7 @@ class PostgresLogs(Task[PostgresLogsOptions]):
             artifacts = write_reports(ctx, report_dir(ctx, options.report_dir), "postgres", rep, html,
                                       options.keep_reports)
             if options.incremental:
-                ctx.state.set(CURSORS_KEY, finish_cursors(plan, gz_read))
+                ctx.state.set(CURSORS_KEY, sources.finish_cursors(plan, gz_read))
         st = rep["statements"]
         p95 = st["percentiles"].get("p95")
         summary = (f"{st['count']:,} statements ({st['fingerprints']:,} distinct)"
@@ -341,13 +336,13 @@ class PostgresLogs(Task[PostgresLogsOptions]):
             # a match may be gone by now (removed by the rotation) or a dangling symlink: left out
             found = [(m, p) for p in glob.glob(path) if (m := _mtime(p)) is not None]
             for _m, p in sorted(found)[-options.max_files:]:
-                out += [f for f in discover(p, rotated=False) if f.path == p]
+                out += [f for f in sources.discover(p, rotated=False) if f.path == p]
             if out:
                 # only the newest file is still being written
                 out = [dataclasses.replace(f, live=i == len(out) - 1 and not f.gz) for i, f in enumerate(out)]
             return out
-        return discover(path, rotated=options.rotated, max_files=options.max_files,
-                        rotated_dirs=options.rotated_dirs)
+        return sources.discover(path, rotated=options.rotated, max_files=options.max_files,
+                                rotated_dirs=options.rotated_dirs)
 
     @staticmethod
     def _metrics(rep: dict[str, Any], seconds: float) -> dict[str, float]:
@@ -517,7 +512,7 @@ def _hold_back_open_record(plan: ReadPlan) -> None:
         plan.ranges[i] = dataclasses.replace(r, end=end)
         for c in plan.cursors:
             if c["path"] == r.file.path and c["offset"] == r.end:
-                move_cursor(c, end)
+                sources.move_cursor(c, end)
     plan.ranges[:] = [r for r in plan.ranges if r.end is None or r.end > r.start]
 
 
