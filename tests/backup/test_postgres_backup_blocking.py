@@ -195,13 +195,31 @@ def _pausing_pg_dump(tmp_path: Path, pg: PostgresCluster) -> Path:
     gave up (30 s) once pg_dump had been killed while stopped."""
     d = tmp_path / "pausebin"
     d.mkdir()
+    # the watcher polls every millisecond, in Python: a shell loop forking 'sleep' every 20 ms, on a loaded
+    # machine, once saw toc.dat only after the whole (small) dump had ended, and nothing was held (CI)
+    (d / "pause.py").write_text(
+        "import os, signal, sys, time\n"
+        "pid, toc, stall = int(sys.argv[1]), os.path.join(sys.argv[2], 'toc.dat'), float(sys.argv[3] or 0)\n"
+        "def alive():\n"
+        "    try:\n"
+        "        os.kill(pid, 0)\n"
+        "    except ProcessLookupError:\n"
+        "        sys.exit(0)\n"
+        "while not os.path.exists(toc):\n"
+        "    alive()\n"
+        "    time.sleep(0.001)\n"
+        "os.kill(pid, signal.SIGSTOP)\n"
+        "end = time.monotonic() + stall\n"
+        "while time.monotonic() < end:\n"
+        "    alive()\n"
+        "    time.sleep(0.1)\n"
+        "os.kill(pid, signal.SIGCONT)\n")
     w = d / "pg_dump"
     w.write_text(
         f'#!/bin/bash\ncase "$1" in --version) exec "{pg.bin}/pg_dump" "$@";; esac\n'
         'dir=; prev=; for a in "$@"; do [ "$prev" = --file ] && dir=$a; prev=$a; done\n'
-        f'( while [ ! -e "$dir/toc.dat" ]; do kill -0 $$ 2>/dev/null || exit 0; sleep 0.02; done\n'
-        f'  kill -STOP $$; for _ in $(seq $(( ${{{STALL}:-0}} * 10 ))); do kill -0 $$ 2>/dev/null || exit 0; '
-        'sleep 0.1; done; kill -CONT $$ ) </dev/null >/dev/null 2>&1 &\n'  # not holding pg_dump's stderr pipe open
+        f'"{sys.executable}" "{d / "pause.py"}" $$ "$dir" "${{{STALL}:-0}}" </dev/null >/dev/null 2>&1 &\n'
+        # (not holding pg_dump's stderr pipe open)
         f'exec "{pg.bin}/pg_dump" "$@"\n')
     w.chmod(0o755)
     for tool in ("pg_dumpall", "pg_restore", "psql"):
