@@ -379,16 +379,16 @@ def test_a_directory_format_backup_past_its_timeout_is_recorded_so_with_its_work
     assert shown["details"].get("timed_out") is True, shown
 
 
-def test_a_backup_past_its_timeout_whose_cleanup_outlasts_the_kill_grace_is_killed_and_cleaned_by_the_cli(
-        cli: Any, app_db: tuple[str, dict[str, int]], backup_config: Any, tmp_path: Path) -> None:
-    """The timeout's SIGTERM unwinds the task, but its cleanup (the partial upload's abort) hangs: the worker is
-    SIGKILLed ``kill_grace`` after the SIGTERM (not after the hang), the CLI removes the plaintext dump directory
-    itself, the run is recorded as timed out, and the partial objects keep their temp names (never listed)."""
+def _directory_backup_whose_abort_hangs(app_db: tuple[str, dict[str, int]], backup_config: Any, tmp_path: Path,
+                                        **job: str) -> tuple[Path, Path, Path, subprocess.Popen[bytes]]:
+    """``upkeeper run --json`` of a directory-format backup (kill_grace 300 ms, ``job``'s other settings) paused in
+    its upload, whose partial-upload abort will hang: (config, work directory, fault mark, the run's process),
+    once the plaintext dump is in the work directory (killed if it does not get there)."""
     db, _ = app_db
     work = tmp_path / "work"
     work.mkdir()
     cfg = backup_config(db, backup={"work_dir": str(work)}, extra_jobs={"db-backup": {
-        "task": "postgres.backup", "target": "db", "timeout": "2s", "kill_grace": "300ms",
+        "task": "postgres.backup", "target": "db", "kill_grace": "300ms", **job,
         "options": {"databases": [db], "globals": False, "format": "directory", "jobs": 2}}})
     mark = tmp_path / "mark"
     p = _start_json_run(cfg, {"UPKEEPER_FAULT_PAUSE": "during-upload:60,upload-abort:60",
@@ -397,6 +397,20 @@ def test_a_backup_past_its_timeout_whose_cleanup_outlasts_the_kill_grace_is_kill
         _wait_for(lambda: mark.exists() or p.poll() is not None, "the upload to begin", 30)
         assert mark.exists(), p.communicate()
         assert list(work.rglob("toc.dat")), "the plaintext dump is in the work directory"
+    except BaseException:
+        if p.poll() is None:
+            _kill9(p)
+        raise
+    return cfg, work, mark, p
+
+
+def test_a_backup_past_its_timeout_whose_cleanup_outlasts_the_kill_grace_is_killed_and_cleaned_by_the_cli(
+        cli: Any, app_db: tuple[str, dict[str, int]], backup_config: Any, tmp_path: Path) -> None:
+    """The timeout's SIGTERM unwinds the task, but its cleanup (the partial upload's abort) hangs: the worker is
+    SIGKILLed ``kill_grace`` after the SIGTERM (not after the hang), the CLI removes the plaintext dump directory
+    itself, the run is recorded as timed out, and the partial objects keep their temp names (never listed)."""
+    cfg, work, mark, p = _directory_backup_whose_abort_hangs(app_db, backup_config, tmp_path, timeout="2s")
+    try:
         out, _ = p.communicate(timeout=20)  # never waits for the hanging abort (60 s)
     finally:
         if p.poll() is None:
@@ -447,19 +461,8 @@ def test_a_stopped_backup_whose_cleanup_outlasts_the_kill_grace_has_its_work_fil
     """A stop (SIGTERM of 'upkeeper run') whose cleanup hangs: the worker is SIGKILLed ``kill_grace`` after the
     SIGTERM, and the CLI removes its plaintext dump directory itself (as after a timeout), not a later sweep; the
     run is recorded stopped."""
-    db, _ = app_db
-    work = tmp_path / "work"
-    work.mkdir()
-    cfg = backup_config(db, backup={"work_dir": str(work)}, extra_jobs={"db-backup": {
-        "task": "postgres.backup", "target": "db", "kill_grace": "300ms",
-        "options": {"databases": [db], "globals": False, "format": "directory", "jobs": 2}}})
-    mark = tmp_path / "mark"
-    p = _start_json_run(cfg, {"UPKEEPER_FAULT_PAUSE": "during-upload:60,upload-abort:60",
-                              "UPKEEPER_FAULT_MARK": str(mark)})
+    cfg, work, mark, p = _directory_backup_whose_abort_hangs(app_db, backup_config, tmp_path)
     try:
-        _wait_for(lambda: mark.exists() or p.poll() is not None, "the upload to begin", 30)
-        assert mark.exists(), p.communicate()
-        assert list(work.rglob("toc.dat")), "the plaintext dump is in the work directory"
         os.kill(p.pid, signal.SIGTERM)
         out, _ = p.communicate(timeout=20)  # never waits for the hanging abort (60 s)
     finally:
