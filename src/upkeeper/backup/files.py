@@ -493,6 +493,11 @@ class _Buffered:
         return self.flushed + len(self.buf)
 
     def write(self, b: bytes | bytearray | memoryview) -> None:
+        if len(b) >= BUFFER and isinstance(b, bytes):  # a file's data, a buffer at a time: passed on, not copied
+            self.flush()
+            self._write(b)
+            self.flushed += len(b)
+            return
         self.buf += b
         if len(self.buf) >= BUFFER:
             self.flush()
@@ -807,26 +812,7 @@ def _add_file(out: _Buffered, e: Entry, fd: int, st: os.stat_result, hashes: boo
         out.write(header + b + _NUL[size % BLOCK:] if size % BLOCK else header + b)
     else:
         out.write(header)
-        sha = hashlib.sha256() if hashes else None
-        left = size
-        while left:
-            if padded:  # shrank: zeros up to the size, a buffer at a time (a log of some GiB emptied by logrotate
-                b = _ZEROS[:min(left, BUFFER)]  # half-way is not padded with zeros made all at once in memory)
-            else:
-                try:
-                    b = os.read(fd, min(left, BUFFER))
-                except OSError as exc:
-                    raise _read_error(e, exc) from None
-                if not b:
-                    padded = left
-                    continue
-            if sha is not None:
-                sha.update(b)
-            out.write(b)
-            left -= len(b)
-        if size % BLOCK:
-            out.write(_NUL[size % BLOCK:])
-        digest = sha.hexdigest() if sha is not None else None
+        padded, digest = _add_data(out, e, fd, size, hashes)
     after = os.fstat(fd)
     clean = False
     if padded:
@@ -851,6 +837,85 @@ def _add_file(out: _Buffered, e: Entry, fd: int, st: os.stat_result, hashes: boo
     if xattrs:
         line += b', "xattrs": ' + json_line(xattrs_entry(xattrs, hashes))[:-1]
     return _Added(line + b"}\n", size, digest, clean)
+
+
+def _add_data(out: _Buffered, e: Entry, fd: int, size: int, hashes: bool) -> tuple[int, str | None]:
+    """Write (and hash) ``size`` bytes of the file ``fd`` from its start, a buffer at a time, then the
+    member's padding: returns the bytes padded with zeros because the file ended before ``size`` (it shrank
+    while being read), and the SHA-256 of what was written.
+
+    Only the file's data is read: its holes (a sparse file: a VM image, ``lastlog``) are found with
+    ``SEEK_DATA``/``SEEK_HOLE`` and written as the zeros a read would give, from one buffer of zeros, not
+    read from the kernel (the archive and the hash are the same as when every byte was read).  Holes shorter
+    than a buffer are read through (fewer calls); a file system that cannot say where the holes are is read
+    whole."""
+    sha = hashlib.sha256() if hashes else None
+    pos = 0
+    padded = 0
+    # the region being read: [pos, hole_end) a hole, then up to data_end data (or not known: read); found anew
+    # once pos is past both
+    data_end = hole_end = 0
+    seek = hasattr(os, "SEEK_DATA")
+    b: bytes
+    while pos < size:
+        n = min(size - pos, BUFFER)
+        if padded:  # shrank: zeros up to the size, a buffer at a time (a log of some GiB emptied by
+            b = _ZEROS if n == BUFFER else _ZEROS[:n]  # logrotate half-way: not all at once)
+        else:
+            if pos >= data_end and pos >= hole_end:
+                if seek:
+                    try:
+                        hole_end, data_end = _next_data(fd, pos, size)
+                    except OSError:  # no SEEK_DATA here: read it all
+                        seek = False
+                if not seek:
+                    data_end = size
+            if pos < hole_end:
+                n = min(n, hole_end - pos)
+                b = _ZEROS if n == BUFFER else _ZEROS[:n]
+            else:
+                n = min(n, data_end - pos)
+                try:
+                    b = os.pread(fd, n, pos)
+                except OSError as exc:
+                    raise _read_error(e, exc) from None
+                if not b:  # ended before its size
+                    padded = size - pos
+                    continue
+                n = len(b)
+        if sha is not None:
+            sha.update(b)
+        out.write(b)
+        pos += n
+    if size % BLOCK:
+        out.write(_NUL[size % BLOCK:])
+    return padded, sha.hexdigest() if sha is not None else None
+
+
+def _next_data(fd: int, pos: int, size: int) -> tuple[int, int]:
+    """(end of the hole at ``pos`` (``pos`` if none), end of the data after it) of the file ``fd``, holes
+    shorter than :data:`BUFFER` between data counted as data (up to some buffers of it).  Past the file's end
+    (it shrank): ``(pos, pos + 1)``, for the read there to find the end."""
+    try:
+        start = os.lseek(fd, pos, os.SEEK_DATA)
+    except OSError as exc:
+        if exc.errno != errno.ENXIO:
+            raise
+        # no data from pos on: a hole to the file's end, or past its end (it shrank: the read finds out)
+        end = os.fstat(fd).st_size
+        return (min(end, size), min(end, size) + 1) if end > pos else (pos, pos + 1)
+    if start >= size:  # (the file grew: what is beyond its size at the start is not archived)
+        return size, size
+    end = os.lseek(fd, start, os.SEEK_HOLE)
+    while end < size and end - start < 8 * BUFFER:  # read through short holes
+        try:
+            more = os.lseek(fd, end, os.SEEK_DATA)
+        except OSError:
+            break
+        if more - end >= BUFFER:
+            break
+        end = os.lseek(fd, more, os.SEEK_HOLE)
+    return start, min(end, size)
 
 
 def _read_rest(e: Entry, fd: int, b: bytes, size: int) -> bytes:
