@@ -2104,8 +2104,12 @@ def _awkward_tree(root: Path) -> None:
     """An app tree with the modes a restore by a user other than root trips over: read-only files (one whose
     end is the padding of a file that shrank, one with a user attribute), a 0555 directory holding a symlink
     and a secret (extracted from the other archive), a 0000 one holding a file and a symlink, setuid/setgid
-    files (one of another owner), and a 0555 directory above a writable one."""
+    files (one of another owner), a setgid directory (an upload directory whose new files take its group), and a
+    0555 directory above a writable one."""
     (root / "ro-dir").mkdir(parents=True)
+    (root / "shared").mkdir()
+    (root / "shared" / "up.txt").write_text("upload\n")
+    os.chmod(root / "shared", 0o2775)
     (root / "closed").mkdir()
     (root / "deep" / "ro" / "sub").mkdir(parents=True)
     (root / "shrunk.log").write_bytes(b"kept\n" + bytes(8))
@@ -2159,8 +2163,10 @@ def test_read_only_modes_restore_and_verify_as_a_user_other_than_root(
     capabilities to chown: the restore failed half-way on a symlink's mtime in a 0000 directory, on cutting the
     padding off a 0444 file, and, into a directory holding an earlier restore's 0555 directory or where a
     0555 directory is new, on moving entries; as root without CAP_CHOWN, every file whose owner could not be set
-    lost its mode and mtime in silence.  Now every name, byte, mode, mtime, link and user attribute comes back
-    (setuid/setgid only where the owner is restored, as GNU tar does), and unset owners are said."""
+    lost its mode and mtime in silence; not as root, setgid was taken off directories (and setuid/setgid off
+    files) that 'tar -xpf' keeps.  Now every name, byte, mode, mtime, link and user attribute comes back
+    (setuid/setgid as 'tar -xpf' keeps them: not where root could not set the owner, nor where the system clears
+    setgid, which is said), and unset owners are said."""
     if os.geteuid() != 0 or shutil.which("setpriv") is None:
         pytest.skip("needs root (to make files of another owner, and drop capabilities) and setpriv")
     if subprocess.run(["unshare", "--user", "true"], capture_output=True).returncode != 0:
@@ -2177,8 +2183,6 @@ def test_read_only_modes_restore_and_verify_as_a_user_other_than_root(
     rewrite_manifest(cli, cfg, mpath, manifest)
     want = _entries(root)
     want["shrunk.log"] = (want["shrunk.log"][0], want["shrunk.log"][1], b"kept\n", {})
-    for name in ("suid", "sgid", "suid-other"):  # not root: never setuid/setgid
-        want[name] = ("0o755", *want[name][1:])
     rel = str(root).lstrip("/")
 
     v = _unprivileged(["-m", "upkeeper", "--config", str(cfg), "backups", "verify", bid, "--json"])
@@ -2197,6 +2201,21 @@ def test_read_only_modes_restore_and_verify_as_a_user_other_than_root(
     assert r.returncode == 0, r.stdout + r.stderr
     assert _entries(again / rel) == want
 
+    # into a setgid directory of a group this user is not in: entries take that group, and the system clears
+    # the setgid of those archived with it (as it does for 'tar -xpf'): said, not claimed restored
+    other = tmp_path / "other-group"
+    other.mkdir()
+    os.chown(other, 0, 5678)
+    other.chmod(0o2777)
+    r = _unprivileged(["-m", "upkeeper", "--config", str(cfg), "backups", "restore", bid, "--to",
+                       str(other / "to"), "--json"])
+    assert r.returncode == 0, r.stdout + r.stderr
+    lost = json.loads(r.stdout)
+    assert lost["setgid_not_restored"]["entries"] == 3, lost  # sgid, suid-other, shared
+    assert "setgid not restored on 3" in lost["warning"] and "chmod g+s" in lost["warning"], lost
+    assert not (other / "to" / rel / "shared").stat().st_mode & stat.S_ISGID
+
+    want["suid-other"] = ("0o755", *want["suid-other"][1:])  # root's below: its owner is not set
     capless = tmp_path / "capless"  # root without CAP_CHOWN (nor the others): owners are not set, and said so
     r2 = subprocess.run(["setpriv", "--inh-caps=-all", "--bounding-set=-all", sys.executable, "-m", "upkeeper",
                          "--config", str(cfg), "backups", "restore", bid, "--to", str(capless), "--json"],
@@ -2205,7 +2224,6 @@ def test_read_only_modes_restore_and_verify_as_a_user_other_than_root(
     out = json.loads(r2.stdout)
     assert out["owners_not_restored"]["entries"] == 1 and out["owners_not_restored"]["example"] == f"{rel}/suid-other"
     assert "owners and groups not restored" in out["warning"], out
-    want["suid"], want["sgid"] = ("0o4755", *want["suid"][1:]), ("0o2755", *want["sgid"][1:])  # root's, as archived
     assert _entries(capless / rel) == want
     assert (capless / rel / "suid-other").stat().st_uid == 0
 

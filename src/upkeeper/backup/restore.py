@@ -931,8 +931,10 @@ def set_xattrs(path: str | int, attrs: dict[str, bytes], entry: str, skipped: Sk
 
 
 def restored_mode(ti: tarfile.TarInfo, *, owned: bool) -> int:
-    """The mode an entry is given: as archived (the filter took setuid/setgid away when not restoring as root),
-    without setuid/setgid when its owner could not be set (as GNU tar does: the entry is root's)."""
+    """The mode an entry is given: as archived, without setuid/setgid when root could not set its owner (as GNU
+    tar does: the entry is root's).  Not as root, setuid/setgid are kept on the user's own entries, as ``tar
+    -xpf`` keeps them (a setgid directory's new files take its group); the system clears setgid where the user
+    is not in the entry's group (:meth:`Owners.chmod` notes it)."""
     return ti.mode if owned else ti.mode & ~(stat.S_ISUID | stat.S_ISGID)
 
 
@@ -947,6 +949,27 @@ class Owners:
     skipped: int = 0
     example: str = ""
     reasons: set[str] = field(default_factory=set)
+    #: entries the system took setgid off (its user not in their group): count, the first one
+    setgid_lost: int = 0
+    setgid_example: str = ""
+
+    def chmod(self, path: str | bytes | os.PathLike[str] | os.PathLike[bytes], ti: tarfile.TarInfo, *,
+              owned: bool) -> None:
+        """``path`` given ``ti``'s mode (:func:`restored_mode`); a setgid the system cleared (chmod does so in
+        silence when the user is not in the entry's group and lacks CAP_FSETID) is noted."""
+        mode = restored_mode(ti, owned=owned)
+        os.chmod(path, mode)
+        if mode & stat.S_ISGID and not os.lstat(path).st_mode & stat.S_ISGID:
+            if not self.setgid_lost:
+                self.setgid_example = ti.name
+            self.setgid_lost += 1
+
+    def setgid_summary(self) -> str | None:
+        if not self.setgid_lost:
+            return None
+        return (f"setgid not restored on {self.setgid_lost} file(s) or directories (e.g. {self.setgid_example}): "
+                "the system clears it when the user restoring is not in the entry's group; restore as root or "
+                "as a member of that group, or set it again (chmod g+s)")
 
     def restore(self, path: str, ti: tarfile.TarInfo) -> bool:
         """``path`` (never through a symlink) given ``ti``'s owner and group; False when that is not allowed (root
@@ -1000,8 +1023,8 @@ class _SafeExtract:
     archive, as the manifest's ``link`` says); anything else is refused naming the member.  This does not rest on
     tarfile's own filters (whose path checks some Python releases let be bypassed): a member is refused when a
     directory above it is a symlink in the archive, or is one in ``dest`` which the backup does not replace by a
-    directory, and when ``dest`` has a directory where the member is a file or link.  Modes are kept as archived
-    (setuid/setgid only when run as root, which also restores owners).
+    directory, and when ``dest`` has a directory where the member is a file or link.  Modes are kept as archived,
+    setuid/setgid too (:func:`restored_mode`).
     """
 
     def __init__(self, object_name: str, root: Path, dest: Path, listed: Iterable[dict[str, Any]],
@@ -1040,7 +1063,6 @@ class _SafeExtract:
         self.link_mtimes: dict[str, float] = {}
         #: the extended attributes of the files and directories extracted, set once they are (shared)
         self.xattrs: dict[str, dict[str, bytes]] = {} if xattrs is None else xattrs
-        self.mode_mask = 0o7777 if os.geteuid() == 0 else 0o1777
 
     def refuse(self, ti: tarfile.TarInfo, why: str, *, in_dest: bool = False) -> BackupError:
         """``in_dest``: refused for what the directory restored into holds, not for the backup."""
@@ -1100,7 +1122,7 @@ class _SafeExtract:
                 self.xattrs[name] = attrs
             else:
                 self.xattrs.pop(name, None)  # an earlier archive's, replaced
-        out = ti.replace(name=name, linkname=linkname, mode=ti.mode & self.mode_mask, deep=False)
+        out = ti.replace(name=name, linkname=linkname, deep=False)
         if kind == "dir":
             self.dirs[name] = out  # (a later archive's directory replaces an earlier one's attributes)
         return out
@@ -1181,7 +1203,7 @@ class _HoleTarFile(tarfile.TarFile):
               ) -> None:
         if tarinfo.isdir():
             return
-        os.chmod(targetpath, restored_mode(tarinfo, owned=self._unowned != tarinfo.name))
+        self.owners.chmod(targetpath, tarinfo, owned=self._unowned != tarinfo.name)
 
     def utime(self, tarinfo: tarfile.TarInfo, targetpath: str | bytes | os.PathLike[str] | os.PathLike[bytes]
               ) -> None:
@@ -1494,7 +1516,7 @@ class FilesRestore:
             path = os.path.join(self.tree, name)
             owned = self.owners.restore(path, ti)
             os.utime(path, (ti.mtime, ti.mtime))
-            os.chmod(path, restored_mode(ti, owned=owned))
+            self.owners.chmod(path, ti, owned=owned)
 
     def rename_into_place(self) -> bool:
         """``staging/tree`` (beside ``dest``) becomes ``dest``, a new or empty directory, in one rename,

@@ -983,6 +983,10 @@ def _restore_files(fetcher: Fetcher, row: CatalogRow, to: Path) -> dict[str, Any
     if owners:  # (root without CAP_CHOWN, in a user namespace)
         warnings.append(owners)
         out["owners_not_restored"] = restore.owners.to_dict()
+    setgid = restore.owners.setgid_summary()
+    if setgid:  # (not restoring as root: the user is not in the entry's group)
+        warnings.append(setgid)
+        out["setgid_not_restored"] = {"entries": restore.owners.setgid_lost, "example": restore.owners.setgid_example}
     if warnings:
         out["warning"] = "; ".join(warnings)
     return out
