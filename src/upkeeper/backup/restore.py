@@ -1343,6 +1343,19 @@ def _mine(fd: int | str, st: os.stat_result) -> bool:
     return True
 
 
+def _entry_mine(dst: int, name: str, st: os.stat_result) -> bool:
+    """Whether this process owns the entry ``name`` of the directory ``dst`` (or has CAP_FOWNER), as a sticky
+    directory asks before it lets the entry be replaced: tried by setting its times to what they are (a file or a
+    link alike, never followed), which only they may; nothing changes but the ctime."""
+    if st.st_uid != os.geteuid() and os.geteuid() != 0:
+        return False
+    try:
+        os.utime(name, ns=(st.st_atime_ns, st.st_mtime_ns), dir_fd=dst, follow_symlinks=False)
+    except OSError:
+        return False
+    return True
+
+
 def os_error_hint(exc: BaseException, dest: Path) -> str:
     """The hint for an OSError of a files restore, fitting its cause."""
     code = exc.errno if isinstance(exc, OSError) else None
@@ -1588,6 +1601,7 @@ class FilesRestore:
         here = self.dest / prefix.rstrip("/") if prefix else self.dest
         here_st = os.fstat(dst)
         checked = False
+        dir_mine: bool | None = None  # (a sticky directory's: tried once, where needed)
         for name in names:
             rel = prefix + name
             st, old = _staged_and_present(src, dst, name)
@@ -1597,11 +1611,17 @@ class FilesRestore:
             if not checked:
                 checked = True
                 self._check_receiving(dst, here, here_st, top=not prefix, mount=mount, dev=dev)
-            if (old is not None and here_st.st_mode & stat.S_ISVTX and os.geteuid() not in (0, here_st.st_uid)
-                    and old.st_uid != os.geteuid()):
-                raise BackupError(f"{self.dest / rel} is owned by {_owner_name(old.st_uid)}, in the sticky directory "
-                                  f"{here}: this user may not replace it", "Try: restore as its owner or root, or "
-                                  "into a new directory")
+            if old is not None and here_st.st_mode & stat.S_ISVTX:
+                # in a sticky directory an entry may be replaced by its owner, the directory's, or with
+                # CAP_FOWNER: tried (its mode, its times set to what they are), not guessed from the uids, which a
+                # user namespace that does not map them shows all alike
+                if dir_mine is None:
+                    dir_mine = _mine(dst, here_st)
+                if not dir_mine and not _entry_mine(dst, name, old):
+                    raise BackupError(f"{self.dest / rel} is owned by {_owner_name(old.st_uid, mine=False)}, in "
+                                      f"the sticky directory {here} (owned by {_owner_name(here_st.st_uid, mine=False)}"
+                                      "): this user may "
+                                      "not replace it", "Try: restore as its owner or root, or into a new directory")
 
     def _preflight_dir(self, src: int, dst: int, name: str, rel: str, st: os.stat_result, old: os.stat_result,
                        mount: int | None, dev: int) -> None:

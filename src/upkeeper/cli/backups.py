@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import secrets
@@ -939,8 +940,10 @@ def _restore_files(fetcher: Fetcher, row: CatalogRow, to: Path) -> dict[str, Any
     n = 0
     m = fetcher.located.manifest
     restore: FilesRestore | None = None
+    staged: Path | None = None
     try:
         with staging_dir(to.parent if beside else to) as staging:
+            staged = staging
             restore = FilesRestore(fetcher, staging, to)
             with console.status(f"restoring {row.id}…"):
                 # secrets first: the main archive's directories then get their mtimes after what lands in them
@@ -961,10 +964,16 @@ def _restore_files(fetcher: Fetcher, row: CatalogRow, to: Path) -> dict[str, Any
             for d in reversed(created):
                 with contextlib.suppress(OSError):
                     d.rmdir()
+        if staged is not None and os.path.lexists(staged):  # (a file system remounted read-only meanwhile)
+            where += (f"; the staging directory {staged} could not be removed: remove it (it holds what was "
+                      "restored so far), or the next restore there does")
         if isinstance(exc, UpkeeperError):
             raise BackupError(f"restore of backup {row.id} failed: {exc.message}; {where}", exc.hint) from None
         if isinstance(exc, OSError):  # making the staging directory, moving entries into place
-            what = f"{exc.strerror or exc}" + (f" ({exc.filename})" if exc.filename else "")
+            if exc.errno == errno.EROFS:  # (the staging directory's or an entry's name says less)
+                what = f"{to} is on a read-only file system"
+            else:
+                what = f"{exc.strerror or exc}" + (f" ({exc.filename})" if exc.filename else "")
             raise BackupError(f"restore of backup {row.id} failed: {what}; {where}", os_error_hint(exc, to)) from None
         err_console.print(f"restore of backup {row.id} stopped: {escape(where)}", highlight=False)
         raise
