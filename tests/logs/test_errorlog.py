@@ -575,9 +575,13 @@ _JVM_CLASS = st.one_of(
                                                               "bad amount 5 for {}", "[{}]", "{}, {}"]))
 def test_an_identity_hash_code_of_any_length_makes_one_group(cls: str, h: int, text: str) -> None:
     """``Order@1b6d3586`` and ``Order@5b0fbc1``, ``Order@12345678``, ``Order@deadbeef``: one hash code in hex, of one
-    to eight digits, whatever they are (Integer.toHexString of an identity hash code)."""
+    to eight digits, whatever they are (Integer.toHexString of an identity hash code); a class loader's too."""
     assert normalize(text.format(f"{cls}@{h:x}", f"{cls}@{h:x}")) == \
         normalize(text.format(f"{cls}@1b6d3586", f"{cls}@1b6d3586"))
+    # a class loader as the JVM names it in a ClassCastException: its class or name, a space, its hash code
+    for loader in ([cls] if cls[0].isalpha() and "/" not in cls else []) + [f"'{cls.lower()}-{h % 7}'"]:
+        assert normalize(f"(X is in unnamed module of loader {loader} @{h:x}; Y is in module java.base)") == \
+            normalize(f"(X is in unnamed module of loader {loader} @1b6d3586; Y is in module java.base)")
 
 
 _NODE_TAIL = st.sampled_from(["", "Node.js v20.20.2", "(Use `node --trace-uncaught ...` to show where the exception was "
@@ -602,3 +606,6 @@ def test_what_follows_node_s_caret_or_a_v8_fatal_error_never_crashes_nor_swallow
         assert all(groups(a).get(key, 0) >= n for key, n in alone.items()), groups(a)
         b = feed_app(head + "".join(ln + "\n" for ln in lines) + _TYPE_ERROR)
         assert a.lines == b.lines + 2
+    # a logger's line worded as V8's, no native stack after it, is a message, no exception
+    c = feed_app("FATAL ERROR: database unreachable\n2026-12-05 10:00:00 INFO retrying\n")
+    assert not c.exceptions and c.levels == {"critical": 1, "info": 1}

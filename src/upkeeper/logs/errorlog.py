@@ -114,6 +114,10 @@ def _identity_hash(m: re.Match[str]) -> str:
 _NORM: tuple[tuple[re.Pattern[str], Any, Any], ...] = (
     (re.compile(r"(?<![\w$.;/])((?:\[+L)?[A-Za-z_$][\w$]*(?:[./][\w$]+)*;?|\[+[BCDFIJSZ])@([0-9a-f]{1,8})(?![\w.@-])"),
      _identity_hash, lambda m: "@" in m),
+    # a class loader's name and id in the JVM's messages (ClassCastException, LinkageError): ``of loader 'plugin-0'
+    # @4e0e2f2a``, ``of loader java.net.URLClassLoader @5b0fbc1`` — its identity hash code after a space
+    (re.compile(r"(\bloader (?:'[^'\n]{0,200}'|[\w$.]+)) @[0-9a-f]{1,8}(?![\w.@-])"), r"\1 @<hex>",
+     lambda m: " @" in m),
     (re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"), "<uuid>",
      lambda m: "-" in m),
     # ISO-8601 date-times (2024-03-01T10:00:00Z, 2024-03-01 10:00:00,123+01:00): else the hour after T stays
@@ -424,6 +428,8 @@ _NODE_TRACE_UNCAUGHT = "(Use `node --trace-uncaught ...` to show where the excep
 #: JavaScript heap out of memory``), then its native stack: ``----- Native stack trace -----``, `` 1: 0xb78db3 node::…``
 _V8_FATAL = "FATAL ERROR: "
 _V8_STACK = re.compile(r"^(?:-{5} Native stack trace -{5}$|\s*$|\s*\d+: 0x[0-9a-fA-F]+\b)")
+#: a line of that stack that shows the ``FATAL ERROR:`` line to be V8's (a logger's line so worded is a message only)
+_V8_PROOF = re.compile(r"^(?:-{5} Native stack trace -{5}$|\s*\d+: 0x[0-9a-fA-F]+\b)")
 #: what an unhandled rejection's promise was rejected with, in Node's message of it (Node 15 and later)
 _NODE_REJECTED = re.compile(r'The promise rejected with the reason "(.*)"\.$')
 #: a PHP fatal error (its error_log, php-fpm's, Apache's): ``PHP Fatal error:  Uncaught PDOException: …
@@ -868,6 +874,8 @@ class AppLogStats:
         if kind == "v8":
             while block and not block[-1].strip():
                 block.pop()
+            if not any(_V8_PROOF.match(ln) for ln in block[1:]):
+                return
             self._exception(_V8_FATAL[:-2], block[0][len(_V8_FATAL):], "\n".join(block), self._pending_source)
             return
         if kind == "thrown":
