@@ -399,14 +399,16 @@ CASES = [
                   'server at "…", port <n> failed: Connection refused'): "psycopg.OperationalError"}),
     # a thread pool's exceptions whose message holds an object's default toString() (its identity hash code in hex:
     # eight digits, or fewer) make one group, logged by logback or uncaught in any pool thread; the JVM's one line of
-    # -XX:+ExitOnOutOfMemoryError is an exception; a class loader's hash code in a ClassCastException (`` @c8e4bb0``)
-    Case("java17-pool-hashcodes.txt", {"error": 3},
+    # -XX:+ExitOnOutOfMemoryError is an exception; a class loader's hash code in a ClassCastException (`` @c8e4bb0``); an
+    # exception without a message logged by logback (``…Exception: null``) and uncaught (the class alone): one group
+    Case("java17-pool-hashcodes.txt", {"error": 4},
          {("java.lang.IllegalStateException", "order PoolHashes$Order@<hex> is locked by pool-<n>-thread-<n>"): 4,
           ("java.lang.IllegalArgumentException", "bad amount -<n> for PoolHashes$Order@<hex>"): 1,
           ("java.lang.OutOfMemoryError", "Java heap space"): 1,
           ("java.lang.ClassCastException", "class LoaderCast$Thing cannot be cast to class java.util.function.Supplier "
            "(LoaderCast$Thing is in unnamed module of loader LoaderCast$Loader @<hex>; java.util.function.Supplier is in "
-           "module java.base of loader 'bootstrap')"): 2},
+           "module java.base of loader 'bootstrap')"): 2,
+          ("java.util.ConcurrentModificationException", ""): 2},
          {("java.lang.IllegalStateException", "order PoolHashes$Order@<hex> is locked by pool-<n>-thread-<n>"):
           ("java.lang.IllegalStateException: order PoolHashes$Order@5f9b2141 is locked by pool-1-thread-1",
            "\tat PoolHashes.lock(PoolHashes.java:11)"),

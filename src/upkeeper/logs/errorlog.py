@@ -350,6 +350,8 @@ _CHAIN_LINK = re.compile(r"^(?:Caused by|Suppressed|\[cause\]|Wrapped by): ")
 #: a JVM trace printed root cause first (logback's ``%rootException``, logstash-logback-encoder's ``rootCauseFirst``):
 #: each exception that wrapped the one before, ``Wrapped by: java.lang.RuntimeException: …``, the last one outermost
 _WRAPPED = re.compile(r"^Wrapped by: ((?:[\w$]+\.)*[\w$]+)(?:: (.*))?$", re.M)
+#: a JVM class's name: in a package, lower case, itself capitalized (``java.util.ConcurrentModificationException``)
+_JVM_CLASS = re.compile(r"(?:[a-z_$][\w$]*\.)+[A-Z][\w$]*")
 #: the JVM's prefix of an uncaught exception: ``Exception in thread "main" java.lang.…: …``; and of the out-of-memory
 #: error that ends the JVM with ``-XX:+ExitOnOutOfMemoryError`` (``Terminating due to java.lang.OutOfMemoryError: Java
 #: heap space``, the only line it prints) or ``-XX:+CrashOnOutOfMemoryError`` (``Aborting due to …``)
@@ -979,6 +981,10 @@ class AppLogStats:
         # a message of several lines (a JVM's, Python's, a JSON field's): grouped by its first line, as
         # the text formats print it before the frames or after the exception's type
         message = message.strip().split("\n", 1)[0]
+        if message == "null" and _JVM_CLASS.fullmatch(kind):
+            # logback and log4j2 print an exception without a message as ``…Exception: null`` (its getMessage()), the
+            # JVM as the class alone (uncaught, printStackTrace()): one group
+            message = ""
         if kind == "UnhandledPromiseRejection":  # Node's sentence around what the promise was rejected with
             reason = _NODE_REJECTED.search(message)
             message = reason.group(1) if reason else message
