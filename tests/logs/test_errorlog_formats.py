@@ -416,8 +416,9 @@ CASES = [
           ("Terminating due to java.lang.OutOfMemoryError: Java heap space",)}),
     # Node's report of an uncaught throw of a value that is no Error (right under the caret), grouped by the value
     # as type "Uncaught" (an object printed over several lines: whole); V8's fatal out-of-memory error; an Error's
-    # report and a worker's (the main thread's place and caret, then the worker's) are no such value
-    Case("node20-thrown-values.txt", {"critical": 1},
+    # report and a worker's (the main thread's place and caret, then the worker's) are no such value; console.trace()'s
+    # ``Trace: …`` and its frames are no exception
+    Case("node20-thrown-values.txt", {"critical": 1, "debug": 2},
          {("Uncaught", "payment <n> declined"): 2, ("Uncaught", "{ code: <n>, order: <n> }"): 2,
           ("Uncaught", "{ code: 'E_PAYMENT_DECLINED', order: <n>, customer: { id: <n>, email: '…' }, retry: false }"): 2,
           ("Uncaught", "timer <n> expired"): 2,

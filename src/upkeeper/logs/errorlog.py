@@ -464,6 +464,8 @@ def _named_exc(s: str) -> str | None:
     m = _NAMED_HEAD.match(s) or (_NAMED_EMBEDDED.search(s) if ": " in s else None)
     if m is None or (m.group(1).isupper() and m.group(1).lower() in LEVEL_WORDS):  # ``ERROR: …``: a label
         return None
+    if m.group(1) == "Trace":  # Node's console.trace(): ``Trace: message`` and the frames where it was called
+        return None
     return "named" if m.start() == 0 else "embedded"
 
 
