@@ -570,7 +570,7 @@ _JVM_CLASS = st.one_of(
     st.from_regex(r"[A-Z][a-z]{1,8}\$\$Lambda\$[0-9]{1,4}/0x[0-9a-f]{16}", fullmatch=True))
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(_JVM_CLASS, st.integers(0, 2**31 - 1), st.sampled_from(["order {} is locked", "{}", "cannot run {} now",
                                                               "bad amount 5 for {}", "[{}]", "{}, {}"]))
 def test_an_identity_hash_code_of_any_length_makes_one_group(cls: str, h: int, text: str) -> None:
