@@ -560,3 +560,52 @@ def test_odd_structlog_dict_tracebacks_are_no_crash() -> None:
     a = feed_app(json.dumps({"event": "x", "level": "error",
                              "exception": [{"exc_type": "ValueError", "exc_value": "bad", "frames": True}]}))
     assert list(_ids(a).values()) == [("ValueError", "bad", "")]
+
+
+#: a JVM class name as Object.toString() prints it: a (nested) class, in a package or not, an array of objects or of
+#: a primitive type, a lambda's hidden class
+_JVM_CLASS = st.one_of(
+    st.from_regex(r"(?:[a-z][a-z0-9]{0,6}\.){0,3}[A-Z][A-Za-z0-9]{0,10}(?:\$[A-Z][A-Za-z0-9]{0,8})?", fullmatch=True),
+    st.from_regex(r"\[{1,2}(?:Ljava\.lang\.[A-Z][a-z]{1,8};|[BCDFIJSZ])", fullmatch=True),
+    st.from_regex(r"[A-Z][a-z]{1,8}\$\$Lambda\$[0-9]{1,4}/0x[0-9a-f]{16}", fullmatch=True))
+
+
+@settings(max_examples=100, deadline=None)
+@given(_JVM_CLASS, st.integers(0, 2**31 - 1), st.sampled_from(["order {} is locked", "{}", "cannot run {} now",
+                                                              "bad amount 5 for {}", "[{}]", "{}, {}"]))
+def test_an_identity_hash_code_of_any_length_makes_one_group(cls: str, h: int, text: str) -> None:
+    """``Order@1b6d3586`` and ``Order@5b0fbc1``, ``Order@12345678``, ``Order@deadbeef``: one hash code in hex, of one
+    to eight digits, whatever they are (Integer.toHexString of an identity hash code); a class loader's too."""
+    assert normalize(text.format(f"{cls}@{h:x}", f"{cls}@{h:x}")) == \
+        normalize(text.format(f"{cls}@1b6d3586", f"{cls}@1b6d3586"))
+    # a class loader as the JVM names it in a ClassCastException: its class or name, a space, its hash code
+    for loader in ([cls] if cls[0].isalpha() and "/" not in cls else []) + [f"'{cls.lower()}-{h % 7}'"]:
+        assert normalize(f"(X is in unnamed module of loader {loader} @{h:x}; Y is in module java.base)") == \
+            normalize(f"(X is in unnamed module of loader {loader} @1b6d3586; Y is in module java.base)")
+
+
+_NODE_TAIL = st.sampled_from(["", "Node.js v20.20.2", "(Use `node --trace-uncaught ...` to show where the exception was "
+                              "thrown)", "    at f (/app/x.js:1:1)", "TypeError: x", "/app/y.js:3", "  ^", "{", "}",
+                              "FATAL ERROR: ", " 1: 0xb78db3 node::Abort() [node]", "----- Native stack trace -----",
+                              "2026-12-05 10:00:00 ERROR db down", '{"level":"error","msg":"x"}'])
+_LINE_TEXT = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\n\r"), max_size=40)
+_TYPE_ERROR = ("\n/app/server.js:12\n  o.user.name;\n         ^\n\nTypeError: Cannot read properties of undefined "
+               "(reading 'name')\n    at f (/app/server.js:12:10)\n\nNode.js v20.20.2\n")
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.one_of(_NODE_TAIL, _LINE_TEXT, st.tuples(_NODE_TAIL, _LINE_TEXT).map("".join)), max_size=8))
+@example(["(Use `node --trace-uncaught ...` to show where the exception was thrown)"])  # the hint alone: IndexError
+def test_what_follows_node_s_caret_or_a_v8_fatal_error_never_crashes_nor_swallows_the_next_report(
+        lines: list[str]) -> None:
+    """Whatever a log holds under the caret of Node's report (a thrown value, an Error after a blank line, anything)
+    or after V8's ``FATAL ERROR:``, the run goes on, and the next crash report is read as it is alone."""
+    alone = groups(feed_app(_TYPE_ERROR))
+    for head in ("/app/pay.js:7\nthrow `declined`;\n^\n", "FATAL ERROR: Reached heap limit\n"):
+        a = feed_app(head + "".join(ln + "\n" for ln in lines) + "\nNode.js v20.20.2\n" + _TYPE_ERROR)
+        assert all(groups(a).get(key, 0) >= n for key, n in alone.items()), groups(a)
+        b = feed_app(head + "".join(ln + "\n" for ln in lines) + _TYPE_ERROR)
+        assert a.lines == b.lines + 2
+    # a logger's line worded as V8's, no native stack after it, is a message, no exception
+    c = feed_app("FATAL ERROR: database unreachable\n2026-12-05 10:00:00 INFO retrying\n")
+    assert not c.exceptions and c.levels == {"critical": 1, "info": 1}

@@ -397,6 +397,45 @@ CASES = [
                   'unique constraint "u_email_key"'): "psycopg.errors.UniqueViolation",
                  ("sqlalchemy.exc.OperationalError", '(psycopg.OperationalError) connection failed: connection to '
                   'server at "…", port <n> failed: Connection refused'): "psycopg.OperationalError"}),
+    # a thread pool's exceptions whose message holds an object's default toString() (its identity hash code in hex:
+    # eight digits, or fewer) make one group, logged by logback or uncaught in any pool thread; the JVM's one line of
+    # -XX:+ExitOnOutOfMemoryError is an exception; a class loader's hash code in a ClassCastException (`` @c8e4bb0``); an
+    # exception without a message logged by logback (``…Exception: null``) and uncaught (the class alone): one group
+    Case("java17-pool-hashcodes.txt", {"error": 4},
+         {("java.lang.IllegalStateException", "order PoolHashes$Order@<hex> is locked by pool-<n>-thread-<n>"): 4,
+          ("java.lang.IllegalArgumentException", "bad amount -<n> for PoolHashes$Order@<hex>"): 1,
+          ("java.lang.OutOfMemoryError", "Java heap space"): 1,
+          ("java.lang.ClassCastException", "class LoaderCast$Thing cannot be cast to class java.util.function.Supplier "
+           "(LoaderCast$Thing is in unnamed module of loader LoaderCast$Loader @<hex>; java.util.function.Supplier is in "
+           "module java.base of loader 'bootstrap')"): 2,
+          ("java.util.ConcurrentModificationException", ""): 2},
+         {("java.lang.IllegalStateException", "order PoolHashes$Order@<hex> is locked by pool-<n>-thread-<n>"):
+          ("java.lang.IllegalStateException: order PoolHashes$Order@5f9b2141 is locked by pool-1-thread-1",
+           "\tat PoolHashes.lock(PoolHashes.java:11)"),
+          ("java.lang.OutOfMemoryError", "Java heap space"):
+          ("Terminating due to java.lang.OutOfMemoryError: Java heap space",)}),
+    # Node's report of an uncaught throw of a value that is no Error (right under the caret), grouped by the value
+    # as type "Uncaught" (an object printed over several lines: whole); V8's fatal out-of-memory error; an Error's
+    # report and a worker's (the main thread's place and caret, then the worker's) are no such value; console.trace()'s
+    # ``Trace: …`` and its frames are no exception
+    Case("node20-thrown-values.txt", {"critical": 1, "debug": 2},
+         {("Uncaught", "payment <n> declined"): 2, ("Uncaught", "{ code: <n>, order: <n> }"): 2,
+          ("Uncaught", "{ code: 'E_PAYMENT_DECLINED', order: <n>, customer: { id: <n>, email: '…' }, retry: false }"): 2,
+          ("Uncaught", "timer <n> expired"): 2,
+          ("TypeError", "Cannot read properties of undefined (reading 'name')"): 2,
+          ("TypeError", "worker <n> failed"): 2,
+          ("TypeError", "Cannot read properties of null (reading 'order1')"): 1,
+          ("TypeError", "Cannot read properties of null (reading 'order2')"): 1,
+          ("FATAL ERROR", "Reached heap limit Allocation failed - JavaScript heap out of memory"): 1},
+         {("Uncaught", "payment <n> declined"):
+          ("/tmp/gen/node_thrown.js:6", "if (kind === 'string') throw `payment ${id} declined`;", "payment 1 declined",
+           "(Use `node --trace-uncaught ...` to show where the exception was thrown)"),
+          ("Uncaught", "{ code: 'E_PAYMENT_DECLINED', order: <n>, customer: { id: <n>, email: '…' }, retry: false }"):
+          ("{", "  customer: { id: 7, email: 'c1@example.org' },", "}"),
+          ("FATAL ERROR", "Reached heap limit Allocation failed - JavaScript heap out of memory"):
+          ("----- Native stack trace -----",
+           " 1: 0xb78db3 node::OOMErrorHandler(char const*, v8::OOMDetails const&) [node]")},
+         messages={("critical", "ERROR: Reached heap limit Allocation failed - JavaScript heap out of memory"): 1}),
     Case("uvicorn.log", {"info": 10, "error": 2},
          {("ValueError", "bad path /x/<n>"): 2},
          {("ValueError", "bad path /x/<n>"): ("Traceback (most recent call last):", "ValueError: bad path /x/1")}),

@@ -21,7 +21,9 @@
   - text: a level word near the start of the line, Python tracebacks
     (``Traceback (most recent call last):`` … ``KeyError: 'x'``), Java/JVM stack traces
     (``java.lang.IllegalStateException: …`` then ``\\tat …``, ``Caused by:``; ``java.lang.Exception``,
-    ``Exception in thread "main" …``; root cause first, then ``Wrapped by:``), Node/JS (``TypeError: …`` or ``Error: …`` then ``    at …``),
+    ``Exception in thread "main" …``, ``Terminating due to java.lang.OutOfMemoryError: …``; root cause first, then
+    ``Wrapped by:``), Node/JS (``TypeError: …`` or ``Error: …`` then ``    at …``; a thrown value that is no Error,
+    type ``Uncaught``; V8's ``FATAL ERROR: …``),
     Go crashes (``panic: …``/``fatal error: …`` then ``goroutine 1 [running]:``; net/http's ``http: panic
     serving …``),
     Ruby (``…:in `m': message (NoMethodError)``; Logger's ``E, [… #1234] ERROR -- : message (Class)`` and
@@ -96,8 +98,26 @@ def _always(m: str) -> bool:
     return True
 
 
+def _identity_hash(m: re.Match[str]) -> str:
+    """A JVM object's default ``toString()``, its class name then ``@`` and its identity hash code in hex of one to
+    eight digits (``Order@1b6d3586``, ``com.shop.Order@5b0fbc1``, ``[Ljava.lang.String;@7a81197d``, a lambda's
+    ``Main$$Lambda$14/0x0000000800c03000@4e25154f``): the hash code is ``<hex>`` whatever its digits — seven of
+    them, or only decimal ones, made a group per object."""
+    cls = m.group(1)
+    last = cls.rpartition(".")[2]
+    if last[:1].isupper() or cls.startswith("[") or "/0x" in cls:
+        return cls + "@<hex>"
+    return m.group(0)
+
+
 #: (pattern, replacement, a cheap test that the pattern can match at all — it saves most of the time)
 _NORM: tuple[tuple[re.Pattern[str], Any, Any], ...] = (
+    (re.compile(r"(?<![\w$.;/])((?:\[+L)?[A-Za-z_$][\w$]*(?:[./][\w$]+)*;?|\[+[BCDFIJSZ])@([0-9a-f]{1,8})(?![\w.@-])"),
+     _identity_hash, lambda m: "@" in m),
+    # a class loader's name and id in the JVM's messages (ClassCastException, LinkageError): ``of loader 'plugin-0'
+    # @4e0e2f2a``, ``of loader java.net.URLClassLoader @5b0fbc1`` — its identity hash code after a space
+    (re.compile(r"(\bloader (?:'[^'\n]{0,200}'|[\w$.]+)) @[0-9a-f]{1,8}(?![\w.@-])"), r"\1 @<hex>",
+     lambda m: " @" in m),
     (re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"), "<uuid>",
      lambda m: "-" in m),
     # ISO-8601 date-times (2024-03-01T10:00:00Z, 2024-03-01 10:00:00,123+01:00): else the hour after T stays
@@ -330,8 +350,12 @@ _CHAIN_LINK = re.compile(r"^(?:Caused by|Suppressed|\[cause\]|Wrapped by): ")
 #: a JVM trace printed root cause first (logback's ``%rootException``, logstash-logback-encoder's ``rootCauseFirst``):
 #: each exception that wrapped the one before, ``Wrapped by: java.lang.RuntimeException: …``, the last one outermost
 _WRAPPED = re.compile(r"^Wrapped by: ((?:[\w$]+\.)*[\w$]+)(?:: (.*))?$", re.M)
-#: the JVM's prefix of an uncaught exception: ``Exception in thread "main" java.lang.…: …``
-_JVM_THREAD = re.compile(r'^Exception in thread "[^"]*" ')
+#: a JVM class's name: in a package, lower case, itself capitalized (``java.util.ConcurrentModificationException``)
+_JVM_CLASS = re.compile(r"(?:[a-z_$][\w$]*\.)+[A-Z][\w$]*")
+#: the JVM's prefix of an uncaught exception: ``Exception in thread "main" java.lang.…: …``; and of the out-of-memory
+#: error that ends the JVM with ``-XX:+ExitOnOutOfMemoryError`` (``Terminating due to java.lang.OutOfMemoryError: Java
+#: heap space``, the only line it prints) or ``-XX:+CrashOnOutOfMemoryError`` (``Aborting due to …``)
+_JVM_THREAD = re.compile(r'^(?:Exception in thread "[^"]*" |(?:Terminating|Aborting) due to (?=[\w$]+\.))')
 
 
 #: Node's ``util.inspect`` of an error whose stack has no frames, with properties after it: ``[AggregateError: All
@@ -398,8 +422,16 @@ _MAX_PROCS = 256
 #: the first two lines of Node's report of an uncaught exception: where it was thrown (``/app/server.js:12``,
 #: ``node:internal/process/promises:389``, ``file:///app/server.mjs:3``, ``<anonymous_script>:1``), then the
 #: source line there, then a line of carets under it
-_NODE_PLACE = re.compile(r"^(?:/|file://|node:|[A-Za-z]:\\|<anonymous)\S*:\d+$")
+_NODE_PLACE = re.compile(r"^(?:/|file://|node:|[A-Za-z]:\\|<anonymous|\[eval\]|\[worker eval\])\S*:\d+$")
 _NODE_CARET = re.compile(r"^\s*\^+\s*$")
+#: Node's hint after a thrown value that is no Error (``throw 'declined'``), printed under the caret
+_NODE_TRACE_UNCAUGHT = "(Use `node --trace-uncaught ...` to show where the exception was thrown)"
+#: V8's report of a fatal error that ends a Node process (``FATAL ERROR: Reached heap limit Allocation failed -
+#: JavaScript heap out of memory``), then its native stack: ``----- Native stack trace -----``, `` 1: 0xb78db3 node::…``
+_V8_FATAL = "FATAL ERROR: "
+_V8_STACK = re.compile(r"^(?:-{5} Native stack trace -{5}$|\s*$|\s*\d+: 0x[0-9a-fA-F]+\b)")
+#: a line of that stack that shows the ``FATAL ERROR:`` line to be V8's (a logger's line so worded is a message only)
+_V8_PROOF = re.compile(r"^(?:-{5} Native stack trace -{5}$|\s*\d+: 0x[0-9a-fA-F]+\b)")
 #: what an unhandled rejection's promise was rejected with, in Node's message of it (Node 15 and later)
 _NODE_REJECTED = re.compile(r'The promise rejected with the reason "(.*)"\.$')
 #: a PHP fatal error (its error_log, php-fpm's, Apache's): ``PHP Fatal error:  Uncaught PDOException: …
@@ -431,6 +463,8 @@ def _named_exc(s: str) -> str | None:
         return None
     m = _NAMED_HEAD.match(s) or (_NAMED_EMBEDDED.search(s) if ": " in s else None)
     if m is None or (m.group(1).isupper() and m.group(1).lower() in LEVEL_WORDS):  # ``ERROR: …``: a label
+        return None
+    if m.group(1) == "Trace":  # Node's console.trace(): ``Trace: message`` and the frames where it was called
         return None
     return "named" if m.start() == 0 else "embedded"
 
@@ -506,6 +540,11 @@ class AppLogStats:
     #: shows whether it is that source line — code, no log line of its own
     _after_place: bool = False
     _held: tuple[str, str] | None = None
+    #: the last place read (see ``_held``), and once its source line and caret were read: (source, the three lines) —
+    #: a line right under the caret (no blank line between, as before an Error) is a thrown value that is no Error
+    #: (``throw 'payment declined'``, ``throw {code: 42}``), the three lines the start of its example
+    _place: str = ""
+    _after_caret: tuple[str, list[str]] | None = None
     #: lines that name the process that wrote them (see ``_PROC_PREFIX``) are read by a reader of their own per
     #: (source, process), counting into this one's groups: one process's trace is not cut by another's lines
     _procs: dict[str, AppLogStats] = field(default_factory=dict)
@@ -604,14 +643,33 @@ class AppLogStats:
         if self._held is not None:
             held, self._held = self._held, None
             if held[0] == source and _NODE_CARET.match(line):  # Node's source excerpt and its caret
+                self._after_caret = (source, [self._place, held[1], line])
                 return
             self._read_line(held[1], held[0])
         elif self._after_place and line.strip() and not self._pending:
             self._after_place = False
             self._held = (source, line)
             return
+        elif self._after_caret is not None:
+            after, self._after_caret = self._after_caret, None
+            if after[0] == source and self._thrown_value(line, source, after[1]):
+                return
         self._after_place = bool(_NODE_PLACE.match(line))
+        if self._after_place:
+            self._place = line
         self._read_line(line, source)
+
+    def _thrown_value(self, line: str, source: str, excerpt: list[str]) -> bool:
+        """Start the block of a value that is no Error thrown and not caught (``line``, right under the caret of
+        Node's report: an Error's stack follows a blank line, and a worker's report its own place), after the
+        ``excerpt`` (the place, its source line and the caret); True then."""
+        s = line.strip()
+        if not s or self._pending or _NODE_PLACE.match(line) or _exc_line(s) or _TIME_HEAD.match(line):
+            return False
+        if s.startswith("{") and s.endswith("}") and len(s) > 2 and '"' in s:  # a JSON log line
+            return False
+        self._pending, self._pending_source, self._pending_kind = [*excerpt, line], source, "thrown"
+        return True
 
     def _read_line(self, line: str, source: str) -> None:
         if self._tags_only is not None:
@@ -631,6 +689,15 @@ class AppLogStats:
                     return
             elif self._pending_kind == "php":
                 if _PHP_FRAME.match(line):
+                    self._keep(line)
+                    return
+            elif self._pending_kind == "v8":
+                if _V8_STACK.match(line):
+                    self._keep(line)
+                    return
+            elif self._pending_kind == "thrown":
+                # the value's further lines (an object inspected over several), and Node's hint after it
+                if line.strip() and not line.startswith("Node.js v") and len(self._pending) <= _MAX_MESSAGE_LINES:
                     self._keep(line)
                     return
             elif self._pending_py == 2:
@@ -687,10 +754,11 @@ class AppLogStats:
             return
         rb = _RUBY.search(line) or (_RUBY_LOGGED.match(line) if line.endswith(")") or line.endswith("):") else None)
         go = _GO_PANIC.match(line) if "panic" in line or line.startswith("fatal error: ") else None
+        v8 = line.startswith(_V8_FATAL) and len(line) > len(_V8_FATAL)
         php = _PHP_FATAL.search(line) if "PHP " in line and not (rb or go) else None
         mono = _MONOLOG_EXC.search(line) if '"exception":"[object] (' in line and not (rb or go or php) else None
-        em = None if rb or go or php or mono else _exc_line(s)
-        exc = bool(rb or go or php or mono) or bool(em and (em.group(2) is not None or "." in em.group(1)))
+        em = None if rb or go or php or mono or v8 else _exc_line(s)
+        exc = bool(rb or go or php or mono or v8) or bool(em and (em.group(2) is not None or "." in em.group(1)))
         # an exception after a message on the line (see _embedded_exc): held until a frame shows it is one
         emb = (_embedded_exc(s) if not exc and ("Error" in s or "Exception" in s) and not _CHAIN_LINK.match(s)
                else None)
@@ -728,10 +796,11 @@ class AppLogStats:
                     key, own = self._count_message(level, msg, line)
         if stamped:
             self._record = (source, key, own)
-        if (em and exc) or go or rb or php or mono:
+        if (em and exc) or go or rb or php or mono or v8:
             self._pending = [line if rb or php or mono else s]
             self._pending_source = source
-            self._pending_kind = "go" if go else "ruby" if rb else "php" if php else "monolog" if mono else ""
+            self._pending_kind = ("go" if go else "ruby" if rb else "php" if php else "monolog" if mono
+                                  else "v8" if v8 else "")
         elif emb:
             self._pending, self._pending_source, self._pending_kind = [s], source, "embedded"
         else:
@@ -805,6 +874,20 @@ class AppLogStats:
                     if nxt:
                         kind, msg, cause = nxt.group(1), nxt.group(2), cause or m.group("cls") or ""
                 self._exception(kind, msg, "\n".join(block).rstrip(), self._pending_source, cause)
+            return
+        if kind == "v8":
+            while block and not block[-1].strip():
+                block.pop()
+            if not any(_V8_PROOF.match(ln) for ln in block[1:]):
+                return
+            self._exception(_V8_FATAL[:-2], block[0][len(_V8_FATAL):], "\n".join(block), self._pending_source)
+            return
+        if kind == "thrown":
+            # after the place, its code and caret (the hint alone: the value was that text)
+            value = [ln for ln in block[3:] if ln != _NODE_TRACE_UNCAUGHT] or block[3:]
+            # an object inspected over several lines (``{`` … ``}``) is grouped whole, as Node prints a short one
+            msg = " ".join(ln.strip() for ln in value) if value[0].rstrip().endswith(("{", "[")) else value[0]
+            self._exception("Uncaught", msg, "\n".join(block), self._pending_source)
             return
         if kind == "go":
             while block and not block[-1].strip():
@@ -900,6 +983,10 @@ class AppLogStats:
         # a message of several lines (a JVM's, Python's, a JSON field's): grouped by its first line, as
         # the text formats print it before the frames or after the exception's type
         message = message.strip().split("\n", 1)[0]
+        if message == "null" and _JVM_CLASS.fullmatch(kind):
+            # logback and log4j2 print an exception without a message as ``…Exception: null`` (its getMessage()), the
+            # JVM as the class alone (uncaught, printStackTrace()): one group
+            message = ""
         if kind == "UnhandledPromiseRejection":  # Node's sentence around what the promise was rejected with
             reason = _NODE_REJECTED.search(message)
             message = reason.group(1) if reason else message
