@@ -220,17 +220,20 @@ SOFTWARE_PROBE = "software_probe"
 #: in SQL syntax: ``union select``, ``and 1=1``, ``' or 'a'='a``, ``(select``, ``order by 1--``.
 ATTACK_PATTERNS: dict[str, str] = {
     "sql_injection": (
-        r"union(?:\s|/\*.*?\*/|\+|\()+(?:(?:all|distinct)(?:\s|/\*.*?\*/|\+)+)?\(?select\b|"
+        r"union(?:\s|/\*.*?\*/|\+|\()+(?:(?:all|distinct)(?:\s|/\*.*?\*/|\+)+)?\(?select(?:\s|\+|\()*"
+        r"(?:[\d'\"(*@`-]|null\b|[\w.$]+\s*(?:[(,]|--|#|;|/\*|\bfrom\b))|"
         r"\bselect\s+(?:\*|[\w.]+(?:\s*,\s*[\w.]+)*)\s+from\s+[\w.$]+.{0,80}\bwhere\b|"
         r"\b(?:x?or|and|having)\s+(?:not\s+)?\(*\s*-?\d+\s*\)*\s*(?:[=<>]|!=|between\s|r?like\s|in\s*\()|"
         r"['\"]\)*\s*(?:(?:x?or|and|having)\b|\|\||&&)\s*(?:\(|['\"]?\w*['\"]?\s*(?:[=<>]|!=|r?like\s)|"
         r"not\b|exists\b|select\b|\w+\s*\()|'\"|\"'|"
         r"['\"]\s*\)*\s*(?:--|#|/\*)|\(\s*select\b|\border\s+by\s+\d+\s*(?:--|#|;|/\*)|"
-        r"\b(?:sleep|benchmark|pg_sleep|extractvalue|updatexml|xmltype|generate_series|randomblob|"
+        r"\b(?:pg_)?sleep\s*\(\s*(?:\d+(?:\.\d+)?\s*[-+*/)]|\(|if\s*\(|select\b)|\bbenchmark\s*\(\s*\d+\s*,|"
+        r"\b(?:extractvalue|updatexml|xmltype|generate_series|randomblob|"
         r"raise_error|load_file|group_concat|concat_ws|make_set|iif)\s*\(|\(\s*case\s+when\b|\bch(?:a)?r\s*\(\s*\d|\bconcat\s*\(\s*0x|"
         r"\b(?:dbms_pipe|utl_inaddr|utl_http|ctxsys)\.|\bprocedure\s+analyse\s*\(|\brdb\$database\b|@@\w|"
         r"\bwaitfor\s+delay\b|information_schema|\bexec(?:ute)?\s+(?:master\.)?(?:xp|sp)_\w|"
-        r";\s*(?:drop|insert|update|delete)\s|;\s*(?:(?:select|exec|declare|shutdown)\b|if\s*\()|"
+        r";\s*(?:drop\s+(?:table|database|schema|user|view|index|function|procedure)\b|insert\s+into\b|"
+        r"update\s+\S+\s+set\b|delete\s+from\b)|;\s*(?:(?:select|exec|declare|shutdown)\b|if\s*\()|"
         r"\bxp_cmdshell\b"
     ),
     "path_traversal": (
@@ -253,6 +256,7 @@ ATTACK_PATTERNS: dict[str, str] = {
     ),
     "scanner_probe": (
         r"/\.env\b|/\.git/|/\.svn/|/\.aws/|/\.ssh/|/\.ds_store|/cgi-bin/|/vendor/phpunit|"
+        r"/\.ht(?:passwd|digest)\b|/id_(?:rsa|dsa|ecdsa|ed25519)\b|/\.vscode/|/phpinfo\.php|"
         r"/phpunit/|/eval-stdin\.php|/server-status|/hnap1|/boaform|"
         r"/actuator(?:\s|/(?:env|heapdump|gateway|mappings|configprops|beans|trace|httptrace|jolokia|logfile|"
         r"loggers|threaddump|shutdown|restart|refresh|conditions|sessions|auditevents)\b)|"
@@ -288,6 +292,10 @@ _LOOKALIKE_OF = {b"\xc0\xae": b".", b"\xc0.": b".", b"\xe0\x80\xae": b".", b"\xe
                  b"\xc1\x9c": b"\\", b"\xc1\x1c": b"\\", b"\xef\xbc\xbc": b"\\"}
 #: an SQL comment stands for a blank (sqlmap's space2comment tamper: ``1/**/AND/**/2=2``)
 _SQL_COMMENT = re.compile(rb"/\*[^*]{0,60}\*/")
+#: MySQL's executable comments hide nothing: the opening ``/*!`` (with its version, ``/*!50000``) and the closing
+#: ``*/`` stand for blanks and their content stays (sqlmap's versionedkeywords tampers: ``/*!UNION*//*!SELECT*/``,
+#: ``/*!50000union*/``; halfversionedmorekeywords opens without closing: ``/*!0UNION/*!0ALL/*!0SELECT``)
+_SQL_VERSIONED = re.compile(rb"/\*!\d{0,6}")
 
 
 #: The pre-filter: a line none of these finds cannot match :data:`ATTACK_PATTERNS`, so only the
@@ -311,7 +319,7 @@ _PREFILTER_WORDS = tuple(re.compile(re.escape(w)) for w in (
     b"win.ini", b"c:/", b"javascript", b"vbscript", b"data:", b"onerror", b"onload", b"alert", b"cookie",
     b"document.", b"jndi", b"/bin/", b"cmd.exe",
     b"powershell", b"wp-", b"xmlrpc", b"phpmyadmin", b"pma/", b"myadmin", b"adminer", b"cgi-bin", b"phpunit",
-    b"eval-stdin", b"actuator", b"server-status", b"solr", b"hnap1", b"boaform", b"manager/html", b"console/",
+    b"eval-stdin", b"actuator", b"/id_", b"phpinfo", b"server-status", b"solr", b"hnap1", b"boaform", b"manager/html", b"console/",
     b"jmx-console", b"invoker", b"config.php", b"setup.php", b"install.php", b"shell.php", b"cmd.php", b"owa/",
     b"autodiscover", b"remote/login", b"sftp-config", b".bak", b".old", b".swp", b".sql", b".tar", b".zip",
     b".rar", b".7z", b".tgz", b"backup", b"ignition", b"telescope", b"oast.", b"interact.sh",
@@ -370,7 +378,11 @@ def decode_request(raw_request: bytes) -> bytes:
     if b"\xc0" in low or b"\xc1" in low or b"\xe0" in low or b"\xef" in low:
         low = _LOOKALIKE.sub(lambda m: _LOOKALIKE_OF[m.group()], low)
     if b"/*" in low:
-        low = _SQL_COMMENT.sub(b" ", low)
+        if b"/*!" in low:
+            low = _SQL_VERSIONED.sub(b" ", low)
+            low = _SQL_COMMENT.sub(b" ", low).replace(b"*/", b" ")
+        else:
+            low = _SQL_COMMENT.sub(b" ", low)
     return low
 
 
