@@ -127,7 +127,7 @@ def test_form_logins_answered_200_are_failures_by_default(cli: Any, make_config:
     r = run(cli, make_config, login_log, tmp_path)
     found = brute(r)
     assert set(found) == {ATTACKER, ADMIN_ATTACKER, EVASIVE}, r["findings"]
-    assert "12 failed logins (POST /wp-login.php answered 200, 401 or 403)" in found[ATTACKER]["message"]
+    assert "12 failed logins (POST /wp-login.php answered 200, 401, 403 or 429)" in found[ATTACKER]["message"]
     assert "POST /admin/login/" in found[ADMIN_ATTACKER]["message"]
     assert "12 failed logins (POST /wp-login.php answered" in found[EVASIVE]["message"]
     assert r["metrics"]["failed_logins"] == 37  # 12 + 12 + 12 + the user's typo; the 302 is no failure
@@ -154,3 +154,59 @@ def test_failure_status_per_login_path(cli: Any, make_config: Any, login_log: Pa
 def test_bad_login_path_entries_are_clear_errors(entry: dict[str, Any], message: str) -> None:
     with pytest.raises(ValidationError, match=message):
         NginxLogsOptions.model_validate({"login_paths": [entry]})
+
+
+class ThrottledApi(BaseHTTPRequestHandler):
+    """A JSON login behind a rate limiter, as rack-attack or express-rate-limit make one: a wrong password is
+    answered 401, and a client's fourth failure and every later try 429 (too many requests)."""
+
+    failures: dict[str, int] = {}
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
+        client = self.headers.get("X-Forwarded-For", "")
+        if self.failures.get(client, 0) >= 3:
+            status = 429
+        elif parse_qs(body).get("pwd") == [PASSWORD]:
+            status = 200
+        else:
+            self.failures[client] = self.failures.get(client, 0) + 1
+            status = 401
+        self.send_response(status)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+THROTTLED = "2001:db8::66"  # 12 wrong passwords: 3 answered 401, then 9 answered 429
+
+
+def test_tries_a_rate_limiter_refuses_are_failed_logins(services_dir: Path, cli: Any, make_config: Any,
+                                                        tmp_path: Path) -> None:
+    """A brute force slowed down by a rate limiter is answered 401 a few times, then 429: each try counts; a user
+    who mistypes twice and then logs in does not."""
+    app = ThreadingHTTPServer(("127.0.0.1", 0), ThrottledApi)
+    threading.Thread(target=app.serve_forever, daemon=True).start()
+    extra = f"""\
+        set_real_ip_from 127.0.0.1;
+        real_ip_header X-Forwarded-For;
+        location /api/login {{ proxy_pass http://127.0.0.1:{app.server_address[1]}; }}
+"""
+    server = NginxServer(services_dir / "throttled-nginx", server_extra=extra)
+    server.start()
+    try:
+        statuses = [post_login(server, "/api/login", THROTTLED, f"guess{k}") for k in range(12)]
+        statuses += [post_login(server, "/api/login", USER, p) for p in ("typo1", "typo2", PASSWORD)]
+        assert statuses == [401] * 3 + [429] * 9 + [401, 401, 200], statuses
+        assert wait_for_log_lines(server.access_log, 15) == 15
+        r = run(cli, make_config, server.access_log, tmp_path)
+    finally:
+        server.stop()
+        app.shutdown()
+        app.server_close()
+    found = brute(r)
+    assert set(found) == {THROTTLED}, r["findings"]
+    assert "12 failed logins (POST /api/login answered 401, 403 or 429)" in found[THROTTLED]["message"]
+    assert r["metrics"]["failed_logins"] == 14

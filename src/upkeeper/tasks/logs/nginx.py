@@ -73,9 +73,9 @@ class LoginPathOption(TaskOptions):
                       "ignored. Source: upkeeper (required)")
     failure_status: str | None = Field(
         None, description="which answers to a POST there mean a failed login: codes (200), classes (4xx), ranges "
-        "(401-403) or a comma-separated list of these; not set: those of a bare path (401/403, or the known "
+        "(401-403) or a comma-separated list of these; not set: those of a bare path (401/403/429, or the known "
         "application's). A form login that shows the form again on a failure and redirects on a success: '200'. "
-        "Source: issue 7 (401/403)")
+        "Source: issue 7 (401/403); 429: rate limiters' answer to too many attempts")
 
     @field_validator("path")
     @classmethod
@@ -191,10 +191,12 @@ class NginxLogsOptions(TaskOptions):
         default_factory=lambda: list[LoginPathEntry](DEFAULT_LOGIN_PATHS),
         description="paths of login forms and token endpoints ('*' wildcards allowed; a trailing slash does not "
         "matter), for brute-force detection: a path, or {path, failure_status} to say which statuses mean a failed "
-        "login there. A bare path's failed logins are those answered 401/403, except on the known applications' "
+        "login there. A bare path's failed logins are those answered 401/403/429, except on the known applications' "
         "paths (docs/logs.md): /xmlrpc.php 200 (every POST counts: XML-RPC answers a failure 200 too), "
-        "/wp-login.php, /admin/login, /accounts/login, /user/login 200/401/403 (the form shown again), /users/sign_in 200/401/403/422, /oauth/token and /api/token 400/401/403. Source: issue 7 "
-        "(401/403); WordPress, Django, Drupal, Devise and RFC 6749 for the known paths")
+        "/wp-login.php, /admin/login, /accounts/login, /user/login 200/401/403 (the form shown again), /users/sign_in "
+        "200/401/403/422, /oauth/token and /api/token 400/401/403, each with 429 too (a rate limiter's answer to too "
+        "many attempts). Source: issue 7 (401/403); WordPress, Django, Drupal, Devise and RFC 6749 for the known "
+        "paths")
     public_paths: list[UrlPath] = Field(
         default_factory=list,
         description="paths of sensitive-looking files the site serves on purpose ('*' wildcards allowed), e.g. "
