@@ -221,9 +221,9 @@ SOFTWARE_PROBE = "software_probe"
 ATTACK_PATTERNS: dict[str, str] = {
     "sql_injection": (
         r"union(?:\s|/\*.*?\*/|\+|\()+(?:(?:all|distinct)(?:\s|/\*.*?\*/|\+)+)?\(?select(?:\s|\+|\()*"
-        r"(?:[\d'\"(*@`-]|null\b|[\w.$]+\s*(?:[(,]|--|#|;|/\*|\bfrom\b))|"
+        r"(?:[\d'\"(*@`-]|null\b|top\s+\d|[\w.$]+\s*(?:[(,|]|--|#|;|/\*|\bfrom\b))|"
         r"\bselect\s+(?:\*|[\w.]+(?:\s*,\s*[\w.]+)*)\s+from\s+[\w.$]+.{0,80}\bwhere\b|"
-        r"\b(?:x?or|and|having)\s+(?:not\s+)?\(*\s*-?\d+\s*\)*\s*(?:[=<>]|!=|between\s|r?like\s|in\s*\()|"
+        r"(?:\b(?:x?or|and|having)\s+|\|\|\s*|&&\s*)(?:not\s+)?\(*\s*-?\d+\s*\)*\s*(?:[=<>]|!=|between\s|r?like\s|in\s*\()|"
         r"['\"]\)*\s*(?:(?:x?or|and|having)\b|\|\||&&)\s*(?:\(|['\"]?\w*['\"]?\s*(?:[=<>]|!=|r?like\s)|"
         r"not\b|exists\b|select\b|\w+\s*\()|'\"|\"'|"
         r"['\"]\s*\)*\s*(?:--|#|/\*)|\(\s*select\b|\border\s+by\s+\d+\s*(?:--|#|;|/\*)|"
@@ -238,7 +238,9 @@ ATTACK_PATTERNS: dict[str, str] = {
     ),
     "path_traversal": (
         r"\.\./|\.\.\\|\\\.\.|/etc/passwd|/etc/shadow|/proc/self/|c:\\windows|"
-        r"c:[\\/](?:windows|winnt|inetpub)[\\/]|boot\.ini|win\.ini|\.\.;/"
+        r"c:[\\/](?:windows|winnt|inetpub)[\\/]|boot\.ini|win\.ini|\.\.;/|"
+        # PHP's stream wrappers in a parameter (OWASP CRS 930/931: LFI and RFI)
+        r"php://(?:filter|input)|file:///|phar://|expect://"
     ),
     "xss": (
         r"<\s*/?\s*script\b|(?:java|vb)script\s*:|data:\s*text/html|onerror\s*=|onload\s*=|"
@@ -256,7 +258,9 @@ ATTACK_PATTERNS: dict[str, str] = {
     ),
     "scanner_probe": (
         r"/\.env\b|/\.git/|/\.svn/|/\.aws/|/\.ssh/|/\.ds_store|/cgi-bin/|/vendor/phpunit|"
-        r"/\.ht(?:passwd|digest)\b|/id_(?:rsa|dsa|ecdsa|ed25519)\b|/\.vscode/|/phpinfo\.php|"
+        r"/\.ht(?:passwd|digest)\b|/id_(?:rsa|dsa|ecdsa|ed25519)\b|/\.vscode/|/phpinfo\.php|/\.hg/|/\.bzr/|"
+        r"/\.(?:npmrc|pypirc|pgpass|netrc|git-credentials|s3cfg)\b|/\.(?:bash|zsh|sh|mysql|psql|php|python)_history|"
+        r"/web-inf/|"
         r"/phpunit/|/eval-stdin\.php|/server-status|/hnap1|/boaform|"
         r"/actuator(?:\s|/(?:env|heapdump|gateway|mappings|configprops|beans|trace|httptrace|jolokia|logfile|"
         r"loggers|threaddump|shutdown|restart|refresh|conditions|sessions|auditevents)\b)|"
@@ -296,6 +300,11 @@ _SQL_COMMENT = re.compile(rb"/\*[^*]{0,60}\*/")
 #: ``*/`` stand for blanks and their content stays (sqlmap's versionedkeywords tampers: ``/*!UNION*//*!SELECT*/``,
 #: ``/*!50000union*/``; halfversionedmorekeywords opens without closing: ``/*!0UNION/*!0ALL/*!0SELECT``)
 _SQL_VERSIONED = re.compile(rb"/\*!\d{0,6}")
+#: blanks SQL servers take that a pattern's ``\s`` does not: control bytes (sqlmap's space2mssqlblank tamper), a
+#: lone ``%A0`` (space2mysqlblank; not one inside a UTF-8 character such as ``à``) and UTF-8's no-break space; and
+#: a comment running to a newline, ``#…%0A`` or ``--…%0A`` (space2hash, space2dash: ``1%23xyz%0AAND%23xyz%0A2=2``)
+_SQL_BLANKS = re.compile(rb"[\x01-\x08\x0e-\x1f\x7f]|\xc2\xa0|(?<![\x80-\xbf\xc2-\xf4])\xa0|(?:#|--)[^\n]{0,60}\n")
+_BLANK_HINT = re.compile(rb"[\x01-\x08\x0e-\x1f\x7f\xa0]|[#-][^\n]*\n")
 
 
 #: The pre-filter: a line none of these finds cannot match :data:`ATTACK_PATTERNS`, so only the
@@ -311,7 +320,8 @@ _SQL_VERSIONED = re.compile(rb"/\*!\d{0,6}")
 #: the raw line), hence no ``\s`` (RE2's lacks ``\x0b``).  A hypothesis test checks all this
 #: against every alternative of every pattern.
 _PREFILTER_CHARS = re.compile(rb"[%'\"<>;$`(\\|~]|\.\.|/\.|/\*")
-_PREFILTER_OR = re.compile(rb"(?:or|and|having)[\t\n\x0b\x0c\r +]+(?:not[\t\n\x0b\x0c\r +]+)?-?[0-9]")
+_PREFILTER_OR = re.compile(rb"(?:(?:or|and|having)[\t\n\x0b\x0c\r +]+|&&[\t\n\x0b\x0c\r +]*)"
+                           rb"(?:not[\t\n\x0b\x0c\r +]+)?-?[0-9]")
 _PREFILTER_ORDER = re.compile(rb"order[\t\n\x0b\x0c\r +]+by")
 _PREFILTER_WORDS = tuple(re.compile(re.escape(w)) for w in (
     b"union", b"select", b"sleep", b"benchmark", b"waitfor", b"information_schema", b"exec", b"@@",
@@ -319,7 +329,7 @@ _PREFILTER_WORDS = tuple(re.compile(re.escape(w)) for w in (
     b"win.ini", b"c:/", b"javascript", b"vbscript", b"data:", b"onerror", b"onload", b"alert", b"cookie",
     b"document.", b"jndi", b"/bin/", b"cmd.exe",
     b"powershell", b"wp-", b"xmlrpc", b"phpmyadmin", b"pma/", b"myadmin", b"adminer", b"cgi-bin", b"phpunit",
-    b"eval-stdin", b"actuator", b"/id_", b"phpinfo", b"server-status", b"solr", b"hnap1", b"boaform", b"manager/html", b"console/",
+    b"eval-stdin", b"actuator", b"/id_", b"phpinfo", b"web-inf", b"php:", b"file:", b"phar:", b"expect:", b"server-status", b"solr", b"hnap1", b"boaform", b"manager/html", b"console/",
     b"jmx-console", b"invoker", b"config.php", b"setup.php", b"install.php", b"shell.php", b"cmd.php", b"owa/",
     b"autodiscover", b"remote/login", b"sftp-config", b".bak", b".old", b".swp", b".sql", b".tar", b".zip",
     b".rar", b".7z", b".tgz", b"backup", b"ignition", b"telescope", b"oast.", b"interact.sh",
@@ -377,6 +387,8 @@ def decode_request(raw_request: bytes) -> bytes:
             low = dec
     if b"\xc0" in low or b"\xc1" in low or b"\xe0" in low or b"\xef" in low:
         low = _LOOKALIKE.sub(lambda m: _LOOKALIKE_OF[m.group()], low)
+    if _BLANK_HINT.search(low):
+        low = _SQL_BLANKS.sub(b" ", low)
     if b"/*" in low:
         if b"/*!" in low:
             low = _SQL_VERSIONED.sub(b" ", low)
