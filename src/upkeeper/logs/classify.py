@@ -254,7 +254,11 @@ ATTACK_PATTERNS: dict[str, str] = {
         r";\s*(?:wget|curl)\s+\S|;\s*(?:cat|nc|bash|sh)\s+[-/.~$'\"\d]|"
         r";\s*(?:id|uname|whoami)\b(?:\s*[;|&`]|\s*$|\s+-a\b|\s+http/)|"
         r"\|\s*(?:sh|bash)\b|`\s*(?:id|whoami|uname|cat|ls|wget|curl|sleep|ping|nslookup|echo|sh|bash)\b[^`]*`|"
-        r"\$\((?:[^)]+)\)|\$\{jndi:|\$\{\$\{|/bin/(?:sh|bash)|cmd\.exe|powershell"
+        r"\$\((?:[^)]+)\)|\$\{jndi:|\$\{\$\{|/bin/(?:sh|bash)|"
+        # Windows shells only with a command: a page, tag or download named after them (/blog/powershell-tips,
+        # ?l=PowerShell, /downloads/PowerShell-7.4.2-win-x64.msi, /wiki/Cmd.exe) is no attack
+        r"cmd\.exe(?:\?|\s+)/[ck]\b|[\\/]system32[\\/]cmd\.exe|[;|`]\s*cmd(?:\.exe)?\s+/[ck]\b|"
+        r"powershell(?:\.exe)?\s+(?:-\w|iex\b|invoke-)|[;|`]\s*powershell\b"
     ),
     "scanner_probe": (
         r"/\.env\b|/\.git/|/\.svn/|/\.aws/|/\.ssh/|/\.ds_store|/cgi-bin/|/vendor/phpunit|"
