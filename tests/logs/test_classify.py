@@ -196,6 +196,17 @@ def test_prefilter_on_any_bytes(lines: list[bytes]) -> None:
 CATEGORIES = [
     # SQL injection: tautologies with "+" for blanks, quoted, encoded; UNION SELECT; time-based; stacked
     (b"GET /items?id=1+or+1=1 HTTP/1.1", "sql_injection"),
+    # union select: with a column list, or after a quote; not in everyday words
+    (b"GET /items?id=1'+union+select HTTP/1.1", "sql_injection"),
+    (b"GET /items?id=-1+union+select+version() HTTP/1.1", "sql_injection"),
+    (b"GET /items?id=-1+union+select+@@version HTTP/1.1", "sql_injection"),
+    (b"GET /items?id=-1+union+select+a,b+from+t HTTP/1.1", "sql_injection"),
+    (b"GET /items?id=-1+union(select(1)) HTTP/1.1", "sql_injection"),
+    (b"GET /search?q=union+select+committee+members HTTP/1.1", None),
+    (b"GET /items?id=1+AND+SLEEP(5) HTTP/1.1", "sql_injection"),
+    (b"GET /items?id=1+AND+SLEEP(5-(IF(1=1,0,5))) HTTP/1.1", "sql_injection"),
+    (b"GET /items?id=1+AND+BENCHMARK(5000000,MD5(1)) HTTP/1.1", "sql_injection"),
+    (b"GET /search?q=sleep+(8+hours) HTTP/1.1", None),
     (b"GET /items?id=1 OR 1=1 HTTP/1.1", "sql_injection"),
     (b"GET /items?id=1+OR+2+=+2 HTTP/1.1", "sql_injection"),
     (b"GET /login?user=admin' OR '1'='1 HTTP/1.1", "sql_injection"),

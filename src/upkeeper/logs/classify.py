@@ -222,6 +222,7 @@ ATTACK_PATTERNS: dict[str, str] = {
     "sql_injection": (
         r"union(?:\s|/\*.*?\*/|\+|\()+(?:(?:all|distinct)(?:\s|/\*.*?\*/|\+)+)?\(?select(?:\s|\+|\()*"
         r"(?:[\d'\"(*@`-]|null\b|top\s+\d|[\w.$]+\s*(?:[(,|]|--|#|;|/\*|\bfrom\b))|"
+        r"['\"]\)*\s*union(?:\s|\()+(?:all\s+)?\(?select\b|"
         r"\bselect\s+(?:\*|[\w.]+(?:\s*,\s*[\w.]+)*)\s+from\s+[\w.$]+.{0,80}\bwhere\b|"
         r"(?:\b(?:x?or|and|having)\s+|\|\|\s*|&&\s*)(?:not\s+)?\(*\s*-?\d+\s*\)*\s*(?:[=<>]|!=|between\s|r?like\s|in\s*\()|"
         r"['\"]\)*\s*(?:(?:x?or|and|having)\b|\|\||&&)\s*(?:\(|['\"]?\w*['\"]?\s*(?:[=<>]|!=|r?like\s)|"
