@@ -309,7 +309,7 @@ _SQL_VERSIONED = re.compile(rb"/\*!\d{0,6}")
 #: lone ``%A0`` (space2mysqlblank; not one inside a UTF-8 character such as ``à``) and UTF-8's no-break space; and
 #: a comment running to a newline, ``#…%0A`` or ``--…%0A`` (space2hash, space2dash: ``1%23xyz%0AAND%23xyz%0A2=2``)
 _SQL_BLANKS = re.compile(rb"[\x01-\x08\x0e-\x1f\x7f]|\xc2\xa0|(?<![\x80-\xbf\xc2-\xf4])\xa0|(?:#|--)[^\n]{0,60}\n")
-_BLANK_HINT = re.compile(rb"[\x01-\x08\x0e-\x1f\x7f\xa0]|[#-][^\n]*\n")
+_BLANK_HINT = re.compile(rb"[\x01-\x08\x0e-\x1f\x7f\xa0]")
 
 
 #: The pre-filter: a line none of these finds cannot match :data:`ATTACK_PATTERNS`, so only the
@@ -392,7 +392,7 @@ def decode_request(raw_request: bytes) -> bytes:
             low = dec
     if b"\xc0" in low or b"\xc1" in low or b"\xe0" in low or b"\xef" in low:
         low = _LOOKALIKE.sub(lambda m: _LOOKALIKE_OF[m.group()], low)
-    if _BLANK_HINT.search(low):
+    if b"\n" in low or _BLANK_HINT.search(low):
         low = _SQL_BLANKS.sub(b" ", low)
     if b"/*" in low:
         if b"/*!" in low:
