@@ -217,3 +217,32 @@ def test_a_forked_worker_stopped_mid_task_exits_quietly(tmp_path) -> None:  # ty
         conn.close()
         if popen.stdout is not None:
             popen.stdout.close()
+
+
+def test_waiting_for_a_forked_worker_returns_its_status_when_it_ends_and_times_out_while_it_runs() -> None:
+    """``wait`` wakes when the worker ends (a pidfd on Linux: the CLI reaps its worker at every exit) and
+    still honours its timeout."""
+    import subprocess
+    import time
+    from multiprocessing.connection import Connection
+
+    import pytest
+
+    popen, sock = spawn.fork_worker()
+    conn = Connection(sock.detach())
+    try:
+        assert conn.recv()[0] == "ready"
+        t0 = time.monotonic()
+        with pytest.raises(subprocess.TimeoutExpired):
+            popen.wait(0.2)
+        assert time.monotonic() - t0 >= 0.2
+        conn.send(("exit",))
+        assert popen.wait(30) == 0
+        assert popen.wait(0) == 0 and popen.poll() == 0
+    finally:
+        if popen.poll() is None:
+            os.killpg(popen.pid, signal.SIGKILL)
+            popen.wait(10)
+        conn.close()
+        if popen.stdout is not None:
+            popen.stdout.close()
