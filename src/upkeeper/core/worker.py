@@ -17,8 +17,8 @@ import signal
 import sys
 import threading
 import time
-from multiprocessing.connection import Connection
 from collections.abc import Sequence
+from multiprocessing.connection import Connection
 from typing import Any, NoReturn
 
 from upkeeper.shield import stop_or_defer
