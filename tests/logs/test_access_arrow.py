@@ -612,3 +612,22 @@ def test_static_extensions_re2_pattern() -> None:
     assert static_pattern(StaticMatcher((b".js", b"min.js")).simple) is None
     assert static_pattern(StaticMatcher(("é".encode(),)).simple) is None
     assert static_pattern(frozenset()) == ""
+
+
+def test_list_elements_taken_from_the_values_equal_list_element() -> None:
+    """The cut takes a list's i-th element from the flattened values when every non-null list has the same
+    length (null lists stay null); lists of different lengths go to list_element itself."""
+    acc = Accumulator(ScanOptions(log_format=COMBINED_TIMED, arrow_min_buffer=0))
+    sc = acc._arrow_scanner()
+    assert sc is not None
+    pa, pc = sc.pa, sc.pc
+    lists = pa.array([[b"a", b"b", b"c"], [b"d", b"e"], [b"f", b"g", b"h"], [b"i"]], pa.list_(pa.large_binary()))
+    assert sc._width(lists) is None
+    assert sc._element(lists, 0, None).to_pylist() == [b"a", b"d", b"f", b"i"]
+    # the short lists as null rows (as the cut makes the lines the strict pattern rejects)
+    valid = pa.array([True, False, True, False]).buffers()[1]
+    rows = pa.Array.from_buffers(lists.type, 4, [valid, lists.buffers()[1]], children=[lists.values])
+    assert sc._width(rows) == 3
+    for i in range(3):
+        assert sc._element(rows, i, 3).to_pylist() == pc.list_element(rows, i).to_pylist()
+    assert sc._element(rows, 2, 3).to_pylist() == [b"c", None, b"h", None]
