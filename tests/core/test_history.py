@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -86,6 +87,29 @@ def test_locks_exclude_and_expire(history: History) -> None:
     assert history.acquire_lock("job:y", f"{me}/7", "n", timedelta(minutes=1))
     assert history.acquire_lock("job:z", "elsewhere:5:5/1", "elsewhere", timedelta(minutes=5))
     assert not history.acquire_lock("job:z", f"{me}/8", "n", timedelta(minutes=1))
+
+
+def test_a_process_identity_is_the_one_psutil_gives() -> None:
+    """``process_identity`` reads /proc itself (psutil costs ~10 ms of every ``upkeeper run``'s start); a
+    daemon checks the owners of locks and runs with psutil (:func:`owner_alive`): both must give every
+    process the same identity, or a live run's locks would be taken over."""
+    import subprocess
+
+    import psutil
+
+    from upkeeper.core.history import _linux_create_time, owner_alive
+
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        for pid in (os.getpid(), os.getppid(), child.pid, 1):
+            assert _linux_create_time(pid) == psutil.Process(pid).create_time()
+            assert process_identity(pid).rsplit(":", 1)[1] == str(int(psutil.Process(pid).create_time()))
+        assert owner_alive(process_identity(child.pid), "n") is True
+    finally:
+        child.kill()
+        child.wait()
+    assert owner_alive(process_identity(), "n") is True
+    assert _linux_create_time(2**22 + 1) is None  # above pid_max: no such process
 
 
 def test_runs_of_dead_owner_become_interrupted(history: History) -> None:

@@ -217,3 +217,55 @@ def test_a_forked_worker_stopped_mid_task_exits_quietly(tmp_path) -> None:  # ty
         conn.close()
         if popen.stdout is not None:
             popen.stdout.close()
+
+
+def test_waiting_for_a_forked_worker_returns_its_status_when_it_ends_and_times_out_while_it_runs() -> None:
+    """``wait`` wakes when the worker ends (a pidfd on Linux: the CLI reaps its worker at every exit) and
+    still honours its timeout."""
+    import subprocess
+    import time
+    from multiprocessing.connection import Connection
+
+    import pytest
+
+    popen, sock = spawn.fork_worker()
+    conn = Connection(sock.detach())
+    try:
+        assert conn.recv()[0] == "ready"
+        t0 = time.monotonic()
+        with pytest.raises(subprocess.TimeoutExpired):
+            popen.wait(0.2)
+        assert time.monotonic() - t0 >= 0.2
+        conn.send(("exit",))
+        assert popen.wait(30) == 0
+        assert popen.wait(0) == 0 and popen.poll() == 0
+    finally:
+        if popen.poll() is None:
+            os.killpg(popen.pid, signal.SIGKILL)
+            popen.wait(10)
+        conn.close()
+        if popen.stdout is not None:
+            popen.stdout.close()
+
+
+def test_upkeeper_run_imports_what_its_worker_needs_too_before_forking_it(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Before the fork, ``upkeeper run JOB`` imports the named jobs' task modules (the CLI validates their options,
+    the worker runs them) and the history database's dialect and driver (both open it): once, not in each."""
+    import json
+    import subprocess
+    import sys
+
+    cfg = tmp_path / "upkeeper.yaml"
+    cfg.write_text(f"history: {tmp_path / 'h.db'}\njobs:\n  nop:\n    task: debug.noop\n"
+                   "  logs:\n    task: logs.errors\n    options: {paths: [/nowhere.log]}\n")
+    code = ("import sys, json\nfrom upkeeper.core.worker import preload\n"
+            "def loaded():\n"
+            "    return [m in sys.modules for m in ('upkeeper.tasks.debug', 'upkeeper.tasks.logs.errors', "
+            "'sqlalchemy.dialects.sqlite', 'sqlite3')]\n"
+            "preload([sys.argv[1] + '.missing', 'nop'])\n"  # nothing to go by: nothing imported
+            "before = loaded()\n"
+            "preload(sys.argv[1:])\n"
+            "print(json.dumps([before, loaded()]))")
+    out = subprocess.run([sys.executable, "-c", code, str(cfg), "nop"], capture_output=True, text=True, check=True,
+                         env={"PATH": os.environ["PATH"], "PYTHONPATH": os.pathsep.join(sys.path)}).stdout
+    assert json.loads(out) == [[False, False, False, False], [True, False, True, True]]

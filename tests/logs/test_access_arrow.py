@@ -516,3 +516,118 @@ def test_sensitive_prefilter_picks_every_line_classify_would() -> None:
     expected = _lines_with(raws, _SENSITIVE_HINTS)
     assert expected == set(range(13))  # the first 13 lines hold a hint, the others none
     assert picked == expected
+
+
+#: request lines whose endpoint, static path, login path, front page or GoAccess key is easy to get wrong: numbers
+#: next to each other or to a delimiter, UUIDs, hashes and tokens, e-mail addresses, long paths, queries and
+#: fragments, static extensions in any case or in the query, odd methods, blanks and protocols, non-ASCII bytes
+TRICKY_REQUESTS = [
+    b"GET /1/2/3 HTTP/1.1", b"GET /12/34.5;/6,7 HTTP/1.1", b"GET /a/1/ HTTP/2.0", b"GET /a/1x/2 HTTP/2",
+    b"GET /v1/1234567890/9 HTTP/3.0", b"GET /x/123?id=5/6 HTTP/1.0", b"GET /x/5#frag/7 HTTP/1.1",
+    b"GET /u/ed2662e9-17e0-41b7-b810-238303c72ba8/1 HTTP/1.1", b"GET /u/ED2662E9-17E0-41B7-B810-238303C72BA8x HTTP/1.1",
+    b"GET /a/deadbeef12/b HTTP/1.1", b"GET /t/abcdefghij0123456789KLMN HTTP/1.1", b"GET /w/ab-cd_ef9gh HTTP/1.1",
+    b"GET /m/john@example.org/2 HTTP/1.1", b"GET /m/a@b@c HTTP/1.1", b"GET /" + b"x/" * 100 + b"9 HTTP/1.1",
+    b"GET /" + b"y" * 170 + b" HTTP/1.1", b"GET /app.JS HTTP/1.1", b"GET /app.js?v=1.2 HTTP/1.1",
+    b"GET /img/a.PnG?x HTTP/2.0", b"GET /a.css/ HTTP/1.1", b"GET /.js HTTP/1.1", b"HEAD /style.css HTTP/1.1",
+    b"GET / HTTP/1.1", b"GET /index.html HTTP/2.0", b"GET /index.htm?x=1 HTTP/1.1", b"GET /?q=1 HTTP/1.1",
+    b"POST /login HTTP/1.1", b"POST /api/v1/items/4 HTTP/2.0", b"post /login HTTP/1.1", b" POST /login HTTP/1.1",
+    b"GET  /double HTTP/1.1", b"GET /a%2F1 HTTP/1.1", b"GET /a HTTP/1.2", b"GET /a HTTP/2.1", b"get /lower HTTP/1.1",
+    b"PROPFIND /dav/1 HTTP/1.1", b"GET http://host/a/1 HTTP/1.1", b"GET * HTTP/1.1", b"GET /tab\t1 HTTP/1.1",
+    b"GET /caf\xe9/1 HTTP/1.1", b"GET /\xc3\xa9t\xc3\xa9/2.JS HTTP/1.1", b"GET /k\xe2\x84\xaa.js HTTP/1.1",
+    b"GET /a HTTP/1.1 extra", b"GET /a", b"-", b"", b"GET /x.min.js HTTP/1.1", b"OPTIONS /api/9 HTTP/1.1",
+    b"DELETE /api/v2/users/77/roles/8 HTTP/1.1", b"PUT /a/1;2 HTTP/1.1", b"PATCH /p/00000000 HTTP/1.1",
+]
+
+
+def _learned(raws: list[bytes], arrow: bool) -> tuple[Any, ...]:
+    acc = Accumulator(ScanOptions(log_format=COMBINED_TIMED, arrow_min_buffer=0,
+                                  login_paths=("/login", "/api/v1/items/*")))
+    scanner = acc._arrow_scanner()
+    assert scanner is not None
+    if arrow:
+        scanner._learn_requests(scanner.pa.array(raws, scanner.pa.large_binary()), raws)
+    else:
+        acc._learn_requests(raws, scanner._word_lines)
+    return acc.ep_of, acc.static_of, acc.page_of, acc.login_of
+
+
+def _ga_keys(raws: list[bytes], arrow: bool) -> dict[bytes, int]:
+    from upkeeper.logs.goaccess import parse_requests
+
+    acc = Accumulator(ScanOptions(log_format=COMBINED_TIMED, arrow_min_buffer=0))
+    scanner = acc._arrow_scanner()
+    assert scanner is not None
+    batch = [(r, i + 1) for i, r in enumerate(dict.fromkeys(raws))]
+    rest = acc._request_keys(batch, scanner.request_keys) if arrow else batch
+    for (_raw, c), (url, meth, proto) in zip(rest, parse_requests([r for r, _ in rest]), strict=True):
+        if acc.is_static(url):
+            acc.p.ga_static_hits += c
+        else:
+            acc.p.ga_requests[url + b"\0" + (meth or b"") + b"\0" + (proto or b"")] += c
+    return {**acc.p.ga_requests, b"static": acc.p.ga_static_hits}
+
+
+def test_request_lines_learned_with_re2_equal_the_reference() -> None:
+    """The pyarrow path learns most request lines with RE2 kernels (ArrowScanner._learn_requests) and takes
+    GoAccess's keys from their tokens (request_keys): the same endpoints, static paths, login paths, front pages
+    and keys as the reference (classify, goaccess.parse_requests), line by line."""
+    assert _learned(TRICKY_REQUESTS, True) == _learned(TRICKY_REQUESTS, False)
+    assert _ga_keys(TRICKY_REQUESTS, True) == _ga_keys(TRICKY_REQUESTS, False)
+
+
+_path_piece = st.sampled_from(["/", "1", "23", "0", ".", ";", ",", "-", "?", "#", "@", "a", "F", "x9", "deadbeef",
+                               "ed2662e9-17e0-41b7-b810-238303c72ba8", "ABCDEFGHIJ1234567890ab", ".js", ".CSS",
+                               "%2e", " ", "\t", "é", "K", "\xff", "index.html", "_"])
+_request = st.builds(lambda m, parts, proto: (m + "".join(parts) + proto).encode("latin-1"),
+                     st.sampled_from(["GET /", "HEAD /", "POST /", "PUT /", "DELETE /", "GET ", "get /", "PATCH /",
+                                      "OPTIONS /", "FOO /", " GET /"]),
+                     st.lists(_path_piece, max_size=12),
+                     st.sampled_from([" HTTP/1.1", " HTTP/1.0", " HTTP/2.0", " HTTP/2", " HTTP/3", " HTTP/3.0",
+                                      " HTTP/1.2", "", " HTTP/1.1 x"]))
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(_request, min_size=1, max_size=40, unique=True))
+def test_fuzz_request_lines_learned_with_re2_equal_the_reference(raws: list[bytes]) -> None:
+    assert _learned(raws, True) == _learned(raws, False)
+    assert _ga_keys(raws, True) == _ga_keys(raws, False)
+
+
+def test_static_extensions_re2_pattern() -> None:
+    """The static-file pattern matches as StaticMatcher does; extensions it cannot express leave it to Python."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from upkeeper.logs.arrowscan import static_pattern
+    from upkeeper.logs.goaccess import StaticMatcher
+
+    exts = (b".js", b".css", b".tar+gz", b".", b".a-b")
+    matcher = StaticMatcher(exts)
+    rx = static_pattern(matcher.simple)
+    assert rx
+    urls = [b".js", b"x.js", b"/a.js", b"/a.JS", b"/a.jS?x", b"/a.js?x=1.2", b"/b.tar+gz", b"/b.tarxgz", b"/c.", b"/d.A-B", b"/e.ab",
+            b"/f.js/", b"/g.\xe9js", b"/h.j\xc5\xbf", b"/k.cs", b"/l.xcss", b"/m.css.map"]
+    got = pc.match_substring_regex(pa.array(urls, pa.large_binary()), rx).to_pylist()
+    assert got == [matcher(u) for u in urls]
+    assert static_pattern(StaticMatcher((b".js", b"min.js")).simple) is None
+    assert static_pattern(StaticMatcher(("é".encode(),)).simple) is None
+    assert static_pattern(frozenset()) == ""
+
+
+def test_list_elements_taken_from_the_values_equal_list_element() -> None:
+    """The cut takes a list's i-th element from the flattened values when every non-null list has the same
+    length (null lists stay null); lists of different lengths go to list_element itself."""
+    acc = Accumulator(ScanOptions(log_format=COMBINED_TIMED, arrow_min_buffer=0))
+    sc = acc._arrow_scanner()
+    assert sc is not None
+    pa, pc = sc.pa, sc.pc
+    lists = pa.array([[b"a", b"b", b"c"], [b"d", b"e"], [b"f", b"g", b"h"], [b"i"]], pa.list_(pa.large_binary()))
+    assert sc._width(lists) is None
+    assert sc._element(lists, 0, None).to_pylist() == [b"a", b"d", b"f", b"i"]
+    # the short lists as null rows (as the cut makes the lines the strict pattern rejects)
+    valid = pa.array([True, False, True, False]).buffers()[1]
+    rows = pa.Array.from_buffers(lists.type, 4, [valid, lists.buffers()[1]], children=[lists.values])
+    assert sc._width(rows) == 3
+    for i in range(3):
+        assert sc._element(rows, i, 3).to_pylist() == pc.list_element(rows, i).to_pylist()
+    assert sc._element(rows, 2, 3).to_pylist() == [b"c", None, b"h", None]

@@ -8,75 +8,40 @@ from __future__ import annotations
 import json
 import re
 import sys
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
-from rich.console import Console, ConsoleOptions, RenderableType
-from rich.segment import Segment
-from rich.style import Style
-from rich.text import Text
-from rich.theme import Theme
 
 from upkeeper import __version__
+from upkeeper.cli._styles import STYLES
 from upkeeper.core.history import History, history_url
 from upkeeper.core.jobs import Setup, load_setup
-from upkeeper.fmt import printable_lines
 from upkeeper.redact import redact_obj
 
-THEME = Theme(
-    {
-        "ok": "green",
-        "warn": "yellow",
-        "fail": "bold red",
-        "error": "bold red",
-        "skipped": "dim",
-        "interrupted": "magenta",
-        "stopped": "dim magenta",  # interrupted because upkeeper was asked to stop: no failure
-        "running": "cyan",
-        "queued": "cyan",
-        "pending": "blue",
-        "critical": "bold red",
-        "warning": "yellow",
-        "info": "dim",
-    }
-)
+if TYPE_CHECKING:
+    from upkeeper.cli._console import SafeConsole
+
+    #: stdout and stderr: made on first use (module ``__getattr__`` below)
+    console: SafeConsole
+    err_console: SafeConsole
 
 
+def __getattr__(name: str) -> Any:
+    """``console`` and ``err_console`` (and ``SafeConsole``, ``THEME``), made on first use: importing Rich's
+    console costs ~17 ms, and ``upkeeper run --json`` (or ``-q``) prints nothing through it."""
+    if name in ("console", "err_console"):
+        from upkeeper.cli._console import make_console
 
-class SafeConsole(Console):
-    """The CLI's console: it never writes a control character it did not make itself.
+        made = globals().setdefault(name, make_console(stderr=name == "err_console"))
+        return made
+    if name in ("SafeConsole", "THEME"):
+        from upkeeper.cli import _console
 
-    What upkeeper prints quotes text it does not control: request paths and user agents (a client's
-    ``GET /%1B[2J`` is percent-decoded to ESC), error-log and PostgreSQL messages, file and table names,
-    what a mail server or webhook answered.  Every string printed (a markup string, a table cell, a
-    panel's body) has its control characters but newlines and tabs written as ``\\x1B`` before Rich lays
-    it out (so tables keep their width), and every segment of text that reaches the output is checked
-    again (a ``Text`` built elsewhere, a progress description): no escape sequence from a log can clear,
-    recolour or retitle the terminal.  Rich's own styles and cursor moves are not text segments and stay.
+        return getattr(_console, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-    Square brackets are still Rich markup: a caller that puts such text into a markup string
-    escapes it (``rich.markup.escape``) or prints it with ``markup=False``.  Emoji codes are off:
-    ``:fire:`` in a request path is shown as written."""
-
-    def render_str(self, text: str, *, style: str | Style = "", justify: Any = None, overflow: Any = None,
-                   emoji: bool | None = None, markup: bool | None = None, highlight: bool | None = None,
-                   highlighter: Any = None) -> Text:
-        return super().render_str(printable_lines(text), style=style, justify=justify, overflow=overflow,
-                                  emoji=emoji, markup=markup, highlight=highlight, highlighter=highlighter)
-
-    def render(self, renderable: RenderableType, options: ConsoleOptions | None = None) -> Iterable[Segment]:
-        for seg in super().render(renderable, options):
-            if seg.control or seg.text.isprintable() or seg.text == "\n":
-                yield seg
-            else:
-                yield Segment(printable_lines(seg.text), seg.style, seg.control)
-
-
-console = SafeConsole(theme=THEME, highlight=False, emoji=False)
-err_console = SafeConsole(theme=THEME, stderr=True, highlight=False, emoji=False)
 
 app = typer.Typer(
     name="upkeeper",
@@ -120,7 +85,7 @@ state = State()
 
 def _version(value: bool) -> None:
     if value:
-        console.print(f"upkeeper {__version__}")
+        __getattr__("console").print(f"upkeeper {__version__}")
         raise typer.Exit()
 
 
@@ -152,7 +117,7 @@ def print_json(data: Any) -> None:
 
 
 def status_text(status: str) -> str:
-    return f"[{status}]{status}[/{status}]" if status in THEME.styles else status
+    return f"[{status}]{status}[/{status}]" if status in STYLES else status
 
 
 def run_status_text(status: str, stopped: bool) -> str:

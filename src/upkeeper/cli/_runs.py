@@ -8,9 +8,7 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
-from rich.console import Console
-from rich.markup import escape
-
+from upkeeper.cli import _app
 from upkeeper.cli._app import severity_text, status_text
 from upkeeper.cli._signals import Terminated
 from upkeeper.cli._wiring import build_listeners
@@ -22,6 +20,7 @@ from upkeeper.core.task import Finding
 from upkeeper.fmt import human_duration
 
 if TYPE_CHECKING:
+    from rich.console import Console
     from rich.progress import Progress, TaskID
     from rich.table import Table
 
@@ -79,11 +78,20 @@ def make_runner(setup: Setup, history: History, history_url: str, pool_size: int
 
 class _NoProgress:
     """What :func:`run_jobs` asks of a Progress when none is shown (``--json``, ``--quiet``, not a
-    terminal): a disabled Progress prints nothing either, but importing rich.progress costs ~10 ms."""
+    terminal): a disabled Progress prints nothing either, but importing rich.progress costs ~10 ms.
 
-    def __init__(self, console: Console) -> None:
-        self.console = console
+    ``console`` None: stderr's, made only if something is printed (``--json`` and ``-q`` print nothing
+    through Rich unless the runs are stopped; importing it is ~17 ms)."""
+
+    def __init__(self, console: Console | None) -> None:
+        self._console = console
         self._ids = 0
+
+    @property
+    def console(self) -> Console:
+        if self._console is None:
+            self._console = _app.err_console
+        return self._console
 
     def add_task(self, description: str, **fields: Any) -> TaskID:
         self._ids += 1
@@ -99,8 +107,8 @@ class _NoProgress:
         pass
 
 
-def _progress(console: Console, show: bool) -> Progress | _NoProgress:
-    if not show:
+def _progress(console: Console | None, show: bool) -> Progress | _NoProgress:
+    if not show or console is None:
         return _NoProgress(console)
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
@@ -119,17 +127,23 @@ def run_jobs(
     runner: Runner,
     jobs: list[Job],
     *,
-    console: Console,
+    console: Console | None,
     parallel: int = 4,
     retries: bool = True,
     show_progress: bool = True,
     trigger: str = "manual",
     details: dict[str, Any] | None = None,
 ) -> list[RunSummary]:
-    """Run ``jobs`` now (at most ``parallel`` at once) and return their summaries in job order."""
+    """Run ``jobs`` now (at most ``parallel`` at once) and return their summaries in job order.
+
+    ``console`` None: no progress is shown and stderr's console is used only to say that the runs are being
+    stopped (Ctrl-C, SIGTERM)."""
     cancel = threading.Event()
     results: dict[int, RunSummary] = {}  # by position: a job named twice is two runs, each with its own result
     progress = _progress(console, show_progress)
+    shown = not isinstance(progress, _NoProgress)
+    if shown:
+        from rich.markup import escape
     ids = [progress.add_task("waiting", job=job.name, total=None) for job in jobs]
 
     def one(i: int, job: Job) -> None:
@@ -140,10 +154,12 @@ def run_jobs(
         # the description column is Rich markup (the final status is coloured): a task's log message or
         # progress quotes log lines and server errors, escaped ("[/]" in one stopped the live display)
         def on_log(level: str, message: str) -> None:
-            if level in ("INFO", "WARNING", "ERROR") and message:
+            if shown and level in ("INFO", "WARNING", "ERROR") and message:
                 progress.update(tid, description=escape(message.splitlines()[0][:70]))
 
         def on_progress(message: str, fraction: float | None) -> None:
+            if not shown:
+                return
             if fraction is not None:
                 progress.update(tid, total=1.0, completed=fraction, description=escape(message[:70]))
             else:
@@ -190,6 +206,7 @@ def run_jobs(
 
 
 def summary_table(results: list[RunSummary], title: str = "Results") -> Table:
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title=title, title_justify="left")

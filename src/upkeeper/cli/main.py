@@ -47,7 +47,8 @@ def _early_worker_wanted(argv: list[str]) -> bool:
 
 
 def _fork_worker_early(argv: list[str]) -> None:
-    """Import what the worker needs as well (pydantic, SQLAlchemy, the config models, history), then fork it.
+    """Import what the worker needs as well (pydantic, SQLAlchemy, the config models, history, the named
+    jobs' task modules, the history database's driver), then fork it.
 
     The worker starts with those modules instead of importing them a second time in a process
     of its own (~40% of a short run's CPU time); it imports the jobs' task modules and client
@@ -57,8 +58,11 @@ def _fork_worker_early(argv: list[str]) -> None:
     import upkeeper.core.execute
     import upkeeper.core.history  # noqa: F401
     from upkeeper.core.spawn import fork_early
+    from upkeeper.core.worker import preload
 
-    fork_early(run_hint(argv[1:]))
+    hint = run_hint(argv[1:])
+    preload(hint)  # the named jobs' task modules and the history's database driver, imported once for both
+    fork_early(hint)
 
 
 #: Options of ``upkeeper run`` that take a value (not a job name).
@@ -118,7 +122,8 @@ if _early_worker_wanted(sys.argv):
     _fork_worker_early(sys.argv)
 
 import upkeeper.cli as _pkg  # noqa: E402 - after the early worker's fork, on purpose
-from upkeeper.cli._app import app, err_console, reflow_help, state  # noqa: E402
+from upkeeper.cli import _app  # noqa: E402
+from upkeeper.cli._app import app, reflow_help, state  # noqa: E402
 from upkeeper.cli._signals import TERMINATED_EXIT, Terminated, sigterm_unwinds  # noqa: E402
 from upkeeper.errors import ConfigError, UpkeeperError  # noqa: E402
 from upkeeper.redact import redact  # noqa: E402
@@ -154,6 +159,7 @@ def load_commands(argv: list[str] | None = None) -> None:
 
 
 def render_error(exc: UpkeeperError) -> None:
+    err_console = _app.err_console  # made on first use (importing Rich's console is ~17 ms of every start)
     if isinstance(exc, ConfigError) and len(exc.problems) > 1:
         err_console.print("[bold red]Error:[/] ", end="")
         err_console.print(redact(exc.message), markup=False)
@@ -236,17 +242,18 @@ def _run_app(argv: list[str] | None, debug: bool) -> None:
         render_error(exc)
         sys.exit(exc.exit_code)
     except Terminated:
-        err_console.print("terminated (SIGTERM)")
+        _app.err_console.print("terminated (SIGTERM)")
         sys.exit(TERMINATED_EXIT)
     except KeyboardInterrupt:
-        err_console.print("interrupted")
+        _app.err_console.print("interrupted")
         sys.exit(130)
     except Exception as exc:
         if debug or state.debug:
             raise
-        err_console.print("[bold red]Error:[/] ", end="")
-        err_console.print(f"internal error: {type(exc).__name__}: {redact(str(exc))}", markup=False)
-        err_console.print("Try: run again with --debug and report the traceback", markup=False)
+        out = _app.err_console
+        out.print("[bold red]Error:[/] ", end="")
+        out.print(f"internal error: {type(exc).__name__}: {redact(str(exc))}", markup=False)
+        out.print("Try: run again with --debug and report the traceback", markup=False)
         sys.exit(1)
 
 

@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from upkeeper.cli._app import app, console, err_console, print_json, state
+from upkeeper.cli import _app
+from upkeeper.cli._app import app, print_json, state
 from upkeeper.cli._gate import (
     EMERGENCY_TRIGGER,
     actor,
@@ -108,12 +109,14 @@ def run_cmd(
                     table.add_column(col)
                 for j, rid in planned:
                     table.add_row(str(rid), j.name, local_time(when, setup.config.timezone))
+                console = _app.console
                 console.print(table)
                 console.print("The daemon starts them when due ('upkeeper daemon'); stakeholders were notified.",
                               style="dim")
             raise typer.Exit(0)
 
-        out = err_console if (as_json or quiet) else console
+        # --json, -q: nothing goes through Rich unless a run fails or is stopped (its console is made then)
+        out = None if (as_json or quiet) else _app.console
         details = None
         trigger = "manual"
         if emergency:
@@ -126,7 +129,7 @@ def run_cmd(
             if refused and not all_jobs:
                 raise UsageError("; ".join(b.reason for b in refused), refused[0].hint)
             for b in refused:
-                out.print(f"[skipped]not run:[/skipped] {b.reason}")
+                (out if out is not None else _app.err_console).print(f"[skipped]not run:[/skipped] {b.reason}")
             selected = [j for j in selected if j.name not in {b.job for b in refused}]
             if not selected:
                 raise typer.Exit(0)
@@ -134,7 +137,7 @@ def run_cmd(
         runner = make_runner(setup, history, state.history_url(), min(parallel, len(selected)), pool)
         try:
             results = run_jobs(runner, selected, console=out, parallel=parallel, retries=not no_retry,
-                               show_progress=not (as_json or quiet) and out.is_terminal, trigger=trigger,
+                               show_progress=out is not None and out.is_terminal, trigger=trigger,
                                details=details)
         except RunsStopped as stop:
             # Ctrl-C or SIGTERM (systemctl stop, timeout): the runs as recorded, those stopped 'interrupted',
@@ -142,7 +145,7 @@ def run_cmd(
             if as_json:
                 print_json([r.to_dict() for r in stop.results])
             elif not quiet and stop.results:
-                console.print(summary_table(stop.results))
+                _app.console.print(summary_table(stop.results))
             raise stop.cause from None
         finally:
             runner.close()
@@ -153,9 +156,9 @@ def run_cmd(
         if as_json:
             print_json([r.to_dict() for r in results])
         elif not quiet or code:
-            (console if not quiet else err_console).print(summary_table(results))
+            (_app.console if not quiet else _app.err_console).print(summary_table(results))
             if any(r.findings for r in results):
-                console.print("Details: 'upkeeper show RUN_ID'", style="dim")
+                _app.console.print("Details: 'upkeeper show RUN_ID'", style="dim")
         raise typer.Exit(code)
     finally:
         pool.shutdown()

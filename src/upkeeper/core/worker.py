@@ -17,6 +17,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from multiprocessing.connection import Connection
 from typing import Any, NoReturn
 
@@ -125,19 +126,66 @@ def hinted_modules(config: str, jobs: list[str]) -> list[str]:
     """The modules of the built-in tasks that ``jobs`` of the config file run (``config`` "": the file
     the CLI finds by default).  Only a head start, so anything unclear is left out: the CLI, which
     validates the config, sends the full list with :meth:`~upkeeper.core.executor.WorkerPool.warm`."""
+    return _hinted(config, tuple(jobs))[0]
+
+
+#: what :func:`_hinted` read, by (config, jobs): ``upkeeper run`` reads it before it forks its worker
+#: (:func:`preload`), which then need not read the file again
+_hints: dict[tuple[str, tuple[str, ...]], tuple[list[str], str | None]] = {}
+
+
+def _hinted(config: str, jobs: tuple[str, ...]) -> tuple[list[str], str | None]:
+    """:func:`hinted_modules`, and the config's ``history`` setting ("" when it has none: the default
+    SQLite file; None when the file could not be read)."""
+    key = (config, jobs)
+    got = _hints.get(key)
+    if got is not None:
+        return got
     try:
         from upkeeper.config.loader import find_config, parse_yaml
         from upkeeper.tasks._index import TASK_MODULES
 
         path = find_config(config or None)
         if not path.is_file():  # a pipe (--config <(…), a FIFO) is the CLI's to read, once
-            return []
+            return [], None
         root, _ = parse_yaml(path.read_text(encoding="utf-8"), str(path), locate=False)
         defined = root["jobs"]
         tasks = {defined[j].get("task") for j in jobs if isinstance(defined.get(j), dict)}
+        history = root.get("history") or ""
     except Exception:
-        return []
-    return sorted({TASK_MODULES[t] for t in tasks if isinstance(t, str) and t in TASK_MODULES})
+        return [], None
+    got = _hints[key] = (sorted({TASK_MODULES[t] for t in tasks if isinstance(t, str) and t in TASK_MODULES}),
+                         history if isinstance(history, str) else None)
+    return got
+
+
+def preload(hint: Sequence[str]) -> None:
+    """Before ``upkeeper run`` forks its worker (``hint``: ``[config, job…]``): import what both processes
+    need, so that it is imported once, not in each — the named jobs' task modules (the CLI validates their
+    options, the worker runs them) and the SQLAlchemy dialect and driver of the history database (both open
+    it).  Best effort: a failure is left for the CLI to report where it comes up again."""
+    import importlib
+
+    if len(hint) < 2:
+        return
+    modules, history = _hinted(hint[0], tuple(hint[1:]))
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except Exception:
+            pass
+    if history is None:
+        return
+    try:
+        from sqlalchemy.engine import make_url
+
+        from upkeeper.core.history import history_url
+
+        # (any SQLite URL will do: the default file's path needs platformdirs, which only the CLI imports)
+        url = history_url(history) if history.startswith(("postgres", "sqlite:")) else "sqlite://"
+        make_url(url).get_dialect().import_dbapi()
+    except Exception:
+        pass
 
 
 def _resume_gc() -> None:

@@ -29,7 +29,7 @@ import ipaddress
 import math
 import re
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from itertools import compress, repeat
@@ -684,6 +684,12 @@ class Accumulator:
         :func:`~upkeeper.logs.classify.endpoints_and_paths`.
         """
         lst = list(new)
+        self._learn_requests(lst, word_lines)
+        self._learn_security(lst, candidates, sensitive)
+
+    def _learn_requests(self, lst: list[bytes], word_lines: WordFilter | None = None) -> None:
+        """Endpoint, static path, login path and front page of new distinct request lines (the reference for
+        :meth:`~upkeeper.logs.arrowscan.ArrowScanner._learn_requests`, which does most lines with RE2)."""
         intern = self.ep_intern
         eps, _paths = endpoints_and_paths(lst, word_lines)
         static = self.is_static
@@ -695,6 +701,10 @@ class Accumulator:
                 self.login_of[raw] = login
             if e[:4] == b"GET " and e[4:] in FRONT_PAGES:
                 self.page_of.add(raw)
+
+    def _learn_security(self, lst: list[bytes], candidates: Iterable[int] | None = None,
+                        sensitive: Iterable[int] | None = None) -> None:
+        """Sensitive file and attack category of new distinct request lines (see :meth:`_learn`)."""
         for i, uri in sensitive_requests(lst, sensitive).items():
             if request_method(lst[i]) != b"HEAD":  # no body: nothing handed out (and $bytes_sent counts headers)
                 self.sensitive_of[lst[i]] = uri
@@ -757,6 +767,31 @@ class Accumulator:
 
     # -- output --------------------------------------------------------------------------------
 
+    def _request_keys(self, batch: list[tuple[bytes, int]],
+                      keys_of: Callable[[list[bytes]], tuple[list[bytes | None], list[bool | None]]]
+                      ) -> list[tuple[bytes, int]]:
+        """Count the request lines of ``batch`` (with their hits) whose GoAccess key ``keys_of`` finds (see
+        :meth:`~upkeeper.logs.arrowscan.ArrowScanner.request_keys`) as :meth:`partial` does; return the others."""
+        p, c404 = self.p, self.c_req404
+        ga = p.ga_requests
+        get, c404_get = ga.get, c404.get
+        keys, static = keys_of([r for r, _ in batch])
+        rest: list[tuple[bytes, int]] = []
+        static_hits = 0
+        for (raw, c), k, st in zip(batch, keys, static, strict=True):
+            if k is None:
+                rest.append((raw, c))
+                continue
+            c -= c404_get(raw, 0)
+            if c <= 0:
+                continue
+            if st:
+                static_hits += c
+            else:
+                ga[k] = get(k, 0) + c
+        p.ga_static_hits += static_hits
+        return rest
+
     def partial(self) -> AccessPartial:
         """Reduce raw-keyed counters to report keys (done in the worker, in parallel)."""
         p = self.p
@@ -765,6 +800,7 @@ class Accumulator:
         static = self.is_static
         # the caches are not needed any more: free them before the report keys are built (and drop
         # the pyarrow scanner, which refers back to this accumulator: no cycle keeps the state alive)
+        keys_of = self.arrow.request_keys if self.arrow is not None and self.arrow.static_rx is not None else None
         self.arrow = None
         for cache in (self.ep_of, self.static_of, self.ep_intern, self.login_of, self.ip_ok):
             cache.clear()
@@ -778,6 +814,8 @@ class Accumulator:
         while items:  # in batches, so the raw request lines are freed as their keys are built
             batch = items[:step]
             del items[:step]
+            if keys_of is not None:  # the common shape's keys with pyarrow kernels; the rest as below
+                batch = self._request_keys(batch, keys_of)
             for (raw, c), (url, meth, proto) in zip(batch, parse_requests([r for r, _ in batch]), strict=True):
                 c -= c404.get(raw, 0)
                 if c <= 0:

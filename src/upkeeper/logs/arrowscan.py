@@ -8,14 +8,16 @@ of a supported format to :class:`ArrowScanner`.  The scanner
    quotes, control characters, surrounding blanks or a trailing backslash, unquoted values
    without blanks, brackets, quotes or backslashes, ``$body_bytes_sent`` all digits);
 2. cuts the matching lines into columns with two more ``split_pattern`` calls (on ``"`` and
-   on spaces) and ``list_element``;
+   on spaces), taking each field from the flattened pieces with ``take`` (every line cut the same
+   way: the pattern makes it so, :meth:`ArrowScanner._width` checks it);
 3. validates addresses, times and status codes once per *distinct* value (the same checks as
    the Python fast path, :meth:`Accumulator._columns`); the rejected lines and the rows that do
    not validate stay in the columns as null rows, which the aggregation passes by; times are keyed
    by their minute (:meth:`ArrowScanner._minutes`);
 4. aggregates with hash kernels (``value_counts``, ``dictionary_encode``, combined int64 keys): only
    distinct values — and the rare rows that feed per-row detail such as attacks or failed
-   logins — ever become Python objects.
+   logins — ever become Python objects; the new distinct request lines of the common shape are
+   learned (endpoint, static file) with RE2 kernels (:meth:`ArrowScanner._learn_requests`).
 
 Every line the pattern rejects or whose values do not validate goes to the line-by-line
 reference parser (:class:`~upkeeper.logs.goaccess.GoAccessLineParser`), so the numbers are the
@@ -32,8 +34,8 @@ import struct
 from collections import Counter
 from collections.abc import Container
 from dataclasses import dataclass
-from itertools import compress
-from operator import not_
+from itertools import compress, repeat
+from operator import is_not, not_
 from typing import TYPE_CHECKING, Any
 
 from upkeeper.logs.classify import FRONT_PAGES, SOFTWARE_PROBE, counted_category
@@ -59,6 +61,19 @@ MIN_BUFFER = 256 << 10  # smaller buffers are cheaper in plain Python
 #: the endpoints of the front page (a request line is in Accumulator.page_of when its endpoint is one of these)
 FRONT_ENDPOINTS = tuple(b"GET " + x for x in sorted(FRONT_PAGES))
 NL = b"\n"
+_FRONT = frozenset(FRONT_ENDPOINTS)
+#: a request line whose endpoint and static path :meth:`ArrowScanner._learn_requests` finds with RE2 kernels
+#: exactly as the reference (classify's endpoints, goaccess.parse_requests) does: a listed method in capitals but
+#: POST (a login path's: the reference's), one space, a URL beginning with ``/`` without ``%``, ``@`` (e-mail
+#: placeholders: classify's look-arounds) or blanks, one space, a canonical protocol
+SIMPLE_REQUEST = (r"^(?:GET|HEAD|PUT|DELETE|PATCH|OPTIONS) /[^ %@\t\n\r\x00\x0b\x0c]* "
+                  r"HTTP/(?:1\.[01]|2(?:\.0)?|3(?:\.0)?)$")
+#: goaccess.parse_requests' common shape (its ``_CANON_REQ``'s first alternative), whose key it takes from the tokens
+CANON_REQUEST = (r"^(?:GET|POST|HEAD|PUT|DELETE|PATCH|OPTIONS) [^ %\n\r\t\x00\x0b\x0c]+ "
+                 r"(?:HTTP/1\.[01]|HTTP/2(?:\.0)?|HTTP/3(?:\.0)?)$")
+#: classify's ``_UUID`` and ``_NUM`` (its look-ahead as a consumed group, put back by the replacement)
+_UUID = "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+_NUM = r"/[0-9]+([/.;,]|$)"
 
 #: an unquoted value: no blank, quote, bracket, backslash or control character
 _UNQ_CLASS = r'^ "\[\]\\\x00-\x1f\x7f'
@@ -197,6 +212,7 @@ class ArrowScanner:
         # one bytes object per distinct address and agent, however many buffers and keys hold it
         self.ips: dict[bytes, bytes] = {}
         self.agents: dict[bytes, bytes] = {}
+        self.static_rx = static_pattern(acc.is_static.simple)
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -213,6 +229,25 @@ class ArrowScanner:
         """The distinct values of ``col`` but null (a rejected row)."""
         return self.pc.drop_null(self.pc.unique(col)).to_pylist()  # type: ignore[no-any-return]
 
+    def _width(self, lists: Any) -> int | None:
+        """The length of every non-null list of ``lists`` when they all have the same (the strict pattern makes
+        it so for the cut of a line on quotes and of a segment on blanks), else None."""
+        if lists.offset:
+            return None
+        mm = self.pc.min_max(self.pc.list_value_length(lists)).as_py()
+        return mm["min"] if mm["min"] is not None and mm["min"] == mm["max"] else None
+
+    def _element(self, lists: Any, i: int, width: int | None) -> Any:
+        """``list_element(lists, i)``; when every non-null list has ``width`` elements, more than ``i``, as a
+        ``take`` of the lists' values (about 40 % cheaper: no check per list), null where the list is null."""
+        pa, pc = self.pa, self.pc
+        if width is None or i >= width:
+            return pc.list_element(lists, i)
+        at = pc.add(lists.offsets.slice(0, len(lists)), i)
+        if lists.null_count:
+            at = pa.Array.from_buffers(at.type, len(at), [lists.buffers()[0], at.buffers()[1]])
+        return pc.take(lists.values, at)
+
     def _any(self, masks: list[Any]) -> Any:
         mask = masks[0]
         for m in masks[1:]:
@@ -228,6 +263,92 @@ class ArrowScanner:
 
         found = self.pc.match_substring_regex(self.pa.array(lines, self.pa.large_binary()), WORD_WINDOW)
         return self.pc.indices_nonzero(found).to_pylist()  # type: ignore[no-any-return]
+
+    def _learn_requests(self, rdarr: Any, new: list[bytes]) -> None:
+        """:meth:`Accumulator._learn_requests <upkeeper.logs.access.Accumulator._learn_requests>` of the new
+        distinct request lines ``new`` (``rdarr``: the same as an array), most of them with RE2 kernels.
+
+        A request line of the common shape (:data:`SIMPLE_REQUEST`) is cut on its blanks; its path is the URL up
+        to ``?`` or ``#``, UUIDs and numeric segments become placeholders as classify's regexes make them (a
+        numeric segment's look-ahead is a consumed delimiter in RE2: two passes find what one look-ahead pass
+        finds, since two numeric segments of one chain are never both missed), and the few paths where RE2 finds
+        a possible hash or token (:data:`~upkeeper.logs.classify.WORD_WINDOW`) get classify's ``_WORD`` in
+        Python; its static path is decided on the URL with one RE2 pattern of the static extensions.  Every other
+        line (a POST, which may be a login; a ``%`` or ``@``; an odd method, blank or protocol) goes to the
+        reference."""
+        from upkeeper.logs.classify import _WORD, ENDPOINT_MAX, WORD_WINDOW, _word
+
+        pa, pc, acc = self.pa, self.pc, self.acc
+        simple = pc.match_substring_regex(rdarr, SIMPLE_REQUEST)
+        n = simple.true_count
+        if n < len(new):
+            acc._learn_requests([new[i] for i in pc.indices_nonzero(pc.invert(simple)).to_pylist()],
+                                self._word_lines)
+            if not n:
+                return
+            raws = list(compress(new, simple.to_pylist()))
+            rdarr = rdarr.filter(simple)
+        else:
+            raws = new
+        toks = pc.split_pattern(rdarr, b" ")
+        meth, url = pc.list_element(toks, 0), pc.list_element(toks, 1)
+        del toks
+        path = pc.replace_substring_regex(url, "[?#].*", "")
+        path = pc.replace_substring_regex(path, _UUID, ":uuid")
+        for _ in range(2):
+            path = pc.replace_substring_regex(path, _NUM, r"/:id\1")
+        eps: list[bytes] = pc.binary_join_element_wise(meth, pc.binary_slice(path, 0, ENDPOINT_MAX),
+                                                       pa.scalar(b" ", path.type)).to_pylist()
+        words = pc.indices_nonzero(pc.match_substring_regex(path, WORD_WINDOW))
+        if len(words):
+            done = _WORD.sub(_word, b"\n".join(pc.take(path, words).to_pylist())).split(b"\n")
+            for i, m, p in zip(words.to_pylist(), pc.take(meth, words).to_pylist(), done, strict=True):
+                eps[i] = m + b" " + p[:ENDPOINT_MAX]
+        intern = acc.ep_intern
+        eps = list(map(intern.setdefault, eps, eps))
+        acc.ep_of.update(zip(raws, eps, strict=True))
+        acc.page_of.update(compress(raws, map(_FRONT.__contains__, eps)))
+        static_of = acc.static_of
+        static_of.update(dict.fromkeys(raws))
+        if self.static_rx is None:  # extensions RE2 is not given: the reference's matcher
+            static = acc.is_static
+            for raw, u in zip(raws, url.to_pylist(), strict=True):
+                if static(u):
+                    static_of[raw] = u.split(b"?", 1)[0]
+        elif self.static_rx:
+            found = pc.indices_nonzero(pc.match_substring_regex(url, self.static_rx))
+            for i, u in zip(found.to_pylist(), pc.take(url, found).to_pylist(), strict=True):
+                static_of[raws[i]] = u.split(b"?", 1)[0]
+
+    def request_keys(self, raws: list[bytes]) -> tuple[list[bytes | None], list[bool | None]]:
+        """GoAccess's requested-files key (``URL\\0METHOD\\0PROTOCOL``, see
+        :attr:`~upkeeper.logs.access.AccessPartial.ga_requests`) of each request line of the common shape
+        (:data:`CANON_REQUEST`: goaccess.parse_requests' first alternative) and whether its URL is a static file
+        (only when :attr:`static_rx` is not None); None for the other lines."""
+        pa, pc = self.pa, self.pc
+        arr = pa.array(raws, pa.large_binary())
+        canon = pc.match_substring_regex(arr, CANON_REQUEST)
+        n = canon.true_count
+        if not n:
+            return [None] * len(raws), [None] * len(raws)
+        if n < len(raws):
+            arr = arr.filter(canon)
+        toks = pc.split_pattern(arr, b" ")  # three tokens: the pattern says so
+        del arr
+        meth, url, proto = (pc.list_element(toks, i) for i in range(3))
+        del toks
+        proto = pc.replace_substring_regex(proto, r"^(HTTP/[23])\.0$", r"\1")
+        keys: list[bytes | None] = pc.binary_join_element_wise(url, meth, proto,
+                                                              pa.scalar(b"\0", pa.large_binary())).to_pylist()
+        static: list[bool | None] = ([False] * n if not self.static_rx else
+                                     pc.match_substring_regex(url, self.static_rx).to_pylist())
+        if n == len(raws):
+            return keys, static
+        all_keys: list[bytes | None] = [None] * len(raws)
+        all_static: list[bool | None] = [None] * len(raws)
+        for i, k, st in zip(pc.indices_nonzero(canon).to_pylist(), keys, static, strict=True):
+            all_keys[i], all_static[i] = k, st
+        return all_keys, all_static
 
     def _ep_id(self, e: bytes) -> int:
         i = self.ep_ids.get(e)
@@ -256,8 +377,9 @@ class ArrowScanner:
         parts = pc.split_pattern(lines, b'"')
         del lines
         if rejected is not None:
-            # the rejected lines become null rows instead of a filtered copy of the lines (at this size a copy costs
-            # more in page faults than in copying, see _fixed_mmap_threshold): the cut passes them by, and
+            # the rejected lines become null rows instead of a filtered copy of the lines (no copy of the buffer's
+            # text, which cost more in page faults than in copying while such blocks were mmapped, see
+            # _fixed_mmap_threshold): the cut passes them by, and
             # _validate drops them with the rows whose values do not validate, in one filter
             assert ok.offset == 0 and not ok.null_count
             parts = pa.Array.from_buffers(parts.type, len(parts), [ok.buffers()[1], parts.buffers()[1]],
@@ -266,16 +388,18 @@ class ArrowScanner:
         segs: dict[int, Any] = {}
         toks: dict[int, Any] = {}
         cols: dict[str, Any] = {}
+        width = {id(parts): self._width(parts)}
         for f, (si, ti) in plan.fields.items():
             if si not in segs:
-                segs[si] = pc.list_element(parts, si)
+                segs[si] = self._element(parts, si, width[id(parts)])
             if ti < 0:
                 cols[f] = segs[si]
                 continue
             if si not in toks:
                 toks[si] = pc.split_pattern(segs[si], b" ")
-            cols[f] = pc.list_element(toks[si], ti)
-        del segs, toks
+                width[id(toks[si])] = self._width(toks[si])
+            cols[f] = self._element(toks[si], ti, width[id(toks[si])])
+        del segs, toks, width
         good = self._validate(cols, parts, rejected, source, offset)
         del parts, cols
         if good:
@@ -449,17 +573,20 @@ class ArrowScanner:
                 # start over, keeping what this buffer's known lines need (learning them again cost ~15 %
                 # of the learning on a log of mostly distinct request lines)
                 _retain(acc, [x for x, f in zip(rdict, fresh, strict=True) if not f])
-            new = [x for x, f in zip(rdict, fresh, strict=True) if f]
+            new = list(compress(rdict, fresh))
             rdarr = rdarr.filter(pa.array(fresh))
             # the attack and sensitive-file prefilters (supersets of classify's) in one RE2 pass each instead
             # of ~60 and ~30 searches
+            cand: list[int] | None = None
+            hints: list[int] | None = None
             try:
-                cand = pc.indices_nonzero(pc.match_substring_regex(rdarr, _prefilter(), ignore_case=True))
-                hints = pc.indices_nonzero(pc.match_substring_regex(rdarr, _sensitive_prefilter(), ignore_case=True))
+                cand = pc.indices_nonzero(pc.match_substring_regex(rdarr, _prefilter(), ignore_case=True)).to_pylist()
+                hints = pc.indices_nonzero(pc.match_substring_regex(rdarr, _sensitive_prefilter(),
+                                                                    ignore_case=True)).to_pylist()
             except pa.ArrowInvalid:  # a pattern RE2 cannot take: classify's own prefilters
-                acc._learn(new, word_lines=self._word_lines)
-            else:
-                acc._learn(new, cand.to_pylist(), hints.to_pylist(), self._word_lines)
+                cand = hints = None
+            self._learn_requests(rdarr, new)
+            acc._learn_security(new, cand, hints)
             del rdarr
         del renc
         eps = list(map(ep_of.__getitem__, rdict))
@@ -470,22 +597,31 @@ class ArrowScanner:
         row_ep = pc.take(ep_per, ridx)
         ep_list = self.ep_list
         code_of = {x: status_code(x) for x in statuses}  # '0503' is 503, as in the status distribution
-        # hits per request line, and per (request line, status): static files, endpoint errors, 404s
-        static_of, c_req, c_req404 = acc.static_of, acc.c_req, acc.c_req404
-        hits_of = c_req.get  # (no Counter.__missing__ call per new line)
-        (ris, sts), counts = self._combos([ridx, s])
-        for ri, st, c in zip(ris, sts, counts, strict=True):
-            raw = rdict[ri]
-            c_req[raw] = hits_of(raw, 0) + c
-            sp = static_of[raw]
-            nf = st[:3] == b"404"  # GoAccess's not-found panel reads the text
-            if sp is not None and not nf:
-                p.static_paths[sp] += c
-            code = code_of[st]
-            if code is not None and not 200 <= code < 300:
-                p.endpoint_errors[(ep_of[raw], st)] += c
-            if nf:
-                c_req404[raw] += c
+        # hits per request line, static files (not a 404 by its text: GoAccess's not-found panel reads the text),
+        # endpoint errors, 404s: the rows' request lines (or keys) fed to the Counters, which count them in C (a
+        # Python step per distinct (line, status) cost more)
+        static_of = acc.static_of
+        rows = pc.drop_null(ridx) if ridx.null_count else ridx
+        acc.c_req.update(map(rdict.__getitem__, rows.to_pylist()))
+        del rows
+        nf_text = [x for x in statuses if x[:3] == b"404"]
+        nf_m = self._mask_in(s, nf_text) if nf_text else None
+        sp_of = list(map(static_of.__getitem__, rdict))
+        static_path = {i: sp for i in compress(range(len(sp_of)), map(is_not, sp_of, repeat(None)))
+                       if (sp := sp_of[i]) is not None}
+        del sp_of
+        if static_path:
+            m = pc.is_in(ridx, value_set=pa.array(list(static_path), ridx.type))
+            if nf_m is not None:
+                m = pc.and_(m, pc.invert(nf_m))
+            p.static_paths.update(map(static_path.__getitem__, ridx.filter(m).to_pylist()))
+        errs = [x for x in statuses if (code := code_of[x]) is not None and not 200 <= code < 300]
+        if errs:
+            m = self._mask_in(s, errs)
+            p.endpoint_errors.update(zip(map(ep_list.__getitem__, row_ep.filter(m).to_pylist()),
+                                         s.filter(m).to_pylist(), strict=True))
+        if nf_m is not None:
+            acc.c_req404.update(map(rdict.__getitem__, ridx.filter(nf_m).to_pylist()))
         # latency per endpoint; a 101 (a WebSocket) is timed until the connection closes: no response time
         upgraded = [x for x in statuses if code_of[x] == 101]
         if upgraded and (rt is not None or urt is not None):
@@ -638,14 +774,21 @@ class ArrowScanner:
 
 
 M_MMAP_THRESHOLD = -3  # glibc <malloc.h>
+#: blocks this large or larger are mmapped (see _fixed_mmap_threshold)
+MMAP_THRESHOLD = 4 << 20
 
 
-def _fixed_mmap_threshold(size: int = 256 << 10) -> None:
+def _fixed_mmap_threshold(size: int = MMAP_THRESHOLD) -> None:
     """Make glibc serve blocks of ``size`` bytes or more with mmap, always.
 
     By default glibc raises that threshold each time such a block is freed (up to 32 MB), after
-    which the per-buffer columns come from the heap and their pages stay resident.  Fixing it
-    keeps the peak RSS of a scan about 20 MB lower per process (measured on a 1 GB log).
+    which large blocks come from the heap and their pages stay resident (the peak RSS of a scan of a
+    1 GB log ~20 MB higher per process than with a threshold of 256 KB).  A block served by mmap is
+    page-faulted in and unmapped each time: with 256 KB, every per-buffer column (the buffers are
+    2 MB) was, which cost ~20 % of the scan's CPU.  4 MB keeps the per-buffer blocks on the heap,
+    where they are reused, and still returns the large blocks of the caches and the report at once
+    (single process, 100 MB log: scan CPU 1.98 → 1.55 s, peak RSS 113 → 122 MB; whole 1 GB run,
+    two processes: peak RSS of the tree 441–447 → 465–473 MB).
     """
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return
@@ -677,6 +820,19 @@ def _sensitive_prefilter() -> str:
 
         _SENSITIVE.append("|".join(rx.pattern.decode() for rx in _SENSITIVE_HINTS))
     return _SENSITIVE[0]
+
+
+def static_pattern(extensions: frozenset[bytes] | None) -> str | None:
+    """An RE2 pattern over a URL matching as :class:`~upkeeper.logs.goaccess.StaticMatcher` does with these
+    ``.word`` extensions (lower case; the URL's last dot begins one of them, in any case), "" for none, None when
+    RE2 is not to be trusted with them (not ``.word`` ones, or not ASCII: no case folding beyond ASCII's)."""
+    if extensions is None or not all(e.isascii() for e in extensions):
+        return None
+    if not extensions:
+        return ""
+    alts = ["".join(f"[{chr(c).upper()}{chr(c)}]" if chr(c).isalpha() else _lit(chr(c)) for c in e)
+            for e in sorted(extensions)]
+    return "(?s).(?:" + "|".join(alts) + ")$"  # (StaticMatcher: the dot not the URL's first character)
 
 
 def _positions(values: list[bytes], known: Container[bytes]) -> list[int]:

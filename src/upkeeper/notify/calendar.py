@@ -20,11 +20,15 @@ import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
-from dateutil.rrule import rrule, rrulestr
-
 from upkeeper.config.windows import DEFAULT_ANCHOR, PeriodSpec, parse_local_datetime
+
+# dateutil.rrule (~3 ms) is imported by the recurring windows and blackouts that need it: every 'upkeeper run'
+# builds the calendar, and most configs have none
+if TYPE_CHECKING:
+    from dateutil.rrule import rrule
 
 #: how far back a recurrence is searched for a period that is still open
 _LOOKBACK = timedelta(days=2)
@@ -110,6 +114,8 @@ class Recurrence:
             return cls(name, tz, None, None, None, None, Period(start, end, name))
         st = spec.start_time()
         anchor = datetime.combine(spec.since or DEFAULT_ANCHOR, st)
+        from dateutil.rrule import rrule, rrulestr
+
         rule = rrulestr(rule_text, dtstart=anchor, cache=True)
         assert isinstance(rule, rrule)
         return cls(name, tz, rule, st, spec.end_time(), spec.duration, None)
