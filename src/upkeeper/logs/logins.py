@@ -57,7 +57,7 @@ class LoginPath:
     @classmethod
     def of(cls, entry: str | LoginPath) -> LoginPath:
         """A configured entry: a bare path takes the failure statuses of :data:`KNOWN_LOGIN_FAILURES` (any
-        ``xmlrpc.php`` those of ``/xmlrpc.php``), else 401/403."""
+        ``xmlrpc.php`` those of ``/xmlrpc.php``), else :data:`LOGIN_FAILURE_DEFAULT`."""
         if isinstance(entry, LoginPath):
             return entry
         known = KNOWN_LOGIN_FAILURES.get(entry.rstrip("/") or "/")
