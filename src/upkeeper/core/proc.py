@@ -43,6 +43,9 @@ STREAM_PIPE_SIZE = 1 << 20
 
 #: the longest pause of :meth:`Spawned.iter_views` gathering a writer's small writes in the pipe
 GATHER_PAUSE_MAX = 0.002
+#: :meth:`Spawned.iter_views` lets 1/GATHER_FRACTION of the pipe fill before it reads again (the rest is room for
+#: the writer while the reader waits for a CPU, on a busy machine)
+GATHER_FRACTION = 8
 #: the narrowest pipe on which :meth:`Spawned.iter_views` gathers
 GATHER_MIN_PIPE = 256 << 10
 
@@ -295,17 +298,18 @@ class Spawned:
 
         ``gather``: a writer that writes in small pieces (pg_dump: one stdio buffer of 4-8 KiB at a time) would
         hand a reader that keeps up one piece per read, each waking it and costing a pass through the caller's
-        loop (pg_dump's 530 MB at scale 50: ~80,000 reads of ~7 KiB).  After a read of less than a quarter of the
-        pipe, the reader pauses (at most :data:`GATHER_PAUSE_MAX`, less the faster the data came, so that about a
-        quarter of the pipe fills meanwhile and the writer never waits for room): the pieces gather in the pipe
-        and are read hundreds of KiB at a time, with no wake-up of the reader per write.  Only on a pipe of at
-        least :data:`GATHER_MIN_PIPE` (see :func:`widen_pipe`): on a narrow one the writer would wait."""
+        loop (pg_dump's 530 MB at scale 50: ~80,000 reads of ~7 KiB).  After a read of less than an eighth of the
+        pipe (:data:`GATHER_FRACTION`), the reader pauses (at most :data:`GATHER_PAUSE_MAX`, less the faster the
+        data came, so that about an eighth of the pipe fills meanwhile and the writer never waits for room): the
+        pieces gather in the pipe and are read a hundred KiB and more at a time, with no wake-up of the reader per
+        write.  Only on a pipe of at least :data:`GATHER_MIN_PIPE` (see :func:`widen_pipe`): on a narrow one the
+        writer would wait."""
         buf = bytearray(size)
         view = memoryview(buf)
         fd = self.stdout.fileno()
         readv = os.readv
-        low = min(size, pipe_size(fd)) // 4 if gather else 0
-        if low < GATHER_MIN_PIPE // 4:
+        low = min(size, pipe_size(fd)) // GATHER_FRACTION if gather else 0
+        if low < GATHER_MIN_PIPE // GATHER_FRACTION:
             while True:
                 n = readv(fd, [buf])
                 if not n:
@@ -319,7 +323,7 @@ class Spawned:
             if not n:
                 return
             yield view[:n]
-            if n < low:  # n bytes came since the last read: at that rate, a quarter of the pipe fills in the pause
+            if n < low:  # n bytes came since the last read: at that rate, an eighth of the pipe fills in the pause
                 sleep(min(GATHER_PAUSE_MAX, low * (now - last) / n))
             last = now
 
