@@ -375,7 +375,7 @@ class PostgresBackup(Task[PostgresBackupOptions]):
         try:
             head = b""  # the archive's first bytes, until its magic can be checked
             next_report = PROGRESS_EVERY
-            for chunk in sp.iter_views():  # (a view of one buffer: consumed, never kept, before the next read)
+            for chunk in sp.iter_views(gather=True):  # (a view of one buffer: consumed, never kept, before the next read)
                 if len(head) < len(ARCHIVE_MAGIC):
                     if not head:
                         locked.set()  # pg_dump writes its archive once it has read the catalog and locked every table
