@@ -323,12 +323,43 @@ _LEVEL_LABEL = re.compile(r"(?i)^\W{0,2}(?:TRACE|DEBUG|INFO|NOTICE|WARN(?:ING)?|
 #: a time stamp a little into a line: an access log's (``127.0.0.1 - - [05/Dec/2026:12:00:00 +0000] "GET …``, werkzeug's
 #: ``[05/Dec/2026 12:00:00]``) or one after a host or a pid: a log record, no further line of a message
 _RECORD_TIME = re.compile(r"^.{0,60}?\[\d\d/[A-Z][a-z]{2}/\d{4}[: ]\d\d:\d\d|^.{0,24}?\b\d{4}-\d\d-\d\d[T ]\d\d:\d\d")
+#: the thread's name in a message class — it would make one class per thread of the same message — where the format
+#: shows the field to be the thread: logback's and log4j2's ``%-5level [%thread] %logger - %msg`` (the bracket between
+#: the level and a logger's name followed by `` - ``), Spring Boot's ``%5p ${PID} --- [%t] %-40.40logger{39} : %m``
+#: (the bracket after ``---`` and an application's name, before the logger padded and `` : ``)
+_THREAD_FIELD = re.compile(r"^\[[^\]\n]{1,200}\] (?=[A-Za-z_$][\w$.]* - )|"
+                           r"^(\d+ --- (?:\[[^\]\n]{0,200}\] )?)\[[^\]\n]{1,200}\] (?=[A-Za-z_$][\w$.]*\s+: )")
+#: a level word right after a bracket that holds another one (``10:00:00.123 [error-reporter] WARN  c.e.App - …``: the
+#: thread's name, logback's default pattern)
+_LEVEL_AFTER_BRACKET = re.compile(r"\] +(?=(?:TRACE|DEBUG|INFO|NOTICE|WARN(?:ING)?|ERROR|ERR|SEVERE|CRIT(?:ICAL)?|FATAL)"
+                                  r"(?!\w))")
 #: the further lines of an exception's message kept before its frames (a JVM's or Node's) or after its line
 #: (Python's) — at most this many
 _MAX_MESSAGE_LINES = 100
 #: of the lines read after a Python exception's line as its message, those its example shows (SQLAlchemy's
 #: DETAIL, [SQL: …], [parameters: …] and "Background on this error" are four)
 _EXAMPLE_MESSAGE_LINES = 4
+
+
+def _text_level(line: str) -> re.Match[str] | None:
+    """The level word of a text log line (``_TEXT_LEVEL`` in its first 120 characters); one inside a bracket with more
+    in it, followed by a level word after the bracket, is part of a name (a thread's: ``[error-reporter] WARN  …``)."""
+    head = line[:120]
+    m = _TEXT_LEVEL.search(head)
+    if m is None or "[" not in head[:m.start()]:
+        return m
+    o = head.rfind("[", 0, m.start())
+    c = head.find("]", m.end())
+    if c < 0 or head.rfind("]", 0, m.start()) > o or head[o + 1:c].strip() == m.group(1):
+        return m
+    return _TEXT_LEVEL.search(head, c) if _LEVEL_AFTER_BRACKET.match(head, c) else m
+
+
+def _message_class_text(msg: str) -> str:
+    """A text record's message without its thread's name (see ``_THREAD_FIELD``), for its class."""
+    if msg[:1] == "[" or " --- [" in msg[:40]:
+        return _THREAD_FIELD.sub(r"\1", msg, 1)
+    return msg
 
 
 def _embedded_exc(s: str) -> re.Match[str] | None:
@@ -432,6 +463,19 @@ _V8_FATAL = "FATAL ERROR: "
 _V8_STACK = re.compile(r"^(?:-{5} Native stack trace -{5}$|\s*$|\s*\d+: 0x[0-9a-fA-F]+\b)")
 #: a line of that stack that shows the ``FATAL ERROR:`` line to be V8's (a logger's line so worded is a message only)
 _V8_PROOF = re.compile(r"^(?:-{5} Native stack trace -{5}$|\s*\d+: 0x[0-9a-fA-F]+\b)")
+#: Node's uncaught error printed without a stack (its ``stack`` deleted or emptied), under the caret and a blank line:
+#: ``[TypeError: order 5 has no total]``, its properties after it (``[Error: refused] { code: 'E1' }``, or ``{`` and
+#: one a line)
+_NODE_STACKLESS = re.compile(r"^\[((?:[A-Za-z_$][\w$]*\.)*[A-Za-z_$][\w$]*)(?: \[[A-Za-z_$][\w$]*\])?(?:: (.*?))?\]"
+                             r"(?: \{.*)?$")
+#: an unhandled rejection under ``--unhandled-rejections=warn`` (or ``warn-with-error-code``): ``(node:1234)
+#: UnhandledPromiseRejectionWarning: RangeError: bad offset 5`` then the error's frames, or what the promise was
+#: rejected with (``oops``, ``#<Object>``, an error without a stack), then Node's hint (once a process) and its
+#: sentence (``… Unhandled promise rejection. This error originated … (rejection id: 1)``), which ends it
+_NODE_WARN_REJECTION = re.compile(r"^\(node:\d+\) UnhandledPromiseRejectionWarning: (.*)$")
+_NODE_REJECTION_SENTENCE = "Unhandled promise rejection. "
+#: the hint Node prints after a process's first warning: no record of its own
+_NODE_TRACE_WARNINGS = "(Use `node --trace-warnings ...` to show where the warning was created)"
 #: what an unhandled rejection's promise was rejected with, in Node's message of it (Node 15 and later)
 _NODE_REJECTED = re.compile(r'The promise rejected with the reason "(.*)"\.$')
 #: a PHP fatal error (its error_log, php-fpm's, Apache's): ``PHP Fatal error:  Uncaught PDOException: …
@@ -779,7 +823,7 @@ class AppLogStats:
             else:
                 self._prev = s
             return
-        m = _TEXT_LEVEL.search(line[:120])
+        m = _text_level(line)
         level = LEVEL_WORDS.get(m.group(1).lower(), "info") if m else None
         key: tuple[str, str] | None = None
         own = False
@@ -793,7 +837,7 @@ class AppLogStats:
                 if ruby and not msg and not rb and not go:
                     self._tags_only = (level, line, line[ruby.end():], source)
                 else:
-                    key, own = self._count_message(level, msg, line)
+                    key, own = self._count_message(level, _message_class_text(msg), line)
         if stamped:
             self._record = (source, key, own)
         if (em and exc) or go or rb or php or mono or v8:
