@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import traceback
+from collections import Counter
 from pathlib import Path
 
 from hypothesis import example, given, settings
@@ -587,7 +588,11 @@ def test_an_identity_hash_code_of_any_length_makes_one_group(cls: str, h: int, t
 _NODE_TAIL = st.sampled_from(["", "Node.js v20.20.2", "(Use `node --trace-uncaught ...` to show where the exception was "
                               "thrown)", "    at f (/app/x.js:1:1)", "TypeError: x", "/app/y.js:3", "  ^", "{", "}",
                               "FATAL ERROR: ", " 1: 0xb78db3 node::Abort() [node]", "----- Native stack trace -----",
-                              "2026-12-05 10:00:00 ERROR db down", '{"level":"error","msg":"x"}'])
+                              "2026-12-05 10:00:00 ERROR db down", '{"level":"error","msg":"x"}',
+                              "(Use `node --trace-warnings ...` to show where the warning was created)",
+                              "(node:77) UnhandledPromiseRejectionWarning: ", "[Error: x]", "[TypeError: y] {",
+                              "(node:77) UnhandledPromiseRejectionWarning: Unhandled promise rejection. This error "
+                              "originated either by throwing inside of an async function (rejection id: 1)"])
 _LINE_TEXT = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\n\r"), max_size=40)
 _TYPE_ERROR = ("\n/app/server.js:12\n  o.user.name;\n         ^\n\nTypeError: Cannot read properties of undefined "
                "(reading 'name')\n    at f (/app/server.js:12:10)\n\nNode.js v20.20.2\n")
@@ -601,7 +606,11 @@ def test_what_follows_node_s_caret_or_a_v8_fatal_error_never_crashes_nor_swallow
     """Whatever a log holds under the caret of Node's report (a thrown value, an Error after a blank line, anything)
     or after V8's ``FATAL ERROR:``, the run goes on, and the next crash report is read as it is alone."""
     alone = groups(feed_app(_TYPE_ERROR))
-    for head in ("/app/pay.js:7\nthrow `declined`;\n^\n", "FATAL ERROR: Reached heap limit\n"):
+    for head in ("/app/pay.js:7\nthrow `declined`;\n^\n", "FATAL ERROR: Reached heap limit\n",
+                 # an Error printed without its stack; an unhandled rejection under --unhandled-rejections=warn
+                 "/app/pay.js:7\nthrow e;\n^\n\n[PaymentError: card declined] {\n",
+                 "(node:77) UnhandledPromiseRejectionWarning: RangeError: bad offset\n    at f (/app/x.js:1:1)\n",
+                 "(node:77) UnhandledPromiseRejectionWarning: oops\n"):
         a = feed_app(head + "".join(ln + "\n" for ln in lines) + "\nNode.js v20.20.2\n" + _TYPE_ERROR)
         assert all(groups(a).get(key, 0) >= n for key, n in alone.items()), groups(a)
         b = feed_app(head + "".join(ln + "\n" for ln in lines) + _TYPE_ERROR)
@@ -609,3 +618,80 @@ def test_what_follows_node_s_caret_or_a_v8_fatal_error_never_crashes_nor_swallow
     # a logger's line worded as V8's, no native stack after it, is a message, no exception
     c = feed_app("FATAL ERROR: database unreachable\n2026-12-05 10:00:00 INFO retrying\n")
     assert not c.exceptions and c.levels == {"critical": 1, "info": 1}
+
+
+#: a thread's name as logback prints it: any text without a bracket's end or a line's, not a level word alone
+_THREAD = st.text(st.characters(blacklist_categories=("Cs", "Cc"), blacklist_characters="]\n\r\x85\u2028\u2029"),
+                  min_size=1, max_size=40).filter(lambda t: t.strip().lower() not in _LEVEL_WORDS)
+_LEVEL_WORDS = {"trace", "debug", "info", "notice", "warn", "warning", "error", "err", "severe", "crit", "critical",
+                "fatal"}
+
+
+@settings(max_examples=150, deadline=None)
+@given(_THREAD, st.sampled_from(["WARN", "ERROR"]))
+@example("error-reporter", "WARN")  # logback's default pattern: the level word in the thread's name was the level
+@example("pool-1-thread-3", "ERROR")
+def test_a_thread_s_name_is_no_part_of_a_message_class(thread: str, level: str) -> None:
+    """logback's and log4j2's ``%-5level [%thread] %logger - %msg`` and Spring Boot's ``%5p PID --- [%t] %logger :
+    %m`` print the thread's name inside the message: the same message from two threads is one class; the default
+    ``[%thread] %-5level`` puts it before the level, whose word only counts."""
+    def classes(name: str) -> dict[tuple[str, str], int]:
+        a = feed_app(f"10:00:00.123 {level:<5} [{name}] com.shop.OrderService - payment failed for order 5\n"
+                     f"2026-12-05T10:00:00.123Z {level:>5} 4242 --- [{name}] c.s.OrderService       : payment failed\n"
+                     f"2026-12-05T10:00:00.123Z {level:>5} 4242 --- [shop] [{name:>15}] c.s.Cart : cart gone\n"
+                     f"10:00:00.123 [{name}] {level:<5} com.shop.OrderService - payment failed for order 5\n")
+        assert sum(a.levels.values()) == 4
+        return dict(a.messages)
+    assert classes(thread) == classes("main")
+    assert sum(classes(thread).values()) == 4
+
+
+def test_a_bracket_that_is_no_thread_field_stays_in_the_class() -> None:
+    """Python's ``%(levelname)s [%(name)s] %(message)s``: the logger's name in brackets, no ``logger - `` after it;
+    ``[ERROR]`` is the level; Celery's ``[…: ERROR/MainProcess]`` too."""
+    a = feed_app("[ERROR] WARN lamp is on\n"
+                 "2026-12-05 10:00:00,001 ERROR [app.db] connection lost\n"
+                 "2026-12-05 10:00:00,002 ERROR [app.cache] connection lost\n"
+                 "[2026-12-05 10:00:00,003: ERROR/MainProcess] Task failed with error: x\n")
+    assert dict(a.messages) == {("error", "[app.db] connection lost"): 1, ("error", "[app.cache] connection lost"): 1,
+                                ("error", "WARN lamp is on"): 1, ("error", "Task failed with error: x"): 1}
+
+
+_PID = st.integers(1, 4_000_000)
+#: an unhandled rejection Node warned of (``--unhandled-rejections=warn``) and the group it makes
+_WARNED = st.sampled_from([
+    ("UnhandledPromiseRejectionWarning: RangeError: bad offset {n}\n    at f (/app/x.js:{n}:7)\n"
+     "    at node:internal/main/run_main_module:28:49\n", ("RangeError", "bad offset <n>")),
+    ("UnhandledPromiseRejectionWarning: oops {n}\n", ("UnhandledPromiseRejection", "oops <n>")),
+    ("UnhandledPromiseRejectionWarning: Error: lost {n}\n", ("UnhandledPromiseRejection", "Error: lost <n>")),
+    ("UnhandledPromiseRejectionWarning: #<Object>\n", ("UnhandledPromiseRejection", "#<Object>")),
+    ("UnhandledPromiseRejectionWarning: Error: job {n} failed\nafter line {n}\n    at f (/app/x.js:1:1)\n",
+     ("Error", "job <n> failed"))])
+_AFTER = st.one_of(st.sampled_from(["", "Node.js v20.20.2", "2026-12-05 10:00:00 ERROR db down", "    at g (/a.js:1:1)",
+                                    '{"level":"error","msg":"x"}', "TypeError: x", "}"]), _LINE_TEXT)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(_WARNED, _PID, st.integers(0, 10**6), st.booleans(), _AFTER), max_size=6))
+def test_each_unhandled_rejection_node_warned_of_is_one_exception_and_its_trailer_no_record(
+        runs: list[tuple[tuple[str, tuple[str, str]], int, int, bool, str]]) -> None:
+    """Each ``(node:PID) UnhandledPromiseRejectionWarning: …`` counts once in its group whatever the PID, and Node's
+    hint and sentence after it count no level nor message; what follows is read as it is alone."""
+    text, expected, alone = "", Counter[tuple[str, str]](), AppLogStats()
+    for (warning, key), pid, n, hint, after in runs:
+        text += f"(node:{pid}) " + warning.format(n=n)
+        if hint:
+            text += "(Use `node --trace-warnings ...` to show where the warning was created)\n"
+        text += (f"(node:{pid}) UnhandledPromiseRejectionWarning: Unhandled promise rejection. This error originated "
+                 "either by throwing inside of an async function without a catch block, or by rejecting a promise "
+                 "which was not handled with .catch(). To terminate the node process on unhandled promise rejection, "
+                 "use the CLI flag `--unhandled-rejections=strict` (see https://nodejs.org/api/cli.html#cli_unhandled_"
+                 f"rejections_mode). (rejection id: {n % 3 + 1})\n" + after + "\n")
+        expected[key] += 1
+        alone.feed((after + "\n").encode(), "app.log")
+        alone.finish()
+    a = feed_app(text)
+    for key, count in groups(alone).items():
+        expected[key] += count
+    assert groups(a) == dict(expected)
+    assert (a.levels, a.messages) == (alone.levels, alone.messages)

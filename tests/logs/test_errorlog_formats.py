@@ -436,6 +436,32 @@ CASES = [
           ("----- Native stack trace -----",
            " 1: 0xb78db3 node::OOMErrorHandler(char const*, v8::OOMDetails const&) [node]")},
          messages={("critical", "ERROR: Reached heap limit Allocation failed - JavaScript heap out of memory"): 1}),
+    # Node's uncaught Error printed without its stack (``[TypeError: …]`` under the caret and a blank line; its properties
+    # and cause after it) is of its type; an unhandled rejection Node warned of (``--unhandled-rejections=warn``:
+    # ``(node:PID) UnhandledPromiseRejectionWarning: …``) is of the error's type when its frames follow, else an
+    # ``UnhandledPromiseRejection`` of what the promise was rejected with — the groups the rejection makes when it ends
+    # the process (``#<Object>``: both); Node's hint and sentence after the warning are no records
+    Case("node20-no-stack-rejection-warn.txt", {"error": 2},
+         {("TypeError", "order <n> has no total"): 2, ("Error", "upstream <n> refused"): 4,
+          ("UnhandledPromiseRejection", "#<Object>"): 4, ("RangeError", "bad offset <n>"): 2,
+          ("Error", "charge <n> failed"): 2, ("UnhandledPromiseRejection", "oops <n>"): 2,
+          ("UnhandledPromiseRejection", "Error: lost <n>"): 2, ("Error", "first <n>"): 2, ("Error", "second <n>"): 2},
+         {("TypeError", "order <n> has no total"): ("/tmp/gen/node_nostack.js:6", "[TypeError: order 1 has no total]"),
+          ("Error", "upstream <n> refused"): ("  [cause]: RangeError: port 1 out of range", "}"),
+          ("RangeError", "bad offset <n>"): ("    at Object.<anonymous> (/tmp/gen/node_nostack.js:14:39)",
+                                              "(Use `node --trace-warnings ...` to show where the warning was created)")},
+         messages={("error", 'originated either by throwing inside of an async function without a catch block, or by '
+                             'rejecting a promise which was not handled with .catch(). The promise rejected with the '
+                             'reason "…".'): 2},
+         causes={("Error", "upstream <n> refused"): ("", "RangeError")}),
+    # logback's ``%-5level [%thread] %logger - %msg`` and Spring Boot's ``%5p PID --- [%t] %logger : %m`` print the
+    # thread inside the message: one class for the same message of every thread; the default ``[%thread] %-5level``
+    # puts it before the level (a level word in a thread's name, ``[error-reporter] WARN``, is no level)
+    Case("logback-thread-after-level.log", {"warning": 15, "error": 15}, {},
+         messages={("warning", "com.shop.OrderService - slow query <n> ms"): 10,
+                   ("error", "com.shop.OrderService - payment failed for order <n>"): 10,
+                   ("warning", "<n> --- com.shop.OrderService : slow query <n> ms"): 5,
+                   ("error", "<n> --- com.shop.OrderService : payment failed for order <n>"): 5}),
     Case("uvicorn.log", {"info": 10, "error": 2},
          {("ValueError", "bad path /x/<n>"): 2},
          {("ValueError", "bad path /x/<n>"): ("Traceback (most recent call last):", "ValueError: bad path /x/1")}),

@@ -18,12 +18,13 @@
     a traceback inside a message of several lines (Google Cloud) is the exception too;
     a Go error string (``error``, zap, logrus) at level error or worse is an exception of type ``error``;
   - logfmt lines (``level=error msg="…" error="…"``: logrus's text format, Go's slog) are read as these fields;
-  - text: a level word near the start of the line, Python tracebacks
+  - text: a level word near the start of the line (a logger's ``[thread]`` field no part of the class), Python tracebacks
     (``Traceback (most recent call last):`` … ``KeyError: 'x'``), Java/JVM stack traces
     (``java.lang.IllegalStateException: …`` then ``\\tat …``, ``Caused by:``; ``java.lang.Exception``,
     ``Exception in thread "main" …``, ``Terminating due to java.lang.OutOfMemoryError: …``; root cause first, then
     ``Wrapped by:``), Node/JS (``TypeError: …`` or ``Error: …`` then ``    at …``; a thrown value that is no Error,
-    type ``Uncaught``; V8's ``FATAL ERROR: …``),
+    type ``Uncaught``; an uncaught Error without its stack, ``[TypeError: …]``; V8's ``FATAL ERROR: …``; an unhandled
+    rejection Node warned of, ``(node:1234) UnhandledPromiseRejectionWarning: …``),
     Go crashes (``panic: …``/``fatal error: …`` then ``goroutine 1 [running]:``; net/http's ``http: panic
     serving …``),
     Ruby (``…:in `m': message (NoMethodError)``; Logger's ``E, [… #1234] ERROR -- : message (Class)`` and
@@ -525,6 +526,8 @@ def _continues_message(line: str) -> bool:
         return False
     if _py_header(line) or s in _PY_CHAIN or s.startswith(("panic: ", "fatal error: ")) or "PHP " in s:
         return False
+    if s[:1] == "(" and (s == _NODE_TRACE_WARNINGS or _NODE_WARN_REJECTION.match(s)):  # Node's warning: a record
+        return False
     em = _exc_line(s)
     if em and (em.group(2) is not None or "." in em.group(1)):
         return False
@@ -696,8 +699,12 @@ class AppLogStats:
             return
         elif self._after_caret is not None:
             after, self._after_caret = self._after_caret, None
-            if after[0] == source and self._thrown_value(line, source, after[1]):
-                return
+            if after[0] == source:
+                if not line.strip() and len(after[1]) == 3:
+                    # an Error's stack follows a blank line; so does one printed without its stack
+                    self._after_caret = (source, [*after[1], ""])
+                elif self._thrown_value(line, source, after[1]):
+                    return
         self._after_place = bool(_NODE_PLACE.match(line))
         if self._after_place:
             self._place = line
@@ -708,6 +715,11 @@ class AppLogStats:
         Node's report: an Error's stack follows a blank line, and a worker's report its own place), after the
         ``excerpt`` (the place, its source line and the caret); True then."""
         s = line.strip()
+        if len(excerpt) > 3:  # after the blank line: an Error printed without its stack (``[TypeError: …]``), or none
+            if self._pending or not _NODE_STACKLESS.match(line):
+                return False
+            self._pending, self._pending_source, self._pending_kind = [*excerpt, line], source, "stackless"
+            return True
         if not s or self._pending or _NODE_PLACE.match(line) or _exc_line(s) or _TIME_HEAD.match(line):
             return False
         if s.startswith("{") and s.endswith("}") and len(s) > 2 and '"' in s:  # a JSON log line
@@ -738,6 +750,23 @@ class AppLogStats:
             elif self._pending_kind == "v8":
                 if _V8_STACK.match(line):
                     self._keep(line)
+                    return
+            elif self._pending_kind == "stackless":
+                # its properties over several lines (``[Error: …] {``, one a line, ``}``)
+                if (self._pending[4].endswith(" {") and self._pending[-1] != "}" and (line[:1] == " " or line == "}")
+                        and len(self._pending) <= _MAX_MESSAGE_LINES):
+                    self._keep(line)
+                    return
+            elif self._pending_kind == "rejection":
+                w = _NODE_WARN_REJECTION.match(line) if line[:6] == "(node:" else None
+                if line == _NODE_TRACE_WARNINGS or (w and w.group(1).startswith(_NODE_REJECTION_SENTENCE)):
+                    # Node's hint and its sentence end the warning: the lines read since its first are its own
+                    self._keep(line)
+                    self._unconfirmed = 0
+                    if w:
+                        self._flush()
+                    return
+                if w is None and self._trace_line(line):
                     return
             elif self._pending_kind == "thrown":
                 # the value's further lines (an object inspected over several), and Node's hint after it
@@ -774,6 +803,8 @@ class AppLogStats:
                 return
             # any other line ends the block, and is read as the ordinary line it is
             self._flush()
+        if line[:1] == "(" and self._node_warning(line, source):
+            return
         s = line.lstrip()
         prev, self._prev = self._prev, None
         if prev is not None and line[:1] in " \t" and _AT_FRAME.match(line):  # across a rotation too
@@ -849,6 +880,17 @@ class AppLogStats:
             self._pending, self._pending_source, self._pending_kind = [s], source, "embedded"
         else:
             self._prev = s
+
+    def _node_warning(self, line: str, source: str) -> bool:
+        """Start the block of an unhandled rejection Node warned of (see ``_NODE_WARN_REJECTION``); Node's hint after a
+        warning and the sentence after a rejection's, when read alone, are no record: True for these lines."""
+        w = _NODE_WARN_REJECTION.match(line)
+        if w is None and line != _NODE_TRACE_WARNINGS:
+            return False
+        self._prev = self._record = None
+        if w is not None and not w.group(1).startswith(_NODE_REJECTION_SENTENCE):
+            self._pending, self._pending_source, self._pending_kind = [line], source, "rejection"
+        return True
 
     def _trace_line(self, line: str) -> bool:
         """Keep ``line`` in the pending JVM or Node trace if it is one of its lines (a frame, a cause, the further
@@ -926,6 +968,15 @@ class AppLogStats:
                 return
             self._exception(_V8_FATAL[:-2], block[0][len(_V8_FATAL):], "\n".join(block), self._pending_source)
             return
+        if kind == "stackless":
+            m = _NODE_STACKLESS.match(block[4])
+            if m:
+                self._exception(m.group(1), m.group(2) or "", "\n".join(block), self._pending_source,
+                                _chain_root(block[4:], m.group(1)))
+            return
+        if kind == "rejection":
+            self._rejection(block)
+            return
         if kind == "thrown":
             # after the place, its code and caret (the hint alone: the value was that text)
             value = [ln for ln in block[3:] if ln != _NODE_TRACE_UNCAUGHT] or block[3:]
@@ -961,6 +1012,21 @@ class AppLogStats:
         if em and (len(block) > 1 or (em.group(2) is not None and not _BARE_EXC.fullmatch(em.group(1)))):
             kind, msg = em.group(1), em.group(2) or ""
             self._exception(kind, msg, "\n".join(block), self._pending_source, _chain_root(block, kind))
+
+    def _rejection(self, block: list[str]) -> None:
+        """An unhandled rejection Node warned of (see ``_NODE_WARN_REJECTION``): an error with its frames is of the
+        error's type, as when the rejection ends the process; what else the promise was rejected with (a string, an
+        object, an error without a stack) is an ``UnhandledPromiseRejection`` of that text, as Node names it then."""
+        w = _NODE_WARN_REJECTION.match(block[0])
+        if w is None:
+            return
+        body = [w.group(1), *(ln for ln in block[1:] if ln != _NODE_TRACE_WARNINGS and not ln.startswith("(node:"))]
+        head = _exc_line(body[0]) or _NAMED_HEAD.match(body[0])
+        if head is not None and any(_AT_FRAME.match(ln) for ln in body[1:]):
+            kind = head.group(1)
+            self._exception(kind, head.group(2) or "", "\n".join(block), self._pending_source, _chain_root(body, kind))
+        else:
+            self._exception("UnhandledPromiseRejection", w.group(1), "\n".join(block), self._pending_source)
 
     def _ruby_exception(self, block: list[str]) -> None:
         """A Ruby exception line and the backtrace after it. One logged by Logger or Rails is an exception
