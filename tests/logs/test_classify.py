@@ -276,6 +276,13 @@ CATEGORIES = [
     (b"GET /proxy?url=http://cdq4e2o9a8b7c6d5e4f3g2h1i0j9k8l7m.oast.live HTTP/1.1", "scanner_probe"),
     (b"GET /fetch?u=https%3A%2F%2Fcdq4e2o9a8b7c6d5e4f3g2h1i0j9k8l7m.oast.site%2Fx HTTP/1.1", "scanner_probe"),
     (b"GET /redirect?to=abc.interact.sh HTTP/1.1", "scanner_probe"),
+    # a quote closed by an SQL comment; not a quote followed by a dash in prose (corpus/benign.log has nginx's lines)
+    (b"GET /login?user=admin'-- HTTP/1.1", "sql_injection"),
+    (b"GET /login?user=admin%27--%27 HTTP/1.1", "sql_injection"),
+    (b"GET /items?id=1')--+ HTTP/1.1", "sql_injection"),
+    (b"GET /items?id=1\x22--", "sql_injection"),
+    (b"GET /search?q=%22caf%C3%A9%22--%C3%A9t%C3%A9 HTTP/1.1", None),
+    (b"GET /search?q=%27no%27--2024+edition HTTP/1.1", None),
     # cloud metadata (tests/logs/corpus/ssrf.log has nginx's lines): the numeric forms of 169.254.169.254
     (b"GET /fetch?url=http://2852039166/latest/meta-data/ HTTP/1.1", "ssrf"),
     (b"GET /fetch?url=http%3A%2F%2F0xA9FEA9FE%2F HTTP/1.1", "ssrf"),

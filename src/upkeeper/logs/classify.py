@@ -227,7 +227,7 @@ ATTACK_PATTERNS: dict[str, str] = {
         r"(?:\b(?:x?or|and|having)\s+|\|\|\s*|&&\s*)(?:not\s+)?\(*\s*-?\d+\s*\)*\s*(?:[=<>]|!=|between\s|r?like\s|in\s*\()|"
         r"['\"]\)*\s*(?:(?:x?or|and|having)\b|\|\||&&)\s*(?:\(|['\"]?\w*['\"]?\s*(?:[=<>]|!=|r?like\s)|"
         r"not\b|exists\b|select\b|\w+\s*\()|'\"|\"'|"
-        r"['\"]\s*\)*\s*(?:--(?:\s|-|&|$)|#|/\*)|\(\s*select\b|\border\s+by\s+\d+\s*(?:--|#|;|/\*)|"
+        r"['\"]\s*\)*\s*(?:--(?:[^a-z0-9_\x80-\xff]|$)|#|/\*)|\(\s*select\b|\border\s+by\s+\d+\s*(?:--|#|;|/\*)|"
         r"\b(?:pg_)?sleep\s*\(\s*(?:\d+(?:\.\d+)?\s*[-+*/)]|\(|if\s*\(|select\b)|\bbenchmark\s*\(\s*\d+\s*,|"
         r"\b(?:extractvalue|updatexml|xmltype|generate_series|randomblob|"
         r"raise_error|load_file|group_concat|concat_ws|make_set|iif)\s*\(|\(\s*case\s+when\b|\bch(?:a)?r\s*\(\s*\d|\bconcat\s*\(\s*0x|"
