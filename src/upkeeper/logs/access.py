@@ -1294,6 +1294,17 @@ def _loopback(ip: bytes) -> bool:
         return False
 
 
+def shared_sizes(p: AccessPartial) -> set[int]:
+    """The body sizes answered 2xx to :data:`CATCH_ALL_PATHS` or more different paths that are sensitive files or
+    attack probes (``p.probe_sizes``): a catch-all's page."""
+    uris_of_size: dict[int, set[bytes]] = {}
+    for (uri, _ip, _st, size, _t) in p.exposures:
+        uris_of_size.setdefault(size, set()).add(uri)
+    for (size, uri) in p.probe_sizes:
+        uris_of_size.setdefault(size, set()).add(uri)
+    return {sz for sz, uris in uris_of_size.items() if sz > 0 and len(uris) >= CATCH_ALL_PATHS}
+
+
 def exposure_summary(p: AccessPartial, *, page_sizes: Iterable[int] = (), public_paths: Iterable[str] = ()
                      ) -> dict[str, Any]:
     """Sensitive files answered 2xx with a body, per resolved path, minus what a catch-all answered: a body of
@@ -1302,13 +1313,7 @@ def exposure_summary(p: AccessPartial, *, page_sizes: Iterable[int] = (), public
     site does not have, which only a catch-all answers 2xx, all with its one page).  ``public_paths``: paths
     served on purpose."""
     public = path_matcher(list(public_paths))
-    catch_all = {sz for sz in p.page_sizes if sz > 0} | {int(sz) for sz in page_sizes}
-    uris_of_size: dict[int, set[bytes]] = {}
-    for (uri, _ip, _st, size, _t) in p.exposures:
-        uris_of_size.setdefault(size, set()).add(uri)
-    for (size, uri) in p.probe_sizes:
-        uris_of_size.setdefault(size, set()).add(uri)
-    catch_all |= {sz for sz, uris in uris_of_size.items() if len(uris) >= CATCH_ALL_PATHS}
+    catch_all = {sz for sz in p.page_sizes if sz > 0} | {int(sz) for sz in page_sizes} | shared_sizes(p)
     groups: dict[bytes, dict[str, Any]] = {}
     for (uri, ip, st, size, t), c in sorted(p.exposures.items()):
         kind = sensitive_file(uri)

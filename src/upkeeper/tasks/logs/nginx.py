@@ -66,7 +66,7 @@ ATTACK_REMEDIATION = {
     "open_proxy": "a 2xx to an absolute request line for another site must be this site's own page, not that "
                   "site's (curl -x http://THIS-SERVER http://example.com/): no proxy_pass to $host or $http_host; ",
 }
-PAGES_KEY = "access_page_sizes"  # body sizes of a catch-all's answers (GET /), for the runs that read no GET /
+PAGES_KEY = "access_page_sizes"  # body sizes of a catch-all's answers (GET /, probes), for the runs that read none
 PAGES_KEPT = 50
 HOURS_KEY = "access_hours"  # requests per hour of log time over the runs, so an hour split between runs is whole
 HOURS_KEPT_DAYS = 35  # days of hourly counts kept in the job's state
@@ -370,7 +370,8 @@ class NginxLogs(Task[NginxLogsOptions]):
             if options.incremental:
                 ctx.state.set(CURSORS_KEY, sources.finish_cursors(plan, gz_read))
                 ctx.state.set(TAIL_KEY, access.security_tail(partial, earlier, not_after=not_after).to_json())
-                fresh = [sz for sz, _c in partial.page_sizes.most_common(PAGES_KEPT)]
+                # the front page's sizes, and those a catch-all answered to several probes of paths the site lacks
+                fresh = [sz for sz, _c in partial.page_sizes.most_common(PAGES_KEPT)] + sorted(access.shared_sizes(partial))
                 ctx.state.set(PAGES_KEY, list(dict.fromkeys(fresh + page_sizes))[:PAGES_KEPT])
             ctx.state.set(HOURS_KEY, hours)
         return Result(summary=self._summary(rep, artifacts, since_last=bool(cursors), files=len(files)),
