@@ -476,7 +476,11 @@ def exposure_traffic() -> list[bytes]:
             line("198.51.100.7", 4, "GET /.git/config HTTP/1.1", 200, 92),
             line("198.51.100.7", 4, "GET /backup.sql HTTP/1.1", 404, 150),
             line("198.51.100.7", 5, "GET /.aws/credentials HTTP/1.1", 200, 5120),
-            line("198.51.100.7", 5, "HEAD /.DS_Store HTTP/1.1", 200, 6148)]
+            line("198.51.100.7", 5, "HEAD /.DS_Store HTTP/1.1", 200, 6148),
+            # a catch-all's page for probes of paths the site lacks, then for one sensitive path: no leak
+            line("198.51.100.9", 6, "GET /wp-login.php HTTP/1.1", 200, 777),
+            line("198.51.100.9", 6, "GET /phpmyadmin/index.php?lang=en HTTP/1.1", 200, 777),
+            line("198.51.100.9", 7, "GET /api/.env HTTP/1.1", 200, 777)]
     return out
 
 
@@ -493,7 +497,7 @@ def test_exposed_files_are_the_same_on_every_path() -> None:
         assert (env["hits"], env["statuses"], env["bytes"]) == (2, [200], [1432])
         assert env["clients"] == ["198.51.100.7", "198.51.100.8"] and env["first"] == "2024-03-01 10:03"
         assert env["secret"] and env["file"] == "dotenv"
-        assert 5120 in rep["security"]["catch_all_sizes"]
+        assert 5120 in rep["security"]["catch_all_sizes"] and 777 in rep["security"]["catch_all_sizes"]
 
 
 def test_sensitive_prefilter_picks_every_line_classify_would() -> None:

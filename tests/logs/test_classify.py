@@ -276,6 +276,25 @@ CATEGORIES = [
     (b"GET /proxy?url=http://cdq4e2o9a8b7c6d5e4f3g2h1i0j9k8l7m.oast.live HTTP/1.1", "scanner_probe"),
     (b"GET /fetch?u=https%3A%2F%2Fcdq4e2o9a8b7c6d5e4f3g2h1i0j9k8l7m.oast.site%2Fx HTTP/1.1", "scanner_probe"),
     (b"GET /redirect?to=abc.interact.sh HTTP/1.1", "scanner_probe"),
+    # a quote closed by an SQL comment; not a quote followed by a dash in prose (corpus/benign.log has nginx's lines)
+    (b"GET /login?user=admin'-- HTTP/1.1", "sql_injection"),
+    (b"GET /login?user=admin%27--%27 HTTP/1.1", "sql_injection"),
+    (b"GET /items?id=1')--+ HTTP/1.1", "sql_injection"),
+    (b"GET /items?id=1\x22--", "sql_injection"),
+    (b"GET /search?q=%22caf%C3%A9%22--%C3%A9t%C3%A9 HTTP/1.1", None),
+    (b"GET /search?q=%27no%27--2024+edition HTTP/1.1", None),
+    # cloud metadata (tests/logs/corpus/ssrf.log has nginx's lines): the numeric forms of 169.254.169.254
+    (b"GET /fetch?url=http://2852039166/latest/meta-data/ HTTP/1.1", "ssrf"),
+    (b"GET /fetch?url=http%3A%2F%2F0xA9FEA9FE%2F HTTP/1.1", "ssrf"),
+    (b"GET /fetch?url=http://instance-data.ec2.internal/latest/ HTTP/1.1", "ssrf"),
+    # open proxies (corpus/open_proxy.log): any CONNECT; absolute request lines for echo sites only
+    (b"CONNECT [2001:db8::1]:443 HTTP/1.1", "open_proxy"),
+    (b"HEAD http://checkip.amazonaws.com:80/ HTTP/1.0", "open_proxy"),
+    (b"GET http://shop.example.net/cart HTTP/1.1", None),  # a site's own host (any the list does not name)
+    (b"GET /search?q=connect+db:5432 HTTP/1.1", None),
+    (b"GET /search?q=get+http://www.google.com/ HTTP/1.1", None),
+    (b"GET /connect/github HTTP/1.1", None),
+    (b"GET /ips?range=169.254.0.0/16 HTTP/1.1", None),
     # nothing
     *((b, None) for b in BENIGN),
     (b"GET /api/v1/authors/12/orders?sort=price HTTP/1.1", None),
@@ -327,7 +346,8 @@ def corpus(name: str) -> list[tuple[bytes, bytes]]:
     return out
 
 
-REAL = [(req, cat) for cat in ("sql_injection", "path_traversal", "scanner_probe", "xss") for req, _ua in corpus(cat)]
+ATTACK_FILES = ("sql_injection", "path_traversal", "scanner_probe", "xss", "ssrf", "open_proxy")
+REAL = [(req, cat) for cat in ATTACK_FILES for req, _ua in corpus(cat)]
 REAL_BENIGN = [req for req, _ua in corpus("benign")]
 
 
@@ -376,8 +396,7 @@ def test_decode_request(line: bytes, decoded: bytes) -> None:
 def test_real_corpus_through_both_scan_paths() -> None:
     """The corpus files as one log, through the pyarrow path and the line-by-line path: every attack line
     counted once in its category, under the right scanner, no benign line counted."""
-    logs = {cat: (CORPUS / f"{cat}.log").read_bytes() for cat in
-            ("benign", "sql_injection", "path_traversal", "scanner_probe", "xss")}
+    logs = {cat: (CORPUS / f"{cat}.log").read_bytes() for cat in ("benign", *ATTACK_FILES)}
     buf = b"".join(logs.values())
     want = {cat: data.count(b"\n") for cat, data in logs.items() if cat != "benign"}
     for arrow in (True, False):

@@ -102,6 +102,24 @@ def test_a_catch_all_answering_many_sensitive_paths_with_one_size_is_no_leak(
     assert "logs.nginx.exposed_file" not in checks(r), r["findings"]
 
 
+def test_a_catch_all_is_recognised_by_its_answer_to_probes_of_paths_the_site_lacks(
+        cli: Any, make_config: Any, spa_nginx: NginxServer, tmp_path: Path) -> None:
+    """No GET / and a single sensitive path answered with index.html: the same size answered 2xx to probes of
+    paths the site does not have (/wp-login.php, /phpmyadmin/) is the catch-all's page; a real .env it serves
+    (another size) is still a leak."""
+    (spa_nginx.docroot / ".env").write_text(LEAKY_ENV)
+    (spa_nginx.docroot / ".env").chmod(0o644)
+    send(spa_nginx, [("GET", "/api/.env", "198.51.100.7"), ("GET", "/wp-login.php", "198.51.100.7"),
+                     ("GET", "/phpmyadmin/", "198.51.100.7"), ("GET", "/.env", "198.51.100.8")])
+    cfg = config(make_config, spa_nginx, tmp_path)
+    exposed = checks(run(cli, cfg))["logs.nginx.exposed_file"]
+    assert [f["subject"] for f in exposed] == ["/.env"], exposed
+    # the next (incremental) run reads one sensitive path only: the size is remembered from this run's probes
+    send(spa_nginx, [("GET", "/laravel/.env", "198.51.100.9")])
+    r = run(cli, cfg)
+    assert "logs.nginx.exposed_file" not in checks(r), r["findings"]
+
+
 def test_a_catch_all_is_recognised_from_an_earlier_runs_front_page(cli: Any, make_config: Any,
                                                                    spa_nginx: NginxServer, tmp_path: Path) -> None:
     """An incremental run that read no GET / judges the catch-all by the front page's size an earlier run saw;

@@ -191,6 +191,9 @@ class AccessPartial:
     #: requests for sensitive files (classify.SENSITIVE_FILES) answered 2xx: (resolved path, ip, status, bytes, minute)
     exposures: Counter[tuple[bytes, bytes, int, int, TimeInfo]] = field(default_factory=Counter)
     page_sizes: Counter[int] = field(default_factory=Counter)  # body sizes of the 2xx answers to GET / (catch-alls)
+    #: (body size, resolved path) of the 2xx answers with a body to requests flagged as attacks or probes (any
+    #: category, software probes too): what a catch-all answers paths that do not exist
+    probe_sizes: Counter[tuple[int, bytes]] = field(default_factory=Counter)
     has_latency: bool = False
     has_upstream: bool = False
     #: some distinct values (at most FORWARDED_KEEP) of the variable holding the client a proxy passed on
@@ -244,6 +247,7 @@ class Accumulator:
         self.ep_intern: dict[bytes, bytes] = {}
         self.static_of: dict[bytes, bytes | None] = {}  # request line -> its path if a static file
         self.attack_of: dict[bytes, str] = {}
+        self.probe_path_of: dict[bytes, bytes] = {}  # attack request line -> its resolved path (answered 2xx)
         self.sensitive_of: dict[bytes, bytes] = {}  # request line -> resolved path of a sensitive file
         self.page_of: set[bytes] = set()  # request lines asking for the front page (GET /, /index.html)
         self.ua_scanner: dict[bytes, str | None] = {}
@@ -640,6 +644,8 @@ class Accumulator:
             samples = p.attack_samples
             for i in compress(range(n), map(sus.__contains__, r)):
                 cat = self.attack_of[r[i]]
+                if sizes is not None and 200 <= (code[s[i]] or 0) < 300:
+                    self._probe_answer(r[i], sizes[i])
                 if cat == SOFTWARE_PROBE:  # only a request answered 4xx: the site does not run that software
                     if (counted := counted_category(cat, status_code(s[i]))) is None:
                         continue
@@ -668,6 +674,14 @@ class Accumulator:
             if sc:
                 for i in compress(range(n), map(sc.__contains__, ua)):
                     p.scanners[(self.ua_scanner[ua[i]] or "", h[i])] += 1
+
+    def _probe_answer(self, raw: bytes, size: Any) -> None:
+        """Count the body size of a 2xx answer to an attack request line (``size`` as read, or a number)."""
+        if (sz := _size(size)) <= 0 or request_method(raw) == b"HEAD":
+            return
+        if (path := self.probe_path_of.get(raw)) is None:
+            path = self.probe_path_of[raw] = nginx_uri(request_path(raw)).lower()
+        self.p.probe_sizes[(sz, path)] += 1
 
     def _exposure(self, raw: bytes, ip: bytes, status: int, size: Any, when: TimeInfo) -> None:
         """Count a request for a sensitive file answered 2xx (``size`` as read, or a number)."""
@@ -1097,7 +1111,7 @@ def merge(parts: list[AccessPartial]) -> AccessPartial:
             setattr(out, name, getattr(out, name) + getattr(p, name))
         for name in ("invalid_reasons", "status", "hosts", "agents", "referers", "static_paths", "not_found",
                      "ga_requests", "minutes", "latency", "upstream", "endpoint_hits", "endpoint_errors",
-                     "nf_bursts", "auth_failures", "attacks", "scanners", "exposures", "page_sizes", "vhosts",
+                     "nf_bursts", "auth_failures", "attacks", "scanners", "exposures", "page_sizes", "probe_sizes", "vhosts",
                      "vhost_paths", "vhost_status", "vhost_latency", "client_outcomes"):
             getattr(out, name).update(getattr(p, name))
         for kind, lst in p.client_examples.items():
@@ -1267,8 +1281,9 @@ def _worst_pair(counts: Periods, step: int) -> tuple[int, TimeInfo] | None:
     return best
 
 
-#: a body size answered 2xx to this many different sensitive paths is a catch-all's page (a soft 404, an SPA's
-#: index.html), not that many files
+#: a body size answered 2xx to this many different paths, each a sensitive file or a request flagged as an attack or
+#: probe (``/wp-login.php`` on a site without WordPress, ``/phpmyadmin/``, ``/?id=1' or 1=1``), is a catch-all's page
+#: (a soft 404, an SPA's index.html), not that many files
 CATCH_ALL_PATHS = 3
 
 
@@ -1279,17 +1294,26 @@ def _loopback(ip: bytes) -> bool:
         return False
 
 
+def shared_sizes(p: AccessPartial) -> set[int]:
+    """The body sizes answered 2xx to :data:`CATCH_ALL_PATHS` or more different paths that are sensitive files or
+    attack probes (``p.probe_sizes``): a catch-all's page."""
+    uris_of_size: dict[int, set[bytes]] = {}
+    for (uri, _ip, _st, size, _t) in p.exposures:
+        uris_of_size.setdefault(size, set()).add(uri)
+    for (size, uri) in p.probe_sizes:
+        uris_of_size.setdefault(size, set()).add(uri)
+    return {sz for sz, uris in uris_of_size.items() if sz > 0 and len(uris) >= CATCH_ALL_PATHS}
+
+
 def exposure_summary(p: AccessPartial, *, page_sizes: Iterable[int] = (), public_paths: Iterable[str] = ()
                      ) -> dict[str, Any]:
     """Sensitive files answered 2xx with a body, per resolved path, minus what a catch-all answered: a body of
     the size of a 2xx answer to the front page (this run's, or ``page_sizes`` of earlier runs) or of one size for
-    :data:`CATCH_ALL_PATHS` different sensitive paths.  ``public_paths``: paths served on purpose."""
+    :data:`CATCH_ALL_PATHS` different paths that are sensitive files or attack probes (``probe_sizes``: paths a
+    site does not have, which only a catch-all answers 2xx, all with its one page).  ``public_paths``: paths
+    served on purpose."""
     public = path_matcher(list(public_paths))
-    catch_all = {sz for sz in p.page_sizes if sz > 0} | {int(sz) for sz in page_sizes}
-    uris_of_size: dict[int, set[bytes]] = {}
-    for (uri, _ip, _st, size, _t) in p.exposures:
-        uris_of_size.setdefault(size, set()).add(uri)
-    catch_all |= {sz for sz, uris in uris_of_size.items() if len(uris) >= CATCH_ALL_PATHS}
+    catch_all = {sz for sz in p.page_sizes if sz > 0} | {int(sz) for sz in page_sizes} | shared_sizes(p)
     groups: dict[bytes, dict[str, Any]] = {}
     for (uri, ip, st, size, t), c in sorted(p.exposures.items()):
         kind = sensitive_file(uri)

@@ -672,10 +672,13 @@ class ArrowScanner:
         if sus:
             m = pc.is_in(ridx, value_set=pa.array(sus, ridx.type))
             samples = p.attack_samples
-            for ri, ip, st in zip(ridx.filter(m).to_pylist(), h.filter(m).to_pylist(), s.filter(m).to_pylist(),
-                                  strict=True):
+            abs_ = bi.filter(m).to_pylist() if bi is not None else None
+            for k, (ri, ip, st) in enumerate(zip(ridx.filter(m).to_pylist(), h.filter(m).to_pylist(),
+                                                 s.filter(m).to_pylist(), strict=True)):
                 raw = rdict[ri]
                 cat = attack_of[raw]
+                if abs_ is not None and 200 <= (code_of[st] or 0) < 300:
+                    acc._probe_answer(raw, abs_[k])
                 if cat == SOFTWARE_PROBE:  # only a request answered 4xx: the site does not run that software
                     if (counted := counted_category(cat, status_code(st))) is None:
                         continue

@@ -227,7 +227,7 @@ ATTACK_PATTERNS: dict[str, str] = {
         r"(?:\b(?:x?or|and|having)\s+|\|\|\s*|&&\s*)(?:not\s+)?\(*\s*-?\d+\s*\)*\s*(?:[=<>]|!=|between\s|r?like\s|in\s*\()|"
         r"['\"]\)*\s*(?:(?:x?or|and|having)\b|\|\||&&)\s*(?:\(|['\"]?\w*['\"]?\s*(?:[=<>]|!=|r?like\s)|"
         r"not\b|exists\b|select\b|\w+\s*\()|'\"|\"'|"
-        r"['\"]\s*\)*\s*(?:--|#|/\*)|\(\s*select\b|\border\s+by\s+\d+\s*(?:--|#|;|/\*)|"
+        r"['\"]\s*\)*\s*(?:--(?:[^a-z0-9_\x80-\xff]|$)|#|/\*)|\(\s*select\b|\border\s+by\s+\d+\s*(?:--|#|;|/\*)|"
         r"\b(?:pg_)?sleep\s*\(\s*(?:\d+(?:\.\d+)?\s*[-+*/)]|\(|if\s*\(|select\b)|\bbenchmark\s*\(\s*\d+\s*,|"
         r"\b(?:extractvalue|updatexml|xmltype|generate_series|randomblob|"
         r"raise_error|load_file|group_concat|concat_ws|make_set|iif)\s*\(|\(\s*case\s+when\b|\bch(?:a)?r\s*\(\s*\d|\bconcat\s*\(\s*0x|"
@@ -261,6 +261,13 @@ ATTACK_PATTERNS: dict[str, str] = {
         r"cmd\.exe(?:\?|\s+)/[ck]\b|[\\/]system32[\\/]cmd\.exe|[;|`]\s*cmd(?:\.exe)?\s+/[ck]\b|"
         r"powershell(?:\.exe)?\s+(?:-\w|iex\b|invoke-)|[;|`]\s*powershell\b"
     ),
+    # server-side request forgery aimed at a cloud's instance metadata (credentials): the addresses of AWS, GCP,
+    # Azure, Oracle (169.254.169.254, also as the numbers 2852039166 and 0xa9fea9fe), Alibaba (100.100.100.200),
+    # AWS's IPv6 one and host names, anywhere in the request (a parameter, a path, an absolute request line)
+    "ssrf": (
+        r"\b169\.254\.169\.254\b|\b100\.100\.100\.200\b|fd00:ec2::254|\bmetadata\.google\.internal\b|"
+        r"\binstance-data\.ec2\.internal\b|://(?:2852039166|0xa9fea9fe)\b"
+    ),
     "scanner_probe": (
         r"/\.env\b|/\.git/|/\.svn/|/\.aws/|/\.ssh/|/\.ds_store|/cgi-bin/|/vendor/phpunit|"
         r"/\.ht(?:passwd|digest)\b|/id_(?:rsa|dsa|ecdsa|ed25519)\b|/\.vscode/|/phpinfo\.php|/\.hg/|/\.bzr/|"
@@ -284,6 +291,17 @@ ATTACK_PATTERNS: dict[str, str] = {
         r"/remote/login|/telescope"
     ),
 }
+#: An open-proxy probe (category ``open_proxy``), matched at the start of the decoded request line: a ``CONNECT``
+#: tunnel (nginx never opens one: it answers 400), or an absolute request line for an IP-echo or proxy-judge site or
+#: a search engine, which a proxy would fetch (nginx serves its own site instead).  A site's own host in an absolute
+#: request line is ordinary HTTP/1.1, and the log cannot say which hosts are the site's own (nginx takes ``$host``
+#: from the request line, so even a format logging it says ``www.google.com``): other hosts are not judged.
+OPEN_PROXY = "open_proxy"
+_PROXY_LINE = re.compile(
+    rb"[ \t]*(?:connect[ \t]+[^ \t/]+:[0-9]{1,5}(?:[ \t]|$)|[a-z]+[ \t]+https?://(?:www\.)?"
+    rb"(?:google\.[a-z.]+|bing\.com|baidu\.com|yahoo\.com|yandex\.ru|azenv\.net|httpbin\.org|ip-api\.com|ipinfo\.io|"
+    rb"api\.ipify\.org|ifconfig\.(?:me|co)|icanhazip\.com|checkip\.amazonaws\.com|checkip\.dyndns\.org|"
+    rb"whatismyip\.[a-z.]+|example\.(?:com|org|net)|proxyjudge\.[a-z.]+|wikipedia\.org)(?::[0-9]+)?(?:[/?# \t]|$))")
 _ATTACK_RX = {k: re.compile(v.encode()) for k, v in ATTACK_PATTERNS.items()}
 _ANY_ATTACK = re.compile(b"|".join(f"(?:{v})".encode() for v in ATTACK_PATTERNS.values()))
 #: nginx's escapes in a logged value: ``\xHH`` (``escape=default``: quotes, backslashes, control and
@@ -338,6 +356,8 @@ _PREFILTER_WORDS = tuple(re.compile(re.escape(w)) for w in (
     b"jmx-console", b"invoker", b"config.php", b"setup.php", b"install.php", b"shell.php", b"cmd.php", b"owa/",
     b"autodiscover", b"remote/login", b"sftp-config", b".bak", b".old", b".swp", b".sql", b".tar", b".zip",
     b".rar", b".7z", b".tgz", b"backup", b"ignition", b"telescope", b"oast.", b"interact.sh",
+    b"169.254.169.254", b"100.100.100.200", b"fd00:ec2::254", b"metadata.google.internal",
+    b"instance-data.ec2.internal", b"://", b"connect",
 ))
 _PREFILTERS = (_PREFILTER_CHARS, _PREFILTER_OR, _PREFILTER_ORDER, *_PREFILTER_WORDS)
 
@@ -416,7 +436,7 @@ def attack_category(raw_request: bytes) -> str | None:
     """The first attack category a request line matches, or None."""
     low = decode_request(raw_request)
     if not _ANY_ATTACK.search(low):
-        return None
+        return OPEN_PROXY if _PROXY_LINE.match(low) else None
     for name, rx in _ATTACK_RX.items():
         if rx.search(low):
             return name

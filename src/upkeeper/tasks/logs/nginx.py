@@ -59,7 +59,14 @@ else:
 
 CURSORS_KEY = "access_cursors"
 TAIL_KEY = "access_security_tail"  # the last minutes' 404s and failed logins, for bursts across runs
-PAGES_KEY = "access_page_sizes"  # body sizes of a catch-all's answers (GET /), for the runs that read no GET /
+#: what to check first, for the attack categories whose answer 2xx means something particular
+ATTACK_REMEDIATION = {
+    "ssrf": "make sure the application fetches no URL its clients name on link-local or metadata addresses (an "
+            "allow-list of hosts, an egress firewall, AWS IMDSv2 with a hop limit of 1); ",
+    "open_proxy": "a 2xx to an absolute request line for another site must be this site's own page, not that "
+                  "site's (curl -x http://THIS-SERVER http://example.com/): no proxy_pass to $host or $http_host; ",
+}
+PAGES_KEY = "access_page_sizes"  # body sizes of a catch-all's answers (GET /, probes), for the runs that read none
 PAGES_KEPT = 50
 HOURS_KEY = "access_hours"  # requests per hour of log time over the runs, so an hour split between runs is whole
 HOURS_KEPT_DAYS = 35  # days of hourly counts kept in the job's state
@@ -363,7 +370,8 @@ class NginxLogs(Task[NginxLogsOptions]):
             if options.incremental:
                 ctx.state.set(CURSORS_KEY, sources.finish_cursors(plan, gz_read))
                 ctx.state.set(TAIL_KEY, access.security_tail(partial, earlier, not_after=not_after).to_json())
-                fresh = [sz for sz, _c in partial.page_sizes.most_common(PAGES_KEPT)]
+                # the front page's sizes, and those a catch-all answered to several probes of paths the site lacks
+                fresh = [sz for sz, _c in partial.page_sizes.most_common(PAGES_KEPT)] + sorted(access.shared_sizes(partial))
                 ctx.state.set(PAGES_KEY, list(dict.fromkeys(fresh + page_sizes))[:PAGES_KEPT])
             ctx.state.set(HOURS_KEY, hours)
         return Result(summary=self._summary(rep, artifacts, since_last=bool(cursors), files=len(files)),
@@ -506,8 +514,8 @@ class NginxLogs(Task[NginxLogsOptions]):
                 f"logs.nginx.attack.{a['category']}", sev, a["category"],
                 f"{a['hits']:,} {a['category'].replace('_', ' ')} request(s) from {a['clients']} client(s), "
                 f"{a['ok']} answered 2xx; e.g. {a['samples'][0] if a['samples'] else ''}",
-                "requests answered 2xx deserve a look at the application; block persistent clients "
-                "(fail2ban, nginx deny, WAF)", value=a["hits"], data={"clients": a["top_clients"]}))
+                ATTACK_REMEDIATION.get(a["category"], "") + "requests answered 2xx deserve a look at the application; "
+                "block persistent clients (fail2ban, nginx deny, WAF)", value=a["hits"], data={"clients": a["top_clients"]}))
         for s in sec["scanners"]:
             out.append(Finding("logs.nginx.scanner_agent", Severity.INFO, s["scanner"],
                                f"{s['hits']:,} request(s) with the {s['scanner']} user agent from "
