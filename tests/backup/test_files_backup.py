@@ -2157,6 +2157,13 @@ def _unprivileged(argv: list[str]) -> subprocess.CompletedProcess[str]:
                           env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}, timeout=120)
 
 
+def _skip_without_user_namespaces() -> None:
+    """Skip where no user namespace can be made (``unshare --user``): the tests restore as a user other than root."""
+    if shutil.which("unshare") is None or subprocess.run(["unshare", "--user", "true"],
+                                                         capture_output=True).returncode != 0:
+        pytest.skip("cannot make a user namespace here (unshare --user), to restore as a user other than root")
+
+
 def test_read_only_modes_restore_and_verify_as_a_user_other_than_root(
         cli: Any, make_config: Any, tmp_path: Path, age_key: AgeKey) -> None:
     """Restored as a user other than root (an app user restoring its uploads), and as root without the
@@ -2169,8 +2176,7 @@ def test_read_only_modes_restore_and_verify_as_a_user_other_than_root(
     setgid, which is said), and unset owners are said."""
     if os.geteuid() != 0 or shutil.which("setpriv") is None:
         pytest.skip("needs root (to make files of another owner, and drop capabilities) and setpriv")
-    if subprocess.run(["unshare", "--user", "true"], capture_output=True).returncode != 0:
-        pytest.skip("cannot make a user namespace here (unshare --user), to restore as a user other than root")
+    _skip_without_user_namespaces()
     root = tmp_path / "srv" / "app"
     _awkward_tree(root)
     cfg, run = run_app_files_backup(cli, make_config, age_key, tmp_path, root, secrets=["ro-dir/.env"])
@@ -2254,9 +2260,7 @@ def test_a_forced_restore_as_a_user_other_than_root_is_checked_before_anything_m
     .upkeeper-restore-incomplete and no staging directory (its 0000 directory included)."""
     if os.geteuid() != 0:
         pytest.skip("needs root (to make a directory of another owner)")
-    if shutil.which("unshare") is None or subprocess.run(["unshare", "--user", "true"],
-                                                         capture_output=True).returncode != 0:
-        pytest.skip("cannot make a user namespace here (unshare --user), to restore as a user other than root")
+    _skip_without_user_namespaces()
     root = tmp_path / "srv" / "app"
     for d in ("b", "closed", "z"):
         (root / d).mkdir(parents=True)
@@ -2330,9 +2334,7 @@ def test_a_forced_restore_into_a_sticky_directory_replaces_only_what_this_user_m
     restore fails before anything moves, naming the file; this user's own file there is replaced."""
     if os.geteuid() != 0:
         pytest.skip("needs root (to make a directory and a file of another owner)")
-    if shutil.which("unshare") is None or subprocess.run(["unshare", "--user", "true"],
-                                                         capture_output=True).returncode != 0:
-        pytest.skip("cannot make a user namespace here (unshare --user), to restore as a user other than root")
+    _skip_without_user_namespaces()
     root = tmp_path / "srv" / "app"
     root.mkdir(parents=True)
     for name in ("a.txt", "f.txt", "z.txt"):

@@ -8,6 +8,7 @@ import signal
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from upkeeper.cli.main import _early_worker_wanted
 from upkeeper.config.loader import load_text
@@ -184,6 +185,16 @@ def test_an_early_worker_imports_the_named_jobs_task_modules_before_it_is_asked(
         _discard_early()
 
 
+def _end_forked(popen: spawn.ForkedWorker, conn: Any) -> None:
+    """A test's forked worker killed (its process group) if it still runs, its connection and stdout closed."""
+    if popen.poll() is None:
+        os.killpg(popen.pid, signal.SIGKILL)
+        popen.wait(10)
+    conn.close()
+    if popen.stdout is not None:
+        popen.stdout.close()
+
+
 def test_a_forked_worker_stopped_mid_task_exits_quietly(tmp_path) -> None:  # type: ignore[no-untyped-def]
     """The pool SIGTERMs a worker's group on a timeout or Ctrl-C; the worker unwinds the task (SystemExit 143).
     A forked worker must end as a new interpreter does: exit 143 and no 'Traceback … SystemExit: 143' in its
@@ -211,12 +222,7 @@ def test_a_forked_worker_stopped_mid_task_exits_quietly(tmp_path) -> None:  # ty
         out = popen.stdout.read().decode()
         assert "Traceback" not in out and "SystemExit" not in out, out
     finally:
-        if popen.poll() is None:
-            os.killpg(popen.pid, signal.SIGKILL)
-            popen.wait(10)
-        conn.close()
-        if popen.stdout is not None:
-            popen.stdout.close()
+        _end_forked(popen, conn)
 
 
 def test_waiting_for_a_forked_worker_returns_its_status_when_it_ends_and_times_out_while_it_runs() -> None:
@@ -240,12 +246,7 @@ def test_waiting_for_a_forked_worker_returns_its_status_when_it_ends_and_times_o
         assert popen.wait(30) == 0
         assert popen.wait(0) == 0 and popen.poll() == 0
     finally:
-        if popen.poll() is None:
-            os.killpg(popen.pid, signal.SIGKILL)
-            popen.wait(10)
-        conn.close()
-        if popen.stdout is not None:
-            popen.stdout.close()
+        _end_forked(popen, conn)
 
 
 def test_upkeeper_run_imports_what_its_worker_needs_too_before_forking_it(tmp_path) -> None:  # type: ignore[no-untyped-def]
