@@ -639,11 +639,33 @@ def test_a_thread_s_name_is_no_part_of_a_message_class(thread: str, level: str) 
         a = feed_app(f"10:00:00.123 {level:<5} [{name}] com.shop.OrderService - payment failed for order 5\n"
                      f"2026-12-05T10:00:00.123Z {level:>5} 4242 --- [{name}] c.s.OrderService       : payment failed\n"
                      f"2026-12-05T10:00:00.123Z {level:>5} 4242 --- [shop] [{name:>15}] c.s.Cart : cart gone\n"
+                     f"2026-12-05T10:00:00.123Z {level:>5} 4242 --- [shop] [{name:>15}] [{' ' * 49}] c.s.Pay : declined\n"
                      f"10:00:00.123 [{name}] {level:<5} com.shop.OrderService - payment failed for order 5\n")
-        assert sum(a.levels.values()) == 4
+        assert sum(a.levels.values()) == 5
         return dict(a.messages)
     assert classes(thread) == classes("main")
-    assert sum(classes(thread).values()) == 4
+    assert sum(classes(thread).values()) == 5
+
+
+def test_spring_boot_s_correlation_field_is_no_part_of_a_message_class() -> None:
+    """Spring Boot 3.2+ prints ``${LOG_CORRELATION_PATTERN}`` between the thread and the logger: Micrometer's
+    ``[traceId-spanId]`` (blanks outside a span) or a custom ``[cid=… tx=…]``, per request — one class per request
+    otherwise.  The application's name stays: two applications are two classes."""
+    a = feed_app("2026-12-05T10:00:00.123Z ERROR 4242 --- [shop] [nio-8080-exec-1] "
+                 "[803b448a0489f84084905d3093480352-3425f23bb2432450] c.s.Cart                 : cart gone\n"
+                 "2026-12-05T10:00:01.123Z ERROR 4243 --- [shop] [nio-8080-exec-2] "
+                 "[903b448a0489f84084905d3093480352-4425f23bb2432451] c.s.Cart                 : cart gone\n"
+                 "2026-12-05T10:00:02.123Z ERROR 4243 --- [shop] [           main] "
+                 f"[{' ' * 49}] c.s.Cart                 : cart gone\n"
+                 "2026-12-05T10:00:03.123Z ERROR 4243 --- [nio-8080-exec-3] "
+                 "[a03b448a0489f84084905d3093480352-5425f23bb2432452] c.s.Cart                 : cart gone\n"
+                 "2026-12-05T10:00:04.123Z ERROR 4243 --- [auth] [nio-8081-exec-1] "
+                 "[cid=abbb4c1c-81aa-4aaa-808c-b508ba11fec2 tx=n/a] c.p.Login : login failed\n"
+                 "2026-12-05T10:00:05.123Z ERROR 4243 --- [auth] [nio-8081-exec-2] "
+                 "[cid=bbbb4c1c-81aa-4aaa-808c-b508ba11fec3 tx=7] c.p.Login : login failed\n")
+    assert dict(a.messages) == {("error", "<n> --- [shop] c.s.Cart : cart gone"): 3,
+                                ("error", "<n> --- c.s.Cart : cart gone"): 1,
+                                ("error", "<n> --- [auth] c.p.Login : login failed"): 2}
 
 
 def test_a_bracket_that_is_no_thread_field_stays_in_the_class() -> None:

@@ -327,9 +327,17 @@ _RECORD_TIME = re.compile(r"^.{0,60}?\[\d\d/[A-Z][a-z]{2}/\d{4}[: ]\d\d:\d\d|^.{
 #: the thread's name in a message class — it would make one class per thread of the same message — where the format
 #: shows the field to be the thread: logback's and log4j2's ``%-5level [%thread] %logger - %msg`` (the bracket between
 #: the level and a logger's name followed by `` - ``), Spring Boot's ``%5p ${PID} --- [%t] %-40.40logger{39} : %m``
-#: (the bracket after ``---`` and an application's name, before the logger padded and `` : ``)
+#: (the bracket after ``---`` and an application's name, before the logger padded and `` : ``).  Spring Boot 3.2+
+#: puts the request's correlation (``${LOG_CORRELATION_PATTERN}``) between the thread and the logger — per request, so
+#: out of the class too: after an application's name and the thread, any bracket (Micrometer's ``[traceId-spanId]``,
+#: blanks outside a span, a custom ``[cid=… tx=…]``); after the thread alone, only Micrometer's (a second bracket of
+#: another shape is the thread, the first the application's name)
+_BRACKET = r"\[[^\]\n]{0,200}\] "
+_LOGGER_AHEAD = r"(?=[A-Za-z_$][\w$.]*\s+: )"
 _THREAD_FIELD = re.compile(r"^\[[^\]\n]{1,200}\] (?=[A-Za-z_$][\w$.]* - )|"
-                           r"^(\d+ --- (?:\[[^\]\n]{0,200}\] )?)\[[^\]\n]{1,200}\] (?=[A-Za-z_$][\w$.]*\s+: )")
+                           rf"^(\d+ --- {_BRACKET}){_BRACKET}{_BRACKET}{_LOGGER_AHEAD}|"
+                           rf"^(\d+ --- ){_BRACKET}\[(?: *|[0-9a-fA-F]{{16,32}}-[0-9a-fA-F]{{8,16}})\] {_LOGGER_AHEAD}|"
+                           rf"^(\d+ --- (?:{_BRACKET})?){_BRACKET}{_LOGGER_AHEAD}")
 #: a level word right after a bracket that holds another one (``10:00:00.123 [error-reporter] WARN  c.e.App - …``: the
 #: thread's name, logback's default pattern)
 _LEVEL_AFTER_BRACKET = re.compile(r"\] +(?=(?:TRACE|DEBUG|INFO|NOTICE|WARN(?:ING)?|ERROR|ERR|SEVERE|CRIT(?:ICAL)?|FATAL)"
@@ -359,7 +367,7 @@ def _text_level(line: str) -> re.Match[str] | None:
 def _message_class_text(msg: str) -> str:
     """A text record's message without its thread's name (see ``_THREAD_FIELD``), for its class."""
     if msg[:1] == "[" or " --- [" in msg[:40]:
-        return _THREAD_FIELD.sub(r"\1", msg, 1)
+        return _THREAD_FIELD.sub(lambda m: m.group(1) or m.group(2) or m.group(3) or "", msg, 1)
     return msg
 
 
