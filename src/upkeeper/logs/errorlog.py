@@ -226,8 +226,13 @@ class NginxErrorStats:
         joined = 0
         if gap == b"\n":  # the usual case: the next entry follows at once
             return 0
-        for ln in gap.split(b"\n"):
+        parts = gap.split(b"\n")
+        for i, ln in enumerate(parts):
             if not ln:
+                # a blank line inside a quoted payload (PHP's blank line before "Next …" of a chained exception) is
+                # the entry's; the empty ends of the split are no lines
+                if 0 < i < len(parts) - 1 and self._open and self._open[0] == source:
+                    joined += 1
                 continue
             if self._open and self._open[0] == source:
                 joined += 1
@@ -282,12 +287,13 @@ LEVEL_WORDS = {
     "warn": "warning", "warning": "warning", "error": "error", "err": "error", "severe": "error",
     "critical": "critical", "crit": "critical", "fatal": "critical", "alert": "critical", "emerg": "critical",
     "emergency": "critical", "panic": "critical", "dpanic": "critical",
+    "deprecated": "warning",  # PHP's E_DEPRECATED ("PHP Deprecated:  …"), a warning as Sentry's PHP SDK has it
 }  # fmt: skip
 _PINO_LEVELS = {10: "debug", 20: "debug", 30: "info", 40: "warning", 50: "error", 60: "critical"}
 #: a level word: not part of a word or a path (``/error/``), but Celery's ``ERROR/MainProcess``,
 #: ``WARNING/ForkPoolWorker-1`` is one (a slash then a capital letter)
 _TEXT_LEVEL = re.compile(r"(?<![\w/])(TRACE|DEBUG|INFO|NOTICE|WARN(?:ING)?|ERROR|ERR|SEVERE|CRIT(?:ICAL)?|FATAL|"
-                         r"ALERT|EMERG|PANIC)(?!\w)(?!/(?-i:[^A-Z]))", re.I)
+                         r"ALERT|EMERG|PANIC|(?<=PHP )DEPRECATED)(?!\w)(?!/(?-i:[^A-Z]))", re.I)
 #: what follows the level word in Celery's ``[… ERROR/ForkPoolWorker-1] message``: the process, no part of the message
 _LEVEL_PROCESS = re.compile(r"^/[\w-]+")
 _PY_TRACEBACK = "Traceback (most recent call last):"
@@ -413,9 +419,70 @@ _RUBY_CLASS = r"[A-Z]\w*(?:::[A-Z]\w*)*"
 #: a FATAL record, after the request's tags, then ``  `` and the backtrace)
 _RUBY_LOGGED = re.compile(rf"^{_RUBY_HEAD}{_RUBY_TAGS}(?P<msg>.*) \((?P<cls>{_RUBY_CLASS})\)$|"
                           rf"^{_RUBY_HEAD}?{_RUBY_TAGS}(?P<cls2>{_RUBY_CLASS}) \((?P<msg2>.*)\):$")
+#: Rails' exception line when the message has further lines (Ruby 3.1+'s error_highlight code and caret, up to
+#: the line that ends with ``):``): ``NoMethodError (undefined method `name' for nil:NilClass``
+_RAILS_OPEN = re.compile(rf"^{_RUBY_TAGS}(?P<cls>{_RUBY_CLASS}) \((?P<msg>.*)$")
+_RAILS_OPEN_LINES = 20
 #: a line of a Ruby backtrace (``app/models/order.rb:12:in `total'``, ``\tfrom …``), or Rails' blank line
 #: between the exception and its backtrace, after the request's tags
 _RUBY_FRAME = re.compile(rf"^{_RUBY_TAGS}(?:\s*$|\s*(?:from )?\S+:\d+:in )")
+#: where a line of a Ruby backtrace, or an exception's line, was: ``app.rb:12:in `m'`` (Ruby 3.4: ``in 'C#m'``)
+_RUBY_PLACE = re.compile(r"^(?:\[[^\]]*\] )*\s*(?:from )?(\S+:\d+:in [`'][^']*')")
+
+
+def _ruby_head(line: str) -> bool:
+    """An uncaught exception's line (``app.rb:12:in `m': message (Class)``), not a frame."""
+    s = line.lstrip()
+    return not s.startswith("from ") and _RUBY.search(s) is not None
+
+
+def _ruby_chain_end(block: list[str]) -> int:
+    """Where a Ruby exception's block ends (one logged by Logger or Rails: before an uncaught exception after its
+    backtrace). An uncaught exception's: Ruby prints its causes after its backtrace, as it prints an
+    exception (``app.rb:3:in `charge': declined (Declined)``, then ``\tfrom`` lines); a cause was raised on the
+    same stack, so its backtrace ends where the exception's does. An exception whose backtrace ends elsewhere, or
+    that is the exception again (the same class raised at the same place: the program crashed twice), is the next
+    crash: the block ends before it."""
+    heads = [i for i, ln in enumerate(block) if i and ln[:1] not in " \t" and _ruby_head(ln)]
+    if not heads:
+        return len(block)
+    if not _RUBY.search(block[0]):  # Logger and Rails print no causes: an uncaught exception after their frames
+        return heads[0]
+
+    def place(ln: str) -> str:
+        m = _RUBY_PLACE.match(ln)
+        return m.group(1) if m else ""
+
+    def bottom(start: int, end: int) -> str:
+        return next((p for p in map(place, reversed(block[start:end])) if p), "")
+
+    def head(i: int) -> tuple[str, str]:
+        m = _RUBY.search(block[i])
+        return place(block[i]), m.group(2) if m else ""
+
+    ends = [*heads, len(block)]
+    last = bottom(0, ends[0])
+    for k, start in enumerate(heads):
+        if bottom(start, ends[k + 1]) != last or head(start) == head(0):
+            return start
+    return len(block)
+
+
+def _rails_open(block: list[str]) -> bool:
+    """Whether a Rails exception line's message (see ``_RAILS_OPEN``) is still open: its further lines follow."""
+    return (len(block) < _RAILS_OPEN_LINES and not any(ln.endswith("):") for ln in block)
+            and _RAILS_OPEN.match(block[0]) is not None
+            and _RUBY_LOGGED.match(block[0]) is None and not _RUBY.search(block[0]))
+
+
+def _ruby_highlight(block: list[str], line: str) -> bool:
+    """The code and caret Ruby 3.1+'s error_highlight prints under an uncaught exception's first line, after a
+    blank line (its backtrace follows them)."""
+    if len(block) == 2 and block[1] == "":
+        return line.startswith("  ") and bool(_RUBY.search(block[0]))
+    return len(block) == 3 and block[1] == "" and bool(_NODE_CARET.match(line)) and bool(_RUBY.search(block[0]))
+
+
 #: the time stamp a text log record starts with: 2024-03-01 10:00:00 / 2024-03-01T10:00:00Z (in brackets
 #: too), 2024/03/01 10:00:00 (Go), 10:00:00.123 (logback), Mar  1 10:00:00 (syslog), E, [2024-03-01T… (Ruby)
 _TIME_HEAD = re.compile(r"^(?:[A-Z], )?\W{0,2}(?:\d{4}[-/]\d\d[-/]\d\d[T ]\d\d:\d\d|\d\d:\d\d:\d\d|"
@@ -582,6 +649,9 @@ class AppLogStats:
     #: of an exception is (the exception on the next line): (level, the line, its tags, source), counted
     #: with the next line's exception as its message, or with its tags as the message when no such line follows
     _tags_only: tuple[str, str, str, str] | None = None
+    #: the line that named the tags-only record was Rails' exception line with its message still open (see
+    #: ``_RAILS_OPEN``): it starts the exception's block
+    _rails_open: bool = False
     #: Node's crash report starts with the place (``/app/server.js:12``, ``node:events:502``), the source
     #: line there and a caret under it: the line after a place is held (source, line) until the next one
     #: shows whether it is that source line — code, no log line of its own
@@ -638,8 +708,13 @@ class AppLogStats:
         self._tags_only = None
         rails = (src == source and line.endswith("):") and not _TIME_HEAD.match(line)
                  and _RUBY_LOGGED.match(line) is not None)
+        opened = (None if rails or src != source or _TIME_HEAD.match(line) or self._pending
+                  else _RAILS_OPEN.match(line))
         if rails:
             self._count_message(level, _RUBY_TAG_PREFIX.sub("", line).strip().removesuffix(":"), head + "\n" + line)
+        elif opened:  # the exception's message goes on in the next lines: its first line names it
+            self._count_message(level, f"{opened.group('cls')} ({opened.group('msg')})", head + "\n" + line)
+            self._rails_open = True
         else:  # nothing to name: the tags are the message
             self._count_message(level, tags, head)
         return rails
@@ -728,16 +803,28 @@ class AppLogStats:
         return True
 
     def _read_line(self, line: str, source: str) -> None:
-        if self._tags_only is not None:
-            self._count_tags_only(line, source)
+        if self._tags_only is not None and not self._count_tags_only(line, source) and self._rails_open:
+            self._rails_open = False
+            self._pending, self._pending_source, self._pending_kind = [line], source, "ruby"
+            return
         if self._pending:
             if self._pending_kind == "go":
-                if _GO_STACK.match(line) or line == self._pending[0]:  # "fatal error: …" is printed twice
+                # "fatal error: …" is printed once per goroutine that hit it, one line after the other; the same
+                # line after the stack is the next crash (the same bug in the next run of the program)
+                if _GO_STACK.match(line) or line == self._pending[-1] == self._pending[0]:
                     self._keep(line)
                     return
             elif self._pending_kind == "ruby":
-                if _RUBY_FRAME.match(line):
+                if _RUBY_FRAME.match(line) or _ruby_highlight(self._pending, line) or _rails_open(self._pending):
                     self._keep(line)
+                    return
+                end = _ruby_chain_end(self._pending)
+                if end < len(self._pending):
+                    # the block ends before the next crash's exception, whose block this line may go on
+                    tail, self._pending = self._pending[end:], self._pending[:end]
+                    self._flush()
+                    self._pending, self._pending_source, self._pending_kind = tail, source, "ruby"
+                    self._read_line(line, source)
                     return
             elif self._pending_kind == "monolog":
                 if _MONOLOG_FRAME.match(line):
@@ -862,6 +949,10 @@ class AppLogStats:
             self.levels[level] += 1
             if level in ("warning", "error", "critical"):
                 msg = _LEVEL_PROCESS.sub("", line[m.end():mono.start() if mono else None], 1).lstrip(" :-]|") if m else line
+                if m and m.group(1).lower() == "fatal" and msg.startswith("error:"):
+                    msg = msg[6:].lstrip()  # Go's "fatal error: …", PHP's "PHP Fatal error:  …": not "error: …"
+                if go:
+                    msg = go.group(3)  # net/http's "http: panic serving <client>: …" classed as the panic is
                 ruby = _RUBY_HEAD_LINE.match(line)
                 if ruby:  # the request's tags are no part of the message: [<uuid>] made one class of all
                     msg = _RUBY_TAG_PREFIX.sub("", line[ruby.end():]).strip()
@@ -922,6 +1013,8 @@ class AppLogStats:
         """Count the pending block; its unconfirmed lines (no frame followed them) are read again as the lines
         they are."""
         held: list[str] = []
+        if self._pending_kind == "ruby" and not self._unconfirmed:
+            self._unconfirmed = len(self._pending) - _ruby_chain_end(self._pending)
         if self._unconfirmed:
             held = self._pending[-self._unconfirmed:]
             del self._pending[-self._unconfirmed:]
@@ -1035,16 +1128,24 @@ class AppLogStats:
         while block and not block[-1].strip():
             block.pop()
         m = _RUBY.search(block[0])
+        cause = ""
         if m:
             kind, msg = m.group(2), m.group(1)
+            # the causes Ruby prints after an uncaught exception's backtrace, each with its own: the last the root
+            cause = next((c.group(2) for c in map(_RUBY.search, reversed(block[1:])) if c and _ruby_head(c.string)
+                          and c.string[:1] not in " \t"), "")
         else:
             m = _RUBY_LOGGED.match(block[0])
-            if not m:
+            o = None if m else _RAILS_OPEN.match(block[0])
+            if o and any(ln.endswith("):") for ln in block[1:_RAILS_OPEN_LINES]):
+                kind, msg = o.group("cls"), o.group("msg")
+            elif not m:
                 return
-            kind, msg = m.group("cls") or m.group("cls2"), m.group("msg") or m.group("msg2") or ""
+            else:
+                kind, msg = m.group("cls") or m.group("cls2"), m.group("msg") or m.group("msg2") or ""
             if not (any(":in " in ln for ln in block[1:]) or "::" in kind or re.search(_EXC_SUFFIX + "$", kind)):
                 return
-        self._exception(kind, msg, "\n".join(block), self._pending_source)
+        self._exception(kind, msg, "\n".join(block), self._pending_source, cause)
 
     def _json(self, s: str, source: str) -> bool:
         try:
