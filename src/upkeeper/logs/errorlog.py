@@ -185,6 +185,8 @@ _NGINX_PAYLOAD = re.compile(r'^((?:FastCGI |uwsgi |SCGI )?sent in stderr: |upstr
 _NGINX_PAYLOAD_END = re.compile(r'^(.*)"((?: while [^"]*)?)$', re.S)
 #: a continuation line that closes a multi-line payload: its quote, then "while …" or the context
 _NGINX_PAYLOAD_CLOSE = re.compile(rb'"(?:$| while |, (?:client|server|request|upstream|host): )')
+#: the messages PHP-FPM sends in one FastCGI stderr record: ``PHP message: …; PHP message: …``
+_PHP_MESSAGE_SPLIT = re.compile(r"(?:^|; )PHP message: ")
 
 
 def _nginx_class(core: str) -> tuple[str, str, bool]:
@@ -217,8 +219,28 @@ class NginxErrorStats:
     upstream: int = 0
     first: str | None = None
     last: str | None = None
+    #: what PHP-FPM relayed (``FastCGI sent in stderr: "PHP message: PHP Fatal error:  Uncaught …"``), read as PHP's
+    #: own error log is: its uncaught exceptions and fatal errors are in ``php.exceptions``; None when there was none
+    php: AppLogStats | None = None
     #: the last entry's quoted upstream text goes on in the next lines (a multi-line FastCGI message)
     _open: tuple[str, tuple[str, str], bool] | None = None  # (source, class key, whether it set the example)
+    #: the lines of the open entry's PHP messages so far
+    _php_text: list[str] | None = None
+
+    def finish(self) -> None:
+        """Read the PHP messages of an entry whose closing line never came (the log ends inside it)."""
+        if self._php_text is not None:
+            text, self._php_text = "\n".join(self._php_text), None
+            self._php_payload(text, self._open[0] if self._open else "")
+
+    def _php_payload(self, text: str, source: str) -> None:
+        """Read the PHP messages of one entry's upstream text (``PHP message: …; PHP message: …``)."""
+        if self.php is None:
+            self.php = AppLogStats()
+        for part in _PHP_MESSAGE_SPLIT.split(text):
+            if part.strip():
+                self.php.feed(part.encode("utf-8", "replace") + b"\n", source)
+                self.php.finish()
 
     def _continued(self, gap: bytes, source: str, samples: int) -> int:
         """The lines between two entries: those that continue a multi-line entry are joined to it (their
@@ -233,14 +255,22 @@ class NginxErrorStats:
                 # the entry's; the empty ends of the split are no lines
                 if 0 < i < len(parts) - 1 and self._open and self._open[0] == source:
                     joined += 1
+                    if self._php_text is not None:
+                        self._php_text.append("")
                 continue
             if self._open and self._open[0] == source:
                 joined += 1
                 _, key, own = self._open
                 if own and len(self.examples[key]) < 500:
                     self.examples[key] = (self.examples[key] + "\n" + ln.decode("utf-8", "replace"))[:500]
-                if _NGINX_PAYLOAD_CLOSE.search(ln):
+                close = _NGINX_PAYLOAD_CLOSE.search(ln)
+                if self._php_text is not None:
+                    self._php_text.append(ln[:close.start() if close else None].decode("utf-8", "replace"))
+                if close:
                     self._open = None
+                    if self._php_text is not None:
+                        text, self._php_text = "\n".join(self._php_text), None
+                        self._php_payload(text, source)
             elif len(self.unparsed_samples) < samples:
                 self.unparsed_samples.append(f"{source}: {ln[:300].decode('utf-8', 'replace')}")
         return joined
@@ -269,6 +299,18 @@ class NginxErrorStats:
             if own:
                 self.examples[key] = msg[:500]
             self._open = (source, key, own) if open_ else None
+            if self._php_text is not None:  # an entry left open (its closing line never came): read what it had
+                text, self._php_text = "\n".join(self._php_text), None
+                self._php_payload(text, source)
+            if "PHP message: " in core:
+                pm = _NGINX_PAYLOAD.match(core)
+                if pm:
+                    end = None if open_ else _NGINX_PAYLOAD_END.match(pm.group(2))
+                    inner = end.group(1) if end else pm.group(2)
+                    if open_:
+                        self._php_text = [inner]
+                    else:
+                        self._php_payload(inner, source)
             # read without quoted paths and without what the upstream wrote (a PHP "Connection refused")
             if level in _UPSTREAM_LEVELS and "upstream" in outer and _UPSTREAM.search(outer):
                 self.upstream += 1
