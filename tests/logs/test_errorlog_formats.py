@@ -523,6 +523,18 @@ CASES = [
                    "strlen(): Passing null to parameter #<n> ($string) of type string is deprecated")},
                ("critical", "payment <n> failed in /tmp/h-applangs-gen/php/www/app.php on line <n>"): 2})
       for name in ("php82-cli-stderr.txt", "php82-error-log.log")],
+    # Monolog 2.9 as Laravel configures it (run, not composed): a previous exception, and context after the
+    # exception (its closing line '","order":1} ' is the record's, the example's end)
+    Case("laravel-monolog29.log", {"info": 2, "error": 2, "critical": 2, "warning": 2},
+         {("RuntimeException", "cannot load order <n>"): 2, ("DivisionByZeroError", "Division by zero"): 2},
+         {("DivisionByZeroError", "Division by zero"): ("#1 {main}", '","order":1} '),
+          ("RuntimeException", "cannot load order <n>"): ("[previous exception] [object] (PDOException(code: 0): "
+                                                          'SQLSTATE[08006] [7] connection to server at \\"10.0.0.1\\", '
+                                                          "port 5432 failed: Connection refused at "
+                                                          "/tmp/h-applangs-gen/mono/monolog_laravel.php:22)",)},
+         causes={("RuntimeException", "cannot load order <n>"): "PDOException"},
+         messages={("error", "cannot load order <n>"): 2, ("critical", "Division by zero"): 2,
+                   ("warning", "slow request <n> ms"): 2}),
     Case("uvicorn.log", {"info": 10, "error": 2},
          {("ValueError", "bad path /x/<n>"): 2},
          {("ValueError", "bad path /x/<n>"): ("Traceback (most recent call last):", "ValueError: bad path /x/1")}),

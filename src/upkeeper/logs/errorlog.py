@@ -604,7 +604,7 @@ _PHP_FRAME = re.compile(r"^(?:Stack trace:$|#\d+ |\s+thrown in |Next [A-Za-z_\\]
 #: and ``[previous exception]`` on the lines after, up to the ``"}`` that closes the context
 _MONOLOG_EXC = re.compile(r' \{.*?"exception":"\[object\] \(([\w\\]+)\(code: [^)]*\): (.*?)'
                           r'(?: at (?:[A-Za-z]:)?[^ ]*:\d+\)(?:\\n|"|$)|$)')
-_MONOLOG_FRAME = re.compile(r'^(?:\[stacktrace\]$|#\d+ |\[previous exception\] |"\}|\s*$)')
+_MONOLOG_FRAME = re.compile(r'^(?:\[stacktrace\]$|#\d+ |\[previous exception\] |"[},]|\s*$)')  # "}, or ",… more context
 _PHP_NEXT = re.compile(r"^Next ([A-Za-z_\\][\w\\]*): (.*?)(?: in \S+?:\d+)?$")
 _STACK_FRAME = re.compile(r"^(?:\s+at |Emitted '[\w-]+' event |\s+File \"|\t|\s{2,}\S|Caused by: |Wrapped by: |"
                           r"\s*\.\.\. \d+ more)")
