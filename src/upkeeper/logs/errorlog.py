@@ -465,6 +465,10 @@ _RUBY_LOGGED = re.compile(rf"^{_RUBY_HEAD}{_RUBY_TAGS}(?P<msg>.*) \((?P<cls>{_RU
 #: the line that ends with ``):``): ``NoMethodError (undefined method `name' for nil:NilClass``
 _RAILS_OPEN = re.compile(rf"^{_RUBY_TAGS}(?P<cls>{_RUBY_CLASS}) \((?P<msg>.*)$")
 _RAILS_OPEN_LINES = 20
+#: the caret Ruby 3.1's error_highlight puts under the code in an exception's message, then the exception's class,
+#: as ``Logger#error(e)`` writes it (``message (Class)``, the message's further lines before the class)
+_RUBY_CARET_CLASS = re.compile(rf"^\s*\^+ \(({_RUBY_CLASS})\)$")
+_RUBY_MSG_LINES = 6
 #: a line of a Ruby backtrace (``app/models/order.rb:12:in `total'``, ``\tfrom …``), or Rails' blank line
 #: between the exception and its backtrace, after the request's tags
 _RUBY_FRAME = re.compile(rf"^{_RUBY_TAGS}(?:\s*$|\s*(?:from )?\S+:\d+:in )")
@@ -694,6 +698,9 @@ class AppLogStats:
     #: the line that named the tags-only record was Rails' exception line with its message still open (see
     #: ``_RAILS_OPEN``): it starts the exception's block
     _rails_open: bool = False
+    #: a Ruby Logger record and its further lines (source, lines), while they may be an exception's message whose
+    #: class comes after error_highlight's caret (``Logger#error(e)`` of a NoMethodError on Ruby 3.1)
+    _ruby_msg: tuple[str, list[str]] | None = None
     #: Node's crash report starts with the place (``/app/server.js:12``, ``node:events:502``), the source
     #: line there and a caret under it: the line after a place is held (source, line) until the next one
     #: shows whether it is that source line — code, no log line of its own
@@ -935,6 +942,17 @@ class AppLogStats:
         if line[:1] == "(" and self._node_warning(line, source):
             return
         s = line.lstrip()
+        rm = self._ruby_msg
+        if rm is not None:
+            if rm[0] != source or len(rm[1]) >= _RUBY_MSG_LINES or _TIME_HEAD.match(line):
+                self._ruby_msg = None
+            elif _RUBY_CARET_CLASS.match(line):
+                # the exception's class after error_highlight's caret: the Logger record is that exception
+                self._ruby_msg = self._record = self._prev = None
+                self._pending, self._pending_source, self._pending_kind = [*rm[1], line], source, "ruby"
+                return
+            else:
+                rm[1].append(line)
         prev, self._prev = self._prev, None
         if prev is not None and line[:1] in " \t" and _AT_FRAME.match(line):  # across a rotation too
             # a frame after a line read as no exception: an error of another name (see ``_NAMED_HEAD``)
@@ -1004,6 +1022,8 @@ class AppLogStats:
                     key, own = self._count_message(level, _message_class_text(msg), line)
         if stamped:
             self._record = (source, key, own)
+            if not (em and exc) and not (go or rb or php or mono or v8) and _RUBY_HEAD_LINE.match(line):
+                self._ruby_msg = (source, [line])
         if (em and exc) or go or rb or php or mono or v8:
             self._pending = [line if rb or php or mono else s]
             self._pending_source = source
@@ -1179,8 +1199,12 @@ class AppLogStats:
         else:
             m = _RUBY_LOGGED.match(block[0])
             o = None if m else _RAILS_OPEN.match(block[0])
+            caret = next(filter(None, map(_RUBY_CARET_CLASS.match, block[1:_RUBY_MSG_LINES + 1])), None)
+            head = _RUBY_HEAD_LINE.match(block[0])
             if o and any(ln.endswith("):") for ln in block[1:_RAILS_OPEN_LINES]):
                 kind, msg = o.group("cls"), o.group("msg")
+            elif caret and head and not m:
+                kind, msg = caret.group(1), _RUBY_TAG_PREFIX.sub("", block[0][head.end():]).strip()
             elif not m:
                 return
             else:
