@@ -537,6 +537,25 @@ CASES = [
          causes={("RuntimeException", "cannot load order <n>"): "PDOException"},
          messages={("error", "cannot load order <n>"): 2, ("critical", "Division by zero"): 2,
                    ("warning", "slow request <n> ms"): 2}),
+    # PHP-FPM 8.2's own log of what its workers wrote (catch_workers_output), decorated ('[…] WARNING: [pool www]
+    # child 123 said into stderr: "…"', a stack's lines one such line each) and not (Docker's php-fpm image):
+    # read as PHP's error log is, PHP's level its message's (every line was a warning, or a notice; a chain was
+    # cut into its first exception, its "in file:line" and the quote in the group)
+    *[Case(name, {"info": 7, "critical": 6, "warning": 8},
+           {("InvalidArgumentException", "order id <n> is not valid"): 2, ("RuntimeException", "cannot load order <n>"): 2,
+            ("PHP Fatal error", "payment <n> failed"): 2},
+           {("RuntimeException", "cannot load order <n>"):
+            ("Next RuntimeException: cannot load order 1 in /tmp/h-applangs-gen/php/www/app.php:13",
+             "  thrown in /tmp/h-applangs-gen/php/www/app.php on line 13")},
+           causes={("RuntimeException", "cannot load order <n>"): "PDOException"},
+           messages={**{("critical", f"Uncaught {m} in /tmp/h-applangs-gen/php/www/app.php:<n>"): 2 for m in (
+               "InvalidArgumentException: order id <n> is not valid", "PDOException: could not find driver")},
+               **{("warning", f"{m} in /tmp/h-applangs-gen/php/www/app.php on line <n>"): 2 for m in (
+                   "Undefined array key <n>", "Undefined variable $undefined",
+                   "fopen(/nonexistent/<n>.csv): Failed to open stream: No such file or directory",
+                   "strlen(): Passing null to parameter #<n> ($string) of type string is deprecated")},
+               ("critical", "payment <n> failed in /tmp/h-applangs-gen/php/www/app.php on line <n>"): 2})
+      for name in ("php-fpm-workers.log", "php-fpm-workers-raw.log")],
     Case("uvicorn.log", {"info": 10, "error": 2},
          {("ValueError", "bad path /x/<n>"): 2},
          {("ValueError", "bad path /x/<n>"): ("Traceback (most recent call last):", "ValueError: bad path /x/1")}),

@@ -553,6 +553,14 @@ _MANAGER_STAMP = re.compile(r"^\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:[.,]\d+)?(?: 
 _PROC_PREFIX = re.compile(r"^(?:(?:[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d|\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:[.,]\d+)?"
                           r"(?:Z|[+-]\d\d:?\d\d)?) \S+ ([\w.@/-]+\[\d+\]):(?: |$)|(\d+\|[\w.@-]+)\s*\| |"
                           r"([A-Za-z][\w.-]{0,100}[-_]\d+) +\|(?: |$))")
+#: PHP-FPM's log of what a worker wrote (``catch_workers_output = yes``): ``[05-Dec-2026 10:00:00] WARNING: [pool www]
+#: child 123 said into stderr: "…"``, one line of the worker's output each (its end ``", pipe is closed`` when the
+#: worker exited)
+_FPM_CHILD = re.compile(r'^\[\d\d-[A-Z][a-z]{2}-\d{4} \d\d:\d\d:\d\d(?:\.\d+)?\] WARNING: \[pool ([^\]]+)\] child (\d+) '
+                        r'said into std(?:err|out): "(.*?)"(?:, pipe is closed)?$')
+#: the level and ``PHP message: `` PHP-FPM writes before PHP's own message (``NOTICE: PHP message: PHP Warning:  …``)
+#: when the worker's output is logged: PHP's level is the message's
+_FPM_PHP_MESSAGE = re.compile(r"^(?:(?:DEBUG|NOTICE|WARNING|ERROR|ALERT): )?PHP message: (?=PHP )")
 #: ``docker compose logs`` with colours (a terminal, ``--ansi always``): the prefix in its service's colour, the
 #: colour reset after `` | `` (Compose 2) or after ``|`` (1.x) — coloured, any container name is one
 #: (``container_name: shop``)
@@ -809,6 +817,13 @@ class AppLogStats:
         first = line[:1]
         if (first.isdigit() or first.isupper() or (first.islower() and "| " in line)) and self._proc(line, source):
             return
+        if first == "[" and " said into " in line:
+            fpm = _FPM_CHILD.match(line)
+            if fpm:  # PHP-FPM's catch_workers_output: each line a child wrote, read per child
+                self._to_proc(f"php-fpm {fpm.group(1)} {fpm.group(2)}", fpm.group(3), source)
+                return
+        if "PHP message: " in line[:30]:
+            line = _FPM_PHP_MESSAGE.sub("", line, 1)
         if line[:1].isdigit():
             line = _MANAGER_STAMP.sub("", line, 1)
         if self._held is not None:
