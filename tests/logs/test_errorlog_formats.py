@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from upkeeper.logs.errorlog import AppLogStats, trace_excerpt
+from upkeeper.logs.errorlog import AppLogStats, NginxErrorStats, trace_excerpt
 
 LOGS = Path(__file__).parent / "applogs"
 
@@ -105,9 +105,11 @@ CASES = [
            "created by net/http.(*Server).Serve"),
           ("panic", "job <n> failed"): ("\tpanic: cleanup failed for job 9", "main.main()"),
           ("fatal error", "concurrent map writes"): ("goroutine 28 [running]:", "goroutine 1 [semacquire]:")}),
+    # Logger#fatal(e) of a NoMethodError on Ruby 3.1: its message holds error_highlight's code and caret, the
+    # class after the caret (it was no exception: only the uncaught one was counted)
     Case("ruby-logger.log", {"info": 1, "error": 4, "critical": 1, "warning": 1},
          {("ActiveRecordNotFound", "Couldn't find User with 'id'=<n>"): 4,
-          ("NoMethodError", "undefined method `upcase' for nil:NilClass"): 1},
+          ("NoMethodError", "undefined method `upcase' for nil:NilClass"): 2},
          {("ActiveRecordNotFound", "Couldn't find User with 'id'=<n>"):
           ("E, [2026-12-04T19:40:09.581825 #2168] ERROR -- : Couldn't find User with 'id'=1 (ActiveRecordNotFound)",
            "gen.rb:4:in `find'", "gen.rb:6:in `<main>'")}),
@@ -462,6 +464,98 @@ CASES = [
                    ("error", "com.shop.OrderService - payment failed for order <n>"): 10,
                    ("warning", "<n> --- com.shop.OrderService : slow query <n> ms"): 5,
                    ("error", "<n> --- com.shop.OrderService : payment failed for order <n>"): 5}),
+    # Go 1.19 binaries (generators/go_runtime.go): the same crash in two runs is two occurrences of one group
+    # (the second "fatal error: …" after the first's goroutines was taken for the runtime's repeated line, and
+    # a panic whose line was the same in both runs, a struct's address, was counted once); net/http's recovered
+    # panic is classed as the panic is; the standard logger's lines have no level (only "ERROR:" in the text)
+    Case("go119-runtime-log.txt", {"error": 2, "critical": 10},
+         {("fatal error", "all goroutines are asleep - deadlock!"): 2,
+          ("panic", "runtime error: slice bounds out of range [:<n>] with capacity <n>"): 2,
+          ("panic", "(main.Order) <hex>"): 2, ("panic", "order <n> not found"): 4},
+         {("fatal error", "all goroutines are asleep - deadlock!"):
+          ("goroutine 1 [chan send]:", "created by main.main"),
+          ("panic", "order <n> not found"): ("panic: order 1 not found", "goroutine 1 [running]:")},
+         messages={("error", "payment <n> declined: card expired"): 2,
+                   ("critical", "all goroutines are asleep - deadlock!"): 2,
+                   ("critical", "runtime error: slice bounds out of range [:<n>] with capacity <n>"): 2,
+                   ("critical", "(main.Order) <hex>"): 2, ("critical", "order <n> not found"): 4}),
+    # slog's JSONHandler (golang.org/x/exp/slog, as Go 1.21's log/slog writes it): the error in "err" or "error"
+    Case("go-x-exp-slog.jsonl", {"info": 2, "error": 6, "warning": 2},
+         {("error", "dial tcp <ip>: connect: connection refused"): 2, ("error", "order <n> not found"): 2,
+          ("error", "card <n> expired"): 2}, json_lines=10,
+         messages={("error", "request failed"): 2, ("error", "checkout failed"): 2, ("warning", "slow query"): 2,
+                   ("error", "payment declined"): 2}),
+    # Rails 6.1's DebugExceptions through an untagged logger: one FATAL record of several lines; a NoMethodError's
+    # message holds Ruby 3.1's error_highlight code and caret, its "):" after them (it was no exception, its
+    # record of class "")
+    Case("rails61-untagged-fatal.log", {"info": 4, "critical": 4},
+         {("ActiveRecord::RecordNotFound", "Couldn't find User with 'id'=<n>"): 2,
+          ("NoMethodError", "undefined method `name' for nil:NilClass"): 2},
+         {("NoMethodError", "undefined method `name' for nil:NilClass"):
+          ("                      ^^^^^):", "ruby_app.rb:29:in `show'", "ruby_app.rb:49:in `<main>'")},
+         messages={("critical", "ActiveRecord::RecordNotFound (Couldn't find User with 'id'=<n>)"): 2,
+                   ("critical", "NoMethodError (undefined method `name' for nil:NilClass)"): 2}),
+    # Ruby 3.1: Logger#error(e), then uncaught exceptions (stderr): a NoMethodError with error_highlight's code
+    # and caret before its backtrace, a RuntimeError raised in a rescue with its cause printed after it (the
+    # cause is its root, not a crash of its own; the next run's crash after it is one)
+    Case("ruby31-uncaught-cause.log", {"error": 4},
+         {("ActiveRecord::RecordNotFound", "Couldn't find User with 'id'=<n>"): 2,
+          ("RuntimeError", "checkout <n> failed"): 4, ("NoMethodError", "undefined method `name' for nil:NilClass"): 2},
+         {("NoMethodError", "undefined method `name' for nil:NilClass"):
+          ("                      ^^^^^", "\tfrom ruby_app.rb:65:in `<main>'")},
+         causes={("RuntimeError", "checkout <n> failed"): ("", "PaymentGateway::Declined")},
+         messages={("error", "Couldn't find User with 'id'=<n> (ActiveRecord::RecordNotFound)"): 2,
+                   ("error", "checkout <n> failed (RuntimeError)"): 2}),
+    # PHP 8.2 CLI with log_errors (stderr), and the same lines in an error_log file (a time stamp before each):
+    # uncaught exceptions (one with a previous), an Error, warnings, a notice, a deprecation (a warning, as
+    # Sentry's PHP SDK has it; it was not counted), E_USER_ERROR's fatal error
+    *[Case(name, {"critical": 8, "warning": 8, "info": 2},
+           {("InvalidArgumentException", "order id <n> is not valid"): 2, ("RuntimeException", "cannot load order <n>"): 2,
+            ("Error", "Call to a member function name() on null"): 2, ("PHP Fatal error", "payment <n> failed"): 2},
+           {("RuntimeException", "cannot load order <n>"):
+            ("Next RuntimeException: cannot load order 1 in /tmp/h-applangs-gen/php/www/app.php:13",
+             "  thrown in /tmp/h-applangs-gen/php/www/app.php on line 13")},
+           causes={("RuntimeException", "cannot load order <n>"): "PDOException"},
+           messages={**{("critical", f"Uncaught {m} in /tmp/h-applangs-gen/php/www/app.php:<n>"): 2 for m in (
+               "InvalidArgumentException: order id <n> is not valid", "PDOException: could not find driver",
+               "Error: Call to a member function name() on null")},
+               **{("warning", f"{m} in /tmp/h-applangs-gen/php/www/app.php on line <n>"): 2 for m in (
+                   "Undefined array key <n>", "Undefined variable $undefined",
+                   "fopen(/nonexistent/<n>.csv): Failed to open stream: No such file or directory",
+                   "strlen(): Passing null to parameter #<n> ($string) of type string is deprecated")},
+               ("critical", "payment <n> failed in /tmp/h-applangs-gen/php/www/app.php on line <n>"): 2})
+      for name in ("php82-cli-stderr.txt", "php82-error-log.log")],
+    # Monolog 2.9 as Laravel configures it (run, not composed): a previous exception, and context after the
+    # exception (its closing line '","order":1} ' is the record's, the example's end)
+    Case("laravel-monolog29.log", {"info": 2, "error": 2, "critical": 2, "warning": 2},
+         {("RuntimeException", "cannot load order <n>"): 2, ("DivisionByZeroError", "Division by zero"): 2},
+         {("DivisionByZeroError", "Division by zero"): ("#1 {main}", '","order":1} '),
+          ("RuntimeException", "cannot load order <n>"): ("[previous exception] [object] (PDOException(code: 0): "
+                                                          'SQLSTATE[08006] [7] connection to server at \\"10.0.0.1\\", '
+                                                          "port 5432 failed: Connection refused at "
+                                                          "/tmp/h-applangs-gen/mono/monolog_laravel.php:22)",)},
+         causes={("RuntimeException", "cannot load order <n>"): "PDOException"},
+         messages={("error", "cannot load order <n>"): 2, ("critical", "Division by zero"): 2,
+                   ("warning", "slow request <n> ms"): 2}),
+    # PHP-FPM 8.2's own log of what its workers wrote (catch_workers_output), decorated ('[…] WARNING: [pool www]
+    # child 123 said into stderr: "…"', a stack's lines one such line each) and not (Docker's php-fpm image):
+    # read as PHP's error log is, PHP's level its message's (every line was a warning, or a notice; a chain was
+    # cut into its first exception, its "in file:line" and the quote in the group)
+    *[Case(name, {"info": 7, "critical": 6, "warning": 8},
+           {("InvalidArgumentException", "order id <n> is not valid"): 2, ("RuntimeException", "cannot load order <n>"): 2,
+            ("PHP Fatal error", "payment <n> failed"): 2},
+           {("RuntimeException", "cannot load order <n>"):
+            ("Next RuntimeException: cannot load order 1 in /tmp/h-applangs-gen/php/www/app.php:13",
+             "  thrown in /tmp/h-applangs-gen/php/www/app.php on line 13")},
+           causes={("RuntimeException", "cannot load order <n>"): "PDOException"},
+           messages={**{("critical", f"Uncaught {m} in /tmp/h-applangs-gen/php/www/app.php:<n>"): 2 for m in (
+               "InvalidArgumentException: order id <n> is not valid", "PDOException: could not find driver")},
+               **{("warning", f"{m} in /tmp/h-applangs-gen/php/www/app.php on line <n>"): 2 for m in (
+                   "Undefined array key <n>", "Undefined variable $undefined",
+                   "fopen(/nonexistent/<n>.csv): Failed to open stream: No such file or directory",
+                   "strlen(): Passing null to parameter #<n> ($string) of type string is deprecated")},
+               ("critical", "payment <n> failed in /tmp/h-applangs-gen/php/www/app.php on line <n>"): 2})
+      for name in ("php-fpm-workers.log", "php-fpm-workers-raw.log")],
     Case("uvicorn.log", {"info": 10, "error": 2},
          {("ValueError", "bad path /x/<n>"): 2},
          {("ValueError", "bad path /x/<n>"): ("Traceback (most recent call last):", "ValueError: bad path /x/1")}),
@@ -537,3 +631,17 @@ def test_output_after_a_python_traceback_does_not_take_the_exception_s_place() -
         after = excerpt[excerpt.index(exc_line) + 1:]
         assert len(after) == 5 and after[-1] == "… 96 more lines after the exception (its message, or output " \
             "written after it)", after
+
+
+def test_php_fpm_messages_in_nginx_error_log() -> None:
+    """PHP-FPM's errors relayed by nginx (``FastCGI sent in stderr: "PHP message: …"``, PHP 8.2 behind nginx, see
+    the README): an uncaught exception's stack over several lines, a blank one among them before ``Next …``, is
+    the entry's (the blank lines were counted as unparsed); one class per exception, whatever the order id."""
+    ng = NginxErrorStats()
+    ng.feed((LOGS / "nginx-php-fpm-error.log").read_bytes(), "error.log")
+    assert (ng.lines, ng.unparsed, dict(ng.levels)) == (48, 0, {"error": 8})
+    prefix = 'FastCGI sent in stderr: "PHP message: PHP Fatal error: Uncaught '
+    assert {c: n for (_, c), n in ng.classes.items() if c.startswith(prefix)} == {
+        prefix + m + ' in /tmp/h-applangs-gen/php/www/app.php:<n>"': 2 for m in (
+            "InvalidArgumentException: order id <n> is not valid", "PDOException: could not find driver",
+            "Error: Call to a member function name() on null")}

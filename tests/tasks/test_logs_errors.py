@@ -401,3 +401,29 @@ def test_real_logrotate_olddir_counts_each_exception_once(cli: Any, make_config:
     rotate()  # twice between two runs: the last run's file is old/production.log.3.gz, the new log is empty
     assert (logs / "old" / "production.log.3.gz").exists()
     assert job() == (3, [])  # old/production.log.2.gz and .1.gz, all written after the last run
+
+
+def test_php_fpm_exceptions_in_the_nginx_error_log_are_groups(cli: Any, make_config: Any, tmp_path: Path) -> None:
+    """PHP-FPM relays PHP's errors into nginx's error log (``FastCGI sent in stderr: "PHP message: PHP Fatal error:
+    Uncaught …"``, a real PHP 8.2 + nginx log, see tests/logs/applogs/README.md): its uncaught exceptions are
+    exception groups, so one never seen before is a finding (they were nginx message classes only). The first
+    run that sees PHP's messages is the baseline; the exceptions relayed after it are new."""
+    entries = re.split(r"\n(?=\d{4}/)", (Path(__file__).parents[1] / "logs" / "applogs" /
+                                         "nginx-php-fpm-error.log").read_text().rstrip("\n"))
+    log = tmp_path / "error.log"
+    log.write_text("\n".join(entries[:2]) + "\n")  # the two InvalidArgumentExceptions
+    cfg = make_config({"targets": {"web": {"kind": "nginx", "error_log": str(log)}},
+                       "jobs": {"errors": {"task": "logs.errors", "target": "web",
+                                           "options": {"report_dir": str(tmp_path / "r")}}}})
+    first = run(cli, cfg, "errors")
+    checks = [f["check"] for f in first["findings"]]
+    assert "logs.errors.exceptions_baseline" in checks and "logs.errors.new_exception" not in checks, checks
+    with log.open("a") as f:
+        f.write("\n".join(entries[2:]) + "\n")
+    r = run(cli, cfg, "errors")
+    new = sorted(f["subject"] for f in r["findings"] if f["check"] == "logs.errors.new_exception")
+    assert new == ["Error", "PHP Fatal error", "RuntimeException"], r["findings"]
+    data = json.loads(Path(next(a["path"] for a in r["artifacts"] if a["format"] == "json")).read_text())
+    groups = {(g["type"], g["message"], g["cause"]): (g["count"], g["sources"]) for g in data["app"]["exception_groups"]}
+    assert groups[("RuntimeException", "cannot load order <n>", "PDOException")] == (2, [str(log)])
+    assert data["nginx"]["unparsed"] == 0

@@ -185,6 +185,8 @@ _NGINX_PAYLOAD = re.compile(r'^((?:FastCGI |uwsgi |SCGI )?sent in stderr: |upstr
 _NGINX_PAYLOAD_END = re.compile(r'^(.*)"((?: while [^"]*)?)$', re.S)
 #: a continuation line that closes a multi-line payload: its quote, then "while …" or the context
 _NGINX_PAYLOAD_CLOSE = re.compile(rb'"(?:$| while |, (?:client|server|request|upstream|host): )')
+#: the messages PHP-FPM sends in one FastCGI stderr record: ``PHP message: …; PHP message: …``
+_PHP_MESSAGE_SPLIT = re.compile(r"(?:^|; )PHP message: ")
 
 
 def _nginx_class(core: str) -> tuple[str, str, bool]:
@@ -217,8 +219,28 @@ class NginxErrorStats:
     upstream: int = 0
     first: str | None = None
     last: str | None = None
+    #: what PHP-FPM relayed (``FastCGI sent in stderr: "PHP message: PHP Fatal error:  Uncaught …"``), read as PHP's
+    #: own error log is: its uncaught exceptions and fatal errors are in ``php.exceptions``; None when there was none
+    php: AppLogStats | None = None
     #: the last entry's quoted upstream text goes on in the next lines (a multi-line FastCGI message)
     _open: tuple[str, tuple[str, str], bool] | None = None  # (source, class key, whether it set the example)
+    #: the lines of the open entry's PHP messages so far
+    _php_text: list[str] | None = None
+
+    def finish(self) -> None:
+        """Read the PHP messages of an entry whose closing line never came (the log ends inside it)."""
+        if self._php_text is not None:
+            text, self._php_text = "\n".join(self._php_text), None
+            self._php_payload(text, self._open[0] if self._open else "")
+
+    def _php_payload(self, text: str, source: str) -> None:
+        """Read the PHP messages of one entry's upstream text (``PHP message: …; PHP message: …``)."""
+        if self.php is None:
+            self.php = AppLogStats()
+        for part in _PHP_MESSAGE_SPLIT.split(text):
+            if part.strip():
+                self.php.feed(part.encode("utf-8", "replace") + b"\n", source)
+                self.php.finish()
 
     def _continued(self, gap: bytes, source: str, samples: int) -> int:
         """The lines between two entries: those that continue a multi-line entry are joined to it (their
@@ -226,16 +248,29 @@ class NginxErrorStats:
         joined = 0
         if gap == b"\n":  # the usual case: the next entry follows at once
             return 0
-        for ln in gap.split(b"\n"):
+        parts = gap.split(b"\n")
+        for i, ln in enumerate(parts):
             if not ln:
+                # a blank line inside a quoted payload (PHP's blank line before "Next …" of a chained exception) is
+                # the entry's; the empty ends of the split are no lines
+                if 0 < i < len(parts) - 1 and self._open and self._open[0] == source:
+                    joined += 1
+                    if self._php_text is not None:
+                        self._php_text.append("")
                 continue
             if self._open and self._open[0] == source:
                 joined += 1
                 _, key, own = self._open
                 if own and len(self.examples[key]) < 500:
                     self.examples[key] = (self.examples[key] + "\n" + ln.decode("utf-8", "replace"))[:500]
-                if _NGINX_PAYLOAD_CLOSE.search(ln):
+                close = _NGINX_PAYLOAD_CLOSE.search(ln)
+                if self._php_text is not None:
+                    self._php_text.append(ln[:close.start() if close else None].decode("utf-8", "replace"))
+                if close:
                     self._open = None
+                    if self._php_text is not None:
+                        text, self._php_text = "\n".join(self._php_text), None
+                        self._php_payload(text, source)
             elif len(self.unparsed_samples) < samples:
                 self.unparsed_samples.append(f"{source}: {ln[:300].decode('utf-8', 'replace')}")
         return joined
@@ -264,6 +299,18 @@ class NginxErrorStats:
             if own:
                 self.examples[key] = msg[:500]
             self._open = (source, key, own) if open_ else None
+            if self._php_text is not None:  # an entry left open (its closing line never came): read what it had
+                text, self._php_text = "\n".join(self._php_text), None
+                self._php_payload(text, source)
+            if "PHP message: " in core:
+                pm = _NGINX_PAYLOAD.match(core)
+                if pm:
+                    end = None if open_ else _NGINX_PAYLOAD_END.match(pm.group(2))
+                    inner = end.group(1) if end else pm.group(2)
+                    if open_:
+                        self._php_text = [inner]
+                    else:
+                        self._php_payload(inner, source)
             # read without quoted paths and without what the upstream wrote (a PHP "Connection refused")
             if level in _UPSTREAM_LEVELS and "upstream" in outer and _UPSTREAM.search(outer):
                 self.upstream += 1
@@ -282,12 +329,13 @@ LEVEL_WORDS = {
     "warn": "warning", "warning": "warning", "error": "error", "err": "error", "severe": "error",
     "critical": "critical", "crit": "critical", "fatal": "critical", "alert": "critical", "emerg": "critical",
     "emergency": "critical", "panic": "critical", "dpanic": "critical",
+    "deprecated": "warning",  # PHP's E_DEPRECATED ("PHP Deprecated:  …"), a warning as Sentry's PHP SDK has it
 }  # fmt: skip
 _PINO_LEVELS = {10: "debug", 20: "debug", 30: "info", 40: "warning", 50: "error", 60: "critical"}
 #: a level word: not part of a word or a path (``/error/``), but Celery's ``ERROR/MainProcess``,
 #: ``WARNING/ForkPoolWorker-1`` is one (a slash then a capital letter)
 _TEXT_LEVEL = re.compile(r"(?<![\w/])(TRACE|DEBUG|INFO|NOTICE|WARN(?:ING)?|ERROR|ERR|SEVERE|CRIT(?:ICAL)?|FATAL|"
-                         r"ALERT|EMERG|PANIC)(?!\w)(?!/(?-i:[^A-Z]))", re.I)
+                         r"ALERT|EMERG|PANIC|(?<=PHP )DEPRECATED)(?!\w)(?!/(?-i:[^A-Z]))", re.I)
 #: what follows the level word in Celery's ``[… ERROR/ForkPoolWorker-1] message``: the process, no part of the message
 _LEVEL_PROCESS = re.compile(r"^/[\w-]+")
 _PY_TRACEBACK = "Traceback (most recent call last):"
@@ -421,9 +469,74 @@ _RUBY_CLASS = r"[A-Z]\w*(?:::[A-Z]\w*)*"
 #: a FATAL record, after the request's tags, then ``  `` and the backtrace)
 _RUBY_LOGGED = re.compile(rf"^{_RUBY_HEAD}{_RUBY_TAGS}(?P<msg>.*) \((?P<cls>{_RUBY_CLASS})\)$|"
                           rf"^{_RUBY_HEAD}?{_RUBY_TAGS}(?P<cls2>{_RUBY_CLASS}) \((?P<msg2>.*)\):$")
+#: Rails' exception line when the message has further lines (Ruby 3.1+'s error_highlight code and caret, up to
+#: the line that ends with ``):``): ``NoMethodError (undefined method `name' for nil:NilClass``
+_RAILS_OPEN = re.compile(rf"^{_RUBY_TAGS}(?P<cls>{_RUBY_CLASS}) \((?P<msg>.*)$")
+_RAILS_OPEN_LINES = 20
+#: the caret Ruby 3.1's error_highlight puts under the code in an exception's message, then the exception's class,
+#: as ``Logger#error(e)`` writes it (``message (Class)``, the message's further lines before the class)
+_RUBY_CARET_CLASS = re.compile(rf"^\s*\^+ \(({_RUBY_CLASS})\)$")
+_RUBY_MSG_LINES = 6
 #: a line of a Ruby backtrace (``app/models/order.rb:12:in `total'``, ``\tfrom …``), or Rails' blank line
 #: between the exception and its backtrace, after the request's tags
 _RUBY_FRAME = re.compile(rf"^{_RUBY_TAGS}(?:\s*$|\s*(?:from )?\S+:\d+:in )")
+#: where a line of a Ruby backtrace, or an exception's line, was: ``app.rb:12:in `m'`` (Ruby 3.4: ``in 'C#m'``)
+_RUBY_PLACE = re.compile(r"^(?:\[[^\]]*\] )*\s*(?:from )?(\S+:\d+:in [`'][^']*')")
+
+
+def _ruby_head(line: str) -> bool:
+    """An uncaught exception's line (``app.rb:12:in `m': message (Class)``), not a frame."""
+    s = line.lstrip()
+    return not s.startswith("from ") and _RUBY.search(s) is not None
+
+
+def _ruby_chain_end(block: list[str]) -> int:
+    """Where a Ruby exception's block ends (one logged by Logger or Rails: before an uncaught exception after its
+    backtrace). An uncaught exception's: Ruby prints its causes after its backtrace, as it prints an
+    exception (``app.rb:3:in `charge': declined (Declined)``, then ``\tfrom`` lines); a cause was raised on the
+    same stack, so its backtrace ends where the exception's does. An exception whose backtrace ends elsewhere, or
+    that is the exception again (the same class raised at the same place: the program crashed twice), is the next
+    crash: the block ends before it."""
+    heads = [i for i, ln in enumerate(block) if i and ln[:1] not in " \t" and _ruby_head(ln)]
+    if not heads:
+        return len(block)
+    if not _RUBY.search(block[0]):  # Logger and Rails print no causes: an uncaught exception after their frames
+        return heads[0]
+
+    def place(ln: str) -> str:
+        m = _RUBY_PLACE.match(ln)
+        return m.group(1) if m else ""
+
+    def bottom(start: int, end: int) -> str:
+        return next((p for p in map(place, reversed(block[start:end])) if p), "")
+
+    def head(i: int) -> tuple[str, str]:
+        m = _RUBY.search(block[i])
+        return place(block[i]), m.group(2) if m else ""
+
+    ends = [*heads, len(block)]
+    last = bottom(0, ends[0])
+    for k, start in enumerate(heads):
+        if bottom(start, ends[k + 1]) != last or head(start) == head(0):
+            return start
+    return len(block)
+
+
+def _rails_open(block: list[str]) -> bool:
+    """Whether a Rails exception line's message (see ``_RAILS_OPEN``) is still open: its further lines follow."""
+    return (len(block) < _RAILS_OPEN_LINES and not any(ln.endswith("):") for ln in block)
+            and _RAILS_OPEN.match(block[0]) is not None
+            and _RUBY_LOGGED.match(block[0]) is None and not _RUBY.search(block[0]))
+
+
+def _ruby_highlight(block: list[str], line: str) -> bool:
+    """The code and caret Ruby 3.1+'s error_highlight prints under an uncaught exception's first line, after a
+    blank line (its backtrace follows them)."""
+    if len(block) == 2 and block[1] == "":
+        return line.startswith("  ") and bool(_RUBY.search(block[0]))
+    return len(block) == 3 and block[1] == "" and bool(_NODE_CARET.match(line)) and bool(_RUBY.search(block[0]))
+
+
 #: the time stamp a text log record starts with: 2024-03-01 10:00:00 / 2024-03-01T10:00:00Z (in brackets
 #: too), 2024/03/01 10:00:00 (Go), 10:00:00.123 (logback), Mar  1 10:00:00 (syslog), E, [2024-03-01T… (Ruby)
 _TIME_HEAD = re.compile(r"^(?:[A-Z], )?\W{0,2}(?:\d{4}[-/]\d\d[-/]\d\d[T ]\d\d:\d\d|\d\d:\d\d:\d\d|"
@@ -448,6 +561,14 @@ _MANAGER_STAMP = re.compile(r"^\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:[.,]\d+)?(?: 
 _PROC_PREFIX = re.compile(r"^(?:(?:[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d|\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:[.,]\d+)?"
                           r"(?:Z|[+-]\d\d:?\d\d)?) \S+ ([\w.@/-]+\[\d+\]):(?: |$)|(\d+\|[\w.@-]+)\s*\| |"
                           r"([A-Za-z][\w.-]{0,100}[-_]\d+) +\|(?: |$))")
+#: PHP-FPM's log of what a worker wrote (``catch_workers_output = yes``): ``[05-Dec-2026 10:00:00] WARNING: [pool www]
+#: child 123 said into stderr: "…"``, one line of the worker's output each (its end ``", pipe is closed`` when the
+#: worker exited)
+_FPM_CHILD = re.compile(r'^\[\d\d-[A-Z][a-z]{2}-\d{4} \d\d:\d\d:\d\d(?:\.\d+)?\] WARNING: \[pool ([^\]]+)\] child (\d+) '
+                        r'said into std(?:err|out): "(.*?)"(?:, pipe is closed)?$')
+#: the level and ``PHP message: `` PHP-FPM writes before PHP's own message (``NOTICE: PHP message: PHP Warning:  …``)
+#: when the worker's output is logged: PHP's level is the message's
+_FPM_PHP_MESSAGE = re.compile(r"^(?:(?:DEBUG|NOTICE|WARNING|ERROR|ALERT): )?PHP message: (?=PHP )")
 #: ``docker compose logs`` with colours (a terminal, ``--ansi always``): the prefix in its service's colour, the
 #: colour reset after `` | `` (Compose 2) or after ``|`` (1.x) — coloured, any container name is one
 #: (``container_name: shop``)
@@ -503,7 +624,7 @@ _PHP_FRAME = re.compile(r"^(?:Stack trace:$|#\d+ |\s+thrown in |Next [A-Za-z_\\]
 #: and ``[previous exception]`` on the lines after, up to the ``"}`` that closes the context
 _MONOLOG_EXC = re.compile(r' \{.*?"exception":"\[object\] \(([\w\\]+)\(code: [^)]*\): (.*?)'
                           r'(?: at (?:[A-Za-z]:)?[^ ]*:\d+\)(?:\\n|"|$)|$)')
-_MONOLOG_FRAME = re.compile(r'^(?:\[stacktrace\]$|#\d+ |\[previous exception\] |"\}|\s*$)')
+_MONOLOG_FRAME = re.compile(r'^(?:\[stacktrace\]$|#\d+ |\[previous exception\] |"[},]|\s*$)')  # "}, or ",… more context
 _PHP_NEXT = re.compile(r"^Next ([A-Za-z_\\][\w\\]*): (.*?)(?: in \S+?:\d+)?$")
 _STACK_FRAME = re.compile(r"^(?:\s+at |Emitted '[\w-]+' event |\s+File \"|\t|\s{2,}\S|Caused by: |Wrapped by: |"
                           r"\s*\.\.\. \d+ more)")
@@ -590,6 +711,12 @@ class AppLogStats:
     #: of an exception is (the exception on the next line): (level, the line, its tags, source), counted
     #: with the next line's exception as its message, or with its tags as the message when no such line follows
     _tags_only: tuple[str, str, str, str] | None = None
+    #: the line that named the tags-only record was Rails' exception line with its message still open (see
+    #: ``_RAILS_OPEN``): it starts the exception's block
+    _rails_open: bool = False
+    #: a Ruby Logger record and its further lines (source, lines), while they may be an exception's message whose
+    #: class comes after error_highlight's caret (``Logger#error(e)`` of a NoMethodError on Ruby 3.1)
+    _ruby_msg: tuple[str, list[str]] | None = None
     #: Node's crash report starts with the place (``/app/server.js:12``, ``node:events:502``), the source
     #: line there and a caret under it: the line after a place is held (source, line) until the next one
     #: shows whether it is that source line — code, no log line of its own
@@ -646,8 +773,13 @@ class AppLogStats:
         self._tags_only = None
         rails = (src == source and line.endswith("):") and not _TIME_HEAD.match(line)
                  and _RUBY_LOGGED.match(line) is not None)
+        opened = (None if rails or src != source or _TIME_HEAD.match(line) or self._pending
+                  else _RAILS_OPEN.match(line))
         if rails:
             self._count_message(level, _RUBY_TAG_PREFIX.sub("", line).strip().removesuffix(":"), head + "\n" + line)
+        elif opened:  # the exception's message goes on in the next lines: its first line names it
+            self._count_message(level, f"{opened.group('cls')} ({opened.group('msg')})", head + "\n" + line)
+            self._rails_open = True
         else:  # nothing to name: the tags are the message
             self._count_message(level, tags, head)
         return rails
@@ -693,6 +825,13 @@ class AppLogStats:
         first = line[:1]
         if (first.isdigit() or first.isupper() or (first.islower() and "| " in line)) and self._proc(line, source):
             return
+        if first == "[" and " said into " in line:
+            fpm = _FPM_CHILD.match(line)
+            if fpm:  # PHP-FPM's catch_workers_output: each line a child wrote, read per child
+                self._to_proc(f"php-fpm {fpm.group(1)} {fpm.group(2)}", fpm.group(3), source)
+                return
+        if "PHP message: " in line[:30]:
+            line = _FPM_PHP_MESSAGE.sub("", line, 1)
         if line[:1].isdigit():
             line = _MANAGER_STAMP.sub("", line, 1)
         if self._held is not None:
@@ -736,16 +875,28 @@ class AppLogStats:
         return True
 
     def _read_line(self, line: str, source: str) -> None:
-        if self._tags_only is not None:
-            self._count_tags_only(line, source)
+        if self._tags_only is not None and not self._count_tags_only(line, source) and self._rails_open:
+            self._rails_open = False
+            self._pending, self._pending_source, self._pending_kind = [line], source, "ruby"
+            return
         if self._pending:
             if self._pending_kind == "go":
-                if _GO_STACK.match(line) or line == self._pending[0]:  # "fatal error: …" is printed twice
+                # "fatal error: …" is printed once per goroutine that hit it, one line after the other; the same
+                # line after the stack is the next crash (the same bug in the next run of the program)
+                if _GO_STACK.match(line) or line == self._pending[-1] == self._pending[0]:
                     self._keep(line)
                     return
             elif self._pending_kind == "ruby":
-                if _RUBY_FRAME.match(line):
+                if _RUBY_FRAME.match(line) or _ruby_highlight(self._pending, line) or _rails_open(self._pending):
                     self._keep(line)
+                    return
+                end = _ruby_chain_end(self._pending)
+                if end < len(self._pending):
+                    # the block ends before the next crash's exception, whose block this line may go on
+                    tail, self._pending = self._pending[end:], self._pending[:end]
+                    self._flush()
+                    self._pending, self._pending_source, self._pending_kind = tail, source, "ruby"
+                    self._read_line(line, source)
                     return
             elif self._pending_kind == "monolog":
                 if _MONOLOG_FRAME.match(line):
@@ -814,6 +965,17 @@ class AppLogStats:
         if line[:1] == "(" and self._node_warning(line, source):
             return
         s = line.lstrip()
+        rm = self._ruby_msg
+        if rm is not None:
+            if rm[0] != source or len(rm[1]) >= _RUBY_MSG_LINES or _TIME_HEAD.match(line):
+                self._ruby_msg = None
+            elif _RUBY_CARET_CLASS.match(line):
+                # the exception's class after error_highlight's caret: the Logger record is that exception
+                self._ruby_msg = self._record = self._prev = None
+                self._pending, self._pending_source, self._pending_kind = [*rm[1], line], source, "ruby"
+                return
+            else:
+                rm[1].append(line)
         prev, self._prev = self._prev, None
         if prev is not None and line[:1] in " \t" and _AT_FRAME.match(line):  # across a rotation too
             # a frame after a line read as no exception: an error of another name (see ``_NAMED_HEAD``)
@@ -870,6 +1032,10 @@ class AppLogStats:
             self.levels[level] += 1
             if level in ("warning", "error", "critical"):
                 msg = _LEVEL_PROCESS.sub("", line[m.end():mono.start() if mono else None], 1).lstrip(" :-]|") if m else line
+                if m and m.group(1).lower() == "fatal" and msg.startswith("error:"):
+                    msg = msg[6:].lstrip()  # Go's "fatal error: …", PHP's "PHP Fatal error:  …": not "error: …"
+                if go:
+                    msg = go.group(3)  # net/http's "http: panic serving <client>: …" classed as the panic is
                 ruby = _RUBY_HEAD_LINE.match(line)
                 if ruby:  # the request's tags are no part of the message: [<uuid>] made one class of all
                     msg = _RUBY_TAG_PREFIX.sub("", line[ruby.end():]).strip()
@@ -879,6 +1045,8 @@ class AppLogStats:
                     key, own = self._count_message(level, _message_class_text(msg), line)
         if stamped:
             self._record = (source, key, own)
+            if not (em and exc) and not (go or rb or php or mono or v8) and _RUBY_HEAD_LINE.match(line):
+                self._ruby_msg = (source, [line])
         if (em and exc) or go or rb or php or mono or v8:
             self._pending = [line if rb or php or mono else s]
             self._pending_source = source
@@ -930,6 +1098,8 @@ class AppLogStats:
         """Count the pending block; its unconfirmed lines (no frame followed them) are read again as the lines
         they are."""
         held: list[str] = []
+        if self._pending_kind == "ruby" and not self._unconfirmed:
+            self._unconfirmed = len(self._pending) - _ruby_chain_end(self._pending)
         if self._unconfirmed:
             held = self._pending[-self._unconfirmed:]
             del self._pending[-self._unconfirmed:]
@@ -1043,16 +1213,28 @@ class AppLogStats:
         while block and not block[-1].strip():
             block.pop()
         m = _RUBY.search(block[0])
+        cause = ""
         if m:
             kind, msg = m.group(2), m.group(1)
+            # the causes Ruby prints after an uncaught exception's backtrace, each with its own: the last the root
+            cause = next((c.group(2) for c in map(_RUBY.search, reversed(block[1:])) if c and _ruby_head(c.string)
+                          and c.string[:1] not in " \t"), "")
         else:
             m = _RUBY_LOGGED.match(block[0])
-            if not m:
+            o = None if m else _RAILS_OPEN.match(block[0])
+            caret = next(filter(None, map(_RUBY_CARET_CLASS.match, block[1:_RUBY_MSG_LINES + 1])), None)
+            head = _RUBY_HEAD_LINE.match(block[0])
+            if o and any(ln.endswith("):") for ln in block[1:_RAILS_OPEN_LINES]):
+                kind, msg = o.group("cls"), o.group("msg")
+            elif caret and head and not m:
+                kind, msg = caret.group(1), _RUBY_TAG_PREFIX.sub("", block[0][head.end():]).strip()
+            elif not m:
                 return
-            kind, msg = m.group("cls") or m.group("cls2"), m.group("msg") or m.group("msg2") or ""
+            else:
+                kind, msg = m.group("cls") or m.group("cls2"), m.group("msg") or m.group("msg2") or ""
             if not (any(":in " in ln for ln in block[1:]) or "::" in kind or re.search(_EXC_SUFFIX + "$", kind)):
                 return
-        self._exception(kind, msg, "\n".join(block), self._pending_source)
+        self._exception(kind, msg, "\n".join(block), self._pending_source, cause)
 
     def _json(self, s: str, source: str) -> bool:
         try:

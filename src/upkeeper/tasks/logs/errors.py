@@ -119,6 +119,7 @@ class ErrorLogs(Task[ErrorLogsOptions]):
                 plan = sources.plan_reads(files, cursors.get(error_log), incremental=options.incremental)
                 plan_notes += plan.notes
                 gz = self._read(plan, lambda buf, src: ng.feed(buf, src) if ng else None, read_notes)
+                ng.finish()
                 new_cursors[error_log] = sources.finish_cursors(plan, gz)
                 rep["files"] += [r.file.path for r in plan.ranges]
 
@@ -145,6 +146,15 @@ class ErrorLogs(Task[ErrorLogsOptions]):
                 for pat in unmatched:
                     findings.append(Finding("logs.errors.missing", Severity.WARNING, pat, self._no_match(pat),
                                             "set app_logs to the files your application writes"))
+        if ng is not None and ng.php is not None and ng.php.exceptions:
+            # PHP-FPM's uncaught exceptions, relayed into nginx's error log: exception groups as in PHP's own log
+            # (the same group when both are read)
+            app = app or errorlog.AppLogStats()
+            for gid, g in ng.php.exceptions.items():
+                mine = app.exceptions.setdefault(gid, errorlog.ExceptionGroup(g.kind, g.message, example=g.example,
+                                                                              cause=g.cause))
+                mine.count += g.count
+                mine.sources |= g.sources
         seconds = time.monotonic() - t0
         findings += plan_findings("errors", plan_notes, options.rotated_dirs) + read_findings("errors", read_notes)
         saved = ctx.state.get(GROUPS_KEY)
@@ -178,7 +188,9 @@ class ErrorLogs(Task[ErrorLogsOptions]):
                                       options.keep_reports)
             if options.incremental:
                 ctx.state.set(CURSORS_KEY, new_cursors)
-            if app is not None and matched:  # no log read yet: the next run that reads one is the first
+            # no log read yet: the next run that reads one is the first (an nginx error log with PHP-FPM's messages
+            # is one: its exceptions are groups)
+            if (app is not None and matched) or (ng is not None and ng.php is not None):
                 ctx.state.set(GROUPS_KEY, known)
         parts = []
         if ng is not None:
