@@ -290,7 +290,12 @@ CATEGORIES = [
     # open proxies (corpus/open_proxy.log): any CONNECT; absolute request lines for echo sites only
     (b"CONNECT [2001:db8::1]:443 HTTP/1.1", "open_proxy"),
     (b"HEAD http://checkip.amazonaws.com:80/ HTTP/1.0", "open_proxy"),
-    (b"GET http://shop.example.net/cart HTTP/1.1", None),  # a site's own host (any the list does not name)
+    # any other host: judged against the site's own names once the log is read (access.own_hosts)
+    (b"GET http://shop.example.net/cart HTTP/1.1", "absolute_uri:shop.example.net"),
+    (b"GET http://user:pw@proxy-judge.example:8080/azenv.php HTTP/1.0", "absolute_uri:proxy-judge.example"),
+    (b"POST https://[2001:db8::7]:443/x HTTP/1.1", "absolute_uri:[2001:db8::7]"),
+    (b"GET http://localhost:8080/ HTTP/1.1", None),  # the server itself
+    (b"GET http://127.0.0.1/ HTTP/1.1", None),
     (b"GET /search?q=connect+db:5432 HTTP/1.1", None),
     (b"GET /search?q=get+http://www.google.com/ HTTP/1.1", None),
     (b"GET /connect/github HTTP/1.1", None),

@@ -208,6 +208,14 @@ class NginxLogsOptions(TaskOptions):
         default_factory=list,
         description="paths of sensitive-looking files the site serves on purpose ('*' wildcards allowed), e.g. "
         "/downloads/*.sql: no logs.nginx.exposed_file finding for them. Source: upkeeper (none by default)")
+    server_names: list[str] = Field(
+        default_factory=list,
+        description="the site's own host names, written as nginx's server_name (example.com, *.example.com, "
+        ".example.com for both): an absolute request line (GET http://HOST/…) naming any other host is an "
+        "open-proxy probe. Not set: the hosts named by the log's referers are the site's own (its pages refer to each "
+        "other); localhost and loopback addresses are always the site's, the IP-echo and proxy-judge sites and "
+        "search engines of docs/logs.md (azenv.net, www.google.com, example.com …) never. Source: upkeeper (none by "
+        "default)")
     static_extensions: list[str] = Field(
         default_factory=lambda: list(STATIC_EXTENSIONS),
         description="extensions of static files, left out of GoAccess's 'requested files' list. Source: "
@@ -335,7 +343,8 @@ class NginxLogs(Task[NginxLogsOptions]):
             partial, top_n=options.top, failed_statuses=options.failed_statuses,
             min_endpoint_requests=options.min_endpoint_requests, not_found_burst=options.not_found_burst,
             brute_force=options.brute_force_threshold, earlier=earlier, log_format=options.log_format,
-            page_sizes=page_sizes, public_paths=options.public_paths, client_ip=options.client_ip))
+            page_sizes=page_sizes, public_paths=options.public_paths, client_ip=options.client_ip,
+            server_names=options.server_names))
         rep["files"] = [{"path": r.file.path, "from": r.start, "to": r.end, "compressed": r.file.gz}
                         for r in plan.ranges]
         rep["scan_seconds"] = round(seconds, 3)
@@ -513,7 +522,10 @@ class NginxLogs(Task[NginxLogsOptions]):
             out.append(Finding(
                 f"logs.nginx.attack.{a['category']}", sev, a["category"],
                 f"{a['hits']:,} {a['category'].replace('_', ' ')} request(s) from {a['clients']} client(s), "
-                f"{a['ok']} answered 2xx; e.g. {a['samples'][0] if a['samples'] else ''}",
+                f"{a['ok']} answered 2xx"
+                + (f" ({a['catch_all']} more with the site's catch-all page, its answer to any path)"
+                   if a.get("catch_all") else "")
+                + f"; e.g. {a['samples'][0] if a['samples'] else ''}",
                 ATTACK_REMEDIATION.get(a["category"], "") + "requests answered 2xx deserve a look at the application; "
                 "block persistent clients (fail2ban, nginx deny, WAF)", value=a["hits"], data={"clients": a["top_clients"]}))
         for s in sec["scanners"]:
