@@ -351,7 +351,8 @@ def corpus(name: str) -> list[tuple[bytes, bytes]]:
     return out
 
 
-ATTACK_FILES = ("sql_injection", "path_traversal", "scanner_probe", "xss", "ssrf", "open_proxy")
+ATTACK_FILES = ("sql_injection", "path_traversal", "scanner_probe", "xss", "ssrf", "open_proxy",
+                "command_injection")
 REAL = [(req, cat) for cat in ATTACK_FILES for req, _ua in corpus(cat)]
 REAL_BENIGN = [req for req, _ua in corpus("benign")]
 
@@ -376,7 +377,8 @@ def test_real_scanner_agents_are_named() -> None:
     assert scanner_name(b"Wfuzz/3.1.0") == "wfuzz"  # not ffuf, another tool
     assert scanner_name(b"Fuzz Faster U Fool v2.1.0") == "ffuf"  # ffuf's own user agent
     assert {scanner_name(ua) for _r, ua in corpus("benign")} == {None}
-    assert {scanner_name(ua) for _r, ua in corpus("exploit_agents")} == {"shellshock"}
+    # nmap's Shellshock probe; sqlmap --level 3 injects into the user agent itself
+    assert {scanner_name(ua) for _r, ua in corpus("exploit_agents")} == {"shellshock", "sql_injection_in_agent"}
 
 
 @pytest.mark.parametrize(("line", "decoded"), [
