@@ -64,7 +64,8 @@ ATTACK_REMEDIATION = {
     "ssrf": "make sure the application fetches no URL its clients name on link-local or metadata addresses (an "
             "allow-list of hosts, an egress firewall, AWS IMDSv2 with a hop limit of 1); ",
     "open_proxy": "a 2xx to an absolute request line for another site must be this site's own page, not that "
-                  "site's (curl -x http://THIS-SERVER http://example.com/): no proxy_pass to $host or $http_host; ",
+                  "site's (curl -x http://THIS-SERVER http://example.com/): no proxy_pass to $host or $http_host; a host "
+                  "that is this site's own name belongs in the job's server_names; ",
 }
 PAGES_KEY = "access_page_sizes"  # body sizes of a catch-all's answers (GET /, probes), for the runs that read none
 PAGES_KEPT = 50
