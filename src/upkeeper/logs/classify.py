@@ -210,6 +210,23 @@ def scanner_name(agent: bytes) -> str | None:
     return None
 
 
+#: exploits judged in the Referer header too (nmap's http-shellshock and Log4Shell scanners send theirs there as well),
+#: named ``<name>_in_referer``: unambiguous payloads only — a referer is another page's URL, often with a query
+_REFERER_EXPLOITS = ("shellshock", "log4shell", "interactsh")
+_REFERER_RX = re.compile("|".join(f"(?P<{n}>{rx})" for n, rx in SCANNER_AGENTS if n in _REFERER_EXPLOITS).encode(),
+                         re.I)
+_REFERER_HINT = re.compile(rb"[{%\\]|oast\.|interact\.sh", re.I)
+
+
+def referer_exploit(referer: bytes) -> str | None:
+    """``<name>_in_referer`` for a Shellshock, Log4Shell or interactsh payload in a referer (its first
+    :data:`AGENT_CLASSIFIED_BYTES`, nginx's escapes and percent-encoding undone), or None."""
+    if not _REFERER_HINT.search(referer, 0, AGENT_CLASSIFIED_BYTES):
+        return None
+    m = _REFERER_RX.search(decode_request(referer[:AGENT_CLASSIFIED_BYTES]))
+    return f"{m.lastgroup}_in_referer" if m else None
+
+
 def is_bot(agent: bytes) -> bool:
     """Crawlers, monitors, tools and scripts; an empty user agent (``-``) counts as a bot.  Only the first
     :data:`AGENT_CLASSIFIED_BYTES` are read."""

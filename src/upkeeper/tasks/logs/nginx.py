@@ -531,7 +531,10 @@ class NginxLogs(Task[NginxLogsOptions]):
                 "block persistent clients (fail2ban, nginx deny, WAF)", value=a["hits"], data={"clients": a["top_clients"]}))
         for s in sec["scanners"]:
             out.append(Finding("logs.nginx.scanner_agent", Severity.INFO, s["scanner"],
-                               f"{s['hits']:,} request(s) with the {s['scanner']} user agent from "
+                               f"{s['hits']:,} request(s) with "
+                               + (f"a {s['scanner'].removesuffix('_in_referer')} exploit as the referer"
+                                  if s["scanner"].endswith("_in_referer") else f"the {s['scanner']} user agent")
+                               + " from "
                                f"{s['client_count']} client(s): {', '.join(s['clients'][:5])}",
                                "known vulnerability scanners: block them or make sure you ordered the scan",
                                value=s["hits"], data={"clients": s["clients"]}))
