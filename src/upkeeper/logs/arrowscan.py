@@ -208,6 +208,7 @@ class ArrowScanner:
         self.plan = plan
         self.ep_ids: dict[bytes, int] = {}
         self.ep_list: list[bytes] = []
+        self.route_skip: list[int] = []  # endpoint ids whose 2xx sizes are not kept (Accumulator._route_size)
         self.lines = 0  # lines aggregated by this path (the rest went to the reference parser)
         # one bytes object per distinct address and agent, however many buffers and keys hold it
         self.ips: dict[bytes, bytes] = {}
@@ -532,8 +533,8 @@ class ArrowScanner:
             p.bandwidth += int(total or 0)
         one_ip = self.ips.setdefault
         p.hosts.update({one_ip(ip, ip): c for ip, c in self._counts(h)})
-        if ref is not None:
-            acc.c_ref.update(dict(self._counts(ref)))
+        ref_counts = dict(self._counts(ref)) if ref is not None else {}
+        acc.c_ref.update(ref_counts)
         if ua is not None:
             acc.c_ua.update(dict(self._counts(ua)))
         else:
@@ -678,7 +679,7 @@ class ArrowScanner:
                 raw = rdict[ri]
                 cat = attack_of[raw]
                 if abs_ is not None and 200 <= (code_of[st] or 0) < 300:
-                    acc._probe_answer(raw, abs_[k])
+                    acc._probe_answer(raw, abs_[k], cat)
                 if cat == SOFTWARE_PROBE:  # only a request answered 4xx: the site does not run that software
                     if (counted := counted_category(cat, status_code(st))) is None:
                         continue
@@ -702,6 +703,8 @@ class ArrowScanner:
             m = pc.and_(pc.is_in(row_ep, value_set=pa.array(front, row_ep.type)), self._mask_in(s, ok2))
             for size, c in self._counts(bi.filter(m)):
                 p.page_sizes[size] += c
+        if ok2 and bi is not None:  # the one body size of each GET route (a catch-all's page answers them all)
+            self._route_sizes(row_ep, bi, self._mask_in(s, ok2))
         del row_ep
         # scanner user agents
         if ua is not None:
@@ -715,6 +718,12 @@ class ArrowScanner:
                 if m.true_count:
                     for (a, ip), c in self._pair_counts(ua.filter(m), h.filter(m)):
                         p.scanners[(ua_scanner[a] or "", ip)] += c
+        # exploits sent as the referer
+        bad = acc.referer_exploits(ref_counts) if ref_counts else {}
+        if bad and ref is not None:
+            m = self._mask_in(ref, list(bad))
+            for (x, ip), c in self._pair_counts(ref.filter(m), h.filter(m)):
+                p.scanners[(bad[x], ip)] += c
 
     def _add_latency(self, counter: Counter[tuple[bytes, bytes]], row_ep: Any, times: Any) -> None:
         """Count the (endpoint, time token) pairs."""
@@ -722,6 +731,22 @@ class ArrowScanner:
         get = counter.get  # (no Counter.__missing__ call per new pair)
         for key, c in zip(zip(map(self.ep_list.__getitem__, es), toks, strict=True), counts, strict=True):
             counter[key] = get(key, 0) + c
+
+    def _route_sizes(self, row_ep: Any, sizes: Any, ok2: Any) -> None:
+        """:meth:`Accumulator._route_size <upkeeper.logs.access.Accumulator._route_size>` of the distinct (endpoint,
+        body size) pairs of the rows ``ok2`` (answered 2xx); the endpoints found not worth it (not a GET route, or
+        sizes that differ) are left out of the next buffers' pairs with one ``is_in``."""
+        pa, pc = self.pa, self.pc
+        skip = self.route_skip
+        keep = ok2 if not skip else pc.and_(ok2, pc.invert(pc.is_in(row_ep, value_set=pa.array(skip, pa.int32()))))
+        if not pc.any(keep).as_py():
+            return
+        (es, szs), _ = self._combos([row_ep.filter(keep), sizes.filter(keep)], count=False)
+        size_of = self.acc._route_size
+        ep_list = self.ep_list
+        dropped = {e for e, sz in zip(es, szs, strict=True) if not size_of(ep_list[e], sz)}
+        if dropped:
+            self.route_skip = sorted(dropped.union(skip))
 
     def _pair_counts(self, a: Any, b: Any) -> list[tuple[tuple[Any, Any], int]]:
         (xs, ys), counts = self._combos([a, b])

@@ -189,9 +189,42 @@ _BOT_RX = re.compile(
 AGENT_CLASSIFIED_BYTES = 8192
 
 
+#: attack categories judged in a user agent too, named ``<category>_in_agent``: sqlmap from ``--level 3`` on injects
+#: its payloads into the User-Agent header (``-8613) OR 3727=3103-- fkGd``), scanners send XSS and shell payloads
+#: there; a browser's or a robot's user agent has none of :data:`_AGENT_HINT` but ``=`` in a URL
+_AGENT_ATTACKS = ("sql_injection", "command_injection", "xss", "path_traversal")
+_AGENT_HINT = re.compile(rb"['<>=`|$%\\]|\.\./")
+
+
 def scanner_name(agent: bytes) -> str | None:
+    """The scanner a user agent names (:data:`SCANNER_AGENTS`), or ``<category>_in_agent`` for an attack pattern
+    of :data:`_AGENT_ATTACKS` in it (on its first :data:`AGENT_CLASSIFIED_BYTES`), or None."""
     m = _SCANNER_RX.search(agent, 0, AGENT_CLASSIFIED_BYTES)
-    return m.lastgroup if m else None
+    if m:
+        return m.lastgroup
+    if _AGENT_HINT.search(agent, 0, AGENT_CLASSIFIED_BYTES):
+        low = decode_request(agent[:AGENT_CLASSIFIED_BYTES])
+        for cat in _AGENT_ATTACKS:
+            if _ATTACK_RX[cat].search(low):
+                return cat + "_in_agent"
+    return None
+
+
+#: exploits judged in the Referer header too (nmap's http-shellshock and Log4Shell scanners send theirs there as well),
+#: named ``<name>_in_referer``: unambiguous payloads only — a referer is another page's URL, often with a query
+_REFERER_EXPLOITS = ("shellshock", "log4shell", "interactsh")
+_REFERER_RX = re.compile("|".join(f"(?P<{n}>{rx})" for n, rx in SCANNER_AGENTS if n in _REFERER_EXPLOITS).encode(),
+                         re.I)
+_REFERER_HINT = re.compile(rb"[{%\\]|oast\.|interact\.sh", re.I)
+
+
+def referer_exploit(referer: bytes) -> str | None:
+    """``<name>_in_referer`` for a Shellshock, Log4Shell or interactsh payload in a referer (its first
+    :data:`AGENT_CLASSIFIED_BYTES`, nginx's escapes and percent-encoding undone), or None."""
+    if not _REFERER_HINT.search(referer, 0, AGENT_CLASSIFIED_BYTES):
+        return None
+    m = _REFERER_RX.search(decode_request(referer[:AGENT_CLASSIFIED_BYTES]))
+    return f"{m.lastgroup}_in_referer" if m else None
 
 
 def is_bot(agent: bytes) -> bool:
@@ -238,7 +271,12 @@ ATTACK_PATTERNS: dict[str, str] = {
         r"\bxp_cmdshell\b"
     ),
     "path_traversal": (
-        r"\.\./|\.\.\\|\\\.\.|/etc/passwd|/etc/shadow|/proc/self/|c:\\windows|"
+        # ".." in the path (browsers resolve it before they send it); in a parameter two levels or one followed by a
+        # known target: a documentation site's ?path=../guide/install.md is a relative link, not an attack
+        r"\s/[^?\s]*?(?:\.\.[/\\;]|[/\\]\.\.(?:[/\\?\s]|$))|"
+        r"(?:\.\.[/\\]|[/\\]\.\.).{0,4}?(?:\.\.[/\\]|[/\\]\.\.)|"
+        r"\.\.[/\\]+(?:\.env|\.git|\.ssh|\.aws|wp-config|config\.php|web-inf|etc\b|proc\b|windows\b|"
+        r"winnt[/\\]|boot\.ini|win\.ini)|/etc/passwd|/etc/shadow|/proc/self/|c:\\windows|"
         r"c:[\\/](?:windows|winnt|inetpub)[\\/]|boot\.ini|win\.ini|\.\.;/|"
         # PHP's stream wrappers in a parameter (OWASP CRS 930/931: LFI and RFI)
         r"php://(?:filter|input)|file:///|phar://|expect://"
@@ -259,7 +297,14 @@ ATTACK_PATTERNS: dict[str, str] = {
         # Windows shells only with a command: a page, tag or download named after them (/blog/powershell-tips,
         # ?l=PowerShell, /downloads/PowerShell-7.4.2-win-x64.msi, /wiki/Cmd.exe) is no attack
         r"cmd\.exe(?:\?|\s+)/[ck]\b|[\\/]system32[\\/]cmd\.exe|[;|`]\s*cmd(?:\.exe)?\s+/[ck]\b|"
-        r"powershell(?:\.exe)?\s+(?:-\w|iex\b|invoke-)|[;|`]\s*powershell\b"
+        r"powershell(?:\.exe)?\s+(?:-\w|iex\b|invoke-)|[;|`]\s*powershell\b|"
+        # Java expression-language and OGNL injection (Struts 2, Confluence CVE-2022-26134), Spring4Shell
+        # (CVE-2022-22965, nuclei's springframework-rce), ThinkPHP's invokefunction RCE, PHP code in a parameter; not
+        # what documentation and Q&A sites are searched for: java.lang.Runtime.exec(, call_user_func_array, ${#arr[@]}
+        r"[$%]\{\s*\(\s*#|\b(?:redirect|redirectaction|action):\s*[$%]\{|#_memberaccess\b|@java\.lang\.runtime@|"
+        r"\bclass\.module\.classloader\b|think\\app/invokefunction|"
+        r"<\?(?:php)?\s*(?:@?(?:system|passthru|shell_exec|exec|eval|assert|popen|proc_open|file_put_contents)\s*\(|"
+        r"echo\s*\(?\s*(?:md5|shell_exec|system)\s*\()"
     ),
     # server-side request forgery aimed at a cloud's instance metadata (credentials): the addresses of AWS, GCP,
     # Azure, Oracle (169.254.169.254, also as the numbers 2852039166 and 0xa9fea9fe), Alibaba (100.100.100.200),
@@ -282,6 +327,10 @@ ATTACK_PATTERNS: dict[str, str] = {
         r"\s/(?:backups?|www|wwwroot|htdocs|public_html|site|web|website|db|database|dump|data|archive|old|"
         r"new|src|temp|tmp|test|files|admin|home|html|\d)\.(?:zip|rar|7z|tgz|tar|tar\.gz)(?:\?|$|\s)|"
         r"\s/backups?(?:[/?\s]|$)|/dump\.sql|/db\.sql|/_ignition/|"
+        # more of nuclei's exposure templates and nikto's checks: Rails' and Laravel's secrets and logs, Symfony's
+        # and Yii's debug panels, an Xdebug session, PHP's easter-egg ids, the GPON router RCE
+        r"/config/(?:master\.key|database\.ya?ml|secrets\.ya?ml)|/storage/logs/laravel\.log|/_profiler/phpinfo|"
+        r"/debug/default/view|[?&]xdebug_session_start=|\?=php[0-9a-f]{8}-[0-9a-f]{4}-|/gponform/|"
         # an out-of-band callback host of interactsh's public servers (nuclei's blind SSRF, XXE, RCE templates)
         r"\.oast\.(?:pro|live|site|online|fun|me)\b|\.interact\.sh\b"
     ),
@@ -293,15 +342,34 @@ ATTACK_PATTERNS: dict[str, str] = {
 }
 #: An open-proxy probe (category ``open_proxy``), matched at the start of the decoded request line: a ``CONNECT``
 #: tunnel (nginx never opens one: it answers 400), or an absolute request line for an IP-echo or proxy-judge site or
-#: a search engine, which a proxy would fetch (nginx serves its own site instead).  A site's own host in an absolute
-#: request line is ordinary HTTP/1.1, and the log cannot say which hosts are the site's own (nginx takes ``$host``
-#: from the request line, so even a format logging it says ``www.google.com``): other hosts are not judged.
+#: a search engine, which a proxy would fetch (nginx serves its own site instead).  An absolute request line for any
+#: other host is judged by :func:`absolute_host` against the site's own names once the whole log is read (see
+#: ``access.own_hosts``): HTTP/1.1 clients may send the site's own host that way.
 OPEN_PROXY = "open_proxy"
 _PROXY_LINE = re.compile(
     rb"[ \t]*(?:connect[ \t]+[^ \t/]+:[0-9]{1,5}(?:[ \t]|$)|[a-z]+[ \t]+https?://(?:www\.)?"
     rb"(?:google\.[a-z.]+|bing\.com|baidu\.com|yahoo\.com|yandex\.ru|azenv\.net|httpbin\.org|ip-api\.com|ipinfo\.io|"
     rb"api\.ipify\.org|ifconfig\.(?:me|co)|icanhazip\.com|checkip\.amazonaws\.com|checkip\.dyndns\.org|"
     rb"whatismyip\.[a-z.]+|example\.(?:com|org|net)|proxyjudge\.[a-z.]+|wikipedia\.org)(?::[0-9]+)?(?:[/?# \t]|$))")
+#: an absolute request line (RFC 9112 absolute-form): its host, without user info and port
+_ABSOLUTE_LINE = re.compile(
+    rb"[ \t]*[a-z][a-z-]{0,19}[ \t]+(?:https?|ftp|wss?)://(?:[^/?#@ \t]*@)?(\[[0-9a-f:.]*\]|[^/?#:@ \t\[\]]+)"
+    rb"(?::[0-9]*)?(?:[/?# \t]|$)")
+#: ``TRACE``/``TRACK`` (nikto's and nmap's http-methods check for cross-site tracing): no browser sends them
+_TRACE_LINE = re.compile(rb"[ \t]*tra(?:ce|ck)[ \t]+[^ \t]+[ \t]+http/")
+#: the category prefix of an absolute request line for a host :data:`_PROXY_LINE` does not name: an open-proxy
+#: probe unless the host is one of the site's own names, which only the whole log (its referers) or the job's
+#: ``server_names`` tell — ``"absolute_uri:" + host``, resolved by the access summary
+ABSOLUTE_URI = "absolute_uri:"
+#: hosts that are always the server itself
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "[::1]", "::1", "localhost.localdomain"})
+
+
+def absolute_host(category: str) -> str | None:
+    """The host of an :data:`ABSOLUTE_URI` category, or None for any other category."""
+    return category[len(ABSOLUTE_URI):] if category.startswith(ABSOLUTE_URI) else None
+
+
 _ATTACK_RX = {k: re.compile(v.encode()) for k, v in ATTACK_PATTERNS.items()}
 _ANY_ATTACK = re.compile(b"|".join(f"(?:{v})".encode() for v in ATTACK_PATTERNS.values()))
 #: nginx's escapes in a logged value: ``\xHH`` (``escape=default``: quotes, backslashes, control and
@@ -357,7 +425,7 @@ _PREFILTER_WORDS = tuple(re.compile(re.escape(w)) for w in (
     b"autodiscover", b"remote/login", b"sftp-config", b".bak", b".old", b".swp", b".sql", b".tar", b".zip",
     b".rar", b".7z", b".tgz", b"backup", b"ignition", b"telescope", b"oast.", b"interact.sh",
     b"169.254.169.254", b"100.100.100.200", b"fd00:ec2::254", b"metadata.google.internal",
-    b"instance-data.ec2.internal", b"://", b"connect",
+    b"instance-data.ec2.internal", b"://", b"connect", b"classloader", b"java.lang.runtime@", b"memberaccess", b"config/", b"laravel.log", b"_profiler", b"debug/default", b"xdebug", b"?=php", b"gponform", b"trac",
 ))
 _PREFILTERS = (_PREFILTER_CHARS, _PREFILTER_OR, _PREFILTER_ORDER, *_PREFILTER_WORDS)
 
@@ -436,7 +504,14 @@ def attack_category(raw_request: bytes) -> str | None:
     """The first attack category a request line matches, or None."""
     low = decode_request(raw_request)
     if not _ANY_ATTACK.search(low):
-        return OPEN_PROXY if _PROXY_LINE.match(low) else None
+        if _PROXY_LINE.match(low):
+            return OPEN_PROXY
+        if _TRACE_LINE.match(low):
+            return "scanner_probe"
+        if (m := _ABSOLUTE_LINE.match(low)) is not None:
+            host = m.group(1).rstrip(b".").decode("latin-1")
+            return None if host in LOOPBACK_HOSTS else ABSOLUTE_URI + host
+        return None
     for name, rx in _ATTACK_RX.items():
         if rx.search(low):
             return name

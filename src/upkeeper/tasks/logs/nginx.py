@@ -64,7 +64,8 @@ ATTACK_REMEDIATION = {
     "ssrf": "make sure the application fetches no URL its clients name on link-local or metadata addresses (an "
             "allow-list of hosts, an egress firewall, AWS IMDSv2 with a hop limit of 1); ",
     "open_proxy": "a 2xx to an absolute request line for another site must be this site's own page, not that "
-                  "site's (curl -x http://THIS-SERVER http://example.com/): no proxy_pass to $host or $http_host; ",
+                  "site's (curl -x http://THIS-SERVER http://example.com/): no proxy_pass to $host or $http_host; a host "
+                  "that is this site's own name belongs in the job's server_names; ",
 }
 PAGES_KEY = "access_page_sizes"  # body sizes of a catch-all's answers (GET /, probes), for the runs that read none
 PAGES_KEPT = 50
@@ -208,6 +209,14 @@ class NginxLogsOptions(TaskOptions):
         default_factory=list,
         description="paths of sensitive-looking files the site serves on purpose ('*' wildcards allowed), e.g. "
         "/downloads/*.sql: no logs.nginx.exposed_file finding for them. Source: upkeeper (none by default)")
+    server_names: list[str] = Field(
+        default_factory=list,
+        description="the site's own host names, written as nginx's server_name (example.com, *.example.com, "
+        ".example.com for both): an absolute request line (GET http://HOST/…) naming any other host is an "
+        "open-proxy probe. Not set: the hosts named by the log's referers are the site's own (its pages refer to each "
+        "other); localhost and loopback addresses are always the site's, the IP-echo and proxy-judge sites and "
+        "search engines of docs/logs.md (azenv.net, www.google.com, example.com …) never. Source: upkeeper (none by "
+        "default)")
     static_extensions: list[str] = Field(
         default_factory=lambda: list(STATIC_EXTENSIONS),
         description="extensions of static files, left out of GoAccess's 'requested files' list. Source: "
@@ -335,7 +344,8 @@ class NginxLogs(Task[NginxLogsOptions]):
             partial, top_n=options.top, failed_statuses=options.failed_statuses,
             min_endpoint_requests=options.min_endpoint_requests, not_found_burst=options.not_found_burst,
             brute_force=options.brute_force_threshold, earlier=earlier, log_format=options.log_format,
-            page_sizes=page_sizes, public_paths=options.public_paths, client_ip=options.client_ip))
+            page_sizes=page_sizes, public_paths=options.public_paths, client_ip=options.client_ip,
+            server_names=options.server_names))
         rep["files"] = [{"path": r.file.path, "from": r.start, "to": r.end, "compressed": r.file.gz}
                         for r in plan.ranges]
         rep["scan_seconds"] = round(seconds, 3)
@@ -513,12 +523,18 @@ class NginxLogs(Task[NginxLogsOptions]):
             out.append(Finding(
                 f"logs.nginx.attack.{a['category']}", sev, a["category"],
                 f"{a['hits']:,} {a['category'].replace('_', ' ')} request(s) from {a['clients']} client(s), "
-                f"{a['ok']} answered 2xx; e.g. {a['samples'][0] if a['samples'] else ''}",
+                f"{a['ok']} answered 2xx"
+                + (f" ({a['catch_all']} more with the site's catch-all page, its answer to any path)"
+                   if a.get("catch_all") else "")
+                + f"; e.g. {a['samples'][0] if a['samples'] else ''}",
                 ATTACK_REMEDIATION.get(a["category"], "") + "requests answered 2xx deserve a look at the application; "
                 "block persistent clients (fail2ban, nginx deny, WAF)", value=a["hits"], data={"clients": a["top_clients"]}))
         for s in sec["scanners"]:
             out.append(Finding("logs.nginx.scanner_agent", Severity.INFO, s["scanner"],
-                               f"{s['hits']:,} request(s) with the {s['scanner']} user agent from "
+                               f"{s['hits']:,} request(s) with "
+                               + (f"a {s['scanner'].removesuffix('_in_referer')} exploit as the referer"
+                                  if s["scanner"].endswith("_in_referer") else f"the {s['scanner']} user agent")
+                               + " from "
                                f"{s['client_count']} client(s): {', '.join(s['clients'][:5])}",
                                "known vulnerability scanners: block them or make sure you ordered the scan",
                                value=s["hits"], data={"clients": s["clients"]}))
