@@ -762,7 +762,7 @@ def stream_restore(fetcher: Fetcher, rec: ObjectRecord, target: PostgresTarget, 
     head = proc.spawn([restore_tool, "--create", "--schema-only", "--file", "-"], stdin=proc.PIPE)
     lister = proc.spawn([restore_tool, "--list"], stdin=proc.PIPE)
     restorer: proc.Spawned | None = None
-    sinks = {"head": head.stdin, "list": lister.stdin}
+    sinks: dict[str, Any] = {"head": head.stdin, "list": lister.stdin}
     script: list[bytes] = []
     listing: list[bytes] = []
     readers = [threading.Thread(target=lambda: script.append(head.stdout.read()), daemon=True),
@@ -793,7 +793,7 @@ def stream_restore(fetcher: Fetcher, rec: ObjectRecord, target: PostgresTarget, 
         restorer = proc.spawn([restore_tool, "--exit-on-error", "--no-password", "--no-owner", "--no-privileges",
                                "--dbname", dbname], stdin=proc.PIPE, stdout=proc.DEVNULL,
                               extra_env=pg.with_options(target.libpq_env(dbname), options))
-        sinks["restore"] = restorer.stdin
+        sinks["restore"] = proc.PacedPipe(restorer.stdin)  # (it reads 4 KiB at a time: see PacedPipe)
         for chunk in chunks:
             feed(chunk, [n for n in ("restore",) if n in sinks])
 
