@@ -391,3 +391,49 @@ def test_sighup_neither_kills_nor_reloads_the_daemon(make_config: Any, tmp_path:
         if p.poll() is None:
             os.killpg(p.pid, signal.SIGKILL)
             p.wait()
+
+
+class _SteppingClock:
+    """A fake wall clock that can step back, as NTP does (SimClock only moves forward)."""
+
+    def __init__(self, start: datetime) -> None:
+        self.at = start
+
+    def now(self) -> datetime:
+        return self.at
+
+    def sleep_until(self, when: datetime, wake: threading.Event) -> None:  # pragma: no cover - not looped here
+        raise AssertionError("the test ticks by hand")
+
+
+def test_a_clock_stepped_back_does_not_hold_up_pending_runs(tmp_path: Path) -> None:
+    """The wall clock steps back 10 minutes after a tick: a planned run due then starts at the next poll, not
+    10 minutes (the step) later, and no occurrence fires twice."""
+    url = f"sqlite:///{tmp_path / 'h.db'}"
+    setup = make_setup(url)
+    t0 = datetime(2026, 3, 28, 12, 2, tzinfo=UTC)
+    clock = _SteppingClock(t0)
+    history = History(url)
+    runner = Runner(setup=setup, history=history, executor=InlineExecutor(clock=clock.now, history=history),
+                    owner="n:1:1", node="n", clock=clock.now, history_url=url)
+    d = Daemon(setup, history, runner, clock=clock, instance="n:1:1", pending_poll=timedelta(minutes=1),
+               housekeeping=timedelta(hours=6))
+    d.prepare()
+    d.tick()  # polls pending runs; the next poll is due at t0 + 1 minute by the clock as it was
+    clock.at = t0 - timedelta(minutes=10)  # NTP steps the clock back
+    rid = history.create_run(NewRun(job="manual", task="debug.noop", target=None, scheduled_for=clock.at,
+                                    due_at=clock.at, trigger="planned", status="pending"), "cli:1:1", "n")
+    assert rid is not None
+    d.tick()
+    clock.at += timedelta(minutes=1)
+    report = d.tick()
+    assert d.wait_idle(30)
+    assert ("manual", clock.at - timedelta(minutes=1), rid) in report.claimed
+    row = history.get_run(rid)
+    assert row is not None and row.status == "ok"
+    clock.at = datetime(2026, 3, 28, 12, 5, 30, tzinfo=UTC)  # back past t0: the 12:05 occurrences fire, once
+    d.tick()
+    assert d.wait_idle(30)
+    fired = Counter((r.job, r.scheduled_for) for r in history.runs(limit=1000))
+    assert max(fired.values()) == 1
+    assert fired[("five", datetime(2026, 3, 28, 12, 5, tzinfo=UTC))] == 1

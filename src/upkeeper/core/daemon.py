@@ -285,6 +285,7 @@ class Daemon:
             return self.prepare()
         report = TickReport()
         now = self.clock.now()
+        self._clock_went_back(now)
         # pending runs (deferred, retries, planned) are older work: they go first
         if now >= self._next_pending:
             self._next_pending = now + self.pending_poll
@@ -313,6 +314,17 @@ class Daemon:
             self._housekeeping(now)
         self._run_periodic(now)
         return report
+
+    def _clock_went_back(self, now: datetime) -> None:
+        """After the wall clock stepped back (an NTP correction, a VM restored), the next pending poll, housekeeping
+        and periodic check would wait the step out too: a deferred, planned or retried run due now would start
+        that much late.  None of them is ever later than one period from now.  (Occurrences need nothing: they are
+        instants, claimed once by their key.)"""
+        self._next_pending = min(self._next_pending, now + self.pending_poll)
+        self._next_housekeeping = min(self._next_housekeeping, now + self.housekeeping_every)
+        self._next_prune = min(self._next_prune, now + METRIC_PRUNE_EVERY)
+        for p in self.periodic:
+            p.next_at = min(p.next_at, now + p.every)
 
     def _run_periodic(self, now: datetime) -> None:
         for p in self.periodic:
