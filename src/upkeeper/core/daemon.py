@@ -407,8 +407,10 @@ class Daemon:
         rows = self.history.claim_pending(now, self.owner, self.node, list(self.all_jobs))
         for row in rows:
             job = self.all_jobs[row.job]
-            if row.trigger == "deferred":
-                d = self.decide(job, row.scheduled_for, now, "deferred")
+            # a deferred run, and a run planned inside a window ('run --at'), are decided again when due: the daemon
+            # may come back after the window closed, or a blackout may have been added since
+            if row.trigger in ("deferred", "planned"):
+                d = self.decide(job, row.scheduled_for, now, row.trigger)
                 if d.action == "defer":
                     until = d.until or (now + timedelta(minutes=5))
                     self.history.set_status(row.id, "pending", due_at=until,
