@@ -437,3 +437,34 @@ def test_a_clock_stepped_back_does_not_hold_up_pending_runs(tmp_path: Path) -> N
     fired = Counter((r.job, r.scheduled_for) for r in history.runs(limit=1000))
     assert max(fired.values()) == 1
     assert fired[("five", datetime(2026, 3, 28, 12, 5, tzinfo=UTC))] == 1
+
+
+def test_a_daemon_that_fell_days_behind_does_not_run_the_old_occurrence(tmp_path: Path) -> None:
+    """The machine is suspended for three days (or the clock jumps forward): on the next tick, the occurrence that
+    was next when it stopped (two days old) is not run as if on schedule -- with ``catch_up: skip`` nothing runs
+    and one skipped run names the missed occurrences; with ``latest`` only the newest runs, once."""
+    start = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
+    resumed = datetime(2026, 3, 13, 10, 0, tzinfo=UTC)
+    for policy in ("skip", "latest"):
+        url = f"sqlite:///{tmp_path / f'{policy}.db'}"
+        setup = make_setup(url, f"defaults:\n  catch_up: {policy}\n")
+        clock = SimClock(start)
+        d = make_daemon(setup, url, clock, "n")
+        d.jobs = {"berlin-0230": d.jobs["berlin-0230"]}
+        d.prepare()
+        clock.set(resumed)
+        d.tick()
+        assert d.wait_idle(30)
+        rows = d.history.runs(job="berlin-0230")
+        newest = datetime(2026, 3, 13, 1, 30, tzinfo=UTC)  # 02:30 CET
+        if policy == "skip":
+            assert [(r.scheduled_for, r.status, r.trigger) for r in rows] == [(newest, "skipped", "catch-up")]
+            assert "3 occurrence(s)" in rows[0].summary
+        else:
+            assert [(r.scheduled_for, r.status, r.trigger) for r in rows] == [(newest, "ok", "catch-up")]
+        clock.set(resumed + timedelta(days=1))  # back on schedule: the next night runs as usual
+        d.tick()
+        assert d.wait_idle(30)
+        assert d.history.runs(job="berlin-0230")[0].scheduled_for == newest + timedelta(days=1)
+        d.pool.shutdown(wait=True)
+        d.history.close()

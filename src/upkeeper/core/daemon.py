@@ -297,15 +297,12 @@ class Daemon:
             if job is None:
                 continue
             assert job.schedule is not None
-            due.append(item)
             nxt = job.schedule.next_after(item.scheduled_for)
             if nxt + job.jitter_offset <= now - ON_TIME_TOLERANCE:
                 # We fell far behind (suspended machine, clock jump): plan like a restart.
-                plan = plan_catch_up(job.schedule, item.scheduled_for, now, job.catch_up,  # type: ignore[arg-type]
-                                     job.effective_grace(), ON_TIME_TOLERANCE + job.jitter_offset)
-                if plan.fire is not None and plan.fire != item.scheduled_for:
-                    due[-1] = _Due(plan.fire, job.name, plan.fire, "catch-up")
-                nxt = plan.next_due
+                nxt = self._fell_behind(job, item, now, due, report)
+            else:
+                due.append(item)
             self._push(job, nxt)
         if due:
             self._dispatch_batch(due, now, report)
@@ -314,6 +311,30 @@ class Daemon:
             self._housekeeping(now)
         self._run_periodic(now)
         return report
+
+    def _fell_behind(self, job: Job, item: _Due, now: datetime, due: list[_Due], report: TickReport) -> datetime:
+        """``item`` and at least the occurrence after it are overdue (the machine was suspended, the clock jumped
+        forward): the same catch-up as at a start, for ``item`` and every later occurrence up to ``now`` -- the
+        newest may run (policy ``latest``, within the grace), the rest are recorded as one skipped run; the old
+        ``item`` itself never runs late as if on schedule.  Returns the occurrence to plan next."""
+        assert job.schedule is not None
+        plan = plan_catch_up(job.schedule, item.scheduled_for - timedelta(microseconds=1), now,
+                             job.catch_up,  # type: ignore[arg-type]
+                             job.effective_grace(), ON_TIME_TOLERANCE + job.jitter_offset)
+        if plan.skipped is not None:
+            n = f"{plan.missed}{'+' if plan.missed_capped else ''}"
+            reason = (f"missed while the daemon could not run it (the machine was suspended, or the clock jumped "
+                      f"forward; {n} occurrence(s)); catch_up: {job.catch_up}, grace {job.effective_grace()}")
+            rid = self.history.record_skip(job.name, job.task_name, job.target_name, plan.skipped, reason,
+                                           trigger="catch-up", owner=self.owner, node=self.node)
+            if rid is not None:
+                report.skipped.append((job.name, plan.skipped, reason))
+        if plan.fire is None:
+            return plan.next_due
+        if plan.trigger == "schedule" and plan.fire + job.jitter_offset > now:
+            return plan.fire  # on time, still inside its jitter delay: due then, like any occurrence
+        due.append(_Due(plan.fire, job.name, plan.fire, plan.trigger or "catch-up"))
+        return plan.next_due
 
     def _clock_went_back(self, now: datetime) -> None:
         """After the wall clock stepped back (an NTP correction, a VM restored), the next pending poll, housekeeping
