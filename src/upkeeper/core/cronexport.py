@@ -44,6 +44,20 @@ def cron_of(schedule: Schedule) -> str:
     return interval_to_cron(schedule.interval)
 
 
+def crontab_expression(schedule: Schedule) -> str:
+    """The five fields for a crontab line; cron's own syntax only.
+
+    ``L``, ``LW`` and ``#`` (the last day of the month, its last weekday, the n-th weekday) are cronsim's: Vixie/
+    Debian cron and cronie refuse ``L`` (and then install none of the crontab's lines) and read ``MON#2`` as every
+    Monday.
+    """
+    expr = cron_of(schedule)
+    _minute, _hour, dom, _month, dow = expr.split()
+    if "L" in dom or "L" in dow or "#" in dow:  # no day name has an L; month names (JUL) are not looked at
+        raise NotExpressible(f"'{dom} {dow}' (L, LW or #) has no equivalent in cron")
+    return expr
+
+
 def timezone_of(schedule: Schedule) -> str:
     """The timezone the exported expression is evaluated in: the job's for cron schedules; UTC for ``every …``,
     whose instants are ``1970-01-01T00:00Z + k * interval`` whatever the job's timezone (``every 1d`` runs at
@@ -80,9 +94,10 @@ def crontab(setup: Setup, command: list[str]) -> str:
             lines.append(f"# {job.name}: not exported: {why}")
             continue
         try:
-            expr = cron_of(job.schedule)
+            expr = crontab_expression(job.schedule)
         except NotExpressible as exc:
-            lines.append(f"# {job.name}: {exc}; use 'upkeeper daemon' or '--systemd' for this job")
+            lines.append(f"# {job.name}: {exc}; use 'upkeeper daemon' (or '--systemd' if it can express it) "
+                         "for this job")
             continue
         tz = timezone_of(job.schedule)
         if tz != current_tz:
