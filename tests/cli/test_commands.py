@@ -396,3 +396,60 @@ def test_secrets_never_reach_history_or_json(cli: Any, make_config: Any, tmp_pat
     for rid in (r["run_id"] for r in res.json()):
         assert secret not in cli(["--config", cfg, "show", str(rid), "--json"]).out
     assert secret not in cli(["--config", cfg, "history", "--json"]).out
+
+
+def test_cron_export_fires_when_the_daemon_would(cli: Any, make_config: Any, tmp_path: Path) -> None:
+    """Each exported crontab line, evaluated as cron would (in its CRON_TZ), fires at the job's own occurrences:
+    ``every …`` is anchored in UTC whatever the job's timezone (Asia/Kolkata is UTC+05:30).  Left out, with the
+    reason: a job bound to a maintenance window ('upkeeper run' refuses it; cron cannot defer it), and cronsim's
+    L and # (Debian cron refuses L, installing none of the lines, and reads MON#2 as every Monday)."""
+    from datetime import UTC, datetime
+    from zoneinfo import ZoneInfo
+
+    from cronsim import CronSim
+
+    from upkeeper.config.loader import load_config
+    from upkeeper.core.jobs import build_setup
+
+    jobs = {
+        "two-hourly": {"task": "debug.noop", "schedule": "every 2h"},
+        "daily": {"task": "debug.noop", "schedule": "every 1d"},
+        "kolkata": {"task": "debug.noop", "schedule": "30 2 * * *"},
+        "july": {"task": "debug.noop", "schedule": "0 3 * JUL *"},
+        "bound": {"task": "debug.noop", "schedule": "0 3 * * *", "window": "nightly"},
+    }
+    windows = {"nightly": {"rrule": "FREQ=DAILY", "start": "23:00", "end": "01:00"}}
+    config = make_config({"timezone": "Asia/Kolkata", "windows": windows, "jobs": jobs})
+    setup = build_setup(load_config(config))
+    text = cli(["--config", config, "cron", "export"]).out
+    start = datetime(2026, 3, 1, tzinfo=UTC)
+    tz = "UTC"
+    seen = set()
+    for line in text.splitlines():
+        if line.startswith("CRON_TZ="):
+            tz = line.removeprefix("CRON_TZ=")
+        if not line or line.startswith(("#", "CRON_TZ=", "SHELL=")):
+            continue
+        fields = line.split()
+        job = setup.jobs[fields[fields.index("run") + 1]]
+        assert job.schedule is not None
+        cron = CronSim(" ".join(fields[:5]), start.astimezone(ZoneInfo(tz)))
+        assert [next(cron).astimezone(UTC) for _ in range(5)] == job.schedule.upcoming(start, 5), line
+        seen.add(job.name)
+    assert seen == {"two-hourly", "daily", "kolkata", "july"}
+    assert "# bound: not exported: bound to maintenance window 'nightly'" in text
+
+    res = cli(["--config", config, "cron", "export", "--systemd", "--output", tmp_path / "units"])
+    assert res.code == 0, res.output
+    assert "OnCalendar=*-*-* 00/2:00:00 UTC" in (tmp_path / "units" / "upkeeper-two-hourly.timer").read_text()
+    assert "OnCalendar=*-*-* 02:30:00 Asia/Kolkata" in (tmp_path / "units" / "upkeeper-kolkata.timer").read_text()
+    assert not (tmp_path / "units" / "upkeeper-bound.timer").exists()
+    assert "bound: not exported" in res.output
+
+    more = make_config({"jobs": {"last-day": {"task": "debug.noop", "schedule": "0 3 L * *"},
+                                 "second-monday": {"task": "debug.noop", "schedule": "0 3 * * MON#2"}}},
+                       name="more.yaml")
+    text = cli(["--config", more, "cron", "export"]).out
+    assert not [ln for ln in text.splitlines() if " run " in ln and not ln.startswith("#")]
+    assert "# last-day: 'L *' (L, LW or #) has no equivalent in cron" in text
+    assert "# second-monday: '* MON#2' (L, LW or #) has no equivalent in cron" in text

@@ -357,3 +357,114 @@ def test_daemon_applies_history_retention(tmp_path: Path) -> None:
     assert d.wait_pruned() and d.wait_idle()
     ids = {r.id for r in history.runs(job="manual")}
     assert old not in ids and kept in ids  # older than 30 days, but the job's latest run: kept
+
+
+def test_sighup_neither_kills_nor_reloads_the_daemon(make_config: Any, tmp_path: Path) -> None:
+    """SIGHUP (``systemctl reload`` with ExecReload=kill -HUP, a closed terminal) used to end the daemon on the
+    spot (the default action: no drain, runs left 'running'); it is logged, and SIGTERM still stops it cleanly."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    cfg = make_config({"jobs": {"five": {"task": "debug.noop", "schedule": "*/5 * * * *"}}})
+    log = tmp_path / "daemon.log"
+    with open(log, "wb") as out:
+        p = subprocess.Popen([sys.executable, "-m", "upkeeper", "--config", str(cfg), "daemon"], stdout=out,
+                             stderr=out, env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 30
+        while "upkeeper daemon:" not in log.read_text() and p.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert p.poll() is None, log.read_text()
+        p.send_signal(signal.SIGHUP)
+        while "SIGHUP received" not in log.read_text() and p.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.2)
+        assert p.poll() is None, f"the daemon died of SIGHUP ({p.returncode}): {log.read_text()}"
+        assert "does not reload" in log.read_text()
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(30) == 0
+        assert "stopped cleanly" in log.read_text()
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+
+
+class _SteppingClock:
+    """A fake wall clock that can step back, as NTP does (SimClock only moves forward)."""
+
+    def __init__(self, start: datetime) -> None:
+        self.at = start
+
+    def now(self) -> datetime:
+        return self.at
+
+    def sleep_until(self, when: datetime, wake: threading.Event) -> None:  # pragma: no cover - not looped here
+        raise AssertionError("the test ticks by hand")
+
+
+def test_a_clock_stepped_back_does_not_hold_up_pending_runs(tmp_path: Path) -> None:
+    """The wall clock steps back 10 minutes after a tick: a planned run due then starts at the next poll, not
+    10 minutes (the step) later, and no occurrence fires twice."""
+    url = f"sqlite:///{tmp_path / 'h.db'}"
+    setup = make_setup(url)
+    t0 = datetime(2026, 3, 28, 12, 2, tzinfo=UTC)
+    clock = _SteppingClock(t0)
+    history = History(url)
+    runner = Runner(setup=setup, history=history, executor=InlineExecutor(clock=clock.now, history=history),
+                    owner="n:1:1", node="n", clock=clock.now, history_url=url)
+    d = Daemon(setup, history, runner, clock=clock, instance="n:1:1", pending_poll=timedelta(minutes=1),
+               housekeeping=timedelta(hours=6))
+    d.prepare()
+    d.tick()  # polls pending runs; the next poll is due at t0 + 1 minute by the clock as it was
+    clock.at = t0 - timedelta(minutes=10)  # NTP steps the clock back
+    rid = history.create_run(NewRun(job="manual", task="debug.noop", target=None, scheduled_for=clock.at,
+                                    due_at=clock.at, trigger="planned", status="pending"), "cli:1:1", "n")
+    assert rid is not None
+    d.tick()
+    clock.at += timedelta(minutes=1)
+    report = d.tick()
+    assert d.wait_idle(30)
+    assert ("manual", clock.at - timedelta(minutes=1), rid) in report.claimed
+    row = history.get_run(rid)
+    assert row is not None and row.status == "ok"
+    clock.at = datetime(2026, 3, 28, 12, 5, 30, tzinfo=UTC)  # back past t0: the 12:05 occurrences fire, once
+    d.tick()
+    assert d.wait_idle(30)
+    fired = Counter((r.job, r.scheduled_for) for r in history.runs(limit=1000))
+    assert max(fired.values()) == 1
+    assert fired[("five", datetime(2026, 3, 28, 12, 5, tzinfo=UTC))] == 1
+
+
+def test_a_daemon_that_fell_days_behind_does_not_run_the_old_occurrence(tmp_path: Path) -> None:
+    """The machine is suspended for three days (or the clock jumps forward): on the next tick, the occurrence that
+    was next when it stopped (two days old) is not run as if on schedule -- with ``catch_up: skip`` nothing runs
+    and one skipped run names the missed occurrences; with ``latest`` only the newest runs, once."""
+    start = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
+    resumed = datetime(2026, 3, 13, 10, 0, tzinfo=UTC)
+    for policy in ("skip", "latest"):
+        url = f"sqlite:///{tmp_path / f'{policy}.db'}"
+        setup = make_setup(url, f"defaults:\n  catch_up: {policy}\n")
+        clock = SimClock(start)
+        d = make_daemon(setup, url, clock, "n")
+        d.jobs = {"berlin-0230": d.jobs["berlin-0230"]}
+        d.prepare()
+        clock.set(resumed)
+        d.tick()
+        assert d.wait_idle(30)
+        rows = d.history.runs(job="berlin-0230")
+        newest = datetime(2026, 3, 13, 1, 30, tzinfo=UTC)  # 02:30 CET
+        if policy == "skip":
+            assert [(r.scheduled_for, r.status, r.trigger) for r in rows] == [(newest, "skipped", "catch-up")]
+            assert "3 occurrence(s)" in rows[0].summary
+        else:
+            assert [(r.scheduled_for, r.status, r.trigger) for r in rows] == [(newest, "ok", "catch-up")]
+        clock.set(resumed + timedelta(days=1))  # back on schedule: the next night runs as usual
+        d.tick()
+        assert d.wait_idle(30)
+        assert d.history.runs(job="berlin-0230")[0].scheduled_for == newest + timedelta(days=1)
+        d.pool.shutdown(wait=True)
+        d.history.close()

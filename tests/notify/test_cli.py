@@ -210,3 +210,20 @@ def test_channel_secrets_never_reach_history_or_json(cli, make_config, webhook_r
         assert all(secret not in o for o in outputs), secret
         assert secret.encode() not in db, secret
     assert "delivery failure" in outputs[2]
+
+
+def test_at_in_a_skipped_or_repeated_local_time_follows_the_dst_rules() -> None:
+    """'run --at' reads a local time as schedules and windows do: a time the clocks skip is the first instant after
+    the gap (02:30 on Berlin's spring-forward night is 03:00 CEST, not 03:30), a repeated one the first of the two."""
+    from zoneinfo import ZoneInfo
+
+    from upkeeper.cli._gate import parse_at
+    from upkeeper.notify.calendar import local_to_utc
+
+    now = datetime(2026, 3, 1, tzinfo=UTC)
+    assert parse_at("2026-03-29 02:30", "Europe/Berlin", now) == datetime(2026, 3, 29, 1, 0, tzinfo=UTC)
+    assert parse_at("2026-10-25 02:30", "Europe/Berlin", now) == datetime(2026, 10, 25, 0, 30, tzinfo=UTC)
+    assert parse_at("2026-10-04 02:15", "Australia/Lord_Howe", now) == datetime(2026, 10, 3, 15, 30, tzinfo=UTC)
+    for text, zone in (("2026-03-29 02:30", "Europe/Berlin"), ("2026-11-01 01:30", "America/New_York")):
+        naive = datetime.fromisoformat(text)
+        assert parse_at(text, zone, now) == local_to_utc(naive, ZoneInfo(zone))  # as a window's start is read

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from notify_support import SimDaemon, fail, ok, script, yaml_block
+from upkeeper.core.history import NewRun
 from upkeeper.notify.events import Payload
 from upkeeper.notify.store import NotifyStore
 
@@ -110,3 +111,37 @@ def test_window_notices_ahead_at_start_and_end(make_env, webhook_receiver) -> No
     env.engine.window_notices(opening + timedelta(hours=5))
     assert len([n for n in notices() if n["topic"] == "window"]) == 4  # 7d, 24h, start, end: once each
     assert len(NotifyStore(env.history).events(topic="window")) == 4
+
+
+def test_a_planned_run_the_daemon_reaches_after_its_window_waits_for_the_next_opening(tmp_path) -> None:
+    """A run planned inside the window ('run --at'), but the daemon only comes back after the window closed (or a
+    blackout was added since): it is decided again when due, like a deferred run — not started outside the window."""
+    text = yaml_block({
+        "timezone": "UTC",
+        "windows": {"nightly": {"rrule": "FREQ=DAILY", "start": "02:00", "end": "04:00"}},
+        "blackouts": {"freeze": {"start": "2025-03-04 22:00", "end": "2025-03-05 12:00"}},
+        "jobs": {"reindex": {"task": "testing.scripted", "window": "nightly"},
+                 "vacuum": {"task": "testing.scripted"}},
+    })
+    sim = SimDaemon(tmp_path, text, start=utc(2025, 3, 4, 9, 0))  # the daemon was down from before 02:30
+    try:
+        script("reindex", ok("reindexed"))
+        script("vacuum", ok("vacuumed"))
+        planned = {}
+        for job, at in (("reindex", utc(2025, 3, 4, 2, 30)), ("vacuum", utc(2025, 3, 4, 23, 0))):
+            planned[job] = sim.history.create_run(
+                NewRun(job=job, task="testing.scripted", target=None, scheduled_for=at, due_at=at,
+                       trigger="planned", status="pending", summary="planned by alice"), "cli:alice", "sim")
+        sim.daemon.prepare()
+        sim.advance(utc(2025, 3, 4, 9, 10))
+        row = sim.history.get_run(planned["reindex"])
+        assert row is not None and (row.status, row.due_at) == ("pending", utc(2025, 3, 5, 2, 0))
+        assert "outside maintenance window 'nightly'" in row.summary
+        sim.advance(utc(2025, 3, 4, 23, 10))  # the vacuum planned for 23:00 falls in the freeze added since
+        row = sim.history.get_run(planned["vacuum"])
+        assert row is not None and row.status == "skipped" and "blackout 'freeze'" in row.summary
+        sim.advance(utc(2025, 3, 5, 2, 10))  # the window opens, but the freeze still holds: skipped too
+        row = sim.history.get_run(planned["reindex"])
+        assert row is not None and row.status == "skipped" and "blackout 'freeze'" in row.summary
+    finally:
+        sim.close()

@@ -14,6 +14,7 @@ from upkeeper.core.history import History, NewRun
 from upkeeper.core.jobs import Job, Setup
 from upkeeper.errors import UsageError
 from upkeeper.fmt import human_duration, local_time
+from upkeeper.notify.calendar import local_to_utc
 from upkeeper.notify.policy import Calendar, describe
 
 if TYPE_CHECKING:
@@ -78,7 +79,10 @@ def parse_at(text: str, tz: str, now: datetime) -> datetime:
         raise UsageError(f"invalid --at {text!r}: use 'YYYY-MM-DD HH:MM' (timezone {tz}), an ISO time with an "
                          "offset, or '+2h'", "Try: --at '2025-03-02 03:00'") from None
     if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=ZoneInfo(tz))
+        # a local time the clocks skip (spring forward) is the first instant after the gap, one they repeat (fall
+        # back) the first of the two -- as for schedules and windows (zoneinfo alone would put a skipped 02:30 at
+        # 03:30)
+        return local_to_utc(dt, ZoneInfo(tz))
     return dt.astimezone(UTC)
 
 

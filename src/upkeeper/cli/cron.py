@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from upkeeper.cli._app import app, console, state
+from upkeeper.cli._app import app, console, err_console, state
 from upkeeper.core.cronexport import crontab, systemd_units
 
 cron_app = typer.Typer(help="Export jobs to crontab or systemd timers.", no_args_is_help=True)
@@ -42,7 +42,10 @@ def export(
         else:
             sys.stdout.write(text)
         return
-    units = systemd_units(setup, cmd)
+    notes: list[str] = []
+    units = systemd_units(setup, cmd, notes)
+    for note in notes:
+        err_console.print(note, markup=False)
     if output:
         output.mkdir(parents=True, exist_ok=True)
         for name, body in units.items():

@@ -37,7 +37,8 @@ def daemon_cmd(
 
     Several daemons may share one history database (PostgreSQL): each occurrence fires once.
     SIGTERM stops claiming, lets running runs finish within daemon.shutdown_grace, and marks
-    the rest interrupted.
+    the rest interrupted. SIGHUP does not reload the config (restart to apply changes): it is
+    logged and ignored.
     """
     setup = state.setup()
     history = state.history()
@@ -67,8 +68,17 @@ def daemon_cmd(
                                                   signal.Signals(signum).name)
         daemon.stop()
 
+    def on_hangup(_signum: int, _frame: FrameType | None) -> None:
+        # SIGHUP's default action ends the process at once: no drain, runs left 'running' until a daemon's orphan
+        # recovery, workers cut off. Reloading is not supported (a changed schedule, window or target would need
+        # every job, policy and channel rebuilt), so say so and keep running.
+        logging.getLogger("upkeeper.daemon").warning(
+            "SIGHUP received: the daemon does not reload its configuration; it keeps running with the one it "
+            "started with. Restart it (systemctl restart) to apply a changed config")
+
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGHUP, on_hangup)
     scheduled = sum(1 for j in setup.jobs.values() if j.schedule and j.enabled)
     err_console.print(f"upkeeper daemon: {scheduled} scheduled job(s), concurrency {conc}, "
                       f"history {history.dialect}, node {setup.config.node}")

@@ -285,6 +285,7 @@ class Daemon:
             return self.prepare()
         report = TickReport()
         now = self.clock.now()
+        self._clock_went_back(now)
         # pending runs (deferred, retries, planned) are older work: they go first
         if now >= self._next_pending:
             self._next_pending = now + self.pending_poll
@@ -296,15 +297,12 @@ class Daemon:
             if job is None:
                 continue
             assert job.schedule is not None
-            due.append(item)
             nxt = job.schedule.next_after(item.scheduled_for)
             if nxt + job.jitter_offset <= now - ON_TIME_TOLERANCE:
                 # We fell far behind (suspended machine, clock jump): plan like a restart.
-                plan = plan_catch_up(job.schedule, item.scheduled_for, now, job.catch_up,  # type: ignore[arg-type]
-                                     job.effective_grace(), ON_TIME_TOLERANCE + job.jitter_offset)
-                if plan.fire is not None and plan.fire != item.scheduled_for:
-                    due[-1] = _Due(plan.fire, job.name, plan.fire, "catch-up")
-                nxt = plan.next_due
+                nxt = self._fell_behind(job, item, now, due, report)
+            else:
+                due.append(item)
             self._push(job, nxt)
         if due:
             self._dispatch_batch(due, now, report)
@@ -313,6 +311,41 @@ class Daemon:
             self._housekeeping(now)
         self._run_periodic(now)
         return report
+
+    def _fell_behind(self, job: Job, item: _Due, now: datetime, due: list[_Due], report: TickReport) -> datetime:
+        """``item`` and at least the occurrence after it are overdue (the machine was suspended, the clock jumped
+        forward): the same catch-up as at a start, for ``item`` and every later occurrence up to ``now`` -- the
+        newest may run (policy ``latest``, within the grace), the rest are recorded as one skipped run; the old
+        ``item`` itself never runs late as if on schedule.  Returns the occurrence to plan next."""
+        assert job.schedule is not None
+        plan = plan_catch_up(job.schedule, item.scheduled_for - timedelta(microseconds=1), now,
+                             job.catch_up,  # type: ignore[arg-type]
+                             job.effective_grace(), ON_TIME_TOLERANCE + job.jitter_offset)
+        if plan.skipped is not None:
+            n = f"{plan.missed}{'+' if plan.missed_capped else ''}"
+            reason = (f"missed while the daemon could not run it (the machine was suspended, or the clock jumped "
+                      f"forward; {n} occurrence(s)); catch_up: {job.catch_up}, grace {job.effective_grace()}")
+            rid = self.history.record_skip(job.name, job.task_name, job.target_name, plan.skipped, reason,
+                                           trigger="catch-up", owner=self.owner, node=self.node)
+            if rid is not None:
+                report.skipped.append((job.name, plan.skipped, reason))
+        if plan.fire is None:
+            return plan.next_due
+        if plan.trigger == "schedule" and plan.fire + job.jitter_offset > now:
+            return plan.fire  # on time, still inside its jitter delay: due then, like any occurrence
+        due.append(_Due(plan.fire, job.name, plan.fire, plan.trigger or "catch-up"))
+        return plan.next_due
+
+    def _clock_went_back(self, now: datetime) -> None:
+        """After the wall clock stepped back (an NTP correction, a VM restored), the next pending poll, housekeeping
+        and periodic check would wait the step out too: a deferred, planned or retried run due now would start
+        that much late.  None of them is ever later than one period from now.  (Occurrences need nothing: they are
+        instants, claimed once by their key.)"""
+        self._next_pending = min(self._next_pending, now + self.pending_poll)
+        self._next_housekeeping = min(self._next_housekeeping, now + self.housekeeping_every)
+        self._next_prune = min(self._next_prune, now + METRIC_PRUNE_EVERY)
+        for p in self.periodic:
+            p.next_at = min(p.next_at, now + p.every)
 
     def _run_periodic(self, now: datetime) -> None:
         for p in self.periodic:
@@ -395,8 +428,10 @@ class Daemon:
         rows = self.history.claim_pending(now, self.owner, self.node, list(self.all_jobs))
         for row in rows:
             job = self.all_jobs[row.job]
-            if row.trigger == "deferred":
-                d = self.decide(job, row.scheduled_for, now, "deferred")
+            # a deferred run, and a run planned inside a window ('run --at'), are decided again when due: the daemon
+            # may come back after the window closed, or a blackout may have been added since
+            if row.trigger in ("deferred", "planned"):
+                d = self.decide(job, row.scheduled_for, now, row.trigger)
                 if d.action == "defer":
                     until = d.until or (now + timedelta(minutes=5))
                     self.history.set_status(row.id, "pending", due_at=until,
