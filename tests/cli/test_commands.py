@@ -165,7 +165,7 @@ def test_cron_export(cli: Any, config: Path, tmp_path: Path) -> None:
     assert "OnCalendar=*-*-* 02:30:00 Europe/Berlin" in timer and "Persistent=true" in timer
     assert "OnCalendar=*-*-* *:00/15:00 UTC" in (out / "upkeeper-disk.timer").read_text()
     service = (out / "upkeeper-vacuum.service").read_text()
-    assert "Type=oneshot" in service and " run vacuum --quiet" in service
+    assert "Type=oneshot" in service and " run vacuum --scheduled --quiet" in service
 
 
 @pytest.fixture

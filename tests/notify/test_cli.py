@@ -86,6 +86,31 @@ def test_min_notice_inside_an_open_window(cli, make_config, webhook_receiver) ->
     assert cli(["--config", cfg, "run", "reindex", "--at", "+90m"]).code == 0
 
 
+def test_a_scheduled_run_inside_a_blackout_is_recorded_skipped_and_exits_0(cli, make_config, webhook_receiver,
+                                                                             tmp_path) -> None:
+    """What cron runs ('upkeeper cron export': run JOB --scheduled --quiet): a blackout skips the job as the daemon
+    would — recorded, exit 0, nothing printed for cron to mail — where a run by hand is refused (exit 2)."""
+    today = datetime.now(UTC).date()
+    cfg = make_config(base(webhook_receiver, blackouts={"launch": {
+        "start": (today - timedelta(days=1)).isoformat(), "end": (today + timedelta(days=1)).isoformat(),
+        "timezone": "UTC", "except": ["security"]}},
+        jobs={"disk": {**DISK_OK, "schedule": "0 3 * * *"}, "audit": {**DISK_OK, "category": "security"}}))
+    assert cli(["--config", cfg, "run", "disk", "--quiet"]).code == 2
+    res = cli(["--config", cfg, "run", "disk", "--scheduled", "--quiet"])
+    assert res.code == 0 and res.out == "" and res.err == "", res.output
+    res = cli(["--config", cfg, "run", "disk", "audit", "--scheduled", "--json"])
+    assert res.code == 0, res.output
+    got = {r["job"]: r for r in res.json()}
+    assert got["audit"]["status"] == "ok"  # an excepted category runs
+    assert got["disk"]["status"] == "skipped" and "blackout 'launch'" in got["disk"]["summary"]
+    h = History("sqlite:///" + str(tmp_path / "history.db"))
+    rows = [r for r in h.runs(job="disk")]
+    assert len(rows) == 2 and all(r.status == "skipped" and "blackout 'launch'" in (r.summary or "") for r in rows)
+    assert cli(["--config", cfg, "run", "disk", "--scheduled", "--emergency"]).code == 2
+    export = cli(["--config", cfg, "cron", "export"]).out
+    assert " run disk --scheduled --quiet" in export
+
+
 def test_blackout_refuses_then_emergency_runs_audited_and_announced(cli, make_config, webhook_receiver,
                                                                    tmp_path) -> None:
     today = datetime.now(UTC).date()

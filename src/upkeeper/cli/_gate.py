@@ -39,6 +39,7 @@ class Blocked:
     job: str
     reason: str
     hint: str
+    blackout: bool = False  # a blackout holds the job (else: it runs only inside its maintenance window)
 
 
 def blocked(calendar: Calendar, job: Job, now: datetime) -> Blocked | None:
@@ -48,7 +49,7 @@ def blocked(calendar: Calendar, job: Job, now: datetime) -> Blocked | None:
         b, period = hit
         return Blocked(job.name, f"{job.name}: blackout {b.name!r} ({describe(period, str(b.rec.tz))}) — category "
                                  f"{job.category} is not excepted",
-                       "Try: wait until it ends, or --emergency --reason '…' --approved-by NAME")
+                       "Try: wait until it ends, or --emergency --reason '…' --approved-by NAME", blackout=True)
     window = calendar.window_of(job)
     if window is not None:
         nxt = calendar.opening(window, now)

@@ -18,7 +18,7 @@ from upkeeper.cli._gate import (
     parse_at,
     plan_runs,
 )
-from upkeeper.cli._runs import RunsStopped, make_runner, run_jobs, summary_table
+from upkeeper.cli._runs import RunsStopped, RunSummary, make_runner, run_jobs, summary_table
 from upkeeper.core.executor import WorkerPool
 from upkeeper.core.runner import status_exit_code
 from upkeeper.errors import UsageError
@@ -26,8 +26,9 @@ from upkeeper.fmt import local_time
 from upkeeper.notify.policy import Calendar
 
 if TYPE_CHECKING:
+    from upkeeper.cli._gate import Blocked
     from upkeeper.core.history import History
-    from upkeeper.core.jobs import Setup
+    from upkeeper.core.jobs import Job, Setup
     from upkeeper.notify.engine import NotificationEngine
 
 
@@ -35,6 +36,22 @@ def _engine(setup: Setup, history: History) -> NotificationEngine:
     from upkeeper.notify.engine import NotificationEngine
 
     return NotificationEngine(setup, history)
+
+
+def _record_held(setup: Setup, history: History, selected: list[Job], held: list[Blocked],
+                 now: datetime) -> list[RunSummary]:
+    """The ``--scheduled`` runs a blackout holds, recorded ``skipped`` with the blackout as the reason."""
+    from upkeeper.core.history import process_identity
+
+    jobs = {j.name: j for j in selected}
+    out = []
+    for b in held:
+        job = jobs[b.job]
+        rid = history.record_skip(job.name, job.task_name, job.target_name, now, b.reason, trigger="manual",
+                                  owner=process_identity(), node=setup.config.node, details={"scheduled": True})
+        out.append(RunSummary(run_id=rid, job=job.name, task=job.task_name, status="skipped", summary=b.reason,
+                              duration=0.0))
+    return out
 
 
 @app.command("run")
@@ -52,6 +69,10 @@ def run_cmd(
                                                               "job's window (needs --reason and --approved-by)"),
     reason: str | None = typer.Option(None, "--reason", help="why the emergency run is needed (audit trail)"),
     approved_by: str | None = typer.Option(None, "--approved-by", help="who approved the emergency run"),
+    scheduled: bool = typer.Option(False, "--scheduled", help="started by cron or a systemd timer (the lines "
+                                   "'upkeeper cron export' writes): a job inside a blackout is recorded as "
+                                   "skipped, as the daemon skips it, and counts as done (exit 0), instead of "
+                                   "being refused (exit 2)"),
 ) -> None:
     """Run jobs now.  Exit code 0 when every run is ok/warn/skipped, 1 when any failed.
 
@@ -82,6 +103,8 @@ def run_cmd(
                              "Try: --emergency --reason 'restore after data loss' --approved-by alice")
         if (reason or approved_by) and not emergency:
             raise UsageError("--reason and --approved-by go with --emergency")
+        if scheduled and (emergency or at):
+            raise UsageError("--scheduled is for runs cron or a timer starts; it does not take --emergency or --at")
         if at is None:
             # the worker imports the jobs' task modules and opens history on the other core meanwhile
             pool.warm(config=setup.config, modules=sorted({j.task_cls.__module__ for j in selected}),
@@ -119,6 +142,7 @@ def run_cmd(
         out = None if (as_json or quiet) else _app.console
         details = None
         trigger = "manual"
+        skipped: list[RunSummary] = []  # --scheduled: the jobs a blackout holds, recorded as the daemon does
         if emergency:
             assert reason is not None and approved_by is not None and engine is not None
             details = {"emergency": True, **announce_emergency(setup, history, engine, selected, reason, approved_by,
@@ -126,12 +150,21 @@ def run_cmd(
             trigger = EMERGENCY_TRIGGER
         else:
             refused = [b for b in (blocked(calendar, j, now) for j in selected) if b is not None]
+            if scheduled:  # a blackout is the schedule's business: skipped; a window job stays refused below
+                held = [b for b in refused if b.blackout]
+                skipped = _record_held(setup, history, selected, held, now)
+                refused = [b for b in refused if not b.blackout]
             if refused and not all_jobs:
                 raise UsageError("; ".join(b.reason for b in refused), refused[0].hint)
             for b in refused:
                 (out if out is not None else _app.err_console).print(f"[skipped]not run:[/skipped] {b.reason}")
-            selected = [j for j in selected if j.name not in {b.job for b in refused}]
+            gone = {b.job for b in refused} | {r.job for r in skipped}
+            selected = [j for j in selected if j.name not in gone]
             if not selected:
+                if as_json:
+                    print_json([r.to_dict() for r in skipped])
+                elif out is not None and skipped:
+                    out.print(summary_table(skipped))
                 raise typer.Exit(0)
         history.recover_orphans(setup.config.node)
         runner = make_runner(setup, history, state.history_url(), min(parallel, len(selected)), pool)
@@ -152,6 +185,7 @@ def run_cmd(
         if engine is not None:  # an emergency run
             announce_emergency_done(engine, [(r.job, r.run_id, r.status, r.summary) for r in results], who,
                                     datetime.now(UTC))
+        results = skipped + results
         code = status_exit_code([r.status for r in results])
         if as_json:
             print_json([r.to_dict() for r in results])
