@@ -726,3 +726,68 @@ def test_the_next_prune_forgets_a_set_a_killed_prune_left_half_deleted(
     assert series["incomplete_deleted"] == [ids[1]], series
     assert not (store / "db" / "app" / ids[1]).exists()
     assert [b["id"] for b in cli(["--config", cfg, "backups", "list", "--json"]).json()] == [ids[0]]
+
+
+def test_a_set_whose_object_is_still_being_written_is_no_leftover(tmp_path: Path) -> None:
+    """A set whose listed objects are days old may still be receiving one (a dump streaming for longer than
+    incomplete_after: its temporary file is not listed).  Prune leaves it while that write makes progress —
+    it deleted the set's finished objects, and the run then committed a manifest naming objects that were
+    gone — and deletes it once the write is idle too."""
+    from upkeeper.backup.prune import prune_series
+    from upkeeper.config.backup import RetentionPolicy
+
+    store = tmp_path / "store"
+    now = datetime.now(UTC)
+    fabricate(store, now - timedelta(days=3))
+    s = LocalStorage("local1", LocalStorageConfig(path=str(store), fsync=False))
+    started = now - timedelta(days=2)
+    prefix = f"db/app/{new_backup_id(started)}/"
+    put_bytes(s, prefix + "globals.zst", b"glob")
+    os.utime(store / prefix / "globals.zst", (started.timestamp(), started.timestamp()))
+    w = s.open_write(prefix + "dump.zst")
+    w.write(b"x" * 1000)  # and more to come
+    try:
+        def prune() -> Any:
+            return prune_series([s], "db", "app", "postgres", RetentionPolicy(keep_last=5), default_tz="UTC",
+                                now=now, incomplete_after=timedelta(hours=24))
+
+        report = prune()
+        assert report.incomplete_kept == [prefix.split("/")[2]] and not report.incomplete_deleted, report
+        assert (store / prefix / "globals.zst").exists()
+        [partial] = (store / prefix).glob("*.upkeeper-partial")
+        os.utime(partial, (started.timestamp(), started.timestamp()))  # the writer died long ago
+        report = prune()
+        assert report.incomplete_deleted == [prefix.split("/")[2]], report
+        assert not (store / prefix / "globals.zst").exists()
+    finally:
+        w.abort()
+
+
+def test_a_backup_that_lost_an_object_while_it_was_written_is_never_committed(tmp_path: Path) -> None:
+    """A set's object deleted before its manifest is written (a prune elsewhere took the set for a leftover):
+    the commit fails naming the object, and neither a manifest nor a catalog row says the backup is complete."""
+    from upkeeper.backup.sets import open_env
+    from upkeeper.config.loader import load_text
+    from upkeeper.errors import BackupError
+
+    store = tmp_path / "store"
+    store.mkdir()
+    config = load_text(json.dumps({"storages": {"here": {"kind": "local", "path": str(store), "fsync": False}}}))
+    h = History(f"sqlite:///{tmp_path / 'history.db'}")
+    env = open_env(config, None, Catalog(h))
+    try:
+        from upkeeper.backup.sets import SetWriter
+
+        writer = SetWriter(env, "postgres", "db", "app")
+        for name in ("globals.zst", "dump.zst"):
+            put_bytes(env.storages[0], writer.prefix + name, b"hello")
+            writer.add(ObjectRecord(name=name, size=5, sha256="0" * 64, raw_size=5))
+        env.storages[0].delete(writer.prefix + "globals.zst")
+        with pytest.raises(BackupError, match=r"lost objects on storage here while it was written: "
+                                              r"globals.zst \(missing\)"):
+            writer.commit({})
+        assert not (store / writer.prefix / "manifest.json").exists()
+        assert Catalog(h).list() == []
+    finally:
+        env.close()
+        h.close()

@@ -8,14 +8,22 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from upkeeper.backup.manifest import MANIFEST, Manifest, StoredSet, delete_set, read_manifest, scan_sets
+from upkeeper.backup.manifest import (
+    MANIFEST,
+    Manifest,
+    StoredSet,
+    delete_set,
+    read_manifest,
+    scan_sets,
+    set_prefix,
+)
 from upkeeper.backup.pipeline import fault_pause
 from upkeeper.backup.retention import Decision, Item, apply_policy
 from upkeeper.config.backup import RetentionPolicy
 from upkeeper.errors import UpkeeperError
 from upkeeper.shield import shielded
 from upkeeper.storage import Storage
-from upkeeper.storage.base import clean_partials
+from upkeeper.storage.base import clean_partials, partial_activity
 
 if TYPE_CHECKING:  # the catalog is loaded by whoever opens one (see tasks/backup/_common.py)
     from upkeeper.backup.catalog import Catalog
@@ -206,6 +214,20 @@ def clean_leftovers(storages: Sequence[Storage], older_than: timedelta, errors: 
     return n
 
 
+def _write_in_progress(storages: Sequence[Storage], prefix: str, since: datetime, errors: list[str]) -> bool:
+    """Does a write under ``prefix`` on any of ``storages`` show progress after ``since``?  A storage that cannot
+    tell (an error) counts as yes: the set is left for the next prune, never deleted on a guess."""
+    for storage in storages:
+        try:
+            t = partial_activity(storage, prefix)
+        except UpkeeperError as exc:
+            errors.append(f"{storage.name}: looking for writes in progress under {prefix}: {exc.message}")
+            return True
+        if t is not None and t > since:
+            return True
+    return False
+
+
 def prune_series(
     storages: Sequence[Storage],
     target: str,
@@ -291,6 +313,13 @@ def prune_series(
         if bid in idx.complete and set(s.name for s in where) & set(s.name for s in idx.complete[bid][2]):
             continue
         if active is not None and now - active < incomplete_after:
+            report.incomplete_kept.append(bid)
+            continue
+        # its listed objects are old, but one may still be on its way (a dump streaming for longer than
+        # incomplete_after: its temporary file or multipart upload is not listed): a writer alive is no leftover
+        writing = _write_in_progress(where, set_prefix(target, database, bid), now - incomplete_after,
+                                     report.errors)
+        if writing:
             report.incomplete_kept.append(bid)
             continue
         if dry_run:
