@@ -791,3 +791,49 @@ def test_a_backup_that_lost_an_object_while_it_was_written_is_never_committed(tm
     finally:
         env.close()
         h.close()
+
+
+def test_a_set_deleted_from_one_storage_only_is_not_reported_deleted(cli: Any, make_config: Any, tmp_path: Path,
+                                                                     sftp_server: SshServer) -> None:
+    """Retention deletes a set from local1, but the SFTP server refuses (a directory the SSH user may not
+    write): the set is not reported deleted (it was, while its copy stayed), the catalog names the storage that
+    still holds it, and the next prune finishes the job."""
+    if pwd.getpwnam(sftp_server.user).pw_uid == 0:
+        pytest.skip("the SSH user is root: no directory refuses it")
+    store = tmp_path / "store"
+    store.mkdir()
+    local = LocalStorage("local1", LocalStorageConfig(path=str(store), fsync=False))
+    sftp_config = sftp_storage_config(sftp_server)
+    vault = open_storage("vault", sftp_config)
+    now = datetime.now(UTC)
+    try:
+        old, new = (put_set(local, now - timedelta(days=d)) for d in (2, 1))
+        for m in (old, new):
+            put_bytes(vault, m.prefix + "data.zst", b"hello")
+            write_manifest([vault], m)
+    finally:
+        vault.close()
+    cfg = make_config({"targets": {"db": {"kind": "postgres", "host": "127.0.0.1", "port": 1}},
+                       "storages": {"local1": {"kind": "local", "path": str(store), "fsync": False},
+                                    "vault": sftp_config.model_dump(mode="json", exclude_none=True)},
+                       "backup": {"encryption": "none"},
+                       "jobs": {"db-backup": {"task": "postgres.backup", "target": "db",
+                                              "options": {"retention": {"keep_last": 1, "keep_daily": 0, "keep_weekly": 0,
+                                                                        "keep_monthly": 0}}}}})
+    assert sync(cli, cfg)[1]["added"] == 2
+    locked = Path(sftp_config.path) / old.prefix
+    locked.chmod(0o555)
+    try:
+        r = cli(["--config", cfg, "backups", "prune", "--json"])
+    finally:
+        locked.chmod(0o755)
+    assert r.code == 1, r.output
+    [series] = r.json()
+    assert series["deleted"] == [] and series["delete_failed"] == [old.id], series
+    assert [e.split(":")[0] for e in series["errors"]] == ["vault"], series
+    assert not (store / old.prefix).exists()
+    assert catalog_rows(cli, cfg)[old.id]["storages"] == ["vault"]
+    r = cli(["--config", cfg, "backups", "prune", "--json"])
+    assert r.code == 0, r.output
+    assert r.json()[0]["deleted"] == [old.id]
+    assert old.id not in catalog_rows(cli, cfg)

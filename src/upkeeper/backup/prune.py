@@ -45,6 +45,9 @@ class SeriesReport:
     #: (retention's deletions, then leftovers), ``deleted`` and ``incomplete_deleted`` only what it did
     interrupted: bool = False
     not_deleted: list[str] = field(default_factory=list)
+    #: what retention deleted from some of its storages only (the others failed, named in ``errors``): not in
+    #: ``deleted`` — a copy is left, and the catalog still names its storage; the next prune retries
+    delete_failed: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, object]:
         d: dict[str, object] = {
@@ -54,6 +57,8 @@ class SeriesReport:
             "deleted": self.deleted, "incomplete_deleted": self.incomplete_deleted,
             "incomplete_kept": self.incomplete_kept, "errors": self.errors,
         }
+        if self.delete_failed:
+            d["delete_failed"] = self.delete_failed
         if self.interrupted:
             d.update(interrupted=True, not_deleted=self.not_deleted)
         return d
@@ -63,7 +68,7 @@ class SeriesReport:
         did not goes to ``not_deleted``."""
         self.interrupted = True
         self.errors.append(why)
-        done = {*self.deleted, *self.incomplete_deleted}
+        done = {*self.deleted, *self.incomplete_deleted, *self.delete_failed}
         self.not_deleted = [d.item.id for d in self.decisions if not d.keep and d.item.id not in done]
 
 
@@ -298,17 +303,19 @@ def prune_series(
             report.deleted.append(d.item.id)
             continue
         with shielded():
+            failed = False
             # with the copies that lost an object: retention is done with the set, they go with it
             for storage in [*sets[d.item.id][2], *(s for s, _why in idx.damaged.get(d.item.id, []))]:
                 try:
                     delete_set(storage, target, database, d.item.id)
                 except UpkeeperError as exc:
                     report.errors.append(f"{storage.name}: deleting {d.item.id}: {exc.message}")
+                    failed = True
                     continue
                 fault_pause("prune-set-deleted")  # (the tests: deleted from storage, the catalog not yet told)
                 if catalog is not None:
                     catalog.remove_storage(d.item.id, storage.name)
-            report.deleted.append(d.item.id)
+            (report.delete_failed if failed else report.deleted).append(d.item.id)
     for bid, (active, where) in sorted(idx.incomplete.items()):
         if bid in idx.complete and set(s.name for s in where) & set(s.name for s in idx.complete[bid][2]):
             continue

@@ -1525,7 +1525,9 @@ def _print_prune(setup: Setup, reports: list[SeriesReport], dry_run: bool, as_js
             t.add_column(col, overflow="fold")
         for d in r.decisions:
             action = ("keep" if d.keep else "[warn]would delete[/warn]" if dry_run
-                      else "not deleted (interrupted)" if d.item.id in r.not_deleted else "[fail]deleted[/fail]")
+                      else "not deleted (interrupted)" if d.item.id in r.not_deleted
+                      else "[fail]not deleted everywhere (see the error)[/fail]" if d.item.id in r.delete_failed
+                      else "[fail]deleted[/fail]")
             t.add_row(d.item.id, local_time(d.item.time, tz, "%Y-%m-%d %H:%M %Z"), action, ", ".join(d.reasons))
         for bid in r.incomplete_deleted:
             t.add_row(bid, "—", "would delete" if dry_run else "deleted", "incomplete (no manifest), old")
