@@ -660,6 +660,37 @@ def test_cli_prune_reads_no_manifest_the_catalog_holds_as_stored(
     assert [b["id"] for b in series["redis"]["backups"]] == [sets[2].id]
 
 
+def test_sync_does_not_bring_back_a_set_pruned_while_it_ran(cli: Any, make_config: Any, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """A backup job's retention deletes a set (from storage, then its row) just after sync listed storage: sync
+    recorded the set again, and 'backups list' listed as complete a backup no storage holds."""
+    from upkeeper.backup.prune import index_sets, prune_series
+    from upkeeper.config.backup import RetentionPolicy
+
+    store = tmp_path / "store"
+    now = datetime.now(UTC)
+    old = fabricate(store, now - timedelta(days=2))
+    new = fabricate(store, now - timedelta(days=1))
+    cfg = _config(make_config, store)
+    assert cli(["--config", cfg, "backups", "sync"]).code == 0
+
+    def index_then_a_prune_runs(*args: Any, **kwargs: Any) -> Any:
+        got = index_sets(*args, **kwargs)
+        s = LocalStorage("local1", LocalStorageConfig(path=str(store), fsync=False))
+        with catalog_of(tmp_path) as cat:
+            report = prune_series([s], "db", "app", "postgres", RetentionPolicy(keep_last=1, keep_daily=0,
+                                                                                keep_weekly=0, keep_monthly=0),
+                                  default_tz="UTC", now=now, incomplete_after=timedelta(hours=24), catalog=cat)
+        assert report.deleted == [old], report
+        return got
+
+    monkeypatch.setattr("upkeeper.cli.backups.index_sets", index_then_a_prune_runs)
+    r = cli(["--config", cfg, "backups", "sync", "--json"])
+    monkeypatch.undo()
+    assert r.code == 0, r.output
+    assert set(catalog_rows(cli, cfg)) == {new}
+
+
 def _prune_stopped_at(cfg: Path, point: str, sig: int, tmp_path: Path) -> tuple[int, bytes]:
     """``backups prune --json`` stopped with ``sig`` once it reaches the fault point ``point`` (paused 1 s)."""
     mark = tmp_path / f"mark-{point}"

@@ -29,7 +29,7 @@ from upkeeper.backup import pg
 from upkeeper.backup.catalog import STATUSES, Catalog, CatalogRow
 from upkeeper.backup.copy import COPIED, FAILED, PRESENT, REPAIRED, CopyReport, copy_set
 from upkeeper.backup.crypto import age_binary, encryption_from
-from upkeeper.backup.manifest import Manifest, safe_component
+from upkeeper.backup.manifest import Manifest, safe_component, scan_sets
 from upkeeper.backup.pipeline import fault_pause
 from upkeeper.backup.prune import SeriesReport, clean_leftovers, index_sets, prune_series, recorded_manifests
 from upkeeper.backup.rdb import check_rdb
@@ -1540,6 +1540,31 @@ def _print_prune(setup: Setup, reports: list[SeriesReport], dry_run: bool, as_js
         console.print("no backups on the storages.")
 
 
+def _forget_pruned_meanwhile(catalog: Catalog, storages: list[Storage], recorded: dict[str, list[str]],
+                             errors: list[str]) -> int:
+    """After ``sync`` recorded the sets it listed: each storage listed once more, and a set whose manifest went
+    from it meanwhile (a prune — a backup job's retention — deleted it after the first listing, and removed its
+    row before sync recorded it again) is forgotten there.  A prune deletes a set's manifest before it tells
+    the catalog: gone from this listing, its row is fixed here; still in it, the prune's own removal comes after
+    sync's record.  Returns how many rows went."""
+    gone = 0
+    for storage in storages:
+        mine = [bid for bid, where in recorded.items() if storage.name in where]
+        if not mine:
+            continue
+        try:
+            complete = {st.id for st in scan_sets(storage) if st.complete}
+        except UpkeeperError as exc:
+            errors.append(f"{storage.name}: listing again: {exc.message}")
+            continue
+        for bid in mine:
+            if bid not in complete:
+                catalog.remove_storage(bid, storage.name)
+                if catalog.get(bid) is None:
+                    gone += 1
+    return gone
+
+
 @backups_app.command("sync")
 def sync_cmd(
     force: bool = typer.Option(False, "--force", help="also remove the rows of a storage that lists no backups at "
@@ -1590,8 +1615,10 @@ def sync_cmd(
                               "gone: 'upkeeper backups sync --force'")
         unknown = set(unlisted) | empty  # storages whose contents we could not see
         seen: set[str] = set()
+        recorded: dict[str, list[str]] = {}  # set id -> the storages whose listing showed it complete
         for _t_db, idx in sorted(index.items()):
             for bid, (_kind, _when, where) in sorted(idx.complete.items()):
+                recorded[bid] = [st.name for st in where]
                 manifest = manifests[(where[0].name, bid)]  # the first storage's copy, as a restore reads it
                 row = rows.get(bid)
                 # the storages listed are those holding it now, and those we could not look into
@@ -1614,6 +1641,7 @@ def sync_cmd(
                 continue
             catalog.remove(bid)
             removed += 1
+        removed += _forget_pruned_meanwhile(catalog, storages, recorded, errors)
     except UpkeeperError:
         raise
     except Exception as exc:
