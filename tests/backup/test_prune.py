@@ -691,6 +691,29 @@ def test_sync_does_not_bring_back_a_set_pruned_while_it_ran(cli: Any, make_confi
     assert set(catalog_rows(cli, cfg)) == {new}
 
 
+def test_a_set_directory_copied_by_hand_is_not_taken_for_the_set_its_manifest_names(
+        cli: Any, make_config: Any, tmp_path: Path) -> None:
+    """``cp -r`` of a set's directory to another id (or target) holds a manifest naming the original: sync recorded
+    it as the original (its row then naming a storage whose copy lives elsewhere) and retention counted it as a
+    backup of that series.  It is named and left alone, like a manifest that cannot be read."""
+    store = tmp_path / "store"
+    now = datetime.now(UTC)
+    orig = fabricate(store, now - timedelta(days=1))
+    cfg = _config(make_config, store)
+    assert sync(cli, cfg)[1]["added"] == 1
+    shutil.copytree(store / "db" / "app" / orig, store / "db" / "other" / orig)
+    dup = new_backup_id(now)
+    shutil.copytree(store / "db" / "app" / orig, store / "db" / "app" / dup)
+    code, res = sync(cli, cfg)
+    assert code == 1, res
+    assert sorted(e.split(": ")[1] for e in res["errors"]) == [f"db/app/{dup}/manifest.json",
+                                                               f"db/other/{orig}/manifest.json"], res
+    assert {k: v["storages"] for k, v in catalog_rows(cli, cfg).items()} == {orig: ["local1"]}
+    r = cli(["--config", cfg, "backups", "prune", "--json"])
+    assert [[b["id"] for b in s["backups"]] for s in r.json()] == [[orig], []], r.output
+    assert (store / "db" / "app" / dup / "manifest.json").exists()
+
+
 def _prune_stopped_at(cfg: Path, point: str, sig: int, tmp_path: Path) -> tuple[int, bytes]:
     """``backups prune --json`` stopped with ``sig`` once it reaches the fault point ``point`` (paused 1 s)."""
     mark = tmp_path / f"mark-{point}"

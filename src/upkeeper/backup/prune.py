@@ -129,6 +129,13 @@ def index_sets(storages: Sequence[Storage], target: str | None = None, database:
                         errors.append(f"{storage.name}: {path}: {msg}")
                     idx.unreadable.setdefault(st.id, []).append(storage)
                     continue
+                if m.prefix != st.prefix:  # a set directory renamed or copied by hand: the manifest is another's
+                    if errors is not None:
+                        errors.append(f"{storage.name}: {st.prefix}{MANIFEST}: names backup {m.id} of "
+                                      f"{m.target}/{m.database}, not this set (a directory renamed or copied by "
+                                      f"hand?); it is left alone")
+                    idx.unreadable.setdefault(st.id, []).append(storage)
+                    continue
                 missing = missing_objects(st, m)
                 if missing:
                     problem = f"{storage.name}: {st.prefix}: not a complete copy: {missing}"
