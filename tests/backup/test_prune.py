@@ -714,6 +714,21 @@ def test_a_set_directory_copied_by_hand_is_not_taken_for_the_set_its_manifest_na
     assert (store / "db" / "app" / dup / "manifest.json").exists()
 
 
+def test_list_says_when_no_storage_holds_a_backup_whole(cli: Any, make_config: Any, tmp_path: Path) -> None:
+    """A backup whose only copy lost an object keeps its row (its verification history), with no storage: list
+    and show say there is no complete copy instead of an empty column after 'complete'."""
+    store = tmp_path / "store"
+    bid = fabricate(store, datetime.now(UTC) - timedelta(days=1))
+    cfg = _config(make_config, store)
+    assert sync(cli, cfg)[1]["added"] == 1
+    (store / "db" / "app" / bid / "data.zst").unlink()
+    assert sync(cli, cfg)[0] == 1
+    assert catalog_rows(cli, cfg)[bid]["storages"] == []
+    for cmd in (["backups", "list"], ["backups", "show", bid]):
+        r = cli(["--config", cfg, *cmd])
+        assert r.code == 0 and "no complete copy" in " ".join(r.out.split()), r.output
+
+
 def _prune_stopped_at(cfg: Path, point: str, sig: int, tmp_path: Path) -> tuple[int, bytes]:
     """``backups prune --json`` stopped with ``sig`` once it reaches the fault point ``point`` (paused 1 s)."""
     mark = tmp_path / f"mark-{point}"

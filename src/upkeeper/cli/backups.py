@@ -184,8 +184,12 @@ def list_cmd(
         table.add_row(r.id, f"{r.target}/{r.database}", r.kind, local_time(r.started_at, tz, "%Y-%m-%d %H:%M"),
                       human_bytes(r.size), f"{r.compression_ratio:.1f}×", _status(r.status),
                       human_duration(r.restore_seconds) if r.restore_seconds is not None else "—",
-                      ", ".join(r.storages or []))
+                      ", ".join(r.storages or []) or NO_COPY)
     console.print(table)
+
+
+#: the storages of a row that no storage holds whole (every copy lost an object: 'backups sync' names them)
+NO_COPY = "[fail]no complete copy ('upkeeper backups sync' says why)[/fail]"
 
 
 def _check_target(config: Config, target: str | None) -> None:
@@ -216,7 +220,7 @@ def show_cmd(
     console.print(f"taken {local_time(row.started_at, tz, '%Y-%m-%d %H:%M:%S %Z')}, took "
                   f"{human_duration((row.finished_at - row.started_at).total_seconds())}; "
                   f"{human_bytes(row.size)} stored, {human_bytes(row.raw_size)} raw ({row.compression_ratio:.2f}×); "
-                  f"encryption {row.encryption}; on {', '.join(row.storages or [])}")
+                  f"encryption {row.encryption}; on {', '.join(row.storages or []) or NO_COPY}")
     if row.verified_at:
         console.print(f"verified {local_time(row.verified_at, tz)}: {escape(row.verify_summary or '')}")
     source = SourceState.from_dict(m.details.get(MANIFEST_KEY))
