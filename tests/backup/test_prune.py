@@ -660,6 +660,75 @@ def test_cli_prune_reads_no_manifest_the_catalog_holds_as_stored(
     assert [b["id"] for b in series["redis"]["backups"]] == [sets[2].id]
 
 
+def test_sync_does_not_bring_back_a_set_pruned_while_it_ran(cli: Any, make_config: Any, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """A backup job's retention deletes a set (from storage, then its row) just after sync listed storage: sync
+    recorded the set again, and 'backups list' listed as complete a backup no storage holds."""
+    from upkeeper.backup.prune import index_sets, prune_series
+    from upkeeper.config.backup import RetentionPolicy
+
+    store = tmp_path / "store"
+    now = datetime.now(UTC)
+    old = fabricate(store, now - timedelta(days=2))
+    new = fabricate(store, now - timedelta(days=1))
+    cfg = _config(make_config, store)
+    assert cli(["--config", cfg, "backups", "sync"]).code == 0
+
+    def index_then_a_prune_runs(*args: Any, **kwargs: Any) -> Any:
+        got = index_sets(*args, **kwargs)
+        s = LocalStorage("local1", LocalStorageConfig(path=str(store), fsync=False))
+        with catalog_of(tmp_path) as cat:
+            report = prune_series([s], "db", "app", "postgres", RetentionPolicy(keep_last=1, keep_daily=0,
+                                                                                keep_weekly=0, keep_monthly=0),
+                                  default_tz="UTC", now=now, incomplete_after=timedelta(hours=24), catalog=cat)
+        assert report.deleted == [old], report
+        return got
+
+    monkeypatch.setattr("upkeeper.cli.backups.index_sets", index_then_a_prune_runs)
+    r = cli(["--config", cfg, "backups", "sync", "--json"])
+    monkeypatch.undo()
+    assert r.code == 0, r.output
+    assert set(catalog_rows(cli, cfg)) == {new}
+
+
+def test_a_set_directory_copied_by_hand_is_not_taken_for_the_set_its_manifest_names(
+        cli: Any, make_config: Any, tmp_path: Path) -> None:
+    """``cp -r`` of a set's directory to another id (or target) holds a manifest naming the original: sync recorded
+    it as the original (its row then naming a storage whose copy lives elsewhere) and retention counted it as a
+    backup of that series.  It is named and left alone, like a manifest that cannot be read."""
+    store = tmp_path / "store"
+    now = datetime.now(UTC)
+    orig = fabricate(store, now - timedelta(days=1))
+    cfg = _config(make_config, store)
+    assert sync(cli, cfg)[1]["added"] == 1
+    shutil.copytree(store / "db" / "app" / orig, store / "db" / "other" / orig)
+    dup = new_backup_id(now)
+    shutil.copytree(store / "db" / "app" / orig, store / "db" / "app" / dup)
+    code, res = sync(cli, cfg)
+    assert code == 1, res
+    assert sorted(e.split(": ")[1] for e in res["errors"]) == [f"db/app/{dup}/manifest.json",
+                                                               f"db/other/{orig}/manifest.json"], res
+    assert {k: v["storages"] for k, v in catalog_rows(cli, cfg).items()} == {orig: ["local1"]}
+    r = cli(["--config", cfg, "backups", "prune", "--json"])
+    assert [[b["id"] for b in s["backups"]] for s in r.json()] == [[orig], []], r.output
+    assert (store / "db" / "app" / dup / "manifest.json").exists()
+
+
+def test_list_says_when_no_storage_holds_a_backup_whole(cli: Any, make_config: Any, tmp_path: Path) -> None:
+    """A backup whose only copy lost an object keeps its row (its verification history), with no storage: list
+    and show say there is no complete copy instead of an empty column after 'complete'."""
+    store = tmp_path / "store"
+    bid = fabricate(store, datetime.now(UTC) - timedelta(days=1))
+    cfg = _config(make_config, store)
+    assert sync(cli, cfg)[1]["added"] == 1
+    (store / "db" / "app" / bid / "data.zst").unlink()
+    assert sync(cli, cfg)[0] == 1
+    assert catalog_rows(cli, cfg)[bid]["storages"] == []
+    for cmd in (["backups", "list"], ["backups", "show", bid]):
+        r = cli(["--config", cfg, *cmd])
+        assert r.code == 0 and "no complete copy" in " ".join(r.out.split()), r.output
+
+
 def _prune_stopped_at(cfg: Path, point: str, sig: int, tmp_path: Path) -> tuple[int, bytes]:
     """``backups prune --json`` stopped with ``sig`` once it reaches the fault point ``point`` (paused 1 s)."""
     mark = tmp_path / f"mark-{point}"
@@ -726,3 +795,114 @@ def test_the_next_prune_forgets_a_set_a_killed_prune_left_half_deleted(
     assert series["incomplete_deleted"] == [ids[1]], series
     assert not (store / "db" / "app" / ids[1]).exists()
     assert [b["id"] for b in cli(["--config", cfg, "backups", "list", "--json"]).json()] == [ids[0]]
+
+
+def test_a_set_whose_object_is_still_being_written_is_no_leftover(tmp_path: Path) -> None:
+    """A set whose listed objects are days old may still be receiving one (a dump streaming for longer than
+    incomplete_after: its temporary file is not listed).  Prune leaves it while that write makes progress —
+    it deleted the set's finished objects, and the run then committed a manifest naming objects that were
+    gone — and deletes it once the write is idle too."""
+    from upkeeper.backup.prune import prune_series
+    from upkeeper.config.backup import RetentionPolicy
+
+    store = tmp_path / "store"
+    now = datetime.now(UTC)
+    fabricate(store, now - timedelta(days=3))
+    s = LocalStorage("local1", LocalStorageConfig(path=str(store), fsync=False))
+    started = now - timedelta(days=2)
+    prefix = f"db/app/{new_backup_id(started)}/"
+    put_bytes(s, prefix + "globals.zst", b"glob")
+    os.utime(store / prefix / "globals.zst", (started.timestamp(), started.timestamp()))
+    w = s.open_write(prefix + "dump.zst")
+    w.write(b"x" * 1000)  # and more to come
+    try:
+        def prune() -> Any:
+            return prune_series([s], "db", "app", "postgres", RetentionPolicy(keep_last=5), default_tz="UTC",
+                                now=now, incomplete_after=timedelta(hours=24))
+
+        report = prune()
+        assert report.incomplete_kept == [prefix.split("/")[2]] and not report.incomplete_deleted, report
+        assert (store / prefix / "globals.zst").exists()
+        [partial] = (store / prefix).glob("*.upkeeper-partial")
+        os.utime(partial, (started.timestamp(), started.timestamp()))  # the writer died long ago
+        report = prune()
+        assert report.incomplete_deleted == [prefix.split("/")[2]], report
+        assert not (store / prefix / "globals.zst").exists()
+    finally:
+        w.abort()
+
+
+def test_a_backup_that_lost_an_object_while_it_was_written_is_never_committed(tmp_path: Path) -> None:
+    """A set's object deleted before its manifest is written (a prune elsewhere took the set for a leftover):
+    the commit fails naming the object, and neither a manifest nor a catalog row says the backup is complete."""
+    from upkeeper.backup.sets import open_env
+    from upkeeper.config.loader import load_text
+    from upkeeper.errors import BackupError
+
+    store = tmp_path / "store"
+    store.mkdir()
+    config = load_text(json.dumps({"storages": {"here": {"kind": "local", "path": str(store), "fsync": False}}}))
+    h = History(f"sqlite:///{tmp_path / 'history.db'}")
+    env = open_env(config, None, Catalog(h))
+    try:
+        from upkeeper.backup.sets import SetWriter
+
+        writer = SetWriter(env, "postgres", "db", "app")
+        for name in ("globals.zst", "dump.zst"):
+            put_bytes(env.storages[0], writer.prefix + name, b"hello")
+            writer.add(ObjectRecord(name=name, size=5, sha256="0" * 64, raw_size=5))
+        env.storages[0].delete(writer.prefix + "globals.zst")
+        with pytest.raises(BackupError, match=r"lost objects on storage here while it was written: "
+                                              r"globals.zst \(missing\)"):
+            writer.commit({})
+        assert not (store / writer.prefix / "manifest.json").exists()
+        assert Catalog(h).list() == []
+    finally:
+        env.close()
+        h.close()
+
+
+def test_a_set_deleted_from_one_storage_only_is_not_reported_deleted(cli: Any, make_config: Any, tmp_path: Path,
+                                                                     sftp_server: SshServer) -> None:
+    """Retention deletes a set from local1, but the SFTP server refuses (a directory the SSH user may not
+    write): the set is not reported deleted (it was, while its copy stayed), the catalog names the storage that
+    still holds it, and the next prune finishes the job."""
+    if pwd.getpwnam(sftp_server.user).pw_uid == 0:
+        pytest.skip("the SSH user is root: no directory refuses it")
+    store = tmp_path / "store"
+    store.mkdir()
+    local = LocalStorage("local1", LocalStorageConfig(path=str(store), fsync=False))
+    sftp_config = sftp_storage_config(sftp_server)
+    vault = open_storage("vault", sftp_config)
+    now = datetime.now(UTC)
+    try:
+        old, new = (put_set(local, now - timedelta(days=d)) for d in (2, 1))
+        for m in (old, new):
+            put_bytes(vault, m.prefix + "data.zst", b"hello")
+            write_manifest([vault], m)
+    finally:
+        vault.close()
+    cfg = make_config({"targets": {"db": {"kind": "postgres", "host": "127.0.0.1", "port": 1}},
+                       "storages": {"local1": {"kind": "local", "path": str(store), "fsync": False},
+                                    "vault": sftp_config.model_dump(mode="json", exclude_none=True)},
+                       "backup": {"encryption": "none"},
+                       "jobs": {"db-backup": {"task": "postgres.backup", "target": "db",
+                                              "options": {"retention": {"keep_last": 1, "keep_daily": 0, "keep_weekly": 0,
+                                                                        "keep_monthly": 0}}}}})
+    assert sync(cli, cfg)[1]["added"] == 2
+    locked = Path(sftp_config.path) / old.prefix
+    locked.chmod(0o555)
+    try:
+        r = cli(["--config", cfg, "backups", "prune", "--json"])
+    finally:
+        locked.chmod(0o755)
+    assert r.code == 1, r.output
+    [series] = r.json()
+    assert series["deleted"] == [] and series["delete_failed"] == [old.id], series
+    assert [e.split(":")[0] for e in series["errors"]] == ["vault"], series
+    assert not (store / old.prefix).exists()
+    assert catalog_rows(cli, cfg)[old.id]["storages"] == ["vault"]
+    r = cli(["--config", cfg, "backups", "prune", "--json"])
+    assert r.code == 0, r.output
+    assert r.json()[0]["deleted"] == [old.id]
+    assert old.id not in catalog_rows(cli, cfg)

@@ -18,7 +18,7 @@ import tracemalloc
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ from services import local_storage_config, sftp_storage_config
 from upkeeper.config.storage import S3StorageConfig, StorageConfig
 from upkeeper.errors import StorageError
 from upkeeper.storage import open_storage
-from upkeeper.storage.base import Storage, clean_partials, get_bytes, put_bytes
+from upkeeper.storage.base import Storage, clean_partials, get_bytes, partial_activity, put_bytes
 
 MiB = 1024 * 1024
 PART = 5 * MiB  # S3's minimum part size: multipart kicks in for anything bigger
@@ -404,3 +404,21 @@ def test_clean_partials_spares_a_live_writer(backend: Backend) -> None:
     assert clean_partials(s, older_than=timedelta(minutes=10)) == 0
     w.commit()
     assert s.stat("live") is not None
+
+
+def test_partial_activity_sees_a_write_in_progress_under_its_prefix_only(backend: Backend) -> None:
+    """What prune asks before deleting a set whose listed objects are old: is a write (not listed: a temporary
+    file, a multipart upload) still making progress under the set's prefix?"""
+    s = backend.storage
+    put_bytes(s, "t/db/set1/done", b"finished")
+    assert partial_activity(s, "t/db/set1/") is None
+    w = s.open_write("t/db/set1/dump")
+    try:
+        for piece in pattern(PART + MiB):  # past the first part: the S3 multipart upload has begun
+            w.write(piece)
+        when = partial_activity(s, "t/db/set1/")
+        assert when is not None and abs((datetime.now(UTC) - when).total_seconds()) < 120, when
+        assert partial_activity(s, "t/db/set2/") is None
+    finally:
+        w.abort()
+    assert partial_activity(s, "t/db/set1/") is None

@@ -232,6 +232,24 @@ def _ts(v: Any) -> datetime:
     return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
 
 
+def check_objects_stored(storages: Iterable[Storage], manifest: Manifest) -> None:
+    """Raise a :class:`BackupError` unless every storage lists each object of ``manifest`` under the set's
+    prefix with the size recorded for it: called just before :func:`write_manifest`, so a set that lost an
+    object while it was written — a prune (of this host or another sharing the storage) that took the set for
+    an idle leftover and deleted it, someone's cleanup — is never committed, listed and reported as complete.
+    One listing of the set per storage."""
+    for s in storages:
+        listed = {o.key.removeprefix(manifest.prefix): o.size for o in s.list(manifest.prefix)}
+        gone = [f"{o.name} (missing)" if o.name not in listed else f"{o.name} ({listed[o.name]} bytes, not {o.size})"
+                for o in manifest.objects if listed.get(o.name) != o.size]
+        if gone:
+            raise BackupError(
+                f"backup {manifest.id} lost objects on storage {s.name} while it was written: {', '.join(gone[:5])}"
+                + (f" and {len(gone) - 5} more" if len(gone) > 5 else "") + "; it is not committed",
+                "Try: run the backup again; if it keeps happening, look for what deletes there (another host's "
+                "'upkeeper backups prune' with a short backup.incomplete_after, a lifecycle rule, a cleanup job)")
+
+
 def write_manifest(storages: Iterable[Storage], manifest: Manifest) -> None:
     """The commit marker, on every storage, after every object is there.  Sets ``manifest.sha256``.
 

@@ -8,14 +8,22 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from upkeeper.backup.manifest import MANIFEST, Manifest, StoredSet, delete_set, read_manifest, scan_sets
+from upkeeper.backup.manifest import (
+    MANIFEST,
+    Manifest,
+    StoredSet,
+    delete_set,
+    read_manifest,
+    scan_sets,
+    set_prefix,
+)
 from upkeeper.backup.pipeline import fault_pause
 from upkeeper.backup.retention import Decision, Item, apply_policy
 from upkeeper.config.backup import RetentionPolicy
 from upkeeper.errors import UpkeeperError
 from upkeeper.shield import shielded
 from upkeeper.storage import Storage
-from upkeeper.storage.base import clean_partials
+from upkeeper.storage.base import clean_partials, partial_activity
 
 if TYPE_CHECKING:  # the catalog is loaded by whoever opens one (see tasks/backup/_common.py)
     from upkeeper.backup.catalog import Catalog
@@ -37,6 +45,9 @@ class SeriesReport:
     #: (retention's deletions, then leftovers), ``deleted`` and ``incomplete_deleted`` only what it did
     interrupted: bool = False
     not_deleted: list[str] = field(default_factory=list)
+    #: what retention deleted from some of its storages only (the others failed, named in ``errors``): not in
+    #: ``deleted`` — a copy is left, and the catalog still names its storage; the next prune retries
+    delete_failed: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, object]:
         d: dict[str, object] = {
@@ -46,6 +57,8 @@ class SeriesReport:
             "deleted": self.deleted, "incomplete_deleted": self.incomplete_deleted,
             "incomplete_kept": self.incomplete_kept, "errors": self.errors,
         }
+        if self.delete_failed:
+            d["delete_failed"] = self.delete_failed
         if self.interrupted:
             d.update(interrupted=True, not_deleted=self.not_deleted)
         return d
@@ -55,7 +68,7 @@ class SeriesReport:
         did not goes to ``not_deleted``."""
         self.interrupted = True
         self.errors.append(why)
-        done = {*self.deleted, *self.incomplete_deleted}
+        done = {*self.deleted, *self.incomplete_deleted, *self.delete_failed}
         self.not_deleted = [d.item.id for d in self.decisions if not d.keep and d.item.id not in done]
 
 
@@ -114,6 +127,13 @@ def index_sets(storages: Sequence[Storage], target: str | None = None, database:
                         path = f"{st.prefix}{MANIFEST}"
                         msg = exc.message.removeprefix(f"{storage.name}:{path}: ")  # read_manifest names it too
                         errors.append(f"{storage.name}: {path}: {msg}")
+                    idx.unreadable.setdefault(st.id, []).append(storage)
+                    continue
+                if m.prefix != st.prefix:  # a set directory renamed or copied by hand: the manifest is another's
+                    if errors is not None:
+                        errors.append(f"{storage.name}: {st.prefix}{MANIFEST}: names backup {m.id} of "
+                                      f"{m.target}/{m.database}, not this set (a directory renamed or copied by "
+                                      f"hand?); it is left alone")
                     idx.unreadable.setdefault(st.id, []).append(storage)
                     continue
                 missing = missing_objects(st, m)
@@ -206,6 +226,20 @@ def clean_leftovers(storages: Sequence[Storage], older_than: timedelta, errors: 
     return n
 
 
+def _write_in_progress(storages: Sequence[Storage], prefix: str, since: datetime, errors: list[str]) -> bool:
+    """Does a write under ``prefix`` on any of ``storages`` show progress after ``since``?  A storage that cannot
+    tell (an error) counts as yes: the set is left for the next prune, never deleted on a guess."""
+    for storage in storages:
+        try:
+            t = partial_activity(storage, prefix)
+        except UpkeeperError as exc:
+            errors.append(f"{storage.name}: looking for writes in progress under {prefix}: {exc.message}")
+            return True
+        if t is not None and t > since:
+            return True
+    return False
+
+
 def prune_series(
     storages: Sequence[Storage],
     target: str,
@@ -276,21 +310,30 @@ def prune_series(
             report.deleted.append(d.item.id)
             continue
         with shielded():
+            failed = False
             # with the copies that lost an object: retention is done with the set, they go with it
             for storage in [*sets[d.item.id][2], *(s for s, _why in idx.damaged.get(d.item.id, []))]:
                 try:
                     delete_set(storage, target, database, d.item.id)
                 except UpkeeperError as exc:
                     report.errors.append(f"{storage.name}: deleting {d.item.id}: {exc.message}")
+                    failed = True
                     continue
                 fault_pause("prune-set-deleted")  # (the tests: deleted from storage, the catalog not yet told)
                 if catalog is not None:
                     catalog.remove_storage(d.item.id, storage.name)
-            report.deleted.append(d.item.id)
+            (report.delete_failed if failed else report.deleted).append(d.item.id)
     for bid, (active, where) in sorted(idx.incomplete.items()):
         if bid in idx.complete and set(s.name for s in where) & set(s.name for s in idx.complete[bid][2]):
             continue
         if active is not None and now - active < incomplete_after:
+            report.incomplete_kept.append(bid)
+            continue
+        # its listed objects are old, but one may still be on its way (a dump streaming for longer than
+        # incomplete_after: its temporary file or multipart upload is not listed): a writer alive is no leftover
+        writing = _write_in_progress(where, set_prefix(target, database, bid), now - incomplete_after,
+                                     report.errors)
+        if writing:
             report.incomplete_kept.append(bid)
             continue
         if dry_run:

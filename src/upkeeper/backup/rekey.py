@@ -32,6 +32,7 @@ from upkeeper.backup.manifest import (
     ID_RE,
     MANIFEST,
     Manifest,
+    check_objects_stored,
     delete_set,
     read_manifest,
     set_prefix,
@@ -271,6 +272,7 @@ def _rekey(report: RekeyReport, storages: Sequence[Storage], recorded: str | Non
         new_manifest = replace(manifest, id=new_id, objects=objects, encryption=encryption_info(new),
                                rekeyed_from=old_id, sha256=None)
         fault_pause("before-manifest")
+        check_objects_stored(holders, new_manifest)
         write_manifest(holders, new_manifest)
     except BaseException:
         with shielded():  # a stop arriving meanwhile waits for it (upkeeper.shield)

@@ -11,7 +11,14 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from upkeeper.backup.crypto import Encryption, encryption_from
-from upkeeper.backup.manifest import Manifest, delete_set, new_backup_id, set_prefix, write_manifest
+from upkeeper.backup.manifest import (
+    Manifest,
+    check_objects_stored,
+    delete_set,
+    new_backup_id,
+    set_prefix,
+    write_manifest,
+)
 from upkeeper.backup.pipeline import ObjectRecord, ObjectUpload, fault_pause
 from upkeeper.config.backup import UNENCRYPTED_REMOTE_HINT, BackupSettings, unencrypted_remote
 from upkeeper.config.models import Config
@@ -160,6 +167,7 @@ class SetWriter:
                             job=self.env.job, node=self.env.node, encryption=self.env.encryption_info(),
                             details=details)
         fault_pause("before-manifest")
+        check_objects_stored(self.env.storages, manifest)  # nothing deleted them meanwhile (a prune, elsewhere)
         write_manifest(self.env.storages, manifest)
         self.committed = True
         if self.env.catalog is not None:

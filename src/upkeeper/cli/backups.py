@@ -29,7 +29,7 @@ from upkeeper.backup import pg
 from upkeeper.backup.catalog import STATUSES, Catalog, CatalogRow
 from upkeeper.backup.copy import COPIED, FAILED, PRESENT, REPAIRED, CopyReport, copy_set
 from upkeeper.backup.crypto import age_binary, encryption_from
-from upkeeper.backup.manifest import Manifest, safe_component
+from upkeeper.backup.manifest import Manifest, safe_component, scan_sets
 from upkeeper.backup.pipeline import fault_pause
 from upkeeper.backup.prune import SeriesReport, clean_leftovers, index_sets, prune_series, recorded_manifests
 from upkeeper.backup.rdb import check_rdb
@@ -184,8 +184,12 @@ def list_cmd(
         table.add_row(r.id, f"{r.target}/{r.database}", r.kind, local_time(r.started_at, tz, "%Y-%m-%d %H:%M"),
                       human_bytes(r.size), f"{r.compression_ratio:.1f}×", _status(r.status),
                       human_duration(r.restore_seconds) if r.restore_seconds is not None else "—",
-                      ", ".join(r.storages or []))
+                      ", ".join(r.storages or []) or NO_COPY)
     console.print(table)
+
+
+#: the storages of a row that no storage holds whole (every copy lost an object: 'backups sync' names them)
+NO_COPY = "[fail]no complete copy ('upkeeper backups sync' says why)[/fail]"
 
 
 def _check_target(config: Config, target: str | None) -> None:
@@ -216,7 +220,7 @@ def show_cmd(
     console.print(f"taken {local_time(row.started_at, tz, '%Y-%m-%d %H:%M:%S %Z')}, took "
                   f"{human_duration((row.finished_at - row.started_at).total_seconds())}; "
                   f"{human_bytes(row.size)} stored, {human_bytes(row.raw_size)} raw ({row.compression_ratio:.2f}×); "
-                  f"encryption {row.encryption}; on {', '.join(row.storages or [])}")
+                  f"encryption {row.encryption}; on {', '.join(row.storages or []) or NO_COPY}")
     if row.verified_at:
         console.print(f"verified {local_time(row.verified_at, tz)}: {escape(row.verify_summary or '')}")
     source = SourceState.from_dict(m.details.get(MANIFEST_KEY))
@@ -1525,7 +1529,9 @@ def _print_prune(setup: Setup, reports: list[SeriesReport], dry_run: bool, as_js
             t.add_column(col, overflow="fold")
         for d in r.decisions:
             action = ("keep" if d.keep else "[warn]would delete[/warn]" if dry_run
-                      else "not deleted (interrupted)" if d.item.id in r.not_deleted else "[fail]deleted[/fail]")
+                      else "not deleted (interrupted)" if d.item.id in r.not_deleted
+                      else "[fail]not deleted everywhere (see the error)[/fail]" if d.item.id in r.delete_failed
+                      else "[fail]deleted[/fail]")
             t.add_row(d.item.id, local_time(d.item.time, tz, "%Y-%m-%d %H:%M %Z"), action, ", ".join(d.reasons))
         for bid in r.incomplete_deleted:
             t.add_row(bid, "—", "would delete" if dry_run else "deleted", "incomplete (no manifest), old")
@@ -1536,6 +1542,31 @@ def _print_prune(setup: Setup, reports: list[SeriesReport], dry_run: bool, as_js
             err_console.print(f"[fail]error[/fail] {escape(e)}", highlight=False)
     if not reports:
         console.print("no backups on the storages.")
+
+
+def _forget_pruned_meanwhile(catalog: Catalog, storages: list[Storage], recorded: dict[str, list[str]],
+                             errors: list[str]) -> int:
+    """After ``sync`` recorded the sets it listed: each storage listed once more, and a set whose manifest went
+    from it meanwhile (a prune — a backup job's retention — deleted it after the first listing, and removed its
+    row before sync recorded it again) is forgotten there.  A prune deletes a set's manifest before it tells
+    the catalog: gone from this listing, its row is fixed here; still in it, the prune's own removal comes after
+    sync's record.  Returns how many rows went."""
+    gone = 0
+    for storage in storages:
+        mine = [bid for bid, where in recorded.items() if storage.name in where]
+        if not mine:
+            continue
+        try:
+            complete = {st.id for st in scan_sets(storage) if st.complete}
+        except UpkeeperError as exc:
+            errors.append(f"{storage.name}: listing again: {exc.message}")
+            continue
+        for bid in mine:
+            if bid not in complete:
+                catalog.remove_storage(bid, storage.name)
+                if catalog.get(bid) is None:
+                    gone += 1
+    return gone
 
 
 @backups_app.command("sync")
@@ -1588,8 +1619,10 @@ def sync_cmd(
                               "gone: 'upkeeper backups sync --force'")
         unknown = set(unlisted) | empty  # storages whose contents we could not see
         seen: set[str] = set()
+        recorded: dict[str, list[str]] = {}  # set id -> the storages whose listing showed it complete
         for _t_db, idx in sorted(index.items()):
             for bid, (_kind, _when, where) in sorted(idx.complete.items()):
+                recorded[bid] = [st.name for st in where]
                 manifest = manifests[(where[0].name, bid)]  # the first storage's copy, as a restore reads it
                 row = rows.get(bid)
                 # the storages listed are those holding it now, and those we could not look into
@@ -1612,6 +1645,7 @@ def sync_cmd(
                 continue
             catalog.remove(bid)
             removed += 1
+        removed += _forget_pruned_meanwhile(catalog, storages, recorded, errors)
     except UpkeeperError:
         raise
     except Exception as exc:

@@ -69,6 +69,26 @@ class CleansPartials(Protocol):
     def clean_partials(self, older_than: timedelta = ..., prefix: str = "") -> int: ...
 
 
+@runtime_checkable
+class SeesPartials(Protocol):
+    """Optional: when a write still in progress under ``prefix`` last made progress (None: there is none).
+
+    Local and SFTP: the newest modification time of a temporary ``*.upkeeper-partial`` file; S3: the newest
+    part (or start) of an incomplete multipart upload.  ``list`` does not show them, so a set whose listed
+    objects are all old may still be receiving one (a dump streaming for more than ``incomplete_after``):
+    prune asks this before it deletes such a set as a leftover."""
+
+    def partial_activity(self, prefix: str) -> datetime | None: ...
+
+
+def partial_activity(storage: Storage, prefix: str) -> datetime | None:
+    """See :class:`SeesPartials` (None for a backend without it)."""
+    check_key(prefix.rstrip("/"))
+    if isinstance(storage, SeesPartials):
+        return storage.partial_activity(prefix)
+    return None
+
+
 def clean_partials(storage: Storage, older_than: timedelta = timedelta(hours=24), prefix: str = "") -> int:
     """Remove crashed writers' leftovers under ``prefix`` where the backend supports it (0 otherwise)."""
     if prefix:

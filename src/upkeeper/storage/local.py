@@ -283,6 +283,22 @@ class LocalStorage:
                 break
             parent = parent.parent
 
+    def partial_activity(self, prefix: str) -> datetime | None:
+        """The newest modification of a temporary file of a write in progress under ``prefix`` (see
+        ``base.SeesPartials``)."""
+        self.check_path()
+        top = self.root / prefix if prefix else self.root
+        latest: float | None = None
+        for dirpath, _dirs, files in os.walk(top):
+            for f in files:
+                if f.endswith(TMP_SUFFIX):
+                    try:
+                        m = (Path(dirpath) / f).stat().st_mtime
+                    except FileNotFoundError:
+                        continue  # committed or removed meanwhile
+                    latest = m if latest is None else max(latest, m)
+        return None if latest is None else datetime.fromtimestamp(latest, UTC)
+
     def clean_partials(self, older_than: timedelta = timedelta(hours=24), prefix: str = "") -> int:
         """Remove temporary files of crashed writers under ``prefix`` not modified for ``older_than``, and the
         directories above them left empty."""

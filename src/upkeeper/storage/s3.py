@@ -524,6 +524,23 @@ class S3Storage:
                     n += 1
         return n
 
+    def partial_activity(self, prefix: str) -> datetime | None:
+        """The newest part (or start) of an incomplete multipart upload under ``prefix`` (see
+        ``base.SeesPartials``)."""
+        latest: datetime | None = None
+        paginator = self.client.get_paginator("list_multipart_uploads")
+        with self.errors("cannot list the uploads in progress under", None):
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix):
+                for up in page.get("Uploads", []):
+                    try:
+                        t = self._last_activity(up)
+                    except ClientError as exc:
+                        if _code(exc) == "NoSuchUpload":
+                            continue  # completed or aborted since it was listed
+                        raise
+                    latest = t if latest is None else max(latest, t)
+        return latest
+
     def _last_activity(self, upload: Any) -> datetime:
         """The upload's start or its newest part, whichever is later.  Every page of parts is read: a store
         lists at most 1000 parts a page, and a long upload's newest parts are on its last page."""

@@ -844,6 +844,33 @@ class SftpStorage:
         walk(self.root, "")
         return out
 
+    def partial_activity(self, prefix: str) -> datetime | None:
+        """The newest modification of a temporary file of a write in progress under ``prefix`` (see
+        ``base.SeesPartials``)."""
+
+        def op(sftp: paramiko.SFTPClient) -> float | None:
+            latest: float | None = None
+
+            def walk(directory: str) -> None:
+                nonlocal latest
+                try:
+                    entries = sftp.listdir_attr(directory)
+                except FileNotFoundError:
+                    return
+                for e in entries:
+                    if statmod.S_ISDIR(e.st_mode or 0):
+                        walk(posixpath.join(directory, e.filename))
+                    elif e.filename.endswith(TMP_SUFFIX) and e.st_mtime is not None:
+                        latest = e.st_mtime if latest is None else max(latest, e.st_mtime)
+
+            self.check_root(sftp)
+            walk(top)
+            return latest
+
+        top = posixpath.join(self.root, prefix.rstrip("/")) if prefix else self.root
+        t = self.call(op, "cannot look for writes in progress under", top)
+        return None if t is None else datetime.fromtimestamp(t, UTC)
+
     def clean_partials(self, older_than: timedelta = timedelta(hours=24), prefix: str = "") -> int:
         """Remove temporary files of crashed writers under ``prefix`` not modified for ``older_than``, and the
         directories above them left empty."""
