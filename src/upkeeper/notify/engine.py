@@ -33,7 +33,7 @@ from upkeeper.notify.policy import Calendar, Window, describe
 from upkeeper.notify.routing import Router, matches
 from upkeeper.notify.store import Change, NotifyStore
 from upkeeper.notify.transports import Transport, TransportError, build_transport
-from upkeeper.redact import redact
+from upkeeper.redact import redact, redact_obj
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,8 @@ class NotificationEngine:
         }
         self.last_results: list[DeliveryResult] = []
         self._local = threading.local()  # escalation steps collected while one thread builds its events
-        self._outbox: queue.Queue[tuple[int, str, dict[str, Any], datetime] | None] | None = None
+        #: (delivery id, channel, payload, attempts so far, created at, end of the lease we hold)
+        self._outbox: queue.Queue[tuple[int, str, dict[str, Any], int, datetime, datetime] | None] | None = None
         self._sender: threading.Thread | None = None
 
     # -- background sending (the daemon) ------------------------------------------------------
@@ -114,13 +115,13 @@ class NotificationEngine:
             item = outbox.get()
             if item is None:
                 return
-            did, channel, payload, created = item
+            did, channel, payload, attempts, created, leased_until = item
             try:
                 # queued longer than the lease: a retry may have taken it; send only if it is still ours
                 now = self.clock()
-                until = self.store.renew_lease(did, created + DELIVERY_LEASE, now, DELIVERY_LEASE)
+                until = self.store.renew_lease(did, leased_until, now, DELIVERY_LEASE, attempts=attempts)
                 if until is not None:
-                    self._attempt(did, channel, payload, 0, created, now, until)
+                    self._attempt(did, channel, payload, attempts, created, now, until)
             except Exception as exc:  # history unavailable: the lease expires and a retry sends it
                 log.warning("notification %s to %s not sent: %s", did, channel, redact(str(exc)))
 
@@ -203,7 +204,7 @@ class NotificationEngine:
         if run.result.summary:
             lines.append(redact(run.result.summary))
         for f in top:
-            lines.append(f"• {f.severity.value} {f.subject}: {f.message}".rstrip(": "))
+            lines.append(redact(f"• {f.severity.value} {f.subject}: {f.message}".rstrip(": ")))
         facts = [f"task {job.task_name}"] + ([f"target {job.target_name}"] if job.target_name else [])
         facts.append(f"run {run.run_id} ({run.trigger}, attempt {run.attempt})")
         lines.append(" · ".join(facts))
@@ -478,12 +479,13 @@ class NotificationEngine:
         for channel, evs in per_channel.items():
             groups = [[e] for e in evs] if self.transports[channel].per_event else [evs]
             for group in groups:
-                payload = build_payload(group, self.node, now)
+                # what a retry sends is the stored (redacted) payload: the first attempt sends the same
+                payload = redact_obj(build_payload(group, self.node, now))
                 did = self.store.add_delivery(channel, [e.id for e in group if e.id], payload, now, DELIVERY_LEASE)
                 created.append((did, channel, payload))
         for did, channel, payload in created:  # leased to us at creation: nobody else sends them meanwhile
             if self._outbox is not None:
-                self._outbox.put((did, channel, payload, now))
+                self._outbox.put((did, channel, payload, 0, now, now + DELIVERY_LEASE))
             else:
                 self._attempt(did, channel, payload, 0, now, now, now + DELIVERY_LEASE)
         return recorded
@@ -510,6 +512,8 @@ class NotificationEngine:
             msg = str(exc) if isinstance(exc, TransportError) else f"{type(exc).__name__}: {exc}"
             d = self.cfg.delivery
             delay = min(d.retry_delay * (2 ** attempts), d.retry_max_delay)
+            if isinstance(exc, TransportError) and exc.retry_after is not None:  # 429/503 Retry-After: not sooner
+                delay = max(delay, exc.retry_after)
             nxt = None if permanent or now + delay - created > d.give_up_after else now + delay
             if self.store.mark_failed(did, msg, nxt, leased_until=leased_until):
                 log.warning("notification to %s failed (%s): %s", channel,
@@ -528,9 +532,17 @@ class NotificationEngine:
         return res
 
     def retry_due(self, now: datetime) -> list[DeliveryResult]:
+        """Send the deliveries due for a retry (or whose creator's lease ran out).  With the sender thread
+        running (the daemon), they are handed to it and ``[]`` is returned: the daemon calls this from its
+        scheduling loop, which a channel timing out (once per due delivery) would otherwise hold."""
         out = []
+        background = self._sender is not None and self._outbox is not None
         for row in self.store.claim_due(now, DELIVERY_LEASE):
             assert row.next_attempt_at is not None  # the claim: its lease's end
+            if background and self._outbox is not None:
+                self._outbox.put((row.id, row.channel, row.payload, row.attempts, row.created_at,
+                                  row.next_attempt_at))
+                continue
             out.append(self._attempt(row.id, row.channel, row.payload, row.attempts, row.created_at, now,
                                      row.next_attempt_at))
         return out

@@ -261,15 +261,15 @@ class NotifyStore:
             return int(row.id)
 
     def renew_lease(self, delivery_id: int, leased_until: datetime, now: datetime,
-                    lease: timedelta) -> datetime | None:
-        """Keep a delivery we leased at creation, unless its lease ran out and a retry took it meanwhile.
-        Returns the renewed lease's end (None: no longer ours)."""
+                    lease: timedelta, *, attempts: int = 0) -> datetime | None:
+        """Keep a delivery we leased (at creation, or by a claim after ``attempts`` attempts), unless its lease
+        ran out and another claim took it meanwhile.  Returns the renewed lease's end (None: no longer ours)."""
         until = now + lease
         with self.history.session() as s:
             res = s.execute(
                 update(NotifyDeliveryRow)
-                .where(NotifyDeliveryRow.id == delivery_id, NotifyDeliveryRow.status == "pending",
-                       NotifyDeliveryRow.attempts == 0, NotifyDeliveryRow.next_attempt_at == leased_until)
+                .where(NotifyDeliveryRow.id == delivery_id, NotifyDeliveryRow.status.in_(["pending", "failed"]),
+                       NotifyDeliveryRow.attempts == attempts, NotifyDeliveryRow.next_attempt_at == leased_until)
                 .values(next_attempt_at=until)
             )
             return until if res.rowcount == 1 else None  # type: ignore[attr-defined]

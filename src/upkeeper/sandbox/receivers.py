@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -33,6 +33,7 @@ class Request:
 class Answer:
     status: int
     body: dict[str, Any] | None = None
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 class HttpReceiver:
@@ -74,6 +75,8 @@ class HttpReceiver:
                 self.send_response(answer.status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
+                for name, value in answer.headers.items():
+                    self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(data)
 
