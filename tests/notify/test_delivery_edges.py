@@ -141,3 +141,18 @@ def test_an_apprise_channel_keeps_its_timeout(make_env, webhook_receiver) -> Non
     env.run("nightly")
     [d] = env.engine.store.deliveries()
     assert d.status == "failed", d.last_error
+
+
+def test_a_huge_summary_is_clipped_so_pagerduty_takes_the_alarm(make_env, webhook_receiver, pagerduty) -> None:
+    """A run's summary quoting a command's whole stderr made a PagerDuty event past the Events API's 512 KB:
+    rejected (400, permanent), the page was lost."""
+    env = make_env(config({**channels(webhook_receiver),
+                           "pager": {"kind": "pagerduty", "routing_key": "0123456789abcdef0123456789abcdef",
+                                     "url": pagerduty.events_url}}))
+    script("nightly", fail("pg_dump: error: " + "x" * 600_000))
+    assert env.run("nightly") == "fail"
+    assert {d.channel: d.status for d in env.engine.store.deliveries()} == {"hook": "sent", "pager": "sent"}
+    [run] = [e for e in webhook_receiver.wait_for(1)[0].json()["events"] if e["topic"] == "run"]
+    assert run["summary"].endswith("… (599016 more characters)") and len(run["summary"]) < 1100
+    assert run["text"].endswith("More: upkeeper show 1") and len(run["text"]) < 8000
+    assert run["findings"][0]["message"].startswith("pg_dump: error: xxx") and len(run["findings"][0]["message"]) < 1100

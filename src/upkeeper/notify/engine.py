@@ -456,6 +456,7 @@ class NotificationEngine:
         recorded: list[Event] = []
         for ev in events:
             ev.ts = ev.ts or now
+            ev.bound()
             data = ev.to_payload()
             eid = self.store.add_event(ts=ev.ts, topic=ev.topic, state=ev.state, severity=ev.severity, title=ev.title,
                                        text=ev.text, data=data, job=ev.job, check=ev.check, run_id=ev.run_id,
