@@ -156,3 +156,30 @@ def test_a_huge_summary_is_clipped_so_pagerduty_takes_the_alarm(make_env, webhoo
     assert run["summary"].endswith("… (599016 more characters)") and len(run["summary"]) < 1100
     assert run["text"].endswith("More: upkeeper show 1") and len(run["text"]) < 8000
     assert run["findings"][0]["message"].startswith("pg_dump: error: xxx") and len(run["findings"][0]["message"]) < 1100
+
+
+def test_status_check_notify_escalates_without_a_daemon(make_env, webhook_receiver) -> None:
+    """Jobs run by cron: only the daemon's periodic check escalated by time, so a level's ``after`` never
+    came; ``upkeeper status --check --notify`` (from cron) does it too."""
+    from upkeeper.cli.status import notification_status
+
+    lead = HttpReceiver().start()
+    try:
+        env = make_env(yaml_block({
+            "notifications": {
+                "channels": {**channels(webhook_receiver), "lead": {"kind": "webhook", "url": lead.url}},
+                "escalation": {"levels": [{"name": "automatic retry or fix"},
+                                          {"name": "team lead", "after": "30m", "channels": ["lead"]}]}},
+            "jobs": {"nightly": {"task": "testing.scripted", "schedule": "0 3 * * *"}}}))
+        script("nightly", fail("disk full"))
+        assert env.run("nightly") == "fail"
+        notification_status(env.setup, env.history, env.now[0] + timedelta(minutes=10), notify=True)
+        assert lead.requests == []
+        notification_status(env.setup, env.history, env.now[0] + timedelta(minutes=40), notify=True)
+        [req] = lead.wait_for(1)
+        assert req.json()["events"][0]["title"].startswith("ESCALATED to level 2 (team lead): nightly run")
+        notification_status(env.setup, env.history, env.now[0] + timedelta(minutes=50), notify=True)
+        time.sleep(0.2)
+        assert len(lead.requests) == 1  # once
+    finally:
+        lead.stop()
