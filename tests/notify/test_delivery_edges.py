@@ -10,6 +10,7 @@ from datetime import timedelta
 
 from notify_support import fail, script, yaml_block
 from upkeeper.core.task import Finding, Result, Severity, Status
+from upkeeper.redact import redact
 from upkeeper.sandbox.receivers import Answer, HttpReceiver, Request
 from upkeeper.sandbox.smtp import SmtpServer
 
@@ -183,3 +184,22 @@ def test_status_check_notify_escalates_without_a_daemon(make_env, webhook_receiv
         assert len(lead.requests) == 1  # once
     finally:
         lead.stop()
+
+
+def test_apprise_debug_lines_quoting_the_token_never_reach_the_log(make_env, webhook_receiver, caplog) -> None:
+    """apprise logs the service URL it posts to at debug level ("JSON POST URL: http://…/hooks/<token>", urllib3
+    "POST /hooks/<token>"): only the whole apprise URL was a registered secret, so the daemon at --log-level debug
+    logged the token."""
+    import logging
+
+    token = "T0KENd5c1f0e2b7a94e8c"
+    url = webhook_receiver.url.replace("http://", "json://") + f"/hooks/{token}"
+    env = make_env(config({"hook": {"kind": "apprise", "url": url}}))
+    script("nightly", fail("disk full"))
+    with caplog.at_level(logging.DEBUG):
+        env.run("nightly")
+    [d] = env.engine.store.deliveries()
+    assert d.status == "sent"
+    assert token in webhook_receiver.wait_for(1)[0].path  # (sent where it should)
+    # the daemon's log handler masks registered secrets (upkeeper.redact.RedactingFilter): so does this
+    assert token not in redact(caplog.text)

@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import json
 import logging
+import re
 import threading
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -26,7 +27,7 @@ from upkeeper.config.notify import (
 )
 from upkeeper.errors import UpkeeperError
 from upkeeper.fmt import printable_lines
-from upkeeper.redact import redact
+from upkeeper.redact import redact, register_secret
 
 if TYPE_CHECKING:
     import httpx
@@ -236,6 +237,7 @@ class PagerDuty(Transport):
 
 
 _APPRISE_LOCK = threading.Lock()
+_URL_PARTS = re.compile(r"[/?#&=@:;,+]")
 
 
 class Apprise(Transport):
@@ -247,6 +249,18 @@ class Apprise(Transport):
     def __init__(self, name: str, cfg: AppriseChannel) -> None:
         super().__init__(name)
         self.cfg = cfg
+        # apprise's debug and info lines quote the service's URL with its token ("Telegram POST URL:
+        # https://api.telegram.org/bot<token>/…", a Slack or Discord webhook's path): only the whole apprise URL
+        # is a registered secret, so with the daemon at --log-level debug they reached the log unmasked.  Its
+        # warnings (what a failed delivery reports) name the service, not the URL.
+        apprise_log = logging.getLogger("apprise")
+        if apprise_log.level < logging.WARNING:
+            apprise_log.setLevel(logging.WARNING)
+        # … and the libraries under it log the request path (urllib3 at debug: "POST /bot<token>/sendMessage"):
+        # the URL's token-like parts are secrets of their own
+        for part in _URL_PARTS.split((cfg.secret("url") or "").partition("://")[2]):
+            if len(part) >= 16 and "." not in part and (not part.isalpha() or part != part.lower()):
+                register_secret(part)
 
     def send(self, payload: dict[str, Any]) -> str:
         import apprise
