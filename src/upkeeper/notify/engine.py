@@ -470,8 +470,8 @@ class NotificationEngine:
             chans = self.router.channels_for(ev)
             for c in chans:
                 t = self.transports[c]
-                if not t.announcements and (ev.dedup_key is None or ev.state == "notice"
-                                            or SEVERITY_RANK.get(ev.severity, 0) == 0):
+                if not t.announcements and ev.topic != "test" and (
+                        ev.dedup_key is None or ev.state == "notice" or SEVERITY_RANK.get(ev.severity, 0) == 0):
                     continue
                 per_channel.setdefault(c, []).append(ev)
             if ev.is_problem and ev.job and ev.check and chans:
@@ -696,12 +696,25 @@ class NotificationEngine:
         return self.dispatch([ev], now)
 
     def send_test(self, channel: str, now: datetime) -> DeliveryResult | None:
-        ev = Event(topic="test", state="notice", severity="info", ts=now, only_channels=(channel,),
-                   title=f"upkeeper test notification from {self.node}",
-                   text=f"Channel {channel!r} works. Sent by 'upkeeper notify test {channel}'.",
-                   dedup_key=self.dedup_key("upkeeper", "test"))
+        """A test message to ``channel``.  A channel that takes no announcements (PagerDuty) gets an ``info``
+        alert resolved at once — a notice never reached it, so its test always failed ("not sent")."""
+        title = f"upkeeper test notification from {self.node}"
+        text = f"Channel {channel!r} works. Sent by 'upkeeper notify test {channel}'."
+        key = self.dedup_key("upkeeper", "test")
+        transport = self.transports.get(channel)
+        if transport is not None and not transport.announcements:
+            events = [Event(topic="test", state=state, severity="info", ts=now, only_channels=(channel,),
+                            title=title if state == "problem" else f"{title}: resolved", text=text, dedup_key=key)
+                      for state in ("problem", "resolved")]
+        else:
+            events = [Event(topic="test", state="notice", severity="info", ts=now, only_channels=(channel,),
+                            title=title, text=text, dedup_key=key)]
         self.last_results = []
-        recorded = self.dispatch([ev], now)
-        if not recorded:
+        recorded = self.dispatch(events, now)
+        if not recorded or not self.last_results:
             return None
-        return self.last_results[-1] if self.last_results else None
+        failed = next((r for r in self.last_results if not r.ok), None)
+        if failed is not None:
+            return failed
+        last = self.last_results[-1]
+        return DeliveryResult(last.delivery_id, channel, True, "; ".join(r.detail for r in self.last_results))

@@ -214,8 +214,9 @@ class PagerDuty(Transport):
             },
             "client": "upkeeper",
         }
-        if body["payload"]["timestamp"] is None:
-            del body["payload"]["timestamp"]
+        for optional in ("timestamp", "component", "group", "class"):  # absent rather than null
+            if body["payload"][optional] is None:
+                del body["payload"][optional]
         return body
 
     def send(self, payload: dict[str, Any]) -> str:
