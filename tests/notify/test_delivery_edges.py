@@ -8,10 +8,10 @@ import threading
 import time
 from datetime import timedelta
 
-from notify_support import fail, script, yaml_block
+from notify_support import fail, ok, script, yaml_block
 from upkeeper.core.task import Finding, Result, Severity, Status
 from upkeeper.redact import redact
-from upkeeper.sandbox.receivers import Answer, HttpReceiver, Request
+from upkeeper.sandbox.receivers import Answer, HttpReceiver, PagerDutyReceiver, Request
 from upkeeper.sandbox.smtp import SmtpServer
 
 
@@ -203,3 +203,39 @@ def test_apprise_debug_lines_quoting_the_token_never_reach_the_log(make_env, web
     assert token in webhook_receiver.wait_for(1)[0].path  # (sent where it should)
     # the daemon's log handler masks registered secrets (upkeeper.redact.RedactingFilter): so does this
     assert token not in redact(caplog.text)
+
+
+def pager_config(pd: PagerDutyReceiver) -> str:
+    return config({"pager": {"kind": "pagerduty", "routing_key": "0123456789abcdef0123456789abcdef",
+                             "url": pd.events_url}})
+
+
+def test_a_trigger_retried_after_its_problem_resolved_is_not_sent(make_env, pagerduty) -> None:
+    """PagerDuty refused the trigger once (500); the job recovered and the resolve went out; the trigger's retry
+    then opened an incident for a job that was fine — nothing would ever resolve it."""
+    env = make_env(pager_config(pagerduty))
+    script("nightly", fail("disk full"), ok())
+    pagerduty.fail_with = [500]
+    env.run("nightly")
+    env.now[0] += timedelta(seconds=30)
+    env.run("nightly")
+    [skipped] = env.engine.retry_due(env.now[0] + timedelta(minutes=5))
+    assert pagerduty.incidents["upkeeper:nightly:run"] == "resolved"
+    assert skipped.skipped and "resolved since" in skipped.detail
+    assert "superseded" in {d.status for d in env.engine.store.deliveries()}
+
+
+def test_a_resolve_retried_after_the_problem_came_back_is_not_sent(make_env, pagerduty) -> None:
+    """The resolve failed once; the job failed again (a trigger on the same dedup key, sent); the resolve's
+    retry then closed the incident of a job that was failing."""
+    env = make_env(pager_config(pagerduty))
+    script("nightly", fail("disk full"), ok(), fail("disk full again"))
+    env.run("nightly")
+    env.now[0] += timedelta(seconds=30)
+    pagerduty.fail_with = [500]
+    env.run("nightly")
+    env.now[0] += timedelta(seconds=30)
+    env.run("nightly")
+    [skipped] = env.engine.retry_due(env.now[0] + timedelta(minutes=5))
+    assert pagerduty.incidents["upkeeper:nightly:run"] == "triggered"
+    assert skipped.skipped and "a problem again" in skipped.detail

@@ -59,6 +59,8 @@ class DeliveryResult:
     channel: str
     ok: bool
     detail: str
+    #: not sent: the state it reported is over (see :meth:`NotificationEngine._superseded`)
+    skipped: bool = False
 
 
 class NotificationEngine:
@@ -507,6 +509,13 @@ class NotificationEngine:
         try:
             if transport is None:
                 raise TransportError(f"channel {channel!r} is no longer configured", permanent=True)
+            stale = self._superseded(payload) if transport.per_event else None
+            if stale is not None:
+                if self.store.mark_superseded(did, stale, leased_until=leased_until):
+                    log.info("notification %s to %s not sent: %s", did, channel, stale)
+                res = DeliveryResult(did, channel, True, stale, skipped=True)
+                self.last_results.append(res)
+                return res
             receipt = transport.send(payload)
         except Exception as exc:  # a transport must never break a run or the daemon
             permanent = isinstance(exc, TransportError) and exc.permanent
@@ -531,6 +540,25 @@ class NotificationEngine:
         self.last_results.append(res)
         del self.last_results[:-200]
         return res
+
+    def _superseded(self, payload: dict[str, Any]) -> str | None:
+        """Why a late delivery to a channel keeping state by dedup key (PagerDuty) must not go out, if it must
+        not: a trigger retried after its problem resolved opened an incident for a job that was fine again; a
+        resolve retried after the problem came back closed the open incident of a failing job."""
+        for e in payload.get("events", []):
+            job, check, state = e.get("job"), e.get("check"), e.get("state")
+            if not job or not check or e.get("topic") == "test":
+                continue
+            st = self.store.get(job, check)
+            if state in ("problem", "repeat", "changed"):
+                since = datetime.fromisoformat(e["since"]) if e.get("since") else None
+                if st is None or st.state != "problem" or (since is not None and st.since != since):
+                    return (f"superseded: {job} {check} is no longer the problem this reported"
+                            f"{' (resolved since)' if st is None or st.state != 'problem' else ' (a newer one)'}")
+            elif state == "resolved" and st is not None and st.state == "problem" and e.get("ts") \
+                    and st.since > datetime.fromisoformat(e["ts"]):
+                return f"superseded: {job} {check} became a problem again after this resolution"
+        return None
 
     def retry_due(self, now: datetime) -> list[DeliveryResult]:
         """Send the deliveries due for a retry (or whose creator's lease ran out).  With the sender thread
