@@ -552,7 +552,8 @@ class NotificationEngine:
             st = self.store.get(job, check)
             if state in ("problem", "repeat", "changed"):
                 since = datetime.fromisoformat(e["since"]) if e.get("since") else None
-                if st is None or st.state != "problem" or (since is not None and st.since != since):
+                if st is None or st.state != "problem" or (since is not None
+                                                           and abs(st.since - since) > timedelta(milliseconds=1)):
                     return (f"superseded: {job} {check} is no longer the problem this reported"
                             f"{' (resolved since)' if st is None or st.state != 'problem' else ' (a newer one)'}")
             elif state == "resolved" and st is not None and st.state == "problem" and e.get("ts") \
