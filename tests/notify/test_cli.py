@@ -190,6 +190,20 @@ def test_notify_test_and_schema(cli, make_config, webhook_receiver) -> None:
     assert "events" in schema["properties"] and schema["title"] == "Payload"
 
 
+def test_notify_test_reaches_a_pagerduty_channel(cli, make_config, pagerduty) -> None:
+    """A test message is a notice, and notices never go to PagerDuty: its test always failed ("not sent").
+    It is an info alert resolved at once."""
+    cfg = make_config({"notifications": {"channels": {"pager": {
+        "kind": "pagerduty", "routing_key": "0123456789abcdef0123456789abcdef", "url": pagerduty.events_url}}},
+        "jobs": {"disk": DISK_OK}})
+    res = cli(["--config", cfg, "notify", "test", "pager"])
+    assert res.code == 0, res.output
+    assert [(r.json()["event_action"], r.json()["dedup_key"]) for r in pagerduty.wait_for(2)] == [
+        ("trigger", "upkeeper:upkeeper:test"), ("resolve", "upkeeper:upkeeper:test")]
+    assert pagerduty.requests[0].json()["payload"]["severity"] == "info"
+    assert pagerduty.incidents == {"upkeeper:upkeeper:test": "resolved"}
+
+
 def test_config_errors_are_located(cli, make_config, tmp_path) -> None:
     cfg = make_config({
         "notifications": {"channels": {"slack": "slack://a/b/c", "pager": {"kind": "pagerduty"}},

@@ -69,7 +69,8 @@ def log_cmd(limit: int = typer.Option(30, "--limit", "-n", min=1, max=10000),
     for col in ("id", "when", "event", "title", "deliveries"):
         table.add_column(col, overflow="fold")
     for e in events:
-        ds = ", ".join(f"{d.channel}:[{'ok' if d.status == 'sent' else 'fail'}]{d.status}[/]"
+        style = {"sent": "ok", "superseded": "dim"}
+        ds = ", ".join(f"{d.channel}:[{style.get(d.status, 'fail')}]{d.status}[/]"
                        for d in deliveries.get(e.id, [])) or "[dim]-[/dim]"
         what = f"{e.topic}/{e.state}" + (f" L{e.level}" if e.level else "")
         table.add_row(str(e.id), ago(e.ts, now), what, escape(e.title[:140]), ds)
@@ -84,11 +85,13 @@ def retry_cmd(as_json: bool = typer.Option(False, "--json", help="machine-readab
     pending = engine.store.deliveries(statuses=["failed", "pending"], limit=1000)
     results = [r for r in (engine.deliver(d.id, now) for d in pending) if r is not None]
     if as_json:
-        print_json([{"delivery_id": r.delivery_id, "channel": r.channel, "ok": r.ok, "detail": r.detail}
+        print_json([{"delivery_id": r.delivery_id, "channel": r.channel, "ok": r.ok, "sent": r.ok and not r.skipped,
+                     "detail": r.detail}
                     for r in results])
     else:
         for r in results:
-            console.print(f"{r.channel}: " + ("[ok]sent[/ok]" if r.ok else f"[fail]failed[/fail] {escape(r.detail)}"))
+            console.print(f"{r.channel}: " + (f"[dim]not sent[/dim] {escape(r.detail)}" if r.skipped else
+                                              "[ok]sent[/ok]" if r.ok else f"[fail]failed[/fail] {escape(r.detail)}"))
         if not results:
             console.print("nothing to retry")
     raise typer.Exit(1 if any(not r.ok for r in results) else 0)

@@ -66,6 +66,9 @@ def notification_status(setup: Any, history: Any, now: datetime, *, notify: bool
     engine = NotificationEngine(setup, history)
     if notify:
         engine.check_missed(now)
+        # time-based escalation (``after:``) is the daemon's periodic check; without a daemon (jobs run by cron)
+        # this command, from cron, is what escalates a problem left unresolved
+        engine.check_escalations(now)
         engine.retry_due(now)
     missed = engine.missed(now) if setup.config.notifications.missed_runs else []
     failed = engine.store.deliveries(statuses=["failed", "dead"], since=now - timedelta(days=7), limit=100)
@@ -88,7 +91,8 @@ def status_cmd(
                                                      "passed without a run): a dead-man's switch for cron or "
                                                      "another node"),
     notify: bool = typer.Option(False, "--notify", help="with --check: also send the missed-run alarm through the "
-                                                       "channels and retry failed deliveries"),
+                                                       "channels, escalate problems unresolved for their "
+                                                       "level's 'after', and retry failed deliveries"),
 ) -> None:
     """Each job: last run, result, next run, consecutive failures; whether a daemon is alive;
     missed runs and notification delivery failures."""

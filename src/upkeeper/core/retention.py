@@ -222,7 +222,7 @@ def prune_history(history: History, *, runs_before: datetime | None, audit_befor
             cols=(events.c.job, events.c.check))
         dl = _t(NotifyDeliveryRow)
         rep.notify_deliveries = _prune_by_id(
-            history, dl, and_(dl.c.created_at < runs_before, dl.c.status.in_(("sent", "dead"))), dry_run)
+            history, dl, and_(dl.c.created_at < runs_before, dl.c.status.in_(("sent", "dead", "superseded"))), dry_run)
     if audit_before is not None:
         audit = _t(AuditRow)
         rep.audit = _prune_by_id(history, audit, audit.c.ts < audit_before, dry_run)

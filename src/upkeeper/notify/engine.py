@@ -33,7 +33,7 @@ from upkeeper.notify.policy import Calendar, Window, describe
 from upkeeper.notify.routing import Router, matches
 from upkeeper.notify.store import Change, NotifyStore
 from upkeeper.notify.transports import Transport, TransportError, build_transport
-from upkeeper.redact import redact
+from upkeeper.redact import redact, redact_obj
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,8 @@ class DeliveryResult:
     channel: str
     ok: bool
     detail: str
+    #: not sent: the state it reported is over (see :meth:`NotificationEngine._superseded`)
+    skipped: bool = False
 
 
 class NotificationEngine:
@@ -77,7 +79,8 @@ class NotificationEngine:
         }
         self.last_results: list[DeliveryResult] = []
         self._local = threading.local()  # escalation steps collected while one thread builds its events
-        self._outbox: queue.Queue[tuple[int, str, dict[str, Any], datetime] | None] | None = None
+        #: (delivery id, channel, payload, attempts so far, created at, end of the lease we hold)
+        self._outbox: queue.Queue[tuple[int, str, dict[str, Any], int, datetime, datetime] | None] | None = None
         self._sender: threading.Thread | None = None
 
     # -- background sending (the daemon) ------------------------------------------------------
@@ -114,13 +117,13 @@ class NotificationEngine:
             item = outbox.get()
             if item is None:
                 return
-            did, channel, payload, created = item
+            did, channel, payload, attempts, created, leased_until = item
             try:
                 # queued longer than the lease: a retry may have taken it; send only if it is still ours
                 now = self.clock()
-                until = self.store.renew_lease(did, created + DELIVERY_LEASE, now, DELIVERY_LEASE)
+                until = self.store.renew_lease(did, leased_until, now, DELIVERY_LEASE, attempts=attempts)
                 if until is not None:
-                    self._attempt(did, channel, payload, 0, created, now, until)
+                    self._attempt(did, channel, payload, attempts, created, now, until)
             except Exception as exc:  # history unavailable: the lease expires and a retry sends it
                 log.warning("notification %s to %s not sent: %s", did, channel, redact(str(exc)))
 
@@ -203,7 +206,7 @@ class NotificationEngine:
         if run.result.summary:
             lines.append(redact(run.result.summary))
         for f in top:
-            lines.append(f"• {f.severity.value} {f.subject}: {f.message}".rstrip(": "))
+            lines.append(redact(f"• {f.severity.value} {f.subject}: {f.message}".rstrip(": ")))
         facts = [f"task {job.task_name}"] + ([f"target {job.target_name}"] if job.target_name else [])
         facts.append(f"run {run.run_id} ({run.trigger}, attempt {run.attempt})")
         lines.append(" · ".join(facts))
@@ -455,6 +458,7 @@ class NotificationEngine:
         recorded: list[Event] = []
         for ev in events:
             ev.ts = ev.ts or now
+            ev.bound()
             data = ev.to_payload()
             eid = self.store.add_event(ts=ev.ts, topic=ev.topic, state=ev.state, severity=ev.severity, title=ev.title,
                                        text=ev.text, data=data, job=ev.job, check=ev.check, run_id=ev.run_id,
@@ -468,8 +472,8 @@ class NotificationEngine:
             chans = self.router.channels_for(ev)
             for c in chans:
                 t = self.transports[c]
-                if not t.announcements and (ev.dedup_key is None or ev.state == "notice"
-                                            or SEVERITY_RANK.get(ev.severity, 0) == 0):
+                if not t.announcements and ev.topic != "test" and (
+                        ev.dedup_key is None or ev.state == "notice" or SEVERITY_RANK.get(ev.severity, 0) == 0):
                     continue
                 per_channel.setdefault(c, []).append(ev)
             if ev.is_problem and ev.job and ev.check and chans:
@@ -478,12 +482,13 @@ class NotificationEngine:
         for channel, evs in per_channel.items():
             groups = [[e] for e in evs] if self.transports[channel].per_event else [evs]
             for group in groups:
-                payload = build_payload(group, self.node, now)
+                # what a retry sends is the stored (redacted) payload: the first attempt sends the same
+                payload = redact_obj(build_payload(group, self.node, now))
                 did = self.store.add_delivery(channel, [e.id for e in group if e.id], payload, now, DELIVERY_LEASE)
                 created.append((did, channel, payload))
         for did, channel, payload in created:  # leased to us at creation: nobody else sends them meanwhile
             if self._outbox is not None:
-                self._outbox.put((did, channel, payload, now))
+                self._outbox.put((did, channel, payload, 0, now, now + DELIVERY_LEASE))
             else:
                 self._attempt(did, channel, payload, 0, now, now, now + DELIVERY_LEASE)
         return recorded
@@ -504,12 +509,21 @@ class NotificationEngine:
         try:
             if transport is None:
                 raise TransportError(f"channel {channel!r} is no longer configured", permanent=True)
+            stale = self._superseded(payload) if transport.per_event else None
+            if stale is not None:
+                if self.store.mark_superseded(did, stale, leased_until=leased_until):
+                    log.info("notification %s to %s not sent: %s", did, channel, stale)
+                res = DeliveryResult(did, channel, True, stale, skipped=True)
+                self.last_results.append(res)
+                return res
             receipt = transport.send(payload)
         except Exception as exc:  # a transport must never break a run or the daemon
             permanent = isinstance(exc, TransportError) and exc.permanent
             msg = str(exc) if isinstance(exc, TransportError) else f"{type(exc).__name__}: {exc}"
             d = self.cfg.delivery
             delay = min(d.retry_delay * (2 ** attempts), d.retry_max_delay)
+            if isinstance(exc, TransportError) and exc.retry_after is not None:  # 429/503 Retry-After: not sooner
+                delay = max(delay, exc.retry_after)
             nxt = None if permanent or now + delay - created > d.give_up_after else now + delay
             if self.store.mark_failed(did, msg, nxt, leased_until=leased_until):
                 log.warning("notification to %s failed (%s): %s", channel,
@@ -527,10 +541,38 @@ class NotificationEngine:
         del self.last_results[:-200]
         return res
 
+    def _superseded(self, payload: dict[str, Any]) -> str | None:
+        """Why a late delivery to a channel keeping state by dedup key (PagerDuty) must not go out, if it must
+        not: a trigger retried after its problem resolved opened an incident for a job that was fine again; a
+        resolve retried after the problem came back closed the open incident of a failing job."""
+        for e in payload.get("events", []):
+            job, check, state = e.get("job"), e.get("check"), e.get("state")
+            if not job or not check or e.get("topic") == "test":
+                continue
+            st = self.store.get(job, check)
+            if state in ("problem", "repeat", "changed"):
+                since = datetime.fromisoformat(e["since"]) if e.get("since") else None
+                if st is None or st.state != "problem" or (since is not None
+                                                           and abs(st.since - since) > timedelta(milliseconds=1)):
+                    return (f"superseded: {job} {check} is no longer the problem this reported"
+                            f"{' (resolved since)' if st is None or st.state != 'problem' else ' (a newer one)'}")
+            elif state == "resolved" and st is not None and st.state == "problem" and e.get("ts") \
+                    and st.since > datetime.fromisoformat(e["ts"]):
+                return f"superseded: {job} {check} became a problem again after this resolution"
+        return None
+
     def retry_due(self, now: datetime) -> list[DeliveryResult]:
+        """Send the deliveries due for a retry (or whose creator's lease ran out).  With the sender thread
+        running (the daemon), they are handed to it and ``[]`` is returned: the daemon calls this from its
+        scheduling loop, which a channel timing out (once per due delivery) would otherwise hold."""
         out = []
+        background = self._sender is not None and self._outbox is not None
         for row in self.store.claim_due(now, DELIVERY_LEASE):
             assert row.next_attempt_at is not None  # the claim: its lease's end
+            if background and self._outbox is not None:
+                self._outbox.put((row.id, row.channel, row.payload, row.attempts, row.created_at,
+                                  row.next_attempt_at))
+                continue
             out.append(self._attempt(row.id, row.channel, row.payload, row.attempts, row.created_at, now,
                                      row.next_attempt_at))
         return out
@@ -683,12 +725,25 @@ class NotificationEngine:
         return self.dispatch([ev], now)
 
     def send_test(self, channel: str, now: datetime) -> DeliveryResult | None:
-        ev = Event(topic="test", state="notice", severity="info", ts=now, only_channels=(channel,),
-                   title=f"upkeeper test notification from {self.node}",
-                   text=f"Channel {channel!r} works. Sent by 'upkeeper notify test {channel}'.",
-                   dedup_key=self.dedup_key("upkeeper", "test"))
+        """A test message to ``channel``.  A channel that takes no announcements (PagerDuty) gets an ``info``
+        alert resolved at once — a notice never reached it, so its test always failed ("not sent")."""
+        title = f"upkeeper test notification from {self.node}"
+        text = f"Channel {channel!r} works. Sent by 'upkeeper notify test {channel}'."
+        key = self.dedup_key("upkeeper", "test")
+        transport = self.transports.get(channel)
+        if transport is not None and not transport.announcements:
+            events = [Event(topic="test", state=state, severity="info", ts=now, only_channels=(channel,),
+                            title=title if state == "problem" else f"{title}: resolved", text=text, dedup_key=key)
+                      for state in ("problem", "resolved")]
+        else:
+            events = [Event(topic="test", state="notice", severity="info", ts=now, only_channels=(channel,),
+                            title=title, text=text, dedup_key=key)]
         self.last_results = []
-        recorded = self.dispatch([ev], now)
-        if not recorded:
+        recorded = self.dispatch(events, now)
+        if not recorded or not self.last_results:
             return None
-        return self.last_results[-1] if self.last_results else None
+        failed = next((r for r in self.last_results if not r.ok), None)
+        if failed is not None:
+            return failed
+        last = self.last_results[-1]
+        return DeliveryResult(last.delivery_id, channel, True, "; ".join(r.detail for r in self.last_results))

@@ -18,6 +18,34 @@ from upkeeper.fmt import printable, printable_lines
 
 PAYLOAD_VERSION = 1
 MAX_FINDINGS = 3
+#: a message quotes what a run produced (a summary with a command's stderr, a finding quoting a log line) at
+#: most this long per field or line: a huge one made a request that endpoints reject (PagerDuty: 512 KB), as
+#: permanent, so the alarm was lost.  The whole text is in the run: ``upkeeper show RUN_ID``.
+MAX_TITLE = 300
+MAX_FIELD = 1000
+MAX_TEXT = 8000
+
+
+def clip(text: str, limit: int) -> str:
+    """``text`` cut to about ``limit`` characters, saying how much was left out."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(text) - limit} more characters)"
+
+
+def clip_lines(text: str, line_limit: int = MAX_FIELD, limit: int = MAX_TEXT) -> str:
+    """Each line clipped to ``line_limit``; then lines past ``limit`` characters in all left out (the last line,
+    the command to see more, kept)."""
+    lines = [clip(line, line_limit) for line in text.split("\n")]
+    if sum(len(line) + 1 for line in lines) <= limit:
+        return "\n".join(lines)
+    last, kept, size = lines[-1], [], len(lines[-1]) + 1
+    for line in lines[:-1]:
+        if size + len(line) + 1 > limit - 40:
+            break
+        kept.append(line)
+        size += len(line) + 1
+    return "\n".join([*kept, f"… ({len(lines) - 1 - len(kept)} more lines)", last])
 
 State = Literal["problem", "repeat", "changed", "resolved", "notice"]
 
@@ -63,6 +91,14 @@ class Event:
     @property
     def is_problem(self) -> bool:
         return self.state in ("problem", "repeat", "changed")
+
+    def bound(self) -> None:
+        """Clip what the event quotes (see :data:`MAX_FIELD`)."""
+        self.title = clip(self.title, MAX_TITLE)
+        self.summary = clip(self.summary, MAX_FIELD)
+        self.text = clip_lines(self.text)
+        self.findings = [{k: clip(v, MAX_FIELD) if isinstance(v, str) else v for k, v in f.items()}
+                         for f in self.findings]
 
     def to_payload(self) -> dict[str, Any]:
         return EventPayload(

@@ -75,7 +75,7 @@ class NotifyDeliveryRow(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     channel: Mapped[str] = mapped_column(String(100), nullable=False)
-    status: Mapped[str] = mapped_column(String(16), nullable=False)  # pending | sent | failed | dead
+    status: Mapped[str] = mapped_column(String(16), nullable=False)  # pending | sent | failed | dead | superseded
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -261,15 +261,15 @@ class NotifyStore:
             return int(row.id)
 
     def renew_lease(self, delivery_id: int, leased_until: datetime, now: datetime,
-                    lease: timedelta) -> datetime | None:
-        """Keep a delivery we leased at creation, unless its lease ran out and a retry took it meanwhile.
-        Returns the renewed lease's end (None: no longer ours)."""
+                    lease: timedelta, *, attempts: int = 0) -> datetime | None:
+        """Keep a delivery we leased (at creation, or by a claim after ``attempts`` attempts), unless its lease
+        ran out and another claim took it meanwhile.  Returns the renewed lease's end (None: no longer ours)."""
         until = now + lease
         with self.history.session() as s:
             res = s.execute(
                 update(NotifyDeliveryRow)
-                .where(NotifyDeliveryRow.id == delivery_id, NotifyDeliveryRow.status == "pending",
-                       NotifyDeliveryRow.attempts == 0, NotifyDeliveryRow.next_attempt_at == leased_until)
+                .where(NotifyDeliveryRow.id == delivery_id, NotifyDeliveryRow.status.in_(["pending", "failed"]),
+                       NotifyDeliveryRow.attempts == attempts, NotifyDeliveryRow.next_attempt_at == leased_until)
                 .values(next_attempt_at=until)
             )
             return until if res.rowcount == 1 else None  # type: ignore[attr-defined]
@@ -338,6 +338,18 @@ class NotifyStore:
         """Record a delivery sent by the holder of the lease ending ``leased_until``; False: not its holder
         any more (see :meth:`_attempted`)."""
         return self._attempted(delivery_id, leased_until, {"status": "sent", "sent_at": now, "next_attempt_at": None})
+
+    def mark_superseded(self, delivery_id: int, reason: str, *, leased_until: datetime) -> bool:
+        """Record a delivery left unsent because what it reported is over (a trigger whose problem resolved);
+        False: not the lease's holder any more (see :meth:`_attempted`)."""
+        with self.history.session() as s:
+            res = s.execute(
+                update(NotifyDeliveryRow)
+                .where(NotifyDeliveryRow.id == delivery_id, NotifyDeliveryRow.status.in_(["pending", "failed"]),
+                       NotifyDeliveryRow.next_attempt_at == leased_until)
+                .values(status="superseded", last_error=redact(reason)[:2000], next_attempt_at=None)
+            )
+            return res.rowcount == 1  # type: ignore[attr-defined,no-any-return]
 
     def mark_failed(self, delivery_id: int, error: str, next_attempt_at: datetime | None, *,
                     leased_until: datetime) -> bool:

@@ -12,8 +12,10 @@ import hashlib
 import hmac
 import json
 import logging
+import re
 import threading
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from upkeeper import __version__, lazy
@@ -25,7 +27,7 @@ from upkeeper.config.notify import (
 )
 from upkeeper.errors import UpkeeperError
 from upkeeper.fmt import printable_lines
-from upkeeper.redact import redact
+from upkeeper.redact import redact, register_secret
 
 if TYPE_CHECKING:
     import httpx
@@ -37,11 +39,29 @@ USER_AGENT = f"upkeeper/{__version__}"
 
 
 class TransportError(UpkeeperError):
-    """A delivery failed.  ``permanent``: the endpoint rejected it and a retry would not help."""
+    """A delivery failed.  ``permanent``: the endpoint rejected it and a retry would not help.
+    ``retry_after``: the endpoint asked not to be retried before this long (HTTP ``Retry-After``)."""
 
-    def __init__(self, message: str, *, permanent: bool = False) -> None:
+    def __init__(self, message: str, *, permanent: bool = False, retry_after: timedelta | None = None) -> None:
         super().__init__(redact(message))
         self.permanent = permanent
+        self.retry_after = retry_after
+
+
+def retry_after(value: str | None, now: datetime) -> timedelta | None:
+    """An HTTP ``Retry-After`` (RFC 9110 § 10.2.3): delay-seconds or an HTTP-date; None when absent or invalid."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return timedelta(seconds=int(value))
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(when - now, timedelta(0))
 
 
 def _check_response(resp: httpx.Response, what: str) -> None:
@@ -49,14 +69,27 @@ def _check_response(resp: httpx.Response, what: str) -> None:
         return
     body = resp.text[:300].strip()
     permanent = 400 <= resp.status_code < 500 and resp.status_code not in (408, 429)
-    raise TransportError(f"{what} answered HTTP {resp.status_code}" + (f": {body}" if body else ""),
-                         permanent=permanent)
+    wait = retry_after(resp.headers.get("Retry-After"), datetime.now(UTC)) if not permanent else None
+    raise TransportError(f"{what} answered HTTP {resp.status_code}" + (f": {body}" if body else "")
+                         + (f" (Retry-After: {wait.total_seconds():g} s)" if wait is not None else ""),
+                         permanent=permanent, retry_after=wait)
+
+
+async def _apost(url: str, timeout: float, content: bytes, headers: dict[str, str]) -> httpx.Response:
+    async with httpx.AsyncClient(timeout=timeout, headers={"User-Agent": USER_AGENT}) as client:
+        return await client.post(url, content=content, headers={"Content-Type": "application/json", **headers})
 
 
 def _post(url: str, what: str, timeout: float, *, content: bytes, headers: dict[str, str]) -> httpx.Response:
+    """POST and read the whole answer within ``timeout`` seconds in all.  httpx's own timeout bounds each
+    network operation, not the request: an endpoint dribbling its answer a byte at a time held the sender
+    (and the daemon's retries) for as long as it liked; the whole request is cancelled at the deadline."""
+    import asyncio  # only when something is sent (~10 ms)
+
     try:
-        with httpx.Client(timeout=timeout, headers={"User-Agent": USER_AGENT}) as client:
-            resp = client.post(url, content=content, headers={"Content-Type": "application/json", **headers})
+        resp = asyncio.run(asyncio.wait_for(_apost(url, timeout, content, headers), timeout))
+    except TimeoutError:
+        raise TransportError(f"{what} gave no complete answer within {timeout:g} s") from None
     except httpx.HTTPError as exc:
         raise TransportError(f"{what} unreachable: {type(exc).__name__}: {exc}") from None
     _check_response(resp, what)
@@ -181,8 +214,9 @@ class PagerDuty(Transport):
             },
             "client": "upkeeper",
         }
-        if body["payload"]["timestamp"] is None:
-            del body["payload"]["timestamp"]
+        for optional in ("timestamp", "component", "group", "class"):  # absent rather than null
+            if body["payload"][optional] is None:
+                del body["payload"][optional]
         return body
 
     def send(self, payload: dict[str, Any]) -> str:
@@ -204,6 +238,7 @@ class PagerDuty(Transport):
 
 
 _APPRISE_LOCK = threading.Lock()
+_URL_PARTS = re.compile(r"[/?#&=@:;,+]")
 
 
 class Apprise(Transport):
@@ -215,6 +250,18 @@ class Apprise(Transport):
     def __init__(self, name: str, cfg: AppriseChannel) -> None:
         super().__init__(name)
         self.cfg = cfg
+        # apprise's debug and info lines quote the service's URL with its token ("Telegram POST URL:
+        # https://api.telegram.org/bot<token>/…", a Slack or Discord webhook's path): only the whole apprise URL
+        # is a registered secret, so with the daemon at --log-level debug they reached the log unmasked.  Its
+        # warnings (what a failed delivery reports) name the service, not the URL.
+        apprise_log = logging.getLogger("apprise")
+        if apprise_log.level < logging.WARNING:
+            apprise_log.setLevel(logging.WARNING)
+        # … and the libraries under it log the request path (urllib3 at debug: "POST /bot<token>/sendMessage"):
+        # the URL's token-like parts are secrets of their own
+        for part in _URL_PARTS.split((cfg.secret("url") or "").partition("://")[2]):
+            if len(part) >= 16 and "." not in part and (not part.isalpha() or part != part.lower()):
+                register_secret(part)
 
     def send(self, payload: dict[str, Any]) -> str:
         import apprise
@@ -226,6 +273,13 @@ class Apprise(Transport):
             scheme = url.split("://", 1)[0]
             raise TransportError(f"apprise does not understand the URL of channel {self.name!r} "
                                  f"(scheme {scheme}://)", permanent=True)
+        # the channel's timeout, unless the URL sets apprise's own (?cto=, ?rto=): apprise's defaults otherwise
+        query = url.partition("?")[2].lower()
+        timeout = self.cfg.timeout.total_seconds()
+        if not any(p.startswith("cto=") for p in query.split("&")) and hasattr(obj, "socket_connect_timeout"):
+            obj.socket_connect_timeout = timeout
+        if not any(p.startswith("rto=") for p in query.split("&")) and hasattr(obj, "socket_read_timeout"):
+            obj.socket_read_timeout = timeout
         sev = payload.get("severity", "info")
         resolved = all(e["state"] == "resolved" for e in payload["events"])
         ntype = (apprise.NotifyType.SUCCESS if resolved else
@@ -234,7 +288,10 @@ class Apprise(Transport):
         app = apprise.Apprise()
         app.add(obj)
         with apprise.LogCapture(level=logging.WARNING) as captured:  # type: ignore[no-untyped-call]
-            ok = app.notify(title=payload["title"], body=payload["text"], notify_type=ntype)
+            # the body is plain text quoting log lines: apprise escapes it for HTML (email) and Markdown
+            # services, so a quoted "<img onerror=…>" or "*bold*" is shown, not rendered
+            ok = app.notify(title=payload["title"], body=payload["text"], notify_type=ntype,
+                            body_format=apprise.NotifyFormat.TEXT)
         if not ok:
             detail = " ".join(captured.getvalue().split())[-400:]
             raise TransportError(f"apprise channel {self.name!r} failed" + (f": {detail}" if detail else ""))

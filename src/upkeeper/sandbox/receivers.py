@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -33,6 +33,7 @@ class Request:
 class Answer:
     status: int
     body: dict[str, Any] | None = None
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 class HttpReceiver:
@@ -74,6 +75,8 @@ class HttpReceiver:
                 self.send_response(answer.status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
+                for name, value in answer.headers.items():
+                    self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(data)
 
@@ -119,6 +122,10 @@ PD_ACTIONS = ("trigger", "acknowledge", "resolve")
 PD_SEVERITIES = ("critical", "error", "warning", "info")
 
 
+#: Events API v2 size limit (https://developer.pagerduty.com/docs/events-api-v2/overview/#size-limits)
+PD_MAX_BYTES = 512 * 1024
+
+
 class PagerDutyReceiver(HttpReceiver):
     """Events API v2: ``POST /v2/enqueue`` → 202 ``{"status": "success", "dedup_key": …}``, or 400
     ``{"status": "invalid event", "errors": [...]}``.  Keeps each incident's state by dedup_key."""
@@ -134,6 +141,9 @@ class PagerDutyReceiver(HttpReceiver):
     def respond(self, req: Request) -> Answer:
         if req.path != "/v2/enqueue":
             return Answer(404, {"status": "not found"})
+        if len(req.body) > PD_MAX_BYTES:  # documented limit; the wording of the rejection is ours
+            return Answer(400, {"status": "invalid event", "message": "Event object is invalid",
+                                "errors": ["Event payload exceeds the 512 KB size limit"]})
         try:
             ev = req.json()
         except ValueError:
@@ -155,6 +165,8 @@ class PagerDutyReceiver(HttpReceiver):
                     errors.append(f"'payload.{f}' is missing or blank")
             if p.get("severity") and p["severity"] not in PD_SEVERITIES:
                 errors.append("'payload.severity' is invalid (must be one of: critical, error, warning, info)")
+            if key is not None and len(str(key)) > 255:
+                errors.append("'dedup_key' is longer than 255 characters")
             if len(str(p.get("summary", ""))) > 1024:
                 errors.append("'payload.summary' is longer than 1024 characters")
         if errors:

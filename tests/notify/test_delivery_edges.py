@@ -1,0 +1,241 @@
+"""What is sent, and how a misbehaving endpoint is handled: secrets and markup quoted by findings, an answer
+dribbled a byte at a time, Retry-After, retries off the daemon's scheduling loop, apprise's timeouts."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from datetime import timedelta
+
+from notify_support import fail, ok, script, yaml_block
+from upkeeper.core.task import Finding, Result, Severity, Status
+from upkeeper.redact import redact
+from upkeeper.sandbox.receivers import Answer, HttpReceiver, PagerDutyReceiver, Request
+from upkeeper.sandbox.smtp import SmtpServer
+
+
+def config(chans: dict[str, object]) -> str:
+    return yaml_block({"notifications": {"channels": chans},
+                       "jobs": {"nightly": {"task": "testing.scripted", "schedule": "0 3 * * *"}}})
+
+
+def channels(hook: HttpReceiver) -> dict[str, object]:
+    return {"hook": {"kind": "webhook", "url": hook.url + "/hook"}}
+
+
+QUOTED = Result(summary="pg_dump failed", status=Status.FAIL, findings=[Finding(
+    "testing.broken", Severity.CRITICAL, "postgresql://app:hunter22@db/app",
+    "GET /<img src=x onerror=alert(1)> <!channel> via postgresql://app:hunter22@db/app", "check the dump")])
+
+
+def test_a_secret_quoted_by_a_finding_is_masked_in_the_first_attempt_too(make_env, webhook_receiver) -> None:
+    """The run event's text quoted its findings unredacted, and the first attempt sent the payload as built
+    (only the stored copy, which retries send, was redacted)."""
+    env = make_env(config(channels(webhook_receiver)))
+    script("nightly", QUOTED)
+    assert env.run("nightly") == "fail"
+    [req] = webhook_receiver.wait_for(1)
+    assert "hunter22" not in req.body.decode() and "postgresql://app:***@db/app" in req.json()["text"]
+    [d] = env.engine.store.deliveries()
+    assert d.payload == req.json()  # what was sent is what a retry would send
+
+
+def test_email_quotes_markup_literally_as_plain_text(make_env, smtp_server: SmtpServer) -> None:
+    """apprise took the body for HTML: the mail's HTML part ran a quoted <img onerror=…>, its text part had the
+    tags stripped and the lines run together."""
+    env = make_env(config({"email": smtp_server.url()}))
+    script("nightly", QUOTED)
+    assert env.run("nightly") == "fail"
+    [mail] = smtp_server.wait_for(1)
+    html = mail.message.get_body(preferencelist=("html",))
+    assert html is None or "<img" not in html.get_content()
+    body = mail.body
+    assert "GET /<img src=x onerror=alert(1)> <!channel>" in body
+    assert "\npg_dump failed" in body.replace("\r\n", "\n")  # its lines kept
+
+
+def _dribbling_server(seconds: float) -> tuple[int, threading.Event]:
+    """Answers headers at once, then one byte of its body every 0.25 s for ``seconds``."""
+    srv = socket.create_server(("127.0.0.1", 0))
+    done = threading.Event()
+
+    def serve() -> None:
+        conn, _ = srv.accept()
+        with conn, srv:
+            conn.recv(65536)
+            n = int(seconds / 0.25)
+            conn.sendall(f"HTTP/1.1 200 OK\r\nContent-Length: {n}\r\n\r\n".encode())
+            try:
+                for _ in range(n):
+                    time.sleep(0.25)
+                    conn.sendall(b"x")
+            except OSError:
+                pass
+        done.set()
+
+    threading.Thread(target=serve, daemon=True).start()
+    return srv.getsockname()[1], done
+
+
+def test_a_webhook_dribbling_its_answer_is_cut_at_the_channel_timeout(make_env) -> None:
+    """httpx's timeout bounds each read: an answer dribbled a byte at a time held the attempt (the sender thread,
+    the daemon's retries) as long as the endpoint liked."""
+    port, _done = _dribbling_server(6)
+    env = make_env(config({"hook": {"kind": "webhook", "url": f"http://127.0.0.1:{port}/hook", "timeout": "1s"}}))
+    script("nightly", fail("disk full"))
+    t0 = time.monotonic()
+    assert env.run("nightly") == "fail"
+    assert time.monotonic() - t0 < 3, "the attempt outlived its channel's timeout"
+    [d] = env.engine.store.deliveries()
+    assert d.status == "failed" and "no complete answer within 1 s" in d.last_error
+
+
+class RateLimited(HttpReceiver):
+    def respond(self, req: Request) -> Answer:
+        if len(self.requests) == 1:
+            return Answer(429, {"ok": False, "error": "rate_limited"}, headers={"Retry-After": "900"})
+        return Answer(200, {"ok": True})
+
+
+def test_a_429_is_not_retried_before_its_retry_after(make_env) -> None:
+    hook = RateLimited().start()
+    try:
+        env = make_env(config(channels(hook)))
+        script("nightly", fail("disk full"))
+        env.run("nightly")
+        [d] = env.engine.store.deliveries()
+        assert d.status == "failed" and "Retry-After: 900 s" in d.last_error
+        assert d.next_attempt_at is not None and d.next_attempt_at - env.now[0] >= timedelta(seconds=900)
+        assert env.engine.retry_due(env.now[0] + timedelta(minutes=5)) == []  # the backoff alone said 1 minute
+        assert [r.ok for r in env.engine.retry_due(env.now[0] + timedelta(minutes=16))] == [True]
+    finally:
+        hook.stop()
+
+
+def test_the_daemon_hands_retries_to_its_sender_thread(make_env, webhook_receiver) -> None:
+    """The daemon calls retry_due from its scheduling loop: a slow channel, once per due delivery, delayed
+    every scheduled job."""
+    env = make_env(config(channels(webhook_receiver)))
+    webhook_receiver.fail_with = [500]
+    script("nightly", fail("disk full"))
+    env.run("nightly")
+    [d] = env.engine.store.deliveries()
+    assert d.status == "failed"
+    env.engine.start_background_sending()
+    webhook_receiver.delay = 1.5
+    t0 = time.monotonic()
+    env.engine.retry_due(env.now[0] + timedelta(minutes=2))
+    assert time.monotonic() - t0 < 1.0, "the retry was sent from the caller's thread"
+    assert env.engine.stop_background_sending(10)
+    assert len(webhook_receiver.wait_for(1)) == 1
+    d = env.engine.store.get_delivery(d.id)
+    assert (d.status, d.attempts) == ("sent", 2)
+
+
+def test_an_apprise_channel_keeps_its_timeout(make_env, webhook_receiver) -> None:
+    """apprise's own 4 s defaults applied whatever the channel's ``timeout``."""
+    webhook_receiver.delay = 2.5
+    url = webhook_receiver.url.replace("http://", "json://") + "/hook"
+    env = make_env(config({"hook": {"kind": "apprise", "url": url, "timeout": "1s"}}))
+    script("nightly", fail("disk full"))
+    env.run("nightly")
+    [d] = env.engine.store.deliveries()
+    assert d.status == "failed", d.last_error
+
+
+def test_a_huge_summary_is_clipped_so_pagerduty_takes_the_alarm(make_env, webhook_receiver, pagerduty) -> None:
+    """A run's summary quoting a command's whole stderr made a PagerDuty event past the Events API's 512 KB:
+    rejected (400, permanent), the page was lost."""
+    env = make_env(config({**channels(webhook_receiver),
+                           "pager": {"kind": "pagerduty", "routing_key": "0123456789abcdef0123456789abcdef",
+                                     "url": pagerduty.events_url}}))
+    script("nightly", fail("pg_dump: error: " + "x" * 600_000))
+    assert env.run("nightly") == "fail"
+    assert {d.channel: d.status for d in env.engine.store.deliveries()} == {"hook": "sent", "pager": "sent"}
+    [run] = [e for e in webhook_receiver.wait_for(1)[0].json()["events"] if e["topic"] == "run"]
+    assert run["summary"].endswith("… (599016 more characters)") and len(run["summary"]) < 1100
+    assert run["text"].endswith("More: upkeeper show 1") and len(run["text"]) < 8000
+    assert run["findings"][0]["message"].startswith("pg_dump: error: xxx") and len(run["findings"][0]["message"]) < 1100
+
+
+def test_status_check_notify_escalates_without_a_daemon(make_env, webhook_receiver) -> None:
+    """Jobs run by cron: only the daemon's periodic check escalated by time, so a level's ``after`` never
+    came; ``upkeeper status --check --notify`` (from cron) does it too."""
+    from upkeeper.cli.status import notification_status
+
+    lead = HttpReceiver().start()
+    try:
+        env = make_env(yaml_block({
+            "notifications": {
+                "channels": {**channels(webhook_receiver), "lead": {"kind": "webhook", "url": lead.url}},
+                "escalation": {"levels": [{"name": "automatic retry or fix"},
+                                          {"name": "team lead", "after": "30m", "channels": ["lead"]}]}},
+            "jobs": {"nightly": {"task": "testing.scripted", "schedule": "0 3 * * *"}}}))
+        script("nightly", fail("disk full"))
+        assert env.run("nightly") == "fail"
+        notification_status(env.setup, env.history, env.now[0] + timedelta(minutes=10), notify=True)
+        assert lead.requests == []
+        notification_status(env.setup, env.history, env.now[0] + timedelta(minutes=40), notify=True)
+        [req] = lead.wait_for(1)
+        assert req.json()["events"][0]["title"].startswith("ESCALATED to level 2 (team lead): nightly run")
+        notification_status(env.setup, env.history, env.now[0] + timedelta(minutes=50), notify=True)
+        time.sleep(0.2)
+        assert len(lead.requests) == 1  # once
+    finally:
+        lead.stop()
+
+
+def test_apprise_debug_lines_quoting_the_token_never_reach_the_log(make_env, webhook_receiver, caplog) -> None:
+    """apprise logs the service URL it posts to at debug level ("JSON POST URL: http://…/hooks/<token>", urllib3
+    "POST /hooks/<token>"): only the whole apprise URL was a registered secret, so the daemon at --log-level debug
+    logged the token."""
+    import logging
+
+    token = "T0KENd5c1f0e2b7a94e8c"
+    url = webhook_receiver.url.replace("http://", "json://") + f"/hooks/{token}"
+    env = make_env(config({"hook": {"kind": "apprise", "url": url}}))
+    script("nightly", fail("disk full"))
+    with caplog.at_level(logging.DEBUG):
+        env.run("nightly")
+    [d] = env.engine.store.deliveries()
+    assert d.status == "sent"
+    assert token in webhook_receiver.wait_for(1)[0].path  # (sent where it should)
+    # the daemon's log handler masks registered secrets (upkeeper.redact.RedactingFilter): so does this
+    assert token not in redact(caplog.text)
+
+
+def pager_config(pd: PagerDutyReceiver) -> str:
+    return config({"pager": {"kind": "pagerduty", "routing_key": "0123456789abcdef0123456789abcdef",
+                             "url": pd.events_url}})
+
+
+def test_a_trigger_retried_after_its_problem_resolved_is_not_sent(make_env, pagerduty) -> None:
+    """PagerDuty refused the trigger once (500); the job recovered and the resolve went out; the trigger's retry
+    then opened an incident for a job that was fine — nothing would ever resolve it."""
+    env = make_env(pager_config(pagerduty))
+    script("nightly", fail("disk full"), ok())
+    pagerduty.fail_with = [500]
+    env.run("nightly")
+    env.now[0] += timedelta(seconds=30)
+    env.run("nightly")
+    [skipped] = env.engine.retry_due(env.now[0] + timedelta(minutes=5))
+    assert pagerduty.incidents["upkeeper:nightly:run"] == "resolved"
+    assert skipped.skipped and "resolved since" in skipped.detail
+    assert "superseded" in {d.status for d in env.engine.store.deliveries()}
+
+
+def test_a_resolve_retried_after_the_problem_came_back_is_not_sent(make_env, pagerduty) -> None:
+    """The resolve failed once; the job failed again (a trigger on the same dedup key, sent); the resolve's
+    retry then closed the incident of a job that was failing."""
+    env = make_env(pager_config(pagerduty))
+    script("nightly", fail("disk full"), ok(), fail("disk full again"))
+    env.run("nightly")
+    env.now[0] += timedelta(seconds=30)
+    pagerduty.fail_with = [500]
+    env.run("nightly")
+    env.now[0] += timedelta(seconds=30)
+    env.run("nightly")
+    [skipped] = env.engine.retry_due(env.now[0] + timedelta(minutes=5))
+    assert pagerduty.incidents["upkeeper:nightly:run"] == "triggered"
+    assert skipped.skipped and "a problem again" in skipped.detail
