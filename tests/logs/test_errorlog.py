@@ -631,6 +631,7 @@ _LEVEL_WORDS = {"trace", "debug", "info", "notice", "warn", "warning", "error", 
 @given(_THREAD, st.sampled_from(["WARN", "ERROR"]))
 @example("error-reporter", "WARN")  # logback's default pattern: the level word in the thread's name was the level
 @example("pool-1-thread-3", "ERROR")
+@example(" ", "WARN")  # padded to 15 blanks: a thread, not Spring Boot's blank correlation (49)
 def test_a_thread_s_name_is_no_part_of_a_message_class(thread: str, level: str) -> None:
     """logback's and log4j2's ``%-5level [%thread] %logger - %msg`` and Spring Boot's ``%5p PID --- [%t] %logger :
     %m`` print the thread's name inside the message: the same message from two threads is one class; the default

@@ -378,13 +378,15 @@ _RECORD_TIME = re.compile(r"^.{0,60}?\[\d\d/[A-Z][a-z]{2}/\d{4}[: ]\d\d:\d\d|^.{
 #: (the bracket after ``---`` and an application's name, before the logger padded and `` : ``).  Spring Boot 3.2+
 #: puts the request's correlation (``${LOG_CORRELATION_PATTERN}``) between the thread and the logger — per request, so
 #: out of the class too: after an application's name and the thread, any bracket (Micrometer's ``[traceId-spanId]``,
-#: blanks outside a span, a custom ``[cid=… tx=…]``); after the thread alone, only Micrometer's (a second bracket of
-#: another shape is the thread, the first the application's name)
+#: 49 blanks outside a span, a custom ``[cid=… tx=…]``); after the thread alone, only Spring Boot's own forms
+#: (CorrelationIdFormatter: 32 and 16 characters, a missing span blank or dots; a second bracket of another shape is
+#: the thread, the first the application's name)
 _BRACKET = r"\[[^\]\n]{0,200}\] "
 _LOGGER_AHEAD = r"(?=[A-Za-z_$][\w$.]*\s+: )"
 _THREAD_FIELD = re.compile(r"^\[[^\]\n]{1,200}\] (?=[A-Za-z_$][\w$.]* - )|"
                            rf"^(\d+ --- {_BRACKET}){_BRACKET}{_BRACKET}{_LOGGER_AHEAD}|"
-                           rf"^(\d+ --- ){_BRACKET}\[(?: *|[0-9a-fA-F]{{16,32}}-[0-9a-fA-F]{{8,16}})\] {_LOGGER_AHEAD}|"
+                           rf"^(\d+ --- ){_BRACKET}\[(?: {{49}}|[0-9a-fA-F]{{32}}[-|](?:[0-9a-fA-F]{{16}}| {{16}}|\.{{16}}))\] "
+                           rf"{_LOGGER_AHEAD}|"
                            rf"^(\d+ --- (?:{_BRACKET})?){_BRACKET}{_LOGGER_AHEAD}")
 #: a level word right after a bracket that holds another one (``10:00:00.123 [error-reporter] WARN  c.e.App - …``: the
 #: thread's name, logback's default pattern)
