@@ -468,3 +468,104 @@ def test_a_daemon_that_fell_days_behind_does_not_run_the_old_occurrence(tmp_path
         assert d.history.runs(job="berlin-0230")[0].scheduled_for == newest + timedelta(days=1)
         d.pool.shutdown(wait=True)
         d.history.close()
+
+
+# -- catch-up: only occurrences no daemon serving the job was running through ------------------------------
+
+NIGHTLY = "version: 1\ntimezone: UTC\njobs:\n  nightly:\n    task: debug.noop\n    schedule: \"{cron}\"\n{extra}"
+DAY = datetime(2026, 3, 10, tzinfo=UTC)
+
+
+def nightly_setup(url: str, cron: str, extra: str = "") -> Setup:
+    return build_setup(load_text(f"history: {url}\n" + NIGHTLY.format(cron=cron, extra=extra)))
+
+
+def served_until(url: str, clock: SimClock, cron: str, name: str, until: datetime, *, stop: bool) -> None:
+    """A daemon ``name`` serving ``nightly`` on ``cron`` from the clock's time until ``until``: stopped
+    there (``stop``), or dead with its last heartbeat there."""
+    d = make_daemon(nightly_setup(url, cron), url, clock, name)
+    d.prepare()
+    clock.set(until)
+    d.tick()
+    assert d.wait_idle(30)
+    if stop:
+        d.drain(timedelta(seconds=5))
+    else:
+        d._heartbeat()
+        d.pool.shutdown(wait=True)
+    d.history.close()
+
+
+def nightly_runs(url: str) -> list[tuple[datetime, str, str]]:
+    h = History(url)
+    try:
+        return sorted((r.scheduled_for, r.trigger, r.status) for r in h.runs(job="nightly"))
+    finally:
+        h.close()
+
+
+def test_a_schedule_change_and_restart_does_not_catch_up_what_a_daemon_ran_through(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'h.db'}"
+    clock = SimClock(DAY + timedelta(hours=1))  # 0 3 until 10:00, restarted with 0 4: 04:00 was no one's miss
+    served_until(url, clock, "0 3 * * *", "old", DAY + timedelta(hours=10), stop=True)
+    assert nightly_runs(url) == [(DAY + timedelta(hours=3), "schedule", "ok")]
+    d = make_daemon(nightly_setup(url, "0 4 * * *"), url, clock, "new")
+    report = d.prepare()
+    assert d.wait_idle(30)
+    assert report.claimed == [] and report.skipped == []
+    assert nightly_runs(url) == [(DAY + timedelta(hours=3), "schedule", "ok")]
+    assert d._heap[0].scheduled_for == DAY + timedelta(days=1, hours=4)
+    d.drain(timedelta(seconds=5))
+
+
+def test_a_real_downtime_after_a_schedule_change_still_catches_up(tmp_path: Path) -> None:
+    for cron, hour in (("0 4 * * *", 4), ("0 3 * * *", 3)):  # changed, or not: either was missed
+        url = f"sqlite:///{tmp_path / f'h{hour}.db'}"
+        clock = SimClock(DAY - timedelta(hours=22))  # ran yesterday's 03:00, stopped today at 02:00
+        served_until(url, clock, "0 3 * * *", "old", DAY + timedelta(hours=2), stop=True)
+        clock.set(DAY + timedelta(hours=10))
+        d = make_daemon(nightly_setup(url, cron), url, clock, "new")
+        d.prepare()
+        assert d.wait_idle(30)
+        d.drain(timedelta(seconds=5))
+        assert nightly_runs(url) == [(DAY - timedelta(hours=21), "schedule", "ok"),
+                                     (DAY + timedelta(hours=hour), "catch-up", "ok")]
+
+
+def test_a_dead_daemon_counts_as_down_after_its_last_heartbeat_and_another_nodes_jobs_do_not_count(
+        tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'h.db'}"
+    clock = SimClock(DAY - timedelta(hours=22))
+    served_until(url, clock, "0 3 * * *", "old", DAY + timedelta(hours=2), stop=False)  # killed after 02:00
+    # a daemon of another node, sharing the history, running all along but without the job 'nightly'
+    other = make_daemon(build_setup(load_text(f"history: {url}\nversion: 1\njobs:\n  other:\n    task: debug.noop\n"
+                                              "    schedule: '0 9 * * *'\n")), url, clock, "other")
+    other.prepare()
+    clock.set(DAY + timedelta(hours=10))
+    other._heartbeat()
+    d = make_daemon(nightly_setup(url, "0 4 * * *"), url, clock, "new")
+    d.prepare()
+    assert d.wait_idle(30)
+    assert nightly_runs(url)[-1] == (DAY + timedelta(hours=4), "catch-up", "ok")
+    d.drain(timedelta(seconds=5))
+    other.drain(timedelta(seconds=5))
+
+
+def test_a_daemon_draining_after_a_stop_served_nothing_more(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'h.db'}"
+    clock = SimClock(DAY + timedelta(hours=1))
+    old = make_daemon(nightly_setup(url, "0 4 * * *"), url, clock, "old")
+    old.prepare()
+    clock.set(DAY + timedelta(hours=3, minutes=59))
+    old.stop()  # asked to stop at 03:59; the drain of a long run lasts until 04:30: it claims no 04:00
+    clock.set(DAY + timedelta(hours=4, minutes=30))
+    old.drain(timedelta(seconds=5))
+    old.history.close()
+    clock.set(DAY + timedelta(hours=10))
+    d = make_daemon(nightly_setup(url, "0 4 * * *"), url, clock, "new")
+    d.history.create_run(NewRun(job="nightly", task="debug.noop", target=None, scheduled_for=DAY - timedelta(hours=20),
+                                status="ok"), "older:1:1", "older")
+    d.prepare()
+    assert d.wait_idle(30)
+    d.drain(timedelta(seconds=5))
+    assert nightly_runs(url)[-1] == (DAY + timedelta(hours=4), "catch-up", "ok")

@@ -187,6 +187,7 @@ class Daemon:
         self._pruner: threading.Thread | None = None
         self._started_at = self.clock.now()
         self._prepared = False
+        self._stop_asked: datetime | None = None
         self.on_event = on_event or (lambda kind, data: None)
         self.pending_poll = pending_poll
         self.housekeeping_every = housekeeping
@@ -202,13 +203,15 @@ class Daemon:
             self.on_event("recovered", {"runs": fixed})
         self._heartbeat()
         last = self.history.last_scheduled()
+        lifetimes = self.history.daemon_lifetimes(exclude=self.owner)
         stopped = self.history.stopped_occurrences()
         now = self.clock.now()
         catch_up: list[_Due] = []
         for name, job in self.jobs.items():
             assert job.schedule is not None
             # an occurrence still inside its jitter delay is on time, not missed
-            plan = plan_catch_up(job.schedule, last.get(name), now, job.catch_up,  # type: ignore[arg-type]
+            since = self._served_through(job, last.get(name), lifetimes, now)
+            plan = plan_catch_up(job.schedule, since, now, job.catch_up,  # type: ignore[arg-type]
                                  job.effective_grace(), ON_TIME_TOLERANCE + job.jitter_offset)
             if plan.fire is not None:
                 catch_up.append(_Due(plan.fire, name, plan.fire, plan.trigger or "catch-up"))
@@ -229,6 +232,29 @@ class Daemon:
             self._dispatch_batch(catch_up, now, report)
         self._prepared = True
         return report
+
+    @staticmethod
+    def _served_through(job: Job, last: datetime | None,
+                        lifetimes: Sequence[tuple[datetime, datetime, frozenset[str]]], now: datetime) -> datetime | None:
+        """Where catch-up of ``job`` starts: its last recorded occurrence ``last``, or a later occurrence whose due
+        instant (occurrence + jitter) an earlier daemon serving ``job`` (``lifetimes``, any node) was running
+        through -- one it would have claimed had its schedule had it: a schedule changed with a restart is no
+        downtime.  An instance is running from its start until a stop was asked, or its last heartbeat if it died
+        (no slack after it: it may have died right after, and a missed run is worse than one run too many), minus
+        :data:`ON_TIME_TOLERANCE` (an occurrence due just before a stop may be left to the next daemon, which
+        runs it on time).  Occurrences before such an occurrence were an earlier daemon's to catch up.  A
+        brand-new job (``last`` None) stays None: it never catches up."""
+        if last is None or job.schedule is None:
+            return last
+        since = last
+        for start, end, names in lifetimes:
+            through = min(end, now) - ON_TIME_TOLERANCE - job.jitter_offset
+            if through <= since or job.name not in names:  # most rows: daemons gone before the last occurrence
+                continue
+            t = job.schedule.latest_at_or_before(through)
+            if t is not None and t > since and t + job.jitter_offset >= start:
+                since = t
+        return since
 
     def _stopped_again(self, job: Job, row: RunRow, now: datetime, report: TickReport) -> _Due | None:
         """The job's newest occurrence was interrupted by a stop asked for (``row``, ``details.stopped``) and no
@@ -479,7 +505,8 @@ class Daemon:
     def _heartbeat(self) -> None:
         try:
             self.history.daemon_heartbeat(self.owner, self.node, os.getpid(), self._started_at,
-                                          len(self.jobs), __version__)
+                                          len(self.jobs), __version__, job_names=list(self.jobs),
+                                          at=self.clock.now())
         except Exception as exc:
             log.warning("heartbeat failed: %s", exc)
 
@@ -563,6 +590,8 @@ class Daemon:
 
     def stop(self) -> None:
         """Stop claiming new work (call from a signal handler or another thread)."""
+        if self._stop_asked is None:
+            self._stop_asked = self.clock.now()  # it claims nothing from here on: its lifetime ends here
         self._stopping.set()
         self._wake.set()
 
@@ -589,7 +618,7 @@ class Daemon:
             self.owner, "interrupted: the daemon stopped before this run could finish"
         )
         try:
-            self.history.daemon_stopped(self.owner)
+            self.history.daemon_stopped(self.owner, self._stop_asked)
         except Exception:
             pass
         with self._lock:

@@ -61,7 +61,7 @@ SCHEDULED_TRIGGERS = ("schedule", "catch-up", "deferred")
 LOG_EXCERPT_MAX = 32 * 1024
 #: The migration heads of this version (tests/core/test_history.py checks them against Alembic's
 #: script directory).  A database already at these heads opens without importing Alembic.
-SCHEMA_HEADS = frozenset({"backup_catalog", "notify_state", "run_streaks"})
+SCHEMA_HEADS = frozenset({"backup_catalog", "daemon_jobs", "notify_state", "run_streaks"})
 #: the job_state row where history retention records the newest end of a run it deleted (job names start with
 #: a letter or digit: no job's state)
 RETENTION_STATE = ("_history", "runs_deleted_through")
@@ -1029,24 +1029,42 @@ class History:
             return list(s.scalars(select(AuditRow).order_by(AuditRow.id.desc()).limit(limit)))
 
     def daemon_heartbeat(self, instance: str, node: str, pid: int, started_at: datetime, jobs: int,
-                         version: str) -> None:
+                         version: str, *, job_names: Sequence[str] | None = None, at: datetime | None = None) -> None:
+        """Record that daemon ``instance`` is alive at ``at`` (default: now), serving ``job_names``.  A row of the
+        same instance name with another ``started_at`` was an earlier lifetime: it is replaced."""
         from upkeeper.core.models import DaemonRow
 
-        now = datetime.now(UTC)
+        now = at or datetime.now(UTC)
+        names = sorted(job_names) if job_names is not None else None
         with self.session() as s:
             row = s.get(DaemonRow, instance)
             if row is None:
                 s.add(DaemonRow(instance=instance, node=node, pid=pid, started_at=started_at, last_seen=now,
-                                version=version, jobs=jobs))
+                                version=version, jobs=jobs, job_names=names))
             else:
+                if row.started_at != started_at:
+                    row.node, row.pid, row.started_at, row.version = node, pid, started_at, version
+                    row.stopped_at = None
                 row.last_seen = now
                 row.jobs = jobs
+                row.job_names = names
 
-    def daemon_stopped(self, instance: str) -> None:
+    def daemon_stopped(self, instance: str, at: datetime | None = None) -> None:
         from upkeeper.core.models import DaemonRow
 
         with self.session() as s:
-            s.execute(update(DaemonRow).where(DaemonRow.instance == instance).values(stopped_at=datetime.now(UTC)))
+            s.execute(update(DaemonRow).where(DaemonRow.instance == instance)
+                      .values(stopped_at=at or datetime.now(UTC)))
+
+    def daemon_lifetimes(self, exclude: str) -> list[tuple[datetime, datetime, frozenset[str]]]:
+        """``(started_at, end, job names)`` of every daemon instance but ``exclude`` that recorded the jobs it
+        served; ``end`` is when it stopped, or its last heartbeat if it never recorded a stop (it died)."""
+        d = tables.daemons
+        with self._core() as conn:
+            rows = conn.execute(select(d.c.started_at, d.c.stopped_at, d.c.last_seen, d.c.job_names)
+                                .where(d.c.instance != exclude, d.c.job_names.is_not(None))).all()
+        return [(r.started_at, r.stopped_at or r.last_seen, frozenset(r.job_names)) for r in rows
+                if isinstance(r.job_names, list)]
 
     def daemons(self) -> list[DaemonRow]:
         from upkeeper.core.models import DaemonRow

@@ -139,3 +139,4 @@ class DaemonRow(Base):
     stopped_at: Mapped[datetime | None]
     version: Mapped[str]
     jobs: Mapped[int]
+    job_names: Mapped[list[str] | None]

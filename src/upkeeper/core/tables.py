@@ -189,6 +189,9 @@ daemons = Table(
     Column("stopped_at", UTCDateTime),
     Column("version", String(50), default="", nullable=False),
     Column("jobs", Integer, default=0, nullable=False),
+    # the names of the scheduled jobs the instance served (NULL: written by an upkeeper before 'daemon_jobs'):
+    # an occurrence of one of them during its lifetime was no "missed while no daemon was running"
+    Column("job_names", JSONType),
 )
 
 #: The backup catalog: one row per complete backup set (read and written by :class:`upkeeper.backup.catalog.Catalog`;
