@@ -185,7 +185,7 @@ def test_a_missing_migration_is_applied_on_open(tmp_path: Path) -> None:
     with sqlite3.connect(path) as conn:  # as if this database predates the notify_state migration
         for table in ("notify_deliveries", "notify_events", "notify_state"):
             conn.execute(f"DROP TABLE {table}")
-        conn.execute("DELETE FROM alembic_version WHERE version_num = 'notify_state'")
+        conn.execute("DELETE FROM alembic_version WHERE version_num = 'notify_state_node'")
     History(f"sqlite:///{path}")
     with sqlite3.connect(path) as conn:
         assert {r[0] for r in conn.execute("SELECT version_num FROM alembic_version")} == SCHEMA_HEADS
