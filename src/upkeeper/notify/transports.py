@@ -345,10 +345,11 @@ class Apprise(Transport):
             ok = app.notify(title=payload["title"], body=payload["text"], notify_type=ntype,
                             body_format=apprise.NotifyFormat.TEXT, **extra)
         if not ok:
-            lines = captured.getvalue().splitlines()
-            for result in ok if extra and hasattr(ok, "__iter__") else ():
-                for attempt in getattr(result, "attempts", ()):
-                    lines += [str(getattr(e, "message", "")) for e in getattr(attempt, "logs", ())]
+            # this call's own lines when apprise returns them (the LogCapture buffer also gets the warnings of
+            # another thread's delivery sent meanwhile)
+            lines = [str(getattr(e, "message", "")) for result in (ok if extra and hasattr(ok, "__iter__") else ())
+                     for attempt in getattr(result, "attempts", ()) for e in getattr(attempt, "logs", ())]
+            lines = lines or captured.getvalue().splitlines()
             permanent, reply = apprise_failure(lines)
             detail = " ".join(captured.getvalue().split())[-400:]
             if reply and reply not in detail:
