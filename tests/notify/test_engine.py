@@ -322,7 +322,7 @@ def test_a_job_removed_from_the_config_has_its_problem_closed_by_the_node_that_r
     """A job removed (or renamed) while failing kept its problem open for ever: its PagerDuty incident was never
     resolved.  The node that recorded the problem closes it, as removed (not recovered); a node sharing the
     history whose config never had the job leaves it alone."""
-    chans = channels(webhook_receiver, pagerduty)
+    chans = channels(webhook_receiver, pagerduty, slack=webhook_receiver)
     a = make_env(config(chans) + "node: a\n")
     script("nightly", fail("disk full"))
     assert a.run("nightly") == "fail"
@@ -339,8 +339,11 @@ def test_a_job_removed_from_the_config_has_its_problem_closed_by_the_node_that_r
     st = a2.engine.store.get("nightly", "run")
     assert st is not None and st.state == "ok" and st.level == 0
     assert pagerduty.incidents[key] == "resolved"
-    [ev] = events_of(webhook_receiver.wait_for(1), "run")
+    hook = [r for r in webhook_receiver.wait_for(2) if r.path == "/hook"]
+    [slack] = [r.json() for r in webhook_receiver.requests if r.path.startswith("/services/")]
+    [ev] = events_of(hook, "run")
     assert ev["state"] == "resolved" and ev["details"]["closed"] == "job removed from the config"
     assert "not recovered" in ev["title"] and "recovered:" not in ev["title"]
+    assert slack["attachments"][0]["color"] == "#9e9e9e"  # not the green of a recovery
     a2.engine.tick()  # closed once
-    assert len(webhook_receiver.requests) == 1
+    assert len(webhook_receiver.requests) == 2

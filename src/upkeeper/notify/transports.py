@@ -133,6 +133,7 @@ class Webhook(Transport):
 
 SLACK_COLORS = {"critical": "#d40e0d", "error": "#d40e0d", "warning": "#f2c744", "info": "#439fe0"}
 SLACK_RESOLVED = "#2eb886"
+SLACK_CLOSED = "#9e9e9e"  # a problem closed without recovering (its job left the config)
 
 
 def slack_text(text: str) -> str:
@@ -156,7 +157,8 @@ class Slack(Transport):
     def message(payload: dict[str, Any]) -> dict[str, Any]:
         attachments = []
         for e in payload["events"]:
-            color = SLACK_RESOLVED if e["state"] == "resolved" else SLACK_COLORS.get(e["severity"], "#439fe0")
+            color = ((SLACK_CLOSED if (e.get("details") or {}).get("closed") else SLACK_RESOLVED)
+                     if e["state"] == "resolved" else SLACK_COLORS.get(e["severity"], "#439fe0"))
             fields = [{"title": k, "value": str(e[k]), "short": True} for k in ("job", "target", "status")
                       if e.get(k)]
             attachments.append({
@@ -331,7 +333,8 @@ class Apprise(Transport):
             obj.socket_read_timeout = timeout
         sev = payload.get("severity", "info")
         resolved = all(e["state"] == "resolved" for e in payload["events"])
-        ntype = (apprise.NotifyType.SUCCESS if resolved else
+        closed = any((e.get("details") or {}).get("closed") for e in payload["events"])  # not recovered
+        ntype = (apprise.NotifyType.INFO if resolved and closed else apprise.NotifyType.SUCCESS if resolved else
                  apprise.NotifyType.FAILURE if sev in ("critical", "error") else
                  apprise.NotifyType.WARNING if sev == "warning" else apprise.NotifyType.INFO)
         app = apprise.Apprise()
