@@ -185,11 +185,34 @@ def test_a_missing_migration_is_applied_on_open(tmp_path: Path) -> None:
     with sqlite3.connect(path) as conn:  # as if this database predates the notify_state migration
         for table in ("notify_deliveries", "notify_events", "notify_state"):
             conn.execute(f"DROP TABLE {table}")
-        conn.execute("DELETE FROM alembic_version WHERE version_num = 'notify_state'")
+        conn.execute("DELETE FROM alembic_version WHERE version_num = 'notify_state_node'")
     History(f"sqlite:///{path}")
     with sqlite3.connect(path) as conn:
         assert {r[0] for r in conn.execute("SELECT version_num FROM alembic_version")} == SCHEMA_HEADS
         conn.execute("SELECT count(*) FROM notify_state")
+
+
+def test_notify_state_rows_from_before_the_node_column_take_their_runs_node(history: History) -> None:
+    """Only the node that recorded a problem closes it when its job leaves the config (notify_state.node):
+    rows recorded before the column existed take the node of their last run, or of the job's latest run."""
+    from sqlalchemy import text
+
+    from upkeeper.notify.store import NotifyStore
+
+    rid = history.create_run(NewRun("j", "debug.noop", None, T), "a:1:1", "node-a")
+    history.create_run(NewRun("k", "debug.noop", None, T), "b:1:1", "node-b")
+    store = NotifyStore(history)  # no node: as before the column
+    store.update("j", "run", "run", problem=True, severity="error", now=T, run_id=rid)
+    store.update("k", "missed", "missed", problem=True, severity="critical", now=T)
+    with history.engine.begin() as conn:  # as if this database predates the notify_state_node migration
+        conn.execute(text("ALTER TABLE notify_state DROP COLUMN node"))
+        conn.execute(text("UPDATE alembic_version SET version_num = 'notify_state' "
+                          "WHERE version_num = 'notify_state_node'"))
+    reopened = History(history.url)
+    try:
+        assert {(r.job, r.node) for r in NotifyStore(reopened).problems()} == {("j", "node-a"), ("k", "node-b")}
+    finally:
+        reopened.close()
 
 
 def test_newer_schema_is_a_clear_error(tmp_path: Path) -> None:

@@ -239,3 +239,32 @@ def test_a_resolve_retried_after_the_problem_came_back_is_not_sent(make_env, pag
     [skipped] = env.engine.retry_due(env.now[0] + timedelta(minutes=5))
     assert pagerduty.incidents["upkeeper:nightly:run"] == "triggered"
     assert skipped.skipped and "a problem again" in skipped.detail
+
+
+def test_an_smtp_5xx_rejection_is_permanent_and_a_4xx_is_retried(make_env, smtp_server: SmtpServer) -> None:
+    """Every apprise failure counted as temporary: a mail server's permanent rejection (550) was retried for the
+    whole give_up_after (24 h), and looked no different from a server answering 451 (try again later)."""
+    env = make_env(config({"email": smtp_server.url()}))
+    smtp_server.reject = "550 5.7.1 relaying denied"
+    script("nightly", fail("disk full"), ok())
+    env.run("nightly")
+    [d] = env.engine.store.deliveries()
+    assert d.status == "dead" and d.next_attempt_at is None, (d.status, d.last_error)
+    assert "SMTP 550 5.7.1 relaying denied" in d.last_error
+    smtp_server.reject = "451 4.3.0 try again later"
+    env.run("nightly")  # recovered: a new message
+    [d2] = [x for x in env.engine.store.deliveries() if x.id != d.id]
+    assert d2.status == "failed" and d2.next_attempt_at is not None, (d2.status, d2.last_error)
+    assert "SMTP 451" in d2.last_error
+
+
+def test_an_apprise_http_4xx_is_permanent_and_a_5xx_is_retried(make_env, webhook_receiver) -> None:
+    """As for our own HTTP channels: a 4xx (but 408/429) from the service behind an apprise URL is a rejection."""
+    env = make_env(config({"hook": {"kind": "apprise", "url": webhook_receiver.url.replace("http://", "json://")}}))
+    webhook_receiver.fail_with = [400, 503]
+    script("nightly", fail("disk full"), ok())
+    env.run("nightly")
+    env.run("nightly")
+    first, second = sorted(env.engine.store.deliveries(), key=lambda x: x.id)
+    assert first.status == "dead" and "HTTP 400" in first.last_error, (first.status, first.last_error)
+    assert second.status == "failed" and second.next_attempt_at is not None, (second.status, second.last_error)

@@ -315,3 +315,35 @@ def test_a_late_outcome_of_an_attempt_whose_lease_ran_out_is_not_recorded(make_e
     assert env.engine.retry_due(env.now[0] + timedelta(days=1)) == []  # nothing left to send again
     time.sleep(0.2)
     assert len(webhook_receiver.requests) == 1
+
+
+def test_a_job_removed_from_the_config_has_its_problem_closed_by_the_node_that_recorded_it(
+        make_env, webhook_receiver, pagerduty) -> None:
+    """A job removed (or renamed) while failing kept its problem open for ever: its PagerDuty incident was never
+    resolved.  The node that recorded the problem closes it, as removed (not recovered); a node sharing the
+    history whose config never had the job leaves it alone."""
+    chans = channels(webhook_receiver, pagerduty, slack=webhook_receiver)
+    a = make_env(config(chans) + "node: a\n")
+    script("nightly", fail("disk full"))
+    assert a.run("nightly") == "fail"
+    key = "upkeeper:nightly:run"
+    assert pagerduty.incidents.get(key) == "triggered"
+    webhook_receiver.requests.clear()
+    other = {"weekly": {"task": "testing.scripted", "schedule": "0 4 * * 0"}}
+    b = make_env(config(chans, other) + "node: b\n", start=a.now[0] + timedelta(minutes=5))
+    b.engine.tick()  # another node's config never had the job: not its problem to close
+    assert a.engine.store.get("nightly", "run").state == "problem"  # type: ignore[union-attr]
+    assert pagerduty.incidents[key] == "triggered"
+    a2 = make_env(config(chans, other) + "node: a\n", start=a.now[0] + timedelta(minutes=10))
+    a2.engine.tick()  # node a reloaded without the job
+    st = a2.engine.store.get("nightly", "run")
+    assert st is not None and st.state == "ok" and st.level == 0
+    assert pagerduty.incidents[key] == "resolved"
+    hook = [r for r in webhook_receiver.wait_for(2) if r.path == "/hook"]
+    [slack] = [r.json() for r in webhook_receiver.requests if r.path.startswith("/services/")]
+    [ev] = events_of(hook, "run")
+    assert ev["state"] == "resolved" and ev["details"]["closed"] == "job removed from the config"
+    assert "not recovered" in ev["title"] and "recovered:" not in ev["title"]
+    assert slack["attachments"][0]["color"] == "#9e9e9e"  # not the green of a recovery
+    a2.engine.tick()  # closed once
+    assert len(webhook_receiver.requests) == 2

@@ -65,6 +65,7 @@ def notification_status(setup: Any, history: Any, now: datetime, *, notify: bool
 
     engine = NotificationEngine(setup, history)
     if notify:
+        engine.close_removed(now)  # problems of jobs this node's config no longer has
         engine.check_missed(now)
         # time-based escalation (``after:``) is the daemon's periodic check; without a daemon (jobs run by cron)
         # this command, from cron, is what escalates a problem left unresolved

@@ -61,7 +61,7 @@ SCHEDULED_TRIGGERS = ("schedule", "catch-up", "deferred")
 LOG_EXCERPT_MAX = 32 * 1024
 #: The migration heads of this version (tests/core/test_history.py checks them against Alembic's
 #: script directory).  A database already at these heads opens without importing Alembic.
-SCHEMA_HEADS = frozenset({"backup_catalog", "daemon_jobs", "notify_state", "run_streaks"})
+SCHEMA_HEADS = frozenset({"backup_catalog", "daemon_jobs", "notify_state_node", "run_streaks"})
 #: the job_state row where history retention records the newest end of a run it deleted (job names start with
 #: a letter or digit: no job's state)
 RETENTION_STATE = ("_history", "runs_deleted_through")

@@ -69,9 +69,9 @@ class NotificationEngine:
         self.config = setup.config
         self.cfg = setup.config.notifications
         self.history = history
-        self.store = NotifyStore(history)
-        self.clock = clock
         self.node = setup.config.node
+        self.store = NotifyStore(history, self.node)
+        self.clock = clock
         self.router = Router(self.cfg)
         self.calendar = Calendar(setup.config)
         self.transports: dict[str, Transport] = {
@@ -584,12 +584,48 @@ class NotificationEngine:
         now = now or self.clock()
         if not self.active:
             return
-        for name, fn in (("escalation", self.check_escalations), ("missed runs", self.check_missed),
+        for name, fn in (("removed jobs", self.close_removed), ("escalation", self.check_escalations),
+                         ("missed runs", self.check_missed),
                          ("window notices", self.window_notices), ("delivery retries", self.retry_due)):
             try:
                 fn(now)
             except Exception as exc:
                 log.warning("notifications: %s check failed: %s", name, redact(str(exc)))
+
+    # -- jobs removed from the config -------------------------------------------------------
+
+    def close_removed(self, now: datetime) -> list[Event]:
+        """Close the open problems of jobs no longer in the config (removed or renamed) that this node recorded.
+
+        Nothing would ever resolve them: no run, no missed-run check, and their escalation and PagerDuty incident
+        stayed open.  The channels told about the problem get a ``resolved`` event saying the job was removed
+        (``details.closed``), not that it recovered.  A problem recorded by another node sharing the history is
+        left to that node: its config may still have the job."""
+        events: list[Event] = []
+        for ch in self.store.close_removed(sorted(self.setup.jobs), now):
+            key = self.dedup_key(ch.job, ch.check)
+            ev = Event(topic=ch.topic, state="resolved", severity=ch.severity, ts=now, job=ch.job, check=ch.check,
+                       since=ch.since, count=ch.count, repeats=ch.repeats, level=ch.level or None, dedup_key=key,
+                       only_channels=tuple(ch.channels),
+                       details={"closed": "job removed from the config", "node": self.node},
+                       title=f"{ch.job} {ch.check}: closed, job no longer in the config of {self.node} "
+                             "(not recovered)",
+                       text=f"The {ch.severity} {ch.topic} problem open since {self._fmt(ch.since)} "
+                            f"({ch.count} occurrence(s)) is closed: node {self.node}'s config has no job "
+                            f"{ch.job!r} any more (removed or renamed).")
+            events.append(ev)
+            if ch.level:
+                esc = self.cfg.escalation
+                name = esc.level_name(ch.level) if esc and ch.level <= len(esc.levels) else ""
+                events.append(Event(
+                    topic="escalation", state="resolved", severity=ch.severity, ts=now, job=ch.job, check=ch.check,
+                    level=ch.level, level_name=name, only_channels=(), dedup_key=key,
+                    title=f"escalation of {ch.job} ({ch.check}) stopped at level {ch.level} ({name}): job removed "
+                          "from the config", text=ev.title))
+        if events:
+            log.info("notifications: closed %d problem(s) of jobs no longer in the config", len(events))
+            self.dispatch(events, now)
+        return events
 
     # -- missed runs ------------------------------------------------------------------------
 

@@ -179,6 +179,8 @@ class Payload(BaseModel):
 
 ICON = {"critical": "🔴", "error": "🔴", "warning": "🟠", "info": "🔵"}
 RESOLVED_ICON = "✅"
+#: a problem closed without recovering (its job left the config)
+CLOSED_ICON = "⚪"
 
 
 def headline(events: list[Event]) -> str:
@@ -200,7 +202,8 @@ def render_text(events: list[Event]) -> str:
     (``summary``, ``findings``) carry the exact values."""
     blocks = []
     for e in events:
-        icon = RESOLVED_ICON if e.state == "resolved" else ICON.get(e.severity, "")
+        icon = (CLOSED_ICON if e.details.get("closed") else RESOLVED_ICON) if e.state == "resolved" else \
+            ICON.get(e.severity, "")
         lines = [f"{icon} {e.title}".strip()]
         if e.text:
             lines.append(e.text)

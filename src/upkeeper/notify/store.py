@@ -43,6 +43,9 @@ class NotifyStateRow(Base):
     summary: Mapped[str] = mapped_column(Text, default="")
     channels: Mapped[list[str]] = mapped_column(JSONType, default=list)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    #: the node whose observation last updated it (``config.node``): only that node closes the problem when its
+    #: job leaves the config (:meth:`NotifyStore.close_removed`)
+    node: Mapped[str | None] = mapped_column(String(255))
 
 
 class NotifyEventRow(Base):
@@ -104,8 +107,10 @@ class Change:
 class NotifyStore:
     """Notification tables, on the history database (SQLite or PostgreSQL)."""
 
-    def __init__(self, history: History) -> None:
+    def __init__(self, history: History, node: str | None = None) -> None:
         self.history = history
+        #: recorded on every (job, check) state this store updates
+        self.node = node
 
     # -- (job, check) state ------------------------------------------------------------------
 
@@ -124,7 +129,8 @@ class NotifyStore:
         t = NotifyStateRow.__table__
         s.execute(dialect_insert(self.history.dialect)(t).values([
             {"job": job, "check": check, "topic": topic, "state": "ok", "severity": "info", "since": now, "count": 0,
-             "suppressed": 0, "level": 0, "channels": [], "summary": "", "updated_at": now} for job in jobs
+             "suppressed": 0, "level": 0, "channels": [], "summary": "", "updated_at": now, "node": self.node}
+            for job in jobs
         ]).on_conflict_do_nothing(index_elements=["job", "check"]))
 
     def update(
@@ -139,6 +145,8 @@ class NotifyStore:
         with self.history.session() as s:
             row = self._row(s, job, check, topic, now)
             row.updated_at = now
+            if self.node is not None:
+                row.node = self.node
             if run_id is not None:
                 row.last_run_id = run_id
             if problem:
@@ -170,6 +178,26 @@ class NotifyStore:
                 row.since, row.last_notified_at, row.summary = now, now, redact(summary)[:2000]
                 return change
             return None
+
+    def close_removed(self, jobs: Sequence[str], now: datetime) -> list[Change]:
+        """Close the open problems of jobs missing from this node's config (any job not in ``jobs``) that this
+        node recorded (``node``); a kind ``resolved`` change each.  A problem another node recorded is that
+        node's: nodes sharing a history may run different configs."""
+        if self.node is None:
+            return []
+        q = (select(NotifyStateRow).where(NotifyStateRow.state == "problem", NotifyStateRow.node == self.node)
+             .order_by(NotifyStateRow.job, NotifyStateRow.check))
+        if jobs:
+            q = q.where(NotifyStateRow.job.not_in(list(jobs)))
+        out = []
+        with self.history.session() as s:
+            for row in s.scalars(q.with_for_update()):
+                out.append(Change("resolved", row.job, row.check, row.topic, row.severity, row.since, row.count,
+                                  row.suppressed, row.level, list(row.channels)))
+                row.state, row.count, row.suppressed, row.level, row.channels = "ok", 0, 0, 0, []
+                row.since, row.last_notified_at, row.updated_at = now, now, now
+                row.summary = "job removed from the config"
+        return out
 
     def add_channels(self, job: str, check: str, channels: Sequence[str]) -> None:
         with self.history.session() as s:

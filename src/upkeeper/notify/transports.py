@@ -8,6 +8,7 @@ state or retries.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import json
@@ -132,6 +133,7 @@ class Webhook(Transport):
 
 SLACK_COLORS = {"critical": "#d40e0d", "error": "#d40e0d", "warning": "#f2c744", "info": "#439fe0"}
 SLACK_RESOLVED = "#2eb886"
+SLACK_CLOSED = "#9e9e9e"  # a problem closed without recovering (its job left the config)
 
 
 def slack_text(text: str) -> str:
@@ -155,7 +157,8 @@ class Slack(Transport):
     def message(payload: dict[str, Any]) -> dict[str, Any]:
         attachments = []
         for e in payload["events"]:
-            color = SLACK_RESOLVED if e["state"] == "resolved" else SLACK_COLORS.get(e["severity"], "#439fe0")
+            color = ((SLACK_CLOSED if (e.get("details") or {}).get("closed") else SLACK_RESOLVED)
+                     if e["state"] == "resolved" else SLACK_COLORS.get(e["severity"], "#439fe0"))
             fields = [{"title": k, "value": str(e[k]), "short": True} for k in ("job", "target", "status")
                       if e.get(k)]
             attachments.append({
@@ -239,24 +242,72 @@ class PagerDuty(Transport):
 
 _APPRISE_LOCK = threading.Lock()
 _URL_PARTS = re.compile(r"[/?#&=@:;,+]")
+#: an SMTP reply in what apprise logs of a failed mail: ``Socket Exception: (550, b'5.7.1 …')`` (an
+#: ``SMTPResponseException``) or ``{'ops@example.com': (550, b'…')}`` (``SMTPRecipientsRefused``)
+_SMTP_REPLY = re.compile(r"\((\d{3}), b?['\"]([^'\"]{0,200})")
+#: an HTTP status in apprise's warning for a failed request: "Failed to send … notification: Bad Request - error=400."
+_HTTP_STATUS = re.compile(r"error=(\d{3})\b")
+
+
+class _ForwardWarnings(logging.Handler):
+    """apprise's warnings (what a failed delivery reports: the service, not its URL) on to upkeeper's log."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.WARNING)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        logging.getLogger("upkeeper.notify.apprise").handle(record)
+
+
+def _isolate_apprise_log() -> None:
+    """apprise's debug and info lines quote the service's URL with its token ("Telegram POST URL:
+    https://api.telegram.org/bot<token>/…", a Slack or Discord webhook's path): only the whole apprise URL is a
+    registered secret, so with the daemon at --log-level debug they reached the log unmasked.  They never
+    propagate now: only warnings are forwarded.  The logger itself stays at debug so that a failed delivery's own
+    capture (``notify(log_level=DEBUG)``) sees the line carrying the SMTP reply, which tells a permanent
+    rejection (5xx) from a temporary one (see :func:`apprise_failure`)."""
+    with _APPRISE_LOCK:
+        apprise_log = logging.getLogger("apprise")
+        if any(isinstance(h, _ForwardWarnings) for h in apprise_log.handlers):
+            return
+        apprise_log.addHandler(_ForwardWarnings())
+        apprise_log.propagate = False
+        apprise_log.setLevel(logging.DEBUG)
+
+
+def apprise_failure(lines: list[str]) -> tuple[bool, str]:
+    """Whether what apprise logged of a failed delivery shows a permanent failure, and the reply that tells.
+
+    Permanent: an SMTP 5xx reply (RFC 5321 § 4.2.1: "permanent negative completion" — a rejected recipient or
+    sender, a refused message, failed authentication), or an HTTP 4xx other than 408 and 429 (as for our own
+    HTTP channels).  Everything else (4xx SMTP replies, 5xx HTTP statuses, timeouts, connection errors, a
+    failure apprise does not describe) is temporary and retried."""
+    for line in lines:
+        m = _SMTP_REPLY.search(line)
+        if m is not None:
+            code = int(m.group(1))
+            reply = f"SMTP {code} {m.group(2)}".strip()
+            if 500 <= code < 600:
+                return True, reply
+            if 400 <= code < 500:
+                return False, reply
+        m = _HTTP_STATUS.search(line)
+        if m is not None:
+            code = int(m.group(1))
+            return 400 <= code < 500 and code not in (408, 429), f"HTTP {code}"
+    return False, ""
 
 
 class Apprise(Transport):
-    """Any apprise URL.  Apprise reports only success or failure, so failures count as transient,
-    except a URL apprise does not understand."""
+    """Any apprise URL.  A failure is permanent when what apprise logged of it says so (an SMTP 5xx reply, an
+    HTTP 4xx: :func:`apprise_failure`) or apprise does not understand the URL; otherwise it is retried."""
 
     kind = "apprise"
 
     def __init__(self, name: str, cfg: AppriseChannel) -> None:
         super().__init__(name)
         self.cfg = cfg
-        # apprise's debug and info lines quote the service's URL with its token ("Telegram POST URL:
-        # https://api.telegram.org/bot<token>/…", a Slack or Discord webhook's path): only the whole apprise URL
-        # is a registered secret, so with the daemon at --log-level debug they reached the log unmasked.  Its
-        # warnings (what a failed delivery reports) name the service, not the URL.
-        apprise_log = logging.getLogger("apprise")
-        if apprise_log.level < logging.WARNING:
-            apprise_log.setLevel(logging.WARNING)
+        _isolate_apprise_log()  # its debug lines quote the URL with its token: never logged
         # … and the libraries under it log the request path (urllib3 at debug: "POST /bot<token>/sendMessage"):
         # the URL's token-like parts are secrets of their own
         for part in _URL_PARTS.split((cfg.secret("url") or "").partition("://")[2]):
@@ -282,20 +333,43 @@ class Apprise(Transport):
             obj.socket_read_timeout = timeout
         sev = payload.get("severity", "info")
         resolved = all(e["state"] == "resolved" for e in payload["events"])
-        ntype = (apprise.NotifyType.SUCCESS if resolved else
+        closed = any((e.get("details") or {}).get("closed") for e in payload["events"])  # not recovered
+        ntype = (apprise.NotifyType.INFO if resolved and closed else apprise.NotifyType.SUCCESS if resolved else
                  apprise.NotifyType.FAILURE if sev in ("critical", "error") else
                  apprise.NotifyType.WARNING if sev == "warning" else apprise.NotifyType.INFO)
         app = apprise.Apprise()
         app.add(obj)
+        # apprise ≥ 2.3 returns each attempt's log lines, captured at the level asked for here: the debug line
+        # with a failed mail's SMTP reply tells a permanent rejection from a temporary one
+        extra: dict[str, Any] = {"log_level": logging.DEBUG} if _takes_log_level() else {}
         with apprise.LogCapture(level=logging.WARNING) as captured:  # type: ignore[no-untyped-call]
             # the body is plain text quoting log lines: apprise escapes it for HTML (email) and Markdown
             # services, so a quoted "<img onerror=…>" or "*bold*" is shown, not rendered
             ok = app.notify(title=payload["title"], body=payload["text"], notify_type=ntype,
-                            body_format=apprise.NotifyFormat.TEXT)
+                            body_format=apprise.NotifyFormat.TEXT, **extra)
         if not ok:
+            # this call's own lines when apprise returns them (the LogCapture buffer also gets the warnings of
+            # another thread's delivery sent meanwhile)
+            lines = [str(getattr(e, "message", "")) for result in (ok if extra and hasattr(ok, "__iter__") else ())
+                     for attempt in getattr(result, "attempts", ()) for e in getattr(attempt, "logs", ())]
+            lines = lines or captured.getvalue().splitlines()
+            permanent, reply = apprise_failure(lines)
             detail = " ".join(captured.getvalue().split())[-400:]
-            raise TransportError(f"apprise channel {self.name!r} failed" + (f": {detail}" if detail else ""))
+            if reply and reply not in detail:
+                detail = f"{detail} ({reply})" if detail else reply
+            raise TransportError(f"apprise channel {self.name!r} failed" + (f": {detail}" if detail else ""),
+                                 permanent=permanent)
         return "sent"
+
+
+@functools.cache
+def _takes_log_level() -> bool:
+    """Whether this apprise's ``notify`` takes ``log_level`` (and returns the attempts' log lines): ≥ 2.3."""
+    import inspect
+
+    import apprise
+
+    return "log_level" in inspect.signature(apprise.Apprise.__init__).parameters
 
 
 def build_transport(name: str, cfg: Any, node: str) -> Transport:

@@ -37,6 +37,9 @@ class SmtpServer:
     def __init__(self, port: int | None = None) -> None:
         self.port = port or free_port()
         self.messages: list[Received] = []
+        #: when set, the reply to every message's DATA instead of accepting it (e.g. "550 5.7.1 rejected" or
+        #: "451 4.3.0 try again later"): a server refusing mail, permanently or for now
+        self.reject: str | None = None
         self._cond = threading.Condition()
         self._controller: Any = None
 
@@ -47,6 +50,8 @@ class SmtpServer:
 
         class Handler:
             async def handle_DATA(self, _server: Any, session: Any, envelope: Any) -> str:
+                if server.reject is not None:
+                    return server.reject
                 msg = email.message_from_bytes(envelope.original_content or envelope.content,
                                                policy=email.policy.default)
                 with server._cond:
@@ -75,6 +80,7 @@ class SmtpServer:
     def clear(self) -> None:
         with self._cond:
             self.messages.clear()
+        self.reject = None
 
     def stop(self) -> None:
         if self._controller is not None:
