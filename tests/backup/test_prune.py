@@ -993,7 +993,7 @@ def test_a_lease_is_refreshed_while_the_set_is_written_and_gone_after_an_abort(t
     """The lease is rewritten every lease_refresh from a thread of its own (while the run waits for pg_dump),
     and an aborted set leaves nothing behind: no refresh writes the lease again once the set is deleted."""
     from upkeeper.backup.manifest import LEASE
-    from upkeeper.backup.sets import open_env, SetWriter
+    from upkeeper.backup.sets import SetWriter, open_env
     from upkeeper.config.loader import load_text
     from upkeeper.storage.base import get_bytes
 
