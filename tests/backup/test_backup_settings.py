@@ -81,8 +81,10 @@ def test_compression_threads_are_applied(tmp_path: Path, threads: int) -> None:
     gc.collect()  # an earlier test's compressor frees its threads when collected
     env = open_env(config, None, None)
     try:
+        writer = SetWriter(env, "files", "t", "d")
+        writer.hold_lease()  # (its refresh thread, started by the first upload, is not the compressor's)
         before = _native_threads()
-        upload = SetWriter(env, "files", "t", "d").upload("data.bin")
+        upload = writer.upload("data.bin")
         upload.write(os.urandom(1 << 20) * 4)
         during = _native_threads()
         record = upload.finish()

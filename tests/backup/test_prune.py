@@ -906,3 +906,116 @@ def test_a_set_deleted_from_one_storage_only_is_not_reported_deleted(cli: Any, m
     assert r.code == 0, r.output
     assert r.json()[0]["deleted"] == [old.id]
     assert old.id not in catalog_rows(cli, cfg)
+
+
+def _lease_env(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+    """A backup env whose one storage, "there", is of ``kind`` (real servers for s3 and sftp)."""
+    from upkeeper.backup.sets import open_env
+    from upkeeper.config.loader import load_text
+
+    if kind == "local":
+        (tmp_path / "store").mkdir()
+        conf: dict[str, Any] = {"kind": "local", "path": str(tmp_path / "store"), "fsync": False}
+    elif kind == "s3":
+        conf = request.getfixturevalue("s3_server").storage_config(request.getfixturevalue("s3_bucket"),
+                                                                   prefix="backups")
+    else:
+        conf = sftp_storage_config(request.getfixturevalue("sftp_server")).model_dump(mode="json",
+                                                                                     exclude_none=True)
+    config = load_text(json.dumps({"storages": {"there": conf}, "backup": {"encryption": "none"}}))
+    return open_env(config, None, None)
+
+
+@pytest.mark.parametrize("kind", ["local", "s3", "sftp"])
+def test_a_set_whose_writer_holds_a_fresh_lease_is_no_leftover(kind: str, request: pytest.FixtureRequest,
+                                                               tmp_path: Path) -> None:
+    """A set whose writer is alive but has uploaded nothing for longer than incomplete_after (pg_dump busy for
+    hours on a huge table before its next object): its lease — refreshed on the storage itself, so that a prune
+    on another node sees it — keeps prune from deleting its first objects.  A stale lease (the writer died)
+    protects nothing, and the lease is never taken for an object of the set."""
+    from upkeeper.backup.manifest import scan_sets
+    from upkeeper.backup.prune import index_sets, prune_series
+    from upkeeper.backup.sets import SetWriter
+    from upkeeper.config.backup import RetentionPolicy
+
+    env = _lease_env(kind, request, tmp_path)
+    s = env.storages[0]
+    try:
+        writer = SetWriter(env, "postgres", "db", "app")
+        up = writer.upload("globals.zst")
+        up.write(b"CREATE ROLE app;\n")
+        writer.add(up.finish())
+        bid = writer.id
+
+        def prune(now: datetime) -> Any:  # incomplete_after 0: every listed object counts as idle long enough
+            return prune_series([s], "db", "app", "postgres", RetentionPolicy(keep_last=5), default_tz="UTC",
+                                now=now, incomplete_after=timedelta(0))
+
+        report = prune(datetime.now(UTC))
+        assert report.incomplete_kept == [bid] and not report.incomplete_deleted and not report.errors, report
+        assert s.stat(writer.prefix + "globals.zst") is not None
+        from upkeeper.backup.manifest import LEASE, LEASE_TTL
+
+        [st] = scan_sets(s, "db", "app")
+        assert [o.key for o in st.objects] == [writer.prefix + "globals.zst"] and st.lease is not None, st
+        # the writer carries on and commits: its lease is gone, the manifest names its objects only
+        up = writer.upload("dump.zst")
+        up.write(b"x" * 1000)
+        writer.add(up.finish())
+        manifest = writer.commit({})
+        assert sorted(o.key for o in s.list(writer.prefix)) == [writer.prefix + n for n in
+                                                                ("dump.zst", "globals.zst", "manifest.json")]
+        assert [o.name for o in manifest.objects] == ["globals.zst", "dump.zst"]
+        # a lease left beside a complete set (its deletion failed) is no object of it: listed, indexed, kept
+        put_bytes(s, writer.prefix + LEASE, b"{}")
+        [st] = scan_sets(s, "db", "app")
+        assert st.complete and LEASE not in {o.key.rsplit("/", 1)[1] for o in st.objects}, st
+        errors: list[str] = []
+        assert bid in index_sets([s], "db", "app", errors)[("db", "app")].complete and not errors
+        # another set whose writer died: its lease goes stale and protects it no more
+        dead = SetWriter(env, "postgres", "db", "app")
+        up = dead.upload("globals.zst")
+        up.write(b"CREATE ROLE app;\n")
+        dead.add(up.finish())
+        assert dead.lease is not None
+        dead.lease.stop()  # (as kill -9 would: no refresh, no deletion)
+        report = prune(datetime.now(UTC))
+        assert report.incomplete_kept == [dead.id], report
+        report = prune(datetime.now(UTC) + LEASE_TTL + timedelta(minutes=1))
+        assert report.incomplete_deleted == [dead.id] and not report.errors, report
+        assert list(s.list(dead.prefix)) == []
+        assert report.decisions and [d.item.id for d in report.decisions] == [bid]
+    finally:
+        env.close()
+
+
+def test_a_lease_is_refreshed_while_the_set_is_written_and_gone_after_an_abort(tmp_path: Path) -> None:
+    """The lease is rewritten every lease_refresh from a thread of its own (while the run waits for pg_dump),
+    and an aborted set leaves nothing behind: no refresh writes the lease again once the set is deleted."""
+    from upkeeper.backup.manifest import LEASE
+    from upkeeper.backup.sets import SetWriter, open_env
+    from upkeeper.config.loader import load_text
+    from upkeeper.storage.base import get_bytes
+
+    store = tmp_path / "store"
+    store.mkdir()
+    config = load_text(json.dumps({"storages": {"here": {"kind": "local", "path": str(store), "fsync": False}},
+                                   "node": "n1"}))
+    env = open_env(config, None, None, job="db-backup", run_id=7)
+    try:
+        writer = SetWriter(env, "postgres", "db", "app", lease_refresh=timedelta(seconds=0.1))
+        writer.hold_lease()
+        first = json.loads(get_bytes(env.storages[0], writer.prefix + LEASE))
+        assert (first["backup"], first["pid"], first["job"], first["run_id"], first["node"]) == (
+            writer.id, os.getpid(), "db-backup", 7, "n1"), first
+        deadline = time.monotonic() + 5
+        while json.loads(get_bytes(env.storages[0], writer.prefix + LEASE))["refreshed_at"] == \
+                first["refreshed_at"]:
+            assert time.monotonic() < deadline, "the lease was never refreshed"
+            time.sleep(0.05)
+        writer.abort()
+        time.sleep(0.3)  # (three refresh intervals: none may bring the lease back)
+        assert not (store / writer.prefix).exists() or list((store / writer.prefix).iterdir()) == []
+        assert list(env.storages[0].list("db/")) == []
+    finally:
+        env.close()

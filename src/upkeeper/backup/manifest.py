@@ -14,7 +14,7 @@ import re
 import secrets
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from upkeeper import __version__
@@ -25,6 +25,17 @@ from upkeeper.errors import BackupError, StorageError
 from upkeeper.storage.base import ObjectInfo, Storage, delete_prefix, get_bytes
 
 MANIFEST = "manifest.json"
+#: A set being written holds a lease: this small object under its prefix (the writer's host, pid, run and times,
+#: as JSON), written as the set starts, rewritten every LEASE_REFRESH while the run is alive, deleted at commit or
+#: abort.  Prune leaves an incomplete set whose lease is younger than LEASE_TTL (by the storage's modification
+#: time), whatever ``incomplete_after`` says: a dump that works for hours between two uploads is no leftover.
+#: Never a backup object: :func:`scan_sets` keeps it apart (:attr:`StoredSet.lease`), manifests never name it.
+LEASE = ".writing"
+LEASE_REFRESH = timedelta(minutes=10)
+#: Three refresh intervals: a lease survives two missed refreshes (a storage briefly unreachable, a refresh
+#: slowed behind a big upload) and some clock skew between the prune's host and the storage's clock, yet a writer
+#: that died (kill -9, a host gone) stops protecting its set within half an hour.
+LEASE_TTL = 3 * LEASE_REFRESH
 FORMAT_VERSION = 1
 _SURROGATE = re.compile("[\ud800-\udfff]")
 ID_RE = re.compile(r"^(\d{8}T\d{6}Z)-([0-9a-f]{6})$")
@@ -314,6 +325,8 @@ class StoredSet:
     database: str
     id: str
     objects: list[ObjectInfo]
+    #: the writer's lease (:data:`LEASE`), when the storage holds one: never among ``objects``
+    lease: ObjectInfo | None = None
 
     @property
     def prefix(self) -> str:
@@ -353,13 +366,19 @@ def scan_sets(storage: Storage, target: str | None = None, database: str | None 
         if database:
             prefix += f"{database}/"
     groups: dict[tuple[str, str, str], list[ObjectInfo]] = {}
+    leases: dict[tuple[str, str, str], ObjectInfo] = {}
     for obj in storage.list(prefix):
         parts = obj.key.split("/")
         if len(parts) < 4:
             continue
-        groups.setdefault((parts[0], parts[1], parts[2]), []).append(obj)
+        key = (parts[0], parts[1], parts[2])
+        if len(parts) == 4 and parts[3] == LEASE:
+            leases[key] = obj
+            groups.setdefault(key, [])
+            continue
+        groups.setdefault(key, []).append(obj)
     for (t, db, bid), objs in sorted(groups.items()):
-        yield StoredSet(storage, t, db, bid, objs)
+        yield StoredSet(storage, t, db, bid, objs, leases.get((t, db, bid)))
 
 
 def delete_set(storage: Storage, target: str, database: str, backup_id: str) -> int:

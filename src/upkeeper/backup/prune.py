@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from upkeeper.backup.manifest import (
+    LEASE_TTL,
     MANIFEST,
     Manifest,
     StoredSet,
@@ -88,6 +89,9 @@ class SetIndex:
     damaged: dict[str, list[tuple[Storage, str]]] = field(default_factory=dict)
     #: complete sets that re-encrypt another (``backups rekey``): their id -> the id of the set they replace
     rekeyed_from: dict[str, str] = field(default_factory=dict)
+    #: incomplete sets whose writer's lease (:data:`~upkeeper.backup.manifest.LEASE`) any storage holds: its
+    #: newest refresh (the storage's modification time) by id
+    leases: dict[str, datetime] = field(default_factory=dict)
 
 
 def index_sets(storages: Sequence[Storage], target: str | None = None, database: str | None = None,
@@ -154,6 +158,9 @@ def index_sets(storages: Sequence[Storage], target: str | None = None, database:
                 if active is None or (st.last_activity is not None and st.last_activity > active):
                     active = st.last_activity  # the latest activity on any storage
                 idx.incomplete[st.id] = (active, [*where2, storage])
+                lease = st.lease.modified if st.lease is not None else None
+                if lease is not None and (st.id not in idx.leases or lease > idx.leases[st.id]):
+                    idx.leases[st.id] = lease
     return out
 
 
@@ -327,6 +334,13 @@ def prune_series(
         if bid in idx.complete and set(s.name for s in where) & set(s.name for s in idx.complete[bid][2]):
             continue
         if active is not None and now - active < incomplete_after:
+            report.incomplete_kept.append(bid)
+            continue
+        # its writer is alive (its lease refreshed lately), though busy elsewhere for longer than incomplete_after
+        # (pg_dump on a huge table before the next upload): not a leftover.  A stale lease (the writer died)
+        # protects nothing.
+        lease = idx.leases.get(bid)
+        if lease is not None and now - lease < LEASE_TTL:
             report.incomplete_kept.append(bid)
             continue
         # its listed objects are old, but one may still be on its way (a dump streaming for longer than

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
+import os
+import socket
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from upkeeper.backup.crypto import Encryption, encryption_from
 from upkeeper.backup.manifest import (
+    LEASE,
+    LEASE_REFRESH,
     Manifest,
     check_objects_stored,
     delete_set,
@@ -25,6 +30,7 @@ from upkeeper.config.models import Config
 from upkeeper.errors import BackupError, TaskError
 from upkeeper.shield import shielded
 from upkeeper.storage import Storage, open_storage
+from upkeeper.storage.base import put_bytes
 
 if TYPE_CHECKING:  # only the tasks that open a catalog load it
     from upkeeper.backup.catalog import Catalog
@@ -87,6 +93,10 @@ class BackupEnv:
     run_id: int | None = None
     leftovers_cleaned: bool = False
     warming: threading.Thread | None = None  # Catalog.warm, see warm_catalog
+    #: the storages opened again for the sets' leases (see lease_storages)
+    _lease_storages: list[Storage] | None = field(default=None, repr=False)
+    #: the leases taken by this env's sets (stopped at close, should a set be neither committed nor aborted)
+    leases: list[Lease] = field(default_factory=list, repr=False)
 
     @property
     def storage_names(self) -> list[str]:
@@ -102,9 +112,26 @@ class BackupEnv:
             self.warming = threading.Thread(target=self.catalog.warm, daemon=True, name="catalog-warm")
             self.warming.start()
 
+    def lease_storages(self) -> list[Storage]:
+        """The storages again, each opened a second time (once per env) for the leases' refresh thread: it never
+        shares a connection (an SSH session, an S3 client) with the uploads running beside it."""
+        if self._lease_storages is None:
+            self._lease_storages = []
+            for s in self.storages:
+                conf = self.config.storages.get(s.name)
+                try:
+                    self._lease_storages.append(open_storage(s.name, conf) if conf is not None else s)
+                except Exception as exc:  # (opening is lazy for the remote kinds: this hardly fails)
+                    log.warning("could not open storage %s for the backup's lease: %s", s.name,
+                                getattr(exc, "message", exc))
+        return self._lease_storages
+
     def close(self) -> None:
+        for lease in self.leases:
+            lease.stop()
         if self.warming is not None:
             self.warming.join(timeout=60)  # (a query of the history database: its busy_timeout bounds it)
+        close_storages([s for s in self._lease_storages or [] if all(s is not t for t in self.storages)])
         close_storages(self.storages)
 
     def encryption_info(self) -> dict[str, Any]:
@@ -125,6 +152,54 @@ def open_env(config: Config, storages_wanted: Sequence[str] | None, catalog: Cat
                      job=job, node=config.node, run_id=run_id)
 
 
+class Lease:
+    """A set's lease on its storages (:data:`~upkeeper.backup.manifest.LEASE`): written by :meth:`start`,
+    rewritten every ``refresh`` by a thread of its own, deleted by :meth:`release`.  Prune leaves the set while the
+    lease is fresh.  Failing to write or delete it fails nothing (it is logged): without a fresh lease the set is
+    judged by ``incomplete_after`` as before, and the commit still refuses a set that lost an object."""
+
+    def __init__(self, storages: Sequence[Storage], key: str, info: dict[str, Any], refresh: timedelta) -> None:
+        self.storages = list(storages)
+        self.key = key
+        self.info = info
+        self.refresh = refresh
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _write(self) -> None:
+        body = json.dumps({**self.info, "refreshed_at": datetime.now(UTC).isoformat()}, sort_keys=True).encode()
+        for s in self.storages:
+            try:
+                put_bytes(s, self.key, body)
+            except Exception as exc:
+                log.warning("could not write the lease %s on %s (a prune may take the set for a leftover): %s",
+                            self.key, s.name, getattr(exc, "message", exc))
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.refresh.total_seconds()):
+            self._write()
+
+    def start(self) -> None:
+        self._write()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="backup-lease")
+        self._thread.start()
+
+    def stop(self) -> None:
+        """No more refreshes (waits for one under way, so none lands after the lease is deleted)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def release(self) -> None:
+        self.stop()
+        for s in self.storages:
+            try:
+                s.delete(self.key)
+            except Exception as exc:  # stale within LEASE_TTL; deleted with the set
+                log.warning("could not delete the lease %s on %s: %s", self.key, s.name,
+                            getattr(exc, "message", exc))
+
+
 @dataclass
 class SetWriter:
     """Objects of one set, then its manifest (the commit marker), then its catalog row."""
@@ -137,10 +212,22 @@ class SetWriter:
     id: str = ""
     objects: list[ObjectRecord] = field(default_factory=list)
     committed: bool = False
+    lease_refresh: timedelta = LEASE_REFRESH
+    lease: Lease | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if not self.id:
             self.id = new_backup_id(self.started_at)
+
+    def hold_lease(self) -> None:
+        """Take the set's lease on its storages (once; :meth:`upload` does, before the first object)."""
+        if self.lease is None and not self.committed:
+            self.lease = Lease(self.env.lease_storages(), self.prefix + LEASE,
+                               {"backup": self.id, "host": socket.gethostname(), "pid": os.getpid(),
+                                "node": self.env.node, "job": self.env.job, "run_id": self.env.run_id,
+                                "started_at": self.started_at.isoformat()}, self.lease_refresh)
+            self.env.leases.append(self.lease)
+            self.lease.start()
 
     @property
     def prefix(self) -> str:
@@ -152,6 +239,9 @@ class SetWriter:
                               "Try: set backup -> encryption -> recipients (age public keys)")
         if any(o.name == name for o in self.objects):
             raise BackupError(f"object {name} written twice in backup {self.id}")
+        if name == LEASE:
+            raise BackupError(f"{LEASE} is the name of a set's lease, not of an object")
+        self.hold_lease()
         self.env.warm_catalog()
         return ObjectUpload(self.env.storages, self.prefix + name, name, level=self.env.settings.compression_level,
                             threads=self.env.settings.compression_threads, encryption=self.env.encryption, role=role)
@@ -170,6 +260,8 @@ class SetWriter:
         check_objects_stored(self.env.storages, manifest)  # nothing deleted them meanwhile (a prune, elsewhere)
         write_manifest(self.env.storages, manifest)
         self.committed = True
+        if self.lease is not None:  # after the manifest: the set is never without one or the other
+            self.lease.release()
         if self.env.catalog is not None:
             try:
                 self.env.catalog.record(manifest, self.env.storage_names, run_id=self.env.run_id)
@@ -183,6 +275,8 @@ class SetWriter:
         """Remove what this set wrote (best effort; leftovers are cleaned as incomplete sets later)."""
         if self.committed:
             return
+        if self.lease is not None:  # no refresh may write it again once the set is deleted
+            self.lease.stop()
         for s in self.env.storages:
             try:
                 delete_set(s, self.target, self.database, self.id)

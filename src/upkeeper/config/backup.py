@@ -220,7 +220,8 @@ class BackupSettings(StrictModel):
                                                "Source: see its own options")
     incomplete_after: Duration = Field(
         default=timedelta(hours=24),
-        description="a backup set without a manifest older than this is a leftover of a crashed run and is "
+        description="a backup set without a manifest, untouched for this long and without a fresh lease of its "
+        "writer (refreshed every 10 minutes while the run is alive), is a leftover of a crashed run and is "
         "deleted. Source: upkeeper default (no backup runs 24 h)")
     work_dir: str | None = Field(
         None, description="directory for the temporary files of directory-format dumps, Redis RDB checks, "
