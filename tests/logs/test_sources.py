@@ -400,6 +400,7 @@ def _create_with_inode(path: Path, inode: int) -> bool:
         path.rename(path.with_name(f"junk-{i}"))
     for junk in path.parent.glob("junk-*"):
         junk.unlink()
+    path.write_bytes(b"")  # the last try was renamed away: the file must exist, with whatever inode it gets
     return False
 
 
