@@ -38,7 +38,7 @@ def test_postgres_and_errors(cli: Any, tmp_path: Path) -> None:
     app.write_text('{"level":"error","msg":"x","err":{"type":"TypeError","message":"boom","stack":"TypeError: boom"}}\n')
     r = cli(["logs", "errors", str(app), "--json"])
     assert r.json()["app"]["exceptions"] == [{"type": "TypeError", "message": "boom", "count": 1,
-                                              "example": "TypeError: boom"}]
+                                              "example": "TypeError: boom", "sources": [str(app)]}]
 
 
 def test_usage_errors(cli: Any, tmp_path: Path) -> None:
@@ -107,7 +107,7 @@ def test_errors_reads_a_big_application_log_in_pieces_without_cutting_a_trace(cl
     r = cli(["logs", "errors", str(app), "--json"])
     assert r.code == 0, r.output
     assert r.json()["app"]["exceptions"] == [{"type": "ValueError", "message": "card declined", "count": 2,
-                                              "example": trace.rstrip("\n")}]  # the whole trace
+                                              "example": trace.rstrip("\n"), "sources": [str(app)]}]  # the whole trace
 
 
 def test_upstream_time_of_retried_requests_adds_up(cli: Any, tmp_path: Path) -> None:
@@ -155,9 +155,32 @@ def test_errors_reads_a_compressed_nginx_error_log(cli: Any, tmp_path: Path) -> 
     assert (rep["nginx"]["lines"], rep["nginx"]["unparsed"]) == (2, 0)
     assert rep["app"]["exceptions"] == [{"type": "TypeError", "message": "boom", "count": 1,
                                          "example": '{"level":"error","msg":"x","err":{"type":"TypeError",'
-                                                    '"message":"boom"}}'}]
+                                                    '"message":"boom"}}', "sources": [str(app)]}]
     text = cli(["logs", "errors", "--nginx", str(gz)])
     assert text.code == 0 and "2 lines" in text.out
+
+
+PHP_FPM_LOG = Path(__file__).parents[1] / "logs" / "applogs" / "nginx-php-fpm-error.log"
+
+
+def test_errors_shows_the_php_exceptions_php_fpm_relayed_into_nginx_error_log(cli: Any, tmp_path: Path) -> None:
+    """PHP 8.2's uncaught exceptions, relayed by PHP-FPM into nginx's error log (real output, see
+    tests/logs/applogs/README.md), are exception groups for the logs.errors task; `upkeeper logs errors --nginx`
+    showed message classes only.  A log that ends inside such an entry (its closing quote never came) keeps it."""
+    r = cli(["logs", "errors", "--nginx", str(PHP_FPM_LOG), "--json"])
+    assert r.code == 0, r.output
+    groups = {(g["type"], g["message"]): g["count"] for g in r.json()["app"]["exceptions"]}
+    assert groups[("InvalidArgumentException", "order id <n> is not valid")] == 2, groups
+    assert groups[("RuntimeException", "cannot load order <n>")] == 2, groups  # its cause a PDOException
+    assert all(g["sources"] == [str(PHP_FPM_LOG)] for g in r.json()["app"]["exceptions"])
+    text = cli(["logs", "errors", "--nginx", str(PHP_FPM_LOG)])
+    assert text.code == 0 and "application exceptions" in text.out and "PDOException" in text.out, text.out
+    # the log cut inside the first entry's stack trace: that exception is still read
+    cut = tmp_path / "error.log"
+    raw = PHP_FPM_LOG.read_bytes()
+    cut.write_bytes(raw[:raw.index(b"#1 {main}")])
+    got = cli(["logs", "errors", "--nginx", str(cut), "--json", "--no-rotated"]).json()
+    assert [(g["type"], g["count"]) for g in got["app"]["exceptions"]] == [("InvalidArgumentException", 1)], got
 
 
 def test_html_path_and_directories_are_usage_errors(cli: Any, tmp_path: Path) -> None:

@@ -390,6 +390,7 @@ def errors_cmd(
         ng = NginxErrorStats()
         for lf in ng_files:
             _feed_file(lf, ng.feed, notes)
+            ng.finish()  # an entry never goes on in the next file: one the file ends inside is read as it is
         out["nginx"] = {"lines": ng.lines, "unparsed": ng.unparsed, "levels": dict(ng.levels),
                         "upstream": ng.upstream,
                         "classes": [{"level": lv, "class": c, "count": n} for (lv, c), n in ng.classes.most_common(20)]}
@@ -398,8 +399,13 @@ def errors_cmd(
         for lf in app_files:
             _feed_file(lf, app_stats.feed, notes)  # streamed: an application log can be gigabytes
             app_stats.finish()
+    if ng is not None:
+        # PHP-FPM's uncaught exceptions relayed into nginx's error log are exception groups, as the task counts them
+        app_stats = ng.php_into(app_stats)
+    if app_stats is not None:
         out["app"] = {"lines": app_stats.lines, "levels": dict(app_stats.levels), "exceptions": [
-            {"type": g.kind, "message": g.message, "count": g.count, "example": g.example}
+            {"type": g.kind, "message": g.message, "count": g.count, "example": g.example,
+             "sources": sorted(g.sources)}
             for g in sorted(app_stats.exceptions.values(), key=lambda g: -g.count)]}
     out["read_notes"] = _warn_read_notes(notes)
     out["files"] = [{"path": lf.path, "compressed": lf.gz} for lf in ng_files + app_files]

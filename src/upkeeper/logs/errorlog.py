@@ -227,6 +227,19 @@ class NginxErrorStats:
     #: the lines of the open entry's PHP messages so far
     _php_text: list[str] | None = None
 
+    def php_into(self, app: AppLogStats | None) -> AppLogStats | None:
+        """``app`` with the exception groups of what PHP-FPM relayed added (the same group as in PHP's own log,
+        when both are read): a new AppLogStats when ``app`` is None and there are some; ``app`` unchanged when
+        there are none."""
+        if self.php is None or not self.php.exceptions:
+            return app
+        app = app if app is not None else AppLogStats()
+        for gid, g in self.php.exceptions.items():
+            mine = app.exceptions.setdefault(gid, ExceptionGroup(g.kind, g.message, example=g.example, cause=g.cause))
+            mine.count += g.count
+            mine.sources |= g.sources
+        return app
+
     def finish(self) -> None:
         """Read the PHP messages of an entry whose closing line never came (the log ends inside it)."""
         if self._php_text is not None:

@@ -146,15 +146,9 @@ class ErrorLogs(Task[ErrorLogsOptions]):
                 for pat in unmatched:
                     findings.append(Finding("logs.errors.missing", Severity.WARNING, pat, self._no_match(pat),
                                             "set app_logs to the files your application writes"))
-        if ng is not None and ng.php is not None and ng.php.exceptions:
+        if ng is not None:
             # PHP-FPM's uncaught exceptions, relayed into nginx's error log: exception groups as in PHP's own log
-            # (the same group when both are read)
-            app = app or errorlog.AppLogStats()
-            for gid, g in ng.php.exceptions.items():
-                mine = app.exceptions.setdefault(gid, errorlog.ExceptionGroup(g.kind, g.message, example=g.example,
-                                                                              cause=g.cause))
-                mine.count += g.count
-                mine.sources |= g.sources
+            app = ng.php_into(app)
         seconds = time.monotonic() - t0
         findings += plan_findings("errors", plan_notes, options.rotated_dirs) + read_findings("errors", read_notes)
         saved = ctx.state.get(GROUPS_KEY)
