@@ -1019,3 +1019,45 @@ def test_a_lease_is_refreshed_while_the_set_is_written_and_gone_after_an_abort(t
         assert list(env.storages[0].list("db/")) == []
     finally:
         env.close()
+
+
+def test_installations_sharing_a_storage_never_prune_each_others_backups(cli: Any, make_config: Any,
+                                                                         tmp_path: Path) -> None:
+    """Two installations with histories of their own (one config copied to two web servers) back up a target of
+    the same name to one storage: each one's retention counted the other's backups as its own (keep_last 2
+    left each node one backup).  Now each keeps its own, warns, and `backups sync` adopts the other's."""
+    store = tmp_path / "store"
+    cfgs: dict[str, Path] = {}
+    for node in ("web-a", "web-b"):
+        src = tmp_path / f"src-{node}"
+        src.mkdir()
+        (src / "f.txt").write_text(node)
+        cfgs[node] = make_config({
+            "node": node, "history": str(tmp_path / f"{node}.db"),
+            "targets": {"app": {"kind": "app", "root": str(src)}},
+            "storages": {"local1": {"kind": "local", "path": str(store), "fsync": False}},
+            "backup": {"encryption": "none",
+                       "retention": {"keep_last": 2, "keep_daily": 0, "keep_weekly": 0, "keep_monthly": 0}},
+            "jobs": {"files": {"task": "files.backup", "target": "app", "options": {"paths": [str(src)]}}},
+        }, name=f"{node}.yaml")
+    written: dict[str, list[str]] = {n: [] for n in cfgs}
+    last: dict[str, Any] = {}
+    for _ in range(2):
+        for node, cfg in cfgs.items():
+            r = cli(["--config", cfg, "run", "files", "--json"])
+            assert r.code == 0, r.output
+            last[node] = r.json()[0]
+            written[node].append(last[node]["artifacts"][0]["id"])
+    assert {p.parent.name for p in store.rglob("manifest.json")} == {*written["web-a"], *written["web-b"]}
+    warned = [f for f in last["web-a"]["findings"] if f["check"] == "backup.foreign_sets"]
+    assert len(warned) == 1 and "web-b" in warned[0]["message"] and "1 backup(s)" in warned[0]["message"], warned  # web-b's first
+    r = cli(["--config", cfgs["web-a"], "backups", "prune", "--dry-run", "--json"])
+    assert r.code == 0, r.output
+    (series,) = r.json()
+    assert [b["id"] for b in series["backups"]] == written["web-a"][::-1]
+    assert series["foreign"] == [{"id": i, "node": "web-b"} for i in sorted(written["web-b"])]
+    # a host rebuilt under a new name takes its predecessor's backups over by a sync
+    r = cli(["--config", cfgs["web-a"], "backups", "sync", "--json"])
+    assert r.code == 0 and r.json()["adopted_nodes"] == {"web-b": 2}, r.output
+    r = cli(["--config", cfgs["web-a"], "backups", "prune", "--dry-run", "--json"])
+    assert "foreign" not in r.json()[0] and len(r.json()[0]["backups"]) == 4

@@ -246,6 +246,19 @@ class Catalog:
         with contextlib.suppress(Exception), self.history.transaction() as conn:
             self._locked(conn, "")
 
+    def known_ids(self, ids: Iterable[str]) -> set[str]:
+        """Those of ``ids`` the catalog has a row of."""
+        want = list(ids)
+        with self.history.transaction() as conn:
+            return {r[0] for r in conn.execute(select(_backups.c.id).where(_backups.c.id.in_(want)))} if want else set()
+
+    def nodes_seen(self) -> set[str]:
+        """Every node that recorded a run or ran a daemon in this history: the nodes sharing it."""
+        with self.history.transaction() as conn:
+            got = {r[0] for r in conn.execute(select(tables.runs.c.node).distinct())}
+            got |= {r[0] for r in conn.execute(select(tables.daemons.c.node).distinct())}
+        return {n for n in got if n}
+
     def get(self, backup_id: str) -> CatalogRow | None:
         with self.history.transaction() as conn:
             got = conn.execute(select(_backups).where(_backups.c.id == backup_id)).first()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
@@ -49,6 +49,9 @@ class SeriesReport:
     #: what retention deleted from some of its storages only (the others failed, named in ``errors``): not in
     #: ``deleted`` — a copy is left, and the catalog still names its storage; the next prune retries
     delete_failed: list[str] = field(default_factory=list)
+    #: complete sets of the series written by a node this history knows nothing of (:func:`foreign_sets`), by id:
+    #: that node — never counted, never deleted
+    foreign: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, object]:
         d: dict[str, object] = {
@@ -60,6 +63,8 @@ class SeriesReport:
         }
         if self.delete_failed:
             d["delete_failed"] = self.delete_failed
+        if self.foreign:
+            d["foreign"] = [{"id": bid, "node": node} for bid, node in sorted(self.foreign.items())]
         if self.interrupted:
             d.update(interrupted=True, not_deleted=self.not_deleted)
         return d
@@ -92,6 +97,8 @@ class SetIndex:
     #: incomplete sets whose writer's lease (:data:`~upkeeper.backup.manifest.LEASE`) any storage holds: its
     #: newest refresh (the storage's modification time) by id
     leases: dict[str, datetime] = field(default_factory=dict)
+    #: the node that wrote each complete set (its manifest's ``node``; None in manifests of older versions)
+    nodes: dict[str, str | None] = field(default_factory=dict)
 
 
 def index_sets(storages: Sequence[Storage], target: str | None = None, database: str | None = None,
@@ -152,6 +159,7 @@ def index_sets(storages: Sequence[Storage], target: str | None = None, database:
                 kind, t, where = idx.complete.get(st.id, (m.kind, m.started_at, []))
                 if m.rekeyed_from:
                     idx.rekeyed_from[st.id] = m.rekeyed_from
+                idx.nodes.setdefault(st.id, m.node)
                 idx.complete[st.id] = (kind, t, [*where, storage])
             else:
                 active, where2 = idx.incomplete.get(st.id, (st.last_activity, []))
@@ -247,6 +255,29 @@ def _write_in_progress(storages: Sequence[Storage], prefix: str, since: datetime
     return False
 
 
+def foreign_sets(idx: SetIndex, ids: Iterable[str], catalog: Catalog | None, node: str | None) -> dict[str, str]:
+    """Of the complete sets ``ids``, those another upkeeper installation wrote (by id: its node): written by a node
+    other than ``node``, not in the catalog, by a node that never recorded a run or a daemon in this history.
+
+    Two installations with histories of their own (a config copied to every web server) that name their targets
+    alike and share a storage write one series: each one's retention counted the other's backups as its own and
+    deleted them (keep_last 2 left each node one backup; a day's slot kept whichever node ran last).  Nodes
+    sharing one history (``history: postgresql://…``) know each other's runs and backups, so theirs is one series
+    as meant.  ``backups sync`` adopts such sets into the catalog (a host rebuilt under a new name takes over its
+    predecessor's backups)."""
+    if catalog is None or not node:
+        return {}
+    others = {bid: n for bid in ids if (n := idx.nodes.get(bid)) and n != node}
+    if not others:
+        return {}
+    recorded = catalog.known_ids(others)
+    unknown = {bid: n for bid, n in others.items() if bid not in recorded}
+    if not unknown:
+        return {}
+    seen = catalog.nodes_seen()
+    return {bid: n for bid, n in unknown.items() if n not in seen}
+
+
 def prune_series(
     storages: Sequence[Storage],
     target: str,
@@ -262,10 +293,12 @@ def prune_series(
     index: dict[tuple[str, str], SetIndex] | None = None,
     known: Manifest | None = None,
     report: SeriesReport | None = None,
+    node: str | None = None,
 ) -> SeriesReport:
     """``known``: the manifest of the set just written (with its ``sha256``), which, like those the catalog
     recorded, is not parsed again if the storages hold it as written.  ``report``: filled as the prune goes
-    (so that a caller stopped by a signal can say what was done), else a new one."""
+    (so that a caller stopped by a signal can say what was done), else a new one.  ``node``: this node's name;
+    sets another installation wrote (:func:`foreign_sets`) are left alone, listed in the report's ``foreign``."""
     report = report if report is not None else SeriesReport(target, database, kind)
     if index is None:
         manifests = recorded_manifests(catalog, target, database)
@@ -274,6 +307,9 @@ def prune_series(
         index = index_sets(storages, target, database, report.errors, known=manifests)
     idx = index.get((target, database), SetIndex())
     sets = {i: v for i, v in idx.complete.items() if v[0] == kind}
+    report.foreign = foreign_sets(idx, sets, catalog, node)
+    for bid in report.foreign:
+        del sets[bid]
     # A set being re-encrypted ('backups rekey') and its complete re-encryption hold the same data at the same
     # time: the policy sees the new one only, so it never deletes that in favour of the old one (which rekey then
     # deletes), and the old one stays until rekey — or rekey run again after a crash — removes it.

@@ -1456,7 +1456,7 @@ def run_prune(setup: Setup, storages: list[Storage], catalog: Catalog, *, target
         prune_series(storages, report.target, report.database, report.kind, policy,
                      default_tz=setup.config.timezone, now=now or datetime.now(UTC),
                      incomplete_after=setup.config.backup.incomplete_after, catalog=catalog, dry_run=dry_run,
-                     index=index, report=report)
+                     index=index, report=report, node=setup.config.node)
         progress.finished += 1
     if not dry_run:
         clean_leftovers(storages, setup.config.backup.incomplete_after, errors, target)
@@ -1537,6 +1537,9 @@ def _print_prune(setup: Setup, reports: list[SeriesReport], dry_run: bool, as_js
             t.add_row(bid, "—", "would delete" if dry_run else "deleted", "incomplete (no manifest), old")
         for bid in r.incomplete_kept:
             t.add_row(bid, "—", "keep", "incomplete, may still be running")
+        for bid, node in sorted(r.foreign.items()):
+            t.add_row(bid, "—", "leave alone", f"written by node {node}, unknown to this history (another "
+                      "installation? 'upkeeper backups sync' adopts it)")
         console.print(t)
         for e in r.errors:
             err_console.print(f"[fail]error[/fail] {escape(e)}", highlight=False)
@@ -1591,6 +1594,8 @@ def sync_cmd(
         # the catalog read before storage is listed: a set recorded meanwhile (a backup finishing) is not in
         # ``rows``, so it is never taken for a row whose set vanished from storage
         rows = {r.id: r for r in catalog.list()}
+        nodes_seen = catalog.nodes_seen() | {config.node}
+        adopted: dict[str, int] = {}  # sets of nodes this history did not know (see prune.foreign_sets), by node
         index = index_sets(storages, None, None, errors, unlisted, read=manifests)
         found: dict[str, int] = {s.name: 0 for s in storages}  # sets with a manifest, readable or not
         unreadable: dict[str, set[str]] = {}  # set id -> storages where its manifest could not be read
@@ -1632,6 +1637,8 @@ def sync_cmd(
                 catalog.record(manifest, sorted(holders))
                 catalog.set_storages(bid, sorted(holders))
                 seen.add(bid)
+                if row is None and manifest.node and manifest.node not in nodes_seen:
+                    adopted[manifest.node] = adopted.get(manifest.node, 0) + 1
                 added += row is None
                 updated += row is not None
         for bid, row in rows.items():
@@ -1654,7 +1661,7 @@ def sync_cmd(
         close_storages(storages)
     names = [s.name for s in storages]
     result = {"added": added, "updated": updated, "removed": removed, "kept": kept, "storages": names,
-              "errors": errors}
+              "adopted_nodes": adopted, "errors": errors}
     if as_json:
         print_json(result)
     else:
@@ -1662,6 +1669,11 @@ def sync_cmd(
                       f"{updated} refreshed, {removed} removed (no longer on any storage)"
                       + (f", {kept} left as they were (not seen where the storage or the manifest could not be "
                          "read, or the storage listed nothing)" if kept else ""))
+        if adopted:
+            console.print(f"adopted {sum(adopted.values())} backup(s) written by node(s) {', '.join(sorted(adopted))}, "
+                          "which this history did not know: retention here counts them from now on. If such a "
+                          "node is another installation still writing to these storages, give each installation "
+                          "storages of its own first (docs/backups.md, 'Several nodes').", markup=False)
         hints = {f"{name}: {exc.message}": exc.hint for name, exc in unlisted.items()}
         for e in errors:
             err_console.print(f"[fail]error[/fail] {escape(e)}", highlight=False)

@@ -63,7 +63,7 @@ def apply_retention(ctx: TaskContext, env: BackupEnv, manifest: Manifest, policy
         report = prune.prune_series(env.storages, manifest.target, manifest.database, manifest.kind, policy,
                                     default_tz=env.config.timezone, now=datetime.now(UTC),
                                     incomplete_after=env.settings.incomplete_after, catalog=env.catalog,
-                                    known=manifest)
+                                    known=manifest, node=env.config.node)
     except Exception as exc:  # the backup is stored and listed: nothing here may turn that into a failure
         msg = exc.message if isinstance(exc, UpkeeperError) else f"{type(exc).__name__}: {exc}"
         ctx.log.warning("retention for %s/%s could not run: %s", manifest.target, manifest.database, msg)
@@ -78,11 +78,27 @@ def apply_retention(ctx: TaskContext, env: BackupEnv, manifest: Manifest, policy
     for err in report.errors:
         findings.append(Finding("backup.retention_failed", Severity.WARNING, manifest.database, err,
                                 "check the storage; 'upkeeper backups prune' retries"))
+    if report.foreign:
+        findings.append(foreign_finding(manifest, report.foreign, env.config.node))
     if report.deleted or report.incomplete_deleted:
         ctx.log.info("retention for %s/%s: deleted %d backup(s) %s, %d incomplete leftover(s)", manifest.target,
                      manifest.database, len(report.deleted), ", ".join(report.deleted),
                      len(report.incomplete_deleted))
     return report
+
+
+def foreign_finding(manifest: Manifest, foreign: dict[str, str], node: str) -> Finding:
+    """The warning on a series the storages share with another upkeeper installation (see
+    :func:`upkeeper.backup.prune.foreign_sets`)."""
+    nodes = sorted(set(foreign.values()))
+    return Finding(
+        "backup.foreign_sets", Severity.WARNING, manifest.database,
+        f"the storages hold {len(foreign)} backup(s) of {manifest.target}/{manifest.database} written by node(s) "
+        f"{', '.join(nodes)}, which this history does not know (another upkeeper installation with a target of "
+        f"the same name?); retention leaves them alone and counts only this node's ({node})",
+        "give each installation storages of its own (another path or prefix) or its targets other names; or "
+        "share one history between the nodes (history: postgresql://…); if that node was this machine before "
+        "(a rebuilt host), run 'upkeeper backups sync' to adopt its backups")
 
 
 @dataclass
