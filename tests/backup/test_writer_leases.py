@@ -131,10 +131,7 @@ def test_a_prune_that_listed_a_rekey_in_progress_never_costs_the_backup(
     bid = _write_set(config, ["dest"])
     storage = open_storage("dest", config.storages["dest"])
     opened.append(storage)
-    key = tmp_path / "new.txt"
-    subprocess.run(["age-keygen", "-o", str(key)], check=True, capture_output=True)
-    new = Encryption("x25519", (subprocess.run(["age-keygen", "-y", str(key)], check=True, capture_output=True,
-                                               text=True).stdout.strip(),))
+    new = _new_recipient(tmp_path)
     rep = _prune_listing_while_paused(monkeypatch, tmp_path, storage, lambda: rekey_set(
         [storage], "web", "app", bid, recorded_sha256=None, catalog_storages=["dest"],
         old_key=OldKey((str(age_key.identity),)), new=new, age="age", catalog=None))
@@ -194,3 +191,46 @@ def _lease(storage: Storage, prefix: str) -> str | None:
         return None
     with storage.open_read(prefix + LEASE) as fh:
         return str(json.loads(fh.read())["refreshed_at"])
+
+
+def _new_recipient(tmp_path: Path) -> Encryption:
+    key = tmp_path / "new.txt"
+    subprocess.run(["age-keygen", "-o", str(key)], check=True, capture_output=True)
+    return Encryption("x25519", (subprocess.run(["age-keygen", "-y", str(key)], check=True, capture_output=True,
+                                                text=True).stdout.strip(),))
+
+
+def test_a_copy_or_rekey_never_touches_a_set_another_host_is_writing(
+        tmp_path: Path, age_key: AgeKey, opened: list[Storage]) -> None:
+    """Two hosts that share a storage but not a history database (whose locks keep two copies, or two rekeys, of
+    one backup apart) copy or rekey the same backup at once: the second finds the first's fresh lease and fails,
+    leaving its objects alone — it deleted them (rekey: a stopped run's partial set, it thought), and the first,
+    once it had written its manifest, deleted the original."""
+    from upkeeper.backup.copy import FAILED as COPY_FAILED
+    from upkeeper.backup.lease import writer_info
+    from upkeeper.backup.rekey import FAILED as REKEY_FAILED
+    from upkeeper.backup.rekey import rekeyed_id
+    from upkeeper.storage.base import put_bytes
+
+    for d in ("src", "dest"):
+        (tmp_path / d).mkdir()
+    config = _config(tmp_path, {n: {"kind": "local", "path": str(tmp_path / n), "fsync": False}
+                                for n in ("src", "dest")}, age_key)
+    bid = _write_set(config, ["src"])
+    src, dest = (open_storage(n, config.storages[n]) for n in ("src", "dest"))
+    opened += [src, dest]
+    new = _new_recipient(tmp_path)
+    elsewhere = {**writer_info("x", datetime.now(UTC), command="backups copy"), "host": "another-host"}
+    for storage, prefix in ((dest, set_prefix("web", "app", bid)),
+                            (src, set_prefix("web", "app", rekeyed_id(bid, new)))):
+        put_bytes(storage, prefix + "a.bin", b"the other host's")
+        put_bytes(storage, prefix + LEASE, json.dumps(elsewhere).encode())
+    rep = copy_set([src], dest, "web", "app", bid, recorded_sha256=None, allow_unencrypted_remote=False)
+    assert rep.action == COPY_FAILED and "backups copy on another-host" in (rep.error or ""), rep
+    rk = rekey_set([src], "web", "app", bid, recorded_sha256=None, catalog_storages=["src"],
+                   old_key=OldKey((str(age_key.identity),)), new=new, age="age", catalog=None)
+    assert rk.action == REKEY_FAILED and "backups copy on another-host" in (rk.error or ""), rk
+    for storage, prefix in ((dest, set_prefix("web", "app", bid)),
+                            (src, set_prefix("web", "app", rekeyed_id(bid, new)))):
+        assert sorted(o.key.removeprefix(prefix) for o in storage.list(prefix)) == [LEASE, "a.bin"]
+    assert _complete(src, bid)

@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from upkeeper.backup.lease import Lease, writer_info
-from upkeeper.backup.manifest import LEASE_REFRESH, MANIFEST, Manifest, read_manifest, set_prefix
+from upkeeper.backup.lease import Lease, other_writer, writer_info
+from upkeeper.backup.manifest import LEASE, LEASE_REFRESH, MANIFEST, Manifest, read_manifest, set_prefix
 from upkeeper.backup.pipeline import CHUNK, ChecksumMismatch, ObjectRecord, check_digest, fault_pause
 from upkeeper.errors import BackupError, StorageError, UpkeeperError
 from upkeeper.fmt import human_bytes
@@ -136,6 +136,11 @@ def _copy(report: CopyReport, sources: Sequence[Storage], dest: Storage, prefix:
         report.action = WOULD_COPY
         report.bytes = manifest.size
         return
+    other = other_writer([dest], prefix)
+    if other is not None:  # (two copies sharing one history database wait for each other; these do not)
+        raise CopyFailed(f"backup {report.id} is being written to {dest.name} by {other}; it was left alone",
+                         "Try: copy it again once that is done (a lease its writer stopped refreshing is stale "
+                         "after 30 minutes)", LEASE)
     # before anything is written or reused: a killed copy's objects, as old as they are, are this copy's now
     lease = Lease.take([lease_on], prefix, writer_info(report.id, datetime.now(UTC), command="backups copy",
                                                        source=source.name), lease_refresh)

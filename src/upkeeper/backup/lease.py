@@ -15,9 +15,10 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from upkeeper.backup.manifest import LEASE
+from upkeeper.backup.manifest import LEASE, LEASE_TTL
+from upkeeper.errors import UpkeeperError
 from upkeeper.storage import Storage
-from upkeeper.storage.base import put_bytes
+from upkeeper.storage.base import get_bytes, put_bytes
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +28,37 @@ def writer_info(backup_id: str, started_at: datetime, **extra: Any) -> dict[str,
     node, the command)."""
     return {"backup": backup_id, "host": socket.gethostname(), "pid": os.getpid(),
             "started_at": started_at.isoformat(), **extra}
+
+
+def other_writer(storages: Sequence[Storage], prefix: str) -> str | None:
+    """Who else holds a fresh lease on the set at ``prefix`` (``host``, ``pid``, what it runs), in words; None when
+    no storage shows one.  A lease of this very process, or of a process of this host that is gone (a copy or
+    rekey killed, run again), is no one else's.  A lease that cannot be read counts as another writer's."""
+    now = datetime.now(UTC)
+    for s in storages:
+        info = s.stat(prefix + LEASE)
+        if info is None or (info.modified is not None and now - info.modified >= LEASE_TTL):
+            continue
+        try:
+            body = json.loads(get_bytes(s, prefix + LEASE))
+            host, pid = str(body.get("host")), int(body.get("pid"))
+        except (UpkeeperError, ValueError, TypeError, AttributeError):
+            return f"a writer whose lease {prefix}{LEASE} on {s.name} cannot be read"
+        if host == socket.gethostname() and (pid == os.getpid() or not _alive(pid)):
+            continue
+        what = body.get("command") or (f"job {body['job']}" if body.get("job") else "a backup run")
+        return f"{what} on {host} (pid {pid}), per {prefix}{LEASE} on {s.name}"
+    return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class Lease:

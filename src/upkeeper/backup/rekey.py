@@ -30,9 +30,10 @@ from typing import IO, Any
 
 from upkeeper.backup.catalog import Catalog
 from upkeeper.backup.crypto import AgeProcess, Encryption, identity_public_keys
-from upkeeper.backup.lease import Lease, writer_info
+from upkeeper.backup.lease import Lease, other_writer, writer_info
 from upkeeper.backup.manifest import (
     ID_RE,
+    LEASE,
     LEASE_REFRESH,
     MANIFEST,
     Manifest,
@@ -263,6 +264,11 @@ def _rekey(report: RekeyReport, storages: Sequence[Storage], recorded: str | Non
         report.action = WOULD_REKEY
         report.bytes = manifest.size
         return
+    other = other_writer(holders, new_prefix)
+    if other is not None:  # (two rekeys sharing one history database wait for each other; these do not)
+        raise RekeyFailed(f"backup {new_id}, the re-encryption of {old_id}, is being written by {other}; nothing "
+                          "was changed", "Try: rekey it again once that is done (a lease its writer stopped "
+                          "refreshing is stale after 30 minutes)", LEASE)
     for s in holders:  # a stopped run's partial (or, where complete, unused) new set: the original is complete
         delete_set(s, target, database, new_id)
     if done and catalog is not None:
