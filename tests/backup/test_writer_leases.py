@@ -234,3 +234,37 @@ def test_a_copy_or_rekey_never_touches_a_set_another_host_is_writing(
                             (src, set_prefix("web", "app", rekeyed_id(bid, new)))):
         assert sorted(o.key.removeprefix(prefix) for o in storage.list(prefix)) == [LEASE, "a.bin"]
     assert _complete(src, bid)
+
+
+@pytest.mark.parametrize("store", ["local", "sftp"], indirect=True)
+def test_a_leftover_taken_up_again_after_the_prune_listed_it_is_not_deleted(
+        tmp_path: Path, age_key: AgeKey, store: dict[str, Any], opened: list[Storage]) -> None:
+    """A killed copy's leftover, its lease long stale, is listed by a prune as a leftover; before the prune gets to
+    it (series after series), the copy is run again and completes it, reusing the objects.  The prune looks again
+    just before it deletes — a manifest, or a fresh lease, there now — and leaves the set; it deleted the copy just
+    completed, and a rekey run again over its stopped run's leftover lost both sets the same way."""
+    (tmp_path / "src").mkdir()
+    config = _config(tmp_path, {"src": {"kind": "local", "path": str(tmp_path / "src"), "fsync": False},
+                                "dest": store}, age_key)
+    bid = _write_set(config, ["src"])
+    src, dest = (open_storage(n, config.storages[n]) for n in ("src", "dest"))
+    opened += [src, dest]
+    prefix = set_prefix("web", "app", bid)
+    for name in ("a.bin", "b.bin"):  # what the killed copy left (its lease stale, or gone)
+        with src.open_read(prefix + name) as fh:
+            w = dest.open_write(prefix + name)
+            w.write(fh.read())
+            w.commit()
+    index = index_sets([dest], "web", "app")
+    rep = copy_set([src], dest, "web", "app", bid, recorded_sha256=None, allow_unencrypted_remote=False)
+    assert rep.action == COPIED and rep.reused == 2, rep
+    report = prune_series([dest], "web", "app", "files", KEEP_ALL, default_tz="UTC", now=datetime.now(UTC),
+                          incomplete_after=timedelta(0), index=index)
+    assert not report.incomplete_deleted and report.incomplete_kept == [bid], report
+    assert _complete(dest, bid), "the copy said 'copied', and a prune deleted what it copied"
+    # a leftover nothing took up again still goes
+    other = _write_set(config, ["dest"])
+    dest.delete(set_prefix("web", "app", other) + MANIFEST)
+    report = prune_series([dest], "web", "app", "files", KEEP_ALL, default_tz="UTC", now=datetime.now(UTC),
+                          incomplete_after=timedelta(0))
+    assert report.incomplete_deleted == [other], report
