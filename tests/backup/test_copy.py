@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from services import sftp_storage_config
-from upkeeper.backup.manifest import delete_set
+from upkeeper.backup.manifest import LEASE, LEASE_TTL, delete_set
 from upkeeper.config.loader import load_config
 from upkeeper.storage import Storage, open_storage
 from upkeeper.storage.base import put_bytes
@@ -443,8 +443,15 @@ def test_prune_removes_a_killed_copy_from_the_destination_only(cli: Any, make_co
     cfg = _config(make_config, tmp_path, age_key, d, backup={"incomplete_after": "1s"})
     bid = _backup(cli, cfg)
     _stopped_copy(cfg, tmp_path, "before-manifest", signal.SIGKILL)
-    assert len(_files_under(root)) == 2 and not list(root.rglob("manifest.json"))  # the objects, no manifest
+    # the objects and the killed copy's lease, no manifest
+    [lease] = root.rglob(LEASE)
+    assert len(_files_under(root)) == 3 and not list(root.rglob("manifest.json"))
     time.sleep(1.5)
+    r = cli(["--config", cfg, "backups", "prune", "--json"])
+    assert r.code == 0, r.output
+    assert [x["incomplete_kept"] for x in r.json()] == [[bid]]  # its lease is fresh: the copy may be alive
+    stale = time.time() - LEASE_TTL.total_seconds() - 60  # the killed copy refreshes it no more
+    os.utime(lease, (stale, stale))
     r = cli(["--config", cfg, "backups", "prune", "--json"])
     assert r.code == 0, r.output
     assert [x["incomplete_deleted"] for x in r.json()] == [[bid]]

@@ -5,7 +5,9 @@ destination, their size and SHA-256 checked against the manifest on the way: an 
 is never committed there.  ``manifest.json`` — the commit marker — is copied last, byte for byte (its
 SHA-256 is the one the catalog recorded), so a copy that fails or is killed leaves an incomplete set on the
 destination, which nothing lists or restores and retention cleans as any other leftover.  A failed copy
-removes what it wrote; a copy killed outright leaves its objects, which the next copy checks and reuses.
+removes what it wrote; a copy killed outright leaves its objects, which the next copy checks and reuses.  While
+it writes, the copy holds the set's lease on the destination (:mod:`upkeeper.backup.lease`), as a backup run does:
+a prune there never takes the set for a leftover — not even one that listed it long before it deleted.
 
 Hashing as the bytes stream through is what proves the copy (and costs no extra read).  A set already complete
 on the destination is not read back in full every time (``backups copy --all`` run again would download every
@@ -21,9 +23,11 @@ import hashlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from upkeeper.backup.manifest import MANIFEST, Manifest, read_manifest, set_prefix
+from upkeeper.backup.lease import Lease, other_writer, writer_info
+from upkeeper.backup.manifest import LEASE, LEASE_REFRESH, MANIFEST, Manifest, read_manifest, set_prefix
 from upkeeper.backup.pipeline import CHUNK, ChecksumMismatch, ObjectRecord, check_digest, fault_pause
 from upkeeper.errors import BackupError, StorageError, UpkeeperError
 from upkeeper.fmt import human_bytes
@@ -91,16 +95,18 @@ class CopyFailed(BackupError):
 
 def copy_set(sources: Sequence[Storage], dest: Storage, target: str, database: str, backup_id: str, *,
              recorded_sha256: str | None, allow_unencrypted_remote: bool, dry_run: bool = False,
-             progress: Progress | None = None, check_present: bool = False) -> CopyReport:
+             progress: Progress | None = None, check_present: bool = False, lease_on: Storage | None = None,
+             lease_refresh: timedelta = LEASE_REFRESH) -> CopyReport:
     """Copy one complete set to ``dest`` from the first of ``sources`` that has it (per object, the next one
     when a source's copy is unreadable or does not match the manifest).  Never raises for a problem of this
     set (the report says ``failed``, naming the object); Ctrl-C and SIGTERM remove what was written.
-    ``check_present``: read back every object of a set already complete on a remote ``dest`` (see above)."""
+    ``check_present``: read back every object of a set already complete on a remote ``dest`` (see above).
+    ``lease_on``: ``dest`` opened again, for the lease's refresh thread (default: ``dest`` itself)."""
     report = CopyReport(backup_id, target, database, dest.name)
     try:
         _copy(report, sources, dest, set_prefix(target, database, backup_id), recorded_sha256,
               allow_unencrypted_remote, dry_run, progress or (lambda _msg: None),
-              check_present or dest.kind == "local")
+              check_present or dest.kind == "local", lease_on or dest, lease_refresh)
     except UpkeeperError as exc:
         report.action = FAILED
         report.error = exc.message
@@ -110,7 +116,8 @@ def copy_set(sources: Sequence[Storage], dest: Storage, target: str, database: s
 
 
 def _copy(report: CopyReport, sources: Sequence[Storage], dest: Storage, prefix: str, recorded: str | None,
-          allow_unencrypted: bool, dry_run: bool, progress: Progress, read_back: bool) -> None:
+          allow_unencrypted: bool, dry_run: bool, progress: Progress, read_back: bool, lease_on: Storage,
+          lease_refresh: timedelta) -> None:
     if recorded and not read_back and _listed_complete(report, dest, prefix, recorded):
         return  # no source read at all
     source, manifest = _source_manifest(sources, prefix, recorded, report.id)
@@ -129,6 +136,14 @@ def _copy(report: CopyReport, sources: Sequence[Storage], dest: Storage, prefix:
         report.action = WOULD_COPY
         report.bytes = manifest.size
         return
+    other = other_writer([dest], prefix)
+    if other is not None:  # (two copies sharing one history database wait for each other; these do not)
+        raise CopyFailed(f"backup {report.id} is being written to {dest.name} by {other}; it was left alone",
+                         "Try: copy it again once that is done (a lease its writer stopped refreshing is stale "
+                         "after 30 minutes)", LEASE)
+    # before anything is written or reused: a killed copy's objects, as old as they are, are this copy's now
+    lease = Lease.take([lease_on], prefix, writer_info(report.id, datetime.now(UTC), command="backups copy",
+                                                       source=source.name), lease_refresh)
     try:
         for rec in manifest.objects:
             if _intact(dest, prefix + rec.name, rec):  # left by a copy that was killed: checked, kept
@@ -140,8 +155,11 @@ def _copy(report: CopyReport, sources: Sequence[Storage], dest: Storage, prefix:
         _check_all_there(dest, prefix, manifest)
         _copy_manifest(source, dest, prefix + MANIFEST, expected)
     except BaseException:
-        _remove_partial(dest, prefix, report.id)
+        with shielded():  # a stop arriving meanwhile waits for it (upkeeper.shield)
+            lease.release()  # (no refresh may write it again as the set is removed)
+            _remove_partial(dest, prefix, report.id)
         raise
+    lease.release()  # after the manifest: the set is never without one or the other
     report.action = COPIED
 
 

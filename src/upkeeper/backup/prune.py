@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from upkeeper.backup.manifest import (
+    LEASE,
     LEASE_TTL,
     MANIFEST,
     Manifest,
@@ -278,6 +279,21 @@ def foreign_sets(idx: SetIndex, ids: Iterable[str], catalog: Catalog | None, nod
     return {bid: n for bid, n in unknown.items() if n not in seen}
 
 
+def _taken_up(storages: Sequence[Storage], prefix: str, now: datetime, errors: list[str]) -> bool:
+    """Does any of ``storages`` hold, now, a manifest or a fresh lease under ``prefix``, a leftover when listed?
+    A storage that cannot tell counts as yes (left for the next prune)."""
+    for storage in storages:
+        try:
+            lease = storage.stat(prefix + LEASE)
+            if storage.stat(prefix + MANIFEST) is not None or (
+                    lease is not None and lease.modified is not None and now - lease.modified < LEASE_TTL):
+                return True
+        except UpkeeperError as exc:
+            errors.append(f"{storage.name}: looking again at {prefix}: {exc.message}")
+            return True
+    return False
+
+
 def prune_series(
     storages: Sequence[Storage],
     target: str,
@@ -384,6 +400,11 @@ def prune_series(
         writing = _write_in_progress(where, set_prefix(target, database, bid), now - incomplete_after,
                                      report.errors)
         if writing:
+            report.incomplete_kept.append(bid)
+            continue
+        # the listing may be minutes old (a prune of many series): a copy, or a rekey, run again since over a
+        # leftover it had left holds a fresh lease on it now, or has completed it
+        if _taken_up(where, set_prefix(target, database, bid), now, report.errors):
             report.incomplete_kept.append(bid)
             continue
         if dry_run:

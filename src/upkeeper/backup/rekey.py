@@ -8,7 +8,8 @@ storage that holds the backup.
 
 The re-encrypted data is a **new set** with an id of its own (the old id's time, a suffix derived from the
 old id and the new recipients, so a second run finds the first run's work), written as a backup is: objects,
-then ``manifest.json`` (recording ``rekeyed_from``) as the commit marker, then its catalog row; only then is
+then ``manifest.json`` (recording ``rekeyed_from``) as the commit marker, then its catalog row — holding the new
+set's lease meanwhile (:mod:`upkeeper.backup.lease`), so that no prune takes it for a leftover; only then is
 the old set deleted (its manifest first) from every storage and its catalog row removed.  A crash at any
 point leaves the old set complete, or the new one, or both — never neither — and running ``rekey`` again
 finishes the job.  While both exist, retention never deletes the old set in favour of the new one's
@@ -22,14 +23,18 @@ import hashlib
 import logging
 import subprocess
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from typing import IO, Any
 
 from upkeeper.backup.catalog import Catalog
 from upkeeper.backup.crypto import AgeProcess, Encryption, identity_public_keys
+from upkeeper.backup.lease import Lease, other_writer, writer_info
 from upkeeper.backup.manifest import (
     ID_RE,
+    LEASE,
+    LEASE_REFRESH,
     MANIFEST,
     Manifest,
     check_objects_stored,
@@ -192,13 +197,15 @@ def _passphrase_opens(storage: Storage, key: str, passphrase: str, age: str) -> 
 def rekey_set(storages: Sequence[Storage], target: str, database: str, backup_id: str, *,
               recorded_sha256: str | None, catalog_storages: Sequence[str], old_key: OldKey, new: Encryption,
               age: str, catalog: Catalog | None, dry_run: bool = False,
-              progress: Progress | None = None) -> RekeyReport:
+              progress: Progress | None = None, lease_on: Mapping[str, Storage] | None = None,
+              lease_refresh: timedelta = LEASE_REFRESH) -> RekeyReport:
     """Re-encrypt one set on every storage of ``storages`` that holds it.  Never raises for a problem of this set
-    (the report says ``failed``, naming the object)."""
+    (the report says ``failed``, naming the object).  ``lease_on``: the storages opened again, by name, for the
+    new set's lease's refresh thread (default: those of ``storages``)."""
     report = RekeyReport(backup_id, target, database)
     try:
         _rekey(report, storages, recorded_sha256, catalog_storages, old_key, new, age, catalog, dry_run,
-               progress or (lambda _msg: None))
+               progress or (lambda _msg: None), lease_on or {}, lease_refresh)
     except UpkeeperError as exc:
         report.action = FAILED
         report.error = exc.message
@@ -209,7 +216,7 @@ def rekey_set(storages: Sequence[Storage], target: str, database: str, backup_id
 
 def _rekey(report: RekeyReport, storages: Sequence[Storage], recorded: str | None, catalog_storages: Sequence[str],
            old_key: OldKey, new: Encryption, age: str, catalog: Catalog | None, dry_run: bool,
-           progress: Progress) -> None:
+           progress: Progress, lease_on: Mapping[str, Storage], lease_refresh: timedelta) -> None:
     target, database, old_id = report.target, report.database, report.id
     missing = sorted(set(catalog_storages) - {s.name for s in storages})
     if missing:
@@ -257,11 +264,18 @@ def _rekey(report: RekeyReport, storages: Sequence[Storage], recorded: str | Non
         report.action = WOULD_REKEY
         report.bytes = manifest.size
         return
+    other = other_writer(holders, new_prefix)
+    if other is not None:  # (two rekeys sharing one history database wait for each other; these do not)
+        raise RekeyFailed(f"backup {new_id}, the re-encryption of {old_id}, is being written by {other}; nothing "
+                          "was changed", "Try: rekey it again once that is done (a lease its writer stopped "
+                          "refreshing is stale after 30 minutes)", LEASE)
     for s in holders:  # a stopped run's partial (or, where complete, unused) new set: the original is complete
         delete_set(s, target, database, new_id)
     if done and catalog is not None:
         catalog.remove(new_id)  # its row, if a stopped run got that far, records the manifest deleted just now
     objects: list[ObjectRecord] = []
+    lease = Lease.take([lease_on.get(s.name, s) for s in holders], new_prefix,
+                       writer_info(new_id, datetime.now(UTC), command="backups rekey", rekeying=old_id), lease_refresh)
     try:
         for rec in manifest.objects:
             progress(f"{rec.name}: re-encrypting")
@@ -276,6 +290,7 @@ def _rekey(report: RekeyReport, storages: Sequence[Storage], recorded: str | Non
         write_manifest(holders, new_manifest)
     except BaseException:
         with shielded():  # a stop arriving meanwhile waits for it (upkeeper.shield)
+            lease.release()  # (no refresh may write it again as the set is removed)
             for s in holders:
                 try:
                     if s.stat(new_prefix + MANIFEST) is None:
@@ -284,6 +299,7 @@ def _rekey(report: RekeyReport, storages: Sequence[Storage], recorded: str | Non
                     log.warning("could not remove the partial re-encryption of %s from %s: %s", old_id, s.name,
                                 exc)
         raise
+    lease.release()  # after the manifest: the set is never without one or the other
     _finish(report, holders, holders, new_manifest, catalog)
     report.action = REKEYED
 

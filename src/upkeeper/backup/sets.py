@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
-import os
-import socket
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -14,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from upkeeper.backup.crypto import Encryption, encryption_from
+from upkeeper.backup.lease import Lease, writer_info
 from upkeeper.backup.manifest import (
     LEASE,
     LEASE_REFRESH,
@@ -30,7 +28,6 @@ from upkeeper.config.models import Config
 from upkeeper.errors import BackupError, TaskError
 from upkeeper.shield import shielded
 from upkeeper.storage import Storage, open_storage
-from upkeeper.storage.base import put_bytes
 
 if TYPE_CHECKING:  # only the tasks that open a catalog load it
     from upkeeper.backup.catalog import Catalog
@@ -152,54 +149,6 @@ def open_env(config: Config, storages_wanted: Sequence[str] | None, catalog: Cat
                      job=job, node=config.node, run_id=run_id)
 
 
-class Lease:
-    """A set's lease on its storages (:data:`~upkeeper.backup.manifest.LEASE`): written by :meth:`start`,
-    rewritten every ``refresh`` by a thread of its own, deleted by :meth:`release`.  Prune leaves the set while the
-    lease is fresh.  Failing to write or delete it fails nothing (it is logged): without a fresh lease the set is
-    judged by ``incomplete_after`` as before, and the commit still refuses a set that lost an object."""
-
-    def __init__(self, storages: Sequence[Storage], key: str, info: dict[str, Any], refresh: timedelta) -> None:
-        self.storages = list(storages)
-        self.key = key
-        self.info = info
-        self.refresh = refresh
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def _write(self) -> None:
-        body = json.dumps({**self.info, "refreshed_at": datetime.now(UTC).isoformat()}, sort_keys=True).encode()
-        for s in self.storages:
-            try:
-                put_bytes(s, self.key, body)
-            except Exception as exc:
-                log.warning("could not write the lease %s on %s (a prune may take the set for a leftover): %s",
-                            self.key, s.name, getattr(exc, "message", exc))
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.refresh.total_seconds()):
-            self._write()
-
-    def start(self) -> None:
-        self._write()
-        self._thread = threading.Thread(target=self._run, daemon=True, name="backup-lease")
-        self._thread.start()
-
-    def stop(self) -> None:
-        """No more refreshes (waits for one under way, so none lands after the lease is deleted)."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-
-    def release(self) -> None:
-        self.stop()
-        for s in self.storages:
-            try:
-                s.delete(self.key)
-            except Exception as exc:  # stale within LEASE_TTL; deleted with the set
-                log.warning("could not delete the lease %s on %s: %s", self.key, s.name,
-                            getattr(exc, "message", exc))
-
-
 @dataclass
 class SetWriter:
     """Objects of one set, then its manifest (the commit marker), then its catalog row."""
@@ -222,12 +171,10 @@ class SetWriter:
     def hold_lease(self) -> None:
         """Take the set's lease on its storages (once; :meth:`upload` does, before the first object)."""
         if self.lease is None and not self.committed:
-            self.lease = Lease(self.env.lease_storages(), self.prefix + LEASE,
-                               {"backup": self.id, "host": socket.gethostname(), "pid": os.getpid(),
-                                "node": self.env.node, "job": self.env.job, "run_id": self.env.run_id,
-                                "started_at": self.started_at.isoformat()}, self.lease_refresh)
+            self.lease = Lease.take(self.env.lease_storages(), self.prefix,
+                                    writer_info(self.id, self.started_at, node=self.env.node, job=self.env.job,
+                                                run_id=self.env.run_id), self.lease_refresh)
             self.env.leases.append(self.lease)
-            self.lease.start()
 
     @property
     def prefix(self) -> str:

@@ -1145,6 +1145,8 @@ def copy_cmd(
     sources = {r.id: _copy_sources(config, r, to, from_) for r in rows}
     storages = _open(config, sorted({to, *(n for ss in sources.values() for n in ss)}))
     by_name = {s.name: s for s in storages}
+    # --to again, for the lease's refresh thread (never the copy's own connection); opened lazily when remote
+    lease_on = [] if dry_run else _open(config, [to])
     reports: list[CopyReport] = []
     try:
         with sigterm_unwinds():  # a stopped copy removes what it wrote, as after Ctrl-C
@@ -1159,7 +1161,8 @@ def copy_cmd(
                         rep = copy_set([by_name[n] for n in sources[r.id]], by_name[to], r.target, r.database,
                                        r.id, recorded_sha256=r.manifest_sha256,
                                        allow_unencrypted_remote=config.backup.unencrypted_explicit,
-                                       dry_run=dry_run, progress=progress, check_present=check_present)
+                                       dry_run=dry_run, progress=progress, check_present=check_present,
+                                       lease_on=lease_on[0] if lease_on else None)
                 if rep.action in (COPIED, PRESENT, REPAIRED):
                     catalog.add_storage(r.id, to)
                 reports.append(rep)
@@ -1172,7 +1175,7 @@ def copy_cmd(
                 row.id, row.target, row.database, to, action="interrupted", error=why).to_dict())
         raise
     finally:
-        close_storages(storages)
+        close_storages([*lease_on, *storages])
     written = _audit_copies(reports, to)
     if as_json:
         print_json([rep.to_dict() for rep in reports])
@@ -1299,6 +1302,8 @@ def rekey_cmd(
     old_key = _old_key(config, identity, passphrase_file)
     age = age_binary()
     storages = _open(config)
+    # again, for the new sets' leases' refresh thread (never a rekey's own connection); opened lazily when remote
+    lease_on = [] if dry_run else _open(config)
     reports: list[RekeyReport] = []
     try:
         with sigterm_unwinds():  # a stopped rekey removes the partial new set, as after Ctrl-C
@@ -1313,7 +1318,8 @@ def rekey_cmd(
                     with _backup_locks(locks, f"backups rekey {r.id}", progress):
                         rep = rekey_set(storages, r.target, r.database, r.id, recorded_sha256=r.manifest_sha256,
                                         catalog_storages=r.storages or [], old_key=old_key, new=new, age=age,
-                                        catalog=catalog, dry_run=dry_run, progress=progress)
+                                        catalog=catalog, dry_run=dry_run, progress=progress,
+                                        lease_on={s.name: s for s in lease_on})
                 reports.append(rep)
                 if not as_json:
                     _print_rekey(rep)
@@ -1324,7 +1330,7 @@ def rekey_cmd(
                 row.id, row.target, row.database, action="interrupted", error=why).to_dict())
         raise
     finally:
-        close_storages(storages)
+        close_storages([*lease_on, *storages])
     done = _audit_rekeys(reports, new.label)
     if as_json:
         print_json([rep.to_dict() for rep in reports])

@@ -1,0 +1,272 @@
+"""``backups copy`` and ``backups rekey`` write sets as a backup run does, and hold the same lease while they do
+(:data:`upkeeper.backup.manifest.LEASE`): a prune — another node's, a backup run's retention pass — that lists
+one of their sets before its manifest.json is written never takes it for an idle leftover, on local, S3
+(SeaweedFS) and SFTP storages alike.  Without the lease, a prune whose listing saw the set without its manifest
+deleted it once complete: the copy said 'copied' of a set gone, and rekey deleted the original after it — both
+copies of the backup gone."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from services import sftp_storage_config
+from upkeeper.backup.copy import COPIED, copy_set
+from upkeeper.backup.crypto import Encryption
+from upkeeper.backup.manifest import LEASE, MANIFEST, set_prefix
+from upkeeper.backup.prune import index_sets, prune_series
+from upkeeper.backup.rekey import REKEYED, OldKey, rekey_set
+from upkeeper.backup.sets import SetWriter, open_env
+from upkeeper.config.backup import RetentionPolicy
+from upkeeper.config.loader import load_text
+from upkeeper.storage import Storage, open_storage
+
+from .conftest import AgeKey
+
+T = TypeVar("T")
+KEEP_ALL = RetentionPolicy(keep_last=-1)
+PAUSE = 0.6  # seconds a writer waits before its manifest: the prune lists the set meanwhile
+
+
+@pytest.fixture(params=["local", "s3", "sftp"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, Any]:
+    """A storages: entry of each real backend, fresh and empty."""
+    if request.param == "local":
+        (tmp_path / "dest").mkdir()
+        return {"kind": "local", "path": str(tmp_path / "dest"), "fsync": False}
+    if request.param == "s3":
+        cfg: dict[str, Any] = request.getfixturevalue("s3_server").storage_config(
+            request.getfixturevalue("s3_bucket"), prefix="backups")
+        return cfg
+    out: dict[str, Any] = sftp_storage_config(request.getfixturevalue("sftp_server")).model_dump(
+        mode="json", exclude_none=True)
+    return out
+
+
+def _config(tmp_path: Path, storages: dict[str, Any], age_key: AgeKey) -> Any:
+    return load_text(json.dumps({"storages": storages, "backup": {
+        "encryption": {"recipients": [age_key.recipient], "identity_file": str(age_key.identity)}}}))
+
+
+def _write_set(config: Any, names: list[str]) -> str:
+    """A small complete files set of target web, database app, on ``names``."""
+    env = open_env(config, names, None)
+    try:
+        w = SetWriter(env, "files", "web", "app")
+        for name in ("a.bin", "b.bin"):
+            up = w.upload(name)
+            up.write(os.urandom(20_000))
+            w.add(up.finish())
+        return w.commit({}).id
+    finally:
+        env.close()
+
+
+def _complete(storage: Storage, bid: str) -> bool:
+    return storage.stat(set_prefix("web", "app", bid) + MANIFEST) is not None
+
+
+def _prune_listing_while_paused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, storage: Storage,
+                                work: Callable[[], T]) -> T:
+    """Run ``work`` (a copy, a rekey) in a thread, paused before its manifest; list the sets meanwhile, as a prune
+    does at its start, and once ``work`` is done prune with that listing (a prune of many series deletes long after
+    it listed), taking every incomplete set for idle (``incomplete_after`` 0).  Returns what ``work`` returned."""
+    mark = tmp_path / "mark"
+    monkeypatch.setenv("UPKEEPER_FAULT_PAUSE", f"before-manifest:{PAUSE}")
+    monkeypatch.setenv("UPKEEPER_FAULT_MARK", str(mark))
+    out: list[T] = []
+    t = threading.Thread(target=lambda: out.append(work()))
+    t.start()
+    deadline = time.monotonic() + 60
+    while not (mark.exists() and "before-manifest" in mark.read_text()):
+        assert t.is_alive() and time.monotonic() < deadline, "the writer never reached its manifest"
+        time.sleep(0.02)
+    errors: list[str] = []
+    index = index_sets([storage], "web", "app", errors)
+    assert index[("web", "app")].incomplete, "listed too late: the set was complete already"
+    t.join()
+    monkeypatch.delenv("UPKEEPER_FAULT_PAUSE")
+    prune_series([storage], "web", "app", "files", KEEP_ALL, default_tz="UTC", now=datetime.now(UTC),
+                 incomplete_after=timedelta(0), index=index)
+    assert not errors
+    return out[0]
+
+
+@pytest.fixture
+def opened(tmp_path: Path) -> Iterator[list[Storage]]:
+    storages: list[Storage] = []
+    yield storages
+    for s in storages:
+        s.close()
+
+
+def test_a_prune_that_listed_a_copy_in_progress_leaves_the_copied_set(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, age_key: AgeKey, store: dict[str, Any],
+        opened: list[Storage]) -> None:
+    (tmp_path / "src").mkdir()
+    config = _config(tmp_path, {"src": {"kind": "local", "path": str(tmp_path / "src"), "fsync": False},
+                                "dest": store}, age_key)
+    bid = _write_set(config, ["src"])
+    src, dest = (open_storage(n, config.storages[n]) for n in ("src", "dest"))
+    opened += [src, dest]
+    rep = _prune_listing_while_paused(monkeypatch, tmp_path, dest, lambda: copy_set(
+        [src], dest, "web", "app", bid, recorded_sha256=None, allow_unencrypted_remote=False))
+    assert rep.action == COPIED, rep
+    assert _complete(dest, bid), "the copy said 'copied', and a prune deleted what it copied"
+    assert dest.stat(set_prefix("web", "app", bid) + LEASE) is None  # released once the manifest is there
+
+
+@pytest.mark.parametrize("store", ["local", "sftp"], indirect=True)
+def test_a_prune_that_listed_a_rekey_in_progress_never_costs_the_backup(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, age_key: AgeKey, store: dict[str, Any],
+        opened: list[Storage]) -> None:
+    config = _config(tmp_path, {"dest": store}, age_key)
+    bid = _write_set(config, ["dest"])
+    storage = open_storage("dest", config.storages["dest"])
+    opened.append(storage)
+    new = _new_recipient(tmp_path)
+    rep = _prune_listing_while_paused(monkeypatch, tmp_path, storage, lambda: rekey_set(
+        [storage], "web", "app", bid, recorded_sha256=None, catalog_storages=["dest"],
+        old_key=OldKey((str(age_key.identity),)), new=new, age="age", catalog=None))
+    assert rep.action == REKEYED, rep
+    assert rep.new_id is not None
+    assert not _complete(storage, bid)  # rekey deleted the original, as it does once the new set is complete
+    assert _complete(storage, rep.new_id), "a prune deleted the re-encrypted set, rekey the original: both gone"
+    assert storage.stat(set_prefix("web", "app", rep.new_id) + LEASE) is None
+
+
+@pytest.mark.parametrize("store", ["s3"], indirect=True)  # (small objects: no multipart upload shows them)
+def test_a_copy_that_resumes_a_killed_copy_keeps_its_set_through_a_prune_and_refreshes_its_lease(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, age_key: AgeKey, store: dict[str, Any],
+        opened: list[Storage]) -> None:
+    """A killed copy left the set's first object on the destination, long idle; the next copy checks and keeps it,
+    then streams the next one slowly.  A prune meanwhile (every incomplete set idle long enough:
+    ``incomplete_after`` 0) leaves the set to the copy, which completes; its lease is refreshed as it works."""
+    (tmp_path / "src").mkdir()
+    config = _config(tmp_path, {"src": {"kind": "local", "path": str(tmp_path / "src"), "fsync": False},
+                                "dest": store}, age_key)
+    bid = _write_set(config, ["src"])
+    src, dest = (open_storage(n, config.storages[n]) for n in ("src", "dest"))
+    opened += [src, dest]
+    prefix = set_prefix("web", "app", bid)
+    with src.open_read(prefix + "a.bin") as fh:  # what the killed copy left
+        w = dest.open_write(prefix + "a.bin")
+        w.write(fh.read())
+        w.commit()
+    mark = tmp_path / "mark"
+    monkeypatch.setenv("UPKEEPER_FAULT_PAUSE", "during-upload:1")
+    monkeypatch.setenv("UPKEEPER_FAULT_MARK", str(mark))
+    out: list[Any] = []
+    t = threading.Thread(target=lambda: out.append(copy_set(
+        [src], dest, "web", "app", bid, recorded_sha256=None, allow_unencrypted_remote=False,
+        lease_refresh=timedelta(seconds=0.1))))
+    t.start()
+    deadline = time.monotonic() + 60
+    while not mark.exists():
+        assert t.is_alive() and time.monotonic() < deadline, "the copy never streamed b.bin"
+        time.sleep(0.02)
+    report = prune_series([dest], "web", "app", "files", KEEP_ALL, default_tz="UTC", now=datetime.now(UTC),
+                          incomplete_after=timedelta(0))
+    refreshed = [_lease(dest, prefix)]
+    time.sleep(0.3)
+    refreshed.append(_lease(dest, prefix))
+    t.join()
+    assert report.incomplete_kept == [bid] and not report.incomplete_deleted, report
+    assert out[0].action == COPIED and out[0].reused == 1, out[0]
+    assert _complete(dest, bid)
+    assert refreshed[0] is not None and refreshed[1] is not None and refreshed[1] > refreshed[0], refreshed
+    assert dest.stat(prefix + LEASE) is None
+
+
+def _lease(storage: Storage, prefix: str) -> str | None:
+    """When the set's lease was last refreshed, as it says (None: no lease)."""
+    if storage.stat(prefix + LEASE) is None:
+        return None
+    with storage.open_read(prefix + LEASE) as fh:
+        return str(json.loads(fh.read())["refreshed_at"])
+
+
+def _new_recipient(tmp_path: Path) -> Encryption:
+    key = tmp_path / "new.txt"
+    subprocess.run(["age-keygen", "-o", str(key)], check=True, capture_output=True)
+    return Encryption("x25519", (subprocess.run(["age-keygen", "-y", str(key)], check=True, capture_output=True,
+                                                text=True).stdout.strip(),))
+
+
+def test_a_copy_or_rekey_never_touches_a_set_another_host_is_writing(
+        tmp_path: Path, age_key: AgeKey, opened: list[Storage]) -> None:
+    """Two hosts that share a storage but not a history database (whose locks keep two copies, or two rekeys, of
+    one backup apart) copy or rekey the same backup at once: the second finds the first's fresh lease and fails,
+    leaving its objects alone — it deleted them (rekey: a stopped run's partial set, it thought), and the first,
+    once it had written its manifest, deleted the original."""
+    from upkeeper.backup.copy import FAILED as COPY_FAILED
+    from upkeeper.backup.lease import writer_info
+    from upkeeper.backup.rekey import FAILED as REKEY_FAILED
+    from upkeeper.backup.rekey import rekeyed_id
+    from upkeeper.storage.base import put_bytes
+
+    for d in ("src", "dest"):
+        (tmp_path / d).mkdir()
+    config = _config(tmp_path, {n: {"kind": "local", "path": str(tmp_path / n), "fsync": False}
+                                for n in ("src", "dest")}, age_key)
+    bid = _write_set(config, ["src"])
+    src, dest = (open_storage(n, config.storages[n]) for n in ("src", "dest"))
+    opened += [src, dest]
+    new = _new_recipient(tmp_path)
+    elsewhere = {**writer_info("x", datetime.now(UTC), command="backups copy"), "host": "another-host"}
+    for storage, prefix in ((dest, set_prefix("web", "app", bid)),
+                            (src, set_prefix("web", "app", rekeyed_id(bid, new)))):
+        put_bytes(storage, prefix + "a.bin", b"the other host's")
+        put_bytes(storage, prefix + LEASE, json.dumps(elsewhere).encode())
+    rep = copy_set([src], dest, "web", "app", bid, recorded_sha256=None, allow_unencrypted_remote=False)
+    assert rep.action == COPY_FAILED and "backups copy on another-host" in (rep.error or ""), rep
+    rk = rekey_set([src], "web", "app", bid, recorded_sha256=None, catalog_storages=["src"],
+                   old_key=OldKey((str(age_key.identity),)), new=new, age="age", catalog=None)
+    assert rk.action == REKEY_FAILED and "backups copy on another-host" in (rk.error or ""), rk
+    for storage, prefix in ((dest, set_prefix("web", "app", bid)),
+                            (src, set_prefix("web", "app", rekeyed_id(bid, new)))):
+        assert sorted(o.key.removeprefix(prefix) for o in storage.list(prefix)) == [LEASE, "a.bin"]
+    assert _complete(src, bid)
+
+
+@pytest.mark.parametrize("store", ["local", "sftp"], indirect=True)
+def test_a_leftover_taken_up_again_after_the_prune_listed_it_is_not_deleted(
+        tmp_path: Path, age_key: AgeKey, store: dict[str, Any], opened: list[Storage]) -> None:
+    """A killed copy's leftover, its lease long stale, is listed by a prune as a leftover; before the prune gets to
+    it (series after series), the copy is run again and completes it, reusing the objects.  The prune looks again
+    just before it deletes — a manifest, or a fresh lease, there now — and leaves the set; it deleted the copy just
+    completed, and a rekey run again over its stopped run's leftover lost both sets the same way."""
+    (tmp_path / "src").mkdir()
+    config = _config(tmp_path, {"src": {"kind": "local", "path": str(tmp_path / "src"), "fsync": False},
+                                "dest": store}, age_key)
+    bid = _write_set(config, ["src"])
+    src, dest = (open_storage(n, config.storages[n]) for n in ("src", "dest"))
+    opened += [src, dest]
+    prefix = set_prefix("web", "app", bid)
+    for name in ("a.bin", "b.bin"):  # what the killed copy left (its lease stale, or gone)
+        with src.open_read(prefix + name) as fh:
+            w = dest.open_write(prefix + name)
+            w.write(fh.read())
+            w.commit()
+    index = index_sets([dest], "web", "app")
+    rep = copy_set([src], dest, "web", "app", bid, recorded_sha256=None, allow_unencrypted_remote=False)
+    assert rep.action == COPIED and rep.reused == 2, rep
+    report = prune_series([dest], "web", "app", "files", KEEP_ALL, default_tz="UTC", now=datetime.now(UTC),
+                          incomplete_after=timedelta(0), index=index)
+    assert not report.incomplete_deleted and report.incomplete_kept == [bid], report
+    assert _complete(dest, bid), "the copy said 'copied', and a prune deleted what it copied"
+    # a leftover nothing took up again still goes
+    other = _write_set(config, ["dest"])
+    dest.delete(set_prefix("web", "app", other) + MANIFEST)
+    report = prune_series([dest], "web", "app", "files", KEEP_ALL, default_tz="UTC", now=datetime.now(UTC),
+                          incomplete_after=timedelta(0))
+    assert report.incomplete_deleted == [other], report
