@@ -406,11 +406,14 @@ class Daemon:
                 continue
             if decision.action == "defer":
                 until = decision.until or (now + timedelta(minutes=5))
-                earlier = self.history.pending_run(job.name, "deferred")
+                # one deferred run covers every occurrence until it runs (like catch-up: never a replay); so does a
+                # retry waiting for the window (it would run at the same opening)
+                earlier = (self.history.pending_run(job.name, "deferred")
+                           or self.history.pending_run(job.name, "retry"))
                 if earlier is not None:
-                    # one deferred run covers every occurrence until it runs (like catch-up: never a replay)
-                    reason = (f"skipped: occurrence {earlier.scheduled_for.isoformat()} is already deferred "
-                              f"({decision.reason}) and covers this one")
+                    what = (f"occurrence {earlier.scheduled_for.isoformat()}" if earlier.trigger == "deferred"
+                            else f"retry {earlier.attempt} (run {earlier.id})")
+                    reason = f"skipped: {what} is already deferred ({decision.reason}) and covers this one"
                     self.history.record_skip(job.name, job.task_name, job.target_name, item.scheduled_for,
                                              reason, trigger=item.trigger, owner=self.owner, node=self.node,
                                              details=item.details)
@@ -454,17 +457,22 @@ class Daemon:
         rows = self.history.claim_pending(now, self.owner, self.node, list(self.all_jobs))
         for row in rows:
             job = self.all_jobs[row.job]
-            # a deferred run, and a run planned inside a window ('run --at'), are decided again when due: the daemon
-            # may come back after the window closed, or a blackout may have been added since
-            if row.trigger in ("deferred", "planned"):
+            # a deferred run, a run planned inside a window ('run --at') and a retry are decided when due, like any
+            # run: the daemon may come back after the window closed, a retry's backoff may end after it closed or
+            # inside a blackout, or a blackout may have been added since.  A retry outside its window waits for the
+            # next opening (still the same attempt); one inside a blackout is skipped, as the occurrence would be
+            if row.trigger in ("deferred", "planned", "retry"):
                 d = self.decide(job, row.scheduled_for, now, row.trigger)
+                what = f"retry {row.attempt} " if row.trigger == "retry" else ""
                 if d.action == "defer":
                     until = d.until or (now + timedelta(minutes=5))
                     self.history.set_status(row.id, "pending", due_at=until,
-                                            summary=f"deferred until {until.isoformat()}: {d.reason}")
+                                            summary=f"{what}deferred until {until.isoformat()}: {d.reason}")
                     continue
                 if d.action == "skip":
-                    self.history.set_status(row.id, "skipped", summary=d.reason, finished_at=now)
+                    self.history.set_status(row.id, "skipped", summary=f"{what}skipped: {d.reason}"
+                                            if what else d.reason, finished_at=now)
+                    log.info("%s: %sskipped: %s", job.name, what, d.reason)
                     continue
             report.claimed.append((row.job, row.scheduled_for, row.id))
             self._submit(row.id, job, row.scheduled_for, row.attempt, row.trigger)
