@@ -545,10 +545,10 @@ class Daemon:
                 rep = prune_history(self.history, runs_before=now - keep.runs if keep.runs else None,
                                     audit_before=now - keep.audit if keep.audit else None,
                                     stop=self._stopping.is_set)
-                if rep.runs or rep.notify_events or rep.notify_deliveries or rep.audit:
+                if rep.runs or rep.notify_events or rep.notify_deliveries or rep.audit or rep.daemons:
                     log.info("history retention: deleted %d run(s), %d finding(s), %d notification event(s), "
-                             "%d delivery(ies), %d audit entry(ies)", rep.runs, rep.findings, rep.notify_events,
-                             rep.notify_deliveries, rep.audit)
+                             "%d delivery(ies), %d audit entry(ies), %d daemon record(s)", rep.runs, rep.findings,
+                             rep.notify_events, rep.notify_deliveries, rep.audit, rep.daemons)
                 self.on_event("history-pruned", rep.to_dict())
             except Exception as exc:
                 log.warning("history retention failed: %s", exc)
