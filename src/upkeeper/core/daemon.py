@@ -329,9 +329,10 @@ class Daemon:
                 continue
             assert job.schedule is not None
             nxt = job.schedule.next_after(item.scheduled_for)
-            if item.due_at < now - ON_TIME_TOLERANCE or nxt + job.jitter_offset <= now - ON_TIME_TOLERANCE:
-                # We fell behind (suspended machine, stalled loop, clock jump): plan like a restart -- also when only
-                # this occurrence is late, which runs hours late as if on time otherwise, whatever catch_up says
+            if item.due_at < now - ON_TIME_TOLERANCE or nxt + job.jitter_offset <= now:
+                # We fell behind (suspended machine, stalled loop, clock jump): plan like a restart -- when this
+                # occurrence is late (it would run hours late as if on time, whatever catch_up says), and when the
+                # next one is due too (a short interval: each would fire, one after the other, in this tick)
                 nxt = self._fell_behind(job, item, now, due, report)
             else:
                 due.append(item)
