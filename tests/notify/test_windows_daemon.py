@@ -157,7 +157,7 @@ def test_a_retry_is_decided_like_any_run_no_retry_in_a_blackout_nor_outside_the_
         "blackouts": {"freeze": {"start": "2025-03-03 22:00", "end": "2025-03-04 01:00"}},
         "jobs": {"vacuum": {"task": "testing.scripted", "schedule": "0 21 3 3 *", "retries": 1,
                             "retry_delay": "90m"},
-                 "reindex": {"task": "testing.scripted", "schedule": "50 3 3 3 *", "window": "nightly",
+                 "reindex": {"task": "testing.scripted", "schedule": "50 3,5 3 3 *", "window": "nightly",
                              "retries": 1, "retry_delay": "30m"}},
     })
     sim = SimDaemon(tmp_path, text, start=utc(2025, 3, 3, 3, 0))
@@ -167,17 +167,22 @@ def test_a_retry_is_decided_like_any_run_no_retry_in_a_blackout_nor_outside_the_
         sim.daemon.pending_poll = timedelta(seconds=30)
         sim.daemon.prepare()
         sim.advance(utc(2025, 3, 3, 4, 30), step=timedelta(minutes=10))  # reindex failed at 03:50; its retry, due 04:20, is outside the window
-        rows = sorted(sim.history.runs(job="reindex"), key=lambda r: r.attempt)
+        rows = sorted(sim.history.runs(job="reindex"), key=lambda r: r.attempt)[:2]
         assert [(r.attempt, r.trigger, r.status) for r in rows] == [(1, "schedule", "fail"), (2, "retry", "pending")]
         assert rows[1].due_at == utc(2025, 3, 4, 2, 0) and "outside maintenance window 'nightly'" in rows[1].summary
+        sim.advance(utc(2025, 3, 3, 6, 0), step=timedelta(minutes=10))
         sim.advance(utc(2025, 3, 3, 23, 0), step=timedelta(minutes=30))  # vacuum failed at 21:00; its retry, due 22:30, falls in the freeze
         rows = sorted(sim.history.runs(job="vacuum"), key=lambda r: r.attempt)
         assert [(r.attempt, r.trigger, r.status) for r in rows] == [(1, "schedule", "fail"), (2, "retry", "skipped")]
         assert "blackout 'freeze'" in rows[1].summary and rows[1].started_at is None
+        # 05:50, outside the window, was covered by the waiting retry: one run at the opening, not two
+        [covered] = [r for r in sim.history.runs(job="reindex") if r.scheduled_for == utc(2025, 3, 3, 5, 50)]
+        assert covered.status == "skipped" and "retry 2" in covered.summary and "covers this one" in covered.summary
         sim.advance(utc(2025, 3, 4, 2, 10), step=timedelta(minutes=10))  # the window opens (the freeze is over): the held retry runs now
-        rows = sorted(sim.history.runs(job="reindex"), key=lambda r: r.attempt)
-        assert [(r.attempt, r.trigger, r.status) for r in rows] == [(1, "schedule", "fail"), (2, "retry", "ok")]
-        assert rows[1].started_at is not None and rows[1].started_at >= utc(2025, 3, 4, 2, 0)
+        rows = sorted(sim.history.runs(job="reindex"), key=lambda r: (r.attempt, r.scheduled_for))
+        assert [(r.attempt, r.trigger, r.status) for r in rows] == [
+            (1, "schedule", "fail"), (1, "schedule", "skipped"), (2, "retry", "ok")]
+        assert rows[2].started_at is not None and rows[2].started_at >= utc(2025, 3, 4, 2, 0)
         assert [r.status for r in sim.history.runs(job="vacuum")].count("ok") == 0  # not run late either
     finally:
         sim.close()
