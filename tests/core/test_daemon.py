@@ -485,6 +485,9 @@ def served_until(url: str, clock: SimClock, cron: str, name: str, until: datetim
     there (``stop``), or dead with its last heartbeat there."""
     d = make_daemon(nightly_setup(url, cron), url, clock, name)
     d.prepare()
+    while d._heap and d._heap[0].due_at <= until:  # it ticks when its occurrences come due (a stall would not)
+        clock.set(d._heap[0].due_at)
+        d.tick()
     clock.set(until)
     d.tick()
     assert d.wait_idle(30)
@@ -569,3 +572,81 @@ def test_a_daemon_draining_after_a_stop_served_nothing_more(tmp_path: Path) -> N
     assert d.wait_idle(30)
     d.drain(timedelta(seconds=5))
     assert nightly_runs(url)[-1] == (DAY + timedelta(hours=4), "catch-up", "ok")
+
+
+def test_a_daemon_stalled_for_less_than_a_period_applies_the_catch_up_policy_too(tmp_path: Path) -> None:
+    """The daemon's loop stalls (SIGSTOP, a suspended VM, a clock jump forward) across one occurrence but not the next
+    one: the occurrence, now hours late, follows the job's catch-up policy as after a restart or a longer stall —
+    with ``catch_up: skip``, or older than ``catch_up_grace``, it is recorded skipped, not run hours late as if on
+    schedule; with ``latest`` within the grace it runs once, as a catch-up."""
+    start = datetime(2026, 3, 10, 0, 0, tzinfo=UTC)
+    resumed = datetime(2026, 3, 10, 20, 0, tzinfo=UTC)  # 02:30 CET (01:30Z) passed 18.5 hours ago
+    occurrence = datetime(2026, 3, 10, 1, 30, tzinfo=UTC)
+    for name, extra, expected in (("skip", "  catch_up: skip\n", ("skipped", "catch-up")),
+                                  ("grace", "  catch_up_grace: 6h\n", ("skipped", "catch-up")),
+                                  ("latest", "", ("ok", "catch-up"))):
+        url = f"sqlite:///{tmp_path / f'{name}.db'}"
+        setup = make_setup(url, f"defaults:\n{extra}" if extra else "")
+        clock = SimClock(start)
+        d = make_daemon(setup, url, clock, "n")
+        d.jobs = {"berlin-0230": d.jobs["berlin-0230"]}
+        d.prepare()
+        clock.set(resumed)
+        d.tick()
+        assert d.wait_idle(30)
+        rows = d.history.runs(job="berlin-0230")
+        assert [(r.scheduled_for, r.status, r.trigger) for r in rows] == [(occurrence, *expected)], name
+        if expected[0] == "skipped":
+            assert "missed while the daemon could not run it" in rows[0].summary
+        clock.set(datetime(2026, 3, 11, 1, 30, 5, tzinfo=UTC))  # the next night runs on schedule
+        d.tick()
+        assert d.wait_idle(30)
+        assert [(r.status, r.trigger) for r in d.history.runs(job="berlin-0230")][0] == ("ok", "schedule")
+        d.pool.shutdown(wait=True)
+        d.history.close()
+
+
+def test_a_daemon_stalled_then_stopped_did_not_serve_the_stall(tmp_path: Path) -> None:
+    """The daemon's loop stalls across 03:00 (SIGSTOP, a suspended VM) and it is then stopped (``systemctl
+    restart``: SIGTERM, then SIGCONT) before it ticks again: it claimed nothing during the stall, so its lifetime
+    ends at its last tick, not at the stop, and the next daemon catches 03:00 up.  It used to count the stall as
+    served: 03:00 was neither run nor recorded skipped."""
+    url = f"sqlite:///{tmp_path / 'h.db'}"
+    clock = SimClock(DAY - timedelta(hours=22))  # yesterday 02:00: yesterday's 03:00 runs on schedule
+    old = make_daemon(nightly_setup(url, "0 3 * * *"), url, clock, "old")
+    old.prepare()
+    clock.set(DAY - timedelta(hours=21))
+    old.tick()
+    clock.set(DAY + timedelta(hours=1))
+    old.tick()  # its last tick, at 01:00: it stalls until 10:00
+    assert old.wait_idle(30)
+    clock.set(DAY + timedelta(hours=10))
+    old.drain(timedelta(seconds=5))
+    old.history.close()
+    d = make_daemon(nightly_setup(url, "0 3 * * *"), url, clock, "new")
+    d.prepare()
+    assert d.wait_idle(30)
+    d.drain(timedelta(seconds=5))
+    assert nightly_runs(url) == [(DAY - timedelta(hours=21), "schedule", "ok"),
+                                 (DAY + timedelta(hours=3), "catch-up", "ok")]
+
+
+def test_a_short_interval_job_fires_once_after_a_stall_within_the_tolerance(tmp_path: Path) -> None:
+    """An ``every 20s`` job and a 70-second stall: three occurrences came due, each less than the 60 s on-time
+    tolerance late when the loop ticks again.  Only the newest runs (on schedule); the others are one skipped
+    run, as after any fall-behind -- they used to fire one after the other in that tick (seen with a real daemon
+    and SIGSTOP: 3 fired, one of them skipped as an overlap)."""
+    url = f"sqlite:///{tmp_path / 'h.db'}"
+    setup = build_setup(load_text(f"history: {url}\nversion: 1\njobs:\n  tick:\n    task: debug.noop\n"
+                                  "    schedule: every 20s\n    catch_up: skip\n"))
+    t0 = datetime(2026, 3, 10, 12, 0, 5, tzinfo=UTC)
+    clock = SimClock(t0)
+    d = make_daemon(setup, url, clock, "n")
+    d.prepare()
+    clock.set(t0 + timedelta(seconds=70))  # 12:00:20, :40 and 12:01:00 came due meanwhile
+    d.tick()
+    assert d.wait_idle(30)
+    rows = sorted((r.scheduled_for.second + 60 * (r.scheduled_for.minute), r.trigger, r.status)
+                  for r in d.history.runs(job="tick"))
+    assert rows == [(40, "catch-up", "skipped"), (60, "schedule", "ok")]
+    d.drain(timedelta(seconds=5))

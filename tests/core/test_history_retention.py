@@ -279,3 +279,43 @@ def test_status_and_history_show_a_stopped_run_as_stopped_not_failing(
     runs = cli(["--config", str(cfg), "history", "j", "--json"]).json()
     assert [(r["status"], r["stopped"]) for r in runs] == [("interrupted", True), ("ok", False)]
     assert "│ stopped" in cli(["--config", str(cfg), "history", "j"]).out
+
+
+def test_daemon_rows_of_long_ended_daemons_go_unless_catch_up_or_status_reads_them(history: History) -> None:
+    """Every daemon start adds a row to ``daemons`` (its instance name has its pid): a daemon restarted by every
+    deploy, or by a restart loop, grew the table forever, and ``upkeeper status`` listed every one of them.  A prune
+    deletes the rows of daemons that ended before the run retention's cutoff, except those catch-up still reads (an
+    earlier daemon serving a job past that job's last recorded occurrence: a schedule changed with a restart is no
+    downtime) and each node's newest daemon (``status`` says when it last ran)."""
+    h = history
+    cutoff = NOW - timedelta(days=90)
+    day = timedelta(days=1)
+
+    def daemon(name: str, node: str, start: datetime, end: datetime, jobs: list[str] | None, *,
+               stopped: bool = True) -> None:
+        h.daemon_heartbeat(name, node, 1, start, len(jobs or []), "1", job_names=jobs, at=end)
+        if stopped:
+            h.daemon_stopped(name, end)
+
+    run(h, "nightly", OLD - 10 * day)  # its last recorded occurrence, long ago (its schedule changed since)
+    run(h, "ping", NOW - day)
+    for i in range(20):  # a restart loop, 200 days ago: 20 rows, none needed
+        daemon(f"a:{i}:1", "a", OLD + i * timedelta(minutes=1), OLD + i * timedelta(minutes=1, seconds=30), ["ping"])
+    daemon("a:dead:1", "a", OLD + day, OLD + 2 * day, ["ping"], stopped=False)  # died: ended at its heartbeat
+    daemon("a:old-version:1", "a", OLD + 3 * day, OLD + 4 * day, None)  # recorded no job names
+    # served 'nightly' past its last occurrence: catch-up reads it (the occurrences it ran through were its)
+    daemon("a:served:1", "a", OLD - 5 * day, OLD - 4 * day, ["nightly", "ping"])
+    daemon("b:last:1", "b", OLD + 5 * day, OLD + 6 * day, ["ping"])  # node b's newest daemon: kept
+    daemon("a:recent:1", "a", cutoff + day, NOW - day, ["ping"])  # ended after the cutoff: kept
+    daemon("a:alive:1", "a", NOW - day, NOW, ["ping"], stopped=False)
+    assert len(h.daemons()) == 26
+    before = h.daemon_lifetimes(exclude="x")
+
+    dry = prune_history(h, runs_before=cutoff, audit_before=None, dry_run=True)
+    assert dry.daemons == 22 and len(h.daemons()) == 26
+    rep = prune_history(h, runs_before=cutoff, audit_before=None)
+    assert rep.daemons == 22 and rep.to_dict()["deleted"]["daemons"] == 22
+    assert {d.instance for d in h.daemons()} == {"a:served:1", "b:last:1", "a:recent:1", "a:alive:1"}
+    after = h.daemon_lifetimes(exclude="x")
+    assert {lt for lt in before if "nightly" in lt[2]} <= set(after)  # what catch-up reads for 'nightly' stays
+    assert prune_history(h, runs_before=cutoff, audit_before=None).daemons == 0

@@ -145,3 +145,75 @@ def test_a_planned_run_the_daemon_reaches_after_its_window_waits_for_the_next_op
         assert row is not None and row.status == "skipped" and "blackout 'freeze'" in row.summary
     finally:
         sim.close()
+
+
+def test_a_retry_is_decided_like_any_run_no_retry_in_a_blackout_nor_outside_the_window(tmp_path) -> None:
+    """A failed run's retry comes due after a blackout began, or after the job's window closed: it is decided at
+    the decision point like any run — skipped in the blackout (recorded), deferred to the window's next opening
+    (where it runs, still attempt 2) — never started inside the freeze or outside the window."""
+    text = yaml_block({
+        "timezone": "UTC",
+        "windows": {"nightly": {"rrule": "FREQ=DAILY", "start": "02:00", "end": "04:00"}},
+        "blackouts": {"freeze": {"start": "2025-03-03 22:00", "end": "2025-03-04 01:00"}},
+        "jobs": {"vacuum": {"task": "testing.scripted", "schedule": "0 21 3 3 *", "retries": 1,
+                            "retry_delay": "90m"},
+                 "reindex": {"task": "testing.scripted", "schedule": "50 3,5 3 3 *", "window": "nightly",
+                             "retries": 1, "retry_delay": "30m"}},
+    })
+    sim = SimDaemon(tmp_path, text, start=utc(2025, 3, 3, 3, 0))
+    try:
+        script("vacuum", fail("lock timeout"), ok("vacuumed"))
+        script("reindex", fail("lock timeout"), ok("reindexed"))
+        sim.daemon.pending_poll = timedelta(seconds=30)
+        sim.daemon.prepare()
+        sim.advance(utc(2025, 3, 3, 4, 30), step=timedelta(minutes=10))  # reindex failed at 03:50; its retry, due 04:20, is outside the window
+        rows = sorted(sim.history.runs(job="reindex"), key=lambda r: r.attempt)[:2]
+        assert [(r.attempt, r.trigger, r.status) for r in rows] == [(1, "schedule", "fail"), (2, "retry", "pending")]
+        assert rows[1].due_at == utc(2025, 3, 4, 2, 0) and "outside maintenance window 'nightly'" in rows[1].summary
+        sim.advance(utc(2025, 3, 3, 6, 0), step=timedelta(minutes=10))
+        sim.advance(utc(2025, 3, 3, 23, 0), step=timedelta(minutes=30))  # vacuum failed at 21:00; its retry, due 22:30, falls in the freeze
+        rows = sorted(sim.history.runs(job="vacuum"), key=lambda r: r.attempt)
+        assert [(r.attempt, r.trigger, r.status) for r in rows] == [(1, "schedule", "fail"), (2, "retry", "skipped")]
+        assert "blackout 'freeze'" in rows[1].summary and rows[1].started_at is None
+        # 05:50, outside the window, was covered by the waiting retry: one run at the opening, not two
+        [covered] = [r for r in sim.history.runs(job="reindex") if r.scheduled_for == utc(2025, 3, 3, 5, 50)]
+        assert covered.status == "skipped" and "retry 2" in covered.summary and "covers this one" in covered.summary
+        sim.advance(utc(2025, 3, 4, 2, 10), step=timedelta(minutes=10))  # the window opens (the freeze is over): the held retry runs now
+        rows = sorted(sim.history.runs(job="reindex"), key=lambda r: (r.attempt, r.scheduled_for))
+        assert [(r.attempt, r.trigger, r.status) for r in rows] == [
+            (1, "schedule", "fail"), (1, "schedule", "skipped"), (2, "retry", "ok")]
+        assert rows[2].started_at is not None and rows[2].started_at >= utc(2025, 3, 4, 2, 0)
+        assert [r.status for r in sim.history.runs(job="vacuum")].count("ok") == 0  # not run late either
+    finally:
+        sim.close()
+
+
+def test_a_manual_runs_retry_waits_out_its_backoff_then_is_skipped_if_a_blackout_began(make_env) -> None:
+    """'upkeeper run JOB' started before a blackout: its retry, once the backoff is over, falls inside it and is
+    recorded skipped (trigger retry, attempt 2) instead of run; an excepted category's retry still runs."""
+    from upkeeper.cli._gate import retry_hold
+    from upkeeper.notify.policy import Calendar
+
+    env = make_env(yaml_block({
+        "blackouts": {"freeze": {"start": "2025-03-03 12:30", "end": "2025-03-03 18:00"}},
+        "jobs": {"vacuum": {"task": "testing.scripted", "retries": 2, "retry_delay": "45m"},
+                 "audit": {"task": "testing.scripted", "retries": 2, "retry_delay": "45m",
+                           "category": "security"}},
+    }), start=utc(2025, 3, 3, 12, 0))
+    hold = retry_hold(Calendar(env.setup.config))
+
+    def sleep(seconds: float) -> None:  # the backoff, on the simulated clock
+        env.now[0] += timedelta(seconds=seconds)
+
+    for job in ("vacuum", "audit"):
+        env.now[0] = utc(2025, 3, 3, 12, 0)
+        script(job, fail("lock timeout"), ok("done"))
+        rid, _outcome, status = env.runner.run_manual(env.setup.job(job), sleep=sleep, hold=hold)
+        rows = sorted(env.history.runs(job=job), key=lambda r: r.attempt)
+        if job == "vacuum":
+            assert status == "fail" and rid == rows[0].id  # the failure stands
+            assert [(r.attempt, r.trigger, r.status) for r in rows] == [(1, "manual", "fail"), (2, "retry", "skipped")]
+            assert "blackout 'freeze'" in rows[1].summary and rows[1].started_at is None
+        else:
+            assert status == "ok"
+            assert [(r.attempt, r.trigger, r.status) for r in rows] == [(1, "manual", "fail"), (2, "retry", "ok")]

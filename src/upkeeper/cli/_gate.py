@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import getpass
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -61,6 +62,21 @@ def blocked(calendar: Calendar, job: Job, now: datetime) -> Blocked | None:
                           if nxt else "TIME")
                        + "' (a planned run), or --emergency --reason '…' --approved-by NAME")
     return None
+
+
+def retry_hold(calendar: Calendar) -> Callable[[Job, datetime], str | None]:
+    """What ``upkeeper run`` asks before a retry, once its backoff is over: a blackout that began meanwhile holds it
+    (the retry is recorded skipped, as the daemon records a retry a blackout holds).  A window needs no check here:
+    ``upkeeper run`` runs a window-bound job only as an emergency, and an emergency's retries are not held."""
+
+    def hold(job: Job, now: datetime) -> str | None:
+        hit = calendar.blackout_at(job.category, now)
+        if hit is None:
+            return None
+        b, period = hit
+        return f"blackout {b.name!r} ({describe(period, str(b.rec.tz))}); category {job.category} is not excepted"
+
+    return hold
 
 
 def parse_at(text: str, tz: str, now: datetime) -> datetime:

@@ -20,6 +20,9 @@ from upkeeper.core.task import Finding
 from upkeeper.fmt import human_duration
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+    from datetime import datetime
+
     from rich.console import Console
     from rich.progress import Progress, TaskID
     from rich.table import Table
@@ -133,6 +136,7 @@ def run_jobs(
     show_progress: bool = True,
     trigger: str = "manual",
     details: dict[str, Any] | None = None,
+    hold: Callable[[Job, datetime], str | None] | None = None,
 ) -> list[RunSummary]:
     """Run ``jobs`` now (at most ``parallel`` at once) and return their summaries in job order.
 
@@ -170,7 +174,7 @@ def run_jobs(
 
         rid, outcome, status = runner.run_manual(job, trigger=trigger, retries=retries, on_log=on_log,
                                                  on_progress=on_progress, on_retry=on_retry, cancel=cancel,
-                                                 details=details)
+                                                 details=details, hold=hold)
         result = outcome.result if outcome is not None else None
         results[i] = RunSummary(
             run_id=rid, job=job.name, task=job.task_name, status=status,

@@ -185,7 +185,8 @@ def prune_cmd(
     table.add_column(verb, justify="right")
     for what, n in (("runs (with their log excerpts)", rep.runs), ("findings", rep.findings),
                     ("notification events", rep.notify_events), ("notification deliveries", rep.notify_deliveries),
-                    ("audit entries", rep.audit), ("metric samples", rep.metric_samples)):
+                    ("audit entries", rep.audit), ("metric samples", rep.metric_samples),
+                    ("daemon records (of daemons ended before the runs' cutoff)", rep.daemons)):
         table.add_row(what, f"{n:,}")
     console.print(table)
     if rep.streak_runs:

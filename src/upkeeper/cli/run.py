@@ -17,6 +17,7 @@ from upkeeper.cli._gate import (
     blocked,
     parse_at,
     plan_runs,
+    retry_hold,
 )
 from upkeeper.cli._runs import RunsStopped, RunSummary, make_runner, run_jobs, summary_table
 from upkeeper.core.executor import WorkerPool
@@ -171,7 +172,7 @@ def run_cmd(
         try:
             results = run_jobs(runner, selected, console=out, parallel=parallel, retries=not no_retry,
                                show_progress=out is not None and out.is_terminal, trigger=trigger,
-                               details=details)
+                               details=details, hold=None if emergency else retry_hold(calendar))
         except RunsStopped as stop:
             # Ctrl-C or SIGTERM (systemctl stop, timeout): the runs as recorded, those stopped 'interrupted',
             # then exit 130 or 143 (cli.main) — a script reading --json learns what was left undone

@@ -124,7 +124,8 @@ class HistoryRetention(StrictModel):
     runs: Duration | None = Field(
         default=timedelta(days=90),
         description="runs that finished longer ago than this are deleted with their findings and log "
-        "excerpts, and so are notification events and sent or abandoned deliveries older than this; "
+        "excerpts, and so are notification events and sent or abandoned deliveries older than this, and the "
+        "records of daemons that ended before then (but each node's newest, and those catch-up still reads); "
         "null keeps them forever. Must cover the windows read back from runs: a config check error "
         "names a shorter one (the backup success rate's success_rate_window, 30 days; the compliance report's "
         "period, up to 62 days for previous_month); 90 days covers both. Source: GitHub Actions (workflow run logs are kept 90 days by default)",

@@ -188,6 +188,8 @@ class Daemon:
         self._started_at = self.clock.now()
         self._prepared = False
         self._stop_asked: datetime | None = None
+        #: the clock's time at the last tick (or prepare): every occurrence due by then was dealt with
+        self._served_at = self._started_at
         self.on_event = on_event or (lambda kind, data: None)
         self.pending_poll = pending_poll
         self.housekeeping_every = housekeeping
@@ -206,6 +208,7 @@ class Daemon:
         lifetimes = self.history.daemon_lifetimes(exclude=self.owner)
         stopped = self.history.stopped_occurrences()
         now = self.clock.now()
+        self._served_at = now
         catch_up: list[_Due] = []
         for name, job in self.jobs.items():
             assert job.schedule is not None
@@ -239,8 +242,9 @@ class Daemon:
         """Where catch-up of ``job`` starts: its last recorded occurrence ``last``, or a later occurrence whose due
         instant (occurrence + jitter) an earlier daemon serving ``job`` (``lifetimes``, any node) was running
         through -- one it would have claimed had its schedule had it: a schedule changed with a restart is no
-        downtime.  An instance is running from its start until a stop was asked, or its last heartbeat if it died
-        (no slack after it: it may have died right after, and a missed run is worse than one run too many), minus
+        downtime.  An instance is running from its start until a stop was asked (or its last tick before it, see
+        :meth:`stop`), or its last heartbeat if it died (no slack after it: it may have died right after, and a
+        missed run is worse than one run too many), minus
         :data:`ON_TIME_TOLERANCE` (an occurrence due just before a stop may be left to the next daemon, which
         runs it on time).  Occurrences before such an occurrence were an earlier daemon's to catch up.  A
         brand-new job (``last`` None) stays None: it never catches up."""
@@ -311,6 +315,7 @@ class Daemon:
             return self.prepare()
         report = TickReport()
         now = self.clock.now()
+        self._served_at = now
         self._clock_went_back(now)
         # pending runs (deferred, retries, planned) are older work: they go first
         if now >= self._next_pending:
@@ -324,8 +329,10 @@ class Daemon:
                 continue
             assert job.schedule is not None
             nxt = job.schedule.next_after(item.scheduled_for)
-            if nxt + job.jitter_offset <= now - ON_TIME_TOLERANCE:
-                # We fell far behind (suspended machine, clock jump): plan like a restart.
+            if item.due_at < now - ON_TIME_TOLERANCE or nxt + job.jitter_offset <= now:
+                # We fell behind (suspended machine, stalled loop, clock jump): plan like a restart -- when this
+                # occurrence is late (it would run hours late as if on time, whatever catch_up says), and when the
+                # next one is due too (a short interval: each would fire, one after the other, in this tick)
                 nxt = self._fell_behind(job, item, now, due, report)
             else:
                 due.append(item)
@@ -339,18 +346,19 @@ class Daemon:
         return report
 
     def _fell_behind(self, job: Job, item: _Due, now: datetime, due: list[_Due], report: TickReport) -> datetime:
-        """``item`` and at least the occurrence after it are overdue (the machine was suspended, the clock jumped
-        forward): the same catch-up as at a start, for ``item`` and every later occurrence up to ``now`` -- the
-        newest may run (policy ``latest``, within the grace), the rest are recorded as one skipped run; the old
-        ``item`` itself never runs late as if on schedule.  Returns the occurrence to plan next."""
+        """``item`` is overdue by more than the on-time tolerance, maybe with later occurrences too (the machine was
+        suspended, the loop stalled -- SIGSTOP --, the clock jumped forward): the same catch-up as at a start, for
+        ``item`` and every later occurrence up to ``now`` -- the newest may run once (policy ``latest``, within the
+        grace), the rest are recorded as one skipped run; ``item`` never runs late as if on schedule.  Returns the
+        occurrence to plan next."""
         assert job.schedule is not None
         plan = plan_catch_up(job.schedule, item.scheduled_for - timedelta(microseconds=1), now,
                              job.catch_up,  # type: ignore[arg-type]
                              job.effective_grace(), ON_TIME_TOLERANCE + job.jitter_offset)
         if plan.skipped is not None:
             n = f"{plan.missed}{'+' if plan.missed_capped else ''}"
-            reason = (f"missed while the daemon could not run it (the machine was suspended, or the clock jumped "
-                      f"forward; {n} occurrence(s)); catch_up: {job.catch_up}, grace {job.effective_grace()}")
+            reason = (f"missed while the daemon could not run it (the machine was suspended, the daemon was "
+                      f"stalled, or the clock jumped forward; {n} occurrence(s)); catch_up: {job.catch_up}, grace {job.effective_grace()}")
             rid = self.history.record_skip(job.name, job.task_name, job.target_name, plan.skipped, reason,
                                            trigger="catch-up", owner=self.owner, node=self.node)
             if rid is not None:
@@ -406,11 +414,14 @@ class Daemon:
                 continue
             if decision.action == "defer":
                 until = decision.until or (now + timedelta(minutes=5))
-                earlier = self.history.pending_run(job.name, "deferred")
+                # one deferred run covers every occurrence until it runs (like catch-up: never a replay); so does a
+                # retry waiting for the window (it would run at the same opening)
+                earlier = (self.history.pending_run(job.name, "deferred")
+                           or self.history.pending_run(job.name, "retry"))
                 if earlier is not None:
-                    # one deferred run covers every occurrence until it runs (like catch-up: never a replay)
-                    reason = (f"skipped: occurrence {earlier.scheduled_for.isoformat()} is already deferred "
-                              f"({decision.reason}) and covers this one")
+                    what = (f"occurrence {earlier.scheduled_for.isoformat()}" if earlier.trigger == "deferred"
+                            else f"retry {earlier.attempt} (run {earlier.id})")
+                    reason = f"skipped: {what} is already deferred ({decision.reason}) and covers this one"
                     self.history.record_skip(job.name, job.task_name, job.target_name, item.scheduled_for,
                                              reason, trigger=item.trigger, owner=self.owner, node=self.node,
                                              details=item.details)
@@ -454,17 +465,22 @@ class Daemon:
         rows = self.history.claim_pending(now, self.owner, self.node, list(self.all_jobs))
         for row in rows:
             job = self.all_jobs[row.job]
-            # a deferred run, and a run planned inside a window ('run --at'), are decided again when due: the daemon
-            # may come back after the window closed, or a blackout may have been added since
-            if row.trigger in ("deferred", "planned"):
+            # a deferred run, a run planned inside a window ('run --at') and a retry are decided when due, like any
+            # run: the daemon may come back after the window closed, a retry's backoff may end after it closed or
+            # inside a blackout, or a blackout may have been added since.  A retry outside its window waits for the
+            # next opening (still the same attempt); one inside a blackout is skipped, as the occurrence would be
+            if row.trigger in ("deferred", "planned", "retry"):
                 d = self.decide(job, row.scheduled_for, now, row.trigger)
+                what = f"retry {row.attempt} " if row.trigger == "retry" else ""
                 if d.action == "defer":
                     until = d.until or (now + timedelta(minutes=5))
                     self.history.set_status(row.id, "pending", due_at=until,
-                                            summary=f"deferred until {until.isoformat()}: {d.reason}")
+                                            summary=f"{what}deferred until {until.isoformat()}: {d.reason}")
                     continue
                 if d.action == "skip":
-                    self.history.set_status(row.id, "skipped", summary=d.reason, finished_at=now)
+                    self.history.set_status(row.id, "skipped", summary=f"{what}skipped: {d.reason}"
+                                            if what else d.reason, finished_at=now)
+                    log.info("%s: %sskipped: %s", job.name, what, d.reason)
                     continue
             report.claimed.append((row.job, row.scheduled_for, row.id))
             self._submit(row.id, job, row.scheduled_for, row.attempt, row.trigger)
@@ -537,10 +553,10 @@ class Daemon:
                 rep = prune_history(self.history, runs_before=now - keep.runs if keep.runs else None,
                                     audit_before=now - keep.audit if keep.audit else None,
                                     stop=self._stopping.is_set)
-                if rep.runs or rep.notify_events or rep.notify_deliveries or rep.audit:
+                if rep.runs or rep.notify_events or rep.notify_deliveries or rep.audit or rep.daemons:
                     log.info("history retention: deleted %d run(s), %d finding(s), %d notification event(s), "
-                             "%d delivery(ies), %d audit entry(ies)", rep.runs, rep.findings, rep.notify_events,
-                             rep.notify_deliveries, rep.audit)
+                             "%d delivery(ies), %d audit entry(ies), %d daemon record(s)", rep.runs, rep.findings,
+                             rep.notify_events, rep.notify_deliveries, rep.audit, rep.daemons)
                 self.on_event("history-pruned", rep.to_dict())
             except Exception as exc:
                 log.warning("history retention failed: %s", exc)
@@ -591,7 +607,11 @@ class Daemon:
     def stop(self) -> None:
         """Stop claiming new work (call from a signal handler or another thread)."""
         if self._stop_asked is None:
-            self._stop_asked = self.clock.now()  # it claims nothing from here on: its lifetime ends here
+            # it claims nothing from here on: its lifetime ends here -- or at its last tick, if its loop was stalled
+            # since (SIGSTOP, a suspended VM: systemd's stop sends SIGCONT after SIGTERM, and this handler runs
+            # before the loop ticks again): what came due meanwhile was no daemon's, and the next one catches it up
+            # (in a loop that runs, the last tick is at most a pending poll, a few seconds, ago)
+            self._stop_asked = min(self.clock.now(), self._served_at)
         self._stopping.set()
         self._wake.set()
 

@@ -67,6 +67,8 @@ class PruneReport:
     notify_deliveries: int = 0
     audit: int = 0
     metric_samples: int = 0
+    #: rows of daemons that ended before ``runs_before`` (see :func:`_prune_daemons`)
+    daemons: int = 0
     #: of the deleted runs, failed ones of their job's current failure streak, now counted in ``run_streaks``
     streak_runs: int = 0
     #: old runs kept, by reason
@@ -87,7 +89,7 @@ class PruneReport:
             "deleted" if not self.dry_run else "would_delete": {
                 "runs": self.runs, "findings": self.findings, "notify_events": self.notify_events,
                 "notify_deliveries": self.notify_deliveries, "audit": self.audit,
-                "metric_samples": self.metric_samples,
+                "metric_samples": self.metric_samples, "daemons": self.daemons,
             },
             "kept": dict(sorted(self.kept.items())),
             "streak_runs": self.streak_runs,
@@ -223,6 +225,7 @@ def prune_history(history: History, *, runs_before: datetime | None, audit_befor
         dl = _t(NotifyDeliveryRow)
         rep.notify_deliveries = _prune_by_id(
             history, dl, and_(dl.c.created_at < runs_before, dl.c.status.in_(("sent", "dead", "superseded"))), dry_run)
+        rep.daemons = _prune_daemons(history, runs_before, dry_run)
     if audit_before is not None:
         audit = _t(AuditRow)
         rep.audit = _prune_by_id(history, audit, audit.c.ts < audit_before, dry_run)
@@ -335,6 +338,50 @@ def _prune_by_id(history: History, table: Table, cond: ColumnElement[bool], dry_
                 n += _count(conn.execute(delete(table).where(table.c.id.in_(ids))))
             elif dry_run:
                 n += len(ids)
+
+
+def _prune_daemons(history: History, before: datetime, dry_run: bool) -> int:
+    """Delete the rows of daemons that ended before ``before`` (asked to stop then, or last heard of then: died).
+
+    Every daemon start adds a row (its instance name holds its pid).  Kept whatever their age:
+
+    * the rows catch-up still reads (:meth:`History.daemon_lifetimes`, ``Daemon._served_through``): a daemon that
+      served a job past that job's last recorded occurrence (a schedule changed with a restart: the occurrences
+      it ran through were its own, not downtime to catch up).  A lifetime that ended at or before the last
+      occurrence of every job it served is never read again (occurrences only move forward);
+    * each node's newest daemon row: ``upkeeper status`` says when that node's daemon last ran.
+    """
+    d = tables.daemons
+    with history.session() as s:
+        conn = s.connection()
+        rows = conn.execute(select(d.c.instance, d.c.node, d.c.started_at, d.c.stopped_at, d.c.last_seen,
+                                   d.c.job_names)).all()
+    if not rows:
+        return 0
+    newest: dict[str, Any] = {}
+    for r in rows:
+        if r.node not in newest or r.started_at > newest[r.node].started_at:
+            newest[r.node] = r
+    last = history.last_scheduled()
+
+    def ended(r: Any) -> datetime:
+        t = r.stopped_at or r.last_seen
+        return cast(datetime, t if t.tzinfo is not None else t.replace(tzinfo=UTC))
+
+    def read_by_catch_up(r: Any) -> bool:
+        names = r.job_names if isinstance(r.job_names, list) else []
+        end = ended(r)
+        return any(j in last and end > last[j] for j in names)
+
+    doomed = [r.instance for r in rows
+              if ended(r) < before and newest[r.node] is not r and not read_by_catch_up(r)]
+    if dry_run or not doomed:
+        return len(doomed)
+    n = 0
+    for i in range(0, len(doomed), BATCH):
+        with history.session() as s:
+            n += _count(s.connection().execute(delete(d).where(d.c.instance.in_(doomed[i:i + BATCH]))))
+    return n
 
 
 def _prune_metrics(history: History, cutoffs: dict[str, datetime], dry_run: bool) -> int:

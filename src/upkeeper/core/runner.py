@@ -162,10 +162,13 @@ class Runner:
         cancel: threading.Event | None = None,
         details: dict[str, Any] | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        hold: Callable[[Job, datetime], str | None] | None = None,
     ) -> tuple[int, Outcome | None, str]:
         """Run a job now (``upkeeper run``); retries happen inline with backoff.
 
-        Returns ``(run_id, outcome, status)`` of the last attempt.
+        ``hold`` is asked before each retry, once its backoff is over: a reason (a blackout began meanwhile) means
+        the retry does not run -- it is recorded ``skipped`` (trigger ``retry``) with that reason, and the failed
+        attempt stays the result.  Returns ``(run_id, outcome, status)`` of the last attempt that ran.
         """
         attempt = 1
         while True:
@@ -192,6 +195,17 @@ class Runner:
                     return rid, outcome, status
             else:
                 sleep(delay)
+            why = hold(job, self.clock()) if hold is not None else None
+            if why is not None:
+                at = self.clock()
+                self.history.create_run(
+                    NewRun(job=job.name, task=job.task_name, target=job.target_name, scheduled_for=at, due_at=at,
+                           trigger="retry", attempt=attempt, status="skipped", summary=f"retry {attempt} skipped: {why}",
+                           details={**(details or {}), "retry_of": rid}),
+                    self.owner, self.node,
+                )
+                log.info("%s: retry %d skipped: %s", job.name, attempt, why)
+                return rid, outcome, status
 
     # -- the core -------------------------------------------------------------------------
 
