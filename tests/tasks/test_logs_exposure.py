@@ -224,3 +224,31 @@ def test_a_single_page_apps_routes_tell_its_page_and_absolute_lines_are_judged_b
     assert sqli["severity"] == "info" and "0 answered 2xx (1 more with the site's catch-all page" in sqli["message"], sqli
     (proxy,) = by["logs.nginx.attack.open_proxy"]
     assert proxy["value"] == 1 and "proxy-judge.example" in proxy["message"], proxy
+
+
+def send_raw(server: NginxServer, reqs: list[tuple[str, str, str, str]]) -> None:
+    """(method, target, client address, referer) requests on a real connection each; waits for their log lines."""
+    before = server.access_log.read_bytes().count(b"\n") if server.access_log.exists() else 0
+    for method, target, ip, referer in reqs:
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+        conn.request(method, target, headers={"X-Forwarded-For": ip, "Referer": referer,
+                                              "User-Agent": "Mozilla/5.0 (X11; Linux x86_64) Firefox/125.0"})
+        conn.getresponse().read()
+        conn.close()
+    wait_for_log_lines(server.access_log, before + len(reqs))
+
+
+def test_a_prober_naming_its_target_as_its_own_referer_is_still_an_open_proxy_probe(
+        cli: Any, make_config: Any, spa_nginx: NginxServer, tmp_path: Path) -> None:
+    """Without server_names a referer's host is the site's own only when three or more clients sent it: one prober
+    that sends ``Referer: http://evil.example/`` (with its proxy probe, and on requests of its own before it) cannot
+    make evil.example the site's, while the site's host, in the referers of its visitors' page views, is."""
+    site = "http://shop.example.net/"
+    send_raw(spa_nginx, [("GET", p, f"192.0.2.{k}", site) for k, p in enumerate(["/pricing", "/login", "/docs"])]
+             + [("GET", "/", "198.51.100.7", "http://evil.example/"),
+                ("GET", "/pricing", "198.51.100.7", "http://evil.example/a"),
+                ("GET", "http://evil.example/", "198.51.100.7", "http://evil.example/"),
+                ("GET", "http://shop.example.net/pricing", "192.0.2.9", site)])
+    by = checks(run(cli, config(make_config, spa_nginx, tmp_path)))
+    (proxy,) = by["logs.nginx.attack.open_proxy"]
+    assert proxy["value"] == 1 and "evil.example" in proxy["message"], proxy

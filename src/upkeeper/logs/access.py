@@ -159,6 +159,24 @@ class ScanOptions:
 TimeInfo = tuple[int, int, int]  # (YYYYMMDD, hour, minute)
 
 
+_HOST_OF_URL = re.compile(rb"[a-z][a-z0-9+.-]{0,15}://(?:[^/?#@\s]*@)?(\[[0-9a-f:.]*\]|[^/?#:@\s\[\]]+)", re.I)
+#: without ``server_names``, a host is the site's own when this many different clients named it in a referer: one
+#: client (a prober sending ``Referer: http://evil.example/`` with ``GET http://evil.example/``) cannot make it so
+REFERER_CLIENTS = 3
+
+
+def _client_network(ip: bytes) -> bytes:
+    """A client as counted among a referer host's clients: an IPv4 address as is, an IPv6 one by its /64 (one
+    machine has a whole /64 to pick addresses from)."""
+    if b":" not in ip:
+        return ip
+    try:
+        net = ipaddress.IPv6Network((ip.decode("latin-1").strip().strip("[]"), 64), strict=False)
+    except ValueError:
+        return ip
+    return str(net.network_address).encode() + b"/64"
+
+
 @dataclass
 class AccessPartial:
     """Aggregates of some lines; :func:`merge` adds two of them."""
@@ -176,6 +194,9 @@ class AccessPartial:
     hosts: Counter[bytes] = field(default_factory=Counter)
     agents: Counter[bytes] = field(default_factory=Counter)  # normalized (GoAccess %u)
     referers: Counter[bytes] = field(default_factory=Counter)
+    #: host a referer names -> up to REFERER_CLIENTS clients that sent one (an IPv6 client by its /64): a host is the
+    #: site's own (an absolute request line for it no open-proxy probe) only when that many sent it (own_hosts)
+    referer_clients: dict[bytes, set[bytes]] = field(default_factory=dict)
     static_paths: Counter[bytes] = field(default_factory=Counter)  # static files (not 404) by path
     not_found: Counter[bytes] = field(default_factory=Counter)  # 404 paths
     #: GoAccess's requested files: b"URL\\0METHOD\\0PROTOCOL" (one bytes object: compact) -> hits
@@ -263,6 +284,7 @@ class Accumulator:
         self.page_of: set[bytes] = set()  # request lines asking for the front page (GET /, /index.html)
         self.ua_scanner: dict[bytes, str | None] = {}
         self.ref_exploit: dict[bytes, str | None] = {}  # referer -> referer_exploit's name (bounded: CACHE_MAX)
+        self.ref_host: dict[bytes, bytes | None] = {}  # referer -> the host it names (bounded: CACHE_MAX)
         #: the request lines that are login attempts: their path and failure statuses (learned with the endpoints)
         self.login_of: dict[bytes, tuple[bytes, frozenset[int]]] = {}
         self.ip_ok: dict[bytes, bool] = {}
@@ -691,12 +713,17 @@ class Accumulator:
             if sc:
                 for i in compress(range(n), map(sc.__contains__, ua)):
                     p.scanners[(self.ua_scanner[ua[i]] or "", h[i])] += 1
-        # exploits sent as the referer
+        # exploits sent as the referer, and the clients that named each host in a referer
         if ref is not None:
-            bad = self.referer_exploits(set(ref))
+            refs = set(ref)
+            bad = self.referer_exploits(refs)
             if bad:
                 for i in compress(range(n), map(bad.__contains__, ref)):
                     p.scanners[(bad[ref[i]], h[i])] += 1
+            pending = self.pending_referers(refs)
+            if pending:
+                for x, ip in set(compress(zip(ref, h, strict=True), map(pending.__contains__, ref))):
+                    self.referer_client(pending[x], ip)
 
     def referer_exploits(self, referers: Iterable[bytes]) -> dict[bytes, str]:
         """The referers among these that carry an exploit (:func:`~upkeeper.logs.classify.referer_exploit`), with
@@ -709,6 +736,27 @@ class Accumulator:
         for x in new:
             known[x] = referer_exploit(x)
         return {x: name for x in referers if (name := known[x])}
+
+    def pending_referers(self, referers: Iterable[bytes]) -> dict[bytes, bytes]:
+        """referer -> the host it names, for those of these referers whose host fewer than :data:`REFERER_CLIENTS`
+        clients have named so far (each distinct referer is read once; the cache starts over past CACHE_MAX)."""
+        known = self.ref_host
+        new = [x for x in referers if x not in known]
+        if len(known) + len(new) > CACHE_MAX:
+            known.clear()
+            new = list(referers)
+        for x in new:
+            m = _HOST_OF_URL.match(normalize_referer(x))
+            known[x] = m.group(1).lower().rstrip(b".") if m is not None else None
+        clients = self.p.referer_clients
+        return {x: host for x in referers if (host := known[x]) is not None
+                and len(clients.get(host, ())) < REFERER_CLIENTS}
+
+    def referer_client(self, host: bytes, ip: bytes) -> None:
+        """Count ``ip`` (an IPv6 address by its /64) among the clients that named ``host`` in a referer."""
+        ips = self.p.referer_clients.setdefault(host, set())
+        if len(ips) < REFERER_CLIENTS:
+            ips.add(_client_network(ip))
 
     def _probe_answer(self, raw: bytes, size: Any, category: str) -> None:
         """Count the body size of a 2xx answer to an attack request line (``size`` as read, or a number) of
@@ -1175,6 +1223,9 @@ def merge(parts: list[AccessPartial]) -> AccessPartial:
                      "nf_bursts", "auth_failures", "attacks", "scanners", "exposures", "page_sizes", "probe_sizes", "attack_answers", "vhosts",
                      "vhost_paths", "vhost_status", "vhost_latency", "client_outcomes"):
             getattr(out, name).update(getattr(p, name))
+        for host, ips in p.referer_clients.items():
+            mine = out.referer_clients.setdefault(host, set())
+            mine.update(sorted(ips - mine)[:max(0, REFERER_CLIENTS - len(mine))])
         routes = out.route_sizes
         for e, sz in p.route_sizes.items():
             cur = routes.get(e)
@@ -1386,14 +1437,14 @@ def catch_all_sizes(p: AccessPartial, page_sizes: Iterable[int] = ()) -> set[int
     return {sz for sz in p.page_sizes if sz > 0} | {int(sz) for sz in page_sizes} | shared_sizes(p)
 
 
-_HOST_OF_URL = re.compile(rb"[a-z][a-z0-9+.-]{0,15}://(?:[^/?#@\s]*@)?(\[[0-9a-f:.]*\]|[^/?#:@\s\[\]]+)", re.I)
 
 
 def own_hosts(p: AccessPartial, server_names: Iterable[str] = ()) -> Callable[[str], bool]:
     """Whether a host named in an absolute request line is one of the site's own: one of ``server_names`` (nginx's
     forms: ``example.com``, ``*.example.com``, ``.example.com`` for both, ``www.example.*``), or — when none is
-    given — the host of a referer in the log (the site's own pages refer to each other: a site's host is in its
-    referers, while an IP-echo or proxy-judge site a proxy probe asks for is not)."""
+    given — a host that the referers of :data:`REFERER_CLIENTS` or more different clients name (the site's own pages
+    refer to each other, so its visitors' referers name its host, while an IP-echo or proxy-judge site a proxy probe
+    asks for is nobody's referer; a prober that sends its target as its own referer is one client)."""
     names = [n.strip().lower().rstrip(".") for n in server_names if n.strip()]
     if names:
         alts = []
@@ -1404,8 +1455,7 @@ def own_hosts(p: AccessPartial, server_names: Iterable[str] = ()) -> Callable[[s
                 alts.append(re.escape(n).replace(r"\*", ".*"))
         rx = re.compile("(?:" + "|".join(alts) + ")")
         return lambda host: rx.fullmatch(host.rstrip(".")) is not None
-    referred = {m.group(1).lower().rstrip(b".").decode("latin-1") for ref in p.referers
-                if (m := _HOST_OF_URL.match(ref)) is not None}
+    referred = {host.decode("latin-1") for host, ips in p.referer_clients.items() if len(ips) >= REFERER_CLIENTS}
     return lambda host: host.rstrip(".") in referred
 
 

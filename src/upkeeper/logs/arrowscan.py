@@ -724,6 +724,12 @@ class ArrowScanner:
             m = self._mask_in(ref, list(bad))
             for (x, ip), c in self._pair_counts(ref.filter(m), h.filter(m)):
                 p.scanners[(bad[x], ip)] += c
+        # the clients that named each host in a referer (until enough did: access.REFERER_CLIENTS)
+        pending = acc.pending_referers(ref_counts) if ref_counts else {}
+        if pending and ref is not None:
+            m = self._mask_in(ref, list(pending))
+            for (x, ip), _c in self._pair_counts(ref.filter(m), h.filter(m)):
+                acc.referer_client(pending[x], ip)
 
     def _add_latency(self, counter: Counter[tuple[bytes, bytes]], row_ep: Any, times: Any) -> None:
         """Count the (endpoint, time token) pairs."""

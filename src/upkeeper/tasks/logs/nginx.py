@@ -213,8 +213,8 @@ class NginxLogsOptions(TaskOptions):
         default_factory=list,
         description="the site's own host names, written as nginx's server_name (example.com, *.example.com, "
         ".example.com for both): an absolute request line (GET http://HOST/…) naming any other host is an "
-        "open-proxy probe. Not set: the hosts named by the log's referers are the site's own (its pages refer to each "
-        "other); localhost and loopback addresses are always the site's, the IP-echo and proxy-judge sites and "
+        "open-proxy probe. Not set: a host that the referers of 3 or more different clients name is the site's own (its "
+        "pages refer to each other; a prober sending its target as its own referer is one client); localhost and loopback addresses are always the site's, the IP-echo and proxy-judge sites and "
         "search engines of docs/logs.md (azenv.net, www.google.com, example.com …) never. Source: upkeeper (none by "
         "default)")
     static_extensions: list[str] = Field(
