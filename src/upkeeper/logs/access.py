@@ -1224,8 +1224,8 @@ def merge(parts: list[AccessPartial]) -> AccessPartial:
                      "vhost_paths", "vhost_status", "vhost_latency", "client_outcomes"):
             getattr(out, name).update(getattr(p, name))
         for host, ips in p.referer_clients.items():
-            mine = out.referer_clients.setdefault(host, set())
-            mine.update(sorted(ips - mine)[:max(0, REFERER_CLIENTS - len(mine))])
+            have = out.referer_clients.setdefault(host, set())
+            have.update(sorted(ips - have)[:max(0, REFERER_CLIENTS - len(have))])
         routes = out.route_sizes
         for e, sz in p.route_sizes.items():
             cur = routes.get(e)
