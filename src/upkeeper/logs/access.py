@@ -39,10 +39,10 @@ from typing import TYPE_CHECKING, Any
 from upkeeper.fmt import printable
 from upkeeper.logs.classify import (
     ABSOLUTE_URI,
+    CONDITIONAL_PROBES,
     FRONT_PAGES,
     LOCAL_STATUS_FILES,
     OPEN_PROXY,
-    SOFTWARE_PROBE,
     WordFilter,
     absolute_host,
     attack_categories,
@@ -680,7 +680,7 @@ class Accumulator:
                 cat = self.attack_of[r[i]]
                 if sizes is not None and 200 <= (code[s[i]] or 0) < 300:
                     self._probe_answer(r[i], sizes[i], cat)
-                if cat == SOFTWARE_PROBE:  # only a request answered 4xx: the site does not run that software
+                if cat in CONDITIONAL_PROBES:  # only some answers: the site does not run that software
                     if (counted := counted_category(cat, status_code(s[i]))) is None:
                         continue
                     cat = counted
@@ -827,14 +827,18 @@ class Accumulator:
 
     def _learn_security(self, lst: list[bytes], candidates: Iterable[int] | None = None,
                         sensitive: Iterable[int] | None = None) -> None:
-        """Sensitive file and attack category of new distinct request lines (see :meth:`_learn`)."""
-        for i, uri in sensitive_requests(lst, sensitive).items():
+        """Sensitive file and attack category of new distinct request lines (see :meth:`_learn`).  A request for a
+        sensitive file is a scanner probe whatever the answer, when no attack pattern says more."""
+        files = sensitive_requests(lst, sensitive)
+        for i, uri in files.items():
             if request_method(lst[i]) != b"HEAD":  # no body: nothing handed out (and $bytes_sent counts headers)
                 self.sensitive_of[lst[i]] = uri
         if candidates is None:
             found = attack_categories(lst)
         else:
             found = {i: cat for i in candidates if (cat := attack_category(lst[i]))}
+        for i in files:
+            found.setdefault(i, "scanner_probe")
         for i, cat in found.items():
             self.attack_of[lst[i]] = cat
 

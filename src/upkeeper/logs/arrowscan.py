@@ -38,7 +38,7 @@ from itertools import compress, repeat
 from operator import is_not, not_
 from typing import TYPE_CHECKING, Any
 
-from upkeeper.logs.classify import FRONT_PAGES, SOFTWARE_PROBE, counted_category
+from upkeeper.logs.classify import CONDITIONAL_PROBES, FRONT_PAGES, counted_category
 from upkeeper.logs.goaccess import status_code
 from upkeeper.logs.nginx_format import (
     LISTS,
@@ -680,7 +680,7 @@ class ArrowScanner:
                 cat = attack_of[raw]
                 if abs_ is not None and 200 <= (code_of[st] or 0) < 300:
                     acc._probe_answer(raw, abs_[k], cat)
-                if cat == SOFTWARE_PROBE:  # only a request answered 4xx: the site does not run that software
+                if cat in CONDITIONAL_PROBES:  # only some answers: the site does not run that software
                     if (counted := counted_category(cat, status_code(st))) is None:
                         continue
                     cat = counted
