@@ -699,6 +699,33 @@ def test_a_referer_host_is_the_sites_own_only_when_several_clients_name_it(probe
     assert {a["category"]: a["hits"] for a in summarize(merged)["security"]["attacks"]}["open_proxy"] == 1
 
 
+def test_public_paths_are_no_probes_but_payloads_sent_to_them_are_attacks() -> None:
+    """A Spring Boot admin server reading the app's /actuator/env and /actuator/loggers, and visitors reading the
+    site's own /info.php page, are no scanner probes once the job lists those paths in public_paths (nor exposed
+    files: the summary's public_paths, tests/tasks/test_logs_exposure.py); an XSS payload sent to one of them is still an attack, and a probe for /.env still a probe.  The
+    same on every scan path."""
+
+    def line(ip: str, request: str, status: int, size: int) -> bytes:
+        return (f'{ip} - - [01/Mar/2024:10:00:00 +0000] "{request}" {status} {size} "-" "Mozilla/5.0" 0.010').encode()
+
+    data = b"\n".join([line("10.1.0.5", "GET /actuator/env HTTP/1.1", 200, 5120),
+                       line("10.1.0.5", "GET /actuator/loggers HTTP/1.1", 200, 2048),
+                       line("192.0.2.7", "GET /info.php HTTP/1.1", 200, 3300),
+                       line("198.51.100.7", "GET /actuator/env?q=<script>alert(1)</script> HTTP/1.1", 200, 5120),
+                       line("198.51.100.7", "GET /.env HTTP/1.1", 404, 153)]) + b"\n"
+    plain = scan(data)[0]["security"]  # without public_paths: /info.php answered 2xx is no probe, but exposed
+    assert {a["category"]: a["hits"] for a in plain["attacks"]} == {"scanner_probe": 3, "xss": 1}
+    assert sorted(e["path"] for e in plain["exposed"]) == ["/actuator/env", "/info.php"]
+    for chunk in (1 << 20, 200):
+        fast, _ = scan(data, chunk=chunk, public_paths=("/actuator/*", "/info.php"))
+        python_fast, _ = scan(data, chunk=chunk, arrow=False, public_paths=("/actuator/*", "/info.php"))
+        reference, _ = scan(data, chunk=chunk, fast=False, public_paths=("/actuator/*", "/info.php"))
+        assert fast == python_fast == reference
+        sec = fast["security"]
+        assert {a["category"]: (a["hits"], a["top_client"]) for a in sec["attacks"]} == {
+            "scanner_probe": (1, "198.51.100.7"), "xss": (1, "198.51.100.7")}
+
+
 @pytest.mark.parametrize("env_size", [1870, 1432])
 def test_a_catch_all_is_known_by_its_routes_and_absolute_lines_by_the_sites_hosts(env_size: int) -> None:
     """Five routes answered 2xx with one size, and no other, are a catch-all's page: a /.env of that size is no

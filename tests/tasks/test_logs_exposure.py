@@ -317,3 +317,10 @@ def test_phpinfo_pages_webdav_and_debug_methods_and_actuator_are_probes_but_not_
     assert not [c for c in by if c.startswith("logs.nginx.attack.") and c != "logs.nginx.attack.scanner_probe"], by
     (info,) = by["logs.nginx.exposed_file"]
     assert (info["subject"], info["severity"], info["data"]["file"]) == ("/info.php", "warning", "php_test_page"), info
+
+
+def test_public_paths_reach_the_scan_so_the_sites_own_paths_are_no_probes() -> None:
+    from upkeeper.tasks.logs.nginx import NginxLogsOptions
+
+    opts = NginxLogsOptions.model_validate({"public_paths": ["/info.php", "/actuator/*"]}).scan_options()
+    assert opts.public_paths == ("/info.php", "/actuator/*")

@@ -43,6 +43,7 @@ from upkeeper.logs.classify import (
     FRONT_PAGES,
     LOCAL_STATUS_FILES,
     OPEN_PROXY,
+    PROBE_CATEGORIES,
     WordFilter,
     absolute_host,
     attack_categories,
@@ -154,6 +155,9 @@ class ScanOptions:
     #: $http_x_real_ip, $proxy_protocol_addr or a header's $http_name: see nginx_format.client_header
     client_ip: str = "remote_addr"
     trusted_proxies: tuple[str, ...] = DEFAULT_TRUSTED_PROXIES
+    #: paths the site serves on purpose (the job's public_paths): a request for one is no scanner probe (a WebDAV
+    #: share, Spring Boot's actuator read by its admin server, a page named /info.php), nor an exposed file
+    public_paths: tuple[str, ...] = ()
 
 
 TimeInfo = tuple[int, int, int]  # (YYYYMMDD, hour, minute)
@@ -257,6 +261,7 @@ class Accumulator:
         self.sample_mask = quote_mask(opts.log_format)  # credential fields to hide in unparsed-line samples
         self.static_ext = tuple(e.lower().encode() for e in opts.static_extensions)
         self.logins = LoginMatcher(opts.login_paths)
+        self.public = path_matcher(list(opts.public_paths)) if opts.public_paths else None
         self.has_vhost = any(isinstance(it, Var) and it.field == "v" for it in parse_format(opts.log_format))
         self.c_vreq: Counter[tuple[bytes, bytes]] = Counter()  # (host, request line)
         self.c_vlat: Counter[tuple[bytes, bytes]] = Counter()  # (host, request time token)
@@ -839,6 +844,10 @@ class Accumulator:
             found = {i: cat for i in candidates if (cat := attack_category(lst[i]))}
         for i in files:
             found.setdefault(i, "scanner_probe")
+        if self.public is not None:  # the site's own paths: no probe there (payloads still count)
+            for i in [i for i, cat in found.items() if cat in PROBE_CATEGORIES]:
+                if self.public.fullmatch(files.get(i) or nginx_uri(request_path(lst[i])).lower()):
+                    del found[i]
         for i, cat in found.items():
             self.attack_of[lst[i]] = cat
 

@@ -544,6 +544,9 @@ def attack_category(raw_request: bytes) -> str | None:
 
 #: the categories counted only for some answers (:func:`counted_category`)
 CONDITIONAL_PROBES = frozenset({SOFTWARE_PROBE, WEBDAV_PROBE})
+#: the categories that say a path was probed for, not that a payload was sent: none for a path the site serves on
+#: purpose (the job's ``public_paths``)
+PROBE_CATEGORIES = frozenset({"scanner_probe", SOFTWARE_PROBE, WEBDAV_PROBE})
 
 
 def counted_category(category: str, status: int | None) -> str | None:

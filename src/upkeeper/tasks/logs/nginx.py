@@ -208,7 +208,9 @@ class NginxLogsOptions(TaskOptions):
     public_paths: list[UrlPath] = Field(
         default_factory=list,
         description="paths of sensitive-looking files the site serves on purpose ('*' wildcards allowed), e.g. "
-        "/downloads/*.sql: no logs.nginx.exposed_file finding for them. Source: upkeeper (none by default)")
+        "/downloads/*.sql, /info.php, /actuator/*, /dav/*: no logs.nginx.exposed_file finding for them, and a "
+        "request for one is no scanner probe (an attack payload in it still counts). Source: upkeeper (none by "
+        "default)")
     server_names: list[str] = Field(
         default_factory=list,
         description="the site's own host names, written as nginx's server_name (example.com, *.example.com, "
@@ -274,7 +276,7 @@ class NginxLogsOptions(TaskOptions):
     def scan_options(self) -> ScanOptions:
         return access.ScanOptions(log_format=self.log_format, static_extensions=tuple(self.static_extensions),
                            login_paths=self.login_entries(), client_ip=self.client_ip,
-                           trusted_proxies=tuple(self.trusted_proxies))
+                           trusted_proxies=tuple(self.trusted_proxies), public_paths=tuple(self.public_paths))
 
     def login_entries(self) -> tuple[str | LoginPath, ...]:
         return tuple(p if isinstance(p, str) else p.login_path() for p in self.login_paths)
