@@ -324,3 +324,17 @@ def test_public_paths_reach_the_scan_so_the_sites_own_paths_are_no_probes() -> N
 
     opts = NginxLogsOptions.model_validate({"public_paths": ["/info.php", "/actuator/*"]}).scan_options()
     assert opts.public_paths == ("/info.php", "/actuator/*")
+
+
+def test_the_sites_own_host_is_remembered_for_a_quiet_incremental_run(
+        cli: Any, make_config: Any, spa_nginx: NginxServer, tmp_path: Path) -> None:
+    """The host three visitors' referers named in one run is still the site's own in the next run, which reads one
+    absolute request line for it and none of those referers; another host is still a probe."""
+    site = "http://shop.example.net/"
+    send_raw(spa_nginx, [("GET", p, f"192.0.2.{k}", site) for k, p in enumerate(["/pricing", "/login", "/docs"])])
+    cfg = config(make_config, spa_nginx, tmp_path)
+    assert "logs.nginx.attack.open_proxy" not in checks(run(cli, cfg))
+    send_raw(spa_nginx, [("GET", "http://shop.example.net/pricing", "192.0.2.9", "-"),
+                         ("GET", "http://evil.example/", "198.51.100.7", "http://evil.example/")])
+    (proxy,) = checks(run(cli, cfg))["logs.nginx.attack.open_proxy"]
+    assert proxy["value"] == 1 and "evil.example" in proxy["message"], proxy

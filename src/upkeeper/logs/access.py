@@ -1452,12 +1452,18 @@ def catch_all_sizes(p: AccessPartial, page_sizes: Iterable[int] = ()) -> set[int
 
 
 
-def own_hosts(p: AccessPartial, server_names: Iterable[str] = ()) -> Callable[[str], bool]:
+def referred_hosts(p: AccessPartial) -> list[str]:
+    """The hosts that the referers of :data:`REFERER_CLIENTS` or more different clients name (sorted)."""
+    return sorted(h.decode("latin-1") for h, ips in p.referer_clients.items() if len(ips) >= REFERER_CLIENTS)
+
+
+def own_hosts(p: AccessPartial, server_names: Iterable[str] = (), known_hosts: Iterable[str] = ()) -> Callable[[str], bool]:
     """Whether a host named in an absolute request line is one of the site's own: one of ``server_names`` (nginx's
     forms: ``example.com``, ``*.example.com``, ``.example.com`` for both, ``www.example.*``), or — when none is
     given — a host that the referers of :data:`REFERER_CLIENTS` or more different clients name (the site's own pages
     refer to each other, so its visitors' referers name its host, while an IP-echo or proxy-judge site a proxy probe
-    asks for is nobody's referer; a prober that sends its target as its own referer is one client)."""
+    asks for is nobody's referer; a prober that sends its target as its own referer is one client), or one of
+    ``known_hosts`` (those :func:`referred_hosts` found in earlier runs' lines)."""
     names = [n.strip().lower().rstrip(".") for n in server_names if n.strip()]
     if names:
         alts = []
@@ -1468,7 +1474,7 @@ def own_hosts(p: AccessPartial, server_names: Iterable[str] = ()) -> Callable[[s
                 alts.append(re.escape(n).replace(r"\*", ".*"))
         rx = re.compile("(?:" + "|".join(alts) + ")")
         return lambda host: rx.fullmatch(host.rstrip(".")) is not None
-    referred = {host.decode("latin-1") for host, ips in p.referer_clients.items() if len(ips) >= REFERER_CLIENTS}
+    referred = set(referred_hosts(p)) | set(known_hosts)
     return lambda host: host.rstrip(".") in referred
 
 
@@ -1516,13 +1522,15 @@ def exposure_summary(p: AccessPartial, *, page_sizes: Iterable[int] = (), public
 
 def security_summary(p: AccessPartial, *, not_found_burst: int = 20, brute_force: int = 10,
                      top_n: int = 10, earlier: SecurityTail | None = None, page_sizes: Iterable[int] = (),
-                     public_paths: Iterable[str] = (), server_names: Iterable[str] = ()) -> dict[str, Any]:
+                     public_paths: Iterable[str] = (), server_names: Iterable[str] = (),
+                     known_hosts: Iterable[str] = ()) -> dict[str, Any]:
     """Attack patterns, scanner agents, 404 bursts per client, failed logins per client (with ``earlier``:
     the end of the previous run's data, so a burst across the boundary between runs is counted whole;
     the totals are this run's).  An attack's ``ok`` counts its 2xx answers but those with a catch-all's body
-    size (``catch_all``: the site's one page, whatever the request); ``server_names``: see :func:`own_hosts`."""
+    size (``catch_all``: the site's one page, whatever the request); ``server_names``, ``known_hosts``: see
+    :func:`own_hosts`."""
     earlier = earlier or SecurityTail()
-    own = own_hosts(p, server_names)
+    own = own_hosts(p, server_names, known_hosts)
     catch_all = catch_all_sizes(p, page_sizes)
     cats: dict[str, dict[str, Any]] = {}
     for (learned, ip, st), c in p.attacks.items():
@@ -1588,8 +1596,9 @@ def summarize(p: AccessPartial, *, top_n: int = 10, failed_statuses: str = "5xx"
               brute_force: int = 10, earlier: SecurityTail | None = None,
               log_format: str | None = None, page_sizes: Iterable[int] = (),
               public_paths: Iterable[str] = (), client_ip: str = "remote_addr",
-              server_names: Iterable[str] = ()) -> dict[str, Any]:
-    """The access report as plain JSON-able data (``earlier``, ``page_sizes``, ``public_paths``, ``server_names``: see
+              server_names: Iterable[str] = (), known_hosts: Iterable[str] = ()) -> dict[str, Any]:
+    """The access report as plain JSON-able data (``earlier``, ``page_sizes``, ``public_paths``, ``server_names``,
+    ``known_hosts``: see
     :func:`security_summary`; ``log_format``: the format read, which says whether latency is available even when
     no line was read; ``client_ip``: where the client addresses came from, see :class:`ScanOptions`)."""
     valid = p.valid
@@ -1696,7 +1705,7 @@ def summarize(p: AccessPartial, *, top_n: int = 10, failed_statuses: str = "5xx"
         },
         "security": security_summary(p, not_found_burst=not_found_burst, brute_force=brute_force, top_n=top_n,
                                      earlier=earlier, page_sizes=page_sizes, public_paths=public_paths,
-                                     server_names=server_names),
+                                     server_names=server_names, known_hosts=known_hosts),
         "clients": clients_summary(p, client_ip=client_ip, forwarded=(
             client_variables(format_variables(log_format), client_ip)[1] if log_format else None),
             xff_logged=bool(p.forwarded) if log_format is None else None),
