@@ -660,6 +660,72 @@ def catch_all_traffic(env_size: int) -> bytes:
     return b"\n".join(out) + b"\n"
 
 
+def referer_game_traffic(prober: str) -> bytes:
+    """An absolute request line for evil.example from ``prober``, which also sent evil.example as its referer on its
+    other requests (from other IPv6 addresses of its /64 too), and one for the site's host, which the referers of
+    three visitors name (one of them twice, one of them split between the chunks)."""
+
+    def line(ip: str, request: str, referer: str) -> bytes:
+        return (f'{ip} - - [01/Mar/2024:10:00:00 +0000] "{request}" 200 512 "{referer}" "Mozilla/5.0" 0.010').encode()
+
+    v6 = prober.endswith("::7")
+    out = [line(ip, "GET /pricing HTTP/1.1", "https://Shop.Example.net./")
+           for ip in ("192.0.2.1", "192.0.2.1", "192.0.2.2", "2001:db8:1::5")]
+    out += [line(prober.replace("::7", f"::{k}") if v6 else prober, f"GET /p{k} HTTP/1.1", f"http://evil.example/{k}")
+            for k in range(1, 6)]
+    out += [line(prober, "GET http://evil.example/ HTTP/1.1", "http://evil.example/"),
+            line("192.0.2.2", "GET http://shop.example.net/pricing HTTP/1.1", "-")]
+    return b"\n".join(out) + b"\n"
+
+
+@pytest.mark.parametrize("prober", ["198.51.100.7", "2001:db8:bad::7"])
+def test_a_referer_host_is_the_sites_own_only_when_several_clients_name_it(prober: str) -> None:
+    """Without server_names, the host a prober sends as its own referer (on the probe and on requests before it, from
+    as many addresses of its IPv6 /64 as it likes) stays another host: its absolute request line is an open-proxy
+    probe; the site's host, which three clients' referers name, is the site's own.  The same on every scan path, and
+    when the counts of two workers are merged."""
+    data = referer_game_traffic(prober)
+    for chunk in (1 << 20, 300):
+        rep, _ = assert_equivalent(data, chunk=chunk)
+        (proxy,) = [a for a in rep["security"]["attacks"] if a["category"] == "open_proxy"]
+        assert (proxy["hits"], proxy["top_client"]) == (1, prober), proxy
+    lines = data.splitlines(keepends=True)
+    parts = []
+    for half in (lines[:3], lines[3:]):
+        acc = Accumulator(ScanOptions(log_format=COMBINED_TIMED, arrow_min_buffer=0))
+        acc.feed(b"".join(half))
+        parts.append(acc.partial())
+    merged = access.merge(parts)
+    assert {a["category"]: a["hits"] for a in summarize(merged)["security"]["attacks"]}["open_proxy"] == 1
+
+
+def test_public_paths_are_no_probes_but_payloads_sent_to_them_are_attacks() -> None:
+    """A Spring Boot admin server reading the app's /actuator/env and /actuator/loggers, and visitors reading the
+    site's own /info.php page, are no scanner probes once the job lists those paths in public_paths (nor exposed
+    files: the summary's public_paths, tests/tasks/test_logs_exposure.py); an XSS payload sent to one of them is still an attack, and a probe for /.env still a probe.  The
+    same on every scan path."""
+
+    def line(ip: str, request: str, status: int, size: int) -> bytes:
+        return (f'{ip} - - [01/Mar/2024:10:00:00 +0000] "{request}" {status} {size} "-" "Mozilla/5.0" 0.010').encode()
+
+    data = b"\n".join([line("10.1.0.5", "GET /actuator/env HTTP/1.1", 200, 5120),
+                       line("10.1.0.5", "GET /actuator/loggers HTTP/1.1", 200, 2048),
+                       line("192.0.2.7", "GET /info.php HTTP/1.1", 200, 3300),
+                       line("198.51.100.7", "GET /actuator/env?q=<script>alert(1)</script> HTTP/1.1", 200, 5120),
+                       line("198.51.100.7", "GET /.env HTTP/1.1", 404, 153)]) + b"\n"
+    plain = scan(data)[0]["security"]  # without public_paths: /info.php answered 2xx is no probe, but exposed
+    assert {a["category"]: a["hits"] for a in plain["attacks"]} == {"scanner_probe": 3, "xss": 1}
+    assert sorted(e["path"] for e in plain["exposed"]) == ["/actuator/env", "/info.php"]
+    for chunk in (1 << 20, 200):
+        fast, _ = scan(data, chunk=chunk, public_paths=("/actuator/*", "/info.php"))
+        python_fast, _ = scan(data, chunk=chunk, arrow=False, public_paths=("/actuator/*", "/info.php"))
+        reference, _ = scan(data, chunk=chunk, fast=False, public_paths=("/actuator/*", "/info.php"))
+        assert fast == python_fast == reference
+        sec = fast["security"]
+        assert {a["category"]: (a["hits"], a["top_client"]) for a in sec["attacks"]} == {
+            "scanner_probe": (1, "198.51.100.7"), "xss": (1, "198.51.100.7")}
+
+
 @pytest.mark.parametrize("env_size", [1870, 1432])
 def test_a_catch_all_is_known_by_its_routes_and_absolute_lines_by_the_sites_hosts(env_size: int) -> None:
     """Five routes answered 2xx with one size, and no other, are a catch-all's page: a /.env of that size is no

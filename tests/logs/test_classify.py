@@ -273,6 +273,25 @@ CATEGORIES = [
     (b"GET /config.php.bak HTTP/1.1", "scanner_probe"),
     (b"GET /site.zip HTTP/1.1", "scanner_probe"),
     (b"POST /xmlrpc.php HTTP/1.1", "software_probe"),
+    # phpinfo pages, WebDAV and debugging methods, Spring Boot's actuator, version-control directories (nikto's and
+    # nmap's http-methods / http-webdav-scan checks, nuclei's springboot and phpinfo exposures)
+    (b"GET /php_info.php HTTP/1.1", "scanner_probe"),
+    (b"GET /info.php HTTP/1.1", "software_probe"),  # a PHP site may have an /info.php page: a probe when 4xx
+    (b"GET /i.php?x=1 HTTP/1.1", "software_probe"),
+    (b"GET /docs/info.php HTTP/1.1", None),
+    (b"PROPFIND / HTTP/1.1", "webdav_probe"),
+    (b"MKCOL /davtest_x1/ HTTP/1.1", "webdav_probe"),
+    (b"MOVE /a.txt HTTP/1.1", "webdav_probe"),
+    (b"GET /blog/copy /x HTTP/1.1", None),
+    (b"DEBUG /default.aspx HTTP/1.1", "scanner_probe"),
+    (b"GET /actuator/ HTTP/1.1", "scanner_probe"),
+    (b"GET /manage/actuator/configprops HTTP/1.1", "scanner_probe"),
+    (b"GET /jolokia/list HTTP/1.1", "scanner_probe"),
+    (b"GET /actuator/prometheus HTTP/1.1", "software_probe"),
+    (b"GET /actuator/health/liveness HTTP/1.1", None),
+    (b"GET /server-info HTTP/1.1", "scanner_probe"),
+    (b"GET /.svn HTTP/1.1", "scanner_probe"),
+    (b"GET /.github/workflows HTTP/1.1", None),
     # nuclei's blind SSRF/XXE templates: a callback host of interactsh's public servers in the request
     (b"GET /proxy?url=http://cdq4e2o9a8b7c6d5e4f3g2h1i0j9k8l7m.oast.live HTTP/1.1", "scanner_probe"),
     (b"GET /fetch?u=https%3A%2F%2Fcdq4e2o9a8b7c6d5e4f3g2h1i0j9k8l7m.oast.site%2Fx HTTP/1.1", "scanner_probe"),
@@ -330,6 +349,9 @@ def test_attack_category(line: bytes, category: str | None) -> None:
     ("software_probe", 403, "scanner_probe"), ("software_probe", 499, "scanner_probe"),
     ("software_probe", 200, None), ("software_probe", 302, None), ("software_probe", 500, None),
     ("software_probe", None, None), ("scanner_probe", 200, "scanner_probe"), ("xss", 302, "xss"),
+    # WebDAV methods: as a site without WebDAV answers (405, 404, 501 …), not as a WebDAV server does
+    ("webdav_probe", 405, "scanner_probe"), ("webdav_probe", 404, "scanner_probe"), ("webdav_probe", 501, "scanner_probe"),
+    ("webdav_probe", 401, None), ("webdav_probe", 207, None), ("webdav_probe", 423, None), ("webdav_probe", 500, None),
 ])
 def test_software_paths_count_as_probes_only_when_answered_4xx(category: str, status: int | None,
                                                                  counted: str | None) -> None:
@@ -645,6 +667,9 @@ def test_nginx_uri_is_the_path_nginx_routes(path: bytes, uri: bytes) -> None:
     ("GET /wp-content/.DS_Store HTTP/1.1", ("/wp-content/.ds_store", "ds_store", False)),
     ("GET /phpinfo.php HTTP/1.1", ("/phpinfo.php", "phpinfo", False)),
     ("GET /server-status HTTP/1.1", ("/server-status", "server_status", False)),
+    ("GET /php-info.php HTTP/1.1", ("/php-info.php", "phpinfo", False)),
+    ("GET /test.php HTTP/1.1", ("/test.php", "php_test_page", False)),
+    ("GET /app/test.php HTTP/1.1", None),
     # ordinary paths that look alike
     ("GET /id_rsa.pub HTTP/1.1", None), ("GET /environment HTTP/1.1", None), ("GET /.envelope HTTP/1.1", None),
     ("GET /.well-known/security.txt HTTP/1.1", None), ("GET /config.json HTTP/1.1", None),

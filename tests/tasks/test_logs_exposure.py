@@ -224,3 +224,117 @@ def test_a_single_page_apps_routes_tell_its_page_and_absolute_lines_are_judged_b
     assert sqli["severity"] == "info" and "0 answered 2xx (1 more with the site's catch-all page" in sqli["message"], sqli
     (proxy,) = by["logs.nginx.attack.open_proxy"]
     assert proxy["value"] == 1 and "proxy-judge.example" in proxy["message"], proxy
+
+
+def send_raw(server: NginxServer, reqs: list[tuple[str, str, str, str]]) -> None:
+    """(method, target, client address, referer) requests on a real connection each; waits for their log lines."""
+    before = server.access_log.read_bytes().count(b"\n") if server.access_log.exists() else 0
+    for method, target, ip, referer in reqs:
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+        conn.request(method, target, headers={"X-Forwarded-For": ip, "Referer": referer,
+                                              "User-Agent": "Mozilla/5.0 (X11; Linux x86_64) Firefox/125.0"})
+        conn.getresponse().read()
+        conn.close()
+    wait_for_log_lines(server.access_log, before + len(reqs))
+
+
+def test_a_prober_naming_its_target_as_its_own_referer_is_still_an_open_proxy_probe(
+        cli: Any, make_config: Any, spa_nginx: NginxServer, tmp_path: Path) -> None:
+    """Without server_names a referer's host is the site's own only when three or more clients sent it: one prober
+    that sends ``Referer: http://evil.example/`` (with its proxy probe, and on requests of its own before it) cannot
+    make evil.example the site's, while the site's host, in the referers of its visitors' page views, is."""
+    site = "http://shop.example.net/"
+    send_raw(spa_nginx, [("GET", p, f"192.0.2.{k}", site) for k, p in enumerate(["/pricing", "/login", "/docs"])]
+             + [("GET", "/", "198.51.100.7", "http://evil.example/"),
+                ("GET", "/pricing", "198.51.100.7", "http://evil.example/a"),
+                ("GET", "http://evil.example/", "198.51.100.7", "http://evil.example/"),
+                ("GET", "http://shop.example.net/pricing", "192.0.2.9", site)])
+    by = checks(run(cli, config(make_config, spa_nginx, tmp_path)))
+    (proxy,) = by["logs.nginx.attack.open_proxy"]
+    assert proxy["value"] == 1 and "evil.example" in proxy["message"], proxy
+
+
+PROBE_SITE_EXTRA = SITE_EXTRA + """\
+        location = /actuator/health { default_type application/json; return 200 '{"status":"UP"}'; }
+        location /remote.php/dav/ {
+            if ($http_authorization = "") { return 401; }
+            if ($request_method = PROPFIND) { return 207 "<d:multistatus xmlns:d='DAV:'/>"; }
+            return 405;
+        }
+"""
+
+
+@pytest.fixture
+def php_nginx(services_dir: Path, tmp_path: Path) -> Any:
+    """A site with a phpinfo() page left at /info.php, a Spring-style health endpoint and a WebDAV share (an
+    authentication challenge, then 207 Multi-Status): what scanners probe for, and what its own clients use."""
+    server = NginxServer(services_dir / f"php-{tmp_path.name}", server_extra=PROBE_SITE_EXTRA)
+    server.docroot.mkdir(parents=True)
+    (server.docroot / "index.html").write_text("<html><body>home</body></html>\n")
+    (server.docroot / "info.php").write_text("<table><tr><td>PHP Version</td><td>8.2.7</td></tr></table>\n" * 40)
+    for f in server.docroot.iterdir():
+        f.chmod(0o644)
+    with server:
+        yield server
+
+
+def send_methods(server: NginxServer, reqs: list[tuple[str, str, str, dict[str, str]]]) -> list[int]:
+    """(method, path, client address, headers) requests; their statuses, once nginx logged them."""
+    before = server.access_log.read_bytes().count(b"\n") if server.access_log.exists() else 0
+    out = []
+    for method, path, ip, headers in reqs:
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+        conn.request(method, path, headers={"X-Forwarded-For": ip, "User-Agent": "Mozilla/5.0 Firefox/125.0",
+                                            **headers})
+        resp = conn.getresponse()
+        resp.read()
+        out.append(resp.status)
+        conn.close()
+    wait_for_log_lines(server.access_log, before + len(reqs))
+    return out
+
+
+def test_phpinfo_pages_webdav_and_debug_methods_and_actuator_are_probes_but_not_the_sites_own_use(
+        cli: Any, make_config: Any, php_nginx: NginxServer, tmp_path: Path) -> None:
+    """A scanner's PROPFIND/MKCOL/DEBUG (answered 405 by a site without WebDAV), /test.php, /actuator/metrics, /.svn,
+    /server-info and /wp-config.php.save (answered 404) are scanner probes, and the phpinfo page it found at /info.php
+    (answered 200 with a body) is an exposed file; the site's monitoring reading its /actuator/health (200) and a
+    WebDAV client's PROPFIND (401, then 207) are neither."""
+    auth = {"Authorization": "Basic dTpw"}
+    own = [("GET", "/", "192.0.2.10", {}), ("GET", "/actuator/health", "192.0.2.50", {}),
+           ("PROPFIND", "/remote.php/dav/files/u/", "192.0.2.60", {"Depth": "1"}),
+           ("PROPFIND", "/remote.php/dav/files/u/", "192.0.2.60", {"Depth": "1", **auth})]
+    probes = [("PROPFIND", "/", "198.51.100.7", {}), ("MKCOL", "/davtest/", "198.51.100.7", {}),
+              ("DEBUG", "/default.aspx", "198.51.100.7", {"Command": "stop-debug"}),
+              ("GET", "/test.php", "198.51.100.7", {}), ("GET", "/actuator/metrics", "198.51.100.7", {}),
+              ("GET", "/.svn", "198.51.100.7", {}), ("GET", "/server-info", "198.51.100.7", {}),
+              ("GET", "/wp-config.php.save", "198.51.100.7", {})]
+    statuses = send_methods(php_nginx, [*own, *probes, ("GET", "/info.php", "198.51.100.7", {})])
+    assert statuses == [200, 200, 401, 207, 405, 405, 405, 404, 404, 404, 404, 404, 200], statuses
+    by = checks(run(cli, config(make_config, php_nginx, tmp_path)))
+    (probe,) = by["logs.nginx.attack.scanner_probe"]
+    assert probe["value"] == len(probes) and probe["data"]["clients"] == ["198.51.100.7"], probe
+    assert not [c for c in by if c.startswith("logs.nginx.attack.") and c != "logs.nginx.attack.scanner_probe"], by
+    (info,) = by["logs.nginx.exposed_file"]
+    assert (info["subject"], info["severity"], info["data"]["file"]) == ("/info.php", "warning", "php_test_page"), info
+
+
+def test_public_paths_reach_the_scan_so_the_sites_own_paths_are_no_probes() -> None:
+    from upkeeper.tasks.logs.nginx import NginxLogsOptions
+
+    opts = NginxLogsOptions.model_validate({"public_paths": ["/info.php", "/actuator/*"]}).scan_options()
+    assert opts.public_paths == ("/info.php", "/actuator/*")
+
+
+def test_the_sites_own_host_is_remembered_for_a_quiet_incremental_run(
+        cli: Any, make_config: Any, spa_nginx: NginxServer, tmp_path: Path) -> None:
+    """The host three visitors' referers named in one run is still the site's own in the next run, which reads one
+    absolute request line for it and none of those referers; another host is still a probe."""
+    site = "http://shop.example.net/"
+    send_raw(spa_nginx, [("GET", p, f"192.0.2.{k}", site) for k, p in enumerate(["/pricing", "/login", "/docs"])])
+    cfg = config(make_config, spa_nginx, tmp_path)
+    assert "logs.nginx.attack.open_proxy" not in checks(run(cli, cfg))
+    send_raw(spa_nginx, [("GET", "http://shop.example.net/pricing", "192.0.2.9", "-"),
+                         ("GET", "http://evil.example/", "198.51.100.7", "http://evil.example/")])
+    (proxy,) = checks(run(cli, cfg))["logs.nginx.attack.open_proxy"]
+    assert proxy["value"] == 1 and "evil.example" in proxy["message"], proxy

@@ -39,10 +39,11 @@ from typing import TYPE_CHECKING, Any
 from upkeeper.fmt import printable
 from upkeeper.logs.classify import (
     ABSOLUTE_URI,
+    CONDITIONAL_PROBES,
     FRONT_PAGES,
     LOCAL_STATUS_FILES,
     OPEN_PROXY,
-    SOFTWARE_PROBE,
+    PROBE_CATEGORIES,
     WordFilter,
     absolute_host,
     attack_categories,
@@ -154,9 +155,30 @@ class ScanOptions:
     #: $http_x_real_ip, $proxy_protocol_addr or a header's $http_name: see nginx_format.client_header
     client_ip: str = "remote_addr"
     trusted_proxies: tuple[str, ...] = DEFAULT_TRUSTED_PROXIES
+    #: paths the site serves on purpose (the job's public_paths): a request for one is no scanner probe (a WebDAV
+    #: share, Spring Boot's actuator read by its admin server, a page named /info.php), nor an exposed file
+    public_paths: tuple[str, ...] = ()
 
 
 TimeInfo = tuple[int, int, int]  # (YYYYMMDD, hour, minute)
+
+
+_HOST_OF_URL = re.compile(rb"[a-z][a-z0-9+.-]{0,15}://(?:[^/?#@\s]*@)?(\[[0-9a-f:.]*\]|[^/?#:@\s\[\]]+)", re.I)
+#: without ``server_names``, a host is the site's own when this many different clients named it in a referer: one
+#: client (a prober sending ``Referer: http://evil.example/`` with ``GET http://evil.example/``) cannot make it so
+REFERER_CLIENTS = 3
+
+
+def _client_network(ip: bytes) -> bytes:
+    """A client as counted among a referer host's clients: an IPv4 address as is, an IPv6 one by its /64 (one
+    machine has a whole /64 to pick addresses from)."""
+    if b":" not in ip:
+        return ip
+    try:
+        net = ipaddress.IPv6Network((ip.decode("latin-1").strip().strip("[]"), 64), strict=False)
+    except ValueError:
+        return ip
+    return str(net.network_address).encode() + b"/64"
 
 
 @dataclass
@@ -176,6 +198,9 @@ class AccessPartial:
     hosts: Counter[bytes] = field(default_factory=Counter)
     agents: Counter[bytes] = field(default_factory=Counter)  # normalized (GoAccess %u)
     referers: Counter[bytes] = field(default_factory=Counter)
+    #: host a referer names -> up to REFERER_CLIENTS clients that sent one (an IPv6 client by its /64): a host is the
+    #: site's own (an absolute request line for it no open-proxy probe) only when that many sent it (own_hosts)
+    referer_clients: dict[bytes, set[bytes]] = field(default_factory=dict)
     static_paths: Counter[bytes] = field(default_factory=Counter)  # static files (not 404) by path
     not_found: Counter[bytes] = field(default_factory=Counter)  # 404 paths
     #: GoAccess's requested files: b"URL\\0METHOD\\0PROTOCOL" (one bytes object: compact) -> hits
@@ -236,6 +261,7 @@ class Accumulator:
         self.sample_mask = quote_mask(opts.log_format)  # credential fields to hide in unparsed-line samples
         self.static_ext = tuple(e.lower().encode() for e in opts.static_extensions)
         self.logins = LoginMatcher(opts.login_paths)
+        self.public = path_matcher(list(opts.public_paths)) if opts.public_paths else None
         self.has_vhost = any(isinstance(it, Var) and it.field == "v" for it in parse_format(opts.log_format))
         self.c_vreq: Counter[tuple[bytes, bytes]] = Counter()  # (host, request line)
         self.c_vlat: Counter[tuple[bytes, bytes]] = Counter()  # (host, request time token)
@@ -263,6 +289,7 @@ class Accumulator:
         self.page_of: set[bytes] = set()  # request lines asking for the front page (GET /, /index.html)
         self.ua_scanner: dict[bytes, str | None] = {}
         self.ref_exploit: dict[bytes, str | None] = {}  # referer -> referer_exploit's name (bounded: CACHE_MAX)
+        self.ref_host: dict[bytes, bytes | None] = {}  # referer -> the host it names (bounded: CACHE_MAX)
         #: the request lines that are login attempts: their path and failure statuses (learned with the endpoints)
         self.login_of: dict[bytes, tuple[bytes, frozenset[int]]] = {}
         self.ip_ok: dict[bytes, bool] = {}
@@ -658,7 +685,7 @@ class Accumulator:
                 cat = self.attack_of[r[i]]
                 if sizes is not None and 200 <= (code[s[i]] or 0) < 300:
                     self._probe_answer(r[i], sizes[i], cat)
-                if cat == SOFTWARE_PROBE:  # only a request answered 4xx: the site does not run that software
+                if cat in CONDITIONAL_PROBES:  # only some answers: the site does not run that software
                     if (counted := counted_category(cat, status_code(s[i]))) is None:
                         continue
                     cat = counted
@@ -691,12 +718,17 @@ class Accumulator:
             if sc:
                 for i in compress(range(n), map(sc.__contains__, ua)):
                     p.scanners[(self.ua_scanner[ua[i]] or "", h[i])] += 1
-        # exploits sent as the referer
+        # exploits sent as the referer, and the clients that named each host in a referer
         if ref is not None:
-            bad = self.referer_exploits(set(ref))
+            refs = set(ref)
+            bad = self.referer_exploits(refs)
             if bad:
                 for i in compress(range(n), map(bad.__contains__, ref)):
                     p.scanners[(bad[ref[i]], h[i])] += 1
+            pending = self.pending_referers(refs)
+            if pending:
+                for x, ip in set(compress(zip(ref, h, strict=True), map(pending.__contains__, ref))):
+                    self.referer_client(pending[x], ip)
 
     def referer_exploits(self, referers: Iterable[bytes]) -> dict[bytes, str]:
         """The referers among these that carry an exploit (:func:`~upkeeper.logs.classify.referer_exploit`), with
@@ -709,6 +741,27 @@ class Accumulator:
         for x in new:
             known[x] = referer_exploit(x)
         return {x: name for x in referers if (name := known[x])}
+
+    def pending_referers(self, referers: Iterable[bytes]) -> dict[bytes, bytes]:
+        """referer -> the host it names, for those of these referers whose host fewer than :data:`REFERER_CLIENTS`
+        clients have named so far (each distinct referer is read once; the cache starts over past CACHE_MAX)."""
+        known = self.ref_host
+        new = [x for x in referers if x not in known]
+        if len(known) + len(new) > CACHE_MAX:
+            known.clear()
+            new = list(referers)
+        for x in new:
+            m = _HOST_OF_URL.match(normalize_referer(x))
+            known[x] = m.group(1).lower().rstrip(b".") if m is not None else None
+        clients = self.p.referer_clients
+        return {x: host for x in referers if (host := known[x]) is not None
+                and len(clients.get(host, ())) < REFERER_CLIENTS}
+
+    def referer_client(self, host: bytes, ip: bytes) -> None:
+        """Count ``ip`` (an IPv6 address by its /64) among the clients that named ``host`` in a referer."""
+        ips = self.p.referer_clients.setdefault(host, set())
+        if len(ips) < REFERER_CLIENTS:
+            ips.add(_client_network(ip))
 
     def _probe_answer(self, raw: bytes, size: Any, category: str) -> None:
         """Count the body size of a 2xx answer to an attack request line (``size`` as read, or a number) of
@@ -779,14 +832,22 @@ class Accumulator:
 
     def _learn_security(self, lst: list[bytes], candidates: Iterable[int] | None = None,
                         sensitive: Iterable[int] | None = None) -> None:
-        """Sensitive file and attack category of new distinct request lines (see :meth:`_learn`)."""
-        for i, uri in sensitive_requests(lst, sensitive).items():
+        """Sensitive file and attack category of new distinct request lines (see :meth:`_learn`).  A request for a
+        sensitive file is a scanner probe whatever the answer, when no attack pattern says more."""
+        files = sensitive_requests(lst, sensitive)
+        for i, uri in files.items():
             if request_method(lst[i]) != b"HEAD":  # no body: nothing handed out (and $bytes_sent counts headers)
                 self.sensitive_of[lst[i]] = uri
         if candidates is None:
             found = attack_categories(lst)
         else:
             found = {i: cat for i in candidates if (cat := attack_category(lst[i]))}
+        for i in files:
+            found.setdefault(i, "scanner_probe")
+        if self.public is not None:  # the site's own paths: no probe there (payloads still count)
+            for i in [i for i, cat in found.items() if cat in PROBE_CATEGORIES]:
+                if self.public.fullmatch(files.get(i) or nginx_uri(request_path(lst[i])).lower()):
+                    del found[i]
         for i, cat in found.items():
             self.attack_of[lst[i]] = cat
 
@@ -1175,6 +1236,9 @@ def merge(parts: list[AccessPartial]) -> AccessPartial:
                      "nf_bursts", "auth_failures", "attacks", "scanners", "exposures", "page_sizes", "probe_sizes", "attack_answers", "vhosts",
                      "vhost_paths", "vhost_status", "vhost_latency", "client_outcomes"):
             getattr(out, name).update(getattr(p, name))
+        for host, ips in p.referer_clients.items():
+            have = out.referer_clients.setdefault(host, set())
+            have.update(sorted(ips - have)[:max(0, REFERER_CLIENTS - len(have))])
         routes = out.route_sizes
         for e, sz in p.route_sizes.items():
             cur = routes.get(e)
@@ -1386,14 +1450,20 @@ def catch_all_sizes(p: AccessPartial, page_sizes: Iterable[int] = ()) -> set[int
     return {sz for sz in p.page_sizes if sz > 0} | {int(sz) for sz in page_sizes} | shared_sizes(p)
 
 
-_HOST_OF_URL = re.compile(rb"[a-z][a-z0-9+.-]{0,15}://(?:[^/?#@\s]*@)?(\[[0-9a-f:.]*\]|[^/?#:@\s\[\]]+)", re.I)
 
 
-def own_hosts(p: AccessPartial, server_names: Iterable[str] = ()) -> Callable[[str], bool]:
+def referred_hosts(p: AccessPartial) -> list[str]:
+    """The hosts that the referers of :data:`REFERER_CLIENTS` or more different clients name (sorted)."""
+    return sorted(h.decode("latin-1") for h, ips in p.referer_clients.items() if len(ips) >= REFERER_CLIENTS)
+
+
+def own_hosts(p: AccessPartial, server_names: Iterable[str] = (), known_hosts: Iterable[str] = ()) -> Callable[[str], bool]:
     """Whether a host named in an absolute request line is one of the site's own: one of ``server_names`` (nginx's
     forms: ``example.com``, ``*.example.com``, ``.example.com`` for both, ``www.example.*``), or — when none is
-    given — the host of a referer in the log (the site's own pages refer to each other: a site's host is in its
-    referers, while an IP-echo or proxy-judge site a proxy probe asks for is not)."""
+    given — a host that the referers of :data:`REFERER_CLIENTS` or more different clients name (the site's own pages
+    refer to each other, so its visitors' referers name its host, while an IP-echo or proxy-judge site a proxy probe
+    asks for is nobody's referer; a prober that sends its target as its own referer is one client), or one of
+    ``known_hosts`` (those :func:`referred_hosts` found in earlier runs' lines)."""
     names = [n.strip().lower().rstrip(".") for n in server_names if n.strip()]
     if names:
         alts = []
@@ -1404,8 +1474,7 @@ def own_hosts(p: AccessPartial, server_names: Iterable[str] = ()) -> Callable[[s
                 alts.append(re.escape(n).replace(r"\*", ".*"))
         rx = re.compile("(?:" + "|".join(alts) + ")")
         return lambda host: rx.fullmatch(host.rstrip(".")) is not None
-    referred = {m.group(1).lower().rstrip(b".").decode("latin-1") for ref in p.referers
-                if (m := _HOST_OF_URL.match(ref)) is not None}
+    referred = set(referred_hosts(p)) | set(known_hosts)
     return lambda host: host.rstrip(".") in referred
 
 
@@ -1453,13 +1522,15 @@ def exposure_summary(p: AccessPartial, *, page_sizes: Iterable[int] = (), public
 
 def security_summary(p: AccessPartial, *, not_found_burst: int = 20, brute_force: int = 10,
                      top_n: int = 10, earlier: SecurityTail | None = None, page_sizes: Iterable[int] = (),
-                     public_paths: Iterable[str] = (), server_names: Iterable[str] = ()) -> dict[str, Any]:
+                     public_paths: Iterable[str] = (), server_names: Iterable[str] = (),
+                     known_hosts: Iterable[str] = ()) -> dict[str, Any]:
     """Attack patterns, scanner agents, 404 bursts per client, failed logins per client (with ``earlier``:
     the end of the previous run's data, so a burst across the boundary between runs is counted whole;
     the totals are this run's).  An attack's ``ok`` counts its 2xx answers but those with a catch-all's body
-    size (``catch_all``: the site's one page, whatever the request); ``server_names``: see :func:`own_hosts`."""
+    size (``catch_all``: the site's one page, whatever the request); ``server_names``, ``known_hosts``: see
+    :func:`own_hosts`."""
     earlier = earlier or SecurityTail()
-    own = own_hosts(p, server_names)
+    own = own_hosts(p, server_names, known_hosts)
     catch_all = catch_all_sizes(p, page_sizes)
     cats: dict[str, dict[str, Any]] = {}
     for (learned, ip, st), c in p.attacks.items():
@@ -1525,8 +1596,9 @@ def summarize(p: AccessPartial, *, top_n: int = 10, failed_statuses: str = "5xx"
               brute_force: int = 10, earlier: SecurityTail | None = None,
               log_format: str | None = None, page_sizes: Iterable[int] = (),
               public_paths: Iterable[str] = (), client_ip: str = "remote_addr",
-              server_names: Iterable[str] = ()) -> dict[str, Any]:
-    """The access report as plain JSON-able data (``earlier``, ``page_sizes``, ``public_paths``, ``server_names``: see
+              server_names: Iterable[str] = (), known_hosts: Iterable[str] = ()) -> dict[str, Any]:
+    """The access report as plain JSON-able data (``earlier``, ``page_sizes``, ``public_paths``, ``server_names``,
+    ``known_hosts``: see
     :func:`security_summary`; ``log_format``: the format read, which says whether latency is available even when
     no line was read; ``client_ip``: where the client addresses came from, see :class:`ScanOptions`)."""
     valid = p.valid
@@ -1633,7 +1705,7 @@ def summarize(p: AccessPartial, *, top_n: int = 10, failed_statuses: str = "5xx"
         },
         "security": security_summary(p, not_found_burst=not_found_burst, brute_force=brute_force, top_n=top_n,
                                      earlier=earlier, page_sizes=page_sizes, public_paths=public_paths,
-                                     server_names=server_names),
+                                     server_names=server_names, known_hosts=known_hosts),
         "clients": clients_summary(p, client_ip=client_ip, forwarded=(
             client_variables(format_variables(log_format), client_ip)[1] if log_format else None),
             xff_logged=bool(p.forwarded) if log_format is None else None),

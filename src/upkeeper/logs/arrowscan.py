@@ -38,7 +38,7 @@ from itertools import compress, repeat
 from operator import is_not, not_
 from typing import TYPE_CHECKING, Any
 
-from upkeeper.logs.classify import FRONT_PAGES, SOFTWARE_PROBE, counted_category
+from upkeeper.logs.classify import CONDITIONAL_PROBES, FRONT_PAGES, counted_category
 from upkeeper.logs.goaccess import status_code
 from upkeeper.logs.nginx_format import (
     LISTS,
@@ -680,7 +680,7 @@ class ArrowScanner:
                 cat = attack_of[raw]
                 if abs_ is not None and 200 <= (code_of[st] or 0) < 300:
                     acc._probe_answer(raw, abs_[k], cat)
-                if cat == SOFTWARE_PROBE:  # only a request answered 4xx: the site does not run that software
+                if cat in CONDITIONAL_PROBES:  # only some answers: the site does not run that software
                     if (counted := counted_category(cat, status_code(st))) is None:
                         continue
                     cat = counted
@@ -724,6 +724,12 @@ class ArrowScanner:
             m = self._mask_in(ref, list(bad))
             for (x, ip), c in self._pair_counts(ref.filter(m), h.filter(m)):
                 p.scanners[(bad[x], ip)] += c
+        # the clients that named each host in a referer (until enough did: access.REFERER_CLIENTS)
+        pending = acc.pending_referers(ref_counts) if ref_counts else {}
+        if pending and ref is not None:
+            m = self._mask_in(ref, list(pending))
+            for (x, ip), _c in self._pair_counts(ref.filter(m), h.filter(m)):
+                acc.referer_client(pending[x], ip)
 
     def _add_latency(self, counter: Counter[tuple[bytes, bytes]], row_ep: Any, times: Any) -> None:
         """Count the (endpoint, time token) pairs."""

@@ -315,12 +315,16 @@ ATTACK_PATTERNS: dict[str, str] = {
     ),
     "scanner_probe": (
         r"/\.env\b|/\.git/|/\.svn/|/\.aws/|/\.ssh/|/\.ds_store|/cgi-bin/|/vendor/phpunit|"
-        r"/\.ht(?:passwd|digest)\b|/id_(?:rsa|dsa|ecdsa|ed25519)\b|/\.vscode/|/phpinfo\.php|/\.hg/|/\.bzr/|"
+        r"/\.ht(?:passwd|digest)\b|/id_(?:rsa|dsa|ecdsa|ed25519)\b|/\.vscode/|/php[_-]?info\.php|/phpversion\.php|"
+        r"/\.hg/|/\.bzr/|/\.(?:git|svn|hg|bzr)(?:[\s?]|$)|"
         r"/\.(?:npmrc|pypirc|pgpass|netrc|git-credentials|s3cfg)\b|/\.(?:bash|zsh|sh|mysql|psql|php|python)_history|"
         r"/web-inf/|"
-        r"/phpunit/|/eval-stdin\.php|/server-status|/hnap1|/boaform|"
-        r"/actuator(?:\s|/(?:env|heapdump|gateway|mappings|configprops|beans|trace|httptrace|jolokia|logfile|"
-        r"loggers|threaddump|shutdown|restart|refresh|conditions|sessions|auditevents)\b)|"
+        r"/phpunit/|/eval-stdin\.php|/server-(?:status|info)|/hnap1|/boaform|"
+        # Spring Boot's actuator: the endpoints that hand out secrets or the application's inside, or control it (its
+        # info, metrics and prometheus ones, which monitoring reads on purpose, are software probes below)
+        r"/actuator/?(?:[\s?]|$)|/actuator/(?:env|heapdump|gateway|mappings|configprops|beans|trace|httptrace|"
+        r"jolokia|logfile|loggers|threaddump|shutdown|restart|refresh|conditions|sessions|auditevents|caches|"
+        r"scheduledtasks|integrationgraph|flyway|liquibase|startup|quartz|sbom)\b|/jolokia(?:[/\s?]|$)|/heapdump\b|"
         r"/\.well-known/security\.txt\.bak|/config\.php|"
         r"/setup\.php|/install\.php|/shell\.php|/cmd\.php|/sftp-config|"
         r"\.(?:bak|old|swp|sql)(?:\?|$|\s)|\.[a-z0-9]{1,5}~(?:\?|$|\s)|"
@@ -337,7 +341,12 @@ ATTACK_PATTERNS: dict[str, str] = {
     SOFTWARE_PROBE: (
         r"/wp-login\.php|/wp-admin|/xmlrpc\.php|/wp-content/plugins|/wp-includes|/phpmyadmin|/pma/|/myadmin|"
         r"/adminer|/solr/admin|/manager/html|\s/console/|/jmx-console|/invoker/|/owa/|/autodiscover|"
-        r"/remote/login|/telescope"
+        r"/remote/login|/telescope|"
+        # Spring Boot's actuator endpoints that monitoring reads on purpose (a site without Spring answers 4xx); not
+        # /actuator/health, which load balancers' and Kubernetes' health checks ask for on any site they are told to
+        r"/actuator/(?:info|metrics|prometheus)\b|"
+        # PHP test pages scanners look for at the root, phpinfo() most often: names a PHP site may use for a page
+        r"\s/(?:info|infos|test|i|pi|php|phptest|time)\.php(?:[\s?]|$)"
     ),
 }
 #: An open-proxy probe (category ``open_proxy``), matched at the start of the decoded request line: a ``CONNECT``
@@ -355,8 +364,19 @@ _PROXY_LINE = re.compile(
 _ABSOLUTE_LINE = re.compile(
     rb"[ \t]*[a-z][a-z-]{0,19}[ \t]+(?:https?|ftp|wss?)://(?:[^/?#@ \t]*@)?(\[[0-9a-f:.]*\]|[^/?#:@ \t\[\]]+)"
     rb"(?::[0-9]*)?(?:[/?# \t]|$)")
-#: ``TRACE``/``TRACK`` (nikto's and nmap's http-methods check for cross-site tracing): no browser sends them
-_TRACE_LINE = re.compile(rb"[ \t]*tra(?:ce|ck)[ \t]+[^ \t]+[ \t]+http/")
+#: ``TRACE``/``TRACK`` (nikto's and nmap's http-methods check for cross-site tracing) and ``DEBUG`` (ASP.NET's
+#: remote debugging, nikto's and nmap's http-methods checks): no browser sends them
+_TRACE_LINE = re.compile(rb"[ \t]*(?:tra(?:ce|ck)|debug)[ \t]+[^ \t]+[ \t]+http/")
+#: WebDAV's methods (RFC 4918), which scanners send to find a writable share (nikto, nmap's http-webdav-scan, davtest):
+#: a probe only when answered as a site without WebDAV does (see :func:`counted_category`); a WebDAV site's clients
+#: (Nextcloud's, a mounted share) send them all day.  Sources: nikto's and nmap's http-methods and http-webdav-scan
+#: checks; the OWASP Core Rule Set's rule 911100 blocks every method but ``GET HEAD POST OPTIONS`` unless the site
+#: lists its WebDAV methods (crs-setup.conf's ``tx.allowed_methods``), which the answer tells here
+WEBDAV_PROBE = "webdav_probe"
+_DAV_LINE = re.compile(rb"[ \t]*(?:propfind|proppatch|mkcol|copy|move|lock|unlock)[ \t]+[^ \t]+[ \t]+http/")
+#: the answers of a WebDAV server that a site without one does not give: an authentication challenge (the share is
+#: there), and WebDAV's own 409 Conflict, 412 Precondition Failed, 423 Locked and 424 Failed Dependency
+_DAV_ANSWERS = frozenset({401, 409, 412, 423, 424})
 #: the category prefix of an absolute request line for a host :data:`_PROXY_LINE` does not name: an open-proxy
 #: probe unless the host is one of the site's own names, which only the whole log (its referers) or the job's
 #: ``server_names`` tell — ``"absolute_uri:" + host``, resolved by the access summary
@@ -424,6 +444,8 @@ _PREFILTER_WORDS = tuple(re.compile(re.escape(w)) for w in (
     b"jmx-console", b"invoker", b"config.php", b"setup.php", b"install.php", b"shell.php", b"cmd.php", b"owa/",
     b"autodiscover", b"remote/login", b"sftp-config", b".bak", b".old", b".swp", b".sql", b".tar", b".zip",
     b".rar", b".7z", b".tgz", b"backup", b"ignition", b"telescope", b"oast.", b"interact.sh",
+    b"jolokia", b"heapdump", b"server-info", b"info.php", b"test.php", b"/i.php", b"/pi.php", b"/php.php",
+    b"time.php", b"phpversion", b"propfind", b"proppatch", b"mkcol", b"copy /", b"move /", b"lock /", b"debug /",
     b"169.254.169.254", b"100.100.100.200", b"fd00:ec2::254", b"metadata.google.internal",
     b"instance-data.ec2.internal", b"://", b"connect", b"classloader", b"java.lang.runtime@", b"memberaccess", b"config/", b"laravel.log", b"_profiler", b"debug/default", b"xdebug", b"?=php", b"gponform", b"trac",
 ))
@@ -508,6 +530,8 @@ def attack_category(raw_request: bytes) -> str | None:
             return OPEN_PROXY
         if _TRACE_LINE.match(low):
             return "scanner_probe"
+        if _DAV_LINE.match(low):
+            return WEBDAV_PROBE
         if (m := _ABSOLUTE_LINE.match(low)) is not None:
             host = m.group(1).rstrip(b".").decode("latin-1")
             return None if host in LOOPBACK_HOSTS else ABSOLUTE_URI + host
@@ -518,12 +542,23 @@ def attack_category(raw_request: bytes) -> str | None:
     return None  # pragma: no cover - _ANY_ATTACK matched one of them
 
 
+#: the categories counted only for some answers (:func:`counted_category`)
+CONDITIONAL_PROBES = frozenset({SOFTWARE_PROBE, WEBDAV_PROBE})
+#: the categories that say a path was probed for, not that a payload was sent: none for a path the site serves on
+#: purpose (the job's ``public_paths``)
+PROBE_CATEGORIES = frozenset({"scanner_probe", SOFTWARE_PROBE, WEBDAV_PROBE})
+
+
 def counted_category(category: str, status: int | None) -> str | None:
     """The category an attack line counts under, given the status it was answered with: a request for a
     path of software the site may run (:data:`SOFTWARE_PROBE`) counts as ``scanner_probe`` when answered
-    4xx and not at all otherwise; every other category counts whatever the answer."""
-    if category != SOFTWARE_PROBE:
+    4xx and not at all otherwise; a WebDAV method (:data:`WEBDAV_PROBE`) when answered 4xx or 501 but as a WebDAV
+    server answers (401, 409, 412, 423, 424); every other category counts whatever the answer."""
+    if category not in CONDITIONAL_PROBES:
         return category
+    if category == WEBDAV_PROBE:
+        return "scanner_probe" if status is not None and (400 <= status < 500 or status == 501) \
+            and status not in _DAV_ANSWERS else None
     return "scanner_probe" if status is not None and 400 <= status < 500 else None
 
 
@@ -559,19 +594,22 @@ SENSITIVE_FILES: dict[str, tuple[str, bool]] = {
     # disclosures: the server's or the application's inside, not secrets as such
     "ds_store": (r"/\.ds_store", False),
     "htaccess": (r"/\.htaccess", False),
-    "phpinfo": (r"/phpinfo\.php", False),
+    "phpinfo": (r"/php[_-]?info\.php|/phpversion\.php", False),
+    # the PHP test pages scanners look for at the root (phpinfo() most often): a PHP site may have such a page
+    "php_test_page": (r"/(?:info|infos|test|i|pi|php|phptest|time)\.php", False),
     "server_status": (r"/server-(?:status|info)", False),  # Apache's mod_status/mod_info behind nginx
     "error_log": (r"/(?:error|debug|php_errors?)\.log|/storage/logs/laravel\.log", False),
 }  # fmt: skip
 #: the entries matched at the site's root only; every other one in any directory too (``/api/.env``,
 #: ``/laravel/.env``, ``/wp-content/.git/config`` are probed as often as ``/.env``)
-SENSITIVE_AT_ROOT = frozenset({"site_backup", "server_status"})
+SENSITIVE_AT_ROOT = frozenset({"site_backup", "server_status", "php_test_page"})
 _SENSITIVE_RX = re.compile(b"|".join(
     f"(?P<{n}>{'' if n in SENSITIVE_AT_ROOT else '(?:/.*)?'}(?:{rx}))".encode() for n, (rx, _s) in SENSITIVE_FILES.items()))
 #: every pattern above needs one of these in the lower-cased raw line (or a ``%`` or ``\\``: anything may be
 #: encoded or escaped); literal searches over all lines joined run at memchr speed
 _SENSITIVE_WORDS = (
-    b"/.", b".sql", b"id_", b"wp-config", b"phpinfo", b"env.php", b"settings.php", b"configuration.php", b"local.xml",
+    b"/.", b".sql", b"id_", b"wp-config", b"phpinfo", b"info.php", b"phpversion", b"test.php", b"/i.php",
+    b"infos.php", b"/pi.php", b"/php.php", b"time.php", b"env.php", b"settings.php", b"configuration.php", b"local.xml",
     b"credentials", b"secrets.", b"sftp", b"master.key", b"database.y", b"actuator/", b"server-", b".log", b"~",
     b".bak", b".old", b".orig", b".save", b".swp", b".backup", b".tmp", b".zip", b".rar", b".7z", b".tgz", b".tar",
     b".db", b".dump",

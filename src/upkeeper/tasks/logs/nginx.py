@@ -69,6 +69,9 @@ ATTACK_REMEDIATION = {
 }
 PAGES_KEY = "access_page_sizes"  # body sizes of a catch-all's answers (GET /, probes), for the runs that read none
 PAGES_KEPT = 50
+#: the hosts the referers of several clients named (the site's own, without server_names), for the runs that read few
+HOSTS_KEY = "access_own_hosts"
+HOSTS_KEPT = 50
 HOURS_KEY = "access_hours"  # requests per hour of log time over the runs, so an hour split between runs is whole
 HOURS_KEPT_DAYS = 35  # days of hourly counts kept in the job's state
 SPIKE_BASELINE_DAYS = 7  # a spike is judged against the busiest hours of this many earlier days
@@ -208,13 +211,15 @@ class NginxLogsOptions(TaskOptions):
     public_paths: list[UrlPath] = Field(
         default_factory=list,
         description="paths of sensitive-looking files the site serves on purpose ('*' wildcards allowed), e.g. "
-        "/downloads/*.sql: no logs.nginx.exposed_file finding for them. Source: upkeeper (none by default)")
+        "/downloads/*.sql, /info.php, /actuator/*, /dav/*: no logs.nginx.exposed_file finding for them, and a "
+        "request for one is no scanner probe (an attack payload in it still counts). Source: upkeeper (none by "
+        "default)")
     server_names: list[str] = Field(
         default_factory=list,
         description="the site's own host names, written as nginx's server_name (example.com, *.example.com, "
         ".example.com for both): an absolute request line (GET http://HOST/…) naming any other host is an "
-        "open-proxy probe. Not set: the hosts named by the log's referers are the site's own (its pages refer to each "
-        "other); localhost and loopback addresses are always the site's, the IP-echo and proxy-judge sites and "
+        "open-proxy probe. Not set: a host that the referers of 3 or more different clients name is the site's own (its "
+        "pages refer to each other; a prober sending its target as its own referer is one client); localhost and loopback addresses are always the site's, the IP-echo and proxy-judge sites and "
         "search engines of docs/logs.md (azenv.net, www.google.com, example.com …) never. Source: upkeeper (none by "
         "default)")
     static_extensions: list[str] = Field(
@@ -274,7 +279,7 @@ class NginxLogsOptions(TaskOptions):
     def scan_options(self) -> ScanOptions:
         return access.ScanOptions(log_format=self.log_format, static_extensions=tuple(self.static_extensions),
                            login_paths=self.login_entries(), client_ip=self.client_ip,
-                           trusted_proxies=tuple(self.trusted_proxies))
+                           trusted_proxies=tuple(self.trusted_proxies), public_paths=tuple(self.public_paths))
 
     def login_entries(self) -> tuple[str | LoginPath, ...]:
         return tuple(p if isinstance(p, str) else p.login_path() for p in self.login_paths)
@@ -337,6 +342,7 @@ class NginxLogs(Task[NginxLogsOptions]):
         seconds = time.monotonic() - t0
         earlier = access.SecurityTail.from_json(ctx.state.get(TAIL_KEY)) if options.incremental else None
         page_sizes = _sizes(ctx.state.get(PAGES_KEY)) if options.incremental else []
+        known_hosts = _hosts(ctx.state.get(HOSTS_KEY)) if options.incremental else []
         not_after = ctx.now() + FUTURE_SLACK  # later log times are a wrong clock or forged lines
         # redacted before anything is built from it: request lines and referrers carry ?token=…, and the
         # findings (history, --json), the HTML and the JSON report all show parts of them
@@ -345,7 +351,7 @@ class NginxLogs(Task[NginxLogsOptions]):
             min_endpoint_requests=options.min_endpoint_requests, not_found_burst=options.not_found_burst,
             brute_force=options.brute_force_threshold, earlier=earlier, log_format=options.log_format,
             page_sizes=page_sizes, public_paths=options.public_paths, client_ip=options.client_ip,
-            server_names=options.server_names))
+            server_names=options.server_names, known_hosts=known_hosts))
         rep["files"] = [{"path": r.file.path, "from": r.start, "to": r.end, "compressed": r.file.gz}
                         for r in plan.ranges]
         rep["scan_seconds"] = round(seconds, 3)
@@ -383,6 +389,8 @@ class NginxLogs(Task[NginxLogsOptions]):
                 # the front page's sizes, and those a catch-all answered to several probes of paths the site lacks
                 fresh = [sz for sz, _c in partial.page_sizes.most_common(PAGES_KEPT)] + sorted(access.shared_sizes(partial))
                 ctx.state.set(PAGES_KEY, list(dict.fromkeys(fresh + page_sizes))[:PAGES_KEPT])
+                # the site's own hosts by its referers: a quiet run (few visitors) still knows them
+                ctx.state.set(HOSTS_KEY, list(dict.fromkeys(access.referred_hosts(partial) + known_hosts))[:HOSTS_KEPT])
             ctx.state.set(HOURS_KEY, hours)
         return Result(summary=self._summary(rep, artifacts, since_last=bool(cursors), files=len(files)),
                       findings=findings, metrics=metrics, artifacts=artifacts)
@@ -639,6 +647,13 @@ def _sizes(data: Any) -> list[int]:
     if not isinstance(data, list):
         return []
     return [int(x) for x in data if isinstance(x, int) and not isinstance(x, bool)][:PAGES_KEPT]
+
+
+def _hosts(data: Any) -> list[str]:
+    """The site's own hosts kept in the job's state; anything else (no state yet, another shape) is none."""
+    if not isinstance(data, list):
+        return []
+    return [x for x in data if isinstance(x, str)][:HOSTS_KEPT]
 
 
 #: the realip directives that make nginx log the client passed on in each variable as $remote_addr
