@@ -326,6 +326,9 @@ ATTACK_PATTERNS: dict[str, str] = {
         r"jolokia|logfile|loggers|threaddump|shutdown|restart|refresh|conditions|sessions|auditevents|caches|"
         r"scheduledtasks|integrationgraph|flyway|liquibase|startup|quartz|sbom)\b|/jolokia(?:[/\s?]|$)|/heapdump\b|"
         r"/\.well-known/security\.txt\.bak|/config\.php|"
+        # ASP.NET's error and trace pages and its configuration (nikto's and nuclei's elmah/trace.axd/web.config
+        # exposures), an IDE's project directory (JetBrains' .idea/workspace.xml names files and data sources)
+        r"/elmah\.axd\b|/trace\.axd\b|/web\.config\b|/\.idea/|"
         r"/setup\.php|/install\.php|/shell\.php|/cmd\.php|/sftp-config|"
         r"\.(?:bak|old|swp|sql)(?:\?|$|\s)|\.[a-z0-9]{1,5}~(?:\?|$|\s)|"
         r"\s/(?:backups?|www|wwwroot|htdocs|public_html|site|web|website|db|database|dump|data|archive|old|"
@@ -444,7 +447,7 @@ _PREFILTER_WORDS = tuple(re.compile(re.escape(w)) for w in (
     b"jmx-console", b"invoker", b"config.php", b"setup.php", b"install.php", b"shell.php", b"cmd.php", b"owa/",
     b"autodiscover", b"remote/login", b"sftp-config", b".bak", b".old", b".swp", b".sql", b".tar", b".zip",
     b".rar", b".7z", b".tgz", b"backup", b"ignition", b"telescope", b"oast.", b"interact.sh",
-    b"jolokia", b"heapdump", b"server-info", b"info.php", b"test.php", b"/i.php", b"/pi.php", b"/php.php",
+    b"jolokia", b"heapdump", b"server-info", b".axd", b"web.config", b"/.idea/", b"info.php", b"test.php", b"/i.php", b"/pi.php", b"/php.php",
     b"time.php", b"phpversion", b"propfind", b"proppatch", b"mkcol", b"copy /", b"move /", b"lock /", b"debug /",
     b"169.254.169.254", b"100.100.100.200", b"fd00:ec2::254", b"metadata.google.internal",
     b"instance-data.ec2.internal", b"://", b"connect", b"classloader", b"java.lang.runtime@", b"memberaccess", b"config/", b"laravel.log", b"_profiler", b"debug/default", b"xdebug", b"?=php", b"gponform", b"trac",
@@ -591,6 +594,9 @@ SENSITIVE_FILES: dict[str, tuple[str, bool]] = {
                       r"/[a-z0-9_.-]+\.(?:php|inc|py|rb|conf|cnf|ini|ya?ml|json)(?:\.(?:bak|old|orig|save|swp|backup|"
                       r"tmp)|~)", True),
     "spring_actuator": (r"/actuator/(?:env|heapdump)", True),
+    "aspnet_config": (r"/web\.config", True),  # connection strings, machine keys
+    "aspnet_debug": (r"/(?:elmah|trace)\.axd(?:/.*)?", False),  # ELMAH's error log, ASP.NET's request trace
+    "ide_project": (r"/\.idea/.*", False),  # JetBrains: file names, data sources
     # disclosures: the server's or the application's inside, not secrets as such
     "ds_store": (r"/\.ds_store", False),
     "htaccess": (r"/\.htaccess", False),
@@ -612,7 +618,7 @@ _SENSITIVE_WORDS = (
     b"infos.php", b"/pi.php", b"/php.php", b"time.php", b"env.php", b"settings.php", b"configuration.php", b"local.xml",
     b"credentials", b"secrets.", b"sftp", b"master.key", b"database.y", b"actuator/", b"server-", b".log", b"~",
     b".bak", b".old", b".orig", b".save", b".swp", b".backup", b".tmp", b".zip", b".rar", b".7z", b".tgz", b".tar",
-    b".db", b".dump",
+    b".db", b".dump", b"web.config", b".axd",
 )
 _SENSITIVE_HINTS = tuple(re.compile(re.escape(w)) for w in (b"%", b"\\", *_SENSITIVE_WORDS))
 _SENSITIVE_URI_HINTS = _SENSITIVE_HINTS[2:]  # the resolved path: decoded already
