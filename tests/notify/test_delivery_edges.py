@@ -268,3 +268,49 @@ def test_an_apprise_http_4xx_is_permanent_and_a_5xx_is_retried(make_env, webhook
     first, second = sorted(env.engine.store.deliveries(), key=lambda x: x.id)
     assert first.status == "dead" and "HTTP 400" in first.last_error, (first.status, first.last_error)
     assert second.status == "failed" and second.next_attempt_at is not None, (second.status, second.last_error)
+
+
+def test_notify_retry_leaves_a_delivery_being_sent_to_its_sender(make_env, make_config, cli,
+                                                                 webhook_receiver) -> None:
+    """``notify retry`` took a delivery whatever its schedule: one that a run (or the daemon) was sending to a slow
+    endpoint at that moment went out twice.  It now says the delivery is being sent and leaves it; a delivery
+    whose sender died (its lease ran out) is still taken over."""
+    from datetime import UTC, datetime
+
+    chans = channels(webhook_receiver)
+    cfg = make_config({"notifications": {"channels": chans},
+                       "jobs": {"nightly": {"task": "testing.scripted", "schedule": "0 3 * * *"}}})
+    env = make_env(config(chans), start=datetime.now(UTC))
+    webhook_receiver.delay = 1.0
+    script("nightly", fail("disk full"))
+    runner = threading.Thread(target=env.run, args=("nightly",))
+    runner.start()
+    try:
+        webhook_receiver.wait_for(1)  # the run's attempt is at the endpoint, waiting for its answer
+        res = cli(["--config", cfg, "notify", "retry", "--json"])
+        assert res.code == 0, res.output
+        [r] = res.json()
+        assert (r["ok"], r["sent"]) == (True, False) and "being sent" in r["detail"], r
+        assert "being sent" in cli(["--config", cfg, "notify", "retry"]).out
+    finally:
+        runner.join(10)
+    webhook_receiver.delay = 0
+    time.sleep(0.2)
+    assert len(webhook_receiver.requests) == 1, "sent twice"
+    [d] = env.engine.store.deliveries()
+    assert (d.status, d.attempts) == ("sent", 1)
+    # a sender that died: its lease runs out and notify retry takes the delivery over
+    env.now[0] = datetime.now(UTC) - timedelta(minutes=5)
+    script("nightly", ok())
+    webhook_receiver.stop()
+    assert env.run("nightly") == "ok"  # the recovery fails to go out: backoff
+    webhook_receiver.start()
+    [d] = [d for d in env.engine.store.deliveries() if d.status != "sent"]
+    assert d.status == "failed"
+    sid = env.engine.store.add_delivery("hook", d.event_ids, d.payload, env.now[0], timedelta(minutes=2))
+    claimed = env.engine.store.claim_one(d.id, env.now[0], timedelta(minutes=2))  # a retry whose sender died
+    assert claimed is not None and claimed.status == "sending"  # type: ignore[union-attr]
+    status = cli(["--config", cfg, "status", "--json"]).json()["notifications"]["failed_deliveries"]
+    assert [(f["id"], f["status"]) for f in status] == [(d.id, "sending")]  # still a failure until sent
+    res = cli(["--config", cfg, "notify", "retry", "--json"])
+    assert sorted((r["delivery_id"], r["sent"]) for r in res.json()) == [(d.id, True), (sid, True)], res.output

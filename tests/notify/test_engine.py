@@ -256,7 +256,7 @@ def test_background_sending_never_holds_the_run_on_a_slow_channel(make_env, webh
     assert env.run("nightly") == "fail"
     assert time.monotonic() - t0 < 1.5, "the run waited for the webhook"
     [d] = env.engine.store.deliveries()
-    assert d.status == "pending"  # recorded before it is sent
+    assert d.status == "sending"  # recorded (leased to its sender) before it is sent
     assert env.engine.stop_background_sending(10)  # stopping sends what is queued
     assert events_of(webhook_receiver.wait_for(1), "run")[0]["summary"] == "disk full"
     assert env.engine.store.get_delivery(d.id).status == "sent"

@@ -31,7 +31,7 @@ from upkeeper.notify.calendar import Period
 from upkeeper.notify.events import MAX_FINDINGS, Event, build_payload
 from upkeeper.notify.policy import Calendar, Window, describe
 from upkeeper.notify.routing import Router, matches
-from upkeeper.notify.store import Change, NotifyStore
+from upkeeper.notify.store import Busy, Change, NotifyStore
 from upkeeper.notify.transports import Transport, TransportError, build_transport
 from upkeeper.redact import redact, redact_obj
 
@@ -59,7 +59,8 @@ class DeliveryResult:
     channel: str
     ok: bool
     detail: str
-    #: not sent: the state it reported is over (see :meth:`NotificationEngine._superseded`)
+    #: not sent: the state it reported is over (see :meth:`NotificationEngine._superseded`), or another process
+    #: is sending it (:meth:`NotificationEngine.deliver`)
     skipped: bool = False
 
 
@@ -494,7 +495,14 @@ class NotificationEngine:
         return recorded
 
     def deliver(self, delivery_id: int, now: datetime) -> DeliveryResult | None:
+        """Attempt one unsent delivery now, whatever its schedule (``upkeeper notify retry``) — unless another
+        process is sending it at this moment (it holds its lease): then it is left to that process and the result
+        says so (``skipped``).  None: no such delivery, or sent (or given up) meanwhile."""
         row = self.store.claim_one(delivery_id, now, DELIVERY_LEASE)
+        if isinstance(row, Busy):
+            return DeliveryResult(delivery_id, row.channel, True,
+                                  f"being sent by another process right now (leased until {self._fmt(row.until)}): "
+                                  "left to it", skipped=True)
         if row is None or row.next_attempt_at is None:
             return None
         return self._attempt(row.id, row.channel, row.payload, row.attempts, row.created_at, now,

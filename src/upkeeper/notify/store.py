@@ -6,8 +6,9 @@
 * ``notify_events`` — every notification-worthy event and every escalation
   step, with the text that was sent.  ``once_key`` makes announcements (window
   notices) idempotent across daemons.
-* ``notify_deliveries`` — one row per message to one channel: sent, failed
-  (with the error and the next attempt), or dead (gave up).
+* ``notify_deliveries`` — one row per message to one channel: sending (leased to
+  the process sending it), sent, failed (with the error and the next attempt),
+  dead (gave up), or superseded (not sent: what it reported is over).
 """
 
 from __future__ import annotations
@@ -24,6 +25,15 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 from upkeeper.core.history import History, dialect_insert
 from upkeeper.core.models import Base, JSONType, UTCDateTime
 from upkeeper.redact import redact, redact_obj
+
+#: a delivery leased to the process sending it (at creation, or claimed for a retry) until ``next_attempt_at``
+SENDING = "sending"
+#: what rows written before ``sending`` existed called a delivery leased to its creator: never one waiting for a
+#: backoff (a failed attempt makes it ``failed``), so leased too while its ``next_attempt_at`` is ahead
+LEGACY_PENDING = "pending"
+#: not sent yet: leased (``sending``, ``pending``) or waiting for the next attempt (``failed``)
+UNSENT = (SENDING, LEGACY_PENDING, "failed")
+LEASED = (SENDING, LEGACY_PENDING)
 
 
 class NotifyStateRow(Base):
@@ -78,13 +88,23 @@ class NotifyDeliveryRow(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     channel: Mapped[str] = mapped_column(String(100), nullable=False)
-    status: Mapped[str] = mapped_column(String(16), nullable=False)  # pending | sent | failed | dead | superseded
+    #: sending (leased until ``next_attempt_at``) | sent | failed (next attempt at ``next_attempt_at``) | dead |
+    #: superseded; ``pending`` (leased) in rows written before ``sending``
+    status: Mapped[str] = mapped_column(String(16), nullable=False)
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_error: Mapped[str] = mapped_column(Text, default="")
     event_ids: Mapped[list[int]] = mapped_column(JSONType, default=list)
     payload: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+
+
+@dataclass
+class Busy:
+    """A delivery (to ``channel``) another process holds leased — it is sending it now — until ``until``."""
+
+    channel: str
+    until: datetime
 
 
 @dataclass
@@ -279,9 +299,11 @@ class NotifyStore:
         dies, the lease expires and whoever retries deliveries picks it up.
 
         A lease is held by whoever set ``next_attempt_at`` to its end (the claim): every claim moves it, and
-        :meth:`mark_sent` / :meth:`mark_failed` record an attempt only while it is still the holder's."""
+        :meth:`mark_sent` / :meth:`mark_failed` record an attempt only while it is still the holder's.  A leased
+        delivery's status is ``sending``, told apart from a ``failed`` one waiting for its next attempt: only an
+        expired lease (its holder died or is stuck) may be taken over (:meth:`claim_one`)."""
         with self.history.session() as s:
-            row = NotifyDeliveryRow(created_at=now, channel=channel, status="pending", attempts=0,
+            row = NotifyDeliveryRow(created_at=now, channel=channel, status=SENDING, attempts=0,
                                     next_attempt_at=now + lease, event_ids=event_ids, payload=redact_obj(payload),
                                     last_error="")
             s.add(row)
@@ -296,7 +318,7 @@ class NotifyStore:
         with self.history.session() as s:
             res = s.execute(
                 update(NotifyDeliveryRow)
-                .where(NotifyDeliveryRow.id == delivery_id, NotifyDeliveryRow.status.in_(["pending", "failed"]),
+                .where(NotifyDeliveryRow.id == delivery_id, NotifyDeliveryRow.status.in_(UNSENT),
                        NotifyDeliveryRow.attempts == attempts, NotifyDeliveryRow.next_attempt_at == leased_until)
                 .values(next_attempt_at=until)
             )
@@ -310,7 +332,7 @@ class NotifyStore:
         with self.history.session() as s:
             rows = s.scalars(
                 select(NotifyDeliveryRow)
-                .where(NotifyDeliveryRow.status.in_(["pending", "failed"]), NotifyDeliveryRow.next_attempt_at <= now)
+                .where(NotifyDeliveryRow.status.in_(UNSENT), NotifyDeliveryRow.next_attempt_at <= now)
                 .order_by(NotifyDeliveryRow.next_attempt_at)
                 .limit(limit)
             ).all()
@@ -319,22 +341,27 @@ class NotifyStore:
                 res = s.execute(
                     update(NotifyDeliveryRow)
                     .where(NotifyDeliveryRow.id == row.id, NotifyDeliveryRow.next_attempt_at == row.next_attempt_at)
-                    .values(next_attempt_at=until)
+                    .values(next_attempt_at=until, status=SENDING)
                 )
                 if res.rowcount == 1:  # type: ignore[attr-defined]
                     out.append(row)
         for row in out:  # detached now: what the claim wrote
-            row.next_attempt_at = until
+            row.next_attempt_at, row.status = until, SENDING
         return out
 
-    def claim_one(self, delivery_id: int, now: datetime, lease: timedelta) -> NotifyDeliveryRow | None:
-        """Take one unsent delivery now, whatever its schedule (compare-and-set: one taker wins).  The returned
-        row's ``next_attempt_at`` is the lease's end, never the one it replaced (the claim is told apart)."""
+    def claim_one(self, delivery_id: int, now: datetime, lease: timedelta) -> NotifyDeliveryRow | Busy | None:
+        """Take one unsent delivery now, whatever its schedule (compare-and-set: one taker wins) — unless another
+        process holds it leased (``sending`` until a ``next_attempt_at`` still ahead: it is sending it right now):
+        :class:`Busy` then.  A ``failed`` delivery waiting for its backoff, and one whose lease expired (its
+        holder died), are taken.  The returned row's ``next_attempt_at`` is the lease's end, never the one it
+        replaced (the claim is told apart).  None: no such delivery, or not unsent any more."""
         until = now + lease
         with self.history.session() as s:
             row = s.get(NotifyDeliveryRow, delivery_id)
-            if row is None or row.status not in ("pending", "failed"):
+            if row is None or row.status not in UNSENT:
                 return None
+            if row.status in LEASED and row.next_attempt_at is not None and row.next_attempt_at > now:
+                return Busy(row.channel, row.next_attempt_at)
             if row.next_attempt_at == until:  # taken from a holder who claimed it at this very instant
                 until += timedelta(microseconds=1)
             res = s.execute(
@@ -342,11 +369,11 @@ class NotifyStore:
                 .where(NotifyDeliveryRow.id == delivery_id, NotifyDeliveryRow.status == row.status,
                        NotifyDeliveryRow.next_attempt_at == row.next_attempt_at,
                        NotifyDeliveryRow.attempts == row.attempts)
-                .values(next_attempt_at=until)
+                .values(next_attempt_at=until, status=SENDING)
             )
             if res.rowcount != 1:  # type: ignore[attr-defined]
                 return None
-        row.next_attempt_at = until
+        row.next_attempt_at, row.status = until, SENDING
         return row
 
     def _attempted(self, delivery_id: int, leased_until: datetime, values: dict[str, Any]) -> bool:
@@ -356,7 +383,7 @@ class NotifyStore:
         with self.history.session() as s:
             res = s.execute(
                 update(NotifyDeliveryRow)
-                .where(NotifyDeliveryRow.id == delivery_id, NotifyDeliveryRow.status.in_(["pending", "failed"]),
+                .where(NotifyDeliveryRow.id == delivery_id, NotifyDeliveryRow.status.in_(UNSENT),
                        NotifyDeliveryRow.next_attempt_at == leased_until)
                 .values(**values, attempts=NotifyDeliveryRow.attempts + 1)
             )
@@ -373,7 +400,7 @@ class NotifyStore:
         with self.history.session() as s:
             res = s.execute(
                 update(NotifyDeliveryRow)
-                .where(NotifyDeliveryRow.id == delivery_id, NotifyDeliveryRow.status.in_(["pending", "failed"]),
+                .where(NotifyDeliveryRow.id == delivery_id, NotifyDeliveryRow.status.in_(UNSENT),
                        NotifyDeliveryRow.next_attempt_at == leased_until)
                 .values(status="superseded", last_error=redact(reason)[:2000], next_attempt_at=None)
             )
