@@ -314,3 +314,23 @@ def test_notify_retry_leaves_a_delivery_being_sent_to_its_sender(make_env, make_
     assert [(f["id"], f["status"]) for f in status] == [(d.id, "sending")]  # still a failure until sent
     res = cli(["--config", cfg, "notify", "retry", "--json"])
     assert sorted((r["delivery_id"], r["sent"]) for r in res.json()) == [(d.id, True), (sid, True)], res.output
+
+
+def test_a_problem_retried_after_its_recovery_reached_the_channel_is_not_sent(make_env, webhook_receiver) -> None:
+    """Only PagerDuty dropped a late delivery whose state was over: a chat or webhook channel got "nightly failed"
+    after "nightly recovered" (the failure's first attempt failed, the recovery went out, then the retry), and
+    read the job as broken again.  The recovery says how many runs failed and for how long."""
+    env = make_env(config(channels(webhook_receiver)))
+    webhook_receiver.fail_with = [500]
+    script("nightly", fail("disk full"), ok())
+    assert env.run("nightly") == "fail"
+    env.now[0] += timedelta(minutes=1)
+    assert env.run("nightly") == "ok"
+    [rec] = webhook_receiver.wait_for(1)
+    assert rec.json()["events"][0]["state"] == "resolved"
+    [r] = env.engine.retry_due(env.now[0] + timedelta(minutes=10))
+    assert r.skipped and "resolved since" in r.detail
+    problem = env.engine.store.get_delivery(r.delivery_id)
+    assert problem is not None and problem.status == "superseded"
+    time.sleep(0.2)
+    assert len(webhook_receiver.requests) == 1

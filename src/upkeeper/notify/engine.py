@@ -517,7 +517,7 @@ class NotificationEngine:
         try:
             if transport is None:
                 raise TransportError(f"channel {channel!r} is no longer configured", permanent=True)
-            stale = self._superseded(payload) if transport.per_event else None
+            stale = self._superseded(payload)  # a first attempt may be late too (its creator died, a queue)
             if stale is not None:
                 if self.store.mark_superseded(did, stale, leased_until=leased_until):
                     log.info("notification %s to %s not sent: %s", did, channel, stale)
@@ -550,23 +550,34 @@ class NotificationEngine:
         return res
 
     def _superseded(self, payload: dict[str, Any]) -> str | None:
-        """Why a late delivery to a channel keeping state by dedup key (PagerDuty) must not go out, if it must
-        not: a trigger retried after its problem resolved opened an incident for a job that was fine again; a
-        resolve retried after the problem came back closed the open incident of a failing job."""
-        for e in payload.get("events", []):
-            job, check, state = e.get("job"), e.get("check"), e.get("state")
-            if not job or not check or e.get("topic") == "test":
-                continue
-            st = self.store.get(job, check)
-            if state in ("problem", "repeat", "changed"):
-                since = datetime.fromisoformat(e["since"]) if e.get("since") else None
-                if st is None or st.state != "problem" or (since is not None
-                                                           and abs(st.since - since) > timedelta(milliseconds=1)):
-                    return (f"superseded: {job} {check} is no longer the problem this reported"
-                            f"{' (resolved since)' if st is None or st.state != 'problem' else ' (a newer one)'}")
-            elif state == "resolved" and st is not None and st.state == "problem" and e.get("ts") \
-                    and st.since > datetime.fromisoformat(e["ts"]):
-                return f"superseded: {job} {check} became a problem again after this resolution"
+        """Why a late delivery must not go out, if it must not: every event it carries reports a state that is
+        over.  A problem retried after its recovery (the problem's first attempt failed, the recovery went out)
+        read as the job failing again — and opened an incident for a job that was fine again, on a channel keeping
+        state by dedup key (PagerDuty) or a webhook consumer doing so; a resolution retried after the problem came
+        back read as the failing job being fine — and closed its open incident.  A message also carrying an event
+        still current (a notice, another check's problem) goes out whole.  A PagerDuty delivery carries one
+        event."""
+        events = payload.get("events") or []
+        reasons = [self._stale(e) for e in events]
+        if not reasons or any(r is None for r in reasons):
+            return None
+        return "; ".join(dict.fromkeys(r for r in reasons if r is not None))
+
+    def _stale(self, e: dict[str, Any]) -> str | None:
+        """Why this event of a late delivery reports a state that is over (None: still current)."""
+        job, check, state = e.get("job"), e.get("check"), e.get("state")
+        if not job or not check or e.get("topic") == "test":
+            return None
+        st = self.store.get(job, check)
+        if state in ("problem", "repeat", "changed"):
+            since = datetime.fromisoformat(e["since"]) if e.get("since") else None
+            if st is None or st.state != "problem" or (since is not None
+                                                       and abs(st.since - since) > timedelta(milliseconds=1)):
+                return (f"superseded: {job} {check} is no longer the problem this reported"
+                        f"{' (resolved since)' if st is None or st.state != 'problem' else ' (a newer one)'}")
+        elif state == "resolved" and st is not None and st.state == "problem" and e.get("ts") \
+                and st.since > datetime.fromisoformat(e["ts"]):
+            return f"superseded: {job} {check} became a problem again after this resolution"
         return None
 
     def retry_due(self, now: datetime) -> list[DeliveryResult]:
