@@ -18,10 +18,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Index, Integer, String, Text, UniqueConstraint, func, select, update
+from sqlalchemy import Index, Integer, String, Text, UniqueConstraint, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
+from upkeeper.core import tables
 from upkeeper.core.history import History, dialect_insert
 from upkeeper.core.models import Base, JSONType, UTCDateTime
 from upkeeper.redact import redact, redact_obj
@@ -131,6 +132,7 @@ class NotifyStore:
         self.history = history
         #: recorded on every (job, check) state this store updates
         self.node = node
+        self._shared = False  # another node was seen in the history (see _single_node)
 
     # -- (job, check) state ------------------------------------------------------------------
 
@@ -202,22 +204,41 @@ class NotifyStore:
     def close_removed(self, jobs: Sequence[str], now: datetime) -> list[Change]:
         """Close the open problems of jobs missing from this node's config (any job not in ``jobs``) that this
         node recorded (``node``); a kind ``resolved`` change each.  A problem another node recorded is that
-        node's: nodes sharing a history may run different configs."""
+        node's: nodes sharing a history may run different configs.  A problem recorded before nodes were (node
+        NULL: the ``notify_state_node`` migration found no run telling it) is closed too when no other node ever
+        wrote to the history (:meth:`_single_node`): no other node's config may still have its job."""
         if self.node is None:
             return []
-        q = (select(NotifyStateRow).where(NotifyStateRow.state == "problem", NotifyStateRow.node == self.node)
+        q = (select(NotifyStateRow).where(NotifyStateRow.state == "problem",
+                                          or_(NotifyStateRow.node == self.node, NotifyStateRow.node.is_(None)))
              .order_by(NotifyStateRow.job, NotifyStateRow.check))
         if jobs:
             q = q.where(NotifyStateRow.job.not_in(list(jobs)))
         out = []
         with self.history.session() as s:
-            for row in s.scalars(q.with_for_update()):
+            rows = list(s.scalars(q.with_for_update()))
+            if any(row.node is None for row in rows) and not self._single_node(s):
+                rows = [row for row in rows if row.node is not None]
+            for row in rows:
                 out.append(Change("resolved", row.job, row.check, row.topic, row.severity, row.since, row.count,
                                   row.suppressed, row.level, list(row.channels)))
                 row.state, row.count, row.suppressed, row.level, row.channels = "ok", 0, 0, 0, []
                 row.since, row.last_notified_at, row.updated_at = now, now, now
                 row.summary = "job removed from the config"
+                row.node = self.node
         return out
+
+    def _single_node(self, s: Session) -> bool:
+        """Whether no node but this one appears in the history: in a run, a daemon, a lock, the audit log or a
+        notification state.  Once another node is seen it is remembered (a history stays shared)."""
+        if self._shared:
+            return False
+        for table in (tables.runs, tables.daemons, tables.locks, tables.audit, NotifyStateRow.__table__):
+            col = table.c.node
+            if s.execute(select(col).where(col.is_not(None), col != self.node).limit(1)).first() is not None:
+                self._shared = True
+                return False
+        return True
 
     def add_channels(self, job: str, check: str, channels: Sequence[str]) -> None:
         with self.history.session() as s:
