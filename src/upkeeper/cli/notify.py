@@ -92,7 +92,7 @@ def retry_cmd(as_json: bool = typer.Option(False, "--json", help="machine-readab
                     for r in results])
     else:
         for r in results:
-            console.print(f"{r.channel}: " + (f"[dim]not sent[/dim] {escape(r.detail)}" if r.skipped else
+            console.print(f"{r.channel}: " + (f"[dim]not sent[/dim] — {escape(r.detail)}" if r.skipped else
                                               "[ok]sent[/ok]" if r.ok else f"[fail]failed[/fail] {escape(r.detail)}"))
         if not results:
             console.print("nothing to retry")

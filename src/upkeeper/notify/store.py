@@ -392,7 +392,11 @@ class NotifyStore:
                        NotifyDeliveryRow.attempts == row.attempts)
                 .values(next_attempt_at=until, status=SENDING)
             )
-            if res.rowcount != 1:  # type: ignore[attr-defined]
+            if res.rowcount != 1:  # type: ignore[attr-defined]  # another process took it at this very moment
+                cur = s.execute(select(NotifyDeliveryRow.status, NotifyDeliveryRow.next_attempt_at)
+                                 .where(NotifyDeliveryRow.id == delivery_id)).first()
+                if cur is not None and cur[0] in LEASED and cur[1] is not None and cur[1] > now:
+                    return Busy(row.channel, cur[1])
                 return None
         row.next_attempt_at, row.status = until, SENDING
         return row
