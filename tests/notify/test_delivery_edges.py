@@ -334,3 +334,28 @@ def test_a_problem_retried_after_its_recovery_reached_the_channel_is_not_sent(ma
     assert problem is not None and problem.status == "superseded"
     time.sleep(0.2)
     assert len(webhook_receiver.requests) == 1
+
+
+def test_a_late_message_keeps_only_its_events_still_current(make_env, webhook_receiver) -> None:
+    """A late message reporting a run failure that is over and a finding still open: the run's failure is left out
+    (the recovery went out before), the finding — never told — goes out, and what was sent is what is stored."""
+    env = make_env(config(channels(webhook_receiver)))
+    webhook_receiver.fail_with = [500]
+    broken = Finding("testing.broken", Severity.CRITICAL, "thing", "disk full", "fix the thing")
+    script("nightly", Result(summary="disk full", status=Status.FAIL, findings=[broken]),
+           Result(summary="degraded", status=Status.WARN, findings=[broken]))
+    assert env.run("nightly") == "fail"
+    env.now[0] += timedelta(minutes=1)
+    assert env.run("nightly") == "warn"
+    [rec] = webhook_receiver.wait_for(1)
+    assert [(e["check"], e["state"]) for e in rec.json()["events"]] == [("run", "resolved")]
+    [r] = env.engine.retry_due(env.now[0] + timedelta(minutes=10))
+    assert r.ok and not r.skipped
+    late = webhook_receiver.wait_for(2)[1].json()
+    assert [(e["check"], e["state"]) for e in late["events"]] == [("testing.broken", "problem")]
+    assert "nightly failed" not in late["text"] and late["title"].startswith("testing.broken")
+    d = env.engine.store.get_delivery(r.delivery_id)
+    assert d is not None and d.status == "sent" and d.payload == late
+    assert [e["id"] for e in late["events"]] == d.event_ids
+    [left] = [x for x in env.engine.store.deliveries() if x.status == "superseded"]  # notify log shows it
+    assert left.channel == "hook" and "resolved since" in left.last_error and len(left.event_ids) == 1

@@ -53,6 +53,16 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def _event_of(data: dict[str, Any]) -> Event:
+    """An event back from its payload form (:meth:`Event.to_payload`)."""
+    fields = {k: v for k, v in data.items() if k in Event.__dataclass_fields__}
+    fields["tags"] = tuple(fields.get("tags") or ())
+    for key in ("ts", "since"):
+        if fields.get(key):
+            fields[key] = datetime.fromisoformat(fields[key])
+    return Event(**fields)
+
+
 @dataclass
 class DeliveryResult:
     delivery_id: int
@@ -517,7 +527,14 @@ class NotificationEngine:
         try:
             if transport is None:
                 raise TransportError(f"channel {channel!r} is no longer configured", permanent=True)
-            stale = self._superseded(payload)  # a first attempt may be late too (its creator died, a queue)
+            # a first attempt may be late too (its creator died, a queue)
+            stale, dropped, trimmed = self._superseded(payload)
+            if trimmed is not None and stale is not None:
+                # what is sent is what is stored (notify log, a retry); not ours any more: the holder decides
+                if self.store.trim(did, trimmed, dropped, stale, now, leased_until=leased_until):
+                    log.info("notification %s to %s: %d event(s) left out, %s", did, channel,
+                             len(payload["events"]) - len(trimmed["events"]), stale)
+                payload, stale = trimmed, None
             if stale is not None:
                 if self.store.mark_superseded(did, stale, leased_until=leased_until):
                     log.info("notification %s to %s not sent: %s", did, channel, stale)
@@ -549,19 +566,32 @@ class NotificationEngine:
         del self.last_results[:-200]
         return res
 
-    def _superseded(self, payload: dict[str, Any]) -> str | None:
-        """Why a late delivery must not go out, if it must not: every event it carries reports a state that is
-        over.  A problem retried after its recovery (the problem's first attempt failed, the recovery went out)
-        read as the job failing again — and opened an incident for a job that was fine again, on a channel keeping
-        state by dedup key (PagerDuty) or a webhook consumer doing so; a resolution retried after the problem came
-        back read as the failing job being fine — and closed its open incident.  A message also carrying an event
-        still current (a notice, another check's problem) goes out whole.  A PagerDuty delivery carries one
+    def _superseded(self, payload: dict[str, Any]) -> tuple[str | None, list[int], dict[str, Any] | None]:
+        """What a late delivery must send, given what is current now: ``(reason, ids, None)`` when nothing —
+        every event it carries reports a state that is over; ``(reason, ids, trimmed)`` when only some do (their
+        ids): the payload without them; ``(None, [], None)``: all of it.
+
+        A problem retried after its recovery (the problem's first attempt failed, the recovery went out) read as
+        the job failing again — and opened an incident for a job that was fine again, on a channel keeping state
+        by dedup key (PagerDuty) or a webhook consumer doing so; a resolution retried after the problem came back
+        read as the failing job being fine — and closed its open incident.  A PagerDuty delivery carries one
         event."""
         events = payload.get("events") or []
         reasons = [self._stale(e) for e in events]
-        if not reasons or any(r is None for r in reasons):
-            return None
-        return "; ".join(dict.fromkeys(r for r in reasons if r is not None))
+        if not any(reasons):
+            return None, [], None
+        reason = "; ".join(dict.fromkeys(r for r in reasons if r is not None))
+        dropped = [int(e["id"]) for e, r in zip(events, reasons, strict=True) if r is not None and e.get("id")]
+        if all(reasons):
+            return reason, dropped, None
+        try:
+            current = [_event_of(e) for e, r in zip(events, reasons, strict=True) if r is None]
+            sent_at = datetime.fromisoformat(payload["sent_at"]) if payload.get("sent_at") else self.clock()
+            trimmed = redact_obj(build_payload(current, payload.get("node") or self.node, sent_at))
+        except (TypeError, ValueError) as exc:  # a payload this version cannot read back: sent whole, as it was
+            log.warning("notification payload not trimmed of the events that are over: %s", redact(str(exc)))
+            return None, [], None
+        return reason, dropped, trimmed
 
     def _stale(self, e: dict[str, Any]) -> str | None:
         """Why this event of a late delivery reports a state that is over (None: still current)."""

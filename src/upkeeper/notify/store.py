@@ -431,6 +431,30 @@ class NotifyStore:
             )
             return res.rowcount == 1  # type: ignore[attr-defined,no-any-return]
 
+    def trim(self, delivery_id: int, payload: dict[str, Any], dropped: list[int], reason: str, now: datetime, *,
+             leased_until: datetime) -> bool:
+        """Leave events whose state is over out of an unsent delivery (by the holder of the lease ending
+        ``leased_until``): it will send ``payload`` (the others), and the events ``dropped`` get a delivery of
+        their own, ``superseded`` with ``reason`` (what ``notify log`` shows for them).  False: not its holder
+        any more."""
+        with self.history.session() as s:
+            row = s.get(NotifyDeliveryRow, delivery_id)
+            if row is None:
+                return False
+            keep = [i for i in row.event_ids or [] if i not in set(dropped)]
+            res = s.execute(
+                update(NotifyDeliveryRow)
+                .where(NotifyDeliveryRow.id == delivery_id, NotifyDeliveryRow.status.in_(UNSENT),
+                       NotifyDeliveryRow.next_attempt_at == leased_until)
+                .values(payload=redact_obj(payload), event_ids=keep)
+            )
+            if res.rowcount != 1:  # type: ignore[attr-defined]
+                return False
+            s.add(NotifyDeliveryRow(created_at=now, channel=row.channel, status="superseded", attempts=0,
+                                    next_attempt_at=None, event_ids=list(dropped), payload={},
+                                    last_error=redact(reason)[:2000]))
+            return True
+
     def mark_failed(self, delivery_id: int, error: str, next_attempt_at: datetime | None, *,
                     leased_until: datetime) -> bool:
         """Record a failed attempt (``next_attempt_at`` None: given up, ``dead``) by the holder of the lease
