@@ -268,3 +268,94 @@ def test_an_apprise_http_4xx_is_permanent_and_a_5xx_is_retried(make_env, webhook
     first, second = sorted(env.engine.store.deliveries(), key=lambda x: x.id)
     assert first.status == "dead" and "HTTP 400" in first.last_error, (first.status, first.last_error)
     assert second.status == "failed" and second.next_attempt_at is not None, (second.status, second.last_error)
+
+
+def test_notify_retry_leaves_a_delivery_being_sent_to_its_sender(make_env, make_config, cli,
+                                                                 webhook_receiver) -> None:
+    """``notify retry`` took a delivery whatever its schedule: one that a run (or the daemon) was sending to a slow
+    endpoint at that moment went out twice.  It now says the delivery is being sent and leaves it; a delivery
+    whose sender died (its lease ran out) is still taken over."""
+    from datetime import UTC, datetime
+
+    chans = channels(webhook_receiver)
+    cfg = make_config({"notifications": {"channels": chans},
+                       "jobs": {"nightly": {"task": "testing.scripted", "schedule": "0 3 * * *"}}})
+    env = make_env(config(chans), start=datetime.now(UTC))
+    webhook_receiver.delay = 1.0
+    script("nightly", fail("disk full"))
+    runner = threading.Thread(target=env.run, args=("nightly",))
+    runner.start()
+    try:
+        webhook_receiver.wait_for(1)  # the run's attempt is at the endpoint, waiting for its answer
+        res = cli(["--config", cfg, "notify", "retry", "--json"])
+        assert res.code == 0, res.output
+        [r] = res.json()
+        assert (r["ok"], r["sent"]) == (True, False) and "being sent" in r["detail"], r
+        assert "being sent" in cli(["--config", cfg, "notify", "retry"]).out
+    finally:
+        runner.join(10)
+    webhook_receiver.delay = 0
+    time.sleep(0.2)
+    assert len(webhook_receiver.requests) == 1, "sent twice"
+    [d] = env.engine.store.deliveries()
+    assert (d.status, d.attempts) == ("sent", 1)
+    # a sender that died: its lease runs out and notify retry takes the delivery over
+    env.now[0] = datetime.now(UTC) - timedelta(minutes=5)
+    script("nightly", ok())
+    webhook_receiver.stop()
+    assert env.run("nightly") == "ok"  # the recovery fails to go out: backoff
+    webhook_receiver.start()
+    [d] = [d for d in env.engine.store.deliveries() if d.status != "sent"]
+    assert d.status == "failed"
+    sid = env.engine.store.add_delivery("hook", d.event_ids, d.payload, env.now[0], timedelta(minutes=2))
+    claimed = env.engine.store.claim_one(d.id, env.now[0], timedelta(minutes=2))  # a retry whose sender died
+    assert claimed is not None and claimed.status == "sending"  # type: ignore[union-attr]
+    status = cli(["--config", cfg, "status", "--json"]).json()["notifications"]["failed_deliveries"]
+    assert [(f["id"], f["status"]) for f in status] == [(d.id, "sending")]  # still a failure until sent
+    res = cli(["--config", cfg, "notify", "retry", "--json"])
+    assert sorted((r["delivery_id"], r["sent"]) for r in res.json()) == [(d.id, True), (sid, True)], res.output
+
+
+def test_a_problem_retried_after_its_recovery_reached_the_channel_is_not_sent(make_env, webhook_receiver) -> None:
+    """Only PagerDuty dropped a late delivery whose state was over: a chat or webhook channel got "nightly failed"
+    after "nightly recovered" (the failure's first attempt failed, the recovery went out, then the retry), and
+    read the job as broken again.  The recovery says how many runs failed and for how long."""
+    env = make_env(config(channels(webhook_receiver)))
+    webhook_receiver.fail_with = [500]
+    script("nightly", fail("disk full"), ok())
+    assert env.run("nightly") == "fail"
+    env.now[0] += timedelta(minutes=1)
+    assert env.run("nightly") == "ok"
+    [rec] = webhook_receiver.wait_for(1)
+    assert rec.json()["events"][0]["state"] == "resolved"
+    [r] = env.engine.retry_due(env.now[0] + timedelta(minutes=10))
+    assert r.skipped and "resolved since" in r.detail
+    problem = env.engine.store.get_delivery(r.delivery_id)
+    assert problem is not None and problem.status == "superseded"
+    time.sleep(0.2)
+    assert len(webhook_receiver.requests) == 1
+
+
+def test_a_late_message_keeps_only_its_events_still_current(make_env, webhook_receiver) -> None:
+    """A late message reporting a run failure that is over and a finding still open: the run's failure is left out
+    (the recovery went out before), the finding — never told — goes out, and what was sent is what is stored."""
+    env = make_env(config(channels(webhook_receiver)))
+    webhook_receiver.fail_with = [500]
+    broken = Finding("testing.broken", Severity.CRITICAL, "thing", "disk full", "fix the thing")
+    script("nightly", Result(summary="disk full", status=Status.FAIL, findings=[broken]),
+           Result(summary="degraded", status=Status.WARN, findings=[broken]))
+    assert env.run("nightly") == "fail"
+    env.now[0] += timedelta(minutes=1)
+    assert env.run("nightly") == "warn"
+    [rec] = webhook_receiver.wait_for(1)
+    assert [(e["check"], e["state"]) for e in rec.json()["events"]] == [("run", "resolved")]
+    [r] = env.engine.retry_due(env.now[0] + timedelta(minutes=10))
+    assert r.ok and not r.skipped
+    late = webhook_receiver.wait_for(2)[1].json()
+    assert [(e["check"], e["state"]) for e in late["events"]] == [("testing.broken", "problem")]
+    assert "nightly failed" not in late["text"] and late["title"].startswith("testing.broken")
+    d = env.engine.store.get_delivery(r.delivery_id)
+    assert d is not None and d.status == "sent" and d.payload == late
+    assert [e["id"] for e in late["events"]] == d.event_ids
+    [left] = [x for x in env.engine.store.deliveries() if x.status == "superseded"]  # notify log shows it
+    assert left.channel == "hook" and "resolved since" in left.last_error and len(left.event_ids) == 1

@@ -256,7 +256,7 @@ def test_background_sending_never_holds_the_run_on_a_slow_channel(make_env, webh
     assert env.run("nightly") == "fail"
     assert time.monotonic() - t0 < 1.5, "the run waited for the webhook"
     [d] = env.engine.store.deliveries()
-    assert d.status == "pending"  # recorded before it is sent
+    assert d.status == "sending"  # recorded (leased to its sender) before it is sent
     assert env.engine.stop_background_sending(10)  # stopping sends what is queued
     assert events_of(webhook_receiver.wait_for(1), "run")[0]["summary"] == "disk full"
     assert env.engine.store.get_delivery(d.id).status == "sent"
@@ -347,3 +347,35 @@ def test_a_job_removed_from_the_config_has_its_problem_closed_by_the_node_that_r
     assert slack["attachments"][0]["color"] == "#9e9e9e"  # not the green of a recovery
     a2.engine.tick()  # closed once
     assert len(webhook_receiver.requests) == 2
+
+
+def test_a_problem_recorded_before_nodes_were_is_closed_when_the_history_has_a_single_node(
+        make_env, webhook_receiver) -> None:
+    """A problem the notify_state_node migration found no node for (node NULL) stayed open for ever once its job
+    left the config: no node could close it.  In a history only this node ever wrote to, it is this node's; in a
+    history another node wrote to, it may be that node's, and stays."""
+    from sqlalchemy import update
+
+    from upkeeper.core.history import NewRun
+    from upkeeper.notify.store import NotifyStateRow, NotifyStore
+
+    a = make_env(config(channels(webhook_receiver)) + "node: test-node\n")
+    script("nightly", fail("disk full"))
+    assert a.run("nightly") == "fail"
+    with a.history.session() as s:  # as the migration left it when no run told the node
+        s.execute(update(NotifyStateRow).values(node=None))
+    other = {"weekly": {"task": "testing.scripted", "schedule": "0 4 * * 0"}}
+    a2 = make_env(config(channels(webhook_receiver), other) + "node: test-node\n",
+                  start=a.now[0] + timedelta(minutes=10))
+    a2.engine.tick()
+    st = a2.engine.store.get("nightly", "run")
+    assert st is not None and st.state == "ok"
+    assert events_of(webhook_receiver.requests)[-1]["details"]["closed"] == "job removed from the config"
+    # the same legacy problem in a history node b wrote to (a run of b's): left open
+    with a.history.session() as s:
+        s.execute(update(NotifyStateRow).values(state="problem", node=None))
+    rid = a.history.create_run(NewRun(job="weekly", task="testing.scripted", target=None,
+                                      scheduled_for=a2.now[0]), "b:1:1", "b")
+    assert rid is not None
+    assert NotifyStore(a.history, "test-node").close_removed(["weekly"], a2.now[0]) == []
+    assert a2.engine.store.get("nightly", "run").state == "problem"  # type: ignore[union-attr]

@@ -14,6 +14,7 @@ from upkeeper.errors import UsageError
 from upkeeper.fmt import ago
 from upkeeper.notify.engine import NotificationEngine
 from upkeeper.notify.events import payload_schema
+from upkeeper.notify.store import UNSENT
 
 notify_app = typer.Typer(help="Notification channels: test them, see what was sent, retry failures.",
                          no_args_is_help=True)
@@ -69,7 +70,7 @@ def log_cmd(limit: int = typer.Option(30, "--limit", "-n", min=1, max=10000),
     for col in ("id", "when", "event", "title", "deliveries"):
         table.add_column(col, overflow="fold")
     for e in events:
-        style = {"sent": "ok", "superseded": "dim"}
+        style = {"sent": "ok", "superseded": "dim", "sending": "running"}
         ds = ", ".join(f"{d.channel}:[{style.get(d.status, 'fail')}]{d.status}[/]"
                        for d in deliveries.get(e.id, [])) or "[dim]-[/dim]"
         what = f"{e.topic}/{e.state}" + (f" L{e.level}" if e.level else "")
@@ -79,10 +80,11 @@ def log_cmd(limit: int = typer.Option(30, "--limit", "-n", min=1, max=10000),
 
 @notify_app.command("retry")
 def retry_cmd(as_json: bool = typer.Option(False, "--json", help="machine-readable output")) -> None:
-    """Retry failed deliveries now (the daemon also retries them with backoff)."""
+    """Retry failed deliveries now (the daemon also retries them with backoff).  One another process is sending
+    at this moment is left to it (said so); one whose sender died is taken over."""
     engine = _engine()
     now = datetime.now(UTC)
-    pending = engine.store.deliveries(statuses=["failed", "pending"], limit=1000)
+    pending = engine.store.deliveries(statuses=list(UNSENT), limit=1000)
     results = [r for r in (engine.deliver(d.id, now) for d in pending) if r is not None]
     if as_json:
         print_json([{"delivery_id": r.delivery_id, "channel": r.channel, "ok": r.ok, "sent": r.ok and not r.skipped,
@@ -90,7 +92,7 @@ def retry_cmd(as_json: bool = typer.Option(False, "--json", help="machine-readab
                     for r in results])
     else:
         for r in results:
-            console.print(f"{r.channel}: " + (f"[dim]not sent[/dim] {escape(r.detail)}" if r.skipped else
+            console.print(f"{r.channel}: " + (f"[dim]not sent[/dim] — {escape(r.detail)}" if r.skipped else
                                               "[ok]sent[/ok]" if r.ok else f"[fail]failed[/fail] {escape(r.detail)}"))
         if not results:
             console.print("nothing to retry")

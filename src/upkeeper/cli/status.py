@@ -72,7 +72,10 @@ def notification_status(setup: Any, history: Any, now: datetime, *, notify: bool
         engine.check_escalations(now)
         engine.retry_due(now)
     missed = engine.missed(now) if setup.config.notifications.missed_runs else []
-    failed = engine.store.deliveries(statuses=["failed", "dead"], since=now - timedelta(days=7), limit=100)
+    # a failed delivery being retried right now (``sending`` after an attempt) is still a failure until it is sent
+    failed = [d for d in engine.store.deliveries(statuses=["failed", "dead", "sending", "pending"],
+                                                  since=now - timedelta(days=7), limit=100)
+              if d.status in ("failed", "dead") or d.attempts > 0]
     return {
         "missed": [{"job": m.job, "last_run": None if m.never_ran else m.reference.isoformat(),
                     "overdue_since": m.deadline.isoformat()} for m in missed],

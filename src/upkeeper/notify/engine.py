@@ -31,7 +31,7 @@ from upkeeper.notify.calendar import Period
 from upkeeper.notify.events import MAX_FINDINGS, Event, build_payload
 from upkeeper.notify.policy import Calendar, Window, describe
 from upkeeper.notify.routing import Router, matches
-from upkeeper.notify.store import Change, NotifyStore
+from upkeeper.notify.store import Busy, Change, NotifyStore
 from upkeeper.notify.transports import Transport, TransportError, build_transport
 from upkeeper.redact import redact, redact_obj
 
@@ -53,13 +53,24 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def _event_of(data: dict[str, Any]) -> Event:
+    """An event back from its payload form (:meth:`Event.to_payload`)."""
+    fields = {k: v for k, v in data.items() if k in Event.__dataclass_fields__}
+    fields["tags"] = tuple(fields.get("tags") or ())
+    for key in ("ts", "since"):
+        if fields.get(key):
+            fields[key] = datetime.fromisoformat(fields[key])
+    return Event(**fields)
+
+
 @dataclass
 class DeliveryResult:
     delivery_id: int
     channel: str
     ok: bool
     detail: str
-    #: not sent: the state it reported is over (see :meth:`NotificationEngine._superseded`)
+    #: not sent: the state it reported is over (see :meth:`NotificationEngine._superseded`), or another process
+    #: is sending it (:meth:`NotificationEngine.deliver`)
     skipped: bool = False
 
 
@@ -494,7 +505,14 @@ class NotificationEngine:
         return recorded
 
     def deliver(self, delivery_id: int, now: datetime) -> DeliveryResult | None:
+        """Attempt one unsent delivery now, whatever its schedule (``upkeeper notify retry``) — unless another
+        process is sending it at this moment (it holds its lease): then it is left to that process and the result
+        says so (``skipped``).  None: no such delivery, or sent (or given up) meanwhile."""
         row = self.store.claim_one(delivery_id, now, DELIVERY_LEASE)
+        if isinstance(row, Busy):
+            return DeliveryResult(delivery_id, row.channel, True,
+                                  f"being sent by another process right now (leased until {self._fmt(row.until)}): "
+                                  "left to it", skipped=True)
         if row is None or row.next_attempt_at is None:
             return None
         return self._attempt(row.id, row.channel, row.payload, row.attempts, row.created_at, now,
@@ -509,7 +527,14 @@ class NotificationEngine:
         try:
             if transport is None:
                 raise TransportError(f"channel {channel!r} is no longer configured", permanent=True)
-            stale = self._superseded(payload) if transport.per_event else None
+            # a first attempt may be late too (its creator died, a queue)
+            stale, dropped, trimmed = self._superseded(payload)
+            if trimmed is not None and stale is not None:
+                # what is sent is what is stored (notify log, a retry); not ours any more: the holder decides
+                if self.store.trim(did, trimmed, dropped, stale, now, leased_until=leased_until):
+                    log.info("notification %s to %s: %d event(s) left out, %s", did, channel,
+                             len(payload["events"]) - len(trimmed["events"]), stale)
+                payload, stale = trimmed, None
             if stale is not None:
                 if self.store.mark_superseded(did, stale, leased_until=leased_until):
                     log.info("notification %s to %s not sent: %s", did, channel, stale)
@@ -541,24 +566,48 @@ class NotificationEngine:
         del self.last_results[:-200]
         return res
 
-    def _superseded(self, payload: dict[str, Any]) -> str | None:
-        """Why a late delivery to a channel keeping state by dedup key (PagerDuty) must not go out, if it must
-        not: a trigger retried after its problem resolved opened an incident for a job that was fine again; a
-        resolve retried after the problem came back closed the open incident of a failing job."""
-        for e in payload.get("events", []):
-            job, check, state = e.get("job"), e.get("check"), e.get("state")
-            if not job or not check or e.get("topic") == "test":
-                continue
-            st = self.store.get(job, check)
-            if state in ("problem", "repeat", "changed"):
-                since = datetime.fromisoformat(e["since"]) if e.get("since") else None
-                if st is None or st.state != "problem" or (since is not None
-                                                           and abs(st.since - since) > timedelta(milliseconds=1)):
-                    return (f"superseded: {job} {check} is no longer the problem this reported"
-                            f"{' (resolved since)' if st is None or st.state != 'problem' else ' (a newer one)'}")
-            elif state == "resolved" and st is not None and st.state == "problem" and e.get("ts") \
-                    and st.since > datetime.fromisoformat(e["ts"]):
-                return f"superseded: {job} {check} became a problem again after this resolution"
+    def _superseded(self, payload: dict[str, Any]) -> tuple[str | None, list[int], dict[str, Any] | None]:
+        """What a late delivery must send, given what is current now: ``(reason, ids, None)`` when nothing —
+        every event it carries reports a state that is over; ``(reason, ids, trimmed)`` when only some do (their
+        ids): the payload without them; ``(None, [], None)``: all of it.
+
+        A problem retried after its recovery (the problem's first attempt failed, the recovery went out) read as
+        the job failing again — and opened an incident for a job that was fine again, on a channel keeping state
+        by dedup key (PagerDuty) or a webhook consumer doing so; a resolution retried after the problem came back
+        read as the failing job being fine — and closed its open incident.  A PagerDuty delivery carries one
+        event."""
+        events = payload.get("events") or []
+        reasons = [self._stale(e) for e in events]
+        if not any(reasons):
+            return None, [], None
+        reason = "; ".join(dict.fromkeys(r for r in reasons if r is not None))
+        dropped = [int(e["id"]) for e, r in zip(events, reasons, strict=True) if r is not None and e.get("id")]
+        if all(reasons):
+            return reason, dropped, None
+        try:
+            current = [_event_of(e) for e, r in zip(events, reasons, strict=True) if r is None]
+            sent_at = datetime.fromisoformat(payload["sent_at"]) if payload.get("sent_at") else self.clock()
+            trimmed = redact_obj(build_payload(current, payload.get("node") or self.node, sent_at))
+        except (TypeError, ValueError) as exc:  # a payload this version cannot read back: sent whole, as it was
+            log.warning("notification payload not trimmed of the events that are over: %s", redact(str(exc)))
+            return None, [], None
+        return reason, dropped, trimmed
+
+    def _stale(self, e: dict[str, Any]) -> str | None:
+        """Why this event of a late delivery reports a state that is over (None: still current)."""
+        job, check, state = e.get("job"), e.get("check"), e.get("state")
+        if not job or not check or e.get("topic") == "test":
+            return None
+        st = self.store.get(job, check)
+        if state in ("problem", "repeat", "changed"):
+            since = datetime.fromisoformat(e["since"]) if e.get("since") else None
+            if st is None or st.state != "problem" or (since is not None
+                                                       and abs(st.since - since) > timedelta(milliseconds=1)):
+                return (f"superseded: {job} {check} is no longer the problem this reported"
+                        f"{' (resolved since)' if st is None or st.state != 'problem' else ' (a newer one)'}")
+        elif state == "resolved" and st is not None and st.state == "problem" and e.get("ts") \
+                and st.since > datetime.fromisoformat(e["ts"]):
+            return f"superseded: {job} {check} became a problem again after this resolution"
         return None
 
     def retry_due(self, now: datetime) -> list[DeliveryResult]:

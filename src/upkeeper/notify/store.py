@@ -6,8 +6,9 @@
 * ``notify_events`` — every notification-worthy event and every escalation
   step, with the text that was sent.  ``once_key`` makes announcements (window
   notices) idempotent across daemons.
-* ``notify_deliveries`` — one row per message to one channel: sent, failed
-  (with the error and the next attempt), or dead (gave up).
+* ``notify_deliveries`` — one row per message to one channel: sending (leased to
+  the process sending it), sent, failed (with the error and the next attempt),
+  dead (gave up), or superseded (not sent: what it reported is over).
 """
 
 from __future__ import annotations
@@ -17,13 +18,23 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Index, Integer, String, Text, UniqueConstraint, func, select, update
+from sqlalchemy import Index, Integer, String, Text, UniqueConstraint, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
+from upkeeper.core import tables
 from upkeeper.core.history import History, dialect_insert
 from upkeeper.core.models import Base, JSONType, UTCDateTime
 from upkeeper.redact import redact, redact_obj
+
+#: a delivery leased to the process sending it (at creation, or claimed for a retry) until ``next_attempt_at``
+SENDING = "sending"
+#: what rows written before ``sending`` existed called a delivery leased to its creator: never one waiting for a
+#: backoff (a failed attempt makes it ``failed``), so leased too while its ``next_attempt_at`` is ahead
+LEGACY_PENDING = "pending"
+#: not sent yet: leased (``sending``, ``pending``) or waiting for the next attempt (``failed``)
+UNSENT = (SENDING, LEGACY_PENDING, "failed")
+LEASED = (SENDING, LEGACY_PENDING)
 
 
 class NotifyStateRow(Base):
@@ -78,13 +89,23 @@ class NotifyDeliveryRow(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     channel: Mapped[str] = mapped_column(String(100), nullable=False)
-    status: Mapped[str] = mapped_column(String(16), nullable=False)  # pending | sent | failed | dead | superseded
+    #: sending (leased until ``next_attempt_at``) | sent | failed (next attempt at ``next_attempt_at``) | dead |
+    #: superseded; ``pending`` (leased) in rows written before ``sending``
+    status: Mapped[str] = mapped_column(String(16), nullable=False)
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_error: Mapped[str] = mapped_column(Text, default="")
     event_ids: Mapped[list[int]] = mapped_column(JSONType, default=list)
     payload: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+
+
+@dataclass
+class Busy:
+    """A delivery (to ``channel``) another process holds leased — it is sending it now — until ``until``."""
+
+    channel: str
+    until: datetime
 
 
 @dataclass
@@ -111,6 +132,7 @@ class NotifyStore:
         self.history = history
         #: recorded on every (job, check) state this store updates
         self.node = node
+        self._shared = False  # another node was seen in the history (see _single_node)
 
     # -- (job, check) state ------------------------------------------------------------------
 
@@ -182,22 +204,41 @@ class NotifyStore:
     def close_removed(self, jobs: Sequence[str], now: datetime) -> list[Change]:
         """Close the open problems of jobs missing from this node's config (any job not in ``jobs``) that this
         node recorded (``node``); a kind ``resolved`` change each.  A problem another node recorded is that
-        node's: nodes sharing a history may run different configs."""
+        node's: nodes sharing a history may run different configs.  A problem recorded before nodes were (node
+        NULL: the ``notify_state_node`` migration found no run telling it) is closed too when no other node ever
+        wrote to the history (:meth:`_single_node`): no other node's config may still have its job."""
         if self.node is None:
             return []
-        q = (select(NotifyStateRow).where(NotifyStateRow.state == "problem", NotifyStateRow.node == self.node)
+        q = (select(NotifyStateRow).where(NotifyStateRow.state == "problem",
+                                          or_(NotifyStateRow.node == self.node, NotifyStateRow.node.is_(None)))
              .order_by(NotifyStateRow.job, NotifyStateRow.check))
         if jobs:
             q = q.where(NotifyStateRow.job.not_in(list(jobs)))
         out = []
         with self.history.session() as s:
-            for row in s.scalars(q.with_for_update()):
+            rows = list(s.scalars(q.with_for_update()))
+            if any(row.node is None for row in rows) and not self._single_node(s):
+                rows = [row for row in rows if row.node is not None]
+            for row in rows:
                 out.append(Change("resolved", row.job, row.check, row.topic, row.severity, row.since, row.count,
                                   row.suppressed, row.level, list(row.channels)))
                 row.state, row.count, row.suppressed, row.level, row.channels = "ok", 0, 0, 0, []
                 row.since, row.last_notified_at, row.updated_at = now, now, now
                 row.summary = "job removed from the config"
+                row.node = self.node
         return out
+
+    def _single_node(self, s: Session) -> bool:
+        """Whether no node but this one appears in the history: in a run, a daemon, a lock, the audit log or a
+        notification state.  Once another node is seen it is remembered (a history stays shared)."""
+        if self._shared:
+            return False
+        for table in (tables.runs, tables.daemons, tables.locks, tables.audit, NotifyStateRow.__table__):
+            col = table.c.node
+            if s.execute(select(col).where(col.is_not(None), col != self.node).limit(1)).first() is not None:
+                self._shared = True
+                return False
+        return True
 
     def add_channels(self, job: str, check: str, channels: Sequence[str]) -> None:
         with self.history.session() as s:
@@ -279,9 +320,11 @@ class NotifyStore:
         dies, the lease expires and whoever retries deliveries picks it up.
 
         A lease is held by whoever set ``next_attempt_at`` to its end (the claim): every claim moves it, and
-        :meth:`mark_sent` / :meth:`mark_failed` record an attempt only while it is still the holder's."""
+        :meth:`mark_sent` / :meth:`mark_failed` record an attempt only while it is still the holder's.  A leased
+        delivery's status is ``sending``, told apart from a ``failed`` one waiting for its next attempt: only an
+        expired lease (its holder died or is stuck) may be taken over (:meth:`claim_one`)."""
         with self.history.session() as s:
-            row = NotifyDeliveryRow(created_at=now, channel=channel, status="pending", attempts=0,
+            row = NotifyDeliveryRow(created_at=now, channel=channel, status=SENDING, attempts=0,
                                     next_attempt_at=now + lease, event_ids=event_ids, payload=redact_obj(payload),
                                     last_error="")
             s.add(row)
@@ -296,7 +339,7 @@ class NotifyStore:
         with self.history.session() as s:
             res = s.execute(
                 update(NotifyDeliveryRow)
-                .where(NotifyDeliveryRow.id == delivery_id, NotifyDeliveryRow.status.in_(["pending", "failed"]),
+                .where(NotifyDeliveryRow.id == delivery_id, NotifyDeliveryRow.status.in_(UNSENT),
                        NotifyDeliveryRow.attempts == attempts, NotifyDeliveryRow.next_attempt_at == leased_until)
                 .values(next_attempt_at=until)
             )
@@ -310,7 +353,7 @@ class NotifyStore:
         with self.history.session() as s:
             rows = s.scalars(
                 select(NotifyDeliveryRow)
-                .where(NotifyDeliveryRow.status.in_(["pending", "failed"]), NotifyDeliveryRow.next_attempt_at <= now)
+                .where(NotifyDeliveryRow.status.in_(UNSENT), NotifyDeliveryRow.next_attempt_at <= now)
                 .order_by(NotifyDeliveryRow.next_attempt_at)
                 .limit(limit)
             ).all()
@@ -319,22 +362,27 @@ class NotifyStore:
                 res = s.execute(
                     update(NotifyDeliveryRow)
                     .where(NotifyDeliveryRow.id == row.id, NotifyDeliveryRow.next_attempt_at == row.next_attempt_at)
-                    .values(next_attempt_at=until)
+                    .values(next_attempt_at=until, status=SENDING)
                 )
                 if res.rowcount == 1:  # type: ignore[attr-defined]
                     out.append(row)
         for row in out:  # detached now: what the claim wrote
-            row.next_attempt_at = until
+            row.next_attempt_at, row.status = until, SENDING
         return out
 
-    def claim_one(self, delivery_id: int, now: datetime, lease: timedelta) -> NotifyDeliveryRow | None:
-        """Take one unsent delivery now, whatever its schedule (compare-and-set: one taker wins).  The returned
-        row's ``next_attempt_at`` is the lease's end, never the one it replaced (the claim is told apart)."""
+    def claim_one(self, delivery_id: int, now: datetime, lease: timedelta) -> NotifyDeliveryRow | Busy | None:
+        """Take one unsent delivery now, whatever its schedule (compare-and-set: one taker wins) — unless another
+        process holds it leased (``sending`` until a ``next_attempt_at`` still ahead: it is sending it right now):
+        :class:`Busy` then.  A ``failed`` delivery waiting for its backoff, and one whose lease expired (its
+        holder died), are taken.  The returned row's ``next_attempt_at`` is the lease's end, never the one it
+        replaced (the claim is told apart).  None: no such delivery, or not unsent any more."""
         until = now + lease
         with self.history.session() as s:
             row = s.get(NotifyDeliveryRow, delivery_id)
-            if row is None or row.status not in ("pending", "failed"):
+            if row is None or row.status not in UNSENT:
                 return None
+            if row.status in LEASED and row.next_attempt_at is not None and row.next_attempt_at > now:
+                return Busy(row.channel, row.next_attempt_at)
             if row.next_attempt_at == until:  # taken from a holder who claimed it at this very instant
                 until += timedelta(microseconds=1)
             res = s.execute(
@@ -342,11 +390,15 @@ class NotifyStore:
                 .where(NotifyDeliveryRow.id == delivery_id, NotifyDeliveryRow.status == row.status,
                        NotifyDeliveryRow.next_attempt_at == row.next_attempt_at,
                        NotifyDeliveryRow.attempts == row.attempts)
-                .values(next_attempt_at=until)
+                .values(next_attempt_at=until, status=SENDING)
             )
-            if res.rowcount != 1:  # type: ignore[attr-defined]
+            if res.rowcount != 1:  # type: ignore[attr-defined]  # another process took it at this very moment
+                cur = s.execute(select(NotifyDeliveryRow.status, NotifyDeliveryRow.next_attempt_at)
+                                 .where(NotifyDeliveryRow.id == delivery_id)).first()
+                if cur is not None and cur[0] in LEASED and cur[1] is not None and cur[1] > now:
+                    return Busy(row.channel, cur[1])
                 return None
-        row.next_attempt_at = until
+        row.next_attempt_at, row.status = until, SENDING
         return row
 
     def _attempted(self, delivery_id: int, leased_until: datetime, values: dict[str, Any]) -> bool:
@@ -356,7 +408,7 @@ class NotifyStore:
         with self.history.session() as s:
             res = s.execute(
                 update(NotifyDeliveryRow)
-                .where(NotifyDeliveryRow.id == delivery_id, NotifyDeliveryRow.status.in_(["pending", "failed"]),
+                .where(NotifyDeliveryRow.id == delivery_id, NotifyDeliveryRow.status.in_(UNSENT),
                        NotifyDeliveryRow.next_attempt_at == leased_until)
                 .values(**values, attempts=NotifyDeliveryRow.attempts + 1)
             )
@@ -373,11 +425,35 @@ class NotifyStore:
         with self.history.session() as s:
             res = s.execute(
                 update(NotifyDeliveryRow)
-                .where(NotifyDeliveryRow.id == delivery_id, NotifyDeliveryRow.status.in_(["pending", "failed"]),
+                .where(NotifyDeliveryRow.id == delivery_id, NotifyDeliveryRow.status.in_(UNSENT),
                        NotifyDeliveryRow.next_attempt_at == leased_until)
                 .values(status="superseded", last_error=redact(reason)[:2000], next_attempt_at=None)
             )
             return res.rowcount == 1  # type: ignore[attr-defined,no-any-return]
+
+    def trim(self, delivery_id: int, payload: dict[str, Any], dropped: list[int], reason: str, now: datetime, *,
+             leased_until: datetime) -> bool:
+        """Leave events whose state is over out of an unsent delivery (by the holder of the lease ending
+        ``leased_until``): it will send ``payload`` (the others), and the events ``dropped`` get a delivery of
+        their own, ``superseded`` with ``reason`` (what ``notify log`` shows for them).  False: not its holder
+        any more."""
+        with self.history.session() as s:
+            row = s.get(NotifyDeliveryRow, delivery_id)
+            if row is None:
+                return False
+            keep = [i for i in row.event_ids or [] if i not in set(dropped)]
+            res = s.execute(
+                update(NotifyDeliveryRow)
+                .where(NotifyDeliveryRow.id == delivery_id, NotifyDeliveryRow.status.in_(UNSENT),
+                       NotifyDeliveryRow.next_attempt_at == leased_until)
+                .values(payload=redact_obj(payload), event_ids=keep)
+            )
+            if res.rowcount != 1:  # type: ignore[attr-defined]
+                return False
+            s.add(NotifyDeliveryRow(created_at=now, channel=row.channel, status="superseded", attempts=0,
+                                    next_attempt_at=None, event_ids=list(dropped), payload={},
+                                    last_error=redact(reason)[:2000]))
+            return True
 
     def mark_failed(self, delivery_id: int, error: str, next_attempt_at: datetime | None, *,
                     leased_until: datetime) -> bool:
