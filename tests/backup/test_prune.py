@@ -1061,3 +1061,36 @@ def test_installations_sharing_a_storage_never_prune_each_others_backups(cli: An
     assert r.code == 0 and r.json()["adopted_nodes"] == {"web-b": 2}, r.output
     r = cli(["--config", cfgs["web-a"], "backups", "prune", "--dry-run", "--json"])
     assert "foreign" not in r.json()[0] and len(r.json()[0]["backups"]) == 4
+
+
+def test_a_manifest_whose_node_is_not_text_neither_fails_retention_nor_sync(cli: Any, make_config: Any,
+                                                                             tmp_path: Path) -> None:
+    """Another tool's (or a hand-edited) manifest names its node with a number or a list: read as text, it is
+    another node's set like any other — it failed every backup run here (a TypeError joining the nodes' names for
+    the backup.foreign_sets warning: the backup stored, the run 'error'), 'backups prune' (a list is unhashable)
+    and 'backups sync'."""
+    from upkeeper.backup.manifest import set_prefix
+    from upkeeper.backup.prune import index_sets
+    from upkeeper.tasks.backup._common import foreign_finding
+
+    store = tmp_path / "store"
+    now = datetime.now(UTC)
+    ids = [fabricate(store, now - timedelta(days=d)) for d in range(2)]
+    for bid, node in zip(ids, (5, ["web", "b"]), strict=True):
+        path = store / set_prefix("db", "app", bid) / "manifest.json"
+        d = json.loads(path.read_text())
+        path.write_text(json.dumps({**d, "node": node}))
+    cfg = _config(make_config, store)
+    r = cli(["--config", cfg, "backups", "prune", "--dry-run", "--json"])
+    assert r.code == 0, r.output
+    assert r.json()[0]["foreign"] == sorted([{"id": ids[0], "node": "5"}, {"id": ids[1], "node": '["web", "b"]'}],
+                                            key=lambda x: x["id"]), r.output
+    errors: list[str] = []
+    idx = index_sets([LocalStorage("local1", LocalStorageConfig(path=str(store), fsync=False))], "db", "app", errors)
+    (manifest_of,) = idx.values()
+    foreign = {b: n for b in ids if (n := manifest_of.nodes[b]) is not None}
+    finding = foreign_finding(Manifest(id=ids[0], kind="postgres", target="db", database="app", started_at=now,
+                                       finished_at=now, objects=[]), foreign, "me")
+    assert '5, ["web", "b"]' in finding.message and not errors, finding.message
+    code, out = sync(cli, cfg)
+    assert code == 0 and out["adopted_nodes"] == {"5": 1, '["web", "b"]': 1}, out

@@ -726,6 +726,28 @@ def test_public_paths_are_no_probes_but_payloads_sent_to_them_are_attacks() -> N
             "scanner_probe": (1, "198.51.100.7"), "xss": (1, "198.51.100.7")}
 
 
+def test_public_paths_written_with_capitals_match_as_the_paths_are_compared() -> None:
+    """Sensitive-file and probe paths are compared lower-cased: a public path written as the site spells it
+    (/Info.php, /DAV/*) matched none of them, so its requests stayed scanner probes and exposed files."""
+
+    def line(ip: str, request: str, status: int, size: int) -> bytes:
+        return (f'{ip} - - [01/Mar/2024:10:00:00 +0000] "{request}" {status} {size} "-" "Mozilla/5.0" 0.010').encode()
+
+    data = b"\n".join([line("10.1.0.5", "GET /Actuator/env HTTP/1.1", 200, 5120),
+                       line("192.0.2.7", "GET /Info.php HTTP/1.1", 200, 3300),
+                       line("198.51.100.7", "GET /.env HTTP/1.1", 404, 153)]) + b"\n"
+    plain = scan(data)[0]["security"]
+    assert {a["category"]: a["hits"] for a in plain["attacks"]} == {"scanner_probe": 2}, plain["attacks"]
+    assert sorted(e["path"] for e in plain["exposed"]) == ["/actuator/env", "/info.php"], plain["exposed"]
+    for arrow, fast in ((True, True), (False, True), (True, False)):
+        sec = scan(data, arrow=arrow, fast=fast, public_paths=("/Actuator/*", "/Info.php"))[0]["security"]
+        assert {a["category"]: (a["hits"], a["top_client"]) for a in sec["attacks"]} == {
+            "scanner_probe": (1, "198.51.100.7")}, (arrow, fast, sec["attacks"])
+    acc = Accumulator(ScanOptions(log_format=COMBINED_TIMED, arrow_min_buffer=0))
+    feed_in_chunks(acc, data, 1 << 20)
+    assert summarize(acc.partial(), public_paths=["/Actuator/*", "/Info.php"])["security"]["exposed"] == []
+
+
 @pytest.mark.parametrize("env_size", [1870, 1432])
 def test_a_catch_all_is_known_by_its_routes_and_absolute_lines_by_the_sites_hosts(env_size: int) -> None:
     """Five routes answered 2xx with one size, and no other, are a catch-all's page: a /.env of that size is no

@@ -217,3 +217,67 @@ def test_a_manual_runs_retry_waits_out_its_backoff_then_is_skipped_if_a_blackout
         else:
             assert status == "ok"
             assert [(r.attempt, r.trigger, r.status) for r in rows] == [(1, "manual", "fail"), (2, "retry", "ok")]
+
+
+def test_a_retry_waiting_for_the_window_of_a_job_since_disabled_or_removed_is_not_left_pending(tmp_path) -> None:
+    """A retry deferred to its window's opening, then the job is disabled (or removed) and the daemon restarted: the
+    daemon that no longer has the job records the pending retry skipped, saying why, rather than leave it pending
+    forever (to fire, months later, the moment the job is enabled again)."""
+    job = {"task": "testing.scripted", "schedule": "50 3 * * *", "window": "nightly", "retries": 1,
+           "retry_delay": "30m"}
+    base = {"timezone": "UTC", "windows": {"nightly": {"rrule": "FREQ=DAILY", "start": "02:00", "end": "04:00"}}}
+    sim = SimDaemon(tmp_path, yaml_block({**base, "jobs": {"reindex": job, "vacuum": job}}),
+                    start=utc(2025, 3, 3, 3, 0))
+    try:
+        script("reindex", fail("lock timeout"))
+        script("vacuum", fail("lock timeout"))
+        sim.daemon.prepare()
+        sim.advance(utc(2025, 3, 3, 4, 30), step=timedelta(minutes=10))
+        retries = {r.job: r for r in sim.history.runs() if r.trigger == "retry"}
+        assert {(j, r.status, r.due_at) for j, r in retries.items()} == {
+            ("reindex", "pending", utc(2025, 3, 4, 2, 0)), ("vacuum", "pending", utc(2025, 3, 4, 2, 0))}, retries
+    finally:
+        sim.close()
+    # reindex disabled, vacuum removed from the config
+    sim = SimDaemon(tmp_path, yaml_block({**base, "jobs": {"reindex": {**job, "enabled": False},
+                                                           "ping": {"task": "testing.scripted"}}}),
+                    start=utc(2025, 3, 3, 5, 0))
+    try:
+        sim.daemon.prepare()
+        sim.advance(utc(2025, 3, 4, 2, 10), step=timedelta(hours=3))
+        for name, retry in retries.items():
+            row = sim.history.get_run(retry.id)
+            assert row is not None and row.status == "skipped" and row.started_at is None, (name, row)
+            assert f"job {name!r} is no longer" in row.summary and row.summary.startswith("retry 2"), row.summary
+    finally:
+        sim.close()
+
+
+def test_a_manual_run_waiting_for_a_parallel_slot_is_skipped_if_a_blackout_began_meanwhile(make_env) -> None:
+    """'upkeeper run a b --parallel 1' (or --all) started before a blackout: the first run takes an hour, and the
+    second, which only then gets its slot, falls inside the freeze — recorded skipped with the blackout as the
+    reason, as its retry would be, instead of started inside it (only the command's start was checked)."""
+    from upkeeper.cli._gate import retry_hold
+    from upkeeper.cli._runs import run_jobs
+    from upkeeper.notify.policy import Calendar
+
+    env = make_env(yaml_block({
+        "blackouts": {"freeze": {"start": "2025-03-03 12:30", "end": "2025-03-03 18:00"}},
+        "jobs": {"backup": {"task": "testing.scripted"}, "vacuum": {"task": "testing.scripted"}},
+    }), start=utc(2025, 3, 3, 12, 0))
+    script("backup", ok("backed up"))
+    script("vacuum", ok("vacuumed"))
+    execute = env.runner.execute
+
+    def an_hour_long(*args, **kwargs):  # type: ignore[no-untyped-def]
+        got = execute(*args, **kwargs)
+        env.now[0] += timedelta(hours=1)
+        return got
+
+    env.runner.execute = an_hour_long  # type: ignore[method-assign]
+    results = run_jobs(env.runner, [env.setup.job("backup"), env.setup.job("vacuum")], console=None, parallel=1,
+                       hold=retry_hold(Calendar(env.setup.config)))
+    assert [(r.job, r.status) for r in results] == [("backup", "ok"), ("vacuum", "skipped")], results
+    [row] = env.history.runs(job="vacuum")
+    assert (row.status, row.trigger, row.started_at) == ("skipped", "manual", None), row
+    assert "blackout 'freeze'" in row.summary and "blackout 'freeze'" in results[1].summary, row.summary

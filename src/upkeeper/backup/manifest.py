@@ -157,7 +157,7 @@ class Manifest:
                 id=str(d["id"]), kind=kind, target=str(d["target"]), database=str(d["database"]),
                 started_at=_ts(d["started_at"]), finished_at=_ts(d["finished_at"]),
                 objects=[ObjectRecord.from_dict(o) for o in d["objects"]],
-                job=d.get("job"), node=d.get("node"), encryption=dict(d.get("encryption") or {"method": "none"}),
+                job=_name(d.get("job")), node=_name(d.get("node")), encryption=dict(d.get("encryption") or {"method": "none"}),
                 details=dict(d.get(kind) or {}), tool_version=str(d.get("tool_version", "")),
                 rekeyed_from=str(d["rekeyed_from"]) if d.get("rekeyed_from") else None,
             )
@@ -236,6 +236,15 @@ def _json_array(listed: FileList, indent: bytes) -> Iterator[bytes]:
         yield before + chunk[:-1].replace(b"\n", sep)
         before = sep
     yield b"\n" + indent[:-2] + b"]"
+
+
+def _name(v: Any) -> str | None:
+    """A manifest's ``job`` or ``node``: text, or None (older versions wrote none).  Anything else (a number, a
+    list: a manifest another tool wrote, or edited by hand) is read as its text: retention compares a node's name
+    with others, and messages join it with others (a backup run ended in a TypeError over another node's set)."""
+    if v is None or isinstance(v, str):
+        return v
+    return json.dumps(v, ensure_ascii=False) if isinstance(v, (list, dict)) else str(v)
 
 
 def _ts(v: Any) -> datetime:

@@ -65,8 +65,9 @@ def blocked(calendar: Calendar, job: Job, now: datetime) -> Blocked | None:
 
 
 def retry_hold(calendar: Calendar) -> Callable[[Job, datetime], str | None]:
-    """What ``upkeeper run`` asks before a retry, once its backoff is over: a blackout that began meanwhile holds it
-    (the retry is recorded skipped, as the daemon records a retry a blackout holds).  A window needs no check here:
+    """What ``upkeeper run`` asks before each run starts (one that waited for a ``--parallel`` slot) and before a
+    retry, once its backoff is over: a blackout that began meanwhile holds it (recorded skipped, as the daemon
+    records a run or retry a blackout holds).  A window needs no check here:
     ``upkeeper run`` runs a window-bound job only as an emergency, and an emergency's retries are not held."""
 
     def hold(job: Job, now: datetime) -> str | None:

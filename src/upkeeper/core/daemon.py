@@ -203,6 +203,11 @@ class Daemon:
         if fixed:
             log.warning("marked %d run(s) left running by a dead process as interrupted: %s", len(fixed), fixed)
             self.on_event("recovered", {"runs": fixed})
+        # a retry or deferred run waiting for a window, or a planned run, of a job since removed or disabled: no
+        # daemon claims it (claim_pending knows only enabled jobs) -- recorded skipped, never left pending forever
+        for gone, name, trigger in self.history.abandon_pending(self.node, list(self.all_jobs), self.clock.now()):
+            log.warning("%s: pending %s run %d skipped: the job is no longer in the config, or is disabled", name,
+                        trigger, gone)
         self._heartbeat()
         last = self.history.last_scheduled()
         lifetimes = self.history.daemon_lifetimes(exclude=self.owner)

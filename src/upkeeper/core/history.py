@@ -16,7 +16,7 @@ import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -498,6 +498,29 @@ class History:
             q = q.where(RunRow.trigger == trigger)
         with self.session() as s:
             return s.scalars(q.order_by(RunRow.due_at).limit(1)).first()
+
+    def abandon_pending(self, node: str, jobs: Collection[str], now: datetime) -> list[tuple[int, str, str]]:
+        """Record ``skipped`` the ``pending`` runs (retries and deferred runs waiting for a window, planned runs)
+        this ``node`` left of jobs not among ``jobs`` (those its daemon now serves: the job was removed from its
+        config, or disabled).  No daemon claims them (:meth:`claim_pending` skips unknown jobs): left, they stayed
+        pending forever — and fired the moment the job came back, however old.  Another node's pending runs are left
+        to it (a shared history: its config may still have the job).  Returns ``(run id, job, trigger)`` of each."""
+        runs = tables.runs
+        known = set(jobs)
+        done: list[tuple[int, str, str]] = []
+        with self._core() as conn:  # pending runs are few: filtered here by job, not by a query parameter per job
+            rows = conn.execute(select(runs.c.id, runs.c.job, runs.c.trigger, runs.c.attempt)
+                                .where(runs.c.status == "pending", runs.c.node == node)).all()
+            for r in rows:
+                if r.job in known:
+                    continue
+                what = f"retry {r.attempt}" if r.trigger == "retry" else f"{r.trigger} run"
+                res = conn.execute(update(runs).where(runs.c.id == r.id, runs.c.status == "pending").values(
+                    status="skipped", finished_at=now,
+                    summary=f"{what} skipped: job {r.job!r} is no longer in this node's config, or is disabled"))
+                if res.rowcount == 1:
+                    done.append((int(r.id), str(r.job), str(r.trigger)))
+        return done
 
     def set_status(self, run_id: int, status: str, **values: Any) -> None:
         runs = tables.runs

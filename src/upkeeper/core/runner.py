@@ -166,10 +166,20 @@ class Runner:
     ) -> tuple[int, Outcome | None, str]:
         """Run a job now (``upkeeper run``); retries happen inline with backoff.
 
-        ``hold`` is asked before each retry, once its backoff is over: a reason (a blackout began meanwhile) means
-        the retry does not run -- it is recorded ``skipped`` (trigger ``retry``) with that reason, and the failed
-        attempt stays the result.  Returns ``(run_id, outcome, status)`` of the last attempt that ran.
+        ``hold`` is asked before the run starts (it may have waited for a slot: ``upkeeper run --all --parallel 2``
+        behind hours of backups) and before each retry, once its backoff is over: a reason (a blackout began
+        meanwhile) means that attempt does not run -- it is recorded ``skipped`` with that reason (trigger
+        ``retry`` for a retry, whose failed attempt stays the result; for the run itself, status ``skipped`` and an
+        outcome whose summary is the reason).  Returns ``(run_id, outcome, status)`` of the last attempt that ran.
         """
+        why = hold(job, self.clock()) if hold is not None else None
+        if why is not None:
+            at = self.clock()
+            rid = self.history.record_skip(job.name, job.task_name, job.target_name, at, f"skipped: {why}",
+                                           trigger=trigger, owner=self.owner, node=self.node, details=details)
+            assert rid is not None
+            log.info("%s: skipped: %s", job.name, why)
+            return rid, Outcome(Result(summary=f"skipped: {why}", status=Status.SKIPPED), at, at), "skipped"
         attempt = 1
         while True:
             now = self.clock()

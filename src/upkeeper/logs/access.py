@@ -261,7 +261,9 @@ class Accumulator:
         self.sample_mask = quote_mask(opts.log_format)  # credential fields to hide in unparsed-line samples
         self.static_ext = tuple(e.lower().encode() for e in opts.static_extensions)
         self.logins = LoginMatcher(opts.login_paths)
-        self.public = path_matcher(list(opts.public_paths)) if opts.public_paths else None
+        # compared with the lower-cased paths (as sensitive files and probes are): a path written as the site
+        # spells it (/Actuator/*) matched nothing
+        self.public = path_matcher([p.lower() for p in opts.public_paths]) if opts.public_paths else None
         self.has_vhost = any(isinstance(it, Var) and it.field == "v" for it in parse_format(opts.log_format))
         self.c_vreq: Counter[tuple[bytes, bytes]] = Counter()  # (host, request line)
         self.c_vlat: Counter[tuple[bytes, bytes]] = Counter()  # (host, request time token)
@@ -1494,7 +1496,7 @@ def exposure_summary(p: AccessPartial, *, page_sizes: Iterable[int] = (), public
     :data:`CATCH_ALL_PATHS` different paths that are sensitive files or attack probes (``probe_sizes``: paths a
     site does not have, which only a catch-all answers 2xx, all with its one page).  ``public_paths``: paths
     served on purpose."""
-    public = path_matcher(list(public_paths))
+    public = path_matcher([p.lower() for p in public_paths])  # the uris are lower-cased (sensitive_requests)
     if catch_all is None:
         catch_all = catch_all_sizes(p, page_sizes)
     groups: dict[bytes, dict[str, Any]] = {}

@@ -210,7 +210,8 @@ class NginxLogsOptions(TaskOptions):
         "paths")
     public_paths: list[UrlPath] = Field(
         default_factory=list,
-        description="paths of sensitive-looking files the site serves on purpose ('*' wildcards allowed), e.g. "
+        description="paths of sensitive-looking files the site serves on purpose ('*' wildcards allowed; letter case "
+        "ignored, as for the sensitive files), e.g. "
         "/downloads/*.sql, /info.php, /actuator/*, /dav/*: no logs.nginx.exposed_file finding for them, and a "
         "request for one is no scanner probe (an attack payload in it still counts). Source: upkeeper (none by "
         "default)")
