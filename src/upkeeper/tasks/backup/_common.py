@@ -98,7 +98,9 @@ def foreign_finding(manifest: Manifest, foreign: dict[str, str], node: str) -> F
         f"the same name?); retention leaves them alone and counts only this node's ({node})",
         "give each installation storages of its own (another path or prefix) or its targets other names; or "
         "share one history between the nodes (history: postgresql://…); if that node was this machine before "
-        "(a rebuilt host), run 'upkeeper backups sync' to adopt its backups")
+        "(a rebuilt host, a re-created container), run 'upkeeper backups sync' to adopt its backups, and where "
+        "the host name changes (containers) set 'node:' in the config to a fixed name and keep the history on a "
+        "volume")
 
 
 @dataclass
