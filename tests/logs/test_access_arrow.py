@@ -281,6 +281,17 @@ def test_importing_the_scanner_does_not_import_pyarrow() -> None:
     assert out.stdout.strip() == "[]"
 
 
+def test_a_scanning_helper_does_not_load_openssl() -> None:
+    """A helper process imports what scanning needs, not hashlib (OpenSSL, ~4 MB of RSS in every scanning
+    process): cursors' digests are the calling process's business."""
+    import subprocess
+
+    code = ("import sys, upkeeper.logs.scanworker, upkeeper.logs.parallel, upkeeper.logs.access, "
+            "upkeeper.logs.arrowscan; print(sorted(m for m in sys.modules if 'hashlib' in m))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert out.stdout.strip() == "[]"
+
+
 # -- lists of upstream values -------------------------------------------------------------------
 
 UPSTREAM_FMT = ('$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent "$http_referer" '
