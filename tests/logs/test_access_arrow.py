@@ -209,6 +209,28 @@ def test_arrow_path_matches_goaccess(tmp_path: Path) -> None:
     assert mine["fast_path_lines"] >= 0.99 * mine["requests"]
 
 
+def test_partial_result_leaves_no_per_line_cache_behind(tmp_path: Path) -> None:
+    """Building the partial result frees every cache the scan kept per distinct value (request lines, referers,
+    addresses, agents, statuses), the scanner's too, and the raw request-line counter: in a scanning process
+    they are dead weight while the other processes still scan (tens of MB on a 1 GB log); the result stays
+    exact."""
+    log = tmp_path / "gen.log"
+    write_access_log(str(log), 400_000, seed=31, invalid_ratio=0.003)
+    data = log.read_bytes()
+    acc = Accumulator(ScanOptions(log_format=COMBINED_TIMED, arrow_min_buffer=0))
+    feed_in_chunks(acc, data, 100_000)
+    scanner = acc.arrow
+    assert scanner is not None and acc.ref_host and acc.ref_exploit and acc.ip_ok and scanner.ips
+    rep = comparable(summarize(acc.partial(), top_n=50))
+    caches = {name: getattr(acc, name) for name in (
+        "c_req", "ep_of", "static_of", "ep_intern", "login_of", "ip_ok", "status_ok", "ref_exploit", "ref_host",
+        "ua_scanner", "attack_of", "sensitive_of", "probe_path_of", "route_ok", "page_of", "visitors")}
+    caches |= {f"scanner.{name}": getattr(scanner, name) for name in ("ips", "agents", "ep_ids", "ep_list")}
+    assert {name: len(c) for name, c in caches.items() if c} == {}
+    reference, _ = scan(data, chunk=100_000, fast=False)
+    assert rep == reference
+
+
 def test_helper_processes_hand_back_their_results_in_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import glob
     import tempfile
@@ -255,6 +277,17 @@ def test_importing_the_scanner_does_not_import_pyarrow() -> None:
 
     code = ("import sys, upkeeper.logs.access, upkeeper.logs.arrowscan, upkeeper.tasks.logs.nginx; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] == 'pyarrow'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert out.stdout.strip() == "[]"
+
+
+def test_a_scanning_helper_does_not_load_openssl() -> None:
+    """A helper process imports what scanning needs, not hashlib (OpenSSL, ~4 MB of RSS in every scanning
+    process): cursors' digests are the calling process's business."""
+    import subprocess
+
+    code = ("import sys, upkeeper.logs.scanworker, upkeeper.logs.parallel, upkeeper.logs.access, "
+            "upkeeper.logs.arrowscan; print(sorted(m for m in sys.modules if 'hashlib' in m))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     assert out.stdout.strip() == "[]"
 

@@ -939,19 +939,22 @@ class Accumulator:
         # the caches are not needed any more: free them before the report keys are built (and drop
         # the pyarrow scanner, which refers back to this accumulator: no cycle keeps the state alive)
         keys_of = self.arrow.request_keys if self.arrow is not None and self.arrow.static_rx is not None else None
+        if self.arrow is not None:  # (keys_of keeps the scanner: only its kernels)
+            self.arrow.release()
         self.arrow = None
-        for cache in (self.ep_of, self.static_of, self.ep_intern, self.login_of, self.ip_ok):
+        for cache in (self.ep_of, self.static_of, self.ep_intern, self.login_of, self.ip_ok, self.status_ok,
+                      self.ref_exploit, self.ref_host, self.ua_scanner, self.attack_of, self.sensitive_of,
+                      self.probe_path_of, self.route_ok, self.page_of):
             cache.clear()
         c404 = self.c_req404
         nf_raws = list(c404)
         for raw, (url, _m, _p) in zip(nf_raws, parse_requests(nf_raws), strict=True):
             p.not_found[url.split(b"?", 1)[0]] += c404[raw]
-        items = list(self.c_req.items())
-        self.c_req.clear()
+        c_req = self.c_req
         step = 50_000
-        while items:  # in batches, so the raw request lines are freed as their keys are built
-            batch = items[:step]
-            del items[:step]
+        while c_req:  # popped in batches, so the raw request lines are freed as their keys are built (no copy
+            # of all the items at once: a list of a tuple per distinct line, ~24 MB for 340k of them)
+            batch = [c_req.popitem() for _ in range(min(step, len(c_req)))]
             if keys_of is not None:  # the common shape's keys with pyarrow kernels; the rest as below
                 batch = self._request_keys(batch, keys_of)
             for (raw, c), (url, meth, proto) in zip(batch, parse_requests([r for r, _ in batch]), strict=True):
@@ -963,6 +966,7 @@ class Accumulator:
                     continue
                 ga[url + b"\0" + (meth or b"") + b"\0" + (proto or b"")] += c
             del batch
+        self.c_req = Counter()  # (the emptied table)
         vreq = list(self.c_vreq.items())
         self.c_vreq.clear()
         for ((host, _raw), c), (url, _m, _p) in zip(vreq, parse_requests([raw for (_h, raw), _c in vreq]),

@@ -215,6 +215,15 @@ class ArrowScanner:
         self.agents: dict[bytes, bytes] = {}
         self.static_rx = static_pattern(acc.is_static.simple)
 
+    def release(self) -> None:
+        """Forget what only the scan needs (the interned addresses and agents, the endpoint ids): the
+        accumulator's partial result keeps :meth:`request_keys`, not those."""
+        self.ips = {}
+        self.agents = {}
+        self.ep_ids = {}
+        self.ep_list = []
+        self.route_skip = []
+
     # -- helpers ---------------------------------------------------------------------------
 
     def _counts(self, col: Any) -> list[tuple[Any, int]]:

@@ -15,9 +15,11 @@ accumulators hold distinct values only (hosts, request lines, agents …).
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import importlib
 import os
 import pickle
+import platform
 import queue
 import re
 import sys
@@ -51,6 +53,19 @@ MAX_LINE = 1 << 20
 #: The start of a too-long line that is kept and handed on: the parsers see the line cut there
 #: (counted as invalid, with a sample, when that start does not parse — as any bad line).
 LONG_LINE_HEAD = 64 << 10
+
+
+def release_memory() -> None:
+    """Hand the free pages inside glibc's heap back to the system (``malloc_trim``; elsewhere nothing).
+
+    A scanning process's heap keeps holes of 20–25 MB (the per-buffer Arrow columns and lists freed
+    between Python objects that live on): resident, counted in its RSS, reused only by the next buffer.
+    Called when a process has no more to scan and once its partial result is built, so that what one
+    process no longer needs is not counted while the others still scan (a millisecond or two each)."""
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).malloc_trim(0)
 
 
 class Accumulator(Protocol):
@@ -324,8 +339,10 @@ def scan(kind: str, opts: Any, units: list[Unit], *, workers: int = 0,
         account(u, scan_unit(acc, u, continuation, unit_notes), unit_notes)
         if progress is not None:
             progress(min(done_bytes[0], total), total)
+    release_memory()  # the last buffer's columns: not needed while the helpers finish
     mine = acc.partial()  # reduce our own state before the helpers' results arrive
     del acc
+    release_memory()
     for t in threads:
         t.join()
     if notes is not None:
@@ -345,6 +362,7 @@ def scan(kind: str, opts: Any, units: list[Unit], *, workers: int = 0,
                 os.unlink(path)
             merged = mod.merge([merged, theirs])
             del theirs
+            release_memory()
     finally:
         for path in partials:
             with contextlib.suppress(OSError):

@@ -29,7 +29,7 @@ def main() -> int:
     send = pickle.Pickler(out, protocol=pickle.HIGHEST_PROTOCOL)
     acc: Any = None
     continuation = b""
-    from upkeeper.logs.parallel import FileChanged, scan_unit
+    from upkeeper.logs.parallel import FileChanged, release_memory, scan_unit
 
     while True:
         try:
@@ -49,9 +49,13 @@ def main() -> int:
                 # the parent reads the file after this process has exited, so the two copies never
                 # coexist; streamed, without a pickle memo (none of the data is shared or cyclic)
                 path = msg[1]
-                with open(path, "wb") as fh:
-                    dump_fast(acc.partial(), fh)
+                release_memory()  # while the other processes still scan: see release_memory
+                result = acc.partial()
                 acc = None
+                release_memory()
+                with open(path, "wb") as fh:
+                    dump_fast(result, fh)
+                del result
                 send.dump(("partial", path))
                 out.flush()
                 return 0
