@@ -71,6 +71,18 @@ def _write_set(config: Any, names: list[str]) -> str:
         env.close()
 
 
+def _set_to_copy(tmp_path: Path, dest: dict[str, Any], age_key: AgeKey, opened: list[Storage]
+                 ) -> tuple[Any, str, Storage, Storage]:
+    """(config, set id, source, destination): a set written on a local storage ``src``, and the storage ``dest``."""
+    (tmp_path / "src").mkdir(exist_ok=True)
+    config = _config(tmp_path, {"src": {"kind": "local", "path": str(tmp_path / "src"), "fsync": False},
+                                "dest": dest}, age_key)
+    bid = _write_set(config, ["src"])
+    src, dst = (open_storage(n, config.storages[n]) for n in ("src", "dest"))
+    opened += [src, dst]
+    return config, bid, src, dst
+
+
 def _complete(storage: Storage, bid: str) -> bool:
     return storage.stat(set_prefix("web", "app", bid) + MANIFEST) is not None
 
@@ -112,12 +124,7 @@ def opened(tmp_path: Path) -> Iterator[list[Storage]]:
 def test_a_prune_that_listed_a_copy_in_progress_leaves_the_copied_set(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path, age_key: AgeKey, store: dict[str, Any],
         opened: list[Storage]) -> None:
-    (tmp_path / "src").mkdir()
-    config = _config(tmp_path, {"src": {"kind": "local", "path": str(tmp_path / "src"), "fsync": False},
-                                "dest": store}, age_key)
-    bid = _write_set(config, ["src"])
-    src, dest = (open_storage(n, config.storages[n]) for n in ("src", "dest"))
-    opened += [src, dest]
+    config, bid, src, dest = _set_to_copy(tmp_path, store, age_key, opened)
     rep = _prune_listing_while_paused(monkeypatch, tmp_path, dest, lambda: copy_set(
         [src], dest, "web", "app", bid, recorded_sha256=None, allow_unencrypted_remote=False))
     assert rep.action == COPIED, rep
@@ -151,12 +158,7 @@ def test_a_copy_that_resumes_a_killed_copy_keeps_its_set_through_a_prune_and_ref
     """A killed copy left the set's first object on the destination, long idle; the next copy checks and keeps it,
     then streams the next one slowly.  A prune meanwhile (every incomplete set idle long enough:
     ``incomplete_after`` 0) leaves the set to the copy, which completes; its lease is refreshed as it works."""
-    (tmp_path / "src").mkdir()
-    config = _config(tmp_path, {"src": {"kind": "local", "path": str(tmp_path / "src"), "fsync": False},
-                                "dest": store}, age_key)
-    bid = _write_set(config, ["src"])
-    src, dest = (open_storage(n, config.storages[n]) for n in ("src", "dest"))
-    opened += [src, dest]
+    config, bid, src, dest = _set_to_copy(tmp_path, store, age_key, opened)
     prefix = set_prefix("web", "app", bid)
     with src.open_read(prefix + "a.bin") as fh:  # what the killed copy left
         w = dest.open_write(prefix + "a.bin")
@@ -245,12 +247,7 @@ def test_a_leftover_taken_up_again_after_the_prune_listed_it_is_not_deleted(
     it (series after series), the copy is run again and completes it, reusing the objects.  The prune looks again
     just before it deletes — a manifest, or a fresh lease, there now — and leaves the set; it deleted the copy just
     completed, and a rekey run again over its stopped run's leftover lost both sets the same way."""
-    (tmp_path / "src").mkdir()
-    config = _config(tmp_path, {"src": {"kind": "local", "path": str(tmp_path / "src"), "fsync": False},
-                                "dest": store}, age_key)
-    bid = _write_set(config, ["src"])
-    src, dest = (open_storage(n, config.storages[n]) for n in ("src", "dest"))
-    opened += [src, dest]
+    config, bid, src, dest = _set_to_copy(tmp_path, store, age_key, opened)
     prefix = set_prefix("web", "app", bid)
     for name in ("a.bin", "b.bin"):  # what the killed copy left (its lease stale, or gone)
         with src.open_read(prefix + name) as fh:
