@@ -37,6 +37,11 @@ def test_demo_runs_every_job_and_leaves_queryable_history() -> None:
     assert jobs["cache-verify"]["task"] == "backup.verify" and jobs["cache-verify"]["target"] == "cache"
     assert jobs["cache-verify"]["options"]["redis_checks"], jobs["cache-verify"]
     assert last["cache-verify"]["status"] == "ok" and "verified" in last["cache-verify"]["summary"], last
+    # the demo's PostgreSQL logs what pgBadger needs and ran a workload: the weekly PostgreSQL log analysis has
+    # statements with durations, errors, a lock wait and a deadlock to report (not "no statement durations")
+    pg_run = invoke(["--config", cfg, "show", str(last["db-log-analysis"]["id"]), "--json"]).json()
+    assert pg_run["metrics"]["statements"] >= 400 and pg_run["metrics"]["errors"] >= 5, pg_run["metrics"]
+    assert pg_run["metrics"]["deadlocks"] >= 1 and pg_run["metrics"]["lock_waits"] >= 1, pg_run["metrics"]
     hist = invoke(["--config", cfg, "history", "--json"]).json()
     assert len(hist) >= len(jobs)
     # the services were stopped and their data removed; config and history stay

@@ -101,8 +101,11 @@ class Sandbox:
 
 
 def start_postgres(sb: Sandbox, say: Say) -> None:
+    from upkeeper.sandbox import pgworkload
+
     say("starting PostgreSQL…")
-    cluster = PostgresCluster(sb.base / "postgres")
+    # logging what pgBadger (and logs.postgres) needs: every statement's duration, lock waits, temp files…
+    cluster = PostgresCluster(sb.base / "postgres", extra_conf=pgworkload.LOGGING_CONF)
     cluster.start()
     sb.services.append(cluster)
     sb.cleanup_paths.append(cluster.base)
@@ -113,6 +116,8 @@ def start_postgres(sb: Sandbox, say: Say) -> None:
         say("staging real problems for the maintenance jobs (bloat, duplicate indexes, interrupted REINDEX…)")
         sb.facts["postgres_problems"] = stage_problems(conn)
     sb.facts["postgres_rows"] = counts
+    say("running a query workload for the PostgreSQL log (slow statements, errors, a lock wait, a deadlock)…")
+    sb.facts["postgres_workload"] = pgworkload.run(lambda: cluster.connect())  # in the 'postgres' database
     sb.facts["postgres_port"] = cluster.port
     sb.targets["db"] = cluster.target("app")
     sb.job_options["db-ping"] = {"databases": ["app", "postgres"]}
