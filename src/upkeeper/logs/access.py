@@ -78,6 +78,7 @@ from upkeeper.logs.goaccess import (
     parse_time,
     size_out_of_range,
     status_code,
+    trim,
     valid_ip,
     valid_offset,
     valid_status,
@@ -105,6 +106,7 @@ from upkeeper.logs.nginx_format import (
     split_plan,
     to_goaccess,
 )
+from upkeeper.logs.samples import keep_first, merge_first
 
 if TYPE_CHECKING:
     from upkeeper.logs.arrowscan import ArrowScanner
@@ -192,7 +194,11 @@ class AccessPartial:
     fast_lines: int = 0
     bytes_read: int = 0
     bandwidth: int = 0
+    #: the invalid lines kept as samples, at most ``samples``: those first by (source, line) — the same ones however
+    #: the log was cut among processes (``invalid_keys``: the key of each, in order)
     invalid_samples: list[dict[str, Any]] = field(default_factory=list)
+    invalid_keys: list[tuple[str, bytes]] = field(default_factory=list)
+    samples: int = 10
     invalid_reasons: Counter[str] = field(default_factory=Counter)
     status: Counter[bytes | None] = field(default_factory=Counter)
     hosts: Counter[bytes] = field(default_factory=Counter)
@@ -215,6 +221,7 @@ class AccessPartial:
     nf_bursts: Counter[tuple[bytes, TimeInfo]] = field(default_factory=Counter)  # (ip, minute) 404s
     auth_failures: Counter[tuple[bytes, bytes, TimeInfo]] = field(default_factory=Counter)  # (ip, path, 10-min)
     attacks: Counter[tuple[str, bytes, bytes | None]] = field(default_factory=Counter)  # (category, ip, status)
+    #: per (learned) category, its first ``samples`` distinct request lines in byte order (samples.keep_first)
     attack_samples: dict[str, list[bytes]] = field(default_factory=dict)
     scanners: Counter[tuple[str, bytes]] = field(default_factory=Counter)  # (scanner, ip)
     #: requests for sensitive files (classify.SENSITIVE_FILES) answered 2xx: (resolved path, ip, status, bytes, minute)
@@ -273,7 +280,7 @@ class Accumulator:
         self.has_passed = passed is not None
         self.resolver = (ClientResolver(opts.trusted_proxies)
                          if passed is not None and passed == client_header(opts.client_ip) else None)
-        self.p = AccessPartial()
+        self.p = AccessPartial(samples=opts.samples)
         self.c_req: Counter[bytes] = Counter()
         self.c_req404: Counter[bytes] = Counter()
         self.c_ua: Counter[bytes] = Counter()
@@ -692,9 +699,7 @@ class Accumulator:
                         continue
                     cat = counted
                 p.attacks[(cat, h[i], s[i])] += 1
-                lst = samples.setdefault(cat, [])
-                if len(lst) < self.opts.samples and r[i] not in lst:
-                    lst.append(r[i])
+                keep_first(samples.setdefault(cat, []), trim(r[i]), p.samples)  # as the line parser has it
         # sensitive files answered 2xx (rare lines, per row), and the body sizes of the front page's answers
         exposed = rs.intersection(self.sensitive_of)
         if exposed:
@@ -895,13 +900,16 @@ class Accumulator:
         p = self.p
         p.invalid += 1
         p.invalid_reasons[kind] += 1
-        if len(p.invalid_samples) < self.opts.samples:
+        keys = p.invalid_keys
+        if keep_first(keys, (source, line), p.samples):  # the first in byte order: see samples.keep_first
             # the format's credential fields ($http_authorization, $http_cookie …) masked before the
             # line is cut and kept; redact() then masks what is left (tasks/logs/nginx.py)
             # (control characters escaped as nginx escapes them: NUL padding, a raw ESC of escape=none)
             sample = mask_line(line, self.sample_mask)[:500]
-            p.invalid_samples.append({"source": source, "offset": offset, "reason": reason,
-                                      "line": printable(sample.decode("utf-8", errors="replace"))[:500]})
+            p.invalid_samples.insert(keys.index((source, line)), {
+                "source": source, "offset": offset, "reason": reason,
+                "line": printable(sample.decode("utf-8", errors="replace"))[:500]})
+            del p.invalid_samples[p.samples:]
 
     # -- output --------------------------------------------------------------------------------
 
@@ -1250,14 +1258,16 @@ def merge(parts: list[AccessPartial]) -> AccessPartial:
             cur = routes.get(e)
             routes[e] = sz if cur is None or cur == sz else -1
         for kind, lst in p.client_examples.items():
-            mine = out.client_examples.setdefault(kind, [])
-            mine += [x for x in lst if x not in mine][: max(0, EXAMPLES_KEPT - len(mine))]
+            out.client_examples[kind] = merge_first(out.client_examples.get(kind, []), lst, EXAMPLES_KEPT)
         out.visitors |= p.visitors
-        room = max(0, 20 - len(out.invalid_samples))
-        out.invalid_samples += p.invalid_samples[:room]
+        out.samples = cap = max(out.samples, p.samples)
+        kept = dict(zip(out.invalid_keys, out.invalid_samples, strict=True))
+        for k, sample in zip(p.invalid_keys, p.invalid_samples, strict=True):
+            kept.setdefault(k, sample)
+        out.invalid_keys = sorted(kept)[:cap]
+        out.invalid_samples = [kept[k] for k in out.invalid_keys]
         for cat, lst in p.attack_samples.items():
-            mine = out.attack_samples.setdefault(cat, [])
-            mine += [x for x in lst if x not in mine][: max(0, 10 - len(mine))]
+            out.attack_samples[cat] = merge_first(out.attack_samples.get(cat, []), lst, cap)
         out.has_latency |= p.has_latency
         out.has_upstream |= p.has_upstream
         out.forwarded.update(list(p.forwarded)[:max(0, FORWARDED_KEEP - len(out.forwarded))])
@@ -1551,23 +1561,22 @@ def security_summary(p: AccessPartial, *, not_found_burst: int = 20, brute_force
         if size in catch_all and (cat := resolved_category(learned, own)) in cats:
             cats[cat]["ok"] -= c
             cats[cat]["catch_all"] += c
-    samples: dict[str, list[bytes]] = {}
+    samples: dict[str, set[bytes]] = {}
     for learned, lst in p.attack_samples.items():
         if (cat := resolved_category(learned, own)) is not None:
-            mine = samples.setdefault(cat, [])
-            mine += [x for x in lst if x not in mine]
+            samples.setdefault(cat, set()).update(lst)
     attacks = []
-    for cat, e in sorted(cats.items(), key=lambda kv: -kv[1]["hits"]):
+    for cat, e in sorted(cats.items(), key=lambda kv: (-kv[1]["hits"], kv[0])):
         ips = e.pop("ips")
         attacks.append({**e, "clients": len(ips), "top_client": _s(top(ips, 1)[0][0]) if ips else "",
                         "top_clients": [_s(ip) for ip, _ in top(ips, 5)],
-                        "samples": [_s(x) for x in samples.get(cat, [])[:5]]})
+                        "samples": [_s(x) for x in sorted(samples.get(cat, ()))[:5]]})
     scanners: dict[str, Counter[bytes]] = {}
     for (name, ip), c in p.scanners.items():
         scanners.setdefault(name, Counter())[ip] += c
     scan_list = [{"scanner": name, "hits": sum(ips.values()), "client_count": len(ips),
                   "clients": [_s(ip) for ip, _ in top(ips, 10)]}
-                 for name, ips in sorted(scanners.items(), key=lambda kv: -sum(kv[1].values()))]
+                 for name, ips in sorted(scanners.items(), key=lambda kv: (-sum(kv[1].values()), kv[0]))]
     nf_by_ip = _periods([(ip, t, c, True) for (ip, t), c in p.nf_bursts.items()]
                         + [(ip, t, c, False) for (ip, t), c in earlier.nf_bursts.items()])
     bursts: list[dict[str, Any]] = []

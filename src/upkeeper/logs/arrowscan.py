@@ -39,7 +39,7 @@ from operator import is_not, not_
 from typing import TYPE_CHECKING, Any
 
 from upkeeper.logs.classify import CONDITIONAL_PROBES, FRONT_PAGES, counted_category
-from upkeeper.logs.goaccess import status_code
+from upkeeper.logs.goaccess import status_code, trim
 from upkeeper.logs.nginx_format import (
     LISTS,
     SPACELESS,
@@ -53,6 +53,7 @@ from upkeeper.logs.nginx_format import (
     split_on_quotes,
     split_plan,
 )
+from upkeeper.logs.samples import keep_first
 
 if TYPE_CHECKING:
     from upkeeper.logs.access import Accumulator, TimeInfo
@@ -676,7 +677,7 @@ class ArrowScanner:
                 if code_of[st] in fails:
                     d, hh, mm = tinfo[t]
                     p.auth_failures[(ip, path, (d, hh, mm - mm % 10))] += 1
-        # attacks: per row, in order (samples keep the first ones seen)
+        # attacks: per row (samples: the first distinct request lines in byte order)
         attack_of = acc.attack_of
         sus = _positions(rdict, attack_of) if attack_of else []
         if sus:
@@ -694,9 +695,7 @@ class ArrowScanner:
                         continue
                     cat = counted
                 p.attacks[(cat, ip, st)] += 1
-                lst = samples.setdefault(cat, [])
-                if len(lst) < acc.opts.samples and raw not in lst:
-                    lst.append(raw)
+                keep_first(samples.setdefault(cat, []), trim(raw), p.samples)  # as the line parser has it
         # sensitive files answered 2xx (rare, per row), and the body sizes of the front page's 2xx answers
         ok2 = [x for x in statuses if 200 <= (code_of[x] or 0) < 300]
         sens = _positions(rdict, acc.sensitive_of) if ok2 and acc.sensitive_of else []

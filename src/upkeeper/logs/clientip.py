@@ -23,6 +23,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 
 from upkeeper.logs.goaccess import valid_ip
+from upkeeper.logs.samples import keep_first
 
 #: the private and loopback ranges, where load balancers and reverse proxies usually live
 DEFAULT_TRUSTED_PROXIES = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "127.0.0.0/8", "::1/128", "fc00::/7")
@@ -134,10 +135,8 @@ class ClientResolver:
             if got is None:
                 got = pairs[key] = self.resolve(*key)
                 kept = examples.get(got[1])
-                if kept is not None and len(kept) < EXAMPLES_KEPT:
-                    example = key[0] if got[1] == "untrusted" else key[1] or b""
-                    if example not in kept:
-                        kept.append(example)
+                if kept is not None:
+                    keep_first(kept, key[0] if got[1] == "untrusted" else key[1] or b"", EXAMPLES_KEPT)
             out.append(got[0])
             counts[got[1]] += 1 if weights is None else weights[k]
         self.outcomes.update(counts)
