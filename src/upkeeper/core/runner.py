@@ -163,6 +163,7 @@ class Runner:
         details: dict[str, Any] | None = None,
         sleep: Callable[[float], None] = time.sleep,
         hold: Callable[[Job, datetime], str | None] | None = None,
+        on_retry_skipped: Callable[[int, int, str], None] | None = None,
     ) -> tuple[int, Outcome | None, str]:
         """Run a job now (``upkeeper run``); retries happen inline with backoff.
 
@@ -170,7 +171,8 @@ class Runner:
         behind hours of backups) and before each retry, once its backoff is over: a reason (a blackout began
         meanwhile) means that attempt does not run -- it is recorded ``skipped`` with that reason (trigger
         ``retry`` for a retry, whose failed attempt stays the result; for the run itself, status ``skipped`` and an
-        outcome whose summary is the reason).  Returns ``(run_id, outcome, status)`` of the last attempt that ran.
+        outcome whose summary is the reason).  ``on_retry_skipped(run_id, attempt, reason)`` is told of a retry so
+        recorded.  Returns ``(run_id, outcome, status)`` of the last attempt that ran.
         """
         why = hold(job, self.clock()) if hold is not None else None
         if why is not None:
@@ -208,13 +210,15 @@ class Runner:
             why = hold(job, self.clock()) if hold is not None else None
             if why is not None:
                 at = self.clock()
-                self.history.create_run(
+                skipped = self.history.create_run(
                     NewRun(job=job.name, task=job.task_name, target=job.target_name, scheduled_for=at, due_at=at,
                            trigger="retry", attempt=attempt, status="skipped", summary=f"retry {attempt} skipped: {why}",
                            details={**(details or {}), "retry_of": rid}),
                     self.owner, self.node,
                 )
                 log.info("%s: retry %d skipped: %s", job.name, attempt, why)
+                if on_retry_skipped is not None and skipped is not None:
+                    on_retry_skipped(skipped, attempt, why)
                 return rid, outcome, status
 
     # -- the core -------------------------------------------------------------------------
