@@ -242,6 +242,8 @@ class Runner:
         ``cancel`` set: stop the task now.  ``stopping`` set: this process was asked to stop (a daemon's SIGTERM,
         Ctrl-C of ``upkeeper run``); a run interrupted meanwhile is recorded ``interrupted`` with
         ``details.stopped`` and is no failure to notify about (:attr:`FinishedRun.stopped`)."""
+        # the config as the run starts: a daemon's reload (SIGHUP) meanwhile does not change a run under way
+        config = self.setup.config
         job_lock = f"job:{job.name}"
         target_lock = f"target:{job.target_name}" if job.exclusive and job.target_name else None
         holder = f"{self.owner}/{run_id}"  # locks are held per run, so runs of one process exclude each other
@@ -281,13 +283,13 @@ class Runner:
                 held.append(target_lock)
                 self.history.start_run(run_id, self.clock(), self.owner)
             started = self.clock()
-            req = WorkRequest(run_id=run_id, job=job, config=self.setup.config, history_url=self.history_url,
+            req = WorkRequest(run_id=run_id, job=job, config=config, history_url=self.history_url,
                               scheduled_for=scheduled_for, attempt=attempt)
             timeout = job.timeout.total_seconds() if job.timeout else None
             outcome = self.executor.execute(req, timeout=timeout, on_log=log_cb, on_progress=on_progress,
                                             cancel=cancel, kill_grace=job.kill_grace.total_seconds())
             if outcome.crashed or outcome.timed_out or outcome.killed:
-                self._remove_work_files(outcome, log_cb)
+                self._remove_work_files(outcome, log_cb, config)
             status = outcome.status
             stopped = _asked_to_stop(outcome, cancel, stopping)
             if stopped and outcome.terminated:  # its worker got the stop's SIGTERM too: not a worker killed alone
@@ -341,7 +343,7 @@ class Runner:
                     log.warning("could not release lock %s: %s", name, exc)
             self.keeper.unhold()
 
-    def _remove_work_files(self, outcome: Outcome, log_cb: LogFn) -> None:
+    def _remove_work_files(self, outcome: Outcome, log_cb: LogFn, config: Any) -> None:
         """A worker that died, or was killed at its timeout or after a stop's grace, ran none (or not all) of its
         cleanup: the work directories it held (a downloaded dump.rdb, a directory-format dump, SQLite copies:
         plaintext) are removed now, with
@@ -349,7 +351,7 @@ class Runner:
         process holds), not at some later run's sweep; the run's summary says so."""
         from upkeeper.backup.workdir import clean_stale
 
-        settings = getattr(self.setup.config, "backup", None)
+        settings = getattr(config, "backup", None)
         base = getattr(settings, "work_dir", None) or tempfile.gettempdir()
         try:
             removed = clean_stale(Path(base))
