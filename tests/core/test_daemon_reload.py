@@ -79,14 +79,17 @@ def _base(tmp_path: Path, jobs: dict[str, Any], **extra: Any) -> dict[str, Any]:
 
 def test_sighup_applies_a_changed_config_between_ticks(cli: Any, tmp_path: Path) -> None:
     """A run under way when the config changes finishes under the config it started with (its job slept the old
-    4 s, not the new 600); a removed job is no longer scheduled and its pending retry is recorded skipped; an added
+    6 s, not the new 600); a removed job is no longer scheduled and its pending retry is recorded skipped; an added
     job runs on its schedule from the reload on; 'upkeeper status' shows the reload.  The daemon used to log that it
     does not reload."""
     cfg = tmp_path / "upkeeper.yaml"
     log = tmp_path / "daemon.log"
     write_yaml(cfg, _base(tmp_path, {
-        "long": {"task": "debug.sleep", "options": {"seconds": 4}},
-        "gone": {"task": "debug.noop", "schedule": "every 1h", "retries": 1}}))
+        "long": {"task": "debug.sleep", "options": {"seconds": 6}},
+        "gone": {"task": "debug.noop", "schedule": "every 1h", "retries": 1},
+        # times out (an error) after the reload removed it: the retry its run plans is not left pending
+        "doomed": {"task": "debug.sleep", "options": {"seconds": 600}, "timeout": "5s", "retries": 1,
+                   "retry_delay": "1h"}}))
     history = History(f"sqlite:///{tmp_path / 'history.db'}")
     with _daemon(cfg, log) as p:
         now = datetime.now(UTC)
@@ -95,20 +98,28 @@ def test_sighup_applies_a_changed_config_between_ticks(cli: Any, tmp_path: Path)
         retry = history.create_run(NewRun(job="gone", task="debug.noop", target=None,
                                           scheduled_for=now + timedelta(hours=1), due_at=now + timedelta(hours=1),
                                           trigger="retry", attempt=2, status="pending"), "test:1:1", NODE)
-        assert long_run is not None and retry is not None
-        _wait("the long run to start", lambda: history.get_run(long_run).status == "running", log)  # type: ignore[union-attr]
+        doomed = history.create_run(NewRun(job="doomed", task="debug.sleep", target=None, scheduled_for=now,
+                                           due_at=now, trigger="manual", status="pending"), "test:1:1", NODE)
+        assert long_run is not None and retry is not None and doomed is not None
+        _wait("the runs to start", lambda: all(history.get_run(r).status == "running"  # type: ignore[union-attr]
+                                               for r in (long_run, doomed)), log)
         write_yaml(cfg, _base(tmp_path, {
             "long": {"task": "debug.sleep", "options": {"seconds": 600}},
             "fresh": {"task": "debug.noop", "schedule": "every 2s"}}))
         p.send_signal(signal.SIGHUP)
         _wait("the reload", lambda: "reloaded" in log.read_text(), log)
         reloaded_at = datetime.now(UTC)
+        assert history.get_run(long_run).status == "running", log.read_text()  # type: ignore[union-attr]
         text = log.read_text()
-        assert "added fresh" in text and "removed gone" in text and "changed long" in text, text
+        assert "added fresh" in text and "removed doomed, gone" in text and "changed long" in text, text
         assert "1 pending run(s) of removed jobs skipped" in text, text
-        # the run under way kept its job: 4 s, not 600
+        # the run under way kept its job: 6 s, not 600
         _wait("the long run to end", lambda: history.get_run(long_run).status != "running", log, timeout=30)  # type: ignore[union-attr]
         assert history.get_run(long_run).status == "ok", log.read_text()  # type: ignore[union-attr]
+        _wait("the doomed run to time out", lambda: history.get_run(doomed).status == "error", log)  # type: ignore[union-attr]
+        _wait("its retry to be skipped", lambda: any(
+            r.trigger == "retry" and r.status == "skipped" for r in history.runs(job="doomed")), log, timeout=10)
+        assert not [r for r in history.runs(job="doomed") if r.status == "pending"]
         gone = history.get_run(retry)
         assert gone is not None and gone.status == "skipped" and "no longer in this node's config" in gone.summary
         _wait("two runs of the added job", lambda: len(history.runs(job="fresh")) >= 2, log, timeout=30)
