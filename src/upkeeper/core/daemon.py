@@ -731,6 +731,8 @@ class Daemon:
                 log.warning("%s: pending %s run %d skipped: the job is no longer in the config, or is disabled",
                             name, trigger, gone)
                 report.abandoned.append(gone)
+            # a run deferred to the old window's opening is decided again now: the window may open earlier
+            self.history.redecide_deferred(self.node, now)
         self._next_pending = now  # pending runs are decided again at once, under the new windows and blackouts
         self._heartbeat()  # the jobs it serves, for catch-up
         return report

@@ -522,6 +522,17 @@ class History:
                     done.append((int(r.id), str(r.job), str(r.trigger)))
         return done
 
+    def redecide_deferred(self, node: str, now: datetime) -> int:
+        """Make this ``node``'s deferred runs (occurrences waiting for their window's opening) due ``now``, so the
+        daemon decides them again at once: after a reload, the window may open earlier, or be open now.  Their
+        ``due_at`` was the old window's opening, which a policy computed (a planned run's and a retry's
+        backoff are the user's and the job's, and are left as they are).  Returns how many."""
+        runs = tables.runs
+        with self._core() as conn:
+            res = conn.execute(update(runs).where(runs.c.status == "pending", runs.c.trigger == "deferred",
+                                                  runs.c.node == node, runs.c.due_at > now).values(due_at=now))
+            return int(res.rowcount)
+
     def set_status(self, run_id: int, status: str, **values: Any) -> None:
         runs = tables.runs
         with self._core() as conn:
