@@ -107,7 +107,7 @@ def test_sighup_applies_a_changed_config_between_ticks(cli: Any, tmp_path: Path)
             "long": {"task": "debug.sleep", "options": {"seconds": 600}},
             "fresh": {"task": "debug.noop", "schedule": "every 2s"}}))
         p.send_signal(signal.SIGHUP)
-        _wait("the reload", lambda: "reloaded" in log.read_text(), log)
+        _wait("the reload", lambda: " reloaded: " in log.read_text(), log)
         reloaded_at = datetime.now(UTC)
         assert history.get_run(long_run).status == "running", log.read_text()  # type: ignore[union-attr]
         text = log.read_text()
@@ -137,7 +137,8 @@ def test_sighup_applies_a_changed_config_between_ticks(cli: Any, tmp_path: Path)
 def test_sighup_with_an_invalid_config_keeps_the_config_it_had(cli: Any, tmp_path: Path) -> None:
     """An invalid config (a bad schedule) is refused: the log names the file, line and field, the daemon goes on
     scheduling the old config's jobs, and 'upkeeper status' says the reload failed.  A config that moves the
-    daemon to another node (or history) is refused the same way: that needs a restart."""
+    daemon to another node (or history) is refused the same way: that needs a restart.  A new daemon.concurrency
+    is kept for the next restart, with a warning, and the rest of that config applies."""
     cfg = tmp_path / "upkeeper.yaml"
     log = tmp_path / "daemon.log"
     good = _base(tmp_path, {"ping": {"task": "debug.noop", "schedule": "every 1s"}})
@@ -164,6 +165,15 @@ def test_sighup_with_an_invalid_config_keeps_the_config_it_had(cli: Any, tmp_pat
         p.send_signal(signal.SIGHUP)
         _wait("the second refusal", lambda: "node changed" in log.read_text(), log)
         assert "restart" in log.read_text()
+        # a new concurrency waits for a restart; the rest of the config applies
+        write_yaml(cfg, {**good, "daemon": {"concurrency": 8},
+                         "jobs": {**good["jobs"], "pong": {"task": "debug.noop", "schedule": "every 1s"}}})
+        p.send_signal(signal.SIGHUP)
+        _wait("the reload", lambda: " reloaded: " in log.read_text(), log)
+        assert "daemon.concurrency changed (4 → 8): it stays 4 until the daemon is restarted" in log.read_text()
+        _wait("pong to run", lambda: bool(history.runs(job="pong")), log, timeout=20)
+        daemon = next(d for d in _status(cli, cfg)["daemons"] if d["alive"])
+        assert daemon["reload"]["ok"] is True and daemon["reload"]["added"] == ["pong"], daemon
         _stop(p, log)
 
 
