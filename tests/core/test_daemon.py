@@ -359,40 +359,6 @@ def test_daemon_applies_history_retention(tmp_path: Path) -> None:
     assert old not in ids and kept in ids  # older than 30 days, but the job's latest run: kept
 
 
-def test_sighup_neither_kills_nor_reloads_the_daemon(make_config: Any, tmp_path: Path) -> None:
-    """SIGHUP (``systemctl reload`` with ExecReload=kill -HUP, a closed terminal) used to end the daemon on the
-    spot (the default action: no drain, runs left 'running'); it is logged, and SIGTERM still stops it cleanly."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    cfg = make_config({"jobs": {"five": {"task": "debug.noop", "schedule": "*/5 * * * *"}}})
-    log = tmp_path / "daemon.log"
-    with open(log, "wb") as out:
-        p = subprocess.Popen([sys.executable, "-m", "upkeeper", "--config", str(cfg), "daemon"], stdout=out,
-                             stderr=out, env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 30
-        while "upkeeper daemon:" not in log.read_text() and p.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert p.poll() is None, log.read_text()
-        p.send_signal(signal.SIGHUP)
-        while "SIGHUP received" not in log.read_text() and p.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        time.sleep(0.2)
-        assert p.poll() is None, f"the daemon died of SIGHUP ({p.returncode}): {log.read_text()}"
-        assert "does not reload" in log.read_text()
-        p.send_signal(signal.SIGTERM)
-        assert p.wait(30) == 0
-        assert "stopped cleanly" in log.read_text()
-    finally:
-        if p.poll() is None:
-            os.killpg(p.pid, signal.SIGKILL)
-            p.wait()
-
-
 class _SteppingClock:
     """A fake wall clock that can step back, as NTP does (SimClock only moves forward)."""
 

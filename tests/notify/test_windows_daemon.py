@@ -281,3 +281,38 @@ def test_a_manual_run_waiting_for_a_parallel_slot_is_skipped_if_a_blackout_began
     [row] = env.history.runs(job="vacuum")
     assert (row.status, row.trigger, row.started_at) == ("skipped", "manual", None), row
     assert "blackout 'freeze'" in row.summary and "blackout 'freeze'" in results[1].summary, row.summary
+
+
+def test_a_reload_that_moves_the_window_decides_the_deferred_run_again(tmp_path) -> None:
+    """A run deferred to Sunday's opening, then the window moves to Friday and the daemon reloads (SIGHUP): the
+    deferred run starts at Friday's opening, not on Sunday -- when it would find itself outside the new window and
+    be deferred a week more."""
+    from upkeeper.cli._wiring import build_policies
+    from upkeeper.config.loader import load_text
+    from upkeeper.core.jobs import build_setup
+
+    def config(day: str) -> str:
+        return yaml_block({
+            "timezone": "UTC",
+            "windows": {"maint": {"rrule": f"FREQ=WEEKLY;BYDAY={day}", "start": "02:00", "duration": "3h"}},
+            "jobs": {"reindex": {"task": "testing.scripted", "schedule": "0 1 * * *", "window": "maint"}},
+        })
+
+    sim = SimDaemon(tmp_path, config("SU"), start=utc(2025, 3, 27, 0, 30))  # a Thursday
+    try:
+        script("reindex", ok("reindexed"))
+        sim.daemon.prepare()
+        sim.advance(utc(2025, 3, 27, 1, 30), step=timedelta(minutes=30))
+        [deferred] = sim.history.runs(job="reindex")
+        assert (deferred.status, deferred.trigger, deferred.due_at) == ("pending", "deferred", utc(2025, 3, 30, 2))
+        new = build_setup(load_text(f"history: {tmp_path / 'h.db'}\n" + config("FR"), "upkeeper.yaml"))
+        sim.daemon.apply(new, policies=build_policies(new, sim.history), periodic=())
+        sim.daemon.tick()
+        row = sim.history.get_run(deferred.id)
+        assert row is not None and row.status == "pending" and row.due_at == utc(2025, 3, 28, 2), row
+        sim.advance(utc(2025, 3, 28, 2, 30), step=timedelta(minutes=30))
+        row = sim.history.get_run(deferred.id)
+        assert row is not None and row.status == "ok", row
+        assert row.started_at is not None and utc(2025, 3, 28, 2) <= row.started_at <= utc(2025, 3, 28, 2, 30)
+    finally:
+        sim.close()

@@ -39,6 +39,8 @@ class RunSummary:
     findings: list[Finding] = field(default_factory=list)
     metrics: dict[str, float] = field(default_factory=dict)
     artifacts: list[Any] = field(default_factory=list)
+    #: the retry a blackout held once its backoff was over (recorded ``skipped``): run id, attempt, reason
+    retry_skipped: tuple[int, int, str] | None = None
 
     def top_finding(self) -> Finding | None:
         if not self.findings:
@@ -56,6 +58,8 @@ class RunSummary:
             "findings": [f.to_dict() for f in self.findings],
             "metrics": self.metrics,
             "artifacts": self.artifacts,
+            "retry_skipped": None if self.retry_skipped is None else {
+                "run_id": self.retry_skipped[0], "attempt": self.retry_skipped[1], "reason": self.retry_skipped[2]},
         }
 
 
@@ -172,9 +176,14 @@ def run_jobs(
         def on_retry(attempt: int, delay: float) -> None:
             progress.update(tid, description=f"attempt {attempt} in {human_duration(delay)}")
 
+        held: list[tuple[int, int, str]] = []
+
+        def on_retry_skipped(run_id: int, attempt: int, reason: str) -> None:
+            held.append((run_id, attempt, reason))
+
         rid, outcome, status = runner.run_manual(job, trigger=trigger, retries=retries, on_log=on_log,
                                                  on_progress=on_progress, on_retry=on_retry, cancel=cancel,
-                                                 details=details, hold=hold)
+                                                 details=details, hold=hold, on_retry_skipped=on_retry_skipped)
         result = outcome.result if outcome is not None else None
         results[i] = RunSummary(
             run_id=rid, job=job.name, task=job.task_name, status=status,
@@ -183,6 +192,7 @@ def run_jobs(
             findings=list(result.findings) if result else [],
             metrics=dict(result.metrics) if result else {},
             artifacts=list(result.artifacts) if result else [],
+            retry_skipped=held[-1] if held else None,
         )
         progress.update(tid, total=1.0, completed=1.0, description=status_text(status))
 
@@ -222,6 +232,9 @@ def summary_table(results: list[RunSummary], title: str = "Results") -> Table:
         # request path made the table raise after the run; "[link=…]" made a link)
         text = (f"{severity_text(top.severity.value)} {escape(top.subject)}: {escape(top.message[:160])}" if top
                 else escape(r.summary[:160]))
+        if r.retry_skipped is not None:  # the failure stands: its retry was not run, and the reader learns why
+            sid, attempt, why = r.retry_skipped
+            text += f"\n[skipped]retry {attempt} skipped[/skipped] (run {sid}): {escape(why[:200])}"
         table.add_row(str(r.run_id or "-"), f"[bold]{escape(r.job)}[/bold]", escape(r.task), status_text(r.status),
                       human_duration(r.duration), text)
     return table

@@ -1,22 +1,28 @@
-"""``upkeeper daemon``: run jobs on their schedules until stopped (SIGTERM/SIGINT)."""
+"""``upkeeper daemon``: run jobs on their schedules until stopped (SIGTERM/SIGINT); SIGHUP reloads the config."""
 
 from __future__ import annotations
 
 import logging
 import signal
 import threading
+from datetime import UTC, datetime
 from types import FrameType
 
 import typer
 
 from upkeeper.cli._app import app, err_console, state
 from upkeeper.cli._wiring import build_listeners, build_periodic, build_policies, stop_listeners
+from upkeeper.config.loader import find_config
 from upkeeper.core.daemon import Daemon
 from upkeeper.core.executor import WorkerPool
-from upkeeper.core.history import process_identity
+from upkeeper.core.history import history_url, process_identity
+from upkeeper.core.jobs import Setup, load_setup
 from upkeeper.core.runner import Runner
+from upkeeper.errors import ConfigError, UpkeeperError
 from upkeeper.fmt import human_duration, printable_lines
-from upkeeper.redact import RedactingFilter
+from upkeeper.redact import RedactingFilter, redact
+
+log = logging.getLogger("upkeeper.daemon")
 
 
 class _PrintableFormatter(logging.Formatter):
@@ -25,6 +31,20 @@ class _PrintableFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         return printable_lines(super().format(record))
+
+
+def _error_text(exc: UpkeeperError) -> str:
+    """An error as the CLI prints it: the message, each located problem (file:line: path: what), the hint."""
+    lines = [exc.message]
+    if isinstance(exc, ConfigError) and len(exc.problems) > 1:
+        lines += [f"  - {p.render()}" for p in exc.problems]
+    if exc.hint:
+        lines.append(exc.hint)
+    return redact("\n".join(lines))
+
+
+def _url(setup: Setup) -> str:
+    return history_url(setup.config.history, setup.source.parent if setup.source else None)
 
 
 @app.command("daemon")
@@ -37,11 +57,16 @@ def daemon_cmd(
 
     Several daemons may share one history database (PostgreSQL): each occurrence fires once.
     SIGTERM stops claiming, lets running runs finish within daemon.shutdown_grace, and marks
-    the rest interrupted. SIGHUP does not reload the config (restart to apply changes): it is
-    logged and ignored.
+    the rest interrupted. SIGHUP (systemctl reload) re-reads the config file: an invalid one is
+    refused (logged, shown by 'upkeeper status') and the daemon keeps the config it had; a valid
+    one applies between two scheduling decisions — runs under way finish as they started, added
+    jobs and changed schedules start at their next occurrence. 'history' and 'node' need a
+    restart (such a reload is refused), and so does daemon.concurrency (kept until then).
     """
     setup = state.setup()
     history = state.history()
+    # a reload reads the file the daemon started from, wherever --config, $UPKEEPER_CONFIG or the search found it
+    config_file = setup.source if setup.source is not None else find_config(state.config)
     handler = logging.StreamHandler()
     handler.addFilter(RedactingFilter())
     handler.setFormatter(_PrintableFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -53,28 +78,83 @@ def daemon_cmd(
     listeners = build_listeners(setup, history, background=True)
     pool = WorkerPool(size=conc, max_runs=setup.config.daemon.worker_max_runs)
     pool.prestart(conc, config=setup.config)  # warm workers (imports, config, secrets) before the first run
+    url = state.history_url()
     runner = Runner(setup=setup, history=history, executor=pool,
-                    owner=owner, node=setup.config.node, history_url=state.history_url(),
+                    owner=owner, node=setup.config.node, history_url=url,
                     listeners=listeners)
     daemon = Daemon(setup, history, runner, concurrency=conc, policies=build_policies(setup, history),
                     periodic=build_periodic(setup, history, listeners))
     stop_requested = threading.Event()
 
+    def reload() -> None:
+        """In the daemon's loop, between two ticks: read, check and apply the config file again."""
+        at = datetime.now(UTC)
+        current = daemon.setup
+
+        def refuse(why: str) -> None:
+            log.error("SIGHUP: %s not reloaded; the daemon keeps running with the config it had. %s",
+                      config_file, why)
+            daemon.record_reload({"at": at.isoformat(), "ok": False, "file": str(config_file), "message": why})
+
+        try:
+            new = load_setup(config_file)
+        except UpkeeperError as exc:
+            refuse(_error_text(exc))
+            return
+        except Exception as exc:  # an unreadable file (permissions), a bug: said, never the end of the daemon
+            refuse(redact(f"{type(exc).__name__}: {exc}"))
+            return
+        fixed = [f"{name} changed ({old!r} → {now!r})" for name, old, now in (
+            ("history", url, _url(new)), ("node", current.config.node, new.config.node)) if old != now]
+        if fixed:
+            refuse(f"{'; '.join(redact(f) for f in fixed)}: a running daemon cannot change that. Try: restart it "
+                   f"(systemctl restart upkeeper) to apply this config, or undo the change and reload again")
+            return
+        notes = []
+        if concurrency is None and new.config.daemon.concurrency != current.config.daemon.concurrency:
+            notes.append(f"daemon.concurrency changed ({current.config.daemon.concurrency} → "
+                         f"{new.config.daemon.concurrency}): it stays {conc} until the daemon is restarted")
+        try:
+            new_listeners = build_listeners(new, history, background=True)
+            policies = build_policies(new, history)
+            periodic = build_periodic(new, history, new_listeners)
+        except UpkeeperError as exc:
+            refuse(_error_text(exc))
+            return
+        old_listeners = runner.listeners
+        pool.max_runs = new.config.daemon.worker_max_runs
+        applied = daemon.apply(new, policies=policies, periodic=periodic)
+        runner.listeners = new_listeners  # a run finishing from now on is notified under the new settings
+        state._setup = new
+        # the old engine sends what it has queued, in the background: the loop goes on meanwhile
+        threading.Thread(target=stop_listeners, args=(old_listeners, 30.0), daemon=True,
+                         name="notify-retire").start()
+        for note in notes:
+            log.warning("SIGHUP: %s", note)
+        message = applied.describe() + "".join(f"; {n}" for n in notes)
+        scheduled = len(daemon.jobs)
+        log.info("SIGHUP: %s reloaded: %d scheduled job(s); %s", config_file, scheduled, message)
+        daemon.record_reload({"at": at.isoformat(), "ok": True, "file": str(config_file), "message": message,
+                              "added": applied.added, "removed": applied.removed,
+                              "rescheduled": applied.rescheduled, "changed": applied.changed})
+
+    daemon.reloader = reload
+
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         if stop_requested.is_set():
             return
         stop_requested.set()
-        logging.getLogger("upkeeper.daemon").info("%s received: no new runs; letting running ones finish",
-                                                  signal.Signals(signum).name)
+        log.info("%s received: no new runs; letting running ones finish", signal.Signals(signum).name)
         daemon.stop()
 
     def on_hangup(_signum: int, _frame: FrameType | None) -> None:
-        # SIGHUP's default action ends the process at once: no drain, runs left 'running' until a daemon's orphan
-        # recovery, workers cut off. Reloading is not supported (a changed schedule, window or target would need
-        # every job, policy and channel rebuilt), so say so and keep running.
-        logging.getLogger("upkeeper.daemon").warning(
-            "SIGHUP received: the daemon does not reload its configuration; it keeps running with the one it "
-            "started with. Restart it (systemctl restart) to apply a changed config")
+        # only a flag: the loop reloads between two ticks, never in the middle of a scheduling decision
+        # (SIGHUP's default action would end the process at once: no drain, runs left 'running')
+        if stop_requested.is_set():
+            log.info("SIGHUP received while stopping: not reloaded")
+            return
+        log.info("SIGHUP received: reloading %s", config_file)
+        daemon.request_reload()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
@@ -85,10 +165,10 @@ def daemon_cmd(
     try:
         daemon.run_forever()
     finally:
-        grace = setup.config.daemon.shutdown_grace
+        grace = daemon.setup.config.daemon.shutdown_grace
         interrupted = daemon.drain(grace)
         runner.executor.shutdown()
-        stop_listeners(listeners, 30.0)
+        stop_listeners(runner.listeners, 30.0)
         runner.close()
         if interrupted:
             # stopped with the daemon (a cgroup's SIGTERM reaches their workers too), or still running after

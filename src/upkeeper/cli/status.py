@@ -53,8 +53,13 @@ def collect_status() -> dict[str, Any]:
     for d in history.daemons():
         alive = d.stopped_at is None and now - d.last_seen < max(timedelta(minutes=2),
                                                                   3 * setup.config.daemon.heartbeat)
+        # its heartbeat comes from a thread of its own: a scheduling loop that hung (a history call, a notification
+        # send) while it goes on claims nothing -- alive, but stalled (both instants are the daemon's own clock)
+        stalled = alive and d.loop_at is not None and d.last_seen - d.loop_at > setup.config.daemon.stall_after
         daemons.append({"instance": d.instance, "node": d.node, "pid": d.pid, "last_seen": d.last_seen.isoformat(),
-                        "alive": alive, "started_at": d.started_at.isoformat(), "version": d.version})
+                        "alive": alive, "started_at": d.started_at.isoformat(), "version": d.version,
+                        "last_tick": d.loop_at.isoformat() if d.loop_at else None, "stalled": stalled,
+                        "reload": d.reload})
     return {"jobs": jobs, "daemons": daemons, "now": now.isoformat(),
             "notifications": notification_status(setup, history, now)}
 
@@ -92,8 +97,9 @@ def notification_status(setup: Any, history: Any, now: datetime, *, notify: bool
 def status_cmd(
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
     check: bool = typer.Option(False, "--check", help="exit 1 when a job missed its runs (period + grace "
-                                                     "passed without a run): a dead-man's switch for cron or "
-                                                     "another node"),
+                                                     "passed without a run), or a running daemon's scheduling "
+                                                     "loop is stalled (daemon.stall_after): a dead-man's switch "
+                                                     "for cron or another node"),
     notify: bool = typer.Option(False, "--notify", help="with --check: also send the missed-run alarm through the "
                                                        "channels, escalate problems unresolved for their "
                                                        "level's 'after', and retry failed deliveries"),
@@ -106,9 +112,10 @@ def status_cmd(
     if notify:
         data["notifications"] = notification_status(state.setup(), state.history(), datetime.now(UTC), notify=True)
     missed = data["notifications"]["missed"]
+    stalled = [d for d in data["daemons"] if d["stalled"]]
     if as_json:
         print_json(data)
-        if check and missed:
+        if check and (missed or stalled):
             raise typer.Exit(1)
         return
     now = datetime.now(UTC)
@@ -136,8 +143,19 @@ def status_cmd(
     alive = [d for d in data["daemons"] if d["alive"]]
     if alive:
         for d in alive:
-            console.print(f"daemon: [ok]running[/ok] on {d['node']} (pid {d['pid']}, "
-                          f"seen {ago(datetime.fromisoformat(d['last_seen']), now)})")
+            seen = ago(datetime.fromisoformat(d['last_seen']), now)
+            if d["stalled"]:
+                console.print(f"daemon: [fail]stalled[/fail] on {d['node']} (pid {d['pid']}, seen {seen}): its "
+                              f"scheduling loop has not ticked since "
+                              f"{ago(datetime.fromisoformat(d['last_tick']), now)} — it claims no run; its log "
+                              f"says where it is stuck (restart it: systemctl restart upkeeper)")
+            else:
+                console.print(f"daemon: [ok]running[/ok] on {d['node']} (pid {d['pid']}, seen {seen})")
+            rl = d["reload"]
+            if isinstance(rl, dict) and rl.get("ok") is False:
+                console.print(f"  [fail]config reload failed[/fail] "
+                              f"{ago(datetime.fromisoformat(str(rl.get('at'))), now)} ({escape(str(rl.get('file')))}"
+                              f"); it runs with the config it had: {escape(str(rl.get('message')))}")
     else:
         console.print("daemon: [warn]not running[/warn] — start it with 'upkeeper daemon' "
                       "(or schedule jobs with 'upkeeper cron export')")
@@ -156,5 +174,5 @@ def status_cmd(
         console.print(f"notifications: [fail]{len(bad)} delivery failure(s)[/fail] in the last 7 days"
                       + (f" ({dead} gave up)" if dead else "") + f"; latest: {bad[0]['channel']}: "
                       f"{escape(bad[0]['last_error'][:160])} — see 'upkeeper notify log', retry with 'upkeeper notify retry'")
-    if check and missed:
+    if check and (missed or stalled):
         raise typer.Exit(1)

@@ -106,6 +106,13 @@ class DaemonSettings(StrictModel):
     )
     worker_max_runs: int = Field(200, ge=1, description="recycle a worker process after this many runs. "
             "Source: upkeeper default")
+    stall_after: Duration = Field(
+        default=timedelta(minutes=5),
+        description="the scheduling loop is reported stalled (the daemon's log, with where it is stuck, and "
+                "'upkeeper status', whose --check then exits 1) when its last tick is older than this while "
+                "the daemon's heartbeat goes on: it ticks every few seconds, but a history call or a "
+                "notification send that hangs holds it. Source: upkeeper default",
+    )
 
 
 class HistoryRetention(StrictModel):

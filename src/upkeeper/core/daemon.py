@@ -10,6 +10,9 @@
 * An occurrence whose run a stop asked for interrupted (``systemctl restart``
   during the nightly backup) runs again when a daemon starts, under the job's
   catch-up policy (:meth:`Daemon._stopped_again`).
+* A config reload (SIGHUP) is applied between ticks (:meth:`Daemon.apply`): runs under way keep the job they
+  started with; added jobs and changed schedules start at their next occurrence, with no catch-up.
+* The heartbeat thread records the loop's last tick: a hung loop is reported, not taken for alive.
 * The clock is injectable: tests drive :class:`SimClock` instead of sleeping.
 """
 
@@ -18,7 +21,9 @@ from __future__ import annotations
 import heapq
 import logging
 import os
+import sys
 import threading
+import traceback
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -30,6 +35,7 @@ from upkeeper.core.history import History, NewRun
 from upkeeper.core.jobs import Job, Setup
 from upkeeper.core.runner import Runner
 from upkeeper.core.schedule import plan_catch_up
+from upkeeper.fmt import human_duration
 
 if TYPE_CHECKING:
     from upkeeper.core.models import RunRow
@@ -145,6 +151,29 @@ class TickReport:
     deferred: list[tuple[str, datetime, datetime]] = field(default_factory=list)
 
 
+@dataclass
+class Applied:
+    """What :meth:`Daemon.apply` changed."""
+
+    added: list[str] = field(default_factory=list)  # added to the config, or enabled
+    removed: list[str] = field(default_factory=list)  # removed from the config, or disabled
+    rescheduled: list[str] = field(default_factory=list)  # schedule (or none now), timezone or jitter changed
+    changed: list[str] = field(default_factory=list)  # anything else of the job (options, target, timeout …)
+    abandoned: list[int] = field(default_factory=list)  # pending runs of jobs gone, recorded skipped
+
+    def describe(self) -> str:
+        parts = [f"{what} {', '.join(names)}" for what, names in (
+            ("added", self.added), ("removed", self.removed), ("rescheduled", self.rescheduled),
+            ("changed", self.changed)) if names]
+        if self.abandoned:
+            parts.append(f"{len(self.abandoned)} pending run(s) of removed jobs skipped")
+        return "; ".join(parts) or "no job changed"
+
+
+def _same_timing(old: Job, new: Job) -> bool:
+    return old.schedule == new.schedule and old.jitter_offset == new.jitter_offset
+
+
 class Daemon:
     def __init__(
         self,
@@ -193,6 +222,11 @@ class Daemon:
         self.on_event = on_event or (lambda kind, data: None)
         self.pending_poll = pending_poll
         self.housekeeping_every = housekeeping
+        #: called in the loop's thread, between ticks, when a reload was asked for (:meth:`request_reload`)
+        self.reloader: Callable[[], None] | None = None
+        self._reload_asked = threading.Event()
+        self._loop_thread: int | None = None
+        self._stall_reported: datetime | None = None
 
     # -- set-up ---------------------------------------------------------------------------
 
@@ -507,6 +541,11 @@ class Daemon:
             finally:
                 with self._lock:
                     self._running_jobs.discard(job.name)
+                if job.name not in self.all_jobs:  # removed by a reload while it ran: a retry it planned is not kept
+                    try:
+                        self.history.abandon_pending(self.node, list(self.all_jobs), self.clock.now())
+                    except Exception as exc:
+                        log.warning("%s: could not skip its pending runs: %s", job.name, exc)
                 self._wake.set()
 
         def forget(done: Future[object]) -> None:
@@ -524,12 +563,39 @@ class Daemon:
         fut.add_done_callback(forget)
 
     def _heartbeat(self) -> None:
+        jobs = self.jobs  # one snapshot: a reload replaces the dict
+        now = self.clock.now()
         try:
             self.history.daemon_heartbeat(self.owner, self.node, os.getpid(), self._started_at,
-                                          len(self.jobs), __version__, job_names=list(self.jobs),
-                                          at=self.clock.now())
+                                          len(jobs), __version__, job_names=list(jobs), at=now,
+                                          loop_at=self._served_at)
         except Exception as exc:
             log.warning("heartbeat failed: %s", exc)
+        self._check_stall(now)
+
+    def _check_stall(self, now: datetime) -> None:
+        """From the heartbeat thread: say so, once, when the loop's current tick (or sleep) has lasted longer
+        than ``daemon.stall_after`` -- with where the loop is stuck -- and again when it moves on."""
+        served = self._served_at
+        limit = self.setup.config.daemon.stall_after
+        if now - served <= limit:
+            if self._stall_reported is not None and served > self._stall_reported:
+                log.warning("the scheduling loop ticks again (it was stalled from %s to %s, %s)",
+                            self._stall_reported.isoformat(), served.isoformat(),
+                            human_duration(served - self._stall_reported))
+                self._stall_reported = None
+            return
+        if self._stall_reported == served:
+            return
+        self._stall_reported = served
+        frame = sys._current_frames().get(self._loop_thread) if self._loop_thread is not None else None
+        # upkeeper's own frames (which call hung), then the innermost few (where it waits: a socket, a lock)
+        stack = traceback.format_stack(frame) if frame is not None else []
+        own = [f for f in stack[:-3] if f"{os.sep}upkeeper{os.sep}" in f]
+        where = "".join([*own, *(["  …\n"] if own else []), *stack[-3:]]) or "(no stack)\n"
+        log.error("the scheduling loop has not ticked since %s (%s ago, more than daemon.stall_after %s): no "
+                  "occurrence is claimed meanwhile; runs under way go on. It is stuck in:\n%s", served.isoformat(),
+                  human_duration(now - served), human_duration(limit), where.rstrip())
 
     def _housekeeping(self, now: datetime) -> None:
         try:
@@ -586,11 +652,11 @@ class Daemon:
         return min(candidates)
 
     def run_forever(self) -> None:
-        heartbeat_every = self.setup.config.daemon.heartbeat.total_seconds()
         hb_stop = threading.Event()
+        self._loop_thread = threading.get_ident()
 
         def beat() -> None:
-            while not hb_stop.wait(heartbeat_every):
+            while not hb_stop.wait(self.setup.config.daemon.heartbeat.total_seconds()):  # a reload may change it
                 self._heartbeat()
 
         hb = threading.Thread(target=beat, daemon=True, name="heartbeat")
@@ -605,9 +671,78 @@ class Daemon:
                 if self._stopping.is_set():
                     break
                 self._wake.clear()
+                if self._reload_asked.is_set():
+                    self._reload_asked.clear()
+                    self._reload()
+                    continue  # what the new config makes due now is handled at once
                 self.clock.sleep_until(self.next_wakeup(), self._wake)
         finally:
             hb_stop.set()
+
+    def request_reload(self) -> None:
+        """Ask the loop to reload the config between two ticks (call from a signal handler or another thread)."""
+        self._reload_asked.set()
+        self._wake.set()
+
+    def _reload(self) -> None:
+        if self.reloader is None:
+            log.warning("a config reload was asked for, but this daemon has no way to reload: ignored")
+            return
+        try:
+            self.reloader()
+        except Exception:  # the reloader reports what it knows; anything else must not end the daemon
+            log.exception("config reload failed; the daemon keeps running with the config it had")
+
+    def apply(self, setup: Setup, *, policies: Sequence[AdmissionPolicy], periodic: Sequence[Periodic]) -> Applied:
+        """Switch to a reloaded config, between ticks (in the loop's thread).
+
+        Runs under way finish as they started (the runner got their job).  A job removed, disabled or no longer
+        scheduled is not scheduled any more, and its pending runs of this node (retries, deferred and planned
+        runs) are recorded skipped, as at a start.  A job added, or whose schedule, timezone or jitter changed,
+        runs at its first occurrence after now: the reload catches nothing up.  A job whose timing is unchanged
+        keeps its next occurrence.  Windows and blackouts (``policies``) and the periodic checks are replaced."""
+        now = self.clock.now()
+        old, old_all = self.jobs, self.all_jobs
+        jobs = {n: j for n, j in setup.jobs.items() if j.enabled and j.schedule is not None}
+        all_jobs = {n: j for n, j in setup.jobs.items() if j.enabled}
+        report = Applied()
+        report.added = sorted(n for n in all_jobs if n not in old_all)
+        report.removed = sorted(n for n in old_all if n not in all_jobs)
+        both = [n for n in all_jobs if n in old_all]
+        report.rescheduled = sorted(n for n in both if not _same_timing(old_all[n], all_jobs[n]))
+        report.changed = sorted(n for n in both if n not in report.rescheduled and old_all[n] != all_jobs[n])
+        heap = [item for item in self._heap
+                if item.job in jobs and item.job in old and _same_timing(old[item.job], jobs[item.job])]
+        heapq.heapify(heap)
+        planned = {item.job for item in heap}
+        self.setup = setup
+        self.jobs = jobs
+        self.all_jobs = all_jobs
+        self._heap = heap
+        for name, job in jobs.items() if self._prepared else ():  # not prepared yet: prepare() plans them all
+            if name not in planned:
+                assert job.schedule is not None
+                self._push(job, job.schedule.next_after(now))
+        self.policies = list(policies)
+        self.periodic = list(periodic)
+        self.runner.setup = setup
+        if self._prepared:
+            for gone, name, trigger in self.history.abandon_pending(self.node, list(self.all_jobs), now):
+                log.warning("%s: pending %s run %d skipped: the job is no longer in the config, or is disabled",
+                            name, trigger, gone)
+                report.abandoned.append(gone)
+            # a run deferred to the old window's opening is decided again now: the window may open earlier
+            self.history.redecide_deferred(self.node, now)
+        self._next_pending = now  # pending runs are decided again at once, under the new windows and blackouts
+        self._heartbeat()  # the jobs it serves, for catch-up
+        return report
+
+    def record_reload(self, outcome: dict[str, Any]) -> None:
+        """Record the outcome of a reload where ``upkeeper status`` shows it (never fatal)."""
+        try:
+            self.history.daemon_reloaded(self.owner, outcome)
+        except Exception as exc:
+            log.warning("could not record the reload's outcome in the history: %s", exc)
 
     def stop(self) -> None:
         """Stop claiming new work (call from a signal handler or another thread)."""

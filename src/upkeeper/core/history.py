@@ -61,7 +61,7 @@ SCHEDULED_TRIGGERS = ("schedule", "catch-up", "deferred")
 LOG_EXCERPT_MAX = 32 * 1024
 #: The migration heads of this version (tests/core/test_history.py checks them against Alembic's
 #: script directory).  A database already at these heads opens without importing Alembic.
-SCHEMA_HEADS = frozenset({"backup_catalog", "daemon_jobs", "notify_state_node", "run_streaks"})
+SCHEMA_HEADS = frozenset({"backup_catalog", "daemon_loop", "notify_state_node", "run_streaks"})
 #: the job_state row where history retention records the newest end of a run it deleted (job names start with
 #: a letter or digit: no job's state)
 RETENTION_STATE = ("_history", "runs_deleted_through")
@@ -521,6 +521,17 @@ class History:
                 if res.rowcount == 1:
                     done.append((int(r.id), str(r.job), str(r.trigger)))
         return done
+
+    def redecide_deferred(self, node: str, now: datetime) -> int:
+        """Make this ``node``'s deferred runs (occurrences waiting for their window's opening) due ``now``, so the
+        daemon decides them again at once: after a reload, the window may open earlier, or be open now.  Their
+        ``due_at`` was the old window's opening, which a policy computed (a planned run's and a retry's
+        backoff are the user's and the job's, and are left as they are).  Returns how many."""
+        runs = tables.runs
+        with self._core() as conn:
+            res = conn.execute(update(runs).where(runs.c.status == "pending", runs.c.trigger == "deferred",
+                                                  runs.c.node == node, runs.c.due_at > now).values(due_at=now))
+            return int(res.rowcount)
 
     def set_status(self, run_id: int, status: str, **values: Any) -> None:
         runs = tables.runs
@@ -1052,9 +1063,11 @@ class History:
             return list(s.scalars(select(AuditRow).order_by(AuditRow.id.desc()).limit(limit)))
 
     def daemon_heartbeat(self, instance: str, node: str, pid: int, started_at: datetime, jobs: int,
-                         version: str, *, job_names: Sequence[str] | None = None, at: datetime | None = None) -> None:
-        """Record that daemon ``instance`` is alive at ``at`` (default: now), serving ``job_names``.  A row of the
-        same instance name with another ``started_at`` was an earlier lifetime: it is replaced."""
+                         version: str, *, job_names: Sequence[str] | None = None, at: datetime | None = None,
+                         loop_at: datetime | None = None) -> None:
+        """Record that daemon ``instance`` is alive at ``at`` (default: now), serving ``job_names``, its scheduling
+        loop's newest tick having started at ``loop_at``.  A row of the same instance name with another
+        ``started_at`` was an earlier lifetime: it is replaced."""
         from upkeeper.core.models import DaemonRow
 
         now = at or datetime.now(UTC)
@@ -1063,14 +1076,24 @@ class History:
             row = s.get(DaemonRow, instance)
             if row is None:
                 s.add(DaemonRow(instance=instance, node=node, pid=pid, started_at=started_at, last_seen=now,
-                                version=version, jobs=jobs, job_names=names))
+                                version=version, jobs=jobs, job_names=names, loop_at=loop_at))
             else:
                 if row.started_at != started_at:
                     row.node, row.pid, row.started_at, row.version = node, pid, started_at, version
                     row.stopped_at = None
+                    row.reload = None
                 row.last_seen = now
                 row.jobs = jobs
                 row.job_names = names
+                row.loop_at = loop_at
+
+    def daemon_reloaded(self, instance: str, outcome: dict[str, Any]) -> None:
+        """Record the outcome of daemon ``instance``'s last config reload (``upkeeper status`` shows it)."""
+        from upkeeper.core.models import DaemonRow
+
+        with self.session() as s:
+            s.execute(update(DaemonRow).where(DaemonRow.instance == instance)
+                      .values(reload=redact_obj(jsonable(outcome))))
 
     def daemon_stopped(self, instance: str, at: datetime | None = None) -> None:
         from upkeeper.core.models import DaemonRow
@@ -1081,13 +1104,15 @@ class History:
 
     def daemon_lifetimes(self, exclude: str) -> list[tuple[datetime, datetime, frozenset[str]]]:
         """``(started_at, end, job names)`` of every daemon instance but ``exclude`` that recorded the jobs it
-        served; ``end`` is when it stopped, or its last heartbeat if it never recorded a stop (it died)."""
+        served; ``end`` is when it stopped, or, if it never recorded a stop (it died), its scheduling loop's last
+        tick as of its last heartbeat (its last heartbeat when it recorded no tick: an older upkeeper) -- a loop
+        that hung while its heartbeat went on served nothing after its last tick."""
         d = tables.daemons
         with self._core() as conn:
-            rows = conn.execute(select(d.c.started_at, d.c.stopped_at, d.c.last_seen, d.c.job_names)
+            rows = conn.execute(select(d.c.started_at, d.c.stopped_at, d.c.last_seen, d.c.loop_at, d.c.job_names)
                                 .where(d.c.instance != exclude, d.c.job_names.is_not(None))).all()
-        return [(r.started_at, r.stopped_at or r.last_seen, frozenset(r.job_names)) for r in rows
-                if isinstance(r.job_names, list)]
+        return [(r.started_at, r.stopped_at or (min(r.loop_at, r.last_seen) if r.loop_at else r.last_seen),
+                 frozenset(r.job_names)) for r in rows if isinstance(r.job_names, list)]
 
     def daemons(self) -> list[DaemonRow]:
         from upkeeper.core.models import DaemonRow

@@ -140,3 +140,5 @@ class DaemonRow(Base):
     version: Mapped[str]
     jobs: Mapped[int]
     job_names: Mapped[list[str] | None]
+    loop_at: Mapped[datetime | None]
+    reload: Mapped[dict[str, Any] | None]

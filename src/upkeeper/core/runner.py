@@ -163,6 +163,7 @@ class Runner:
         details: dict[str, Any] | None = None,
         sleep: Callable[[float], None] = time.sleep,
         hold: Callable[[Job, datetime], str | None] | None = None,
+        on_retry_skipped: Callable[[int, int, str], None] | None = None,
     ) -> tuple[int, Outcome | None, str]:
         """Run a job now (``upkeeper run``); retries happen inline with backoff.
 
@@ -170,7 +171,8 @@ class Runner:
         behind hours of backups) and before each retry, once its backoff is over: a reason (a blackout began
         meanwhile) means that attempt does not run -- it is recorded ``skipped`` with that reason (trigger
         ``retry`` for a retry, whose failed attempt stays the result; for the run itself, status ``skipped`` and an
-        outcome whose summary is the reason).  Returns ``(run_id, outcome, status)`` of the last attempt that ran.
+        outcome whose summary is the reason).  ``on_retry_skipped(run_id, attempt, reason)`` is told of a retry so
+        recorded.  Returns ``(run_id, outcome, status)`` of the last attempt that ran.
         """
         why = hold(job, self.clock()) if hold is not None else None
         if why is not None:
@@ -208,13 +210,15 @@ class Runner:
             why = hold(job, self.clock()) if hold is not None else None
             if why is not None:
                 at = self.clock()
-                self.history.create_run(
+                skipped = self.history.create_run(
                     NewRun(job=job.name, task=job.task_name, target=job.target_name, scheduled_for=at, due_at=at,
                            trigger="retry", attempt=attempt, status="skipped", summary=f"retry {attempt} skipped: {why}",
                            details={**(details or {}), "retry_of": rid}),
                     self.owner, self.node,
                 )
                 log.info("%s: retry %d skipped: %s", job.name, attempt, why)
+                if on_retry_skipped is not None and skipped is not None:
+                    on_retry_skipped(skipped, attempt, why)
                 return rid, outcome, status
 
     # -- the core -------------------------------------------------------------------------
@@ -238,6 +242,8 @@ class Runner:
         ``cancel`` set: stop the task now.  ``stopping`` set: this process was asked to stop (a daemon's SIGTERM,
         Ctrl-C of ``upkeeper run``); a run interrupted meanwhile is recorded ``interrupted`` with
         ``details.stopped`` and is no failure to notify about (:attr:`FinishedRun.stopped`)."""
+        # the config as the run starts: a daemon's reload (SIGHUP) meanwhile does not change a run under way
+        config = self.setup.config
         job_lock = f"job:{job.name}"
         target_lock = f"target:{job.target_name}" if job.exclusive and job.target_name else None
         holder = f"{self.owner}/{run_id}"  # locks are held per run, so runs of one process exclude each other
@@ -277,13 +283,13 @@ class Runner:
                 held.append(target_lock)
                 self.history.start_run(run_id, self.clock(), self.owner)
             started = self.clock()
-            req = WorkRequest(run_id=run_id, job=job, config=self.setup.config, history_url=self.history_url,
+            req = WorkRequest(run_id=run_id, job=job, config=config, history_url=self.history_url,
                               scheduled_for=scheduled_for, attempt=attempt)
             timeout = job.timeout.total_seconds() if job.timeout else None
             outcome = self.executor.execute(req, timeout=timeout, on_log=log_cb, on_progress=on_progress,
                                             cancel=cancel, kill_grace=job.kill_grace.total_seconds())
             if outcome.crashed or outcome.timed_out or outcome.killed:
-                self._remove_work_files(outcome, log_cb)
+                self._remove_work_files(outcome, log_cb, config)
             status = outcome.status
             stopped = _asked_to_stop(outcome, cancel, stopping)
             if stopped and outcome.terminated:  # its worker got the stop's SIGTERM too: not a worker killed alone
@@ -337,7 +343,7 @@ class Runner:
                     log.warning("could not release lock %s: %s", name, exc)
             self.keeper.unhold()
 
-    def _remove_work_files(self, outcome: Outcome, log_cb: LogFn) -> None:
+    def _remove_work_files(self, outcome: Outcome, log_cb: LogFn, config: Any) -> None:
         """A worker that died, or was killed at its timeout or after a stop's grace, ran none (or not all) of its
         cleanup: the work directories it held (a downloaded dump.rdb, a directory-format dump, SQLite copies:
         plaintext) are removed now, with
@@ -345,7 +351,7 @@ class Runner:
         process holds), not at some later run's sweep; the run's summary says so."""
         from upkeeper.backup.workdir import clean_stale
 
-        settings = getattr(self.setup.config, "backup", None)
+        settings = getattr(config, "backup", None)
         base = getattr(settings, "work_dir", None) or tempfile.gettempdir()
         try:
             removed = clean_stale(Path(base))

@@ -192,6 +192,11 @@ daemons = Table(
     # the names of the scheduled jobs the instance served (NULL: written by an upkeeper before 'daemon_jobs'):
     # an occurrence of one of them during its lifetime was no "missed while no daemon was running"
     Column("job_names", JSONType),
+    # the start of the scheduling loop's newest tick as of the last heartbeat (which a thread of its own writes: a
+    # hung loop's heartbeat goes on); NULL: written by an upkeeper before 'daemon_loop'
+    Column("loop_at", UTCDateTime),
+    # the outcome of the instance's last config reload (SIGHUP): at, ok, message, file; NULL: none yet
+    Column("reload", JSONType),
 )
 
 #: The backup catalog: one row per complete backup set (read and written by :class:`upkeeper.backup.catalog.Catalog`;
