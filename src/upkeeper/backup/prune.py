@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
+from upkeeper.backup.lease import readers
 from upkeeper.backup.manifest import (
     LEASE,
     LEASE_TTL,
@@ -364,6 +365,17 @@ def prune_series(
     # catalog's left the catalog listing as complete a set no storage holds (until 'backups sync').
     for d in decisions:
         if d.keep:
+            continue
+        # a verify or a restore reading it now (its reader's marker, upkeeper.backup.lease): deleting it under
+        # them failed the verify (a good backup marked verify-failed) or the restore midway; a later prune deletes it
+        try:
+            reading = readers(sets[d.item.id][2], target, database, d.item.id)
+        except UpkeeperError as exc:
+            report.errors.append(f"looking for readers of {d.item.id}: {exc.message}")
+            reading = [f"a reader unknown ({exc.message})"]
+        if reading:
+            d.keep = True
+            d.reasons.append(f"being read by {'; '.join(reading)} (a later prune deletes it)")
             continue
         if dry_run:
             report.deleted.append(d.item.id)

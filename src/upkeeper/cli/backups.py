@@ -29,6 +29,7 @@ from upkeeper.backup import pg
 from upkeeper.backup.catalog import STATUSES, Catalog, CatalogRow
 from upkeeper.backup.copy import COPIED, FAILED, PRESENT, REPAIRED, CopyReport, copy_set
 from upkeeper.backup.crypto import age_binary, encryption_from
+from upkeeper.backup.lease import take_reader
 from upkeeper.backup.manifest import Manifest, safe_component, scan_sets
 from upkeeper.backup.pipeline import fault_pause
 from upkeeper.backup.prune import SeriesReport, clean_leftovers, index_sets, prune_series, recorded_manifests
@@ -361,6 +362,7 @@ def verify_cmd(
                          min_free_memory=_size("--min-free-memory", min_free_memory),
                          copies="rotate" if rotate_copies else "all")
     storages = _open(config, _row_storages(config, rows, storage))
+    lease_on = _open(config, [s.name for s in storages])  # the reader markers' refresh threads' own connections
     reports: list[VerifyReport] = []
     try:
         for r in rows:
@@ -371,7 +373,7 @@ def verify_cmd(
                     st.update(f"{bid}: {msg}")
 
                 rep = verify_stored(storages, r.target, r.database, r.id, storage, config.backup, source, opts,
-                                    progress=progress, catalog=catalog)
+                                    progress=progress, catalog=catalog, lease_on={s.name: s for s in lease_on})
             reports.append(rep)
             if not as_json:
                 label = ("[green]ok[/green] " if rep.ok else "[bold yellow]NOT CHECKED[/bold yellow] "
@@ -383,7 +385,7 @@ def verify_cmd(
                 row.id, ok=False, error=why, inconclusive=True).to_dict())
         raise
     finally:
-        close_storages(storages)
+        close_storages([*lease_on, *storages])
     if as_json:
         print_json([r.to_dict() for r in reports])
     raise typer.Exit(0 if all(r.ok for r in reports) else 1)
@@ -463,8 +465,13 @@ def restore_cmd(
     elif row.kind == "redis":
         _check_redis_destination(to, force)
     storages = _open(config, _row_storages(config, [row], storage))
+    lease_on = _open(config, [s.name for s in storages])
+    # a reader's marker beside the set while it is read: neither rekey nor prune deletes it under the restore
+    reading = take_reader(storages, row.target, row.database, row.id, "backups restore",
+                          {s.name: s for s in lease_on})
     try:
         fetcher = _restore_fetcher(config, row, storages, storage)
+        fault_pause("restore-located")  # (the tests: a rekey or prune of the set while it is restored)
         with sigterm_unwinds():  # a stopped restore cleans up as after Ctrl-C (temporary database, staging dir)
             if row.kind == "postgres":
                 result = _restore_postgres(config, row, fetcher, database, target, force, yes, jobs, globals_,
@@ -482,7 +489,9 @@ def restore_cmd(
             print_json({"backup": row.id, "ok": False, "interrupted": True, "error": STOPPED_DURING})
         raise
     finally:
-        close_storages(storages)
+        if reading is not None:
+            reading.release()
+        close_storages([*lease_on, *storages])
     result["storage"] = fetcher.located.storage.name
     if fetcher.copy_faults:
         result["copies_skipped"] = list(fetcher.copy_faults)
