@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -255,6 +256,22 @@ def _write_in_progress(storages: Sequence[Storage], prefix: str, since: datetime
         if t is not None and t > since:
             return True
     return False
+
+
+_CONTAINER_ID = re.compile(r"[0-9a-f]{12}")
+
+
+def container_like(node: str) -> bool:
+    """Does ``node`` look like a Docker container's host name — its id's first 12 hex digits, which a container
+    started without ``--hostname`` gets, anew with every container?"""
+    return _CONTAINER_ID.fullmatch(node) is not None
+
+
+#: What to do when the sets of "other nodes" are this host's own, written by its earlier containers
+CONTAINER_FIX = ("set 'node:' in the config to a fixed name (e.g. node: web-1): the host name of a container started "
+                 "without --hostname is its id, new with every container, so each new container took the backups of "
+                 "the ones before for another installation's and retention never deleted them; then run "
+                 "'upkeeper backups sync' once to adopt those backups")
 
 
 def foreign_sets(idx: SetIndex, ids: Iterable[str], catalog: Catalog | None, node: str | None) -> dict[str, str]:

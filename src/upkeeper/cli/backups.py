@@ -32,7 +32,15 @@ from upkeeper.backup.crypto import age_binary, encryption_from
 from upkeeper.backup.lease import take_reader
 from upkeeper.backup.manifest import Manifest, safe_component, scan_sets
 from upkeeper.backup.pipeline import fault_pause
-from upkeeper.backup.prune import SeriesReport, clean_leftovers, index_sets, prune_series, recorded_manifests
+from upkeeper.backup.prune import (
+    CONTAINER_FIX,
+    SeriesReport,
+    clean_leftovers,
+    container_like,
+    index_sets,
+    prune_series,
+    recorded_manifests,
+)
 from upkeeper.backup.rdb import check_rdb
 from upkeeper.backup.rdb_load import redis_check_problem
 from upkeeper.backup.rekey import CURRENT, FINISHED, REKEYED, OldKey, RekeyReport, rekey_set, rekeyed_id
@@ -1556,6 +1564,9 @@ def _print_prune(setup: Setup, reports: list[SeriesReport], dry_run: bool, as_js
             t.add_row(bid, "—", "leave alone", f"written by node {node}, unknown to this history (another "
                       "installation? 'upkeeper backups sync' adopts it)")
         console.print(t)
+        if any(container_like(n) for n in r.foreign.values()):
+            err_console.print(f"[warn]note[/warn] nodes named like container ids: {escape(CONTAINER_FIX)}",
+                              highlight=False)
         for e in r.errors:
             err_console.print(f"[fail]error[/fail] {escape(e)}", highlight=False)
     if not reports:
