@@ -160,3 +160,27 @@ def test_a_verify_whose_set_rekey_deleted_unseen_judges_nothing(cli: Any, make_c
     assert verify.returncode == 0, out + err
     r = cli(["--config", cfg, "backups", "verify", new, "--no-restore"])  # the re-encryption verifies
     assert r.code == 0, r.output
+
+
+def test_a_restore_whose_set_rekey_deleted_unseen_says_what_to_restore_instead(
+        cli: Any, make_config: Any, tmp_path: Path, age_key: AgeKey) -> None:
+    """The reader's marker not seen: the restore fails midway, as it must — and says the backup was re-encrypted
+    under it, naming the id to restore (it said only that an object was missing)."""
+    cfg = _config(make_config, tmp_path, age_key, None)
+    old = _backup(cli, cfg)
+    new_key = _new_key(tmp_path, "new")
+    cfg = _config(make_config, tmp_path, new_key, None, old_key=age_key)
+    to = tmp_path / "restored"
+    restore = _paused(cfg, tmp_path, "restore-located", "backups", "restore", old, "--to", str(to))
+    for key in _readers_left(cfg, ["local1"]):  # as if never written
+        (tmp_path / "local1" / key).unlink()
+    r = cli(["--config", cfg, "backups", "rekey", "--all", "--identity", str(age_key.identity), "--json"])
+    assert r.code == 0 and r.json()[0]["action"] == "rekeyed", r.output
+    new = r.json()[0]["new_id"]
+    out, err = restore.communicate(timeout=120)
+    assert restore.returncode == 1, out + err
+    text = " ".join(err.split())
+    assert f"backup {old} was re-encrypted as {new} ('backups rekey') and deleted while it was restored" in text, err
+    assert f"Try: restore {new}" in text and not to.exists(), err
+    r = cli(["--config", cfg, "backups", "restore", new, "--to", str(to)])
+    assert r.code == 0, r.output

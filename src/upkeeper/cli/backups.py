@@ -30,7 +30,7 @@ from upkeeper.backup.catalog import STATUSES, Catalog, CatalogRow
 from upkeeper.backup.copy import COPIED, FAILED, PRESENT, REPAIRED, CopyReport, copy_set
 from upkeeper.backup.crypto import age_binary, encryption_from
 from upkeeper.backup.lease import take_reader
-from upkeeper.backup.manifest import Manifest, safe_component, scan_sets
+from upkeeper.backup.manifest import MANIFEST, Manifest, safe_component, scan_sets, set_prefix
 from upkeeper.backup.pipeline import fault_pause
 from upkeeper.backup.prune import (
     CONTAINER_FIX,
@@ -496,6 +496,11 @@ def restore_cmd(
         if as_json:
             print_json({"backup": row.id, "ok": False, "interrupted": True, "error": STOPPED_DURING})
         raise
+    except UpkeeperError as exc:
+        gone = _deleted_while_read(config, row, storages)
+        if gone is None:
+            raise
+        raise BackupError(f"{gone[0]} — {exc.message.rstrip('. ')}", gone[1]) from None
     finally:
         if reading is not None:
             reading.release()
@@ -518,6 +523,24 @@ def restore_cmd(
             err_console.print(f"note: {escape(result['note'])}", highlight=False)
         if result.get("next"):
             console.print(result["next"], highlight=False, markup=False)
+
+
+def _deleted_while_read(config: Config, row: CatalogRow, storages: list[Storage]) -> tuple[str, str] | None:
+    """Why a restore failed, when its backup is gone from every storage now (deleted while it was read by a
+    rekey or prune that did not see the restore's reader's marker): what happened, and what to restore instead."""
+    try:
+        if any(s.stat(set_prefix(row.target, row.database, row.id) + MANIFEST) is not None for s in storages):
+            return None
+        enc = encryption_from(config.backup)
+        new_id = rekeyed_id(row.id, enc) if enc is not None else None
+        if new_id is not None and any(s.stat(set_prefix(row.target, row.database, new_id) + MANIFEST) is not None
+                                      for s in storages):
+            return (f"backup {row.id} was re-encrypted as {new_id} ('backups rekey') and deleted while it was "
+                    "restored", f"Try: restore {new_id} (the same backup, re-encrypted)")
+    except UpkeeperError:
+        return None
+    return (f"backup {row.id} was deleted from every storage while it was restored (by a prune or rekey)",
+            "Try: 'upkeeper backups sync', then restore another backup ('upkeeper backups list')")
 
 
 def _restore_fetcher(config: Config, row: CatalogRow, storages: list[Storage], storage: str | None) -> Fetcher:
