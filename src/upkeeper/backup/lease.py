@@ -139,7 +139,8 @@ def take_reader(storages: Sequence[Storage], target: str, database: str, backup_
                 lease_on: Mapping[str, Storage] | None = None, refresh: timedelta = LEASE_REFRESH) -> Lease | None:
     """A reader's marker on every storage of ``storages`` holding the set (by its manifest), refreshed from
     ``lease_on`` (the storages opened again, by name; default: ``storages``); None when none holds it.  A storage
-    that cannot be asked, or written (read-only credentials), is left out: the reading goes on without it."""
+    that cannot be asked is left out, one that refuses the write (read-only credentials) logged: the reading goes
+    on without the marker there."""
     prefix = set_prefix(target, database, backup_id)
     holding = []
     for s in storages:
