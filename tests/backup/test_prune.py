@@ -1094,3 +1094,42 @@ def test_a_manifest_whose_node_is_not_text_neither_fails_retention_nor_sync(cli:
     assert '5, ["web", "b"]' in finding.message and not errors, finding.message
     code, out = sync(cli, cfg)
     assert code == 0 and out["adopted_nodes"] == {"5": 1, '["web", "b"]': 1}, out
+
+
+def test_a_container_whose_host_name_changes_at_every_start_is_told_to_set_node(cli: Any, make_config: Any,
+                                                                                tmp_path: Path) -> None:
+    """Docker without --hostname: every new container is another node (its id) with a new history, so the earlier
+    containers' backups are 'another installation's', kept for ever.  The warning says so and gives the fix — a
+    fixed 'node:' — directly; 'backups prune' says it too.  Other installations' names keep the general text."""
+    store = tmp_path / "store"
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f.txt").write_text("data")
+
+    def container(node: str) -> Path:
+        return Path(make_config({
+            "node": node, "history": str(tmp_path / f"{node}.db"),  # (a history inside the container: new each time)
+            "targets": {"app": {"kind": "app", "root": str(src)}},
+            "storages": {"local1": {"kind": "local", "path": str(store), "fsync": False}},
+            "backup": {"encryption": "none"},
+            "jobs": {"files": {"task": "files.backup", "target": "app", "options": {"paths": [str(src)]}}},
+        }, name=f"{node}.yaml"))
+
+    first = container("3f2a1b9c0d4e")
+    r = cli(["--config", first, "run", "files", "--json"])
+    assert r.code == 0 and not [f for f in r.json()[0]["findings"] if f["check"] == "backup.foreign_sets"], r.output
+    second = container("9c8d7e6f5a4b")  # the container re-created: a new id, a new host name
+    r = cli(["--config", second, "run", "files", "--json"])
+    assert r.code == 0, r.output
+    (warned,) = [f for f in r.json()[0]["findings"] if f["check"] == "backup.foreign_sets"]
+    assert "3f2a1b9c0d4e look(s) like container ids" in warned["message"], warned
+    assert warned["remediation"].startswith("set 'node:' in the config to a fixed name"), warned
+    assert "--hostname" in warned["remediation"] and "'upkeeper backups sync'" in warned["remediation"], warned
+    r = cli(["--config", second, "backups", "prune", "--dry-run"])
+    assert r.code == 0 and "set 'node:' in the config to a fixed name" in " ".join(r.err.split()), r.output
+    # the fix, as the hint says: a fixed node name, and a sync that adopts the earlier containers' backups
+    fixed = container("web-1")
+    r = cli(["--config", fixed, "backups", "sync", "--json"])
+    assert r.code == 0 and r.json()["adopted_nodes"] == {"3f2a1b9c0d4e": 1, "9c8d7e6f5a4b": 1}, r.output
+    r = cli(["--config", fixed, "run", "files", "--json"])
+    assert r.code == 0 and not [f for f in r.json()[0]["findings"] if f["check"] == "backup.foreign_sets"], r.output

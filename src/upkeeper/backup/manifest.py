@@ -31,6 +31,9 @@ MANIFEST = "manifest.json"
 #: time), whatever ``incomplete_after`` says: a dump that works for hours between two uploads is no leftover.
 #: Never a backup object: :func:`scan_sets` keeps it apart (:attr:`StoredSet.lease`), manifests never name it.
 LEASE = ".writing"
+#: the name of a reader's marker under a set's prefix begins with this (:mod:`upkeeper.backup.lease`): verify and
+#: restore hold one while they read the set; never a backup object
+READING = ".reading-"
 LEASE_REFRESH = timedelta(minutes=10)
 #: Three refresh intervals: a lease survives two missed refreshes (a storage briefly unreachable, a refresh
 #: slowed behind a big upload) and some clock skew between the prune's host and the storage's clock, yet a writer
@@ -383,6 +386,9 @@ def scan_sets(storage: Storage, target: str | None = None, database: str | None 
         key = (parts[0], parts[1], parts[2])
         if len(parts) == 4 and parts[3] == LEASE:
             leases[key] = obj
+            groups.setdefault(key, [])
+            continue
+        if len(parts) == 4 and parts[3].startswith(READING):
             groups.setdefault(key, [])
             continue
         groups.setdefault(key, []).append(obj)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
+from upkeeper.backup.lease import readers
 from upkeeper.backup.manifest import (
     LEASE,
     LEASE_TTL,
@@ -256,6 +258,22 @@ def _write_in_progress(storages: Sequence[Storage], prefix: str, since: datetime
     return False
 
 
+_CONTAINER_ID = re.compile(r"[0-9a-f]{12}")
+
+
+def container_like(node: str) -> bool:
+    """Does ``node`` look like a Docker container's host name — its id's first 12 hex digits, which a container
+    started without ``--hostname`` gets, anew with every container?"""
+    return _CONTAINER_ID.fullmatch(node) is not None
+
+
+#: What to do when the sets of "other nodes" are this host's own, written by its earlier containers
+CONTAINER_FIX = ("set 'node:' in the config to a fixed name (e.g. node: web-1): the host name of a container started "
+                 "without --hostname is its id, new with every container, so each new container took the backups of "
+                 "the ones before for another installation's and retention never deleted them; then run "
+                 "'upkeeper backups sync' once to adopt those backups")
+
+
 def foreign_sets(idx: SetIndex, ids: Iterable[str], catalog: Catalog | None, node: str | None) -> dict[str, str]:
     """Of the complete sets ``ids``, those another upkeeper installation wrote (by id: its node): written by a node
     other than ``node``, not in the catalog, by a node that never recorded a run or a daemon in this history.
@@ -364,6 +382,17 @@ def prune_series(
     # catalog's left the catalog listing as complete a set no storage holds (until 'backups sync').
     for d in decisions:
         if d.keep:
+            continue
+        # a verify or a restore reading it now (its reader's marker, upkeeper.backup.lease): deleting it under
+        # them failed the verify (a good backup marked verify-failed) or the restore midway; a later prune deletes it
+        try:
+            reading = readers(sets[d.item.id][2], target, database, d.item.id)
+        except UpkeeperError as exc:
+            report.errors.append(f"looking for readers of {d.item.id}: {exc.message}")
+            reading = [f"a reader unknown ({exc.message})"]
+        if reading:
+            d.keep = True
+            d.reasons.append(f"being read by {'; '.join(reading)} (a later prune deletes it)")
             continue
         if dry_run:
             report.deleted.append(d.item.id)

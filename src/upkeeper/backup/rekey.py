@@ -23,6 +23,7 @@ import hashlib
 import logging
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -30,7 +31,7 @@ from typing import IO, Any
 
 from upkeeper.backup.catalog import Catalog
 from upkeeper.backup.crypto import AgeProcess, Encryption, identity_public_keys
-from upkeeper.backup.lease import Lease, other_writer, writer_info
+from upkeeper.backup.lease import Lease, other_writer, readers, writer_info
 from upkeeper.backup.manifest import (
     ID_RE,
     LEASE,
@@ -64,6 +65,7 @@ CURRENT = "already current"
 WOULD_REKEY = "would rekey"
 FINISHED = "finished"  # a stopped rekey's new set was complete: only the old one's removal was left
 FAILED = "failed"
+READER_POLL = 2.0  # seconds between two looks at the readers of a set rekey is about to delete
 
 
 @dataclass(frozen=True)
@@ -235,7 +237,7 @@ def _rekey(report: RekeyReport, storages: Sequence[Storage], recorded: str | Non
         new_manifest = _read_rekeyed(done[0], new_prefix, old_id)
         report.storages = [s.name for s in done]
         if not dry_run:
-            _finish(report, done, [], new_manifest, catalog)
+            _finish(report, done, [], new_manifest, catalog, progress)
         report.action = FINISHED if not dry_run else WOULD_REKEY
         return
     manifest = _old_manifest(holders, old_prefix, recorded, old_id)
@@ -257,7 +259,7 @@ def _rekey(report: RekeyReport, storages: Sequence[Storage], recorded: str | Non
         if dry_run:
             report.action = WOULD_REKEY
             return
-        _finish(report, holders, holders, new_manifest, catalog)
+        _finish(report, holders, holders, new_manifest, catalog, progress)
         report.action = FINISHED
         return
     if dry_run:
@@ -300,20 +302,44 @@ def _rekey(report: RekeyReport, storages: Sequence[Storage], recorded: str | Non
                                 exc)
         raise
     lease.release()  # after the manifest: the set is never without one or the other
-    _finish(report, holders, holders, new_manifest, catalog)
+    _finish(report, holders, holders, new_manifest, catalog, progress)
     report.action = REKEYED
 
 
 def _finish(report: RekeyReport, new_on: Sequence[Storage], old_on: Sequence[Storage], new_manifest: Manifest,
-            catalog: Catalog | None) -> None:
-    """The new set is complete on ``new_on``: record it, then delete the old one (manifest first), then its row."""
+            catalog: Catalog | None, progress: Progress) -> None:
+    """The new set is complete on ``new_on``: record it, then — once no verify or restore reads the old one —
+    delete the old one (manifest first), then its row."""
     if catalog is not None:
         catalog.record(new_manifest, [s.name for s in new_on])
     fault_pause("before-delete")
+    _wait_for_readers(old_on, report, progress)
     for s in old_on:
         delete_set(s, report.target, report.database, report.id)
     if catalog is not None:
         catalog.remove(report.id)
+
+
+def _wait_for_readers(storages: Sequence[Storage], report: RekeyReport, progress: Progress) -> None:
+    """Wait while a verify or restore reads the old set (:func:`upkeeper.backup.lease.readers`): deleting it
+    under a verify failed that verify — a good backup marked verify-failed, a false alarm — and a restore midway.
+    The new set is complete and recorded meanwhile; stopped here, rekey run again finishes."""
+    said: list[str] = []
+    while True:
+        try:
+            now = readers(storages, report.target, report.database, report.id)
+        except UpkeeperError as exc:
+            raise RekeyFailed(f"backup {report.new_id} is complete; the original {report.id} was kept: cannot "
+                              f"tell whether a verify or restore reads it: {exc.message}",
+                              "Try: 'upkeeper backups rekey' again (it deletes the original)") from None
+        if not now:
+            return
+        if now != said:
+            log.warning("backup %s: waiting to delete it (re-encrypted as %s) until %s is done", report.id,
+                        report.new_id, "; ".join(now))
+            said = now
+            progress(f"waiting for {'; '.join(now)} to finish reading the original before deleting it")
+        time.sleep(READER_POLL)
 
 
 def _holding(storages: Sequence[Storage], prefix: str) -> list[Storage]:

@@ -15,6 +15,7 @@ from upkeeper.backup.lease import Lease, writer_info
 from upkeeper.backup.manifest import (
     LEASE,
     LEASE_REFRESH,
+    READING,
     Manifest,
     check_objects_stored,
     delete_set,
@@ -186,8 +187,8 @@ class SetWriter:
                               "Try: set backup -> encryption -> recipients (age public keys)")
         if any(o.name == name for o in self.objects):
             raise BackupError(f"object {name} written twice in backup {self.id}")
-        if name == LEASE:
-            raise BackupError(f"{LEASE} is the name of a set's lease, not of an object")
+        if name == LEASE or name.startswith(READING):
+            raise BackupError(f"{name} is the name of a set's lease or reader marker, not of an object")
         self.hold_lease()
         self.env.warm_catalog()
         return ObjectUpload(self.env.storages, self.prefix + name, name, level=self.env.settings.compression_level,

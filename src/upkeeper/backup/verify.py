@@ -17,7 +17,7 @@ import tarfile
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,8 +26,10 @@ from typing import TYPE_CHECKING, Any
 from upkeeper import lazy
 from upkeeper.backup import pg, rdb_load, room
 from upkeeper.backup.catalog import Catalog
+from upkeeper.backup.crypto import encryption_from
 from upkeeper.backup.files import hard_links, member_xattrs, xattrs_problem
-from upkeeper.backup.manifest import MANIFEST, Manifest, read_manifest
+from upkeeper.backup.lease import take_reader
+from upkeeper.backup.manifest import MANIFEST, Manifest, read_manifest, set_prefix
 from upkeeper.backup.pipeline import ChecksumMismatch, ObjectRecord, check_stored, fault_pause
 from upkeeper.backup.rdb import check_rdb
 from upkeeper.backup.restore import (
@@ -210,6 +212,13 @@ def verify_set(located: Located, settings: BackupSettings, source: Any, opts: Ve
     except Exception as exc:  # an unexpected failure is a failed verification, never a pass
         report.error = f"{type(exc).__name__}: {exc}"
     report.seconds = time.monotonic() - t0
+    if not report.ok and not report.inconclusive:
+        gone = _deleted_meanwhile(located, settings, catalog)
+        if gone is not None:  # no verdict on a backup deleted under the verify, never a false verify-failed
+            report.error = gone
+            report.failed_object = None
+            report.inconclusive = True
+            report.details["deleted_meanwhile"] = True
     _record(report, catalog)
     if report.ok and catalog is not None:
         try:
@@ -218,6 +227,40 @@ def verify_set(located: Located, settings: BackupSettings, source: Any, opts: Ve
         except Exception as exc:
             log.warning("could not record the copies verified of %s: %s", m.id, exc)
     return report
+
+
+def _deleted_meanwhile(located: Located, settings: BackupSettings, catalog: Catalog | None) -> str | None:
+    """Why a verification that failed judged nothing: the set was deleted by upkeeper while it was read — its
+    manifest gone from the storage, and either its re-encryption there ('backups rekey') or the catalog no longer
+    naming that storage for it (a prune).  None otherwise: a set that lost objects (or its manifest) by other
+    hands is a failed verification.  Readers hold a marker that rekey and prune respect; this covers a deletion
+    that did not see it (a storage the marker could not be written to, an older upkeeper elsewhere)."""
+    from upkeeper.backup.rekey import rekeyed_id
+
+    m, storage = located.manifest, located.storage
+    try:
+        if storage.stat(m.prefix + MANIFEST) is not None:
+            return None
+    except UpkeeperError:
+        return None
+    try:
+        enc = encryption_from(settings)
+        if enc is not None:
+            new_id = rekeyed_id(m.id, enc)
+            if storage.stat(set_prefix(m.target, m.database, new_id) + MANIFEST) is not None:
+                return (f"backup {m.id} was re-encrypted as {new_id} ('backups rekey') and deleted from {storage.name} "
+                        f"while it was verified: nothing judged; verify {new_id}")
+    except UpkeeperError:
+        pass
+    if catalog is not None:
+        try:
+            row = catalog.get(m.id)
+        except Exception:
+            return None
+        if row is None or storage.name not in (row.storages or []):
+            return (f"backup {m.id} was deleted from {storage.name} (by prune or rekey) while it was verified: "
+                    "nothing judged")
+    return None
 
 
 def _record(report: VerifyReport, catalog: Catalog | None) -> None:
@@ -231,20 +274,31 @@ def _record(report: VerifyReport, catalog: Catalog | None) -> None:
 
 def verify_stored(storages: Sequence[Storage], target: str, database: str, backup_id: str, prefer: str | None,
                   settings: BackupSettings, source: Any, opts: VerifyOptions,
-                  progress: Callable[[str], None] = lambda m: None, catalog: Catalog | None = None) -> VerifyReport:
+                  progress: Callable[[str], None] = lambda m: None, catalog: Catalog | None = None,
+                  lease_on: Mapping[str, Storage] | None = None, command: str = "backups verify") -> VerifyReport:
     """Find the set on the storages and verify it.  A manifest that is there but cannot be read fails the
-    verification (naming manifest.json); storages that could not be reached leave it inconclusive."""
+    verification (naming manifest.json); storages that could not be reached leave it inconclusive.  A reader's
+    marker (:func:`upkeeper.backup.lease.take_reader`, refreshed from ``lease_on``) stands beside the set
+    meanwhile, so that neither rekey nor prune deletes it under the verification."""
     if prefer is None and opts.copies == "rotate":
         storages = rotation(storages, catalog, target, database, backup_id)
+    reading = take_reader([s for s in storages if prefer is None or s.name == prefer], target, database, backup_id,
+                          command, lease_on)
     try:
-        located = locate(storages, target, database, backup_id, prefer)
-    except SetUnreadable as exc:
-        report = VerifyReport(backup_id, error=exc.message, failed_object=MANIFEST, inconclusive=is_inconclusive(exc))
-        _record(report, catalog)
-        return report
-    # without a storage asked for, every copy is checked: one corrupt copy is a corrupt stored object
-    others = [s for s in storages if s.name != located.storage.name] if prefer is None else []
-    return verify_set(located, settings, source, opts, progress=progress, catalog=catalog, others=others)
+        try:
+            located = locate(storages, target, database, backup_id, prefer)
+        except SetUnreadable as exc:
+            report = VerifyReport(backup_id, error=exc.message, failed_object=MANIFEST,
+                                  inconclusive=is_inconclusive(exc))
+            _record(report, catalog)
+            return report
+        fault_pause("verify-located")  # (the tests: a rekey or prune of the set while it is verified)
+        # without a storage asked for, every copy is checked: one corrupt copy is a corrupt stored object
+        others = [s for s in storages if s.name != located.storage.name] if prefer is None else []
+        return verify_set(located, settings, source, opts, progress=progress, catalog=catalog, others=others)
+    finally:
+        if reading is not None:
+            reading.release()
 
 
 def rotation(storages: Sequence[Storage], catalog: Catalog | None, target: str, database: str, backup_id: str

@@ -74,6 +74,14 @@ class State:
             self._history = History(history_url(setup.config.history, base))
         return self._history
 
+    def close(self) -> None:
+        """End the command's history: its engine's pooled connections closed now (a PostgreSQL history's sessions
+        otherwise stayed open in the server, in a process running several commands — the tests, a program
+        embedding the CLI — until the garbage collector found them, psycopg warning of each)."""
+        history, self._history = self._history, None
+        if history is not None:
+            history.close()
+
     def history_url(self) -> str:
         setup = self.setup()
         base = setup.source.parent if setup.source else None
@@ -101,7 +109,7 @@ def _main(
     state.config = config
     state.debug = debug
     state._setup = None
-    state._history = None
+    state.close()  # (a command that did not end through main(): an embedding program calling app directly)
 
 
 #: DEL and the C1 controls, which JSON may carry raw (it escapes only U+0000–U+001F); U+009B is a CSI

@@ -29,9 +29,18 @@ from upkeeper.backup import pg
 from upkeeper.backup.catalog import STATUSES, Catalog, CatalogRow
 from upkeeper.backup.copy import COPIED, FAILED, PRESENT, REPAIRED, CopyReport, copy_set
 from upkeeper.backup.crypto import age_binary, encryption_from
-from upkeeper.backup.manifest import Manifest, safe_component, scan_sets
+from upkeeper.backup.lease import take_reader
+from upkeeper.backup.manifest import MANIFEST, Manifest, safe_component, scan_sets, set_prefix
 from upkeeper.backup.pipeline import fault_pause
-from upkeeper.backup.prune import SeriesReport, clean_leftovers, index_sets, prune_series, recorded_manifests
+from upkeeper.backup.prune import (
+    CONTAINER_FIX,
+    SeriesReport,
+    clean_leftovers,
+    container_like,
+    index_sets,
+    prune_series,
+    recorded_manifests,
+)
 from upkeeper.backup.rdb import check_rdb
 from upkeeper.backup.rdb_load import redis_check_problem
 from upkeeper.backup.rekey import CURRENT, FINISHED, REKEYED, OldKey, RekeyReport, rekey_set, rekeyed_id
@@ -361,6 +370,7 @@ def verify_cmd(
                          min_free_memory=_size("--min-free-memory", min_free_memory),
                          copies="rotate" if rotate_copies else "all")
     storages = _open(config, _row_storages(config, rows, storage))
+    lease_on = _open(config, [s.name for s in storages])  # the reader markers' refresh threads' own connections
     reports: list[VerifyReport] = []
     try:
         for r in rows:
@@ -371,7 +381,7 @@ def verify_cmd(
                     st.update(f"{bid}: {msg}")
 
                 rep = verify_stored(storages, r.target, r.database, r.id, storage, config.backup, source, opts,
-                                    progress=progress, catalog=catalog)
+                                    progress=progress, catalog=catalog, lease_on={s.name: s for s in lease_on})
             reports.append(rep)
             if not as_json:
                 label = ("[green]ok[/green] " if rep.ok else "[bold yellow]NOT CHECKED[/bold yellow] "
@@ -383,7 +393,7 @@ def verify_cmd(
                 row.id, ok=False, error=why, inconclusive=True).to_dict())
         raise
     finally:
-        close_storages(storages)
+        close_storages([*lease_on, *storages])
     if as_json:
         print_json([r.to_dict() for r in reports])
     raise typer.Exit(0 if all(r.ok for r in reports) else 1)
@@ -463,8 +473,13 @@ def restore_cmd(
     elif row.kind == "redis":
         _check_redis_destination(to, force)
     storages = _open(config, _row_storages(config, [row], storage))
+    lease_on = _open(config, [s.name for s in storages])
+    # a reader's marker beside the set while it is read: neither rekey nor prune deletes it under the restore
+    reading = take_reader(storages, row.target, row.database, row.id, "backups restore",
+                          {s.name: s for s in lease_on})
     try:
         fetcher = _restore_fetcher(config, row, storages, storage)
+        fault_pause("restore-located")  # (the tests: a rekey or prune of the set while it is restored)
         with sigterm_unwinds():  # a stopped restore cleans up as after Ctrl-C (temporary database, staging dir)
             if row.kind == "postgres":
                 result = _restore_postgres(config, row, fetcher, database, target, force, yes, jobs, globals_,
@@ -481,8 +496,15 @@ def restore_cmd(
         if as_json:
             print_json({"backup": row.id, "ok": False, "interrupted": True, "error": STOPPED_DURING})
         raise
+    except UpkeeperError as exc:
+        gone = _deleted_while_read(config, row, storages)
+        if gone is None:
+            raise
+        raise BackupError(f"{gone[0]} — {exc.message.rstrip('. ')}", gone[1]) from None
     finally:
-        close_storages(storages)
+        if reading is not None:
+            reading.release()
+        close_storages([*lease_on, *storages])
     result["storage"] = fetcher.located.storage.name
     if fetcher.copy_faults:
         result["copies_skipped"] = list(fetcher.copy_faults)
@@ -501,6 +523,24 @@ def restore_cmd(
             err_console.print(f"note: {escape(result['note'])}", highlight=False)
         if result.get("next"):
             console.print(result["next"], highlight=False, markup=False)
+
+
+def _deleted_while_read(config: Config, row: CatalogRow, storages: list[Storage]) -> tuple[str, str] | None:
+    """Why a restore failed, when its backup is gone from every storage now (deleted while it was read by a
+    rekey or prune that did not see the restore's reader's marker): what happened, and what to restore instead."""
+    try:
+        if any(s.stat(set_prefix(row.target, row.database, row.id) + MANIFEST) is not None for s in storages):
+            return None
+        enc = encryption_from(config.backup)
+        new_id = rekeyed_id(row.id, enc) if enc is not None else None
+        if new_id is not None and any(s.stat(set_prefix(row.target, row.database, new_id) + MANIFEST) is not None
+                                      for s in storages):
+            return (f"backup {row.id} was re-encrypted as {new_id} ('backups rekey') and deleted while it was "
+                    "restored", f"Try: restore {new_id} (the same backup, re-encrypted)")
+    except UpkeeperError:
+        return None
+    return (f"backup {row.id} was deleted from every storage while it was restored (by a prune or rekey)",
+            "Try: 'upkeeper backups sync', then restore another backup ('upkeeper backups list')")
 
 
 def _restore_fetcher(config: Config, row: CatalogRow, storages: list[Storage], storage: str | None) -> Fetcher:
@@ -1547,6 +1587,9 @@ def _print_prune(setup: Setup, reports: list[SeriesReport], dry_run: bool, as_js
             t.add_row(bid, "—", "leave alone", f"written by node {node}, unknown to this history (another "
                       "installation? 'upkeeper backups sync' adopts it)")
         console.print(t)
+        if any(container_like(n) for n in r.foreign.values()):
+            err_console.print(f"[warn]note[/warn] nodes named like container ids: {escape(CONTAINER_FIX)}",
+                              highlight=False)
         for e in r.errors:
             err_console.print(f"[fail]error[/fail] {escape(e)}", highlight=False)
     if not reports:

@@ -41,7 +41,8 @@ def demo_cmd(
         path = sandbox.write_config()
         state.config = path
         setup = load_setup(path)
-        history = History(history_url(setup.config.history, path.parent))
+        # (held by the state: closed as the command ends, as every command's history)
+        state._history = history = History(history_url(setup.config.history, path.parent))
         runner = make_runner(setup, history, history.url, parallel)
         jobs = [j for j in setup.jobs.values() if j.enabled]
         console.print(f"running {len(jobs)} job(s) from {path}")

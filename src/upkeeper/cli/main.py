@@ -232,10 +232,13 @@ def _main(argv: list[str] | None) -> None:
 
 def _run_app(argv: list[str] | None, debug: bool) -> None:
     try:
-        load_commands(argv)
-        reflow_help()
-        _resume_gc()
-        app(args=argv, prog_name="upkeeper")
+        try:
+            load_commands(argv)
+            reflow_help()
+            _resume_gc()
+            app(args=argv, prog_name="upkeeper")
+        finally:
+            _close_history()
     except UpkeeperError as exc:
         if debug or state.debug:
             raise
@@ -255,6 +258,15 @@ def _run_app(argv: list[str] | None, debug: bool) -> None:
         out.print(f"internal error: {type(exc).__name__}: {redact(str(exc))}", markup=False)
         out.print("Try: run again with --debug and report the traceback", markup=False)
         sys.exit(1)
+
+
+def _close_history() -> None:
+    """The command's history closed as it ends (:meth:`upkeeper.cli._app.State.close`); a failure to close it
+    changes neither the command's output nor its exit code."""
+    try:
+        state.close()
+    except Exception as exc:
+        _app.err_console.print(f"warning: could not close the history database: {redact(str(exc))}", markup=False)
 
 
 if __name__ == "__main__":

@@ -90,7 +90,19 @@ def apply_retention(ctx: TaskContext, env: BackupEnv, manifest: Manifest, policy
 def foreign_finding(manifest: Manifest, foreign: dict[str, str], node: str) -> Finding:
     """The warning on a series the storages share with another upkeeper installation (see
     :func:`upkeeper.backup.prune.foreign_sets`)."""
+    from upkeeper.backup.prune import CONTAINER_FIX, container_like
+
     nodes = sorted(set(foreign.values()))
+    containers = [n for n in nodes if container_like(n)]
+    if containers:  # the likely cause, and its fix, first: this host's earlier containers
+        return Finding(
+            "backup.foreign_sets", Severity.WARNING, manifest.database,
+            f"the storages hold {len(foreign)} backup(s) of {manifest.target}/{manifest.database} written by "
+            f"node(s) {', '.join(nodes)}, which this history does not know; {', '.join(containers)} look(s) like "
+            f"container ids (this node: {node}) — most likely this host's earlier containers. Retention leaves "
+            "them alone (never deleted) and counts only this node's",
+            CONTAINER_FIX + " (if they really are another installation's, give each installation storages of "
+            "its own or its targets other names)")
     return Finding(
         "backup.foreign_sets", Severity.WARNING, manifest.database,
         f"the storages hold {len(foreign)} backup(s) of {manifest.target}/{manifest.database} written by node(s) "

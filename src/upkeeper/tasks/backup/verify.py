@@ -150,6 +150,7 @@ class BackupVerify(Task[BackupVerifyOptions]):
         catalog = catalogs.catalog_for(ctx.state)
         # every configured storage: a backup job may write beyond backup.storages (its own storages option)
         storages = sets.open_storages(config, [options.storage] if options.storage else list(config.storages))
+        lease_on = {s.name: s for s in sets.open_storages(config, [s.name for s in storages])}
         try:
             errors: list[str] = []
             index = prune.index_sets(storages, ctx.target_name, None, errors,
@@ -204,7 +205,8 @@ class BackupVerify(Task[BackupVerifyOptions]):
             for db, bid, _kind in sorted(candidates):
                 ctx.log.info("verifying %s (%s/%s)", bid, ctx.target_name, db)
                 rep = verify.verify_stored(storages, ctx.target_name, db, bid, options.storage, config.backup, target, vopts,
-                                    progress=lambda msg: ctx.progress(msg, None), catalog=catalog)
+                                    progress=lambda msg: ctx.progress(msg, None), catalog=catalog,
+                                           lease_on=lease_on, command=f"backup.verify (job {ctx.job})")
                 reports.append(rep)
                 findings += _scratch_findings(rep)
                 lowered = rep.details.get("connection_limit")
@@ -224,6 +226,13 @@ class BackupVerify(Task[BackupVerifyOptions]):
                                                 f"copy not checked: {copy}", "check that the storage is reachable; the "
                                                 "next verification of the backup checks its copy there",
                                                 data=rep.to_dict()))
+                elif rep.details.get("deleted_meanwhile"):  # by rekey or prune, under the verify: no verdict
+                    ctx.log.warning("%s", rep.summary)
+                    findings.append(Finding("backup.verify_deleted_meanwhile", Severity.INFO, subject,
+                                            rep.error or "deleted while it was verified",
+                                            "none: the backup was deleted by upkeeper (rekey, prune) while it was "
+                                            "verified; its re-encryption, or the newest backup, is verified next",
+                                            data=rep.to_dict()))
                 elif rep.inconclusive:
                     ctx.log.error("%s", rep.summary)
                     findings.append(Finding("backup.verify_not_run", Severity.CRITICAL, subject,
@@ -238,7 +247,7 @@ class BackupVerify(Task[BackupVerifyOptions]):
                                             "do not rely on this backup; check the storage and the backup job's "
                                             "log, take a new backup", data=rep.to_dict()))
         finally:
-            sets.close_storages(storages)
+            sets.close_storages([*lease_on.values(), *storages])
         ok = [r for r in reports if r.ok]
         metrics: dict[str, float] = {"verify.checked": float(len(reports)), "verify.failed": float(len(reports) - len(ok))}
         restore_times = [r.restore_seconds for r in reports if r.restore_seconds is not None]

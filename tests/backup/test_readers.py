@@ -1,0 +1,186 @@
+"""A set being verified or restored is not deleted under its reader: ``backups rekey`` waits for the readers of the
+original before deleting it, and retention keeps a set being read (a later prune deletes it).  Before, a rekey
+made a running verify fail — a good backup marked verify-failed, a false alarm — and a prune made a restore of an
+old backup fail midway.  Real age keys, local storage and S3 (SeaweedFS); the verify or restore runs in a child
+process paused by its fault hook while the rekey or prune runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .conftest import AgeKey
+from .test_copy import _backup, _site, _storage, _wait_for
+from .test_rekey import _all_sets, _new_key
+
+PAUSE = 4  # seconds the child waits at its fault point: the rekey or prune runs meanwhile
+
+
+def _config(make_config: Any, tmp_path: Path, key: AgeKey, s3: dict[str, Any] | None, *,
+            old_key: AgeKey | None = None, retention: dict[str, Any] | None = None) -> Path:
+    storages: dict[str, Any] = {"local1": {"kind": "local", "path": str(tmp_path / "local1"), "fsync": False}}
+    if s3 is not None:
+        storages["offsite"] = s3
+    identities = [str(key.identity)] + ([str(old_key.identity)] if old_key else [])
+    return Path(make_config({
+        "targets": {"web": {"kind": "app", "root": str(_site(tmp_path))}},
+        "storages": storages,
+        "backup": {"storages": sorted(storages),
+                   "encryption": {"recipients": [key.recipient], "identity_file": identities},
+                   **({"retention": retention} if retention else {})},
+        "jobs": {"app-backup": {"task": "files.backup", "target": "web"},
+                 "app-verify": {"task": "backup.verify", "target": "web",
+                                "options": {"scope": "newest", "restore": False}}},
+    }))
+
+
+def _s3(request: pytest.FixtureRequest, where: str) -> dict[str, Any] | None:
+    if where != "s3":
+        return None
+    server = request.getfixturevalue("s3_server")
+    cfg: dict[str, Any] = server.storage_config(request.getfixturevalue("s3_bucket"), prefix="backups")
+    return cfg
+
+
+def _paused(cfg: Path, tmp_path: Path, point: str, *argv: str) -> subprocess.Popen[str]:
+    """``upkeeper --config cfg ARGV`` in a child process, once it has reached ``point`` (where it waits PAUSE s)."""
+    mark = tmp_path / "at-fault-point"
+    mark.unlink(missing_ok=True)
+    env = {**os.environ, "UPKEEPER_FAULT_PAUSE": f"{point}:{PAUSE}", "UPKEEPER_FAULT_MARK": str(mark),
+           "PYTHONPATH": os.pathsep.join(sys.path)}
+    p = subprocess.Popen([sys.executable, "-m", "upkeeper", "--config", str(cfg), *argv], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, env=env, text=True)
+    try:
+        _wait_for(mark.exists, f"{argv[0]} {argv[1]} to reach {point}")
+    except BaseException:
+        p.kill()
+        p.communicate()
+        raise
+    return p
+
+
+def _readers_left(cfg: Path, names: list[str]) -> list[str]:
+    out = []
+    for n in names:
+        s = _storage(cfg, n)
+        try:
+            out += [o.key for o in s.list() if "/.reading-" in o.key]
+        finally:
+            s.close()
+    return out
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_rekey_waits_for_a_verify_job_of_the_original_which_passes_and_raises_no_alarm(
+        cli: Any, make_config: Any, tmp_path: Path, age_key: AgeKey, request: pytest.FixtureRequest,
+        where: str) -> None:
+    s3 = _s3(request, where)
+    names = ["local1"] + (["offsite"] if s3 else [])
+    cfg = _config(make_config, tmp_path, age_key, s3)
+    old = _backup(cli, cfg)
+    new_key = _new_key(tmp_path, "new")
+    cfg = _config(make_config, tmp_path, new_key, s3, old_key=age_key)  # rotated, both keys where verify runs
+    verify = _paused(cfg, tmp_path, "verify-located", "run", "app-verify", "--json")
+    r = cli(["--config", cfg, "backups", "rekey", "--all", "--identity", str(age_key.identity), "--json"])
+    out, err = verify.communicate(timeout=120)
+    assert r.code == 0, r.output
+    (rep,) = r.json()
+    assert rep["action"] == "rekeyed", rep
+    # the verify job read the original to its end: verified, no finding (before: the rekey deleted the original
+    # under it, the job failed with a CRITICAL backup.verify_failed — a notification — for a good backup)
+    assert verify.returncode == 0, out + err
+    (res,) = json.loads(out)
+    assert res["status"] == "ok" and res["findings"] == [], res
+    assert res["artifacts"][0]["backup_id"] == old and res["artifacts"][0]["ok"] is True
+    # then the rekey deleted the original: the new set alone is left, and no reader's marker
+    assert _all_sets(cfg, names) == {n: {rep["new_id"]: True} for n in names}
+    assert _readers_left(cfg, names) == []
+    rows = cli(["--config", cfg, "backups", "list", "--json"]).json()
+    assert [(x["id"], x["status"]) for x in rows] == [(rep["new_id"], "complete")]
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_prune_keeps_a_backup_being_restored_and_a_later_prune_deletes_it(
+        cli: Any, make_config: Any, tmp_path: Path, age_key: AgeKey, request: pytest.FixtureRequest,
+        where: str) -> None:
+    s3 = _s3(request, where)
+    names = ["local1"] + (["offsite"] if s3 else [])
+    cfg = _config(make_config, tmp_path, age_key, s3)
+    old = _backup(cli, cfg)
+    new = _backup(cli, cfg)
+    one = _config(make_config, tmp_path, age_key, s3, retention={"keep_last": 1, "keep_daily": 0, "keep_weekly": 0,
+                                                                  "keep_monthly": 0})
+    restore = _paused(one, tmp_path, "restore-located", "backups", "restore", old, "--to",
+                      str(tmp_path / "restored"), "--json")
+    r = cli(["--config", one, "backups", "prune", "--json"])
+    out, err = restore.communicate(timeout=120)
+    assert r.code == 0, r.output
+    (series,) = r.json()
+    kept = {b["id"]: b for b in series["backups"]}
+    assert kept[old]["keep"] is True, r.output
+    assert "being read by backups restore" in " ".join(kept[old]["reasons"]), r.output
+    # the restore of the old backup finished (before: prune deleted it under the restore, which failed midway)
+    assert restore.returncode == 0, out + err
+    assert json.loads(out)["backup"] == old
+    assert (tmp_path / "restored" / (tmp_path / "site").relative_to("/") / ".env").read_text() == "SECRET_KEY=s3cr3t\n"
+    assert _readers_left(one, names) == []
+    r = cli(["--config", one, "backups", "prune", "--json"])  # nobody reads it now: retention deletes it
+    assert r.code == 0 and r.json()[0]["deleted"] == [old], r.output
+    assert _all_sets(one, names) == {n: {new: True} for n in names}
+
+
+def test_a_verify_whose_set_rekey_deleted_unseen_judges_nothing(cli: Any, make_config: Any, tmp_path: Path,
+                                                                 age_key: AgeKey) -> None:
+    """The reader's marker could not be written (read-only credentials) or was not seen: the verify that finds the
+    original gone, re-encrypted beside it, is no verdict — never verify-failed, never a CRITICAL finding."""
+    cfg = _config(make_config, tmp_path, age_key, None)
+    old = _backup(cli, cfg)
+    new_key = _new_key(tmp_path, "new")
+    cfg = _config(make_config, tmp_path, new_key, None, old_key=age_key)
+    verify = _paused(cfg, tmp_path, "verify-located", "run", "app-verify", "--json")
+    for key in _readers_left(cfg, ["local1"]):  # as if never written
+        (tmp_path / "local1" / key).unlink()
+    r = cli(["--config", cfg, "backups", "rekey", "--all", "--identity", str(age_key.identity), "--json"])
+    out, err = verify.communicate(timeout=120)
+    assert r.code == 0 and r.json()[0]["action"] == "rekeyed", r.output
+    new = r.json()[0]["new_id"]
+    (res,) = json.loads(out)
+    assert [(f["check"], f["severity"]) for f in res["findings"]] == [("backup.verify_deleted_meanwhile", "info")], res
+    art = res["artifacts"][0]
+    assert art["backup_id"] == old and art["ok"] is False and art["inconclusive"] is True, art
+    assert f"re-encrypted as {new}" in art["error"] and "nothing judged" in art["error"], art
+    rows = cli(["--config", cfg, "backups", "list", "--json"]).json()
+    assert [(x["id"], x["status"]) for x in rows] == [(new, "complete")]
+    assert verify.returncode == 0, out + err
+    r = cli(["--config", cfg, "backups", "verify", new, "--no-restore"])  # the re-encryption verifies
+    assert r.code == 0, r.output
+
+
+def test_a_restore_whose_set_rekey_deleted_unseen_says_what_to_restore_instead(
+        cli: Any, make_config: Any, tmp_path: Path, age_key: AgeKey) -> None:
+    """The reader's marker not seen: the restore fails midway, as it must — and says the backup was re-encrypted
+    under it, naming the id to restore (it said only that an object was missing)."""
+    cfg = _config(make_config, tmp_path, age_key, None)
+    old = _backup(cli, cfg)
+    new_key = _new_key(tmp_path, "new")
+    cfg = _config(make_config, tmp_path, new_key, None, old_key=age_key)
+    to = tmp_path / "restored"
+    restore = _paused(cfg, tmp_path, "restore-located", "backups", "restore", old, "--to", str(to))
+    for key in _readers_left(cfg, ["local1"]):  # as if never written
+        (tmp_path / "local1" / key).unlink()
+    r = cli(["--config", cfg, "backups", "rekey", "--all", "--identity", str(age_key.identity), "--json"])
+    assert r.code == 0 and r.json()[0]["action"] == "rekeyed", r.output
+    new = r.json()[0]["new_id"]
+    out, err = restore.communicate(timeout=120)
+    assert restore.returncode == 1, out + err
+    text = " ".join(err.split())
+    assert f"backup {old} was re-encrypted as {new} ('backups rekey') and deleted while it was restored" in text, err
+    assert f"Try: restore {new}" in text and not to.exists(), err
+    r = cli(["--config", cfg, "backups", "restore", new, "--to", str(to)])
+    assert r.code == 0, r.output
