@@ -479,7 +479,15 @@ class S3Storage:
                 status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
                 if _code(exc) in _EXISTS_CODES or status in (409, 412):
                     return False
-                raise
+                if _code(exc) not in ("NotImplemented", "501") and status != 501:
+                    raise
+                # a store that refuses the condition itself: look, then write (two writers at the same instant
+                # may both get here; the read-back below finds the earlier one out when the later one lands first)
+                log.info("%s: the store does not support conditional writes (If-None-Match); looking before "
+                         "writing instead", self.describe())
+                if self.stat(key) is not None:
+                    return False
+                self.client.put_object(Bucket=self.bucket, Key=okey, Body=data, **self.put_args())
         with self.errors("cannot read back", key):
             resp = self.client.get_object(Bucket=self.bucket, Key=okey)
             there = resp["Body"].read()
