@@ -149,11 +149,15 @@ def _copy(report: CopyReport, sources: Sequence[Storage], dest: Storage, prefix:
     # copies of one backup apart, one gets it; the other fails naming it)
     lease = lease_for.take()
     try:
-        if dest.stat(prefix + MANIFEST) is not None:  # another writer completed it before we took the lease
-            lease.release()
-            _complete_there(report, ordered, dest, prefix, manifest, expected, dry_run, progress, read_back,
-                            lease_for)
-            return
+        completed = dest.stat(prefix + MANIFEST) is not None  # by another writer, before we took the lease
+    except BaseException:
+        lease.release()
+        raise
+    if completed:
+        lease.release()
+        _complete_there(report, ordered, dest, prefix, manifest, expected, dry_run, progress, read_back, lease_for)
+        return
+    try:
         for rec in manifest.objects:
             if _intact(dest, prefix + rec.name, rec):  # left by a copy that was killed: checked, kept
                 report.reused += 1
