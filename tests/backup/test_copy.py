@@ -529,8 +529,11 @@ def test_copy_again_to_s3_reads_back_only_the_manifest_unless_asked(
         assert r.code == 0 and r.json()[0]["action"] == "already there", r.output
         r = cli(["--config", cfg, "backups", "copy", "--all", "--to", "offsite", "--check-present", "--json"])
         assert r.code == 0 and r.json()[0]["action"] == "repaired" and r.json()[0]["objects"] == 1, r.output
-        # the default run read manifest.json; --check-present read it and both objects back
-        assert sorted(names(s3_reads)) == ["files.tar.zst.age", "manifest.json", "manifest.json", "secrets.tar.zst.age"]
+        # the default run read manifest.json; --check-present read it and both objects back (besides the small
+        # lease it took to repair one)
+        assert ".writing" in names(s3_reads)
+        assert sorted(n for n in names(s3_reads) if n != ".writing") == [
+            "files.tar.zst.age", "manifest.json", "manifest.json", "secrets.tar.zst.age"]
         # an object gone: the listing says so, the copy repairs it
         st.delete(key)
         r = cli(["--config", cfg, "backups", "copy", "--all", "--to", "offsite", "--json"])

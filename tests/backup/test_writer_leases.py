@@ -7,9 +7,11 @@ copies of the backup gone."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -20,7 +22,7 @@ from typing import Any, TypeVar
 import pytest
 
 from services import sftp_storage_config
-from upkeeper.backup.copy import COPIED, copy_set
+from upkeeper.backup.copy import COPIED, PRESENT, copy_set
 from upkeeper.backup.crypto import Encryption
 from upkeeper.backup.manifest import LEASE, MANIFEST, set_prefix
 from upkeeper.backup.prune import index_sets, prune_series
@@ -267,3 +269,264 @@ def test_a_leftover_taken_up_again_after_the_prune_listed_it_is_not_deleted(
     report = prune_series([dest], "web", "app", "files", KEEP_ALL, default_tz="UTC", now=datetime.now(UTC),
                           incomplete_after=timedelta(0))
     assert report.incomplete_deleted == [other], report
+
+
+CHILD_COPY = """
+import json, sys, time
+from pathlib import Path
+from upkeeper.backup.copy import copy_set
+from upkeeper.config.loader import load_text
+from upkeeper.storage import open_storage
+config = load_text(sys.argv[1])
+src, dest = (open_storage(n, config.storages[n]) for n in ("src", "dest"))
+src.stat("warm-up"), dest.stat("warm-up")  # connected before the race
+print("ready", flush=True)
+while not Path(sys.argv[3]).exists():
+    time.sleep(0.005)
+rep = copy_set([src], dest, "web", "app", sys.argv[2], recorded_sha256=None, allow_unencrypted_remote=False)
+print(json.dumps({"action": rep.action, "error": rep.error}), flush=True)
+"""
+
+
+def _two_hosts_copy(tmp_path: Path, config_text: str, bid: str) -> list[dict[str, Any]]:
+    """Two processes (two hosts sharing the destination but no history database) copy ``bid`` at the same instant,
+    each pausing just before it takes the set's lease (``lease-take``): both looked, found it free, and go on."""
+    go = tmp_path / "go"
+    env = {**os.environ, "UPKEEPER_FAULT_PAUSE": "lease-take:0.5"}
+    procs = [subprocess.Popen([sys.executable, "-c", CHILD_COPY, config_text, bid, str(go)], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    try:
+        for p in procs:
+            assert p.stdout is not None
+            assert p.stdout.readline().strip() == "ready", p.stderr.read() if p.stderr else ""
+        go.touch()
+        outs = [p.communicate(timeout=120) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
+    for p, (_out, err) in zip(procs, outs, strict=True):
+        assert p.returncode == 0, err
+    return [json.loads(out.strip().splitlines()[-1]) for out, _err in outs]
+
+
+@pytest.mark.parametrize("lease_before", ["none", "dead writer's"])
+def test_two_hosts_copying_one_backup_at_the_same_instant_one_writes_the_other_fails_naming_it(
+        tmp_path: Path, age_key: AgeKey, store: dict[str, Any], opened: list[Storage], lease_before: str) -> None:
+    """Taking the lease was a look then a write: two hosts that looked at the same instant (no lease, or the same
+    stale one: a killed copy's, its process gone) both went on and wrote the same set at once.  Now exactly one
+    takes it (an exclusive create, on local, S3 and SFTP alike) and copies; the other fails naming the holder."""
+    from upkeeper.backup.copy import FAILED as COPY_FAILED
+    from upkeeper.backup.lease import writer_info
+    from upkeeper.storage.base import put_bytes
+
+    config, bid, _src, dest = _set_to_copy(tmp_path, store, age_key, opened)
+    prefix = set_prefix("web", "app", bid)
+    if lease_before != "none":  # a copy killed (kill -9) on this host: its process is gone, its lease is not
+        dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True, check=True)
+        put_bytes(dest, prefix + LEASE, json.dumps({**writer_info(bid, datetime.now(UTC), command="backups copy"),
+                                                    "pid": int(dead.stdout)}).encode())
+    text = json.dumps({"storages": {"src": {"kind": "local", "path": str(tmp_path / "src"), "fsync": False},
+                                    "dest": store}})
+    reports = _two_hosts_copy(tmp_path, text, bid)
+    assert [r["action"] for r in reports].count(COPIED) == 1, f"both wrote the set: {reports}"
+    [won] = [r for r in reports if r["action"] == COPIED]
+    [other] = [r for r in reports if r is not won]
+    # the loser finds the winner's lease, or (S3 may refuse a create racing another's before that one shows) takes
+    # the lease once the winner is done and finds the set complete
+    if other["action"] == COPY_FAILED:
+        assert "is being written to dest by backups copy on" in other["error"] and "since" in other["error"], other
+    else:
+        assert other["action"] == PRESENT, reports
+    assert _complete(dest, bid)
+    assert dest.stat(prefix + LEASE) is None
+    assert sorted(o.key.removeprefix(prefix) for o in dest.list(prefix)) == ["a.bin", "b.bin", MANIFEST]
+
+
+@pytest.mark.parametrize("store", ["local", "s3"], indirect=True)
+def test_a_prune_deleting_a_leftover_holds_its_lease_so_a_copy_run_again_cannot_complete_it_meanwhile(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, age_key: AgeKey, store: dict[str, Any],
+        opened: list[Storage]) -> None:
+    """A prune looked at a leftover once more (no lease, no manifest) and deletes it; a copy run again over it at
+    that moment took the lease (no one held it), reused the objects, wrote the manifest and said 'copied' — and
+    the prune deleted the set, manifest first.  Now the prune takes the set's lease before it deletes: the copy
+    fails naming it, and is simply run again."""
+    from upkeeper.backup.copy import FAILED as COPY_FAILED
+
+    config, bid, src, dest = _set_to_copy(tmp_path, store, age_key, opened)
+    prefix = set_prefix("web", "app", bid)
+    for name in ("a.bin", "b.bin"):  # what a killed copy left
+        with src.open_read(prefix + name) as fh:
+            put_bytes_ = dest.open_write(prefix + name)
+            put_bytes_.write(fh.read())
+            put_bytes_.commit()
+    mark = tmp_path / "mark"
+    monkeypatch.setenv("UPKEEPER_FAULT_PAUSE", "prune-leftover-deleting:1.5")
+    monkeypatch.setenv("UPKEEPER_FAULT_MARK", str(mark))
+    reports: list[Any] = []
+    t = threading.Thread(target=lambda: reports.append(prune_series(
+        [dest], "web", "app", "files", KEEP_ALL, default_tz="UTC", now=datetime.now(UTC),
+        incomplete_after=timedelta(0))))
+    t.start()
+    deadline = time.monotonic() + 60
+    while not (mark.exists() and "prune-leftover-deleting" in mark.read_text()):
+        assert t.is_alive() and time.monotonic() < deadline, "the prune never got to the leftover"
+        time.sleep(0.02)
+    rep = copy_set([src], dest, "web", "app", bid, recorded_sha256=None, allow_unencrypted_remote=False)
+    t.join()
+    assert not (rep.action == COPIED and not _complete(dest, bid)), "the copy said 'copied' of a set a prune deleted"
+    assert rep.action == COPY_FAILED and "a prune deleting it as a leftover on" in (rep.error or ""), rep
+    assert reports[0].incomplete_deleted == [bid], reports[0]
+    assert list(dest.list(prefix)) == []
+    rep = copy_set([src], dest, "web", "app", bid, recorded_sha256=None, allow_unencrypted_remote=False)
+    assert rep.action == COPIED and _complete(dest, bid), rep
+
+
+def test_repairing_a_complete_set_takes_its_lease(tmp_path: Path, age_key: AgeKey, opened: list[Storage]) -> None:
+    """``backups copy`` repairs a set complete on its destination (an object lost or damaged there) by writing the
+    object again: it did so without a lease, beside another host writing the same set (its lease fresh).  Now it
+    takes the lease, fails naming that writer, and, once it may, repairs under it and releases it."""
+    from upkeeper.backup.copy import FAILED as COPY_FAILED
+    from upkeeper.backup.copy import REPAIRED
+    from upkeeper.backup.lease import writer_info
+    from upkeeper.storage.base import get_bytes, put_bytes
+
+    (tmp_path / "dest").mkdir()
+    config, bid, src, dest = _set_to_copy(tmp_path, {"kind": "local", "path": str(tmp_path / "dest"),
+                                                     "fsync": False}, age_key, opened)
+    prefix = set_prefix("web", "app", bid)
+    assert copy_set([src], dest, "web", "app", bid, recorded_sha256=None,
+                    allow_unencrypted_remote=False).action == COPIED
+    dest.delete(prefix + "b.bin")  # lost there
+    elsewhere = {**writer_info(bid, datetime.now(UTC), command="backups copy"), "host": "another-host"}
+    put_bytes(dest, prefix + LEASE, json.dumps(elsewhere).encode())
+    rep = copy_set([src], dest, "web", "app", bid, recorded_sha256=None, allow_unencrypted_remote=False)
+    assert rep.action == COPY_FAILED and "backups copy on another-host" in (rep.error or ""), rep
+    assert dest.stat(prefix + "b.bin") is None
+    assert json.loads(get_bytes(dest, prefix + LEASE))["host"] == "another-host"  # left as it was
+    dest.delete(prefix + LEASE)  # that writer is done
+    rep = copy_set([src], dest, "web", "app", bid, recorded_sha256=None, allow_unencrypted_remote=False)
+    assert rep.action == REPAIRED and rep.objects == 1, rep
+    assert dest.stat(prefix + LEASE) is None and dest.stat(prefix + "b.bin") is not None
+
+
+def test_a_writer_whose_lease_was_taken_over_does_not_commit_and_never_deletes_the_new_holders_lease(
+        tmp_path: Path) -> None:
+    """A lease not refreshed for LEASE_TTL (its storage unreachable that long) may be taken over; its writer's next
+    refresh sees another's lease there and never writes over it; the writer refuses to commit, and its release
+    leaves the other's lease alone."""
+    from upkeeper.backup.lease import Lease, writer_info
+    from upkeeper.errors import BackupError
+    from upkeeper.storage.base import get_bytes, put_bytes
+
+    (tmp_path / "s").mkdir()
+    config = load_text(json.dumps({"storages": {"s": {"kind": "local", "path": str(tmp_path / "s"),
+                                                      "fsync": False}}}))
+    s = open_storage("s", config.storages["s"])
+    lease = Lease.take([s], "web/app/x/", writer_info("x", datetime.now(UTC), command="backups copy"),
+                       timedelta(seconds=0.05))
+    other = json.dumps({**writer_info("x", datetime.now(UTC), command="backups rekey"), "host": "another-host",
+                        "token": "theirs"}).encode()
+    put_bytes(s, "web/app/x/" + LEASE, other)
+    deadline = time.monotonic() + 10
+    while lease.lost is None:
+        assert time.monotonic() < deadline, "the refresh never noticed"
+        time.sleep(0.02)
+    assert "backups rekey on another-host" in lease.lost
+    with pytest.raises(BackupError, match="taken over by backups rekey on another-host"):
+        lease.check()
+    lease.release()
+    assert get_bytes(s, "web/app/x/" + LEASE) == other
+
+
+CHILD_REKEY = """
+import json, sys, time
+from pathlib import Path
+from upkeeper.backup.crypto import Encryption
+from upkeeper.backup.rekey import OldKey, rekey_set
+from upkeeper.config.loader import load_text
+from upkeeper.storage import open_storage
+config = load_text(sys.argv[1])
+s = open_storage("dest", config.storages["dest"])
+s.stat("warm-up")
+print("ready", flush=True)
+while not Path(sys.argv[3]).exists():
+    time.sleep(0.005)
+rep = rekey_set([s], "web", "app", sys.argv[2], recorded_sha256=None, catalog_storages=["dest"],
+                old_key=OldKey((sys.argv[4],)), new=Encryption("x25519", (sys.argv[5],)), age="age", catalog=None)
+print(json.dumps({"action": rep.action, "error": rep.error, "new_id": rep.new_id}), flush=True)
+"""
+
+
+@pytest.mark.parametrize("store", ["local"], indirect=True)
+def test_two_hosts_rekeying_one_backup_at_the_same_instant_leave_one_readable_set(
+        tmp_path: Path, age_key: AgeKey, store: dict[str, Any], opened: list[Storage]) -> None:
+    """Two hosts re-encrypt the same backup for the same new recipient at the same instant (the new set's id is the
+    same for both): both took the lease, both wrote the new set's objects (each its own encryption) and manifest,
+    and both deleted the original.  Now one rekeys; the other fails, naming it, and touches nothing."""
+    from upkeeper.backup.manifest import read_manifest
+    from upkeeper.backup.rekey import FAILED as REKEY_FAILED
+
+    text = json.dumps({"storages": {"dest": store}, "backup": {
+        "encryption": {"recipients": [age_key.recipient], "identity_file": str(age_key.identity)}}})
+    config = load_text(text)
+    bid = _write_set(config, ["dest"])
+    storage = open_storage("dest", config.storages["dest"])
+    opened.append(storage)
+    new = _new_recipient(tmp_path)
+    go = tmp_path / "go"
+    env = {**os.environ, "UPKEEPER_FAULT_PAUSE": "lease-take:0.5"}
+    procs = [subprocess.Popen([sys.executable, "-c", CHILD_REKEY, text, bid, str(go), str(age_key.identity),
+                               new.recipients[0]], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(2)]
+    try:
+        for p in procs:
+            assert p.stdout is not None
+            assert p.stdout.readline().strip() == "ready", p.stderr.read() if p.stderr else ""
+        go.touch()
+        outs = [p.communicate(timeout=120) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
+    reports = [json.loads(out.strip().splitlines()[-1]) for out, _err in outs]
+    assert sorted(r["action"] for r in reports) == sorted([REKEYED, REKEY_FAILED]), reports
+    [done] = [r for r in reports if r["action"] == REKEYED]
+    m = read_manifest(storage, set_prefix("web", "app", done["new_id"]))
+    for rec in m.objects:  # the objects are the ones its manifest describes
+        data = storage.open_read(set_prefix("web", "app", done["new_id"]) + rec.name)
+        with data:
+            assert hashlib.sha256(data.read()).hexdigest() == rec.sha256, rec.name
+
+
+def test_a_stale_lease_is_taken_over_once_and_a_dead_takers_claim_goes_stale_too(tmp_path: Path) -> None:
+    """A lease not refreshed for LEASE_TTL is taken over.  A taker that is taking it over right now (its claim, named
+    after that very lease, is fresh) keeps others off; one that died in that instant (its claim as old as
+    LEASE_TTL) does not keep the set forever."""
+    from upkeeper.backup.lease import Lease, LeaseHeld, writer_info
+    from upkeeper.backup.manifest import LEASE_TTL
+    from upkeeper.storage.base import get_bytes, put_bytes
+
+    root = tmp_path / "s"
+    root.mkdir()
+    s = open_storage("s", load_text(json.dumps({"storages": {"s": {"kind": "local", "path": str(root),
+                                                                   "fsync": False}}})).storages["s"])
+    prefix = "web/app/x/"
+    old = json.dumps({**writer_info("x", datetime.now(UTC), command="backups copy"), "host": "gone-host"}).encode()
+    put_bytes(s, prefix + LEASE, old)
+    past = time.time() - LEASE_TTL.total_seconds() - 60
+    os.utime(root / prefix / LEASE, (past, past))
+    claim = prefix + LEASE + "." + hashlib.sha256(old).hexdigest()[:16] + ".takeover"
+    put_bytes(s, claim, b"{}")  # another writer is taking it over right now
+    with pytest.raises(LeaseHeld, match="another writer taking over the stale lease"):
+        Lease.take([s], prefix, writer_info("x", datetime.now(UTC), command="backups copy"), None)
+    assert get_bytes(s, prefix + LEASE) == old
+    os.utime(root / claim, (past, past))  # ... and died doing it
+    lease = Lease.take([s], prefix, writer_info("x", datetime.now(UTC), command="backups copy"), None)
+    assert json.loads(get_bytes(s, prefix + LEASE))["token"] == lease.token
+    assert sorted(o.key for o in s.list(prefix)) == [prefix + LEASE]  # the claims are gone
+    lease.release()
+    assert list(s.list()) == []

@@ -422,3 +422,54 @@ def test_partial_activity_sees_a_write_in_progress_under_its_prefix_only(backend
     finally:
         w.abort()
     assert partial_activity(s, "t/db/set1/") is None
+
+
+def test_create_exclusive_writes_only_where_nothing_is(backend: Backend) -> None:
+    """The primitive of the sets' leases: created once, refused (and the object left as it is) while one is there,
+    created again once it is deleted; a new directory is made for it, and nothing else is left behind."""
+    s = backend.storage
+    assert s.create_exclusive("set/1/.writing", b"first") is True
+    assert s.create_exclusive("set/1/.writing", b"second") is False
+    assert get_bytes(s, "set/1/.writing") == b"first"
+    put_bytes(s, "set/1/a", b"object")
+    assert s.create_exclusive("set/1/a", b"other") is False
+    assert get_bytes(s, "set/1/a") == b"object"
+    s.delete("set/1/.writing")
+    assert s.create_exclusive("set/1/.writing", b"third") is True
+    assert get_bytes(s, "set/1/.writing") == b"third"
+    assert keys(s) == ["set/1/.writing", "set/1/a"]
+    s.delete("set/1/.writing")
+    s.delete("set/1/a")
+    assert backend.residue() == []
+
+
+def test_create_exclusive_has_one_winner_among_writers_at_the_same_instant(backend: Backend) -> None:
+    """Eight clients (each its own connection, as eight hosts would have) create the same key at the same instant,
+    round after round: exactly one of them gets True each time, and the object holds what that one wrote."""
+    import threading
+
+    cfg = backend.storage.config  # type: ignore[attr-defined]
+    clients = [open_storage(f"host{i}", cfg) for i in range(8)]
+    try:
+        for c in clients:  # connected before the race: the rounds race the creates, not the logins
+            c.stat("warm-up")
+        for rnd in range(6):
+            key = f"set/{rnd}/.writing"
+            won: list[int] = []
+            barrier = threading.Barrier(len(clients))
+
+            def go(i: int, key: str = key, won: list[int] = won, barrier: threading.Barrier = barrier) -> None:
+                barrier.wait()
+                if clients[i].create_exclusive(key, f"host{i}".encode()):
+                    won.append(i)
+
+            threads = [threading.Thread(target=go, args=(i,)) for i in range(len(clients))]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            assert len(won) == 1, f"round {rnd}: {len(won)} writers got the key"
+            assert get_bytes(backend.storage, key) == f"host{won[0]}".encode()
+    finally:
+        for c in clients:
+            c.close()

@@ -427,3 +427,41 @@ def test_handshake_cut_short_stays_retryable(s3_tls: TlsS3, s3_bucket: str) -> N
     finally:
         stop.set()
         listener.close()
+
+
+def test_create_exclusive_on_stores_without_conditional_writes(s3_server: SeaweedS3, s3_bucket: str) -> None:
+    """SeaweedFS honours ``If-None-Match: *``; other stores ignore it (the header dropped on the way here) or refuse
+    it (501 NotImplemented, answered here for the store).  One that refuses it gets a look before the write (an
+    existing object is never overwritten); one that ignores it overwrites — ``storages check`` says so."""
+    from botocore.awsrequest import AWSResponse
+
+    from upkeeper.cli.storages import check_storage
+
+    class _Raw:
+        def stream(self, **_kw: Any) -> Iterator[bytes]:
+            yield (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>NotImplemented</Code><Message>A header '
+                   b'you provided implies functionality that is not implemented</Message></Error>')
+
+    def refuse(request: Any, **_kw: Any) -> AWSResponse | None:
+        if request.headers.get("If-None-Match"):
+            return AWSResponse(request.url, 501, {}, _Raw())
+        return None
+
+    def ignore(request: Any, **_kw: Any) -> None:
+        if "If-None-Match" in request.headers:
+            del request.headers["If-None-Match"]
+
+    honouring = open_storage("s", s3_storage_config(s3_server, s3_bucket))
+    assert check_storage("s", honouring)["exclusive"] is True
+
+    refusing = open_storage("s", s3_storage_config(s3_server, s3_bucket))
+    refusing.client.meta.events.register("before-send.s3.PutObject", refuse)  # type: ignore[attr-defined]
+    assert refusing.create_exclusive("set/.writing", b"one") is True
+    assert refusing.create_exclusive("set/.writing", b"two") is False
+    assert get_bytes(refusing, "set/.writing") == b"one"
+    assert check_storage("s", refusing)["exclusive"] is True
+
+    ignoring = open_storage("s", s3_storage_config(s3_server, s3_bucket))
+    ignoring.client.meta.events.register("before-sign.s3.PutObject", ignore)  # type: ignore[attr-defined]
+    result = check_storage("s", ignoring)
+    assert result["ok"] and result["exclusive"] is False, result

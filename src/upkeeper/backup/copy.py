@@ -26,14 +26,21 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from upkeeper.backup.lease import Lease, other_writer, writer_info
-from upkeeper.backup.manifest import LEASE, LEASE_REFRESH, MANIFEST, Manifest, read_manifest, set_prefix
+from upkeeper.backup.lease import Lease, LeaseHeld, writer_info
+from upkeeper.backup.manifest import (
+    LEASE,
+    LEASE_REFRESH,
+    MANIFEST,
+    Manifest,
+    is_lease_name,
+    read_manifest,
+    set_prefix,
+)
 from upkeeper.backup.pipeline import CHUNK, ChecksumMismatch, ObjectRecord, check_digest, fault_pause
 from upkeeper.errors import BackupError, StorageError, UpkeeperError
 from upkeeper.fmt import human_bytes
 from upkeeper.shield import shielded
 from upkeeper.storage import Storage
-from upkeeper.storage.base import delete_prefix
 
 log = logging.getLogger(__name__)
 
@@ -129,21 +136,27 @@ def _copy(report: CopyReport, sources: Sequence[Storage], dest: Storage, prefix:
         raise CopyFailed(f"refusing to copy unencrypted backup {report.id} to remote storage {dest.name} "
                          f"({dest.kind}): object {plain[0]} is not encrypted", UNENCRYPTED_COPY_HINT, plain[0])
     ordered = [source, *(s for s in sources if s is not source)]
+    lease_for = _LeaseFor(report, source, lease_on, prefix, lease_refresh)
     if dest.stat(prefix + MANIFEST) is not None:
-        _complete_there(report, ordered, dest, prefix, manifest, expected, dry_run, progress, read_back)
+        _complete_there(report, ordered, dest, prefix, manifest, expected, dry_run, progress, read_back, lease_for)
         return
     if dry_run:
         report.action = WOULD_COPY
         report.bytes = manifest.size
         return
-    other = other_writer([dest], prefix)
-    if other is not None:  # (two copies sharing one history database wait for each other; these do not)
-        raise CopyFailed(f"backup {report.id} is being written to {dest.name} by {other}; it was left alone",
-                         "Try: copy it again once that is done (a lease its writer stopped refreshing is stale "
-                         "after 30 minutes)", LEASE)
-    # before anything is written or reused: a killed copy's objects, as old as they are, are this copy's now
-    lease = Lease.take([lease_on], prefix, writer_info(report.id, datetime.now(UTC), command="backups copy",
-                                                       source=source.name), lease_refresh)
+    # before anything is written or reused: a killed copy's objects, as old as they are, are this copy's now.
+    # Taken in one step (of two hosts sharing the storage but not the history database, whose locks keep two
+    # copies of one backup apart, one gets it; the other fails naming it)
+    lease = lease_for.take()
+    try:
+        completed = dest.stat(prefix + MANIFEST) is not None  # by another writer, before we took the lease
+    except BaseException:
+        lease.release()
+        raise
+    if completed:
+        lease.release()
+        _complete_there(report, ordered, dest, prefix, manifest, expected, dry_run, progress, read_back, lease_for)
+        return
     try:
         for rec in manifest.objects:
             if _intact(dest, prefix + rec.name, rec):  # left by a copy that was killed: checked, kept
@@ -153,14 +166,38 @@ def _copy(report: CopyReport, sources: Sequence[Storage], dest: Storage, prefix:
             report.objects += 1
         fault_pause("before-manifest")
         _check_all_there(dest, prefix, manifest)
+        lease.check()
         _copy_manifest(source, dest, prefix + MANIFEST, expected)
     except BaseException:
         with shielded():  # a stop arriving meanwhile waits for it (upkeeper.shield)
-            lease.release()  # (no refresh may write it again as the set is removed)
-            _remove_partial(dest, prefix, report.id)
+            lease.stop()  # (no refresh may write it again as the set is removed)
+            if lease.lost is None:  # (a set another writer took over is its own)
+                _remove_partial(dest, prefix, report.id)
+            lease.release()  # last: no other writer may start on the set while it is removed
         raise
     lease.release()  # after the manifest: the set is never without one or the other
     report.action = COPIED
+
+
+@dataclass
+class _LeaseFor:
+    """How this copy takes the set's lease on the destination (to write it, or to repair it)."""
+
+    report: CopyReport
+    source: Storage
+    lease_on: Storage
+    prefix: str
+    refresh: timedelta
+
+    def take(self) -> Lease:
+        try:
+            return Lease.take([self.lease_on], self.prefix,
+                              writer_info(self.report.id, datetime.now(UTC), command="backups copy",
+                                          source=self.source.name), self.refresh)
+        except LeaseHeld as held:
+            raise CopyFailed(f"backup {self.report.id} is being written to {self.report.destination} by {held.holder}; "
+                             "it was left alone", "Try: copy it again once that is done (a lease its writer "
+                             "stopped refreshing is stale after 30 minutes)", LEASE) from None
 
 
 def _source_manifest(sources: Sequence[Storage], prefix: str, recorded: str | None,
@@ -209,10 +246,12 @@ def _listed_complete(report: CopyReport, dest: Storage, prefix: str, recorded: s
 
 
 def _complete_there(report: CopyReport, sources: Sequence[Storage], dest: Storage, prefix: str,
-                    manifest: Manifest, expected: str, dry_run: bool, progress: Progress, read_back: bool) -> None:
+                    manifest: Manifest, expected: str, dry_run: bool, progress: Progress, read_back: bool,
+                    lease_for: _LeaseFor) -> None:
     """The set is complete on ``dest`` already: the same manifest?  Every object intact (``read_back``: its
     SHA-256 read through, else its listed size)?  Damaged objects are copied again (each replaced in one
-    step)."""
+    step), under the set's lease, as a copy writes (another host repairing or writing it at the same time fails
+    naming this one)."""
     there = _sha256(dest, prefix + MANIFEST)
     if there != expected:
         raise CopyFailed(f"{dest.name} already holds a backup {report.id} whose {MANIFEST} differs from the one "
@@ -233,9 +272,13 @@ def _complete_there(report: CopyReport, sources: Sequence[Storage], dest: Storag
         report.action = WOULD_REPAIR
         report.bytes = sum(r.size for r in damaged)
         return
-    for rec in damaged:
-        report.bytes += _copy_object(sources, dest, prefix + rec.name, rec, report, progress)
-        report.objects += 1
+    lease = lease_for.take()
+    try:
+        for rec in damaged:
+            report.bytes += _copy_object(sources, dest, prefix + rec.name, rec, report, progress)
+            report.objects += 1
+    finally:
+        lease.release()
     report.action = REPAIRED
 
 
@@ -352,6 +395,8 @@ def _remove_partial(dest: Storage, prefix: str, backup_id: str) -> None:
     """What a failed or stopped copy wrote (and what a killed one left) — never a set that has its manifest."""
     try:
         if dest.stat(prefix + MANIFEST) is None:
-            delete_prefix(dest, prefix)
+            for obj in list(dest.list(prefix)):
+                if not is_lease_name(obj.key.removeprefix(prefix)):  # (the lease goes last, released)
+                    dest.delete(obj.key)
     except Exception as exc:  # an incomplete set is never listed; 'backups prune' cleans it later
         log.warning("could not remove the partial copy of backup %s from %s: %s", backup_id, dest.name, exc)

@@ -1,27 +1,63 @@
 """The lease a writer holds on the set it writes (:data:`~upkeeper.backup.manifest.LEASE`): a backup run's
-:class:`~upkeeper.backup.sets.SetWriter`, ``backups copy`` on its destination, ``backups rekey`` for the new set.
+:class:`~upkeeper.backup.sets.SetWriter`, ``backups copy`` on its destination (also to repair a set complete
+there), ``backups rekey`` for the new set, and prune for the moment it deletes a leftover.
 Prune keeps an incomplete set whose lease is fresh (:data:`~upkeeper.backup.manifest.LEASE_TTL`), whatever
 ``incomplete_after`` says, and however long ago its listing saw the set (a prune of many series deletes a leftover
-minutes after it listed it: by then its writer may have written the manifest)."""
+minutes after it listed it: by then its writer may have written the manifest).
+
+Taking a lease is one atomic step on each storage (:meth:`~upkeeper.storage.base.Storage.create_exclusive`): of
+two hosts that share a storage but not a history database (whose locks keep writers of one host apart), taking
+the same set's lease at the same instant, exactly one gets it; the other fails naming the holder.  A stale lease
+(not refreshed for ``LEASE_TTL``, or left by a process of this host that is gone) is taken over: the taker first
+creates, exclusively too, a *claim* named after that very version of the lease (``.writing.<hash>.takeover``),
+so of two takers only one removes it, then takes the lease like a new one."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import secrets
 import socket
 import threading
+import time
+import uuid
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from upkeeper.backup.manifest import LEASE, LEASE_REFRESH, LEASE_TTL, MANIFEST, READING, set_prefix
-from upkeeper.errors import UpkeeperError
+from upkeeper.backup.manifest import (
+    CLAIM_SUFFIX,
+    LEASE,
+    LEASE_REFRESH,
+    LEASE_TTL,
+    MANIFEST,
+    READING,
+    set_prefix,
+)
+from upkeeper.backup.pipeline import fault_pause
+from upkeeper.errors import BackupError, UpkeeperError
 from upkeeper.storage import Storage
-from upkeeper.storage.base import get_bytes, put_bytes
+from upkeeper.storage.base import ObjectInfo, get_bytes, put_bytes
 
 log = logging.getLogger(__name__)
+
+#: the tokens of the leases this process holds now: a lease of this very process (its pid) is another thread's
+#: while its token is here, and a leftover of an earlier one (its release failed) otherwise
+_LIVE: set[str] = set()
+_LIVE_LOCK = threading.Lock()
+#: attempts to take a lease that is released, or taken over, under our eyes
+ROUNDS = 6
+
+
+class LeaseHeld(BackupError):
+    """Another writer holds the set's lease (``holder``: who, in words)."""
+
+    def __init__(self, holder: str) -> None:
+        super().__init__(holder)
+        self.holder = holder
 
 
 def writer_info(backup_id: str, started_at: datetime, **extra: Any) -> dict[str, Any]:
@@ -31,25 +67,73 @@ def writer_info(backup_id: str, started_at: datetime, **extra: Any) -> dict[str,
             "started_at": started_at.isoformat(), **extra}
 
 
-def other_writer(storages: Sequence[Storage], prefix: str) -> str | None:
-    """Who else holds a fresh lease on the set at ``prefix`` (``host``, ``pid``, what it runs), in words; None when
-    no storage shows one.  A lease of this very process, or of a process of this host that is gone (a copy or
-    rekey killed, run again), is no one else's.  A lease that cannot be read counts as another writer's."""
-    now = datetime.now(UTC)
-    for s in storages:
-        info = s.stat(prefix + LEASE)
-        if info is None or (info.modified is not None and now - info.modified >= LEASE_TTL):
-            continue
-        try:
-            body = json.loads(get_bytes(s, prefix + LEASE))
-            host, pid = str(body.get("host")), int(body.get("pid"))
-        except (UpkeeperError, ValueError, TypeError, AttributeError):
-            return f"a writer whose lease {prefix}{LEASE} on {s.name} cannot be read"
-        if host == socket.gethostname() and (pid == os.getpid() or not _alive(pid)):
-            continue
-        what = body.get("command") or (f"job {body['job']}" if body.get("job") else "a backup run")
-        return f"{what} on {host} (pid {pid}), per {prefix}{LEASE} on {s.name}"
-    return None
+@dataclass
+class _Seen:
+    info: ObjectInfo
+    raw: bytes | None  # None: it could not be read
+    body: dict[str, Any] | None  # None: not a lease's JSON
+
+    @property
+    def version(self) -> str:
+        """This very version of the lease (its bytes; its size and time when unreadable)."""
+        ident = self.raw if self.raw is not None else f"{self.info.size}-{self.info.modified}".encode()
+        return hashlib.sha256(ident).hexdigest()[:16]
+
+
+def _look(storage: Storage, key: str) -> _Seen | None:
+    """The lease at ``key`` as it is now (None: there is none)."""
+    info = storage.stat(key)
+    if info is None:
+        return None
+    try:
+        raw = get_bytes(storage, key)
+    except UpkeeperError:
+        if storage.stat(key) is None:
+            return None  # released meanwhile
+        return _Seen(info, None, None)
+    try:
+        body = json.loads(raw)
+        if not isinstance(body, dict):
+            body = None
+    except ValueError:
+        body = None
+    return _Seen(info, raw, body)
+
+
+def _stale(seen: _Seen, now: datetime) -> bool:
+    """Protects nothing: not refreshed for LEASE_TTL, or left by a process of this host that is gone (or by this
+    process, a lease it no longer holds).  One that cannot be read is another writer's while fresh."""
+    if seen.info.modified is not None and now - seen.info.modified >= LEASE_TTL:
+        return True
+    body = seen.body
+    if body is None:
+        return False
+    try:
+        host, pid = str(body.get("host")), int(body.get("pid"))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+    if host != socket.gethostname():
+        return False
+    if pid == os.getpid():
+        with _LIVE_LOCK:
+            return body.get("token") not in _LIVE
+    return not _alive(pid)
+
+
+def _holder(seen: _Seen, key: str, storage: Storage) -> str:
+    """Who holds the lease, in words: what it runs, host, pid, node, since when."""
+    body = seen.body
+    if body is None:
+        return f"a writer whose lease {key} on {storage.name} cannot be read"
+    what = body.get("command") or (f"job {body['job']}" if body.get("job") else "a backup run")
+    node = body.get("node")
+    extra = f", node {node}" if node and node != body.get("host") else ""
+    since = body.get("started_at")
+    try:
+        extra += f", since {datetime.fromisoformat(str(since)).astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"
+    except ValueError:
+        pass
+    return f"{what} on {body.get('host')} (pid {body.get('pid')}{extra}), per {key} on {storage.name}"
 
 
 def _alive(pid: int) -> bool:
@@ -62,11 +146,63 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _delete_claim(storage: Storage, claim: str) -> None:
+    try:
+        storage.delete(claim)
+    except UpkeeperError as exc:  # a claim of a version gone is never asked for again; the set's deletion takes it
+        log.warning("could not delete the takeover claim %s on %s: %s", claim, storage.name, exc.message)
+
+
+def acquire(storage: Storage, key: str, data: bytes, token: str, now: datetime | None = None) -> str | None:
+    """Take the lease ``key`` on ``storage`` (``data``: this lease, with ``token``): None when taken, else who
+    holds it, in words.  A stale lease is taken over (see the module's docstring); ``now``: the time a lease's age
+    is judged at (a prune's)."""
+    taking_over = False
+    for _round in range(ROUNDS):
+        if taking_over:
+            time.sleep(0.2)  # another writer takes the stale lease over (a moment's work): then it is that one's
+        fault_pause("lease-take")  # (the tests: two writers that both found no lease, or the same stale one)
+        if storage.create_exclusive(key, data):
+            return None
+        seen = _look(storage, key)
+        if seen is None:
+            continue  # released meanwhile
+        if seen.body is not None and seen.body.get("token") == token:
+            return None  # this very lease (a retried PUT found its own first attempt)
+        if not _stale(seen, now or datetime.now(UTC)):
+            return _holder(seen, key, storage)
+        claim = f"{key}.{seen.version}{CLAIM_SUFFIX}"
+        if not storage.create_exclusive(claim, data):
+            info = storage.stat(claim)
+            if info is not None and info.modified is not None and datetime.now(UTC) - info.modified >= LEASE_TTL:
+                _delete_claim(storage, claim)  # its taker died in the middle: take it over next round
+            else:
+                taking_over = True
+            continue
+        try:
+            again = _look(storage, key)
+            if again is not None and again.version == seen.version:  # still that very one: remove it
+                storage.delete(key)
+        finally:
+            _delete_claim(storage, claim)
+    if taking_over:
+        return f"another writer taking over the stale lease {key} on {storage.name} right now"
+    return f"writers taking and releasing the lease {key} on {storage.name} again and again"
+
+
 class Lease:
-    """A set's lease on its storages: written by :meth:`start`, rewritten every ``refresh`` by a thread of its
-    own, deleted by :meth:`release`.  Prune leaves the set while the lease is fresh.  Failing to write or delete it
-    fails nothing (it is logged): without a fresh lease the set is judged by ``incomplete_after`` as before, and
-    the commit still refuses a set that lost an object.
+    """A set's lease on its storages: taken by :meth:`start` (atomically, see the module's docstring), rewritten
+    every ``refresh`` by a thread of its own (none: ``refresh`` None), deleted by :meth:`release`.  Prune leaves
+    the set while the lease is fresh.
+
+    ``strict`` (copy, rekey, prune): a storage error while taking it is raised, and the storages where it was
+    taken are released.  Otherwise (a backup run, whose set's id is new) failing to write it fails nothing (it
+    is logged): without a fresh lease the set is judged by ``incomplete_after`` as before, and the commit still
+    refuses a set that lost an object.  Another writer's fresh lease always raises :class:`LeaseHeld`.
+
+    A refresh rewrites the lease only while it is still this one: one another writer took over (this one was not
+    refreshed for LEASE_TTL: a storage unreachable that long) is *lost* (:meth:`check` raises), and never
+    written over.
 
     ``storages``: best opened for the lease alone (its thread then never shares a connection — an SSH session,
     an S3 client — with the uploads running beside it)."""
@@ -74,38 +210,97 @@ class Lease:
     what = "lease"
     unprotected = "a prune may take the set for a leftover"
 
-    def __init__(self, storages: Sequence[Storage], key: str, info: dict[str, Any], refresh: timedelta) -> None:
+    def __init__(self, storages: Sequence[Storage], key: str, info: dict[str, Any], refresh: timedelta | None,
+                 strict: bool = True) -> None:
         self.storages = list(storages)
         self.key = key
-        self.info = info
+        self.token = uuid.uuid4().hex
+        self.info = {**info, "token": self.token}
         self.refresh = refresh
+        self.strict = strict
+        #: who took the lease over, once this one lost it (None: not lost)
+        self.lost: str | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     @classmethod
-    def take(cls, storages: Sequence[Storage], prefix: str, info: dict[str, Any], refresh: timedelta) -> Lease:
-        """The lease of the set at ``prefix``, started."""
-        lease = cls(storages, prefix + LEASE, info, refresh)
-        lease.start()
+    def take(cls, storages: Sequence[Storage], prefix: str, info: dict[str, Any], refresh: timedelta | None,
+             *, strict: bool = True, now: datetime | None = None) -> Lease:
+        """The lease of the set at ``prefix``, taken (:class:`LeaseHeld` when another writer holds it; ``now``:
+        see :func:`acquire`)."""
+        lease = cls(storages, prefix + LEASE, info, refresh, strict)
+        lease.start(now)
         return lease
 
-    def _write(self) -> None:
-        body = json.dumps({**self.info, "refreshed_at": datetime.now(UTC).isoformat()}, sort_keys=True).encode()
+    def _body(self) -> bytes:
+        return json.dumps({**self.info, "refreshed_at": datetime.now(UTC).isoformat()}, sort_keys=True).encode()
+
+    def start(self, now: datetime | None = None) -> None:
+        with _LIVE_LOCK:
+            _LIVE.add(self.token)
+        taken: list[Storage] = []
         for s in self.storages:
             try:
-                put_bytes(s, self.key, body)
+                holder = acquire(s, self.key, self._body(), self.token, now)
+            except UpkeeperError as exc:
+                if self.strict:
+                    self._give_back(taken)
+                    raise
+                log.warning("could not write the %s %s on %s (%s): %s", self.what, self.key, s.name,
+                            self.unprotected, exc.message)
+                continue
+            except BaseException:
+                self._give_back(taken)
+                raise
+            if holder is not None:
+                self._give_back(taken)
+                raise LeaseHeld(holder)
+            taken.append(s)
+        if self.refresh is not None:
+            self._thread = threading.Thread(target=self._run, daemon=True, name="backup-lease")
+            self._thread.start()
+
+    def _give_back(self, taken: Sequence[Storage]) -> None:
+        for s in taken:
+            self._delete(s)
+        with _LIVE_LOCK:
+            _LIVE.discard(self.token)
+
+    def _refresh_one(self, s: Storage) -> None:
+        seen = _look(s, self.key)
+        if seen is None:  # never written (the storage failed at the start), or deleted by hand: take it again
+            holder = acquire(s, self.key, self._body(), self.token)
+        elif seen.body is not None and seen.body.get("token") == self.token:
+            put_bytes(s, self.key, self._body())
+            return
+        else:
+            holder = _holder(seen, self.key, s)
+        if holder is not None:
+            self.lost = holder
+            log.warning("the lease %s on %s was taken over by %s (not refreshed for %s?): this writer will not "
+                        "commit the set", self.key, s.name, holder, LEASE_TTL)
+
+    def _write(self) -> None:
+        for s in self.storages:
+            if self.lost is not None:
+                return
+            try:
+                self._refresh_one(s)
             except Exception as exc:
-                log.warning("could not write the %s %s on %s (%s): %s", self.what, self.key, s.name, self.unprotected,
-                            getattr(exc, "message", exc))
+                log.warning("could not refresh the %s %s on %s (%s): %s", self.what, self.key, s.name,
+                            self.unprotected, getattr(exc, "message", exc))
 
     def _run(self) -> None:
-        while not self._stop.wait(self.refresh.total_seconds()):
+        assert self.refresh is not None
+        while not self._stop.wait(self.refresh.total_seconds()) and self.lost is None:
             self._write()
 
-    def start(self) -> None:
-        self._write()
-        self._thread = threading.Thread(target=self._run, daemon=True, name="backup-lease")
-        self._thread.start()
+    def check(self) -> None:
+        """Raise when the lease was lost to another writer (before a manifest is written)."""
+        if self.lost is not None:
+            raise BackupError(f"the lease {self.key} was taken over by {self.lost} while this writer worked (it "
+                              f"could not refresh it for {int(LEASE_TTL.total_seconds() // 60)} minutes); the set "
+                              "was not committed", "Try: run it again once that writer is done")
 
     def stop(self) -> None:
         """No more refreshes (waits for one under way, so none lands after the lease is deleted)."""
@@ -113,14 +308,22 @@ class Lease:
         if self._thread is not None:
             self._thread.join()
 
+    def _delete(self, s: Storage) -> None:
+        """Delete the lease on ``s`` if it is still this one (one another writer took over stays)."""
+        try:
+            seen = _look(s, self.key)
+            if seen is not None and seen.body is not None and seen.body.get("token") == self.token:
+                s.delete(self.key)
+        except Exception as exc:  # stale within LEASE_TTL; deleted with the set
+            log.warning("could not delete the %s %s on %s: %s", self.what, self.key, s.name,
+                        getattr(exc, "message", exc))
+
     def release(self) -> None:
         self.stop()
         for s in self.storages:
-            try:
-                s.delete(self.key)
-            except Exception as exc:  # stale within LEASE_TTL; deleted with the set
-                log.warning("could not delete the %s %s on %s: %s", self.what, self.key, s.name,
-                            getattr(exc, "message", exc))
+            self._delete(s)
+        with _LIVE_LOCK:
+            _LIVE.discard(self.token)
 
 
 # Readers.  A verify or a restore reading a complete set holds a marker of its own beside it
@@ -152,8 +355,10 @@ def take_reader(storages: Sequence[Storage], target: str, database: str, backup_
     if not holding:
         return None
     key = f"{prefix}{READING}{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
+    # a key of its own (no other reader or writer takes it): taking it never waits, and a storage that refuses the
+    # write only goes without the marker (strict=False)
     lease = ReaderMarker(holding, key, writer_info(backup_id, datetime.now(UTC), command=command, reading=True),
-                         refresh)
+                         refresh, strict=False)
     lease.start()
     return lease
 

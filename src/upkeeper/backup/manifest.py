@@ -39,6 +39,14 @@ LEASE_REFRESH = timedelta(minutes=10)
 #: slowed behind a big upload) and some clock skew between the prune's host and the storage's clock, yet a writer
 #: that died (kill -9, a host gone) stops protecting its set within half an hour.
 LEASE_TTL = 3 * LEASE_REFRESH
+#: the suffix of a takeover claim beside a stale lease (``.writing.<hash of that lease>.takeover``, see
+#: :mod:`upkeeper.backup.lease`): there for an instant, never a backup object either
+CLAIM_SUFFIX = ".takeover"
+
+
+def is_lease_name(name: str) -> bool:
+    """The set's lease, or a takeover claim beside it: never a backup object."""
+    return name == LEASE or (name.startswith(LEASE + ".") and name.endswith(CLAIM_SUFFIX))
 FORMAT_VERSION = 1
 _SURROGATE = re.compile("[\ud800-\udfff]")
 ID_RE = re.compile(r"^(\d{8}T\d{6}Z)-([0-9a-f]{6})$")
@@ -384,8 +392,9 @@ def scan_sets(storage: Storage, target: str | None = None, database: str | None 
         if len(parts) < 4:
             continue
         key = (parts[0], parts[1], parts[2])
-        if len(parts) == 4 and parts[3] == LEASE:
-            leases[key] = obj
+        if len(parts) == 4 and is_lease_name(parts[3]):
+            if parts[3] == LEASE:
+                leases[key] = obj
             groups.setdefault(key, [])
             continue
         if len(parts) == 4 and parts[3].startswith(READING):
@@ -396,10 +405,19 @@ def scan_sets(storage: Storage, target: str | None = None, database: str | None 
         yield StoredSet(storage, t, db, bid, objs, leases.get((t, db, bid)))
 
 
-def delete_set(storage: Storage, target: str, database: str, backup_id: str) -> int:
-    """Delete a set: the manifest first (so a half-deleted set is never taken for complete)."""
+def delete_set(storage: Storage, target: str, database: str, backup_id: str, *, keep_lease: bool = False) -> int:
+    """Delete a set: the manifest first (so a half-deleted set is never taken for complete).  ``keep_lease``:
+    all but its lease (and takeover claims): the caller holds it, and releases it once the rest is gone — another
+    writer could otherwise take it and write while the deletion goes on."""
     prefix = set_prefix(target, database, backup_id)
     if storage.stat(prefix + MANIFEST) is not None:
         storage.delete(prefix + MANIFEST)
         fault_pause("set-manifest-deleted")  # (the crash tests: the set's objects not yet deleted)
-    return delete_prefix(storage, prefix)
+    if not keep_lease:
+        return delete_prefix(storage, prefix)
+    n = 0
+    for obj in list(storage.list(prefix)):
+        if not is_lease_name(obj.key.removeprefix(prefix)):
+            storage.delete(obj.key)
+            n += 1
+    return n

@@ -6,10 +6,10 @@ import logging
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from upkeeper.backup.lease import readers
+from upkeeper.backup.lease import Lease, LeaseHeld, readers, writer_info
 from upkeeper.backup.manifest import (
     LEASE,
     LEASE_TTL,
@@ -297,12 +297,14 @@ def foreign_sets(idx: SetIndex, ids: Iterable[str], catalog: Catalog | None, nod
     return {bid: n for bid, n in unknown.items() if n not in seen}
 
 
-def _taken_up(storages: Sequence[Storage], prefix: str, now: datetime, errors: list[str]) -> bool:
+def _taken_up(storages: Sequence[Storage], prefix: str, now: datetime, errors: list[str],
+              lease_ok: bool = False) -> bool:
     """Does any of ``storages`` hold, now, a manifest or a fresh lease under ``prefix``, a leftover when listed?
-    A storage that cannot tell counts as yes (left for the next prune)."""
+    A storage that cannot tell counts as yes (left for the next prune).  ``lease_ok``: the lease is this prune's,
+    only a manifest counts."""
     for storage in storages:
         try:
-            lease = storage.stat(prefix + LEASE)
+            lease = None if lease_ok else storage.stat(prefix + LEASE)
             if storage.stat(prefix + MANIFEST) is not None or (
                     lease is not None and lease.modified is not None and now - lease.modified < LEASE_TTL):
                 return True
@@ -440,15 +442,47 @@ def prune_series(
             report.incomplete_deleted.append(bid)
             continue
         with shielded():
-            for storage in where:
-                try:
-                    delete_set(storage, target, database, bid)
-                except UpkeeperError as exc:
-                    report.errors.append(f"{storage.name}: deleting leftover {bid}: {exc.message}")
-                    continue
-                # a set whose manifest is gone there is not complete there, whatever the catalog says (a prune
-                # killed — SIGKILL, a crash — while it deleted the set left the catalog naming this storage)
-                if catalog is not None:
-                    catalog.remove_storage(bid, storage.name)
+            # the set's lease, taken (in one step, a stale one taken over) for the deletion: a copy or rekey run
+            # again over the leftover from now on fails naming this prune instead of writing into a set being
+            # deleted, and one that took it first keeps the set
+            held = _lease_to_delete(where, target, database, bid, now, report.errors)
+            if held is None or _taken_up(where, set_prefix(target, database, bid), now, report.errors,
+                                         lease_ok=True):
+                if held is not None:
+                    held.release()
+                report.incomplete_kept.append(bid)
+                continue
+            try:
+                fault_pause("prune-leftover-deleting")  # (the tests: a copy run again over the leftover now)
+                for storage in where:
+                    try:
+                        delete_set(storage, target, database, bid, keep_lease=True)
+                    except UpkeeperError as exc:
+                        report.errors.append(f"{storage.name}: deleting leftover {bid}: {exc.message}")
+                        continue
+                    # a set whose manifest is gone there is not complete there, whatever the catalog says (a
+                    # prune killed — SIGKILL, a crash — while it deleted the set left the catalog naming this
+                    # storage)
+                    if catalog is not None:
+                        catalog.remove_storage(bid, storage.name)
+            finally:
+                held.release()  # last: the set's remains are never without it
             report.incomplete_deleted.append(bid)
     return report
+
+
+def _lease_to_delete(storages: Sequence[Storage], target: str, database: str, bid: str, now: datetime,
+                     errors: list[str]) -> Lease | None:
+    """The lease of the leftover ``bid`` on every storage holding it, taken by this prune (no refresh thread: it
+    is held while the set is deleted), or None when a writer holds it (or a storage cannot tell: left for the next
+    prune)."""
+    prefix = set_prefix(target, database, bid)
+    try:
+        return Lease.take(storages, prefix, writer_info(bid, datetime.now(UTC),
+                                                         command="a prune deleting it as a leftover"), None,
+                          now=now)
+    except LeaseHeld as held:
+        log.info("leftover %s is kept: its lease is held by %s", bid, held.holder)
+    except UpkeeperError as exc:
+        errors.append(f"taking the lease of leftover {prefix} to delete it: {exc.message}")
+    return None

@@ -31,7 +31,7 @@ from typing import IO, Any
 
 from upkeeper.backup.catalog import Catalog
 from upkeeper.backup.crypto import AgeProcess, Encryption, identity_public_keys
-from upkeeper.backup.lease import Lease, other_writer, readers, writer_info
+from upkeeper.backup.lease import Lease, LeaseHeld, readers, writer_info
 from upkeeper.backup.manifest import (
     ID_RE,
     LEASE,
@@ -266,18 +266,30 @@ def _rekey(report: RekeyReport, storages: Sequence[Storage], recorded: str | Non
         report.action = WOULD_REKEY
         report.bytes = manifest.size
         return
-    other = other_writer(holders, new_prefix)
-    if other is not None:  # (two rekeys sharing one history database wait for each other; these do not)
-        raise RekeyFailed(f"backup {new_id}, the re-encryption of {old_id}, is being written by {other}; nothing "
-                          "was changed", "Try: rekey it again once that is done (a lease its writer stopped "
-                          "refreshing is stale after 30 minutes)", LEASE)
-    for s in holders:  # a stopped run's partial (or, where complete, unused) new set: the original is complete
-        delete_set(s, target, database, new_id)
+    # taken in one step on each storage, before anything is deleted or written: of two hosts sharing the storages
+    # but not the history database (whose locks keep two rekeys of one backup apart), one gets it, the other fails
+    try:
+        lease = Lease.take([lease_on.get(s.name, s) for s in holders], new_prefix,
+                           writer_info(new_id, datetime.now(UTC), command="backups rekey", rekeying=old_id),
+                           lease_refresh)
+    except LeaseHeld as held:
+        raise RekeyFailed(f"backup {new_id}, the re-encryption of {old_id}, is being written by {held.holder}; "
+                          "nothing was changed", "Try: rekey it again once that is done (a lease its writer stopped "
+                          "refreshing is stale after 30 minutes)", LEASE) from None
+    try:
+        if [s.name for s in _holding(holders, new_prefix)] != [s.name for s in done]:
+            # another host's rekey completed it between our look and our lease (and now deletes the original)
+            raise RekeyFailed(f"backup {new_id}, the re-encryption of {old_id}, was written by another rekey "
+                              "meanwhile; nothing was changed", f"Try: 'upkeeper backups sync', then rekey "
+                              f"{old_id} again if it is still listed", MANIFEST)
+        for s in holders:  # a stopped run's partial (or, where complete, unused) new set: the original is complete
+            delete_set(s, target, database, new_id, keep_lease=True)
+    except BaseException:
+        lease.release()
+        raise
     if done and catalog is not None:
         catalog.remove(new_id)  # its row, if a stopped run got that far, records the manifest deleted just now
     objects: list[ObjectRecord] = []
-    lease = Lease.take([lease_on.get(s.name, s) for s in holders], new_prefix,
-                       writer_info(new_id, datetime.now(UTC), command="backups rekey", rekeying=old_id), lease_refresh)
     try:
         for rec in manifest.objects:
             progress(f"{rec.name}: re-encrypting")
@@ -289,17 +301,19 @@ def _rekey(report: RekeyReport, storages: Sequence[Storage], recorded: str | Non
                                rekeyed_from=old_id, sha256=None)
         fault_pause("before-manifest")
         check_objects_stored(holders, new_manifest)
+        lease.check()
         write_manifest(holders, new_manifest)
     except BaseException:
         with shielded():  # a stop arriving meanwhile waits for it (upkeeper.shield)
-            lease.release()  # (no refresh may write it again as the set is removed)
-            for s in holders:
+            lease.stop()  # (no refresh may write it again as the set is removed)
+            for s in holders if lease.lost is None else []:  # (a set another writer took over is its own)
                 try:
                     if s.stat(new_prefix + MANIFEST) is None:
-                        delete_set(s, target, database, new_id)
+                        delete_set(s, target, database, new_id, keep_lease=True)
                 except Exception as exc:  # an incomplete set is never listed; prune cleans it later
                     log.warning("could not remove the partial re-encryption of %s from %s: %s", old_id, s.name,
                                 exc)
+            lease.release()  # last: no other writer may start on the set while it is removed
         raise
     lease.release()  # after the manifest: the set is never without one or the other
     _finish(report, holders, holders, new_manifest, catalog, progress)

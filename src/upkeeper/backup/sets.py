@@ -174,7 +174,7 @@ class SetWriter:
         if self.lease is None and not self.committed:
             self.lease = Lease.take(self.env.lease_storages(), self.prefix,
                                     writer_info(self.id, self.started_at, node=self.env.node, job=self.env.job,
-                                                run_id=self.env.run_id), self.lease_refresh)
+                                                run_id=self.env.run_id), self.lease_refresh, strict=False)
             self.env.leases.append(self.lease)
 
     @property
@@ -206,6 +206,8 @@ class SetWriter:
                             details=details)
         fault_pause("before-manifest")
         check_objects_stored(self.env.storages, manifest)  # nothing deleted them meanwhile (a prune, elsewhere)
+        if self.lease is not None:
+            self.lease.check()  # nor took the set over (a prune, once the lease could not be refreshed for long)
         write_manifest(self.env.storages, manifest)
         self.committed = True
         if self.lease is not None:  # after the manifest: the set is never without one or the other
@@ -225,8 +227,10 @@ class SetWriter:
             return
         if self.lease is not None:  # no refresh may write it again once the set is deleted
             self.lease.stop()
-        for s in self.env.storages:
+        for s in self.env.storages if self.lease is None or self.lease.lost is None else []:
             try:
-                delete_set(s, self.target, self.database, self.id)
+                delete_set(s, self.target, self.database, self.id, keep_lease=self.lease is not None)
             except Exception as exc:
                 log.warning("could not remove the partial backup %s from %s: %s", self.id, s.name, exc)
+        if self.lease is not None:  # last: the set is never without it while it is removed
+            self.lease.release()

@@ -61,11 +61,14 @@ def list_cmd(as_json: bool = typer.Option(False, "--json", help="machine-readabl
 
 
 def check_storage(name: str, storage: Storage) -> dict[str, Any]:
-    """Write, stat, read, list and delete a probe object.  Never raises for a storage problem."""
+    """Write, stat, read, list and delete a probe object; ``exclusive``: whether the storage refused to create it
+    again where it was (what the sets' leases count on; False: a store that ignores S3's If-None-Match).  Never
+    raises for a storage problem."""
     key = f"{PROBE_PREFIX}{uuid.uuid4().hex}"
     payload = os.urandom(4096)
     result: dict[str, Any] = {"name": name, "kind": storage.kind, "where": storage.describe(), "ok": False,
-                              "seconds": None, "step": None, "error": None, "hint": None, "permanent": None}
+                              "seconds": None, "step": None, "error": None, "hint": None, "permanent": None,
+                              "exclusive": None}
     started = time.monotonic()
     step = "write"
     try:
@@ -77,6 +80,10 @@ def check_storage(name: str, storage: Storage) -> dict[str, Any]:
         step = "read"
         if get_bytes(storage, key) != payload:
             raise StorageError(f"the probe object {key} read back different bytes")
+        step = "exclusive create"
+        # what the leases of sets being written count on: a create where an object is, refused
+        result["exclusive"] = not storage.create_exclusive(key, b"another writer") and \
+            get_bytes(storage, key) == payload
         step = "list"
         if key not in {o.key for o in storage.list(PROBE_PREFIX)}:
             raise StorageError(f"the probe object {key} is missing from the listing")
@@ -120,6 +127,10 @@ def check_cmd(
             if r["ok"]:
                 console.print(f"[ok]ok[/ok]    {r['name']} ({r['where']}) — write, read, list, delete in "
                               f"{r['seconds']:.2f}s")
+                if r.get("exclusive") is False:
+                    console.print("       but it overwrote the probe when asked to create it only where nothing "
+                                  "is (S3: If-None-Match ignored): two hosts sharing it can both take a set's "
+                                  "lease at once", markup=False)
             else:
                 console.print(f"[fail]FAILED[/fail] {r['name']} at {r['step']}: ", end="")
                 console.print(redact(r["error"]), markup=False)

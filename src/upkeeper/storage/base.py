@@ -4,6 +4,7 @@ Keys are ``/``-separated relative paths.  A write is invisible until
 ``commit()``: a crash or ``abort()`` leaves no object under the final key.
 ``list`` of a storage whose root (directory, bucket) is missing or cannot be read raises
 StorageError — never an empty or partial listing; an existing empty root lists nothing.
+``create_exclusive`` writes a small object only where none is (the leases of sets being written).
 One contract test suite (tests/storage/test_contract.py) runs against every backend.
 """
 
@@ -49,6 +50,15 @@ class Storage(Protocol):
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]: ...
 
     def delete(self, key: str) -> None: ...
+
+    def create_exclusive(self, key: str, data: bytes) -> bool:
+        """Write ``data`` under ``key`` only if no object is there: True when this call created it, False when one
+        was there already (left as it is).  Atomic where the store allows — of two callers at the same instant
+        exactly one gets True — and, like a committed write, never visible with part of ``data``.  Local: a
+        temporary file hard-linked into place (``link`` fails on an existing name); SFTP: a temporary file moved
+        into place with the protocol's plain rename, which refuses an existing target; S3: ``PutObject`` with
+        ``If-None-Match: *``.  Used for the sets' leases (:mod:`upkeeper.backup.lease`)."""
+        ...
 
     def describe(self) -> str: ...
 

@@ -94,6 +94,53 @@ class LocalWriter:
             raise _oserror("cannot commit", self.final, exc) from None
         return ObjectInfo(self.key, self.size, datetime.now(UTC))
 
+    def commit_exclusive(self) -> bool:
+        """Like :meth:`commit`, but only where no object is under the key: the temporary file is hard-linked
+        into place (``link`` never replaces a name: of two writers, one gets EEXIST — also on NFS), then
+        removed.  False (and nothing written) when an object was there.  A filesystem without hard links gets an
+        ``O_CREAT|O_EXCL`` file written in place instead (exclusive too, but readable half-written for an
+        instant)."""
+        if self.fh is None:
+            raise StorageError(f"cannot commit {self.final}: commit after commit/abort", permanent=True)
+        try:
+            self.fh.flush()
+            if self.storage.config.fsync:
+                os.fsync(self.fh.fileno())
+            self.fh.close()
+            self.fh = None
+            try:
+                os.link(self.tmp, self.final)
+            except FileExistsError:
+                self.abort()
+                return False
+            except OSError as exc:
+                if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS, errno.EMLINK):
+                    raise
+                if not self._create_in_place():
+                    self.abort()
+                    return False
+            self.created.clear()  # the object is there: its directories stay
+            with contextlib.suppress(FileNotFoundError):
+                self.tmp.unlink()
+            if self.storage.config.fsync:
+                _fsync_dir(self.final.parent)
+        except OSError as exc:
+            self.abort()
+            raise _oserror("cannot commit", self.final, exc) from None
+        return True
+
+    def _create_in_place(self) -> bool:
+        try:
+            fd = os.open(self.final, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "wb") as out:
+            out.write(self.tmp.read_bytes())
+            if self.storage.config.fsync:
+                out.flush()
+                os.fsync(out.fileno())
+        return True
+
     @shielded()  # a stop arriving meanwhile waits for it (upkeeper.shield)
     def abort(self) -> None:
         if self.fh is not None:
@@ -260,6 +307,12 @@ class LocalStorage:
                     f"local:{path}: {mp} is a mount point in {FSTAB} but nothing is mounted on it; backups "
                     "written there would go to the filesystem below and vanish when the volume is mounted",
                     f"Try: mount {mp}, or correct 'path' of storage {self.name!r}", permanent=True)
+
+    def create_exclusive(self, key: str, data: bytes) -> bool:
+        """See ``base.Storage.create_exclusive`` (a hard link of a temporary file)."""
+        w = LocalWriter(self, key)
+        w.write(data)
+        return w.commit_exclusive()
 
     def delete(self, key: str) -> None:
         p = self.path_for(key)

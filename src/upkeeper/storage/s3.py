@@ -66,6 +66,9 @@ READ_CHUNK = 1024 * 1024
 _AUTH_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "InvalidToken", "ExpiredToken",
                "AuthorizationHeaderMalformed", "InvalidSecurity", "AllAccessDisabled", "403"}
 _MISSING_CODES = {"NoSuchKey", "NotFound", "404"}
+#: a conditional write (``If-None-Match: *``) refused: the key exists, or another conditional write to it is under
+#: way (AWS answers 409 to the loser of two at once)
+_EXISTS_CODES = {"PreconditionFailed", "412", "ConditionalRequestConflict", "409"}
 _PERMANENT_CODES = _AUTH_CODES | _MISSING_CODES | {
     "NoSuchBucket", "InvalidBucketName", "InvalidArgument", "InvalidRequest", "EntityTooLarge", "EntityTooSmall",
     "InvalidPart", "InvalidPartOrder", "InvalidStorageClass", "KeyTooLongError", "MethodNotAllowed",
@@ -460,6 +463,35 @@ class S3Storage:
                     if not okey.startswith(self.prefix):
                         continue
                     yield ObjectInfo(okey[len(self.prefix):], int(obj["Size"]), _utc(obj.get("LastModified")))
+
+    def create_exclusive(self, key: str, data: bytes) -> bool:
+        """See ``base.Storage.create_exclusive``: ``PutObject`` with ``If-None-Match: *`` (AWS S3 since 2024,
+        SeaweedFS, MinIO), which the store refuses (412, or 409 for a conditional write racing another) when the
+        key exists.  The object is read back: a store that ignores the condition shows the later of two writes,
+        so its loser, reading back at least, still finds out (two writes that are each read back before the
+        other lands are not caught: a window of one round trip, on such a store only)."""
+        okey = self.object_key(key)
+        with self.errors("cannot create", key):
+            try:
+                self.client.put_object(Bucket=self.bucket, Key=okey, Body=data, IfNoneMatch="*",
+                                       **self.put_args())
+            except ClientError as exc:
+                status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+                if _code(exc) in _EXISTS_CODES or status in (409, 412):
+                    return False
+                if _code(exc) not in ("NotImplemented", "501") and status != 501:
+                    raise
+                # a store that refuses the condition itself: look, then write (two writers at the same instant
+                # may both get here; the read-back below finds the earlier one out when the later one lands first)
+                log.info("%s: the store does not support conditional writes (If-None-Match); looking before "
+                         "writing instead", self.describe())
+                if self.stat(key) is not None:
+                    return False
+                self.client.put_object(Bucket=self.bucket, Key=okey, Body=data, **self.put_args())
+        with self.errors("cannot read back", key):
+            resp = self.client.get_object(Bucket=self.bucket, Key=okey)
+            there = resp["Body"].read()
+        return bool(there == data)
 
     def delete(self, key: str) -> None:
         okey = self.object_key(key)

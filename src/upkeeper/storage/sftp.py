@@ -263,6 +263,44 @@ class SftpWriter:
         self._close_channel()
         return ObjectInfo(self.key, self.size, datetime.now(UTC))
 
+    def commit_exclusive(self) -> bool:
+        """Like :meth:`commit`, but only where no object is under the key: the protocol's plain rename
+        (SSH_FXP_RENAME), which refuses to replace an existing file (OpenSSH: ``link`` then ``unlink``, atomic),
+        moves the temporary file into place.  False (the temporary file removed) when an object was there."""
+        if self.fh is None or self.sftp is None:
+            raise StorageError(f"{self.storage.where(self.key)}: commit after commit/abort", permanent=True)
+        fh, sftp = self.fh, self.sftp
+        step = "cannot write"
+        try:
+            _drain(fh)
+            step = "cannot fsync"
+            self.storage.fsync(sftp, fh)
+            step = "cannot close"
+            fh.close()
+            self.fh = None
+            step = "cannot move into place"
+            try:
+                sftp.rename(self.tmp, self.final)
+            except OSError as refused:
+                if _broken(sftp, refused):
+                    raise
+                try:
+                    sftp.stat(self.final)
+                except FileNotFoundError:
+                    raise refused from None
+                self.abort()
+                return False
+        except Exception as exc:
+            err = self.storage.translate(step, self.tmp, exc)
+            self.abort()
+            raise err from None
+        except BaseException:
+            self.abort()
+            raise
+        self.created.clear()
+        self._close_channel()
+        return True
+
     @shielded()  # a stop arriving meanwhile waits for it (upkeeper.shield)
     def abort(self) -> None:
         """Close and remove the temporary file, then the directories this writer made while they are empty (on a
@@ -901,6 +939,12 @@ class SftpStorage:
 
         top = posixpath.join(self.root, prefix.rstrip("/")) if prefix else self.root
         return self.call(op, "cannot clean partial files under", top)
+
+    def create_exclusive(self, key: str, data: bytes) -> bool:
+        """See ``base.Storage.create_exclusive`` (a temporary file, renamed without replacing)."""
+        w = SftpWriter(self, key)
+        w.write(data)
+        return w.commit_exclusive()
 
     def delete(self, key: str) -> None:
         path = self.remote_path(key)
