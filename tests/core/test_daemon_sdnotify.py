@@ -229,8 +229,8 @@ def test_watchdog_pings_stop_while_the_loop_is_stalled(tmp_path: Path, pg: Any, 
             _wait("STATUS to say so", lambda: sd.index("STATUS", "stalled") is not None, log, timeout=10)
             time.sleep(2.5)  # longer than WatchdogSec (2 s) since the stall began: systemd would act now
             stalled_from = sd.pings()[-1]
+            # no ping for twice WatchdogSec, while the heartbeat thread goes on
             assert time.monotonic() - stalled_from > 4, (time.monotonic() - locked, sd.pings()[-5:])
-            assert stalled_from < locked + 1.5, (stalled_from - locked)
         finally:
             locker.rollback()
             locker.close()
