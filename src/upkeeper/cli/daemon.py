@@ -18,6 +18,7 @@ from upkeeper.core.executor import WorkerPool
 from upkeeper.core.history import history_url, process_identity
 from upkeeper.core.jobs import Setup, load_setup
 from upkeeper.core.runner import Runner
+from upkeeper.core.sdnotify import Notifier
 from upkeeper.errors import ConfigError, UpkeeperError
 from upkeeper.fmt import human_duration, printable_lines
 from upkeeper.redact import RedactingFilter, redact
@@ -62,7 +63,13 @@ def daemon_cmd(
     one applies between two scheduling decisions — runs under way finish as they started, added
     jobs and changed schedules start at their next occurrence. 'history' and 'node' need a
     restart (such a reload is refused), and so does daemon.concurrency (kept until then).
+    Under systemd (Type=notify, $NOTIFY_SOCKET) it reports READY, RELOADING, STOPPING and a
+    STATUS line, and with WatchdogSec= its scheduling loop pings the watchdog: a stalled loop
+    stops the pings and systemd restarts it.
     """
+    # read (and removed from the environment) before any worker or task process starts: they must not speak to
+    # systemd on the daemon's behalf
+    notifier = Notifier.from_env()
     setup = state.setup()
     history = state.history()
     # a reload reads the file the daemon started from, wherever --config, $UPKEEPER_CONFIG or the search found it
@@ -83,7 +90,7 @@ def daemon_cmd(
                     owner=owner, node=setup.config.node, history_url=url,
                     listeners=listeners)
     daemon = Daemon(setup, history, runner, concurrency=conc, policies=build_policies(setup, history),
-                    periodic=build_periodic(setup, history, listeners))
+                    periodic=build_periodic(setup, history, listeners), notifier=notifier)
     stop_requested = threading.Event()
 
     def reload() -> None:
@@ -162,6 +169,11 @@ def daemon_cmd(
     scheduled = sum(1 for j in setup.jobs.values() if j.schedule and j.enabled)
     err_console.print(f"upkeeper daemon: {scheduled} scheduled job(s), concurrency {conc}, "
                       f"history {history.dialect}, node {setup.config.node}")
+    if notifier.enabled:
+        log.info("systemd: notifying %s%s", notifier.address,
+                 f"; watchdog {human_duration(notifier.watchdog)}, pinged from the scheduling loop"
+                 if notifier.watchdog else "")
+    notifier.ready(f"starting: {scheduled} scheduled job(s)")  # config loaded, history open: the loop starts
     try:
         daemon.run_forever()
     finally:
@@ -177,3 +189,4 @@ def daemon_cmd(
                               f"{', '.join(map(str, interrupted))}; shutdown grace {human_duration(grace)})")
         else:
             err_console.print("stopped cleanly")
+        notifier.close()

@@ -13,6 +13,8 @@
 * A config reload (SIGHUP) is applied between ticks (:meth:`Daemon.apply`): runs under way keep the job they
   started with; added jobs and changed schedules start at their next occurrence, with no catch-up.
 * The heartbeat thread records the loop's last tick: a hung loop is reported, not taken for alive.
+* Under systemd (``$NOTIFY_SOCKET``) the loop reports its progress (:class:`~upkeeper.core.sdnotify.Notifier`):
+  ``WATCHDOG=1`` only from the loop itself, so a hung loop stops the pings and systemd restarts the daemon.
 * The clock is injectable: tests drive :class:`SimClock` instead of sleeping.
 """
 
@@ -29,12 +31,14 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal, Protocol
+from zoneinfo import ZoneInfo
 
 from upkeeper import __version__
 from upkeeper.core.history import History, NewRun
 from upkeeper.core.jobs import Job, Setup
 from upkeeper.core.runner import Runner
 from upkeeper.core.schedule import plan_catch_up
+from upkeeper.core.sdnotify import Notifier
 from upkeeper.fmt import human_duration
 
 if TYPE_CHECKING:
@@ -189,6 +193,7 @@ class Daemon:
         on_event: Callable[[str, dict[str, object]], None] | None = None,
         pending_poll: timedelta = PENDING_POLL,
         housekeeping: timedelta = HOUSEKEEPING,
+        notifier: Notifier | None = None,
     ) -> None:
         self.setup = setup
         self.history = history
@@ -227,6 +232,8 @@ class Daemon:
         self._reload_asked = threading.Event()
         self._loop_thread: int | None = None
         self._stall_reported: datetime | None = None
+        #: systemd's notification socket (READY, RELOADING, STOPPING, STATUS, WATCHDOG); a no-op without one
+        self.notifier = notifier or Notifier(None)
 
     # -- set-up ---------------------------------------------------------------------------
 
@@ -593,6 +600,7 @@ class Daemon:
         stack = traceback.format_stack(frame) if frame is not None else []
         own = [f for f in stack[:-3] if f"{os.sep}upkeeper{os.sep}" in f]
         where = "".join([*own, *(["  …\n"] if own else []), *stack[-3:]]) or "(no stack)\n"
+        self.notifier.status(f"stalled: the scheduling loop has not ticked since {served.isoformat(timespec='seconds')}")
         log.error("the scheduling loop has not ticked since %s (%s ago, more than daemon.stall_after %s): no "
                   "occurrence is claimed meanwhile; runs under way go on. It is stuck in:\n%s", served.isoformat(),
                   human_duration(now - served), human_duration(limit), where.rstrip())
@@ -661,6 +669,7 @@ class Daemon:
 
         hb = threading.Thread(target=beat, daemon=True, name="heartbeat")
         hb.start()
+        notifier = self.notifier
         try:
             while not self._stopping.is_set():
                 try:
@@ -670,14 +679,37 @@ class Daemon:
                     self._wake.wait(5)
                 if self._stopping.is_set():
                     break
+                # the loop's progress, and only it, pings systemd's watchdog: a tick that hangs stops the pings
+                notifier.alive()
+                notifier.status(self.status_text())
                 self._wake.clear()
                 if self._reload_asked.is_set():
                     self._reload_asked.clear()
                     self._reload()
                     continue  # what the new config makes due now is handled at once
-                self.clock.sleep_until(self.next_wakeup(), self._wake)
+                wake_at = self.next_wakeup()
+                if notifier.ping_every is not None:  # a long sleep is cut short in time for the next ping
+                    wake_at = min(wake_at, self.clock.now() + notifier.ping_every)
+                self.clock.sleep_until(wake_at, self._wake)
         finally:
             hb_stop.set()
+
+    def status_text(self) -> str:
+        """One line for systemd's ``STATUS=`` (``systemctl status``): the jobs served, runs under way, what is next."""
+        jobs, heap = self.jobs, self._heap  # snapshots: a reload replaces both
+        running = len(self._inflight)  # one read of a dict's size needs no lock
+        text = f"serving {len(jobs)} scheduled job(s)"
+        if running:
+            text += f", {running} run(s) under way"
+        nxt = heap[0] if heap else None
+        job = jobs.get(nxt.job) if nxt is not None else None
+        if nxt is None or job is None:
+            return text + "; nothing scheduled"
+        try:
+            when = nxt.due_at.astimezone(ZoneInfo(job.timezone))
+        except (ValueError, OSError, KeyError):
+            when = nxt.due_at.astimezone(UTC)
+        return f"{text}; next: {job.name} at {when.strftime('%Y-%m-%d %H:%M %Z')}"
 
     def request_reload(self) -> None:
         """Ask the loop to reload the config between two ticks (call from a signal handler or another thread)."""
@@ -688,10 +720,16 @@ class Daemon:
         if self.reloader is None:
             log.warning("a config reload was asked for, but this daemon has no way to reload: ignored")
             return
+        # RELOADING=1 ... READY=1 around the reload, applied or refused (systemctl reload waits for READY=1 under
+        # Type=notify-reload)
+        self.notifier.reloading()
         try:
             self.reloader()
         except Exception:  # the reloader reports what it knows; anything else must not end the daemon
             log.exception("config reload failed; the daemon keeps running with the config it had")
+        finally:
+            self.notifier.ready(self.status_text())
+            self.notifier.alive()
 
     def apply(self, setup: Setup, *, policies: Sequence[AdmissionPolicy], periodic: Sequence[Periodic]) -> Applied:
         """Switch to a reloaded config, between ticks (in the loop's thread).
@@ -752,6 +790,8 @@ class Daemon:
             # before the loop ticks again): what came due meanwhile was no daemon's, and the next one catches it up
             # (in a loop that runs, the last tick is at most a pending poll, a few seconds, ago)
             self._stop_asked = min(self.clock.now(), self._served_at)
+            running = len(self._inflight)  # no lock: a signal handler may interrupt its holder, in this thread
+            self.notifier.stopping(f"stopping: {running} run(s) under way may finish" if running else "stopping")
         self._stopping.set()
         self._wake.set()
 
