@@ -681,3 +681,39 @@ def test_a_repair_meeting_retention_deleting_the_set_waits_then_writes_nothing(
     assert rep.action == COPY_FAILED and "was deleted from dest (by a prune?)" in (rep.error or ""), rep
     assert list(dest.list(set_prefix("web", "app", old))) == []
     assert _complete(dest, new)
+
+
+def test_a_refresh_never_writes_over_a_lease_taken_over_after_it_looked(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, store: dict[str, Any], opened: list[Storage]) -> None:
+    """A refresh looked (its own lease), then wrote: another writer taking the lease over between the two had its
+    lease written over — both then wrote the set.  Now the refresh replaces only the bytes it read (S3: If-Match
+    their ETag), finds the other's lease, and its writer is told it lost the lease."""
+    from upkeeper.backup.lease import Lease, writer_info
+    from upkeeper.errors import BackupError
+    from upkeeper.storage.base import get_bytes, put_bytes
+
+    storage = open_storage("dest", load_text(json.dumps({"storages": {"dest": store}})).storages["dest"])
+    opened.append(storage)
+    mark = tmp_path / "mark"
+    monkeypatch.setenv("UPKEEPER_FAULT_PAUSE", "lease-refresh:1")
+    monkeypatch.setenv("UPKEEPER_FAULT_MARK", str(mark))
+    lease = Lease.take([storage], "web/app/x/", writer_info("x", datetime.now(UTC), command="backups copy"),
+                       timedelta(seconds=0.05))
+    try:
+        deadline = time.monotonic() + 30
+        while not mark.exists():
+            assert time.monotonic() < deadline, "no refresh came"
+            time.sleep(0.02)
+        other = json.dumps({**writer_info("x", datetime.now(UTC), command="backups rekey"), "host": "another-host",
+                            "token": "theirs"}).encode()
+        put_bytes(storage, "web/app/x/" + LEASE, other)  # taken over while the refresh is between look and write
+        while lease.lost is None:
+            assert time.monotonic() < deadline, "the refresh never noticed"
+            time.sleep(0.02)
+        assert get_bytes(storage, "web/app/x/" + LEASE) == other
+        with pytest.raises(BackupError, match="taken over by backups rekey on another-host"):
+            lease.check()
+    finally:
+        monkeypatch.delenv("UPKEEPER_FAULT_PAUSE")
+        lease.release()
+    assert get_bytes(storage, "web/app/x/" + LEASE) == other

@@ -45,7 +45,7 @@ from upkeeper.backup.manifest import (
 from upkeeper.backup.pipeline import fault_pause
 from upkeeper.errors import BackupError, UpkeeperError
 from upkeeper.storage import Storage
-from upkeeper.storage.base import ObjectInfo, get_bytes, put_bytes
+from upkeeper.storage.base import ObjectInfo, get_bytes
 
 log = logging.getLogger(__name__)
 
@@ -319,9 +319,19 @@ class Lease:
         seen = _look(s, self.key)
         if seen is None:  # never written (the storage failed at the start), or deleted by hand: take it again
             holder = acquire(s, self.key, self._body(), self.token)
-        elif seen.body is not None and seen.body.get("token") == self.token:
-            put_bytes(s, self.key, self._body())
-            return
+        elif seen.body is not None and seen.body.get("token") == self.token and seen.raw is not None:
+            fault_pause("lease-refresh")  # (the tests: another writer takes the lease over right now)
+            # only over the very bytes just read (S3: If-Match their ETag, atomic; local, SFTP: compared, then
+            # renamed into place — a takeover landing in those milliseconds is written over unseen)
+            if s.replace_if(self.key, self._body(), seen.raw):
+                return
+            again = _look(s, self.key)
+            if again is None:  # deleted meanwhile: take it again (one taking it over at once wins, atomically)
+                holder = acquire(s, self.key, self._body(), self.token)
+            elif again.body is not None and again.body.get("token") == self.token:
+                return  # (still ours: rewritten by a retried request)
+            else:
+                holder = _holder(again, self.key, s)
         else:
             holder = _holder(seen, self.key, s)
         if holder is not None:
