@@ -184,3 +184,48 @@ def test_a_restore_whose_set_rekey_deleted_unseen_says_what_to_restore_instead(
     assert f"Try: restore {new}" in text and not to.exists(), err
     r = cli(["--config", cfg, "backups", "restore", new, "--to", str(to)])
     assert r.code == 0, r.output
+
+
+def _copy_config(make_config: Any, tmp_path: Path, key: AgeKey, s3: dict[str, Any] | None,
+                 retention: dict[str, Any] | None = None) -> Path:
+    """Backups on one storage (local1, or offsite on S3), and a local storage ``dst`` to copy them to."""
+    storages: dict[str, Any] = {"dst": {"kind": "local", "path": str(tmp_path / "dst"), "fsync": False}}
+    src = "offsite" if s3 is not None else "local1"
+    storages[src] = s3 if s3 is not None else {"kind": "local", "path": str(tmp_path / "local1"), "fsync": False}
+    return Path(make_config({
+        "targets": {"web": {"kind": "app", "root": str(_site(tmp_path))}},
+        "storages": storages,
+        "backup": {"storages": [src], "encryption": {"recipients": [key.recipient], "identity_file": str(key.identity)},
+                   **({"retention": retention} if retention else {})},
+        "jobs": {"app-backup": {"task": "files.backup", "target": "web"}},
+    }))
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_prune_keeps_a_backup_being_copied_and_the_copy_completes(
+        cli: Any, make_config: Any, tmp_path: Path, age_key: AgeKey, request: pytest.FixtureRequest,
+        where: str) -> None:
+    """``backups copy`` reads its source set as a verify does, and holds a reader's marker beside it: a prune
+    (retention) meanwhile keeps the set.  Before, the prune deleted the source under the copy, which failed midway
+    (the source's manifest.json gone) and had to be run again."""
+    s3 = _s3(request, where)
+    src = "offsite" if s3 is not None else "local1"
+    cfg = _copy_config(make_config, tmp_path, age_key, s3)
+    old = _backup(cli, cfg)
+    new = _backup(cli, cfg)
+    one = _copy_config(make_config, tmp_path, age_key, s3,
+                       retention={"keep_last": 1, "keep_daily": 0, "keep_weekly": 0, "keep_monthly": 0})
+    copy = _paused(one, tmp_path, "copy-reading", "backups", "copy", old, "--to", "dst", "--json")
+    markers = _readers_left(one, [src])
+    r = cli(["--config", one, "backups", "prune", "--json"])
+    out, err = copy.communicate(timeout=120)
+    assert r.code == 0, r.output
+    kept = {b["id"]: b for b in r.json()[0]["backups"]}
+    assert kept[old]["keep"] is True, r.output
+    assert "being read by backups copy" in " ".join(kept[old]["reasons"]), r.output
+    assert copy.returncode == 0, out + err
+    (rep,) = json.loads(out)
+    assert rep["action"] == "copied", rep
+    assert len(markers) == 1, markers  # its marker, beside the set on the source, while it copied
+    assert _all_sets(one, [src, "dst"]) == {src: {old: True, new: True}, "dst": {old: True}}
+    assert _readers_left(one, [src, "dst"]) == []

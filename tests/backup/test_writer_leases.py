@@ -345,25 +345,17 @@ def test_two_hosts_copying_one_backup_at_the_same_instant_one_writes_the_other_f
     assert sorted(o.key.removeprefix(prefix) for o in dest.list(prefix)) == ["a.bin", "b.bin", MANIFEST]
 
 
-@pytest.mark.parametrize("store", ["local", "s3"], indirect=True)
-def test_a_prune_deleting_a_leftover_holds_its_lease_so_a_copy_run_again_cannot_complete_it_meanwhile(
-        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, age_key: AgeKey, store: dict[str, Any],
-        opened: list[Storage]) -> None:
-    """A prune looked at a leftover once more (no lease, no manifest) and deletes it; a copy run again over it at
-    that moment took the lease (no one held it), reused the objects, wrote the manifest and said 'copied' — and
-    the prune deleted the set, manifest first.  Now the prune takes the set's lease before it deletes: the copy
-    fails naming it, and is simply run again."""
-    from upkeeper.backup.copy import FAILED as COPY_FAILED
+def _leftover_being_pruned(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, dest: Storage, prefix: str,
+                           objects: dict[str, bytes], point: str = "prune-leftover-deleting",
+                           pause: float = 1.5) -> tuple[threading.Thread, list[Any]]:
+    """``objects`` under ``prefix`` on ``dest`` (what a killed writer left), and a prune in a thread, paused at
+    ``point`` while it holds the leftover's lease (every incomplete set idle: ``incomplete_after`` 0)."""
+    from upkeeper.storage.base import put_bytes
 
-    config, bid, src, dest = _set_to_copy(tmp_path, store, age_key, opened)
-    prefix = set_prefix("web", "app", bid)
-    for name in ("a.bin", "b.bin"):  # what a killed copy left
-        with src.open_read(prefix + name) as fh:
-            put_bytes_ = dest.open_write(prefix + name)
-            put_bytes_.write(fh.read())
-            put_bytes_.commit()
+    for name, data in objects.items():
+        put_bytes(dest, prefix + name, data)
     mark = tmp_path / "mark"
-    monkeypatch.setenv("UPKEEPER_FAULT_PAUSE", "prune-leftover-deleting:1.5")
+    monkeypatch.setenv("UPKEEPER_FAULT_PAUSE", f"{point}:{pause}")
     monkeypatch.setenv("UPKEEPER_FAULT_MARK", str(mark))
     reports: list[Any] = []
     t = threading.Thread(target=lambda: reports.append(prune_series(
@@ -371,17 +363,91 @@ def test_a_prune_deleting_a_leftover_holds_its_lease_so_a_copy_run_again_cannot_
         incomplete_after=timedelta(0))))
     t.start()
     deadline = time.monotonic() + 60
-    while not (mark.exists() and "prune-leftover-deleting" in mark.read_text()):
+    while not (mark.exists() and point in mark.read_text()):
         assert t.is_alive() and time.monotonic() < deadline, "the prune never got to the leftover"
         time.sleep(0.02)
+    monkeypatch.delenv("UPKEEPER_FAULT_PAUSE")
+    return t, reports
+
+
+@pytest.mark.parametrize("store", ["local", "s3"], indirect=True)
+def test_a_copy_run_again_over_a_leftover_a_prune_is_deleting_waits_for_the_prune_then_copies(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, age_key: AgeKey, store: dict[str, Any],
+        opened: list[Storage]) -> None:
+    """A prune looked at a leftover once more (no lease, no manifest) and deletes it, holding its lease meanwhile (a
+    copy that took the lease then would complete a set the prune deletes).  A copy run again over it at that moment
+    failed at once naming the prune — for a lease held only the seconds of the deletion, a failed copy an operator
+    had to run again.  Now it waits for the prune (up to PRUNE_WAIT), then copies the whole set afresh."""
+    config, bid, src, dest = _set_to_copy(tmp_path, store, age_key, opened)
+    prefix = set_prefix("web", "app", bid)
+    left = {name: _read(src, prefix + name) for name in ("a.bin", "b.bin")}  # what a killed copy left
+    t, reports = _leftover_being_pruned(monkeypatch, tmp_path, dest, prefix, left)
+    said: list[str] = []
+    started = time.monotonic()
+    rep = copy_set([src], dest, "web", "app", bid, recorded_sha256=None, allow_unencrypted_remote=False,
+                   progress=said.append)
+    waited = time.monotonic() - started
+    t.join()
+    assert rep.action == COPIED, rep
+    assert reports[0].incomplete_deleted == [bid], reports[0]  # the prune deleted the leftover, then the copy wrote
+    assert rep.objects == 2 and rep.reused == 0, rep
+    assert _complete(dest, bid) and dest.stat(prefix + LEASE) is None
+    assert waited >= 0.5, waited
+    assert any("waiting (up to 30 s) for a prune deleting it as a leftover on" in m for m in said), said
+
+
+def test_a_rekey_run_again_over_its_leftover_a_prune_is_deleting_waits_for_the_prune(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, age_key: AgeKey, opened: list[Storage]) -> None:
+    from upkeeper.backup.rekey import rekeyed_id
+
+    (tmp_path / "dest").mkdir()
+    config = _config(tmp_path, {"dest": {"kind": "local", "path": str(tmp_path / "dest"), "fsync": False}}, age_key)
+    bid = _write_set(config, ["dest"])
+    storage = open_storage("dest", config.storages["dest"])
+    opened.append(storage)
+    new = _new_recipient(tmp_path)
+    new_prefix = set_prefix("web", "app", rekeyed_id(bid, new))
+    t, reports = _leftover_being_pruned(monkeypatch, tmp_path, storage, new_prefix, {"a.bin": b"a stopped rekey's"})
+    rep = rekey_set([storage], "web", "app", bid, recorded_sha256=None, catalog_storages=["dest"],
+                    old_key=OldKey((str(age_key.identity),)), new=new, age="age", catalog=None)
+    t.join()
+    assert rep.action == REKEYED, rep
+    assert reports[0].incomplete_deleted == [rekeyed_id(bid, new)], reports[0]
+    assert rep.new_id is not None and _complete(storage, rep.new_id) and not _complete(storage, bid)
+
+
+def test_a_copy_gives_up_on_a_prune_that_holds_the_lease_longer_and_never_waits_for_another_writer(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, age_key: AgeKey, opened: list[Storage]) -> None:
+    """The wait is bounded: a prune still deleting after PRUNE_WAIT (a huge leftover) fails the copy naming it, as
+    before.  Another writer's lease (a copy or rekey on another host) fails it at once, without waiting."""
+    from upkeeper.backup import copy as copy_module
+    from upkeeper.backup.copy import FAILED as COPY_FAILED
+    from upkeeper.backup.lease import writer_info
+    from upkeeper.storage.base import put_bytes
+
+    (tmp_path / "dest").mkdir()
+    config, bid, src, dest = _set_to_copy(tmp_path, {"kind": "local", "path": str(tmp_path / "dest"),
+                                                     "fsync": False}, age_key, opened)
+    prefix = set_prefix("web", "app", bid)
+    monkeypatch.setattr(copy_module, "PRUNE_WAIT", 0.5)
+    t, reports = _leftover_being_pruned(monkeypatch, tmp_path, dest, prefix, {"a.bin": _read(src, prefix + "a.bin")},
+                                        pause=3)
     rep = copy_set([src], dest, "web", "app", bid, recorded_sha256=None, allow_unencrypted_remote=False)
     t.join()
-    assert not (rep.action == COPIED and not _complete(dest, bid)), "the copy said 'copied' of a set a prune deleted"
-    assert rep.action == COPY_FAILED and "a prune deleting it as a leftover on" in (rep.error or ""), rep
-    assert reports[0].incomplete_deleted == [bid], reports[0]
-    assert list(dest.list(prefix)) == []
+    assert rep.action == COPY_FAILED, rep
+    assert "a prune deleting it as a leftover on" in (rep.error or "") and "still there after 0.5 s" in (rep.error or "")
+    assert reports[0].incomplete_deleted == [bid] and list(dest.list(prefix)) == []
+    elsewhere = {**writer_info(bid, datetime.now(UTC), command="backups copy"), "host": "another-host"}
+    put_bytes(dest, prefix + LEASE, json.dumps(elsewhere).encode())
+    started = time.monotonic()
     rep = copy_set([src], dest, "web", "app", bid, recorded_sha256=None, allow_unencrypted_remote=False)
-    assert rep.action == COPIED and _complete(dest, bid), rep
+    assert rep.action == COPY_FAILED and "backups copy on another-host" in (rep.error or ""), rep
+    assert time.monotonic() - started < 0.5
+
+
+def _read(storage: Storage, key: str) -> bytes:
+    with storage.open_read(key) as fh:
+        return fh.read()
 
 
 def test_repairing_a_complete_set_takes_its_lease(tmp_path: Path, age_key: AgeKey, opened: list[Storage]) -> None:
@@ -530,3 +596,124 @@ def test_a_stale_lease_is_taken_over_once_and_a_dead_takers_claim_goes_stale_too
     assert sorted(o.key for o in s.list(prefix)) == [prefix + LEASE]  # the claims are gone
     lease.release()
     assert list(s.list()) == []
+
+
+def _two_copied_one_damaged(tmp_path: Path, store: dict[str, Any], age_key: AgeKey, opened: list[Storage]
+                            ) -> tuple[str, str, Storage, Storage]:
+    """(old, new, source, destination): two sets copied to ``store``, the older one's b.bin damaged there (same
+    size: retention still counts the copy, a read-back finds the damage)."""
+    from upkeeper.storage.base import put_bytes
+
+    config, old, src, dest = _set_to_copy(tmp_path, store, age_key, opened)
+    new = _write_set(config, ["src"])
+    for bid in (old, new):
+        assert copy_set([src], dest, "web", "app", bid, recorded_sha256=None,
+                        allow_unencrypted_remote=False).action == COPIED
+    key = set_prefix("web", "app", old) + "b.bin"
+    put_bytes(dest, key, bytes(len(_read(dest, key))))
+    return old, new, src, dest
+
+
+@pytest.mark.parametrize("store", ["local", "s3"], indirect=True)
+def test_retention_never_deletes_a_set_a_copy_is_repairing_and_a_later_prune_does(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, age_key: AgeKey, store: dict[str, Any],
+        opened: list[Storage]) -> None:
+    """``backups copy`` repairs a set complete on its destination under the set's lease; retention deleted complete
+    sets without looking at it: the set went (manifest first) while the repair wrote, which then committed its
+    object into a set no longer there — a leftover — and said 'repaired' (the catalog naming that storage).  Now
+    retention takes the set's lease to delete it, and keeps a set another writer holds, saying so."""
+    from upkeeper.backup.copy import REPAIRED
+
+    old, new, src, dest = _two_copied_one_damaged(tmp_path, store, age_key, opened)
+    mark = tmp_path / "mark"
+    monkeypatch.setenv("UPKEEPER_FAULT_PAUSE", "during-upload:1.5")
+    monkeypatch.setenv("UPKEEPER_FAULT_MARK", str(mark))
+    out: list[Any] = []
+    t = threading.Thread(target=lambda: out.append(copy_set(
+        [src], dest, "web", "app", old, recorded_sha256=None, allow_unencrypted_remote=False, check_present=True)))
+    t.start()
+    deadline = time.monotonic() + 60
+    while not mark.exists():
+        assert t.is_alive() and time.monotonic() < deadline, "the repair never started"
+        time.sleep(0.02)
+    one = RetentionPolicy(keep_last=1, keep_daily=0, keep_weekly=0, keep_monthly=0)  # a backup job pruning its own storage: the destination alone
+    report = prune_series([dest], "web", "app", "files", one, default_tz="UTC", now=datetime.now(UTC),
+                          incomplete_after=timedelta(hours=24))
+    t.join()
+    assert out[0].action == REPAIRED, out[0]
+    kept = {d.item.id: d for d in report.decisions}
+    assert kept[old].keep and not report.deleted, report
+    assert any("being written by backups copy on" in r for r in kept[old].reasons), kept[old].reasons
+    assert _complete(dest, old) and _complete(dest, new)
+    monkeypatch.delenv("UPKEEPER_FAULT_PAUSE")
+    report = prune_series([dest], "web", "app", "files", one, default_tz="UTC", now=datetime.now(UTC),
+                          incomplete_after=timedelta(hours=24))
+    assert report.deleted == [old], report
+    assert list(dest.list(set_prefix("web", "app", old))) == []  # nothing left behind
+
+
+@pytest.mark.parametrize("store", ["local", "s3"], indirect=True)
+def test_a_repair_meeting_retention_deleting_the_set_waits_then_writes_nothing(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, age_key: AgeKey, store: dict[str, Any],
+        opened: list[Storage]) -> None:
+    """The other order: retention holds the set's lease while it deletes it; a repair coming then waits for it, then
+    finds the set gone and fails saying so, writing nothing (no leftover, no 'repaired' of a set gone)."""
+    from upkeeper.backup.copy import FAILED as COPY_FAILED
+
+    old, new, src, dest = _two_copied_one_damaged(tmp_path, store, age_key, opened)
+    mark = tmp_path / "mark"
+    monkeypatch.setenv("UPKEEPER_FAULT_PAUSE", "prune-set-deleting:1.5")
+    monkeypatch.setenv("UPKEEPER_FAULT_MARK", str(mark))
+    reports: list[Any] = []
+    t = threading.Thread(target=lambda: reports.append(prune_series(
+        [dest], "web", "app", "files", RetentionPolicy(keep_last=1, keep_daily=0, keep_weekly=0, keep_monthly=0), default_tz="UTC", now=datetime.now(UTC),
+        incomplete_after=timedelta(hours=24))))
+    t.start()
+    deadline = time.monotonic() + 60
+    while not mark.exists():
+        assert t.is_alive() and time.monotonic() < deadline, "the prune never got to the set"
+        time.sleep(0.02)
+    monkeypatch.delenv("UPKEEPER_FAULT_PAUSE")
+    rep = copy_set([src], dest, "web", "app", old, recorded_sha256=None, allow_unencrypted_remote=False,
+                   check_present=True)
+    t.join()
+    assert reports[0].deleted == [old], reports[0]
+    assert rep.action == COPY_FAILED and "was deleted from dest (by a prune?)" in (rep.error or ""), rep
+    assert list(dest.list(set_prefix("web", "app", old))) == []
+    assert _complete(dest, new)
+
+
+def test_a_refresh_never_writes_over_a_lease_taken_over_after_it_looked(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, store: dict[str, Any], opened: list[Storage]) -> None:
+    """A refresh looked (its own lease), then wrote: another writer taking the lease over between the two had its
+    lease written over — both then wrote the set.  Now the refresh replaces only the bytes it read (S3: If-Match
+    their ETag), finds the other's lease, and its writer is told it lost the lease."""
+    from upkeeper.backup.lease import Lease, writer_info
+    from upkeeper.errors import BackupError
+    from upkeeper.storage.base import get_bytes, put_bytes
+
+    storage = open_storage("dest", load_text(json.dumps({"storages": {"dest": store}})).storages["dest"])
+    opened.append(storage)
+    mark = tmp_path / "mark"
+    monkeypatch.setenv("UPKEEPER_FAULT_PAUSE", "lease-refresh:1")
+    monkeypatch.setenv("UPKEEPER_FAULT_MARK", str(mark))
+    lease = Lease.take([storage], "web/app/x/", writer_info("x", datetime.now(UTC), command="backups copy"),
+                       timedelta(seconds=0.05))
+    try:
+        deadline = time.monotonic() + 30
+        while not mark.exists():
+            assert time.monotonic() < deadline, "no refresh came"
+            time.sleep(0.02)
+        other = json.dumps({**writer_info("x", datetime.now(UTC), command="backups rekey"), "host": "another-host",
+                            "token": "theirs"}).encode()
+        put_bytes(storage, "web/app/x/" + LEASE, other)  # taken over while the refresh is between look and write
+        while lease.lost is None:
+            assert time.monotonic() < deadline, "the refresh never noticed"
+            time.sleep(0.02)
+        assert get_bytes(storage, "web/app/x/" + LEASE) == other
+        with pytest.raises(BackupError, match="taken over by backups rekey on another-host"):
+            lease.check()
+    finally:
+        monkeypatch.delenv("UPKEEPER_FAULT_PAUSE")
+        lease.release()
+    assert get_bytes(storage, "web/app/x/" + LEASE) == other

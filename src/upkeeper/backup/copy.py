@@ -21,12 +21,12 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from upkeeper.backup.lease import Lease, LeaseHeld, writer_info
+from upkeeper.backup.lease import PRUNE_WAIT, Lease, LeaseHeld, take_reader, writer_info
 from upkeeper.backup.manifest import (
     LEASE,
     LEASE_REFRESH,
@@ -103,17 +103,19 @@ class CopyFailed(BackupError):
 def copy_set(sources: Sequence[Storage], dest: Storage, target: str, database: str, backup_id: str, *,
              recorded_sha256: str | None, allow_unencrypted_remote: bool, dry_run: bool = False,
              progress: Progress | None = None, check_present: bool = False, lease_on: Storage | None = None,
-             lease_refresh: timedelta = LEASE_REFRESH) -> CopyReport:
+             lease_refresh: timedelta = LEASE_REFRESH, reader_on: Mapping[str, Storage] | None = None) -> CopyReport:
     """Copy one complete set to ``dest`` from the first of ``sources`` that has it (per object, the next one
     when a source's copy is unreadable or does not match the manifest).  Never raises for a problem of this
     set (the report says ``failed``, naming the object); Ctrl-C and SIGTERM remove what was written.
     ``check_present``: read back every object of a set already complete on a remote ``dest`` (see above).
-    ``lease_on``: ``dest`` opened again, for the lease's refresh thread (default: ``dest`` itself)."""
+    ``lease_on``: ``dest`` opened again, for the lease's refresh thread (default: ``dest`` itself); ``reader_on``:
+    the sources opened again, by name, for the refresh of the reader's marker the copy holds beside the set on them
+    (:func:`~upkeeper.backup.lease.take_reader`: no prune or rekey deletes the set under the copy)."""
     report = CopyReport(backup_id, target, database, dest.name)
     try:
         _copy(report, sources, dest, set_prefix(target, database, backup_id), recorded_sha256,
               allow_unencrypted_remote, dry_run, progress or (lambda _msg: None),
-              check_present or dest.kind == "local", lease_on or dest, lease_refresh)
+              check_present or dest.kind == "local", lease_on or dest, lease_refresh, reader_on)
     except UpkeeperError as exc:
         report.action = FAILED
         report.error = exc.message
@@ -124,9 +126,26 @@ def copy_set(sources: Sequence[Storage], dest: Storage, target: str, database: s
 
 def _copy(report: CopyReport, sources: Sequence[Storage], dest: Storage, prefix: str, recorded: str | None,
           allow_unencrypted: bool, dry_run: bool, progress: Progress, read_back: bool, lease_on: Storage,
-          lease_refresh: timedelta) -> None:
+          lease_refresh: timedelta, reader_on: Mapping[str, Storage] | None) -> None:
     if recorded and not read_back and _listed_complete(report, dest, prefix, recorded):
         return  # no source read at all
+    # a reader's marker beside the set on its sources while it is copied (not for a dry run, which writes
+    # nothing): a prune (retention) keeps the set, a rekey waits before deleting it — the copy failed midway, its
+    # set gone from the source, and had to be run again
+    reading = None if dry_run else take_reader(sources, report.target, report.database, report.id, "backups copy",
+                                               reader_on, lease_refresh)
+    try:
+        _copy_read(report, sources, dest, prefix, recorded, allow_unencrypted, dry_run, progress, read_back,
+                   lease_on, lease_refresh)
+    finally:
+        if reading is not None:
+            reading.release()
+
+
+def _copy_read(report: CopyReport, sources: Sequence[Storage], dest: Storage, prefix: str, recorded: str | None,
+               allow_unencrypted: bool, dry_run: bool, progress: Progress, read_back: bool, lease_on: Storage,
+               lease_refresh: timedelta) -> None:
+    fault_pause("copy-reading")  # (the tests: a prune or rekey of the source set as the copy starts reading it)
     source, manifest = _source_manifest(sources, prefix, recorded, report.id)
     report.source = source.name
     expected = manifest.sha256
@@ -136,7 +155,7 @@ def _copy(report: CopyReport, sources: Sequence[Storage], dest: Storage, prefix:
         raise CopyFailed(f"refusing to copy unencrypted backup {report.id} to remote storage {dest.name} "
                          f"({dest.kind}): object {plain[0]} is not encrypted", UNENCRYPTED_COPY_HINT, plain[0])
     ordered = [source, *(s for s in sources if s is not source)]
-    lease_for = _LeaseFor(report, source, lease_on, prefix, lease_refresh)
+    lease_for = _LeaseFor(report, source, lease_on, prefix, lease_refresh, progress)
     if dest.stat(prefix + MANIFEST) is not None:
         _complete_there(report, ordered, dest, prefix, manifest, expected, dry_run, progress, read_back, lease_for)
         return
@@ -188,12 +207,14 @@ class _LeaseFor:
     lease_on: Storage
     prefix: str
     refresh: timedelta
+    progress: Progress
 
     def take(self) -> Lease:
-        try:
+        try:  # a prune holding it while it deletes the set is waited for (PRUNE_WAIT), any other writer not
             return Lease.take([self.lease_on], self.prefix,
                               writer_info(self.report.id, datetime.now(UTC), command="backups copy",
-                                          source=self.source.name), self.refresh)
+                                          source=self.source.name), self.refresh, patience=PRUNE_WAIT,
+                              waiting=self.progress)
         except LeaseHeld as held:
             raise CopyFailed(f"backup {self.report.id} is being written to {self.report.destination} by {held.holder}; "
                              "it was left alone", "Try: copy it again once that is done (a lease its writer "
@@ -274,6 +295,12 @@ def _complete_there(report: CopyReport, sources: Sequence[Storage], dest: Storag
         return
     lease = lease_for.take()
     try:
+        # deleted since it was looked at (a prune's retention, whose lease this copy may have waited for): repairing
+        # it now would leave the objects written as a leftover, and the catalog naming this storage
+        if dest.stat(prefix + MANIFEST) is None:
+            raise CopyFailed(f"backup {report.id} was deleted from {dest.name} (by a prune?) before the copy could "
+                             "repair it there; nothing was written", f"Try: 'upkeeper backups copy {report.id} --to "
+                             f"{dest.name}' again if it should be there (retention may delete it again)", MANIFEST)
         for rec in damaged:
             report.bytes += _copy_object(sources, dest, prefix + rec.name, rec, report, progress)
             report.objects += 1

@@ -1,6 +1,6 @@
 """The lease a writer holds on the set it writes (:data:`~upkeeper.backup.manifest.LEASE`): a backup run's
 :class:`~upkeeper.backup.sets.SetWriter`, ``backups copy`` on its destination (also to repair a set complete
-there), ``backups rekey`` for the new set, and prune for the moment it deletes a leftover.
+there), ``backups rekey`` for the new set, and prune for the moment it deletes a set (a leftover, or by retention).
 Prune keeps an incomplete set whose lease is fresh (:data:`~upkeeper.backup.manifest.LEASE_TTL`), whatever
 ``incomplete_after`` says, and however long ago its listing saw the set (a prune of many series deletes a leftover
 minutes after it listed it: by then its writer may have written the manifest).
@@ -10,7 +10,12 @@ two hosts that share a storage but not a history database (whose locks keep writ
 the same set's lease at the same instant, exactly one gets it; the other fails naming the holder.  A stale lease
 (not refreshed for ``LEASE_TTL``, or left by a process of this host that is gone) is taken over: the taker first
 creates, exclusively too, a *claim* named after that very version of the lease (``.writing.<hash>.takeover``),
-so of two takers only one removes it, then takes the lease like a new one."""
+so of two takers only one removes it, then takes the lease like a new one.
+
+Prune holds a set's lease (marked :data:`PRUNING`) only while it deletes the set — a leftover, or a complete set
+retention lets go: a copy or rekey meeting it waits up to :data:`PRUNE_WAIT` for it to go, rather than fail at
+once; any other writer's lease fails them at once.  A prune's lease left by a process of this host that is gone
+protects nothing (:func:`protects`): the next prune finishes the deletion."""
 
 from __future__ import annotations
 
@@ -23,7 +28,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -40,7 +45,7 @@ from upkeeper.backup.manifest import (
 from upkeeper.backup.pipeline import fault_pause
 from upkeeper.errors import BackupError, UpkeeperError
 from upkeeper.storage import Storage
-from upkeeper.storage.base import ObjectInfo, get_bytes, put_bytes
+from upkeeper.storage.base import ObjectInfo, get_bytes
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +55,12 @@ _LIVE: set[str] = set()
 _LIVE_LOCK = threading.Lock()
 #: attempts to take a lease that is released, or taken over, under our eyes
 ROUNDS = 6
+#: how long a copy or rekey waits for a prune's lease on the set it would write (:data:`PRUNING`): a prune holds
+#: it only while it deletes the set (seconds), and failing at once left a copy for an operator to run again
+PRUNE_WAIT = 30.0
+PRUNE_POLL = 0.5
+#: the key of a lease body saying its holder is a prune deleting the set (a leftover, or by retention)
+PRUNING = "pruning"
 
 
 class LeaseHeld(BackupError):
@@ -153,12 +164,22 @@ def _delete_claim(storage: Storage, claim: str) -> None:
         log.warning("could not delete the takeover claim %s on %s: %s", claim, storage.name, exc.message)
 
 
-def acquire(storage: Storage, key: str, data: bytes, token: str, now: datetime | None = None) -> str | None:
+def _pruning(seen: _Seen) -> bool:
+    """Is the lease a prune's, held while it deletes the set?"""
+    return seen.body is not None and seen.body.get(PRUNING) is True
+
+
+def acquire(storage: Storage, key: str, data: bytes, token: str, now: datetime | None = None, *,
+            patience: float = 0.0, waiting: Callable[[str], None] | None = None) -> str | None:
     """Take the lease ``key`` on ``storage`` (``data``: this lease, with ``token``): None when taken, else who
     holds it, in words.  A stale lease is taken over (see the module's docstring); ``now``: the time a lease's age
-    is judged at (a prune's)."""
+    is judged at (a prune's).  ``patience``: seconds to wait, looking every PRUNE_POLL, while the holder is a prune
+    deleting the set (``waiting`` told who), before giving up; another writer's lease is given up on at once."""
     taking_over = False
-    for _round in range(ROUNDS):
+    deadline: float | None = None
+    rounds = 0
+    while rounds < ROUNDS:
+        rounds += 1
         if taking_over:
             time.sleep(0.2)  # another writer takes the stale lease over (a moment's work): then it is that one's
         fault_pause("lease-take")  # (the tests: two writers that both found no lease, or the same stale one)
@@ -170,7 +191,18 @@ def acquire(storage: Storage, key: str, data: bytes, token: str, now: datetime |
         if seen.body is not None and seen.body.get("token") == token:
             return None  # this very lease (a retried PUT found its own first attempt)
         if not _stale(seen, now or datetime.now(UTC)):
-            return _holder(seen, key, storage)
+            holder = _holder(seen, key, storage)
+            if patience > 0 and _pruning(seen):
+                if deadline is None:
+                    deadline = time.monotonic() + patience
+                    if waiting is not None:
+                        waiting(f"waiting (up to {patience:g} s) for {holder} to finish")
+                if time.monotonic() < deadline:
+                    time.sleep(PRUNE_POLL)
+                    rounds -= 1  # (not a round lost to writers taking and releasing it)
+                    continue
+                return f"{holder} (still there after {patience:g} s)"
+            return holder
         claim = f"{key}.{seen.version}{CLAIM_SUFFIX}"
         if not storage.create_exclusive(claim, data):
             info = storage.stat(claim)
@@ -188,6 +220,19 @@ def acquire(storage: Storage, key: str, data: bytes, token: str, now: datetime |
     if taking_over:
         return f"another writer taking over the stale lease {key} on {storage.name} right now"
     return f"writers taking and releasing the lease {key} on {storage.name} again and again"
+
+
+def protects(storage: Storage, key: str, now: datetime) -> bool:
+    """Does the lease ``key`` on ``storage`` keep a prune off the set: there, refreshed within LEASE_TTL, and not a
+    prune's own left by a process of this host that is gone (a prune killed while it deleted the set: the next
+    prune finishes the deletion at once; a killed writer's lease still protects its set until stale)."""
+    info = storage.stat(key)
+    if info is None or (info.modified is not None and now - info.modified >= LEASE_TTL):
+        return False
+    seen = _look(storage, key)
+    if seen is None:
+        return False
+    return not (_pruning(seen) and _stale(seen, now))
 
 
 class Lease:
@@ -211,8 +256,10 @@ class Lease:
     unprotected = "a prune may take the set for a leftover"
 
     def __init__(self, storages: Sequence[Storage], key: str, info: dict[str, Any], refresh: timedelta | None,
-                 strict: bool = True) -> None:
+                 strict: bool = True, patience: float = 0.0, waiting: Callable[[str], None] | None = None) -> None:
         self.storages = list(storages)
+        self.patience = patience
+        self.waiting = waiting
         self.key = key
         self.token = uuid.uuid4().hex
         self.info = {**info, "token": self.token}
@@ -225,10 +272,11 @@ class Lease:
 
     @classmethod
     def take(cls, storages: Sequence[Storage], prefix: str, info: dict[str, Any], refresh: timedelta | None,
-             *, strict: bool = True, now: datetime | None = None) -> Lease:
-        """The lease of the set at ``prefix``, taken (:class:`LeaseHeld` when another writer holds it; ``now``:
-        see :func:`acquire`)."""
-        lease = cls(storages, prefix + LEASE, info, refresh, strict)
+             *, strict: bool = True, now: datetime | None = None, patience: float = 0.0,
+             waiting: Callable[[str], None] | None = None) -> Lease:
+        """The lease of the set at ``prefix``, taken (:class:`LeaseHeld` when another writer holds it; ``now``,
+        ``patience`` — how long a prune's lease is waited for — and ``waiting``: see :func:`acquire`)."""
+        lease = cls(storages, prefix + LEASE, info, refresh, strict, patience, waiting)
         lease.start(now)
         return lease
 
@@ -241,7 +289,8 @@ class Lease:
         taken: list[Storage] = []
         for s in self.storages:
             try:
-                holder = acquire(s, self.key, self._body(), self.token, now)
+                holder = acquire(s, self.key, self._body(), self.token, now, patience=self.patience,
+                                 waiting=self.waiting)
             except UpkeeperError as exc:
                 if self.strict:
                     self._give_back(taken)
@@ -270,9 +319,19 @@ class Lease:
         seen = _look(s, self.key)
         if seen is None:  # never written (the storage failed at the start), or deleted by hand: take it again
             holder = acquire(s, self.key, self._body(), self.token)
-        elif seen.body is not None and seen.body.get("token") == self.token:
-            put_bytes(s, self.key, self._body())
-            return
+        elif seen.body is not None and seen.body.get("token") == self.token and seen.raw is not None:
+            fault_pause("lease-refresh")  # (the tests: another writer takes the lease over right now)
+            # only over the very bytes just read (S3: If-Match their ETag, atomic; local, SFTP: compared, then
+            # renamed into place — a takeover landing in those milliseconds is written over unseen)
+            if s.replace_if(self.key, self._body(), seen.raw):
+                return
+            again = _look(s, self.key)
+            if again is None:  # deleted meanwhile: take it again (one taking it over at once wins, atomically)
+                holder = acquire(s, self.key, self._body(), self.token)
+            elif again.body is not None and again.body.get("token") == self.token:
+                return  # (still ours: rewritten by a retried request)
+            else:
+                holder = _holder(again, self.key, s)
         else:
             holder = _holder(seen, self.key, s)
         if holder is not None:
@@ -326,7 +385,7 @@ class Lease:
             _LIVE.discard(self.token)
 
 
-# Readers.  A verify or a restore reading a complete set holds a marker of its own beside it
+# Readers.  A verify, a restore or a copy (on its sources) reading a complete set holds a marker of its own beside it
 # (``<prefix>.reading-<host>-<pid>-<random>``, the same JSON as a lease, refreshed the same way), written before it
 # reads the manifest and deleted when it is done.  Deleting a complete set while someone reads it made a verify fail
 # (a good backup marked verify-failed, a false alarm) and a restore fail midway: ``backups rekey`` waits for the

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from upkeeper.backup.lease import Lease, LeaseHeld, readers, writer_info
+from upkeeper.backup.lease import PRUNING, Lease, LeaseHeld, protects, readers, writer_info
 from upkeeper.backup.manifest import (
     LEASE,
     LEASE_TTL,
@@ -304,9 +304,8 @@ def _taken_up(storages: Sequence[Storage], prefix: str, now: datetime, errors: l
     only a manifest counts."""
     for storage in storages:
         try:
-            lease = None if lease_ok else storage.stat(prefix + LEASE)
-            if storage.stat(prefix + MANIFEST) is not None or (
-                    lease is not None and lease.modified is not None and now - lease.modified < LEASE_TTL):
+            if storage.stat(prefix + MANIFEST) is not None or (not lease_ok and protects(storage, prefix + LEASE,
+                                                                                          now)):
                 return True
         except UpkeeperError as exc:
             errors.append(f"{storage.name}: looking again at {prefix}: {exc.message}")
@@ -399,19 +398,52 @@ def prune_series(
         if dry_run:
             report.deleted.append(d.item.id)
             continue
+        # with the copies that lost an object: retention is done with the set, they go with it
+        on = [*sets[d.item.id][2], *(s for s, _why in idx.damaged.get(d.item.id, []))]
         with shielded():
+            # the set's lease, taken on each storage holding it (in one step, as for a leftover): a 'backups copy'
+            # repairing it there right now (under that lease) keeps it — deleting it under the repair left the
+            # repaired objects behind as a leftover and the catalog naming a storage without the set — and one that
+            # comes while it is deleted waits for this prune, then finds it gone.  A storage where the lease cannot
+            # be written is not deleted from (in errors, as a deletion failing there: the next prune retries)
+            holding: list[Lease] = []
             failed = False
-            # with the copies that lost an object: retention is done with the set, they go with it
-            for storage in [*sets[d.item.id][2], *(s for s, _why in idx.damaged.get(d.item.id, []))]:
-                try:
-                    delete_set(storage, target, database, d.item.id)
-                except UpkeeperError as exc:
-                    report.errors.append(f"{storage.name}: deleting {d.item.id}: {exc.message}")
+            writer = None
+            for storage in on:
+                taken = _lease_to_delete([storage], target, database, d.item.id, now, report.errors,
+                                         "a prune deleting it (retention)")
+                if isinstance(taken, Lease):
+                    holding.append(taken)
+                elif taken is None:
                     failed = True
-                    continue
-                fault_pause("prune-set-deleted")  # (the tests: deleted from storage, the catalog not yet told)
-                if catalog is not None:
-                    catalog.remove_storage(d.item.id, storage.name)
+                else:
+                    writer = taken
+                    break
+            if writer is not None or not holding:
+                for lease_ in holding:
+                    lease_.release()
+                if writer is not None:
+                    d.keep = True
+                    d.reasons.append(f"being written by {writer} (a later prune deletes it)")
+                else:
+                    report.delete_failed.append(d.item.id)
+                continue
+            try:
+                fault_pause("prune-set-deleting")  # (the tests: a copy repairing the set comes now)
+                for lease_ in holding:
+                    storage = lease_.storages[0]
+                    try:
+                        delete_set(storage, target, database, d.item.id, keep_lease=True)
+                    except UpkeeperError as exc:
+                        report.errors.append(f"{storage.name}: deleting {d.item.id}: {exc.message}")
+                        failed = True
+                        continue
+                    fault_pause("prune-set-deleted")  # (the tests: deleted from storage, the catalog not yet told)
+                    if catalog is not None:
+                        catalog.remove_storage(d.item.id, storage.name)
+            finally:
+                for lease_ in holding:
+                    lease_.release()  # last: the set's remains are never without it
             (report.delete_failed if failed else report.deleted).append(d.item.id)
     for bid, (active, where) in sorted(idx.incomplete.items()):
         if bid in idx.complete and set(s.name for s in where) & set(s.name for s in idx.complete[bid][2]):
@@ -423,7 +455,8 @@ def prune_series(
         # (pg_dump on a huge table before the next upload): not a leftover.  A stale lease (the writer died)
         # protects nothing.
         lease = idx.leases.get(bid)
-        if lease is not None and now - lease < LEASE_TTL:
+        if lease is not None and now - lease < LEASE_TTL and _protected(where, set_prefix(target, database, bid),
+                                                                        now, report.errors):
             report.incomplete_kept.append(bid)
             continue
         # its listed objects are old, but one may still be on its way (a dump streaming for longer than
@@ -445,7 +478,9 @@ def prune_series(
             # the set's lease, taken (in one step, a stale one taken over) for the deletion: a copy or rekey run
             # again over the leftover from now on fails naming this prune instead of writing into a set being
             # deleted, and one that took it first keeps the set
-            held = _lease_to_delete(where, target, database, bid, now, report.errors)
+            taken = _lease_to_delete(where, target, database, bid, now, report.errors,
+                                     "a prune deleting it as a leftover")
+            held = taken if isinstance(taken, Lease) else None
             if held is None or _taken_up(where, set_prefix(target, database, bid), now, report.errors,
                                          lease_ok=True):
                 if held is not None:
@@ -471,18 +506,33 @@ def prune_series(
     return report
 
 
+def _protected(storages: Sequence[Storage], prefix: str, now: datetime, errors: list[str]) -> bool:
+    """Does a lease on any of ``storages`` keep the leftover at ``prefix`` (:func:`upkeeper.backup.lease.protects`)?
+    A storage that cannot tell counts as yes."""
+    for storage in storages:
+        try:
+            if protects(storage, prefix + LEASE, now):
+                return True
+        except UpkeeperError as exc:
+            errors.append(f"{storage.name}: looking at the lease of {prefix}: {exc.message}")
+            return True
+    return False
+
+
 def _lease_to_delete(storages: Sequence[Storage], target: str, database: str, bid: str, now: datetime,
-                     errors: list[str]) -> Lease | None:
-    """The lease of the leftover ``bid`` on every storage holding it, taken by this prune (no refresh thread: it
-    is held while the set is deleted), or None when a writer holds it (or a storage cannot tell: left for the next
-    prune)."""
+                     errors: list[str], command: str) -> Lease | str | None:
+    """The lease of the set ``bid`` on every storage holding it, taken by this prune (no refresh thread: it is held
+    while the set is deleted; marked :data:`~upkeeper.backup.lease.PRUNING`, so that a copy or rekey meeting it
+    waits a moment rather than fail), or who holds it (another writer, in words), or None when a storage cannot
+    tell (in ``errors``: left for the next prune)."""
     prefix = set_prefix(target, database, bid)
     try:
-        return Lease.take(storages, prefix, writer_info(bid, datetime.now(UTC),
-                                                         command="a prune deleting it as a leftover"), None,
-                          now=now)
+        return Lease.take(storages, prefix, writer_info(bid, datetime.now(UTC), command=command, **{PRUNING: True}),
+                          None, now=now)
     except LeaseHeld as held:
-        log.info("leftover %s is kept: its lease is held by %s", bid, held.holder)
+        log.info("%s is kept: its lease is held by %s", prefix, held.holder)
+        return held.holder
     except UpkeeperError as exc:
-        errors.append(f"taking the lease of leftover {prefix} to delete it: {exc.message}")
+        errors.append(f"{', '.join(s.name for s in storages)}: taking the lease of {prefix} to delete it: "
+                      f"{exc.message}")
     return None

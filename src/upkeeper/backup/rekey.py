@@ -31,7 +31,7 @@ from typing import IO, Any
 
 from upkeeper.backup.catalog import Catalog
 from upkeeper.backup.crypto import AgeProcess, Encryption, identity_public_keys
-from upkeeper.backup.lease import Lease, LeaseHeld, readers, writer_info
+from upkeeper.backup.lease import PRUNE_WAIT, Lease, LeaseHeld, readers, writer_info
 from upkeeper.backup.manifest import (
     ID_RE,
     LEASE,
@@ -271,7 +271,7 @@ def _rekey(report: RekeyReport, storages: Sequence[Storage], recorded: str | Non
     try:
         lease = Lease.take([lease_on.get(s.name, s) for s in holders], new_prefix,
                            writer_info(new_id, datetime.now(UTC), command="backups rekey", rekeying=old_id),
-                           lease_refresh)
+                           lease_refresh, patience=PRUNE_WAIT, waiting=progress)  # (a prune's: waited for a moment)
     except LeaseHeld as held:
         raise RekeyFailed(f"backup {new_id}, the re-encryption of {old_id}, is being written by {held.holder}; "
                           "nothing was changed", "Try: rekey it again once that is done (a lease its writer stopped "

@@ -1187,6 +1187,8 @@ def copy_cmd(
     by_name = {s.name: s for s in storages}
     # --to again, for the lease's refresh thread (never the copy's own connection); opened lazily when remote
     lease_on = [] if dry_run else _open(config, [to])
+    # the sources again, for the refresh of the reader's marker the copy holds on them (opened lazily when remote)
+    reader_on = [] if dry_run else _open(config, sorted({n for ss in sources.values() for n in ss}))
     reports: list[CopyReport] = []
     try:
         with sigterm_unwinds():  # a stopped copy removes what it wrote, as after Ctrl-C
@@ -1202,7 +1204,8 @@ def copy_cmd(
                                        r.id, recorded_sha256=r.manifest_sha256,
                                        allow_unencrypted_remote=config.backup.unencrypted_explicit,
                                        dry_run=dry_run, progress=progress, check_present=check_present,
-                                       lease_on=lease_on[0] if lease_on else None)
+                                       lease_on=lease_on[0] if lease_on else None,
+                                       reader_on={s.name: s for s in reader_on})
                 if rep.action in (COPIED, PRESENT, REPAIRED):
                     catalog.add_storage(r.id, to)
                 reports.append(rep)
@@ -1215,7 +1218,7 @@ def copy_cmd(
                 row.id, row.target, row.database, to, action="interrupted", error=why).to_dict())
         raise
     finally:
-        close_storages([*lease_on, *storages])
+        close_storages([*reader_on, *lease_on, *storages])
     written = _audit_copies(reports, to)
     if as_json:
         print_json([rep.to_dict() for rep in reports])

@@ -4,7 +4,8 @@ Keys are ``/``-separated relative paths.  A write is invisible until
 ``commit()``: a crash or ``abort()`` leaves no object under the final key.
 ``list`` of a storage whose root (directory, bucket) is missing or cannot be read raises
 StorageError — never an empty or partial listing; an existing empty root lists nothing.
-``create_exclusive`` writes a small object only where none is (the leases of sets being written).
+``create_exclusive`` writes a small object only where none is, ``replace_if`` only while it still holds the bytes
+read (the leases of sets being written).
 One contract test suite (tests/storage/test_contract.py) runs against every backend.
 """
 
@@ -58,6 +59,15 @@ class Storage(Protocol):
         temporary file hard-linked into place (``link`` fails on an existing name); SFTP: a temporary file moved
         into place with the protocol's plain rename, which refuses an existing target; S3: ``PutObject`` with
         ``If-None-Match: *``.  Used for the sets' leases (:mod:`upkeeper.backup.lease`)."""
+        ...
+
+    def replace_if(self, key: str, data: bytes, current: bytes) -> bool:
+        """Write ``data`` under ``key`` only if the object there still holds ``current`` (the bytes the caller
+        read): True when replaced, False when it is gone or holds something else (left as it is).  Never
+        visible with part of ``data``.  S3: ``PutObject`` with ``If-Match`` the ETag of the version read, which
+        the store refuses (412) once another write replaced it — atomic.  Local and SFTP: read and compare, then
+        a temporary file renamed into place — a write landing between the two (a few milliseconds) is replaced
+        unseen.  Used to refresh the sets' leases (:mod:`upkeeper.backup.lease`)."""
         ...
 
     def describe(self) -> str: ...

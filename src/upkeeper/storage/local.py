@@ -314,6 +314,28 @@ class LocalStorage:
         w.write(data)
         return w.commit_exclusive()
 
+    def replace_if(self, key: str, data: bytes, current: bytes) -> bool:
+        """See ``base.Storage.replace_if`` (compared, then a temporary file renamed into place: not atomic)."""
+        if self.stat(key) is None:
+            return False
+        w = LocalWriter(self, key)
+        try:
+            w.write(data)
+            try:
+                there = self.path_for(key).read_bytes()
+            except FileNotFoundError:
+                there = None
+            except OSError as exc:
+                raise StorageError(f"local:{self.path_for(key)}: cannot read: {exc.strerror or exc}") from None
+            if there != current:
+                w.abort()
+                return False
+            w.commit()
+        except BaseException:
+            w.abort()
+            raise
+        return True
+
     def delete(self, key: str) -> None:
         p = self.path_for(key)
         try:

@@ -493,6 +493,35 @@ class S3Storage:
             there = resp["Body"].read()
         return bool(there == data)
 
+    def replace_if(self, key: str, data: bytes, current: bytes) -> bool:
+        """See ``base.Storage.replace_if``: the object read (its ETag), then ``PutObject`` with ``If-Match`` that
+        ETag (AWS S3 since 2024, SeaweedFS, MinIO), which the store refuses (412; 409 racing another conditional
+        write; 404 once deleted) when another write came between.  A store that answers the condition with
+        501 NotImplemented is written to without it (a write in between is replaced unseen, as on local)."""
+        okey = self.object_key(key)
+        try:
+            with self.errors("cannot read", key):
+                resp = self.client.get_object(Bucket=self.bucket, Key=okey)
+                there = resp["Body"].read()
+        except _Missing:
+            return False
+        if there != current:
+            return False
+        with self.errors("cannot replace", key):
+            try:
+                self.client.put_object(Bucket=self.bucket, Key=okey, Body=data, IfMatch=resp["ETag"],
+                                       **self.put_args())
+            except ClientError as exc:
+                status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+                if _code(exc) in _EXISTS_CODES or _code(exc) in _MISSING_CODES or status in (404, 409, 412):
+                    return False
+                if _code(exc) not in ("NotImplemented", "501") and status != 501:
+                    raise
+                log.info("%s: the store does not support conditional writes (If-Match); replacing without",
+                         self.describe())
+                self.client.put_object(Bucket=self.bucket, Key=okey, Body=data, **self.put_args())
+        return True
+
     def delete(self, key: str) -> None:
         okey = self.object_key(key)
         try:

@@ -946,6 +946,29 @@ class SftpStorage:
         w.write(data)
         return w.commit_exclusive()
 
+    def replace_if(self, key: str, data: bytes, current: bytes) -> bool:
+        """See ``base.Storage.replace_if`` (compared, then a temporary file renamed into place: not atomic)."""
+        if self.stat(key) is None:
+            return False
+        w = SftpWriter(self, key)
+        try:
+            w.write(data)
+            try:
+                with self.open_read(key) as fh:
+                    there: bytes | None = fh.read()
+            except StorageError:
+                if self.stat(key) is not None:
+                    raise
+                there = None
+            if there != current:
+                w.abort()
+                return False
+            w.commit()
+        except BaseException:
+            w.abort()
+            raise
+        return True
+
     def delete(self, key: str) -> None:
         path = self.remote_path(key)
 
