@@ -4,18 +4,15 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from conftest import write_yaml
+from daemon_support import daemon_process as _daemon
+from daemon_support import stop_daemon as _stop
+from daemon_support import wait_for as _wait
 from upkeeper.config.loader import load_text
 from upkeeper.core.daemon import Daemon, SimClock
 from upkeeper.core.executor import InlineExecutor
@@ -26,33 +23,9 @@ from upkeeper.core.runner import Runner
 NODE = "reload-node"
 
 
-def _wait(what: str, cond: Callable[[], bool], log: Path | None = None, timeout: float = 40.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}" + (f"; daemon log:\n{log.read_text()}" if log else ""))
 
 
-@contextmanager
-def _daemon(cfg: Path, log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    with open(log, "ab") as out:
-        p = subprocess.Popen([sys.executable, "-m", "upkeeper", "--config", str(cfg), "daemon"], stdout=out,
-                             stderr=out, env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True)
-    try:
-        _wait("the daemon to start", lambda: "upkeeper daemon:" in log.read_text() or p.poll() is not None, log)
-        assert p.poll() is None, log.read_text()
-        yield p
-    finally:
-        if p.poll() is None:
-            os.killpg(p.pid, signal.SIGKILL)
-            p.wait()
 
-
-def _stop(p: subprocess.Popen[bytes], log: Path) -> None:
-    p.send_signal(signal.SIGTERM)
-    assert p.wait(60) == 0, log.read_text()
 
 
 def _cli(cli: Any, args: list[Any]) -> Any:

@@ -9,32 +9,25 @@ import shutil
 import signal
 import socket
 import struct
-import subprocess
-import sys
 import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from conftest import write_yaml
+from daemon_support import daemon_process as _daemon
+from daemon_support import stop_daemon as _stop
+from daemon_support import wait_for as _wait
 from upkeeper.core.history import History
 from upkeeper.core.sdnotify import Notifier
 
 NODE = "sd-node"
 
-
-def _wait(what: str, cond: Callable[[], bool], log: Path | None = None, timeout: float = 40.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}" + (f"; daemon log:\n{log.read_text()}" if log else ""))
 
 
 class Listener:
@@ -105,25 +98,8 @@ def _listener(abstract: bool = False) -> Iterator[Listener]:
         got.close()
 
 
-@contextmanager
-def _daemon(cfg: Path, log: Path, **env: str) -> Iterator[subprocess.Popen[bytes]]:
-    base = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")}
-    with open(log, "ab") as out:
-        p = subprocess.Popen([sys.executable, "-m", "upkeeper", "--config", str(cfg), "daemon"], stdout=out,
-                             stderr=out, env={**base, "PYTHONUNBUFFERED": "1", **env}, start_new_session=True)
-    try:
-        _wait("the daemon to start", lambda: "upkeeper daemon:" in log.read_text() or p.poll() is not None, log)
-        assert p.poll() is None, log.read_text()
-        yield p
-    finally:
-        if p.poll() is None:
-            os.killpg(p.pid, signal.SIGKILL)
-            p.wait()
 
 
-def _stop(p: subprocess.Popen[bytes], log: Path) -> None:
-    p.send_signal(signal.SIGTERM)
-    assert p.wait(60) == 0, log.read_text()
 
 
 def _config(tmp_path: Path, jobs: dict[str, Any], **extra: Any) -> Path:

@@ -138,6 +138,31 @@ def put_bytes(storage: Storage, key: str, data: bytes) -> ObjectInfo:
         raise
 
 
+def replace_by_rename(storage: Storage, key: str, data: bytes, current: bytes) -> bool:
+    """:meth:`Storage.replace_if` for stores without a conditional write (local, SFTP): ``data`` written to a
+    temporary object, the object read and compared with ``current``, then the temporary one renamed into place —
+    not atomic (a write landing between the comparison and the rename is replaced unseen)."""
+    if storage.stat(key) is None:
+        return False
+    w = storage.open_write(key)
+    try:
+        w.write(data)
+        try:
+            there: bytes | None = get_bytes(storage, key)
+        except StorageError:
+            if storage.stat(key) is not None:
+                raise
+            there = None  # gone meanwhile
+        if there != current:
+            w.abort()
+            return False
+        w.commit()
+    except BaseException:
+        w.abort()
+        raise
+    return True
+
+
 def get_bytes(storage: Storage, key: str) -> bytes:
     with storage.open_read(key) as fh:
         return fh.read()

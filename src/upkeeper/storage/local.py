@@ -23,7 +23,7 @@ from typing import BinaryIO
 from upkeeper.config.storage import LocalStorageConfig
 from upkeeper.errors import StorageError
 from upkeeper.shield import shielded
-from upkeeper.storage.base import ObjectInfo, check_key
+from upkeeper.storage.base import ObjectInfo, check_key, replace_by_rename
 
 TMP_SUFFIX = ".upkeeper-partial"
 #: where the mount points that should be mounted are declared, and what is mounted now
@@ -77,15 +77,19 @@ class LocalWriter:
         self.size += n
         return n
 
-    def commit(self) -> ObjectInfo:
+    def _finish_file(self) -> None:
+        """The temporary file flushed (and fsynced when configured) and closed, before it goes into place."""
         if self.fh is None:
             raise StorageError(f"cannot commit {self.final}: commit after commit/abort", permanent=True)
+        self.fh.flush()
+        if self.storage.config.fsync:
+            os.fsync(self.fh.fileno())
+        self.fh.close()
+        self.fh = None
+
+    def commit(self) -> ObjectInfo:
         try:
-            self.fh.flush()
-            if self.storage.config.fsync:
-                os.fsync(self.fh.fileno())
-            self.fh.close()
-            self.fh = None
+            self._finish_file()
             os.replace(self.tmp, self.final)
             if self.storage.config.fsync:
                 _fsync_dir(self.final.parent)
@@ -100,14 +104,8 @@ class LocalWriter:
         removed.  False (and nothing written) when an object was there.  A filesystem without hard links gets an
         ``O_CREAT|O_EXCL`` file written in place instead (exclusive too, but readable half-written for an
         instant)."""
-        if self.fh is None:
-            raise StorageError(f"cannot commit {self.final}: commit after commit/abort", permanent=True)
         try:
-            self.fh.flush()
-            if self.storage.config.fsync:
-                os.fsync(self.fh.fileno())
-            self.fh.close()
-            self.fh = None
+            self._finish_file()
             try:
                 os.link(self.tmp, self.final)
             except FileExistsError:
@@ -316,25 +314,7 @@ class LocalStorage:
 
     def replace_if(self, key: str, data: bytes, current: bytes) -> bool:
         """See ``base.Storage.replace_if`` (compared, then a temporary file renamed into place: not atomic)."""
-        if self.stat(key) is None:
-            return False
-        w = LocalWriter(self, key)
-        try:
-            w.write(data)
-            try:
-                there = self.path_for(key).read_bytes()
-            except FileNotFoundError:
-                there = None
-            except OSError as exc:
-                raise StorageError(f"local:{self.path_for(key)}: cannot read: {exc.strerror or exc}") from None
-            if there != current:
-                w.abort()
-                return False
-            w.commit()
-        except BaseException:
-            w.abort()
-            raise
-        return True
+        return replace_by_rename(self, key, data, current)
 
     def delete(self, key: str) -> None:
         p = self.path_for(key)

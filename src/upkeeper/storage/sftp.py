@@ -44,7 +44,7 @@ from paramiko.sftp import CMD_DATA, CMD_EXTENDED, CMD_READ, CMD_STATUS, int64
 from upkeeper.config.storage import SftpStorageConfig
 from upkeeper.errors import StorageError
 from upkeeper.shield import shielded
-from upkeeper.storage.base import ObjectInfo, check_key
+from upkeeper.storage.base import ObjectInfo, check_key, replace_by_rename
 
 log = logging.getLogger(__name__)
 
@@ -948,26 +948,7 @@ class SftpStorage:
 
     def replace_if(self, key: str, data: bytes, current: bytes) -> bool:
         """See ``base.Storage.replace_if`` (compared, then a temporary file renamed into place: not atomic)."""
-        if self.stat(key) is None:
-            return False
-        w = SftpWriter(self, key)
-        try:
-            w.write(data)
-            try:
-                with self.open_read(key) as fh:
-                    there: bytes | None = fh.read()
-            except StorageError:
-                if self.stat(key) is not None:
-                    raise
-                there = None
-            if there != current:
-                w.abort()
-                return False
-            w.commit()
-        except BaseException:
-            w.abort()
-            raise
-        return True
+        return replace_by_rename(self, key, data, current)
 
     def delete(self, key: str) -> None:
         path = self.remote_path(key)
