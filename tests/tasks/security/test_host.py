@@ -25,7 +25,13 @@ from upkeeper.tasks.security.firewall import (
     parse_ufw_status,
 )
 from upkeeper.tasks.security.permissions import PermissionsOptions, check_permissions
-from upkeeper.tasks.security.processes import Proc, ProcessesOptions, evaluate, snapshot
+from upkeeper.tasks.security.processes import (
+    Proc,
+    ProcessesOptions,
+    evaluate,
+    evaluate_settled,
+    snapshot,
+)
 from upkeeper.tasks.security.updates import (
     UpdatesOptions,
     check_updates,
@@ -123,11 +129,13 @@ def test_pending_security_updates_escalate_past_the_sla() -> None:
 
 
 def test_processes_live(nginx: NginxServer, redis_server: RedisServer) -> None:
-    out = evaluate(snapshot(), ProcessesOptions())
+    out = evaluate_settled(snapshot, ProcessesOptions())
     root = {f.subject.split(" ")[0] for f in out.findings}
     # nginx: master as root, workers as nobody — a privilege-dropping master is fine.  Only this fixture's
     # master is judged: the snapshot is of the whole machine, where other tests start and stop nginx servers
-    # at the same time (a master caught before its workers exist, or after they left, runs as root alone)
+    # at the same time (a master caught before its workers exist, or after they left, runs as root alone).
+    # Two snapshots a second apart: an earlier test's reload forks workers as root that drop privileges a
+    # moment later (CI once caught exactly that with a single snapshot)
     master = int((nginx.base / "nginx.pid").read_text())
     assert master in {p.pid for p in snapshot() if p.name == "nginx"}
     assert not [f for f in out.findings if f.data.get("pid") == master]
@@ -135,7 +143,7 @@ def test_processes_live(nginx: NginxServer, redis_server: RedisServer) -> None:
         assert "redis-server" in root
         f = next(f for f in out.findings if f.subject.startswith("redis-server"))
         assert f.severity is Severity.CRITICAL
-    allowed = evaluate(snapshot(), ProcessesOptions(allow_root=["redis-server"]))
+    allowed = evaluate_settled(snapshot, ProcessesOptions(allow_root=["redis-server"]))
     assert "redis-server" not in {f.subject.split(" ")[0] for f in allowed.findings}
 
 
@@ -145,6 +153,29 @@ def test_processes_worker_as_root_is_critical() -> None:
     out = evaluate(procs, ProcessesOptions())
     assert [(f.subject, f.severity) for f in out.findings] == [
         ("nginx (pid 10)", Severity.WARNING), ("nginx (pid 11)", Severity.CRITICAL)]
+
+
+def test_processes_root_seen_once_is_not_reported() -> None:
+    """A worker caught between fork and setuid (a reload) is root in one snapshot only: not a finding; a
+    worker still root a second later is."""
+    settling = [Proc(10, "nginx", "root", 1, "nginx: master"), Proc(11, "nginx", "root", 10, "nginx: worker"),
+                Proc(12, "nginx", "root", 10, "nginx: worker")]
+    settled = [Proc(10, "nginx", "root", 1, "nginx: master"), Proc(11, "nginx", "nobody", 10, "nginx: worker"),
+               Proc(12, "nginx", "root", 10, "nginx: worker")]
+    snaps = iter([settling, settled])
+    out = evaluate_settled(lambda: next(snaps), ProcessesOptions(), settle=0)
+    assert [f.subject for f in out.findings] == ["nginx (pid 10)", "nginx (pid 12)"]
+    assert out.metrics["root_processes"] == 2 and "1 seen as root only briefly" in out.summary
+    fine = [Proc(10, "nginx", "root", 1, "nginx: master"), Proc(11, "nginx", "nobody", 10, "nginx: worker")]
+    snaps = iter([settling, fine])
+    out = evaluate_settled(lambda: next(snaps), ProcessesOptions(), settle=0)
+    assert out.findings == [] and "running as root" in out.summary
+    calls: list[int] = []
+
+    def once() -> list[Proc]:
+        calls.append(1)
+        return fine
+    assert evaluate_settled(once, ProcessesOptions(), settle=0).findings == [] and len(calls) == 1
 
 
 def test_permissions_planted_files(tmp_path: Path) -> None:

@@ -6,6 +6,8 @@ drop privileges that way); a root process that does the work itself is a finding
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import psutil
@@ -89,10 +91,39 @@ def evaluate(procs: list[Proc], options: ProcessesOptions) -> CheckOutput:
     return out
 
 
+#: seconds between the two snapshots a finding must appear in.  nginx forks its workers as root and
+#: they drop privileges a moment later, and a master is briefly alone while it starts or reloads:
+#: a single snapshot taken during a reload would report a root worker that does not exist a second later
+SETTLE_SECONDS = 1.0
+
+
+def evaluate_settled(take: Callable[[], list[Proc]], options: ProcessesOptions,
+                     settle: float = SETTLE_SECONDS) -> CheckOutput:
+    """Evaluate two snapshots ``settle`` seconds apart and keep only the findings seen in both (the same
+    pid, still root): a process caught between fork and its privilege drop is not a finding."""
+    first = evaluate(take(), options)
+    if not first.findings:
+        return first
+    time.sleep(settle)
+    second = evaluate(take(), options)
+    again = {f.data.get("pid") for f in second.findings}
+    out = CheckOutput()
+    out.findings = [f for f in first.findings if f.data.get("pid") in again]
+    out.metrics.update(first.metrics)
+    out.metrics["root_processes"] = float(len(out.findings))
+    transient = len(first.findings) - len(out.findings)
+    out.summary = (f"{int(first.metrics['processes_checked'])} watched process(es), {len(out.findings)} running as root"
+                   + (f" ({transient} seen as root only briefly, e.g. during a reload: not reported)"
+                      if transient else ""))
+    return out
+
+
 @task
 class SecurityProcesses(Task[ProcessesOptions]):
     """List web, app, database and cache processes and report those running as root, except masters
-    that drop privileges to their workers (nginx, apache2, php-fpm)."""
+    that drop privileges to their workers (nginx, apache2, php-fpm).  A process is reported only when two
+    snapshots a second apart both show it as root, so a worker caught between fork and its privilege drop
+    (a reload) is not a finding."""
 
     name = "security.processes"
     summary = "web, app, database and cache processes not running as root"
@@ -102,5 +133,5 @@ class SecurityProcesses(Task[ProcessesOptions]):
     default_timeout = 60
 
     def run(self, ctx: TaskContext, options: ProcessesOptions) -> Result:
-        out = evaluate(snapshot(), options)
+        out = evaluate_settled(snapshot, options)
         return Result(summary=out.summary, findings=out.findings, metrics=out.metrics)
