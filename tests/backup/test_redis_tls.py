@@ -503,7 +503,7 @@ def test_relay_server_ending_or_refusing_the_transfer_fails_the_run_and_ends_the
             except BackupError as failed:
                 raise relay.explain(failed) from None
         killer.join()
-        assert killed == [1] and time.monotonic() - t0 < 3, killed
+        assert killed == [1] and time.monotonic() - t0 < 6, killed  # not the 10 s stall timeout
         cause = "exited with code 1: Error reading bulk length while SYNCing — the server closed the connection " \
                 "before the whole RDB arrived (confirmed by upkeeper's TLS relay)"
         assert cause in exc.value.message, exc.value.message
