@@ -1,7 +1,7 @@
 """A set being verified or restored is not deleted under its reader: ``backups rekey`` waits for the readers of the
 original before deleting it, and retention keeps a set being read (a later prune deletes it).  Before, a rekey
 made a running verify fail — a good backup marked verify-failed, a false alarm — and a prune made a restore of an
-old backup fail midway.  Real age keys, local storage and S3 (SeaweedFS); the verify or restore runs in a child
+old backup fail midway.  Real age keys, local storage, S3 (SeaweedFS) and SFTP (sshd); the verify or restore runs in a child
 process paused by its fault hook while the rekey or prune runs."""
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from services import sftp_storage_config
 
 from .conftest import AgeKey
 from .test_copy import _backup, _site, _storage, _wait_for
@@ -41,6 +43,11 @@ def _config(make_config: Any, tmp_path: Path, key: AgeKey, s3: dict[str, Any] | 
 
 
 def _s3(request: pytest.FixtureRequest, where: str) -> dict[str, Any] | None:
+    """The remote storage of the ``where`` case (S3 on SeaweedFS, or SFTP on sshd); None for local only."""
+    if where == "sftp":
+        sftp: dict[str, Any] = sftp_storage_config(request.getfixturevalue("sftp_server")).model_dump(
+            mode="json", exclude_none=True)
+        return sftp
     if where != "s3":
         return None
     server = request.getfixturevalue("s3_server")
@@ -76,7 +83,7 @@ def _readers_left(cfg: Path, names: list[str]) -> list[str]:
     return out
 
 
-@pytest.mark.parametrize("where", ["local", "s3"])
+@pytest.mark.parametrize("where", ["local", "s3", "sftp"])
 def test_rekey_waits_for_a_verify_job_of_the_original_which_passes_and_raises_no_alarm(
         cli: Any, make_config: Any, tmp_path: Path, age_key: AgeKey, request: pytest.FixtureRequest,
         where: str) -> None:
@@ -105,7 +112,7 @@ def test_rekey_waits_for_a_verify_job_of_the_original_which_passes_and_raises_no
     assert [(x["id"], x["status"]) for x in rows] == [(rep["new_id"], "complete")]
 
 
-@pytest.mark.parametrize("where", ["local", "s3"])
+@pytest.mark.parametrize("where", ["local", "s3", "sftp"])
 def test_prune_keeps_a_backup_being_restored_and_a_later_prune_deletes_it(
         cli: Any, make_config: Any, tmp_path: Path, age_key: AgeKey, request: pytest.FixtureRequest,
         where: str) -> None:
@@ -188,7 +195,7 @@ def test_a_restore_whose_set_rekey_deleted_unseen_says_what_to_restore_instead(
 
 def _copy_config(make_config: Any, tmp_path: Path, key: AgeKey, s3: dict[str, Any] | None,
                  retention: dict[str, Any] | None = None) -> Path:
-    """Backups on one storage (local1, or offsite on S3), and a local storage ``dst`` to copy them to."""
+    """Backups on one storage (local1, or offsite on S3 or SFTP), and a local storage ``dst`` to copy them to."""
     storages: dict[str, Any] = {"dst": {"kind": "local", "path": str(tmp_path / "dst"), "fsync": False}}
     src = "offsite" if s3 is not None else "local1"
     storages[src] = s3 if s3 is not None else {"kind": "local", "path": str(tmp_path / "local1"), "fsync": False}
@@ -201,7 +208,7 @@ def _copy_config(make_config: Any, tmp_path: Path, key: AgeKey, s3: dict[str, An
     }))
 
 
-@pytest.mark.parametrize("where", ["local", "s3"])
+@pytest.mark.parametrize("where", ["local", "s3", "sftp"])
 def test_prune_keeps_a_backup_being_copied_and_the_copy_completes(
         cli: Any, make_config: Any, tmp_path: Path, age_key: AgeKey, request: pytest.FixtureRequest,
         where: str) -> None:
