@@ -192,8 +192,9 @@ def test_html_path_and_directories_are_usage_errors(cli: Any, tmp_path: Path) ->
     pg.write_text("2024-03-01 10:00:00.001 UTC [10] LOG:  duration: 1.000 ms  statement: SELECT 1\n")
     app = tmp_path / "app.log"
     app.write_text("2024-03-01 10:00:00,000 ERROR shop: x\n")
-    # a long name: the message is one line whatever its length (Rich broke it at 80 columns, inside the path
-    # or between "does not" and "exist", depending on how long the test's temporary directory was)
+    # a long name: the message is one line whatever its length (Rich broke it at the console's width — the
+    # suite's COLUMNS, 200 — inside the path or between "does not" and "exist", depending on how long the
+    # test's temporary directory was)
     missing = tmp_path / ("nonexistdir-" + "x" * 90)
     for cmd, f in (("nginx", log), ("postgres", pg), ("errors", app)):
         r = cli(["logs", cmd, str(f), "--html", str(missing / "x.html")])
@@ -203,6 +204,20 @@ def test_html_path_and_directories_are_usage_errors(cli: Any, tmp_path: Path) ->
         assert r.code == 2 and "internal error" not in r.err and "is a directory" in r.err, r.output
         r = cli(["logs", cmd, str(tmp_path)])
         assert r.code == 2 and "is a directory" in r.err and "no such file" not in r.err, r.output
+
+
+def test_a_report_path_is_printed_on_one_line_to_copy(cli: Any, tmp_path: Path) -> None:
+    """Rich broke printed lines at the console's width (80 columns when stdout is not a terminal), inside the
+    report's path (and the demo's ``upkeeper --config …`` commands): copied, it named no file.  Plain lines are
+    never broken now."""
+    log = tmp_path / "access.log"
+    log.write_text('192.0.2.1 - - [01/Mar/2024:10:00:00 +0000] "GET / HTTP/1.1" 200 5 "-" "curl/8"\n')
+    out = tmp_path / ("reports-" + "y" * 200)  # longer than the suite's COLUMNS (200)
+    out.mkdir()
+    html = out / "access.html"
+    r = cli(["logs", "nginx", str(log), "--html", str(html)])
+    assert r.code == 0, r.output
+    assert f"report: {html}" in r.out.splitlines() and html.is_file()
 
 
 def test_nginx_reads_globs_and_rotated_files_as_the_task_does(cli: Any, make_config: Any, tmp_path: Path) -> None:

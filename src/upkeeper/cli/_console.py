@@ -48,4 +48,9 @@ class SafeConsole(Console):
 
 
 def make_console(*, stderr: bool = False) -> SafeConsole:
-    return SafeConsole(theme=THEME, stderr=stderr, highlight=False, emoji=False)
+    """A console whose plain ``print`` of text never breaks a line (``soft_wrap``): Rich broke lines at the
+    console's width (80 columns when the output is a pipe or a file), inside the paths and commands upkeeper
+    prints for the reader to copy (a report's path, ``upkeeper --config … status``) and inside phrases a script
+    greps for.  The terminal wraps a long line by itself.  Tables, panels and progress bars still fit the
+    width: they lay out their own cells."""
+    return SafeConsole(theme=THEME, stderr=stderr, highlight=False, emoji=False, soft_wrap=True)
