@@ -113,10 +113,27 @@ def test_no_repair_without_a_free_disk_measurement(pg: PostgresCluster, pg_db: s
 # -- dead tuples, wraparound, sequences -------------------------------------------------------------
 
 
+def _stats_show(pg: PostgresCluster, db: str, table: str, live: int, dead: int, timeout: float = 15.0) -> None:
+    """Wait until the server's cumulative statistics show ``live`` and ``dead`` rows of ``table``: each session's
+    counts reach them when that backend flushes them (at most once a second while it works, and as it exits —
+    after the client has already gone on), so a survey right after the statements can see a mix of before and after
+    (CI once saw 2,000 live and 1,500 dead)."""
+    deadline = time.monotonic() + timeout
+    row: object = None
+    while time.monotonic() < deadline:
+        rows = pg.execute(f"SELECT n_live_tup, n_dead_tup FROM pg_stat_user_tables WHERE relname = '{table}'", db)
+        row = rows[0] if rows else None
+        if row is not None and (int(row[0]), int(row[1])) == (live, dead):
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"statistics of {table} still {row} after {timeout} s, not live {live}, dead {dead}")
+
+
 def test_dead_tuples(pg: PostgresCluster, pg_db: str) -> None:
     pg.execute("CREATE TABLE churn (id int) WITH (autovacuum_enabled = false)", pg_db)
     pg.execute("INSERT INTO churn SELECT generate_series(1, 2000)", pg_db)
     pg.execute("DELETE FROM churn WHERE id > 500", pg_db)  # 1500 dead of 2000
+    _stats_show(pg, pg_db, "churn", live=500, dead=1500)
     res = survey(pg, pg_db, ["dead_tuples"], dead_tuples_min=1000, dead_tuples_pct=10)
     f = one(res, "postgres.dead_tuples", f"{pg_db}.public.churn")
     assert f.data["dead"] == 1500 and f.value == 75.0 and f.threshold == 10
