@@ -316,3 +316,53 @@ def test_a_reload_that_moves_the_window_decides_the_deferred_run_again(tmp_path)
         assert row.started_at is not None and utc(2025, 3, 28, 2) <= row.started_at <= utc(2025, 3, 28, 2, 30)
     finally:
         sim.close()
+
+
+def test_a_reload_that_moves_the_window_decides_a_waiting_retry_again_but_not_one_in_backoff(tmp_path) -> None:
+    """A failed run's retry came due outside the window and waits for next Thursday's opening; the window moves to Friday
+    and the daemon reloads: the retry runs at Friday's opening (it kept next Thursday's, then).  Another job's retry still
+    in its backoff keeps the job's own time: a reload is no reason to retry sooner."""
+    from upkeeper.cli._wiring import build_policies
+    from upkeeper.config.loader import load_text
+    from upkeeper.core.jobs import build_setup
+
+    def config(day: str) -> str:
+        return yaml_block({
+            "timezone": "UTC",
+            "windows": {"maint": {"rrule": f"FREQ=WEEKLY;BYDAY={day}", "start": "02:00", "duration": "3h"}},
+            "jobs": {"reindex": {"task": "testing.scripted", "schedule": "0 4 27 3 *", "window": "maint",
+                                 "retries": 1, "retry_delay": "2h"},
+                     "vacuum": {"task": "testing.scripted", "schedule": "0 6 27 3 *", "retries": 1,
+                                "retry_delay": "50m"}},
+        })
+
+    # Thursday 2025-03-27, inside a Thursday window: reindex fails at 04:00, its retry comes due at 06:00, after the
+    # window closed (05:00), and waits for next Thursday's opening
+    sim = SimDaemon(tmp_path, config("TH"), start=utc(2025, 3, 27, 3, 30))
+    try:
+        script("reindex", fail("lock timeout"), ok("reindexed"))
+        script("vacuum", fail("lock timeout"), ok("vacuumed"))
+        sim.daemon.pending_poll = timedelta(seconds=30)
+        sim.daemon.prepare()
+        sim.advance(utc(2025, 3, 27, 6, 30), step=timedelta(minutes=10))
+        retry = next(r for r in sim.history.runs(job="reindex") if r.trigger == "retry")
+        assert (retry.status, retry.attempt, retry.due_at) == ("pending", 2, utc(2025, 4, 3, 2)), retry
+        backoff = next(r for r in sim.history.runs(job="vacuum") if r.trigger == "retry")
+        assert (backoff.status, backoff.due_at) == ("pending", utc(2025, 3, 27, 6, 50)), backoff
+        new = build_setup(load_text(f"history: {tmp_path / 'h.db'}\n" + config("FR"), "upkeeper.yaml"))
+        sim.daemon.apply(new, policies=build_policies(new, sim.history), periodic=())
+        sim.daemon.tick()
+        row = sim.history.get_run(retry.id)
+        assert row is not None and (row.status, row.due_at) == ("pending", utc(2025, 3, 28, 2)), row
+        assert "retry 2 deferred until 2025-03-28T02:00:00+00:00" in row.summary, row.summary
+        held = sim.history.get_run(backoff.id)
+        assert held is not None and (held.status, held.due_at) == ("pending", utc(2025, 3, 27, 6, 50)), held
+        sim.advance(utc(2025, 3, 28, 2, 30), step=timedelta(minutes=10))
+        row = sim.history.get_run(retry.id)
+        assert row is not None and (row.status, row.attempt) == ("ok", 2), row
+        assert row.started_at is not None and utc(2025, 3, 28, 2) <= row.started_at <= utc(2025, 3, 28, 2, 30)
+        held = sim.history.get_run(backoff.id)
+        assert held is not None and held.status == "ok" and held.started_at is not None
+        assert held.started_at >= utc(2025, 3, 27, 6, 50), held  # its backoff, as before the reload
+    finally:
+        sim.close()

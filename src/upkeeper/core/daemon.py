@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 from zoneinfo import ZoneInfo
 
 from upkeeper import __version__
-from upkeeper.core.history import History, NewRun
+from upkeeper.core.history import WINDOW_WAIT, History, NewRun
 from upkeeper.core.jobs import Job, Setup
 from upkeeper.core.runner import Runner
 from upkeeper.core.schedule import plan_catch_up
@@ -520,8 +520,10 @@ class Daemon:
                 what = f"retry {row.attempt} " if row.trigger == "retry" else ""
                 if d.action == "defer":
                     until = d.until or (now + timedelta(minutes=5))
+                    # marked: a reload decides it again at once, as a deferred occurrence (the window may have moved)
                     self.history.set_status(row.id, "pending", due_at=until,
-                                            summary=f"{what}deferred until {until.isoformat()}: {d.reason}")
+                                            summary=f"{what}deferred until {until.isoformat()}: {d.reason}",
+                                            details={**(row.details or {}), WINDOW_WAIT: until.isoformat()})
                     continue
                 if d.action == "skip":
                     self.history.set_status(row.id, "skipped", summary=f"{what}skipped: {d.reason}"
@@ -769,7 +771,8 @@ class Daemon:
                 log.warning("%s: pending %s run %d skipped: the job is no longer in the config, or is disabled",
                             name, trigger, gone)
                 report.abandoned.append(gone)
-            # a run deferred to the old window's opening is decided again now: the window may open earlier
+            # a run deferred to the old window's opening (an occurrence, or a retry or planned run that came due
+            # outside its window) is decided again now: the window may open earlier
             self.history.redecide_deferred(self.node, now)
         self._next_pending = now  # pending runs are decided again at once, under the new windows and blackouts
         self._heartbeat()  # the jobs it serves, for catch-up

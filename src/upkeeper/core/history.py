@@ -58,6 +58,9 @@ SUCCESS_STATES = ("ok", "warn")
 FAILURE_STATES = ("fail", "error", "interrupted")
 #: Triggers of the rows that stand for a job's scheduled occurrences (what catch-up reads back after a restart)
 SCHEDULED_TRIGGERS = ("schedule", "catch-up", "deferred")
+#: the key in a pending retry's or planned run's details once it came due outside its window and waits for the
+#: opening (its value: that opening): a reload decides it again (:meth:`History.redecide_deferred`)
+WINDOW_WAIT = "window_wait"
 LOG_EXCERPT_MAX = 32 * 1024
 #: The migration heads of this version (tests/core/test_history.py checks them against Alembic's
 #: script directory).  A database already at these heads opens without importing Alembic.
@@ -523,15 +526,27 @@ class History:
         return done
 
     def redecide_deferred(self, node: str, now: datetime) -> int:
-        """Make this ``node``'s deferred runs (occurrences waiting for their window's opening) due ``now``, so the
-        daemon decides them again at once: after a reload, the window may open earlier, or be open now.  Their
-        ``due_at`` was the old window's opening, which a policy computed (a planned run's and a retry's
-        backoff are the user's and the job's, and are left as they are).  Returns how many."""
+        """Make this ``node``'s runs waiting for a window's opening due ``now``, so the daemon decides them again
+        at once: after a reload, the window may open earlier, or be open now.  Those are the deferred occurrences,
+        and the retries and planned runs that came due outside their window (marked :data:`WINDOW_WAIT` in their
+        details): their ``due_at`` is the old window's opening, which a policy computed.  A retry still in its
+        backoff, or a run planned for later, is the job's or the user's time, and is left as it is.
+        Returns how many."""
         runs = tables.runs
         with self._core() as conn:
             res = conn.execute(update(runs).where(runs.c.status == "pending", runs.c.trigger == "deferred",
                                                   runs.c.node == node, runs.c.due_at > now).values(due_at=now))
-            return int(res.rowcount)
+            n = int(res.rowcount)
+            held = conn.execute(select(runs.c.id, runs.c.details).where(
+                runs.c.status == "pending", runs.c.trigger.in_(("retry", "planned")), runs.c.node == node,
+                runs.c.due_at > now)).all()
+            for rid, details in held:
+                if isinstance(details, dict) and details.get(WINDOW_WAIT):
+                    # compare-and-set: a daemon that claimed it meanwhile has it
+                    got = conn.execute(update(runs).where(runs.c.id == rid, runs.c.status == "pending")
+                                       .values(due_at=now))
+                    n += int(got.rowcount)
+            return n
 
     def set_status(self, run_id: int, status: str, **values: Any) -> None:
         runs = tables.runs
