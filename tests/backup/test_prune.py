@@ -100,6 +100,23 @@ def test_prune_dry_run_explains_then_prune_deletes(cli: Any, make_config: Any, t
     assert listed == {*ids[:3], other}
 
 
+def test_list_and_prune_print_each_id_whole_in_a_narrow_terminal(cli: Any, make_config: Any, tmp_path: Path) -> None:
+    """The tables of 'backups list' and 'backups prune' folded the id column below ~130 columns
+    (``20261206T092126Z`` / ``-bf0029``): the id is what 'backups show|verify|restore ID' take, copied from there."""
+    store = tmp_path / "store"
+    now = datetime.now(UTC).replace(microsecond=0)
+    ids = [fabricate(store, now - timedelta(days=d, hours=1)) for d in range(2)]
+    cfg = _config(make_config, store)
+    assert cli(["--config", cfg, "backups", "sync"]).code == 0
+    env = {**os.environ, "COLUMNS": "100", "PYTHONPATH": os.pathsep.join(sys.path)}
+    for args in (["backups", "list"], ["backups", "prune", "--dry-run"]):
+        out = subprocess.run([sys.executable, "-m", "upkeeper", "--config", str(cfg), *args], env=env,
+                             capture_output=True, text=True, check=True).stdout
+        assert max(len(line) for line in out.splitlines()) <= 100, out
+        for bid in ids:
+            assert bid in out, (args, out)
+
+
 def test_newest_complete_survives_any_policy(cli: Any, make_config: Any, tmp_path: Path) -> None:
     store = tmp_path / "store"
     now = datetime.now(UTC)

@@ -188,7 +188,8 @@ def list_cmd(
     tz = config.timezone
     table = Table(title="Backups", title_justify="left")
     for col in ("id", "target/database", "kind", "taken", "size", "ratio", "status", "restore", "storages"):
-        table.add_column(col, overflow="fold")
+        # the id whole on one line: it is what 'backups show|verify|restore ID' take (copied from here)
+        table.add_column(col, overflow="fold", no_wrap=col == "id")
     for r in rows:
         table.add_row(r.id, f"{r.target}/{r.database}", r.kind, local_time(r.started_at, tz, "%Y-%m-%d %H:%M"),
                       human_bytes(r.size), f"{r.compression_ratio:.1f}×", _status(r.status),
@@ -1575,7 +1576,7 @@ def _print_prune(setup: Setup, reports: list[SeriesReport], dry_run: bool, as_js
     for r in reports:
         t = Table(title=f"{r.target}/{r.database} ({r.kind})", title_justify="left")
         for col in ("id", "taken", "action", "kept because"):
-            t.add_column(col, overflow="fold")
+            t.add_column(col, overflow="fold", no_wrap=col == "id")
         for d in r.decisions:
             action = ("keep" if d.keep else "[warn]would delete[/warn]" if dry_run
                       else "not deleted (interrupted)" if d.item.id in r.not_deleted
