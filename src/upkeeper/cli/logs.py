@@ -108,7 +108,7 @@ def _write_html(html: Path, text: str) -> None:
 def _warn_read_notes(notes: list[Any]) -> list[str]:
     """Say on stderr which files were damaged (read up to the damage) or had trailing garbage; the messages."""
     for n in notes:
-        err_console.print(f"Warning: {n.message}", style="yellow", markup=False, soft_wrap=True)
+        err_console.print(f"Warning: {n.message}", style="yellow", markup=False)
     return [n.message for n in notes]
 
 
@@ -122,8 +122,8 @@ def _warn_unparsed(pct: float, count: int, what: str, sample: str, hint: str) ->
     if pct <= UNPARSED_WARN_PCT:
         return
     err_console.print(f"Warning: {pct:.2f} % of lines ({count:,}) {what}" + (f"; the first: {printable(sample)}"
-                      if sample else ""), style="yellow", markup=False, soft_wrap=True)
-    err_console.print(hint, markup=False, soft_wrap=True)
+                      if sample else ""), style="yellow", markup=False)
+    err_console.print(hint, markup=False)
 
 
 CLIENT_IP_HELP = ("remote_addr, or behind a load balancer or CDN x_forwarded_for, x_real_ip, proxy_protocol or "
@@ -206,8 +206,8 @@ def nginx_cmd(
     said += passed_on_findings(rep["clients"], task_opts.client_ip, "", invalid_warn_pct=task_opts.unparsed_warn_pct)
     for f in said:
         err_console.print(f"{'Warning' if f.severity.value == 'warning' else 'Note'}: {f.message}", style="yellow",
-                          markup=False, soft_wrap=True)
-        err_console.print(f"Try: {f.remediation}", markup=False, soft_wrap=True)
+                          markup=False)
+        err_console.print(f"Try: {f.remediation}", markup=False)
     _warn_unparsed(rep["unparsed_pct"], rep["invalid"], "could not be parsed with the log_format "
                    f"{log_format!r} (" + ", ".join(f"{k}: {v:,}" for k, v in rep["invalid_reasons"].items()) + ")",
                    rep["invalid_samples"][0]["line"] if rep["invalid_samples"] else "",
@@ -252,7 +252,7 @@ def nginx_cmd(
              for e in sec["exposed"]]
     console.print(_table("security signals", ["signal", "requests", "clients", "example"], rows, (1, 2)))
     console.print("GoAccess-identical numbers: goaccess FILE " + " ".join(
-        shlex.quote(a) for a in rep["goaccess"]["log_format_flags"]), style="dim", markup=False, soft_wrap=True)
+        shlex.quote(a) for a in rep["goaccess"]["log_format_flags"]), style="dim", markup=False)
     if html is not None:
         console.print(f"report: {html}", markup=False)
 
@@ -479,10 +479,10 @@ def goaccess_format_cmd(
         raise UsageError(exc.message, exc.hint) from None
     opts = _client_options(log_format, client_ip, trusted_proxies)
     flags = to_goaccess(log_format, client_ip=opts.client_ip).argv()
-    console.print(" ".join(shlex.quote(f) for f in flags), markup=False, soft_wrap=True)
+    console.print(" ".join(shlex.quote(f) for f in flags), markup=False)
     var = client_header(opts.client_ip)
     if var is not None:
         err_console.print(f"Note: GoAccess takes the client from ${var} on every line: it has no trusted proxies, "
                           "and counts a line whose value is '-' or no address as failed, where upkeeper (as nginx's "
                           "realip module) counts $remote_addr; its numbers equal upkeeper's when every line comes "
-                          "from a trusted proxy with an address there", markup=False, soft_wrap=True)
+                          "from a trusted proxy with an address there", markup=False)

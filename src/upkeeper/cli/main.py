@@ -159,23 +159,22 @@ def load_commands(argv: list[str] | None = None) -> None:
 
 
 def render_error(exc: UpkeeperError) -> None:
-    """``Error: …`` and ``Try: …`` on stderr, each one line however long: Rich would otherwise break them at the
-    console's width (80 columns when stderr is not a terminal), inside a path the reader copies or a phrase a
-    script greps for; the terminal wraps a long line by itself."""
+    """``Error: …`` and ``Try: …`` on stderr, each one line however long (the console's ``soft_wrap``: see
+    :func:`upkeeper.cli._console.make_console`)."""
     err_console = _app.err_console  # made on first use (importing Rich's console is ~17 ms of every start)
     if isinstance(exc, ConfigError) and len(exc.problems) > 1:
         err_console.print("[bold red]Error:[/] ", end="")
-        err_console.print(redact(exc.message), markup=False, soft_wrap=True)
+        err_console.print(redact(exc.message), markup=False)
         for p in exc.problems:
-            err_console.print(f"  - {redact(p.render())}", markup=False, soft_wrap=True)
+            err_console.print(f"  - {redact(p.render())}", markup=False)
             if p.hint:
-                err_console.print(f"    {redact(p.hint)}", markup=False, soft_wrap=True)
+                err_console.print(f"    {redact(p.hint)}", markup=False)
         return
     err_console.print("[bold red]Error:[/] ", end="")
-    err_console.print(redact(exc.message), markup=False, soft_wrap=True)
+    err_console.print(redact(exc.message), markup=False)
     if exc.hint:
         hint = exc.hint if exc.hint.startswith("Try:") else f"Try: {exc.hint}"
-        err_console.print(redact(hint), markup=False, soft_wrap=True)
+        err_console.print(redact(hint), markup=False)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -258,7 +257,7 @@ def _run_app(argv: list[str] | None, debug: bool) -> None:
             raise
         out = _app.err_console
         out.print("[bold red]Error:[/] ", end="")
-        out.print(f"internal error: {type(exc).__name__}: {redact(str(exc))}", markup=False, soft_wrap=True)
+        out.print(f"internal error: {type(exc).__name__}: {redact(str(exc))}", markup=False)
         out.print("Try: run again with --debug and report the traceback", markup=False)
         sys.exit(1)
 
