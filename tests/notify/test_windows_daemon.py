@@ -366,3 +366,45 @@ def test_a_reload_that_moves_the_window_decides_a_waiting_retry_again_but_not_on
         assert held.started_at >= utc(2025, 3, 27, 6, 50), held  # its backoff, as before the reload
     finally:
         sim.close()
+
+
+def test_a_reload_that_moves_the_window_decides_a_waiting_planned_run_again(tmp_path) -> None:
+    """A run planned inside Thursday's window ('run --at') that the daemon reaches only after the window closed
+    waits for next Thursday's opening; the window moves to Friday and the daemon reloads: the planned run is
+    decided again at once and runs at Friday's opening (it kept next Thursday's, then), still the same run."""
+    from upkeeper.cli._wiring import build_policies
+    from upkeeper.config.loader import load_text
+    from upkeeper.core.jobs import build_setup
+
+    def config(day: str) -> str:
+        return yaml_block({
+            "timezone": "UTC",
+            "windows": {"maint": {"rrule": f"FREQ=WEEKLY;BYDAY={day}", "start": "02:00", "duration": "3h"}},
+            "jobs": {"reindex": {"task": "testing.scripted", "window": "maint"}},
+        })
+
+    # Thursday 2025-03-27: planned for 03:00, but the daemon was down until 06:00, after the window closed (05:00)
+    sim = SimDaemon(tmp_path, config("TH"), start=utc(2025, 3, 27, 6, 0))
+    try:
+        script("reindex", ok("reindexed"))
+        at = utc(2025, 3, 27, 3, 0)
+        rid = sim.history.create_run(
+            NewRun(job="reindex", task="testing.scripted", target=None, scheduled_for=at, due_at=at,
+                   trigger="planned", status="pending", summary="planned by alice"), "cli:alice", "sim")
+        sim.daemon.prepare()
+        sim.advance(utc(2025, 3, 27, 6, 30), step=timedelta(minutes=10))
+        row = sim.history.get_run(rid)
+        assert row is not None and (row.status, row.due_at) == ("pending", utc(2025, 4, 3, 2)), row
+        new = build_setup(load_text(f"history: {tmp_path / 'h.db'}\n" + config("FR"), "upkeeper.yaml"))
+        sim.daemon.apply(new, policies=build_policies(new, sim.history), periodic=())
+        sim.daemon.tick()
+        row = sim.history.get_run(rid)
+        assert row is not None and (row.status, row.due_at) == ("pending", utc(2025, 3, 28, 2)), row
+        assert "deferred until 2025-03-28T02:00:00+00:00" in row.summary, row.summary
+        sim.advance(utc(2025, 3, 28, 2, 30), step=timedelta(minutes=10))
+        row = sim.history.get_run(rid)
+        assert row is not None and (row.status, row.trigger) == ("ok", "planned"), row
+        assert row.started_at is not None and utc(2025, 3, 28, 2) <= row.started_at <= utc(2025, 3, 28, 2, 30)
+        assert [r.id for r in sim.history.runs(job="reindex")] == [rid]  # no second run was made
+    finally:
+        sim.close()
