@@ -134,6 +134,30 @@ def test_ready_then_status_then_stopping(tmp_path: Path) -> None:
     assert "systemd notification failed" not in log.read_text()
 
 
+def test_a_stop_extends_systemds_stop_timeout_to_what_the_drain_may_take(tmp_path: Path) -> None:
+    """After STOPPING=1 the daemon asks systemd for the time its drain may take (EXTEND_TIMEOUT_USEC, systemd 236+):
+    the prune's batch (30 s), daemon.shutdown_grace (7 min here), the kill of what is left (30 s) and 15 s of room;
+    then, before the notification channels' last sends, 30 s more and room.  A TimeoutStopSec shorter than the grace
+    no longer kills runs the grace lets finish."""
+    log = tmp_path / "daemon.log"
+    cfg = _config(tmp_path, {"a": {"task": "debug.noop", "schedule": "0 3 * * *"}},
+                  daemon={"shutdown_grace": "7m"})
+    with _listener() as sd, _daemon(cfg, log, NOTIFY_SOCKET=sd.address) as p:
+        _wait("READY=1", lambda: sd.index("READY", "1") is not None, log)
+        assert sd.index("EXTEND_TIMEOUT_USEC") is None
+        _stop(p, log)
+        stopping = sd.index("STOPPING", "1")
+        assert stopping is not None, sd.got()
+        first = sd.index("EXTEND_TIMEOUT_USEC", after=stopping)
+        assert first is not None, sd.got()
+        second = sd.index("EXTEND_TIMEOUT_USEC", after=first)
+        assert second is not None, sd.got()
+        got = sd.got()
+        assert int(got[first][2]["EXTEND_TIMEOUT_USEC"]) == (30 + 7 * 60 + 30 + 15) * 1_000_000, got
+        assert int(got[second][2]["EXTEND_TIMEOUT_USEC"]) == (30 + 15) * 1_000_000, got
+        assert {pid for _, pid, _ in got} == {p.pid}, got
+
+
 def test_reload_is_framed_by_reloading_and_ready(tmp_path: Path) -> None:
     """A SIGHUP reload sends RELOADING=1 with MONOTONIC_USEC (the monotonic clock at its start, as
     Type=notify-reload wants) and READY=1 when done -- after an applied reload, with a STATUS counting the new jobs,

@@ -24,6 +24,8 @@ from upkeeper.fmt import human_duration, printable_lines
 from upkeeper.redact import RedactingFilter, redact
 
 log = logging.getLogger("upkeeper.daemon")
+#: On a stop, how long (seconds) the notification channels may take to send what the last runs raised.
+LISTENERS_STOP_WAIT = 30.0
 
 
 class _PrintableFormatter(logging.Formatter):
@@ -64,8 +66,9 @@ def daemon_cmd(
     jobs and changed schedules start at their next occurrence. 'history' and 'node' need a
     restart (such a reload is refused), and so does daemon.concurrency (kept until then).
     Under systemd (Type=notify, $NOTIFY_SOCKET) it reports READY, RELOADING, STOPPING and a
-    STATUS line, and with WatchdogSec= its scheduling loop pings the watchdog: a stalled loop
-    stops the pings and systemd restarts it.
+    STATUS line, extends the stop timeout to what its drain may take (EXTEND_TIMEOUT_USEC), and
+    with WatchdogSec= its scheduling loop pings the watchdog: a stalled loop stops the pings and
+    systemd restarts it.
     """
     # read (and removed from the environment) before any worker or task process starts: they must not speak to
     # systemd on the daemon's behalf
@@ -180,7 +183,8 @@ def daemon_cmd(
         grace = daemon.setup.config.daemon.shutdown_grace
         interrupted = daemon.drain(grace)
         runner.executor.shutdown()
-        stop_listeners(runner.listeners, 30.0)
+        notifier.extend_timeout(LISTENERS_STOP_WAIT + 15)  # the notifications of the last runs may still be sent
+        stop_listeners(runner.listeners, LISTENERS_STOP_WAIT)
         runner.close()
         if interrupted:
             # stopped with the daemon (a cgroup's SIGTERM reaches their workers too), or still running after

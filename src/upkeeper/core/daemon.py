@@ -54,6 +54,10 @@ METRIC_PRUNE_EVERY = timedelta(hours=1)
 #: most 1 + this many times): a deploy that restarts the daemon twice during the nightly backup still gets its
 #: backup; a stop that keeps coming back (a job that restarts upkeeper itself, a restart loop) ends there.
 STOP_RERUNS = 2
+#: On a stop: how long (seconds) the drain waits for the history prune's batch to end, and for the runs still going
+#: after ``daemon.shutdown_grace`` to end once killed.
+PRUNE_STOP_WAIT = 30
+KILL_WAIT = 30
 
 
 # -- clocks -------------------------------------------------------------------------------
@@ -802,7 +806,10 @@ class Daemon:
         """Let running runs finish within ``grace``; kill and mark the rest interrupted.  Returns the runs that
         ended interrupted: those, and those whose worker was stopped with the daemon (a stop of the cgroup)."""
         self.stop()
-        self.wait_pruned(timeout=30)  # it stops at its next batch
+        # under systemd: TimeoutStopSec may be shorter than what the drain may take (the prune's batch, the
+        # grace, the kill of what is left, with some room for the history's writes): ask for that much
+        self.notifier.extend_timeout(PRUNE_STOP_WAIT + grace.total_seconds() + KILL_WAIT + 15)
+        self.wait_pruned(timeout=PRUNE_STOP_WAIT)  # it stops at its next batch
         with self._lock:
             futures = dict(self._inflight)
         import concurrent.futures as cf
@@ -814,7 +821,7 @@ class Daemon:
             # a done future's callback may not have forgotten it yet: it finished, it was not interrupted
             left = {rid: f for rid, f in self._inflight.items() if not f.done()}
         if left:
-            cf.wait(list(left.values()), timeout=30)
+            cf.wait(list(left.values()), timeout=KILL_WAIT)
         self.pool.shutdown(wait=False, cancel_futures=True)
         # runs claimed but never started, or whose thread did not come back
         fixed = self.history.interrupt_owned(

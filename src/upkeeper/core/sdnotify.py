@@ -3,7 +3,7 @@
 The wire format is one datagram per notification to the ``AF_UNIX``/``SOCK_DGRAM`` socket named by
 ``$NOTIFY_SOCKET`` (an absolute path, or a name in the abstract namespace when it starts with ``@``), holding
 newline-separated ``KEY=VALUE`` assignments: ``READY=1``, ``RELOADING=1`` with ``MONOTONIC_USEC=``,
-``STOPPING=1``, ``STATUS=…``, ``WATCHDOG=1``.  systemd reads the sender's pid from the socket's credentials
+``STOPPING=1``, ``EXTEND_TIMEOUT_USEC=``, ``STATUS=…``, ``WATCHDOG=1``.  systemd reads the sender's pid from the socket's credentials
 (``NotifyAccess=main``: only the daemon's own process is listened to).
 
 Without ``$NOTIFY_SOCKET`` every method does nothing.  A failed send is logged once and never raised: systemd
@@ -105,6 +105,12 @@ class Notifier:
 
     def stopping(self, status: str | None = None) -> None:
         self.send("STOPPING=1", *self._status_line(status))
+
+    def extend_timeout(self, seconds: float) -> None:
+        """``EXTEND_TIMEOUT_USEC=``: systemd (236 or later; older ones ignore it) waits at least ``seconds`` from
+        now before it times out the current state -- on a stop, ``TimeoutStopSec``, which would otherwise kill runs
+        that ``daemon.shutdown_grace`` still lets finish."""
+        self.send(f"EXTEND_TIMEOUT_USEC={max(1, round(seconds * 1_000_000))}")
 
     def status(self, text: str) -> None:
         """``STATUS=text``, when it differs from the last one sent."""
