@@ -378,6 +378,38 @@ def test_an_interrupted_restore_leaves_the_existing_database_untouched(
     assert f"database '{db}' on " in _flat(res.stderr) and "was not changed" in _flat(res.stderr), res.stderr
 
 
+@pytest.mark.parametrize("into", ["new", "existing"])
+def test_a_full_work_dir_is_a_clear_failure_that_changes_no_database(
+        cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], backup_config: Any, small_fs: Path,
+        into: str) -> None:
+    """backup.work_dir (where the dump is fetched for pg_restore) without room for it: the restore fails naming
+    the full disk, the work directory and what to do, changes no database and leaves no plaintext behind.  (It
+    ended in 'internal error: OSError: [Errno 28] No space left on device … report the traceback'.)"""
+    db, counts = app_db
+    bid = _backup(cli, backup_config(db))
+    cfg = backup_config(db, backup={"work_dir": str(small_fs)})
+    (small_fs / "filler").write_bytes(b"\0" * (shutil.disk_usage(small_fs).free - (8 << 10)))
+    name = db if into == "existing" else f"{db}_new"
+    if into == "existing":
+        _mark(pg, db)
+    r = cli(["--config", cfg, "backups", "restore", bid, "--database", name, "--force", "--yes", "--json"])
+    try:
+        assert r.code == 1, r.output
+        flat = _flat(r.err)
+        assert "internal error" not in flat and "Traceback" not in r.output, r.output
+        assert "No space left on device" in flat and str(small_fs) in flat and "backup.work_dir" in flat, flat
+        assert (f"database '{name}' on " in flat
+                and ("was not changed" if into == "existing" else "was not created") in flat), flat
+        assert r.out == ""
+        if into == "existing":
+            assert _marked(pg, db) and _count(pg, db) == counts["users"]
+        assert pg.execute("SELECT count(*) FROM pg_database WHERE datname = %s", params=[f"{db}_new"])[0][0] == 0
+        assert _scratch_databases(pg) == []
+        assert [p.name for p in small_fs.iterdir()] == ["filler"]
+    finally:
+        _drop(pg, f"{db}_new")
+
+
 def test_a_restore_killed_outright_leaves_a_database_marked_incomplete_and_the_next_one_says_so(
         cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], backup_config: Any,
         tmp_path: Path) -> None:

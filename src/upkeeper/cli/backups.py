@@ -651,9 +651,12 @@ def _restore_postgres(config: Config, row: CatalogRow, fetcher: Fetcher, databas
     if leftovers:
         result["leftover_databases"] = leftovers
     with work_dir(config.backup, "upkeeper-restore-") as tmp:
-        with console.status(f"fetching {row.id}…"):
-            archive = fetch_pg_archive(fetcher, tmp)
         unchanged = f"{where} was not changed" if exists else f"{where} was not created"
+        try:
+            with console.status(f"fetching {row.id}…"):
+                archive = fetch_pg_archive(fetcher, tmp)
+        except OSError as exc:  # (a full disk)
+            raise _work_dir_error(exc, tmp, row, fetcher.located.manifest, unchanged) from None
         if apply_globals and archive.globals_sql:
             result["globals_already_existed"] = _apply_globals(tgt, archive.globals_sql, unchanged)
         # the dump's CREATE DATABASE, for the temporary name: its encoding, collation, ctype and locale provider
@@ -663,6 +666,8 @@ def _restore_postgres(config: Config, row: CatalogRow, fetcher: Fetcher, databas
             entries = database_entries(tgt, archive, temp, no_owner=no_owner)
         except UpkeeperError as exc:
             raise BackupError(f"restore of backup {row.id} failed: {exc.message}; {unchanged}", exc.hint) from None
+        except OSError as exc:  # (its table of contents is written beside the dump)
+            raise _work_dir_error(exc, tmp, row, fetcher.located.manifest, unchanged) from None
         except BaseException:
             err_console.print(f"restore of backup {row.id} stopped: {unchanged}", highlight=False)
             raise
@@ -717,6 +722,16 @@ def _restore_postgres(config: Config, row: CatalogRow, fetcher: Fetcher, databas
         result["server_version_warning"] = older
     result["restore_seconds"] = round(seconds, 3)
     return result
+
+
+def _work_dir_error(exc: OSError, tmp: Path, row: CatalogRow, manifest: Manifest, unchanged: str) -> BackupError:
+    """A PostgreSQL restore that could not write the dump it fetches for pg_restore into its work directory (a
+    full disk): what failed, where, and how much room the dump needs — not an internal error."""
+    needed = sum(o.raw_size for o in manifest.objects if o.role in ("database", "database-dir"))
+    return BackupError(f"restore of backup {row.id} failed: cannot write the dump fetched for pg_restore to the work "
+                       f"directory {tmp}: {exc.strerror or exc}; {unchanged}",
+                       f"Try: free space on the file system of {tmp.parent}, or point backup.work_dir (or TMPDIR) "
+                       f"at one with room for the uncompressed dump (~{human_bytes(needed)})")
 
 
 def _restore_jobs(limits: pg.ConnectionLimits, jobs: int) -> tuple[int, str | None]:
