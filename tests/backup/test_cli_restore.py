@@ -453,6 +453,51 @@ def test_a_restore_killed_outright_leaves_a_database_marked_incomplete_and_the_n
         _drop(pg, new, *_scratch_databases(pg))
 
 
+@pytest.mark.parametrize("into", ["existing", "new"])
+def test_ctrl_c_as_the_server_completes_a_rename_is_judged_by_what_the_server_holds(
+        cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], backup_config: Any,
+        monkeypatch: pytest.MonkeyPatch, into: str) -> None:
+    """Ctrl-C arriving just as the server completes the first rename of the swap.  Replacing a database: the
+    original, just set aside, is put back under its name, and the error's 'was not changed' is true (it said so
+    of a database then named …_upkeeper_old_…, its own name gone).  Into a new name: the restored database has
+    taken it, so the restore is finished and says so (it said the database 'was not created' while it was
+    there)."""
+    from upkeeper.backup import pg as pgmod
+
+    db, counts = app_db
+    cfg = backup_config(db)
+    bid = _backup(cli, cfg)
+    _mark(pg, db)
+    name = db if into == "existing" else f"{db}_new"
+    real_rename = pgmod.rename_database
+    calls: list[tuple[str, str]] = []
+
+    def interrupted_rename(conn: Any, old: str, new: str, **kw: Any) -> None:
+        calls.append((old, new))
+        real_rename(conn, old, new, **kw)
+        if len(calls) == 1:
+            raise KeyboardInterrupt  # the server is done, then the signal comes
+
+    monkeypatch.setattr(pgmod, "rename_database", interrupted_rename)
+    try:
+        r = cli(["--config", cfg, "backups", "restore", bid, "--database", name, "--force", "--yes", "--json"])
+        monkeypatch.undo()
+        assert calls[0][0] == name if into == "existing" else calls[0][1] == name, calls
+        assert _scratch_databases(pg) == [], r.output
+        flat = _flat(r.err)
+        if into == "existing":
+            assert r.code == 130, r.output
+            assert f"database '{db}' on " in flat and "was not changed" in flat, flat
+            assert _marked(pg, db) and _count(pg, db) == counts["users"]
+        else:
+            assert r.code == 0, r.output
+            assert r.json()["database"] == name and _count(pg, name) == counts["users"]
+            assert "was not created" not in flat, flat
+    finally:
+        monkeypatch.undo()
+        _drop(pg, f"{db}_new", *_scratch_databases(pg))
+
+
 @pytest.mark.parametrize("dropped", [True, False])
 def test_ctrl_c_while_the_replaced_database_is_dropped_reports_what_is_there(
         pg: PostgresCluster, pg_db: str, monkeypatch: pytest.MonkeyPatch, dropped: bool) -> None:

@@ -801,9 +801,31 @@ def _swap_in(tgt: PostgresTarget, admin: str, temp: str, name: str, aside: str |
     server = tgt.display().rsplit("/", 1)[0]
     with pg.admin_connect(tgt, admin) as conn:
         if aside is None:
-            pg.rename_database(conn, temp, name)
+            try:
+                pg.rename_database(conn, temp, name)
+            except BaseException:
+                # Ctrl-C may come as the server completes the rename: then the restore is complete, and says so
+                if _existing(tgt, admin, temp, name) == {name}:
+                    return None
+                raise
             return None
-        pg.rename_database(conn, name, aside, evict=True)
+        try:
+            pg.rename_database(conn, name, aside, evict=True)
+        except BaseException as exc:
+            # Ctrl-C may come as the server completes the rename: the original, set aside, gets its name back
+            # before the failure is reported as leaving it unchanged
+            if _existing(tgt, admin, name, aside) == {aside}:
+                try:
+                    with pg.admin_connect(tgt, admin) as undo_conn:
+                        pg.rename_database(undo_conn, aside, name, evict=True)
+                except BaseException as undo:
+                    cause = pg.pg_error(exc) if isinstance(exc, psycopg.Error) else type(exc).__name__
+                    raise _SwapIncomplete(
+                        f"stopped ({cause}) while setting aside {name!r} on {server}, and renaming it back failed "
+                        f"({pg.pg_error(undo)}): the original database is now named {aside!r}, the restored one "
+                        f"{temp!r}", f'Try: ALTER DATABASE "{aside}" RENAME TO "{name}" to put the original back'
+                    ) from None
+            raise
         try:
             pg.rename_database(conn, temp, name)
         except BaseException as exc:
