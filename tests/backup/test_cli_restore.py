@@ -64,6 +64,29 @@ def test_restore_defaults_to_a_new_database_and_guards_overwrites(
             conn.execute(f'DROP DATABASE IF EXISTS "{new}" WITH (FORCE)')
 
 
+def test_the_default_name_is_always_a_new_database(cli: Any, pg: PostgresCluster,
+                                                   app_db: tuple[str, dict[str, int]], backup_config: Any) -> None:
+    """Without --database the restore goes to a NEW database, also when one restored in the same minute already
+    has '<db>_restored_<time>' (two backups restored one after the other to compare them, a restore run again):
+    the next free '…_2', '…_3'.  (It was refused: 'already exists … Try: … omit --database', which it did.)"""
+    db, counts = app_db
+    cfg = backup_config(db)
+    bid = _backup(cli, cfg)
+    made: list[str] = []
+    try:
+        for _ in range(3):
+            r = cli(["--config", cfg, "backups", "restore", bid, "--json"])
+            assert r.code == 0, r.output
+            assert not r.json()["replaced"], r.output
+            made.append(r.json()["database"])
+        assert len(set(made)) == 3 and all(n.startswith(f"{db}_restored_") for n in made), made
+        if made[0][-12:] == made[2].split("_restored_")[1][:12]:  # (all three in the same minute)
+            assert made[1:] == [f"{made[0]}_2", f"{made[0]}_3"], made
+        assert all(_count(pg, n) == counts["users"] for n in made)
+    finally:
+        _drop(pg, *made)
+
+
 def test_the_confirmation_is_asked_on_stderr_not_in_the_json_on_stdout(
         cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], backup_config: Any) -> None:
     """--force without --yes at a terminal asks before dropping — on stderr, with the explanation: stdout is

@@ -436,8 +436,9 @@ def _fit(base: str, suffix: str) -> str:
     return base.encode()[:room].decode("utf-8", "ignore") + suffix
 
 
-def _default_restore_name(database: str, when: datetime) -> str:
-    return _fit(database, f"_restored_{when:%Y%m%d%H%M}")
+def _default_restore_name(database: str, when: datetime, n: int = 1) -> str:
+    """``<database>_restored_<time>``, with ``_<n>`` from the second on (``n`` > 1)."""
+    return _fit(database, f"_restored_{when:%Y%m%d%H%M}" + (f"_{n}" if n > 1 else ""))
 
 
 @backups_app.command("restore")
@@ -595,18 +596,24 @@ def _restore_postgres(config: Config, row: CatalogRow, fetcher: Fetcher, databas
     tgt = _target_for(config, target_name or row.target)
     if not isinstance(tgt, PostgresTarget):
         raise UsageError(f"target {target_name or row.target!r} is not a postgres target")
-    name = database or _default_restore_name(row.database, datetime.now(UTC))
+    now = datetime.now(UTC)
+    name = database or _default_restore_name(row.database, now)
     if len(name.encode()) > PG_NAME_MAX:
         raise UsageError(f"database name {name!r} is longer than PostgreSQL's {PG_NAME_MAX} bytes",
                          "Try: a shorter --database name")
     check_restore_version(tgt, fetcher.located.manifest)
     server = tgt.display().rsplit("/", 1)[0]
-    where = f"database {name!r} on {server}"
     admin = pg.admin_db(tgt, name)
     with pg.admin_connect(tgt, admin) as conn:
+        if database is None:  # a new database: one restored in the same minute has the name → "…_2", "…_3"
+            n = 1
+            while pg.database_exists(conn, name):
+                n += 1
+                name = _default_restore_name(row.database, now, n)
         exists = pg.database_exists(conn, name)
         server_ver, server_num = pg.server_version(conn)
         limits = pg.connection_limits(conn)
+    where = f"database {name!r} on {server}"
     jobs, fewer_jobs = _restore_jobs(limits, jobs)
     if fewer_jobs:
         err_console.print(f"[warn]warning[/warn] {escape(fewer_jobs)}", highlight=False)
