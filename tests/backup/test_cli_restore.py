@@ -433,6 +433,43 @@ def test_a_full_work_dir_is_a_clear_failure_that_changes_no_database(
         _drop(pg, f"{db}_new")
 
 
+@pytest.mark.parametrize("fault", ["interrupt", "error"])
+def test_a_failure_just_after_the_temporary_database_is_created_drops_it(
+        cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], backup_config: Any,
+        monkeypatch: pytest.MonkeyPatch, fault: str) -> None:
+    """Ctrl-C (or an error) after the server created the temporary database but before it is marked incomplete
+    (a CREATE DATABASE the server completed as the stop came): it is dropped like at any later point, and the
+    error says so.  (It was left behind, unmarked, by a stop that is not a kill -9.)"""
+    from upkeeper.backup import pg as pgmod
+
+    db, _ = app_db
+    cfg = backup_config(db)
+    bid = _backup(cli, cfg)
+    real_comment = pgmod.comment_database
+
+    def failing_comment(conn: Any, name: str, comment: str | None) -> None:
+        if comment is not None and comment.startswith("INCOMPLETE"):
+            if fault == "interrupt":
+                raise KeyboardInterrupt
+            raise psycopg.errors.InsufficientPrivilege("must be owner of database")
+        real_comment(conn, name, comment)
+
+    monkeypatch.setattr(pgmod, "comment_database", failing_comment)
+    new = f"{db}_new"
+    try:
+        r = cli(["--config", cfg, "backups", "restore", bid, "--database", new])
+        monkeypatch.undo()
+        assert r.code == (130 if fault == "interrupt" else 1), r.output
+        assert _scratch_databases(pg) == [], r.output
+        assert pg.execute("SELECT count(*) FROM pg_database WHERE datname = %s", params=[new])[0][0] == 0
+        flat = _flat(r.err)
+        assert f"database '{new}' on " in flat and "was not created" in flat, flat
+        assert "the temporary database" in flat and "was dropped" in flat, flat
+    finally:
+        monkeypatch.undo()
+        _drop(pg, new, *_scratch_databases(pg))
+
+
 def test_a_restore_killed_outright_leaves_a_database_marked_incomplete_and_the_next_one_says_so(
         cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], backup_config: Any,
         tmp_path: Path) -> None:

@@ -678,22 +678,33 @@ def _restore_postgres(config: Config, row: CatalogRow, fetcher: Fetcher, databas
         except BaseException:
             err_console.print(f"restore of backup {row.id} stopped: {unchanged}", highlight=False)
             raise
+        created = False
         try:
             with pg.admin_connect(tgt, admin) as conn:
                 if entries.create is None:
                     pg.create_database(conn, temp)
                 else:
                     conn.execute(entries.create.encode())
+                created = True
                 # until it takes its name, the temporary database says what it is: a restore killed outright
                 # (SIGKILL, power loss) leaves it, and pg_restore may go on filling it after upkeeper is gone
                 pg.comment_database(conn, temp, _incomplete_comment(row.id, name))
         except psycopg.Error as exc:
+            if created:  # (its comment failed)
+                raise BackupError(f"restore of backup {row.id} failed: {pg.pg_error(exc)}; {unchanged}, "
+                                  f"{_temp_dropped(tgt, admin, temp)}") from None
             settings = f" with the backup's settings ({create_settings(entries.create)})" if entries.create else ""
             raise SetupError(f"cannot create the temporary database {temp!r} on {server}{settings}: "
                              f"{pg.pg_error(exc)}; {unchanged}",
                              "Try: give this server what the error names (a locale: locale-gen or an OS package; "
                              "a tablespace: --globals, or create it), or restore where it exists" if entries.create
                              else None) from None
+        except BaseException:
+            # Ctrl-C or SIGTERM: the server may have completed the CREATE DATABASE as the stop came (dropped if so)
+            gone = _temp_dropped(tgt, admin, temp) if created or temp in _existing(tgt, admin, temp) else None
+            err_console.print(f"restore of backup {row.id} stopped: {escape(unchanged)}"
+                              + (f", {escape(gone)}" if gone else ""), highlight=False)
+            raise
         try:
             with console.status(f"restoring into {temp}…"):
                 seconds = pg_restore(tgt, archive, temp, jobs=jobs, no_owner=no_owner)
@@ -706,10 +717,7 @@ def _restore_postgres(config: Config, row: CatalogRow, fetcher: Fetcher, databas
         except _SwapIncomplete:
             raise
         except BaseException as exc:
-            dropped = _drop_quietly(tgt, admin, temp)
-            leftover = (f"the temporary database {temp!r} was dropped" if dropped is None else
-                        f"the temporary database {temp!r} could not be dropped ({dropped}): drop it with "
-                        f"DROP DATABASE \"{temp}\"")
+            leftover = _temp_dropped(tgt, admin, temp)
             if isinstance(exc, UpkeeperError):
                 hint = exc.hint
                 if isinstance(exc, SetupError) and not no_owner:  # a role missing, or not ours to give objects to
@@ -876,6 +884,14 @@ def _existing(tgt: PostgresTarget, admin: str, *names: str) -> set[str]:
             return {n for n in names if pg.database_exists(conn, n)}
     except Exception:
         return set(names)
+
+
+def _temp_dropped(tgt: PostgresTarget, admin: str, temp: str) -> str:
+    """Drop a failed restore's temporary database; what the error then says of it."""
+    dropped = _drop_quietly(tgt, admin, temp)
+    return (f"the temporary database {temp!r} was dropped" if dropped is None else
+            f"the temporary database {temp!r} could not be dropped ({dropped}): drop it with "
+            f"DROP DATABASE \"{temp}\"")
 
 
 @shielded()  # a stop arriving meanwhile waits for it (upkeeper.shield)
