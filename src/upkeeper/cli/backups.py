@@ -1128,21 +1128,22 @@ def _restore_redis(fetcher: Fetcher, row: CatalogRow, to: Path) -> dict[str, Any
     rec = next((o for o in m.objects if o.role == "rdb"), None)
     if rec is None:
         raise BackupError(f"backup {row.id} has no RDB object")
-    tmp = to.with_name(f".{to.name}.upkeeper-restore-{os.getpid()}")
     try:
-        try:
+        to.parent.mkdir(parents=True, exist_ok=True)
+        # fetched into a private staging directory beside it (renamed from there into place): what a restore
+        # killed outright (kill -9) leaves there, a plaintext copy of the data, the next restore there removes
+        with staging_dir(to.parent) as staging:
+            tmp = staging / to.name
             size = fetcher.to_file(rec, tmp)
             like = to if to.exists() else None
-        except OSError as exc:
-            raise BackupError(f"cannot write {to}: {exc.strerror or exc}",
-                              "Try: a path you can write to, with free space") from None
-        keys = check_rdb(str(tmp), f"the RDB of backup {row.id}",
-                         str(m.details.get("redis_version") or "") or None).keys
-        _take_ownership_of(tmp, like)
-        os.replace(tmp, to)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+            fault_pause("restore-rdb-fetched")  # (the tests: killed while redis-check-rdb reads the plaintext)
+            keys = check_rdb(str(tmp), f"the RDB of backup {row.id}",
+                             str(m.details.get("redis_version") or "") or None).keys
+            _take_ownership_of(tmp, like, to.parent)
+            os.replace(tmp, to)
+    except OSError as exc:
+        raise BackupError(f"cannot write {to}: {exc.strerror or exc}",
+                          "Try: a path you can write to, with free space") from None
     result: dict[str, Any] = {"destination": str(to), "bytes": size, "check": "redis-check-rdb: RDB looks OK",
                               "next": REDIS_LOAD_STEPS}
     if keys is not None:
@@ -1159,15 +1160,15 @@ REDIS_LOAD_STEPS = ("to load it: stop Redis (a running Redis writes its own dump
                     "(see docs/restore-without-upkeeper.md, Restore Redis)")
 
 
-def _take_ownership_of(path: Path, like: Path | None) -> None:
+def _take_ownership_of(path: Path, like: Path | None, directory: Path) -> None:
     """Give ``path`` the owner, group and mode of the file it replaces; a new file, as root, the owner and group
-    of its directory (Redis' dir belongs to the user Redis runs as)."""
+    of the ``directory`` it goes to (Redis' dir belongs to the user Redis runs as)."""
     ref = like.stat() if like is not None else None
     if ref is not None:
         os.chmod(path, ref.st_mode & 0o7777)
     if os.geteuid() != 0:
         return
-    owner = ref if ref is not None else path.parent.stat()
+    owner = ref if ref is not None else directory.stat()
     os.chown(path, owner.st_uid, owner.st_gid)
 
 
