@@ -625,6 +625,38 @@ def test_globals_errors_other_than_existing_roles_fail_the_restore(
         pg.execute(f'DROP ROLE IF EXISTS "{role}"')
 
 
+@pytest.mark.parametrize("content", ["not a key\n", "AGE-SECRET-KEY-1QQQQ\n"])
+def test_an_identity_file_age_cannot_read_is_this_hosts_setup_not_the_backups_fault(
+        cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], backup_config: Any, make_config: Any,
+        age_key: AgeKey, tmp_path: Path, content: str) -> None:
+    """identity_file holds no key age can read (a wrong file configured, a key mangled in a copy-paste): the
+    restore fails naming identity_file and what age said of it, with what to fix, and creates nothing; a verify
+    on such a host leaves the backup unjudged.  (The error blamed the object — 'object X: decryption failed' —
+    without a hint, and a verify marked the good backup verify-failed.)"""
+    db, _ = app_db
+    cfg = backup_config(db)
+    bid = _backup(cli, cfg)
+    bad = tmp_path / "bad-key.txt"
+    bad.write_text(content)
+    import yaml
+
+    data = yaml.safe_load(cfg.read_text())
+    data["backup"]["encryption"]["identity_file"] = str(bad)
+    wrong = make_config(data, "wrong-key.yaml")
+    new = f"{db}_new"
+    r = cli(["--config", wrong, "backups", "restore", bid, "--database", new])
+    assert r.code == 1, r.output
+    flat = _flat(r.err)
+    assert f"identity_file {bad}" in flat and "age cannot read it" in flat, flat
+    assert "Try: set backup -> encryption -> identity_file" in flat and "Traceback" not in r.output, flat
+    assert pg.execute("SELECT count(*) FROM pg_database WHERE datname = %s", params=[new])[0][0] == 0
+    assert _scratch_databases(pg) == []
+    r = cli(["--config", wrong, "backups", "verify", bid, "--json"])
+    [rep] = r.json()
+    assert rep["inconclusive"] and not rep["ok"], rep
+    assert cli(["--config", cfg, "backups", "show", bid, "--json"]).json()["status"] == "complete"
+
+
 def yaml_backup(cfg: Path) -> Any:
     """The ``backup:`` section of a config written by the fixtures."""
     from ruamel.yaml import YAML

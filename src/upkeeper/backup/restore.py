@@ -198,6 +198,21 @@ class Fetcher:
             raise SetupError(f"{exc.message} — identity_file {ident} does not open this backup's age header",
                              "Try: set backup -> encryption -> identity_file to the private key of one of the "
                              "recipients in the backup's manifest.json") from None
+        except BackupError as exc:
+            # age could not read an identity file (not a key, a mangled one): before it looked at the object,
+            # whose bytes matched their SHA-256 — this host's setup, not the backup
+            enc = self.settings.encryption_settings()
+            for ident in enc.identity_files if enc and argv is not None and pw is None else []:
+                said = f'reading "{Path(ident).expanduser()}": '
+                if isinstance(exc, ChecksumMismatch) or said not in exc.message:
+                    continue
+                detail = exc.message.split(said, 1)[1].split(" age: report ", 1)[0]
+                raise SetupError(f"identity_file {ident}: age cannot read it ({detail}), so it cannot decrypt "
+                                 f"object {rec.name} — which says nothing about the backup",
+                                 "Try: set backup -> encryption -> identity_file to an age identity file (the "
+                                 "private key age-keygen wrote, 'AGE-SECRET-KEY-1…') of one of the recipients in "
+                                 "the backup's manifest.json") from None
+            raise
 
     def key(self, rec: ObjectRecord) -> str:
         return self.located.manifest.prefix + rec.name
