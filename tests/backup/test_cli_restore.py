@@ -596,11 +596,15 @@ def test_ctrl_c_while_the_replaced_database_is_dropped_reports_what_is_there(
 def test_globals_errors_other_than_existing_roles_fail_the_restore(
         cli: Any, make_config: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], backup_config: Any,
         tmp_path: Path) -> None:
-    """--globals runs the roles SQL past errors, as roles that already exist are expected; any other error
-    (here: a user who may not create roles) fails the restore before any database is created."""
+    """--globals runs the roles SQL past errors, as objects that already exist are expected; any other error
+    (here: a user who may not create the role the server lacks) fails the restore before any database is
+    created."""
     db, counts = app_db
+    gone = f"gone_{db}"
+    pg.execute(f'CREATE ROLE "{gone}"')
     cfg = backup_config(db, options={"globals": True})
     bid = _backup(cli, cfg)
+    pg.execute(f'DROP ROLE "{gone}"')
     role, by_role, new = f"restorer_{db}", f"{db}_by_role", None
     pg.execute(f'CREATE ROLE "{role}" LOGIN CREATEDB')
     try:
@@ -615,7 +619,7 @@ def test_globals_errors_other_than_existing_roles_fail_the_restore(
         err = _flat(r.err)
         assert "applying the backup's globals" in err and "permission denied to create role" in err, err
         assert "without --globals" in err
-        # on the same server as a superuser: every role exists already, which is no error
+        # on the same server as a superuser: the roles that exist already are skipped, which is no error
         r = cli(["--config", cfg, "backups", "restore", bid, "--globals", "--json"])
         assert r.code == 0, r.output
         new = r.json()["database"]
@@ -623,6 +627,50 @@ def test_globals_errors_other_than_existing_roles_fail_the_restore(
     finally:
         _drop(pg, by_role, *([new] if new else []))
         pg.execute(f'DROP ROLE IF EXISTS "{role}"')
+        pg.execute(f'DROP ROLE IF EXISTS "{gone}"')
+
+
+def test_globals_leave_roles_that_exist_as_they_are(
+        cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], backup_config: Any) -> None:
+    """--globals creates the backup's roles that the server lacks and skips those it has, as --help says: an
+    existing role keeps its password, attributes, settings, comment and memberships — a password rotated since
+    the backup stays rotated, a role disabled on a staging server stays disabled.  (pg_dumpall's ALTER ROLE …
+    PASSWORD, ALTER ROLE … SET, COMMENT and GRANT ran for them too: the roles were silently reset to the backup's.)"""
+    db, counts = app_db
+    app, grp, gone = f"app_{db}", f"grp_{db}", f"gone_{db}"
+    roles = (app, grp, gone)
+    state = ("SELECT rolcanlogin, rolpassword, coalesce(shobj_description(a.oid, 'pg_authid'), ''), "
+             "coalesce((SELECT array_to_string(setconfig, ',') FROM pg_db_role_setting s "
+             " WHERE s.setrole = a.oid AND s.setdatabase = 0), ''), pg_has_role(a.rolname, %s, 'MEMBER') "
+             "FROM pg_authid a WHERE rolname = %s")
+    new = None
+    try:
+        pg.execute(f'CREATE ROLE "{grp}"; CREATE ROLE "{gone}" NOLOGIN; '
+                   f'CREATE ROLE "{app}" LOGIN PASSWORD \'at-backup\' IN ROLE "{grp}"; '
+                   f'ALTER ROLE "{app}" SET work_mem = \'8MB\'; COMMENT ON ROLE "{app}" IS \'at backup\'')
+        cfg = backup_config(db, options={"globals": True})
+        bid = _backup(cli, cfg)
+        # since the backup: the app's password rotated, the role disabled, its setting, comment, membership changed
+        pg.execute(f'ALTER ROLE "{app}" NOLOGIN PASSWORD \'rotated\'; ALTER ROLE "{app}" RESET work_mem; '
+                   f'COMMENT ON ROLE "{app}" IS \'since\'; REVOKE "{grp}" FROM "{app}"; DROP ROLE "{gone}"')
+        [before] = pg.execute(state, params=[grp, app])
+        r = cli(["--config", cfg, "backups", "restore", bid, "--globals", "--json"])
+        assert r.code == 0, r.output
+        new = r.json()["database"]
+        assert _count(pg, new) == counts["users"]
+        [after] = pg.execute(state, params=[grp, app])
+        assert after == before and after[0] is False and after[2:] == ("since", "", False), after
+        # the role the server lacked is created as backed up, and counted apart from those that existed
+        [(login,)] = pg.execute("SELECT rolcanlogin FROM pg_roles WHERE rolname = %s", params=[gone])
+        assert login is False
+        existing = pg.execute("SELECT count(*) FROM pg_roles WHERE rolname !~ '^pg_'")[0][0] - 1
+        assert r.json()["globals_already_existed"] == existing, r.output
+    finally:
+        _drop(pg, *([new] if new else []))
+        for role in roles:
+            if pg.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", params=[role]):
+                pg.execute(f'DROP OWNED BY "{role}"', db)
+                pg.execute(f'DROP ROLE "{role}"')
 
 
 @pytest.mark.parametrize("content", ["not a key\n", "AGE-SECRET-KEY-1QQQQ\n"])

@@ -526,6 +526,38 @@ class DatabaseEntries:
         return sql_name(w[4]) if len(w) > 4 else "?"
 
 
+def _globals_role(stmt: SqlStatement) -> str | None:
+    """The role a statement of ``pg_dumpall --globals-only`` sets up: ``CREATE ROLE r``, ``ALTER ROLE r …`` (its
+    attributes, password, settings), ``COMMENT ON ROLE r``, ``SECURITY LABEL … ON ROLE r``, and a membership
+    ``GRANT g TO r``; None for the others (tablespaces, a tablespace's or parameter's privileges, SET)."""
+    w = stmt.tokens
+    if stmt.words(2) in (("CREATE", "ROLE"), ("ALTER", "ROLE")) and len(w) > 2:
+        return sql_name(w[2])
+    words = [t.text if t.kind == "word" else None for t in w]
+    if stmt.words(1) in (("COMMENT",), ("SECURITY",)):
+        at = next((i for i in range(1, len(w) - 1) if words[i - 1] == "ON" and words[i] == "ROLE"), None)
+        return sql_name(w[at + 1]) if at is not None else None
+    if stmt.words(1) == ("GRANT",) and "ON" not in words and "TO" in words:
+        at = words.index("TO")
+        return sql_name(w[at + 1]) if at + 1 < len(w) else None
+    return None
+
+
+def globals_for(script: str, existing: set[str]) -> tuple[str, list[str]]:
+    """``script`` (``pg_dumpall --globals-only``) without its statements about the roles in ``existing``, which are
+    left as they are (their password, attributes, settings, comment and memberships); returns that SQL and those
+    roles, in the script's order."""
+    kept: list[str] = []
+    skipped: list[str] = []
+    for stmt in sql_statements(script):
+        role = None if stmt.meta else _globals_role(stmt)
+        if role is None or role not in existing:
+            kept.append(stmt.text)
+        elif role not in skipped:
+            skipped.append(role)
+    return "\n".join(kept) + "\n", skipped
+
+
 # The dump's CREATE DATABASE as pg_restore --create writes it: the database's name as an identifier (quoted
 # when it must be), then its settings.
 _CREATE_DATABASE = re.compile(r'^CREATE DATABASE ("(?:[^"]|"")*"|[^ ";]+)(?= WITH |;)')

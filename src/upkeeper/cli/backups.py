@@ -53,6 +53,7 @@ from upkeeper.backup.restore import (
     create_settings,
     database_entries,
     fetch_pg_archive,
+    globals_for,
     locate,
     mount_of,
     older_server,
@@ -908,13 +909,17 @@ def _drop_quietly(tgt: PostgresTarget, admin: str, name: str) -> str | None:
 
 
 def _apply_globals(tgt: PostgresTarget, globals_sql: bytes, unchanged: str) -> int:
-    """Run the backup's roles/tablespaces SQL with psql.  Statements go on past errors (``ON_ERROR_STOP=0``)
-    because roles that already exist are expected; any other error fails the restore before any database
-    is created.  Returns how many objects already existed."""
+    """Run the backup's roles/tablespaces SQL with psql.  The roles the server has are skipped (left as they are:
+    :func:`globals_for`); statements go on past errors (``ON_ERROR_STOP=0``) because objects that already exist
+    are expected (a tablespace); any other error fails the restore before any database is created.  Returns how
+    many objects already existed."""
     from upkeeper.core import proc
 
+    with pg.connect(tgt, tgt.dbname, options=pg.OWN_SESSION_OPTIONS) as conn:
+        existing = {str(r[0]) for r in conn.execute("SELECT rolname FROM pg_roles")}
+    sql, skipped = globals_for(globals_sql.decode("utf-8", "surrogateescape"), existing)
     res = proc.run([pg.tool(tgt, "psql"), "--no-password", "-X", "-q", "-v", "ON_ERROR_STOP=0", "-f", "-"],
-                   input=globals_sql, extra_env=tgt.libpq_env(tgt.dbname), check=False)
+                   input=sql.encode("utf-8", "surrogateescape"), extra_env=tgt.libpq_env(tgt.dbname), check=False)
     errors = pg.stderr_errors(res.stderr)
     existed = [ln for ln in errors if "already exists" in ln]
     others = [ln for ln in errors if "already exists" not in ln]
@@ -927,7 +932,7 @@ def _apply_globals(tgt: PostgresTarget, globals_sql: bytes, unchanged: str) -> i
                           + ("; its other statements ran, " if res.returncode == 0 else "; ") + unchanged,
                           "Try: fix what the error names (e.g. create the tablespace's directory), or restore "
                           "without --globals (with --no-owner where the backup's roles do not exist)")
-    return len(existed)
+    return len(skipped) + len(existed)
 
 
 def _check_restore_options(row: CatalogRow, files_redis: dict[str, bool], postgres: dict[str, bool]) -> None:
