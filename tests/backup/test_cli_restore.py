@@ -87,6 +87,41 @@ def test_the_default_name_is_always_a_new_database(cli: Any, pg: PostgresCluster
         _drop(pg, *made)
 
 
+@pytest.mark.parametrize("flag", ["--target", "--database", "--storage", "--to"])
+def test_an_empty_option_value_is_refused_not_taken_for_the_default(
+        cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], backup_config: Any, make_config: Any,
+        age_key: AgeKey, tmp_path: Path, flag: str) -> None:
+    """An option given an empty value — an unset shell variable in a script (`--target "$STAGING"`) — is a usage
+    error naming the option, and nothing is restored.  (It was taken for the option left out: `--target ""`
+    restored into the backup's own server, with --force replacing the database there; `--to ""` extracted a
+    files backup into the current directory; `--database ""` restored into a new database and exited 0.)"""
+    db, _ = app_db
+    if flag == "--to":
+        cfg = _files_config(make_config, tmp_path, _app(tmp_path, big=1 << 10), age_key)
+        bid = _files_backup(cli, cfg)
+    else:
+        cfg = backup_config(db)
+        bid = _backup(cli, cfg)
+    before = sorted(r[0] for r in pg.execute("SELECT datname FROM pg_database"))
+    _mark(pg, db)
+    here = tmp_path / "cwd"
+    here.mkdir()
+    args = {"--target": ["--database", db, "--force", "--yes"], "--database": ["--force", "--yes"],
+            "--storage": ["--database", f"{db}_new"], "--to": ["--force"]}[flag]
+    old = os.getcwd()
+    os.chdir(here)
+    try:
+        r = cli(["--config", cfg, "backups", "restore", bid, flag, "", *args])
+    finally:
+        os.chdir(old)
+        made = [n for (n,) in pg.execute("SELECT datname FROM pg_database") if n not in before]
+        _drop(pg, *made)
+    assert r.code == 2, r.output
+    flat = _flat(r.err)
+    assert f"{flag} is empty" in flat and "Try:" in flat, flat
+    assert made == [] and _marked(pg, db) and list(here.iterdir()) == []
+
+
 def test_the_confirmation_is_asked_on_stderr_not_in_the_json_on_stdout(
         cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], backup_config: Any) -> None:
     """--force without --yes at a terminal asks before dropping — on stderr, with the explanation: stdout is

@@ -449,8 +449,8 @@ def restore_cmd(
                                         "database '<db>_restored_<time>')"),
     target: str | None = typer.Option(None, "--target", "-t", help="postgres target to restore to (default: the "
                                       "backed-up one)"),
-    to: Path | None = typer.Option(None, "--to", help="files/redis backups: directory (files) or file (RDB) to "
-                                   "write"),
+    to_path: str | None = typer.Option(None, "--to", metavar="PATH", help="files/redis backups: directory (files) or "
+                                       "file (RDB) to write"),
     force: bool = typer.Option(False, "--force", help="allow replacing an existing database (empty or not), "
                                "extracting into a non-empty directory, or overwriting an RDB file"),
     yes: bool = typer.Option(False, "--yes", "-y", help="do not ask for confirmation (with --force)"),
@@ -467,6 +467,11 @@ def restore_cmd(
     """Restore a backup — into a NEW database by default.  Replacing an existing database (even an empty one)
     needs --force and a confirmation (or --yes).  The backup is restored into a temporary database first; the
     existing one is replaced only once that succeeded, and stays untouched when it fails."""
+    for flag, value in (("--database", database), ("--target", target), ("--to", to_path), ("--storage", storage)):
+        if value == "":  # (an unset shell variable): never taken for the option left out, the default
+            raise UsageError(f"{flag} is empty", f"Try: give {flag} a value (is a shell variable unset?), or leave "
+                             f"{flag} out for its default")
+    to = Path(to_path) if to_path is not None else None
     config = _env.config()
     row = _one(_catalog(), backup_id)
     _check_restore_options(row, {"--to": to is not None}, {"--database": database is not None,
