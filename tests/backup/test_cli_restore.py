@@ -64,6 +64,64 @@ def test_restore_defaults_to_a_new_database_and_guards_overwrites(
             conn.execute(f'DROP DATABASE IF EXISTS "{new}" WITH (FORCE)')
 
 
+def test_the_default_name_is_always_a_new_database(cli: Any, pg: PostgresCluster,
+                                                   app_db: tuple[str, dict[str, int]], backup_config: Any) -> None:
+    """Without --database the restore goes to a NEW database, also when one restored in the same minute already
+    has '<db>_restored_<time>' (two backups restored one after the other to compare them, a restore run again):
+    the next free '…_2', '…_3'.  (It was refused: 'already exists … Try: … omit --database', which it did.)"""
+    db, counts = app_db
+    cfg = backup_config(db)
+    bid = _backup(cli, cfg)
+    made: list[str] = []
+    try:
+        for _ in range(3):
+            r = cli(["--config", cfg, "backups", "restore", bid, "--json"])
+            assert r.code == 0, r.output
+            assert not r.json()["replaced"], r.output
+            made.append(r.json()["database"])
+        assert len(set(made)) == 3 and all(n.startswith(f"{db}_restored_") for n in made), made
+        if made[0][-12:] == made[2].split("_restored_")[1][:12]:  # (all three in the same minute)
+            assert made[1:] == [f"{made[0]}_2", f"{made[0]}_3"], made
+        assert all(_count(pg, n) == counts["users"] for n in made)
+    finally:
+        _drop(pg, *made)
+
+
+@pytest.mark.parametrize("flag", ["--target", "--database", "--storage", "--to"])
+def test_an_empty_option_value_is_refused_not_taken_for_the_default(
+        cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], backup_config: Any, make_config: Any,
+        age_key: AgeKey, tmp_path: Path, flag: str) -> None:
+    """An option given an empty value — an unset shell variable in a script (`--target "$STAGING"`) — is a usage
+    error naming the option, and nothing is restored.  (It was taken for the option left out: `--target ""`
+    restored into the backup's own server, with --force replacing the database there; `--to ""` extracted a
+    files backup into the current directory; `--database ""` restored into a new database and exited 0.)"""
+    db, _ = app_db
+    if flag == "--to":
+        cfg = _files_config(make_config, tmp_path, _app(tmp_path, big=1 << 10), age_key)
+        bid = _files_backup(cli, cfg)
+    else:
+        cfg = backup_config(db)
+        bid = _backup(cli, cfg)
+    before = sorted(r[0] for r in pg.execute("SELECT datname FROM pg_database"))
+    _mark(pg, db)
+    here = tmp_path / "cwd"
+    here.mkdir()
+    args = {"--target": ["--database", db, "--force", "--yes"], "--database": ["--force", "--yes"],
+            "--storage": ["--database", f"{db}_new"], "--to": ["--force"]}[flag]
+    old = os.getcwd()
+    os.chdir(here)
+    try:
+        r = cli(["--config", cfg, "backups", "restore", bid, flag, "", *args])
+    finally:
+        os.chdir(old)
+        made = [n for (n,) in pg.execute("SELECT datname FROM pg_database") if n not in before]
+        _drop(pg, *made)
+    assert r.code == 2, r.output
+    flat = _flat(r.err)
+    assert f"{flag} is empty" in flat and "Try:" in flat, flat
+    assert made == [] and _marked(pg, db) and list(here.iterdir()) == []
+
+
 def test_the_confirmation_is_asked_on_stderr_not_in_the_json_on_stdout(
         cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], backup_config: Any) -> None:
     """--force without --yes at a terminal asks before dropping — on stderr, with the explanation: stdout is
@@ -378,6 +436,75 @@ def test_an_interrupted_restore_leaves_the_existing_database_untouched(
     assert f"database '{db}' on " in _flat(res.stderr) and "was not changed" in _flat(res.stderr), res.stderr
 
 
+@pytest.mark.parametrize("into", ["new", "existing"])
+def test_a_full_work_dir_is_a_clear_failure_that_changes_no_database(
+        cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], backup_config: Any, small_fs: Path,
+        into: str) -> None:
+    """backup.work_dir (where the dump is fetched for pg_restore) without room for it: the restore fails naming
+    the full disk, the work directory and what to do, changes no database and leaves no plaintext behind.  (It
+    ended in 'internal error: OSError: [Errno 28] No space left on device … report the traceback'.)"""
+    db, counts = app_db
+    bid = _backup(cli, backup_config(db))
+    cfg = backup_config(db, backup={"work_dir": str(small_fs)})
+    (small_fs / "filler").write_bytes(b"\0" * (shutil.disk_usage(small_fs).free - (8 << 10)))
+    name = db if into == "existing" else f"{db}_new"
+    if into == "existing":
+        _mark(pg, db)
+    r = cli(["--config", cfg, "backups", "restore", bid, "--database", name, "--force", "--yes", "--json"])
+    try:
+        assert r.code == 1, r.output
+        flat = _flat(r.err)
+        assert "internal error" not in flat and "Traceback" not in r.output, r.output
+        assert "No space left on device" in flat and str(small_fs) in flat and "backup.work_dir" in flat, flat
+        assert (f"database '{name}' on " in flat
+                and ("was not changed" if into == "existing" else "was not created") in flat), flat
+        assert r.out == ""
+        if into == "existing":
+            assert _marked(pg, db) and _count(pg, db) == counts["users"]
+        assert pg.execute("SELECT count(*) FROM pg_database WHERE datname = %s", params=[f"{db}_new"])[0][0] == 0
+        assert _scratch_databases(pg) == []
+        assert [p.name for p in small_fs.iterdir()] == ["filler"]
+    finally:
+        _drop(pg, f"{db}_new")
+
+
+@pytest.mark.parametrize("fault", ["interrupt", "error"])
+def test_a_failure_just_after_the_temporary_database_is_created_drops_it(
+        cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], backup_config: Any,
+        monkeypatch: pytest.MonkeyPatch, fault: str) -> None:
+    """Ctrl-C (or an error) after the server created the temporary database but before it is marked incomplete
+    (a CREATE DATABASE the server completed as the stop came): it is dropped like at any later point, and the
+    error says so.  (It was left behind, unmarked, by a stop that is not a kill -9.)"""
+    from upkeeper.backup import pg as pgmod
+
+    db, _ = app_db
+    cfg = backup_config(db)
+    bid = _backup(cli, cfg)
+    real_comment = pgmod.comment_database
+
+    def failing_comment(conn: Any, name: str, comment: str | None) -> None:
+        if comment is not None and comment.startswith("INCOMPLETE"):
+            if fault == "interrupt":
+                raise KeyboardInterrupt
+            raise psycopg.errors.InsufficientPrivilege("must be owner of database")
+        real_comment(conn, name, comment)
+
+    monkeypatch.setattr(pgmod, "comment_database", failing_comment)
+    new = f"{db}_new"
+    try:
+        r = cli(["--config", cfg, "backups", "restore", bid, "--database", new])
+        monkeypatch.undo()
+        assert r.code == (130 if fault == "interrupt" else 1), r.output
+        assert _scratch_databases(pg) == [], r.output
+        assert pg.execute("SELECT count(*) FROM pg_database WHERE datname = %s", params=[new])[0][0] == 0
+        flat = _flat(r.err)
+        assert f"database '{new}' on " in flat and "was not created" in flat, flat
+        assert "the temporary database" in flat and "was dropped" in flat, flat
+    finally:
+        monkeypatch.undo()
+        _drop(pg, new, *_scratch_databases(pg))
+
+
 def test_a_restore_killed_outright_leaves_a_database_marked_incomplete_and_the_next_one_says_so(
         cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], backup_config: Any,
         tmp_path: Path) -> None:
@@ -421,6 +548,51 @@ def test_a_restore_killed_outright_leaves_a_database_marked_incomplete_and_the_n
         _drop(pg, new, *_scratch_databases(pg))
 
 
+@pytest.mark.parametrize("into", ["existing", "new"])
+def test_ctrl_c_as_the_server_completes_a_rename_is_judged_by_what_the_server_holds(
+        cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], backup_config: Any,
+        monkeypatch: pytest.MonkeyPatch, into: str) -> None:
+    """Ctrl-C arriving just as the server completes the first rename of the swap.  Replacing a database: the
+    original, just set aside, is put back under its name, and the error's 'was not changed' is true (it said so
+    of a database then named …_upkeeper_old_…, its own name gone).  Into a new name: the restored database has
+    taken it, so the restore is finished and says so (it said the database 'was not created' while it was
+    there)."""
+    from upkeeper.backup import pg as pgmod
+
+    db, counts = app_db
+    cfg = backup_config(db)
+    bid = _backup(cli, cfg)
+    _mark(pg, db)
+    name = db if into == "existing" else f"{db}_new"
+    real_rename = pgmod.rename_database
+    calls: list[tuple[str, str]] = []
+
+    def interrupted_rename(conn: Any, old: str, new: str, **kw: Any) -> None:
+        calls.append((old, new))
+        real_rename(conn, old, new, **kw)
+        if len(calls) == 1:
+            raise KeyboardInterrupt  # the server is done, then the signal comes
+
+    monkeypatch.setattr(pgmod, "rename_database", interrupted_rename)
+    try:
+        r = cli(["--config", cfg, "backups", "restore", bid, "--database", name, "--force", "--yes", "--json"])
+        monkeypatch.undo()
+        assert calls[0][0] == name if into == "existing" else calls[0][1] == name, calls
+        assert _scratch_databases(pg) == [], r.output
+        flat = _flat(r.err)
+        if into == "existing":
+            assert r.code == 130, r.output
+            assert f"database '{db}' on " in flat and "was not changed" in flat, flat
+            assert _marked(pg, db) and _count(pg, db) == counts["users"]
+        else:
+            assert r.code == 0, r.output
+            assert r.json()["database"] == name and _count(pg, name) == counts["users"]
+            assert "was not created" not in flat, flat
+    finally:
+        monkeypatch.undo()
+        _drop(pg, f"{db}_new", *_scratch_databases(pg))
+
+
 @pytest.mark.parametrize("dropped", [True, False])
 def test_ctrl_c_while_the_replaced_database_is_dropped_reports_what_is_there(
         pg: PostgresCluster, pg_db: str, monkeypatch: pytest.MonkeyPatch, dropped: bool) -> None:
@@ -459,11 +631,15 @@ def test_ctrl_c_while_the_replaced_database_is_dropped_reports_what_is_there(
 def test_globals_errors_other_than_existing_roles_fail_the_restore(
         cli: Any, make_config: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], backup_config: Any,
         tmp_path: Path) -> None:
-    """--globals runs the roles SQL past errors, as roles that already exist are expected; any other error
-    (here: a user who may not create roles) fails the restore before any database is created."""
+    """--globals runs the roles SQL past errors, as objects that already exist are expected; any other error
+    (here: a user who may not create the role the server lacks) fails the restore before any database is
+    created."""
     db, counts = app_db
+    gone = f"gone_{db}"
+    pg.execute(f'CREATE ROLE "{gone}"')
     cfg = backup_config(db, options={"globals": True})
     bid = _backup(cli, cfg)
+    pg.execute(f'DROP ROLE "{gone}"')
     role, by_role, new = f"restorer_{db}", f"{db}_by_role", None
     pg.execute(f'CREATE ROLE "{role}" LOGIN CREATEDB')
     try:
@@ -478,7 +654,7 @@ def test_globals_errors_other_than_existing_roles_fail_the_restore(
         err = _flat(r.err)
         assert "applying the backup's globals" in err and "permission denied to create role" in err, err
         assert "without --globals" in err
-        # on the same server as a superuser: every role exists already, which is no error
+        # on the same server as a superuser: the roles that exist already are skipped, which is no error
         r = cli(["--config", cfg, "backups", "restore", bid, "--globals", "--json"])
         assert r.code == 0, r.output
         new = r.json()["database"]
@@ -486,6 +662,82 @@ def test_globals_errors_other_than_existing_roles_fail_the_restore(
     finally:
         _drop(pg, by_role, *([new] if new else []))
         pg.execute(f'DROP ROLE IF EXISTS "{role}"')
+        pg.execute(f'DROP ROLE IF EXISTS "{gone}"')
+
+
+def test_globals_leave_roles_that_exist_as_they_are(
+        cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], backup_config: Any) -> None:
+    """--globals creates the backup's roles that the server lacks and skips those it has, as --help says: an
+    existing role keeps its password, attributes, settings, comment and memberships — a password rotated since
+    the backup stays rotated, a role disabled on a staging server stays disabled.  (pg_dumpall's ALTER ROLE …
+    PASSWORD, ALTER ROLE … SET, COMMENT and GRANT ran for them too: the roles were silently reset to the backup's.)"""
+    db, counts = app_db
+    app, grp, gone = f"app_{db}", f"grp_{db}", f"gone_{db}"
+    roles = (app, grp, gone)
+    state = ("SELECT rolcanlogin, rolpassword, coalesce(shobj_description(a.oid, 'pg_authid'), ''), "
+             "coalesce((SELECT array_to_string(setconfig, ',') FROM pg_db_role_setting s "
+             " WHERE s.setrole = a.oid AND s.setdatabase = 0), ''), pg_has_role(a.rolname, %s, 'MEMBER') "
+             "FROM pg_authid a WHERE rolname = %s")
+    new = None
+    try:
+        pg.execute(f'CREATE ROLE "{grp}"; CREATE ROLE "{gone}" NOLOGIN; '
+                   f'CREATE ROLE "{app}" LOGIN PASSWORD \'at-backup\' IN ROLE "{grp}"; '
+                   f'ALTER ROLE "{app}" SET work_mem = \'8MB\'; COMMENT ON ROLE "{app}" IS \'at backup\'')
+        cfg = backup_config(db, options={"globals": True})
+        bid = _backup(cli, cfg)
+        # since the backup: the app's password rotated, the role disabled, its setting, comment, membership changed
+        pg.execute(f'ALTER ROLE "{app}" NOLOGIN PASSWORD \'rotated\'; ALTER ROLE "{app}" RESET work_mem; '
+                   f'COMMENT ON ROLE "{app}" IS \'since\'; REVOKE "{grp}" FROM "{app}"; DROP ROLE "{gone}"')
+        [before] = pg.execute(state, params=[grp, app])
+        r = cli(["--config", cfg, "backups", "restore", bid, "--globals", "--json"])
+        assert r.code == 0, r.output
+        new = r.json()["database"]
+        assert _count(pg, new) == counts["users"]
+        [after] = pg.execute(state, params=[grp, app])
+        assert after == before and after[0] is False and after[2:] == ("since", "", False), after
+        # the role the server lacked is created as backed up, and counted apart from those that existed
+        [(login,)] = pg.execute("SELECT rolcanlogin FROM pg_roles WHERE rolname = %s", params=[gone])
+        assert login is False
+        existing = pg.execute("SELECT count(*) FROM pg_roles WHERE rolname !~ '^pg_'")[0][0] - 1
+        assert r.json()["globals_already_existed"] == existing, r.output
+    finally:
+        _drop(pg, *([new] if new else []))
+        for role in roles:
+            if pg.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", params=[role]):
+                pg.execute(f'DROP OWNED BY "{role}"', db)
+                pg.execute(f'DROP ROLE "{role}"')
+
+
+@pytest.mark.parametrize("content", ["not a key\n", "AGE-SECRET-KEY-1QQQQ\n"])
+def test_an_identity_file_age_cannot_read_is_this_hosts_setup_not_the_backups_fault(
+        cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], backup_config: Any, make_config: Any,
+        age_key: AgeKey, tmp_path: Path, content: str) -> None:
+    """identity_file holds no key age can read (a wrong file configured, a key mangled in a copy-paste): the
+    restore fails naming identity_file and what age said of it, with what to fix, and creates nothing; a verify
+    on such a host leaves the backup unjudged.  (The error blamed the object — 'object X: decryption failed' —
+    without a hint, and a verify marked the good backup verify-failed.)"""
+    db, _ = app_db
+    cfg = backup_config(db)
+    bid = _backup(cli, cfg)
+    bad = tmp_path / "bad-key.txt"
+    bad.write_text(content)
+    import yaml
+
+    data = yaml.safe_load(cfg.read_text())
+    data["backup"]["encryption"]["identity_file"] = str(bad)
+    wrong = make_config(data, "wrong-key.yaml")
+    new = f"{db}_new"
+    r = cli(["--config", wrong, "backups", "restore", bid, "--database", new])
+    assert r.code == 1, r.output
+    flat = _flat(r.err)
+    assert f"identity_file {bad}" in flat and "age cannot read it" in flat, flat
+    assert "Try: set backup -> encryption -> identity_file" in flat and "Traceback" not in r.output, flat
+    assert pg.execute("SELECT count(*) FROM pg_database WHERE datname = %s", params=[new])[0][0] == 0
+    assert _scratch_databases(pg) == []
+    r = cli(["--config", wrong, "backups", "verify", bid, "--json"])
+    [rep] = r.json()
+    assert rep["inconclusive"] and not rep["ok"], rep
+    assert cli(["--config", cfg, "backups", "show", bid, "--json"]).json()["status"] == "complete"
 
 
 def yaml_backup(cfg: Path) -> Any:

@@ -106,6 +106,38 @@ def test_restore_over_an_existing_file_keeps_it_when_the_object_is_corrupt(
     assert sorted(p.name for p in live.parent.iterdir()) == ["dump.rdb"]  # no partial file left beside it
 
 
+def test_a_restore_killed_outright_leaves_no_plaintext_rdb_after_the_next_restore_there(
+        cli: Any, make_config: Any, tmp_path: Path, redis_clean: RedisServer, age_key: AgeKey) -> None:
+    """kill -9 of a Redis restore while redis-check-rdb reads the fetched RDB (a whole plaintext copy of the
+    backup, beside --to, in Redis' dir): the next restore there removes it, as a files restore does its killed
+    predecessor's staging directory.  (Every killed restore left one there for good: a plaintext copy of the
+    data, as large as the RDB, on the disk Redis saves to.)"""
+    cfg, bid = _backed_up(cli, make_config, tmp_path, redis_clean, age_key, keys=40)
+    d = tmp_path / "redis-dir"
+    d.mkdir()
+    mark = tmp_path / "mark"
+    p = subprocess.Popen([sys.executable, "-c", "from upkeeper.cli.main import main; main()", "--config", str(cfg),
+                          "backups", "restore", bid, "--to", str(d / "dump.rdb")],
+                         env={**os.environ, "UPKEEPER_FAULT_PAUSE": "restore-rdb-fetched:60",
+                              "UPKEEPER_FAULT_MARK": str(mark)},
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        for _ in range(600):
+            if mark.exists() or p.poll() is not None:
+                break
+            time.sleep(0.05)
+        assert mark.exists(), "the restore never fetched the RDB"
+    finally:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
+    assert list(d.iterdir()) != [] and not (d / "dump.rdb").exists()  # the fetched RDB, not yet in place
+    r = cli(["--config", cfg, "backups", "restore", bid, "--to", d / "dump.rdb"])
+    assert r.code == 0, r.output
+    assert sorted(x.name for x in d.iterdir()) == ["dump.rdb"], r.output
+    check = subprocess.run(["redis-check-rdb", str(d / "dump.rdb")], capture_output=True, text=True)
+    assert "RDB looks OK" in check.stdout
+
+
 def _run_direct(cfg: Path, method: str) -> Any:
     """The task in this process (so the test can point it at another RDB file)."""
     from upkeeper.config.loader import load_config

@@ -244,3 +244,36 @@ print(json.dumps(out))
                                                          for i in (ids[0], ids[2])}
     finally:
         history.close()
+
+
+_GLOBALS_SCRIPT = """\\restrict abc
+SET default_transaction_read_only = off;
+CREATE ROLE app;
+ALTER ROLE app WITH NOSUPERUSER INHERIT LOGIN PASSWORD 'SCRAM-SHA-256$4096:x;y';
+COMMENT ON ROLE app IS 'ALTER ROLE "New ""one"" role" says nothing';
+CREATE ROLE "New ""one"" role";
+ALTER ROLE "New ""one"" role" WITH NOLOGIN;
+ALTER ROLE app SET search_path TO 'app';
+SECURITY LABEL FOR dummy ON ROLE app IS 'x';
+GRANT grp TO app GRANTED BY postgres;
+GRANT grp TO "New ""one"" role" GRANTED BY postgres;
+CREATE TABLESPACE ts OWNER app LOCATION '/srv/ts';
+GRANT ALL ON TABLESPACE ts TO app;
+\\unrestrict abc
+"""
+
+
+def test_globals_skip_every_statement_about_a_role_the_server_has() -> None:
+    """pg_dumpall's globals for a server that has role 'app' (and 'grp'): nothing sets up 'app' (its password,
+    attributes, comment, label, settings, memberships); the role it lacks is created with its attributes and
+    memberships; tablespaces, their privileges and psql's meta-commands stay."""
+    from upkeeper.backup.restore import globals_for
+
+    sql, skipped = globals_for(_GLOBALS_SCRIPT, {"app", "grp", "postgres"})
+    assert skipped == ["app"]
+    assert sql.splitlines() == [
+        "\\restrict abc", "SET default_transaction_read_only = off;", 'CREATE ROLE "New ""one"" role";',
+        'ALTER ROLE "New ""one"" role" WITH NOLOGIN;', 'GRANT grp TO "New ""one"" role" GRANTED BY postgres;',
+        "CREATE TABLESPACE ts OWNER app LOCATION '/srv/ts';", "GRANT ALL ON TABLESPACE ts TO app;",
+        "\\unrestrict abc"]
+    assert globals_for(_GLOBALS_SCRIPT, set())[1] == []

@@ -198,6 +198,21 @@ class Fetcher:
             raise SetupError(f"{exc.message} — identity_file {ident} does not open this backup's age header",
                              "Try: set backup -> encryption -> identity_file to the private key of one of the "
                              "recipients in the backup's manifest.json") from None
+        except BackupError as exc:
+            # age could not read an identity file (not a key, a mangled one): before it looked at the object,
+            # whose bytes matched their SHA-256 — this host's setup, not the backup
+            enc = self.settings.encryption_settings()
+            for ident in enc.identity_files if enc and argv is not None and pw is None else []:
+                said = f'reading "{Path(ident).expanduser()}": '
+                if isinstance(exc, ChecksumMismatch) or said not in exc.message:
+                    continue
+                detail = exc.message.split(said, 1)[1].split(" age: report ", 1)[0]
+                raise SetupError(f"identity_file {ident}: age cannot read it ({detail}), so it cannot decrypt "
+                                 f"object {rec.name} — which says nothing about the backup",
+                                 "Try: set backup -> encryption -> identity_file to an age identity file (the "
+                                 "private key age-keygen wrote, 'AGE-SECRET-KEY-1…') of one of the recipients in "
+                                 "the backup's manifest.json") from None
+            raise
 
     def key(self, rec: ObjectRecord) -> str:
         return self.located.manifest.prefix + rec.name
@@ -509,6 +524,38 @@ class DatabaseEntries:
         if stmt.words(2) == ("ALTER", "ROLE"):
             return f"{sql_name(w[7]) if len(w) > 7 else '?'} of role {sql_name(w[2])}"
         return sql_name(w[4]) if len(w) > 4 else "?"
+
+
+def _globals_role(stmt: SqlStatement) -> str | None:
+    """The role a statement of ``pg_dumpall --globals-only`` sets up: ``CREATE ROLE r``, ``ALTER ROLE r …`` (its
+    attributes, password, settings), ``COMMENT ON ROLE r``, ``SECURITY LABEL … ON ROLE r``, and a membership
+    ``GRANT g TO r``; None for the others (tablespaces, a tablespace's or parameter's privileges, SET)."""
+    w = stmt.tokens
+    if stmt.words(2) in (("CREATE", "ROLE"), ("ALTER", "ROLE")) and len(w) > 2:
+        return sql_name(w[2])
+    words = [t.text if t.kind == "word" else None for t in w]
+    if stmt.words(1) in (("COMMENT",), ("SECURITY",)):
+        at = next((i for i in range(1, len(w) - 1) if words[i - 1] == "ON" and words[i] == "ROLE"), None)
+        return sql_name(w[at + 1]) if at is not None else None
+    if stmt.words(1) == ("GRANT",) and "ON" not in words and "TO" in words:
+        at = words.index("TO")
+        return sql_name(w[at + 1]) if at + 1 < len(w) else None
+    return None
+
+
+def globals_for(script: str, existing: set[str]) -> tuple[str, list[str]]:
+    """``script`` (``pg_dumpall --globals-only``) without its statements about the roles in ``existing``, which are
+    left as they are (their password, attributes, settings, comment and memberships); returns that SQL and those
+    roles, in the script's order."""
+    kept: list[str] = []
+    skipped: list[str] = []
+    for stmt in sql_statements(script):
+        role = None if stmt.meta else _globals_role(stmt)
+        if role is None or role not in existing:
+            kept.append(stmt.text)
+        elif role not in skipped:
+            skipped.append(role)
+    return "\n".join(kept) + "\n", skipped
 
 
 # The dump's CREATE DATABASE as pg_restore --create writes it: the database's name as an identifier (quoted

@@ -53,6 +53,7 @@ from upkeeper.backup.restore import (
     create_settings,
     database_entries,
     fetch_pg_archive,
+    globals_for,
     locate,
     mount_of,
     older_server,
@@ -436,8 +437,9 @@ def _fit(base: str, suffix: str) -> str:
     return base.encode()[:room].decode("utf-8", "ignore") + suffix
 
 
-def _default_restore_name(database: str, when: datetime) -> str:
-    return _fit(database, f"_restored_{when:%Y%m%d%H%M}")
+def _default_restore_name(database: str, when: datetime, n: int = 1) -> str:
+    """``<database>_restored_<time>``, with ``_<n>`` from the second on (``n`` > 1)."""
+    return _fit(database, f"_restored_{when:%Y%m%d%H%M}" + (f"_{n}" if n > 1 else ""))
 
 
 @backups_app.command("restore")
@@ -447,8 +449,8 @@ def restore_cmd(
                                         "database '<db>_restored_<time>')"),
     target: str | None = typer.Option(None, "--target", "-t", help="postgres target to restore to (default: the "
                                       "backed-up one)"),
-    to: Path | None = typer.Option(None, "--to", help="files/redis backups: directory (files) or file (RDB) to "
-                                   "write"),
+    to_path: str | None = typer.Option(None, "--to", metavar="PATH", help="files/redis backups: directory (files) or "
+                                       "file (RDB) to write"),
     force: bool = typer.Option(False, "--force", help="allow replacing an existing database (empty or not), "
                                "extracting into a non-empty directory, or overwriting an RDB file"),
     yes: bool = typer.Option(False, "--yes", "-y", help="do not ask for confirmation (with --force)"),
@@ -465,6 +467,11 @@ def restore_cmd(
     """Restore a backup — into a NEW database by default.  Replacing an existing database (even an empty one)
     needs --force and a confirmation (or --yes).  The backup is restored into a temporary database first; the
     existing one is replaced only once that succeeded, and stays untouched when it fails."""
+    for flag, value in (("--database", database), ("--target", target), ("--to", to_path), ("--storage", storage)):
+        if value == "":  # (an unset shell variable): never taken for the option left out, the default
+            raise UsageError(f"{flag} is empty", f"Try: give {flag} a value (is a shell variable unset?), or leave "
+                             f"{flag} out for its default")
+    to = Path(to_path) if to_path is not None else None
     config = _env.config()
     row = _one(_catalog(), backup_id)
     _check_restore_options(row, {"--to": to is not None}, {"--database": database is not None,
@@ -595,18 +602,24 @@ def _restore_postgres(config: Config, row: CatalogRow, fetcher: Fetcher, databas
     tgt = _target_for(config, target_name or row.target)
     if not isinstance(tgt, PostgresTarget):
         raise UsageError(f"target {target_name or row.target!r} is not a postgres target")
-    name = database or _default_restore_name(row.database, datetime.now(UTC))
+    now = datetime.now(UTC)
+    name = database or _default_restore_name(row.database, now)
     if len(name.encode()) > PG_NAME_MAX:
         raise UsageError(f"database name {name!r} is longer than PostgreSQL's {PG_NAME_MAX} bytes",
                          "Try: a shorter --database name")
     check_restore_version(tgt, fetcher.located.manifest)
     server = tgt.display().rsplit("/", 1)[0]
-    where = f"database {name!r} on {server}"
     admin = pg.admin_db(tgt, name)
     with pg.admin_connect(tgt, admin) as conn:
+        if database is None:  # a new database: one restored in the same minute has the name → "…_2", "…_3"
+            n = 1
+            while pg.database_exists(conn, name):
+                n += 1
+                name = _default_restore_name(row.database, now, n)
         exists = pg.database_exists(conn, name)
         server_ver, server_num = pg.server_version(conn)
         limits = pg.connection_limits(conn)
+    where = f"database {name!r} on {server}"
     jobs, fewer_jobs = _restore_jobs(limits, jobs)
     if fewer_jobs:
         err_console.print(f"[warn]warning[/warn] {escape(fewer_jobs)}", highlight=False)
@@ -651,9 +664,12 @@ def _restore_postgres(config: Config, row: CatalogRow, fetcher: Fetcher, databas
     if leftovers:
         result["leftover_databases"] = leftovers
     with work_dir(config.backup, "upkeeper-restore-") as tmp:
-        with console.status(f"fetching {row.id}…"):
-            archive = fetch_pg_archive(fetcher, tmp)
         unchanged = f"{where} was not changed" if exists else f"{where} was not created"
+        try:
+            with console.status(f"fetching {row.id}…"):
+                archive = fetch_pg_archive(fetcher, tmp)
+        except OSError as exc:  # (a full disk)
+            raise _work_dir_error(exc, tmp, row, fetcher.located.manifest, unchanged) from None
         if apply_globals and archive.globals_sql:
             result["globals_already_existed"] = _apply_globals(tgt, archive.globals_sql, unchanged)
         # the dump's CREATE DATABASE, for the temporary name: its encoding, collation, ctype and locale provider
@@ -663,25 +679,38 @@ def _restore_postgres(config: Config, row: CatalogRow, fetcher: Fetcher, databas
             entries = database_entries(tgt, archive, temp, no_owner=no_owner)
         except UpkeeperError as exc:
             raise BackupError(f"restore of backup {row.id} failed: {exc.message}; {unchanged}", exc.hint) from None
+        except OSError as exc:  # (its table of contents is written beside the dump)
+            raise _work_dir_error(exc, tmp, row, fetcher.located.manifest, unchanged) from None
         except BaseException:
             err_console.print(f"restore of backup {row.id} stopped: {unchanged}", highlight=False)
             raise
+        created = False
         try:
             with pg.admin_connect(tgt, admin) as conn:
                 if entries.create is None:
                     pg.create_database(conn, temp)
                 else:
                     conn.execute(entries.create.encode())
+                created = True
                 # until it takes its name, the temporary database says what it is: a restore killed outright
                 # (SIGKILL, power loss) leaves it, and pg_restore may go on filling it after upkeeper is gone
                 pg.comment_database(conn, temp, _incomplete_comment(row.id, name))
         except psycopg.Error as exc:
+            if created:  # (its comment failed)
+                raise BackupError(f"restore of backup {row.id} failed: {pg.pg_error(exc)}; {unchanged}, "
+                                  f"{_temp_dropped(tgt, admin, temp)}") from None
             settings = f" with the backup's settings ({create_settings(entries.create)})" if entries.create else ""
             raise SetupError(f"cannot create the temporary database {temp!r} on {server}{settings}: "
                              f"{pg.pg_error(exc)}; {unchanged}",
                              "Try: give this server what the error names (a locale: locale-gen or an OS package; "
                              "a tablespace: --globals, or create it), or restore where it exists" if entries.create
                              else None) from None
+        except BaseException:
+            # Ctrl-C or SIGTERM: the server may have completed the CREATE DATABASE as the stop came (dropped if so)
+            gone = _temp_dropped(tgt, admin, temp) if created or temp in _existing(tgt, admin, temp) else None
+            err_console.print(f"restore of backup {row.id} stopped: {escape(unchanged)}"
+                              + (f", {escape(gone)}" if gone else ""), highlight=False)
+            raise
         try:
             with console.status(f"restoring into {temp}…"):
                 seconds = pg_restore(tgt, archive, temp, jobs=jobs, no_owner=no_owner)
@@ -694,10 +723,7 @@ def _restore_postgres(config: Config, row: CatalogRow, fetcher: Fetcher, databas
         except _SwapIncomplete:
             raise
         except BaseException as exc:
-            dropped = _drop_quietly(tgt, admin, temp)
-            leftover = (f"the temporary database {temp!r} was dropped" if dropped is None else
-                        f"the temporary database {temp!r} could not be dropped ({dropped}): drop it with "
-                        f"DROP DATABASE \"{temp}\"")
+            leftover = _temp_dropped(tgt, admin, temp)
             if isinstance(exc, UpkeeperError):
                 hint = exc.hint
                 if isinstance(exc, SetupError) and not no_owner:  # a role missing, or not ours to give objects to
@@ -717,6 +743,16 @@ def _restore_postgres(config: Config, row: CatalogRow, fetcher: Fetcher, databas
         result["server_version_warning"] = older
     result["restore_seconds"] = round(seconds, 3)
     return result
+
+
+def _work_dir_error(exc: OSError, tmp: Path, row: CatalogRow, manifest: Manifest, unchanged: str) -> BackupError:
+    """A PostgreSQL restore that could not write the dump it fetches for pg_restore into its work directory (a
+    full disk): what failed, where, and how much room the dump needs — not an internal error."""
+    needed = sum(o.raw_size for o in manifest.objects if o.role in ("database", "database-dir"))
+    return BackupError(f"restore of backup {row.id} failed: cannot write the dump fetched for pg_restore to the work "
+                       f"directory {tmp}: {exc.strerror or exc}; {unchanged}",
+                       f"Try: free space on the file system of {tmp.parent}, or point backup.work_dir (or TMPDIR) "
+                       f"at one with room for the uncompressed dump (~{human_bytes(needed)})")
 
 
 def _restore_jobs(limits: pg.ConnectionLimits, jobs: int) -> tuple[int, str | None]:
@@ -786,9 +822,31 @@ def _swap_in(tgt: PostgresTarget, admin: str, temp: str, name: str, aside: str |
     server = tgt.display().rsplit("/", 1)[0]
     with pg.admin_connect(tgt, admin) as conn:
         if aside is None:
-            pg.rename_database(conn, temp, name)
+            try:
+                pg.rename_database(conn, temp, name)
+            except BaseException:
+                # Ctrl-C may come as the server completes the rename: then the restore is complete, and says so
+                if _existing(tgt, admin, temp, name) == {name}:
+                    return None
+                raise
             return None
-        pg.rename_database(conn, name, aside, evict=True)
+        try:
+            pg.rename_database(conn, name, aside, evict=True)
+        except BaseException as exc:
+            # Ctrl-C may come as the server completes the rename: the original, set aside, gets its name back
+            # before the failure is reported as leaving it unchanged
+            if _existing(tgt, admin, name, aside) == {aside}:
+                try:
+                    with pg.admin_connect(tgt, admin) as undo_conn:
+                        pg.rename_database(undo_conn, aside, name, evict=True)
+                except BaseException as undo:
+                    cause = pg.pg_error(exc) if isinstance(exc, psycopg.Error) else type(exc).__name__
+                    raise _SwapIncomplete(
+                        f"stopped ({cause}) while setting aside {name!r} on {server}, and renaming it back failed "
+                        f"({pg.pg_error(undo)}): the original database is now named {aside!r}, the restored one "
+                        f"{temp!r}", f'Try: ALTER DATABASE "{aside}" RENAME TO "{name}" to put the original back'
+                    ) from None
+            raise
         try:
             pg.rename_database(conn, temp, name)
         except BaseException as exc:
@@ -834,6 +892,14 @@ def _existing(tgt: PostgresTarget, admin: str, *names: str) -> set[str]:
         return set(names)
 
 
+def _temp_dropped(tgt: PostgresTarget, admin: str, temp: str) -> str:
+    """Drop a failed restore's temporary database; what the error then says of it."""
+    dropped = _drop_quietly(tgt, admin, temp)
+    return (f"the temporary database {temp!r} was dropped" if dropped is None else
+            f"the temporary database {temp!r} could not be dropped ({dropped}): drop it with "
+            f"DROP DATABASE \"{temp}\"")
+
+
 @shielded()  # a stop arriving meanwhile waits for it (upkeeper.shield)
 def _drop_quietly(tgt: PostgresTarget, admin: str, name: str) -> str | None:
     """Drop ``name``; the reason when that failed, else None."""
@@ -848,13 +914,17 @@ def _drop_quietly(tgt: PostgresTarget, admin: str, name: str) -> str | None:
 
 
 def _apply_globals(tgt: PostgresTarget, globals_sql: bytes, unchanged: str) -> int:
-    """Run the backup's roles/tablespaces SQL with psql.  Statements go on past errors (``ON_ERROR_STOP=0``)
-    because roles that already exist are expected; any other error fails the restore before any database
-    is created.  Returns how many objects already existed."""
+    """Run the backup's roles/tablespaces SQL with psql.  The roles the server has are skipped (left as they are:
+    :func:`globals_for`); statements go on past errors (``ON_ERROR_STOP=0``) because objects that already exist
+    are expected (a tablespace); any other error fails the restore before any database is created.  Returns how
+    many objects already existed."""
     from upkeeper.core import proc
 
+    with pg.connect(tgt, tgt.dbname, options=pg.OWN_SESSION_OPTIONS) as conn:
+        existing = {str(r[0]) for r in conn.execute("SELECT rolname FROM pg_roles")}
+    sql, skipped = globals_for(globals_sql.decode("utf-8", "surrogateescape"), existing)
     res = proc.run([pg.tool(tgt, "psql"), "--no-password", "-X", "-q", "-v", "ON_ERROR_STOP=0", "-f", "-"],
-                   input=globals_sql, extra_env=tgt.libpq_env(tgt.dbname), check=False)
+                   input=sql.encode("utf-8", "surrogateescape"), extra_env=tgt.libpq_env(tgt.dbname), check=False)
     errors = pg.stderr_errors(res.stderr)
     existed = [ln for ln in errors if "already exists" in ln]
     others = [ln for ln in errors if "already exists" not in ln]
@@ -867,7 +937,7 @@ def _apply_globals(tgt: PostgresTarget, globals_sql: bytes, unchanged: str) -> i
                           + ("; its other statements ran, " if res.returncode == 0 else "; ") + unchanged,
                           "Try: fix what the error names (e.g. create the tablespace's directory), or restore "
                           "without --globals (with --no-owner where the backup's roles do not exist)")
-    return len(existed)
+    return len(skipped) + len(existed)
 
 
 def _check_restore_options(row: CatalogRow, files_redis: dict[str, bool], postgres: dict[str, bool]) -> None:
@@ -1068,21 +1138,22 @@ def _restore_redis(fetcher: Fetcher, row: CatalogRow, to: Path) -> dict[str, Any
     rec = next((o for o in m.objects if o.role == "rdb"), None)
     if rec is None:
         raise BackupError(f"backup {row.id} has no RDB object")
-    tmp = to.with_name(f".{to.name}.upkeeper-restore-{os.getpid()}")
     try:
-        try:
+        to.parent.mkdir(parents=True, exist_ok=True)
+        # fetched into a private staging directory beside it (renamed from there into place): what a restore
+        # killed outright (kill -9) leaves there, a plaintext copy of the data, the next restore there removes
+        with staging_dir(to.parent) as staging:
+            tmp = staging / to.name
             size = fetcher.to_file(rec, tmp)
             like = to if to.exists() else None
-        except OSError as exc:
-            raise BackupError(f"cannot write {to}: {exc.strerror or exc}",
-                              "Try: a path you can write to, with free space") from None
-        keys = check_rdb(str(tmp), f"the RDB of backup {row.id}",
-                         str(m.details.get("redis_version") or "") or None).keys
-        _take_ownership_of(tmp, like)
-        os.replace(tmp, to)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+            fault_pause("restore-rdb-fetched")  # (the tests: killed while redis-check-rdb reads the plaintext)
+            keys = check_rdb(str(tmp), f"the RDB of backup {row.id}",
+                             str(m.details.get("redis_version") or "") or None).keys
+            _take_ownership_of(tmp, like, to.parent)
+            os.replace(tmp, to)
+    except OSError as exc:
+        raise BackupError(f"cannot write {to}: {exc.strerror or exc}",
+                          "Try: a path you can write to, with free space") from None
     result: dict[str, Any] = {"destination": str(to), "bytes": size, "check": "redis-check-rdb: RDB looks OK",
                               "next": REDIS_LOAD_STEPS}
     if keys is not None:
@@ -1099,15 +1170,15 @@ REDIS_LOAD_STEPS = ("to load it: stop Redis (a running Redis writes its own dump
                     "(see docs/restore-without-upkeeper.md, Restore Redis)")
 
 
-def _take_ownership_of(path: Path, like: Path | None) -> None:
+def _take_ownership_of(path: Path, like: Path | None, directory: Path) -> None:
     """Give ``path`` the owner, group and mode of the file it replaces; a new file, as root, the owner and group
-    of its directory (Redis' dir belongs to the user Redis runs as)."""
+    of the ``directory`` it goes to (Redis' dir belongs to the user Redis runs as)."""
     ref = like.stat() if like is not None else None
     if ref is not None:
         os.chmod(path, ref.st_mode & 0o7777)
     if os.geteuid() != 0:
         return
-    owner = ref if ref is not None else path.parent.stat()
+    owner = ref if ref is not None else directory.stat()
     os.chown(path, owner.st_uid, owner.st_gid)
 
 
