@@ -453,3 +453,18 @@ def test_cron_export_fires_when_the_daemon_would(cli: Any, make_config: Any, tmp
     assert not [ln for ln in text.splitlines() if " run " in ln and not ln.startswith("#")]
     assert "# last-day: 'L *' (L, LW or #) has no equivalent in cron" in text
     assert "# second-monday: '* MON#2' (L, LW or #) has no equivalent in cron" in text
+
+
+def test_history_of_a_job_no_longer_in_the_config(cli: Any, make_config: Any) -> None:
+    """A job renamed or removed keeps its runs under its old name ('its history stays under the old name'):
+    'history OLD' lists them (it said "no job named 'OLD'", exit 2); a name no run was ever recorded under is
+    still an error with a suggestion."""
+    cfg = make_config({"jobs": {"nightly": {"task": "debug.noop", "schedule": "@daily"}}})
+    assert cli(["--config", cfg, "run", "nightly"]).code == 0
+    cfg = make_config({"jobs": {"nightly-v2": {"task": "debug.noop", "schedule": "@daily"}}})
+    res = cli(["--config", cfg, "history", "nightly", "--json"])
+    assert res.code == 0, res.output
+    assert [r["job"] for r in res.json()] == ["nightly"]
+    assert "nightly" in cli(["--config", cfg, "history", "nightly"]).out
+    typo = cli(["--config", cfg, "history", "nightly-v3"])
+    assert typo.code == 2 and "no job named 'nightly-v3'" in typo.err and "Try: 'nightly-v2'" in typo.err

@@ -88,9 +88,12 @@ def history_cmd(
 ) -> None:
     """Recorded runs, newest first (also 'upkeeper history [JOB]')."""
     setup = state.setup()
-    if job is not None and job not in setup.jobs:
+    history = state.history()
+    # a job removed or renamed (or one of another node's config sharing the history) keeps its runs under its
+    # name: only a name no run was ever recorded under is a mistake
+    if job is not None and job not in setup.jobs and not history.runs(job=job, limit=1):
         setup.job(job)  # raises a UsageError with a suggestion
-    rows = state.history().runs(job=job, since=parse_since(since), limit=limit, statuses=status or None)
+    rows = history.runs(job=job, since=parse_since(since), limit=limit, statuses=status or None)
     if as_json:
         print_json([run_dict(r) for r in rows])
         return
