@@ -468,3 +468,28 @@ def test_history_of_a_job_no_longer_in_the_config(cli: Any, make_config: Any) ->
     assert "nightly" in cli(["--config", cfg, "history", "nightly"]).out
     typo = cli(["--config", cfg, "history", "nightly-v3"])
     assert typo.code == 2 and "no job named 'nightly-v3'" in typo.err and "Try: 'nightly-v2'" in typo.err
+
+
+def test_cron_export_systemd_leaves_out_what_a_timer_cannot_express_and_writes_the_rest(
+        cli: Any, make_config: Any, tmp_path: Path) -> None:
+    """A schedule OnCalendar= cannot express (cronsim's L and #, a day-of-month OR weekday) is left out with a note
+    on stderr, as a window-bound job is (docs/scheduling.md, 'Keeping cron'); the other jobs' units are written.
+    One such job made the whole export fail (exit 2), so no job could be exported as a timer."""
+    cfg = make_config({"jobs": {
+        "last-day": {"task": "debug.noop", "schedule": "0 3 L * *"},
+        "second-monday": {"task": "debug.noop", "schedule": "0 3 * * MON#2"},
+        "first-or-monday": {"task": "debug.noop", "schedule": "0 3 1 * 1"},
+        "nightly": {"task": "debug.noop", "schedule": "30 2 * * *"},
+    }})
+    out = tmp_path / "units"
+    res = cli(["--config", cfg, "cron", "export", "--systemd", "--output", out])
+    assert res.code == 0, res.output
+    assert sorted(p.name for p in out.iterdir()) == ["upkeeper-nightly.service", "upkeeper-nightly.timer"]
+    for job in ("last-day", "second-monday", "first-or-monday"):
+        assert f"{job}: not exported: schedule" in res.err and "cannot be a systemd timer" in res.err, res.err
+    printed = cli(["--config", cfg, "cron", "export", "--systemd"])
+    assert printed.code == 0 and "# --- upkeeper-nightly.timer ---" in printed.out
+    assert "upkeeper-last-day" not in printed.out
+    crontab = cli(["--config", cfg, "cron", "export"]).out  # its comment no longer sends L and # to --systemd
+    assert "# last-day: 'L *' (L, LW or #) has no equivalent in cron (nor in systemd timers); use 'upkeeper " \
+           "daemon' for this job" in crontab, crontab
