@@ -102,6 +102,19 @@ def test_errors_name_file_line_and_field(text: str, expected: str) -> None:
     assert any(re.search(expected, p) for p in found), found
 
 
+def test_a_bad_timezone_does_not_hide_a_bad_schedule() -> None:
+    """'config check' names every problem at once: with a misspelt timezone (the config's or the job's), an invalid
+    cron expression was not reported until the timezone was fixed."""
+    for text in ("timezone: Mars/Olympus\njobs:\n  a:\n    task: host.disk\n    schedule: '61 * * * *'\n",
+                 "jobs:\n  a:\n    task: host.disk\n    schedule: '61 * * * *'\n    timezone: Mars/Olympus\n"):
+        found = problems(text)
+        assert any("timezone: unknown timezone 'Mars/Olympus'" in p for p in found), found
+        assert any(re.search(r"u\.yaml:\d: jobs -> a -> schedule: invalid cron expression .*minute", p)
+                   for p in found), found
+    assert not any("schedule" in p for p in problems("timezone: Mars/Olympus\njobs:\n  a:\n    task: host.disk\n"
+                                                     "    schedule: '0 3 * * *'\n"))
+
+
 def test_retention_long_enough_for_the_windows_read_back_is_fine() -> None:
     assert problems("history_retention: {runs: 30d}\njobs:\n  c:\n    task: security.compliance\n"
                     "    options: {period: last_30_days}\n  b:\n    task: host.disk\n    category: backup\n") == []
