@@ -134,10 +134,13 @@ def _channel_shorthand(value: Any) -> Any:
     return value
 
 
+_ChannelKinds = Annotated[AppriseChannel | SlackChannel | WebhookChannel | PagerDutyChannel, Field(discriminator="kind")]
+
 ChannelConfig = Annotated[
     AppriseChannel | SlackChannel | WebhookChannel | PagerDutyChannel,
     Field(discriminator="kind"),
-    BeforeValidator(_channel_shorthand),
+    # the JSON Schema ('upkeeper config schema', for editors) takes the shorthand too: an apprise URL as a string
+    BeforeValidator(_channel_shorthand, json_schema_input_type=str | _ChannelKinds),
 ]
 
 
