@@ -493,3 +493,20 @@ def test_cron_export_systemd_leaves_out_what_a_timer_cannot_express_and_writes_t
     crontab = cli(["--config", cfg, "cron", "export"]).out  # its comment no longer sends L and # to --systemd
     assert "# last-day: 'L *' (L, LW or #) has no equivalent in cron (nor in systemd timers); use 'upkeeper " \
            "daemon' for this job" in crontab, crontab
+
+
+def test_status_next_run_of_a_window_bound_job_is_its_windows_opening(cli: Any, make_config: Any) -> None:
+    """A job bound to a window starts only inside it (docs/windows.md): 'status' showed its next cron occurrence
+    as its next run, a time at which it is deferred; it shows the opening the occurrence is deferred to."""
+    cfg = make_config({
+        "timezone": "UTC",
+        "windows": {"launch": {"start": "2030-01-01 02:00", "duration": "1h"}},
+        "jobs": {"bound": {"task": "debug.noop", "schedule": "@daily", "window": "launch"},
+                 "free": {"task": "debug.noop", "schedule": "@daily"}},
+    })
+    res = cli(["--config", cfg, "status", "--json"])
+    assert res.code == 0, res.output
+    nxt = {j["job"]: j["next_run"] for j in res.json()["jobs"]}
+    assert nxt["bound"] == "2030-01-01T02:00:00+00:00", nxt
+    assert nxt["free"] < "2030", nxt
+    assert "2030-01-01 02:00 UTC" in " ".join(cli(["--config", cfg, "status"]).out.split())

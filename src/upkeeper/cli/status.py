@@ -22,10 +22,19 @@ def collect_status() -> dict[str, Any]:
     last = history.last_runs()
     streaks = history.failure_streaks(list(setup.jobs))
     jobs = []
+    calendar = None
     for job in setup.jobs.values():
         run = last.get(job.name)
         streak = streaks[job.name]
         nxt = job.schedule.next_after(now) + job.jitter_offset if (job.schedule and job.enabled) else None
+        if nxt is not None and job.window:  # an occurrence outside its window is deferred to the next opening
+            from upkeeper.notify.policy import Calendar
+
+            calendar = calendar or Calendar(setup.config)
+            window = calendar.windows.get(job.window)
+            opening = calendar.opening(window, nxt) if window is not None else None
+            if opening is not None and opening.start > nxt:
+                nxt = opening.start
         jobs.append(
             {
                 "job": job.name,
