@@ -510,3 +510,14 @@ def test_status_next_run_of_a_window_bound_job_is_its_windows_opening(cli: Any, 
     assert nxt["bound"] == "2030-01-01T02:00:00+00:00", nxt
     assert nxt["free"] < "2030", nxt
     assert "2030-01-01 02:00 UTC" in " ".join(cli(["--config", cfg, "status"]).out.split())
+
+
+def test_status_next_run_of_a_job_with_a_planned_run_is_that_run(cli: Any, make_config: Any) -> None:
+    """A planned run ('upkeeper run JOB --at TIME', which the daemon starts) is the job's next run: 'status' showed
+    '-' for a job without a schedule."""
+    cfg = make_config({"jobs": {"manual": {"task": "debug.noop"}}})
+    planned = cli(["--config", cfg, "run", "manual", "--at", "+2h", "--json"])
+    assert planned.code == 0, planned.output
+    [run] = planned.json()
+    [job] = cli(["--config", cfg, "status", "--json"]).json()["jobs"]
+    assert job["next_run"] == run["due_at"], (job, run)

@@ -35,6 +35,10 @@ def collect_status() -> dict[str, Any]:
             opening = calendar.opening(window, nxt) if window is not None else None
             if opening is not None and opening.start > nxt:
                 nxt = opening.start
+        pending = history.pending_run(job.name) if job.enabled else None  # a planned run, a retry, a deferral
+        if pending is not None and pending.due_at is not None:
+            due = pending.due_at if pending.due_at.tzinfo else pending.due_at.replace(tzinfo=UTC)
+            nxt = due if nxt is None else min(nxt, due)
         jobs.append(
             {
                 "job": job.name,
