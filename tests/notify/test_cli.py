@@ -266,3 +266,16 @@ def test_at_in_a_skipped_or_repeated_local_time_follows_the_dst_rules() -> None:
     for text, zone in (("2026-03-29 02:30", "Europe/Berlin"), ("2026-11-01 01:30", "America/New_York")):
         naive = datetime.fromisoformat(text)
         assert parse_at(text, zone, now) == local_to_utc(naive, ZoneInfo(zone))  # as a window's start is read
+
+
+def test_notify_log_table_says_why_a_delivery_was_not_sent(cli, make_config, webhook_receiver) -> None:
+    """docs/notifications.md: the service's reply is quoted in the delivery's error ('upkeeper notify log'); the
+    table showed only 'team:dead', the reply was in --json alone."""
+    cfg = make_config(base(webhook_receiver, jobs={"disk": DISK_FAIL}))
+    webhook_receiver.fail_with = [404]
+    assert cli(["--config", cfg, "run", "disk"]).code == 1
+    entries = cli(["--config", cfg, "notify", "log", "--json"]).json()
+    assert entries and all([d["status"] for d in e["deliveries"]] == ["dead"] for e in entries), entries
+    assert all("HTTP 404" in e["deliveries"][0]["last_error"] for e in entries), entries
+    table = " ".join(cli(["--config", cfg, "notify", "log"], env={"COLUMNS": "200"}).out.split())
+    assert "team:dead" in table and "team: webhook team answered HTTP 404" in table, table
