@@ -81,6 +81,9 @@ def test_valid_config_loads_and_resolves() -> None:
         ("jobs:\n  a:\n    task: host.disk\n    schedule: '@daily'\n    timezone: Europe/Berln\n",
          r"u\.yaml:5: jobs -> a -> timezone: unknown timezone 'Europe/Berln' \| Try: .*Europe/Berlin"),
         ("timezone: Mars/Olympus\n", r"u\.yaml:1: timezone: unknown timezone"),
+        # a channel written as its apprise URL: the path names the channel, not the union's tag ('-> apprise')
+        ("notifications:\n  channels:\n    team: notaurl\n",
+         r"u\.yaml:3: notifications -> channels -> team: 'url' must look like SCHEME://"),
         ("jobs:\n  a:\n    task: host.disk\n    retries: lots\n", r"u\.yaml:4: jobs -> a -> retries: input should be"),
         ("jobz: {}\n", r"u\.yaml:1: jobz: unknown key 'jobz' \| Try: 'jobs'"),
         ("targets:\n  db:\n    kind: postgress\n", r"u\.yaml:3: targets -> db -> kind: unknown kind 'postgress'"),
