@@ -71,6 +71,8 @@ def test_window_job_refuses_unplanned_runs_and_plans_with_notice(cli, make_confi
     assert run.due_at == start + timedelta(minutes=30)
     [ann] = payloads(webhook_receiver)
     assert ann.events[0].topic == "planned" and "Planned run of reindex" in ann.title
+    # it named no way to cancel ("Cancel: upkeeper history shows the pending run ids"): there is no cancel command
+    assert "Cancel" not in ann.text and "'upkeeper history reindex' lists it (pending)" in ann.text, ann.text
     audit = History("sqlite:///" + str(tmp_path / "history.db")).audit_entries()
     assert [(a.action, a.job) for a in audit] == [("planned-run", "reindex")]
 
