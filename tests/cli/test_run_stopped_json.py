@@ -1,4 +1,4 @@
-"""``upkeeper run --json`` says whether an interrupted run was stopped on request, as history, show and status do."""
+"""``upkeeper run --json`` and ``history`` say whether an interrupted run was stopped on request, as show and status do."""
 
 from __future__ import annotations
 
@@ -43,3 +43,33 @@ def test_run_json_marks_a_run_stopped_by_sigterm(make_config: Any, cli: Any, tmp
     assert (shown["status"], shown["stopped"]) == ("interrupted", True), shown
     [row] = cli(["--config", cfg, "history", "nap", "--json"]).json()
     assert (row["id"], row["status"], row["stopped"]) == (shown["run_id"], "interrupted", True), row
+
+
+def test_history_status_filter_takes_stopped_and_refuses_unknown_statuses(make_config: Any, cli: Any,
+                                                                         tmp_path: Path) -> None:
+    """The history table shows a run a stop interrupted as 'stopped': '--status stopped' found nothing ('no runs
+    recorded'), and a misspelt status ('--status faild') silently matched nothing; now 'stopped' selects those runs
+    and an unknown status is a usage error naming the statuses."""
+    from datetime import UTC, datetime
+
+    from upkeeper.core.history import NewRun
+    from upkeeper.core.task import Result
+
+    cfg = make_config({"jobs": {"nap": {"task": "debug.noop"}}})
+    assert cli(["--config", cfg, "run", "nap"]).code == 0  # creates the history
+    history = History(f"sqlite:///{tmp_path / 'history.db'}")
+    ids = {}
+    for name, details in (("stopped", {"stopped": True}), ("killed", {})):
+        now = datetime.now(UTC)
+        rid = history.create_run(NewRun(job="nap", task="debug.noop", target=None, scheduled_for=now, due_at=now,
+                                        trigger="manual", attempt=1), "test:1:1", "vm")
+        assert rid is not None
+        history.finish_run(rid, status="interrupted", result=Result(summary=name), finished_at=now, started_at=now,
+                           log_excerpt="", details=details)
+        ids[name] = rid
+    res = cli(["--config", cfg, "history", "--status", "stopped", "--json"])
+    assert res.code == 0 and [r["id"] for r in res.json()] == [ids["stopped"]], res.output
+    both = cli(["--config", cfg, "history", "--status", "interrupted", "--json"]).json()
+    assert sorted(r["id"] for r in both) == sorted(ids.values())
+    bad = cli(["--config", cfg, "history", "--status", "faild"])
+    assert bad.code == 2 and "unknown --status 'faild'" in bad.err and "stopped" in bad.err, bad.output
