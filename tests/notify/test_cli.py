@@ -281,3 +281,17 @@ def test_notify_log_table_says_why_a_delivery_was_not_sent(cli, make_config, web
     assert all("HTTP 404" in e["deliveries"][0]["last_error"] for e in entries), entries
     table = " ".join(cli(["--config", cfg, "notify", "log"], env={"COLUMNS": "200"}).out.split())
     assert "team:dead" in table and "team: webhook team answered HTTP 404" in table, table
+
+
+def test_windows_refuses_options_it_would_ignore(cli, make_config, webhook_receiver, tmp_path) -> None:
+    """'windows --output FILE' without --ics printed the table and wrote no file; '--ics --json' printed the feed:
+    each option was silently ignored.  Both are usage errors now; '--ics --output' writes the feed."""
+    cfg = make_config(base(webhook_receiver, windows={"monthly": {"rrule": "FREQ=MONTHLY;BYDAY=1SU",
+                                                                  "start": "02:00", "duration": "4h"}}))
+    out = tmp_path / "feed.ics"
+    res = cli(["--config", cfg, "windows", "--output", out])
+    assert res.code == 2 and "--output" in res.err and "--ics" in res.err and not out.exists(), res.output
+    res = cli(["--config", cfg, "windows", "--ics", "--json"])
+    assert res.code == 2 and "choose one" in res.err, res.output
+    assert cli(["--config", cfg, "windows", "--ics", "--output", out]).code == 0
+    assert out.read_text().startswith("BEGIN:VCALENDAR")
