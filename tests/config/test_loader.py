@@ -81,6 +81,9 @@ def test_valid_config_loads_and_resolves() -> None:
         ("jobs:\n  a:\n    task: host.disk\n    schedule: '@daily'\n    timezone: Europe/Berln\n",
          r"u\.yaml:5: jobs -> a -> timezone: unknown timezone 'Europe/Berln' \| Try: .*Europe/Berlin"),
         ("timezone: Mars/Olympus\n", r"u\.yaml:1: timezone: unknown timezone"),
+        # a Slack webhook URL that is no URL was accepted, to fail at every delivery (a webhook channel's is checked)
+        ("notifications:\n  channels:\n    chat: {kind: slack, webhook_url: hooks.slack.com/services/T/B/X}\n",
+         r"u\.yaml:3: notifications -> channels -> chat: 'webhook_url' must start with https://"),
         # a channel written as its apprise URL: the path names the channel, not the union's tag ('-> apprise')
         ("notifications:\n  channels:\n    team: notaurl\n",
          r"u\.yaml:3: notifications -> channels -> team: 'url' must look like SCHEME://"),

@@ -75,6 +75,9 @@ class SlackChannel(_Channel):
     def _need_url(self) -> SlackChannel:
         if self.webhook_url is None:
             raise ValueError("a slack channel needs 'webhook_url' (or 'webhook_url_file')")
+        if not self.webhook_url.get_secret_value().startswith(("http://", "https://")):
+            raise ValueError("'webhook_url' must start with https:// (the URL Slack gave you: "
+                             "https://hooks.slack.com/services/…)")
         return self
 
 
