@@ -295,3 +295,14 @@ def test_windows_refuses_options_it_would_ignore(cli, make_config, webhook_recei
     assert res.code == 2 and "choose one" in res.err, res.output
     assert cli(["--config", cfg, "windows", "--ics", "--output", out]).code == 0
     assert out.read_text().startswith("BEGIN:VCALENDAR")
+
+
+def test_planning_a_run_says_stakeholders_were_told_only_when_some_were(cli, make_config, webhook_receiver) -> None:
+    """'run --at' said "stakeholders were notified" with no channel configured at all."""
+    alone = make_config({"jobs": {"reindex": DISK_OK}}, name="alone.yaml")
+    res = cli(["--config", alone, "run", "reindex", "--at", "+3h"], env={"COLUMNS": "200"})
+    assert res.code == 0 and "no stakeholder channel to notify" in res.out and "were notified" not in res.out
+    told = make_config(base(webhook_receiver, jobs={"reindex": DISK_OK}))
+    res = cli(["--config", told, "run", "reindex", "--at", "+4h"], env={"COLUMNS": "200"})
+    assert res.code == 0 and "stakeholders were notified" in res.out, res.output
+    assert [p.events[0].topic for p in payloads(webhook_receiver)] == ["planned"]
