@@ -453,3 +453,71 @@ def test_cron_export_fires_when_the_daemon_would(cli: Any, make_config: Any, tmp
     assert not [ln for ln in text.splitlines() if " run " in ln and not ln.startswith("#")]
     assert "# last-day: 'L *' (L, LW or #) has no equivalent in cron" in text
     assert "# second-monday: '* MON#2' (L, LW or #) has no equivalent in cron" in text
+
+
+def test_history_of_a_job_no_longer_in_the_config(cli: Any, make_config: Any) -> None:
+    """A job renamed or removed keeps its runs under its old name ('its history stays under the old name'):
+    'history OLD' lists them (it said "no job named 'OLD'", exit 2); a name no run was ever recorded under is
+    still an error with a suggestion."""
+    cfg = make_config({"jobs": {"nightly": {"task": "debug.noop", "schedule": "@daily"}}})
+    assert cli(["--config", cfg, "run", "nightly"]).code == 0
+    cfg = make_config({"jobs": {"nightly-v2": {"task": "debug.noop", "schedule": "@daily"}}})
+    res = cli(["--config", cfg, "history", "nightly", "--json"])
+    assert res.code == 0, res.output
+    assert [r["job"] for r in res.json()] == ["nightly"]
+    assert "nightly" in cli(["--config", cfg, "history", "nightly"]).out
+    typo = cli(["--config", cfg, "history", "nightly-v3"])
+    assert typo.code == 2 and "no job named 'nightly-v3'" in typo.err and "Try: 'nightly-v2'" in typo.err
+
+
+def test_cron_export_systemd_leaves_out_what_a_timer_cannot_express_and_writes_the_rest(
+        cli: Any, make_config: Any, tmp_path: Path) -> None:
+    """A schedule OnCalendar= cannot express (cronsim's L and #, a day-of-month OR weekday) is left out with a note
+    on stderr, as a window-bound job is (docs/scheduling.md, 'Keeping cron'); the other jobs' units are written.
+    One such job made the whole export fail (exit 2), so no job could be exported as a timer."""
+    cfg = make_config({"jobs": {
+        "last-day": {"task": "debug.noop", "schedule": "0 3 L * *"},
+        "second-monday": {"task": "debug.noop", "schedule": "0 3 * * MON#2"},
+        "first-or-monday": {"task": "debug.noop", "schedule": "0 3 1 * 1"},
+        "nightly": {"task": "debug.noop", "schedule": "30 2 * * *"},
+    }})
+    out = tmp_path / "units"
+    res = cli(["--config", cfg, "cron", "export", "--systemd", "--output", out])
+    assert res.code == 0, res.output
+    assert sorted(p.name for p in out.iterdir()) == ["upkeeper-nightly.service", "upkeeper-nightly.timer"]
+    for job in ("last-day", "second-monday", "first-or-monday"):
+        assert f"{job}: not exported: schedule" in res.err and "cannot be a systemd timer" in res.err, res.err
+    printed = cli(["--config", cfg, "cron", "export", "--systemd"])
+    assert printed.code == 0 and "# --- upkeeper-nightly.timer ---" in printed.out
+    assert "upkeeper-last-day" not in printed.out
+    crontab = cli(["--config", cfg, "cron", "export"]).out  # its comment no longer sends L and # to --systemd
+    assert "# last-day: 'L *' (L, LW or #) has no equivalent in cron (nor in systemd timers); use 'upkeeper " \
+           "daemon' for this job" in crontab, crontab
+
+
+def test_status_next_run_of_a_window_bound_job_is_its_windows_opening(cli: Any, make_config: Any) -> None:
+    """A job bound to a window starts only inside it (docs/windows.md): 'status' showed its next cron occurrence
+    as its next run, a time at which it is deferred; it shows the opening the occurrence is deferred to."""
+    cfg = make_config({
+        "timezone": "UTC",
+        "windows": {"launch": {"start": "2030-01-01 02:00", "duration": "1h"}},
+        "jobs": {"bound": {"task": "debug.noop", "schedule": "@daily", "window": "launch"},
+                 "free": {"task": "debug.noop", "schedule": "@daily"}},
+    })
+    res = cli(["--config", cfg, "status", "--json"])
+    assert res.code == 0, res.output
+    nxt = {j["job"]: j["next_run"] for j in res.json()["jobs"]}
+    assert nxt["bound"] == "2030-01-01T02:00:00+00:00", nxt
+    assert nxt["free"] < "2030", nxt
+    assert "2030-01-01 02:00 UTC" in " ".join(cli(["--config", cfg, "status"]).out.split())
+
+
+def test_status_next_run_of_a_job_with_a_planned_run_is_that_run(cli: Any, make_config: Any) -> None:
+    """A planned run ('upkeeper run JOB --at TIME', which the daemon starts) is the job's next run: 'status' showed
+    '-' for a job without a schedule."""
+    cfg = make_config({"jobs": {"manual": {"task": "debug.noop"}}})
+    planned = cli(["--config", cfg, "run", "manual", "--at", "+2h", "--json"])
+    assert planned.code == 0, planned.output
+    [run] = planned.json()
+    [job] = cli(["--config", cfg, "status", "--json"]).json()["jobs"]
+    assert job["next_run"] == run["due_at"], (job, run)

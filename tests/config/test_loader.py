@@ -81,6 +81,12 @@ def test_valid_config_loads_and_resolves() -> None:
         ("jobs:\n  a:\n    task: host.disk\n    schedule: '@daily'\n    timezone: Europe/Berln\n",
          r"u\.yaml:5: jobs -> a -> timezone: unknown timezone 'Europe/Berln' \| Try: .*Europe/Berlin"),
         ("timezone: Mars/Olympus\n", r"u\.yaml:1: timezone: unknown timezone"),
+        # a Slack webhook URL that is no URL was accepted, to fail at every delivery (a webhook channel's is checked)
+        ("notifications:\n  channels:\n    chat: {kind: slack, webhook_url: hooks.slack.com/services/T/B/X}\n",
+         r"u\.yaml:3: notifications -> channels -> chat: 'webhook_url' must start with https://"),
+        # a channel written as its apprise URL: the path names the channel, not the union's tag ('-> apprise')
+        ("notifications:\n  channels:\n    team: notaurl\n",
+         r"u\.yaml:3: notifications -> channels -> team: 'url' must look like SCHEME://"),
         ("jobs:\n  a:\n    task: host.disk\n    retries: lots\n", r"u\.yaml:4: jobs -> a -> retries: input should be"),
         ("jobz: {}\n", r"u\.yaml:1: jobz: unknown key 'jobz' \| Try: 'jobs'"),
         ("targets:\n  db:\n    kind: postgress\n", r"u\.yaml:3: targets -> db -> kind: unknown kind 'postgress'"),
@@ -100,6 +106,19 @@ def test_valid_config_loads_and_resolves() -> None:
 def test_errors_name_file_line_and_field(text: str, expected: str) -> None:
     found = problems(text)
     assert any(re.search(expected, p) for p in found), found
+
+
+def test_a_bad_timezone_does_not_hide_a_bad_schedule() -> None:
+    """'config check' names every problem at once: with a misspelt timezone (the config's or the job's), an invalid
+    cron expression was not reported until the timezone was fixed."""
+    for text in ("timezone: Mars/Olympus\njobs:\n  a:\n    task: host.disk\n    schedule: '61 * * * *'\n",
+                 "jobs:\n  a:\n    task: host.disk\n    schedule: '61 * * * *'\n    timezone: Mars/Olympus\n"):
+        found = problems(text)
+        assert any("timezone: unknown timezone 'Mars/Olympus'" in p for p in found), found
+        assert any(re.search(r"u\.yaml:\d: jobs -> a -> schedule: invalid cron expression .*minute", p)
+                   for p in found), found
+    assert not any("schedule" in p for p in problems("timezone: Mars/Olympus\njobs:\n  a:\n    task: host.disk\n"
+                                                     "    schedule: '0 3 * * *'\n"))
 
 
 def test_retention_long_enough_for_the_windows_read_back_is_fine() -> None:

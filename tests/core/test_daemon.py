@@ -167,6 +167,27 @@ def test_catch_up_skip_records_one_skipped_run(tmp_path: Path) -> None:
     assert not [r for r in history.runs(job="hourly") if r.trigger == "catch-up" and r.status == "ok"]
 
 
+def test_a_catch_up_skip_says_why_nothing_missed_ran(tmp_path: Path) -> None:
+    """The skipped run's summary said 'catch_up: latest, grace 1:00:00' for occurrences left because a newer one ran
+    on time, or because the newest missed was older than the grace: it says which."""
+    url = f"sqlite:///{tmp_path / 'h.db'}"
+    setup = make_setup(url)
+    history = History(url)
+    history.create_run(NewRun(job="hourly", task="debug.noop", target=None,
+                              scheduled_for=datetime(2026, 3, 28, 9, 0, tzinfo=UTC), status="ok"), "o:1:1", "o")
+    make_daemon(setup, url, SimClock(datetime(2026, 3, 28, 12, 0, 30, tzinfo=UTC)), "n").prepare()
+    [skipped] = [r for r in history.runs(job="hourly") if r.status == "skipped"]
+    assert "(2 occurrence(s)); the occurrence at 2026-03-28 12:00:00 UTC runs on time instead" in skipped.summary
+    url2 = f"sqlite:///{tmp_path / 'h2.db'}"
+    history2 = History(url2)
+    history2.create_run(NewRun(job="hourly", task="debug.noop", target=None,
+                               scheduled_for=datetime(2026, 3, 28, 9, 0, tzinfo=UTC), status="ok"), "o:1:1", "o")
+    make_daemon(make_setup(url2, "defaults:\n  catch_up_grace: 10m\n"), url2,
+                SimClock(datetime(2026, 3, 28, 12, 30, tzinfo=UTC)), "n").prepare()
+    [old] = [r for r in history2.runs(job="hourly") if r.status == "skipped"]
+    assert "catch_up: latest, but the newest is older than catch_up_grace (10m)" in old.summary, old.summary
+
+
 def test_new_job_does_not_catch_up(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'h.db'}"
     d = make_daemon(make_setup(url), url, SimClock(START + timedelta(minutes=2)), "n")

@@ -216,6 +216,9 @@ def test_bad_interval_messages(text: str, fragment: str) -> None:
     assert f"invalid interval {text!r}" in str(caught.value)
     assert fragment in str(caught.value)
     assert "every 15m" in caught.value.hint
+    # the hint names every unit the parser takes ('every 1w' works; its unit error says so, the hint left it out)
+    assert "(units s, m, h, d, w)" in caught.value.hint
+    assert parse_schedule("every 1w").interval == timedelta(weeks=1)
 
 
 @pytest.mark.parametrize(

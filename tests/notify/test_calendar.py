@@ -56,6 +56,19 @@ def test_fall_back_wall_end_versus_duration() -> None:
     assert nxt == Period(utc(2025, 11, 2, 1), utc(2025, 11, 2, 5), "w")
 
 
+def test_a_period_the_clocks_change_in_names_both_zones() -> None:
+    """'upkeeper windows', notices and refusals show a period as local times; on the night the clocks go back an
+    hour from 02:30 CEST read '02:30–02:30 CET', as if it lasted nothing: the start's zone is named too."""
+    from upkeeper.notify.policy import describe
+
+    hour = rec(rrule="FREQ=DAILY", start="02:30", duration="1h", timezone="Europe/Berlin")
+    p = hour.next_start(utc(2025, 10, 25, 12))
+    assert p is not None and p.end - p.start == timedelta(hours=1)
+    assert describe(p, "Europe/Berlin") == "2025-10-26 02:30 CEST–02:30 CET"
+    q = hour.next_start(p.end)
+    assert q is not None and describe(q, "Europe/Berlin") == "2025-10-27 02:30–03:30 CET"
+
+
 def test_business_hours_blackout_across_dst() -> None:
     b = recurrence("biz", BlackoutConfig.model_validate(
         {"days": ["mon", "tue", "wed", "thu", "fri"], "hours": "09:00-18:00", "timezone": "Europe/Berlin"}))

@@ -71,6 +71,8 @@ def test_window_job_refuses_unplanned_runs_and_plans_with_notice(cli, make_confi
     assert run.due_at == start + timedelta(minutes=30)
     [ann] = payloads(webhook_receiver)
     assert ann.events[0].topic == "planned" and "Planned run of reindex" in ann.title
+    # it named no way to cancel ("Cancel: upkeeper history shows the pending run ids"): there is no cancel command
+    assert "Cancel" not in ann.text and "'upkeeper history reindex' lists it (pending)" in ann.text, ann.text
     audit = History("sqlite:///" + str(tmp_path / "history.db")).audit_entries()
     assert [(a.action, a.job) for a in audit] == [("planned-run", "reindex")]
 
@@ -266,3 +268,41 @@ def test_at_in_a_skipped_or_repeated_local_time_follows_the_dst_rules() -> None:
     for text, zone in (("2026-03-29 02:30", "Europe/Berlin"), ("2026-11-01 01:30", "America/New_York")):
         naive = datetime.fromisoformat(text)
         assert parse_at(text, zone, now) == local_to_utc(naive, ZoneInfo(zone))  # as a window's start is read
+
+
+def test_notify_log_table_says_why_a_delivery_was_not_sent(cli, make_config, webhook_receiver) -> None:
+    """docs/notifications.md: the service's reply is quoted in the delivery's error ('upkeeper notify log'); the
+    table showed only 'team:dead', the reply was in --json alone."""
+    cfg = make_config(base(webhook_receiver, jobs={"disk": DISK_FAIL}))
+    webhook_receiver.fail_with = [404]
+    assert cli(["--config", cfg, "run", "disk"]).code == 1
+    entries = cli(["--config", cfg, "notify", "log", "--json"]).json()
+    assert entries and all([d["status"] for d in e["deliveries"]] == ["dead"] for e in entries), entries
+    assert all("HTTP 404" in e["deliveries"][0]["last_error"] for e in entries), entries
+    table = " ".join(cli(["--config", cfg, "notify", "log"], env={"COLUMNS": "200"}).out.split())
+    assert "team:dead" in table and "team: webhook team answered HTTP 404" in table, table
+
+
+def test_windows_refuses_options_it_would_ignore(cli, make_config, webhook_receiver, tmp_path) -> None:
+    """'windows --output FILE' without --ics printed the table and wrote no file; '--ics --json' printed the feed:
+    each option was silently ignored.  Both are usage errors now; '--ics --output' writes the feed."""
+    cfg = make_config(base(webhook_receiver, windows={"monthly": {"rrule": "FREQ=MONTHLY;BYDAY=1SU",
+                                                                  "start": "02:00", "duration": "4h"}}))
+    out = tmp_path / "feed.ics"
+    res = cli(["--config", cfg, "windows", "--output", out])
+    assert res.code == 2 and "--output" in res.err and "--ics" in res.err and not out.exists(), res.output
+    res = cli(["--config", cfg, "windows", "--ics", "--json"])
+    assert res.code == 2 and "choose one" in res.err, res.output
+    assert cli(["--config", cfg, "windows", "--ics", "--output", out]).code == 0
+    assert out.read_text().startswith("BEGIN:VCALENDAR")
+
+
+def test_planning_a_run_says_stakeholders_were_told_only_when_some_were(cli, make_config, webhook_receiver) -> None:
+    """'run --at' said "stakeholders were notified" with no channel configured at all."""
+    alone = make_config({"jobs": {"reindex": DISK_OK}}, name="alone.yaml")
+    res = cli(["--config", alone, "run", "reindex", "--at", "+3h"], env={"COLUMNS": "200"})
+    assert res.code == 0 and "no stakeholder channel to notify" in res.out and "were notified" not in res.out
+    told = make_config(base(webhook_receiver, jobs={"reindex": DISK_OK}))
+    res = cli(["--config", told, "run", "reindex", "--at", "+4h"], env={"COLUMNS": "200"})
+    assert res.code == 0 and "stakeholders were notified" in res.out, res.output
+    assert [p.events[0].topic for p in payloads(webhook_receiver)] == ["planned"]

@@ -268,6 +268,10 @@ def test_an_apprise_http_4xx_is_permanent_and_a_5xx_is_retried(make_env, webhook
     first, second = sorted(env.engine.store.deliveries(), key=lambda x: x.id)
     assert first.status == "dead" and "HTTP 400" in first.last_error, (first.status, first.last_error)
     assert second.status == "failed" and second.next_attempt_at is not None, (second.status, second.last_error)
+    # what apprise logged, without its log format's time and level ("apprise channel 'hook' failed: 2026-12-06
+    # 10:46:41,366 - WARNING - …" in 'upkeeper status' and 'notify log')
+    assert " - WARNING - " not in first.last_error + second.last_error, (first.last_error, second.last_error)
+    assert first.last_error.startswith("apprise channel 'hook' failed: Failed to send"), first.last_error
 
 
 def test_notify_retry_leaves_a_delivery_being_sent_to_its_sender(make_env, make_config, cli,

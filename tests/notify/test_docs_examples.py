@@ -42,3 +42,22 @@ def test_init_example_block_loads_when_uncommented(monkeypatch: pytest.MonkeyPat
     setup = build_setup(config)
     assert set(config.notifications.channels) == {"slack", "email", "pagerduty", "lead", "management"}
     assert setup.jobs["disk"].window == "monthly"
+
+
+@pytest.mark.parametrize("index", range(len(blocks("notifications.md"))))
+def test_doc_examples_pass_the_editor_schema(index: int) -> None:
+    """'upkeeper config schema' (for editors' YAML plug-ins) accepts what the loader accepts: a channel given as a
+    string, an apprise URL (docs/notifications.md), was flagged as matching none of the channel kinds."""
+    import json
+
+    jsonschema = pytest.importorskip("jsonschema")
+    from ruamel.yaml import YAML
+
+    from conftest import invoke
+
+    schema = json.loads(invoke(["config", "schema"]).out)
+    data = YAML(typ="safe").load(blocks("notifications.md")[index])
+    jsonschema.validate(data, schema)
+    data["notifications"]["channels"]["bad"] = 42
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(data, schema)

@@ -379,3 +379,34 @@ def test_a_problem_recorded_before_nodes_were_is_closed_when_the_history_has_a_s
     assert rid is not None
     assert NotifyStore(a.history, "test-node").close_removed(["weekly"], a2.now[0]) == []
     assert a2.engine.store.get("nightly", "run").state == "problem"  # type: ignore[union-attr]
+
+
+def test_the_commands_backup_and_escalation_alerts_suggest_run(make_env, webhook_receiver, tmp_path) -> None:
+    """The success-rate alert's 'command' and an escalation step's 'More:' line are command lines that work (they
+    said 'upkeeper history --job NAME', an option 'history' does not have: exit 2)."""
+    import shlex
+
+    from conftest import invoke
+
+    oncall = HttpReceiver().start()
+    try:
+        chans = {**channels(webhook_receiver), "oncall": {"kind": "webhook", "url": oncall.url + "/hook"}}
+        text = config(chans, {"db-backup": {"task": "testing.backup", "schedule": "0 0 * * *"}},
+                      escalation={"levels": [{"name": "automatic retry or fix"},
+                                             {"name": "on-call", "after_failures": 1, "channels": ["oncall"]}]})
+        env = make_env(text)
+        script("db-backup", fail("pg_dump exited 1"))
+        env.run("db-backup")
+        [rate] = events_of(webhook_receiver.wait_for(1), "backup.success_rate")
+        steps = events_of(oncall.wait_for(1), "escalation")
+    finally:
+        oncall.stop()
+    more = [ln.removeprefix("More: ") for s in steps for ln in s["text"].splitlines() if ln.startswith("More: ")]
+    assert more, steps
+    cfg = tmp_path / "upkeeper.yaml"
+    cfg.write_text(f"history: {tmp_path / 'history.db'}\n" + text)
+    for command in [rate["command"], *more]:
+        assert command == "upkeeper history db-backup", command
+        res = invoke(["--config", cfg, *shlex.split(command)[1:], "--json"])
+        assert res.code == 0, res.output
+        assert {r["job"] for r in res.json()} == {"db-backup"}

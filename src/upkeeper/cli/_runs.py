@@ -9,11 +9,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
 from upkeeper.cli import _app
-from upkeeper.cli._app import severity_text, status_text
+from upkeeper.cli._app import run_status_text, severity_text, status_text
 from upkeeper.cli._signals import Terminated
 from upkeeper.cli._wiring import build_listeners
 from upkeeper.core.executor import WorkerPool
-from upkeeper.core.history import History, process_identity
+from upkeeper.core.history import History, process_identity, stopped_on_request
 from upkeeper.core.jobs import Job, Setup
 from upkeeper.core.runner import Runner
 from upkeeper.core.task import Finding
@@ -41,6 +41,8 @@ class RunSummary:
     artifacts: list[Any] = field(default_factory=list)
     #: the retry a blackout held once its backoff was over (recorded ``skipped``): run id, attempt, reason
     retry_skipped: tuple[int, int, str] | None = None
+    #: interrupted because upkeeper was asked to stop (Ctrl-C, SIGTERM): no failure (``details.stopped``)
+    stopped: bool = False
 
     def top_finding(self) -> Finding | None:
         if not self.findings:
@@ -53,6 +55,7 @@ class RunSummary:
             "job": self.job,
             "task": self.task,
             "status": self.status,
+            "stopped": self.stopped,
             "summary": self.summary,
             "duration": round(self.duration, 3),
             "findings": [f.to_dict() for f in self.findings],
@@ -185,6 +188,10 @@ def run_jobs(
                                                  on_progress=on_progress, on_retry=on_retry, cancel=cancel,
                                                  details=details, hold=hold, on_retry_skipped=on_retry_skipped)
         result = outcome.result if outcome is not None else None
+        stopped = False
+        if status == "interrupted":  # asked to stop, or its worker killed alone: the run's record says which
+            row = runner.history.get_run(rid)
+            stopped = row is not None and stopped_on_request(row.status, row.details)
         results[i] = RunSummary(
             run_id=rid, job=job.name, task=job.task_name, status=status,
             summary=result.summary if result else "",
@@ -193,6 +200,7 @@ def run_jobs(
             metrics=dict(result.metrics) if result else {},
             artifacts=list(result.artifacts) if result else [],
             retry_skipped=held[-1] if held else None,
+            stopped=stopped,
         )
         progress.update(tid, total=1.0, completed=1.0, description=status_text(status))
 
@@ -235,6 +243,7 @@ def summary_table(results: list[RunSummary], title: str = "Results") -> Table:
         if r.retry_skipped is not None:  # the failure stands: its retry was not run, and the reader learns why
             sid, attempt, why = r.retry_skipped
             text += f"\n[skipped]retry {attempt} skipped[/skipped] (run {sid}): {escape(why[:200])}"
-        table.add_row(str(r.run_id or "-"), f"[bold]{escape(r.job)}[/bold]", escape(r.task), status_text(r.status),
+        table.add_row(str(r.run_id or "-"), f"[bold]{escape(r.job)}[/bold]", escape(r.task),
+                      run_status_text(r.status, r.stopped),
                       human_duration(r.duration), text)
     return table

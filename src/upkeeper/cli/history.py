@@ -64,6 +64,10 @@ def run_dict(r: RunRow, findings: list[FindingRow] | None = None, full: bool = F
     return d
 
 
+#: what --status takes: the statuses of docs/scheduling.md, and 'stopped' as the table shows it
+RUN_STATUSES = ("ok", "warn", "fail", "error", "skipped", "interrupted", "stopped", "queued", "running", "pending")
+
+
 class _ListByDefault(typer.core.TyperGroup):
     """``upkeeper history [JOB] [options]`` lists runs (``history list``); ``history prune`` prunes."""
 
@@ -83,14 +87,27 @@ def history_cmd(
     job: str | None = typer.Argument(None, help="only this job"),
     since: str | None = typer.Option(None, "--since", help="'7d', '12h' or an ISO date"),
     limit: int = typer.Option(50, "--limit", "-n", min=1, max=100000, help="at most this many runs"),
-    status: list[str] = typer.Option([], "--status", help="only runs with this status (repeatable)"),
+    status: list[str] = typer.Option([], "--status", help="only runs with this status (repeatable): "
+                                     + ", ".join(RUN_STATUSES)),
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
 ) -> None:
     """Recorded runs, newest first (also 'upkeeper history [JOB]')."""
     setup = state.setup()
-    if job is not None and job not in setup.jobs:
+    history = state.history()
+    # a job removed or renamed (or one of another node's config sharing the history) keeps its runs under its
+    # name: only a name no run was ever recorded under is a mistake
+    if job is not None and job not in setup.jobs and not history.runs(job=job, limit=1):
         setup.job(job)  # raises a UsageError with a suggestion
-    rows = state.history().runs(job=job, since=parse_since(since), limit=limit, statuses=status or None)
+    bad = [s for s in status if s not in RUN_STATUSES]
+    if bad:
+        raise UsageError(f"unknown --status {bad[0]!r}",
+                         f"Try: one of {', '.join(RUN_STATUSES)} ('stopped': interrupted because upkeeper was asked "
+                         "to stop, as the table shows it)")
+    # 'stopped' is how the table shows an interrupted run that a stop interrupted: recorded 'interrupted'
+    wanted = sorted({"interrupted" if s == "stopped" else s for s in status})
+    rows = history.runs(job=job, since=parse_since(since), limit=limit, statuses=wanted or None)
+    if "stopped" in status and "interrupted" not in status:
+        rows = [r for r in rows if r.status != "interrupted" or stopped_on_request(r.status, r.details)]
     if as_json:
         print_json([run_dict(r) for r in rows])
         return

@@ -73,6 +73,9 @@ def log_cmd(limit: int = typer.Option(30, "--limit", "-n", min=1, max=10000),
         style = {"sent": "ok", "superseded": "dim", "sending": "running"}
         ds = ", ".join(f"{d.channel}:[{style.get(d.status, 'fail')}]{d.status}[/]"
                        for d in deliveries.get(e.id, [])) or "[dim]-[/dim]"
+        # why a delivery is not sent (the service's reply, the reason it was superseded): docs/notifications.md
+        ds += "".join(f"\n[dim]{escape(d.channel)}: {escape(d.last_error[:200])}[/dim]"
+                      for d in deliveries.get(e.id, []) if d.status != "sent" and d.last_error)
         what = f"{e.topic}/{e.state}" + (f" L{e.level}" if e.level else "")
         table.add_row(str(e.id), ago(e.ts, now), what, escape(e.title[:140]), ds)
     console.print(table)

@@ -135,8 +135,11 @@ def run_cmd(
                     table.add_row(str(rid), j.name, local_time(when, setup.config.timezone))
                 console = _app.console
                 console.print(table)
-                console.print("The daemon starts them when due ('upkeeper daemon'); stakeholders were notified.",
-                              style="dim")
+                from upkeeper.config.notify import stakeholder_channels
+
+                told = ("stakeholders were notified" if stakeholder_channels(setup.config.notifications)
+                        else "no stakeholder channel to notify (notifications -> channels, stakeholders)")
+                console.print(f"The daemon starts them when due ('upkeeper daemon'); {told}.", style="dim")
             raise typer.Exit(0)
 
         # --json, -q: nothing goes through Rich unless a run fails or is stopped (its console is made then)

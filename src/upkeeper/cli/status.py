@@ -22,10 +22,23 @@ def collect_status() -> dict[str, Any]:
     last = history.last_runs()
     streaks = history.failure_streaks(list(setup.jobs))
     jobs = []
+    calendar = None
     for job in setup.jobs.values():
         run = last.get(job.name)
         streak = streaks[job.name]
         nxt = job.schedule.next_after(now) + job.jitter_offset if (job.schedule and job.enabled) else None
+        if nxt is not None and job.window:  # an occurrence outside its window is deferred to the next opening
+            from upkeeper.notify.policy import Calendar
+
+            calendar = calendar or Calendar(setup.config)
+            window = calendar.windows.get(job.window)
+            opening = calendar.opening(window, nxt) if window is not None else None
+            if opening is not None and opening.start > nxt:
+                nxt = opening.start
+        pending = history.pending_run(job.name) if job.enabled else None  # a planned run, a retry, a deferral
+        if pending is not None and pending.due_at is not None:
+            due = pending.due_at if pending.due_at.tzinfo else pending.due_at.replace(tzinfo=UTC)
+            nxt = due if nxt is None else min(nxt, due)
         jobs.append(
             {
                 "job": job.name,

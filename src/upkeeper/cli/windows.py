@@ -11,6 +11,7 @@ import typer
 from rich.table import Table
 
 from upkeeper.cli._app import app, console, print_json, state
+from upkeeper.errors import UsageError
 from upkeeper.fmt import ago, human_duration
 from upkeeper.notify.engine import NotificationEngine
 from upkeeper.notify.ics import feed
@@ -57,6 +58,11 @@ def windows_cmd(
     --ics exports both as an iCalendar feed people can subscribe to (serve the file over HTTP,
     e.g. regenerate it from cron).
     """
+    if output is not None and not ics:  # it was ignored: the table went to the terminal, no file was written
+        raise UsageError("--output writes the iCalendar feed: it goes with --ics",
+                         "Try: upkeeper windows --ics --output FILE (or --json > FILE for the listing)")
+    if ics and as_json:  # it was ignored: the feed came out, not JSON
+        raise UsageError("--ics prints an iCalendar feed, --json the listing as JSON: choose one")
     now = datetime.now(UTC)
     setup = state.setup()
     if ics:

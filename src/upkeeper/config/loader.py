@@ -330,6 +330,8 @@ def _clean_loc(loc: Iterable[Any], data: Any) -> Path_:
             continue
         if isinstance(seg, str) and (_NOISE_SEGMENTS.search(seg) or seg in ("function-after", "function-before")):
             continue
+        if isinstance(node, str) and seg == "apprise":  # a channel written as its URL: the tag of the shorthand
+            continue
         out.append(seg)
         node = None
     return tuple(out)

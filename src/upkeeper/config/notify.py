@@ -75,6 +75,9 @@ class SlackChannel(_Channel):
     def _need_url(self) -> SlackChannel:
         if self.webhook_url is None:
             raise ValueError("a slack channel needs 'webhook_url' (or 'webhook_url_file')")
+        if not self.webhook_url.get_secret_value().startswith(("http://", "https://")):
+            raise ValueError("'webhook_url' must start with https:// (the URL Slack gave you: "
+                             "https://hooks.slack.com/services/…)")
         return self
 
 
@@ -134,10 +137,13 @@ def _channel_shorthand(value: Any) -> Any:
     return value
 
 
+_ChannelKinds = Annotated[AppriseChannel | SlackChannel | WebhookChannel | PagerDutyChannel, Field(discriminator="kind")]
+
 ChannelConfig = Annotated[
     AppriseChannel | SlackChannel | WebhookChannel | PagerDutyChannel,
     Field(discriminator="kind"),
-    BeforeValidator(_channel_shorthand),
+    # the JSON Schema ('upkeeper config schema', for editors) takes the shorthand too: an apprise URL as a string
+    BeforeValidator(_channel_shorthand, json_schema_input_type=str | _ChannelKinds),
 ]
 
 

@@ -10,7 +10,6 @@ from datetime import timedelta
 
 from upkeeper.core.jobs import Job, Setup
 from upkeeper.core.schedule import Schedule
-from upkeeper.errors import UsageError
 
 DOW_NAMES = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
 MONTHS = {m: i for i, m in enumerate(
@@ -97,8 +96,7 @@ def crontab(setup: Setup, command: list[str]) -> str:
         try:
             expr = crontab_expression(job.schedule)
         except NotExpressible as exc:
-            lines.append(f"# {job.name}: {exc}; use 'upkeeper daemon' (or '--systemd' if it can express it) "
-                         "for this job")
+            lines.append(f"# {job.name}: {exc} (nor in systemd timers); use 'upkeeper daemon' for this job")
             continue
         tz = timezone_of(job.schedule)
         if tz != current_tz:
@@ -180,6 +178,16 @@ def systemd_units(setup: Setup, command: list[str], notes: list[str] | None = No
             if notes is not None:
                 notes.append(f"{job.name}: not exported: {why}")
             continue
+        try:
+            calendar = [f"OnCalendar={on_calendar(job.schedule)}"]
+        except NotExpressible as exc:
+            if job.schedule.interval is None:  # left out, like a window-bound job: the others are still exported
+                if notes is not None:
+                    notes.append(f"{job.name}: not exported: schedule '{job.schedule.text}' cannot be a systemd "
+                                 f"timer ({exc}); run it with 'upkeeper daemon', or simplify the cron expression")
+                continue
+            secs = int(job.schedule.interval.total_seconds())
+            calendar = [f"OnBootSec={secs}s", f"OnUnitActiveSec={secs}s"]
         unit = f"upkeeper-{job.name}"
         cmd = " ".join(shlex.quote(c) for c in [*command, "run", job.name, "--scheduled", "--quiet"])
         timeout = int(job.timeout.total_seconds()) + 60
@@ -191,15 +199,8 @@ def systemd_units(setup: Setup, command: list[str], notes: list[str] | None = No
             f"ExecStart={cmd}\n"
             f"TimeoutStartSec={timeout}\n"
         )
-        timer = ["[Unit]", f"Description=upkeeper schedule for {job.name}: {job.schedule.text}", "", "[Timer]"]
-        try:
-            timer.append(f"OnCalendar={on_calendar(job.schedule)}")
-        except NotExpressible as exc:
-            if job.schedule.interval is None:
-                raise UsageError(f"job {job.name}: schedule '{job.schedule.text}' cannot be a systemd timer: {exc}",
-                                 "Try: run it with 'upkeeper daemon', or simplify the cron expression") from None
-            secs = int(job.schedule.interval.total_seconds())
-            timer += [f"OnBootSec={secs}s", f"OnUnitActiveSec={secs}s"]
+        timer = ["[Unit]", f"Description=upkeeper schedule for {job.name}: {job.schedule.text}", "", "[Timer]",
+                 *calendar]
         if job.jitter:
             timer += [f"RandomizedDelaySec={int(job.jitter.total_seconds())}s", "FixedRandomDelay=true"]
         timer += ["AccuracySec=1s", f"Persistent={'true' if job.catch_up == 'latest' else 'false'}",

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 from zoneinfo import ZoneInfo
 
 from upkeeper import __version__
+from upkeeper.config.types import format_duration
 from upkeeper.core.history import WINDOW_WAIT, History, NewRun
 from upkeeper.core.jobs import Job, Setup
 from upkeeper.core.runner import Runner
@@ -270,8 +271,13 @@ class Daemon:
                 catch_up.append(_Due(plan.fire, name, plan.fire, plan.trigger or "catch-up"))
             if plan.skipped is not None:
                 n = f"{plan.missed}{'+' if plan.missed_capped else ''}"
-                reason = (f"missed while no daemon was running ({n} occurrence(s)); "
-                          f"catch_up: {job.catch_up}, grace {job.effective_grace()}")
+                # why they are not run: a newer occurrence runs on time, the policy, or the grace
+                why = (f"the occurrence at {plan.fire:%Y-%m-%d %H:%M:%S} UTC runs on time instead"
+                       if plan.fire is not None and plan.trigger == "schedule" else "catch_up: skip"
+                       if job.catch_up == "skip" else
+                       f"catch_up: latest, but the newest is older than catch_up_grace "
+                       f"({format_duration(job.effective_grace())})")
+                reason = f"missed while no daemon was running ({n} occurrence(s)); {why}"
                 rid = self.history.record_skip(name, job.task_name, job.target_name, plan.skipped, reason,
                                                trigger="catch-up", owner=self.owner, node=self.node)
                 if rid is not None:

@@ -195,6 +195,11 @@ def build_setup(config: Config) -> Setup:
             except ScheduleError as exc:
                 if "timezone" not in exc.args[0]:
                     problems.append(lines.problem((*base, "schedule"), exc.args[0], exc.hint))
+                else:  # the timezone is reported on its own; the expression is still checked, in UTC
+                    try:
+                        parse_schedule(jc.schedule, "UTC")
+                    except ScheduleError as utc_exc:
+                        problems.append(lines.problem((*base, "schedule"), utc_exc.args[0], utc_exc.hint))
 
         if len(problems) > before or options is None:
             continue

@@ -75,7 +75,7 @@ CRON_HINT: Final = (
     "Try: five fields 'minute hour day month weekday', e.g. '0 3 * * *', or '@daily', or 'every 15m'"
 )
 INTERVAL_HINT: Final = (
-    "Try: 'every 15m', 'every 2h', 'every 1d', 'every 90s' or 'every 1h30m' (units s, m, h, d)"
+    "Try: 'every 15m', 'every 2h', 'every 1d', 'every 90s' or 'every 1h30m' (units s, m, h, d, w)"
 )
 TIMEZONE_HINT: Final = "Use an IANA timezone name such as 'UTC', 'Europe/Berlin' or 'America/New_York'"
 

@@ -346,7 +346,7 @@ class NotificationEngine:
                                        repeat_interval=self.cfg.repeat_interval)
             if change is not None and change.kind != "quiet":
                 ev = self._base(job, RATE_CHECK, "backup.success_rate", change, now, run_id=run.run_id,
-                                status=run.status, command=f"upkeeper history --job {job.name}",
+                                status=run.status, command=f"upkeeper history {job.name}",
                                 details={"rate_pct": round(rate.pct, 3), "succeeded": rate.succeeded,
                                          "total": rate.total,
                                          **({"counted_since": rate.kept_since.isoformat()}
@@ -429,7 +429,7 @@ class NotificationEngine:
                          f"{self._fmt(since)}",
                    text="\n".join([f"Reason: {reason}", *( [summary] if summary else []),
                                    f"Problem: {topic} on {job.name}, {count} occurrence(s)",
-                                   f"More: upkeeper history --job {job.name}"]),
+                                   f"More: upkeeper history {job.name}"]),
                    details={"reason": reason, "problem_topic": topic})
         self._pending_steps.append(ev)
 

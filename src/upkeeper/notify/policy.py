@@ -85,8 +85,11 @@ class Calendar:
 
 
 def describe(period: Period, tz: str) -> str:
-    """'2025-03-02 02:00–06:00 UTC' (or with both dates when it spans days)."""
+    """'2025-03-02 02:00–06:00 UTC' (or with both dates when it spans days; with the start's zone too when the
+    clocks change inside the period: '2027-10-31 02:30 CEST–02:30 CET' is an hour, not none)."""
     a = local_time(period.start, tz, "%Y-%m-%d %H:%M")
+    if local_time(period.start, tz, "%Z") != local_time(period.end, tz, "%Z"):
+        a += local_time(period.start, tz, " %Z")
     same_day = local_time(period.start, tz, "%Y-%m-%d") == local_time(period.end, tz, "%Y-%m-%d")
     b = local_time(period.end, tz, "%H:%M %Z" if same_day else "%Y-%m-%d %H:%M %Z")
     return f"{a}–{b}"

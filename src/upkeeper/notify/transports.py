@@ -342,7 +342,8 @@ class Apprise(Transport):
         # apprise ≥ 2.3 returns each attempt's log lines, captured at the level asked for here: the debug line
         # with a failed mail's SMTP reply tells a permanent rejection from a temporary one
         extra: dict[str, Any] = {"log_level": logging.DEBUG} if _takes_log_level() else {}
-        with apprise.LogCapture(level=logging.WARNING) as captured:  # type: ignore[no-untyped-call]
+        # the message alone: a delivery's error (status, notify log) is no place for a log line's time and level
+        with apprise.LogCapture(level=logging.WARNING, fmt="%(message)s") as captured:  # type: ignore[no-untyped-call]
             # the body is plain text quoting log lines: apprise escapes it for HTML (email) and Markdown
             # services, so a quoted "<img onerror=…>" or "*bold*" is shown, not rendered
             ok = app.notify(title=payload["title"], body=payload["text"], notify_type=ntype,
