@@ -306,3 +306,29 @@ def test_planning_a_run_says_stakeholders_were_told_only_when_some_were(cli, mak
     res = cli(["--config", told, "run", "reindex", "--at", "+4h"], env={"COLUMNS": "200"})
     assert res.code == 0 and "stakeholders were notified" in res.out, res.output
     assert [p.events[0].topic for p in payloads(webhook_receiver)] == ["planned"]
+
+
+def test_notify_test_of_a_failing_apprise_channel_says_it_once_with_the_engines_line(make_config, tmp_path) -> None:
+    """``notify test`` of an apprise channel whose service is down printed apprise's warning three times on stderr:
+    forwarded from apprise's logger on its own, in the engine's "notification … failed" line and in the command's
+    "failed to send".  apprise's warnings are the delivery's to report: in its error (those two lines), never on
+    their own -- in the daemon's log too."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = make_config({"notifications": {"channels": {"team": f"json://127.0.0.1:{port}/hook"}},
+                       "jobs": {"nap": {"task": "debug.noop"}}})
+    res = subprocess.run([sys.executable, "-m", "upkeeper", "--config", str(cfg), "notify", "test", "team"],
+                         capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert res.returncode == 1, res.stderr
+    said = "A Connection error occurred sending JSON notification to 127.0.0.1."
+    lines = [ln for ln in res.stderr.splitlines() if said in ln]
+    assert len(lines) == 2, res.stderr
+    assert lines[0].startswith("notification to team failed (retry at "), res.stderr
+    assert lines[1].startswith("failed to send to team: apprise channel 'team' failed: "), res.stderr

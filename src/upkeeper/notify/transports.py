@@ -249,28 +249,25 @@ _SMTP_REPLY = re.compile(r"\((\d{3}), b?['\"]([^'\"]{0,200})")
 _HTTP_STATUS = re.compile(r"error=(\d{3})\b")
 
 
-class _ForwardWarnings(logging.Handler):
-    """apprise's warnings (what a failed delivery reports: the service, not its URL) on to upkeeper's log."""
-
-    def __init__(self) -> None:
-        super().__init__(level=logging.WARNING)
-
-    def emit(self, record: logging.LogRecord) -> None:
-        logging.getLogger("upkeeper.notify.apprise").handle(record)
+class _Dropped(logging.NullHandler):
+    """Takes apprise's records, so that they never reach Python's last-resort handler (stderr) or the log: what a
+    delivery logs is reported by :meth:`Apprise.send` -- in its error when it fails (the engine logs that), as
+    warnings of its own when it was sent with some."""
 
 
 def _isolate_apprise_log() -> None:
     """apprise's debug and info lines quote the service's URL with its token ("Telegram POST URL:
     https://api.telegram.org/bot<token>/…", a Slack or Discord webhook's path): only the whole apprise URL is a
     registered secret, so with the daemon at --log-level debug they reached the log unmasked.  They never
-    propagate now: only warnings are forwarded.  The logger itself stays at debug so that a failed delivery's own
-    capture (``notify(log_level=DEBUG)``) sees the line carrying the SMTP reply, which tells a permanent
-    rejection (5xx) from a temporary one (see :func:`apprise_failure`)."""
+    propagate now, nor do its warnings, which a delivery reports itself (they were on stderr twice more than
+    that in 'notify test', once forwarded to the log and once in the failure's own line).  The logger itself
+    stays at debug so that a failed delivery's own capture (``notify(log_level=DEBUG)``) sees the line carrying
+    the SMTP reply, which tells a permanent rejection (5xx) from a temporary one (see :func:`apprise_failure`)."""
     with _APPRISE_LOCK:
         apprise_log = logging.getLogger("apprise")
-        if any(isinstance(h, _ForwardWarnings) for h in apprise_log.handlers):
+        if any(isinstance(h, _Dropped) for h in apprise_log.handlers):
             return
-        apprise_log.addHandler(_ForwardWarnings())
+        apprise_log.addHandler(_Dropped())
         apprise_log.propagate = False
         apprise_log.setLevel(logging.DEBUG)
 
@@ -348,12 +345,18 @@ class Apprise(Transport):
             # services, so a quoted "<img onerror=…>" or "*bold*" is shown, not rendered
             ok = app.notify(title=payload["title"], body=payload["text"], notify_type=ntype,
                             body_format=apprise.NotifyFormat.TEXT, **extra)
-        if not ok:
-            # this call's own lines when apprise returns them (the LogCapture buffer also gets the warnings of
-            # another thread's delivery sent meanwhile)
-            lines = [str(getattr(e, "message", "")) for result in (ok if extra and hasattr(ok, "__iter__") else ())
-                     for attempt in getattr(result, "attempts", ()) for e in getattr(attempt, "logs", ())]
-            lines = lines or captured.getvalue().splitlines()
+        # this call's own lines when apprise returns them, at debug level and up (the LogCapture buffer also gets
+        # the warnings of another thread's delivery sent meanwhile)
+        entries = [e for result in (ok if extra and hasattr(ok, "__iter__") else ())
+                   for attempt in getattr(result, "attempts", ()) for e in getattr(attempt, "logs", ())]
+        if ok:  # sent, with apprise's warnings if it had any (never its debug lines: they quote the URL)
+            warned = ([str(getattr(e, "message", "")) for e in entries
+                       if str(getattr(e, "level", "")).upper() in ("WARNING", "ERROR", "CRITICAL")]
+                      if extra else captured.getvalue().splitlines())
+            for line in filter(None, warned):
+                log.warning("apprise channel %r: %s", self.name, line)
+        else:
+            lines = [str(getattr(e, "message", "")) for e in entries] or captured.getvalue().splitlines()
             permanent, reply = apprise_failure(lines)
             detail = " ".join(captured.getvalue().split())[-400:]
             if reply and reply not in detail:
