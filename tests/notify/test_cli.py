@@ -75,6 +75,8 @@ def test_window_job_refuses_unplanned_runs_and_plans_with_notice(cli, make_confi
     assert "Cancel" not in ann.text and "'upkeeper history reindex' lists it (pending)" in ann.text, ann.text
     audit = History("sqlite:///" + str(tmp_path / "history.db")).audit_entries()
     assert [(a.action, a.job) for a in audit] == [("planned-run", "reindex")]
+    shown = cli(["--config", cfg, "show", str(planned["run_id"])])
+    assert shown.code == 0 and f"planned by {audit[0].actor} at {now:%Y-%m-%d} " in shown.out, shown.out
 
 
 def test_min_notice_inside_an_open_window(cli, make_config, webhook_receiver) -> None:
@@ -138,6 +140,11 @@ def test_blackout_refuses_then_emergency_runs_audited_and_announced(cli, make_co
     titles = [p.title for p in payloads(webhook_receiver)]
     assert titles[0].startswith("EMERGENCY run of disk by ") and "approved by alice" in titles[0]
     assert titles[-1] == "EMERGENCY run finished: 1 ok, 0 failed"
+    # 'show' says who asked, who approved and why, where the run is looked at (it was in --json only)
+    shown = cli(["--config", cfg, "show", str(r["run_id"])])
+    assert shown.code == 0, shown.output
+    assert "emergency run: requested by " in shown.out and "approved by alice; reason: restore after bad deploy" \
+        in shown.out, shown.out
 
 
 def test_status_check_detects_missed_runs_and_notifies(cli, make_config, webhook_receiver, tmp_path) -> None:

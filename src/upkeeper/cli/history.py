@@ -145,6 +145,17 @@ def show_cmd(
             f"scheduled {local_time(row.scheduled_for, 'UTC', '%Y-%m-%d %H:%M:%S %Z')}   "
             f"started {local_time(row.started_at, 'UTC', '%H:%M:%S')}   "
             f"took {human_duration(row.duration)}")
+    details = row.details or {}
+    if details.get("emergency"):  # the audit trail's facts, where the run is looked at
+        head += (f"\n[warning]emergency run[/warning]: requested by {escape(str(details.get('requested_by', '?')))}, "
+                 f"approved by {escape(str(details.get('approved_by', '?')))}; reason: "
+                 f"{escape(str(details.get('reason', '?')))}")
+    elif details.get("planned_by"):
+        head += f"\nplanned by {escape(str(details['planned_by']))}"
+        try:
+            head += f" at {local_time(datetime.fromisoformat(str(details['planned_at'])), 'UTC', '%Y-%m-%d %H:%M:%S %Z')}"
+        except (KeyError, ValueError):
+            pass
     console.print(Panel(head + (f"\n\n{escape(row.summary)}" if row.summary else ""), expand=False))
     if findings:
         t = Table(title="Findings", title_justify="left")
