@@ -145,7 +145,7 @@ def plan_runs(setup: Setup, history: History, engine: NotificationEngine, jobs: 
     engine.announce("planned", f"Planned run of {names} at {local_time(at, setup.config.timezone)}",
                     f"Planned by {who} {human_duration(at - now)} ahead. Runs when due (the daemon claims it).\n"
                     f"'upkeeper history {planned[0][0].name if len(planned) == 1 else 'JOB'}' lists it (pending) until "
-                    "it runs.", now,
+                    f"it runs; 'upkeeper cancel {' '.join(str(r) for _, r in planned)}' cancels it.", now,
                     about=planned[0][0] if len(planned) == 1 else None,
                     details={"jobs": [j.name for j, _ in planned], "at": at.isoformat(),
                              "run_ids": [r for _, r in planned], "planned_by": who})

@@ -133,7 +133,7 @@ from upkeeper.redact import redact  # noqa: E402
 #: browser); anything else (``--help``, a typo) imports them all.  tests/cli/test_main.py checks that
 #: this table and the modules agree.
 COMMANDS: dict[str, str] = {
-    "backups": "backups", "config": "config_cmd", "cron": "cron", "daemon": "daemon", "demo": "demo",
+    "backups": "backups", "cancel": "cancel", "config": "config_cmd", "cron": "cron", "daemon": "daemon", "demo": "demo",
     "history": "history", "show": "history", "init": "init", "jobs": "jobs", "logs": "logs",
     "notify": "notify", "run": "run", "status": "status", "storages": "storages", "tasks": "tasks",
     "windows": "windows",

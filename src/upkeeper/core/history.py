@@ -548,6 +548,15 @@ class History:
                     n += int(got.rowcount)
             return n
 
+    def cancel_pending(self, run_id: int, now: datetime, summary: str, details: dict[str, Any]) -> bool:
+        """Record the pending run ``run_id`` skipped (``upkeeper cancel``), if it is still pending: compare-and-set,
+        since a daemon may claim it at the same moment (then it runs, and this returns False)."""
+        runs = tables.runs
+        with self._core() as conn:
+            res = conn.execute(update(runs).where(runs.c.id == run_id, runs.c.status == "pending").values(
+                status="skipped", finished_at=now, summary=summary, details=details))
+            return int(res.rowcount) == 1
+
     def set_status(self, run_id: int, status: str, **values: Any) -> None:
         runs = tables.runs
         with self._core() as conn:
