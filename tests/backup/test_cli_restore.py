@@ -740,6 +740,71 @@ def test_an_identity_file_age_cannot_read_is_this_hosts_setup_not_the_backups_fa
     assert cli(["--config", cfg, "backups", "show", bid, "--json"]).json()["status"] == "complete"
 
 
+@pytest.mark.timeout(240)
+def test_a_storage_that_fails_mid_read_fails_the_restore_instead_of_hanging_it(
+        cli: Any, make_config: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], age_key: AgeKey,
+        tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """The link to an SFTP storage stalls half-way through the (encrypted) dump: the storage's read fails after
+    its timeout, in the thread that feeds age, and the restore fails naming the storage — nothing created, no
+    plaintext left, no traceback.  (That thread died with the error and never closed age's input: the restore
+    waited for age for ever; paramiko's tracebacks of the connections that failed reached stderr.)"""
+    from services import sftp_storage_config
+    from stall_proxy import StallProxy
+
+    db, _ = app_db
+    pg.execute("CREATE TABLE blob AS SELECT md5(random()::text) || md5(random()::text) AS t "
+               "FROM generate_series(1, 300000)", db)
+    server = request.getfixturevalue("sftp_server")
+    direct = sftp_storage_config(server)
+    proxy = StallProxy(server.port)
+    try:
+        known_hosts = tmp_path / "known_hosts_proxy"
+        host_key = " ".join((server.base / "host_ed25519.pub").read_text().split()[:2])
+        known_hosts.write_text(f"[127.0.0.1]:{proxy.port} {host_key}\n")
+        stalling = sftp_storage_config(server, direct.path, port=proxy.port, timeout=2,
+                                       known_hosts=str(known_hosts))
+        encryption = {"recipients": [age_key.recipient], "identity_file": str(age_key.identity)}
+        work = tmp_path / "work"
+        work.mkdir()
+
+        def config(storage: Any, name: str) -> Path:
+            path: Path = make_config({
+                "targets": {"db": pg.target(db)},
+                "storages": {"nas": storage.model_dump(mode="json", exclude_none=True)},
+                "backup": {"encryption": encryption, "work_dir": str(work)},
+                "jobs": {"db-backup": {"task": "postgres.backup", "target": "db",
+                                       "options": {"databases": [db], "globals": False}}}}, name)
+            return path
+
+        bid = _backup(cli, config(direct, "direct.yaml"))
+        proxy.throttle(256 * 1024)
+        new = f"{db}_new"
+        p = subprocess.Popen([sys.executable, "-c", "from upkeeper.cli.main import main; main()", "--config",
+                              str(config(stalling, "stalling.yaml")), "backups", "restore", bid, "--database", new],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+        try:
+            for _ in range(1200):  # until part of the dump came through
+                partial = [f for f in work.rglob(".dump.upkeeper-partial-*") if f.stat().st_size > 128 * 1024]
+                if partial or p.poll() is not None:
+                    break
+                time.sleep(0.05)
+            assert partial, "the restore never fetched part of the dump"
+            proxy.freeze()
+            out, err = p.communicate(timeout=90)
+        finally:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+        assert p.returncode == 1, out + err
+        flat = _flat(err.decode())
+        assert "Error: cannot read" in flat and f"{bid}/{db}.dump.zst.age" in flat, flat
+        assert "Traceback" not in flat, flat  # (paramiko's, of the reader's marker's connection through the stall)
+        assert pg.execute("SELECT count(*) FROM pg_database WHERE datname = %s", params=[new])[0][0] == 0
+        assert _scratch_databases(pg) == [] and list(work.iterdir()) == []
+    finally:
+        proxy.close()
+
+
 def yaml_backup(cfg: Path) -> Any:
     """The ``backup:`` section of a config written by the fixtures."""
     from ruamel.yaml import YAML

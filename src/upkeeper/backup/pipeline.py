@@ -305,6 +305,7 @@ def read_object(
         raise SetupError(f"object {record.name} is encrypted ({record.encryption}) and no key is configured",
                           "Try: set backup -> encryption -> identity_file")
     failure: list[BaseException] = []
+    read_failed: list[BaseException] = []  # the storage's read, in the thread feeding age
     age: AgeProcess | None = None
     with storage.open_read(key) as fh:
         def chunks() -> Any:
@@ -332,17 +333,21 @@ def read_object(
                 def feed() -> None:
                     assert age is not None
                     broken = False
-                    for chunk in chunks():  # keep hashing to the end even when age gave up
-                        if abandoned.is_set():
-                            break  # the reader gave up (an error of its own, Ctrl-C): no verdict is wanted
-                        if broken:
-                            continue
-                        try:
-                            age.stdin.write(chunk)
-                        except (BrokenPipeError, OSError):
-                            broken = True
-                    with contextlib.suppress(OSError):
-                        age.stdin.close()
+                    try:
+                        for chunk in chunks():  # keep hashing to the end even when age gave up
+                            if abandoned.is_set():
+                                break  # the reader gave up (an error of its own, Ctrl-C): no verdict is wanted
+                            if broken:
+                                continue
+                            try:
+                                age.stdin.write(chunk)
+                            except (BrokenPipeError, OSError):
+                                broken = True
+                    except BaseException as exc:  # the storage failed mid-read (a link that stalled, dropped)
+                        read_failed.append(exc)
+                    finally:  # age sees the end of its input: the reader waiting for its output is never stuck
+                        with contextlib.suppress(OSError):
+                            age.stdin.close()
 
                 abandoned = threading.Event()
                 t = threading.Thread(target=feed, daemon=True, name="age-feed")
@@ -372,6 +377,8 @@ def read_object(
         finally:
             if age is not None:
                 age.close()
+    if read_failed:
+        raise read_failed[0]  # not all of the object was read: no verdict on its bytes
     check_digest(record, sha.hexdigest(), size, storage.name)
     if failure:
         raise failure[0]

@@ -47,6 +47,11 @@ from upkeeper.shield import shielded
 from upkeeper.storage.base import ObjectInfo, check_key, replace_by_rename
 
 log = logging.getLogger(__name__)
+# paramiko's transport thread logs a connection that failed (no SSH banner within the timeout…) as an ERROR per line
+# of its traceback; the storage raises that failure itself, as a StorageError.  Without a handler of their own
+# those lines reached stderr through logging's last resort: a traceback in the middle of a command's output.  A
+# handler configured above (the daemon's) still gets them.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 TMP_SUFFIX = ".upkeeper-partial"
 READ_WINDOW = 4 * 1024 * 1024  # bytes requested ahead per read round
