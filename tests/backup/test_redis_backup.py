@@ -978,7 +978,7 @@ def test_backups_verify_refuses_smoke_checks_it_would_not_run(
                        (["--amcheck"], "--check and --amcheck are for PostgreSQL backups; the backups to verify "
                         "are redis backups"),
                        (["--redis-check", 'AUTH app "Sm0keSecret'], "'AUTH app ***' is no Redis command line"),
-                       (["--redis-check", ""], "an empty check runs nothing")):
+                       (["--redis-check", ""], "--redis-check is empty")):
         r = cli(["--config", cfg, "backups", "verify", bid, *argv])
         assert r.code == 2 and said in " ".join(r.err.split()), (argv, r.output)
         assert "Sm0keSecret" not in r.output, r.output

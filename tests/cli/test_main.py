@@ -313,3 +313,27 @@ def test_a_shielded_section_of_another_thread_neither_defers_nor_takes_the_main_
         leave.set()
         t.join(5)
     assert helper == ["done"] and not deferred()
+
+
+def test_an_empty_argument_is_refused_before_any_command_runs(cli, make_config) -> None:  # type: ignore[no-untyped-def]
+    """An empty value (an unset shell variable in a script) was taken for the option left out, its default:
+    ``backups restore --target "" --database app --force --yes`` replaced ``app`` on the backup's own server.
+    Every command refuses it now, naming the option, before doing anything."""
+    from upkeeper.cli.main import empty_argument
+
+    assert empty_argument(["--config", "c.yaml", "run", "db-backup", "--reason", "x y"]) is None
+    for argv, said in ((["run", ""], "an empty argument (after 'run')"),
+                       (["--config", "", "run", "x"], "--config is empty"),
+                       (["--config=", "run", "x"], "--config is empty"),
+                       (["backups", "restore", "ID", "--target", "", "--force"], "--target is empty"),
+                       (["history", "-n", ""], "-n is empty"),
+                       (["cancel", "--", ""], "an empty argument (after '--')"),
+                       ([""], "an empty argument")):
+        exc = empty_argument(argv)
+        assert exc is not None and exc.message == said, (argv, exc)
+    cfg = make_config({"jobs": {"nap": {"task": "debug.noop"}}})
+    for argv in (["run", ""], ["history", "--since", ""], ["run", "nap", "--reason="]):
+        r = cli(["--config", cfg, *argv])
+        assert r.code == 2 and ("is empty" in r.err or "an empty argument" in r.err), (argv, r.output)
+        assert "Try: give " in r.err, r.output
+    assert cli(["--config", cfg, "history", "--json"]).json() == []  # nothing ran

@@ -467,10 +467,8 @@ def restore_cmd(
     """Restore a backup — into a NEW database by default.  Replacing an existing database (even an empty one)
     needs --force and a confirmation (or --yes).  The backup is restored into a temporary database first; the
     existing one is replaced only once that succeeded, and stays untouched when it fails."""
-    for flag, value in (("--database", database), ("--target", target), ("--to", to_path), ("--storage", storage)):
-        if value == "":  # (an unset shell variable): never taken for the option left out, the default
-            raise UsageError(f"{flag} is empty", f"Try: give {flag} a value (is a shell variable unset?), or leave "
-                             f"{flag} out for its default")
+    # an empty --database, --target, --to or --storage (an unset shell variable) never gets here: cli.main refuses
+    # every empty argument, which would otherwise be taken for the option left out (the default)
     to = Path(to_path) if to_path is not None else None
     config = _env.config()
     row = _one(_catalog(), backup_id)

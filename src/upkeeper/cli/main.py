@@ -125,7 +125,7 @@ import upkeeper.cli as _pkg  # noqa: E402 - after the early worker's fork, on pu
 from upkeeper.cli import _app  # noqa: E402
 from upkeeper.cli._app import app, reflow_help, state  # noqa: E402
 from upkeeper.cli._signals import TERMINATED_EXIT, Terminated, sigterm_unwinds  # noqa: E402
-from upkeeper.errors import ConfigError, UpkeeperError  # noqa: E402
+from upkeeper.errors import ConfigError, UpkeeperError, UsageError  # noqa: E402
 from upkeeper.redact import redact  # noqa: E402
 
 #: Top-level command (or command group) → the module of ``upkeeper.cli`` that defines it.  Only the
@@ -156,6 +156,27 @@ def load_commands(argv: list[str] | None = None) -> None:
         return  # the version callback lives in _app: no command is needed
     for name in [COMMANDS[word]] if word in COMMANDS else command_modules():
         importlib.import_module(f"upkeeper.cli.{name}")
+
+
+def empty_argument(args: list[str]) -> UsageError | None:
+    """An empty value on the command line (``--target ""``, ``--to=``, a positional ``""``): what an unset shell
+    variable in a script gives.  Taken as given, it was taken for the option left out, its default --
+    ``backups restore --target "" --database app --force --yes`` replaced ``app`` on the backup's own server."""
+    for i, arg in enumerate(args):
+        if arg.startswith("--") and arg.endswith("=") and len(arg) > 3:
+            flag = arg[:-1]
+        elif arg == "":
+            prev = args[i - 1] if i else ""
+            if not prev.startswith("-") or prev == "--" or "=" in prev:
+                where = f" (after {prev!r})" if prev else ""
+                return UsageError(f"an empty argument{where}",
+                                  "Try: give it a value (is a shell variable unset?), or leave it out")
+            flag = prev
+        else:
+            continue
+        return UsageError(f"{flag} is empty", f"Try: give {flag} a value (is a shell variable unset?), or leave "
+                          f"{flag} out for its default")
+    return None
 
 
 def render_error(exc: UpkeeperError) -> None:
@@ -235,6 +256,9 @@ def _main(argv: list[str] | None) -> None:
 def _run_app(argv: list[str] | None, debug: bool) -> None:
     try:
         try:
+            empty = empty_argument(sys.argv[1:] if argv is None else argv)
+            if empty is not None:
+                raise empty
             load_commands(argv)
             reflow_help()
             _resume_gc()
