@@ -1604,3 +1604,31 @@ def test_the_databases_read_only_and_timeout_settings_bind_neither_restore_nor_v
     finally:
         _drop(pg, copy)
         pg.execute(f'ALTER DATABASE "{db}" RESET ALL; ALTER ROLE postgres IN DATABASE "{db}" RESET ALL')
+
+
+def test_restoring_a_verify_failed_backup_warns_before_it_starts(cli: Any, make_config: Any, tmp_path: Path,
+                                                                 age_key: AgeKey) -> None:
+    """A backup whose test restore failed was restored without a word: the warning (with why it failed) is on
+    stderr before the restore begins, and in --json; a verified or unverified backup gets none."""
+    from upkeeper.backup.catalog import Catalog
+    from upkeeper.core.history import History
+
+    root = _app(tmp_path, big=1 << 10)
+    cfg = _files_config(make_config, tmp_path, root, age_key)
+    bid = _files_backup(cli, cfg)
+    r = cli(["--config", cfg, "backups", "restore", bid, "--to", tmp_path / "out0", "--json"])
+    assert r.code == 0 and "verify_failed" not in r.json() and "verify-failed" not in r.err, r.output
+    h = History(f"sqlite:///{tmp_path / 'history.db'}")
+    try:
+        Catalog(h).mark_verified(bid, False, "file public/big.bin: SHA-256 differs", None)
+    finally:
+        h.close()
+    r = cli(["--config", cfg, "backups", "restore", bid, "--to", tmp_path / "out1"])
+    assert r.code == 0, r.output
+    err = _flat(r.err)
+    assert f"warning backup {bid} is marked verify-failed (its test restore on " in err, err
+    assert "failed: file public/big.bin: SHA-256 differs); restoring it anyway" in err, err
+    assert (tmp_path / "out1" / str(root).lstrip("/") / "app.js").read_text() == "console.log('hi')\n"
+    r = cli(["--config", cfg, "backups", "restore", bid, "--to", tmp_path / "out2", "--json"])
+    assert r.code == 0, r.output
+    assert "SHA-256 differs" in r.json()["verify_failed"], r.output

@@ -478,6 +478,9 @@ def restore_cmd(
         _check_files_destination(to, force, row.id)
     elif row.kind == "redis":
         _check_redis_destination(to, force)
+    failed_verify = _failed_verify(row)
+    if failed_verify:  # said before the restore starts (it may take long), and with its result
+        err_console.print(f"[warn]warning[/warn] {escape(failed_verify)}", highlight=False)
     storages = _open(config, _row_storages(config, [row], storage))
     lease_on = _open(config, [s.name for s in storages])
     # a reader's marker beside the set while it is read: neither rekey nor prune deletes it under the restore
@@ -512,6 +515,8 @@ def restore_cmd(
             reading.release()
         close_storages([*lease_on, *storages])
     result["storage"] = fetcher.located.storage.name
+    if failed_verify:
+        result["verify_failed"] = failed_verify
     if fetcher.copy_faults:
         result["copies_skipped"] = list(fetcher.copy_faults)
     _env.history().audit("cli", "backup.restore",
@@ -529,6 +534,16 @@ def restore_cmd(
             err_console.print(f"note: {escape(result['note'])}", highlight=False)
         if result.get("next"):
             console.print(result["next"], highlight=False, markup=False)
+
+
+def _failed_verify(row: CatalogRow) -> str:
+    """What to know before restoring a backup whose test restore failed ("" for any other)."""
+    if row.status != "verify-failed":
+        return ""
+    when = f" on {row.verified_at:%Y-%m-%d %H:%M} UTC" if row.verified_at else ""
+    why = f": {row.verify_summary}" if row.verify_summary else ""
+    return (f"backup {row.id} is marked verify-failed (its test restore{when} failed{why}); restoring it anyway — "
+            "check what it gives, or restore a verified backup ('upkeeper backups list --status verified')")
 
 
 def _deleted_while_read(config: Config, row: CatalogRow, storages: list[Storage]) -> tuple[str, str] | None:
