@@ -55,11 +55,12 @@ def _s3(request: pytest.FixtureRequest, where: str) -> dict[str, Any] | None:
     return cfg
 
 
-def _paused(cfg: Path, tmp_path: Path, point: str, *argv: str) -> subprocess.Popen[str]:
-    """``upkeeper --config cfg ARGV`` in a child process, once it has reached ``point`` (where it waits PAUSE s)."""
+def _paused(cfg: Path, tmp_path: Path, point: str, *argv: str, pause: float = PAUSE) -> subprocess.Popen[str]:
+    """``upkeeper --config cfg ARGV`` in a child process, once it has reached ``point`` (where it waits ``pause``
+    seconds)."""
     mark = tmp_path / "at-fault-point"
     mark.unlink(missing_ok=True)
-    env = {**os.environ, "UPKEEPER_FAULT_PAUSE": f"{point}:{PAUSE}", "UPKEEPER_FAULT_MARK": str(mark),
+    env = {**os.environ, "UPKEEPER_FAULT_PAUSE": f"{point}:{pause}", "UPKEEPER_FAULT_MARK": str(mark),
            "PYTHONPATH": os.pathsep.join(sys.path)}
     p = subprocess.Popen([sys.executable, "-m", "upkeeper", "--config", str(cfg), *argv], stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, env=env, text=True)
@@ -140,6 +141,38 @@ def test_prune_keeps_a_backup_being_restored_and_a_later_prune_deletes_it(
     r = cli(["--config", one, "backups", "prune", "--json"])  # nobody reads it now: retention deletes it
     assert r.code == 0 and r.json()[0]["deleted"] == [old], r.output
     assert _all_sets(one, names) == {n: {new: True} for n in names}
+
+
+@pytest.mark.parametrize("where", ["local"])  # the same code on every storage (the others: the tests above)
+def test_a_restore_that_starts_between_prunes_look_and_its_lease_is_not_read_from_under(
+        cli: Any, make_config: Any, tmp_path: Path, age_key: AgeKey, request: pytest.FixtureRequest,
+        where: str) -> None:
+    """Prune looked for readers of the set retention lets go, then took its lease and deleted it: a restore that put
+    its reader's marker beside the set between those two steps had its backup deleted under it (it failed midway).
+    Prune looks again once it holds the lease, and keeps the set."""
+    s3 = _s3(request, where)
+    cfg = _config(make_config, tmp_path, age_key, s3)
+    old = _backup(cli, cfg)
+    new = _backup(cli, cfg)
+    one = _config(make_config, tmp_path, age_key, s3, retention={"keep_last": 1, "keep_daily": 0, "keep_weekly": 0,
+                                                                  "keep_monthly": 0})
+    # the prune has looked (no reader) and waits 3 × PAUSE before it takes the lease; the restore takes its marker
+    # meanwhile (it is at its own fault point, after the marker, before the prune goes on), then waits 5 × PAUSE
+    prune = _paused(one, tmp_path, "prune-readers-checked", "backups", "prune", "--json", pause=3 * PAUSE)
+    restore = _paused(one, tmp_path, "restore-located", "backups", "restore", old, "--to",
+                      str(tmp_path / "restored"), "--json", pause=5 * PAUSE)
+    assert prune.poll() is None
+    pout, perr = prune.communicate(timeout=120)
+    out, err = restore.communicate(timeout=120)
+    assert prune.returncode == 0, pout + perr
+    (series,) = json.loads(pout)
+    kept = {b["id"]: b for b in series["backups"]}
+    assert kept[old]["keep"] is True and series["deleted"] == [], pout
+    assert "being read by backups restore" in " ".join(kept[old]["reasons"]), pout
+    assert restore.returncode == 0, out + err
+    assert json.loads(out)["backup"] == old
+    assert (tmp_path / "restored" / (tmp_path / "site").relative_to("/") / ".env").read_text() == "SECRET_KEY=s3cr3t\n"
+    assert new in {b["id"] for b in series["backups"]}
 
 
 def test_a_verify_whose_set_rekey_deleted_unseen_judges_nothing(cli: Any, make_config: Any, tmp_path: Path,

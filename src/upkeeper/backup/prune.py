@@ -386,11 +386,7 @@ def prune_series(
             continue
         # a verify or a restore reading it now (its reader's marker, upkeeper.backup.lease): deleting it under
         # them failed the verify (a good backup marked verify-failed) or the restore midway; a later prune deletes it
-        try:
-            reading = readers(sets[d.item.id][2], target, database, d.item.id)
-        except UpkeeperError as exc:
-            report.errors.append(f"looking for readers of {d.item.id}: {exc.message}")
-            reading = [f"a reader unknown ({exc.message})"]
+        reading = _reading(sets[d.item.id][2], target, database, d.item.id, report.errors)
         if reading:
             d.keep = True
             d.reasons.append(f"being read by {'; '.join(reading)} (a later prune deletes it)")
@@ -398,6 +394,7 @@ def prune_series(
         if dry_run:
             report.deleted.append(d.item.id)
             continue
+        fault_pause("prune-readers-checked")  # (the tests: a restore of the set starts now, before the lease)
         # with the copies that lost an object: retention is done with the set, they go with it
         on = [*sets[d.item.id][2], *(s for s, _why in idx.damaged.get(d.item.id, []))]
         with shielded():
@@ -419,12 +416,20 @@ def prune_series(
                 else:
                     writer = taken
                     break
-            if writer is not None or not holding:
+            # readers again, now that the lease is held: a restore or verify that put its marker beside the set
+            # after the first look (above) was read from under (its backup deleted midway); one that comes after
+            # this look fails cleanly, finding the set gone ('deleted … while it was restored')
+            reading = (_reading(sets[d.item.id][2], target, database, d.item.id, report.errors)
+                       if writer is None and holding else [])
+            if writer is not None or not holding or reading:
                 for lease_ in holding:
                     lease_.release()
                 if writer is not None:
                     d.keep = True
                     d.reasons.append(f"being written by {writer} (a later prune deletes it)")
+                elif reading:
+                    d.keep = True
+                    d.reasons.append(f"being read by {'; '.join(reading)} (a later prune deletes it)")
                 else:
                     report.delete_failed.append(d.item.id)
                 continue
@@ -517,6 +522,16 @@ def _protected(storages: Sequence[Storage], prefix: str, now: datetime, errors: 
             errors.append(f"{storage.name}: looking at the lease of {prefix}: {exc.message}")
             return True
     return False
+
+
+def _reading(storages: Sequence[Storage], target: str, database: str, bid: str, errors: list[str]) -> list[str]:
+    """Who reads the set now (:func:`~upkeeper.backup.lease.readers`); a storage that cannot be asked counts as a
+    reader unknown (the set is kept), and goes into ``errors``."""
+    try:
+        return readers(storages, target, database, bid)
+    except UpkeeperError as exc:
+        errors.append(f"looking for readers of {bid}: {exc.message}")
+        return [f"a reader unknown ({exc.message})"]
 
 
 def _lease_to_delete(storages: Sequence[Storage], target: str, database: str, bid: str, now: datetime,
