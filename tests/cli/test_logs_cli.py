@@ -354,3 +354,10 @@ def test_html_of_logs_commands_claims_no_checks_it_did_not_run(cli: Any, tmp_pat
         page = html.read_text()
         assert "every check passed" not in page and "Trends" not in page, cmd
         assert "only reads the files" in page and "upkeeper run" in page, cmd
+    # logs errors runs the nginx error-log checks, but none on application logs alone
+    app = tmp_path / "app.log"
+    app.write_text("2024-03-01 10:00:00 ERROR boom\nTraceback (most recent call last):\n  File \"a.py\", line 1, in f\n"
+                   "ValueError: bad\n")
+    html = tmp_path / "errors.html"
+    assert cli(["logs", "errors", str(app), "--html", str(html)]).code == 0
+    assert "every check passed" not in html.read_text() and "only reads the files" in html.read_text()

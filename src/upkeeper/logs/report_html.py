@@ -457,7 +457,7 @@ def errors_report(rep: dict[str, Any], findings: Sequence[dict[str, Any]], *, ti
         if history:
             cards.append((fmt_num(app["new_groups"]), "new exception groups", "warn" if app["new_groups"] else ""))
         cards.append((fmt_num(app["levels"].get("error", 0) + app["levels"].get("critical", 0)), "error lines", ""))
-    body = [kpis(cards), "<h2>Findings</h2>" + findings_table(findings)]
+    body = [kpis(cards), "<h2>Findings</h2>" + findings_table(findings, checked=history or bool(ng))]
     if app:
         levels = list(app["levels"])
         body.append("<h2>Application exceptions</h2>" + '<div class="grid2">'
