@@ -336,3 +336,28 @@ def test_postgres_csvlog_and_jsonlog(cli: Any, tmp_path: Path) -> None:
     assert r.code == 2 and "several formats: csvlog, jsonlog" in r.err
     r = cli(["logs", "postgres", str(js), "--format", "csvlog"])  # the wrong format: said, with a hint
     assert r.code == 0 and "are not csvlog records" in r.err and "--format" in r.err
+
+
+def test_html_of_logs_commands_claims_no_checks_it_did_not_run(cli: Any, tmp_path: Path) -> None:
+    """``upkeeper logs nginx|postgres --html`` runs none of the job's checks (docs/logs.md: "which has no
+    findings"), yet its report said "No findings: every check passed" — over a log whose failed rate is ten times
+    the objective — and promised trends "after a few runs", which it never has."""
+    log = tmp_path / "access.log"
+    log.write_text("".join(f'192.0.2.{i} - - [01/Mar/2024:10:00:{i:02d} +0000] "GET /x HTTP/1.1" '
+                           f'{500 if i % 2 else 200} 5 "-" "curl/8"\n' for i in range(40)))
+    pg = tmp_path / "pg.log"
+    pg.write_text("2024-03-01 10:00:00.001 UTC [10] LOG:  duration: 2500.000 ms  statement: SELECT pg_sleep(2.5)\n")
+    for cmd, f in (("nginx", log), ("postgres", pg)):
+        html = tmp_path / f"{cmd}.html"
+        r = cli(["logs", cmd, str(f), "--html", str(html)])
+        assert r.code == 0, r.output
+        page = html.read_text()
+        assert "every check passed" not in page and "Trends" not in page, cmd
+        assert "only reads the files" in page and "upkeeper run" in page, cmd
+    # logs errors runs the nginx error-log checks, but none on application logs alone
+    app = tmp_path / "app.log"
+    app.write_text("2024-03-01 10:00:00 ERROR boom\nTraceback (most recent call last):\n  File \"a.py\", line 1, in f\n"
+                   "ValueError: bad\n")
+    html = tmp_path / "errors.html"
+    assert cli(["logs", "errors", str(app), "--html", str(html)]).code == 0
+    assert "every check passed" not in html.read_text() and "only reads the files" in html.read_text()

@@ -114,6 +114,9 @@ def test_errors_by_sqlstate_from_prefix_verbose_and_inference() -> None:
     rep = scan(inferred)
     assert rep["errors"]["by_sqlstate"] == {"23505": 1, "28P01": 1, "-----": 1}
     assert infer_sqlstate(b"canceling statement due to statement timeout") == "57014"
+    # CREATE UNIQUE INDEX or REINDEX over duplicates: 23505 as PostgreSQL logs it with log_error_verbosity = verbose
+    # (it was '-----', a finding logs.postgres.error.----- — the demo's workload makes one)
+    assert infer_sqlstate(b'could not create unique index "coupons_code_key_ccnew"') == "23505"
 
 
 def test_autovacuum_runs_of_every_kind_and_operator_errors() -> None:

@@ -427,3 +427,41 @@ def test_php_fpm_exceptions_in_the_nginx_error_log_are_groups(cli: Any, make_con
     groups = {(g["type"], g["message"], g["cause"]): (g["count"], g["sources"]) for g in data["app"]["exception_groups"]}
     assert groups[("RuntimeException", "cannot load order <n>", "PDOException")] == (2, [str(log)])
     assert data["nginx"]["unparsed"] == 0
+
+
+def test_reads_on_through_the_rotation_app_cleanup_makes(cli: Any, make_config: Any, tmp_path: Path) -> None:
+    """app.cleanup names its rotated logs ``app.log.20261206-113037.gz``, a name logs.errors did not take for a
+    rotated file: after a rotation between two runs the exception written before it was lost, with a
+    ``lost_lines`` warning.  Now the rotated copy is read on from the last run's offset."""
+    root = tmp_path / "shop"
+    (root / "logs").mkdir(parents=True)
+    log = root / "logs" / "app.log"
+    log.write_text("".join(f"2026-12-06 10:00:{i:02d} INFO ok {i}\n" for i in range(50)))
+    config = make_config({
+        "targets": {"shop": {"kind": "app", "root": str(root)}},
+        "jobs": {"app-errors": {"task": "logs.errors", "target": "shop"},
+                 "cleanup": {"task": "app.cleanup", "target": "shop",
+                             "options": {"rotate_size": 100, "rotate_method": "copytruncate"}}},
+    })
+
+    def run(job: str) -> dict[str, Any]:
+        res = cli(["--config", config, "run", job, "--json"])
+        assert res.code in (0, 1), res.output
+        return dict(res.json()[0])
+
+    assert run("app-errors")["status"] == "ok"
+    with log.open("a") as fh:
+        fh.write("2026-12-06 10:01:00 ERROR checkout failed\nTraceback (most recent call last):\n"
+                 '  File "/srv/shop/app.py", line 10, in checkout\n    total = order.total\n'
+                 "AttributeError: 'NoneType' object has no attribute 'total'\n")
+    assert "rotated 1 of 1 log(s)" in run("cleanup")["summary"]
+    rotated = [p.name for p in log.parent.iterdir() if p.name != "app.log"]
+    assert len(rotated) == 1 and re.fullmatch(r"app\.log\.\d{8}-\d{6}\.gz", rotated[0]), rotated
+    with log.open("a") as fh:
+        fh.write("2026-12-06 10:02:00 INFO after\n")
+    r = run("app-errors")
+    checks = [f["check"] for f in r["findings"]]
+    assert "logs.errors.lost_lines" not in checks and "logs.errors.rotation" not in checks, r["findings"]
+    new = [f for f in r["findings"] if f["check"] == "logs.errors.new_exception"]
+    assert len(new) == 1 and "AttributeError" in new[0]["message"] and rotated[0] in new[0]["message"]
+    assert run("app-errors")["findings"] == []  # read once: nothing again

@@ -5,6 +5,7 @@ real HTTP requests, the real CLI."""
 from __future__ import annotations
 
 import http.client
+import json
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -210,3 +211,56 @@ def test_tries_a_rate_limiter_refuses_are_failed_logins(services_dir: Path, cli:
     assert set(found) == {THROTTLED}, r["findings"]
     assert "12 failed logins (POST /api/login answered 401, 403 or 429)" in found[THROTTLED]["message"]
     assert r["metrics"]["failed_logins"] == 14
+
+
+def test_status_specs_given_as_numbers_pass_the_published_schema(cli: Any, tmp_path: Path) -> None:
+    """``failure_status: 200`` and ``failed_statuses: 503`` (YAML numbers) are accepted by the config, so the JSON
+    Schema that editors validate against (``config schema``) accepts them too; it said string only."""
+    jsonschema = pytest.importorskip("jsonschema")
+    from ruamel.yaml import YAML
+
+    config = tmp_path / "upkeeper.yaml"
+    config.write_text(f"""version: 1
+history: {tmp_path / 'history.db'}
+targets:
+  web: {{kind: nginx, access_log: {tmp_path / 'access.log'}}}
+jobs:
+  log-analysis:
+    task: logs.nginx
+    target: web
+    options:
+      failed_statuses: 503
+      login_paths: [/api/token, {{path: /login, failure_status: 200}}]
+""")
+    assert cli(["--config", config, "config", "check"]).code == 0
+    options = NginxLogsOptions.model_validate({"failed_statuses": 503,
+                                               "login_paths": [{"path": "/login", "failure_status": 200}]})
+    assert options.failed_statuses == "503" and options.login_paths[0].failure_status == "200"  # type: ignore[union-attr]
+    schema = json.loads(cli(["config", "schema"]).out)
+    jsonschema.validate(YAML(typ="safe").load(config.read_text()), schema)
+
+
+def test_login_path_errors_name_the_yaml_path_without_union_tags(cli: Any, tmp_path: Path) -> None:
+    """A bad login_paths entry's error named a path through the union's internal tags ('login_paths -> 1 -> entry
+    -> path', 'login_paths -> 0 -> path' for a bare string): keys the YAML does not have."""
+    config = tmp_path / "upkeeper.yaml"
+    config.write_text(f"""version: 1
+history: {tmp_path / 'history.db'}
+targets:
+  web: {{kind: nginx, access_log: {tmp_path / 'access.log'}}}
+jobs:
+  j:
+    task: logs.nginx
+    target: web
+    options:
+      login_paths:
+        - login
+        - {{failure_status: "200"}}
+        - {{path: /x, failure_status: abc}}
+""")
+    r = cli(["--config", config, "config", "check"])
+    assert r.code == 2 and "Traceback" not in r.err, r.output
+    assert "upkeeper.yaml:11: jobs -> j -> options -> login_paths -> 0: 'login' is no URL path" in r.err, r.err
+    assert "upkeeper.yaml:12: jobs -> j -> options -> login_paths -> 1 -> path: required key 'path'" in r.err
+    assert "upkeeper.yaml:13: jobs -> j -> options -> login_paths -> 2 -> failure_status: 'abc'" in r.err
+    assert "entry" not in r.err

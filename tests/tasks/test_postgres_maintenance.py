@@ -186,6 +186,45 @@ def test_sequences_near_exhaustion(pg: PostgresCluster, pg_db: str) -> None:
     assert one(res, "postgres.sequence_exhaustion", f"{pg_db}.public.small_seq").severity is Severity.CRITICAL
 
 
+def test_tables_and_sequences_the_user_may_not_read_are_reported_not_passed(pg: PostgresCluster,
+                                                                            pg_db: str) -> None:
+    """With pg_monitor alone (what docs/postgres.md's Privileges asked for) pg_stats hides a table's columns and
+    pg_sequence_last_value is withheld: the bloat and sequence checks skipped those objects silently, so a 2/3
+    bloated table and a 90 % used sequence gave a clean run.  Now each says what it could not read, and with
+    pg_read_all_data granted the findings are there."""
+    from upkeeper.config.targets import PostgresTarget
+    from upkeeper.core.task import REGISTRY
+
+    _bloat(pg, pg_db, "hidden_bloat")
+    pg.execute("CREATE SEQUENCE hidden_seq MAXVALUE 100", pg_db)
+    pg.execute("SELECT setval('hidden_seq', 90)", pg_db)
+    role = f"monitor_{pg_db}"
+    pg.execute(f"CREATE ROLE {role} LOGIN", pg_db)
+    pg.execute(f"GRANT pg_monitor TO {role}", pg_db)
+    try:
+        def as_monitor() -> Result:
+            task = REGISTRY.get("postgres.maintenance")
+            t = PostgresTarget.model_validate({**pg.target(pg_db), "user": role})
+            ctx = TaskContext(job="test", task="postgres.maintenance", target_name="db", target=t)
+            return task().run(ctx, task.Options.model_validate({"checks": ["bloat", "sequences"], "repair": False,
+                                                                 **BLOAT}))
+
+        res = as_monitor()
+        assert not findings(res, "postgres.table_bloat") and not findings(res, "postgres.sequence_exhaustion")
+        bloat = one(res, "postgres.check_failed", f"{pg_db}: bloat")
+        seqs = one(res, "postgres.check_failed", f"{pg_db}: sequences")
+        assert "public.hidden_bloat" in bloat.data["unreadable"] and bloat.severity is Severity.WARNING
+        assert "public.hidden_seq" in seqs.data["unreadable"] and "pg_read_all_data" in seqs.remediation
+        pg.execute(f"GRANT pg_read_all_data TO {role}", pg_db)
+        res = as_monitor()
+        assert not findings(res, "postgres.check_failed")
+        one(res, "postgres.table_bloat", f"{pg_db}.public.hidden_bloat")
+        one(res, "postgres.sequence_exhaustion", f"{pg_db}.public.hidden_seq")
+    finally:
+        pg.execute(f"DROP OWNED BY {role}", pg_db)
+        pg.execute(f"DROP ROLE {role}", pg_db)
+
+
 # -- sessions: connections, idle in transaction, lock waits --------------------------------------------
 
 

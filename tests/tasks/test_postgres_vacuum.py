@@ -63,3 +63,28 @@ def test_rows_held_back_by_an_old_snapshot_are_reported(pg: PostgresCluster, pg_
 def test_missing_table_is_a_finding(pg: PostgresCluster, pg_db: str) -> None:
     res = run_task("postgres.vacuum", pg, pg_db, tables=["public.nope"])
     assert one(res, "postgres.table_missing").severity is Severity.WARNING
+
+
+def test_tables_postgres_skips_for_want_of_ownership_are_not_counted_as_vacuumed(pg: PostgresCluster,
+                                                                                  pg_db: str) -> None:
+    """Run as a user that owns none of the tables, every VACUUM is skipped by the server ('only table or database
+    owner can vacuum it'); the summary said 'vacuumed 2 table(s)' all the same."""
+    from upkeeper.config.targets import PostgresTarget
+    from upkeeper.core.task import REGISTRY, TaskContext
+
+    _churn(pg, pg_db, "owned_a", 50)
+    _churn(pg, pg_db, "owned_b", 50)
+    role = f"notowner_{pg_db}"
+    pg.execute(f"CREATE ROLE {role} LOGIN", pg_db)
+    try:
+        task = REGISTRY.get("postgres.vacuum")
+        t = PostgresTarget.model_validate({**pg.target(pg_db), "user": role})
+        res = task().run(TaskContext(job="test", task="postgres.vacuum", target_name="db", target=t),
+                         task.Options.model_validate({}))
+    finally:
+        pg.execute(f"DROP ROLE {role}", pg_db)
+    assert {f.subject for f in findings(res, "postgres.vacuum_skipped")} >= {f"{pg_db}.public.owned_a",
+                                                                           f"{pg_db}.public.owned_b"}
+    assert res.metrics["tables_vacuumed"] == 0 and res.summary.startswith("vacuumed 0 table(s)"), res.summary
+    assert not [k for k in res.metrics if k.startswith("table.")]
+    assert res.final_status.value == "warn"

@@ -217,7 +217,7 @@ def nginx_cmd(
         from upkeeper.logs.report_html import access_report
 
         _write_html(html, access_report(rep, [], title=f"Access log report — {Path(files[0]).name}",
-                                        subtitle=", ".join(files), trends={}, objectives={}))
+                                        subtitle=", ".join(files), trends={}, objectives={}, history=False))
     if as_json:
         print_json(rep)
         return
@@ -332,7 +332,7 @@ def postgres_cmd(
         from upkeeper.logs.report_html import postgres_report
 
         _write_html(html, postgres_report(rep, [], title=f"PostgreSQL log report — {Path(files[0]).name}",
-                                          subtitle=", ".join(files), trends={}, objectives={}))
+                                          subtitle=", ".join(files), trends={}, objectives={}, history=False))
     if as_json:
         print_json(rep)
         return

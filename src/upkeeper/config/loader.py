@@ -308,6 +308,12 @@ def validation_problems(
     return problems
 
 
+#: tags of unions told apart by a callable discriminator (no key of the YAML): a channel written as its URL, a
+#: login path written as its path, and a login path's mapping form — never shown in an error's path
+_SHORTHAND_TAGS = ("apprise", "path")
+_MAPPING_TAGS = ("entry",)
+
+
 def _clean_loc(loc: Iterable[Any], data: Any) -> Path_:
     out: list[str | int] = []
     node = data
@@ -317,7 +323,7 @@ def _clean_loc(loc: Iterable[Any], data: Any) -> Path_:
                 out.append(seg)
                 node = node[seg]
                 continue
-            if seg == node.get("kind"):  # discriminated-union tag
+            if seg == node.get("kind") or seg in _MAPPING_TAGS:  # discriminated-union tag
                 continue
             if isinstance(seg, str) and _NOISE_SEGMENTS.search(seg) and seg != "[key]":
                 continue
@@ -330,7 +336,7 @@ def _clean_loc(loc: Iterable[Any], data: Any) -> Path_:
             continue
         if isinstance(seg, str) and (_NOISE_SEGMENTS.search(seg) or seg in ("function-after", "function-before")):
             continue
-        if isinstance(node, str) and seg == "apprise":  # a channel written as its URL: the tag of the shorthand
+        if isinstance(node, str) and seg in _SHORTHAND_TAGS:  # an entry written as one string: its union's tag
             continue
         out.append(seg)
         node = None

@@ -158,7 +158,7 @@ _SQLSTATE_PATTERNS: tuple[tuple[str, str], ...] = (
     ("42804", r"^column \".*\" is of type .* but expression is of type"),
     ("42702", r"^column reference \".*\" is ambiguous"),
     ("42803", r"must appear in the GROUP BY clause"),
-    ("23505", r"^duplicate key value violates unique constraint"),
+    ("23505", r"^duplicate key value violates unique constraint|^could not create unique index"),
     ("23503", r"violates foreign key constraint"),
     ("23502", r"violates not-null constraint"),
     ("23514", r"violates check constraint"),

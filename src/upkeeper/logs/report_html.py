@@ -99,7 +99,11 @@ def kpis(items: Sequence[tuple[str, str, str]]) -> str:
         for value, label, state in items) + "</div>"
 
 
-def findings_table(findings: Sequence[dict[str, Any]]) -> str:
+def findings_table(findings: Sequence[dict[str, Any]], *, checked: bool = True) -> str:
+    """The findings; ``checked`` False: a report of ``upkeeper logs``, which runs none of the job's checks."""
+    if not checked:
+        return ('<p class="muted">None: this report of <code>upkeeper logs</code> only reads the files; the '
+                'scheduled job (<code>upkeeper run</code>) judges the figures and reports findings.</p>')
     if not findings:
         return '<p class="muted">No findings: every check passed.</p>'
     order = {"critical": 0, "warning": 1, "info": 2}
@@ -190,7 +194,7 @@ def trend_charts(trends: dict[str, list[tuple[str, float]]], specs: Sequence[tup
 
 def access_report(rep: dict[str, Any], findings: Sequence[dict[str, Any]], *, title: str, subtitle: str,
                   trends: dict[str, list[tuple[str, float]]], objectives: dict[str, float],
-                  footer: str = "") -> str:
+                  footer: str = "", history: bool = True) -> str:
     rep, findings = _redacted(rep, findings)
     lat = rep.get("latency", {}).get("overall", {})
     p95 = lat.get("p95")
@@ -209,7 +213,7 @@ def access_report(rep: dict[str, Any], findings: Sequence[dict[str, Any]], *, ti
          "warn" if rep["unparsed_pct"] > objectives.get("unparsed_pct", 1.0) else ""),
     ])]
     body.append(_read_with(rep))
-    body.append("<h2>Findings</h2>" + findings_table(findings))
+    body.append("<h2>Findings</h2>" + findings_table(findings, checked=history))
     body.append("<h2>Traffic</h2>" + time_chart(rep.get("hourly", {}), what="requests"))
     st = rep.get("status", {})
     codes = sorted(st, key=lambda c: -st[c])
@@ -288,10 +292,11 @@ def access_report(rep: dict[str, Any], findings: Sequence[dict[str, Any]], *, ti
         [(b["ip"], ", ".join(b.get("paths", [b["path"]])), b["max_per_window"], b["total"])
          for b in sec.get("brute_force", [])],
         numeric=(2, 3), code=(0, 1), empty="none above the threshold"))
-    body.append("<h2>Trends across runs</h2>" + trend_charts(trends, (
-        ("requests", "requests per run", "", None), ("visitors", "unique visitors per run", "", None),
-        ("latency_p95_ms", "p95 latency per run", " ms", p95_obj), ("failed_pct", "failed requests per run",
-                                                                      " %", fail_obj))))
+    if history:
+        body.append("<h2>Trends across runs</h2>" + trend_charts(trends, (
+            ("requests", "requests per run", "", None), ("visitors", "unique visitors per run", "", None),
+            ("latency_p95_ms", "p95 latency per run", " ms", p95_obj), ("failed_pct", "failed requests per run",
+                                                                          " %", fail_obj))))
     if rep.get("invalid_samples"):
         body.append("<h2>Unparsed lines (samples)</h2>" + table(
             ["file", "offset", "reason", "line"], [(s["source"], s["offset"] if s["offset"] is not None else "",
@@ -336,7 +341,7 @@ def _proxy_note(rep: dict[str, Any]) -> str:
 
 def postgres_report(rep: dict[str, Any], findings: Sequence[dict[str, Any]], *, title: str, subtitle: str,
                     trends: dict[str, list[tuple[str, float]]], objectives: dict[str, float],
-                    footer: str = "") -> str:
+                    footer: str = "", history: bool = True) -> str:
     rep, findings = _redacted(rep, findings)
     st = rep["statements"]
     pct = st.get("percentiles", {})
@@ -357,7 +362,7 @@ def postgres_report(rep: dict[str, Any], findings: Sequence[dict[str, Any]], *, 
         body.append(f'<p class="muted">Read as <code>{escape(str(rep["format"]))}</code>'
                     + (f' with the log_line_prefix <code>{escape(str(rep["log_line_prefix"]))}</code>'
                        if rep.get("log_line_prefix") is not None else "") + "</p>")
-    body.append("<h2>Findings</h2>" + findings_table(findings))
+    body.append("<h2>Findings</h2>" + findings_table(findings, checked=history))
     body.append("<h2>Statements</h2>")
     body.append(time_chart(rep["by_hour"], what="statements"))
     if pct:
@@ -408,9 +413,10 @@ def postgres_report(rep: dict[str, Any], findings: Sequence[dict[str, Any]], *, 
         [(cp["count"], cp["restartpoints"], cp["buffers"], cp["write_s"], cp["sync_s"], cp["total_s"], cp["max_s"],
           fmt_bytes(cp["distance_kb"] * 1024), cp["too_frequent_warnings"])], numeric=(0, 1, 2, 3, 4, 5, 6, 8)))
     body.append(table(["reason", "count"], list(cp["reasons"].items()), numeric=(1,), empty="no checkpoints logged"))
-    body.append("<h2>Trends across runs</h2>" + trend_charts(trends, (
-        ("statements", "statements per run", "", None), ("query_p95_ms", "query p95 per run", " ms", p95_obj),
-        ("errors", "errors per run", "", None), ("temp_bytes", "temp file bytes per run", "", None))))
+    if history:
+        body.append("<h2>Trends across runs</h2>" + trend_charts(trends, (
+            ("statements", "statements per run", "", None), ("query_p95_ms", "query p95 per run", " ms", p95_obj),
+            ("errors", "errors per run", "", None), ("temp_bytes", "temp file bytes per run", "", None))))
     if rep.get("unparsed_samples"):
         body.append("<h2>Unparsed lines (samples)</h2>" + table(["line"], [(s,) for s in rep["unparsed_samples"]],
                                                                  code=(0,)))
@@ -451,7 +457,7 @@ def errors_report(rep: dict[str, Any], findings: Sequence[dict[str, Any]], *, ti
         if history:
             cards.append((fmt_num(app["new_groups"]), "new exception groups", "warn" if app["new_groups"] else ""))
         cards.append((fmt_num(app["levels"].get("error", 0) + app["levels"].get("critical", 0)), "error lines", ""))
-    body = [kpis(cards), "<h2>Findings</h2>" + findings_table(findings)]
+    body = [kpis(cards), "<h2>Findings</h2>" + findings_table(findings, checked=history or bool(ng))]
     if app:
         levels = list(app["levels"])
         body.append("<h2>Application exceptions</h2>" + '<div class="grid2">'

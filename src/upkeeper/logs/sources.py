@@ -2,7 +2,8 @@
 
 Rotation schemes understood (logrotate's): ``access.log.1``, ``access.log.2.gz``…
 and ``dateext`` (``access.log-20240301``, ``access.log-20240301.gz``; a ``dateformat`` of
-``-%Y%m%d`` with ``%H``, ``%H%M`` or ``%H%M%S`` after it, or ``-%s``).  Files are
+``-%Y%m%d`` with ``%H``, ``%H%M`` or ``%H%M%S`` after it, or ``-%s``); and upkeeper's own ``app.cleanup``
+rotation (``app.log.20240301-031500.gz``, ``-1`` … after it should two rotations fall in one second).  Files are
 returned oldest first, the live file last.
 
 Incremental reading keeps one *cursor* per file: device and inode, the offset
@@ -46,7 +47,9 @@ from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
 HEAD_BYTES = 4096
-_ROTATED = re.compile(r"^(?:\.(?P<num>\d+)|-(?P<date>\d{8}(?:\d{2}){0,3}))(?P<gz>\.gz)?$")
+#: logrotate's ``.N`` and dateext ``-DATE``, and upkeeper's own (app.cleanup's) ``.YYYYMMDD-HHMMSS[-N]``
+_ROTATED = re.compile(r"^(?:\.(?P<num>\d+)|-(?P<date>\d{8}(?:\d{2}){0,3})"
+                      r"|\.(?P<stamp>\d{8}-\d{6})(?:-(?P<dup>\d+))?)(?P<gz>\.gz)?$")
 
 
 @dataclass(frozen=True)
@@ -103,7 +106,7 @@ class ReadPlan:
         return sum((r.end if r.end is not None else r.file.size) - r.start for r in self.ranges)
 
 
-_ROTATED_SUFFIX = re.compile(r"(?:\.\d+|-\d{8}(?:\d{2}){0,3})(?:\.gz)?$|\.gz$")
+_ROTATED_SUFFIX = re.compile(r"(?:\.\d+|-\d{8}(?:\d{2}){0,3}|\.\d{8}-\d{6}(?:-\d+)?)(?:\.gz)?$|\.gz$")
 GLOB_CHARS = "*?["
 
 
@@ -144,8 +147,14 @@ def _rotated_in(directory: Path, name: str) -> list[tuple[tuple[int, str], Path,
         m = _ROTATED.match(entry[len(name):])
         if not m:
             continue
-        # order: higher numbers are older; dates sort ascending
-        key = (-int(m.group("num")), "") if m.group("num") else (-(10**9), m.group("date"))
+        # order: higher numbers are older; dates sort ascending (app.cleanup's stamp as digits, a -N after it later)
+        if m.group("num"):
+            key = (-int(m.group("num")), "")
+        elif m.group("stamp"):
+            key = (-(10**9), m.group("stamp").replace("-", "") + (f".{int(m.group('dup')):06d}" if m.group("dup")
+                                                                    else ""))
+        else:
+            key = (-(10**9), m.group("date"))
         found.append((key, directory / entry, bool(m.group("gz"))))
     return found
 

@@ -7,7 +7,15 @@ import time
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import AfterValidator, Discriminator, Field, Tag, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    Discriminator,
+    Field,
+    Tag,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
 from upkeeper import lazy
 from upkeeper.config.targets import NginxTarget
@@ -79,10 +87,15 @@ FUTURE_SLACK = timedelta(days=1)  # log time may run ahead of UTC (a local time 
 TREND_METRICS = ["requests", "visitors", "latency_p95_ms", "failed_pct"]
 
 
+#: a status spec as the schema shows it: text ('5xx', '401-403,422'), or one code as YAML reads 200 unquoted
+StatusSpec = Annotated[str, WithJsonSchema({"anyOf": [{"type": "string"},
+                                                      {"type": "integer", "minimum": 100, "maximum": 999}]})]
+
+
 class LoginPathOption(TaskOptions):
     path: str = Field(description="the login path: exact, or with '*' wildcards (/auth/*); the query string is "
                       "ignored. Source: upkeeper (required)")
-    failure_status: str | None = Field(
+    failure_status: StatusSpec | None = Field(
         None, description="which answers to a POST there mean a failed login: codes (200), classes (4xx), ranges "
         "(401-403) or a comma-separated list of these; not set: those of a bare path (401/403/429, or the known "
         "application's). A form login that shows the form again on a failure and redirects on a success: '200'. "
@@ -178,7 +191,7 @@ class NginxLogsOptions(TaskOptions):
     failed_rate_pct: float = Field(
         0.1, ge=0, description="warn when failed requests exceed this % of requests. Source: the maintenance "
         "procedures' objective (failed requests < 0.1 %)")
-    failed_statuses: str = Field(
+    failed_statuses: StatusSpec = Field(
         "5xx", description="which statuses count as failed: a class (5xx), a code (429), a range (502-504) or a "
         "comma-separated list of these: '5xx', '500,502-504', '429,5xx'. Source: upkeeper default")
     unparsed_warn_pct: float = Field(

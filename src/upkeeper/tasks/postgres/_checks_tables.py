@@ -11,7 +11,7 @@ from typing import Any
 from upkeeper.core.task import Finding, Severity
 from upkeeper.fmt import human_bytes
 from upkeeper.tasks.postgres._checks_server import XID_STOP_AGE, extensions, wraparound_severity
-from upkeeper.tasks.postgres._survey import Probe, Survey, check
+from upkeeper.tasks.postgres._survey import Probe, Survey, check, unreadable_finding
 
 USER_SCHEMAS = "n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_(toast|temp)'"
 
@@ -55,17 +55,18 @@ SELECT tblid::bigint, schemaname, tblname, fillfactor,
        CASE WHEN tblpages > 0 THEN 100.0 * greatest(tblpages - est_pages_ff, 0) / tblpages ELSE 0 END AS wasted_pct,
        pg_total_relation_size(tblid)::bigint AS total_bytes,
        EXISTS (SELECT 1 FROM pg_index x WHERE x.indrelid = tblid AND x.indisvalid
-                 AND (x.indisprimary OR (x.indisunique AND x.indpred IS NULL AND x.indexprs IS NULL))) AS has_key
+                 AND (x.indisprimary OR (x.indisunique AND x.indpred IS NULL AND x.indexprs IS NULL))) AS has_key,
+       readable
 FROM (
   SELECT ceil(reltuples / ((bs - page_hdr) * fillfactor / (tpl_size * 100))) + ceil(toasttuples / 4) AS est_pages_ff,
-         tblpages, fillfactor, bs, tblid, schemaname, tblname, is_na
+         tblpages, fillfactor, bs, tblid, schemaname, tblname, is_na, readable
   FROM (
     SELECT (4 + tpl_hdr_size + tpl_data_size + (2 * ma)
             - CASE WHEN tpl_hdr_size %% ma = 0 THEN ma ELSE tpl_hdr_size %% ma END
             - CASE WHEN ceil(tpl_data_size)::int %% ma = 0 THEN ma ELSE ceil(tpl_data_size)::int %% ma END
            ) AS tpl_size,
            heappages + toastpages AS tblpages, reltuples, toasttuples, bs, page_hdr, tblid, schemaname, tblname,
-           fillfactor, is_na
+           fillfactor, is_na, readable
     FROM (
       SELECT tbl.oid AS tblid, ns.nspname AS schemaname, tbl.relname AS tblname, tbl.reltuples,
              tbl.relpages AS heappages, coalesce(toast.relpages, 0) AS toastpages,
@@ -78,7 +79,8 @@ FROM (
                AS tpl_hdr_size,
              sum((1 - coalesce(s.null_frac, 0)) * coalesce(s.avg_width, 0)) AS tpl_data_size,
              bool_or(att.atttypid = 'pg_catalog.name'::regtype)
-               OR sum(CASE WHEN att.attnum > 0 THEN 1 ELSE 0 END) <> count(s.attname) AS is_na
+               OR sum(CASE WHEN att.attnum > 0 THEN 1 ELSE 0 END) <> count(s.attname) AS is_na,
+             has_table_privilege(tbl.oid, 'SELECT') AS readable
       FROM pg_attribute att
       JOIN pg_class tbl ON att.attrelid = tbl.oid
       JOIN pg_namespace ns ON ns.oid = tbl.relnamespace
@@ -91,9 +93,10 @@ FROM (
     ) s1
   ) s2
 ) s3
-WHERE NOT is_na AND tblpages > 0
+-- a table the user may not SELECT has no pg_stats rows (PostgreSQL hides them): returned to be reported
+WHERE tblpages > 0 AND (NOT readable OR (NOT is_na
   AND (tblpages - est_pages_ff) * bs >= %(min_bytes)s
-  AND 100.0 * (tblpages - est_pages_ff) / tblpages >= %(pct)s
+  AND 100.0 * (tblpages - est_pages_ff) / tblpages >= %(pct)s))
 ORDER BY wasted_bytes DESC
 """
 
@@ -119,8 +122,9 @@ def check_bloat(s: Survey, p: Probe) -> list[Finding]:
         {"oid": oid, "schema": schema, "table": table, "fillfactor": ff, "table_bytes": int(tb),
          "wasted_bytes": int(wb), "wasted_pct": float(wp), "total_bytes": int(total), "has_key": bool(key),
          "method": "estimate"}
-        for oid, schema, table, ff, tb, wb, wp, total, key in rows
+        for oid, schema, table, ff, tb, wb, wp, total, key, readable in rows if readable
     ]
+    unreadable = [f"{r[1]}.{r[2]}" for r in rows if not r[9]]
     schema_pst = extensions(s, p).get("pgstattuple") if o.bloat_confirm else None
     s.metrics[f"db.{p.db}.bloat_candidates"] = float(len(cands))
     if schema_pst is not None and cands:
@@ -142,7 +146,7 @@ def check_bloat(s: Survey, p: Probe) -> list[Finding]:
                                c["schema"], c["table"], pct)
         cands = confirmed + cands[o.bloat_confirm_max:]
     s.fact(p.db)["bloated_tables"] = cands
-    out = []
+    out = [unreadable_finding(p.db, "bloat", "table(s)", sorted(unreadable))] if unreadable else []
     for c in cands:
         how = "measured with pgstattuple_approx" if c["method"] != "estimate" else "estimated from pg_stats"
         out.append(Finding(
@@ -215,7 +219,8 @@ def check_wraparound_tables(s: Survey, p: Probe) -> list[Finding]:
 SEQUENCES_SQL = """
 WITH seqs AS (
   SELECT c.oid, n.nspname, c.relname, s.seqmin, s.seqmax, s.seqincrement, s.seqcycle,
-         CASE WHEN has_sequence_privilege(c.oid, 'SELECT,USAGE') THEN pg_sequence_last_value(c.oid) END AS last_value
+         CASE WHEN has_sequence_privilege(c.oid, 'SELECT,USAGE') THEN pg_sequence_last_value(c.oid) END AS last_value,
+         has_sequence_privilege(c.oid, 'SELECT,USAGE') AS readable
   FROM pg_sequence s JOIN pg_class c ON c.oid = s.seqrelid JOIN pg_namespace n ON n.oid = c.relnamespace
 ), cols AS (
   -- columns fed by the sequence: OWNED BY (serial) or identity …
@@ -232,9 +237,9 @@ WITH seqs AS (
   WHERE d.classid = 'pg_attrdef'::regclass AND d.refclassid = 'pg_class'::regclass
 )
 SELECT s.nspname, s.relname, s.last_value, s.seqmin, s.seqmax, s.seqincrement, s.seqcycle,
-       c.attrelid::regclass::text, c.attname, c.atttypid::regtype::text
+       c.attrelid::regclass::text, c.attname, c.atttypid::regtype::text, s.readable
 FROM seqs s LEFT JOIN cols c ON c.seqid = s.oid
-WHERE s.last_value IS NOT NULL
+WHERE s.last_value IS NOT NULL OR NOT s.readable  -- one the user may not read is reported, not skipped
 """
 
 TYPE_RANGE = {
@@ -263,14 +268,18 @@ def sequence_usage(last: int, seqmin: int, seqmax: int, increment: int,
 def check_sequences(s: Survey, p: Probe) -> list[Finding]:
     o = s.options
     worst: dict[tuple[str, str], tuple[float, int, Any]] = {}
-    for schema, name, last, seqmin, seqmax, inc, cycle, table, column, col_type in p.rows(SEQUENCES_SQL):
+    unreadable: set[str] = set()
+    for schema, name, last, seqmin, seqmax, inc, cycle, table, column, col_type, readable in p.rows(SEQUENCES_SQL):
+        if not readable:
+            unreadable.add(f"{schema}.{name}")
+            continue
         pct, end = sequence_usage(int(last), int(seqmin), int(seqmax), int(inc), col_type)
         if cycle and end in (seqmin, seqmax):
             continue  # a cycling sequence wraps by design (unless a column's type ends it first)
         key = (schema, name)
         if key not in worst or pct > worst[key][0]:
             worst[key] = (pct, end, (last, table, column, col_type, seqmax if inc > 0 else seqmin))
-    out = []
+    out = [unreadable_finding(p.db, "sequences", "sequence(s)", sorted(unreadable))] if unreadable else []
     for (schema, name), (pct, end, (last, table, column, col_type, seq_end)) in worst.items():
         sev = (Severity.CRITICAL if pct >= o.sequence_critical_pct
                else Severity.WARNING if pct >= o.sequence_warn_pct else None)

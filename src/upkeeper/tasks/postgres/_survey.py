@@ -206,6 +206,19 @@ def failed_check(survey: Survey, db: str, name: str, message: str) -> None:
     ))
 
 
+def unreadable_finding(db: str, name: str, what: str, objects: list[str]) -> Finding:
+    """A check that could not see some objects for want of a privilege (PostgreSQL hides them rather than
+    failing): said, so a run without that privilege is not taken for a clean bill of health."""
+    shown = ", ".join(objects[:5]) + (f" and {len(objects) - 5} more" if len(objects) > 5 else "")
+    return Finding(
+        "postgres.check_failed", Severity.WARNING, f"{db}: {name}",
+        f"check {name!r} could not read {len(objects)} {what} in database {db!r} (no SELECT privilege), so it "
+        f"did not judge them: {shown}",
+        "grant the job's user pg_read_all_data (PostgreSQL 14+) or SELECT on them; the others were checked",
+        data={"check": name, "database": db, "unreadable": objects},
+    )
+
+
 def server_info(probe: Probe) -> ServerInfo:
     version_num, in_recovery, data_dir, block_size = probe.one(SERVER_INFO_SQL)
     return ServerInfo(int(version_num), bool(in_recovery), data_dir, int(block_size))

@@ -160,12 +160,14 @@ class PostgresVacuum(Task[VacuumOptions]):
                         ))
                         continue
                     elapsed = time.monotonic() - t0
-                    for n in notices:
-                        if "skipping" in n:
-                            findings.append(Finding(
-                                "postgres.vacuum_skipped", Severity.WARNING, subject, n,
-                                "run the job as the table owner or a superuser",
-                            ))
+                    skipped = [n for n in notices if "skipping" in n]
+                    for n in skipped:
+                        findings.append(Finding(
+                            "postgres.vacuum_skipped", Severity.WARNING, subject, n,
+                            "run the job as the table owner or a superuser",
+                        ))
+                    if skipped:  # PostgreSQL left the table alone: it is not counted as vacuumed
+                        continue
                     vacuumed.append((schema, table, elapsed, VacuumReport.from_notices(notices)))
                 after = self._dead_tuples(conn)
                 done += len(vacuumed)
