@@ -15,6 +15,7 @@ Tests use it to prove that rotation loses no line; the demo uses it as the app.
 
 from __future__ import annotations
 
+import gzip
 import os
 import signal
 import subprocess
@@ -90,7 +91,12 @@ def seed_tree(root: Path, now: datetime | None = None, releases: int = 8) -> dic
         os.utime(p, (t - age_days * DAY, t - age_days * DAY))
 
     for i, age in enumerate((3, 12, 35, 40, 45)):  # rotated logs from an earlier tool: three past 30 days
-        write(root / "logs" / f"app.log.{i + 1}.gz", 64 * 1024, age)
+        # real gzip files of the app's log lines (random bytes named .gz were each a damaged_file warning of the
+        # demo's log jobs)
+        rotated = root / "logs" / f"app.log.{i + 1}.gz"
+        rotated.parent.mkdir(parents=True, exist_ok=True)
+        rotated.write_bytes(gzip.compress(b"".join(b"line %d\n" % n for n in range(1, 8001)), mtime=0))
+        os.utime(rotated, (t - age * DAY, t - age * DAY))
         counts["old_logs"] += 1
     for i in range(12):  # Next.js build cache: half of it stale
         write(root / ".next" / "cache" / "images" / f"img{i}.webp", 32 * 1024, 10 if i % 2 else 1)
