@@ -199,6 +199,9 @@ def test_bad_client_ip_options_are_config_errors(cli: Any, make_config: Any, tmp
 def test_cli_takes_client_ip_and_warns_about_the_balancer(cli: Any, balanced_log: Path) -> None:
     r = cli(["logs", "nginx", str(balanced_log), "-f", MAIN_TIMED, "--json"])
     assert r.code == 0 and "Warning: 100.0 % of requests come from 127.0.0.1" in " ".join(r.err.split())
+    # the way out in this command's words (its options), not the config's (client_ip:, trusted_proxies)
+    assert "Try: --client-ip x_forwarded_for (and --trusted-proxy to the proxies' addresses)" in r.err, r.err
+    assert "client_ip:" not in r.err and "trusted_proxies" not in r.err, r.err
     r = cli(["logs", "nginx", str(balanced_log), "-f", MAIN_TIMED, "--client-ip", "x_forwarded_for",
              "--trusted-proxy", "127.0.0.1", "--json"])
     assert r.code == 0 and "Warning" not in r.err

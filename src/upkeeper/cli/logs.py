@@ -133,6 +133,11 @@ TRUSTED_PROXY_HELP = ("with --client-ip other than remote_addr: a proxy's addres
                       "(default: the private and loopback ranges)")
 
 
+def _as_flags(remediation: str) -> str:
+    """A log task's remediation in the words of this command line: its options, not the config's keys."""
+    return remediation.replace("set client_ip: ", "--client-ip ").replace("trusted_proxies", "--trusted-proxy")
+
+
 def _client_options(log_format: str, client_ip: str, trusted_proxies: list[str] | None) -> Any:
     """The logs.nginx options for these (validated as the task validates them: the same errors)."""
     from pydantic import ValidationError
@@ -207,7 +212,7 @@ def nginx_cmd(
     for f in said:
         err_console.print(f"{'Warning' if f.severity.value == 'warning' else 'Note'}: {f.message}", style="yellow",
                           markup=False)
-        err_console.print(f"Try: {f.remediation}", markup=False)
+        err_console.print(f"Try: {_as_flags(f.remediation)}", markup=False)
     _warn_unparsed(rep["unparsed_pct"], rep["invalid"], "could not be parsed with the log_format "
                    f"{log_format!r} (" + ", ".join(f"{k}: {v:,}" for k, v in rep["invalid_reasons"].items()) + ")",
                    rep["invalid_samples"][0]["line"] if rep["invalid_samples"] else "",
