@@ -18,7 +18,8 @@ def human_bytes(n: float) -> str:
 
 
 def human_duration(seconds: float | timedelta | None) -> str:
-    """3725 → '1h 2m'; 4.2 → '4.2s'."""
+    """3725 → '1h 2m'; 4.2 → '4.2s'; a whole unit without its zero remainder: 86400 × 365 → '365d' (not
+    '365d 0h'), 7200 → '2h', 60 → '1m'."""
     if seconds is None:
         return "-"
     if isinstance(seconds, timedelta):
@@ -32,11 +33,11 @@ def human_duration(seconds: float | timedelta | None) -> str:
     h, s = divmod(s, 3600)
     m, s = divmod(s, 60)
     if d:
-        return f"{d}d {h}h"
+        return f"{d}d {h}h" if h else f"{d}d"
     if h:
-        return f"{h}h {m}m"
+        return f"{h}h {m}m" if m else f"{h}h"
     if m:
-        return f"{m}m {s}s"
+        return f"{m}m {s}s" if s else f"{m}m"
     return f"{s}s"
 
 
