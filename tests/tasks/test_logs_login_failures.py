@@ -213,25 +213,32 @@ def test_tries_a_rate_limiter_refuses_are_failed_logins(services_dir: Path, cli:
     assert r["metrics"]["failed_logins"] == 14
 
 
-def test_status_specs_given_as_numbers_pass_the_published_schema(cli: Any, tmp_path: Path) -> None:
-    """``failure_status: 200`` and ``failed_statuses: 503`` (YAML numbers) are accepted by the config, so the JSON
-    Schema that editors validate against (``config schema``) accepts them too; it said string only."""
-    jsonschema = pytest.importorskip("jsonschema")
-    from ruamel.yaml import YAML
-
+def _nginx_job_config(tmp_path: Path, job: str, options: str) -> Path:
+    """upkeeper.yaml with one logs.nginx job ``job`` whose ``options:`` block is ``options`` (YAML lines indented
+    six spaces): its jobs' lines begin at line 6, its options' at line 10."""
     config = tmp_path / "upkeeper.yaml"
     config.write_text(f"""version: 1
 history: {tmp_path / 'history.db'}
 targets:
   web: {{kind: nginx, access_log: {tmp_path / 'access.log'}}}
 jobs:
-  log-analysis:
+  {job}:
     task: logs.nginx
     target: web
-    options:
-      failed_statuses: 503
-      login_paths: [/api/token, {{path: /login, failure_status: 200}}]
+    options:{options}
 """)
+    return config
+
+
+def test_status_specs_given_as_numbers_pass_the_published_schema(cli: Any, tmp_path: Path) -> None:
+    """``failure_status: 200`` and ``failed_statuses: 503`` (YAML numbers) are accepted by the config, so the JSON
+    Schema that editors validate against (``config schema``) accepts them too; it said string only."""
+    jsonschema = pytest.importorskip("jsonschema")
+    from ruamel.yaml import YAML
+
+    config = _nginx_job_config(tmp_path, "log-analysis", """
+      failed_statuses: 503
+      login_paths: [/api/token, {path: /login, failure_status: 200}]""")
     assert cli(["--config", config, "config", "check"]).code == 0
     options = NginxLogsOptions.model_validate({"failed_statuses": 503,
                                                "login_paths": [{"path": "/login", "failure_status": 200}]})
@@ -243,21 +250,11 @@ jobs:
 def test_login_path_errors_name_the_yaml_path_without_union_tags(cli: Any, tmp_path: Path) -> None:
     """A bad login_paths entry's error named a path through the union's internal tags ('login_paths -> 1 -> entry
     -> path', 'login_paths -> 0 -> path' for a bare string): keys the YAML does not have."""
-    config = tmp_path / "upkeeper.yaml"
-    config.write_text(f"""version: 1
-history: {tmp_path / 'history.db'}
-targets:
-  web: {{kind: nginx, access_log: {tmp_path / 'access.log'}}}
-jobs:
-  j:
-    task: logs.nginx
-    target: web
-    options:
+    config = _nginx_job_config(tmp_path, "j", """
       login_paths:
         - login
-        - {{failure_status: "200"}}
-        - {{path: /x, failure_status: abc}}
-""")
+        - {failure_status: "200"}
+        - {path: /x, failure_status: abc}""")
     r = cli(["--config", config, "config", "check"])
     assert r.code == 2 and "Traceback" not in r.err, r.output
     assert "upkeeper.yaml:11: jobs -> j -> options -> login_paths -> 0: 'login' is no URL path" in r.err, r.err

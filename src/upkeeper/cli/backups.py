@@ -825,6 +825,22 @@ def _older_server_warning(manifest: Manifest, server: str, server_ver: str, serv
             "newer syntax (nothing is replaced unless the whole restore succeeds)")
 
 
+def _cause(exc: BaseException) -> str:
+    """What stopped a step of the swap, in a few words: the server's error, or the exception's type (Ctrl-C)."""
+    return pg.pg_error(exc) if isinstance(exc, psycopg.Error) else type(exc).__name__
+
+
+def _put_back(tgt: PostgresTarget, admin: str, aside: str, name: str,
+              failed: Callable[[str], _SwapIncomplete]) -> None:
+    """Rename the original database, set aside as ``aside``, back to ``name`` (a connection of its own: the
+    swap's may be what failed); when that fails too, raise ``failed(what the server said)``."""
+    try:
+        with pg.admin_connect(tgt, admin) as undo_conn:
+            pg.rename_database(undo_conn, aside, name, evict=True)
+    except BaseException as undo:
+        raise failed(pg.pg_error(undo)) from None
+
+
 class _SwapIncomplete(BackupError):
     """The swap stopped half-way where no cleanup may follow: the message says where each database is now."""
 
@@ -849,16 +865,11 @@ def _swap_in(tgt: PostgresTarget, admin: str, temp: str, name: str, aside: str |
             # Ctrl-C may come as the server completes the rename: the original, set aside, gets its name back
             # before the failure is reported as leaving it unchanged
             if _existing(tgt, admin, name, aside) == {aside}:
-                try:
-                    with pg.admin_connect(tgt, admin) as undo_conn:
-                        pg.rename_database(undo_conn, aside, name, evict=True)
-                except BaseException as undo:
-                    cause = pg.pg_error(exc) if isinstance(exc, psycopg.Error) else type(exc).__name__
-                    raise _SwapIncomplete(
-                        f"stopped ({cause}) while setting aside {name!r} on {server}, and renaming it back failed "
-                        f"({pg.pg_error(undo)}): the original database is now named {aside!r}, the restored one "
-                        f"{temp!r}", f'Try: ALTER DATABASE "{aside}" RENAME TO "{name}" to put the original back'
-                    ) from None
+                cause = _cause(exc)
+                _put_back(tgt, admin, aside, name, lambda undo: _SwapIncomplete(
+                    f"stopped ({cause}) while setting aside {name!r} on {server}, and renaming it back failed "
+                    f"({undo}): the original database is now named {aside!r}, the restored one {temp!r}",
+                    f'Try: ALTER DATABASE "{aside}" RENAME TO "{name}" to put the original back'))
             raise
         try:
             pg.rename_database(conn, temp, name)
@@ -868,16 +879,11 @@ def _swap_in(tgt: PostgresTarget, admin: str, temp: str, name: str, aside: str |
                 raise _SwapIncomplete(f"backup restored into {name!r} on {server}, but stopped before dropping the "
                                       f"replaced database, which is still there as {aside!r}",
                                       f'Try: DROP DATABASE "{aside}" once you no longer need it') from None
-            try:
-                with pg.admin_connect(tgt, admin) as undo_conn:
-                    pg.rename_database(undo_conn, aside, name, evict=True)
-            except BaseException as undo:
-                cause = pg.pg_error(exc) if isinstance(exc, psycopg.Error) else type(exc).__name__
-                raise _SwapIncomplete(
-                    f"renaming the restored database {temp!r} to {name!r} on {server} failed ({cause}), and so did "
-                    f"renaming the original back ({pg.pg_error(undo)}): the original database is now named "
-                    f"{aside!r}, the restored one {temp!r}",
-                    f'Try: ALTER DATABASE "{aside}" RENAME TO "{name}" to put the original back') from None
+            cause = _cause(exc)
+            _put_back(tgt, admin, aside, name, lambda undo: _SwapIncomplete(
+                f"renaming the restored database {temp!r} to {name!r} on {server} failed ({cause}), and so did "
+                f"renaming the original back ({undo}): the original database is now named {aside!r}, the restored "
+                f"one {temp!r}", f'Try: ALTER DATABASE "{aside}" RENAME TO "{name}" to put the original back'))
             raise
         # from here on the restore stands: a failure only leaves the old database behind under its new name
         try:
