@@ -14,8 +14,16 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+import pytest
 
+from upkeeper.backup.crypto import Encryption
+from upkeeper.backup.pipeline import ObjectUpload
+from upkeeper.config.storage import LocalStorageConfig
+from upkeeper.errors import UpkeeperError
 from upkeeper.sandbox.postgres import PostgresCluster
+from upkeeper.storage import open_storage
+
+from .conftest import AgeKey
 
 
 def _start_run(cfg: Path, env_extra: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
@@ -168,6 +176,28 @@ def test_local_storage_full_is_a_clear_failure(cli: Any, pg: PostgresCluster, pg
     assert "no space left on device" in run["summary"]
     assert cli(["--config", cfg, "backups", "list", "--json"]).json() == []
     assert list(full_disk.rglob("*")) == []  # no manifest, no partial object, no empty directory of the set
+
+
+def test_an_object_whose_age_dies_as_it_is_finished_leaves_no_partial_file(tmp_path: Path, age_key: AgeKey) -> None:
+    """age gone while the last of an object goes through it — killed (the OOM killer), or killed by the thread that
+    stores its output when a storage failed (an SFTP connection dropped: the other storages' writes were left
+    open) — breaks the pipe into it as the object is finished.  The object's temporary file was left on every
+    storage then (reproduced: a backup to local + SFTP whose SFTP server went away kept a 2 MiB
+    '.app.dump.zst.age.*.upkeeper-partial' in the failed set's directory on the local storage until the prune a day
+    later; on S3 an open multipart upload).  Real age, real local storage."""
+    store = tmp_path / "store"
+    store.mkdir(mode=0o700)
+    storage = open_storage("local1", LocalStorageConfig.model_validate(
+        {"kind": "local", "path": str(store), "fsync": False}))
+    upload = ObjectUpload([storage], "db/app/20261206T000000Z-abcdef/app.dump.zst.age", "app.dump.zst.age",
+                          encryption=Encryption("x25519", (age_key.recipient,)))
+    upload.write(os.urandom(4 << 20))
+    assert upload.age is not None
+    upload.age.popen.kill()
+    upload.age.popen.wait()
+    with pytest.raises(UpkeeperError, match="age killed by SIGKILL"):
+        upload.finish()
+    assert list(store.rglob("*")) == []  # no temporary file, no directory made for it
 
 
 def _scratch_dbs(pg: PostgresCluster) -> list[str]:

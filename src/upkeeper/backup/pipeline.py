@@ -187,22 +187,23 @@ class ObjectUpload:
 
     def finish(self) -> ObjectRecord:
         try:
-            self.zw.flush(zstandard.FLUSH_FRAME)
-            self.zw.close()  # type: ignore[no-untyped-call]
-            if self.age is not None:
-                self.age.stdin.close()
-                assert self._drain is not None
-                self._drain.join()
+            try:
+                self.zw.flush(zstandard.FLUSH_FRAME)
+                self.zw.close()  # type: ignore[no-untyped-call]
+                if self.age is not None:
+                    self.age.stdin.close()
+                    assert self._drain is not None
+                    self._drain.join()
+                    self._raise_drain_error()
+                    self.age.wait()
+            except BrokenPipeError:  # age went away (killed; or the drain, failing to store, killed it)
                 self._raise_drain_error()
-                self.age.wait()
+                if self.age is not None:
+                    self.age.wait()
+                raise BackupError(f"writing {self.name}: the encryption process went away") from None
             self.sink.commit()
-        except BrokenPipeError:
-            self._raise_drain_error()
-            if self.age is not None:
-                self.age.wait()
-            raise BackupError(f"writing {self.name}: the encryption process went away") from None
-        except BaseException:
-            self.abort()
+        except BaseException:  # whatever failed, the partial object goes from every storage (the other storages'
+            self.abort()       # temporary files, an S3 multipart upload): a failed set leaves nothing behind
             raise
         finally:
             if self.age is not None:
