@@ -206,6 +206,19 @@ def test_verify_rotates_the_copy_read_in_full_and_all_copies_reads_every_one(
     # --storage judges that copy alone
     r = cli(["--config", cfg, "backups", "verify", bid, "--no-restore", "--storage", "vault", "--json"])
     assert r.code == 0 and r.json()[0]["copies_checked"] == [], r.output
+    # a failing copy check still reports the copies proven before it: the S3 copy good again, the SFTP one wrong
+    body[len(body) // 2] ^= 0x01
+    c.put_object(Bucket=s3_bucket, Key=key, Body=bytes(body))
+    vault_dump = _vault_set(cfg, db, bid) / dump
+    vault_body = bytearray(vault_dump.read_bytes())
+    vault_body[len(vault_body) // 2] ^= 0x01
+    vault_dump.write_bytes(bytes(vault_body))
+    r = cli(["--config", cfg, "backups", "verify", bid, "--no-restore", "--json"])
+    assert r.code == 1, r.output
+    (rep,) = r.json()
+    assert f"object {dump} is corrupt on storage vault" in rep["error"], rep
+    assert (rep["storage"], rep["copies_checked"], rep["copies_listed"], rep["copies_not_checked"]) == (
+        "local1", ["offsite"], [], []), rep
 
 
 def test_verify_job_warns_about_a_copy_it_cannot_reach(

@@ -341,6 +341,9 @@ def _check_copies(located: Located, others: Sequence[Storage], report: VerifyRep
     checked: list[str] = []
     listed: list[str] = []
     unchecked: list[str] = []
+    # in the report from the start: a copy found corrupt or missing fails the verification, and the report (--json)
+    # still says which copies were checked before it and how
+    report.details.update(copies_checked=checked, copies_listed=listed, copies_not_checked=unchecked)
     for s in others:
         try:
             if s.stat(m.prefix + MANIFEST) is None:
@@ -380,9 +383,6 @@ def _check_copies(located: Located, others: Sequence[Storage], report: VerifyRep
         report.steps.append(f"the copies on {', '.join(listed)}: {MANIFEST} matches, {len(m.objects)} object(s) "
                             "there with their size (not read: read in full in turn, or with copies: all)")
     report.steps += [f"copy NOT CHECKED: {u}" for u in unchecked]
-    report.details["copies_checked"] = checked
-    report.details["copies_listed"] = listed
-    report.details["copies_not_checked"] = unchecked
 
 
 class ManifestChanged(BackupError):
