@@ -13,7 +13,13 @@ def test_bad_recipient_is_a_located_error(cli: Any, make_config: Any) -> None:
     cfg = make_config({"backup": {"encryption": {"recipients": ["age1notakey"]}}})
     r = cli(["--config", cfg, "config", "check"])
     assert r.code == 2
-    assert "backup -> encryption" in r.err and "not an age X25519 public key" in r.err
+    assert "backup -> encryption -> recipients" in r.err and "not an age X25519 public key" in r.err
+    # one problem: the settings' mapping is never the union's other member ('encryption: none'), whose
+    # "expected 'none'" was a second, misleading problem beside it
+    assert "expected 'none'" not in r.err and "problems" not in r.err, r.err
+    cfg = make_config({"backup": {"encryption": "nonee"}})  # a string: 'none' misspelt, that member is named
+    r = cli(["--config", cfg, "config", "check"])
+    assert r.code == 2 and "expected 'none'" in r.err, r.err
 
 
 def test_recipients_and_passphrase_together_are_refused(cli: Any, make_config: Any, tmp_path: Path) -> None:
@@ -23,7 +29,7 @@ def test_recipients_and_passphrase_together_are_refused(cli: Any, make_config: A
         "recipients": ["age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p"],
         "passphrase_file": str(pw)}}})
     r = cli(["--config", cfg, "config", "check"])
-    assert r.code == 2 and "not both" in r.err
+    assert r.code == 2 and "not both" in r.err and "expected 'none'" not in r.err, r.err
     assert "secret-passphrase" not in r.output
 
 

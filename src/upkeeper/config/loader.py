@@ -288,8 +288,14 @@ def validation_problems(
 ) -> list[ConfigProblem]:
     """Turn a pydantic ValidationError into one clear problem per field."""
     by_path: dict[Path_, list[tuple[str, str | None]]] = {}
-    for err in exc.errors(include_input=False, include_url=False):
-        path, msg, hint = _explain(err, model, data)
+    explained = [(err.get("type", ""), *_explain(err, model, data))
+                 for err in exc.errors(include_input=False, include_url=False)]
+    for typ, path, msg, hint in explained:
+        # a mapping is never a union's literal alternative ('encryption: none' beside the encryption settings):
+        # that alternative's "expected 'none'" only hides what the mapping's own alternative said of it
+        if typ == "literal_error" and isinstance(_at(data, path), Mapping) and any(
+                other[1][:len(path)] == path and other[0] != "literal_error" for other in explained):
+            continue
         by_path.setdefault(path, []).append((msg, hint))
     problems = []
     for path, msgs in by_path.items():
