@@ -267,6 +267,26 @@ def test_edited_manifest_fails_verify_naming_it(cli: Any, pg: PostgresCluster, a
     assert cli(["--config", cfg, "backups", "show", bid, "--json"]).json()["status"] == "verified"
 
 
+def test_sync_warns_of_a_second_storages_copy_whose_manifest_is_not_the_recorded_one(
+        cli: Any, app_db: tuple[str, dict[str, int]], backup_config: Any, tmp_path: Path) -> None:
+    """'backups sync' compares the recorded manifest with the first storage's copy only: an edited manifest.json on
+    another storage was taken in silence (the catalog went on naming that storage for the backup, retention counting
+    it as that storage's newest copy), while verify then failed on it.  Sync says so, naming the storage."""
+    db, _ = app_db
+    cfg = backup_config(db, storages=2)
+    bid = _backup(cli, cfg)
+    written = cli(["--config", cfg, "backups", "show", bid, "--json"]).json()["manifest_sha256"]
+    [second] = list((tmp_path / "store2").rglob("manifest.json"))
+    second.write_bytes(second.read_bytes() + b" ")
+    r = cli(["--config", cfg, "backups", "sync", "--json"])
+    assert r.code == 0 and r.json()["updated"] == 1, r.output
+    assert f"backup {bid}: manifest.json on storage local2" in r.err and "not the one recorded" in r.err, r.err
+    assert "storage local1" not in r.err, r.err
+    assert cli(["--config", cfg, "backups", "show", bid, "--json"]).json()["manifest_sha256"] == written
+    r = cli(["--config", cfg, "backups", "verify", bid, "--no-restore", "--json"])
+    assert r.code == 1 and "on storage local2 changed" in r.json()[0]["error"], r.output
+
+
 def test_manifest_sha256_of_a_synced_set_is_recorded_and_checked(
         cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], backup_config: Any,
         tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ import stat
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -1715,6 +1715,20 @@ def _forget_pruned_meanwhile(catalog: Catalog, storages: list[Storage], recorded
     return gone
 
 
+def _warn_other_manifests(manifests: dict[tuple[str, str], Manifest], where: Sequence[Storage], bid: str,
+                          recorded: str | None) -> None:
+    """Warn of each copy of ``bid`` after the first (whose manifest :meth:`Catalog.record` compares itself) whose
+    manifest.json is not the one recorded (or, for a set new to the catalog, the one recorded now, the first
+    storage's): never silently counted as the same backup there — verify fails on it, a restore skips it."""
+    for st in where[1:]:
+        found = manifests[(st.name, bid)].sha256
+        if recorded and found and found != recorded:
+            err_console.print(f"[warn]warning[/warn] backup {bid}: manifest.json on storage {escape(st.name)} (SHA-256 "
+                              f"{found[:16]}…) is not the one recorded ({recorded[:16]}…); the catalog keeps the "
+                              f"recorded one, 'upkeeper backups verify {bid}' fails and 'upkeeper backups restore' "
+                              "skips that copy until the original is back there", highlight=False)
+
+
 @backups_app.command("sync")
 def sync_cmd(
     force: bool = typer.Option(False, "--force", help="also remove the rows of a storage that lists no backups at "
@@ -1773,6 +1787,8 @@ def sync_cmd(
                 recorded[bid] = [st.name for st in where]
                 manifest = manifests[(where[0].name, bid)]  # the first storage's copy, as a restore reads it
                 row = rows.get(bid)
+                _warn_other_manifests(manifests, where, bid, (row.manifest_sha256 if row is not None else None)
+                                      or manifest.sha256)
                 # the storages listed are those holding it now, and those we could not look into
                 holders = {st.name for st in where}
                 if row is not None:
