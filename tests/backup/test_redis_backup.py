@@ -340,6 +340,35 @@ def test_a_damaged_rdb_is_named_by_its_error_not_by_redis_check_rdbs_counters(
     assert row["status"] == "verify-failed", row
 
 
+def test_a_redis_check_rdb_killed_from_outside_is_no_verdict_on_the_rdb(
+        cli: Any, make_config: Any, tmp_path: Path, redis_clean: RedisServer, age_key: AgeKey,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """redis-check-rdb killed while it reads the RDB (the OOM killer on a big dataset; here a wrapper of the real
+    tool, SIGKILLed as it starts) says nothing of the file: verify was 'FAILED: redis-check-rdb rejects the
+    RDB: no output' and marked a good backup verify-failed, and a backup run said the same of its snapshot.  The
+    verification is not checked (the backup keeps its status), and both name the kill."""
+    cfg, bid = _backed_up(cli, make_config, tmp_path, redis_clean, age_key, keys=20)
+    real = shutil.which("redis-check-rdb")
+    assert real
+    bin_dir = tmp_path / "faultbin"
+    bin_dir.mkdir()
+    (bin_dir / "redis-check-rdb").write_text(f'#!/bin/sh\ncase "$1" in --version) exec "{real}" "$@";; esac\n'
+                                              'kill -9 $$\n')
+    (bin_dir / "redis-check-rdb").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    run = cli(["--config", cfg, "run", "cache-verify", "--json"]).json()[0]
+    [f] = run["findings"]
+    assert f["check"] == "backup.verify_not_run", f
+    assert "redis-check-rdb was killed by SIGKILL" in f["message"] and "rejects" not in f["message"], f
+    [row] = cli(["--config", cfg, "backups", "list", "--json"]).json()
+    assert row["id"] == bid and row["status"] == "complete", row
+    r = cli(["--config", cfg, "run", "cache-backup", "--json"])
+    assert r.code == 1, r.output
+    summary = r.json()[0]["summary"]
+    assert "redis-check-rdb was killed by SIGKILL while it read the snapshot" in summary, summary
+    assert len(cli(["--config", cfg, "backups", "list", "--json"]).json()) == 1  # nothing stored
+
+
 def test_check_rdb_names_both_versions_when_the_rdb_is_newer_than_redis_check_rdb(
         tmp_path: Path, redis_clean: RedisServer) -> None:
     """What redis.backup runs on each snapshot: a format this redis-check-rdb cannot read is a SetupError naming

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import re
 import shutil
+import signal
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from upkeeper.core import proc
-from upkeeper.errors import BackupError, SetupError
+from upkeeper.errors import BackupError, SetupError, TaskError
 
 _TOO_NEW = re.compile(r"Can't handle RDB format version (\d+)")
 _SELECT_DB = re.compile(r"^\[offset (\d+)\] Selecting DB ID (\d+)$", re.MULTILINE)
 RDB_OPCODE_RESIZEDB = 0xFB
+#: signals that stop redis-check-rdb from outside, whatever the file holds (a crash of its own, SIGSEGV or SIGABRT on
+#: a damaged file, is the file's verdict)
+_STOPPED_BY = (signal.SIGKILL, signal.SIGTERM, signal.SIGINT)
 
 
 @dataclass
@@ -53,6 +57,10 @@ def check_rdb(path: str, what: str = "the RDB", made_by: str | None = None) -> R
     if res.returncode == 0 and "RDB looks OK" in res.text:
         m = re.search(r"(\d+) keys read", res.text)
         return RdbCheck(int(m.group(1)) if m else None, _db_keys(path, res.text), rdb_version(path))
+    if -res.returncode in _STOPPED_BY:  # killed from outside (the OOM killer, a person): no verdict on the file
+        raise TaskError(f"redis-check-rdb was {proc.describe_exit(res.returncode)} while it read {what}: nothing is "
+                        "known of the file", "Try: run it again; a redis-check-rdb killed by SIGKILL is most often the "
+                        "OOM killer (see 'dmesg' and the memory available on this host)")
     too_new = _TOO_NEW.search(out)
     if too_new:
         raise SetupError(
