@@ -138,6 +138,17 @@ class SetupError(BackupError):
     passphrase — not because of the backup itself.  Verification records no verdict for it."""
 
 
+class ToolKilled(BackupError):
+    """A tool of the pipeline (pg_restore, pg_dump, age, zstd) was killed by a signal sent from outside — SIGKILL
+    (most often the OOM killer), SIGTERM, SIGINT — while it read the data: nothing is known of the data.  A backup
+    fails with it; a verification records no verdict for it."""
+
+
+#: the signals that stop a tool from outside, whatever the data it reads (a crash of its own, SIGSEGV or SIGABRT,
+#: may be the data's doing)
+KILLED_FROM_OUTSIDE = (9, 15, 2)  # SIGKILL, SIGTERM, SIGINT
+
+
 class HistoryError(UpkeeperError):
     """The history database is unreachable or inconsistent."""
 

@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -285,6 +286,52 @@ def test_sync_warns_of_a_second_storages_copy_whose_manifest_is_not_the_recorded
     assert cli(["--config", cfg, "backups", "show", bid, "--json"]).json()["manifest_sha256"] == written
     r = cli(["--config", cfg, "backups", "verify", bid, "--no-restore", "--json"])
     assert r.code == 1 and "on storage local2 changed" in r.json()[0]["error"], r.output
+
+
+def test_a_tool_killed_from_outside_during_a_verify_is_no_verdict_on_the_backup(
+        cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], backup_config: Any, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """pg_restore or age SIGKILLed while a verify reads the backup (the OOM killer on a big restore; here wrappers
+    of the real tools that kill themselves) says nothing of the backup: verify said 'FAILED: pg_restore killed by
+    SIGKILL …' and marked a good backup verify-failed — a false alarm, and the backup's good status gone.  It is
+    not checked: the backup keeps its status, and the message names the kill."""
+    db, _ = app_db
+    cfg = backup_config(db)
+    bid = _backup(cli, cfg)
+    faultbin = tmp_path / "faultbin"
+    faultbin.mkdir()
+    for tool in pg.bin.iterdir():
+        (faultbin / tool.name).symlink_to(tool)
+    (faultbin / "pg_restore").unlink()
+    (faultbin / "pg_restore").write_text(  # the restore into the scratch database dies; --list and the rest work
+        f'#!/bin/sh\nfor a in "$@"; do [ "$a" = --exit-on-error ] && kill -9 $$; done\nexec "{pg.bin}/pg_restore" "$@"\n')
+    (faultbin / "pg_restore").chmod(0o755)
+    data = yaml.safe_load(cfg.read_text())
+    data["targets"]["db"]["bin_dir"] = str(faultbin)
+    killed_restore = tmp_path / "killed-restore.yaml"
+    killed_restore.write_text(yaml.safe_dump(data))
+    r = cli(["--config", killed_restore, "backups", "verify", bid, "--jobs", "1", "--json"])
+    assert r.code == 1, r.output
+    [rep] = r.json()
+    assert rep["inconclusive"] and "pg_restore killed by SIGKILL" in rep["error"], rep
+    assert cli(["--config", cfg, "backups", "show", bid, "--json"]).json()["status"] == "complete"
+    assert _scratch_dbs(pg) == []
+    agebin = tmp_path / "agebin"
+    agebin.mkdir()
+    real_age = shutil.which("age")
+    assert real_age
+    (agebin / "age").write_text(f'#!/bin/sh\n[ "$1" = --decrypt ] && kill -9 $$\nexec "{real_age}" "$@"\n')
+    (agebin / "age").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{agebin}:{os.environ['PATH']}")
+    r = cli(["--config", cfg, "backups", "verify", bid, "--json"])
+    assert r.code == 1, r.output
+    [rep] = r.json()
+    assert rep["inconclusive"] and "age killed by SIGKILL" in rep["error"], rep
+    assert cli(["--config", cfg, "backups", "show", bid, "--json"]).json()["status"] == "complete"
+    monkeypatch.undo()
+    r = cli(["--config", cfg, "backups", "verify", bid, "--json"])  # the tools alive: verified
+    assert r.code == 0, r.output
+    assert cli(["--config", cfg, "backups", "show", bid, "--json"]).json()["status"] == "verified"
 
 
 def test_manifest_sha256_of_a_synced_set_is_recorded_and_checked(

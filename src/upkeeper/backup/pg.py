@@ -18,7 +18,7 @@ from upkeeper import lazy
 from upkeeper.backup.source import SourceState
 from upkeeper.config.targets import PostgresTarget
 from upkeeper.core import proc
-from upkeeper.errors import BackupError, SetupError, TaskError
+from upkeeper.errors import KILLED_FROM_OUTSIDE, BackupError, SetupError, TaskError, ToolKilled
 from upkeeper.fmt import human_duration
 from upkeeper.redact import redact
 
@@ -1004,7 +1004,8 @@ def check_stage(result: proc.ProcResult, what: str) -> None:
         first = next((ln for ln in lines if re.search(r"(^|[\s:])(error|ERROR|FATAL|PANIC):", ln)), None)
         if first is not None and first not in lines[-4:]:
             tail = f"{first}\n…\n{tail}"
-        raise BackupError(f"{name} {proc.describe_exit(result.returncode)} while {what}" + (f": {tail}" if tail else ""))
+        error = ToolKilled if -result.returncode in KILLED_FROM_OUTSIDE else BackupError
+        raise error(f"{name} {proc.describe_exit(result.returncode)} while {what}" + (f": {tail}" if tail else ""))
     errs = stderr_errors(result.stderr)
     if errs:
         raise BackupError(f"{name} reported an error while {what}: {errs[-1]}")

@@ -25,7 +25,14 @@ from typing import IO, Any
 import zstandard
 
 from upkeeper.backup.crypto import AgeProcess, Encryption
-from upkeeper.errors import BackupError, SetupError, StorageError, UpkeeperError
+from upkeeper.errors import (
+    KILLED_FROM_OUTSIDE,
+    BackupError,
+    SetupError,
+    StorageError,
+    ToolKilled,
+    UpkeeperError,
+)
 from upkeeper.shield import shielded
 from upkeeper.storage.base import Storage, Writer
 
@@ -374,7 +381,10 @@ def read_object(
                     age.wait()
                 except UpkeeperError as exc:
                     rejected = any(m in getattr(exc, "stderr", "") for m in AGE_KEY_REJECTED)
-                    failure.insert(0, (KeyRejected if rejected else _decryption_failed)(record.name, exc.message))
+                    killed = -(getattr(exc, "returncode", None) or 0) in KILLED_FROM_OUTSIDE
+                    failure.insert(0, ToolKilled(f"object {record.name}: {exc.message} while it decrypted it")
+                                   if killed else (KeyRejected if rejected else _decryption_failed)(record.name,
+                                                                                                   exc.message))
         finally:
             if age is not None:
                 age.close()

@@ -60,7 +60,15 @@ from upkeeper.backup.source import SourceState
 from upkeeper.backup.sqlite import as_read_note, recorded_as_read
 from upkeeper.config.backup import BackupSettings
 from upkeeper.config.targets import PostgresTarget
-from upkeeper.errors import BackupError, ProcessError, SetupError, StorageError, TaskError, UpkeeperError
+from upkeeper.errors import (
+    BackupError,
+    ProcessError,
+    SetupError,
+    StorageError,
+    TaskError,
+    ToolKilled,
+    UpkeeperError,
+)
 from upkeeper.fmt import human_bytes
 from upkeeper.shield import shielded
 from upkeeper.storage import Storage
@@ -172,7 +180,7 @@ def is_inconclusive(exc: BaseException) -> bool:
     storage that failed transiently.  Everything else — a checksum, decryption, pg_restore, row count,
     a missing object — is a verdict: the backup is marked verify-failed.
     """
-    if isinstance(exc, SetupError):
+    if isinstance(exc, SetupError | ToolKilled):  # (a tool killed by the OOM killer says nothing of the backup)
         return True
     if isinstance(exc, SetUnreadable):
         return exc.transient
