@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import threading
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+import pytest
+from sqlalchemy.exc import OperationalError
 
 from upkeeper.config.loader import load_text
 from upkeeper.core.daemon import Daemon, Decision, SimClock
@@ -637,3 +642,50 @@ def test_a_short_interval_job_fires_once_after_a_stall_within_the_tolerance(tmp_
                   for r in d.history.runs(job="tick"))
     assert rows == [(40, "catch-up", "skipped"), (60, "schedule", "ok")]
     d.drain(timedelta(seconds=5))
+
+
+@pytest.fixture
+def history_server(services_dir: Path) -> Iterator[PostgresCluster]:
+    """A PostgreSQL server of the test's own, holding the history (database ``h``): the test stops it."""
+    cluster = PostgresCluster(services_dir / f"pg-history-outage-{os.getpid()}")
+    cluster.start()
+    try:
+        cluster.create_database("h")
+        yield cluster
+    finally:
+        cluster.stop()
+        shutil.rmtree(cluster.base, ignore_errors=True)
+
+
+def test_an_occurrence_due_while_the_history_is_down_is_claimed_when_it_is_back(
+        history_server: PostgresCluster) -> None:
+    """The PostgreSQL history stops (a restart, a failover) just before an occurrence is due: the tick that pops
+    it fails to claim it.  The occurrence is not lost: back within the on-time tolerance it runs on schedule;
+    after a longer outage it is handled as after a stall (``catch_up: latest``: it runs once, as a catch-up).  It
+    used to be dropped from the plan with nothing recorded -- and a restart did not catch it up either (the
+    daemon was running through it)."""
+    url = f"postgresql+psycopg://postgres@127.0.0.1:{history_server.port}/h"
+    setup = build_setup(load_text(f"history: {url}\nversion: 1\njobs:\n  hourly:\n    task: debug.noop\n"
+                                  f"    schedule: '@hourly'\n"))
+    clock = SimClock(START)
+    d = make_daemon(setup, url, clock, "node-a")
+    d.pending_poll = timedelta(seconds=5)  # as in production: the occurrence's tick finds no pending poll due
+    d.prepare()
+    for down_for, trigger in ((timedelta(seconds=10), "schedule"), (timedelta(minutes=20), "catch-up")):
+        due = d._heap[0].scheduled_for
+        clock.set(due - timedelta(seconds=2))
+        d.tick()  # the last tick before the outage polls the pending runs
+        history_server.stop()
+        clock.set(due)
+        with pytest.raises(OperationalError):  # the loop logs it and ticks again a few seconds later
+            d.tick()
+        history_server.start()
+        clock.set(due + down_for)
+        report = d.tick()
+        assert d.wait_idle(30)
+        assert [(job, at) for job, at, _ in report.claimed] == [("hourly", due)], report
+        row = d.history.get_run(report.claimed[0][2])
+        assert row is not None and row.status == "ok" and row.trigger == trigger
+    d.pool.shutdown(wait=True)
+    d.history.close()
+

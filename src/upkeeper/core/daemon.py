@@ -245,6 +245,7 @@ class Daemon:
     def prepare(self) -> TickReport:
         """Recover orphans, then plan every job's next occurrence (with catch-up)."""
         report = TickReport()
+        self._heap = []  # a prepare the history failed under is done again whole (the loop's next tick)
         fixed = self.history.recover_orphans(self.node)
         if fixed:
             log.warning("marked %d run(s) left running by a dead process as interrupted: %s", len(fixed), fixed)
@@ -377,24 +378,34 @@ class Daemon:
         if now >= self._next_pending:
             self._next_pending = now + self.pending_poll
             self._dispatch_pending(now, report)
-        due: list[_Due] = []
-        while self._heap and self._heap[0].due_at <= now:
-            item = heapq.heappop(self._heap)
-            job = self.jobs.get(item.job)
-            if job is None:
-                continue
-            assert job.schedule is not None
-            nxt = job.schedule.next_after(item.scheduled_for)
-            if item.due_at < now - ON_TIME_TOLERANCE or nxt + job.jitter_offset <= now:
-                # We fell behind (suspended machine, stalled loop, clock jump): plan like a restart -- when this
-                # occurrence is late (it would run hours late as if on time, whatever catch_up says), and when the
-                # next one is due too (a short interval: each would fire, one after the other, in this tick)
-                nxt = self._fell_behind(job, item, now, due, report)
-            else:
-                due.append(item)
-            self._push(job, nxt)
-        if due:
-            self._dispatch_batch(due, now, report)
+        # the plan as it was: when the history fails under this tick (a PostgreSQL restart), the occurrences it
+        # popped are due again at the next tick -- not dropped with nothing recorded (a restart would not catch
+        # them up: this daemon was running through them).  What this tick did record is keyed by occurrence, so
+        # doing it again claims nothing twice.
+        plan_before = list(self._heap)
+        try:
+            due: list[_Due] = []
+            while self._heap and self._heap[0].due_at <= now:
+                item = heapq.heappop(self._heap)
+                job = self.jobs.get(item.job)
+                if job is None:
+                    continue
+                assert job.schedule is not None
+                nxt = job.schedule.next_after(item.scheduled_for)
+                if item.due_at < now - ON_TIME_TOLERANCE or nxt + job.jitter_offset <= now:
+                    # We fell behind (suspended machine, stalled loop, clock jump): plan like a restart -- when
+                    # this occurrence is late (it would run hours late as if on time, whatever catch_up says), and
+                    # when the next one is due too (a short interval: each would fire, one after the other, in
+                    # this tick)
+                    nxt = self._fell_behind(job, item, now, due, report)
+                else:
+                    due.append(item)
+                self._push(job, nxt)
+            if due:
+                self._dispatch_batch(due, now, report)
+        except Exception:
+            self._heap = plan_before
+            raise
         if now >= self._next_housekeeping:
             self._next_housekeeping = now + self.housekeeping_every
             self._housekeeping(now)
