@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from sqlalchemy.exc import OperationalError
 
+from daemon_support import wait_for
 from upkeeper.config.loader import load_text
 from upkeeper.core.daemon import Daemon, Decision, SimClock
 from upkeeper.core.executor import InlineExecutor
@@ -689,3 +690,34 @@ def test_an_occurrence_due_while_the_history_is_down_is_claimed_when_it_is_back(
     d.pool.shutdown(wait=True)
     d.history.close()
 
+
+def test_a_run_ending_while_the_history_is_down_is_recorded_when_it_is_back(
+        history_server: PostgresCluster, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The history server stops while a run is under way: its outcome is recorded once the server is back, with
+    the job lock released.  It used to stay ``running`` for as long as the daemon lived (its owner alive, nothing
+    recovered it), its outcome lost and ``error`` returned."""
+    url = f"postgresql+psycopg://postgres@127.0.0.1:{history_server.port}/h"
+    pid = tmp_path / "pid"
+    setup = build_setup(load_text(f"history: {url}\nversion: 1\njobs:\n  nap:\n    task: debug.sleep\n"
+                                  f"    options: {{seconds: 1, pid_file: '{pid}'}}\n"))
+    history = History(url)
+    runner = Runner(setup=setup, history=history, executor=InlineExecutor(history=history), owner="n:1:1",
+                    node="n", history_url=url)
+    now = datetime.now(UTC)
+    rid = history.create_run(NewRun(job="nap", task="debug.sleep", target=None, scheduled_for=now, due_at=now),
+                             "n:1:1", "n")
+    assert rid is not None
+    got: list[str] = []
+    t = threading.Thread(target=lambda: got.append(runner.execute(rid, setup.jobs["nap"], scheduled_for=now)[0]))
+    t.start()
+    wait_for("the task to start", pid.exists)
+    history_server.stop()
+    wait_for("the run to end", lambda: not t.is_alive() or "cannot record the outcome (ok)" in caplog.text)
+    history_server.start()
+    t.join(60)
+    assert not t.is_alive() and got == ["ok"]
+    row = history.get_run(rid)
+    assert row is not None and row.status == "ok" and row.summary == "slept 1s"
+    assert history.lock_holder("job:nap") is None
+    runner.close()
+    history.close()
