@@ -721,3 +721,38 @@ def test_a_run_ending_while_the_history_is_down_is_recorded_when_it_is_back(
     assert history.lock_holder("job:nap") is None
     runner.close()
     history.close()
+
+
+def test_a_stop_asked_during_a_tick_claims_nothing_more(tmp_path: Path) -> None:
+    """SIGTERM arrives while a tick decides (the history answers slowly, the start's catch-up): the occurrences
+    of that tick are not claimed -- the daemon's lifetime ended with the stop, and the next daemon runs or catches
+    them up.  They used to be claimed and started, only to be killed at the end of the shutdown grace."""
+    url = f"sqlite:///{tmp_path / 'h.db'}"
+    setup = make_setup(url)
+    clock = SimClock(START)
+    d = make_daemon(setup, url, clock, "node-a")
+    d.prepare()
+    clock.set(START + timedelta(minutes=5))
+    d.tick()
+    assert d.wait_idle(30)
+    before = len(d.history.runs(limit=100))
+
+    class StopArrives:  # the signal handler runs while the tick is deciding
+        def decide(self, job: Job, occurrence: datetime, now: datetime, trigger: str) -> Decision:
+            d.stop()
+            return Decision.admit()
+
+    d.policies = [StopArrives()]
+    clock.set(START + timedelta(minutes=10))
+    report = d.tick()
+    assert report.claimed == [] and d.wait_idle(30)
+    assert len(d.history.runs(limit=100)) == before
+    assert d.drain(timedelta(seconds=5)) == []
+    d.history.close()
+    clock.set(START + timedelta(minutes=11))  # the next daemon catches it up
+    d2 = make_daemon(setup, url, clock, "node-b")
+    caught = d2.prepare()
+    assert d2.wait_idle(30)
+    assert ("five", START + timedelta(minutes=10)) in {(job, at) for job, at, _ in caught.claimed}
+    d2.pool.shutdown(wait=True)
+    d2.history.close()

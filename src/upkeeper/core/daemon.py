@@ -519,6 +519,13 @@ class Daemon:
             to_claim.append(NewRun(job=job.name, task=job.task_name, target=job.target_name,
                                    scheduled_for=item.scheduled_for, due_at=item.due_at, trigger=item.trigger,
                                    summary=item.summary, details=item.details))
+        if to_claim and self._stopping.is_set():
+            # asked to stop during this tick (a SIGTERM while the history answered slowly, or during the start's
+            # catch-up): its lifetime ended then, it claims nothing more -- the next daemon runs these on time or
+            # catches them up, rather than this one starting a backup only to kill it at the end of its grace
+            log.info("stopping: not claiming %s", ", ".join(f"{r.job} ({r.scheduled_for.isoformat()})"
+                                                            for r in to_claim))
+            return
         won = self.history.claim(to_claim, self.owner, self.node)
         won_keys = {(r.job, r.scheduled_for) for r, _ in won}
         for r in to_claim:
@@ -529,6 +536,8 @@ class Daemon:
             self._submit(rid, self.jobs[r.job], r.scheduled_for, r.attempt, r.trigger)
 
     def _dispatch_pending(self, now: datetime, report: TickReport) -> None:
+        if self._stopping.is_set():  # asked to stop during this tick: they stay pending, for the next daemon
+            return
         rows = self.history.claim_pending(now, self.owner, self.node, list(self.all_jobs))
         for row in rows:
             job = self.all_jobs[row.job]
