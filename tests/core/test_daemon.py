@@ -756,3 +756,35 @@ def test_a_stop_asked_during_a_tick_claims_nothing_more(tmp_path: Path) -> None:
     assert ("five", START + timedelta(minutes=10)) in {(job, at) for job, at, _ in caught.claimed}
     d2.pool.shutdown(wait=True)
     d2.history.close()
+
+
+def test_leases_and_heartbeats_that_ran_out_while_the_history_was_down_are_not_taken_for_dead(
+        history_server: PostgresCluster) -> None:
+    """The history server was down for minutes: no process could renew its locks' leases nor write its heartbeat.
+    Right after it is back, a process that lost it too takes neither for a sign of death -- it takes over no lock
+    whose holder may still run (a target lock: two backups or a VACUUM FULL at once on one server) and marks no
+    other node's running run ``interrupted`` ("the process running it died"), until the others had the time to
+    renew them (``lease_grace``).  A holder that did die is taken over then."""
+    url = f"postgresql+psycopg://postgres@127.0.0.1:{history_server.port}/h"
+    here, there = History(url), History(url)
+    owner = "othernode:4242:1700000000"
+    now = datetime.now(UTC)
+    there.daemon_heartbeat(owner, "othernode", 4242, now - timedelta(minutes=10), 1, "1", job_names=["backup"],
+                           at=now - timedelta(minutes=3))  # its last heartbeat before the outage
+    rid = there.create_run(NewRun("backup", "debug.noop", "db", now, status="running"), owner, "othernode")
+    assert rid is not None
+    # its leases ran out during the outage (renewed every 30 s, for 90 s)
+    assert there.acquire_lock("target:db", f"{owner}/{rid}", "othernode", timedelta(seconds=-1))
+    history_server.stop()
+    with pytest.raises(OperationalError):
+        here.lock_holder("target:db")
+    history_server.start()
+    assert not here.acquire_lock("target:db", "n:1:1/7", "n", timedelta(seconds=90))
+    assert here.recover_orphans("n") == []
+    holder = here.lock_holder("target:db")
+    assert holder is not None and holder.owner == f"{owner}/{rid}"
+    here.lease_grace = timedelta(0)  # the others had the time to renew them: that one did not, it is gone
+    assert here.acquire_lock("target:db", "n:1:1/7", "n", timedelta(seconds=90))
+    assert here.recover_orphans("n") == [rid]
+    here.close()
+    there.close()
