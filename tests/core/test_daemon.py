@@ -788,3 +788,21 @@ def test_leases_and_heartbeats_that_ran_out_while_the_history_was_down_are_not_t
     assert here.recover_orphans("n") == [rid]
     here.close()
     there.close()
+
+
+def test_a_stop_while_the_history_is_down_ends_cleanly(history_server: PostgresCluster,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    """SIGTERM while the history server is down: the drain cannot mark what it leaves unfinished, says so, and the
+    stop goes on (the CLI then stops its workers and its notification channels and exits 0).  It raised, and
+    ``upkeeper daemon`` ended with "internal error: OperationalError … report the traceback", exit 1, its
+    workers and notification channels never stopped."""
+    url = f"postgresql+psycopg://postgres@127.0.0.1:{history_server.port}/h"
+    setup = build_setup(load_text(f"history: {url}\nversion: 1\njobs:\n  hourly:\n    task: debug.noop\n"
+                                  f"    schedule: '@hourly'\n"))
+    d = make_daemon(setup, url, SimClock(START), "node-a")
+    d.prepare()
+    history_server.stop()
+    assert d.drain(timedelta(seconds=1)) == []
+    assert "could not mark the runs this daemon left unfinished as interrupted" in caplog.text
+    history_server.start()
+    d.history.close()

@@ -850,9 +850,14 @@ class Daemon:
             cf.wait(list(left.values()), timeout=KILL_WAIT)
         self.pool.shutdown(wait=False, cancel_futures=True)
         # runs claimed but never started, or whose thread did not come back
-        fixed = self.history.interrupt_owned(
-            self.owner, "interrupted: the daemon stopped before this run could finish"
-        )
+        try:
+            fixed = self.history.interrupt_owned(
+                self.owner, "interrupted: the daemon stopped before this run could finish"
+            )
+        except Exception as exc:  # the history unreachable (a PostgreSQL restart): the stop goes on regardless
+            log.warning("could not mark the runs this daemon left unfinished as interrupted: %s; the next daemon "
+                        "(or 'upkeeper run') on this node marks them", exc)
+            fixed = []
         try:
             self.history.daemon_stopped(self.owner, self._stop_asked)
         except Exception:
