@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import threading
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
+from sqlalchemy.exc import OperationalError
+
+from daemon_support import wait_for
 from upkeeper.config.loader import load_text
 from upkeeper.core.daemon import Daemon, Decision, SimClock
 from upkeeper.core.executor import InlineExecutor
@@ -637,3 +643,166 @@ def test_a_short_interval_job_fires_once_after_a_stall_within_the_tolerance(tmp_
                   for r in d.history.runs(job="tick"))
     assert rows == [(40, "catch-up", "skipped"), (60, "schedule", "ok")]
     d.drain(timedelta(seconds=5))
+
+
+@pytest.fixture
+def history_server(services_dir: Path) -> Iterator[PostgresCluster]:
+    """A PostgreSQL server of the test's own, holding the history (database ``h``): the test stops it."""
+    cluster = PostgresCluster(services_dir / f"pg-history-outage-{os.getpid()}")
+    cluster.start()
+    try:
+        cluster.create_database("h")
+        yield cluster
+    finally:
+        cluster.stop()
+        shutil.rmtree(cluster.base, ignore_errors=True)
+
+
+def test_an_occurrence_due_while_the_history_is_down_is_claimed_when_it_is_back(
+        history_server: PostgresCluster) -> None:
+    """The PostgreSQL history stops (a restart, a failover) just before an occurrence is due: the tick that pops
+    it fails to claim it.  The occurrence is not lost: back within the on-time tolerance it runs on schedule;
+    after a longer outage it is handled as after a stall (``catch_up: latest``: it runs once, as a catch-up).  It
+    used to be dropped from the plan with nothing recorded -- and a restart did not catch it up either (the
+    daemon was running through it)."""
+    url = f"postgresql+psycopg://postgres@127.0.0.1:{history_server.port}/h"
+    setup = build_setup(load_text(f"history: {url}\nversion: 1\njobs:\n  hourly:\n    task: debug.noop\n"
+                                  f"    schedule: '@hourly'\n"))
+    clock = SimClock(START)
+    d = make_daemon(setup, url, clock, "node-a")
+    d.pending_poll = timedelta(seconds=5)  # as in production: the occurrence's tick finds no pending poll due
+    d.prepare()
+    for down_for, trigger in ((timedelta(seconds=10), "schedule"), (timedelta(minutes=20), "catch-up")):
+        due = d._heap[0].scheduled_for
+        clock.set(due - timedelta(seconds=2))
+        d.tick()  # the last tick before the outage polls the pending runs
+        history_server.stop()
+        clock.set(due)
+        with pytest.raises(OperationalError):  # the loop logs it and ticks again a few seconds later
+            d.tick()
+        history_server.start()
+        clock.set(due + down_for)
+        report = d.tick()
+        assert d.wait_idle(30)
+        assert [(job, at) for job, at, _ in report.claimed] == [("hourly", due)], report
+        row = d.history.get_run(report.claimed[0][2])
+        assert row is not None and row.status == "ok" and row.trigger == trigger
+    d.pool.shutdown(wait=True)
+    d.history.close()
+
+
+def test_a_run_ending_while_the_history_is_down_is_recorded_when_it_is_back(
+        history_server: PostgresCluster, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The history server stops while a run is under way: its outcome is recorded once the server is back, with
+    the job lock released.  It used to stay ``running`` for as long as the daemon lived (its owner alive, nothing
+    recovered it), its outcome lost and ``error`` returned."""
+    url = f"postgresql+psycopg://postgres@127.0.0.1:{history_server.port}/h"
+    pid = tmp_path / "pid"
+    setup = build_setup(load_text(f"history: {url}\nversion: 1\njobs:\n  nap:\n    task: debug.sleep\n"
+                                  f"    options: {{seconds: 1, pid_file: '{pid}'}}\n"))
+    history = History(url)
+    runner = Runner(setup=setup, history=history, executor=InlineExecutor(history=history), owner="n:1:1",
+                    node="n", history_url=url)
+    now = datetime.now(UTC)
+    rid = history.create_run(NewRun(job="nap", task="debug.sleep", target=None, scheduled_for=now, due_at=now),
+                             "n:1:1", "n")
+    assert rid is not None
+    got: list[str] = []
+    t = threading.Thread(target=lambda: got.append(runner.execute(rid, setup.jobs["nap"], scheduled_for=now)[0]))
+    t.start()
+    wait_for("the task to start", pid.exists)
+    history_server.stop()
+    wait_for("the run to end", lambda: not t.is_alive() or "cannot record the outcome (ok)" in caplog.text)
+    history_server.start()
+    t.join(60)
+    assert not t.is_alive() and got == ["ok"]
+    row = history.get_run(rid)
+    assert row is not None and row.status == "ok" and row.summary == "slept 1s"
+    assert history.lock_holder("job:nap") is None
+    runner.close()
+    history.close()
+
+
+def test_a_stop_asked_during_a_tick_claims_nothing_more(tmp_path: Path) -> None:
+    """SIGTERM arrives while a tick decides (the history answers slowly, the start's catch-up): the occurrences
+    of that tick are not claimed -- the daemon's lifetime ended with the stop, and the next daemon runs or catches
+    them up.  They used to be claimed and started, only to be killed at the end of the shutdown grace."""
+    url = f"sqlite:///{tmp_path / 'h.db'}"
+    setup = make_setup(url)
+    clock = SimClock(START)
+    d = make_daemon(setup, url, clock, "node-a")
+    d.prepare()
+    clock.set(START + timedelta(minutes=5))
+    d.tick()
+    assert d.wait_idle(30)
+    before = len(d.history.runs(limit=100))
+
+    class StopArrives:  # the signal handler runs while the tick is deciding
+        def decide(self, job: Job, occurrence: datetime, now: datetime, trigger: str) -> Decision:
+            d.stop()
+            return Decision.admit()
+
+    d.policies = [StopArrives()]
+    clock.set(START + timedelta(minutes=10))
+    report = d.tick()
+    assert report.claimed == [] and d.wait_idle(30)
+    assert len(d.history.runs(limit=100)) == before
+    assert d.drain(timedelta(seconds=5)) == []
+    d.history.close()
+    clock.set(START + timedelta(minutes=11))  # the next daemon catches it up
+    d2 = make_daemon(setup, url, clock, "node-b")
+    caught = d2.prepare()
+    assert d2.wait_idle(30)
+    assert ("five", START + timedelta(minutes=10)) in {(job, at) for job, at, _ in caught.claimed}
+    d2.pool.shutdown(wait=True)
+    d2.history.close()
+
+
+def test_leases_and_heartbeats_that_ran_out_while_the_history_was_down_are_not_taken_for_dead(
+        history_server: PostgresCluster) -> None:
+    """The history server was down for minutes: no process could renew its locks' leases nor write its heartbeat.
+    Right after it is back, a process that lost it too takes neither for a sign of death -- it takes over no lock
+    whose holder may still run (a target lock: two backups or a VACUUM FULL at once on one server) and marks no
+    other node's running run ``interrupted`` ("the process running it died"), until the others had the time to
+    renew them (``lease_grace``).  A holder that did die is taken over then."""
+    url = f"postgresql+psycopg://postgres@127.0.0.1:{history_server.port}/h"
+    here, there = History(url), History(url)
+    owner = "othernode:4242:1700000000"
+    now = datetime.now(UTC)
+    there.daemon_heartbeat(owner, "othernode", 4242, now - timedelta(minutes=10), 1, "1", job_names=["backup"],
+                           at=now - timedelta(minutes=3))  # its last heartbeat before the outage
+    rid = there.create_run(NewRun("backup", "debug.noop", "db", now, status="running"), owner, "othernode")
+    assert rid is not None
+    # its leases ran out during the outage (renewed every 30 s, for 90 s)
+    assert there.acquire_lock("target:db", f"{owner}/{rid}", "othernode", timedelta(seconds=-1))
+    history_server.stop()
+    with pytest.raises(OperationalError):
+        here.lock_holder("target:db")
+    history_server.start()
+    assert not here.acquire_lock("target:db", "n:1:1/7", "n", timedelta(seconds=90))
+    assert here.recover_orphans("n") == []
+    holder = here.lock_holder("target:db")
+    assert holder is not None and holder.owner == f"{owner}/{rid}"
+    here.lease_grace = timedelta(0)  # the others had the time to renew them: that one did not, it is gone
+    assert here.acquire_lock("target:db", "n:1:1/7", "n", timedelta(seconds=90))
+    assert here.recover_orphans("n") == [rid]
+    here.close()
+    there.close()
+
+
+def test_a_stop_while_the_history_is_down_ends_cleanly(history_server: PostgresCluster,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    """SIGTERM while the history server is down: the drain cannot mark what it leaves unfinished, says so, and the
+    stop goes on (the CLI then stops its workers and its notification channels and exits 0).  It raised, and
+    ``upkeeper daemon`` ended with "internal error: OperationalError … report the traceback", exit 1, its
+    workers and notification channels never stopped."""
+    url = f"postgresql+psycopg://postgres@127.0.0.1:{history_server.port}/h"
+    setup = build_setup(load_text(f"history: {url}\nversion: 1\njobs:\n  hourly:\n    task: debug.noop\n"
+                                  f"    schedule: '@hourly'\n"))
+    d = make_daemon(setup, url, SimClock(START), "node-a")
+    d.prepare()
+    history_server.stop()
+    assert d.drain(timedelta(seconds=1)) == []
+    assert "could not mark the runs this daemon left unfinished as interrupted" in caplog.text
+    history_server.start()
+    d.history.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ import pytest
 from sqlalchemy import func, select
 
 from upkeeper.backup.catalog import BackupRow
+from upkeeper.core import retention
 from upkeeper.core.history import History, NewRun
 from upkeeper.core.models import AuditRow, FindingRow, MetricRow, RunRow
 from upkeeper.core.retention import prune_history
@@ -133,6 +135,43 @@ def test_a_new_sqlite_history_shrinks_after_a_prune(tmp_path: Path) -> None:
     assert rep.file_bytes_before is not None and rep.file_bytes_before > 3_000_000
     assert path.stat().st_size < rep.file_bytes_before / 3, rep.to_dict()
     assert rep.free_pages == 0 and rep.vacuum and rep.vacuum.startswith("incremental")
+
+
+def test_the_other_threads_of_a_pruning_process_write_between_its_steps(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The daemon prunes in a thread while its loop, heartbeat and runs write to the same history: the free pages
+    go back to the file system a step (a transaction) at a time, and the other threads write between two steps.
+    The whole hand-back held the history: every write of the daemon waited for all of it (a first prune of a
+    large history hands back hundreds of MB, a minute and more)."""
+    monkeypatch.setattr(retention, "VACUUM_PAGES", 64)  # many small steps out of a small history
+    path = tmp_path / "h.db"
+    h = History(f"sqlite:///{path}")
+    for i in range(120):
+        run(h, "big", OLD + timedelta(hours=i), log="a log line of some words\n" * 1200, findings=0)
+    run(h, "big", NOW)
+    seen: list[int] = []  # the file's free pages after each write of the other thread
+    done = threading.Event()
+
+    def write() -> None:
+        reader = sqlite3.connect(path)
+        i = 0
+        while not done.is_set():
+            h.set_state("other", "k", i)
+            i += 1
+            seen.append(int(reader.execute("PRAGMA freelist_count").fetchone()[0]))
+        reader.close()
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        rep = prune_history(h, runs_before=NOW - timedelta(days=90), audit_before=None)
+    finally:
+        done.set()
+        writer.join()
+    assert rep.runs == 120 and rep.free_pages == 0 and rep.vacuum and rep.vacuum.startswith("incremental")
+    peak = seen.index(max(seen))
+    # it wrote while the free pages went back: after at least two steps, before the last
+    assert any(0 < n <= seen[peak] - 2 * 64 for n in seen[peak:]), seen
 
 
 def test_an_older_sqlite_history_gets_the_indexes_and_vacuum_switches_it(tmp_path: Path) -> None:

@@ -245,6 +245,7 @@ class Daemon:
     def prepare(self) -> TickReport:
         """Recover orphans, then plan every job's next occurrence (with catch-up)."""
         report = TickReport()
+        self._heap = []  # a prepare the history failed under is done again whole (the loop's next tick)
         fixed = self.history.recover_orphans(self.node)
         if fixed:
             log.warning("marked %d run(s) left running by a dead process as interrupted: %s", len(fixed), fixed)
@@ -377,24 +378,34 @@ class Daemon:
         if now >= self._next_pending:
             self._next_pending = now + self.pending_poll
             self._dispatch_pending(now, report)
-        due: list[_Due] = []
-        while self._heap and self._heap[0].due_at <= now:
-            item = heapq.heappop(self._heap)
-            job = self.jobs.get(item.job)
-            if job is None:
-                continue
-            assert job.schedule is not None
-            nxt = job.schedule.next_after(item.scheduled_for)
-            if item.due_at < now - ON_TIME_TOLERANCE or nxt + job.jitter_offset <= now:
-                # We fell behind (suspended machine, stalled loop, clock jump): plan like a restart -- when this
-                # occurrence is late (it would run hours late as if on time, whatever catch_up says), and when the
-                # next one is due too (a short interval: each would fire, one after the other, in this tick)
-                nxt = self._fell_behind(job, item, now, due, report)
-            else:
-                due.append(item)
-            self._push(job, nxt)
-        if due:
-            self._dispatch_batch(due, now, report)
+        # the plan as it was: when the history fails under this tick (a PostgreSQL restart), the occurrences it
+        # popped are due again at the next tick -- not dropped with nothing recorded (a restart would not catch
+        # them up: this daemon was running through them).  What this tick did record is keyed by occurrence, so
+        # doing it again claims nothing twice.
+        plan_before = list(self._heap)
+        try:
+            due: list[_Due] = []
+            while self._heap and self._heap[0].due_at <= now:
+                item = heapq.heappop(self._heap)
+                job = self.jobs.get(item.job)
+                if job is None:
+                    continue
+                assert job.schedule is not None
+                nxt = job.schedule.next_after(item.scheduled_for)
+                if item.due_at < now - ON_TIME_TOLERANCE or nxt + job.jitter_offset <= now:
+                    # We fell behind (suspended machine, stalled loop, clock jump): plan like a restart -- when
+                    # this occurrence is late (it would run hours late as if on time, whatever catch_up says), and
+                    # when the next one is due too (a short interval: each would fire, one after the other, in
+                    # this tick)
+                    nxt = self._fell_behind(job, item, now, due, report)
+                else:
+                    due.append(item)
+                self._push(job, nxt)
+            if due:
+                self._dispatch_batch(due, now, report)
+        except Exception:
+            self._heap = plan_before
+            raise
         if now >= self._next_housekeeping:
             self._next_housekeeping = now + self.housekeeping_every
             self._housekeeping(now)
@@ -508,6 +519,13 @@ class Daemon:
             to_claim.append(NewRun(job=job.name, task=job.task_name, target=job.target_name,
                                    scheduled_for=item.scheduled_for, due_at=item.due_at, trigger=item.trigger,
                                    summary=item.summary, details=item.details))
+        if to_claim and self._stopping.is_set():
+            # asked to stop during this tick (a SIGTERM while the history answered slowly, or during the start's
+            # catch-up): its lifetime ended then, it claims nothing more -- the next daemon runs these on time or
+            # catches them up, rather than this one starting a backup only to kill it at the end of its grace
+            log.info("stopping: not claiming %s", ", ".join(f"{r.job} ({r.scheduled_for.isoformat()})"
+                                                            for r in to_claim))
+            return
         won = self.history.claim(to_claim, self.owner, self.node)
         won_keys = {(r.job, r.scheduled_for) for r, _ in won}
         for r in to_claim:
@@ -518,6 +536,8 @@ class Daemon:
             self._submit(rid, self.jobs[r.job], r.scheduled_for, r.attempt, r.trigger)
 
     def _dispatch_pending(self, now: datetime, report: TickReport) -> None:
+        if self._stopping.is_set():  # asked to stop during this tick: they stay pending, for the next daemon
+            return
         rows = self.history.claim_pending(now, self.owner, self.node, list(self.all_jobs))
         for row in rows:
             job = self.all_jobs[row.job]
@@ -830,9 +850,14 @@ class Daemon:
             cf.wait(list(left.values()), timeout=KILL_WAIT)
         self.pool.shutdown(wait=False, cancel_futures=True)
         # runs claimed but never started, or whose thread did not come back
-        fixed = self.history.interrupt_owned(
-            self.owner, "interrupted: the daemon stopped before this run could finish"
-        )
+        try:
+            fixed = self.history.interrupt_owned(
+                self.owner, "interrupted: the daemon stopped before this run could finish"
+            )
+        except Exception as exc:  # the history unreachable (a PostgreSQL restart): the stop goes on regardless
+            log.warning("could not mark the runs this daemon left unfinished as interrupted: %s; the next daemon "
+                        "(or 'upkeeper run') on this node marks them", exc)
+            fixed = []
         try:
             self.history.daemon_stopped(self.owner, self._stop_asked)
         except Exception:

@@ -16,6 +16,7 @@ import logging
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -204,6 +205,14 @@ class _SQLiteFileLock:
         self.fh.close()
 
 
+#: After this process last failed to reach or write the history (a PostgreSQL restart, a full disk): how long it
+#: takes no lease that ran out, and no other node's stale heartbeat, for a sign that their process died -- they
+#: could not renew them either (leases are renewed every 30 s, heartbeats every ``daemon.heartbeat``)
+LEASE_GRACE = timedelta(minutes=2)
+
+#: SQLite's errors of a history it cannot write (see :meth:`History.recently_lost`)
+_SQLITE_LOST = ("database is locked", "disk i/o error", "disk is full", "readonly database", "unable to open")
+
 #: SQLite: how long a transaction waits for another process's (BEGIN IMMEDIATE: every transaction takes the
 #: write lock) before it fails with :meth:`History.locked_error`
 SQLITE_BUSY_TIMEOUT = 60.0
@@ -223,6 +232,9 @@ class History:
         self._local = threading.local()
         self._stmts: dict[str, Any] | None = None  # prepared Core statements of the hot paths
         self._hot: Connection | None = None  # SQLite: the connection of the hot path (see _core)
+        #: see :data:`LEASE_GRACE` (the tests shorten it) and :meth:`recently_lost`
+        self.lease_grace = LEASE_GRACE
+        self._lost_at: float | None = None  # time.monotonic() of the last failure to reach or write the history
         try:
             self.engine = self._make_engine(url)
             if migrate:
@@ -253,6 +265,31 @@ class History:
     # -- set-up ---------------------------------------------------------------------------
 
     def _make_engine(self, url: str) -> Engine:
+        engine = self._make_dialect_engine(url)
+        dbapi = engine.dialect.dbapi
+        lost = tuple(c for c in (getattr(dbapi, "OperationalError", None), getattr(dbapi, "InterfaceError", None))
+                     if isinstance(c, type))
+
+        @event.listens_for(engine, "handle_error")
+        def _on_error(ctx: Any) -> None:
+            # the server unreachable or gone mid-transaction, the disk full or read-only, the file locked too long
+            # (not SQLite's "no such table" of a new file, also an OperationalError)
+            exc = ctx.original_exception
+            if ctx.is_disconnect or (isinstance(exc, lost) and (
+                    self.dialect != "sqlite" or any(m in str(exc).lower() for m in _SQLITE_LOST))):
+                self._lost_at = time.monotonic()
+
+        return engine
+
+    def recently_lost(self) -> bool:
+        """Did this process fail to reach or write the history within :attr:`lease_grace`?  Then the others
+        could not renew their locks' leases or write their heartbeats either: an expired lease or a stale
+        heartbeat says nothing of their death until they had the time to (:meth:`recover_orphans`,
+        :meth:`acquire_lock`)."""
+        lost = self._lost_at
+        return lost is not None and time.monotonic() - lost < self.lease_grace.total_seconds()
+
+    def _make_dialect_engine(self, url: str) -> Engine:
         if self.dialect == "sqlite":
             path = url.split("sqlite:///", 1)[1] if "sqlite:///" in url else ""
             if path and path != ":memory:":
@@ -895,7 +932,8 @@ class History:
                 alive = owner_alive(row.owner, node)
                 if alive is None:  # another node: trust its daemon heartbeat or its runs' lock leases
                     last = seen.get(row.owner or "")
-                    alive = (last is not None and now - last < stale_after) or (row.owner or "") in leased
+                    alive = ((last is not None and now - last < stale_after) or (row.owner or "") in leased
+                             or self.recently_lost())  # (after an outage: until it could write them again)
                 if alive:
                     continue
                 # compare-and-set: the run as read, still unfinished and its owner's (read committed: the owner may
@@ -999,13 +1037,16 @@ class History:
         """Take a named lock.  A lock whose owner died or whose lease expired is taken over."""
         try:
             with self._core() as conn:
-                return self._take_lock(conn, name, owner, node, ttl, purpose)
+                return self._take_lock(conn, name, owner, node, ttl, purpose, self.recently_lost())
         except IntegrityError:
             return False
 
     @staticmethod
-    def _take_lock(conn: Connection, name: str, owner: str, node: str, ttl: timedelta, purpose: str) -> bool:
-        """In Core (exclusive tasks take their target's lock on the per-run path, which has no ORM)."""
+    def _take_lock(conn: Connection, name: str, owner: str, node: str, ttl: timedelta, purpose: str,
+                   patient: bool = False) -> bool:
+        """In Core (exclusive tasks take their target's lock on the per-run path, which has no ORM).  ``patient``
+        (this process lost the history a moment ago: :meth:`recently_lost`): a lease that ran out is not taken
+        over unless its holder is known dead (a process of this node gone) -- its holder could not renew it."""
         locks = tables.locks
         now = datetime.now(UTC)
         row = conn.execute(select(locks.c.owner, locks.c.expires_at).where(locks.c.name == name)).first()
@@ -1014,7 +1055,7 @@ class History:
                 conn.execute(update(locks).where(locks.c.name == name).values(expires_at=now + ttl))
                 return True
             alive = owner_alive(row.owner, node)
-            if row.expires_at > now and alive is not False:
+            if (row.expires_at > now or patient) and alive is not False:
                 return False
             # compare-and-delete: the stale row just read, not one another process put there since (read
             # committed: two processes taking over the same stale lock would both succeed otherwise)
@@ -1042,7 +1083,7 @@ class History:
                     return True
             # a lock row exists: held by a live run, or stale (then taken over)
             with self._core() as conn:
-                if not self._take_lock(conn, lock, holder, node, ttl, f"run {run_id}"):
+                if not self._take_lock(conn, lock, holder, node, ttl, f"run {run_id}", self.recently_lost()):
                     return False
                 conn.execute(st["run_start"], start)
             return True

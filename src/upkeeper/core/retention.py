@@ -17,8 +17,8 @@ Kept whatever its age (each reason mirrors a reader):
 * emergency runs, and notification events of open problems or of emergency runs, follow the audit
   retention (the audit trail says who ran them and why; the run says what happened).
 
-Deletion goes in batches of :data:`BATCH` runs, each its own short transaction, so a running job's
-history writes wait milliseconds, not the whole prune.  Old rows are found through ``ix_runs_finished``:
+Deletion goes in batches of :data:`BATCH` runs, each its own short transaction followed on SQLite by a pause
+(:data:`SQLITE_PAUSE`), so a running job's history writes wait for a batch, not the whole prune.  Old rows are found through ``ix_runs_finished``:
 an hourly prune reads the old rows, not the whole table.
 
 On SQLite, deleted rows leave free pages that new rows reuse (the file stops growing).  A database created
@@ -30,6 +30,7 @@ by this version uses ``auto_vacuum=INCREMENTAL``: pruning also hands the free pa
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -46,6 +47,11 @@ from upkeeper.core.models import AuditRow, FindingRow, MetricRow, RunRow, StateR
 BATCH = 500
 #: free SQLite pages handed back to the file system per transaction (4 KiB each: 8 MiB)
 VACUUM_PAGES = 2048
+#: SQLite: the pause after each of a prune's write transactions.  Every transaction takes the write lock, and a
+#: process waiting for it (SQLite's busy handler) tries again every 100 ms at most: back to back, the batches
+#: left it a free moment only by chance -- a daemon's or an ``upkeeper run``'s writes waited up to 18 s during a
+#: 100,000-run prune (and past the busy timeout, failed).  With the pause they wait for one batch at most.
+SQLITE_PAUSE = 0.12
 FINAL = ("ok", "warn", "fail", "error", "skipped", "interrupted")
 SUCCESS = ("ok", "warn")
 FAILURE = ("fail", "error", "interrupted")
@@ -98,6 +104,13 @@ class PruneReport:
                 "free_pages": self.free_pages, "vacuum": self.vacuum,
             },
         }
+
+
+def _pause(history: History) -> None:
+    """Between two write transactions of a prune: let the writers waiting for SQLite's lock in (:data:`SQLITE_PAUSE`;
+    the threads of this process too, which take turns through :meth:`History.session`)."""
+    if history.dialect == "sqlite":
+        time.sleep(SQLITE_PAUSE)
 
 
 def _t(model: type[Any]) -> Table:
@@ -213,6 +226,7 @@ def prune_history(history: History, *, runs_before: datetime | None, audit_befor
                 rep.runs += len(gone)
                 rep.streak_runs += _carry_streaks(conn, gone)
                 _note_deleted_through(conn, [r.finished_at for r in gone if r.finished_at is not None])
+            _pause(history)
     if runs_before is not None:
         events = _t(NotifyEventRow)
         ev_cond = and_(events.c.ts < runs_before, events.c.topic != EMERGENCY)
@@ -338,6 +352,8 @@ def _prune_by_id(history: History, table: Table, cond: ColumnElement[bool], dry_
                 n += _count(conn.execute(delete(table).where(table.c.id.in_(ids))))
             elif dry_run:
                 n += len(ids)
+        if ids and not dry_run:
+            _pause(history)
 
 
 def _prune_daemons(history: History, before: datetime, dry_run: bool) -> int:
@@ -381,6 +397,7 @@ def _prune_daemons(history: History, before: datetime, dry_run: bool) -> int:
     for i in range(0, len(doomed), BATCH):
         with history.session() as s:
             n += _count(s.connection().execute(delete(d).where(d.c.instance.in_(doomed[i:i + BATCH]))))
+        _pause(history)
     return n
 
 
@@ -409,37 +426,42 @@ def _file_bytes(path: os.PathLike[str]) -> int:
 
 def _sqlite_space(history: History, rep: PruneReport, vacuum: bool) -> None:
     """Hand free pages back to the file system (incremental auto-vacuum), or rewrite the file (``vacuum``)."""
-    # the threads of this process take turns on the history (History.session); so does this
-    with history._unlocked(), history._turn, history.engine.connect() as conn:
+    # the threads of this process take turns on the history (History.session); so does this, a step at a time
+    with history._unlocked(), history.engine.connect() as conn:
         raw = conn.connection.dbapi_connection
         assert raw is not None
-        mode = int(raw.execute("PRAGMA auto_vacuum").fetchone()[0])
-        if vacuum:
-            raw.execute("PRAGMA auto_vacuum=INCREMENTAL")
-            raw.execute("VACUUM")  # outside any transaction: the connection is in autocommit (history.py)
+        with history._turn:
             mode = int(raw.execute("PRAGMA auto_vacuum").fetchone()[0])
+        if vacuum:
+            with history._turn:
+                raw.execute("PRAGMA auto_vacuum=INCREMENTAL")
+                raw.execute("VACUUM")  # outside any transaction: the connection is in autocommit (history.py)
+                mode = int(raw.execute("PRAGMA auto_vacuum").fetchone()[0])
             rep.vacuum = "vacuum"
         elif mode == 2 and not rep.dry_run:
             freed = 0
             while True:
-                free = int(raw.execute("PRAGMA freelist_count").fetchone()[0])
-                if free == 0:
-                    break
-                raw.execute("BEGIN IMMEDIATE")
-                try:
-                    # one page per step; Python's sqlite3 steps a PRAGMA once, so one statement per page
-                    for _ in range(min(free, VACUUM_PAGES)):
-                        raw.execute("PRAGMA incremental_vacuum(1)")
-                    raw.execute("COMMIT")
-                except BaseException:
-                    raw.execute("ROLLBACK")
-                    raise
+                with history._turn:
+                    free = int(raw.execute("PRAGMA freelist_count").fetchone()[0])
+                    if free == 0:
+                        break
+                    raw.execute("BEGIN IMMEDIATE")
+                    try:
+                        # one page per step; Python's sqlite3 steps a PRAGMA once, so one statement per page
+                        for _ in range(min(free, VACUUM_PAGES)):
+                            raw.execute("PRAGMA incremental_vacuum(1)")
+                        raw.execute("COMMIT")
+                    except BaseException:
+                        raw.execute("ROLLBACK")
+                        raise
                 freed += min(free, VACUUM_PAGES)
+                _pause(history)
             rep.vacuum = f"incremental: {freed} page(s) returned to the file system"
         elif mode != 2:
             rep.vacuum = ("none: free pages are reused by new rows (the file stops growing); "
                           "'upkeeper history prune --vacuum' shrinks it once and turns on incremental vacuum")
-        rep.free_pages = int(raw.execute("PRAGMA freelist_count").fetchone()[0])
-        if not rep.dry_run:
-            raw.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        with history._turn:
+            rep.free_pages = int(raw.execute("PRAGMA freelist_count").fetchone()[0])
+            if not rep.dry_run:
+                raw.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         conn.rollback()

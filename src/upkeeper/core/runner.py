@@ -18,10 +18,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
+from sqlalchemy.exc import InterfaceError, OperationalError
+
+from upkeeper.config.types import format_duration
 from upkeeper.core.artifacts import publish, take_staged
 from upkeeper.core.execute import WorkRequest
 from upkeeper.core.executor import STOPPED_SUMMARY, Executor, LogFn, Outcome, ProgressFn
-from upkeeper.core.history import History, NewRun
+from upkeeper.core.history import FINAL_STATES, History, NewRun
 from upkeeper.core.jobs import Job, Setup
 from upkeeper.core.task import Result, Status
 from upkeeper.redact import redact
@@ -34,6 +37,11 @@ LOCK_REFRESH = 30.0
 #: cgroup (``systemctl stop``) or process group signals every process at once, but this process's handler runs
 #: when its main thread next gets to it
 STOP_SIGNAL_WAIT = 0.5
+#: the history unreachable as a run's outcome is recorded (a PostgreSQL restart or failover, a full or read-only
+#: disk under SQLite): how long the runner keeps trying (seconds), waiting at most RECORD_RETRY_WAIT between tries.
+#: The run's row would otherwise say ``running`` for as long as the process lives, its outcome lost.
+RECORD_RETRY_FOR = 600.0
+RECORD_RETRY_WAIT = 15.0
 
 
 @dataclass
@@ -309,8 +317,8 @@ class Runner:
                 details["stopped"] = True
             if retry_at:
                 details["retry_at"] = retry_at.isoformat()
-            self.history.finish_run(
-                run_id, status=status, result=outcome.result, finished_at=finished, started_at=started,
+            self._record_finish(
+                run_id, cancel, status=status, result=outcome.result, finished_at=finished, started_at=started,
                 log_excerpt=logbuf.text(), details=details, release_locks_of=holder, job=job.name,
                 target=job.target_name, state=outcome.state,
             )
@@ -329,9 +337,9 @@ class Runner:
         except Exception as exc:  # history hiccup: record what we can, never raise into the daemon
             log.exception("run %s of %s failed inside the runner", run_id, job.name)
             try:
-                self.history.finish_run(run_id, status="error",
-                                        result=Result(summary=f"internal error: {redact(str(exc))}"),
-                                        finished_at=self.clock(), started_at=None, log_excerpt=logbuf.text())
+                self._record_finish(run_id, cancel, status="error",
+                                    result=Result(summary=f"internal error: {redact(str(exc))}"),
+                                    finished_at=self.clock(), started_at=None, log_excerpt=logbuf.text())
             except Exception:
                 pass
             return "error", None
@@ -342,6 +350,38 @@ class Runner:
                 except Exception as exc:
                     log.warning("could not release lock %s: %s", name, exc)
             self.keeper.unhold()
+
+    def _record_finish(self, run_id: int, cancel: threading.Event | None, **outcome: Any) -> None:
+        """:meth:`History.finish_run`, tried again while the history cannot be reached -- for up to
+        :data:`RECORD_RETRY_FOR` seconds, or until ``cancel`` is set (the daemon's stop grace is over, Ctrl-C).  A
+        run that finished while the history server restarted is recorded as it ended once the server is back,
+        instead of staying ``running`` (its owner lives on: nothing recovers it) with its outcome lost."""
+        deadline = time.monotonic() + RECORD_RETRY_FOR
+        wait = 1.0
+        warned = False
+        while True:
+            try:
+                self.history.finish_run(run_id, **outcome)
+                return
+            except (OperationalError, InterfaceError) as exc:
+                if time.monotonic() + wait > deadline or (cancel is not None and cancel.is_set()):
+                    raise
+                if not warned:
+                    log.warning("cannot record the outcome (%s) of run %s: %s; trying again for up to %s",
+                                outcome.get("status"), run_id, redact(str(getattr(exc, "orig", None) or exc)),
+                                format_duration(timedelta(seconds=RECORD_RETRY_FOR)))
+                    warned = True
+            if cancel is not None:
+                cancel.wait(wait)
+            else:
+                time.sleep(wait)
+            wait = min(wait * 2, RECORD_RETRY_WAIT)
+            try:  # the try that failed may have committed, its answer lost with the connection: never twice
+                row = self.history.get_run(run_id)
+            except (OperationalError, InterfaceError):
+                continue
+            if row is not None and row.status in FINAL_STATES:
+                return
 
     def _remove_work_files(self, outcome: Outcome, log_cb: LogFn, config: Any) -> None:
         """A worker that died, or was killed at its timeout or after a stop's grace, ran none (or not all) of its
