@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import socket
 import sqlite3
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -230,6 +233,50 @@ def test_unreachable_postgres_history_is_a_clear_error() -> None:
     with pytest.raises(HistoryError, match="cannot open history database") as err:
         History("postgresql+psycopg://u:pw-secret@127.0.0.1:1/x?connect_timeout=2")
     assert "pw-secret" not in str(err.value)
+
+
+def test_a_postgres_history_that_accepts_and_never_answers_fails_after_the_connect_timeout() -> None:
+    """A server or pooler that accepts the connection and never answers (wedged, or the TCP handshake answered
+    by a load balancer whose backend is gone): libpq waits for ever by default, and so did every history call.
+    Now opening the history fails after ``connect_timeout`` (10 s, PG_CONNECT_DEFAULTS) with a clear error."""
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # the kernel completes handshakes; nobody answers
+        port = silent.getsockname()[1]
+        errors: list[BaseException] = []
+        done = threading.Event()
+
+        def open_history() -> None:
+            try:
+                History(f"postgresql+psycopg://u:pw-secret@127.0.0.1:{port}/x").close()
+            except BaseException as exc:  # handed to the test's thread
+                errors.append(exc)
+            done.set()
+
+        t0 = time.monotonic()
+        threading.Thread(target=open_history, daemon=True).start()
+        assert done.wait(40), "opening a history on a server that never answers still waits"
+        waited = time.monotonic() - t0
+    assert len(errors) == 1 and isinstance(errors[0], HistoryError), errors
+    assert "cannot open history database" in str(errors[0]) and "pw-secret" not in str(errors[0])
+    assert 9 <= waited < 40
+
+
+def test_postgres_history_connections_carry_timeouts_and_keepalives(request: pytest.FixtureRequest) -> None:
+    """Every connection of a PostgreSQL history has a connect timeout, TCP keepalives and a TCP user timeout
+    (a server gone without closing fails a call within about a minute instead of ~15); one the URL sets wins."""
+    pg: PostgresCluster = request.getfixturevalue("pg")
+    db: str = request.getfixturevalue("pg_db")
+    base = f"postgresql+psycopg://postgres@127.0.0.1:{pg.port}/{db}"
+    for url, timeout in ((base, "10"), (base + "?connect_timeout=3&keepalives_idle=5", "3")):
+        h = History(url)
+        try:
+            with h.engine.connect() as conn:
+                params = conn.connection.dbapi_connection.info.get_parameters()  # type: ignore[union-attr]
+        finally:
+            h.close()
+        assert params["connect_timeout"] == timeout
+        assert params["keepalives"] == "1" and params["keepalives_interval"] == "10"
+        assert params["keepalives_count"] == "3" and params["tcp_user_timeout"] == "60000"
+        assert params["keepalives_idle"] == ("30" if timeout == "10" else "5")
 
 
 def test_a_stale_lock_is_taken_over_by_one_process_only(request: pytest.FixtureRequest) -> None:

@@ -33,6 +33,7 @@ from sqlalchemy import (
     event,
     func,
     insert,
+    make_url,
     or_,
     select,
     text,
@@ -217,6 +218,23 @@ _SQLITE_LOST = ("database is locked", "disk i/o error", "disk is full", "readonl
 #: write lock) before it fails with :meth:`History.locked_error`
 SQLITE_BUSY_TIMEOUT = 60.0
 
+#: libpq settings of a PostgreSQL history's connections, each unless the history URL sets it
+#: (``postgresql://…?connect_timeout=30``).  Without them a server that stops answering without closing the
+#: connection -- a host gone, a network dropping packets, a server or pooler that accepts and never answers --
+#: hangs a call for as long as the kernel keeps the connection: a new connection for ever, a query ~15 min.
+#: With them a new connection fails after 10 s and an open one within about a minute (keepalives probe after
+#: 30 s of silence, 3 probes 10 s apart; data unacknowledged for 60 s fails the connection), and the caller
+#: takes the history for lost (it retries; the daemon goes on).  Source: upkeeper; libpq's own defaults are no
+#: connect timeout and the kernel's keepalive settings (first probe after 2 h of silence on Linux)
+PG_CONNECT_DEFAULTS: dict[str, str] = {
+    "connect_timeout": "10",
+    "keepalives": "1",
+    "keepalives_idle": "30",
+    "keepalives_interval": "10",
+    "keepalives_count": "3",
+    "tcp_user_timeout": "60000",
+}
+
 
 class History:
     """Access to the history database.  Thread-safe; one instance per process is enough.
@@ -324,7 +342,9 @@ class History:
 
             return engine
         self.sqlite_path = None
-        return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+        given = make_url(url).query
+        defaults = {k: v for k, v in PG_CONNECT_DEFAULTS.items() if k not in given}
+        return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20, connect_args=defaults)
 
     def migrate(self) -> None:
         """Apply pending Alembic migrations (all heads), serialized between processes."""
