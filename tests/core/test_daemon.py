@@ -790,6 +790,48 @@ def test_leases_and_heartbeats_that_ran_out_while_the_history_was_down_are_not_t
     there.close()
 
 
+def test_a_history_outage_logs_one_traceback_then_one_line_per_failed_tick(
+        history_server: PostgresCluster, caplog: pytest.LogCaptureFixture) -> None:
+    """The daemon's loop while the history server is down: it logged the same traceback (some 40 lines) at every
+    try, every 5 s -- a ten-minute outage buried the log in 120 of them.  Now the first failure comes with its
+    traceback, the same failure again in one line with a count, and the recovery is said."""
+    url = f"postgresql+psycopg://postgres@127.0.0.1:{history_server.port}/h"
+    setup = build_setup(load_text(f"history: {url}\nversion: 1\njobs:\n  hourly:\n    task: debug.noop\n"
+                                  f"    schedule: '@hourly'\n"))
+    clock = SimClock(START)
+    d = make_daemon(setup, url, clock, "node-a")
+    d.pending_poll = timedelta(seconds=5)
+    d.tick_retry = 0.1
+    d.prepare()
+    history_server.stop()
+    caplog.set_level("INFO", logger="upkeeper.core.daemon")
+    loop = threading.Thread(target=d.run_forever, daemon=True)
+    loop.start()
+    try:
+        def seen(text: str, n: int = 1) -> Callable[[], bool]:
+            def check() -> bool:
+                clock.advance(timedelta(seconds=5))  # the pending runs are polled every 5 s: each tick reads
+                return sum(text in r.getMessage() for r in caplog.records) >= n
+            return check
+
+        wait_for("3 failed ticks", seen("failed again", 3))
+        history_server.start()
+        wait_for("the recovery", seen("ticks again"))
+    finally:
+        d.stop()
+        loop.join(30)
+    records = [r for r in caplog.records if r.name == "upkeeper.core.daemon" and "tick" in r.getMessage()]
+    whole = [r for r in records if r.exc_info]
+    assert len(whole) == 1 and whole[0].getMessage().startswith("daemon tick failed; retrying every 0.1s"), records
+    again = [r.getMessage() for r in records if "failed again" in r.getMessage()]
+    assert again[0].startswith("daemon tick failed again (2 in a row over ") and "OperationalError" in again[0]
+    assert all("\n" not in m for m in again)
+    back = [r.getMessage() for r in records if "ticks again" in r.getMessage()]
+    assert len(back) == 1 and back[0].startswith(f"daemon ticks again after {len(again) + 1} failed tick(s) over ")
+    d.pool.shutdown(wait=True)
+    d.history.close()
+
+
 def test_a_stop_while_the_history_is_down_ends_cleanly(history_server: PostgresCluster,
                                                        caplog: pytest.LogCaptureFixture) -> None:
     """SIGTERM while the history server is down: the drain cannot mark what it leaves unfinished, says so, and the

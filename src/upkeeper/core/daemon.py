@@ -25,6 +25,7 @@ import logging
 import os
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -78,6 +79,40 @@ class SystemClock:
         delay = (when - datetime.now(UTC)).total_seconds()
         if delay > 0:
             wake.wait(min(delay, 60.0))
+
+
+#: seconds the loop waits after a tick that failed (the history unreachable …) before it tries again
+TICK_RETRY = 5.0
+
+
+class TickFailures:
+    """How the loop reports ticks that fail: the first failure of a kind with its traceback, the same failure
+    again (an outage of the history ticks every :data:`TICK_RETRY` s) in one line, and the recovery."""
+
+    def __init__(self, retry: float = TICK_RETRY) -> None:
+        self.retry = retry
+        self.kind: tuple[str, str] | None = None  # (exception type, message) of the failure last logged whole
+        self.count = 0  # failed ticks in a row
+        self.since = 0.0  # monotonic time of the first of them
+
+    def failed(self, exc: Exception, now: float) -> None:
+        kind = (type(exc).__name__, str(exc))
+        if not self.count:
+            self.since = now
+        self.count += 1
+        if kind != self.kind:
+            self.kind = kind
+            log.exception("daemon tick failed; retrying every %s", human_duration(self.retry))
+        else:
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            log.error("daemon tick failed again (%d in a row over %s): %s%s", self.count,
+                      human_duration(now - self.since), type(exc).__name__, f": {first}" if first else "")
+
+    def succeeded(self, now: float) -> None:
+        if self.count:
+            log.warning("daemon ticks again after %d failed tick(s) over %s", self.count,
+                        human_duration(now - self.since))
+        self.kind, self.count = None, 0
 
 
 class SimClock:
@@ -231,6 +266,8 @@ class Daemon:
         self._served_at = self._started_at
         self.on_event = on_event or (lambda kind, data: None)
         self.pending_poll = pending_poll
+        #: seconds between a failed tick and the next try
+        self.tick_retry = TICK_RETRY
         self.housekeeping_every = housekeeping
         #: called in the loop's thread, between ticks, when a reload was asked for (:meth:`request_reload`)
         self.reloader: Callable[[], None] | None = None
@@ -702,13 +739,16 @@ class Daemon:
         hb = threading.Thread(target=beat, daemon=True, name="heartbeat")
         hb.start()
         notifier = self.notifier
+        failing = TickFailures(self.tick_retry)
         try:
             while not self._stopping.is_set():
                 try:
                     self.tick()
-                except Exception:
-                    log.exception("daemon tick failed; retrying in a few seconds")
-                    self._wake.wait(5)
+                except Exception as exc:
+                    failing.failed(exc, time.monotonic())
+                    self._wake.wait(self.tick_retry)
+                else:
+                    failing.succeeded(time.monotonic())
                 if self._stopping.is_set():
                     break
                 # the loop's progress, and only it, pings systemd's watchdog: a tick that hangs stops the pings
