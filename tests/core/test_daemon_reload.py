@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -228,6 +229,49 @@ def test_a_dead_daemon_whose_loop_hung_served_only_until_its_last_tick(tmp_path:
     assert [(j, t) for j, t, _ in report.claimed] == [("nightly", day + timedelta(days=1, hours=3))], report
     [row] = [r for r in history.runs(job="nightly") if r.scheduled_for == day + timedelta(days=1, hours=3)]
     assert (row.trigger, row.status) == ("catch-up", "ok")
+
+
+def test_a_daemon_that_died_without_stopping_fails_status_check_until_one_starts_again(cli: Any,
+                                                                                       tmp_path: Path) -> None:
+    """kill -9 of a real daemon (as the OOM killer does): 'status' said "not running — start it with 'upkeeper
+    daemon'" as for a node that never ran one, and 'status --check' exited 0 until the jobs' missed-run alarm, a
+    period later.  Now it says the daemon died (JSON: died) and --check exits 1; a daemon started there since
+    clears it, and a daemon stopped cleanly is no death."""
+    cfg = tmp_path / "upkeeper.yaml"
+    log = tmp_path / "daemon.log"
+    write_yaml(cfg, _base(tmp_path, {"ping": {"task": "debug.noop", "schedule": "every 1h"}},
+                          daemon={"heartbeat": "1s"}))
+    history = History(f"sqlite:///{tmp_path / 'history.db'}")
+
+    def age_heartbeats() -> None:  # the 2 minutes a daemon's heartbeat may lag before it counts as gone
+        with history.engine.begin() as conn:
+            conn.exec_driver_sql("UPDATE daemons SET last_seen = datetime(last_seen, '-3 minutes')")
+
+    try:
+        with _daemon(cfg, log) as p:
+            _wait("a heartbeat", lambda: any(d["alive"] for d in _status(cli, cfg)["daemons"]), log)
+            assert _cli(cli, ["--config", cfg, "status", "--check"]).code == 0
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+        age_heartbeats()
+        [dead] = _status(cli, cfg)["daemons"]
+        assert (dead["alive"], dead["died"]) == (False, True), dead
+        res = _cli(cli, ["--config", cfg, "status", "--check"])
+        assert res.code == 1, res.output
+        text = " ".join(res.out.split())
+        assert f"daemon: died on {NODE} (pid {p.pid}, last seen" in text and "without stopping" in text, text
+        assert "not running" not in text
+        assert _cli(cli, ["--config", cfg, "status", "--check", "--json"]).code == 1
+        with _daemon(cfg, log) as p2:  # a daemon started on that node since: the death is history
+            _wait("a heartbeat", lambda: any(d["alive"] for d in _status(cli, cfg)["daemons"]), log)
+            assert _cli(cli, ["--config", cfg, "status", "--check"]).code == 0
+            _stop(p2, log)
+        age_heartbeats()
+        assert not any(d["died"] for d in _status(cli, cfg)["daemons"])
+        res = _cli(cli, ["--config", cfg, "status", "--check"])
+        assert res.code == 0 and "daemon: not running" in " ".join(res.out.split()), res.output
+    finally:
+        history.close()
 
 
 def test_a_hung_scheduling_loop_is_reported_stalled_though_its_heartbeat_goes_on(cli: Any, tmp_path: Path,

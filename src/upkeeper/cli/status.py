@@ -14,6 +14,9 @@ from upkeeper.core.history import stopped_on_request
 from upkeeper.errors import UsageError
 from upkeeper.fmt import ago, local_time
 
+#: how long ``status`` reports a daemon that died without stopping (``died``; ``--check`` exits 1 meanwhile)
+DIED_HORIZON = timedelta(days=7)
+
 
 def collect_status() -> dict[str, Any]:
     setup = state.setup()
@@ -63,14 +66,22 @@ def collect_status() -> dict[str, Any]:
             }
         )
     daemons = []
-    for d in history.daemons():
+    rows = history.daemons()
+    newest_start: dict[str, datetime] = {}  # per node: when its newest daemon started
+    for d in rows:
+        newest_start[d.node] = max(newest_start.get(d.node, d.started_at), d.started_at)
+    for d in rows:
         alive = d.stopped_at is None and now - d.last_seen < max(timedelta(minutes=2),
                                                                   3 * setup.config.daemon.heartbeat)
+        # never recorded a stop, its heartbeat gone, and no daemon started on its node since (kill -9, the OOM
+        # killer, a crash): it serves nothing now -- for a week, after which the missed-run alarm says it anyway
+        died = (not alive and d.stopped_at is None and d.started_at >= newest_start[d.node]
+                and now - d.last_seen < DIED_HORIZON)
         # its heartbeat comes from a thread of its own: a scheduling loop that hung (a history call, a notification
         # send) while it goes on claims nothing -- alive, but stalled (both instants are the daemon's own clock)
         stalled = alive and d.loop_at is not None and d.last_seen - d.loop_at > setup.config.daemon.stall_after
         daemons.append({"instance": d.instance, "node": d.node, "pid": d.pid, "last_seen": d.last_seen.isoformat(),
-                        "alive": alive, "started_at": d.started_at.isoformat(), "version": d.version,
+                        "alive": alive, "died": died, "started_at": d.started_at.isoformat(), "version": d.version,
                         "last_tick": d.loop_at.isoformat() if d.loop_at else None, "stalled": stalled,
                         "reload": d.reload})
     return {"jobs": jobs, "daemons": daemons, "now": now.isoformat(),
@@ -110,8 +121,10 @@ def notification_status(setup: Any, history: Any, now: datetime, *, notify: bool
 def status_cmd(
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
     check: bool = typer.Option(False, "--check", help="exit 1 when a job missed its runs (period + grace "
-                                                     "passed without a run), or a running daemon's scheduling "
-                                                     "loop is stalled (daemon.stall_after): a dead-man's switch "
+                                                     "passed without a run), a running daemon's scheduling "
+                                                     "loop is stalled (daemon.stall_after), or a node's daemon "
+                                                     "died without stopping (in the last 7 days, no daemon "
+                                                     "started there since): a dead-man's switch "
                                                      "for cron or another node"),
     notify: bool = typer.Option(False, "--notify", help="with --check: also send the missed-run alarm through the "
                                                        "channels, escalate problems unresolved for their "
@@ -126,9 +139,10 @@ def status_cmd(
         data["notifications"] = notification_status(state.setup(), state.history(), datetime.now(UTC), notify=True)
     missed = data["notifications"]["missed"]
     stalled = [d for d in data["daemons"] if d["stalled"]]
+    died = [d for d in data["daemons"] if d["died"]]
     if as_json:
         print_json(data)
-        if check and (missed or stalled):
+        if check and (missed or stalled or died):
             raise typer.Exit(1)
         return
     now = datetime.now(UTC)
@@ -169,9 +183,14 @@ def status_cmd(
                 console.print(f"  [fail]config reload failed[/fail] "
                               f"{ago(datetime.fromisoformat(str(rl.get('at'))), now)} ({escape(str(rl.get('file')))}"
                               f"); it runs with the config it had: {escape(str(rl.get('message')))}")
-    else:
+    elif not died:
         console.print("daemon: [warn]not running[/warn] — start it with 'upkeeper daemon' "
                       "(or schedule jobs with 'upkeeper cron export')")
+    for d in died:
+        console.print(f"daemon: [fail]died[/fail] on {d['node']} (pid {d['pid']}, last seen "
+                      f"{ago(datetime.fromisoformat(d['last_seen']), now)}) without stopping (killed, out of memory, "
+                      f"crashed) — its log says why (journalctl -u upkeeper); start it again (systemctl restart "
+                      f"upkeeper)")
     n = data["notifications"]
     for m in n["missed"]:
         last = ago(datetime.fromisoformat(m["last_run"]), now) if m["last_run"] else "never"
@@ -187,5 +206,5 @@ def status_cmd(
         console.print(f"notifications: [fail]{len(bad)} delivery failure(s)[/fail] in the last 7 days"
                       + (f" ({dead} gave up)" if dead else "") + f"; latest: {bad[0]['channel']}: "
                       f"{escape(bad[0]['last_error'][:160])} — see 'upkeeper notify log', retry with 'upkeeper notify retry'")
-    if check and (missed or stalled):
+    if check and (missed or stalled or died):
         raise typer.Exit(1)
