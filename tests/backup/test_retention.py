@@ -228,3 +228,21 @@ def test_two_backups_at_the_same_instant_are_decided_the_same_whatever_the_order
     a, b = Item("20250501T030000Z-aaaaaa", t), Item("20250501T030000Z-bbbbbb", t)
     p = RetentionPolicy(keep_daily=1, keep_weekly=0, keep_monthly=0)
     assert _kept([a, b], p, t) == _kept([b, a], p, t) == {b.id}
+
+
+def test_the_docs_keep_only_the_last_five_example_keeps_five() -> None:
+    """docs/backups.md: a rule left out keeps its default, so ``{keep_last: 5}`` alone keeps dailies, weeklies and
+    monthlies too; the example that switches them off keeps exactly the 5 newest of 60 daily backups."""
+    import re
+    from pathlib import Path
+
+    from ruamel.yaml import YAML
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "backups.md").read_text()
+    (example,) = re.findall(r"```yaml\n(retention: \{keep_last: 5.*?)```", doc, re.S)
+    items = [Item(f"b{i:02d}", datetime(2026, 1, 1, 3, tzinfo=UTC) + timedelta(days=i)) for i in range(60)]
+    now = datetime(2026, 3, 2, tzinfo=UTC)
+    only_five = RetentionPolicy.model_validate(YAML(typ="safe").load(example)["retention"])
+    assert [d.item.id for d in apply_policy(items, only_five, now=now) if d.keep] == ["b59", "b58", "b57", "b56", "b55"]
+    alone = RetentionPolicy.model_validate({"keep_last": 5})
+    assert sum(d.keep for d in apply_policy(items, alone, now=now)) > 14  # 14 dailies, weeklies, monthlies
