@@ -793,11 +793,12 @@ def test_leases_and_heartbeats_that_ran_out_while_the_history_was_down_are_not_t
 def test_a_history_outage_logs_one_traceback_then_one_line_per_failed_tick(
         history_server: PostgresCluster, caplog: pytest.LogCaptureFixture) -> None:
     """The daemon's loop while the history server is down: it logged the same traceback (some 40 lines) at every
-    try, every 5 s -- a ten-minute outage buried the log in 120 of them.  Now the first failure comes with its
-    traceback, the same failure again in one line with a count, and the recovery is said."""
+    try, every 5 s -- a ten-minute outage buried the log in 120 of them -- and each heartbeat its 3-line
+    warning.  Now the first failure comes whole (the tick's with its traceback), the same failure again in one
+    line with a count, and the recovery is said."""
     url = f"postgresql+psycopg://postgres@127.0.0.1:{history_server.port}/h"
-    setup = build_setup(load_text(f"history: {url}\nversion: 1\njobs:\n  hourly:\n    task: debug.noop\n"
-                                  f"    schedule: '@hourly'\n"))
+    setup = build_setup(load_text(f"history: {url}\nversion: 1\ndaemon: {{heartbeat: 1s}}\njobs:\n  hourly:\n"
+                                  f"    task: debug.noop\n    schedule: '@hourly'\n"))
     clock = SimClock(START)
     d = make_daemon(setup, url, clock, "node-a")
     d.pending_poll = timedelta(seconds=5)
@@ -814,9 +815,11 @@ def test_a_history_outage_logs_one_traceback_then_one_line_per_failed_tick(
                 return sum(text in r.getMessage() for r in caplog.records) >= n
             return check
 
-        wait_for("3 failed ticks", seen("failed again", 3))
+        wait_for("3 failed ticks", seen("daemon tick failed again", 3))
+        wait_for("3 failed heartbeats", seen("heartbeat failed again", 2))
         history_server.start()
         wait_for("the recovery", seen("ticks again"))
+        wait_for("a heartbeat written", seen("heartbeat written again"))
     finally:
         d.stop()
         loop.join(30)
@@ -827,7 +830,12 @@ def test_a_history_outage_logs_one_traceback_then_one_line_per_failed_tick(
     assert again[0].startswith("daemon tick failed again (2 in a row over ") and "OperationalError" in again[0]
     assert all("\n" not in m for m in again)
     back = [r.getMessage() for r in records if "ticks again" in r.getMessage()]
-    assert len(back) == 1 and back[0].startswith(f"daemon ticks again after {len(again) + 1} failed tick(s) over ")
+    assert len(back) == 1 and back[0].startswith(f"daemon ticks again after {len(again) + 1} failure(s) over ")
+    beats = [r.getMessage() for r in caplog.records if r.getMessage().startswith("heartbeat")]
+    assert beats[0].startswith("heartbeat failed: ") and "Connection refused" in beats[0], beats
+    assert len(beats) >= 4 and all(m.startswith("heartbeat failed again (") for m in beats[1:-1]), beats
+    assert beats[-1].startswith(f"heartbeat written again after {len(beats) - 1} failure(s) over "), beats
+    assert all("\n" not in m for m in beats[1:])
     d.pool.shutdown(wait=True)
     d.history.close()
 

@@ -85,14 +85,20 @@ class SystemClock:
 TICK_RETRY = 5.0
 
 
-class TickFailures:
-    """How the loop reports ticks that fail: the first failure of a kind with its traceback, the same failure
-    again (an outage of the history ticks every :data:`TICK_RETRY` s) in one line, and the recovery."""
+class RepeatedFailures:
+    """How the daemon reports something that fails again and again (its tick, heartbeat or housekeeping while the
+    history is unreachable): the first failure of a kind whole, the same failure again in one line with a count,
+    and the recovery -- not the same lines every few seconds for as long as an outage lasts."""
 
-    def __init__(self, retry: float = TICK_RETRY) -> None:
-        self.retry = retry
+    def __init__(self, what: str, first: str, back: str, *, with_traceback: bool = False,
+                 level: int = logging.WARNING) -> None:
+        self.what = what  # "daemon tick"
+        self.first = first  # the first failure's message ("daemon tick failed; retrying every 5.0s")
+        self.back = back  # the recovery's, after "N failed … over D" ("daemon ticks again")
+        self.with_traceback = with_traceback
+        self.level = level
         self.kind: tuple[str, str] | None = None  # (exception type, message) of the failure last logged whole
-        self.count = 0  # failed ticks in a row
+        self.count = 0  # failures in a row
         self.since = 0.0  # monotonic time of the first of them
 
     def failed(self, exc: Exception, now: float) -> None:
@@ -102,16 +108,18 @@ class TickFailures:
         self.count += 1
         if kind != self.kind:
             self.kind = kind
-            log.exception("daemon tick failed; retrying every %s", human_duration(self.retry))
+            if self.with_traceback:
+                log.log(self.level, "%s", self.first, exc_info=exc)
+            else:
+                log.log(self.level, "%s: %s", self.first, exc)
         else:
-            first = str(exc).splitlines()[0] if str(exc) else ""
-            log.error("daemon tick failed again (%d in a row over %s): %s%s", self.count,
-                      human_duration(now - self.since), type(exc).__name__, f": {first}" if first else "")
+            line = str(exc).splitlines()[0] if str(exc) else ""
+            log.log(self.level, "%s failed again (%d in a row over %s): %s%s", self.what, self.count,
+                    human_duration(now - self.since), type(exc).__name__, f": {line}" if line else "")
 
     def succeeded(self, now: float) -> None:
         if self.count:
-            log.warning("daemon ticks again after %d failed tick(s) over %s", self.count,
-                        human_duration(now - self.since))
+            log.warning("%s after %d failure(s) over %s", self.back, self.count, human_duration(now - self.since))
         self.kind, self.count = None, 0
 
 
@@ -268,6 +276,9 @@ class Daemon:
         self.pending_poll = pending_poll
         #: seconds between a failed tick and the next try
         self.tick_retry = TICK_RETRY
+        self._heartbeat_failures = RepeatedFailures("heartbeat", "heartbeat failed", "heartbeat written again")
+        self._housekeeping_failures = RepeatedFailures("housekeeping", "housekeeping failed",
+                                                       "housekeeping works again")
         self.housekeeping_every = housekeeping
         #: called in the loop's thread, between ticks, when a reload was asked for (:meth:`request_reload`)
         self.reloader: Callable[[], None] | None = None
@@ -646,7 +657,9 @@ class Daemon:
                                           len(jobs), __version__, job_names=list(jobs), at=now,
                                           loop_at=self._served_at)
         except Exception as exc:
-            log.warning("heartbeat failed: %s", exc)
+            self._heartbeat_failures.failed(exc, time.monotonic())
+        else:
+            self._heartbeat_failures.succeeded(time.monotonic())
         self._check_stall(now)
 
     def _check_stall(self, now: datetime) -> None:
@@ -683,7 +696,9 @@ class Daemon:
                     {job.name: now - job.metrics_retention for job in self.all_jobs.values()})
                 self._start_history_prune(now)
         except Exception as exc:
-            log.warning("housekeeping failed: %s", exc)
+            self._housekeeping_failures.failed(exc, time.monotonic())
+        else:
+            self._housekeeping_failures.succeeded(time.monotonic())
 
     def _start_history_prune(self, now: datetime) -> None:
         """History retention, in a thread: a first prune of a large history takes minutes of short
@@ -739,7 +754,8 @@ class Daemon:
         hb = threading.Thread(target=beat, daemon=True, name="heartbeat")
         hb.start()
         notifier = self.notifier
-        failing = TickFailures(self.tick_retry)
+        failing = RepeatedFailures("daemon tick", f"daemon tick failed; retrying every {human_duration(self.tick_retry)}",
+                                   "daemon ticks again", with_traceback=True, level=logging.ERROR)
         try:
             while not self._stopping.is_set():
                 try:
