@@ -89,6 +89,37 @@ def test_wrong_credentials_give_a_clear_permanent_error_without_the_secret(
     assert list(open_storage("ok", s3_storage_config(s3_server, s3_bucket)).list()) == []  # nothing was written
 
 
+def test_access_denied_names_where_the_wrong_credentials_came_from(
+        s3_server: SeaweedS3, s3_bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The hint named secret_access_key_file whatever the storage used: a user whose secret comes from
+    AWS_SECRET_ACCESS_KEY (or whose config has no credentials at all) was sent to a setting they do not use."""
+    wrong = "Wr0ngSecretValue-d0-not-leak-1234567890"
+    key_file = tmp_path / "s3.secret"
+    key_file.write_text(wrong + "\n")
+    base = s3_server.storage_config(s3_bucket)
+    del base["secret_access_key"]
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    cases = [
+        ({**base, "secret_access_key_file": str(key_file)}, {}, f"secret_access_key_file {key_file}"),
+        ({**base, "secret_access_key": wrong}, {}, "secret_access_key in the storage config"),
+        (base, {"AWS_SECRET_ACCESS_KEY": wrong}, "the secret key in AWS_SECRET_ACCESS_KEY"),
+        ({k: v for k, v in base.items() if k != "access_key_id"},
+         {"AWS_ACCESS_KEY_ID": base["access_key_id"], "AWS_SECRET_ACCESS_KEY": wrong}, "the AWS SDK found"),
+    ]
+    for cfg, env, source in cases:
+        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+            monkeypatch.delenv(name, raising=False)
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        storage = open_storage("s", S3StorageConfig.model_validate(cfg))
+        with pytest.raises(StorageError, match="access denied") as exc:
+            list(storage.list())
+        hint = exc.value.hint or ""
+        assert source in hint, (source, hint)
+        assert ("secret_access_key_file" in hint) == ("secret_access_key_file" in cfg), hint
+        assert wrong not in f"{exc.value} {hint}"
+
+
 def test_missing_bucket_is_a_clear_permanent_error(s3_server: SeaweedS3) -> None:
     storage = open_storage("s", s3_storage_config(s3_server, "no-such-bucket-here"))
     for op in (lambda: put_bytes(storage, "k", b"x"), lambda: list(storage.list()), lambda: storage.stat("k")):

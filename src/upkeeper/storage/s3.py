@@ -351,6 +351,20 @@ class S3Storage:
                                "Try: set access_key_id next to the secret", permanent=True)
         return key_id, secret
 
+    def credential_source(self) -> str:
+        """Where the credentials in use come from, for a hint (never the secret itself)."""
+        c = self.config
+        if not c.access_key_id:
+            return ("the credentials the AWS SDK found (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
+                    "~/.aws/credentials or AWS_PROFILE, an instance role): none are in the storage config")
+        if c.secret_access_key_file:
+            secret = f"the secret key in secret_access_key_file {c.secret_access_key_file}"
+        elif c.secret_access_key is not None:
+            secret = "secret_access_key in the storage config"
+        else:
+            secret = "the secret key in AWS_SECRET_ACCESS_KEY"
+        return f"access_key_id in the storage config and {secret}"
+
     @property
     def client(self) -> S3Client:
         if self._client is None:
@@ -694,7 +708,7 @@ def translate(storage: S3Storage, action: str, key: str | None, exc: BaseExcepti
         if code in _AUTH_CODES:
             return StorageError(
                 f"{head}: access denied ({code}: {text})",
-                "Try: check access_key_id and the secret key (secret_access_key_file), and that the key may "
+                f"Try: check {storage.credential_source()}, and that the key may "
                 "s3:GetObject, s3:PutObject, s3:DeleteObject, s3:ListBucket and s3:AbortMultipartUpload on the "
                 "bucket — see docs/storage.md",
                 permanent=True)
