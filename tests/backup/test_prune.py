@@ -81,12 +81,15 @@ def test_prune_dry_run_explains_then_prune_deletes(cli: Any, make_config: Any, t
     assert kept == ids[:3]
     assert all(b["reasons"] and b["reasons"][0].startswith("daily") for b in app["backups"] if b["keep"])
     assert app["incomplete_deleted"] == [old_leftover] and app["incomplete_kept"] == [fresh_leftover]
+    why = app["incomplete_kept_why"][fresh_leftover]
+    assert why.startswith("written 1h ago, less than 1d: its backup may still be running"), why
     assert [b["id"] for b in series[("other", "postgres")]["backups"]] == [other]
     # the human table names every backup and its reason
     text = cli(["--config", cfg, "backups", "prune", "--dry-run"]).out
     for bid in ids:
         assert bid in text
     assert "daily" in text and "would delete" in text
+    assert "incomplete (no manifest): written 1h ago, less than 1d" in " ".join(text.split()), text
     # a dry run deleted nothing
     assert len(list(store.rglob("manifest.json"))) == 11
 

@@ -25,6 +25,7 @@ from upkeeper.backup.pipeline import fault_pause
 from upkeeper.backup.retention import Decision, Item, apply_policy
 from upkeeper.config.backup import RetentionPolicy
 from upkeeper.errors import UpkeeperError
+from upkeeper.fmt import human_duration
 from upkeeper.shield import shielded
 from upkeeper.storage import Storage
 from upkeeper.storage.base import clean_partials, partial_activity
@@ -44,6 +45,8 @@ class SeriesReport:
     deleted: list[str] = field(default_factory=list)
     incomplete_deleted: list[str] = field(default_factory=list)
     incomplete_kept: list[str] = field(default_factory=list)
+    #: why each of ``incomplete_kept`` is kept ("written less than 1d ago: …")
+    incomplete_why: dict[str, str] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
     #: stopped (SIGTERM, Ctrl-C) before it finished: ``not_deleted`` holds what it meant to delete and did not
     #: (retention's deletions, then leftovers), ``deleted`` and ``incomplete_deleted`` only what it did
@@ -56,6 +59,10 @@ class SeriesReport:
     #: that node — never counted, never deleted
     foreign: dict[str, str] = field(default_factory=dict)
 
+    def keep_incomplete(self, bid: str, why: str) -> None:
+        self.incomplete_kept.append(bid)
+        self.incomplete_why[bid] = why
+
     def to_dict(self) -> dict[str, object]:
         d: dict[str, object] = {
             "target": self.target, "database": self.database, "kind": self.kind,
@@ -64,6 +71,8 @@ class SeriesReport:
             "deleted": self.deleted, "incomplete_deleted": self.incomplete_deleted,
             "incomplete_kept": self.incomplete_kept, "errors": self.errors,
         }
+        if self.incomplete_why:
+            d["incomplete_kept_why"] = dict(self.incomplete_why)
         if self.delete_failed:
             d["delete_failed"] = self.delete_failed
         if self.foreign:
@@ -454,7 +463,9 @@ def prune_series(
         if bid in idx.complete and set(s.name for s in where) & set(s.name for s in idx.complete[bid][2]):
             continue
         if active is not None and now - active < incomplete_after:
-            report.incomplete_kept.append(bid)
+            report.keep_incomplete(bid, f"written {human_duration(now - active)} ago, less than "
+                                        f"{human_duration(incomplete_after)}: its backup may still be running; "
+                                        f"deleted once older if it never completes")
             continue
         # its writer is alive (its lease refreshed lately), though busy elsewhere for longer than incomplete_after
         # (pg_dump on a huge table before the next upload): not a leftover.  A stale lease (the writer died)
@@ -462,19 +473,19 @@ def prune_series(
         lease = idx.leases.get(bid)
         if lease is not None and now - lease < LEASE_TTL and _protected(where, set_prefix(target, database, bid),
                                                                         now, report.errors):
-            report.incomplete_kept.append(bid)
+            report.keep_incomplete(bid, "its writer holds its lease (renewed lately): still being written")
             continue
         # its listed objects are old, but one may still be on its way (a dump streaming for longer than
         # incomplete_after: its temporary file or multipart upload is not listed): a writer alive is no leftover
         writing = _write_in_progress(where, set_prefix(target, database, bid), now - incomplete_after,
                                      report.errors)
         if writing:
-            report.incomplete_kept.append(bid)
+            report.keep_incomplete(bid, "an upload into it is under way")
             continue
         # the listing may be minutes old (a prune of many series): a copy, or a rekey, run again since over a
         # leftover it had left holds a fresh lease on it now, or has completed it
         if _taken_up(where, set_prefix(target, database, bid), now, report.errors):
-            report.incomplete_kept.append(bid)
+            report.keep_incomplete(bid, "a copy or rekey took it up since it was listed")
             continue
         if dry_run:
             report.incomplete_deleted.append(bid)
@@ -490,7 +501,8 @@ def prune_series(
                                          lease_ok=True):
                 if held is not None:
                     held.release()
-                report.incomplete_kept.append(bid)
+                report.keep_incomplete(bid, "another process holds its lease, or took it up, as this prune "
+                                            "came to delete it")
                 continue
             try:
                 fault_pause("prune-leftover-deleting")  # (the tests: a copy run again over the leftover now)

@@ -1676,7 +1676,7 @@ def _print_prune(setup: Setup, reports: list[SeriesReport], dry_run: bool, as_js
         for bid in r.incomplete_deleted:
             t.add_row(bid, "—", "would delete" if dry_run else "deleted", "incomplete (no manifest), old")
         for bid in r.incomplete_kept:
-            t.add_row(bid, "—", "keep", "incomplete, may still be running")
+            t.add_row(bid, "—", "keep", f"incomplete (no manifest): {r.incomplete_why.get(bid, 'may still be written')}")
         for bid, node in sorted(r.foreign.items()):
             t.add_row(bid, "—", "leave alone", f"written by node {node}, unknown to this history (another "
                       "installation? 'upkeeper backups sync' adopts it)")
