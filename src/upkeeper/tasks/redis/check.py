@@ -95,7 +95,8 @@ class CheckOptions(TaskOptions):
                 "Source: upkeeper default"
     )
     replica_lag_warning_s: float = Field(
-        5, ge=0, description="warn when a replica's lag exceeds this (s). Source: the maintenance procedures"
+        5, ge=0, description="warn when a replica's lag exceeds this (s); seen from a replica, silence of the "
+        "primary beyond its repl-ping-replica-period (an idle primary pings every 10 s). Source: the maintenance procedures"
     )
     replica_lag_critical_s: float = Field(
         60, ge=0, description="critical above this lag (s). Source: Redis repl-timeout (60 s), after which the "
@@ -435,14 +436,18 @@ def check_replication(env: Env) -> CheckOutput:
                 value=link, threshold="up", down_s=down,
             ))
         else:
+            # An idle primary sends its replicas nothing but a PING every repl-ping-replica-period (10 s):
+            # silence up to that long is normal, only what goes beyond it is lag.
             io = s.num("master_last_io_seconds_ago", 0)
-            if io > o.replica_lag_warning_s:
-                sev = Severity.CRITICAL if io > o.replica_lag_critical_s else Severity.WARNING
+            period = ping_period(env.config)
+            warn_at = o.replica_lag_warning_s + period
+            if io > warn_at:
+                sev = Severity.CRITICAL if io > max(o.replica_lag_critical_s, warn_at) else Severity.WARNING
                 out.findings.append(_f(
                     "redis.replica_lag", sev, env.subject,
-                    f"no data from the primary {primary} for {io:.0f} s",
+                    f"no data from the primary {primary} for {io:.0f} s (it pings every {period:g} s when idle)",
                     "check the primary's load and the network; the replica may serve stale data",
-                    value=io, threshold=o.replica_lag_warning_s,
+                    value=io, threshold=warn_at, ping_period_s=period,
                 ))
         if s.num("master_sync_in_progress") == 1:
             out.findings.append(_f(
@@ -467,7 +472,18 @@ CHECKS: tuple[tuple[str, Callable[[Env], CheckOutput]], ...] = (
 )
 
 #: CONFIG GET parameters some checks use (managed Redis often disables CONFIG: then they are unknown)
-CONFIG_PARAMS = ("save", "stop-writes-on-bgsave-error")
+CONFIG_PARAMS = ("save", "stop-writes-on-bgsave-error", "repl-ping-replica-period")
+
+#: Redis's default repl-ping-replica-period (s), used when CONFIG GET is refused
+DEFAULT_PING_PERIOD_S = 10.0
+
+
+def ping_period(config: dict[str, str]) -> float:
+    """How often an idle primary pings its replicas (this server's repl-ping-replica-period, else Redis's 10 s)."""
+    try:
+        return max(0.0, float(config.get("repl-ping-replica-period", DEFAULT_PING_PERIOD_S)))
+    except ValueError:
+        return DEFAULT_PING_PERIOD_S
 
 
 def read_config(client: redis.Redis) -> dict[str, str]:
