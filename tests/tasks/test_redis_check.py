@@ -180,6 +180,25 @@ def test_failed_bgsave_and_old_save(own_redis: RedisServer, tmp_path: Path) -> N
     c.config_set("dir", str(own_redis.base))  # let the fixture stop it cleanly
 
 
+def test_required_persistence_that_cannot_be_seen_is_said(own_redis: RedisServer) -> None:
+    """A user refused CONFIG GET (ACL; managed Redis disables CONFIG) cannot see the 'save' points: with
+    require_persistence the check says it could not tell, instead of passing a server that persists nothing."""
+    own_redis.client().acl_setuser("mon", enabled=True, passwords=["+mon-pass"], commands=["+@all", "-config"],
+                                   keys=["~*"])
+    target = {**own_redis.target(), "username": "mon", "password": "mon-pass"}
+    opts = {"require_persistence": True, "latency_warning_ms": 60_000, "slowlog_warning_ms": 60_000}
+    res = run_task("redis.check", target, opts)
+    f = checks(res)["redis.check_failed"][0]
+    assert f.severity is Severity.WARNING and "persistence" in f.subject
+    assert "cannot tell" in f.message and "config|get" in f.message
+    assert res.final_status is Status.WARN
+    assert "mon-pass" not in str(res.findings) + res.summary
+    # the default user sees 'save ""': the server persists nothing, critical as before
+    res = run_task("redis.check", own_redis.target(), opts)
+    assert checks(res)["redis.persistence_disabled"][0].severity is Severity.CRITICAL
+    assert "redis.check_failed" not in checks(res)
+
+
 def test_traffic_hit_rate_key_count_evictions_and_rejections(own_redis: RedisServer) -> None:
     c = own_redis.client()
     c.config_resetstat()

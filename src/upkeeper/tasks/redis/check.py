@@ -91,7 +91,8 @@ class CheckOptions(TaskOptions):
         description="warn when a background save has been running longer than this. Source: upkeeper default",
     )
     require_persistence: bool = Field(
-        False, description="critical when neither RDB snapshots nor AOF are enabled (a store, not a cache). "
+        False, description="critical when neither RDB snapshots nor AOF are enabled (a store, not a cache); a "
+                "warning (redis.check_failed) when AOF is off and CONFIG GET save is refused, so it cannot tell. "
                 "Source: upkeeper default"
     )
     replica_lag_warning_s: float = Field(
@@ -121,6 +122,7 @@ class Env:
     subject: str
     state: Any
     config: dict[str, str] = field(default_factory=dict)  # CONFIG GET results ({} when CONFIG is disabled)
+    config_error: str | None = None  # why CONFIG GET was refused (ACL, rename-command, a managed Redis)
 
 
 def _f(check: str, sev: Severity, subject: str, message: str, remediation: str,
@@ -351,6 +353,14 @@ def check_persistence(env: Env) -> CheckOutput:
                     "read the Redis log (disk full, permissions); the AOF may be missing recent writes",
                     value=str(s.get(key)), threshold="ok", field=key,
                 ))
+    if not aof and rdb_configured is None and o.require_persistence:
+        out.findings.append(_f(
+            "redis.check_failed", Severity.WARNING, f"{env.subject} persistence",
+            "require_persistence is set but upkeeper cannot tell whether RDB snapshots are configured: "
+            f"CONFIG GET save was refused ({env.config_error or 'no answer'}) and AOF is off",
+            "allow upkeeper's Redis user CONFIG GET (ACL: +config|get), or check the 'save' setting in the "
+            "provider's console", check_name="persistence",
+        ))
     if not aof and rdb_configured is False:
         sev = Severity.CRITICAL if o.require_persistence else Severity.INFO
         out.findings.append(_f(
@@ -486,12 +496,13 @@ def ping_period(config: dict[str, str]) -> float:
         return DEFAULT_PING_PERIOD_S
 
 
-def read_config(client: redis.Redis) -> dict[str, str]:
+def read_config(client: redis.Redis) -> tuple[dict[str, str], str | None]:
+    """CONFIG GET of :data:`CONFIG_PARAMS`, and why it was refused (then ``{}``)."""
     try:
         raw = client.config_get(*CONFIG_PARAMS)
-    except redis.ResponseError:
-        return {}
-    return {key_text(k or ""): key_text(v or "") for k, v in raw.items()}
+    except redis.ResponseError as exc:
+        return {}, describe_redis_error(exc)
+    return {key_text(k or ""): key_text(v or "") for k, v in raw.items()}, None
 
 
 def check_failed(env: Env) -> Callable[[str, Exception], Finding]:
@@ -529,8 +540,9 @@ class RedisCheck(Task[CheckOptions]):
             with connect(target) as client:
                 t0 = time.perf_counter()
                 snap = take_snapshot(client, ctx.state)
+                config, config_error = read_config(client)
                 env = Env(client=client, snap=snap, opts=options, subject=target.display(), state=ctx.state,
-                          config=read_config(client))
+                          config=config, config_error=config_error)
                 out = run_checks(CHECKS, env, check_failed(env), ctx.log)
                 elapsed = (time.perf_counter() - t0) * 1000
         except TaskError as exc:
