@@ -257,6 +257,46 @@ def test_connections_idle_in_transaction_and_lock_waits(pg: PostgresCluster, pg_
     assert len(wait) == 1 and wait[0].data["blocked_by"] == [holder_pid] and "contended" in wait[0].message
 
 
+def test_sessions_the_user_may_not_see_are_reported_not_passed(pg: PostgresCluster, pg_db: str) -> None:
+    """Without pg_read_all_stats, pg_stat_activity shows other users' sessions with no state and no backend type:
+    the connections check counted only the job's own session and the idle-in-transaction check found nothing, a
+    clean run over a server it could not see.  Now the hidden sessions count as connections and both checks say
+    what they could not see; with pg_monitor the idle session is found."""
+    from upkeeper.config.targets import PostgresTarget
+    from upkeeper.core.task import REGISTRY
+
+    role = f"nostats_{pg_db}"
+    pg.execute(f"CREATE ROLE {role} LOGIN", pg_db)
+    idle = pg.connect(pg_db, autocommit=False)
+    others = [pg.connect(pg_db) for _ in range(3)]
+    try:
+        idle.execute("SELECT 1")  # idle in a transaction from now on
+        time.sleep(1.2)
+
+        def as_role() -> Result:
+            task = REGISTRY.get("postgres.maintenance")
+            t = PostgresTarget.model_validate({**pg.target(pg_db), "user": role})
+            ctx = TaskContext(job="test", task="postgres.maintenance", target_name="db", target=t)
+            return task().run(ctx, task.Options.model_validate({
+                "checks": ["connections", "idle_in_transaction"], "idle_in_transaction_max": "1s"}))
+
+        res = as_role()
+        assert not findings(res, "postgres.idle_in_transaction")
+        conn = one(res, "postgres.check_failed", "server: connections")
+        idle_f = one(res, "postgres.check_failed", "server: idle_in_transaction")
+        assert conn.severity is Severity.WARNING and int(conn.value or 0) >= 4
+        assert "pg_monitor" in idle_f.remediation and int(idle_f.value or 0) >= 4
+        assert res.metrics["connections_used"] >= 5  # the hidden ones and the job's own
+        pg.execute(f"GRANT pg_monitor TO {role}", pg_db)
+        res = as_role()
+        assert not findings(res, "postgres.check_failed")
+        assert idle.info.backend_pid in {f.data["pid"] for f in findings(res, "postgres.idle_in_transaction")}
+    finally:
+        for c in [idle, *others]:
+            c.close()
+        pg.execute(f"DROP ROLE {role}", pg_db)
+
+
 # -- indexes --------------------------------------------------------------------------------------------
 
 
