@@ -191,7 +191,8 @@ SELECT pg_wal_lsn_diff(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())::flo
        CASE WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0
             ELSE extract(epoch FROM now() - pg_last_xact_replay_timestamp()) END::float8,
        {paused},
-       (SELECT status FROM pg_stat_wal_receiver)
+       (SELECT status FROM pg_stat_wal_receiver),
+       EXISTS (SELECT FROM pg_stat_wal_receiver)
 """
 
 
@@ -233,7 +234,7 @@ def check_replication(s: Survey, p: Probe) -> list[Finding]:
     if s.server is not None and s.server.in_recovery:
         paused = ("pg_get_wal_replay_pause_state()" if s.server.version_num >= 140000
                   else "CASE WHEN pg_is_wal_replay_paused() THEN 'paused' ELSE 'not paused' END")
-        lag_bytes, lag_s, pause_state, receiver = p.one(STANDBY_SQL.format(paused=paused))
+        lag_bytes, lag_s, pause_state, receiver, has_receiver = p.one(STANDBY_SQL.format(paused=paused))
         subject = f"standby {s.target.display()}"
         if lag_bytes is not None:
             s.metrics["standby.lag_bytes"] = float(lag_bytes)
@@ -246,7 +247,9 @@ def check_replication(s: Survey, p: Probe) -> list[Finding]:
                 "resume it with SELECT pg_wal_replay_resume() once whatever needed the pause is done",
                 value=str(pause_state),
             ))
-        if receiver != "streaming":
+        if has_receiver and receiver is None:  # it runs, but its status is hidden from this user
+            out.append(hidden_sessions_finding("replication", 1, "the WAL receiver's status is unknown"))
+        elif receiver != "streaming":
             out.append(Finding(
                 "postgres.replica_not_streaming", Severity.WARNING, subject,
                 f"WAL receiver is {receiver or 'not running'}",
@@ -255,7 +258,14 @@ def check_replication(s: Survey, p: Probe) -> list[Finding]:
         return out
     rows = p.rows(REPLICAS_SQL)
     s.metrics["replicas"] = float(len(rows))
+    # a user without pg_read_all_stats sees each walsender's pid and nothing else: no state, no positions
+    hidden = [f"pid {r[7]}" for r in rows if r[2] is None]
+    if hidden:
+        out.append(hidden_sessions_finding("replication", len(hidden), "the state and replay lag of the replicas "
+                                           f"they serve are unknown ({', '.join(hidden)})"))
     for app, client, state, sync_state, replay_bytes, flush_bytes, replay_s, pid in rows:
+        if state is None:
+            continue
         name = app or f"pid {pid}"
         subject = f"replica {name}" + (f" ({client})" if client else "")
         key = f"replica.{name}"
