@@ -225,6 +225,34 @@ def test_tables_and_sequences_the_user_may_not_read_are_reported_not_passed(pg: 
         pg.execute(f"DROP ROLE {role}", pg_db)
 
 
+def test_vacuum_full_the_server_skips_is_not_reported_repaired(pg: PostgresCluster, pg_db: str) -> None:
+    """A user with the privileges docs/postgres.md asks for (pg_monitor, pg_read_all_data) but not the table's owner:
+    VACUUM (FULL) only WARNs 'skipping … only table or database owner can vacuum it', and the run said 'repaired 1
+    table(s)', turned the bloat finding into info and passed.  Now the table's storage is compared: not rewritten is
+    a postgres.repair_skipped warning with the server's words, and the bloat stays a warning."""
+    from upkeeper.config.targets import PostgresTarget
+    from upkeeper.core.task import REGISTRY
+
+    _bloat(pg, pg_db, "not_mine")
+    role = f"reader_{pg_db}"
+    pg.execute(f"CREATE ROLE {role} LOGIN", pg_db)
+    pg.execute(f"GRANT pg_monitor, pg_read_all_data TO {role}", pg_db)
+    try:
+        task = REGISTRY.get("postgres.maintenance")
+        t = PostgresTarget.model_validate({**pg.target(pg_db), "user": role})
+        ctx = TaskContext(job="test", task="postgres.maintenance", target_name="db", target=t)
+        res = task().run(ctx, task.Options.model_validate({"checks": ["bloat", "repair"],
+                                                          "repair_without_disk_check": True, **BLOAT}))
+        subject = f"{pg_db}.public.not_mine"
+        skipped = one(res, "postgres.repair_skipped", subject)
+        assert skipped.severity is Severity.WARNING and "owner" in skipped.message
+        assert one(res, "postgres.table_bloat", subject).severity is Severity.WARNING
+        assert not findings(res, "postgres.bloat_repaired") and not res.metrics.get("repaired_tables")
+    finally:
+        pg.execute(f"DROP OWNED BY {role}", pg_db)
+        pg.execute(f"DROP ROLE {role}", pg_db)
+
+
 # -- sessions: connections, idle in transaction, lock waits --------------------------------------------
 
 
