@@ -478,6 +478,27 @@ def test_audit_cleanup_deletes_in_batches(pg: PostgresCluster, audit_db: str) ->
     assert pg.execute("SELECT action, count(*) FROM audit_log GROUP BY 1", db) == [("new", 500)]
 
 
+def test_audit_cleanup_of_a_partitioned_table_keeps_the_recent_rows(pg: PostgresCluster, pg_db: str) -> None:
+    """An audit log partitioned by time (the usual layout): a ctid is unique only within one partition, and the batch
+    DELETE by the expired rows' ctids also deleted the recent rows at the same places in the newer partition —
+    every row within retention gone, reported as 'deleted 400 row(s) older than 30d'."""
+    pg.execute("CREATE TABLE audit_parted (id bigserial, created_at timestamptz NOT NULL, action text) "
+               "PARTITION BY RANGE (created_at)", pg_db)
+    pg.execute("CREATE TABLE audit_parted_old PARTITION OF audit_parted FOR VALUES FROM ('2000-01-01') "
+               "TO ('2020-01-01')", pg_db)
+    pg.execute("CREATE TABLE audit_parted_new PARTITION OF audit_parted FOR VALUES FROM ('2020-01-01') "
+               "TO ('2200-01-01')", pg_db)
+    pg.execute("INSERT INTO audit_parted (created_at, action) SELECT '2010-01-01'::timestamptz + g * interval "
+               "'1 hour', 'old' FROM generate_series(1, 200) g", pg_db)
+    pg.execute("INSERT INTO audit_parted (created_at, action) SELECT now() - g * interval '1 minute', 'new' "
+               "FROM generate_series(1, 200) g", pg_db)
+    res = survey(pg, pg_db, ["audit_cleanup"], audit_table="audit_parted", audit_retention="30d",
+                 audit_batch_size=50, audit_pause="0s")
+    assert pg.execute("SELECT action, count(*) FROM audit_parted GROUP BY 1", pg_db) == [("new", 200)]
+    f = one(res, "postgres.audit_cleanup")
+    assert f.value == 200 and f.data["complete"] is True
+
+
 def test_audit_cleanup_stops_at_max_duration_and_checks_its_column(pg: PostgresCluster, audit_db: str) -> None:
     res = survey(pg, audit_db, ["audit_cleanup"], audit_table="audit_log", audit_retention="30d",
                  audit_batch_size=300, audit_max_duration=0)
