@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import subprocess
 import time
+from pathlib import Path
+
+import pytest
 
 from pg_tasks import findings, one, run_task
 from upkeeper.core.task import Severity
@@ -88,3 +92,37 @@ def test_tables_postgres_skips_for_want_of_ownership_are_not_counted_as_vacuumed
     assert res.metrics["tables_vacuumed"] == 0 and res.summary.startswith("vacuumed 0 table(s)"), res.summary
     assert not [k for k in res.metrics if k.startswith("table.")]
     assert res.final_status.value == "warn"
+
+
+def test_tables_skipped_on_a_server_speaking_another_language_are_not_counted(services_dir: Path) -> None:
+    """Debian's clusters take lc_messages from the system's locale: on a German server the skip reads 'WARNUNG:
+    überspringe »t« --- nur Eigentümer der Tabelle oder der Datenbank kann sie vacuumen', which the English match
+    missed — 'vacuumed 1 table(s)', status ok, for a table PostgreSQL left alone.  Now PostgreSQL's own rule (owner,
+    database owner, superuser) tells, whatever the language."""
+    from upkeeper.config.targets import PostgresTarget
+    from upkeeper.core.task import REGISTRY, TaskContext
+
+    locales = services_dir / "locales-de"
+    locales.mkdir(exist_ok=True)
+    subprocess.run(["localedef", "-i", "de_DE", "-f", "UTF-8", str(locales / "de_DE.UTF-8")],
+                   capture_output=True, text=True)
+    if not (locales / "de_DE.UTF-8" / "LC_MESSAGES").exists():
+        pytest.skip("localedef cannot compile de_DE.UTF-8 here")
+    cluster = PostgresCluster(services_dir / "pg-de", extra_conf="\nlc_messages = 'de_DE.UTF-8'\n",
+                              extra_env={"LOCPATH": str(locales)})
+    cluster.start()
+    try:
+        _churn(cluster, "postgres", "owned", 50)
+        cluster.execute("CREATE ROLE notowner LOGIN")
+        task = REGISTRY.get("postgres.vacuum")
+        t = PostgresTarget.model_validate({**cluster.target("postgres"), "user": "notowner"})
+        res = task().run(TaskContext(job="test", task="postgres.vacuum", target_name="db", target=t),
+                         task.Options.model_validate({"tables": ["owned"]}))
+        f = one(res, "postgres.vacuum_skipped", "postgres.public.owned")
+        assert "owner" in f.message and "überspringe" in f.message  # the server's own words come along
+        assert res.metrics["tables_vacuumed"] == 0 and res.final_status.value == "warn"
+        # the owner's run is counted as before
+        res = run_task("postgres.vacuum", cluster, "postgres", tables=["owned"])
+        assert res.metrics["tables_vacuumed"] == 1 and not findings(res, "postgres.vacuum_skipped")
+    finally:
+        cluster.stop()

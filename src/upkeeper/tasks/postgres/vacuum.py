@@ -31,9 +31,16 @@ else:
     psycopg = lazy.module("psycopg")
     sql = lazy.module("psycopg.sql")
 
-# Ordinary tables, partitions and materialized views outside the system schemas.
+# Ordinary tables, partitions and materialized views outside the system schemas, and whether this user may
+# vacuum each (PostgreSQL's own rule: the table's owner, the database's owner for a table not shared, a superuser;
+# PostgreSQL 17+ also the MAINTAIN privilege).  PostgreSQL skips the others with a mere WARNING, in the server's
+# language: the rule is what tells a skipped table on a server whose messages are not in English.
 LIST_TABLES_SQL = """
-SELECT n.nspname, c.relname
+SELECT n.nspname, c.relname,
+       pg_has_role(c.relowner, 'USAGE')
+       OR (NOT c.relisshared AND pg_has_role((SELECT datdba FROM pg_database
+                                              WHERE datname = current_database()), 'USAGE'))
+       {maintain}
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'm', 'p')
   AND n.nspname NOT IN ('pg_catalog', 'information_schema')
@@ -125,7 +132,7 @@ class PostgresVacuum(Task[VacuumOptions]):
         for db in options.databases or [target.dbname]:
             notices: list[str] = []
             with connect(target, db, notices=notices) as conn:
-                wanted = self._tables(conn, options.tables, db, findings)
+                wanted, may_vacuum = self._tables(conn, options.tables, db, findings)
                 before = self._dead_tuples(conn)
                 conn.execute(sql.SQL("SET lock_timeout = {}").format(
                     sql.Literal(int(options.lock_timeout.total_seconds() * 1000))))
@@ -161,6 +168,10 @@ class PostgresVacuum(Task[VacuumOptions]):
                         continue
                     elapsed = time.monotonic() - t0
                     skipped = [n for n in notices if "skipping" in n]
+                    if not skipped and not may_vacuum.get((schema, table), True):
+                        said = "; ".join(notices)  # in the server's language
+                        skipped = [f"skipped by the server: only the table's owner, the database's owner or a "
+                                   f"superuser may vacuum {schema}.{table}" + (f" ({said})" if said else "")]
                     for n in skipped:
                         findings.append(Finding(
                             "postgres.vacuum_skipped", Severity.WARNING, subject, n,
@@ -222,10 +233,14 @@ class PostgresVacuum(Task[VacuumOptions]):
     @staticmethod
     def _tables(
         conn: psycopg.Connection[tuple[object, ...]], wanted: list[str] | None, db: str, findings: list[Finding]
-    ) -> list[tuple[str, str]]:
-        existing = [(str(r[0]), str(r[1])) for r in conn.execute(LIST_TABLES_SQL)]
+    ) -> tuple[list[tuple[str, str]], dict[tuple[str, str], bool]]:
+        """The tables to vacuum, and whether this user may vacuum each."""
+        maintain = "OR has_table_privilege(c.oid, 'MAINTAIN')" if conn.info.server_version >= 170000 else ""
+        rows = conn.execute(LIST_TABLES_SQL.format(maintain=maintain)).fetchall()
+        may = {(str(r[0]), str(r[1])): bool(r[2]) for r in rows}
+        existing = list(may)
         if wanted is None:
-            return existing
+            return existing, may
         have = set(existing)
         out = []
         for name in wanted:
@@ -237,4 +252,4 @@ class PostgresVacuum(Task[VacuumOptions]):
                 findings.append(Finding("postgres.table_missing", Severity.WARNING, f"{db}.{name}",
                                         f"table {name!r} does not exist in database {db!r}",
                                         "fix the job's 'tables' option"))
-        return out
+        return out, may
