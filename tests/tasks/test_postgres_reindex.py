@@ -148,8 +148,13 @@ def test_indexes_the_server_skips_are_not_reported_rebuilt(pg: PostgresCluster, 
     pg.execute("CREATE INDEX bookings_id ON bookings (id)", pg_db)
     pg.execute("CREATE TABLE only_excl (during int4range, EXCLUDE USING gist (during WITH &&))", pg_db)
     pg.execute("CREATE TABLE no_index (a int)", pg_db)
-    res = run_task("postgres.reindex", pg, pg_db, high_priority=["bookings", "only_excl", "no_index"],
+    pg.execute("CREATE TABLE parted (id int, k int) PARTITION BY RANGE (id)", pg_db)
+    pg.execute("CREATE TABLE parted_1 PARTITION OF parted FOR VALUES FROM (0) TO (1000)", pg_db)
+    pg.execute("CREATE INDEX parted_k ON parted (k)", pg_db)  # its partition's index is what gets rebuilt
+    res = run_task("postgres.reindex", pg, pg_db, high_priority=["bookings", "only_excl", "no_index", "parted"],
                    bloated=False, repair_without_disk_check=True)
+    one(res, "postgres.reindexed", f"{pg_db}.public.parted")
+    assert not findings(res, "postgres.reindex_skipped", f"{pg_db}.public.parted")
     skipped = one(res, "postgres.reindex_skipped", f"{pg_db}.public.bookings")
     assert skipped.severity is Severity.WARNING and skipped.data["not_rebuilt"] == ["bookings_during_excl"]
     assert "exclusion constraint" in skipped.message
@@ -158,4 +163,4 @@ def test_indexes_the_server_skips_are_not_reported_rebuilt(pg: PostgresCluster, 
     assert one(res, "postgres.reindex_skipped", f"{pg_db}.public.no_index").severity is Severity.INFO
     assert not findings(res, "postgres.reindexed", f"{pg_db}.public.only_excl")
     assert not findings(res, "postgres.reindexed", f"{pg_db}.public.no_index")
-    assert res.metrics["reindexed"] == 1
+    assert res.metrics["reindexed"] == 2

@@ -52,10 +52,14 @@ REINDEX_INDEX_SQL = "REINDEX INDEX CONCURRENTLY {}"
 REINDEX_TABLE_SQL = "REINDEX TABLE CONCURRENTLY {}"
 DROP_INDEX_SQL = "DROP INDEX CONCURRENTLY IF EXISTS {}"
 #: a table's valid indexes by oid: REINDEX CONCURRENTLY gives each index it rebuilds a new oid, so the ones whose
-#: oid is still there afterwards were left alone (an exclusion constraint's index, which PostgreSQL only warns about)
+#: oid is still there afterwards were left alone (an exclusion constraint's index, which PostgreSQL only warns about).
+#: Of a partitioned table, its partitions' indexes: the partitioned index itself has no storage to rebuild.
 TABLE_VALID_INDEXES_SQL = """
 SELECT i.indexrelid::bigint, c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
-WHERE i.indrelid = %(oid)s AND i.indisvalid ORDER BY c.relname
+WHERE (i.indrelid = %(oid)s  -- pg_partition_tree lists nothing for a table outside any partitioning
+       OR i.indrelid IN (SELECT relid FROM pg_partition_tree(%(oid)s::oid::regclass) WHERE isleaf))
+  AND i.indisvalid AND c.relkind = 'i'
+ORDER BY c.relname
 """
 
 
