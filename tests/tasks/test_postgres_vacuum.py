@@ -126,3 +126,15 @@ def test_tables_skipped_on_a_server_speaking_another_language_are_not_counted(se
         assert res.metrics["tables_vacuumed"] == 1 and not findings(res, "postgres.vacuum_skipped")
     finally:
         cluster.stop()
+
+
+def test_a_database_out_of_reach_does_not_discard_the_others(pg: PostgresCluster, pg_db: str) -> None:
+    """databases: [app, typo]: the first was vacuumed, then the second's connection error ended the run as an error
+    ('TaskError: cannot connect … database "typo" does not exist'), the first database's figures lost.  Now it is
+    one finding, like postgres.maintenance's, and the others are vacuumed and reported."""
+    _churn(pg, pg_db, "kept", 100)
+    res = run_task("postgres.vacuum", pg, pg_db, databases=[pg_db, "no_such_db"], tables=["kept"])
+    f = one(res, "postgres.database_unreachable", "database no_such_db")
+    assert f.severity is Severity.CRITICAL and "no_such_db" in f.message
+    assert res.metrics["tables_vacuumed"] == 1 and res.metrics["dead_tuples_removed"] >= 100
+    assert res.final_status.value == "fail"

@@ -9,6 +9,7 @@ A table whose lock cannot be had within ``lock_timeout`` becomes a finding, not 
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from upkeeper import lazy
 from upkeeper.config.targets import PostgresTarget
 from upkeeper.config.types import Duration
 from upkeeper.core.task import Finding, Result, Severity, Task, TaskContext, TaskOptions, task
+from upkeeper.errors import TaskError
 from upkeeper.fmt import human_duration
 from upkeeper.tasks.postgres._conn import connect, describe_pg_error, qualified
 
@@ -131,7 +133,14 @@ class PostgresVacuum(Task[VacuumOptions]):
         t_all = time.monotonic()
         for db in options.databases or [target.dbname]:
             notices: list[str] = []
-            with connect(target, db, notices=notices) as conn:
+            with contextlib.ExitStack() as stack:
+                try:
+                    conn = stack.enter_context(connect(target, db, notices=notices))
+                except TaskError as exc:  # one database out of reach: the others are still vacuumed
+                    findings.append(Finding(
+                        "postgres.database_unreachable", Severity.CRITICAL, f"database {db}", exc.message,
+                        "check the job's 'databases' option and the role's CONNECT privilege"))
+                    continue
                 wanted, may_vacuum = self._tables(conn, options.tables, db, findings)
                 before = self._dead_tuples(conn)
                 conn.execute(sql.SQL("SET lock_timeout = {}").format(
