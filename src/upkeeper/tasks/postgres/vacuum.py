@@ -14,7 +14,7 @@ import re
 import time
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from pydantic import Field
 
@@ -42,7 +42,9 @@ SELECT n.nspname, c.relname,
        pg_has_role(c.relowner, 'USAGE')
        OR (NOT c.relisshared AND pg_has_role((SELECT datdba FROM pg_database
                                               WHERE datname = current_database()), 'USAGE'))
-       {maintain}
+       {maintain},
+       c.oid::bigint,
+       ARRAY(SELECT a.relid::bigint FROM pg_partition_ancestors(c.oid) a WHERE a.relid <> c.oid)
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'm', 'p')
   AND n.nspname NOT IN ('pg_catalog', 'information_schema')
@@ -141,7 +143,7 @@ class PostgresVacuum(Task[VacuumOptions]):
                         "postgres.database_unreachable", Severity.CRITICAL, f"database {db}", exc.message,
                         "check the job's 'databases' option and the role's CONNECT privilege"))
                     continue
-                wanted, may_vacuum = self._tables(conn, options.tables, db, findings)
+                wanted, may_vacuum, leaves = self._tables(conn, options.tables, db, findings)
                 before = self._dead_tuples(conn)
                 conn.execute(sql.SQL("SET lock_timeout = {}").format(
                     sql.Literal(int(options.lock_timeout.total_seconds() * 1000))))
@@ -192,7 +194,9 @@ class PostgresVacuum(Task[VacuumOptions]):
                 after = self._dead_tuples(conn)
                 done += len(vacuumed)
                 for schema, table, elapsed, rep in vacuumed:
-                    b, a = before.get((schema, table), 0), after.get((schema, table), 0)
+                    # a partitioned table's own statistics are empty: its figures are its partitions'
+                    keys = [(schema, table), *leaves.get((schema, table), [])]
+                    b, a = sum(before.get(k, 0) for k in keys), sum(after.get(k, 0) for k in keys)
                     # VERBOSE counts only the tuples this VACUUM deleted itself; dead tuples that page
                     # pruning (HOT) already cleared since the statistics counted them show up only in the
                     # statistics' before/after difference.  The larger of the two is what the run got rid of.
@@ -242,14 +246,33 @@ class PostgresVacuum(Task[VacuumOptions]):
     @staticmethod
     def _tables(
         conn: psycopg.Connection[tuple[object, ...]], wanted: list[str] | None, db: str, findings: list[Finding]
-    ) -> tuple[list[tuple[str, str]], dict[tuple[str, str], bool]]:
-        """The tables to vacuum, and whether this user may vacuum each."""
+    ) -> tuple[list[tuple[str, str]], dict[tuple[str, str], bool], dict[tuple[str, str], list[tuple[str, str]]]]:
+        """The tables to vacuum, whether this user may vacuum each, and the partitions a partitioned table in the
+        list covers.  VACUUM of a partitioned table vacuums every partition: a partition whose partitioned table
+        is in the list is left to it, or it would be vacuumed, and counted, twice."""
         maintain = "OR has_table_privilege(c.oid, 'MAINTAIN')" if conn.info.server_version >= 170000 else ""
         rows = conn.execute(LIST_TABLES_SQL.format(maintain=maintain)).fetchall()
         may = {(str(r[0]), str(r[1])): bool(r[2]) for r in rows}
+        by_oid = {int(str(r[3])): (str(r[0]), str(r[1])) for r in rows}
+        ancestors = {(str(r[0]), str(r[1])): [by_oid[int(str(o))] for o in cast(list[object], r[4] or [])
+                                              if int(str(o)) in by_oid]
+                     for r in rows}
+
+        def covered(chosen: list[tuple[str, str]]) -> tuple[list[tuple[str, str]],
+                                                              dict[tuple[str, str], list[tuple[str, str]]]]:
+            listed = set(chosen)
+            keep = [k for k in chosen if not any(a in listed for a in ancestors.get(k, []))]
+            leaves: dict[tuple[str, str], list[tuple[str, str]]] = {}
+            for k, anc in ancestors.items():
+                top = next((a for a in reversed(anc) if a in listed), None)  # the outermost one listed
+                if top is not None:
+                    leaves.setdefault(top, []).append(k)
+            return keep, leaves
+
         existing = list(may)
         if wanted is None:
-            return existing, may
+            keep, leaves = covered(existing)
+            return keep, may, leaves
         have = set(existing)
         out = []
         for name in wanted:
@@ -261,4 +284,5 @@ class PostgresVacuum(Task[VacuumOptions]):
                 findings.append(Finding("postgres.table_missing", Severity.WARNING, f"{db}.{name}",
                                         f"table {name!r} does not exist in database {db!r}",
                                         "fix the job's 'tables' option"))
-        return out, may
+        keep, leaves = covered(out)
+        return keep, may, leaves
