@@ -161,3 +161,12 @@ def test_a_partitioned_table_is_vacuumed_once_with_its_partitions(pg: PostgresCl
     # a partition listed alone is vacuumed alone
     res = run_task("postgres.vacuum", pg, pg_db, tables=["parted_0"])
     assert res.metrics["tables_vacuumed"] == 1 and res.metrics["dead_tuples_removed"] == 1000
+    # one partition locked: the partitioned table's VACUUM stops at it, and its partitions are tried one by one
+    pg.execute("UPDATE parted SET v = v || 'w'", pg_db)
+    with pg.connect(pg_db, autocommit=False) as blocker:
+        blocker.execute("LOCK TABLE parted_0 IN ACCESS EXCLUSIVE MODE")
+        res = run_task("postgres.vacuum", pg, pg_db, tables=["parted"], lock_timeout="300ms")
+        blocker.rollback()
+    assert "one by one" in one(res, "postgres.vacuum_lock_timeout", f"{pg_db}.public.parted").message
+    one(res, "postgres.vacuum_lock_timeout", f"{pg_db}.public.parted_0")
+    assert res.metrics[f"table.{pg_db}.public.parted_1.dead_removed"] >= 1000 and res.metrics["tables_vacuumed"] == 1

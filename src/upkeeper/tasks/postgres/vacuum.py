@@ -44,7 +44,8 @@ SELECT n.nspname, c.relname,
                                               WHERE datname = current_database()), 'USAGE'))
        {maintain},
        c.oid::bigint,
-       ARRAY(SELECT a.relid::bigint FROM pg_partition_ancestors(c.oid) a WHERE a.relid <> c.oid)
+       ARRAY(SELECT a.relid::bigint FROM pg_partition_ancestors(c.oid) a WHERE a.relid <> c.oid),
+       c.relkind::text
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'm', 'p')
   AND n.nspname NOT IN ('pg_catalog', 'information_schema')
@@ -159,10 +160,13 @@ class PostgresVacuum(Task[VacuumOptions]):
                         conn.execute(stmt)
                     except psycopg.errors.LockNotAvailable:
                         waited = time.monotonic() - t0
+                        # one locked partition stops the VACUUM of its partitioned table: try them one by one
+                        parts = [k for k in leaves.pop((schema, table), []) if k not in wanted]
+                        wanted.extend(parts)
                         findings.append(Finding(
                             "postgres.vacuum_lock_timeout", Severity.WARNING, subject,
                             f"could not lock {schema}.{table} within {human_duration(options.lock_timeout)}; "
-                            "skipped",
+                            + ("its partitions are vacuumed one by one" if parts else "skipped"),
                             "find the blocking session in pg_stat_activity / pg_locks (pg_blocking_pids); "
                             "retry later",
                             value=round(waited, 2), threshold=options.lock_timeout.total_seconds(),
@@ -257,6 +261,7 @@ class PostgresVacuum(Task[VacuumOptions]):
         ancestors = {(str(r[0]), str(r[1])): [by_oid[int(str(o))] for o in cast(list[object], r[4] or [])
                                               if int(str(o)) in by_oid]
                      for r in rows}
+        kinds = {(str(r[0]), str(r[1])): str(r[5]) for r in rows}
 
         def covered(chosen: list[tuple[str, str]]) -> tuple[list[tuple[str, str]],
                                                               dict[tuple[str, str], list[tuple[str, str]]]]:
@@ -264,6 +269,8 @@ class PostgresVacuum(Task[VacuumOptions]):
             keep = [k for k in chosen if not any(a in listed for a in ancestors.get(k, []))]
             leaves: dict[tuple[str, str], list[tuple[str, str]]] = {}
             for k, anc in ancestors.items():
+                if kinds.get(k) == "p":  # a partitioned table inside: no storage of its own
+                    continue
                 top = next((a for a in reversed(anc) if a in listed), None)  # the outermost one listed
                 if top is not None:
                     leaves.setdefault(top, []).append(k)
