@@ -119,6 +119,15 @@ def test_exposed_files_found_only_when_content_confirms(sites: Sites) -> None:
     assert good.metrics["paths_probed"] > 40
 
 
+def test_exposed_files_of_a_site_that_does_not_answer_are_not_passed() -> None:
+    """A site that refused every connection passed: '0 exposed file(s) among 41 path(s) probed', status ok."""
+    port = free_port()  # nothing listens there
+    out = check_exposed(f"http://127.0.0.1:{port}/", ExposedOptions(timeout=2))
+    f = [f for f in out.findings if f.check == "security.exposed_files.unreachable"]
+    assert len(f) == 1 and f[0].severity is Severity.WARNING and f[0].value == out.metrics["paths_probed"] > 40
+    assert "ConnectError" in f[0].message and out.metrics["exposed"] == 0 and "no usable answer" in out.summary
+
+
 def test_headers_scored_like_the_observatory(sites: Sites) -> None:
     bad = check_headers(sites.bad_url, HeadersOptions())
     assert bad.metrics["observatory_score"] == 0
