@@ -189,6 +189,20 @@ def test_nginx_config_findings_per_server(sites: Sites) -> None:
     assert out.metrics["servers"] == 3
 
 
+def test_nginx_snippet_included_in_every_server_counts_in_every_server(sites: Sites, tmp_path: Path) -> None:
+    """A hardening snippet included in each server block (the usual layout) was parsed for the first server only:
+    the second one was reported with server_tokens on and no dotfile rule, which nginx -T shows it has."""
+    (tmp_path / "snippets").mkdir()
+    (tmp_path / "snippets" / "hardening.conf").write_text(
+        "server_tokens off;\nlocation ~ /\\.(?!well-known) { deny all; }\n")
+    servers = "".join(f"  server {{\n    listen 80;\n    server_name {name};\n    include snippets/hardening.conf;\n"
+                      f"    location / {{ root /srv/{name}; }}\n  }}\n" for name in ("a.example", "b.example"))
+    conf = tmp_path / "nginx.conf"
+    conf.write_text("events {}\nhttp {\n" + servers + "}\n")
+    out = check_nginx(str(conf), sites.nginx.binary, NginxOptions())
+    assert out.findings == [] and out.metrics["servers"] == 2
+
+
 def test_nginx_default_protocols_of_old_nginx_are_weak(sites: Sites, tmp_path: Path) -> None:
     conf = tmp_path / "nginx.conf"
     (tmp_path / "sites").mkdir()
