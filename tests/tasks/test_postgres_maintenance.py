@@ -225,6 +225,34 @@ def test_tables_and_sequences_the_user_may_not_read_are_reported_not_passed(pg: 
         pg.execute(f"DROP ROLE {role}", pg_db)
 
 
+def test_vacuum_full_the_server_skips_is_not_reported_repaired(pg: PostgresCluster, pg_db: str) -> None:
+    """A user with the privileges docs/postgres.md asks for (pg_monitor, pg_read_all_data) but not the table's owner:
+    VACUUM (FULL) only WARNs 'skipping … only table or database owner can vacuum it', and the run said 'repaired 1
+    table(s)', turned the bloat finding into info and passed.  Now the table's storage is compared: not rewritten is
+    a postgres.repair_skipped warning with the server's words, and the bloat stays a warning."""
+    from upkeeper.config.targets import PostgresTarget
+    from upkeeper.core.task import REGISTRY
+
+    _bloat(pg, pg_db, "not_mine")
+    role = f"reader_{pg_db}"
+    pg.execute(f"CREATE ROLE {role} LOGIN", pg_db)
+    pg.execute(f"GRANT pg_monitor, pg_read_all_data TO {role}", pg_db)
+    try:
+        task = REGISTRY.get("postgres.maintenance")
+        t = PostgresTarget.model_validate({**pg.target(pg_db), "user": role})
+        ctx = TaskContext(job="test", task="postgres.maintenance", target_name="db", target=t)
+        res = task().run(ctx, task.Options.model_validate({"checks": ["bloat", "repair"],
+                                                          "repair_without_disk_check": True, **BLOAT}))
+        subject = f"{pg_db}.public.not_mine"
+        skipped = one(res, "postgres.repair_skipped", subject)
+        assert skipped.severity is Severity.WARNING and "owner" in skipped.message
+        assert one(res, "postgres.table_bloat", subject).severity is Severity.WARNING
+        assert not findings(res, "postgres.bloat_repaired") and not res.metrics.get("repaired_tables")
+    finally:
+        pg.execute(f"DROP OWNED BY {role}", pg_db)
+        pg.execute(f"DROP ROLE {role}", pg_db)
+
+
 # -- sessions: connections, idle in transaction, lock waits --------------------------------------------
 
 
@@ -255,6 +283,46 @@ def test_connections_idle_in_transaction_and_lock_waits(pg: PostgresCluster, pg_
     assert {f.data["pid"] for f in idle_f} >= {idle_pid} and all(float(f.value or 0) >= 1 for f in idle_f)
     wait = [f for f in findings(res, "postgres.lock_waits") if f.data["pid"] == waiter_pid]
     assert len(wait) == 1 and wait[0].data["blocked_by"] == [holder_pid] and "contended" in wait[0].message
+
+
+def test_sessions_the_user_may_not_see_are_reported_not_passed(pg: PostgresCluster, pg_db: str) -> None:
+    """Without pg_read_all_stats, pg_stat_activity shows other users' sessions with no state and no backend type:
+    the connections check counted only the job's own session and the idle-in-transaction check found nothing, a
+    clean run over a server it could not see.  Now the hidden sessions count as connections and both checks say
+    what they could not see; with pg_monitor the idle session is found."""
+    from upkeeper.config.targets import PostgresTarget
+    from upkeeper.core.task import REGISTRY
+
+    role = f"nostats_{pg_db}"
+    pg.execute(f"CREATE ROLE {role} LOGIN", pg_db)
+    idle = pg.connect(pg_db, autocommit=False)
+    others = [pg.connect(pg_db) for _ in range(3)]
+    try:
+        idle.execute("SELECT 1")  # idle in a transaction from now on
+        time.sleep(1.2)
+
+        def as_role() -> Result:
+            task = REGISTRY.get("postgres.maintenance")
+            t = PostgresTarget.model_validate({**pg.target(pg_db), "user": role})
+            ctx = TaskContext(job="test", task="postgres.maintenance", target_name="db", target=t)
+            return task().run(ctx, task.Options.model_validate({
+                "checks": ["connections", "idle_in_transaction"], "idle_in_transaction_max": "1s"}))
+
+        res = as_role()
+        assert not findings(res, "postgres.idle_in_transaction")
+        conn = one(res, "postgres.check_failed", "server: connections")
+        idle_f = one(res, "postgres.check_failed", "server: idle_in_transaction")
+        assert conn.severity is Severity.WARNING and int(conn.value or 0) >= 4
+        assert "pg_monitor" in idle_f.remediation and int(idle_f.value or 0) >= 4
+        assert res.metrics["connections_used"] >= 5  # the hidden ones and the job's own
+        pg.execute(f"GRANT pg_monitor TO {role}", pg_db)
+        res = as_role()
+        assert not findings(res, "postgres.check_failed")
+        assert idle.info.backend_pid in {f.data["pid"] for f in findings(res, "postgres.idle_in_transaction")}
+    finally:
+        for c in [idle, *others]:
+            c.close()
+        pg.execute(f"DROP ROLE {role}", pg_db)
 
 
 # -- indexes --------------------------------------------------------------------------------------------
@@ -408,6 +476,27 @@ def test_audit_cleanup_deletes_in_batches(pg: PostgresCluster, audit_db: str) ->
     f = one(res, "postgres.audit_cleanup")
     assert f.value == 2000 and f.data["batches"] == 7 and f.data["complete"] is True  # 6 full + 1 partial
     assert pg.execute("SELECT action, count(*) FROM audit_log GROUP BY 1", db) == [("new", 500)]
+
+
+def test_audit_cleanup_of_a_partitioned_table_keeps_the_recent_rows(pg: PostgresCluster, pg_db: str) -> None:
+    """An audit log partitioned by time (the usual layout): a ctid is unique only within one partition, and the batch
+    DELETE by the expired rows' ctids also deleted the recent rows at the same places in the newer partition —
+    every row within retention gone, reported as 'deleted 400 row(s) older than 30d'."""
+    pg.execute("CREATE TABLE audit_parted (id bigserial, created_at timestamptz NOT NULL, action text) "
+               "PARTITION BY RANGE (created_at)", pg_db)
+    pg.execute("CREATE TABLE audit_parted_old PARTITION OF audit_parted FOR VALUES FROM ('2000-01-01') "
+               "TO ('2020-01-01')", pg_db)
+    pg.execute("CREATE TABLE audit_parted_new PARTITION OF audit_parted FOR VALUES FROM ('2020-01-01') "
+               "TO ('2200-01-01')", pg_db)
+    pg.execute("INSERT INTO audit_parted (created_at, action) SELECT '2010-01-01'::timestamptz + g * interval "
+               "'1 hour', 'old' FROM generate_series(1, 200) g", pg_db)
+    pg.execute("INSERT INTO audit_parted (created_at, action) SELECT now() - g * interval '1 minute', 'new' "
+               "FROM generate_series(1, 200) g", pg_db)
+    res = survey(pg, pg_db, ["audit_cleanup"], audit_table="audit_parted", audit_retention="30d",
+                 audit_batch_size=50, audit_pause="0s")
+    assert pg.execute("SELECT action, count(*) FROM audit_parted GROUP BY 1", pg_db) == [("new", 200)]
+    f = one(res, "postgres.audit_cleanup")
+    assert f.value == 200 and f.data["complete"] is True
 
 
 def test_audit_cleanup_stops_at_max_duration_and_checks_its_column(pg: PostgresCluster, audit_db: str) -> None:

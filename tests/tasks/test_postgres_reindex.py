@@ -137,3 +137,30 @@ def test_priority_order_and_missing_names(pg: PostgresCluster, pg_db: str) -> No
     capped = run_task("postgres.reindex", pg, pg_db, bloated=False, high_priority=["c", "a", "b"], max_indexes=1)
     assert len(findings(capped, "postgres.reindexed")) == 1
     assert "2 rebuild(s) left" in one(capped, "postgres.reindex_deferred").message
+
+
+def test_indexes_the_server_skips_are_not_reported_rebuilt(pg: PostgresCluster, pg_db: str) -> None:
+    """REINDEX TABLE CONCURRENTLY skips an exclusion constraint's index with a mere WARNING, and a table without
+    an index with a NOTICE: both were 'postgres.reindexed' and counted as rebuilt.  Now the index left alone is a
+    postgres.reindex_skipped warning with the server's words, and nothing is counted that was not rebuilt."""
+    pg.execute("CREATE TABLE bookings (id int, during int4range, EXCLUDE USING gist (during WITH &&))", pg_db)
+    pg.execute("INSERT INTO bookings SELECT g, int4range(g, g + 1) FROM generate_series(1, 500) g", pg_db)
+    pg.execute("CREATE INDEX bookings_id ON bookings (id)", pg_db)
+    pg.execute("CREATE TABLE only_excl (during int4range, EXCLUDE USING gist (during WITH &&))", pg_db)
+    pg.execute("CREATE TABLE no_index (a int)", pg_db)
+    pg.execute("CREATE TABLE parted (id int, k int) PARTITION BY RANGE (id)", pg_db)
+    pg.execute("CREATE TABLE parted_1 PARTITION OF parted FOR VALUES FROM (0) TO (1000)", pg_db)
+    pg.execute("CREATE INDEX parted_k ON parted (k)", pg_db)  # its partition's index is what gets rebuilt
+    res = run_task("postgres.reindex", pg, pg_db, high_priority=["bookings", "only_excl", "no_index", "parted"],
+                   bloated=False, repair_without_disk_check=True)
+    one(res, "postgres.reindexed", f"{pg_db}.public.parted")
+    assert not findings(res, "postgres.reindex_skipped", f"{pg_db}.public.parted")
+    skipped = one(res, "postgres.reindex_skipped", f"{pg_db}.public.bookings")
+    assert skipped.severity is Severity.WARNING and skipped.data["not_rebuilt"] == ["bookings_during_excl"]
+    assert "exclusion constraint" in skipped.message
+    one(res, "postgres.reindexed", f"{pg_db}.public.bookings")  # its other index was rebuilt
+    assert one(res, "postgres.reindex_skipped", f"{pg_db}.public.only_excl").severity is Severity.WARNING
+    assert one(res, "postgres.reindex_skipped", f"{pg_db}.public.no_index").severity is Severity.INFO
+    assert not findings(res, "postgres.reindexed", f"{pg_db}.public.only_excl")
+    assert not findings(res, "postgres.reindexed", f"{pg_db}.public.no_index")
+    assert res.metrics["reindexed"] == 2

@@ -78,3 +78,38 @@ def test_inactive_slot_and_wal_it_holds(pg_primary_replica: tuple[PostgresCluste
         assert late.severity is Severity.WARNING and float(late.value or 0) >= 1
     finally:
         primary.execute("SELECT pg_drop_replication_slot('forgotten')")
+
+
+def test_replication_the_user_may_not_see_is_said_not_misreported(
+        pg_primary_replica: tuple[PostgresCluster, PostgresCluster]) -> None:
+    """Without pg_read_all_stats pg_stat_replication and pg_stat_wal_receiver show a pid and nothing else: a healthy
+    replica was 'postgres.replica_not_streaming: replica is in state None' (its lag never judged) and a streaming
+    standby 'WAL receiver is not running'.  Now the check says what it could not see; with pg_monitor, all clear."""
+    from upkeeper.config.targets import PostgresTarget
+    from upkeeper.core.task import REGISTRY, Result
+
+    primary, replica = pg_primary_replica
+    role = "nostats_repl"
+    primary.execute(f"CREATE ROLE {role} LOGIN")
+    _wait(lambda: replica.execute("SELECT count(*) FROM pg_roles WHERE rolname = %s", params=[role])[0][0] == 1)
+    _wait(lambda: primary.execute("SELECT state FROM pg_stat_replication")[0][0] == "streaming")
+
+    def as_role(server: PostgresCluster) -> Result:
+        task = REGISTRY.get("postgres.maintenance")
+        t = PostgresTarget.model_validate({**server.target("postgres"), "user": role})
+        ctx = TaskContext(job="test", task="postgres.maintenance", target_name="db", target=t, state=MemoryState())
+        return task().run(ctx, task.Options.model_validate({"checks": ["replication"]}))
+
+    try:
+        for server, unknown in ((primary, "replay lag"), (replica, "WAL receiver")):
+            res = as_role(server)
+            assert not findings(res, "postgres.replica_not_streaming"), res.findings
+            f = one(res, "postgres.check_failed", "server: replication")
+            assert f.severity is Severity.WARNING and unknown in f.message and "pg_monitor" in f.remediation
+        primary.execute(f"GRANT pg_monitor TO {role}")
+        _wait(lambda: replica.execute("SELECT pg_has_role(%s, 'pg_monitor', 'MEMBER')", params=[role])[0][0])
+        for server in (primary, replica):
+            res = as_role(server)
+            assert not findings(res, "postgres.check_failed") and not findings(res, "postgres.replica_not_streaming")
+    finally:
+        primary.execute(f"DROP ROLE {role}")

@@ -115,6 +115,39 @@ def test_replica_made_to_lag_is_found(services_dir: Path) -> None:
         assert res.final_status is Status.FAIL
 
 
+def test_replica_of_an_idle_primary_is_not_lag_but_a_silent_primary_is(services_dir: Path) -> None:
+    """An idle primary sends its replicas only a PING every repl-ping-replica-period (10 s): a replica that heard
+    nothing for a few seconds is healthy.  A primary that stays silent beyond that period is lag."""
+    with RedisServer(services_dir / "idle-primary") as primary, \
+            RedisServer(services_dir / "idle-replica", replica_of=primary) as replica:
+        primary.client().set("warm", 1)
+        rc = replica.client()
+
+        def silence() -> int:
+            return int(rc.info("replication")["master_last_io_seconds_ago"])
+
+        deadline = time.monotonic() + 15
+        while silence() < 3 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        res = run_task("redis.check", replica.target(), {"replica_lag_warning_s": 1, "latency_warning_ms": 60_000})
+        assert silence() >= 3 and "redis.replica_lag" not in checks(res), res.findings
+        # a primary that pings every second and then goes silent (frozen) is lag once past period + threshold
+        for server in (primary, replica):
+            server.client().config_set("repl-ping-replica-period", 1)
+        pid = int(primary.pidfile.read_text())
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            deadline = time.monotonic() + 15
+            while silence() < 4 and time.monotonic() < deadline:
+                time.sleep(0.2)
+            res = run_task("redis.check", replica.target(), {"replica_lag_warning_s": 1, "latency_warning_ms": 60_000})
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        f = checks(res)["redis.replica_lag"][0]
+        assert f.severity is Severity.WARNING and f.value >= 4 and f.threshold == 2
+        assert f.data["ping_period_s"] == 1
+
+
 def test_missing_replica_is_critical(redis_clean: RedisServer) -> None:
     res = run_task("redis.check", redis_clean.target(), {"expected_replicas": 1})
     f = checks(res)["redis.replicas_missing"][0]
@@ -145,6 +178,25 @@ def test_failed_bgsave_and_old_save(own_redis: RedisServer, tmp_path: Path) -> N
     f = checks(res)["redis.bgsave_failed"][0]
     assert f.severity is Severity.CRITICAL and res.final_status is Status.FAIL
     c.config_set("dir", str(own_redis.base))  # let the fixture stop it cleanly
+
+
+def test_required_persistence_that_cannot_be_seen_is_said(own_redis: RedisServer) -> None:
+    """A user refused CONFIG GET (ACL; managed Redis disables CONFIG) cannot see the 'save' points: with
+    require_persistence the check says it could not tell, instead of passing a server that persists nothing."""
+    own_redis.client().acl_setuser("mon", enabled=True, passwords=["+mon-pass"], commands=["+@all", "-config"],
+                                   keys=["~*"])
+    target = {**own_redis.target(), "username": "mon", "password": "mon-pass"}
+    opts = {"require_persistence": True, "latency_warning_ms": 60_000, "slowlog_warning_ms": 60_000}
+    res = run_task("redis.check", target, opts)
+    f = checks(res)["redis.check_failed"][0]
+    assert f.severity is Severity.WARNING and "persistence" in f.subject
+    assert "cannot tell" in f.message and "config|get" in f.message
+    assert res.final_status is Status.WARN
+    assert "mon-pass" not in str(res.findings) + res.summary
+    # the default user sees 'save ""': the server persists nothing, critical as before
+    res = run_task("redis.check", own_redis.target(), opts)
+    assert checks(res)["redis.persistence_disabled"][0].severity is Severity.CRITICAL
+    assert "redis.check_failed" not in checks(res)
 
 
 def test_traffic_hit_rate_key_count_evictions_and_rejections(own_redis: RedisServer) -> None:

@@ -112,6 +112,24 @@ def test_key_count_trigger(small_redis: RedisServer) -> None:
     assert res.metrics["deleted_keys"] == 400
 
 
+def test_a_replica_above_the_trigger_is_told_not_crashed(services_dir: Path) -> None:
+    """Pointed at a replica, the eviction stopped at its first UNLINK with 'ReadOnlyError: You can't write against a
+    read only replica' (status error, the prefix report lost).  Now it deletes nothing there and says to point the
+    job at the primary, whose deletions the replica follows."""
+    with RedisServer(services_dir / "evict-primary") as primary, \
+            RedisServer(services_dir / "evict-replica", replica_of=primary) as replica:
+        fill(primary.client(), "cache:", count=300)
+        rc = replica.client()
+        deadline = time.monotonic() + 10
+        while rc.dbsize() < 300 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        res = run_task("redis.evict", replica.target(), {"patterns": ["cache:*"], "max_keys": 100})
+        f = checks(res)["redis.evict_replica"][0]
+        assert f.severity is Severity.WARNING and f"{primary.port}" in f.message
+        assert res.final_status is Status.WARN and rc.dbsize() == 300
+        assert res.artifacts and res.artifacts[0]["kind"] == "redis_prefixes"
+
+
 def test_above_trigger_without_patterns_warns_and_deletes_nothing(small_redis: RedisServer) -> None:
     c = small_redis.client()
     fill(c, "cache:", until_pct=85)

@@ -94,6 +94,31 @@ def test_redis_with_password_and_renamed_commands(services_dir) -> None:
     assert "s3cret-pw" not in repr(out)
 
 
+def test_redis_settings_a_restricted_user_cannot_read_are_not_guessed(services_dir) -> None:
+    """upkeeper's own ACL user without +config and +acl (a least-privilege monitoring user) read neither the bind
+    address nor the default user: a server with a password, bound to 127.0.0.1, was 'security.redis.no_password'
+    CRITICAL, 'the default user needs no password and Redis listens on *'.  Now the default user is tried without
+    credentials, and what cannot be read is said."""
+    server = RedisServer(services_dir / "redis-acl", password="admin-pw").start()
+    try:
+        server.client().acl_setuser("auditor", enabled=True, passwords=["+auditor-pw"],
+                                    commands=["+@all", "-config", "-acl"], keys=["~*"])
+        restricted = RedisTarget.model_validate({**server.target(), "username": "auditor", "password": "auditor-pw"})
+        opts = RedisSecurityOptions(dangerous_commands=[])
+        out = check_redis(restricted, opts, "cache")
+        by = {f.check: f for f in out.findings}
+        assert set(by) == {"security.redis.config_unreadable"}, out.findings
+        assert by["security.redis.config_unreadable"].data["unknown"] == ["bind", "protected-mode"]
+        assert "auditor-pw" not in repr(out) and "admin-pw" not in repr(out)
+        # the same restricted user on a server whose default user is open: found by trying it
+        server.client().config_set("requirepass", "")
+        by = {f.check: f for f in check_redis(restricted, opts, "cache").findings}
+        assert by["security.redis.no_password"].severity is Severity.WARNING
+        assert "could not be read" in by["security.redis.no_password"].message
+    finally:
+        server.stop()
+
+
 def test_postgres_listening_everywhere_without_ssl(services_dir) -> None:
     cluster = PostgresCluster(services_dir / "pg-open", extra_conf="listen_addresses = '0.0.0.0'\nssl = off\n")
     cluster.start()

@@ -207,3 +207,21 @@ def test_permissions_planted_files(tmp_path: Path) -> None:
     strict = check_permissions(PermissionsOptions(paths=[str(age)], group_readable_warns=True), [])
     assert [(f.subject, f.severity) for f in strict.findings] == [(str(age), Severity.WARNING)]
     assert "hunter2" not in repr(out.findings)
+
+
+def test_a_scan_cut_short_by_max_files_says_so(tmp_path: Path) -> None:
+    """A scan that reached max_files stopped without a word: an exposed .env after the limit went unchecked and the
+    run said '0 secret file(s) checked, 0 readable by others' and passed."""
+    app = tmp_path / "app"
+    (app / "uploads").mkdir(parents=True)
+    for i in range(40):
+        (app / "uploads" / f"photo{i}.jpg").write_text("x")
+    env = app / ".env"
+    env.write_text("DB_PASSWORD=hunter2\n")
+    os.chmod(env, 0o644)
+    full = check_permissions(PermissionsOptions(paths=[], max_files=1000), [str(app)])
+    assert [f.check for f in full.findings] == ["security.permissions.secret_readable"]
+    cut = check_permissions(PermissionsOptions(paths=[], max_files=10), [str(app / "uploads"), str(app)])
+    f = [f for f in cut.findings if f.check == "security.permissions.scan_incomplete"]
+    assert len(f) == 1 and f[0].severity is Severity.WARNING and f[0].subject == str(app / "uploads")
+    assert "max_files" in cut.summary and cut.metrics["exposed"] == 0

@@ -93,6 +93,22 @@ def test_rotated_log_is_read_from_the_start(tmp_path: Path) -> None:
     assert out.metrics["failed"] == 1
 
 
+def test_a_line_read_while_it_is_written_is_read_whole_next_time(tmp_path: Path) -> None:
+    """The log is read up to its end, which may be the middle of a line sshd is writing (or where max_bytes
+    cut): the offset was stored after the half line, so neither run saw the root login it announced."""
+    log = tmp_path / "auth.log"
+    line = syslog(NOW, "Accepted password for root from 203.0.113.9 port 2222 ssh2")
+    log.write_text(syslog(NOW, "Invalid user x from 192.0.2.1 port 1") + "\n" + line[:-16])  # sshd mid-write
+    state = MemoryState()
+    opts = LoginsOptions(source="file", auth_log=str(log))
+    check_logins(opts, state, NOW)
+    with open(log, "a") as fh:
+        fh.write(line[-16:] + "\n")
+    out = check_logins(opts, state, NOW + timedelta(minutes=1))
+    root = [f for f in out.findings if f.check == "security.logins.root_login"]
+    assert root and root[0].severity is Severity.CRITICAL  # root with a password
+
+
 def test_journal_source() -> None:
     if not shutil.which("journalctl"):
         pytest.skip("journalctl is not installed here")

@@ -4,6 +4,8 @@ file-reading fallback, and the banner/algorithm probe against a running sshd."""
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -109,6 +111,27 @@ def test_fallback_reads_includes_first_value_wins(tmp_path: Path) -> None:
     checks = {f.check for f in out.findings}
     assert "security.ssh.x11forwarding" in checks and "security.ssh.passwordauthentication" not in checks
     assert "security.ssh.source" in checks
+
+
+def test_fallback_reads_settings_after_match_all_as_global(tmp_path: Path) -> None:
+    """'Match all' closes a Match block: the fallback parser kept skipping to the end of the file, so a
+    'PermitRootLogin yes' after it was read as OpenSSH's default and the critical finding went missing."""
+    main = tmp_path / "sshd_config"
+    main.write_text("X11Forwarding no\nMatch User backup\n  ForceCommand internal-sftp\n  PermitRootLogin no\n"
+                    "Match all\nPermitRootLogin yes\n")
+    assert read_config_file(str(main))["permitrootlogin"] == "yes"
+    out = check_config(SshOptions(config=str(main), sshd="/nonexistent/sshd"))
+    root = [f for f in out.findings if f.check == "security.ssh.permitrootlogin"]
+    assert root and root[0].severity is Severity.CRITICAL
+    sshd = shutil.which("sshd") or ("/usr/sbin/sshd" if Path("/usr/sbin/sshd").exists() else None)
+    if sshd:  # OpenSSH's own evaluation agrees
+        key = tmp_path / "hostkey"
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+        real = tmp_path / "with_key"
+        real.write_text(f"HostKey {key}\n" + main.read_text())
+        res = subprocess.run([sshd, "-T", "-f", str(real)], capture_output=True, text=True)
+        if res.returncode == 0:
+            assert "permitrootlogin yes" in res.stdout
 
 
 def test_lynis_comparisons() -> None:

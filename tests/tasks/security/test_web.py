@@ -119,6 +119,15 @@ def test_exposed_files_found_only_when_content_confirms(sites: Sites) -> None:
     assert good.metrics["paths_probed"] > 40
 
 
+def test_exposed_files_of_a_site_that_does_not_answer_are_not_passed() -> None:
+    """A site that refused every connection passed: '0 exposed file(s) among 41 path(s) probed', status ok."""
+    port = free_port()  # nothing listens there
+    out = check_exposed(f"http://127.0.0.1:{port}/", ExposedOptions(timeout=2))
+    f = [f for f in out.findings if f.check == "security.exposed_files.unreachable"]
+    assert len(f) == 1 and f[0].severity is Severity.WARNING and f[0].value == out.metrics["paths_probed"] > 40
+    assert "ConnectError" in f[0].message and out.metrics["exposed"] == 0 and "no usable answer" in out.summary
+
+
 def test_headers_scored_like_the_observatory(sites: Sites) -> None:
     bad = check_headers(sites.bad_url, HeadersOptions())
     assert bad.metrics["observatory_score"] == 0
@@ -178,6 +187,20 @@ def test_nginx_config_findings_per_server(sites: Sites) -> None:
         else:
             assert f"127.0.0.1:{bad_port}" in f.subject
     assert out.metrics["servers"] == 3
+
+
+def test_nginx_snippet_included_in_every_server_counts_in_every_server(sites: Sites, tmp_path: Path) -> None:
+    """A hardening snippet included in each server block (the usual layout) was parsed for the first server only:
+    the second one was reported with server_tokens on and no dotfile rule, which nginx -T shows it has."""
+    (tmp_path / "snippets").mkdir()
+    (tmp_path / "snippets" / "hardening.conf").write_text(
+        "server_tokens off;\nlocation ~ /\\.(?!well-known) { deny all; }\n")
+    servers = "".join(f"  server {{\n    listen 80;\n    server_name {name};\n    include snippets/hardening.conf;\n"
+                      f"    location / {{ root /srv/{name}; }}\n  }}\n" for name in ("a.example", "b.example"))
+    conf = tmp_path / "nginx.conf"
+    conf.write_text("events {}\nhttp {\n" + servers + "}\n")
+    out = check_nginx(str(conf), sites.nginx.binary, NginxOptions())
+    assert out.findings == [] and out.metrics["servers"] == 2
 
 
 def test_nginx_default_protocols_of_old_nginx_are_weak(sites: Sites, tmp_path: Path) -> None:

@@ -495,13 +495,13 @@ def check_services(env: Env) -> CheckOutput:
             metric = None
         if metric is not None:
             out.metrics[f"service.{svc.label}.ms"] = round(metric, 3)
-        if finding is None:
+        if finding is not None:
+            out.findings.append(finding)
+        if finding is None or finding.check == "host.service_slow":  # slow, but up: it answered
             up += 1
             out.metrics[f"service.{svc.label}.up"] = 1.0
-        else:
-            out.findings.append(finding)
-            if finding.check == "host.service_down":
-                out.metrics[f"service.{svc.label}.up"] = 0.0
+        elif finding.check == "host.service_down":
+            out.metrics[f"service.{svc.label}.up"] = 0.0
     if env.opts.services:
         out.notes.append(f"{up}/{len(env.opts.services)} services up")
     return out

@@ -28,10 +28,13 @@ FROM pg_attribute a
 WHERE a.attrelid = to_regclass(%(table)s) AND a.attname = %(column)s AND a.attnum > 0 AND NOT a.attisdropped
 """
 
-#: one batch: the oldest-first ctids of at most N expired rows (a TID scan deletes them)
+#: one batch: the ctids of at most N expired rows (a TID scan deletes them).  A ctid is unique only within one
+#: table: in a partitioned table every partition has its own (0,1), (0,2)… so the outer DELETE repeats the cutoff,
+#: or it would delete the rows at the same places in the partitions of recent rows
 AUDIT_DELETE_SQL = """
 DELETE FROM {table} WHERE ctid = ANY (ARRAY(
   SELECT ctid FROM {table} WHERE {column} < %(cutoff)s LIMIT %(n)s))
+  AND {column} < %(cutoff)s
 """
 
 AUDIT_COUNT_SQL = "SELECT count(*) FROM {table} WHERE {column} < %(cutoff)s"

@@ -10,7 +10,7 @@ from typing import Any
 
 from upkeeper.core.task import Finding, Severity
 from upkeeper.fmt import human_bytes, human_duration
-from upkeeper.tasks.postgres._survey import Probe, Survey, check
+from upkeeper.tasks.postgres._survey import Probe, Survey, check, hidden_sessions_finding
 
 #: 2^31 - 1M: PostgreSQL refuses new transaction IDs this close to wraparound (PgHero's constant)
 XID_STOP_AGE = 2_146_483_648
@@ -31,27 +31,35 @@ def wraparound_severity(age: int, s: Survey) -> tuple[Severity, float, str] | No
 
 # -- connections --------------------------------------------------------------------------------
 
-CONNECTIONS_SQL = """
+#: A session the user may not see (no pg_read_all_stats) has its backend_type and state hidden: one connected
+#: to a database is counted as ``hidden`` (a client, or at worst an autovacuum worker).
+HIDDEN_SESSION = "backend_type IS NULL AND datid IS NOT NULL"
+
+CONNECTIONS_SQL = f"""
 SELECT count(*) FILTER (WHERE backend_type = 'client backend')::int,
        current_setting('max_connections')::int,
-       current_setting('superuser_reserved_connections')::int
+       current_setting('superuser_reserved_connections')::int,
+       count(*) FILTER (WHERE {HIDDEN_SESSION})::int
 FROM pg_stat_activity
 """
 
 
 @check("connections", "server")
 def check_connections(s: Survey, p: Probe) -> list[Finding]:
-    used, max_conn, reserved = p.one(CONNECTIONS_SQL)
+    visible, max_conn, reserved, hidden = p.one(CONNECTIONS_SQL)
+    used = visible + hidden  # a session we may not see still takes a connection slot
     pct = 100.0 * used / max(1, max_conn)
     s.metrics.update({"connections_used": float(used), "connections_max": float(max_conn),
                       "connections_pct": round(pct, 2)})
+    out = [hidden_sessions_finding("connections", hidden, "they are counted as connections, but upkeeper cannot "
+                                   "tell clients from autovacuum workers")] if hidden else []
     o = s.options
     sev = (Severity.CRITICAL if pct >= o.connections_critical_pct
            else Severity.WARNING if pct >= o.connections_warn_pct else None)
     if sev is None:
-        return []
+        return out
     threshold = o.connections_critical_pct if sev is Severity.CRITICAL else o.connections_warn_pct
-    return [Finding(
+    return [*out, Finding(
         "postgres.connections", sev, s.target.display(),
         f"{used} of {max_conn} connections in use ({pct:.0f} %; {reserved} reserved for superusers)",
         "use a connection pooler (PgBouncer), lower the application's pool sizes, or raise max_connections",
@@ -72,13 +80,18 @@ WHERE state IN ('idle in transaction', 'idle in transaction (aborted)')
 ORDER BY state_change
 """
 
+HIDDEN_SESSIONS_SQL = f"SELECT count(*) FILTER (WHERE {HIDDEN_SESSION})::int FROM pg_stat_activity"
+
 
 @check("idle_in_transaction", "server")
 def check_idle_in_transaction(s: Survey, p: Probe) -> list[Finding]:
     limit = s.options.idle_in_transaction_max.total_seconds()
     rows = p.rows(IDLE_IN_TRANSACTION_SQL, {"secs": limit})
     s.metrics["idle_in_transaction"] = float(len(rows))
-    return [Finding(
+    hidden = int(p.one(HIDDEN_SESSIONS_SQL)[0])
+    out = [hidden_sessions_finding("idle_in_transaction", hidden, "whether they sit idle in a transaction is "
+                                   "unknown")] if hidden else []
+    return [*out, *(Finding(
         "postgres.idle_in_transaction", Severity.WARNING, f"pid {pid} ({user}@{db}, {app or 'no app name'})",
         f"session idle in a transaction for {human_duration(idle)} (transaction open {human_duration(xact)}); "
         f"last statement: {query}",
@@ -86,7 +99,7 @@ def check_idle_in_transaction(s: Survey, p: Probe) -> list[Finding]:
         f"end it with SELECT pg_terminate_backend({pid})",
         value=round(idle, 1), threshold=limit,
         data={"pid": pid, "database": db, "user": user, "application": app, "client": client},
-    ) for pid, db, user, app, client, idle, xact, query in rows]
+    ) for pid, db, user, app, client, idle, xact, query in rows)]
 
 
 # -- lock waits -------------------------------------------------------------------------------------
@@ -178,7 +191,8 @@ SELECT pg_wal_lsn_diff(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())::flo
        CASE WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0
             ELSE extract(epoch FROM now() - pg_last_xact_replay_timestamp()) END::float8,
        {paused},
-       (SELECT status FROM pg_stat_wal_receiver)
+       (SELECT status FROM pg_stat_wal_receiver),
+       EXISTS (SELECT FROM pg_stat_wal_receiver)
 """
 
 
@@ -220,7 +234,7 @@ def check_replication(s: Survey, p: Probe) -> list[Finding]:
     if s.server is not None and s.server.in_recovery:
         paused = ("pg_get_wal_replay_pause_state()" if s.server.version_num >= 140000
                   else "CASE WHEN pg_is_wal_replay_paused() THEN 'paused' ELSE 'not paused' END")
-        lag_bytes, lag_s, pause_state, receiver = p.one(STANDBY_SQL.format(paused=paused))
+        lag_bytes, lag_s, pause_state, receiver, has_receiver = p.one(STANDBY_SQL.format(paused=paused))
         subject = f"standby {s.target.display()}"
         if lag_bytes is not None:
             s.metrics["standby.lag_bytes"] = float(lag_bytes)
@@ -233,7 +247,9 @@ def check_replication(s: Survey, p: Probe) -> list[Finding]:
                 "resume it with SELECT pg_wal_replay_resume() once whatever needed the pause is done",
                 value=str(pause_state),
             ))
-        if receiver != "streaming":
+        if has_receiver and receiver is None:  # it runs, but its status is hidden from this user
+            out.append(hidden_sessions_finding("replication", 1, "the WAL receiver's status is unknown"))
+        elif receiver != "streaming":
             out.append(Finding(
                 "postgres.replica_not_streaming", Severity.WARNING, subject,
                 f"WAL receiver is {receiver or 'not running'}",
@@ -242,7 +258,14 @@ def check_replication(s: Survey, p: Probe) -> list[Finding]:
         return out
     rows = p.rows(REPLICAS_SQL)
     s.metrics["replicas"] = float(len(rows))
+    # a user without pg_read_all_stats sees each walsender's pid and nothing else: no state, no positions
+    hidden = [f"pid {r[7]}" for r in rows if r[2] is None]
+    if hidden:
+        out.append(hidden_sessions_finding("replication", len(hidden), "the state and replay lag of the replicas "
+                                           f"they serve are unknown ({', '.join(hidden)})"))
     for app, client, state, sync_state, replay_bytes, flush_bytes, replay_s, pid in rows:
+        if state is None:
+            continue
         name = app or f"pid {pid}"
         subject = f"replica {name}" + (f" ({client})" if client else "")
         key = f"replica.{name}"

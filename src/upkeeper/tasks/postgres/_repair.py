@@ -32,6 +32,9 @@ else:
 
 VACUUM_FULL_SQL = "VACUUM (FULL, ANALYZE) {}"
 TOTAL_SIZE_SQL = "SELECT pg_total_relation_size(%(oid)s::oid)::bigint"
+#: a rewrite (VACUUM FULL, pg_repack) gives the table new storage: the same file node afterwards means the server
+#: left it alone (VACUUM FULL only WARNs 'skipping … only table or database owner can vacuum it')
+FILENODE_SQL = "SELECT pg_relation_filenode(%(oid)s::oid)::bigint"
 
 
 def pg_tool(name: str, bin_dir: str | None, server_version_num: int | None) -> str | None:
@@ -133,6 +136,14 @@ def repair_bloat(s: Survey, db: str) -> None:
             s.ctx.progress(f"{db}: {how} {c['schema']}.{c['table']}", None)
             row = conn.execute(TOTAL_SIZE_SQL, {"oid": c["oid"]}).fetchone()
             before = int(row[0]) if row else int(c["total_bytes"])
+            node = conn.execute(FILENODE_SQL, {"oid": c["oid"]}).fetchone()
+            said: list[str] = []
+
+            def hear(d: psycopg.errors.Diagnostic, said: list[str] = said) -> None:
+                if d.severity_nonlocalized == "WARNING" and d.message_primary:
+                    said.append(d.message_primary)
+
+            conn.add_notice_handler(hear)
             t0 = time.monotonic()
             try:
                 if use_repack:
@@ -153,7 +164,17 @@ def repair_bloat(s: Survey, db: str) -> None:
                     "postgres.repair_failed", Severity.WARNING, subject, f"{how} failed: {msg}",
                     "see the message; the table is unchanged (both methods are all-or-nothing)"))
                 continue
+            finally:
+                conn.remove_notice_handler(hear)
             elapsed = time.monotonic() - t0
+            if node is not None and node == conn.execute(FILENODE_SQL, {"oid": c["oid"]}).fetchone():
+                s.findings.append(Finding(
+                    "postgres.repair_skipped", Severity.WARNING, subject,
+                    f"{how} left the table as it was (not rewritten)"
+                    + (f"; the server said: {'; '.join(said)}" if said else ""),
+                    "run the job as the table's owner or a superuser (VACUUM FULL needs one of them)",
+                    data={"method": how}))
+                continue
             row = conn.execute(TOTAL_SIZE_SQL, {"oid": c["oid"]}).fetchone()
             if row is None:  # pg_repack swaps the table's storage but keeps its oid; be defensive anyway
                 row = conn.execute("SELECT pg_total_relation_size(%(t)s::regclass)::bigint",

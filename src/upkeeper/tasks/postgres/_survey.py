@@ -219,6 +219,17 @@ def unreadable_finding(db: str, name: str, what: str, objects: list[str]) -> Fin
     )
 
 
+def hidden_sessions_finding(name: str, hidden: int, what: str) -> Finding:
+    """A session check run by a user who may not see other users' sessions: pg_stat_activity shows them with
+    every column but pid, database and user empty (no state, no backend type), so the check cannot judge them."""
+    return Finding(
+        "postgres.check_failed", Severity.WARNING, f"server: {name}",
+        f"check {name!r} could not see {hidden} session(s) of other users (no pg_read_all_stats): {what}",
+        "grant the job's user pg_monitor (it includes pg_read_all_stats); the sessions it can see were checked",
+        value=hidden, data={"check": name, "hidden_sessions": hidden},
+    )
+
+
 def server_info(probe: Probe) -> ServerInfo:
     version_num, in_recovery, data_dir, block_size = probe.one(SERVER_INFO_SQL)
     return ServerInfo(int(version_num), bool(in_recovery), data_dir, int(block_size))

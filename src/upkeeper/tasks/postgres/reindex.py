@@ -51,6 +51,16 @@ EXTENSION_SQL = "SELECT extnamespace::regnamespace::text FROM pg_extension WHERE
 REINDEX_INDEX_SQL = "REINDEX INDEX CONCURRENTLY {}"
 REINDEX_TABLE_SQL = "REINDEX TABLE CONCURRENTLY {}"
 DROP_INDEX_SQL = "DROP INDEX CONCURRENTLY IF EXISTS {}"
+#: a table's valid indexes by oid: REINDEX CONCURRENTLY gives each index it rebuilds a new oid, so the ones whose
+#: oid is still there afterwards were left alone (an exclusion constraint's index, which PostgreSQL only warns about).
+#: Of a partitioned table, its partitions' indexes: the partitioned index itself has no storage to rebuild.
+TABLE_VALID_INDEXES_SQL = """
+SELECT i.indexrelid::bigint, c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+WHERE (i.indrelid = %(oid)s  -- pg_partition_tree lists nothing for a table outside any partitioning
+       OR i.indrelid IN (SELECT relid FROM pg_partition_tree(%(oid)s::oid::regclass) WHERE isleaf))
+  AND i.indisvalid AND c.relkind = 'i'
+ORDER BY c.relname
+"""
 
 
 class ReindexOptions(TaskOptions):
@@ -315,7 +325,17 @@ class PostgresReindex(Task[ReindexOptions]):
         size_sql = INDEX_SIZE_SQL if item.kind == "index" else TABLE_INDEXES_SIZE_SQL
         r.ctx.progress(f"{db}: REINDEX {item.kind.upper()} CONCURRENTLY {item.qualified}", None)
         timeout = _ms(r.o.reindex_timeout) if r.o.reindex_timeout else 0
+        before: dict[int, str] = ({int(oid): str(name) for oid, name in
+                                   conn.execute(TABLE_VALID_INDEXES_SQL, {"oid": item.oid}).fetchall()}
+                                  if item.kind == "table" else {})
+        said: list[str] = []
+
+        def hear(d: psycopg.errors.Diagnostic) -> None:
+            if d.severity_nonlocalized in ("WARNING", "NOTICE") and d.message_primary:
+                said.append(d.message_primary)
+
         t0 = time.monotonic()
+        conn.add_notice_handler(hear)
         try:
             conn.execute(sql.SQL("SET statement_timeout = {}").format(sql.Literal(timeout)))
             conn.execute(stmt)
@@ -330,11 +350,31 @@ class PostgresReindex(Task[ReindexOptions]):
                 data={"reason": item.reason}))
             return False
         finally:
+            conn.remove_notice_handler(hear)
             try:
                 conn.execute("SET statement_timeout = 0")
             except psycopg.Error:
                 pass
         elapsed = time.monotonic() - t0
+        if item.kind == "table":
+            still = {int(oid) for oid, _ in conn.execute(TABLE_VALID_INDEXES_SQL, {"oid": item.oid}).fetchall()}
+            left = [name for oid, name in before.items() if oid in still]
+            if left:
+                server = ("; the server said: " + "; ".join(said)) if said else ""
+                r.findings.append(Finding(
+                    "postgres.reindex_skipped", Severity.WARNING, subject,
+                    f"REINDEX TABLE CONCURRENTLY left {len(left)} of its {len(before)} index(es) as they were: "
+                    f"{', '.join(left)}{server}",
+                    "PostgreSQL cannot rebuild an exclusion constraint's index concurrently: REINDEX INDEX it "
+                    "(without CONCURRENTLY: it locks the table) in a quiet hour",
+                    value=float(len(left)), data={"reason": item.reason, "not_rebuilt": left}))
+            if len(left) == len(before):  # nothing was rebuilt (or the table has no index)
+                if not before:
+                    r.findings.append(Finding(
+                        "postgres.reindex_skipped", Severity.INFO, subject,
+                        f"{item.qualified} has no valid index to rebuild", "remove it from the job's lists",
+                        data={"reason": item.reason}))
+                return True
         row = conn.execute(size_sql, {"name": ident.as_string(conn)}).fetchone()
         after = int(row[0]) if row and row[0] is not None else item.size
         freed = max(0, item.size - after)

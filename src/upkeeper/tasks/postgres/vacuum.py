@@ -9,11 +9,12 @@ A table whose lock cannot be had within ``lock_timeout`` becomes a finding, not 
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from pydantic import Field
 
@@ -21,6 +22,7 @@ from upkeeper import lazy
 from upkeeper.config.targets import PostgresTarget
 from upkeeper.config.types import Duration
 from upkeeper.core.task import Finding, Result, Severity, Task, TaskContext, TaskOptions, task
+from upkeeper.errors import TaskError
 from upkeeper.fmt import human_duration
 from upkeeper.tasks.postgres._conn import connect, describe_pg_error, qualified
 
@@ -31,9 +33,19 @@ else:
     psycopg = lazy.module("psycopg")
     sql = lazy.module("psycopg.sql")
 
-# Ordinary tables, partitions and materialized views outside the system schemas.
+# Ordinary tables, partitions and materialized views outside the system schemas, and whether this user may
+# vacuum each (PostgreSQL's own rule: the table's owner, the database's owner for a table not shared, a superuser;
+# PostgreSQL 17+ also the MAINTAIN privilege).  PostgreSQL skips the others with a mere WARNING, in the server's
+# language: the rule is what tells a skipped table on a server whose messages are not in English.
 LIST_TABLES_SQL = """
-SELECT n.nspname, c.relname
+SELECT n.nspname, c.relname,
+       pg_has_role(c.relowner, 'USAGE')
+       OR (NOT c.relisshared AND pg_has_role((SELECT datdba FROM pg_database
+                                              WHERE datname = current_database()), 'USAGE'))
+       {maintain},
+       c.oid::bigint,
+       ARRAY(SELECT a.relid::bigint FROM pg_partition_ancestors(c.oid) a WHERE a.relid <> c.oid),
+       c.relkind::text
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'm', 'p')
   AND n.nspname NOT IN ('pg_catalog', 'information_schema')
@@ -124,8 +136,15 @@ class PostgresVacuum(Task[VacuumOptions]):
         t_all = time.monotonic()
         for db in options.databases or [target.dbname]:
             notices: list[str] = []
-            with connect(target, db, notices=notices) as conn:
-                wanted = self._tables(conn, options.tables, db, findings)
+            with contextlib.ExitStack() as stack:
+                try:
+                    conn = stack.enter_context(connect(target, db, notices=notices))
+                except TaskError as exc:  # one database out of reach: the others are still vacuumed
+                    findings.append(Finding(
+                        "postgres.database_unreachable", Severity.CRITICAL, f"database {db}", exc.message,
+                        "check the job's 'databases' option and the role's CONNECT privilege"))
+                    continue
+                wanted, may_vacuum, leaves = self._tables(conn, options.tables, db, findings)
                 before = self._dead_tuples(conn)
                 conn.execute(sql.SQL("SET lock_timeout = {}").format(
                     sql.Literal(int(options.lock_timeout.total_seconds() * 1000))))
@@ -141,10 +160,13 @@ class PostgresVacuum(Task[VacuumOptions]):
                         conn.execute(stmt)
                     except psycopg.errors.LockNotAvailable:
                         waited = time.monotonic() - t0
+                        # one locked partition stops the VACUUM of its partitioned table: try them one by one
+                        parts = [k for k in leaves.pop((schema, table), []) if k not in wanted]
+                        wanted.extend(parts)
                         findings.append(Finding(
                             "postgres.vacuum_lock_timeout", Severity.WARNING, subject,
                             f"could not lock {schema}.{table} within {human_duration(options.lock_timeout)}; "
-                            "skipped",
+                            + ("its partitions are vacuumed one by one" if parts else "skipped"),
                             "find the blocking session in pg_stat_activity / pg_locks (pg_blocking_pids); "
                             "retry later",
                             value=round(waited, 2), threshold=options.lock_timeout.total_seconds(),
@@ -161,6 +183,10 @@ class PostgresVacuum(Task[VacuumOptions]):
                         continue
                     elapsed = time.monotonic() - t0
                     skipped = [n for n in notices if "skipping" in n]
+                    if not skipped and not may_vacuum.get((schema, table), True):
+                        said = "; ".join(notices)  # in the server's language
+                        skipped = [f"skipped by the server: only the table's owner, the database's owner or a "
+                                   f"superuser may vacuum {schema}.{table}" + (f" ({said})" if said else "")]
                     for n in skipped:
                         findings.append(Finding(
                             "postgres.vacuum_skipped", Severity.WARNING, subject, n,
@@ -172,7 +198,9 @@ class PostgresVacuum(Task[VacuumOptions]):
                 after = self._dead_tuples(conn)
                 done += len(vacuumed)
                 for schema, table, elapsed, rep in vacuumed:
-                    b, a = before.get((schema, table), 0), after.get((schema, table), 0)
+                    # a partitioned table's own statistics are empty: its figures are its partitions'
+                    keys = [(schema, table), *leaves.get((schema, table), [])]
+                    b, a = sum(before.get(k, 0) for k in keys), sum(after.get(k, 0) for k in keys)
                     # VERBOSE counts only the tuples this VACUUM deleted itself; dead tuples that page
                     # pruning (HOT) already cleared since the statistics counted them show up only in the
                     # statistics' before/after difference.  The larger of the two is what the run got rid of.
@@ -222,10 +250,36 @@ class PostgresVacuum(Task[VacuumOptions]):
     @staticmethod
     def _tables(
         conn: psycopg.Connection[tuple[object, ...]], wanted: list[str] | None, db: str, findings: list[Finding]
-    ) -> list[tuple[str, str]]:
-        existing = [(str(r[0]), str(r[1])) for r in conn.execute(LIST_TABLES_SQL)]
+    ) -> tuple[list[tuple[str, str]], dict[tuple[str, str], bool], dict[tuple[str, str], list[tuple[str, str]]]]:
+        """The tables to vacuum, whether this user may vacuum each, and the partitions a partitioned table in the
+        list covers.  VACUUM of a partitioned table vacuums every partition: a partition whose partitioned table
+        is in the list is left to it, or it would be vacuumed, and counted, twice."""
+        maintain = "OR has_table_privilege(c.oid, 'MAINTAIN')" if conn.info.server_version >= 170000 else ""
+        rows = conn.execute(LIST_TABLES_SQL.format(maintain=maintain)).fetchall()
+        may = {(str(r[0]), str(r[1])): bool(r[2]) for r in rows}
+        by_oid = {int(str(r[3])): (str(r[0]), str(r[1])) for r in rows}
+        ancestors = {(str(r[0]), str(r[1])): [by_oid[int(str(o))] for o in cast(list[object], r[4] or [])
+                                              if int(str(o)) in by_oid]
+                     for r in rows}
+        kinds = {(str(r[0]), str(r[1])): str(r[5]) for r in rows}
+
+        def covered(chosen: list[tuple[str, str]]) -> tuple[list[tuple[str, str]],
+                                                              dict[tuple[str, str], list[tuple[str, str]]]]:
+            listed = set(chosen)
+            keep = [k for k in chosen if not any(a in listed for a in ancestors.get(k, []))]
+            leaves: dict[tuple[str, str], list[tuple[str, str]]] = {}
+            for k, anc in ancestors.items():
+                if kinds.get(k) == "p":  # a partitioned table inside: no storage of its own
+                    continue
+                top = next((a for a in reversed(anc) if a in listed), None)  # the outermost one listed
+                if top is not None:
+                    leaves.setdefault(top, []).append(k)
+            return keep, leaves
+
+        existing = list(may)
         if wanted is None:
-            return existing
+            keep, leaves = covered(existing)
+            return keep, may, leaves
         have = set(existing)
         out = []
         for name in wanted:
@@ -237,4 +291,5 @@ class PostgresVacuum(Task[VacuumOptions]):
                 findings.append(Finding("postgres.table_missing", Severity.WARNING, f"{db}.{name}",
                                         f"table {name!r} does not exist in database {db!r}",
                                         "fix the job's 'tables' option"))
-        return out
+        keep, leaves = covered(out)
+        return keep, may, leaves

@@ -91,11 +91,13 @@ class CheckOptions(TaskOptions):
         description="warn when a background save has been running longer than this. Source: upkeeper default",
     )
     require_persistence: bool = Field(
-        False, description="critical when neither RDB snapshots nor AOF are enabled (a store, not a cache). "
+        False, description="critical when neither RDB snapshots nor AOF are enabled (a store, not a cache); a "
+                "warning (redis.check_failed) when AOF is off and CONFIG GET save is refused, so it cannot tell. "
                 "Source: upkeeper default"
     )
     replica_lag_warning_s: float = Field(
-        5, ge=0, description="warn when a replica's lag exceeds this (s). Source: the maintenance procedures"
+        5, ge=0, description="warn when a replica's lag exceeds this (s); seen from a replica, silence of the "
+        "primary beyond its repl-ping-replica-period (an idle primary pings every 10 s). Source: the maintenance procedures"
     )
     replica_lag_critical_s: float = Field(
         60, ge=0, description="critical above this lag (s). Source: Redis repl-timeout (60 s), after which the "
@@ -120,6 +122,7 @@ class Env:
     subject: str
     state: Any
     config: dict[str, str] = field(default_factory=dict)  # CONFIG GET results ({} when CONFIG is disabled)
+    config_error: str | None = None  # why CONFIG GET was refused (ACL, rename-command, a managed Redis)
 
 
 def _f(check: str, sev: Severity, subject: str, message: str, remediation: str,
@@ -350,6 +353,14 @@ def check_persistence(env: Env) -> CheckOutput:
                     "read the Redis log (disk full, permissions); the AOF may be missing recent writes",
                     value=str(s.get(key)), threshold="ok", field=key,
                 ))
+    if not aof and rdb_configured is None and o.require_persistence:
+        out.findings.append(_f(
+            "redis.check_failed", Severity.WARNING, f"{env.subject} persistence",
+            "require_persistence is set but upkeeper cannot tell whether RDB snapshots are configured: "
+            f"CONFIG GET save was refused ({env.config_error or 'no answer'}) and AOF is off",
+            "allow upkeeper's Redis user CONFIG GET (ACL: +config|get), or check the 'save' setting in the "
+            "provider's console", check_name="persistence",
+        ))
     if not aof and rdb_configured is False:
         sev = Severity.CRITICAL if o.require_persistence else Severity.INFO
         out.findings.append(_f(
@@ -435,14 +446,18 @@ def check_replication(env: Env) -> CheckOutput:
                 value=link, threshold="up", down_s=down,
             ))
         else:
+            # An idle primary sends its replicas nothing but a PING every repl-ping-replica-period (10 s):
+            # silence up to that long is normal, only what goes beyond it is lag.
             io = s.num("master_last_io_seconds_ago", 0)
-            if io > o.replica_lag_warning_s:
-                sev = Severity.CRITICAL if io > o.replica_lag_critical_s else Severity.WARNING
+            period = ping_period(env.config)
+            warn_at = o.replica_lag_warning_s + period
+            if io > warn_at:
+                sev = Severity.CRITICAL if io > max(o.replica_lag_critical_s, warn_at) else Severity.WARNING
                 out.findings.append(_f(
                     "redis.replica_lag", sev, env.subject,
-                    f"no data from the primary {primary} for {io:.0f} s",
+                    f"no data from the primary {primary} for {io:.0f} s (it pings every {period:g} s when idle)",
                     "check the primary's load and the network; the replica may serve stale data",
-                    value=io, threshold=o.replica_lag_warning_s,
+                    value=io, threshold=warn_at, ping_period_s=period,
                 ))
         if s.num("master_sync_in_progress") == 1:
             out.findings.append(_f(
@@ -467,15 +482,27 @@ CHECKS: tuple[tuple[str, Callable[[Env], CheckOutput]], ...] = (
 )
 
 #: CONFIG GET parameters some checks use (managed Redis often disables CONFIG: then they are unknown)
-CONFIG_PARAMS = ("save", "stop-writes-on-bgsave-error")
+CONFIG_PARAMS = ("save", "stop-writes-on-bgsave-error", "repl-ping-replica-period")
+
+#: Redis's default repl-ping-replica-period (s), used when CONFIG GET is refused
+DEFAULT_PING_PERIOD_S = 10.0
 
 
-def read_config(client: redis.Redis) -> dict[str, str]:
+def ping_period(config: dict[str, str]) -> float:
+    """How often an idle primary pings its replicas (this server's repl-ping-replica-period, else Redis's 10 s)."""
+    try:
+        return max(0.0, float(config.get("repl-ping-replica-period", DEFAULT_PING_PERIOD_S)))
+    except ValueError:
+        return DEFAULT_PING_PERIOD_S
+
+
+def read_config(client: redis.Redis) -> tuple[dict[str, str], str | None]:
+    """CONFIG GET of :data:`CONFIG_PARAMS`, and why it was refused (then ``{}``)."""
     try:
         raw = client.config_get(*CONFIG_PARAMS)
-    except redis.ResponseError:
-        return {}
-    return {key_text(k or ""): key_text(v or "") for k, v in raw.items()}
+    except redis.ResponseError as exc:
+        return {}, describe_redis_error(exc)
+    return {key_text(k or ""): key_text(v or "") for k, v in raw.items()}, None
 
 
 def check_failed(env: Env) -> Callable[[str, Exception], Finding]:
@@ -513,8 +540,9 @@ class RedisCheck(Task[CheckOptions]):
             with connect(target) as client:
                 t0 = time.perf_counter()
                 snap = take_snapshot(client, ctx.state)
+                config, config_error = read_config(client)
                 env = Env(client=client, snap=snap, opts=options, subject=target.display(), state=ctx.state,
-                          config=read_config(client))
+                          config=config, config_error=config_error)
                 out = run_checks(CHECKS, env, check_failed(env), ctx.log)
                 elapsed = (time.perf_counter() - t0) * 1000
         except TaskError as exc:

@@ -442,7 +442,10 @@ class RedisEvict(Task[EvictOptions]):
                 prog: Progress | None = None
                 after = before
                 lfu = False
-                if (mem_active or keys_active) and options.patterns:
+                replication = client.info("replication") if (mem_active or keys_active) and options.patterns else {}
+                replica_of = (f"{replication.get('master_host')}:{replication.get('master_port')}"
+                              if replication.get("role") == "slave" else None)
+                if (mem_active or keys_active) and options.patterns and replica_of is None:
                     prog, after, lfu = evict(client, probe, options, dry, mem_active, keys_active, ctx.log, ctx.progress)
         except TaskError as exc:
             return unreachable(target, exc)
@@ -474,6 +477,14 @@ class RedisEvict(Task[EvictOptions]):
                 value=round(before.pct or 0, 2), threshold=options.trigger_pct, data={"prefixes": prefixes},
             ))
             return Result(summary=f"{state}: above the trigger, no expendable patterns configured{tail}",
+                          findings=findings, metrics=metrics, artifacts=artifacts)
+        if replica_of is not None:  # read-only: its keys go when the primary deletes them
+            findings.append(Finding(
+                "redis.evict_replica", Severity.WARNING, subject,
+                f"{state}, above the trigger, but this server is a read-only replica of {replica_of}: nothing can "
+                "be deleted here", f"point the job at the primary ({replica_of}); the replica follows its deletions",
+                value=round(before.pct or 0, 2), threshold=options.trigger_pct, data={"primary": replica_of}))
+            return Result(summary=f"{state}: above the trigger, but a replica (read-only): nothing deleted{tail}",
                           findings=findings, metrics=metrics, artifacts=artifacts)
         assert prog is not None
         rank = "least frequently used" if lfu else "longest idle"

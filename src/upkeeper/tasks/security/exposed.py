@@ -139,6 +139,7 @@ def check_exposed(url: str, options: ExposedOptions) -> CheckOutput:
     host = urlsplit(url).hostname or "site"
     base = url if url.endswith("/") else url + "/"
     probed = 0
+    failed: list[tuple[str, str]] = []  # (path, why): no answer, or a server error instead of the file or a 404
     with client(options.verify, options.timeout) as c:
         def get(path: str) -> Fetched | None:
             """At most ``range_bytes`` of the body, even from a server that ignores Range (a 5 GB dump)."""
@@ -152,9 +153,12 @@ def check_exposed(url: str, options: ExposedOptions) -> CheckOutput:
                         body.extend(chunk)
                         if len(body) >= options.range_bytes:
                             break
+                    if r.status_code >= 500:
+                        failed.append((path, f"HTTP {r.status_code}"))
                     return Fetched(r.status_code, bytes(body[:options.range_bytes]),
                                    {k.lower(): v for k, v in r.headers.items()})
-            except httpx.HTTPError:
+            except httpx.HTTPError as exc:
+                failed.append((path, f"{type(exc).__name__}: {exc}"[:200]))
                 return None
 
         catch_all = get(f"/upkeeper-{secrets.token_hex(8)}.txt")
@@ -187,9 +191,18 @@ def check_exposed(url: str, options: ExposedOptions) -> CheckOutput:
                                             urljoin(base, path.lstrip("/")),
                                             f"{path} answers {r.status} with its own content",
                                             "remove it or deny access in the web server"))
+    exposed = len(out.findings)
+    if failed:  # a path that got no answer was not checked: said, not passed
+        out.findings.append(Finding(
+            "security.exposed_files.unreachable", Severity.WARNING, base,
+            f"{len(failed)} of {probed} path(s) got no usable answer, so they were not checked (first: "
+            f"{failed[0][0]}: {failed[0][1]})", "check that the site is up and reachable from this host, then run "
+            "the check again", value=len(failed), data={"paths": [{"path": p, "error": e} for p, e in failed[:50]]}))
     out.metrics["paths_probed"] = float(probed)
-    out.metrics["exposed"] = float(len(out.findings))
-    out.summary = f"{len(out.findings)} exposed file(s) among {probed} path(s) probed"
+    out.metrics["paths_unchecked"] = float(len(failed))
+    out.metrics["exposed"] = float(exposed)
+    out.summary = f"{exposed} exposed file(s) among {probed} path(s) probed" + (
+        f"; {len(failed)} got no usable answer" if failed else "")
     return out
 
 

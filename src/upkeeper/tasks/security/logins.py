@@ -113,7 +113,9 @@ def _read_file(path: Path, state: StateStore, options: LoginsOptions, now: datet
     with open(path, "rb") as fh:
         fh.seek(offset)
         data = fh.read(options.max_bytes)
-        state.set("authlog_pos", {"inode": st.st_ino, "offset": offset + len(data)})
+    # only whole lines: a line still being written (or cut by max_bytes) is read next time, in one piece
+    data = data[: data.rfind(b"\n") + 1]
+    state.set("authlog_pos", {"inode": st.st_ino, "offset": offset + len(data)})
     return data.decode("utf-8", errors="replace").splitlines(), note
 
 

@@ -100,10 +100,14 @@ def tokenize(text: str) -> list[tuple[str, int, bool]]:
     return tokens
 
 
-def parse(text: str, file: str, base_dir: Path, depth: int = 0, seen: set[str] | None = None) -> list[Directive]:
+def parse(text: str, file: str, base_dir: Path, depth: int = 0, seen: set[str] | None = None,
+          chain: tuple[str, ...] = ()) -> list[Directive]:
+    """``seen`` collects every file read; ``chain`` is the files including this one (an include loop stops
+    there).  A snippet included in several server blocks is parsed for each: nginx applies it in each."""
     tokens = tokenize(text)
     pos = 0
     seen = seen if seen is not None else set()
+    chain = (*chain, file)
 
     def block(closing: bool) -> list[Directive]:
         nonlocal pos
@@ -150,14 +154,14 @@ def parse(text: str, file: str, base_dir: Path, depth: int = 0, seen: set[str] |
         pat = str(p if p.is_absolute() else base_dir / p)
         out: list[Directive] = []
         for f in sorted(glob.glob(pat)) if any(ch in pat for ch in "*?[") else [pat]:
-            if f in seen:
+            if f in chain:
                 continue
             seen.add(f)
             try:
                 content = Path(f).read_text(encoding="utf-8", errors="replace")
             except OSError as exc:
                 raise ValueError(f"cannot read included file {f}: {exc.strerror}") from None
-            out.extend(parse(content, f, base_dir, depth + 1, seen))
+            out.extend(parse(content, f, base_dir, depth + 1, seen, chain))
         return out
 
     return block(False)

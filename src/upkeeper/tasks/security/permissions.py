@@ -47,14 +47,15 @@ class PermissionsOptions(TaskOptions):
     scan_dirs: list[str] = Field(
         default_factory=list, description="directories searched (recursively) for secret files by name and content; "
         "the roots of app targets are added. Source: upkeeper (not set by default)")
-    max_files: int = Field(20000, gt=0, description="stop scanning after this many files. "
-            "Source: upkeeper default")
+    max_files: int = Field(20000, gt=0, description="stop scanning after this many files (a "
+            "security.permissions.scan_incomplete warning says where). Source: upkeeper default")
     group_readable_warns: bool = Field(
         False, description="also warn about group-readable secrets (ssl-cert group setups make this common). "
                 "Source: upkeeper default")
 
 
-def _candidates(options: PermissionsOptions, app_roots: list[str]) -> list[Path]:
+def _candidates(options: PermissionsOptions, app_roots: list[str]) -> tuple[list[Path], str | None]:
+    """The files to look at, and the directory the scan stopped in when it reached ``max_files`` (else None)."""
     out: dict[str, Path] = {}
     for pattern in options.paths:
         for f in glob.glob(os.path.expanduser(pattern)):
@@ -66,17 +67,25 @@ def _candidates(options: PermissionsOptions, app_roots: list[str]) -> list[Path]
             for name in files:
                 seen += 1
                 if seen > options.max_files:
-                    return list(out.values())
+                    return list(out.values()), root
                 if name.startswith(".env") or name.endswith(SECRET_NAMES) or name in SECRET_NAMES:
                     p = os.path.join(root, name)
                     out.setdefault(p, Path(p))
-    return list(out.values())
+    return list(out.values()), None
 
 
 def check_permissions(options: PermissionsOptions, app_roots: list[str] | None = None) -> CheckOutput:
     out = CheckOutput()
     checked = 0
-    for path in _candidates(options, app_roots or []):
+    candidates, stopped_in = _candidates(options, app_roots or [])
+    if stopped_in is not None:
+        out.findings.append(Finding(
+            "security.permissions.scan_incomplete", Severity.WARNING, stopped_in,
+            f"the scan stopped after max_files ({options.max_files}) files, in {stopped_in}: the files after it "
+            "were not checked",
+            "raise max_files, or list narrower scan_dirs (upload and cache directories need no scan)",
+            value=options.max_files, threshold=options.max_files))
+    for path in candidates:
         try:
             st = path.lstat()
             if not stat.S_ISREG(st.st_mode):
@@ -107,8 +116,10 @@ def check_permissions(options: PermissionsOptions, app_roots: list[str] | None =
             f"{kind} {path} is {' and '.join(problems)} (mode {mode:04o})",
             f"chmod 600 {path} (and chown it to the service user)", value=f"{mode:04o}", threshold="0600",
             data={"kind": kind, "uid": st.st_uid, "gid": st.st_gid}))
-    out.metrics.update({"secrets_checked": float(checked), "exposed": float(len(out.findings))})
-    out.summary = f"{checked} secret file(s) checked, {len(out.findings)} readable by others"
+    exposed = sum(1 for f in out.findings if f.check == "security.permissions.secret_readable")
+    out.metrics.update({"secrets_checked": float(checked), "exposed": float(exposed)})
+    out.summary = f"{checked} secret file(s) checked, {exposed} readable by others" + (
+        f"; scan stopped at max_files ({options.max_files})" if stopped_in is not None else "")
     return out
 
 

@@ -37,6 +37,24 @@ def _config(c: redis.Redis, name: str) -> str | None:
     return val.decode() if isinstance(val, bytes) else (str(val) if val is not None else None)
 
 
+def _default_user_open(target: RedisTarget) -> bool | None:
+    """Whether the default user needs no password, tried the way an attacker would: a connection without
+    credentials.  None when the answer says neither (the server refused the connection for another reason)."""
+    anon = client_for(target.model_copy(update={"username": None, "password": None}))
+    try:
+        anon.ping()
+        return True
+    except redis.AuthenticationError:
+        return False
+    except redis.ResponseError as exc:  # NOPERM: in as the default user, only PING denied to it
+        text = str(exc).upper()
+        return True if "NOPERM" in text else False if "NOAUTH" in text or "WRONGPASS" in text else None
+    except redis.RedisError:
+        return None
+    finally:
+        anon.close()
+
+
 def check_redis(target: RedisTarget, options: RedisSecurityOptions, subject: str | None = None) -> CheckOutput:
     subject = subject or target.display()
     out = CheckOutput()
@@ -49,7 +67,7 @@ def check_redis(target: RedisTarget, options: RedisSecurityOptions, subject: str
     try:
         bind = _config(c, "bind")
         protected = _config(c, "protected-mode")
-        nopass = False
+        nopass: bool | None = False
         try:
             acl: Any = c.acl_getuser("default")
             if isinstance(acl, list):  # RESP2 without redis-py's parsing: [k, v, k, v …]
@@ -57,16 +75,27 @@ def check_redis(target: RedisTarget, options: RedisSecurityOptions, subject: str
             raw: Any = (acl.get(b"flags") or acl.get("flags") or []) if isinstance(acl, dict) else []
             flags = [f.decode() if isinstance(f, bytes) else str(f) for f in raw]
             nopass = "nopass" in flags and "on" in flags
-        except redis.ResponseError:
-            nopass = not (_config(c, "requirepass") or "")
+        except redis.ResponseError:  # ACL refused (or Redis < 6): requirepass, else a try without credentials
+            requirepass = _config(c, "requirepass")
+            nopass = not requirepass if requirepass is not None else _default_user_open(target)
+        unknown = [name for name, v in (("bind", bind), ("protected-mode", protected)) if v is None]
+        if nopass is None:
+            unknown.append("whether the default user needs a password")
+        if unknown:  # refused to upkeeper's user (ACL without +config|get +acl|getuser, a managed Redis)
+            out.findings.append(Finding(
+                "security.redis.config_unreadable", Severity.WARNING, subject,
+                f"not checked: {', '.join(unknown)} (CONFIG GET / ACL GETUSER refused to upkeeper's user)",
+                "allow upkeeper's Redis user +config|get and +acl|getuser, or check these settings by hand",
+                data={"unknown": unknown}))
         addresses = (bind or "").split() or ["*"]
-        public = [a.lstrip("-") for a in addresses if not is_loopback(a.lstrip("-"))]
+        public = [a.lstrip("-") for a in addresses if not is_loopback(a.lstrip("-"))] if bind is not None else []
         if nopass:
             out.findings.append(Finding(
                 "security.redis.no_password", Severity.CRITICAL if public else Severity.WARNING, subject,
                 "the default user needs no password (nopass)" + (
                     f" and Redis listens on {', '.join(public)}: anyone who can reach it owns the data"
-                    if public else ": any local process can read, change or wipe the data"),
+                    if public else ": any local process can read, change or wipe the data" if bind is not None
+                    else " (its bind address could not be read: anyone who can reach the port owns the data)"),
                 "set requirepass (or an ACL user with a password and 'ACL SETUSER default off')",
                 value="nopass", data={"bind": bind}))
         if public:

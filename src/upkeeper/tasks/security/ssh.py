@@ -192,8 +192,8 @@ def read_config_file(path: str, depth: int = 0) -> dict[str, str]:
         parts = re.split(r"\s*=\s*|\s+", line, maxsplit=1)
         k = parts[0].lower()
         v = parts[1].strip() if len(parts) > 1 else ""
-        if k == "match":
-            in_match = True
+        if k == "match":  # 'Match all' ends a Match block: what follows is global again (sshd_config(5))
+            in_match = v.strip().lower() != "all"
             continue
         if in_match:
             continue
