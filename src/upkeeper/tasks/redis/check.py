@@ -497,12 +497,18 @@ def ping_period(config: dict[str, str]) -> float:
 
 
 def read_config(client: redis.Redis) -> tuple[dict[str, str], str | None]:
-    """CONFIG GET of :data:`CONFIG_PARAMS`, and why it was refused (then ``{}``)."""
+    """CONFIG GET of :data:`CONFIG_PARAMS`, and why it was refused (then ``{}``).
+
+    One CONFIG GET per name, pipelined (one round trip): Redis before 7.0 takes a single name and refuses
+    several ("wrong number of arguments"), which left every setting unknown there."""
+    pipe = client.pipeline(transaction=False)
+    for name in CONFIG_PARAMS:
+        pipe.config_get(name)
     try:
-        raw = client.config_get(*CONFIG_PARAMS)
+        answers = pipe.execute()
     except redis.ResponseError as exc:
         return {}, describe_redis_error(exc)
-    return {key_text(k or ""): key_text(v or "") for k, v in raw.items()}, None
+    return {key_text(k or ""): key_text(v or "") for raw in answers for k, v in raw.items()}, None
 
 
 def check_failed(env: Env) -> Callable[[str, Exception], Finding]:
