@@ -499,6 +499,24 @@ def test_audit_cleanup_of_a_partitioned_table_keeps_the_recent_rows(pg: Postgres
     assert f.value == 200 and f.data["complete"] is True
 
 
+def test_audit_cleanup_says_when_the_server_skipped_expired_rows(pg: PostgresCluster, audit_db: str) -> None:
+    """A BEFORE DELETE trigger that returns NULL (an append-only audit log guarded against deletes): every DELETE
+    deleted nothing without an error, and the cleanup said 'deleted 0 row(s) older than 30d', INFO, as if none
+    had expired.  Now a warning says the expired rows are still there and where to look."""
+    pg.execute("CREATE FUNCTION keep_audit() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$",
+               audit_db)
+    pg.execute("CREATE TRIGGER keep BEFORE DELETE ON audit_log FOR EACH ROW EXECUTE FUNCTION keep_audit()", audit_db)
+    res = survey(pg, audit_db, ["audit_cleanup"], audit_table="audit_log", audit_retention="30d",
+                 audit_batch_size=300, audit_pause="0s")
+    assert pg.execute("SELECT count(*) FROM audit_log", audit_db)[0][0] == 2500
+    left = one(res, "postgres.audit_cleanup_incomplete")
+    assert left.severity is Severity.WARNING and "deleted 0" in left.message and "BEFORE DELETE trigger" in left.remediation
+    pg.execute("DROP TRIGGER keep ON audit_log", audit_db)
+    res = survey(pg, audit_db, ["audit_cleanup"], audit_table="audit_log", audit_retention="30d",
+                 audit_batch_size=300, audit_pause="0s")
+    assert one(res, "postgres.audit_cleanup").value == 2000 and not findings(res, "postgres.audit_cleanup_incomplete")
+
+
 def test_audit_cleanup_stops_at_max_duration_and_checks_its_column(pg: PostgresCluster, audit_db: str) -> None:
     res = survey(pg, audit_db, ["audit_cleanup"], audit_table="audit_log", audit_retention="30d",
                  audit_batch_size=300, audit_max_duration=0)

@@ -38,6 +38,9 @@ DELETE FROM {table} WHERE ctid = ANY (ARRAY(
 """
 
 AUDIT_COUNT_SQL = "SELECT count(*) FROM {table} WHERE {column} < %(cutoff)s"
+#: after a cleanup that found no more to delete: is an expired row still there?  (a BEFORE DELETE trigger that
+#: returns NULL, a row-level security policy for DELETE, a rule: the server skipped rows without an error)
+AUDIT_LEFT_SQL = "SELECT EXISTS (SELECT 1 FROM {table} WHERE {column} < %(cutoff)s)"
 
 TIME_TYPES = ("timestamp with time zone", "timestamp without time zone", "date")
 
@@ -104,6 +107,9 @@ def audit_cleanup(s: Survey) -> None:
                     break
                 s.ctx.progress(f"{db}: {schema}.{table}: {total} rows deleted", None)
                 time.sleep(o.audit_pause.total_seconds())
+            probe = (conn.execute(sql.SQL(AUDIT_LEFT_SQL).format(table=ident, column=column), {"cutoff": cutoff})
+                     .fetchone() if complete else None)
+            left = probe is not None and bool(probe[0])
     except psycopg.Error as exc:
         s.findings.append(Finding(
             "postgres.audit_cleanup_failed", Severity.WARNING, subject,
@@ -114,6 +120,13 @@ def audit_cleanup(s: Survey) -> None:
     s.metrics["audit_rows_deleted"] = float(total)
     s.metrics["audit_batches"] = float(batches)
     s.notes.append(f"audit cleanup deleted {total} row(s)")
+    if left:
+        s.findings.append(Finding(
+            "postgres.audit_cleanup_incomplete", Severity.WARNING, subject,
+            f"rows older than {human_duration(o.audit_retention)} are still in {schema}.{table} after the cleanup "
+            f"deleted {total}: the server skipped them without an error",
+            "look for a BEFORE DELETE trigger that returns NULL, a row-level security policy for DELETE or a rule "
+            f"on {schema}.{table} (\\d+ {schema}.{table} in psql); the job's user must be able to delete them"))
     s.findings.append(Finding(
         "postgres.audit_cleanup", Severity.INFO, subject,
         f"deleted {total} row(s) older than {human_duration(o.audit_retention)} in {batches} batch(es) of at most "
