@@ -332,3 +332,15 @@ def test_cpu_use_stays_within_0_and_100_percent() -> None:
     assert _used_pct(-0.5, 200.0) == 0.0
     assert _used_pct(50.0, 200.0) == 25.0
     assert _used_pct(5.0, 0.0) == 0.0  # no time passed
+
+
+def test_the_root_filesystem_is_always_checked() -> None:
+    """In a container '/' is an overlay, left out with the pseudo filesystems: host.disk and host.health checked
+    only the bind-mounted files (/etc/hosts…) and never the root where the app writes.  '/' now always comes first.
+    (This VM's '/' is ext4, so the old code passes here; on an overlay root it did not.)"""
+    from upkeeper.tasks.host.disk import real_mounts
+
+    mounts = real_mounts()
+    assert mounts[0] == "/" and mounts.count("/") == 1
+    res = run_task("host.disk", options={})
+    assert "/.used_pct" in res.metrics, res.metrics

@@ -30,14 +30,17 @@ class DiskOptions(TaskOptions):
 
 
 def real_mounts() -> list[str]:
-    seen: set[str] = set()
-    out = []
+    """The mount points of real filesystems, ``/`` always first: in a container ``/`` is an overlay (left out
+    with the pseudo filesystems), yet it is where the app writes -- its usage is that of the disk under the
+    container's writable layer, the one that fills up."""
+    seen: set[str] = {"/"}
+    out = ["/"]
     for p in psutil.disk_partitions(all=False):
         if p.fstype in PSEUDO_FS or p.mountpoint in seen:
             continue
         seen.add(p.mountpoint)
         out.append(p.mountpoint)
-    return out or ["/"]
+    return out
 
 
 @task
