@@ -94,6 +94,22 @@ _AUTH_WORDS = ("basic", "bearer", "token", "apikey", "negotiate", "ntlm", "autho
 _COOKIE_PAIR = re.compile(r"(?<![^\s\"';:])(?P<name>[A-Za-z0-9_.\-\[\]]{1,80})=(?P<pw>\"[^\"]*\"|[^;\s\"',&]+)")
 
 
+# PHP writes a stack frame's arguments (``#0 /var/www/db.php(5): PDO->__construct('mysql:host=loca...', 'app',
+# 'secret', Array)``: in traces of uncaught exceptions, Laravel's and Monolog's stack traces) unless
+# zend.exception_ignore_args is on — off without a php.ini, as in the official Docker images — and PHP before 8.2
+# has no SensitiveParameter: the password argument of the calls that take one (its position counted from 0) is
+# masked. PHP writes a string argument between quotes without escaping them, cut to 15 characters and "..."
+_PHP_ARG = r"(?:'[^\n]*?'(?=, |\))|[^,()'\n]*(?:\([^()\n]*\))?)"
+_PHP_CREDENTIAL_CALLS = {
+    2: r"(?:(?<!\w)\w*PDO\w*|mysqli)(?:->|::)__construct|mysqli(?:->|::)(?:real_)?connect|\bmysqli_connect"
+       r"|\bldap_bind(?:_ext)?|\bftp_login|\bssh2_auth_password|\bimap_open|(?:->|::)createPdoConnection",
+    3: r"\bmysqli_real_connect",
+}
+_PHP_FRAME_PASSWORD = [
+    re.compile(r"(?P<pre>(?:" + calls + r")\((?:" + _PHP_ARG + r", ){" + str(n) + r"}')(?P<pw>[^\n]*?)(?P<post>'(?=, |\)))")
+    for n, calls in _PHP_CREDENTIAL_CALLS.items()]
+_PHP_CALL_WORDS = ("__construct", "connect", "ldap_bind", "ftp_login", "ssh2_auth_password", "imap_open")
+
 # Redis commands whose arguments hold a password: AUTH [user] pass, HELLO v AUTH user pass, MIGRATE … AUTH pass /
 # AUTH2 user pass, CONFIG SET requirepass|masterauth|tls-*-pass value, ACL SETUSER name >pass / <pass / #hash
 _REDIS_SECRET_CONFIG = frozenset({"requirepass", "masterauth", "tls-key-file-pass", "tls-client-key-file-pass"})
@@ -154,7 +170,8 @@ def clear_secrets() -> None:
 def redact(text: str) -> str:
     """Mask registered secrets, URL passwords, ``password=…`` pairs, the values of credential-like URL
     query parameters (``?access_token=…``, ``&sig=…``) and cookies (``sessionid=…``), HTTP credentials
-    (``Basic …``, ``Bearer …``, Digest responses, ``Authorization: …``), SQL ``PASSWORD '…'`` literals, age
+    (``Basic …``, ``Bearer …``, Digest responses, ``Authorization: …``), SQL ``PASSWORD '…'`` literals, the password
+    argument of a PHP stack frame (``PDO->__construct('mysql:…', 'app', '…')``), age
     identities (``AGE-SECRET-KEY-1…``) and PEM private keys in ``text``."""
     if not text:
         return text
@@ -183,6 +200,9 @@ def redact(text: str) -> str:
         text = _QUERY_PARAM_ENCODED.sub(_query_param, text)
     if "'" in text or "$" in text:
         text = _SQL_PASSWORD.sub(lambda m: m.group("pre") + MASK, text)
+    if "'" in text and any(w in low for w in _PHP_CALL_WORDS):
+        for rx in _PHP_FRAME_PASSWORD:
+            text = rx.sub(lambda m: m.group("pre") + MASK + m.group("post"), text)
     return text
 
 

@@ -65,6 +65,20 @@ from upkeeper.redact import redact, redact_redis_command, redis_command_secrets,
                                                                      "remember_user_token=***"),
     ("Set-Cookie: connect.sid=s%3AaBc.dEf; Path=/; HttpOnly", "Set-Cookie: connect.sid=***; Path=/; HttpOnly"),
     (" jwt=e30.e30.x; other=1", " jwt=***; other=1"),  # followed by ";": a cookie list
+    # the password argument of a PHP stack frame (zend.exception_ignore_args off)
+    ("#0 /var/www/db.php(5): PDO->__construct('mysql:host=loca...', 'app', 'hunter2')",
+     "#0 /var/www/db.php(5): PDO->__construct('mysql:host=loca...', 'app', '***')"),
+    ("#1 /x/Connector.php(46): Illuminate\\Database\\Connectors\\Connector->createPdoConnection('mysql:host=127"
+     "....', 'root', 'pw, x', Array)", "#1 /x/Connector.php(46): Illuminate\\Database\\Connectors\\Connector->"
+     "createPdoConnection('mysql:host=127....', 'root', '***', Array)"),
+    ("#0 /x.php(3): mysqli_real_connect(Object(mysqli), 'localhost', 'root', 'topsecret')",
+     "#0 /x.php(3): mysqli_real_connect(Object(mysqli), 'localhost', 'root', '***')"),
+    ("#0 /x.php(3): mysqli->__construct('localhost', 'root', 'topsecret', 'shop')",
+     "#0 /x.php(3): mysqli->__construct('localhost', 'root', '***', 'shop')"),
+    ("#0 /x.php(3): ldap_bind(Object(LDAP\\Connection), 'cn=admin,dc=ex...', 'ldappw')",
+     "#0 /x.php(3): ldap_bind(Object(LDAP\\Connection), 'cn=admin,dc=ex...', '***')"),
+    ("#0 /x.php(3): Doctrine\\DBAL\\Driver\\PDOConnection->__construct('mysql:host=db', 'app', 'pw1', Array)",
+     "#0 /x.php(3): Doctrine\\DBAL\\Driver\\PDOConnection->__construct('mysql:host=db', 'app', '***', Array)"),
 ])
 def test_masks(text: str, expected: str) -> None:
     assert redact(text) == expected
@@ -94,6 +108,9 @@ def test_masks(text: str, expected: str) -> None:
     "tests pass=3 fail=0 key=7 session=closed",  # name=value in prose, not in a cookie list
     'DETAIL:  Key (id)=(1) already exists.',
     "response=200 in 12 ms",
+    "#0 /x.php(3): PDO->__construct('mysql:host=db', 'app', Object(SensitiveParameterValue))",  # PHP 8.2 hid it
+    "#0 /x.php(3): PDO->__construct('mysql:host=db', NULL, NULL)",
+    "#0 /x.php(3): App\\Client->connect('a', 'b', 'c')",  # not a call known to take a password there
 ])
 def test_leaves_alone(text: str) -> None:
     assert redact(text) == text
