@@ -74,6 +74,25 @@ def test_new_exception_groups_are_findings(cli: Any, make_config: Any, tmp_path:
     assert third["metrics"]["exceptions"] == 0 and third["status"] == "ok"
 
 
+def test_an_app_target_whose_logs_match_nothing_is_said(cli: Any, make_config: Any, tmp_path: Path) -> None:
+    """The app target's logs (default logs/*.log) matching no file at all: the job read nothing, run after run,
+    and said 'ok app: 0 exceptions'. One pattern of several matching nothing stays unsaid."""
+    root = tmp_path / "app"
+    root.mkdir()
+    cfg = make_config({"targets": {"app": {"kind": "app", "root": str(root), "logs": ["logs/*.log", "log/*.json"]}},
+                       "jobs": {"app-errors": {"task": "logs.errors", "target": "app",
+                                               "options": {"report_dir": str(tmp_path / "r")}}}})
+    first = run(cli, cfg, "app-errors")
+    assert first["status"] == "warn", first["summary"]
+    missing = [f for f in first["findings"] if f["check"] == "logs.errors.missing"]
+    assert len(missing) == 1 and f"{root}/logs/*.log, {root}/log/*.json" in missing[0]["message"]
+    (root / "logs").mkdir()
+    write_app_log(root / "logs" / "production.log", [ValueError])
+    second = run(cli, cfg, "app-errors")
+    assert not [f for f in second["findings"] if f["check"] == "logs.errors.missing"], second["findings"]
+    assert second["metrics"]["exceptions"] == 1
+
+
 def test_first_exceptions_after_clean_runs_are_new(cli: Any, make_config: Any, tmp_path: Path) -> None:
     """A first run that saw no exception is no baseline to fill later: what appears next is new."""
     log = tmp_path / "app" / "production.log"

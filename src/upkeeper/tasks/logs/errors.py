@@ -146,6 +146,12 @@ class ErrorLogs(Task[ErrorLogsOptions]):
                 for pat in unmatched:
                     findings.append(Finding("logs.errors.missing", Severity.WARNING, pat, self._no_match(pat),
                                             "set app_logs to the files your application writes"))
+            elif not matched:  # none of them: the job reads no application log at all, run after run
+                findings.append(Finding(
+                    "logs.errors.missing", Severity.WARNING, ", ".join(patterns),
+                    f"no application log matches the target's logs ({', '.join(patterns)}): none was read",
+                    "set the app target's logs (globs relative to its root) or the job's app_logs option to the "
+                    "files your application writes"))
         if ng is not None:
             # PHP-FPM's uncaught exceptions, relayed into nginx's error log: exception groups as in PHP's own log
             app = ng.php_into(app)
