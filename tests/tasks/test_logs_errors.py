@@ -484,3 +484,25 @@ def test_reads_on_through_the_rotation_app_cleanup_makes(cli: Any, make_config: 
     new = [f for f in r["findings"] if f["check"] == "logs.errors.new_exception"]
     assert len(new) == 1 and "AttributeError" in new[0]["message"] and rotated[0] in new[0]["message"]
     assert run("app-errors")["findings"] == []  # read once: nothing again
+
+
+def test_an_error_log_that_is_no_nginx_error_log_is_said(cli: Any, make_config: Any, tmp_path: Path) -> None:
+    """error_log pointed at the access log: none of its lines is an error-log line, and the run said 'ok nginx: 0
+    error-log lines' — an error log that never shows an error. A warning says the lines are not nginx's."""
+    log = tmp_path / "error.log"
+    log.write_text("".join(f'192.0.2.{i} - - [06/Dec/2026:10:00:{i:02d} +0000] "GET /p/{i} HTTP/1.1" 200 5 "-" "ua"\n'
+                           for i in range(20)))
+    cfg = make_config({"targets": {"web": {"kind": "nginx", "error_log": str(log)}},
+                       "jobs": {"errors": {"task": "logs.errors", "target": "web",
+                                           "options": {"report_dir": str(tmp_path / "r")}}}})
+    r = run(cli, cfg, "errors")
+    assert r["status"] == "warn", r["summary"]
+    (f,) = [f for f in r["findings"] if f["check"] == "logs.errors.nginx_unparsed"]
+    assert f["message"].startswith("20 of the 20 lines read are not nginx error-log lines") and "GET /p/0" in f["message"]
+    # an error log with a stray line among its entries is no such case
+    log.write_text("".join(f"2026/12/06 10:00:{i:02d} [error] 7#7: *{i} open() \"/srv/x{i}\" failed (2: No such file "
+                           "or directory), client: 192.0.2.1, server: x, request: \"GET /x HTTP/1.1\", host: \"x\"\n"
+                           for i in range(20)) + "Segmentation fault\n")
+    r = run(cli, cfg, "errors")
+    assert not [f for f in r["findings"] if f["check"] == "logs.errors.nginx_unparsed"], r["findings"]
+    assert r["metrics"]["nginx_errors"] == 20

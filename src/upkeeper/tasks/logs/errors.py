@@ -79,6 +79,11 @@ class ErrorLogsOptions(TaskOptions):
         return self
 
 
+#: the nginx error log is taken for another file when more than half of its lines, and at least this many, are not
+#: error-log lines (a stray line or two — a crash's output — is no such sign)
+UNPARSED_MIN_LINES = 3
+
+
 @task
 class ErrorLogs(Task[ErrorLogsOptions]):
     """nginx error-log lines by level and message class, and application exceptions grouped by type
@@ -267,6 +272,14 @@ class ErrorLogs(Task[ErrorLogsOptions]):
     @staticmethod
     def nginx_findings(r: dict[str, Any], path: str) -> list[Finding]:
         out = []
+        if r["unparsed"] >= UNPARSED_MIN_LINES and r["unparsed"] * 2 > r["lines"]:
+            # an access log or an application's log given as the error log: no error line is ever found in it
+            sample = r["unparsed_samples"][0] if r["unparsed_samples"] else ""
+            out.append(Finding("logs.errors.nginx_unparsed", Severity.WARNING, path,
+                               f"{r['unparsed']:,} of the {r['lines']:,} lines read are not nginx error-log lines "
+                               f"('YYYY/MM/DD HH:MM:SS [level] pid#tid: …'), e.g. {sample[:200]}",
+                               "check that error_log (the target's or the job's) is the file nginx's error_log "
+                               "directive writes", value=r["unparsed"], data={"sample": sample}))
         severe = {k: v for k, v in r["levels"].items() if k in ("crit", "alert", "emerg")}
         if severe:
             worst = next(c for c in r["classes"] if c["level"] in severe)
