@@ -506,3 +506,23 @@ def test_an_error_log_that_is_no_nginx_error_log_is_said(cli: Any, make_config: 
     r = run(cli, cfg, "errors")
     assert not [f for f in r["findings"] if f["check"] == "logs.errors.nginx_unparsed"], r["findings"]
     assert r["metrics"]["nginx_errors"] == 20
+
+
+def test_an_app_log_two_app_logs_entries_match_is_read_once(cli: Any, make_config: Any, tmp_path: Path) -> None:
+    """app_logs [/srv/app/production.log, /srv/app/*.log]: the log was read once per entry, every exception
+    counted twice (and a symbolic link beside it, which the glob matches too, a third time)."""
+    root = tmp_path / "app"
+    root.mkdir()
+    log = root / "production.log"
+    (root / "current.log").symlink_to("production.log")
+    cfg = make_config({"targets": {"app": {"kind": "app", "root": str(root)}},
+                       "jobs": {"app-errors": {"task": "logs.errors", "target": "app", "options": {
+                           "app_logs": [str(log), str(root / "*.log")], "report_dir": str(tmp_path / "r")}}}})
+    write_app_log(log, [ValueError, KeyError])
+    first = run(cli, cfg, "app-errors")
+    assert first["metrics"]["exceptions"] == 2, first["metrics"]
+    assert not [f for f in first["findings"] if f["check"] != "logs.errors.exceptions_baseline"], first["findings"]
+    write_app_log(log, [TimeoutError])
+    second = run(cli, cfg, "app-errors")
+    assert second["metrics"]["exceptions"] == 1, second["metrics"]
+    assert [f["check"] for f in second["findings"]] == ["logs.errors.new_exception"], second["findings"]

@@ -129,8 +129,20 @@ def discover_glob(pattern: str, *, rotated: bool = True, max_files: int = 30,
 
     bases = sorted({live_log(p) for p in glob.glob(pattern)})
     out: list[LogFile] = []
+    seen: set[tuple[int, int]] = set()
     for base in bases:
-        out += discover(base, rotated=rotated, max_files=max_files, rotated_dirs=rotated_dirs)
+        out += drop_seen(discover(base, rotated=rotated, max_files=max_files, rotated_dirs=rotated_dirs), seen)
+    return out
+
+
+def drop_seen(files: list[LogFile], seen: set[tuple[int, int]]) -> list[LogFile]:
+    """``files`` without those in ``seen`` (device and inode, which it updates): one file under two names — a
+    symbolic or hard link beside the log, a path two patterns match — is read once, under the first name."""
+    out = []
+    for f in files:
+        if (f.dev, f.inode) not in seen:
+            seen.add((f.dev, f.inode))
+            out.append(f)
     return out
 
 

@@ -133,12 +133,15 @@ class ErrorLogs(Task[ErrorLogsOptions]):
         if patterns:
             app = errorlog.AppLogStats()
             unmatched: list[str] = []
+            seen: set[tuple[int, int]] = set()  # a file two patterns match (or linked twice) is read once
             for pat in patterns:
-                found = self._app_files(pat, options)
+                found = self._app_files(pat, options, seen)
                 if not found:
                     unmatched.append(pat)
                 for path, files in found:
                     matched = True
+                    if not files:  # read under another name already (its cursor is that name's)
+                        continue
                     plan = sources.plan_reads(files, cursors.get(path), incremental=options.incremental)
                     plan_notes += plan.notes
                     gz = self._read(plan, lambda buf, src: app.feed(buf, src) if app else None, read_notes)
@@ -242,16 +245,21 @@ class ErrorLogs(Task[ErrorLogsOptions]):
         return f"application log: {reason}"
 
     @staticmethod
-    def _app_files(pattern: str, options: ErrorLogsOptions) -> list[tuple[str, list[LogFile]]]:
+    def _app_files(pattern: str, options: ErrorLogsOptions, seen: set[tuple[int, int]]
+                   ) -> list[tuple[str, list[LogFile]]]:
         # a rotated match (x.log.1, x.log-20240301: logrotate's dateext) stands for its live log, with which it
-        # is read: once, whatever else the pattern matches
+        # is read: once, whatever else the pattern matches; a file already read under another name (``seen``:
+        # matched by an earlier pattern, a link) is not read again
         paths = sorted({sources.live_log(p) for p in glob.glob(pattern)}) if any(c in pattern for c in "*?[") else [pattern]
         out = []
         for p in paths:
-            files = sources.discover(p, rotated=options.rotated, max_files=options.max_files,
+            found = sources.discover(p, rotated=options.rotated, max_files=options.max_files,
                                      rotated_dirs=options.rotated_dirs)
+            files = sources.drop_seen(found, seen)
             if files:
                 out.append((p, files))
+            elif found:
+                out.append((p, []))  # matched (no missing warning), nothing of its own to read
         return out
 
     # -- report and findings -------------------------------------------------------------------
