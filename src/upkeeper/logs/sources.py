@@ -180,7 +180,8 @@ def rotated_dir(log: str, directory: str) -> Path:
 
 def discover(path: str, *, rotated: bool = True, max_files: int = 30,
              rotated_dirs: tuple[str, ...] | list[str] = ()) -> list[LogFile]:
-    """``path`` and its rotated siblings that exist, oldest first (at most ``max_files``).
+    """``path`` and its rotated siblings that exist, oldest first (at most ``max_files``); for a symbolic link,
+    the rotated siblings of the file it points to too (logrotate rotates that file, where it is).
 
     Before them, the rotated files of ``path`` in each of ``rotated_dirs`` (logrotate's ``olddir``; at most
     ``max_files`` per directory), marked :attr:`LogFile.elsewhere`: :func:`plan_reads` reads only those that
@@ -188,12 +189,18 @@ def discover(path: str, *, rotated: bool = True, max_files: int = 30,
     listed once."""
     base = Path(path)
     found = _rotated_in(base.parent, base.name) if rotated and base.parent.is_dir() else []
+    # a symbolic link to the log: logrotate rotates the file it points to (it skips links), beside that file
+    real = Path(os.path.realpath(base))
+    if rotated and base.is_symlink() and real.parent.is_dir():
+        known = {q for _k, q, _gz in found}
+        found += [x for x in _rotated_in(real.parent, real.name) if x[1] not in known]
     found.sort(key=lambda x: x[0])
     out: list[LogFile] = []
+    linked: set[tuple[int, int]] = set()
     for _key, p, gz in found[-max(0, max_files - 1):] if max_files > 1 else []:
         lf = _stat(p, gz, live=False)
         if lf is not None:
-            out.append(lf)
+            out += drop_seen([lf], linked)
     live = _stat(base, base.name.endswith(".gz"), live=True)
     if live is not None:
         out.append(live)
