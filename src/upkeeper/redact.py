@@ -34,11 +34,24 @@ _URL_PASSWORD = re.compile(r"(?P<pre>" + _SCHEME + r"[^:/@\s]*:)(?P<pw>[^@\s/]+)
 # characters): "postgresql://app:s3cr" at the very end; an all-digit tail is taken for a port
 _URL_PASSWORD_CUT = re.compile(r"(?P<pre>" + _SCHEME + r"[^:/@\s]*:)(?P<pw>(?!\d+$)[^@\s/]+)$")
 _KV_PASSWORD = re.compile(
-    r"(?P<pre>\b(?:password|passwd|pwd|secret|token|api_key|apikey|routing_key|integration_key)\s*[=:]\s*)"
+    # the word alone or in a snake-case name (db_password, aws_secret_access_key, STRIPE_API_KEY), which starts
+    # where a word starts (so a long run of words is tried from its start only: linear time); "=>" too (Ruby's and
+    # PHP's hashes: password => "…")
+    r"(?P<pre>(?<![A-Za-z0-9_])(?:[A-Za-z0-9]+_)*"
+    r"(?:password|passwd|pwd|secret|token|api_key|apikey|routing_key|integration_key)"
+    r"(?:_[A-Za-z0-9]+)*\s*(?:=>|[=:](?!>))\s*)"
     # a bind placeholder (?, $1) is no secret: query fingerprints such as "where token = ?" stay as they are
     r"(?P<pw>'[^']*'|\"[^\"]*\"|(?!(?:\?|\$\d+)(?:[\s&,;)]|$))[^\s&,;]+)",
     re.IGNORECASE,
 )
+# a key in quotes or brackets whose name looks like a credential (sensitive_param): JSON and Python's dict repr
+# ({"password": "…"}, {'client_secret': '…'}), PHP's arrays and print_r ('api_key' => '…', [password] => …); the
+# quotes of a quoted value stay. A value that opens an object or a list is left alone
+_KEY_QUOTED = re.compile(
+    r"(?P<pre>(?:(?P<q>[\"'])(?P<name>[A-Za-z0-9_.\-]{1,80})(?P=q)|\[(?P<bname>[A-Za-z0-9_.\-]{1,80})\])"
+    r"\s*(?:=>|[:=](?!>))\s*)"
+    r"(?P<pw>\"(?:[^\"\\\n]|\\.)*\"|'(?:[^'\\\n]|\\.)*'|(?![{\[]|\*\*\*)[^\s,;}\])\"']+)")
+
 # a dollar quote's tag: [A-Za-z_\x80-\uffff][A-Za-z0-9_\x80-\uffff]*, written as the complement of each class
 # (the same characters, with or without IGNORECASE: checked for every code point in tests/core/test_redact.py);
 # a class with the range \x80-\uffff took re.compile ~40 ms, in every process at import
@@ -192,6 +205,8 @@ def redact(text: str) -> str:
         text = _AUTH_TOKEN.sub(_token, text)
         text = _AUTH_HEADER.sub(lambda m: m.group("pre") + MASK, text)
     text = _KV_PASSWORD.sub(lambda m: m.group("pre") + MASK, text)
+    if "\"" in text or "'" in text or "]" in text:
+        text = _KEY_QUOTED.sub(_key_quoted, text)
     if "=" in text:
         text = _QUERY_PARAM.sub(_query_param, text)
         text = _COOKIE_PAIR.sub(_cookie_pair, text)
@@ -215,6 +230,13 @@ def sensitive_param(name: str, value: str = "") -> bool:
     if words & _PARAM_WORDS:
         return True
     return bool(words & _CODE_WORDS) and len(value) >= _CODE_MIN_LEN
+
+
+def _key_quoted(m: re.Match[str]) -> str:
+    pw = m.group("pw")
+    if not sensitive_param(m.group("name") or m.group("bname") or "", pw.strip("\"'")) or pw.strip("\"'") == MASK:
+        return m.group(0)
+    return m.group("pre") + (pw[0] + MASK + pw[-1] if pw[0] in "\"'" else MASK)
 
 
 def _query_param(m: re.Match[str]) -> str:

@@ -233,6 +233,33 @@ def test_php_stack_frame_passwords_stay_out(cli: Any, make_config: Any, tmp_path
     assert "PDO->__construct('mysql:host=127....', 'forge', '***', Array)" in examples
     assert "mysqli_real_connect(Object(mysqli), 'db', 'root', '***')" in examples
 
+
+KEYED_SECRETS = ["JsonFieldPw1", "DictClientSec2", "DictApiKey3", "AwsSecretKey4"]
+
+
+def test_credentials_under_a_key_in_application_logs_stay_out(cli: Any, make_config: Any, tmp_path: Path) -> None:
+    """An application logging a request body or a settings dict writes its credentials under a key: a JSON line's
+    "password" field, a Python dict's 'client_secret' in an exception's message, aws_secret_access_key=… in
+    text. They reached the exception examples and messages of the reports whole."""
+    log = tmp_path / "app.log"
+    log.write_text(
+        '{"level":"error","msg":"login failed","user":"bob","password":"JsonFieldPw1","err":"invalid credentials"}\n'
+        "Traceback (most recent call last):\n  File \"a.py\", line 1, in f\n"
+        "ValueError: bad payload {'client_secret': 'DictClientSec2', 'api_key': 'DictApiKey3'}\n"
+        "2026-12-06 10:00:00,000 ERROR boto: upload failed\nTraceback (most recent call last):\n"
+        "  File \"b.py\", line 2, in g\nRuntimeError: signing with aws_secret_access_key=AwsSecretKey4 failed\n")
+    cfg = make_config({"targets": {"web": {"kind": "nginx", "error_log": str(tmp_path / "none.log")}},
+                       "jobs": {"errors": {"task": "logs.errors", "target": "web", "options": {
+                           "error_log": str(log), "app_logs": [str(log)], "report_dir": str(tmp_path / "reports")}}}})
+    r, out = run(cli, cfg, "errors")
+    data, jtext, html = reports(r)
+    assert_hidden(KEYED_SECRETS, json_report=jtext, html_report=html, run_json=out,
+                  history=history_text(tmp_path / "history.db"))
+    messages = {g["message"] for g in data["app"]["exception_groups"]}
+    assert "bad payload {'client_secret': '***', 'api_key': '***'}" in messages, messages
+    res = cli(["logs", "errors", str(log), "--json"])
+    assert res.code == 0 and not [s for s in KEYED_SECRETS if s in res.output], res.output
+
 # -- logs.postgres -----------------------------------------------------------------------------
 
 PG_SECRETS = ["PgCreatePw", "PgAlterPw", "PgErrorPw", "PgDsnPw"]
