@@ -234,7 +234,9 @@ def sensitive_param(name: str, value: str = "") -> bool:
 
 def _key_quoted(m: re.Match[str]) -> str:
     pw = m.group("pw")
-    if not sensitive_param(m.group("name") or m.group("bname") or "", pw.strip("\"'")) or pw.strip("\"'") == MASK:
+    # (without the value: a long "code" under a key is an error's code — pino's err.code ERR_HTTP_HEADERS_SENT, AWS's
+    # ProvisionedThroughputExceededException — far more often than an OAuth code)
+    if not sensitive_param(m.group("name") or m.group("bname") or "") or pw.strip("\"'") == MASK:
         return m.group(0)
     return m.group("pre") + (pw[0] + MASK + pw[-1] if pw[0] in "\"'" else MASK)
 
