@@ -40,8 +40,9 @@ _KV_PASSWORD = re.compile(
     r"(?P<pre>(?<![A-Za-z0-9_])(?:[A-Za-z0-9]+_)*"
     r"(?:password|passwd|pwd|secret|token|api_key|apikey|routing_key|integration_key)"
     r"(?:_[A-Za-z0-9]+)*\s*(?:=>|[=:](?!>))\s*)"
-    # a bind placeholder (?, $1) is no secret: query fingerprints such as "where token = ?" stay as they are
-    r"(?P<pw>'[^']*'|\"[^\"]*\"|(?!(?:\?|\$\d+)(?:[\s&,;)]|$))[^\s&,;]+)",
+    # a bind placeholder (?, $1) is no secret: query fingerprints such as "where token = ?" stay as they are; nor is
+    # MySQL's "Access denied for user 'app'@'localhost' (using password: YES)", which says whether one was given
+    r"(?P<pw>'[^']*'|\"[^\"]*\"|(?!(?:\?|\$\d+)(?:[\s&,;)]|$)|(?-i:YES|NO)\))[^\s&,;]+)",
     re.IGNORECASE,
 )
 # a key in quotes or brackets whose name looks like a credential (sensitive_param): JSON and Python's dict repr

@@ -124,6 +124,8 @@ def test_masks(text: str, expected: str) -> None:
     "#0 /x.php(3): PDO->__construct('mysql:host=db', NULL, NULL)",
     "#0 /x.php(3): App\\Client->connect('a', 'b', 'c')",  # not a call known to take a password there
     '{"err": {"type": "Error", "code": "ERR_HTTP_HEADERS_SENT"}}',  # an error's code under a key, however long
+    "SQLSTATE[HY000] [1045] Access denied for user 'app'@'localhost' (using password: YES)",  # MySQL: no secret
+    "Access denied for user 'root'@'localhost' (using password: NO)",
 ])
 def test_leaves_alone(text: str) -> None:
     assert redact(text) == text
