@@ -34,11 +34,25 @@ _URL_PASSWORD = re.compile(r"(?P<pre>" + _SCHEME + r"[^:/@\s]*:)(?P<pw>[^@\s/]+)
 # characters): "postgresql://app:s3cr" at the very end; an all-digit tail is taken for a port
 _URL_PASSWORD_CUT = re.compile(r"(?P<pre>" + _SCHEME + r"[^:/@\s]*:)(?P<pw>(?!\d+$)[^@\s/]+)$")
 _KV_PASSWORD = re.compile(
-    r"(?P<pre>\b(?:password|passwd|pwd|secret|token|api_key|apikey|routing_key|integration_key)\s*[=:]\s*)"
-    # a bind placeholder (?, $1) is no secret: query fingerprints such as "where token = ?" stay as they are
-    r"(?P<pw>'[^']*'|\"[^\"]*\"|(?!(?:\?|\$\d+)(?:[\s&,;)]|$))[^\s&,;]+)",
+    # the word alone or in a snake-case name (db_password, aws_secret_access_key, STRIPE_API_KEY), which starts
+    # where a word starts (so a long run of words is tried from its start only: linear time); "=>" too (Ruby's and
+    # PHP's hashes: password => "…")
+    r"(?P<pre>(?<![A-Za-z0-9_])(?:[A-Za-z0-9]+_)*"
+    r"(?:password|passwd|pwd|secret|token|api_key|apikey|routing_key|integration_key)"
+    r"(?:_[A-Za-z0-9]+)*\s*(?:=>|[=:](?!>))\s*)"
+    # a bind placeholder (?, $1) is no secret: query fingerprints such as "where token = ?" stay as they are; nor is
+    # MySQL's "Access denied for user 'app'@'localhost' (using password: YES)", which says whether one was given
+    r"(?P<pw>'[^']*'|\"[^\"]*\"|(?!(?:\?|\$\d+)(?:[\s&,;)]|$)|(?-i:YES|NO)\))[^\s&,;]+)",
     re.IGNORECASE,
 )
+# a key in quotes or brackets whose name looks like a credential (sensitive_param): JSON and Python's dict repr
+# ({"password": "…"}, {'client_secret': '…'}), PHP's arrays and print_r ('api_key' => '…', [password] => …); the
+# quotes of a quoted value stay. A value that opens an object or a list is left alone
+_KEY_QUOTED = re.compile(
+    r"(?P<pre>(?:(?P<q>[\"'])(?P<name>[A-Za-z0-9_.\-]{1,80})(?P=q)|\[(?P<bname>[A-Za-z0-9_.\-]{1,80})\])"
+    r"\s*(?:=>|[:=](?!>))\s*)"
+    r"(?P<pw>\"(?:[^\"\\\n]|\\.)*\"|'(?:[^'\\\n]|\\.)*'|(?![{\[]|\*\*\*)[^\s,;}\])\"']+)")
+
 # a dollar quote's tag: [A-Za-z_\x80-\uffff][A-Za-z0-9_\x80-\uffff]*, written as the complement of each class
 # (the same characters, with or without IGNORECASE: checked for every code point in tests/core/test_redact.py);
 # a class with the range \x80-\uffff took re.compile ~40 ms, in every process at import
@@ -93,6 +107,22 @@ _AUTH_WORDS = ("basic", "bearer", "token", "apikey", "negotiate", "ntlm", "autho
 # or followed by ";" — so "tests pass=3 fail=0" stays as it is
 _COOKIE_PAIR = re.compile(r"(?<![^\s\"';:])(?P<name>[A-Za-z0-9_.\-\[\]]{1,80})=(?P<pw>\"[^\"]*\"|[^;\s\"',&]+)")
 
+
+# PHP writes a stack frame's arguments (``#0 /var/www/db.php(5): PDO->__construct('mysql:host=loca...', 'app',
+# 'secret', Array)``: in traces of uncaught exceptions, Laravel's and Monolog's stack traces) unless
+# zend.exception_ignore_args is on — off without a php.ini, as in the official Docker images — and PHP before 8.2
+# has no SensitiveParameter: the password argument of the calls that take one (its position counted from 0) is
+# masked. PHP writes a string argument between quotes without escaping them, cut to 15 characters and "..."
+_PHP_ARG = r"(?:'[^\n]*?'(?=, |\))|[^,()'\n]*(?:\([^()\n]*\))?)"
+_PHP_CREDENTIAL_CALLS = {
+    2: r"(?:(?<!\w)\w*PDO\w*|mysqli)(?:->|::)__construct|mysqli(?:->|::)(?:real_)?connect|\bmysqli_connect"
+       r"|\bldap_bind(?:_ext)?|\bftp_login|\bssh2_auth_password|\bimap_open|(?:->|::)createPdoConnection",
+    3: r"\bmysqli_real_connect",
+}
+_PHP_FRAME_PASSWORD = [
+    re.compile(r"(?P<pre>(?:" + calls + r")\((?:" + _PHP_ARG + r", ){" + str(n) + r"}')(?P<pw>[^\n]*?)(?P<post>'(?=, |\)))")
+    for n, calls in _PHP_CREDENTIAL_CALLS.items()]
+_PHP_CALL_WORDS = ("__construct", "connect", "ldap_bind", "ftp_login", "ssh2_auth_password", "imap_open")
 
 # Redis commands whose arguments hold a password: AUTH [user] pass, HELLO v AUTH user pass, MIGRATE … AUTH pass /
 # AUTH2 user pass, CONFIG SET requirepass|masterauth|tls-*-pass value, ACL SETUSER name >pass / <pass / #hash
@@ -154,7 +184,8 @@ def clear_secrets() -> None:
 def redact(text: str) -> str:
     """Mask registered secrets, URL passwords, ``password=…`` pairs, the values of credential-like URL
     query parameters (``?access_token=…``, ``&sig=…``) and cookies (``sessionid=…``), HTTP credentials
-    (``Basic …``, ``Bearer …``, Digest responses, ``Authorization: …``), SQL ``PASSWORD '…'`` literals, age
+    (``Basic …``, ``Bearer …``, Digest responses, ``Authorization: …``), SQL ``PASSWORD '…'`` literals, the password
+    argument of a PHP stack frame (``PDO->__construct('mysql:…', 'app', '…')``), age
     identities (``AGE-SECRET-KEY-1…``) and PEM private keys in ``text``."""
     if not text:
         return text
@@ -175,6 +206,8 @@ def redact(text: str) -> str:
         text = _AUTH_TOKEN.sub(_token, text)
         text = _AUTH_HEADER.sub(lambda m: m.group("pre") + MASK, text)
     text = _KV_PASSWORD.sub(lambda m: m.group("pre") + MASK, text)
+    if "\"" in text or "'" in text or "]" in text:
+        text = _KEY_QUOTED.sub(_key_quoted, text)
     if "=" in text:
         text = _QUERY_PARAM.sub(_query_param, text)
         text = _COOKIE_PAIR.sub(_cookie_pair, text)
@@ -183,6 +216,9 @@ def redact(text: str) -> str:
         text = _QUERY_PARAM_ENCODED.sub(_query_param, text)
     if "'" in text or "$" in text:
         text = _SQL_PASSWORD.sub(lambda m: m.group("pre") + MASK, text)
+    if "'" in text and any(w in low for w in _PHP_CALL_WORDS):
+        for rx in _PHP_FRAME_PASSWORD:
+            text = rx.sub(lambda m: m.group("pre") + MASK + m.group("post"), text)
     return text
 
 
@@ -195,6 +231,15 @@ def sensitive_param(name: str, value: str = "") -> bool:
     if words & _PARAM_WORDS:
         return True
     return bool(words & _CODE_WORDS) and len(value) >= _CODE_MIN_LEN
+
+
+def _key_quoted(m: re.Match[str]) -> str:
+    pw = m.group("pw")
+    # (without the value: a long "code" under a key is an error's code — pino's err.code ERR_HTTP_HEADERS_SENT, AWS's
+    # ProvisionedThroughputExceededException — far more often than an OAuth code)
+    if not sensitive_param(m.group("name") or m.group("bname") or "") or pw.strip("\"'") == MASK:
+        return m.group(0)
+    return m.group("pre") + (pw[0] + MASK + pw[-1] if pw[0] in "\"'" else MASK)
 
 
 def _query_param(m: re.Match[str]) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 from pathlib import Path
 from typing import Any
 
@@ -252,6 +253,22 @@ def test_nginx_reads_globs_and_rotated_files_as_the_task_does(cli: Any, make_con
     assert requests(str(tmp_path / "shop.access.log.1")) == 2  # a rotated file named alone: that file
     r = cli(["logs", "nginx", str(tmp_path / "*.acess.log")])
     assert r.code == 2 and "no file matches" in r.err, r.output
+
+
+def test_a_log_under_two_names_is_read_once(cli: Any, make_config: Any, tmp_path: Path) -> None:
+    """A symbolic or hard link beside a log (a compatibility name, what a glob or a shell's *.log also matches)
+    was read as a second log: every request counted twice, by 'upkeeper logs' and by the logs.nginx task."""
+    (tmp_path / "access.log").write_text('192.0.2.1 - - [01/Mar/2024:10:00:00 +0000] "GET / HTTP/1.1" 200 5 "-" "c"\n' * 3)
+    (tmp_path / "current.log").symlink_to("access.log")
+    os.link(tmp_path / "access.log", tmp_path / "hard.log")
+    r = cli(["logs", "nginx", *(str(tmp_path / n) for n in ("access.log", "current.log", "hard.log")), "--json"])
+    assert r.code == 0 and r.json()["requests"] == 3, r.output
+    assert [f["path"] for f in r.json()["files"]] == [str(tmp_path / "access.log")]
+    cfg = make_config({"targets": {"web": {"kind": "nginx", "access_log": str(tmp_path / "*.log")}},
+                       "jobs": {"access": {"task": "logs.nginx", "target": "web",
+                                           "options": {"report_dir": str(tmp_path / "r")}}}})
+    task = cli(["--config", str(cfg), "run", "access", "--json"])
+    assert task.code == 0 and task.json()[0]["metrics"]["requests"] == 3, task.output
 
 
 def test_a_wrong_format_or_prefix_is_said_with_a_sample_and_how_to_fix_it(cli: Any, tmp_path: Path) -> None:

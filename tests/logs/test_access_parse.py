@@ -206,6 +206,9 @@ MAIN_DIRECTIVE = """log_format  main  '$remote_addr - $remote_user [$time_local]
     ("log_format plain $remote_addr|$time_iso8601|$request_uri;", "$remote_addr|$time_iso8601|$request_uri"),
     # a bare format that begins and ends with a quoted variable is not nginx's quoted-string syntax
     ('"$http_x_real_ip" [$time_local] "$request"', '"$http_x_real_ip" [$time_local] "$request"'),
+    # the string alone, copied from between its quotes: nginx's escapes resolved as nginx resolves them
+    ("$remote_addr\\t[$time_local]\\t\"$request\"\\t$status", '$remote_addr\t[$time_local]\t"$request"\t$status'),
+    ('$remote_addr [$time_local] \\"$request\\" $status \\x', '$remote_addr [$time_local] "$request" $status \\x'),
 ])
 def test_log_format_directive_and_escape_are_understood(given: str, format_string: str) -> None:
     """escape=… and a pasted 'log_format NAME …;' line were taken as part of the format: 100 % 'invalid %h'."""
@@ -328,3 +331,13 @@ def test_a_line_short_of_a_token_never_borrows_one_from_the_line_before() -> Non
         slow.feed(lines)
         assert comparable(summarize(fast.partial())) == comparable(summarize(slow.partial()))
         assert fast.partial().invalid == 1
+
+
+def test_a_tab_separated_format_given_alone_reads_its_lines() -> None:
+    """The string of 'log_format tsv '$remote_addr\\t…';' given alone (its \\t as nginx.conf writes it) was taken
+    as a backslash and a 't': every line of the tab-separated log unparsed ('line ends before %h')."""
+    fmt = "$remote_addr\\t[$time_local]\\t\"$request\"\\t$status\\t$body_bytes_sent"
+    data = b"".join(b'1.2.3.%d\t[01/Mar/2024:10:00:00 +0000]\t"GET /a HTTP/1.1"\t200\t5\n' % i for i in range(60))
+    for fast in (True, False):
+        rep = scan(data, fast=fast, fmt=fmt)
+        assert rep["requests"] == 60 and rep["invalid"] == 0, fast

@@ -309,3 +309,23 @@ def test_per_backend_state_stays_bounded_on_a_long_log() -> None:
     assert len(acc.last_statement) <= MAX_OPEN_PIDS + chunk
     rep = summarize(acc.partial())
     assert rep["statements"]["count"] == 1 and rep["slowest_total"][0]["fingerprint"] == "select ?"
+
+
+def test_epoch_prefix_gives_times(monkeypatch: pytest.MonkeyPatch) -> None:
+    """%n (seconds since 1970) is a time like %m: the report has first/last and per-hour figures, in the
+    local time of the machine (TZ), as pgBadger reads it."""
+    import time
+
+    monkeypatch.setenv("TZ", "Europe/Paris")
+    time.tzset()
+    try:
+        rep = scan("1709287200.123 [42] LOG:  duration: 5.000 ms  statement: SELECT 1\n"
+                   "1709290800.456 [42] ERROR:  relation \"x\" does not exist\n"
+                   "1709290801.000 [43] LOG:  checkpoint starting: time\n", "%n [%p] ")
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert (rep["first"], rep["last"]) == ("2024-03-01 11:00:00", "2024-03-01 12:00:01")
+    assert rep["by_hour"] == {"2024-03-01 11:00": 1}
+    assert rep["errors"]["by_hour"] == {"2024-03-01 12:00": 1}
+    assert rep["statements"]["count"] == 1 and rep["errors"]["total"] == 1 and rep["unparsed"] == 0

@@ -260,7 +260,13 @@ def test_same_report_as_reference(prefix: str, seed: int) -> None:
     assert old["locks"]["waits"] and old["temp_files"]["count"] and old["checkpoints"]["count"]
     assert old["locks"]["failures"] and old["locks"]["failed_queries"] and old["checkpoints"]["restartpoints"]
     assert old["unparsed"] > 10
-    assert_same(scan_new(buf, prefix), old)
+    new = scan_new(buf, prefix)
+    if "%n" in prefix:  # the reference never turned a %n time into one: no first/last, nothing per hour
+        assert old["first"] is None and not old["by_hour"] and not old["errors"]["by_hour"]
+        assert new["first"] and new["last"] and new["by_hour"] and new["errors"]["by_hour"]
+        new["first"], new["last"], new["by_hour"] = None, None, {}
+        new["errors"]["by_hour"] = {}
+    assert_same(new, old)
 
 
 @pytest.mark.parametrize("prefix", PREFIXES[:3])

@@ -54,6 +54,33 @@ def test_discover_orders_rotated_files_oldest_first(tmp_path: Path) -> None:
     assert Path(discover(str(log))[0].path).name == "access.log-20240301.gz"
 
 
+def test_a_symlinked_log_is_followed_through_the_rotation_of_its_file(tmp_path: Path) -> None:
+    """A log given as a symbolic link (/srv/shop/logs/access.log -> /var/log/nginx/access.log): logrotate rotates
+    the file it points to, beside that file, where discover did not look — the lines written to it after the last
+    run were lost, with a warning that it was 'rotated away and deleted'."""
+    real, link = tmp_path / "real", tmp_path / "link"
+    real.mkdir()
+    link.mkdir()
+    (link / "access.log").symlink_to(real / "access.log")
+    (real / "access.log").write_bytes(b"".join(line(i) for i in range(3)))
+    got, cur = read_plan(discover(str(link / "access.log")), [])
+    assert got == b"".join(line(i) for i in range(3))
+    with open(real / "access.log", "ab") as fh:
+        fh.write(line(3))
+    (real / "access.log").rename(real / "access.log.1")
+    (real / "access.log").write_bytes(line(4))
+    files = discover(str(link / "access.log"))
+    assert [f.path for f in files] == [str(real / "access.log.1"), str(link / "access.log")]
+    plan = plan_reads(files, cur, incremental=True)
+    assert not plan.notes
+    got, _cur = read_plan(files, cur)
+    assert got == line(3) + line(4)
+    # the directory itself a link: each rotated file once
+    (tmp_path / "dirlink").symlink_to(real)
+    assert [f.path for f in discover(str(tmp_path / "dirlink" / "access.log"))] == [
+        str(tmp_path / "dirlink" / "access.log.1"), str(tmp_path / "dirlink" / "access.log")]
+
+
 def test_incremental_follows_rename_and_compression(tmp_path: Path) -> None:
     log = tmp_path / "access.log"
     log.write_bytes(b"".join(line(i) for i in range(3)) + b"half a li")

@@ -74,6 +74,25 @@ def test_new_exception_groups_are_findings(cli: Any, make_config: Any, tmp_path:
     assert third["metrics"]["exceptions"] == 0 and third["status"] == "ok"
 
 
+def test_an_app_target_whose_logs_match_nothing_is_said(cli: Any, make_config: Any, tmp_path: Path) -> None:
+    """The app target's logs (default logs/*.log) matching no file at all: the job read nothing, run after run,
+    and said 'ok app: 0 exceptions'. One pattern of several matching nothing stays unsaid."""
+    root = tmp_path / "app"
+    root.mkdir()
+    cfg = make_config({"targets": {"app": {"kind": "app", "root": str(root), "logs": ["logs/*.log", "log/*.json"]}},
+                       "jobs": {"app-errors": {"task": "logs.errors", "target": "app",
+                                               "options": {"report_dir": str(tmp_path / "r")}}}})
+    first = run(cli, cfg, "app-errors")
+    assert first["status"] == "warn", first["summary"]
+    missing = [f for f in first["findings"] if f["check"] == "logs.errors.missing"]
+    assert len(missing) == 1 and f"{root}/logs/*.log, {root}/log/*.json" in missing[0]["message"]
+    (root / "logs").mkdir()
+    write_app_log(root / "logs" / "production.log", [ValueError])
+    second = run(cli, cfg, "app-errors")
+    assert not [f for f in second["findings"] if f["check"] == "logs.errors.missing"], second["findings"]
+    assert second["metrics"]["exceptions"] == 1
+
+
 def test_first_exceptions_after_clean_runs_are_new(cli: Any, make_config: Any, tmp_path: Path) -> None:
     """A first run that saw no exception is no baseline to fill later: what appears next is new."""
     log = tmp_path / "app" / "production.log"
@@ -465,3 +484,45 @@ def test_reads_on_through_the_rotation_app_cleanup_makes(cli: Any, make_config: 
     new = [f for f in r["findings"] if f["check"] == "logs.errors.new_exception"]
     assert len(new) == 1 and "AttributeError" in new[0]["message"] and rotated[0] in new[0]["message"]
     assert run("app-errors")["findings"] == []  # read once: nothing again
+
+
+def test_an_error_log_that_is_no_nginx_error_log_is_said(cli: Any, make_config: Any, tmp_path: Path) -> None:
+    """error_log pointed at the access log: none of its lines is an error-log line, and the run said 'ok nginx: 0
+    error-log lines' — an error log that never shows an error. A warning says the lines are not nginx's."""
+    log = tmp_path / "error.log"
+    log.write_text("".join(f'192.0.2.{i} - - [06/Dec/2026:10:00:{i:02d} +0000] "GET /p/{i} HTTP/1.1" 200 5 "-" "ua"\n'
+                           for i in range(20)))
+    cfg = make_config({"targets": {"web": {"kind": "nginx", "error_log": str(log)}},
+                       "jobs": {"errors": {"task": "logs.errors", "target": "web",
+                                           "options": {"report_dir": str(tmp_path / "r")}}}})
+    r = run(cli, cfg, "errors")
+    assert r["status"] == "warn", r["summary"]
+    (f,) = [f for f in r["findings"] if f["check"] == "logs.errors.nginx_unparsed"]
+    assert f["message"].startswith("20 of the 20 lines read are not nginx error-log lines") and "GET /p/0" in f["message"]
+    # an error log with a stray line among its entries is no such case
+    log.write_text("".join(f"2026/12/06 10:00:{i:02d} [error] 7#7: *{i} open() \"/srv/x{i}\" failed (2: No such file "
+                           "or directory), client: 192.0.2.1, server: x, request: \"GET /x HTTP/1.1\", host: \"x\"\n"
+                           for i in range(20)) + "Segmentation fault\n")
+    r = run(cli, cfg, "errors")
+    assert not [f for f in r["findings"] if f["check"] == "logs.errors.nginx_unparsed"], r["findings"]
+    assert r["metrics"]["nginx_errors"] == 20
+
+
+def test_an_app_log_two_app_logs_entries_match_is_read_once(cli: Any, make_config: Any, tmp_path: Path) -> None:
+    """app_logs [/srv/app/production.log, /srv/app/*.log]: the log was read once per entry, every exception
+    counted twice (and a symbolic link beside it, which the glob matches too, a third time)."""
+    root = tmp_path / "app"
+    root.mkdir()
+    log = root / "production.log"
+    (root / "current.log").symlink_to("production.log")
+    cfg = make_config({"targets": {"app": {"kind": "app", "root": str(root)}},
+                       "jobs": {"app-errors": {"task": "logs.errors", "target": "app", "options": {
+                           "app_logs": [str(log), str(root / "*.log")], "report_dir": str(tmp_path / "r")}}}})
+    write_app_log(log, [ValueError, KeyError])
+    first = run(cli, cfg, "app-errors")
+    assert first["metrics"]["exceptions"] == 2, first["metrics"]
+    assert not [f for f in first["findings"] if f["check"] != "logs.errors.exceptions_baseline"], first["findings"]
+    write_app_log(log, [TimeoutError])
+    second = run(cli, cfg, "app-errors")
+    assert second["metrics"]["exceptions"] == 1, second["metrics"]
+    assert [f["check"] for f in second["findings"]] == ["logs.errors.new_exception"], second["findings"]

@@ -734,6 +734,24 @@ def test_report_of_a_log_without_requests_tells_why_there_is_no_latency(
     assert (no_rt in (tmp_path / "cli.html").read_text()) is not available
 
 
+
+def test_requests_without_their_format_s_request_time_are_said(cli: Any, make_config: Any, tmp_path: Path) -> None:
+    """nginx writing 'combined' read as 'combined_timed': every line ends before $request_time, GoAccess counts the
+    requests all the same, and the run said 'ok' (no latency finding: the format has $request_time) while the
+    report said 'No request with a response time was read (yet)' over 100 requests. A warning says so now."""
+    log = tmp_path / "access.log"
+    log.write_bytes(b"".join(access_line(i).rsplit(b" ", 1)[0] + b"\n" for i in range(100)))  # no request time
+    r = run(cli, file_config(make_config, log, tmp_path))
+    assert r["metrics"]["requests"] == 100 and r["status"] == "warn", r["summary"]
+    (f,) = checks(r)["logs.nginx.no_latency"]
+    assert f["severity"] == "warning" and "none of the 100 requests read had a $request_time" in f["message"]
+    page = Path(next(a["path"] for a in r["artifacts"] if a["format"] == "html")).read_text()
+    assert "None of the 100 requests read had a response time" in page and "(yet)" not in page
+    # with the request times there, no such finding
+    log.write_bytes(b"".join(access_line(i) for i in range(100)))
+    r = run(cli, file_config(make_config, log, tmp_path / "timed"))
+    assert "logs.nginx.no_latency" not in checks(r) and r["metrics"]["requests"] == 100
+
 CORPUS = Path(__file__).parents[1] / "logs" / "corpus"  # real nginx lines of real tools (its README.md)
 
 

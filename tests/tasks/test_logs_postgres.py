@@ -877,3 +877,20 @@ def test_rotations_by_the_server_and_by_logrotate_lose_nothing(cli: Any, make_co
             seen, r["findings"])
     finally:
         cluster.stop()
+
+
+def test_a_glob_log_file_reads_a_linked_file_once(cli: Any, make_config: Any, tmp_path: Path) -> None:
+    """log_file /var/log/postgresql/*.log with a symbolic link to the server's log beside it (a stable name for
+    the current file): each statement counted once per name."""
+    log = tmp_path / "postgresql-2024-03-01.log"
+    log.write_text("".join(f"2024-03-01 10:00:0{i}.000 UTC [42] LOG:  duration: 1.000 ms  statement: SELECT {i}\n"
+                           for i in range(5)))
+    (tmp_path / "postgresql-current.log").symlink_to(log.name)
+    cfg = make_config({
+        "targets": {"db": {"kind": "postgres", "host": "127.0.0.1", "port": 1}},  # never contacted
+        "jobs": {"pg-logs": {"task": "logs.postgres", "target": "db", "options": {
+            "log_file": str(tmp_path / "postgresql-*.log"), "log_line_prefix": "%m [%p] ",
+            "report_dir": str(tmp_path / "r")}}},
+    })
+    assert run(cli, cfg)["metrics"]["statements"] == 5
+    assert run(cli, cfg)["metrics"]["statements"] == 0

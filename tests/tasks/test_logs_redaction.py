@@ -192,6 +192,74 @@ def test_error_log_and_exception_secrets_stay_out(cli: Any, make_config: Any, si
     assert len(new) == 1 and "redis://:***@cache.internal:6379/0" in new[0]["data"]["example"]
 
 
+
+PHP_SECRETS = ["FpmPdoPw9", "LaravelPw7", "MysqliPw5"]
+
+
+def test_php_stack_frame_passwords_stay_out(cli: Any, make_config: Any, tmp_path: Path) -> None:
+    """PHP writes the arguments of each stack frame (zend.exception_ignore_args off: no php.ini, as in the
+    official Docker images), so a failed database connection's trace holds its password — in the PHP-FPM
+    message nginx relays into its error log and in Laravel's log; the password argument is masked."""
+    error_log = tmp_path / "error.log"
+    error_log.write_text(
+        '2026/12/06 10:00:08 [error] 1234#1234: *12 FastCGI sent in stderr: "PHP message: PHP Fatal error:  Uncaught '
+        "PDOException: SQLSTATE[HY000] [1045] Access denied for user 'app'@'localhost' in /var/www/db.php:5\n"
+        "Stack trace:\n#0 /var/www/db.php(5): PDO->__construct('mysql:host=loca...', 'app', 'FpmPdoPw9')\n"
+        '#1 {main}\n  thrown in /var/www/db.php on line 5" while reading response header from upstream, client: '
+        '192.0.2.1, server: x, request: "GET / HTTP/1.1", upstream: "fastcgi://unix:/run/php/fpm.sock:", host: "x"\n')
+    app_log = tmp_path / "laravel.log"
+    app_log.write_text(
+        "[2026-12-06 10:00:09] production.ERROR: SQLSTATE[HY000] [2002] Connection refused "
+        '{"exception":"[object] (PDOException(code: 2002): SQLSTATE[HY000] [2002] Connection refused at '
+        "/var/www/vendor/laravel/framework/src/Illuminate/Database/Connectors/Connector.php:70)\n"
+        "[stacktrace]\n"
+        "#0 /var/www/vendor/laravel/framework/src/Illuminate/Database/Connectors/Connector.php(70): "
+        "PDO->__construct('mysql:host=127....', 'forge', 'LaravelPw7', Array)\n"
+        "#1 /var/www/vendor/laravel/framework/src/Illuminate/Database/Connectors/Connector.php(46): "
+        "Illuminate\\Database\\Connectors\\Connector->createPdoConnection('mysql:host=127....', 'forge', "
+        "'LaravelPw7', Array)\n"
+        "#2 /var/www/app/Legacy.php(12): mysqli_real_connect(Object(mysqli), 'db', 'root', 'MysqliPw5')\n"
+        "#3 {main}\n"
+        '"} \n')
+    cfg = make_config({"targets": {"web": {"kind": "nginx", "error_log": str(error_log)}},
+                       "jobs": {"errors": {"task": "logs.errors", "target": "web", "options": {
+                           "app_logs": [str(app_log)], "report_dir": str(tmp_path / "reports")}}}})
+    r, out = run(cli, cfg, "errors")
+    data, jtext, html = reports(r)
+    assert_hidden(PHP_SECRETS, json_report=jtext, html_report=html, run_json=out,
+                  history=history_text(tmp_path / "history.db"))
+    examples = "\n".join(g["example"] for g in data["app"]["exception_groups"])
+    assert "PDO->__construct('mysql:host=loca...', 'app', '***')" in examples
+    assert "PDO->__construct('mysql:host=127....', 'forge', '***', Array)" in examples
+    assert "mysqli_real_connect(Object(mysqli), 'db', 'root', '***')" in examples
+
+
+KEYED_SECRETS = ["JsonFieldPw1", "DictClientSec2", "DictApiKey3", "AwsSecretKey4"]
+
+
+def test_credentials_under_a_key_in_application_logs_stay_out(cli: Any, make_config: Any, tmp_path: Path) -> None:
+    """An application logging a request body or a settings dict writes its credentials under a key: a JSON line's
+    "password" field, a Python dict's 'client_secret' in an exception's message, aws_secret_access_key=… in
+    text. They reached the exception examples and messages of the reports whole."""
+    log = tmp_path / "app.log"
+    log.write_text(
+        '{"level":"error","msg":"login failed","user":"bob","password":"JsonFieldPw1","err":"invalid credentials"}\n'
+        "Traceback (most recent call last):\n  File \"a.py\", line 1, in f\n"
+        "ValueError: bad payload {'client_secret': 'DictClientSec2', 'api_key': 'DictApiKey3'}\n"
+        "2026-12-06 10:00:00,000 ERROR boto: upload failed\nTraceback (most recent call last):\n"
+        "  File \"b.py\", line 2, in g\nRuntimeError: signing with aws_secret_access_key=AwsSecretKey4 failed\n")
+    cfg = make_config({"targets": {"web": {"kind": "nginx", "error_log": str(tmp_path / "none.log")}},
+                       "jobs": {"errors": {"task": "logs.errors", "target": "web", "options": {
+                           "error_log": str(log), "app_logs": [str(log)], "report_dir": str(tmp_path / "reports")}}}})
+    r, out = run(cli, cfg, "errors")
+    data, jtext, html = reports(r)
+    assert_hidden(KEYED_SECRETS, json_report=jtext, html_report=html, run_json=out,
+                  history=history_text(tmp_path / "history.db"))
+    messages = {g["message"] for g in data["app"]["exception_groups"]}
+    assert "bad payload {'client_secret': '***', 'api_key': '***'}" in messages, messages
+    res = cli(["logs", "errors", str(log), "--json"])
+    assert res.code == 0 and not [s for s in KEYED_SECRETS if s in res.output], res.output
+
 # -- logs.postgres -----------------------------------------------------------------------------
 
 PG_SECRETS = ["PgCreatePw", "PgAlterPw", "PgErrorPw", "PgDsnPw"]

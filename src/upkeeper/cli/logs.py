@@ -40,11 +40,11 @@ def _find_logs(args: list[str], *, rotated: bool, max_files: int, example: str =
                expand: Callable[[str], list[Any]] | None = None) -> list[Any]:
     """The files the arguments name, found as the logs.* tasks find theirs: a path with its rotated files,
     a glob (quoted, so that the shell leaves it alone) with those of each log it matches (``expand``: the
-    task's own way to expand one).  A file named twice is read once: a shell that expands ``*.log*`` names
-    the rotated files the live log brings along."""
+    task's own way to expand one).  A file named twice (or under two names: a link) is read once: a shell that
+    expands ``*.log*`` names the rotated files the live log brings along."""
     from upkeeper.logs.sources import discover, discover_glob, is_glob
 
-    out: dict[str, Any] = {}
+    out: dict[tuple[int, int], Any] = {}  # by device and inode: a link to a file named too is that file
     for arg in args:
         if is_glob(arg) and not Path(arg).exists():
             found = (expand or (lambda g: discover_glob(g, rotated=rotated, max_files=max_files)))(arg)
@@ -56,7 +56,7 @@ def _find_logs(args: list[str], *, rotated: bool, max_files: int, example: str =
             found = discover(arg, rotated=rotated, max_files=max_files)
         for lf in found:
             _check_log(Path(lf.path))
-            out.setdefault(lf.path, lf)
+            out.setdefault((lf.dev, lf.inode), lf)
     return list(out.values())
 
 

@@ -174,6 +174,7 @@ _ESCAPE = re.compile(r"escape=(\S*)")
 _NAME = re.compile(r"[\w.-]+")
 #: nginx's configuration parser turns these backslash escapes into characters (other ones stay as written)
 _CONF_ESCAPES = {'"': '"', "'": "'", "\\": "\\", "t": "\t", "r": "\r", "n": "\n"}
+_CONF_ESCAPE = re.compile(r"\\([\"'\\trn])")
 
 
 def _conf_args(text: str) -> list[tuple[str, bool]] | None:
@@ -245,7 +246,9 @@ def normalize_format(fmt: str) -> str:
         args = _conf_args(s)
         if args and all(quoted for _a, quoted in args):
             return "".join(a for a, _q in args)
-    return s
+    # the string alone, copied from between its quotes: nginx resolves the same escapes there (\t of a
+    # tab-separated format, \" in a double-quoted one)
+    return _CONF_ESCAPE.sub(lambda m: _CONF_ESCAPES[m.group(1)], s) if "\\" in s else s
 
 
 def _check_escape(value: str) -> None:

@@ -29,6 +29,7 @@ import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from itertools import compress
 from operator import itemgetter
 from typing import Any
@@ -338,6 +339,12 @@ class PgAccumulator:
             rb"|(?P<level>" + LEVELS + rb"):  (?P<msg>[^\n]*(?:\n\t[^\n]*)*))")
         gi = self.entry_rx.groupindex
         self.g_ts = gi.get("ts")
+        # %n (seconds since 1970) instead of %m/%t: its value is turned into a time as %m writes it, in the
+        # local time of the machine upkeeper runs on (its TZ), as pgBadger does
+        self.g_epoch = gi.get("epoch") if self.g_ts is None else None
+        if self.g_epoch is not None:
+            self.g_ts = self.g_epoch
+        self._epoch_ts: dict[bytes, bytes] = {}
         self.g_db = gi.get("db")
         self.g_user = gi.get("user")
         self.g_sqlstate = gi.get("sqlstate")
@@ -409,6 +416,8 @@ class PgAccumulator:
         the stderr parser's and the csvlog/jsonlog readers' (:mod:`upkeeper.logs.pgstruct`) common path.
         ``multiline``: a text may hold continuation lines ("\\n\\t")."""
         p = self.p
+        if self.g_epoch is not None:
+            rows = self._epoch_times(rows)
         gms = self.g_ms - 1
         is_dur = list(map(itemgetter(gms), rows))
         dur = list(compress(rows, is_dur))
@@ -426,6 +435,25 @@ class PgAccumulator:
                 except (ValueError, IndexError):  # a malformed number in a message: count it, never crash
                     p.unparsed += 1
         p.entries += ndur + nother
+
+    def _epoch_times(self, rows: list[tuple[bytes, ...]]) -> list[tuple[bytes, ...]]:
+        """``rows`` with their %n value (``1709287200.123``) written as a time (``2024-03-01 10:00:00``)."""
+        k = self.g_ts - 1 if self.g_ts is not None else 0
+        seen = self._epoch_ts
+        if len(seen) > MAX_FP_CACHE:
+            seen.clear()
+        out = []
+        for r in rows:
+            ep = r[k]
+            ts = seen.get(ep)
+            if ts is None:
+                try:  # b"" (no time: the optional part of a %q prefix) is no number either
+                    ts = datetime.fromtimestamp(int(ep.partition(b".")[0])).strftime("%Y-%m-%d %H:%M:%S").encode()
+                except (ValueError, OverflowError, OSError):  # out of any calendar: no time, as no %m would be
+                    ts = b""
+                seen[ep] = ts
+            out.append((*r[:k], ts, *r[k + 1:]))
+        return out
 
     def _sample_unparsed(self, buf: bytes, source: str, offset: int) -> None:
         p = self.p
@@ -494,14 +522,16 @@ class PgAccumulator:
         if self.g_ts is not None:
             gts = self.g_ts - 1
             per_ts = Counter(map(itemgetter(gts), rows))
+            per_ts.pop(b"", None)  # no time: a %q prefix's optional part, a %n out of any calendar
             by_hour = p.by_hour
             for ts, n in per_ts.items():
                 by_hour[ts[:13]] += n
-            lo, hi = min(per_ts), max(per_ts)
-            if p.first is None or lo < p.first:
-                p.first = lo
-            if p.last is None or hi > p.last:
-                p.last = hi
+            if per_ts:
+                lo, hi = min(per_ts), max(per_ts)
+                if p.first is None or lo < p.first:
+                    p.first = lo
+                if p.last is None or hi > p.last:
+                    p.last = hi
         if self.g_db is not None:
             p.by_db.update(map(itemgetter(self.g_db - 1), rows))
         if self.g_user is not None:
@@ -524,7 +554,7 @@ class PgAccumulator:
         level = r[self.g_level - 1].decode()
         msg = r[self.g_msg - 1]
         pid = r[self.g_pid - 1]
-        ts = r[self.g_ts - 1] if self.g_ts is not None else None
+        ts = (r[self.g_ts - 1] or None) if self.g_ts is not None else None
         if level in ("DETAIL", "HINT", "STATEMENT", "CONTEXT", "QUERY", "LOCATION"):
             pend = self.pending.get(pid)
             if pend is not None and level in ("STATEMENT", "DETAIL"):

@@ -236,6 +236,10 @@ def access_report(rep: dict[str, Any], findings: Sequence[dict[str, Any]], *, ti
                           [(e["endpoint"], e["hits"], e.get("p50"), e.get("p95"), e.get("p99"), e.get("max"),
                             e["4xx"], e["5xx"]) for e in rep.get("endpoints", [])[:25]],
                           numeric=(1, 2, 3, 4, 5, 6, 7), code=(0,)))
+    elif rep.get("latency", {}).get("available") and rep.get("requests", 0) > rep["latency"].get("untimed_upgrades", 0):
+        body.append(f'<p class="muted">None of the {rep["requests"]:,} requests read had a response time: their lines '
+                    'end before $request_time (or hold no number there), so the log_format read is not the one '
+                    'nginx writes this log with.</p>')
     elif rep.get("latency", {}).get("available"):
         body.append('<p class="muted">No request with a response time was read (yet): the percentiles appear '
                     'once the log has requests.</p>')

@@ -129,8 +129,20 @@ def discover_glob(pattern: str, *, rotated: bool = True, max_files: int = 30,
 
     bases = sorted({live_log(p) for p in glob.glob(pattern)})
     out: list[LogFile] = []
+    seen: set[tuple[int, int]] = set()
     for base in bases:
-        out += discover(base, rotated=rotated, max_files=max_files, rotated_dirs=rotated_dirs)
+        out += drop_seen(discover(base, rotated=rotated, max_files=max_files, rotated_dirs=rotated_dirs), seen)
+    return out
+
+
+def drop_seen(files: list[LogFile], seen: set[tuple[int, int]]) -> list[LogFile]:
+    """``files`` without those in ``seen`` (device and inode, which it updates): one file under two names — a
+    symbolic or hard link beside the log, a path two patterns match — is read once, under the first name."""
+    out = []
+    for f in files:
+        if (f.dev, f.inode) not in seen:
+            seen.add((f.dev, f.inode))
+            out.append(f)
     return out
 
 
@@ -168,7 +180,8 @@ def rotated_dir(log: str, directory: str) -> Path:
 
 def discover(path: str, *, rotated: bool = True, max_files: int = 30,
              rotated_dirs: tuple[str, ...] | list[str] = ()) -> list[LogFile]:
-    """``path`` and its rotated siblings that exist, oldest first (at most ``max_files``).
+    """``path`` and its rotated siblings that exist, oldest first (at most ``max_files``); for a symbolic link,
+    the rotated siblings of the file it points to too (logrotate rotates that file, where it is).
 
     Before them, the rotated files of ``path`` in each of ``rotated_dirs`` (logrotate's ``olddir``; at most
     ``max_files`` per directory), marked :attr:`LogFile.elsewhere`: :func:`plan_reads` reads only those that
@@ -176,12 +189,18 @@ def discover(path: str, *, rotated: bool = True, max_files: int = 30,
     listed once."""
     base = Path(path)
     found = _rotated_in(base.parent, base.name) if rotated and base.parent.is_dir() else []
+    # a symbolic link to the log: logrotate rotates the file it points to (it skips links), beside that file
+    real = Path(os.path.realpath(base))
+    if rotated and base.is_symlink() and real.parent.is_dir():
+        known = {q for _k, q, _gz in found}
+        found += [x for x in _rotated_in(real.parent, real.name) if x[1] not in known]
     found.sort(key=lambda x: x[0])
     out: list[LogFile] = []
+    linked: set[tuple[int, int]] = set()
     for _key, p, gz in found[-max(0, max_files - 1):] if max_files > 1 else []:
         lf = _stat(p, gz, live=False)
         if lf is not None:
-            out.append(lf)
+            out += drop_seen([lf], linked)
     live = _stat(base, base.name.endswith(".gz"), live=True)
     if live is not None:
         out.append(live)

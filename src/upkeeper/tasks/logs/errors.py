@@ -79,6 +79,11 @@ class ErrorLogsOptions(TaskOptions):
         return self
 
 
+#: the nginx error log is taken for another file when more than half of its lines, and at least this many, are not
+#: error-log lines (a stray line or two — a crash's output — is no such sign)
+UNPARSED_MIN_LINES = 3
+
+
 @task
 class ErrorLogs(Task[ErrorLogsOptions]):
     """nginx error-log lines by level and message class, and application exceptions grouped by type
@@ -128,12 +133,15 @@ class ErrorLogs(Task[ErrorLogsOptions]):
         if patterns:
             app = errorlog.AppLogStats()
             unmatched: list[str] = []
+            seen: set[tuple[int, int]] = set()  # a file two patterns match (or linked twice) is read once
             for pat in patterns:
-                found = self._app_files(pat, options)
+                found = self._app_files(pat, options, seen)
                 if not found:
                     unmatched.append(pat)
                 for path, files in found:
                     matched = True
+                    if not files:  # read under another name already (its cursor is that name's)
+                        continue
                     plan = sources.plan_reads(files, cursors.get(path), incremental=options.incremental)
                     plan_notes += plan.notes
                     gz = self._read(plan, lambda buf, src: app.feed(buf, src) if app else None, read_notes)
@@ -146,6 +154,12 @@ class ErrorLogs(Task[ErrorLogsOptions]):
                 for pat in unmatched:
                     findings.append(Finding("logs.errors.missing", Severity.WARNING, pat, self._no_match(pat),
                                             "set app_logs to the files your application writes"))
+            elif not matched:  # none of them: the job reads no application log at all, run after run
+                findings.append(Finding(
+                    "logs.errors.missing", Severity.WARNING, ", ".join(patterns),
+                    f"no application log matches the target's logs ({', '.join(patterns)}): none was read",
+                    "set the app target's logs (globs relative to its root) or the job's app_logs option to the "
+                    "files your application writes"))
         if ng is not None:
             # PHP-FPM's uncaught exceptions, relayed into nginx's error log: exception groups as in PHP's own log
             app = ng.php_into(app)
@@ -231,16 +245,21 @@ class ErrorLogs(Task[ErrorLogsOptions]):
         return f"application log: {reason}"
 
     @staticmethod
-    def _app_files(pattern: str, options: ErrorLogsOptions) -> list[tuple[str, list[LogFile]]]:
+    def _app_files(pattern: str, options: ErrorLogsOptions, seen: set[tuple[int, int]]
+                   ) -> list[tuple[str, list[LogFile]]]:
         # a rotated match (x.log.1, x.log-20240301: logrotate's dateext) stands for its live log, with which it
-        # is read: once, whatever else the pattern matches
+        # is read: once, whatever else the pattern matches; a file already read under another name (``seen``:
+        # matched by an earlier pattern, a link) is not read again
         paths = sorted({sources.live_log(p) for p in glob.glob(pattern)}) if any(c in pattern for c in "*?[") else [pattern]
         out = []
         for p in paths:
-            files = sources.discover(p, rotated=options.rotated, max_files=options.max_files,
+            found = sources.discover(p, rotated=options.rotated, max_files=options.max_files,
                                      rotated_dirs=options.rotated_dirs)
+            files = sources.drop_seen(found, seen)
             if files:
                 out.append((p, files))
+            elif found:
+                out.append((p, []))  # matched (no missing warning), nothing of its own to read
         return out
 
     # -- report and findings -------------------------------------------------------------------
@@ -261,6 +280,14 @@ class ErrorLogs(Task[ErrorLogsOptions]):
     @staticmethod
     def nginx_findings(r: dict[str, Any], path: str) -> list[Finding]:
         out = []
+        if r["unparsed"] >= UNPARSED_MIN_LINES and r["unparsed"] * 2 > r["lines"]:
+            # an access log or an application's log given as the error log: no error line is ever found in it
+            sample = r["unparsed_samples"][0] if r["unparsed_samples"] else ""
+            out.append(Finding("logs.errors.nginx_unparsed", Severity.WARNING, path,
+                               f"{r['unparsed']:,} of the {r['lines']:,} lines read are not nginx error-log lines "
+                               f"('YYYY/MM/DD HH:MM:SS [level] pid#tid: …'), e.g. {sample[:200]}",
+                               "check that error_log (the target's or the job's) is the file nginx's error_log "
+                               "directive writes", value=r["unparsed"], data={"sample": sample}))
         severe = {k: v for k, v in r["levels"].items() if k in ("crit", "alert", "emerg")}
         if severe:
             worst = next(c for c in r["classes"] if c["level"] in severe)

@@ -495,6 +495,14 @@ class NginxLogs(Task[NginxLogsOptions]):
             return [Finding("logs.nginx.no_latency", Severity.INFO, subject,
                             "the log format has no $request_time, so latency cannot be checked",
                             "add $request_time to the nginx log_format (and set log_format: combined_timed)")]
+        timed = rep["requests"] - rep["latency"].get("untimed_upgrades", 0)
+        if not lat and timed > 0:  # the format has $request_time, and not one line reached it
+            return [Finding("logs.nginx.no_latency", Severity.WARNING, subject,
+                            f"none of the {timed:,} requests read had a $request_time value (their lines end before it, "
+                            "or hold no number there): the log_format is not the one nginx writes this log with, and "
+                            "latency cannot be checked",
+                            "set log_format to the format of the access_log's nginx log_format line (combined "
+                            "when it names none)", value=0, data={"requests": timed})]
         out = []
         if lat.get("p95", 0.0) > o.latency_p95_ms:
             out.append(Finding("logs.nginx.latency_p95", Severity.WARNING, subject,

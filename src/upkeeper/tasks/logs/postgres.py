@@ -335,8 +335,9 @@ class PostgresLogs(Task[PostgresLogsOptions]):
             out: list[LogFile] = []
             # a match may be gone by now (removed by the rotation) or a dangling symlink: left out
             found = [(m, p) for p in glob.glob(path) if (m := _mtime(p)) is not None]
+            seen: set[tuple[int, int]] = set()  # one file under two names (a link beside it) is read once
             for _m, p in sorted(found)[-options.max_files:]:
-                out += [f for f in sources.discover(p, rotated=False) if f.path == p]
+                out += sources.drop_seen([f for f in sources.discover(p, rotated=False) if f.path == p], seen)
             if out:
                 # only the newest file is still being written
                 out = [dataclasses.replace(f, live=i == len(out) - 1 and not f.gz) for i, f in enumerate(out)]
