@@ -142,3 +142,33 @@ def test_missed_run_alarm_when_the_daemon_is_stopped_past_the_grace(tmp_path, re
         assert (ev2.topic, ev2.state) == ("missed", "resolved")
     finally:
         sim2.close()
+
+
+def test_missed_run_alarm_follows_irregular_schedules(tmp_path, receivers) -> None:
+    """The deadline is the next occurrence after the last run (+ grace), not the last run plus the schedule's
+    median spacing: a weekday job that ran on Friday is not missed on Saturday, a '0 9,17' job not every night
+    (both were: a critical MISSED alarm, repeated every 4 h, with the daemon running fine)."""
+    text = yaml_block({
+        "notifications": {"channels": {"slack": {"kind": "webhook", "url": receivers["slack"].url}},
+                          "check_every": "5m"},
+        "jobs": {"weekdays": {"task": "testing.scripted", "schedule": "0 3 * * 1-5"},
+                 "twice": {"task": "testing.scripted", "schedule": "0 9,17 * * *"}},
+    })
+    sim = SimDaemon(tmp_path, text, start=datetime(2025, 3, 6, 2, 0, tzinfo=UTC))  # Thursday
+    try:
+        sim.daemon.prepare()
+        sim.advance(datetime(2025, 3, 10, 3, 30, tzinfo=UTC), step=timedelta(minutes=30))  # Monday 03:30
+        assert [r.scheduled_for.day for r in sim.history.runs(job="weekdays")] == [10, 7, 6]
+        assert titles(receivers["slack"]) == []
+    finally:
+        sim.close()
+    # the daemon stops after Monday's 03:00 run: Tuesday's, due 03:00, is missed at 04:00 (the default 1h grace)
+    watcher = NotificationEngine(sim.setup, History(sim.history.url))
+    # ('twice', last run Sunday 17:00, is overdue since Monday 10:00)
+    watcher.tick(datetime(2025, 3, 11, 3, 59, tzinfo=UTC))
+    assert [t.split(":")[0] for t in titles(receivers["slack"])] == ["twice MISSED"]
+    watcher.tick(datetime(2025, 3, 11, 4, 1, tzinfo=UTC))
+    [ev] = [e for p in receivers["slack"].wait_for(2) for e in Payload.model_validate(p.json()).events
+            if e.job == "weekdays"]
+    assert (ev.topic, ev.state) == ("missed", "problem")
+    assert "Its next run was due 2025-03-11 03:00 UTC + 1h grace" in ev.text, ev.text

@@ -1,8 +1,10 @@
 """Conditions computed from history: missed runs (a dead-man's switch) and backup health.
 
 * **Missed run** (a dead-man's switch, as healthchecks.io does for cron jobs):
-  a scheduled job whose last run *started* longer ago than one period plus a
-  grace.  Every finished run counts, failed ones too: a job that runs and
+  a scheduled job with no run started since the occurrence that was due
+  after its last run's start, a grace later (the *next occurrence*, not one
+  median period: a weekday job is not late on Saturday, nor a ``0 9,17`` job
+  at night).  Every finished run counts, failed ones too: a job that runs and
   fails is already reported by its failure (and escalates), while "missed"
   means nothing ran at all — typically a stopped daemon.  A run interrupted
   because upkeeper was asked to stop (``systemctl stop``) does not count: it
@@ -32,6 +34,7 @@ from upkeeper.core.history import History
 from upkeeper.core.history import stopped_on_request as is_stopped
 from upkeeper.core.jobs import Job
 from upkeeper.core.models import RunRow
+from upkeeper.core.schedule import ScheduleError
 from upkeeper.notify.policy import Calendar
 
 SUCCESS = ("ok", "warn")
@@ -46,14 +49,27 @@ class Missed:
     period: timedelta
     grace: timedelta
     never_ran: bool
+    expected: datetime | None = None  # when the run that did not come was due (the deadline less the grace)
+
+
+def next_due(job: Job, after: datetime) -> datetime | None:
+    """When the first occurrence of ``job`` after ``after`` (a run's start) starts: the occurrence plus the
+    job's jitter.  The schedule's next fire, not ``after`` plus its median spacing: '0 3 * * 1-5' is due
+    on Monday after Friday's run, '0 9,17 * * *' 16 hours after its 17:00 run."""
+    assert job.schedule is not None
+    jitter = job.jitter_offset
+    try:
+        return job.schedule.next_after(after - jitter) + jitter
+    except ScheduleError:  # a cron expression with no occurrence left
+        return None
 
 
 def missed_deadline(job: Job, reference: datetime, now: datetime, grace: timedelta,
                     calendar: Calendar | None) -> datetime | None:
-    """When the job is overdue, given its last success at ``reference``; None when it cannot be (now)."""
-    assert job.schedule is not None
-    period = job.schedule.period()
-    expected = reference + period
+    """When the job is overdue, given its last run's start at ``reference``; None when it cannot be (now)."""
+    expected = next_due(job, reference)
+    if expected is None:
+        return None
     if calendar is not None:
         window = calendar.window_of(job)
         if window is not None:
@@ -67,7 +83,10 @@ def missed_deadline(job: Job, reference: datetime, now: datetime, grace: timedel
             if b.rec.active(now) is not None:
                 return None  # blacked out right now: not expected to run
             for p in b.rec.periods(reference, now):
-                expected = max(expected, p.end + period)
+                after = next_due(job, p.end)
+                if after is None:
+                    return None
+                expected = max(expected, after)
     return expected + grace
 
 
@@ -88,7 +107,8 @@ def find_missed(jobs: Iterable[Job], history: History, now: datetime, default_gr
         grace = job.missed_grace if job.missed_grace is not None else default_grace
         deadline = missed_deadline(job, ref, now, grace, calendar)
         if deadline is not None and now > deadline:
-            out.append(Missed(job.name, ref, deadline, job.schedule.period(), grace, last is None))
+            out.append(Missed(job.name, ref, deadline, job.schedule.period(), grace, last is None,
+                              deadline - grace))
     return out
 
 

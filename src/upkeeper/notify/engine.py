@@ -704,8 +704,8 @@ class NotificationEngine:
                         f"{job.name} still missing: no run for {human_duration(now - m.reference)}")
             ev.text = "\n".join([
                 f"{job.name} ({job.task_name}) {what}.",
-                f"Expected every {human_duration(m.period)} + {human_duration(m.grace)} grace; overdue since "
-                f"{self._fmt(m.deadline)}.",
+                f"Its next run was due {self._fmt(m.expected or m.deadline - m.grace)} + "
+                f"{human_duration(m.grace)} grace; overdue since {self._fmt(m.deadline)}.",
                 "Is the daemon running? Check: upkeeper status --check",
             ])
             self._after_change(ev, change, job, now, None)
