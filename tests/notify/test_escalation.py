@@ -7,8 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from notify_support import SimDaemon, fail, ok, script, yaml_block
+from notify_support import SimDaemon, error, fail, ok, script, yaml_block
 from upkeeper.core.history import History
+from upkeeper.core.task import Result, Status
 from upkeeper.notify.engine import NotificationEngine
 from upkeeper.notify.events import Payload
 from upkeeper.notify.store import NotifyStore
@@ -172,3 +173,26 @@ def test_missed_run_alarm_follows_irregular_schedules(tmp_path, receivers) -> No
             if e.job == "weekdays"]
     assert (ev.topic, ev.state) == ("missed", "problem")
     assert "Its next run was due 2025-03-11 03:00 UTC + 1h grace" in ev.text, ev.text
+
+
+def test_a_problem_that_worsens_into_the_escalations_severities_escalates(make_env, receivers) -> None:
+    """Under 'min_severity: critical', a job that errors (error) and then fails (critical) is a problem that
+    changed severity, not a new one: it stayed at level 0 and never escalated, however many runs failed."""
+    env = make_env(yaml_block({
+        "notifications": {
+            "channels": {"slack": {"kind": "webhook", "url": receivers["slack"].url},
+                         "lead": {"kind": "webhook", "url": receivers["lead"].url}},
+            "escalation": {"min_severity": "critical", "levels": [
+                {"name": "automatic retry or fix"},
+                {"name": "on-call", "after_failures": 3, "channels": ["lead"]}]},
+        },
+        "jobs": {"db": {"task": "testing.scripted", "schedule": "*/5 * * * *"}},
+    }))
+    script("db", error("connection refused"), Result(summary="dump was empty", status=Status.FAIL))
+    assert env.run("db") == "error"  # below min_severity: no escalation
+    assert env.run("db") == "fail"  # now critical: level 1
+    assert receivers["lead"].requests == []
+    assert env.run("db") == "fail"  # the third consecutive failure: level 2
+    [page] = [Payload.model_validate(r.json()) for r in receivers["lead"].wait_for(1)]
+    assert [(e.job, e.check, e.level, e.level_name) for e in page.events] == [("db", "run", 2, "on-call")]
+    assert env.engine.store.get("db", "run").level == 2

@@ -380,7 +380,9 @@ class NotificationEngine:
                     title=f"escalation of {job.name} ({ev.check}) stopped at level {change.level} ({name}): resolved",
                     text=ev.title, dedup_key=ev.dedup_key, category=job.category, tags=job.tags))
             return
-        if change.kind == "problem":
+        # a problem that worsened into the escalation's severities (an error run now failing under
+        # ``min_severity: critical``, a warning finding now critical) starts escalating then: it had not
+        if change.kind == "problem" or (change.kind == "changed" and not change.level):
             esc = self._escalation_for(ev)
             if esc is not None and self.store.set_level(job.name, ev.check or "", 1, 0):
                 lv = esc.levels[0]
