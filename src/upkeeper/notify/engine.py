@@ -742,12 +742,10 @@ class NotificationEngine:
     def outcomes_in(self, window: Window, period: Period) -> list[tuple[str, int, str, str]]:
         """(job, run id, status, summary) for runs that started inside ``period``; a run stopped on request
         (``systemctl stop``) has the status ``stopped``: no failure."""
-        out = []
-        bound = {j.name for j in self.setup.jobs.values() if j.window == window.name}
-        for r in self.history.runs(since=period.start - timedelta(days=400), limit=2000):
-            if r.started_at is not None and period.start <= r.started_at < period.end and (
-                    r.job in bound or r.trigger in ("planned", "deferred")):
-                out.append((r.job, r.id, "stopped" if checks.stopped_on_request(r) else r.status, r.summary))
+        bound = sorted(j.name for j in self.setup.jobs.values() if j.window == window.name)
+        # by start: a deferred run keeps its occurrence, weeks before the opening
+        out = [(r.job, r.id, "stopped" if checks.stopped_on_request(r) else r.status, r.summary)
+               for r in self.store.runs_started(period.start, period.end, bound, ("planned", "deferred"))]
         return sorted(out, key=lambda t: t[1])
 
     def window_notices(self, now: datetime) -> list[Event]:
@@ -786,7 +784,7 @@ class NotificationEngine:
                                         "end": p.end.isoformat(), "notice": "start",
                                         "planned": [j for j, _ in planned]})
                     sent += self.dispatch([ev], now, once_key=f"{key}:start")
-                elif now >= p.end and self.store.has_once(f"{key}:start"):
+                elif now >= p.end and self.store.has_once(f"{key}:start") and not self.store.has_once(f"{key}:end"):
                     outcomes = self.outcomes_in(window, p)
                     bad = [o for o in outcomes if o[2] in checks.FAILURE]
                     lines = [f"• {j}: {st} (run {rid}) {summ[:120]}".rstrip() for j, rid, st, summ in outcomes]
