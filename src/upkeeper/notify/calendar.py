@@ -23,7 +23,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
-from upkeeper.config.windows import DEFAULT_ANCHOR, PeriodSpec, parse_local_datetime
+from upkeeper.config.windows import DEFAULT_ANCHOR, PeriodSpec, localize_until, parse_local_datetime
 
 # dateutil.rrule (~3 ms) is imported by the recurring windows and blackouts that need it: every 'upkeeper run'
 # builds the calendar, and most configs have none
@@ -116,7 +116,7 @@ class Recurrence:
         anchor = datetime.combine(spec.since or DEFAULT_ANCHOR, st)
         from dateutil.rrule import rrule, rrulestr
 
-        rule = rrulestr(rule_text, dtstart=anchor, cache=True)
+        rule = rrulestr(localize_until(rule_text, tz), dtstart=anchor, cache=True)
         assert isinstance(rule, rrule)
         return cls(name, tz, rule, st, spec.end_time(), spec.duration, None)
 
