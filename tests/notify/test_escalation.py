@@ -196,3 +196,38 @@ def test_a_problem_that_worsens_into_the_escalations_severities_escalates(make_e
     [page] = [Payload.model_validate(r.json()) for r in receivers["lead"].wait_for(1)]
     assert [(e.job, e.check, e.level, e.level_name) for e in page.events] == [("db", "run", 2, "on-call")]
     assert env.engine.store.get("db", "run").level == 2
+
+
+def test_missed_run_alarm_with_a_business_hours_blackout_neither_flaps_nor_goes_silent(tmp_path, receivers) -> None:
+    """A blackout skips only the occurrences it covers.  Any blackout between the last run and now moved the
+    deadline past it, and one active now cleared the alarm: with the daemon dead, a daily 03:00 job under a
+    Mon-Fri 09:00-18:00 blackout was 'MISSED' at 04:00 and 'no longer overdue' at 09:00 every weekday (a
+    PagerDuty incident opened and resolved daily), and a weekly job was never missed at all."""
+    text = yaml_block({
+        "notifications": {"channels": {"slack": {"kind": "webhook", "url": receivers["slack"].url}}},
+        "blackouts": {"office": {"days": ["mon", "tue", "wed", "thu", "fri"], "hours": "09:00-18:00"}},
+        "jobs": {"nightly": {"task": "testing.scripted", "schedule": "0 3 * * *"},
+                 "weekly": {"task": "testing.scripted", "schedule": "0 3 * * 0"},
+                 "noon": {"task": "testing.scripted", "schedule": "0 12 * * *"}},
+    })
+    sim = SimDaemon(tmp_path, text, start=datetime(2025, 3, 2, 2, 0, tzinfo=UTC))  # Sunday
+    try:
+        sim.daemon.prepare()
+        sim.advance(datetime(2025, 3, 2, 13, 0, tzinfo=UTC), step=timedelta(minutes=30))
+        assert {r.job for r in sim.history.runs() if r.status == "ok"} == {"nightly", "weekly", "noon"}
+    finally:
+        sim.close()  # the daemon dies on Sunday afternoon
+    watcher = NotificationEngine(sim.setup, History(sim.history.url))
+    at = datetime(2025, 3, 2, 13, 0, tzinfo=UTC)
+    while at < datetime(2025, 3, 10, 12, 0, tzinfo=UTC):  # to Monday noon a week later
+        at += timedelta(minutes=30)
+        watcher.tick(at)
+    events = [(e.job, e.state, e.ts) for r in receivers["slack"].requests
+              for e in Payload.model_validate(r.json()).events if e.topic == "missed" and e.state != "repeat"]
+    # each job missed once, never 'resolved' while nothing ran; noon's occurrences fall in the blackout on
+    # weekdays, so it is due on Saturday
+    assert [(j, s) for j, s, _ in events] == [("nightly", "problem"), ("noon", "problem"), ("weekly", "problem")]
+    # (checked every 30 minutes: the first check after the due run + 1h grace)
+    assert [ts for _, _, ts in events] == [datetime(2025, 3, 3, 4, 30, tzinfo=UTC),
+                                           datetime(2025, 3, 8, 13, 30, tzinfo=UTC),
+                                           datetime(2025, 3, 9, 4, 30, tzinfo=UTC)]

@@ -9,8 +9,9 @@
   means nothing ran at all — typically a stopped daemon.  A run interrupted
   because upkeeper was asked to stop (``systemctl stop``) does not count: it
   is not notified itself, so the work it left undone is reported here.  A
-  window-bound job is expected at the window's next opening; time inside a blackout that
-  applies to the job does not count; a job that is running now is not late.
+  window-bound job is expected at the window's next opening; an occurrence inside a blackout
+  that applies to the job is not expected (the first one after it is); a job that is running now is not
+  late.
   A job that never ran counts from when upkeeper first watched it.
 * **Backup size change**: the size of a successful backup run against the
   previous successful one.  Size comes from the run's metrics (the first name
@@ -66,27 +67,35 @@ def next_due(job: Job, after: datetime) -> datetime | None:
 
 def missed_deadline(job: Job, reference: datetime, now: datetime, grace: timedelta,
                     calendar: Calendar | None) -> datetime | None:
-    """When the job is overdue, given its last run's start at ``reference``; None when it cannot be (now)."""
+    """When the job is overdue, given its last run's start at ``reference``; None when it cannot be (now).
+
+    The run due is the first occurrence after ``reference`` that may start: a window-bound job's at the window's
+    opening, and one a blackout covers (it is skipped) gives way to the first after the blackout.  A blackout
+    that covers no due run changes nothing: one beginning after the job was already overdue neither clears
+    the alarm nor moves it past its end."""
     expected = next_due(job, reference)
-    if expected is None:
-        return None
-    if calendar is not None:
-        window = calendar.window_of(job)
+    if expected is None or calendar is None:
+        return None if expected is None else expected + grace
+    window = calendar.window_of(job)
+    blackouts = [b for b in calendar.blackouts.values() if b.applies_to(job.category)]
+    for _ in range(1000):
+        if expected > now:
+            break  # not due yet: no need to look further
+        moved = expected
         if window is not None:
             opening = calendar.opening(window, expected)
             if opening is None:
                 return None
             expected = max(expected, opening.start)
-        for b in calendar.blackouts.values():
-            if not b.applies_to(job.category):
-                continue
-            if b.rec.active(now) is not None:
-                return None  # blacked out right now: not expected to run
-            for p in b.rec.periods(reference, now):
-                after = next_due(job, p.end)
+        for b in blackouts:
+            p = b.rec.active(expected)
+            if p is not None:  # skipped: the first occurrence that starts after the blackout is due
+                after = next_due(job, p.end - timedelta(microseconds=1))
                 if after is None:
                     return None
                 expected = max(expected, after)
+        if expected == moved:
+            break
     return expected + grace
 
 
