@@ -11,7 +11,7 @@
   is not notified itself, so the work it left undone is reported here.  A
   window-bound job is expected at the window's next opening; an occurrence inside a blackout
   that applies to the job is not expected (the first one after it is); a job that is running now is not
-  late.
+  late (a run whose process died is not running).
   A job that never ran counts from when upkeeper first watched it.
 * **Backup size change**: the size of a successful backup run against the
   previous successful one.  Size comes from the run's metrics (the first name
@@ -30,8 +30,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy import select
+
 from upkeeper.config.notify import BackupAlerts
-from upkeeper.core.history import History
+from upkeeper.core import tables
+from upkeeper.core.history import History, owner_alive
 from upkeeper.core.history import stopped_on_request as is_stopped
 from upkeeper.core.jobs import Job
 from upkeeper.core.models import RunRow
@@ -99,10 +102,35 @@ def missed_deadline(job: Job, reference: datetime, now: datetime, grace: timedel
     return expected + grace
 
 
+def running_jobs(history: History, now: datetime, stale_after: timedelta = timedelta(minutes=2)) -> set[str]:
+    """Jobs with a run in progress whose process lives, judged as :meth:`History.recover_orphans` does: on this
+    host by its PID, on another by its daemon's heartbeat or its run's lock lease.  A run left ``running`` by a
+    process that died (a daemon killed by the OOM killer during the nightly backup) is not in progress: until a
+    daemon comes back to mark it interrupted, it kept its job out of the missed-run alarm."""
+    rows = history.runs(statuses=["running", "queued"], limit=1000)
+    if not rows or history.recently_lost():  # (after an outage the others could not write their leases either)
+        return {r.job for r in rows}
+    seen = {d.instance: d.last_seen for d in history.daemons() if d.stopped_at is None}
+    with history.session() as s:
+        leased = {str(o).split("/", 1)[0]
+                  for o in s.scalars(select(tables.locks.c.owner).where(tables.locks.c.expires_at > now))}
+    out = set()
+    for r in rows:
+        owner = r.owner or ""
+        alive = owner_alive(owner, "")
+        if alive is None:  # another host
+            last = seen.get(owner)
+            alive = (last is not None and now - last < stale_after) or owner.split("/", 1)[0] in leased
+        if alive:
+            out.add(r.job)
+    return out
+
+
 def find_missed(jobs: Iterable[Job], history: History, now: datetime, default_grace: timedelta,
-                calendar: Calendar | None, first_seen: dict[str, datetime]) -> list[Missed]:
+                calendar: Calendar | None, first_seen: dict[str, datetime],
+                stale_after: timedelta = timedelta(minutes=2)) -> list[Missed]:
     out: list[Missed] = []
-    running = {r.job for r in history.runs(statuses=["running", "queued"], limit=1000)}
+    running = running_jobs(history, now, stale_after)
     for job in jobs:
         if not job.enabled or job.schedule is None or job.name in running:
             continue

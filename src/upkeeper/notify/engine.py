@@ -683,7 +683,9 @@ class NotificationEngine:
     def missed(self, now: datetime) -> list[checks.Missed]:
         jobs = [j for j in self.setup.jobs.values() if j.enabled and j.schedule is not None]
         first_seen = self.store.first_seen([j.name for j in jobs], MISSED_CHECK, "missed", now)
-        return checks.find_missed(jobs, self.history, now, self.cfg.missed_grace, self.calendar, first_seen)
+        # a daemon is taken for dead as 'upkeeper status' does: no heartbeat for 3 of them (2 minutes at least)
+        stale = max(timedelta(minutes=2), 3 * self.config.daemon.heartbeat)
+        return checks.find_missed(jobs, self.history, now, self.cfg.missed_grace, self.calendar, first_seen, stale)
 
     def check_missed(self, now: datetime) -> list[Event]:
         if not self.cfg.missed_runs:
