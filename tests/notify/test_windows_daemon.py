@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 
 from notify_support import SimDaemon, fail, ok, script, yaml_block
@@ -438,3 +439,22 @@ def test_the_end_notice_lists_a_deferred_run_whose_occurrence_is_weeks_old(make_
              if e.details.get("notice") == "end"]
     assert end.title == "Maintenance window monthly ended: 1 run(s), 1 failed", end.title
     assert [(r["job"], r["run_id"], r["status"]) for r in end.details["runs"]] == [("reindex", rid, "fail")]
+
+
+def test_an_hourly_windows_notices_do_not_hold_the_daemons_loop(make_env) -> None:
+    """dateutil walks a rule from its start at every query, and windows are anchored in 2000: an hourly window
+    was ~236,000 occurrences a query, and its notices (asked in the daemon's scheduling loop every check_every)
+    ~170 openings of ~0.1 s each plus a 400-day search back per opening: 16 s a check, 'upkeeper windows --ics'
+    more than 5 minutes.  (A generous bound: about 0.5 s now.)"""
+    env = make_env(yaml_block({
+        "windows": {"hourly": {"rrule": "FREQ=HOURLY", "start": "00:05", "duration": "10m",
+                               "timezone": "Europe/Berlin"}},
+        "jobs": {"sweep": {"task": "testing.scripted", "schedule": "5 * * * *", "window": "hourly"}},
+    }), start=utc(2026, 12, 6, 14))
+    t0 = time.monotonic()
+    env.engine.window_notices(utc(2026, 12, 6, 14))
+    w = env.engine.calendar.windows["hourly"]
+    openings = w.rec.upcoming(utc(2026, 12, 6, 14), 20)
+    assert [p.start for p in openings[:2]] == [utc(2026, 12, 6, 14, 5), utc(2026, 12, 6, 15, 5)]
+    assert all(env.engine.planned_in(w, p) == [("sweep", "testing.scripted (schedule 5 * * * *)")] for p in openings)
+    assert time.monotonic() - t0 < 5, time.monotonic() - t0
