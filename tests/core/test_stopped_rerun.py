@@ -107,13 +107,14 @@ def test_a_run_stopped_by_a_restart_runs_again_once_after_it(make_config: Any, t
         assert again.trigger == "catch-up" and again.details["rerun_of"] == first.id, again.details
         # ``history`` shows it at the stopped occurrence's second
         assert again.scheduled_for.replace(microsecond=0) == occurrence
-        # the missed-run alarm, a period and its grace after the stopped run started, stays quiet: the occurrence
-        # ran (without the run again, the stopped run is no run for it and the alarm fires)
+        # the missed-run alarm stays quiet until the next occurrence and its grace: the occurrence ran (without the
+        # run again, the stopped run is no run for it and the alarm fires an hour after the occurrence, watched
+        # since the seeded one)
         job = build_setup(load_text(cfg.read_text())).jobs["nightly"]
         assert job.schedule is not None and stopped.started_at is not None
         grace = timedelta(hours=1)
-        at = stopped.started_at + job.schedule.period() + grace + timedelta(seconds=1)
-        assert checks.find_missed([job], history, at, grace, None, {"nightly": occurrence}) == []
+        at = occurrence + job.schedule.period() + grace - timedelta(seconds=1)
+        assert checks.find_missed([job], history, at, grace, None, {"nightly": occurrence - timedelta(days=1)}) == []
     finally:
         history.close()
 

@@ -165,3 +165,20 @@ def test_period_specs_either_load_or_raise_a_validation_error(rrule, start, end,
     r = recurrence("fuzz", cfg)  # a spec that validates always yields a usable recurrence
     r.next_start(utc(2025, 1, 1))
     r.active(utc(2025, 6, 1, 23))
+
+
+def test_an_rrule_until_in_utc_as_rfc_5545_asks_ends_the_recurrence_at_that_instant() -> None:
+    """RFC 5545 § 3.3.10: with a DTSTART in a time zone (a window's start is local to its timezone), UNTIL is given
+    in UTC ('…Z').  The config check refused it: 'RRULE UNTIL values must be specified in UTC when DTSTART is
+    timezone-aware' -- for an UNTIL that was in UTC."""
+    spec = {"rrule": "FREQ=WEEKLY;BYDAY=SU;UNTIL=20250316T010000Z", "start": "02:00", "duration": "1h",
+            "timezone": "Europe/Berlin"}
+    r = rec(**spec)  # Sundays 02:00 CET = 01:00Z: March 16 is the last
+    assert [p.start for p in r.periods(utc(2025, 3, 1), utc(2025, 4, 1))] == [
+        utc(2025, 3, 2, 1), utc(2025, 3, 9, 1), utc(2025, 3, 16, 1)]
+    assert r.next_start(utc(2025, 3, 16, 2)) is None
+    # the local form (a floating UNTIL, in the window's timezone) still works
+    local = rec(**{**spec, "rrule": "FREQ=WEEKLY;BYDAY=SU;UNTIL=20250316T020000"})
+    assert [p.start for p in local.periods(utc(2025, 3, 1), utc(2025, 4, 1))][-1] == utc(2025, 3, 16, 1)
+    with pytest.raises(ValidationError, match="invalid rrule"):
+        WindowConfig.model_validate({**spec, "rrule": "FREQ=WEEKLY;UNTIL=2025-03-16Z"})

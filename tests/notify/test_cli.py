@@ -171,6 +171,32 @@ def test_status_check_detects_missed_runs_and_notifies(cli, make_config, webhook
     assert payloads(webhook_receiver)[-1].events[0].state == "resolved"
 
 
+def test_status_check_reports_a_job_whose_run_was_left_running_by_a_dead_process(cli, make_config, webhook_receiver,
+                                                                                   tmp_path) -> None:
+    """A daemon killed outright (the OOM killer, during the nightly backup) leaves its run 'running' until a daemon
+    comes back to mark it interrupted; 'status --check' took the job for running and said nothing for as long
+    as the daemon stayed dead.  A run whose owner lives (its daemon's heartbeat) still keeps its job quiet."""
+    cfg = make_config(base(webhook_receiver, jobs={"backup": {**DISK_OK, "schedule": "0 3 * * *"},
+                                                   "reindex": {**DISK_OK, "schedule": "0 3 * * *"}}))
+    h = History("sqlite:///" + str(tmp_path / "history.db"))
+    now = datetime.now(UTC)
+    past = now - timedelta(days=2)
+    for job, owner in (("backup", "db1:4242:1700000000"), ("reindex", "db2:4343:1700000000")):
+        before = past - timedelta(days=1)  # the night before: ok
+        rid = h.create_run(NewRun(job=job, task="host.disk", target=None, scheduled_for=before), owner, owner[:3])
+        assert rid is not None
+        h.start_run(rid, before, owner)
+        h.finish_run(rid, status="ok", result=Result(summary="fine"), finished_at=before + timedelta(seconds=1),
+                     started_at=before)
+        rid = h.create_run(NewRun(job=job, task="host.disk", target=None, scheduled_for=past), owner, owner[:3])
+        assert rid is not None
+        h.start_run(rid, past, owner)
+    h.daemon_heartbeat("db2:4343:1700000000", "db2", 4343, past, 2, "test", at=now)  # db2's daemon lives
+    res = cli(["--config", cfg, "status", "--check", "--json"])
+    assert res.code == 1, res.output
+    assert [m["job"] for m in res.json()["notifications"]["missed"]] == ["backup"]
+
+
 def test_failed_run_via_cli_notifies_and_delivery_failures_show_in_status(cli, make_config,
                                                                           webhook_receiver) -> None:
     cfg = make_config(base(webhook_receiver, jobs={"disk": DISK_FAIL}))

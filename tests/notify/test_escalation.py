@@ -7,8 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from notify_support import SimDaemon, fail, ok, script, yaml_block
+from notify_support import SimDaemon, error, fail, ok, script, yaml_block
 from upkeeper.core.history import History
+from upkeeper.core.task import Result, Status
 from upkeeper.notify.engine import NotificationEngine
 from upkeeper.notify.events import Payload
 from upkeeper.notify.store import NotifyStore
@@ -142,3 +143,91 @@ def test_missed_run_alarm_when_the_daemon_is_stopped_past_the_grace(tmp_path, re
         assert (ev2.topic, ev2.state) == ("missed", "resolved")
     finally:
         sim2.close()
+
+
+def test_missed_run_alarm_follows_irregular_schedules(tmp_path, receivers) -> None:
+    """The deadline is the next occurrence after the last run (+ grace), not the last run plus the schedule's
+    median spacing: a weekday job that ran on Friday is not missed on Saturday, a '0 9,17' job not every night
+    (both were: a critical MISSED alarm, repeated every 4 h, with the daemon running fine)."""
+    text = yaml_block({
+        "notifications": {"channels": {"slack": {"kind": "webhook", "url": receivers["slack"].url}},
+                          "check_every": "5m"},
+        "jobs": {"weekdays": {"task": "testing.scripted", "schedule": "0 3 * * 1-5"},
+                 "twice": {"task": "testing.scripted", "schedule": "0 9,17 * * *"}},
+    })
+    sim = SimDaemon(tmp_path, text, start=datetime(2025, 3, 6, 2, 0, tzinfo=UTC))  # Thursday
+    try:
+        sim.daemon.prepare()
+        sim.advance(datetime(2025, 3, 10, 3, 30, tzinfo=UTC), step=timedelta(minutes=30))  # Monday 03:30
+        assert [r.scheduled_for.day for r in sim.history.runs(job="weekdays")] == [10, 7, 6]
+        assert titles(receivers["slack"]) == []
+    finally:
+        sim.close()
+    # the daemon stops after Monday's 03:00 run: Tuesday's, due 03:00, is missed at 04:00 (the default 1h grace)
+    watcher = NotificationEngine(sim.setup, History(sim.history.url))
+    # ('twice', last run Sunday 17:00, is overdue since Monday 10:00)
+    watcher.tick(datetime(2025, 3, 11, 3, 59, tzinfo=UTC))
+    assert [t.split(":")[0] for t in titles(receivers["slack"])] == ["twice MISSED"]
+    watcher.tick(datetime(2025, 3, 11, 4, 1, tzinfo=UTC))
+    [ev] = [e for p in receivers["slack"].wait_for(2) for e in Payload.model_validate(p.json()).events
+            if e.job == "weekdays"]
+    assert (ev.topic, ev.state) == ("missed", "problem")
+    assert "Its next run was due 2025-03-11 03:00 UTC + 1h grace" in ev.text, ev.text
+
+
+def test_a_problem_that_worsens_into_the_escalations_severities_escalates(make_env, receivers) -> None:
+    """Under 'min_severity: critical', a job that errors (error) and then fails (critical) is a problem that
+    changed severity, not a new one: it stayed at level 0 and never escalated, however many runs failed."""
+    env = make_env(yaml_block({
+        "notifications": {
+            "channels": {"slack": {"kind": "webhook", "url": receivers["slack"].url},
+                         "lead": {"kind": "webhook", "url": receivers["lead"].url}},
+            "escalation": {"min_severity": "critical", "levels": [
+                {"name": "automatic retry or fix"},
+                {"name": "on-call", "after_failures": 3, "channels": ["lead"]}]},
+        },
+        "jobs": {"db": {"task": "testing.scripted", "schedule": "*/5 * * * *"}},
+    }))
+    script("db", error("connection refused"), Result(summary="dump was empty", status=Status.FAIL))
+    assert env.run("db") == "error"  # below min_severity: no escalation
+    assert env.run("db") == "fail"  # now critical: level 1
+    assert receivers["lead"].requests == []
+    assert env.run("db") == "fail"  # the third consecutive failure: level 2
+    [page] = [Payload.model_validate(r.json()) for r in receivers["lead"].wait_for(1)]
+    assert [(e.job, e.check, e.level, e.level_name) for e in page.events] == [("db", "run", 2, "on-call")]
+    assert env.engine.store.get("db", "run").level == 2
+
+
+def test_missed_run_alarm_with_a_business_hours_blackout_neither_flaps_nor_goes_silent(tmp_path, receivers) -> None:
+    """A blackout skips only the occurrences it covers.  Any blackout between the last run and now moved the
+    deadline past it, and one active now cleared the alarm: with the daemon dead, a daily 03:00 job under a
+    Mon-Fri 09:00-18:00 blackout was 'MISSED' at 04:00 and 'no longer overdue' at 09:00 every weekday (a
+    PagerDuty incident opened and resolved daily), and a weekly job was never missed at all."""
+    text = yaml_block({
+        "notifications": {"channels": {"slack": {"kind": "webhook", "url": receivers["slack"].url}}},
+        "blackouts": {"office": {"days": ["mon", "tue", "wed", "thu", "fri"], "hours": "09:00-18:00"}},
+        "jobs": {"nightly": {"task": "testing.scripted", "schedule": "0 3 * * *"},
+                 "weekly": {"task": "testing.scripted", "schedule": "0 3 * * 0"},
+                 "noon": {"task": "testing.scripted", "schedule": "0 12 * * *"}},
+    })
+    sim = SimDaemon(tmp_path, text, start=datetime(2025, 3, 2, 2, 0, tzinfo=UTC))  # Sunday
+    try:
+        sim.daemon.prepare()
+        sim.advance(datetime(2025, 3, 2, 13, 0, tzinfo=UTC), step=timedelta(minutes=30))
+        assert {r.job for r in sim.history.runs() if r.status == "ok"} == {"nightly", "weekly", "noon"}
+    finally:
+        sim.close()  # the daemon dies on Sunday afternoon
+    watcher = NotificationEngine(sim.setup, History(sim.history.url))
+    at = datetime(2025, 3, 2, 13, 0, tzinfo=UTC)
+    while at < datetime(2025, 3, 10, 12, 0, tzinfo=UTC):  # to Monday noon a week later
+        at += timedelta(minutes=30)
+        watcher.tick(at)
+    events = [(e.job, e.state, e.ts) for r in receivers["slack"].requests
+              for e in Payload.model_validate(r.json()).events if e.topic == "missed" and e.state != "repeat"]
+    # each job missed once, never 'resolved' while nothing ran; noon's occurrences fall in the blackout on
+    # weekdays, so it is due on Saturday
+    assert [(j, s) for j, s, _ in events] == [("nightly", "problem"), ("noon", "problem"), ("weekly", "problem")]
+    # (checked every 30 minutes: the first check after the due run + 1h grace)
+    assert [ts for _, _, ts in events] == [datetime(2025, 3, 3, 4, 30, tzinfo=UTC),
+                                           datetime(2025, 3, 8, 13, 30, tzinfo=UTC),
+                                           datetime(2025, 3, 9, 4, 30, tzinfo=UTC)]

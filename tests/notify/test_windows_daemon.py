@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 
 from notify_support import SimDaemon, fail, ok, script, yaml_block
@@ -408,3 +409,52 @@ def test_a_reload_that_moves_the_window_decides_a_waiting_planned_run_again(tmp_
         assert [r.id for r in sim.history.runs(job="reindex")] == [rid]  # no second run was made
     finally:
         sim.close()
+
+
+def test_the_end_notice_lists_a_deferred_run_whose_occurrence_is_weeks_old(make_env, webhook_receiver) -> None:
+    """A run deferred to the window keeps its occurrence (weeks before the opening); the end notice read the 2,000
+    runs of newest occurrence, so on a busy history (a job every minute) it said 'nothing ran' (or left out the
+    deferred run) while the window's work had been done, or had failed."""
+    env = make_env(yaml_block({
+        "notifications": {"channels": {"team": {"kind": "webhook", "url": webhook_receiver.url}}},
+        "windows": {"monthly": {"rrule": "FREQ=MONTHLY;BYDAY=1SU", "start": "02:00", "duration": "4h"}},
+        "jobs": {"reindex": {"task": "testing.scripted", "schedule": "0 3 * * *", "window": "monthly"},
+                 "ping": {"task": "testing.scripted", "schedule": "* * * * *"}},
+    }), start=utc(2025, 3, 20))
+    opening = utc(2025, 4, 6, 2)
+    h = env.history
+    occurrence = utc(2025, 3, 3, 3)  # the day after the March window: deferred to April's
+    rid = h.create_run(NewRun("reindex", "testing.scripted", None, occurrence, due_at=opening, trigger="deferred",
+                              status="pending"), "d:1:1", "n1")
+    assert rid is not None
+    h.start_run(rid, opening + timedelta(seconds=5), "d:1:1")
+    h.finish_run(rid, status="fail", result=fail("lock timeout"), finished_at=opening + timedelta(minutes=3),
+                 started_at=opening + timedelta(seconds=5))
+    # the pings of the last two days: newer occurrences than the deferred run's
+    h.claim([NewRun("ping", "testing.scripted", None, opening - timedelta(minutes=m), status="skipped",
+                    summary="seeded") for m in range(1, 2500)], "s:1:1", "n1")
+    env.engine.window_notices(opening + timedelta(minutes=1))
+    env.engine.window_notices(opening + timedelta(hours=4, minutes=1))
+    [end] = [e for r in webhook_receiver.requests for e in Payload.model_validate(r.json()).events
+             if e.details.get("notice") == "end"]
+    assert end.title == "Maintenance window monthly ended: 1 run(s), 1 failed", end.title
+    assert [(r["job"], r["run_id"], r["status"]) for r in end.details["runs"]] == [("reindex", rid, "fail")]
+
+
+def test_an_hourly_windows_notices_do_not_hold_the_daemons_loop(make_env) -> None:
+    """dateutil walks a rule from its start at every query, and windows are anchored in 2000: an hourly window
+    was ~236,000 occurrences a query, and its notices (asked in the daemon's scheduling loop every check_every)
+    ~170 openings of ~0.1 s each plus a 400-day search back per opening: 16 s a check, 'upkeeper windows --ics'
+    more than 5 minutes.  (A generous bound: about 0.5 s now.)"""
+    env = make_env(yaml_block({
+        "windows": {"hourly": {"rrule": "FREQ=HOURLY", "start": "00:05", "duration": "10m",
+                               "timezone": "Europe/Berlin"}},
+        "jobs": {"sweep": {"task": "testing.scripted", "schedule": "5 * * * *", "window": "hourly"}},
+    }), start=utc(2026, 12, 6, 14))
+    t0 = time.monotonic()
+    env.engine.window_notices(utc(2026, 12, 6, 14))
+    w = env.engine.calendar.windows["hourly"]
+    openings = w.rec.upcoming(utc(2026, 12, 6, 14), 20)
+    assert [p.start for p in openings[:2]] == [utc(2026, 12, 6, 14, 5), utc(2026, 12, 6, 15, 5)]
+    assert all(env.engine.planned_in(w, p) == [("sweep", "testing.scripted (schedule 5 * * * *)")] for p in openings)
+    assert time.monotonic() - t0 < 5, time.monotonic() - t0

@@ -120,11 +120,11 @@ def notification_status(setup: Any, history: Any, now: datetime, *, notify: bool
 @app.command("status")
 def status_cmd(
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
-    check: bool = typer.Option(False, "--check", help="exit 1 when a job missed its runs (period + grace "
-                                                     "passed without a run), a running daemon's scheduling "
-                                                     "loop is stalled (daemon.stall_after), or a node's daemon "
-                                                     "died without stopping (in the last 7 days, no daemon "
-                                                     "started there since): a dead-man's switch "
+    check: bool = typer.Option(False, "--check", help="exit 1 when a job missed its runs (its next "
+                                                     "occurrence + grace passed without a run), a running "
+                                                     "daemon's scheduling loop is stalled (daemon.stall_after), "
+                                                     "or a node's daemon died without stopping (in the last 7 "
+                                                     "days, no daemon started there since): a dead-man's switch "
                                                      "for cron or another node"),
     notify: bool = typer.Option(False, "--notify", help="with --check: also send the missed-run alarm through the "
                                                        "channels, escalate problems unresolved for their "

@@ -190,7 +190,7 @@ class JobConfig(StrictModel):
         "deferred to the next opening. Source: upkeeper (not set by default)"
     )
     missed_grace: Duration | None = Field(
-        None, description="missed-run alarm: how late a run may be beyond one period "
+        None, description="missed-run alarm: how late a run may be beyond the occurrence due after the last run "
         "(default: notifications.missed_grace). Source: upkeeper (not set by default)"
     )
 

@@ -285,8 +285,8 @@ class NotificationsConfig(StrictModel):
         default=timedelta(hours=4), description="re-notify an unresolved problem this often (repeats in between "
         "are counted and summarized). Source: Alertmanager repeat_interval",
     )
-    missed_runs: bool = Field(True, description="alert when a job's last run started longer ago than its period + "
-                                                "grace (a dead-man's switch). Source: upkeeper default")
+    missed_runs: bool = Field(True, description="alert when no run of a job started by the occurrence due after "
+                                                "its last run + grace (a dead-man's switch). Source: upkeeper default")
     missed_grace: Duration = Field(
         default=timedelta(hours=1), description="default grace of the missed-run alarm (a job may set its own). "
         "Source: healthchecks.io default grace",

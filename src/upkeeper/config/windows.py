@@ -9,7 +9,7 @@ timezone.  The time arithmetic (DST included) is in :mod:`upkeeper.notify.calend
 from __future__ import annotations
 
 import re
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, model_validator
@@ -69,6 +69,21 @@ def parse_local_datetime(text: str, *, end: bool = False) -> datetime:
     return dt
 
 
+_UNTIL_UTC = re.compile(r"(UNTIL=)(\d{8}T\d{6})Z", re.IGNORECASE)
+
+
+def localize_until(body: str, tz: tzinfo) -> str:
+    """An RRULE with a UTC ``UNTIL`` (``…Z``, what RFC 5545 § 3.3.10 asks for when the start has a time zone, as a
+    window's has) with that instant as local wall time in ``tz`` instead: the recurrence runs on the window's
+    local times (a floating DTSTART), which dateutil refuses to combine with a UTC UNTIL."""
+
+    def local(m: re.Match[str]) -> str:
+        at = datetime.strptime(m.group(2), "%Y%m%dT%H%M%S").replace(tzinfo=UTC)
+        return m.group(1) + at.astimezone(tz).strftime("%Y%m%dT%H%M%S")
+
+    return _UNTIL_UTC.sub(local, body)
+
+
 def parse_rrule_text(text: str) -> str:
     """Validate an RRULE (``FREQ=MONTHLY;BYDAY=1SU``); returns it without an ``RRULE:`` prefix."""
     from dateutil.rrule import rrulestr
@@ -84,7 +99,7 @@ def parse_rrule_text(text: str) -> str:
     if freq.group(1) in ("SECONDLY", "MINUTELY"):
         raise ValueError("windows recur at most hourly: use FREQ=HOURLY, DAILY, WEEKLY, MONTHLY or YEARLY")
     try:
-        rrulestr(body, dtstart=datetime(2000, 1, 3))
+        rrulestr(localize_until(body, UTC), dtstart=datetime(2000, 1, 3))
     except (ValueError, TypeError) as exc:
         raise ValueError(f"invalid rrule {text!r}: {exc}") from None
     return body

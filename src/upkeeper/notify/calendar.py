@@ -23,7 +23,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
-from upkeeper.config.windows import DEFAULT_ANCHOR, PeriodSpec, parse_local_datetime
+from upkeeper.config.windows import DEFAULT_ANCHOR, PeriodSpec, localize_until, parse_local_datetime
 
 # dateutil.rrule (~3 ms) is imported by the recurring windows and blackouts that need it: every 'upkeeper run'
 # builds the calendar, and most configs have none
@@ -97,6 +97,8 @@ class Recurrence:
     end_time: time | None
     duration: timedelta | None
     one_off: Period | None
+    #: the rule's text when it may be anchored near each query (:meth:`_near`)
+    movable: str | None = None
 
     @classmethod
     def from_spec(cls, name: str, spec: PeriodSpec, default_tz: str = "UTC") -> Recurrence:
@@ -116,9 +118,30 @@ class Recurrence:
         anchor = datetime.combine(spec.since or DEFAULT_ANCHOR, st)
         from dateutil.rrule import rrule, rrulestr
 
-        rule = rrulestr(rule_text, dtstart=anchor, cache=True)
+        text = localize_until(rule_text, tz)
+        rule = rrulestr(text, dtstart=anchor, cache=True)
         assert isinstance(rule, rrule)
-        return cls(name, tz, rule, st, spec.end_time(), spec.duration, None)
+        # dateutil walks a rule from its start at every query: an hourly rule anchored in 2000 is ~236,000
+        # occurrences a query (~0.1 s; a window's notices ask hundreds of them).  An hourly or daily rule
+        # with no INTERVAL nor COUNT is the same series from any day at the start's time: it is anchored near
+        # each query instead (:meth:`_near`)
+        parts = {kv.split("=", 1)[0].strip().upper(): kv.split("=", 1)[-1].strip().upper()
+                 for kv in text.split(";") if kv.strip()}
+        movable = (spec.since is None and parts.get("FREQ") in ("HOURLY", "DAILY") and "COUNT" not in parts
+                   and parts.get("INTERVAL", "1") == "1")
+        return cls(name, tz, rule, st, spec.end_time(), spec.duration, None, text if movable else None)
+
+    def _near(self, local: datetime) -> rrule:
+        """The rule, anchored a day before ``local`` when that gives the same series (see :meth:`from_spec`)."""
+        assert self.rule is not None
+        if self.movable is None or self.start_time is None:
+            return self.rule
+        from dateutil.rrule import rrule, rrulestr
+
+        day = max(local.date() - timedelta(days=1), DEFAULT_ANCHOR)
+        rule = rrulestr(self.movable, dtstart=datetime.combine(day, self.start_time))
+        assert isinstance(rule, rrule)
+        return rule
 
     def _period_at(self, local_start: datetime) -> Period:
         start = local_to_utc(local_start, self.tz)
@@ -148,7 +171,7 @@ class Recurrence:
         assert self.rule is not None
         lo = self._local(start - self._max_length() - _LOOKBACK)
         hi = self._local(end + _LOOKBACK)
-        for local_start in self.rule.between(lo, hi, inc=True):
+        for local_start in self._near(lo).between(lo, hi, inc=True):
             p = self._period_at(local_start)
             if p.end > p.start and p.overlaps(start, end):
                 yield p
@@ -168,8 +191,9 @@ class Recurrence:
             return self.one_off if self.one_off.start >= after else None
         assert self.rule is not None
         cursor = self._local(after) - _LOOKBACK
+        rule = self._near(cursor)
         for _ in range(1000):
-            nxt = self.rule.after(cursor, inc=False)
+            nxt = rule.after(cursor, inc=False)
             if nxt is None:
                 return None
             p = self._period_at(nxt)
@@ -179,13 +203,18 @@ class Recurrence:
         return None
 
     def last_end_before(self, at: datetime, horizon: timedelta = timedelta(days=400)) -> Period | None:
-        """The latest period that ended at or before ``at`` (searching back ``horizon``)."""
+        """The latest period that ended at or before ``at`` (searching back ``horizon``: two days first, then
+        further — the whole horizon of an hourly window is ~10,000 periods, asked for each opening)."""
         at = _aware(at)
-        best = None
-        for p in self.periods(at - horizon, at):
-            if p.end <= at:
-                best = p
-        return best
+        span = timedelta(days=2)
+        while True:
+            best = None
+            for p in self.periods(at - min(span, horizon), at):
+                if p.end <= at:
+                    best = p
+            if best is not None or span >= horizon:
+                return best
+            span *= 4
 
     def upcoming(self, after: datetime, limit: int, until: datetime | None = None) -> list[Period]:
         """Periods still open at ``after`` or starting later (at most ``limit``)."""

@@ -1,14 +1,17 @@
 """Conditions computed from history: missed runs (a dead-man's switch) and backup health.
 
 * **Missed run** (a dead-man's switch, as healthchecks.io does for cron jobs):
-  a scheduled job whose last run *started* longer ago than one period plus a
-  grace.  Every finished run counts, failed ones too: a job that runs and
+  a scheduled job with no run started since the occurrence that was due
+  after its last run's start, a grace later (the *next occurrence*, not one
+  median period: a weekday job is not late on Saturday, nor a ``0 9,17`` job
+  at night).  Every finished run counts, failed ones too: a job that runs and
   fails is already reported by its failure (and escalates), while "missed"
   means nothing ran at all — typically a stopped daemon.  A run interrupted
   because upkeeper was asked to stop (``systemctl stop``) does not count: it
   is not notified itself, so the work it left undone is reported here.  A
-  window-bound job is expected at the window's next opening; time inside a blackout that
-  applies to the job does not count; a job that is running now is not late.
+  window-bound job is expected at the window's next opening; an occurrence inside a blackout
+  that applies to the job is not expected (the first one after it is); a job that is running now is not
+  late (a run whose process died is not running).
   A job that never ran counts from when upkeeper first watched it.
 * **Backup size change**: the size of a successful backup run against the
   previous successful one.  Size comes from the run's metrics (the first name
@@ -27,11 +30,15 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy import select
+
 from upkeeper.config.notify import BackupAlerts
-from upkeeper.core.history import History
+from upkeeper.core import tables
+from upkeeper.core.history import History, owner_alive
 from upkeeper.core.history import stopped_on_request as is_stopped
 from upkeeper.core.jobs import Job
 from upkeeper.core.models import RunRow
+from upkeeper.core.schedule import ScheduleError
 from upkeeper.notify.policy import Calendar
 
 SUCCESS = ("ok", "warn")
@@ -46,35 +53,84 @@ class Missed:
     period: timedelta
     grace: timedelta
     never_ran: bool
+    expected: datetime | None = None  # when the run that did not come was due (the deadline less the grace)
+
+
+def next_due(job: Job, after: datetime) -> datetime | None:
+    """When the first occurrence of ``job`` after ``after`` (a run's start) starts: the occurrence plus the
+    job's jitter.  The schedule's next fire, not ``after`` plus its median spacing: '0 3 * * 1-5' is due
+    on Monday after Friday's run, '0 9,17 * * *' 16 hours after its 17:00 run."""
+    assert job.schedule is not None
+    jitter = job.jitter_offset
+    try:
+        return job.schedule.next_after(after - jitter) + jitter
+    except ScheduleError:  # a cron expression with no occurrence left
+        return None
 
 
 def missed_deadline(job: Job, reference: datetime, now: datetime, grace: timedelta,
                     calendar: Calendar | None) -> datetime | None:
-    """When the job is overdue, given its last success at ``reference``; None when it cannot be (now)."""
-    assert job.schedule is not None
-    period = job.schedule.period()
-    expected = reference + period
-    if calendar is not None:
-        window = calendar.window_of(job)
+    """When the job is overdue, given its last run's start at ``reference``; None when it cannot be (now).
+
+    The run due is the first occurrence after ``reference`` that may start: a window-bound job's at the window's
+    opening, and one a blackout covers (it is skipped) gives way to the first after the blackout.  A blackout
+    that covers no due run changes nothing: one beginning after the job was already overdue neither clears
+    the alarm nor moves it past its end."""
+    expected = next_due(job, reference)
+    if expected is None or calendar is None:
+        return None if expected is None else expected + grace
+    window = calendar.window_of(job)
+    blackouts = [b for b in calendar.blackouts.values() if b.applies_to(job.category)]
+    for _ in range(1000):
+        if expected > now:
+            break  # not due yet: no need to look further
+        moved = expected
         if window is not None:
             opening = calendar.opening(window, expected)
             if opening is None:
                 return None
             expected = max(expected, opening.start)
-        for b in calendar.blackouts.values():
-            if not b.applies_to(job.category):
-                continue
-            if b.rec.active(now) is not None:
-                return None  # blacked out right now: not expected to run
-            for p in b.rec.periods(reference, now):
-                expected = max(expected, p.end + period)
+        for b in blackouts:
+            p = b.rec.active(expected)
+            if p is not None:  # skipped: the first occurrence that starts after the blackout is due
+                after = next_due(job, p.end - timedelta(microseconds=1))
+                if after is None:
+                    return None
+                expected = max(expected, after)
+        if expected == moved:
+            break
     return expected + grace
 
 
+def running_jobs(history: History, now: datetime, stale_after: timedelta = timedelta(minutes=2)) -> set[str]:
+    """Jobs with a run in progress whose process lives, judged as :meth:`History.recover_orphans` does: on this
+    host by its PID, on another by its daemon's heartbeat or its run's lock lease.  A run left ``running`` by a
+    process that died (a daemon killed by the OOM killer during the nightly backup) is not in progress: until a
+    daemon comes back to mark it interrupted, it kept its job out of the missed-run alarm."""
+    rows = history.runs(statuses=["running", "queued"], limit=1000)
+    if not rows or history.recently_lost():  # (after an outage the others could not write their leases either)
+        return {r.job for r in rows}
+    seen = {d.instance: d.last_seen for d in history.daemons() if d.stopped_at is None}
+    with history.session() as s:
+        leased = {str(o).split("/", 1)[0]
+                  for o in s.scalars(select(tables.locks.c.owner).where(tables.locks.c.expires_at > now))}
+    out = set()
+    for r in rows:
+        owner = r.owner or ""
+        alive = owner_alive(owner, "")
+        if alive is None:  # another host
+            last = seen.get(owner)
+            alive = (last is not None and now - last < stale_after) or owner.split("/", 1)[0] in leased
+        if alive:
+            out.add(r.job)
+    return out
+
+
 def find_missed(jobs: Iterable[Job], history: History, now: datetime, default_grace: timedelta,
-                calendar: Calendar | None, first_seen: dict[str, datetime]) -> list[Missed]:
+                calendar: Calendar | None, first_seen: dict[str, datetime],
+                stale_after: timedelta = timedelta(minutes=2)) -> list[Missed]:
     out: list[Missed] = []
-    running = {r.job for r in history.runs(statuses=["running", "queued"], limit=1000)}
+    running = running_jobs(history, now, stale_after)
     for job in jobs:
         if not job.enabled or job.schedule is None or job.name in running:
             continue
@@ -88,7 +144,8 @@ def find_missed(jobs: Iterable[Job], history: History, now: datetime, default_gr
         grace = job.missed_grace if job.missed_grace is not None else default_grace
         deadline = missed_deadline(job, ref, now, grace, calendar)
         if deadline is not None and now > deadline:
-            out.append(Missed(job.name, ref, deadline, job.schedule.period(), grace, last is None))
+            out.append(Missed(job.name, ref, deadline, job.schedule.period(), grace, last is None,
+                              deadline - grace))
     return out
 
 

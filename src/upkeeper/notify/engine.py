@@ -380,7 +380,9 @@ class NotificationEngine:
                     title=f"escalation of {job.name} ({ev.check}) stopped at level {change.level} ({name}): resolved",
                     text=ev.title, dedup_key=ev.dedup_key, category=job.category, tags=job.tags))
             return
-        if change.kind == "problem":
+        # a problem that worsened into the escalation's severities (an error run now failing under
+        # ``min_severity: critical``, a warning finding now critical) starts escalating then: it had not
+        if change.kind == "problem" or (change.kind == "changed" and not change.level):
             esc = self._escalation_for(ev)
             if esc is not None and self.store.set_level(job.name, ev.check or "", 1, 0):
                 lv = esc.levels[0]
@@ -681,7 +683,9 @@ class NotificationEngine:
     def missed(self, now: datetime) -> list[checks.Missed]:
         jobs = [j for j in self.setup.jobs.values() if j.enabled and j.schedule is not None]
         first_seen = self.store.first_seen([j.name for j in jobs], MISSED_CHECK, "missed", now)
-        return checks.find_missed(jobs, self.history, now, self.cfg.missed_grace, self.calendar, first_seen)
+        # a daemon is taken for dead as 'upkeeper status' does: no heartbeat for 3 of them (2 minutes at least)
+        stale = max(timedelta(minutes=2), 3 * self.config.daemon.heartbeat)
+        return checks.find_missed(jobs, self.history, now, self.cfg.missed_grace, self.calendar, first_seen, stale)
 
     def check_missed(self, now: datetime) -> list[Event]:
         if not self.cfg.missed_runs:
@@ -704,8 +708,8 @@ class NotificationEngine:
                         f"{job.name} still missing: no run for {human_duration(now - m.reference)}")
             ev.text = "\n".join([
                 f"{job.name} ({job.task_name}) {what}.",
-                f"Expected every {human_duration(m.period)} + {human_duration(m.grace)} grace; overdue since "
-                f"{self._fmt(m.deadline)}.",
+                f"Its next run was due {self._fmt(m.expected or m.deadline - m.grace)} + "
+                f"{human_duration(m.grace)} grace; overdue since {self._fmt(m.deadline)}.",
                 "Is the daemon running? Check: upkeeper status --check",
             ])
             self._after_change(ev, change, job, now, None)
@@ -740,12 +744,10 @@ class NotificationEngine:
     def outcomes_in(self, window: Window, period: Period) -> list[tuple[str, int, str, str]]:
         """(job, run id, status, summary) for runs that started inside ``period``; a run stopped on request
         (``systemctl stop``) has the status ``stopped``: no failure."""
-        out = []
-        bound = {j.name for j in self.setup.jobs.values() if j.window == window.name}
-        for r in self.history.runs(since=period.start - timedelta(days=400), limit=2000):
-            if r.started_at is not None and period.start <= r.started_at < period.end and (
-                    r.job in bound or r.trigger in ("planned", "deferred")):
-                out.append((r.job, r.id, "stopped" if checks.stopped_on_request(r) else r.status, r.summary))
+        bound = sorted(j.name for j in self.setup.jobs.values() if j.window == window.name)
+        # by start: a deferred run keeps its occurrence, weeks before the opening
+        out = [(r.job, r.id, "stopped" if checks.stopped_on_request(r) else r.status, r.summary)
+               for r in self.store.runs_started(period.start, period.end, bound, ("planned", "deferred"))]
         return sorted(out, key=lambda t: t[1])
 
     def window_notices(self, now: datetime) -> list[Event]:
@@ -784,7 +786,7 @@ class NotificationEngine:
                                         "end": p.end.isoformat(), "notice": "start",
                                         "planned": [j for j, _ in planned]})
                     sent += self.dispatch([ev], now, once_key=f"{key}:start")
-                elif now >= p.end and self.store.has_once(f"{key}:start"):
+                elif now >= p.end and self.store.has_once(f"{key}:start") and not self.store.has_once(f"{key}:end"):
                     outcomes = self.outcomes_in(window, p)
                     bad = [o for o in outcomes if o[2] in checks.FAILURE]
                     lines = [f"• {j}: {st} (run {rid}) {summ[:120]}".rstrip() for j, rid, st, summ in outcomes]

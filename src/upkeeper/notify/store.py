@@ -24,7 +24,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from upkeeper.core import tables
 from upkeeper.core.history import History, dialect_insert
-from upkeeper.core.models import Base, JSONType, UTCDateTime
+from upkeeper.core.models import Base, JSONType, RunRow, UTCDateTime
 from upkeeper.redact import redact, redact_obj
 
 #: a delivery leased to the process sending it (at creation, or claimed for a retry) until ``next_attempt_at``
@@ -311,6 +311,18 @@ class NotifyStore:
     def has_once(self, once_key: str) -> bool:
         with self.history.session() as s:
             return s.scalar(select(func.count()).where(NotifyEventRow.once_key == once_key)) != 0
+
+    def runs_started(self, start: datetime, end: datetime, jobs: Sequence[str], triggers: Sequence[str],
+                     limit: int = 2000) -> list[RunRow]:
+        """Runs that started in ``[start, end)`` (of ``jobs``, or with one of ``triggers``), first started first.
+
+        By start, not by occurrence: a run deferred to a maintenance window keeps its occurrence, weeks before
+        the opening, so the runs of newest occurrence (:meth:`History.runs`) miss it on a busy history."""
+        q = (select(RunRow).where(RunRow.started_at >= start, RunRow.started_at < end,
+                                  or_(RunRow.job.in_(list(jobs)), RunRow.trigger.in_(list(triggers))))
+             .order_by(RunRow.started_at, RunRow.id).limit(limit))
+        with self.history.session() as s:
+            return list(s.scalars(q))
 
     # -- deliveries ----------------------------------------------------------------------------
 
