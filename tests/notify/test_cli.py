@@ -49,6 +49,23 @@ def test_windows_table_json_and_ics(cli, make_config, webhook_receiver) -> None:
     assert len({str(e["uid"]) for e in events}) == len(events)
 
 
+def test_the_ics_feed_says_when_it_cut_a_window_short(cli, make_config, webhook_receiver) -> None:
+    """An hourly window has 8,760 periods a year; the feed holds 1,000 per window (41 days) and said nothing: the
+    calendar people subscribe to went blank after six weeks.  Now a note on stderr names the window and how far
+    the feed reaches; a window within the cap gets none."""
+    cfg = make_config(base(webhook_receiver, windows={
+        "hourly": {"rrule": "FREQ=HOURLY", "start": "00:10", "duration": "5m"},
+        "monthly": {"rrule": "FREQ=MONTHLY;BYDAY=1SU", "start": "02:00", "duration": "4h"},
+    }))
+    res = cli(["--config", cfg, "windows", "--ics"])
+    assert res.code == 0, res.output
+    hourly = [e for e in Calendar.from_ical(res.out).walk("VEVENT") if str(e["summary"]) == "Maintenance window: hourly"]
+    assert len(hourly) == 1000
+    note = " ".join(res.err.split())
+    assert "window hourly: the feed holds its first 1000 periods only, up to" in note and "not the 365 days" in note
+    assert "monthly" not in note
+
+
 def test_window_job_refuses_unplanned_runs_and_plans_with_notice(cli, make_config, webhook_receiver,
                                                                  tmp_path) -> None:
     now = datetime.now(UTC)

@@ -44,6 +44,27 @@ def collect(days: int, per_window: int, now: datetime) -> dict[str, Any]:
     return {"now": now.isoformat(), "windows": windows, "blackouts": blackouts}
 
 
+#: periods of one window or blackout in an iCalendar feed (an hourly window fills a year with 8,760)
+ICS_MAX = 1000
+
+
+def _say_cut(data: dict[str, Any], days: int) -> None:
+    """On stderr: each window or blackout whose periods the feed cut at :data:`ICS_MAX`, and how far it reaches."""
+    from upkeeper.cli import _app
+
+    for kind, rows in (("window", data["windows"]), ("blackout", data["blackouts"])):
+        starts: dict[str, list[str]] = {}
+        for r in rows:
+            starts.setdefault(r[kind], []).append(r["start"])
+        for name, got in starts.items():
+            if len(got) >= ICS_MAX:
+                last = datetime.fromisoformat(max(got))
+                _app.err_console.print(
+                    f"[warn]note[/warn] {kind} {name}: the feed holds its first {ICS_MAX} periods only, up to "
+                    f"{last:%Y-%m-%d %H:%M %Z}, not the {days} days asked (--days {max(1, (last - datetime.fromisoformat(data['now'])).days)} "
+                    f"covers what it holds)", highlight=False)
+
+
 @app.command("windows")
 def windows_cmd(
     days: int | None = typer.Option(None, "--days", min=1, max=3660,
@@ -66,7 +87,8 @@ def windows_cmd(
     now = datetime.now(UTC)
     setup = state.setup()
     if ics:
-        data = collect(days or 365, 1000, now)
+        data = collect(days or 365, ICS_MAX, now)
+        _say_cut(data, days or 365)
         items = []
         for w in data["windows"]:
             jobs = "\n".join(f"- {p['job']}: {p['how']}" for p in w["planned"]) or "- no jobs planned"
