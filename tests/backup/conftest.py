@@ -222,17 +222,26 @@ def read_attributes(root: Path, names: Any = ("user.", "security.capability", "s
     return out
 
 
-def stop_cgroup(p: subprocess.Popen[bytes], timeout: float = 30) -> tuple[float, bytes, bytes, list[Any]]:
+def stop_cgroup(p: subprocess.Popen[bytes], timeout: float = 30,
+                lag: float = 0.0) -> tuple[float, bytes, bytes, list[Any]]:
     """SIGTERM to ``p`` and to every process under it at once, as ``systemctl stop`` sends it to every process of
     the unit's cgroup (KillMode=control-group) and ``kill -TERM -PGID`` to a group: the workers, in sessions of
     their own, and pg_dump, age… get it directly.  The deepest first (pg_dump may die before its worker hears of
-    the stop).  Returns (seconds until ``p`` exited, its stdout, its stderr, the processes signalled); its whole
-    process group is SIGKILLed if it is still running when this returns or fails."""
+    the stop); with ``lag``, pg_dump that many seconds before the others (a loaded machine: the worker has seen
+    pg_dump die and reported a failure before its own signal came).  Returns (seconds until ``p`` exited, its
+    stdout, its stderr, the processes signalled); its whole process group is SIGKILLed if it is still running when
+    this returns or fails."""
     import psutil
 
     try:
         procs = [psutil.Process(p.pid), *psutil.Process(p.pid).children(recursive=True)]
         t0 = time.monotonic()
+        if lag:
+            for q in procs:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    if q.name() == "pg_dump":
+                        q.send_signal(signal.SIGTERM)
+            time.sleep(lag)
         for q in reversed(procs):
             with contextlib.suppress(psutil.NoSuchProcess):
                 q.send_signal(signal.SIGTERM)

@@ -520,9 +520,9 @@ def test_a_role_limit_below_the_dumps_jobs_dumps_with_fewer_jobs_and_warns(
     assert manifest["postgres"]["row_counts"]["public.bookings"] == counts["bookings"]
 
 
-@pytest.mark.parametrize("how", ["run", "daemon"])
+@pytest.mark.parametrize(("how", "lag"), [("run", 0.0), ("daemon", 0.0), ("run", 0.3), ("daemon", 0.3)])
 def test_a_backup_stopped_with_its_whole_cgroup_is_interrupted_not_failed_and_not_notified(
-        how: str, cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], backup_config: Any,
+        how: str, lag: float, cli: Any, pg: PostgresCluster, app_db: tuple[str, dict[str, int]], backup_config: Any,
         tmp_path: Path, webhook_receiver: Any) -> None:
     """``systemctl stop`` SIGTERMs every process of the unit at once: ``upkeeper run --json`` (or the daemon), its
     worker and pg_dump (here waiting for a table a migration holds).  The run is recorded ``interrupted`` (said to
@@ -562,7 +562,7 @@ def test_a_backup_stopped_with_its_whole_cgroup_is_interrupted_not_failed_and_no
             assert p.poll() is None, p.communicate()
             assert "pg_dump" in [q.name() for q in psutil.Process(p.pid).children(recursive=True)]
         finally:
-            took, out, err, procs = stop_cgroup(p)
+            took, out, err, procs = stop_cgroup(p, lag=lag)
         migration.execute("ROLLBACK")
     assert took < 10, took
     _gone, alive = psutil.wait_procs(procs, timeout=5)

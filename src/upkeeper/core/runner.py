@@ -8,6 +8,7 @@ logged and ignored.
 from __future__ import annotations
 
 import logging
+import re
 import tempfile
 import threading
 import time
@@ -298,6 +299,9 @@ class Runner:
                                             cancel=cancel, kill_grace=job.kill_grace.total_seconds())
             if outcome.crashed or outcome.timed_out or outcome.killed:
                 self._remove_work_files(outcome, log_cb, config)
+            if _failed_by_the_stop(outcome, cancel, stopping):
+                outcome.interrupted = outcome.terminated = True
+                outcome.result = Result(status=Status.ERROR, summary=STOPPED_SUMMARY, metrics=outcome.result.metrics)
             status = outcome.status
             stopped = _asked_to_stop(outcome, cancel, stopping)
             if stopped and outcome.terminated:  # its worker got the stop's SIGTERM too: not a worker killed alone
@@ -430,6 +434,31 @@ class Runner:
 
     def close(self) -> None:
         self.keeper.stop()
+
+
+#: what a tool of the task says when the stop's SIGTERM or SIGINT reached it: pg_dump and pg_restore catch it
+#: ("pg_dump: terminated by user", exit 1), the others die of it (:func:`upkeeper.core.proc` "killed by SIGTERM")
+_TOOL_STOPPED = re.compile(r"terminated by user|killed by SIG(?:TERM|INT)\b")
+
+
+def _failed_by_the_stop(outcome: Outcome, cancel: threading.Event | None, stopping: threading.Event | None) -> bool:
+    """A run that failed because a tool of its task got the stop's signal before its worker did: a stop of the
+    whole cgroup (``systemctl stop``) signals every process, and on a loaded machine the worker can see pg_dump end
+    ("terminated by user") and report the failure before its own SIGTERM comes.  Failed that way, and this process
+    asked to stop then (or within :data:`STOP_SIGNAL_WAIT`), it is a stopped run, not a failed backup."""
+    if outcome.interrupted or outcome.status not in ("fail", "error"):
+        return False
+    if not _TOOL_STOPPED.search(outcome.result.summary or ""):
+        return False
+    events = [e for e in (stopping, cancel) if e is not None]
+    deadline = time.monotonic() + STOP_SIGNAL_WAIT
+    while events:
+        if any(e.is_set() for e in events):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        events[0].wait(0.05)
+    return False
 
 
 def _asked_to_stop(outcome: Outcome, cancel: threading.Event | None, stopping: threading.Event | None) -> bool:
