@@ -292,14 +292,61 @@ def site_nginx(services_dir: Path) -> Iterator[NginxServer]:
     server.stop()
 
 
-def nginx_reopen(server: NginxServer) -> None:
-    """``nginx -s reopen``: what logrotate's postrotate does."""
+def nginx_reopen(server: NginxServer, timeout: float = 15.0) -> None:
+    """``nginx -s reopen``: what logrotate's postrotate does.  Returns once nginx's master and every worker write
+    to the file now at ``access_log`` (they reopen asynchronously: the master on the signal, the workers when it
+    tells them; on a loaded machine that took longer than a fixed pause, and lines went to the old file).  The
+    signal is sent again every 2 s until then; after ``timeout`` the failure names what nginx had open."""
+    import os
     import subprocess
     import time
 
-    subprocess.run([server.binary, "-c", str(server.conf), "-p", f"{server.base}/", "-e", str(server.error_log),
-                    "-s", "reopen"], check=True, capture_output=True)
-    time.sleep(0.2)
+    import psutil
+
+    def signal_reopen() -> None:
+        subprocess.run([server.binary, "-c", str(server.conf), "-p", f"{server.base}/", "-e",
+                        str(server.error_log), "-s", "reopen"], check=True, capture_output=True)
+
+    def holders() -> dict[int, list[str]]:
+        """nginx's processes (the master from the pid file, its workers) → the files they hold open."""
+        master = psutil.Process(int((server.base / "nginx.pid").read_text().split()[0]))
+        out: dict[int, list[str]] = {}
+        for proc in [master, *master.children()]:
+            try:
+                out[proc.pid] = [os.readlink(f"/proc/{proc.pid}/fd/{fd}") for fd in os.listdir(f"/proc/{proc.pid}/fd")]
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+        return out
+
+    def reopened() -> bool:
+        try:
+            st = server.access_log.stat()
+        except FileNotFoundError:
+            return False
+        for pid in holders():
+            inodes = set()
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                try:
+                    s = os.stat(f"/proc/{pid}/fd/{fd}")
+                except FileNotFoundError:
+                    continue
+                inodes.add((s.st_dev, s.st_ino))
+            if (st.st_dev, st.st_ino) not in inodes:
+                return False
+        return True
+
+    signal_reopen()
+    deadline = time.monotonic() + timeout
+    resend = time.monotonic() + 2
+    while not reopened():
+        if time.monotonic() > deadline:
+            tail = server.error_log.read_text(errors="replace")[-2000:] if server.error_log.exists() else "(none)"
+            raise AssertionError(f"nginx did not reopen {server.access_log} within {timeout:.0f} s; its processes "
+                                 f"hold {holders()}; error.log ends:\n{tail}")
+        if time.monotonic() > resend:
+            signal_reopen()
+            resend = time.monotonic() + 2
+        time.sleep(0.05)
 
 
 @pytest.fixture
@@ -329,17 +376,21 @@ def logging_pg(services_dir: Path) -> Iterator[tuple[PostgresCluster, dict[str, 
 
 
 def wait_for_log_lines(path: Path, n: int, timeout: float = 10.0) -> int:
-    """nginx writes an access-log line after the response: wait until ``n`` lines are there."""
+    """nginx writes an access-log line after the response: wait until ``n`` lines are there (returns how many
+    there are).  Fewer after ``timeout`` fails the test here, naming the file, rather than later in a way that
+    hides why."""
     import time
 
     deadline = time.monotonic() + timeout
     count = 0
-    while time.monotonic() < deadline:
+    while True:
         count = path.read_bytes().count(b"\n") if path.exists() else 0
         if count >= n:
             return count
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{path}: {count} line(s) after {timeout:.0f} s, expected {n}"
+                                 + ("" if path.exists() else " (the file does not exist)"))
         time.sleep(0.05)
-    return count
 
 
 def write_app_log(path: Path, errors: list[BaseException], message: str = "request failed") -> None:
