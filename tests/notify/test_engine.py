@@ -7,7 +7,7 @@ from datetime import timedelta
 
 from notify_support import error, fail, finding, ok, script, yaml_block
 from upkeeper.notify.events import Payload
-from upkeeper.sandbox.receivers import HttpReceiver, PagerDutyReceiver
+from upkeeper.sandbox.receivers import Answer, HttpReceiver, PagerDutyReceiver
 from upkeeper.sandbox.smtp import SmtpServer
 
 PD_KEY = "0123456789abcdef0123456789abcdef"
@@ -169,6 +169,52 @@ def test_webhook_signature(make_env, webhook_receiver) -> None:
     assert req.headers["x-upkeeper-signature"] == f"sha256={expected}"
     assert req.headers["x-team"] == "ops"
     assert b"s3cret-value" not in req.body
+
+
+class EchoingReceiver(HttpReceiver):
+    """An endpoint that rejects the request and echoes the credentials it got, as many do ("invalid token …")."""
+
+    def respond(self, req):  # type: ignore[no-untyped-def]
+        return Answer(401, {"error": f"invalid credentials: {req.headers.get('authorization')} / "
+                                     f"{req.headers.get('x-gitlab-token')} for team {req.headers.get('x-team')}"})
+
+
+def test_webhook_credential_headers_never_reach_the_delivery_log(make_env) -> None:
+    """A webhook's Authorization (or *-Token, *-Key …) header is a credential: an endpoint echoing it in its error
+    answer put it into the delivery log (history, `notify log --json`). Other headers stay readable."""
+    hook = EchoingReceiver().start()
+    try:
+        chans = {"hook": {"kind": "webhook", "url": hook.url + "/h", "headers": {
+            "Authorization": "Bearer tk_hdr0a1b2c3d4e5", "X-Gitlab-Token": "glt-hdr9f8e7d6c5", "X-Team": "ops-east"}}}
+        env = make_env(config(chans))
+        script("nightly", fail())
+        env.run("nightly")
+        req = hook.wait_for(1)[0]
+        assert req.headers["authorization"] == "Bearer tk_hdr0a1b2c3d4e5"  # sent as given
+        [d] = env.engine.store.deliveries()
+        assert "HTTP 401" in d.last_error and "ops-east" in d.last_error, d.last_error
+        assert "tk_hdr0a1b2c3d4e5" not in d.last_error and "glt-hdr9f8e7d6c5" not in d.last_error, d.last_error
+    finally:
+        hook.stop()
+
+
+def test_a_header_value_with_a_line_break_is_a_config_error_that_does_not_show_it() -> None:
+    """Was accepted, then refused by the HTTP library at each delivery with the value in the error."""
+    import pytest
+
+    from upkeeper.config.loader import load_text
+    from upkeeper.errors import ConfigError
+
+    text = config({"hook": {"kind": "webhook", "url": "http://127.0.0.1:9/h",
+                            "headers": {"X-Hook-Token": "zq81hdrsekrit\n"}}})
+    with pytest.raises(ConfigError) as err:
+        load_text(text, "upkeeper.yaml")
+    msg = str(err.value)
+    assert "headers: the value of header 'X-Hook-Token'" in msg and "line break" in msg, msg
+    assert "zq81hdrsekrit" not in msg
+    with pytest.raises(ConfigError, match="not a valid HTTP header name"):
+        load_text(config({"hook": {"kind": "webhook", "url": "http://127.0.0.1:9/h", "headers": {"X Token": "a"}}}),
+                  "upkeeper.yaml")
 
 
 def test_routes_by_severity_job_category_and_tags(make_env, webhook_receiver) -> None:

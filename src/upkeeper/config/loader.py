@@ -263,6 +263,10 @@ def register_config_secrets(obj: Any) -> None:
     if isinstance(obj, SecretStr):
         register_secret(obj.get_secret_value())
     elif isinstance(obj, BaseModel):
+        extra = getattr(obj, "secret_values", None)  # secrets held in plain fields (a webhook's Authorization header)
+        if callable(extra):
+            for value in extra():
+                register_secret(value)
         for name in type(obj).model_fields:
             register_config_secrets(getattr(obj, name, None))
     elif isinstance(obj, Mapping):

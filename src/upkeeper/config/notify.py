@@ -8,6 +8,7 @@ Pure models; the engine lives in :mod:`upkeeper.notify`.  Cross-references
 from __future__ import annotations
 
 import difflib
+import re
 from datetime import timedelta
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
@@ -81,6 +82,12 @@ class SlackChannel(_Channel):
         return self
 
 
+#: RFC 9110 § 5.1: a header name is a token
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+#: header names whose values are credentials (Authorization, X-Api-Key, X-Gitlab-Token, DD-API-KEY, Cookie …)
+_CREDENTIAL_HEADER = re.compile(r"auth|token|key|secret|passw|session|cookie|signature|credential", re.IGNORECASE)
+
+
 class WebhookChannel(_Channel):
     """POSTs upkeeper's JSON payload (schema in docs/notifications.md, 'upkeeper notify schema')."""
 
@@ -96,8 +103,35 @@ class WebhookChannel(_Channel):
     )
     signing_secret_file: str | None = Field(None,
         description="file whose content is `signing_secret` (instead of giving it inline). Source: upkeeper (not set by default)")
-    headers: dict[str, str] = Field(default_factory=dict, description="extra HTTP headers. "
-            "Source: upkeeper (not set by default)")
+    headers: dict[str, str] = Field(default_factory=dict, description="extra HTTP headers. The value of a header "
+            "whose name suggests a credential (Authorization, Cookie, or a name with token, key, secret, auth, "
+            "password, session or signature in it, such as X-Gitlab-Token or DD-API-KEY) is kept out of logs, "
+            "history and --json like any secret. Source: upkeeper (not set by default)")
+
+    @field_validator("headers")
+    @classmethod
+    def _valid_headers(cls, v: dict[str, str]) -> dict[str, str]:
+        # checked here, with the header named and its value never shown: the HTTP library refused such a header only
+        # when sending, with its value in the error (recorded in the delivery log)
+        for name, value in v.items():
+            if not _HEADER_NAME.fullmatch(name):
+                raise ValueError(f"header name {name!r} is not a valid HTTP header name (letters, digits and "
+                                 "!#$%&'*+-.^_`|~ only)")
+            if any(c in value for c in "\r\n\0"):
+                raise ValueError(f"the value of header {name!r} holds a line break or NUL (a file or ${{VARIABLE}} "
+                                 "with a trailing newline?): give it on one line")
+        return v
+
+    def secret_values(self) -> list[str]:
+        """The values of the headers that carry credentials, and their parts after an auth scheme ("Bearer …")."""
+        out: list[str] = []
+        for name, value in self.headers.items():
+            if _CREDENTIAL_HEADER.search(name):
+                out.append(value.strip())
+                scheme, _, rest = value.strip().partition(" ")
+                if rest.strip():
+                    out.append(rest.strip())
+        return out
 
     @model_validator(mode="after")
     def _need_url(self) -> WebhookChannel:
