@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from upkeeper.config.loader import find_config, lines_for, load_config, validation_problems
+from upkeeper.config.loader import LineMap, find_config, lines_for, load_config, validation_problems
 from upkeeper.config.models import Config, HostTarget, TargetConfig
 from upkeeper.config.notify import check_references
 from upkeeper.config.storage import unknown_storages
@@ -240,7 +240,22 @@ def build_setup(config: Config) -> Setup:
                     for i, message, hint in unknown_storages(config.backup.storages, config.storages))
     if problems:
         raise ConfigError.from_problems(problems)
+    notes.extend(_exposed_secret_files(config, lines))
     return Setup(config=config, jobs=jobs, notes=notes)
+
+
+def _exposed_secret_files(config: Config, lines: LineMap) -> list[ConfigProblem]:
+    """A note for each secret file of the config that users other than its owner may read (``config check``)."""
+    from upkeeper.config.secret_files import exposure, secret_files
+
+    out = []
+    for sf in secret_files(config):
+        found = exposure(sf.path)
+        if found is not None:
+            mode, words = found
+            out.append(lines.problem(sf.where, f"{sf.path} holds a secret and is {words} (mode {mode:04o})",
+                                     f"chmod 600 {sf.path} (owned by the user upkeeper runs as)"))
+    return out
 
 
 def _shared_series(jobs: dict[str, Job], lines: Any) -> list[ConfigProblem]:

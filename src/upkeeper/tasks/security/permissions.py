@@ -74,10 +74,15 @@ def _candidates(options: PermissionsOptions, app_roots: list[str]) -> tuple[list
     return list(out.values()), None
 
 
-def check_permissions(options: PermissionsOptions, app_roots: list[str] | None = None) -> CheckOutput:
+def check_permissions(options: PermissionsOptions, app_roots: list[str] | None = None,
+                      known: dict[str, str] | None = None) -> CheckOutput:
+    """``known``: files that hold secrets whatever their name and content (upkeeper's own: path → what it is);
+    a link among them is followed (Kubernetes mounts secrets as links), other candidates' links are not."""
     out = CheckOutput()
     checked = 0
+    known = known or {}
     candidates, stopped_in = _candidates(options, app_roots or [])
+    candidates += [Path(p) for p in known if p not in {str(c) for c in candidates}]
     if stopped_in is not None:
         out.findings.append(Finding(
             "security.permissions.scan_incomplete", Severity.WARNING, stopped_in,
@@ -86,15 +91,16 @@ def check_permissions(options: PermissionsOptions, app_roots: list[str] | None =
             "raise max_files, or list narrower scan_dirs (upload and cache directories need no scan)",
             value=options.max_files, threshold=options.max_files))
     for path in candidates:
+        own = known.get(str(path))
         try:
-            st = path.lstat()
+            st = path.stat() if own else path.lstat()
             if not stat.S_ISREG(st.st_mode):
                 continue
             with open(path, "rb") as fh:
                 head = fh.read(4096)
         except OSError:
             continue
-        kind = kind_of(path, head) or ("secret file" if any(m in head for m in SECRET_MARKERS) else None)
+        kind = own or kind_of(path, head) or ("secret file" if any(m in head for m in SECRET_MARKERS) else None)
         if kind is None:
             continue
         checked += 1
@@ -137,8 +143,18 @@ class SecurityPermissions(Task[PermissionsOptions]):
 
     def run(self, ctx: TaskContext, options: PermissionsOptions) -> Result:
         roots = app_roots(ctx)
-        out = check_permissions(options, roots)
+        out = check_permissions(options, roots, upkeeper_secrets(ctx))
         return Result(summary=out.summary, findings=out.findings, metrics=out.metrics)
+
+
+def upkeeper_secrets(ctx: TaskContext) -> dict[str, str]:
+    """upkeeper's own secret files (the config's ``password_file``, age ``identity_file`` …) → what each is."""
+    from upkeeper.config.secret_files import secret_files
+
+    if ctx.config is None:
+        return {}
+    return {os.path.expanduser(sf.path): f"upkeeper secret ({' -> '.join(map(str, sf.where))})"
+            for sf in secret_files(ctx.config)}
 
 
 def app_roots(ctx: TaskContext) -> list[str]:
