@@ -13,6 +13,7 @@ declare -A NEED=(
   [goaccess]=goaccess
   [pgbadger]=pgbadger
   [/usr/sbin/logrotate]=logrotate   # the anchor of bench/app_rotation.py; the logs.nginx rotation test
+  [/usr/sbin/nft]=nftables          # security.firewall reads the real ruleset (its tests)
   [npm]=npm                         # security.dependencies runs npm audit (its tests too); pulls in nodejs
 )
 

@@ -30,6 +30,7 @@ class FirewallState:
     active: bool
     input_policy: str | None  # accept | drop | reject | deny
     detail: str = ""
+    readable: bool = True  # False: the tool failed (not root, no CAP_NET_ADMIN, a timeout): its state is unknown
 
 
 def parse_nft_json(text: str) -> FirewallState:
@@ -83,7 +84,7 @@ def detect() -> list[FirewallState]:
             res = proc.run([exe, *argv[1:]], timeout=20)
             states.append(parser(res.text))
         except (ProcessError, ValueError) as exc:
-            states.append(FirewallState(tool, False, None, f"could not read: {exc}"))
+            states.append(FirewallState(tool, False, None, f"could not read: {exc}", readable=False))
     return states
 
 
@@ -136,6 +137,15 @@ def check_firewall(options: FirewallOptions) -> CheckOutput:
                 "no firewall tool found (nft, iptables, ufw): nothing filters inbound traffic on this host "
                 "(unless a provider firewall does)", "install and enable ufw or nftables with a default-deny "
                 "input policy (ufw default deny incoming; ufw allow 22,80,443/tcp; ufw enable)"))
+    elif not active and any(not s.readable for s in states):
+        # a tool that could not be read may well be filtering: not "inactive", but not a pass either
+        if options.require_firewall:
+            out.findings.append(Finding(
+                "security.firewall.unreadable", Severity.WARNING, "host",
+                "the firewall's state is unknown: " + "; ".join(f"{s.tool}: {s.detail}" for s in states),
+                "run this check as root: nft and iptables need CAP_NET_ADMIN to list the rules, ufw needs root "
+                "(or set require_firewall: false where a provider's firewall filters)",
+                data={"tools": [s.__dict__ for s in states]}))
     elif not active:
         if options.require_firewall:
             out.findings.append(Finding(
@@ -162,7 +172,8 @@ def check_firewall(options: FirewallOptions) -> CheckOutput:
             "bind it to 127.0.0.1, block the port in the firewall, or add it to allowed_ports",
             value=ln.port, data={"process": ln.process, "pid": ln.pid}))
     out.metrics.update({"public_listeners": float(len(public)), "firewalls_active": float(len(active))})
-    out.summary = (f"firewall: {', '.join(f'{s.tool} ({s.input_policy})' for s in active) or 'none active'}; "
+    none = "unknown (could not be read)" if any(not s.readable for s in states) else "none active"
+    out.summary = (f"firewall: {', '.join(f'{s.tool} ({s.input_policy})' for s in active) or none}; "
                    f"{len(public)} public listener(s)")
     return out
 
