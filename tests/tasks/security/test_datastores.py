@@ -94,6 +94,39 @@ def test_redis_with_password_and_renamed_commands(services_dir) -> None:
     assert "s3cret-pw" not in repr(out)
 
 
+def test_redis_dangerous_commands_clear_once_denied_to_every_user_but_the_admins(services_dir) -> None:
+    """The finding's own advice (ACL SETUSER app -@dangerous) never cleared it: it looked only at whether the
+    commands exist. Now it names the users that may run them (ACL DRYRUN), the admin_users excepted."""
+    server = RedisServer(services_dir / "redis-dangerous", password="admin-pw").start()
+    try:
+        admin = server.client()
+        admin.acl_setuser("app", enabled=True, passwords=["+app-pw"], commands=["+@all"], keys=["~*"])
+        admin.acl_setuser("retired", enabled=False, passwords=["+old-pw"], commands=["+@all"], keys=["~*"])
+        target = RedisTarget.model_validate(server.target())
+        opts = RedisSecurityOptions(dangerous_commands=["FLUSHALL", "CONFIG", "KEYS", "EVAL"])
+        f = {x.check: x for x in check_redis(target, opts, "cache").findings}["security.redis.dangerous_commands"]
+        assert f.data["users"] == {"default": ["FLUSHALL", "CONFIG", "KEYS", "EVAL"],
+                                   "app": ["FLUSHALL", "CONFIG", "KEYS", "EVAL"]}  # 'retired' cannot log in
+        assert "user app: FLUSHALL, CONFIG, KEYS, EVAL" in f.message
+        # the advice followed for the application's user, but KEYS allowed to it again by name; EVAL is not in
+        # Redis's @dangerous category
+        admin.acl_setuser("app", enabled=True, commands=["-@dangerous", "+keys"])
+        f = {x.check: x for x in check_redis(target, opts, "cache").findings}["security.redis.dangerous_commands"]
+        assert f.data["users"] == {"default": ["FLUSHALL", "CONFIG", "KEYS", "EVAL"], "app": ["KEYS", "EVAL"]}
+        admin.acl_setuser("app", enabled=True, commands=["-keys", "-eval"])
+        cleared = check_redis(target, RedisSecurityOptions(dangerous_commands=opts.dangerous_commands,
+                                                           admin_users=["default"]), "cache")
+        assert "security.redis.dangerous_commands" not in {x.check for x in cleared.findings}, cleared.findings
+        # upkeeper's user without ACL rights: which users may run them is not known, and said so
+        admin.acl_setuser("auditor", enabled=True, passwords=["+auditor-pw"], commands=["+@all", "-acl"],
+                          keys=["~*"])
+        auditor = RedisTarget.model_validate({**server.target(), "username": "auditor", "password": "auditor-pw"})
+        f = {x.check: x for x in check_redis(auditor, opts, "cache").findings}["security.redis.dangerous_commands"]
+        assert f.data["users"] is None and "was not checked" in f.message
+    finally:
+        server.stop()
+
+
 def test_redis_settings_a_restricted_user_cannot_read_are_not_guessed(services_dir) -> None:
     """upkeeper's own ACL user without +config and +acl (a least-privilege monitoring user) read neither the bind
     address nor the default user: a server with a password, bound to 127.0.0.1, was 'security.redis.no_password'

@@ -22,10 +22,61 @@ DANGEROUS_COMMANDS = ("FLUSHALL", "FLUSHDB", "CONFIG", "DEBUG", "KEYS", "MODULE"
                       "REPLICAOF", "MIGRATE", "SCRIPT", "EVAL")
 
 
+#: a call of each that ACL DRYRUN accepts (the right number of arguments; a subcommand for containers)
+DRYRUN_ARGV: dict[str, tuple[str, ...]] = {
+    "CONFIG": ("CONFIG", "SET", "maxmemory", "0"), "DEBUG": ("DEBUG", "SLEEP", "0"), "KEYS": ("KEYS", "*"),
+    "MODULE": ("MODULE", "LOAD", "/nonexistent.so"), "SLAVEOF": ("SLAVEOF", "NO", "ONE"),
+    "REPLICAOF": ("REPLICAOF", "NO", "ONE"), "MIGRATE": ("MIGRATE", "localhost", "6379", "k", "0", "1000"),
+    "SCRIPT": ("SCRIPT", "FLUSH"), "EVAL": ("EVAL", "return 1", "0"),
+}
+
+
 class RedisSecurityOptions(TaskOptions):
     dangerous_commands: list[str] = Field(
         list(DANGEROUS_COMMANDS), description="commands that should be renamed or denied by ACL. Source: Redis "
         "security documentation (rename-command / ACL -@dangerous)")
+    admin_users: list[str] = Field(
+        default_factory=list, description="ACL users that may run the dangerous commands (the administrators'; "
+        "upkeeper's own if it has them): every other user that can log in and may run one is a finding (Redis 7+: "
+        "checked with ACL DRYRUN; on Redis 6, or when upkeeper's user may not run ACL USERS, GETUSER and DRYRUN, "
+        "only renamed commands count). Source: upkeeper (not set by default)")
+
+
+def _who_may_run(c: redis.Redis, commands: list[str], admin_users: list[str]) -> dict[str, list[str]] | None:
+    """User → the ``commands`` it may run, for every user that can log in (on, with a password or nopass) and is
+    not an admin; None when that cannot be asked (ACL refused to upkeeper's user, Redis < 7 without DRYRUN)."""
+    def text(v: Any) -> str:
+        return v.decode(errors="replace") if isinstance(v, bytes) else str(v)
+
+    try:
+        users = [text(u) for u in c.execute_command("ACL", "USERS")]
+        out: dict[str, list[str]] = {}
+        for user in users:
+            if user in admin_users:
+                continue
+            info: Any = c.execute_command("ACL", "GETUSER", user)
+            if isinstance(info, list):  # RESP2 without redis-py's parsing: [k, v, k, v …]
+                info = dict(zip(info[::2], info[1::2], strict=False))
+            info = {text(k): v for k, v in (info or {}).items()}
+            flags = {text(f) for f in info.get("flags") or []}
+            if "on" not in flags or ("nopass" not in flags and not info.get("passwords")):
+                continue  # cannot log in
+            allowed = []
+            for cmd in commands:
+                argv = DRYRUN_ARGV.get(cmd.upper(), (cmd,))
+                try:
+                    answer = text(c.execute_command("ACL", "DRYRUN", user, *argv))
+                except redis.ResponseError as exc:
+                    if "dryrun" in str(exc).lower():
+                        return None  # Redis < 7 has no ACL DRYRUN ("unknown subcommand 'DRYRUN'"), or NOPERM
+                    answer = ""  # the call's own arguments refused (a command of the user's list): not proven denied
+                if answer == "OK" or not answer:
+                    allowed.append(cmd)
+            if allowed:
+                out[user] = allowed
+        return out
+    except redis.ResponseError:  # NOPERM, or ACL unknown (Redis < 6)
+        return None
 
 
 def _config(c: redis.Redis, name: str) -> str | None:
@@ -112,13 +163,20 @@ def check_redis(target: RedisTarget, options: RedisSecurityOptions, subject: str
                      for n in (c.command_list() or [])}
         except redis.ResponseError:
             names = {(n.decode() if isinstance(n, bytes) else str(n)).upper() for n in c.command()}
-        enabled = [cmd for cmd in options.dangerous_commands if cmd.upper() in names]
+        present = [cmd for cmd in options.dangerous_commands if cmd.upper() in names]  # not renamed away
+        users = _who_may_run(c, present, options.admin_users) if present else {}
+        enabled = present if users is None else [cmd for cmd in present if any(cmd in v for v in users.values())]
         if enabled:
+            who = ("; ".join(f"user {u}: {', '.join(cmds)}" for u, cmds in users.items()) if users is not None
+                   else "which users may run them was not checked (ACL USERS / GETUSER / DRYRUN refused to "
+                   "upkeeper's user, or Redis < 7)")
             out.findings.append(Finding(
                 "security.redis.dangerous_commands", Severity.WARNING, subject,
-                f"dangerous commands enabled: {', '.join(enabled)}",
-                "rename-command them in redis.conf or deny them to application users (ACL SETUSER app -@dangerous)",
-                value=len(enabled), data={"commands": enabled}))
+                f"dangerous commands enabled: {', '.join(enabled)} ({who})",
+                "deny them to every user but the administrators' (ACL SETUSER app -@dangerous -eval; ACL SETUSER "
+                "default off) and list those in admin_users, or rename-command them in redis.conf; leave out of "
+                "dangerous_commands what your application needs (job queues such as Sidekiq and BullMQ run EVAL)",
+                value=len(enabled), data={"commands": enabled, "users": users}))
         out.metrics.update({"nopass": 1.0 if nopass else 0.0, "public_bind": 1.0 if public else 0.0,
                             "dangerous_enabled": float(len(enabled))})
     finally:
