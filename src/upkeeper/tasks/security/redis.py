@@ -49,12 +49,12 @@ def _who_may_run(c: redis.Redis, commands: list[str], admin_users: list[str]) ->
         return v.decode(errors="replace") if isinstance(v, bytes) else str(v)
 
     try:
-        users = [text(u) for u in c.execute_command("ACL", "USERS")]
+        users = [text(u) for u in c.acl_users()]
         out: dict[str, list[str]] = {}
         for user in users:
             if user in admin_users:
                 continue
-            info: Any = c.execute_command("ACL", "GETUSER", user)
+            info: Any = c.acl_getuser(user)
             if isinstance(info, list):  # RESP2 without redis-py's parsing: [k, v, k, v …]
                 info = dict(zip(info[::2], info[1::2], strict=False))
             info = {text(k): v for k, v in (info or {}).items()}
@@ -65,7 +65,7 @@ def _who_may_run(c: redis.Redis, commands: list[str], admin_users: list[str]) ->
             for cmd in commands:
                 argv = DRYRUN_ARGV.get(cmd.upper(), (cmd,))
                 try:
-                    answer = text(c.execute_command("ACL", "DRYRUN", user, *argv))
+                    answer = text(c.acl_dryrun(user, *argv))
                 except redis.ResponseError as exc:
                     if "dryrun" in str(exc).lower():
                         return None  # Redis < 7 has no ACL DRYRUN ("unknown subcommand 'DRYRUN'"), or NOPERM
