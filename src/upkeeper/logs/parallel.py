@@ -29,7 +29,7 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from upkeeper.logs.sources import GzipReader
+from upkeeper.logs.sources import open_compressed
 
 CHUNK = 4 << 20  # bytes per buffer handed to an accumulator
 UNIT = 24 << 20  # bytes per unit of work for plain files
@@ -176,7 +176,7 @@ def read_unit(u: Unit, chunk: int = CHUNK, continuation: bytes = b"", max_line: 
     keep = min(keep, max_line)
     with open(u.path, "rb") as raw:
         _check_same(u, os.fstat(raw.fileno()))
-        gz = GzipReader(raw) if u.gz else None
+        gz = open_compressed(raw, u.path) if u.gz else None
         fh: Any = gz if gz is not None else raw
         if u.start:
             if u.gz:

@@ -1,6 +1,6 @@
 """Log files on disk: the live file and its rotated siblings, and where to resume reading.
 
-Rotation schemes understood (logrotate's): ``access.log.1``, ``access.log.2.gz``…
+Rotation schemes understood (logrotate's): ``access.log.1``, ``access.log.2.gz`` (or ``.zst``, ``.xz``, ``.bz2``)…
 and ``dateext`` (``access.log-20240301``, ``access.log-20240301.gz``; a ``dateformat`` of
 ``-%Y%m%d`` with ``%H``, ``%H%M`` or ``%H%M%S`` after it, or ``-%s``); and upkeeper's own ``app.cleanup``
 rotation (``app.log.20240301-031500.gz``, ``-1`` … after it should two rotations fall in one second).  Files are
@@ -29,7 +29,8 @@ file the last run's cursor matches (recognised as above) and the files rotated a
 scheme, later in it). Any other file there — older history, a file of another naming scheme, everything on
 a first run — is never read (see :func:`plan_reads`).
 
-Compressed files are decompressed as ``zcat`` does (:class:`GzipReader`): a truncated or
+Compressed files are decompressed as ``zcat`` does (:class:`GzipReader`; ``.zst``, ``.xz`` and ``.bz2``, what
+logrotate's ``compresscmd`` may write instead, by :class:`StreamReader`): a truncated or
 damaged one gives the lines before the damage (and a note), and its cursor remembers the
 compressed size, so an unchanged damaged file is neither re-read nor reported again.
 """
@@ -49,7 +50,7 @@ from typing import Any, BinaryIO, Literal
 HEAD_BYTES = 4096
 #: logrotate's ``.N`` and dateext ``-DATE``, and upkeeper's own (app.cleanup's) ``.YYYYMMDD-HHMMSS[-N]``
 _ROTATED = re.compile(r"^(?:\.(?P<num>\d+)|-(?P<date>\d{8}(?:\d{2}){0,3})"
-                      r"|\.(?P<stamp>\d{8}-\d{6})(?:-(?P<dup>\d+))?)(?P<gz>\.gz)?$")
+                      r"|\.(?P<stamp>\d{8}-\d{6})(?:-(?P<dup>\d+))?)(?P<gz>\.(?:gz|zst|xz|bz2))?$")
 
 
 @dataclass(frozen=True)
@@ -106,7 +107,10 @@ class ReadPlan:
         return sum((r.end if r.end is not None else r.file.size) - r.start for r in self.ranges)
 
 
-_ROTATED_SUFFIX = re.compile(r"(?:\.\d+|-\d{8}(?:\d{2}){0,3}|\.\d{8}-\d{6}(?:-\d+)?)(?:\.gz)?$|\.gz$")
+_ROTATED_SUFFIX = re.compile(r"(?:\.\d+|-\d{8}(?:\d{2}){0,3}|\.\d{8}-\d{6}(?:-\d+)?)(?:\.(?:gz|zst|xz|bz2))?$"
+                             r"|\.(?:gz|zst|xz|bz2)$")
+#: what logrotate's compresscmd may write (its compressext): gzip (the default), zstd, xz, bzip2
+COMPRESSED_SUFFIXES = (".gz", ".zst", ".xz", ".bz2")
 GLOB_CHARS = "*?["
 
 
@@ -201,7 +205,7 @@ def discover(path: str, *, rotated: bool = True, max_files: int = 30,
         lf = _stat(p, gz, live=False)
         if lf is not None:
             out += drop_seen([lf], linked)
-    live = _stat(base, base.name.endswith(".gz"), live=True)
+    live = _stat(base, base.name.endswith(COMPRESSED_SUFFIXES), live=True)
     if live is not None:
         out.append(live)
     seen = {(f.dev, f.inode) for f in out}
@@ -337,17 +341,108 @@ class GzipReader:
         self.problem, self.damaged, self._end = problem, damaged, True
 
 
+class StreamReader:
+    """Read a .zst, .xz or .bz2 file as ``zstdcat``, ``xzcat`` and ``bzcat`` do, with :class:`GzipReader`'s
+    contract: streams one after another are read in turn, what comes before damage is kept (then the
+    reading ends with :attr:`problem` set and :attr:`damaged` true: corrupt data, a file that ends inside a
+    stream), and bytes after the last stream that start no other are trailing garbage (ignored, noted,
+    :attr:`damaged` false)."""
+
+    RAW = 1 << 17
+    MAGIC = {"zstd": b"\x28\xb5\x2f\xfd", "xz": b"\xfd7zXZ\x00", "bz2": b"BZh"}
+
+    def __init__(self, fh: BinaryIO, codec: str) -> None:
+        self._fh = fh
+        self._codec = codec
+        self._d: Any = None  # the decompressor of the stream being read (None: between streams)
+        self._fed = False  # it was given input
+        self._out: list[bytes] = []
+        self._have = 0
+        self._end = False
+        self.problem: str | None = None
+        self.damaged = False
+
+    def _new(self) -> Any:
+        if self._codec == "zstd":
+            import zstandard
+
+            return zstandard.ZstdDecompressor().decompressobj()
+        if self._codec == "xz":
+            import lzma
+
+            return lzma.LZMADecompressor()
+        import bz2
+
+        return bz2.BZ2Decompressor()
+
+    def read(self, n: int) -> bytes:
+        """Up to ``n`` uncompressed bytes (never more); b"" at the end of the usable data."""
+        while self._have < n and not self._end:
+            raw = self._fh.read(self.RAW)
+            if not raw:
+                if self._d is not None and self._fed and not self._d.eof:
+                    self._stop("truncated (the file ends inside the compressed data)", damaged=True)
+                self._end = True
+                break
+            self._feed(raw)
+        data = b"".join(self._out)
+        out, rest = data[:n], data[n:]
+        self._out, self._have = ([rest], len(rest)) if rest else ([], 0)
+        return out
+
+    def _feed(self, raw: bytes) -> None:
+        import lzma
+
+        import zstandard
+
+        while raw and not self._end:
+            if self._d is None:
+                rest = raw.lstrip(b"\0")  # zero padding between streams, as for gzip
+                if not rest:
+                    return
+                if not rest.startswith(self.MAGIC[self._codec][:len(rest)]):
+                    self._stop("trailing garbage after the compressed data was ignored", damaged=False)
+                    return
+                self._d, self._fed, raw = self._new(), False, rest
+            try:
+                data = self._d.decompress(raw)
+            except (OSError, EOFError, ValueError, lzma.LZMAError, zstandard.ZstdError) as exc:
+                self._stop(f"damaged compressed data ({exc})", damaged=True)
+                return
+            self._fed = True
+            if data:
+                self._out.append(data)
+                self._have += len(data)
+            if self._d.eof:
+                raw, self._d = self._d.unused_data, None
+            else:
+                raw = b""
+
+    def _stop(self, problem: str, *, damaged: bool) -> None:
+        self.problem, self.damaged, self._end = problem, damaged, True
+
+
+def open_compressed(fh: BinaryIO, path: str) -> GzipReader | StreamReader:
+    """The reader of compressed file ``path`` (by its suffix: .zst, .xz, .bz2, else gzip)."""
+    for suffix, codec in ((".zst", "zstd"), (".xz", "xz"), (".bz2", "bz2")):
+        if path.endswith(suffix):
+            return StreamReader(fh, codec)
+    return GzipReader(fh)
+
+
 def head_digest(lf: LogFile, length: int = HEAD_BYTES) -> tuple[str, int]:
     """SHA-1 of the first ``length`` (uncompressed) bytes, and how many there were."""
     import hashlib  # (here: a scanning helper process reads no cursor, and OpenSSL costs it ~4 MB of RSS)
 
     with open(lf.path, "rb") as fh:
-        data = GzipReader(fh).read(length) if lf.gz else fh.read(length)
+        data = open_compressed(fh, lf.path).read(length) if lf.gz else fh.read(length)
     return hashlib.sha1(data).hexdigest(), len(data)
 
 
 def gzip_isize(path: str) -> int | None:
-    """The uncompressed size modulo 2**32 from a gzip trailer."""
+    """The uncompressed size modulo 2**32 from a gzip trailer (None for another compression)."""
+    if not path.endswith(".gz"):
+        return None
     try:
         with open(path, "rb") as fh:
             fh.seek(-4, os.SEEK_END)

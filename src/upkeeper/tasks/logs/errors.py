@@ -55,7 +55,7 @@ class ErrorLogsOptions(TaskOptions):
     app_logs: list[str] = Field(
         default_factory=list, description="application logs, files or globs, JSON lines or text (default for an "
         "app target: its logs setting). Source: upkeeper (not set by default)")
-    rotated: bool = Field(True, description="also read rotated files (x.log.1, x.log.2.gz, x.log-DATE). "
+    rotated: bool = Field(True, description="also read rotated files (x.log.1, x.log.2.gz — or .zst, .xz, .bz2 —, x.log-DATE). "
             "Source: upkeeper default")
     max_files: int = Field(30, ge=1, le=1000, description="at most this many files per log path. "
             "Source: upkeeper default")

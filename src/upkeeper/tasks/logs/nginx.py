@@ -173,7 +173,7 @@ class NginxLogsOptions(TaskOptions):
         description="with client_ip other than remote_addr, the addresses or CIDR networks of your proxies (nginx's "
         "set_real_ip_from; add your CDN's ranges, e.g. Cloudflare's from https://www.cloudflare.com/ips/). Source: the private and loopback ranges (RFC 1918, RFC 4193), "
         "where load balancers usually are")
-    rotated: bool = Field(True, description="also read rotated files: access.log.1, access.log.2.gz, access.log-DATE. "
+    rotated: bool = Field(True, description="also read rotated files: access.log.1, access.log.2.gz (or .zst, .xz, .bz2), access.log-DATE. "
             "Source: upkeeper default")
     max_files: int = Field(30, ge=1, le=1000, description="at most this many files per log (newest first). "
             "Source: upkeeper default")

@@ -122,7 +122,7 @@ class PostgresLogsOptions(TaskOptions):
         "(log_destination). auto: from the file name, as pgBadger does — .csv is csvlog, .json jsonlog, any "
         "other stderr; with csvlog or jsonlog and no log_file, the server is asked for that log "
         "(pg_current_logfile('csvlog')). Source: PostgreSQL (log_destination), pgBadger (--format, auto-detected)")
-    rotated: bool = Field(True, description="also read rotated files: postgresql.log.1, .2.gz … "
+    rotated: bool = Field(True, description="also read rotated files: postgresql.log.1, .2.gz (or .zst, .xz, .bz2) … "
             "Source: upkeeper default")
     max_files: int = Field(30, ge=1, le=1000, description="at most this many files per log path. "
             "Source: upkeeper default")
