@@ -450,32 +450,29 @@ def _failed_by_the_stop(outcome: Outcome, cancel: threading.Event | None, stoppi
         return False
     if not _TOOL_STOPPED.search(outcome.result.summary or ""):
         return False
-    events = [e for e in (stopping, cancel) if e is not None]
-    deadline = time.monotonic() + STOP_SIGNAL_WAIT
-    while events:
-        if any(e.is_set() for e in events):
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        events[0].wait(0.05)
-    return False
+    return _stop_asked_within(STOP_SIGNAL_WAIT, cancel, stopping)
 
 
 def _asked_to_stop(outcome: Outcome, cancel: threading.Event | None, stopping: threading.Event | None) -> bool:
     """Was ``outcome``, an interrupted run, stopped because this process was asked to stop?"""
     if not outcome.interrupted:
         return False
-    events = [e for e in (stopping, cancel) if e is not None]
-    if any(e.is_set() for e in events):
-        return True
-    if not outcome.terminated or not events:
-        return False
     # its worker got SIGTERM from outside: alone (a `kill` of the worker — a failure), or with this process (a
     # stop of the cgroup or process group), whose own handler may not have run yet
-    deadline = time.monotonic() + STOP_SIGNAL_WAIT
-    while time.monotonic() < deadline:
-        if events[0].wait(0.05) or any(e.is_set() for e in events):
+    return _stop_asked_within(STOP_SIGNAL_WAIT if outcome.terminated else 0.0, cancel, stopping)
+
+
+def _stop_asked_within(wait: float, cancel: threading.Event | None, stopping: threading.Event | None) -> bool:
+    """Whether this process is asked to stop (``stopping``) or the run cancelled, now or within ``wait`` seconds
+    (its own signal handler may not have run yet when a signal to the whole group reached a child first)."""
+    events = [e for e in (stopping, cancel) if e is not None]
+    deadline = time.monotonic() + wait
+    while events:
+        if any(e.is_set() for e in events):
             return True
+        if time.monotonic() >= deadline:
+            return False
+        events[0].wait(min(0.05, max(0.0, deadline - time.monotonic())))
     return False
 
 
