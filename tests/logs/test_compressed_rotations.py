@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from logs.test_sources import read_units
 from upkeeper.logs import parallel
 from upkeeper.logs.sources import StreamReader, discover, finish_cursors, live_log, plan_reads
 
@@ -50,17 +51,7 @@ def read_all(path: Path, codec: str, size: int = 1 << 20) -> tuple[bytes, Stream
 
 
 def read_plan(files: list, cursors: list) -> tuple[bytes, list, list[parallel.ReadNote]]:  # type: ignore[type-arg]
-    plan = plan_reads(files, cursors, incremental=True)
-    got, done, notes = b"", {}, []
-    for u in parallel.units_for(plan.ranges):
-        reader = parallel.read_unit(u, notes=notes)
-        while True:
-            try:
-                got += next(reader)[1]
-            except StopIteration as stop:
-                if u.gz:
-                    done[u.path] = u.start + stop.value
-                break
+    got, done, notes = read_units(plan := plan_reads(files, cursors, incremental=True))
     return got, finish_cursors(plan, done), notes
 
 

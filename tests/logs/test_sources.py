@@ -14,7 +14,7 @@ from upkeeper.config.loader import load_text
 from upkeeper.core.jobs import build_setup
 from upkeeper.errors import ConfigError
 from upkeeper.logs import parallel
-from upkeeper.logs.sources import GzipReader, birth_time_ns, discover, finish_cursors, plan_reads
+from upkeeper.logs.sources import GzipReader, ReadPlan, birth_time_ns, discover, finish_cursors, plan_reads
 
 
 def line(i: int) -> bytes:
@@ -79,6 +79,23 @@ def test_a_symlinked_log_is_followed_through_the_rotation_of_its_file(tmp_path: 
     (tmp_path / "dirlink").symlink_to(real)
     assert [f.path for f in discover(str(tmp_path / "dirlink" / "access.log"))] == [
         str(tmp_path / "dirlink" / "access.log.1"), str(tmp_path / "dirlink" / "access.log")]
+
+
+def read_units(plan: ReadPlan) -> tuple[bytes, dict[str, int], list[parallel.ReadNote]]:
+    """What reading ``plan`` gives, how far each compressed file was read (its cursor's offset), and the notes."""
+    notes: list[parallel.ReadNote] = []
+    got = b""
+    gz: dict[str, int] = {}
+    for u in parallel.units_for(plan.ranges):
+        reader = parallel.read_unit(u, notes=notes)
+        while True:
+            try:
+                got += next(reader)[1]
+            except StopIteration as stop:
+                if u.gz:
+                    gz[u.path] = u.start + stop.value
+                break
+    return got, gz, notes
 
 
 def test_incremental_follows_rename_and_compression(tmp_path: Path) -> None:
@@ -275,18 +292,7 @@ def test_damaged_rotated_files_are_read_up_to_the_damage_and_not_again(tmp_path:
     (tmp_path / "access.log.1.gz").write_bytes(gzip.compress(b"".join(lines[2000:2999])) + b"garbage")
     log.write_bytes(lines[2999])
     plan = plan_reads(discover(str(log)), [], incremental=True)
-    notes: list[parallel.ReadNote] = []
-    got = b""
-    gz: dict[str, int] = {}
-    for u in parallel.units_for(plan.ranges):
-        reader = parallel.read_unit(u, notes=notes)
-        while True:
-            try:
-                got += next(reader)[1]
-            except StopIteration as stop:
-                if u.gz:
-                    gz[u.path] = u.start + stop.value
-                break
+    got, gz, notes = read_units(plan)
     cut_text, _ = zcat(tmp_path / "access.log.2.gz")
     complete = cut_text[:cut_text.rfind(b"\n") + 1]
     assert 0 < len(complete) < len(b"".join(lines[:2000]))
