@@ -3,13 +3,18 @@ made mid-test that propagates from one resolver to the other."""
 
 from __future__ import annotations
 
+import socket
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
+import dns.message
+import dns.rcode
 import pytest
 
 from upkeeper.core.task import MemoryState, Severity
+from upkeeper.sandbox._util import free_port
 from upkeeper.sandbox.dns import DnsServer
 from upkeeper.tasks.network.dns import DnsOptions, DnsRecord, canonical, check_dns
 
@@ -106,6 +111,63 @@ def test_dead_resolver_is_reported(resolvers: tuple[DnsServer, DnsServer]) -> No
                    records=[DnsRecord(name="shop.example", type="A")])
     out = check_dns(o, MemoryState(), NOW)
     assert any(f.check == "network.dns_resolver_failed" and dead.address in f.subject for f in out.findings)
+
+
+class ServFailResolver:
+    """A real UDP DNS server that answers every query SERVFAIL, as a broken recursive resolver does."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", self.port))
+        self.sock.settimeout(0.2)
+        self.running = True
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def _serve(self) -> None:
+        while self.running:
+            try:
+                data, addr = self.sock.recvfrom(4096)
+            except TimeoutError:
+                continue
+            r = dns.message.make_response(dns.message.from_wire(data))
+            r.set_rcode(dns.rcode.SERVFAIL)
+            self.sock.sendto(r.to_wire(), addr)
+
+    def stop(self) -> None:
+        self.running = False
+        self.thread.join(timeout=2)
+        self.sock.close()
+
+
+def test_failing_resolver_is_not_a_propagating_change(resolvers: tuple[DnsServer, DnsServer]) -> None:
+    a, _ = resolvers
+    broken = ServFailResolver()
+    try:
+        state = MemoryState()
+        rec = [DnsRecord(name="shop.example", type="A")]
+        assert check_dns(DnsOptions(resolvers=[a.address], records=rec, timeout=1), state, NOW).findings == []
+        both = DnsOptions(resolvers=[a.address, broken.address], records=rec, timeout=1,
+                          propagation_interval="500ms", propagation_poll_for="5s")
+        for hours in (1, 30):  # the record never changed: no watch, no re-checks, and no 'NOT propagated'
+            t0 = time.monotonic()
+            out = check_dns(both, state, NOW + timedelta(hours=hours))
+            assert time.monotonic() - t0 < 2
+            assert [(f.check, f.severity, f.value) for f in out.findings] == [
+                ("network.dns_resolver_failed", Severity.WARNING, "SERVFAIL")]
+        assert state.get("dns")["shop.example/A"]["propagating"] is None
+        # the broken resolver alone says nothing about the record; the good one back: no 'change propagated'
+        assert [f.check for f in check_dns(DnsOptions(resolvers=[broken.address], records=rec, timeout=1), state,
+                                           NOW + timedelta(hours=31)).findings] == ["network.dns_resolver_failed"]
+        assert check_dns(DnsOptions(resolvers=[a.address], records=rec, timeout=1), state,
+                         NOW + timedelta(hours=32)).findings == []
+    finally:
+        broken.stop()
 
 
 def test_canonical_forms() -> None:

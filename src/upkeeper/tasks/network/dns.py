@@ -1,8 +1,8 @@
 """network.dns: records compared with expected values through several resolvers, NS count, propagation.
 
-Every configured record is asked of every resolver.  When the resolvers disagree (a change
-is on its way), the run re-checks every ``propagation_interval`` (15 min) for up to
-``propagation_poll_for``; the start of the propagation is kept in the job's state so that
+Every configured record is asked of every resolver.  When the resolvers that answered disagree
+(a change is on its way; a timeout or SERVFAIL is a resolver failure, not an answer), the run
+re-checks every ``propagation_interval`` (15 min) for up to ``propagation_poll_for``; the start of the propagation is kept in the job's state so that
 later runs continue the watch until the answers agree or ``propagation_timeout`` (24 h)
 has passed, which is critical.
 """
@@ -127,9 +127,21 @@ def ask_all(resolvers: list[str], rec: DnsRecord, timeout: float) -> dict[str, A
     return {res: query(res, rec.name, rec.type, timeout) for res in resolvers}
 
 
+def answered(answers: dict[str, Answer]) -> dict[str, Answer]:
+    """The resolvers that gave an answer (NOERROR or NXDOMAIN); a timeout, SERVFAIL or REFUSED says nothing
+    about the record."""
+    return {r: a for r, a in answers.items() if a.status in ("NOERROR", "NXDOMAIN")}
+
+
 def consistent(answers: dict[str, Answer]) -> bool:
-    good = [a for a in answers.values() if a.status in ("NOERROR", "NXDOMAIN")]
-    return len(good) == len(answers) and len({(a.status, a.values) for a in good}) == 1
+    """At least one resolver answered and all that answered agree."""
+    good = answered(answers)
+    return len({(a.status, a.values) for a in good.values()}) == 1
+
+
+def disagree(answers: dict[str, Answer]) -> bool:
+    """Resolvers that answered give different answers: a change is propagating."""
+    return len({(a.status, a.values) for a in answered(answers).values()}) > 1
 
 
 def system_resolvers() -> list[str]:
@@ -157,10 +169,10 @@ def check_dns(options: DnsOptions, state: StateStore, now: datetime,
         entry: dict[str, Any] = dict(ledger.get(key) or {})
         prior = entry.get("answer")
         propagating = entry.get("propagating")
-        if not consistent(answers) and propagating is None:
+        if disagree(answers) and propagating is None:
             propagating = {"since": now.isoformat(), "from": prior}
         polls = 0
-        while not consistent(answers) and propagating is not None:
+        while disagree(answers) and propagating is not None:
             elapsed_run = time.monotonic() - t0
             since = datetime.fromisoformat(propagating["since"])
             if clock() - since >= options.propagation_timeout:
@@ -181,12 +193,13 @@ def check_dns(options: DnsOptions, state: StateStore, now: datetime,
             if res not in failed:
                 by_answer.setdefault(a.values, []).append(res)
         if consistent(answers):
-            values = list(next(iter(answers.values())).values)
+            values = list(next(iter(answered(answers).values())).values)
+            n_answered = len(answers) - len(failed)
             if propagating is not None:
                 since = datetime.fromisoformat(propagating["since"])
                 out.findings.append(Finding(
                     "network.dns_propagated", Severity.INFO, subject,
-                    f"change propagated to all {len(resolvers)} resolvers after {human_duration(current - since)}"
+                    f"change propagated to all {n_answered} resolvers that answered after {human_duration(current - since)}"
                     f" ({polls} re-check(s) in this run): now {', '.join(values) or '(empty)'}", "",
                     value=round((current - since).total_seconds(), 1), data={"from": propagating.get("from"),
                                                                           "to": values}))
@@ -194,8 +207,11 @@ def check_dns(options: DnsOptions, state: StateStore, now: datetime,
                 out.findings.append(Finding(
                     "network.dns_changed", Severity.INFO, subject,
                     f"changed from {', '.join(prior) or '(empty)'} to {', '.join(values) or '(empty)'}; "
-                    f"consistent across {len(resolvers)} resolvers", "", data={"from": prior, "to": values}))
+                    f"consistent across {n_answered} resolvers", "", data={"from": prior, "to": values}))
             entry = {"answer": values, "propagating": None, "checked": current.isoformat()}
+        elif not disagree(answers):
+            # no resolver answered: nothing is known about the record (the failures are reported above)
+            entry = {"answer": prior, "propagating": propagating, "checked": current.isoformat()}
         else:
             since = datetime.fromisoformat(propagating["since"]) if propagating else current
             age = current - since
