@@ -27,6 +27,10 @@ LEGACY = """
         ssl_protocols TLSv1 TLSv1.1 TLSv1.2;
         ssl_ciphers DEFAULT:@SECLEVEL=0;
 """
+LEGACY_ONLY = """
+        ssl_protocols TLSv1 TLSv1.1;
+        ssl_ciphers DEFAULT:@SECLEVEL=0;
+"""
 
 
 @dataclass
@@ -34,6 +38,7 @@ class TlsSites:
     expiring: Endpoint
     legacy: Endpoint
     letsencrypt: Endpoint
+    legacy_only: Endpoint
     expiring_ca: Path
     legacy_ca: Path
 
@@ -48,14 +53,16 @@ def tls_sites(services_dir: Path) -> Iterator[TlsSites]:
     old = self_signed(base / "certs", "legacy.example", days=200, hosts=["legacy.example"], rsa_bits=1024,
                       stem="legacy")
     le = self_signed(base / "certs", "localhost", days=20, organization="Let's Encrypt", stem="le")
-    ports = free_port(), free_port(), free_port()
+    ports = free_port(), free_port(), free_port(), free_port()
     servers = (server_block(base, ports[0], base / "www", cert=soon.cert, key=soon.key)
                + server_block(base, ports[1], base / "www", cert=old.cert, key=old.key, extra=LEGACY)
-               + server_block(base, ports[2], base / "www", cert=le.cert, key=le.key))
+               + server_block(base, ports[2], base / "www", cert=le.cert, key=le.key)
+               + server_block(base, ports[3], base / "www", cert=soon.cert, key=soon.key, extra=LEGACY_ONLY))
     nginx = NginxServer(base, port=ports[0], servers=servers)
     nginx.start()
     yield TlsSites(Endpoint("127.0.0.1", ports[0], "localhost"), Endpoint("127.0.0.1", ports[1], "localhost"),
-                   Endpoint("127.0.0.1", ports[2], "localhost"), soon.cert, old.cert)
+                   Endpoint("127.0.0.1", ports[2], "localhost"), Endpoint("127.0.0.1", ports[3], "localhost"),
+                   soon.cert, old.cert)
     nginx.stop()
 
 
@@ -93,6 +100,19 @@ def test_legacy_protocols_and_small_key(tls_sites: TlsSites) -> None:
     # the modern server offers neither
     modern = check_tls([tls_sites.expiring], TlsOptions(ca_file=str(tls_sites.expiring_ca)), datetime.now(UTC))
     assert not [f for f in modern.findings if f.check.startswith("network.tls_legacy")]
+
+
+def test_server_offering_only_tls_1_0_and_1_1_is_checked_not_called_unreachable(tls_sites: TlsSites) -> None:
+    if legacy_protocol_offered(tls_sites.legacy_only, __import__("ssl").TLSVersion.TLSv1, 5) is None:
+        pytest.skip("this machine's OpenSSL cannot attempt TLS 1.0 even at security level 0")
+    out = check_tls([tls_sites.legacy_only], TlsOptions(ca_file=str(tls_sites.expiring_ca)), datetime.now(UTC))
+    f = by_check(out)
+    # the certificate is read over TLS 1.1 and checked: 5 days left; today's clients cannot connect at all
+    assert set(f) == {"network.tls_expiry", "network.tls_handshake", "network.tls_legacy_protocol"}, out.findings
+    assert f["network.tls_expiry"].severity is Severity.CRITICAL and 4.9 < f["network.tls_expiry"].value <= 5
+    assert f["network.tls_handshake"].severity is Severity.CRITICAL
+    assert f["network.tls_handshake"].value == "TLSv1.1" and "cannot connect" in f["network.tls_handshake"].message
+    assert sorted(x.value for x in out.findings if x.check == "network.tls_legacy_protocol") == ["TLS 1.0", "TLS 1.1"]
 
 
 def test_letsencrypt_under_25_days_means_renewal_failing(tls_sites: TlsSites) -> None:

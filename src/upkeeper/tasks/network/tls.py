@@ -4,7 +4,9 @@ For each host:port: days left (warning 30, critical 7 or expired), a Let's Encry
 certificate with fewer than 25 days left (certbot renews at 30, so renewal is failing),
 chain validity against the system CAs (or ``ca_file``), hostname match, key size, SHA-1
 signatures, and whether TLS 1.0 or 1.1 is still offered (testssl.sh's protocol check,
-done with Python's ssl module at OpenSSL security level 0).
+done with Python's ssl module at OpenSSL security level 0).  A server that only speaks TLS 1.0/1.1 still
+has its certificate checked (read over the old protocol), and a critical finding says current clients
+cannot connect.
 """
 
 from __future__ import annotations
@@ -91,10 +93,24 @@ def _sni(ep: Endpoint) -> str | None:
         return ep.name
 
 
-def fetch_certificate(ep: Endpoint, timeout: float) -> tuple[bytes, str, str]:
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
+def _legacy_context(minimum: ssl.TLSVersion, maximum: ssl.TLSVersion) -> ssl.SSLContext | None:
+    """A non-verifying client that may use old protocols (OpenSSL security level 0); None when this
+    machine's OpenSSL refuses."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+            ctx.minimum_version = minimum
+            ctx.maximum_version = maximum
+            ctx.set_ciphers("ALL:@SECLEVEL=0")
+        except (ssl.SSLError, ValueError):
+            return None
+    return ctx
+
+
+def _handshake_certificate(ep: Endpoint, ctx: ssl.SSLContext, timeout: float) -> tuple[bytes, str, str]:
     with socket.create_connection((ep.host, ep.port), timeout=timeout) as raw, \
             ctx.wrap_socket(raw, server_hostname=_sni(ep)) as s:
         der = s.getpeercert(binary_form=True)
@@ -104,16 +120,46 @@ def fetch_certificate(ep: Endpoint, timeout: float) -> tuple[bytes, str, str]:
         return der, s.version() or "?", cipher[0] if cipher else "?"
 
 
-def verify_chain(ep: Endpoint, ca_file: str | None, timeout: float) -> str | None:
-    """None when the chain verifies, else OpenSSL's reason."""
+def fetch_certificate(ep: Endpoint, timeout: float) -> tuple[bytes, str, str]:
+    """The server's certificate, protocol and cipher: with today's client defaults, or -- when the server
+    refuses those at the TLS level (it offers only TLS 1.0/1.1, or only weak ciphers) -- with a client that
+    still speaks the old protocols, so that its certificate is checked all the same."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    try:
+        return _handshake_certificate(ep, ctx, timeout)
+    except ssl.SSLError:
+        legacy = _legacy_context(ssl.TLSVersion.MINIMUM_SUPPORTED, ssl.TLSVersion.MAXIMUM_SUPPORTED)
+        if legacy is None:
+            raise
+        try:
+            return _handshake_certificate(ep, legacy, timeout)
+        except (OSError, ssl.SSLError):
+            pass
+        raise
+
+
+@dataclass
+class ChainCheck:
+    """The chain verified (``reason`` None); did not verify (``reason``); or could not be checked because
+    a client with today's defaults could not complete a handshake at all (``handshake``)."""
+
+    reason: str | None = None
+    handshake: str | None = None
+
+
+def verify_chain(ep: Endpoint, ca_file: str | None, timeout: float) -> ChainCheck:
     ctx = ssl.create_default_context(cafile=ca_file)
     ctx.check_hostname = False
     try:
         with socket.create_connection((ep.host, ep.port), timeout=timeout) as raw, \
                 ctx.wrap_socket(raw, server_hostname=_sni(ep)):
-            return None
+            return ChainCheck()
     except ssl.SSLCertVerificationError as exc:
-        return str(exc.verify_message or exc.reason or exc)
+        return ChainCheck(reason=str(exc.verify_message or exc.reason or exc))
+    except ssl.SSLError as exc:
+        return ChainCheck(handshake=str(exc.reason or exc))
 
 
 def hostname_matches(cert: x509.Certificate, name: str) -> bool:
@@ -138,17 +184,11 @@ def hostname_matches(cert: x509.Certificate, name: str) -> bool:
 
 def legacy_protocol_offered(ep: Endpoint, version: ssl.TLSVersion, timeout: float) -> bool | None:
     """True/False, or None when this machine's OpenSSL cannot even try that protocol."""
+    ctx = _legacy_context(version, version)
+    if ctx is None:
+        return None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        try:
-            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE
-            ctx.minimum_version = version
-            ctx.maximum_version = version
-            ctx.set_ciphers("ALL:@SECLEVEL=0")
-        except (ssl.SSLError, ValueError):
-            return None
         try:
             with socket.create_connection((ep.host, ep.port), timeout=timeout) as raw, \
                     ctx.wrap_socket(raw, server_hostname=_sni(ep)) as s:
@@ -205,11 +245,18 @@ def check_endpoint(ep: Endpoint, options: TlsOptions, now: datetime) -> CheckOut
             f"Let's Encrypt certificate has {days_left:.1f} days left: automatic renewal (at 30 days) is failing",
             "run 'certbot renew --dry-run' and read /var/log/letsencrypt/letsencrypt.log; check the timer/cron",
             value=round(days_left, 1), threshold=options.letsencrypt_days, data=evidence))
-    reason = verify_chain(ep, options.ca_file, options.timeout)
-    if reason is not None:
+    chain = verify_chain(ep, options.ca_file, options.timeout)
+    if chain.reason is not None:
         out.findings.append(Finding(
-            "network.tls_chain", Severity.CRITICAL, subject, f"certificate chain does not verify: {reason}",
+            "network.tls_chain", Severity.CRITICAL, subject, f"certificate chain does not verify: {chain.reason}",
             "serve the full chain (fullchain.pem) from a trusted CA", data=evidence))
+    if chain.handshake is not None:
+        out.findings.append(Finding(
+            "network.tls_handshake", Severity.CRITICAL, subject,
+            f"a client with today's defaults (TLS 1.2 or later, OpenSSL security level 2) cannot connect: "
+            f"{chain.handshake}; the certificate was read over {version}, its chain could not be verified",
+            "enable TLS 1.2 and 1.3 with modern ciphers (nginx: ssl_protocols TLSv1.2 TLSv1.3;)",
+            value=version, data=evidence))
     if not hostname_matches(cert, ep.name):
         out.findings.append(Finding(
             "network.tls_hostname", Severity.CRITICAL, subject,
