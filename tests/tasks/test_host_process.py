@@ -7,7 +7,9 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
+import psutil
 import pytest
 
 from ops_support import checks, run_task
@@ -119,3 +121,33 @@ def test_missing_process_and_validation() -> None:
         ProcessOptions.model_validate({"processes": [{"label": "x"}]})
     with pytest.raises(ValidationError, match="regular expression"):
         ProcessOptions.model_validate({"processes": [{"cmdline": "("}]})
+
+
+def test_a_zombie_is_not_a_running_process(tmp_path: Path) -> None:
+    """A daemon that crashed under a parent that never reaps it stays in the process table as a zombie
+    (RSS 0, no command line) with its name and pid: it is not running, so a selector by pid file or by
+    name is missing, and the finding says why."""
+    marker = f"upk-zombie-{uuid.uuid4().hex[:8]}"
+    parent = subprocess.Popen(
+        [sys.executable, "-c", "import subprocess, sys, time\n"
+         "child = subprocess.Popen([sys.executable, '-c', 'pass', sys.argv[1]])\n"
+         "print(child.pid, flush=True)\ntime.sleep(60)", marker], stdout=subprocess.PIPE, text=True)
+    try:
+        assert parent.stdout is not None
+        zombie = int(parent.stdout.readline())
+        deadline = time.monotonic() + 10
+        while psutil.Process(zombie).status() != psutil.STATUS_ZOMBIE:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        (tmp_path / "app.pid").write_text(f"{zombie}\n")
+        res = run_task("host.process", options={"processes": [{"label": "app", "pid_file": str(tmp_path / "app.pid"),
+                                                               "name": psutil.Process(zombie).name()}]})
+        missing = checks(res)["host.process_missing"]
+        assert [f.subject for f in missing] == ["app"]
+        assert f"only a zombie: pid {zombie}" in missing[0].message and missing[0].data == {"zombies": [zombie]}
+        assert "proc.app.count" not in res.metrics
+    finally:
+        parent.kill()
+        parent.wait()
+        assert parent.stdout is not None
+        parent.stdout.close()

@@ -99,13 +99,15 @@ def pid_from_file(path: str) -> int | None:
     return int(text) if text.isdigit() else None
 
 
-def select(sel: ProcessSelector, me: int) -> list[psutil.Process]:
+def select(sel: ProcessSelector, me: int, zombies: list[int] | None = None) -> list[psutil.Process]:
+    """The running processes the selector matches; the pids of matching zombies (exited, not yet reaped by
+    their parent: no longer running) go to ``zombies``."""
     wanted_pid = pid_from_file(sel.pid_file) if sel.pid_file else None
     if sel.pid_file and wanted_pid is None:
         return []
     rx = re.compile(sel.cmdline) if sel.cmdline else None
     found = []
-    for p in psutil.process_iter(["name", "cmdline"]):
+    for p in psutil.process_iter(["name", "cmdline", "status"]):
         if p.pid == me:
             continue
         if wanted_pid is not None and p.pid != wanted_pid:
@@ -114,6 +116,10 @@ def select(sel: ProcessSelector, me: int) -> list[psutil.Process]:
         if sel.name and p.info.get("name") != sel.name and (not cmd or os.path.basename(cmd[0]) != sel.name):
             continue
         if rx is not None and not rx.search(" ".join(cmd)):
+            continue
+        if p.info.get("status") in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD):
+            if zombies is not None:
+                zombies.append(p.pid)
             continue
         found.append(p)
     return found
@@ -128,13 +134,15 @@ class Sample:
     rss: int
 
 
-def sample_once(selectors: list[ProcessSelector]) -> tuple[list[Sample], set[str]]:
-    """RSS of every matching process; and the labels that matched nothing."""
+def sample_once(selectors: list[ProcessSelector]) -> tuple[list[Sample], dict[str, list[int]]]:
+    """RSS of every matching running process; and the labels that matched none (with the pids of matching
+    zombies)."""
     me = os.getpid()
     out: list[Sample] = []
-    missing: set[str] = set()
+    missing: dict[str, list[int]] = {}
     for sel in selectors:
-        procs = select(sel, me)
+        zombies: list[int] = []
+        procs = select(sel, me, zombies)
         got = 0
         for p in procs:
             try:
@@ -147,7 +155,7 @@ def sample_once(selectors: list[ProcessSelector]) -> tuple[list[Sample], set[str
             out.append(Sample(sel.key, p.pid, ident, name, rss))
             got += 1
         if got == 0 and sel.required:
-            missing.add(sel.key)
+            missing[sel.key] = zombies
     return out, missing
 
 
@@ -167,7 +175,7 @@ class HostProcess(Task[ProcessOptions]):
         history: dict[str, Any] = dict(ctx.state.get("samples") or {})
         seen: set[str] = set()
         last: dict[str, Sample] = {}
-        missing: set[str] = set()
+        missing: dict[str, list[int]] = {}
         for i in range(options.samples_per_run):
             if i:
                 time.sleep(options.sample_interval.total_seconds())
@@ -220,10 +228,13 @@ class HostProcess(Task[ProcessOptions]):
                     data={"r2": round(trend.r2, 4), "samples": len(points), "rss_now": s.rss,
                           "rss_first": points[0][1]},
                 ))
-        for label in sorted(missing):
+        for label, zombies in sorted(missing.items()):
+            dead = (f" (only a zombie: pid {', '.join(map(str, sorted(zombies)))} exited and was not reaped by "
+                    "its parent)") if zombies else ""
             findings.append(Finding(
-                "host.process_missing", Severity.WARNING, label, f"no running process matches {label!r}",
+                "host.process_missing", Severity.WARNING, label, f"no running process matches {label!r}{dead}",
                 "start it, or fix the selector (name, cmdline, pid_file) in the job's options",
+                data={"zombies": sorted(zombies)} if zombies else {},
             ))
         parts = [f"{label} {human_bytes(metrics[f'proc.{label}.rss_bytes'])} ({int(metrics[f'proc.{label}.count'])})"
                  for label in sorted(per_label)]
