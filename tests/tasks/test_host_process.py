@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -151,3 +152,40 @@ def test_a_zombie_is_not_a_running_process(tmp_path: Path) -> None:
         parent.wait()
         assert parent.stdout is not None
         parent.stdout.close()
+
+
+def test_a_process_restarted_within_a_run_is_counted_once() -> None:
+    """With several samples in one run, a process that restarts between them (a crash, a worker recycled by
+    gunicorn's max_requests) is one process now, not the old one plus the new one."""
+    marker = f"upk-restart-{uuid.uuid4().hex[:8]}"
+    code = "import time\nheld = b'x' * 20_000_000\nprint('ready', flush=True)\ntime.sleep(60)"
+    procs: list[subprocess.Popen[str]] = []
+
+    def start() -> None:
+        p = subprocess.Popen([sys.executable, "-c", code, marker], stdout=subprocess.PIPE, text=True)
+        procs.append(p)
+        assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+
+    def restart() -> None:
+        time.sleep(0.5)
+        procs[0].kill()
+        procs[0].wait()
+        start()
+
+    start()
+    restarter = threading.Thread(target=restart)
+    restarter.start()
+    try:
+        res = run_task("host.process", options={"processes": [{"label": "app", "cmdline": marker}],
+                                                "samples_per_run": 5, "sample_interval": "0.8s", "rss_warning": "10MB"})
+    finally:
+        restarter.join()
+        for p in procs:
+            p.kill()
+            p.wait()
+            assert p.stdout is not None
+            p.stdout.close()
+    assert len(procs) == 2
+    assert res.metrics["proc.app.count"] == 1
+    assert res.metrics["proc.app.rss_bytes"] == res.metrics["proc.app.max_rss_bytes"]
+    assert [f.subject for f in checks(res)["host.process_memory"]] == [f"app (pid {procs[1].pid})"]

@@ -181,6 +181,9 @@ class HostProcess(Task[ProcessOptions]):
                 time.sleep(options.sample_interval.total_seconds())
             ts = ctx.now().timestamp()
             samples, missing = sample_once(options.processes)
+            # what is running now is what the last round found: a process that exited (a restart, a recycled
+            # worker) between the rounds of this run is neither counted nor judged
+            last = {}
             for s in samples:
                 entry = history.setdefault(s.identity, {"label": s.label, "pid": s.pid, "name": s.name, "points": []})
                 entry["points"] = (entry["points"] + [[ts, s.rss]])[-options.keep_samples:]
