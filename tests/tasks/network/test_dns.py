@@ -170,6 +170,22 @@ def test_failing_resolver_is_not_a_propagating_change(resolvers: tuple[DnsServer
         broken.stop()
 
 
+def test_long_txt_record_split_into_strings_matches_its_value() -> None:
+    """A 2048-bit DKIM key is longer than one 255-byte character-string, so the zone (and every answer)
+    carries it as several strings; the value, and what the job expects, is their concatenation."""
+    key = "MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEA" + "q" * 300 + "IDAQAB"
+    value = f"v=DKIM1; k=rsa; p={key}"
+    split = " ".join(f'"{value[i:i + 255]}"' for i in range(0, len(value), 255))
+    with DnsServer({("mail._domainkey.shop.example.", "TXT"): [split, '"v=spf1 mx -all"']}) as server:
+        o = DnsOptions(resolvers=[server.address], timeout=2, records=[
+            DnsRecord(name="mail._domainkey.shop.example", type="TXT", expected=[value, "v=spf1 mx -all"]),
+            DnsRecord(name="mail._domainkey.shop.example", type="TXT", expected=[split, '"v=spf1 mx -all"'])])
+        assert check_dns(o, MemoryState(), NOW).findings == []
+        wrong = DnsOptions(resolvers=[server.address], timeout=2, records=[
+            DnsRecord(name="mail._domainkey.shop.example", type="TXT", expected=[value[:-1], "v=spf1 mx -all"])])
+        assert [f.check for f in check_dns(wrong, MemoryState(), NOW).findings] == ["network.dns_mismatch"]
+
+
 def test_canonical_forms() -> None:
     assert canonical("MX", "10 Mail.Example.com") == canonical("MX", "10 mail.example.com.")
     assert canonical("TXT", "v=spf1 -all") == '"v=spf1 -all"'

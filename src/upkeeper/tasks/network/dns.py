@@ -47,7 +47,8 @@ class DnsRecord(BaseModel):
     name: str = Field(..., description="fully qualified name, e.g. example.com. Source: none (required)")
     type: RecordType = Field("A", description="record type. Source: upkeeper default")
     expected: list[str] | None = Field(
-        None, description="expected values (any order), e.g. ['203.0.113.10'] or ['10 mail.example.com']. "
+        None, description="expected values (any order), e.g. ['203.0.113.10'] or ['10 mail.example.com']; a TXT "
+                "value is the whole text, however the zone splits it into 255-byte strings. "
                 "Source: upkeeper (not set by default)")
 
 
@@ -93,11 +94,25 @@ def parse_resolver(spec: str) -> tuple[str, int]:
     return s, 53
 
 
+def _txt(text: str) -> str:
+    """A TXT value as the one string it means: a record longer than 255 bytes (DKIM keys, long SPF) travels
+    as several character-strings ('"v=DKIM1; …" "…"') that a verifier concatenates, so the split is not
+    part of the value.  Unquoted text is taken as it is; quoted text in DNS presentation form."""
+    data = text.encode()
+    if text.startswith('"'):
+        try:
+            rd = dns.rdata.from_text(dns.rdataclass.IN, "TXT", text)
+            data = b"".join(rd.strings)  # type: ignore[attr-defined]
+        except Exception:
+            pass
+    return '"' + data.decode("utf-8", "backslashreplace").replace('"', '\\"') + '"'
+
+
 def canonical(rtype: str, value: str) -> str:
     """A value in DNS presentation form, so '10 mail.example.com' equals '10 mail.example.com.'."""
     text = value.strip()
-    if rtype == "TXT" and not text.startswith('"'):
-        text = '"' + text.replace('"', '\\"') + '"'
+    if rtype == "TXT":
+        return _txt(text)
     try:
         rd = dns.rdata.from_text(dns.rdataclass.IN, rtype, text, origin=dns.name.root)
         out = rd.to_text()
