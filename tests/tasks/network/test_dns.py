@@ -199,3 +199,15 @@ def test_dns_job_via_cli(resolvers: tuple[DnsServer, DnsServer], cli, make_confi
     res = cli(["--config", cfg, "run", "dns", "--json"])
     run = res.json()[0]
     assert run["status"] == "warn" and [f["check"] for f in run["findings"]] == ["network.dns_ns_count"]
+
+
+@pytest.mark.parametrize(("resolver", "says"), [("dns.google", "not an IP address"),
+                                                ("127.0.0.1:abc", "not a number"),
+                                                ("[::1]:70000", "not a number")])
+def test_bad_resolver_is_a_config_error_naming_it(resolver: str, says: str, cli, make_config) -> None:
+    cfg = make_config({"jobs": {"dns": {"task": "network.dns", "options": {
+        "resolvers": [resolver], "records": [{"name": "shop.example", "type": "A"}]}}}})
+    res = cli(["--config", cfg, "run", "dns"])
+    text = res.output
+    assert res.code != 0 and "Traceback" not in text, text
+    assert "resolvers" in text and resolver in text and says in text, text

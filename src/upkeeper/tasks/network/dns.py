@@ -9,12 +9,13 @@ has passed, which is critical.
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from upkeeper import lazy
 from upkeeper.config.types import Duration
@@ -73,6 +74,13 @@ class DnsOptions(TaskOptions):
         "to the next run (keep it below the job's interval). Source: upkeeper default")
     timeout: float = Field(5, gt=0, description="seconds per query. Source: upkeeper default")
 
+    @field_validator("resolvers")
+    @classmethod
+    def _resolvers(cls, v: list[str]) -> list[str]:
+        for spec in v:
+            parse_resolver(spec)
+        return v
+
 
 @dataclass
 class Answer:
@@ -84,14 +92,22 @@ class Answer:
 
 
 def parse_resolver(spec: str) -> tuple[str, int]:
+    """(address, port) of 'ip', 'ip:port', 'ipv6' or '[ipv6]:port'; ValueError naming the mistake."""
     s = spec.strip()
+    host, port = s, "53"
     if s.startswith("["):
         host, _, port = s[1:].partition("]:")
-        return host.rstrip("]"), int(port or 53)
-    if s.count(":") == 1:
+        host, port = host.rstrip("]"), port or "53"
+    elif s.count(":") == 1:
         host, port = s.split(":")
-        return host, int(port)
-    return s, 53
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"resolver {spec!r} is not an IP address: queries go straight to a resolver's address "
+                         "(ip or ip:port, e.g. 1.1.1.1 or [2606:4700:4700::1111]:53)") from None
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"resolver {spec!r}: port {port!r} is not a number from 1 to 65535") from None
+    return host, int(port)
 
 
 def _txt(text: str) -> str:
