@@ -144,3 +144,11 @@ def test_tls_job_via_cli(tls_sites: TlsSites, cli, make_config) -> None:
     res = cli(["--config", cfg, "run", "tls", "--json"])
     run = res.json()[0]
     assert run["status"] == "fail" and [f["check"] for f in run["findings"]] == ["network.tls_expiry"]
+
+
+@pytest.mark.parametrize("endpoint", ["shop.example:https", "shop.example:70000", "https://shop.example:99999/"])
+def test_bad_endpoint_is_a_config_error_naming_it(endpoint: str, cli, make_config) -> None:
+    cfg = make_config({"jobs": {"tls": {"task": "network.tls", "options": {"endpoints": [endpoint]}}}})
+    res = cli(["--config", cfg, "run", "tls"])
+    assert res.code != 0 and "Traceback" not in res.output, res.output
+    assert "endpoints" in res.output and endpoint in res.output and "port" in res.output, res.output

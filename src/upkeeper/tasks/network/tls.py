@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from upkeeper import lazy
 from upkeeper.config.targets import HttpTarget, NginxTarget
@@ -60,6 +60,17 @@ class TlsOptions(TaskOptions):
     check_legacy_protocols: bool = Field(True, description="try TLS 1.0 and 1.1 handshakes. Source: testssl.sh -p")
     timeout: float = Field(10, gt=0, description="seconds per connection. Source: upkeeper default")
 
+    @field_validator("endpoints")
+    @classmethod
+    def _endpoints(cls, v: list[str]) -> list[str]:
+        for text in v:
+            try:
+                parse_endpoint(text)
+            except TaskError as exc:
+                raise ValueError(f"{exc.message} ({exc.hint.removeprefix('Try: ')})" if exc.hint
+                                 else exc.message) from None
+        return v
+
 
 @dataclass
 class Endpoint:
@@ -72,16 +83,22 @@ class Endpoint:
 
 
 def parse_endpoint(text: str, server_name: str | None = None) -> Endpoint:
+    hint = "Try: host:port, e.g. example.com:443 or [2001:db8::1]:443, or an https:// URL"
     if "://" in text:
         u = urlsplit(text)
         host = u.hostname or ""
-        port = u.port or (443 if u.scheme == "https" else 80)
+        try:
+            port = u.port or (443 if u.scheme == "https" else 80)
+        except ValueError:
+            raise TaskError(f"invalid endpoint {text!r}: the port is not a number from 1 to 65535", hint) from None
     else:
         host, _, port_s = text.rpartition(":") if text.count(":") == 1 or text.startswith("[") else (text, "", "")
         host = host.strip("[]") or text
+        if port_s and not (port_s.isdigit() and 0 < int(port_s) < 65536):
+            raise TaskError(f"invalid endpoint {text!r}: port {port_s!r} is not a number from 1 to 65535", hint)
         port = int(port_s) if port_s else 443
     if not host:
-        raise TaskError(f"invalid endpoint {text!r}", "Try: host:port, e.g. example.com:443")
+        raise TaskError(f"invalid endpoint {text!r}", hint)
     return Endpoint(host, port, server_name or host)
 
 
