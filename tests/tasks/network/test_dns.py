@@ -211,3 +211,14 @@ def test_bad_resolver_is_a_config_error_naming_it(resolver: str, says: str, cli,
     text = res.output
     assert res.code != 0 and "Traceback" not in text, text
     assert "resolvers" in text and resolver in text and says in text, text
+
+
+@pytest.mark.parametrize(("rtype", "value"), [("A", "203.0.113.010"), ("AAAA", "2001:db8::g"),
+                                              ("MX", "mail.shop.example")])
+def test_malformed_expected_value_is_a_config_error_naming_it(rtype: str, value: str, cli, make_config) -> None:
+    """A value that no answer can ever equal would be a mismatch on every run, blaming the DNS provider."""
+    cfg = make_config({"jobs": {"dns": {"task": "network.dns", "options": {
+        "resolvers": ["127.0.0.1:53"], "records": [{"name": "shop.example", "type": rtype, "expected": [value]}]}}}})
+    res = cli(["--config", cfg, "run", "dns"])
+    assert res.code != 0 and "Traceback" not in res.output, res.output
+    assert "records" in res.output and value in res.output and f"not a valid {rtype} record" in res.output, res.output

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from upkeeper import lazy
 from upkeeper.config.types import Duration
@@ -51,6 +51,21 @@ class DnsRecord(BaseModel):
         None, description="expected values (any order), e.g. ['203.0.113.10'] or ['10 mail.example.com']; a TXT "
                 "value is the whole text, however the zone splits it into 255-byte strings. "
                 "Source: upkeeper (not set by default)")
+
+    @model_validator(mode="after")
+    def _values(self) -> DnsRecord:
+        for value in (self.expected or []) if self.type != "TXT" else []:
+            try:
+                dns.rdata.from_text(dns.rdataclass.IN, self.type, value.strip(), origin=dns.name.root)
+            except Exception as exc:
+                raise ValueError(f"expected value {value!r} is not a valid {self.type} record ({exc}); "
+                                 f"e.g. {EXAMPLES[self.type]}") from None
+        return self
+
+
+EXAMPLES = {"A": "203.0.113.10", "AAAA": "2001:db8::10", "CNAME": "shop.example.com", "MX": "10 mail.example.com",
+            "NS": "ns1.example.com", "CAA": "0 issue letsencrypt.org", "SRV": "10 5 5060 sip.example.com",
+            "TXT": "v=spf1 mx -all"}
 
 
 class DnsOptions(TaskOptions):
