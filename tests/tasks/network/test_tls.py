@@ -6,10 +6,14 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from upkeeper.core.task import Severity
 from upkeeper.sandbox._util import free_port
@@ -152,3 +156,61 @@ def test_bad_endpoint_is_a_config_error_naming_it(endpoint: str, cli, make_confi
     res = cli(["--config", cfg, "run", "tls"])
     assert res.code != 0 and "Traceback" not in res.output, res.output
     assert "endpoints" in res.output and endpoint in res.output and "port" in res.output, res.output
+
+
+def _cert(name: str, issuer: tuple[x509.Certificate, ec.EllipticCurvePrivateKey] | None, *, ca: bool,
+          start: datetime, end: datetime) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    builder = (x509.CertificateBuilder().subject_name(subject)
+               .issuer_name(issuer[0].subject if issuer else subject).public_key(key.public_key())
+               .serial_number(x509.random_serial_number()).not_valid_before(start).not_valid_after(end)
+               .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+    if not ca:
+        builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+    return builder.sign(issuer[1] if issuer else key, hashes.SHA256()), key
+
+
+def _pem(*certs: x509.Certificate) -> bytes:
+    return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs)
+
+
+def test_expired_intermediate_and_dates_say_which_certificate(services_dir: Path) -> None:
+    """OpenSSL says only 'certificate has expired': with a valid server certificate that is its chain's CA, and
+    an expired server certificate is reported once (network.tls_expired), not again as a chain error."""
+    base = services_dir / "tls-dates"
+    (base / "www").mkdir(parents=True, exist_ok=True)
+    now = datetime.now(UTC)
+    root = _cert("upkeeper test root", None, ca=True, start=now - timedelta(days=400), end=now + timedelta(days=900))
+    inter = _cert("upkeeper test intermediate", root, ca=True, start=now - timedelta(days=400),
+                  end=now - timedelta(days=2))
+    leaf = _cert("shop.example", inter, ca=False, start=now - timedelta(days=10), end=now + timedelta(days=80))
+    (base / "root.crt").write_bytes(_pem(root[0]))
+    (base / "chain.crt").write_bytes(_pem(leaf[0], inter[0]))
+    (base / "chain.key").write_bytes(leaf[1].private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                           serialization.NoEncryption()))
+    expired = self_signed(base / "certs", "localhost", days=-3, stem="expired")
+    future = self_signed(base / "certs", "localhost", days=90, stem="future", not_before=now + timedelta(days=2))
+    ports = free_port(), free_port(), free_port()
+    servers = (server_block(base, ports[0], base / "www", cert=base / "chain.crt", key=base / "chain.key")
+               + server_block(base, ports[1], base / "www", cert=expired.cert, key=expired.key)
+               + server_block(base, ports[2], base / "www", cert=future.cert, key=future.key))
+    nginx = NginxServer(base, port=ports[0], servers=servers)
+    nginx.start()
+    try:
+        opts = TlsOptions(ca_file=str(base / "root.crt"), check_legacy_protocols=False)
+        out = check_tls([Endpoint("127.0.0.1", ports[0], "shop.example")], opts, now)
+        assert [f.check for f in out.findings] == ["network.tls_chain"], out.findings
+        assert "certificate has expired" in out.findings[0].message
+        assert "not the server's certificate" in out.findings[0].message
+        assert "intermediate" in out.findings[0].remediation
+        opts = TlsOptions(ca_file=str(expired.cert), check_legacy_protocols=False)
+        out = check_tls([Endpoint("127.0.0.1", ports[1], "localhost")], opts, now)
+        assert [f.check for f in out.findings] == ["network.tls_expired"], out.findings
+        opts = TlsOptions(ca_file=str(future.cert), check_legacy_protocols=False)
+        out = check_tls([Endpoint("127.0.0.1", ports[2], "localhost")], opts, now)
+        assert [f.check for f in out.findings] == ["network.tls_chain"], out.findings
+        assert "the server's certificate starts on" in out.findings[0].message
+        assert "clock" in out.findings[0].remediation
+    finally:
+        nginx.stop()

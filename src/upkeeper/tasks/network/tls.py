@@ -263,10 +263,26 @@ def check_endpoint(ep: Endpoint, options: TlsOptions, now: datetime) -> CheckOut
             "run 'certbot renew --dry-run' and read /var/log/letsencrypt/letsencrypt.log; check the timer/cron",
             value=round(days_left, 1), threshold=options.letsencrypt_days, data=evidence))
     chain = verify_chain(ep, options.ca_file, options.timeout)
+    not_before = cert.not_valid_before_utc
     if chain.reason is not None:
-        out.findings.append(Finding(
-            "network.tls_chain", Severity.CRITICAL, subject, f"certificate chain does not verify: {chain.reason}",
-            "serve the full chain (fullchain.pem) from a trusted CA", data=evidence))
+        message = f"certificate chain does not verify: {chain.reason}"
+        hint = "serve the full chain (fullchain.pem) from a trusted CA"
+        # OpenSSL names the failure, not the certificate: say which one when the server's own is not it
+        if chain.reason == "certificate has expired" and days_left > 0:
+            message += (f" -- not the server's certificate (valid until {not_after:%Y-%m-%d} UTC) but a CA "
+                        "certificate of its chain: an intermediate it sends, or the root it chains to")
+            hint = ("serve the CA's current intermediate (fullchain.pem of the latest renewal, not an old chain "
+                    "file); if the root expired, reissue from a current root")
+        elif chain.reason == "certificate is not yet valid" and not_before > now:
+            message += (f" -- the server's certificate starts on {not_before:%Y-%m-%d %H:%M} UTC, "
+                        f"{(not_before - now).total_seconds() / 3600:.1f} h from now by this machine's clock")
+            hint = "check the clocks of this machine and of the server that issued the certificate"
+        elif chain.reason == "certificate is not yet valid":
+            message += " -- not the server's certificate but a CA certificate of its chain"
+            hint = "check this machine's clock; serve the CA's current intermediate"
+        if not (chain.reason == "certificate has expired" and days_left <= 0):  # already network.tls_expired
+            out.findings.append(Finding("network.tls_chain", Severity.CRITICAL, subject, message, hint,
+                                        data=evidence))
     if chain.handshake is not None:
         out.findings.append(Finding(
             "network.tls_handshake", Severity.CRITICAL, subject,
