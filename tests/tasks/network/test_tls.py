@@ -214,3 +214,22 @@ def test_expired_intermediate_and_dates_say_which_certificate(services_dir: Path
         assert "clock" in out.findings[0].remediation
     finally:
         nginx.stop()
+
+
+def test_internationalized_name_matches_its_a_label(services_dir: Path) -> None:
+    """A certificate for bücher.example lists xn--bcher-kva.example; the job names the site as people write it."""
+    base = services_dir / "tls-idn"
+    (base / "www").mkdir(parents=True, exist_ok=True)
+    cert = self_signed(base / "certs", "xn--bcher-kva.example", days=90, hosts=["xn--bcher-kva.example"], stem="idn")
+    port = free_port()
+    nginx = NginxServer(base, port=port, servers=server_block(base, port, base / "www", cert=cert.cert, key=cert.key))
+    nginx.start()
+    try:
+        opts = TlsOptions(ca_file=str(cert.cert), check_legacy_protocols=False)
+        for name in ("bücher.example", "xn--bcher-kva.example", "BÜCHER.example."):
+            out = check_tls([Endpoint("127.0.0.1", port, name)], opts, datetime.now(UTC))
+            assert out.findings == [], (name, out.findings)
+        wrong = check_tls([Endpoint("127.0.0.1", port, "bucher.example")], opts, datetime.now(UTC))
+        assert [f.check for f in wrong.findings] == ["network.tls_hostname"]
+    finally:
+        nginx.stop()

@@ -190,6 +190,10 @@ def hostname_matches(cert: x509.Certificate, name: str) -> bool:
     except ValueError:
         pass
     name = name.lower().rstrip(".")
+    try:  # an internationalized name is in the certificate as its A-label (xn--…), as it is sent in SNI
+        name = name.encode("idna").decode("ascii")
+    except UnicodeError:
+        pass
     for pattern in san.get_values_for_type(x509.DNSName):
         p = pattern.lower().rstrip(".")
         if p == name:
