@@ -222,3 +222,20 @@ def test_malformed_expected_value_is_a_config_error_naming_it(rtype: str, value:
     res = cli(["--config", cfg, "run", "dns"])
     assert res.code != 0 and "Traceback" not in res.output, res.output
     assert "records" in res.output and value in res.output and f"not a valid {rtype} record" in res.output, res.output
+
+
+def test_zone_that_does_not_exist_is_critical_not_unanswered(resolvers: tuple[DnsServer, DnsServer]) -> None:
+    """NXDOMAIN for a zone's NS is an answer -- the domain is gone (expired, deleted) or misspelt -- not a
+    resolver that failed to answer; a name inside a zone has no NS records of its own."""
+    dead = DnsServer(ZONE)  # never started
+    o = DnsOptions(resolvers=[a.address for a in resolvers], timeout=1,
+                   zones=["gone.example", "www.shop.example", "shop.example"])
+    found = {f.subject: f for f in check_dns(o, MemoryState(), NOW).findings}
+    assert found["gone.example"].check == "network.dns_zone_missing"
+    assert found["gone.example"].severity is Severity.CRITICAL and "NXDOMAIN" in found["gone.example"].message
+    assert found["www.shop.example"].check == "network.dns_ns_count"
+    assert "not a zone" in found["www.shop.example"].message
+    assert found["shop.example"].check == "network.dns_ns_count" and found["shop.example"].value == 1
+    unanswered = check_dns(DnsOptions(resolvers=[dead.address], timeout=0.3, zones=["shop.example"]), MemoryState(),
+                           NOW).findings
+    assert [f.check for f in unanswered] == ["network.dns_ns_unknown"] and "TIMEOUT" in unanswered[0].message

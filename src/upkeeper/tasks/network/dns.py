@@ -289,17 +289,35 @@ def check_dns(options: DnsOptions, state: StateStore, now: datetime,
         out.metrics[f"{key}.resolvers_agreeing"] = float(max((len(v) for v in by_answer.values()), default=0))
     for zone in options.zones:
         ns = None
+        tried: dict[str, Answer] = {}
         for res in resolvers:
             a = query(res, zone, "NS", options.timeout)
+            tried[res] = a
             if a.status == "NOERROR":
                 ns = a
                 break
         if ns is None:
-            out.findings.append(Finding("network.dns_ns_unknown", Severity.WARNING, zone,
-                                        f"no resolver answered the NS query for {zone}", "check the zone"))
+            gone = [r for r, a in tried.items() if a.status == "NXDOMAIN"]
+            if gone:
+                out.findings.append(Finding(
+                    "network.dns_zone_missing", Severity.CRITICAL, zone,
+                    f"{zone} does not exist: NXDOMAIN from {', '.join(gone)}",
+                    "check the domain's registration (expired? deleted?) and its delegation at the registrar; "
+                    "or fix the zone's name in the job", data={"answers": {r: a.text() for r, a in tried.items()}}))
+            else:
+                out.findings.append(Finding(
+                    "network.dns_ns_unknown", Severity.WARNING, zone,
+                    f"no resolver answered the NS query for {zone}: "
+                    + "; ".join(f"{r}: {a.status}" for r, a in tried.items()),
+                    "check the resolvers (network.dns_resolver_failed) and the zone"))
             continue
         out.metrics[f"{zone}.ns_count"] = float(len(ns.values))
-        if len(ns.values) < options.min_ns:
+        if not ns.values:
+            out.findings.append(Finding(
+                "network.dns_ns_count", Severity.WARNING, zone,
+                f"{zone} has no NS records: the name exists but is not a zone (a name inside one?)",
+                "list the zone's apex (the domain you registered) in 'zones'", value=0, threshold=options.min_ns))
+        elif len(ns.values) < options.min_ns:
             out.findings.append(Finding(
                 "network.dns_ns_count", Severity.WARNING, zone,
                 f"{zone} has {len(ns.values)} NS record(s) ({ns.text()}); one failing server takes the domain down",
