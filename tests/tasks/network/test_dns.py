@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
+import dns.flags
 import dns.message
 import dns.rcode
 import pytest
@@ -239,3 +240,32 @@ def test_zone_that_does_not_exist_is_critical_not_unanswered(resolvers: tuple[Dn
     unanswered = check_dns(DnsOptions(resolvers=[dead.address], timeout=0.3, zones=["shop.example"]), MemoryState(),
                            NOW).findings
     assert [f.check for f in unanswered] == ["network.dns_ns_unknown"] and "TIMEOUT" in unanswered[0].message
+
+
+class UdpLimitedServer(DnsServer):
+    """Like a real server over UDP: an answer larger than the client allows (512 bytes without EDNS, else the
+    EDNS payload size) is sent truncated (TC) for the client to retry over TCP -- which this one, like many
+    firewalled resolvers, does not serve."""
+
+    def _answer(self, wire: bytes) -> bytes | None:
+        full = super()._answer(wire)
+        q = dns.message.from_wire(wire)
+        if full is None or len(full) <= max(512, q.payload if q.edns >= 0 else 0):
+            return full
+        r = dns.message.make_response(q)
+        r.flags |= dns.flags.TC
+        return r.to_wire()
+
+
+def test_answer_over_512_bytes_is_read_without_tcp() -> None:
+    """A zone's TXT records (a DKIM key, SPF, site verifications) easily pass 512 bytes: asked without EDNS, the
+    answer comes truncated and only a TCP retry could read it."""
+    key = "MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEA" + "q" * 300 + "IDAQAB"
+    values = [f'"v=DKIM1; k=rsa; p={key[:200]}" "{key[200:]}"', '"v=spf1 mx include:_spf.example.net -all"',
+              '"google-site-verification=' + "v" * 43 + '"']
+    with UdpLimitedServer({("shop.example.", "TXT"): values}) as server:
+        want = [f"v=DKIM1; k=rsa; p={key}", "v=spf1 mx include:_spf.example.net -all",
+                "google-site-verification=" + "v" * 43]
+        o = DnsOptions(resolvers=[server.address], timeout=1,
+                       records=[DnsRecord(name="shop.example", type="TXT", expected=want)])
+        assert check_dns(o, MemoryState(), NOW).findings == []

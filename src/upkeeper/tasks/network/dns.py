@@ -154,7 +154,9 @@ def canonical(rtype: str, value: str) -> str:
 
 def query(resolver: str, name: str, rtype: str, timeout: float) -> Answer:
     host, port = parse_resolver(resolver)
-    q = dns.message.make_query(name, rtype)
+    # EDNS with a 1232-byte payload (the DNS Flag Day 2020 size): answers above the 512 bytes of plain DNS (TXT
+    # sets with a DKIM key, long MX/NS sets) come over UDP instead of needing TCP, which firewalls often block
+    q = dns.message.make_query(name, rtype, use_edns=0, payload=1232)
     try:
         r = dns.query.udp(q, host, port=port, timeout=timeout)
         if r.flags & dns.flags.TC:
