@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from upkeeper.core.task import Severity
+from upkeeper.core.task import Finding, Severity
 from upkeeper.sandbox._util import free_port
 from upkeeper.sandbox.nginx import NginxServer, server_block
 from upkeeper.sandbox.tls import self_signed
@@ -53,10 +53,12 @@ def tls_sites(services_dir: Path) -> Iterator[TlsSites]:
     (base / "www").mkdir(parents=True, exist_ok=True)
     os.chmod(base, 0o755)
     (base / "www" / "index.html").write_text("tls\n")
-    soon = self_signed(base / "certs", "localhost", days=5, stem="soon")
+    issued_90_days_ago = datetime.now(UTC) - timedelta(days=85)  # 90-day certificates, as Let's Encrypt's
+    soon = self_signed(base / "certs", "localhost", days=5, stem="soon", not_before=issued_90_days_ago)
     old = self_signed(base / "certs", "legacy.example", days=200, hosts=["legacy.example"], rsa_bits=1024,
                       stem="legacy")
-    le = self_signed(base / "certs", "localhost", days=20, organization="Let's Encrypt", stem="le")
+    le = self_signed(base / "certs", "localhost", days=20, organization="Let's Encrypt", stem="le",
+                     not_before=datetime.now(UTC) - timedelta(days=70))
     ports = free_port(), free_port(), free_port(), free_port()
     servers = (server_block(base, ports[0], base / "www", cert=soon.cert, key=soon.key)
                + server_block(base, ports[1], base / "www", cert=old.cert, key=old.key, extra=LEGACY)
@@ -231,5 +233,38 @@ def test_internationalized_name_matches_its_a_label(services_dir: Path) -> None:
             assert out.findings == [], (name, out.findings)
         wrong = check_tls([Endpoint("127.0.0.1", port, "bucher.example")], opts, datetime.now(UTC))
         assert [f.check for f in wrong.findings] == ["network.tls_hostname"]
+    finally:
+        nginx.stop()
+
+
+def test_short_lived_certificates_are_judged_by_their_lifetime(services_dir: Path) -> None:
+    """Let's Encrypt's 45-day and 6-day certificates: certbot (>= 4.0) renews at a third of the lifetime (15
+    days, 2-3 days), so a healthy one spends much of its life under 30 or even 7 days; the thresholds are
+    for a 90-day certificate and scale to a shorter lifetime."""
+    base = services_dir / "tls-short"
+    (base / "www").mkdir(parents=True, exist_ok=True)
+    now = datetime.now(UTC)
+    made = {  # name: (days left, lifetime)
+        "fresh45": (20, 45), "due45": (10, 45), "fresh6": (4, 6), "due6": (0.25, 6)}
+    certs = {n: self_signed(base / "certs", "localhost", days=left, organization="Let's Encrypt", stem=n,
+                            not_before=now - timedelta(days=life - left)) for n, (left, life) in made.items()}
+    ports = {n: free_port() for n in made}
+    nginx = NginxServer(base, port=ports["fresh45"], servers="".join(
+        server_block(base, ports[n], base / "www", cert=c.cert, key=c.key) for n, c in certs.items()))
+    nginx.start()
+    try:
+        def run(n: str) -> dict[str, Finding]:
+            opts = TlsOptions(ca_file=str(certs[n].cert), check_legacy_protocols=False)
+            out = check_tls([Endpoint("127.0.0.1", ports[n], "localhost")], opts, datetime.now(UTC))
+            return {f.check: f for f in out.findings}
+
+        assert run("fresh45") == {} and run("fresh6") == {}
+        due45 = run("due45")  # 10 days left of 45: past certbot's 15-day renewal point
+        assert set(due45) == {"network.tls_expiry", "network.tls_letsencrypt_renewal"}
+        assert due45["network.tls_expiry"].severity is Severity.WARNING
+        assert due45["network.tls_expiry"].threshold == 15
+        assert "scaled to its 45-day lifetime" in due45["network.tls_expiry"].message
+        due6 = run("due6")  # 6 hours left of 6 days
+        assert due6["network.tls_expiry"].severity is Severity.CRITICAL
     finally:
         nginx.stop()

@@ -1,12 +1,12 @@
 """network.tls: certificates and protocols of TLS endpoints.
 
 For each host:port: days left (warning 30, critical 7 or expired), a Let's Encrypt
-certificate with fewer than 25 days left (certbot renews at 30, so renewal is failing),
-chain validity against the system CAs (or ``ca_file``), hostname match, key size, SHA-1
-signatures, and whether TLS 1.0 or 1.1 is still offered (testssl.sh's protocol check,
-done with Python's ssl module at OpenSSL security level 0).  A server that only speaks TLS 1.0/1.1 still
-has its certificate checked (read over the old protocol), and a critical finding says current clients
-cannot connect.
+certificate with fewer than 25 days left (certbot renews at 30, so renewal is failing) -- day
+counts for a 90-day certificate, scaled to a shorter-lived one's lifetime --, chain validity
+against the system CAs (or ``ca_file``), hostname match, key size, SHA-1 signatures, and whether
+TLS 1.0 or 1.1 is still offered (testssl.sh's protocol check, done with Python's ssl module at
+OpenSSL security level 0).  A server that only speaks TLS 1.0/1.1 still has its certificate checked
+(read over the old protocol), and a critical finding says current clients cannot connect.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ else:
     x509_oid = lazy.module("cryptography.x509.oid")
 
 LETSENCRYPT_ORG = "Let's Encrypt"
+FULL_LIFETIME_DAYS = 90  # what warning_days, critical_days and letsencrypt_days are meant for
 
 
 class TlsOptions(TaskOptions):
@@ -49,12 +50,14 @@ class TlsOptions(TaskOptions):
                                     "(default: the endpoint's host). Source: upkeeper (not set by default)")
     ca_file: str | None = Field(None, description="CA bundle to verify against instead of the system CAs. "
             "Source: upkeeper (not set by default)")
-    warning_days: int = Field(30, ge=0, description="warn when fewer days are left. Source: the maintenance "
-                              "procedures (renewal at 30 days; certbot renews at 30)")
-    critical_days: int = Field(7, ge=0, description="critical when fewer days are left. Source: upkeeper default "
-                               "(one week to react)")
+    warning_days: int = Field(30, ge=0, description="warn when fewer days are left (for a 90-day certificate; "
+                              "scaled to a shorter lifetime, e.g. 15 for 45 days). Source: the maintenance "
+                              "procedures (renewal at 30 days; certbot >= 4.0 renews at a third of the lifetime)")
+    critical_days: int = Field(7, ge=0, description="critical when fewer days are left (scaled like warning_days). "
+                               "Source: upkeeper default (one week to react)")
     letsencrypt_days: int = Field(25, ge=0, description="a Let's Encrypt certificate with fewer days left means "
-                                  "automatic renewal is failing. Source: certbot renews at 30 days")
+                                  "automatic renewal is failing (scaled like warning_days). Source: certbot renews "
+                                  "at a third of the lifetime, 30 of 90 days (certbot 4.0 changelog)")
     min_rsa_bits: int = Field(2048, description="smallest acceptable RSA key. Source: NIST SP 800-57 / CA/B Forum")
     min_ec_bits: int = Field(256, description="smallest acceptable EC key. Source: NIST SP 800-57")
     check_legacy_protocols: bool = Field(True, description="try TLS 1.0 and 1.1 handshakes. Source: testssl.sh -p")
@@ -251,21 +254,30 @@ def check_endpoint(ep: Endpoint, options: TlsOptions, now: datetime) -> CheckOut
         out.findings.append(Finding("network.tls_expired", Severity.CRITICAL, subject,
                                     f"certificate expired on {not_after:%Y-%m-%d %H:%M} UTC", "renew it now",
                                     value=round(days_left, 1), threshold=0, data=evidence))
-    elif days_left < options.critical_days or days_left < options.warning_days:
-        sev = Severity.CRITICAL if days_left < options.critical_days else Severity.WARNING
+    # the day thresholds are for a 90-day certificate: a shorter-lived one (Let's Encrypt's 45-day and 6-day
+    # profiles, an internal CA's) renews proportionally earlier -- certbot >= 4.0 at a third of the lifetime
+    lifetime = (not_after - cert.not_valid_before_utc).total_seconds() / 86400
+    scale = lifetime / FULL_LIFETIME_DAYS if 0 < lifetime < FULL_LIFETIME_DAYS - 1 else 1.0
+    warning_days, critical_days = options.warning_days * scale, options.critical_days * scale
+    letsencrypt_days = options.letsencrypt_days * scale
+    scaled = f"; thresholds scaled to its {lifetime:.3g}-day lifetime" if scale < 1 else ""
+    evidence["lifetime_days"] = f"{lifetime:.3g}"
+    if 0 < days_left < max(critical_days, warning_days):
+        sev = Severity.CRITICAL if days_left < critical_days else Severity.WARNING
+        threshold = critical_days if sev is Severity.CRITICAL else warning_days
         out.findings.append(Finding(
             "network.tls_expiry", sev, subject,
-            f"certificate expires in {days_left:.1f} days ({not_after:%Y-%m-%d} UTC)",
-            "renew the certificate (certbot renew) and reload the server",
-            value=round(days_left, 1), threshold=options.critical_days if sev is Severity.CRITICAL
-            else options.warning_days, data=evidence))
-    if LETSENCRYPT_ORG in issuer_org and 0 < days_left < options.letsencrypt_days:
+            f"certificate expires in {days_left:.1f} days ({not_after:%Y-%m-%d} UTC; threshold {threshold:.3g} days"
+            f"{scaled})", "renew the certificate (certbot renew) and reload the server",
+            value=round(days_left, 1), threshold=round(threshold, 2), data=evidence))
+    if LETSENCRYPT_ORG in issuer_org and 0 < days_left < letsencrypt_days:
         out.findings.append(Finding(
-            "network.tls_letsencrypt_renewal", Severity.CRITICAL if days_left < options.critical_days
+            "network.tls_letsencrypt_renewal", Severity.CRITICAL if days_left < critical_days
             else Severity.WARNING, subject,
-            f"Let's Encrypt certificate has {days_left:.1f} days left: automatic renewal (at 30 days) is failing",
+            f"Let's Encrypt certificate has {days_left:.1f} days left: automatic renewal (at a third of its "
+            f"{lifetime:.3g}-day lifetime) is failing",
             "run 'certbot renew --dry-run' and read /var/log/letsencrypt/letsencrypt.log; check the timer/cron",
-            value=round(days_left, 1), threshold=options.letsencrypt_days, data=evidence))
+            value=round(days_left, 1), threshold=round(letsencrypt_days, 2), data=evidence))
     chain = verify_chain(ep, options.ca_file, options.timeout)
     not_before = cert.not_valid_before_utc
     if chain.reason is not None:
