@@ -189,3 +189,19 @@ def test_a_process_restarted_within_a_run_is_counted_once() -> None:
     assert res.metrics["proc.app.count"] == 1
     assert res.metrics["proc.app.rss_bytes"] == res.metrics["proc.app.max_rss_bytes"]
     assert [f.subject for f in checks(res)["host.process_memory"]] == [f"app (pid {procs[1].pid})"]
+
+
+def test_pid_file_problems_are_said_not_taken_for_a_stopped_process(tmp_path: Path) -> None:
+    """An unreadable pid file (wrong permissions for upkeeper's user; here a directory, which root cannot read
+    either) or one holding garbage says nothing about the process: the finding says what is wrong with it."""
+    (tmp_path / "dir.pid").mkdir()
+    (tmp_path / "junk.pid").write_text("started\n")
+    res = run_task("host.process", options={"processes": [
+        {"label": "gone", "pid_file": str(tmp_path / "gone.pid")},
+        {"label": "unreadable", "pid_file": str(tmp_path / "dir.pid")},
+        {"label": "junk", "pid_file": str(tmp_path / "junk.pid")}]})
+    found = {f.subject: f for f in checks(res)["host.process_missing"]}
+    assert f"pid file {tmp_path / 'gone.pid'} does not exist" in found["gone"].message
+    assert f"pid file {tmp_path / 'dir.pid'} cannot be read: Is a directory" in found["unreadable"].message
+    assert "read the pid file" in found["unreadable"].remediation
+    assert "holds 'started', not a pid" in found["junk"].message

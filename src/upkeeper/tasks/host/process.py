@@ -91,12 +91,22 @@ class ProcessOptions(TaskOptions):
         return self
 
 
-def pid_from_file(path: str) -> int | None:
+def read_pid_file(path: str) -> tuple[int | None, str]:
+    """The pid in the file, or None and why not (said in host.process_missing: an unreadable pid file is not
+    the same as a stopped process)."""
     try:
         text = Path(path).read_text().strip()
-    except OSError:
-        return None
-    return int(text) if text.isdigit() else None
+    except FileNotFoundError:
+        return None, f"pid file {path} does not exist"
+    except OSError as exc:
+        return None, f"pid file {path} cannot be read: {exc.strerror or exc}"
+    if not text.isdigit():
+        return None, f"pid file {path} holds {text[:40]!r}, not a pid"
+    return int(text), ""
+
+
+def pid_from_file(path: str) -> int | None:
+    return read_pid_file(path)[0]
 
 
 def select(sel: ProcessSelector, me: int, zombies: list[int] | None = None) -> list[psutil.Process]:
@@ -134,12 +144,19 @@ class Sample:
     rss: int
 
 
-def sample_once(selectors: list[ProcessSelector]) -> tuple[list[Sample], dict[str, list[int]]]:
-    """RSS of every matching running process; and the labels that matched none (with the pids of matching
-    zombies)."""
+@dataclass
+class Missing:
+    """A selector that matched no running process: the pids of matching zombies, and what else explains it."""
+
+    zombies: list[int]
+    why: str = ""
+
+
+def sample_once(selectors: list[ProcessSelector]) -> tuple[list[Sample], dict[str, Missing]]:
+    """RSS of every matching running process; and the labels that matched none (with why)."""
     me = os.getpid()
     out: list[Sample] = []
-    missing: dict[str, list[int]] = {}
+    missing: dict[str, Missing] = {}
     for sel in selectors:
         zombies: list[int] = []
         procs = select(sel, me, zombies)
@@ -155,7 +172,7 @@ def sample_once(selectors: list[ProcessSelector]) -> tuple[list[Sample], dict[st
             out.append(Sample(sel.key, p.pid, ident, name, rss))
             got += 1
         if got == 0 and sel.required:
-            missing[sel.key] = zombies
+            missing[sel.key] = Missing(zombies, read_pid_file(sel.pid_file)[1] if sel.pid_file else "")
     return out, missing
 
 
@@ -175,7 +192,7 @@ class HostProcess(Task[ProcessOptions]):
         history: dict[str, Any] = dict(ctx.state.get("samples") or {})
         seen: set[str] = set()
         last: dict[str, Sample] = {}
-        missing: dict[str, list[int]] = {}
+        missing: dict[str, Missing] = {}
         for i in range(options.samples_per_run):
             if i:
                 time.sleep(options.sample_interval.total_seconds())
@@ -231,13 +248,17 @@ class HostProcess(Task[ProcessOptions]):
                     data={"r2": round(trend.r2, 4), "samples": len(points), "rss_now": s.rss,
                           "rss_first": points[0][1]},
                 ))
-        for label, zombies in sorted(missing.items()):
-            dead = (f" (only a zombie: pid {', '.join(map(str, sorted(zombies)))} exited and was not reaped by "
-                    "its parent)") if zombies else ""
+        for label, miss in sorted(missing.items(), key=lambda kv: kv[0]):
+            zombies = sorted(miss.zombies)
+            why = [f"only a zombie: pid {', '.join(map(str, zombies))} exited and was not reaped by its parent"
+                   ] if zombies else []
+            why += [miss.why] if miss.why else []
             findings.append(Finding(
-                "host.process_missing", Severity.WARNING, label, f"no running process matches {label!r}{dead}",
-                "start it, or fix the selector (name, cmdline, pid_file) in the job's options",
-                data={"zombies": sorted(zombies)} if zombies else {},
+                "host.process_missing", Severity.WARNING, label,
+                f"no running process matches {label!r}" + (f" ({'; '.join(why)})" if why else ""),
+                "start it, or fix the selector (name, cmdline, pid_file) in the job's options"
+                + ("; let upkeeper's user read the pid file" if "cannot be read" in miss.why else ""),
+                data={"zombies": zombies} if zombies else {},
             ))
         parts = [f"{label} {human_bytes(metrics[f'proc.{label}.rss_bytes'])} ({int(metrics[f'proc.{label}.count'])})"
                  for label in sorted(per_label)]
