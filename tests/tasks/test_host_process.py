@@ -205,3 +205,20 @@ def test_pid_file_problems_are_said_not_taken_for_a_stopped_process(tmp_path: Pa
     assert f"pid file {tmp_path / 'dir.pid'} cannot be read: Is a directory" in found["unreadable"].message
     assert "read the pid file" in found["unreadable"].remediation
     assert "holds 'started', not a pid" in found["junk"].message
+
+
+def test_a_process_matched_by_two_selectors_counts_under_both_and_is_judged_once(
+        children: dict[str, tuple[str, subprocess.Popen[str]]], tmp_path: Path) -> None:
+    """Like the example in docs/host.md: 'name: node' and the app's pid file both match the app's process."""
+    marker, steady = children["steady"]
+    (tmp_path / "app.pid").write_text(f"{steady.pid}\n")
+    state = MemoryState()
+    res = run_task("host.process", state=state, options={
+        "processes": [{"label": "app", "pid_file": str(tmp_path / "app.pid")}, {"label": "all", "cmdline": marker}],
+        "samples_per_run": 3, "sample_interval": "0.1s", "leak_samples": 3, "rss_warning": "30MB"})
+    assert res.metrics["proc.app.count"] == 1 and res.metrics["proc.all.count"] == 1
+    assert res.metrics["proc.app.rss_bytes"] > 40_000_000 and res.metrics["proc.all.rss_bytes"] > 40_000_000
+    assert "app " in res.summary and "all " in res.summary
+    assert [f.subject for f in checks(res)["host.process_memory"]] == [f"app (pid {steady.pid})"]
+    (series,) = state.get("samples").values()
+    assert len(series["points"]) == 3  # one point per round, not one per selector

@@ -192,6 +192,7 @@ class HostProcess(Task[ProcessOptions]):
         history: dict[str, Any] = dict(ctx.state.get("samples") or {})
         seen: set[str] = set()
         last: dict[str, Sample] = {}
+        round_samples: list[Sample] = []
         missing: dict[str, Missing] = {}
         for i in range(options.samples_per_run):
             if i:
@@ -200,8 +201,12 @@ class HostProcess(Task[ProcessOptions]):
             samples, missing = sample_once(options.processes)
             # what is running now is what the last round found: a process that exited (a restart, a recycled
             # worker) between the rounds of this run is neither counted nor judged
-            last = {}
+            last, round_samples = {}, samples
             for s in samples:
+                # one process may match several selectors (name: node, and the app's pid file): one series, judged
+                # once (under the first selector's label) and counted under each label
+                if s.identity in last:
+                    continue
                 entry = history.setdefault(s.identity, {"label": s.label, "pid": s.pid, "name": s.name, "points": []})
                 entry["points"] = (entry["points"] + [[ts, s.rss]])[-options.keep_samples:]
                 seen.add(s.identity)
@@ -213,7 +218,7 @@ class HostProcess(Task[ProcessOptions]):
         findings: list[Finding] = []
         metrics: dict[str, float] = {}
         per_label: dict[str, list[Sample]] = {}
-        for s in last.values():
+        for s in round_samples:
             per_label.setdefault(s.label, []).append(s)
         for label, group in sorted(per_label.items()):
             metrics[f"proc.{label}.rss_bytes"] = float(sum(s.rss for s in group))
