@@ -269,3 +269,23 @@ def test_answer_over_512_bytes_is_read_without_tcp() -> None:
         o = DnsOptions(resolvers=[server.address], timeout=1,
                        records=[DnsRecord(name="shop.example", type="TXT", expected=want)])
         assert check_dns(o, MemoryState(), NOW).findings == []
+
+
+def test_nxdomain_and_empty_answer_agree_that_there_is_no_record() -> None:
+    """For a name without the record, one resolver may say NXDOMAIN and another an empty NOERROR (it knows the
+    name exists, e.g. an empty non-terminal like _domainkey); both mean 'no such record': no propagation."""
+    with DnsServer({("shop.example.", "A"): ["203.0.113.10"]}) as nx, \
+            DnsServer({("shop.example.", "A"): ["203.0.113.10"], ("_dmarc.shop.example.", "A"): ["203.0.113.9"]}) as nodata:
+        rec = [DnsRecord(name="_dmarc.shop.example", type="TXT")]
+        o = DnsOptions(resolvers=[nx.address, nodata.address], timeout=1, records=rec,
+                       propagation_interval="200ms", propagation_poll_for="2s")
+        state = MemoryState()
+        for hours in (0, 30):
+            t0 = time.monotonic()
+            assert check_dns(o, state, NOW + timedelta(hours=hours)).findings == []
+            assert time.monotonic() - t0 < 1.5
+        missing = DnsOptions(resolvers=[nx.address, nodata.address], timeout=1, records=[
+            DnsRecord(name="_dmarc.shop.example", type="TXT", expected=["v=DMARC1; p=reject"])])
+        mismatch = check_dns(missing, MemoryState(), NOW).findings
+        assert [(f.check, f.severity) for f in mismatch] == [("network.dns_mismatch", Severity.CRITICAL)]
+        assert "(NXDOMAIN)" in mismatch[0].message and "(empty)" in mismatch[0].message

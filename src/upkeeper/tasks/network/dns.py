@@ -182,14 +182,16 @@ def answered(answers: dict[str, Answer]) -> dict[str, Answer]:
 
 
 def consistent(answers: dict[str, Answer]) -> bool:
-    """At least one resolver answered and all that answered agree."""
+    """At least one resolver answered and all that answered agree on the record's values.  NXDOMAIN and an
+    empty NOERROR both say 'no such record': resolvers differ in which they give for the same zone (aggressive
+    NSEC caching, RFC 8198; empty non-terminals), so that difference is not a change."""
     good = answered(answers)
-    return len({(a.status, a.values) for a in good.values()}) == 1
+    return len({a.values for a in good.values()}) == 1
 
 
 def disagree(answers: dict[str, Answer]) -> bool:
-    """Resolvers that answered give different answers: a change is propagating."""
-    return len({(a.status, a.values) for a in answered(answers).values()}) > 1
+    """Resolvers that answered give different values: a change is propagating."""
+    return len({a.values for a in answered(answers).values()}) > 1
 
 
 def system_resolvers() -> list[str]:
