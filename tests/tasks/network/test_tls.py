@@ -268,3 +268,17 @@ def test_short_lived_certificates_are_judged_by_their_lifetime(services_dir: Pat
         assert due6["network.tls_expiry"].severity is Severity.CRITICAL
     finally:
         nginx.stop()
+
+
+@pytest.mark.parametrize(("content", "says"), [(None, "No such file or directory"),
+                                               ("not a certificate\n", "NO_CERTIFICATE_OR_CRL_FOUND")])
+def test_unusable_ca_file_is_an_error_naming_it(tls_sites: TlsSites, tmp_path: Path, content: str | None,
+                                                says: str, cli, make_config) -> None:
+    ca = tmp_path / "ca.pem"
+    if content is not None:
+        ca.write_text(content)
+    cfg = make_config({"jobs": {"tls": {"task": "network.tls", "options": {
+        "endpoints": [f"127.0.0.1:{tls_sites.expiring.port}"], "server_name": "localhost", "ca_file": str(ca)}}}})
+    run = cli(["--config", cfg, "run", "tls", "--json"]).json()[0]
+    assert run["status"] == "error", run
+    assert f"ca_file '{ca}' cannot be used" in run["summary"] and says in run["summary"], run

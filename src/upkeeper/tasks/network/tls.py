@@ -356,7 +356,21 @@ def endpoints_for(ctx: TaskContext, options: TlsOptions) -> list[Endpoint]:
                     "Try: an https:// target url, or the 'endpoints' option (host:port)")
 
 
+def check_ca_file(path: str) -> None:
+    """TaskError naming ``ca_file`` when OpenSSL cannot load it (missing, unreadable, no certificate in it):
+    otherwise every endpoint's check would stop at the chain with the bare OS or OpenSSL error."""
+    try:
+        ssl.create_default_context(cafile=path)
+    except (OSError, ssl.SSLError) as exc:
+        reason = (exc.reason if isinstance(exc, ssl.SSLError) else exc.strerror) or str(exc)
+        raise TaskError(f"ca_file {path!r} cannot be used: {reason}",
+                        "Try: the path of a PEM file of CA certificates (-----BEGIN CERTIFICATE-----), readable by "
+                        "upkeeper's user") from None
+
+
 def check_tls(endpoints: list[Endpoint], options: TlsOptions, now: datetime) -> CheckOutput:
+    if options.ca_file:
+        check_ca_file(options.ca_file)
     out = CheckOutput()
     parts = []
     for ep in endpoints:
