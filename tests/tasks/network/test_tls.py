@@ -4,6 +4,9 @@ server offering TLS 1.0/1.1 (OpenSSL security level 0), a small RSA key, a Let's
 from __future__ import annotations
 
 import os
+import socket
+import ssl
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -282,3 +285,38 @@ def test_unusable_ca_file_is_an_error_naming_it(tls_sites: TlsSites, tmp_path: P
     run = cli(["--config", cfg, "run", "tls", "--json"]).json()[0]
     assert run["status"] == "error", run
     assert f"ca_file '{ca}' cannot be used" in run["summary"] and says in run["summary"], run
+
+
+def test_endpoint_that_stops_answering_after_the_first_handshake_keeps_its_findings(tmp_path: Path) -> None:
+    """A loaded server (or one at its connection limit) may answer the first handshake and leave the next
+    connection hanging: what the first one showed -- a certificate expiring in 5 days -- is still reported."""
+    cert = self_signed(tmp_path, "localhost", days=5, stem="busy", not_before=datetime.now(UTC) - timedelta(days=85))
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert.cert, cert.key)
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    held: list[socket.socket] = []
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with ctx.wrap_socket(conn, server_side=True) as tls:  # the first connection: a real TLS handshake
+            tls.recv(1)
+        while True:  # later ones: accepted, never answered
+            try:
+                held.append(listener.accept()[0])
+            except OSError:
+                return
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    try:
+        opts = TlsOptions(ca_file=str(cert.cert), timeout=1)
+        out = check_tls([Endpoint("127.0.0.1", port, "localhost")], opts, datetime.now(UTC))
+    finally:
+        listener.close()
+        for c in held:
+            c.close()
+    f = by_check(out)
+    assert set(f) == {"network.tls_expiry", "network.tls_chain_unchecked"}, out.findings
+    assert f["network.tls_expiry"].severity is Severity.CRITICAL
+    assert "timed out" in f["network.tls_chain_unchecked"].message

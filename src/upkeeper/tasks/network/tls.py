@@ -167,6 +167,7 @@ class ChainCheck:
 
     reason: str | None = None
     handshake: str | None = None
+    unchecked: str | None = None  # the connection itself failed (timeout, reset): nothing known about the chain
 
 
 def verify_chain(ep: Endpoint, ca_file: str | None, timeout: float) -> ChainCheck:
@@ -180,6 +181,8 @@ def verify_chain(ep: Endpoint, ca_file: str | None, timeout: float) -> ChainChec
         return ChainCheck(reason=str(exc.verify_message or exc.reason or exc))
     except ssl.SSLError as exc:
         return ChainCheck(handshake=str(exc.reason or exc))
+    except OSError as exc:
+        return ChainCheck(unchecked=str(exc))
 
 
 def hostname_matches(cert: x509.Certificate, name: str) -> bool:
@@ -299,6 +302,12 @@ def check_endpoint(ep: Endpoint, options: TlsOptions, now: datetime) -> CheckOut
         if not (chain.reason == "certificate has expired" and days_left <= 0):  # already network.tls_expired
             out.findings.append(Finding("network.tls_chain", Severity.CRITICAL, subject, message, hint,
                                         data=evidence))
+    if chain.unchecked is not None:
+        out.findings.append(Finding(
+            "network.tls_chain_unchecked", Severity.WARNING, subject,
+            f"the chain could not be verified: the verifying connection failed ({chain.unchecked}) after the "
+            "certificate was read", "check the server's connection limits and load; the next run retries",
+            data=evidence))
     if chain.handshake is not None:
         out.findings.append(Finding(
             "network.tls_handshake", Severity.CRITICAL, subject,
