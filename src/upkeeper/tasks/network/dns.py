@@ -2,9 +2,9 @@
 
 Every configured record is asked of every resolver.  When the resolvers that answered disagree
 (a change is on its way; a timeout or SERVFAIL is a resolver failure, not an answer), the run
-re-checks every ``propagation_interval`` (15 min) for up to ``propagation_poll_for``; the start of the propagation is kept in the job's state so that
-later runs continue the watch until the answers agree or ``propagation_timeout`` (24 h)
-has passed, which is critical.
+re-checks every ``propagation_interval`` (15 min) for up to ``propagation_poll_for``; the start
+of the propagation is kept in the job's state so that later runs continue the watch until the
+answers agree or ``propagation_timeout`` (24 h) has passed, which is critical.
 """
 
 from __future__ import annotations
