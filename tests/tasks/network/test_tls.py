@@ -287,9 +287,12 @@ def test_unusable_ca_file_is_an_error_naming_it(tls_sites: TlsSites, tmp_path: P
     assert f"ca_file '{ca}' cannot be used" in run["summary"] and says in run["summary"], run
 
 
-def test_endpoint_that_stops_answering_after_the_first_handshake_keeps_its_findings(tmp_path: Path) -> None:
-    """A loaded server (or one at its connection limit) may answer the first handshake and leave the next
-    connection hanging: what the first one showed -- a certificate expiring in 5 days -- is still reported."""
+@pytest.mark.parametrize("later", ["hang", "close"])
+def test_endpoint_that_stops_answering_after_the_first_handshake_keeps_its_findings(tmp_path: Path,
+                                                                                    later: str) -> None:
+    """A loaded server (or one at its connection limit) may answer the first handshake and then leave the next
+    connection hanging or close it at once: what the first one showed -- a certificate expiring in 5 days -- is
+    still reported, and a broken-off handshake is not 'clients cannot connect'."""
     cert = self_signed(tmp_path, "localhost", days=5, stem="busy", not_before=datetime.now(UTC) - timedelta(days=85))
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(cert.cert, cert.key)
@@ -301,11 +304,15 @@ def test_endpoint_that_stops_answering_after_the_first_handshake_keeps_its_findi
         conn, _ = listener.accept()
         with ctx.wrap_socket(conn, server_side=True) as tls:  # the first connection: a real TLS handshake
             tls.recv(1)
-        while True:  # later ones: accepted, never answered
+        while True:  # later ones: accepted, and never answered or closed at once
             try:
-                held.append(listener.accept()[0])
+                conn = listener.accept()[0]
             except OSError:
                 return
+            if later == "close":
+                conn.close()
+            else:
+                held.append(conn)
 
     server = threading.Thread(target=serve, daemon=True)
     server.start()
@@ -319,4 +326,5 @@ def test_endpoint_that_stops_answering_after_the_first_handshake_keeps_its_findi
     f = by_check(out)
     assert set(f) == {"network.tls_expiry", "network.tls_chain_unchecked"}, out.findings
     assert f["network.tls_expiry"].severity is Severity.CRITICAL
-    assert "timed out" in f["network.tls_chain_unchecked"].message
+    if later == "hang":
+        assert "timed out" in f["network.tls_chain_unchecked"].message

@@ -140,21 +140,22 @@ def _handshake_certificate(ep: Endpoint, ctx: ssl.SSLContext, timeout: float) ->
         return der, s.version() or "?", cipher[0] if cipher else "?"
 
 
-def fetch_certificate(ep: Endpoint, timeout: float) -> tuple[bytes, str, str]:
-    """The server's certificate, protocol and cipher: with today's client defaults, or -- when the server
-    refuses those at the TLS level (it offers only TLS 1.0/1.1, or only weak ciphers) -- with a client that
-    still speaks the old protocols, so that its certificate is checked all the same."""
+def fetch_certificate(ep: Endpoint, timeout: float) -> tuple[bytes, str, str, bool]:
+    """The server's certificate, protocol and cipher, and whether it took an old-protocol client: with today's
+    client defaults, or -- when the server refuses those at the TLS level (it offers only TLS 1.0/1.1, or only
+    weak ciphers) -- with a client that still speaks the old protocols, so that its certificate is checked all
+    the same."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
     try:
-        return _handshake_certificate(ep, ctx, timeout)
+        return (*_handshake_certificate(ep, ctx, timeout), False)
     except ssl.SSLError:
         legacy = _legacy_context(ssl.TLSVersion.MINIMUM_SUPPORTED, ssl.TLSVersion.MAXIMUM_SUPPORTED)
         if legacy is None:
             raise
         try:
-            return _handshake_certificate(ep, legacy, timeout)
+            return (*_handshake_certificate(ep, legacy, timeout), True)
         except (OSError, ssl.SSLError):
             pass
         raise
@@ -237,7 +238,7 @@ def check_endpoint(ep: Endpoint, options: TlsOptions, now: datetime) -> CheckOut
     out = CheckOutput()
     subject = str(ep)
     try:
-        der, version, cipher = fetch_certificate(ep, options.timeout)
+        der, version, cipher, needed_legacy = fetch_certificate(ep, options.timeout)
     except (OSError, ssl.SSLError) as exc:
         out.findings.append(Finding("network.tls_unreachable", Severity.CRITICAL, subject,
                                     f"no TLS handshake with {ep}: {exc}", "check that the server is up and serves TLS"))
@@ -282,6 +283,9 @@ def check_endpoint(ep: Endpoint, options: TlsOptions, now: datetime) -> CheckOut
             "run 'certbot renew --dry-run' and read /var/log/letsencrypt/letsencrypt.log; check the timer/cron",
             value=round(days_left, 1), threshold=round(letsencrypt_days, 2), data=evidence))
     chain = verify_chain(ep, options.ca_file, options.timeout)
+    if chain.handshake is not None and not needed_legacy:
+        # today's defaults did connect a moment ago: this handshake broke off (EOF, reset), the server is fine
+        chain = ChainCheck(unchecked=chain.handshake)
     not_before = cert.not_valid_before_utc
     if chain.reason is not None:
         message = f"certificate chain does not verify: {chain.reason}"
