@@ -289,3 +289,14 @@ def test_nxdomain_and_empty_answer_agree_that_there_is_no_record() -> None:
         mismatch = check_dns(missing, MemoryState(), NOW).findings
         assert [(f.check, f.severity) for f in mismatch] == [("network.dns_mismatch", Severity.CRITICAL)]
         assert "(NXDOMAIN)" in mismatch[0].message and "(empty)" in mismatch[0].message
+
+
+@pytest.mark.parametrize(("where", "name", "says"), [("records", "shop..example", "label is empty"),
+                                                     ("zones", "a" * 64 + ".example", "> 63 octets")])
+def test_invalid_dns_name_is_a_config_error_naming_it(where: str, name: str, says: str, cli, make_config) -> None:
+    options = {"resolvers": ["127.0.0.1"], "records": [{"name": name}]} if where == "records" else {
+        "resolvers": ["127.0.0.1"], "zones": [name]}
+    cfg = make_config({"jobs": {"dns": {"task": "network.dns", "options": options}}})
+    res = cli(["--config", cfg, "run", "dns"])
+    assert res.code != 0 and "Traceback" not in res.output, res.output
+    assert where in res.output and "not a valid DNS name" in res.output and says in res.output, res.output

@@ -52,6 +52,11 @@ class DnsRecord(BaseModel):
                 "value is the whole text, however the zone splits it into 255-byte strings. "
                 "Source: upkeeper (not set by default)")
 
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return valid_name(v)
+
     @model_validator(mode="after")
     def _values(self) -> DnsRecord:
         for value in (self.expected or []) if self.type != "TXT" else []:
@@ -61,6 +66,16 @@ class DnsRecord(BaseModel):
                 raise ValueError(f"expected value {value!r} is not a valid {self.type} record ({exc}); "
                                  f"e.g. {EXAMPLES[self.type]}") from None
         return self
+
+
+def valid_name(name: str) -> str:
+    """The name as given, or ValueError saying why DNS cannot carry it (an empty label, a label over 63 bytes,
+    a name over 255)."""
+    try:
+        dns.name.from_text(name.strip())
+    except Exception as exc:
+        raise ValueError(f"{name!r} is not a valid DNS name: {exc}") from None
+    return name
 
 
 EXAMPLES = {"A": "203.0.113.10", "AAAA": "2001:db8::10", "CNAME": "shop.example.com", "MX": "10 mail.example.com",
@@ -88,6 +103,11 @@ class DnsOptions(TaskOptions):
         default=timedelta(minutes=45), description="how long one run keeps re-checking before it leaves the rest "
         "to the next run (keep it below the job's interval). Source: upkeeper default")
     timeout: float = Field(5, gt=0, description="seconds per query. Source: upkeeper default")
+
+    @field_validator("zones")
+    @classmethod
+    def _zones(cls, v: list[str]) -> list[str]:
+        return [valid_name(z) for z in v]
 
     @field_validator("resolvers")
     @classmethod
