@@ -122,6 +122,8 @@ def test_missing_process_and_validation() -> None:
         ProcessOptions.model_validate({"processes": [{"label": "x"}]})
     with pytest.raises(ValidationError, match="regular expression"):
         ProcessOptions.model_validate({"processes": [{"cmdline": "("}]})
+    with pytest.raises(ValidationError, match="is a path.*use name: 'node'"):  # would never match anything
+        ProcessOptions.model_validate({"processes": [{"name": "/usr/bin/node"}]})
 
 
 def test_a_zombie_is_not_a_running_process(tmp_path: Path) -> None:

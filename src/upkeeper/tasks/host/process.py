@@ -46,6 +46,15 @@ class ProcessSelector(StrictModel):
             raise ValueError("give at least one of name, cmdline, pid_file")
         return self
 
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, v: str | None) -> str | None:
+        if v is not None and "/" in v:
+            raise ValueError(f"name {v!r} is a path, and is matched against process names and executable "
+                             f"basenames only (it would never match): use name: {v.rstrip('/').rsplit('/', 1)[-1]!r}, "
+                             f"or cmdline: '^{re.escape(v)}'")
+        return v
+
     @field_validator("cmdline")
     @classmethod
     def _regex(cls, v: str | None) -> str | None:
