@@ -128,3 +128,16 @@ def test_host_disk_threshold_crossed_is_a_finding(tmp_path: Any) -> None:
     if used_pct < 90:
         assert not [f for f in ok.findings if f.check == "host.disk_space"]
     assert f"{tmp_path}.used_pct" in ok.metrics
+
+
+def test_host_disk_warning_above_critical_is_a_config_error() -> None:
+    import pytest
+    from pydantic import ValidationError
+
+    from upkeeper.tasks.host.disk import DiskOptions
+
+    with pytest.raises(ValidationError, match=r"warning \(95 %\) is above critical \(90 %\)"):
+        DiskOptions.model_validate({"warning": 95, "critical": 90})
+    with pytest.raises(ValidationError, match="inode_warning"):
+        DiskOptions.model_validate({"inode_warning": 99})
+    DiskOptions.model_validate({"warning": 90, "critical": 90})

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
+import psutil
 import pytest
 
 from ops_support import checks, run_task
@@ -119,3 +122,105 @@ def test_missing_process_and_validation() -> None:
         ProcessOptions.model_validate({"processes": [{"label": "x"}]})
     with pytest.raises(ValidationError, match="regular expression"):
         ProcessOptions.model_validate({"processes": [{"cmdline": "("}]})
+    with pytest.raises(ValidationError, match="is a path.*use name: 'node'"):  # would never match anything
+        ProcessOptions.model_validate({"processes": [{"name": "/usr/bin/node"}]})
+
+
+def test_a_zombie_is_not_a_running_process(tmp_path: Path) -> None:
+    """A daemon that crashed under a parent that never reaps it stays in the process table as a zombie
+    (RSS 0, no command line) with its name and pid: it is not running, so a selector by pid file or by
+    name is missing, and the finding says why."""
+    marker = f"upk-zombie-{uuid.uuid4().hex[:8]}"
+    parent = subprocess.Popen(
+        [sys.executable, "-c", "import subprocess, sys, time\n"
+         "child = subprocess.Popen([sys.executable, '-c', 'pass', sys.argv[1]])\n"
+         "print(child.pid, flush=True)\ntime.sleep(60)", marker], stdout=subprocess.PIPE, text=True)
+    try:
+        assert parent.stdout is not None
+        zombie = int(parent.stdout.readline())
+        deadline = time.monotonic() + 10
+        while psutil.Process(zombie).status() != psutil.STATUS_ZOMBIE:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        (tmp_path / "app.pid").write_text(f"{zombie}\n")
+        res = run_task("host.process", options={"processes": [{"label": "app", "pid_file": str(tmp_path / "app.pid"),
+                                                               "name": psutil.Process(zombie).name()}]})
+        missing = checks(res)["host.process_missing"]
+        assert [f.subject for f in missing] == ["app"]
+        assert f"only a zombie: pid {zombie}" in missing[0].message and missing[0].data == {"zombies": [zombie]}
+        assert "proc.app.count" not in res.metrics
+    finally:
+        parent.kill()
+        parent.wait()
+        assert parent.stdout is not None
+        parent.stdout.close()
+
+
+def test_a_process_restarted_within_a_run_is_counted_once() -> None:
+    """With several samples in one run, a process that restarts between them (a crash, a worker recycled by
+    gunicorn's max_requests) is one process now, not the old one plus the new one."""
+    marker = f"upk-restart-{uuid.uuid4().hex[:8]}"
+    code = "import time\nheld = b'x' * 20_000_000\nprint('ready', flush=True)\ntime.sleep(60)"
+    procs: list[subprocess.Popen[str]] = []
+
+    def start() -> None:
+        p = subprocess.Popen([sys.executable, "-c", code, marker], stdout=subprocess.PIPE, text=True)
+        procs.append(p)
+        assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+
+    def restart() -> None:
+        time.sleep(0.5)
+        procs[0].kill()
+        procs[0].wait()
+        start()
+
+    start()
+    restarter = threading.Thread(target=restart)
+    restarter.start()
+    try:
+        res = run_task("host.process", options={"processes": [{"label": "app", "cmdline": marker}],
+                                                "samples_per_run": 5, "sample_interval": "0.8s", "rss_warning": "10MB"})
+    finally:
+        restarter.join()
+        for p in procs:
+            p.kill()
+            p.wait()
+            assert p.stdout is not None
+            p.stdout.close()
+    assert len(procs) == 2
+    assert res.metrics["proc.app.count"] == 1
+    assert res.metrics["proc.app.rss_bytes"] == res.metrics["proc.app.max_rss_bytes"]
+    assert [f.subject for f in checks(res)["host.process_memory"]] == [f"app (pid {procs[1].pid})"]
+
+
+def test_pid_file_problems_are_said_not_taken_for_a_stopped_process(tmp_path: Path) -> None:
+    """An unreadable pid file (wrong permissions for upkeeper's user; here a directory, which root cannot read
+    either) or one holding garbage says nothing about the process: the finding says what is wrong with it."""
+    (tmp_path / "dir.pid").mkdir()
+    (tmp_path / "junk.pid").write_text("started\n")
+    res = run_task("host.process", options={"processes": [
+        {"label": "gone", "pid_file": str(tmp_path / "gone.pid")},
+        {"label": "unreadable", "pid_file": str(tmp_path / "dir.pid")},
+        {"label": "junk", "pid_file": str(tmp_path / "junk.pid")}]})
+    found = {f.subject: f for f in checks(res)["host.process_missing"]}
+    assert f"pid file {tmp_path / 'gone.pid'} does not exist" in found["gone"].message
+    assert f"pid file {tmp_path / 'dir.pid'} cannot be read: Is a directory" in found["unreadable"].message
+    assert "read the pid file" in found["unreadable"].remediation
+    assert "holds 'started', not a pid" in found["junk"].message
+
+
+def test_a_process_matched_by_two_selectors_counts_under_both_and_is_judged_once(
+        children: dict[str, tuple[str, subprocess.Popen[str]]], tmp_path: Path) -> None:
+    """Like the example in docs/host.md: 'name: node' and the app's pid file both match the app's process."""
+    marker, steady = children["steady"]
+    (tmp_path / "app.pid").write_text(f"{steady.pid}\n")
+    state = MemoryState()
+    res = run_task("host.process", state=state, options={
+        "processes": [{"label": "app", "pid_file": str(tmp_path / "app.pid")}, {"label": "all", "cmdline": marker}],
+        "samples_per_run": 3, "sample_interval": "0.1s", "leak_samples": 3, "rss_warning": "30MB"})
+    assert res.metrics["proc.app.count"] == 1 and res.metrics["proc.all.count"] == 1
+    assert res.metrics["proc.app.rss_bytes"] > 40_000_000 and res.metrics["proc.all.rss_bytes"] > 40_000_000
+    assert "app " in res.summary and "all " in res.summary
+    assert [f.subject for f in checks(res)["host.process_memory"]] == [f"app (pid {steady.pid})"]
+    (series,) = state.get("samples").values()
+    assert len(series["points"]) == 3  # one point per round, not one per selector

@@ -3,13 +3,19 @@ made mid-test that propagates from one resolver to the other."""
 
 from __future__ import annotations
 
+import socket
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
+import dns.flags
+import dns.message
+import dns.rcode
 import pytest
 
 from upkeeper.core.task import MemoryState, Severity
+from upkeeper.sandbox._util import free_port
 from upkeeper.sandbox.dns import DnsServer
 from upkeeper.tasks.network.dns import DnsOptions, DnsRecord, canonical, check_dns
 
@@ -108,6 +114,79 @@ def test_dead_resolver_is_reported(resolvers: tuple[DnsServer, DnsServer]) -> No
     assert any(f.check == "network.dns_resolver_failed" and dead.address in f.subject for f in out.findings)
 
 
+class ServFailResolver:
+    """A real UDP DNS server that answers every query SERVFAIL, as a broken recursive resolver does."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", self.port))
+        self.sock.settimeout(0.2)
+        self.running = True
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def _serve(self) -> None:
+        while self.running:
+            try:
+                data, addr = self.sock.recvfrom(4096)
+            except TimeoutError:
+                continue
+            r = dns.message.make_response(dns.message.from_wire(data))
+            r.set_rcode(dns.rcode.SERVFAIL)
+            self.sock.sendto(r.to_wire(), addr)
+
+    def stop(self) -> None:
+        self.running = False
+        self.thread.join(timeout=2)
+        self.sock.close()
+
+
+def test_failing_resolver_is_not_a_propagating_change(resolvers: tuple[DnsServer, DnsServer]) -> None:
+    a, _ = resolvers
+    broken = ServFailResolver()
+    try:
+        state = MemoryState()
+        rec = [DnsRecord(name="shop.example", type="A")]
+        assert check_dns(DnsOptions(resolvers=[a.address], records=rec, timeout=1), state, NOW).findings == []
+        both = DnsOptions(resolvers=[a.address, broken.address], records=rec, timeout=1,
+                          propagation_interval="500ms", propagation_poll_for="5s")
+        for hours in (1, 30):  # the record never changed: no watch, no re-checks, and no 'NOT propagated'
+            t0 = time.monotonic()
+            out = check_dns(both, state, NOW + timedelta(hours=hours))
+            assert time.monotonic() - t0 < 2
+            assert [(f.check, f.severity, f.value) for f in out.findings] == [
+                ("network.dns_resolver_failed", Severity.WARNING, "SERVFAIL")]
+        assert state.get("dns")["shop.example/A"]["propagating"] is None
+        # the broken resolver alone says nothing about the record; the good one back: no 'change propagated'
+        assert [f.check for f in check_dns(DnsOptions(resolvers=[broken.address], records=rec, timeout=1), state,
+                                           NOW + timedelta(hours=31)).findings] == ["network.dns_resolver_failed"]
+        assert check_dns(DnsOptions(resolvers=[a.address], records=rec, timeout=1), state,
+                         NOW + timedelta(hours=32)).findings == []
+    finally:
+        broken.stop()
+
+
+def test_long_txt_record_split_into_strings_matches_its_value() -> None:
+    """A 2048-bit DKIM key is longer than one 255-byte character-string, so the zone (and every answer)
+    carries it as several strings; the value, and what the job expects, is their concatenation."""
+    key = "MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEA" + "q" * 300 + "IDAQAB"
+    value = f"v=DKIM1; k=rsa; p={key}"
+    split = " ".join(f'"{value[i:i + 255]}"' for i in range(0, len(value), 255))
+    with DnsServer({("mail._domainkey.shop.example.", "TXT"): [split, '"v=spf1 mx -all"']}) as server:
+        o = DnsOptions(resolvers=[server.address], timeout=2, records=[
+            DnsRecord(name="mail._domainkey.shop.example", type="TXT", expected=[value, "v=spf1 mx -all"]),
+            DnsRecord(name="mail._domainkey.shop.example", type="TXT", expected=[split, '"v=spf1 mx -all"'])])
+        assert check_dns(o, MemoryState(), NOW).findings == []
+        wrong = DnsOptions(resolvers=[server.address], timeout=2, records=[
+            DnsRecord(name="mail._domainkey.shop.example", type="TXT", expected=[value[:-1], "v=spf1 mx -all"])])
+        assert [f.check for f in check_dns(wrong, MemoryState(), NOW).findings] == ["network.dns_mismatch"]
+
+
 def test_canonical_forms() -> None:
     assert canonical("MX", "10 Mail.Example.com") == canonical("MX", "10 mail.example.com.")
     assert canonical("TXT", "v=spf1 -all") == '"v=spf1 -all"'
@@ -121,3 +200,103 @@ def test_dns_job_via_cli(resolvers: tuple[DnsServer, DnsServer], cli, make_confi
     res = cli(["--config", cfg, "run", "dns", "--json"])
     run = res.json()[0]
     assert run["status"] == "warn" and [f["check"] for f in run["findings"]] == ["network.dns_ns_count"]
+
+
+@pytest.mark.parametrize(("resolver", "says"), [("dns.google", "not an IP address"),
+                                                ("127.0.0.1:abc", "not a number"),
+                                                ("[::1]:70000", "not a number")])
+def test_bad_resolver_is_a_config_error_naming_it(resolver: str, says: str, cli, make_config) -> None:
+    cfg = make_config({"jobs": {"dns": {"task": "network.dns", "options": {
+        "resolvers": [resolver], "records": [{"name": "shop.example", "type": "A"}]}}}})
+    res = cli(["--config", cfg, "run", "dns"])
+    text = res.output
+    assert res.code != 0 and "Traceback" not in text, text
+    assert "resolvers" in text and resolver in text and says in text, text
+
+
+@pytest.mark.parametrize(("rtype", "value"), [("A", "203.0.113.010"), ("AAAA", "2001:db8::g"),
+                                              ("MX", "mail.shop.example")])
+def test_malformed_expected_value_is_a_config_error_naming_it(rtype: str, value: str, cli, make_config) -> None:
+    """A value that no answer can ever equal would be a mismatch on every run, blaming the DNS provider."""
+    cfg = make_config({"jobs": {"dns": {"task": "network.dns", "options": {
+        "resolvers": ["127.0.0.1:53"], "records": [{"name": "shop.example", "type": rtype, "expected": [value]}]}}}})
+    res = cli(["--config", cfg, "run", "dns"])
+    assert res.code != 0 and "Traceback" not in res.output, res.output
+    assert "records" in res.output and value in res.output and f"not a valid {rtype} record" in res.output, res.output
+
+
+def test_zone_that_does_not_exist_is_critical_not_unanswered(resolvers: tuple[DnsServer, DnsServer]) -> None:
+    """NXDOMAIN for a zone's NS is an answer -- the domain is gone (expired, deleted) or misspelt -- not a
+    resolver that failed to answer; a name inside a zone has no NS records of its own."""
+    dead = DnsServer(ZONE)  # never started
+    o = DnsOptions(resolvers=[a.address for a in resolvers], timeout=1,
+                   zones=["gone.example", "www.shop.example", "shop.example"])
+    found = {f.subject: f for f in check_dns(o, MemoryState(), NOW).findings}
+    assert found["gone.example"].check == "network.dns_zone_missing"
+    assert found["gone.example"].severity is Severity.CRITICAL and "NXDOMAIN" in found["gone.example"].message
+    assert found["www.shop.example"].check == "network.dns_ns_count"
+    assert "not a zone" in found["www.shop.example"].message
+    assert found["shop.example"].check == "network.dns_ns_count" and found["shop.example"].value == 1
+    unanswered = check_dns(DnsOptions(resolvers=[dead.address], timeout=0.3, zones=["shop.example"]), MemoryState(),
+                           NOW).findings
+    assert [f.check for f in unanswered] == ["network.dns_ns_unknown"] and "TIMEOUT" in unanswered[0].message
+
+
+class UdpLimitedServer(DnsServer):
+    """Like a real server over UDP: an answer larger than the client allows (512 bytes without EDNS, else the
+    EDNS payload size) is sent truncated (TC) for the client to retry over TCP -- which this one, like many
+    firewalled resolvers, does not serve."""
+
+    def _answer(self, wire: bytes) -> bytes | None:
+        full = super()._answer(wire)
+        q = dns.message.from_wire(wire)
+        if full is None or len(full) <= max(512, q.payload if q.edns >= 0 else 0):
+            return full
+        r = dns.message.make_response(q)
+        r.flags |= dns.flags.TC
+        return r.to_wire()
+
+
+def test_answer_over_512_bytes_is_read_without_tcp() -> None:
+    """A zone's TXT records (a DKIM key, SPF, site verifications) easily pass 512 bytes: asked without EDNS, the
+    answer comes truncated and only a TCP retry could read it."""
+    key = "MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEA" + "q" * 300 + "IDAQAB"
+    values = [f'"v=DKIM1; k=rsa; p={key[:200]}" "{key[200:]}"', '"v=spf1 mx include:_spf.example.net -all"',
+              '"google-site-verification=' + "v" * 43 + '"']
+    with UdpLimitedServer({("shop.example.", "TXT"): values}) as server:
+        want = [f"v=DKIM1; k=rsa; p={key}", "v=spf1 mx include:_spf.example.net -all",
+                "google-site-verification=" + "v" * 43]
+        o = DnsOptions(resolvers=[server.address], timeout=1,
+                       records=[DnsRecord(name="shop.example", type="TXT", expected=want)])
+        assert check_dns(o, MemoryState(), NOW).findings == []
+
+
+def test_nxdomain_and_empty_answer_agree_that_there_is_no_record() -> None:
+    """For a name without the record, one resolver may say NXDOMAIN and another an empty NOERROR (it knows the
+    name exists, e.g. an empty non-terminal like _domainkey); both mean 'no such record': no propagation."""
+    with DnsServer({("shop.example.", "A"): ["203.0.113.10"]}) as nx, \
+            DnsServer({("shop.example.", "A"): ["203.0.113.10"], ("_dmarc.shop.example.", "A"): ["203.0.113.9"]}) as nodata:
+        rec = [DnsRecord(name="_dmarc.shop.example", type="TXT")]
+        o = DnsOptions(resolvers=[nx.address, nodata.address], timeout=1, records=rec,
+                       propagation_interval="200ms", propagation_poll_for="2s")
+        state = MemoryState()
+        for hours in (0, 30):
+            t0 = time.monotonic()
+            assert check_dns(o, state, NOW + timedelta(hours=hours)).findings == []
+            assert time.monotonic() - t0 < 1.5
+        missing = DnsOptions(resolvers=[nx.address, nodata.address], timeout=1, records=[
+            DnsRecord(name="_dmarc.shop.example", type="TXT", expected=["v=DMARC1; p=reject"])])
+        mismatch = check_dns(missing, MemoryState(), NOW).findings
+        assert [(f.check, f.severity) for f in mismatch] == [("network.dns_mismatch", Severity.CRITICAL)]
+        assert "(NXDOMAIN)" in mismatch[0].message and "(empty)" in mismatch[0].message
+
+
+@pytest.mark.parametrize(("where", "name", "says"), [("records", "shop..example", "label is empty"),
+                                                     ("zones", "a" * 64 + ".example", "> 63 octets")])
+def test_invalid_dns_name_is_a_config_error_naming_it(where: str, name: str, says: str, cli, make_config) -> None:
+    options = {"resolvers": ["127.0.0.1"], "records": [{"name": name}]} if where == "records" else {
+        "resolvers": ["127.0.0.1"], "zones": [name]}
+    cfg = make_config({"jobs": {"dns": {"task": "network.dns", "options": options}}})
+    res = cli(["--config", cfg, "run", "dns"])
+    assert res.code != 0 and "Traceback" not in res.output, res.output
+    assert where in res.output and "not a valid DNS name" in res.output and says in res.output, res.output

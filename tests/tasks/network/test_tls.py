@@ -4,14 +4,21 @@ server offering TLS 1.0/1.1 (OpenSSL security level 0), a small RSA key, a Let's
 from __future__ import annotations
 
 import os
+import socket
+import ssl
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
-from upkeeper.core.task import Severity
+from upkeeper.core.task import Finding, Severity
 from upkeeper.sandbox._util import free_port
 from upkeeper.sandbox.nginx import NginxServer, server_block
 from upkeeper.sandbox.tls import self_signed
@@ -27,6 +34,10 @@ LEGACY = """
         ssl_protocols TLSv1 TLSv1.1 TLSv1.2;
         ssl_ciphers DEFAULT:@SECLEVEL=0;
 """
+LEGACY_ONLY = """
+        ssl_protocols TLSv1 TLSv1.1;
+        ssl_ciphers DEFAULT:@SECLEVEL=0;
+"""
 
 
 @dataclass
@@ -34,6 +45,7 @@ class TlsSites:
     expiring: Endpoint
     legacy: Endpoint
     letsencrypt: Endpoint
+    legacy_only: Endpoint
     expiring_ca: Path
     legacy_ca: Path
 
@@ -44,18 +56,22 @@ def tls_sites(services_dir: Path) -> Iterator[TlsSites]:
     (base / "www").mkdir(parents=True, exist_ok=True)
     os.chmod(base, 0o755)
     (base / "www" / "index.html").write_text("tls\n")
-    soon = self_signed(base / "certs", "localhost", days=5, stem="soon")
+    issued_90_days_ago = datetime.now(UTC) - timedelta(days=85)  # 90-day certificates, as Let's Encrypt's
+    soon = self_signed(base / "certs", "localhost", days=5, stem="soon", not_before=issued_90_days_ago)
     old = self_signed(base / "certs", "legacy.example", days=200, hosts=["legacy.example"], rsa_bits=1024,
                       stem="legacy")
-    le = self_signed(base / "certs", "localhost", days=20, organization="Let's Encrypt", stem="le")
-    ports = free_port(), free_port(), free_port()
+    le = self_signed(base / "certs", "localhost", days=20, organization="Let's Encrypt", stem="le",
+                     not_before=datetime.now(UTC) - timedelta(days=70))
+    ports = free_port(), free_port(), free_port(), free_port()
     servers = (server_block(base, ports[0], base / "www", cert=soon.cert, key=soon.key)
                + server_block(base, ports[1], base / "www", cert=old.cert, key=old.key, extra=LEGACY)
-               + server_block(base, ports[2], base / "www", cert=le.cert, key=le.key))
+               + server_block(base, ports[2], base / "www", cert=le.cert, key=le.key)
+               + server_block(base, ports[3], base / "www", cert=soon.cert, key=soon.key, extra=LEGACY_ONLY))
     nginx = NginxServer(base, port=ports[0], servers=servers)
     nginx.start()
     yield TlsSites(Endpoint("127.0.0.1", ports[0], "localhost"), Endpoint("127.0.0.1", ports[1], "localhost"),
-                   Endpoint("127.0.0.1", ports[2], "localhost"), soon.cert, old.cert)
+                   Endpoint("127.0.0.1", ports[2], "localhost"), Endpoint("127.0.0.1", ports[3], "localhost"),
+                   soon.cert, old.cert)
     nginx.stop()
 
 
@@ -95,6 +111,19 @@ def test_legacy_protocols_and_small_key(tls_sites: TlsSites) -> None:
     assert not [f for f in modern.findings if f.check.startswith("network.tls_legacy")]
 
 
+def test_server_offering_only_tls_1_0_and_1_1_is_checked_not_called_unreachable(tls_sites: TlsSites) -> None:
+    if legacy_protocol_offered(tls_sites.legacy_only, __import__("ssl").TLSVersion.TLSv1, 5) is None:
+        pytest.skip("this machine's OpenSSL cannot attempt TLS 1.0 even at security level 0")
+    out = check_tls([tls_sites.legacy_only], TlsOptions(ca_file=str(tls_sites.expiring_ca)), datetime.now(UTC))
+    f = by_check(out)
+    # the certificate is read over TLS 1.1 and checked: 5 days left; today's clients cannot connect at all
+    assert set(f) == {"network.tls_expiry", "network.tls_handshake", "network.tls_legacy_protocol"}, out.findings
+    assert f["network.tls_expiry"].severity is Severity.CRITICAL and 4.9 < f["network.tls_expiry"].value <= 5
+    assert f["network.tls_handshake"].severity is Severity.CRITICAL
+    assert f["network.tls_handshake"].value == "TLSv1.1" and "cannot connect" in f["network.tls_handshake"].message
+    assert sorted(x.value for x in out.findings if x.check == "network.tls_legacy_protocol") == ["TLS 1.0", "TLS 1.1"]
+
+
 def test_letsencrypt_under_25_days_means_renewal_failing(tls_sites: TlsSites) -> None:
     out = check_tls([tls_sites.letsencrypt], TlsOptions(check_legacy_protocols=False), datetime.now(UTC))
     f = by_check(out)
@@ -124,3 +153,178 @@ def test_tls_job_via_cli(tls_sites: TlsSites, cli, make_config) -> None:
     res = cli(["--config", cfg, "run", "tls", "--json"])
     run = res.json()[0]
     assert run["status"] == "fail" and [f["check"] for f in run["findings"]] == ["network.tls_expiry"]
+
+
+@pytest.mark.parametrize("endpoint", ["shop.example:https", "shop.example:70000", "https://shop.example:99999/"])
+def test_bad_endpoint_is_a_config_error_naming_it(endpoint: str, cli, make_config) -> None:
+    cfg = make_config({"jobs": {"tls": {"task": "network.tls", "options": {"endpoints": [endpoint]}}}})
+    res = cli(["--config", cfg, "run", "tls"])
+    assert res.code != 0 and "Traceback" not in res.output, res.output
+    assert "endpoints" in res.output and endpoint in res.output and "port" in res.output, res.output
+
+
+def _cert(name: str, issuer: tuple[x509.Certificate, ec.EllipticCurvePrivateKey] | None, *, ca: bool,
+          start: datetime, end: datetime) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    builder = (x509.CertificateBuilder().subject_name(subject)
+               .issuer_name(issuer[0].subject if issuer else subject).public_key(key.public_key())
+               .serial_number(x509.random_serial_number()).not_valid_before(start).not_valid_after(end)
+               .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+    if not ca:
+        builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+    return builder.sign(issuer[1] if issuer else key, hashes.SHA256()), key
+
+
+def _pem(*certs: x509.Certificate) -> bytes:
+    return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs)
+
+
+def test_expired_intermediate_and_dates_say_which_certificate(services_dir: Path) -> None:
+    """OpenSSL says only 'certificate has expired': with a valid server certificate that is its chain's CA, and
+    an expired server certificate is reported once (network.tls_expired), not again as a chain error."""
+    base = services_dir / "tls-dates"
+    (base / "www").mkdir(parents=True, exist_ok=True)
+    now = datetime.now(UTC)
+    root = _cert("upkeeper test root", None, ca=True, start=now - timedelta(days=400), end=now + timedelta(days=900))
+    inter = _cert("upkeeper test intermediate", root, ca=True, start=now - timedelta(days=400),
+                  end=now - timedelta(days=2))
+    leaf = _cert("shop.example", inter, ca=False, start=now - timedelta(days=10), end=now + timedelta(days=80))
+    (base / "root.crt").write_bytes(_pem(root[0]))
+    (base / "chain.crt").write_bytes(_pem(leaf[0], inter[0]))
+    (base / "chain.key").write_bytes(leaf[1].private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                           serialization.NoEncryption()))
+    expired = self_signed(base / "certs", "localhost", days=-3, stem="expired")
+    future = self_signed(base / "certs", "localhost", days=90, stem="future", not_before=now + timedelta(days=2))
+    ports = free_port(), free_port(), free_port()
+    servers = (server_block(base, ports[0], base / "www", cert=base / "chain.crt", key=base / "chain.key")
+               + server_block(base, ports[1], base / "www", cert=expired.cert, key=expired.key)
+               + server_block(base, ports[2], base / "www", cert=future.cert, key=future.key))
+    nginx = NginxServer(base, port=ports[0], servers=servers)
+    nginx.start()
+    try:
+        opts = TlsOptions(ca_file=str(base / "root.crt"), check_legacy_protocols=False)
+        out = check_tls([Endpoint("127.0.0.1", ports[0], "shop.example")], opts, now)
+        assert [f.check for f in out.findings] == ["network.tls_chain"], out.findings
+        assert "certificate has expired" in out.findings[0].message
+        assert "not the server's certificate" in out.findings[0].message
+        assert "intermediate" in out.findings[0].remediation
+        opts = TlsOptions(ca_file=str(expired.cert), check_legacy_protocols=False)
+        out = check_tls([Endpoint("127.0.0.1", ports[1], "localhost")], opts, now)
+        assert [f.check for f in out.findings] == ["network.tls_expired"], out.findings
+        opts = TlsOptions(ca_file=str(future.cert), check_legacy_protocols=False)
+        out = check_tls([Endpoint("127.0.0.1", ports[2], "localhost")], opts, now)
+        assert [f.check for f in out.findings] == ["network.tls_chain"], out.findings
+        assert "the server's certificate starts on" in out.findings[0].message
+        assert "clock" in out.findings[0].remediation
+    finally:
+        nginx.stop()
+
+
+def test_internationalized_name_matches_its_a_label(services_dir: Path) -> None:
+    """A certificate for bücher.example lists xn--bcher-kva.example; the job names the site as people write it."""
+    base = services_dir / "tls-idn"
+    (base / "www").mkdir(parents=True, exist_ok=True)
+    cert = self_signed(base / "certs", "xn--bcher-kva.example", days=90, hosts=["xn--bcher-kva.example"], stem="idn")
+    port = free_port()
+    nginx = NginxServer(base, port=port, servers=server_block(base, port, base / "www", cert=cert.cert, key=cert.key))
+    nginx.start()
+    try:
+        opts = TlsOptions(ca_file=str(cert.cert), check_legacy_protocols=False)
+        for name in ("bücher.example", "xn--bcher-kva.example", "BÜCHER.example."):
+            out = check_tls([Endpoint("127.0.0.1", port, name)], opts, datetime.now(UTC))
+            assert out.findings == [], (name, out.findings)
+        wrong = check_tls([Endpoint("127.0.0.1", port, "bucher.example")], opts, datetime.now(UTC))
+        assert [f.check for f in wrong.findings] == ["network.tls_hostname"]
+    finally:
+        nginx.stop()
+
+
+def test_short_lived_certificates_are_judged_by_their_lifetime(services_dir: Path) -> None:
+    """Let's Encrypt's 45-day and 6-day certificates: certbot (>= 4.0) renews at a third of the lifetime (15
+    days, 2-3 days), so a healthy one spends much of its life under 30 or even 7 days; the thresholds are
+    for a 90-day certificate and scale to a shorter lifetime."""
+    base = services_dir / "tls-short"
+    (base / "www").mkdir(parents=True, exist_ok=True)
+    now = datetime.now(UTC)
+    made = {  # name: (days left, lifetime)
+        "fresh45": (20, 45), "due45": (10, 45), "fresh6": (4, 6), "due6": (0.25, 6)}
+    certs = {n: self_signed(base / "certs", "localhost", days=left, organization="Let's Encrypt", stem=n,
+                            not_before=now - timedelta(days=life - left)) for n, (left, life) in made.items()}
+    ports = {n: free_port() for n in made}
+    nginx = NginxServer(base, port=ports["fresh45"], servers="".join(
+        server_block(base, ports[n], base / "www", cert=c.cert, key=c.key) for n, c in certs.items()))
+    nginx.start()
+    try:
+        def run(n: str) -> dict[str, Finding]:
+            opts = TlsOptions(ca_file=str(certs[n].cert), check_legacy_protocols=False)
+            out = check_tls([Endpoint("127.0.0.1", ports[n], "localhost")], opts, datetime.now(UTC))
+            return {f.check: f for f in out.findings}
+
+        assert run("fresh45") == {} and run("fresh6") == {}
+        due45 = run("due45")  # 10 days left of 45: past certbot's 15-day renewal point
+        assert set(due45) == {"network.tls_expiry", "network.tls_letsencrypt_renewal"}
+        assert due45["network.tls_expiry"].severity is Severity.WARNING
+        assert due45["network.tls_expiry"].threshold == 15
+        assert "scaled to its 45-day lifetime" in due45["network.tls_expiry"].message
+        due6 = run("due6")  # 6 hours left of 6 days
+        assert due6["network.tls_expiry"].severity is Severity.CRITICAL
+    finally:
+        nginx.stop()
+
+
+@pytest.mark.parametrize(("content", "says"), [(None, "No such file or directory"),
+                                               ("not a certificate\n", "NO_CERTIFICATE_OR_CRL_FOUND")])
+def test_unusable_ca_file_is_an_error_naming_it(tls_sites: TlsSites, tmp_path: Path, content: str | None,
+                                                says: str, cli, make_config) -> None:
+    ca = tmp_path / "ca.pem"
+    if content is not None:
+        ca.write_text(content)
+    cfg = make_config({"jobs": {"tls": {"task": "network.tls", "options": {
+        "endpoints": [f"127.0.0.1:{tls_sites.expiring.port}"], "server_name": "localhost", "ca_file": str(ca)}}}})
+    run = cli(["--config", cfg, "run", "tls", "--json"]).json()[0]
+    assert run["status"] == "error", run
+    assert f"ca_file '{ca}' cannot be used" in run["summary"] and says in run["summary"], run
+
+
+@pytest.mark.parametrize("later", ["hang", "close"])
+def test_endpoint_that_stops_answering_after_the_first_handshake_keeps_its_findings(tmp_path: Path,
+                                                                                    later: str) -> None:
+    """A loaded server (or one at its connection limit) may answer the first handshake and then leave the next
+    connection hanging or close it at once: what the first one showed -- a certificate expiring in 5 days -- is
+    still reported, and a broken-off handshake is not 'clients cannot connect'."""
+    cert = self_signed(tmp_path, "localhost", days=5, stem="busy", not_before=datetime.now(UTC) - timedelta(days=85))
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert.cert, cert.key)
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    held: list[socket.socket] = []
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with ctx.wrap_socket(conn, server_side=True) as tls:  # the first connection: a real TLS handshake
+            tls.recv(1)
+        while True:  # later ones: accepted, and never answered or closed at once
+            try:
+                conn = listener.accept()[0]
+            except OSError:
+                return
+            if later == "close":
+                conn.close()
+            else:
+                held.append(conn)
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    try:
+        opts = TlsOptions(ca_file=str(cert.cert), timeout=1)
+        out = check_tls([Endpoint("127.0.0.1", port, "localhost")], opts, datetime.now(UTC))
+    finally:
+        listener.close()
+        for c in held:
+            c.close()
+    f = by_check(out)
+    assert set(f) == {"network.tls_expiry", "network.tls_chain_unchecked"}, out.findings
+    assert f["network.tls_expiry"].severity is Severity.CRITICAL
+    if later == "hang":
+        assert "timed out" in f["network.tls_chain_unchecked"].message

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 import psutil
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from upkeeper.core.task import Finding, Result, Severity, Task, TaskContext, TaskOptions, task
 from upkeeper.fmt import human_bytes
@@ -27,6 +27,14 @@ class DiskOptions(TaskOptions):
     critical: float = Field(98, gt=0, le=100, description="critical at this % used. Source: Netdata disk_space_usage")
     inode_warning: float = Field(90, gt=0, le=100, description="warn at this % of inodes used. Source: Netdata")
     inode_critical: float = Field(98, gt=0, le=100, description="critical at this % of inodes used. Source: Netdata")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> DiskOptions:
+        for warn, crit in (("warning", "critical"), ("inode_warning", "inode_critical")):
+            if getattr(self, warn) > getattr(self, crit):
+                raise ValueError(f"{warn} ({getattr(self, warn):g} %) is above {crit} ({getattr(self, crit):g} %): "
+                                 f"the warning could never come before the critical finding")
+        return self
 
 
 def real_mounts() -> list[str]:

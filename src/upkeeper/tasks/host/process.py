@@ -46,6 +46,15 @@ class ProcessSelector(StrictModel):
             raise ValueError("give at least one of name, cmdline, pid_file")
         return self
 
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, v: str | None) -> str | None:
+        if v is not None and "/" in v:
+            raise ValueError(f"name {v!r} is a path, and is matched against process names and executable "
+                             f"basenames only (it would never match): use name: {v.rstrip('/').rsplit('/', 1)[-1]!r}, "
+                             f"or cmdline: '^{re.escape(v)}'")
+        return v
+
     @field_validator("cmdline")
     @classmethod
     def _regex(cls, v: str | None) -> str | None:
@@ -91,21 +100,33 @@ class ProcessOptions(TaskOptions):
         return self
 
 
-def pid_from_file(path: str) -> int | None:
+def read_pid_file(path: str) -> tuple[int | None, str]:
+    """The pid in the file, or None and why not (said in host.process_missing: an unreadable pid file is not
+    the same as a stopped process)."""
     try:
         text = Path(path).read_text().strip()
-    except OSError:
-        return None
-    return int(text) if text.isdigit() else None
+    except FileNotFoundError:
+        return None, f"pid file {path} does not exist"
+    except OSError as exc:
+        return None, f"pid file {path} cannot be read: {exc.strerror or exc}"
+    if not text.isdigit():
+        return None, f"pid file {path} holds {text[:40]!r}, not a pid"
+    return int(text), ""
 
 
-def select(sel: ProcessSelector, me: int) -> list[psutil.Process]:
+def pid_from_file(path: str) -> int | None:
+    return read_pid_file(path)[0]
+
+
+def select(sel: ProcessSelector, me: int, zombies: list[int] | None = None) -> list[psutil.Process]:
+    """The running processes the selector matches; the pids of matching zombies (exited, not yet reaped by
+    their parent: no longer running) go to ``zombies``."""
     wanted_pid = pid_from_file(sel.pid_file) if sel.pid_file else None
     if sel.pid_file and wanted_pid is None:
         return []
     rx = re.compile(sel.cmdline) if sel.cmdline else None
     found = []
-    for p in psutil.process_iter(["name", "cmdline"]):
+    for p in psutil.process_iter(["name", "cmdline", "status"]):
         if p.pid == me:
             continue
         if wanted_pid is not None and p.pid != wanted_pid:
@@ -114,6 +135,10 @@ def select(sel: ProcessSelector, me: int) -> list[psutil.Process]:
         if sel.name and p.info.get("name") != sel.name and (not cmd or os.path.basename(cmd[0]) != sel.name):
             continue
         if rx is not None and not rx.search(" ".join(cmd)):
+            continue
+        if p.info.get("status") in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD):
+            if zombies is not None:
+                zombies.append(p.pid)
             continue
         found.append(p)
     return found
@@ -128,13 +153,22 @@ class Sample:
     rss: int
 
 
-def sample_once(selectors: list[ProcessSelector]) -> tuple[list[Sample], set[str]]:
-    """RSS of every matching process; and the labels that matched nothing."""
+@dataclass
+class Missing:
+    """A selector that matched no running process: the pids of matching zombies, and what else explains it."""
+
+    zombies: list[int]
+    why: str = ""
+
+
+def sample_once(selectors: list[ProcessSelector]) -> tuple[list[Sample], dict[str, Missing]]:
+    """RSS of every matching running process; and the labels that matched none (with why)."""
     me = os.getpid()
     out: list[Sample] = []
-    missing: set[str] = set()
+    missing: dict[str, Missing] = {}
     for sel in selectors:
-        procs = select(sel, me)
+        zombies: list[int] = []
+        procs = select(sel, me, zombies)
         got = 0
         for p in procs:
             try:
@@ -147,7 +181,7 @@ def sample_once(selectors: list[ProcessSelector]) -> tuple[list[Sample], set[str
             out.append(Sample(sel.key, p.pid, ident, name, rss))
             got += 1
         if got == 0 and sel.required:
-            missing.add(sel.key)
+            missing[sel.key] = Missing(zombies, read_pid_file(sel.pid_file)[1] if sel.pid_file else "")
     return out, missing
 
 
@@ -167,13 +201,21 @@ class HostProcess(Task[ProcessOptions]):
         history: dict[str, Any] = dict(ctx.state.get("samples") or {})
         seen: set[str] = set()
         last: dict[str, Sample] = {}
-        missing: set[str] = set()
+        round_samples: list[Sample] = []
+        missing: dict[str, Missing] = {}
         for i in range(options.samples_per_run):
             if i:
                 time.sleep(options.sample_interval.total_seconds())
             ts = ctx.now().timestamp()
             samples, missing = sample_once(options.processes)
+            # what is running now is what the last round found: a process that exited (a restart, a recycled
+            # worker) between the rounds of this run is neither counted nor judged
+            last, round_samples = {}, samples
             for s in samples:
+                # one process may match several selectors (name: node, and the app's pid file): one series, judged
+                # once (under the first selector's label) and counted under each label
+                if s.identity in last:
+                    continue
                 entry = history.setdefault(s.identity, {"label": s.label, "pid": s.pid, "name": s.name, "points": []})
                 entry["points"] = (entry["points"] + [[ts, s.rss]])[-options.keep_samples:]
                 seen.add(s.identity)
@@ -185,7 +227,7 @@ class HostProcess(Task[ProcessOptions]):
         findings: list[Finding] = []
         metrics: dict[str, float] = {}
         per_label: dict[str, list[Sample]] = {}
-        for s in last.values():
+        for s in round_samples:
             per_label.setdefault(s.label, []).append(s)
         for label, group in sorted(per_label.items()):
             metrics[f"proc.{label}.rss_bytes"] = float(sum(s.rss for s in group))
@@ -220,10 +262,17 @@ class HostProcess(Task[ProcessOptions]):
                     data={"r2": round(trend.r2, 4), "samples": len(points), "rss_now": s.rss,
                           "rss_first": points[0][1]},
                 ))
-        for label in sorted(missing):
+        for label, miss in sorted(missing.items(), key=lambda kv: kv[0]):
+            zombies = sorted(miss.zombies)
+            why = [f"only a zombie: pid {', '.join(map(str, zombies))} exited and was not reaped by its parent"
+                   ] if zombies else []
+            why += [miss.why] if miss.why else []
             findings.append(Finding(
-                "host.process_missing", Severity.WARNING, label, f"no running process matches {label!r}",
-                "start it, or fix the selector (name, cmdline, pid_file) in the job's options",
+                "host.process_missing", Severity.WARNING, label,
+                f"no running process matches {label!r}" + (f" ({'; '.join(why)})" if why else ""),
+                "start it, or fix the selector (name, cmdline, pid_file) in the job's options"
+                + ("; let upkeeper's user read the pid file" if "cannot be read" in miss.why else ""),
+                data={"zombies": zombies} if zombies else {},
             ))
         parts = [f"{label} {human_bytes(metrics[f'proc.{label}.rss_bytes'])} ({int(metrics[f'proc.{label}.count'])})"
                  for label in sorted(per_label)]

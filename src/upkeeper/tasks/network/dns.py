@@ -1,20 +1,21 @@
 """network.dns: records compared with expected values through several resolvers, NS count, propagation.
 
-Every configured record is asked of every resolver.  When the resolvers disagree (a change
-is on its way), the run re-checks every ``propagation_interval`` (15 min) for up to
-``propagation_poll_for``; the start of the propagation is kept in the job's state so that
-later runs continue the watch until the answers agree or ``propagation_timeout`` (24 h)
-has passed, which is critical.
+Every configured record is asked of every resolver.  When the resolvers that answered disagree
+(a change is on its way; a timeout or SERVFAIL is a resolver failure, not an answer), the run
+re-checks every ``propagation_interval`` (15 min) for up to ``propagation_poll_for``; the start
+of the propagation is kept in the job's state so that later runs continue the watch until the
+answers agree or ``propagation_timeout`` (24 h) has passed, which is critical.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from upkeeper import lazy
 from upkeeper.config.types import Duration
@@ -47,8 +48,39 @@ class DnsRecord(BaseModel):
     name: str = Field(..., description="fully qualified name, e.g. example.com. Source: none (required)")
     type: RecordType = Field("A", description="record type. Source: upkeeper default")
     expected: list[str] | None = Field(
-        None, description="expected values (any order), e.g. ['203.0.113.10'] or ['10 mail.example.com']. "
+        None, description="expected values (any order), e.g. ['203.0.113.10'] or ['10 mail.example.com']; a TXT "
+                "value is the whole text, however the zone splits it into 255-byte strings. "
                 "Source: upkeeper (not set by default)")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return valid_name(v)
+
+    @model_validator(mode="after")
+    def _values(self) -> DnsRecord:
+        for value in (self.expected or []) if self.type != "TXT" else []:
+            try:
+                dns.rdata.from_text(dns.rdataclass.IN, self.type, value.strip(), origin=dns.name.root)
+            except Exception as exc:
+                raise ValueError(f"expected value {value!r} is not a valid {self.type} record ({exc}); "
+                                 f"e.g. {EXAMPLES[self.type]}") from None
+        return self
+
+
+def valid_name(name: str) -> str:
+    """The name as given, or ValueError saying why DNS cannot carry it (an empty label, a label over 63 bytes,
+    a name over 255)."""
+    try:
+        dns.name.from_text(name.strip())
+    except Exception as exc:
+        raise ValueError(f"{name!r} is not a valid DNS name: {exc}") from None
+    return name
+
+
+EXAMPLES = {"A": "203.0.113.10", "AAAA": "2001:db8::10", "CNAME": "shop.example.com", "MX": "10 mail.example.com",
+            "NS": "ns1.example.com", "CAA": "0 issue letsencrypt.org", "SRV": "10 5 5060 sip.example.com",
+            "TXT": "v=spf1 mx -all"}
 
 
 class DnsOptions(TaskOptions):
@@ -72,6 +104,18 @@ class DnsOptions(TaskOptions):
         "to the next run (keep it below the job's interval). Source: upkeeper default")
     timeout: float = Field(5, gt=0, description="seconds per query. Source: upkeeper default")
 
+    @field_validator("zones")
+    @classmethod
+    def _zones(cls, v: list[str]) -> list[str]:
+        return [valid_name(z) for z in v]
+
+    @field_validator("resolvers")
+    @classmethod
+    def _resolvers(cls, v: list[str]) -> list[str]:
+        for spec in v:
+            parse_resolver(spec)
+        return v
+
 
 @dataclass
 class Answer:
@@ -83,21 +127,43 @@ class Answer:
 
 
 def parse_resolver(spec: str) -> tuple[str, int]:
+    """(address, port) of 'ip', 'ip:port', 'ipv6' or '[ipv6]:port'; ValueError naming the mistake."""
     s = spec.strip()
+    host, port = s, "53"
     if s.startswith("["):
         host, _, port = s[1:].partition("]:")
-        return host.rstrip("]"), int(port or 53)
-    if s.count(":") == 1:
+        host, port = host.rstrip("]"), port or "53"
+    elif s.count(":") == 1:
         host, port = s.split(":")
-        return host, int(port)
-    return s, 53
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"resolver {spec!r} is not an IP address: queries go straight to a resolver's address "
+                         "(ip or ip:port, e.g. 1.1.1.1 or [2606:4700:4700::1111]:53)") from None
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"resolver {spec!r}: port {port!r} is not a number from 1 to 65535") from None
+    return host, int(port)
+
+
+def _txt(text: str) -> str:
+    """A TXT value as the one string it means: a record longer than 255 bytes (DKIM keys, long SPF) travels
+    as several character-strings ('"v=DKIM1; …" "…"') that a verifier concatenates, so the split is not
+    part of the value.  Unquoted text is taken as it is; quoted text in DNS presentation form."""
+    data = text.encode()
+    if text.startswith('"'):
+        try:
+            rd = dns.rdata.from_text(dns.rdataclass.IN, "TXT", text)
+            data = b"".join(rd.strings)  # type: ignore[attr-defined]
+        except Exception:
+            pass
+    return '"' + data.decode("utf-8", "backslashreplace").replace('"', '\\"') + '"'
 
 
 def canonical(rtype: str, value: str) -> str:
     """A value in DNS presentation form, so '10 mail.example.com' equals '10 mail.example.com.'."""
     text = value.strip()
-    if rtype == "TXT" and not text.startswith('"'):
-        text = '"' + text.replace('"', '\\"') + '"'
+    if rtype == "TXT":
+        return _txt(text)
     try:
         rd = dns.rdata.from_text(dns.rdataclass.IN, rtype, text, origin=dns.name.root)
         out = rd.to_text()
@@ -108,7 +174,9 @@ def canonical(rtype: str, value: str) -> str:
 
 def query(resolver: str, name: str, rtype: str, timeout: float) -> Answer:
     host, port = parse_resolver(resolver)
-    q = dns.message.make_query(name, rtype)
+    # EDNS with a 1232-byte payload (the DNS Flag Day 2020 size): answers above the 512 bytes of plain DNS (TXT
+    # sets with a DKIM key, long MX/NS sets) come over UDP instead of needing TCP, which firewalls often block
+    q = dns.message.make_query(name, rtype, use_edns=0, payload=1232)
     try:
         r = dns.query.udp(q, host, port=port, timeout=timeout)
         if r.flags & dns.flags.TC:
@@ -127,9 +195,23 @@ def ask_all(resolvers: list[str], rec: DnsRecord, timeout: float) -> dict[str, A
     return {res: query(res, rec.name, rec.type, timeout) for res in resolvers}
 
 
+def answered(answers: dict[str, Answer]) -> dict[str, Answer]:
+    """The resolvers that gave an answer (NOERROR or NXDOMAIN); a timeout, SERVFAIL or REFUSED says nothing
+    about the record."""
+    return {r: a for r, a in answers.items() if a.status in ("NOERROR", "NXDOMAIN")}
+
+
 def consistent(answers: dict[str, Answer]) -> bool:
-    good = [a for a in answers.values() if a.status in ("NOERROR", "NXDOMAIN")]
-    return len(good) == len(answers) and len({(a.status, a.values) for a in good}) == 1
+    """At least one resolver answered and all that answered agree on the record's values.  NXDOMAIN and an
+    empty NOERROR both say 'no such record': resolvers differ in which they give for the same zone (aggressive
+    NSEC caching, RFC 8198; empty non-terminals), so that difference is not a change."""
+    good = answered(answers)
+    return len({a.values for a in good.values()}) == 1
+
+
+def disagree(answers: dict[str, Answer]) -> bool:
+    """Resolvers that answered give different values: a change is propagating."""
+    return len({a.values for a in answered(answers).values()}) > 1
 
 
 def system_resolvers() -> list[str]:
@@ -157,10 +239,10 @@ def check_dns(options: DnsOptions, state: StateStore, now: datetime,
         entry: dict[str, Any] = dict(ledger.get(key) or {})
         prior = entry.get("answer")
         propagating = entry.get("propagating")
-        if not consistent(answers) and propagating is None:
+        if disagree(answers) and propagating is None:
             propagating = {"since": now.isoformat(), "from": prior}
         polls = 0
-        while not consistent(answers) and propagating is not None:
+        while disagree(answers) and propagating is not None:
             elapsed_run = time.monotonic() - t0
             since = datetime.fromisoformat(propagating["since"])
             if clock() - since >= options.propagation_timeout:
@@ -181,12 +263,13 @@ def check_dns(options: DnsOptions, state: StateStore, now: datetime,
             if res not in failed:
                 by_answer.setdefault(a.values, []).append(res)
         if consistent(answers):
-            values = list(next(iter(answers.values())).values)
+            values = list(next(iter(answered(answers).values())).values)
+            n_answered = len(answers) - len(failed)
             if propagating is not None:
                 since = datetime.fromisoformat(propagating["since"])
                 out.findings.append(Finding(
                     "network.dns_propagated", Severity.INFO, subject,
-                    f"change propagated to all {len(resolvers)} resolvers after {human_duration(current - since)}"
+                    f"change propagated to all {n_answered} resolvers that answered after {human_duration(current - since)}"
                     f" ({polls} re-check(s) in this run): now {', '.join(values) or '(empty)'}", "",
                     value=round((current - since).total_seconds(), 1), data={"from": propagating.get("from"),
                                                                           "to": values}))
@@ -194,8 +277,11 @@ def check_dns(options: DnsOptions, state: StateStore, now: datetime,
                 out.findings.append(Finding(
                     "network.dns_changed", Severity.INFO, subject,
                     f"changed from {', '.join(prior) or '(empty)'} to {', '.join(values) or '(empty)'}; "
-                    f"consistent across {len(resolvers)} resolvers", "", data={"from": prior, "to": values}))
+                    f"consistent across {n_answered} resolvers", "", data={"from": prior, "to": values}))
             entry = {"answer": values, "propagating": None, "checked": current.isoformat()}
+        elif not disagree(answers):
+            # no resolver answered: nothing is known about the record (the failures are reported above)
+            entry = {"answer": prior, "propagating": propagating, "checked": current.isoformat()}
         else:
             since = datetime.fromisoformat(propagating["since"]) if propagating else current
             age = current - since
@@ -227,17 +313,35 @@ def check_dns(options: DnsOptions, state: StateStore, now: datetime,
         out.metrics[f"{key}.resolvers_agreeing"] = float(max((len(v) for v in by_answer.values()), default=0))
     for zone in options.zones:
         ns = None
+        tried: dict[str, Answer] = {}
         for res in resolvers:
             a = query(res, zone, "NS", options.timeout)
+            tried[res] = a
             if a.status == "NOERROR":
                 ns = a
                 break
         if ns is None:
-            out.findings.append(Finding("network.dns_ns_unknown", Severity.WARNING, zone,
-                                        f"no resolver answered the NS query for {zone}", "check the zone"))
+            gone = [r for r, a in tried.items() if a.status == "NXDOMAIN"]
+            if gone:
+                out.findings.append(Finding(
+                    "network.dns_zone_missing", Severity.CRITICAL, zone,
+                    f"{zone} does not exist: NXDOMAIN from {', '.join(gone)}",
+                    "check the domain's registration (expired? deleted?) and its delegation at the registrar; "
+                    "or fix the zone's name in the job", data={"answers": {r: a.text() for r, a in tried.items()}}))
+            else:
+                out.findings.append(Finding(
+                    "network.dns_ns_unknown", Severity.WARNING, zone,
+                    f"no resolver answered the NS query for {zone}: "
+                    + "; ".join(f"{r}: {a.status}" for r, a in tried.items()),
+                    "check the resolvers (network.dns_resolver_failed) and the zone"))
             continue
         out.metrics[f"{zone}.ns_count"] = float(len(ns.values))
-        if len(ns.values) < options.min_ns:
+        if not ns.values:
+            out.findings.append(Finding(
+                "network.dns_ns_count", Severity.WARNING, zone,
+                f"{zone} has no NS records: the name exists but is not a zone (a name inside one?)",
+                "list the zone's apex (the domain you registered) in 'zones'", value=0, threshold=options.min_ns))
+        elif len(ns.values) < options.min_ns:
             out.findings.append(Finding(
                 "network.dns_ns_count", Severity.WARNING, zone,
                 f"{zone} has {len(ns.values)} NS record(s) ({ns.text()}); one failing server takes the domain down",

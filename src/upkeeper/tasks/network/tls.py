@@ -1,10 +1,12 @@
 """network.tls: certificates and protocols of TLS endpoints.
 
 For each host:port: days left (warning 30, critical 7 or expired), a Let's Encrypt
-certificate with fewer than 25 days left (certbot renews at 30, so renewal is failing),
-chain validity against the system CAs (or ``ca_file``), hostname match, key size, SHA-1
-signatures, and whether TLS 1.0 or 1.1 is still offered (testssl.sh's protocol check,
-done with Python's ssl module at OpenSSL security level 0).
+certificate with fewer than 25 days left (certbot renews at 30, so renewal is failing) -- day
+counts for a 90-day certificate, scaled to a shorter-lived one's lifetime --, chain validity
+against the system CAs (or ``ca_file``), hostname match, key size, SHA-1 signatures, and whether
+TLS 1.0 or 1.1 is still offered (testssl.sh's protocol check, done with Python's ssl module at
+OpenSSL security level 0).  A server that only speaks TLS 1.0/1.1 still has its certificate checked
+(read over the old protocol), and a critical finding says current clients cannot connect.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from upkeeper import lazy
 from upkeeper.config.targets import HttpTarget, NginxTarget
@@ -37,6 +39,7 @@ else:
     x509_oid = lazy.module("cryptography.x509.oid")
 
 LETSENCRYPT_ORG = "Let's Encrypt"
+FULL_LIFETIME_DAYS = 90  # what warning_days, critical_days and letsencrypt_days are meant for
 
 
 class TlsOptions(TaskOptions):
@@ -47,16 +50,29 @@ class TlsOptions(TaskOptions):
                                     "(default: the endpoint's host). Source: upkeeper (not set by default)")
     ca_file: str | None = Field(None, description="CA bundle to verify against instead of the system CAs. "
             "Source: upkeeper (not set by default)")
-    warning_days: int = Field(30, ge=0, description="warn when fewer days are left. Source: the maintenance "
-                              "procedures (renewal at 30 days; certbot renews at 30)")
-    critical_days: int = Field(7, ge=0, description="critical when fewer days are left. Source: upkeeper default "
-                               "(one week to react)")
+    warning_days: int = Field(30, ge=0, description="warn when fewer days are left (for a 90-day certificate; "
+                              "scaled to a shorter lifetime, e.g. 15 for 45 days). Source: the maintenance "
+                              "procedures (renewal at 30 days; certbot >= 4.0 renews at a third of the lifetime)")
+    critical_days: int = Field(7, ge=0, description="critical when fewer days are left (scaled like warning_days). "
+                               "Source: upkeeper default (one week to react)")
     letsencrypt_days: int = Field(25, ge=0, description="a Let's Encrypt certificate with fewer days left means "
-                                  "automatic renewal is failing. Source: certbot renews at 30 days")
+                                  "automatic renewal is failing (scaled like warning_days). Source: certbot renews "
+                                  "at a third of the lifetime, 30 of 90 days (certbot 4.0 changelog)")
     min_rsa_bits: int = Field(2048, description="smallest acceptable RSA key. Source: NIST SP 800-57 / CA/B Forum")
     min_ec_bits: int = Field(256, description="smallest acceptable EC key. Source: NIST SP 800-57")
     check_legacy_protocols: bool = Field(True, description="try TLS 1.0 and 1.1 handshakes. Source: testssl.sh -p")
     timeout: float = Field(10, gt=0, description="seconds per connection. Source: upkeeper default")
+
+    @field_validator("endpoints")
+    @classmethod
+    def _endpoints(cls, v: list[str]) -> list[str]:
+        for text in v:
+            try:
+                parse_endpoint(text)
+            except TaskError as exc:
+                raise ValueError(f"{exc.message} ({exc.hint.removeprefix('Try: ')})" if exc.hint
+                                 else exc.message) from None
+        return v
 
 
 @dataclass
@@ -70,16 +86,22 @@ class Endpoint:
 
 
 def parse_endpoint(text: str, server_name: str | None = None) -> Endpoint:
+    hint = "Try: host:port, e.g. example.com:443 or [2001:db8::1]:443, or an https:// URL"
     if "://" in text:
         u = urlsplit(text)
         host = u.hostname or ""
-        port = u.port or (443 if u.scheme == "https" else 80)
+        try:
+            port = u.port or (443 if u.scheme == "https" else 80)
+        except ValueError:
+            raise TaskError(f"invalid endpoint {text!r}: the port is not a number from 1 to 65535", hint) from None
     else:
         host, _, port_s = text.rpartition(":") if text.count(":") == 1 or text.startswith("[") else (text, "", "")
         host = host.strip("[]") or text
+        if port_s and not (port_s.isdigit() and 0 < int(port_s) < 65536):
+            raise TaskError(f"invalid endpoint {text!r}: port {port_s!r} is not a number from 1 to 65535", hint)
         port = int(port_s) if port_s else 443
     if not host:
-        raise TaskError(f"invalid endpoint {text!r}", "Try: host:port, e.g. example.com:443")
+        raise TaskError(f"invalid endpoint {text!r}", hint)
     return Endpoint(host, port, server_name or host)
 
 
@@ -91,10 +113,24 @@ def _sni(ep: Endpoint) -> str | None:
         return ep.name
 
 
-def fetch_certificate(ep: Endpoint, timeout: float) -> tuple[bytes, str, str]:
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
+def _legacy_context(minimum: ssl.TLSVersion, maximum: ssl.TLSVersion) -> ssl.SSLContext | None:
+    """A non-verifying client that may use old protocols (OpenSSL security level 0); None when this
+    machine's OpenSSL refuses."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+            ctx.minimum_version = minimum
+            ctx.maximum_version = maximum
+            ctx.set_ciphers("ALL:@SECLEVEL=0")
+        except (ssl.SSLError, ValueError):
+            return None
+    return ctx
+
+
+def _handshake_certificate(ep: Endpoint, ctx: ssl.SSLContext, timeout: float) -> tuple[bytes, str, str]:
     with socket.create_connection((ep.host, ep.port), timeout=timeout) as raw, \
             ctx.wrap_socket(raw, server_hostname=_sni(ep)) as s:
         der = s.getpeercert(binary_form=True)
@@ -104,16 +140,50 @@ def fetch_certificate(ep: Endpoint, timeout: float) -> tuple[bytes, str, str]:
         return der, s.version() or "?", cipher[0] if cipher else "?"
 
 
-def verify_chain(ep: Endpoint, ca_file: str | None, timeout: float) -> str | None:
-    """None when the chain verifies, else OpenSSL's reason."""
+def fetch_certificate(ep: Endpoint, timeout: float) -> tuple[bytes, str, str, bool]:
+    """The server's certificate, protocol and cipher, and whether it took an old-protocol client: with today's
+    client defaults, or -- when the server refuses those at the TLS level (it offers only TLS 1.0/1.1, or only
+    weak ciphers) -- with a client that still speaks the old protocols, so that its certificate is checked all
+    the same."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    try:
+        return (*_handshake_certificate(ep, ctx, timeout), False)
+    except ssl.SSLError:
+        legacy = _legacy_context(ssl.TLSVersion.MINIMUM_SUPPORTED, ssl.TLSVersion.MAXIMUM_SUPPORTED)
+        if legacy is None:
+            raise
+        try:
+            return (*_handshake_certificate(ep, legacy, timeout), True)
+        except (OSError, ssl.SSLError):
+            pass
+        raise
+
+
+@dataclass
+class ChainCheck:
+    """The chain verified (``reason`` None); did not verify (``reason``); or could not be checked because
+    a client with today's defaults could not complete a handshake at all (``handshake``)."""
+
+    reason: str | None = None
+    handshake: str | None = None
+    unchecked: str | None = None  # the connection itself failed (timeout, reset): nothing known about the chain
+
+
+def verify_chain(ep: Endpoint, ca_file: str | None, timeout: float) -> ChainCheck:
     ctx = ssl.create_default_context(cafile=ca_file)
     ctx.check_hostname = False
     try:
         with socket.create_connection((ep.host, ep.port), timeout=timeout) as raw, \
                 ctx.wrap_socket(raw, server_hostname=_sni(ep)):
-            return None
+            return ChainCheck()
     except ssl.SSLCertVerificationError as exc:
-        return str(exc.verify_message or exc.reason or exc)
+        return ChainCheck(reason=str(exc.verify_message or exc.reason or exc))
+    except ssl.SSLError as exc:
+        return ChainCheck(handshake=str(exc.reason or exc))
+    except OSError as exc:
+        return ChainCheck(unchecked=str(exc))
 
 
 def hostname_matches(cert: x509.Certificate, name: str) -> bool:
@@ -127,6 +197,10 @@ def hostname_matches(cert: x509.Certificate, name: str) -> bool:
     except ValueError:
         pass
     name = name.lower().rstrip(".")
+    try:  # an internationalized name is in the certificate as its A-label (xn--…), as it is sent in SNI
+        name = name.encode("idna").decode("ascii")
+    except UnicodeError:
+        pass
     for pattern in san.get_values_for_type(x509.DNSName):
         p = pattern.lower().rstrip(".")
         if p == name:
@@ -138,17 +212,11 @@ def hostname_matches(cert: x509.Certificate, name: str) -> bool:
 
 def legacy_protocol_offered(ep: Endpoint, version: ssl.TLSVersion, timeout: float) -> bool | None:
     """True/False, or None when this machine's OpenSSL cannot even try that protocol."""
+    ctx = _legacy_context(version, version)
+    if ctx is None:
+        return None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        try:
-            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE
-            ctx.minimum_version = version
-            ctx.maximum_version = version
-            ctx.set_ciphers("ALL:@SECLEVEL=0")
-        except (ssl.SSLError, ValueError):
-            return None
         try:
             with socket.create_connection((ep.host, ep.port), timeout=timeout) as raw, \
                     ctx.wrap_socket(raw, server_hostname=_sni(ep)) as s:
@@ -170,7 +238,7 @@ def check_endpoint(ep: Endpoint, options: TlsOptions, now: datetime) -> CheckOut
     out = CheckOutput()
     subject = str(ep)
     try:
-        der, version, cipher = fetch_certificate(ep, options.timeout)
+        der, version, cipher, needed_legacy = fetch_certificate(ep, options.timeout)
     except (OSError, ssl.SSLError) as exc:
         out.findings.append(Finding("network.tls_unreachable", Severity.CRITICAL, subject,
                                     f"no TLS handshake with {ep}: {exc}", "check that the server is up and serves TLS"))
@@ -190,26 +258,67 @@ def check_endpoint(ep: Endpoint, options: TlsOptions, now: datetime) -> CheckOut
         out.findings.append(Finding("network.tls_expired", Severity.CRITICAL, subject,
                                     f"certificate expired on {not_after:%Y-%m-%d %H:%M} UTC", "renew it now",
                                     value=round(days_left, 1), threshold=0, data=evidence))
-    elif days_left < options.critical_days or days_left < options.warning_days:
-        sev = Severity.CRITICAL if days_left < options.critical_days else Severity.WARNING
+    # the day thresholds are for a 90-day certificate: a shorter-lived one (Let's Encrypt's 45-day and 6-day
+    # profiles, an internal CA's) renews proportionally earlier -- certbot >= 4.0 at a third of the lifetime
+    lifetime = (not_after - cert.not_valid_before_utc).total_seconds() / 86400
+    scale = lifetime / FULL_LIFETIME_DAYS if 0 < lifetime < FULL_LIFETIME_DAYS - 1 else 1.0
+    warning_days, critical_days = options.warning_days * scale, options.critical_days * scale
+    letsencrypt_days = options.letsencrypt_days * scale
+    scaled = f"; thresholds scaled to its {lifetime:.3g}-day lifetime" if scale < 1 else ""
+    evidence["lifetime_days"] = f"{lifetime:.3g}"
+    if 0 < days_left < max(critical_days, warning_days):
+        sev = Severity.CRITICAL if days_left < critical_days else Severity.WARNING
+        threshold = critical_days if sev is Severity.CRITICAL else warning_days
         out.findings.append(Finding(
             "network.tls_expiry", sev, subject,
-            f"certificate expires in {days_left:.1f} days ({not_after:%Y-%m-%d} UTC)",
-            "renew the certificate (certbot renew) and reload the server",
-            value=round(days_left, 1), threshold=options.critical_days if sev is Severity.CRITICAL
-            else options.warning_days, data=evidence))
-    if LETSENCRYPT_ORG in issuer_org and 0 < days_left < options.letsencrypt_days:
+            f"certificate expires in {days_left:.1f} days ({not_after:%Y-%m-%d} UTC; threshold {threshold:.3g} days"
+            f"{scaled})", "renew the certificate (certbot renew) and reload the server",
+            value=round(days_left, 1), threshold=round(threshold, 2), data=evidence))
+    if LETSENCRYPT_ORG in issuer_org and 0 < days_left < letsencrypt_days:
         out.findings.append(Finding(
-            "network.tls_letsencrypt_renewal", Severity.CRITICAL if days_left < options.critical_days
+            "network.tls_letsencrypt_renewal", Severity.CRITICAL if days_left < critical_days
             else Severity.WARNING, subject,
-            f"Let's Encrypt certificate has {days_left:.1f} days left: automatic renewal (at 30 days) is failing",
+            f"Let's Encrypt certificate has {days_left:.1f} days left: automatic renewal (at a third of its "
+            f"{lifetime:.3g}-day lifetime) is failing",
             "run 'certbot renew --dry-run' and read /var/log/letsencrypt/letsencrypt.log; check the timer/cron",
-            value=round(days_left, 1), threshold=options.letsencrypt_days, data=evidence))
-    reason = verify_chain(ep, options.ca_file, options.timeout)
-    if reason is not None:
+            value=round(days_left, 1), threshold=round(letsencrypt_days, 2), data=evidence))
+    chain = verify_chain(ep, options.ca_file, options.timeout)
+    if chain.handshake is not None and not needed_legacy:
+        # today's defaults did connect a moment ago: this handshake broke off (EOF, reset), the server is fine
+        chain = ChainCheck(unchecked=chain.handshake)
+    not_before = cert.not_valid_before_utc
+    if chain.reason is not None:
+        message = f"certificate chain does not verify: {chain.reason}"
+        hint = "serve the full chain (fullchain.pem) from a trusted CA"
+        # OpenSSL names the failure, not the certificate: say which one when the server's own is not it
+        if chain.reason == "certificate has expired" and days_left > 0:
+            message += (f" -- not the server's certificate (valid until {not_after:%Y-%m-%d} UTC) but a CA "
+                        "certificate of its chain: an intermediate it sends, or the root it chains to")
+            hint = ("serve the CA's current intermediate (fullchain.pem of the latest renewal, not an old chain "
+                    "file); if the root expired, reissue from a current root")
+        elif chain.reason == "certificate is not yet valid" and not_before > now:
+            message += (f" -- the server's certificate starts on {not_before:%Y-%m-%d %H:%M} UTC, "
+                        f"{(not_before - now).total_seconds() / 3600:.1f} h from now by this machine's clock")
+            hint = "check the clocks of this machine and of the server that issued the certificate"
+        elif chain.reason == "certificate is not yet valid":
+            message += " -- not the server's certificate but a CA certificate of its chain"
+            hint = "check this machine's clock; serve the CA's current intermediate"
+        if not (chain.reason == "certificate has expired" and days_left <= 0):  # already network.tls_expired
+            out.findings.append(Finding("network.tls_chain", Severity.CRITICAL, subject, message, hint,
+                                        data=evidence))
+    if chain.unchecked is not None:
         out.findings.append(Finding(
-            "network.tls_chain", Severity.CRITICAL, subject, f"certificate chain does not verify: {reason}",
-            "serve the full chain (fullchain.pem) from a trusted CA", data=evidence))
+            "network.tls_chain_unchecked", Severity.WARNING, subject,
+            f"the chain could not be verified: the verifying connection failed ({chain.unchecked}) after the "
+            "certificate was read", "check the server's connection limits and load; the next run retries",
+            data=evidence))
+    if chain.handshake is not None:
+        out.findings.append(Finding(
+            "network.tls_handshake", Severity.CRITICAL, subject,
+            f"a client with today's defaults (TLS 1.2 or later, OpenSSL security level 2) cannot connect: "
+            f"{chain.handshake}; the certificate was read over {version}, its chain could not be verified",
+            "enable TLS 1.2 and 1.3 with modern ciphers (nginx: ssl_protocols TLSv1.2 TLSv1.3;)",
+            value=version, data=evidence))
     if not hostname_matches(cert, ep.name):
         out.findings.append(Finding(
             "network.tls_hostname", Severity.CRITICAL, subject,
@@ -260,7 +369,21 @@ def endpoints_for(ctx: TaskContext, options: TlsOptions) -> list[Endpoint]:
                     "Try: an https:// target url, or the 'endpoints' option (host:port)")
 
 
+def check_ca_file(path: str) -> None:
+    """TaskError naming ``ca_file`` when OpenSSL cannot load it (missing, unreadable, no certificate in it):
+    otherwise every endpoint's check would stop at the chain with the bare OS or OpenSSL error."""
+    try:
+        ssl.create_default_context(cafile=path)
+    except (OSError, ssl.SSLError) as exc:
+        reason = (exc.reason if isinstance(exc, ssl.SSLError) else exc.strerror) or str(exc)
+        raise TaskError(f"ca_file {path!r} cannot be used: {reason}",
+                        "Try: the path of a PEM file of CA certificates (-----BEGIN CERTIFICATE-----), readable by "
+                        "upkeeper's user") from None
+
+
 def check_tls(endpoints: list[Endpoint], options: TlsOptions, now: datetime) -> CheckOutput:
+    if options.ca_file:
+        check_ca_file(options.ca_file)
     out = CheckOutput()
     parts = []
     for ep in endpoints:
