@@ -205,3 +205,15 @@ def test_target_validation() -> None:
     with pytest.raises(ValidationError, match="non-empty list"):
         ta.validate_python({"kind": "app", "root": "/srv/a", "restart_command": []})
     assert os.path.isabs(str(ta.validate_python({"kind": "app", "root": "/srv/a"}).path("logs")))  # type: ignore[attr-defined]
+
+
+def test_numbered_releases_are_ordered_as_numbers(tmp_path: Path) -> None:
+    root = tmp_path / "shop"
+    for n in range(1, 13):  # build numbers: 10, 11 and 12 are the newest, though "10" < "9" as text
+        (root / "releases" / str(n)).mkdir(parents=True)
+        (root / "releases" / str(n) / "server.js").write_text(f"build {n}\n")
+    (root / "current").symlink_to("releases/12")
+    res = run_task("app.cleanup", _target(root, logs=[]))
+    assert res.final_status is Status.OK, res.findings
+    assert sorted(int(p.name) for p in (root / "releases").iterdir()) == [8, 9, 10, 11, 12]
+    assert res.metrics["releases_kept"] == 5

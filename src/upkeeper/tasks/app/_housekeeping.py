@@ -151,10 +151,15 @@ def stale_partials(dirs: set[Path], now: float, acts: Actions, min_age_s: float 
                 acts.remove(p, "left over by an interrupted compression", st.st_size)
 
 
+def _name_key(name: str) -> tuple[list[int | str], str]:
+    """Runs of digits compared as numbers: release 10 comes after release 9 (as text, "10" < "9")."""
+    return [int(part) if i % 2 else part for i, part in enumerate(re.split(r"(\d+)", name))], name
+
+
 def release_order(releases: list[Path]) -> list[Path]:
     """Newest first: by name when every name is a timestamp or number (Capistrano), else by mtime."""
     if releases and all(r.name[:1].isdigit() for r in releases):
-        return sorted(releases, key=lambda r: r.name, reverse=True)
+        return sorted(releases, key=lambda r: _name_key(r.name), reverse=True)
     return sorted(releases, key=lambda r: (r.lstat().st_mtime, r.name), reverse=True)
 
 
