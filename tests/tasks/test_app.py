@@ -217,3 +217,25 @@ def test_numbered_releases_are_ordered_as_numbers(tmp_path: Path) -> None:
     assert res.final_status is Status.OK, res.findings
     assert sorted(int(p.name) for p in (root / "releases").iterdir()) == [8, 9, 10, 11, 12]
     assert res.metrics["releases_kept"] == 5
+
+
+@pytest.mark.parametrize("method", ["copytruncate", "reopen"])
+def test_rotated_copies_keep_the_logs_mode_and_owner(tmp_path: Path, method: str) -> None:
+    """A log only its owner and group may read (it holds customers' data, tokens) stays so once rotated."""
+    root = tmp_path / "shop"
+    log = root / "logs" / "app.log"
+    log.parent.mkdir(parents=True)
+    log.write_text("".join(f"secret line {n}\n" for n in range(1000)))
+    log.chmod(0o640)
+    owner = (1000, 1000) if os.geteuid() == 0 else (os.getuid(), os.getgid())
+    os.chown(log, *owner)
+    extra = {"reopen_command": ["true"]} if method == "reopen" else {}
+    res = run_task("app.cleanup", _target(root, releases_dir=None, **extra),
+                   {"rotate_size": 1, "rotate_method": method})
+    assert res.final_status is Status.OK, res.findings
+    (rotated,) = log.parent.glob("app.log.*")
+    assert rotated.suffix == ".gz"
+    st = rotated.stat()
+    assert oct(st.st_mode & 0o7777) == oct(0o640), "the rotated copy is readable by more users than the log was"
+    assert (st.st_uid, st.st_gid) == owner
+    assert gzip.decompress(rotated.read_bytes()).decode().count("secret line") == 1000

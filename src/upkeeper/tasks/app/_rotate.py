@@ -27,6 +27,7 @@ import gzip
 import os
 import shutil
 import signal
+import stat
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -162,6 +163,23 @@ def _fsync_path(path: Path) -> None:
         os.close(fd)
 
 
+def _create_like(path: Path, st: os.stat_result) -> int:
+    """Create ``path`` (a rotated copy of a log) with the log's mode and owner; returns a descriptor for writing.
+
+    Created 0600 and then given the log's mode, so that a log only its owner may read is never readable by
+    others, not even for an instant (the umask alone would make the copy 0644, owned by upkeeper's user).
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with contextlib.suppress(PermissionError):
+            os.fchown(fd, st.st_uid, st.st_gid)
+        os.fchmod(fd, stat.S_IMODE(st.st_mode))
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 def copytruncate(path: Path, dest: Path, *, compress: bool, freeze: bool) -> tuple[Path, int, str, float]:
     """Copy ``path`` to ``dest`` (gzip-compressed when ``compress``) and truncate it.
 
@@ -174,7 +192,7 @@ def copytruncate(path: Path, dest: Path, *, compress: bool, freeze: bool) -> tup
     st = os.stat(path)
     src_fd = os.open(path, os.O_RDONLY)
     try:
-        with open(partial, "wb") as raw:
+        with open(_create_like(partial, st), "wb") as raw:
             out = (gzip.GzipFile(filename=path.name, mode="wb", fileobj=raw, mtime=int(st.st_mtime),
                                  compresslevel=GZIP_LEVEL) if compress else raw)
             try:
@@ -218,7 +236,7 @@ def compress_file(path: Path) -> Path:
     final = Path(f"{path}.gz")
     partial = Path(f"{final}{PARTIAL}")
     st = os.stat(path)
-    with open(path, "rb") as src, open(partial, "wb") as raw:
+    with open(path, "rb") as src, open(_create_like(partial, st), "wb") as raw:
         with gzip.GzipFile(filename=path.name, mode="wb", fileobj=raw, mtime=int(st.st_mtime),
                            compresslevel=GZIP_LEVEL) as gz:
             shutil.copyfileobj(src, gz, CHUNK)
