@@ -239,3 +239,36 @@ def test_rotated_copies_keep_the_logs_mode_and_owner(tmp_path: Path, method: str
     assert oct(st.st_mode & 0o7777) == oct(0o640), "the rotated copy is readable by more users than the log was"
     assert (st.st_uid, st.st_gid) == owner
     assert gzip.decompress(rotated.read_bytes()).decode().count("secret line") == 1000
+
+
+def test_the_recreated_log_keeps_the_group_write_bit() -> None:
+    """reopen: an app that writes its log through its group (0660) can open the fresh log after the reopen."""
+    import shutil
+
+    base = Path(tempfile.mkdtemp(prefix="app-mode-"))  # not under pytest's 0700 directory: other users reach it
+    base.chmod(0o755)
+    try:
+        _recreated_log_keeps_the_group_write_bit(base / "shop")
+    finally:
+        shutil.rmtree(base)
+
+
+def _recreated_log_keeps_the_group_write_bit(root: Path) -> None:
+    import subprocess
+
+    log = root / "logs" / "app.log"
+    log.parent.mkdir(parents=True, mode=0o755)
+    root.chmod(0o755)
+    log.parent.chmod(0o755)
+    log.write_text("before\n")
+    log.chmod(0o660)
+    if os.geteuid() == 0:
+        os.chown(log, 1000, 1000)
+    res = run_task("app.cleanup", _target(root, releases_dir=None, reopen_command=["true"]), {"rotate_size": 1})
+    assert res.final_status is Status.OK, res.findings
+    assert oct(log.stat().st_mode & 0o7777) == oct(0o660)
+    if os.geteuid() == 0:  # another user of the app's group, as the app's workers may be
+        assert (log.stat().st_uid, log.stat().st_gid) == (1000, 1000)
+        subprocess.run(["tee", "-a", str(log)], input=b"after\n", user=1001, group=1000, extra_groups=[],
+                       check=True, capture_output=True)
+        assert log.read_text() == "after\n"

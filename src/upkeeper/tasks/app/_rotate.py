@@ -268,11 +268,14 @@ def reopen_rotate(path: Path, dest: Path, *, reopen: Callable[[list[int]], None]
     writers = writers_of(path)
     os.rename(path, dest)
     # recreate the log with the same owner and mode (logrotate's 'create'), so an app that dropped
-    # privileges can open it again
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, st.st_mode & 0o7777)
-    os.close(fd)
-    with contextlib.suppress(PermissionError):
-        os.chown(path, st.st_uid, st.st_gid)
+    # privileges can open it again; fchmod, since the umask would take the group's write bit from a 0660 log
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
+    try:
+        with contextlib.suppress(PermissionError):
+            os.fchown(fd, st.st_uid, st.st_gid)
+        os.fchmod(fd, stat.S_IMODE(st.st_mode))
+    finally:
+        os.close(fd)
     reopen(writers)
     size = os.stat(dest).st_size
     if not compress:
