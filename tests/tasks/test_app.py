@@ -272,3 +272,50 @@ def _recreated_log_keeps_the_group_write_bit(root: Path) -> None:
         subprocess.run(["tee", "-a", str(log)], input=b"after\n", user=1001, group=1000, extra_groups=[],
                        check=True, capture_output=True)
         assert log.read_text() == "after\n"
+
+
+def test_reopen_signal_with_a_pid_file_relative_to_root(app: AppServer) -> None:
+    """pid_file: app.pid is inside root, like every other relative path of the target."""
+    target = app.target(reopen_signal="USR1", pid_file="app.pid")
+    time.sleep(0.3)
+    res = run_task("app.cleanup", target, {"rotate_size": 1})
+    assert res.final_status is Status.OK and res.metrics["rotated_logs"] == 1, res.findings
+    time.sleep(0.3)
+    assert app.log.stat().st_size > 0  # the app was told: it writes to the fresh log
+    assert [p.suffix for p in app.log.parent.glob("app.log.*")] == [".gz"]
+    assert_every_line_once(app)
+
+
+@pytest.mark.parametrize("pid_text", ["", "not a pid\n", "stale"])
+def test_a_bad_pid_file_renames_nothing(app: AppServer, pid_text: str) -> None:
+    if pid_text == "stale":
+        done = subprocess_pid_of_an_exited_process()
+        pid_text = f"{done}\n"
+    (app.root / "bad.pid").write_text(pid_text)
+    time.sleep(0.6)
+    res = run_task("app.cleanup", app.target(reopen_signal="USR1", pid_file="bad.pid"), {"rotate_size": 1})
+    f = checks(res)["app.rotate_failed"][0]
+    assert "no log rotated" in f.message and "bad.pid" in f.message
+    assert not list(app.log.parent.glob("app.log.*"))  # the app's log was left where the app writes it
+    time.sleep(0.2)
+    assert_every_line_once(app)
+
+
+def subprocess_pid_of_an_exited_process() -> int:
+    import subprocess
+
+    p = subprocess.Popen(["true"])
+    p.wait()
+    return p.pid
+
+
+def test_a_failing_reopen_command_puts_the_log_back(app: AppServer) -> None:
+    time.sleep(0.3)
+    res = run_task("app.cleanup", app.target(reopen_command=["false"]), {"rotate_size": 1})
+    f = checks(res)["app.rotate_failed"][0]
+    assert "the reopen failed" in f.message and "put back" in f.message, f.message
+    assert not list(app.log.parent.glob("app.log.*"))
+    size = app.log.stat().st_size
+    time.sleep(0.3)
+    assert app.log.stat().st_size > size  # the app still writes to app.log, not to a renamed copy
+    assert_every_line_once(app)

@@ -223,8 +223,8 @@ class AppTarget(StrictModel):
         None, description="signal that makes the app reopen its logs after a rename, e.g. USR1 (sent to pid_file's "
         "process, else to the processes writing the log). Source: upkeeper (not set by default)",
     )
-    pid_file: str | None = Field(None, description="pid file of the process that gets reopen_signal. "
-            "Source: upkeeper (not set by default)")
+    pid_file: str | None = Field(None, description="pid file of the process that gets reopen_signal (relative to "
+            "root, or absolute); read before any log is renamed. Source: upkeeper (not set by default)")
     reopen_command: list[str] | None = Field(
         None, description="command that makes the app reopen its logs, e.g. [pm2, reloadLogs] or [nginx, -s, reopen]. "
                 "Source: upkeeper (not set by default)"

@@ -261,6 +261,21 @@ def wait_released(path: Path, timeout: float, writers: list[int]) -> bool:
         time.sleep(0.005)
 
 
+class ReopenFailed(Exception):
+    """The app could not be told to reopen its log (the message says whether the rename was undone)."""
+
+
+def _undo_rename(path: Path, dest: Path) -> bool:
+    """Put the renamed log back over the fresh one, if nothing was written to that and nobody holds it."""
+    try:
+        if os.stat(path).st_size or writers_of(path):
+            return False
+        os.rename(dest, path)
+    except OSError:
+        return False
+    return True
+
+
 def reopen_rotate(path: Path, dest: Path, *, reopen: Callable[[list[int]], None], compress: bool,
                   wait_s: float) -> tuple[Path, int, str]:
     """Rename, recreate, ask the app to reopen, then compress once it has let go of the old file."""
@@ -276,7 +291,14 @@ def reopen_rotate(path: Path, dest: Path, *, reopen: Callable[[list[int]], None]
         os.fchmod(fd, stat.S_IMODE(st.st_mode))
     finally:
         os.close(fd)
-    reopen(writers)
+    try:
+        reopen(writers)
+    except Exception as exc:
+        cause = getattr(exc, "message", None) or getattr(exc, "strerror", None) or str(exc)
+        if _undo_rename(path, dest):
+            raise ReopenFailed(f"the reopen failed ({cause}); {path.name} was put back, nothing rotated") from exc
+        raise ReopenFailed(f"the reopen failed ({cause}) after {path.name} was renamed to {dest.name}: the app may "
+                           f"still write to {dest.name}, which is compressed once it lets go") from exc
     size = os.stat(dest).st_size
     if not compress:
         return dest, size, ""

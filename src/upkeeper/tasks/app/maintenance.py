@@ -30,7 +30,14 @@ from upkeeper.core.task import Finding, Result, Severity, Task, TaskContext, Tas
 from upkeeper.errors import ProcessError
 from upkeeper.fmt import ago, human_bytes, human_duration
 from upkeeper.tasks.app import _housekeeping as hk
-from upkeeper.tasks.app._rotate import compress_file, copytruncate, reopen_rotate, rotated_name, writers_of
+from upkeeper.tasks.app._rotate import (
+    ReopenFailed,
+    compress_file,
+    copytruncate,
+    reopen_rotate,
+    rotated_name,
+    writers_of,
+)
 
 #: files a log glob may also match that are rotated copies, not live logs
 NOT_A_LIVE_LOG = re.compile(r"\.(\d+|\d{8}-\d{6}(-\d+)?)(\.(gz|zst|bz2|xz))?$|\.(gz|zst|bz2|xz|partial)$|-\d{8}(\.gz)?$")
@@ -145,7 +152,27 @@ def live_logs(target: AppTarget) -> list[Path]:
     return list(seen.values())
 
 
-def _reopener(env: Env) -> Callable[[list[int]], None]:
+def pid_from_file(target: AppTarget) -> int:
+    """The running process ``pid_file`` names (relative to root); ValueError saying why when there is none."""
+    assert target.pid_file
+    path = target.path(target.pid_file)
+    try:
+        text = path.read_text(errors="replace").strip()
+    except OSError as exc:
+        raise ValueError(f"cannot read pid_file {path}: {exc.strerror}") from None
+    if not text.isdigit() or int(text) <= 1:
+        raise ValueError(f"pid_file {path} holds no process id ({text[:40]!r})")
+    pid = int(text)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        raise ValueError(f"pid_file {path} names process {pid}, which is not running (a stale pid file)") from None
+    except PermissionError:
+        pass  # it exists; whether it may be signalled is for the reopen to tell
+    return pid
+
+
+def _reopener(env: Env, pid: int | None) -> Callable[[list[int]], None]:
     t = env.target
 
     def reopen(writers: list[int]) -> None:
@@ -153,10 +180,10 @@ def _reopener(env: Env) -> Callable[[list[int]], None]:
             proc.run(as_app_user(t.reopen_command, t.user), cwd=t.root, timeout=60)
         if t.reopen_signal:
             sig = signal.Signals[f"SIG{t.reopen_signal}"]
-            pids = [int(Path(t.pid_file).read_text().strip())] if t.pid_file else list(writers)
-            for pid in pids:
+            pids = [pid] if pid is not None else list(writers)
+            for pid_ in pids:
                 try:
-                    os.kill(pid, sig)
+                    os.kill(pid_, sig)
                 except ProcessLookupError:
                     continue
 
@@ -176,11 +203,21 @@ def step_rotate(env: Env) -> None:
                     "rotate_method is 'reopen' but the target has neither reopen_signal nor reopen_command",
                     "set reopen_signal (and pid_file) or reopen_command on the target, or use copytruncate")
         return
+    logs = live_logs(t)
+    to_rotate = logs
+    signal_pid: int | None = None
+    if method == "reopen" and t.reopen_signal and t.pid_file and not env.dry:
+        # before any rename: a log renamed for an app that is never told keeps being written under the new name
+        try:
+            signal_pid = pid_from_file(t)
+        except ValueError as exc:
+            env.finding("app.rotate_failed", Severity.WARNING, str(t.path(t.pid_file)), f"no log rotated: {exc}",
+                        "point pid_file at the app's pid file (relative to root, or absolute)")
+            to_rotate = []
     rotated_at: dict[str, float] = dict(env.ctx.state.get("rotated_at") or {})
     rotated = 0
     rotated_bytes = 0
-    logs = live_logs(t)
-    for log in logs:
+    for log in to_rotate:
         try:
             size = log.stat().st_size
         except OSError:
@@ -203,8 +240,12 @@ def step_rotate(env: Env) -> None:
             if method == "copytruncate":
                 final, n, note, paused_ms = copytruncate(log, dest, compress=o.compress, freeze=o.copytruncate_freeze)
             else:
-                final, n, note = reopen_rotate(log, dest, reopen=_reopener(env), compress=o.compress,
+                final, n, note = reopen_rotate(log, dest, reopen=_reopener(env, signal_pid), compress=o.compress,
                                                wait_s=o.reopen_wait.total_seconds())
+        except ReopenFailed as exc:
+            env.finding("app.rotate_failed", Severity.WARNING, str(log), f"{log.name}: {exc}",
+                        "check the target's reopen_command / reopen_signal and pid_file")
+            continue
         except (OSError, ProcessError) as exc:
             msg = exc.message if isinstance(exc, ProcessError) else (exc.strerror or str(exc))
             env.finding("app.rotate_failed", Severity.WARNING, str(log), f"could not rotate {log.name}: {msg}",
