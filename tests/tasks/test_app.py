@@ -319,3 +319,21 @@ def test_a_failing_reopen_command_puts_the_log_back(app: AppServer) -> None:
     time.sleep(0.3)
     assert app.log.stat().st_size > size  # the app still writes to app.log, not to a renamed copy
     assert_every_line_once(app)
+
+
+def test_a_temp_dir_symlinked_out_of_the_app_is_refused(tree: Path, tmp_path: Path) -> None:
+    """tmp -> another program's directory: its old files are not the app's temp files."""
+    elsewhere = tmp_path / "var-lib-db"
+    elsewhere.mkdir()
+    data = elsewhere / "base.dat"
+    data.write_text("another program's data\n")
+    old = time.time() - 10 * 86400
+    os.utime(data, (old, old))
+    (tree / "scratch").symlink_to(elsewhere)
+    (tree / "cache-link").symlink_to(tree / ".next" / "cache")  # a symlink that stays inside the app is fine
+    res = run_task("app.maintenance", _target(tree, temp_dirs=["scratch"], caches=["cache-link"]),
+                   {"health_check": False})
+    f = checks(res)["app.unsafe_path"][0]
+    assert f.subject == str(tree / "scratch") and "symlink" in f.message
+    assert data.exists()
+    assert res.metrics["cache_removed"] == 6

@@ -86,6 +86,9 @@ def unsafe_dir(path: Path, root: Path) -> str | None:
         return f"cannot resolve {path}: {exc.strerror}"
     if real == Path("/") or real == app or app.is_relative_to(real):
         return f"{path} is the application directory or contains it"
+    if Path(os.path.normpath(path)).is_relative_to(os.path.normpath(root)) and not real.is_relative_to(app):
+        # tmp -> /var/lib/postgresql: a directory of the app on paper, another program's files in fact
+        return f"{path} leads out of the application directory through a symlink (to {real})"
     if real in {Path(p) for p in ("/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/proc", "/root", "/sbin",
                                   "/sys", "/usr", "/var", "/var/lib", "/var/log", "/tmp")}:
         return f"{path} is a system directory; name a directory of the app"
