@@ -337,3 +337,43 @@ def test_a_temp_dir_symlinked_out_of_the_app_is_refused(tree: Path, tmp_path: Pa
     assert f.subject == str(tree / "scratch") and "symlink" in f.message
     assert data.exists()
     assert res.metrics["cache_removed"] == 6
+
+
+def test_copytruncate_that_cannot_finish_its_copy_keeps_the_log(tmp_path: Path) -> None:
+    """The copy fails to complete (the disk fills up): the log must not have been truncated already.
+
+    A real limit on the size of the files upkeeper writes (RLIMIT_FSIZE: writes beyond it fail with EFBIG, as on
+    a full disk): the bulk of the copy fits, the end of the gzip stream does not.
+    """
+    import io
+    import json
+    import resource
+    import subprocess
+    import zlib
+
+    root = tmp_path / "shop"
+    log = root / "logs" / "app.log"
+    log.parent.mkdir(parents=True)
+    data = "".join(f"2026-12-06T04:00:00 request {n} served in {n % 97} ms\n" for n in range(20000)).encode()
+    log.write_bytes(data)
+    st = log.stat()
+    buf = io.BytesIO()  # what the copy holds once the bulk is written and flushed, before the end of the stream
+    gz = gzip.GzipFile(filename=log.name, mode="wb", fileobj=buf, mtime=int(st.st_mtime), compresslevel=6)
+    gz.write(data)
+    gz.flush()
+    limit = len(buf.getvalue())
+    assert zlib.decompressobj(31).decompress(buf.getvalue()) == data
+    script = ("import sys, json; sys.path[:0] = json.loads(sys.argv[1]); from ops_support import run_task; "
+              "res = run_task('app.cleanup', {'kind': 'app', 'root': sys.argv[2]}, "
+              "{'rotate_size': 1, 'rotate_method': 'copytruncate'}); "
+              "print(json.dumps([f.message for f in res.findings]))")
+    out = subprocess.run(
+        [sys.executable, "-c", script, json.dumps(sys.path), str(root)], capture_output=True, text=True, check=True,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)),
+    )
+    messages = json.loads(out.stdout)
+    assert any("could not rotate" in m for m in messages), messages
+    complete = [p for p in log.parent.iterdir() if p.name.endswith(".gz")]
+    kept = log.read_bytes() + b"".join(gzip.decompress(p.read_bytes()) for p in complete)
+    assert kept == data, f"{len(data) - len(kept)} bytes of the log lost"
+    assert not [p for p in log.parent.iterdir() if p.name.endswith(".partial")]  # no half copy left behind

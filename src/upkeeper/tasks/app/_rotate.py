@@ -12,8 +12,9 @@ Two methods, as in logrotate:
   it in place.  logrotate documents that lines written between the copy and
   the truncation are lost.  upkeeper closes that window: the bulk is copied
   while the app runs, then the processes writing the file are paused
-  (SIGSTOP) for the few milliseconds it takes to copy the tail and truncate,
-  and resumed (SIGCONT).  Writers must append (O_APPEND, as every logger
+  (SIGSTOP) for the few milliseconds it takes to copy the tail, end the copy
+  and truncate, and resumed (SIGCONT).  The log is truncated only once the copy
+  is complete.  Writers must append (O_APPEND, as every logger
   does), so that after the truncation they continue at the new end.
 
 Rotated files are named ``<log>.<YYYYmmdd-HHMMSS>`` and compressed with gzip
@@ -183,18 +184,37 @@ def _create_like(path: Path, st: os.stat_result) -> int:
 def copytruncate(path: Path, dest: Path, *, compress: bool, freeze: bool) -> tuple[Path, int, str, float]:
     """Copy ``path`` to ``dest`` (gzip-compressed when ``compress``) and truncate it.
 
-    Returns (final path, bytes copied, note, milliseconds the writers were paused).
+    The copy is complete (the tail written, the gzip stream ended) before the log is truncated: a copy that cannot
+    be finished (a full disk) leaves the log as it was.  Returns (final path, bytes copied, note, milliseconds the
+    writers were paused).
     """
     final = Path(f"{dest}.gz") if compress else dest
     partial = Path(f"{final}{PARTIAL}")
     note = ""
     paused_ms = 0.0
+    truncated = False
     st = os.stat(path)
     src_fd = os.open(path, os.O_RDONLY)
     try:
         with open(_create_like(partial, st), "wb") as raw:
             out = (gzip.GzipFile(filename=path.name, mode="wb", fileobj=raw, mtime=int(st.st_mtime),
                                  compresslevel=GZIP_LEVEL) if compress else raw)
+            pos = 0
+            tail_read = False
+
+            def finish_and_truncate() -> None:
+                """Copy the tail, end the copy, then truncate: a write that fails leaves the log whole."""
+                nonlocal pos, tail_read, truncated
+                tail = _read_from(src_fd, pos)
+                tail_read = True
+                out.write(tail)
+                pos += len(tail)
+                if out is not raw:
+                    out.close()  # the end of the gzip stream: the last write that may fail
+                raw.flush()
+                os.truncate(path, 0)
+                truncated = True
+
             try:
                 pos = _copy_from(src_fd, out, 0)  # the bulk, while the app runs
                 out.flush()
@@ -204,30 +224,38 @@ def copytruncate(path: Path, dest: Path, *, compress: bool, freeze: bool) -> tup
                 if freeze and writers:
                     try:
                         t0 = time.perf_counter()
-                        with paused(writers):  # only a read of the tail and the truncation
-                            tail = _read_from(src_fd, pos)
-                            os.truncate(path, 0)
+                        with paused(writers):  # only a read and a write of the tail, and the truncation
+                            finish_and_truncate()
                         paused_ms = (time.perf_counter() - t0) * 1000
                     except PermissionError:
+                        if tail_read:
+                            raise
                         note = "could not pause the writers (permission): lines written while truncating may be lost"
-                        tail = _read_from(src_fd, pos)
-                        os.truncate(path, 0)
+                        finish_and_truncate()
                 else:
-                    tail = _read_from(src_fd, pos)
-                    os.truncate(path, 0)
+                    finish_and_truncate()
                     if not freeze:
                         note = "copytruncate without pausing the writers: lines written while truncating may be lost"
-                out.write(tail)
-                pos += len(tail)
             finally:
-                if out is not raw:
-                    out.close()
-            raw.flush()
+                if out is not raw and not truncated:
+                    with contextlib.suppress(OSError):
+                        out.close()
             os.fsync(raw.fileno())
+        os.utime(partial, (st.st_atime, st.st_mtime))
+        os.rename(partial, final)
+    except OSError as exc:
+        if not truncated:
+            with contextlib.suppress(OSError):
+                os.unlink(partial)  # the log is whole: the half copy is only in the way
+            raise
+        # the log's lines are only in the copy now: give it its final name rather than leave a .partial (removed
+        # by a later run as an interrupted compression)
+        with contextlib.suppress(OSError):
+            os.rename(partial, final)
+        raise OSError(exc.errno, f"{exc.strerror} after the log was truncated: its lines are in {final.name}, "
+                                 "which may be incomplete") from exc
     finally:
         os.close(src_fd)
-    os.utime(partial, (st.st_atime, st.st_mtime))
-    os.rename(partial, final)
     return final, pos, note, paused_ms
 
 
