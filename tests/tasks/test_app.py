@@ -377,3 +377,21 @@ def test_copytruncate_that_cannot_finish_its_copy_keeps_the_log(tmp_path: Path) 
     kept = log.read_bytes() + b"".join(gzip.decompress(p.read_bytes()) for p in complete)
     assert kept == data, f"{len(data) - len(kept)} bytes of the log lost"
     assert not [p for p in log.parent.iterdir() if p.name.endswith(".partial")]  # no half copy left behind
+
+
+def test_a_release_a_process_still_runs_from_is_kept(tree: Path) -> None:
+    """An old worker (a graceful reload, a long job started before the deploy) runs in an old release."""
+    import subprocess
+
+    releases = sorted(p.name for p in (tree / "releases").iterdir())
+    worker = subprocess.Popen(["sleep", "60"], cwd=tree / "releases" / releases[0])
+    try:
+        res = run_task("app.cleanup", _target(tree))
+    finally:
+        worker.kill()
+        worker.wait()
+    assert res.final_status is Status.OK, res.findings
+    assert sorted(p.name for p in (tree / "releases").iterdir()) == [releases[0], *releases[-5:]]
+    assert f"{releases[0]} (pid {worker.pid})" in res.summary
+    res = run_task("app.cleanup", _target(tree))  # once it has stopped, the release goes
+    assert sorted(p.name for p in (tree / "releases").iterdir()) == releases[-5:]

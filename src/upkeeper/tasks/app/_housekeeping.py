@@ -159,6 +159,49 @@ def _name_key(name: str) -> tuple[list[int | str], str]:
     return [int(part) if i % 2 else part for i, part in enumerate(re.split(r"(\d+)", name))], name
 
 
+@dataclass
+class InUse:
+    """What the running processes use: their working directories and programs, and the files they hold open
+    (real paths, read from /proc once per run)."""
+
+    places: dict[str, int] = field(default_factory=dict)  # cwd, exe, root -> a pid
+    open_files: dict[str, int] = field(default_factory=dict)  # file -> a pid
+
+    @classmethod
+    def scan(cls) -> InUse:
+        found = cls()
+        me = os.getpid()
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit() or int(entry.name) == me:
+                continue
+            pid = int(entry.name)
+            for link in ("cwd", "exe", "root"):
+                try:
+                    found.places.setdefault(os.readlink(f"/proc/{pid}/{link}"), pid)
+                except OSError:
+                    continue
+            try:
+                fds = os.listdir(f"/proc/{pid}/fd")
+            except OSError:
+                continue
+            for fd in fds:
+                try:
+                    found.open_files.setdefault(os.readlink(f"/proc/{pid}/fd/{fd}"), pid)
+                except OSError:
+                    continue
+        return found
+
+    def user_of_tree(self, top: Path) -> int | None:
+        """A process whose working directory or program is under ``top``, or that holds a file there open."""
+        real = os.path.realpath(top)
+        prefix = real.rstrip("/") + "/"
+        for paths in (self.places, self.open_files):
+            for path, pid in paths.items():
+                if path == real or path.startswith(prefix):
+                    return pid
+        return None
+
+
 def release_order(releases: list[Path]) -> list[Path]:
     """Newest first: by name when every name is a timestamp or number (Capistrano), else by mtime."""
     if releases and all(r.name[:1].isdigit() for r in releases):
@@ -166,10 +209,14 @@ def release_order(releases: list[Path]) -> list[Path]:
     return sorted(releases, key=lambda r: (r.lstat().st_mtime, r.name), reverse=True)
 
 
-def prune_releases(releases_dir: Path, current: Path, keep: int, acts: Actions) -> tuple[int, str | None]:
-    """Remove all but the newest ``keep`` releases, never the live one.  Returns (kept, live release name)."""
+def prune_releases(releases_dir: Path, current: Path, keep: int, acts: Actions,
+                   in_use: InUse | None = None) -> tuple[int, str | None, dict[str, int]]:
+    """Remove all but the newest ``keep`` releases, never the live one nor one a process runs from.
+
+    Returns (kept, live release name, {release still in use beyond ``keep``: a pid using it}).
+    """
     if not releases_dir.is_dir():
-        return 0, None
+        return 0, None, {}
     live: Path | None = None
     if current.is_symlink() or current.exists():
         try:
@@ -183,6 +230,7 @@ def prune_releases(releases_dir: Path, current: Path, keep: int, acts: Actions) 
     entries = [p for p in releases_dir.iterdir() if p.is_dir() or p.is_symlink()]
     ordered = release_order(entries)
     kept = 0
+    busy: dict[str, int] = {}
     for i, rel in enumerate(ordered):
         if live is not None and rel.resolve() == live:
             kept += 1
@@ -190,9 +238,14 @@ def prune_releases(releases_dir: Path, current: Path, keep: int, acts: Actions) 
         if i < keep:
             kept += 1
             continue
+        user = in_use.user_of_tree(rel) if in_use is not None and not rel.is_symlink() else None
+        if user is not None:  # an old worker still runs from it (a graceful reload, a job started before the deploy)
+            busy[rel.name] = user
+            kept += 1
+            continue
         size = 0 if rel.is_symlink() else tree_size(rel)
         acts.remove(rel, f"older than the newest {keep} releases", size)
-    return kept, (live.name if live else None)
+    return kept, (live.name if live else None), busy
 
 
 def describe(acts: Actions) -> str:

@@ -80,7 +80,7 @@ class CleanupOptions(TaskOptions):
         default="1d", validate_default=True,
         description="remove temp files not modified or accessed for this long. Source: upkeeper default",
     )
-    keep_releases: int = Field(5, ge=1, description="releases kept (the live one always). Source: the maintenance procedures")
+    keep_releases: int = Field(5, ge=1, description="releases kept (the live one, and any a running process uses, always). Source: the maintenance procedures")
     dry_run: bool = Field(False, description="report every action, change nothing. Source: upkeeper default")
 
 
@@ -305,9 +305,12 @@ def step_releases(env: Env) -> None:
     t = env.target
     if not t.releases_dir:
         return
-    kept, live = hk.prune_releases(t.path(t.releases_dir), t.path(t.current_link), env.opts.keep_releases, env.acts)
+    kept, live, busy = hk.prune_releases(t.path(t.releases_dir), t.path(t.current_link), env.opts.keep_releases,
+                                         env.acts, hk.InUse.scan())
     env.metrics["releases_kept"] = float(kept)
-    env.notes.append(f"{kept} release(s) kept" + (f" (live: {live})" if live else ""))
+    in_use = ", ".join(f"{name} (pid {pid})" for name, pid in sorted(busy.items()))
+    env.notes.append(f"{kept} release(s) kept" + (f" (live: {live})" if live else "")
+                     + (f"; still in use, kept: {in_use}" if busy else ""))
 
 
 # -- commands and health --------------------------------------------------------------------------------
