@@ -395,3 +395,22 @@ def test_a_release_a_process_still_runs_from_is_kept(tree: Path) -> None:
     assert f"{releases[0]} (pid {worker.pid})" in res.summary
     res = run_task("app.cleanup", _target(tree))  # once it has stopped, the release goes
     assert sorted(p.name for p in (tree / "releases").iterdir()) == releases[-5:]
+
+
+def test_an_old_temp_file_a_process_still_writes_is_kept(tree: Path) -> None:
+    """A stalled upload: untouched for days, but its writer still holds it open."""
+    import subprocess
+
+    upload = tree / "tmp" / "upload-0.part"
+    before = upload.stat()
+    with open(upload, "ab") as fh:
+        writer = subprocess.Popen(["sleep", "60"], stdout=fh)
+    os.utime(upload, (before.st_atime, before.st_mtime))  # three days old, as seeded
+    try:
+        res = run_task("app.cleanup", _target(tree, releases_dir=None))
+    finally:
+        writer.kill()
+        writer.wait()
+    assert res.final_status is Status.OK, res.findings
+    assert sorted(p.name for p in (tree / "tmp").iterdir()) == ["upload-0.part", "upload-4.part", "upload-5.part"]
+    assert f"upload-0.part (pid {writer.pid})" in res.summary

@@ -96,16 +96,25 @@ def unsafe_dir(path: Path, root: Path) -> str | None:
 
 
 def prune_old_files(top: Path, max_age_s: float, now: float, acts: Actions, reason: str,
-                    use_atime: bool) -> None:
-    """Delete files under ``top`` older than ``max_age_s``, then the directories that became empty."""
+                    use_atime: bool, in_use: InUse | None = None) -> dict[str, int]:
+    """Delete files under ``top`` older than ``max_age_s``, then the directories that became empty.
+
+    A file a process holds open (``in_use``: an upload still being written, a lock, a database) is old only on
+    paper and stays.  Returns {such file: a pid holding it}.
+    """
+    held: dict[str, int] = {}
     if not top.is_dir():
-        return
+        return held
     for p, st in walk_files(top):
         newest = max(st.st_mtime, st.st_atime) if use_atime else st.st_mtime
         if now - newest > max_age_s:
+            pid = in_use.open_files.get(os.path.realpath(p)) if in_use and stat.S_ISREG(st.st_mode) else None
+            if pid is not None:
+                held[str(p)] = pid
+                continue
             acts.remove(p, reason, st.st_size)
     if acts.dry_run:
-        return
+        return held
     for root, dirs, _files in os.walk(top, topdown=False):
         for d in dirs:
             p = Path(root) / d
@@ -114,6 +123,7 @@ def prune_old_files(top: Path, max_age_s: float, now: float, acts: Actions, reas
                     p.rmdir()
             except OSError:
                 pass
+    return held
 
 
 def rotated_siblings(log: Path) -> list[Path]:
