@@ -414,3 +414,41 @@ def test_an_old_temp_file_a_process_still_writes_is_kept(tree: Path) -> None:
     assert res.final_status is Status.OK, res.findings
     assert sorted(p.name for p in (tree / "tmp").iterdir()) == ["upload-0.part", "upload-4.part", "upload-5.part"]
     assert f"upload-0.part (pid {writer.pid})" in res.summary
+
+
+def test_reopen_rotation_whose_compression_fails_is_reported_as_rotated(tmp_path: Path) -> None:
+    """gzip fails half-way (a real file-size limit: EFBIG, as on a full disk): the log was rotated all the same,
+    its lines are in the uncompressed copy, no half .gz stays, and the pruning still runs."""
+    import json
+    import resource
+    import subprocess
+
+    root = tmp_path / "shop"
+    logs = root / "logs"
+    logs.mkdir(parents=True)
+    data = os.urandom(200_000).hex().encode() + b"\n"  # compresses to ~half: far beyond the limit
+    (logs / "app.log").write_bytes(data)
+    leftover = logs / "app.log.20261101-000000"  # left uncompressed by an earlier run
+    leftover.write_bytes(data)
+    expired = logs / "app.log.7.gz"  # past log_max_age: the pruning must still remove it
+    expired.write_bytes(gzip.compress(b"old\n"))
+    old = time.time() - 60 * 86400
+    os.utime(expired, (old, old))
+    script = ("import sys, json; sys.path[:0] = json.loads(sys.argv[1]); from ops_support import run_task; "
+              "res = run_task('app.cleanup', {'kind': 'app', 'root': sys.argv[2], 'reopen_command': ['true']}, "
+              "{'rotate_size': 1}); "
+              "print(json.dumps([[f.check, f.message] for f in res.findings] + [res.metrics['rotated_logs']]))")
+    out = subprocess.run(
+        [sys.executable, "-c", script, json.dumps(sys.path), str(root)], capture_output=True, text=True, check=True,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (10_000, 10_000)),
+    )
+    *findings, rotated = json.loads(out.stdout)
+    checks_ = {c for c, _ in findings}
+    assert rotated == 1 and checks_ == {"app.rotate_note"}, findings
+    assert any("rotated to app.log." in m and "compressing it failed" in m for _, m in findings), findings
+    assert any("could not compress app.log.20261101-000000" in m for _, m in findings), findings
+    assert not expired.exists()
+    names = sorted(p.name for p in logs.iterdir())
+    assert not [n for n in names if n.endswith((".gz", ".partial"))], names
+    assert (logs / "app.log").read_bytes() == b""
+    assert sorted(p.read_bytes() for p in logs.iterdir() if p.name != "app.log") == [data, data]

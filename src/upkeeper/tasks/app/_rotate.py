@@ -264,14 +264,19 @@ def compress_file(path: Path) -> Path:
     final = Path(f"{path}.gz")
     partial = Path(f"{final}{PARTIAL}")
     st = os.stat(path)
-    with open(path, "rb") as src, open(_create_like(partial, st), "wb") as raw:
-        with gzip.GzipFile(filename=path.name, mode="wb", fileobj=raw, mtime=int(st.st_mtime),
-                           compresslevel=GZIP_LEVEL) as gz:
-            shutil.copyfileobj(src, gz, CHUNK)
-        raw.flush()
-        os.fsync(raw.fileno())
-    os.utime(partial, (st.st_atime, st.st_mtime))
-    os.rename(partial, final)
+    try:
+        with open(path, "rb") as src, open(_create_like(partial, st), "wb") as raw:
+            with gzip.GzipFile(filename=path.name, mode="wb", fileobj=raw, mtime=int(st.st_mtime),
+                               compresslevel=GZIP_LEVEL) as gz:
+                shutil.copyfileobj(src, gz, CHUNK)
+            raw.flush()
+            os.fsync(raw.fileno())
+        os.utime(partial, (st.st_atime, st.st_mtime))
+        os.rename(partial, final)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(partial)  # the uncompressed file is whole; a later run tries again
+        raise
     os.unlink(path)
     return final
 
@@ -333,5 +338,8 @@ def reopen_rotate(path: Path, dest: Path, *, reopen: Callable[[list[int]], None]
     if not wait_released(dest, wait_s, writers):
         return dest, size, f"the app still writes to {dest.name} {wait_s:g}s after the reopen; compressed on a later run"
     size = os.stat(dest).st_size
-    _fsync_path(dest)
-    return compress_file(dest), size, ""
+    try:
+        _fsync_path(dest)
+        return compress_file(dest), size, ""
+    except OSError as exc:  # rotated all the same: the lines are in dest
+        return dest, size, f"rotated to {dest.name}, but compressing it failed ({exc.strerror}); a later run compresses it"

@@ -257,15 +257,25 @@ def step_rotate(env: Env) -> None:
         rotated += 1
         rotated_bytes += n
         if note:
-            env.finding("app.rotate_note", Severity.WARNING if "still writes" in note else Severity.INFO, str(log), note,
+            compress_failed = "compressing it failed" in note
+            env.finding("app.rotate_note", Severity.WARNING if "still writes" in note or compress_failed
+                        else Severity.INFO, str(log), note,
+                        "free space in the log directory" if compress_failed else
                         "make the app reopen its logs on the signal/command, or set rotate_method: copytruncate")
     env.ctx.state.set("rotated_at", {k: v for k, v in rotated_at.items() if Path(k).exists()})
     # compress what an earlier run had to leave, then prune by count and age
     for log in logs:
         for sib in hk.rotated_siblings(log):
             if o.compress and OURS_UNCOMPRESSED.search(sib.name) and not env.dry and not writers_of(sib):
-                env.acts.record("compress", sib, bytes=sib.stat().st_size, to=f"{sib}.gz")
-                compress_file(sib)
+                try:
+                    size = sib.stat().st_size
+                    compress_file(sib)
+                except OSError as exc:  # a full disk: the pruning below is what frees space, so it still runs
+                    env.finding("app.rotate_note", Severity.WARNING, str(sib),
+                                f"could not compress {sib.name}: {exc.strerror or exc}; it stays uncompressed",
+                                "free space in the log directory; a later run compresses it")
+                    continue
+                env.acts.record("compress", sib, bytes=size, to=f"{sib}.gz")
         hk.prune_rotated(log, o.keep_rotated, o.log_max_age.total_seconds(), env.now, env.acts)
     hk.stale_partials({log.parent for log in logs}, env.now, env.acts)
     env.metrics.update({"rotated_logs": float(rotated), "rotated_bytes": float(rotated_bytes), "logs": float(len(logs))})
