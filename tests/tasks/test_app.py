@@ -452,3 +452,28 @@ def test_reopen_rotation_whose_compression_fails_is_reported_as_rotated(tmp_path
     assert not [n for n in names if n.endswith((".gz", ".partial"))], names
     assert (logs / "app.log").read_bytes() == b""
     assert sorted(p.read_bytes() for p in logs.iterdir() if p.name != "app.log") == [data, data]
+
+
+def test_copytruncate_warns_about_a_writer_that_does_not_append(tmp_path: Path) -> None:
+    """'node server.js > app.log': the writer keeps its offset after the truncation; the log fills with NULs."""
+    import subprocess
+
+    root = tmp_path / "shop"
+    log = root / "logs" / "app.log"
+    log.parent.mkdir(parents=True)
+    writer_code = ("import sys, time\n"
+                   "for n in range(1, 100000):\n"
+                   "    sys.stdout.write(f'line {n}\\n'); sys.stdout.flush(); time.sleep(0.001)\n")
+    with open(log, "wb") as out:  # O_TRUNC, no O_APPEND: a shell's '>'
+        writer = subprocess.Popen([sys.executable, "-c", writer_code], stdout=out)
+    try:
+        time.sleep(0.5)
+        res = run_task("app.cleanup", _target(root, releases_dir=None), {"rotate_size": 1})
+        time.sleep(0.2)
+        head = log.read_bytes()[:1]
+    finally:
+        writer.kill()
+        writer.wait()
+    note = checks(res)["app.rotate_note"][0]
+    assert note.severity is Severity.WARNING and "O_APPEND" in note.message and str(writer.pid) in note.message
+    assert head == b"\0"  # what the warning says

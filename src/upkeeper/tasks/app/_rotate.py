@@ -60,9 +60,15 @@ def writers_of(path: Path, among: list[int] | None = None) -> list[int]:
     process (about 0.4 s on a quiet host); here only the matching descriptors' flags are read.
     ``among`` limits the search to those pids.
     """
+    return list(writer_flags(path, among))
+
+
+def writer_flags(path: Path, among: list[int] | None = None) -> dict[int, int]:
+    """{pid: open flags} of the processes (other than this one) that have ``path`` open for writing; for a
+    process holding it more than once, the flags of the descriptor without O_APPEND if there is one."""
     target = os.path.realpath(path)
     me = os.getpid()
-    found = []
+    found: dict[int, int] = {}
     names = [str(p) for p in among] if among is not None else [e.name for e in os.scandir("/proc")]
     for name in names:
         if not name.isdigit() or int(name) == me:
@@ -81,8 +87,9 @@ def writers_of(path: Path, among: list[int] | None = None) -> list[int]:
             except (OSError, ValueError):
                 continue
             if flags & (os.O_WRONLY | os.O_RDWR):
-                found.append(int(name))
-                break
+                found[int(name)] = flags
+                if not flags & os.O_APPEND:
+                    break
     return found
 
 
@@ -220,7 +227,9 @@ def copytruncate(path: Path, dest: Path, *, compress: bool, freeze: bool) -> tup
                 out.flush()
                 raw.flush()
                 os.fsync(raw.fileno())
-                writers = writers_of(path) if freeze else []
+                flags = writer_flags(path)
+                writers = list(flags) if freeze else []
+                seeking = sorted(pid for pid, f in flags.items() if not f & os.O_APPEND)
                 if freeze and writers:
                     try:
                         t0 = time.perf_counter()
@@ -243,6 +252,11 @@ def copytruncate(path: Path, dest: Path, *, compress: bool, freeze: bool) -> tup
             os.fsync(raw.fileno())
         os.utime(partial, (st.st_atime, st.st_mtime))
         os.rename(partial, final)
+        if seeking:
+            note = "; ".join(filter(None, [note, (
+                f"process {', '.join(map(str, seeking))} writes {path.name} without O_APPEND (a '>' redirection, "
+                "not '>>'): after the truncation it goes on at its old offset, so the log keeps its size with NUL "
+                "bytes where the copied lines were; append ('>>', O_APPEND) or use rotate_method: reopen")]))
     except OSError as exc:
         if not truncated:
             with contextlib.suppress(OSError):

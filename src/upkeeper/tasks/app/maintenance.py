@@ -258,10 +258,12 @@ def step_rotate(env: Env) -> None:
         rotated_bytes += n
         if note:
             compress_failed = "compressing it failed" in note
-            env.finding("app.rotate_note", Severity.WARNING if "still writes" in note or compress_failed
+            seeking = "without O_APPEND" in note
+            env.finding("app.rotate_note", Severity.WARNING if "still writes" in note or compress_failed or seeking
                         else Severity.INFO, str(log), note,
                         "free space in the log directory" if compress_failed else
-                        "make the app reopen its logs on the signal/command, or set rotate_method: copytruncate")
+                        "make the app append to its log ('>>'), or reopen it (reopen_signal/reopen_command)" if seeking
+                        else "make the app reopen its logs on the signal/command, or set rotate_method: copytruncate")
     env.ctx.state.set("rotated_at", {k: v for k, v in rotated_at.items() if Path(k).exists()})
     # compress what an earlier run had to leave, then prune by count and age
     for log in logs:
