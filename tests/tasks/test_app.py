@@ -477,3 +477,21 @@ def test_copytruncate_warns_about_a_writer_that_does_not_append(tmp_path: Path) 
     note = checks(res)["app.rotate_note"][0]
     assert note.severity is Severity.WARNING and "O_APPEND" in note.message and str(writer.pid) in note.message
     assert head == b"\0"  # what the warning says
+
+
+def test_a_health_url_no_client_can_fetch_is_refused_at_load(tree: Path) -> None:
+    """'localhost:3000/health' failed every check as 'no answer', and each failure ran restart_command."""
+    from pydantic import TypeAdapter, ValidationError
+
+    from upkeeper.config.targets import TargetConfig
+    from upkeeper.tasks.app.maintenance import MaintenanceOptions
+
+    ta: TypeAdapter[object] = TypeAdapter(TargetConfig)
+    for bad in ("localhost:3000/health", "http://[::1/health", "http://127.0.0.1:99999/health", "ftp://host/x",
+                "http:///health"):
+        with pytest.raises(ValidationError, match="health_url"):
+            ta.validate_python({"kind": "app", "root": str(tree), "health_url": bad})
+    for good in ("http://127.0.0.1:3000/health", "https://shop.example/health?deep=1", "http://[::1]:3000/"):
+        ta.validate_python({"kind": "app", "root": str(tree), "health_url": good})
+    with pytest.raises(ValidationError, match="non-empty list"):
+        MaintenanceOptions.model_validate({"commands": [["pm2", "flush"], []]})

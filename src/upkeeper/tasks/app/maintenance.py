@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from upkeeper.config.targets import AppTarget
 from upkeeper.config.types import ByteSize, Duration
@@ -94,6 +94,14 @@ class MaintenanceOptions(CleanupOptions):
         description="commands run in the app directory as the app's user, e.g. [[pm2, flush]]; argv lists, no shell. "
                 "Source: upkeeper (not set by default)",
     )
+    @field_validator("commands")
+    @classmethod
+    def _commands(cls, v: list[list[str]]) -> list[list[str]]:
+        for argv in v:
+            if not argv or not argv[0].strip():
+                raise ValueError("each command is a non-empty list: program first, then its arguments")
+        return v
+
     command_timeout: Duration = Field(default="10m", validate_default=True, description="limit for each command. "
             "Source: upkeeper default")
     health_check: bool = Field(True, description="check the target's health_url; restart the app only if it fails. "
