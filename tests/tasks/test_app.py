@@ -495,3 +495,19 @@ def test_a_health_url_no_client_can_fetch_is_refused_at_load(tree: Path) -> None
         ta.validate_python({"kind": "app", "root": str(tree), "health_url": good})
     with pytest.raises(ValidationError, match="non-empty list"):
         MaintenanceOptions.model_validate({"commands": [["pm2", "flush"], []]})
+
+
+def test_a_log_that_is_a_symlink_is_reported_not_silently_skipped(tmp_path: Path) -> None:
+    root = tmp_path / "shop"
+    (root / "logs").mkdir(parents=True)
+    (root / "var").mkdir()
+    (root / "var" / "shop.log").write_text("line 1\n" * 1000)
+    (root / "logs" / "app.log").symlink_to("../var/shop.log")
+    res = run_task("app.cleanup", _target(root, releases_dir=None), {"rotate_size": 1})
+    f = checks(res)["app.rotate_note"][0]
+    assert f.severity is Severity.WARNING and "symlink" in f.message and "var/shop.log" in f.message
+    assert (root / "var" / "shop.log").read_text() == "line 1\n" * 1000 and (root / "logs" / "app.log").is_symlink()
+    # the file itself listed as well: rotated once, no note about the link
+    res = run_task("app.cleanup", _target(root, releases_dir=None, logs=["logs/*.log", "var/*.log"]),
+                   {"rotate_size": 1})
+    assert "app.rotate_note" not in checks(res) and res.metrics["rotated_logs"] == 1

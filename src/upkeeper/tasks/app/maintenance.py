@@ -150,14 +150,23 @@ def as_app_user(argv: list[str], user: str | None) -> list[str]:
 
 # -- logs -------------------------------------------------------------------------------------------
 
-def live_logs(target: AppTarget) -> list[Path]:
+def live_logs_and_links(target: AppTarget) -> tuple[list[Path], list[Path]]:
+    """The live logs the globs name, and the symlinks they name to a log that is not one of those (not rotated:
+    renaming or truncating a link is not rotating its file)."""
     seen: dict[str, Path] = {}
+    links: list[Path] = []
     for pattern in target.logs:
         for name in sorted(glob.glob(str(target.path(pattern)))):
             p = Path(name)
-            if p.is_file() and not p.is_symlink() and not NOT_A_LIVE_LOG.search(p.name):
+            if NOT_A_LIVE_LOG.search(p.name):
+                continue
+            if p.is_symlink():
+                if p.is_file():
+                    links.append(p)
+            elif p.is_file():
                 seen.setdefault(str(p), p)
-    return list(seen.values())
+    real = {os.path.realpath(p) for p in seen.values()}
+    return list(seen.values()), [p for p in links if os.path.realpath(p) not in real]
 
 
 def pid_from_file(target: AppTarget) -> int:
@@ -211,7 +220,11 @@ def step_rotate(env: Env) -> None:
                     "rotate_method is 'reopen' but the target has neither reopen_signal nor reopen_command",
                     "set reopen_signal (and pid_file) or reopen_command on the target, or use copytruncate")
         return
-    logs = live_logs(t)
+    logs, links = live_logs_and_links(t)
+    for link in links:
+        env.finding("app.rotate_note", Severity.WARNING, str(link),
+                    f"{link.name} is a symlink (to {os.path.realpath(link)}): not rotated, nor pruned",
+                    "list the file it points to in the target's logs")
     to_rotate = logs
     signal_pid: int | None = None
     if method == "reopen" and t.reopen_signal and t.pid_file and not env.dry:
