@@ -511,3 +511,54 @@ def test_a_log_that_is_a_symlink_is_reported_not_silently_skipped(tmp_path: Path
     res = run_task("app.cleanup", _target(root, releases_dir=None, logs=["logs/*.log", "var/*.log"]),
                    {"rotate_size": 1})
     assert "app.rotate_note" not in checks(res) and res.metrics["rotated_logs"] == 1
+
+
+def _pid_namespaces_available() -> bool:
+    import shutil
+    import subprocess
+
+    if not (shutil.which("unshare") and shutil.which("nsenter")):
+        return False
+    return subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", "true"], capture_output=True).returncode == 0
+
+
+@pytest.mark.skipif(not _pid_namespaces_available(), reason="needs unshare/nsenter with PID namespaces (root)")
+def test_copytruncate_says_so_when_a_writer_cannot_be_paused(tmp_path: Path) -> None:
+    """The app is PID 1 of its container and upkeeper runs inside it (docker exec): SIGSTOP is ignored there.
+
+    The run used to report a clean copytruncate with writers_paused_ms of 2000 and no word that the writer had
+    never stopped.
+    """
+    import json
+    import subprocess
+
+    root = tmp_path / "shop"
+    log = root / "logs" / "app.log"
+    log.parent.mkdir(parents=True)
+    writer_code = ("import os, sys, time\n"
+                   "fd = os.open(sys.argv[1], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)\n"
+                   "n = 0\n"
+                   "while True:\n"
+                   "    n += 1; os.write(fd, b'line %d\\n' % n); time.sleep(0.001)\n")
+    container = subprocess.Popen(["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-c", writer_code,
+                                  str(log)])
+    try:
+        deadline = time.monotonic() + 10
+        init = ""
+        while not init and time.monotonic() < deadline:
+            time.sleep(0.05)
+            init = Path(f"/proc/{container.pid}/task/{container.pid}/children").read_text().strip()
+        time.sleep(0.3)
+        script = ("import sys, json; sys.path[:0] = json.loads(sys.argv[1]); from ops_support import run_task; "
+                  "res = run_task('app.cleanup', {'kind': 'app', 'root': sys.argv[2]}, {'rotate_size': 1}); "
+                  "print(json.dumps([[f.check, f.severity.value, f.message] for f in res.findings]))")
+        out = subprocess.run(["nsenter", "-t", init, "--pid", "--mount", sys.executable, "-c", script,
+                              json.dumps(sys.path), str(root)], capture_output=True, text=True, check=True)
+    finally:
+        if init:
+            os.kill(int(init), 9)  # the namespace's init: only SIGKILL reaches it from here
+        container.kill()
+        container.wait()
+    findings = json.loads(out.stdout)
+    assert [(c, sev) for c, sev, _ in findings] == [("app.rotate_note", "warning")], findings
+    assert "could not pause process 1" in findings[0][2] and "may be lost" in findings[0][2]

@@ -121,7 +121,11 @@ def _all_stopped(pid: int) -> bool:
 
 @contextlib.contextmanager
 def paused(pids: list[int]) -> Iterator[list[int]]:
-    """SIGSTOP the processes, wait until every thread has stopped, always SIGCONT them afterwards."""
+    """SIGSTOP the processes, wait until every thread has stopped, always SIGCONT them afterwards.
+
+    Yields the pids that did not stop within ``STOP_WAIT_S`` (the init process of a PID namespace, an app
+    that is PID 1 in its container, ignores SIGSTOP sent from inside the namespace).
+    """
     stopped: list[int] = []
     try:
         for pid in pids:
@@ -133,7 +137,7 @@ def paused(pids: list[int]) -> Iterator[list[int]]:
         deadline = time.monotonic() + STOP_WAIT_S
         while time.monotonic() < deadline and not all(_all_stopped(pid) for pid in stopped):
             time.sleep(0.0005)
-        yield stopped
+        yield [pid for pid in stopped if not _all_stopped(pid)]
     finally:
         for pid in stopped:
             with contextlib.suppress(ProcessLookupError):
@@ -233,9 +237,13 @@ def copytruncate(path: Path, dest: Path, *, compress: bool, freeze: bool) -> tup
                 if freeze and writers:
                     try:
                         t0 = time.perf_counter()
-                        with paused(writers):  # only a read and a write of the tail, and the truncation
+                        with paused(writers) as running:  # only a read and a write of the tail, and the truncation
                             finish_and_truncate()
                         paused_ms = (time.perf_counter() - t0) * 1000
+                        if running:
+                            note = (f"could not pause process {', '.join(map(str, running))}: it did not stop within "
+                                    f"{STOP_WAIT_S:g}s (the init process of a container ignores SIGSTOP from inside "
+                                    "it): lines written while truncating may be lost")
                     except PermissionError:
                         if tail_read:
                             raise

@@ -278,13 +278,19 @@ def step_rotate(env: Env) -> None:
         rotated += 1
         rotated_bytes += n
         if note:
-            compress_failed = "compressing it failed" in note
-            seeking = "without O_APPEND" in note
-            env.finding("app.rotate_note", Severity.WARNING if "still writes" in note or compress_failed or seeking
-                        else Severity.INFO, str(log), note,
-                        "free space in the log directory" if compress_failed else
-                        "make the app append to its log ('>>'), or reopen it (reopen_signal/reopen_command)" if seeking
-                        else "make the app reopen its logs on the signal/command, or set rotate_method: copytruncate")
+            if "compressing it failed" in note:
+                remedy = "free space in the log directory"
+            elif "without O_APPEND" in note:
+                remedy = "make the app append to its log ('>>'), or reopen it (reopen_signal/reopen_command)"
+            elif note.startswith("could not pause"):
+                remedy = ("run upkeeper where it may pause the app (as root, outside the app's container), or make "
+                          "the app reopen its logs (reopen_signal/reopen_command)")
+            elif "still writes" in note:
+                remedy = "make the app reopen its logs on the signal/command, or set rotate_method: copytruncate"
+            else:
+                remedy = ""
+            env.finding("app.rotate_note", Severity.WARNING if remedy else Severity.INFO, str(log), note,
+                        remedy or "set copytruncate_freeze: true to pause the writers instead")
     env.ctx.state.set("rotated_at", {k: v for k, v in rotated_at.items() if Path(k).exists()})
     # compress what an earlier run had to leave, then prune by count and age
     for log in logs:
