@@ -562,3 +562,25 @@ def test_copytruncate_says_so_when_a_writer_cannot_be_paused(tmp_path: Path) -> 
     findings = json.loads(out.stdout)
     assert [(c, sev) for c, sev, _ in findings] == [("app.rotate_note", "warning")], findings
     assert "could not pause process 1" in findings[0][2] and "may be lost" in findings[0][2]
+
+
+def test_retention_removes_only_rotated_files_not_links_or_directories(tmp_path: Path) -> None:
+    """A dangling symlink named like a rotated copy ended the whole rotate step; a directory so named was
+    rmtree'd by the retention."""
+    root = tmp_path / "shop"
+    logs = root / "logs"
+    logs.mkdir(parents=True)
+    (logs / "app.log").write_text("live\n")
+    (logs / "app.log.1").symlink_to("/nonexistent")
+    outside = tmp_path / "elsewhere.gz"
+    outside.write_bytes(gzip.compress(b"not ours\n"))
+    (logs / "app.log.2.gz").symlink_to(outside)
+    (logs / "app.log.3").mkdir()
+    (logs / "app.log.3" / "keep.txt").write_text("a directory, not a rotated log\n")
+    (logs / "stray.partial").symlink_to("/nonexistent")
+    (logs / "app.log.4.gz").write_bytes(gzip.compress(b"line 1\n"))
+    res = run_task("app.cleanup", _target(root, releases_dir=None), {"keep_rotated": 0})
+    assert res.final_status is Status.OK, res.findings
+    assert sorted(p.name for p in logs.iterdir()) == ["app.log", "app.log.1", "app.log.2.gz", "app.log.3",
+                                                       "stray.partial"]
+    assert (logs / "app.log.3" / "keep.txt").exists() and outside.exists()

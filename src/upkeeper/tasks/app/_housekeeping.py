@@ -127,8 +127,12 @@ def prune_old_files(top: Path, max_age_s: float, now: float, acts: Actions, reas
 
 
 def rotated_siblings(log: Path) -> list[Path]:
-    """Rotated copies of ``log`` in its directory, newest first (by modification time)."""
-    out = []
+    """Rotated copies of ``log`` in its directory, newest first (by modification time).
+
+    Only regular files: a directory or a symlink named like a rotated copy is something else (a symlink's
+    target may be anywhere, or nowhere).
+    """
+    out: list[tuple[float, str, Path]] = []
     try:
         entries = list(log.parent.iterdir())
     except OSError:
@@ -138,13 +142,21 @@ def rotated_siblings(log: Path) -> list[Path]:
             continue
         rest = p.name[len(log.name):] if p.name.startswith(log.name) else None
         if rest and ROTATED_SUFFIX.match(rest):
-            out.append(p)
-    return sorted(out, key=lambda p: (p.stat().st_mtime, p.name), reverse=True)
+            try:
+                st = p.lstat()
+            except OSError:  # gone since the listing
+                continue
+            if stat.S_ISREG(st.st_mode):
+                out.append((st.st_mtime, p.name, p))
+    return [p for *_key, p in sorted(out, reverse=True)]
 
 
 def prune_rotated(log: Path, keep: int, max_age_s: float, now: float, acts: Actions) -> None:
     for i, p in enumerate(rotated_siblings(log)):
-        st = p.stat()
+        try:
+            st = p.lstat()
+        except OSError:
+            continue
         if i >= keep:
             acts.remove(p, f"beyond the newest {keep} rotated logs", st.st_size)
         elif now - st.st_mtime > max_age_s:
@@ -159,8 +171,11 @@ def stale_partials(dirs: set[Path], now: float, acts: Actions, min_age_s: float 
         except OSError:
             continue
         for p in entries:
-            st = p.stat()
-            if now - st.st_mtime > min_age_s:
+            try:
+                st = p.lstat()
+            except OSError:
+                continue
+            if stat.S_ISREG(st.st_mode) and now - st.st_mtime > min_age_s:
                 acts.remove(p, "left over by an interrupted compression", st.st_size)
 
 
