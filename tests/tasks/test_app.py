@@ -584,3 +584,39 @@ def test_retention_removes_only_rotated_files_not_links_or_directories(tmp_path:
     assert sorted(p.name for p in logs.iterdir()) == ["app.log", "app.log.1", "app.log.2.gz", "app.log.3",
                                                        "stray.partial"]
     assert (logs / "app.log.3" / "keep.txt").exists() and outside.exists()
+
+
+def test_reopen_rotation_of_a_log_the_app_opens_for_each_line(tmp_path: Path) -> None:
+    """PHP's error_log, a cron job's '>>': the app recreates the log between the rename and upkeeper's create.
+
+    About half of such rotations were reported 'could not rotate app.log: File exists' although the log had
+    been renamed.
+    """
+    import subprocess
+
+    root = tmp_path / "shop"
+    log = root / "logs" / "app.log"
+    log.parent.mkdir(parents=True)
+    writer_code = ("import os, sys\n"
+                   "n = 0\n"
+                   "while True:\n"
+                   "    n += 1\n"
+                   "    fd = os.open(sys.argv[1], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)\n"
+                   "    os.write(fd, b'line %d\\n' % n)\n"
+                   "    os.close(fd)\n")
+    writer = subprocess.Popen([sys.executable, "-c", writer_code, str(log)])
+    state = MemoryState()
+    results = []
+    try:
+        time.sleep(0.3)
+        for _ in range(10):
+            results.append(run_task("app.cleanup", _target(root, releases_dir=None, reopen_command=["true"]),
+                                    {"rotate_size": 1, "reopen_wait": "1s"}, state=state))
+            time.sleep(0.05)
+    finally:
+        writer.terminate()
+        writer.wait()
+    assert not [f.message for r in results for f in r.findings], [f.message for r in results for f in r.findings]
+    assert sum(r.metrics["rotated_logs"] for r in results) == 10
+    seen = line_numbers(log.parent)  # every line up to the last one written, each once
+    assert sorted(seen) == list(range(1, max(seen) + 1)) and set(seen.values()) == {1}

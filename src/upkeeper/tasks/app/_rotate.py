@@ -339,13 +339,17 @@ def reopen_rotate(path: Path, dest: Path, *, reopen: Callable[[list[int]], None]
     os.rename(path, dest)
     # recreate the log with the same owner and mode (logrotate's 'create'), so an app that dropped
     # privileges can open it again; fchmod, since the umask would take the group's write bit from a 0660 log
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
     try:
-        with contextlib.suppress(PermissionError):
-            os.fchown(fd, st.st_uid, st.st_gid)
-        os.fchmod(fd, stat.S_IMODE(st.st_mode))
-    finally:
-        os.close(fd)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
+    except FileExistsError:
+        fd = -1  # the app made it already (one that opens its log for each line): its file, its mode
+    if fd >= 0:
+        try:
+            with contextlib.suppress(PermissionError):
+                os.fchown(fd, st.st_uid, st.st_gid)
+            os.fchmod(fd, stat.S_IMODE(st.st_mode))
+        finally:
+            os.close(fd)
     try:
         reopen(writers)
     except Exception as exc:
