@@ -620,3 +620,20 @@ def test_reopen_rotation_of_a_log_the_app_opens_for_each_line(tmp_path: Path) ->
     assert sum(r.metrics["rotated_logs"] for r in results) == 10
     seen = line_numbers(log.parent)  # every line up to the last one written, each once
     assert sorted(seen) == list(range(1, max(seen) + 1)) and set(seen.values()) == {1}
+
+
+@pytest.mark.parametrize("current", ["missing", "elsewhere"])
+def test_no_release_is_pruned_when_the_live_one_cannot_be_told(tree: Path, current: str) -> None:
+    """current_link misnamed (the deploy tool calls it 'live'): the live release, rolled back to the oldest,
+    was deleted with the other old ones."""
+    releases = sorted(p.name for p in (tree / "releases").iterdir())
+    (tree / "current").unlink()
+    (tree / "live").symlink_to(tree / "releases" / releases[0])  # the real pointer, under another name
+    if current == "elsewhere":
+        (tree / "current").symlink_to(tree / "tmp")
+    res = run_task("app.cleanup", _target(tree))
+    f = checks(res)["app.release_unknown"][0]
+    assert f.severity is Severity.WARNING and "no release pruned" in f.message
+    assert sorted(p.name for p in (tree / "releases").iterdir()) == releases
+    res = run_task("app.cleanup", _target(tree, current_link="live"))
+    assert sorted(p.name for p in (tree / "releases").iterdir()) == [releases[0], *releases[-5:]]

@@ -217,7 +217,7 @@ class AppTarget(StrictModel):
         None, description="directory of release directories (Capistrano style), e.g. releases; none: no pruning. "
                 "Source: upkeeper (not set by default)"
     )
-    current_link: str = Field("current", description="symlink to the live release (never pruned). "
+    current_link: str = Field("current", description="symlink to the live release (never pruned; when it is missing, no release is). "
             "Source: upkeeper default")
     reopen_signal: str | None = Field(
         None, description="signal that makes the app reopen its logs after a rename, e.g. USR1 (sent to pid_file's "

@@ -234,6 +234,21 @@ def release_order(releases: list[Path]) -> list[Path]:
     return sorted(releases, key=lambda r: (r.lstat().st_mtime, r.name), reverse=True)
 
 
+def live_release(releases_dir: Path, current: Path) -> tuple[Path | None, str | None]:
+    """The release ``current`` points to, or (None, why it cannot be told)."""
+    if not (current.is_symlink() or current.exists()):
+        return None, f"{current} does not exist"
+    try:
+        target = current.resolve()
+        top = releases_dir.resolve()
+    except OSError as exc:
+        return None, f"cannot resolve {current}: {exc.strerror}"
+    for parent in (target, *target.parents):
+        if parent.parent == top:
+            return parent, None
+    return None, f"{current} leads to {target}, which is not in {releases_dir}"
+
+
 def prune_releases(releases_dir: Path, current: Path, keep: int, acts: Actions,
                    in_use: InUse | None = None) -> tuple[int, str | None, dict[str, int]]:
     """Remove all but the newest ``keep`` releases, never the live one nor one a process runs from.
@@ -242,16 +257,7 @@ def prune_releases(releases_dir: Path, current: Path, keep: int, acts: Actions,
     """
     if not releases_dir.is_dir():
         return 0, None, {}
-    live: Path | None = None
-    if current.is_symlink() or current.exists():
-        try:
-            target = current.resolve()
-            for parent in (target, *target.parents):
-                if parent.parent == releases_dir.resolve():
-                    live = parent
-                    break
-        except OSError:
-            live = None
+    live, _problem = live_release(releases_dir, current)
     entries = [p for p in releases_dir.iterdir() if p.is_dir() or p.is_symlink()]
     ordered = release_order(entries)
     kept = 0

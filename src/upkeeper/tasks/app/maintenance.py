@@ -348,6 +348,14 @@ def step_releases(env: Env) -> None:
     t = env.target
     if not t.releases_dir:
         return
+    releases_dir = t.path(t.releases_dir)
+    _live, problem = hk.live_release(releases_dir, t.path(t.current_link))
+    if problem and releases_dir.is_dir():
+        # without it an old release that is live (a rollback) looks like any other old one
+        env.finding("app.release_unknown", Severity.WARNING, str(releases_dir),
+                    f"no release pruned: the live release cannot be told ({problem})",
+                    "set the target's current_link to the symlink that points to the live release")
+        return
     kept, live, busy = hk.prune_releases(t.path(t.releases_dir), t.path(t.current_link), env.opts.keep_releases,
                                          env.acts, hk.InUse.scan())
     env.metrics["releases_kept"] = float(kept)
