@@ -637,3 +637,19 @@ def test_no_release_is_pruned_when_the_live_one_cannot_be_told(tree: Path, curre
     assert sorted(p.name for p in (tree / "releases").iterdir()) == releases
     res = run_task("app.cleanup", _target(tree, current_link="live"))
     assert sorted(p.name for p in (tree / "releases").iterdir()) == [releases[0], *releases[-5:]]
+
+
+def test_a_dry_run_does_not_start_the_rotation_clock(tmp_path: Path) -> None:
+    root = tmp_path / "shop"
+    log = root / "logs" / "app.log"
+    log.parent.mkdir(parents=True)
+    log.write_text("small\n")
+    state = MemoryState()
+    t0 = datetime.now(UTC)
+    dry = run_task("app.cleanup", _target(root, releases_dir=None), {"dry_run": True}, state=state, clock=lambda: t0)
+    assert dry.metrics["rotated_logs"] == 0 and state.get("rotated_at") is None
+    later = t0 + timedelta(days=2)  # the first real run: the log is seen for the first time, not rotated by age
+    res = run_task("app.cleanup", _target(root, releases_dir=None), state=state, clock=lambda: later)
+    assert res.metrics["rotated_logs"] == 0 and log.read_text() == "small\n"
+    res = run_task("app.cleanup", _target(root, releases_dir=None), state=state, clock=lambda: later + timedelta(days=1))
+    assert res.metrics["rotated_logs"] == 1

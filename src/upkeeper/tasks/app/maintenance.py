@@ -291,7 +291,8 @@ def step_rotate(env: Env) -> None:
                 remedy = ""
             env.finding("app.rotate_note", Severity.WARNING if remedy else Severity.INFO, str(log), note,
                         remedy or "set copytruncate_freeze: true to pause the writers instead")
-    env.ctx.state.set("rotated_at", {k: v for k, v in rotated_at.items() if Path(k).exists()})
+    if not env.dry:  # a dry run changes nothing, not even when the age clock of a new log starts
+        env.ctx.state.set("rotated_at", {k: v for k, v in rotated_at.items() if Path(k).exists()})
     # compress what an earlier run had to leave, then prune by count and age
     for log in logs:
         for sib in hk.rotated_siblings(log):
