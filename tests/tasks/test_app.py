@@ -653,3 +653,39 @@ def test_a_dry_run_does_not_start_the_rotation_clock(tmp_path: Path) -> None:
     assert res.metrics["rotated_logs"] == 0 and log.read_text() == "small\n"
     res = run_task("app.cleanup", _target(root, releases_dir=None), state=state, clock=lambda: later + timedelta(days=1))
     assert res.metrics["rotated_logs"] == 1
+
+
+def test_temp_pruning_cannot_be_led_out_of_the_tree_by_a_swapped_directory(tree: Path, tmp_path: Path) -> None:
+    """upkeeper prunes as root in a directory the app's user owns: that user can swap a subdirectory for a
+    symlink between the listing and the deletion.  A path-based unlink then followed the link and deleted the
+    files of the same names wherever it led (tmpreaper's old hole)."""
+    import subprocess
+
+    victim = tmp_path / "victim"  # another user's directory, or /etc
+    victim.mkdir()
+    sub = tree / "tmp" / "a"
+    sub.mkdir()
+    old = time.time() - 10 * 86400
+    for n in range(1000):
+        (victim / f"f{n}").write_text("not the app's\n")
+        (sub / f"f{n}").write_text("an old temp file\n")
+        os.utime(sub / f"f{n}", (old, old))
+        os.utime(victim / f"f{n}", (old, old))  # as old as anything in /etc
+    swapper_code = ("import os, sys, time\n"
+                    "a, real, victim = sys.argv[1], sys.argv[1] + '.real', sys.argv[2]\n"
+                    "while True:\n"
+                    "    try:\n"
+                    "        os.rename(a, real); os.symlink(victim, a); time.sleep(0.0005)\n"
+                    "        os.unlink(a); os.rename(real, a); time.sleep(0.0005)\n"
+                    "    except OSError:\n"
+                    "        pass\n")
+    swapper = subprocess.Popen([sys.executable, "-c", swapper_code, str(sub), str(victim)])
+    try:
+        time.sleep(0.2)
+        for _ in range(5):
+            run_task("app.cleanup", _target(tree, releases_dir=None))
+    finally:
+        swapper.kill()
+        swapper.wait()
+    left = len(list(victim.iterdir()))
+    assert left == 1000, f"{1000 - left} files outside the temp directory deleted"

@@ -11,7 +11,6 @@ import os
 import re
 import shutil
 import stat
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,6 +48,19 @@ class Actions:
         except OSError as exc:
             self.errors.append(f"cannot remove {path}: {exc.strerror}")
 
+    def remove_at(self, dir_fd: int, name: str, shown: Path, reason: str, size: int) -> None:
+        """Remove the file or symlink ``name`` of the directory open as ``dir_fd`` (never following a symlink)."""
+        self.record("remove", shown, reason=reason, bytes=size)
+        self.freed += size
+        if self.dry_run:
+            return
+        try:
+            os.unlink(name, dir_fd=dir_fd)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            self.errors.append(f"cannot remove {shown}: {exc.strerror}")
+
     def count(self, action: str) -> int:
         return sum(1 for a in self.done if a["action"] == action)
 
@@ -62,19 +74,6 @@ def tree_size(path: Path) -> int:
             except OSError:
                 pass
     return total
-
-
-def walk_files(top: Path) -> Iterator[tuple[Path, os.stat_result]]:
-    """Regular files and symlinks under ``top`` (not following symlinks), deepest first."""
-    for root, dirs, files in os.walk(top, topdown=False):
-        for n in files + [d for d in dirs if os.path.islink(os.path.join(root, d))]:
-            p = Path(root) / n
-            try:
-                st = os.lstat(p)
-            except OSError:
-                continue
-            if stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode):
-                yield p, st
 
 
 def unsafe_dir(path: Path, root: Path) -> str | None:
@@ -97,32 +96,50 @@ def unsafe_dir(path: Path, root: Path) -> str | None:
 
 def prune_old_files(top: Path, max_age_s: float, now: float, acts: Actions, reason: str,
                     use_atime: bool, in_use: InUse | None = None) -> dict[str, int]:
-    """Delete files under ``top`` older than ``max_age_s``, then the directories that became empty.
+    """Delete files under ``top`` older than ``max_age_s``, then the old directories that are empty.
 
-    A file a process holds open (``in_use``: an upload still being written, a lock, a database) is old only on
-    paper and stays.  Returns {such file: a pid holding it}.
+    Every look and every deletion is relative to a descriptor of the directory listed (os.fwalk, unlinkat): the
+    app's user, who owns the tree, cannot lead a deletion elsewhere by swapping a subdirectory for a symlink
+    between the listing and the deletion (upkeeper runs as root).  A file a process holds open (``in_use``: an
+    upload still being written, a lock, a database) is old only on paper and stays.  Returns {such file: a pid
+    holding it}.
     """
     held: dict[str, int] = {}
     if not top.is_dir():
         return held
-    for p, st in walk_files(top):
-        newest = max(st.st_mtime, st.st_atime) if use_atime else st.st_mtime
-        if now - newest > max_age_s:
-            pid = in_use.open_files.get(os.path.realpath(p)) if in_use and stat.S_ISREG(st.st_mode) else None
-            if pid is not None:
-                held[str(p)] = pid
-                continue
-            acts.remove(p, reason, st.st_size)
-    if acts.dry_run:
-        return held
-    for root, dirs, _files in os.walk(top, topdown=False):
-        for d in dirs:
-            p = Path(root) / d
+    # the configured directory itself may be a symlink (checked by unsafe_dir); nothing below it is followed
+    for root, dirs, files, root_fd in os.fwalk(os.path.realpath(top), topdown=False, follow_symlinks=False):
+        try:
+            real_root = os.readlink(f"/proc/self/fd/{root_fd}")
+        except OSError:
+            real_root = os.path.realpath(root)
+        subdirs: list[str] = []
+        for name in files + dirs:
             try:
-                if not p.is_symlink() and not any(p.iterdir()) and now - p.stat().st_mtime > max_age_s:
-                    p.rmdir()
+                st = os.stat(name, dir_fd=root_fd, follow_symlinks=False)
             except OSError:
-                pass
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                subdirs.append(name)
+                continue
+            if not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
+                continue
+            newest = max(st.st_mtime, st.st_atime) if use_atime else st.st_mtime
+            if now - newest <= max_age_s:
+                continue
+            pid = in_use.open_files.get(os.path.join(real_root, name)) if in_use and stat.S_ISREG(st.st_mode) else None
+            if pid is not None:
+                held[os.path.join(root, name)] = pid
+                continue
+            acts.remove_at(root_fd, name, Path(root) / name, reason, st.st_size)
+        if acts.dry_run:
+            continue
+        for name in subdirs:  # already walked (bottom-up): empty now if everything in it went
+            try:
+                if now - os.stat(name, dir_fd=root_fd, follow_symlinks=False).st_mtime > max_age_s:
+                    os.rmdir(name, dir_fd=root_fd)
+            except OSError:
+                pass  # not empty, or gone
     return held
 
 
