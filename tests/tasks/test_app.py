@@ -689,3 +689,20 @@ def test_temp_pruning_cannot_be_led_out_of_the_tree_by_a_swapped_directory(tree:
         swapper.wait()
     left = len(list(victim.iterdir()))
     assert left == 1000, f"{1000 - left} files outside the temp directory deleted"
+
+
+def test_a_file_that_cannot_be_removed_is_not_counted_as_removed(tree: Path) -> None:
+    import shutil
+    import subprocess
+
+    stuck = tree / "tmp" / "upload-0.part"
+    if not shutil.which("chattr") or subprocess.run(["chattr", "+i", str(stuck)], capture_output=True).returncode:
+        pytest.skip("needs chattr +i (root, a file system with attributes)")
+    try:
+        res = run_task("app.cleanup", _target(tree, releases_dir=None))
+    finally:
+        subprocess.run(["chattr", "-i", str(stuck)], check=True)
+    assert stuck.exists()
+    assert checks(res)["app.remove_failed"][0].subject == str(stuck)
+    assert res.metrics["temp_removed"] == 3 and res.metrics["temp_freed_bytes"] == 3 * 16 * 1024
+    assert "removed 6 item(s)" in res.summary  # 3 temp files and the 3 rotated logs past 30 days, not the stuck one

@@ -34,9 +34,8 @@ class Actions:
         self.done.append({"action": action, "path": str(path), **info})
 
     def remove(self, path: Path, reason: str, size: int) -> None:
-        self.record("remove", path, reason=reason, bytes=size)
-        self.freed += size
         if self.dry_run:
+            self._done(path, reason, size)
             return
         try:
             if path.is_dir() and not path.is_symlink():
@@ -46,23 +45,35 @@ class Actions:
         except FileNotFoundError:
             pass
         except OSError as exc:
-            self.errors.append(f"cannot remove {path}: {exc.strerror}")
+            self._failed(path, reason, size, exc)
+            return
+        self._done(path, reason, size)
 
     def remove_at(self, dir_fd: int, name: str, shown: Path, reason: str, size: int) -> None:
         """Remove the file or symlink ``name`` of the directory open as ``dir_fd`` (never following a symlink)."""
-        self.record("remove", shown, reason=reason, bytes=size)
-        self.freed += size
         if self.dry_run:
+            self._done(shown, reason, size)
             return
         try:
             os.unlink(name, dir_fd=dir_fd)
         except FileNotFoundError:
             pass
         except OSError as exc:
-            self.errors.append(f"cannot remove {shown}: {exc.strerror}")
+            self._failed(shown, reason, size, exc)
+            return
+        self._done(shown, reason, size)
+
+    def _done(self, path: Path, reason: str, size: int) -> None:
+        self.record("remove", path, reason=reason, bytes=size)
+        self.freed += size
+
+    def _failed(self, path: Path, reason: str, size: int, exc: OSError) -> None:
+        # not counted as removed nor as freed: the summary and metrics say what was done
+        self.record("remove", path, reason=reason, bytes=size, ok=False, error=exc.strerror or str(exc))
+        self.errors.append(f"cannot remove {path}: {exc.strerror}")
 
     def count(self, action: str) -> int:
-        return sum(1 for a in self.done if a["action"] == action)
+        return sum(1 for a in self.done if a["action"] == action and a.get("ok", True))
 
 
 def tree_size(path: Path) -> int:
