@@ -706,3 +706,16 @@ def test_a_file_that_cannot_be_removed_is_not_counted_as_removed(tree: Path) -> 
     assert checks(res)["app.remove_failed"][0].subject == str(stuck)
     assert res.metrics["temp_removed"] == 3 and res.metrics["temp_freed_bytes"] == 3 * 16 * 1024
     assert "removed 6 item(s)" in res.summary  # 3 temp files and the 3 rotated logs past 30 days, not the stuck one
+
+
+def test_logrotates_hourly_dateext_copy_is_not_taken_for_a_live_log(tmp_path: Path) -> None:
+    """logrotate with 'dateformat -%Y%m%d%H' and delaycompress leaves app.log-2026112303 uncompressed: with
+    logs: ['logs/*'] it was rotated again as a log of its own (and pruned as a copy of app.log as well)."""
+    root = tmp_path / "shop"
+    logs = root / "logs"
+    logs.mkdir(parents=True)
+    (logs / "app.log").write_text("live\n")
+    (logs / "app.log-2026112303").write_text("rotated by logrotate\n")
+    res = run_task("app.cleanup", _target(root, releases_dir=None, logs=["logs/*"]), {"rotate_size": 1})
+    assert res.metrics["logs"] == 1 and res.metrics["rotated_logs"] == 1
+    assert (logs / "app.log-2026112303").read_text() == "rotated by logrotate\n"

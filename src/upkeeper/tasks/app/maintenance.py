@@ -39,8 +39,9 @@ from upkeeper.tasks.app._rotate import (
     writers_of,
 )
 
-#: files a log glob may also match that are rotated copies, not live logs
-NOT_A_LIVE_LOG = re.compile(r"\.(\d+|\d{8}-\d{6}(-\d+)?)(\.(gz|zst|bz2|xz))?$|\.(gz|zst|bz2|xz|partial)$|-\d{8}(\.gz)?$")
+#: files a log glob may also match that are rotated copies, not live logs (every name _housekeeping.ROTATED_SUFFIX
+#: takes for a rotated copy)
+NOT_A_LIVE_LOG = re.compile(r"\.(\d+|\d{8}-\d{6}(-\d+)?)(\.(gz|zst|bz2|xz))?$|\.(gz|zst|bz2|xz|partial)$|-\d{8}(\d{2})?(\.gz)?$")
 #: rotated files we made and may compress later (after the app let go of them)
 OURS_UNCOMPRESSED = re.compile(r"\.\d{8}-\d{6}(-\d+)?$")
 MAX_ARTIFACT_ACTIONS = 200
