@@ -719,3 +719,23 @@ def test_logrotates_hourly_dateext_copy_is_not_taken_for_a_live_log(tmp_path: Pa
     res = run_task("app.cleanup", _target(root, releases_dir=None, logs=["logs/*"]), {"rotate_size": 1})
     assert res.metrics["logs"] == 1 and res.metrics["rotated_logs"] == 1
     assert (logs / "app.log-2026112303").read_text() == "rotated by logrotate\n"
+
+
+def test_a_pid_file_naming_another_program_is_not_signalled(app: AppServer) -> None:
+    """The app died and came back without rewriting its pid file; the old number now belongs to another program,
+    which reopen_signal: USR1 killed (USR1's default action) while the app was never told."""
+    import subprocess
+
+    other = subprocess.Popen(["sleep", "60"])
+    try:
+        (app.root / "old.pid").write_text(f"{other.pid}\n")
+        time.sleep(0.6)
+        res = run_task("app.cleanup", app.target(reopen_signal="USR1", pid_file="old.pid"), {"rotate_size": 1})
+        assert other.poll() is None, "the other program was killed by the reopen signal"
+    finally:
+        other.kill()
+        other.wait()
+    f = checks(res)["app.rotate_failed"][0]
+    assert "no log rotated" in f.message and f"process {other.pid} (sleep)" in f.message
+    assert not list(app.log.parent.glob("app.log.*"))
+    assert_every_line_once(app)

@@ -190,6 +190,35 @@ def pid_from_file(target: AppTarget) -> int:
     return pid
 
 
+def _ancestors(pid: int) -> set[int]:
+    """``pid`` and its parents, up to init."""
+    seen: set[int] = set()
+    while pid > 1 and pid not in seen:
+        seen.add(pid)
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                pid = int(fh.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            break
+    return seen
+
+
+def _check_signal_target(pid: int, logs: list[Path], target: AppTarget) -> None:
+    """ValueError when processes write the logs and ``pid`` is neither one of them nor a parent of one: a pid file
+    left by an app that died, its number since reused by another program, which reopen_signal (USR1's default
+    action: terminate) would kill."""
+    writers = {w for log in logs for w in writers_of(log)}
+    if not writers or any(pid in _ancestors(w) for w in writers):
+        return
+    try:
+        name = Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        name = "?"
+    raise ValueError(f"pid_file {target.path(target.pid_file or '')} names process {pid} ({name}), which neither "
+                     f"writes the logs nor is a parent of a process that does ({', '.join(map(str, sorted(writers)))}):"
+                     " a stale pid file whose number was reused? Not signalled")
+
+
 def _reopener(env: Env, pid: int | None) -> Callable[[list[int]], None]:
     t = env.target
 
@@ -232,6 +261,7 @@ def step_rotate(env: Env) -> None:
         # before any rename: a log renamed for an app that is never told keeps being written under the new name
         try:
             signal_pid = pid_from_file(t)
+            _check_signal_target(signal_pid, logs, t)
         except ValueError as exc:
             env.finding("app.rotate_failed", Severity.WARNING, str(t.path(t.pid_file)), f"no log rotated: {exc}",
                         "point pid_file at the app's pid file (relative to root, or absolute)")
