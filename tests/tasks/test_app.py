@@ -739,3 +739,15 @@ def test_a_pid_file_naming_another_program_is_not_signalled(app: AppServer) -> N
     assert "no log rotated" in f.message and f"process {other.pid} (sleep)" in f.message
     assert not list(app.log.parent.glob("app.log.*"))
     assert_every_line_once(app)
+
+
+def test_a_health_url_that_redirects_does_not_restart_the_app(app: AppServer, tmp_path: Path) -> None:
+    """http:// -> https://, a missing trailing slash: the app answers, the URL is wrong; each run restarted it."""
+    marker = tmp_path / "restarts"
+    restart = [sys.executable, "-c", "import sys; open(sys.argv[1], 'a').write('restart\\n')", str(marker)]
+    target = {**app.target(restart_command=restart), "health_url": app.health_url.replace("/health", "/moved")}
+    res = run_task("app.maintenance", target, {"rotate": False, "restart_wait": "2s"})
+    assert not marker.exists(), "the app was restarted"
+    f = checks(res)["app.health_redirect"][0]
+    assert f.severity is Severity.WARNING and "HTTP 301" in f.message and "/health" in f.message
+    assert "app.unhealthy" not in checks(res)

@@ -422,14 +422,21 @@ def step_commands(env: Env) -> None:
 
 
 def health(url: str, opts: MaintenanceOptions) -> tuple[bool, str]:
+    ok, what, _redirect = health_redirect(url, opts)
+    return ok, what
+
+
+def health_redirect(url: str, opts: MaintenanceOptions) -> tuple[bool, str, str | None]:
+    """(healthy, what it answered, where it redirects when the answer is an unexpected redirect)."""
     import httpx
 
     try:
         r = httpx.get(url, timeout=opts.health_timeout.total_seconds(), follow_redirects=False)
     except httpx.HTTPError as exc:
-        return False, f"no answer ({type(exc).__name__}: {exc})"
+        return False, f"no answer ({type(exc).__name__}: {exc})", None
     ok = r.status_code in opts.health_expect_status if opts.health_expect_status else 200 <= r.status_code < 300
-    return ok, f"HTTP {r.status_code}"
+    redirect = r.headers.get("location") if not ok and r.is_redirect else None
+    return ok, f"HTTP {r.status_code}", redirect
 
 
 def step_health(env: Env) -> None:
@@ -437,12 +444,20 @@ def step_health(env: Env) -> None:
     assert isinstance(o, MaintenanceOptions)
     if not o.health_check or not t.health_url:
         return
-    ok, what = health(t.health_url, o)
+    ok, what, redirect = health_redirect(t.health_url, o)
     env.metrics["healthy"] = 1.0 if ok else 0.0
     if ok:
         env.notes.append(f"healthy ({what})")
         return
     subject = t.health_url
+    if redirect is not None:
+        # the app answered: a redirect (http -> https, a trailing slash, a login page) says the URL is wrong, not
+        # that the app is down, and restarting it would change nothing
+        env.finding("app.health_redirect", Severity.WARNING, subject,
+                    f"the health URL answers {what}, a redirect to {redirect}: not a health answer; not restarted",
+                    "point health_url at the address it redirects to, or list the status in health_expect_status",
+                    value=what, location=redirect)
+        return
     if not t.restart_command:
         env.finding("app.unhealthy", Severity.CRITICAL, subject, f"the health check failed: {what}",
                     "set restart_command on the target so upkeeper can restart it, and read the app's log",
