@@ -751,3 +751,42 @@ def test_a_health_url_that_redirects_does_not_restart_the_app(app: AppServer, tm
     f = checks(res)["app.health_redirect"][0]
     assert f.severity is Severity.WARNING and "HTTP 301" in f.message and "/health" in f.message
     assert "app.unhealthy" not in checks(res)
+
+
+@pytest.mark.skipif(not _pid_namespaces_available(), reason="needs unshare/nsenter with PID namespaces (root)")
+def test_reopen_signal_to_an_app_that_is_pid_1_of_its_container(tmp_path: Path) -> None:
+    """Inside a container the app's pid file says 1: a real pid, which was refused as 'no process id'."""
+    import json
+    import subprocess
+
+    root = tmp_path / "shop"
+    (root / "logs").mkdir(parents=True)
+    from upkeeper.sandbox._util import free_port
+
+    container = subprocess.Popen(["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-m",
+                                  "upkeeper.sandbox.app", str(root), str(free_port()), "2000"],
+                                 env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    init = ""
+    try:
+        deadline = time.monotonic() + 20
+        while not (root / "app.pid").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        init = Path(f"/proc/{container.pid}/task/{container.pid}/children").read_text().strip()
+        assert (root / "app.pid").read_text().strip() == "1"
+        time.sleep(0.3)
+        script = ("import sys, json; sys.path[:0] = json.loads(sys.argv[1]); from ops_support import run_task; "
+                  "res = run_task('app.cleanup', {'kind': 'app', 'root': sys.argv[2], 'reopen_signal': 'USR1', "
+                  "'pid_file': 'app.pid'}, {'rotate_size': 1}); "
+                  "print(json.dumps([[f.check, f.message] for f in res.findings] + [res.metrics['rotated_logs']]))")
+        out = subprocess.run(["nsenter", "-t", init, "--pid", "--mount", sys.executable, "-c", script,
+                              json.dumps(sys.path), str(root)], capture_output=True, text=True, check=True)
+        *findings, rotated = json.loads(out.stdout)
+        assert findings == [] and rotated == 1, findings
+        time.sleep(0.3)
+        assert (root / "logs" / "app.log").stat().st_size > 0  # it reopened: it writes to the fresh log
+    finally:
+        if init:
+            os.kill(int(init), 9)
+        container.kill()
+        container.wait()
+    assert [p.suffix for p in (root / "logs").glob("app.log.*")] == [".gz"]

@@ -178,7 +178,7 @@ def pid_from_file(target: AppTarget) -> int:
         text = path.read_text(errors="replace").strip()
     except OSError as exc:
         raise ValueError(f"cannot read pid_file {path}: {exc.strerror}") from None
-    if not text.isdigit() or int(text) <= 1:
+    if not text.isdigit() or int(text) == 0:  # 1 is the app itself when it is the init of its container
         raise ValueError(f"pid_file {path} holds no process id ({text[:40]!r})")
     pid = int(text)
     try:
@@ -193,8 +193,10 @@ def pid_from_file(target: AppTarget) -> int:
 def _ancestors(pid: int) -> set[int]:
     """``pid`` and its parents, up to init."""
     seen: set[int] = set()
-    while pid > 1 and pid not in seen:
+    while pid > 0 and pid not in seen:
         seen.add(pid)
+        if pid == 1:
+            break
         try:
             with open(f"/proc/{pid}/stat") as fh:
                 pid = int(fh.read().rsplit(")", 1)[1].split()[1])
