@@ -205,3 +205,588 @@ def test_target_validation() -> None:
     with pytest.raises(ValidationError, match="non-empty list"):
         ta.validate_python({"kind": "app", "root": "/srv/a", "restart_command": []})
     assert os.path.isabs(str(ta.validate_python({"kind": "app", "root": "/srv/a"}).path("logs")))  # type: ignore[attr-defined]
+
+
+def test_numbered_releases_are_ordered_as_numbers(tmp_path: Path) -> None:
+    root = tmp_path / "shop"
+    for n in range(1, 13):  # build numbers: 10, 11 and 12 are the newest, though "10" < "9" as text
+        (root / "releases" / str(n)).mkdir(parents=True)
+        (root / "releases" / str(n) / "server.js").write_text(f"build {n}\n")
+    (root / "current").symlink_to("releases/12")
+    res = run_task("app.cleanup", _target(root, logs=[]))
+    assert res.final_status is Status.OK, res.findings
+    assert sorted(int(p.name) for p in (root / "releases").iterdir()) == [8, 9, 10, 11, 12]
+    assert res.metrics["releases_kept"] == 5
+
+
+@pytest.mark.parametrize("method", ["copytruncate", "reopen"])
+def test_rotated_copies_keep_the_logs_mode_and_owner(tmp_path: Path, method: str) -> None:
+    """A log only its owner and group may read (it holds customers' data, tokens) stays so once rotated."""
+    root = tmp_path / "shop"
+    log = root / "logs" / "app.log"
+    log.parent.mkdir(parents=True)
+    log.write_text("".join(f"secret line {n}\n" for n in range(1000)))
+    log.chmod(0o640)
+    owner = (1000, 1000) if os.geteuid() == 0 else (os.getuid(), os.getgid())
+    os.chown(log, *owner)
+    extra = {"reopen_command": ["true"]} if method == "reopen" else {}
+    res = run_task("app.cleanup", _target(root, releases_dir=None, **extra),
+                   {"rotate_size": 1, "rotate_method": method})
+    assert res.final_status is Status.OK, res.findings
+    (rotated,) = log.parent.glob("app.log.*")
+    assert rotated.suffix == ".gz"
+    st = rotated.stat()
+    assert oct(st.st_mode & 0o7777) == oct(0o640), "the rotated copy is readable by more users than the log was"
+    assert (st.st_uid, st.st_gid) == owner
+    assert gzip.decompress(rotated.read_bytes()).decode().count("secret line") == 1000
+
+
+def test_the_recreated_log_keeps_the_group_write_bit() -> None:
+    """reopen: an app that writes its log through its group (0660) can open the fresh log after the reopen."""
+    import shutil
+
+    base = Path(tempfile.mkdtemp(prefix="app-mode-"))  # not under pytest's 0700 directory: other users reach it
+    base.chmod(0o755)
+    try:
+        _recreated_log_keeps_the_group_write_bit(base / "shop")
+    finally:
+        shutil.rmtree(base)
+
+
+def _recreated_log_keeps_the_group_write_bit(root: Path) -> None:
+    import subprocess
+
+    log = root / "logs" / "app.log"
+    log.parent.mkdir(parents=True, mode=0o755)
+    root.chmod(0o755)
+    log.parent.chmod(0o755)
+    log.write_text("before\n")
+    log.chmod(0o660)
+    if os.geteuid() == 0:
+        os.chown(log, 1000, 1000)
+    res = run_task("app.cleanup", _target(root, releases_dir=None, reopen_command=["true"]), {"rotate_size": 1})
+    assert res.final_status is Status.OK, res.findings
+    assert oct(log.stat().st_mode & 0o7777) == oct(0o660)
+    if os.geteuid() == 0:  # another user of the app's group, as the app's workers may be
+        assert (log.stat().st_uid, log.stat().st_gid) == (1000, 1000)
+        subprocess.run(["tee", "-a", str(log)], input=b"after\n", user=1001, group=1000, extra_groups=[],
+                       check=True, capture_output=True)
+        assert log.read_text() == "after\n"
+
+
+def test_reopen_signal_with_a_pid_file_relative_to_root(app: AppServer) -> None:
+    """pid_file: app.pid is inside root, like every other relative path of the target."""
+    target = app.target(reopen_signal="USR1", pid_file="app.pid")
+    time.sleep(0.3)
+    res = run_task("app.cleanup", target, {"rotate_size": 1})
+    assert res.final_status is Status.OK and res.metrics["rotated_logs"] == 1, res.findings
+    time.sleep(0.3)
+    assert app.log.stat().st_size > 0  # the app was told: it writes to the fresh log
+    assert [p.suffix for p in app.log.parent.glob("app.log.*")] == [".gz"]
+    assert_every_line_once(app)
+
+
+@pytest.mark.parametrize("pid_text", ["", "not a pid\n", "stale"])
+def test_a_bad_pid_file_renames_nothing(app: AppServer, pid_text: str) -> None:
+    if pid_text == "stale":
+        done = subprocess_pid_of_an_exited_process()
+        pid_text = f"{done}\n"
+    (app.root / "bad.pid").write_text(pid_text)
+    time.sleep(0.6)
+    res = run_task("app.cleanup", app.target(reopen_signal="USR1", pid_file="bad.pid"), {"rotate_size": 1})
+    f = checks(res)["app.rotate_failed"][0]
+    assert "no log rotated" in f.message and "bad.pid" in f.message
+    assert not list(app.log.parent.glob("app.log.*"))  # the app's log was left where the app writes it
+    time.sleep(0.2)
+    assert_every_line_once(app)
+
+
+def subprocess_pid_of_an_exited_process() -> int:
+    import subprocess
+
+    p = subprocess.Popen(["true"])
+    p.wait()
+    return p.pid
+
+
+def test_a_failing_reopen_command_puts_the_log_back(app: AppServer) -> None:
+    time.sleep(0.3)
+    res = run_task("app.cleanup", app.target(reopen_command=["false"]), {"rotate_size": 1})
+    f = checks(res)["app.rotate_failed"][0]
+    assert "the reopen failed" in f.message and "put back" in f.message, f.message
+    assert not list(app.log.parent.glob("app.log.*"))
+    size = app.log.stat().st_size
+    time.sleep(0.3)
+    assert app.log.stat().st_size > size  # the app still writes to app.log, not to a renamed copy
+    assert_every_line_once(app)
+
+
+def test_a_temp_dir_symlinked_out_of_the_app_is_refused(tree: Path, tmp_path: Path) -> None:
+    """tmp -> another program's directory: its old files are not the app's temp files."""
+    elsewhere = tmp_path / "var-lib-db"
+    elsewhere.mkdir()
+    data = elsewhere / "base.dat"
+    data.write_text("another program's data\n")
+    old = time.time() - 10 * 86400
+    os.utime(data, (old, old))
+    (tree / "scratch").symlink_to(elsewhere)
+    (tree / "cache-link").symlink_to(tree / ".next" / "cache")  # a symlink that stays inside the app is fine
+    res = run_task("app.maintenance", _target(tree, temp_dirs=["scratch"], caches=["cache-link"]),
+                   {"health_check": False})
+    f = checks(res)["app.unsafe_path"][0]
+    assert f.subject == str(tree / "scratch") and "symlink" in f.message
+    assert data.exists()
+    assert res.metrics["cache_removed"] == 6
+
+
+def test_copytruncate_that_cannot_finish_its_copy_keeps_the_log(tmp_path: Path) -> None:
+    """The copy fails to complete (the disk fills up): the log must not have been truncated already.
+
+    A real limit on the size of the files upkeeper writes (RLIMIT_FSIZE: writes beyond it fail with EFBIG, as on
+    a full disk): the bulk of the copy fits, the end of the gzip stream does not.
+    """
+    import io
+    import json
+    import resource
+    import subprocess
+    import zlib
+
+    root = tmp_path / "shop"
+    log = root / "logs" / "app.log"
+    log.parent.mkdir(parents=True)
+    data = "".join(f"2026-12-06T04:00:00 request {n} served in {n % 97} ms\n" for n in range(20000)).encode()
+    log.write_bytes(data)
+    st = log.stat()
+    buf = io.BytesIO()  # what the copy holds once the bulk is written and flushed, before the end of the stream
+    gz = gzip.GzipFile(filename=log.name, mode="wb", fileobj=buf, mtime=int(st.st_mtime), compresslevel=6)
+    gz.write(data)
+    gz.flush()
+    limit = len(buf.getvalue())
+    assert zlib.decompressobj(31).decompress(buf.getvalue()) == data
+    script = ("import sys, json; sys.path[:0] = json.loads(sys.argv[1]); from ops_support import run_task; "
+              "res = run_task('app.cleanup', {'kind': 'app', 'root': sys.argv[2]}, "
+              "{'rotate_size': 1, 'rotate_method': 'copytruncate'}); "
+              "print(json.dumps([f.message for f in res.findings]))")
+    out = subprocess.run(
+        [sys.executable, "-c", script, json.dumps(sys.path), str(root)], capture_output=True, text=True, check=True,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)),
+    )
+    messages = json.loads(out.stdout)
+    assert any("could not rotate" in m for m in messages), messages
+    complete = [p for p in log.parent.iterdir() if p.name.endswith(".gz")]
+    kept = log.read_bytes() + b"".join(gzip.decompress(p.read_bytes()) for p in complete)
+    assert kept == data, f"{len(data) - len(kept)} bytes of the log lost"
+    assert not [p for p in log.parent.iterdir() if p.name.endswith(".partial")]  # no half copy left behind
+
+
+def test_a_release_a_process_still_runs_from_is_kept(tree: Path) -> None:
+    """An old worker (a graceful reload, a long job started before the deploy) runs in an old release."""
+    import subprocess
+
+    releases = sorted(p.name for p in (tree / "releases").iterdir())
+    worker = subprocess.Popen(["sleep", "60"], cwd=tree / "releases" / releases[0])
+    try:
+        res = run_task("app.cleanup", _target(tree))
+    finally:
+        worker.kill()
+        worker.wait()
+    assert res.final_status is Status.OK, res.findings
+    assert sorted(p.name for p in (tree / "releases").iterdir()) == [releases[0], *releases[-5:]]
+    assert f"{releases[0]} (pid {worker.pid})" in res.summary
+    res = run_task("app.cleanup", _target(tree))  # once it has stopped, the release goes
+    assert sorted(p.name for p in (tree / "releases").iterdir()) == releases[-5:]
+
+
+def test_an_old_temp_file_a_process_still_writes_is_kept(tree: Path) -> None:
+    """A stalled upload: untouched for days, but its writer still holds it open."""
+    import subprocess
+
+    upload = tree / "tmp" / "upload-0.part"
+    before = upload.stat()
+    with open(upload, "ab") as fh:
+        writer = subprocess.Popen(["sleep", "60"], stdout=fh)
+    os.utime(upload, (before.st_atime, before.st_mtime))  # three days old, as seeded
+    try:
+        res = run_task("app.cleanup", _target(tree, releases_dir=None))
+    finally:
+        writer.kill()
+        writer.wait()
+    assert res.final_status is Status.OK, res.findings
+    assert sorted(p.name for p in (tree / "tmp").iterdir()) == ["upload-0.part", "upload-4.part", "upload-5.part"]
+    assert f"upload-0.part (pid {writer.pid})" in res.summary
+
+
+def test_reopen_rotation_whose_compression_fails_is_reported_as_rotated(tmp_path: Path) -> None:
+    """gzip fails half-way (a real file-size limit: EFBIG, as on a full disk): the log was rotated all the same,
+    its lines are in the uncompressed copy, no half .gz stays, and the pruning still runs."""
+    import json
+    import resource
+    import subprocess
+
+    root = tmp_path / "shop"
+    logs = root / "logs"
+    logs.mkdir(parents=True)
+    data = os.urandom(200_000).hex().encode() + b"\n"  # compresses to ~half: far beyond the limit
+    (logs / "app.log").write_bytes(data)
+    leftover = logs / "app.log.20261101-000000"  # left uncompressed by an earlier run
+    leftover.write_bytes(data)
+    expired = logs / "app.log.7.gz"  # past log_max_age: the pruning must still remove it
+    expired.write_bytes(gzip.compress(b"old\n"))
+    old = time.time() - 60 * 86400
+    os.utime(expired, (old, old))
+    script = ("import sys, json; sys.path[:0] = json.loads(sys.argv[1]); from ops_support import run_task; "
+              "res = run_task('app.cleanup', {'kind': 'app', 'root': sys.argv[2], 'reopen_command': ['true']}, "
+              "{'rotate_size': 1}); "
+              "print(json.dumps([[f.check, f.message] for f in res.findings] + [res.metrics['rotated_logs']]))")
+    out = subprocess.run(
+        [sys.executable, "-c", script, json.dumps(sys.path), str(root)], capture_output=True, text=True, check=True,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (10_000, 10_000)),
+    )
+    *findings, rotated = json.loads(out.stdout)
+    checks_ = {c for c, _ in findings}
+    assert rotated == 1 and checks_ == {"app.rotate_note"}, findings
+    assert any("rotated to app.log." in m and "compressing it failed" in m for _, m in findings), findings
+    assert any("could not compress app.log.20261101-000000" in m for _, m in findings), findings
+    assert not expired.exists()
+    names = sorted(p.name for p in logs.iterdir())
+    assert not [n for n in names if n.endswith((".gz", ".partial"))], names
+    assert (logs / "app.log").read_bytes() == b""
+    assert sorted(p.read_bytes() for p in logs.iterdir() if p.name != "app.log") == [data, data]
+
+
+def test_copytruncate_warns_about_a_writer_that_does_not_append(tmp_path: Path) -> None:
+    """'node server.js > app.log': the writer keeps its offset after the truncation; the log fills with NULs."""
+    import subprocess
+
+    root = tmp_path / "shop"
+    log = root / "logs" / "app.log"
+    log.parent.mkdir(parents=True)
+    writer_code = ("import sys, time\n"
+                   "for n in range(1, 100000):\n"
+                   "    sys.stdout.write(f'line {n}\\n'); sys.stdout.flush(); time.sleep(0.001)\n")
+    with open(log, "wb") as out:  # O_TRUNC, no O_APPEND: a shell's '>'
+        writer = subprocess.Popen([sys.executable, "-c", writer_code], stdout=out)
+    try:
+        time.sleep(0.5)
+        res = run_task("app.cleanup", _target(root, releases_dir=None), {"rotate_size": 1})
+        time.sleep(0.2)
+        head = log.read_bytes()[:1]
+    finally:
+        writer.kill()
+        writer.wait()
+    note = checks(res)["app.rotate_note"][0]
+    assert note.severity is Severity.WARNING and "O_APPEND" in note.message and str(writer.pid) in note.message
+    assert head == b"\0"  # what the warning says
+
+
+def test_a_health_url_no_client_can_fetch_is_refused_at_load(tree: Path) -> None:
+    """'localhost:3000/health' failed every check as 'no answer', and each failure ran restart_command."""
+    from pydantic import TypeAdapter, ValidationError
+
+    from upkeeper.config.targets import TargetConfig
+    from upkeeper.tasks.app.maintenance import MaintenanceOptions
+
+    ta: TypeAdapter[object] = TypeAdapter(TargetConfig)
+    for bad in ("localhost:3000/health", "http://[::1/health", "http://127.0.0.1:99999/health", "ftp://host/x",
+                "http:///health"):
+        with pytest.raises(ValidationError, match="health_url"):
+            ta.validate_python({"kind": "app", "root": str(tree), "health_url": bad})
+    for good in ("http://127.0.0.1:3000/health", "https://shop.example/health?deep=1", "http://[::1]:3000/"):
+        ta.validate_python({"kind": "app", "root": str(tree), "health_url": good})
+    with pytest.raises(ValidationError, match="non-empty list"):
+        MaintenanceOptions.model_validate({"commands": [["pm2", "flush"], []]})
+
+
+def test_a_log_that_is_a_symlink_is_reported_not_silently_skipped(tmp_path: Path) -> None:
+    root = tmp_path / "shop"
+    (root / "logs").mkdir(parents=True)
+    (root / "var").mkdir()
+    (root / "var" / "shop.log").write_text("line 1\n" * 1000)
+    (root / "logs" / "app.log").symlink_to("../var/shop.log")
+    res = run_task("app.cleanup", _target(root, releases_dir=None), {"rotate_size": 1})
+    f = checks(res)["app.rotate_note"][0]
+    assert f.severity is Severity.WARNING and "symlink" in f.message and "var/shop.log" in f.message
+    assert (root / "var" / "shop.log").read_text() == "line 1\n" * 1000 and (root / "logs" / "app.log").is_symlink()
+    # the file itself listed as well: rotated once, no note about the link
+    res = run_task("app.cleanup", _target(root, releases_dir=None, logs=["logs/*.log", "var/*.log"]),
+                   {"rotate_size": 1})
+    assert "app.rotate_note" not in checks(res) and res.metrics["rotated_logs"] == 1
+
+
+def _pid_namespaces_available() -> bool:
+    import shutil
+    import subprocess
+
+    if not (shutil.which("unshare") and shutil.which("nsenter")):
+        return False
+    return subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", "true"], capture_output=True).returncode == 0
+
+
+@pytest.mark.skipif(not _pid_namespaces_available(), reason="needs unshare/nsenter with PID namespaces (root)")
+def test_copytruncate_says_so_when_a_writer_cannot_be_paused(tmp_path: Path) -> None:
+    """The app is PID 1 of its container and upkeeper runs inside it (docker exec): SIGSTOP is ignored there.
+
+    The run used to report a clean copytruncate with writers_paused_ms of 2000 and no word that the writer had
+    never stopped.
+    """
+    import json
+    import subprocess
+
+    root = tmp_path / "shop"
+    log = root / "logs" / "app.log"
+    log.parent.mkdir(parents=True)
+    writer_code = ("import os, sys, time\n"
+                   "fd = os.open(sys.argv[1], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)\n"
+                   "n = 0\n"
+                   "while True:\n"
+                   "    n += 1; os.write(fd, b'line %d\\n' % n); time.sleep(0.001)\n")
+    container = subprocess.Popen(["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-c", writer_code,
+                                  str(log)])
+    try:
+        deadline = time.monotonic() + 10
+        init = ""
+        while not init and time.monotonic() < deadline:
+            time.sleep(0.05)
+            init = Path(f"/proc/{container.pid}/task/{container.pid}/children").read_text().strip()
+        time.sleep(0.3)
+        script = ("import sys, json; sys.path[:0] = json.loads(sys.argv[1]); from ops_support import run_task; "
+                  "res = run_task('app.cleanup', {'kind': 'app', 'root': sys.argv[2]}, {'rotate_size': 1}); "
+                  "print(json.dumps([[f.check, f.severity.value, f.message] for f in res.findings]))")
+        out = subprocess.run(["nsenter", "-t", init, "--pid", "--mount", sys.executable, "-c", script,
+                              json.dumps(sys.path), str(root)], capture_output=True, text=True, check=True)
+    finally:
+        if init:
+            os.kill(int(init), 9)  # the namespace's init: only SIGKILL reaches it from here
+        container.kill()
+        container.wait()
+    findings = json.loads(out.stdout)
+    assert [(c, sev) for c, sev, _ in findings] == [("app.rotate_note", "warning")], findings
+    assert "could not pause process 1" in findings[0][2] and "may be lost" in findings[0][2]
+
+
+def test_retention_removes_only_rotated_files_not_links_or_directories(tmp_path: Path) -> None:
+    """A dangling symlink named like a rotated copy ended the whole rotate step; a directory so named was
+    rmtree'd by the retention."""
+    root = tmp_path / "shop"
+    logs = root / "logs"
+    logs.mkdir(parents=True)
+    (logs / "app.log").write_text("live\n")
+    (logs / "app.log.1").symlink_to("/nonexistent")
+    outside = tmp_path / "elsewhere.gz"
+    outside.write_bytes(gzip.compress(b"not ours\n"))
+    (logs / "app.log.2.gz").symlink_to(outside)
+    (logs / "app.log.3").mkdir()
+    (logs / "app.log.3" / "keep.txt").write_text("a directory, not a rotated log\n")
+    (logs / "stray.partial").symlink_to("/nonexistent")
+    (logs / "app.log.4.gz").write_bytes(gzip.compress(b"line 1\n"))
+    res = run_task("app.cleanup", _target(root, releases_dir=None), {"keep_rotated": 0})
+    assert res.final_status is Status.OK, res.findings
+    assert sorted(p.name for p in logs.iterdir()) == ["app.log", "app.log.1", "app.log.2.gz", "app.log.3",
+                                                       "stray.partial"]
+    assert (logs / "app.log.3" / "keep.txt").exists() and outside.exists()
+
+
+def test_reopen_rotation_of_a_log_the_app_opens_for_each_line(tmp_path: Path) -> None:
+    """PHP's error_log, a cron job's '>>': the app recreates the log between the rename and upkeeper's create.
+
+    About half of such rotations were reported 'could not rotate app.log: File exists' although the log had
+    been renamed.
+    """
+    import subprocess
+
+    root = tmp_path / "shop"
+    log = root / "logs" / "app.log"
+    log.parent.mkdir(parents=True)
+    writer_code = ("import os, sys\n"
+                   "n = 0\n"
+                   "while True:\n"
+                   "    n += 1\n"
+                   "    fd = os.open(sys.argv[1], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)\n"
+                   "    os.write(fd, b'line %d\\n' % n)\n"
+                   "    os.close(fd)\n")
+    writer = subprocess.Popen([sys.executable, "-c", writer_code, str(log)])
+    state = MemoryState()
+    results = []
+    try:
+        time.sleep(0.3)
+        for _ in range(10):
+            results.append(run_task("app.cleanup", _target(root, releases_dir=None, reopen_command=["true"]),
+                                    {"rotate_size": 1, "reopen_wait": "1s"}, state=state))
+            time.sleep(0.05)
+    finally:
+        writer.terminate()
+        writer.wait()
+    assert not [f.message for r in results for f in r.findings], [f.message for r in results for f in r.findings]
+    assert sum(r.metrics["rotated_logs"] for r in results) == 10
+    seen = line_numbers(log.parent)  # every line up to the last one written, each once
+    assert sorted(seen) == list(range(1, max(seen) + 1)) and set(seen.values()) == {1}
+
+
+@pytest.mark.parametrize("current", ["missing", "elsewhere"])
+def test_no_release_is_pruned_when_the_live_one_cannot_be_told(tree: Path, current: str) -> None:
+    """current_link misnamed (the deploy tool calls it 'live'): the live release, rolled back to the oldest,
+    was deleted with the other old ones."""
+    releases = sorted(p.name for p in (tree / "releases").iterdir())
+    (tree / "current").unlink()
+    (tree / "live").symlink_to(tree / "releases" / releases[0])  # the real pointer, under another name
+    if current == "elsewhere":
+        (tree / "current").symlink_to(tree / "tmp")
+    res = run_task("app.cleanup", _target(tree))
+    f = checks(res)["app.release_unknown"][0]
+    assert f.severity is Severity.WARNING and "no release pruned" in f.message
+    assert sorted(p.name for p in (tree / "releases").iterdir()) == releases
+    res = run_task("app.cleanup", _target(tree, current_link="live"))
+    assert sorted(p.name for p in (tree / "releases").iterdir()) == [releases[0], *releases[-5:]]
+
+
+def test_a_dry_run_does_not_start_the_rotation_clock(tmp_path: Path) -> None:
+    root = tmp_path / "shop"
+    log = root / "logs" / "app.log"
+    log.parent.mkdir(parents=True)
+    log.write_text("small\n")
+    state = MemoryState()
+    t0 = datetime.now(UTC)
+    dry = run_task("app.cleanup", _target(root, releases_dir=None), {"dry_run": True}, state=state, clock=lambda: t0)
+    assert dry.metrics["rotated_logs"] == 0 and state.get("rotated_at") is None
+    later = t0 + timedelta(days=2)  # the first real run: the log is seen for the first time, not rotated by age
+    res = run_task("app.cleanup", _target(root, releases_dir=None), state=state, clock=lambda: later)
+    assert res.metrics["rotated_logs"] == 0 and log.read_text() == "small\n"
+    res = run_task("app.cleanup", _target(root, releases_dir=None), state=state, clock=lambda: later + timedelta(days=1))
+    assert res.metrics["rotated_logs"] == 1
+
+
+def test_temp_pruning_cannot_be_led_out_of_the_tree_by_a_swapped_directory(tree: Path, tmp_path: Path) -> None:
+    """upkeeper prunes as root in a directory the app's user owns: that user can swap a subdirectory for a
+    symlink between the listing and the deletion.  A path-based unlink then followed the link and deleted the
+    files of the same names wherever it led (tmpreaper's old hole)."""
+    import subprocess
+
+    victim = tmp_path / "victim"  # another user's directory, or /etc
+    victim.mkdir()
+    sub = tree / "tmp" / "a"
+    sub.mkdir()
+    old = time.time() - 10 * 86400
+    for n in range(1000):
+        (victim / f"f{n}").write_text("not the app's\n")
+        (sub / f"f{n}").write_text("an old temp file\n")
+        os.utime(sub / f"f{n}", (old, old))
+        os.utime(victim / f"f{n}", (old, old))  # as old as anything in /etc
+    swapper_code = ("import os, sys, time\n"
+                    "a, real, victim = sys.argv[1], sys.argv[1] + '.real', sys.argv[2]\n"
+                    "while True:\n"
+                    "    try:\n"
+                    "        os.rename(a, real); os.symlink(victim, a); time.sleep(0.0005)\n"
+                    "        os.unlink(a); os.rename(real, a); time.sleep(0.0005)\n"
+                    "    except OSError:\n"
+                    "        pass\n")
+    swapper = subprocess.Popen([sys.executable, "-c", swapper_code, str(sub), str(victim)])
+    try:
+        time.sleep(0.2)
+        for _ in range(5):
+            run_task("app.cleanup", _target(tree, releases_dir=None))
+    finally:
+        swapper.kill()
+        swapper.wait()
+    left = len(list(victim.iterdir()))
+    assert left == 1000, f"{1000 - left} files outside the temp directory deleted"
+
+
+def test_a_file_that_cannot_be_removed_is_not_counted_as_removed(tree: Path) -> None:
+    import shutil
+    import subprocess
+
+    stuck = tree / "tmp" / "upload-0.part"
+    if not shutil.which("chattr") or subprocess.run(["chattr", "+i", str(stuck)], capture_output=True).returncode:
+        pytest.skip("needs chattr +i (root, a file system with attributes)")
+    try:
+        res = run_task("app.cleanup", _target(tree, releases_dir=None))
+    finally:
+        subprocess.run(["chattr", "-i", str(stuck)], check=True)
+    assert stuck.exists()
+    assert checks(res)["app.remove_failed"][0].subject == str(stuck)
+    assert res.metrics["temp_removed"] == 3 and res.metrics["temp_freed_bytes"] == 3 * 16 * 1024
+    assert "removed 6 item(s)" in res.summary  # 3 temp files and the 3 rotated logs past 30 days, not the stuck one
+
+
+def test_logrotates_hourly_dateext_copy_is_not_taken_for_a_live_log(tmp_path: Path) -> None:
+    """logrotate with 'dateformat -%Y%m%d%H' and delaycompress leaves app.log-2026112303 uncompressed: with
+    logs: ['logs/*'] it was rotated again as a log of its own (and pruned as a copy of app.log as well)."""
+    root = tmp_path / "shop"
+    logs = root / "logs"
+    logs.mkdir(parents=True)
+    (logs / "app.log").write_text("live\n")
+    (logs / "app.log-2026112303").write_text("rotated by logrotate\n")
+    res = run_task("app.cleanup", _target(root, releases_dir=None, logs=["logs/*"]), {"rotate_size": 1})
+    assert res.metrics["logs"] == 1 and res.metrics["rotated_logs"] == 1
+    assert (logs / "app.log-2026112303").read_text() == "rotated by logrotate\n"
+
+
+def test_a_pid_file_naming_another_program_is_not_signalled(app: AppServer) -> None:
+    """The app died and came back without rewriting its pid file; the old number now belongs to another program,
+    which reopen_signal: USR1 killed (USR1's default action) while the app was never told."""
+    import subprocess
+
+    other = subprocess.Popen(["sleep", "60"])
+    try:
+        (app.root / "old.pid").write_text(f"{other.pid}\n")
+        time.sleep(0.6)
+        res = run_task("app.cleanup", app.target(reopen_signal="USR1", pid_file="old.pid"), {"rotate_size": 1})
+        assert other.poll() is None, "the other program was killed by the reopen signal"
+    finally:
+        other.kill()
+        other.wait()
+    f = checks(res)["app.rotate_failed"][0]
+    assert "no log rotated" in f.message and f"process {other.pid} (sleep)" in f.message
+    assert not list(app.log.parent.glob("app.log.*"))
+    assert_every_line_once(app)
+
+
+def test_a_health_url_that_redirects_does_not_restart_the_app(app: AppServer, tmp_path: Path) -> None:
+    """http:// -> https://, a missing trailing slash: the app answers, the URL is wrong; each run restarted it."""
+    marker = tmp_path / "restarts"
+    restart = [sys.executable, "-c", "import sys; open(sys.argv[1], 'a').write('restart\\n')", str(marker)]
+    target = {**app.target(restart_command=restart), "health_url": app.health_url.replace("/health", "/moved")}
+    res = run_task("app.maintenance", target, {"rotate": False, "restart_wait": "2s"})
+    assert not marker.exists(), "the app was restarted"
+    f = checks(res)["app.health_redirect"][0]
+    assert f.severity is Severity.WARNING and "HTTP 301" in f.message and "/health" in f.message
+    assert "app.unhealthy" not in checks(res)
+
+
+@pytest.mark.skipif(not _pid_namespaces_available(), reason="needs unshare/nsenter with PID namespaces (root)")
+def test_reopen_signal_to_an_app_that_is_pid_1_of_its_container(tmp_path: Path) -> None:
+    """Inside a container the app's pid file says 1: a real pid, which was refused as 'no process id'."""
+    import json
+    import subprocess
+
+    root = tmp_path / "shop"
+    (root / "logs").mkdir(parents=True)
+    from upkeeper.sandbox._util import free_port
+
+    container = subprocess.Popen(["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-m",
+                                  "upkeeper.sandbox.app", str(root), str(free_port()), "2000"],
+                                 env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    init = ""
+    try:
+        deadline = time.monotonic() + 20
+        while not (root / "app.pid").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        init = Path(f"/proc/{container.pid}/task/{container.pid}/children").read_text().strip()
+        assert (root / "app.pid").read_text().strip() == "1"
+        time.sleep(0.3)
+        script = ("import sys, json; sys.path[:0] = json.loads(sys.argv[1]); from ops_support import run_task; "
+                  "res = run_task('app.cleanup', {'kind': 'app', 'root': sys.argv[2], 'reopen_signal': 'USR1', "
+                  "'pid_file': 'app.pid'}, {'rotate_size': 1}); "
+                  "print(json.dumps([[f.check, f.message] for f in res.findings] + [res.metrics['rotated_logs']]))")
+        out = subprocess.run(["nsenter", "-t", init, "--pid", "--mount", sys.executable, "-c", script,
+                              json.dumps(sys.path), str(root)], capture_output=True, text=True, check=True)
+        *findings, rotated = json.loads(out.stdout)
+        assert findings == [] and rotated == 1, findings
+        time.sleep(0.3)
+        assert (root / "logs" / "app.log").stat().st_size > 0  # it reopened: it writes to the fresh log
+    finally:
+        if init:
+            os.kill(int(init), 9)
+        container.kill()
+        container.wait()
+    assert [p.suffix for p in (root / "logs").glob("app.log.*")] == [".gz"]

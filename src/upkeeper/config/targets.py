@@ -5,7 +5,7 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 from typing import Annotated, Literal
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
@@ -197,7 +197,7 @@ class AppTarget(StrictModel):
 
     kind: Literal["app"] = Field("app", description="the kind of this entry. Source: none (fixed value)")
     root: str = Field(..., description="application directory. Source: none (required)")
-    health_url: str | None = Field(None, description="URL that answers 2xx when the app is healthy. "
+    health_url: str | None = Field(None, description="http:// or https:// URL that answers 2xx when the app is healthy (checked when the configuration is loaded). "
             "Source: upkeeper (not set by default)")
     service: str | None = Field(None, description="systemd unit or PM2 process name. "
             "Source: upkeeper (not set by default)")
@@ -217,14 +217,14 @@ class AppTarget(StrictModel):
         None, description="directory of release directories (Capistrano style), e.g. releases; none: no pruning. "
                 "Source: upkeeper (not set by default)"
     )
-    current_link: str = Field("current", description="symlink to the live release (never pruned). "
+    current_link: str = Field("current", description="symlink to the live release (never pruned; when it is missing, no release is). "
             "Source: upkeeper default")
     reopen_signal: str | None = Field(
         None, description="signal that makes the app reopen its logs after a rename, e.g. USR1 (sent to pid_file's "
         "process, else to the processes writing the log). Source: upkeeper (not set by default)",
     )
-    pid_file: str | None = Field(None, description="pid file of the process that gets reopen_signal. "
-            "Source: upkeeper (not set by default)")
+    pid_file: str | None = Field(None, description="pid file of the process that gets reopen_signal (relative to "
+            "root, or absolute); read before any log is renamed. Source: upkeeper (not set by default)")
     reopen_command: list[str] | None = Field(
         None, description="command that makes the app reopen its logs, e.g. [pm2, reloadLogs] or [nginx, -s, reopen]. "
                 "Source: upkeeper (not set by default)"
@@ -244,6 +244,22 @@ class AppTarget(StrictModel):
         if not hasattr(signal.Signals, f"SIG{name}"):
             raise ValueError(f"unknown signal {v!r}: use a name like USR1, HUP")
         return name
+
+    @field_validator("health_url")
+    @classmethod
+    def _health_url(cls, v: str | None) -> str | None:
+        # a URL no client can fetch failed every health check, and each failure restarted the app
+        if v is None:
+            return v
+        try:
+            u = urlsplit(v)
+            u.port  # noqa: B018 - raises ValueError for a port that is not a number in range
+        except ValueError as exc:
+            raise ValueError(f"health_url {v!r} is not a valid URL: {exc}") from None
+        if u.scheme not in ("http", "https") or not u.hostname:
+            raise ValueError(f"health_url {v!r} must be an http:// or https:// URL with a host, "
+                             "e.g. http://127.0.0.1:3000/health")
+        return v
 
     @field_validator("reopen_command", "restart_command")
     @classmethod

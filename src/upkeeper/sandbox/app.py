@@ -7,7 +7,8 @@ upkeeper.sandbox.app ROOT PORT RATE``:
 * appends ``line N`` to ``logs/app.log`` at RATE lines a second, one write per
   line, opened with O_APPEND like every logger;
 * reopens the log on SIGUSR1 (what ``reopen_signal: USR1`` sends);
-* answers ``GET /health`` with 200, or 503 while the file ``ROOT/UNHEALTHY`` exists;
+* answers ``GET /health`` with 200, or 503 while the file ``ROOT/UNHEALTHY`` exists; ``GET /moved`` with a
+  redirect to /health;
 * on SIGTERM writes the last line number to ``ROOT/last-line`` and exits.
 
 Tests use it to prove that rotation loses no line; the demo uses it as the app.
@@ -146,6 +147,12 @@ def _serve(root: Path, port: int, rate: float) -> None:
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
+            if self.path == "/moved":  # a health URL that redirects (http -> https, a trailing slash)
+                self.send_response(301)
+                self.send_header("Location", "/health")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
             healthy = not (root / "UNHEALTHY").exists()
             code = 200 if self.path.startswith("/health") and healthy else 503 if not healthy else 404
             body = b"ok\n" if code == 200 else b"unhealthy\n"

@@ -11,7 +11,6 @@ import os
 import re
 import shutil
 import stat
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,9 +34,8 @@ class Actions:
         self.done.append({"action": action, "path": str(path), **info})
 
     def remove(self, path: Path, reason: str, size: int) -> None:
-        self.record("remove", path, reason=reason, bytes=size)
-        self.freed += size
         if self.dry_run:
+            self._done(path, reason, size)
             return
         try:
             if path.is_dir() and not path.is_symlink():
@@ -47,10 +45,35 @@ class Actions:
         except FileNotFoundError:
             pass
         except OSError as exc:
-            self.errors.append(f"cannot remove {path}: {exc.strerror}")
+            self._failed(path, reason, size, exc)
+            return
+        self._done(path, reason, size)
+
+    def remove_at(self, dir_fd: int, name: str, shown: Path, reason: str, size: int) -> None:
+        """Remove the file or symlink ``name`` of the directory open as ``dir_fd`` (never following a symlink)."""
+        if self.dry_run:
+            self._done(shown, reason, size)
+            return
+        try:
+            os.unlink(name, dir_fd=dir_fd)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            self._failed(shown, reason, size, exc)
+            return
+        self._done(shown, reason, size)
+
+    def _done(self, path: Path, reason: str, size: int) -> None:
+        self.record("remove", path, reason=reason, bytes=size)
+        self.freed += size
+
+    def _failed(self, path: Path, reason: str, size: int, exc: OSError) -> None:
+        # not counted as removed nor as freed: the summary and metrics say what was done
+        self.record("remove", path, reason=reason, bytes=size, ok=False, error=exc.strerror or str(exc))
+        self.errors.append(f"cannot remove {path}: {exc.strerror}")
 
     def count(self, action: str) -> int:
-        return sum(1 for a in self.done if a["action"] == action)
+        return sum(1 for a in self.done if a["action"] == action and a.get("ok", True))
 
 
 def tree_size(path: Path) -> int:
@@ -64,19 +87,6 @@ def tree_size(path: Path) -> int:
     return total
 
 
-def walk_files(top: Path) -> Iterator[tuple[Path, os.stat_result]]:
-    """Regular files and symlinks under ``top`` (not following symlinks), deepest first."""
-    for root, dirs, files in os.walk(top, topdown=False):
-        for n in files + [d for d in dirs if os.path.islink(os.path.join(root, d))]:
-            p = Path(root) / n
-            try:
-                st = os.lstat(p)
-            except OSError:
-                continue
-            if stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode):
-                yield p, st
-
-
 def unsafe_dir(path: Path, root: Path) -> str | None:
     """Why pruning ``path`` would be dangerous (it is the app, or holds it, or is a system directory)."""
     try:
@@ -86,6 +96,9 @@ def unsafe_dir(path: Path, root: Path) -> str | None:
         return f"cannot resolve {path}: {exc.strerror}"
     if real == Path("/") or real == app or app.is_relative_to(real):
         return f"{path} is the application directory or contains it"
+    if Path(os.path.normpath(path)).is_relative_to(os.path.normpath(root)) and not real.is_relative_to(app):
+        # tmp -> /var/lib/postgresql: a directory of the app on paper, another program's files in fact
+        return f"{path} leads out of the application directory through a symlink (to {real})"
     if real in {Path(p) for p in ("/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/proc", "/root", "/sbin",
                                   "/sys", "/usr", "/var", "/var/lib", "/var/log", "/tmp")}:
         return f"{path} is a system directory; name a directory of the app"
@@ -93,29 +106,61 @@ def unsafe_dir(path: Path, root: Path) -> str | None:
 
 
 def prune_old_files(top: Path, max_age_s: float, now: float, acts: Actions, reason: str,
-                    use_atime: bool) -> None:
-    """Delete files under ``top`` older than ``max_age_s``, then the directories that became empty."""
+                    use_atime: bool, in_use: InUse | None = None) -> dict[str, int]:
+    """Delete files under ``top`` older than ``max_age_s``, then the old directories that are empty.
+
+    Every look and every deletion is relative to a descriptor of the directory listed (os.fwalk, unlinkat): the
+    app's user, who owns the tree, cannot lead a deletion elsewhere by swapping a subdirectory for a symlink
+    between the listing and the deletion (upkeeper runs as root).  A file a process holds open (``in_use``: an
+    upload still being written, a lock, a database) is old only on paper and stays.  Returns {such file: a pid
+    holding it}.
+    """
+    held: dict[str, int] = {}
     if not top.is_dir():
-        return
-    for p, st in walk_files(top):
-        newest = max(st.st_mtime, st.st_atime) if use_atime else st.st_mtime
-        if now - newest > max_age_s:
-            acts.remove(p, reason, st.st_size)
-    if acts.dry_run:
-        return
-    for root, dirs, _files in os.walk(top, topdown=False):
-        for d in dirs:
-            p = Path(root) / d
+        return held
+    # the configured directory itself may be a symlink (checked by unsafe_dir); nothing below it is followed
+    for root, dirs, files, root_fd in os.fwalk(os.path.realpath(top), topdown=False, follow_symlinks=False):
+        try:
+            real_root = os.readlink(f"/proc/self/fd/{root_fd}")
+        except OSError:
+            real_root = os.path.realpath(root)
+        subdirs: list[str] = []
+        for name in files + dirs:
             try:
-                if not p.is_symlink() and not any(p.iterdir()) and now - p.stat().st_mtime > max_age_s:
-                    p.rmdir()
+                st = os.stat(name, dir_fd=root_fd, follow_symlinks=False)
             except OSError:
-                pass
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                subdirs.append(name)
+                continue
+            if not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
+                continue
+            newest = max(st.st_mtime, st.st_atime) if use_atime else st.st_mtime
+            if now - newest <= max_age_s:
+                continue
+            pid = in_use.open_files.get(os.path.join(real_root, name)) if in_use and stat.S_ISREG(st.st_mode) else None
+            if pid is not None:
+                held[os.path.join(root, name)] = pid
+                continue
+            acts.remove_at(root_fd, name, Path(root) / name, reason, st.st_size)
+        if acts.dry_run:
+            continue
+        for name in subdirs:  # already walked (bottom-up): empty now if everything in it went
+            try:
+                if now - os.stat(name, dir_fd=root_fd, follow_symlinks=False).st_mtime > max_age_s:
+                    os.rmdir(name, dir_fd=root_fd)
+            except OSError:
+                pass  # not empty, or gone
+    return held
 
 
 def rotated_siblings(log: Path) -> list[Path]:
-    """Rotated copies of ``log`` in its directory, newest first (by modification time)."""
-    out = []
+    """Rotated copies of ``log`` in its directory, newest first (by modification time).
+
+    Only regular files: a directory or a symlink named like a rotated copy is something else (a symlink's
+    target may be anywhere, or nowhere).
+    """
+    out: list[tuple[float, str, Path]] = []
     try:
         entries = list(log.parent.iterdir())
     except OSError:
@@ -125,13 +170,21 @@ def rotated_siblings(log: Path) -> list[Path]:
             continue
         rest = p.name[len(log.name):] if p.name.startswith(log.name) else None
         if rest and ROTATED_SUFFIX.match(rest):
-            out.append(p)
-    return sorted(out, key=lambda p: (p.stat().st_mtime, p.name), reverse=True)
+            try:
+                st = p.lstat()
+            except OSError:  # gone since the listing
+                continue
+            if stat.S_ISREG(st.st_mode):
+                out.append((st.st_mtime, p.name, p))
+    return [p for *_key, p in sorted(out, reverse=True)]
 
 
 def prune_rotated(log: Path, keep: int, max_age_s: float, now: float, acts: Actions) -> None:
     for i, p in enumerate(rotated_siblings(log)):
-        st = p.stat()
+        try:
+            st = p.lstat()
+        except OSError:
+            continue
         if i >= keep:
             acts.remove(p, f"beyond the newest {keep} rotated logs", st.st_size)
         elif now - st.st_mtime > max_age_s:
@@ -146,35 +199,97 @@ def stale_partials(dirs: set[Path], now: float, acts: Actions, min_age_s: float 
         except OSError:
             continue
         for p in entries:
-            st = p.stat()
-            if now - st.st_mtime > min_age_s:
+            try:
+                st = p.lstat()
+            except OSError:
+                continue
+            if stat.S_ISREG(st.st_mode) and now - st.st_mtime > min_age_s:
                 acts.remove(p, "left over by an interrupted compression", st.st_size)
+
+
+def _name_key(name: str) -> tuple[list[int | str], str]:
+    """Runs of digits compared as numbers: release 10 comes after release 9 (as text, "10" < "9")."""
+    return [int(part) if i % 2 else part for i, part in enumerate(re.split(r"(\d+)", name))], name
+
+
+@dataclass
+class InUse:
+    """What the running processes use: their working directories and programs, and the files they hold open
+    (real paths, read from /proc once per run)."""
+
+    places: dict[str, int] = field(default_factory=dict)  # cwd, exe, root -> a pid
+    open_files: dict[str, int] = field(default_factory=dict)  # file -> a pid
+
+    @classmethod
+    def scan(cls) -> InUse:
+        found = cls()
+        me = os.getpid()
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit() or int(entry.name) == me:
+                continue
+            pid = int(entry.name)
+            for link in ("cwd", "exe", "root"):
+                try:
+                    found.places.setdefault(os.readlink(f"/proc/{pid}/{link}"), pid)
+                except OSError:
+                    continue
+            try:
+                fds = os.listdir(f"/proc/{pid}/fd")
+            except OSError:
+                continue
+            for fd in fds:
+                try:
+                    found.open_files.setdefault(os.readlink(f"/proc/{pid}/fd/{fd}"), pid)
+                except OSError:
+                    continue
+        return found
+
+    def user_of_tree(self, top: Path) -> int | None:
+        """A process whose working directory or program is under ``top``, or that holds a file there open."""
+        real = os.path.realpath(top)
+        prefix = real.rstrip("/") + "/"
+        for paths in (self.places, self.open_files):
+            for path, pid in paths.items():
+                if path == real or path.startswith(prefix):
+                    return pid
+        return None
 
 
 def release_order(releases: list[Path]) -> list[Path]:
     """Newest first: by name when every name is a timestamp or number (Capistrano), else by mtime."""
     if releases and all(r.name[:1].isdigit() for r in releases):
-        return sorted(releases, key=lambda r: r.name, reverse=True)
+        return sorted(releases, key=lambda r: _name_key(r.name), reverse=True)
     return sorted(releases, key=lambda r: (r.lstat().st_mtime, r.name), reverse=True)
 
 
-def prune_releases(releases_dir: Path, current: Path, keep: int, acts: Actions) -> tuple[int, str | None]:
-    """Remove all but the newest ``keep`` releases, never the live one.  Returns (kept, live release name)."""
+def live_release(releases_dir: Path, current: Path) -> tuple[Path | None, str | None]:
+    """The release ``current`` points to, or (None, why it cannot be told)."""
+    if not (current.is_symlink() or current.exists()):
+        return None, f"{current} does not exist"
+    try:
+        target = current.resolve()
+        top = releases_dir.resolve()
+    except OSError as exc:
+        return None, f"cannot resolve {current}: {exc.strerror}"
+    for parent in (target, *target.parents):
+        if parent.parent == top:
+            return parent, None
+    return None, f"{current} leads to {target}, which is not in {releases_dir}"
+
+
+def prune_releases(releases_dir: Path, current: Path, keep: int, acts: Actions,
+                   in_use: InUse | None = None) -> tuple[int, str | None, dict[str, int]]:
+    """Remove all but the newest ``keep`` releases, never the live one nor one a process runs from.
+
+    Returns (kept, live release name, {release still in use beyond ``keep``: a pid using it}).
+    """
     if not releases_dir.is_dir():
-        return 0, None
-    live: Path | None = None
-    if current.is_symlink() or current.exists():
-        try:
-            target = current.resolve()
-            for parent in (target, *target.parents):
-                if parent.parent == releases_dir.resolve():
-                    live = parent
-                    break
-        except OSError:
-            live = None
+        return 0, None, {}
+    live, _problem = live_release(releases_dir, current)
     entries = [p for p in releases_dir.iterdir() if p.is_dir() or p.is_symlink()]
     ordered = release_order(entries)
     kept = 0
+    busy: dict[str, int] = {}
     for i, rel in enumerate(ordered):
         if live is not None and rel.resolve() == live:
             kept += 1
@@ -182,9 +297,14 @@ def prune_releases(releases_dir: Path, current: Path, keep: int, acts: Actions) 
         if i < keep:
             kept += 1
             continue
+        user = in_use.user_of_tree(rel) if in_use is not None and not rel.is_symlink() else None
+        if user is not None:  # an old worker still runs from it (a graceful reload, a job started before the deploy)
+            busy[rel.name] = user
+            kept += 1
+            continue
         size = 0 if rel.is_symlink() else tree_size(rel)
         acts.remove(rel, f"older than the newest {keep} releases", size)
-    return kept, (live.name if live else None)
+    return kept, (live.name if live else None), busy
 
 
 def describe(acts: Actions) -> str:

@@ -12,8 +12,9 @@ Two methods, as in logrotate:
   it in place.  logrotate documents that lines written between the copy and
   the truncation are lost.  upkeeper closes that window: the bulk is copied
   while the app runs, then the processes writing the file are paused
-  (SIGSTOP) for the few milliseconds it takes to copy the tail and truncate,
-  and resumed (SIGCONT).  Writers must append (O_APPEND, as every logger
+  (SIGSTOP) for the few milliseconds it takes to copy the tail, end the copy
+  and truncate, and resumed (SIGCONT).  The log is truncated only once the copy
+  is complete.  Writers must append (O_APPEND, as every logger
   does), so that after the truncation they continue at the new end.
 
 Rotated files are named ``<log>.<YYYYmmdd-HHMMSS>`` and compressed with gzip
@@ -27,6 +28,7 @@ import gzip
 import os
 import shutil
 import signal
+import stat
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -58,9 +60,15 @@ def writers_of(path: Path, among: list[int] | None = None) -> list[int]:
     process (about 0.4 s on a quiet host); here only the matching descriptors' flags are read.
     ``among`` limits the search to those pids.
     """
+    return list(writer_flags(path, among))
+
+
+def writer_flags(path: Path, among: list[int] | None = None) -> dict[int, int]:
+    """{pid: open flags} of the processes (other than this one) that have ``path`` open for writing; for a
+    process holding it more than once, the flags of the descriptor without O_APPEND if there is one."""
     target = os.path.realpath(path)
     me = os.getpid()
-    found = []
+    found: dict[int, int] = {}
     names = [str(p) for p in among] if among is not None else [e.name for e in os.scandir("/proc")]
     for name in names:
         if not name.isdigit() or int(name) == me:
@@ -79,8 +87,9 @@ def writers_of(path: Path, among: list[int] | None = None) -> list[int]:
             except (OSError, ValueError):
                 continue
             if flags & (os.O_WRONLY | os.O_RDWR):
-                found.append(int(name))
-                break
+                found[int(name)] = flags
+                if not flags & os.O_APPEND:
+                    break
     return found
 
 
@@ -112,7 +121,11 @@ def _all_stopped(pid: int) -> bool:
 
 @contextlib.contextmanager
 def paused(pids: list[int]) -> Iterator[list[int]]:
-    """SIGSTOP the processes, wait until every thread has stopped, always SIGCONT them afterwards."""
+    """SIGSTOP the processes, wait until every thread has stopped, always SIGCONT them afterwards.
+
+    Yields the pids that did not stop within ``STOP_WAIT_S`` (the init process of a PID namespace, an app
+    that is PID 1 in its container, ignores SIGSTOP sent from inside the namespace).
+    """
     stopped: list[int] = []
     try:
         for pid in pids:
@@ -124,7 +137,7 @@ def paused(pids: list[int]) -> Iterator[list[int]]:
         deadline = time.monotonic() + STOP_WAIT_S
         while time.monotonic() < deadline and not all(_all_stopped(pid) for pid in stopped):
             time.sleep(0.0005)
-        yield stopped
+        yield [pid for pid in stopped if not _all_stopped(pid)]
     finally:
         for pid in stopped:
             with contextlib.suppress(ProcessLookupError):
@@ -162,54 +175,109 @@ def _fsync_path(path: Path) -> None:
         os.close(fd)
 
 
+def _create_like(path: Path, st: os.stat_result) -> int:
+    """Create ``path`` (a rotated copy of a log) with the log's mode and owner; returns a descriptor for writing.
+
+    Created 0600 and then given the log's mode, so that a log only its owner may read is never readable by
+    others, not even for an instant (the umask alone would make the copy 0644, owned by upkeeper's user).
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with contextlib.suppress(PermissionError):
+            os.fchown(fd, st.st_uid, st.st_gid)
+        os.fchmod(fd, stat.S_IMODE(st.st_mode))
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 def copytruncate(path: Path, dest: Path, *, compress: bool, freeze: bool) -> tuple[Path, int, str, float]:
     """Copy ``path`` to ``dest`` (gzip-compressed when ``compress``) and truncate it.
 
-    Returns (final path, bytes copied, note, milliseconds the writers were paused).
+    The copy is complete (the tail written, the gzip stream ended) before the log is truncated: a copy that cannot
+    be finished (a full disk) leaves the log as it was.  Returns (final path, bytes copied, note, milliseconds the
+    writers were paused).
     """
     final = Path(f"{dest}.gz") if compress else dest
     partial = Path(f"{final}{PARTIAL}")
     note = ""
     paused_ms = 0.0
+    truncated = False
     st = os.stat(path)
     src_fd = os.open(path, os.O_RDONLY)
     try:
-        with open(partial, "wb") as raw:
+        with open(_create_like(partial, st), "wb") as raw:
             out = (gzip.GzipFile(filename=path.name, mode="wb", fileobj=raw, mtime=int(st.st_mtime),
                                  compresslevel=GZIP_LEVEL) if compress else raw)
+            pos = 0
+            tail_read = False
+
+            def finish_and_truncate() -> None:
+                """Copy the tail, end the copy, then truncate: a write that fails leaves the log whole."""
+                nonlocal pos, tail_read, truncated
+                tail = _read_from(src_fd, pos)
+                tail_read = True
+                out.write(tail)
+                pos += len(tail)
+                if out is not raw:
+                    out.close()  # the end of the gzip stream: the last write that may fail
+                raw.flush()
+                os.truncate(path, 0)
+                truncated = True
+
             try:
                 pos = _copy_from(src_fd, out, 0)  # the bulk, while the app runs
                 out.flush()
                 raw.flush()
                 os.fsync(raw.fileno())
-                writers = writers_of(path) if freeze else []
+                flags = writer_flags(path)
+                writers = list(flags) if freeze else []
+                seeking = sorted(pid for pid, f in flags.items() if not f & os.O_APPEND)
                 if freeze and writers:
                     try:
                         t0 = time.perf_counter()
-                        with paused(writers):  # only a read of the tail and the truncation
-                            tail = _read_from(src_fd, pos)
-                            os.truncate(path, 0)
+                        with paused(writers) as running:  # only a read and a write of the tail, and the truncation
+                            finish_and_truncate()
                         paused_ms = (time.perf_counter() - t0) * 1000
+                        if running:
+                            note = (f"could not pause process {', '.join(map(str, running))}: it did not stop within "
+                                    f"{STOP_WAIT_S:g}s (the init process of a container ignores SIGSTOP from inside "
+                                    "it): lines written while truncating may be lost")
                     except PermissionError:
+                        if tail_read:
+                            raise
                         note = "could not pause the writers (permission): lines written while truncating may be lost"
-                        tail = _read_from(src_fd, pos)
-                        os.truncate(path, 0)
+                        finish_and_truncate()
                 else:
-                    tail = _read_from(src_fd, pos)
-                    os.truncate(path, 0)
+                    finish_and_truncate()
                     if not freeze:
                         note = "copytruncate without pausing the writers: lines written while truncating may be lost"
-                out.write(tail)
-                pos += len(tail)
             finally:
-                if out is not raw:
-                    out.close()
-            raw.flush()
+                if out is not raw and not truncated:
+                    with contextlib.suppress(OSError):
+                        out.close()
             os.fsync(raw.fileno())
+        os.utime(partial, (st.st_atime, st.st_mtime))
+        os.rename(partial, final)
+        if seeking:
+            note = "; ".join(filter(None, [note, (
+                f"process {', '.join(map(str, seeking))} writes {path.name} without O_APPEND (a '>' redirection, "
+                "not '>>'): after the truncation it goes on at its old offset, so the log keeps its size with NUL "
+                "bytes where the copied lines were; append ('>>', O_APPEND) or use rotate_method: reopen")]))
+    except OSError as exc:
+        if not truncated:
+            with contextlib.suppress(OSError):
+                os.unlink(partial)  # the log is whole: the half copy is only in the way
+            raise
+        # the log's lines are only in the copy now: give it its final name rather than leave a .partial (removed
+        # by a later run as an interrupted compression)
+        with contextlib.suppress(OSError):
+            os.rename(partial, final)
+        raise OSError(exc.errno, f"{exc.strerror} after the log was truncated: its lines are in {final.name}, "
+                                 "which may be incomplete") from exc
     finally:
         os.close(src_fd)
-    os.utime(partial, (st.st_atime, st.st_mtime))
-    os.rename(partial, final)
     return final, pos, note, paused_ms
 
 
@@ -218,14 +286,19 @@ def compress_file(path: Path) -> Path:
     final = Path(f"{path}.gz")
     partial = Path(f"{final}{PARTIAL}")
     st = os.stat(path)
-    with open(path, "rb") as src, open(partial, "wb") as raw:
-        with gzip.GzipFile(filename=path.name, mode="wb", fileobj=raw, mtime=int(st.st_mtime),
-                           compresslevel=GZIP_LEVEL) as gz:
-            shutil.copyfileobj(src, gz, CHUNK)
-        raw.flush()
-        os.fsync(raw.fileno())
-    os.utime(partial, (st.st_atime, st.st_mtime))
-    os.rename(partial, final)
+    try:
+        with open(path, "rb") as src, open(_create_like(partial, st), "wb") as raw:
+            with gzip.GzipFile(filename=path.name, mode="wb", fileobj=raw, mtime=int(st.st_mtime),
+                               compresslevel=GZIP_LEVEL) as gz:
+                shutil.copyfileobj(src, gz, CHUNK)
+            raw.flush()
+            os.fsync(raw.fileno())
+        os.utime(partial, (st.st_atime, st.st_mtime))
+        os.rename(partial, final)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(partial)  # the uncompressed file is whole; a later run tries again
+        raise
     os.unlink(path)
     return final
 
@@ -243,6 +316,21 @@ def wait_released(path: Path, timeout: float, writers: list[int]) -> bool:
         time.sleep(0.005)
 
 
+class ReopenFailed(Exception):
+    """The app could not be told to reopen its log (the message says whether the rename was undone)."""
+
+
+def _undo_rename(path: Path, dest: Path) -> bool:
+    """Put the renamed log back over the fresh one, if nothing was written to that and nobody holds it."""
+    try:
+        if os.stat(path).st_size or writers_of(path):
+            return False
+        os.rename(dest, path)
+    except OSError:
+        return False
+    return True
+
+
 def reopen_rotate(path: Path, dest: Path, *, reopen: Callable[[list[int]], None], compress: bool,
                   wait_s: float) -> tuple[Path, int, str]:
     """Rename, recreate, ask the app to reopen, then compress once it has let go of the old file."""
@@ -250,17 +338,34 @@ def reopen_rotate(path: Path, dest: Path, *, reopen: Callable[[list[int]], None]
     writers = writers_of(path)
     os.rename(path, dest)
     # recreate the log with the same owner and mode (logrotate's 'create'), so an app that dropped
-    # privileges can open it again
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, st.st_mode & 0o7777)
-    os.close(fd)
-    with contextlib.suppress(PermissionError):
-        os.chown(path, st.st_uid, st.st_gid)
-    reopen(writers)
+    # privileges can open it again; fchmod, since the umask would take the group's write bit from a 0660 log
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
+    except FileExistsError:
+        fd = -1  # the app made it already (one that opens its log for each line): its file, its mode
+    if fd >= 0:
+        try:
+            with contextlib.suppress(PermissionError):
+                os.fchown(fd, st.st_uid, st.st_gid)
+            os.fchmod(fd, stat.S_IMODE(st.st_mode))
+        finally:
+            os.close(fd)
+    try:
+        reopen(writers)
+    except Exception as exc:
+        cause = getattr(exc, "message", None) or getattr(exc, "strerror", None) or str(exc)
+        if _undo_rename(path, dest):
+            raise ReopenFailed(f"the reopen failed ({cause}); {path.name} was put back, nothing rotated") from exc
+        raise ReopenFailed(f"the reopen failed ({cause}) after {path.name} was renamed to {dest.name}: the app may "
+                           f"still write to {dest.name}, which is compressed once it lets go") from exc
     size = os.stat(dest).st_size
     if not compress:
         return dest, size, ""
     if not wait_released(dest, wait_s, writers):
         return dest, size, f"the app still writes to {dest.name} {wait_s:g}s after the reopen; compressed on a later run"
     size = os.stat(dest).st_size
-    _fsync_path(dest)
-    return compress_file(dest), size, ""
+    try:
+        _fsync_path(dest)
+        return compress_file(dest), size, ""
+    except OSError as exc:  # rotated all the same: the lines are in dest
+        return dest, size, f"rotated to {dest.name}, but compressing it failed ({exc.strerror}); a later run compresses it"

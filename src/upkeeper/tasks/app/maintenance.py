@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from upkeeper.config.targets import AppTarget
 from upkeeper.config.types import ByteSize, Duration
@@ -30,10 +30,18 @@ from upkeeper.core.task import Finding, Result, Severity, Task, TaskContext, Tas
 from upkeeper.errors import ProcessError
 from upkeeper.fmt import ago, human_bytes, human_duration
 from upkeeper.tasks.app import _housekeeping as hk
-from upkeeper.tasks.app._rotate import compress_file, copytruncate, reopen_rotate, rotated_name, writers_of
+from upkeeper.tasks.app._rotate import (
+    ReopenFailed,
+    compress_file,
+    copytruncate,
+    reopen_rotate,
+    rotated_name,
+    writers_of,
+)
 
-#: files a log glob may also match that are rotated copies, not live logs
-NOT_A_LIVE_LOG = re.compile(r"\.(\d+|\d{8}-\d{6}(-\d+)?)(\.(gz|zst|bz2|xz))?$|\.(gz|zst|bz2|xz|partial)$|-\d{8}(\.gz)?$")
+#: files a log glob may also match that are rotated copies, not live logs (every name _housekeeping.ROTATED_SUFFIX
+#: takes for a rotated copy)
+NOT_A_LIVE_LOG = re.compile(r"\.(\d+|\d{8}-\d{6}(-\d+)?)(\.(gz|zst|bz2|xz))?$|\.(gz|zst|bz2|xz|partial)$|-\d{8}(\d{2})?(\.gz)?$")
 #: rotated files we made and may compress later (after the app let go of them)
 OURS_UNCOMPRESSED = re.compile(r"\.\d{8}-\d{6}(-\d+)?$")
 MAX_ARTIFACT_ACTIONS = 200
@@ -73,7 +81,7 @@ class CleanupOptions(TaskOptions):
         default="1d", validate_default=True,
         description="remove temp files not modified or accessed for this long. Source: upkeeper default",
     )
-    keep_releases: int = Field(5, ge=1, description="releases kept (the live one always). Source: the maintenance procedures")
+    keep_releases: int = Field(5, ge=1, description="releases kept (the live one, and any a running process uses, always). Source: the maintenance procedures")
     dry_run: bool = Field(False, description="report every action, change nothing. Source: upkeeper default")
 
 
@@ -87,6 +95,14 @@ class MaintenanceOptions(CleanupOptions):
         description="commands run in the app directory as the app's user, e.g. [[pm2, flush]]; argv lists, no shell. "
                 "Source: upkeeper (not set by default)",
     )
+    @field_validator("commands")
+    @classmethod
+    def _commands(cls, v: list[list[str]]) -> list[list[str]]:
+        for argv in v:
+            if not argv or not argv[0].strip():
+                raise ValueError("each command is a non-empty list: program first, then its arguments")
+        return v
+
     command_timeout: Duration = Field(default="10m", validate_default=True, description="limit for each command. "
             "Source: upkeeper default")
     health_check: bool = Field(True, description="check the target's health_url; restart the app only if it fails. "
@@ -135,17 +151,77 @@ def as_app_user(argv: list[str], user: str | None) -> list[str]:
 
 # -- logs -------------------------------------------------------------------------------------------
 
-def live_logs(target: AppTarget) -> list[Path]:
+def live_logs_and_links(target: AppTarget) -> tuple[list[Path], list[Path]]:
+    """The live logs the globs name, and the symlinks they name to a log that is not one of those (not rotated:
+    renaming or truncating a link is not rotating its file)."""
     seen: dict[str, Path] = {}
+    links: list[Path] = []
     for pattern in target.logs:
         for name in sorted(glob.glob(str(target.path(pattern)))):
             p = Path(name)
-            if p.is_file() and not p.is_symlink() and not NOT_A_LIVE_LOG.search(p.name):
+            if NOT_A_LIVE_LOG.search(p.name):
+                continue
+            if p.is_symlink():
+                if p.is_file():
+                    links.append(p)
+            elif p.is_file():
                 seen.setdefault(str(p), p)
-    return list(seen.values())
+    real = {os.path.realpath(p) for p in seen.values()}
+    return list(seen.values()), [p for p in links if os.path.realpath(p) not in real]
 
 
-def _reopener(env: Env) -> Callable[[list[int]], None]:
+def pid_from_file(target: AppTarget) -> int:
+    """The running process ``pid_file`` names (relative to root); ValueError saying why when there is none."""
+    assert target.pid_file
+    path = target.path(target.pid_file)
+    try:
+        text = path.read_text(errors="replace").strip()
+    except OSError as exc:
+        raise ValueError(f"cannot read pid_file {path}: {exc.strerror}") from None
+    if not text.isdigit() or int(text) == 0:  # 1 is the app itself when it is the init of its container
+        raise ValueError(f"pid_file {path} holds no process id ({text[:40]!r})")
+    pid = int(text)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        raise ValueError(f"pid_file {path} names process {pid}, which is not running (a stale pid file)") from None
+    except PermissionError:
+        pass  # it exists; whether it may be signalled is for the reopen to tell
+    return pid
+
+
+def _ancestors(pid: int) -> set[int]:
+    """``pid`` and its parents, up to init."""
+    seen: set[int] = set()
+    while pid > 0 and pid not in seen:
+        seen.add(pid)
+        if pid == 1:
+            break
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                pid = int(fh.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            break
+    return seen
+
+
+def _check_signal_target(pid: int, logs: list[Path], target: AppTarget) -> None:
+    """ValueError when processes write the logs and ``pid`` is neither one of them nor a parent of one: a pid file
+    left by an app that died, its number since reused by another program, which reopen_signal (USR1's default
+    action: terminate) would kill."""
+    writers = {w for log in logs for w in writers_of(log)}
+    if not writers or any(pid in _ancestors(w) for w in writers):
+        return
+    try:
+        name = Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        name = "?"
+    raise ValueError(f"pid_file {target.path(target.pid_file or '')} names process {pid} ({name}), which neither "
+                     f"writes the logs nor is a parent of a process that does ({', '.join(map(str, sorted(writers)))}):"
+                     " a stale pid file whose number was reused? Not signalled")
+
+
+def _reopener(env: Env, pid: int | None) -> Callable[[list[int]], None]:
     t = env.target
 
     def reopen(writers: list[int]) -> None:
@@ -153,10 +229,10 @@ def _reopener(env: Env) -> Callable[[list[int]], None]:
             proc.run(as_app_user(t.reopen_command, t.user), cwd=t.root, timeout=60)
         if t.reopen_signal:
             sig = signal.Signals[f"SIG{t.reopen_signal}"]
-            pids = [int(Path(t.pid_file).read_text().strip())] if t.pid_file else list(writers)
-            for pid in pids:
+            pids = [pid] if pid is not None else list(writers)
+            for pid_ in pids:
                 try:
-                    os.kill(pid, sig)
+                    os.kill(pid_, sig)
                 except ProcessLookupError:
                     continue
 
@@ -176,11 +252,26 @@ def step_rotate(env: Env) -> None:
                     "rotate_method is 'reopen' but the target has neither reopen_signal nor reopen_command",
                     "set reopen_signal (and pid_file) or reopen_command on the target, or use copytruncate")
         return
+    logs, links = live_logs_and_links(t)
+    for link in links:
+        env.finding("app.rotate_note", Severity.WARNING, str(link),
+                    f"{link.name} is a symlink (to {os.path.realpath(link)}): not rotated, nor pruned",
+                    "list the file it points to in the target's logs")
+    to_rotate = logs
+    signal_pid: int | None = None
+    if method == "reopen" and t.reopen_signal and t.pid_file and not env.dry:
+        # before any rename: a log renamed for an app that is never told keeps being written under the new name
+        try:
+            signal_pid = pid_from_file(t)
+            _check_signal_target(signal_pid, logs, t)
+        except ValueError as exc:
+            env.finding("app.rotate_failed", Severity.WARNING, str(t.path(t.pid_file)), f"no log rotated: {exc}",
+                        "point pid_file at the app's pid file (relative to root, or absolute)")
+            to_rotate = []
     rotated_at: dict[str, float] = dict(env.ctx.state.get("rotated_at") or {})
     rotated = 0
     rotated_bytes = 0
-    logs = live_logs(t)
-    for log in logs:
+    for log in to_rotate:
         try:
             size = log.stat().st_size
         except OSError:
@@ -203,8 +294,12 @@ def step_rotate(env: Env) -> None:
             if method == "copytruncate":
                 final, n, note, paused_ms = copytruncate(log, dest, compress=o.compress, freeze=o.copytruncate_freeze)
             else:
-                final, n, note = reopen_rotate(log, dest, reopen=_reopener(env), compress=o.compress,
+                final, n, note = reopen_rotate(log, dest, reopen=_reopener(env, signal_pid), compress=o.compress,
                                                wait_s=o.reopen_wait.total_seconds())
+        except ReopenFailed as exc:
+            env.finding("app.rotate_failed", Severity.WARNING, str(log), f"{log.name}: {exc}",
+                        "check the target's reopen_command / reopen_signal and pid_file")
+            continue
         except (OSError, ProcessError) as exc:
             msg = exc.message if isinstance(exc, ProcessError) else (exc.strerror or str(exc))
             env.finding("app.rotate_failed", Severity.WARNING, str(log), f"could not rotate {log.name}: {msg}",
@@ -216,15 +311,34 @@ def step_rotate(env: Env) -> None:
         rotated += 1
         rotated_bytes += n
         if note:
-            env.finding("app.rotate_note", Severity.WARNING if "still writes" in note else Severity.INFO, str(log), note,
-                        "make the app reopen its logs on the signal/command, or set rotate_method: copytruncate")
-    env.ctx.state.set("rotated_at", {k: v for k, v in rotated_at.items() if Path(k).exists()})
+            if "compressing it failed" in note:
+                remedy = "free space in the log directory"
+            elif "without O_APPEND" in note:
+                remedy = "make the app append to its log ('>>'), or reopen it (reopen_signal/reopen_command)"
+            elif note.startswith("could not pause"):
+                remedy = ("run upkeeper where it may pause the app (as root, outside the app's container), or make "
+                          "the app reopen its logs (reopen_signal/reopen_command)")
+            elif "still writes" in note:
+                remedy = "make the app reopen its logs on the signal/command, or set rotate_method: copytruncate"
+            else:
+                remedy = ""
+            env.finding("app.rotate_note", Severity.WARNING if remedy else Severity.INFO, str(log), note,
+                        remedy or "set copytruncate_freeze: true to pause the writers instead")
+    if not env.dry:  # a dry run changes nothing, not even when the age clock of a new log starts
+        env.ctx.state.set("rotated_at", {k: v for k, v in rotated_at.items() if Path(k).exists()})
     # compress what an earlier run had to leave, then prune by count and age
     for log in logs:
         for sib in hk.rotated_siblings(log):
             if o.compress and OURS_UNCOMPRESSED.search(sib.name) and not env.dry and not writers_of(sib):
-                env.acts.record("compress", sib, bytes=sib.stat().st_size, to=f"{sib}.gz")
-                compress_file(sib)
+                try:
+                    size = sib.stat().st_size
+                    compress_file(sib)
+                except OSError as exc:  # a full disk: the pruning below is what frees space, so it still runs
+                    env.finding("app.rotate_note", Severity.WARNING, str(sib),
+                                f"could not compress {sib.name}: {exc.strerror or exc}; it stays uncompressed",
+                                "free space in the log directory; a later run compresses it")
+                    continue
+                env.acts.record("compress", sib, bytes=size, to=f"{sib}.gz")
         hk.prune_rotated(log, o.keep_rotated, o.log_max_age.total_seconds(), env.now, env.acts)
     hk.stale_partials({log.parent for log in logs}, env.now, env.acts)
     env.metrics.update({"rotated_logs": float(rotated), "rotated_bytes": float(rotated_bytes), "logs": float(len(logs))})
@@ -244,7 +358,11 @@ def _prune_dirs(env: Env, dirs: list[str], max_age_s: float, reason: str, use_at
             env.finding("app.unsafe_path", Severity.WARNING, str(d), f"not pruned: {problem}",
                         "point the target's caches/temp_dirs at directories inside the app")
             continue
-        hk.prune_old_files(d, max_age_s, env.now, env.acts, reason, use_atime)
+        held = hk.prune_old_files(d, max_age_s, env.now, env.acts, reason, use_atime, hk.InUse.scan())
+        if held:
+            shown = ", ".join(f"{Path(f).name} (pid {pid})" for f, pid in sorted(held.items())[:5])
+            env.notes.append(f"{len(held)} old file(s) in {rel} kept: still open ({shown}"
+                             + (", …)" if len(held) > 5 else ")"))
     env.metrics[f"{metric}_removed"] = float(env.acts.count("remove") - before_n)
     env.metrics[f"{metric}_freed_bytes"] = float(env.acts.freed - before_b)
 
@@ -264,9 +382,20 @@ def step_releases(env: Env) -> None:
     t = env.target
     if not t.releases_dir:
         return
-    kept, live = hk.prune_releases(t.path(t.releases_dir), t.path(t.current_link), env.opts.keep_releases, env.acts)
+    releases_dir = t.path(t.releases_dir)
+    _live, problem = hk.live_release(releases_dir, t.path(t.current_link))
+    if problem and releases_dir.is_dir():
+        # without it an old release that is live (a rollback) looks like any other old one
+        env.finding("app.release_unknown", Severity.WARNING, str(releases_dir),
+                    f"no release pruned: the live release cannot be told ({problem})",
+                    "set the target's current_link to the symlink that points to the live release")
+        return
+    kept, live, busy = hk.prune_releases(t.path(t.releases_dir), t.path(t.current_link), env.opts.keep_releases,
+                                         env.acts, hk.InUse.scan())
     env.metrics["releases_kept"] = float(kept)
-    env.notes.append(f"{kept} release(s) kept" + (f" (live: {live})" if live else ""))
+    in_use = ", ".join(f"{name} (pid {pid})" for name, pid in sorted(busy.items()))
+    env.notes.append(f"{kept} release(s) kept" + (f" (live: {live})" if live else "")
+                     + (f"; still in use, kept: {in_use}" if busy else ""))
 
 
 # -- commands and health --------------------------------------------------------------------------------
@@ -295,14 +424,21 @@ def step_commands(env: Env) -> None:
 
 
 def health(url: str, opts: MaintenanceOptions) -> tuple[bool, str]:
+    ok, what, _redirect = health_redirect(url, opts)
+    return ok, what
+
+
+def health_redirect(url: str, opts: MaintenanceOptions) -> tuple[bool, str, str | None]:
+    """(healthy, what it answered, where it redirects when the answer is an unexpected redirect)."""
     import httpx
 
     try:
         r = httpx.get(url, timeout=opts.health_timeout.total_seconds(), follow_redirects=False)
     except httpx.HTTPError as exc:
-        return False, f"no answer ({type(exc).__name__}: {exc})"
+        return False, f"no answer ({type(exc).__name__}: {exc})", None
     ok = r.status_code in opts.health_expect_status if opts.health_expect_status else 200 <= r.status_code < 300
-    return ok, f"HTTP {r.status_code}"
+    redirect = r.headers.get("location") if not ok and r.is_redirect else None
+    return ok, f"HTTP {r.status_code}", redirect
 
 
 def step_health(env: Env) -> None:
@@ -310,12 +446,20 @@ def step_health(env: Env) -> None:
     assert isinstance(o, MaintenanceOptions)
     if not o.health_check or not t.health_url:
         return
-    ok, what = health(t.health_url, o)
+    ok, what, redirect = health_redirect(t.health_url, o)
     env.metrics["healthy"] = 1.0 if ok else 0.0
     if ok:
         env.notes.append(f"healthy ({what})")
         return
     subject = t.health_url
+    if redirect is not None:
+        # the app answered: a redirect (http -> https, a trailing slash, a login page) says the URL is wrong, not
+        # that the app is down, and restarting it would change nothing
+        env.finding("app.health_redirect", Severity.WARNING, subject,
+                    f"the health URL answers {what}, a redirect to {redirect}: not a health answer; not restarted",
+                    "point health_url at the address it redirects to, or list the status in health_expect_status",
+                    value=what, location=redirect)
+        return
     if not t.restart_command:
         env.finding("app.unhealthy", Severity.CRITICAL, subject, f"the health check failed: {what}",
                     "set restart_command on the target so upkeeper can restart it, and read the app's log",
