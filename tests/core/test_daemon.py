@@ -824,18 +824,25 @@ def test_a_history_outage_logs_one_traceback_then_one_line_per_failed_tick(
         d.stop()
         loop.join(30)
     records = [r for r in caplog.records if r.name == "upkeeper.core.daemon" and "tick" in r.getMessage()]
+    # whole (with its traceback) the first failure, and again only a failure of another kind: PostgreSQL coming
+    # back says "the database system is starting up" for a moment, which a tick on a loaded machine may meet
     whole = [r for r in records if r.exc_info]
-    assert len(whole) == 1 and whole[0].getMessage().startswith("daemon tick failed; retrying every 0.1s"), records
+    assert whole and whole[0].getMessage().startswith("daemon tick failed; retrying every 0.1s"), records
+    kinds = [str(r.exc_info[1]) for r in whole if r.exc_info]
+    assert len(set(kinds)) == len(kinds) <= 3 and "Connection refused" in kinds[0], kinds
     again = [r.getMessage() for r in records if "failed again" in r.getMessage()]
     assert again[0].startswith("daemon tick failed again (2 in a row over ") and "OperationalError" in again[0]
     assert all("\n" not in m for m in again)
     back = [r.getMessage() for r in records if "ticks again" in r.getMessage()]
-    assert len(back) == 1 and back[0].startswith(f"daemon ticks again after {len(again) + 1} failure(s) over ")
+    assert len(back) == 1 and back[0].startswith(
+        f"daemon ticks again after {len(again) + len(whole)} failure(s) over "), back
     beats = [r.getMessage() for r in caplog.records if r.getMessage().startswith("heartbeat")]
     assert beats[0].startswith("heartbeat failed: ") and "Connection refused" in beats[0], beats
-    assert len(beats) >= 4 and all(m.startswith("heartbeat failed again (") for m in beats[1:-1]), beats
+    anew = [m for m in beats[1:-1] if not m.startswith("heartbeat failed again (")]  # another kind of failure
+    assert len(beats) >= 4 and all(m.startswith("heartbeat failed: ") for m in anew), beats
+    assert len(set(anew + beats[:1])) == len(anew) + 1 <= 3, beats
     assert beats[-1].startswith(f"heartbeat written again after {len(beats) - 1} failure(s) over "), beats
-    assert all("\n" not in m for m in beats[1:])
+    assert all("\n" not in m for m in beats[1:] if m not in anew)
     d.pool.shutdown(wait=True)
     d.history.close()
 
