@@ -416,6 +416,31 @@ def test_an_old_temp_file_a_process_still_writes_is_kept(tree: Path) -> None:
     assert f"upload-0.part (pid {writer.pid})" in res.summary
 
 
+def test_the_pid_file_of_a_running_server_is_kept_however_old(tree: Path) -> None:
+    """tmp/pids/server.pid is written when the server starts and never touched again, nor held open: it was
+    deleted as an old temp file a day later, leaving the server unmanageable (its stop/restart scripts, a pid_file
+    reopen). A pid file of a process that is gone is old like any file."""
+    import subprocess
+
+    pids = tree / "tmp" / "pids"
+    pids.mkdir()
+    server = subprocess.Popen(["sleep", "60"])
+    try:
+        (pids / "server.pid").write_text(f"{server.pid}\n")
+        (pids / "gone.pid").write_text("999999999\n")  # no such process
+        (pids / "notes.pid").write_text("not a pid\n")
+        old = time.time() - 3 * 86400
+        for p in pids.iterdir():
+            os.utime(p, (old, old))
+        res = run_task("app.cleanup", _target(tree, releases_dir=None))
+    finally:
+        server.kill()
+        server.wait()
+    assert res.final_status is Status.OK, res.findings
+    assert sorted(p.name for p in pids.iterdir()) == ["server.pid"]
+    assert f"server.pid (pid {server.pid})" in res.summary and "pid file of a running process" in res.summary
+
+
 def test_reopen_rotation_whose_compression_fails_is_reported_as_rotated(tmp_path: Path) -> None:
     """gzip fails half-way (a real file-size limit: EFBIG, as on a full disk): the log was rotated all the same,
     its lines are in the uncompressed copy, no half .gz stays, and the pruning still runs."""

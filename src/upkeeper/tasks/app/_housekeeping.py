@@ -139,6 +139,8 @@ def prune_old_files(top: Path, max_age_s: float, now: float, acts: Actions, reas
             if now - newest <= max_age_s:
                 continue
             pid = in_use.open_files.get(os.path.join(real_root, name)) if in_use and stat.S_ISREG(st.st_mode) else None
+            if pid is None and name.endswith(".pid") and stat.S_ISREG(st.st_mode):
+                pid = running_pid_file(root_fd, name)
             if pid is not None:
                 held[os.path.join(root, name)] = pid
                 continue
@@ -152,6 +154,36 @@ def prune_old_files(top: Path, max_age_s: float, now: float, acts: Actions, reas
             except OSError:
                 pass  # not empty, or gone
     return held
+
+
+def running_pid_file(dir_fd: int, name: str) -> int | None:
+    """The pid in pid file ``name`` (in the directory ``dir_fd``) when that process runs, else None.  A server's
+    pid file (tmp/pids/server.pid) is written at its start and never touched again, nor held open: old on paper,
+    but deleting it leaves the server unmanageable (its stop and restart scripts, a pid_file reopen of ours), so a
+    running process's pid file stays.  Rails' tmp:clear leaves tmp/pids alone for the same reason."""
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)
+    except OSError:
+        return None
+    try:
+        head = os.read(fd, 64)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    text = head.decode("ascii", errors="replace").split()
+    if not text or not text[0].isdigit() or int(text[0]) <= 0:
+        return None
+    pid = int(text[0])
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        return pid  # it runs, as another user
+    except OverflowError:
+        return None
+    return pid
 
 
 def rotated_siblings(log: Path) -> list[Path]:

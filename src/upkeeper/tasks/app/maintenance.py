@@ -361,7 +361,8 @@ def _prune_dirs(env: Env, dirs: list[str], max_age_s: float, reason: str, use_at
         held = hk.prune_old_files(d, max_age_s, env.now, env.acts, reason, use_atime, hk.InUse.scan())
         if held:
             shown = ", ".join(f"{Path(f).name} (pid {pid})" for f, pid in sorted(held.items())[:5])
-            env.notes.append(f"{len(held)} old file(s) in {rel} kept: still open ({shown}"
+            env.notes.append(f"{len(held)} old file(s) in {rel} kept: still in use — held open, or the pid file "
+                             f"of a running process ({shown}"
                              + (", …)" if len(held) > 5 else ")"))
     env.metrics[f"{metric}_removed"] = float(env.acts.count("remove") - before_n)
     env.metrics[f"{metric}_freed_bytes"] = float(env.acts.freed - before_b)
