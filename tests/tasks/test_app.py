@@ -202,6 +202,10 @@ def test_target_validation() -> None:
     ta: TypeAdapter[object] = TypeAdapter(TargetConfig)
     with pytest.raises(ValidationError, match="unknown signal"):
         ta.validate_python({"kind": "app", "root": "/srv/a", "reopen_signal": "USR9"})
+    for stopping in ("TERM", "SIGKILL", "int", "STOP", "QUIT"):  # sent at every rotation: would stop the app
+        with pytest.raises(ValidationError, match="does not make a program reopen its logs"):
+            ta.validate_python({"kind": "app", "root": "/srv/a", "reopen_signal": stopping})
+    assert ta.validate_python({"kind": "app", "root": "/srv/a", "reopen_signal": "sighup"}).reopen_signal == "HUP"  # type: ignore[attr-defined]
     with pytest.raises(ValidationError, match="non-empty list"):
         ta.validate_python({"kind": "app", "root": "/srv/a", "restart_command": []})
     assert os.path.isabs(str(ta.validate_python({"kind": "app", "root": "/srv/a"}).path("logs")))  # type: ignore[attr-defined]

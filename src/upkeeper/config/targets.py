@@ -191,6 +191,11 @@ class HostTarget(StrictModel):
         return "localhost"
 
 
+#: the signals programs take to reopen their logs: USR1 (nginx, Apache's graceful restart, Unicorn, Dovecot), HUP
+#: (syslog daemons, Gunicorn, many daemons), USR2 (some Node apps)
+REOPEN_SIGNALS = ("USR1", "HUP", "USR2")
+
+
 class AppTarget(StrictModel):
     """An application deployed on this host: where its logs, caches, temp files and releases live, and how to
     reopen its logs and restart it.  Relative paths are inside ``root``."""
@@ -220,8 +225,8 @@ class AppTarget(StrictModel):
     current_link: str = Field("current", description="symlink to the live release (never pruned; when it is missing, no release is). "
             "Source: upkeeper default")
     reopen_signal: str | None = Field(
-        None, description="signal that makes the app reopen its logs after a rename, e.g. USR1 (sent to pid_file's "
-        "process, else to the processes writing the log). Source: upkeeper (not set by default)",
+        None, description="signal that makes the app reopen its logs after a rename: USR1, HUP or USR2 (sent to "
+        "pid_file's process, else to the processes writing the log). Source: upkeeper (not set by default)",
     )
     pid_file: str | None = Field(None, description="pid file of the process that gets reopen_signal (relative to "
             "root, or absolute); read before any log is renamed. Source: upkeeper (not set by default)")
@@ -243,6 +248,11 @@ class AppTarget(StrictModel):
         name = v.upper().removeprefix("SIG")
         if not hasattr(signal.Signals, f"SIG{name}"):
             raise ValueError(f"unknown signal {v!r}: use a name like USR1, HUP")
+        if name not in REOPEN_SIGNALS:
+            # sent to the processes writing the log at every rotation: TERM, INT or KILL ends the app, STOP
+            # freezes it, QUIT dumps core
+            raise ValueError(f"{name} does not make a program reopen its logs (it would stop the app at every "
+                             f"rotation): use one of {', '.join(REOPEN_SIGNALS)}, or reopen_command")
         return name
 
     @field_validator("health_url")
