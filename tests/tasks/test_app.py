@@ -313,6 +313,29 @@ def subprocess_pid_of_an_exited_process() -> int:
     return p.pid
 
 
+def test_a_writer_without_a_handler_for_the_reopen_signal_is_not_killed(app: AppServer) -> None:
+    """Without pid_file, reopen_signal goes to every process writing the log: a second writer that has no
+    handler for USR1 (a `tee`, a shell redirect) died of it at every rotation. Nothing is signalled then and the
+    log is put back."""
+    import subprocess
+
+    with open(app.log, "ab") as fh:
+        bystander = subprocess.Popen(["sleep", "60"], stdout=fh)  # holds the log open for writing, no USR1 handler
+    try:
+        time.sleep(0.3)
+        res = run_task("app.cleanup", app.target(reopen_signal="USR1"), {"rotate_size": 1})
+        f = checks(res)["app.rotate_failed"][0]
+        assert f"sleep (pid {bystander.pid}) would be killed by SIGUSR1" in f.message, f.message
+        assert "put back" in f.message
+        assert bystander.poll() is None  # alive
+        assert not list(app.log.parent.glob("app.log.*"))
+        time.sleep(0.2)
+        assert_every_line_once(app)
+    finally:
+        bystander.kill()
+        bystander.wait()
+
+
 def test_a_failing_reopen_command_puts_the_log_back(app: AppServer) -> None:
     time.sleep(0.3)
     res = run_task("app.cleanup", app.target(reopen_command=["false"]), {"rotate_size": 1})

@@ -205,6 +205,13 @@ def _ancestors(pid: int) -> set[int]:
     return seen
 
 
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return "?"
+
+
 def _check_signal_target(pid: int, logs: list[Path], target: AppTarget) -> None:
     """ValueError when processes write the logs and ``pid`` is neither one of them nor a parent of one: a pid file
     left by an app that died, its number since reused by another program, which reopen_signal (USR1's default
@@ -212,13 +219,22 @@ def _check_signal_target(pid: int, logs: list[Path], target: AppTarget) -> None:
     writers = {w for log in logs for w in writers_of(log)}
     if not writers or any(pid in _ancestors(w) for w in writers):
         return
-    try:
-        name = Path(f"/proc/{pid}/comm").read_text().strip()
-    except OSError:
-        name = "?"
+    name = _comm(pid)
     raise ValueError(f"pid_file {target.path(target.pid_file or '')} names process {pid} ({name}), which neither "
                      f"writes the logs nor is a parent of a process that does ({', '.join(map(str, sorted(writers)))}):"
                      " a stale pid file whose number was reused? Not signalled")
+
+
+def signal_kills(pid: int, sig: signal.Signals) -> bool:
+    """Whether ``sig`` would end process ``pid``: it neither catches nor ignores it (``SigCgt``/``SigIgn`` in
+    /proc/PID/status), and the default action of USR1, USR2 and HUP is to terminate.  False when unknown."""
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            fields = dict(line.split(":", 1) for line in fh if ":" in line)
+        bit = 1 << (int(sig) - 1)
+        return not (int(fields["SigCgt"].strip(), 16) & bit or int(fields["SigIgn"].strip(), 16) & bit)
+    except (OSError, KeyError, ValueError):
+        return False
 
 
 def _reopener(env: Env, pid: int | None) -> Callable[[list[int]], None]:
@@ -230,6 +246,15 @@ def _reopener(env: Env, pid: int | None) -> Callable[[list[int]], None]:
         if t.reopen_signal:
             sig = signal.Signals[f"SIG{t.reopen_signal}"]
             pids = [pid] if pid is not None else list(writers)
+            # a process with no handler for it dies of it (a `tee` or a shell writing the log beside the app, an
+            # app that never installed one): none is signalled then, and the rotation is undone
+            doomed = [p for p in pids if signal_kills(p, sig)]
+            if doomed:
+                names = ", ".join(f"{_comm(p)} (pid {p})" for p in doomed)
+                raise ValueError(f"{names} would be killed by {sig.name}: no handler for it"
+                                 + ("" if pid is not None else " (it writes the log; without pid_file every writer "
+                                    "gets the signal)") + "; set pid_file to the app's process, use reopen_command, "
+                                 "or rotate_method: copytruncate")
             for pid_ in pids:
                 try:
                     os.kill(pid_, sig)
