@@ -334,6 +334,18 @@ def test_a_writer_without_a_handler_for_the_reopen_signal_is_not_killed(app: App
     finally:
         bystander.kill()
         bystander.wait()
+    # one that ignores it (nohup, for HUP) would not reopen: it would write to the renamed log for ever
+    with open(app.log, "ab") as fh:
+        deaf = subprocess.Popen(["nohup", "sleep", "60"], stdout=fh, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(0.3)
+        res = run_task("app.cleanup", app.target(reopen_signal="HUP"), {"rotate_size": 1})
+        f = checks(res)["app.rotate_failed"][0]
+        assert f"sleep (pid {deaf.pid}) ignores SIGHUP (started with nohup?)" in f.message, f.message
+        assert deaf.poll() is None and not list(app.log.parent.glob("app.log.*"))
+    finally:
+        deaf.kill()
+        deaf.wait()
 
 
 def test_a_failing_reopen_command_puts_the_log_back(app: AppServer) -> None:

@@ -225,16 +225,19 @@ def _check_signal_target(pid: int, logs: list[Path], target: AppTarget) -> None:
                      " a stale pid file whose number was reused? Not signalled")
 
 
-def signal_kills(pid: int, sig: signal.Signals) -> bool:
-    """Whether ``sig`` would end process ``pid``: it neither catches nor ignores it (``SigCgt``/``SigIgn`` in
-    /proc/PID/status), and the default action of USR1, USR2 and HUP is to terminate.  False when unknown."""
+def signal_disposition(pid: int, sig: signal.Signals) -> str:
+    """What process ``pid`` does with ``sig``: "caught" (it has a handler), "ignored" (SIG_IGN: ``nohup`` sets it
+    for HUP) or "default" (USR1, USR2 and HUP then terminate it), from ``SigCgt``/``SigIgn`` in /proc/PID/status;
+    "unknown" when that cannot be read."""
     try:
         with open(f"/proc/{pid}/status") as fh:
             fields = dict(line.split(":", 1) for line in fh if ":" in line)
         bit = 1 << (int(sig) - 1)
-        return not (int(fields["SigCgt"].strip(), 16) & bit or int(fields["SigIgn"].strip(), 16) & bit)
+        if int(fields["SigCgt"].strip(), 16) & bit:
+            return "caught"
+        return "ignored" if int(fields["SigIgn"].strip(), 16) & bit else "default"
     except (OSError, KeyError, ValueError):
-        return False
+        return "unknown"
 
 
 def _reopener(env: Env, pid: int | None) -> Callable[[list[int]], None]:
@@ -248,13 +251,17 @@ def _reopener(env: Env, pid: int | None) -> Callable[[list[int]], None]:
             pids = [pid] if pid is not None else list(writers)
             # a process with no handler for it dies of it (a `tee` or a shell writing the log beside the app, an
             # app that never installed one): none is signalled then, and the rotation is undone
-            doomed = [p for p in pids if signal_kills(p, sig)]
-            if doomed:
-                names = ", ".join(f"{_comm(p)} (pid {p})" for p in doomed)
-                raise ValueError(f"{names} would be killed by {sig.name}: no handler for it"
-                                 + ("" if pid is not None else " (it writes the log; without pid_file every writer "
-                                    "gets the signal)") + "; set pid_file to the app's process, use reopen_command, "
-                                 "or rotate_method: copytruncate")
+            how = {p: signal_disposition(p, sig) for p in pids}
+            doomed = [p for p in pids if how[p] == "default"]
+            deaf = [p for p in pids if how[p] == "ignored"]
+            if doomed or deaf:
+                why = [f"{', '.join(f'{_comm(p)} (pid {p})' for p in doomed)} would be killed by {sig.name}: no "
+                       "handler for it"] if doomed else []
+                why += [f"{', '.join(f'{_comm(p)} (pid {p})' for p in deaf)} ignores {sig.name} (started with "
+                        "nohup?): it would go on writing to the renamed log"] if deaf else []
+                raise ValueError("; ".join(why) + (
+                    "" if pid is not None else " (without pid_file every process writing the log gets the signal)")
+                    + "; set pid_file to the app's process, use reopen_command, or rotate_method: copytruncate")
             for pid_ in pids:
                 try:
                     os.kill(pid_, sig)
