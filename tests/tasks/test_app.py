@@ -136,9 +136,14 @@ def test_maintenance_clears_old_caches_and_keeps_a_rolled_back_live_release(tree
 
 
 def test_unsafe_directories_are_refused(tree: Path) -> None:
-    res = run_task("app.cleanup", _target(tree, temp_dirs=[".", "/etc"], releases_dir=None))
+    # real system directories, so only ever as a dry run: a regression must not prune them (the old code, run
+    # for real to see this test fail, deleted every file older than a day in /opt, /var/cache and /run of the
+    # development machine)
+    system = ["/etc", "/var/tmp", "/var/www", "/srv", "/opt", "/var/cache", "/run"]  # every program's files
+    res = run_task("app.cleanup", _target(tree, temp_dirs=[".", *system], releases_dir=None), dry_run=True)
     unsafe = {f.subject for f in checks(res)["app.unsafe_path"]}
-    assert unsafe == {str(tree / "."), "/etc"}
+    assert unsafe == {str(tree / "."), *system}
+    assert not [a for a in res.metrics if a.startswith("temp_removed") and res.metrics[a]], res.metrics
     assert (tree / "server.js").exists() or (tree / "releases").exists()
 
 

@@ -87,6 +87,13 @@ def tree_size(path: Path) -> int:
     return total
 
 
+#: directories that hold other programs' files (or every app's): never pruned as an app's temp or cache directory
+SYSTEM_DIRS = frozenset(Path(p) for p in (
+    "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib64", "/proc", "/root", "/sbin", "/sys", "/usr",
+    "/usr/local", "/usr/share", "/var", "/var/lib", "/var/log", "/var/cache", "/var/tmp", "/var/www", "/var/spool",
+    "/var/mail", "/tmp", "/run", "/opt", "/srv", "/mnt", "/media", "/snap"))
+
+
 def unsafe_dir(path: Path, root: Path) -> str | None:
     """Why pruning ``path`` would be dangerous (it is the app, or holds it, or is a system directory)."""
     try:
@@ -99,8 +106,7 @@ def unsafe_dir(path: Path, root: Path) -> str | None:
     if Path(os.path.normpath(path)).is_relative_to(os.path.normpath(root)) and not real.is_relative_to(app):
         # tmp -> /var/lib/postgresql: a directory of the app on paper, another program's files in fact
         return f"{path} leads out of the application directory through a symlink (to {real})"
-    if real in {Path(p) for p in ("/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/proc", "/root", "/sbin",
-                                  "/sys", "/usr", "/var", "/var/lib", "/var/log", "/tmp")}:
+    if real in SYSTEM_DIRS:
         return f"{path} is a system directory; name a directory of the app"
     return None
 
