@@ -655,6 +655,29 @@ def test_retention_removes_only_rotated_files_not_links_or_directories(tmp_path:
     assert (logs / "app.log.3" / "keep.txt").exists() and outside.exists()
 
 
+def test_retention_keeps_a_rotated_copy_the_app_still_writes(tmp_path: Path) -> None:
+    """logrotate renamed app.log to app.log.1 and the app has not reopened yet: its newest lines go to app.log.1.
+    keep_rotated: 0 (or an old mtime) deleted it under the writer, and those lines with it."""
+    import subprocess
+
+    root = tmp_path / "shop"
+    logs = root / "logs"
+    logs.mkdir(parents=True)
+    (logs / "app.log").write_text("")
+    (logs / "app.log.1").write_text("line 1\n")
+    (logs / "app.log.2").write_text("old\n")
+    with open(logs / "app.log.1", "ab") as fh:
+        writer = subprocess.Popen(["sleep", "60"], stdout=fh)
+    try:
+        res = run_task("app.cleanup", _target(root, releases_dir=None), {"keep_rotated": 0, "rotate": True})
+    finally:
+        writer.kill()
+        writer.wait()
+    assert sorted(p.name for p in logs.iterdir()) == ["app.log", "app.log.1"]  # app.log.2, written by none: gone
+    f = checks(res)["app.rotate_note"]
+    assert [x.subject for x in f] == [str(logs / "app.log.1")] and f"process {writer.pid} still writes" in f[0].message
+
+
 def test_reopen_rotation_of_a_log_the_app_opens_for_each_line(tmp_path: Path) -> None:
     """PHP's error_log, a cron job's '>>': the app recreates the log between the rename and upkeeper's create.
 

@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -217,16 +218,28 @@ def rotated_siblings(log: Path) -> list[Path]:
     return [p for *_key, p in sorted(out, reverse=True)]
 
 
-def prune_rotated(log: Path, keep: int, max_age_s: float, now: float, acts: Actions) -> None:
+def prune_rotated(log: Path, keep: int, max_age_s: float, now: float, acts: Actions,
+                  writers: Callable[[Path], list[int]] | None = None) -> dict[str, int]:
+    """Delete the rotated copies of ``log`` beyond the newest ``keep`` or older than ``max_age_s``; an uncompressed
+    one a process still writes to (``writers``: an app that has not reopened its log yet) stays: its newest lines
+    are there.  Returns {such copy: a pid writing it}."""
+    held: dict[str, int] = {}
     for i, p in enumerate(rotated_siblings(log)):
         try:
             st = p.lstat()
         except OSError:
             continue
+        if (i >= keep or now - st.st_mtime > max_age_s) and writers is not None and not p.name.endswith(
+                (".gz", ".zst", ".xz", ".bz2")):
+            pids = writers(p)
+            if pids:
+                held[str(p)] = pids[0]
+                continue
         if i >= keep:
             acts.remove(p, f"beyond the newest {keep} rotated logs", st.st_size)
         elif now - st.st_mtime > max_age_s:
             acts.remove(p, "rotated log older than the retention", st.st_size)
+    return held
 
 
 def stale_partials(dirs: set[Path], now: float, acts: Actions, min_age_s: float = 3600) -> None:

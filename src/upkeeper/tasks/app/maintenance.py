@@ -371,7 +371,12 @@ def step_rotate(env: Env) -> None:
                                 "free space in the log directory; a later run compresses it")
                     continue
                 env.acts.record("compress", sib, bytes=size, to=f"{sib}.gz")
-        hk.prune_rotated(log, o.keep_rotated, o.log_max_age.total_seconds(), env.now, env.acts)
+        held = hk.prune_rotated(log, o.keep_rotated, o.log_max_age.total_seconds(), env.now, env.acts, writers_of)
+        for copy, pid in held.items():
+            env.finding("app.rotate_note", Severity.WARNING, copy,
+                        f"{Path(copy).name} is past keep_rotated/log_max_age but kept: process {pid} still writes to "
+                        "it (the app has not reopened its log)",
+                        "make the app reopen its logs (reopen_signal, reopen_command) or use copytruncate")
     hk.stale_partials({log.parent for log in logs}, env.now, env.acts)
     env.metrics.update({"rotated_logs": float(rotated), "rotated_bytes": float(rotated_bytes), "logs": float(len(logs))})
     verb = "would rotate" if env.dry else "rotated"
