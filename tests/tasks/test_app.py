@@ -678,6 +678,24 @@ def test_retention_keeps_a_rotated_copy_the_app_still_writes(tmp_path: Path) -> 
     assert [x.subject for x in f] == [str(logs / "app.log.1")] and f"process {writer.pid} still writes" in f[0].message
 
 
+def test_stale_partial_copies_of_ours_are_removed_and_nobody_elses(tmp_path: Path) -> None:
+    """A compression killed half-way leaves app.log.<stamp>.gz.partial: removed after an hour. Any other
+    *.partial in the log directory (a download, another tool's upload) was removed with them."""
+    root = tmp_path / "shop"
+    logs = root / "logs"
+    logs.mkdir(parents=True)
+    (logs / "app.log").write_text("live\n")
+    ours = [logs / "app.log.20261123-031500.gz.partial", logs / "app.log.1.gz.partial"]
+    theirs = [logs / "backup-2026.tar.partial", logs / "report.pdf.partial", logs / "other.log.1.gz.partial"]
+    old = time.time() - 2 * 3600
+    for p in ours + theirs:
+        p.write_bytes(b"\x1f\x8b half")
+        os.utime(p, (old, old))
+    res = run_task("app.cleanup", _target(root, releases_dir=None))
+    assert res.final_status is Status.OK, res.findings
+    assert sorted(p.name for p in logs.iterdir()) == sorted(["app.log", *(p.name for p in theirs)])
+
+
 def test_reopen_rotation_of_a_log_the_app_opens_for_each_line(tmp_path: Path) -> None:
     """PHP's error_log, a cron job's '>>': the app recreates the log between the rename and upkeeper's create.
 

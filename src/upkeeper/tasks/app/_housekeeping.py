@@ -242,14 +242,22 @@ def prune_rotated(log: Path, keep: int, max_age_s: float, now: float, acts: Acti
     return held
 
 
-def stale_partials(dirs: set[Path], now: float, acts: Actions, min_age_s: float = 3600) -> None:
-    """Leftovers of an interrupted compression (never complete, never listed as a rotated log)."""
-    for d in dirs:
+def stale_partials(logs: list[Path], now: float, acts: Actions, min_age_s: float = 3600) -> None:
+    """Leftovers of an interrupted compression of one of ``logs`` (never complete, never listed as a rotated log):
+    only files named as ours are (a rotated copy's name of one of the logs, then .partial) — another program's
+    ``*.partial`` in the log directory (a download, an upload) is not ours to delete."""
+    by_dir: dict[Path, set[str]] = {}
+    for log in logs:
+        by_dir.setdefault(log.parent, set()).add(log.name)
+    for d, names in by_dir.items():
         try:
             entries = list(d.glob(f"*{PARTIAL}"))
         except OSError:
             continue
         for p in entries:
+            stem = p.name[:-len(PARTIAL)]
+            if not any(stem.startswith(n) and ROTATED_SUFFIX.match(stem[len(n):]) for n in names):
+                continue
             try:
                 st = p.lstat()
             except OSError:

@@ -377,7 +377,7 @@ def step_rotate(env: Env) -> None:
                         f"{Path(copy).name} is past keep_rotated/log_max_age but kept: process {pid} still writes to "
                         "it (the app has not reopened its log)",
                         "make the app reopen its logs (reopen_signal, reopen_command) or use copytruncate")
-    hk.stale_partials({log.parent for log in logs}, env.now, env.acts)
+    hk.stale_partials(logs, env.now, env.acts)
     env.metrics.update({"rotated_logs": float(rotated), "rotated_bytes": float(rotated_bytes), "logs": float(len(logs))})
     verb = "would rotate" if env.dry else "rotated"
     env.notes.append(f"{verb} {rotated} of {len(logs)} log(s)" + (f" ({human_bytes(rotated_bytes)})" if rotated else ""))
