@@ -216,6 +216,20 @@ def test_target_validation() -> None:
     assert os.path.isabs(str(ta.validate_python({"kind": "app", "root": "/srv/a"}).path("logs")))  # type: ignore[attr-defined]
 
 
+def test_commands_for_another_user_are_not_run_as_upkeepers_own() -> None:
+    """Not root, upkeeper cannot switch to the target's user: its commands (pm2 flush, a reopen_command) ran as
+    upkeeper's own user — against another PM2, on files it may not touch — and were reported ok. (The suite runs
+    as root: the non-root cases are given the uid they would have.)"""
+    from upkeeper.errors import ProcessError
+    from upkeeper.tasks.app.maintenance import RUNUSER, as_app_user
+
+    assert as_app_user(["pm2", "flush"], "www-data", euid=0) == [RUNUSER, "-u", "www-data", "--", "pm2", "flush"]
+    assert as_app_user(["pm2", "flush"], "nobody", euid=65534) == ["pm2", "flush"]  # upkeeper runs as the app's user
+    assert as_app_user(["pm2", "flush"], None, euid=65534) == ["pm2", "flush"]
+    with pytest.raises(ProcessError, match="must run as the app's user www-data, and upkeeper runs as nobody"):
+        as_app_user(["pm2", "flush"], "www-data", euid=65534)
+
+
 def test_numbered_releases_are_ordered_as_numbers(tmp_path: Path) -> None:
     root = tmp_path / "shop"
     for n in range(1, 13):  # build numbers: 10, 11 and 12 are the newest, though "10" < "9" as text

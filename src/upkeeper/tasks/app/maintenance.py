@@ -142,10 +142,25 @@ class Env:
         self.findings.append(Finding(check, sev, subject, message, remediation, value=value, threshold=threshold, data=kw))
 
 
-def as_app_user(argv: list[str], user: str | None) -> list[str]:
-    """Run as the app's user when one is set and upkeeper runs as root."""
-    if user and os.geteuid() == 0:
+def as_app_user(argv: list[str], user: str | None, euid: int | None = None) -> list[str]:
+    """Run as the app's user when one is set and upkeeper runs as root; as upkeeper's own user when that is the
+    app's.  ProcessError when it is another user and upkeeper is not root: the command (``pm2 flush``, a cache
+    clear) would run as the wrong user — against another PM2, files it cannot touch — and look fine."""
+    euid = os.geteuid() if euid is None else euid
+    if not user:
+        return list(argv)
+    if euid == 0:
         return [RUNUSER, "-u", user, "--", *argv]
+    import pwd
+
+    try:
+        me = pwd.getpwuid(euid).pw_name
+    except KeyError:
+        me = str(euid)
+    if user not in (me, str(euid)):
+        raise ProcessError(argv[0], f"not run: it must run as the app's user {user}, and upkeeper runs as {me}, "
+                                    "not root (it cannot switch users)",
+                           hint=f"run upkeeper as root or as {user}, or remove the target's user")
     return list(argv)
 
 
