@@ -692,6 +692,26 @@ def test_retention_keeps_a_rotated_copy_the_app_still_writes(tmp_path: Path) -> 
     assert [x.subject for x in f] == [str(logs / "app.log.1")] and f"process {writer.pid} still writes" in f[0].message
 
 
+def test_an_old_directory_emptied_by_the_pruning_goes_in_the_same_run(tmp_path: Path) -> None:
+    """Deleting its files set the directory's mtime to now, so a directory of old files stayed, empty, until a
+    run a temp_max_age later; the docs say the directories that became empty are removed."""
+    root = tmp_path / "shop"
+    old_dir = root / "tmp" / "uploads" / "session-1"
+    old_dir.mkdir(parents=True)
+    (old_dir / "a.part").write_text("x")
+    (old_dir / "b.part").write_text("y")
+    young = root / "tmp" / "uploads" / "session-2"
+    young.mkdir()
+    (young / "c.part").write_text("z")
+    old = time.time() - 3 * 86400
+    for p in (old_dir / "a.part", old_dir / "b.part", old_dir, young / "c.part"):
+        os.utime(p, (old, old))
+    res = run_task("app.cleanup", _target(root, releases_dir=None, temp_dirs=["tmp"]))
+    assert res.final_status is Status.OK, res.findings
+    assert not old_dir.exists()
+    assert young.exists() and not (young / "c.part").exists()  # emptied now, but the directory itself is new
+
+
 def test_stale_partial_copies_of_ours_are_removed_and_nobody_elses(tmp_path: Path) -> None:
     """A compression killed half-way leaves app.log.<stamp>.gz.partial: removed after an hour. Any other
     *.partial in the log directory (a download, another tool's upload) was removed with them."""

@@ -126,7 +126,14 @@ def prune_old_files(top: Path, max_age_s: float, now: float, acts: Actions, reas
     if not top.is_dir():
         return held
     # the configured directory itself may be a symlink (checked by unsafe_dir); nothing below it is followed
+    # each directory's modification time before anything in it was deleted (which sets it to now): a directory
+    # untouched for longer than max_age whose files all go is removed in the same run, not a run later
+    listed_mtime: dict[str, float] = {}
     for root, dirs, files, root_fd in os.fwalk(os.path.realpath(top), topdown=False, follow_symlinks=False):
+        try:
+            listed_mtime[root] = os.fstat(root_fd).st_mtime
+        except OSError:
+            pass
         try:
             real_root = os.readlink(f"/proc/self/fd/{root_fd}")
         except OSError:
@@ -156,7 +163,10 @@ def prune_old_files(top: Path, max_age_s: float, now: float, acts: Actions, reas
             continue
         for name in subdirs:  # already walked (bottom-up): empty now if everything in it went
             try:
-                if now - os.stat(name, dir_fd=root_fd, follow_symlinks=False).st_mtime > max_age_s:
+                mtime = listed_mtime.get(os.path.join(root, name))
+                if mtime is None:
+                    mtime = os.stat(name, dir_fd=root_fd, follow_symlinks=False).st_mtime
+                if now - mtime > max_age_s:
                     os.rmdir(name, dir_fd=root_fd)
             except OSError:
                 pass  # not empty, or gone
