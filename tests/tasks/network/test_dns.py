@@ -193,6 +193,22 @@ def test_canonical_forms() -> None:
     assert canonical("A", "203.0.113.1") == "203.0.113.1"
 
 
+def test_caa_tags_and_issuers_match_whatever_their_case() -> None:
+    """A zone serving '0 ISSUE "LetsEncrypt.org"' (tags and the issuer domain are case-insensitive, RFC 8659)
+    against the expected '0 issue letsencrypt.org': a CRITICAL mismatch telling the user to fix a correct record."""
+    zone = {("shop.example.", "CAA"): ['0 ISSUE "LetsEncrypt.org"', '0 iodef "mailto:Ops@shop.example"']}
+    server = DnsServer(zone).start()
+    try:
+        o = opts((server,), records=[DnsRecord(name="shop.example", type="CAA", expected=[
+            "0 issue letsencrypt.org", '0 iodef "mailto:Ops@shop.example"'])])
+        assert check_dns(o, MemoryState(), NOW).findings == []
+        wrong = opts((server,), records=[DnsRecord(name="shop.example", type="CAA", expected=[
+            "0 issue digicert.com", '0 iodef "mailto:Ops@shop.example"'])])
+        assert [f.check for f in check_dns(wrong, MemoryState(), NOW).findings] == ["network.dns_mismatch"]
+    finally:
+        server.stop()
+
+
 def test_dns_job_via_cli(resolvers: tuple[DnsServer, DnsServer], cli, make_config) -> None:
     cfg = make_config({"jobs": {"dns": {"task": "network.dns", "options": {
         "resolvers": [s.address for s in resolvers], "zones": ["shop.example"],

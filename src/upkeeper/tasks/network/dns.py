@@ -169,6 +169,16 @@ def canonical(rtype: str, value: str) -> str:
         out = rd.to_text()
     except Exception:
         out = text
+    if rtype == "CAA":
+        # RFC 8659 § 4.1: tags match case-insensitively ("0 ISSUE" is "0 issue"); the issuer of issue/issuewild is a
+        # domain name, case-insensitive too (its parameters after ';' are left as they are)
+        flags, _, rest = out.partition(" ")
+        tag, _, val = rest.partition(" ")
+        tag = tag.lower()
+        if tag in ("issue", "issuewild") and val.startswith('"'):
+            domain, sep, params = val[1:-1].partition(";")
+            val = f'"{domain.lower()}{sep}{params}"'
+        return f"{flags} {tag} {val}"
     return out.lower() if rtype in ("CNAME", "NS", "MX", "SRV") else out
 
 
