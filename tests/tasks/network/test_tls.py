@@ -160,6 +160,56 @@ def test_slow_endpoints_are_checked_together_within_the_jobs_timeout(cli, make_c
     assert [f["subject"] for f in run["findings"] if f["check"] == "network.tls_unreachable"] == endpoints
 
 
+def test_a_fully_qualified_name_is_sent_in_sni_without_its_trailing_dot(tmp_path: Path) -> None:
+    """server_name 'shop.example.' (a fully qualified name) was sent in SNI as is; RFC 6066 says without the
+    dot, and a server matching SNI exactly then served its default certificate: a CRITICAL hostname mismatch for
+    a correct site. The server here is Python's ssl with an exact-match SNI callback, as such servers behave."""
+    shop = self_signed(tmp_path / "shop", "shop.example", hosts=["shop.example"])
+    default = self_signed(tmp_path / "default", "default.invalid", hosts=["default.invalid"])
+    shop_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    shop_ctx.load_cert_chain(shop.cert, shop.key)
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(default.cert, default.key)
+    names: list[str | None] = []
+
+    def pick(sock: ssl.SSLObject, name: str | None, _ctx: ssl.SSLContext) -> None:
+        names.append(name)
+        if name == "shop.example":
+            sock.context = shop_ctx
+
+    server_ctx.sni_callback = pick  # type: ignore[assignment]
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    stop = threading.Event()
+
+    def serve() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                continue
+            try:
+                with server_ctx.wrap_socket(conn, server_side=True) as s:
+                    s.recv(1)
+            except OSError:
+                pass
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        ep = parse_endpoint(f"127.0.0.1:{listener.getsockname()[1]}", "shop.example.")
+        out = check_tls([ep], TlsOptions(timeout=3, ca_file=str(shop.cert), check_legacy_protocols=False),
+                        datetime.now(UTC))
+    finally:
+        stop.set()
+        t.join(5)
+        listener.close()
+    assert "shop.example" in names and "shop.example." not in names, names
+    assert [f.check for f in out.findings] == [], out.findings
+
+
 def test_parse_endpoint_forms() -> None:
     assert str(parse_endpoint("https://example.com/x")) == "example.com:443"
     assert str(parse_endpoint("example.com:8443")) == "example.com:8443"

@@ -108,11 +108,14 @@ def parse_endpoint(text: str, server_name: str | None = None) -> Endpoint:
 
 
 def _sni(ep: Endpoint) -> str | None:
+    """The server name sent in SNI: none for an IP address; a name without its trailing dot (RFC 6066 § 3: a
+    fully qualified "shop.example." is sent as "shop.example" — a server matching SNI exactly gave its default
+    certificate, and the check then reported a hostname mismatch for a correct one)."""
     try:
         ipaddress.ip_address(ep.name)
         return None
     except ValueError:
-        return ep.name
+        return ep.name.rstrip(".") or ep.name
 
 
 def _legacy_context(minimum: ssl.TLSVersion, maximum: ssl.TLSVersion) -> ssl.SSLContext | None:
