@@ -165,3 +165,29 @@ def test_logs_nginx_counts_the_lines_of_a_zstd_rotated_log(tmp_path: Path, cli) 
     assert out["requests"] == 16 and out["invalid"] == 0, out
     assert [(Path(f["path"]).name, f["compressed"]) for f in out["files"]] == [
         ("access.log.2.zst", True), ("access.log.1.xz", True), ("access.log", False)]
+
+
+@pytest.mark.parametrize("codec", ["gzip", *CODECS])
+def test_a_rotated_file_compressed_under_a_plain_name_is_read_decompressed(tmp_path: Path, codec: str) -> None:
+    """logrotate with compressext "" (or a hand-made copy): access.log.1 holds gzip (zstd, xz, bzip2) data. It was
+    read as text: every line invalid, the unparsed-line warning, the requests missing."""
+    import gzip
+
+    log = tmp_path / "access.log"
+    data = b"".join(line(i) for i in range(500))
+    blob = gzip.compress(data) if codec == "gzip" else compress(codec, data)
+    (tmp_path / "access.log.1").write_bytes(blob)
+    log.write_bytes(line(500))
+    files = discover(str(log))
+    assert [(Path(f.path).name, f.gz) for f in files] == [("access.log.1", True), ("access.log", False)]
+    got, _cur, notes = read_plan(files, [])
+    assert got == data + line(500) and notes == []
+
+
+def test_a_plain_rotated_file_that_starts_like_bzip2_text_stays_plain(tmp_path: Path) -> None:
+    log = tmp_path / "access.log"
+    (tmp_path / "access.log.1").write_bytes(b"BZh is how this line starts\n")
+    log.write_bytes(line(1))
+    files = discover(str(log))
+    assert [f.gz for f in files] == [False, False]
+    assert read_plan(files, [])[0] == b"BZh is how this line starts\n" + line(1)

@@ -228,6 +228,12 @@ def _stat(p: Path, gz: bool, live: bool) -> LogFile | None:
         return None
     if not p.is_file():
         return None
+    if not gz and not live:  # a rotated file compressed under a plain name (compressext "", a hand-made copy)
+        try:
+            with open(p, "rb") as fh:
+                gz = compressed_magic(fh.read(8)) is not None
+        except OSError:
+            pass
     return LogFile(str(p), gz, live, st.st_dev, st.st_ino, st.st_size, st.st_mtime, btime_ns=birth_time_ns(p, st))
 
 
@@ -423,11 +429,31 @@ class StreamReader:
 
 
 def open_compressed(fh: BinaryIO, path: str) -> GzipReader | StreamReader:
-    """The reader of compressed file ``path`` (by its suffix: .zst, .xz, .bz2, else gzip)."""
+    """The reader of compressed file ``path``: by its suffix (.gz, .zst, .xz, .bz2), else by its first bytes (a
+    rotated file compressed under a plain name, :func:`compressed_magic`), else gzip."""
     for suffix, codec in ((".zst", "zstd"), (".xz", "xz"), (".bz2", "bz2")):
         if path.endswith(suffix):
             return StreamReader(fh, codec)
+    if not path.endswith(".gz"):
+        head = fh.read(8)
+        fh.seek(0)
+        sniffed = compressed_magic(head)
+        if sniffed is not None and sniffed != "gzip":
+            return StreamReader(fh, sniffed)
     return GzipReader(fh)
+
+
+def compressed_magic(head: bytes) -> str | None:
+    """The compression whose magic bytes ``head`` starts with (gzip, zstd, xz, bz2), else None.  bzip2's "BZh"
+    is taken only with its block size digit and block magic, so a text line starting "BZh" is no match."""
+    if head.startswith(GZIP_MAGIC + b"\x08"):  # and deflate, the only method gzip defines
+        return "gzip"
+    for codec, magic in StreamReader.MAGIC.items():
+        if codec != "bz2" and head.startswith(magic):
+            return codec
+    if len(head) >= 8 and head.startswith(b"BZh") and head[3:4].isdigit() and head[4:8] == b"\x31\x41\x59\x26":
+        return "bz2"
+    return None
 
 
 def head_digest(lf: LogFile, length: int = HEAD_BYTES) -> tuple[str, int]:
