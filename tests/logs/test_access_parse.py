@@ -341,3 +341,16 @@ def test_a_tab_separated_format_given_alone_reads_its_lines() -> None:
     for fast in (True, False):
         rep = scan(data, fast=fast, fmt=fmt)
         assert rep["requests"] == 60 and rep["invalid"] == 0, fast
+
+
+def test_a_format_with_two_variables_written_together_is_refused_saying_why() -> None:
+    """'$scheme://$host$request_uri' (a request line built from its parts): no line could be cut into $host and
+    $request_uri, and a run reported 100 % unparsed with 'line ends before %v'. Now the format is refused."""
+    import pytest
+
+    from upkeeper.logs.nginx_format import LogFormatError, parse_format
+
+    with pytest.raises(LogFormatError, match=r"\$host and \$request_uri are written together"):
+        parse_format('$remote_addr [$time_local] "$request_method $scheme://$host$request_uri $server_protocol" '
+                     '$status $body_bytes_sent')
+    parse_format('$remote_addr [$time_local] "$request_method $scheme://$host $request_uri" $status $body_bytes_sent')

@@ -312,6 +312,16 @@ def parse_format(fmt: str, client_ip: str = "remote_addr") -> list[Item]:
                 f"in the log_format {s!r}, $request is followed by a blank, not by a quote: its value "
                 "('GET /path HTTP/1.1') has blanks itself, so no line of this format could be read",
                 "Try: the format from your nginx.conf, which quotes it: \"$request\"")
+    for k in range(len(items) - 1):
+        a, b = items[k], items[k + 1]
+        if isinstance(a, Var) and isinstance(b, Var) and a.field != "^" and b.field != "^":
+            # a line is cut into values at the text between variables: with none, where $host ends and
+            # $request_uri begins cannot be told (GoAccess cannot either), and every line was 'unparsed'
+            raise LogFormatError(
+                f"in the log_format {s!r}, ${a.name} and ${b.name} are written together, with nothing between "
+                "them: a line cannot be cut into their two values, so no line of this format could be read",
+                f"Try: put a character that cannot occur in ${a.name} between them in nginx's log_format (the "
+                "lines written after the change can then be read)")
     fields = [it.field for it in items if isinstance(it, Var)]
     if "h" not in fields:
         raise LogFormatError(
