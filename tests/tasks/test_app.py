@@ -9,7 +9,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -93,6 +93,14 @@ def tree(tmp_path: Path) -> Path:
     seed_tree(root)
     (root / "logs" / "app.log").write_text("live\n")
     return root
+
+
+def wait_until(cond: Callable[[], bool], timeout: float = 15.0) -> None:
+    """Poll ``cond`` until it holds (a process started, a line written); fail after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.02)
 
 
 def _target(root: Path, **kw: object) -> dict[str, object]:
@@ -303,8 +311,7 @@ def test_reopen_signal_with_a_pid_file_relative_to_root(app: AppServer) -> None:
     time.sleep(0.3)
     res = run_task("app.cleanup", target, {"rotate_size": 1})
     assert res.final_status is Status.OK and res.metrics["rotated_logs"] == 1, res.findings
-    time.sleep(0.3)
-    assert app.log.stat().st_size > 0  # the app was told: it writes to the fresh log
+    wait_until(lambda: app.log.stat().st_size > 0)  # the app was told: it writes to the fresh log
     assert [p.suffix for p in app.log.parent.glob("app.log.*")] == [".gz"]
     assert_every_line_once(app)
 
@@ -374,8 +381,7 @@ def test_a_failing_reopen_command_puts_the_log_back(app: AppServer) -> None:
     assert "the reopen failed" in f.message and "put back" in f.message, f.message
     assert not list(app.log.parent.glob("app.log.*"))
     size = app.log.stat().st_size
-    time.sleep(0.3)
-    assert app.log.stat().st_size > size  # the app still writes to app.log, not to a renamed copy
+    wait_until(lambda: app.log.stat().st_size > size)  # the app still writes to app.log, not to a renamed copy
     assert_every_line_once(app)
 
 
@@ -550,9 +556,9 @@ def test_copytruncate_warns_about_a_writer_that_does_not_append(tmp_path: Path) 
     with open(log, "wb") as out:  # O_TRUNC, no O_APPEND: a shell's '>'
         writer = subprocess.Popen([sys.executable, "-c", writer_code], stdout=out)
     try:
-        time.sleep(0.5)
+        wait_until(lambda: log.stat().st_size > 0)  # the writer has started (slow on a loaded machine)
         res = run_task("app.cleanup", _target(root, releases_dir=None), {"rotate_size": 1})
-        time.sleep(0.2)
+        wait_until(lambda: log.stat().st_size > 0)  # it wrote again, at its old offset
         head = log.read_bytes()[:1]
     finally:
         writer.kill()
@@ -631,7 +637,7 @@ def test_copytruncate_says_so_when_a_writer_cannot_be_paused(tmp_path: Path) -> 
         while not init and time.monotonic() < deadline:
             time.sleep(0.05)
             init = Path(f"/proc/{container.pid}/task/{container.pid}/children").read_text().strip()
-        time.sleep(0.3)
+        wait_until(lambda: log.exists() and log.stat().st_size > 0)  # it writes (slow to start on a loaded machine)
         script = ("import sys, json; sys.path[:0] = json.loads(sys.argv[1]); from ops_support import run_task; "
                   "res = run_task('app.cleanup', {'kind': 'app', 'root': sys.argv[2]}, {'rotate_size': 1}); "
                   "print(json.dumps([[f.check, f.severity.value, f.message] for f in res.findings]))")
@@ -917,7 +923,8 @@ def test_reopen_signal_to_an_app_that_is_pid_1_of_its_container(tmp_path: Path) 
             time.sleep(0.05)
         init = Path(f"/proc/{container.pid}/task/{container.pid}/children").read_text().strip()
         assert (root / "app.pid").read_text().strip() == "1"
-        time.sleep(0.3)
+        live = root / "logs" / "app.log"
+        wait_until(lambda: live.exists() and live.stat().st_size > 0)
         script = ("import sys, json; sys.path[:0] = json.loads(sys.argv[1]); from ops_support import run_task; "
                   "res = run_task('app.cleanup', {'kind': 'app', 'root': sys.argv[2], 'reopen_signal': 'USR1', "
                   "'pid_file': 'app.pid'}, {'rotate_size': 1}); "
@@ -926,8 +933,7 @@ def test_reopen_signal_to_an_app_that_is_pid_1_of_its_container(tmp_path: Path) 
                               json.dumps(sys.path), str(root)], capture_output=True, text=True, check=True)
         *findings, rotated = json.loads(out.stdout)
         assert findings == [] and rotated == 1, findings
-        time.sleep(0.3)
-        assert (root / "logs" / "app.log").stat().st_size > 0  # it reopened: it writes to the fresh log
+        wait_until(lambda: (root / "logs" / "app.log").stat().st_size > 0)  # it reopened: it writes to the fresh log
     finally:
         if init:
             os.kill(int(init), 9)

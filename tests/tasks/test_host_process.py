@@ -179,7 +179,7 @@ def test_a_process_restarted_within_a_run_is_counted_once() -> None:
     restarter.start()
     try:
         res = run_task("host.process", options={"processes": [{"label": "app", "cmdline": marker}],
-                                                "samples_per_run": 5, "sample_interval": "0.8s", "rss_warning": "10MB"})
+                                                "samples_per_run": 6, "sample_interval": "1s", "rss_warning": "10MB"})
     finally:
         restarter.join()
         for p in procs:
