@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -224,3 +225,71 @@ def test_a_process_matched_by_two_selectors_counts_under_both_and_is_judged_once
     assert [f.subject for f in checks(res)["host.process_memory"]] == [f"app (pid {steady.pid})"]
     (series,) = state.get("samples").values()
     assert len(series["points"]) == 3  # one point per round, not one per selector
+
+
+def _spawn_with_pid(pid: int, argv: list[str]) -> subprocess.Popen[bytes] | None:
+    """A process given ``pid`` (the kernel hands out ``ns_last_pid + 1`` next, as CRIU restores pids): another
+    process forking at that instant may take it, so a few tries."""
+    for _ in range(50):
+        Path("/proc/sys/kernel/ns_last_pid").write_text(str(pid - 1))
+        p = subprocess.Popen(argv)
+        if p.pid == pid:
+            return p
+        p.kill()
+        p.wait()
+    return None
+
+
+def test_a_pid_file_left_by_a_dead_daemon_is_not_watched_as_the_process_that_took_its_pid(tmp_path: Path) -> None:
+    """The daemon dies, its pid file stays, and the kernel gives its pid to another process: the pid file names
+    a live process, so before this every run watched (and measured, and called healthy) an unrelated process.
+    The file is the one the previous run saw, with the same pid, but that pid's process started at another
+    moment: the selector is missing, and the finding names who holds the pid now.  A daemon restarted (its pid
+    file written again) is watched again."""
+
+    if not os.access("/proc/sys/kernel/ns_last_pid", os.W_OK):
+        pytest.skip("choosing a pid (ns_last_pid) needs root")
+    pid_file = tmp_path / "app.pid"
+    opts = {"processes": [{"label": "app", "pid_file": str(pid_file)}]}
+    state = MemoryState()
+    daemon = subprocess.Popen(["sleep", "300"])
+    pid = daemon.pid
+    pid_file.write_text(f"{pid}\n")
+    res = run_task("host.process", options=opts, state=state)
+    assert "host.process_missing" not in checks(res) and res.metrics["proc.app.count"] == 1
+    time.sleep(0.05)  # start times count in 10 ms ticks: the pid's next process starts in a later one
+    daemon.kill()
+    daemon.wait()
+    other = _spawn_with_pid(pid, [sys.executable, "-c", "import time; time.sleep(300)"])
+    if other is None:
+        pytest.fail(f"could not start a process with pid {pid} in 50 tries")
+    try:
+        for _ in range(2):  # said at every run while the file stays as it is
+            res = run_task("host.process", options=opts, state=state)
+            missing = checks(res)["host.process_missing"]
+            assert [f.subject for f in missing] == ["app"]
+            assert f"pid {pid} now belongs to another process" in missing[0].message
+            assert psutil.Process(pid).name() in missing[0].message and "left over" in missing[0].message
+            assert "proc.app.count" not in res.metrics
+        pid_file.write_text(f"{pid}\n")  # the daemon started again, and (by chance) with the same pid
+        os.utime(pid_file, ns=(time.time_ns() + 10**9, time.time_ns() + 10**9))  # a coarse clock: a new mtime
+        res = run_task("host.process", options=opts, state=state)
+        assert "host.process_missing" not in checks(res) and res.metrics["proc.app.count"] == 1
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_a_pid_file_unchanged_since_before_a_reboot_is_left_over(tmp_path: Path) -> None:
+    """A pid file kept across a reboot (not under /run) names whatever process has that pid on the new boot."""
+    from upkeeper.tasks.host.process import pid_file_record, stale_pid_file
+
+    pid_file = tmp_path / "app.pid"
+    pid_file.write_text(f"{os.getpid()}\n")
+    now = pid_file_record(str(pid_file))
+    assert now is not None and now["boot"] and now["pid"] == os.getpid()
+    assert stale_pid_file(str(pid_file), now, now) == ""
+    assert stale_pid_file(str(pid_file), None, now) == ""  # first look: nothing to compare with
+    why = stale_pid_file(str(pid_file), {**now, "boot": "an-earlier-boot"}, now)
+    assert "has not changed since the last reboot" in why and f"pid {os.getpid()} now belongs" in why
+    assert stale_pid_file(str(pid_file), {**now, "boot": "an-earlier-boot", "file": [0, 0]}, now) == ""  # rewritten

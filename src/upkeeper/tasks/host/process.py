@@ -6,6 +6,12 @@ start time, so a restart starts a new series) in the job's state.  A process
 whose last ``leak_samples`` samples rise along a straight line (least squares:
 slope above ``leak_slope`` per hour, r² at least ``leak_min_r2``) gets a
 memory-leak warning; one above ``rss_warning`` gets a size warning.
+
+A pid file left behind by a daemon that died names a pid the kernel may give to any later process.  Each run
+remembers, per pid file, the file (inode, mtime), the pid and when that process started (clock ticks since boot,
+which no clock step moves) on which boot: when the file is unchanged but the process with its pid started at
+another moment, or on another boot, the daemon that wrote it is gone and the pid belongs to someone else — the
+selector is missing, and the finding names the process that holds the pid now.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import os
 import re
 import time
+from collections.abc import Container
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -36,7 +43,9 @@ class ProcessSelector(StrictModel):
             "Source: upkeeper (not set by default)")
     cmdline: str | None = Field(None, description="regular expression searched in the full command line. "
             "Source: upkeeper (not set by default)")
-    pid_file: str | None = Field(None, description="file holding the pid of the process. "
+    pid_file: str | None = Field(None, description="file holding the pid of the process. A pid file left behind "
+            "by a process that died, whose pid another process has taken since, is reported missing (from the "
+            "second run that sees it: the file unchanged, its pid's process started later or on another boot). "
             "Source: upkeeper (not set by default)")
     required: bool = Field(True, description="warn when no process matches. Source: upkeeper default")
 
@@ -118,11 +127,66 @@ def pid_from_file(path: str) -> int | None:
     return read_pid_file(path)[0]
 
 
-def select(sel: ProcessSelector, me: int, zombies: list[int] | None = None) -> list[psutil.Process]:
+def boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def start_ticks(pid: int) -> int | None:
+    """When ``pid`` started, in clock ticks since boot (``/proc/PID/stat``'s 22nd field): unlike psutil's
+    ``create_time`` (boot time on the wall clock plus these ticks), no clock step moves it."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return None
+    fields = raw[raw.rfind(b")") + 2:].split()  # the name (field 2) may hold blanks and parentheses
+    try:
+        return int(fields[19])
+    except (IndexError, ValueError):
+        return None
+
+
+def pid_file_record(path: str) -> dict[str, Any] | None:
+    """What a pid file and the process it names are now: the file (inode, mtime), its pid, that process's start
+    and the boot; None when the file names no live process (said elsewhere, see :func:`read_pid_file`)."""
+    pid = pid_from_file(path)
+    if pid is None:
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    ticks = start_ticks(pid)
+    if ticks is None:
+        return None
+    return {"file": [st.st_ino, st.st_mtime_ns], "pid": pid, "start": ticks, "boot": boot_id()}
+
+
+def stale_pid_file(path: str, before: dict[str, Any] | None, now: dict[str, Any] | None) -> str:
+    """Why the pid file at ``path`` no longer names the process that wrote it ("" when it may): the file is
+    the one a previous run saw, with the same pid, but the process holding that pid started at another moment
+    or on another boot (the daemon died, its pid went to another process)."""
+    if before is None or now is None or before.get("file") != now["file"] or before.get("pid") != now["pid"]:
+        return ""
+    if before.get("boot") == now["boot"] and before.get("start") == now["start"]:
+        return ""
+    try:
+        holder = psutil.Process(now["pid"]).name()
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        holder = "?"
+    when = "since the last reboot" if before.get("boot") != now["boot"] else "since the previous run"
+    return (f"pid file {path} is left over: it has not changed {when}, but pid {now['pid']} now belongs to "
+            f"another process ({holder!r}, started later): the process that wrote it is gone")
+
+
+def select(sel: ProcessSelector, me: int, zombies: list[int] | None = None,
+           stale: Container[str] = ()) -> list[psutil.Process]:
     """The running processes the selector matches; the pids of matching zombies (exited, not yet reaped by
-    their parent: no longer running) go to ``zombies``."""
+    their parent: no longer running) go to ``zombies``.  A pid file in ``stale`` names no process of ours."""
     wanted_pid = pid_from_file(sel.pid_file) if sel.pid_file else None
-    if sel.pid_file and wanted_pid is None:
+    if sel.pid_file and (wanted_pid is None or sel.pid_file in stale):
         return []
     rx = re.compile(sel.cmdline) if sel.cmdline else None
     found = []
@@ -161,14 +225,17 @@ class Missing:
     why: str = ""
 
 
-def sample_once(selectors: list[ProcessSelector]) -> tuple[list[Sample], dict[str, Missing]]:
-    """RSS of every matching running process; and the labels that matched none (with why)."""
+def sample_once(selectors: list[ProcessSelector], stale: dict[str, str] | None = None,
+                ) -> tuple[list[Sample], dict[str, Missing]]:
+    """RSS of every matching running process; and the labels that matched none (with why).  ``stale``: the
+    left-over pid files (:func:`stale_pid_file`) and why."""
     me = os.getpid()
     out: list[Sample] = []
     missing: dict[str, Missing] = {}
+    stale = stale or {}
     for sel in selectors:
         zombies: list[int] = []
-        procs = select(sel, me, zombies)
+        procs = select(sel, me, zombies, stale)
         got = 0
         for p in procs:
             try:
@@ -181,7 +248,8 @@ def sample_once(selectors: list[ProcessSelector]) -> tuple[list[Sample], dict[st
             out.append(Sample(sel.key, p.pid, ident, name, rss))
             got += 1
         if got == 0 and sel.required:
-            missing[sel.key] = Missing(zombies, read_pid_file(sel.pid_file)[1] if sel.pid_file else "")
+            why = (stale.get(sel.pid_file) or read_pid_file(sel.pid_file)[1]) if sel.pid_file else ""
+            missing[sel.key] = Missing(zombies, why)
     return out, missing
 
 
@@ -197,8 +265,26 @@ class HostProcess(Task[ProcessOptions]):
     default_timeout = 600
     metrics_retention: ClassVar[timedelta] = timedelta(days=90)
 
+    @staticmethod
+    def _pid_files(ctx: TaskContext, options: ProcessOptions) -> dict[str, str]:
+        """The left-over pid files, and why (:func:`stale_pid_file`); remembers the others for the next run.  A
+        left-over file's record stays as it was, so it is said again at every run until the file changes."""
+        known: dict[str, Any] = dict(ctx.state.get("pid_files") or {})
+        stale: dict[str, str] = {}
+        paths = {sel.pid_file for sel in options.processes if sel.pid_file}
+        for path in sorted(paths):
+            now = pid_file_record(path)
+            why = stale_pid_file(path, known.get(path), now)
+            if why:
+                stale[path] = why
+            elif now is not None:
+                known[path] = now
+        ctx.state.set("pid_files", {p: r for p, r in known.items() if p in paths})
+        return stale
+
     def run(self, ctx: TaskContext, options: ProcessOptions) -> Result:
         history: dict[str, Any] = dict(ctx.state.get("samples") or {})
+        pid_files = self._pid_files(ctx, options)
         seen: set[str] = set()
         last: dict[str, Sample] = {}
         round_samples: list[Sample] = []
@@ -207,7 +293,7 @@ class HostProcess(Task[ProcessOptions]):
             if i:
                 time.sleep(options.sample_interval.total_seconds())
             ts = ctx.now().timestamp()
-            samples, missing = sample_once(options.processes)
+            samples, missing = sample_once(options.processes, pid_files)
             # what is running now is what the last round found: a process that exited (a restart, a recycled
             # worker) between the rounds of this run is neither counted nor judged
             last, round_samples = {}, samples
