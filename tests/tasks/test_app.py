@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -953,3 +954,84 @@ def test_reopen_signal_to_an_app_that_is_pid_1_of_its_container(tmp_path: Path) 
         container.kill()
         container.wait()
     assert [p.suffix for p in (root / "logs").glob("app.log.*")] == [".gz"]
+
+
+@pytest.fixture
+def container_view(tmp_path: Path) -> Iterator[Callable[[Path, str], tuple[subprocess.Popen[bytes], str]]]:
+    """Starts a process in a mount namespace of its own that sees a directory bind-mounted at another path (a
+    container given the app's directory) and runs a shell command there, ``$M`` the mount point: its /proc links
+    name its own paths, not ours.  Returns (the process, the mount point); it is killed afterwards."""
+    import shutil
+
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("a mount namespace needs root and unshare(1)")
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(source: Path, command: str) -> tuple[subprocess.Popen[bytes], str]:
+        mnt = tmp_path / f"container-view-{len(started)}"  # outside the app's tree, empty in our namespace
+        mnt.mkdir()
+        script = f'mount --bind "$1" "$2" && M="$2" && cd "$M" && {command}'
+        started.append(subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sh", "-c", script,
+                                         "sh", str(source), str(mnt)]))
+        return started[-1], str(mnt)
+
+    yield start
+    for p in started:
+        p.kill()
+        p.wait()
+
+
+def test_a_release_a_process_in_another_mount_namespace_runs_from_is_kept(
+        tree: Path, container_view: Callable[[Path, str], tuple[subprocess.Popen[bytes], str]]) -> None:
+    """A container running the old release through a bind mount names its working directory by the
+    container's path: the path comparison missed it and the release it runs from was deleted."""
+    releases = sorted(p.name for p in (tree / "releases").iterdir())
+    worker, mnt = container_view(tree / "releases" / releases[0], "exec sleep 60")
+    wait_until(lambda: _readlink(f"/proc/{worker.pid}/cwd") == mnt)
+    res = run_task("app.cleanup", _target(tree))
+    assert res.final_status is Status.OK, res.findings
+    assert sorted(p.name for p in (tree / "releases").iterdir()) == [releases[0], *releases[-5:]]
+    assert f"{releases[0]} (pid {worker.pid})" in res.summary
+
+
+def test_an_old_temp_file_a_process_in_another_mount_namespace_writes_is_kept(
+        tree: Path, container_view: Callable[[Path, str], tuple[subprocess.Popen[bytes], str]]) -> None:
+    """A stalled upload written by a container through a bind mount of the app's tmp directory."""
+    upload = tree / "tmp" / "upload-0.part"
+    before = upload.stat()
+    writer, mnt = container_view(tree / "tmp", 'exec sleep 60 >> "$M/upload-0.part"')
+    wait_until(lambda: _readlink(f"/proc/{writer.pid}/fd/1") == f"{mnt}/upload-0.part")
+    os.utime(upload, (before.st_atime, before.st_mtime))  # three days old, as seeded
+    res = run_task("app.cleanup", _target(tree, releases_dir=None))
+    assert res.final_status is Status.OK, res.findings
+    assert sorted(p.name for p in (tree / "tmp").iterdir()) == ["upload-0.part", "upload-4.part", "upload-5.part"]
+    assert f"upload-0.part (pid {writer.pid})" in res.summary
+
+
+def _readlink(path: str) -> str:
+    try:
+        return os.readlink(path)
+    except OSError:
+        return ""
+
+
+def test_a_log_written_from_another_mount_namespace_is_not_compressed_under_its_writer(
+        tmp_path: Path, container_view: Callable[[Path, str], tuple[subprocess.Popen[bytes], str]]) -> None:
+    """A container appends to the app's log through a bind mount of the logs directory.  Its descriptor reads
+    as the container's path, so the writer was not seen: after the rename and the reopen signal the rotated file
+    was compressed and deleted at once while the container still wrote to it, and its next lines were lost.  Now
+    the writer is found by what its descriptor is, and the rotated file waits for it to let go."""
+    from upkeeper.tasks.app._rotate import reopen_rotate, writers_of
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    log = logs / "app.log"
+    log.write_text("before the rotation\n")
+    writer, mnt = container_view(logs, 'exec sleep 60 >> "$M/app.log"')
+    wait_until(lambda: _readlink(f"/proc/{writer.pid}/fd/1") == f"{mnt}/app.log")
+    assert writers_of(log) == [writer.pid]
+    dest = logs / "app.log.1"
+    rotated, size, note = reopen_rotate(log, dest, reopen=lambda pids: None, compress=True, wait_s=0.3)
+    assert rotated == dest and dest.exists() and size == len("before the rotation\n")
+    assert "still writes to app.log.1" in note
+    assert writers_of(dest) == [writer.pid]

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from upkeeper.fmt import human_bytes
+from upkeeper.tasks.app._rotate import mount_ns
 
 #: rotated siblings of a log: ours (app.log.20261123-031500[-1][.gz]) and logrotate's (app.log.1[.gz],
 #: app.log-20261123[.gz])
@@ -152,7 +153,7 @@ def prune_old_files(top: Path, max_age_s: float, now: float, acts: Actions, reas
             newest = max(st.st_mtime, st.st_atime) if use_atime else st.st_mtime
             if now - newest <= max_age_s:
                 continue
-            pid = in_use.open_files.get(os.path.join(real_root, name)) if in_use and stat.S_ISREG(st.st_mode) else None
+            pid = in_use.holder(os.path.join(real_root, name), st) if in_use and stat.S_ISREG(st.st_mode) else None
             if pid is None and name.endswith(".pid") and stat.S_ISREG(st.st_mode):
                 pid = running_pid_file(root_fd, name)
             if pid is not None:
@@ -284,34 +285,51 @@ def _name_key(name: str) -> tuple[list[int | str], str]:
 @dataclass
 class InUse:
     """What the running processes use: their working directories and programs, and the files they hold open
-    (real paths, read from /proc once per run)."""
+    (real paths, read from /proc once per run).
+
+    A process in another mount namespace (a container given the release or the uploads directory by a bind
+    mount) names them by its own paths (``/app``, not ``/srv/shop/releases/41``): what they are is kept too, as
+    (device, inode) — ``stat`` of ``/proc/PID/cwd`` reaches the directory itself whatever the namespace."""
 
     places: dict[str, int] = field(default_factory=dict)  # cwd, exe, root -> a pid
     open_files: dict[str, int] = field(default_factory=dict)  # file -> a pid
+    ids: dict[tuple[int, int], int] = field(default_factory=dict)  # (st_dev, st_ino) of both -> a pid
+    foreign: bool = False  # some process lives in another mount namespace: its paths are not ours
 
     @classmethod
     def scan(cls) -> InUse:
         found = cls()
         me = os.getpid()
+        mine = mount_ns("self")
         for entry in os.scandir("/proc"):
             if not entry.name.isdigit() or int(entry.name) == me:
                 continue
             pid = int(entry.name)
+            ns = mount_ns(pid)
+            if ns is not None and ns != mine:
+                found.foreign = True
             for link in ("cwd", "exe", "root"):
-                try:
-                    found.places.setdefault(os.readlink(f"/proc/{pid}/{link}"), pid)
-                except OSError:
-                    continue
+                found._add(found.places, pid, f"/proc/{pid}/{link}")
             try:
                 fds = os.listdir(f"/proc/{pid}/fd")
             except OSError:
                 continue
             for fd in fds:
-                try:
-                    found.open_files.setdefault(os.readlink(f"/proc/{pid}/fd/{fd}"), pid)
-                except OSError:
-                    continue
+                found._add(found.open_files, pid, f"/proc/{pid}/fd/{fd}")
         return found
+
+    def _add(self, paths: dict[str, int], pid: int, link: str) -> None:
+        try:
+            paths.setdefault(os.readlink(link), pid)
+            st = os.stat(link)
+        except OSError:
+            return
+        self.ids.setdefault((st.st_dev, st.st_ino), pid)
+
+    def holder(self, path: str, st: os.stat_result) -> int | None:
+        """A process holding the file ``path`` (``st``: its lstat) open, by its path or by what it is."""
+        pid = self.open_files.get(path)
+        return pid if pid is not None else self.ids.get((st.st_dev, st.st_ino))
 
     def user_of_tree(self, top: Path) -> int | None:
         """A process whose working directory or program is under ``top``, or that holds a file there open."""
@@ -321,6 +339,24 @@ class InUse:
             for path, pid in paths.items():
                 if path == real or path.startswith(prefix):
                     return pid
+        if not self.foreign:
+            return None
+        # a process of another mount namespace names the tree by its own paths: look for what it uses in it
+        for root, dirs, files, root_fd in os.fwalk(real, follow_symlinks=False):
+            if root == real:
+                try:
+                    st = os.fstat(root_fd)
+                except OSError:
+                    return None
+                if (user := self.ids.get((st.st_dev, st.st_ino))) is not None:
+                    return user
+            for name in dirs + files:
+                try:
+                    st = os.stat(name, dir_fd=root_fd, follow_symlinks=False)
+                except OSError:
+                    continue
+                if (user := self.ids.get((st.st_dev, st.st_ino))) is not None:
+                    return user
         return None
 
 

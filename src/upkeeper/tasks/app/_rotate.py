@@ -53,6 +53,14 @@ class Rotation:
     note: str = ""
 
 
+def mount_ns(pid: int | str) -> int | None:
+    """The mount namespace of a process (``"self"``: this one); None when it cannot be read."""
+    try:
+        return os.stat(f"/proc/{pid}/ns/mnt").st_ino
+    except OSError:
+        return None
+
+
 def writers_of(path: Path, among: list[int] | None = None) -> list[int]:
     """Pids of the processes (other than this one) that have ``path`` open for writing.
 
@@ -65,9 +73,16 @@ def writers_of(path: Path, among: list[int] | None = None) -> list[int]:
 
 def writer_flags(path: Path, among: list[int] | None = None) -> dict[int, int]:
     """{pid: open flags} of the processes (other than this one) that have ``path`` open for writing; for a
-    process holding it more than once, the flags of the descriptor without O_APPEND if there is one."""
+    process holding it more than once, the flags of the descriptor without O_APPEND if there is one.  Processes
+    in another mount namespace are matched by the file itself (device, inode), not by their path for it."""
     target = os.path.realpath(path)
+    try:
+        st = os.stat(target)
+        want: tuple[int, int] | None = (st.st_dev, st.st_ino)
+    except OSError:
+        want = None
     me = os.getpid()
+    mine = mount_ns("self")
     found: dict[int, int] = {}
     names = [str(p) for p in among] if among is not None else [e.name for e in os.scandir("/proc")]
     for name in names:
@@ -78,10 +93,17 @@ def writer_flags(path: Path, among: list[int] | None = None) -> dict[int, int]:
             fds = os.listdir(fd_dir)
         except OSError:
             continue
+        # a process of another mount namespace (a container writing the log through a bind mount) names it by
+        # its own path: compare what the descriptor is (device, inode) instead
+        foreign = want is not None and mount_ns(name) not in (None, mine)
         for fd in fds:
             try:
                 if os.readlink(f"{fd_dir}/{fd}") != target:
-                    continue
+                    if not foreign:
+                        continue
+                    fst = os.stat(f"{fd_dir}/{fd}")
+                    if (fst.st_dev, fst.st_ino) != want:
+                        continue
                 with open(f"/proc/{name}/fdinfo/{fd}") as fh:
                     flags = next((int(ln.split()[1], 8) for ln in fh if ln.startswith("flags:")), os.O_WRONLY)
             except (OSError, ValueError):
