@@ -582,6 +582,30 @@ def test_copytruncate_warns_about_a_writer_that_does_not_append(tmp_path: Path) 
     assert head == b"\0"  # what the warning says
 
 
+def test_each_thing_a_rotation_says_is_its_own_finding_with_its_own_remedy(tmp_path: Path) -> None:
+    """copytruncate without the pause (information) of a log written without O_APPEND (a warning): both were
+    one message whose severity and remedy were chosen by the words in it, so one of the two remedies was lost."""
+    root = tmp_path / "shop"
+    log = root / "logs" / "app.log"
+    log.parent.mkdir(parents=True)
+    with open(log, "wb") as out:  # O_TRUNC, no O_APPEND: a shell's '>'
+        writer = subprocess.Popen([sys.executable, "-c", "import sys, time\nprint('up', flush=True)\n"
+                                   "time.sleep(60)"], stdout=out)
+    try:
+        wait_until(lambda: log.stat().st_size > 0)
+        res = run_task("app.cleanup", _target(root, releases_dir=None),
+                       {"rotate_size": 1, "rotate_method": "copytruncate", "copytruncate_freeze": False})
+    finally:
+        writer.kill()
+        writer.wait()
+    notes = sorted(((f.severity, f.message, f.remediation) for f in checks(res)["app.rotate_note"]),
+                   key=lambda n: n[0] is Severity.INFO)
+    assert len(notes) == 2, notes
+    (sev1, msg1, fix1), (sev2, msg2, fix2) = notes
+    assert sev1 is Severity.WARNING and "without O_APPEND" in msg1 and "append to its log" in fix1
+    assert sev2 is Severity.INFO and msg2.startswith("copytruncate without pausing") and "copytruncate_freeze" in fix2
+
+
 def test_a_health_url_no_client_can_fetch_is_refused_at_load(tree: Path) -> None:
     """'localhost:3000/health' failed every check as 'no answer', and each failure ran restart_command."""
     from pydantic import TypeAdapter, ValidationError
@@ -1031,7 +1055,7 @@ def test_a_log_written_from_another_mount_namespace_is_not_compressed_under_its_
     wait_until(lambda: _readlink(f"/proc/{writer.pid}/fd/1") == f"{mnt}/app.log")
     assert writers_of(log) == [writer.pid]
     dest = logs / "app.log.1"
-    rotated, size, note = reopen_rotate(log, dest, reopen=lambda pids: None, compress=True, wait_s=0.3)
+    rotated, size, notes = reopen_rotate(log, dest, reopen=lambda pids: None, compress=True, wait_s=0.3)
     assert rotated == dest and dest.exists() and size == len("before the rotation\n")
-    assert "still writes to app.log.1" in note
+    assert len(notes) == 1 and "still writes to app.log.1" in notes[0].text and notes[0].warning
     assert writers_of(dest) == [writer.pid]

@@ -43,14 +43,20 @@ PARTIAL = ".partial"
 STOP_WAIT_S = 2.0
 
 
-@dataclass
-class Rotation:
-    source: Path
-    rotated: Path  # final name: compressed (.gz) or not
-    bytes: int
-    method: str
-    compressed: bool
-    note: str = ""
+@dataclass(frozen=True)
+class Note:
+    """Something a rotation says about itself: what happened, whether it needs a change (a warning, else for
+    information) and which."""
+
+    text: str
+    remedy: str
+    warning: bool = True
+
+
+UNPAUSED = Note("copytruncate without pausing the writers: lines written while truncating may be lost",
+                "set copytruncate_freeze: true to pause the writers instead", warning=False)
+PAUSE_REMEDY = ("run upkeeper where it may pause the app (as root, outside the app's container), or make the app "
+                "reopen its logs (reopen_signal/reopen_command)")
 
 
 def mount_ns(pid: int | str) -> int | None:
@@ -214,16 +220,16 @@ def _create_like(path: Path, st: os.stat_result) -> int:
     return fd
 
 
-def copytruncate(path: Path, dest: Path, *, compress: bool, freeze: bool) -> tuple[Path, int, str, float]:
+def copytruncate(path: Path, dest: Path, *, compress: bool, freeze: bool) -> tuple[Path, int, list[Note], float]:
     """Copy ``path`` to ``dest`` (gzip-compressed when ``compress``) and truncate it.
 
     The copy is complete (the tail written, the gzip stream ended) before the log is truncated: a copy that cannot
-    be finished (a full disk) leaves the log as it was.  Returns (final path, bytes copied, note, milliseconds the
+    be finished (a full disk) leaves the log as it was.  Returns (final path, bytes copied, notes, milliseconds the
     writers were paused).
     """
     final = Path(f"{dest}.gz") if compress else dest
     partial = Path(f"{final}{PARTIAL}")
-    note = ""
+    notes: list[Note] = []
     paused_ms = 0.0
     truncated = False
     st = os.stat(path)
@@ -263,18 +269,20 @@ def copytruncate(path: Path, dest: Path, *, compress: bool, freeze: bool) -> tup
                             finish_and_truncate()
                         paused_ms = (time.perf_counter() - t0) * 1000
                         if running:
-                            note = (f"could not pause process {', '.join(map(str, running))}: it did not stop within "
-                                    f"{STOP_WAIT_S:g}s (the init process of a container ignores SIGSTOP from inside "
-                                    "it): lines written while truncating may be lost")
+                            notes.append(Note(
+                                f"could not pause process {', '.join(map(str, running))}: it did not stop within "
+                                f"{STOP_WAIT_S:g}s (the init process of a container ignores SIGSTOP from inside it): "
+                                "lines written while truncating may be lost", PAUSE_REMEDY))
                     except PermissionError:
                         if tail_read:
                             raise
-                        note = "could not pause the writers (permission): lines written while truncating may be lost"
+                        notes.append(Note("could not pause the writers (permission): lines written while "
+                                          "truncating may be lost", PAUSE_REMEDY))
                         finish_and_truncate()
                 else:
                     finish_and_truncate()
                     if not freeze:
-                        note = "copytruncate without pausing the writers: lines written while truncating may be lost"
+                        notes.append(UNPAUSED)
             finally:
                 if out is not raw and not truncated:
                     with contextlib.suppress(OSError):
@@ -283,10 +291,11 @@ def copytruncate(path: Path, dest: Path, *, compress: bool, freeze: bool) -> tup
         os.utime(partial, (st.st_atime, st.st_mtime))
         os.rename(partial, final)
         if seeking:
-            note = "; ".join(filter(None, [note, (
+            notes.append(Note(
                 f"process {', '.join(map(str, seeking))} writes {path.name} without O_APPEND (a '>' redirection, "
                 "not '>>'): after the truncation it goes on at its old offset, so the log keeps its size with NUL "
-                "bytes where the copied lines were; append ('>>', O_APPEND) or use rotate_method: reopen")]))
+                "bytes where the copied lines were; append ('>>', O_APPEND) or use rotate_method: reopen",
+                "make the app append to its log ('>>'), or reopen it (reopen_signal/reopen_command)"))
     except OSError as exc:
         if not truncated:
             with contextlib.suppress(OSError):
@@ -300,7 +309,7 @@ def copytruncate(path: Path, dest: Path, *, compress: bool, freeze: bool) -> tup
                                  "which may be incomplete") from exc
     finally:
         os.close(src_fd)
-    return final, pos, note, paused_ms
+    return final, pos, notes, paused_ms
 
 
 def compress_file(path: Path) -> Path:
@@ -354,7 +363,7 @@ def _undo_rename(path: Path, dest: Path) -> bool:
 
 
 def reopen_rotate(path: Path, dest: Path, *, reopen: Callable[[list[int]], None], compress: bool,
-                  wait_s: float) -> tuple[Path, int, str]:
+                  wait_s: float) -> tuple[Path, int, list[Note]]:
     """Rename, recreate, ask the app to reopen, then compress once it has let go of the old file."""
     st = os.stat(path)
     writers = writers_of(path)
@@ -382,12 +391,16 @@ def reopen_rotate(path: Path, dest: Path, *, reopen: Callable[[list[int]], None]
                            f"still write to {dest.name}, which is compressed once it lets go") from exc
     size = os.stat(dest).st_size
     if not compress:
-        return dest, size, ""
+        return dest, size, []
     if not wait_released(dest, wait_s, writers):
-        return dest, size, f"the app still writes to {dest.name} {wait_s:g}s after the reopen; compressed on a later run"
+        return dest, size, [Note(
+            f"the app still writes to {dest.name} {wait_s:g}s after the reopen; compressed on a later run",
+            "make the app reopen its logs on the signal/command, or set rotate_method: copytruncate")]
     size = os.stat(dest).st_size
     try:
         _fsync_path(dest)
-        return compress_file(dest), size, ""
+        return compress_file(dest), size, []
     except OSError as exc:  # rotated all the same: the lines are in dest
-        return dest, size, f"rotated to {dest.name}, but compressing it failed ({exc.strerror}); a later run compresses it"
+        return dest, size, [Note(
+            f"rotated to {dest.name}, but compressing it failed ({exc.strerror}); a later run compresses it",
+            "free space in the log directory")]

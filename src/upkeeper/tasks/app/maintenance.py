@@ -339,9 +339,9 @@ def step_rotate(env: Env) -> None:
         try:
             paused_ms = 0.0
             if method == "copytruncate":
-                final, n, note, paused_ms = copytruncate(log, dest, compress=o.compress, freeze=o.copytruncate_freeze)
+                final, n, notes, paused_ms = copytruncate(log, dest, compress=o.compress, freeze=o.copytruncate_freeze)
             else:
-                final, n, note = reopen_rotate(log, dest, reopen=_reopener(env, signal_pid), compress=o.compress,
+                final, n, notes = reopen_rotate(log, dest, reopen=_reopener(env, signal_pid), compress=o.compress,
                                                wait_s=o.reopen_wait.total_seconds())
         except ReopenFailed as exc:
             env.finding("app.rotate_failed", Severity.WARNING, str(log), f"{log.name}: {exc}",
@@ -357,20 +357,9 @@ def step_rotate(env: Env) -> None:
                         **({"writers_paused_ms": round(paused_ms, 3)} if paused_ms else {}))
         rotated += 1
         rotated_bytes += n
-        if note:
-            if "compressing it failed" in note:
-                remedy = "free space in the log directory"
-            elif "without O_APPEND" in note:
-                remedy = "make the app append to its log ('>>'), or reopen it (reopen_signal/reopen_command)"
-            elif note.startswith("could not pause"):
-                remedy = ("run upkeeper where it may pause the app (as root, outside the app's container), or make "
-                          "the app reopen its logs (reopen_signal/reopen_command)")
-            elif "still writes" in note:
-                remedy = "make the app reopen its logs on the signal/command, or set rotate_method: copytruncate"
-            else:
-                remedy = ""
-            env.finding("app.rotate_note", Severity.WARNING if remedy else Severity.INFO, str(log), note,
-                        remedy or "set copytruncate_freeze: true to pause the writers instead")
+        for note in notes:
+            env.finding("app.rotate_note", Severity.WARNING if note.warning else Severity.INFO, str(log), note.text,
+                        note.remedy)
     if not env.dry:  # a dry run changes nothing, not even when the age clock of a new log starts
         env.ctx.state.set("rotated_at", {k: v for k, v in rotated_at.items() if Path(k).exists()})
     # compress what an earlier run had to leave, then prune by count and age
