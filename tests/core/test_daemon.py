@@ -790,6 +790,73 @@ def test_leases_and_heartbeats_that_ran_out_while_the_history_was_down_are_not_t
     there.close()
 
 
+def test_a_process_started_after_a_history_outage_takes_no_lease_that_ran_out_during_it_for_dead(
+        history_server: PostgresCluster) -> None:
+    """The history server is down for a while: no holder can renew its leases.  A process that *starts* once it is
+    back (a cron ``upkeeper run``, a daemon started on another node) never saw the outage, so its own
+    ``recently_lost`` is no help: it took a lease of another node's live run that ran out meanwhile for dead at
+    once -- the same job started twice at once (two backups into one set), the target lock taken over (two heavy
+    operations on one server), the live run marked ``interrupted`` and its job reported missed.  Now a lease
+    whose holder cannot be checked here counts only once it ran out ``lease_grace`` ago (and a heartbeat once it
+    is that much older than ``stale_after``); a holder of this node proven dead by its PID is taken over at once,
+    and so is one whose lease ran out longer ago than that."""
+    from upkeeper.core.history import process_identity
+    from upkeeper.notify.checks import running_jobs
+
+    url = f"postgresql+psycopg://postgres@127.0.0.1:{history_server.port}/h"
+    there = History(url)  # the other node's daemon, running a backup and holding its leases
+    owner = "othernode:4242:1700000000"
+    now = datetime.now(UTC)
+    there.daemon_heartbeat(owner, "othernode", 4242, now - timedelta(hours=1), 2, "1",
+                           job_names=["backup", "report"], at=now - timedelta(minutes=3))  # before the outage
+    rid = there.create_run(NewRun("backup", "debug.noop", "db", now, status="running"), owner, "othernode")
+    queued = there.create_run(NewRun("report", "debug.noop", None, now), owner, "othernode")  # waits for a worker
+    assert rid is not None and queued is not None
+    short = timedelta(seconds=2)  # stands for the 90 s lease the outage lets run out
+    assert there.acquire_lock("job:backup", f"{owner}/{rid}", "othernode", short)
+    assert there.acquire_lock("target:db", f"{owner}/{rid}", "othernode", short)
+    ran_out = datetime.now(UTC) + short
+    # a live process of this node whose lease ran out too (its lock keeper could not renew it either)
+    mine = there.create_run(NewRun("vacuum", "debug.noop", None, now, status="running"), process_identity(), "n")
+    assert mine is not None and there.acquire_lock("job:vacuum", f"{process_identity()}/{mine}", "n", short)
+    # and two holders that are gone: another node's, whose lease ran out long before; one of this node, dead
+    gone = there.create_run(NewRun("prune", "debug.noop", None, now, status="running"), "othernode:4343:1",
+                            "othernode")
+    assert gone is not None and there.acquire_lock("job:prune", f"othernode:4343:1/{gone}", "othernode",
+                                                   -there.lease_grace - timedelta(seconds=1))
+    host = process_identity().rsplit(":", 2)[0]
+    dead = there.create_run(NewRun("analyze", "debug.noop", None, now, status="running"), f"{host}:999999:1", "n")
+    assert dead is not None and there.acquire_lock("job:analyze", f"{host}:999999:1/{dead}", "n", timedelta(hours=1))
+
+    history_server.stop()
+    wait_for("the leases to run out during the outage", lambda: datetime.now(UTC) > ran_out + timedelta(seconds=1))
+    history_server.start()
+    fresh = History(url)  # started after the outage: it never failed to reach the history
+    assert not fresh.recently_lost()
+    me = process_identity()
+    later = fresh.create_run(NewRun("backup", "debug.noop", "db", now + timedelta(minutes=1)), me, "n")
+    assert later is not None
+    assert not fresh.start_run_locked(later, datetime.now(UTC), me, "job:backup", f"{me}/{later}", "n",
+                                      timedelta(seconds=90))
+    assert not fresh.acquire_lock("target:db", f"{me}/{later}", "n", timedelta(seconds=90))
+    assert not fresh.acquire_lock("job:vacuum", f"{me}/99", "n", timedelta(seconds=90))
+    assert "backup" in running_jobs(fresh, datetime.now(UTC))
+    assert sorted(fresh.recover_orphans("n")) == sorted([gone, dead])
+    assert {j: fresh.get_run(r).status for j, r in  # type: ignore[union-attr]
+            (("backup", rid), ("report", queued), ("vacuum", mine), ("prune", gone), ("analyze", dead))} == {
+        "backup": "running", "report": "queued", "vacuum": "running", "prune": "interrupted",
+        "analyze": "interrupted"}
+    assert fresh.acquire_lock("job:prune", f"{me}/98", "n", timedelta(seconds=90))
+    assert fresh.acquire_lock("job:analyze", f"{me}/97", "n", timedelta(seconds=90))
+    for lock in ("job:backup", "target:db"):
+        holder = fresh.lock_holder(lock)
+        assert holder is not None and holder.owner == f"{owner}/{rid}"
+    there.refresh_locks(owner, timedelta(seconds=90))  # its lock keeper renews them: the backup goes on, alone
+    assert not fresh.acquire_lock("target:db", f"{me}/{later}", "n", timedelta(seconds=90))
+    fresh.close()
+    there.close()
+
+
 def test_a_history_outage_logs_one_traceback_then_one_line_per_failed_tick(
         history_server: PostgresCluster, caplog: pytest.LogCaptureFixture) -> None:
     """The daemon's loop while the history server is down: it logged the same traceback (some 40 lines) at every

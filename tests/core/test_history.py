@@ -85,8 +85,12 @@ def test_locks_exclude_and_expire(history: History) -> None:
     # a lock held by a dead process on this node is taken over
     assert history.acquire_lock("job:x", f"{me.rsplit(':', 2)[0]}:999999:1/5", "n", timedelta(hours=1))
     assert history.acquire_lock("job:x", f"{me}/6", "n", timedelta(minutes=1))
-    # a lock of another node is respected until its lease expires
+    # a lock of another node is respected until its lease expired lease_grace ago (the history may have been
+    # down, unseen by this process: its holder could not renew it)
     assert history.acquire_lock("job:y", "elsewhere:5:5/1", "elsewhere", timedelta(seconds=-1))
+    assert not history.acquire_lock("job:y", f"{me}/7", "n", timedelta(minutes=1))
+    history.release_lock("job:y", "elsewhere:5:5/1")
+    assert history.acquire_lock("job:y", "elsewhere:5:5/1", "elsewhere", -history.lease_grace - timedelta(seconds=1))
     assert history.acquire_lock("job:y", f"{me}/7", "n", timedelta(minutes=1))
     assert history.acquire_lock("job:z", "elsewhere:5:5/1", "elsewhere", timedelta(minutes=5))
     assert not history.acquire_lock("job:z", f"{me}/8", "n", timedelta(minutes=1))
@@ -133,7 +137,8 @@ def test_a_run_on_another_node_holding_a_live_lease_is_not_taken_for_dead(histor
     gone = history.create_run(NewRun("k", "debug.noop", None, T, status="running"), "othernode:4343:1", "othernode")
     assert cron is not None and gone is not None
     assert history.acquire_lock("job:j", f"{owner}/{cron}", "othernode", timedelta(seconds=90))
-    assert history.acquire_lock("job:k", f"othernode:4343:1/{gone}", "othernode", timedelta(seconds=-1))
+    assert history.acquire_lock("job:k", f"othernode:4343:1/{gone}", "othernode",
+                                -history.lease_grace - timedelta(seconds=1))
     assert history.recover_orphans("n") == [gone]
     assert history.get_run(cron).status == "running"  # type: ignore[union-attr]
 
