@@ -217,6 +217,52 @@ def test_overlap_with_a_running_occurrence_is_skipped_and_recorded(tmp_path: Pat
     assert run.status == "skipped" and "still running" in run.summary
 
 
+def test_occurrences_skipped_while_a_long_run_ran_are_not_reported_missed_once_it_ended(tmp_path: Path) -> None:
+    """'five' (every 5 minutes; a missed_grace of 4m) runs for 12 minutes on another node: the daemon skips 12:05
+    and 12:10 (the previous run still runs).  Once that run ended, at 12:12, the missed-run alarm took its 12:00
+    start for the job's last run and paged 'missed' at once (12:05 + 4m was past) -- although the job ran all
+    along and its next occurrence, 12:15, was not even due.  The occurrences an overlap skip gave up to a run
+    that ran through them now count as that run's; an occurrence after it that does not run is still missed."""
+    from upkeeper.core.task import Result
+    from upkeeper.notify.checks import find_missed
+
+    url = f"sqlite:///{tmp_path / 'h.db'}"
+    setup = make_setup(url)
+    history = History(url)
+    five, grace = setup.jobs["five"], timedelta(minutes=4)
+    owner = "other-node:99:1"  # another node's daemon runs the 12:00 occurrence, as its runner does
+    rid = history.create_run(NewRun("five", "debug.noop", None, START), owner, "other-node")
+    assert rid is not None
+    assert history.start_run_locked(rid, START, owner, "job:five", f"{owner}/{rid}", "other-node",
+                                    timedelta(minutes=30))
+    clock = SimClock(START)
+    d = make_daemon(setup, url, clock, "n")
+    d.prepare()
+    for minute in (5, 10):
+        clock.set(START + timedelta(minutes=minute))
+        d.tick()
+        assert d.wait_idle(30)
+    skipped = {r.scheduled_for: r.summary for r in history.runs(job="five") if r.status == "skipped"}
+    assert sorted(skipped) == [START + timedelta(minutes=5), START + timedelta(minutes=10)]
+    assert all("still running" in s for s in skipped.values()), skipped
+    assert find_missed([five], history, START + timedelta(minutes=11), grace, None, {}) == []  # it runs
+    history.finish_run(rid, status="ok", result=Result(summary="done"), finished_at=START + timedelta(minutes=12),
+                       started_at=START)
+    history.release_lock("job:five", f"{owner}/{rid}")
+    assert find_missed([five], history, START + timedelta(minutes=12), grace, None, {}) == []
+    assert find_missed([five], history, START + timedelta(minutes=19), grace, None, {}) == []
+    # 12:15 does not run (the daemon does not tick): that one is missed
+    [missed] = find_missed([five], history, START + timedelta(minutes=19, seconds=1), grace, None, {})
+    assert missed.expected == START + timedelta(minutes=15) and missed.reference == START  # its last run
+    clock.set(START + timedelta(minutes=15))  # it does run: nothing is missed
+    d.tick()
+    assert d.wait_idle(30)
+    assert find_missed([five], history, START + timedelta(minutes=19, seconds=1), grace, None, {}) == []
+    d.drain(timedelta(seconds=5))
+    d.history.close()
+    history.close()
+
+
 class _Policy:
     """Defers 'five' until 12:30 and skips 'seven' — stands in for windows and blackouts."""
 

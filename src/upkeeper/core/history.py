@@ -150,6 +150,12 @@ def owner_alive(owner: str | None, node: str) -> bool | None:
         return False
 
 
+#: The summary (its beginning) of an occurrence skipped because the job's previous run was still running (the
+#: daemon's overlap check, or the job lock held by a run of another process or node): the missed-run alarm counts
+#: such an occurrence as covered by the run that ran through it (:func:`upkeeper.notify.checks.find_missed`)
+OVERLAP_SKIP = "skipped: the previous run of this job is still running"
+
+
 def stopped_on_request(status: str, details: dict[str, Any] | None) -> bool:
     """A run interrupted because upkeeper was asked to stop (``details.stopped``: SIGTERM/SIGINT of the daemon or
     of ``upkeeper run``, ``systemctl stop``; see :class:`~upkeeper.core.runner.FinishedRun`): an operator's
@@ -1272,6 +1278,7 @@ __all__ = [
     "dialect_insert",
     "history_url",
     "open_history",
+    "OVERLAP_SKIP",
     "owner_alive",
     "process_identity",
 ]

@@ -25,7 +25,7 @@ from upkeeper.config.types import format_duration
 from upkeeper.core.artifacts import publish, take_staged
 from upkeeper.core.execute import WorkRequest
 from upkeeper.core.executor import STOPPED_SUMMARY, Executor, LogFn, Outcome, ProgressFn
-from upkeeper.core.history import FINAL_STATES, History, NewRun
+from upkeeper.core.history import FINAL_STATES, OVERLAP_SKIP, History, NewRun
 from upkeeper.core.jobs import Job, Setup
 from upkeeper.core.task import Result, Status
 from upkeeper.redact import redact
@@ -271,7 +271,7 @@ class Runner:
                                                          self.node, LOCK_TTL)
         if not got_job_lock:
             current = self.history.lock_holder(job_lock)
-            reason = "skipped: the previous run of this job is still running"
+            reason = OVERLAP_SKIP
             if current is not None:
                 reason += f" ({current.purpose or 'run'} on {current.node})"
             self.history.set_status(run_id, "skipped", summary=reason, finished_at=self.clock())
