@@ -903,6 +903,72 @@ def test_a_process_started_after_a_history_outage_takes_no_lease_that_ran_out_du
     there.close()
 
 
+def test_a_run_whose_job_lock_was_taken_over_while_it_ran_says_so(tmp_path: Path) -> None:
+    """A run's job lock taken over while it runs -- its lease ran out unrenewed for longer than the lease and its
+    grace (the history unreachable that long, this process frozen), so another node took it for a dead holder's
+    and may be running the job at the same time.  The run recorded ``ok`` and nobody learnt of it; now it warns,
+    with an ``upkeeper.lock_lost`` finding naming who holds the lock, and leaves that holder's lock alone."""
+    from sqlalchemy import update
+
+    from upkeeper.core import tables
+    from upkeeper.core.history import process_identity
+    from upkeeper.core.runner import LOCK_TTL
+    from upkeeper.core.task import REGISTRY, NoOptions, Result, Task, TaskContext
+
+    started, go = threading.Event(), threading.Event()
+
+    class Gate(Task[NoOptions]):
+        """Runs until the test lets it end."""
+
+        name = "testing.gate"
+        summary = "waits for the test"
+        target_kinds = ()
+        Options = NoOptions
+        category = "maintenance"
+
+        def run(self, ctx: TaskContext, options: NoOptions) -> Result:
+            started.set()
+            assert go.wait(60)
+            return Result(summary="done")
+
+    REGISTRY.load()
+    REGISTRY._tasks[Gate.name] = Gate
+    try:
+        url = f"sqlite:///{tmp_path / 'h.db'}"
+        setup = build_setup(load_text(f"history: {url}\nversion: 1\njobs:\n  gate:\n    task: testing.gate\n"))
+        history, other = History(url), History(url)
+        me = process_identity()
+        runner = Runner(setup=setup, history=history, executor=InlineExecutor(history=history), owner=me, node="n",
+                        history_url=url)
+        now = datetime.now(UTC)
+        rid = history.create_run(NewRun("gate", "testing.gate", None, now), me, "n")
+        assert rid is not None
+        got: list[str] = []
+        t = threading.Thread(target=lambda: got.append(runner.execute(rid, setup.jobs["gate"], scheduled_for=now)[0]))
+        t.start()
+        assert started.wait(30)
+        runner.keeper.stop()  # its lock keeper cannot renew the lease (an outage of the history, a frozen process)
+        with other.transaction() as conn:  # ... for longer than the lease and its grace
+            conn.execute(update(tables.locks).where(tables.locks.c.name == "job:gate").values(
+                expires_at=datetime.now(UTC) - other.lease_grace - timedelta(seconds=1)))
+        assert other.acquire_lock("job:gate", "othernode:77:1/99", "othernode", LOCK_TTL, "run 99")
+        go.set()
+        t.join(60)
+        assert not t.is_alive() and got == ["warn"]
+        row = history.get_run(rid)
+        assert row is not None and row.status == "warn"
+        [finding] = history.findings_for(rid)
+        assert finding.check == "upkeeper.lock_lost" and finding.subject == "job:gate"
+        assert "held by run 99 on othernode" in finding.message, finding.message
+        holder = history.lock_holder("job:gate")  # the run's end released nothing of the new holder's
+        assert holder is not None and holder.owner == "othernode:77:1/99"
+        runner.close()
+        history.close()
+        other.close()
+    finally:
+        REGISTRY._tasks.pop(Gate.name, None)
+
+
 def test_a_history_outage_logs_one_traceback_then_one_line_per_failed_tick(
         history_server: PostgresCluster, caplog: pytest.LogCaptureFixture) -> None:
     """The daemon's loop while the history server is down: it logged the same traceback (some 40 lines) at every

@@ -1139,6 +1139,16 @@ class History:
         with self.session() as s:
             return s.get(LockRow, name)
 
+    def taken_over(self, names: Sequence[str], holder: str) -> dict[str, tuple[str, str, str] | None]:
+        """Of ``names``, locks ``holder`` took, those it holds no longer: each with (owner, node, purpose) of who
+        holds it now, None when nobody does.  A lock is taken from a live holder only when its lease ran out
+        unrenewed for ``lease_grace`` (:meth:`lease_held`): the history unreachable that long, its process frozen."""
+        locks = tables.locks
+        with self._core() as conn:
+            now = {r.name: (r.owner, r.node, r.purpose or "") for r in conn.execute(
+                select(locks.c.name, locks.c.owner, locks.c.node, locks.c.purpose).where(locks.c.name.in_(list(names))))}
+        return {n: now.get(n) for n in names if n not in now or now[n][0] != holder}
+
     def refresh_locks(self, owner: str, ttl: timedelta) -> None:
         """Extend every lock held by this process (``owner``) or on behalf of its runs (``owner/…``)."""
         locks = tables.locks
