@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import logging
 import os
 import sqlite3
@@ -92,10 +93,32 @@ def history_url(setting: str | None, base_dir: Path | None = None) -> str:
     return "sqlite:///" + str(p)
 
 
-def process_identity(pid: int | None = None) -> str:
-    """``node:pid:start-time`` — survives PID reuse when checking whether an owner still lives."""
+#: the initial PID namespace's (PROC_PID_INIT_INO, fixed by the kernel): a process outside a container's
+_INIT_PID_NS = "pid:[4026531836]"
+
+
+@functools.cache
+def host_label() -> str:
+    """The host part of this process's identity: the host name, followed by ``@pidns<inode>`` for a process in
+    a PID namespace of its own (a container sharing the host's name: ``docker run --network host``, a pod's
+    containers).  Its PIDs mean nothing outside that namespace, nor the host's inside it: without the label a
+    daemon in such a container and an ``upkeeper run`` on the host took each other's live runs for dead at once
+    (a PID that is gone, or another process's) -- runs marked interrupted, locks taken over, the job run twice."""
     import socket
 
+    label = socket.gethostname()
+    try:
+        ns = os.readlink("/proc/self/ns/pid")
+    except OSError:  # not Linux, or /proc not mounted: the host name alone, as before
+        ns = _INIT_PID_NS
+    if ns != _INIT_PID_NS:
+        label += "@pidns" + ns.removeprefix("pid:[").removesuffix("]")
+    return label
+
+
+def process_identity(pid: int | None = None) -> str:
+    """``node:pid:start-time`` — survives PID reuse when checking whether an owner still lives.  ``node`` is
+    :func:`host_label` (``pid``: a process of this process's PID namespace)."""
     pid = pid or os.getpid()
     start = _linux_create_time(pid)
     if start is None:
@@ -105,7 +128,7 @@ def process_identity(pid: int | None = None) -> str:
             start = psutil.Process(pid).create_time()
         except psutil.Error:
             start = 0.0
-    return f"{socket.gethostname()}:{pid}:{int(start)}"
+    return f"{host_label()}:{pid}:{int(start)}"
 
 
 def _linux_create_time(pid: int) -> float | None:
@@ -125,7 +148,8 @@ def _linux_create_time(pid: int) -> float | None:
 
 
 def owner_alive(owner: str | None, node: str) -> bool | None:
-    """True/False for owners on this node; None when the owner lives on another node.
+    """True/False for owners on this node; None when the owner lives on another node (or in another PID
+    namespace of this host: :func:`host_label`).
 
     An owner is a process identity (``node:pid:start``), optionally followed by ``/run-id``
     for locks held on behalf of one run.
@@ -137,9 +161,7 @@ def owner_alive(owner: str | None, node: str) -> bool | None:
         pid, ctime = int(spid), int(sctime)
     except ValueError:
         return False
-    import socket
-
-    if onode != socket.gethostname():
+    if onode != host_label():
         return None
     import psutil
 
