@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import functools
 import logging
 import os
 import sqlite3
@@ -43,6 +42,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
 from upkeeper.core import tables
+from upkeeper.core.hostid import host_label
 from upkeeper.core.task import Result
 from upkeeper.errors import HistoryError
 from upkeeper.redact import redact, redact_obj
@@ -91,29 +91,6 @@ def history_url(setting: str | None, base_dir: Path | None = None) -> str:
     if not p.is_absolute() and base_dir is not None:
         p = base_dir / p
     return "sqlite:///" + str(p)
-
-
-#: the initial PID namespace's (PROC_PID_INIT_INO, fixed by the kernel): a process outside a container's
-_INIT_PID_NS = "pid:[4026531836]"
-
-
-@functools.cache
-def host_label() -> str:
-    """The host part of this process's identity: the host name, followed by ``@pidns<inode>`` for a process in
-    a PID namespace of its own (a container sharing the host's name: ``docker run --network host``, a pod's
-    containers).  Its PIDs mean nothing outside that namespace, nor the host's inside it: without the label a
-    daemon in such a container and an ``upkeeper run`` on the host took each other's live runs for dead at once
-    (a PID that is gone, or another process's) -- runs marked interrupted, locks taken over, the job run twice."""
-    import socket
-
-    label = socket.gethostname()
-    try:
-        ns = os.readlink("/proc/self/ns/pid")
-    except OSError:  # not Linux, or /proc not mounted: the host name alone, as before
-        ns = _INIT_PID_NS
-    if ns != _INIT_PID_NS:
-        label += "@pidns" + ns.removeprefix("pid:[").removesuffix("]")
-    return label
 
 
 def process_identity(pid: int | None = None) -> str:
