@@ -853,8 +853,9 @@ def test_a_process_started_after_a_history_outage_takes_no_lease_that_ran_out_du
     there = History(url)  # the other node's daemon, running a backup and holding its leases
     owner = "othernode:4242:1700000000"
     now = datetime.now(UTC)
+    # its last heartbeat, before the outage: older than stale_after (2 minutes) by the time the history is back
     there.daemon_heartbeat(owner, "othernode", 4242, now - timedelta(hours=1), 2, "1",
-                           job_names=["backup", "report"], at=now - timedelta(minutes=3))  # before the outage
+                           job_names=["backup", "report"], at=now - timedelta(minutes=2, seconds=5))
     rid = there.create_run(NewRun("backup", "debug.noop", "db", now, status="running"), owner, "othernode")
     queued = there.create_run(NewRun("report", "debug.noop", None, now), owner, "othernode")  # waits for a worker
     assert rid is not None and queued is not None
