@@ -718,3 +718,53 @@ def test_a_refresh_never_writes_over_a_lease_taken_over_after_it_looked(
         monkeypatch.delenv("UPKEEPER_FAULT_PAUSE")
         lease.release()
     assert get_bytes(storage, "web/app/x/" + LEASE) == other
+
+
+_TAKE_IN_A_CONTAINER = """
+import json, sys
+from datetime import UTC, datetime
+from upkeeper.backup.lease import Lease, LeaseHeld, writer_info
+from upkeeper.config.loader import load_text
+from upkeeper.storage import open_storage
+s = open_storage("s", load_text(json.dumps({"storages": {"s": {"kind": "local", "path": sys.argv[1],
+                                                               "fsync": False}}})).storages["s"])
+try:
+    Lease.take([s], "web/app/x/", writer_info("x", datetime.now(UTC), command="backups copy"), None)
+    print("taken")
+except LeaseHeld as exc:
+    print("held:", exc)
+"""
+
+
+def test_a_writer_in_a_container_sharing_the_hosts_name_does_not_take_a_live_writers_lease(tmp_path: Path) -> None:
+    """A lease names its writer by host and PID; one of this host whose PID is gone is stale at once.  In a
+    container with PIDs of its own but the host's name (``docker run --network host``, containers of one pod),
+    the host's writer's PID is not there: a copy, rekey or prune in the container took the live writer's lease
+    for a dead one's and took it over (a prune then deleted the set being written).  A writer in another PID
+    namespace now counts as another host's: its lease is stale once not refreshed for LEASE_TTL."""
+    import shutil
+
+    from upkeeper.backup.lease import Lease, writer_info
+    from upkeeper.storage.base import get_bytes
+
+    unshare = shutil.which("unshare")
+    if unshare is None:
+        pytest.skip("needs unshare (util-linux)")
+    cmd = [unshare, "--pid", "--fork", "--mount-proc"]
+    if os.geteuid() != 0:
+        cmd[1:1] = ["--user", "--map-root-user"]
+    if subprocess.run([*cmd, "true"], capture_output=True).returncode != 0:
+        pytest.skip("cannot create a PID namespace here")
+    root = tmp_path / "s"
+    root.mkdir()
+    s = open_storage("s", load_text(json.dumps({"storages": {"s": {"kind": "local", "path": str(root),
+                                                                   "fsync": False}}})).storages["s"])
+    lease = Lease.take([s], "web/app/x/", writer_info("x", datetime.now(UTC), command="backups copy"), None)
+    try:
+        got = subprocess.run([*cmd, sys.executable, "-c", _TAKE_IN_A_CONTAINER, str(root)], capture_output=True,
+                             text=True, timeout=60)
+        assert got.returncode == 0, got.stderr
+        assert got.stdout.startswith("held:"), got.stdout
+        assert json.loads(get_bytes(s, "web/app/x/" + LEASE))["token"] == lease.token
+    finally:
+        lease.release()

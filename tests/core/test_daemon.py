@@ -217,6 +217,52 @@ def test_overlap_with_a_running_occurrence_is_skipped_and_recorded(tmp_path: Pat
     assert run.status == "skipped" and "still running" in run.summary
 
 
+def test_occurrences_skipped_while_a_long_run_ran_are_not_reported_missed_once_it_ended(tmp_path: Path) -> None:
+    """'five' (every 5 minutes; a missed_grace of 4m) runs for 12 minutes on another node: the daemon skips 12:05
+    and 12:10 (the previous run still runs).  Once that run ended, at 12:12, the missed-run alarm took its 12:00
+    start for the job's last run and paged 'missed' at once (12:05 + 4m was past) -- although the job ran all
+    along and its next occurrence, 12:15, was not even due.  The occurrences an overlap skip gave up to a run
+    that ran through them now count as that run's; an occurrence after it that does not run is still missed."""
+    from upkeeper.core.task import Result
+    from upkeeper.notify.checks import find_missed
+
+    url = f"sqlite:///{tmp_path / 'h.db'}"
+    setup = make_setup(url)
+    history = History(url)
+    five, grace = setup.jobs["five"], timedelta(minutes=4)
+    owner = "other-node:99:1"  # another node's daemon runs the 12:00 occurrence, as its runner does
+    rid = history.create_run(NewRun("five", "debug.noop", None, START), owner, "other-node")
+    assert rid is not None
+    assert history.start_run_locked(rid, START, owner, "job:five", f"{owner}/{rid}", "other-node",
+                                    timedelta(minutes=30))
+    clock = SimClock(START)
+    d = make_daemon(setup, url, clock, "n")
+    d.prepare()
+    for minute in (5, 10):
+        clock.set(START + timedelta(minutes=minute))
+        d.tick()
+        assert d.wait_idle(30)
+    skipped = {r.scheduled_for: r.summary for r in history.runs(job="five") if r.status == "skipped"}
+    assert sorted(skipped) == [START + timedelta(minutes=5), START + timedelta(minutes=10)]
+    assert all("still running" in s for s in skipped.values()), skipped
+    assert find_missed([five], history, START + timedelta(minutes=11), grace, None, {}) == []  # it runs
+    history.finish_run(rid, status="ok", result=Result(summary="done"), finished_at=START + timedelta(minutes=12),
+                       started_at=START)
+    history.release_lock("job:five", f"{owner}/{rid}")
+    assert find_missed([five], history, START + timedelta(minutes=12), grace, None, {}) == []
+    assert find_missed([five], history, START + timedelta(minutes=19), grace, None, {}) == []
+    # 12:15 does not run (the daemon does not tick): that one is missed
+    [missed] = find_missed([five], history, START + timedelta(minutes=19, seconds=1), grace, None, {})
+    assert missed.expected == START + timedelta(minutes=15) and missed.reference == START  # its last run
+    clock.set(START + timedelta(minutes=15))  # it does run: nothing is missed
+    d.tick()
+    assert d.wait_idle(30)
+    assert find_missed([five], history, START + timedelta(minutes=19, seconds=1), grace, None, {}) == []
+    d.drain(timedelta(seconds=5))
+    d.history.close()
+    history.close()
+
+
 class _Policy:
     """Defers 'five' until 12:30 and skips 'seven' — stands in for windows and blackouts."""
 
@@ -788,6 +834,140 @@ def test_leases_and_heartbeats_that_ran_out_while_the_history_was_down_are_not_t
     assert here.recover_orphans("n") == [rid]
     here.close()
     there.close()
+
+
+def test_a_process_started_after_a_history_outage_takes_no_lease_that_ran_out_during_it_for_dead(
+        history_server: PostgresCluster) -> None:
+    """The history server is down for a while: no holder can renew its leases.  A process that *starts* once it is
+    back (a cron ``upkeeper run``, a daemon started on another node) never saw the outage, so its own
+    ``recently_lost`` is no help: it took a lease of another node's live run that ran out meanwhile for dead at
+    once -- the same job started twice at once (two backups into one set), the target lock taken over (two heavy
+    operations on one server), the live run marked ``interrupted`` and its job reported missed.  Now a lease
+    whose holder cannot be checked here counts only once it ran out ``lease_grace`` ago (and a heartbeat once it
+    is that much older than ``stale_after``); a holder of this node proven dead by its PID is taken over at once,
+    and so is one whose lease ran out longer ago than that."""
+    from upkeeper.core.history import process_identity
+    from upkeeper.notify.checks import running_jobs
+
+    url = f"postgresql+psycopg://postgres@127.0.0.1:{history_server.port}/h"
+    there = History(url)  # the other node's daemon, running a backup and holding its leases
+    owner = "othernode:4242:1700000000"
+    now = datetime.now(UTC)
+    # its last heartbeat, before the outage: older than stale_after (2 minutes) by the time the history is back
+    there.daemon_heartbeat(owner, "othernode", 4242, now - timedelta(hours=1), 2, "1",
+                           job_names=["backup", "report"], at=now - timedelta(minutes=2, seconds=5))
+    rid = there.create_run(NewRun("backup", "debug.noop", "db", now, status="running"), owner, "othernode")
+    queued = there.create_run(NewRun("report", "debug.noop", None, now), owner, "othernode")  # waits for a worker
+    assert rid is not None and queued is not None
+    short = timedelta(seconds=2)  # stands for the 90 s lease the outage lets run out
+    assert there.acquire_lock("job:backup", f"{owner}/{rid}", "othernode", short)
+    assert there.acquire_lock("target:db", f"{owner}/{rid}", "othernode", short)
+    ran_out = datetime.now(UTC) + short
+    # a live process of this node whose lease ran out too (its lock keeper could not renew it either)
+    mine = there.create_run(NewRun("vacuum", "debug.noop", None, now, status="running"), process_identity(), "n")
+    assert mine is not None and there.acquire_lock("job:vacuum", f"{process_identity()}/{mine}", "n", short)
+    # and two holders that are gone: another node's, whose lease ran out long before; one of this node, dead
+    gone = there.create_run(NewRun("prune", "debug.noop", None, now, status="running"), "othernode:4343:1",
+                            "othernode")
+    assert gone is not None and there.acquire_lock("job:prune", f"othernode:4343:1/{gone}", "othernode",
+                                                   -there.lease_grace - timedelta(seconds=1))
+    host = process_identity().rsplit(":", 2)[0]
+    dead = there.create_run(NewRun("analyze", "debug.noop", None, now, status="running"), f"{host}:999999:1", "n")
+    assert dead is not None and there.acquire_lock("job:analyze", f"{host}:999999:1/{dead}", "n", timedelta(hours=1))
+
+    history_server.stop()
+    wait_for("the leases to run out during the outage", lambda: datetime.now(UTC) > ran_out + timedelta(seconds=1))
+    history_server.start()
+    fresh = History(url)  # started after the outage: it never failed to reach the history
+    assert not fresh.recently_lost()
+    me = process_identity()
+    later = fresh.create_run(NewRun("backup", "debug.noop", "db", now + timedelta(minutes=1)), me, "n")
+    assert later is not None
+    assert not fresh.start_run_locked(later, datetime.now(UTC), me, "job:backup", f"{me}/{later}", "n",
+                                      timedelta(seconds=90))
+    assert not fresh.acquire_lock("target:db", f"{me}/{later}", "n", timedelta(seconds=90))
+    assert not fresh.acquire_lock("job:vacuum", f"{me}/99", "n", timedelta(seconds=90))
+    assert "backup" in running_jobs(fresh, datetime.now(UTC))
+    assert sorted(fresh.recover_orphans("n")) == sorted([gone, dead])
+    assert {j: fresh.get_run(r).status for j, r in  # type: ignore[union-attr]
+            (("backup", rid), ("report", queued), ("vacuum", mine), ("prune", gone), ("analyze", dead))} == {
+        "backup": "running", "report": "queued", "vacuum": "running", "prune": "interrupted",
+        "analyze": "interrupted"}
+    assert fresh.acquire_lock("job:prune", f"{me}/98", "n", timedelta(seconds=90))
+    assert fresh.acquire_lock("job:analyze", f"{me}/97", "n", timedelta(seconds=90))
+    for lock in ("job:backup", "target:db"):
+        holder = fresh.lock_holder(lock)
+        assert holder is not None and holder.owner == f"{owner}/{rid}"
+    there.refresh_locks(owner, timedelta(seconds=90))  # its lock keeper renews them: the backup goes on, alone
+    assert not fresh.acquire_lock("target:db", f"{me}/{later}", "n", timedelta(seconds=90))
+    fresh.close()
+    there.close()
+
+
+def test_a_run_whose_job_lock_was_taken_over_while_it_ran_says_so(tmp_path: Path) -> None:
+    """A run's job lock taken over while it runs -- its lease ran out unrenewed for longer than the lease and its
+    grace (the history unreachable that long, this process frozen), so another node took it for a dead holder's
+    and may be running the job at the same time.  The run recorded ``ok`` and nobody learnt of it; now it warns,
+    with an ``upkeeper.lock_lost`` finding naming who holds the lock, and leaves that holder's lock alone."""
+    from sqlalchemy import update
+
+    from upkeeper.core import tables
+    from upkeeper.core.history import process_identity
+    from upkeeper.core.runner import LOCK_TTL
+    from upkeeper.core.task import REGISTRY, NoOptions, Result, Task, TaskContext
+
+    started, go = threading.Event(), threading.Event()
+
+    class Gate(Task[NoOptions]):
+        """Runs until the test lets it end."""
+
+        name = "testing.gate"
+        summary = "waits for the test"
+        target_kinds = ()
+        Options = NoOptions
+        category = "maintenance"
+
+        def run(self, ctx: TaskContext, options: NoOptions) -> Result:
+            started.set()
+            assert go.wait(60)
+            return Result(summary="done")
+
+    REGISTRY.load()
+    REGISTRY._tasks[Gate.name] = Gate
+    try:
+        url = f"sqlite:///{tmp_path / 'h.db'}"
+        setup = build_setup(load_text(f"history: {url}\nversion: 1\njobs:\n  gate:\n    task: testing.gate\n"))
+        history, other = History(url), History(url)
+        me = process_identity()
+        runner = Runner(setup=setup, history=history, executor=InlineExecutor(history=history), owner=me, node="n",
+                        history_url=url)
+        now = datetime.now(UTC)
+        rid = history.create_run(NewRun("gate", "testing.gate", None, now), me, "n")
+        assert rid is not None
+        got: list[str] = []
+        t = threading.Thread(target=lambda: got.append(runner.execute(rid, setup.jobs["gate"], scheduled_for=now)[0]))
+        t.start()
+        assert started.wait(30)
+        runner.keeper.stop()  # its lock keeper cannot renew the lease (an outage of the history, a frozen process)
+        with other.transaction() as conn:  # ... for longer than the lease and its grace
+            conn.execute(update(tables.locks).where(tables.locks.c.name == "job:gate").values(
+                expires_at=datetime.now(UTC) - other.lease_grace - timedelta(seconds=1)))
+        assert other.acquire_lock("job:gate", "othernode:77:1/99", "othernode", LOCK_TTL, "run 99")
+        go.set()
+        t.join(60)
+        assert not t.is_alive() and got == ["warn"]
+        row = history.get_run(rid)
+        assert row is not None and row.status == "warn"
+        [finding] = history.findings_for(rid)
+        assert finding.check == "upkeeper.lock_lost" and finding.subject == "job:gate"
+        assert "held by run 99 on othernode" in finding.message, finding.message
+        holder = history.lock_holder("job:gate")  # the run's end released nothing of the new holder's
+        assert holder is not None and holder.owner == "othernode:77:1/99"
+        runner.close()
+        history.close()
+        other.close()
+    finally:
+        REGISTRY._tasks.pop(Gate.name, None)
 
 
 def test_a_history_outage_logs_one_traceback_then_one_line_per_failed_tick(

@@ -85,8 +85,12 @@ def test_locks_exclude_and_expire(history: History) -> None:
     # a lock held by a dead process on this node is taken over
     assert history.acquire_lock("job:x", f"{me.rsplit(':', 2)[0]}:999999:1/5", "n", timedelta(hours=1))
     assert history.acquire_lock("job:x", f"{me}/6", "n", timedelta(minutes=1))
-    # a lock of another node is respected until its lease expires
+    # a lock of another node is respected until its lease expired lease_grace ago (the history may have been
+    # down, unseen by this process: its holder could not renew it)
     assert history.acquire_lock("job:y", "elsewhere:5:5/1", "elsewhere", timedelta(seconds=-1))
+    assert not history.acquire_lock("job:y", f"{me}/7", "n", timedelta(minutes=1))
+    history.release_lock("job:y", "elsewhere:5:5/1")
+    assert history.acquire_lock("job:y", "elsewhere:5:5/1", "elsewhere", -history.lease_grace - timedelta(seconds=1))
     assert history.acquire_lock("job:y", f"{me}/7", "n", timedelta(minutes=1))
     assert history.acquire_lock("job:z", "elsewhere:5:5/1", "elsewhere", timedelta(minutes=5))
     assert not history.acquire_lock("job:z", f"{me}/8", "n", timedelta(minutes=1))
@@ -133,9 +137,61 @@ def test_a_run_on_another_node_holding_a_live_lease_is_not_taken_for_dead(histor
     gone = history.create_run(NewRun("k", "debug.noop", None, T, status="running"), "othernode:4343:1", "othernode")
     assert cron is not None and gone is not None
     assert history.acquire_lock("job:j", f"{owner}/{cron}", "othernode", timedelta(seconds=90))
-    assert history.acquire_lock("job:k", f"othernode:4343:1/{gone}", "othernode", timedelta(seconds=-1))
+    assert history.acquire_lock("job:k", f"othernode:4343:1/{gone}", "othernode",
+                                -history.lease_grace - timedelta(seconds=1))
     assert history.recover_orphans("n") == [gone]
     assert history.get_run(cron).status == "running"  # type: ignore[union-attr]
+
+
+_IN_A_CONTAINER = """
+import sys
+from datetime import UTC, datetime, timedelta
+from upkeeper.core.history import History, NewRun, process_identity
+h = History(sys.argv[1])
+me = process_identity()
+rid = h.create_run(NewRun("nightly", "debug.noop", None, datetime(2026, 5, 1, 3, 0, tzinfo=UTC), status="running"),
+                   me, "n")
+assert h.acquire_lock("job:nightly", f"{me}/{rid}", "n", timedelta(minutes=5), f"run {rid}")
+h.close()
+print(me, rid, flush=True)
+sys.stdin.read()  # runs until the test closes its stdin
+"""
+
+
+def test_a_process_in_a_pid_namespace_of_its_own_is_not_judged_by_this_namespaces_pids(
+        history: History, tmp_path: Path) -> None:
+    """A daemon in a container sharing the host's name (``docker run --network host``, two containers of a pod)
+    has PIDs of its own: PID 1, 7 ... on the host are other processes, or none.  An ``upkeeper run`` on the host
+    (or in another such container) checked the container's run by that PID and found it dead at once: the live
+    run marked ``interrupted`` and its job lock taken over -- the job run twice at once.  The identity now names
+    the PID namespace of a process outside the initial one (``host@pidns…``); such an owner is judged as another
+    node's, by its lease and heartbeat."""
+    import shutil
+    import subprocess
+    import sys
+
+    unshare = shutil.which("unshare")
+    if unshare is None:
+        pytest.skip("needs unshare (util-linux)")
+    cmd = [unshare, "--pid", "--fork", "--mount-proc"]
+    if os.geteuid() != 0:
+        cmd[1:1] = ["--user", "--map-root-user"]
+    if subprocess.run([*cmd, "true"], capture_output=True).returncode != 0:
+        pytest.skip("cannot create a PID namespace here")
+    with subprocess.Popen([*cmd, sys.executable, "-c", _IN_A_CONTAINER, history.url], stdin=subprocess.PIPE,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as child:
+        assert child.stdin is not None and child.stdout is not None and child.stderr is not None
+        try:
+            line = child.stdout.readline()  # the child's run is running and holds its job lock
+            assert line, child.stderr.read()
+            owner, rid = line.split()
+            assert owner.startswith(f"{socket.gethostname()}@pidns"), owner
+            assert history.recover_orphans("n") == []
+            assert history.get_run(int(rid)).status == "running"  # type: ignore[union-attr]
+            assert not history.acquire_lock("job:nightly", f"{process_identity()}/1", "n", timedelta(minutes=5))
+        finally:
+            child.stdin.close()
+            child.wait(30)
 
 
 def test_state_and_metrics(history: History) -> None:

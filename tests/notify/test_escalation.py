@@ -231,3 +231,54 @@ def test_missed_run_alarm_with_a_business_hours_blackout_neither_flaps_nor_goes_
     assert [ts for _, _, ts in events] == [datetime(2025, 3, 3, 4, 30, tzinfo=UTC),
                                            datetime(2025, 3, 8, 13, 30, tzinfo=UTC),
                                            datetime(2025, 3, 9, 4, 30, tzinfo=UTC)]
+
+
+def test_a_level_due_by_its_failures_is_reached_before_an_earlier_levels_time(tmp_path, receivers) -> None:
+    """Each level is reached when its own ``after`` or ``after_failures`` is met (docs/notifications.md): here the
+    team lead at the third consecutive failure, while on-call's level is by time (30 minutes).  The levels were
+    climbed strictly in order, each only once the one before was due itself, so the team lead heard of three
+    failures at 08:15 only at 08:35 -- with on-call's 30 minutes.  Now the team lead hears at 08:15, and on-call
+    (the level below, reached with it) in the same step."""
+    text = yaml_block({
+        "notifications": {
+            "channels": {
+                "slack": {"kind": "webhook", "url": receivers["slack"].url},
+                "oncall": {"kind": "webhook", "url": receivers["mgmt"].url},
+                "lead": {"kind": "webhook", "url": receivers["lead"].url},
+            },
+            "escalation": {"levels": [
+                {"name": "automatic retry or fix"},
+                {"name": "on-call", "after": "30m", "channels": ["oncall"]},
+                {"name": "team lead", "after_failures": 3, "channels": ["lead"]},
+            ]},
+            "check_every": "5m",
+        },
+        "jobs": {"sync": {"task": "testing.scripted", "schedule": "every 5m"}},
+    })
+    sim = SimDaemon(tmp_path, text)
+    try:
+        script("sync", fail("upstream unreachable"))
+        sim.daemon.prepare()
+        sim.advance(T0 + timedelta(minutes=10))  # two failures
+        assert receivers["mgmt"].requests == [] and receivers["lead"].requests == []
+        sim.advance(T0 + timedelta(minutes=15))  # the third
+        # (the two open conditions, the run and its finding, are stepped by the run's listener or by the periodic
+        # check, whichever comes first: in one message or two)
+        lead = [e for r in receivers["lead"].requests for e in Payload.model_validate(r.json()).events]
+        assert sorted((e.check, e.level, e.level_name) for e in lead) == [
+            ("run", 3, "team lead"), ("testing.broken", 3, "team lead")]
+        assert all(e.details["reason"] == "3 consecutive failures (≥ 3)" for e in lead), lead
+        oncall = [e for r in receivers["mgmt"].requests for e in Payload.model_validate(r.json()).events]
+        assert sorted((e.check, e.level, e.level_name) for e in oncall) == [
+            ("run", 2, "on-call"), ("testing.broken", 2, "on-call")]
+        assert all(e.details["reason"] == "level 3 (team lead) is due: 3 consecutive failures (≥ 3)"
+                   for e in oncall), oncall
+        sent = (len(receivers["mgmt"].requests), len(receivers["lead"].requests))
+        sim.advance(T0 + timedelta(minutes=35))  # on-call's 30 minutes change nothing more
+        assert (len(receivers["mgmt"].requests), len(receivers["lead"].requests)) == sent
+        steps = sorted((e.check, e.level, e.ts) for e in NotifyStore(sim.history).events(topic="escalation"))
+        first, third = T0 + timedelta(minutes=5), T0 + timedelta(minutes=15)
+        assert steps == [("run", 1, first), ("run", 2, third), ("run", 3, third),
+                         ("testing.broken", 1, first), ("testing.broken", 2, third), ("testing.broken", 3, third)]
+    finally:
+        sim.close()

@@ -43,6 +43,7 @@ from upkeeper.backup.manifest import (
     set_prefix,
 )
 from upkeeper.backup.pipeline import fault_pause
+from upkeeper.core.hostid import host_label
 from upkeeper.errors import BackupError, UpkeeperError
 from upkeeper.storage import Storage
 from upkeeper.storage.base import ObjectInfo, get_bytes
@@ -74,7 +75,7 @@ class LeaseHeld(BackupError):
 def writer_info(backup_id: str, started_at: datetime, **extra: Any) -> dict[str, Any]:
     """What a lease says of its writer: the set, this process, when it started, and ``extra`` (the run's job and
     node, the command)."""
-    return {"backup": backup_id, "host": socket.gethostname(), "pid": os.getpid(),
+    return {"backup": backup_id, "host": host_label(), "pid": os.getpid(),
             "started_at": started_at.isoformat(), **extra}
 
 
@@ -123,7 +124,7 @@ def _stale(seen: _Seen, now: datetime) -> bool:
         host, pid = str(body.get("host")), int(body.get("pid"))  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return False
-    if host != socket.gethostname():
+    if host != host_label():  # (another host, or a container of this one with PIDs of its own)
         return False
     if pid == os.getpid():
         with _LIVE_LOCK:
@@ -446,7 +447,7 @@ def readers(storages: Sequence[Storage], target: str, database: str, backup_id: 
             except (ValueError, TypeError, AttributeError):
                 out.append(f"a reader whose marker {o.key} on {s.name} cannot be read")
                 continue
-            if host == socket.gethostname() and pid != os.getpid() and not _alive(pid):
+            if host == host_label() and pid != os.getpid() and not _alive(pid):
                 continue
             out.append(f"{body.get('command') or 'a reader'} on {host} (pid {pid}), per {o.key} on {s.name}")
     return out

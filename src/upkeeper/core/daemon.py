@@ -36,7 +36,7 @@ from zoneinfo import ZoneInfo
 
 from upkeeper import __version__
 from upkeeper.config.types import format_duration
-from upkeeper.core.history import WINDOW_WAIT, History, NewRun
+from upkeeper.core.history import OVERLAP_SKIP, WINDOW_WAIT, History, NewRun
 from upkeeper.core.jobs import Job, Setup
 from upkeeper.core.runner import Runner
 from upkeeper.core.schedule import plan_catch_up
@@ -558,7 +558,7 @@ class Daemon:
             if overlapping:
                 rid = self.history.record_skip(
                     job.name, job.task_name, job.target_name, item.scheduled_for,
-                    "skipped: the previous run of this job is still running", trigger=item.trigger,
+                    OVERLAP_SKIP, trigger=item.trigger,
                     owner=self.owner, node=self.node, details=item.details,
                 )
                 if rid is not None:

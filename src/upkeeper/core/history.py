@@ -42,6 +42,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
 from upkeeper.core import tables
+from upkeeper.core.hostid import host_label
 from upkeeper.core.task import Result
 from upkeeper.errors import HistoryError
 from upkeeper.redact import redact, redact_obj
@@ -93,9 +94,8 @@ def history_url(setting: str | None, base_dir: Path | None = None) -> str:
 
 
 def process_identity(pid: int | None = None) -> str:
-    """``node:pid:start-time`` — survives PID reuse when checking whether an owner still lives."""
-    import socket
-
+    """``node:pid:start-time`` — survives PID reuse when checking whether an owner still lives.  ``node`` is
+    :func:`host_label` (``pid``: a process of this process's PID namespace)."""
     pid = pid or os.getpid()
     start = _linux_create_time(pid)
     if start is None:
@@ -105,7 +105,7 @@ def process_identity(pid: int | None = None) -> str:
             start = psutil.Process(pid).create_time()
         except psutil.Error:
             start = 0.0
-    return f"{socket.gethostname()}:{pid}:{int(start)}"
+    return f"{host_label()}:{pid}:{int(start)}"
 
 
 def _linux_create_time(pid: int) -> float | None:
@@ -125,7 +125,8 @@ def _linux_create_time(pid: int) -> float | None:
 
 
 def owner_alive(owner: str | None, node: str) -> bool | None:
-    """True/False for owners on this node; None when the owner lives on another node.
+    """True/False for owners on this node; None when the owner lives on another node (or in another PID
+    namespace of this host: :func:`host_label`).
 
     An owner is a process identity (``node:pid:start``), optionally followed by ``/run-id``
     for locks held on behalf of one run.
@@ -137,9 +138,7 @@ def owner_alive(owner: str | None, node: str) -> bool | None:
         pid, ctime = int(spid), int(sctime)
     except ValueError:
         return False
-    import socket
-
-    if onode != socket.gethostname():
+    if onode != host_label():
         return None
     import psutil
 
@@ -148,6 +147,12 @@ def owner_alive(owner: str | None, node: str) -> bool | None:
         return int(p.create_time()) == ctime and p.status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
         return False
+
+
+#: The summary (its beginning) of an occurrence skipped because the job's previous run was still running (the
+#: daemon's overlap check, or the job lock held by a run of another process or node): the missed-run alarm counts
+#: such an occurrence as covered by the run that ran through it (:func:`upkeeper.notify.checks.find_missed`)
+OVERLAP_SKIP = "skipped: the previous run of this job is still running"
 
 
 def stopped_on_request(status: str, details: dict[str, Any] | None) -> bool:
@@ -208,7 +213,10 @@ class _SQLiteFileLock:
 
 #: After this process last failed to reach or write the history (a PostgreSQL restart, a full disk): how long it
 #: takes no lease that ran out, and no other node's stale heartbeat, for a sign that their process died -- they
-#: could not renew them either (leases are renewed every 30 s, heartbeats every ``daemon.heartbeat``)
+#: could not renew them either (leases are renewed every 30 s, heartbeats every ``daemon.heartbeat``).  And, as a
+#: process that started after an outage never saw it: how long after it ran out a lease whose holder cannot be
+#: checked here (another node's, a live process's) still says its holder may live, and how long past
+#: ``stale_after`` a heartbeat does (:meth:`History.lease_held`, :meth:`History.heartbeat_fresh`)
 LEASE_GRACE = timedelta(minutes=2)
 
 #: SQLite's errors of a history it cannot write (see :meth:`History.recently_lost`)
@@ -306,6 +314,18 @@ class History:
         :meth:`acquire_lock`)."""
         lost = self._lost_at
         return lost is not None and time.monotonic() - lost < self.lease_grace.total_seconds()
+
+    def lease_held(self, expires_at: datetime, now: datetime) -> bool:
+        """May the holder of a lease that runs out at ``expires_at`` still live (unless known dead otherwise: a
+        process of this node gone)?  Until ``lease_grace`` after it ran out: the history may have been down
+        meanwhile -- its holder could not renew it -- and a process started after the outage (a cron
+        ``upkeeper run``, a daemon started on another node) cannot know (:meth:`recently_lost` is blind to it)."""
+        return expires_at + self.lease_grace > now
+
+    def heartbeat_fresh(self, last_seen: datetime | None, now: datetime, stale_after: timedelta) -> bool:
+        """Does a daemon heartbeat last written at ``last_seen`` say that daemon lives: within ``stale_after``,
+        plus ``lease_grace`` for an outage of the history that kept it from writing one (see :meth:`lease_held`)."""
+        return last_seen is not None and now - last_seen < stale_after + self.lease_grace
 
     def _make_dialect_engine(self, url: str) -> Engine:
         if self.dialect == "sqlite":
@@ -943,16 +963,18 @@ class History:
             }
             # every run holds its job's lock (``owner/run-id``), refreshed by its process's lock keeper: a
             # lease still running means the process lives — an ``upkeeper run`` from cron on another node
-            # has no daemon heartbeat, and was taken for dead at once
+            # has no daemon heartbeat, and was taken for dead at once.  So does a lease that ran out less than
+            # lease_grace ago (see lease_held): a process started after an outage of the history did not see it
             leased = {
                 str(o).split("/", 1)[0]
-                for o in s.scalars(select(tables.locks.c.owner).where(tables.locks.c.expires_at > now))
+                for o in s.scalars(select(tables.locks.c.owner)
+                                   .where(tables.locks.c.expires_at > now - self.lease_grace))
             }
             for row in rows:
                 alive = owner_alive(row.owner, node)
                 if alive is None:  # another node: trust its daemon heartbeat or its runs' lock leases
-                    last = seen.get(row.owner or "")
-                    alive = ((last is not None and now - last < stale_after) or (row.owner or "") in leased
+                    alive = (self.heartbeat_fresh(seen.get(row.owner or ""), now, stale_after)
+                             or (row.owner or "") in leased
                              or self.recently_lost())  # (after an outage: until it could write them again)
                 if alive:
                     continue
@@ -1057,16 +1079,16 @@ class History:
         """Take a named lock.  A lock whose owner died or whose lease expired is taken over."""
         try:
             with self._core() as conn:
-                return self._take_lock(conn, name, owner, node, ttl, purpose, self.recently_lost())
+                return self._take_lock(conn, name, owner, node, ttl, purpose)
         except IntegrityError:
             return False
 
-    @staticmethod
-    def _take_lock(conn: Connection, name: str, owner: str, node: str, ttl: timedelta, purpose: str,
-                   patient: bool = False) -> bool:
-        """In Core (exclusive tasks take their target's lock on the per-run path, which has no ORM).  ``patient``
-        (this process lost the history a moment ago: :meth:`recently_lost`): a lease that ran out is not taken
-        over unless its holder is known dead (a process of this node gone) -- its holder could not renew it."""
+    def _take_lock(self, conn: Connection, name: str, owner: str, node: str, ttl: timedelta, purpose: str) -> bool:
+        """In Core (exclusive tasks take their target's lock on the per-run path, which has no ORM).  A lease that
+        ran out is taken over at once only when its holder is known dead (a process of this node gone);
+        otherwise once it ran out ``lease_grace`` ago (:meth:`lease_held`: the history may have been down, its
+        holder could not renew it), and not while this process lost the history a moment ago
+        (:meth:`recently_lost`)."""
         locks = tables.locks
         now = datetime.now(UTC)
         row = conn.execute(select(locks.c.owner, locks.c.expires_at).where(locks.c.name == name)).first()
@@ -1075,7 +1097,7 @@ class History:
                 conn.execute(update(locks).where(locks.c.name == name).values(expires_at=now + ttl))
                 return True
             alive = owner_alive(row.owner, node)
-            if (row.expires_at > now or patient) and alive is not False:
+            if alive is not False and (self.lease_held(row.expires_at, now) or self.recently_lost()):
                 return False
             # compare-and-delete: the stale row just read, not one another process put there since (read
             # committed: two processes taking over the same stale lock would both succeed otherwise)
@@ -1103,7 +1125,7 @@ class History:
                     return True
             # a lock row exists: held by a live run, or stale (then taken over)
             with self._core() as conn:
-                if not self._take_lock(conn, lock, holder, node, ttl, f"run {run_id}", self.recently_lost()):
+                if not self._take_lock(conn, lock, holder, node, ttl, f"run {run_id}"):
                     return False
                 conn.execute(st["run_start"], start)
             return True
@@ -1115,6 +1137,16 @@ class History:
 
         with self.session() as s:
             return s.get(LockRow, name)
+
+    def taken_over(self, names: Sequence[str], holder: str) -> dict[str, tuple[str, str, str] | None]:
+        """Of ``names``, locks ``holder`` took, those it holds no longer: each with (owner, node, purpose) of who
+        holds it now, None when nobody does.  A lock is taken from a live holder only when its lease ran out
+        unrenewed for ``lease_grace`` (:meth:`lease_held`): the history unreachable that long, its process frozen."""
+        locks = tables.locks
+        with self._core() as conn:
+            now = {r.name: (r.owner, r.node, r.purpose or "") for r in conn.execute(
+                select(locks.c.name, locks.c.owner, locks.c.node, locks.c.purpose).where(locks.c.name.in_(list(names))))}
+        return {n: now.get(n) for n in names if n not in now or now[n][0] != holder}
 
     def refresh_locks(self, owner: str, ttl: timedelta) -> None:
         """Extend every lock held by this process (``owner``) or on behalf of its runs (``owner/…``)."""
@@ -1255,6 +1287,7 @@ __all__ = [
     "dialect_insert",
     "history_url",
     "open_history",
+    "OVERLAP_SKIP",
     "owner_alive",
     "process_identity",
 ]

@@ -25,9 +25,9 @@ from upkeeper.config.types import format_duration
 from upkeeper.core.artifacts import publish, take_staged
 from upkeeper.core.execute import WorkRequest
 from upkeeper.core.executor import STOPPED_SUMMARY, Executor, LogFn, Outcome, ProgressFn
-from upkeeper.core.history import FINAL_STATES, History, NewRun
+from upkeeper.core.history import FINAL_STATES, OVERLAP_SKIP, History, NewRun
 from upkeeper.core.jobs import Job, Setup
-from upkeeper.core.task import Result, Status
+from upkeeper.core.task import Finding, Result, Severity, Status
 from upkeeper.redact import redact
 
 log = logging.getLogger(__name__)
@@ -271,7 +271,7 @@ class Runner:
                                                          self.node, LOCK_TTL)
         if not got_job_lock:
             current = self.history.lock_holder(job_lock)
-            reason = "skipped: the previous run of this job is still running"
+            reason = OVERLAP_SKIP
             if current is not None:
                 reason += f" ({current.purpose or 'run'} on {current.node})"
             self.history.set_status(run_id, "skipped", summary=reason, finished_at=self.clock())
@@ -302,6 +302,7 @@ class Runner:
             if _failed_by_the_stop(outcome, cancel, stopping):
                 outcome.interrupted = outcome.terminated = True
                 outcome.result = Result(status=Status.ERROR, summary=STOPPED_SUMMARY, metrics=outcome.result.metrics)
+            self._check_locks_kept(held, holder, outcome.result, log_cb)
             status = outcome.status
             stopped = _asked_to_stop(outcome, cancel, stopping)
             if stopped and outcome.terminated:  # its worker got the stop's SIGTERM too: not a worker killed alone
@@ -354,6 +355,30 @@ class Runner:
                 except Exception as exc:
                     log.warning("could not release lock %s: %s", name, exc)
             self.keeper.unhold()
+
+    def _check_locks_kept(self, held: list[str], holder: str, result: Result, log_cb: LogFn) -> None:
+        """A lock this run held that another process took over meanwhile (its lease ran out unrenewed: the history
+        unreachable, this process frozen, for longer than the lease and its grace) means another run of the job,
+        or another exclusive operation on the target, may have run at the same time.  It used to go unnoticed
+        (the run recorded ``ok``); it is now a warning finding of the run (``upkeeper.lock_lost``), which the
+        notifications report."""
+        try:
+            lost = self.history.taken_over(held, holder)
+        except (OperationalError, InterfaceError) as exc:  # the outcome matters more: recorded with its retries
+            log.warning("could not check that the run's locks were kept: %s", redact(str(exc)))
+            return
+        for name, now in lost.items():
+            who = (f"{now[2] or 'another process'} on {now[1]}" if now is not None else "nobody (released)")
+            message = (f"lock {name} was taken over while this run ran; it is held by {who}: another run of this "
+                       f"job, or another exclusive operation on its target, may have run at the same time")
+            log_cb("ERROR", message)
+            result.findings.append(Finding(
+                "upkeeper.lock_lost", Severity.WARNING, name, message,
+                "its lease ran out unrenewed for longer than the lease and its grace (the history database "
+                "unreachable that long, or this process stopped or frozen); check the job's other runs "
+                "(upkeeper history JOB) and the target", data={"holder": now[0] if now else None}))
+            if result.status == Status.OK:
+                result.status = Status.WARN
 
     def _record_finish(self, run_id: int, cancel: threading.Event | None, **outcome: Any) -> None:
         """:meth:`History.finish_run`, tried again while the history cannot be reached -- for up to

@@ -34,7 +34,7 @@ from sqlalchemy import select
 
 from upkeeper.config.notify import BackupAlerts
 from upkeeper.core import tables
-from upkeeper.core.history import History, owner_alive
+from upkeeper.core.history import OVERLAP_SKIP, History, owner_alive
 from upkeeper.core.history import stopped_on_request as is_stopped
 from upkeeper.core.jobs import Job
 from upkeeper.core.models import RunRow
@@ -112,15 +112,17 @@ def running_jobs(history: History, now: datetime, stale_after: timedelta = timed
         return {r.job for r in rows}
     seen = {d.instance: d.last_seen for d in history.daemons() if d.stopped_at is None}
     with history.session() as s:
+        # a lease that ran out less than lease_grace ago, or a heartbeat that much past stale_after, still
+        # counts: the history may have been down meanwhile, unseen by this process (History.lease_held)
         leased = {str(o).split("/", 1)[0]
-                  for o in s.scalars(select(tables.locks.c.owner).where(tables.locks.c.expires_at > now))}
+                  for o in s.scalars(select(tables.locks.c.owner)
+                                     .where(tables.locks.c.expires_at > now - history.lease_grace))}
     out = set()
     for r in rows:
         owner = r.owner or ""
         alive = owner_alive(owner, "")
         if alive is None:  # another host
-            last = seen.get(owner)
-            alive = (last is not None and now - last < stale_after) or owner.split("/", 1)[0] in leased
+            alive = history.heartbeat_fresh(seen.get(owner), now, stale_after) or owner.split("/", 1)[0] in leased
         if alive:
             out.add(r.job)
     return out
@@ -134,7 +136,8 @@ def find_missed(jobs: Iterable[Job], history: History, now: datetime, default_gr
     for job in jobs:
         if not job.enabled or job.schedule is None or job.name in running:
             continue
-        last = last_run_start(history, job.name)
+        run = last_run(history, job.name)
+        last = run_start(run) if run is not None else None
         if last is not None:
             ref = last
         elif job.name in first_seen:
@@ -142,7 +145,8 @@ def find_missed(jobs: Iterable[Job], history: History, now: datetime, default_gr
         else:
             continue
         grace = job.missed_grace if job.missed_grace is not None else default_grace
-        deadline = missed_deadline(job, ref, now, grace, calendar)
+        covered = overlap_covered(history, job, run) if run is not None else None
+        deadline = missed_deadline(job, max(ref, covered) if covered is not None else ref, now, grace, calendar)
         if deadline is not None and now > deadline:
             out.append(Missed(job.name, ref, deadline, job.schedule.period(), grace, last is None,
                               deadline - grace))
@@ -155,11 +159,37 @@ def stopped_on_request(run: RunRow) -> bool:
     return is_stopped(run.status, run.details)
 
 
+def run_start(run: RunRow) -> datetime:
+    return run.started_at or run.scheduled_for
+
+
+def last_run(history: History, job: str) -> RunRow | None:
+    """The newest finished run (any outcome but skipped, or a run stopped with upkeeper) of ``job``, by its start."""
+    rows = [r for r in history.runs(job=job, statuses=[*SUCCESS, *FAILURE], limit=10) if not stopped_on_request(r)]
+    return max(rows, key=lambda r: (run_start(r), r.id)) if rows else None
+
+
 def last_run_start(history: History, job: str) -> datetime | None:
     """When the newest finished run (any outcome but skipped, or a run stopped with upkeeper) of ``job`` started."""
-    rows = history.runs(job=job, statuses=[*SUCCESS, *FAILURE], limit=10)
-    starts = [r.started_at or r.scheduled_for for r in rows if not stopped_on_request(r)]
-    return max(starts) if starts else None
+    run = last_run(history, job)
+    return run_start(run) if run is not None else None
+
+
+def overlap_covered(history: History, job: Job, run: RunRow) -> datetime | None:
+    """The start (plus jitter) of the newest occurrence of ``job`` skipped because ``run`` was still running
+    (:data:`~upkeeper.core.history.OVERLAP_SKIP`, due between its start and its end); None when there is none.
+    That run ran through it: the missed-run alarm expects the occurrence after it, not the one skipped -- which
+    it used to page as missed as soon as a run longer than a period and the grace ended."""
+    start, end = run_start(run), run.finished_at
+    if end is None:
+        return None
+    jitter = job.jitter_offset
+    for r in history.runs(job=job.name, since=start - jitter, before=end - jitter + timedelta(microseconds=1),
+                          statuses=["skipped"], limit=100):
+        due = r.scheduled_for + jitter
+        if (r.summary or "").startswith(OVERLAP_SKIP) and start < due <= end:
+            return due  # (newest first)
+    return None
 
 
 # -- backups -----------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ from upkeeper.notify.calendar import Period
 from upkeeper.notify.events import MAX_FINDINGS, Event, build_payload
 from upkeeper.notify.policy import Calendar, Window, describe
 from upkeeper.notify.routing import Router, matches
-from upkeeper.notify.store import Busy, Change, NotifyStore
+from upkeeper.notify.store import Busy, Change, NotifyStateRow, NotifyStore
 from upkeeper.notify.transports import Transport, TransportError, build_transport
 from upkeeper.redact import redact, redact_obj
 
@@ -408,14 +408,30 @@ class NotificationEngine:
         st = self.store.get(job.name, check)
         if st is None or st.state != "problem" or st.level < 1:
             return
+        self._climb(esc, job, st, now, by_time=False)
+
+    def _climb(self, esc: Escalation, job: Job, st: NotifyStateRow, now: datetime, *, by_time: bool) -> None:
+        """Step ``st`` (an open problem's state) up to the highest level whose own ``after_failures`` (or, with
+        ``by_time``, ``after``) is met, through every level below it: a level is reached when its condition is
+        met, whether or not an earlier level's is -- a team lead at 3 consecutive failures hears at the third
+        even when on-call's level is 30 minutes (and on-call is paged with it); it used to wait for those 30."""
+        reasons: dict[int, str] = {}
         for k in range(st.level + 1, len(esc.levels) + 1):
             lv = esc.levels[k - 1]
-            if lv.after_failures is not None and st.count >= lv.after_failures:
-                self._step(esc, k, st.level, job, check, st.topic, st.severity, st.since, st.count, st.summary,
-                           now, reason=f"{st.count} consecutive failures (≥ {lv.after_failures})")
-                st.level = k
-            else:
-                break
+            if by_time and lv.after is not None and now - st.since >= lv.after:
+                reasons[k] = f"unresolved for {human_duration(now - st.since)} (≥ {human_duration(lv.after)})"
+            elif lv.after_failures is not None and st.count >= lv.after_failures:
+                reasons[k] = f"{st.count} consecutive failures (≥ {lv.after_failures})"
+        if not reasons:
+            return
+        top = max(reasons)
+        level = st.level
+        for k in range(level + 1, top + 1):
+            reason = reasons.get(k) or f"level {top} ({esc.level_name(top)}) is due: {reasons[top]}"
+            self._step(esc, k, level, job, st.check, st.topic, st.severity, st.since, st.count, st.summary, now,
+                       reason)
+            level = k
+        st.level = level
 
     def _step(self, esc: Escalation, level: int, expect: int, job: Job, check: str, topic: str, severity: str,
               since: datetime, count: int, summary: str, now: datetime, reason: str) -> None:
@@ -444,18 +460,7 @@ class NotificationEngine:
             job = self._job(st.job)
             if job is None or st.level < 1:
                 continue
-            level = st.level
-            for k in range(level + 1, len(esc.levels) + 1):
-                lv = esc.levels[k - 1]
-                by_time = lv.after is not None and now - st.since >= lv.after
-                by_count = lv.after_failures is not None and st.count >= lv.after_failures
-                if not (by_time or by_count):
-                    break
-                reason = (f"unresolved for {human_duration(now - st.since)} (≥ {human_duration(lv.after)})"
-                          if by_time and lv.after is not None else f"{st.count} consecutive failures")
-                self._step(esc, k, level, job, st.check, st.topic, st.severity, st.since, st.count, st.summary, now,
-                           reason)
-                level = k
+            self._climb(esc, job, st, now, by_time=True)
         steps = self._take_steps()
         self.dispatch(steps, now)
         return steps
