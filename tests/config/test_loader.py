@@ -129,6 +129,32 @@ def test_retention_long_enough_for_the_windows_read_back_is_fine() -> None:
     assert problems("history_retention: {runs: 14d}\njobs:\n  d:\n    task: host.disk\n") == []
 
 
+def test_a_problem_of_a_credential_field_is_printed_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """'config check' printed 'targets -> db -> password: *** variable PGPASS is not set' (and '… password: ***
+    should be a valid string'): the redactor took the message's first word after 'password:' for the password.
+    The location and the message are redacted apart; a secret the message quotes is still masked."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("NOPE_PW", raising=False)
+    (tmp_path / "u.yaml").write_text("targets:\n  db:\n    kind: postgres\n    password: ${NOPE_PW}\n")
+    res = invoke(["--config", "u.yaml", "config", "check"])
+    assert res.code == 2
+    assert "u.yaml:4: targets -> db -> password: environment variable NOPE_PW is not set" in res.err, res.err
+    (tmp_path / "list.yaml").write_text("targets:\n  db:\n    kind: postgres\n    password: [a, b]\n")
+    res = invoke(["--config", "list.yaml", "config", "check"])
+    assert "list.yaml:4: targets -> db -> password: input should be a valid string" in res.err, res.err
+    (tmp_path / "two.yaml").write_text("targets:\n  db:\n    kind: postgres\n    password: ${NOPE_PW}\n"
+                                      "  cache:\n    kind: redis\n    password: ${NOPE_PW}\n")
+    res = invoke(["--config", "two.yaml", "config", "check"])
+    assert res.code == 2
+    assert "two.yaml:4: targets -> db -> password: environment variable NOPE_PW is not set" in res.err, res.err
+    assert "two.yaml:7: targets -> cache -> password: environment variable NOPE_PW is not set" in res.err, res.err
+    # a credential the message itself carries stays masked
+    (tmp_path / "key.yaml").write_text("backup:\n  encryption:\n    recipients: [AGE-SECRET-KEY-1QQQQQQQQQQQQ]\n"
+                                      "jobs: {d: {task: host.disk}}\n")
+    res = invoke(["--config", "key.yaml", "config", "check"])
+    assert res.code == 2 and "QQQQQQQQQQQQ" not in res.output, res.output
+
+
 def test_env_interpolation_and_missing_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DB_HOST", "10.1.2.3")
     cfg = load_text("targets:\n  db:\n    kind: postgres\n    host: ${DB_HOST}\n    port: ${DB_PORT:-6432}\n"
