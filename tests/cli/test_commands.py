@@ -235,6 +235,29 @@ def test_init_backup_dir_puts_the_local_storage_elsewhere(cli: Any, tmp_path: Pa
     assert cli(["--config", "u.yaml", "storages", "check", "--json"]).code == 0
 
 
+def test_init_output_that_cannot_be_written_is_a_clear_error(cli: Any, tmp_path: Path, backup_dir: Path) -> None:
+    """'init --output' naming a directory (with --force), or a file in a directory that does not exist, printed
+    'internal error: IsADirectoryError / FileNotFoundError … report the traceback'.  Now a usage error naming the
+    path; an existing config replaced with --force keeps its permissions, and a symlink is written through."""
+    res = cli(["init", "--output", tmp_path, "--force"])
+    assert (res.code, "internal error" in res.err) == (2, False), res.output
+    assert f"--output {tmp_path} is a directory" in res.err and f"{tmp_path / 'upkeeper.yaml'}" in res.err
+    missing = tmp_path / "nope" / "u.yaml"
+    res = cli(["init", "--output", missing])
+    assert (res.code, "internal error" in res.err) == (2, False), res.output
+    assert f"cannot write {missing}: No such file or directory" in res.err, res.err
+    assert not list(tmp_path.iterdir())  # nothing left behind: no temporary file, no backup directory made
+    secret = tmp_path / "real.yaml"
+    secret.write_text("old\n")
+    secret.chmod(0o600)
+    link = tmp_path / "upkeeper.yaml"
+    link.symlink_to(secret.name)
+    assert cli(["init", "--output", link, "--force"]).code == 0
+    assert link.is_symlink() and secret.stat().st_mode & 0o777 == 0o600
+    assert "task: host.disk" in secret.read_text()
+    assert cli(["--config", link, "config", "check"]).code == 0
+
+
 def test_init_option_examples_work_once_uncommented() -> None:
     """Each job's commented '# options: {…}' line is valid YAML and a valid option set once its '#' is removed:
     the note that follows it stays outside the braces (inside, it swallowed the closing brace)."""
