@@ -235,27 +235,42 @@ def test_init_backup_dir_puts_the_local_storage_elsewhere(cli: Any, tmp_path: Pa
     assert cli(["--config", "u.yaml", "storages", "check", "--json"]).code == 0
 
 
-def test_init_output_that_cannot_be_written_is_a_clear_error(cli: Any, tmp_path: Path, backup_dir: Path) -> None:
-    """'init --output' naming a directory (with --force), or a file in a directory that does not exist, printed
-    'internal error: IsADirectoryError / FileNotFoundError … report the traceback'.  Now a usage error naming the
-    path; an existing config replaced with --force keeps its permissions, and a symlink is written through."""
-    res = cli(["init", "--output", tmp_path, "--force"])
+def test_an_output_file_that_cannot_be_written_is_a_clear_error(cli: Any, config: Path, tmp_path: Path,
+                                                                 backup_dir: Path) -> None:
+    """'init --output', 'cron export --output' and 'windows --ics --output' naming a directory, or a file in a
+    directory that does not exist (and 'cron export --systemd --output' naming a file), printed 'internal error:
+    IsADirectoryError / FileNotFoundError / FileExistsError … report the traceback'.  Now a usage error naming the
+    path and what to do; a file replaced keeps its permissions, and a symbolic link is written through."""
+    scratch = tmp_path / "out"
+    scratch.mkdir()
+    missing = scratch / "nope" / "file"
+    cfg = ["--config", config]
+    for argv in (["init", "--output", scratch, "--force"], [*cfg, "cron", "export", "--output", scratch],
+                 [*cfg, "windows", "--ics", "--output", scratch]):
+        res = cli(argv)
+        assert (res.code, "internal error" in res.err) == (2, False), (argv, res.output)
+        assert f"--output {scratch} is a directory" in res.err, res.err
+    for argv in (["init", "--output", missing], [*cfg, "cron", "export", "--output", missing],
+                 [*cfg, "windows", "--ics", "--output", missing]):
+        res = cli(argv)
+        assert (res.code, "internal error" in res.err) == (2, False), (argv, res.output)
+        assert f"the directory {missing.parent} does not exist" in res.err, res.err
+    res = cli([*cfg, "cron", "export", "--systemd", "--output", config])
     assert (res.code, "internal error" in res.err) == (2, False), res.output
-    assert f"--output {tmp_path} is a directory" in res.err and f"{tmp_path / 'upkeeper.yaml'}" in res.err
-    missing = tmp_path / "nope" / "u.yaml"
-    res = cli(["init", "--output", missing])
-    assert (res.code, "internal error" in res.err) == (2, False), res.output
-    assert f"cannot write {missing}: No such file or directory" in res.err, res.err
-    assert not list(tmp_path.iterdir())  # nothing left behind: no temporary file, no backup directory made
-    secret = tmp_path / "real.yaml"
+    assert "is not a directory" in res.err, res.err
+    assert not list(scratch.iterdir())  # nothing left behind: no temporary file, no directory made
+    assert not backup_dir.exists()
+
+    secret = scratch / "real.yaml"
     secret.write_text("old\n")
     secret.chmod(0o600)
-    link = tmp_path / "upkeeper.yaml"
+    link = scratch / "upkeeper.yaml"
     link.symlink_to(secret.name)
     assert cli(["init", "--output", link, "--force"]).code == 0
     assert link.is_symlink() and secret.stat().st_mode & 0o777 == 0o600
     assert "task: host.disk" in secret.read_text()
     assert cli(["--config", link, "config", "check"]).code == 0
+    assert sorted(p.name for p in scratch.iterdir()) == ["real.yaml", "upkeeper.yaml"]
 
 
 def test_init_option_examples_work_once_uncommented() -> None:

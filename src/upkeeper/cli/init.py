@@ -6,8 +6,7 @@ from pathlib import Path
 
 import typer
 
-from upkeeper.cli._app import app, console
-from upkeeper.core.artifacts import atomic_write_bytes
+from upkeeper.cli._app import app, check_output_file, console, write_output_file
 from upkeeper.core.initgen import BACKUP_DIR, detect, make_backup_dir, render
 from upkeeper.errors import UsageError
 
@@ -26,8 +25,7 @@ def init_cmd(
     What cannot be found is written commented out, ready to fill in.  The local backup storage's directory
     (--backup-dir) is created if missing: upkeeper itself never creates one.
     """
-    if output.is_dir():
-        raise UsageError(f"--output {output} is a directory", f"Try: --output {output / 'upkeeper.yaml'}")
+    check_output_file(output)
     if output.exists() and not force:
         raise UsageError(f"{output} already exists", "Try: --force to overwrite it, or --output OTHER.yaml")
     from upkeeper.core.schedule import ScheduleError, validate_timezone
@@ -39,16 +37,9 @@ def init_cmd(
     detected = detect()
     where = str(backup_dir.expanduser().absolute()) if backup_dir is not None else None
     text = render(detected, timezone=timezone, backup_dir=where)
-    try:
-        # whole or not at all: a failed write leaves neither half a config nor a truncated one it was to replace
-        # (whose permissions the new one keeps: 0600 chosen for a file of secrets stays 0600), written through a
-        # symlink as before, not over the link
-        target = output.resolve() if output.is_symlink() else output
-        old_mode = target.stat().st_mode & 0o7777 if target.exists() else None
-        atomic_write_bytes(target, text.encode(), old_mode)
-    except OSError as exc:
-        raise UsageError(f"cannot write {output}: {exc.strerror or exc}",
-                         "Try: --output a path in an existing directory you can write to") from None
+    # whole or not at all: a failed write leaves neither half a config nor a truncated one it was to replace
+    # (whose permissions the new one keeps: 0600 chosen for a file of secrets stays 0600)
+    write_output_file(output, text.encode())
     console.print(f"wrote [bold]{output}[/bold]")
     notes = [*detected.notes, make_backup_dir(text, where)]
     for note in notes:
