@@ -155,6 +155,35 @@ def test_a_problem_of_a_credential_field_is_printed_whole(tmp_path: Path, monkey
     assert res.code == 2 and "QQQQQQQQQQQQ" not in res.output, res.output
 
 
+def test_first_users_mistakes_get_a_message_that_says_how_to_fix_them() -> None:
+    """Mistakes a first config has, and what 'config check' said of them before:
+    a target or storage without 'kind' — 'Try: kind: one of' and nothing after it;
+    an unquoted cron expression or alias — 'expected alphabetic or numeric character, but found ' '', to
+    'check indentation … and quoting' (which is it?);
+    a job's key dedented out of its job, an empty job — 'input should be a valid dictionary or instance of
+    JobConfig' (pydantic's class name), with no hint at all."""
+    assert problems("targets:\n  db: {host: 127.0.0.1}\n") == [
+        "u.yaml:2: targets -> db -> kind: 'kind' is missing | "
+        "Try: kind: one of 'postgres', 'redis', 'nginx', 'host', 'app', 'http'"]
+    assert problems("storages:\n  nas: {path: /srv/backups}\n") == [
+        "u.yaml:2: storages -> nas -> kind: 'kind' is missing | Try: kind: one of 'local', 's3', 'sftp'"]
+    [star] = problems("jobs:\n  disk:\n    task: host.disk\n    schedule: */5 * * * *   # five minutes\n")
+    assert star.startswith("u.yaml:4: YAML syntax error: "), star
+    assert star.endswith("Try: quote the value — YAML reads a value starting with '*' as syntax, not text: "
+                         'schedule: "*/5 * * * *"'), star
+    [at] = problems("jobs:\n  disk:\n    task: host.disk\n    schedule: @daily\n")
+    assert at.endswith('not text: schedule: "@daily"'), at
+    [dedented] = problems("jobs:\n  disk:\n    task: host.disk\n  schedule: '@daily'\n")
+    assert dedented == ("u.yaml:4: jobs -> schedule: expected a mapping (its keys indented below it), got text | "
+                        "Try: indent 'schedule' under its entry: it is a key of each entry of 'jobs'"), dedented
+    [empty] = problems("jobs:\n  disk:\n")
+    assert empty == ("u.yaml:2: jobs -> disk: expected a mapping (its keys indented below it), got nothing | "
+                     "Try: give it its keys, indented below it, or remove it"), empty
+    # the value is never quoted back: it may be a secret (a URL with its password where a mapping belongs)
+    [url] = problems("targets:\n  db: postgresql://app:hunter2@db/app\n")
+    assert "hunter2" not in url and "got text" in url, url
+
+
 def test_env_interpolation_and_missing_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DB_HOST", "10.1.2.3")
     cfg = load_text("targets:\n  db:\n    kind: postgres\n    host: ${DB_HOST}\n    port: ${DB_PORT:-6432}\n"
