@@ -116,6 +116,24 @@ def test_usage_errors_exit_2_with_hint(cli: Any, config: Path) -> None:
     assert cli(["nosuchcommand"]).code == 2
 
 
+def test_config_check_notes_a_config_without_jobs(cli: Any, config: Path, tmp_path: Path) -> None:
+    """An empty file (or the wrong one: 'touch upkeeper.yaml', a file of targets only) passed with a bare 'OK …:
+    0 job(s)', as if it were the setup asked for: a daemon on it would never run anything.  Still valid (exit 0),
+    now with a note that says so and what to do."""
+    for text in ("", "targets:\n  db: {kind: postgres}\n"):
+        empty = tmp_path / "empty.yaml"
+        empty.write_text(text)
+        res = cli(["--config", empty, "config", "check"])
+        assert res.code == 0, res.output
+        assert "note jobs: none defined: nothing runs with this config" in res.out, res.out
+        assert "upkeeper init" in res.out
+        notes = cli(["--config", empty, "config", "check", "--json"]).json()["notes"]
+        assert [n["path"] for n in notes] == [["jobs"]], notes
+    ok = cli(["--config", config, "config", "check", "--json"])
+    assert ok.json()["notes"] == []
+    assert not [ln for ln in cli(["--config", config, "config", "check"]).out.splitlines() if ln.startswith("note")]
+
+
 def test_config_check_and_schema(cli: Any, config: Path, tmp_path: Path) -> None:
     ok = cli(["--config", config, "config", "check", "--json"])
     assert ok.code == 0 and ok.json()["ok"] is True and ok.json()["jobs"] == 5

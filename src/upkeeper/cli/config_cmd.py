@@ -47,8 +47,16 @@ def check(
         "targets": len(setup.config.targets),
         "scheduled": sum(1 for j in setup.jobs.values() if j.schedule and j.enabled),
     }
+    found = list(setup.notes)
+    if not setup.jobs:  # an empty file, or the wrong one: valid, but nothing would ever run
+        from upkeeper.errors import ConfigProblem
+
+        found.append(ConfigProblem("none defined: nothing runs with this config", ("jobs",),
+                                   str(setup.source) if setup.source else None, None,
+                                   "Try: 'upkeeper init' writes the standard schedule; or add jobs (docs/"
+                                   "config-reference.md)"))
     notes = [{"file": p.file, "line": p.line, "path": list(p.path), "message": p.message, "hint": p.hint}
-             for p in setup.notes]
+             for p in found]
     if as_json:
         print_json({**info, "notes": notes})
         return
@@ -56,7 +64,7 @@ def check(
         f"[ok]OK[/ok] {info['file']}: {info['jobs']} job(s) ({info['scheduled']} scheduled), "
         f"{info['targets']} target(s)"
     )
-    for n in setup.notes:
+    for n in found:
         where = f"{n.file}:{n.line}: " if n.file and n.line else ""
         text = escape(f"{where}{' -> '.join(map(str, n.path))}: {n.message}")
         console.print(f"[warn]note[/warn] {text}", highlight=False)
