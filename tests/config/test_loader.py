@@ -184,6 +184,23 @@ def test_first_users_mistakes_get_a_message_that_says_how_to_fix_them() -> None:
     assert "hunter2" not in url and "got text" in url, url
 
 
+def test_a_config_path_that_is_no_text_file_says_what_it_is(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--config naming a directory said 'cannot read config file /etc/upkeeper: [Errno 21] Is a directory', and a
+    file saved as Latin-1 (or a binary file) 'cannot read config file …: 'utf-8' codec can't decode byte 0xe9 in
+    position 16', both with 'Try: check the path and permissions' — which were fine."""
+    monkeypatch.chdir(tmp_path)
+    res = invoke(["--config", str(tmp_path), "config", "check"])
+    assert res.code == 2 and "internal error" not in res.err
+    assert f"config file {tmp_path} is a directory" in res.err and f"--config {tmp_path / 'upkeeper.yaml'}" in res.err
+    (tmp_path / "latin1.yaml").write_bytes("version: 1\n# café\njobs: {}\n".encode("latin-1"))
+    res = invoke(["--config", "latin1.yaml", "config", "check"])
+    assert res.code == 2
+    assert "latin1.yaml:2: not UTF-8 text (byte 0xe9 at offset 16)" in res.err, res.err
+    assert "Try: save the file as UTF-8" in res.err and "permissions" not in res.err
+    [problem] = invoke(["--config", "latin1.yaml", "config", "check", "--json"]).json()["problems"]
+    assert (problem["file"], problem["line"]) == ("latin1.yaml", 2)
+
+
 def test_env_interpolation_and_missing_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DB_HOST", "10.1.2.3")
     cfg = load_text("targets:\n  db:\n    kind: postgres\n    host: ${DB_HOST}\n    port: ${DB_PORT:-6432}\n"

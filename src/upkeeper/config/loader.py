@@ -233,8 +233,16 @@ def load_config(path: str | Path) -> Config:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"config file {p} does not exist", "Try: 'upkeeper init' to write one") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read config file {p}: {exc}", "Try: check the path and permissions") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {p} is a directory", f"Try: --config {p / 'upkeeper.yaml'}") from None
+    except UnicodeDecodeError as exc:  # a binary file, or text saved in another encoding (Latin-1, UTF-16)
+        line = exc.object[: exc.start].count(b"\n") + 1
+        raise ConfigError.from_problems([ConfigProblem(
+            f"not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})", file=str(p), line=line,
+            hint="Try: save the file as UTF-8 (is it the config file?)")]) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {p}: {exc.strerror or exc}",
+                          "Try: check the path and permissions") from None
     return load_text(text, str(p), source=p)
 
 
