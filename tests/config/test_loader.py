@@ -179,6 +179,12 @@ def test_first_users_mistakes_get_a_message_that_says_how_to_fix_them() -> None:
     [empty] = problems("jobs:\n  disk:\n")
     assert empty == ("u.yaml:2: jobs -> disk: expected a mapping (its keys indented below it), got nothing | "
                      "Try: give it its keys, indented below it, or remove it"), empty
+    # a validator's own "Try:" is the hint, on its line, not the end of the message
+    [within] = problems("storages:\n  l: {kind: local, path: /srv/b}\ntargets:\n  db: {kind: postgres}\n"
+                        "jobs:\n  d:\n    task: postgres.backup\n    target: db\n"
+                        "    options: {retention: {keep_within: 14 days}}\n")
+    assert within.startswith("u.yaml:9: jobs -> d -> options -> retention -> keep_within: cannot read '14 days' "), within
+    assert " | Try: restic's form, e.g. '14d'" in within and ". Try:" not in within, within
     # the value is never quoted back: it may be a secret (a URL with its password where a mapping belongs)
     [url] = problems("targets:\n  db: postgresql://app:hunter2@db/app\n")
     assert "hunter2" not in url and "got text" in url, url

@@ -434,6 +434,9 @@ def _explain(err: Any, model: type[BaseModel], data: Any) -> tuple[Path_, str, s
         msg = f"invalid value: expected {ctx.get('expected', 'one of the allowed values')}"
     else:
         msg = msg[0].lower() + msg[1:] if msg else msg
+    if hint is None and ". Try: " in msg:  # a validator's "what. Try: how": the hint on its own line, as elsewhere
+        msg, how = msg.split(". Try: ", 1)
+        hint = f"Try: {how}"
     return loc, msg, hint
 
 
