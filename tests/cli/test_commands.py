@@ -103,6 +103,20 @@ def test_run_status_history_show_roundtrip(cli: Any, config: Path) -> None:
     assert "debug.failure" in human and "planned failure" in human
 
 
+def test_show_prints_a_long_summary_and_log_line_whole(cli: Any, make_config: Any) -> None:
+    """'upkeeper show' cropped its panels at the terminal's width (80 columns in a pipe): an error's summary such as
+    'cannot tell where postgres://… writes its log (pg_current_logfile() is empty: the logging collector is off)'
+    ended at 'writes its lo', and so did every long log line.  Now wrapped inside the panel, every word there."""
+    words = " ".join(f"word{i:03d}" for i in range(300))  # wider than any terminal
+    cfg = make_config({"jobs": {"long": {"task": "debug.fail", "options": {"mode": "error", "message": words}}}})
+    [run] = cli(["--config", cfg, "run", "long", "--json", "--no-retry"]).json()
+    out = cli(["--config", cfg, "show", str(run["run_id"])]).out
+    summary, log = out.split("─ log ─", 1)
+    for part in (summary, log):
+        shown = re.findall(r"word\d\d\d", part)
+        assert shown[:300] == [f"word{i:03d}" for i in range(300)], part
+
+
 def test_usage_errors_exit_2_with_hint(cli: Any, config: Path) -> None:
     res = cli(["--config", config, "run", "pnig"])
     assert res.code == 2

@@ -156,7 +156,9 @@ def show_cmd(
             head += f" at {local_time(datetime.fromisoformat(str(details['planned_at'])), 'UTC', '%Y-%m-%d %H:%M:%S %Z')}"
         except (KeyError, ValueError):
             pass
-    console.print(Panel(head + (f"\n\n{escape(row.summary)}" if row.summary else ""), expand=False))
+    # soft_wrap off for the panels: the console's soft wrap (no line broken) made a panel crop each line at the
+    # width, and the end of an error's summary and of every long log line was gone; wrapped inside, it is all there
+    console.print(Panel(head + (f"\n\n{escape(row.summary)}" if row.summary else ""), expand=False), soft_wrap=False)
     if findings:
         t = Table(title="Findings", title_justify="left")
         for col in ("severity", "check", "subject", "message", "remediation"):
@@ -176,7 +178,8 @@ def show_cmd(
             t.add_row(f"… {len(items) - 60} more (use --json)", "")
         console.print(t)
     if row.log_excerpt:
-        console.print(Panel(row.log_excerpt, title="log", title_align="left", expand=False), markup=False)
+        console.print(Panel(row.log_excerpt, title="log", title_align="left", expand=False), markup=False,
+                      soft_wrap=False)
 
 
 @history_app.command("prune")
