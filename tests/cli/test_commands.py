@@ -117,6 +117,27 @@ def test_show_prints_a_long_summary_and_log_line_whole(cli: Any, make_config: An
         assert shown[:300] == [f"word{i:03d}" for i in range(300)], part
 
 
+def test_listings_fold_a_long_name_instead_of_cutting_it(cli: Any, make_config: Any,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """At 80 columns 'upkeeper jobs' showed 'compliance-repo…' and 'postgres.maint…', 'upkeeper tasks'
+    'rotate/compress/pr…': a name cut short cannot be copied into 'upkeeper run'.  Every listing folds it now."""
+    from upkeeper.cli import _app
+
+    monkeypatch.setattr(_app.console, "_width", 80)  # (restored as it was: computed or set)
+    name = "disk-space-and-inodes-of-every-mount-point"
+    cfg = make_config({"jobs": {name: {"task": "host.disk", "schedule": "every 5m"}}})
+
+    def first_column(text: str) -> str:
+        return "".join(ln.split("│")[1].strip() for ln in text.splitlines() if ln.startswith("│"))
+
+    for argv in (["jobs"], ["storages", "list"]):
+        out = cli(["--config", cfg, *argv]).out
+        assert "…" not in out, out
+    assert first_column(cli(["--config", cfg, "jobs"]).out) == name
+    tasks = cli(["tasks"]).out
+    assert "rotate/compress/prune" in tasks.replace("│", "").replace("\n", "").replace(" ", "")
+
+
 def test_usage_errors_exit_2_with_hint(cli: Any, config: Path) -> None:
     res = cli(["--config", config, "run", "pnig"])
     assert res.code == 2

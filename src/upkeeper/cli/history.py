@@ -169,8 +169,8 @@ def show_cmd(
         console.print(t)
     if row.metrics:
         t = Table(title="Metrics", title_justify="left")
-        t.add_column("name")
-        t.add_column("value", justify="right")
+        t.add_column("name", overflow="fold")
+        t.add_column("value", justify="right", overflow="fold")
         items = sorted(row.metrics.items())
         for k, v in items[:60]:
             t.add_row(k, f"{v:,.6g}")
@@ -212,8 +212,8 @@ def prune_cmd(
     console.print(f"runs, findings, logs and notifications finished before: {when(rep.runs_before)}")
     console.print(f"audit trail and emergency runs before: {when(rep.audit_before)}")
     table = Table(title=f"History prune{' (dry run)' if dry_run else ''}", title_justify="left")
-    table.add_column("what")
-    table.add_column(verb, justify="right")
+    table.add_column("what", overflow="fold")
+    table.add_column(verb, justify="right", overflow="fold")
     for what, n in (("runs (with their log excerpts)", rep.runs), ("findings", rep.findings),
                     ("notification events", rep.notify_events), ("notification deliveries", rep.notify_deliveries),
                     ("audit entries", rep.audit), ("metric samples", rep.metric_samples),
