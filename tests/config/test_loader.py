@@ -207,6 +207,26 @@ def test_a_config_path_that_is_no_text_file_says_what_it_is(tmp_path: Path, monk
     assert (problem["file"], problem["line"]) == ("latin1.yaml", 2)
 
 
+def test_a_history_url_upkeeper_cannot_use_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """'history: mysql://…' or a misspelt 'postgressql://…' passed 'config check' and was taken for a SQLite path:
+    every command made a directory 'mysql:' beside the config with a database in it, so that each node kept its
+    own history (no shared claim: a job fired once per node), without a word.  Now a located error; the URL's
+    password is not repeated."""
+    monkeypatch.chdir(tmp_path)
+    for url in ("mysql://app:s3cretpw@db/upkeeper", "postgressql://app:s3cretpw@db/upkeeper",
+                "PostgreSQL://app:s3cretpw@db/upkeeper"):
+        (tmp_path / "u.yaml").write_text(f"history: '{url}'\njobs:\n  disk: {{task: host.disk}}\n")
+        res = invoke(["--config", "u.yaml", "status"])
+        scheme = url.split(":", 1)[0]
+        assert res.code == 2, res.output
+        assert f"u.yaml:1: history: unknown database URL scheme '{scheme}://'" in res.err, res.err
+        assert "Try: postgresql://USER@HOST/DB" in res.err and "s3cretpw" not in res.output
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["u.yaml"]  # no 'mysql:' directory made
+    for ok in ("postgres://db/upkeeper", "postgresql+psycopg://db/upkeeper", f"sqlite:///{tmp_path}/h.db",
+               "history.db", str(tmp_path / "h2.db")):
+        assert problems(f"history: '{ok}'\n") == [], ok
+
+
 def test_env_interpolation_and_missing_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DB_HOST", "10.1.2.3")
     cfg = load_text("targets:\n  db:\n    kind: postgres\n    host: ${DB_HOST}\n    port: ${DB_PORT:-6432}\n"

@@ -13,7 +13,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, PrivateAttr
+from pydantic import Field, PrivateAttr, field_validator
 
 from upkeeper.config.backup import BackupSettings
 from upkeeper.config.notify import NotificationsConfig
@@ -243,6 +243,19 @@ class Config(StrictModel):
 
     _source: Path | None = PrivateAttr(default=None)
     _lines: Any = PrivateAttr(default=None)
+
+    @field_validator("history")
+    @classmethod
+    def _history_database(cls, v: str | None) -> str | None:
+        # any other URL was taken for a file path: 'mysql://db/x', a misspelt 'postgressql://…' made a SQLite file
+        # under a directory named 'mysql:' beside the config, each node its own history, without a word
+        import re
+
+        m = re.match(r"([A-Za-z][A-Za-z0-9+.-]*):/", v or "")
+        if m and not re.fullmatch(r"postgres|postgresql|postgresql\+\w+|sqlite", m.group(1)):  # as history_url
+            raise ValueError(f"unknown database URL scheme '{m.group(1)}://'. Try: postgresql://USER@HOST/DB "
+                             "(PostgreSQL, to share history between nodes), or a file path or sqlite:///PATH (SQLite)")
+        return v
 
     @property
     def source(self) -> Path | None:
