@@ -227,6 +227,21 @@ def test_a_history_url_upkeeper_cannot_use_is_refused(tmp_path: Path, monkeypatc
         assert problems(f"history: '{ok}'\n") == [], ok
 
 
+def test_a_zero_timeout_is_refused_and_a_jobs_zero_retry_delay_is_kept() -> None:
+    """'timeout: 0' (read as 'no timeout' by many tools) meant three things: on a job, the task's default without a
+    word (60 s for host.disk, not 'none'); in defaults, no timeout for the run but no wait at all for a target lock
+    (the wait's deadline is now + timeout).  Now refused where written.  A job's 'retry_delay: 0' fell back to
+    defaults.retry_delay (1 min) the same way; it now retries at once, as written."""
+    assert problems("jobs:\n  d: {task: host.disk, timeout: 0}\n") == [
+        "u.yaml:2: jobs -> d -> timeout: a timeout of 0 is not 'no timeout': every run has one | "
+        "Try: a duration such as '6h' (at most 10 years)"]
+    [defaults] = problems("defaults: {timeout: 0s}\njobs:\n  d: {task: host.disk}\n")
+    assert defaults.startswith("u.yaml:1: defaults -> timeout: a timeout of 0 is not 'no timeout'"), defaults
+    setup = build_setup(load_text("defaults: {retry_delay: 5m}\njobs:\n  d: {task: host.disk, retry_delay: 0}\n"
+                                  "  e: {task: host.disk}\n", "u.yaml"))
+    assert setup.jobs["d"].retry_delay.total_seconds() == 0 and setup.jobs["e"].retry_delay.total_seconds() == 300
+
+
 def test_env_interpolation_and_missing_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DB_HOST", "10.1.2.3")
     cfg = load_text("targets:\n  db:\n    kind: postgres\n    host: ${DB_HOST}\n    port: ${DB_PORT:-6432}\n"

@@ -51,6 +51,15 @@ CatchUpPolicy = Literal["skip", "latest"]
 Category = Literal["maintenance", "backup", "monitoring", "security", "critical"]
 
 
+def _no_zero_timeout(v: timedelta | None) -> timedelta | None:
+    """A run always has a timeout: 0 read as 'none' by the runner but as 'at once' by the wait for a target lock
+    (a defaults.timeout of 0), and a job's 0 fell back to the task's default (1 min for host.disk) unsaid."""
+    if v is not None and v <= timedelta(0):
+        raise ValueError("a timeout of 0 is not 'no timeout': every run has one. Try: a duration such as '6h' "
+                         "(at most 10 years)")
+    return v
+
+
 class Defaults(StrictModel):
     """Policies every job inherits unless it sets its own."""
 
@@ -88,6 +97,8 @@ class Defaults(StrictModel):
         default=timedelta(0), description="spread start times by a stable per-job offset in [0, jitter). "
                 "Source: upkeeper default"
     )
+
+    _timeout_not_zero = field_validator("timeout")(_no_zero_timeout)
 
 
 class DaemonSettings(StrictModel):
@@ -193,6 +204,8 @@ class JobConfig(StrictModel):
         None, description="missed-run alarm: how late a run may be beyond the occurrence due after the last run "
         "(default: notifications.missed_grace). Source: upkeeper (not set by default)"
     )
+
+    _timeout_not_zero = field_validator("timeout")(_no_zero_timeout)
 
 
 class Config(StrictModel):
