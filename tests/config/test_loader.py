@@ -179,6 +179,11 @@ def test_first_users_mistakes_get_a_message_that_says_how_to_fix_them() -> None:
     [empty] = problems("jobs:\n  disk:\n")
     assert empty == ("u.yaml:2: jobs -> disk: expected a mapping (its keys indented below it), got nothing | "
                      "Try: give it its keys, indented below it, or remove it"), empty
+    # one item where a list belongs ('input should be a valid list', no hint)
+    [one] = problems("targets:\n  db: {kind: postgres}\njobs:\n  v:\n    task: postgres.vacuum\n    target: db\n"
+                     "    options:\n      tables: public.users\n")
+    assert one == ("u.yaml:8: jobs -> v -> options -> tables: expected a list, got text | Try: a list, even of one "
+                   "item: tables: [ITEM, …] on one line, or '- ITEM' lines indented below it"), one
     # a validator's own "Try:" is the hint, on its line, not the end of the message
     [within] = problems("storages:\n  l: {kind: local, path: /srv/b}\ntargets:\n  db: {kind: postgres}\n"
                         "jobs:\n  d:\n    task: postgres.backup\n    target: db\n"

@@ -429,6 +429,13 @@ def _explain(err: Any, model: type[BaseModel], data: Any) -> tuple[Path_, str, s
             hint = f"Try: indent {str(loc[-1])!r} under its entry: it is a key of each entry of {str(loc[-2])!r}"
         else:
             hint = "Try: write it as keys indented below it (see 'upkeeper config schema')"
+    elif typ == "list_type":  # "input should be a valid list": what was there, and how a list is written
+        got = _at(data, loc)  # its type only, as above
+        what = ("nothing" if got is None else "a mapping" if isinstance(got, Mapping)
+                else "text" if isinstance(got, str) else f"a {type(got).__name__}")
+        msg = f"expected a list, got {what}"
+        hint = (f"Try: a list, even of one item: {str(loc[-1]) + ': ' if loc else ''}[ITEM, …] on one line, or "
+                "'- ITEM' lines indented below it")
     elif typ == "literal_error":
         ctx = err.get("ctx") or {}
         msg = f"invalid value: expected {ctx.get('expected', 'one of the allowed values')}"
