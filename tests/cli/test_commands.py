@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -324,6 +325,24 @@ def test_an_output_file_that_cannot_be_written_is_a_clear_error(cli: Any, config
     assert "task: host.disk" in secret.read_text()
     assert cli(["--config", link, "config", "check"]).code == 0
     assert sorted(p.name for p in scratch.iterdir()) == ["real.yaml", "upkeeper.yaml"]
+    # a feed the web server's user owns keeps its owner and group (root can give them); a hard link stays one
+    feed = scratch / "maintenance.ics"
+    feed.write_text("old\n")
+    feed.chmod(0o640)
+    if os.geteuid() == 0:
+        os.chown(feed, 65534, 65534)
+    other = scratch / "also.ics"
+    os.link(feed, other)
+    before = feed.stat()
+    assert cli([*cfg, "windows", "--ics", "--output", feed]).code == 0
+    after = feed.stat()
+    assert (after.st_uid, after.st_gid, after.st_mode & 0o777) == (before.st_uid, before.st_gid, 0o640)
+    assert other.read_text().startswith("BEGIN:VCALENDAR") and after.st_ino == other.stat().st_ino
+    other.unlink()
+    assert cli([*cfg, "cron", "export", "--output", feed]).code == 0  # replaced whole now, owner kept
+    replaced = feed.stat()
+    assert (replaced.st_uid, replaced.st_gid, replaced.st_mode & 0o777) == (before.st_uid, before.st_gid, 0o640)
+    assert replaced.st_ino != after.st_ino and "upkeeper run" in feed.read_text()
 
 
 def test_init_option_examples_work_once_uncommented() -> None:
