@@ -170,6 +170,24 @@ def test_config_check_notes_a_config_without_jobs(cli: Any, config: Path, tmp_pa
     assert not [ln for ln in cli(["--config", config, "config", "check"]).out.splitlines() if ln.startswith("note")]
 
 
+def test_config_check_notes_a_local_storage_directory_that_does_not_exist(cli: Any, make_config: Any,
+                                                                          tmp_path: Path) -> None:
+    """A local storage whose directory is missing (a typo, a volume not mounted, the README's example path on a
+    new machine) passed 'config check' with a bare OK; the first backup failed at night.  Still valid (exit 0:
+    a volume may be mounted later), now with a note naming the line and the mkdir that fixes it."""
+    missing = tmp_path / "bakups"
+    cfg = make_config({"storages": {"nas": {"kind": "local", "path": str(missing)}},
+                       "jobs": {"disk": {"task": "host.disk"}}}, storage_dirs=False)
+    res = cli(["--config", cfg, "config", "check"])
+    assert res.code == 0, res.output
+    assert f"storages -> nas -> path: {missing} does not exist: backups to this storage fail" in res.out, res.out
+    assert f"mkdir -p -m 700 {missing}" in res.out
+    [note] = cli(["--config", cfg, "config", "check", "--json"]).json()["notes"]
+    assert note["path"] == ["storages", "nas", "path"] and note["line"]
+    missing.mkdir()
+    assert cli(["--config", cfg, "config", "check", "--json"]).json()["notes"] == []
+
+
 def test_config_check_and_schema(cli: Any, config: Path, tmp_path: Path) -> None:
     ok = cli(["--config", config, "config", "check", "--json"])
     assert ok.code == 0 and ok.json()["ok"] is True and ok.json()["jobs"] == 5

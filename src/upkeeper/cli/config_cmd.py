@@ -48,8 +48,19 @@ def check(
         "scheduled": sum(1 for j in setup.jobs.values() if j.schedule and j.enabled),
     }
     found = list(setup.notes)
+    from pathlib import Path
+
+    from upkeeper.config.loader import lines_for
+    from upkeeper.errors import ConfigProblem
+
+    lines = lines_for(setup.config)
+    for name, st in setup.config.storages.items():
+        # valid (a volume mounted later), but every backup to it fails until it exists: said here, not at 03:00
+        if st.kind == "local" and Path(st.path).is_absolute() and not Path(st.path).is_dir():
+            found.append(lines.problem(("storages", name, "path"), f"{st.path} does not exist: backups to "
+                                       "this storage fail until it does (upkeeper never creates it)",
+                                       f"Try: mount its volume, or create it once: mkdir -p -m 700 {st.path}"))
     if not setup.jobs:  # an empty file, or the wrong one: valid, but nothing would ever run
-        from upkeeper.errors import ConfigProblem
 
         found.append(ConfigProblem("none defined: nothing runs with this config", ("jobs",),
                                    str(setup.source) if setup.source else None, None,
