@@ -7,6 +7,7 @@ tracebacks appear only with ``--debug``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 
@@ -49,15 +50,17 @@ class ConfigProblem:
     def path_text(self) -> str:
         return " -> ".join(str(p) for p in self.path)
 
-    def render(self) -> str:
+    def render(self, mask: Callable[[str], str] | None = None) -> str:
+        """``file:line: path: message``.  ``mask`` (the redactor) is applied to the location and to the message
+        apart: joined, a problem of a field named like a credential read as that field's value
+        ('password: environment variable PGPASS is not set' printed as 'password: *** variable …')."""
         where = self.file or "<config>"
         if self.line is not None:
             where += f":{self.line}"
         text = f"{where}: "
         if self.path:
             text += f"{self.path_text}: "
-        text += self.message
-        return text
+        return text + self.message if mask is None else mask(text) + mask(self.message)
 
 
 class ConfigError(UpkeeperError):
@@ -79,6 +82,13 @@ class ConfigError(UpkeeperError):
         n = len(problems)
         msg = problems[0].render() if n == 1 else f"{n} problems in the configuration"
         return cls(msg, problems[0].hint if n == 1 else None, problems)
+
+    def message_text(self, mask: Callable[[str], str]) -> str:
+        """The message through ``mask``; a single problem's message redacted as :meth:`ConfigProblem.render`
+        does it."""
+        if len(self.problems) == 1 and self.message == self.problems[0].render():
+            return self.problems[0].render(mask)
+        return mask(self.message)
 
 
 class UsageError(UpkeeperError):

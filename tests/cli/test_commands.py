@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -103,6 +104,41 @@ def test_run_status_history_show_roundtrip(cli: Any, config: Path) -> None:
     assert "debug.failure" in human and "planned failure" in human
 
 
+def test_show_prints_a_long_summary_and_log_line_whole(cli: Any, make_config: Any) -> None:
+    """'upkeeper show' cropped its panels at the terminal's width (80 columns in a pipe): an error's summary such as
+    'cannot tell where postgres://… writes its log (pg_current_logfile() is empty: the logging collector is off)'
+    ended at 'writes its lo', and so did every long log line.  Now wrapped inside the panel, every word there."""
+    words = " ".join(f"word{i:03d}" for i in range(300))  # wider than any terminal
+    cfg = make_config({"jobs": {"long": {"task": "debug.fail", "options": {"mode": "error", "message": words}}}})
+    [run] = cli(["--config", cfg, "run", "long", "--json", "--no-retry"]).json()
+    out = cli(["--config", cfg, "show", str(run["run_id"])]).out
+    summary, log = out.split("─ log ─", 1)
+    for part in (summary, log):
+        shown = re.findall(r"word\d\d\d", part)
+        assert shown[:300] == [f"word{i:03d}" for i in range(300)], part
+
+
+def test_listings_fold_a_long_name_instead_of_cutting_it(cli: Any, make_config: Any,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """At 80 columns 'upkeeper jobs' showed 'compliance-repo…' and 'postgres.maint…', 'upkeeper tasks'
+    'rotate/compress/pr…': a name cut short cannot be copied into 'upkeeper run'.  Every listing folds it now."""
+    from upkeeper.cli import _app
+
+    monkeypatch.setattr(_app.console, "_width", 80)  # (restored as it was: computed or set)
+    name = "disk-space-and-inodes-of-every-mount-point"
+    cfg = make_config({"jobs": {name: {"task": "host.disk", "schedule": "every 5m"}}})
+
+    def first_column(text: str) -> str:
+        return "".join(ln.split("│")[1].strip() for ln in text.splitlines() if ln.startswith("│"))
+
+    for argv in (["jobs"], ["storages", "list"]):
+        out = cli(["--config", cfg, *argv]).out
+        assert "…" not in out, out
+    assert first_column(cli(["--config", cfg, "jobs"]).out) == name
+    tasks = cli(["tasks"]).out
+    assert "rotate/compress/prune" in tasks.replace("│", "").replace("\n", "").replace(" ", "")
+
+
 def test_usage_errors_exit_2_with_hint(cli: Any, config: Path) -> None:
     res = cli(["--config", config, "run", "pnig"])
     assert res.code == 2
@@ -114,6 +150,42 @@ def test_usage_errors_exit_2_with_hint(cli: Any, config: Path) -> None:
     missing = cli(["--config", "/nonexistent/upkeeper.yaml", "jobs"])
     assert missing.code == 2 and "does not exist" in missing.err and "Try:" in missing.err
     assert cli(["nosuchcommand"]).code == 2
+
+
+def test_config_check_notes_a_config_without_jobs(cli: Any, config: Path, tmp_path: Path) -> None:
+    """An empty file (or the wrong one: 'touch upkeeper.yaml', a file of targets only) passed with a bare 'OK …:
+    0 job(s)', as if it were the setup asked for: a daemon on it would never run anything.  Still valid (exit 0),
+    now with a note that says so and what to do."""
+    for text in ("", "targets:\n  db: {kind: postgres}\n"):
+        empty = tmp_path / "empty.yaml"
+        empty.write_text(text)
+        res = cli(["--config", empty, "config", "check"])
+        assert res.code == 0, res.output
+        assert "note jobs: none defined: nothing runs with this config" in res.out, res.out
+        assert "upkeeper init" in res.out
+        notes = cli(["--config", empty, "config", "check", "--json"]).json()["notes"]
+        assert [n["path"] for n in notes] == [["jobs"]], notes
+    ok = cli(["--config", config, "config", "check", "--json"])
+    assert ok.json()["notes"] == []
+    assert not [ln for ln in cli(["--config", config, "config", "check"]).out.splitlines() if ln.startswith("note")]
+
+
+def test_config_check_notes_a_local_storage_directory_that_does_not_exist(cli: Any, make_config: Any,
+                                                                          tmp_path: Path) -> None:
+    """A local storage whose directory is missing (a typo, a volume not mounted, the README's example path on a
+    new machine) passed 'config check' with a bare OK; the first backup failed at night.  Still valid (exit 0:
+    a volume may be mounted later), now with a note naming the line and the mkdir that fixes it."""
+    missing = tmp_path / "bakups"
+    cfg = make_config({"storages": {"nas": {"kind": "local", "path": str(missing)}},
+                       "jobs": {"disk": {"task": "host.disk"}}}, storage_dirs=False)
+    res = cli(["--config", cfg, "config", "check"])
+    assert res.code == 0, res.output
+    assert f"storages -> nas -> path: {missing} does not exist: backups to this storage fail" in res.out, res.out
+    assert f"mkdir -p -m 700 {missing}" in res.out
+    [note] = cli(["--config", cfg, "config", "check", "--json"]).json()["notes"]
+    assert note["path"] == ["storages", "nas", "path"] and note["line"]
+    missing.mkdir()
+    assert cli(["--config", cfg, "config", "check", "--json"]).json()["notes"] == []
 
 
 def test_config_check_and_schema(cli: Any, config: Path, tmp_path: Path) -> None:
@@ -233,6 +305,62 @@ def test_init_backup_dir_puts_the_local_storage_elsewhere(cli: Any, tmp_path: Pa
     setup = cli(["--config", "u.yaml", "storages", "list", "--json"]).json()
     assert [s["where"] for s in setup] == [f"local:{wanted}"], setup
     assert cli(["--config", "u.yaml", "storages", "check", "--json"]).code == 0
+
+
+def test_an_output_file_that_cannot_be_written_is_a_clear_error(cli: Any, config: Path, tmp_path: Path,
+                                                                 backup_dir: Path) -> None:
+    """'init --output', 'cron export --output' and 'windows --ics --output' naming a directory, or a file in a
+    directory that does not exist (and 'cron export --systemd --output' naming a file), printed 'internal error:
+    IsADirectoryError / FileNotFoundError / FileExistsError … report the traceback'.  Now a usage error naming the
+    path and what to do; a file replaced keeps its permissions, and a symbolic link is written through."""
+    scratch = tmp_path / "out"
+    scratch.mkdir()
+    missing = scratch / "nope" / "file"
+    cfg = ["--config", config]
+    for argv in (["init", "--output", scratch, "--force"], [*cfg, "cron", "export", "--output", scratch],
+                 [*cfg, "windows", "--ics", "--output", scratch]):
+        res = cli(argv)
+        assert (res.code, "internal error" in res.err) == (2, False), (argv, res.output)
+        assert f"--output {scratch} is a directory" in res.err, res.err
+    for argv in (["init", "--output", missing], [*cfg, "cron", "export", "--output", missing],
+                 [*cfg, "windows", "--ics", "--output", missing]):
+        res = cli(argv)
+        assert (res.code, "internal error" in res.err) == (2, False), (argv, res.output)
+        assert f"the directory {missing.parent} does not exist" in res.err, res.err
+    res = cli([*cfg, "cron", "export", "--systemd", "--output", config])
+    assert (res.code, "internal error" in res.err) == (2, False), res.output
+    assert "is not a directory" in res.err, res.err
+    assert not list(scratch.iterdir())  # nothing left behind: no temporary file, no directory made
+    assert not backup_dir.exists()
+
+    secret = scratch / "real.yaml"
+    secret.write_text("old\n")
+    secret.chmod(0o600)
+    link = scratch / "upkeeper.yaml"
+    link.symlink_to(secret.name)
+    assert cli(["init", "--output", link, "--force"]).code == 0
+    assert link.is_symlink() and secret.stat().st_mode & 0o777 == 0o600
+    assert "task: host.disk" in secret.read_text()
+    assert cli(["--config", link, "config", "check"]).code == 0
+    assert sorted(p.name for p in scratch.iterdir()) == ["real.yaml", "upkeeper.yaml"]
+    # a feed the web server's user owns keeps its owner and group (root can give them); a hard link stays one
+    feed = scratch / "maintenance.ics"
+    feed.write_text("old\n")
+    feed.chmod(0o640)
+    if os.geteuid() == 0:
+        os.chown(feed, 65534, 65534)
+    other = scratch / "also.ics"
+    os.link(feed, other)
+    before = feed.stat()
+    assert cli([*cfg, "windows", "--ics", "--output", feed]).code == 0
+    after = feed.stat()
+    assert (after.st_uid, after.st_gid, after.st_mode & 0o777) == (before.st_uid, before.st_gid, 0o640)
+    assert other.read_text().startswith("BEGIN:VCALENDAR") and after.st_ino == other.stat().st_ino
+    other.unlink()
+    assert cli([*cfg, "cron", "export", "--output", feed]).code == 0  # replaced whole now, owner kept
+    replaced = feed.stat()
+    assert (replaced.st_uid, replaced.st_gid, replaced.st_mode & 0o777) == (before.st_uid, before.st_gid, 0o640)
+    assert replaced.st_ino != after.st_ino and "upkeeper run" in feed.read_text()
 
 
 def test_init_option_examples_work_once_uncommented() -> None:

@@ -221,6 +221,23 @@ def test_a_report_path_is_printed_on_one_line_to_copy(cli: Any, tmp_path: Path) 
     assert f"report: {html}" in r.out.splitlines() and html.is_file()
 
 
+def test_a_replaced_report_keeps_its_owner_and_group(cli: Any, tmp_path: Path) -> None:
+    """--html replaced an existing report with a new file of the writer's (root:root): a report the web server's
+    user owns, published from cron, changed hands (and a group-readable one its group) with each run."""
+    log = tmp_path / "access.log"
+    log.write_text('192.0.2.1 - - [01/Mar/2024:10:00:00 +0000] "GET / HTTP/1.1" 200 5 "-" "curl/8"\n')
+    html = tmp_path / "report.html"
+    html.write_text("old")
+    html.chmod(0o640)
+    if os.geteuid() == 0:
+        os.chown(html, 65534, 65534)
+    before = html.stat()
+    assert cli(["logs", "nginx", str(log), "--html", str(html)]).code == 0
+    after = html.stat()
+    assert (after.st_uid, after.st_gid, after.st_mode & 0o777) == (before.st_uid, before.st_gid, 0o640)
+    assert html.read_text().startswith("<!doctype html>")
+
+
 def test_nginx_reads_globs_and_rotated_files_as_the_task_does(cli: Any, make_config: Any, tmp_path: Path) -> None:
     """``upkeeper logs nginx`` took each argument as one file: a quoted glob was 'no such file', and a log's
     rotated files (read by the logs.nginx task) were left out.  Now every form reads what the task reads."""

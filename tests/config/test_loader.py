@@ -129,6 +129,124 @@ def test_retention_long_enough_for_the_windows_read_back_is_fine() -> None:
     assert problems("history_retention: {runs: 14d}\njobs:\n  d:\n    task: host.disk\n") == []
 
 
+def test_a_problem_of_a_credential_field_is_printed_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """'config check' printed 'targets -> db -> password: *** variable PGPASS is not set' (and '… password: ***
+    should be a valid string'): the redactor took the message's first word after 'password:' for the password.
+    The location and the message are redacted apart; a secret the message quotes is still masked."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("NOPE_PW", raising=False)
+    (tmp_path / "u.yaml").write_text("targets:\n  db:\n    kind: postgres\n    password: ${NOPE_PW}\n")
+    res = invoke(["--config", "u.yaml", "config", "check"])
+    assert res.code == 2
+    assert "u.yaml:4: targets -> db -> password: environment variable NOPE_PW is not set" in res.err, res.err
+    (tmp_path / "list.yaml").write_text("targets:\n  db:\n    kind: postgres\n    password: [a, b]\n")
+    res = invoke(["--config", "list.yaml", "config", "check"])
+    assert "list.yaml:4: targets -> db -> password: input should be a valid string" in res.err, res.err
+    (tmp_path / "two.yaml").write_text("targets:\n  db:\n    kind: postgres\n    password: ${NOPE_PW}\n"
+                                      "  cache:\n    kind: redis\n    password: ${NOPE_PW}\n")
+    res = invoke(["--config", "two.yaml", "config", "check"])
+    assert res.code == 2
+    assert "two.yaml:4: targets -> db -> password: environment variable NOPE_PW is not set" in res.err, res.err
+    assert "two.yaml:7: targets -> cache -> password: environment variable NOPE_PW is not set" in res.err, res.err
+    # a credential the message itself carries stays masked
+    (tmp_path / "key.yaml").write_text("backup:\n  encryption:\n    recipients: [AGE-SECRET-KEY-1QQQQQQQQQQQQ]\n"
+                                      "jobs: {d: {task: host.disk}}\n")
+    res = invoke(["--config", "key.yaml", "config", "check"])
+    assert res.code == 2 and "QQQQQQQQQQQQ" not in res.output, res.output
+
+
+def test_first_users_mistakes_get_a_message_that_says_how_to_fix_them() -> None:
+    """Mistakes a first config has, and what 'config check' said of them before:
+    a target or storage without 'kind' — 'Try: kind: one of' and nothing after it;
+    an unquoted cron expression or alias — 'expected alphabetic or numeric character, but found ' '', to
+    'check indentation … and quoting' (which is it?);
+    a job's key dedented out of its job, an empty job — 'input should be a valid dictionary or instance of
+    JobConfig' (pydantic's class name), with no hint at all."""
+    assert problems("targets:\n  db: {host: 127.0.0.1}\n") == [
+        "u.yaml:2: targets -> db -> kind: 'kind' is missing | "
+        "Try: kind: one of 'postgres', 'redis', 'nginx', 'host', 'app', 'http'"]
+    assert problems("storages:\n  nas: {path: /srv/backups}\n") == [
+        "u.yaml:2: storages -> nas -> kind: 'kind' is missing | Try: kind: one of 'local', 's3', 'sftp'"]
+    [star] = problems("jobs:\n  disk:\n    task: host.disk\n    schedule: */5 * * * *   # five minutes\n")
+    assert star.startswith("u.yaml:4: YAML syntax error: "), star
+    assert star.endswith("Try: quote the value — YAML reads a value starting with '*' as syntax, not text: "
+                         'schedule: "*/5 * * * *"'), star
+    [at] = problems("jobs:\n  disk:\n    task: host.disk\n    schedule: @daily\n")
+    assert at.endswith('not text: schedule: "@daily"'), at
+    [dedented] = problems("jobs:\n  disk:\n    task: host.disk\n  schedule: '@daily'\n")
+    assert dedented == ("u.yaml:4: jobs -> schedule: expected a mapping (its keys indented below it), got text | "
+                        "Try: indent 'schedule' under its entry: it is a key of each entry of 'jobs'"), dedented
+    [empty] = problems("jobs:\n  disk:\n")
+    assert empty == ("u.yaml:2: jobs -> disk: expected a mapping (its keys indented below it), got nothing | "
+                     "Try: give it its keys, indented below it, or remove it"), empty
+    # one item where a list belongs ('input should be a valid list', no hint)
+    [one] = problems("targets:\n  db: {kind: postgres}\njobs:\n  v:\n    task: postgres.vacuum\n    target: db\n"
+                     "    options:\n      tables: public.users\n")
+    assert one == ("u.yaml:8: jobs -> v -> options -> tables: expected a list, got text | Try: a list, even of one "
+                   "item: tables: [ITEM, …] on one line, or '- ITEM' lines indented below it"), one
+    # a validator's own "Try:" is the hint, on its line, not the end of the message
+    [within] = problems("storages:\n  l: {kind: local, path: /srv/b}\ntargets:\n  db: {kind: postgres}\n"
+                        "jobs:\n  d:\n    task: postgres.backup\n    target: db\n"
+                        "    options: {retention: {keep_within: 14 days}}\n")
+    assert within.startswith("u.yaml:9: jobs -> d -> options -> retention -> keep_within: cannot read '14 days' "), within
+    assert " | Try: restic's form, e.g. '14d'" in within and ". Try:" not in within, within
+    # the value is never quoted back: it may be a secret (a URL with its password where a mapping belongs)
+    [url] = problems("targets:\n  db: postgresql://app:hunter2@db/app\n")
+    assert "hunter2" not in url and "got text" in url, url
+
+
+def test_a_config_path_that_is_no_text_file_says_what_it_is(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--config naming a directory said 'cannot read config file /etc/upkeeper: [Errno 21] Is a directory', and a
+    file saved as Latin-1 (or a binary file) 'cannot read config file …: 'utf-8' codec can't decode byte 0xe9 in
+    position 16', both with 'Try: check the path and permissions' — which were fine."""
+    monkeypatch.chdir(tmp_path)
+    res = invoke(["--config", str(tmp_path), "config", "check"])
+    assert res.code == 2 and "internal error" not in res.err
+    assert f"config file {tmp_path} is a directory" in res.err and f"--config {tmp_path / 'upkeeper.yaml'}" in res.err
+    (tmp_path / "latin1.yaml").write_bytes("version: 1\n# café\njobs: {}\n".encode("latin-1"))
+    res = invoke(["--config", "latin1.yaml", "config", "check"])
+    assert res.code == 2
+    assert "latin1.yaml:2: not UTF-8 text (byte 0xe9 at offset 16)" in res.err, res.err
+    assert "Try: save the file as UTF-8" in res.err and "permissions" not in res.err
+    [problem] = invoke(["--config", "latin1.yaml", "config", "check", "--json"]).json()["problems"]
+    assert (problem["file"], problem["line"]) == ("latin1.yaml", 2)
+
+
+def test_a_history_url_upkeeper_cannot_use_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """'history: mysql://…' or a misspelt 'postgressql://…' passed 'config check' and was taken for a SQLite path:
+    every command made a directory 'mysql:' beside the config with a database in it, so that each node kept its
+    own history (no shared claim: a job fired once per node), without a word.  Now a located error; the URL's
+    password is not repeated."""
+    monkeypatch.chdir(tmp_path)
+    for url in ("mysql://app:s3cretpw@db/upkeeper", "postgressql://app:s3cretpw@db/upkeeper",
+                "PostgreSQL://app:s3cretpw@db/upkeeper"):
+        (tmp_path / "u.yaml").write_text(f"history: '{url}'\njobs:\n  disk: {{task: host.disk}}\n")
+        res = invoke(["--config", "u.yaml", "status"])
+        scheme = url.split(":", 1)[0]
+        assert res.code == 2, res.output
+        assert f"u.yaml:1: history: unknown database URL scheme '{scheme}://'" in res.err, res.err
+        assert "Try: postgresql://USER@HOST/DB" in res.err and "s3cretpw" not in res.output
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["u.yaml"]  # no 'mysql:' directory made
+    for ok in ("postgres://db/upkeeper", "postgresql+psycopg://db/upkeeper", f"sqlite:///{tmp_path}/h.db",
+               "history.db", str(tmp_path / "h2.db")):
+        assert problems(f"history: '{ok}'\n") == [], ok
+
+
+def test_a_zero_timeout_is_refused_and_a_jobs_zero_retry_delay_is_kept() -> None:
+    """'timeout: 0' (read as 'no timeout' by many tools) meant three things: on a job, the task's default without a
+    word (60 s for host.disk, not 'none'); in defaults, no timeout for the run but no wait at all for a target lock
+    (the wait's deadline is now + timeout).  Now refused where written.  A job's 'retry_delay: 0' fell back to
+    defaults.retry_delay (1 min) the same way; it now retries at once, as written."""
+    assert problems("jobs:\n  d: {task: host.disk, timeout: 0}\n") == [
+        "u.yaml:2: jobs -> d -> timeout: a timeout of 0 is not 'no timeout': every run has one | "
+        "Try: a duration such as '6h' (at most 10 years)"]
+    [defaults] = problems("defaults: {timeout: 0s}\njobs:\n  d: {task: host.disk}\n")
+    assert defaults.startswith("u.yaml:1: defaults -> timeout: a timeout of 0 is not 'no timeout'"), defaults
+    setup = build_setup(load_text("defaults: {retry_delay: 5m}\njobs:\n  d: {task: host.disk, retry_delay: 0}\n"
+                                  "  e: {task: host.disk}\n", "u.yaml"))
+    assert setup.jobs["d"].retry_delay.total_seconds() == 0 and setup.jobs["e"].retry_delay.total_seconds() == 300
+
+
 def test_env_interpolation_and_missing_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DB_HOST", "10.1.2.3")
     cfg = load_text("targets:\n  db:\n    kind: postgres\n    host: ${DB_HOST}\n    port: ${DB_PORT:-6432}\n"

@@ -255,9 +255,9 @@ def test_a_misspelt_format_name_in_a_job_is_a_located_config_error() -> None:
             "    task: logs.nginx\n    target: web\n    options: {log_format: combined_timd}\n")
     with pytest.raises(ConfigError) as err:
         build_setup(load_text(text, file="upkeeper.yaml"))
-    text = str(err.value)
+    text = f"{err.value} {err.value.hint}"  # the suggestion is the hint ('Try: …' on its own line)
     assert "upkeeper.yaml:7: jobs -> log-analysis -> options -> log_format: unknown log_format name " \
-        "'combined_timd'" in text and "'combined_timed'" in text, text
+        "'combined_timd'" in text and "Try: 'combined_timed'" in text, text
 
 
 def test_escape_json_lines_are_read_on_every_path() -> None:

@@ -6,6 +6,7 @@ Command modules stay thin: parse arguments, call core, render.
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 from dataclasses import dataclass
@@ -122,6 +123,52 @@ def print_json(data: Any) -> None:
     text = json.dumps(redact_obj(data), indent=2, default=str, ensure_ascii=False)
     sys.stdout.write(_JSON_RAW_CONTROL.sub(lambda m: f"\\u{ord(m[0]):04x}", text) + "\n")
     sys.stdout.flush()
+
+
+def check_output_file(path: Path, flag: str = "--output") -> None:
+    """A usage error unless ``path`` can be a file this command writes: not a directory, in a directory that
+    exists.  Checked before the work, so that a long command does not fail at its last step."""
+    import shlex
+
+    from upkeeper.errors import UsageError
+
+    if path.is_dir():
+        raise UsageError(f"{flag} {path} is a directory",
+                         f"Try: give a file name, e.g. {flag} {shlex.quote(str(path / 'FILE'))}")
+    parent = path.absolute().parent
+    if not parent.is_dir():
+        raise UsageError(f"{flag} {path}: the directory {parent} does not exist",
+                         f"Try: create it (mkdir -p {shlex.quote(str(parent))}) or write the file elsewhere")
+
+
+def write_output_file(path: Path, data: bytes, flag: str = "--output") -> None:
+    """Write a file a command was asked for (``--output``) whole or not at all: a temporary file beside it,
+    renamed over it, so that a reader (a web server serving the feed, cron, the admin) never sees half of it.
+    An existing file keeps its owner, group and permissions; a symbolic link is written through; a device or a
+    pipe (/dev/stdout) is written as it is.  Where the new file could not be the old one exactly (another
+    owner or group than this user can give, another hard link to it, a directory this user cannot create files
+    in) the file is rewritten in place, as a plain write does.  What cannot be written is a usage error naming
+    the path."""
+    from upkeeper.core.artifacts import atomic_write_bytes
+    from upkeeper.errors import UsageError
+
+    check_output_file(path, flag)
+    try:
+        if path.exists() and not path.is_file():
+            path.write_bytes(data)
+            return
+        target = Path(os.path.realpath(path))
+        st = target.stat() if target.exists() else None
+        uid = os.geteuid()
+        if st is not None and (st.st_nlink > 1 or not os.access(target.parent, os.W_OK | os.X_OK) or (
+                uid != 0 and (st.st_uid != uid or st.st_gid not in {os.getegid(), *os.getgroups()}))):
+            target.write_bytes(data)
+        else:
+            atomic_write_bytes(target, data, st.st_mode & 0o7777 if st else None,
+                               (st.st_uid, st.st_gid) if st else None)
+    except OSError as exc:
+        raise UsageError(f"{flag} {path}: cannot write ({exc.strerror or exc})",
+                         "Try: write it to a directory you can write to") from None
 
 
 def status_text(status: str) -> str:

@@ -256,8 +256,8 @@ def show_cmd(
             title += (f": the {SHOW_ROW_COUNTS} largest of {len(counts):,} tables, "
                       f"{sum(int(v) for v in counts.values()):,} rows in all (--json lists every table)")
         t = Table(title=title, title_justify="left")
-        t.add_column("table")
-        t.add_column("rows", justify="right")
+        t.add_column("table", overflow="fold")
+        t.add_column("rows", justify="right", overflow="fold")
         for k, v in shown:
             t.add_row(escape(k), f"{v:,}")  # a table may be named "a[/]b"
         console.print(t)

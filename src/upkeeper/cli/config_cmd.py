@@ -47,8 +47,27 @@ def check(
         "targets": len(setup.config.targets),
         "scheduled": sum(1 for j in setup.jobs.values() if j.schedule and j.enabled),
     }
+    found = list(setup.notes)
+    from pathlib import Path
+
+    from upkeeper.config.loader import lines_for
+    from upkeeper.errors import ConfigProblem
+
+    lines = lines_for(setup.config)
+    for name, st in setup.config.storages.items():
+        # valid (a volume mounted later), but every backup to it fails until it exists: said here, not at 03:00
+        if st.kind == "local" and Path(st.path).is_absolute() and not Path(st.path).is_dir():
+            found.append(lines.problem(("storages", name, "path"), f"{st.path} does not exist: backups to "
+                                       "this storage fail until it does (upkeeper never creates it)",
+                                       f"Try: mount its volume, or create it once: mkdir -p -m 700 {st.path}"))
+    if not setup.jobs:  # an empty file, or the wrong one: valid, but nothing would ever run
+
+        found.append(ConfigProblem("none defined: nothing runs with this config", ("jobs",),
+                                   str(setup.source) if setup.source else None, None,
+                                   "Try: 'upkeeper init' writes the standard schedule; or add jobs (docs/"
+                                   "config-reference.md)"))
     notes = [{"file": p.file, "line": p.line, "path": list(p.path), "message": p.message, "hint": p.hint}
-             for p in setup.notes]
+             for p in found]
     if as_json:
         print_json({**info, "notes": notes})
         return
@@ -56,7 +75,7 @@ def check(
         f"[ok]OK[/ok] {info['file']}: {info['jobs']} job(s) ({info['scheduled']} scheduled), "
         f"{info['targets']} target(s)"
     )
-    for n in setup.notes:
+    for n in found:
         where = f"{n.file}:{n.line}: " if n.file and n.line else ""
         text = escape(f"{where}{' -> '.join(map(str, n.path))}: {n.message}")
         console.print(f"[warn]note[/warn] {text}", highlight=False)

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import typer
 
-from upkeeper.cli._app import app, console, err_console, state
+from upkeeper.cli._app import app, check_output_file, console, err_console, state, write_output_file
 from upkeeper.core.cronexport import crontab, systemd_units
+from upkeeper.errors import UsageError
 
 cron_app = typer.Typer(help="Export jobs to crontab or systemd timers.", no_args_is_help=True)
 app.add_typer(cron_app, name="cron")
@@ -27,9 +28,15 @@ def upkeeper_command() -> list[str]:
 @cron_app.command("export")
 def export(
     systemd: bool = typer.Option(False, "--systemd", help="write systemd .timer/.service units instead"),
-    output: Path | None = typer.Option(None, "--output", "-o", help="directory for the units (default: print)"),
+    output: Path | None = typer.Option(None, "--output", "-o", help="file for the crontab lines, or with --systemd "
+                                       "the directory for the units, made if missing (default: print)"),
 ) -> None:
     """Print crontab lines (or systemd units) that call 'upkeeper run' for every scheduled job."""
+    if output is not None and not systemd:
+        check_output_file(output)
+    elif output is not None and output.exists() and not output.is_dir():
+        raise UsageError(f"--output {output} is not a directory: --systemd writes a directory of units",
+                         "Try: --output a directory (e.g. units/), or leave out --systemd to write crontab lines")
     setup = state.setup()
     cmd = upkeeper_command()
     if setup.source is not None:
@@ -37,7 +44,7 @@ def export(
     if not systemd:
         text = crontab(setup, cmd)
         if output:
-            output.write_text(text)
+            write_output_file(output, text.encode())
             console.print(f"wrote {output}")
         else:
             sys.stdout.write(text)
@@ -47,9 +54,13 @@ def export(
     for note in notes:
         err_console.print(note, markup=False)
     if output:
-        output.mkdir(parents=True, exist_ok=True)
+        try:
+            output.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(f"--output {output}: cannot make the directory ({exc.strerror or exc})",
+                             "Try: --output a directory you can write to") from None
         for name, body in units.items():
-            (output / name).write_text(body)
+            write_output_file(output / name, body.encode())
         timers = " ".join(n for n in units if n.endswith(".timer"))
         console.print(f"wrote {len(units)} unit(s) to {output}. Enable with:\n"
                       f"  cp {output}/upkeeper-* /etc/systemd/system/ && systemctl daemon-reload && "

@@ -156,7 +156,9 @@ def show_cmd(
             head += f" at {local_time(datetime.fromisoformat(str(details['planned_at'])), 'UTC', '%Y-%m-%d %H:%M:%S %Z')}"
         except (KeyError, ValueError):
             pass
-    console.print(Panel(head + (f"\n\n{escape(row.summary)}" if row.summary else ""), expand=False))
+    # soft_wrap off for the panels: the console's soft wrap (no line broken) made a panel crop each line at the
+    # width, and the end of an error's summary and of every long log line was gone; wrapped inside, it is all there
+    console.print(Panel(head + (f"\n\n{escape(row.summary)}" if row.summary else ""), expand=False), soft_wrap=False)
     if findings:
         t = Table(title="Findings", title_justify="left")
         for col in ("severity", "check", "subject", "message", "remediation"):
@@ -167,8 +169,8 @@ def show_cmd(
         console.print(t)
     if row.metrics:
         t = Table(title="Metrics", title_justify="left")
-        t.add_column("name")
-        t.add_column("value", justify="right")
+        t.add_column("name", overflow="fold")
+        t.add_column("value", justify="right", overflow="fold")
         items = sorted(row.metrics.items())
         for k, v in items[:60]:
             t.add_row(k, f"{v:,.6g}")
@@ -176,7 +178,8 @@ def show_cmd(
             t.add_row(f"… {len(items) - 60} more (use --json)", "")
         console.print(t)
     if row.log_excerpt:
-        console.print(Panel(row.log_excerpt, title="log", title_align="left", expand=False), markup=False)
+        console.print(Panel(row.log_excerpt, title="log", title_align="left", expand=False), markup=False,
+                      soft_wrap=False)
 
 
 @history_app.command("prune")
@@ -209,8 +212,8 @@ def prune_cmd(
     console.print(f"runs, findings, logs and notifications finished before: {when(rep.runs_before)}")
     console.print(f"audit trail and emergency runs before: {when(rep.audit_before)}")
     table = Table(title=f"History prune{' (dry run)' if dry_run else ''}", title_justify="left")
-    table.add_column("what")
-    table.add_column(verb, justify="right")
+    table.add_column("what", overflow="fold")
+    table.add_column(verb, justify="right", overflow="fold")
     for what, n in (("runs (with their log excerpts)", rep.runs), ("findings", rep.findings),
                     ("notification events", rep.notify_events), ("notification deliveries", rep.notify_deliveries),
                     ("audit entries", rep.audit), ("metric samples", rep.metric_samples),

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from upkeeper.cli._app import app, console
+from upkeeper.cli._app import app, check_output_file, console, write_output_file
 from upkeeper.core.initgen import BACKUP_DIR, detect, make_backup_dir, render
 from upkeeper.errors import UsageError
 
@@ -25,6 +25,7 @@ def init_cmd(
     What cannot be found is written commented out, ready to fill in.  The local backup storage's directory
     (--backup-dir) is created if missing: upkeeper itself never creates one.
     """
+    check_output_file(output)
     if output.exists() and not force:
         raise UsageError(f"{output} already exists", "Try: --force to overwrite it, or --output OTHER.yaml")
     from upkeeper.core.schedule import ScheduleError, validate_timezone
@@ -36,7 +37,9 @@ def init_cmd(
     detected = detect()
     where = str(backup_dir.expanduser().absolute()) if backup_dir is not None else None
     text = render(detected, timezone=timezone, backup_dir=where)
-    output.write_text(text)
+    # whole or not at all: a failed write leaves neither half a config nor a truncated one it was to replace
+    # (whose permissions the new one keeps: 0600 chosen for a file of secrets stays 0600)
+    write_output_file(output, text.encode())
     console.print(f"wrote [bold]{output}[/bold]")
     notes = [*detected.notes, make_backup_dir(text, where)]
     for note in notes:

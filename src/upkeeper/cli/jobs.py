@@ -45,7 +45,7 @@ def jobs_cmd(
         return
     table = Table(title=f"Jobs in {setup.source or 'config'}", title_justify="left")
     for col in ("job", "task", "target", "schedule", f"next {count}"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")
     for r in rows:
         if not r["enabled"]:
             nxt = "[dim]disabled[/dim]"

@@ -6,7 +6,6 @@ incremental reading and findings; these commands are for a look at any file.
 
 from __future__ import annotations
 
-import os
 import shlex
 from collections.abc import Callable
 from pathlib import Path
@@ -90,19 +89,12 @@ def _check_html(html: Path | None) -> None:
 
 
 def _write_html(html: Path, text: str) -> None:
-    """Write the report whole or not at all (a file beside it, renamed over it): an interrupted run never
-    leaves a half-written report under the name asked for.  A device or a pipe (/dev/stdout) is written
-    as it is."""
-    from upkeeper.core.artifacts import atomic_write_bytes
+    """Write the report whole or not at all (a file beside it, renamed over it, with the old one's owner, group
+    and permissions): an interrupted run never leaves a half-written report under the name asked for.  A device
+    or a pipe (/dev/stdout) is written as it is; a symbolic link is written through."""
+    from upkeeper.cli._app import write_output_file
 
-    try:
-        if html.exists() and not html.is_file():
-            html.write_text(text, encoding="utf-8")
-        else:  # through a symbolic link to the file it names, as a plain write would
-            atomic_write_bytes(Path(os.path.realpath(html)), text.encode("utf-8"))
-    except OSError as exc:
-        raise UsageError(f"--html {html}: cannot write ({exc.strerror or exc})",
-                         "Try: write the report to a directory you can write to") from None
+    write_output_file(html, text.encode("utf-8"), "--html")
 
 
 def _warn_read_notes(notes: list[Any]) -> list[str]:

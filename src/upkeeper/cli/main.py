@@ -187,12 +187,12 @@ def render_error(exc: UpkeeperError) -> None:
         err_console.print("[bold red]Error:[/] ", end="")
         err_console.print(redact(exc.message), markup=False)
         for p in exc.problems:
-            err_console.print(f"  - {redact(p.render())}", markup=False)
+            err_console.print(f"  - {p.render(redact)}", markup=False)
             if p.hint:
                 err_console.print(f"    {redact(p.hint)}", markup=False)
         return
     err_console.print("[bold red]Error:[/] ", end="")
-    err_console.print(redact(exc.message), markup=False)
+    err_console.print(exc.message_text(redact) if isinstance(exc, ConfigError) else redact(exc.message), markup=False)
     if exc.hint:
         hint = exc.hint if exc.hint.startswith("Try:") else f"Try: {exc.hint}"
         err_console.print(redact(hint), markup=False)

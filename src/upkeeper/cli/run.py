@@ -130,7 +130,7 @@ def run_cmd(
 
                 table = Table(title="Planned", title_justify="left")
                 for col in ("run", "job", "due"):
-                    table.add_column(col)
+                    table.add_column(col, overflow="fold")
                 for j, rid in planned:
                     table.add_row(str(rid), j.name, local_time(when, setup.config.timezone))
                 console = _app.console

@@ -54,7 +54,7 @@ def list_cmd(as_json: bool = typer.Option(False, "--json", help="machine-readabl
         return
     table = Table(title="Storages", title_justify="left")
     for col in ("name", "kind", "where"):
-        table.add_column(col, style="bold" if col == "name" else None)
+        table.add_column(col, style="bold" if col == "name" else None, overflow="fold")
     for r in rows:
         table.add_row(r["name"], r["kind"], r["where"])
     console.print(table)

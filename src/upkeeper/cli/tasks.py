@@ -31,10 +31,10 @@ def tasks_cmd(
         print_json(rows)
         return
     table = Table(title="Tasks", title_justify="left")
-    table.add_column("task", style="bold")
-    table.add_column("category")
-    table.add_column("targets")
-    table.add_column("summary")
+    table.add_column("task", style="bold", overflow="fold")
+    table.add_column("category", overflow="fold")
+    table.add_column("targets", overflow="fold")
+    table.add_column("summary", overflow="fold")
     for r in rows:
         table.add_row(r["name"], r["category"], ", ".join(r["target_kinds"]) or "-", r["summary"])
     console.print(table)

@@ -10,7 +10,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from upkeeper.cli._app import app, console, print_json, state
+from upkeeper.cli._app import app, check_output_file, console, print_json, state, write_output_file
 from upkeeper.errors import UsageError
 from upkeeper.fmt import ago, human_duration
 from upkeeper.notify.engine import NotificationEngine
@@ -84,6 +84,8 @@ def windows_cmd(
                          "Try: upkeeper windows --ics --output FILE (or --json > FILE for the listing)")
     if ics and as_json:  # it was ignored: the feed came out, not JSON
         raise UsageError("--ics prints an iCalendar feed, --json the listing as JSON: choose one")
+    if output is not None:
+        check_output_file(output)
     now = datetime.now(UTC)
     setup = state.setup()
     if ics:
@@ -102,7 +104,7 @@ def windows_cmd(
                           + "No maintenance except: " + (", ".join(b["except"]) or "nothing")))
         body = feed(items, now, setup.config.node)
         if output is not None:
-            output.write_bytes(body)
+            write_output_file(output, body)  # whole: a web server serving the feed never sends half of it
             console.print(f"wrote {len(items)} event(s) to {output}")
         else:
             sys.stdout.write(body.decode())

@@ -134,17 +134,13 @@ def parse_yaml(text: str, file: str, *, locate: bool = True) -> tuple[Any, LineM
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else None
         what = (exc.problem or exc.context or "invalid YAML").strip()
+        hint = _unquoted_hint(text, line) or "Try: check indentation (spaces, not tabs) and quoting around this line"
         if "duplicate key" in str(exc):
             what = "duplicate key " + _dup_key(str(exc))
+            hint = ("Try: keep one of them (a key appears once in a mapping), or check the indentation: "
+                    "is one of them meant to be inside another entry?")
         raise ConfigError.from_problems(
-            [
-                ConfigProblem(
-                    message=f"YAML syntax error: {what}",
-                    file=file,
-                    line=line,
-                    hint="Try: check indentation (spaces, not tabs) and quoting around this line",
-                )
-            ]
+            [ConfigProblem(message=f"YAML syntax error: {what}", file=file, line=line, hint=hint)]
         ) from None
     except YAMLError as exc:
         raise ConfigError.from_problems(
@@ -155,6 +151,26 @@ def parse_yaml(text: str, file: str, *, locate: bool = True) -> tuple[Any, LineM
             [ConfigProblem(message=f"cannot parse YAML: {exc}", file=file, hint="Try: check the file is valid YAML")]
         ) from None
     return root, LineMap(root, file)
+
+
+# "key: VALUE" (or "- VALUE") whose value starts with a character YAML reserves: '*' (an alias: a cron
+# expression such as */5 * * * *), '@' (@daily) or '`'
+_RESERVED_START = re.compile(r"^(?P<pre>\s*(?:-\s+)?(?:[^\s#'\"{\[][^:#]*:\s+)?)(?P<value>[*@`][^#]*?)\s*(?:\s#.*)?$")
+
+
+def _unquoted_hint(text: str, line: int | None) -> str | None:
+    """A hint to quote the value of ``line`` when it starts with a character YAML reserves (a syntax error then,
+    whose own message — "expected alphabetic or numeric character" — says nothing of quoting)."""
+    lines = text.splitlines()
+    if line is None or not 0 < line <= len(lines):
+        return None
+    m = _RESERVED_START.match(lines[line - 1])
+    if m is None:
+        return None
+    value = m.group("value")
+    quoted = f"'{value}'" if '"' in value else f'"{value}"'
+    return (f"Try: quote the value — YAML reads a value starting with {value[0]!r} as syntax, not text: "
+            f"{m.group('pre').strip()} {quoted}".rstrip())
 
 
 def _dup_key(text: str) -> str:
@@ -217,8 +233,16 @@ def load_config(path: str | Path) -> Config:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"config file {p} does not exist", "Try: 'upkeeper init' to write one") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read config file {p}: {exc}", "Try: check the path and permissions") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {p} is a directory", f"Try: --config {p / 'upkeeper.yaml'}") from None
+    except UnicodeDecodeError as exc:  # a binary file, or text saved in another encoding (Latin-1, UTF-16)
+        line = exc.object[: exc.start].count(b"\n") + 1
+        raise ConfigError.from_problems([ConfigProblem(
+            f"not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})", file=str(p), line=line,
+            hint="Try: save the file as UTF-8 (is it the config file?)")]) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {p}: {exc.strerror or exc}",
+                          "Try: check the path and permissions") from None
     return load_text(text, str(p), source=p)
 
 
@@ -383,18 +407,43 @@ def _explain(err: Any, model: type[BaseModel], data: Any) -> tuple[Path_, str, s
     elif typ == "union_tag_invalid" or typ == "union_tag_not_found":
         ctx = err.get("ctx") or {}
         expected = ctx.get("expected_tags", "")
-        if typ == "union_tag_not_found":
+        if typ == "union_tag_not_found":  # pydantic names no tags then: the union's members do
+            expected = expected or ", ".join(repr(k) for k in _kinds_at(model, loc, data))
             msg = "'kind' is missing"
             loc = (*loc, "kind")
         else:
             msg = f"unknown kind {ctx.get('tag')!r}"
             loc = (*loc, "kind") if "kind" in (_at(data, loc) or {}) else loc
         hint = f"Try: kind: one of {expected}"
+    elif typ in ("model_type", "model_attributes_type", "dict_type"):  # not pydantic's "instance of JobConfig"
+        got = _at(data, loc)  # its type only: the value itself is never in a message (a secret, perhaps)
+        what = ("nothing" if got is None else "a list" if isinstance(got, list | tuple)
+                else "text" if isinstance(got, str) else f"a {type(got).__name__}")
+        msg = f"expected a mapping (its keys indented below it), got {what}"
+        parent = _at(data, loc[:-1]) if loc else None
+        entries = [k for k, v in parent.items() if isinstance(v, Mapping)] if isinstance(parent, Mapping) else []
+        if got is None:
+            hint = "Try: give it its keys, indented below it, or remove it"
+        elif entries and str(loc[-1]) in known_keys(model, (*loc[:-1], entries[-1]), data):
+            # "jobs -> schedule": a job's key dedented out of its job
+            hint = f"Try: indent {str(loc[-1])!r} under its entry: it is a key of each entry of {str(loc[-2])!r}"
+        else:
+            hint = "Try: write it as keys indented below it (see 'upkeeper config schema')"
+    elif typ == "list_type":  # "input should be a valid list": what was there, and how a list is written
+        got = _at(data, loc)  # its type only, as above
+        what = ("nothing" if got is None else "a mapping" if isinstance(got, Mapping)
+                else "text" if isinstance(got, str) else f"a {type(got).__name__}")
+        msg = f"expected a list, got {what}"
+        hint = (f"Try: a list, even of one item: {str(loc[-1]) + ': ' if loc else ''}[ITEM, …] on one line, or "
+                "'- ITEM' lines indented below it")
     elif typ == "literal_error":
         ctx = err.get("ctx") or {}
         msg = f"invalid value: expected {ctx.get('expected', 'one of the allowed values')}"
     else:
         msg = msg[0].lower() + msg[1:] if msg else msg
+    if hint is None and ". Try: " in msg:  # a validator's "what. Try: how": the hint on its own line, as elsewhere
+        msg, how = msg.split(". Try: ", 1)
+        hint = f"Try: {how}"
     return loc, msg, hint
 
 
@@ -440,6 +489,39 @@ def known_keys(model: type[BaseModel], path: Sequence[str | int], data: Any) -> 
             i += 1
             continue
         return []
+
+
+def _kinds_at(model: type[BaseModel], path: Sequence[str | int], data: Any) -> list[str]:
+    """The ``kind`` values of the tagged union at ``path`` inside ``model`` (a target, storage, channel)."""
+    tp: Any = model
+    node = data
+    for seg in path:
+        tp = _unwrap(tp, node)
+        origin = typing.get_origin(tp)
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            field = tp.model_fields.get(str(seg))
+            if field is None:
+                return []
+            tp = field.annotation
+        elif origin in (dict, Mapping):
+            tp = typing.get_args(tp)[1]
+        elif origin in (list, tuple, Sequence):
+            tp = typing.get_args(tp)[0]
+        else:
+            return []
+        node = _at(node, [seg])
+    kinds: list[str] = []
+    pending = [tp]
+    while pending:
+        t = pending.pop(0)
+        if typing.get_origin(t) in (typing.Annotated, typing.Union, types.UnionType):
+            args = typing.get_args(t)
+            pending[:0] = args[:1] if typing.get_origin(t) is typing.Annotated else args
+        elif isinstance(t, type) and issubclass(t, BaseModel) and "kind" in t.model_fields:
+            kind = t.model_fields["kind"].default
+            if isinstance(kind, str) and kind not in kinds:
+                kinds.append(kind)
+    return kinds
 
 
 def _unwrap(tp: Any, node: Any) -> Any:

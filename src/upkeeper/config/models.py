@@ -13,7 +13,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, PrivateAttr
+from pydantic import Field, PrivateAttr, field_validator
 
 from upkeeper.config.backup import BackupSettings
 from upkeeper.config.notify import NotificationsConfig
@@ -49,6 +49,15 @@ __all__ = [
 
 CatchUpPolicy = Literal["skip", "latest"]
 Category = Literal["maintenance", "backup", "monitoring", "security", "critical"]
+
+
+def _no_zero_timeout(v: timedelta | None) -> timedelta | None:
+    """A run always has a timeout: 0 read as 'none' by the runner but as 'at once' by the wait for a target lock
+    (a defaults.timeout of 0), and a job's 0 fell back to the task's default (1 min for host.disk) unsaid."""
+    if v is not None and v <= timedelta(0):
+        raise ValueError("a timeout of 0 is not 'no timeout': every run has one. Try: a duration such as '6h' "
+                         "(at most 10 years)")
+    return v
 
 
 class Defaults(StrictModel):
@@ -88,6 +97,8 @@ class Defaults(StrictModel):
         default=timedelta(0), description="spread start times by a stable per-job offset in [0, jitter). "
                 "Source: upkeeper default"
     )
+
+    _timeout_not_zero = field_validator("timeout")(_no_zero_timeout)
 
 
 class DaemonSettings(StrictModel):
@@ -194,6 +205,8 @@ class JobConfig(StrictModel):
         "(default: notifications.missed_grace). Source: upkeeper (not set by default)"
     )
 
+    _timeout_not_zero = field_validator("timeout")(_no_zero_timeout)
+
 
 class Config(StrictModel):
     """The whole ``upkeeper.yaml``."""
@@ -243,6 +256,19 @@ class Config(StrictModel):
 
     _source: Path | None = PrivateAttr(default=None)
     _lines: Any = PrivateAttr(default=None)
+
+    @field_validator("history")
+    @classmethod
+    def _history_database(cls, v: str | None) -> str | None:
+        # any other URL was taken for a file path: 'mysql://db/x', a misspelt 'postgressql://…' made a SQLite file
+        # under a directory named 'mysql:' beside the config, each node its own history, without a word
+        import re
+
+        m = re.match(r"([A-Za-z][A-Za-z0-9+.-]*):/", v or "")
+        if m and not re.fullmatch(r"postgres|postgresql|postgresql\+\w+|sqlite", m.group(1)):  # as history_url
+            raise ValueError(f"unknown database URL scheme '{m.group(1)}://'. Try: postgresql://USER@HOST/DB "
+                             "(PostgreSQL, to share history between nodes), or a file path or sqlite:///PATH (SQLite)")
+        return v
 
     @property
     def source(self) -> Path | None:

@@ -81,11 +81,17 @@ def publish(staged: list[Staged], log: logging.Logger) -> list[str]:
     return problems
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``path`` whole or not at all: a temporary file beside it, flushed to disk, renamed over it."""
+def atomic_write_bytes(path: Path, data: bytes, mode: int | None = None,
+                       owner: tuple[int, int] | None = None) -> None:
+    """Write ``path`` whole or not at all: a temporary file beside it, flushed to disk, renamed over it
+    (with owner ``(uid, gid)`` and permission bits ``mode`` when given, before it is renamed)."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with open(tmp, "wb") as fh:
+            if owner is not None:
+                os.fchown(fh.fileno(), *owner)
+            if mode is not None:
+                os.fchmod(fh.fileno(), mode)
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())

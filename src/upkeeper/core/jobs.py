@@ -220,7 +220,7 @@ def build_setup(config: Config) -> Setup:
             or (timedelta(seconds=cls.default_timeout) if cls.default_timeout else None)
             or d.timeout,
             retries=d.retries if jc.retries is None else jc.retries,
-            retry_delay=jc.retry_delay or d.retry_delay,
+            retry_delay=jc.retry_delay if jc.retry_delay is not None else d.retry_delay,  # 0: at once
             retry_max_delay=d.retry_max_delay,
             catch_up=jc.catch_up or d.catch_up,
             catch_up_grace=jc.catch_up_grace if jc.catch_up_grace is not None else d.catch_up_grace,
