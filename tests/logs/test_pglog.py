@@ -329,3 +329,19 @@ def test_epoch_prefix_gives_times(monkeypatch: pytest.MonkeyPatch) -> None:
     assert rep["by_hour"] == {"2024-03-01 11:00": 1}
     assert rep["errors"]["by_hour"] == {"2024-03-01 12:00": 1}
     assert rep["statements"]["count"] == 1 and rep["errors"]["total"] == 1 and rep["unparsed"] == 0
+
+
+def test_log_duration_pairs_count_per_database_and_user() -> None:
+    """A statement timed by log_duration (its bare "duration:" line paired with its "statement:" line) is a
+    statement of the database and user of its session, as one logged by log_min_duration_statement is."""
+    log = (
+        "2024-03-01 10:00:00.100 UTC [100] app@shop LOG:  statement: SELECT 1\n"
+        "2024-03-01 10:00:00.101 UTC [100] app@shop LOG:  duration: 1.000 ms\n"
+        "2024-03-01 10:00:00.200 UTC [101] bob@crm LOG:  execute <unnamed>: SELECT 2\n"
+        "2024-03-01 10:00:00.201 UTC [101] bob@crm LOG:  duration: 2.000 ms\n"
+        "2024-03-01 10:00:00.300 UTC [102] app@shop LOG:  duration: 3.000 ms  statement: SELECT 3\n"
+    )
+    rep = scan(log, "%m [%p] %q%u@%d ")
+    assert rep["statements"]["count"] == 3
+    assert rep["by_database"] == {"shop": 2, "crm": 1}
+    assert rep["by_user"] == {"app": 2, "bob": 1}

@@ -574,7 +574,7 @@ class PgAccumulator:
             code = vm.group(1)
             msg = msg[vm.end():]
         if level == "LOG":
-            self._log(pid, msg, ts, i)
+            self._log(pid, msg, ts, i, r)
         elif level in ("ERROR", "FATAL", "PANIC"):
             # the failed statement logs no duration: the next bare one (the next statement's Parse, with the
             # extended protocol) is not its; nor does it wait for a lock any longer (lock_timeout, cancel)
@@ -623,7 +623,7 @@ class PgAccumulator:
             p.temp_queries[fp] += 1
             p.temp_query_bytes[fp] += int(key)
 
-    def _log(self, pid: bytes, msg: bytes, ts: bytes | None, i: int) -> None:
+    def _log(self, pid: bytes, msg: bytes, ts: bytes | None, i: int, r: tuple[bytes, ...]) -> None:
         p = self.p
         if msg.startswith(b"duration: "):
             bm = _BARE_DURATION.match(msg)
@@ -633,7 +633,7 @@ class PgAccumulator:
                 return
             prev = self.last_statement.pop(pid, None)
             if prev is not None:  # log_duration + log_statement: pair them
-                self._durations_bare(bm.group(1), prev[0], prev[1], ts)
+                self._durations_bare(bm.group(1), prev[0], prev[1], ts, r)
             else:
                 # no statement waits: with the extended protocol, a Parse or Bind (logged before the Execute's
                 # "execute …:" line), else a statement log_statement does not log (left out, as always)
@@ -719,12 +719,17 @@ class PgAccumulator:
         elif _TRANSLATED_DURATION.match(msg):
             p.translated += 1
 
-    def _durations_bare(self, ms_b: bytes, q: bytes, pos: Pos, ts: bytes | None) -> None:
+    def _durations_bare(self, ms_b: bytes, q: bytes, pos: Pos, ts: bytes | None, r: tuple[bytes, ...]) -> None:
         p = self.p
         p.durations[ms_b] += 1
         self._add_query(fingerprints([q], self.fp_cache)[0], float(ms_b), q, pos)
         if ts is not None:
             p.by_hour[ts[:13]] += 1
+        # the statement's database and user: its session's, on the duration line's prefix as on any
+        if self.g_db is not None:
+            p.by_db[r[self.g_db - 1]] += 1
+        if self.g_user is not None:
+            p.by_user[r[self.g_user - 1]] += 1
 
     def partial(self) -> PgPartial:
         return self.p
