@@ -345,3 +345,27 @@ def test_log_duration_pairs_count_per_database_and_user() -> None:
     assert rep["statements"]["count"] == 3
     assert rep["by_database"] == {"shop": 2, "crm": 1}
     assert rep["by_user"] == {"app": 2, "bob": 1}
+
+
+def test_statements_left_waiting_for_the_next_run_keep_no_secret_and_stay_bounded() -> None:
+    """What a run leaves for the next one (statements waiting for their bare duration) goes into the job's
+    state in the history: a password in such a statement is masked there, and at most ``limit`` backends
+    (those that logged last) are kept; a damaged state is read as far as it is sound, never a crash."""
+    from upkeeper.logs.pglog import open_from_json, open_to_json, resolve
+
+    acc = PgAccumulator(PgScanOptions())
+    acc.feed(b"".join(b"2024-03-01 10:00:00.000 UTC [%d] LOG:  statement: SELECT %d\n" % (pid, pid)
+                      for pid in range(1, 51))
+             + b"2024-03-01 10:00:00.100 UTC [99] LOG:  statement: ALTER ROLE app PASSWORD 'sekrit-pw'\n")
+    p = acc.partial()
+    waiting = resolve(p)
+    saved = open_to_json(waiting, limit=10)
+    assert len(saved) == 10 and saved[-1][0] == "99" and "sekrit-pw" not in repr(saved)
+    back = open_from_json([*saved, "junk", [1, 2], ["7", ["fp", "q", ["src", "x", 0]], []], ["8", None, ["1.2.3"]]])
+    assert list(back) == [str(pid).encode() for pid in range(42, 51)] + [b"99"]
+    acc = PgAccumulator(PgScanOptions())
+    acc.feed(b"2024-03-01 10:00:01.000 UTC [99] LOG:  duration: 3.000 ms\n", "log", 1000)
+    p = acc.partial()
+    assert resolve(p, ["log"], back) == {pid: st for pid, st in back.items() if pid != b"99"}
+    rep = summarize(p)
+    assert rep["statements"]["count"] == 1 and rep["slowest_total"][0]["fingerprint"].startswith("alter role app")

@@ -1,0 +1,174 @@
+"""log_statement + log_duration: a statement's line and its bare "duration:" line paired wherever the log is cut.
+
+A real PostgreSQL 15 logs every statement (log_statement = 'all') and every duration (log_duration = on, no
+log_min_duration_statement) while several pgbench clients run at once, with the simple, extended and prepared
+protocols: a backend's "statement:"/"execute …:" line and its bare "duration: X ms" line have other backends'
+lines between them.  Whether the log is read in two runs (cut at any entry), or in pieces by several processes,
+every statement counts once, with its own duration: the same figures as one read of the whole log.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from upkeeper.logs import parallel, pglog
+from upkeeper.sandbox import pgworkload
+from upkeeper.sandbox.postgres import PostgresCluster
+
+PREFIX = pgworkload.LOG_LINE_PREFIX
+CONF = f"""
+log_duration = on
+log_statement = 'all'
+lc_messages = 'C'
+log_line_prefix = '{PREFIX}'
+"""
+ALL = 10**6
+
+
+@pytest.fixture(scope="module")
+def pairs_log(services_dir: Path) -> bytes:
+    """The server's log of concurrent pgbench clients (3 protocols), a multi-line statement and a failed one."""
+    cluster = PostgresCluster(services_dir / "pg-split-pairs", extra_conf=CONF)
+    cluster.start()
+    try:
+        env = {**os.environ, **cluster.env()}
+        pgbench = str(cluster.bin / "pgbench")
+        subprocess.run([pgbench, "-i", "-s", "1", "-q", "postgres"], env=env, check=True, capture_output=True)
+        cluster.execute("CREATE DATABASE other")
+        start = cluster.log.stat().st_size
+        for mode, db in (("extended", "postgres"), ("prepared", "other"), ("simple", "postgres")):
+            if db == "other":
+                subprocess.run([pgbench, "-i", "-s", "1", "-q", db], env=env, check=True, capture_output=True)
+            subprocess.run([pgbench, "-n", "-M", mode, "-c", "3", "-j", "3", "-t", "6", db], env=env, check=True,
+                           capture_output=True)
+        with cluster.connect() as c:
+            c.execute("SELECT 1 AS upk_multi,\n  2 AS upk_line")
+            with pytest.raises(Exception, match="division by zero"):
+                c.execute("SELECT 1 / 0 AS upk_fails")
+            c.execute("SELECT pg_sleep(%s) AS upk_sleep", (0.05,), prepare=False)
+    finally:
+        cluster.stop()
+    data = cluster.log.read_bytes()[start:]
+    text = data.decode()
+    # what makes the test mean something: interleaved backends, both protocols, a continuation line
+    assert "LOG:  execute <unnamed>: " in text and "LOG:  execute P_1: " in text and "LOG:  statement: " in text
+    assert "\n\t  2 AS upk_line" in text and "ERROR:  division by zero" in text
+    return data
+
+
+def entry_starts(data: bytes) -> list[int]:
+    """The offsets where an entry begins (a line that is no continuation line), the end excepted."""
+    return [0] + [m.end() for m in re.finditer(rb"\n(?!\t)", data) if m.end() < len(data)]
+
+
+def figures(rep: dict[str, Any]) -> dict[str, Any]:
+    """What must add up across runs: counts exactly, times to the microsecond."""
+    st = rep["statements"]
+    return {"count": st["count"], "total_us": round(st["total_ms"] * 1000),
+            "prepare": st["prepare_bind"]["count"], "prepare_us": round(st["prepare_bind"]["total_ms"] * 1000),
+            "per_fp": Counter({q["fingerprint"]: q["count"] for q in rep["most_frequent"]}),
+            "per_fp_us": Counter({q["fingerprint"]: round(q["total_ms"] * 1000) for q in rep["most_frequent"]}),
+            "by_db": Counter(rep["by_database"]), "by_hour": Counter(rep["by_hour"])}
+
+
+def add(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    return {k: a[k] + b[k] for k in a}
+
+
+def scan(data: bytes, off: int, before: Any) -> tuple[dict[str, Any], Any]:
+    """One run over ``data`` (at ``off`` of the log), as the task does it: what the last run left waiting
+    (``before``, JSON as kept in the job's state) in, what waits at the end out."""
+    acc = pglog.PgAccumulator(pglog.PgScanOptions(log_line_prefix=PREFIX))
+    acc.feed(data, "postgresql.log", off)
+    p = acc.partial()
+    waiting = pglog.resolve(p, ["postgresql.log"], pglog.open_from_json(before))
+    return figures(pglog.summarize(p, top_n=ALL)), json.loads(json.dumps(pglog.open_to_json(waiting)))
+
+
+def test_two_runs_cut_at_any_entry_give_the_figures_of_one(pairs_log: bytes) -> None:
+    whole, _ = scan(pairs_log, 0, None)
+    text = pairs_log.decode()
+    ran = text.count("LOG:  statement: ") + text.count("LOG:  execute ") - 1  # one failed: no duration
+    assert whole["count"] == ran and whole["prepare"] >= 3 * 6 * 7 * 2
+    assert sum(whole["by_db"].values()) == whole["count"] and whole["by_db"]["other"] >= 3 * 6 * 7
+    for cut in entry_starts(pairs_log)[1:]:
+        first, waiting = scan(pairs_log[:cut], 0, None)
+        second, _ = scan(pairs_log[cut:], cut, waiting)
+        assert add(first, second) == whole, f"cut at {cut}: {pairs_log[max(0, cut - 200):cut + 200]!r}"
+
+
+def test_pieces_scanned_by_several_processes_give_the_figures_of_one(pairs_log: bytes, tmp_path: Path) -> None:
+    """parallel.scan hands small units out biggest first to two processes: pairs cut by a unit's end too."""
+    log = tmp_path / "postgresql.log"
+    log.write_bytes(pairs_log)
+    whole, _ = scan(pairs_log, 0, None)
+    units = parallel.split_units(str(log), 0, len(pairs_log), final=True, label=str(log), continuation=b"\t",
+                                 unit=len(pairs_log) // 25)
+    assert len(units) >= 20
+    part, _ = parallel.scan("upkeeper.logs.pglog", pglog.PgScanOptions(log_line_prefix=PREFIX), units, workers=2,
+                            continuation=b"\t", min_parallel=0)
+    assert figures(pglog.summarize(part, top_n=ALL)) == whole
+
+
+def config(make_config: Any, tmp_path: Path, log: Path, history: Path) -> Path:
+    path: Path = make_config({
+        "history": str(history),
+        "targets": {"db": {"kind": "postgres", "host": "127.0.0.1", "port": 1, "user": "postgres"}},
+        "jobs": {"pg-logs": {"task": "logs.postgres", "target": "db",
+                             "options": {"log_file": str(log), "log_line_prefix": PREFIX, "html": False,
+                                         "report_dir": str(tmp_path / "reports")}}},
+    }, name=f"{history.stem}.yaml")
+    return path
+
+
+def job(cli: Any, cfg: Path) -> dict[str, Any]:
+    res = cli(["--config", str(cfg), "run", "pg-logs", "--json"])
+    assert res.code in (0, 1), res.output
+    r: dict[str, Any] = res.json()[0]
+    data: dict[str, Any] = json.loads(Path(next(a["path"] for a in r["artifacts"] if a["format"] == "json"))
+                                      .read_text())
+    return figures(data)
+
+
+def between_pairs(data: bytes, n: int) -> Iterator[int]:
+    """Cuts right after a "statement:"/"execute …:" line whose bare duration comes later: the hard ones."""
+    found = 0
+    for m in re.finditer(rb"^[^\n]* \[(\d+)\] [^\n]*LOG:  (?:statement|execute [^:\n]*): [^\n]*\n(?!\t)", data, re.M):
+        rest = data[m.end():]
+        if re.match(rb"[^\n]* \[" + m.group(1) + rb"\] [^\n]*LOG:  duration: [\d.]+ ms\n", rest):
+            continue  # its duration is the very next line: cutting here is cutting between them too
+        yield m.end()
+        found += 1
+        if found == n:
+            return
+
+
+def test_the_job_run_twice_counts_each_statement_once_with_its_duration(cli: Any, make_config: Any,
+                                                                        pairs_log: bytes, tmp_path: Path) -> None:
+    """The task itself, its second run reading on from where the first stopped: a statement logged before the
+    first run and timed after it is counted by the second, with its own duration and fingerprint."""
+    whole_log = tmp_path / "whole" / "postgresql.log"
+    whole_log.parent.mkdir()
+    whole_log.write_bytes(pairs_log)
+    whole = job(cli, config(make_config, tmp_path, whole_log, tmp_path / "whole.db"))
+    cuts = list(between_pairs(pairs_log, 4))
+    assert len(cuts) == 4
+    for cut in cuts:
+        log = tmp_path / f"cut{cut}" / "postgresql.log"
+        log.parent.mkdir()
+        log.write_bytes(pairs_log[:cut])
+        cfg = config(make_config, tmp_path, log, tmp_path / f"cut{cut}.db")
+        first = job(cli, cfg)
+        with open(log, "ab") as fh:
+            fh.write(pairs_log[cut:])
+        second = job(cli, cfg)
+        assert add(first, second) == whole, cut
