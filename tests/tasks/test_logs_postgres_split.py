@@ -172,3 +172,69 @@ def test_the_job_run_twice_counts_each_statement_once_with_its_duration(cli: Any
             fh.write(pairs_log[cut:])
         second = job(cli, cfg)
         assert add(first, second) == whole, cut
+
+
+def test_a_statement_timed_after_a_run_and_the_servers_rotation_is_counted(cli: Any, make_config: Any,
+                                                                            services_dir: Path,
+                                                                            tmp_path: Path) -> None:
+    """The server's own rotation (log_filename with strftime escapes, pg_rotate_logfile as log_rotation_age
+    does it): a statement logged in one file before a run and timed in the next file, after the server
+    rotated, is counted by the next run with its own duration — the statement was in the file the last run
+    stopped in, its duration in a file that run never saw."""
+    import threading
+    import time
+
+    cluster = PostgresCluster(services_dir / "pg-split-rotation", extra_conf=CONF + (
+        "logging_collector = on\nlog_directory = 'log'\nlog_filename = 'postgresql-%Y-%m-%d_%H%M%S.log'\n"
+        "log_rotation_size = 0\nlog_rotation_age = 0\n"))
+    cluster.start()
+    try:
+        cfg: Path = make_config({
+            "targets": {"db": cluster.target("postgres")},
+            "jobs": {"pg-logs": {"task": "logs.postgres", "target": "db",
+                                 "options": {"html": False, "report_dir": str(tmp_path / "reports")}}}})
+
+        def current() -> Path:
+            (name,) = cluster.execute("SELECT pg_current_logfile()")[0]
+            return cluster.data / name
+
+        def wait_for(marker: str, path: Path) -> None:
+            deadline = time.monotonic() + 30
+            while marker.encode() not in path.read_bytes():
+                assert time.monotonic() < deadline, f"{marker} never reached {path}"
+                time.sleep(0.05)
+
+        def counted() -> dict[str, Any]:
+            res = cli(["--config", str(cfg), "run", "pg-logs", "--json"])
+            assert res.code in (0, 1), res.output
+            r: dict[str, Any] = res.json()[0]
+            data = json.loads(Path(next(a["path"] for a in r["artifacts"] if a["format"] == "json")).read_text())
+            return {q["fingerprint"]: q for q in data["most_frequent"] if "upk_" in q["fingerprint"]}
+
+        counted()  # the first run: from here on, each run reads on from the last
+        with cluster.connect() as holder, cluster.connect() as waiter:
+            holder.execute("SELECT pg_advisory_lock(42)")
+            (pid,) = waiter.execute("SELECT pg_backend_pid()").fetchone()
+            t = threading.Thread(target=lambda: waiter.execute("SELECT pg_advisory_lock(42) AS upk_across"))
+            t.start()
+            first = current()
+            wait_for("statement: SELECT pg_advisory_lock(42) AS upk_across", first)
+            assert counted() == {}  # logged, not timed yet: nothing to count
+            deadline = time.monotonic() + 30
+            while current() == first:  # a new name each second: within the same one, the same file reopened
+                assert time.monotonic() < deadline, "the server did not rotate its log"
+                cluster.execute("SELECT pg_rotate_logfile()")
+                time.sleep(0.1)
+            holder.execute("SELECT pg_advisory_unlock(42)")
+            t.join(30)
+            assert not t.is_alive()
+            wait_for("SELECT pg_advisory_unlock(42)", current())
+        # the statement in the first file, its duration (the backend's next line) in the second
+        assert b"upk_across" not in current().read_bytes()
+        assert re.search(rb"\[%d\] [^\n]*LOG:  duration: [\d.]+ ms\n" % pid, current().read_bytes())
+        seen = counted()
+        assert list(seen) == ["select pg_advisory_lock(?) as upk_across"], seen
+        assert seen["select pg_advisory_lock(?) as upk_across"]["count"] == 1
+        assert counted() == {}  # and once only
+    finally:
+        cluster.stop()
