@@ -360,12 +360,15 @@ def test_statements_left_waiting_for_the_next_run_keep_no_secret_and_stay_bounde
     p = acc.partial()
     waiting = resolve(p)
     saved = open_to_json(waiting, limit=10)
-    assert len(saved) == 10 and saved[-1][0] == "99" and "sekrit-pw" not in repr(saved)
-    back = open_from_json([*saved, "junk", [1, 2], ["7", ["fp", "q", ["src", "x", 0]], []], ["8", None, ["1.2.3"]]])
-    assert list(back) == [str(pid).encode() for pid in range(42, 51)] + [b"99"]
+    assert len(saved["pairs"]) == 10 and saved["pairs"][-1][0] == "99" and "sekrit-pw" not in repr(saved)
+    assert open_from_json(None).pairs == {} and open_from_json({"pairs": 3, "waits": "x"}).waits == {}
+    back = open_from_json({"pairs": [*saved["pairs"], "junk", [1, 2], ["7", ["fp", "q", ["src", "x", 0]], []],
+                                     ["8", None, ["1.2.3"]]], "waits": [["5", "ShareLock on transaction 9"], [1]]})
+    assert list(back.pairs) == [str(pid).encode() for pid in range(42, 51)] + [b"99"]
+    assert back.waits == {b"5": b"ShareLock on transaction 9"}
     acc = PgAccumulator(PgScanOptions())
     acc.feed(b"2024-03-01 10:00:01.000 UTC [99] LOG:  duration: 3.000 ms\n", "log", 1000)
     p = acc.partial()
-    assert resolve(p, ["log"], back) == {pid: st for pid, st in back.items() if pid != b"99"}
+    assert resolve(p, ["log"], back).pairs == {pid: st for pid, st in back.pairs.items() if pid != b"99"}
     rep = summarize(p)
     assert rep["statements"]["count"] == 1 and rep["slowest_total"][0]["fingerprint"].startswith("alter role app")

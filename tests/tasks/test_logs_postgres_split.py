@@ -238,3 +238,95 @@ def test_a_statement_timed_after_a_run_and_the_servers_rotation_is_counted(cli: 
         assert counted() == {}  # and once only
     finally:
         cluster.stop()
+
+
+@pytest.fixture(scope="module")
+def rich_log(services_dir: Path) -> bytes:
+    """A server logging what pgBadger reads (every statement with its duration, errors, lock waits, a deadlock,
+    temporary files, checkpoints, autovacuum, connections) after the workload, and a lock wait that the
+    server logs again ("still waiting" each time the waiting backend is woken up)."""
+    import threading
+    import time
+
+    cluster = PostgresCluster(services_dir / "pg-split-rich", extra_conf=pgworkload.LOGGING_CONF)
+    cluster.start()
+    try:
+        pgworkload.run(lambda: cluster.connect(), statements=150)
+        with cluster.connect() as a, cluster.connect() as b, cluster.connect() as x:
+            a.execute("CREATE TABLE upk_rewait (id int PRIMARY KEY, v text)")
+            a.execute("INSERT INTO upk_rewait VALUES (1, 'a')")
+            a.execute("BEGIN")
+            a.execute("UPDATE upk_rewait SET v = 'held' WHERE id = 1")
+            (pid,) = b.execute("SELECT pg_backend_pid()").fetchone()
+            t = threading.Thread(target=lambda: b.execute("UPDATE upk_rewait SET v = 'waiter' WHERE id = 1"))
+            t.start()
+            logged = f"process {pid} still waiting for ShareLock".encode()
+            for n in range(1, 4):  # woken up (any signal does it): the same wait logged again, each time
+                deadline = time.monotonic() + 30
+                while cluster.log.read_bytes().count(logged) < n:
+                    assert time.monotonic() < deadline, "the wait was not logged (again)"
+                    if n > 1:
+                        x.execute("SELECT pg_log_backend_memory_contexts(%s)", (pid,))
+                    time.sleep(0.1)
+            a.execute("COMMIT")
+            t.join(30)
+            assert not t.is_alive()
+    finally:
+        cluster.stop()
+    data = cluster.log.read_bytes()
+    assert data.count(b"still waiting for ShareLock") >= 4 and b"deadlock detected" in data
+    assert b"temporary file: " in data and b"checkpoint complete: " in data and b"STATEMENT:  " in data
+    return data
+
+
+def additive(rep: dict[str, Any]) -> dict[str, Any]:
+    """The report's figures that two runs over two halves of a log must add up to."""
+    lk, st = rep["locks"], rep["statements"]
+    return {
+        "lines": rep["lines"], "entries": rep["entries"], "unparsed": rep["unparsed"],
+        "statements": st["count"], "statement_us": round(st["total_ms"] * 1000),
+        "per_fp": Counter({q["fingerprint"]: q["count"] for q in rep["most_frequent"]}),
+        "errors": Counter(rep["errors"]["by_sqlstate"]),
+        "error_classes": Counter({(e["level"], e["sqlstate"], e["message"]): e["count"]
+                                  for e in rep["errors"]["classes"]}),
+        "lock_waits": lk["waits"], "lock_acquired": lk["acquired_after_wait"], "lock_failures": lk["failures"],
+        "lock_types": Counter(lk["types"]), "lock_queries": Counter({q["fingerprint"]: q["count"]
+                                                                    for q in lk["queries"]}),
+        "deadlocks": rep["deadlocks"]["count"],
+        "temp": rep["temp_files"]["count"], "temp_bytes": rep["temp_files"]["total_bytes"],
+        "temp_queries": Counter({q["fingerprint"]: q["count"] for q in rep["temp_files"]["queries"]}),
+        "checkpoints": rep["checkpoints"]["count"], "checkpoint_buffers": rep["checkpoints"]["buffers"],
+        "checkpoint_reasons": Counter(rep["checkpoints"]["reasons"]),
+        "autovacuum": Counter(rep["autovacuum"]), "connections": rep["connections"],
+        "by_db": Counter(rep["by_database"]), "by_hour": Counter(rep["by_hour"]),
+    }
+
+
+def run_over(data: bytes, off: int, before: Any) -> tuple[dict[str, Any], Any]:
+    acc = pglog.PgAccumulator(pglog.PgScanOptions(log_line_prefix=PREFIX))
+    acc.feed(data, "postgresql.log", off)
+    p = acc.partial()
+    waiting = pglog.resolve(p, ["postgresql.log"], pglog.open_from_json(before))
+    return additive(pglog.summarize(p, top_n=ALL)), json.loads(json.dumps(pglog.open_to_json(waiting)))
+
+
+def message_starts(data: bytes) -> list[int]:
+    """The entries that begin a message: PostgreSQL writes a message with its DETAIL, HINT, CONTEXT, QUERY,
+    STATEMENT and LOCATION lines in one write, so a run that reads the log stops between two messages."""
+    secondary = re.compile(pglog.compile_prefix(PREFIX) + rb"(?:DETAIL|HINT|CONTEXT|QUERY|STATEMENT|LOCATION):  ")
+    return [at for at in entry_starts(data) if not secondary.match(data, at)]
+
+
+def test_every_figure_adds_up_across_two_runs_cut_at_any_message(rich_log: bytes) -> None:
+    """Nothing counted twice, nothing lost: lock waits logged again, errors, temp files, checkpoints … —
+    two runs cut between any two messages give the figures of one."""
+    whole, _ = run_over(rich_log, 0, None)
+    assert whole["lock_waits"] >= 2 and whole["lock_types"]["ShareLock on transaction"] >= 2
+    assert whole["lock_queries"]["update upk_rewait set v = ? where id = ?"] == 1  # logged 3 times, one wait
+    assert whole["deadlocks"] == 1 and whole["temp"] and whole["checkpoints"] and sum(whole["errors"].values())
+    for cut in message_starts(rich_log)[1:]:
+        first, waiting = run_over(rich_log[:cut], 0, None)
+        second, _ = run_over(rich_log[cut:], cut, waiting)
+        both = {k: first[k] + second[k] for k in whole}
+        assert both == whole, f"cut at {cut}: {rich_log[max(0, cut - 300):cut + 300]!r}"
+

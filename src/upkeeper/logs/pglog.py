@@ -11,7 +11,8 @@ Understood entries (``log_line_prefix`` configurable, PostgreSQL's default ``%m 
   The pairing does not depend on where the log is cut: each piece scanned on its own (a
   :class:`Segment`) keeps the bare durations of backends it saw no statement of yet and the
   statements still waiting at its end, and :func:`resolve` pairs them in log order — with
-  the statements the last run left waiting too (see :func:`open_to_json`).
+  the statements the last run left waiting too (see :func:`open_to_json`).  Likewise, a lock
+  wait logged again ("still waiting" each time the backend wakes) counts once across pieces.
 * ``ERROR``/``FATAL``/``PANIC`` by SQLSTATE (from ``%e``, from
   ``log_error_verbosity = verbose``, or inferred from the message text) and by
   normalized message, with the ``STATEMENT`` that caused it.
@@ -268,6 +269,20 @@ class Segment:
     start: int
     heads: dict[bytes, tuple[list[Dur], str | None]] = field(default_factory=dict)
     tail: dict[bytes, PidState | None] = field(default_factory=dict)
+    #: lock waits, likewise: per backend whose wait was unknown, its first "still waiting" (counted here, taken
+    #: back by :func:`resolve` when the backend was waiting for that lock already): [lock, type, fingerprint of
+    #: its STATEMENT or None]; and the lock each backend whose wait became known waits for at the end (or None)
+    wait_heads: dict[bytes, list[Any]] = field(default_factory=dict)
+    wait_tail: dict[bytes, bytes | None] = field(default_factory=dict)
+
+
+@dataclass
+class OpenState:
+    """What waits at a point of the log: statements for their bare duration (and bare durations for their
+    "execute" line) per backend, and the lock each backend waits for."""
+
+    pairs: dict[bytes, PidState] = field(default_factory=dict)
+    waits: dict[bytes, bytes] = field(default_factory=dict)
 
 
 @dataclass
@@ -387,6 +402,8 @@ class PgAccumulator:
         # set), and the bare durations (and what ended them) of the others
         self.known: dict[bytes, None] = {}
         self.heads: dict[bytes, tuple[list[Dur], str | None]] = {}
+        self.wait_known: dict[bytes, None] = {}  # the same for lock waits (see Segment)
+        self.wait_heads: dict[bytes, list[Any]] = {}
         self._seg: tuple[str, int] | None = None  # where the current piece began
         self._unit_end: tuple[str, int | None] | None = None  # where the last unit ended
         self.pending: dict[bytes, tuple[str, Any]] = {}  # pid -> entry waiting for its STATEMENT/DETAIL
@@ -408,7 +425,8 @@ class PgAccumulator:
         logged 10,000 backends ago has long had its duration line).  The fingerprint cache only
         saves work: it starts again when full.
         """
-        for pids in (self.last_statement, self.pending, self.unpaired, self.waiting, self.known, self.heads):
+        for pids in (self.last_statement, self.pending, self.unpaired, self.waiting, self.known, self.heads,
+                     self.wait_known, self.wait_heads):
             excess = len(pids) - MAX_OPEN_PIDS
             if excess > 0:
                 for pid in list(itertools.islice(pids, excess)):  # the oldest first (insertion order)
@@ -467,8 +485,10 @@ class PgAccumulator:
             stmt = (fps[st[0]], st[0][:2000], st[1]) if st is not None else None
             unp = self.unpaired.get(pid)
             tail[pid] = (stmt, list(unp or [])) if stmt is not None or unp else None
-        self.p.segments.append(Segment(self._seg[0], self._seg[1], self.heads, tail))
+        wait_tail = {pid: self.waiting.get(pid) for pid in self.wait_known}
+        self.p.segments.append(Segment(self._seg[0], self._seg[1], self.heads, tail, self.wait_heads, wait_tail))
         self.last_statement, self.unpaired, self.known, self.heads = {}, {}, {}, {}
+        self.waiting, self.wait_known, self.wait_heads = {}, {}, {}
         self._seg = self._unit_end = None
 
     def _knows(self, pid: bytes, closer: str) -> None:
@@ -636,6 +656,7 @@ class PgAccumulator:
             # the failed statement logs no duration: the next bare one (the next statement's Parse, with the
             # extended protocol) is not its; nor does it wait for a lock any longer (lock_timeout, cancel)
             self._knows(pid, "error")
+            self.wait_known[pid] = None
             self.last_statement.pop(pid, None)
             self.unpaired.pop(pid, None)
             self.waiting.pop(pid, None)
@@ -675,7 +696,10 @@ class PgAccumulator:
                 p.deadlock_pos = [k[0] for k in kept]
                 p.deadlock_details = [k[1] for k in kept]
         elif kind == "lock" and level == "STATEMENT":
-            p.lock_queries[fingerprints([text], self.fp_cache)[0]] += 1
+            fp = fingerprints([text], self.fp_cache)[0]
+            p.lock_queries[fp] += 1
+            if key is not None:
+                key[2] = fp
         elif kind == "temp" and level == "STATEMENT":
             fp = fingerprints([text], self.fp_cache)[0]
             p.temp_queries[fp] += 1
@@ -764,9 +788,15 @@ class PgAccumulator:
                         return  # the same wait, logged again
                     self.waiting[pid] = lock
                     p.lock_waits += 1
-                    p.lock_types[lm.group(3) + b" on " + lm.group(4).split(b" ")[0]] += 1
-                    self.pending[pid] = ("lock", None)
+                    kind = lm.group(3) + b" on " + lm.group(4).split(b" ")[0]
+                    p.lock_types[kind] += 1
+                    head = None
+                    if pid not in self.wait_known:  # logged again for a wait seen before this piece? resolve() tells
+                        self.wait_known[pid] = None
+                        head = self.wait_heads[pid] = [lock, kind, None]
+                    self.pending[pid] = ("lock", head)
                 else:
+                    self.wait_known[pid] = None
                     self.waiting.pop(pid, None)
                     if lm.group(2) == b"acquired":
                         p.lock_acquired += 1
@@ -833,14 +863,15 @@ def _by_log_order(order: Sequence[str] | None) -> Callable[[Segment], tuple[int,
     return lambda s: (rank.get(s.src, len(rank)), s.src if s.src not in rank else "", s.start)
 
 
-def resolve(p: PgPartial, order: Sequence[str] | None = None, before: dict[bytes, PidState] | None = None
-            ) -> dict[bytes, PidState]:
+def resolve(p: PgPartial, order: Sequence[str] | None = None, before: OpenState | None = None) -> OpenState:
     """Pair the bare durations of ``p``'s pieces (:class:`Segment`) that came before any statement of their
     backend in their piece with what that backend left waiting before it, in log order: the sources in
     ``order`` (each by offset; others after them, by name), ``before`` what waited before the first one (the
-    last run's: :func:`open_from_json`).  The same figures as one scan of the whole log in one go.  Returns what
-    waits after the last piece (for the next run); ``p`` has no segments left."""
-    state: dict[bytes, PidState] = dict(before or {})
+    last run's: :func:`open_from_json`).  A lock wait a piece counted that was logged again for a wait of before
+    is taken back.  The same figures as one scan of the whole log in one go.  Returns what waits after the last
+    piece (for the next run); ``p`` has no segments left."""
+    state: dict[bytes, PidState] = dict(before.pairs) if before is not None else {}
+    waits: dict[bytes, bytes] = dict(before.waits) if before is not None else {}
     for seg in sorted(p.segments, key=_by_log_order(order)):
         for pid, (durs, closer) in seg.heads.items():
             was = state.pop(pid, None)
@@ -858,36 +889,65 @@ def resolve(p: PgPartial, order: Sequence[str] | None = None, before: dict[bytes
             state.pop(pid, None)
             if st is not None:
                 state[pid] = st
-        excess = len(state) - MAX_OPEN_PIDS
-        if excess > 0:
-            for pid in list(itertools.islice(state, excess)):
-                del state[pid]
+        for pid, (lock, kind, fp) in seg.wait_heads.items():
+            if waits.get(pid) == lock:  # the same wait, logged again
+                p.lock_waits -= 1
+                _uncount(p.lock_types, kind)
+                if fp is not None:
+                    _uncount(p.lock_queries, fp)
+        for pid, lock in seg.wait_tail.items():
+            waits.pop(pid, None)
+            if lock is not None:
+                waits[pid] = lock
+        for pids in (state, waits):
+            excess = len(pids) - MAX_OPEN_PIDS
+            if excess > 0:
+                for pid in list(itertools.islice(pids, excess)):
+                    del pids[pid]
     p.segments = []
-    return state
+    return OpenState(state, waits)
+
+
+def _uncount(c: Counter[bytes], key: bytes) -> None:
+    c[key] -= 1
+    if c[key] <= 0:
+        del c[key]
 
 
 #: backends whose waiting statement (or bare durations) the next run is told about, at most
 MAX_CARRIED_PIDS = 1000
 
 
-def open_to_json(state: dict[bytes, PidState], limit: int = MAX_CARRIED_PIDS) -> list[list[Any]]:
-    """What waits at the end of a run (:func:`resolve`), as JSON for the job's state: the ``limit`` backends
-    that logged last.  Statements are kept as their fingerprint and a redacted example (no secret is stored)."""
+def open_to_json(state: OpenState, limit: int = MAX_CARRIED_PIDS) -> dict[str, list[list[Any]]]:
+    """What waits at the end of a run (:func:`resolve`), as JSON for the job's state: of the ``limit`` backends
+    that logged last each.  Statements are kept as their fingerprint and a redacted example (no secret is
+    stored), locks as logged ("ShareLock on transaction 726")."""
     out: list[list[Any]] = []
-    for pid, (stmt, unp) in list(state.items())[-limit:] if limit > 0 else []:
+    waits = [[pid.decode("latin-1"), lock.decode("latin-1")]
+             for pid, lock in (list(state.waits.items())[-limit:] if limit > 0 else [])]
+    for pid, (stmt, unp) in list(state.pairs.items())[-limit:] if limit > 0 else []:
         unp_j = [u.decode("latin-1") for u in unp]
         if stmt is None:
             out.append([pid.decode("latin-1"), None, unp_j])
             continue
         fp, q, pos = stmt
         out.append([pid.decode("latin-1"), [fp.decode("latin-1"), redact(_s(q[:2000])), list(pos)], unp_j])
-    return out
+    return {"pairs": out, "waits": waits}
 
 
-def open_from_json(data: Any) -> dict[bytes, PidState]:
-    """:func:`open_to_json`'s list back (anything malformed in it is left out: at worst a pair is missed)."""
+def open_from_json(data: Any) -> OpenState:
+    """:func:`open_to_json`'s data back (anything malformed in it is left out: at worst a pair is missed, or a
+    wait logged again counted again)."""
+    data = data if isinstance(data, dict) else {}
+    waits: dict[bytes, bytes] = {}
+    for item in data["waits"] if isinstance(data.get("waits"), list) else []:
+        if isinstance(item, list) and len(item) == 2 and all(isinstance(x, str) for x in item):
+            try:
+                waits[item[0].encode("latin-1")] = item[1].encode("latin-1")
+            except UnicodeError:
+                continue
     out: dict[bytes, PidState] = {}
-    for item in data if isinstance(data, list) else []:
+    for item in data["pairs"] if isinstance(data.get("pairs"), list) else []:
         try:
             pid_s, stmt_j, unp_j = item
             unp = [str(u).encode("latin-1") for u in unp_j][-MAX_UNPAIRED:]
@@ -900,7 +960,7 @@ def open_from_json(data: Any) -> dict[bytes, PidState]:
             out[str(pid_s).encode("latin-1")] = (stmt, unp)
         except (TypeError, ValueError, UnicodeError):
             continue
-    return out
+    return OpenState(out, waits)
 
 
 def make_accumulator(opts: PgScanOptions) -> PgAccumulator:

@@ -511,7 +511,7 @@ class PostgresLogs(Task[PostgresLogsOptions]):
                         value=cp["too_frequent_warnings"])]
 
 
-def _open_before(last: Any, files: list[LogFile], plan: ReadPlan) -> dict[bytes, pglog.PidState] | None:
+def _open_before(last: Any, files: list[LogFile], plan: ReadPlan) -> pglog.OpenState | None:
     """What the last run left waiting (statements for their bare duration, see :func:`pglog.resolve`) when this
     run reads on from where it stopped: the file it stopped in is still here (by the cursor's inode and bytes,
     perhaps renamed or compressed since), this run reads nothing before that point, and reads that file on from
