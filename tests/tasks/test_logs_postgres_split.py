@@ -330,3 +330,19 @@ def test_every_figure_adds_up_across_two_runs_cut_at_any_message(rich_log: bytes
         both = {k: first[k] + second[k] for k in whole}
         assert both == whole, f"cut at {cut}: {rich_log[max(0, cut - 300):cut + 300]!r}"
 
+
+
+@pytest.mark.parametrize("pieces", [40, 300])
+def test_pieces_cut_where_messages_begin_keep_every_figure(rich_log: bytes, tmp_path: Path, pieces: int) -> None:
+    """parallel.scan's pieces, cut as the task cuts a stderr log (pglog.message_start): an error keeps its
+    STATEMENT, a temporary file and a lock wait their query, a lock wait logged again counts once."""
+    log = tmp_path / "postgresql.log"
+    log.write_bytes(rich_log)
+    whole, _ = run_over(rich_log, 0, None)
+    units = parallel.split_units(str(log), 0, len(rich_log), final=True, label=str(log), continuation=b"\t",
+                                 unit=len(rich_log) // pieces, record_start=pglog.message_start(PREFIX))
+    assert len(units) >= pieces // 2
+    part, _ = parallel.scan("upkeeper.logs.pglog", pglog.PgScanOptions(log_line_prefix=PREFIX), units, workers=2,
+                            continuation=b"\t", min_parallel=0)
+    assert additive(pglog.summarize(part, top_n=ALL)) == whole
+    assert [u.start for u in units] == [at for at in message_starts(rich_log) if at in {u.start for u in units}]

@@ -136,6 +136,18 @@ def compile_prefix(prefix: str) -> bytes:
     return b"".join(out)
 
 
+#: the lines that end a message rather than start one (PostgreSQL writes them with it, in one write)
+SECONDARY = rb"(?:DETAIL|HINT|CONTEXT|QUERY|STATEMENT|LOCATION):  "
+
+
+def message_start(prefix: str) -> re.Pattern[bytes]:
+    """Matches at a line that may start a message: not a continuation line (a tab), nor a DETAIL, HINT,
+    CONTEXT, QUERY, STATEMENT or LOCATION line of the message before it (for
+    :func:`upkeeper.logs.parallel.split_units`: a piece cut there keeps each error with its STATEMENT, each
+    temporary file and lock wait with its query).  A line the prefix does not match may start one too."""
+    return re.compile(rb"(?!\t)(?!" + compile_prefix(prefix) + SECONDARY + rb")")
+
+
 # ---------------------------------------------------------------------------------------------
 # SQLSTATE for messages logged without one (log_error_verbosity = default and no %e)
 # ---------------------------------------------------------------------------------------------

@@ -237,8 +237,10 @@ class PostgresLogs(Task[PostgresLogsOptions]):
         if fmt == "csvlog":
             _hold_back_open_record(plan)
         cont = b"\t" if fmt == "stderr" else b""
+        # pieces begin where a message does: an error, a temporary file or a lock wait keeps its STATEMENT
         units = parallel.units_for(plan.ranges, continuation=cont, workers=options.workers,
-                                   record_start=pgstruct.RECORD_START if fmt == "csvlog" else None)
+                                   record_start=pgstruct.RECORD_START if fmt == "csvlog" else
+                                   pglog.message_start(prefix) if fmt == "stderr" else None)
         t0 = time.monotonic()
 
         def progress(done: int, total: int) -> None:
