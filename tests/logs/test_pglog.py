@@ -356,15 +356,18 @@ def test_statements_left_waiting_for_the_next_run_keep_no_secret_and_stay_bounde
     acc = PgAccumulator(PgScanOptions())
     acc.feed(b"".join(b"2024-03-01 10:00:00.000 UTC [%d] LOG:  statement: SELECT %d\n" % (pid, pid)
                       for pid in range(1, 51))
+             + b"2024-03-01 10:00:00.050 UTC [98] LOG:  statement: SELECT '" + b"x" * 5000 + b"'\n"
              + b"2024-03-01 10:00:00.100 UTC [99] LOG:  statement: ALTER ROLE app PASSWORD 'sekrit-pw'\n")
     p = acc.partial()
     waiting = resolve(p)
     saved = open_to_json(waiting, limit=10)
     assert len(saved["pairs"]) == 10 and saved["pairs"][-1][0] == "99" and "sekrit-pw" not in repr(saved)
+    assert len(saved["pairs"][-2][1][1]) == 500  # an example: its start
+    saved["pairs"].pop(-2)
     assert open_from_json(None).pairs == {} and open_from_json({"pairs": 3, "waits": "x"}).waits == {}
     back = open_from_json({"pairs": [*saved["pairs"], "junk", [1, 2], ["7", ["fp", "q", ["src", "x", 0]], []],
                                      ["8", None, ["1.2.3"]]], "waits": [["5", "ShareLock on transaction 9"], [1]]})
-    assert list(back.pairs) == [str(pid).encode() for pid in range(42, 51)] + [b"99"]
+    assert list(back.pairs) == [str(pid).encode() for pid in range(43, 51)] + [b"99"]
     assert back.waits == {b"5": b"ShareLock on transaction 9"}
     acc = PgAccumulator(PgScanOptions())
     acc.feed(b"2024-03-01 10:00:01.000 UTC [99] LOG:  duration: 3.000 ms\n", "log", 1000)

@@ -928,6 +928,8 @@ def _uncount(c: Counter[bytes], key: bytes) -> None:
 
 #: backends whose waiting statement (or bare durations) the next run is told about, at most
 MAX_CARRIED_PIDS = 1000
+#: characters of a waiting statement's example kept for the next run
+CARRIED_EXAMPLE = 500
 
 
 def open_to_json(state: OpenState, limit: int = MAX_CARRIED_PIDS) -> dict[str, list[list[Any]]]:
@@ -943,7 +945,10 @@ def open_to_json(state: OpenState, limit: int = MAX_CARRIED_PIDS) -> dict[str, l
             out.append([pid.decode("latin-1"), None, unp_j])
             continue
         fp, q, pos = stmt
-        out.append([pid.decode("latin-1"), [fp.decode("latin-1"), redact(_s(q[:2000])), list(pos)], unp_j])
+        # (an example only: 500 characters of it keep the state small when log_statement logs statements whose
+        # duration is never logged, and many backends have one waiting)
+        out.append([pid.decode("latin-1"), [fp.decode("latin-1"), redact(_s(q))[:CARRIED_EXAMPLE], list(pos)],
+                    unp_j])
     return {"pairs": out, "waits": waits}
 
 
