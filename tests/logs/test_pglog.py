@@ -375,3 +375,27 @@ def test_statements_left_waiting_for_the_next_run_keep_no_secret_and_stay_bounde
     assert resolve(p, ["log"], back).pairs == {pid: st for pid, st in back.pairs.items() if pid != b"99"}
     rep = summarize(p)
     assert rep["statements"]["count"] == 1 and rep["slowest_total"][0]["fingerprint"].startswith("alter role app")
+
+
+def test_a_long_statement_keeps_its_duration_while_many_sessions_come_and_go() -> None:
+    """log_statement = 'all' (durations only for slow statements) on a server without a connection pool: every
+    session's last statement waits for a duration that never comes.  With log_disconnections, a session that
+    ended waits for nothing: a long query's statement is not crowded out by 10,000 short sessions that
+    started and ended while it ran, and gets its duration."""
+    head = b"2024-03-01 10:00:00.000 UTC "
+    lines = [head + b"[1] LOG:  statement: SELECT count(*) FROM big_report\n"]
+    for pid in range(100, 10_200):
+        lines += [head + b"[%d] LOG:  statement: SELECT 1\n" % pid,
+                  head + b"[%d] LOG:  disconnection: session time: 0:00:00.003 user=app database=shop "
+                  b"host=10.0.0.1 port=5000\n" % pid]
+    lines.append(head + b"[1] LOG:  duration: 3600000.000 ms\n")
+    acc = PgAccumulator(PgScanOptions())
+    data = b"".join(lines)
+    at = 0
+    while at < len(data):  # in buffers of 64 kB: the state is bounded once per buffer
+        end = data.index(b"\n", min(len(data) - 1, at + (64 << 10))) + 1
+        acc.feed(data[at:end], "log", at)
+        at = end
+    rep = summarize(acc.partial())
+    assert rep["statements"]["count"] == 1
+    assert rep["slowest_total"][0]["fingerprint"] == "select count(*) from big_report"

@@ -434,7 +434,8 @@ class PgAccumulator:
 
         ``last_statement`` and ``pending`` hold one entry per backend pid: a busy server without
         connection pooling starts a new pid per connection, so old ones are dropped (a statement
-        logged 10,000 backends ago has long had its duration line).  The fingerprint cache only
+        logged 10,000 backends ago has long had its duration line — unless it still runs: with
+        ``log_disconnections`` the ended sessions are forgotten at once, and it is not dropped).  The fingerprint cache only
         saves work: it starts again when full.
         """
         for pids in (self.last_statement, self.pending, self.unpaired, self.waiting, self.known, self.heads,
@@ -829,6 +830,14 @@ class PgAccumulator:
             p.autoanalyze += 1
         elif msg.startswith(b"connection authorized"):
             p.connections += 1
+        elif msg.startswith(b"disconnection: "):
+            # (log_disconnections) the session ended: nothing of it waits any longer — a statement logged without
+            # a duration (log_statement logs them all, durations come only for slow ones) is no statement a later
+            # duration belongs to, and must not crowd out one that waits (see _bound_state)
+            self._knows(pid, "error")
+            self.wait_known[pid] = None
+            for pids in (self.last_statement, self.unpaired, self.waiting):
+                pids.pop(pid, None)
         elif _TRANSLATED_DURATION.match(msg):
             p.translated += 1
 
