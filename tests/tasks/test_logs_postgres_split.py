@@ -346,3 +346,55 @@ def test_pieces_cut_where_messages_begin_keep_every_figure(rich_log: bytes, tmp_
                             continuation=b"\t", min_parallel=0)
     assert additive(pglog.summarize(part, top_n=ALL)) == whole
     assert [u.start for u in units] == [at for at in message_starts(rich_log) if at in {u.start for u in units}]
+
+
+@pytest.fixture(scope="module")
+def structured_logs(services_dir: Path) -> dict[str, bytes]:
+    """The same statements and durations (log_statement + log_duration, concurrent pgbench clients) as the
+    server writes them in its csvlog and its jsonlog."""
+    cluster = PostgresCluster(services_dir / "pg-split-structured", extra_conf=CONF + (
+        "logging_collector = on\nlog_destination = 'csvlog,jsonlog'\nlog_directory = 'log'\n"
+        "log_filename = 'postgresql.log'\n"))
+    cluster.start()
+    try:
+        env = {**os.environ, **cluster.env()}
+        pgbench = str(cluster.bin / "pgbench")
+        subprocess.run([pgbench, "-i", "-s", "1", "-q", "postgres"], env=env, check=True, capture_output=True)
+        for mode in ("extended", "simple"):
+            subprocess.run([pgbench, "-n", "-M", mode, "-c", "3", "-j", "3", "-t", "4", "postgres"], env=env,
+                           check=True, capture_output=True)
+        with cluster.connect() as c:
+            c.execute("SELECT 1 AS upk_multi,\n  2 AS upk_line")
+    finally:
+        cluster.stop()
+    return {fmt: (cluster.data / "log" / f"postgresql.{ext}").read_bytes()
+            for fmt, ext in (("csvlog", "csv"), ("jsonlog", "json"))}
+
+
+@pytest.mark.parametrize("fmt", ["csvlog", "jsonlog"])
+def test_csvlog_and_jsonlog_read_in_two_runs_pair_as_one(structured_logs: dict[str, bytes], fmt: str) -> None:
+    """Cut right after each record of a statement (where its duration is still to come): two runs give the
+    figures of one, in a csvlog and in a jsonlog as in a stderr log."""
+    from upkeeper.logs import pgstruct
+
+    data = structured_logs[fmt]
+
+    def run(part: bytes, off: int, before: Any) -> tuple[dict[str, Any], Any]:
+        acc = pgstruct.PgStructAccumulator(pgstruct.PgStructOptions(format=fmt))
+        acc.feed(part, "postgresql.log", off)
+        p = acc.partial()
+        waiting = pglog.resolve(p, ["postgresql.log"], pglog.open_from_json(before))
+        return figures(pglog.summarize(p, top_n=ALL)), json.loads(json.dumps(pglog.open_to_json(waiting)))
+
+    whole, _ = run(data, 0, None)
+    assert whole["count"] > 100 and whole["per_fp"]["select ? as upk_multi, ? as upk_line"] == 1
+    marker = b',LOG,00000,"statement: ' if fmt == "csvlog" else b'"message":"statement: '
+    record = re.compile(rb"\n(?=\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)" if fmt == "csvlog" else rb"\n")
+    cuts = [m.end() for m in record.finditer(data) if m.end() < len(data)
+            and (marker in data[data.rfind(b"\n", 0, m.start()) + 1:m.start()]
+                 or b"execute " in data[data.rfind(b"\n", 0, m.start()) + 1:m.start()])]
+    assert len(cuts) > 100
+    for cut in cuts:
+        first, waiting = run(data[:cut], 0, None)
+        second, _ = run(data[cut:], cut, waiting)
+        assert add(first, second) == whole, cut
