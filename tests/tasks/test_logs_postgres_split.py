@@ -228,10 +228,14 @@ def test_a_statement_timed_after_a_run_and_the_servers_rotation_is_counted(cli: 
             holder.execute("SELECT pg_advisory_unlock(42)")
             t.join(30)
             assert not t.is_alive()
-            wait_for("SELECT pg_advisory_unlock(42)", current())
-        # the statement in the first file, its duration (the backend's next line) in the second
+        # the statement in the first file, its duration (the backend's next line) in the second (written by the
+        # logging collector: waited for)
+        timed = re.compile(rb"\[%d\] [^\n]*LOG:  duration: [\d.]+ ms\n" % pid)
+        deadline = time.monotonic() + 30
+        while not timed.search(current().read_bytes()):
+            assert time.monotonic() < deadline, f"the duration never reached {current()}"
+            time.sleep(0.05)
         assert b"upk_across" not in current().read_bytes()
-        assert re.search(rb"\[%d\] [^\n]*LOG:  duration: [\d.]+ ms\n" % pid, current().read_bytes())
         seen = counted()
         assert list(seen) == ["select pg_advisory_lock(?) as upk_across"], seen
         assert seen["select pg_advisory_lock(?) as upk_across"]["count"] == 1
