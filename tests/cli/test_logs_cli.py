@@ -395,3 +395,16 @@ def test_html_of_logs_commands_claims_no_checks_it_did_not_run(cli: Any, tmp_pat
     html = tmp_path / "errors.html"
     assert cli(["logs", "errors", str(app), "--html", str(html)]).code == 0
     assert "every check passed" not in html.read_text() and "only reads the files" in html.read_text()
+
+
+def test_postgres_pairs_a_statement_and_its_duration_across_a_rotated_file(cli: Any, tmp_path: Path) -> None:
+    """log_statement + log_duration: the statement at the end of the rotated file, its bare duration at the
+    start of the live one — read in log order (oldest first), they are one timed statement."""
+    (tmp_path / "postgresql.log.1").write_text(
+        "2024-03-01 10:00:00.000 UTC [7] LOG:  statement: SELECT pg_sleep(5)\n")
+    (tmp_path / "postgresql.log").write_text(
+        "2024-03-01 10:00:05.000 UTC [7] LOG:  duration: 5000.500 ms\n")
+    r = cli(["logs", "postgres", str(tmp_path / "postgresql.log"), "--json"])
+    assert r.code == 0, r.output
+    st = r.json()["statements"]
+    assert (st["count"], st["total_ms"]) == (1, 5000.5)

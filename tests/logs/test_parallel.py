@@ -37,7 +37,7 @@ def read_all(u: parallel.Unit, **kw: Any) -> tuple[list[tuple[int, bytes]], int]
 
 
 def check_reading(data: bytes, out: list[tuple[int, bytes]], n: int, *, max_line: int, keep: int, chunk: int,
-                  final: bool) -> None:
+                  final: bool, continuation: bytes = b"") -> None:
     """``out`` is ``data`` line by line from offset 0, long lines cut to ``keep`` (at most ``max_line``) bytes."""
     pos = 0
     for off, buf in out:
@@ -55,6 +55,8 @@ def check_reading(data: bytes, out: list[tuple[int, bytes]], n: int, *, max_line
     assert n == pos  # what the cursor of a compressed file is set from
     if final:
         assert pos == len(data)
+    elif continuation:  # a half-written last line is left for the next run, with the entry it may continue
+        assert all(ln.startswith(continuation) for ln in data[pos:].split(b"\n")[1:])
     else:
         assert b"\n" not in data[pos:]  # only a half-written last line is left for the next run
 
@@ -71,6 +73,8 @@ def log_bytes(draw: st.DrawFn) -> bytes:
        st.sampled_from([b"", b"\t"]))
 # an entry whose next line has begun (and is no continuation) is complete: it used to wait a run
 @example(b"\n\na", 3, 1, 1, False, False, b"\t")
+# an entry whose continuation line is half-written waits for the next run, whole
+@example(b"\n\n\t", 3, 1, 1, False, False, b"\t")
 def test_read_unit_cuts_only_long_lines_and_accounts_for_every_byte(
         data: bytes, chunk: int, max_line: int, keep: int, final: bool, gz: bool, continuation: bytes) -> None:
     with tempfile.TemporaryDirectory() as d:
@@ -82,7 +86,8 @@ def test_read_unit_cuts_only_long_lines_and_accounts_for_every_byte(
             path.write_bytes(data)
         u = parallel.Unit(str(path), 0, None if gz else len(data), gz, final or gz, str(path))
         out, n = read_all(u, chunk=chunk, continuation=continuation, max_line=max_line, keep=keep)
-    check_reading(data, out, n, max_line=max_line, keep=keep, chunk=chunk, final=final or gz)
+    check_reading(data, out, n, max_line=max_line, keep=keep, chunk=chunk, final=final or gz,
+                  continuation=continuation)
     if not continuation:  # (whole multi-line entries may take up to two reads more)
         assert all(len(buf) <= max_line + chunk for _off, buf in out)
 

@@ -329,3 +329,73 @@ def test_epoch_prefix_gives_times(monkeypatch: pytest.MonkeyPatch) -> None:
     assert rep["by_hour"] == {"2024-03-01 11:00": 1}
     assert rep["errors"]["by_hour"] == {"2024-03-01 12:00": 1}
     assert rep["statements"]["count"] == 1 and rep["errors"]["total"] == 1 and rep["unparsed"] == 0
+
+
+def test_log_duration_pairs_count_per_database_and_user() -> None:
+    """A statement timed by log_duration (its bare "duration:" line paired with its "statement:" line) is a
+    statement of the database and user of its session, as one logged by log_min_duration_statement is."""
+    log = (
+        "2024-03-01 10:00:00.100 UTC [100] app@shop LOG:  statement: SELECT 1\n"
+        "2024-03-01 10:00:00.101 UTC [100] app@shop LOG:  duration: 1.000 ms\n"
+        "2024-03-01 10:00:00.200 UTC [101] bob@crm LOG:  execute <unnamed>: SELECT 2\n"
+        "2024-03-01 10:00:00.201 UTC [101] bob@crm LOG:  duration: 2.000 ms\n"
+        "2024-03-01 10:00:00.300 UTC [102] app@shop LOG:  duration: 3.000 ms  statement: SELECT 3\n"
+    )
+    rep = scan(log, "%m [%p] %q%u@%d ")
+    assert rep["statements"]["count"] == 3
+    assert rep["by_database"] == {"shop": 2, "crm": 1}
+    assert rep["by_user"] == {"app": 2, "bob": 1}
+
+
+def test_statements_left_waiting_for_the_next_run_keep_no_secret_and_stay_bounded() -> None:
+    """What a run leaves for the next one (statements waiting for their bare duration) goes into the job's
+    state in the history: a password in such a statement is masked there, and at most ``limit`` backends
+    (those that logged last) are kept; a damaged state is read as far as it is sound, never a crash."""
+    from upkeeper.logs.pglog import open_from_json, open_to_json, resolve
+
+    acc = PgAccumulator(PgScanOptions())
+    acc.feed(b"".join(b"2024-03-01 10:00:00.000 UTC [%d] LOG:  statement: SELECT %d\n" % (pid, pid)
+                      for pid in range(1, 51))
+             + b"2024-03-01 10:00:00.050 UTC [98] LOG:  statement: SELECT '" + b"x" * 5000 + b"'\n"
+             + b"2024-03-01 10:00:00.100 UTC [99] LOG:  statement: ALTER ROLE app PASSWORD 'sekrit-pw'\n")
+    p = acc.partial()
+    waiting = resolve(p)
+    saved = open_to_json(waiting, limit=10)
+    assert len(saved["pairs"]) == 10 and saved["pairs"][-1][0] == "99" and "sekrit-pw" not in repr(saved)
+    assert len(saved["pairs"][-2][1][1]) == 500  # an example: its start
+    saved["pairs"].pop(-2)
+    assert open_from_json(None).pairs == {} and open_from_json({"pairs": 3, "waits": "x"}).waits == {}
+    back = open_from_json({"pairs": [*saved["pairs"], "junk", [1, 2], ["7", ["fp", "q", ["src", "x", 0]], []],
+                                     ["8", None, ["1.2.3"]]], "waits": [["5", "ShareLock on transaction 9"], [1]]})
+    assert list(back.pairs) == [str(pid).encode() for pid in range(43, 51)] + [b"99"]
+    assert back.waits == {b"5": b"ShareLock on transaction 9"}
+    acc = PgAccumulator(PgScanOptions())
+    acc.feed(b"2024-03-01 10:00:01.000 UTC [99] LOG:  duration: 3.000 ms\n", "log", 1000)
+    p = acc.partial()
+    assert resolve(p, ["log"], back).pairs == {pid: st for pid, st in back.pairs.items() if pid != b"99"}
+    rep = summarize(p)
+    assert rep["statements"]["count"] == 1 and rep["slowest_total"][0]["fingerprint"].startswith("alter role app")
+
+
+def test_a_long_statement_keeps_its_duration_while_many_sessions_come_and_go() -> None:
+    """log_statement = 'all' (durations only for slow statements) on a server without a connection pool: every
+    session's last statement waits for a duration that never comes.  With log_disconnections, a session that
+    ended waits for nothing: a long query's statement is not crowded out by 10,000 short sessions that
+    started and ended while it ran, and gets its duration."""
+    head = b"2024-03-01 10:00:00.000 UTC "
+    lines = [head + b"[1] LOG:  statement: SELECT count(*) FROM big_report\n"]
+    for pid in range(100, 10_200):
+        lines += [head + b"[%d] LOG:  statement: SELECT 1\n" % pid,
+                  head + b"[%d] LOG:  disconnection: session time: 0:00:00.003 user=app database=shop "
+                  b"host=10.0.0.1 port=5000\n" % pid]
+    lines.append(head + b"[1] LOG:  duration: 3600000.000 ms\n")
+    acc = PgAccumulator(PgScanOptions())
+    data = b"".join(lines)
+    at = 0
+    while at < len(data):  # in buffers of 64 kB: the state is bounded once per buffer
+        end = data.index(b"\n", min(len(data) - 1, at + (64 << 10))) + 1
+        acc.feed(data[at:end], "log", at)
+        at = end
+    rep = summarize(acc.partial())
+    assert rep["statements"]["count"] == 1
+    assert rep["slowest_total"][0]["fingerprint"] == "select count(*) from big_report"

@@ -274,7 +274,15 @@ def postgres_cmd(
 ) -> None:
     """Slow statements by fingerprint, errors by SQLSTATE, locks, temp files, checkpoints (pgBadger's core)."""
     from upkeeper.logs import parallel, pgstruct
-    from upkeeper.logs.pglog import MIN_PARALLEL, PgScanOptions, PrefixError, compile_prefix, summarize
+    from upkeeper.logs.pglog import (
+        MIN_PARALLEL,
+        PgScanOptions,
+        PrefixError,
+        compile_prefix,
+        message_start,
+        resolve,
+        summarize,
+    )
     from upkeeper.tasks.logs.postgres import PostgresLogs, PostgresLogsOptions, format_of
 
     if fmt not in ("auto", "stderr", "csvlog", "jsonlog"):
@@ -304,13 +312,15 @@ def postgres_cmd(
     notes: list[parallel.ReadNote] = []
     if fmt == "stderr":
         partial, _ = parallel.scan("upkeeper.logs.pglog", PgScanOptions(log_line_prefix=prefix),
-                                   _units_of(found, b"\t", workers), workers=workers, continuation=b"\t",
+                                   _units_of(found, b"\t", workers, message_start(prefix)), workers=workers,
+                                   continuation=b"\t",
                                    min_parallel=MIN_PARALLEL, notes=notes)
     else:
         partial, _ = parallel.scan(
             "upkeeper.logs.pgstruct", pgstruct.PgStructOptions(format="csvlog" if fmt == "csvlog" else "jsonlog"),
             _units_of(found, b"", workers, pgstruct.RECORD_START if fmt == "csvlog" else None), workers=workers,
             min_parallel=pgstruct.MIN_PARALLEL, notes=notes)
+    resolve(partial, [lf.path for lf in found])  # statements and their durations paired in the files' order
     rep = redact_obj(summarize(partial, top_n=top))
     rep["read_notes"] = _warn_read_notes(notes)
     rep["format"] = fmt

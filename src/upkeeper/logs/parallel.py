@@ -69,7 +69,9 @@ def release_memory() -> None:
 
 
 class Accumulator(Protocol):
-    """``chunk`` (optional attribute): the buffer size it wants, else :data:`CHUNK`."""
+    """``chunk`` (optional attribute): the buffer size it wants, else :data:`CHUNK`.  ``start_unit(source,
+    start, end)`` (optional method): called before each unit's buffers (a unit may not continue the last one:
+    units are handed out biggest first)."""
 
     def feed(self, buf: bytes, source: str = "", offset: int = 0) -> None: ...
 
@@ -275,6 +277,9 @@ def _check_same(u: Unit, st: os.stat_result) -> None:
 def scan_unit(acc: Accumulator, u: Unit, continuation: bytes = b"", notes: list[ReadNote] | None = None) -> int:
     """Feed one unit to an accumulator; returns the uncompressed bytes read (notes: see :func:`read_unit`)."""
     chunk = getattr(acc, "chunk", CHUNK)  # an accumulator may prefer other buffer sizes
+    start_unit = getattr(acc, "start_unit", None)  # one whose entries pair across lines wants to know
+    if start_unit is not None:
+        start_unit(u.label or u.path, u.start, u.end)
     reader = read_unit(u, chunk, continuation=continuation, notes=notes)
     while True:
         try:
@@ -436,7 +441,8 @@ def units_for(ranges: list[Any], continuation: bytes = b"", workers: int = 0,
     processes), between 4 MB and 64 MB.  The processes do not finish together (a helper starts a few
     tenths of a second late) and the last one scans its last piece alone, so smaller pieces shorten that
     tail; a piece costs next to nothing beyond its bytes (the accumulator carries over), but where entries
-    pair across lines (PostgreSQL's statement and duration) each cut may split a pair: those logs keep
+    pair across lines (an error and its STATEMENT; PostgreSQL's statement and duration are paired again
+    afterwards, see :func:`upkeeper.logs.pglog.resolve`) each cut may split a pair: those logs keep
     few pieces, access logs (:data:`ACCESS_PIECES`) take more.
     """
     total = sum((r.end if r.end is not None else r.start) - r.start for r in ranges if not r.file.gz)

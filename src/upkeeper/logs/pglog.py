@@ -8,6 +8,11 @@ Understood entries (``log_line_prefix`` configurable, PostgreSQL's default ``%m 
   (``log_duration``) are paired with the session's last ``statement:`` or
   ``execute <name>:`` line (``log_statement``); with the extended protocol, the bare
   durations logged just before an ``execute`` line are its Parse and Bind (prepare/bind time).
+  The pairing does not depend on where the log is cut: each piece scanned on its own (a
+  :class:`Segment`) keeps the bare durations of backends it saw no statement of yet and the
+  statements still waiting at its end, and :func:`resolve` pairs them in log order — with
+  the statements the last run left waiting too (see :func:`open_to_json`).  Likewise, a lock
+  wait logged again ("still waiting" each time the backend wakes) counts once across pieces.
 * ``ERROR``/``FATAL``/``PANIC`` by SQLSTATE (from ``%e``, from
   ``log_error_verbosity = verbose``, or inferred from the message text) and by
   normalized message, with the ``STATEMENT`` that caused it.
@@ -27,7 +32,7 @@ from __future__ import annotations
 import itertools
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import compress
@@ -129,6 +134,18 @@ def compile_prefix(prefix: str) -> bytes:
         raise PrefixError(f"log_line_prefix {prefix!r} has no time (%m, %t or %n)",
                           "Try: log_line_prefix = '%m [%p] ' (PostgreSQL's default)")
     return b"".join(out)
+
+
+#: the lines that end a message rather than start one (PostgreSQL writes them with it, in one write)
+SECONDARY = rb"(?:DETAIL|HINT|CONTEXT|QUERY|STATEMENT|LOCATION):  "
+
+
+def message_start(prefix: str) -> re.Pattern[bytes]:
+    """Matches at a line that may start a message: not a continuation line (a tab), nor a DETAIL, HINT,
+    CONTEXT, QUERY, STATEMENT or LOCATION line of the message before it (for
+    :func:`upkeeper.logs.parallel.split_units`: a piece cut there keeps each error with its STATEMENT, each
+    temporary file and lock wait with its query).  A line the prefix does not match may start one too."""
+    return re.compile(rb"(?!\t)(?!" + compile_prefix(prefix) + SECONDARY + rb")")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -242,6 +259,42 @@ _TOO_FREQUENT = re.compile(rb"checkpoints are occurring too frequently \((\d+) s
 # compare in log order within a file, so examples and samples can be the earliest ones whatever the
 # order in which pieces of the log were scanned and merged.
 Pos = tuple[str, int, int]
+#: a statement waiting for its bare duration at the end of a piece: (fingerprint, example, position)
+OpenStatement = tuple[bytes, bytes, Pos]
+#: a backend's pairing state: its statement waiting for a duration, and bare durations with no statement
+#: (its Parse and Bind when an "execute" line follows)
+PidState = tuple[OpenStatement | None, list[bytes]]
+#: a bare duration: (ms text, time, database, user) — database and user None when the prefix has none
+Dur = tuple[bytes, bytes | None, bytes | None, bytes | None]
+
+
+@dataclass
+class Segment:
+    """A stretch of the log scanned in one go from ``start`` of ``src``: what its pairing depends on before it.
+
+    ``heads``: per backend whose pairing state was unknown when it logged, until it logged a ``statement:``,
+    an ``execute …:`` or an error (the ``closer``; None if it did not in this stretch), its bare durations
+    (the first one and the last :data:`MAX_UNPAIRED`: all that can count).  ``tail``: the state of every
+    backend whose state became known here (None: nothing waits), as the stretch ends."""
+
+    src: str
+    start: int
+    heads: dict[bytes, tuple[list[Dur], str | None]] = field(default_factory=dict)
+    tail: dict[bytes, PidState | None] = field(default_factory=dict)
+    #: lock waits, likewise: per backend whose wait was unknown, its first "still waiting" (counted here, taken
+    #: back by :func:`resolve` when the backend was waiting for that lock already): [lock, type, fingerprint of
+    #: its STATEMENT or None]; and the lock each backend whose wait became known waits for at the end (or None)
+    wait_heads: dict[bytes, list[Any]] = field(default_factory=dict)
+    wait_tail: dict[bytes, bytes | None] = field(default_factory=dict)
+
+
+@dataclass
+class OpenState:
+    """What waits at a point of the log: statements for their bare duration (and bare durations for their
+    "execute" line) per backend, and the lock each backend waits for."""
+
+    pairs: dict[bytes, PidState] = field(default_factory=dict)
+    waits: dict[bytes, bytes] = field(default_factory=dict)
 
 
 @dataclass
@@ -302,6 +355,8 @@ class PgPartial:
     translated: int = 0
     first: bytes | None = None
     last: bytes | None = None
+    #: pieces whose bare durations are not paired yet (see :func:`resolve`; none left in a resolved partial)
+    segments: list[Segment] = field(default_factory=list)
 
 
 def _earliest(items: list[tuple[Pos, Any]], n: int) -> list[tuple[Pos, Any]]:
@@ -355,6 +410,14 @@ class PgAccumulator:
         # pid -> last "statement:"/"execute …:" (log_statement), waiting for its bare duration (log_duration)
         self.last_statement: dict[bytes, tuple[bytes, Pos]] = {}
         self.unpaired: dict[bytes, list[bytes]] = {}  # pid -> bare durations with no statement (yet): Parse, Bind
+        # the current piece of the log (see Segment): backends whose pairing state is known in it (an ordered
+        # set), and the bare durations (and what ended them) of the others
+        self.known: dict[bytes, None] = {}
+        self.heads: dict[bytes, tuple[list[Dur], str | None]] = {}
+        self.wait_known: dict[bytes, None] = {}  # the same for lock waits (see Segment)
+        self.wait_heads: dict[bytes, list[Any]] = {}
+        self._seg: tuple[str, int] | None = None  # where the current piece began
+        self._unit_end: tuple[str, int | None] | None = None  # where the last unit ended
         self.pending: dict[bytes, tuple[str, Any]] = {}  # pid -> entry waiting for its STATEMENT/DETAIL
         # pid -> the lock it waits for ("ShareLock on transaction 726"): PostgreSQL logs "still waiting" again
         # each time the backend wakes while it waits (any signal does it), all for one wait
@@ -371,10 +434,12 @@ class PgAccumulator:
 
         ``last_statement`` and ``pending`` hold one entry per backend pid: a busy server without
         connection pooling starts a new pid per connection, so old ones are dropped (a statement
-        logged 10,000 backends ago has long had its duration line).  The fingerprint cache only
+        logged 10,000 backends ago has long had its duration line — unless it still runs: with
+        ``log_disconnections`` the ended sessions are forgotten at once, and it is not dropped).  The fingerprint cache only
         saves work: it starts again when full.
         """
-        for pids in (self.last_statement, self.pending, self.unpaired, self.waiting):
+        for pids in (self.last_statement, self.pending, self.unpaired, self.waiting, self.known, self.heads,
+                     self.wait_known, self.wait_heads):
             excess = len(pids) - MAX_OPEN_PIDS
             if excess > 0:
                 for pid in list(itertools.islice(pids, excess)):  # the oldest first (insertion order)
@@ -404,12 +469,49 @@ class PgAccumulator:
 
         Buffers usually come in log order; one that comes before an earlier-fed one (parallel.scan
         hands out pieces biggest first) must compare positions to keep the earliest examples."""
+        if self._seg is None:
+            self._seg = (source, offset)
         in_order = self._last_fed is None or (source, offset) > self._last_fed
         if in_order:
             self._last_fed = (source, offset)
         self._src, self._off = source, offset
         self._bound_state()
         return in_order
+
+    def start_unit(self, source: str, start: int, end: int | None) -> None:
+        """A unit of work begins (:func:`upkeeper.logs.parallel.scan_unit`): unless it continues the last one,
+        a new piece of the log begins — what this process saw before is not what comes before it in the log."""
+        if self._seg is not None and self._unit_end == (source, start):
+            self._unit_end = (source, end)
+            return
+        self._close_segment()
+        self._seg, self._unit_end = (source, start), (source, end)
+
+    def _close_segment(self) -> None:
+        if self._seg is None:
+            return
+        tail: dict[bytes, PidState | None] = {}
+        texts = [st[0] for pid, st in self.last_statement.items() if pid in self.known]
+        fps = dict(zip(texts, fingerprints(texts, self.fp_cache), strict=True))
+        for pid in self.known:
+            st = self.last_statement.get(pid)
+            stmt = (fps[st[0]], st[0][:2000], st[1]) if st is not None else None
+            unp = self.unpaired.get(pid)
+            tail[pid] = (stmt, list(unp or [])) if stmt is not None or unp else None
+        wait_tail = {pid: self.waiting.get(pid) for pid in self.wait_known}
+        self.p.segments.append(Segment(self._seg[0], self._seg[1], self.heads, tail, self.wait_heads, wait_tail))
+        self.last_statement, self.unpaired, self.known, self.heads = {}, {}, {}, {}
+        self.waiting, self.wait_known, self.wait_heads = {}, {}, {}
+        self._seg = self._unit_end = None
+
+    def _knows(self, pid: bytes, closer: str) -> None:
+        """``pid`` logged a statement, an execute or an error: its state is known from here on."""
+        if pid in self.known:
+            return
+        self.known[pid] = None
+        head = self.heads.get(pid)
+        if head is not None:
+            self.heads[pid] = (head[0], closer)
 
     def consume(self, rows: list[tuple[bytes, ...]], *, multiline: bool, in_order: bool) -> None:
         """Aggregate entries as ``entry_rx.findall`` returns them (one tuple of its groups each), in log order:
@@ -537,18 +639,6 @@ class PgAccumulator:
         if self.g_user is not None:
             p.by_user.update(map(itemgetter(self.g_user - 1), rows))
 
-    def _add_query(self, fp: bytes, ms: float, q: bytes, pos: Pos) -> None:
-        st = self.p.queries.get(fp)
-        if st is None:
-            self.p.queries[fp] = [1, ms, ms, q[:2000], q[:2000], pos, pos]
-            return
-        st[0] += 1
-        st[1] += ms
-        if ms > st[2] or (ms == st[2] and pos < st[6]):
-            st[2], st[4], st[6] = ms, q[:2000], pos
-        if pos < st[5]:
-            st[3], st[5] = q[:2000], pos
-
     def _other(self, r: tuple[bytes, ...], i: int) -> None:
         p = self.p
         level = r[self.g_level - 1].decode()
@@ -574,10 +664,12 @@ class PgAccumulator:
             code = vm.group(1)
             msg = msg[vm.end():]
         if level == "LOG":
-            self._log(pid, msg, ts, i)
+            self._log(pid, msg, ts, i, r)
         elif level in ("ERROR", "FATAL", "PANIC"):
             # the failed statement logs no duration: the next bare one (the next statement's Parse, with the
             # extended protocol) is not its; nor does it wait for a lock any longer (lock_timeout, cancel)
+            self._knows(pid, "error")
+            self.wait_known[pid] = None
             self.last_statement.pop(pid, None)
             self.unpaired.pop(pid, None)
             self.waiting.pop(pid, None)
@@ -617,13 +709,16 @@ class PgAccumulator:
                 p.deadlock_pos = [k[0] for k in kept]
                 p.deadlock_details = [k[1] for k in kept]
         elif kind == "lock" and level == "STATEMENT":
-            p.lock_queries[fingerprints([text], self.fp_cache)[0]] += 1
+            fp = fingerprints([text], self.fp_cache)[0]
+            p.lock_queries[fp] += 1
+            if key is not None:
+                key[2] = fp
         elif kind == "temp" and level == "STATEMENT":
             fp = fingerprints([text], self.fp_cache)[0]
             p.temp_queries[fp] += 1
             p.temp_query_bytes[fp] += int(key)
 
-    def _log(self, pid: bytes, msg: bytes, ts: bytes | None, i: int) -> None:
+    def _log(self, pid: bytes, msg: bytes, ts: bytes | None, i: int, r: tuple[bytes, ...]) -> None:
         p = self.p
         if msg.startswith(b"duration: "):
             bm = _BARE_DURATION.match(msg)
@@ -631,17 +726,27 @@ class PgAccumulator:
                 # auto_explain's "duration: X ms  plan:" (logged at the executor's end, before the statement's own
                 # log_duration line): not a statement, and the statement waiting for its duration still waits
                 return
+            ms_b = bm.group(1)
+            float(ms_b)  # "1.2.3": ValueError, counted unparsed by the caller (before it is kept for later)
             prev = self.last_statement.pop(pid, None)
             if prev is not None:  # log_duration + log_statement: pair them
-                self._durations_bare(bm.group(1), prev[0], prev[1], ts)
-            else:
+                self._durations_bare(ms_b, prev[0], prev[1], ts, r)
+            elif pid in self.known:
                 # no statement waits: with the extended protocol, a Parse or Bind (logged before the Execute's
                 # "execute …:" line), else a statement log_statement does not log (left out, as always)
                 seen = self.unpaired.pop(pid, [])
-                seen.append(bm.group(1))
+                seen.append(ms_b)
                 self.unpaired[pid] = seen[-MAX_UNPAIRED:]
+            else:  # what it is depends on what this backend logged before this piece: resolve() tells
+                durs = self.heads.pop(pid, ([], None))[0]
+                durs.append((ms_b, ts, r[self.g_db - 1] if self.g_db is not None else None,
+                             r[self.g_user - 1] if self.g_user is not None else None))
+                if len(durs) > 1 + MAX_UNPAIRED:
+                    del durs[1]  # the first may pair with a statement before, the last ones be Parse and Bind
+                self.heads[pid] = (durs, None)
             return
         if msg.startswith(b"statement: "):
+            self._knows(pid, "statement")
             self.unpaired.pop(pid, None)
             self.last_statement.pop(pid, None)  # re-inserted last: the dict stays in order of last use
             self.last_statement[pid] = (msg[11:].replace(b"\n\t", b"\n"), (self._src, self._off, i))
@@ -649,6 +754,9 @@ class PgAccumulator:
         if msg.startswith(b"execute "):
             em = _EXECUTE.match(msg)
             if em:
+                if pid not in self.known:  # its Parse and Bind may have been logged before this piece
+                    self.heads.setdefault(pid, ([], None))
+                    self._knows(pid, "execute")
                 parse_bind = self.unpaired.pop(pid, None)
                 if parse_bind:
                     ms = sum(map(float, parse_bind))  # "1.2.3": ValueError, counted unparsed by the caller
@@ -693,9 +801,15 @@ class PgAccumulator:
                         return  # the same wait, logged again
                     self.waiting[pid] = lock
                     p.lock_waits += 1
-                    p.lock_types[lm.group(3) + b" on " + lm.group(4).split(b" ")[0]] += 1
-                    self.pending[pid] = ("lock", None)
+                    kind = lm.group(3) + b" on " + lm.group(4).split(b" ")[0]
+                    p.lock_types[kind] += 1
+                    head = None
+                    if pid not in self.wait_known:  # logged again for a wait seen before this piece? resolve() tells
+                        self.wait_known[pid] = None
+                        head = self.wait_heads[pid] = [lock, kind, None]
+                    self.pending[pid] = ("lock", head)
                 else:
+                    self.wait_known[pid] = None
                     self.waiting.pop(pid, None)
                     if lm.group(2) == b"acquired":
                         p.lock_acquired += 1
@@ -716,18 +830,163 @@ class PgAccumulator:
             p.autoanalyze += 1
         elif msg.startswith(b"connection authorized"):
             p.connections += 1
+        elif msg.startswith(b"disconnection: "):
+            # (log_disconnections) the session ended: nothing of it waits any longer — a statement logged without
+            # a duration (log_statement logs them all, durations come only for slow ones) is no statement a later
+            # duration belongs to, and must not crowd out one that waits (see _bound_state)
+            self._knows(pid, "error")
+            self.wait_known[pid] = None
+            for pids in (self.last_statement, self.unpaired, self.waiting):
+                pids.pop(pid, None)
         elif _TRANSLATED_DURATION.match(msg):
             p.translated += 1
 
-    def _durations_bare(self, ms_b: bytes, q: bytes, pos: Pos, ts: bytes | None) -> None:
-        p = self.p
-        p.durations[ms_b] += 1
-        self._add_query(fingerprints([q], self.fp_cache)[0], float(ms_b), q, pos)
-        if ts is not None:
-            p.by_hour[ts[:13]] += 1
+    def _durations_bare(self, ms_b: bytes, q: bytes, pos: Pos, ts: bytes | None, r: tuple[bytes, ...]) -> None:
+        # the statement's database and user: its session's, on the duration line's prefix as on any
+        _pair(self.p, (ms_b, ts, r[self.g_db - 1] if self.g_db is not None else None,
+                       r[self.g_user - 1] if self.g_user is not None else None),
+              (fingerprints([q], self.fp_cache)[0], q, pos))
 
     def partial(self) -> PgPartial:
+        self._close_segment()
         return self.p
+
+
+def _pair(p: PgPartial, dur: Dur, stmt: OpenStatement) -> None:
+    """A statement (log_statement) and its bare duration (log_duration) counted as one timed statement."""
+    ms_b, ts, db, user = dur
+    fp, q, pos = stmt
+    p.durations[ms_b] += 1
+    _add_query(p.queries, fp, float(ms_b), q, pos)
+    if ts is not None:
+        p.by_hour[ts[:13]] += 1
+    if db is not None:
+        p.by_db[db] += 1
+    if user is not None:
+        p.by_user[user] += 1
+
+
+def _add_query(queries: dict[bytes, list[Any]], fp: bytes, ms: float, q: bytes, pos: Pos) -> None:
+    st = queries.get(fp)
+    if st is None:
+        queries[fp] = [1, ms, ms, q[:2000], q[:2000], pos, pos]
+        return
+    st[0] += 1
+    st[1] += ms
+    if ms > st[2] or (ms == st[2] and pos < st[6]):
+        st[2], st[4], st[6] = ms, q[:2000], pos
+    if pos < st[5]:
+        st[3], st[5] = q[:2000], pos
+
+
+def _by_log_order(order: Sequence[str] | None) -> Callable[[Segment], tuple[int, str, int]]:
+    rank = {src: i for i, src in enumerate(order or ())}
+    return lambda s: (rank.get(s.src, len(rank)), s.src if s.src not in rank else "", s.start)
+
+
+def resolve(p: PgPartial, order: Sequence[str] | None = None, before: OpenState | None = None) -> OpenState:
+    """Pair the bare durations of ``p``'s pieces (:class:`Segment`) that came before any statement of their
+    backend in their piece with what that backend left waiting before it, in log order: the sources in
+    ``order`` (each by offset; others after them, by name), ``before`` what waited before the first one (the
+    last run's: :func:`open_from_json`).  A lock wait a piece counted that was logged again for a wait of before
+    is taken back.  The same figures as one scan of the whole log in one go.  Returns what waits after the last
+    piece (for the next run); ``p`` has no segments left."""
+    state: dict[bytes, PidState] = dict(before.pairs) if before is not None else {}
+    waits: dict[bytes, bytes] = dict(before.waits) if before is not None else {}
+    for seg in sorted(p.segments, key=_by_log_order(order)):
+        for pid, (durs, closer) in seg.heads.items():
+            was = state.pop(pid, None)
+            stmt, unp = was if was is not None else (None, [])
+            if stmt is not None and durs:
+                _pair(p, durs[0], stmt)  # (a statement waiting has no bare durations before it: unp is empty)
+                durs = durs[1:]
+            unp = [*unp, *(d[0] for d in durs)][-MAX_UNPAIRED:]
+            if closer == "execute" and unp:  # its Parse and Bind
+                p.prepare_count += len(unp)
+                p.prepare_ms += sum(map(float, unp))
+            elif closer is None and unp:
+                state[pid] = (None, unp)
+        for pid, st in seg.tail.items():
+            state.pop(pid, None)
+            if st is not None:
+                state[pid] = st
+        for pid, (lock, kind, fp) in seg.wait_heads.items():
+            if waits.get(pid) == lock:  # the same wait, logged again
+                p.lock_waits -= 1
+                _uncount(p.lock_types, kind)
+                if fp is not None:
+                    _uncount(p.lock_queries, fp)
+        for pid, lock in seg.wait_tail.items():
+            waits.pop(pid, None)
+            if lock is not None:
+                waits[pid] = lock
+        for pids in (state, waits):
+            excess = len(pids) - MAX_OPEN_PIDS
+            if excess > 0:
+                for pid in list(itertools.islice(pids, excess)):
+                    del pids[pid]
+    p.segments = []
+    return OpenState(state, waits)
+
+
+def _uncount(c: Counter[bytes], key: bytes) -> None:
+    c[key] -= 1
+    if c[key] <= 0:
+        del c[key]
+
+
+#: backends whose waiting statement (or bare durations) the next run is told about, at most
+MAX_CARRIED_PIDS = 1000
+#: characters of a waiting statement's example kept for the next run
+CARRIED_EXAMPLE = 500
+
+
+def open_to_json(state: OpenState, limit: int = MAX_CARRIED_PIDS) -> dict[str, list[list[Any]]]:
+    """What waits at the end of a run (:func:`resolve`), as JSON for the job's state: of the ``limit`` backends
+    that logged last each.  Statements are kept as their fingerprint and a redacted example (no secret is
+    stored), locks as logged ("ShareLock on transaction 726")."""
+    out: list[list[Any]] = []
+    waits = [[pid.decode("latin-1"), lock.decode("latin-1")]
+             for pid, lock in (list(state.waits.items())[-limit:] if limit > 0 else [])]
+    for pid, (stmt, unp) in list(state.pairs.items())[-limit:] if limit > 0 else []:
+        unp_j = [u.decode("latin-1") for u in unp]
+        if stmt is None:
+            out.append([pid.decode("latin-1"), None, unp_j])
+            continue
+        fp, q, pos = stmt
+        # (an example only: 500 characters of it keep the state small when log_statement logs statements whose
+        # duration is never logged, and many backends have one waiting)
+        out.append([pid.decode("latin-1"), [fp.decode("latin-1"), redact(_s(q))[:CARRIED_EXAMPLE], list(pos)],
+                    unp_j])
+    return {"pairs": out, "waits": waits}
+
+
+def open_from_json(data: Any) -> OpenState:
+    """:func:`open_to_json`'s data back (anything malformed in it is left out: at worst a pair is missed, or a
+    wait logged again counted again)."""
+    data = data if isinstance(data, dict) else {}
+    waits: dict[bytes, bytes] = {}
+    for item in data["waits"] if isinstance(data.get("waits"), list) else []:
+        if isinstance(item, list) and len(item) == 2 and all(isinstance(x, str) for x in item):
+            try:
+                waits[item[0].encode("latin-1")] = item[1].encode("latin-1")
+            except UnicodeError:
+                continue
+    out: dict[bytes, PidState] = {}
+    for item in data["pairs"] if isinstance(data.get("pairs"), list) else []:
+        try:
+            pid_s, stmt_j, unp_j = item
+            unp = [str(u).encode("latin-1") for u in unp_j][-MAX_UNPAIRED:]
+            for u in unp:
+                float(u)
+            stmt: OpenStatement | None = None
+            if stmt_j is not None:
+                fp_s, q_s, (src, off, i) = stmt_j
+                stmt = (str(fp_s).encode("latin-1"), str(q_s).encode(), (str(src), int(off), int(i)))
+            out[str(pid_s).encode("latin-1")] = (stmt, unp)
+        except (TypeError, ValueError, UnicodeError):
+            continue
+    return OpenState(out, waits)
 
 
 def make_accumulator(opts: PgScanOptions) -> PgAccumulator:
@@ -764,6 +1023,7 @@ def merge(parts: list[PgPartial]) -> PgPartial:
             for pos, text in ex:
                 _add_example(mine_ex, pos, text)
         out.lock_wait_ms += p.lock_wait_ms
+        out.segments += p.segments
         out.samples = max(out.samples, p.samples)
         kept = _earliest([*zip(out.unparsed_pos, out.unparsed_samples, strict=True),
                           *zip(p.unparsed_pos, p.unparsed_samples, strict=True)], out.samples)
@@ -797,6 +1057,8 @@ def summarize(p: PgPartial, *, top_n: int = 20) -> dict[str, Any]:
     redacted: ``ALTER ROLE … PASSWORD '…'`` and conninfo passwords never reach a report or a finding."""
     from upkeeper.logs.access import percentiles, top
 
+    if p.segments:  # not resolved by the caller (one file, or pieces of one): in order of offsets
+        resolve(p)
     hist: Counter[float] = Counter()
     for txt, c in p.durations.items():
         hist[float(txt)] += c

@@ -152,6 +152,12 @@ class PgStructAccumulator:
         if buf:
             self._feed_csv(buf, source, offset)
 
+    def start_unit(self, source: str, start: int, end: int | None) -> None:
+        """See :meth:`PgAccumulator.start_unit`; a record cut by the end of the last unit is read in its piece."""
+        if self.carry and self.carry_at[0::2] != (source, start):
+            self._flush_carry()
+        self.inner.start_unit(source, start, end)
+
     def _flush_carry(self) -> None:
         if self.carry:
             src, start, _ = self.carry_at

@@ -741,6 +741,12 @@ def _match(lf: LogFile, head: str, head_len: int, cursors: list[dict[str, Any]],
     return None
 
 
+def continues(lf: LogFile, now: dict[str, Any], cursor: dict[str, Any]) -> bool:
+    """``lf`` (whose cursor of this run is ``now``: its first bytes) is the file the old ``cursor`` was left on —
+    the same file, or its rotated or compressed copy — as :func:`plan_reads` matches them."""
+    return _match(lf, str(now.get("head", "")), int(now.get("head_len", 0)), [cursor]) is not None
+
+
 def finish_cursors(plan: ReadPlan, gz_sizes: dict[str, int]) -> list[dict[str, Any]]:
     """Cursors to store after a successful read (gz offsets become the uncompressed size read)."""
     out = []

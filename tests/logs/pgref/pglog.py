@@ -375,7 +375,7 @@ class PgAccumulator:
             code = vm.group(1)
             msg = msg[vm.end():]
         if level == "LOG":
-            self._log(pid, msg, ts)
+            self._log(pid, msg, ts, r)  # CHANGED: the row, for the paired statement's database and user
         elif level in ("ERROR", "FATAL", "PANIC"):
             # CHANGED after freezing, as in upkeeper.logs.pglog (a semantic fix, not an optimization): a failed
             # statement logs no duration, so the backend's remembered statement is forgotten at its error
@@ -422,7 +422,7 @@ class PgAccumulator:
             p.temp_queries[fp] += 1
             p.temp_query_bytes[fp] += int(key)
 
-    def _log(self, pid: bytes, msg: bytes, ts: bytes | None) -> None:
+    def _log(self, pid: bytes, msg: bytes, ts: bytes | None, r: tuple[bytes, ...]) -> None:
         p = self.p
         if msg.startswith(b"duration: "):
             bm = _BARE_DURATION.match(msg)
@@ -431,6 +431,12 @@ class PgAccumulator:
             q = self.last_statement.pop(pid, None)
             if q is not None:  # log_duration + log_statement: pair them
                 self._durations_bare(bm.group(1), q, ts)
+                # CHANGED after freezing, as in upkeeper.logs.pglog (a semantic fix): the paired statement
+                # counts for its session's database and user, as a "duration: … statement:" one does
+                if self.g_db is not None:
+                    p.by_db[r[self.g_db - 1]] += 1
+                if self.g_user is not None:
+                    p.by_user[r[self.g_user - 1]] += 1
             return
         if msg.startswith(b"statement: "):
             self.last_statement[pid] = msg[11:].replace(b"\n\t", b"\n")

@@ -49,6 +49,8 @@ else:
     sources = lazy.module("upkeeper.logs.sources")
 
 CURSORS_KEY = "pg_cursors"
+#: the statements left waiting for their bare duration (log_statement + log_duration) where the last run stopped
+OPEN_KEY = "pg_open_statements"
 TREND_METRICS = ["statements", "query_p95_ms", "errors", "temp_bytes"]
 
 SETTINGS_SQL = """
@@ -235,8 +237,10 @@ class PostgresLogs(Task[PostgresLogsOptions]):
         if fmt == "csvlog":
             _hold_back_open_record(plan)
         cont = b"\t" if fmt == "stderr" else b""
+        # pieces begin where a message does: an error, a temporary file or a lock wait keeps its STATEMENT
         units = parallel.units_for(plan.ranges, continuation=cont, workers=options.workers,
-                                   record_start=pgstruct.RECORD_START if fmt == "csvlog" else None)
+                                   record_start=pgstruct.RECORD_START if fmt == "csvlog" else
+                                   pglog.message_start(prefix) if fmt == "stderr" else None)
         t0 = time.monotonic()
 
         def progress(done: int, total: int) -> None:
@@ -260,6 +264,9 @@ class PostgresLogs(Task[PostgresLogsOptions]):
                             "Try: make the log readable (log_file_mode = 0640 and the reader in the postgres group)"
                             ) from None
         seconds = time.monotonic() - t0
+        last_open = ctx.state.get(OPEN_KEY) if options.incremental else None
+        waiting = pglog.resolve(partial, [r.file.path for r in plan.ranges],
+                                _open_before(last_open, files, plan) if last_open else None)
         rep = pglog.summarize(partial, top_n=options.top)
         rep["format"] = fmt
         rep["log_line_prefix"] = prefix if fmt == "stderr" else None
@@ -282,7 +289,12 @@ class PostgresLogs(Task[PostgresLogsOptions]):
             artifacts = write_reports(ctx, report_dir(ctx, options.report_dir), "postgres", rep, html,
                                       options.keep_reports)
             if options.incremental:
-                ctx.state.set(CURSORS_KEY, sources.finish_cursors(plan, gz_read))
+                cursors = sources.finish_cursors(plan, gz_read)
+                ctx.state.set(CURSORS_KEY, cursors)
+                if plan.ranges:  # where this run stopped, and what waits there for the next run
+                    end = next(c for c in cursors if c["path"] == plan.ranges[-1].file.path)
+                    ctx.state.set(OPEN_KEY, {"cursor": end, "pids": pglog.open_to_json(waiting)})
+                # (nothing read: what the last run left waiting still waits where it stopped)
         st = rep["statements"]
         p95 = st["percentiles"].get("p95")
         summary = (f"{st['count']:,} statements ({st['fingerprints']:,} distinct)"
@@ -499,6 +511,30 @@ class PostgresLogs(Task[PostgresLogsOptions]):
                         f"frequently (as close as {cp['min_seconds_apart']} s apart)",
                         "raise max_wal_size so that checkpoints are triggered by checkpoint_timeout",
                         value=cp["too_frequent_warnings"])]
+
+
+def _open_before(last: Any, files: list[LogFile], plan: ReadPlan) -> pglog.OpenState | None:
+    """What the last run left waiting (statements for their bare duration, see :func:`pglog.resolve`) when this
+    run reads on from where it stopped: the file it stopped in is still here (by the cursor's inode and bytes,
+    perhaps renamed or compressed since), this run reads nothing before that point, and reads that file on from
+    there (or nothing of it: then what comes next, in the files after it).  Else None: nothing is paired with
+    what the log held before (a first run, the file lost, read again from its start)."""
+    if not isinstance(last, dict) or not isinstance(last.get("cursor"), dict):
+        return None
+    cur = last["cursor"]
+    now = {c["path"]: c for c in plan.cursors}
+    order = {f.path: i for i, f in enumerate(files)}
+    for lf in files:
+        c = now.get(lf.path)
+        if c is None or not sources.continues(lf, c, cur):
+            continue
+        mine = [r for r in plan.ranges if r.file.path == lf.path]
+        if mine and mine[0].start != int(cur.get("offset", -1)):
+            return None
+        if any(order.get(r.file.path, -1) < order[lf.path] for r in plan.ranges):
+            return None
+        return pglog.open_from_json(last.get("pids"))
+    return None
 
 
 def _hold_back_open_record(plan: ReadPlan) -> None:
