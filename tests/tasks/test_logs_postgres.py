@@ -894,3 +894,53 @@ def test_a_glob_log_file_reads_a_linked_file_once(cli: Any, make_config: Any, tm
     })
     assert run(cli, cfg)["metrics"]["statements"] == 5
     assert run(cli, cfg)["metrics"]["statements"] == 0
+
+
+def test_the_p95_says_only_slow_statements_are_timed_only_when_they_are(cli: Any, make_config: Any,
+                                                                        services_dir: Path, tmp_path: Path) -> None:
+    """log_min_duration_statement = 50ms alone times only the statements slower than that: the p95 over them says
+    so.  With log_duration on as well (and log_statement = 'all'), every statement is timed (the fast ones on bare
+    "duration:" lines): the p95 is over all of them, and the note that only slow ones are logged was false."""
+    cluster = PostgresCluster(services_dir / "pg-p95-note", extra_conf=(
+        "log_min_duration_statement = 50\nlc_messages = 'C'\n"
+        f"log_line_prefix = '{pgworkload.LOG_LINE_PREFIX}'\n"))
+    cluster.start()
+    try:
+        cfg = config(make_config, cluster, tmp_path, query_p95_ms=0.001, html=False, log_file=str(cluster.log))
+
+        def workload() -> None:
+            with cluster.connect() as c:
+                for i in range(20):
+                    c.execute(f"SELECT {i} AS upk_fast")
+                c.execute("SELECT pg_sleep(0.06) AS upk_slow")
+
+        def p95_message() -> str:
+            deadline = time.monotonic() + 15
+            while b"upk_slow" not in cluster.log.read_bytes()[-4000:]:
+                assert time.monotonic() < deadline, "the slow statement never reached the log"
+                time.sleep(0.05)
+            r = run(cli, cfg)
+            found = [f for f in r["findings"] if f["check"] == "logs.postgres.query_p95"]
+            assert len(found) == 1, (r["summary"], r["findings"])
+            return str(found[0]["message"])
+
+        workload()
+        assert "(only statements slower than 50ms are logged)" in p95_message()
+        with cluster.connect() as c:
+            c.execute("ALTER SYSTEM SET log_duration = on")
+            c.execute("ALTER SYSTEM SET log_statement = 'all'")
+            c.execute("SELECT pg_reload_conf()")
+        deadline = time.monotonic() + 15
+        while True:
+            with cluster.connect() as c:
+                row = c.execute("SHOW log_duration").fetchone()
+            if row is not None and row[0] == "on":
+                break
+            assert time.monotonic() < deadline, "the server did not take log_duration = on"
+            time.sleep(0.05)
+        workload()
+        message = p95_message()  # over every statement since (the fast ones, and the settings' own)
+        got = re.search(r"over ([\d,]+) statements", message)
+        assert got is not None and int(got[1]) >= 21 and "slower than" not in message, message
+    finally:
+        cluster.stop()

@@ -58,7 +58,8 @@ SELECT current_setting('log_line_prefix') AS prefix,
        pg_current_logfile() AS logfile,
        current_setting('data_directory') AS datadir,
        current_setting('log_min_duration_statement') AS min_duration,
-       current_setting('log_filename') AS log_filename
+       current_setting('log_filename') AS log_filename,
+       current_setting('log_duration') AS log_duration
 """
 
 LOGFILE_SQL = "SELECT pg_current_logfile(%s)"
@@ -327,7 +328,7 @@ class PostgresLogs(Task[PostgresLogsOptions]):
         if row is None:
             return {}
         return {"prefix": row[0], "logfile": row[1] or "", "datadir": row[2], "min_duration": row[3],
-                "log_filename": row[4] or ""}
+                "log_filename": row[4] or "", "log_duration": row[5] or ""}
 
     @staticmethod
     def _format(option: str, files: list[LogFile], path: str) -> str:
@@ -426,7 +427,8 @@ class PostgresLogs(Task[PostgresLogsOptions]):
         out = []
         p95 = st["percentiles"].get("p95", 0.0)
         md = server.get("min_duration", "")
-        biased = md not in ("", "0", "-1")
+        # only the slow statements are timed, unless log_duration times every one (its bare "duration:" lines)
+        biased = md not in ("", "0", "-1") and server.get("log_duration") != "on"
         if p95 > o.query_p95_ms:
             out.append(Finding(
                 "logs.postgres.query_p95", Severity.WARNING, path,
