@@ -330,6 +330,10 @@ def test_an_output_file_that_cannot_be_written_is_a_clear_error(cli: Any, config
     res = cli([*cfg, "cron", "export", "--systemd", "--output", config])
     assert (res.code, "internal error" in res.err) == (2, False), res.output
     assert "is not a directory" in res.err, res.err
+    # --systemd makes its directory, not the missing directories above it (a typo made /nonexist)
+    res = cli([*cfg, "cron", "export", "--systemd", "--output", missing])
+    assert (res.code, "internal error" in res.err) == (2, False), res.output
+    assert f"the directory {missing.parent} does not exist" in res.err, res.err
     assert not list(scratch.iterdir())  # nothing left behind: no temporary file, no directory made
     assert not backup_dir.exists()
 
