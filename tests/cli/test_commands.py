@@ -600,6 +600,14 @@ def test_history_of_a_job_no_longer_in_the_config(cli: Any, make_config: Any) ->
     assert "nightly" in cli(["--config", cfg, "history", "nightly"]).out
     typo = cli(["--config", cfg, "history", "nightly-v3"])
     assert typo.code == 2 and "no job named 'nightly-v3'" in typo.err and "Try: 'nightly-v2'" in typo.err
+    # 'notify log --job' the same way: a job with a history is listed, a name never seen is an error naming the
+    # configured jobs (it was an empty list, exit 0)
+    res = cli(["--config", cfg, "notify", "log", "--job", "nightly", "--json"])
+    assert res.code == 0 and isinstance(res.json(), list), res.output
+    for name in ("nightly-v3", "nojob"):
+        typo = cli(["--config", cfg, "notify", "log", "--job", name])
+        assert typo.code == 2 and f"no job named {name!r}" in typo.err, typo.output
+        assert "nightly-v2" in typo.err and "internal error" not in typo.err, typo.err
 
 
 def test_cron_export_systemd_leaves_out_what_a_timer_cannot_express_and_writes_the_rest(
