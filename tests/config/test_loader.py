@@ -129,6 +129,22 @@ def test_retention_long_enough_for_the_windows_read_back_is_fine() -> None:
     assert problems("history_retention: {runs: 14d}\njobs:\n  d:\n    task: host.disk\n") == []
 
 
+def test_a_number_as_a_schedule_and_a_number_out_of_bounds_say_what_is_expected() -> None:
+    """'schedule: 5' and 'retries: -1' said 'input should be a valid string' / '… greater than or equal to 0' with no
+    hint: the first now says what a schedule looks like (and that it is text), the second the field's whole range."""
+    [schedule, retries] = problems("jobs:\n  a:\n    task: debug.noop\n    schedule: 5\n    retries: -1\n")
+    assert schedule.startswith("u.yaml:4: jobs -> a -> schedule: input should be a valid string | Try: "), schedule
+    assert "in quotes" in schedule and "'0 3 * * *'" in schedule and "'@daily'" in schedule \
+        and "'every 5m'" in schedule, schedule
+    assert retries == ("u.yaml:5: jobs -> a -> retries: input should be greater than or equal to 0 | "
+                       "Try: retries: a whole number from 0 to 20"), retries
+    [too_many] = problems("defaults:\n  retries: 21\njobs: {a: {task: debug.noop}}\n")
+    assert too_many.endswith("| Try: retries: a whole number from 0 to 20"), too_many
+    # what each schedule form the hint shows is accepted
+    for example in ("'*/5 * * * *'", "'0 3 * * *'", "'@daily'", "'every 5m'"):
+        assert problems(f"jobs:\n  a:\n    task: debug.noop\n    schedule: {example}\n") == [], example
+
+
 def test_a_problem_of_a_credential_field_is_printed_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """'config check' printed 'targets -> db -> password: *** variable PGPASS is not set' (and '… password: ***
     should be a valid string'): the redactor took the message's first word after 'password:' for the password.

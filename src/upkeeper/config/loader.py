@@ -441,10 +441,60 @@ def _explain(err: Any, model: type[BaseModel], data: Any) -> tuple[Path_, str, s
         msg = f"invalid value: expected {ctx.get('expected', 'one of the allowed values')}"
     else:
         msg = msg[0].lower() + msg[1:] if msg else msg
+        if loc and loc[-1] == "schedule" and not isinstance(_at(data, loc), str):
+            # 'schedule: 5': YAML reads a bare number (or */5 …) as something else than text
+            hint = ("Try: a schedule as text: a cron expression in quotes, e.g. '*/5 * * * *' or '0 3 * * *', "
+                    "or '@daily', or 'every 5m'")
+        elif typ in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
+            hint = _range_hint(model, loc, data)
     if hint is None and ". Try: " in msg:  # a validator's "what. Try: how": the hint on its own line, as elsewhere
         msg, how = msg.split(". Try: ", 1)
         hint = f"Try: {how}"
     return loc, msg, hint
+
+
+def _range_hint(model: type[BaseModel], loc: Path_, data: Any) -> str | None:
+    """'Try: retries: a whole number from 0 to 20' for a number out of its field's bounds (all of them: pydantic
+    names only the one broken)."""
+    field = _field_at(model, loc, data)
+    if field is None or not loc:
+        return None
+    bounds: dict[str, Any] = {}
+    for m in field.metadata:
+        bounds.update({k: getattr(m, k) for k in ("ge", "gt", "le", "lt") if getattr(m, k, None) is not None})
+    if "ge" in bounds and "le" in bounds:
+        text = f"from {bounds['ge']} to {bounds['le']}"
+    else:
+        words = {"ge": "at least", "gt": "more than", "le": "at most", "lt": "less than"}
+        text = " and ".join(f"{words[k]} {v}" for k, v in bounds.items())
+    if not text:
+        return None
+    kind = "a whole number" if _unwrap(field.annotation, None) is int else "a number"
+    return f"Try: {loc[-1]}: {kind} {text}"
+
+
+def _field_at(model: type[BaseModel], path: Path_, data: Any) -> Any:
+    """The pydantic FieldInfo of the key at ``path`` inside ``model`` (None when it is no model's field)."""
+    tp: Any = model
+    node = data
+    for i, seg in enumerate(path):
+        tp = _unwrap(tp, node)
+        origin = typing.get_origin(tp)
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            field = tp.model_fields.get(str(seg))
+            if field is None:
+                return None
+            if i == len(path) - 1:
+                return field
+            tp = field.annotation
+        elif origin in (dict, Mapping):
+            tp = typing.get_args(tp)[1]
+        elif origin in (list, tuple, Sequence):
+            tp = typing.get_args(tp)[0]
+        else:
+            return None
+        node = _at(node, [seg])
+    return None
 
 
 def _at(data: Any, path: Sequence[str | int]) -> Any:
