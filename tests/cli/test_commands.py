@@ -273,6 +273,25 @@ def test_init_writes_a_config_that_checks(cli: Any, tmp_path: Path, pg: Postgres
     assert storages.code == 0, storages.output
     assert cli(["init", "--output", out]).code == 2  # refuses to overwrite
     assert cli(["init", "--output", out, "--force"]).code == 0
+    assert "PGPASSWORD from your environment" not in text
+
+
+def test_init_with_pgpassword_says_the_daemon_will_not_have_it(cli: Any, tmp_path: Path, pg: PostgresCluster,
+                                                               backup_dir: Path) -> None:
+    """init run with PGPASSWORD set found PostgreSQL (this shell reaches it with that password) and left 'password'
+    commented out with no word about it: the daemon under systemd, without PGPASSWORD, could not connect.  The
+    config and init's output now say so next to the target, and the password itself is written nowhere."""
+    out = tmp_path / "upkeeper.yaml"
+    env = {"PGHOST": "127.0.0.1", "PGPORT": str(pg.port), "PGUSER": "postgres", "PGPASSWORD": "init-pw-Kq7Zx"}
+    res = cli(["init", "--output", out], env=env)
+    assert res.code == 0, res.output
+    text = out.read_text()
+    assert re.search(r"^  db:\n    kind: postgres\n(    \w+: .*\n)*    # detected with PGPASSWORD from your "
+                     r"environment: a daemon \(systemd, cron\) will not have it\.\n(    # .*\n)*"
+                     r"    # password_file: /etc/upkeeper/pg\.pass\n", text, re.M), text
+    assert "PGPASSWORD is set in this shell" in res.out and "password_file" in res.out, res.output
+    assert "init-pw-Kq7Zx" not in text and "init-pw-Kq7Zx" not in res.output
+    assert cli(["--config", out, "config", "check"], env=env).code == 0
 
 
 def test_init_without_postgres_comments_it_out(cli: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
