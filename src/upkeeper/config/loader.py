@@ -261,7 +261,9 @@ def load_text(text: str, file: str = "<config>", source: Path | None = None) -> 
         raise ConfigError.from_problems(
             [lines.problem((), "the file must be a mapping of keys (version, targets, jobs …)", "Try: 'upkeeper init'")]
         )
-    data = interpolate(root, lines, problems, ())
+    # top-level x-… keys are the user's (docker-compose's extension fields): the place for YAML anchors that
+    # entries below merge in (<<: *pg); ignored, not interpolated (an alias is, where it is used)
+    data = interpolate({k: v for k, v in root.items() if not is_extension_key(k)}, lines, problems, ())
     if problems:
         raise ConfigError.from_problems(problems)
     try:
@@ -272,6 +274,11 @@ def load_text(text: str, file: str = "<config>", source: Path | None = None) -> 
     config._lines = lines
     register_config_secrets(config)
     return config
+
+
+def is_extension_key(key: object) -> bool:
+    """A top-level key upkeeper ignores: ``x-`` and a name (``x-pg-defaults``), as docker-compose's."""
+    return isinstance(key, str) and key.startswith("x-") and len(key) > 2
 
 
 def lines_for(config: Config) -> LineMap:
@@ -397,6 +404,9 @@ def _explain(err: Any, model: type[BaseModel], data: Any) -> tuple[Path_, str, s
             hint = "Try: one of " + ", ".join(known)
         else:
             hint = "Try: remove it"
+        if len(loc) == 1 and model is Config and not close:  # 'common: &defaults …' (anchors of their own)
+            hint += (f"; a block that only holds YAML anchors: name it 'x-{key.removeprefix('x-') or 'NAME'}' "
+                     "(top-level x-… keys are ignored)")
     elif typ == "missing":
         msg = f"required key {str(loc[-1])!r} is missing" if loc else "a required key is missing"
         hint = "Try: add it (see 'upkeeper config schema')"
