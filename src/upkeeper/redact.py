@@ -181,6 +181,16 @@ def clear_secrets() -> None:
         _pattern = None
 
 
+class Redacted(str):
+    """A text its producer already redacted part by part: a located config problem, its location
+    (``file:4: targets -> db -> password``) and its message (``environment variable NOPE is not set``) apart.
+    Joined, the rules would read the message's first word as the password (``password: *** variable NOPE …``);
+    :func:`redact` masks only the registered secrets in it, and :class:`RedactingFilter` leaves such a log
+    argument as it is.  Anything built from it (an f-string, a concatenation) is a plain ``str`` again."""
+
+    __slots__ = ()
+
+
 def redact(text: str) -> str:
     """Mask registered secrets, URL passwords, ``password=…`` pairs, the values of credential-like URL
     query parameters (``?access_token=…``, ``&sig=…``) and cookies (``sessionid=…``), HTTP credentials
@@ -190,6 +200,8 @@ def redact(text: str) -> str:
     if not text:
         return text
     pat = _pattern
+    if isinstance(text, Redacted):  # the rules were applied part by part; a secret registered since is masked
+        return text if pat is None else Redacted(pat.sub(MASK, text))
     if pat is not None:
         text = pat.sub(MASK, text)
     if "://" in text and "@" in text:
@@ -299,13 +311,29 @@ def redact_obj(obj: Any) -> Any:
 
 
 class RedactingFilter(logging.Filter):
-    """Logging filter that redacts the final message of every record."""
+    """Logging filter that redacts the final message of every record; an argument that is :class:`Redacted`
+    is left as it is (unless the rest of the message masks its place: ``password: %s``)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        kept: list[Redacted] = []
+        if isinstance(args, tuple) and any(isinstance(a, Redacted) for a in args):
+            # each Redacted argument stands in the message as a placeholder no rule reads as a secret
+            def hold(a: object) -> object:
+                if not isinstance(a, Redacted):
+                    return a
+                kept.append(a)
+                return f"\x00{len(kept) - 1}\x00"
+
+            record.args = tuple(hold(a) for a in args)
         try:
             msg = record.getMessage()
         except Exception:
+            record.args = args
             return True
-        record.msg = redact(msg)
+        msg = redact(msg)
+        for i, a in enumerate(kept):
+            msg = msg.replace(f"\x00{i}\x00", redact(a))
+        record.msg = msg
         record.args = None
         return True

@@ -273,6 +273,25 @@ def test_init_writes_a_config_that_checks(cli: Any, tmp_path: Path, pg: Postgres
     assert storages.code == 0, storages.output
     assert cli(["init", "--output", out]).code == 2  # refuses to overwrite
     assert cli(["init", "--output", out, "--force"]).code == 0
+    assert "PGPASSWORD from your environment" not in text
+
+
+def test_init_with_pgpassword_says_the_daemon_will_not_have_it(cli: Any, tmp_path: Path, pg: PostgresCluster,
+                                                               backup_dir: Path) -> None:
+    """init run with PGPASSWORD set found PostgreSQL (this shell reaches it with that password) and left 'password'
+    commented out with no word about it: the daemon under systemd, without PGPASSWORD, could not connect.  The
+    config and init's output now say so next to the target, and the password itself is written nowhere."""
+    out = tmp_path / "upkeeper.yaml"
+    env = {"PGHOST": "127.0.0.1", "PGPORT": str(pg.port), "PGUSER": "postgres", "PGPASSWORD": "init-pw-Kq7Zx"}
+    res = cli(["init", "--output", out], env=env)
+    assert res.code == 0, res.output
+    text = out.read_text()
+    assert re.search(r"^  db:\n    kind: postgres\n(    \w+: .*\n)*    # detected with PGPASSWORD from your "
+                     r"environment: a daemon \(systemd, cron\) will not have it\.\n(    # .*\n)*"
+                     r"    # password_file: /etc/upkeeper/pg\.pass\n", text, re.M), text
+    assert "PGPASSWORD is set in this shell" in res.out and "password_file" in res.out, res.output
+    assert "init-pw-Kq7Zx" not in text and "init-pw-Kq7Zx" not in res.output
+    assert cli(["--config", out, "config", "check"], env=env).code == 0
 
 
 def test_init_without_postgres_comments_it_out(cli: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -330,6 +349,10 @@ def test_an_output_file_that_cannot_be_written_is_a_clear_error(cli: Any, config
     res = cli([*cfg, "cron", "export", "--systemd", "--output", config])
     assert (res.code, "internal error" in res.err) == (2, False), res.output
     assert "is not a directory" in res.err, res.err
+    # --systemd makes its directory, not the missing directories above it (a typo made /nonexist)
+    res = cli([*cfg, "cron", "export", "--systemd", "--output", missing])
+    assert (res.code, "internal error" in res.err) == (2, False), res.output
+    assert f"the directory {missing.parent} does not exist" in res.err, res.err
     assert not list(scratch.iterdir())  # nothing left behind: no temporary file, no directory made
     assert not backup_dir.exists()
 
@@ -596,6 +619,14 @@ def test_history_of_a_job_no_longer_in_the_config(cli: Any, make_config: Any) ->
     assert "nightly" in cli(["--config", cfg, "history", "nightly"]).out
     typo = cli(["--config", cfg, "history", "nightly-v3"])
     assert typo.code == 2 and "no job named 'nightly-v3'" in typo.err and "Try: 'nightly-v2'" in typo.err
+    # 'notify log --job' the same way: a job with a history is listed, a name never seen is an error naming the
+    # configured jobs (it was an empty list, exit 0)
+    res = cli(["--config", cfg, "notify", "log", "--job", "nightly", "--json"])
+    assert res.code == 0 and isinstance(res.json(), list), res.output
+    for name in ("nightly-v3", "nojob"):
+        typo = cli(["--config", cfg, "notify", "log", "--job", name])
+        assert typo.code == 2 and f"no job named {name!r}" in typo.err, typo.output
+        assert "nightly-v2" in typo.err and "internal error" not in typo.err, typo.err
 
 
 def test_cron_export_systemd_leaves_out_what_a_timer_cannot_express_and_writes_the_rest(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import re
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -127,6 +128,49 @@ def test_retention_long_enough_for_the_windows_read_back_is_fine() -> None:
     assert problems("history_retention: {runs: null}\njobs:\n  c:\n    task: security.compliance\n") == []
     # no backup job: no success rate is computed
     assert problems("history_retention: {runs: 14d}\njobs:\n  d:\n    task: host.disk\n") == []
+
+
+def test_a_number_as_a_schedule_and_a_number_out_of_bounds_say_what_is_expected() -> None:
+    """'schedule: 5' and 'retries: -1' said 'input should be a valid string' / '… greater than or equal to 0' with no
+    hint: the first now says what a schedule looks like (and that it is text), the second the field's whole range."""
+    [schedule, retries] = problems("jobs:\n  a:\n    task: debug.noop\n    schedule: 5\n    retries: -1\n")
+    assert schedule.startswith("u.yaml:4: jobs -> a -> schedule: input should be a valid string | Try: "), schedule
+    assert "in quotes" in schedule and "'0 3 * * *'" in schedule and "'@daily'" in schedule \
+        and "'every 5m'" in schedule, schedule
+    assert retries == ("u.yaml:5: jobs -> a -> retries: input should be greater than or equal to 0 | "
+                       "Try: retries: a whole number from 0 to 20"), retries
+    [too_many] = problems("defaults:\n  retries: 21\njobs: {a: {task: debug.noop}}\n")
+    assert too_many.endswith("| Try: retries: a whole number from 0 to 20"), too_many
+    # what each schedule form the hint shows is accepted
+    for example in ("'*/5 * * * *'", "'0 3 * * *'", "'@daily'", "'every 5m'"):
+        assert problems(f"jobs:\n  a:\n    task: debug.noop\n    schedule: {example}\n") == [], example
+
+
+def test_top_level_x_keys_are_ignored_and_hold_yaml_anchors(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A top-level 'x-…' key (docker-compose's extension fields, the usual place for YAML anchors) was refused as an
+    unknown key.  It is ignored now, its anchors merge where they are used, and a variable in it is read only there;
+    any other unknown key is still refused, with a pointer to x-… when no known key is close."""
+    monkeypatch.delenv("UPK_X_UNSET", raising=False)
+    text = ("x-pg: &pg\n  kind: postgres\n  host: 10.0.0.5\n  password: ${UPK_X_UNSET}\n"
+            "x-policy: &policy {timeout: 2h, retries: 3}\n"
+            "targets:\n  db:\n    <<: *pg\n    password: s3cret-x\n"
+            "jobs:\n  vac:\n    <<: *policy\n    task: postgres.vacuum\n    target: db\n")
+    assert problems(text) == []
+    cfg = load_text(text)
+    assert cfg.targets["db"].host == "10.0.0.5"  # type: ignore[union-attr]
+    assert cfg.jobs["vac"].timeout == timedelta(hours=2) and cfg.jobs["vac"].retries == 3
+    # the same block under any other name is refused
+    [common] = problems(text.replace("x-policy:", "common:"))
+    assert common.startswith("u.yaml:5: common: unknown key 'common' | Try: one of version,"), common
+    assert common.endswith("name it 'x-common' (top-level x-… keys are ignored)"), common
+    [typo] = problems("tagets: {}\n")
+    assert typo == "u.yaml:1: tagets: unknown key 'tagets' | Try: 'targets'", typo
+    # only at the top level: inside a target, x-… stays an unknown key
+    assert [p for p in problems("targets:\n  db: {kind: postgres, x-note: 1}\n") if "unknown key 'x-note'" in p]
+    # editors read the same from the JSON Schema
+    from upkeeper.core.schema import config_schema
+
+    assert "^x-." in config_schema()["patternProperties"]
 
 
 def test_a_problem_of_a_credential_field_is_printed_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

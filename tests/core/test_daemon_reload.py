@@ -10,6 +10,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from conftest import write_yaml
 from daemon_support import daemon_process as _daemon
 from daemon_support import stop_daemon as _stop
@@ -148,6 +150,30 @@ def test_sighup_with_an_invalid_config_keeps_the_config_it_had(cli: Any, tmp_pat
         _wait("pong to run", lambda: bool(history.runs(job="pong")), log, timeout=20)
         daemon = next(d for d in _status(cli, cfg)["daemons"] if d["alive"])
         assert daemon["reload"]["ok"] is True and daemon["reload"]["added"] == ["pong"], daemon
+        _stop(p, log)
+
+
+def test_a_reload_refused_for_a_credential_field_says_the_problem_whole(cli: Any, tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reload refused for an unset variable in a password printed 'password: *** variable NOPE is not set' in the
+    daemon's log and in 'upkeeper status': the message's first word was masked as if it were the password.  The
+    location and the message are redacted apart, and the log, the history and 'status --json' keep them whole."""
+    cfg = tmp_path / "upkeeper.yaml"
+    log = tmp_path / "daemon.log"
+    good = _base(tmp_path, {"ping": {"task": "debug.noop", "schedule": "every 1h"}})
+    write_yaml(cfg, good)
+    monkeypatch.delenv("UPKEEPER_NOPE_PW", raising=False)
+    with _daemon(cfg, log) as p:
+        write_yaml(cfg, {**good, "targets": {"db": {"kind": "postgres", "password": "${UPKEEPER_NOPE_PW}"}}})
+        p.send_signal(signal.SIGHUP)
+        _wait("the refusal", lambda: "not reloaded" in log.read_text(), log)
+        want = "targets -> db -> password: environment variable UPKEEPER_NOPE_PW is not set"
+        assert want in log.read_text() and "*** variable" not in log.read_text(), log.read_text()
+        write_yaml(cfg, good)  # 'upkeeper status' reads the config too
+        daemon = next(d for d in _status(cli, cfg)["daemons"] if d["alive"])
+        assert daemon["reload"]["ok"] is False and want in daemon["reload"]["message"], daemon
+        res = _cli(cli, ["--config", cfg, "status"])
+        assert res.code == 0 and want in " ".join(res.out.split()), res.output
         _stop(p, log)
 
 

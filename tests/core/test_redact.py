@@ -372,3 +372,28 @@ def test_a_one_megabyte_line_without_spaces_is_redacted_in_well_under_a_second(s
         assert "pw-1234" not in out and "pw-12" not in out and out.endswith("://app:***@h/ and http://u:***")
     elif shape != "keys":
         assert out == text
+
+
+def test_a_text_redacted_part_by_part_is_kept_whole_by_the_log_filter_and_redact() -> None:
+    """A config problem redacted location and message apart ('… -> password: environment variable NOPE is not set')
+    is Redacted: redacting it again (the log filter, the history, --json) no longer masks the message's first word,
+    while the rest of a log line, a registered secret and a placeholder's place after 'password:' stay masked."""
+    import logging
+
+    from upkeeper.redact import Redacted, RedactingFilter, redact_obj, register_secret
+
+    text = Redacted("u.yaml:4: targets -> db -> password: environment variable NOPE is not set")
+    assert redact(text) == text and redact_obj({"m": [text]}) == {"m": [text]}
+    assert redact(str(text)) != text  # a plain text is redacted by the rules, as before
+
+    def logged(msg: str, *args: object) -> str:
+        record = logging.LogRecord("upkeeper", logging.ERROR, __file__, 1, msg, args, None)
+        assert RedactingFilter().filter(record)
+        return record.getMessage()
+
+    assert logged("SIGHUP: %s not reloaded. %s", "password=hunter22", text) == \
+        f"SIGHUP: password=*** not reloaded. {text}"
+    assert "s3cr3t" not in logged("password: %s", Redacted("s3cr3t"))
+    register_secret("topsecret-value")  # (forgotten after the test: conftest)
+    assert "topsecret" not in redact(Redacted("db -> password: topsecret-value"))
+    assert "topsecret" not in logged("%s", Redacted("a topsecret-value"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import shutil
 import sys
 from pathlib import Path
@@ -29,7 +30,7 @@ def upkeeper_command() -> list[str]:
 def export(
     systemd: bool = typer.Option(False, "--systemd", help="write systemd .timer/.service units instead"),
     output: Path | None = typer.Option(None, "--output", "-o", help="file for the crontab lines, or with --systemd "
-                                       "the directory for the units, made if missing (default: print)"),
+                                       "the directory for the units, made if missing (its parent must exist; default: print)"),
 ) -> None:
     """Print crontab lines (or systemd units) that call 'upkeeper run' for every scheduled job."""
     if output is not None and not systemd:
@@ -37,6 +38,11 @@ def export(
     elif output is not None and output.exists() and not output.is_dir():
         raise UsageError(f"--output {output} is not a directory: --systemd writes a directory of units",
                          "Try: --output a directory (e.g. units/), or leave out --systemd to write crontab lines")
+    elif output is not None and not output.exists() and not output.absolute().parent.is_dir():
+        # only the directory itself is made: a typo (/nonexist/units) must not create directories anywhere
+        parent = output.absolute().parent
+        raise UsageError(f"--output {output}: the directory {parent} does not exist",
+                         f"Try: create it (mkdir -p {shlex.quote(str(parent))}) or write the units elsewhere")
     setup = state.setup()
     cmd = upkeeper_command()
     if setup.source is not None:
@@ -55,7 +61,7 @@ def export(
         err_console.print(note, markup=False)
     if output:
         try:
-            output.mkdir(parents=True, exist_ok=True)
+            output.mkdir(exist_ok=True)
         except OSError as exc:
             raise UsageError(f"--output {output}: cannot make the directory ({exc.strerror or exc})",
                              "Try: --output a directory you can write to") from None

@@ -21,7 +21,7 @@ from upkeeper.core.runner import Runner
 from upkeeper.core.sdnotify import Notifier
 from upkeeper.errors import ConfigError, UpkeeperError
 from upkeeper.fmt import human_duration, printable_lines
-from upkeeper.redact import RedactingFilter, redact
+from upkeeper.redact import Redacted, RedactingFilter, redact
 
 log = logging.getLogger("upkeeper.daemon")
 #: On a stop, how long (seconds) the notification channels may take to send what the last runs raised.
@@ -38,12 +38,16 @@ class _PrintableFormatter(logging.Formatter):
 
 def _error_text(exc: UpkeeperError) -> str:
     """An error as the CLI prints it: the message, each located problem (file:line: path: what), the hint."""
-    lines = [exc.message]
-    if isinstance(exc, ConfigError) and len(exc.problems) > 1:
-        lines += [f"  - {p.render()}" for p in exc.problems]
+    # redacted part by part, as the CLI prints it (render_error): joined, 'password: environment variable NOPE is not
+    # set' read as a password ('password: *** variable NOPE …'); Redacted, the log and the history keep it whole
+    if not isinstance(exc, ConfigError):
+        return Redacted(redact("\n".join([exc.message, *([exc.hint] if exc.hint else [])])))
+    lines = [exc.message_text(redact)]
+    if len(exc.problems) > 1:
+        lines += [f"  - {p.render(redact)}" for p in exc.problems]
     if exc.hint:
-        lines.append(exc.hint)
-    return redact("\n".join(lines))
+        lines.append(redact(exc.hint))
+    return Redacted("\n".join(lines))
 
 
 def _url(setup: Setup) -> str:

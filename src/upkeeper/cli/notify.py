@@ -53,6 +53,11 @@ def log_cmd(limit: int = typer.Option(30, "--limit", "-n", min=1, max=10000),
             as_json: bool = typer.Option(False, "--json", help="machine-readable output")) -> None:
     """Recent notification events (state changes, escalation steps, notices) and their deliveries."""
     engine = _engine()
+    # as 'history JOB': a job removed or renamed (or another node's) keeps its events under its name; a name that is
+    # neither configured nor in the log (a typo) is an error, not an empty log
+    if job is not None and job not in engine.setup.jobs and not engine.store.events(limit=1, job=job) \
+            and not state.history().runs(job=job, limit=1):
+        engine.setup.job(job)  # raises a UsageError naming the configured jobs
     events = engine.store.events(limit=limit, job=job)
     deliveries: dict[int, list[Any]] = {}
     for d in engine.store.deliveries(limit=limit * 10):

@@ -13,6 +13,7 @@ from upkeeper.cli._app import app, console, print_json, run_status_text, state
 from upkeeper.core.history import stopped_on_request
 from upkeeper.errors import UsageError
 from upkeeper.fmt import ago, local_time
+from upkeeper.redact import Redacted
 
 #: how long ``status`` reports a daemon that died without stopping (``died``; ``--check`` exits 1 meanwhile)
 DIED_HORIZON = timedelta(days=7)
@@ -83,9 +84,18 @@ def collect_status() -> dict[str, Any]:
         daemons.append({"instance": d.instance, "node": d.node, "pid": d.pid, "last_seen": d.last_seen.isoformat(),
                         "alive": alive, "died": died, "started_at": d.started_at.isoformat(), "version": d.version,
                         "last_tick": d.loop_at.isoformat() if d.loop_at else None, "stalled": stalled,
-                        "reload": d.reload})
+                        "reload": _reload_outcome(d.reload)})
     return {"jobs": jobs, "daemons": daemons, "now": now.isoformat(),
             "notifications": notification_status(setup, history, now)}
+
+
+def _reload_outcome(reload: Any) -> Any:
+    """A daemon's last reload as the history has it.  Its message was redacted when it was recorded
+    (History.daemon_reloaded), a config problem's location and message apart: redacted again as one text,
+    'password: environment variable NOPE is not set' would read 'password: *** variable NOPE …'."""
+    if isinstance(reload, dict) and isinstance(reload.get("message"), str):
+        return {**reload, "message": Redacted(reload["message"])}
+    return reload
 
 
 def notification_status(setup: Any, history: Any, now: datetime, *, notify: bool = False) -> dict[str, Any]:

@@ -261,7 +261,9 @@ def load_text(text: str, file: str = "<config>", source: Path | None = None) -> 
         raise ConfigError.from_problems(
             [lines.problem((), "the file must be a mapping of keys (version, targets, jobs …)", "Try: 'upkeeper init'")]
         )
-    data = interpolate(root, lines, problems, ())
+    # top-level x-… keys are the user's (docker-compose's extension fields): the place for YAML anchors that
+    # entries below merge in (<<: *pg); ignored, not interpolated (an alias is, where it is used)
+    data = interpolate({k: v for k, v in root.items() if not is_extension_key(k)}, lines, problems, ())
     if problems:
         raise ConfigError.from_problems(problems)
     try:
@@ -272,6 +274,11 @@ def load_text(text: str, file: str = "<config>", source: Path | None = None) -> 
     config._lines = lines
     register_config_secrets(config)
     return config
+
+
+def is_extension_key(key: object) -> bool:
+    """A top-level key upkeeper ignores: ``x-`` and a name (``x-pg-defaults``), as docker-compose's."""
+    return isinstance(key, str) and key.startswith("x-") and len(key) > 2
 
 
 def lines_for(config: Config) -> LineMap:
@@ -397,6 +404,9 @@ def _explain(err: Any, model: type[BaseModel], data: Any) -> tuple[Path_, str, s
             hint = "Try: one of " + ", ".join(known)
         else:
             hint = "Try: remove it"
+        if len(loc) == 1 and model is Config and not close:  # 'common: &defaults …' (anchors of their own)
+            hint += (f"; a block that only holds YAML anchors: name it 'x-{key.removeprefix('x-') or 'NAME'}' "
+                     "(top-level x-… keys are ignored)")
     elif typ == "missing":
         msg = f"required key {str(loc[-1])!r} is missing" if loc else "a required key is missing"
         hint = "Try: add it (see 'upkeeper config schema')"
@@ -441,10 +451,60 @@ def _explain(err: Any, model: type[BaseModel], data: Any) -> tuple[Path_, str, s
         msg = f"invalid value: expected {ctx.get('expected', 'one of the allowed values')}"
     else:
         msg = msg[0].lower() + msg[1:] if msg else msg
+        if loc and loc[-1] == "schedule" and not isinstance(_at(data, loc), str):
+            # 'schedule: 5': YAML reads a bare number (or */5 …) as something else than text
+            hint = ("Try: a schedule as text: a cron expression in quotes, e.g. '*/5 * * * *' or '0 3 * * *', "
+                    "or '@daily', or 'every 5m'")
+        elif typ in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
+            hint = _range_hint(model, loc, data)
     if hint is None and ". Try: " in msg:  # a validator's "what. Try: how": the hint on its own line, as elsewhere
         msg, how = msg.split(". Try: ", 1)
         hint = f"Try: {how}"
     return loc, msg, hint
+
+
+def _range_hint(model: type[BaseModel], loc: Path_, data: Any) -> str | None:
+    """'Try: retries: a whole number from 0 to 20' for a number out of its field's bounds (all of them: pydantic
+    names only the one broken)."""
+    field = _field_at(model, loc, data)
+    if field is None or not loc:
+        return None
+    bounds: dict[str, Any] = {}
+    for m in field.metadata:
+        bounds.update({k: getattr(m, k) for k in ("ge", "gt", "le", "lt") if getattr(m, k, None) is not None})
+    if "ge" in bounds and "le" in bounds:
+        text = f"from {bounds['ge']} to {bounds['le']}"
+    else:
+        words = {"ge": "at least", "gt": "more than", "le": "at most", "lt": "less than"}
+        text = " and ".join(f"{words[k]} {v}" for k, v in bounds.items())
+    if not text:
+        return None
+    kind = "a whole number" if _unwrap(field.annotation, None) is int else "a number"
+    return f"Try: {loc[-1]}: {kind} {text}"
+
+
+def _field_at(model: type[BaseModel], path: Path_, data: Any) -> Any:
+    """The pydantic FieldInfo of the key at ``path`` inside ``model`` (None when it is no model's field)."""
+    tp: Any = model
+    node = data
+    for i, seg in enumerate(path):
+        tp = _unwrap(tp, node)
+        origin = typing.get_origin(tp)
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            field = tp.model_fields.get(str(seg))
+            if field is None:
+                return None
+            if i == len(path) - 1:
+                return field
+            tp = field.annotation
+        elif origin in (dict, Mapping):
+            tp = typing.get_args(tp)[1]
+        elif origin in (list, tuple, Sequence):
+            tp = typing.get_args(tp)[0]
+        else:
+            return None
+        node = _at(node, [seg])
+    return None
 
 
 def _at(data: Any, path: Sequence[str | int]) -> Any:

@@ -40,6 +40,8 @@ class Detected:
     job_options: dict[str, dict[str, object]] = field(default_factory=dict)
     #: commented option lines for a job, with why (e.g. client_ip when the log_format logs X-Forwarded-For)
     job_hints: dict[str, list[str]] = field(default_factory=dict)
+    #: PostgreSQL was found while PGPASSWORD is set: this shell reaches it with that password, a daemon will not
+    pg_password_from_env: bool = False
 
 
 def _tcp_open(host: str, port: int, timeout: float = 0.3) -> bool:
@@ -72,6 +74,10 @@ def detect(env: dict[str, str] | None = None) -> Detected:
                 d.notes.append(f"PostgreSQL: listening on 127.0.0.1:{port}")
     if d.postgres is None:
         d.notes.append("PostgreSQL: not found (set PGHOST/PGPORT/PGUSER, or edit the target below)")
+    elif env.get("PGPASSWORD"):  # its value is never written: only that it is there
+        d.pg_password_from_env = True
+        d.notes.append("PostgreSQL: PGPASSWORD is set in this shell; the daemon (systemd, cron) will not have it: "
+                       "set password_file in the 'db' target")
     # Redis
     for sock in REDIS_SOCKETS:
         if Path(sock).exists():
@@ -255,9 +261,13 @@ def render(detected: Detected, known_tasks: list[str] | None = None, timezone: s
     ]
     targets: list[str] = []
     pg = detected.postgres or {"host": "localhost", "port": 5432, "user": "postgres", "dbname": "postgres"}
+    password = (["    # detected with PGPASSWORD from your environment: a daemon (systemd, cron) will not have it.",
+                 "    # Set password_file (the password alone in a file of mode 0600), or password: ${PGPASSWORD}",
+                 "    # only where the daemon's environment sets it:",
+                 "    # password_file: /etc/upkeeper/pg.pass"] if detected.pg_password_from_env else
+                ["    # password: ${PGPASSWORD}        # or password_file: /etc/upkeeper/pg.pass"])
     targets += _block(["  db:", "    kind: postgres", *[f"    {k}: {_yaml_value(v)}" for k, v in pg.items()],
-                   "    # password: ${PGPASSWORD}        # or password_file: /etc/upkeeper/pg.pass"],
-                  detected.postgres is None)
+                       *password], detected.postgres is None)
     rd = detected.redis or {"host": "127.0.0.1", "port": 6379}
     targets += _block(["  cache:", "    kind: redis", *[f"    {k}: {_yaml_value(v)}" for k, v in rd.items()],
                    "    # password_file: /etc/upkeeper/redis.pass"], detected.redis is None)

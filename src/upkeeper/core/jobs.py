@@ -98,7 +98,11 @@ class Setup:
             return self.jobs[name]
         except KeyError:
             close = difflib.get_close_matches(name, list(self.jobs), n=1)
-            hint = f"Try: {close[0]!r}" if close else "Try: 'upkeeper jobs' lists the configured jobs"
+            known = sorted(self.jobs)
+            listed = ", ".join(known) if len(known) <= 12 else "'upkeeper jobs' lists them"
+            hint = (f"Try: {close[0]!r} (configured jobs: {listed})" if close else
+                    f"Try: one of the configured jobs: {listed}" if known else
+                    "Try: add it under 'jobs:' in the config (no job is configured)")
             raise UsageError(f"no job named {name!r} in {self.source or 'the config'}", hint) from None
 
     def select(self, names: Iterable[str]) -> list[Job]:

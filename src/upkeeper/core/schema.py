@@ -15,6 +15,8 @@ def config_schema() -> dict[str, Any]:
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["$id"] = SCHEMA_ID
     schema["title"] = "upkeeper configuration"
+    # top-level x-… keys are ignored (a place for YAML anchors; see the config loader)
+    schema["patternProperties"] = {"^x-.": {}}
     defs = schema.setdefault("$defs", {})
     job = defs.get("JobConfig")
     if job is None:
