@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -90,3 +91,29 @@ def test_history_since_takes_a_config_duration_and_says_what_is_wrong(cli: Any, 
         assert res.code == 2, res.output
         assert "internal error" not in res.err and f"--since {since!r}" in res.err and says in res.err, res.err
         assert "Try:" in res.err
+
+
+def test_a_run_id_past_any_database_integer_is_no_run(cli: Any, make_config: Any) -> None:
+    """'upkeeper show 99999999999999999999' and 'upkeeper cancel ...' with such an id (a mistyped or pasted
+    number) ended in "internal error: OverflowError: Python int too large to convert to SQLite INTEGER"; it is
+    'no run with id ...' (exit 2) like any other unknown id."""
+    cfg = make_config({"jobs": {"nap": {"task": "debug.fail", "options": {"mode": "error", "message": "planned"}}}})
+    for argv in (["show", "99999999999999999999"], ["cancel", "99999999999999999999"], ["show", "--", "-" + "9" * 20],
+                 ["show", str(2**63)]):
+        res = cli(["--config", cfg, *argv])
+        assert res.code == 2, res.output
+        assert "internal error" not in res.err and "no run with id" in res.err, res.err
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers())
+@example(2**63)  # was OverflowError
+@example(-(2**63) - 1)
+def test_any_integer_is_a_run_or_none(tmp_path_factory: pytest.TempPathFactory, run_id: int) -> None:
+    from upkeeper.core.history import History
+
+    h = History(f"sqlite:///{tmp_path_factory.getbasetemp() / 'ids.db'}")
+    try:
+        assert h.get_run(run_id) is None
+    finally:
+        h.close()
