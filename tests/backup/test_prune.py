@@ -335,7 +335,7 @@ def test_sync_records_every_readable_set_and_names_each_unreadable_manifest(cli:
     assert sorted(res["errors"]) == [
         f"local1: db/app/{known_bad}/manifest.json: not valid JSON (Unterminated string starting at: line 1 "
         "column 8 (char 7))",
-        f"local1: db/app/{new_bad}/manifest.json: malformed manifest: 'kind'",
+        f"local1: db/app/{new_bad}/manifest.json: malformed manifest: no 'kind'",
     ]
     rows = catalog_rows(cli, cfg)
     assert set(rows) == {known_bad, known_good, new_good}
@@ -1153,3 +1153,40 @@ def test_a_container_whose_host_name_changes_at_every_start_is_told_to_set_node(
     assert r.code == 0 and r.json()["adopted_nodes"] == {"3f2a1b9c0d4e": 1, "9c8d7e6f5a4b": 1}, r.output
     r = cli(["--config", fixed, "run", "files", "--json"])
     assert r.code == 0 and not [f for f in r.json()[0]["findings"] if f["check"] == "backup.foreign_sets"], r.output
+
+
+def test_sync_and_prune_name_a_hostile_manifest_and_go_on(cli: Any, make_config: Any, tmp_path: Path) -> None:
+    """A manifest.json with a size of 1e999, a start before year 1 in UTC or JSON nested 100000 deep (another
+    tool's, or damaged) ended 'backups sync' and 'backups prune' in "internal error: OverflowError" /
+    "RecursionError": no set recorded, none pruned.  Now each is named, the others are recorded, and the sets with
+    an unreadable manifest are never deleted."""
+    from upkeeper.backup.manifest import set_prefix
+
+    store = tmp_path / "store"
+    now = datetime.now(UTC)
+    ids = [fabricate(store, now - timedelta(days=d, hours=1)) for d in range(5)]  # newest first
+    bad = {ids[2]: lambda d: {**d, "objects": [{**o, "size": 1e999} for o in d["objects"]]},
+           ids[3]: lambda d: {**d, "started_at": "0001-01-01T00:00+01:00"},
+           ids[4]: None}
+    for bid, edit in bad.items():
+        path = store / set_prefix("db", "app", bid) / "manifest.json"
+        if edit is None:
+            path.write_bytes(b"[" * 100_000 + b"]" * 100_000)
+        else:
+            path.write_text(json.dumps(edit(json.loads(path.read_text()))).replace("Infinity", "1e999"))
+    cfg = _config(make_config, store, {"keep_last": 1, "keep_daily": 0, "keep_weekly": 0, "keep_monthly": 0})
+
+    code, res = sync(cli, cfg)
+    assert code == 1 and res["added"] == 2, res
+    errors = " ".join(res["errors"])
+    for bid in bad:
+        assert f"local1: db/app/{bid}/manifest.json: " in errors, errors
+    assert "cannot convert float infinity" in errors and "date value out of range" in errors
+    assert "nested too deeply" in errors
+    assert set(catalog_rows(cli, cfg)) == {ids[0], ids[1]}
+
+    r = cli(["--config", cfg, "backups", "prune", "--json"])
+    assert r.code == 1 and "internal error" not in r.err, r.output
+    pruned_errors = " ".join(e for series in r.json() for e in series["errors"])
+    assert all(f"db/app/{bid}/manifest.json" in pruned_errors for bid in bad), pruned_errors
+    assert {p.parent.name for p in store.rglob("manifest.json")} == {ids[0], *bad}, r.output  # ids[1] pruned only

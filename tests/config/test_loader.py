@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from conftest import invoke, write_yaml
@@ -412,3 +412,17 @@ def test_fuzzed_yaml_text_never_tracebacks(tmp_path: Path, pos: int, junk: str) 
     if res.code == 2:
         assert res.err.startswith("Error:")
         assert "t.yaml" in res.err
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.one_of(st.floats(), st.integers(min_value=-(10**30), max_value=10**30).map(str),
+                 st.text(alphabet=st.sampled_from(list("0123456789.eE+-kKmMgGtTiIbB ")), max_size=12),
+                 st.integers(300, 500).map(lambda n: '"' + "9" * n + '"')))
+@example(float("inf"))  # YAML's .inf: OverflowError out of the loader
+@example('"' + "9" * 400 + '"')  # float('9'*400) is inf: OverflowError
+def test_a_size_is_a_value_or_a_located_problem(value: object) -> None:
+    text = ("jobs:\n  m:\n    task: app.maintenance\n    target: a\n"
+            f"    options: {{rotate_size: {'.inf' if value == float('inf') else value}}}\n"
+            "targets:\n  a: {kind: app, root: /srv/app}\n")
+    found = problems(text)  # (anything but a ConfigError fails the test)
+    assert all(p.startswith("u.yaml:5: jobs -> m -> options -> rotate_size") for p in found), found

@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -1059,3 +1060,44 @@ def test_a_log_written_from_another_mount_namespace_is_not_compressed_under_its_
     assert rotated == dest and dest.exists() and size == len("before the rotation\n")
     assert len(notes) == 1 and "still writes to app.log.1" in notes[0].text and notes[0].warning
     assert writers_of(dest) == [writer.pid]
+
+
+@pytest.mark.parametrize("saved", [5, "x", [1], {"LOG": "x"}, {"LOG": [1]}, {"LOG": None}])
+def test_a_damaged_rotation_clock_starts_again(tmp_path: Path, saved: Any) -> None:
+    """The 'rotated_at' state read back from history (another version's, or damaged) crashed log rotation at every
+    run ('dict' of an int, float - 'str'): no log was rotated, for ever.  What cannot be used is dropped: the age
+    clock of that log starts again, as for a log seen for the first time."""
+    root = tmp_path / "shop"
+    log = root / "logs" / "app.log"
+    log.parent.mkdir(parents=True)
+    log.write_text("small\n")
+    state = MemoryState()
+    state.set("rotated_at", {str(log) if k == "LOG" else k: v for k, v in saved.items()}
+              if isinstance(saved, dict) else saved)
+    t0 = datetime.now(UTC)
+    res = run_task("app.cleanup", _target(root, releases_dir=None), state=state, clock=lambda: t0)
+    assert res.metrics["rotated_logs"] == 0 and not [f for f in res.findings if "failed" in f.message]
+    assert state.get("rotated_at") == {str(log): t0.timestamp()}  # first seen now
+    res = run_task("app.cleanup", _target(root, releases_dir=None), state=state, clock=lambda: t0 + timedelta(days=2))
+    assert res.metrics["rotated_logs"] == 1  # by age, from then
+
+
+@pytest.mark.parametrize("saved", [5, ["x"], [{"at": "x"}], [{"ok": True}], {"at": 1}])
+def test_a_damaged_restart_record_does_not_stop_the_restart(app: AppServer, tmp_path: Path, saved: Any) -> None:
+    """A 'restarts' state that is not a list of restarts with their time (another version's, or damaged) crashed
+    app.maintenance exactly when the app was down: no restart, at every run.  Now unusable records are dropped."""
+    marker = tmp_path / "restarts"
+    unhealthy = app.root / "UNHEALTHY"
+    restart = [sys.executable, "-c",
+               "import pathlib, sys; pathlib.Path(sys.argv[1]).unlink(missing_ok=True); "
+               "open(sys.argv[2], 'a').write('restart\\n')", str(unhealthy), str(marker)]
+    state = MemoryState()
+    state.set("restarts", saved)
+    unhealthy.touch()
+    try:
+        res = run_task("app.maintenance", app.target(restart_command=restart), {"rotate": False, "restart_wait": "5s"},
+                       state=state)
+    finally:
+        unhealthy.unlink(missing_ok=True)
+    assert "app.restarted" in checks(res) and marker.read_text() == "restart\n"
+    assert [r["ok"] for r in state.get("restarts")] == [True]

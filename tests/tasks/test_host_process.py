@@ -10,9 +10,12 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ops_support import checks, run_task
 from upkeeper.core.task import MemoryState, Severity
@@ -293,3 +296,48 @@ def test_a_pid_file_unchanged_since_before_a_reboot_is_left_over(tmp_path: Path)
     why = stale_pid_file(str(pid_file), {**now, "boot": "an-earlier-boot"}, now)
     assert "has not changed since the last reboot" in why and f"pid {os.getpid()} now belongs" in why
     assert stale_pid_file(str(pid_file), {**now, "boot": "an-earlier-boot", "file": [0, 0]}, now) == ""  # rewritten
+
+
+@pytest.mark.parametrize("damage", [
+    {"samples": 5}, {"samples": ["x"]}, {"pid_files": ["x"]}, {"pid_files": {"P": 5}},
+    {"samples": {"ID": 5}}, {"samples": {"ID": {"points": 5}}}, {"samples": {"ID": {"points": [["x", 1]]}}},
+    {"samples": {"ID": {"label": "s"}}},
+])
+def test_a_damaged_saved_state_starts_the_series_again(tmp_path: Path, damage: dict[str, Any]) -> None:
+    """State read back from history (another version's, or damaged) crashed host.process at every run, for ever
+    (the state that caused it was never written again): 'dict' of a list, 'int' object is not subscriptable,
+    float('x')...  What cannot be used is dropped: the memory series starts again."""
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        pid_file = tmp_path / "app.pid"
+        pid_file.write_text(f"{child.pid}\n")
+        opts = {"processes": [{"label": "s", "pid_file": str(pid_file)}], "leak_samples": 3}
+        state = MemoryState()
+        assert run_task("host.process", options=opts, state=state).metrics["proc.s.count"] == 1
+        (ident,) = state.get("samples")
+        for key, value in damage.items():
+            if isinstance(value, dict):
+                value = {(ident if k == "ID" else str(pid_file) if k == "P" else k): v for k, v in value.items()}
+            state.set(key, value)
+        res = run_task("host.process", options=opts, state=state)
+        assert res.metrics["proc.s.count"] == 1 and not [f for f in res.findings if "failed" in f.message]
+        points = len(state.get("samples")[ident]["points"])
+        assert points in (1, 2)  # this run's sample, after the first one's unless that series was dropped
+        for _ in range(3 - points):
+            again = run_task("host.process", options=opts, state=state)
+        assert f"proc.s.{child.pid}.growth_bytes_per_hour" in again.metrics  # judged again from three samples
+    finally:
+        child.kill()
+        child.wait()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=4),
+                    lambda c: st.lists(c, max_size=3) | st.dictionaries(st.sampled_from(["a", "points", "label"]), c,
+                                                                          max_size=3), max_leaves=12))
+def test_usable_samples_keeps_only_series_of_time_and_bytes(saved: Any) -> None:
+    from upkeeper.tasks.host.process import usable_samples
+
+    for entry in usable_samples(saved).values():
+        for t, v in entry["points"]:
+            assert float(t) == t and float(v) == v  # what the leak fit reads

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from pg_tasks import findings, one, run_task
 from upkeeper.core.task import MemoryState, Severity, TaskContext
 from upkeeper.sandbox.postgres import PostgresCluster
@@ -76,6 +78,30 @@ def test_inactive_slot_and_wal_it_holds(pg_primary_replica: tuple[PostgresCluste
         second = survey()
         late = one(second, "postgres.replication_slot_inactive", "slot forgotten (physical)")
         assert late.severity is Severity.WARNING and float(late.value or 0) >= 1
+    finally:
+        primary.execute("SELECT pg_drop_replication_slot('forgotten')")
+
+
+@pytest.mark.parametrize("saved", [["x"], 5, {"forgotten": 5}, {"forgotten": "2025-03-01T11:00:00"},
+                                   {"forgotten": "yesterday"}])
+def test_a_damaged_inactive_slot_record_is_a_first_sight(pg_primary_replica: tuple[PostgresCluster, PostgresCluster],
+                                                          saved: object) -> None:
+    """The times the survey keeps of slots first seen inactive (PostgreSQL < 17), read back from history
+    (another version's, or damaged), were used as read: a list, a number, a time without a zone or not a time
+    failed the replication_slots check at every run, for ever, since the state was never written again.  Now
+    that slot is first seen inactive again, and the state is written anew."""
+    primary, _ = pg_primary_replica
+    primary.execute("SELECT pg_create_physical_replication_slot('forgotten', true)")
+    try:
+        state = MemoryState()
+        state.set("slots_inactive_since", saved)
+        ctx = TaskContext(job="db-maintenance", task="postgres.maintenance", state=state)
+        res = run_task("postgres.maintenance", primary, "postgres", ctx=ctx, checks=["replication_slots"],
+                       slot_inactive_max="1h")
+        assert not [f for f in res.findings if "failed" in f.message], res.findings
+        seen = one(res, "postgres.replication_slot_inactive", "slot forgotten (physical)")
+        assert seen.severity is Severity.INFO
+        assert set(state.get("slots_inactive_since")) == {"forgotten"}
     finally:
         primary.execute("SELECT pg_drop_replication_slot('forgotten')")
 

@@ -341,3 +341,29 @@ def test_metrics_samples_deltas_and_retention(redis_clean: RedisServer, make_con
     runs = {x["job"]: x for x in r.json()}
     assert runs["cache-metrics"]["status"] == "ok"
     assert runs["cache-check"]["metrics"]["keys"] == 30
+
+
+def test_a_damaged_saved_state_is_a_first_run(own_redis: RedisServer) -> None:
+    """The 'slowlog' and 'counters' states read back from history (another version's, or damaged) were used as
+    read: a slowlog state that is a list, or a last_id / counter that is not a number, failed the slowlog and
+    stats checks at every run ('list' object has no attribute 'get', int('x')), for ever, since the state was
+    never written again.  Now they count as a first run's: every slowlog entry is new, the counters a baseline."""
+    c = own_redis.client()
+    c.config_set("slowlog-log-slower-than", 0)  # every command is in the slowlog
+    c.set("k", "v")
+    opts = {"slowlog_warning_ms": 60_000, "latency_warning_ms": 60_000}
+    state = MemoryState()
+    run_task("redis.check", own_redis.target(), opts, state=state)
+    run_id = state.get("counters")["run_id"]
+    for slowlog, counters in (([5], None), ({"run_id": run_id, "last_id": "x"}, None),
+                              (None, {"run_id": run_id, "keyspace_hits": "x"}),
+                              (None, {"run_id": run_id, "keyspace_hits": [1], "server_time": "x"}),
+                              (None, {"run_id": run_id, "server_time": "x"})):
+        state.set("slowlog", slowlog)
+        state.set("counters", counters)
+        res = run_task("redis.check", own_redis.target(), opts, state=state)
+        failed = [f.message for f in res.findings if f.check == "redis.check_failed" or "failed" in f.message]
+        assert not failed, (slowlog, counters, failed)
+        assert slowlog is None or res.metrics["slowlog_new"] > 0  # every entry new, as after a restart
+        assert isinstance(state.get("slowlog"), dict) and type(state.get("slowlog")["last_id"]) is int
+        assert type(state.get("counters")["keyspace_hits"]) is int

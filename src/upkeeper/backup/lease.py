@@ -107,9 +107,25 @@ def _look(storage: Storage, key: str) -> _Seen | None:
         body = json.loads(raw)
         if not isinstance(body, dict):
             body = None
-    except ValueError:
+    except (ValueError, RecursionError):  # (not UTF-8, not JSON, or [[[[… nested too deeply)
         body = None
     return _Seen(info, raw, body)
+
+
+#: Linux's PID_MAX_LIMIT: no process id of this host is larger
+PID_MAX = 4_194_304
+
+
+def _pid(v: Any) -> int | None:
+    """The process id a lease or marker names, None when it names none a process of this host can have (1e999,
+    2**64, -1: a damaged lease another tool wrote is no process of ours, and os.kill would not take it)."""
+    if isinstance(v, bool):
+        return None
+    try:
+        pid = int(v)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return pid if 0 < pid <= PID_MAX else None
 
 
 def _stale(seen: _Seen, now: datetime) -> bool:
@@ -120,9 +136,8 @@ def _stale(seen: _Seen, now: datetime) -> bool:
     body = seen.body
     if body is None:
         return False
-    try:
-        host, pid = str(body.get("host")), int(body.get("pid"))  # type: ignore[arg-type]
-    except (TypeError, ValueError):
+    host, pid = str(body.get("host")), _pid(body.get("pid"))
+    if pid is None:  # (a lease that names no process: another writer's while fresh)
         return False
     if host != host_label():  # (another host, or a container of this one with PIDs of its own)
         return False
@@ -143,7 +158,7 @@ def _holder(seen: _Seen, key: str, storage: Storage) -> str:
     since = body.get("started_at")
     try:
         extra += f", since {datetime.fromisoformat(str(since)).astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"
-    except ValueError:
+    except (ValueError, OverflowError):  # (OverflowError: 0001-01-01T00:00+01:00, before year 1 in UTC)
         pass
     return f"{what} on {body.get('host')} (pid {body.get('pid')}{extra}), per {key} on {storage.name}"
 
@@ -438,13 +453,15 @@ def readers(storages: Sequence[Storage], target: str, database: str, backup_id: 
                 continue
             try:
                 body = json.loads(get_bytes(s, o.key))
-                host, pid = str(body.get("host")), int(body.get("pid"))
+                host, pid = str(body.get("host")), _pid(body.get("pid"))
+                if pid is None:
+                    raise ValueError("no process id")
             except UpkeeperError:
                 if s.stat(o.key) is None:
                     continue  # released since the listing
                 out.append(f"a reader whose marker {o.key} on {s.name} cannot be read")
                 continue
-            except (ValueError, TypeError, AttributeError):
+            except (ValueError, TypeError, AttributeError, RecursionError):
                 out.append(f"a reader whose marker {o.key} on {s.name} cannot be read")
                 continue
             if host == host_label() and pid != os.getpid() and not _alive(pid):

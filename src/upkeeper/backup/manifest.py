@@ -158,10 +158,13 @@ class Manifest:
             yield parts[i + 1]
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Manifest:
+    def from_dict(cls, d: dict[str, Any], where: str | None = None) -> Manifest:
+        """Raises :class:`BackupError` (naming ``where``, the manifest's storage and path, when given) when ``d``
+        is not a manifest this version can read."""
+        at = f"{where}: " if where else ""
         try:
             if int(d.get("format_version", 0)) > FORMAT_VERSION:
-                raise BackupError(f"manifest format {d['format_version']} is newer than this upkeeper understands",
+                raise BackupError(f"{at}manifest format {d['format_version']} is newer than this upkeeper understands",
                                   "Try: upgrade upkeeper")
             kind = str(d["kind"])
             return cls(
@@ -172,8 +175,11 @@ class Manifest:
                 details=dict(d.get(kind) or {}), tool_version=str(d.get("tool_version", "")),
                 rekeyed_from=str(d["rekeyed_from"]) if d.get("rekeyed_from") else None,
             )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise BackupError(f"malformed manifest: {exc}") from None
+        except KeyError as exc:
+            raise BackupError(f"{at}malformed manifest: no {exc}") from None
+        except (TypeError, ValueError, OverflowError) as exc:
+            # (OverflowError: a size or format_version of 1e999, a time before year 1 in UTC)
+            raise BackupError(f"{at}malformed manifest: {exc}") from None
 
     @classmethod
     def from_json(cls, data: bytes, where: str = "manifest", *, file_lists: bool = True) -> Manifest:
@@ -193,11 +199,16 @@ class Manifest:
             d = json.loads(text, object_hook=_compact_file_entry if file_lists else _drop_file_entry)
         except ValueError as exc:
             raise BackupError(f"{where}: not valid JSON ({exc})") from None
+        except RecursionError:  # [[[[…: no manifest nests that deep
+            raise BackupError(f"{where}: not a manifest (JSON nested too deeply)") from None
         if not isinstance(d, dict):
             raise BackupError(f"{where}: not a JSON object")
         if file_lists:
-            _file_lists(d)
-        m = cls.from_dict(d)
+            try:
+                _file_lists(d)
+            except RecursionError:
+                raise BackupError(f"{where}: not a manifest (JSON nested too deeply)") from None
+        m = cls.from_dict(d, where)
         m.sha256 = sha256
         return m
 

@@ -96,12 +96,16 @@ def parse_at(text: str, tz: str, now: datetime) -> datetime:
     except ValueError:
         raise UsageError(f"invalid --at {text!r}: use 'YYYY-MM-DD HH:MM' (timezone {tz}), an ISO time with an "
                          "offset, or '+2h'", "Try: --at '2025-03-02 03:00'") from None
-    if dt.tzinfo is None:
-        # a local time the clocks skip (spring forward) is the first instant after the gap, one they repeat (fall
-        # back) the first of the two -- as for schedules and windows (zoneinfo alone would put a skipped 02:30 at
-        # 03:30)
-        return local_to_utc(dt, ZoneInfo(tz))
-    return dt.astimezone(UTC)
+    try:
+        if dt.tzinfo is None:
+            # a local time the clocks skip (spring forward) is the first instant after the gap, one they repeat
+            # (fall back) the first of the two -- as for schedules and windows (zoneinfo alone would put a skipped
+            # 02:30 at 03:30)
+            return local_to_utc(dt, ZoneInfo(tz))
+        return dt.astimezone(UTC)
+    except OverflowError:  # 0001-01-01 00:00 east of UTC, 9999-12-31 23:59 west of it
+        raise UsageError(f"invalid --at {text!r}: out of range (before year 1 or after year 9999 in UTC)",
+                         "Try: --at '+2h' or --at '2025-03-02 03:00'") from None
 
 
 def plan_runs(setup: Setup, history: History, engine: NotificationEngine, jobs: list[Job], at: datetime,

@@ -3,7 +3,6 @@ history retention now."""
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,19 +18,26 @@ from upkeeper.core.models import FindingRow, RunRow
 from upkeeper.errors import UsageError
 from upkeeper.fmt import human_bytes, human_duration, local_time
 
+SINCE_HINT = "Try: --since 7d, --since '14 days', --since 1h30m or --since 2026-11-01"
+
 
 def parse_since(text: str | None) -> datetime | None:
-    """``7d``/``12h`` (ago) or an ISO date/time (UTC when no offset is given)."""
+    """A duration (ago) as the config's durations are written (``7d``, ``14 days``, ``1h30m``, ``90``) or an ISO
+    date/time (UTC when no offset is given)."""
     if not text:
         return None
-    if re.fullmatch(r"\s*\d+(\.\d+)?\s*[smhdw]\s*", text):
-        return datetime.now(UTC) - parse_duration(text)
     try:
-        ts = datetime.fromisoformat(text)
+        ts = datetime.fromisoformat(text.strip())
     except ValueError:
-        raise UsageError(f"--since {text!r} is neither a duration nor a date",
-                         "Try: --since 7d, --since 12h or --since 2026-11-01") from None
-    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+        try:
+            return datetime.now(UTC) - parse_duration(text)
+        except ValueError as exc:  # (a DurationError: says what is wrong with it as a duration)
+            raise UsageError(f"--since {text!r} is neither a date nor a duration ({exc})", SINCE_HINT) from None
+    try:
+        return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00+01:00: before year 1 in UTC
+        raise UsageError(f"--since {text!r} is out of range (before year 1 or after year 9999 in UTC)",
+                         SINCE_HINT) from None
 
 
 def run_dict(r: RunRow, findings: list[FindingRow] | None = None, full: bool = False) -> dict[str, Any]:
@@ -85,7 +91,7 @@ app.add_typer(history_app, name="history")
 @history_app.command("list")
 def history_cmd(
     job: str | None = typer.Argument(None, help="only this job"),
-    since: str | None = typer.Option(None, "--since", help="'7d', '12h' or an ISO date"),
+    since: str | None = typer.Option(None, "--since", help="a duration ('7d', '14 days', '1h30m') or an ISO date"),
     limit: int = typer.Option(50, "--limit", "-n", min=1, max=100000, help="at most this many runs"),
     status: list[str] = typer.Option([], "--status", help="only runs with this status (repeatable): "
                                      + ", ".join(RUN_STATUSES)),

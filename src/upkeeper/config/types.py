@@ -157,13 +157,18 @@ def parse_size(value: str | int | float) -> int:
     if isinstance(value, bool):
         raise ValueError("a size is a number of bytes or text like '100MB', '1GiB'")
     if isinstance(value, int | float):
+        if isinstance(value, float) and not math.isfinite(value):  # (YAML's .inf, .nan)
+            raise ValueError(f"invalid size {value!r}: use bytes or a unit, like '100MB', '512KiB', '1GB'")
         if value < 0:
             raise ValueError("a size cannot be negative")
         return int(value)
     m = _SIZE.match(str(value))
     if not m or (m.group(2) or "").lower() not in _SIZE_MULT:
         raise ValueError(f"invalid size {value!r}: use bytes or a unit, like '100MB', '512KiB', '1GB'")
-    return int(float(m.group(1)) * _SIZE_MULT[(m.group(2) or "").lower()])
+    size = float(m.group(1)) * _SIZE_MULT[(m.group(2) or "").lower()]
+    if not math.isfinite(size):  # 400 digits: no disk or memory is that large
+        raise ValueError(f"invalid size {str(value)[:40]!r}…: too large; use bytes or a unit, like '100MB', '1TB'")
+    return int(size)
 
 
 ByteSize = Annotated[

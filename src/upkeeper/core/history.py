@@ -749,8 +749,12 @@ class History:
         return self.create_run(run, owner, node)
 
     def get_run(self, run_id: int) -> RunRow | None:
+        """The run with this id; None when there is none -- as for an id no database column can hold (a
+        mistyped 'upkeeper show 99999999999999999999' ended in an OverflowError of SQLite's INTEGER)."""
         from upkeeper.core.models import RunRow
 
+        if not -(2**63) <= run_id < 2**63:
+            return None
         with self.session() as s:
             return s.get(RunRow, run_id)
 

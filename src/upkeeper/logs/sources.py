@@ -38,6 +38,7 @@ compressed size, so an unchanged damaged file is neither re-read nor reported ag
 from __future__ import annotations
 
 import ctypes
+import math
 import os
 import re
 import struct
@@ -505,7 +506,15 @@ def plan_reads(files: list[LogFile], cursors: list[dict[str, Any]] | None, *, in
     chain no cursor matches, all of them without cursors (a first run, ``incremental`` off) — are left alone,
     as is an unreadable one unless it may be the missing continuation."""
     plan = ReadPlan()
-    cursors = list(cursors or []) if incremental else []
+    given: Any = cursors  # (read back from history: may be anything)
+    cursors = list(given) if incremental and isinstance(given, list) else []
+    usable = [c for c in cursors if usable_cursor(c)]
+    if incremental and (len(usable) < len(cursors) or not isinstance(given, list | None)):
+        plan.notes.append(PlanNote(SAVED_POSITIONS, "rotated", (
+            "the read positions the last run saved cannot be understood (written by another version of upkeeper, "
+            "or damaged): the files they stood for are read from the start, what the last run read of them is "
+            "counted again, and new positions are saved")))
+    cursors = usable
     heads: list[tuple[LogFile, str, int, dict[str, Any] | None]] = []
     unreadable: list[tuple[LogFile, OSError]] = []
     claimed: set[int] = set()  # the cursors a file was matched to: each belongs to one file at most
@@ -626,6 +635,26 @@ def _lost(cursors: list[dict[str, Any]], matched: set[int], *, read_whole: bool)
             "named in the job's rotated_dirs option, a dateformat other than -YYYYMMDD[HH[MM[SS]]]); whatever was written to it after the last run is "
             "missing from this analysis")))
     return out
+
+
+#: the subject of the note that the saved cursors could not be used
+SAVED_POSITIONS = "saved read positions"
+
+
+def usable_cursor(c: Any) -> bool:
+    """Is ``c`` a cursor as :func:`_cursor` makes them (one an older version wrote may lack ``tail``, ``size``,
+    ``btime_ns``): read back from the history database, it may be anything (damaged, another version's)."""
+    if not isinstance(c, dict) or not isinstance(c.get("path"), str):
+        return False
+    if any(type(c.get(k, 0)) is not int or c.get(k, 0) < 0 for k in ("offset", "head_len")):
+        return False
+    if any(c.get(k) is not None and type(c.get(k)) is not int for k in ("dev", "inode", "size", "btime_ns")):
+        return False
+    mtime = c.get("mtime")
+    if mtime is not None and (isinstance(mtime, bool) or not isinstance(mtime, int | float)
+                              or not math.isfinite(mtime)):
+        return False
+    return all(c.get(k) is None or isinstance(c.get(k), str) for k in ("head", "tail"))
 
 
 def _cursor(lf: LogFile, head: str, head_len: int, offset: int) -> dict[str, Any]:

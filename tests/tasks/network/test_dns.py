@@ -13,6 +13,8 @@ import dns.flags
 import dns.message
 import dns.rcode
 import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
 from upkeeper.core.task import MemoryState, Severity
 from upkeeper.sandbox._util import free_port
@@ -316,3 +318,29 @@ def test_invalid_dns_name_is_a_config_error_naming_it(where: str, name: str, say
     res = cli(["--config", cfg, "run", "dns"])
     assert res.code != 0 and "Traceback" not in res.output, res.output
     assert where in res.output and "not a valid DNS name" in res.output and says in res.output, res.output
+
+
+_json = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=6)
+                     | st.sampled_from(["2025-03-01T11:00:00+00:00", "2025-03-01T11:00:00", "203.0.113.10"]),
+                     lambda c: st.lists(c, max_size=3) | st.dictionaries(
+                         st.sampled_from(["answer", "propagating", "since", "from", "checked"]), c, max_size=3),
+                     max_leaves=10)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.one_of(_json, st.dictionaries(st.just("shop.example/A"), _json, min_size=1)))
+@example(["x"])  # dict(['x']): ValueError
+@example({"shop.example/A": 5})  # dict(5): TypeError
+@example({"shop.example/A": {"answer": 5}})  # list(5): TypeError
+@example({"shop.example/A": {"propagating": {"since": "2025-03-01T11:00:00"}}})  # naive - aware: TypeError
+@example({"shop.example/A": {"propagating": {"since": 5}}})
+def test_a_damaged_saved_state_is_watched_again(resolvers: tuple[DnsServer, DnsServer], saved: object) -> None:
+    """The state network.dns keeps in history (another version's, or damaged) was used as read: a record's entry
+    that is not a dict, an answer that is not a list, a propagation start that is no time with a zone crashed the
+    check at every run (the state was never written again).  What cannot be used is left out: watched again."""
+    state = MemoryState()
+    state.set("dns", saved)
+    out = check_dns(opts(resolvers, records=[DnsRecord(name="shop.example", type="A")], propagation_poll_for="0s"),
+                    state, NOW)
+    assert state.get("dns")["shop.example/A"]["answer"] == ["203.0.113.10"]
+    assert all(f.check in ("network.dns_changed", "network.dns_propagated") for f in out.findings), out.findings

@@ -20,6 +20,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from advisory_servers import NpmAdvisory, npm_registry, osv_api, osv_record
 from conftest import invoke
@@ -433,3 +435,31 @@ def test_docs_air_gapped_example_runs(tmp_path: Path, npm_env: None) -> None:
     keys = {f["data"]["key"] for f in run["findings"] if f["check"] == "security.dependencies.vulnerable"}
     assert "pypi:requests:PYSEC-2018-28" in keys and "pypi:urllib3:PYSEC-2019-132" in keys
     assert "npm:lodash:https://github.com/advisories/GHSA-jf85-cpcp-j695" in keys
+
+
+_ledger_value = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=6)
+    | st.sampled_from(["2025-03-01T10:00:00+00:00", "2025-03-01T10:00:00", "high"]),
+    lambda c: st.lists(c, max_size=2) | st.dictionaries(
+        st.sampled_from(["first_seen", "fixed_at", "severity", "source", "package"]), c, max_size=4), max_leaves=10)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.one_of(_ledger_value, st.dictionaries(st.sampled_from(["npm:/srv/shop/lodash/GHSA-jf85-cpcp-j695", "old"]),
+                                                 _ledger_value, max_size=2)))
+@example({"old": 5})  # 'int' object has no attribute 'get'
+@example({"old": {"first_seen": "2025-03-01T10:00:00+00:00", "fixed_at": 5}})  # fromisoformat(5)
+@example({"old": {"first_seen": "2025-03-01T10:00:00"}})  # naive: can't compare with an aware time
+@example(["x"])  # dict(['x'])
+def test_a_damaged_vulnerability_ledger_is_tracked_anew(ledger: object) -> None:
+    """The vulnerability ledger (first seen, fixed at) kept in history, read back damaged or from another version,
+    made security.dependencies/audit/updates and the compliance report fail at every run (TypeError, ValueError).
+    Entries that cannot be used are left out; a vulnerability still reported is first seen again."""
+    state = MemoryState()
+    state.set("vulns", ledger)
+    vulns = parse_npm_audit(json.dumps(NPM_REPORT), "/srv/shop")
+    tracked = track(state, vulns, NOW, SlaOptions(), audited_sources={"/srv/shop"})
+    assert {t.vuln.key for t in tracked} == {v.key for v in vulns}
+    sla_findings(tracked, NOW, SlaOptions())
+    compliance(ledger if isinstance(ledger, dict) else {}, SlaOptions(), NOW - timedelta(days=30), NOW)
+    compliance(state.get("vulns"), SlaOptions(), NOW - timedelta(days=30), NOW)

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from upkeeper.core.task import MemoryState, Severity
@@ -161,3 +161,33 @@ def test_journal_json_format() -> None:
                                                ("accepted", "198.51.100.10")]
     assert cursor == "s=abc;i=4"
     assert events[0].ts == datetime(2025, 3, 14, 10, 0, 1, tzinfo=UTC)
+
+
+_json = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=6),
+                     lambda c: st.lists(c, max_size=3) | st.dictionaries(
+                         st.sampled_from(["inode", "offset"]), c, max_size=2), max_leaves=8)
+
+
+@settings(max_examples=150, deadline=None)
+@given(_json, _json, st.booleans())
+@example({"inode": "INODE", "offset": "x"}, None, False)  # int('x'): ValueError
+@example({"inode": "INODE", "offset": -5}, None, False)  # seek(-5): ValueError
+@example(None, 5, False)  # set(5): TypeError
+@example(None, [[1]], False)  # unhashable
+def test_a_damaged_saved_state_is_read_from_the_start(tmp_path_factory: pytest.TempPathFactory, pos: object,
+                                                      known: object, known_is_list: bool) -> None:
+    """The read position and the known sources security.logins keeps in history (another version's, or damaged)
+    were used as read: an offset that is no number or negative, known_ips that is not a list of addresses, made
+    the task fail at every run, for ever (the state was never written again).  Now such a state is a first
+    run's: the log is read from the start, the sources learnt again."""
+    log = tmp_path_factory.mktemp("auth") / "auth.log"
+    generate_auth_log(log, NOW - timedelta(hours=8))
+    if isinstance(pos, dict) and pos.get("inode") == "INODE":
+        pos = {**pos, "inode": log.stat().st_ino}
+    state = MemoryState()
+    state.set("authlog_pos", pos)
+    state.set("known_ips", [known] if known_is_list and isinstance(known, str) else known)
+    out = check_logins(LoginsOptions(source="file", auth_log=str(log)), state, NOW)
+    assert out.metrics["failed"] > 0 or "from offset" in out.summary
+    assert state.get("authlog_pos") == {"inode": log.stat().st_ino, "offset": log.stat().st_size}
+    assert all(isinstance(ip, str) for ip in state.get("known_ips"))

@@ -8,13 +8,13 @@ import struct
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from upkeeper.errors import TaskError
 from upkeeper.tasks.security._sshproto import ProbeError, parse_kexinit
 from upkeeper.tasks.security.dependencies import parse_npm_audit, parse_pip_audit
-from upkeeper.tasks.security.firewall import parse_iptables_s, parse_ufw_status
+from upkeeper.tasks.security.firewall import parse_iptables_s, parse_nft_json, parse_ufw_status
 from upkeeper.tasks.security.nginx import parse
 from upkeeper.tasks.security.ssh import parse_sshd_t
 from upkeeper.tasks.security.updates import parse_apt_simulation
@@ -61,6 +61,35 @@ def test_line_parsers_never_crash(text: str) -> None:
     parse_apt_simulation(text)
     parse_iptables_s(text)
     parse_ufw_status(text)
+
+
+_nft_value = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.sampled_from(["input", "filter", "drop", "accept"]),
+    lambda c: st.lists(c, max_size=4) | st.dictionaries(st.sampled_from(
+        ["nftables", "chain", "rule", "hook", "type", "policy", "table"]), c, max_size=4), max_leaves=20)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.text(max_size=100), _nft_value.map(json.dumps)))
+@example("2")  # not an object: AttributeError, and the firewall check failed instead of saying 'could not read'
+@example('{"nftables": {"chain": 1}}')
+@example('{"nftables": [5]}')
+@example('{"nftables": [{"chain": [1]}]}')
+def test_nft_json_parser_raises_only_valueerror(text: str) -> None:
+    try:
+        state = parse_nft_json(text)
+    except ValueError:
+        return
+    assert state.tool == "nftables" and state.input_policy in (None, "drop", "accept")
+
+
+def test_nft_json_parser_reads_a_ruleset() -> None:
+    ruleset = {"nftables": [{"metainfo": {"json_schema_version": 1}},
+                            {"chain": {"family": "inet", "table": "filter", "name": "input", "type": "filter",
+                                       "hook": "input", "prio": 0, "policy": "drop"}},
+                            {"rule": {"family": "inet", "table": "filter", "chain": "input", "expr": []}}]}
+    state = parse_nft_json(json.dumps(ruleset))
+    assert (state.active, state.input_policy, state.detail) == (True, "drop", "1 input chain(s), 1 rule(s)")
 
 
 @settings(max_examples=200, deadline=None)

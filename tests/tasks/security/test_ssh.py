@@ -7,10 +7,14 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from upkeeper.core.task import Severity
+from upkeeper.errors import TaskError
 from upkeeper.sandbox.sshd import SshServer
 from upkeeper.tasks.security._sshproto import ProbeError, parse_kexinit
 from upkeeper.tasks.security.ssh import (
@@ -175,3 +179,72 @@ def test_kexinit_parser_rejects_garbage() -> None:
         parse_kexinit(b"\x15" + b"\x00" * 40)
     with pytest.raises(ProbeError):
         parse_kexinit(b"\x14" + b"\x00" * 16 + b"\x00\x00\x10\x00abc")
+
+
+@pytest.mark.parametrize("case", ["missing", "directory", "included directory", "included unreadable"])
+def test_fallback_names_an_unreadable_config_or_include(tmp_path: Path, case: str) -> None:
+    """Without 'sshd -T' the config is read by hand: a missing config, a directory, or an Include whose glob
+    matches a directory ('Include /etc/ssh/sshd_config.d') or a file that cannot be read (a dangling link, one
+    upkeeper's user may not read) ended the check
+    in 'could not run: IsADirectoryError: [Errno 21] ...' without saying which Include.  Now the message names the
+    file, the Include line, and how to fix it."""
+    (tmp_path / "conf.d").mkdir()
+    secret = tmp_path / "conf.d" / "gone.conf"
+    secret.symlink_to(tmp_path / "removed.conf")  # (unreadable even by root: os.access cannot fake that)
+    main = tmp_path / "sshd_config"
+    include = {"included directory": f"{tmp_path}/conf.d", "included unreadable": f"{tmp_path}/conf.d/*.conf"}
+    main.write_text(f"X11Forwarding no\nInclude {include.get(case, '/nonexistent-dir/*.conf')}\n")
+    config = {"missing": str(tmp_path / "nope"), "directory": str(tmp_path)}.get(case, str(main))
+    out = check_config_guarded(SshOptions(config=config, sshd="/nonexistent/sshd"))
+    (failed,) = [f for f in out.findings if f.check == "security.ssh.check_failed"]
+    named = {"missing": config, "directory": config, "included directory": f"{tmp_path}/conf.d",
+             "included unreadable": str(secret)}[case]
+    assert f"cannot read the sshd config {named}" in failed.message and "Error" not in failed.message
+    if case.startswith("included"):
+        assert f"(included at {main}:2)" in failed.message
+    assert "set 'config'" in failed.remediation
+
+
+def check_config_guarded(options: SshOptions) -> Any:
+    from upkeeper.tasks.security._common import guarded
+
+    return guarded("security.ssh", options.config, lambda: check_config(options))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(
+    st.text(alphabet=st.sampled_from(list("abcPermitRootLogin =#\t\"'yesno*?[]")), max_size=30),
+    st.sampled_from(["Match all", "Match User x", "Include DIR", "Include DIR/*.conf", "Include DIR/none*",
+                     "Include", "=", "= x", "PermitRootLogin", "Include DIR/sshd_config"])), max_size=8))
+@example(["Include DIR"])  # the directory itself: IsADirectoryError
+@example(["Include DIR/sshd_config"] * 3)  # itself, three times: 3**8 readings
+def test_fallback_reader_returns_values_or_names_the_file(tmp_path_factory: pytest.TempPathFactory,
+                                                         lines: list[str]) -> None:
+    d = tmp_path_factory.mktemp("sshd")
+    (d / "a.conf").write_text("PasswordAuthentication no\n")
+    main = d / "sshd_config"
+    main.write_text("\n".join(ln.replace("DIR", str(d)) for ln in lines) + "\n")  # (it may include itself)
+    try:
+        values = read_config_file(str(main))
+    except TaskError as exc:
+        assert "cannot read the sshd config" in exc.message and str(d) in exc.message
+        return
+    assert all(isinstance(k, str) and isinstance(v, str) for k, v in values.items())
+
+
+def test_fallback_reads_a_file_included_again_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A config whose Include glob matches the config itself (or includes one file several times) was read
+    again at every level, 8 deep: three such Includes made 3**8 = 6561 readings of the file.  Now once: first
+    value wins, so a second reading adds nothing."""
+    main = tmp_path / "sshd_config"
+    main.write_text(f"Include {tmp_path}/*\nInclude {main}\nInclude {tmp_path}/sshd_*\nPermitRootLogin yes\n")
+    reads: list[str] = []
+    real = Path.read_text
+
+    def counting(self: Path, *args: Any, **kwargs: Any) -> str:
+        reads.append(str(self))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", counting)
+    assert read_config_file(str(main))["permitrootlogin"] == "yes"
+    assert reads == [str(main)]

@@ -11,6 +11,7 @@ a dry-run request) reports every action without doing it.
 from __future__ import annotations
 
 import glob
+import math
 import os
 import re
 import signal
@@ -141,6 +142,11 @@ class Env:
         value, threshold = kw.pop("value", None), kw.pop("threshold", None)
         self.findings.append(Finding(check, sev, subject, message, remediation, value=value, threshold=threshold, data=kw))
 
+
+
+def _number(v: Any) -> bool:
+    """A finite number (a time, in the state read back from history)?"""
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
 
 def as_app_user(argv: list[str], user: str | None, euid: int | None = None) -> list[str]:
     """Run as the app's user when one is set and upkeeper runs as root; as upkeeper's own user when that is the
@@ -315,7 +321,9 @@ def step_rotate(env: Env) -> None:
             env.finding("app.rotate_failed", Severity.WARNING, str(t.path(t.pid_file)), f"no log rotated: {exc}",
                         "point pid_file at the app's pid file (relative to root, or absolute)")
             to_rotate = []
-    rotated_at: dict[str, float] = dict(env.ctx.state.get("rotated_at") or {})
+    saved_at = env.ctx.state.get("rotated_at")  # (read back from history: damaged, another version's: anything)
+    rotated_at: dict[str, float] = {k: v for k, v in saved_at.items() if _number(v)} if isinstance(saved_at, dict) \
+        else {}
     rotated = 0
     rotated_bytes = 0
     for log in to_rotate:
@@ -507,7 +515,9 @@ def step_health(env: Env) -> None:
                     "set restart_command on the target so upkeeper can restart it, and read the app's log",
                     value=what)
         return
-    restarts: list[dict[str, Any]] = list(env.ctx.state.get("restarts") or [])
+    saved = env.ctx.state.get("restarts")  # (read back from history: a restart without a time is none known)
+    restarts: list[dict[str, Any]] = [r for r in saved if isinstance(r, dict) and _number(r.get("at"))] \
+        if isinstance(saved, list) else []
     last = restarts[-1]["at"] if restarts else None
     if last is not None and env.now - float(last) < o.restart_cooldown.total_seconds():
         since = datetime.fromtimestamp(float(last)).astimezone()

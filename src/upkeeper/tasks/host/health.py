@@ -216,7 +216,8 @@ DISK_REMEDIATION = ("free space: old logs, backups and build caches (upkeeper ap
 def check_disks(env: Env) -> CheckOutput:
     o = env.opts
     out = CheckOutput()
-    was_critical = set(env.ctx.state.get("disk_critical") or [])
+    saved = env.ctx.state.get("disk_critical")  # (read back from history: damaged, another version's: anything)
+    was_critical = {m for m in saved if isinstance(m, str)} if isinstance(saved, list) else set()
     now_critical: set[str] = set()
     for mount in o.mounts or real_mounts():
         try:

@@ -16,6 +16,7 @@ selector is missing, and the finding names the process that holds the pid now.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import time
@@ -164,6 +165,20 @@ def pid_file_record(path: str) -> dict[str, Any] | None:
     return {"file": [st.st_ino, st.st_mtime_ns], "pid": pid, "start": ticks, "boot": boot_id()}
 
 
+def _point(p: Any) -> bool:
+    return (isinstance(p, list) and len(p) == 2
+            and all(isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x) for x in p))
+
+
+def usable_samples(saved: Any) -> dict[str, Any]:
+    """The memory samples a run saved, by process identity, that can be used: read back from history (damaged,
+    another version's), they may be anything.  A series with a point that is not ``[time, bytes]`` starts again."""
+    if not isinstance(saved, dict):
+        return {}
+    return {k: v for k, v in saved.items()
+            if isinstance(v, dict) and isinstance(v.get("points"), list) and all(_point(p) for p in v["points"])}
+
+
 def stale_pid_file(path: str, before: dict[str, Any] | None, now: dict[str, Any] | None) -> str:
     """Why the pid file at ``path`` no longer names the process that wrote it ("" when it may): the file is
     the one a previous run saw, with the same pid, but the process holding that pid started at another moment
@@ -269,7 +284,9 @@ class HostProcess(Task[ProcessOptions]):
     def _pid_files(ctx: TaskContext, options: ProcessOptions) -> dict[str, str]:
         """The left-over pid files, and why (:func:`stale_pid_file`); remembers the others for the next run.  A
         left-over file's record stays as it was, so it is said again at every run until the file changes."""
-        known: dict[str, Any] = dict(ctx.state.get("pid_files") or {})
+        saved = ctx.state.get("pid_files")  # (read back from history: damaged, another version's: anything)
+        known: dict[str, Any] = {p: r for p, r in saved.items() if isinstance(r, dict)} if isinstance(saved, dict) \
+            else {}
         stale: dict[str, str] = {}
         paths = {sel.pid_file for sel in options.processes if sel.pid_file}
         for path in sorted(paths):
@@ -283,7 +300,7 @@ class HostProcess(Task[ProcessOptions]):
         return stale
 
     def run(self, ctx: TaskContext, options: ProcessOptions) -> Result:
-        history: dict[str, Any] = dict(ctx.state.get("samples") or {})
+        history = usable_samples(ctx.state.get("samples"))
         pid_files = self._pid_files(ctx, options)
         seen: set[str] = set()
         last: dict[str, Sample] = {}

@@ -115,7 +115,11 @@ def _recover(ctx: TaskContext, directory: Path, stem: str) -> None:
     """The pending reports of earlier runs of this job (none runs now: runs of a job take turns): the
     recorded run's (its runner died between recording and renaming) are published, the others (a run
     killed before its result was recorded) removed, as are temporary files of killed writes."""
-    recorded = ctx.state.get(REPORTS_KEY) or []
+    saved = ctx.state.get(REPORTS_KEY)
+    # (read back from history -- damaged, another version's -- anything but a list of names records none: the
+    # pending reports are then taken for a killed run's and removed, never published unrecorded; a text would
+    # match any part of itself)
+    recorded = {n for n in saved if isinstance(n, str)} if isinstance(saved, list) else set()
     for p in directory.glob(f".{_safe(stem)}-*{PENDING_SUFFIX}"):
         final = final_name(p)
         try:

@@ -49,6 +49,15 @@ GROUPS_KEY = "exception_groups"
 CURSORS_KEY = "error_cursors"
 
 
+def usable_groups(saved: Any) -> dict[str, dict[str, Any]]:
+    """The exception groups a run saved (read back from history: damaged, another version's, may be anything)
+    that can be used: by id, each a dict whose ``count`` is a number and ``last_seen`` a time's text."""
+    if not isinstance(saved, dict):
+        return {}
+    return {gid: g for gid, g in saved.items()
+            if isinstance(g, dict) and type(g.get("count", 0)) is int and isinstance(g.get("last_seen", ""), str)}
+
+
 class ErrorLogsOptions(TaskOptions):
     error_log: str | None = Field(None, description="nginx error log (default: the nginx target's error_log). "
             "Source: upkeeper (not set by default)")
@@ -103,7 +112,13 @@ class ErrorLogs(Task[ErrorLogsOptions]):
         patterns = list(options.app_logs)
         if not patterns and isinstance(target, AppTarget):
             patterns = [str(target.path(p)) for p in target.logs]
-        cursors: dict[str, list[dict[str, Any]]] = ctx.state.get(CURSORS_KEY, {}) if options.incremental else {}
+        saved_cursors = ctx.state.get(CURSORS_KEY, {}) if options.incremental else {}
+
+        def cursors_of(path: str) -> Any:
+            # (saved state that is not a dict of lists of cursors -- damaged, another version's -- is handed on as
+            # it is: plan_reads says it cannot use it, and reads the files from the start)
+            return saved_cursors.get(path) if isinstance(saved_cursors, dict) else saved_cursors
+
         new_cursors: dict[str, list[dict[str, Any]]] = {}
         t0 = time.monotonic()
         rep: dict[str, Any] = {"files": []}
@@ -121,7 +136,7 @@ class ErrorLogs(Task[ErrorLogsOptions]):
                                         "nginx writes"))
             else:
                 ng = errorlog.NginxErrorStats()
-                plan = sources.plan_reads(files, cursors.get(error_log), incremental=options.incremental)
+                plan = sources.plan_reads(files, cursors_of(error_log), incremental=options.incremental)
                 plan_notes += plan.notes
                 gz = self._read(plan, lambda buf, src: ng.feed(buf, src) if ng else None, read_notes)
                 ng.finish()
@@ -142,7 +157,7 @@ class ErrorLogs(Task[ErrorLogsOptions]):
                     matched = True
                     if not files:  # read under another name already (its cursor is that name's)
                         continue
-                    plan = sources.plan_reads(files, cursors.get(path), incremental=options.incremental)
+                    plan = sources.plan_reads(files, cursors_of(path), incremental=options.incremental)
                     plan_notes += plan.notes
                     gz = self._read(plan, lambda buf, src: app.feed(buf, src) if app else None, read_notes)
                     app.finish()
@@ -168,8 +183,12 @@ class ErrorLogs(Task[ErrorLogsOptions]):
         saved = ctx.state.get(GROUPS_KEY)
         # "never read an application log" (no state: record a baseline) is not "read it, no exceptions"
         # (an empty dict: whatever appears next is new)
-        first_run = saved is None
-        known: dict[str, dict[str, Any]] = saved or {}
+        known = usable_groups(saved)
+        if saved is not None and (not isinstance(saved, dict) or len(known) < len(saved)):
+            ctx.log.warning("the exception groups the last run saved cannot all be understood (written by another "
+                            "version of upkeeper, or damaged): %s", "the ones that can are kept" if known else
+                            "starting over, this run's groups recorded as known")
+        first_run = saved is None or not isinstance(saved, dict) or (not known and bool(saved))
         # the report is redacted before findings, HTML and JSON are made of it: exception messages and
         # error-log lines carry DSNs with passwords and request lines with ?token=…
         if ng is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import statistics
 import time
 from datetime import date, datetime, timedelta
@@ -760,13 +761,26 @@ def hour_key(when: datetime) -> str:
     return f"{when:%Y-%m-%d %H}:00"
 
 
+def _hour(h: Any) -> bool:
+    """Is ``h`` an hour as :func:`merge_hours` keeps them (``YYYY-MM-DD HH:00``)?"""
+    if not isinstance(h, str) or not re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:00", h):
+        return False
+    try:
+        date.fromisoformat(h[:10])
+    except ValueError:
+        return False
+    return True
+
+
 def merge_hours(earlier: dict[str, int], now: dict[str, int], *, incremental: bool,
                 not_after: str) -> dict[str, int]:
     """Requests per hour (``YYYY-MM-DD HH:00``, log time) over the runs: an incremental run adds its lines
     to the hour's count, a run that read everything replaces it; the last :data:`HOURS_KEPT_DAYS` days
     before the newest hour kept.  Hours after ``not_after`` (a wrong clock, forged lines) are never kept:
     one line dated 2099 would otherwise push every real hour out."""
-    out = {str(h): int(c) for h, c in earlier.items()} if isinstance(earlier, dict) else {}
+    # (read back from history: an hour that is not 'YYYY-MM-DD HH:00' with a whole number -- damaged, another
+    # version's -- is dropped)
+    out = {h: c for h, c in earlier.items() if _hour(h) and type(c) is int} if isinstance(earlier, dict) else {}
     for h, c in now.items():
         out[h] = out.get(h, 0) + c if incremental else c
     out = {h: c for h, c in out.items() if h <= not_after}

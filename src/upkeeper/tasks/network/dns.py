@@ -126,6 +126,32 @@ class Answer:
         return ", ".join(self.values) if self.values else f"({self.status if self.status != 'NOERROR' else 'empty'})"
 
 
+def _aware_time(v: Any) -> bool:
+    try:
+        return isinstance(v, str) and datetime.fromisoformat(v).tzinfo is not None
+    except ValueError:
+        return False
+
+
+def usable_entry(saved: Any) -> dict[str, Any]:
+    """What the last run recorded of a record (its ``answer``, a ``propagating`` change), as far as it can be
+    used: read back from history (damaged, another version's), it may be anything.  What cannot be used is left
+    out: the record is watched again as on a first run."""
+    if not isinstance(saved, dict):
+        return {}
+    entry = dict(saved)
+    answer = entry.get("answer")
+    if not (isinstance(answer, list) and all(isinstance(v, str) for v in answer)):
+        entry["answer"] = None
+    propagating = entry.get("propagating")
+    if not (isinstance(propagating, dict) and _aware_time(propagating.get("since"))):
+        entry["propagating"] = None
+    elif not (propagating.get("from") is None or (isinstance(propagating["from"], list)
+                                                  and all(isinstance(v, str) for v in propagating["from"]))):
+        entry["propagating"] = {**propagating, "from": None}
+    return entry
+
+
 def parse_resolver(spec: str) -> tuple[str, int]:
     """(address, port) of 'ip', 'ip:port', 'ipv6' or '[ipv6]:port'; ValueError naming the mistake."""
     s = spec.strip()
@@ -241,12 +267,13 @@ def check_dns(options: DnsOptions, state: StateStore, now: datetime,
         return out
     t0 = time.monotonic()
     clock = clock or (lambda: now + timedelta(seconds=time.monotonic() - t0))
-    ledger: dict[str, Any] = dict(state.get(STATE_KEY) or {})
+    saved = state.get(STATE_KEY)  # (read back from history: damaged, another version's: anything)
+    ledger: dict[str, Any] = dict(saved) if isinstance(saved, dict) else {}
     for rec in options.records:
         key = f"{rec.name.lower().rstrip('.')}/{rec.type}"
         subject = f"{rec.name} {rec.type}"
         answers = ask_all(resolvers, rec, options.timeout)
-        entry: dict[str, Any] = dict(ledger.get(key) or {})
+        entry = usable_entry(ledger.get(key))
         prior = entry.get("answer")
         propagating = entry.get("propagating")
         if disagree(answers) and propagating is None:

@@ -299,6 +299,13 @@ ORDER BY slot_name
 SLOT_STATE_KEY = "slots_inactive_since"
 
 
+def _aware_time(v: Any) -> bool:
+    try:
+        return isinstance(v, str) and datetime.fromisoformat(v).tzinfo is not None
+    except ValueError:
+        return False
+
+
 @check("replication_slots", "server")
 def check_replication_slots(s: Survey, p: Probe) -> list[Finding]:
     o = s.options
@@ -306,7 +313,10 @@ def check_replication_slots(s: Survey, p: Probe) -> list[Finding]:
     rows = p.rows(SLOTS_SQL.format(
         inactive_s="extract(epoch FROM now() - inactive_since)::float8" if has_inactive_since else "NULL::float8"))
     now = s.ctx.now()
-    seen: dict[str, str] = dict(s.ctx.state.get(SLOT_STATE_KEY, {}) or {})
+    saved = s.ctx.state.get(SLOT_STATE_KEY)
+    # (read back from history -- damaged, another version's -- a slot's time that is not an ISO time with a zone
+    # is none: that slot is first seen inactive now)
+    seen: dict[str, str] = {k: v for k, v in saved.items() if _aware_time(v)} if isinstance(saved, dict) else {}
     still: dict[str, str] = {}
     out = []
     for name, kind, db, active, wal_status, retained, inactive_s in rows:

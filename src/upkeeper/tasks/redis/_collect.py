@@ -6,6 +6,7 @@ checks are small functions over it, so one INFO round trip feeds them all.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -74,8 +75,12 @@ def take_snapshot(client: redis.Redis, state: StateStore | None, now: float | No
     snap = Snapshot(info=info, server_time=secs + micros / 1e6, collected_ms=collected_ms)
     current = {c: int(info.get(c, 0) or 0) for c in COUNTERS}
     prev = state.get("counters") if state is not None else None
+    # (read back from history: counters that are not whole numbers -- damaged, another version's -- are a first
+    # run's, as after a restart)
     if (isinstance(prev, dict) and prev.get("run_id") == snap.run_id
-            and all(current[c] >= int(prev.get(c, 0)) for c in COUNTERS)):
+            and all(type(prev.get(c, 0)) is int and current[c] >= prev.get(c, 0) for c in COUNTERS)
+            and isinstance(prev.get("server_time", 0), int | float) and not isinstance(prev.get("server_time"), bool)
+            and math.isfinite(prev.get("server_time", 0))):
         snap.deltas = {c: current[c] - int(prev.get(c, 0)) for c in COUNTERS}
         snap.interval_s = max(0.0, snap.server_time - float(prev.get("server_time", snap.server_time)))
     else:  # first run, or the server restarted (counters start again at zero)

@@ -295,8 +295,10 @@ def check_slowlog(env: Env) -> CheckOutput:
     o, s = env.opts, env.snap
     entries: list[dict[str, Any]] = env.client.slowlog_get(SLOWLOG_READ)
     length = int(env.client.slowlog_len())
-    seen = env.state.get("slowlog") or {}
-    last_id = int(seen.get("last_id", -1)) if seen.get("run_id") == s.run_id else -1
+    seen = env.state.get("slowlog")  # (read back from history: damaged, another version's: anything)
+    last_id = seen.get("last_id", -1) if isinstance(seen, dict) and seen.get("run_id") == s.run_id else -1
+    if type(last_id) is not int:
+        last_id = -1  # every entry is new, as after a restart
     new = [e for e in entries if int(e["id"]) > last_id]
     if entries:
         env.state.set("slowlog", {"run_id": s.run_id, "last_id": max(int(e["id"]) for e in entries)})

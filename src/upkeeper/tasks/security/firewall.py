@@ -34,12 +34,18 @@ class FirewallState:
 
 
 def parse_nft_json(text: str) -> FirewallState:
+    """``nft -j list ruleset``; raises ValueError when it is not that (not JSON, or not a ruleset's shape)."""
     data = json.loads(text or "{}")
+    items = data.get("nftables", []) if isinstance(data, dict) else None
+    if not isinstance(items, list):
+        raise ValueError("nft -j printed JSON that is not a ruleset (no 'nftables' list)")
     policies = []
     rules = 0
-    for item in data.get("nftables", []):
+    for item in items:
+        if not isinstance(item, dict):
+            raise ValueError(f"nft -j printed a ruleset entry that is not an object: {str(item)[:60]!r}")
         chain = item.get("chain")
-        if chain and chain.get("hook") == "input" and chain.get("type") == "filter":
+        if isinstance(chain, dict) and chain.get("hook") == "input" and chain.get("type") == "filter":
             policies.append(str(chain.get("policy", "accept")))
         if "rule" in item:
             rules += 1

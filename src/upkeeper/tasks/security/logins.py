@@ -107,8 +107,11 @@ def _read_file(path: Path, state: StateStore, options: LoginsOptions, now: datet
     pos = state.get("authlog_pos")
     offset = 0
     note = "from the start"
-    if isinstance(pos, dict) and pos.get("inode") == st.st_ino and int(pos.get("offset", 0)) <= st.st_size:
-        offset = int(pos["offset"])
+    # (read back from history -- damaged, another version's -- a position that is not a whole number of bytes
+    # inside the file is none: read from the start)
+    if (isinstance(pos, dict) and pos.get("inode") == st.st_ino and type(pos.get("offset")) is int
+            and 0 <= pos["offset"] <= st.st_size):
+        offset = pos["offset"]
         note = f"from offset {offset}"
     with open(path, "rb") as fh:
         fh.seek(offset)
@@ -227,12 +230,13 @@ def check_logins(options: LoginsOptions, state: StateStore, now: datetime) -> Ch
         lines, note = _read_file(path, state, options, now)
         since = now - options.first_run_lookback if note == "from the start" else None
         events = [e for e in (parse_line(ln, now.year, now) for ln in lines) if e is not None]
-        if since is not None and state.get("known_ips") is None:
+        if since is not None and not isinstance(state.get("known_ips"), list):
             events = [e for e in events if e.ts >= since]
     else:
         events, note = _read_journal(state, options, now)
-    known = set(state.get("known_ips") or [])
-    first_run = state.get("known_ips") is None
+    saved = state.get("known_ips")  # (read back from history: not a list of addresses is a first run's)
+    first_run = not isinstance(saved, list)
+    known = {ip for ip in saved if isinstance(ip, str)} if isinstance(saved, list) else set()
     out = analyse(events, options, known if not first_run else set())
     if first_run:  # the first run learns the sources; it does not call them new
         for f in out.findings:

@@ -67,6 +67,25 @@ def normalize(severity: str) -> str:
     return SEVERITY_ALIASES.get(s, s)
 
 
+def _aware_time(v: Any) -> bool:
+    try:
+        return isinstance(v, str) and datetime.fromisoformat(v).tzinfo is not None
+    except ValueError:
+        return False
+
+
+def usable_ledger(saved: Any) -> dict[str, dict[str, Any]]:
+    """The vulnerabilities a run recorded, as far as they can be used: read back from history (another version's,
+    or damaged), the ledger may be anything.  An entry without a first sighting with a zone, or with a fix time
+    that is not one, is left out (a vulnerability still reported is then first seen again now)."""
+    if not isinstance(saved, dict):
+        return {}
+    return {k: e for k, e in saved.items()
+            if isinstance(e, dict) and _aware_time(e.get("first_seen"))
+            and (not e.get("fixed_at") or _aware_time(e.get("fixed_at")))
+            and isinstance(e.get("severity", "unknown"), str)}
+
+
 def track(state: StateStore, vulns: list[Vuln], now: datetime, sla: SlaOptions,
           audited_sources: set[str] | None = None) -> list[Tracked]:
     """Record sightings, mark vanished ones fixed, return the open ones with their due dates.
@@ -74,7 +93,7 @@ def track(state: StateStore, vulns: list[Vuln], now: datetime, sla: SlaOptions,
     Only a vulnerability whose source was audited successfully in this run can be marked fixed: an
     unreachable advisory database proves nothing.
     """
-    ledger: dict[str, dict[str, Any]] = dict(state.get(STATE_KEY) or {})
+    ledger = usable_ledger(state.get(STATE_KEY))
     current = {v.key: v for v in vulns}
     out = []
     for key, v in current.items():
@@ -104,7 +123,7 @@ def compliance(ledger: dict[str, dict[str, Any]], sla: SlaOptions, start: dateti
     """Patch-SLA figures for a period: fixed in time, fixed late, open overdue, open within SLA."""
     fixed_ok = fixed_late = open_overdue = open_ok = 0
     rows = []
-    for key, e in ledger.items():
+    for key, e in usable_ledger(ledger).items():
         first = datetime.fromisoformat(e["first_seen"])
         fixed = datetime.fromisoformat(e["fixed_at"]) if e.get("fixed_at") else None
         window = sla.due(e.get("severity", "unknown"))

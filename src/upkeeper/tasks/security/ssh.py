@@ -22,7 +22,7 @@ from pydantic import Field
 
 from upkeeper.core import proc
 from upkeeper.core.task import Finding, Result, Severity, Task, TaskContext, TaskOptions, task
-from upkeeper.errors import ProcessError
+from upkeeper.errors import ProcessError, TaskError
 from upkeeper.tasks.security._common import CheckOutput
 from upkeeper.tasks.security._sshproto import ProbeError, probe
 
@@ -181,11 +181,25 @@ def parse_sshd_t(text: str) -> dict[str, str]:
     return out
 
 
-def read_config_file(path: str, depth: int = 0) -> dict[str, str]:
-    """sshd_config and its Includes, first value wins, Match blocks skipped (sshd_config(5))."""
+def read_config_file(path: str, depth: int = 0, included_at: str | None = None,
+                     done: set[str] | None = None) -> dict[str, str]:
+    """sshd_config and its Includes, first value wins, Match blocks skipped (sshd_config(5)).  A file that
+    cannot be read -- the config itself, or one an Include names (a directory matched by its glob, a file sshd's
+    user may read but upkeeper's may not) -- raises TaskError naming it and the Include line.  A file included
+    again (a glob that matches the file itself, two Includes of one file) is read once: first value wins, so a
+    second reading adds nothing, and a file including itself twice made 2**8 readings (8 levels deep)."""
+    done = set() if done is None else done
+    done.add(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        where = f" (included at {included_at})" if included_at else ""
+        raise TaskError(f"cannot read the sshd config {path}{where}: {exc.strerror or exc}",
+                        "Try: set 'config' to the sshd_config sshd reads, let the user upkeeper runs as read it "
+                        "and what it includes, or make 'sshd -T' work (the sshd option)") from None
     out: dict[str, str] = {}
     in_match = False
-    for raw in Path(path).read_text(encoding="utf-8", errors="replace").splitlines():
+    for lineno, raw in enumerate(text.splitlines(), 1):
         line = raw.split("#", 1)[0].strip()
         if not line:
             continue
@@ -201,7 +215,9 @@ def read_config_file(path: str, depth: int = 0) -> dict[str, str]:
             for pattern in v.split():
                 p = pattern if pattern.startswith("/") else str(Path("/etc/ssh") / pattern)
                 for f in sorted(glob.glob(p)):
-                    for ik, iv in read_config_file(f, depth + 1).items():
+                    if f in done:
+                        continue
+                    for ik, iv in read_config_file(f, depth + 1, f"{path}:{lineno}", done).items():
                         out.setdefault(ik, iv)
             continue
         out.setdefault(k, v)
