@@ -142,8 +142,8 @@ def test_a_number_as_a_schedule_and_a_number_out_of_bounds_say_what_is_expected(
     [too_many] = problems("defaults:\n  retries: 21\njobs: {a: {task: debug.noop}}\n")
     assert too_many.endswith("| Try: retries: a whole number from 0 to 20"), too_many
     # what each schedule form the hint shows is accepted
-    for example in ("'*/5 * * * *'", "'0 3 * * *'", "'@daily'", "'every 5m'"):
-        assert problems(f"jobs:\n  a:\n    task: debug.noop\n    schedule: {example}\n") == [], example
+    for form in ("'*/5 * * * *'", "'0 3 * * *'", "'@daily'", "'every 5m'"):
+        assert problems(f"jobs:\n  a:\n    task: debug.noop\n    schedule: {form}\n") == [], form
 
 
 def test_top_level_x_keys_are_ignored_and_hold_yaml_anchors(monkeypatch: pytest.MonkeyPatch) -> None:
