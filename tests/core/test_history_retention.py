@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 import sqlite3
 import threading
@@ -15,7 +16,7 @@ from sqlalchemy import func, select
 
 from upkeeper.backup.catalog import BackupRow
 from upkeeper.core import retention
-from upkeeper.core.history import History, NewRun
+from upkeeper.core.history import RETENTION_STATE, DeletedRuns, History, NewRun
 from upkeeper.core.models import AuditRow, FindingRow, MetricRow, RunRow
 from upkeeper.core.retention import prune_history
 from upkeeper.core.task import Finding, Result, Severity
@@ -358,3 +359,36 @@ def test_daemon_rows_of_long_ended_daemons_go_unless_catch_up_or_status_reads_th
     after = h.daemon_lifetimes(exclude="x")
     assert {lt for lt in before if "nightly" in lt[2]} <= set(after)  # what catch-up reads for 'nightly' stays
     assert prune_history(h, runs_before=cutoff, audit_before=None).daemons == 0
+
+
+@pytest.mark.parametrize("damage", ["not a time", 42, None])
+def test_a_damaged_retention_marker_is_no_claim_of_a_complete_history(history: History, damage: Any,
+                                                                        caplog: pytest.LogCaptureFixture) -> None:
+    """A marker edited by hand or restored badly neither crashes its readers and the next prune, nor reads as
+    "never deleted anything": it stands for its last write (every run deleted by then had finished) until the
+    next prune repairs it."""
+    h = history
+    run(h, "old", OLD)
+    run(h, "old", NOW)  # the newest run of a job stays
+    assert prune_history(h, runs_before=NOW - timedelta(days=90), audit_before=None).runs == 1
+    h.set_state(*RETENTION_STATE, damage)
+    written = datetime.now(UTC)
+    caplog.set_level(logging.WARNING)
+    d = h.deleted_runs()
+    assert d is not None and not d.exact
+    assert OLD + timedelta(seconds=5) < d.through <= written
+    assert h.runs_deleted_through() == d.through
+    h.deleted_runs()
+    assert len([r for r in caplog.records if "retention marker" in r.getMessage()]) == 1  # logged once
+    # the next prune repairs it, never before the damaged marker's last write
+    run(h, "b", OLD + timedelta(days=1))
+    run(h, "b", NOW)
+    assert prune_history(h, runs_before=NOW - timedelta(days=90), audit_before=None).runs == 1
+    assert h.deleted_runs() == DeletedRuns(d.through)
+    assert "repaired" in caplog.text
+    # a later deletion moves it on as before
+    later = datetime.now(UTC) + timedelta(hours=1)
+    run(h, "c", later)
+    run(h, "c", later + timedelta(hours=1))
+    assert prune_history(h, runs_before=later + timedelta(minutes=30), audit_before=None).runs == 1
+    assert h.deleted_runs() == DeletedRuns(later + timedelta(seconds=5))

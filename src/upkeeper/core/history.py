@@ -73,6 +73,33 @@ SCHEMA_HEADS = frozenset({"backup_catalog", "daemon_loop", "notify_state_node", 
 RETENTION_STATE = ("_history", "runs_deleted_through")
 
 
+@dataclass(frozen=True)
+class DeletedRuns:
+    """The history retention marker (:data:`RETENTION_STATE`) as read."""
+
+    #: the newest end of a run retention deleted; when not ``exact``, the latest it can be (when the damaged
+    #: marker was last written: every run deleted until then had finished by then)
+    through: datetime
+    #: False: the marker was damaged, runs before ``through`` may (not must) be gone
+    exact: bool = True
+
+
+def read_deleted_marker(value: Any, updated_at: Any) -> DeletedRuns:
+    """The marker row's ``value`` and ``updated_at`` as :class:`DeletedRuns` (never raises on a damaged value)."""
+    if isinstance(value, str):
+        try:
+            when = _utc(datetime.fromisoformat(value))
+        except (ValueError, OverflowError):
+            when = None
+        if when is not None:
+            return DeletedRuns(when)
+    try:
+        when = _utc(updated_at)
+    except (ValueError, TypeError, OverflowError):
+        when = None
+    return DeletedRuns(when if when is not None else datetime.now(UTC), exact=False)
+
+
 def default_history_path() -> Path:
     import platformdirs
 
@@ -261,6 +288,7 @@ class History:
         #: see :data:`LEASE_GRACE` (the tests shorten it) and :meth:`recently_lost`
         self.lease_grace = LEASE_GRACE
         self._lost_at: float | None = None  # time.monotonic() of the last failure to reach or write the history
+        self._warned_marker = False  # a damaged retention marker was logged (:meth:`deleted_runs`)
         try:
             self.engine = self._make_engine(url)
             if migrate:
@@ -797,9 +825,30 @@ class History:
 
         Runs that finished after it are all still here; before it, some may be gone (pruning keeps a few).
         Readers of a window of runs (reports, rates) say so instead of taking gone runs for runs that never
-        happened."""
-        raw = self.get_state(*RETENTION_STATE)
-        return _utc(datetime.fromisoformat(raw)) if isinstance(raw, str) else None
+        happened.  A damaged marker gives the latest instant it can stand for (:meth:`deleted_runs`)."""
+        d = self.deleted_runs()
+        return None if d is None else d.through
+
+    def deleted_runs(self) -> DeletedRuns | None:
+        """What history retention deleted (None: it never deleted a run).
+
+        A damaged marker (not an ISO timestamp: edited by hand, a bad restore) is no proof that the history
+        is complete: the runs deleted then finished before it was last written, so that instant stands in,
+        marked ``exact=False`` (its readers say the history may be incomplete), and the next prune repairs
+        it.  Logged once per history."""
+        st = tables.job_state
+        with self._core() as conn:
+            row = conn.execute(select(st.c.value, st.c.updated_at)
+                               .where(st.c.job == RETENTION_STATE[0], st.c.key == RETENTION_STATE[1])).first()
+        if row is None:
+            return None
+        d = read_deleted_marker(row[0], row[1])
+        if not d.exact and not self._warned_marker:
+            self._warned_marker = True
+            log.warning("history: the retention marker (job_state %s/%s) is damaged (%r): runs that finished up to "
+                        "%s UTC may have been deleted; the next history prune repairs it",
+                        *RETENTION_STATE, str(row[0])[:80], f"{d.through:%Y-%m-%d %H:%M}")
+        return d
 
     def last_runs(self) -> dict[str, RunRow]:
         """The newest finished (or running) run of every job."""

@@ -29,6 +29,7 @@ by this version uses ``auto_vacuum=INCREMENTAL``: pruning also hands the free pa
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -39,8 +40,16 @@ from typing import Any, cast
 from sqlalchemy import ColumnElement, Connection, Table, and_, delete, func, or_, select, update
 
 from upkeeper.core import tables
-from upkeeper.core.history import RETENTION_STATE, SCHEDULED_TRIGGERS, History, stopped_on_request
+from upkeeper.core.history import (
+    RETENTION_STATE,
+    SCHEDULED_TRIGGERS,
+    History,
+    read_deleted_marker,
+    stopped_on_request,
+)
 from upkeeper.core.models import AuditRow, FindingRow, MetricRow, RunRow, StateRow, StreakRow
+
+log = logging.getLogger(__name__)
 
 #: runs per delete transaction (with their findings): ~0.06 s of write lock on SQLite (measured, 20,000-run
 #: history), short enough for a running job's writes to wait
@@ -322,11 +331,21 @@ def _note_deleted_through(conn: Connection, finished: Sequence[datetime]) -> Non
     else:
         from sqlalchemy.dialects.sqlite import insert as ins
     now = datetime.now(UTC)
-    conn.execute(ins(state).values(job=job, key=key, value=None, updated_at=now)
+    conn.execute(ins(state).values(job=job, key=key, value=latest.isoformat(), updated_at=now)
                  .on_conflict_do_nothing(index_elements=["job", "key"]))
-    old = conn.execute(select(state.c.value).where(state.c.job == job, state.c.key == key).with_for_update()).scalar()
-    if isinstance(old, str) and datetime.fromisoformat(old) >= latest:
+    old = conn.execute(select(state.c.value, state.c.updated_at)
+                       .where(state.c.job == job, state.c.key == key).with_for_update()).one()
+    if old.value == latest.isoformat():  # just inserted (or already there)
         return
+    prev = read_deleted_marker(old.value, old.updated_at)
+    if prev.exact and prev.through >= latest:
+        return
+    if not prev.exact:
+        # damaged (hand edit, bad restore): the runs deleted before had finished by its last write, so that
+        # instant (when later than this prune's) keeps its readers from claiming them: repaired, never moved back
+        latest = max(latest, prev.through)
+        log.warning("history retention: the marker %s/%s was damaged (%r); repaired to %s", job, key,
+                    str(old.value)[:80], latest.isoformat())
     conn.execute(update(state).where(state.c.job == job, state.c.key == key)
                  .values(value=latest.isoformat(), updated_at=now))
 

@@ -6,7 +6,7 @@ import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from upkeeper.core.history import History, NewRun, history_url
+from upkeeper.core.history import RETENTION_STATE, History, NewRun, history_url
 from upkeeper.core.retention import prune_history
 from upkeeper.core.task import Finding, Result, Severity
 from upkeeper.sandbox._util import free_port
@@ -165,3 +165,21 @@ def test_compliance_findings_of_a_past_period_start_from_the_run_before_it(cli, 
     missing = next(f for f in findings if f["check"] == "security.compliance.backup_missing")
     assert missing["message"] == f"no backup run recorded after {deleted} (runs before were deleted by history retention)"
     assert "no backup run in the period" not in md
+
+    # the marker of what retention deleted damaged (a hand edit, a bad restore): the report neither fails nor
+    # claims the period complete; it says runs up to the marker's last write may be missing
+    h = history_url(str(tmp_path / "history.db"))
+    hist = History(h)
+    before = datetime.now(UTC).replace(second=0, microsecond=0)
+    hist.set_state(*RETENTION_STATE, "garbage")
+    after = datetime.now(UTC)
+    hist.close()
+    md, checks, findings = report()
+    gap = next(f for f in findings if f["check"] == "security.compliance.history_incomplete")
+    assert "may be missing" in gap["message"] and "damaged" in gap["message"]
+    up_to = re.search(r"finished up to (\d{4}-\d\d-\d\d \d\d:\d\d) UTC", gap["message"])
+    assert up_to, gap["message"]  # the marker's last write
+    assert before <= datetime.strptime(up_to[1], "%Y-%m-%d %H:%M").replace(tzinfo=UTC) <= after
+    assert "; possibly incomplete: runs that finished up to" in md
+    assert "Possibly incomplete: history retention deleted runs and its record of up to when is damaged" in md
+    assert "Incomplete: history retention deleted runs that finished" not in md  # no exact claim either

@@ -110,16 +110,21 @@ def _runs(hist: History, job: str, start: datetime, end: datetime) -> list[Any]:
     return hist.runs(job=job, since=start, before=end, limit=MAX_RUNS)
 
 
-def _pruned_note(pruned: datetime | None) -> list[str]:
-    """The paragraph a section reading runs opens with when retention deleted some of the period's."""
+def _pruned_note(pruned: datetime | None, exact: bool = True) -> list[str]:
+    """The paragraph a section reading runs opens with when retention deleted some of the period's (``exact``
+    False: its record of up to when is damaged, ``pruned`` is the latest that can be)."""
     if pruned is None:
         return []
+    if not exact:
+        return [f"Possibly incomplete: history retention deleted runs and its record of up to when is damaged: runs "
+                f"that finished up to {pruned:%Y-%m-%d %H:%M} UTC may be missing; the figures below count only the "
+                "runs recorded after that."]
     return [f"Incomplete: history retention deleted runs that finished up to {pruned:%Y-%m-%d %H:%M} UTC, inside "
             f"this period; the figures below count only the runs recorded after that."]
 
 
 def backups_section(ctx: TaskContext, hist: History, start: datetime, end: datetime,
-                    pruned: datetime | None = None) -> tuple[Section, list[Finding]]:
+                    pruned: datetime | None = None, exact: bool = True) -> tuple[Section, list[Finding]]:
     """``pruned``: the end of the newest run retention deleted, when inside the period (its runs before then
     may be gone: never reported as "no run")."""
     assert ctx.config is not None
@@ -160,7 +165,7 @@ def backups_section(ctx: TaskContext, hist: History, start: datetime, end: datet
                                     "no backup run " + (f"recorded{since}" if pruned else "in the period"),
                                     "check the job's schedule and the daemon"))
     sec = Section("Backups taken and verified",
-                  [*_pruned_note(pruned),
+                  [*_pruned_note(pruned, exact),
                    f"{taken} successful backup run(s), {failed} failed; {verified} successful restore "
                    "verification(s). Restore time is the verification's measured restore (seconds)."])
     sec.tables.append(Table(["job", "target", "runs", "ok", "failed", "skipped", "last success", "largest"], rows))
@@ -215,7 +220,7 @@ def patch_section(ctx: TaskContext, hist: History, start: datetime, end: datetim
 
 
 def findings_section(ctx: TaskContext, hist: History, start: datetime, end: datetime,
-                     pruned: datetime | None = None) -> Section:
+                     pruned: datetime | None = None, exact: bool = True) -> Section:
     assert ctx.config is not None
     rows = []
     totals = Counter[str]()
@@ -239,7 +244,7 @@ def findings_section(ctx: TaskContext, hist: History, start: datetime, end: date
         totals.update(opened=opened, closed=closed, still_open=len(prev))
         if opened or closed or prev:
             rows.append([job, len(runs), opened, closed, len(prev)])
-    sec = Section("Findings opened and closed", [*_pruned_note(pruned),
+    sec = Section("Findings opened and closed", [*_pruned_note(pruned, exact),
         f"{totals['opened']} finding(s) opened and {totals['closed']} closed in the period; {totals['still_open']} "
         "open at its end (warnings and critical findings, by check and subject)."])
     sec.tables.append(Table(["job", "runs", "opened", "closed", "open at end"], rows))
@@ -272,7 +277,7 @@ def access_section(ctx: TaskContext) -> tuple[Section, list[Finding]]:
 
 
 def windows_section(ctx: TaskContext, hist: History, start: datetime, end: datetime,
-                    pruned: datetime | None = None) -> tuple[Section, list[Finding]]:
+                    pruned: datetime | None = None, exact: bool = True) -> tuple[Section, list[Finding]]:
     """Maintenance runs by trigger and status; for jobs bound to a window, whether each run started inside it."""
     assert ctx.config is not None
     rows = []
@@ -312,7 +317,7 @@ def windows_section(ctx: TaskContext, hist: History, start: datetime, end: datet
                 f"{len(outside_scheduled)} run(s) of {job} started outside window {jc.window}: "
                 + ", ".join(outside_scheduled[:10]), "check the job's window and the daemon's clock",
                 value=len(outside_scheduled)))
-    sec = Section("Maintenance windows kept", [*_pruned_note(pruned),
+    sec = Section("Maintenance windows kept", [*_pruned_note(pruned, exact),
         f"{total['runs']} maintenance run(s): {total['ok']} succeeded, {total['deferred']} were deferred to their "
         f"maintenance window, {total['skipped']} skipped (blackouts, overlap), {total['failed']} failed. "
         + (f"Of the runs of the {bound} window-bound job(s), {total['inside']} started inside the window and "
@@ -333,38 +338,47 @@ def build(ctx: TaskContext, options: ComplianceOptions, hist: History) -> tuple[
     sections = []
     assert ctx.config is not None
     # runs retention deleted are not runs that never happened: when it reached into the period, say so
-    deleted = hist.runs_deleted_through()
-    pruned = deleted if deleted is not None and deleted >= start else None
+    deleted = hist.deleted_runs()
+    pruned = deleted.through if deleted is not None and deleted.through >= start else None
+    # a damaged marker: retention deleted runs, when up to is unknown (at the latest its last write)
+    damaged = deleted is not None and not deleted.exact
     if pruned is not None:
         need = LOOKBACK[options.period]
         findings.append(Finding(
             "security.compliance.history_incomplete", Severity.WARNING, "history",
-            f"the period starts {start:%Y-%m-%d} but history retention deleted runs that finished up to "
-            f"{pruned:%Y-%m-%d %H:%M} UTC: backups, verifications, findings and maintenance runs before then "
-            "are missing from this report",
+            (f"the period starts {start:%Y-%m-%d} but history retention deleted runs and its record of up to when "
+             f"is damaged: runs that finished up to {pruned:%Y-%m-%d %H:%M} UTC may be missing from this report"
+             if damaged else
+             f"the period starts {start:%Y-%m-%d} but history retention deleted runs that finished up to "
+             f"{pruned:%Y-%m-%d %H:%M} UTC: backups, verifications, findings and maintenance runs before then "
+             "are missing from this report"),
             f"keep runs at least {need.days} days (history_retention -> runs: {need.days}d) for period "
             f"{options.period!r}; runs already deleted cannot be reported on",
-            data={"period_start": start.isoformat(), "runs_deleted_through": pruned.isoformat()}))
-    sec, f = backups_section(ctx, hist, start, end, pruned)
+            data={"period_start": start.isoformat(), "runs_deleted_through": pruned.isoformat(),
+                  **({"marker_damaged": True} if damaged else {})}))
+    sec, f = backups_section(ctx, hist, start, end, pruned, not damaged)
     sections.append(sec)
     findings += f
     sec, f = patch_section(ctx, hist, start, end)
     sections.append(sec)
     findings += f
-    sections.append(findings_section(ctx, hist, start, end, pruned))
+    sections.append(findings_section(ctx, hist, start, end, pruned, not damaged))
     if options.access_review:
         sec, f = access_section(ctx)
         sections.append(sec)
         findings += f
-    sec, f = windows_section(ctx, hist, start, end, pruned)
+    sec, f = windows_section(ctx, hist, start, end, pruned, not damaged)
     sections.append(sec)
     findings += f
     meta = [("Organization", options.organization or "—"), ("Node", ctx.config.node),
             ("Period", f"{start:%Y-%m-%d} to {(end - timedelta(seconds=1)):%Y-%m-%d} (UTC)"),
             ("Generated", now.strftime("%Y-%m-%d %H:%M UTC")), ("Frameworks", ", ".join(options.frameworks)),
             ("Source", "upkeeper run history (every run recorded with findings and metrics)"
-             + (f"; incomplete: runs that finished up to {pruned:%Y-%m-%d %H:%M} UTC were deleted by history "
-                "retention" if pruned is not None else ""))]
+             + ("" if pruned is None else
+                f"; possibly incomplete: runs that finished up to {pruned:%Y-%m-%d %H:%M} UTC may have been deleted "
+                "by history retention (its record of what it deleted is damaged)" if damaged else
+                f"; incomplete: runs that finished up to {pruned:%Y-%m-%d %H:%M} UTC were deleted by history "
+                "retention"))]
     label = f"{start:%Y-%m}" if options.period != "last_30_days" else f"{start:%Y-%m-%d}"
     return Document(f"Maintenance and security evidence — {label}", meta, sections), findings
 
