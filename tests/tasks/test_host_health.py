@@ -4,6 +4,7 @@ memory cgroup, real TCP/HTTP services, the kernel's clock state."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import subprocess
 import sys
@@ -344,3 +345,28 @@ def test_the_root_filesystem_is_always_checked() -> None:
     assert mounts[0] == "/" and mounts.count("/") == 1
     res = run_task("host.disk", options={})
     assert "/.used_pct" in res.metrics, res.metrics
+
+
+@pytest.mark.parametrize("damage", [{"count": "many"}, {"count": [1]}, {"count": 1e400}, {"at": "yesterday"},
+                                    {"at": float("nan")}, {"at": 1e300}, {"count": None, "at": None}])
+def test_a_damaged_oom_baseline_starts_over_instead_of_failing_the_check(damage: dict[str, object],
+                                                                      caplog: pytest.LogCaptureFixture) -> None:
+    """State edited by hand or restored badly (same boot, so it is read): the oom check does not fail, it takes
+    a new baseline and says so in the run log."""
+    import psutil
+
+    if not Path("/proc/vmstat").exists():
+        pytest.skip("no /proc/vmstat here")
+    state = MemoryState()
+    run_task("host.health", options={**FAST, "mounts": ["/"]}, state=state)  # a real baseline
+    state.set("oom", {**state.get("oom"), **damage})
+    caplog.set_level(logging.WARNING)
+    res = run_task("host.health", options={**FAST, "mounts": ["/"]}, state=state)
+    assert not [f for f in res.findings if "oom" in f.message.lower() or "oom" in f.check], res.findings
+    assert "oom_kills_total" in res.metrics and "oom_kills" not in res.metrics  # a baseline, no delta invented
+    assert "OOM-kill baseline is damaged" in caplog.text and "starting over" in caplog.text
+    good = state.get("oom")
+    assert isinstance(good["count"], int) and good["boot"] == psutil.boot_time()
+    # and the next run compares with the new baseline again
+    res = run_task("host.health", options={**FAST, "mounts": ["/"]}, state=state)
+    assert res.metrics["oom_kills"] >= 0

@@ -380,10 +380,17 @@ def check_oom(env: Env) -> CheckOutput:
     out.metrics["oom_kills_total"] = float(count)
     if not isinstance(prev, dict) or prev.get("boot") != psutil.boot_time():
         return out  # first run (or after a reboot): a baseline, not news
-    delta = count - int(prev.get("count", 0))
+    try:
+        before = int(prev.get("count", 0))
+        since = datetime.fromtimestamp(float(prev.get("at", env.now.timestamp())), tz=env.now.tzinfo)
+    except (TypeError, ValueError, OverflowError, OSError):
+        # edited by hand, a bad restore: no baseline to compare with, so this run is the new one (not a failure)
+        env.ctx.log.warning("host.health: the saved OOM-kill baseline is damaged (%s); starting over from the "
+                            "%d kill(s) counted now", repr(prev)[:200], count)
+        return out
+    delta = count - before
     out.metrics["oom_kills"] = float(max(0, delta))
     if delta > 0:
-        since = datetime.fromtimestamp(float(prev.get("at", env.now.timestamp())), tz=env.now.tzinfo)
         victims = oom_details(since)
         if victims:
             detail = ": " + ", ".join(victims[-5:])
