@@ -33,6 +33,7 @@ from upkeeper.backup.manifest import (
     MANIFEST,
     Manifest,
     is_lease_name,
+    on_storage,
     read_manifest,
     set_prefix,
 )
@@ -232,7 +233,7 @@ def _source_manifest(sources: Sequence[Storage], prefix: str, recorded: str | No
                 continue
             m = read_manifest(s, prefix, file_lists=False)
         except UpkeeperError as exc:
-            problems.append(f"{s.name}: {exc.message}")
+            problems.append(on_storage(s.name, exc.message))
             continue
         if recorded and m.sha256 != recorded:
             problems.append(f"{s.name}: {MANIFEST} is not the one recorded when the backup was written (SHA-256 "
@@ -319,7 +320,7 @@ def _copy_object(sources: Sequence[Storage], dest: Storage, key: str, rec: Objec
         except DestinationFailed as exc:
             raise CopyFailed(f"object {rec.name}: {exc.message}", exc.hint, rec.name) from None
         except UpkeeperError as exc:  # this source's copy is unreadable or damaged: try the next one
-            problems.append(f"{s.name}: {exc.message}")
+            problems.append(on_storage(s.name, exc.message))
             continue
         if s.name != report.source:
             report.notes.append(f"{rec.name} read from {s.name}")

@@ -317,6 +317,15 @@ def write_manifest(storages: Iterable[Storage], manifest: Manifest) -> None:
             raise StorageError(f"storage {s.name}: writing the manifest: {exc.message}", exc.hint) from None
 
 
+def on_storage(name: str, message: str) -> str:
+    """``message`` (an error of storage ``name``) for a list of storages' errors, naming that storage once: the
+    errors of :func:`read_manifest` start with the manifest's address (``NAME:path: ...``), written
+    ``NAME: path: ...`` like the others; a message that already starts with ``NAME: `` is left as it is."""
+    if message.startswith(f"{name}:"):
+        return f"{name}: {message.removeprefix(f'{name}:').lstrip(' ')}"
+    return f"{name}: {message}"
+
+
 def read_manifest(storage: Storage, prefix: str, *, file_lists: bool = True, known: Manifest | None = None
                   ) -> Manifest:
     """The set's manifest.  ``known``: the manifest of that set as this process wrote it (its ``sha256`` set by

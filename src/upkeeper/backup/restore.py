@@ -25,7 +25,7 @@ from upkeeper import lazy
 from upkeeper.backup import pg
 from upkeeper.backup.crypto import decrypt_argv, identity_listed
 from upkeeper.backup.files import archived_xattr, member_xattrs
-from upkeeper.backup.manifest import MANIFEST, Manifest, read_manifest, set_prefix
+from upkeeper.backup.manifest import MANIFEST, Manifest, on_storage, read_manifest, set_prefix
 from upkeeper.backup.pipeline import ChecksumMismatch, KeyRejected, ObjectRecord, fault_pause, read_object
 from upkeeper.backup.workdir import work_dir
 from upkeeper.config.backup import BackupSettings
@@ -74,7 +74,7 @@ def locate(storages: Sequence[Storage], target: str, database: str, backup_id: s
             found = True
             return Located(read_manifest(s, set_prefix(target, database, backup_id)), s)
         except UpkeeperError as exc:
-            errors.append(f"{s.name}: {exc.message}")
+            errors.append(on_storage(s.name, exc.message))
             transient = transient and isinstance(exc, StorageError) and not exc.permanent
     detail = "; ".join(errors) or "no storage"
     if found:
@@ -132,14 +132,14 @@ class Fetcher:
     def next_copy(self, exc: UpkeeperError) -> bool:
         """Give up on the copy in use because of ``exc``, for the next fallback storage whose copy has the same
         manifest.json.  False when none is left."""
-        self.copy_faults.append(f"{self.located.storage.name}: {exc.message}")
+        self.copy_faults.append(on_storage(self.located.storage.name, exc.message))
         m = self.located.manifest
         while self._fallback:
             other = self._fallback.pop(0)
             try:
                 found = locate([other], m.target, m.database, m.id)
             except UpkeeperError as err:
-                self.copy_faults.append(f"{other.name}: {err.message}")
+                self.copy_faults.append(on_storage(other.name, err.message))
                 continue
             if found.manifest.sha256 != m.sha256:
                 self.copy_faults.append(f"{other.name}: its {MANIFEST} is not the one of "

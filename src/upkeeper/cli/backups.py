@@ -30,7 +30,7 @@ from upkeeper.backup.catalog import STATUSES, Catalog, CatalogRow
 from upkeeper.backup.copy import COPIED, FAILED, PRESENT, REPAIRED, CopyReport, copy_set
 from upkeeper.backup.crypto import age_binary, encryption_from
 from upkeeper.backup.lease import take_reader
-from upkeeper.backup.manifest import MANIFEST, Manifest, safe_component, scan_sets, set_prefix
+from upkeeper.backup.manifest import MANIFEST, Manifest, on_storage, safe_component, scan_sets, set_prefix
 from upkeeper.backup.pipeline import fault_pause
 from upkeeper.backup.prune import (
     CONTAINER_FIX,
@@ -579,7 +579,7 @@ def _restore_fetcher(config: Config, row: CatalogRow, storages: list[Storage], s
         try:
             located = locate([s], row.target, row.database, row.id)
         except UpkeeperError as exc:
-            faults.append(f"{s.name}: {exc.message}")
+            faults.append(on_storage(s.name, exc.message))
             continue
         if row.manifest_sha256 is not None and located.manifest.sha256 != row.manifest_sha256:
             changed = ManifestChanged(row.id, s.name, located.manifest.sha256, row.manifest_sha256)
