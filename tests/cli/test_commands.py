@@ -294,6 +294,39 @@ def test_init_with_pgpassword_says_the_daemon_will_not_have_it(cli: Any, tmp_pat
     assert cli(["--config", out, "config", "check"], env=env).code == 0
 
 
+@pytest.mark.parametrize("how", ["PGPASSFILE", "~/.pgpass"])
+def test_init_with_a_password_file_says_the_daemon_will_not_read_it(cli: Any, tmp_path: Path, pg: PostgresCluster,
+                                                                    backup_dir: Path, how: str) -> None:
+    """init run by a user whose password comes from PGPASSFILE or ~/.pgpass said nothing about it: the daemon under
+    systemd or another user has neither and could not connect.  Now the config and the output say so, like for
+    PGPASSWORD; the file is named, its password written nowhere."""
+    home = tmp_path / "home"
+    home.mkdir()
+    passfile = home / ".pgpass" if how == "~/.pgpass" else tmp_path / "secrets" / "pg.pass"
+    passfile.parent.mkdir(exist_ok=True)
+    passfile.write_text(f"127.0.0.1:{pg.port}:*:postgres:file-pw-Wq3Rt\n")
+    passfile.chmod(0o600)
+    out = tmp_path / "upkeeper.yaml"
+    env = {"PGHOST": "127.0.0.1", "PGPORT": str(pg.port), "PGUSER": "postgres", "HOME": str(home),
+           **({"PGPASSFILE": str(passfile)} if how == "PGPASSFILE" else {})}
+    res = cli(["init", "--output", out], env=env)
+    assert res.code == 0, res.output
+    text = out.read_text()
+    named = f"PGPASSFILE={passfile} from your environment" if how == "PGPASSFILE" else \
+        f"the password file {passfile} of the user who ran init"
+    assert re.search(r"^  db:\n    kind: postgres\n(    \w+: .*\n)*    # detected with " + re.escape(named)
+                     + r": a daemon \(systemd, cron\) under\n(    # .*\n)*    # password_file: /etc/upkeeper/pg\.pass\n",
+                     text, re.M), text
+    flat = " ".join(res.out.split())
+    assert str(passfile) in flat and "will not read it" in flat and "password_file" in flat, res.output
+    assert "file-pw-Wq3Rt" not in text and "file-pw-Wq3Rt" not in res.output
+    assert cli(["--config", out, "config", "check"], env=env).code == 0
+    # no password file there: no word about one
+    passfile.unlink()
+    res = cli(["init", "--output", out, "--force"], env=env)
+    assert res.code == 0 and "will not read it" not in res.output and "password file" not in out.read_text()
+
+
 def test_init_without_postgres_comments_it_out(cli: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                backup_dir: Path) -> None:
     from upkeeper.core import initgen

@@ -42,6 +42,32 @@ class Detected:
     job_hints: dict[str, list[str]] = field(default_factory=dict)
     #: PostgreSQL was found while PGPASSWORD is set: this shell reaches it with that password, a daemon will not
     pg_password_from_env: bool = False
+    #: PostgreSQL was found while a password file of this shell is there (PGPASSFILE, else ~/.pgpass): this shell
+    #: may reach it with a password from it, a daemon under systemd or another user will not (its path; the file
+    #: is never read)
+    pg_passfile: str | None = None
+    #: how the password file was found: "PGPASSFILE" or "~/.pgpass"
+    pg_passfile_from: str = ""
+
+
+def _detect_passfile(d: Detected, env: dict[str, str]) -> None:
+    """The password file libpq reads for this shell (PGPASSFILE, else ~/.pgpass), when there: noted, never read."""
+    if env.get("PGPASSFILE"):
+        path, source = Path(env["PGPASSFILE"]).expanduser(), "PGPASSFILE"
+    else:
+        home = env.get("HOME") or str(Path.home())
+        path, source = Path(home, ".pgpass"), "~/.pgpass"
+    try:
+        there = path.is_file()
+    except OSError:  # (a directory of it not searchable: libpq cannot read it either)
+        there = False
+    if not there:
+        return
+    d.pg_passfile, d.pg_passfile_from = str(path), source
+    who = ("PGPASSFILE is set in this shell" if source == "PGPASSFILE" else
+           f"this user has a password file {path}")
+    d.notes.append(f"PostgreSQL: {who} ({path}); the daemon (systemd, cron) will not read it unless it runs as this "
+                   "user with the same environment: set password_file in the 'db' target")
 
 
 def _tcp_open(host: str, port: int, timeout: float = 0.3) -> bool:
@@ -78,6 +104,8 @@ def detect(env: dict[str, str] | None = None) -> Detected:
         d.pg_password_from_env = True
         d.notes.append("PostgreSQL: PGPASSWORD is set in this shell; the daemon (systemd, cron) will not have it: "
                        "set password_file in the 'db' target")
+    else:
+        _detect_passfile(d, env)
     # Redis
     for sock in REDIS_SOCKETS:
         if Path(sock).exists():
@@ -235,6 +263,16 @@ def _block(lines: list[str], commented: bool) -> list[str]:
     return [("# " + ln if ln.strip() else ln) if commented else ln for ln in lines]
 
 
+def _passfile_comment(detected: Detected) -> list[str]:
+    """The 'db' target's comment when this shell has a password file (its path only: never its content)."""
+    how = (f"PGPASSFILE={detected.pg_passfile} from your environment" if detected.pg_passfile_from == "PGPASSFILE"
+           else f"the password file {detected.pg_passfile} of the user who ran init")
+    return [f"    # detected with {how}: a daemon (systemd, cron) under",
+            "    # another user or environment will not read it.  Set password_file (the password alone in a file",
+            "    # of mode 0600, readable by the daemon's user):",
+            "    # password_file: /etc/upkeeper/pg.pass"]
+
+
 def render(detected: Detected, known_tasks: list[str] | None = None, timezone: str = "UTC",
            backup_dir: str | None = None) -> str:
     known = known_tasks if known_tasks is not None else REGISTRY.names()
@@ -265,6 +303,7 @@ def render(detected: Detected, known_tasks: list[str] | None = None, timezone: s
                  "    # Set password_file (the password alone in a file of mode 0600), or password: ${PGPASSWORD}",
                  "    # only where the daemon's environment sets it:",
                  "    # password_file: /etc/upkeeper/pg.pass"] if detected.pg_password_from_env else
+                _passfile_comment(detected) if detected.pg_passfile else
                 ["    # password: ${PGPASSWORD}        # or password_file: /etc/upkeeper/pg.pass"])
     targets += _block(["  db:", "    kind: postgres", *[f"    {k}: {_yaml_value(v)}" for k, v in pg.items()],
                        *password], detected.postgres is None)
