@@ -293,6 +293,39 @@ def test_backup_success_rate_says_when_retention_deleted_runs_of_its_window(make
            "were deleted by history retention" in rate["text"], rate["text"]
 
 
+def test_backup_success_rate_with_a_damaged_retention_marker_says_runs_may_be_missing(make_env,
+                                                                                       webhook_receiver) -> None:
+    """The record of what retention deleted damaged (a hand edit, a bad restore): the rate is neither an error
+    nor a rate claimed over the whole window; it counts from the marker's last write and says runs may be gone."""
+    from sqlalchemy import update
+
+    from upkeeper.core.history import RETENTION_STATE
+    from upkeeper.core.models import StateRow
+    from upkeeper.core.retention import prune_history
+
+    env = make_env(config(channels(webhook_receiver), {"db-backup": {"task": "testing.backup",
+                                                                     "schedule": "0 0 * * *"}}))
+    script("db-backup", ok(), ok(), ok(), fail("pg_dump exited 1"))
+    for _ in range(3):
+        env.run("db-backup")
+        env.now[0] += timedelta(days=1)
+    assert prune_history(env.history, runs_before=env.now[0] - timedelta(days=1, hours=12), audit_before=None).runs == 2
+    # damaged by a hand edit that left the row's time as the prune wrote it (the prune "ran" at this clock's time)
+    pruned_at = env.now[0] - timedelta(days=1, hours=12)
+    env.history.set_state(*RETENTION_STATE, "2026-13-45 garbage")
+    with env.history.session() as s:
+        s.execute(update(StateRow).where(StateRow.job == RETENTION_STATE[0], StateRow.key == RETENTION_STATE[1])
+                  .values(updated_at=pruned_at))
+    bound = env.history.deleted_runs()
+    assert bound is not None and not bound.exact and bound.through == pruned_at
+    assert env.run("db-backup") == "fail"
+    [rate] = events_of(webhook_receiver.wait_for(1), "backup.success_rate")
+    assert rate["details"] == {"rate_pct": 50.0, "succeeded": 1, "total": 2, "counted_since": pruned_at.isoformat()}
+    assert f"runs that finished before {bound.through:%Y-%m-%d %H:%M} UTC, inside the 30d success_rate_window, " \
+           "may have been deleted by history retention: its record of what it deleted is damaged" in rate["text"], \
+        rate["text"]
+
+
 def test_background_sending_never_holds_the_run_on_a_slow_channel(make_env, webhook_receiver) -> None:
     env = make_env(config(channels(webhook_receiver)))
     env.engine.start_background_sending()

@@ -242,6 +242,9 @@ class SuccessRate:
     #: set when history retention deleted runs inside the window: the rate covers the runs that finished after
     #: this instant only (the end of the newest deleted run)
     kept_since: datetime | None = None
+    #: False: retention's record of what it deleted is damaged; ``kept_since`` is the latest it can be (runs
+    #: before it may, not must, be gone)
+    kept_since_exact: bool = True
 
 
 def success_rate(history: History, job: str, now: datetime, window: timedelta) -> SuccessRate | None:
@@ -251,8 +254,8 @@ def success_rate(history: History, job: str, now: datetime, window: timedelta) -
     deleted one count (all of them are kept), and ``kept_since`` says from when: never a rate over a part of
     the window's runs presented as the whole window's."""
     start = now - window
-    deleted = history.runs_deleted_through()
-    kept_since = deleted if deleted is not None and deleted >= start else None
+    deleted = history.deleted_runs()
+    kept_since = deleted.through if deleted is not None and deleted.through >= start else None
     rows = [r for r in history.runs(job=job, since=start - timedelta(days=1), limit=100000)
             if r.status in SUCCESS + FAILURE and not stopped_on_request(r)
             and (r.finished_at or r.scheduled_for) >= start
@@ -268,4 +271,5 @@ def success_rate(history: History, job: str, now: datetime, window: timedelta) -
     if not outcomes:
         return None
     good = sum(outcomes)
-    return SuccessRate(good / len(outcomes) * 100.0, good, len(outcomes), window, kept_since)
+    return SuccessRate(good / len(outcomes) * 100.0, good, len(outcomes), window, kept_since,
+                       deleted is None or deleted.exact)

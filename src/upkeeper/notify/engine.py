@@ -337,8 +337,9 @@ class NotificationEngine:
             if rate.kept_since is not None:  # retention deleted runs inside the window: say what is counted
                 window = human_duration(now - rate.kept_since)
                 over = (f"the last {window} (runs that finished before {rate.kept_since:%Y-%m-%d %H:%M} UTC, inside "
-                        f"the {human_duration(bcfg.success_rate_window)} success_rate_window, were deleted by history "
-                        "retention)")
+                        f"the {human_duration(bcfg.success_rate_window)} success_rate_window, "
+                        + ("were deleted by history retention)" if rate.kept_since_exact else
+                           "may have been deleted by history retention: its record of what it deleted is damaged)"))
             text = (f"{rate.succeeded} of {rate.total} backups succeeded over {over}: "
                     f"{rate.pct:.2f}% (target {bcfg.success_rate_pct:g}%)")
             change = self.store.update(job.name, RATE_CHECK, "backup.success_rate", problem=problem,
