@@ -6,7 +6,10 @@ import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from sqlalchemy import update
+
 from upkeeper.core.history import RETENTION_STATE, History, NewRun, history_url
+from upkeeper.core.models import StateRow
 from upkeeper.core.retention import prune_history
 from upkeeper.core.task import Finding, Result, Severity
 from upkeeper.sandbox._util import free_port
@@ -166,20 +169,37 @@ def test_compliance_findings_of_a_past_period_start_from_the_run_before_it(cli, 
     assert missing["message"] == f"no backup run recorded after {deleted} (runs before were deleted by history retention)"
     assert "no backup run in the period" not in md
 
-    # the marker of what retention deleted damaged (a hand edit, a bad restore): the report neither fails nor
-    # claims the period complete; it says runs up to the marker's last write may be missing
-    h = history_url(str(tmp_path / "history.db"))
-    hist = History(h)
-    before = datetime.now(UTC).replace(second=0, microsecond=0)
+    # the marker of what retention deleted damaged (a hand edit, a bad restore, the row's time left as the prune
+    # wrote it): the report neither fails nor claims the period complete; it says runs up to the marker's last
+    # write may be missing
+    hist = History(history_url(str(tmp_path / "history.db")))
     hist.set_state(*RETENTION_STATE, "garbage")
+    written = start + timedelta(days=1, minutes=2)
+    with hist.session() as s:
+        s.execute(update(StateRow).where(StateRow.job == RETENTION_STATE[0], StateRow.key == RETENTION_STATE[1])
+                  .values(updated_at=written))
+    hist.close()
+    md, checks, findings = report()
+    gap = next(f for f in findings if f["check"] == "security.compliance.history_incomplete")
+    assert gap["message"] == (f"the period starts {start:%Y-%m-%d} but history retention deleted runs and its record "
+                              f"of up to when is damaged: runs that finished up to {deleted} may be missing from this "
+                              "report"), gap["message"]
+    assert gap["data"]["marker_damaged"] is True
+    assert f"; possibly incomplete: runs that finished up to {deleted} may have been deleted" in md
+    assert "Possibly incomplete: history retention deleted runs and its record of up to when is damaged" in md
+    assert "Incomplete: history retention deleted runs that finished" not in md  # no exact claim either
+    missing = next(f for f in findings if f["check"] == "security.compliance.backup_missing")
+    assert missing["message"] == (f"no backup run recorded after {deleted} (runs before may have been deleted by "
+                                  "history retention: its record of what it deleted is damaged)"), missing["message"]
+    # a marker damaged just now: every run of the period may be gone, and the report says so (no crash)
+    hist = History(history_url(str(tmp_path / "history.db")))
+    before = datetime.now(UTC).replace(second=0, microsecond=0)
+    hist.set_state(*RETENTION_STATE, 42)
     after = datetime.now(UTC)
     hist.close()
     md, checks, findings = report()
     gap = next(f for f in findings if f["check"] == "security.compliance.history_incomplete")
-    assert "may be missing" in gap["message"] and "damaged" in gap["message"]
-    up_to = re.search(r"finished up to (\d{4}-\d\d-\d\d \d\d:\d\d) UTC", gap["message"])
-    assert up_to, gap["message"]  # the marker's last write
+    up_to = re.search(r"finished up to (\d{4}-\d\d-\d\d \d\d:\d\d) UTC may be missing", gap["message"])
+    assert up_to, gap["message"]
     assert before <= datetime.strptime(up_to[1], "%Y-%m-%d %H:%M").replace(tzinfo=UTC) <= after
-    assert "; possibly incomplete: runs that finished up to" in md
-    assert "Possibly incomplete: history retention deleted runs and its record of up to when is damaged" in md
-    assert "Incomplete: history retention deleted runs that finished" not in md  # no exact claim either
+    assert "possibly incomplete" in md

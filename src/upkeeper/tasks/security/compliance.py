@@ -129,7 +129,10 @@ def backups_section(ctx: TaskContext, hist: History, start: datetime, end: datet
     may be gone: never reported as "no run")."""
     assert ctx.config is not None
     findings: list[Finding] = []
-    since = f" after {pruned:%Y-%m-%d %H:%M} UTC (runs before were deleted by history retention)" if pruned else ""
+    since = (f" after {pruned:%Y-%m-%d %H:%M} UTC (runs before "
+             + ("were deleted by history retention)" if exact else
+                "may have been deleted by history retention: its record of what it deleted is damaged)")
+             if pruned else "")
     whole_period_gone = pruned is not None and pruned >= end
     rows, verify_rows = [], []
     taken = failed = verified = 0
