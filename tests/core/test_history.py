@@ -217,6 +217,27 @@ def test_sqlite_uses_wal(tmp_path: Path) -> None:
     assert mode == "wal"
 
 
+def test_a_new_sqlite_history_and_its_wal_are_readable_by_their_owner_only(tmp_path: Path) -> None:
+    """A history holds findings, log excerpts, host and table names: under the usual umask (022) SQLite made it
+    0644, readable by every local user.  Now it is made 0600 (its new directory 0700), and its -wal and -shm
+    files take that mode; an existing file keeps the mode an admin gave it."""
+    old = os.umask(0o022)
+    try:
+        h = History(f"sqlite:///{tmp_path / 'new' / 'h.db'}")
+        h.create_run(NewRun("j", "debug.noop", None, T, status="running"), process_identity(), "n")
+        kept = tmp_path / "kept.db"
+        kept.touch(mode=0o640)
+        History(f"sqlite:///{kept}").close()
+    finally:
+        os.umask(old)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "new").iterdir()}
+    assert modes.keys() >= {"h.db", "h.db-wal", "h.db-shm"}, modes
+    assert set(modes.values()) == {0o600}, modes
+    assert (tmp_path / "new").stat().st_mode & 0o777 == 0o700
+    assert kept.stat().st_mode & 0o777 == 0o640
+    h.close()
+
+
 def test_default_location_is_platform_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
     assert default_history_path() == tmp_path / "upkeeper" / "history.db"

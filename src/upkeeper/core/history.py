@@ -196,6 +196,17 @@ class NewRun:
     details: dict[str, Any] | None = None
 
 
+def _create_private(db_path: Path) -> None:
+    """A new SQLite history file made empty with mode 0600 (its directories, when missing, 0700), before
+    SQLite opens it: SQLite would create it with 0644 (under the usual umask), and a history holds findings, log
+    excerpts, host and table names -- not for every local user to read.  SQLite gives the ``-wal`` and ``-shm``
+    files the database file's mode.  An existing file is left as it is (an admin may have made it 0640 for a
+    group)."""
+    db_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(db_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
+
 class _SQLiteFileLock:
     """Process-level lock beside a SQLite file, held while migrations run."""
 
@@ -203,7 +214,7 @@ class _SQLiteFileLock:
         self.path = db_path.with_name(db_path.name + ".migrate.lock")
 
     def __enter__(self) -> None:
-        self.fh = open(self.path, "a")
+        self.fh = os.fdopen(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "a")
         fcntl.flock(self.fh, fcntl.LOCK_EX)
 
     def __exit__(self, *exc: object) -> None:
@@ -331,7 +342,7 @@ class History:
         if self.dialect == "sqlite":
             path = url.split("sqlite:///", 1)[1] if "sqlite:///" in url else ""
             if path and path != ":memory:":
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
+                _create_private(Path(path))
                 self.sqlite_path = Path(path)
             else:
                 self.sqlite_path = None
