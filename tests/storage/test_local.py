@@ -209,3 +209,32 @@ def test_an_aborted_write_removes_only_the_directories_it_made_while_empty(tmp_p
     third.abort()
     assert sorted(str(p.relative_to(base)) for p in base.rglob("*")) == [
         "db", "db/app", "db/app/new", "db/app/new/b.zst", "db/app/old", "db/app/old/manifest.json"]
+
+
+@pytest.mark.parametrize(("base_mode", "file_mode", "dir_mode"), [(0o755, 0o600, 0o700), (0o775, 0o600, 0o700),
+                                                                   (0o700, 0o600, 0o700), (0o750, 0o640, 0o750),
+                                                                   (0o770, 0o640, 0o750)])
+def test_objects_and_their_directories_are_never_readable_by_others(tmp_path: Path, base_mode: int,
+                                                                    file_mode: int, dir_mode: int) -> None:
+    """A backup is data (an unencrypted dump is the database itself) and a manifest names the tables and their
+    row counts: under the usual umask (022) they were written 0644 in 0755 directories, readable by every local
+    user.  Now 0600 in 0700 directories -- the partial file too, while it is written -- or, where the admin made
+    the storage directory readable by its group and not by others (0750), 0640 in 0750; never readable by
+    others."""
+    base = tmp_path / "store"
+    base.mkdir()
+    base.chmod(base_mode)
+    storage = open_storage("disk", local_storage_config(base))
+    old = os.umask(0o022)
+    try:
+        w = storage.open_write("db/app/1/app.dump")
+        w.write(b"COPY users ...")
+        assert w.tmp.stat().st_mode & 0o777 == file_mode
+        w.commit()
+        put_bytes(storage, "db/app/1/manifest.json", b"{}")
+        assert storage.create_exclusive("db/app/lock", b"me")
+    finally:
+        os.umask(old)
+    made = {str(p.relative_to(base)): p.stat().st_mode & 0o777 for p in base.rglob("*")}
+    assert made == {"db": dir_mode, "db/app": dir_mode, "db/app/1": dir_mode, "db/app/1/app.dump": file_mode,
+                    "db/app/1/manifest.json": file_mode, "db/app/lock": file_mode}

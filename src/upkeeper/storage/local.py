@@ -51,11 +51,12 @@ class LocalWriter:
         #: failed backup leaves no empty ``<target>/<database>/<id>/`` behind
         self.created: list[Path] = []
         self.fh: BinaryIO | None = None
-        storage.check_path()
+        self.file_mode, dir_mode = _private_modes(storage.check_path())
         for attempt in range(3):
             try:
-                self.created += storage.makedirs(self.final.parent)
-                self.fh = open(self.tmp, "wb")  # noqa: SIM115 - closed in commit/abort
+                self.created += storage.makedirs(self.final.parent, dir_mode)
+                fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, self.file_mode)
+                self.fh = os.fdopen(fd, "wb")
                 break
             except OSError as exc:
                 if isinstance(exc, FileNotFoundError):
@@ -129,7 +130,7 @@ class LocalWriter:
 
     def _create_in_place(self) -> bool:
         try:
-            fd = os.open(self.final, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            fd = os.open(self.final, os.O_WRONLY | os.O_CREAT | os.O_EXCL, self.file_mode)
         except FileExistsError:
             return False
         with os.fdopen(fd, "wb") as out:
@@ -192,6 +193,18 @@ def _is_mounted(mount_point: Path) -> bool:
     except OSError:
         return os.path.ismount(mount_point)
     return any(len(f := line.split()) > 4 and Path(_unescape_fstab(f[4])) == mount_point for line in lines)
+
+
+def _private_modes(storage_dir: os.stat_result) -> tuple[int, int]:
+    """The modes of the objects and directories a local storage gets: 0600 and 0700 -- a backup is data, and a
+    manifest names the tables and their row counts -- or 0640 and 0750 where the admin made the storage
+    directory itself readable by its group and not by others (0750: say for an offsite copy run as another user;
+    restic does the same), as a 0755 or 0775 directory is just what the usual umask makes.  Never readable by
+    others, whatever the umask."""
+    m = storage_dir.st_mode
+    if m & stat.S_IRGRP and m & stat.S_IXGRP and not m & (stat.S_IROTH | stat.S_IXOTH):
+        return 0o640, 0o750
+    return 0o600, 0o700
 
 
 def _fsync_dir(path: Path) -> None:
@@ -276,7 +289,7 @@ class LocalStorage:
                     raise _oserror("cannot list", p, exc) from None
                 yield ObjectInfo(key, st.st_size, datetime.fromtimestamp(st.st_mtime, UTC))
 
-    def check_path(self) -> None:
+    def check_path(self) -> os.stat_result:
         """The configured directory exists, is a directory, and is not an unmounted mount point.
 
         upkeeper never creates it: a missing directory is a volume not mounted or a wrong path, and
@@ -305,6 +318,7 @@ class LocalStorage:
                     f"local:{path}: {mp} is a mount point in {FSTAB} but nothing is mounted on it; backups "
                     "written there would go to the filesystem below and vanish when the volume is mounted",
                     f"Try: mount {mp}, or correct 'path' of storage {self.name!r}", permanent=True)
+        return st
 
     def create_exclusive(self, key: str, data: bytes) -> bool:
         """See ``base.Storage.create_exclusive`` (a hard link of a temporary file)."""
@@ -380,7 +394,7 @@ class LocalStorage:
                 self._remove_empty_parents(p)  # the directories made for it, now empty
         return n
 
-    def makedirs(self, directory: Path) -> tuple[Path, ...]:
+    def makedirs(self, directory: Path, mode: int = 0o700) -> tuple[Path, ...]:
         """Create ``directory`` and its missing parents below the storage directory (never that one itself);
         return the directories created, outermost first.
 
@@ -393,7 +407,7 @@ class LocalStorage:
         for part in directory.relative_to(self.base).parts:
             d = d / part
             try:
-                d.mkdir()
+                d.mkdir(mode)
             except FileExistsError:
                 continue
             created += (d,)
