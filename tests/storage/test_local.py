@@ -238,3 +238,26 @@ def test_objects_and_their_directories_are_never_readable_by_others(tmp_path: Pa
     made = {str(p.relative_to(base)): p.stat().st_mode & 0o777 for p in base.rglob("*")}
     assert made == {"db": dir_mode, "db/app": dir_mode, "db/app/1": dir_mode, "db/app/1/app.dump": file_mode,
                     "db/app/1/manifest.json": file_mode, "db/app/lock": file_mode}
+
+
+def test_root_writing_into_a_storage_another_user_owns_leaves_that_user_the_owner(tmp_path: Path) -> None:
+    """The daemon runs as user 'upkeeper'; an admin runs one backup as root on its storage.  The set's 0600
+    objects and 0700 directories were root's: the daemon's next listing failed on them (permission denied), its
+    verify could not read them and its prune not remove them.  Root now gives what it writes there the storage
+    directory's owner and group; on a storage root owns, nothing changes."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    nobody = pwd.getpwnam("nobody")
+    for base, owner in ((tmp_path / "users", (nobody.pw_uid, nobody.pw_gid)), (tmp_path / "roots", (0, 0))):
+        base.mkdir()
+        os.chown(base, *owner)
+        storage = open_storage("disk", local_storage_config(base))
+        w = storage.open_write("db/app/1/app.dump")
+        w.write(b"data")
+        assert (w.tmp.stat().st_uid, w.tmp.stat().st_gid) == owner
+        w.commit()
+        put_bytes(storage, "db/app/1/manifest.json", b"{}")
+        assert storage.create_exclusive("db/app/lock", b"me")
+        made = {str(p.relative_to(base)): (p.stat().st_uid, p.stat().st_gid) for p in base.rglob("*")}
+        assert made == dict.fromkeys(["db", "db/app", "db/app/1", "db/app/1/app.dump", "db/app/1/manifest.json",
+                                      "db/app/lock"], owner), made

@@ -51,12 +51,16 @@ class LocalWriter:
         #: failed backup leaves no empty ``<target>/<database>/<id>/`` behind
         self.created: list[Path] = []
         self.fh: BinaryIO | None = None
-        self.file_mode, dir_mode = _private_modes(storage.check_path())
+        base = storage.check_path()
+        self.file_mode, dir_mode = _private_modes(base)
+        self.owner = _owner_for(base)
         for attempt in range(3):
             try:
-                self.created += storage.makedirs(self.final.parent, dir_mode)
+                self.created += storage.makedirs(self.final.parent, dir_mode, self.owner)
                 fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, self.file_mode)
                 self.fh = os.fdopen(fd, "wb")
+                if self.owner is not None:
+                    os.fchown(fd, *self.owner)
                 break
             except OSError as exc:
                 if isinstance(exc, FileNotFoundError):
@@ -134,6 +138,8 @@ class LocalWriter:
         except FileExistsError:
             return False
         with os.fdopen(fd, "wb") as out:
+            if self.owner is not None:
+                os.fchown(fd, *self.owner)
             out.write(self.tmp.read_bytes())
             if self.storage.config.fsync:
                 out.flush()
@@ -205,6 +211,16 @@ def _private_modes(storage_dir: os.stat_result) -> tuple[int, int]:
     if m & stat.S_IRGRP and m & stat.S_IXGRP and not m & (stat.S_IROTH | stat.S_IXOTH):
         return 0o640, 0o750
     return 0o600, 0o700
+
+
+def _owner_for(storage_dir: os.stat_result) -> tuple[int, int] | None:
+    """Run as root on a storage directory another user owns (the user upkeeper's daemon runs as, say, when an
+    admin runs one 'upkeeper run' or 'backups copy' as root): the ``(uid, gid)`` to give what is written there,
+    so that the storage's user can still list, verify and prune it -- its 0600 objects and 0700 directories
+    would be root's otherwise (SQLite does the same for a database's -wal).  None otherwise."""
+    if os.geteuid() != 0 or storage_dir.st_uid == 0:
+        return None
+    return storage_dir.st_uid, storage_dir.st_gid
 
 
 def _fsync_dir(path: Path) -> None:
@@ -394,7 +410,8 @@ class LocalStorage:
                 self._remove_empty_parents(p)  # the directories made for it, now empty
         return n
 
-    def makedirs(self, directory: Path, mode: int = 0o700) -> tuple[Path, ...]:
+    def makedirs(self, directory: Path, mode: int = 0o700,
+                 owner: tuple[int, int] | None = None) -> tuple[Path, ...]:
         """Create ``directory`` and its missing parents below the storage directory (never that one itself);
         return the directories created, outermost first.
 
@@ -411,6 +428,8 @@ class LocalStorage:
             except FileExistsError:
                 continue
             created += (d,)
+            if owner is not None:  # (never through a symlink the storage's user put in its place meanwhile)
+                os.chown(d, *owner, follow_symlinks=False)
             if self.config.fsync:
                 _fsync_dir(d.parent)
         return created
