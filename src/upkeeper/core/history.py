@@ -15,6 +15,7 @@ import fcntl
 import logging
 import os
 import sqlite3
+import stat
 import threading
 import time
 from collections.abc import Collection, Iterator, Sequence
@@ -282,6 +283,9 @@ class History:
             locked = self.locked_error(exc)
             if locked is not None:
                 raise locked from None
+            denied = self._denied_error()
+            if denied is not None:
+                raise denied from None
             raise HistoryError(
                 f"cannot open history database {redact(url)}: "
                 f"{redact(str(getattr(exc, 'orig', None) or exc)).strip()}",
@@ -443,6 +447,47 @@ class History:
             f"Try: 'fuser -v {path}' (or 'lsof {path}') lists the processes that have it open; let the one "
             "holding it finish, or stop it, then run this again",
         )
+
+    def _denied_error(self) -> HistoryError | None:
+        """The error to show when this user may not write the SQLite history (its file, -wal, -shm or their
+        directory): one made by root, or by the user the daemon runs as, opened by another user.  SQLite says
+        only "attempt to write a readonly database" or "unable to open database file"."""
+        path = self.sqlite_path
+        if path is None:
+            return None
+        import pwd
+
+        def who(uid: int) -> str:
+            try:
+                return pwd.getpwuid(uid).pw_name
+            except KeyError:
+                return f"uid {uid}"
+
+        me = who(os.geteuid())
+        files = [Path(f"{path}{x}") for x in ("", "-wal", "-shm")]
+        denied: list[str] = []
+        owners: set[str] = set()
+        fixes: list[str] = []
+        for p in (*files, path.parent):
+            try:
+                st = p.stat()
+            except OSError:
+                continue
+            if os.access(p, os.W_OK | (os.X_OK if p == path.parent else 0)):
+                continue
+            owners.add(who(st.st_uid))
+            denied.append(f"{p} ({who(st.st_uid)}'s, mode {stat.S_IMODE(st.st_mode):04o})")
+            if p == path.parent:  # SQLite makes the -wal and -shm files beside the database
+                fixes.append(f"chown {me} {p} (SQLite writes its -wal and -shm files there), or move the history "
+                             f"into a directory of {me}'s")
+            elif not fixes:
+                fixes.append("chown " + " ".join([me, *(str(f) for f in files if f.exists())]))
+        if not denied:
+            return None
+        return HistoryError(
+            f"history database {path}: {me}, whom upkeeper runs as, may not write " + ", ".join(denied),
+            f"Try: run upkeeper as {' or '.join(sorted(owners))}, or give the history to {me}: "
+            + "; ".join(fixes) + f"; or point 'history' at a file of {me}'s")
 
     @contextlib.contextmanager
     def _unlocked(self) -> Iterator[None]:
