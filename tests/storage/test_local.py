@@ -261,3 +261,42 @@ def test_root_writing_into_a_storage_another_user_owns_leaves_that_user_the_owne
         made = {str(p.relative_to(base)): (p.stat().st_uid, p.stat().st_gid) for p in base.rglob("*")}
         assert made == dict.fromkeys(["db", "db/app", "db/app/1", "db/app/1/app.dump", "db/app/1/manifest.json",
                                       "db/app/lock"], owner), made
+
+
+def test_a_storage_another_user_owns_is_an_error_naming_owner_user_and_chown(request: pytest.FixtureRequest) -> None:
+    """A storage directory made by root, written by the unprivileged user upkeeper's daemon runs as: the backup
+    failed with 'cannot create …/.app.dump….upkeeper-partial: Permission denied' and 'Try: check the directory's
+    permissions'.  The hint now names the directory in the way, its owner and mode, the user upkeeper runs as,
+    and the chown (or the user to run as)."""
+    import json
+    import sys
+
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root (to run as nobody) and setpriv")
+    base = Path(tempfile.mkdtemp(prefix="upkeeper-store-"))  # a place nobody reaches (tmp_path is root's)
+    request.addfinalizer(lambda: shutil.rmtree(base, ignore_errors=True))
+    base.chmod(0o755)
+    store = base / "backups"
+    store.mkdir(mode=0o755)
+    script = f"""
+import json
+from services import local_storage_config
+from upkeeper.errors import StorageError
+from upkeeper.storage import open_storage
+from upkeeper.storage.base import put_bytes
+try:
+    put_bytes(open_storage("disk", local_storage_config(__import__("pathlib").Path({str(store)!r}))), "db/app/1/m", b"x")
+    print(json.dumps(None))
+except StorageError as exc:
+    print(json.dumps([exc.message, exc.hint, exc.permanent]))
+"""
+    res = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", sys.executable, "-c",
+                          script], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(
+                              sys.path)}, timeout=60)
+    assert res.returncode == 0, res.stderr
+    message, hint, permanent = json.loads(res.stdout)
+    assert message.startswith(f"cannot create {store}/db/app/1/.m.") and message.endswith(": Permission denied")
+    assert hint == (f"Try: {store} is root:root mode 0755, and nobody, whom upkeeper runs as, may not write it: "
+                    f"'chown -R nobody {store}' (a storage is best owned by the user upkeeper's daemon runs as), "
+                    "or run upkeeper as root"), hint
+    assert permanent and list(store.iterdir()) == []

@@ -14,6 +14,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import pwd
 import sqlite3
 import stat
 import threading
@@ -455,8 +456,6 @@ class History:
         path = self.sqlite_path
         if path is None:
             return None
-        import pwd
-
         def who(uid: int) -> str:
             try:
                 return pwd.getpwuid(uid).pw_name

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import grp
 import os
+import pwd
 import re
 import stat
 import time
@@ -35,10 +37,47 @@ def _oserror(action: str, path: Path, exc: OSError) -> StorageError:
     if exc.errno == errno.ENOSPC:
         return StorageError(f"{action} {path}: no space left on device",
                             "Try: free space on the backup volume or tighten retention", permanent=False)
-    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return StorageError(f"{action} {path}: {exc.strerror}", "Try: check the directory's permissions",
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return StorageError(f"{action} {path}: {exc.strerror}", _access_hint(path), permanent=True)
+    if exc.errno == errno.EROFS:
+        return StorageError(f"{action} {path}: {exc.strerror}", "Try: mount the backup volume read-write",
                             permanent=True)
     return StorageError(f"{action} {path}: {exc.strerror or exc}")
+
+
+def _access_hint(path: Path) -> str:
+    """What to do when ``path`` could not be written or read: whose the directory (or file) in the way is, and
+    the user upkeeper runs as -- a storage made by root for a daemon that runs as user 'upkeeper', say."""
+    def name(uid: int) -> str:
+        try:
+            return pwd.getpwuid(uid).pw_name
+        except KeyError:
+            return f"uid {uid}"
+
+    def group(gid: int) -> str:
+        try:
+            return grp.getgrgid(gid).gr_name
+        except KeyError:
+            return f"gid {gid}"
+
+    me = name(os.geteuid())
+    if path.exists() and not path.is_dir() and not os.access(path, os.R_OK):
+        blocker, need = path, "read"
+    else:
+        blocker = path.parent
+        while not blocker.exists() and blocker != blocker.parent:
+            blocker = blocker.parent
+        need = "write"
+        if os.access(blocker, os.W_OK | os.X_OK):
+            return "Try: check the permissions of the storage directory and the directories in it"
+    try:
+        st = blocker.stat()
+    except OSError:
+        return "Try: check the permissions of the storage directory and the directories in it"
+    owner = name(st.st_uid)
+    return (f"Try: {blocker} is {owner}:{group(st.st_gid)} mode {stat.S_IMODE(st.st_mode):04o}, and {me}, whom "
+            f"upkeeper runs as, may not {need} it: 'chown -R {me} {blocker}' (a storage is best owned by the user "
+            f"upkeeper's daemon runs as), or run upkeeper as {owner}")
 
 
 class LocalWriter:

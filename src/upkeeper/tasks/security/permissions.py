@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import glob
 import os
+import pwd
 import stat
 from pathlib import Path
 
@@ -163,8 +164,6 @@ def check_permissions(options: PermissionsOptions, app_roots: list[str] | None =
             f"chmod 600 {path} (and chown it to the service user)", value=f"{mode:04o}", threshold="0600",
             data={"kind": kind, "uid": st.st_uid, "gid": st.st_gid}))
     if closed:
-        import pwd
-
         try:
             me = pwd.getpwuid(os.geteuid()).pw_name
         except KeyError:
