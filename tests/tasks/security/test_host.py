@@ -314,3 +314,34 @@ print(json.dumps({{"metrics": out.metrics, "summary": out.summary,
     assert "could not look into 2 director(y/ies) as nobody" in message
     assert out["metrics"]["secrets_checked"] == 2  # the host key (by its mode) and app/.env
     assert out["summary"].endswith("; 2 director(y/ies) not readable by this user (not checked)")
+
+
+def test_a_public_listener_of_another_user_seen_unprivileged_says_why_its_process_is_unknown() -> None:
+    """Run as an unprivileged user, psutil cannot name another user's socket's process: the finding said "a process
+    (pid ?) listens on …" -- and a listener of an allowed process (allowed_processes) was reported as unexpected
+    with no word on why.  It now says the process is another user's, which only root may name, and to run the
+    check as root when it may be one of allowed_processes."""
+    import json
+
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root (to run as nobody) and setpriv")
+    script = """
+import json, sys
+from upkeeper.tasks.security.firewall import FirewallOptions, check_firewall
+out = check_firewall(FirewallOptions(allowed_processes=["python3", "python3.11", "python"], require_firewall=False))
+print(json.dumps({str(f.value): [f.message, f.remediation] for f in out.findings
+                  if f.check == "security.firewall.unexpected_listener"}))
+"""
+    with socket.socket() as public:  # root's, as nginx's master is
+        public.bind(("0.0.0.0", 0))
+        public.listen()
+        port = public.getsockname()[1]
+        res = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", sys.executable, "-c",
+                              script], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(
+                                  sys.path)}, timeout=60)
+    assert res.returncode == 0, res.stderr
+    message, fix = json.loads(res.stdout)[str(port)]
+    assert message == (f"a process nobody cannot see (another user's: only root may name it) listens on public "
+                       f"address 0.0.0.0:{port}, which is not an allowed port"), message
+    assert fix.endswith("; if it is one of allowed_processes, run this check as root (nobody cannot tell which "
+                        "process it is)"), fix
