@@ -152,6 +152,28 @@ def test_usage_errors_exit_2_with_hint(cli: Any, config: Path) -> None:
     assert cli(["nosuchcommand"]).code == 2
 
 
+def test_config_check_notes_a_history_every_user_can_read(cli: Any, make_config: Any, tmp_path: Path) -> None:
+    """A history made before upkeeper made it 0600 is 0644 under the usual umask: every local user could read
+    every run's findings and log excerpts, and nothing said so.  'config check' now notes it (exit 0) with the
+    chmod; a 0600 or 0640 one passes without a note."""
+    db = tmp_path / "history.db"
+    cfg = make_config({"history": str(db), "jobs": {"disk": {"task": "host.disk"}}})
+    assert cli(["--config", cfg, "run", "disk"]).code == 0
+    assert db.stat().st_mode & 0o777 == 0o600
+    assert cli(["--config", cfg, "config", "check", "--json"]).json()["notes"] == []
+    for p in tmp_path.glob("history.db*"):
+        p.chmod(0o644)
+    res = cli(["--config", cfg, "config", "check", "--json"])
+    assert res.code == 0
+    [note] = res.json()["notes"]
+    assert note["path"] == ["history"] and note["line"] is not None, note
+    assert note["message"].startswith(f"readable by every user: {db} (0644)"), note
+    assert note["hint"] == f"Try: chmod 600 {db}*  (upkeeper makes a new history 0600; 0640 lets a group read it)"
+    for p in tmp_path.glob("history.db*"):
+        p.chmod(0o640)
+    assert cli(["--config", cfg, "config", "check", "--json"]).json()["notes"] == []
+
+
 def test_config_check_notes_a_config_without_jobs(cli: Any, config: Path, tmp_path: Path) -> None:
     """An empty file (or the wrong one: 'touch upkeeper.yaml', a file of targets only) passed with a bare 'OK …:
     0 job(s)', as if it were the setup asked for: a daemon on it would never run anything.  Still valid (exit 0),

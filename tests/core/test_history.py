@@ -217,6 +217,27 @@ def test_sqlite_uses_wal(tmp_path: Path) -> None:
     assert mode == "wal"
 
 
+def test_a_new_sqlite_history_and_its_wal_are_readable_by_their_owner_only(tmp_path: Path) -> None:
+    """A history holds findings, log excerpts, host and table names: under the usual umask (022) SQLite made it
+    0644, readable by every local user.  Now it is made 0600 (its new directory 0700), and its -wal and -shm
+    files take that mode; an existing file keeps the mode an admin gave it."""
+    old = os.umask(0o022)
+    try:
+        h = History(f"sqlite:///{tmp_path / 'new' / 'h.db'}")
+        h.create_run(NewRun("j", "debug.noop", None, T, status="running"), process_identity(), "n")
+        kept = tmp_path / "kept.db"
+        kept.touch(mode=0o640)
+        History(f"sqlite:///{kept}").close()
+    finally:
+        os.umask(old)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "new").iterdir()}
+    assert modes.keys() >= {"h.db", "h.db-wal", "h.db-shm"}, modes
+    assert set(modes.values()) == {0o600}, modes
+    assert (tmp_path / "new").stat().st_mode & 0o777 == 0o700
+    assert kept.stat().st_mode & 0o777 == 0o640
+    h.close()
+
+
 def test_default_location_is_platform_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
     assert default_history_path() == tmp_path / "upkeeper" / "history.db"
@@ -415,3 +436,42 @@ def test_opening_a_sqlite_history_another_process_holds_locked_is_the_same_clear
     finally:
         other.rollback()
         other.close()
+
+
+def test_a_history_another_user_owns_is_a_clear_error_naming_the_owner_and_the_fix(
+        request: pytest.FixtureRequest) -> None:
+    """A history made by root (an admin's first 'upkeeper run'), then used by the unprivileged user the daemon
+    runs as: every command failed with "cannot open history database …: attempt to write a readonly database"
+    and "check that the database is reachable".  Now the error names what that user may not write (the file,
+    its directory: SQLite makes the -wal and -shm there), whose it is, and the chown that fixes it; and the
+    history stays intact."""
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root (to run as nobody) and setpriv")
+    base = Path(tempfile.mkdtemp(prefix="upkeeper-hist-"))  # a place nobody reaches (tmp_path is root's)
+    request.addfinalizer(lambda: shutil.rmtree(base, ignore_errors=True))
+    base.chmod(0o755)
+    db = base / "history.db"
+    h = History(f"sqlite:///{db}")
+    rid = h.create_run(NewRun("j", "debug.noop", None, T, status="ok"), process_identity(), "n")
+    h.close()
+    db.chmod(0o644)  # readable, as one made before upkeeper made them 0600: SQLite opens it read-only
+    cfg = base / "upkeeper.yaml"
+    cfg.write_text(f"version: 1\nhistory: {db}\njobs:\n  j: {{task: debug.noop}}\n")
+    cfg.chmod(0o644)
+    for argv in (["status"], ["run", "j"], ["history"]):
+        res = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", sys.executable,
+                              "-m", "upkeeper", "--config", str(cfg), *argv], capture_output=True, text=True,
+                             env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}, timeout=120)
+        assert res.returncode != 0 and "Traceback" not in res.stderr, res.stderr
+        err = " ".join(res.stderr.split())
+        assert f"nobody, whom upkeeper runs as, may not write {db} (root's, mode 0644), {base} (root's" in err, err
+        assert f"Try: run upkeeper as root, or give the history to nobody: chown nobody {db};" in err, err
+        assert f"chown nobody {base} (SQLite writes its -wal and -shm files there)" in err, err
+    h = History(f"sqlite:///{db}")
+    assert h.get_run(rid) is not None and sqlite3.connect(db).execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    h.close()

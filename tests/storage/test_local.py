@@ -209,3 +209,94 @@ def test_an_aborted_write_removes_only_the_directories_it_made_while_empty(tmp_p
     third.abort()
     assert sorted(str(p.relative_to(base)) for p in base.rglob("*")) == [
         "db", "db/app", "db/app/new", "db/app/new/b.zst", "db/app/old", "db/app/old/manifest.json"]
+
+
+@pytest.mark.parametrize(("base_mode", "file_mode", "dir_mode"), [(0o755, 0o600, 0o700), (0o775, 0o600, 0o700),
+                                                                   (0o700, 0o600, 0o700), (0o750, 0o640, 0o750),
+                                                                   (0o770, 0o640, 0o750)])
+def test_objects_and_their_directories_are_never_readable_by_others(tmp_path: Path, base_mode: int,
+                                                                    file_mode: int, dir_mode: int) -> None:
+    """A backup is data (an unencrypted dump is the database itself) and a manifest names the tables and their
+    row counts: under the usual umask (022) they were written 0644 in 0755 directories, readable by every local
+    user.  Now 0600 in 0700 directories -- the partial file too, while it is written -- or, where the admin made
+    the storage directory readable by its group and not by others (0750), 0640 in 0750; never readable by
+    others."""
+    base = tmp_path / "store"
+    base.mkdir()
+    base.chmod(base_mode)
+    storage = open_storage("disk", local_storage_config(base))
+    old = os.umask(0o022)
+    try:
+        w = storage.open_write("db/app/1/app.dump")
+        w.write(b"COPY users ...")
+        assert w.tmp.stat().st_mode & 0o777 == file_mode
+        w.commit()
+        put_bytes(storage, "db/app/1/manifest.json", b"{}")
+        assert storage.create_exclusive("db/app/lock", b"me")
+    finally:
+        os.umask(old)
+    made = {str(p.relative_to(base)): p.stat().st_mode & 0o777 for p in base.rglob("*")}
+    assert made == {"db": dir_mode, "db/app": dir_mode, "db/app/1": dir_mode, "db/app/1/app.dump": file_mode,
+                    "db/app/1/manifest.json": file_mode, "db/app/lock": file_mode}
+
+
+def test_root_writing_into_a_storage_another_user_owns_leaves_that_user_the_owner(tmp_path: Path) -> None:
+    """The daemon runs as user 'upkeeper'; an admin runs one backup as root on its storage.  The set's 0600
+    objects and 0700 directories were root's: the daemon's next listing failed on them (permission denied), its
+    verify could not read them and its prune not remove them.  Root now gives what it writes there the storage
+    directory's owner and group; on a storage root owns, nothing changes."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    nobody = pwd.getpwnam("nobody")
+    for base, owner in ((tmp_path / "users", (nobody.pw_uid, nobody.pw_gid)), (tmp_path / "roots", (0, 0))):
+        base.mkdir()
+        os.chown(base, *owner)
+        storage = open_storage("disk", local_storage_config(base))
+        w = storage.open_write("db/app/1/app.dump")
+        w.write(b"data")
+        assert (w.tmp.stat().st_uid, w.tmp.stat().st_gid) == owner
+        w.commit()
+        put_bytes(storage, "db/app/1/manifest.json", b"{}")
+        assert storage.create_exclusive("db/app/lock", b"me")
+        made = {str(p.relative_to(base)): (p.stat().st_uid, p.stat().st_gid) for p in base.rglob("*")}
+        assert made == dict.fromkeys(["db", "db/app", "db/app/1", "db/app/1/app.dump", "db/app/1/manifest.json",
+                                      "db/app/lock"], owner), made
+
+
+def test_a_storage_another_user_owns_is_an_error_naming_owner_user_and_chown(request: pytest.FixtureRequest) -> None:
+    """A storage directory made by root, written by the unprivileged user upkeeper's daemon runs as: the backup
+    failed with 'cannot create …/.app.dump….upkeeper-partial: Permission denied' and 'Try: check the directory's
+    permissions'.  The hint now names the directory in the way, its owner and mode, the user upkeeper runs as,
+    and the chown (or the user to run as)."""
+    import json
+    import sys
+
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root (to run as nobody) and setpriv")
+    base = Path(tempfile.mkdtemp(prefix="upkeeper-store-"))  # a place nobody reaches (tmp_path is root's)
+    request.addfinalizer(lambda: shutil.rmtree(base, ignore_errors=True))
+    base.chmod(0o755)
+    store = base / "backups"
+    store.mkdir(mode=0o755)
+    script = f"""
+import json
+from services import local_storage_config
+from upkeeper.errors import StorageError
+from upkeeper.storage import open_storage
+from upkeeper.storage.base import put_bytes
+try:
+    put_bytes(open_storage("disk", local_storage_config(__import__("pathlib").Path({str(store)!r}))), "db/app/1/m", b"x")
+    print(json.dumps(None))
+except StorageError as exc:
+    print(json.dumps([exc.message, exc.hint, exc.permanent]))
+"""
+    res = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", sys.executable, "-c",
+                          script], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(
+                              sys.path)}, timeout=60)
+    assert res.returncode == 0, res.stderr
+    message, hint, permanent = json.loads(res.stdout)
+    assert message.startswith(f"cannot create {store}/db/app/1/.m.") and message.endswith(": Permission denied")
+    assert hint == (f"Try: {store} is root:root mode 0755, and nobody, whom upkeeper runs as, may not write it: "
+                    f"'chown -R nobody {store}' (a storage is best owned by the user upkeeper's daemon runs as), "
+                    "or run upkeeper as root"), hint
+    assert permanent and list(store.iterdir()) == []

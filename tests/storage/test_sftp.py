@@ -372,3 +372,25 @@ def test_a_writer_failing_to_open_removes_the_directories_it_made(sftp_server: S
         put_bytes(storage, f"db/app/1/{name}", b"x")
     assert _everything(root) == ["db/", "db/keep"]
     storage.close()
+
+
+def test_objects_and_directories_on_the_server_are_the_ssh_users_only(sftp_server: SshServer) -> None:
+    """The server made each object 0666 less its session's umask and each directory 0777 less it: 0644 and 0755
+    under sshd's usual 022, every backup readable by every user of the backup server.  Now 0600 and 0700 (the
+    partial file too, before a byte is written), whatever the server's umask."""
+    config = sftp_storage_config(sftp_server)
+    storage = open_storage("s", config)
+    try:
+        w = storage.open_write("db/app/1/app.dump")
+        w.write(b"COPY users ...")
+        partial = next(Path(config.path).rglob(f"*{TMP_SUFFIX}"))
+        assert partial.stat().st_mode & 0o777 == 0o600
+        w.commit()
+        put_bytes(storage, "db/app/1/manifest.json", b"{}")
+        assert storage.create_exclusive("db/app/lock", b"me")
+    finally:
+        storage.close()
+    base = Path(config.path)
+    made = {str(p.relative_to(base)): p.stat().st_mode & 0o777 for p in base.rglob("*")}
+    assert made == {"db": 0o700, "db/app": 0o700, "db/app/1": 0o700, "db/app/1/app.dump": 0o600,
+                    "db/app/1/manifest.json": 0o600, "db/app/lock": 0o600}, made

@@ -311,3 +311,34 @@ def test_a_report_appears_only_for_a_run_whose_result_was_recorded(make_config: 
     state.set("staged_reports", [pending.name])
     write_reports(TaskContext(job="errs", task="logs.errors", state=state), reports, "errors", {}, None, keep=0)
     assert lost.read_text() == "<p>recorded</p>" and not pending.exists()
+
+
+def _modes(base: Path) -> dict[str, int]:
+    return {str(p.relative_to(base)): p.stat().st_mode & 0o777 for p in base.rglob("*")}
+
+
+def test_reports_are_never_readable_by_every_local_user(cli: Any, make_config: Any, tmp_path: Path) -> None:
+    """Reports hold client addresses, URLs, user agents, error messages: under the usual umask (022) they were
+    written 0644 in 0755 directories (latest.* too, and security.compliance's evidence), readable by every local
+    user.  Now 0640 in 0750 directories (upkeeper's group, say a web server added to it, may read them), through
+    the runner (staged, then published) and without it."""
+    log = tmp_path / "access.log"
+    log.write_text('203.0.113.9 - - [01/Jan/2030:10:00:00 +0000] "GET /account?id=42 HTTP/1.1" 200 5 "-" "x" 0.01\n')
+    cfg = make_config({"targets": {"web": {"kind": "nginx", "access_log": str(log)}},
+                       "jobs": {"la": {"task": "logs.nginx", "target": "web", "options": {
+                                    "report_dir": str(tmp_path / "reports")}},
+                                "evidence": {"task": "security.compliance", "options": {
+                                    "output_dir": str(tmp_path / "evidence" / "monthly")}}}})
+    old = os.umask(0o022)
+    try:
+        for job in ("la", "evidence"):
+            res = cli(["--config", str(cfg), "run", job, "--json"])
+            assert res.code == 0, res.out + res.err
+        write_reports(ctx(), tmp_path / "direct" / "j", "access", {"run": 1}, "<p>1</p>", keep=0)
+    finally:
+        os.umask(old)
+    for top in ("reports", "evidence", "direct"):
+        made = _modes(tmp_path / top)
+        assert len(made) >= 3 and all(m == (0o750 if (tmp_path / top / p).is_dir() else 0o640)
+                                      for p, m in made.items()), (top, made)
+        assert (tmp_path / top).stat().st_mode & 0o777 == 0o750

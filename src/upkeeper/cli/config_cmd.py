@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
+from typing import Any
 
 import typer
 from rich.markup import escape
 
 from upkeeper.cli._app import app, console, print_json, state
 from upkeeper.core.schema import config_schema
-from upkeeper.errors import ConfigError
+from upkeeper.errors import ConfigError, ConfigProblem
 
 config_app = typer.Typer(help="Check the configuration, or print its JSON Schema.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
@@ -48,10 +50,7 @@ def check(
         "scheduled": sum(1 for j in setup.jobs.values() if j.schedule and j.enabled),
     }
     found = list(setup.notes)
-    from pathlib import Path
-
     from upkeeper.config.loader import lines_for
-    from upkeeper.errors import ConfigProblem
 
     lines = lines_for(setup.config)
     for name, st in setup.config.storages.items():
@@ -60,6 +59,7 @@ def check(
             found.append(lines.problem(("storages", name, "path"), f"{st.path} does not exist: backups to "
                                        "this storage fail until it does (upkeeper never creates it)",
                                        f"Try: mount its volume, or create it once: mkdir -p -m 700 {st.path}"))
+    found += _history_exposure(setup.config.history, setup.source, lines)
     if not setup.jobs:  # an empty file, or the wrong one: valid, but nothing would ever run
 
         found.append(ConfigProblem("none defined: nothing runs with this config", ("jobs",),
@@ -81,6 +81,38 @@ def check(
         console.print(f"[warn]note[/warn] {text}", highlight=False)
         if n.hint:
             console.print(f"  {n.hint}", markup=False, highlight=False)
+
+
+def _history_exposure(setting: str | None, source: Path | None, lines: Any) -> list[ConfigProblem]:
+    """A note when the SQLite history (or its -wal/-shm) is readable by every user: one made before upkeeper
+    made them 0600 (0644 under the usual umask) holds every run's findings, log excerpts, host and table names."""
+    import os
+    import stat
+
+    from upkeeper.core.history import history_url
+
+    url = history_url(setting, source.parent if source else None)
+    if not url.startswith("sqlite:///"):
+        return []
+    db = url.removeprefix("sqlite:///")
+    exposed = []
+    for p in (db, f"{db}-wal", f"{db}-shm"):
+        try:
+            mode = stat.S_IMODE(os.stat(p).st_mode)
+        except OSError:
+            continue
+        if mode & (stat.S_IROTH | stat.S_IWOTH):
+            exposed.append(f"{p} ({mode:04o})")
+    if not exposed:
+        return []
+    where: tuple[str | int, ...] = ("history",)
+    message = (f"{'' if setting else '(default) '}readable by every user: {', '.join(exposed)} -- it holds every run's findings, "
+               "log excerpts, host and table names")
+    hint = f"Try: chmod 600 {db}*  (upkeeper makes a new history 0600; 0640 lets a group read it)"
+    if setting:
+        problem: ConfigProblem = lines.problem(where, message, hint)
+        return [problem]
+    return [ConfigProblem(message, where, str(source) if source else None, None, hint)]
 
 
 @config_app.command("schema")

@@ -218,8 +218,10 @@ class Config(StrictModel):
             "Source: upkeeper default")
     history: str | None = Field(
         None,
-        description="history database: a SQLite path or sqlite:/// URL (default: the platform data dir), "
-        "or postgresql://… to share history between nodes. Source: upkeeper (not set by default)",
+        description="history database: a SQLite path or sqlite:/// URL (default: the platform data dir, "
+        "~/.local/share/upkeeper/history.db for a user without XDG_DATA_HOME; a new file is made 0600, a new "
+        "directory 0700; 'config check' notes one every user can read), or postgresql://… to share history "
+        "between nodes. Source: upkeeper (not set by default)",
     )
     history_retention: HistoryRetention = Field(
         default_factory=HistoryRetention, description="how long runs, notifications and the audit trail "

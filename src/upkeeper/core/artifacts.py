@@ -26,6 +26,28 @@ from upkeeper.core.task import Result
 
 STAGED = "staged"
 PENDING_SUFFIX = ".pending"
+#: a report's mode and that of a report directory upkeeper makes: reports hold client addresses, URLs, user
+#: agents, error messages and query texts -- readable by upkeeper's user and group (a web server added to that
+#: group may serve them), never by every local user, whatever the umask
+REPORT_MODE = 0o640
+REPORT_DIR_MODE = 0o750
+
+
+def make_report_dir(directory: Path) -> None:
+    """``directory`` and its missing parents, each made :data:`REPORT_DIR_MODE` (an existing one is left as
+    it is: an admin may have opened it to a web server)."""
+    missing: list[Path] = []
+    d = directory
+    while not d.exists() and d != d.parent:
+        missing.append(d)
+        d = d.parent
+    for d in reversed(missing):
+        try:
+            d.mkdir(REPORT_DIR_MODE)
+        except FileExistsError:
+            pass
+        if not d.is_dir():
+            raise NotADirectoryError(f"not a directory: {d}")
 
 
 @dataclass
@@ -73,7 +95,7 @@ def publish(staged: list[Staged], log: logging.Logger) -> list[str]:
             continue
         for c in s.copies:
             try:
-                atomic_write_bytes(c, s.target.read_bytes())
+                atomic_write_bytes(c, s.target.read_bytes(), new_mode=REPORT_MODE)
             except OSError as exc:
                 problems.append(f"{c}: cannot refresh from {s.target} ({exc.strerror or exc})")
     for p in problems:
@@ -82,12 +104,14 @@ def publish(staged: list[Staged], log: logging.Logger) -> list[str]:
 
 
 def atomic_write_bytes(path: Path, data: bytes, mode: int | None = None,
-                       owner: tuple[int, int] | None = None) -> None:
+                       owner: tuple[int, int] | None = None, *, new_mode: int = 0o666) -> None:
     """Write ``path`` whole or not at all: a temporary file beside it, flushed to disk, renamed over it
-    (with owner ``(uid, gid)`` and permission bits ``mode`` when given, before it is renamed)."""
+    (with owner ``(uid, gid)`` and permission bits ``mode`` when given, before it is renamed; else created
+    with ``new_mode`` less the umask, a plain write's mode by default)."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        with open(tmp, "wb") as fh:
+        tmp.unlink(missing_ok=True)  # a killed write's of a process that had this PID: never its mode
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, new_mode), "wb") as fh:
             if owner is not None:
                 os.fchown(fh.fileno(), *owner)
             if mode is not None:

@@ -14,7 +14,9 @@ import contextlib
 import fcntl
 import logging
 import os
+import pwd
 import sqlite3
+import stat
 import threading
 import time
 from collections.abc import Collection, Iterator, Sequence
@@ -223,6 +225,17 @@ class NewRun:
     details: dict[str, Any] | None = None
 
 
+def _create_private(db_path: Path) -> None:
+    """A new SQLite history file made empty with mode 0600 (its directories, when missing, 0700), before
+    SQLite opens it: SQLite would create it with 0644 (under the usual umask), and a history holds findings, log
+    excerpts, host and table names -- not for every local user to read.  SQLite gives the ``-wal`` and ``-shm``
+    files the database file's mode.  An existing file is left as it is (an admin may have made it 0640 for a
+    group)."""
+    db_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(db_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
+
 class _SQLiteFileLock:
     """Process-level lock beside a SQLite file, held while migrations run."""
 
@@ -230,7 +243,7 @@ class _SQLiteFileLock:
         self.path = db_path.with_name(db_path.name + ".migrate.lock")
 
     def __enter__(self) -> None:
-        self.fh = open(self.path, "a")
+        self.fh = os.fdopen(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "a")
         fcntl.flock(self.fh, fcntl.LOCK_EX)
 
     def __exit__(self, *exc: object) -> None:
@@ -299,6 +312,9 @@ class History:
             locked = self.locked_error(exc)
             if locked is not None:
                 raise locked from None
+            denied = self._denied_error()
+            if denied is not None:
+                raise denied from None
             raise HistoryError(
                 f"cannot open history database {redact(url)}: "
                 f"{redact(str(getattr(exc, 'orig', None) or exc)).strip()}",
@@ -359,7 +375,7 @@ class History:
         if self.dialect == "sqlite":
             path = url.split("sqlite:///", 1)[1] if "sqlite:///" in url else ""
             if path and path != ":memory:":
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
+                _create_private(Path(path))
                 self.sqlite_path = Path(path)
             else:
                 self.sqlite_path = None
@@ -460,6 +476,45 @@ class History:
             f"Try: 'fuser -v {path}' (or 'lsof {path}') lists the processes that have it open; let the one "
             "holding it finish, or stop it, then run this again",
         )
+
+    def _denied_error(self) -> HistoryError | None:
+        """The error to show when this user may not write the SQLite history (its file, -wal, -shm or their
+        directory): one made by root, or by the user the daemon runs as, opened by another user.  SQLite says
+        only "attempt to write a readonly database" or "unable to open database file"."""
+        path = self.sqlite_path
+        if path is None:
+            return None
+        def who(uid: int) -> str:
+            try:
+                return pwd.getpwuid(uid).pw_name
+            except KeyError:
+                return f"uid {uid}"
+
+        me = who(os.geteuid())
+        files = [Path(f"{path}{x}") for x in ("", "-wal", "-shm")]
+        denied: list[str] = []
+        owners: set[str] = set()
+        fixes: list[str] = []
+        for p in (*files, path.parent):
+            try:
+                st = p.stat()
+            except OSError:
+                continue
+            if os.access(p, os.W_OK | (os.X_OK if p == path.parent else 0)):
+                continue
+            owners.add(who(st.st_uid))
+            denied.append(f"{p} ({who(st.st_uid)}'s, mode {stat.S_IMODE(st.st_mode):04o})")
+            if p == path.parent:  # SQLite makes the -wal and -shm files beside the database
+                fixes.append(f"chown {me} {p} (SQLite writes its -wal and -shm files there), or move the history "
+                             f"into a directory of {me}'s")
+            elif not fixes:
+                fixes.append("chown " + " ".join([me, *(str(f) for f in files if f.exists())]))
+        if not denied:
+            return None
+        return HistoryError(
+            f"history database {path}: {me}, whom upkeeper runs as, may not write " + ", ".join(denied),
+            f"Try: run upkeeper as {' or '.join(sorted(owners))}, or give the history to {me}: "
+            + "; ".join(fixes) + f"; or point 'history' at a file of {me}'s")
 
     @contextlib.contextmanager
     def _unlocked(self) -> Iterator[None]:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import grp
 import os
+import pwd
 import re
 import stat
 import time
@@ -35,10 +37,47 @@ def _oserror(action: str, path: Path, exc: OSError) -> StorageError:
     if exc.errno == errno.ENOSPC:
         return StorageError(f"{action} {path}: no space left on device",
                             "Try: free space on the backup volume or tighten retention", permanent=False)
-    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return StorageError(f"{action} {path}: {exc.strerror}", "Try: check the directory's permissions",
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return StorageError(f"{action} {path}: {exc.strerror}", _access_hint(path), permanent=True)
+    if exc.errno == errno.EROFS:
+        return StorageError(f"{action} {path}: {exc.strerror}", "Try: mount the backup volume read-write",
                             permanent=True)
     return StorageError(f"{action} {path}: {exc.strerror or exc}")
+
+
+def _access_hint(path: Path) -> str:
+    """What to do when ``path`` could not be written or read: whose the directory (or file) in the way is, and
+    the user upkeeper runs as -- a storage made by root for a daemon that runs as user 'upkeeper', say."""
+    def name(uid: int) -> str:
+        try:
+            return pwd.getpwuid(uid).pw_name
+        except KeyError:
+            return f"uid {uid}"
+
+    def group(gid: int) -> str:
+        try:
+            return grp.getgrgid(gid).gr_name
+        except KeyError:
+            return f"gid {gid}"
+
+    me = name(os.geteuid())
+    if path.exists() and not path.is_dir() and not os.access(path, os.R_OK):
+        blocker, need = path, "read"
+    else:
+        blocker = path.parent
+        while not blocker.exists() and blocker != blocker.parent:
+            blocker = blocker.parent
+        need = "write"
+        if os.access(blocker, os.W_OK | os.X_OK):
+            return "Try: check the permissions of the storage directory and the directories in it"
+    try:
+        st = blocker.stat()
+    except OSError:
+        return "Try: check the permissions of the storage directory and the directories in it"
+    owner = name(st.st_uid)
+    return (f"Try: {blocker} is {owner}:{group(st.st_gid)} mode {stat.S_IMODE(st.st_mode):04o}, and {me}, whom "
+            f"upkeeper runs as, may not {need} it: 'chown -R {me} {blocker}' (a storage is best owned by the user "
+            f"upkeeper's daemon runs as), or run upkeeper as {owner}")
 
 
 class LocalWriter:
@@ -51,11 +90,16 @@ class LocalWriter:
         #: failed backup leaves no empty ``<target>/<database>/<id>/`` behind
         self.created: list[Path] = []
         self.fh: BinaryIO | None = None
-        storage.check_path()
+        base = storage.check_path()
+        self.file_mode, dir_mode = _private_modes(base)
+        self.owner = _owner_for(base)
         for attempt in range(3):
             try:
-                self.created += storage.makedirs(self.final.parent)
-                self.fh = open(self.tmp, "wb")  # noqa: SIM115 - closed in commit/abort
+                self.created += storage.makedirs(self.final.parent, dir_mode, self.owner)
+                fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, self.file_mode)
+                self.fh = os.fdopen(fd, "wb")
+                if self.owner is not None:
+                    os.fchown(fd, *self.owner)
                 break
             except OSError as exc:
                 if isinstance(exc, FileNotFoundError):
@@ -129,10 +173,12 @@ class LocalWriter:
 
     def _create_in_place(self) -> bool:
         try:
-            fd = os.open(self.final, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            fd = os.open(self.final, os.O_WRONLY | os.O_CREAT | os.O_EXCL, self.file_mode)
         except FileExistsError:
             return False
         with os.fdopen(fd, "wb") as out:
+            if self.owner is not None:
+                os.fchown(fd, *self.owner)
             out.write(self.tmp.read_bytes())
             if self.storage.config.fsync:
                 out.flush()
@@ -192,6 +238,28 @@ def _is_mounted(mount_point: Path) -> bool:
     except OSError:
         return os.path.ismount(mount_point)
     return any(len(f := line.split()) > 4 and Path(_unescape_fstab(f[4])) == mount_point for line in lines)
+
+
+def _private_modes(storage_dir: os.stat_result) -> tuple[int, int]:
+    """The modes of the objects and directories a local storage gets: 0600 and 0700 -- a backup is data, and a
+    manifest names the tables and their row counts -- or 0640 and 0750 where the admin made the storage
+    directory itself readable by its group and not by others (0750: say for an offsite copy run as another user;
+    restic does the same), as a 0755 or 0775 directory is just what the usual umask makes.  Never readable by
+    others, whatever the umask."""
+    m = storage_dir.st_mode
+    if m & stat.S_IRGRP and m & stat.S_IXGRP and not m & (stat.S_IROTH | stat.S_IXOTH):
+        return 0o640, 0o750
+    return 0o600, 0o700
+
+
+def _owner_for(storage_dir: os.stat_result) -> tuple[int, int] | None:
+    """Run as root on a storage directory another user owns (the user upkeeper's daemon runs as, say, when an
+    admin runs one 'upkeeper run' or 'backups copy' as root): the ``(uid, gid)`` to give what is written there,
+    so that the storage's user can still list, verify and prune it -- its 0600 objects and 0700 directories
+    would be root's otherwise (SQLite does the same for a database's -wal).  None otherwise."""
+    if os.geteuid() != 0 or storage_dir.st_uid == 0:
+        return None
+    return storage_dir.st_uid, storage_dir.st_gid
 
 
 def _fsync_dir(path: Path) -> None:
@@ -276,7 +344,7 @@ class LocalStorage:
                     raise _oserror("cannot list", p, exc) from None
                 yield ObjectInfo(key, st.st_size, datetime.fromtimestamp(st.st_mtime, UTC))
 
-    def check_path(self) -> None:
+    def check_path(self) -> os.stat_result:
         """The configured directory exists, is a directory, and is not an unmounted mount point.
 
         upkeeper never creates it: a missing directory is a volume not mounted or a wrong path, and
@@ -305,6 +373,7 @@ class LocalStorage:
                     f"local:{path}: {mp} is a mount point in {FSTAB} but nothing is mounted on it; backups "
                     "written there would go to the filesystem below and vanish when the volume is mounted",
                     f"Try: mount {mp}, or correct 'path' of storage {self.name!r}", permanent=True)
+        return st
 
     def create_exclusive(self, key: str, data: bytes) -> bool:
         """See ``base.Storage.create_exclusive`` (a hard link of a temporary file)."""
@@ -380,7 +449,8 @@ class LocalStorage:
                 self._remove_empty_parents(p)  # the directories made for it, now empty
         return n
 
-    def makedirs(self, directory: Path) -> tuple[Path, ...]:
+    def makedirs(self, directory: Path, mode: int = 0o700,
+                 owner: tuple[int, int] | None = None) -> tuple[Path, ...]:
         """Create ``directory`` and its missing parents below the storage directory (never that one itself);
         return the directories created, outermost first.
 
@@ -393,10 +463,12 @@ class LocalStorage:
         for part in directory.relative_to(self.base).parts:
             d = d / part
             try:
-                d.mkdir()
+                d.mkdir(mode)
             except FileExistsError:
                 continue
             created += (d,)
+            if owner is not None:  # (never through a symlink the storage's user put in its place meanwhile)
+                os.chown(d, *owner, follow_symlinks=False)
             if self.config.fsync:
                 _fsync_dir(d.parent)
         return created

@@ -54,6 +54,10 @@ log = logging.getLogger(__name__)
 logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 TMP_SUFFIX = ".upkeeper-partial"
+#: the modes of the objects (their partial files too) and of the directories upkeeper makes on the server: a
+#: backup is data and a manifest names the tables -- readable by the SSH user only, whatever the server's umask
+OBJECT_MODE = 0o600
+DIR_MODE = 0o700
 READ_WINDOW = 4 * 1024 * 1024  # bytes requested ahead per read round
 REQUEST_SIZE = 32768  # bytes per SFTP read request (paramiko's and OpenSSH's usual maximum)
 DEFAULT_KNOWN_HOSTS = "~/.ssh/known_hosts"
@@ -207,6 +211,9 @@ class SftpWriter:
                 try:
                     storage.makedirs(self.sftp, directory, self.created)
                     self.fh = self.sftp.open(self.tmp, "wb")
+                    # before a byte is in it: the server makes it 0666 less its umask, 0644 for every user of
+                    # the backup server to read (a backup is data, a manifest names the tables)
+                    self.fh.chmod(OBJECT_MODE)
                     break
                 except FileNotFoundError:
                     if attempt == 2:
@@ -777,7 +784,7 @@ class SftpStorage:
         except FileNotFoundError:
             self.makedirs(sftp, posixpath.dirname(path), created)
             try:
-                sftp.mkdir(path)
+                sftp.mkdir(path, DIR_MODE)
                 if created is not None:
                     created.append(path)
             except OSError as refused:

@@ -265,3 +265,83 @@ def test_a_scan_cut_short_by_max_files_says_so(tmp_path: Path) -> None:
     f = [f for f in cut.findings if f.check == "security.permissions.scan_incomplete"]
     assert len(f) == 1 and f[0].severity is Severity.WARNING and f[0].subject == str(app / "uploads")
     assert "max_files" in cut.summary and cut.metrics["exposed"] == 0
+
+
+def test_permissions_run_unprivileged_says_what_it_could_not_look_into(request: pytest.FixtureRequest) -> None:
+    """Run as an unprivileged user (say 'upkeeper'), glob and os.walk passed over the directories it cannot
+    search without a word, and a secret it could stat but not read (a host key, 0600 root) was dropped: the run
+    said '0 secret file(s) checked, 0 readable by others' and passed, where root checked them all.  Now a key
+    it cannot read is judged by its mode all the same, and an info finding names the directories it could not
+    look into (and says how to check them)."""
+    import json
+    import tempfile
+
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root (to run as nobody) and setpriv")
+    base = Path(tempfile.mkdtemp(prefix="upkeeper-perms-"))  # a place nobody reaches (tmp_path is root's)
+    request.addfinalizer(lambda: shutil.rmtree(base, ignore_errors=True))
+    base.chmod(0o755)
+    pem = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3Bl\n-----END OPENSSH PRIVATE KEY-----\n"
+    for d in ("vault", "app/private"):
+        (base / d).mkdir(parents=True)
+        (base / d).chmod(0o700)
+        (base / d / ".env").write_text("A=1\n")
+    (base / "app").chmod(0o755)
+    (base / "vault" / "tls.key").write_text(pem)
+    (base / "ssh_host_ed25519_key").write_text(pem)
+    (base / "ssh_host_ed25519_key").chmod(0o600)
+    (base / "app" / ".env").write_text("DB_PASSWORD=hunter2\n")
+    (base / "app" / ".env").chmod(0o644)
+    script = f"""
+import json
+from upkeeper.tasks.security.permissions import PermissionsOptions, check_permissions
+opts = PermissionsOptions(paths=[{str(base / "vault" / "*.key")!r}, {str(base / "ssh_host_*_key")!r}])
+out = check_permissions(opts, [{str(base / "app")!r}])
+print(json.dumps({{"metrics": out.metrics, "summary": out.summary,
+                  "findings": [[f.check, f.severity.value, f.subject, f.message, f.data] for f in out.findings]}}))
+"""
+    res = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", sys.executable, "-c",
+                          script], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(
+                              sys.path)}, timeout=60)
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    by = {f[0]: f for f in out["findings"]}
+    assert set(by) == {"security.permissions.secret_readable", "security.permissions.not_looked"}, out
+    assert by["security.permissions.secret_readable"][2] == str(base / "app" / ".env")
+    check, severity, _subject, message, data = by["security.permissions.not_looked"]
+    assert severity == "info" and data == {"directories": [str(base / "vault"), str(base / "app" / "private")],
+                                           "user": "nobody"}, by
+    assert "could not look into 2 director(y/ies) as nobody" in message
+    assert out["metrics"]["secrets_checked"] == 2  # the host key (by its mode) and app/.env
+    assert out["summary"].endswith("; 2 director(y/ies) not readable by this user (not checked)")
+
+
+def test_a_public_listener_of_another_user_seen_unprivileged_says_why_its_process_is_unknown() -> None:
+    """Run as an unprivileged user, psutil cannot name another user's socket's process: the finding said "a process
+    (pid ?) listens on …" -- and a listener of an allowed process (allowed_processes) was reported as unexpected
+    with no word on why.  It now says the process is another user's, which only root may name, and to run the
+    check as root when it may be one of allowed_processes."""
+    import json
+
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root (to run as nobody) and setpriv")
+    script = """
+import json, sys
+from upkeeper.tasks.security.firewall import FirewallOptions, check_firewall
+out = check_firewall(FirewallOptions(allowed_processes=["python3", "python3.11", "python"], require_firewall=False))
+print(json.dumps({str(f.value): [f.message, f.remediation] for f in out.findings
+                  if f.check == "security.firewall.unexpected_listener"}))
+"""
+    with socket.socket() as public:  # root's, as nginx's master is
+        public.bind(("0.0.0.0", 0))
+        public.listen()
+        port = public.getsockname()[1]
+        res = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", sys.executable, "-c",
+                              script], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(
+                                  sys.path)}, timeout=60)
+    assert res.returncode == 0, res.stderr
+    message, fix = json.loads(res.stdout)[str(port)]
+    assert message == (f"a process nobody cannot see (another user's: only root may name it) listens on public "
+                       f"address 0.0.0.0:{port}, which is not an allowed port"), message
+    assert fix.endswith("; if it is one of allowed_processes, run this check as root (nobody cannot tell which "
+                        "process it is)"), fix

@@ -191,3 +191,62 @@ def test_a_damaged_saved_state_is_read_from_the_start(tmp_path_factory: pytest.T
     assert out.metrics["failed"] > 0 or "from offset" in out.summary
     assert state.get("authlog_pos") == {"inode": log.stat().st_ino, "offset": log.stat().st_size}
     assert all(isinstance(ip, str) for ip in state.get("known_ips"))
+
+
+def test_run_unprivileged_an_unreadable_auth_log_or_journal_is_an_error_saying_which_group(
+        request: pytest.FixtureRequest) -> None:
+    """Run as an unprivileged user: an auth.log it may not read (Debian: root:adm 0640) failed the run with a bare
+    "PermissionError: [Errno 13] …", and a system journal it may not read made journalctl -q show only the user's
+    own entries, without a word: the run said 'ok 0 successful and 0 failed SSH login(s)'.  Both are now an error
+    naming the file, the user and the group to add it to (or to run as root)."""
+    import grp
+    import json
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root (to run as nobody) and setpriv")
+    adm = grp.getgrnam("adm").gr_gid  # (Debian's; the CI image is Debian)
+    base = Path(tempfile.mkdtemp(prefix="upkeeper-logins-"))  # a place nobody reaches (tmp_path is root's)
+    request.addfinalizer(lambda: shutil.rmtree(base, ignore_errors=True))
+    base.chmod(0o755)
+    log = base / "auth.log"
+    log.write_text("Dec  6 10:00:00 web sshd[1]: Failed password for root from 203.0.113.9 port 22 ssh2\n")
+    os.chown(log, 0, adm)  # root:adm, as rsyslog makes it
+    log.chmod(0o640)
+    machine = base / "journal" / "0123456789abcdef0123456789abcdef"
+    machine.mkdir(parents=True)
+    (machine / "system.journal").write_bytes(b"LPKSHHRH")
+    (machine / "system.journal").chmod(0o640)
+    (base / "journal").chmod(0o755)
+    machine.chmod(0o755)
+    script = f"""
+import json
+from datetime import UTC, datetime
+from upkeeper.core.task import MemoryState
+from upkeeper.errors import TaskError
+from upkeeper.tasks.security import logins
+logins.JOURNAL_DIRS = ({str(base / "journal")!r},)
+out = []
+for source in ("file", "journal"):
+    opts = logins.LoginsOptions(source=source, auth_log={str(log)!r})
+    try:
+        res = logins.check_logins(opts, MemoryState(), datetime.now(UTC))
+        out.append(["ok", res.summary, ""])
+    except TaskError as exc:
+        out.append(["error", exc.message, exc.hint])
+print(json.dumps(out))
+"""
+    res = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", sys.executable, "-c",
+                          script], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(
+                              sys.path)}, timeout=60)
+    assert res.returncode == 0, res.stderr
+    (f_status, f_msg, f_hint), (j_status, j_msg, j_hint) = json.loads(res.stdout)
+    assert f_status == "error" and f_msg.startswith(f"cannot read {log} as nobody: permission denied (mode 0640, "
+                                                    "group adm): no login was checked"), f_msg
+    assert "usermod -aG adm nobody" in f_hint and "run this check as root" in f_hint, f_hint
+    assert j_status == "error", j_msg
+    assert j_msg.startswith(f"cannot read the system journal as nobody: {machine / 'system.journal'} "), j_msg
+    assert "usermod -aG systemd-journal nobody" in j_hint, j_hint

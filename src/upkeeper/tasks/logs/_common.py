@@ -13,7 +13,15 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import Field
 
-from upkeeper.core.artifacts import PENDING_SUFFIX, STAGED, atomic_write_bytes, final_name, pending_name
+from upkeeper.core.artifacts import (
+    PENDING_SUFFIX,
+    REPORT_MODE,
+    STAGED,
+    atomic_write_bytes,
+    final_name,
+    make_report_dir,
+    pending_name,
+)
 from upkeeper.core.task import Finding, Severity, TaskContext
 from upkeeper.redact import redact_obj
 
@@ -77,7 +85,7 @@ def write_reports(ctx: TaskContext, directory: Path, stem: str, data: dict[str, 
     ``data`` is redacted here (log lines, paths and examples carry tokens and passwords); the tasks
     redact it before they build findings and the HTML, so this is the last line of defence."""
     data = redact_obj(data)
-    directory.mkdir(parents=True, exist_ok=True)
+    make_report_dir(directory)
     _recover(ctx, directory, stem)
     texts = [("json", json.dumps(data, indent=1, default=str, ensure_ascii=False) + "\n")]
     if html is not None:
@@ -99,7 +107,7 @@ def write_reports(ctx: TaskContext, directory: Path, stem: str, data: dict[str, 
                 art[STAGED] = {"from": str(pending), "copies": [str(latest)]}
             else:  # nobody publishes it later: now
                 os.replace(pending, final)
-                atomic_write_bytes(latest, text.encode("utf-8"))
+                atomic_write_bytes(latest, text.encode("utf-8"), new_mode=REPORT_MODE)
             artifacts.append(art)
         if ctx.stage_files:
             ctx.state.set(REPORTS_KEY, [p.name for p in pendings])
@@ -152,7 +160,7 @@ def _reserve(directory: Path, name: str, suffixes: list[str]) -> Path:
             for suffix in suffixes:
                 final = base.with_name(base.name + suffix)
                 p = pending_name(final)
-                os.close(os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+                os.close(os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, REPORT_MODE))
                 made.append(p)
                 if os.path.lexists(final):
                     raise FileExistsError(final)

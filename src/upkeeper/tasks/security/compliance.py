@@ -28,6 +28,7 @@ from pydantic import Field
 
 from upkeeper.config.targets import PostgresTarget
 from upkeeper.config.types import format_duration
+from upkeeper.core.artifacts import REPORT_MODE, atomic_write_bytes, make_report_dir
 from upkeeper.core.history import History, history_url, stopped_on_request
 from upkeeper.core.task import REGISTRY, Finding, Result, Severity, Task, TaskContext, TaskOptions, task
 from upkeeper.errors import TaskError, UnknownTaskError
@@ -415,13 +416,12 @@ class SecurityCompliance(Task[ComplianceOptions]):
         assert ctx.config is not None
         out_dir = Path(options.output_dir) if options.output_dir else (
             (ctx.config.source.parent if ctx.config.source else Path.cwd()) / "reports")
-        out_dir.mkdir(parents=True, exist_ok=True)
+        make_report_dir(out_dir)
         stem = "compliance-" + doc.title.rsplit("— ", 1)[-1]
         md, htm = out_dir / f"{stem}.md", out_dir / f"{stem}.html"
         for path, text in ((md, to_markdown(doc)), (htm, to_html(doc))):
-            tmp = path.with_suffix(path.suffix + ".tmp")
-            tmp.write_text(text, encoding="utf-8")
-            tmp.replace(path)  # never a half-written report
+            # whole or not at all (never a half-written report), and not readable by every local user
+            atomic_write_bytes(path, text.encode("utf-8"), new_mode=REPORT_MODE)
         findings.append(Finding("security.compliance.report", Severity.INFO, str(md),
                                 f"evidence report written: {md} and {htm}", "", data={"sections": len(doc.sections)}))
         return Result(summary=f"{doc.title}: {md.name} and {htm.name} ({len(findings) - 1} point(s) need attention)",

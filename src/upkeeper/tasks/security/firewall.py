@@ -8,6 +8,8 @@ on a non-loopback address whose port is not in ``allowed_ports`` is a finding.
 from __future__ import annotations
 
 import json
+import os
+import pwd
 import shutil
 from dataclasses import dataclass
 
@@ -102,6 +104,13 @@ class Listener:
     pid: int | None
 
 
+def _user() -> str:
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return f"uid {os.geteuid()}"
+
+
 def listeners() -> list[Listener]:
     out: dict[tuple[str, int], Listener] = {}
     for c in psutil.net_connections(kind="inet"):
@@ -171,11 +180,18 @@ def check_firewall(options: FirewallOptions) -> CheckOutput:
     for ln in public:
         if ln.port in allowed or (ln.process and ln.process in options.allowed_processes):
             continue
+        fix = "bind it to 127.0.0.1, block the port in the firewall, or add it to allowed_ports"
+        if not ln.process and os.geteuid() != 0:  # another user's socket: its process is not this user's to see
+            who = _user()
+            message = (f"a process {who} cannot see (another user's: only root may name it) listens on public "
+                       f"address {ln.address}:{ln.port}, which is not an allowed port")
+            fix += (f"; if it is one of allowed_processes, run this check as root ({who} cannot tell which process "
+                    "it is)")
+        else:
+            message = (f"{ln.process or 'a process'} (pid {ln.pid or '?'}) listens on public address "
+                       f"{ln.address}:{ln.port}, which is not an allowed port")
         out.findings.append(Finding(
-            "security.firewall.unexpected_listener", Severity.WARNING, f"{ln.address}:{ln.port}",
-            f"{ln.process or 'a process'} (pid {ln.pid or '?'}) listens on public address {ln.address}:{ln.port}, "
-            "which is not an allowed port",
-            "bind it to 127.0.0.1, block the port in the firewall, or add it to allowed_ports",
+            "security.firewall.unexpected_listener", Severity.WARNING, f"{ln.address}:{ln.port}", message, fix,
             value=ln.port, data={"process": ln.process, "pid": ln.pid}))
     out.metrics.update({"public_listeners": float(len(public)), "firewalls_active": float(len(active))})
     none = "unknown (could not be read)" if any(not s.readable for s in states) else "none active"

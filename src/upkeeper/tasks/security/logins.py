@@ -9,10 +9,15 @@ since the last one (the file's inode and offset, or the journal cursor, in the j
 
 from __future__ import annotations
 
+import grp
 import json
+import os
+import pwd
 import re
 import shutil
+import stat
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -113,16 +118,74 @@ def _read_file(path: Path, state: StateStore, options: LoginsOptions, now: datet
             and 0 <= pos["offset"] <= st.st_size):
         offset = pos["offset"]
         note = f"from offset {offset}"
-    with open(path, "rb") as fh:
-        fh.seek(offset)
-        data = fh.read(options.max_bytes)
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(offset)
+            data = fh.read(options.max_bytes)
+    except PermissionError:
+        raise TaskError(f"cannot read {path} as {_user()}: permission denied (mode "
+                        f"{stat.S_IMODE(st.st_mode):04o}, group {_group(st.st_gid)}): no login was checked",
+                        f"Try: add {_user()} to the group {_group(st.st_gid)} that may read it (usermod -aG "
+                        f"{_group(st.st_gid)} {_user()}; Debian's syslog files are root:adm 0640), or run this check "
+                        "as root") from None
     # only whole lines: a line still being written (or cut by max_bytes) is read next time, in one piece
     data = data[: data.rfind(b"\n") + 1]
     state.set("authlog_pos", {"inode": st.st_ino, "offset": offset + len(data)})
     return data.decode("utf-8", errors="replace").splitlines(), note
 
 
+def _user() -> str:
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return f"uid {os.geteuid()}"
+
+
+def _group(gid: int) -> str:
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)
+
+
+#: where journald keeps the system journal (persistent, volatile): ``<dir>/<machine-id>/system*.journal``
+JOURNAL_DIRS = ("/var/log/journal", "/run/log/journal")
+
+
+def closed_journals(dirs: Sequence[str] | None = None) -> list[str]:
+    """The system journal files (or their machine directories) this user cannot read.  journalctl then shows
+    only the user's own journal and, with ``-q``, says nothing: sshd's messages are not among them.  (Members of
+    the groups systemd-journal, adm and wheel may read them all: journalctl(1).)"""
+    closed: list[str] = []
+    for d in JOURNAL_DIRS if dirs is None else dirs:
+        try:
+            machines = [e.path for e in os.scandir(d) if e.is_dir(follow_symlinks=False)]
+        except OSError:
+            continue
+        for m in machines:
+            if not os.access(m, os.R_OK | os.X_OK):
+                closed.append(m)
+                continue
+            try:
+                names = os.listdir(m)
+            except OSError:
+                closed.append(m)
+                continue
+            closed += [os.path.join(m, n) for n in sorted(names)
+                       if n.startswith("system") and n.endswith(".journal") and not os.access(os.path.join(m, n),
+                                                                                               os.R_OK)]
+    return closed
+
+
 def _read_journal(state: StateStore, options: LoginsOptions, now: datetime) -> tuple[list[LoginEvent], str]:
+    closed = closed_journals()
+    if closed:
+        who = _user()
+        raise TaskError(
+            f"cannot read the system journal as {who}: {', '.join(closed[:5])}" + (" …" if len(closed) > 5 else "")
+            + " (journalctl would show only the user's own entries, without sshd's): no login was checked",
+            f"Try: add {who} to the group systemd-journal (usermod -aG systemd-journal {who}; adm works too), or "
+            "run this check as root")
     exe = shutil.which("journalctl")
     if exe is None:
         raise TaskError("journalctl not found", "Try: source: file")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import glob
 import os
+import pwd
 import stat
 from pathlib import Path
 
@@ -54,15 +55,46 @@ class PermissionsOptions(TaskOptions):
                 "Source: upkeeper default")
 
 
-def _candidates(options: PermissionsOptions, app_roots: list[str]) -> tuple[list[Path], str | None]:
-    """The files to look at, and the directory the scan stopped in when it reached ``max_files`` (else None)."""
+def _closed_dirs(pattern: str) -> list[str]:
+    """The existing directories on the way to ``pattern``'s matches that this user cannot search (or list, where
+    the pattern's next part is a glob): ``glob`` passes over them without a word, so the files in them (say
+    ``/root/.ssh/id_*`` run as an unprivileged user) would go unchecked unsaid."""
+    parts = Path(pattern).parts
+    if len(parts) < 2:
+        return []
+    closed: list[str] = []
+    dirs = [parts[0]]
+    for i, part in enumerate(parts[1:], start=1):
+        need = os.R_OK | os.X_OK if glob.has_magic(part) else os.X_OK
+        nxt: list[str] = []
+        for d in dirs:
+            if not os.access(d, need):
+                closed.append(d)
+            elif i < len(parts) - 1:
+                nxt += [p for p in glob.glob(os.path.join(glob.escape(d), part)) if os.path.isdir(p)]
+        dirs = nxt
+    return closed
+
+
+def _candidates(options: PermissionsOptions, app_roots: list[str],
+                closed: list[str] | None = None) -> tuple[list[Path], str | None]:
+    """The files to look at, and the directory the scan stopped in when it reached ``max_files`` (else None);
+    ``closed`` gets the directories this user could not look into."""
     out: dict[str, Path] = {}
+    shut: list[str] = [] if closed is None else closed
     for pattern in options.paths:
-        for f in glob.glob(os.path.expanduser(pattern)):
+        full = os.path.expanduser(pattern)
+        for f in glob.glob(full):
             out.setdefault(f, Path(f))
+        shut += [d for d in _closed_dirs(full) if d not in shut]
     seen = 0
+
+    def unreadable(exc: OSError) -> None:
+        if exc.filename and str(exc.filename) not in shut:
+            shut.append(str(exc.filename))
+
     for d in [*options.scan_dirs, *app_roots]:
-        for root, dirs, files in os.walk(d):
+        for root, dirs, files in os.walk(d, onerror=unreadable):
             dirs[:] = [x for x in dirs if x not in ("node_modules", ".git", "__pycache__", ".venv", "venv")]
             for name in files:
                 seen += 1
@@ -81,7 +113,8 @@ def check_permissions(options: PermissionsOptions, app_roots: list[str] | None =
     out = CheckOutput()
     checked = 0
     known = known or {}
-    candidates, stopped_in = _candidates(options, app_roots or [])
+    closed: list[str] = []
+    candidates, stopped_in = _candidates(options, app_roots or [], closed)
     candidates += [Path(p) for p in known if p not in {str(c) for c in candidates}]
     if stopped_in is not None:
         out.findings.append(Finding(
@@ -96,11 +129,19 @@ def check_permissions(options: PermissionsOptions, app_roots: list[str] | None =
             st = path.stat() if own else path.lstat()
             if not stat.S_ISREG(st.st_mode):
                 continue
-            with open(path, "rb") as fh:
-                head = fh.read(4096)
         except OSError:
             continue
-        kind = own or kind_of(path, head) or ("secret file" if any(m in head for m in SECRET_MARKERS) else None)
+        try:
+            with open(path, "rb") as fh:
+                head: bytes | None = fh.read(4096)
+        except PermissionError:  # (not by upkeeper's user, say a host key run unprivileged: its mode still tells)
+            head = None
+        except OSError:
+            continue
+        if head is None:
+            kind = own or kind_of(path, b"") or (None if path.name.endswith(".pub") else "secret file")
+        else:
+            kind = own or kind_of(path, head) or ("secret file" if any(m in head for m in SECRET_MARKERS) else None)
         if kind is None:
             continue
         checked += 1
@@ -122,10 +163,24 @@ def check_permissions(options: PermissionsOptions, app_roots: list[str] | None =
             f"{kind} {path} is {' and '.join(problems)} (mode {mode:04o})",
             f"chmod 600 {path} (and chown it to the service user)", value=f"{mode:04o}", threshold="0600",
             data={"kind": kind, "uid": st.st_uid, "gid": st.st_gid}))
+    if closed:
+        try:
+            me = pwd.getpwuid(os.geteuid()).pw_name
+        except KeyError:
+            me = f"uid {os.geteuid()}"
+        out.findings.append(Finding(
+            "security.permissions.not_looked", Severity.INFO, closed[0],
+            f"could not look into {len(closed)} director(y/ies) as {me}: {', '.join(closed[:10])}"
+            + (" …" if len(closed) > 10 else "") + " -- the secrets there were not checked (closed to "
+            f"{me}, they are closed to every user outside their owner and group too)",
+            "run security.permissions as root to check them, or leave those paths out of 'paths' and "
+            "'scan_dirs'", value=len(closed), data={"directories": closed, "user": me}))
     exposed = sum(1 for f in out.findings if f.check == "security.permissions.secret_readable")
-    out.metrics.update({"secrets_checked": float(checked), "exposed": float(exposed)})
+    out.metrics.update({"secrets_checked": float(checked), "exposed": float(exposed),
+                        "directories_not_looked": float(len(closed))})
     out.summary = f"{checked} secret file(s) checked, {exposed} readable by others" + (
-        f"; scan stopped at max_files ({options.max_files})" if stopped_in is not None else "")
+        f"; scan stopped at max_files ({options.max_files})" if stopped_in is not None else "") + (
+        f"; {len(closed)} director(y/ies) not readable by this user (not checked)" if closed else "")
     return out
 
 
