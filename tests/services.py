@@ -411,3 +411,20 @@ def write_app_log(path: Path, errors: list[BaseException], message: str = "reque
     finally:
         handler.close()
         logger.removeHandler(handler)
+
+
+def pid_namespace_argv() -> list[str]:
+    """The argv prefix that runs a command in a PID namespace of its own (a container's view of the pids: its
+    first process is pid 1); skips the test where one cannot be made."""
+    import shutil
+    import subprocess
+
+    unshare = shutil.which("unshare")
+    if unshare is None:
+        pytest.skip("needs unshare (util-linux)")
+    cmd = [unshare, "--pid", "--fork", "--mount-proc"]
+    if os.geteuid() != 0:
+        cmd[1:1] = ["--user", "--map-root-user"]
+    if subprocess.run([*cmd, "true"], capture_output=True).returncode != 0:
+        pytest.skip("cannot create a PID namespace here")
+    return cmd

@@ -742,19 +742,12 @@ def test_a_writer_in_a_container_sharing_the_hosts_name_does_not_take_a_live_wri
     the host's writer's PID is not there: a copy, rekey or prune in the container took the live writer's lease
     for a dead one's and took it over (a prune then deleted the set being written).  A writer in another PID
     namespace now counts as another host's: its lease is stale once not refreshed for LEASE_TTL."""
-    import shutil
 
+    from services import pid_namespace_argv
     from upkeeper.backup.lease import Lease, writer_info
     from upkeeper.storage.base import get_bytes
 
-    unshare = shutil.which("unshare")
-    if unshare is None:
-        pytest.skip("needs unshare (util-linux)")
-    cmd = [unshare, "--pid", "--fork", "--mount-proc"]
-    if os.geteuid() != 0:
-        cmd[1:1] = ["--user", "--map-root-user"]
-    if subprocess.run([*cmd, "true"], capture_output=True).returncode != 0:
-        pytest.skip("cannot create a PID namespace here")
+    cmd = pid_namespace_argv()
     root = tmp_path / "s"
     root.mkdir()
     s = open_storage("s", load_text(json.dumps({"storages": {"s": {"kind": "local", "path": str(root),

@@ -166,18 +166,12 @@ def test_a_process_in_a_pid_namespace_of_its_own_is_not_judged_by_this_namespace
     run marked ``interrupted`` and its job lock taken over -- the job run twice at once.  The identity now names
     the PID namespace of a process outside the initial one (``host@pidns…``); such an owner is judged as another
     node's, by its lease and heartbeat."""
-    import shutil
     import subprocess
     import sys
 
-    unshare = shutil.which("unshare")
-    if unshare is None:
-        pytest.skip("needs unshare (util-linux)")
-    cmd = [unshare, "--pid", "--fork", "--mount-proc"]
-    if os.geteuid() != 0:
-        cmd[1:1] = ["--user", "--map-root-user"]
-    if subprocess.run([*cmd, "true"], capture_output=True).returncode != 0:
-        pytest.skip("cannot create a PID namespace here")
+    from services import pid_namespace_argv
+
+    cmd = pid_namespace_argv()
     with subprocess.Popen([*cmd, sys.executable, "-c", _IN_A_CONTAINER, history.url], stdin=subprocess.PIPE,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as child:
         assert child.stdin is not None and child.stdout is not None and child.stderr is not None

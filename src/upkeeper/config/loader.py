@@ -487,23 +487,28 @@ def _field_at(model: type[BaseModel], path: Path_, data: Any) -> Any:
     """The pydantic FieldInfo of the key at ``path`` inside ``model`` (None when it is no model's field)."""
     tp: Any = model
     node = data
-    for i, seg in enumerate(path):
-        tp = _unwrap(tp, node)
-        origin = typing.get_origin(tp)
-        if isinstance(tp, type) and issubclass(tp, BaseModel):
-            field = tp.model_fields.get(str(seg))
-            if field is None:
-                return None
-            if i == len(path) - 1:
-                return field
-            tp = field.annotation
-        elif origin in (dict, Mapping):
-            tp = typing.get_args(tp)[1]
-        elif origin in (list, tuple, Sequence):
-            tp = typing.get_args(tp)[0]
-        else:
+    field = None
+    for seg in path:
+        step = _step(tp, node, seg)
+        if step is None:
             return None
+        tp, field = step
         node = _at(node, [seg])
+    return field
+
+
+def _step(tp: Any, node: Any, seg: str | int) -> tuple[Any, Any] | None:
+    """One key down from the type ``tp`` (``node``: its data, which picks a tagged union's member): the key's type
+    and, when it is a model's field, its FieldInfo; None when ``tp`` has no such key."""
+    tp = _unwrap(tp, node)
+    origin = typing.get_origin(tp)
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        field = tp.model_fields.get(str(seg))
+        return None if field is None else (field.annotation, field)
+    if origin in (dict, Mapping):
+        return typing.get_args(tp)[1], None
+    if origin in (list, tuple, Sequence):
+        return typing.get_args(tp)[0], None
     return None
 
 
@@ -556,19 +561,10 @@ def _kinds_at(model: type[BaseModel], path: Sequence[str | int], data: Any) -> l
     tp: Any = model
     node = data
     for seg in path:
-        tp = _unwrap(tp, node)
-        origin = typing.get_origin(tp)
-        if isinstance(tp, type) and issubclass(tp, BaseModel):
-            field = tp.model_fields.get(str(seg))
-            if field is None:
-                return []
-            tp = field.annotation
-        elif origin in (dict, Mapping):
-            tp = typing.get_args(tp)[1]
-        elif origin in (list, tuple, Sequence):
-            tp = typing.get_args(tp)[0]
-        else:
+        step = _step(tp, node, seg)
+        if step is None:
             return []
+        tp = step[0]
         node = _at(node, [seg])
     kinds: list[str] = []
     pending = [tp]
