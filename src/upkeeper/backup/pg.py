@@ -102,7 +102,9 @@ ORDER BY l.granted DESC, a.xact_start
 # application_name, and the snapshot session), while the dump runs.  Cheap enough to run every second: only
 # sessions waiting for a lock (pg_locks, visible to every role) are asked for pg_blocking_pids(), none when none
 # waits.  waitstart is PostgreSQL 14+ (read through to_jsonb so the query runs on older servers too; the caller
-# then counts from when it first saw the wait).  No query text: its first word says what the session does.
+# then counts from when it first saw the wait).  No query text: its first word says what the session does.  The
+# sessions queued behind a waiter are the app's: the snapshot session's own row counts (LOCK TABLE … ACCESS SHARE)
+# queue behind a migration waiting for pg_dump too, and are not counted.
 BLOCKED_BY_BACKUP_SQL = """
 WITH ours AS (
   SELECT coalesce(array_agg(pid), '{}') AS pids FROM pg_stat_activity
@@ -118,7 +120,7 @@ SELECT b.pid, coalesce(a.usename, ''), coalesce(a.application_name, ''), b.mode,
        CASE WHEN c.oid IS NOT NULL THEN format('%%I.%%I', n.nspname, c.relname) ELSE b.locktype END,
        coalesce(extract(epoch FROM now() - coalesce(b.waitstart, a.query_start)), 0)::float8,
        CASE WHEN a.query LIKE '<%%' THEN '' ELSE upper(split_part(ltrim(coalesce(a.query, '')), ' ', 1)) END,
-       (SELECT count(*) FROM blocked q WHERE b.pid = ANY(q.blockers))::int
+       (SELECT count(*) FROM blocked q WHERE b.pid = ANY(q.blockers) AND NOT q.pid = ANY(ours.pids))::int
 FROM blocked b CROSS JOIN ours
 LEFT JOIN pg_stat_activity a ON a.pid = b.pid
 LEFT JOIN pg_class c ON c.oid = b.relation AND b.locktype = 'relation'
