@@ -36,33 +36,28 @@ class Actions:
         self.done.append({"action": action, "path": str(path), **info})
 
     def remove(self, path: Path, reason: str, size: int) -> None:
-        if self.dry_run:
-            self._done(path, reason, size)
-            return
-        try:
+        def delete() -> None:
             if path.is_dir() and not path.is_symlink():
                 shutil.rmtree(path)
             else:
                 path.unlink()
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            self._failed(path, reason, size, exc)
-            return
-        self._done(path, reason, size)
+
+        self._remove(path, reason, size, delete)
 
     def remove_at(self, dir_fd: int, name: str, shown: Path, reason: str, size: int) -> None:
         """Remove the file or symlink ``name`` of the directory open as ``dir_fd`` (never following a symlink)."""
-        if self.dry_run:
-            self._done(shown, reason, size)
-            return
-        try:
-            os.unlink(name, dir_fd=dir_fd)
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            self._failed(shown, reason, size, exc)
-            return
+        self._remove(shown, reason, size, lambda: os.unlink(name, dir_fd=dir_fd))
+
+    def _remove(self, shown: Path, reason: str, size: int, delete: Callable[[], None]) -> None:
+        """Run ``delete`` (not in a dry run) and record it: gone already counts as done, a failure as an error."""
+        if not self.dry_run:
+            try:
+                delete()
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                self._failed(shown, reason, size, exc)
+                return
         self._done(shown, reason, size)
 
     def _done(self, path: Path, reason: str, size: int) -> None:
