@@ -270,9 +270,9 @@ def test_backup_size_change_and_success_rate(make_env, webhook_receiver) -> None
     assert resolved and resolved[0]["state"] == "resolved"
 
 
-def test_backup_success_rate_says_when_retention_deleted_runs_of_its_window(make_env, webhook_receiver) -> None:
-    """Runs history retention deleted are not counted as if the rate covered the whole window: the alert says
-    from when it counts."""
+def _three_daily_backups_then_two_pruned(make_env, webhook_receiver):  # type: ignore[no-untyped-def]
+    """Three good daily backups (a failing fourth is scripted), then a history retention shorter than the 30-day
+    window (an earlier config, another node's) deletes the first two runs."""
     from upkeeper.core.retention import prune_history
 
     env = make_env(config(channels(webhook_receiver), {"db-backup": {"task": "testing.backup",
@@ -281,8 +281,14 @@ def test_backup_success_rate_says_when_retention_deleted_runs_of_its_window(make
     for _ in range(3):
         env.run("db-backup")
         env.now[0] += timedelta(days=1)
-    # a retention shorter than the 30-day window (an earlier config, another node's) deleted the first two runs
     assert prune_history(env.history, runs_before=env.now[0] - timedelta(days=1, hours=12), audit_before=None).runs == 2
+    return env
+
+
+def test_backup_success_rate_says_when_retention_deleted_runs_of_its_window(make_env, webhook_receiver) -> None:
+    """Runs history retention deleted are not counted as if the rate covered the whole window: the alert says
+    from when it counts."""
+    env = _three_daily_backups_then_two_pruned(make_env, webhook_receiver)
     kept_since = env.history.runs_deleted_through()
     assert kept_since is not None
     env.run("db-backup")  # 1 of the 2 runs kept failed
@@ -301,15 +307,8 @@ def test_backup_success_rate_with_a_damaged_retention_marker_says_runs_may_be_mi
 
     from upkeeper.core.history import RETENTION_STATE
     from upkeeper.core.models import StateRow
-    from upkeeper.core.retention import prune_history
 
-    env = make_env(config(channels(webhook_receiver), {"db-backup": {"task": "testing.backup",
-                                                                     "schedule": "0 0 * * *"}}))
-    script("db-backup", ok(), ok(), ok(), fail("pg_dump exited 1"))
-    for _ in range(3):
-        env.run("db-backup")
-        env.now[0] += timedelta(days=1)
-    assert prune_history(env.history, runs_before=env.now[0] - timedelta(days=1, hours=12), audit_before=None).runs == 2
+    env = _three_daily_backups_then_two_pruned(make_env, webhook_receiver)
     # damaged by a hand edit that left the row's time as the prune wrote it (the prune "ran" at this clock's time)
     pruned_at = env.now[0] - timedelta(days=1, hours=12)
     env.history.set_state(*RETENTION_STATE, "2026-13-45 garbage")
