@@ -14,7 +14,7 @@ import os
 import re
 import subprocess
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -306,12 +306,15 @@ def additive(rep: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def run_over(data: bytes, off: int, before: Any) -> tuple[dict[str, Any], Any]:
-    acc = pglog.PgAccumulator(pglog.PgScanOptions(log_line_prefix=PREFIX))
+def run_over(data: bytes, off: int, before: Any, acc: Any = None,
+             reduce: Callable[[dict[str, Any]], dict[str, Any]] = additive) -> tuple[dict[str, Any], Any]:
+    """One run over ``data`` (starting at byte ``off``) that picks up what ``before`` left waiting: its figures
+    (through ``reduce``) and what it leaves waiting, as the job state keeps it (JSON)."""
+    acc = acc if acc is not None else pglog.PgAccumulator(pglog.PgScanOptions(log_line_prefix=PREFIX))
     acc.feed(data, "postgresql.log", off)
     p = acc.partial()
     waiting = pglog.resolve(p, ["postgresql.log"], pglog.open_from_json(before))
-    return additive(pglog.summarize(p, top_n=ALL)), json.loads(json.dumps(pglog.open_to_json(waiting)))
+    return reduce(pglog.summarize(p, top_n=ALL)), json.loads(json.dumps(pglog.open_to_json(waiting)))
 
 
 def message_starts(data: bytes) -> list[int]:
@@ -384,11 +387,8 @@ def test_csvlog_and_jsonlog_read_in_two_runs_pair_as_one(structured_logs: dict[s
     data = structured_logs[fmt]
 
     def run(part: bytes, off: int, before: Any) -> tuple[dict[str, Any], Any]:
-        acc = pgstruct.PgStructAccumulator(pgstruct.PgStructOptions(format=fmt))
-        acc.feed(part, "postgresql.log", off)
-        p = acc.partial()
-        waiting = pglog.resolve(p, ["postgresql.log"], pglog.open_from_json(before))
-        return figures(pglog.summarize(p, top_n=ALL)), json.loads(json.dumps(pglog.open_to_json(waiting)))
+        return run_over(part, off, before, pgstruct.PgStructAccumulator(pgstruct.PgStructOptions(format=fmt)),
+                        figures)
 
     whole, _ = run(data, 0, None)
     assert whole["count"] > 100 and whole["per_fp"]["select ? as upk_multi, ? as upk_line"] == 1
