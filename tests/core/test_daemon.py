@@ -970,6 +970,64 @@ def test_a_run_whose_job_lock_was_taken_over_while_it_ran_says_so(tmp_path: Path
         REGISTRY._tasks.pop(Gate.name, None)
 
 
+def test_a_run_whose_job_lock_is_taken_over_while_it_runs_is_stopped(tmp_path: Path) -> None:
+    """The lock keeper, still alive, finds at its next refresh that another process took the run's job lock over
+    (the lease ran out unrenewed: a history outage longer than the lease and its grace, ended now): the run is
+    stopped -- its task and the task's subprocess end -- instead of going on beside the new holder's run to its end
+    (it used to, recording ``warn``).  It is recorded ``interrupted``, names the new holder, is not retried, and
+    the new holder's lock stays."""
+    from sqlalchemy import delete, insert
+
+    from upkeeper.core import tables
+    from upkeeper.core.executor import WorkerPool
+    from upkeeper.core.history import process_identity
+    from upkeeper.core.runner import LOCK_TTL
+
+    url = f"sqlite:///{tmp_path / 'h.db'}"
+    pids = tmp_path / "pids"
+    setup = build_setup(load_text(f"history: {url}\nversion: 1\njobs:\n  long:\n    task: debug.sleep\n"
+                                  f"    retries: 2\n    options: {{seconds: 120, subprocess: true, pid_file: {pids}}}\n"))
+    history, other = History(url), History(url)
+    me = process_identity()
+    pool = WorkerPool(size=1)
+    runner = Runner(setup=setup, history=history, executor=pool, owner=me, node="n", history_url=url)
+    runner.keeper.every = 0.2
+    try:
+        now = datetime.now(UTC)
+        rid = history.create_run(NewRun("long", "debug.sleep", None, now), me, "n")
+        assert rid is not None
+        got: list[str] = []
+        t = threading.Thread(target=lambda: got.append(runner.execute(rid, setup.jobs["long"], scheduled_for=now)[0]))
+        t.start()
+        wait_for("the task and its sleep", lambda: pids.exists() and len(pids.read_text().split()) == 2, timeout=60)
+        task_pid, sleep_pid = map(int, pids.read_text().split())
+        with other.transaction() as conn:  # another node's takeover of a lease that ran out (compare-and-delete)
+            conn.execute(delete(tables.locks).where(tables.locks.c.name == "job:long"))
+            conn.execute(insert(tables.locks).values(name="job:long", owner="othernode:77:1/99", node="othernode",
+                                                     acquired_at=now, expires_at=datetime.now(UTC) + LOCK_TTL,
+                                                     purpose="run 99"))
+        t.join(60)
+        assert not t.is_alive() and got == ["interrupted"]
+        for pid in (task_pid, sleep_pid):  # the task and its subprocess ended (not left beside the new run)
+            wait_for(f"pid {pid} to end", lambda pid=pid: not Path(f"/proc/{pid}").exists()
+                     or Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] == "Z", timeout=30)
+        row = history.get_run(rid)
+        assert row is not None and row.status == "interrupted"
+        assert "its lock was taken over while it ran (job:long is held by run 99 on othernode)" in row.summary, \
+            row.summary
+        assert "asked to stop" not in row.summary and "cleanup ran" in row.summary, row.summary
+        [finding] = history.findings_for(rid)
+        assert finding.check == "upkeeper.lock_lost" and finding.subject == "job:long"
+        assert [r.id for r in history.runs(job="long")] == [rid]  # no retry: the other node runs the job
+        holder = history.lock_holder("job:long")
+        assert holder is not None and holder.owner == "othernode:77:1/99"
+    finally:
+        runner.close()
+        pool.shutdown()
+        history.close()
+        other.close()
+
+
 def test_a_history_outage_logs_one_traceback_then_one_line_per_failed_tick(
         history_server: PostgresCluster, caplog: pytest.LogCaptureFixture) -> None:
     """The daemon's loop while the history server is down: it logged the same traceback (some 40 lines) at every

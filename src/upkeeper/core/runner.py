@@ -101,16 +101,37 @@ class LogBuffer:
             return "\n".join([*self.head, *mid, *self.tail])
 
 
-class LockKeeper:
-    """Refreshes the leases of every lock this process owns while it lives."""
+class Fence(threading.Event):
+    """One run's cancel signal: set when the caller's ``cancel`` is (a stop, Ctrl-C), or by the :class:`LockKeeper`
+    when another process took over one of the run's locks (:meth:`fire`)."""
 
-    def __init__(self, history: History, owner: str) -> None:
+    def __init__(self, outer: threading.Event | None) -> None:
+        super().__init__()
+        self.outer = outer
+        #: the run's locks another process holds now: lock name -> (owner, node, purpose)
+        self.lost: dict[str, tuple[str, str, str]] = {}
+
+    def is_set(self) -> bool:
+        return super().is_set() or (self.outer is not None and self.outer.is_set())
+
+    def fire(self, lost: dict[str, tuple[str, str, str]]) -> None:
+        self.lost = lost
+        self.set()
+
+
+class LockKeeper:
+    """Refreshes the leases of every lock this process owns while it lives, and stops a run whose lock another
+    process took over (:meth:`watch`)."""
+
+    def __init__(self, history: History, owner: str, every: float = LOCK_REFRESH) -> None:
         self.history = history
         self.owner = owner
+        self.every = every
         self._stop = threading.Event()
         self._count = 0
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._watched: dict[str, tuple[list[str], Fence]] = {}
 
     def hold(self) -> None:
         with self._lock:
@@ -124,8 +145,21 @@ class LockKeeper:
         with self._lock:
             self._count = max(0, self._count - 1)
 
+    def watch(self, holder: str, held: list[str], fence: Fence) -> None:
+        """While a run executes: after each refresh, check that ``held`` (its locks, the list it goes on appending
+        to) are still ``holder``'s.  One that another process holds now -- its lease ran out unrenewed for longer
+        than the lease and its grace: the history unreachable that long, this process frozen, so another node
+        took it for a dead holder's and is running the job (or an exclusive operation on its target) too -- fires
+        ``fence``: the run is stopped rather than going on beside the new holder."""
+        with self._lock:
+            self._watched[holder] = (held, fence)
+
+    def unwatch(self, holder: str) -> None:
+        with self._lock:
+            self._watched.pop(holder, None)
+
     def _loop(self) -> None:
-        while not self._stop.wait(LOCK_REFRESH):
+        while not self._stop.wait(self.every):
             with self._lock:
                 if self._count == 0:
                     continue
@@ -133,6 +167,22 @@ class LockKeeper:
                 self.history.refresh_locks(self.owner, LOCK_TTL)
             except Exception as exc:  # a blip in the database must not kill the keeper
                 log.warning("could not refresh locks: %s", exc)
+                continue
+            self._check_fences()
+
+    def _check_fences(self) -> None:
+        with self._lock:
+            watched = [(holder, list(held), fence) for holder, (held, fence) in self._watched.items()]
+        for holder, held, fence in watched:
+            try:
+                lost = {name: now for name, now in self.history.taken_over(held, holder).items() if now is not None}
+            except Exception as exc:
+                log.warning("could not check the locks of %s: %s", holder, exc)
+                continue
+            if lost and not fence.lost:
+                log.error("%s: %s taken over by %s; stopping the run", holder, ", ".join(lost),
+                          ", ".join(f"{now[2] or now[0]} on {now[1]}" for now in lost.values()))
+                fence.fire(lost)
 
     def stop(self) -> None:
         self._stop.set()
@@ -280,6 +330,7 @@ class Runner:
             return "skipped", None
         self.keeper.hold()
         held = [job_lock]
+        fence = Fence(cancel)  # stops the task when a stop comes, or when another process took over its locks
         released = False
         try:
             if target_lock:
@@ -295,8 +346,15 @@ class Runner:
             req = WorkRequest(run_id=run_id, job=job, config=config, history_url=self.history_url,
                               scheduled_for=scheduled_for, attempt=attempt)
             timeout = job.timeout.total_seconds() if job.timeout else None
-            outcome = self.executor.execute(req, timeout=timeout, on_log=log_cb, on_progress=on_progress,
-                                            cancel=cancel, kill_grace=job.kill_grace.total_seconds())
+            self.keeper.watch(holder, held, fence)
+            try:
+                outcome = self.executor.execute(req, timeout=timeout, on_log=log_cb, on_progress=on_progress,
+                                                cancel=fence, kill_grace=job.kill_grace.total_seconds())
+            finally:
+                self.keeper.unwatch(holder)
+            if fence.lost and outcome.interrupted and not (cancel is not None and cancel.is_set()):
+                outcome.result = Result(status=Status.ERROR, metrics=outcome.result.metrics, summary=_fenced_summary(
+                    fence.lost, outcome.killed, job.kill_grace.total_seconds()))
             if outcome.crashed or outcome.timed_out or outcome.killed:
                 self._remove_work_files(outcome, log_cb, config)
             if _failed_by_the_stop(outcome, cancel, stopping):
@@ -463,6 +521,15 @@ class Runner:
 
 #: what a tool of the task says when the stop's SIGTERM or SIGINT reached it: pg_dump and pg_restore catch it
 #: ("pg_dump: terminated by user", exit 1), the others die of it (:func:`upkeeper.core.proc` "killed by SIGTERM")
+def _fenced_summary(lost: dict[str, tuple[str, str, str]], killed: bool, grace: float) -> str:
+    """The summary of a run the lock keeper stopped because another process took over its locks."""
+    who = "; ".join(f"{name} is held by {now[2] or 'another process'} on {now[1]}" for name, now in lost.items())
+    how = (f"the task did not end within {grace:g}s of SIGTERM and its processes were killed (SIGKILL)" if killed
+           else "the task was stopped and its cleanup ran")
+    return (f"interrupted: its lock was taken over while it ran ({who}): the job, or an exclusive operation on "
+            f"its target, runs there now, so this run was stopped rather than run beside it; {how}")
+
+
 _TOOL_STOPPED = re.compile(r"terminated by user|killed by SIG(?:TERM|INT)\b")
 
 
