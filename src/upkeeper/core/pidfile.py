@@ -11,9 +11,9 @@ time as the clock says it *now* (wall clock minus ``CLOCK_BOOTTIME``), while the
 of when it was written.  So a clock stepped *forward* after the daemon wrote its file (a machine that booted
 without a real-time clock and was set by NTP later) makes the daemon look started after its file by that step:
 it is then reported as left over, and the finding says so and how to tell (``touch`` the pid file if the
-process named is the daemon).  A step backwards only hides a left-over file, never invents one.  So does a pid
-file on a network filesystem whose server's clock is behind this host's by more than the margin (its mtime is
-the server's clock): pid files belong on the host's own /run.
+process named is the daemon).  A step backwards only hides a left-over file, never invents one.  The same false
+"left over" comes of a pid file on a network filesystem whose server's clock lags this host's by more than the
+margin (its mtime is the server's clock): pid files belong on the host's own /run.
 """
 
 from __future__ import annotations
