@@ -928,6 +928,64 @@ def test_a_set_deleted_from_one_storage_only_is_not_reported_deleted(cli: Any, m
     assert old.id not in catalog_rows(cli, cfg)
 
 
+def test_a_set_whose_storage_fails_after_its_manifest_went_is_not_listed_as_complete(
+        cli: Any, make_config: Any, tmp_path: Path, sftp_server: SshServer) -> None:
+    """Retention deletes a set from the SFTP server: its manifest goes, then the server refuses the rest (here a
+    directory the SSH user may no longer write).  The catalog still named the server for it: 'backups list'
+    showed a complete backup whose only copy had no manifest (a restore from it failed), until the next prune.
+    Now the error says the manifest went and what is left is no backup; the set is neither reported deleted nor
+    listed; the next prune deletes the remains as a leftover."""
+    if pwd.getpwnam(sftp_server.user).pw_uid == 0:
+        pytest.skip("the SSH user is root: no directory refuses it")
+    sftp_config = sftp_storage_config(sftp_server)
+    vault = open_storage("vault", sftp_config)
+    now = datetime.now(UTC)
+    try:
+        old, new = (put_set(vault, now - timedelta(days=d)) for d in (2, 1))
+    finally:
+        vault.close()
+    cfg = make_config({"targets": {"db": {"kind": "postgres", "host": "127.0.0.1", "port": 1}},
+                       "storages": {"vault": sftp_config.model_dump(mode="json", exclude_none=True)},
+                       "backup": {"encryption": "none"},
+                       "jobs": {"db-backup": {"task": "postgres.backup", "target": "db",
+                                              "options": {"retention": {"keep_last": 1, "keep_daily": 0,
+                                                                        "keep_weekly": 0, "keep_monthly": 0}}}}})
+    assert sync(cli, cfg)[1]["added"] == 2
+    set_dir = Path(sftp_config.path) / old.prefix
+    for f in set_dir.iterdir():  # written then (so that its remains are an old leftover)
+        os.utime(f, (old.started_at.timestamp(), old.started_at.timestamp()))
+    mark = tmp_path / "mark"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "UPKEEPER_FAULT_PAUSE": "set-manifest-deleted:5",
+           "UPKEEPER_FAULT_MARK": str(mark)}
+    p = subprocess.Popen([sys.executable, "-m", "upkeeper", "--config", str(cfg), "backups", "prune", "--json"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while not mark.exists() and p.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert mark.exists(), p.communicate(timeout=30)
+        assert not (set_dir / "manifest.json").exists()  # the manifest went; the objects are next
+        set_dir.chmod(0o555)  # and the server refuses them (the 5 s pause leaves time to do this)
+        out, err = p.communicate(timeout=120)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        set_dir.chmod(0o755)
+    assert p.returncode == 1, out + err
+    assert (set_dir / "data.zst").exists()  # what is left: no backup
+    assert list(catalog_rows(cli, cfg)) == [new.id]  # not listed as a backup any more
+    [series] = json.loads(out)
+    assert series["deleted"] == [] and series["delete_failed"] == [old.id], series
+    [error] = series["errors"]
+    assert error.startswith(f"vault: deleting {old.id}: ") and "its manifest was deleted there first" in error
+    assert "no backup" in error and "next prune" in error
+    r = cli(["--config", cfg, "backups", "prune", "--json"])
+    assert r.code == 0, r.output
+    assert r.json()[0]["incomplete_deleted"] == [old.id]
+    assert not set_dir.exists()
+
+
 def _lease_env(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Any:
     """A backup env whose one storage, "there", is of ``kind`` (real servers for s3 and sftp)."""
     from upkeeper.backup.sets import open_env

@@ -324,7 +324,7 @@ def test_reopen_signal_with_a_pid_file_relative_to_root(app: AppServer) -> None:
     """pid_file: app.pid is inside root, like every other relative path of the target."""
     target = app.target(reopen_signal="USR1", pid_file="app.pid")
     time.sleep(0.3)
-    res = run_task("app.cleanup", target, {"rotate_size": 1})
+    res = run_task("app.cleanup", target, {"rotate_size": 1, "reopen_wait": "1s"})
     assert res.final_status is Status.OK and res.metrics["rotated_logs"] == 1, res.findings
     wait_until(lambda: app.log.stat().st_size > 0)  # the app was told: it writes to the fresh log
     assert [p.suffix for p in app.log.parent.glob("app.log.*")] == [".gz"]
@@ -1101,3 +1101,55 @@ def test_a_damaged_restart_record_does_not_stop_the_restart(app: AppServer, tmp_
         unhealthy.unlink(missing_ok=True)
     assert "app.restarted" in checks(res) and marker.read_text() == "restart\n"
     assert [r["ok"] for r in state.get("restarts")] == [True]
+
+
+HANDLES_USR1 = ("import signal, sys\n"
+                "signal.signal(signal.SIGUSR1, lambda *_: print('signalled', flush=True))\n"
+                "print('ready', flush=True)\n"
+                "sys.stdin.readline()\n")  # until told to end (after any signal sent before: PEP 475)
+
+
+def _handles_usr1() -> subprocess.Popen[str]:
+    p = subprocess.Popen([sys.executable, "-c", HANDLES_USR1], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         text=True)
+    assert p.stdout is not None and p.stdout.readline() == "ready\n"
+    return p
+
+
+def _signals_seen(p: subprocess.Popen[str]) -> str:
+    out, _ = p.communicate("end\n", timeout=60)
+    return out
+
+
+def test_a_pid_file_older_than_its_process_is_not_signalled_when_nobody_writes_the_logs(tmp_path: Path) -> None:
+    """An app that opens its log for each line (PHP, a cron job's '>>') or is stopped has no process holding its
+    logs, so nothing told its pid file's process from another program's: the app died days ago, its number went
+    to another program since, and reopen_signal went to that program (USR1: Node starts its inspector; one
+    without a handler was spared, it would die).  A process that started after the pid file was last written
+    cannot be the one that wrote it: not signalled, nothing renamed."""
+    root = tmp_path / "shop"
+    (root / "logs").mkdir(parents=True)
+    (root / "logs" / "app.log").write_text("a line\n" * 100)
+    pid_file = root / "app.pid"
+    target = _target(root, releases_dir=None, reopen_signal="USR1", pid_file="app.pid")
+    other = _handles_usr1()
+    try:
+        pid_file.write_text(f"{other.pid}\n")
+        days_ago = time.time() - 3 * 86400  # written by the app, days ago: before the other program started
+        os.utime(pid_file, (days_ago, days_ago))
+        res = run_task("app.cleanup", target, {"rotate_size": 1, "reopen_wait": "1s"})
+    finally:
+        seen = _signals_seen(other)
+    assert seen == "", "the other program got the reopen signal"
+    (f,) = checks(res)["app.rotate_failed"]
+    assert "no log rotated" in f.message and f"pid {other.pid} now belongs to another process ('python" in f.message
+    assert "Not signalled" in f.message
+    assert sorted(p.name for p in (root / "logs").iterdir()) == ["app.log"]  # left where the app writes it
+    live = _handles_usr1()  # the same kind of process, with a pid file written after it started: its own
+    try:
+        pid_file.write_text(f"{live.pid}\n")
+        res = run_task("app.cleanup", target, {"rotate_size": 1, "reopen_wait": "1s"})
+    finally:
+        seen = _signals_seen(live)
+    assert seen == "signalled\n"  # as configured
+    assert "app.rotate_failed" not in checks(res), res.findings

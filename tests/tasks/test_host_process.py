@@ -341,3 +341,129 @@ def test_usable_samples_keeps_only_series_of_time_and_bytes(saved: Any) -> None:
     for entry in usable_samples(saved).values():
         for t, v in entry["points"]:
             assert float(t) == t and float(v) == v  # what the leak fit reads
+
+
+def _kernel_thread() -> int | None:
+    """A kernel thread's pid: PF_KTHREAD (0x00200000) in /proc/PID/stat's flags (field 9)."""
+    for pid in psutil.pids():
+        try:
+            raw = Path(f"/proc/{pid}/stat").read_bytes()
+        except OSError:
+            continue
+        if int(raw[raw.rfind(b")") + 2:].split()[6]) & 0x00200000:
+            return pid
+    return None
+
+
+def test_a_dead_daemons_pid_file_is_left_over_from_the_first_run(tmp_path: Path) -> None:
+    """The daemon died days ago, its pid file stayed, the kernel gave its pid to another process: the first run
+    (no memory of the file yet) measured that stranger and called the daemon running.  A daemon writes its pid
+    file once it runs, so a process that started after the file was last written cannot be its writer: missing,
+    naming who holds the pid now.  The same process with a pid file written after it started (the daemon's own,
+    or one rewritten at a reload) is watched."""
+    if not os.access("/proc/sys/kernel/ns_last_pid", os.W_OK):
+        pytest.skip("choosing a pid (ns_last_pid) needs root")
+    pid_file = tmp_path / "app.pid"
+    opts = {"processes": [{"label": "app", "pid_file": str(pid_file)}]}
+    daemon = subprocess.Popen(["sleep", "300"])
+    pid = daemon.pid
+    pid_file.write_text(f"{pid}\n")
+    days_ago = time.time() - 3 * 86400  # written when the daemon started, days ago (it died since)
+    os.utime(pid_file, (days_ago, days_ago))
+    daemon.kill()
+    daemon.wait()
+    other = _spawn_with_pid(pid, [sys.executable, "-c", "import time; time.sleep(300)"])
+    if other is None:
+        pytest.fail(f"could not start a process with pid {pid} in 50 tries")
+    state = MemoryState()  # no memory of the file: a first run
+    try:
+        for _ in range(2):  # the first run, and every run after it while the file stays as it is
+            res = run_task("host.process", options=opts, state=state)
+            missing = checks(res)["host.process_missing"]
+            assert [f.subject for f in missing] == ["app"]
+            assert f"pid file {pid_file} is left over: pid {pid} now belongs to another process" in missing[0].message
+            assert f"{psutil.Process(pid).name()!r}" in missing[0].message and "after the pid file" in missing[0].message
+            assert "proc.app.count" not in res.metrics
+        pid_file.write_text(f"{pid}\n")  # rewritten now (a reload; a restart that got the same pid): its writer
+        res = run_task("host.process", options=opts, state=MemoryState())
+        assert "host.process_missing" not in checks(res) and res.metrics["proc.app.count"] == 1
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_a_daemon_is_not_taken_for_a_stranger_when_the_clock_steps_forward_after_a_run_saw_it(tmp_path: Path) -> None:
+    """A run that saw the daemon with its file remembers it: a clock stepped forward since (its start moves on
+    the wall clock, its file's mtime does not) does not make it a stranger at the next run."""
+    from upkeeper.tasks.host.process import pid_file_record, stale_pid_file
+
+    pid_file = tmp_path / "app.pid"
+    pid_file.write_text(f"{os.getpid()}\n")
+    seen = pid_file_record(str(pid_file))
+    assert seen is not None and stale_pid_file(str(pid_file), None, seen) == ""
+    stepped = time.time() - 3600  # as if the clock had been an hour behind when the file was written
+    os.utime(pid_file, (stepped, stepped))
+    st = os.stat(pid_file)
+    now = {**seen, "file": [st.st_ino, st.st_mtime_ns]}
+    assert "is left over" in stale_pid_file(str(pid_file), None, now)  # nothing remembered: the mtime speaks
+    assert stale_pid_file(str(pid_file), {**now}, now) == ""  # remembered by a run that checked it: the same
+
+
+def test_a_pid_file_naming_a_kernel_thread_or_a_zombie_is_no_running_daemon(tmp_path: Path) -> None:
+    """A kernel thread is never a daemon's process (before this it was measured, RSS 0, and called running);
+    a zombie has exited: both are missing, and the finding says which."""
+    kthread = _kernel_thread()
+    if kthread is None:
+        pytest.skip("no kernel thread visible here (a PID namespace)")
+    zombie = subprocess.Popen(["true"])
+    (tmp_path / "k.pid").write_text(f"{kthread}\n")
+    (tmp_path / "z.pid").write_text(f"{zombie.pid}\n")
+    try:
+        deadline = time.monotonic() + 30
+        while psutil.Process(zombie.pid).status() != psutil.STATUS_ZOMBIE:  # exited, not reaped (no wait yet)
+            assert time.monotonic() < deadline, "the child did not exit"
+            time.sleep(0.01)
+        res = run_task("host.process", options={"processes": [
+            {"label": "k", "pid_file": str(tmp_path / "k.pid")}, {"label": "z", "pid_file": str(tmp_path / "z.pid")}]})
+    finally:
+        zombie.wait()
+    found = {f.subject: f for f in checks(res)["host.process_missing"]}
+    assert f"pid {kthread} now belongs to another process" in found["k"].message
+    assert "a kernel thread" in found["k"].message
+    assert f"only a zombie: pid {zombie.pid} exited" in found["z"].message
+    assert "proc.k.count" not in res.metrics and "proc.z.count" not in res.metrics
+
+
+@pytest.mark.parametrize(("content", "said"), [
+    (b"", "is empty (being written by a daemon that is starting"),
+    (b"\n  \n", "is empty"),
+    (b"\xff\xfe1\x00", "not a pid"),            # binary: a UnicodeDecodeError traceback before
+    ("²".encode(), "holds '²', not a pid"),      # a digit to str.isdigit, not to int(): ValueError before
+    (b"0\n", "holds '0', not a pid (1 to"),
+    (b"99999999999999999999999\n", "not a pid (1 to"),
+    (b"12 started\n", "holds '12 started', not a pid"),
+    (b"1" * 5000, "holds over 4096 bytes: not a pid file"),
+])
+def test_a_pid_file_that_holds_no_pid_says_so(tmp_path: Path, content: bytes, said: str) -> None:
+    (tmp_path / "app.pid").write_bytes(content)
+    res = run_task("host.process", options={"processes": [{"label": "app", "pid_file": str(tmp_path / "app.pid")}]})
+    (missing,) = checks(res)["host.process_missing"]
+    assert f"pid file {tmp_path / 'app.pid'} " in missing.message and said in missing.message
+
+
+def test_a_pid_with_blanks_around_it_is_read(tmp_path: Path) -> None:
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        (tmp_path / "app.pid").write_text(f"  {child.pid} \r\n\n")
+        res = run_task("host.process", options={"processes": [{"label": "app", "pid_file": str(tmp_path / "app.pid")}]})
+        assert "host.process_missing" not in checks(res) and res.metrics["proc.app.count"] == 1
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_a_fifo_in_place_of_the_pid_file_does_not_hang_the_run(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "app.pid")
+    res = run_task("host.process", options={"processes": [{"label": "app", "pid_file": str(tmp_path / "app.pid")}]})
+    (missing,) = checks(res)["host.process_missing"]
+    assert f"pid file {tmp_path / 'app.pid'} is not a regular file" in missing.message

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import re
 import signal
 import subprocess
@@ -13,6 +14,8 @@ from datetime import UTC, datetime
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 import services
 from proc_support import worker_with_open
@@ -342,3 +345,61 @@ def test_reports_are_never_readable_by_every_local_user(cli: Any, make_config: A
         assert len(made) >= 3 and all(m == (0o750 if (tmp_path / top / p).is_dir() else 0o640)
                                       for p, m in made.items()), (top, made)
         assert (tmp_path / top).stat().st_mode & 0o777 == 0o750
+
+
+def _as_nobody(cfg: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", sys.executable,
+                           "-m", "upkeeper", "--config", str(cfg), *argv], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}, timeout=300)
+
+
+def test_a_report_directory_root_made_is_a_clear_error_for_another_user(request: Any) -> None:
+    """upkeeper once ran as root (reports/<job> made root's, mode 0750), then as a user given the history: every
+    log run ended 'PermissionError: [Errno 13] Permission denied: …/reports/errs' (and its traceback in the
+    run's log), after reading all its logs; security.compliance (its reports/ beside the config) alike.  Now, before any log is read: the directory, its owner and mode, and
+    the fix."""
+    import shutil
+    import tempfile
+
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root (to run as nobody) and setpriv")
+    base = Path(tempfile.mkdtemp(prefix="upkeeper-rep-"))  # a place nobody reaches (tmp_path is root's)
+    request.addfinalizer(lambda: shutil.rmtree(base, ignore_errors=True))
+    base.chmod(0o755)
+    (base / "shop" / "logs").mkdir(parents=True)
+    (base / "shop" / "logs" / "app.log").write_text('{"level": "error", "msg": "boom", "exc_type": "ValueError"}\n')
+    for p in (base / "shop", base / "shop" / "logs", base / "shop" / "logs" / "app.log"):
+        p.chmod(0o755 if p.is_dir() else 0o644)
+    cfg = base / "upkeeper.yaml"
+    cfg.write_text(f"version: 1\nhistory: {base / 'history.db'}\ntargets:\n"
+                   f"  shop: {{kind: app, root: {base / 'shop'}, logs: [logs/app.log]}}\n"
+                   f"jobs:\n  errs: {{task: logs.errors, target: shop}}\n"
+                   f"  mine: {{task: logs.errors, target: shop, options: {{report_dir: {base / 'mine'}}}}}\n"
+                   f"  evidence: {{task: security.compliance, options: {{access_review: false}}}}\n")
+    cfg.chmod(0o644)
+    as_root = subprocess.run([sys.executable, "-m", "upkeeper", "--config", str(cfg), "run", "errs"],
+                             capture_output=True, text=True, timeout=300)
+    assert as_root.returncode == 0, as_root.stdout + as_root.stderr
+    reports = base / "reports"
+    assert (reports / "errs").stat().st_uid == 0 and reports.stat().st_mode & 0o777 == 0o750
+    nobody = pwd.getpwnam("nobody").pw_uid
+    for p in [base, *base.glob("history.db*")]:  # the history given to the user, as its own error says
+        os.chown(p, nobody, -1)
+    (base / "mine").mkdir(0o750)  # a report_dir root made, the user may enter but not write
+    (base / "mine").chmod(0o755)
+    for job, blocked, what, option in (("errs", reports, "enter", "report_dir"),
+                                       ("mine", base / "mine", "write in", "report_dir"),
+                                       ("evidence", reports, "write in", "output_dir")):  # reports/ beside the config
+        res = _as_nobody(cfg, "run", "--json", job)
+        assert res.returncode == 1 and "Traceback" not in res.stderr, res.stdout + res.stderr
+        (run,) = json.loads(res.stdout)
+        summary = run["summary"]
+        want = 0o750 if blocked == reports else 0o755
+        assert run["status"] == "error" and summary.startswith("report directory "), summary
+        assert f"nobody, whom upkeeper runs as, may not {what} {blocked} (root's, mode {want:04o})" in summary
+        assert f"chown -R nobody {blocked}" in summary and f"set {option} to a directory of nobody's" in summary
+        assert "PermissionError" not in summary and "Errno" not in summary
+    os.chown(base / "mine", nobody, -1)  # the fix it says
+    res = _as_nobody(cfg, "run", "--json", "mine")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert (base / "mine" / "mine" / "latest.json").exists()

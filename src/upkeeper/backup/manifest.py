@@ -425,14 +425,18 @@ def scan_sets(storage: Storage, target: str | None = None, database: str | None 
         yield StoredSet(storage, t, db, bid, objs, leases.get((t, db, bid)))
 
 
-def delete_set(storage: Storage, target: str, database: str, backup_id: str, *, keep_lease: bool = False) -> int:
+def delete_set(storage: Storage, target: str, database: str, backup_id: str, *, keep_lease: bool = False,
+               done: list[str] | None = None) -> int:
     """Delete a set: the manifest first (so a half-deleted set is never taken for complete).  ``keep_lease``:
     all but its lease (and takeover claims): the caller holds it, and releases it once the rest is gone — another
-    writer could otherwise take it and write while the deletion goes on."""
+    writer could otherwise take it and write while the deletion goes on.  ``done`` gets :data:`MANIFEST` once
+    the manifest is gone (or was already): an error after that leaves an incomplete set, no longer a backup."""
     prefix = set_prefix(target, database, backup_id)
     if storage.stat(prefix + MANIFEST) is not None:
         storage.delete(prefix + MANIFEST)
         fault_pause("set-manifest-deleted")  # (the crash tests: the set's objects not yet deleted)
+    if done is not None:
+        done.append(MANIFEST)
     if not keep_lease:
         return delete_prefix(storage, prefix)
     n = 0

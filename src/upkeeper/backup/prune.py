@@ -53,7 +53,9 @@ class SeriesReport:
     interrupted: bool = False
     not_deleted: list[str] = field(default_factory=list)
     #: what retention deleted from some of its storages only (the others failed, named in ``errors``): not in
-    #: ``deleted`` — a copy is left, and the catalog still names its storage; the next prune retries
+    #: ``deleted`` — a copy is left, and the catalog still names its storage; the next prune retries.  (One that
+    #: failed there after its manifest went is no copy: the catalog no longer names that storage for it, and the
+    #: next prune deletes its remains as a leftover.)
     delete_failed: list[str] = field(default_factory=list)
     #: complete sets of the series written by a node this history knows nothing of (:func:`foreign_sets`), by id:
     #: that node — never counted, never deleted
@@ -446,11 +448,21 @@ def prune_series(
                 fault_pause("prune-set-deleting")  # (the tests: a copy repairing the set comes now)
                 for lease_ in holding:
                     storage = lease_.storages[0]
+                    done: list[str] = []
                     try:
-                        delete_set(storage, target, database, d.item.id, keep_lease=True)
+                        delete_set(storage, target, database, d.item.id, keep_lease=True, done=done)
                     except UpkeeperError as exc:
-                        report.errors.append(f"{storage.name}: deleting {d.item.id}: {exc.message}")
                         failed = True
+                        if not done:  # its manifest is there (or may be): the catalog names it, the next prune
+                            report.errors.append(f"{storage.name}: deleting {d.item.id}: {exc.message}")  # retries
+                            continue
+                        # its manifest went, some objects not: that copy is no backup any more, whatever the
+                        # catalog said ('backups list' named it complete there, a restore from it failed)
+                        report.errors.append(f"{storage.name}: deleting {d.item.id}: {exc.message}; its manifest "
+                                             f"was deleted there first: what is left of it is no backup, and is "
+                                             f"deleted as a leftover by the next prune")
+                        if catalog is not None:
+                            catalog.remove_storage(d.item.id, storage.name)
                         continue
                     fault_pause("prune-set-deleted")  # (the tests: deleted from storage, the catalog not yet told)
                     if catalog is not None:

@@ -18,11 +18,14 @@ from __future__ import annotations
 
 import logging
 import os
+import pwd
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from upkeeper.core.task import Result
+from upkeeper.errors import TaskError
 
 STAGED = "staged"
 PENDING_SUFFIX = ".pending"
@@ -33,9 +36,60 @@ REPORT_MODE = 0o640
 REPORT_DIR_MODE = 0o750
 
 
-def make_report_dir(directory: Path) -> None:
+def _user(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
+
+
+def report_dir_denied(directory: Path, option: str = "report_dir") -> TaskError | None:
+    """Why this user cannot write reports into ``directory`` (making it and its missing parents first), or
+    None: the first directory on the way it may not enter, or may not write where it must (a report directory
+    made by an upkeeper that once ran as root, used by one that runs as another user).  The error names that
+    directory, its owner and mode, and the fixes; ``option`` is the task option that moves the reports."""
+    me = _user(os.geteuid())
+    chain = [*reversed(directory.parents), directory]
+    for i, d in enumerate(chain):
+        try:
+            st = d.stat()
+        except FileNotFoundError:  # it and the rest get made: its parent must be writable
+            blocked, need = chain[i - 1], os.W_OK | os.X_OK
+        except NotADirectoryError:
+            return TaskError(f"report directory {directory}: {chain[i - 1]} is not a directory",
+                             f"Try: set {option} to a directory")
+        except OSError:  # (EACCES: the parent may not be entered -- found at the parent's turn already)
+            return None
+        else:
+            if not stat.S_ISDIR(st.st_mode):
+                return TaskError(f"report directory {directory}: {d} is not a directory",
+                                 f"Try: set {option} to a directory")
+            need = os.W_OK | os.X_OK if d == directory else os.X_OK
+            blocked = d
+            if os.access(d, need):
+                continue
+        if os.access(blocked, need):
+            return None
+        try:
+            bst = blocked.stat()
+            whose = f"{_user(bst.st_uid)}'s, mode {stat.S_IMODE(bst.st_mode):04o}"
+            owner = _user(bst.st_uid)
+        except OSError:
+            whose, owner = "cannot be looked at", "its owner"
+        what = "write in" if need & os.W_OK else "enter"
+        fix = f"chown -R {me} {blocked}, or run upkeeper as {owner}, or set {option} to a directory of {me}'s"
+        return TaskError(f"report directory {directory}: {me}, whom upkeeper runs as, may not {what} {blocked} "
+                         f"({whose}): {fix}")
+    return None
+
+
+def make_report_dir(directory: Path, option: str = "report_dir") -> None:
     """``directory`` and its missing parents, each made :data:`REPORT_DIR_MODE` (an existing one is left as
-    it is: an admin may have opened it to a web server)."""
+    it is: an admin may have opened it to a web server).  A TaskError naming the directory, its owner and the
+    fix when this user may not make or write it (:func:`report_dir_denied`)."""
+    denied = report_dir_denied(directory, option)
+    if denied is not None:
+        raise denied
     missing: list[Path] = []
     d = directory
     while not d.exists() and d != d.parent:
@@ -46,8 +100,12 @@ def make_report_dir(directory: Path) -> None:
             d.mkdir(REPORT_DIR_MODE)
         except FileExistsError:
             pass
+        except OSError as exc:
+            raise report_dir_denied(directory, option) or TaskError(
+                f"report directory {directory}: cannot make {d}: {exc.strerror or exc}",
+                f"Try: set {option} to a directory upkeeper's user may write") from None
         if not d.is_dir():
-            raise NotADirectoryError(f"not a directory: {d}")
+            raise TaskError(f"report directory {directory}: {d} is not a directory", f"Try: set {option} to a directory")
 
 
 @dataclass

@@ -26,7 +26,7 @@ from pydantic import Field, field_validator
 
 from upkeeper.config.targets import AppTarget
 from upkeeper.config.types import ByteSize, Duration
-from upkeeper.core import proc
+from upkeeper.core import pidfile, proc
 from upkeeper.core.task import Finding, Result, Severity, Task, TaskContext, TaskOptions, task
 from upkeeper.errors import ProcessError
 from upkeeper.fmt import ago, human_bytes, human_duration
@@ -192,22 +192,28 @@ def live_logs_and_links(target: AppTarget) -> tuple[list[Path], list[Path]]:
 
 
 def pid_from_file(target: AppTarget) -> int:
-    """The running process ``pid_file`` names (relative to root); ValueError saying why when there is none."""
+    """The running process ``pid_file`` names (relative to root); ValueError saying why when there is none, or
+    when that process cannot be the one that wrote the file (:func:`upkeeper.core.pidfile.stranger`: it
+    started after the file was last written, or is a kernel thread -- the app died, its number went to another
+    program, which reopen_signal would kill when no process has the logs open to tell them apart)."""
     assert target.pid_file
     path = target.path(target.pid_file)
+    pid, why = pidfile.read_pid_file(str(path))
+    if pid is None:  # (1 is the app itself when it is the init of its container)
+        raise ValueError(why)
     try:
-        text = path.read_text(errors="replace").strip()
-    except OSError as exc:
-        raise ValueError(f"cannot read pid_file {path}: {exc.strerror}") from None
-    if not text.isdigit() or int(text) == 0:  # 1 is the app itself when it is the init of its container
-        raise ValueError(f"pid_file {path} holds no process id ({text[:40]!r})")
-    pid = int(text)
+        mtime = path.stat().st_mtime
+    except OSError as exc:  # the file went between the read and the stat
+        raise ValueError(f"cannot read pid_file {path}: {exc.strerror or exc}") from None
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         raise ValueError(f"pid_file {path} names process {pid}, which is not running (a stale pid file)") from None
     except PermissionError:
         pass  # it exists; whether it may be signalled is for the reopen to tell
+    odd = pidfile.stranger(str(path), pid, mtime)
+    if odd is not None:
+        raise ValueError(f"{odd.describe(str(path))}. Not signalled")
     return pid
 
 

@@ -11,7 +11,10 @@ A pid file left behind by a daemon that died names a pid the kernel may give to 
 remembers, per pid file, the file (inode, mtime), the pid and when that process started (clock ticks since boot,
 which no clock step moves) on which boot: when the file is unchanged but the process with its pid started at
 another moment, or on another boot, the daemon that wrote it is gone and the pid belongs to someone else — the
-selector is missing, and the finding names the process that holds the pid now.
+selector is missing, and the finding names the process that holds the pid now.  With no such memory (the
+first run, or a file written since the last), a process that started more than 2 s after the file was last
+written cannot be the daemon that wrote it (a daemon writes its pid file once it runs), nor can a kernel
+thread: see :mod:`upkeeper.core.pidfile` (and its word on clocks stepped forward).
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ import psutil
 from pydantic import Field, field_validator, model_validator
 
 from upkeeper.config.types import ByteSize, Duration, StrictModel
+from upkeeper.core import pidfile
+from upkeeper.core.pidfile import read_pid_file, start_ticks
 from upkeeper.core.task import Finding, Result, Severity, Task, TaskContext, TaskOptions, task
 from upkeeper.fmt import human_bytes, human_duration
 from upkeeper.tasks.host._trend import fit
@@ -45,8 +50,10 @@ class ProcessSelector(StrictModel):
     cmdline: str | None = Field(None, description="regular expression searched in the full command line. "
             "Source: upkeeper (not set by default)")
     pid_file: str | None = Field(None, description="file holding the pid of the process. A pid file left behind "
-            "by a process that died, whose pid another process has taken since, is reported missing (from the "
-            "second run that sees it: the file unchanged, its pid's process started later or on another boot). "
+            "by a process that died, whose pid another process has taken since, is reported missing: the process "
+            "holding the pid started more than 2 s after the file was last written (a daemon writes it once it "
+            "runs), or is a kernel thread, or started at another moment or on another boot than when a previous "
+            "run saw the file unchanged. "
             "Source: upkeeper (not set by default)")
     required: bool = Field(True, description="warn when no process matches. Source: upkeeper default")
 
@@ -110,20 +117,6 @@ class ProcessOptions(TaskOptions):
         return self
 
 
-def read_pid_file(path: str) -> tuple[int | None, str]:
-    """The pid in the file, or None and why not (said in host.process_missing: an unreadable pid file is not
-    the same as a stopped process)."""
-    try:
-        text = Path(path).read_text().strip()
-    except FileNotFoundError:
-        return None, f"pid file {path} does not exist"
-    except OSError as exc:
-        return None, f"pid file {path} cannot be read: {exc.strerror or exc}"
-    if not text.isdigit():
-        return None, f"pid file {path} holds {text[:40]!r}, not a pid"
-    return int(text), ""
-
-
 def pid_from_file(path: str) -> int | None:
     return read_pid_file(path)[0]
 
@@ -133,20 +126,6 @@ def boot_id() -> str:
         return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
     except OSError:
         return ""
-
-
-def start_ticks(pid: int) -> int | None:
-    """When ``pid`` started, in clock ticks since boot (``/proc/PID/stat``'s 22nd field): unlike psutil's
-    ``create_time`` (boot time on the wall clock plus these ticks), no clock step moves it."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_bytes()
-    except OSError:
-        return None
-    fields = raw[raw.rfind(b")") + 2:].split()  # the name (field 2) may hold blanks and parentheses
-    try:
-        return int(fields[19])
-    except (IndexError, ValueError):
-        return None
 
 
 def pid_file_record(path: str) -> dict[str, Any] | None:
@@ -162,7 +141,8 @@ def pid_file_record(path: str) -> dict[str, Any] | None:
     ticks = start_ticks(pid)
     if ticks is None:
         return None
-    return {"file": [st.st_ino, st.st_mtime_ns], "pid": pid, "start": ticks, "boot": boot_id()}
+    # v 2: recorded by a run that also checked the process against the file's mtime (:func:`stale_pid_file`)
+    return {"file": [st.st_ino, st.st_mtime_ns], "pid": pid, "start": ticks, "boot": boot_id(), "v": 2}
 
 
 def _point(p: Any) -> bool:
@@ -180,20 +160,24 @@ def usable_samples(saved: Any) -> dict[str, Any]:
 
 
 def stale_pid_file(path: str, before: dict[str, Any] | None, now: dict[str, Any] | None) -> str:
-    """Why the pid file at ``path`` no longer names the process that wrote it ("" when it may): the file is
+    """Why the pid file at ``path`` no longer names the process that wrote it ("" when it may).  The file is
     the one a previous run saw, with the same pid, but the process holding that pid started at another moment
-    or on another boot (the daemon died, its pid went to another process)."""
-    if before is None or now is None or before.get("file") != now["file"] or before.get("pid") != now["pid"]:
+    or on another boot (the daemon died, its pid went to another process).  Or, when no run of this version
+    saw this file with this process yet (the first run, or the file was rewritten since): that process cannot
+    have written the file -- a kernel thread, or one that started after the file was last written
+    (:func:`upkeeper.core.pidfile.stranger`)."""
+    if now is None:
         return ""
-    if before.get("boot") == now["boot"] and before.get("start") == now["start"]:
-        return ""
-    try:
-        holder = psutil.Process(now["pid"]).name()
-    except (psutil.NoSuchProcess, psutil.AccessDenied):
-        holder = "?"
-    when = "since the last reboot" if before.get("boot") != now["boot"] else "since the previous run"
-    return (f"pid file {path} is left over: it has not changed {when}, but pid {now['pid']} now belongs to "
-            f"another process ({holder!r}, started later): the process that wrote it is gone")
+    if before is not None and before.get("file") == now["file"] and before.get("pid") == now["pid"]:
+        if before.get("boot") != now["boot"] or before.get("start") != now["start"]:
+            holder = pidfile.comm(now["pid"])
+            when = "since the last reboot" if before.get("boot") != now["boot"] else "since the previous run"
+            return (f"pid file {path} is left over: it has not changed {when}, but pid {now['pid']} now belongs "
+                    f"to another process ({holder!r}, started later): the process that wrote it is gone")
+        if before.get("v") == 2:  # judged by its mtime already, the clock as it read then: a step since moves
+            return ""             # the process's start on the wall clock, not the process
+    odd = pidfile.stranger(path, now["pid"], now["file"][1] / 1e9)
+    return odd.describe(path) if odd else ""
 
 
 def select(sel: ProcessSelector, me: int, zombies: list[int] | None = None,

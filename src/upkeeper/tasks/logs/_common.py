@@ -21,8 +21,10 @@ from upkeeper.core.artifacts import (
     final_name,
     make_report_dir,
     pending_name,
+    report_dir_denied,
 )
 from upkeeper.core.task import Finding, Severity, TaskContext
+from upkeeper.errors import TaskError
 from upkeeper.redact import redact_obj
 
 if TYPE_CHECKING:  # the readers are the worker's (the CLI imports the log tasks for their options)
@@ -56,6 +58,17 @@ def report_dir(ctx: TaskContext, option: str | None) -> Path:
     return base / "reports" / ctx.job
 
 
+def check_report_dir(ctx: TaskContext, option: str | None) -> None:
+    """Before any log is read: a TaskError at once, not after an hour of reading, when the reports could not
+    be written (:func:`upkeeper.core.artifacts.report_dir_denied`: a directory an upkeeper run as root made).
+    A dry run writes none."""
+    if ctx.dry_run:
+        return
+    denied = report_dir_denied(report_dir(ctx, option))
+    if denied is not None:
+        raise denied
+
+
 def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
 
@@ -85,7 +98,7 @@ def write_reports(ctx: TaskContext, directory: Path, stem: str, data: dict[str, 
     ``data`` is redacted here (log lines, paths and examples carry tokens and passwords); the tasks
     redact it before they build findings and the HTML, so this is the last line of defence."""
     data = redact_obj(data)
-    make_report_dir(directory)
+    make_report_dir(directory, "report_dir")
     _recover(ctx, directory, stem)
     texts = [("json", json.dumps(data, indent=1, default=str, ensure_ascii=False) + "\n")]
     if html is not None:
@@ -111,9 +124,13 @@ def write_reports(ctx: TaskContext, directory: Path, stem: str, data: dict[str, 
             artifacts.append(art)
         if ctx.stage_files:
             ctx.state.set(REPORTS_KEY, [p.name for p in pendings])
-    except BaseException:  # an error, or the SIGTERM of a timeout: no half-written file stays behind
+    except BaseException as exc:  # an error, or the SIGTERM of a timeout: no half-written file stays behind
         for p in pendings:
             p.unlink(missing_ok=True)
+        if isinstance(exc, OSError):  # (a full disk; a directory turned unwritable since it was checked)
+            raise TaskError(f"report directory {directory}: cannot write the {stem} report: "
+                            f"{exc.strerror or exc}{f' ({exc.filename})' if exc.filename else ''}; no report "
+                            f"written") from None
         raise
     _prune(directory, stem, keep, {Path(a["path"]) for a in artifacts})
     return artifacts

@@ -22,6 +22,7 @@ from upkeeper.tasks.logs._common import (
     KeepReports,
     ReportDir,
     RotatedDirs,
+    check_report_dir,
     check_rotated_dirs,
     not_a_log,
     plan_findings,
@@ -108,6 +109,7 @@ class ErrorLogs(Task[ErrorLogsOptions]):
     def run(self, ctx: TaskContext, options: ErrorLogsOptions) -> Result:
         target = ctx.require_target()
         findings: list[Finding] = []
+        check_report_dir(ctx, options.report_dir)
         error_log = options.error_log or (target.error_log if isinstance(target, NginxTarget) else None)
         patterns = list(options.app_logs)
         if not patterns and isinstance(target, AppTarget):

@@ -43,6 +43,7 @@ from upkeeper.tasks.logs._common import (
     KeepReports,
     ReportDir,
     RotatedDirs,
+    check_report_dir,
     check_rotated_dirs,
     not_a_log,
     plan_findings,
@@ -321,6 +322,7 @@ class NginxLogs(Task[NginxLogsOptions]):
     def run(self, ctx: TaskContext, options: NginxLogsOptions) -> Result:
         target = ctx.require_target()
         assert isinstance(target, NginxTarget)
+        check_report_dir(ctx, options.report_dir)
         path = options.access_log or target.access_log
         if sources.is_glob(path):
             files = sources.discover_glob(path, rotated=options.rotated, max_files=options.max_files,

@@ -24,6 +24,7 @@ from upkeeper.tasks.logs._common import (
     KeepReports,
     ReportDir,
     RotatedDirs,
+    check_report_dir,
     check_rotated_dirs,
     not_a_log,
     plan_findings,
@@ -194,6 +195,7 @@ class PostgresLogs(Task[PostgresLogsOptions]):
     def run(self, ctx: TaskContext, options: PostgresLogsOptions) -> Result:
         target = ctx.require_target()
         assert isinstance(target, PostgresTarget)
+        check_report_dir(ctx, options.report_dir)
         structured = options.format in ("csvlog", "jsonlog")
         need_server = not options.log_file or not (options.log_line_prefix or structured)
         server = self._server_settings(ctx, target, options.format) if need_server else {}

@@ -416,7 +416,7 @@ class SecurityCompliance(Task[ComplianceOptions]):
         assert ctx.config is not None
         out_dir = Path(options.output_dir) if options.output_dir else (
             (ctx.config.source.parent if ctx.config.source else Path.cwd()) / "reports")
-        make_report_dir(out_dir)
+        make_report_dir(out_dir, "output_dir")
         stem = "compliance-" + doc.title.rsplit("— ", 1)[-1]
         md, htm = out_dir / f"{stem}.md", out_dir / f"{stem}.html"
         for path, text in ((md, to_markdown(doc)), (htm, to_html(doc))):
