@@ -15,6 +15,7 @@ declare -A NEED=(
   [/usr/sbin/logrotate]=logrotate   # the anchor of bench/app_rotation.py; the logs.nginx rotation test
   [/usr/sbin/nft]=nftables          # security.firewall reads the real ruleset (its tests)
   [npm]=npm                         # security.dependencies runs npm audit (its tests too); pulls in nodejs
+  [faketime]=faketime               # libfaketime: the lease tests run a node whose clock is minutes off
 )
 
 missing=()

@@ -188,13 +188,13 @@ def run_jobs(
                                                  on_progress=on_progress, on_retry=on_retry, cancel=cancel,
                                                  details=details, hold=hold, on_retry_skipped=on_retry_skipped)
         result = outcome.result if outcome is not None else None
-        stopped = False
-        if status == "interrupted":  # asked to stop, or its worker killed alone: the run's record says which
-            row = runner.history.get_run(rid)
-            stopped = row is not None and stopped_on_request(row.status, row.details)
+        # interrupted: asked to stop, or its worker killed alone: the run's record says which.  No outcome (the job's
+        # lock held by a run still going, interrupted waiting for its target's): the record says why
+        row = runner.history.get_run(rid) if rid is not None and (status == "interrupted" or result is None) else None
+        stopped = status == "interrupted" and row is not None and stopped_on_request(row.status, row.details)
         results[i] = RunSummary(
             run_id=rid, job=job.name, task=job.task_name, status=status,
-            summary=result.summary if result else "",
+            summary=result.summary if result else (row.summary if row is not None else ""),
             duration=time.monotonic() - t0,
             findings=list(result.findings) if result else [],
             metrics=dict(result.metrics) if result else {},

@@ -15,7 +15,7 @@ from upkeeper.cli._wiring import build_listeners, build_periodic, build_policies
 from upkeeper.config.loader import find_config
 from upkeeper.core.daemon import Daemon
 from upkeeper.core.executor import WorkerPool
-from upkeeper.core.history import history_url, process_identity
+from upkeeper.core.history import History, clock_skew_warning, history_url, process_identity
 from upkeeper.core.jobs import Setup, load_setup
 from upkeeper.core.runner import Runner
 from upkeeper.core.sdnotify import Notifier
@@ -48,6 +48,19 @@ def _error_text(exc: UpkeeperError) -> str:
     if exc.hint:
         lines.append(redact(exc.hint))
     return Redacted("\n".join(lines))
+
+
+def _say_clock_skew(history: History) -> None:
+    """Say once, as the daemon starts, when this node's clock is off the PostgreSQL history's server's by more
+    than :data:`~upkeeper.core.history.CLOCK_SKEW_WARN` (leases and heartbeats are on the server's clock; this
+    node's schedules and run times are not).  A history it cannot read now is the loop's to report."""
+    try:
+        warning = clock_skew_warning(history.clock_skew())
+    except Exception as exc:  # the history down at start: the scheduling loop retries and says so
+        log.debug("clock skew not measured: %s", exc)
+        return
+    if warning:
+        log.warning("clock: %s", warning)
 
 
 def _url(setup: Setup) -> str:
@@ -176,6 +189,7 @@ def daemon_cmd(
     scheduled = sum(1 for j in setup.jobs.values() if j.schedule and j.enabled)
     err_console.print(f"upkeeper daemon: {scheduled} scheduled job(s), concurrency {conc}, "
                       f"history {history.dialect}, node {setup.config.node}")
+    _say_clock_skew(history)
     if notifier.enabled:
         log.info("systemd: notifying %s%s", notifier.address,
                  f"; watchdog {human_duration(notifier.watchdog)}, pinged from the scheduling loop"

@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from upkeeper.cli._app import app, console, print_json, run_status_text, state
-from upkeeper.core.history import stopped_on_request
+from upkeeper.core.history import clock_skew_warning, stopped_on_request
 from upkeeper.errors import UsageError
 from upkeeper.fmt import ago, local_time
 from upkeeper.redact import Redacted
@@ -23,6 +23,9 @@ def collect_status() -> dict[str, Any]:
     setup = state.setup()
     history = state.history()
     now = datetime.now(UTC)
+    # a PostgreSQL history: heartbeats are stamped on its server's clock (History._db_clock), judged on it here
+    skew = history.clock_skew()
+    hnow = now if skew is None else now - skew[2]
     last = history.last_runs()
     streaks = history.failure_streaks(list(setup.jobs))
     jobs = []
@@ -72,20 +75,25 @@ def collect_status() -> dict[str, Any]:
     for d in rows:
         newest_start[d.node] = max(newest_start.get(d.node, d.started_at), d.started_at)
     for d in rows:
-        alive = d.stopped_at is None and now - d.last_seen < max(timedelta(minutes=2),
+        alive = d.stopped_at is None and hnow - d.last_seen < max(timedelta(minutes=2),
                                                                   3 * setup.config.daemon.heartbeat)
         # never recorded a stop, its heartbeat gone, and no daemon started on its node since (kill -9, the OOM
         # killer, a crash): it serves nothing now -- for a week, after which the missed-run alarm says it anyway
         died = (not alive and d.stopped_at is None and d.started_at >= newest_start[d.node]
-                and now - d.last_seen < DIED_HORIZON)
+                and hnow - d.last_seen < DIED_HORIZON)
         # its heartbeat comes from a thread of its own: a scheduling loop that hung (a history call, a notification
-        # send) while it goes on claims nothing -- alive, but stalled (both instants are the daemon's own clock)
+        # send) while it goes on claims nothing -- alive, but stalled (both instants are as old as they were on the
+        # daemon's own clock, History.daemon_heartbeat)
         stalled = alive and d.loop_at is not None and d.last_seen - d.loop_at > setup.config.daemon.stall_after
         daemons.append({"instance": d.instance, "node": d.node, "pid": d.pid, "last_seen": d.last_seen.isoformat(),
                         "alive": alive, "died": died, "started_at": d.started_at.isoformat(), "version": d.version,
                         "last_tick": d.loop_at.isoformat() if d.loop_at else None, "stalled": stalled,
                         "reload": _reload_outcome(d.reload)})
-    return {"jobs": jobs, "daemons": daemons, "now": now.isoformat(),
+    # this node's clock against a PostgreSQL history's server's (None: a SQLite history, one host's clock)
+    clock = None if skew is None else {"here": skew[0].isoformat(), "history": skew[1].isoformat(),
+                                       "ahead_seconds": round(skew[2].total_seconds(), 3),
+                                       "warning": clock_skew_warning(skew)}
+    return {"jobs": jobs, "daemons": daemons, "now": now.isoformat(), "clock": clock,
             "notifications": notification_status(setup, history, now)}
 
 
@@ -156,6 +164,9 @@ def status_cmd(
             raise typer.Exit(1)
         return
     now = datetime.now(UTC)
+    clock = data["clock"]
+    # daemons' heartbeats and ticks are on the history's clock: their age on it
+    hnow = now if clock is None else now - timedelta(seconds=clock["ahead_seconds"])
     table = Table(title="Status", title_justify="left")
     for col in ("job", "last run", "result", "summary", "next run", "fails"):
         table.add_column(col, overflow="fold")
@@ -180,11 +191,11 @@ def status_cmd(
     alive = [d for d in data["daemons"] if d["alive"]]
     if alive:
         for d in alive:
-            seen = ago(datetime.fromisoformat(d['last_seen']), now)
+            seen = ago(datetime.fromisoformat(d['last_seen']), hnow)
             if d["stalled"]:
                 console.print(f"daemon: [fail]stalled[/fail] on {d['node']} (pid {d['pid']}, seen {seen}): its "
                               f"scheduling loop has not ticked since "
-                              f"{ago(datetime.fromisoformat(d['last_tick']), now)} — it claims no run; its log "
+                              f"{ago(datetime.fromisoformat(d['last_tick']), hnow)} — it claims no run; its log "
                               f"says where it is stuck (restart it: systemctl restart upkeeper)")
             else:
                 console.print(f"daemon: [ok]running[/ok] on {d['node']} (pid {d['pid']}, seen {seen})")
@@ -198,9 +209,11 @@ def status_cmd(
                       "(or schedule jobs with 'upkeeper cron export')")
     for d in died:
         console.print(f"daemon: [fail]died[/fail] on {d['node']} (pid {d['pid']}, last seen "
-                      f"{ago(datetime.fromisoformat(d['last_seen']), now)}) without stopping (killed, out of memory, "
+                      f"{ago(datetime.fromisoformat(d['last_seen']), hnow)}) without stopping (killed, out of memory, "
                       f"crashed) — its log says why (journalctl -u upkeeper); start it again (systemctl restart "
                       f"upkeeper)")
+    if clock is not None and clock["warning"]:
+        console.print(f"[warn]clock:[/warn] {escape(clock['warning'])}")
     n = data["notifications"]
     for m in n["missed"]:
         last = ago(datetime.fromisoformat(m["last_run"]), now) if m["last_run"] else "never"

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import (
     Connection,
     Engine,
+    Interval,
     and_,
     bindparam,
     create_engine,
@@ -35,6 +36,7 @@ from sqlalchemy import (
     event,
     func,
     insert,
+    literal,
     make_url,
     or_,
     select,
@@ -259,6 +261,12 @@ class _SQLiteFileLock:
 #: ``stale_after`` a heartbeat does (:meth:`History.lease_held`, :meth:`History.heartbeat_fresh`)
 LEASE_GRACE = timedelta(minutes=2)
 
+#: How far this node's clock may be from a PostgreSQL history's server's before the daemon (at its start) and
+#: ``upkeeper status`` say so (:func:`clock_skew_warning`): leases and heartbeats are on the server's clock, but
+#: this node's schedules, run times and logs are on its own.  Source: upkeeper (NTP keeps clocks within
+#: milliseconds; 30 s is no jitter of a synced clock, and still small beside a schedule's minute)
+CLOCK_SKEW_WARN = timedelta(seconds=30)
+
 #: SQLite's errors of a history it cannot write (see :meth:`History.recently_lost`)
 _SQLITE_LOST = ("database is locked", "disk i/o error", "disk is full", "readonly database", "unable to open")
 
@@ -359,16 +367,74 @@ class History:
         lost = self._lost_at
         return lost is not None and time.monotonic() - lost < self.lease_grace.total_seconds()
 
+    # -- the history's clock ----------------------------------------------------------------
+
+    def _db_clock(self) -> Any:
+        """PostgreSQL: the database server's clock, as SQL (``clock_timestamp()``, evaluated where it is used).
+
+        Nodes sharing a PostgreSQL history judge each other's leases and heartbeats: each stamping them with its
+        own clock, a node whose clock ran minutes ahead took a live run's lock for a dead one's (the job run twice
+        at once).  Every lease and heartbeat is stamped, and compared, on the server's clock instead; a SQLite
+        history is one host's file, on that host's clock."""
+        return func.clock_timestamp(type_=tables.UTCDateTime())
+
+    def _stamp(self, after: timedelta = timedelta(0)) -> Any:
+        """The instant ``after`` from now on the history's clock, as a value to write: on PostgreSQL the server's
+        (SQL, see :meth:`_db_clock`), on SQLite this process's."""
+        if self.dialect == "postgresql":
+            return self._db_clock() + literal(after, Interval()) if after else self._db_clock()
+        return datetime.now(UTC) + after
+
+    def _on_history_clock(self, at: datetime, here: datetime) -> Any:
+        """``at``, an instant of this process's clock (whose now is ``here``), as a value to write on the history's
+        clock: on PostgreSQL the server's now less ``at``'s age here (its age is what this node knows for sure),
+        on SQLite ``at``."""
+        if self.dialect == "postgresql":
+            return self._db_clock() - literal(here - at, Interval())
+        return at
+
+    def _now_in(self, conn: Connection) -> datetime:
+        """Now on the history's clock (PostgreSQL: the server's, one round trip on ``conn``; SQLite: this
+        process's)."""
+        if self.dialect == "postgresql":
+            now = _utc(conn.execute(select(self._db_clock())).scalar_one())
+            assert now is not None
+            return now
+        return datetime.now(UTC)
+
+    def now(self) -> datetime:
+        """Now on the history's clock, the one leases and heartbeats are stamped with: PostgreSQL's server's (a
+        round trip), or this process's for a SQLite history."""
+        if self.dialect != "postgresql":
+            return datetime.now(UTC)
+        with self._core() as conn:
+            return self._now_in(conn)
+
+    def clock_skew(self) -> tuple[datetime, datetime, timedelta] | None:
+        """``(this node's time, the history database's time, how far this node's clock is ahead)`` for a
+        PostgreSQL history, measured once (the server's time read between two readings here, whose midpoint
+        stands for when it was read); None for a SQLite history (its clock is this node's)."""
+        if self.dialect != "postgresql":
+            return None
+        with self._core() as conn:
+            before = datetime.now(UTC)
+            server = self._now_in(conn)
+            after = datetime.now(UTC)
+        here = before + (after - before) / 2
+        return here, server, here - server
+
     def lease_held(self, expires_at: datetime, now: datetime) -> bool:
         """May the holder of a lease that runs out at ``expires_at`` still live (unless known dead otherwise: a
         process of this node gone)?  Until ``lease_grace`` after it ran out: the history may have been down
         meanwhile -- its holder could not renew it -- and a process started after the outage (a cron
-        ``upkeeper run``, a daemon started on another node) cannot know (:meth:`recently_lost` is blind to it)."""
+        ``upkeeper run``, a daemon started on another node) cannot know (:meth:`recently_lost` is blind to it).
+        ``now`` is on the history's clock (:meth:`now`), as ``expires_at`` is."""
         return expires_at + self.lease_grace > now
 
     def heartbeat_fresh(self, last_seen: datetime | None, now: datetime, stale_after: timedelta) -> bool:
         """Does a daemon heartbeat last written at ``last_seen`` say that daemon lives: within ``stale_after``,
-        plus ``lease_grace`` for an outage of the history that kept it from writing one (see :meth:`lease_held`)."""
+        plus ``lease_grace`` for an outage of the history that kept it from writing one (see :meth:`lease_held`).
+        ``now`` is on the history's clock (:meth:`now`), as heartbeats are stamped."""
         return last_seen is not None and now - last_seen < stale_after + self.lease_grace
 
     def _make_dialect_engine(self, url: str) -> Engine:
@@ -810,7 +876,11 @@ class History:
                 .returning(runs.c.id),
                 "claim_many": ins(runs).on_conflict_do_nothing(index_elements=["job", "scheduled_for"])
                 .returning(runs.c.id, runs.c.job, runs.c.scheduled_for),
-                "lock_insert": ins(locks).on_conflict_do_nothing(index_elements=["name"]),
+                # PostgreSQL: the lease stamped on the server's clock (:meth:`_db_clock`), in the same statement
+                "lock_insert": (ins(locks).values(acquired_at=self._db_clock(),
+                                                  expires_at=self._db_clock() + bindparam("ttl", type_=Interval()))
+                                if self.dialect == "postgresql" else ins(locks))
+                .on_conflict_do_nothing(index_elements=["name"]),
                 "run_start": update(runs).where(runs.c.id == bindparam("rid")).values(
                     status=bindparam("status"), started_at=bindparam("started_at"), owner=bindparam("owner")),
                 "release": delete(locks).where(locks.c.owner == bindparam("holder")),
@@ -1069,6 +1139,8 @@ class History:
                 d.instance: d.last_seen
                 for d in s.scalars(select(DaemonRow).where(DaemonRow.stopped_at.is_(None)))
             }
+            # leases and heartbeats are judged on the clock they were stamped with (PostgreSQL: the server's)
+            clock = self._now_in(s.connection()) if self.dialect == "postgresql" else now
             # every run holds its job's lock (``owner/run-id``), refreshed by its process's lock keeper: a
             # lease still running means the process lives — an ``upkeeper run`` from cron on another node
             # has no daemon heartbeat, and was taken for dead at once.  So does a lease that ran out less than
@@ -1076,12 +1148,12 @@ class History:
             leased = {
                 str(o).split("/", 1)[0]
                 for o in s.scalars(select(tables.locks.c.owner)
-                                   .where(tables.locks.c.expires_at > now - self.lease_grace))
+                                   .where(tables.locks.c.expires_at > clock - self.lease_grace))
             }
             for row in rows:
                 alive = owner_alive(row.owner, node)
                 if alive is None:  # another node: trust its daemon heartbeat or its runs' lock leases
-                    alive = (self.heartbeat_fresh(seen.get(row.owner or ""), now, stale_after)
+                    alive = (self.heartbeat_fresh(seen.get(row.owner or ""), clock, stale_after)
                              or (row.owner or "") in leased
                              or self.recently_lost())  # (after an outage: until it could write them again)
                 if alive:
@@ -1196,15 +1268,20 @@ class History:
         ran out is taken over at once only when its holder is known dead (a process of this node gone);
         otherwise once it ran out ``lease_grace`` ago (:meth:`lease_held`: the history may have been down, its
         holder could not renew it), and not while this process lost the history a moment ago
-        (:meth:`recently_lost`)."""
+        (:meth:`recently_lost`).  Leases are stamped and judged on the history's clock (:meth:`_db_clock`)."""
         locks = tables.locks
-        now = datetime.now(UTC)
-        row = conn.execute(select(locks.c.owner, locks.c.expires_at).where(locks.c.name == name)).first()
+        pg = self.dialect == "postgresql"
+        # PostgreSQL: the server's now read with the row, in the same statement
+        row = conn.execute(select(locks.c.owner, locks.c.expires_at,
+                                  *([self._db_clock().label("now")] if pg else []))
+                           .where(locks.c.name == name)).first()
         if row is not None:
             if row.owner == owner:
-                conn.execute(update(locks).where(locks.c.name == name).values(expires_at=now + ttl))
+                conn.execute(update(locks).where(locks.c.name == name).values(expires_at=self._stamp(ttl)))
                 return True
             alive = owner_alive(row.owner, node)
+            now = _utc(row.now) if pg else datetime.now(UTC)
+            assert now is not None
             if alive is not False and (self.lease_held(row.expires_at, now) or self.recently_lost()):
                 return False
             # compare-and-delete: the stale row just read, not one another process put there since (read
@@ -1213,8 +1290,8 @@ class History:
                                                     locks.c.expires_at == row.expires_at))
             if gone.rowcount != 1:
                 return False
-        conn.execute(insert(locks).values(name=name, owner=owner, node=node, acquired_at=now, expires_at=now + ttl,
-                                          purpose=purpose))
+        conn.execute(insert(locks).values(name=name, owner=owner, node=node, acquired_at=self._stamp(),
+                                          expires_at=self._stamp(ttl), purpose=purpose))
         return True
 
     def start_run_locked(
@@ -1225,9 +1302,12 @@ class History:
         start = {"rid": run_id, "status": "running", "started_at": started_at, "owner": owner}
         try:
             with self._core() as conn:
-                now = datetime.now(UTC)
-                got = conn.execute(st["lock_insert"], {"name": lock, "owner": holder, "node": node, "acquired_at": now,
-                                                       "expires_at": now + ttl, "purpose": f"run {run_id}"})
+                lease: dict[str, Any] = {"ttl": ttl}
+                if self.dialect != "postgresql":
+                    now = datetime.now(UTC)
+                    lease = {"acquired_at": now, "expires_at": now + ttl}
+                got = conn.execute(st["lock_insert"], {"name": lock, "owner": holder, "node": node,
+                                                       "purpose": f"run {run_id}", **lease})
                 if got.rowcount == 1:  # the common case: there was no lock row
                     conn.execute(st["run_start"], start)
                     return True
@@ -1263,7 +1343,7 @@ class History:
             conn.execute(
                 update(locks)
                 .where((locks.c.owner == owner) | locks.c.owner.startswith(owner + "/", autoescape=True))
-                .values(expires_at=datetime.now(UTC) + ttl)
+                .values(expires_at=self._stamp(ttl))
             )
 
     def release_lock(self, name: str, owner: str) -> None:
@@ -1292,16 +1372,21 @@ class History:
                          loop_at: datetime | None = None) -> None:
         """Record that daemon ``instance`` is alive at ``at`` (default: now), serving ``job_names``, its scheduling
         loop's newest tick having started at ``loop_at``.  A row of the same instance name with another
-        ``started_at`` was an earlier lifetime: it is replaced."""
+        ``started_at`` was an earlier lifetime: it is replaced.
+
+        ``last_seen`` and ``loop_at`` are written on the history's clock (PostgreSQL: the server's, see
+        :meth:`_db_clock`), as every node judges them: each as old as it is here."""
         from upkeeper.core.models import DaemonRow
 
-        now = at or datetime.now(UTC)
+        here = datetime.now(UTC)
+        now = self._on_history_clock(at or here, here)
+        loop = self._on_history_clock(loop_at, here) if loop_at is not None else None
         names = sorted(job_names) if job_names is not None else None
         with self.session() as s:
             row = s.get(DaemonRow, instance)
             if row is None:
                 s.add(DaemonRow(instance=instance, node=node, pid=pid, started_at=started_at, last_seen=now,
-                                version=version, jobs=jobs, job_names=names, loop_at=loop_at))
+                                version=version, jobs=jobs, job_names=names, loop_at=loop))
             else:
                 if row.started_at != started_at:
                     row.node, row.pid, row.started_at, row.version = node, pid, started_at, version
@@ -1310,7 +1395,7 @@ class History:
                 row.last_seen = now
                 row.jobs = jobs
                 row.job_names = names
-                row.loop_at = loop_at
+                row.loop_at = loop
 
     def daemon_reloaded(self, instance: str, outcome: dict[str, Any]) -> None:
         """Record the outcome of daemon ``instance``'s last config reload (``upkeeper status`` shows it)."""
@@ -1344,6 +1429,24 @@ class History:
 
         with self.session() as s:
             return list(s.scalars(select(DaemonRow).order_by(DaemonRow.last_seen.desc())))
+
+
+def clock_skew_warning(skew: tuple[datetime, datetime, timedelta] | None) -> str | None:
+    """What to say of :meth:`History.clock_skew`'s measure when this node's clock is more than
+    :data:`CLOCK_SKEW_WARN` from the history database's (None: it is not, or the history is SQLite)."""
+    if skew is None:
+        return None
+    here, server, ahead = skew
+    if abs(ahead) <= CLOCK_SKEW_WARN:
+        return None
+    from upkeeper.fmt import human_duration
+
+    return (f"this node's clock ({here:%Y-%m-%d %H:%M:%S} UTC) is {human_duration(abs(ahead).total_seconds())} "
+            f"{'ahead of' if ahead > timedelta(0) else 'behind'} the history database's ({server:%Y-%m-%d %H:%M:%S} "
+            "UTC): leases and daemon heartbeats use the database's clock, but this node's schedules, run times and "
+            "logs are that far off.  Try: sync it with NTP: 'timedatectl set-ntp true' (systemd-timesyncd) or "
+            "chrony ('chronyc tracking' shows the offset, 'chronyc makestep' corrects it at once); check the "
+            "database server's clock too")
 
 
 def dialect_insert(dialect: str) -> Any:
@@ -1391,6 +1494,7 @@ __all__ = [
     "NewRun",
     "OperationalError",
     "Streak",
+    "clock_skew_warning",
     "default_history_path",
     "dialect_insert",
     "history_url",

@@ -111,18 +111,21 @@ def running_jobs(history: History, now: datetime, stale_after: timedelta = timed
     if not rows or history.recently_lost():  # (after an outage the others could not write their leases either)
         return {r.job for r in rows}
     seen = {d.instance: d.last_seen for d in history.daemons() if d.stopped_at is None}
+    # leases and heartbeats are judged on the clock they were stamped with: a PostgreSQL history's server's
+    # (History._db_clock), a SQLite history's host's
+    clock = now if history.dialect == "sqlite" else history.now()
     with history.session() as s:
         # a lease that ran out less than lease_grace ago, or a heartbeat that much past stale_after, still
         # counts: the history may have been down meanwhile, unseen by this process (History.lease_held)
         leased = {str(o).split("/", 1)[0]
                   for o in s.scalars(select(tables.locks.c.owner)
-                                     .where(tables.locks.c.expires_at > now - history.lease_grace))}
+                                     .where(tables.locks.c.expires_at > clock - history.lease_grace))}
     out = set()
     for r in rows:
         owner = r.owner or ""
         alive = owner_alive(owner, "")
         if alive is None:  # another host
-            alive = history.heartbeat_fresh(seen.get(owner), now, stale_after) or owner.split("/", 1)[0] in leased
+            alive = history.heartbeat_fresh(seen.get(owner), clock, stale_after) or owner.split("/", 1)[0] in leased
         if alive:
             out.add(r.job)
     return out
