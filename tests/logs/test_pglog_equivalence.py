@@ -382,7 +382,8 @@ def test_fuzz_same_as_reference(parts: list[str], prefix: str) -> None:
 
 _sql_alphabet = st.sampled_from(list("abcSELECTinvalues(),? 0123456789.-+eE'\"$_;/*\n\t\\xy") + [
     "$$", "$1", "$tag$", "--", "/*", "*/", "E'", "''", "IN (", "VALUES (", " in(", "1.5e3", "\x00", "\r", "\x0b",
-    "\x0c", "  ", "-1", "x-1", "?-2", "a.1", "in (1, 2)", "values (1), (2)", "é"])
+    "\x0c", "  ", "-1", "x-1", "?-2", "a.1", "in (1, 2)", "values (1), (2)", "é", ".5", "5.", "0x1F", "0o7", "0b1",
+    "1_0", '"', '"A 1"', '""', "e'", "'--'", "$$'$$", "\x01", "\x01a\x01"])
 
 
 @settings(max_examples=1500, deadline=None)

@@ -102,6 +102,13 @@ class ReadPlan:
     ranges: list[ReadRange] = field(default_factory=list)
     cursors: list[dict[str, Any]] = field(default_factory=list)
     notes: list[PlanNote] = field(default_factory=list)
+    #: how many of the files could be read (the others are ``unreadable`` notes)
+    readable: int = 0
+
+    @property
+    def unreadable(self) -> list[str]:
+        """The files that could not be read (each has an ``unreadable`` note)."""
+        return [n.path for n in self.notes if n.kind == "unreadable"]
 
     @property
     def bytes_planned(self) -> int:
@@ -532,7 +539,15 @@ def plan_reads(files: list[LogFile], cursors: list[dict[str, Any]] | None, *, in
         heads.append((lf, head, head_len, cur))
     heads, unreadable = _continuations(files, heads, unreadable, cursors)
     plan.notes += [PlanNote(lf.path, "unreadable", f"{lf.path}: cannot read ({exc})") for lf, exc in unreadable]
+    plan.readable = len(heads)
     matched = {id(cur) for _lf, _h, _n, cur in heads if cur is not None}
+    # a file that cannot be read now keeps the cursor of its inode, as it is: it is neither gone (no ``lost``
+    # note) nor read again from its start, counting twice what was read of it, once it can be read again
+    for lf, _exc in unreadable:
+        kept = next((c for c in cursors if id(c) not in matched and _same_inode(lf, c)), None)
+        if kept is not None:
+            matched.add(id(kept))
+            plan.cursors.append(kept)
     for lf, head, head_len, cur in heads:
         start = 0
         note = ""
@@ -610,6 +625,15 @@ def _continuations(files: list[LogFile], heads: list[tuple[LogFile, str, int, di
     # hold the lines the last run's live file got since
     return ([h for h in heads if keep(h[0])],
             [u for u in unreadable if keep(u[0]) or (bool(cursors) and u[0].elsewhere not in first)])
+
+
+def _same_inode(lf: LogFile, c: dict[str, Any]) -> bool:
+    """Is ``lf`` the file the cursor ``c`` was left on, as far as its metadata tells (its bytes cannot be read):
+    the same device, inode and kind, and the same birth time where both know it (ext4 and tmpfs hand freed
+    inode numbers out again)."""
+    born = c.get("btime_ns")
+    return (c.get("dev") == lf.dev and c.get("inode") == lf.inode and bool(c.get("gz")) == lf.gz
+            and (born is None or lf.btime_ns is None or born == lf.btime_ns))
 
 
 def _lost(cursors: list[dict[str, Any]], matched: set[int], *, read_whole: bool) -> list[PlanNote]:

@@ -2,8 +2,14 @@
 
 Follows pgBadger's ``normalize_query``: comments dropped, string, dollar-quoted and
 numeric literals and ``$n`` parameters become ``?``, ``IN (…)`` and ``VALUES (…), (…)``
-lists collapse, whitespace collapses, everything is lower-cased and a trailing
-``;`` goes.  Works on many statements at once: one regex pass per rule over the
+lists collapse, whitespace collapses, everything but quoted identifiers is lower-cased and a
+trailing ``;`` goes.  Comments and strings (``'…'``, ``E'…'``, ``$tag$…$tag$``) are found in one
+pass, left to right, as PostgreSQL's lexer does: a ``--`` or a ``$$`` in a string, a quote in a
+comment, never cut the statement elsewhere (a quote in a quoted identifier still does, as in pgBadger).
+A quoted identifier is kept as written (``"Users"`` is not ``users``, ``"Tab 1"`` not ``"Tab 2"``:
+other tables, as in pgBadger; ``"users"`` stays apart from ``users``, as there); every
+way of writing a number (``1``, ``-1``, ``.5``, ``5.``, ``1e-3``, ``0x1F``, ``0o17``, ``0b101``,
+``1_000``) is a ``?``.  Works on many statements at once: one regex pass per rule over the
 statements joined with NUL (which SQL text never contains), and a rule runs only
 when the text holds the character it is about.  Each distinct text is normalized once
 (and, with a caller's cache, once per scan).
@@ -11,6 +17,7 @@ when the text holds the character it is about.  Each distinct text is normalized
 
 from __future__ import annotations
 
+import functools
 import re
 from operator import methodcaller
 
@@ -23,14 +30,14 @@ SEP = b"\x00"
 # the first character).
 _WS_CHARS = rb"[ \t\r\n\f\v]"
 _RULES: tuple[tuple[tuple[bytes, ...], re.Pattern[bytes], bytes], ...] = (
-    ((b"/*",), re.compile(rb"/\*[^\x00]*?\*/"), b" "),
-    ((b"--",), re.compile(rb"--[^\n\x00]*"), b" "),
-    ((b"$",), re.compile(rb"\$([A-Za-z_]\w*|)\$[^\x00]*?\$\1\$"), b"?"),
-    ((b"e'", b"E'"), re.compile(rb"[eE](?<![\w$][eE])'(?:[^'\\\x00]|''|\\[^\x00])*'"), b"?"),
-    ((b"'",), re.compile(rb"'(?:[^'\x00]|'')*'"), b"?"),
     ((b"$",), re.compile(rb"\$\d+"), b"?"),
-    # numbers (a minus sign that is not an operator goes too, as in pgBadger)
-    ((), re.compile(rb"[-\d](?:(?<=-)(?<![\w$.\"?-]-)\d+|(?<=\d)(?<![\w$.\"?]\d)\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?"
+    # numbers (a minus sign that is not an operator goes too, as in pgBadger): 1, 1.5, .5, 5., 1e-3, 1_000,
+    # 0x1F, 0o17, 0b101 (PostgreSQL 16's integer literals)
+    ((), re.compile(rb"[-\d.](?:(?<=-)(?<![\w$.\"?-]-)(?:0[xX][\da-fA-F_]+|0[oO][0-7_]+|0[bB][01_]+|"
+                    rb"(?:\d[\d_]*(?:\.[\d_]*)?|\.\d[\d_]*)(?:[eE][+-]?\d+)?)"
+                    rb"|(?<=0)(?<![\w$.\"?]0)(?:[xX][\da-fA-F_]+|[oO][0-7_]+|[bB][01_]+)"
+                    rb"|(?<=\d)(?<![\w$.\"?]\d)[\d_]*(?:\.[\d_]*)?(?:[eE][+-]?\d+)?"
+                    rb"|(?<=\.)(?<![\w$.\"?]\.)\d[\d_]*(?:[eE][+-]?\d+)?)"
                     rb"(?![\w.])"), b"?"),
     # runs of white space, and single white space other than a blank, become one blank
     ((b"  ", b"\t", b"\n", b"\r", b"\x0b", b"\x0c"),
@@ -44,8 +51,8 @@ _TRIM = b" ;\t\n\r"
 
 # literals go first (the statements of a busy server differ mostly in them); white space and lists
 # after, on the distinct texts left: usually very few
-_LITERAL_RULES = _RULES[:7]
-_SHAPE_RULES = _RULES[7:]
+_LITERAL_RULES = _RULES[:2]
+_SHAPE_RULES = _RULES[2:]
 
 
 def _apply(buf: bytes, rules: tuple[tuple[tuple[bytes, ...], re.Pattern[bytes], bytes], ...] = _RULES) -> bytes:
@@ -56,21 +63,124 @@ def _apply(buf: bytes, rules: tuple[tuple[tuple[bytes, ...], re.Pattern[bytes], 
     return buf
 
 
+# Comments and strings: one alternation, so that whichever begins first wins (a ``--`` in a string is no
+# comment, a quote in a comment no string), each branch beginning with a literal for the regex engine to skip
+# quickly to where a match can start; a pattern holds the branches whose guards occur in the text (``e`` begins
+# few matches and would stop the engine at every e).  A text with one kind of them only (the usual case) needs
+# no order, and takes the constant replacements of _ONE_KIND (no callback: faster)
+_LEX_BRANCHES: tuple[tuple[tuple[bytes, ...], bytes], ...] = (
+    ((b"/*",), rb"/\*[^\x00]*?\*/"),
+    ((b"--",), rb"--[^\n\x00]*"),
+    ((b"$",), rb"\$([A-Za-z_]\w*|)\$[^\x00]*?\$\1\$"),
+    ((b"e'",), rb"e(?<![\w$]e)'(?:[^'\\\x00]|''|\\[^\x00])*'"),
+    ((b"E'",), rb"E(?<![\w$]E)'(?:[^'\\\x00]|''|\\[^\x00])*'"),
+    ((b"'",), rb"'(?:[^'\x00]|'')*'"),
+)
+_ONE_KIND: tuple[tuple[tuple[bytes, ...], re.Pattern[bytes], bytes], ...] = (
+    ((b"/*",), re.compile(_LEX_BRANCHES[0][1]), b" "),
+    ((b"--",), re.compile(_LEX_BRANCHES[1][1]), b" "),
+    ((b"$",), re.compile(_LEX_BRANCHES[2][1]), b"?"),
+    ((b"'",), re.compile(_LEX_BRANCHES[5][1]), b"?"),
+)
+_DOLLAR_QUOTE = re.compile(rb"\$(?:[A-Za-z_]\w*)?\$")
+
+#: a quoted identifier stands for itself while the rules run: ``"\x01<index in letters a-p>\x01"`` (no
+#: digit, white space or capital for them to change); a text holding \x01 is taken alone, \x01 as a blank
+MARK = b"\x01"
+_IDENT = re.compile(rb'"(?:[^"\x00]|"")*"')
+_IDENT_REF = re.compile(rb'"\x01[a-p]+\x01"')
+#: a text whose quoted identifiers the literal rules leave alone matches whole: each is a letter, then letters,
+#: digits and _ (a digit after an ASCII letter, digit or _ is no number); it stops at another one (``"Tab 1"``, ``"a$1"``) or at
+#: one not closed.  Possessive: one pass, no backtracking
+_PLAIN_IDENTS = re.compile(rb'(?:[^"]++|"[A-Za-z_\x80-\xff](?:[A-Za-z_\x80-\xff]|(?<=[0-9A-Za-z_])[0-9])*+")*+')
+
+
+@functools.cache
+def _lex_pattern(present: tuple[bool, ...]) -> re.Pattern[bytes]:
+    """The pattern of the branches ``present`` says the text may hold."""
+    return re.compile(b"|".join(rx for (_g, rx), on in zip(_LEX_BRANCHES, present, strict=True) if on))
+
+
+def _lex_one(m: re.Match[bytes]) -> bytes:
+    return b" " if m.group()[:1] in (b"/", b"-") else b"?"
+
+
+def _lex(buf: bytes) -> bytes:
+    """Comments become a blank, strings (``'…'``, ``E'…'``, ``$tag$…$tag$``) a ``?``."""
+    on = [any(g in buf for g in guards) for guards, _rx in _LEX_BRANCHES]
+    on[2] = on[2] and _DOLLAR_QUOTE.search(buf) is not None  # ($1 is no dollar quote)
+    if not any(on):
+        return buf
+    if sum(on) == 1 and not on[3] and not on[4]:
+        return next(rx.sub(repl, buf) for (_g, rx, repl), one in zip(_ONE_KIND, (on[0], on[1], on[2], on[5]),
+                                                                     strict=True) if one)
+    return _lex_pattern(tuple(on)).sub(_lex_one, buf)
+
+
+def _letters(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        n, r = divmod(n, 16)
+        out.append(0x61 + r)
+        if not n:
+            return bytes(out)
+
+
+def _protect(buf: bytes, names: dict[bytes, bytes]) -> bytes:
+    """``buf`` with its quoted identifiers marked (``names``: identifier → mark, the same identifier the same
+    mark, so that texts that differ in literals only stay equal)."""
+    if b'"' not in buf:
+        return buf
+
+    def one(m: re.Match[bytes]) -> bytes:
+        tok = m.group()
+        mark = names.get(tok)
+        if mark is None:
+            mark = names[tok] = b'"' + MARK + _letters(len(names)) + MARK + b'"'
+        return mark
+
+    return _IDENT.sub(one, buf)
+
+
+def _unmark(buf: bytes, names: dict[bytes, bytes]) -> bytes:
+    """``buf`` with its quoted identifiers as written."""
+    if not names:
+        return buf
+    by_mark = {mark: name for name, mark in names.items()}
+    return _IDENT_REF.sub(lambda m: by_mark[m.group()], buf)
+
+
+def _literals(buf: bytes) -> bytes:
+    """Comments, strings, parameters and numbers replaced; quoted identifiers as they are."""
+    buf = _lex(buf)
+    if b'"' in buf and _PLAIN_IDENTS.match(buf).end() < len(buf):  # type: ignore[union-attr] # (it always matches)
+        names: dict[bytes, bytes] = {}
+        return _unmark(_apply(_protect(buf, names), _LITERAL_RULES), names)
+    return _apply(buf, _LITERAL_RULES)  # (plain identifiers only: nothing there for them to change)
+
+
+def _shape(buf: bytes) -> bytes:
+    """White space and lists collapsed, lower-cased but for quoted identifiers."""
+    names: dict[bytes, bytes] = {}
+    return _unmark(_apply(_protect(buf, names), _SHAPE_RULES).lower(), names)
+
+
 CACHE_MAX = 200_000  # statement texts a cache keeps (then it starts over): bounded memory
 CACHE_TEXT_MAX = 4096  # longer statements are not kept (seldom repeated, and they would take the memory)
 
 
 def _normalize_many(todo: list[bytes]) -> list[bytes] | None:
-    """Fingerprints of distinct statements, all rules applied to them joined with NUL (None: one holds NUL).
+    """Fingerprints of distinct statements, all rules applied to them joined with NUL (None: one holds NUL, or
+    the MARK of quoted identifiers).
 
     Between the literal rules and the others the texts are deduplicated again: the rules never cross a
     separator, so each text's result depends on that text alone."""
     buf = SEP.join(todo)
-    if buf.count(SEP) != len(todo) - 1:
+    if buf.count(SEP) != len(todo) - 1 or MARK in buf:
         return None
-    mid = _apply(buf, _LITERAL_RULES).split(SEP)
+    mid = _literals(buf).split(SEP)
     shapes = list(dict.fromkeys(mid))
-    done = _apply(SEP.join(shapes), _SHAPE_RULES).lower().split(SEP)
+    done = _shape(SEP.join(shapes)).split(SEP)
     if len(mid) != len(todo) or len(done) != len(shapes):  # pragma: no cover - rules keep separators
         return None
     final = dict(zip(shapes, map(methodcaller("strip", _TRIM), done), strict=True))
@@ -109,7 +219,7 @@ def fingerprints(queries: list[bytes], cache: dict[bytes, bytes] | None = None) 
 
 
 def fingerprint(query: bytes) -> bytes:
-    return _apply(query.replace(SEP, b" ")).lower().strip(_TRIM)
+    return _shape(_literals(query.replace(SEP, b" ").replace(MARK, b" "))).strip(_TRIM)
 
 
 def statement_kind(fp: bytes) -> str:

@@ -7,6 +7,7 @@ import os
 import re
 import stat
 import time
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -298,6 +299,18 @@ def plan_findings(task: str, notes: list[PlanNote], rotated_dirs: list[str] | No
         else:
             out.append(Finding(f"logs.{task}.rotation", Severity.INFO, n.path, n.message))
     return out
+
+
+def unread_text(paths: list[str], limit: int = 3) -> str:
+    """The files a run could not read, for its summary: ``a, b, c and 2 more``."""
+    shown = ", ".join(paths[:limit])
+    return shown + (f" and {len(paths) - limit} more" if len(paths) > limit else "")
+
+
+def nothing_read(task: str, findings: list[Finding]) -> list[Finding]:
+    """``findings`` of a run that could read none of its logs: its ``unreadable`` warnings are critical (nothing
+    was analysed: the run fails, as when the log is missing)."""
+    return [replace(f, severity=Severity.CRITICAL) if f.check == f"logs.{task}.unreadable" else f for f in findings]
 
 
 def not_a_log(path: str) -> str:

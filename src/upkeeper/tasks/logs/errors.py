@@ -25,10 +25,12 @@ from upkeeper.tasks.logs._common import (
     check_report_dir,
     check_rotated_dirs,
     not_a_log,
+    nothing_read,
     plan_findings,
     read_findings,
     report_dir,
     trends,
+    unread_text,
     with_current,
     write_reports,
 )
@@ -126,6 +128,9 @@ class ErrorLogs(Task[ErrorLogsOptions]):
         rep: dict[str, Any] = {"files": []}
         read_notes: list[parallel.ReadNote] = []
         plan_notes: list[PlanNote] = []  # files that cannot be read, truncated or replaced since the last run
+        # per log (nginx's error log, the application's): the files that could be read, and those that could not
+        readable = {"nginx": 0, "app": 0}
+        unreadable: dict[str, list[str]] = {"nginx": [], "app": []}
 
         ng: NginxErrorStats | None = None
         if error_log:
@@ -140,6 +145,8 @@ class ErrorLogs(Task[ErrorLogsOptions]):
                 ng = errorlog.NginxErrorStats()
                 plan = sources.plan_reads(files, cursors_of(error_log), incremental=options.incremental)
                 plan_notes += plan.notes
+                readable["nginx"] += plan.readable
+                unreadable["nginx"] += plan.unreadable
                 gz = self._read(plan, lambda buf, src: ng.feed(buf, src) if ng else None, read_notes)
                 ng.finish()
                 new_cursors[error_log] = sources.finish_cursors(plan, gz)
@@ -161,6 +168,8 @@ class ErrorLogs(Task[ErrorLogsOptions]):
                         continue
                     plan = sources.plan_reads(files, cursors_of(path), incremental=options.incremental)
                     plan_notes += plan.notes
+                    readable["app"] += plan.readable
+                    unreadable["app"] += plan.unreadable
                     gz = self._read(plan, lambda buf, src: app.feed(buf, src) if app else None, read_notes)
                     app.finish()
                     new_cursors[path] = sources.finish_cursors(plan, gz)
@@ -204,6 +213,8 @@ class ErrorLogs(Task[ErrorLogsOptions]):
                     g["new"] = False
             rep["app"] = redact_obj(app_rep)
             findings += self._app_findings(rep["app"], new, first_run, options)
+        if not any(readable.values()) and any(unreadable.values()):  # files there, and not one could be read
+            findings = nothing_read("errors", findings)
         metrics = self._metrics(rep, seconds)
         rep["findings"] = [f.to_dict() for f in findings]
         rep["metrics"] = metrics
@@ -219,20 +230,36 @@ class ErrorLogs(Task[ErrorLogsOptions]):
                 ctx.state.set(CURSORS_KEY, new_cursors)
             # no log read yet: the next run that reads one is the first (an nginx error log with PHP-FPM's messages
             # is one: its exceptions are groups)
-            if (app is not None and matched) or (ng is not None and ng.php is not None):
+            # (an application log that could not be read was not read: its exceptions are not known, and the run
+            # that first reads it records them as its baseline rather than flag each one as new)
+            if (app is not None and readable["app"]) or (ng is not None and ng.php is not None):
                 ctx.state.set(GROUPS_KEY, known)
         parts = []
         if ng is not None:
-            parts.append(f"nginx: {sum(ng.levels.values()):,} error-log lines, {ng.upstream} upstream errors")
+            parts.append(self._unread_part("nginx", "error log", readable["nginx"], unreadable["nginx"])
+                         or f"nginx: {sum(ng.levels.values()):,} error-log lines, {ng.upstream} upstream errors"
+                         + self._unread_tail(unreadable["nginx"]))
         if app is not None:
             a = rep["app"]
-            parts.append(f"app: {a['exceptions_total']:,} exceptions in {a['groups']} groups "
-                         + ("(first run: recorded as known)" if a.get("baseline_groups") else f"({a['new_groups']} new)"))
+            parts.append(self._unread_part("app", "application log", readable["app"], unreadable["app"])
+                         or f"app: {a['exceptions_total']:,} exceptions in {a['groups']} groups "
+                         + ("(first run: recorded as known)" if a.get("baseline_groups") else f"({a['new_groups']} new)")
+                         + self._unread_tail(unreadable["app"]))
         summary = "; ".join(parts) or "no logs to read"
         html_path = next((a["path"] for a in artifacts if a.get("format") == "html"), None)
         if html_path:
             summary += f" — report: {html_path}"
         return Result(summary=summary, findings=findings, metrics=metrics, artifacts=artifacts)
+
+    @staticmethod
+    def _unread_part(name: str, what: str, readable: int, unreadable: list[str]) -> str:
+        """The summary's part for a log none of whose files could be read ("" when one could)."""
+        return f"{name}: nothing read, the {what} could not be read ({unread_text(unreadable)})" \
+            if unreadable and not readable else ""
+
+    @staticmethod
+    def _unread_tail(unreadable: list[str]) -> str:
+        return f" ({len(unreadable)} file(s) could not be read: {unread_text(unreadable)})" if unreadable else ""
 
     # -- reading -------------------------------------------------------------------------------
 

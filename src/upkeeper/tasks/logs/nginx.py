@@ -46,10 +46,12 @@ from upkeeper.tasks.logs._common import (
     check_report_dir,
     check_rotated_dirs,
     not_a_log,
+    nothing_read,
     plan_findings,
     read_findings,
     report_dir,
     trends,
+    unread_text,
     with_current,
     write_reports,
 )
@@ -383,6 +385,8 @@ class NginxLogs(Task[NginxLogsOptions]):
         rep["log_format"] = options.log_format
         rep["goaccess"]["log_format_flags"] = to_goaccess(options.log_format, client_ip=options.client_ip).argv()
         findings = read_findings("nginx", read_notes) + self._findings(ctx, options, rep, plan.notes, path)
+        if plan.unreadable and not plan.readable:
+            findings = nothing_read("nginx", findings)
         metrics = self._metrics(rep, seconds)
         rep["findings"] = [f.to_dict() for f in findings]
         rep["metrics"] = metrics
@@ -409,15 +413,20 @@ class NginxLogs(Task[NginxLogsOptions]):
                 # the site's own hosts by its referers: a quiet run (few visitors) still knows them
                 ctx.state.set(HOSTS_KEY, list(dict.fromkeys(access.referred_hosts(partial) + known_hosts))[:HOSTS_KEPT])
             ctx.state.set(HOURS_KEY, hours)
-        return Result(summary=self._summary(rep, artifacts, since_last=bool(cursors), files=len(files)),
+        return Result(summary=self._summary(rep, artifacts, since_last=bool(cursors), files=plan.readable,
+                                            unreadable=plan.unreadable),
                       findings=findings, metrics=metrics, artifacts=artifacts)
 
     # -- pieces --------------------------------------------------------------------------------
 
     @staticmethod
-    def _summary(rep: dict[str, Any], artifacts: list[dict[str, Any]], *, since_last: bool, files: int) -> str:
-        """``since_last``: this run read on from an earlier run's cursors (else it read the ``files`` whole)."""
-        if not rep["lines"]:
+    def _summary(rep: dict[str, Any], artifacts: list[dict[str, Any]], *, since_last: bool, files: int,
+                 unreadable: list[str]) -> str:
+        """``since_last``: this run read on from an earlier run's cursors (else it read the ``files`` whole);
+        ``files`` could be read, ``unreadable`` could not."""
+        if unreadable and not files:
+            text = f"nothing read: the access log could not be read ({unread_text(unreadable)})"
+        elif not rep["lines"]:
             text = "no new log lines since the last run" if since_last else f"no log lines in {files} file(s)"
         else:
             p95 = rep["latency"]["overall"].get("p95")
@@ -425,6 +434,8 @@ class NginxLogs(Task[NginxLogsOptions]):
                     f"{human_bytes(rep['bandwidth'])}, failed {rep['failed_pct']:.3f} %"
                     + (f", p95 {p95:.0f} ms" if p95 is not None else "")
                     + (f", {rep['invalid']:,} unparsed" if rep["invalid"] else ""))
+        if unreadable and files:
+            text += f"; {len(unreadable)} file(s) could not be read: {unread_text(unreadable)}"
         html = next((a["path"] for a in artifacts if a.get("format") == "html"), None)
         return text + (f" — report: {html}" if html else "")
 

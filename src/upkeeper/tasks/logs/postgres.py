@@ -27,10 +27,12 @@ from upkeeper.tasks.logs._common import (
     check_report_dir,
     check_rotated_dirs,
     not_a_log,
+    nothing_read,
     plan_findings,
     read_findings,
     report_dir,
     trends,
+    unread_text,
     with_current,
     write_reports,
 )
@@ -277,6 +279,8 @@ class PostgresLogs(Task[PostgresLogsOptions]):
         rep["scan_seconds"] = round(seconds, 3)
         findings = (plan_findings("postgres", plan.notes, options.rotated_dirs) + read_findings("postgres", read_notes)
                     + self._findings(options, rep, server, path))
+        if plan.unreadable and not plan.readable:
+            findings = nothing_read("postgres", findings)
         metrics = self._metrics(rep, seconds)
         rep["findings"] = [f.to_dict() for f in findings]
         rep["metrics"] = metrics
@@ -300,11 +304,16 @@ class PostgresLogs(Task[PostgresLogsOptions]):
                 # (nothing read: what the last run left waiting still waits where it stopped)
         st = rep["statements"]
         p95 = st["percentiles"].get("p95")
-        summary = (f"{st['count']:,} statements ({st['fingerprints']:,} distinct)"
-                   + (f", p95 {p95:.1f} ms" if p95 is not None else "")
-                   + f", {rep['errors']['total']:,} errors, {rep['deadlocks']['count']} deadlocks, "
-                   f"{rep['locks']['waits']} lock waits, {rep['locks']['failures']} lock failures, "
-                   f"{rep['temp_files']['count']} temp files")
+        if plan.unreadable and not plan.readable:
+            summary = f"nothing read: the server log could not be read ({unread_text(plan.unreadable)})"
+        else:
+            summary = (f"{st['count']:,} statements ({st['fingerprints']:,} distinct)"
+                       + (f", p95 {p95:.1f} ms" if p95 is not None else "")
+                       + f", {rep['errors']['total']:,} errors, {rep['deadlocks']['count']} deadlocks, "
+                       f"{rep['locks']['waits']} lock waits, {rep['locks']['failures']} lock failures, "
+                       f"{rep['temp_files']['count']} temp files")
+            if plan.unreadable:
+                summary += f"; {len(plan.unreadable)} file(s) could not be read: {unread_text(plan.unreadable)}"
         html_path = next((a["path"] for a in artifacts if a.get("format") == "html"), None)
         if html_path:
             summary += f" — report: {html_path}"
