@@ -9,7 +9,9 @@ storage that holds the backup.
 The re-encrypted data is a **new set** with an id of its own (the old id's time, a suffix derived from the
 old id and the new recipients, so a second run finds the first run's work), written as a backup is: objects,
 then ``manifest.json`` (recording ``rekeyed_from``) as the commit marker, then its catalog row — holding the new
-set's lease meanwhile (:mod:`upkeeper.backup.lease`), so that no prune takes it for a leftover; only then is
+set's lease meanwhile (:mod:`upkeeper.backup.lease`), so that no prune takes it for a leftover, and a reader's
+marker beside the old set (:func:`upkeeper.backup.lease.take_reader`), so that no prune's retention deletes the
+original while it is read (the rekey failed midway, an object 'could not be read intact'); only then is
 the old set deleted (its manifest first) from every storage and its catalog row removed.  A crash at any
 point leaves the old set complete, or the new one, or both — never neither — and running ``rekey`` again
 finishes the job.  While both exist, retention never deletes the old set in favour of the new one's
@@ -31,7 +33,7 @@ from typing import IO, Any
 
 from upkeeper.backup.catalog import Catalog
 from upkeeper.backup.crypto import AgeProcess, Encryption, identity_public_keys
-from upkeeper.backup.lease import PRUNE_WAIT, Lease, LeaseHeld, readers, writer_info
+from upkeeper.backup.lease import PRUNE_WAIT, Lease, LeaseHeld, readers, take_reader, writer_info
 from upkeeper.backup.manifest import (
     ID_RE,
     LEASE,
@@ -200,14 +202,16 @@ def rekey_set(storages: Sequence[Storage], target: str, database: str, backup_id
               recorded_sha256: str | None, catalog_storages: Sequence[str], old_key: OldKey, new: Encryption,
               age: str, catalog: Catalog | None, dry_run: bool = False,
               progress: Progress | None = None, lease_on: Mapping[str, Storage] | None = None,
-              lease_refresh: timedelta = LEASE_REFRESH) -> RekeyReport:
+              lease_refresh: timedelta = LEASE_REFRESH, reader_on: Mapping[str, Storage] | None = None
+              ) -> RekeyReport:
     """Re-encrypt one set on every storage of ``storages`` that holds it.  Never raises for a problem of this set
     (the report says ``failed``, naming the object).  ``lease_on``: the storages opened again, by name, for the
-    new set's lease's refresh thread (default: those of ``storages``)."""
+    new set's lease's refresh thread (default: those of ``storages``); ``reader_on``: opened again once more, for
+    the refresh of the reader's marker beside the original while it is read (default: ``lease_on``)."""
     report = RekeyReport(backup_id, target, database)
     try:
         _rekey(report, storages, recorded_sha256, catalog_storages, old_key, new, age, catalog, dry_run,
-               progress or (lambda _msg: None), lease_on or {}, lease_refresh)
+               progress or (lambda _msg: None), lease_on or {}, lease_refresh, reader_on or lease_on or {})
     except UpkeeperError as exc:
         report.action = FAILED
         report.error = exc.message
@@ -218,7 +222,8 @@ def rekey_set(storages: Sequence[Storage], target: str, database: str, backup_id
 
 def _rekey(report: RekeyReport, storages: Sequence[Storage], recorded: str | None, catalog_storages: Sequence[str],
            old_key: OldKey, new: Encryption, age: str, catalog: Catalog | None, dry_run: bool,
-           progress: Progress, lease_on: Mapping[str, Storage], lease_refresh: timedelta) -> None:
+           progress: Progress, lease_on: Mapping[str, Storage], lease_refresh: timedelta,
+           reader_on: Mapping[str, Storage]) -> None:
     target, database, old_id = report.target, report.database, report.id
     missing = sorted(set(catalog_storages) - {s.name for s in storages})
     if missing:
@@ -266,6 +271,32 @@ def _rekey(report: RekeyReport, storages: Sequence[Storage], recorded: str | Non
         report.action = WOULD_REKEY
         report.bytes = manifest.size
         return
+    # a reader's marker beside the original while it is read (as a copy's): a prune's retention keeps it meanwhile.
+    # Released once the new set is complete (then retention keeps the original for it, and _finish, waiting for
+    # the readers of the original, must not wait for this one)
+    reading = take_reader(holders, target, database, old_id, "backups rekey", reader_on, lease_refresh)
+    try:
+        gone = [s.name for s in holders if s not in _holding(holders, old_prefix)]
+        if gone:  # a prune deleted it between our look and our marker
+            raise RekeyFailed(f"backup {old_id} was deleted from {', '.join(gone)} (by a prune?) as the rekey "
+                              "started; nothing was changed", "Try: 'upkeeper backups sync', then rekey it again if "
+                              "it is still listed", MANIFEST)
+        new_manifest = _write_new(report, holders, manifest, done, old_key, new, age, catalog, progress, lease_on,
+                                  lease_refresh)
+    finally:
+        if reading is not None:
+            reading.release()
+    _finish(report, holders, holders, new_manifest, catalog, progress)
+    report.action = REKEYED
+
+
+def _write_new(report: RekeyReport, holders: Sequence[Storage], manifest: Manifest, done: Sequence[Storage],
+               old_key: OldKey, new: Encryption, age: str, catalog: Catalog | None, progress: Progress,
+               lease_on: Mapping[str, Storage], lease_refresh: timedelta) -> Manifest:
+    """The new set, written (objects, then manifest) under its lease on every storage of ``holders``."""
+    target, database, old_id, new_id = report.target, report.database, report.id, report.new_id
+    assert new_id is not None
+    old_prefix, new_prefix = set_prefix(target, database, old_id), set_prefix(target, database, new_id)
     # taken in one step on each storage, before anything is deleted or written: of two hosts sharing the storages
     # but not the history database (whose locks keep two rekeys of one backup apart), one gets it, the other fails
     try:
@@ -316,8 +347,7 @@ def _rekey(report: RekeyReport, storages: Sequence[Storage], recorded: str | Non
             lease.release()  # last: no other writer may start on the set while it is removed
         raise
     lease.release()  # after the manifest: the set is never without one or the other
-    _finish(report, holders, holders, new_manifest, catalog, progress)
-    report.action = REKEYED
+    return new_manifest
 
 
 def _finish(report: RekeyReport, new_on: Sequence[Storage], old_on: Sequence[Storage], new_manifest: Manifest,
