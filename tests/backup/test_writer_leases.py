@@ -761,3 +761,62 @@ def test_a_writer_in_a_container_sharing_the_hosts_name_does_not_take_a_live_wri
         assert json.loads(get_bytes(s, "web/app/x/" + LEASE))["token"] == lease.token
     finally:
         lease.release()
+
+
+class _TakenOverAsReleased:
+    """A storage (real, passed through) on which another host takes the lease ``key`` over, through a client of its
+    own, just as this one deletes it: after the releasing writer looked at its lease, before its deletion."""
+
+    def __init__(self, storage: Storage, other: Storage, key: str, body: bytes) -> None:
+        self._storage, self._other, self._key, self._body = storage, other, key, body
+        self.taken_over = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._storage, name)
+
+    def _take_over(self, key: str) -> None:
+        from upkeeper.storage.base import put_bytes
+
+        if key == self._key and not self.taken_over:
+            self.taken_over = True
+            put_bytes(self._other, key, self._body)
+
+    def delete(self, key: str) -> None:
+        self._take_over(key)
+        self._storage.delete(key)
+
+    def delete_if(self, key: str, current: bytes) -> bool:
+        self._take_over(key)
+        return bool(self._storage.delete_if(key, current))
+
+
+def test_a_release_never_deletes_the_lease_another_writer_took_over_after_it_looked(
+        tmp_path: Path, store: dict[str, Any], opened: list[Storage]) -> None:
+    """A writer releasing its lease looked at it (its own), then deleted it: another host that took the lease over
+    between the two (a stale lease: this writer's storage unreachable for LEASE_TTL) lost its lease — and a prune
+    then took the set that host was writing for an idle leftover and deleted it under it.  Now the release deletes
+    only the very bytes it read (S3: If-Match their ETag; local, SFTP: renamed aside, compared, put back): the other
+    host's lease stays, and the set it writes is kept by a prune."""
+    from upkeeper.backup.lease import Lease, writer_info
+    from upkeeper.storage.base import get_bytes, put_bytes
+
+    config = load_text(json.dumps({"storages": {"dest": store}}))
+    mine, theirs = (open_storage("dest", config.storages["dest"]) for _ in range(2))
+    opened += [mine, theirs]
+    prefix = set_prefix("web", "app", "20260101T000000Z-abcdef")
+    other = json.dumps({**writer_info("x", datetime.now(UTC), command="backups copy"), "host": "another-host",
+                        "token": "theirs"}).encode()
+    storage = _TakenOverAsReleased(mine, theirs, prefix + LEASE, other)
+    lease = Lease.take([storage], prefix, writer_info("x", datetime.now(UTC), command="backups rekey"), None)  # type: ignore[list-item]
+    put_bytes(theirs, prefix + "a.bin", b"the other host's object")  # the set it writes (no manifest yet)
+    lease.release()
+    assert storage.taken_over
+    assert get_bytes(theirs, prefix + LEASE) == other
+    # a prune (every incomplete set idle: incomplete_after 0) keeps the set its lease protects
+    report = prune_series([theirs], "web", "app", "files", KEEP_ALL, default_tz="UTC", now=datetime.now(UTC),
+                          incomplete_after=timedelta(0))
+    assert report.incomplete_deleted == [] and report.incomplete_kept == ["20260101T000000Z-abcdef"], report
+    assert get_bytes(theirs, prefix + "a.bin") == b"the other host's object"
+    assert sorted(o.key for o in theirs.list(prefix)) == sorted([prefix + "a.bin", prefix + LEASE])
+    if store["kind"] == "local":  # nothing left aside either
+        assert [p.name for p in (Path(store["path"]) / prefix).iterdir() if "aside" in p.name] == []
