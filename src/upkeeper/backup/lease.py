@@ -393,10 +393,10 @@ class Lease:
         was writing for a leftover."""
         try:
             seen = _look(s, self.key)
-            if seen is not None and seen.body is not None and seen.body.get("token") == self.token:
-                if seen.raw is None or not s.delete_if(self.key, seen.raw):
-                    log.info("the %s %s on %s changed as it was released (taken over by another writer?): it "
-                             "is left as it is", self.what, self.key, s.name)
+            if (seen is not None and seen.raw is not None and seen.body is not None
+                    and seen.body.get("token") == self.token and not s.delete_if(self.key, seen.raw)):
+                log.info("the %s %s on %s changed as it was released (taken over by another writer?): it "
+                         "is left as it is", self.what, self.key, s.name)
         except Exception as exc:  # stale within LEASE_TTL; deleted with the set
             log.warning("could not delete the %s %s on %s: %s", self.what, self.key, s.name,
                         getattr(exc, "message", exc))
