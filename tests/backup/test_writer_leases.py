@@ -820,3 +820,48 @@ def test_a_release_never_deletes_the_lease_another_writer_took_over_after_it_loo
     assert sorted(o.key for o in theirs.list(prefix)) == sorted([prefix + "a.bin", prefix + LEASE])
     if store["kind"] == "local":  # nothing left aside either
         assert [p.name for p in (Path(store["path"]) / prefix).iterdir() if "aside" in p.name] == []
+
+
+@pytest.mark.parametrize("store", ["local", "s3"], indirect=True)
+def test_a_rekey_on_another_host_never_deletes_a_set_a_copy_is_repairing(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, age_key: AgeKey, store: dict[str, Any],
+        opened: list[Storage]) -> None:
+    """Two hosts sharing the storages but not the history (no shared locks): one's ``backups copy`` repairs a set
+    complete on its destination (an object damaged there) under the set's lease while the other's ``backups rekey``
+    re-encrypts that set there.  Rekey deleted the original without its lease: the set went (manifest, objects and
+    the copy's lease) under the repair, which then wrote its object into a set no longer there — a leftover — and
+    said 'repaired'.  Now rekey takes the original's lease to delete it, waiting while the repair holds it: the
+    repair completes, then the original goes, whole, and the re-encryption alone is left."""
+    from upkeeper.backup.copy import REPAIRED
+
+    old, _new, src, dest = _two_copied_one_damaged(tmp_path, store, age_key, opened)
+    elsewhere = open_storage("dest", load_text(json.dumps({"storages": {"dest": store}})).storages["dest"])
+    (tmp_path / "mirror").mkdir()  # the rekeying host's other storage, with an intact copy: rekey reads it there
+    mirror = open_storage("mirror", load_text(json.dumps({"storages": {"mirror": {
+        "kind": "local", "path": str(tmp_path / "mirror"), "fsync": False}}})).storages["mirror"])
+    opened += [elsewhere, mirror]  # the rekeying host's own clients
+    assert copy_set([src], mirror, "web", "app", old, recorded_sha256=None,
+                    allow_unencrypted_remote=False).action == COPIED
+    mark = tmp_path / "mark"
+    monkeypatch.setenv("UPKEEPER_FAULT_PAUSE", "during-upload:2")
+    monkeypatch.setenv("UPKEEPER_FAULT_MARK", str(mark))
+    out: list[Any] = []
+    t = threading.Thread(target=lambda: out.append(copy_set(
+        [src], dest, "web", "app", old, recorded_sha256=None, allow_unencrypted_remote=False, check_present=True)))
+    t.start()
+    deadline = time.monotonic() + 60
+    while not mark.exists():
+        assert t.is_alive() and time.monotonic() < deadline, "the repair never started"
+        time.sleep(0.02)
+    monkeypatch.setenv("UPKEEPER_FAULT_PAUSE", "")  # (the rekey itself goes at full speed)
+    rep = rekey_set([elsewhere, mirror], "web", "app", old, recorded_sha256=None, catalog_storages=["dest"],
+                    old_key=OldKey((str(age_key.identity),)), new=_new_recipient(tmp_path), age="age",
+                    catalog=None)
+    t.join()
+    assert rep.action == REKEYED, rep
+    assert out[0].action == REPAIRED, out[0]
+    assert not t.is_alive()
+    # the original went whole after the repair (no leftover of it: no object, no lease), its re-encryption stays
+    assert list(dest.list(set_prefix("web", "app", old))) == []
+    assert rep.new_id is not None and _complete(dest, rep.new_id) and _complete(mirror, rep.new_id)
+    assert list(mirror.list(set_prefix("web", "app", old))) == []

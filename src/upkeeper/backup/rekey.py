@@ -242,7 +242,7 @@ def _rekey(report: RekeyReport, storages: Sequence[Storage], recorded: str | Non
         new_manifest = _read_rekeyed(done[0], new_prefix, old_id)
         report.storages = [s.name for s in done]
         if not dry_run:
-            _finish(report, done, [], new_manifest, catalog, progress)
+            _finish(report, done, [], new_manifest, catalog, progress, lease_on, lease_refresh)
         report.action = FINISHED if not dry_run else WOULD_REKEY
         return
     manifest = _old_manifest(holders, old_prefix, recorded, old_id)
@@ -264,7 +264,7 @@ def _rekey(report: RekeyReport, storages: Sequence[Storage], recorded: str | Non
         if dry_run:
             report.action = WOULD_REKEY
             return
-        _finish(report, holders, holders, new_manifest, catalog, progress)
+        _finish(report, holders, holders, new_manifest, catalog, progress, lease_on, lease_refresh)
         report.action = FINISHED
         return
     if dry_run:
@@ -286,7 +286,7 @@ def _rekey(report: RekeyReport, storages: Sequence[Storage], recorded: str | Non
     finally:
         if reading is not None:
             reading.release()
-    _finish(report, holders, holders, new_manifest, catalog, progress)
+    _finish(report, holders, holders, new_manifest, catalog, progress, lease_on, lease_refresh)
     report.action = REKEYED
 
 
@@ -351,17 +351,64 @@ def _write_new(report: RekeyReport, holders: Sequence[Storage], manifest: Manife
 
 
 def _finish(report: RekeyReport, new_on: Sequence[Storage], old_on: Sequence[Storage], new_manifest: Manifest,
-            catalog: Catalog | None, progress: Progress) -> None:
-    """The new set is complete on ``new_on``: record it, then — once no verify or restore reads the old one —
-    delete the old one (manifest first), then its row."""
+            catalog: Catalog | None, progress: Progress, lease_on: Mapping[str, Storage],
+            lease_refresh: timedelta) -> None:
+    """The new set is complete on ``new_on``: record it, then — holding the old one's lease on each storage of
+    ``old_on`` (waiting while another writer holds it: a ``backups copy`` of another host repairing it there), and
+    once no verify, restore or copy reads it — delete the old one (manifest first), then its row."""
     if catalog is not None:
         catalog.record(new_manifest, [s.name for s in new_on])
     fault_pause("before-delete")
-    _wait_for_readers(old_on, report, progress)
-    for s in old_on:
-        delete_set(s, report.target, report.database, report.id)
+    leases = _take_old(old_on, report, progress, lease_on, lease_refresh)
+    try:
+        _wait_for_readers(old_on, report, progress)
+        for lease in leases:
+            if lease.lost is not None:
+                raise RekeyFailed(f"backup {report.new_id} is complete; the original {report.id} was kept: its lease "
+                                  f"was taken over by {lease.lost} while rekey waited to delete it",
+                                  "Try: 'upkeeper backups rekey' again once that is done (it deletes the original)")
+        for s in old_on:
+            delete_set(s, report.target, report.database, report.id, keep_lease=True)
+    finally:
+        for lease in leases:
+            lease.release()  # last: the original's remains are never without it
     if catalog is not None:
         catalog.remove(report.id)
+
+
+def _take_old(old_on: Sequence[Storage], report: RekeyReport, progress: Progress, lease_on: Mapping[str, Storage],
+              refresh: timedelta) -> list[Lease]:
+    """The original's lease on each storage of ``old_on``, taken to delete it, as a prune's retention does: a copy
+    of another host (no history lock shared) repairing the set there holds it; deleting the set under that repair
+    left the repaired object behind as a leftover, and the copy saying 'repaired' of a set gone.  Waits while
+    another writer holds it (a stale one is taken over, after 30 minutes)."""
+    prefix = set_prefix(report.target, report.database, report.id)
+    taken: list[Lease] = []
+    said: str | None = None
+    try:
+        for s in old_on:
+            while True:
+                try:
+                    taken.append(Lease.take([lease_on.get(s.name, s)], prefix, writer_info(
+                        report.id, datetime.now(UTC), command="backups rekey", deleting=True,
+                        rekeyed_as=report.new_id), refresh, patience=PRUNE_WAIT, waiting=progress))
+                    break
+                except LeaseHeld as held:
+                    if held.holder != said:
+                        said = held.holder
+                        log.warning("backup %s: waiting to delete it (re-encrypted as %s) until %s is done",
+                                    report.id, report.new_id, held.holder)
+                        progress(f"waiting for {held.holder} to finish writing the original before deleting it")
+                    time.sleep(READER_POLL)
+                except UpkeeperError as exc:
+                    raise RekeyFailed(f"backup {report.new_id} is complete; the original {report.id} was kept: "
+                                      f"cannot take its lease on {s.name} to delete it: {exc.message}",
+                                      "Try: 'upkeeper backups rekey' again (it deletes the original)") from None
+    except BaseException:
+        for lease in taken:
+            lease.release()
+        raise
+    return taken
 
 
 def _wait_for_readers(storages: Sequence[Storage], report: RekeyReport, progress: Progress) -> None:
