@@ -865,3 +865,45 @@ def test_a_rekey_on_another_host_never_deletes_a_set_a_copy_is_repairing(
     assert list(dest.list(set_prefix("web", "app", old))) == []
     assert rep.new_id is not None and _complete(dest, rep.new_id) and _complete(mirror, rep.new_id)
     assert list(mirror.list(set_prefix("web", "app", old))) == []
+
+
+@pytest.mark.parametrize("store", ["local", "s3"], indirect=True)
+def test_a_rekey_says_so_when_another_host_copied_the_original_meanwhile(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, age_key: AgeKey, store: dict[str, Any],
+        opened: list[Storage]) -> None:
+    """Another host (no history lock shared) copies a backup to a storage of this config while this one re-encrypts
+    it: rekey waits for the copy's reader's marker on the original, then deletes the original where it found it —
+    and said 'rekeyed', the copy just made, still for the old key (the key being retired), left unmentioned.  Now
+    rekey looks at its other storages once done, and fails naming the storage that holds the original now, and how
+    to finish (the copy there is complete: no set was lost, none mixes keys)."""
+    from upkeeper.backup.manifest import read_manifest
+    from upkeeper.backup.rekey import FAILED as REKEY_FAILED
+
+    config, bid, src, dest = _set_to_copy(tmp_path, store, age_key, opened)
+    mine = {n: open_storage(n, config.storages[n]) for n in ("src", "dest")}  # the rekeying host's own clients
+    opened += list(mine.values())
+    mark = tmp_path / "mark"
+    monkeypatch.setenv("UPKEEPER_FAULT_PAUSE", "during-upload:2")
+    monkeypatch.setenv("UPKEEPER_FAULT_MARK", str(mark))
+    out: list[Any] = []
+    t = threading.Thread(target=lambda: out.append(copy_set(
+        [src], dest, "web", "app", bid, recorded_sha256=None, allow_unencrypted_remote=False)))
+    t.start()
+    deadline = time.monotonic() + 60
+    while not mark.exists():
+        assert t.is_alive() and time.monotonic() < deadline, "the copy never started"
+        time.sleep(0.02)
+    monkeypatch.setenv("UPKEEPER_FAULT_PAUSE", "")  # (the rekey itself goes at full speed)
+    rep = rekey_set([mine["src"], mine["dest"]], "web", "app", bid, recorded_sha256=None,
+                    catalog_storages=["src"], old_key=OldKey((str(age_key.identity),)),
+                    new=_new_recipient(tmp_path), age="age", catalog=None)
+    t.join()
+    assert out[0].action == COPIED, out[0]
+    assert rep.new_id is not None and _complete(src, rep.new_id) and not _complete(src, bid)
+    # the copy on dest is whole, and of the original alone (the old key): no set mixes keys
+    assert _complete(dest, bid) and not _complete(dest, rep.new_id)
+    assert read_manifest(dest, set_prefix("web", "app", bid)).encryption["recipients"] == [age_key.recipient]
+    # and the rekey says so, rather than 'rekeyed'
+    assert rep.action == REKEY_FAILED, rep
+    assert f"dest holds backup {bid} too" in (rep.error or "") and "old key" in (rep.error or ""), rep
+    assert f"rekey {bid}" in (rep.hint or "") and rep.replaced, rep

@@ -33,7 +33,7 @@ from typing import IO, Any
 
 from upkeeper.backup.catalog import Catalog
 from upkeeper.backup.crypto import AgeProcess, Encryption, identity_public_keys
-from upkeeper.backup.lease import PRUNE_WAIT, Lease, LeaseHeld, readers, take_reader, writer_info
+from upkeeper.backup.lease import PRUNE_WAIT, Lease, LeaseHeld, protects, readers, take_reader, writer_info
 from upkeeper.backup.manifest import (
     ID_RE,
     LEASE,
@@ -102,6 +102,9 @@ class RekeyReport:
     hint: str | None = None
     object: str | None = None
     notes: list[str] = field(default_factory=list)
+    #: the new set is complete and recorded, the original deleted where it was found (also when the report then
+    #: fails: a copy of the original found elsewhere, :func:`_copied_meanwhile`)
+    replaced: bool = False
 
     @property
     def ok(self) -> bool:
@@ -266,6 +269,7 @@ def _rekey(report: RekeyReport, storages: Sequence[Storage], recorded: str | Non
             return
         _finish(report, holders, holders, new_manifest, catalog, progress, lease_on, lease_refresh)
         report.action = FINISHED
+        _copied_meanwhile(report, [s for s in storages if s not in holders])
         return
     if dry_run:
         report.action = WOULD_REKEY
@@ -288,6 +292,31 @@ def _rekey(report: RekeyReport, storages: Sequence[Storage], recorded: str | Non
             reading.release()
     _finish(report, holders, holders, new_manifest, catalog, progress, lease_on, lease_refresh)
     report.action = REKEYED
+    _copied_meanwhile(report, [s for s in storages if s not in holders])
+
+
+def _copied_meanwhile(report: RekeyReport, others: Sequence[Storage]) -> None:
+    """The original deleted where rekey found it: does another storage of this config hold it now — copied there
+    while rekey worked, by a ``backups copy`` of another host (no history lock shared), complete or being written?
+    That copy is whole and still for the old key: rekey said 'rekeyed', and the key about to be destroyed still
+    opened a copy of the backup.  Raised as a failure naming it (the re-encryption is complete and recorded)."""
+    prefix = set_prefix(report.target, report.database, report.id)
+    now = datetime.now(UTC)
+    found: list[str] = []
+    for s in others:
+        try:
+            if s.stat(prefix + MANIFEST) is not None:
+                found.append(s.name)
+            elif protects(s, prefix + LEASE, now):
+                found.append(f"{s.name} (being written there)")
+        except UpkeeperError as exc:
+            found.append(f"{s.name} (cannot tell: {exc.message})")
+    if found:
+        raise RekeyFailed(f"backup {report.id} was re-encrypted as {report.new_id} and deleted from "
+                          f"{', '.join(report.storages)}, but {', '.join(found)} holds backup {report.id} too — copied "
+                          "there meanwhile (by another host?), still encrypted to the old key",
+                          f"Try: once that copy is done, 'upkeeper backups sync', then 'upkeeper backups rekey "
+                          f"{report.id}' (it re-encrypts that copy); keep the old key until then")
 
 
 def _write_new(report: RekeyReport, holders: Sequence[Storage], manifest: Manifest, done: Sequence[Storage],
@@ -374,6 +403,7 @@ def _finish(report: RekeyReport, new_on: Sequence[Storage], old_on: Sequence[Sto
             lease.release()  # last: the original's remains are never without it
     if catalog is not None:
         catalog.remove(report.id)
+    report.replaced = True
 
 
 def _take_old(old_on: Sequence[Storage], report: RekeyReport, progress: Progress, lease_on: Mapping[str, Storage],

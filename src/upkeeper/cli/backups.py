@@ -1483,7 +1483,7 @@ def rekey_cmd(
 
 def _audit_rekeys(reports: list[RekeyReport], label: str) -> list[RekeyReport]:
     """Record the backups re-encrypted in the audit trail; returns them."""
-    done = [rep for rep in reports if rep.action in (REKEYED, FINISHED)]
+    done = [rep for rep in reports if rep.action in (REKEYED, FINISHED) or rep.replaced]
     if done:
         _env.history().audit("cli", "backup.rekey", details={"encryption": label, "backups": {
             rep.id: rep.new_id for rep in done}})
