@@ -907,3 +907,41 @@ def test_a_rekey_says_so_when_another_host_copied_the_original_meanwhile(
     assert rep.action == REKEY_FAILED, rep
     assert f"dest holds backup {bid} too" in (rep.error or "") and "old key" in (rep.error or ""), rep
     assert f"rekey {bid}" in (rep.hint or "") and rep.replaced, rep
+
+
+@pytest.mark.parametrize("store", ["local", "s3"], indirect=True)
+def test_a_copy_whose_source_another_hosts_rekey_deleted_unseen_says_so(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, age_key: AgeKey, store: dict[str, Any],
+        opened: list[Storage]) -> None:
+    """The copy's reader's marker not seen (not written: read-only credentials; or a rekey of an older version): a
+    rekey of another host deletes the source set while the copy reads it.  The copy fails, as it must, writing
+    nothing — and says the backup was deleted while it was copied, rather than that an object 'could not be copied
+    from any storage' (Try: verify each storage), which sent the user looking for damage that was not there."""
+    from upkeeper.backup.copy import FAILED as COPY_FAILED
+
+    config, bid, src, dest = _set_to_copy(tmp_path, store, age_key, opened)
+    mine = open_storage("src", config.storages["src"])  # the rekeying host's own client
+    opened.append(mine)
+    mark = tmp_path / "mark"
+    monkeypatch.setenv("UPKEEPER_FAULT_PAUSE", "during-upload:2")
+    monkeypatch.setenv("UPKEEPER_FAULT_MARK", str(mark))
+    out: list[Any] = []
+    t = threading.Thread(target=lambda: out.append(copy_set(
+        [src], dest, "web", "app", bid, recorded_sha256=None, allow_unencrypted_remote=False)))
+    t.start()
+    deadline = time.monotonic() + 60
+    while not mark.exists():
+        assert t.is_alive() and time.monotonic() < deadline, "the copy never started"
+        time.sleep(0.02)
+    monkeypatch.setenv("UPKEEPER_FAULT_PAUSE", "")  # (the rekey itself goes at full speed)
+    for o in list(mine.list(set_prefix("web", "app", bid))):
+        if "/.reading-" in o.key:
+            mine.delete(o.key)  # as if never written
+    rep = rekey_set([mine], "web", "app", bid, recorded_sha256=None, catalog_storages=["src"],
+                    old_key=OldKey((str(age_key.identity),)), new=_new_recipient(tmp_path), age="age", catalog=None)
+    t.join()
+    assert rep.action == REKEYED, rep
+    assert out[0].action == COPY_FAILED, out[0]
+    assert f"backup {bid} was deleted from src while it was copied" in (out[0].error or ""), out[0]
+    assert "backups sync" in (out[0].hint or ""), out[0]
+    assert list(dest.list(set_prefix("web", "app", bid))) == []
