@@ -289,7 +289,7 @@ def test_prune_keeps_a_backup_being_rekeyed_and_the_rekey_completes(
                   retention={"keep_last": 1, "keep_daily": 0, "keep_weekly": 0, "keep_monthly": 0})
     # paused as it writes the first chunk of each re-encrypted object: the prune runs during the first
     rekey = _paused(one, tmp_path, "during-upload", "backups", "rekey", old, "--identity", str(age_key.identity),
-                    "--json")
+                    "--json", pause=2 * PAUSE)
     markers = _readers_left(one, names)
     r = cli(["--config", one, "backups", "prune", "--json"])
     out, err = rekey.communicate(timeout=180)

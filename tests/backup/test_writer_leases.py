@@ -923,7 +923,9 @@ def test_a_copy_whose_source_another_hosts_rekey_deleted_unseen_says_so(
     mine = open_storage("src", config.storages["src"])  # the rekeying host's own client
     opened.append(mine)
     mark = tmp_path / "mark"
-    monkeypatch.setenv("UPKEEPER_FAULT_PAUSE", "during-upload:2")
+    # the copy waits at its first chunk while the rekey runs to its end (ample on a loaded machine: the copy
+    # must not reach its second object before the rekey deleted it)
+    monkeypatch.setenv("UPKEEPER_FAULT_PAUSE", "during-upload:8")
     monkeypatch.setenv("UPKEEPER_FAULT_MARK", str(mark))
     out: list[Any] = []
     t = threading.Thread(target=lambda: out.append(copy_set(
