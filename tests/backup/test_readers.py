@@ -269,3 +269,37 @@ def test_prune_keeps_a_backup_being_copied_and_the_copy_completes(
     assert len(markers) == 1, markers  # its marker, beside the set on the source, while it copied
     assert _all_sets(one, [src, "dst"]) == {src: {old: True, new: True}, "dst": {old: True}}
     assert _readers_left(one, [src, "dst"]) == []
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_prune_keeps_a_backup_being_rekeyed_and_the_rekey_completes(
+        cli: Any, make_config: Any, tmp_path: Path, age_key: AgeKey, request: pytest.FixtureRequest,
+        where: str) -> None:
+    """``backups rekey`` reads the original set as a copy does, and holds a reader's marker beside it meanwhile: a
+    prune (retention) keeps the set, and the rekey completes.  Before, rekey held a lease on its new set only: the
+    prune deleted the original under it, and the rekey failed midway saying an object 'could not be read intact
+    from any storage' (Try: verify), of a backup that was fine a moment before."""
+    s3 = _s3(request, where)
+    names = ["local1"] + (["offsite"] if s3 else [])
+    cfg = _config(make_config, tmp_path, age_key, s3)
+    old = _backup(cli, cfg)
+    new = _backup(cli, cfg)
+    new_key = _new_key(tmp_path, "new")
+    one = _config(make_config, tmp_path, new_key, s3, old_key=age_key,
+                  retention={"keep_last": 1, "keep_daily": 0, "keep_weekly": 0, "keep_monthly": 0})
+    # paused as it writes the first chunk of each re-encrypted object: the prune runs during the first
+    rekey = _paused(one, tmp_path, "during-upload", "backups", "rekey", old, "--identity", str(age_key.identity),
+                    "--json", pause=2 * PAUSE)
+    markers = _readers_left(one, names)
+    r = cli(["--config", one, "backups", "prune", "--json"])
+    out, err = rekey.communicate(timeout=180)
+    assert r.code == 0, r.output
+    kept = {b["id"]: b for b in r.json()[0]["backups"]}
+    assert kept[old]["keep"] is True, r.output
+    assert "being read by backups rekey" in " ".join(kept[old]["reasons"]), r.output
+    assert rekey.returncode == 0, out + err
+    (rep,) = json.loads(out)
+    assert rep["action"] == "rekeyed", rep
+    assert len(markers) == len(names), markers  # its marker, beside the original on each storage holding it
+    assert _all_sets(one, names) == {n: {rep["new_id"]: True, new: True} for n in names}
+    assert _readers_left(one, names) == []

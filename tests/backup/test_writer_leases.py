@@ -761,3 +761,189 @@ def test_a_writer_in_a_container_sharing_the_hosts_name_does_not_take_a_live_wri
         assert json.loads(get_bytes(s, "web/app/x/" + LEASE))["token"] == lease.token
     finally:
         lease.release()
+
+
+class _TakenOverAsReleased:
+    """A storage (real, passed through) on which another host takes the lease ``key`` over, through a client of its
+    own, just as this one deletes it: after the releasing writer looked at its lease, before its deletion."""
+
+    def __init__(self, storage: Storage, other: Storage, key: str, body: bytes) -> None:
+        self._storage, self._other, self._key, self._body = storage, other, key, body
+        self.taken_over = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._storage, name)
+
+    def _take_over(self, key: str) -> None:
+        from upkeeper.storage.base import put_bytes
+
+        if key == self._key and not self.taken_over:
+            self.taken_over = True
+            put_bytes(self._other, key, self._body)
+
+    def delete(self, key: str) -> None:
+        self._take_over(key)
+        self._storage.delete(key)
+
+    def delete_if(self, key: str, current: bytes) -> bool:
+        self._take_over(key)
+        return bool(self._storage.delete_if(key, current))
+
+
+def test_a_release_never_deletes_the_lease_another_writer_took_over_after_it_looked(
+        tmp_path: Path, store: dict[str, Any], opened: list[Storage]) -> None:
+    """A writer releasing its lease looked at it (its own), then deleted it: another host that took the lease over
+    between the two (a stale lease: this writer's storage unreachable for LEASE_TTL) lost its lease — and a prune
+    then took the set that host was writing for an idle leftover and deleted it under it.  Now the release deletes
+    only the very bytes it read (S3: If-Match their ETag; local, SFTP: renamed aside, compared, put back): the other
+    host's lease stays, and the set it writes is kept by a prune."""
+    from upkeeper.backup.lease import Lease, writer_info
+    from upkeeper.storage.base import get_bytes, put_bytes
+
+    config = load_text(json.dumps({"storages": {"dest": store}}))
+    mine, theirs = (open_storage("dest", config.storages["dest"]) for _ in range(2))
+    opened += [mine, theirs]
+    prefix = set_prefix("web", "app", "20260101T000000Z-abcdef")
+    other = json.dumps({**writer_info("x", datetime.now(UTC), command="backups copy"), "host": "another-host",
+                        "token": "theirs"}).encode()
+    storage = _TakenOverAsReleased(mine, theirs, prefix + LEASE, other)
+    lease = Lease.take([storage], prefix, writer_info("x", datetime.now(UTC), command="backups rekey"), None)  # type: ignore[list-item]
+    put_bytes(theirs, prefix + "a.bin", b"the other host's object")  # the set it writes (no manifest yet)
+    lease.release()
+    assert storage.taken_over
+    assert get_bytes(theirs, prefix + LEASE) == other
+    # a prune (every incomplete set idle: incomplete_after 0) keeps the set its lease protects
+    report = prune_series([theirs], "web", "app", "files", KEEP_ALL, default_tz="UTC", now=datetime.now(UTC),
+                          incomplete_after=timedelta(0))
+    assert report.incomplete_deleted == [] and report.incomplete_kept == ["20260101T000000Z-abcdef"], report
+    assert get_bytes(theirs, prefix + "a.bin") == b"the other host's object"
+    assert sorted(o.key for o in theirs.list(prefix)) == sorted([prefix + "a.bin", prefix + LEASE])
+    if store["kind"] == "local":  # nothing left aside either
+        assert [p.name for p in (Path(store["path"]) / prefix).iterdir() if "aside" in p.name] == []
+
+
+@pytest.mark.parametrize("store", ["local", "s3"], indirect=True)
+def test_a_rekey_on_another_host_never_deletes_a_set_a_copy_is_repairing(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, age_key: AgeKey, store: dict[str, Any],
+        opened: list[Storage]) -> None:
+    """Two hosts sharing the storages but not the history (no shared locks): one's ``backups copy`` repairs a set
+    complete on its destination (an object damaged there) under the set's lease while the other's ``backups rekey``
+    re-encrypts that set there.  Rekey deleted the original without its lease: the set went (manifest, objects and
+    the copy's lease) under the repair, which then wrote its object into a set no longer there — a leftover — and
+    said 'repaired'.  Now rekey takes the original's lease to delete it, waiting while the repair holds it: the
+    repair completes, then the original goes, whole, and the re-encryption alone is left."""
+    from upkeeper.backup.copy import REPAIRED
+
+    old, _new, src, dest = _two_copied_one_damaged(tmp_path, store, age_key, opened)
+    elsewhere = open_storage("dest", load_text(json.dumps({"storages": {"dest": store}})).storages["dest"])
+    (tmp_path / "mirror").mkdir()  # the rekeying host's other storage, with an intact copy: rekey reads it there
+    mirror = open_storage("mirror", load_text(json.dumps({"storages": {"mirror": {
+        "kind": "local", "path": str(tmp_path / "mirror"), "fsync": False}}})).storages["mirror"])
+    opened += [elsewhere, mirror]  # the rekeying host's own clients
+    assert copy_set([src], mirror, "web", "app", old, recorded_sha256=None,
+                    allow_unencrypted_remote=False).action == COPIED
+    mark = tmp_path / "mark"
+    monkeypatch.setenv("UPKEEPER_FAULT_PAUSE", "during-upload:2")
+    monkeypatch.setenv("UPKEEPER_FAULT_MARK", str(mark))
+    out: list[Any] = []
+    t = threading.Thread(target=lambda: out.append(copy_set(
+        [src], dest, "web", "app", old, recorded_sha256=None, allow_unencrypted_remote=False, check_present=True)))
+    t.start()
+    deadline = time.monotonic() + 60
+    while not mark.exists():
+        assert t.is_alive() and time.monotonic() < deadline, "the repair never started"
+        time.sleep(0.02)
+    monkeypatch.setenv("UPKEEPER_FAULT_PAUSE", "")  # (the rekey itself goes at full speed)
+    rep = rekey_set([elsewhere, mirror], "web", "app", old, recorded_sha256=None, catalog_storages=["dest"],
+                    old_key=OldKey((str(age_key.identity),)), new=_new_recipient(tmp_path), age="age",
+                    catalog=None)
+    t.join()
+    assert rep.action == REKEYED, rep
+    assert out[0].action == REPAIRED, out[0]
+    assert not t.is_alive()
+    # the original went whole after the repair (no leftover of it: no object, no lease), its re-encryption stays
+    assert list(dest.list(set_prefix("web", "app", old))) == []
+    assert rep.new_id is not None and _complete(dest, rep.new_id) and _complete(mirror, rep.new_id)
+    assert list(mirror.list(set_prefix("web", "app", old))) == []
+
+
+@pytest.mark.parametrize("store", ["local", "s3"], indirect=True)
+def test_a_rekey_says_so_when_another_host_copied_the_original_meanwhile(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, age_key: AgeKey, store: dict[str, Any],
+        opened: list[Storage]) -> None:
+    """Another host (no history lock shared) copies a backup to a storage of this config while this one re-encrypts
+    it: rekey waits for the copy's reader's marker on the original, then deletes the original where it found it —
+    and said 'rekeyed', the copy just made, still for the old key (the key being retired), left unmentioned.  Now
+    rekey looks at its other storages once done, and fails naming the storage that holds the original now, and how
+    to finish (the copy there is complete: no set was lost, none mixes keys)."""
+    from upkeeper.backup.manifest import read_manifest
+    from upkeeper.backup.rekey import FAILED as REKEY_FAILED
+
+    config, bid, src, dest = _set_to_copy(tmp_path, store, age_key, opened)
+    mine = {n: open_storage(n, config.storages[n]) for n in ("src", "dest")}  # the rekeying host's own clients
+    opened += list(mine.values())
+    mark = tmp_path / "mark"
+    monkeypatch.setenv("UPKEEPER_FAULT_PAUSE", "during-upload:2")
+    monkeypatch.setenv("UPKEEPER_FAULT_MARK", str(mark))
+    out: list[Any] = []
+    t = threading.Thread(target=lambda: out.append(copy_set(
+        [src], dest, "web", "app", bid, recorded_sha256=None, allow_unencrypted_remote=False)))
+    t.start()
+    deadline = time.monotonic() + 60
+    while not mark.exists():
+        assert t.is_alive() and time.monotonic() < deadline, "the copy never started"
+        time.sleep(0.02)
+    monkeypatch.setenv("UPKEEPER_FAULT_PAUSE", "")  # (the rekey itself goes at full speed)
+    rep = rekey_set([mine["src"], mine["dest"]], "web", "app", bid, recorded_sha256=None,
+                    catalog_storages=["src"], old_key=OldKey((str(age_key.identity),)),
+                    new=_new_recipient(tmp_path), age="age", catalog=None)
+    t.join()
+    assert out[0].action == COPIED, out[0]
+    assert rep.new_id is not None and _complete(src, rep.new_id) and not _complete(src, bid)
+    # the copy on dest is whole, and of the original alone (the old key): no set mixes keys
+    assert _complete(dest, bid) and not _complete(dest, rep.new_id)
+    assert read_manifest(dest, set_prefix("web", "app", bid)).encryption["recipients"] == [age_key.recipient]
+    # and the rekey says so, rather than 'rekeyed'
+    assert rep.action == REKEY_FAILED, rep
+    assert f"dest holds backup {bid} too" in (rep.error or "") and "old key" in (rep.error or ""), rep
+    assert f"rekey {bid}" in (rep.hint or "") and rep.replaced, rep
+
+
+@pytest.mark.parametrize("store", ["local", "s3"], indirect=True)
+def test_a_copy_whose_source_another_hosts_rekey_deleted_unseen_says_so(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, age_key: AgeKey, store: dict[str, Any],
+        opened: list[Storage]) -> None:
+    """The copy's reader's marker not seen (not written: read-only credentials; or a rekey of an older version): a
+    rekey of another host deletes the source set while the copy reads it.  The copy fails, as it must, writing
+    nothing — and says the backup was deleted while it was copied, rather than that an object 'could not be copied
+    from any storage' (Try: verify each storage), which sent the user looking for damage that was not there."""
+    from upkeeper.backup.copy import FAILED as COPY_FAILED
+
+    config, bid, src, dest = _set_to_copy(tmp_path, store, age_key, opened)
+    mine = open_storage("src", config.storages["src"])  # the rekeying host's own client
+    opened.append(mine)
+    mark = tmp_path / "mark"
+    # the copy waits at its first chunk while the rekey runs to its end (ample on a loaded machine: the copy
+    # must not reach its second object before the rekey deleted it)
+    monkeypatch.setenv("UPKEEPER_FAULT_PAUSE", "during-upload:8")
+    monkeypatch.setenv("UPKEEPER_FAULT_MARK", str(mark))
+    out: list[Any] = []
+    t = threading.Thread(target=lambda: out.append(copy_set(
+        [src], dest, "web", "app", bid, recorded_sha256=None, allow_unencrypted_remote=False)))
+    t.start()
+    deadline = time.monotonic() + 60
+    while not mark.exists():
+        assert t.is_alive() and time.monotonic() < deadline, "the copy never started"
+        time.sleep(0.02)
+    monkeypatch.setenv("UPKEEPER_FAULT_PAUSE", "")  # (the rekey itself goes at full speed)
+    for o in list(mine.list(set_prefix("web", "app", bid))):
+        if "/.reading-" in o.key:
+            mine.delete(o.key)  # as if never written
+    rep = rekey_set([mine], "web", "app", bid, recorded_sha256=None, catalog_storages=["src"],
+                    old_key=OldKey((str(age_key.identity),)), new=_new_recipient(tmp_path), age="age", catalog=None)
+    t.join()
+    assert rep.action == REKEYED, rep
+    assert out[0].action == COPY_FAILED, out[0]
+    assert f"backup {bid} was deleted from src while it was copied" in (out[0].error or ""), out[0]
+    assert "backups sync" in (out[0].hint or ""), out[0]
+    assert list(dest.list(set_prefix("web", "app", bid))) == []

@@ -527,3 +527,58 @@ def test_replace_if_has_one_winner_among_writers_that_read_the_same_version(back
     finally:
         for c in clients:
             c.close()
+
+
+def test_delete_if_deletes_only_the_bytes_read(backend: Backend) -> None:
+    """The primitive of a lease's release: deleted while the object still holds what the caller read; refused (the
+    object left as it is) once another write replaced it, or once it is gone; nothing is left aside."""
+    s = backend.storage
+    assert s.delete_if("set/1/.writing", b"mine") is False  # nothing there
+    put_bytes(s, "set/1/.writing", b"mine")
+    put_bytes(s, "set/1/a", b"an object of the set")
+    put_bytes(s, "set/1/.writing", b"another writer's, taken over")
+    assert s.delete_if("set/1/.writing", b"mine") is False
+    assert get_bytes(s, "set/1/.writing") == b"another writer's, taken over"
+    assert keys(s) == ["set/1/.writing", "set/1/a"]
+    assert s.delete_if("set/1/.writing", b"another writer's, taken over") is True
+    assert keys(s) == ["set/1/a"]
+    s.delete("set/1/a")
+    assert keys(s) == []
+    assert backend.residue() == []
+
+
+def test_delete_if_never_deletes_a_write_landing_at_the_same_instant(backend: Backend) -> None:
+    """A release and another host's takeover at the same instant, round after round, each with its own connection:
+    whichever comes first, the other host's lease is there at the end (the release deletes only its own bytes —
+    S3: If-Match; local, SFTP: renamed aside first, so a write landing meanwhile is never touched)."""
+    import threading
+
+    cfg = backend.storage.config  # type: ignore[attr-defined]
+    mine, theirs = open_storage("host0", cfg), open_storage("host1", cfg)
+    try:
+        for c in (mine, theirs):
+            c.stat("warm-up")
+        for rnd in range(12):
+            key = f"set/{rnd}/.writing"
+            put_bytes(backend.storage, key, b"mine")
+            barrier = threading.Barrier(2)
+
+            def release(key: str = key, barrier: threading.Barrier = barrier) -> None:
+                barrier.wait()
+                mine.delete_if(key, b"mine")
+
+            def take_over(key: str = key, barrier: threading.Barrier = barrier) -> None:
+                barrier.wait()
+                put_bytes(theirs, key, b"theirs")
+
+            threads = [threading.Thread(target=release), threading.Thread(target=take_over)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            assert get_bytes(backend.storage, key) == b"theirs", f"round {rnd}"
+            backend.storage.delete(key)
+        assert backend.residue() == []
+    finally:
+        mine.close()
+        theirs.close()

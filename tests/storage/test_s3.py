@@ -496,3 +496,31 @@ def test_create_exclusive_on_stores_without_conditional_writes(s3_server: Seawee
     ignoring.client.meta.events.register("before-sign.s3.PutObject", ignore)  # type: ignore[attr-defined]
     result = check_storage("s", ignoring)
     assert result["ok"] and result["exclusive"] is False, result
+
+
+@pytest.mark.parametrize("status,code", [(400, "InvalidArgument"), (501, "NotImplemented")])
+def test_delete_if_on_stores_refusing_conditional_deletes(s3_server: SeaweedS3, s3_bucket: str, status: int,
+                                                          code: str) -> None:
+    """SeaweedFS and AWS honour ``If-Match`` on DeleteObject; a store that refuses the header itself (answered here
+    for the store: 400 InvalidArgument, 501 NotImplemented) gets the plain delete a lease's release made before —
+    an error there failed every release, and a set deleted by retention kept its lease for good.  Bytes other than
+    those read are still never deleted (compared first)."""
+    from botocore.awsrequest import AWSResponse
+
+    class _Raw:
+        def stream(self, **_kw: Any) -> Iterator[bytes]:
+            yield (f'<?xml version="1.0" encoding="UTF-8"?><Error><Code>{code}</Code><Message>If-Match is not '
+                   'supported here</Message></Error>').encode()
+
+    def refuse(request: Any, **_kw: Any) -> AWSResponse | None:
+        if request.headers.get("If-Match"):
+            return AWSResponse(request.url, status, {}, _Raw())
+        return None
+
+    refusing = open_storage("s", s3_storage_config(s3_server, s3_bucket))
+    refusing.client.meta.events.register("before-send.s3.DeleteObject", refuse)  # type: ignore[attr-defined]
+    put_bytes(refusing, "set/.writing", b"mine")
+    assert refusing.delete_if("set/.writing", b"another writer's") is False
+    assert get_bytes(refusing, "set/.writing") == b"mine"
+    assert refusing.delete_if("set/.writing", b"mine") is True
+    assert refusing.stat("set/.writing") is None

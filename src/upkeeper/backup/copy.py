@@ -325,9 +325,23 @@ def _copy_object(sources: Sequence[Storage], dest: Storage, key: str, rec: Objec
         if s.name != report.source:
             report.notes.append(f"{rec.name} read from {s.name}")
         return n
+    if _gone_from(sources, key.removesuffix(rec.name)):
+        # (a rekey or prune of another host that did not see this copy's reader's marker): not a damaged object
+        raise CopyFailed(f"backup {report.id} was deleted from {', '.join(s.name for s in sources)} while it was "
+                         f"copied (by a prune, or a rekey re-encrypting it, of another host?); nothing of it was "
+                         f"left on {dest.name}", "Try: 'upkeeper backups sync' to see where it is now (a rekey's "
+                         "re-encryption has an id of its own), then copy that", rec.name)
     raise CopyFailed(f"object {rec.name} of backup {report.id} could not be copied from any storage "
                      f"({'; '.join(problems)}); nothing of it was left on {dest.name}",
                      f"Try: 'upkeeper backups verify {report.id} --storage NAME' on each storage", rec.name)
+
+
+def _gone_from(sources: Sequence[Storage], prefix: str) -> bool:
+    """Is the set's manifest gone from every source now (False when one cannot be asked)?"""
+    try:
+        return all(s.stat(prefix + MANIFEST) is None for s in sources)
+    except UpkeeperError:
+        return False
 
 
 def _stream(source: Storage, dest: Storage, key: str, rec: ObjectRecord, progress: Progress) -> int:

@@ -230,7 +230,10 @@ def acquire(storage: Storage, key: str, data: bytes, token: str, now: datetime |
         try:
             again = _look(storage, key)
             if again is not None and again.version == seen.version:  # still that very one: remove it
-                storage.delete(key)
+                if again.raw is not None:  # only while it holds those very bytes (its writer, refreshing it now,
+                    storage.delete_if(key, again.raw)  # keeps it: then it is not stale; looked at next round)
+                else:
+                    storage.delete(key)
         finally:
             _delete_claim(storage, claim)
     if taking_over:
@@ -384,11 +387,16 @@ class Lease:
             self._thread.join()
 
     def _delete(self, s: Storage) -> None:
-        """Delete the lease on ``s`` if it is still this one (one another writer took over stays)."""
+        """Delete the lease on ``s`` if it is still this one (one another writer took over stays): only while it
+        holds the very bytes read (:meth:`~upkeeper.storage.base.Storage.delete_if`) — a look then a delete
+        deleted the lease of a writer that took it over between the two, and a prune then took the set that writer
+        was writing for a leftover."""
         try:
             seen = _look(s, self.key)
-            if seen is not None and seen.body is not None and seen.body.get("token") == self.token:
-                s.delete(self.key)
+            if (seen is not None and seen.raw is not None and seen.body is not None
+                    and seen.body.get("token") == self.token and not s.delete_if(self.key, seen.raw)):
+                log.info("the %s %s on %s changed as it was released (taken over by another writer?): it "
+                         "is left as it is", self.what, self.key, s.name)
         except Exception as exc:  # stale within LEASE_TTL; deleted with the set
             log.warning("could not delete the %s %s on %s: %s", self.what, self.key, s.name,
                         getattr(exc, "message", exc))

@@ -9,7 +9,9 @@ storage that holds the backup.
 The re-encrypted data is a **new set** with an id of its own (the old id's time, a suffix derived from the
 old id and the new recipients, so a second run finds the first run's work), written as a backup is: objects,
 then ``manifest.json`` (recording ``rekeyed_from``) as the commit marker, then its catalog row — holding the new
-set's lease meanwhile (:mod:`upkeeper.backup.lease`), so that no prune takes it for a leftover; only then is
+set's lease meanwhile (:mod:`upkeeper.backup.lease`), so that no prune takes it for a leftover, and a reader's
+marker beside the old set (:func:`upkeeper.backup.lease.take_reader`), so that no prune's retention deletes the
+original while it is read (the rekey failed midway, an object 'could not be read intact'); only then is
 the old set deleted (its manifest first) from every storage and its catalog row removed.  A crash at any
 point leaves the old set complete, or the new one, or both — never neither — and running ``rekey`` again
 finishes the job.  While both exist, retention never deletes the old set in favour of the new one's
@@ -31,7 +33,7 @@ from typing import IO, Any
 
 from upkeeper.backup.catalog import Catalog
 from upkeeper.backup.crypto import AgeProcess, Encryption, identity_public_keys
-from upkeeper.backup.lease import PRUNE_WAIT, Lease, LeaseHeld, readers, writer_info
+from upkeeper.backup.lease import PRUNE_WAIT, Lease, LeaseHeld, protects, readers, take_reader, writer_info
 from upkeeper.backup.manifest import (
     ID_RE,
     LEASE,
@@ -100,6 +102,9 @@ class RekeyReport:
     hint: str | None = None
     object: str | None = None
     notes: list[str] = field(default_factory=list)
+    #: the new set is complete and recorded, the original deleted where it was found (also when the report then
+    #: fails: a copy of the original found elsewhere, :func:`_copied_meanwhile`)
+    replaced: bool = False
 
     @property
     def ok(self) -> bool:
@@ -200,14 +205,16 @@ def rekey_set(storages: Sequence[Storage], target: str, database: str, backup_id
               recorded_sha256: str | None, catalog_storages: Sequence[str], old_key: OldKey, new: Encryption,
               age: str, catalog: Catalog | None, dry_run: bool = False,
               progress: Progress | None = None, lease_on: Mapping[str, Storage] | None = None,
-              lease_refresh: timedelta = LEASE_REFRESH) -> RekeyReport:
+              lease_refresh: timedelta = LEASE_REFRESH, reader_on: Mapping[str, Storage] | None = None
+              ) -> RekeyReport:
     """Re-encrypt one set on every storage of ``storages`` that holds it.  Never raises for a problem of this set
     (the report says ``failed``, naming the object).  ``lease_on``: the storages opened again, by name, for the
-    new set's lease's refresh thread (default: those of ``storages``)."""
+    new set's lease's refresh thread (default: those of ``storages``); ``reader_on``: opened again once more, for
+    the refresh of the reader's marker beside the original while it is read (default: ``lease_on``)."""
     report = RekeyReport(backup_id, target, database)
     try:
         _rekey(report, storages, recorded_sha256, catalog_storages, old_key, new, age, catalog, dry_run,
-               progress or (lambda _msg: None), lease_on or {}, lease_refresh)
+               progress or (lambda _msg: None), lease_on or {}, lease_refresh, reader_on or lease_on or {})
     except UpkeeperError as exc:
         report.action = FAILED
         report.error = exc.message
@@ -218,7 +225,8 @@ def rekey_set(storages: Sequence[Storage], target: str, database: str, backup_id
 
 def _rekey(report: RekeyReport, storages: Sequence[Storage], recorded: str | None, catalog_storages: Sequence[str],
            old_key: OldKey, new: Encryption, age: str, catalog: Catalog | None, dry_run: bool,
-           progress: Progress, lease_on: Mapping[str, Storage], lease_refresh: timedelta) -> None:
+           progress: Progress, lease_on: Mapping[str, Storage], lease_refresh: timedelta,
+           reader_on: Mapping[str, Storage]) -> None:
     target, database, old_id = report.target, report.database, report.id
     missing = sorted(set(catalog_storages) - {s.name for s in storages})
     if missing:
@@ -237,7 +245,7 @@ def _rekey(report: RekeyReport, storages: Sequence[Storage], recorded: str | Non
         new_manifest = _read_rekeyed(done[0], new_prefix, old_id)
         report.storages = [s.name for s in done]
         if not dry_run:
-            _finish(report, done, [], new_manifest, catalog, progress)
+            _finish(report, done, [], new_manifest, catalog, progress, lease_on, lease_refresh)
         report.action = FINISHED if not dry_run else WOULD_REKEY
         return
     manifest = _old_manifest(holders, old_prefix, recorded, old_id)
@@ -259,13 +267,65 @@ def _rekey(report: RekeyReport, storages: Sequence[Storage], recorded: str | Non
         if dry_run:
             report.action = WOULD_REKEY
             return
-        _finish(report, holders, holders, new_manifest, catalog, progress)
+        _finish(report, holders, holders, new_manifest, catalog, progress, lease_on, lease_refresh)
         report.action = FINISHED
+        _copied_meanwhile(report, [s for s in storages if s not in holders])
         return
     if dry_run:
         report.action = WOULD_REKEY
         report.bytes = manifest.size
         return
+    # a reader's marker beside the original while it is read (as a copy's): a prune's retention keeps it meanwhile.
+    # Released once the new set is complete (then retention keeps the original for it, and _finish, waiting for
+    # the readers of the original, must not wait for this one)
+    reading = take_reader(holders, target, database, old_id, "backups rekey", reader_on, lease_refresh)
+    try:
+        gone = [s.name for s in holders if s not in _holding(holders, old_prefix)]
+        if gone:  # a prune deleted it between our look and our marker
+            raise RekeyFailed(f"backup {old_id} was deleted from {', '.join(gone)} (by a prune?) as the rekey "
+                              "started; nothing was changed", "Try: 'upkeeper backups sync', then rekey it again if "
+                              "it is still listed", MANIFEST)
+        new_manifest = _write_new(report, holders, manifest, done, old_key, new, age, catalog, progress, lease_on,
+                                  lease_refresh)
+    finally:
+        if reading is not None:
+            reading.release()
+    _finish(report, holders, holders, new_manifest, catalog, progress, lease_on, lease_refresh)
+    report.action = REKEYED
+    _copied_meanwhile(report, [s for s in storages if s not in holders])
+
+
+def _copied_meanwhile(report: RekeyReport, others: Sequence[Storage]) -> None:
+    """The original deleted where rekey found it: does another storage of this config hold it now — copied there
+    while rekey worked, by a ``backups copy`` of another host (no history lock shared), complete or being written?
+    That copy is whole and still for the old key: rekey said 'rekeyed', and the key about to be destroyed still
+    opened a copy of the backup.  Raised as a failure naming it (the re-encryption is complete and recorded)."""
+    prefix = set_prefix(report.target, report.database, report.id)
+    now = datetime.now(UTC)
+    found: list[str] = []
+    for s in others:
+        try:
+            if s.stat(prefix + MANIFEST) is not None:
+                found.append(s.name)
+            elif protects(s, prefix + LEASE, now):
+                found.append(f"{s.name} (being written there)")
+        except UpkeeperError as exc:
+            found.append(f"{s.name} (cannot tell: {exc.message})")
+    if found:
+        raise RekeyFailed(f"backup {report.id} was re-encrypted as {report.new_id} and deleted from "
+                          f"{', '.join(report.storages)}, but {', '.join(found)} holds backup {report.id} too — copied "
+                          "there meanwhile (by another host?), still encrypted to the old key",
+                          f"Try: once that copy is done, 'upkeeper backups sync', then 'upkeeper backups rekey "
+                          f"{report.id}' (it re-encrypts that copy); keep the old key until then")
+
+
+def _write_new(report: RekeyReport, holders: Sequence[Storage], manifest: Manifest, done: Sequence[Storage],
+               old_key: OldKey, new: Encryption, age: str, catalog: Catalog | None, progress: Progress,
+               lease_on: Mapping[str, Storage], lease_refresh: timedelta) -> Manifest:
+    """The new set, written (objects, then manifest) under its lease on every storage of ``holders``."""
+    target, database, old_id, new_id = report.target, report.database, report.id, report.new_id
+    assert new_id is not None
+    old_prefix, new_prefix = set_prefix(target, database, old_id), set_prefix(target, database, new_id)
     # taken in one step on each storage, before anything is deleted or written: of two hosts sharing the storages
     # but not the history database (whose locks keep two rekeys of one backup apart), one gets it, the other fails
     try:
@@ -316,22 +376,69 @@ def _rekey(report: RekeyReport, storages: Sequence[Storage], recorded: str | Non
             lease.release()  # last: no other writer may start on the set while it is removed
         raise
     lease.release()  # after the manifest: the set is never without one or the other
-    _finish(report, holders, holders, new_manifest, catalog, progress)
-    report.action = REKEYED
+    return new_manifest
 
 
 def _finish(report: RekeyReport, new_on: Sequence[Storage], old_on: Sequence[Storage], new_manifest: Manifest,
-            catalog: Catalog | None, progress: Progress) -> None:
-    """The new set is complete on ``new_on``: record it, then — once no verify or restore reads the old one —
-    delete the old one (manifest first), then its row."""
+            catalog: Catalog | None, progress: Progress, lease_on: Mapping[str, Storage],
+            lease_refresh: timedelta) -> None:
+    """The new set is complete on ``new_on``: record it, then — holding the old one's lease on each storage of
+    ``old_on`` (waiting while another writer holds it: a ``backups copy`` of another host repairing it there), and
+    once no verify, restore or copy reads it — delete the old one (manifest first), then its row."""
     if catalog is not None:
         catalog.record(new_manifest, [s.name for s in new_on])
     fault_pause("before-delete")
-    _wait_for_readers(old_on, report, progress)
-    for s in old_on:
-        delete_set(s, report.target, report.database, report.id)
+    leases = _take_old(old_on, report, progress, lease_on, lease_refresh)
+    try:
+        _wait_for_readers(old_on, report, progress)
+        for lease in leases:
+            if lease.lost is not None:
+                raise RekeyFailed(f"backup {report.new_id} is complete; the original {report.id} was kept: its lease "
+                                  f"was taken over by {lease.lost} while rekey waited to delete it",
+                                  "Try: 'upkeeper backups rekey' again once that is done (it deletes the original)")
+        for s in old_on:
+            delete_set(s, report.target, report.database, report.id, keep_lease=True)
+    finally:
+        for lease in leases:
+            lease.release()  # last: the original's remains are never without it
     if catalog is not None:
         catalog.remove(report.id)
+    report.replaced = True
+
+
+def _take_old(old_on: Sequence[Storage], report: RekeyReport, progress: Progress, lease_on: Mapping[str, Storage],
+              refresh: timedelta) -> list[Lease]:
+    """The original's lease on each storage of ``old_on``, taken to delete it, as a prune's retention does: a copy
+    of another host (no history lock shared) repairing the set there holds it; deleting the set under that repair
+    left the repaired object behind as a leftover, and the copy saying 'repaired' of a set gone.  Waits while
+    another writer holds it (a stale one is taken over, after 30 minutes)."""
+    prefix = set_prefix(report.target, report.database, report.id)
+    taken: list[Lease] = []
+    said: str | None = None
+    try:
+        for s in old_on:
+            while True:
+                try:
+                    taken.append(Lease.take([lease_on.get(s.name, s)], prefix, writer_info(
+                        report.id, datetime.now(UTC), command="backups rekey", deleting=True,
+                        rekeyed_as=report.new_id), refresh, patience=PRUNE_WAIT, waiting=progress))
+                    break
+                except LeaseHeld as held:
+                    if held.holder != said:
+                        said = held.holder
+                        log.warning("backup %s: waiting to delete it (re-encrypted as %s) until %s is done",
+                                    report.id, report.new_id, held.holder)
+                        progress(f"waiting for {held.holder} to finish writing the original before deleting it")
+                    time.sleep(READER_POLL)
+                except UpkeeperError as exc:
+                    raise RekeyFailed(f"backup {report.new_id} is complete; the original {report.id} was kept: "
+                                      f"cannot take its lease on {s.name} to delete it: {exc.message}",
+                                      "Try: 'upkeeper backups rekey' again (it deletes the original)") from None
+    except BaseException:
+        for lease in taken:
+            lease.release()
+        raise
+    return taken
 
 
 def _wait_for_readers(storages: Sequence[Storage], report: RekeyReport, progress: Progress) -> None:

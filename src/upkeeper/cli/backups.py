@@ -1438,6 +1438,8 @@ def rekey_cmd(
     storages = _open(config)
     # again, for the new sets' leases' refresh thread (never a rekey's own connection); opened lazily when remote
     lease_on = [] if dry_run else _open(config)
+    # and once more, for the refresh of the reader's marker rekey holds beside the original while it reads it
+    reader_on = [] if dry_run else _open(config)
     reports: list[RekeyReport] = []
     try:
         with sigterm_unwinds():  # a stopped rekey removes the partial new set, as after Ctrl-C
@@ -1453,7 +1455,8 @@ def rekey_cmd(
                         rep = rekey_set(storages, r.target, r.database, r.id, recorded_sha256=r.manifest_sha256,
                                         catalog_storages=r.storages or [], old_key=old_key, new=new, age=age,
                                         catalog=catalog, dry_run=dry_run, progress=progress,
-                                        lease_on={s.name: s for s in lease_on})
+                                        lease_on={s.name: s for s in lease_on},
+                                        reader_on={s.name: s for s in reader_on})
                 reports.append(rep)
                 if not as_json:
                     _print_rekey(rep)
@@ -1464,7 +1467,7 @@ def rekey_cmd(
                 row.id, row.target, row.database, action="interrupted", error=why).to_dict())
         raise
     finally:
-        close_storages([*lease_on, *storages])
+        close_storages([*reader_on, *lease_on, *storages])
     done = _audit_rekeys(reports, new.label)
     if as_json:
         print_json([rep.to_dict() for rep in reports])
@@ -1480,7 +1483,7 @@ def rekey_cmd(
 
 def _audit_rekeys(reports: list[RekeyReport], label: str) -> list[RekeyReport]:
     """Record the backups re-encrypted in the audit trail; returns them."""
-    done = [rep for rep in reports if rep.action in (REKEYED, FINISHED)]
+    done = [rep for rep in reports if rep.action in (REKEYED, FINISHED) or rep.replaced]
     if done:
         _env.history().audit("cli", "backup.rekey", details={"encryption": label, "backups": {
             rep.id: rep.new_id for rep in done}})

@@ -5,7 +5,7 @@ Keys are ``/``-separated relative paths.  A write is invisible until
 ``list`` of a storage whose root (directory, bucket) is missing or cannot be read raises
 StorageError — never an empty or partial listing; an existing empty root lists nothing.
 ``create_exclusive`` writes a small object only where none is, ``replace_if`` only while it still holds the bytes
-read (the leases of sets being written).
+read, ``delete_if`` deletes one only while it still holds them (the leases of sets being written).
 One contract test suite (tests/storage/test_contract.py) runs against every backend.
 """
 
@@ -68,6 +68,19 @@ class Storage(Protocol):
         the store refuses (412) once another write replaced it — atomic.  Local and SFTP: read and compare, then
         a temporary file renamed into place — a write landing between the two (a few milliseconds) is replaced
         unseen.  Used to refresh the sets' leases (:mod:`upkeeper.backup.lease`)."""
+        ...
+
+    def delete_if(self, key: str, current: bytes) -> bool:
+        """Delete ``key`` only if the object there still holds ``current`` (the bytes the caller read): True when
+        deleted, False when it is gone or holds something else (left as it is).  S3: ``DeleteObject`` with
+        ``If-Match`` the ETag of the version read, which the store refuses (412) once another write replaced it —
+        atomic (a store answering the condition with 501 is deleted from without it: a write landing between the
+        read and the delete is deleted unseen).  Local and SFTP: the object renamed aside to a name of its own
+        (atomic: a write landing after it goes to the key, untouched), read there and compared, then deleted — or,
+        when it is not ``current``, renamed back (never over an object written at the key meanwhile).  While it is
+        aside (milliseconds) the key holds nothing.  Used to release the sets' leases
+        (:mod:`upkeeper.backup.lease`): a look then a delete deleted another writer's lease taken over between the
+        two."""
         ...
 
     def describe(self) -> str: ...

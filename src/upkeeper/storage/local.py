@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import grp
+import logging
 import os
 import pwd
 import re
@@ -26,6 +27,8 @@ from upkeeper.config.storage import LocalStorageConfig
 from upkeeper.errors import StorageError
 from upkeeper.shield import shielded
 from upkeeper.storage.base import ObjectInfo, check_key, replace_by_rename
+
+log = logging.getLogger(__name__)
 
 TMP_SUFFIX = ".upkeeper-partial"
 #: where the mount points that should be mounted are declared, and what is mounted now
@@ -384,6 +387,54 @@ class LocalStorage:
     def replace_if(self, key: str, data: bytes, current: bytes) -> bool:
         """See ``base.Storage.replace_if`` (compared, then a temporary file renamed into place: not atomic)."""
         return replace_by_rename(self, key, data, current)
+
+    def delete_if(self, key: str, current: bytes) -> bool:
+        """See ``base.Storage.delete_if`` (renamed aside, compared, deleted or renamed back)."""
+        p = self.path_for(key)
+        aside = p.with_name(f".{p.name}.{uuid.uuid4().hex[:8]}.aside{TMP_SUFFIX}")  # (a partial: never listed)
+        try:
+            os.rename(p, aside)
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise _oserror("cannot delete", p, exc) from None
+        try:
+            there = aside.read_bytes()
+        except OSError as exc:
+            self._put_back(aside, p)
+            raise _oserror("cannot read", aside, exc) from None
+        if there != current:
+            self._put_back(aside, p)
+            return False
+        try:
+            aside.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise _oserror("cannot delete", aside, exc) from None
+        self._remove_empty_parents(p)
+        return True
+
+    def _put_back(self, aside: Path, p: Path) -> None:
+        """``aside`` back at ``p``, unless an object was written there meanwhile (a newer one: then it is dropped)."""
+        try:
+            try:
+                os.link(aside, p)  # (never replaces a name)
+            except FileExistsError:
+                log.warning("%s: written again while it was set aside to be compared; the version set aside is "
+                            "dropped", p)
+            except OSError as exc:
+                if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS, errno.EMLINK):
+                    raise
+                if p.exists():  # (a filesystem without hard links: look, then rename)
+                    log.warning("%s: written again while it was set aside to be compared; the version set aside "
+                                "is dropped", p)
+                else:
+                    os.rename(aside, p)
+                    return
+            aside.unlink()
+        except OSError as exc:
+            raise _oserror("cannot put back", p, exc) from None
 
     def delete(self, key: str) -> None:
         p = self.path_for(key)

@@ -962,6 +962,44 @@ class SftpStorage:
         """See ``base.Storage.replace_if`` (compared, then a temporary file renamed into place: not atomic)."""
         return replace_by_rename(self, key, data, current)
 
+    def delete_if(self, key: str, current: bytes) -> bool:
+        """See ``base.Storage.delete_if`` (renamed aside with the protocol's plain rename, compared, deleted or
+        renamed back — the plain rename never replaces an object written at the key meanwhile)."""
+        path = self.remote_path(key)
+        directory, base = posixpath.split(path)
+        aside = posixpath.join(directory, f".{base}.{uuid.uuid4().hex[:8]}.aside{TMP_SUFFIX}")
+
+        def put_back(sftp: paramiko.SFTPClient) -> None:
+            try:
+                sftp.rename(aside, path)
+            except OSError as refused:
+                if _broken(sftp, refused):
+                    raise
+                log.warning("%s: written again while it was set aside to be compared; the version set aside is "
+                            "dropped", path)
+                sftp.remove(aside)
+
+        def op(sftp: paramiko.SFTPClient) -> bool:
+            try:
+                sftp.rename(path, aside)
+            except FileNotFoundError:
+                return False
+            try:
+                with sftp.open(aside, "rb") as fh:
+                    there = fh.read()
+            except BaseException:
+                put_back(sftp)
+                raise
+            if there != current:
+                put_back(sftp)
+                return False
+            with contextlib.suppress(FileNotFoundError):
+                sftp.remove(aside)
+            self._remove_empty_parents(sftp, path)
+            return True
+
+        return self.call(op, "cannot delete", path)
+
     def delete(self, key: str) -> None:
         path = self.remote_path(key)
 
