@@ -507,27 +507,32 @@ class S3Storage:
             there = resp["Body"].read()
         return bool(there == data)
 
+    def _etag_if(self, key: str, current: bytes) -> str | None:
+        """The ETag of ``key`` when it holds exactly ``current`` (None: it is gone or holds something else), for
+        a write or delete conditional on it (:meth:`replace_if`, :meth:`delete_if`)."""
+        try:
+            with self.errors("cannot read", key):
+                resp = self.client.get_object(Bucket=self.bucket, Key=self.object_key(key))
+                there = resp["Body"].read()
+        except _Missing:
+            return None
+        return str(resp["ETag"]) if there == current else None
+
     def replace_if(self, key: str, data: bytes, current: bytes) -> bool:
         """See ``base.Storage.replace_if``: the object read (its ETag), then ``PutObject`` with ``If-Match`` that
         ETag (AWS S3 since 2024, SeaweedFS, MinIO), which the store refuses (412; 409 racing another conditional
         write; 404 once deleted) when another write came between.  A store that answers the condition with
         501 NotImplemented is written to without it (a write in between is replaced unseen, as on local)."""
         okey = self.object_key(key)
-        try:
-            with self.errors("cannot read", key):
-                resp = self.client.get_object(Bucket=self.bucket, Key=okey)
-                there = resp["Body"].read()
-        except _Missing:
-            return False
-        if there != current:
+        etag = self._etag_if(key, current)
+        if etag is None:
             return False
         with self.errors("cannot replace", key):
             try:
-                self.client.put_object(Bucket=self.bucket, Key=okey, Body=data, IfMatch=resp["ETag"],
-                                       **self.put_args())
+                self.client.put_object(Bucket=self.bucket, Key=okey, Body=data, IfMatch=etag, **self.put_args())
             except ClientError as exc:
                 status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-                if _code(exc) in _EXISTS_CODES or _code(exc) in _MISSING_CODES or status in (404, 409, 412):
+                if _condition_failed(exc):
                     return False
                 if _code(exc) not in ("NotImplemented", "501") and status != 501:
                     raise
@@ -542,20 +547,15 @@ class S3Storage:
         deleted) when another write came between.  A store that refuses the condition itself (501 NotImplemented,
         400 InvalidArgument) is deleted from without it."""
         okey = self.object_key(key)
-        try:
-            with self.errors("cannot read", key):
-                resp = self.client.get_object(Bucket=self.bucket, Key=okey)
-                there = resp["Body"].read()
-        except _Missing:
-            return False
-        if there != current:
+        etag = self._etag_if(key, current)
+        if etag is None:
             return False
         with self.errors("cannot delete", key):
             try:
-                self.client.delete_object(Bucket=self.bucket, Key=okey, IfMatch=resp["ETag"])
+                self.client.delete_object(Bucket=self.bucket, Key=okey, IfMatch=etag)
             except ClientError as exc:
                 status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-                if _code(exc) in _EXISTS_CODES or _code(exc) in _MISSING_CODES or status in (404, 409, 412):
+                if _condition_failed(exc):
                     return False
                 if _code(exc) not in ("NotImplemented", "501", "InvalidArgument", "InvalidRequest") \
                         and status not in (400, 501):
@@ -663,6 +663,13 @@ class S3Storage:
     def clean_partials(self, older_than: timedelta = timedelta(hours=24), prefix: str = "") -> int:
         """The storage-wide name for :meth:`abort_stale_uploads` (see ``base.clean_partials``)."""
         return self.abort_stale_uploads(older_than, prefix)
+
+
+def _condition_failed(exc: ClientError) -> bool:
+    """A conditional write or delete the store refused because the object changed or went meanwhile (412; 409
+    racing another conditional request; 404 once deleted)."""
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return _code(exc) in _EXISTS_CODES or _code(exc) in _MISSING_CODES or status in (404, 409, 412)
 
 
 def _code(exc: ClientError) -> str:
