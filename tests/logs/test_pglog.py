@@ -85,8 +85,10 @@ def test_log_duration_pairs_with_execute_lines() -> None:
     )
     rep = scan(log)
     st_ = rep["statements"]
-    assert st_["count"] == 6 and st_["total_ms"] == 467.0
+    assert st_["count"] == 9 and st_["total_ms"] == 494.0
+    assert (st_["unpaired"]["count"], st_["unpaired"]["not_logged"], st_["unpaired"]["forgotten"]) == (3, 3, 0)
     rows = {q["fingerprint"]: q for q in rep["slowest_total"]}
+    assert rows["(statement not in the log window)"]["total_ms"] == 27.0
     orders = rows["select * from orders where id = ?"]
     assert (orders["count"], orders["total_ms"], orders["max_ms"]) == (3, 460.0, 300.0)
     assert orders["example"] == "SELECT * FROM orders\nWHERE id = $1"
@@ -399,3 +401,80 @@ def test_a_long_statement_keeps_its_duration_while_many_sessions_come_and_go() -
     rep = summarize(acc.partial())
     assert rep["statements"]["count"] == 1
     assert rep["slowest_total"][0]["fingerprint"] == "select count(*) from big_report"
+
+
+def _waiting_log(pids: range, t: str = "10:00:01") -> bytes:
+    """log_statement = 'all' with log_min_duration_statement: a statement per backend, none of them slow
+    enough for its duration to be logged (connection-per-request clients, no log_disconnections)."""
+    return b"".join(b"2024-03-01 %s.000 UTC [%d] LOG:  statement: SELECT 1\n" % (t.encode(), pid) for pid in pids)
+
+
+@pytest.mark.parametrize("cut", [False, True])
+def test_a_long_query_whose_statement_was_forgotten_still_counts(cut: bool) -> None:
+    """A 5 s query's statement waits for its duration while 11,000 other backends log a statement that gets
+    none: the oldest waiting statement (the long query's) was forgotten past MAX_OPEN_PIDS, and its bare
+    duration was dropped silently — 0 statements, no p95, the slowest query of the day invisible.  With the
+    extended protocol, a forgotten execute's duration followed by the next Parse/Bind and execute was taken
+    for Parse/Bind time.  Now both count as statements under a placeholder, 'forgotten', with their pid and
+    time; fed in one accumulator or as pieces of the log (``cut``: units resolved in log order)."""
+    from upkeeper.logs.pglog import merge, resolve
+
+    head = (b"2024-03-01 10:00:00.000 UTC [1] LOG:  statement: SELECT pg_sleep(5)\n"
+            b"2024-03-01 10:00:00.000 UTC [2] LOG:  execute <unnamed>: SELECT pg_sleep(4)\n")
+    others = [_waiting_log(range(1000 + k * 1000, 2000 + k * 1000)) for k in range(11)]
+    tail = (b"2024-03-01 10:00:05.000 UTC [1] LOG:  duration: 5000.000 ms\n"
+            b"2024-03-01 10:00:05.000 UTC [2] LOG:  duration: 4000.000 ms\n"  # the forgotten execute's
+            b"2024-03-01 10:00:05.001 UTC [2] LOG:  duration: 0.100 ms\n"  # Parse
+            b"2024-03-01 10:00:05.002 UTC [2] LOG:  duration: 0.200 ms\n"  # Bind
+            b"2024-03-01 10:00:05.003 UTC [2] LOG:  execute <unnamed>: SELECT 2\n"
+            b"2024-03-01 10:00:05.004 UTC [2] LOG:  duration: 1.000 ms\n")
+    bufs = [head, *others, tail]
+    parts, off = [], 0
+    acc = PgAccumulator(PgScanOptions())
+    for buf in bufs:
+        if cut:
+            acc = PgAccumulator(PgScanOptions())
+            acc.start_unit("log", off, off + len(buf))
+        acc.feed(buf, "log", off)
+        off += len(buf)
+        if cut:
+            parts.append(acc.partial())
+    p = merge(parts[::-1]) if cut else acc.partial()
+    resolve(p, ["log"])
+    st_ = summarize(p)["statements"]
+    assert st_["count"] == 3 and st_["total_ms"] == 9001.0 and st_["percentiles"]["max"] == 5000.0
+    assert st_["prepare_bind"] == {"count": 2, "total_ms": 0.3}
+    assert {k: v for k, v in st_["unpaired"].items() if k != "slowest"} == {
+        "count": 2, "forgotten": 2, "not_logged": 0, "counted_as": "(statement not in the log window)"}
+    assert st_["unpaired"]["slowest"] == [{"ms": 5000.0, "pid": "1", "time": "2024-03-01 10:00:05"},
+                                          {"ms": 4000.0, "pid": "2", "time": "2024-03-01 10:00:05"}]
+
+
+def test_a_statement_forgotten_at_the_run_boundary_still_counts_next_run() -> None:
+    """Only MAX_CARRIED_PIDS backends' waiting statements are told to the next run: the long query's
+    statement, logged before 5,000 others, was not, and the next run dropped its duration silently.  Now the
+    next run knows that backend's statement was forgotten (its pid only): the duration counts, 'forgotten'; the
+    bare durations of the backends left out are counted unpaired in the run that leaves them out."""
+    from upkeeper.logs.pglog import MAX_CARRIED_PIDS, open_from_json, open_to_json, resolve
+
+    acc = PgAccumulator(PgScanOptions())
+    acc.feed(b"2024-03-01 10:00:00.000 UTC [1] LOG:  statement: SELECT pg_sleep(5)\n"
+             b"2024-03-01 10:00:00.000 UTC [3] LOG:  duration: 0.300 ms\n"  # a Parse, its execute not logged yet
+             + _waiting_log(range(1000, 6000)), "log", 0)
+    p = acc.partial()
+    waiting = resolve(p, ["log"], carry=MAX_CARRIED_PIDS)
+    assert summarize(p)["statements"]["unpaired"]["forgotten"] == 1  # pid 3's, left out
+    state = open_from_json(open_to_json(waiting))
+    assert len(state.pairs) == MAX_CARRIED_PIDS and b"1" in state.gone
+    acc = PgAccumulator(PgScanOptions())
+    acc.start_unit("log", 10**6, None)
+    acc.feed(b"2024-03-01 10:00:05.000 UTC [1] LOG:  duration: 5000.000 ms\n"
+             b"2024-03-01 10:00:05.000 UTC [5999] LOG:  duration: 2.000 ms\n", "log", 10**6)
+    p = acc.partial()
+    resolve(p, ["log"], state, carry=MAX_CARRIED_PIDS)
+    st_ = summarize(p)["statements"]
+    assert (st_["count"], st_["total_ms"], st_["unpaired"]["forgotten"]) == (2, 5002.0, 1)
+    assert st_["unpaired"]["slowest"][0] == {"ms": 5000.0, "pid": "1", "time": "2024-03-01 10:00:05"}
+    # a state saved before the durations' times were kept (a plain "ms") is read too
+    old = open_from_json({"pairs": [["7", None, ["0.5"]]], "waits": []})
+    assert old.pairs == {b"7": (None, [(b"0.5", None, None, None)])} and old.gone == {}
