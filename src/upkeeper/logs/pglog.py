@@ -295,6 +295,8 @@ class Segment:
     wait_tail: dict[bytes, bytes | None] = field(default_factory=dict)
     #: backends of ``tail`` whose waiting statement was forgotten in this stretch (see PgAccumulator._bound_state)
     gone: set[bytes] = field(default_factory=set)
+    #: backends whose first entry here was a "statement:" (and no bare duration before it)
+    stmt_first: set[bytes] = field(default_factory=set)
 
 
 @dataclass
@@ -394,6 +396,16 @@ def _add_example(ex: list[tuple[Pos, bytes]], pos: Pos, text: bytes, n: int = 2)
 
 #: backends (pids) whose last statement or pending entry is remembered across buffers
 MAX_OPEN_PIDS = 10_000
+#: statements waiting for their bare duration remembered (the oldest forgotten first: their durations are counted
+#: unpaired), at most: per backend of the backends that logged last, as long as their texts (and fingerprints)
+#: hold in WAITING_BYTES; else MAX_OPEN_PIDS.  (Clients that connect per request, with no log_disconnections,
+#: leave a statement waiting per connection whose duration is not logged: at 100 connections a second,
+#: 50,000 is 8 minutes of them.)
+MAX_WAITING = 50_000
+WAITING_BYTES = 24 << 20
+#: bytes of a waiting statement's text kept (the examples a report shows are no longer): a longer one keeps its
+#: fingerprint, computed from the whole text
+WAITING_TEXT = 2000
 #: backends whose forgotten statement's duration is still recognized as such (a pid each: cheap)
 MAX_GONE_PIDS = 100_000
 #: statement texts whose fingerprint is cached (the cache is emptied when it grows past this)
@@ -425,13 +437,16 @@ class PgAccumulator:
         self.g_level, self.g_msg = gi["level"], gi["msg"]
         self.p = PgPartial(samples=opts.samples)
         # pid -> last "statement:"/"execute …:" (log_statement), waiting for its bare duration (log_duration)
-        self.last_statement: dict[bytes, tuple[bytes, Pos]] = {}
+        # (a long text is kept as its first WAITING_TEXT bytes — all a report shows of it — and its fingerprint,
+        # computed from the whole text when it is logged: up to MAX_OPEN_PIDS of them wait, each up to 1 MiB)
+        self.last_statement: dict[bytes, tuple[bytes, Pos, bytes | None]] = {}
+        self._sized = self._added = 0  # their bytes at the last look, and the bytes stored since (see _bound_state)
         self.unpaired: dict[bytes, list[Dur]] = {}  # pid -> bare durations with no statement (yet): Parse, Bind
         # pid -> None: backends whose waiting statement _bound_state forgot (their next bare duration is its)
         self.gone: dict[bytes, None] = {}
         # the current piece of the log (see Segment): backends whose pairing state is known in it (an ordered
         # set), and the bare durations (and what ended them) of the others
-        self.known: dict[bytes, None] = {}
+        self.known: dict[bytes, str] = {}  # (-> what made it known: "statement", "execute", "error")
         self.heads: dict[bytes, tuple[list[Dur], str | None]] = {}
         self.wait_known: dict[bytes, None] = {}  # the same for lock waits (see Segment)
         self.wait_heads: dict[bytes, list[Any]] = {}
@@ -452,23 +467,34 @@ class PgAccumulator:
         """Keep what lives across buffers bounded, however long the log (checked once per buffer).
 
         ``last_statement`` and ``pending`` hold one entry per backend pid: a busy server without
-        connection pooling starts a new pid per connection, so old ones are dropped (a statement
-        logged 10,000 backends ago has long had its duration line — unless it still runs: with
-        ``log_disconnections`` the ended sessions are forgotten at once, and it is not dropped).  The fingerprint cache only
-        saves work: it starts again when full.
+        connection pooling starts a new pid per connection, so old ones are dropped — waiting statements past
+        MAX_WAITING (or WAITING_BYTES, see :func:`_excess`), the oldest first.  Which of them will still get a
+        duration the log cannot tell (a long query still running and a session that ended, its statement
+        untimed, both logged nothing since), so the oldest go, but never silently: the backend is remembered
+        (``gone``) and its next bare duration counted unpaired, as "forgotten".  With ``log_disconnections``
+        the ended sessions are forgotten at once, and nothing is dropped.  The fingerprint cache only saves
+        work: it starts again when full.
         """
-        excess = len(self.last_statement) - MAX_OPEN_PIDS
+        waiting = self.last_statement
+        n = len(waiting)
+        excess = max(0, n - MAX_WAITING)
+        # (their bytes: at most what was counted at the last look plus what was added since — counted again only
+        # when that is over WAITING_BYTES)
+        if n > MAX_OPEN_PIDS and self._sized + self._added > WAITING_BYTES:
+            excess, self._sized = _excess(n, lambda: [len(st[0]) + len(st[2] or b"") for st in waiting.values()])
+            self._added = 0
         if excess > 0:  # their durations, if they come, are counted unpaired ("forgotten"), never dropped
-            for pid in list(itertools.islice(self.last_statement, excess)):
-                del self.last_statement[pid]
+            for pid in list(itertools.islice(waiting, excess)):
+                del waiting[pid]
                 self.gone[pid] = None
         excess = len(self.unpaired) - MAX_OPEN_PIDS
         if excess > 0:
             for pid in list(itertools.islice(self.unpaired, excess)):
                 for d in self.unpaired.pop(pid):
                     _orphan(self.p, d, pid, "forgotten")
-        for pids in (self.pending, self.waiting, self.known, self.heads,
-                     self.wait_known, self.wait_heads):
+        _bound(self.known, MAX_WAITING)  # (at least as many as statements wait: see _close_segment)
+        _bound(self.heads, MAX_WAITING)
+        for pids in (self.pending, self.waiting, self.wait_known, self.wait_heads):
             excess = len(pids) - MAX_OPEN_PIDS
             if excess > 0:
                 for pid in list(itertools.islice(pids, excess)):  # the oldest first (insertion order)
@@ -521,18 +547,22 @@ class PgAccumulator:
         if self._seg is None:
             return
         tail: dict[bytes, PidState | None] = {}
-        texts = [st[0] for pid, st in self.last_statement.items() if pid in self.known]
+        texts = [st[0] for pid, st in self.last_statement.items() if pid in self.known and st[2] is None]
         fps = dict(zip(texts, fingerprints(texts, self.fp_cache), strict=True))
         for pid in self.known:
             st = self.last_statement.get(pid)
-            stmt = (fps[st[0]], st[0][:2000], st[1]) if st is not None else None
+            stmt = ((st[2] if st[2] is not None else fps[st[0]]), st[0][:2000], st[1]) if st is not None else None
             unp = self.unpaired.get(pid)
             tail[pid] = (stmt, list(unp or [])) if stmt is not None or unp else None
         wait_tail = {pid: self.waiting.get(pid) for pid in self.wait_known}
         gone = {pid for pid in self.gone if pid in tail}
+        # backends known here from a "statement:" on (no durations before it): what waited before this piece ends
+        # there — the bare durations of statements not logged are counted unpaired (see resolve)
+        stmt_first = {pid for pid, c in self.known.items() if c == "statement" and pid not in self.heads}
         self.p.segments.append(Segment(self._seg[0], self._seg[1], self.heads, tail, self.wait_heads, wait_tail,
-                                       gone))
+                                       gone, stmt_first))
         self.last_statement, self.unpaired, self.known, self.heads, self.gone = {}, {}, {}, {}, {}
+        self._sized = self._added = 0
         self.waiting, self.wait_known, self.wait_heads = {}, {}, {}
         self._seg = self._unit_end = None
 
@@ -540,11 +570,10 @@ class PgAccumulator:
         """``pid`` logged a statement, an execute or an error: its state is known from here on."""
         if pid in self.known:
             return
-        self.known[pid] = None
+        self.known[pid] = closer
         head = self.heads.get(pid)
-        # (with no durations before it too: what waited before this piece ends here — the bare durations of
-        # statements not logged are counted unpaired at a "statement:", see resolve)
-        self.heads[pid] = (head[0] if head is not None else [], closer)
+        if head is not None:
+            self.heads[pid] = (head[0], closer)
 
     def consume(self, rows: list[tuple[bytes, ...]], *, multiline: bool, in_order: bool) -> None:
         """Aggregate entries as ``entry_rx.findall`` returns them (one tuple of its groups each), in log order:
@@ -764,7 +793,7 @@ class PgAccumulator:
             float(ms_b)  # "1.2.3": ValueError, counted unparsed by the caller (before it is kept for later)
             prev = self.last_statement.pop(pid, None)
             if prev is not None:  # log_duration + log_statement: pair them
-                self._durations_bare(ms_b, prev[0], prev[1], ts, r)
+                self._durations_bare(ms_b, prev, ts, r)
                 return
             dur: Dur = (ms_b, ts, r[self.g_db - 1] if self.g_db is not None else None,
                         r[self.g_user - 1] if self.g_user is not None else None)
@@ -793,7 +822,7 @@ class PgAccumulator:
             for d in self.unpaired.pop(pid, ()):  # durations of statements log_statement did not log
                 _orphan(p, d, pid, "not_logged")
             self.last_statement.pop(pid, None)  # re-inserted last: the dict stays in order of last use
-            self.last_statement[pid] = (msg[11:].replace(b"\n\t", b"\n"), (self._src, self._off, i))
+            self.last_statement[pid] = self._waiting(msg[11:].replace(b"\n\t", b"\n"), (self._src, self._off, i))
             return
         if msg.startswith(b"execute "):
             em = _EXECUTE.match(msg)
@@ -808,7 +837,8 @@ class PgAccumulator:
                     p.prepare_count += len(parse_bind)
                     p.prepare_ms += ms
                 self.last_statement.pop(pid, None)
-                self.last_statement[pid] = (msg[em.end():].replace(b"\n\t", b"\n"), (self._src, self._off, i))
+                self.last_statement[pid] = self._waiting(msg[em.end():].replace(b"\n\t", b"\n"),
+                                                         (self._src, self._off, i))
             return
         if msg.startswith((b"checkpoint ", b"restartpoint ")):
             restart = msg[:1] == b"r"
@@ -886,11 +916,22 @@ class PgAccumulator:
         elif _TRANSLATED_DURATION.match(msg):
             p.translated += 1
 
-    def _durations_bare(self, ms_b: bytes, q: bytes, pos: Pos, ts: bytes | None, r: tuple[bytes, ...]) -> None:
+    def _waiting(self, q: bytes, pos: Pos) -> tuple[bytes, Pos, bytes | None]:
+        """A statement waiting for its bare duration, as kept: a long one cut, with the whole's fingerprint."""
+        if len(q) <= WAITING_TEXT:
+            self._added += len(q)
+            return q, pos, None
+        fp = fingerprints([q], self.fp_cache)[0]
+        self._added += WAITING_TEXT + len(fp)
+        return q[:WAITING_TEXT], pos, fp
+
+    def _durations_bare(self, ms_b: bytes, st: tuple[bytes, Pos, bytes | None], ts: bytes | None,
+                        r: tuple[bytes, ...]) -> None:
+        q, pos, fp = st
         # the statement's database and user: its session's, on the duration line's prefix as on any
         _pair(self.p, (ms_b, ts, r[self.g_db - 1] if self.g_db is not None else None,
                        r[self.g_user - 1] if self.g_user is not None else None),
-              (fingerprints([q], self.fp_cache)[0], q, pos))
+              (fp if fp is not None else fingerprints([q], self.fp_cache)[0], q, pos))
 
     def partial(self) -> PgPartial:
         self._close_segment()
@@ -1001,6 +1042,10 @@ def resolve(p: PgPartial, order: Sequence[str] | None = None, before: OpenState 
                     _orphan(p, d, pid, "not_logged")
             elif closer is None and unp:
                 state[pid] = (None, unp)
+        for pid in seg.stmt_first:  # durations of statements log_statement did not log
+            was = state.get(pid)
+            for d in was[1] if was is not None else ():
+                _orphan(p, d, pid, "not_logged")
         for pid, st in seg.tail.items():
             state.pop(pid, None)
             gone.pop(pid, None)
@@ -1018,7 +1063,7 @@ def resolve(p: PgPartial, order: Sequence[str] | None = None, before: OpenState 
             waits.pop(pid, None)
             if lock is not None:
                 waits[pid] = lock
-        _forget(p, state, gone, MAX_OPEN_PIDS)
+        _forget(p, state, gone)
         _bound(waits, MAX_OPEN_PIDS)
         _bound(gone, MAX_GONE_PIDS)
     if carry is not None:
@@ -1029,10 +1074,27 @@ def resolve(p: PgPartial, order: Sequence[str] | None = None, before: OpenState 
     return OpenState(state, waits, gone)
 
 
-def _forget(p: PgPartial, state: dict[bytes, PidState], gone: dict[bytes, None], n: int) -> None:
-    """Keep ``n`` backends of ``state`` (those that logged last): the others' waiting statements are forgotten
-    (their duration, when it comes, is counted unpaired: ``gone``), their bare durations counted unpaired now."""
-    excess = len(state) - n
+def _excess(n: int, sizes: Callable[[], list[int]]) -> tuple[int, int]:
+    """How many of ``n`` waiting statements to forget, the oldest first: past MAX_WAITING, and past MAX_OPEN_PIDS
+    as long as their texts' and fingerprints' bytes (``sizes()``, oldest first) exceed WAITING_BYTES; and the
+    bytes of those kept (0 when not looked at)."""
+    excess = max(0, n - MAX_WAITING)
+    total = 0
+    if n > MAX_OPEN_PIDS:  # (a text is at most WAITING_TEXT bytes: below that count, no need to look)
+        size = sizes()
+        total = sum(size[excess:])
+        while total > WAITING_BYTES and n - excess > MAX_OPEN_PIDS:
+            total -= size[excess]
+            excess += 1
+    return excess, total
+
+
+def _forget(p: PgPartial, state: dict[bytes, PidState], gone: dict[bytes, None], n: int | None = None) -> None:
+    """Keep ``n`` backends of ``state`` (those that logged last; None: as many as :func:`_excess` allows): the
+    others' waiting statements are forgotten (their duration, when it comes, is counted unpaired: ``gone``), their
+    bare durations counted unpaired now."""
+    excess = (len(state) - n if n is not None else
+              _excess(len(state), lambda: [len(st[0][0]) + len(st[0][1]) if st[0] else 0 for st in state.values()])[0])
     if excess <= 0:
         return
     for pid in list(itertools.islice(state, excess)):

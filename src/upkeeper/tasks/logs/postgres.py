@@ -469,7 +469,7 @@ class PostgresLogs(Task[PostgresLogsOptions]):
         why = []
         if up.get("forgotten"):
             why.append(f"{up['forgotten']:,} whose statement upkeeper forgot: more backends had a statement waiting "
-                       f"for its duration than it remembers ({pglog.MAX_OPEN_PIDS:,} in a run, "
+                       f"for its duration than it remembers (up to {pglog.MAX_WAITING:,} in a run, "
                        f"{pglog.MAX_CARRIED_PIDS:,} from one run to the next) — backends that ended without "
                        "log_disconnections, or long-running statements")
         if up.get("not_logged"):
