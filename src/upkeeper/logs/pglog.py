@@ -270,7 +270,7 @@ PidState = tuple[OpenStatement | None, list[Dur]]
 UNPAIRED_FP = b"(statement not in the log window)"
 _NO_POS: Pos = ("", -1, -1)
 #: why a bare duration was not paired: its statement was forgotten (more backends waited than are remembered:
-#: MAX_OPEN_PIDS in a scan, MAX_CARRIED_PIDS across runs), or none was logged before it (before the log window,
+#: MAX_WAITING in a scan, MAX_CARRIED_PIDS across runs), or none was logged before it (before the log window,
 #: or log_statement does not log it)
 ORPHAN_REASONS = ("forgotten", "not_logged")
 
@@ -438,7 +438,7 @@ class PgAccumulator:
         self.p = PgPartial(samples=opts.samples)
         # pid -> last "statement:"/"execute …:" (log_statement), waiting for its bare duration (log_duration)
         # (a long text is kept as its first WAITING_TEXT bytes — all a report shows of it — and its fingerprint,
-        # computed from the whole text when it is logged: up to MAX_OPEN_PIDS of them wait, each up to 1 MiB)
+        # computed from the whole text when it is logged: up to MAX_WAITING of them wait, each up to 1 MiB)
         self.last_statement: dict[bytes, tuple[bytes, Pos, bytes | None]] = {}
         self._sized = self._added = 0  # their bytes at the last look, and the bytes stored since (see _bound_state)
         self.unpaired: dict[bytes, list[Dur]] = {}  # pid -> bare durations with no statement (yet): Parse, Bind

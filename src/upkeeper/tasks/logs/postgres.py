@@ -310,7 +310,9 @@ class PostgresLogs(Task[PostgresLogsOptions]):
         if plan.unreadable and not plan.readable:
             summary = f"nothing read: the server log could not be read ({unread_text(plan.unreadable)})"
         else:
-            summary = (f"{st['count']:,} statements ({st['fingerprints']:,} distinct)"
+            unpaired = st.get("unpaired", {}).get("count", 0)
+            summary = (f"{st['count']:,} statements ({st['fingerprints']:,} distinct"
+                       + (f"; {unpaired:,} durations without their statement" if unpaired else "") + ")"
                        + (f", p95 {p95:.1f} ms" if p95 is not None else "")
                        + f", {rep['errors']['total']:,} errors, {rep['deadlocks']['count']} deadlocks, "
                        f"{rep['locks']['waits']} lock waits, {rep['locks']['failures']} lock failures, "
