@@ -85,8 +85,10 @@ def test_log_duration_pairs_with_execute_lines() -> None:
     )
     rep = scan(log)
     st_ = rep["statements"]
-    assert st_["count"] == 6 and st_["total_ms"] == 467.0
+    assert st_["count"] == 9 and st_["total_ms"] == 494.0
+    assert (st_["unpaired"]["count"], st_["unpaired"]["not_logged"], st_["unpaired"]["forgotten"]) == (3, 3, 0)
     rows = {q["fingerprint"]: q for q in rep["slowest_total"]}
+    assert rows["(statement not in the log window)"]["total_ms"] == 27.0
     orders = rows["select * from orders where id = ?"]
     assert (orders["count"], orders["total_ms"], orders["max_ms"]) == (3, 460.0, 300.0)
     assert orders["example"] == "SELECT * FROM orders\nWHERE id = $1"
@@ -297,18 +299,29 @@ def test_fingerprints_never_crash_and_keep_order(qs: list[bytes]) -> None:
 
 def test_per_backend_state_stays_bounded_on_a_long_log() -> None:
     """log_statement without log_duration on a server that starts a backend per connection: one remembered
-    statement per pid would grow with the log; it is capped, and pairing still works for recent backends."""
-    from upkeeper.logs.pglog import MAX_OPEN_PIDS
+    statement per pid would grow with the log; it is capped (MAX_WAITING statements, and past MAX_OPEN_PIDS
+    WAITING_BYTES of them), and pairing still works for recent backends."""
+    from upkeeper.logs.pglog import MAX_OPEN_PIDS, MAX_WAITING, WAITING_BYTES
 
     acc = PgAccumulator(PgScanOptions(log_line_prefix="%m [%p] "))
     chunk = 5000
-    for start in range(0, 3 * MAX_OPEN_PIDS, chunk):
+    for start in range(0, 3 * MAX_WAITING, chunk):
         acc.feed("".join(f"2024-03-01 10:00:00.001 UTC [{pid}] LOG:  statement: SELECT {pid}\n"
                          for pid in range(start, start + chunk)).encode())
-    acc.feed(f"2024-03-01 10:00:01.000 UTC [{3 * MAX_OPEN_PIDS - 1}] LOG:  duration: 5.000 ms\n".encode())
-    assert len(acc.last_statement) <= MAX_OPEN_PIDS + chunk
+    acc.feed(f"2024-03-01 10:00:01.000 UTC [{3 * MAX_WAITING - 1}] LOG:  duration: 5.000 ms\n".encode())
+    assert len(acc.last_statement) <= MAX_WAITING + chunk
     rep = summarize(acc.partial())
     assert rep["statements"]["count"] == 1 and rep["slowest_total"][0]["fingerprint"] == "select ?"
+    # long statements: fewer, by their bytes (never fewer than MAX_OPEN_PIDS)
+    acc = PgAccumulator(PgScanOptions(log_line_prefix="%m [%p] "))
+    pad = "x" * 1900
+    for start in range(0, 40_000, chunk):
+        acc.feed("".join(f"2024-03-01 10:00:00.001 UTC [{pid}] LOG:  statement: SELECT '{pad}', {pid}\n"
+                         for pid in range(start, start + chunk)).encode())
+    acc.feed(b"2024-03-01 10:00:01.000 UTC [39999] LOG:  duration: 5.000 ms\n")
+    held = sum(len(st[0]) for st in acc.last_statement.values())
+    assert MAX_OPEN_PIDS <= len(acc.last_statement) <= WAITING_BYTES // 1900 and held <= WAITING_BYTES
+    assert summarize(acc.partial())["statements"]["count"] == 1
 
 
 def test_epoch_prefix_gives_times(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -399,3 +412,122 @@ def test_a_long_statement_keeps_its_duration_while_many_sessions_come_and_go() -
     rep = summarize(acc.partial())
     assert rep["statements"]["count"] == 1
     assert rep["slowest_total"][0]["fingerprint"] == "select count(*) from big_report"
+
+
+def _waiting_log(pids: range, t: str = "10:00:01") -> bytes:
+    """log_statement = 'all' with log_min_duration_statement: a statement per backend, none of them slow
+    enough for its duration to be logged (connection-per-request clients, no log_disconnections)."""
+    return b"".join(b"2024-03-01 %s.000 UTC [%d] LOG:  statement: SELECT 1\n" % (t.encode(), pid) for pid in pids)
+
+
+@pytest.mark.parametrize("cut", [False, True])
+@pytest.mark.parametrize("thousands", [11, 51])
+def test_a_long_query_whose_statement_was_forgotten_still_counts(cut: bool, thousands: int) -> None:
+    """A 5 s query's statement waits for its duration while 11,000 other backends log a statement that gets
+    none: the oldest waiting statement (the long query's) was forgotten past 10,000, and its bare duration was
+    dropped silently — 0 statements, no p95, the slowest query of the day invisible.  With the extended
+    protocol, a forgotten execute's duration followed by the next Parse/Bind and execute was taken for
+    Parse/Bind time.  Now 50,000 short statements are remembered (MAX_WAITING: they are bounded in bytes, 24
+    MiB); past that (51,000 backends) both durations count as statements under a placeholder, 'forgotten', with
+    their pid and time; fed in one accumulator or as pieces of the log (``cut``: units resolved in log order)."""
+    from upkeeper.logs.pglog import merge, resolve
+
+    head = (b"2024-03-01 10:00:00.000 UTC [1] LOG:  statement: SELECT pg_sleep(5)\n"
+            b"2024-03-01 10:00:00.000 UTC [2] LOG:  execute <unnamed>: SELECT pg_sleep(4)\n")
+    others = [_waiting_log(range(1000 + k * 1000, 2000 + k * 1000)) for k in range(thousands)]
+    tail = (b"2024-03-01 10:00:05.000 UTC [1] LOG:  duration: 5000.000 ms\n"
+            b"2024-03-01 10:00:05.000 UTC [2] LOG:  duration: 4000.000 ms\n"  # the forgotten execute's
+            b"2024-03-01 10:00:05.001 UTC [2] LOG:  duration: 0.100 ms\n"  # Parse
+            b"2024-03-01 10:00:05.002 UTC [2] LOG:  duration: 0.200 ms\n"  # Bind
+            b"2024-03-01 10:00:05.003 UTC [2] LOG:  execute <unnamed>: SELECT 2\n"
+            b"2024-03-01 10:00:05.004 UTC [2] LOG:  duration: 1.000 ms\n")
+    bufs = [head, *others, tail]
+    parts, off = [], 0
+    acc = PgAccumulator(PgScanOptions())
+    for buf in bufs:
+        if cut:
+            acc = PgAccumulator(PgScanOptions())
+            acc.start_unit("log", off, off + len(buf))
+        acc.feed(buf, "log", off)
+        off += len(buf)
+        if cut:
+            parts.append(acc.partial())
+    p = merge(parts[::-1]) if cut else acc.partial()
+    resolve(p, ["log"])
+    rep = summarize(p)
+    st_ = rep["statements"]
+    assert st_["count"] == 3 and st_["total_ms"] == 9001.0 and st_["percentiles"]["max"] == 5000.0
+    assert st_["prepare_bind"] == {"count": 2, "total_ms": 0.3}
+    if thousands == 11:
+        assert st_["unpaired"]["count"] == 0
+        assert [(q["fingerprint"], q["max_ms"]) for q in rep["slowest_single"][:2]] == [
+            ("select pg_sleep(?)", 5000.0), ("select ?", 1.0)]
+        assert rep["slowest_single"][0]["count"] == 2  # pid 2's execute too
+        return
+    assert {k: v for k, v in st_["unpaired"].items() if k != "slowest"} == {
+        "count": 2, "forgotten": 2, "not_logged": 0, "counted_as": "(statement not in the log window)"}
+    assert st_["unpaired"]["slowest"] == [{"ms": 5000.0, "pid": "1", "time": "2024-03-01 10:00:05"},
+                                          {"ms": 4000.0, "pid": "2", "time": "2024-03-01 10:00:05"}]
+
+
+def test_a_statement_forgotten_at_the_run_boundary_still_counts_next_run() -> None:
+    """Only MAX_CARRIED_PIDS backends' waiting statements are told to the next run: the long query's
+    statement, logged before 5,000 others, was not, and the next run dropped its duration silently.  Now the
+    next run knows that backend's statement was forgotten (its pid only): the duration counts, 'forgotten'; the
+    bare durations of the backends left out are counted unpaired in the run that leaves them out."""
+    from upkeeper.logs.pglog import MAX_CARRIED_PIDS, open_from_json, open_to_json, resolve
+
+    acc = PgAccumulator(PgScanOptions())
+    acc.feed(b"2024-03-01 10:00:00.000 UTC [1] LOG:  statement: SELECT pg_sleep(5)\n"
+             b"2024-03-01 10:00:00.000 UTC [3] LOG:  duration: 0.300 ms\n"  # a Parse, its execute not logged yet
+             + _waiting_log(range(1000, 6000)), "log", 0)
+    p = acc.partial()
+    waiting = resolve(p, ["log"], carry=MAX_CARRIED_PIDS)
+    assert summarize(p)["statements"]["unpaired"]["forgotten"] == 1  # pid 3's, left out
+    state = open_from_json(open_to_json(waiting))
+    assert len(state.pairs) == MAX_CARRIED_PIDS and b"1" in state.gone
+    acc = PgAccumulator(PgScanOptions())
+    acc.start_unit("log", 10**6, None)
+    acc.feed(b"2024-03-01 10:00:05.000 UTC [1] LOG:  duration: 5000.000 ms\n"
+             b"2024-03-01 10:00:05.000 UTC [5999] LOG:  duration: 2.000 ms\n", "log", 10**6)
+    p = acc.partial()
+    resolve(p, ["log"], state, carry=MAX_CARRIED_PIDS)
+    st_ = summarize(p)["statements"]
+    assert (st_["count"], st_["total_ms"], st_["unpaired"]["forgotten"]) == (2, 5002.0, 1)
+    assert st_["unpaired"]["slowest"][0] == {"ms": 5000.0, "pid": "1", "time": "2024-03-01 10:00:05"}
+    # a state saved before the durations' times were kept (a plain "ms") is read too
+    old = open_from_json({"pairs": [["7", None, ["0.5"]]], "waits": []})
+    assert old.pairs == {b"7": (None, [(b"0.5", None, None, None)])} and old.gone == {}
+
+
+def test_waiting_statements_are_bounded_in_bytes_and_keep_the_whole_texts_fingerprint() -> None:
+    """Every backend's statement waiting for its bare duration was kept whole: up to 10,000 of them, each up
+    to 1 MiB of text (a 10 GB bound).  Now a long one keeps its first WAITING_TEXT bytes (all a report shows)
+    and the fingerprint of its whole text, computed when it is logged: a cut text's fingerprint would differ
+    (here the cut falls in a string, which then never ends, and the FROM clause is lost)."""
+    import tracemalloc
+
+    from upkeeper.logs.pglog import WAITING_TEXT
+
+    def stmt(pid: int) -> bytes:
+        return b"SELECT '" + b"x" * 64_000 + b"', %d AS n FROM big_table WHERE id = %d" % (pid, pid)
+
+    whole_fp = fingerprints([stmt(1)])[0]
+    assert fingerprints([stmt(1)[:WAITING_TEXT]])[0] != whole_fp and b"big_table" in whole_fp
+    acc = PgAccumulator(PgScanOptions())
+    log = b"".join(b"2024-03-01 10:00:00.000 UTC [%d] LOG:  statement: %s\n" % (pid, stmt(pid))
+                   for pid in range(1, 301))  # 19 MB of statements waiting
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        acc.feed(log, "log", 0)
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    del log
+    assert held < 3_000_000, held  # 300 x (2,000 bytes + a fingerprint) and the scan's own
+    acc.feed(b"2024-03-01 10:00:01.000 UTC [7] LOG:  duration: 50.000 ms\n", "log", 10**8)
+    rep = summarize(acc.partial())
+    row = rep["slowest_total"][0]
+    assert (rep["statements"]["count"], row["fingerprint"], row["max_ms"]) == (1, whole_fp.decode(), 50.0)
+    assert row["example"].startswith("SELECT 'xxx") and len(row["example"]) == 2000

@@ -323,6 +323,7 @@ def test_log_duration_pairs_with_extended_protocol_executes(services_dir: Path, 
     assert st_["prepare_bind"]["count"] >= 7 * 20 * 2 + 10 * 2  # pgbench -M extended and unnamed psycopg: 2 each
     assert st_["total_ms"] + st_["prepare_bind"]["total_ms"] == pytest.approx(sum(bare), abs=0.01)
     assert st_["prepare_bind"]["total_ms"] < 200
+    assert st_["unpaired"]["count"] == 0  # every statement logged: no duration left without its statement
 
 
 def test_padded_log_line_prefix_read_from_the_server(cli: Any, make_config: Any, services_dir: Path,

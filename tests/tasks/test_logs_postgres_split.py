@@ -402,3 +402,33 @@ def test_csvlog_and_jsonlog_read_in_two_runs_pair_as_one(structured_logs: dict[s
         first, waiting = run(data[:cut], 0, None)
         second, _ = run(data[cut:], cut, waiting)
         assert add(first, second) == whole, cut
+
+
+def test_a_long_query_timed_after_thousands_of_backends_and_a_run_is_counted(cli: Any, make_config: Any,
+                                                                              tmp_path: Path) -> None:
+    """The audit's case through the task: a 5 s query's statement, then 5,000 connection-per-request backends
+    (a statement each, never timed: log_min_duration_statement, no log_disconnections), the run, then the
+    query's bare duration.  Only 1,000 backends' statements are handed to the next run: the query's duration
+    was dropped silently (0 statements).  Now the next run counts it — 'forgotten', with its pid and time —
+    and the finding says why and what to set."""
+    ts = "2024-03-01 10:00:00.000 UTC"
+    log = tmp_path / "postgresql.log"
+    log.write_bytes((f"{ts} [1] LOG:  statement: SELECT pg_sleep(5)\n"
+                     + "".join(f"{ts} [{pid}] LOG:  statement: SELECT 1\n" for pid in range(1000, 6000)))
+                    .encode())
+    cfg = config(make_config, tmp_path, log, tmp_path / "h.db")
+    res = cli(["--config", str(cfg), "run", "pg-logs", "--json"])
+    assert res.code in (0, 1), res.output
+    with open(log, "ab") as fh:
+        fh.write(b"2024-03-01 10:00:05.000 UTC [1] LOG:  duration: 5000.000 ms\n")
+    res = cli(["--config", str(cfg), "run", "pg-logs", "--json"])
+    assert res.code in (0, 1), res.output
+    r = res.json()[0]
+    data = json.loads(Path(next(a["path"] for a in r["artifacts"] if a["format"] == "json")).read_text())
+    st = data["statements"]
+    assert (st["count"], st["total_ms"]) == (1, 5000.0)  # (was 0 statements)
+    assert st["unpaired"]["forgotten"] == 1
+    assert st["unpaired"]["slowest"] == [{"ms": 5000.0, "pid": "1", "time": "2024-03-01 10:00:05"}]
+    assert "1 durations without their statement" in r["summary"]
+    (f,) = [f for f in r["findings"] if f["check"] == "logs.postgres.unpaired_durations"]
+    assert "forgot" in f["message"] and "log_disconnections = on" in f["remediation"]

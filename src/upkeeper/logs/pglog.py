@@ -263,9 +263,16 @@ Pos = tuple[str, int, int]
 OpenStatement = tuple[bytes, bytes, Pos]
 #: a backend's pairing state: its statement waiting for a duration, and bare durations with no statement
 #: (its Parse and Bind when an "execute" line follows)
-PidState = tuple[OpenStatement | None, list[bytes]]
 #: a bare duration: (ms text, time, database, user) — database and user None when the prefix has none
 Dur = tuple[bytes, bytes | None, bytes | None, bytes | None]
+PidState = tuple[OpenStatement | None, list[Dur]]
+#: what a bare duration whose statement is not known is counted as (see :func:`_orphan`)
+UNPAIRED_FP = b"(statement not in the log window)"
+_NO_POS: Pos = ("", -1, -1)
+#: why a bare duration was not paired: its statement was forgotten (more backends waited than are remembered:
+#: MAX_WAITING in a scan, MAX_CARRIED_PIDS across runs), or none was logged before it (before the log window,
+#: or log_statement does not log it)
+ORPHAN_REASONS = ("forgotten", "not_logged")
 
 
 @dataclass
@@ -286,6 +293,10 @@ class Segment:
     #: its STATEMENT or None]; and the lock each backend whose wait became known waits for at the end (or None)
     wait_heads: dict[bytes, list[Any]] = field(default_factory=dict)
     wait_tail: dict[bytes, bytes | None] = field(default_factory=dict)
+    #: backends of ``tail`` whose waiting statement was forgotten in this stretch (see PgAccumulator._bound_state)
+    gone: set[bytes] = field(default_factory=set)
+    #: backends whose first entry here was a "statement:" (and no bare duration before it)
+    stmt_first: set[bytes] = field(default_factory=set)
 
 
 @dataclass
@@ -295,6 +306,8 @@ class OpenState:
 
     pairs: dict[bytes, PidState] = field(default_factory=dict)
     waits: dict[bytes, bytes] = field(default_factory=dict)
+    #: backends whose waiting statement was forgotten (over the bound): their next bare duration is its
+    gone: dict[bytes, None] = field(default_factory=dict)
 
 
 @dataclass
@@ -315,6 +328,10 @@ class PgPartial:
     by_user: Counter[bytes] = field(default_factory=Counter)
     prepare_ms: float = 0.0
     prepare_count: int = 0
+    #: bare durations whose statement is not known, by reason (ORPHAN_REASONS): counted under UNPAIRED_FP
+    orphans: Counter[str] = field(default_factory=Counter)
+    #: the slowest of them: (ms, time, pid), slowest first
+    orphan_slowest: list[tuple[float, bytes, bytes]] = field(default_factory=list)
     errors: Counter[tuple[str, str, bytes]] = field(default_factory=Counter)  # (level, sqlstate, message)
     # the first two distinct STATEMENTs of each error class, with their positions
     error_examples: dict[tuple[str, str, bytes], list[tuple[Pos, bytes]]] = field(default_factory=dict)
@@ -379,6 +396,18 @@ def _add_example(ex: list[tuple[Pos, bytes]], pos: Pos, text: bytes, n: int = 2)
 
 #: backends (pids) whose last statement or pending entry is remembered across buffers
 MAX_OPEN_PIDS = 10_000
+#: statements waiting for their bare duration remembered (the oldest forgotten first: their durations are counted
+#: unpaired), at most: per backend of the backends that logged last, as long as their texts (and fingerprints)
+#: hold in WAITING_BYTES; else MAX_OPEN_PIDS.  (Clients that connect per request, with no log_disconnections,
+#: leave a statement waiting per connection whose duration is not logged: at 100 connections a second,
+#: 50,000 is 8 minutes of them.)
+MAX_WAITING = 50_000
+WAITING_BYTES = 24 << 20
+#: bytes of a waiting statement's text kept (the examples a report shows are no longer): a longer one keeps its
+#: fingerprint, computed from the whole text
+WAITING_TEXT = 2000
+#: backends whose forgotten statement's duration is still recognized as such (a pid each: cheap)
+MAX_GONE_PIDS = 100_000
 #: statement texts whose fingerprint is cached (the cache is emptied when it grows past this)
 MAX_FP_CACHE = 200_000
 
@@ -408,11 +437,16 @@ class PgAccumulator:
         self.g_level, self.g_msg = gi["level"], gi["msg"]
         self.p = PgPartial(samples=opts.samples)
         # pid -> last "statement:"/"execute …:" (log_statement), waiting for its bare duration (log_duration)
-        self.last_statement: dict[bytes, tuple[bytes, Pos]] = {}
-        self.unpaired: dict[bytes, list[bytes]] = {}  # pid -> bare durations with no statement (yet): Parse, Bind
+        # (a long text is kept as its first WAITING_TEXT bytes — all a report shows of it — and its fingerprint,
+        # computed from the whole text when it is logged: up to MAX_WAITING of them wait, each up to 1 MiB)
+        self.last_statement: dict[bytes, tuple[bytes, Pos, bytes | None]] = {}
+        self._sized = self._added = 0  # their bytes at the last look, and the bytes stored since (see _bound_state)
+        self.unpaired: dict[bytes, list[Dur]] = {}  # pid -> bare durations with no statement (yet): Parse, Bind
+        # pid -> None: backends whose waiting statement _bound_state forgot (their next bare duration is its)
+        self.gone: dict[bytes, None] = {}
         # the current piece of the log (see Segment): backends whose pairing state is known in it (an ordered
         # set), and the bare durations (and what ended them) of the others
-        self.known: dict[bytes, None] = {}
+        self.known: dict[bytes, str] = {}  # (-> what made it known: "statement", "execute", "error")
         self.heads: dict[bytes, tuple[list[Dur], str | None]] = {}
         self.wait_known: dict[bytes, None] = {}  # the same for lock waits (see Segment)
         self.wait_heads: dict[bytes, list[Any]] = {}
@@ -433,17 +467,39 @@ class PgAccumulator:
         """Keep what lives across buffers bounded, however long the log (checked once per buffer).
 
         ``last_statement`` and ``pending`` hold one entry per backend pid: a busy server without
-        connection pooling starts a new pid per connection, so old ones are dropped (a statement
-        logged 10,000 backends ago has long had its duration line — unless it still runs: with
-        ``log_disconnections`` the ended sessions are forgotten at once, and it is not dropped).  The fingerprint cache only
-        saves work: it starts again when full.
+        connection pooling starts a new pid per connection, so old ones are dropped — waiting statements past
+        MAX_WAITING (or WAITING_BYTES, see :func:`_excess`), the oldest first.  Which of them will still get a
+        duration the log cannot tell (a long query still running and a session that ended, its statement
+        untimed, both logged nothing since), so the oldest go, but never silently: the backend is remembered
+        (``gone``) and its next bare duration counted unpaired, as "forgotten".  With ``log_disconnections``
+        the ended sessions are forgotten at once, and nothing is dropped.  The fingerprint cache only saves
+        work: it starts again when full.
         """
-        for pids in (self.last_statement, self.pending, self.unpaired, self.waiting, self.known, self.heads,
-                     self.wait_known, self.wait_heads):
+        waiting = self.last_statement
+        n = len(waiting)
+        excess = max(0, n - MAX_WAITING)
+        # (their bytes: at most what was counted at the last look plus what was added since — counted again only
+        # when that is over WAITING_BYTES)
+        if n > MAX_OPEN_PIDS and self._sized + self._added > WAITING_BYTES:
+            excess, self._sized = _excess(n, lambda: [len(st[0]) + len(st[2] or b"") for st in waiting.values()])
+            self._added = 0
+        if excess > 0:  # their durations, if they come, are counted unpaired ("forgotten"), never dropped
+            for pid in list(itertools.islice(waiting, excess)):
+                del waiting[pid]
+                self.gone[pid] = None
+        excess = len(self.unpaired) - MAX_OPEN_PIDS
+        if excess > 0:
+            for pid in list(itertools.islice(self.unpaired, excess)):
+                for d in self.unpaired.pop(pid):
+                    _orphan(self.p, d, pid, "forgotten")
+        _bound(self.known, MAX_WAITING)  # (at least as many as statements wait: see _close_segment)
+        _bound(self.heads, MAX_WAITING)
+        for pids in (self.pending, self.waiting, self.wait_known, self.wait_heads):
             excess = len(pids) - MAX_OPEN_PIDS
             if excess > 0:
                 for pid in list(itertools.islice(pids, excess)):  # the oldest first (insertion order)
                     del pids[pid]
+        _bound(self.gone, MAX_GONE_PIDS)
         if len(self.fp_cache) > MAX_FP_CACHE:
             self.fp_cache.clear()
 
@@ -491,16 +547,22 @@ class PgAccumulator:
         if self._seg is None:
             return
         tail: dict[bytes, PidState | None] = {}
-        texts = [st[0] for pid, st in self.last_statement.items() if pid in self.known]
+        texts = [st[0] for pid, st in self.last_statement.items() if pid in self.known and st[2] is None]
         fps = dict(zip(texts, fingerprints(texts, self.fp_cache), strict=True))
         for pid in self.known:
             st = self.last_statement.get(pid)
-            stmt = (fps[st[0]], st[0][:2000], st[1]) if st is not None else None
+            stmt = ((st[2] if st[2] is not None else fps[st[0]]), st[0][:2000], st[1]) if st is not None else None
             unp = self.unpaired.get(pid)
             tail[pid] = (stmt, list(unp or [])) if stmt is not None or unp else None
         wait_tail = {pid: self.waiting.get(pid) for pid in self.wait_known}
-        self.p.segments.append(Segment(self._seg[0], self._seg[1], self.heads, tail, self.wait_heads, wait_tail))
-        self.last_statement, self.unpaired, self.known, self.heads = {}, {}, {}, {}
+        gone = {pid for pid in self.gone if pid in tail}
+        # backends known here from a "statement:" on (no durations before it): what waited before this piece ends
+        # there — the bare durations of statements not logged are counted unpaired (see resolve)
+        stmt_first = {pid for pid, c in self.known.items() if c == "statement" and pid not in self.heads}
+        self.p.segments.append(Segment(self._seg[0], self._seg[1], self.heads, tail, self.wait_heads, wait_tail,
+                                       gone, stmt_first))
+        self.last_statement, self.unpaired, self.known, self.heads, self.gone = {}, {}, {}, {}, {}
+        self._sized = self._added = 0
         self.waiting, self.wait_known, self.wait_heads = {}, {}, {}
         self._seg = self._unit_end = None
 
@@ -508,7 +570,7 @@ class PgAccumulator:
         """``pid`` logged a statement, an execute or an error: its state is known from here on."""
         if pid in self.known:
             return
-        self.known[pid] = None
+        self.known[pid] = closer
         head = self.heads.get(pid)
         if head is not None:
             self.heads[pid] = (head[0], closer)
@@ -672,6 +734,7 @@ class PgAccumulator:
             self.wait_known[pid] = None
             self.last_statement.pop(pid, None)
             self.unpaired.pop(pid, None)
+            self.gone.pop(pid, None)
             self.waiting.pop(pid, None)
             if not code:
                 code = infer_sqlstate(msg)
@@ -730,26 +793,36 @@ class PgAccumulator:
             float(ms_b)  # "1.2.3": ValueError, counted unparsed by the caller (before it is kept for later)
             prev = self.last_statement.pop(pid, None)
             if prev is not None:  # log_duration + log_statement: pair them
-                self._durations_bare(ms_b, prev[0], prev[1], ts, r)
+                self._durations_bare(ms_b, prev, ts, r)
+                return
+            dur: Dur = (ms_b, ts, r[self.g_db - 1] if self.g_db is not None else None,
+                        r[self.g_user - 1] if self.g_user is not None else None)
+            if self.gone.pop(pid, 0) is None:  # the duration of the statement _bound_state forgot
+                _orphan(p, dur, pid, "forgotten")
             elif pid in self.known:
                 # no statement waits: with the extended protocol, a Parse or Bind (logged before the Execute's
-                # "execute …:" line), else a statement log_statement does not log (left out, as always)
+                # "execute …:" line), else a statement log_statement does not log (counted unpaired when the
+                # backend's next entry is no "execute")
                 seen = self.unpaired.pop(pid, [])
-                seen.append(ms_b)
+                seen.append(dur)
+                for d in seen[:-MAX_UNPAIRED]:
+                    _orphan(p, d, pid, "not_logged")
                 self.unpaired[pid] = seen[-MAX_UNPAIRED:]
             else:  # what it is depends on what this backend logged before this piece: resolve() tells
                 durs = self.heads.pop(pid, ([], None))[0]
-                durs.append((ms_b, ts, r[self.g_db - 1] if self.g_db is not None else None,
-                             r[self.g_user - 1] if self.g_user is not None else None))
+                durs.append(dur)
                 if len(durs) > 1 + MAX_UNPAIRED:
-                    del durs[1]  # the first may pair with a statement before, the last ones be Parse and Bind
+                    # the first may pair with a statement before, the last ones be Parse and Bind: not this one
+                    _orphan(p, durs.pop(1), pid, "not_logged")
                 self.heads[pid] = (durs, None)
             return
         if msg.startswith(b"statement: "):
             self._knows(pid, "statement")
-            self.unpaired.pop(pid, None)
+            self.gone.pop(pid, None)
+            for d in self.unpaired.pop(pid, ()):  # durations of statements log_statement did not log
+                _orphan(p, d, pid, "not_logged")
             self.last_statement.pop(pid, None)  # re-inserted last: the dict stays in order of last use
-            self.last_statement[pid] = (msg[11:].replace(b"\n\t", b"\n"), (self._src, self._off, i))
+            self.last_statement[pid] = self._waiting(msg[11:].replace(b"\n\t", b"\n"), (self._src, self._off, i))
             return
         if msg.startswith(b"execute "):
             em = _EXECUTE.match(msg)
@@ -757,13 +830,15 @@ class PgAccumulator:
                 if pid not in self.known:  # its Parse and Bind may have been logged before this piece
                     self.heads.setdefault(pid, ([], None))
                     self._knows(pid, "execute")
+                self.gone.pop(pid, None)
                 parse_bind = self.unpaired.pop(pid, None)
                 if parse_bind:
-                    ms = sum(map(float, parse_bind))  # "1.2.3": ValueError, counted unparsed by the caller
+                    ms = sum(float(d[0]) for d in parse_bind)  # "1.2.3": ValueError, counted unparsed by the caller
                     p.prepare_count += len(parse_bind)
                     p.prepare_ms += ms
                 self.last_statement.pop(pid, None)
-                self.last_statement[pid] = (msg[em.end():].replace(b"\n\t", b"\n"), (self._src, self._off, i))
+                self.last_statement[pid] = self._waiting(msg[em.end():].replace(b"\n\t", b"\n"),
+                                                         (self._src, self._off, i))
             return
         if msg.startswith((b"checkpoint ", b"restartpoint ")):
             restart = msg[:1] == b"r"
@@ -836,16 +911,27 @@ class PgAccumulator:
             # duration belongs to, and must not crowd out one that waits (see _bound_state)
             self._knows(pid, "error")
             self.wait_known[pid] = None
-            for pids in (self.last_statement, self.unpaired, self.waiting):
+            for pids in (self.last_statement, self.unpaired, self.waiting, self.gone):
                 pids.pop(pid, None)
         elif _TRANSLATED_DURATION.match(msg):
             p.translated += 1
 
-    def _durations_bare(self, ms_b: bytes, q: bytes, pos: Pos, ts: bytes | None, r: tuple[bytes, ...]) -> None:
+    def _waiting(self, q: bytes, pos: Pos) -> tuple[bytes, Pos, bytes | None]:
+        """A statement waiting for its bare duration, as kept: a long one cut, with the whole's fingerprint."""
+        if len(q) <= WAITING_TEXT:
+            self._added += len(q)
+            return q, pos, None
+        fp = fingerprints([q], self.fp_cache)[0]
+        self._added += WAITING_TEXT + len(fp)
+        return q[:WAITING_TEXT], pos, fp
+
+    def _durations_bare(self, ms_b: bytes, st: tuple[bytes, Pos, bytes | None], ts: bytes | None,
+                        r: tuple[bytes, ...]) -> None:
+        q, pos, fp = st
         # the statement's database and user: its session's, on the duration line's prefix as on any
         _pair(self.p, (ms_b, ts, r[self.g_db - 1] if self.g_db is not None else None,
                        r[self.g_user - 1] if self.g_user is not None else None),
-              (fingerprints([q], self.fp_cache)[0], q, pos))
+              (fp if fp is not None else fingerprints([q], self.fp_cache)[0], q, pos))
 
     def partial(self) -> PgPartial:
         self._close_segment()
@@ -866,6 +952,42 @@ def _pair(p: PgPartial, dur: Dur, stmt: OpenStatement) -> None:
         p.by_user[user] += 1
 
 
+def _orphan(p: PgPartial, dur: Dur, pid: bytes, why: str) -> None:
+    """A bare duration whose statement is not known: counted all the same (in the totals and percentiles, under
+    :data:`UNPAIRED_FP`), and why (:data:`ORPHAN_REASONS`), with the slowest ones' backend and time."""
+    ms_b, ts, db, user = dur
+    ms = float(ms_b)
+    p.durations[ms_b] += 1
+    p.orphans[why] += 1
+    _add_query(p.queries, UNPAIRED_FP, ms, UNPAIRED_FP, _NO_POS)
+    if ts is not None:
+        p.by_hour[ts[:13]] += 1
+    if db is not None:
+        p.by_db[db] += 1
+    if user is not None:
+        p.by_user[user] += 1
+    sl = p.orphan_slowest
+    if p.samples and (len(sl) < p.samples or ms >= sl[-1][0]):
+        sl.append((ms, ts or b"", pid))
+        sl.sort(key=_slowest_key)
+        del sl[p.samples:]
+
+
+def _slowest_key(o: tuple[float, bytes, bytes]) -> tuple[float, bytes, bytes]:
+    return (-o[0], o[1], o[2])
+
+
+def _bound(d: dict[bytes, Any], n: int) -> list[bytes]:
+    """Drop the oldest keys of ``d`` (insertion order) past ``n``; returns them."""
+    excess = len(d) - n
+    if excess <= 0:
+        return []
+    old = list(itertools.islice(d, excess))
+    for k in old:
+        del d[k]
+    return old
+
+
 def _add_query(queries: dict[bytes, list[Any]], fp: bytes, ms: float, q: bytes, pos: Pos) -> None:
     st = queries.get(fp)
     if st is None:
@@ -884,32 +1006,53 @@ def _by_log_order(order: Sequence[str] | None) -> Callable[[Segment], tuple[int,
     return lambda s: (rank.get(s.src, len(rank)), s.src if s.src not in rank else "", s.start)
 
 
-def resolve(p: PgPartial, order: Sequence[str] | None = None, before: OpenState | None = None) -> OpenState:
+def resolve(p: PgPartial, order: Sequence[str] | None = None, before: OpenState | None = None,
+            carry: int | None = None) -> OpenState:
     """Pair the bare durations of ``p``'s pieces (:class:`Segment`) that came before any statement of their
     backend in their piece with what that backend left waiting before it, in log order: the sources in
     ``order`` (each by offset; others after them, by name), ``before`` what waited before the first one (the
     last run's: :func:`open_from_json`).  A lock wait a piece counted that was logged again for a wait of before
     is taken back.  The same figures as one scan of the whole log in one go.  Returns what waits after the last
-    piece (for the next run); ``p`` has no segments left."""
+    piece (for the next run), of at most ``carry`` backends (those that logged last) when given: the others'
+    bare durations are counted unpaired here, and their statements' durations will be in the next run.  ``p``
+    has no segments left."""
     state: dict[bytes, PidState] = dict(before.pairs) if before is not None else {}
     waits: dict[bytes, bytes] = dict(before.waits) if before is not None else {}
+    gone: dict[bytes, None] = dict(before.gone) if before is not None else {}
+
     for seg in sorted(p.segments, key=_by_log_order(order)):
         for pid, (durs, closer) in seg.heads.items():
             was = state.pop(pid, None)
             stmt, unp = was if was is not None else (None, [])
+            if gone.pop(pid, 0) is None and stmt is None and durs:
+                _orphan(p, durs[0], pid, "forgotten")  # the duration of a statement forgotten before
+                durs = durs[1:]
             if stmt is not None and durs:
                 _pair(p, durs[0], stmt)  # (a statement waiting has no bare durations before it: unp is empty)
                 durs = durs[1:]
-            unp = [*unp, *(d[0] for d in durs)][-MAX_UNPAIRED:]
+            unp = [*unp, *durs]
+            for d in unp[:-MAX_UNPAIRED]:
+                _orphan(p, d, pid, "not_logged")
+            unp = unp[-MAX_UNPAIRED:]
             if closer == "execute" and unp:  # its Parse and Bind
                 p.prepare_count += len(unp)
-                p.prepare_ms += sum(map(float, unp))
+                p.prepare_ms += sum(float(d[0]) for d in unp)
+            elif closer == "statement":  # durations of statements log_statement did not log
+                for d in unp:
+                    _orphan(p, d, pid, "not_logged")
             elif closer is None and unp:
                 state[pid] = (None, unp)
+        for pid in seg.stmt_first:  # durations of statements log_statement did not log
+            was = state.get(pid)
+            for d in was[1] if was is not None else ():
+                _orphan(p, d, pid, "not_logged")
         for pid, st in seg.tail.items():
             state.pop(pid, None)
+            gone.pop(pid, None)
             if st is not None:
                 state[pid] = st
+        for pid in seg.gone:
+            gone[pid] = None
         for pid, (lock, kind, fp) in seg.wait_heads.items():
             if waits.get(pid) == lock:  # the same wait, logged again
                 p.lock_waits -= 1
@@ -920,13 +1063,46 @@ def resolve(p: PgPartial, order: Sequence[str] | None = None, before: OpenState 
             waits.pop(pid, None)
             if lock is not None:
                 waits[pid] = lock
-        for pids in (state, waits):
-            excess = len(pids) - MAX_OPEN_PIDS
-            if excess > 0:
-                for pid in list(itertools.islice(pids, excess)):
-                    del pids[pid]
+        _forget(p, state, gone)
+        _bound(waits, MAX_OPEN_PIDS)
+        _bound(gone, MAX_GONE_PIDS)
+    if carry is not None:
+        _forget(p, state, gone, carry)
+        _bound(waits, carry)
+        _bound(gone, MAX_CARRIED_GONE)
     p.segments = []
-    return OpenState(state, waits)
+    return OpenState(state, waits, gone)
+
+
+def _excess(n: int, sizes: Callable[[], list[int]]) -> tuple[int, int]:
+    """How many of ``n`` waiting statements to forget, the oldest first: past MAX_WAITING, and past MAX_OPEN_PIDS
+    as long as their texts' and fingerprints' bytes (``sizes()``, oldest first) exceed WAITING_BYTES; and the
+    bytes of those kept (0 when not looked at)."""
+    excess = max(0, n - MAX_WAITING)
+    total = 0
+    if n > MAX_OPEN_PIDS:  # (a text is at most WAITING_TEXT bytes: below that count, no need to look)
+        size = sizes()
+        total = sum(size[excess:])
+        while total > WAITING_BYTES and n - excess > MAX_OPEN_PIDS:
+            total -= size[excess]
+            excess += 1
+    return excess, total
+
+
+def _forget(p: PgPartial, state: dict[bytes, PidState], gone: dict[bytes, None], n: int | None = None) -> None:
+    """Keep ``n`` backends of ``state`` (those that logged last; None: as many as :func:`_excess` allows): the
+    others' waiting statements are forgotten (their duration, when it comes, is counted unpaired: ``gone``), their
+    bare durations counted unpaired now."""
+    excess = (len(state) - n if n is not None else
+              _excess(len(state), lambda: [len(st[0][0]) + len(st[0][1]) if st[0] else 0 for st in state.values()])[0])
+    if excess <= 0:
+        return
+    for pid in list(itertools.islice(state, excess)):
+        stmt, unp = state.pop(pid)
+        if stmt is not None:
+            gone[pid] = None
+        for d in unp:
+            _orphan(p, d, pid, "forgotten")
 
 
 def _uncount(c: Counter[bytes], key: bytes) -> None:
@@ -939,9 +1115,11 @@ def _uncount(c: Counter[bytes], key: bytes) -> None:
 MAX_CARRIED_PIDS = 1000
 #: characters of a waiting statement's example kept for the next run
 CARRIED_EXAMPLE = 500
+#: backends whose forgotten statement's duration the next run still recognizes (pids only)
+MAX_CARRIED_GONE = 10_000
 
 
-def open_to_json(state: OpenState, limit: int = MAX_CARRIED_PIDS) -> dict[str, list[list[Any]]]:
+def open_to_json(state: OpenState, limit: int = MAX_CARRIED_PIDS) -> dict[str, list[Any]]:
     """What waits at the end of a run (:func:`resolve`), as JSON for the job's state: of the ``limit`` backends
     that logged last each.  Statements are kept as their fingerprint and a redacted example (no secret is
     stored), locks as logged ("ShareLock on transaction 726")."""
@@ -949,7 +1127,7 @@ def open_to_json(state: OpenState, limit: int = MAX_CARRIED_PIDS) -> dict[str, l
     waits = [[pid.decode("latin-1"), lock.decode("latin-1")]
              for pid, lock in (list(state.waits.items())[-limit:] if limit > 0 else [])]
     for pid, (stmt, unp) in list(state.pairs.items())[-limit:] if limit > 0 else []:
-        unp_j = [u.decode("latin-1") for u in unp]
+        unp_j = [[None if x is None else x.decode("latin-1") for x in u] for u in unp]
         if stmt is None:
             out.append([pid.decode("latin-1"), None, unp_j])
             continue
@@ -958,7 +1136,8 @@ def open_to_json(state: OpenState, limit: int = MAX_CARRIED_PIDS) -> dict[str, l
         # duration is never logged, and many backends have one waiting)
         out.append([pid.decode("latin-1"), [fp.decode("latin-1"), redact(_s(q))[:CARRIED_EXAMPLE], list(pos)],
                     unp_j])
-    return {"pairs": out, "waits": waits}
+    gone = [pid.decode("latin-1") for pid in list(state.gone)[-MAX_CARRIED_GONE:]]
+    return {"pairs": out, "waits": waits, "gone": gone}
 
 
 def open_from_json(data: Any) -> OpenState:
@@ -976,9 +1155,14 @@ def open_from_json(data: Any) -> OpenState:
     for item in data["pairs"] if isinstance(data.get("pairs"), list) else []:
         try:
             pid_s, stmt_j, unp_j = item
-            unp = [str(u).encode("latin-1") for u in unp_j][-MAX_UNPAIRED:]
-            for u in unp:
-                float(u)
+            unp: list[Dur] = []
+            for u in unp_j[-MAX_UNPAIRED:]:
+                # [ms, time, database, user]; a plain "ms" from before the time and session were kept
+                ms_s, ts_s, db_s, user_s = u if isinstance(u, list) else (u, None, None, None)
+                float(ms_s)
+                ms_b, ts_b, db_b, user_b = (None if x is None else str(x).encode("latin-1")
+                                            for x in (ms_s, ts_s, db_s, user_s))
+                unp.append((ms_b or b"0", ts_b, db_b, user_b))
             stmt: OpenStatement | None = None
             if stmt_j is not None:
                 fp_s, q_s, (src, off, i) = stmt_j
@@ -986,7 +1170,9 @@ def open_from_json(data: Any) -> OpenState:
             out[str(pid_s).encode("latin-1")] = (stmt, unp)
         except (TypeError, ValueError, UnicodeError):
             continue
-    return OpenState(out, waits)
+    gone = {str(x).encode("latin-1"): None for x in data["gone"] if isinstance(x, str) and x.isascii()} \
+        if isinstance(data.get("gone"), list) else {}
+    return OpenState(out, waits, gone)
 
 
 def make_accumulator(opts: PgScanOptions) -> PgAccumulator:
@@ -1023,6 +1209,8 @@ def merge(parts: list[PgPartial]) -> PgPartial:
             for pos, text in ex:
                 _add_example(mine_ex, pos, text)
         out.lock_wait_ms += p.lock_wait_ms
+        out.orphans.update(p.orphans)
+        out.orphan_slowest = sorted([*out.orphan_slowest, *p.orphan_slowest], key=_slowest_key)[:max(out.samples, p.samples)]
         out.segments += p.segments
         out.samples = max(out.samples, p.samples)
         kept = _earliest([*zip(out.unparsed_pos, out.unparsed_samples, strict=True),
@@ -1093,7 +1281,12 @@ def summarize(p: PgPartial, *, top_n: int = 20) -> dict[str, Any]:
         "statements": {"count": total_n, "total_ms": round(total_ms, 3), "fingerprints": len(p.queries),
                        "percentiles": percentiles(hist.items(), (50, 90, 95, 99)),
                        "by_kind": dict(top(kinds, len(kinds))), "prepare_bind": {"count": p.prepare_count,
-                                                                              "total_ms": round(p.prepare_ms, 3)}},
+                                                                              "total_ms": round(p.prepare_ms, 3)},
+                       "unpaired": {"count": sum(p.orphans.values()),
+                                    **{why: p.orphans.get(why, 0) for why in ORPHAN_REASONS},
+                                    "counted_as": _s(UNPAIRED_FP),
+                                    "slowest": [{"ms": ms, "pid": _s(pid), "time": _s(ts) or None}
+                                                for ms, ts, pid in p.orphan_slowest]}},
         "by_hour": {_s(k) + ":00": v for k, v in sorted(p.by_hour.items())},
         "by_database": {_s(k) or "(none)": v for k, v in top(p.by_db, top_n)},
         "by_user": {_s(k) or "(none)": v for k, v in top(p.by_user, top_n)},

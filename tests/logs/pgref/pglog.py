@@ -211,6 +211,8 @@ class PgPartial:
     by_user: Counter[bytes] = field(default_factory=Counter)
     prepare_ms: float = 0.0
     prepare_count: int = 0
+    orphans: Counter[str] = field(default_factory=Counter)  # CHANGED: bare durations with no statement, by reason
+    orphan_list: list[tuple[float, bytes, bytes]] = field(default_factory=list)  # CHANGED: (ms, time, pid) each
     errors: Counter[tuple[str, str, bytes]] = field(default_factory=Counter)  # (level, sqlstate, message)
     error_examples: dict[tuple[str, str, bytes], list[bytes]] = field(default_factory=dict)
     errors_by_hour: Counter[bytes] = field(default_factory=Counter)
@@ -267,6 +269,10 @@ class PgAccumulator:
         self.g_level, self.g_msg = gi["level"], gi["msg"]
         self.p = PgPartial()
         self.last_statement: dict[bytes, bytes] = {}  # pid -> last "statement:" text (log_statement)
+        # CHANGED after freezing, as in upkeeper.logs.pglog (a semantic fix): pid -> its bare durations with no
+        # statement (the last 2: a Parse and a Bind, would an "execute" follow); the others, and these when the
+        # backend's next entry is a "statement:", are counted unpaired under a placeholder, never dropped
+        self.held: dict[bytes, list[tuple[bytes, bytes | None, bytes | None, bytes | None]]] = {}
         self.pending: dict[bytes, tuple[str, Any]] = {}  # pid -> entry waiting for its STATEMENT/DETAIL
         self.waiting: dict[bytes, bytes] = {}  # CHANGED (a semantic fix): pid -> the lock it waits for
 
@@ -380,6 +386,7 @@ class PgAccumulator:
             # CHANGED after freezing, as in upkeeper.logs.pglog (a semantic fix, not an optimization): a failed
             # statement logs no duration, so the backend's remembered statement is forgotten at its error
             self.last_statement.pop(pid, None)
+            self.held.pop(pid, None)  # CHANGED: a failed statement's Parse/Bind are no statements
             self.waiting.pop(pid, None)  # CHANGED: a backend that failed waits no longer
             if not code:
                 code = infer_sqlstate(msg)
@@ -437,8 +444,16 @@ class PgAccumulator:
                     p.by_db[r[self.g_db - 1]] += 1
                 if self.g_user is not None:
                     p.by_user[r[self.g_user - 1]] += 1
+            else:  # CHANGED: see self.held
+                held = self.held.setdefault(pid, [])
+                held.append((bm.group(1), ts, r[self.g_db - 1] if self.g_db is not None else None,
+                             r[self.g_user - 1] if self.g_user is not None else None))
+                while len(held) > 2:
+                    self._orphan(pid, held.pop(0))
             return
         if msg.startswith(b"statement: "):
+            for d in self.held.pop(pid, []):  # CHANGED: see self.held
+                self._orphan(pid, d)
             self.last_statement[pid] = msg[11:].replace(b"\n\t", b"\n")
             return
         if msg.startswith(b"restartpoint "):  # CHANGED: a standby's checkpoint, counted as one
@@ -506,10 +521,22 @@ class PgAccumulator:
         elif _TRANSLATED_DURATION.match(msg):  # CHANGED: durations in another language than English, counted
             p.translated += 1
 
-    def _durations_bare(self, ms_b: bytes, q: bytes, ts: bytes | None) -> None:
+    def _orphan(self, pid: bytes, d: tuple[bytes, bytes | None, bytes | None, bytes | None]) -> None:
+        """CHANGED: a bare duration whose statement was not logged, counted under a placeholder."""
+        p = self.p
+        ms_b, ts, db, user = d
+        self._durations_bare(ms_b, b"(statement not in the log window)", ts, fp=b"(statement not in the log window)")
+        if db is not None:
+            p.by_db[db] += 1
+        if user is not None:
+            p.by_user[user] += 1
+        p.orphans["not_logged"] += 1
+        p.orphan_list.append((float(ms_b), ts or b"", pid))
+
+    def _durations_bare(self, ms_b: bytes, q: bytes, ts: bytes | None, fp: bytes | None = None) -> None:
         p = self.p
         p.durations[ms_b] += 1
-        fp = fingerprints([q])[0]
+        fp = fp if fp is not None else fingerprints([q])[0]
         ms = float(ms_b)
         st = p.queries.get(fp)
         if st is None:
@@ -555,6 +582,8 @@ def merge(parts: list[PgPartial]) -> PgPartial:
         for k, ex in p.error_examples.items():
             out.error_examples.setdefault(k, []).extend(ex[: max(0, 2 - len(out.error_examples.get(k, [])))])
         out.lock_wait_ms += p.lock_wait_ms
+        out.orphans.update(p.orphans)  # CHANGED
+        out.orphan_list += p.orphan_list  # CHANGED
         out.unparsed_samples += p.unparsed_samples[: max(0, 10 - len(out.unparsed_samples))]
         out.deadlock_details += p.deadlock_details[: max(0, 5 - len(out.deadlock_details))]
         out.temp_max = max(out.temp_max, p.temp_max)
@@ -615,7 +644,13 @@ def summarize(p: PgPartial, *, top_n: int = 20) -> dict[str, Any]:
         "statements": {"count": total_n, "total_ms": round(total_ms, 3), "fingerprints": len(p.queries),
                        "percentiles": percentiles(hist.items(), (50, 90, 95, 99)),
                        "by_kind": dict(kinds.most_common()), "prepare_bind": {"count": p.prepare_count,
-                                                                              "total_ms": round(p.prepare_ms, 3)}},
+                                                                              "total_ms": round(p.prepare_ms, 3)},
+                       # CHANGED: bare durations with no statement
+                       "unpaired": {"count": sum(p.orphans.values()), "forgotten": 0,
+                                    "not_logged": p.orphans["not_logged"],
+                                    "counted_as": "(statement not in the log window)",
+                                    "slowest": [{"ms": ms, "pid": _s(pid), "time": _s(ts) or None} for ms, ts, pid
+                                                in sorted(p.orphan_list, key=lambda o: (-o[0], o[1], o[2]))[:5]]}},
         "by_hour": {_s(k) + ":00": v for k, v in sorted(p.by_hour.items())},
         "by_database": {_s(k) or "(none)": v for k, v in top(p.by_db, top_n)},
         "by_user": {_s(k) or "(none)": v for k, v in top(p.by_user, top_n)},

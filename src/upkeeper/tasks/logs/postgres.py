@@ -270,8 +270,11 @@ class PostgresLogs(Task[PostgresLogsOptions]):
                             ) from None
         seconds = time.monotonic() - t0
         last_open = ctx.state.get(OPEN_KEY) if options.incremental else None
+        # (what waits is bounded to what the next run is told about before the report: the bare durations of the
+        # backends left out are counted here, as unpaired)
         waiting = pglog.resolve(partial, [r.file.path for r in plan.ranges],
-                                _open_before(last_open, files, plan) if last_open else None)
+                                _open_before(last_open, files, plan) if last_open else None,
+                                carry=pglog.MAX_CARRIED_PIDS)
         rep = pglog.summarize(partial, top_n=options.top)
         rep["format"] = fmt
         rep["log_line_prefix"] = prefix if fmt == "stderr" else None
@@ -307,7 +310,9 @@ class PostgresLogs(Task[PostgresLogsOptions]):
         if plan.unreadable and not plan.readable:
             summary = f"nothing read: the server log could not be read ({unread_text(plan.unreadable)})"
         else:
-            summary = (f"{st['count']:,} statements ({st['fingerprints']:,} distinct)"
+            unpaired = st.get("unpaired", {}).get("count", 0)
+            summary = (f"{st['count']:,} statements ({st['fingerprints']:,} distinct"
+                       + (f"; {unpaired:,} durations without their statement" if unpaired else "") + ")"
                        + (f", p95 {p95:.1f} ms" if p95 is not None else "")
                        + f", {rep['errors']['total']:,} errors, {rep['deadlocks']['count']} deadlocks, "
                        f"{rep['locks']['waits']} lock waits, {rep['locks']['failures']} lock failures, "
@@ -390,7 +395,8 @@ class PostgresLogs(Task[PostgresLogsOptions]):
     def _findings(self, o: PostgresLogsOptions, rep: dict[str, Any], server: dict[str, str], path: str
                   ) -> list[Finding]:
         out: list[Finding] = []
-        for check in (self._unparsed, self._latency, self._errors, self._locks, self._temp, self._checkpoints):
+        for check in (self._unparsed, self._latency, self._unpaired, self._errors, self._locks, self._temp,
+                      self._checkpoints):
             try:
                 out += check(o, rep, server, path)
             except Exception as exc:  # one failing check never stops the others
@@ -455,6 +461,33 @@ class PostgresLogs(Task[PostgresLogsOptions]):
                 f"of all statement time", "EXPLAIN (ANALYZE, BUFFERS) the slowest example; an index or a rewrite?",
                 value=q["mean_ms"], threshold=o.slow_query_mean_ms, data={"example": q["slowest"][:500]}))
         return out
+
+    @staticmethod
+    def _unpaired(o: PostgresLogsOptions, rep: dict[str, Any], server: dict[str, str], path: str) -> list[Finding]:
+        """Bare durations (log_duration) whose statement upkeeper does not know: counted, and said why."""
+        up = rep["statements"].get("unpaired") or {}
+        if not up.get("count"):
+            return []
+        why = []
+        if up.get("forgotten"):
+            why.append(f"{up['forgotten']:,} whose statement upkeeper forgot: more backends had a statement waiting "
+                       f"for its duration than it remembers (up to {pglog.MAX_WAITING:,} in a run, "
+                       f"{pglog.MAX_CARRIED_PIDS:,} from one run to the next) — backends that ended without "
+                       "log_disconnections, or long-running statements")
+        if up.get("not_logged"):
+            why.append(f"{up['not_logged']:,} with no statement logged before them (log_statement does not log "
+                       "every statement, or it was logged before the part of the log read)")
+        slow = up.get("slowest") or []
+        worst = (f"; slowest {slow[0]['ms']:,.1f} ms (pid {slow[0]['pid']}"
+                 + (f" at {slow[0]['time']}" if slow[0].get("time") else "") + ")") if slow else ""
+        return [Finding(
+            "logs.postgres.unpaired_durations", Severity.INFO, path,
+            f"{up['count']:,} statement duration(s) could not be paired with their statement: " + "; ".join(why)
+            + f"; they count in the totals and percentiles as '{up['counted_as']}'{worst}",
+            "set log_disconnections = on (upkeeper then forgets ended sessions at once), or time statements with "
+            "log_min_duration_statement instead of log_statement + log_duration (the text is logged with each "
+            "duration)", value=up["count"], data={"forgotten": up.get("forgotten", 0),
+                                                 "not_logged": up.get("not_logged", 0), "slowest": slow})]
 
     @staticmethod
     def _errors(o: PostgresLogsOptions, rep: dict[str, Any], server: dict[str, str], path: str) -> list[Finding]:
