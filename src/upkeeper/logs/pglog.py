@@ -269,6 +269,8 @@ PidState = tuple[OpenStatement | None, list[Dur]]
 #: what a bare duration whose statement is not known is counted as (see :func:`_orphan`)
 UNPAIRED_FP = b"(statement not in the log window)"
 _NO_POS: Pos = ("", -1, -1)
+#: where the durations whose statement is not known are counted (:func:`_orphan`)
+_UNPAIRED: OpenStatement = (UNPAIRED_FP, UNPAIRED_FP, _NO_POS)
 #: why a bare duration was not paired: its statement was forgotten (more backends waited than are remembered:
 #: MAX_WAITING in a scan, MAX_CARRIED_PIDS across runs), or none was logged before it (before the log window,
 #: or log_statement does not log it)
@@ -955,17 +957,9 @@ def _pair(p: PgPartial, dur: Dur, stmt: OpenStatement) -> None:
 def _orphan(p: PgPartial, dur: Dur, pid: bytes, why: str) -> None:
     """A bare duration whose statement is not known: counted all the same (in the totals and percentiles, under
     :data:`UNPAIRED_FP`), and why (:data:`ORPHAN_REASONS`), with the slowest ones' backend and time."""
-    ms_b, ts, db, user = dur
-    ms = float(ms_b)
-    p.durations[ms_b] += 1
+    _pair(p, dur, _UNPAIRED)
     p.orphans[why] += 1
-    _add_query(p.queries, UNPAIRED_FP, ms, UNPAIRED_FP, _NO_POS)
-    if ts is not None:
-        p.by_hour[ts[:13]] += 1
-    if db is not None:
-        p.by_db[db] += 1
-    if user is not None:
-        p.by_user[user] += 1
+    ms, ts = float(dur[0]), dur[1]
     sl = p.orphan_slowest
     if p.samples and (len(sl) < p.samples or ms >= sl[-1][0]):
         sl.append((ms, ts or b"", pid))
