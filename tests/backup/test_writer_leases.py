@@ -822,6 +822,26 @@ def test_a_release_never_deletes_the_lease_another_writer_took_over_after_it_loo
         assert [p.name for p in (Path(store["path"]) / prefix).iterdir() if "aside" in p.name] == []
 
 
+def _copy_paused_at_first_chunk(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, pause: float, src: Storage,
+                                dest: Storage, bid: str, **kw: Any) -> tuple[threading.Thread, list[Any]]:
+    """A ``backups copy`` of ``bid`` from ``src`` to ``dest`` in a thread, once it waits ``pause`` seconds at its
+    first chunk (the fault point ``during-upload``); faults are off again for what the test runs meanwhile.
+    Returns the thread and the list its CopyReport goes into."""
+    mark = tmp_path / "mark"
+    monkeypatch.setenv("UPKEEPER_FAULT_PAUSE", f"during-upload:{pause:g}")
+    monkeypatch.setenv("UPKEEPER_FAULT_MARK", str(mark))
+    out: list[Any] = []
+    t = threading.Thread(target=lambda: out.append(copy_set(
+        [src], dest, "web", "app", bid, recorded_sha256=None, allow_unencrypted_remote=False, **kw)))
+    t.start()
+    deadline = time.monotonic() + 60
+    while not mark.exists():
+        assert t.is_alive() and time.monotonic() < deadline, "the copy never started"
+        time.sleep(0.02)
+    monkeypatch.setenv("UPKEEPER_FAULT_PAUSE", "")  # (what the test runs meanwhile goes at full speed)
+    return t, out
+
+
 @pytest.mark.parametrize("store", ["local", "s3"], indirect=True)
 def test_a_rekey_on_another_host_never_deletes_a_set_a_copy_is_repairing(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path, age_key: AgeKey, store: dict[str, Any],
@@ -842,18 +862,7 @@ def test_a_rekey_on_another_host_never_deletes_a_set_a_copy_is_repairing(
     opened += [elsewhere, mirror]  # the rekeying host's own clients
     assert copy_set([src], mirror, "web", "app", old, recorded_sha256=None,
                     allow_unencrypted_remote=False).action == COPIED
-    mark = tmp_path / "mark"
-    monkeypatch.setenv("UPKEEPER_FAULT_PAUSE", "during-upload:2")
-    monkeypatch.setenv("UPKEEPER_FAULT_MARK", str(mark))
-    out: list[Any] = []
-    t = threading.Thread(target=lambda: out.append(copy_set(
-        [src], dest, "web", "app", old, recorded_sha256=None, allow_unencrypted_remote=False, check_present=True)))
-    t.start()
-    deadline = time.monotonic() + 60
-    while not mark.exists():
-        assert t.is_alive() and time.monotonic() < deadline, "the repair never started"
-        time.sleep(0.02)
-    monkeypatch.setenv("UPKEEPER_FAULT_PAUSE", "")  # (the rekey itself goes at full speed)
+    t, out = _copy_paused_at_first_chunk(monkeypatch, tmp_path, 2, src, dest, old, check_present=True)
     rep = rekey_set([elsewhere, mirror], "web", "app", old, recorded_sha256=None, catalog_storages=["dest"],
                     old_key=OldKey((str(age_key.identity),)), new=_new_recipient(tmp_path), age="age",
                     catalog=None)
@@ -882,18 +891,7 @@ def test_a_rekey_says_so_when_another_host_copied_the_original_meanwhile(
     config, bid, src, dest = _set_to_copy(tmp_path, store, age_key, opened)
     mine = {n: open_storage(n, config.storages[n]) for n in ("src", "dest")}  # the rekeying host's own clients
     opened += list(mine.values())
-    mark = tmp_path / "mark"
-    monkeypatch.setenv("UPKEEPER_FAULT_PAUSE", "during-upload:2")
-    monkeypatch.setenv("UPKEEPER_FAULT_MARK", str(mark))
-    out: list[Any] = []
-    t = threading.Thread(target=lambda: out.append(copy_set(
-        [src], dest, "web", "app", bid, recorded_sha256=None, allow_unencrypted_remote=False)))
-    t.start()
-    deadline = time.monotonic() + 60
-    while not mark.exists():
-        assert t.is_alive() and time.monotonic() < deadline, "the copy never started"
-        time.sleep(0.02)
-    monkeypatch.setenv("UPKEEPER_FAULT_PAUSE", "")  # (the rekey itself goes at full speed)
+    t, out = _copy_paused_at_first_chunk(monkeypatch, tmp_path, 2, src, dest, bid)
     rep = rekey_set([mine["src"], mine["dest"]], "web", "app", bid, recorded_sha256=None,
                     catalog_storages=["src"], old_key=OldKey((str(age_key.identity),)),
                     new=_new_recipient(tmp_path), age="age", catalog=None)
@@ -922,20 +920,9 @@ def test_a_copy_whose_source_another_hosts_rekey_deleted_unseen_says_so(
     config, bid, src, dest = _set_to_copy(tmp_path, store, age_key, opened)
     mine = open_storage("src", config.storages["src"])  # the rekeying host's own client
     opened.append(mine)
-    mark = tmp_path / "mark"
     # the copy waits at its first chunk while the rekey runs to its end (ample on a loaded machine: the copy
     # must not reach its second object before the rekey deleted it)
-    monkeypatch.setenv("UPKEEPER_FAULT_PAUSE", "during-upload:8")
-    monkeypatch.setenv("UPKEEPER_FAULT_MARK", str(mark))
-    out: list[Any] = []
-    t = threading.Thread(target=lambda: out.append(copy_set(
-        [src], dest, "web", "app", bid, recorded_sha256=None, allow_unencrypted_remote=False)))
-    t.start()
-    deadline = time.monotonic() + 60
-    while not mark.exists():
-        assert t.is_alive() and time.monotonic() < deadline, "the copy never started"
-        time.sleep(0.02)
-    monkeypatch.setenv("UPKEEPER_FAULT_PAUSE", "")  # (the rekey itself goes at full speed)
+    t, out = _copy_paused_at_first_chunk(monkeypatch, tmp_path, 8, src, dest, bid)
     for o in list(mine.list(set_prefix("web", "app", bid))):
         if "/.reading-" in o.key:
             mine.delete(o.key)  # as if never written
