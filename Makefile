@@ -2,7 +2,7 @@
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt setup.py src/upkeeper/logs/_cut.c | cksum | cut -d' ' -f1)
 # two workers (each starts its own services), a test file's tests in one worker (module fixtures start once);
 # PYTEST_ARGS="-n 0" runs the suite in one process
 PYTEST_ARGS ?= -n 2 --dist loadfile
@@ -15,7 +15,7 @@ system-deps:
 	@bash scripts/ensure-system-deps.sh
 
 # the versions in constraints.txt: a new release of a dependency never changes what CI tests unseen ('make lock')
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml constraints.txt setup.py src/upkeeper/logs/_cut.c
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	@$(BIN)/python -m pip install -q --upgrade pip
 	@$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'

@@ -34,11 +34,13 @@ def scan(data: bytes, *, chunk: int = 1 << 20, fmt: str = COMBINED_TIMED, **kw: 
 
 
 def assert_equivalent(data: bytes, *, fmt: str = COMBINED_TIMED, chunk: int = 1 << 20) -> tuple[dict[str, Any], int]:
-    fast, arrow_lines = scan(data, fmt=fmt, chunk=chunk)
+    fast, arrow_lines = scan(data, fmt=fmt, chunk=chunk)  # the line cut in C where the format allows
+    kernels, kernel_lines = scan(data, fmt=fmt, chunk=chunk, native_cut=False)  # the pyarrow cut
     python_fast, none = scan(data, fmt=fmt, chunk=chunk, arrow=False)
     reference, _ = scan(data, fmt=fmt, chunk=chunk, fast=False)
     assert none == 0
     assert fast == reference
+    assert kernels == reference and kernel_lines == arrow_lines
     assert python_fast == reference
     return fast, arrow_lines
 

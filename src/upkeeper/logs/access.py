@@ -152,6 +152,7 @@ class ScanOptions:
     samples: int = 10
     fast: bool = True  # False forces the line-by-line parser (tests compare both)
     arrow: bool = True  # False keeps large buffers off the pyarrow path (upkeeper.logs.arrowscan)
+    native_cut: bool = True  # False: the pyarrow path cuts lines with pyarrow kernels even where _cut is built
     arrow_min_buffer: int = ARROW_MIN_BUFFER  # smaller buffers stay in Python (tests lower it)
     #: where the client address comes from: $remote_addr, or (behind trusted proxies) $http_x_forwarded_for,
     #: $http_x_real_ip, $proxy_protocol_addr or a header's $http_name: see nginx_format.client_header

@@ -30,9 +30,10 @@ from __future__ import annotations
 
 import ctypes
 import platform
+import re
 import struct
 from collections import Counter
-from collections.abc import Container
+from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass
 from itertools import compress, repeat
 from operator import is_not, not_
@@ -57,6 +58,10 @@ from upkeeper.logs.samples import keep_first
 
 if TYPE_CHECKING:
     from upkeeper.logs.access import Accumulator, TimeInfo
+
+#: what :func:`upkeeper.logs._cut.cut` returns: lines, validity bitmap, kept lines, rejected lines, line starts,
+#: and per field (offsets, data)
+CutResult = tuple[int, bytes, int, list[bytes], bytes, tuple[tuple[bytes, bytes], ...]]
 
 MIN_BUFFER = 256 << 10  # smaller buffers are cheaper in plain Python
 #: the endpoints of the front page (a request line is in Accumulator.page_of when its endpoint is one of these)
@@ -95,6 +100,27 @@ def _lit(text: str) -> str:
     return "".join("\\" + c if c in _RE2_SPECIAL else c for c in text)
 
 
+#: a run's longest match in a cut program (a longer value sends its line to the reference parser, as a
+#: line the pattern rejects: same figures)
+RUN_MAX = (1 << 32) - 1
+#: run flags of a cut program (see _cut.c): first byte not ' '; last byte neither ' ' nor '\\'; last byte
+#: not ','; not exactly ':'
+FIRST_NOT_BLANK, LAST_NOT_BLANK_OR_BACKSLASH, LAST_NOT_COMMA, NOT_COLON_ALONE = 1, 2, 4, 8
+#: a cut program's element: a literal, or a run (class as a bracket expression, min, max, flags)
+LitElem = tuple[bytes]
+RunElem = tuple[str, int, int, int]
+Elem = LitElem | RunElem
+_D, _ALPHA, _SIGN = "[0-9]", "[A-Za-z]", "[+-]"
+#: _TIME_LOCAL and _TIME_ISO as program elements
+_TIME_LOCAL_PROG: tuple[Elem, ...] = (
+    (_D, 2, 2, 0), (b"/",), (_ALPHA, 3, 3, 0), (b"/",), (_D, 4, 4, 0), (b":",), (_D, 2, 2, 0), (b":",),
+    (_D, 2, 2, 0), (b":",), (_D, 2, 2, 0), (b" ",), (_SIGN, 1, 1, 0), (_D, 4, 4, 0))
+_TIME_ISO_PROG: tuple[Elem, ...] = (
+    (_D, 4, 4, 0), (b"-",), (_D, 2, 2, 0), (b"-",), (_D, 2, 2, 0), (b"T",), (_D, 2, 2, 0), (b":",),
+    (_D, 2, 2, 0), (b":",), (_D, 2, 2, 0), (_SIGN, 1, 1, 0), (_D, 2, 2, 0), (b":",), ("[0-5]", 1, 1, 0),
+    (_D, 1, 1, 0))
+
+
 @dataclass(frozen=True)
 class ArrowPlan:
     """Where each field is in a line cut on ``"`` (segment) and then on spaces (token)."""
@@ -105,6 +131,46 @@ class ArrowPlan:
     fields: dict[str, tuple[int, int]]
     time_spec: TokenSpec
     time_var: str
+    #: :data:`regex` as a program for :func:`upkeeper.logs._cut.cut`, or None when a greedy run could end
+    #: elsewhere than the regex would (the pyarrow cut reads such formats)
+    program: bytes | None = None
+
+
+def _class_bits(bracket: str) -> bytes:
+    """The 256-bit membership bitmap (LSB first) of a bracket expression, as RE2 reads it on bytes (Latin-1)."""
+    rx = re.compile(bracket.encode("latin-1"))
+    bits = bytearray(32)
+    for c in range(256):
+        if rx.fullmatch(bytes((c,))):
+            bits[c >> 3] |= 1 << (c & 7)
+    return bytes(bits)
+
+
+def cut_program(elems: list[Elem]) -> bytes | None:
+    """The bytes of a cut program for ``elems``, or None when a greedy run would not be exact: a run of variable
+    length must be followed by a literal whose first byte is not in its class, or end the line."""
+    out = bytearray()
+    for k, el in enumerate(elems):
+        if len(el) == 1:
+            text = el[0]
+            if not text:
+                continue
+            if len(text) > 0xFFFF:
+                return None
+            out += b"L" + struct.pack("<H", len(text)) + text
+            continue
+        bracket, lo, hi, flags = el
+        bits = _class_bits(bracket)
+        if lo != hi:
+            nxt = next((e for e in elems[k + 1:] if len(e) != 1 or e[0]), None)
+            if nxt is not None:
+                if len(nxt) != 1:
+                    return None
+                first = nxt[0][0]
+                if bits[first >> 3] >> (first & 7) & 1:
+                    return None
+        out += b"R" + bits + struct.pack("<IIB", lo, hi, flags)
+    return bytes(out)
 
 
 def arrow_plan(fmt: str, client_ip: str = "remote_addr") -> ArrowPlan | None:
@@ -117,10 +183,13 @@ def arrow_plan(fmt: str, client_ip: str = "remote_addr") -> ArrowPlan | None:
     skippable = opaque(items)
     seen: set[str] = set()
     rx: list[str] = []
+    elems: list[Elem] | None = []  # the same pattern as a cut program (None: the program cannot say it)
     inside = False
     for k, it in enumerate(items):
         if isinstance(it, Lit):
             rx.append(_lit(it.text))
+            if elems is not None:
+                elems = elems + [(it.text.encode(),)] if it.text.isascii() else None
             inside = (inside + it.text.count('"')) % 2 == 1
             continue
         f = it.field
@@ -128,20 +197,27 @@ def arrow_plan(fmt: str, client_ip: str = "remote_addr") -> ArrowPlan | None:
             if f in seen:
                 return None  # GoAccess keeps the first of a repeated field: leave that to the parser
             seen.add(f)
+        add: tuple[Elem, ...] | None
         if inside:
             rx.append(_QUOTED)
+            add = ((_QCH, 1, RUN_MAX, FIRST_NOT_BLANK | LAST_NOT_BLANK_OR_BACKSLASH),)
         elif it.name == "time_local":
             rx.append(_TIME_LOCAL)
+            add = _TIME_LOCAL_PROG
         elif it.name == "time_iso8601":
             rx.append(_TIME_ISO)
+            add = _TIME_ISO_PROG
         elif it.name in ("body_bytes_sent", "bytes_sent") and f == "b":
             rx.append("[0-9]{1,15}")
+            add = (("[0-9]", 1, 15, 0),)
         elif it.name in LISTS:
             # a list of upstream values has blanks: the pattern sends it to the line parser; so does a value ending
             # with ',' (the line parser would read ', ' and the next value as a list)
             rx.append(_UNQ_LIST)
+            add = ((f"[{_UNQ_CLASS}]", 1, RUN_MAX, LAST_NOT_COMMA),)
         elif it.name in SPACELESS:
             rx.append(_UNQ)
+            add = ((f"[{_UNQ_CLASS}]", 1, RUN_MAX, 0),)
         elif it.name in skippable:
             # a value the report does not read, perhaps empty ('[]'); without the character that ends it in the
             # format (where the line parser's %^ stops), nor, right after a list variable, ':' alone (' : ' would
@@ -156,8 +232,12 @@ def arrow_plan(fmt: str, client_ip: str = "remote_addr") -> ArrowPlan | None:
             after_list = (isinstance(before, Lit) and before.text == " " and isinstance(list_var, Var)
                           and list_var.name in LISTS)
             rx.append(f"(?:[{cls}:][{cls}]*|:[{cls}]+)?" if after_list else f"[{cls}]*")
+            # after a list: any run of the class but ':' alone (when ':' is in the class: else no program)
+            add = (None if after_list and stop == ":" else
+                   ((f"[{cls}]", 0, RUN_MAX, NOT_COLON_ALONE if after_list else 0),))
         else:
             return None
+        elems = elems + list(add) if elems is not None and add is not None else None
     if "s" not in seen:
         return None
     # segments of the line cut on quotes: even ones are unquoted text, odd ones one quoted value
@@ -189,7 +269,7 @@ def arrow_plan(fmt: str, client_ip: str = "remote_addr") -> ArrowPlan | None:
     if time_spec is None or "h" not in fields or "r" not in fields:
         return None
     return ArrowPlan(regex="^" + "".join(rx) + "$", quotes=len(segs) // 2, fields=fields, time_spec=time_spec,
-                     time_var=plan.time_var)
+                     time_var=plan.time_var, program=cut_program(elems) if elems is not None else None)
 
 
 class ArrowScanner:
@@ -215,6 +295,17 @@ class ArrowScanner:
         self.ips: dict[bytes, bytes] = {}
         self.agents: dict[bytes, bytes] = {}
         self.static_rx = static_pattern(acc.is_static.simple)
+        #: the line cut in C (upkeeper.logs._cut, built at install), or None: the pyarrow cut
+        self.cutter: Callable[[bytes, bytes, Sequence[tuple[int, int]]], CutResult] | None = None
+        if plan.program is not None and acc.opts.native_cut:
+            try:
+                from upkeeper.logs._cut import cut
+            except ImportError:  # built without a C compiler: the same figures, slower
+                pass
+            else:
+                self.cutter = cut
+        self.field_names = list(plan.fields)
+        self.field_spots = list(plan.fields.values())
 
     def release(self) -> None:
         """Forget what only the scan needs (the interned addresses and agents, the endpoint ids): the
@@ -372,6 +463,9 @@ class ArrowScanner:
 
     def feed(self, buf: bytes, source: str, offset: int) -> None:
         """Aggregate ``buf`` (complete lines, ending with a newline)."""
+        if self.cutter is not None:
+            self._feed_cut(buf, source, offset)
+            return
         pa, pc, plan = self.pa, self.pc, self.plan
         one = pa.Array.from_buffers(pa.large_binary(), 1,
                                     [None, pa.py_buffer(struct.pack("<2q", 0, len(buf))), pa.py_buffer(buf)])
@@ -411,8 +505,39 @@ class ArrowScanner:
                 width[id(toks[si])] = self._width(toks[si])
             cols[f] = self._element(toks[si], ti, width[id(toks[si])])
         del segs, toks, width
-        good = self._validate(cols, parts, rejected, source, offset)
-        del parts, cols
+        held = [parts]  # (emptied after the check: the cut pieces are not kept through the aggregation)
+        del parts
+        good = self._validate(cols, lambda mask: [b'"'.join(x) for x in held[0].filter(mask).to_pylist()],
+                              rejected, source, offset)
+        held.clear()
+        del cols
+        if good:
+            self._aggregate(good)
+
+    def _feed_cut(self, buf: bytes, source: str, offset: int) -> None:
+        """:meth:`feed` with the line cut in C: one pass makes the columns the pyarrow cut makes (the rejected
+        lines are null rows), and hands over the lines the pattern rejects."""
+        pa, pc = self.pa, self.pc
+        assert self.cutter is not None and self.plan.program is not None
+        n, valid, n_ok, rejected_lines, starts, columns = self.cutter(buf, self.plan.program, self.field_spots)
+        self._fallback(rejected_lines, source, offset)
+        if not n_ok:
+            return
+        nulls = n - n_ok
+        vbuf = pa.py_buffer(valid) if nulls else None
+        cols = {f: pa.Array.from_buffers(pa.large_binary(), n, [vbuf, pa.py_buffer(o), pa.py_buffer(d)],
+                                         null_count=nulls)
+                for f, (o, d) in zip(self.field_names, columns, strict=True)}
+        rejected = pc.invert(pa.Array.from_buffers(pa.bool_(), n, [None, vbuf])) if nulls else None
+
+        def lines_of(mask: Any) -> list[bytes]:
+            at = pc.indices_nonzero(mask)
+            st = pa.Array.from_buffers(pa.int64(), n + 1, [None, pa.py_buffer(starts)])
+            return [buf[a:b - 1] for a, b in zip(pc.take(st, at).to_pylist(), pc.take(st, pc.add(at, 1)).to_pylist(),
+                                                 strict=True)]
+
+        good = self._validate(cols, lines_of, rejected, source, offset)
+        del cols
         if good:
             self._aggregate(good)
 
@@ -420,8 +545,8 @@ class ArrowScanner:
         if rows:
             self.acc._slow(b"".join(x + NL for x in rows), source, offset, fallback=True)
 
-    def _validate(self, cols: dict[str, Any], parts: Any, rejected: Any, source: str, offset: int
-                  ) -> dict[str, Any] | None:
+    def _validate(self, cols: dict[str, Any], lines_of: Callable[[Any], list[bytes]], rejected: Any, source: str,
+                  offset: int) -> dict[str, Any] | None:
         """Send to the reference parser the rows whose address, time or status does not validate, and drop them
         with the ``rejected`` rows (null: the pattern sent them to the reference parser already).
 
@@ -468,7 +593,7 @@ class ArrowScanner:
         if badv:
             bad.append(self._mask_in(s, badv))
         if bad:
-            self._fallback([b'"'.join(x) for x in parts.filter(self._any(bad)).to_pylist()], source, offset)
+            self._fallback(lines_of(self._any(bad)), source, offset)
         if not bad and (rejected is None or "X" not in cols):  # (the client resolver wants no null rows)
             return cols
         if rejected is not None:

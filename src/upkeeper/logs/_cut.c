@@ -1,0 +1,261 @@
+/* upkeeper.logs._cut: the line cut of the vectorized access-log path, in one pass over a buffer.
+ *
+ * cut(buf, prog, fields) does what upkeeper.logs.arrowscan.ArrowScanner's pyarrow cut does with four
+ * kernels (split the buffer into lines; keep the lines matching the format's strict RE2 pattern; cut each
+ * kept line on '"' and a segment on ' '; take each field), for a pattern given as a *program* that
+ * arrowscan.cut_program derived from the same format:
+ *
+ *   'L' u16 n  n bytes                            a literal
+ *   'R' 32-byte class bitmap  u32 min  u32 max  u8 flags   a run of class bytes, greedy
+ *
+ * A greedy run is exact because cut_program only emits a run of variable length when what follows it
+ * (a literal's first byte, or the end of the line) cannot be in its class: a regex engine could not end
+ * the run anywhere else.  flags: 1 first byte not ' ', 2 last byte neither ' ' nor '\\', 4 last byte
+ * not ',', 8 not exactly ":" (arrowscan's _QUOTED, _UNQ_LIST and the skipped value after a list).
+ *
+ * fields: a sequence of (segment, token) pairs: the segment of the line cut on '"', then (token >= 0)
+ * the token of that segment cut on ' ', or (token < 0) the segment itself.
+ *
+ * Returns (n, valid, n_ok, rejected, starts, columns):
+ *   n         lines in buf (buf ends with '\n'; the empty text after the last one is not a line)
+ *   valid     the kept lines as an Arrow validity bitmap (bytes, LSB first)
+ *   n_ok      how many were kept
+ *   rejected  the other lines (a list of bytes, without their '\n'), in order
+ *   starts    int64 offsets of the n lines' starts, then len(buf) (bytes)
+ *   columns   per field, (offsets, data): an Arrow large_binary column's int64 offsets and its data
+ *             (a rejected line's value is empty: its validity bit is 0)
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_ELEMS 256
+#define MAX_FIELDS 32
+
+typedef struct {
+    int lit;                 /* 1: literal, 0: run */
+    const unsigned char *text;
+    Py_ssize_t len;          /* literal length */
+    unsigned char cls[32];   /* run class bitmap */
+    Py_ssize_t min, max;
+    int flags;
+} Elem;
+
+static uint32_t u32(const unsigned char *p) {
+    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
+}
+
+static int in_class(const unsigned char *cls, unsigned char c) { return (cls[c >> 3] >> (c & 7)) & 1; }
+
+static int parse_prog(const unsigned char *p, Py_ssize_t n, Elem *out, int *count) {
+    Py_ssize_t i = 0;
+    int k = 0;
+    while (i < n) {
+        if (k >= MAX_ELEMS) return -1;
+        Elem *e = &out[k++];
+        memset(e, 0, sizeof(*e));
+        if (p[i] == 'L') {
+            if (i + 3 > n) return -1;
+            e->lit = 1;
+            e->len = p[i + 1] | (p[i + 2] << 8);
+            if (i + 3 + e->len > n) return -1;
+            e->text = p + i + 3;
+            i += 3 + e->len;
+        } else if (p[i] == 'R') {
+            if (i + 1 + 32 + 9 > n) return -1;
+            memcpy(e->cls, p + i + 1, 32);
+            e->min = (Py_ssize_t)u32(p + i + 33);
+            e->max = (Py_ssize_t)u32(p + i + 37);
+            e->flags = p[i + 41];
+            i += 42;
+        } else {
+            return -1;
+        }
+    }
+    *count = k;
+    return 0;
+}
+
+/* does the line [s, e) match the program? */
+static int match(const unsigned char *s, const unsigned char *e, const Elem *prog, int count) {
+    const unsigned char *pos = s;
+    for (int k = 0; k < count; k++) {
+        const Elem *el = &prog[k];
+        if (el->lit) {
+            if (e - pos < el->len || memcmp(pos, el->text, (size_t)el->len) != 0) return 0;
+            pos += el->len;
+            continue;
+        }
+        const unsigned char *start = pos;
+        const unsigned char *lim = (e - pos > el->max) ? pos + el->max : e;
+        while (pos < lim && in_class(el->cls, *pos)) pos++;
+        Py_ssize_t got = pos - start;
+        if (got < el->min) return 0;
+        if (got && el->flags) {
+            unsigned char first = start[0], last = pos[-1];
+            if ((el->flags & 1) && first == ' ') return 0;
+            if ((el->flags & 2) && (last == ' ' || last == '\\')) return 0;
+            if ((el->flags & 4) && last == ',') return 0;
+            if ((el->flags & 8) && got == 1 && first == ':') return 0;
+        }
+    }
+    return pos == e;
+}
+
+/* the field (segment si, token ti) of the line [s, e): its span, or 0 when the line has no such field */
+static int field(const unsigned char *s, const unsigned char *e, int si, int ti,
+                 const unsigned char **fs, const unsigned char **fe) {
+    const unsigned char *a = s, *b;
+    for (int q = 0; q < si; q++) {
+        const unsigned char *quote = memchr(a, '"', (size_t)(e - a));
+        if (!quote) return 0;
+        a = quote + 1;
+    }
+    b = memchr(a, '"', (size_t)(e - a));
+    if (!b) b = e;
+    if (ti >= 0) {
+        for (int t = 0; t < ti; t++) {
+            const unsigned char *sp = memchr(a, ' ', (size_t)(b - a));
+            if (!sp) return 0;
+            a = sp + 1;
+        }
+        const unsigned char *sp = memchr(a, ' ', (size_t)(b - a));
+        if (sp) b = sp;
+    }
+    *fs = a;
+    *fe = b;
+    return 1;
+}
+
+static PyObject *cut(PyObject *self, PyObject *args) {
+    Py_buffer buf, progbuf;
+    PyObject *fields_obj;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*y*O", &buf, &progbuf, &fields_obj)) return NULL;
+    PyObject *result = NULL, *rejected = NULL, *valid = NULL, *starts = NULL, *columns = NULL;
+    Py_ssize_t *spans = NULL;  /* per line and field: start, end (offsets into buf) */
+    Elem prog[MAX_ELEMS];
+    int count = 0, nf = 0, si[MAX_FIELDS], ti[MAX_FIELDS];
+
+    if (parse_prog(progbuf.buf, progbuf.len, prog, &count) != 0) {
+        PyErr_SetString(PyExc_ValueError, "bad cut program");
+        goto done;
+    }
+    PyObject *seq = PySequence_Fast(fields_obj, "fields must be a sequence of (segment, token) pairs");
+    if (!seq) goto done;
+    nf = (int)PySequence_Fast_GET_SIZE(seq);
+    if (nf > MAX_FIELDS) {
+        Py_DECREF(seq);
+        PyErr_SetString(PyExc_ValueError, "too many fields");
+        goto done;
+    }
+    for (int f = 0; f < nf; f++) {
+        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(seq, f), "ii", &si[f], &ti[f])) {
+            Py_DECREF(seq);
+            goto done;
+        }
+    }
+    Py_DECREF(seq);
+
+    const unsigned char *data = buf.buf;
+    Py_ssize_t len = buf.len;
+    Py_ssize_t n = 0;
+    for (const unsigned char *p = data; (p = memchr(p, '\n', (size_t)(data + len - p))) != NULL; p++) n++;
+    if (len && data[len - 1] != '\n') n++;  /* a last line without newline (the caller never sends one) */
+
+    rejected = PyList_New(0);
+    valid = PyBytes_FromStringAndSize(NULL, (n + 7) / 8);
+    starts = PyBytes_FromStringAndSize(NULL, (n + 1) * (Py_ssize_t)sizeof(int64_t));
+    spans = PyMem_Malloc((size_t)(n ? n : 1) * (size_t)(nf ? nf : 1) * 2 * sizeof(Py_ssize_t));
+    if (!rejected || !valid || !starts || !spans) {
+        if (!spans) PyErr_NoMemory();
+        goto done;
+    }
+    unsigned char *vbits = (unsigned char *)PyBytes_AS_STRING(valid);
+    memset(vbits, 0, (size_t)((n + 7) / 8));
+    int64_t *st = (int64_t *)PyBytes_AS_STRING(starts);
+    Py_ssize_t totals[MAX_FIELDS] = {0};
+    Py_ssize_t n_ok = 0;
+    const unsigned char *p = data, *end = data + len;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        const unsigned char *nl = memchr(p, '\n', (size_t)(end - p));
+        const unsigned char *e = nl ? nl : end;
+        st[i] = p - data;
+        Py_ssize_t *sp = spans + i * nf * 2;
+        int ok = match(p, e, prog, count);
+        if (ok) {
+            for (int f = 0; f < nf; f++) {
+                const unsigned char *fs, *fe;
+                if (!field(p, e, si[f], ti[f], &fs, &fe)) { ok = 0; break; }
+                sp[2 * f] = fs - data;
+                sp[2 * f + 1] = fe - data;
+            }
+        }
+        if (ok) {
+            vbits[i >> 3] |= (unsigned char)(1 << (i & 7));
+            n_ok++;
+            for (int f = 0; f < nf; f++) totals[f] += sp[2 * f + 1] - sp[2 * f];
+        } else {
+            for (int f = 0; f < nf; f++) sp[2 * f] = sp[2 * f + 1] = 0;
+            PyObject *line = PyBytes_FromStringAndSize((const char *)p, e - p);
+            if (!line || PyList_Append(rejected, line) != 0) {
+                Py_XDECREF(line);
+                goto done;
+            }
+            Py_DECREF(line);
+        }
+        p = nl ? nl + 1 : end;
+    }
+    st[n] = len;
+
+    columns = PyTuple_New(nf);
+    if (!columns) goto done;
+    for (int f = 0; f < nf; f++) {
+        PyObject *offs = PyBytes_FromStringAndSize(NULL, (n + 1) * (Py_ssize_t)sizeof(int64_t));
+        PyObject *vals = PyBytes_FromStringAndSize(NULL, totals[f]);
+        if (!offs || !vals) {
+            Py_XDECREF(offs);
+            Py_XDECREF(vals);
+            goto done;
+        }
+        int64_t *o = (int64_t *)PyBytes_AS_STRING(offs);
+        char *v = PyBytes_AS_STRING(vals);
+        int64_t at = 0;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            Py_ssize_t a = spans[(i * nf + f) * 2], b = spans[(i * nf + f) * 2 + 1];
+            o[i] = at;
+            if (b > a) {
+                memcpy(v + at, data + a, (size_t)(b - a));
+                at += b - a;
+            }
+        }
+        o[n] = at;
+        PyObject *pair = PyTuple_Pack(2, offs, vals);
+        Py_DECREF(offs);
+        Py_DECREF(vals);
+        if (!pair) goto done;
+        PyTuple_SET_ITEM(columns, f, pair);
+    }
+    result = Py_BuildValue("nOnOOO", n, valid, n_ok, rejected, starts, columns);
+
+done:
+    PyMem_Free(spans);
+    Py_XDECREF(rejected);
+    Py_XDECREF(valid);
+    Py_XDECREF(starts);
+    Py_XDECREF(columns);
+    PyBuffer_Release(&buf);
+    PyBuffer_Release(&progbuf);
+    return result;
+}
+
+static PyMethodDef methods[] = {
+    {"cut", cut, METH_VARARGS, "cut(buf, prog, fields) -> (n, valid, n_ok, rejected, starts, columns)"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_cut", "The access-log line cut in C.", -1, methods, NULL, NULL, NULL, NULL};
+
+PyMODINIT_FUNC PyInit__cut(void) { return PyModule_Create(&module); }

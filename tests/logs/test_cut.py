@@ -1,0 +1,152 @@
+"""upkeeper.logs._cut: the access-log line cut in C agrees with the pyarrow cut it replaces (the format's strict
+RE2 pattern, then the split on quotes and blanks), byte for byte, on every line."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from logs.test_access_arrow import (
+    INGRESS_GOOD,
+    INGRESS_ODD,
+    ISO_UPSTREAM,
+    ODD,
+    UPSTREAM_FMT,
+    UPSTREAM_GOOD,
+    UPSTREAM_LISTS,
+    UPSTREAMINFO,
+)
+from logs.test_access_parse import GOOD
+from upkeeper.logs import _cut
+from upkeeper.logs.access import Accumulator, ScanOptions
+from upkeeper.logs.arrowscan import ArrowPlan, arrow_plan, cut_program
+from upkeeper.logs.nginx_format import COMBINED, COMBINED_TIMED, MAIN
+
+ISO_GOOD = [
+    b'1.2.3.4 - - [2024-03-01T10:00:00+00:00] a.example "GET /x?y=1 HTTP/1.1" 200 5 "-" "ua" 0.250 0.200',
+    b'1.2.3.5 - - [2024-03-01T10:01:00-05:00] b.example "GET /tz HTTP/1.1" 200 5 "-" "ua" 1.5 -',
+    b'1.2.3.5 - - [2024-03-01T10:01:00+00:00] b.example "GET /up HTTP/1.1" 502 5 "-" "ua" 1.5 1.2, 0.3',
+]
+#: each format with lines written in it (good, odd and lines of other formats)
+UNTIMED = [x.rsplit(b" ", 1)[0] for x in GOOD]
+CASES = {
+    COMBINED_TIMED: GOOD + ODD,
+    COMBINED: UNTIMED + GOOD + ODD,
+    MAIN: [x + b' "-"' for x in UNTIMED] + [x + b' "10.0.0.1, 10.0.0.2"' for x in UNTIMED] + GOOD + ODD,
+    ISO_UPSTREAM: ISO_GOOD + GOOD,
+    UPSTREAM_FMT: UPSTREAM_GOOD + UPSTREAM_LISTS + ODD,
+    UPSTREAMINFO: INGRESS_GOOD + INGRESS_ODD + ODD,
+}
+
+
+def plan_of(fmt: str) -> ArrowPlan:
+    plan = arrow_plan(fmt)
+    assert plan is not None and plan.program is not None
+    return plan
+
+
+def pyarrow_cut(lines: list[bytes], plan: ArrowPlan) -> tuple[list[bool], dict[str, list[bytes | None]]]:
+    """What the pyarrow cut makes of ``lines``: which match the strict pattern, and each field of those."""
+    arr = pa.array(lines, pa.large_binary())
+    ok = pc.match_substring_regex(arr, plan.regex).to_pylist()
+    fields: dict[str, list[bytes | None]] = {f: [] for f in plan.fields}
+    for line, good in zip(lines, ok, strict=True):
+        segs = line.split(b'"')
+        for f, (si, ti) in plan.fields.items():
+            fields[f].append((segs[si] if ti < 0 else segs[si].split(b" ")[ti]) if good else None)
+    return ok, fields
+
+
+def native_cut(lines: list[bytes], plan: ArrowPlan) -> tuple[list[bool], dict[str, list[bytes | None]], list[bytes]]:
+    assert plan.program is not None
+    buf = b"".join(x + b"\n" for x in lines)
+    n, valid, n_ok, rejected, starts, columns = _cut.cut(buf, plan.program, list(plan.fields.values()))
+    assert n == len(lines)
+    vb = pa.py_buffer(valid)
+    ok = pa.Array.from_buffers(pa.bool_(), n, [None, vb]).to_pylist()
+    assert n_ok == sum(ok)
+    st_ = pa.Array.from_buffers(pa.int64(), n + 1, [None, pa.py_buffer(starts)]).to_pylist()
+    assert [buf[a:b - 1] for a, b in zip(st_[:-1], st_[1:], strict=True)] == lines
+    fields = {f: pa.Array.from_buffers(pa.large_binary(), n, [vb, pa.py_buffer(o), pa.py_buffer(d)]).to_pylist()
+              for f, (o, d) in zip(plan.fields, columns, strict=True)}
+    return ok, fields, rejected
+
+
+def assert_same_cut(lines: list[bytes], fmt: str) -> list[bool]:
+    plan = plan_of(fmt)
+    ok, fields = pyarrow_cut(lines, plan)
+    c_ok, c_fields, rejected = native_cut(lines, plan)
+    assert c_ok == ok
+    assert c_fields == fields
+    assert rejected == [x for x, good in zip(lines, ok, strict=True) if not good]
+    return ok
+
+
+def test_the_native_cut_is_built_and_the_scanner_uses_it() -> None:
+    # make test builds the extension (setup.py): a machine without it would scan more slowly, unseen
+    acc = Accumulator(ScanOptions(log_format=COMBINED_TIMED, arrow_min_buffer=0))
+    acc.feed(b"\n".join(GOOD) + b"\n")
+    assert acc.arrow is not None and acc.arrow.cutter is _cut.cut and acc.arrow.lines == len(GOOD)
+    off = Accumulator(ScanOptions(log_format=COMBINED_TIMED, arrow_min_buffer=0, native_cut=False))
+    off.feed(b"\n".join(GOOD) + b"\n")
+    assert off.arrow is not None and off.arrow.cutter is None and off.arrow.lines == len(GOOD)
+
+
+@pytest.mark.parametrize("fmt", list(CASES))
+def test_every_listed_line_is_cut_as_pyarrow_cuts_it(fmt: str) -> None:
+    ok = assert_same_cut(CASES[fmt], fmt)
+    assert any(ok) and not all(ok)
+
+
+_SPECIAL = b' "[]\\-:/,.%+0aZ\t\r\x00\x7f\x80\xff'
+
+
+@st.composite
+def mutated(draw: st.DrawFn) -> tuple[str, list[bytes]]:
+    fmt = draw(st.sampled_from(sorted(CASES)))
+    out = []
+    for _ in range(draw(st.integers(1, 30))):
+        line = bytearray(draw(st.sampled_from(CASES[fmt])))
+        for _ in range(draw(st.integers(0, 4))):
+            pos = draw(st.integers(0, len(line)))
+            op = draw(st.sampled_from(("ins", "del", "rep", "dup")))
+            ch = draw(st.sampled_from(_SPECIAL))
+            if op == "ins":
+                line.insert(pos, ch)
+            elif op == "dup":  # a run of one byte: values at a run's limits, empty or long
+                line[pos:pos] = bytes((ch,)) * draw(st.integers(2, 20))
+            elif pos < len(line):
+                if op == "del":
+                    del line[pos]
+                else:
+                    line[pos] = ch
+        out.append(bytes(line))
+    return fmt, out
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(mutated())
+@example((COMBINED_TIMED, [b"", b"x", b'"', b" " * 5]))
+@example((UPSTREAMINFO, [INGRESS_GOOD[0].replace(b"[] ", b"[:] ").replace(b"[default-web-80]", b"[:]")]))
+@example((UPSTREAM_FMT, [UPSTREAM_GOOD[0].replace(b"10.0.0.1:80 ", b"10.0.0.1:80, ")]))
+def test_fuzz_the_native_cut_equals_the_pyarrow_cut(case: tuple[str, list[bytes]]) -> None:
+    fmt, lines = case
+    assert_same_cut(lines, fmt)
+
+
+def test_a_pattern_a_greedy_run_cannot_say_has_no_program() -> None:
+    # a run of variable length followed by a literal its class holds, or by another run of variable length: a regex
+    # could end the run earlier (arrow_plan's formats never give one: their values stop at the next literal)
+    assert cut_program([("[a-z]", 1, 9, 0), (b"x",)]) is None
+    assert cut_program([("[a-z]", 1, 9, 0), ("[0-9]", 1, 9, 0)]) is None
+    assert cut_program([("[a-z]", 2, 2, 0), ("[a-z]", 1, 9, 0), (b" ",)]) is not None
+
+
+def test_a_bad_program_is_refused() -> None:
+    with pytest.raises(ValueError, match="bad cut program"):
+        _cut.cut(b"x\n", b"Q", [])
+    with pytest.raises(ValueError, match="bad cut program"):
+        _cut.cut(b"x\n", b"L\x05\x00ab", [])
