@@ -942,7 +942,7 @@ class ArrowScanner:
 
 M_MMAP_THRESHOLD = -3  # glibc <malloc.h>
 #: blocks this large or larger are mmapped (see _fixed_mmap_threshold)
-MMAP_THRESHOLD = 4 << 20
+MMAP_THRESHOLD = 8 << 20
 
 
 def _fixed_mmap_threshold(size: int = MMAP_THRESHOLD) -> None:
@@ -951,11 +951,12 @@ def _fixed_mmap_threshold(size: int = MMAP_THRESHOLD) -> None:
     By default glibc raises that threshold each time such a block is freed (up to 32 MB), after
     which large blocks come from the heap and their pages stay resident (the peak RSS of a scan of a
     1 GB log ~20 MB higher per process than with a threshold of 256 KB).  A block served by mmap is
-    page-faulted in and unmapped each time: with 256 KB, every per-buffer column (the buffers are
-    2 MB) was, which cost ~20 % of the scan's CPU.  4 MB keeps the per-buffer blocks on the heap,
-    where they are reused, and still returns the large blocks of the caches and the report at once
-    (single process, 100 MB log: scan CPU 1.98 → 1.55 s, peak RSS 113 → 122 MB; whole 1 GB run,
-    two processes: peak RSS of the tree 441–447 → 465–473 MB).
+    page-faulted in and unmapped each time: with 256 KB, every per-buffer column (the buffers were
+    2 MB then) was, which cost ~20 % of the scan's CPU.  A threshold above the buffer size (8 MB for
+    :attr:`Accumulator.chunk <upkeeper.logs.access.Accumulator.chunk>`'s 4 MB) keeps the per-buffer
+    blocks on the heap, where they are reused, and still returns the large blocks of the caches and the
+    report at once (with 2 MB buffers and a 4 MB threshold: single process, 100 MB log: scan CPU 1.98 →
+    1.55 s, peak RSS 113 → 122 MB; whole 1 GB run, two processes: peak RSS of the tree 441–447 → 465–473 MB).
     """
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return
