@@ -63,7 +63,7 @@ def pyarrow_cut(lines: list[bytes], plan: ArrowPlan) -> tuple[list[bool], dict[s
 def native_cut(lines: list[bytes], plan: ArrowPlan) -> tuple[list[bool], dict[str, list[bytes | None]], list[bytes]]:
     assert plan.program is not None
     buf = b"".join(x + b"\n" for x in lines)
-    n, valid, n_ok, rejected, starts, columns = _cut.cut(buf, plan.program, list(plan.fields.values()))
+    n, valid, n_ok, rejected, starts, columns = _cut.cut(buf, plan.program, plan.anchors)
     assert n == len(lines)
     vb = pa.py_buffer(valid)
     ok = pa.Array.from_buffers(pa.bool_(), n, [None, vb]).to_pylist()
@@ -150,3 +150,7 @@ def test_a_bad_program_is_refused() -> None:
         _cut.cut(b"x\n", b"Q", [])
     with pytest.raises(ValueError, match="bad cut program"):
         _cut.cut(b"x\n", b"L\x05\x00ab", [])
+    with pytest.raises(ValueError, match="bad cut anchor"):
+        _cut.cut(b"x\n", b"L\x01\x00x", [(0, 0, 2, 0)])  # one element: anchors reach element 1 (the end) at most
+    n, valid, n_ok, rejected, _starts, columns = _cut.cut(b"x\ny\n", b"L\x01\x00x", [(0, 0, 1, 0)])
+    assert (n, valid, n_ok, rejected, columns[0][1]) == (2, b"\x01", 1, [b"y"], b"x")

@@ -1,6 +1,6 @@
 /* upkeeper.logs._cut: the line cut of the vectorized access-log path, in one pass over a buffer.
  *
- * cut(buf, prog, fields) does what upkeeper.logs.arrowscan.ArrowScanner's pyarrow cut does with four
+ * cut(buf, prog, anchors) does what upkeeper.logs.arrowscan.ArrowScanner's pyarrow cut does with four
  * kernels (split the buffer into lines; keep the lines matching the format's strict RE2 pattern; cut each
  * kept line on '"' and a segment on ' '; take each field), for a pattern given as a *program* that
  * arrowscan.cut_program derived from the same format:
@@ -13,8 +13,10 @@
  * the run anywhere else.  flags: 1 first byte not ' ', 2 last byte neither ' ' nor '\\', 4 last byte
  * not ',', 8 not exactly ":" (arrowscan's _QUOTED, _UNQ_LIST and the skipped value after a list).
  *
- * fields: a sequence of (segment, token) pairs: the segment of the line cut on '"', then (token >= 0)
- * the token of that segment cut on ' ', or (token < 0) the segment itself.
+ * anchors: per field, (k1, o1, k2, o2): the field runs from o1 bytes after the start of element k1 to o2
+ * bytes after the start of element k2 (k2 = the number of elements: the end of the line) in a line the
+ * program matched (arrowscan.cut_anchors finds them: in a matched line, quotes and the blanks outside
+ * quotes come from literals only, so where the pyarrow cut puts each field is fixed by the elements).
  *
  * Returns (n, valid, n_ok, rejected, starts, columns):
  *   n         lines in buf (buf ends with '\n'; the empty text after the last one is not a line)
@@ -38,7 +40,7 @@ typedef struct {
     int lit;                 /* 1: literal, 0: run */
     const unsigned char *text;
     Py_ssize_t len;          /* literal length */
-    unsigned char cls[32];   /* run class bitmap */
+    unsigned char cls[256];  /* run class: 1 for a member byte */
     Py_ssize_t min, max;
     int flags;
 } Elem;
@@ -46,8 +48,6 @@ typedef struct {
 static uint32_t u32(const unsigned char *p) {
     return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
 }
-
-static int in_class(const unsigned char *cls, unsigned char c) { return (cls[c >> 3] >> (c & 7)) & 1; }
 
 static int parse_prog(const unsigned char *p, Py_ssize_t n, Elem *out, int *count) {
     Py_ssize_t i = 0;
@@ -65,7 +65,7 @@ static int parse_prog(const unsigned char *p, Py_ssize_t n, Elem *out, int *coun
             i += 3 + e->len;
         } else if (p[i] == 'R') {
             if (i + 1 + 32 + 9 > n) return -1;
-            memcpy(e->cls, p + i + 1, 32);
+            for (int c = 0; c < 256; c++) e->cls[c] = (p[i + 1 + (c >> 3)] >> (c & 7)) & 1;
             e->min = (Py_ssize_t)u32(p + i + 33);
             e->max = (Py_ssize_t)u32(p + i + 37);
             e->flags = p[i + 41];
@@ -78,11 +78,13 @@ static int parse_prog(const unsigned char *p, Py_ssize_t n, Elem *out, int *coun
     return 0;
 }
 
-/* does the line [s, e) match the program? */
-static int match(const unsigned char *s, const unsigned char *e, const Elem *prog, int count) {
+/* does the line [s, e) match the program?  starts[k]: where element k begins (starts[count]: e) */
+static int match(const unsigned char *s, const unsigned char *e, const Elem *prog, int count,
+                 const unsigned char **starts) {
     const unsigned char *pos = s;
     for (int k = 0; k < count; k++) {
         const Elem *el = &prog[k];
+        starts[k] = pos;
         if (el->lit) {
             if (e - pos < el->len || memcmp(pos, el->text, (size_t)el->len) != 0) return 0;
             pos += el->len;
@@ -90,7 +92,8 @@ static int match(const unsigned char *s, const unsigned char *e, const Elem *pro
         }
         const unsigned char *start = pos;
         const unsigned char *lim = (e - pos > el->max) ? pos + el->max : e;
-        while (pos < lim && in_class(el->cls, *pos)) pos++;
+        const unsigned char *cls = el->cls;
+        while (pos < lim && cls[*pos]) pos++;
         Py_ssize_t got = pos - start;
         if (got < el->min) return 0;
         if (got && el->flags) {
@@ -101,49 +104,26 @@ static int match(const unsigned char *s, const unsigned char *e, const Elem *pro
             if ((el->flags & 8) && got == 1 && first == ':') return 0;
         }
     }
+    starts[count] = pos;
     return pos == e;
-}
-
-/* the field (segment si, token ti) of the line [s, e): its span, or 0 when the line has no such field */
-static int field(const unsigned char *s, const unsigned char *e, int si, int ti,
-                 const unsigned char **fs, const unsigned char **fe) {
-    const unsigned char *a = s, *b;
-    for (int q = 0; q < si; q++) {
-        const unsigned char *quote = memchr(a, '"', (size_t)(e - a));
-        if (!quote) return 0;
-        a = quote + 1;
-    }
-    b = memchr(a, '"', (size_t)(e - a));
-    if (!b) b = e;
-    if (ti >= 0) {
-        for (int t = 0; t < ti; t++) {
-            const unsigned char *sp = memchr(a, ' ', (size_t)(b - a));
-            if (!sp) return 0;
-            a = sp + 1;
-        }
-        const unsigned char *sp = memchr(a, ' ', (size_t)(b - a));
-        if (sp) b = sp;
-    }
-    *fs = a;
-    *fe = b;
-    return 1;
 }
 
 static PyObject *cut(PyObject *self, PyObject *args) {
     Py_buffer buf, progbuf;
-    PyObject *fields_obj;
+    PyObject *anchors_obj;
     (void)self;
-    if (!PyArg_ParseTuple(args, "y*y*O", &buf, &progbuf, &fields_obj)) return NULL;
+    if (!PyArg_ParseTuple(args, "y*y*O", &buf, &progbuf, &anchors_obj)) return NULL;
     PyObject *result = NULL, *rejected = NULL, *valid = NULL, *starts = NULL, *columns = NULL;
     Py_ssize_t *spans = NULL;  /* per line and field: start, end (offsets into buf) */
     Elem prog[MAX_ELEMS];
-    int count = 0, nf = 0, si[MAX_FIELDS], ti[MAX_FIELDS];
+    int count = 0, nf = 0, k1[MAX_FIELDS], o1[MAX_FIELDS], k2[MAX_FIELDS], o2[MAX_FIELDS];
+    const unsigned char *starts_of[MAX_ELEMS + 1];
 
     if (parse_prog(progbuf.buf, progbuf.len, prog, &count) != 0) {
         PyErr_SetString(PyExc_ValueError, "bad cut program");
         goto done;
     }
-    PyObject *seq = PySequence_Fast(fields_obj, "fields must be a sequence of (segment, token) pairs");
+    PyObject *seq = PySequence_Fast(anchors_obj, "anchors must be a sequence of (k1, o1, k2, o2)");
     if (!seq) goto done;
     nf = (int)PySequence_Fast_GET_SIZE(seq);
     if (nf > MAX_FIELDS) {
@@ -152,8 +132,13 @@ static PyObject *cut(PyObject *self, PyObject *args) {
         goto done;
     }
     for (int f = 0; f < nf; f++) {
-        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(seq, f), "ii", &si[f], &ti[f])) {
+        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(seq, f), "iiii", &k1[f], &o1[f], &k2[f], &o2[f])) {
             Py_DECREF(seq);
+            goto done;
+        }
+        if (k1[f] < 0 || k1[f] > count || k2[f] < 0 || k2[f] > count || o1[f] < 0 || o2[f] < 0) {
+            Py_DECREF(seq);
+            PyErr_SetString(PyExc_ValueError, "bad cut anchor");
             goto done;
         }
     }
@@ -184,11 +169,11 @@ static PyObject *cut(PyObject *self, PyObject *args) {
         const unsigned char *e = nl ? nl : end;
         st[i] = p - data;
         Py_ssize_t *sp = spans + i * nf * 2;
-        int ok = match(p, e, prog, count);
+        int ok = match(p, e, prog, count, starts_of);
         if (ok) {
             for (int f = 0; f < nf; f++) {
-                const unsigned char *fs, *fe;
-                if (!field(p, e, si[f], ti[f], &fs, &fe)) { ok = 0; break; }
+                const unsigned char *fs = starts_of[k1[f]] + o1[f], *fe = starts_of[k2[f]] + o2[f];
+                if (fe < fs || fe > e) { ok = 0; break; }  /* (anchors that do not fit the program) */
                 sp[2 * f] = fs - data;
                 sp[2 * f + 1] = fe - data;
             }
@@ -252,7 +237,7 @@ done:
 }
 
 static PyMethodDef methods[] = {
-    {"cut", cut, METH_VARARGS, "cut(buf, prog, fields) -> (n, valid, n_ok, rejected, starts, columns)"},
+    {"cut", cut, METH_VARARGS, "cut(buf, prog, anchors) -> (n, valid, n_ok, rejected, starts, columns)"},
     {NULL, NULL, 0, NULL},
 };
 

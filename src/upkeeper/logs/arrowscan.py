@@ -134,6 +134,8 @@ class ArrowPlan:
     #: :data:`regex` as a program for :func:`upkeeper.logs._cut.cut`, or None when a greedy run could end
     #: elsewhere than the regex would (the pyarrow cut reads such formats)
     program: bytes | None = None
+    #: where each field of :data:`fields` is in a line the program matched (:func:`cut_anchors`)
+    anchors: tuple[tuple[int, int, int, int], ...] = ()
 
 
 def _class_bits(bracket: str) -> bytes:
@@ -147,30 +149,75 @@ def _class_bits(bracket: str) -> bytes:
 
 
 def cut_program(elems: list[Elem]) -> bytes | None:
-    """The bytes of a cut program for ``elems``, or None when a greedy run would not be exact: a run of variable
-    length must be followed by a literal whose first byte is not in its class, or end the line."""
+    """The bytes of a cut program for ``elems`` (empty literals left out), or None when a greedy run would not be
+    exact: a run of variable length must be followed by a literal whose first byte is not in its class, or end the
+    line."""
     out = bytearray()
+    elems = _kept(elems)
     for k, el in enumerate(elems):
         if len(el) == 1:
             text = el[0]
-            if not text:
-                continue
             if len(text) > 0xFFFF:
                 return None
             out += b"L" + struct.pack("<H", len(text)) + text
             continue
         bracket, lo, hi, flags = el
         bits = _class_bits(bracket)
-        if lo != hi:
-            nxt = next((e for e in elems[k + 1:] if len(e) != 1 or e[0]), None)
-            if nxt is not None:
-                if len(nxt) != 1:
-                    return None
-                first = nxt[0][0]
-                if bits[first >> 3] >> (first & 7) & 1:
-                    return None
+        if lo != hi and k + 1 < len(elems):
+            nxt = elems[k + 1]
+            if len(nxt) != 1:
+                return None
+            first = nxt[0][0]
+            if bits[first >> 3] >> (first & 7) & 1:
+                return None
         out += b"R" + bits + struct.pack("<IIB", lo, hi, flags)
     return bytes(out)
+
+
+def _kept(elems: list[Elem]) -> list[Elem]:
+    return [e for e in elems if len(e) != 1 or e[0]]
+
+
+def cut_anchors(elems: list[Elem], fields: dict[str, tuple[int, int]]) -> list[tuple[int, int, int, int]] | None:
+    """Where each field of ``fields`` (segment of the line cut on ``"``, token of it cut on blanks or -1) lies in a
+    line the program of ``elems`` matched: ``(k1, o1, k2, o2)``, from ``o1`` bytes after the start of element
+    ``k1`` to ``o2`` bytes after the start of element ``k2`` (``k2`` = the number of elements: the line's end).
+
+    In a matched line quotes come only from literals (a quoted value holds none), and so do the blanks outside
+    quotes (an unquoted value holds none); so the cut of the line is the cut of its literals, each run standing
+    for one byte that is neither.  None when a field is not in that cut."""
+    elems = _kept(elems)
+    fake: list[tuple[int, int]] = []  # per byte of a stand-in line: (element, offset in it)
+    text = bytearray()
+    for k, el in enumerate(elems):
+        if len(el) == 1:
+            fake += [(k, o) for o in range(len(el[0]))]
+            text += el[0]
+        else:
+            fake.append((k, 0))
+            text += b"x"
+    fake.append((len(elems), 0))
+    # the spans of each segment's tokens, as pyarrow's split_pattern cuts them
+    spans: dict[tuple[int, int], tuple[int, int]] = {}
+    seg_start = 0
+    bounds = [i for i, c in enumerate(text) if c == ord('"')] + [len(text)]
+    for si, seg_end in enumerate(bounds):
+        spans[(si, -1)] = (seg_start, seg_end)
+        tok_start = seg_start
+        ti = 0
+        for i in range(seg_start, seg_end + 1):
+            if i == seg_end or text[i] == ord(" "):
+                spans[(si, ti)] = (tok_start, i)
+                ti += 1
+                tok_start = i + 1
+        seg_start = seg_end + 1
+    out = []
+    for spot in fields.values():
+        if spot not in spans:
+            return None
+        a, b = spans[spot]
+        out.append((*fake[a], *fake[b]))
+    return out
 
 
 def arrow_plan(fmt: str, client_ip: str = "remote_addr") -> ArrowPlan | None:
@@ -268,8 +315,11 @@ def arrow_plan(fmt: str, client_ip: str = "remote_addr") -> ArrowPlan | None:
             fields[f] = (si, ti)
     if time_spec is None or "h" not in fields or "r" not in fields:
         return None
+    program = cut_program(elems) if elems is not None else None
+    anchors = cut_anchors(elems, fields) if elems is not None and program is not None else None
     return ArrowPlan(regex="^" + "".join(rx) + "$", quotes=len(segs) // 2, fields=fields, time_spec=time_spec,
-                     time_var=plan.time_var, program=cut_program(elems) if elems is not None else None)
+                     time_var=plan.time_var, program=program if anchors is not None else None,
+                     anchors=tuple(anchors or ()))
 
 
 class ArrowScanner:
@@ -296,7 +346,7 @@ class ArrowScanner:
         self.agents: dict[bytes, bytes] = {}
         self.static_rx = static_pattern(acc.is_static.simple)
         #: the line cut in C (upkeeper.logs._cut, built at install), or None: the pyarrow cut
-        self.cutter: Callable[[bytes, bytes, Sequence[tuple[int, int]]], CutResult] | None = None
+        self.cutter: Callable[[bytes, bytes, Sequence[tuple[int, int, int, int]]], CutResult] | None = None
         if plan.program is not None and acc.opts.native_cut:
             try:
                 from upkeeper.logs._cut import cut
@@ -305,7 +355,6 @@ class ArrowScanner:
             else:
                 self.cutter = cut
         self.field_names = list(plan.fields)
-        self.field_spots = list(plan.fields.values())
 
     def release(self) -> None:
         """Forget what only the scan needs (the interned addresses and agents, the endpoint ids): the
@@ -519,7 +568,7 @@ class ArrowScanner:
         lines are null rows), and hands over the lines the pattern rejects."""
         pa, pc = self.pa, self.pc
         assert self.cutter is not None and self.plan.program is not None
-        n, valid, n_ok, rejected_lines, starts, columns = self.cutter(buf, self.plan.program, self.field_spots)
+        n, valid, n_ok, rejected_lines, starts, columns = self.cutter(buf, self.plan.program, self.plan.anchors)
         self._fallback(rejected_lines, source, offset)
         if not n_ok:
             return
