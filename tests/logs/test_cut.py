@@ -154,3 +154,10 @@ def test_a_bad_program_is_refused() -> None:
         _cut.cut(b"x\n", b"L\x01\x00x", [(0, 0, 2, 0)])  # one element: anchors reach element 1 (the end) at most
     n, valid, n_ok, rejected, _starts, columns = _cut.cut(b"x\ny\n", b"L\x01\x00x", [(0, 0, 1, 0)])
     assert (n, valid, n_ok, rejected, columns[0][1]) == (2, b"\x01", 1, [b"y"], b"x")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from(sorted(CASES)), st.lists(st.binary(max_size=300).map(lambda b: b.replace(b"\n", b"")),
+                                                min_size=1, max_size=10))
+def test_fuzz_arbitrary_bytes_are_cut_as_pyarrow_cuts_them(fmt: str, lines: list[bytes]) -> None:
+    assert_same_cut(lines, fmt)
