@@ -576,14 +576,24 @@ TRICKY_REQUESTS = [
     b"GET /caf\xe9/1 HTTP/1.1", b"GET /\xc3\xa9t\xc3\xa9/2.JS HTTP/1.1", b"GET /k\xe2\x84\xaa.js HTTP/1.1",
     b"GET /a HTTP/1.1 extra", b"GET /a", b"-", b"", b"GET /x.min.js HTTP/1.1", b"OPTIONS /api/9 HTTP/1.1",
     b"DELETE /api/v2/users/77/roles/8 HTTP/1.1", b"PUT /a/1;2 HTTP/1.1", b"PATCH /p/00000000 HTTP/1.1",
+    # placeholders next to each other: a UUID with more hex after it, before a number, inside a longer hex run, a
+    # UUID that is a number's digits, slashes doubled, numbers at the end and before every delimiter
+    b"GET /u/ed2662e9-17e0-41b7-b810-238303c72ba8ed HTTP/1.1", b"GET /ed2662e9-17e0-41b7-b810-238303c72ba8/7 HTTP/1.1",
+    b"GET /aed2662e9-17e0-41b7-b810-238303c72ba8 HTTP/1.1", b"GET /12345678-1234-1234-1234-123456789012 HTTP/1.1",
+    b"GET //1//2 HTTP/1.1", b"GET /1 HTTP/1.1", b"GET /1.json HTTP/1.1", b"GET /9;x/8,y/7.z HTTP/1.1",
+    b"GET /x/" + b"1/" * 90 + b" HTTP/1.1", b"GET /a1b2c3d4/e5f6a7b8c9 HTTP/1.1", b"GET /-_-_-_-9 HTTP/1.1",
+    # a hash of exactly 8 characters alone; a UUID one hex digit short before a number
+    b"GET /x/a1b2c3d4 HTTP/1.1", b"GET /u/ed2662e9-17e0-41b7-b810-238303c72ba/1 HTTP/1.1",
 ]
 
 
-def _learned(raws: list[bytes], arrow: bool) -> tuple[Any, ...]:
+def _learned(raws: list[bytes], arrow: bool, native: bool = True) -> tuple[Any, ...]:
+    """``native``: the arrow path's endpoints in C (upkeeper.logs._cut.endpoints), else with RE2 kernels."""
     acc = Accumulator(ScanOptions(log_format=COMBINED_TIMED, arrow_min_buffer=0,
-                                  login_paths=("/login", "/api/v1/items/*")))
+                                  login_paths=("/login", "/api/v1/items/*"), native_cut=native))
     scanner = acc._arrow_scanner()
     assert scanner is not None
+    assert (scanner.endpoints is not None) == native
     if arrow:
         scanner._learn_requests(scanner.pa.array(raws, scanner.pa.large_binary()), raws)
     else:
@@ -611,11 +621,14 @@ def test_request_lines_learned_with_re2_equal_the_reference() -> None:
     """The pyarrow path learns most request lines with RE2 kernels (ArrowScanner._learn_requests) and takes
     GoAccess's keys from their tokens (request_keys): the same endpoints, static paths, login paths, front pages
     and keys as the reference (classify, goaccess.parse_requests), line by line."""
-    assert _learned(TRICKY_REQUESTS, True) == _learned(TRICKY_REQUESTS, False)
+    reference = _learned(TRICKY_REQUESTS, False)
+    assert _learned(TRICKY_REQUESTS, True) == reference
+    assert _learned(TRICKY_REQUESTS, True, native=False) == reference
     assert _ga_keys(TRICKY_REQUESTS, True) == _ga_keys(TRICKY_REQUESTS, False)
 
 
-_path_piece = st.sampled_from(["/", "1", "23", "0", ".", ";", ",", "-", "?", "#", "@", "a", "F", "x9", "deadbeef",
+_path_piece = st.sampled_from(["/", "1", "23", "0", ".", ";", ",", "-", "?", "#", "@", "a", "F", "x9", "deadbeef", "//",
+                               "12345678", "ed2662e9-17e0-41b7-b810-238303c72ba8e", "1234abcd-", "-1234-",
                                "ed2662e9-17e0-41b7-b810-238303c72ba8", "ABCDEFGHIJ1234567890ab", ".js", ".CSS",
                                "%2e", " ", "\t", "é", "K", "\xff", "index.html", "_"])
 _request = st.builds(lambda m, parts, proto: (m + "".join(parts) + proto).encode("latin-1"),
@@ -626,10 +639,12 @@ _request = st.builds(lambda m, parts, proto: (m + "".join(parts) + proto).encode
                                       " HTTP/1.2", "", " HTTP/1.1 x"]))
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(_request, min_size=1, max_size=40, unique=True))
 def test_fuzz_request_lines_learned_with_re2_equal_the_reference(raws: list[bytes]) -> None:
-    assert _learned(raws, True) == _learned(raws, False)
+    reference = _learned(raws, False)
+    assert _learned(raws, True) == reference
+    assert _learned(raws, True, native=False) == reference
     assert _ga_keys(raws, True) == _ga_keys(raws, False)
 
 

@@ -236,8 +236,168 @@ done:
     return result;
 }
 
+
+/* ---- endpoints of request lines of the common shape ------------------------------------------------
+ *
+ * endpoints(offsets, data, start, n, endpoint_max) reads n request lines of an Arrow large_binary array
+ * (int64 offsets, from index start) that all match arrowscan.SIMPLE_REQUEST ("METHOD /url PROTOCOL", one
+ * blank each side of the URL, no '%', '@' or blank in it) and returns (endpoints, words, url_offsets,
+ * url_data):
+ *   endpoints  per line "METHOD " + its path with placeholders, cut to endpoint_max bytes (a list of bytes)
+ *   words      (index, whole path) of the lines whose path may hold a hash or token (classify.WORD_WINDOW:
+ *              8 word characters [A-Za-z0-9_-] in a row with a digit among them), for classify's _WORD
+ *   url_*      the URLs as an Arrow large_binary column (for the static-file pattern)
+ * The path is the URL up to '?' or '#'; then, as classify._placeholders does with Python's re (leftmost
+ * matches, left to right): each UUID (_UUID) becomes ":uuid", then each "/digits" followed by one of
+ * "/.;," or the end (_NUM, whose look-ahead consumes nothing) becomes "/:id".
+ */
+static int is_hex(unsigned char c) { return (c >= '0' && c <= '9') || ((c | 0x20) >= 'a' && (c | 0x20) <= 'f'); }
+
+static int uuid_at(const unsigned char *p, Py_ssize_t left) {
+    static const int groups[5] = {8, 4, 4, 4, 12};
+    if (left < 36) return 0;
+    for (int g = 0, i = 0; g < 5; g++) {
+        for (int k = 0; k < groups[g]; k++, i++)
+            if (!is_hex(p[i])) return 0;
+        if (g < 4) {
+            if (p[i] != '-') return 0;
+            i++;
+        }
+    }
+    return 1;
+}
+
+static int word_char(unsigned char c) {
+    return (c >= '0' && c <= '9') || ((c | 0x20) >= 'a' && (c | 0x20) <= 'z') || c == '_' || c == '-';
+}
+
+static PyObject *endpoints(PyObject *self, PyObject *args) {
+    Py_buffer ob, db;
+    Py_ssize_t start, n, epmax;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*y*nnn", &ob, &db, &start, &n, &epmax)) return NULL;
+    PyObject *eps = NULL, *words = NULL, *uoffs = NULL, *udata = NULL, *result = NULL;
+    unsigned char *path = NULL, *out = NULL;
+    const int64_t *off = ob.buf;
+    const unsigned char *data = db.buf;
+    if (start < 0 || n < 0 || epmax < 0 || (start + n + 1) * (Py_ssize_t)sizeof(int64_t) > ob.len) {
+        PyErr_SetString(PyExc_ValueError, "offsets out of range");
+        goto done;
+    }
+    Py_ssize_t total = 0, longest = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        int64_t a = off[start + i], b = off[start + i + 1];
+        if (a < 0 || b < a || b > db.len) {
+            PyErr_SetString(PyExc_ValueError, "offsets out of range");
+            goto done;
+        }
+        total += b - a;
+        if (b - a > longest) longest = b - a;
+    }
+    eps = PyList_New(n);
+    words = PyList_New(0);
+    uoffs = PyBytes_FromStringAndSize(NULL, (n + 1) * (Py_ssize_t)sizeof(int64_t));
+    udata = PyBytes_FromStringAndSize(NULL, total);
+    path = PyMem_Malloc((size_t)longest + 1);
+    out = PyMem_Malloc(2 * (size_t)longest + 4);
+    if (!eps || !words || !uoffs || !udata || !path || !out) {
+        if (!path || !out) PyErr_NoMemory();
+        goto done;
+    }
+    int64_t *uo = (int64_t *)PyBytes_AS_STRING(uoffs);
+    char *ud = PyBytes_AS_STRING(udata);
+    int64_t uat = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        const unsigned char *s = data + off[start + i], *e = data + off[start + i + 1];
+        const unsigned char *sp1 = memchr(s, ' ', (size_t)(e - s));
+        const unsigned char *url = sp1 ? sp1 + 1 : e;
+        const unsigned char *sp2 = memchr(url, ' ', (size_t)(e - url));
+        const unsigned char *url_end = sp2 ? sp2 : e;
+        uo[i] = uat;
+        memcpy(ud + uat, url, (size_t)(url_end - url));
+        uat += url_end - url;
+        const unsigned char *pe = url;
+        while (pe < url_end && *pe != '?' && *pe != '#') pe++;
+        /* the path with placeholders: UUIDs first, then numbers */
+        Py_ssize_t plen = 0;
+        unsigned char *tmp = path;
+        for (const unsigned char *q = url; q < pe;) {
+            if (uuid_at(q, pe - q)) {
+                memcpy(tmp + plen, ":uuid", 5);
+                plen += 5;
+                q += 36;
+            } else {
+                tmp[plen++] = *q++;
+            }
+        }
+        /* then the numbers, into out ("/N" becomes "/:id": at most twice as long) */
+        Py_ssize_t w = 0;
+        for (Py_ssize_t r = 0; r < plen;) {
+            if (tmp[r] == '/' && r + 1 < plen && tmp[r + 1] >= '0' && tmp[r + 1] <= '9') {
+                Py_ssize_t d = r + 1;
+                while (d < plen && tmp[d] >= '0' && tmp[d] <= '9') d++;
+                if (d == plen || tmp[d] == '/' || tmp[d] == '.' || tmp[d] == ';' || tmp[d] == ',') {
+                    memcpy(out + w, "/:id", 4);
+                    w += 4;
+                    r = d;
+                    continue;
+                }
+                while (r < d) out[w++] = tmp[r++];
+                continue;
+            }
+            out[w++] = tmp[r++];
+        }
+        tmp = out;
+        plen = w;
+        Py_ssize_t mlen = sp1 ? sp1 - s : e - s;
+        Py_ssize_t keep = plen < epmax ? plen : epmax;
+        PyObject *ep = PyBytes_FromStringAndSize(NULL, mlen + 1 + keep);
+        if (!ep) goto done;
+        char *ept = PyBytes_AS_STRING(ep);
+        memcpy(ept, s, (size_t)mlen);
+        ept[mlen] = ' ';
+        memcpy(ept + mlen + 1, tmp, (size_t)keep);
+        PyList_SET_ITEM(eps, i, ep);
+        /* a run of 8 or more word characters holding a digit */
+        int run = 0, digit = 0, found = 0;
+        for (Py_ssize_t k = 0; k < plen && !found; k++) {
+            if (word_char(tmp[k])) {
+                run++;
+                if (tmp[k] >= '0' && tmp[k] <= '9') digit = 1;
+                if (run >= 8 && digit) found = 1;
+            } else {
+                run = 0;
+                digit = 0;
+            }
+        }
+        if (found) {
+            PyObject *item = Py_BuildValue("(ny#)", i, (const char *)tmp, plen);
+            if (!item || PyList_Append(words, item) != 0) {
+                Py_XDECREF(item);
+                goto done;
+            }
+            Py_DECREF(item);
+        }
+    }
+    uo[n] = uat;
+    result = Py_BuildValue("OOOO", eps, words, uoffs, udata);
+
+done:
+    PyMem_Free(path);
+    PyMem_Free(out);
+    Py_XDECREF(eps);
+    Py_XDECREF(words);
+    Py_XDECREF(uoffs);
+    Py_XDECREF(udata);
+    PyBuffer_Release(&ob);
+    PyBuffer_Release(&db);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"cut", cut, METH_VARARGS, "cut(buf, prog, anchors) -> (n, valid, n_ok, rejected, starts, columns)"},
+    {"endpoints", endpoints, METH_VARARGS,
+     "endpoints(offsets, data, start, n, endpoint_max) -> (endpoints, words, url_offsets, url_data)"},
     {NULL, NULL, 0, NULL},
 };
 

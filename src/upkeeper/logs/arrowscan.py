@@ -62,6 +62,9 @@ if TYPE_CHECKING:
 #: what :func:`upkeeper.logs._cut.cut` returns: lines, validity bitmap, kept lines, rejected lines, line starts,
 #: and per field (offsets, data)
 CutResult = tuple[int, bytes, int, list[bytes], bytes, tuple[tuple[bytes, bytes], ...]]
+#: what :func:`upkeeper.logs._cut.endpoints` returns: endpoints, (index, path) of the word candidates, URL offsets
+#: and data
+EndpointsResult = tuple[list[bytes], list[tuple[int, bytes]], bytes, bytes]
 
 MIN_BUFFER = 256 << 10  # smaller buffers are cheaper in plain Python
 #: the endpoints of the front page (a request line is in Accumulator.page_of when its endpoint is one of these)
@@ -347,13 +350,16 @@ class ArrowScanner:
         self.static_rx = static_pattern(acc.is_static.simple)
         #: the line cut in C (upkeeper.logs._cut, built at install), or None: the pyarrow cut
         self.cutter: Callable[[bytes, bytes, Sequence[tuple[int, int, int, int]]], CutResult] | None = None
-        if plan.program is not None and acc.opts.native_cut:
+        #: the endpoints of new request lines of the common shape in C (upkeeper.logs._cut.endpoints), or None
+        self.endpoints: Callable[[Any, Any, int, int, int], EndpointsResult] | None = None
+        if acc.opts.native_cut:
             try:
-                from upkeeper.logs._cut import cut
+                from upkeeper.logs import _cut
             except ImportError:  # built without a C compiler: the same figures, slower
                 pass
             else:
-                self.cutter = cut
+                self.cutter = _cut.cut if plan.program is not None else None
+                self.endpoints = _cut.endpoints
         self.field_names = list(plan.fields)
 
     def release(self) -> None:
@@ -441,20 +447,34 @@ class ArrowScanner:
             rdarr = rdarr.filter(simple)
         else:
             raws = new
-        toks = pc.split_pattern(rdarr, b" ")
-        meth, url = pc.list_element(toks, 0), pc.list_element(toks, 1)
-        del toks
-        path = pc.replace_substring_regex(url, "[?#].*", "")
-        path = pc.replace_substring_regex(path, _UUID, ":uuid")
-        for _ in range(2):
-            path = pc.replace_substring_regex(path, _NUM, r"/:id\1")
-        eps: list[bytes] = pc.binary_join_element_wise(meth, pc.binary_slice(path, 0, ENDPOINT_MAX),
-                                                       pa.scalar(b" ", path.type)).to_pylist()
-        words = pc.indices_nonzero(pc.match_substring_regex(path, WORD_WINDOW))
-        if len(words):
-            done = _WORD.sub(_word, b"\n".join(pc.take(path, words).to_pylist())).split(b"\n")
-            for i, m, p in zip(words.to_pylist(), pc.take(meth, words).to_pylist(), done, strict=True):
-                eps[i] = m + b" " + p[:ENDPOINT_MAX]
+        eps: list[bytes]
+        if self.endpoints is not None and rdarr.type == pa.large_binary() and not rdarr.offset \
+                and not rdarr.null_count:
+            # in C, one pass: the same placeholders and the same word candidates as the kernels below
+            _valid, offsets, data = rdarr.buffers()
+            eps, cands, uo, ud = self.endpoints(offsets, data if data is not None else b"", 0, len(rdarr),
+                                                ENDPOINT_MAX)
+            url = pa.Array.from_buffers(pa.large_binary(), len(rdarr), [None, pa.py_buffer(uo), pa.py_buffer(ud)])
+            if cands:
+                done = _WORD.sub(_word, b"\n".join([p for _i, p in cands])).split(b"\n")
+                for (i, _p), p in zip(cands, done, strict=True):
+                    e = eps[i]
+                    eps[i] = e[:e.index(b" ") + 1] + p[:ENDPOINT_MAX]
+        else:
+            toks = pc.split_pattern(rdarr, b" ")
+            meth, url = pc.list_element(toks, 0), pc.list_element(toks, 1)
+            del toks
+            path = pc.replace_substring_regex(url, "[?#].*", "")
+            path = pc.replace_substring_regex(path, _UUID, ":uuid")
+            for _ in range(2):
+                path = pc.replace_substring_regex(path, _NUM, r"/:id\1")
+            eps = pc.binary_join_element_wise(meth, pc.binary_slice(path, 0, ENDPOINT_MAX),
+                                              pa.scalar(b" ", path.type)).to_pylist()
+            words = pc.indices_nonzero(pc.match_substring_regex(path, WORD_WINDOW))
+            if len(words):
+                done = _WORD.sub(_word, b"\n".join(pc.take(path, words).to_pylist())).split(b"\n")
+                for i, m, p in zip(words.to_pylist(), pc.take(meth, words).to_pylist(), done, strict=True):
+                    eps[i] = m + b" " + p[:ENDPOINT_MAX]
         intern = acc.ep_intern
         eps = list(map(intern.setdefault, eps, eps))
         acc.ep_of.update(zip(raws, eps, strict=True))
