@@ -3,17 +3,20 @@
 Speaks pickle over stdin/stdout with :mod:`upkeeper.logs.parallel`:
 ``("init", kind, opts, continuation)``, then ``("unit", Unit)`` answered by
 ``("ok", bytes_read, notes)`` (:class:`~upkeeper.logs.parallel.ReadNote` items), then ``("finish", path)`` answered by ``("partial", path)`` once the
-reduced result is pickled in the file ``path`` (created by the parent, mode 0600).
+reduced result is pickled in the file ``path`` (created by the parent, mode 0600); then it exits at once
+(:func:`_exit_now`).
 Any exception is answered by ``("error", traceback)``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import os
 import pickle
 import sys
 import traceback
-from typing import IO, Any
+from typing import IO, Any, NoReturn
 
 
 def dump_fast(obj: Any, fh: IO[bytes]) -> None:
@@ -21,6 +24,18 @@ def dump_fast(obj: Any, fh: IO[bytes]) -> None:
     p = pickle.Pickler(fh, protocol=pickle.HIGHEST_PROTOCOL)
     p.fast = True
     p.dump(obj)
+
+
+def _exit_now(code: int) -> NoReturn:
+    """Exit at once, without the interpreter's finalization: once the partial result is written and announced,
+    nothing of this process is needed, and the finalization (the objects still alive freed one by one, the modules
+    torn down, pyarrow's pools and threads shut) took 30-110 ms on a 100 MB log's half, while the parent waits for
+    this process to end before it reads the result (:func:`upkeeper.logs.parallel.scan`).  The kernel takes the memory back in one go; what was written is
+    flushed first (the result file is closed already)."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
 
 
 def main() -> int:
@@ -55,10 +70,10 @@ def main() -> int:
                 release_memory()
                 with open(path, "wb") as fh:
                     dump_fast(result, fh)
-                del result
+                # (result is not freed first: the process ends right after the answer, see _exit_now)
                 send.dump(("partial", path))
                 out.flush()
-                return 0
+                _exit_now(0)
         except FileChanged as exc:  # logrotate ran meanwhile: the parent fails the run, records no cursor
             send.dump(("changed", str(exc)))
             out.flush()
