@@ -934,3 +934,56 @@ def test_a_copy_whose_source_another_hosts_rekey_deleted_unseen_says_so(
     assert f"backup {bid} was deleted from src while it was copied" in (out[0].error or ""), out[0]
     assert "backups sync" in (out[0].hint or ""), out[0]
     assert list(dest.list(set_prefix("web", "app", bid))) == []
+
+
+def test_a_copy_meeting_a_rekey_deleting_the_original_names_the_re_encryption(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, age_key: AgeKey, opened: list[Storage]) -> None:
+    """Two hosts sharing a storage, not the history: one's ``backups rekey`` holds the original's lease to delete it
+    (here while a verify of a third host still reads it) when the other's ``backups copy`` comes to repair that
+    original.  The copy failed saying the set 'is being written … by backups rekey', Try: 'copy it again once that
+    is done' — which would bring back, for the key being retired, the set the rekey just deleted.  Now it says the
+    set is being deleted, re-encrypted as which backup, and to copy that one instead."""
+    from upkeeper.backup import rekey as rekey_module
+    from upkeeper.backup.copy import FAILED as COPY_FAILED
+    from upkeeper.backup.manifest import READING
+    from upkeeper.backup.rekey import rekeyed_id
+    from upkeeper.storage.base import put_bytes
+
+    (tmp_path / "dest").mkdir()
+    old, _new, src, dest = _two_copied_one_damaged(tmp_path, {"kind": "local", "path": str(tmp_path / "dest"),
+                                                              "fsync": False}, age_key, opened)
+    elsewhere = open_storage("dest", load_text(json.dumps({"storages": {"dest": {
+        "kind": "local", "path": str(tmp_path / "dest"), "fsync": False}}})).storages["dest"])
+    (tmp_path / "mirror").mkdir()  # the rekeying host's other storage, with an intact copy: rekey reads it there
+    mirror = open_storage("mirror", load_text(json.dumps({"storages": {"mirror": {
+        "kind": "local", "path": str(tmp_path / "mirror"), "fsync": False}}})).storages["mirror"])
+    opened += [elsewhere, mirror]  # the rekeying host's own clients
+    assert copy_set([src], mirror, "web", "app", old, recorded_sha256=None,
+                    allow_unencrypted_remote=False).action == COPIED
+    prefix = set_prefix("web", "app", old)
+    marker = prefix + READING + "verify-elsewhere"
+    put_bytes(dest, marker, json.dumps({"backup": old, "host": "third-host", "pid": 7, "command": "backups verify",
+                                        "started_at": datetime.now(UTC).isoformat()}).encode())
+    monkeypatch.setattr(rekey_module, "READER_POLL", 0.2)
+    new = _new_recipient(tmp_path)
+    out: list[Any] = []
+    t = threading.Thread(target=lambda: out.append(rekey_set(
+        [elsewhere, mirror], "web", "app", old, recorded_sha256=None, catalog_storages=["dest"],
+        old_key=OldKey((str(age_key.identity),)), new=new, age="age", catalog=None)))
+    t.start()
+    try:
+        deadline = time.monotonic() + 120
+        while b"rekeyed_as" not in (_read(dest, prefix + LEASE) if dest.stat(prefix + LEASE) else b""):
+            assert t.is_alive() and time.monotonic() < deadline, out
+            time.sleep(0.05)
+        rep = copy_set([src], dest, "web", "app", old, recorded_sha256=None, allow_unencrypted_remote=False,
+                       check_present=True)
+    finally:
+        dest.delete(marker)  # the verify ends: the rekey deletes the original
+        t.join()
+    new_id = rekeyed_id(old, new)
+    assert rep.action == COPY_FAILED, rep
+    assert f"is being deleted by backups rekey (re-encrypted as {new_id}) on " in (rep.error or ""), rep
+    assert f"'upkeeper backups copy {new_id} --to dest'" in (rep.hint or ""), rep
+    assert out[0].action == REKEYED and out[0].new_id == new_id, out[0]
+    assert list(dest.list(prefix)) == [] and _complete(dest, new_id)

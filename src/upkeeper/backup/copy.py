@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from upkeeper.backup.lease import PRUNE_WAIT, Lease, LeaseHeld, take_reader, writer_info
+from upkeeper.backup.lease import PRUNE_WAIT, Lease, LeaseHeld, rekeyed_as, take_reader, writer_info
 from upkeeper.backup.manifest import (
     LEASE,
     LEASE_REFRESH,
@@ -217,6 +217,12 @@ class _LeaseFor:
                                           source=self.source.name), self.refresh, patience=PRUNE_WAIT,
                               waiting=self.progress)
         except LeaseHeld as held:
+            new = rekeyed_as(self.lease_on, self.prefix + LEASE)
+            if new is not None:  # copying it again once 'done' would bring back the set a rekey retired
+                raise CopyFailed(f"backup {self.report.id} on {self.report.destination} is being deleted by "
+                                 f"{held.holder}; it was left alone",
+                                 f"Try: copy the re-encrypted backup instead: 'upkeeper backups copy {new} --to "
+                                 f"{self.report.destination}'", LEASE) from None
             raise CopyFailed(f"backup {self.report.id} is being written to {self.report.destination} by {held.holder}; "
                              "it was left alone", "Try: copy it again once that is done (a lease its writer "
                              "stopped refreshing is stale after 30 minutes)", LEASE) from None

@@ -153,6 +153,8 @@ def _holder(seen: _Seen, key: str, storage: Storage) -> str:
     if body is None:
         return f"a writer whose lease {key} on {storage.name} cannot be read"
     what = body.get("command") or (f"job {body['job']}" if body.get("job") else "a backup run")
+    if isinstance(body.get("rekeyed_as"), str):  # a rekey deleting the original it re-encrypted
+        what = f"{what} (re-encrypted as {body['rekeyed_as']})"
     node = body.get("node")
     extra = f", node {node}" if node and node != body.get("host") else ""
     since = body.get("started_at")
@@ -239,6 +241,16 @@ def acquire(storage: Storage, key: str, data: bytes, token: str, now: datetime |
     if taking_over:
         return f"another writer taking over the stale lease {key} on {storage.name} right now"
     return f"writers taking and releasing the lease {key} on {storage.name} again and again"
+
+
+def rekeyed_as(storage: Storage, key: str) -> str | None:
+    """The backup id a rekey holding the lease ``key`` is deleting its set for (re-encrypted as), else None."""
+    try:
+        seen = _look(storage, key)
+    except UpkeeperError:
+        return None
+    new = seen.body.get("rekeyed_as") if seen is not None and seen.body is not None else None
+    return new if isinstance(new, str) and new else None
 
 
 def protects(storage: Storage, key: str, now: datetime) -> bool:
