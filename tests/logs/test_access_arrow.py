@@ -584,6 +584,11 @@ TRICKY_REQUESTS = [
     b"GET /x/" + b"1/" * 90 + b" HTTP/1.1", b"GET /a1b2c3d4/e5f6a7b8c9 HTTP/1.1", b"GET /-_-_-_-9 HTTP/1.1",
     # a hash of exactly 8 characters alone; a UUID one hex digit short before a number
     b"GET /x/a1b2c3d4 HTTP/1.1", b"GET /u/ed2662e9-17e0-41b7-b810-238303c72ba/1 HTTP/1.1",
+    # protocols GoAccess keys as they are or shortened, or not at all
+    b"GET /p HTTP/2.0", b"GET /p HTTP/3", b"GET /p HTTP/3.0", b"GET /p HTTP/1.0", b"GET /p HTTP/2.00",
+    b"GET /p HTTP/3.1", b"GET /p HTTP/1.1 ", b"GET /p  HTTP/1.1", b"GET /p\x00 HTTP/1.1", b"GET /p\x0b HTTP/1.1",
+    b"OPTIONS * HTTP/1.1", b"POST /p%20q HTTP/1.1", b"DELETE /p?x=%41 HTTP/2",
+    b"GET /p\x0c HTTP/1.1", b"GET /p\r HTTP/1.1", b"GET /p\tq HTTP/1.1",
 ]
 
 
@@ -601,12 +606,13 @@ def _learned(raws: list[bytes], arrow: bool, native: bool = True) -> tuple[Any, 
     return acc.ep_of, acc.static_of, acc.page_of, acc.login_of
 
 
-def _ga_keys(raws: list[bytes], arrow: bool) -> dict[bytes, int]:
+def _ga_keys(raws: list[bytes], arrow: bool, native: bool = True) -> dict[bytes, int]:
+    """``native``: the arrow path's keys made in C (upkeeper.logs._cut.request_keys), else with RE2 kernels."""
     from upkeeper.logs.goaccess import parse_requests
 
-    acc = Accumulator(ScanOptions(log_format=COMBINED_TIMED, arrow_min_buffer=0))
+    acc = Accumulator(ScanOptions(log_format=COMBINED_TIMED, arrow_min_buffer=0, native_cut=native))
     scanner = acc._arrow_scanner()
-    assert scanner is not None
+    assert scanner is not None and (scanner.keys_of is not None) == native
     batch = [(r, i + 1) for i, r in enumerate(dict.fromkeys(raws))]
     rest = acc._request_keys(batch, scanner.request_keys) if arrow else batch
     for (_raw, c), (url, meth, proto) in zip(rest, parse_requests([r for r, _ in rest]), strict=True):
@@ -624,7 +630,9 @@ def test_request_lines_learned_with_re2_equal_the_reference() -> None:
     reference = _learned(TRICKY_REQUESTS, False)
     assert _learned(TRICKY_REQUESTS, True) == reference
     assert _learned(TRICKY_REQUESTS, True, native=False) == reference
-    assert _ga_keys(TRICKY_REQUESTS, True) == _ga_keys(TRICKY_REQUESTS, False)
+    keys = _ga_keys(TRICKY_REQUESTS, False)
+    assert _ga_keys(TRICKY_REQUESTS, True) == keys
+    assert _ga_keys(TRICKY_REQUESTS, True, native=False) == keys
 
 
 _path_piece = st.sampled_from(["/", "1", "23", "0", ".", ";", ",", "-", "?", "#", "@", "a", "F", "x9", "deadbeef", "//",
@@ -645,7 +653,9 @@ def test_fuzz_request_lines_learned_with_re2_equal_the_reference(raws: list[byte
     reference = _learned(raws, False)
     assert _learned(raws, True) == reference
     assert _learned(raws, True, native=False) == reference
-    assert _ga_keys(raws, True) == _ga_keys(raws, False)
+    keys = _ga_keys(raws, False)
+    assert _ga_keys(raws, True) == keys
+    assert _ga_keys(raws, True, native=False) == keys
 
 
 def test_static_extensions_re2_pattern() -> None:

@@ -394,10 +394,124 @@ done:
     return result;
 }
 
+/* ---- GoAccess's requested-files keys -------------------------------------------------------------------
+ *
+ * request_keys(lines) takes a list of request lines (bytes) and returns (keys, canon, url_offsets, url_data):
+ *   keys   per line, "URL\0METHOD\0PROTOCOL" for a line of arrowscan.CANON_REQUEST's shape (a listed method, one
+ *          blank, a URL without blanks, '%' or control characters, one blank, a canonical protocol, nothing
+ *          after), HTTP/2.0 and HTTP/3.0 written HTTP/2 and HTTP/3 as GoAccess keys them; None for the others
+ *   canon  the indexes of the lines that have a key
+ *   url_*  those lines' URLs as an Arrow large_binary column (for the static-file pattern)
+ */
+static const char *const METHODS[] = {"GET", "POST", "HEAD", "PUT", "DELETE", "PATCH", "OPTIONS"};
+
+static int url_byte(unsigned char c) {
+    return !(c == ' ' || c == '%' || c == '\n' || c == '\r' || c == '\t' || c == 0 || c == 0x0b || c == 0x0c);
+}
+
+/* the protocol's key spelling and length, or NULL */
+static const char *protocol(const unsigned char *p, Py_ssize_t n, Py_ssize_t *klen) {
+    if (n == 8 && memcmp(p, "HTTP/1.", 7) == 0 && (p[7] == '0' || p[7] == '1')) {
+        *klen = 8;
+        return (const char *)p;
+    }
+    if ((n == 6 || (n == 8 && p[6] == '.' && p[7] == '0')) && memcmp(p, "HTTP/", 5) == 0 &&
+        (p[5] == '2' || p[5] == '3')) {
+        *klen = 6;
+        return (const char *)p;
+    }
+    return NULL;
+}
+
+static PyObject *request_keys(PyObject *self, PyObject *args) {
+    PyObject *lines;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "O!", &PyList_Type, &lines)) return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(lines), total = 0;
+    PyObject *keys = PyList_New(n), *canon = PyList_New(0), *uoffs = NULL, *udata = NULL, *result = NULL;
+    Py_ssize_t *keyed = PyMem_Malloc(sizeof(Py_ssize_t) * (size_t)(n ? n : 1));  /* the lines with a key */
+    if (!keys || !canon || !keyed) {
+        if (!keyed) PyErr_NoMemory();
+        goto done;
+    }
+    Py_ssize_t m = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *line = PyList_GET_ITEM(lines, i);
+        PyObject *key = Py_None;
+        if (!PyBytes_Check(line)) {
+            PyErr_SetString(PyExc_TypeError, "request lines must be bytes");
+            goto done;
+        }
+        const unsigned char *s = (const unsigned char *)PyBytes_AS_STRING(line);
+        Py_ssize_t len = PyBytes_GET_SIZE(line);
+        const unsigned char *sp = memchr(s, ' ', (size_t)len);
+        int listed = 0;
+        if (sp) {
+            for (size_t k = 0; k < sizeof(METHODS) / sizeof(METHODS[0]); k++) {
+                size_t ml = strlen(METHODS[k]);
+                if ((size_t)(sp - s) == ml && memcmp(s, METHODS[k], ml) == 0) listed = 1;
+            }
+        }
+        if (listed) {
+            const unsigned char *u = sp + 1, *ue = u, *e = s + len;
+            while (ue < e && url_byte(*ue)) ue++;
+            Py_ssize_t klen = 0;
+            const char *proto = (ue > u && ue < e && *ue == ' ') ? protocol(ue + 1, e - ue - 1, &klen) : NULL;
+            if (proto) {
+                Py_ssize_t ul = ue - u, mlen = sp - s;
+                key = PyBytes_FromStringAndSize(NULL, ul + 1 + mlen + 1 + klen);
+                if (!key) goto done;
+                char *k = PyBytes_AS_STRING(key);
+                memcpy(k, u, (size_t)ul);
+                k[ul] = 0;
+                memcpy(k + ul + 1, s, (size_t)mlen);
+                k[ul + 1 + mlen] = 0;
+                memcpy(k + ul + 2 + mlen, proto, (size_t)klen);
+                PyObject *at = PyLong_FromSsize_t(i);
+                if (!at || PyList_Append(canon, at) != 0) {
+                    Py_XDECREF(at);
+                    Py_DECREF(key);
+                    goto done;
+                }
+                Py_DECREF(at);
+                keyed[m++] = i;
+                total += ul;
+            }
+        }
+        if (key == Py_None) Py_INCREF(Py_None);
+        PyList_SET_ITEM(keys, i, key);
+    }
+    uoffs = PyBytes_FromStringAndSize(NULL, (m + 1) * (Py_ssize_t)sizeof(int64_t));
+    udata = PyBytes_FromStringAndSize(NULL, total);
+    if (!uoffs || !udata) goto done;
+    int64_t *uo = (int64_t *)PyBytes_AS_STRING(uoffs);
+    char *ud = PyBytes_AS_STRING(udata);
+    int64_t at = 0;
+    for (Py_ssize_t j = 0; j < m; j++) {
+        PyObject *key = PyList_GET_ITEM(keys, keyed[j]);
+        const char *k = PyBytes_AS_STRING(key);
+        Py_ssize_t ul = (Py_ssize_t)strlen(k);  /* the URL ends at the key's first NUL (it holds none) */
+        uo[j] = at;
+        memcpy(ud + at, k, (size_t)ul);
+        at += ul;
+    }
+    uo[m] = at;
+    result = Py_BuildValue("OOOO", keys, canon, uoffs, udata);
+
+done:
+    PyMem_Free(keyed);
+    Py_XDECREF(keys);
+    Py_XDECREF(canon);
+    Py_XDECREF(uoffs);
+    Py_XDECREF(udata);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"cut", cut, METH_VARARGS, "cut(buf, prog, anchors) -> (n, valid, n_ok, rejected, starts, columns)"},
     {"endpoints", endpoints, METH_VARARGS,
      "endpoints(offsets, data, start, n, endpoint_max) -> (endpoints, words, url_offsets, url_data)"},
+    {"request_keys", request_keys, METH_VARARGS, "request_keys(lines) -> (keys, canon, url_offsets, url_data)"},
     {NULL, NULL, 0, NULL},
 };
 

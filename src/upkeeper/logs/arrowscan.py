@@ -352,6 +352,8 @@ class ArrowScanner:
         self.cutter: Callable[[bytes, bytes, Sequence[tuple[int, int, int, int]]], CutResult] | None = None
         #: the endpoints of new request lines of the common shape in C (upkeeper.logs._cut.endpoints), or None
         self.endpoints: Callable[[Any, Any, int, int, int], EndpointsResult] | None = None
+        #: GoAccess's keys of request lines in C (upkeeper.logs._cut.request_keys), or None
+        self.keys_of: Callable[[list[bytes]], tuple[list[bytes | None], list[int], bytes, bytes]] | None = None
         if acc.opts.native_cut:
             try:
                 from upkeeper.logs import _cut
@@ -360,6 +362,7 @@ class ArrowScanner:
             else:
                 self.cutter = _cut.cut if plan.program is not None else None
                 self.endpoints = _cut.endpoints
+                self.keys_of = _cut.request_keys
         self.field_names = list(plan.fields)
 
     def release(self) -> None:
@@ -496,6 +499,8 @@ class ArrowScanner:
         :attr:`~upkeeper.logs.access.AccessPartial.ga_requests`) of each request line of the common shape
         (:data:`CANON_REQUEST`: goaccess.parse_requests' first alternative) and whether its URL is a static file
         (only when :attr:`static_rx` is not None); None for the other lines."""
+        if self.keys_of is not None:
+            return self._native_keys(raws)
         pa, pc = self.pa, self.pc
         arr = pa.array(raws, pa.large_binary())
         canon = pc.match_substring_regex(arr, CANON_REQUEST)
@@ -520,6 +525,23 @@ class ArrowScanner:
         for i, k, st in zip(pc.indices_nonzero(canon).to_pylist(), keys, static, strict=True):
             all_keys[i], all_static[i] = k, st
         return all_keys, all_static
+
+    def _native_keys(self, raws: list[bytes]) -> tuple[list[bytes | None], list[bool | None]]:
+        """:meth:`request_keys` with the keys made in C (upkeeper.logs._cut.request_keys)."""
+        pa, pc = self.pa, self.pc
+        assert self.keys_of is not None
+        keys, at, uo, ud = self.keys_of(raws)
+        n = len(at)
+        if not n or not self.static_rx:
+            return keys, [None] * len(raws) if not n else [False if k is not None else None for k in keys]
+        urls = pa.Array.from_buffers(pa.large_binary(), n, [None, pa.py_buffer(uo), pa.py_buffer(ud)])
+        static: list[bool | None] = pc.match_substring_regex(urls, self.static_rx).to_pylist()
+        if n == len(raws):
+            return keys, static
+        all_static: list[bool | None] = [None] * len(raws)
+        for i, st in zip(at, static, strict=True):
+            all_static[i] = st
+        return keys, all_static
 
     def _ep_id(self, e: bytes) -> int:
         i = self.ep_ids.get(e)
