@@ -29,7 +29,8 @@ def demo_cmd(
         directory.chmod(0o755)  # the sandbox's services run as other users (postgres, nobody)
     base = directory
     base = base.resolve()
-    from upkeeper.sandbox.demo import Sandbox  # (its services' modules import cryptography: only for the demo)
+    # (the sandbox's services import cryptography: imported for the demo only)
+    from upkeeper.sandbox.demo import Sandbox
 
     sandbox = Sandbox(base)
     t0 = time.monotonic()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import typer
 from rich.table import Table
@@ -14,9 +14,6 @@ from upkeeper.cli._app import app, check_output_file, console, print_json, state
 from upkeeper.errors import UsageError
 from upkeeper.fmt import ago, human_duration
 from upkeeper.notify.policy import describe
-
-if TYPE_CHECKING:
-    from upkeeper.notify.engine import NotificationEngine
 
 
 def collect(days: int, per_window: int, now: datetime) -> dict[str, Any]:
