@@ -133,6 +133,17 @@ def test_version_imports_no_command() -> None:
     assert res.stdout.strip() == f"upkeeper {__version__}"
 
 
+def test_version_loads_neither_the_config_nor_the_history_modules() -> None:
+    """``upkeeper --version`` prints a constant: the CLI's shared module does not import pydantic, SQLAlchemy and
+    the config models at its top (~0.25 s), only the commands that use them do."""
+    code = ("import sys\nsys.argv = ['upkeeper', '--version']\nfrom upkeeper.cli.main import load_commands\n"
+            "load_commands(['--version'])\n"
+            "print(sorted(m for m in ('sqlalchemy', 'pydantic', 'upkeeper.core.history', 'upkeeper.core.jobs', "
+            "'upkeeper.config.loader') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
 def test_the_command_exits_at_once_with_its_status_and_output_flushed() -> None:
     """The console script skips module teardown, but not what a normal exit does: idle thread pools
     stop, atexit handlers run, buffered output is written, the exit status is kept."""
