@@ -176,3 +176,38 @@ def test_validating_a_logs_job_leaves_the_reading_to_the_worker(module: str, cls
     assert early == []
     assert refusal in refused  # the options' checks still work
     assert set(needed) <= set(loaded)  # what the run needs, loaded by the worker before it
+
+
+#: what host and security checks (psutil, the kernel clock's ctypes binding) and the access-log trends (statistics)
+#: import for their runs only
+RUN_ONLY_LIBRARIES = ("psutil", "ctypes", "statistics", "upkeeper.tasks.host._clock")
+
+
+@pytest.mark.parametrize(("module", "cls", "options", "needed"), [
+    ("host.disk", "HostDisk", {}, ["psutil"]),
+    ("host.health", "HostHealth", {}, ["psutil", "ctypes", "upkeeper.tasks.host._clock"]),
+    ("host.process", "HostProcess", {"processes": [{"name": "nginx"}]}, ["psutil"]),
+    ("security.audit", "SecurityAudit", {}, ["psutil"]),
+    ("security.firewall", "SecurityFirewall", {}, ["psutil"]),
+    ("security.processes", "SecurityProcesses", {}, ["psutil"]),
+    ("logs.nginx", "NginxLogs", {"log_format": "combined"}, ["statistics"]),
+])
+def test_validating_a_job_leaves_its_run_libraries_to_the_worker(module: str, cls: str, options: dict[str, object],
+                                                                needed: list[str]) -> None:
+    """The CLI imports each job's task module for its options before it sends the run (every job of the config,
+    not only the one run): psutil (~10 ms), ctypes (~4 ms) and statistics (~3 ms) are imported by the worker
+    (lazy.load_all) before the run, not by the CLI on its way to sending it."""
+    got = _in_fresh_python(
+        "import sys, json\n"
+        f"import upkeeper.tasks.{module} as M\n"
+        "from upkeeper import lazy\n"
+        f"heavy = {RUN_ONLY_LIBRARIES!r}\n"
+        f"M.{cls}.Options.model_validate({options!r})\n"
+        "early = sorted(n for n in heavy if n in sys.modules)\n"
+        "lazy.load_all()\n"
+        "print(json.dumps([early, sorted(n for n in heavy if n in sys.modules)]))\n"
+    )
+    assert isinstance(got, list)
+    early, loaded = got
+    assert early == []
+    assert set(needed) <= set(loaded)

@@ -57,6 +57,63 @@ def test_run_imports_the_notification_engine_and_rich_progress_only_when_needed(
     assert out.strip() == "[]"
 
 
+#: a well-formed age public key (the CLI checks its form only)
+AGE_RECIPIENT = "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p"
+
+#: libraries no command needs to be registered (nor ``upkeeper run``'s CLI process on its way to a run): each
+#: costs 20-100 ms of the start of every command that imports it
+HEAVY_LIBRARIES = ("boto3", "botocore", "paramiko", "apprise", "pyarrow", "cryptography", "icalendar", "psycopg",
+                   "httpx", "redis", "dns", "pyrage", "sqlalchemy.orm", "alembic")
+
+
+def _heavy_loaded(code: str) -> list[str]:
+    """The :data:`HEAVY_LIBRARIES` (and the modules that load them) imported by ``code``, in a fresh Python."""
+    probe = (f"{code}\nimport json, sys\nheavy = {HEAVY_LIBRARIES!r} + ('upkeeper.core.models', "
+             "'upkeeper.notify.engine', 'upkeeper.notify.ics', 'upkeeper.sandbox.demo')\n"
+             "print(json.dumps(sorted(m for m in heavy if m in sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    loaded: list[str] = json.loads(out.strip().rsplit("\n", 1)[-1])
+    return loaded
+
+
+def test_loading_every_command_imports_no_heavy_library() -> None:
+    """``upkeeper --help`` (or a mistyped command) imports every command module to list the commands: none of
+    them imports a library at its top that only its command's work needs — the demo's sandbox (cryptography),
+    the iCalendar feed (icalendar), the notification engine and the ORM (~200 ms of ``--help`` together)."""
+    assert _heavy_loaded("from upkeeper.cli.main import load_commands\nload_commands(['--help'])") == []
+    assert _heavy_loaded("from upkeeper.cli.main import load_commands\nload_commands(['show', '1'])") == []
+
+
+def test_run_in_the_cli_imports_no_client_library(tmp_path: Path) -> None:
+    """``upkeeper run`` validates every job of the config in its CLI process, storages and backup jobs included:
+    the client libraries (boto3, paramiko, psycopg, pyarrow …) are the worker's to import."""
+    key = tmp_path / "id_ed25519"
+    key.write_text("not read by the CLI\n")
+    cfg = tmp_path / "upkeeper.yaml"
+    cfg.write_text(json.dumps({
+        "history": str(tmp_path / "history.db"),
+        "targets": {"db": {"kind": "postgres", "host": "127.0.0.1", "port": 1, "user": "postgres"},
+                    "web": {"kind": "nginx", "access_log": str(tmp_path / "access.log")}},
+        "storages": {"local": {"kind": "local", "path": str(tmp_path)},
+                     "s3": {"kind": "s3", "bucket": "b", "endpoint_url": "http://127.0.0.1:1"},
+                     "sftp": {"kind": "sftp", "host": "127.0.0.1", "user": "u", "key_file": str(key), "path": "/b"}},
+        "backup": {"encryption": {"recipients": [AGE_RECIPIENT]}},
+        "jobs": {"db-backup": {"task": "postgres.backup", "target": "db",
+                               "options": {"databases": ["x"], "storages": ["local", "s3", "sftp"]}},
+                 "logs": {"task": "logs.nginx", "target": "web",
+                          "options": {"incremental": False, "report_dir": str(tmp_path / "reports")}},
+                 "noop": {"task": "debug.noop"}},
+    }))
+    (tmp_path / "access.log").write_text("")
+    History(f"sqlite:///{tmp_path / 'history.db'}").close()
+    for job in ("noop", "logs"):
+        code = ("import contextlib, io, json\nfrom upkeeper.cli.main import main\nout = io.StringIO()\n"
+                f"try:\n    with contextlib.redirect_stdout(out):\n        main(['--config', {str(cfg)!r}, 'run', "
+                f"{job!r}, '--json'])\nexcept SystemExit as e:\n    assert e.code == 0, (e.code, out.getvalue())\n"
+                f"assert json.loads(out.getvalue())[0]['status'] == 'ok', out.getvalue()")
+        assert _heavy_loaded(code) == [], job
+
+
 def test_help_lists_every_command() -> None:
     out = subprocess.run([sys.executable, "-m", "upkeeper", "--help"], capture_output=True, text=True,
                          check=True).stdout
@@ -74,6 +131,17 @@ def test_version_imports_no_command() -> None:
 
     res = subprocess.run([sys.executable, "-m", "upkeeper", "--version"], capture_output=True, text=True, check=True)
     assert res.stdout.strip() == f"upkeeper {__version__}"
+
+
+def test_version_loads_neither_the_config_nor_the_history_modules() -> None:
+    """``upkeeper --version`` prints a constant: the CLI's shared module does not import pydantic, SQLAlchemy and
+    the config models at its top (~0.25 s), only the commands that use them do."""
+    code = ("import sys\nsys.argv = ['upkeeper', '--version']\nfrom upkeeper.cli.main import load_commands\n"
+            "load_commands(['--version'])\n"
+            "print(sorted(m for m in ('sqlalchemy', 'pydantic', 'upkeeper.core.history', 'upkeeper.core.jobs', "
+            "'upkeeper.config.loader') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
 
 
 def test_the_command_exits_at_once_with_its_status_and_output_flushed() -> None:

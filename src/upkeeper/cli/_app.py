@@ -17,12 +17,12 @@ import typer
 
 from upkeeper import __version__
 from upkeeper.cli._styles import STYLES
-from upkeeper.core.history import History, history_url
-from upkeeper.core.jobs import Setup, load_setup
 from upkeeper.redact import redact_obj
 
 if TYPE_CHECKING:
     from upkeeper.cli._console import SafeConsole
+    from upkeeper.core.history import History
+    from upkeeper.core.jobs import Setup
 
     #: stdout and stderr: made on first use (module ``__getattr__`` below)
     console: SafeConsole
@@ -63,16 +63,20 @@ class State:
     _setup: Setup | None = None
     _history: History | None = None
 
+    # (the config's and history's modules are imported by the commands that use them: pydantic and SQLAlchemy
+    # are ~0.25 s that 'upkeeper --version' need not pay)
     def setup(self) -> Setup:
         if self._setup is None:
+            from upkeeper.core.jobs import load_setup
+
             self._setup = load_setup(self.config)
         return self._setup
 
     def history(self) -> History:
         if self._history is None:
-            setup = self.setup()
-            base = setup.source.parent if setup.source else None
-            self._history = History(history_url(setup.config.history, base))
+            from upkeeper.core.history import History
+
+            self._history = History(self.history_url())
         return self._history
 
     def close(self) -> None:
@@ -84,6 +88,8 @@ class State:
             history.close()
 
     def history_url(self) -> str:
+        from upkeeper.core.history import history_url
+
         setup = self.setup()
         base = setup.source.parent if setup.source else None
         return history_url(setup.config.history, base)

@@ -13,7 +13,6 @@ from upkeeper.cli._runs import make_runner, run_jobs, summary_table
 from upkeeper.core.history import History, history_url
 from upkeeper.core.jobs import load_setup
 from upkeeper.core.runner import status_exit_code
-from upkeeper.sandbox.demo import Sandbox
 
 
 @app.command("demo")
@@ -30,6 +29,9 @@ def demo_cmd(
         directory.chmod(0o755)  # the sandbox's services run as other users (postgres, nobody)
     base = directory
     base = base.resolve()
+    # (the sandbox's services import cryptography: imported for the demo only)
+    from upkeeper.sandbox.demo import Sandbox
+
     sandbox = Sandbox(base)
     t0 = time.monotonic()
     console.rule("[bold]upkeeper demo")

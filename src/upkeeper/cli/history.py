@@ -4,7 +4,7 @@ history retention now."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.markup import escape
@@ -14,9 +14,11 @@ from rich.table import Table
 from upkeeper.cli._app import app, console, print_json, run_status_text, severity_text, state
 from upkeeper.config.types import parse_duration
 from upkeeper.core.history import stopped_on_request
-from upkeeper.core.models import FindingRow, RunRow
 from upkeeper.errors import UsageError
 from upkeeper.fmt import human_bytes, human_duration, local_time
+
+if TYPE_CHECKING:  # the ORM (~70 ms to import): History loads it for the queries that need it
+    from upkeeper.core.models import FindingRow, RunRow
 
 SINCE_HINT = "Try: --since 7d, --since '14 days', --since 1h30m or --since 2026-11-01"
 

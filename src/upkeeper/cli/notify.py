@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.markup import escape
@@ -12,9 +12,10 @@ from rich.table import Table
 from upkeeper.cli._app import app, console, err_console, print_json, state
 from upkeeper.errors import UsageError
 from upkeeper.fmt import ago
-from upkeeper.notify.engine import NotificationEngine
 from upkeeper.notify.events import payload_schema
-from upkeeper.notify.store import UNSENT
+
+if TYPE_CHECKING:
+    from upkeeper.notify.engine import NotificationEngine
 
 notify_app = typer.Typer(help="Notification channels: test them, see what was sent, retry failures.",
                          no_args_is_help=True)
@@ -22,6 +23,8 @@ app.add_typer(notify_app, name="notify")
 
 
 def _engine() -> NotificationEngine:
+    from upkeeper.notify.engine import NotificationEngine  # (and the ORM: not for every command's start)
+
     setup = state.setup()
     return NotificationEngine(setup, state.history())
 
@@ -92,6 +95,8 @@ def retry_cmd(as_json: bool = typer.Option(False, "--json", help="machine-readab
     at this moment is left to it (said so); one whose sender died is taken over."""
     engine = _engine()
     now = datetime.now(UTC)
+    from upkeeper.notify.store import UNSENT
+
     pending = engine.store.deliveries(statuses=list(UNSENT), limit=1000)
     results = [r for r in (engine.deliver(d.id, now) for d in pending) if r is not None]
     if as_json:

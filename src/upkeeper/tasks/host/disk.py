@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
-import psutil
 from pydantic import Field, model_validator
 
+from upkeeper import lazy
 from upkeeper.core.task import Finding, Result, Severity, Task, TaskContext, TaskOptions, task
 from upkeeper.fmt import human_bytes
+
+if TYPE_CHECKING:
+    import psutil
+else:  # the run's, not the CLI's that validates the job (~10 ms): the worker loads it before the run
+    psutil = lazy.module("psutil")
 
 # Filesystems that are not real storage.
 PSEUDO_FS = frozenset({

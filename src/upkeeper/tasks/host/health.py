@@ -14,12 +14,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
 
-import psutil
 from pydantic import Field, model_validator
 
+from upkeeper import lazy
 from upkeeper.config.types import Duration, StrictModel
 from upkeeper.core import proc
 from upkeeper.core.task import (
@@ -35,9 +35,17 @@ from upkeeper.core.task import (
 )
 from upkeeper.errors import ProcessError
 from upkeeper.fmt import human_bytes, human_duration
-from upkeeper.tasks.host._clock import ClockStatus, clock_status
 from upkeeper.tasks.host._trend import fit
 from upkeeper.tasks.host.disk import real_mounts
+
+if TYPE_CHECKING:
+    import psutil
+
+    from upkeeper.tasks.host import _clock
+    from upkeeper.tasks.host._clock import ClockStatus
+else:  # the run's, not the CLI's that validates the job (psutil ~10 ms, ctypes ~4 ms): the worker loads them
+    psutil = lazy.module("psutil")  # before the run
+    _clock = lazy.module("upkeeper.tasks.host._clock")
 
 SYSTEMCTL_IS_ACTIVE = ("systemctl", "is-active")
 #: kernel log lines of an OOM kill, read from the journal since the previous run
@@ -614,7 +622,7 @@ def check_clock(env: Env) -> CheckOutput:
     out = CheckOutput()
     if not o.clock:
         return out
-    st: ClockStatus = clock_status()
+    st: ClockStatus = _clock.clock_status()
     if st.offset_s is not None:
         out.metrics["clock.offset_ms"] = round(st.offset_s * 1000, 3)
     if st.synchronized is None:

@@ -27,17 +27,22 @@ from collections.abc import Container
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import psutil
 from pydantic import Field, field_validator, model_validator
 
+from upkeeper import lazy
 from upkeeper.config.types import ByteSize, Duration, StrictModel
 from upkeeper.core import pidfile
 from upkeeper.core.pidfile import read_pid_file, start_ticks
 from upkeeper.core.task import Finding, Result, Severity, Task, TaskContext, TaskOptions, task
 from upkeeper.fmt import human_bytes, human_duration
 from upkeeper.tasks.host._trend import fit
+
+if TYPE_CHECKING:
+    import psutil
+else:  # the run's, not the CLI's that validates the job (~10 ms): the worker loads it before the run
+    psutil = lazy.module("psutil")
 
 
 class ProcessSelector(StrictModel):

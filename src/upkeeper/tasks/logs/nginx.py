@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import statistics
 import time
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, Any
@@ -57,6 +56,8 @@ from upkeeper.tasks.logs._common import (
 )
 
 if TYPE_CHECKING:
+    import statistics
+
     from upkeeper.logs import access, parallel, report_html, sources
     from upkeeper.logs.access import ScanOptions
     from upkeeper.logs.sources import PlanNote
@@ -68,6 +69,7 @@ else:
     parallel = lazy.module("upkeeper.logs.parallel")
     report_html = lazy.module("upkeeper.logs.report_html")
     sources = lazy.module("upkeeper.logs.sources")
+    statistics = lazy.module("statistics")  # (the trends' median: ~3 ms to import)
 
 CURSORS_KEY = "access_cursors"
 TAIL_KEY = "access_security_tail"  # the last minutes' 404s and failed logins, for bursts across runs

@@ -9,12 +9,18 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import psutil
 from pydantic import Field
 
+from upkeeper import lazy
 from upkeeper.core.task import Finding, Result, Severity, Task, TaskContext, TaskOptions, task
 from upkeeper.tasks.security._common import CheckOutput
+
+if TYPE_CHECKING:
+    import psutil
+else:  # the run's, not the CLI's that validates the job (~10 ms): the worker loads it before the run
+    psutil = lazy.module("psutil")
 
 #: process name → role.  Source: the maintenance procedures' process-ownership review
 WATCHED = {
