@@ -161,3 +161,30 @@ def test_a_bad_program_is_refused() -> None:
                                                 min_size=1, max_size=10))
 def test_fuzz_arbitrary_bytes_are_cut_as_pyarrow_cuts_them(fmt: str, lines: list[bytes]) -> None:
     assert_same_cut(lines, fmt)
+
+
+def _path_counts_reference(counts: dict[bytes, int]) -> dict[bytes, int]:
+    """access.all_paths' loop, as it was written in Python."""
+    out: dict[bytes, int] = {}
+    for k, c in counts.items():
+        path = k.partition(b"\0")[0].partition(b"?")[0]
+        out[path] = out.get(path, 0) + c
+    return out
+
+
+_key_piece = st.sampled_from([b"/", b"/a", b"?", b"?x=1", b"\0", b"GET", b"\0GET\0HTTP/1.1", b"#", b"\xff", b""])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.lists(_key_piece, max_size=6).map(b"".join), st.integers(-(2 ** 70), 2 ** 70), max_size=30))
+def test_hits_per_path_in_c_equal_the_python_loop(counts: dict[bytes, int]) -> None:
+    got = _cut.path_counts(counts)
+    want = _path_counts_reference(counts)
+    assert got == want and list(got) == list(want)  # the same sums, in the same order
+
+
+def test_hits_per_path_refuses_what_is_not_a_dict_of_bytes() -> None:
+    with pytest.raises(TypeError):
+        _cut.path_counts({"str": 1})  # type: ignore[dict-item]
+    with pytest.raises(TypeError):
+        _cut.path_counts([(b"a", 1)])  # type: ignore[arg-type]

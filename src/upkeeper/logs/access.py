@@ -1811,10 +1811,15 @@ def all_paths(p: AccessPartial) -> Counter[bytes]:
     """Hits per path (decoded, without query) over every request: GoAccess's requested files, the static
     files and the 404s (disjoint sets, so nothing is counted twice)."""
     out: Counter[bytes] = Counter()
-    get = out.get
-    for k, c in p.ga_requests.items():
-        path = k.partition(b"\0")[0].partition(b"?")[0]
-        out[path] = get(path, 0) + c
+    try:
+        from upkeeper.logs._cut import path_counts
+    except ImportError:  # built without a C compiler
+        get = out.get
+        for k, c in p.ga_requests.items():
+            path = k.partition(b"\0")[0].partition(b"?")[0]
+            out[path] = get(path, 0) + c
+    else:
+        out.update(path_counts(p.ga_requests))  # (the same loop in C)
     out.update(p.static_paths)
     out.update(p.not_found)
     return out
