@@ -3,6 +3,9 @@ RE2 pattern, then the split on quotes and blanks), byte for byte, on every line.
 
 from __future__ import annotations
 
+from collections import Counter
+from typing import Any
+
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
@@ -188,3 +191,20 @@ def test_hits_per_path_refuses_what_is_not_a_dict_of_bytes() -> None:
         _cut.path_counts({"str": 1})  # type: ignore[dict-item]
     with pytest.raises(TypeError):
         _cut.path_counts([(b"a", 1)])  # type: ignore[arg-type]
+
+
+_count_key = st.one_of(st.binary(max_size=4), st.tuples(st.binary(max_size=3), st.integers(0, 3)), st.integers(0, 5))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(_count_key, st.integers(-(2 ** 70), 2 ** 70), max_size=20),
+       st.dictionaries(_count_key, st.one_of(st.integers(-(2 ** 70), 2 ** 70), st.booleans()), max_size=20))
+def test_adding_counts_in_c_equals_counter_update(into: dict[Any, int], other: dict[Any, int]) -> None:
+    want = Counter(into)
+    want.update(other)
+    got = Counter(into)
+    _cut.add_counts(got, other)
+    assert got == want and list(got.items()) == list(want.items())  # the same counts, in the same order
+    twice = Counter(into)
+    _cut.add_counts(twice, twice)  # (itself: every count doubled, as Counter.update does)
+    assert twice == Counter({k: 2 * v for k, v in into.items()})

@@ -552,12 +552,53 @@ fail:
     return NULL;
 }
 
+/* add_counts(into, other): into[k] = other[k] + into.get(k, 0) for every key of other, in other's order, as
+ * Counter.update(other) does for a mapping (merging the partial results of the scanning processes). */
+static PyObject *add_counts(PyObject *self, PyObject *args) {
+    PyObject *into, *other;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "O!O!", &PyDict_Type, &into, &PyDict_Type, &other)) return NULL;
+    if (into == other) {  /* (Counter.update of itself doubles every count: iterate a copy) */
+        other = PyDict_Copy(other);
+        if (!other) return NULL;
+    } else {
+        Py_INCREF(other);
+    }
+    PyObject *zero = PyLong_FromLong(0);
+    if (!zero) {
+        Py_DECREF(other);
+        return NULL;
+    }
+    PyObject *key, *value;
+    Py_ssize_t pos = 0;
+    while (PyDict_Next(other, &pos, &key, &value)) {
+        PyObject *had = PyDict_GetItemWithError(into, key);  /* borrowed */
+        PyObject *sum = NULL;
+        if (had) {
+            sum = PyNumber_Add(value, had);
+        } else if (!PyErr_Occurred()) {
+            sum = PyNumber_Add(value, zero);
+        }
+        if (!sum || PyDict_SetItem(into, key, sum) != 0) {
+            Py_XDECREF(sum);
+            Py_DECREF(zero);
+            Py_DECREF(other);
+            return NULL;
+        }
+        Py_DECREF(sum);
+    }
+    Py_DECREF(zero);
+    Py_DECREF(other);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"cut", cut, METH_VARARGS, "cut(buf, prog, anchors) -> (n, valid, n_ok, rejected, starts, columns)"},
     {"endpoints", endpoints, METH_VARARGS,
      "endpoints(offsets, data, start, n, endpoint_max) -> (endpoints, words, url_offsets, url_data)"},
     {"request_keys", request_keys, METH_VARARGS, "request_keys(lines) -> (keys, canon, url_offsets, url_data)"},
     {"path_counts", path_counts, METH_VARARGS, "path_counts(counts) -> {path: hits}"},
+    {"add_counts", add_counts, METH_VARARGS, "add_counts(into, other): Counter.update(other) of two dicts"},
     {NULL, NULL, 0, NULL},
 };
 
