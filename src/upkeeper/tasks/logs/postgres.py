@@ -430,7 +430,10 @@ class PostgresLogs(Task[PostgresLogsOptions]):
                         f"{rep['unparsed_pct']:.2f} % of lines ({rep['unparsed']:,}) do not start with the "
                         f"log_line_prefix '{rep['log_line_prefix']}'",
                         "set log_line_prefix to the server's (SHOW log_line_prefix); for a csvlog or jsonlog file "
-                        "set format (a .csv or .json file name tells it)",
+                        "set format (a .csv or .json file name tells it); lines that are the rest of a long message "
+                        "(a sample starting in the middle of a statement) mean the server's stderr goes through a "
+                        "pipe (tee, svlogd, a container runtime), which cuts messages over 4 KB and interleaves "
+                        "them: let the server write the file (logging_collector = on, or pg_ctl -l)",
                         value=rep["unparsed_pct"], threshold=o.unparsed_warn_pct,
                         data={"samples": rep["unparsed_samples"][:3]})]
 
