@@ -231,3 +231,42 @@ def summarize_pieces(prefix: str, pieces: list[bytes]) -> dict[str, Any]:
         acc.start_unit("log", off, off + len(piece))
         acc.feed(piece, "log", off)
     return summarize(acc.partial(), top_n=1000)
+
+
+@pytest.mark.parametrize("mode", ["none", "mod"])
+def test_csvlog_and_jsonlog_tell_parse_and_bind_by_their_command_tag(services_dir: Path, mode: str) -> None:
+    """csvlog and jsonlog records carry the command tag (command_tag, "ps": what %i writes) whatever the
+    log_line_prefix: a statement log_statement does not log counts once there, its Parse and Bind as parse/bind
+    time — where the stderr log of the same run, its prefix without %i, cannot tell them apart."""
+    from upkeeper.logs import pgstruct
+
+    cluster = PostgresCluster(services_dir / f"pg-pairing-structured-{mode}", extra_conf=f"""
+log_duration = on
+log_statement = '{mode}'
+lc_messages = 'C'
+log_line_prefix = '{PLAIN}'
+log_destination = 'stderr,csvlog,jsonlog'
+logging_collector = on
+log_directory = 'log'
+log_filename = 'postgresql.log'
+log_rotation_size = 0
+""")
+    cluster.start()
+    try:
+        with cluster.connect() as c:
+            workload(c)
+    finally:
+        cluster.stop()  # (the collector writes every record before it exits)
+    logs = cluster.data / "log"
+    durs = bare(logs / "postgresql.log")
+    assert len(durs) == STATEMENTS + PARSE_BIND
+    for fmt, name in (("csvlog", "postgresql.csv"), ("jsonlog", "postgresql.json")):
+        acc = pgstruct.make_accumulator(pgstruct.PgStructOptions(format=fmt))  # type: ignore[arg-type]
+        acc.feed((logs / name).read_bytes(), name, 0)
+        st = summarize(acc.partial(), top_n=1000)["statements"]
+        assert (st["count"], st["prepare_bind"]["count"]) == (STATEMENTS, PARSE_BIND), fmt
+        assert st["unpaired"]["count"] == STATEMENTS - (MOD_LOGGED if mode == "mod" else 0), fmt
+        assert st["total_ms"] + st["prepare_bind"]["total_ms"] == pytest.approx(sum(ms for _, ms in durs), abs=0.01)
+    plain = ours(logs / "postgresql.log", PLAIN)["statements"]
+    assert plain["count"] + plain["prepare_bind"]["count"] == len(durs)
+    assert plain["count"] > STATEMENTS
