@@ -168,7 +168,14 @@ def test_a_run_that_is_not_incremental_counts_what_waits_at_the_end(cli: Any, ma
         rep: dict[str, Any] = json.loads(Path(path).read_text())
         return rep
 
-    st = run(incremental=False)["statements"]
+    rep = run(incremental=False)
+    st = rep["statements"]
+    checks = {f["check"]: f for f in rep["findings"]}
+    assert "logs.postgres.check_failed" not in checks
+    if st["unpaired"]["count"]:  # said, and why
+        said = checks["logs.postgres.unpaired_durations"]
+        assert said["data"]["before_error"] == st["unpaired"]["before_error"]
+        assert ("logged right before an error" in said["message"]) == (st["unpaired"]["before_error"] > 0)
     assert st["count"] + st["prepare_bind"]["count"] == len(durs)
     assert st["total_ms"] + st["prepare_bind"]["total_ms"] == pytest.approx(sum(ms for _, ms in durs), abs=0.01)
     res = cli(["logs", "postgres", str(live), "--prefix", prefix, "--json"])
