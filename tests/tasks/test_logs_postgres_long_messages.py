@@ -119,9 +119,7 @@ def test_through_a_pipe_long_messages_come_in_pieces_and_the_report_says_so(serv
         reader.join(timeout=60)
         err.close()
     buf = log.read_bytes()
-    whole, mixed = intact(buf)
+    _whole, mixed = intact(buf)
     assert mixed > 0, "no message was cut: the pipe interleaved nothing this time"
     rep = scan(buf)
     assert rep["unparsed"] >= 1 and rep["unparsed_samples"]
-    fps = {q["fingerprint"]: q["count"] for q in rep["most_frequent"]}
-    assert fps.get("select length(?)", 0) >= whole  # the whole ones count as they are
